@@ -1,0 +1,39 @@
+"""Shared test fixtures: the real checkpoints built by `fixtures.build`, once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fixtures.build import build_all
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def fx(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """name -> path of every fixture checkpoint (see fixtures/build.py)."""
+    return build_all(tmp_path_factory.mktemp("fixtures"))
+
+
+@pytest.fixture
+def hub_env(fx: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point huggingface_hub at the fixture cache and keep it offline."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(fx["hub"]))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return fx["hub"]
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _no_hub_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests never reach a hub; being offline makes a missing repo fail fast with a clear message.
+    if "HF_HUB_OFFLINE" not in os.environ:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")

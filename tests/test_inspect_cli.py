@@ -1,0 +1,127 @@
+"""`weightdoctor inspect` through the CLI: content of tables and JSON, exit codes, clean errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO_ROOT, run_cli, run_json, run_subprocess
+
+
+def test_inspect_json_schema(fx: dict[str, Path]) -> None:
+    code, data = run_json("inspect", fx["bert"])
+    assert code == 0
+    for key in ("source", "format", "files", "num_tensors", "num_params", "total_bytes", "dtypes", "config", "tensors"):
+        assert key in data
+    assert data["format"] == "safetensors" and data["num_tensors"] == 41 and data["num_params"] == 20077
+    assert data["dtypes"] == {"float32": 20077}
+    assert data["config"]["model_type"] == "bert"
+    row = next(t for t in data["tensors"] if t["name"] == "classifier.weight")
+    assert row == {**row, "shape": [3, 32], "dtype": "float32", "num_params": 96}
+    assert data["memory"]["fp16"] == 20077 * 2
+
+
+def test_inspect_table_content(fx: dict[str, Path]) -> None:
+    result = run_cli("inspect", fx["bert"])
+    assert result.exit_code == 0
+    out = result.stdout
+    assert "20,077" in out and "safetensors" in out and "BertForSequenceClassification" in out
+    assert "encoder.layer.{0..1} ×2" in out
+    assert "initializer_range" in out and "0.02" in out
+    assert result.stderr == ""
+
+
+def test_inspect_filter(fx: dict[str, Path]) -> None:
+    code, data = run_json("inspect", fx["bert"], "--filter", r"LayerNorm\.weight$")
+    assert code == 0
+    assert data["num_tensors"] == 41  # the summary covers everything
+    assert {t["name"] for t in data["tensors"]} == {
+        "bert.embeddings.LayerNorm.weight",
+        "bert.encoder.layer.0.attention.output.LayerNorm.weight",
+        "bert.encoder.layer.0.output.LayerNorm.weight",
+        "bert.encoder.layer.1.attention.output.LayerNorm.weight",
+        "bert.encoder.layer.1.output.LayerNorm.weight",
+    }
+
+
+def test_inspect_training_checkpoint(fx: dict[str, Path]) -> None:
+    result = run_cli("inspect", fx["files"] / "training.pt")
+    assert result.exit_code == 0
+    assert "model_state_dict" in result.stdout and "optimizer_state_dict" in result.stdout
+    code, data = run_json("inspect", fx["files"] / "ddp-nested.pth", "--key", "model.module")
+    assert code == 0 and data["nested_key"] == "model.module"
+
+
+def test_inspect_tied_gpt2(fx: dict[str, Path]) -> None:
+    code, data = run_json("inspect", fx["files"] / "gpt2-tied.bin")
+    assert data["shared_tensors"] == [["transformer.wte.weight", "lm_head.weight"]]
+    assert data["format"] == "pytorch-zip"
+
+
+def test_inspect_repo_id(fx: dict[str, Path], hub_env: Path) -> None:
+    code, data = run_json("inspect", "weightdoctor-tests/tiny-bert")
+    assert code == 0 and data["repo_id"] == "weightdoctor-tests/tiny-bert" and data["num_params"] == 20077
+
+
+@pytest.mark.parametrize(
+    "make_bad, expected",
+    [
+        (lambda d: d / "missing.safetensors", "no such file or directory"),
+        (lambda d: _write(d / "junk.bin", b"garbage bytes here"), "not a safetensors file nor a PyTorch pickle"),
+        (lambda d: _write(d / "cut.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":"), "truncated"),
+    ],
+)
+def test_bad_input_one_line_exit_2(tmp_path: Path, make_bad, expected: str) -> None:  # type: ignore[no-untyped-def]
+    path = make_bad(tmp_path)
+    result = run_cli("inspect", path)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0] and path.name in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_debug_shows_traceback(tmp_path: Path) -> None:
+    bad = _write(tmp_path / "junk.bin", b"garbage bytes here")
+    proc = run_subprocess("inspect", bad, "--debug")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_help_and_safetensors_inspect_do_not_import_torch(fx: dict[str, Path]) -> None:
+    script = (
+        "import sys, runpy\n"
+        "sys.argv = ['weightdoctor'] + sys.argv[1:]\n"
+        "try:\n    runpy.run_module('weightdoctor', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "torch_state = 'TORCH' if 'torch' in sys.modules else 'NO-TORCH'\n"
+        "tf_state = 'TRANSFORMERS' if 'transformers' in sys.modules else 'NO-TRANSFORMERS'\n"
+        "print(torch_state, tf_state, file=sys.stderr)\n"
+    )
+    import subprocess
+    import sys
+
+    for args in (["--help"], ["inspect", str(fx["bert"]), "--json"], ["inspect", str(fx["bert-sharded"])]):
+        proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=REPO_ROOT)
+        assert "NO-TORCH NO-TRANSFORMERS" in proc.stderr, (args, proc.stderr)
+
+
+def test_python_dash_m_and_exit_codes(fx: dict[str, Path]) -> None:
+    proc = run_subprocess("inspect", fx["bert"], "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["num_tensors"] == 41
+    usage = run_subprocess("inspect")
+    assert usage.returncode == 2
+
+
+def test_example_checkpoint_is_committed_and_small() -> None:
+    example = REPO_ROOT / "fixtures" / "example"
+    size = sum(p.stat().st_size for p in example.iterdir())
+    assert size < 5_000_000
+    code, data = run_json("inspect", example)
+    assert code == 0 and data["config"]["model_type"] == "bert"

@@ -1,0 +1,182 @@
+"""The shared checkpoint reader over every source kind, on real fixture files."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import REPO_ROOT
+from weightdoctor.checkpoint import open_checkpoint
+from weightdoctor.errors import CorruptCheckpoint, InvalidIndex, SourceNotFound, UnsafePickle, UsageError
+
+BERT_TENSORS = 41
+BERT_PARAMS = 20077
+
+
+@pytest.mark.parametrize(
+    "name, fmt, sharded",
+    [
+        ("bert", "safetensors", False),
+        ("bert-bin", "pytorch-zip", False),
+        ("bert-sharded", "safetensors", True),
+        ("bert-sharded-bin", "pytorch-zip", True),
+    ],
+)
+def test_model_folders(fx: dict[str, Path], name: str, fmt: str, sharded: bool) -> None:
+    ckpt = open_checkpoint(fx[name])
+    assert (ckpt.format, ckpt.sharded) == (fmt, sharded)
+    assert len(ckpt.tensors) == BERT_TENSORS and ckpt.num_params == BERT_PARAMS
+    assert ckpt.config is not None and ckpt.config["model_type"] == "bert"
+    info = ckpt.tensor_info("bert.embeddings.word_embeddings.weight")
+    assert info.shape == (99, 32) and info.dtype == "float32" and info.nbytes == 99 * 32 * 4
+
+
+def test_all_sources_give_identical_values(fx: dict[str, Path]) -> None:
+    reference = open_checkpoint(fx["files"] / "bert.safetensors")
+    for source in [fx["bert-bin"], fx["bert-sharded"], fx["bert-sharded-bin"], fx["files"] / "bert.bin",
+                   fx["files"] / "bert-legacy.bin"]:
+        other = open_checkpoint(source)
+        assert {t.name for t in other.tensors} == {t.name for t in reference.tensors}, source
+        for info in reference.tensors:
+            assert torch.equal(other.load_tensor(info.name), reference.load_tensor(info.name)), (source, info.name)
+
+
+def test_legacy_format(fx: dict[str, Path]) -> None:
+    ckpt = open_checkpoint(fx["files"] / "bert-legacy.bin")
+    assert ckpt.format == "pytorch-legacy" and len(ckpt.tensors) == BERT_TENSORS
+
+
+def test_training_checkpoint_found_and_other_entries_listed(fx: dict[str, Path]) -> None:
+    ckpt = open_checkpoint(fx["files"] / "training.pt")
+    assert ckpt.nested_key == "model_state_dict"
+    assert any(e.startswith("epoch") for e in ckpt.other_entries)
+    assert any(e.startswith("optimizer_state_dict") for e in ckpt.other_entries)
+    assert len(ckpt.tensors) == BERT_TENSORS
+
+
+def test_nested_key_explicit_and_automatic(fx: dict[str, Path]) -> None:
+    auto = open_checkpoint(fx["files"] / "ddp-nested.pth")
+    assert auto.nested_key == "model.module"
+    assert auto.tensors[0].name.startswith("module.")
+    explicit = open_checkpoint(fx["files"] / "ddp-nested.pth", key="model.module")
+    assert len(explicit.tensors) == BERT_TENSORS
+    with pytest.raises(UsageError, match="no entry 'nope'"):
+        open_checkpoint(fx["files"] / "ddp-nested.pth", key="model.nope")
+
+
+def test_tied_weights_share_storage(fx: dict[str, Path]) -> None:
+    ckpt = open_checkpoint(fx["files"] / "gpt2-tied.bin")
+    assert ["transformer.wte.weight", "lm_head.weight"] in ckpt.shared_groups()
+    # Shared storage is counted once.
+    assert ckpt.total_bytes == sum(t.nbytes for t in ckpt.tensors) - ckpt.tensor_info("lm_head.weight").nbytes
+
+
+def test_repo_id_from_cache(fx: dict[str, Path], hub_env: Path) -> None:
+    ckpt = open_checkpoint("weightdoctor-tests/tiny-bert")
+    assert ckpt.repo_id == "weightdoctor-tests/tiny-bert" and ckpt.num_params == BERT_PARAMS
+    assert "snapshots" in str(ckpt.path)
+    gpt2 = open_checkpoint("tiny-gpt2")
+    assert gpt2.config["model_type"] == "gpt2"
+
+
+def test_repo_id_missing_offline(hub_env: Path) -> None:
+    with pytest.raises(SourceNotFound, match="HF_HUB_OFFLINE"):
+        open_checkpoint("nobody/nothing")
+
+
+def test_index_json_directly(fx: dict[str, Path]) -> None:
+    ckpt = open_checkpoint(fx["bert-sharded"] / "model.safetensors.index.json")
+    assert ckpt.sharded and len(ckpt.weight_files) == 3 and ckpt.config is not None
+
+
+def test_index_naming_missing_shard(fx: dict[str, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for item in fx["bert-sharded"].iterdir():
+        (folder / item.name).write_bytes(item.read_bytes())
+    (folder / "model-00002-of-00003.safetensors").unlink()
+    with pytest.raises(InvalidIndex, match="model-00002-of-00003.safetensors"):
+        open_checkpoint(folder)
+
+
+def _write_fake_safetensors(path: Path, header: dict, data_len: int) -> None:
+    raw = json.dumps(header).encode()
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(raw)) + raw)
+        handle.truncate(8 + len(raw) + data_len)  # sparse: no data is written
+
+
+def test_truncated_safetensors(fx: dict[str, Path], tmp_path: Path) -> None:
+    data = (fx["files"] / "bert.safetensors").read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptCheckpoint, match="truncated"):
+        open_checkpoint(cut)
+    tiny = tmp_path / "tiny.safetensors"
+    tiny.write_bytes(b"\x01\x02")
+    with pytest.raises(CorruptCheckpoint, match="too short"):
+        open_checkpoint(tiny)
+
+
+def test_duplicate_key_in_header(tmp_path: Path) -> None:
+    raw = b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+    path = tmp_path / "dup.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 4)
+    with pytest.raises(CorruptCheckpoint, match="twice"):
+        open_checkpoint(path)
+
+
+def test_unknown_format(tmp_path: Path) -> None:
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"this is not a checkpoint at all")
+    with pytest.raises(Exception, match="not a safetensors file nor a PyTorch pickle"):
+        open_checkpoint(path)
+
+
+def test_zip_without_records(tmp_path: Path) -> None:
+    import zipfile
+
+    path = tmp_path / "empty.bin"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/version", "3")
+    with pytest.raises(CorruptCheckpoint, match="data.pkl"):
+        open_checkpoint(path)
+
+
+def test_pickle_refused_by_weights_only(tmp_path: Path) -> None:
+    import argparse
+
+    path = tmp_path / "args.pt"
+    torch.save({"args": argparse.Namespace(lr=1), "state_dict": {"w": torch.zeros(2)}}, path)
+    with pytest.raises(UnsafePickle, match="argparse.Namespace"):
+        open_checkpoint(path)
+
+
+def test_header_only_on_huge_sparse_file(tmp_path: Path) -> None:
+    """Structure of a safetensors file costs its header: an 8 GB sparse file reads in kilobytes."""
+    numel = 2 * 1024**3  # 8 GB of float32, never written
+    path = tmp_path / "huge.safetensors"
+    header = {"__metadata__": {"format": "pt"},
+              "big": {"dtype": "F32", "shape": [numel // 1024, 1024], "data_offsets": [0, numel * 4]}}
+    _write_fake_safetensors(path, header, numel * 4)
+    script = (
+        "import sys\n"
+        "from weightdoctor.checkpoint import open_checkpoint\n"
+        "from weightdoctor.structure import inspect_checkpoint\n"
+        "def rchar():\n"
+        "    return int([l for l in open('/proc/self/io') if l.startswith('rchar')][0].split()[1])\n"
+        f"open_checkpoint({str(path)!r})  # warm up: imports read .py files too\n"
+        f"before = rchar(); report = inspect_checkpoint(open_checkpoint({str(path)!r})); after = rchar()\n"
+        "print(report.num_params, after - before, 'torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    params, read_bytes, torch_loaded, transformers_loaded = out.stdout.split()
+    assert int(params) == numel
+    assert int(read_bytes) < 1_000_000, f"read {read_bytes} bytes for structure"
+    assert torch_loaded == "False" and transformers_loaded == "False"

@@ -1,0 +1,54 @@
+"""The data the reader returns: `TensorInfo` for each tensor, `CheckpointFile` for each file."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from weightdoctor.dtypes import FLOATING, bits_per_element
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of a checkpoint, described without reading its values.
+
+    Attributes:
+        name: the state-dict key.
+        shape: the tensor's shape.
+        dtype: canonical dtype name (`float32`, `bfloat16`, ...; see `weightdoctor.dtypes`).
+        file: path of the file that holds it, relative to the checkpoint's root.
+        data_offsets: for safetensors, the `[begin, end)` byte range inside the file's data section.
+        storage_id: tensors with the same non-None `storage_id` share storage (tied weights in a pickle).
+        num_params: number of elements (derived).
+        nbytes: bytes of this tensor's own elements (derived; a view counts its view, not its storage).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    file: str
+    data_offsets: tuple[int, int] | None = None
+    storage_id: str | None = None
+    num_params: int = field(init=False)
+    nbytes: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        numel = math.prod(self.shape) if self.shape else 1
+        object.__setattr__(self, "num_params", int(numel))
+        object.__setattr__(self, "nbytes", int(numel * bits_per_element(self.dtype) // 8))
+
+    @property
+    def is_floating(self) -> bool:
+        return self.dtype in FLOATING
+
+
+@dataclass(frozen=True)
+class CheckpointFile:
+    """A file that is part of a checkpoint (a weight file, a shard, an index or a config)."""
+
+    path: Path
+    relpath: str
+    role: str  # "weights", "index" or "config"
+    format: str  # "safetensors", "pytorch-zip", "pytorch-legacy", "json"
+    size_bytes: int

@@ -1,0 +1,224 @@
+"""Reading pickle-based PyTorch files (`.bin`, `.pt`, `.pth`, `.ckpt`): zip and legacy formats.
+
+Structure comes from `torch.load(weights_only=True, mmap=True)`: the tensors are memory-mapped, so
+listing them copies no data. The legacy (pre-1.6, non-zip) format cannot be memory-mapped and is read
+whole. Training checkpoints that nest the weights are searched for their state dict.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from weightdoctor.checkpoint.model import TensorInfo
+from weightdoctor.dtypes import canonical_dtype
+from weightdoctor.errors import CorruptCheckpoint, UnsafePickle, UnsupportedFormat, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+ZIP_MAGIC = b"PK\x03\x04"
+# Keys under which training scripts commonly store the weights, most specific first.
+STATE_DICT_KEYS = (
+    "state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params",
+    "model_ema", "ema", "ema_state_dict", "generator", "student", "teacher",
+)
+# Nested entries that hold tensors but are never the model's weights.
+NOT_WEIGHTS = re.compile(r"optim|scheduler|scaler|sched|rng|lr_", re.IGNORECASE)
+
+
+@dataclass
+class PickleContents:
+    """What a pickle-based file holds once its state dict is found."""
+
+    state_dict: dict[str, torch.Tensor]
+    nested_key: str | None
+    other_entries: list[str] = field(default_factory=list)
+    skipped_entries: list[str] = field(default_factory=list)
+
+
+def detect_pickle_format(prefix: bytes) -> str | None:
+    """Return "pytorch-zip", "pytorch-legacy" or None from a file's first bytes."""
+    if prefix.startswith(ZIP_MAGIC):
+        return "pytorch-zip"
+    # Legacy torch.save output starts with a pickled magic number, protocol 2.
+    if prefix[:1] == b"\x80" and prefix[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pytorch-legacy"
+    return None
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return f"dict, {len(value)} entries"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__}, {len(value)} items"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"tensor {list(value.shape)}"
+    text = repr(value)
+    return f"{type(value).__name__}: {text[:40]}" if len(text) <= 40 else type(value).__name__
+
+
+def _tensor_share(mapping: Mapping[Any, Any]) -> float:
+    import torch
+
+    if not mapping:
+        return 0.0
+    count = sum(isinstance(v, torch.Tensor) for v in mapping.values())
+    return count / len(mapping)
+
+
+def _is_state_dict(value: Any) -> bool:
+    # A few non-tensor values (`_extra_state`, version ints) are tolerated.
+    return isinstance(value, Mapping) and _tensor_share(value) >= 0.9
+
+
+def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any], str | None]:
+    """Locate the weights inside what `torch.load` returned.
+
+    Example:
+        >>> find_state_dict({"epoch": 3, "model_state_dict": {"w": torch.zeros(2)}})
+        ({'w': tensor([0., 0.])}, 'model_state_dict')
+
+    Args:
+        obj: the loaded object.
+        key: an explicit dotted path (`"model.module"`); each step may itself contain dots.
+
+    Returns:
+        The state dict and the dotted path where it was found (None at the top level).
+
+    Raises:
+        UsageError: `key` does not name a mapping of tensors.
+        CorruptCheckpoint: no mapping of tensors can be found.
+    """
+    if key is not None:
+        return _follow_key(obj, key), key
+    if _is_state_dict(obj):
+        return obj, None
+    # Breadth-first, trying the usual keys first at each level.
+    queue: list[tuple[Any, tuple[str, ...]]] = [(obj, ())]
+    while queue:
+        current, path = queue.pop(0)
+        if not isinstance(current, Mapping):
+            continue
+        names = [k for k in current if isinstance(k, str)]
+        ordered = [k for k in STATE_DICT_KEYS if k in current] + [k for k in names if k not in STATE_DICT_KEYS]
+        for name in ordered:
+            if NOT_WEIGHTS.search(name):
+                continue
+            value = current[name]
+            if _is_state_dict(value):
+                return value, ".".join(path + (name,))
+        for name in ordered:
+            if not NOT_WEIGHTS.search(name) and isinstance(current[name], Mapping) and len(path) < 4:
+                queue.append((current[name], path + (name,)))
+    top = ", ".join(f"{k} ({_describe(v)})" for k, v in list(obj.items())[:8]) if isinstance(obj, Mapping) else ""
+    raise CorruptCheckpoint(
+        "no state dict (a mapping of names to tensors) found"
+        + (f"; top-level entries: {top}; pick one with --key" if top else f"; the file holds a {type(obj).__name__}")
+    )
+
+
+def _follow_key(obj: Any, key: str) -> Mapping[str, Any]:
+    current, rest = obj, key
+    while rest:
+        if not isinstance(current, Mapping):
+            raise UsageError(f"--key {key!r}: {type(current).__name__} has no entries")
+        # Longest matching prefix first, since a key may itself contain dots.
+        parts = rest.split(".")
+        for cut in range(len(parts), 0, -1):
+            candidate = ".".join(parts[:cut])
+            if candidate in current:
+                current, rest = current[candidate], ".".join(parts[cut:])
+                break
+        else:
+            available = ", ".join(str(k) for k in list(current)[:10])
+            raise UsageError(f"--key {key!r}: no entry {parts[0]!r} (entries: {available})")
+    if not _is_state_dict(current):
+        raise UsageError(f"--key {key!r} does not name a mapping of tensors ({_describe(current)})")
+    return current
+
+
+def _weights_only_message(exc: Exception) -> str:
+    text = str(exc)
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if match:
+        return f"torch's weights_only loader refuses to unpickle {match.group(1)}; the file holds more than weights"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return f"torch's weights_only loader refuses the pickle: {first[:200]}"
+
+
+def load_pickle(path: Path, fmt: str, key: str | None = None) -> PickleContents:
+    """Load a pickle-based checkpoint with torch's restricted loader and find its state dict.
+
+    Raises:
+        UnsafePickle: torch's weights_only loader refuses a global in the pickle.
+        CorruptCheckpoint: the archive is damaged or holds no state dict.
+    """
+    import torch
+
+    if fmt == "pytorch-zip":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile:
+            # PyTorch's own reader is more lenient than zipfile; let it decide below.
+            names = None
+        if names is not None and not any(n.endswith("data.pkl") for n in names):
+            raise CorruptCheckpoint("zip archive has no data.pkl record (not a torch.save file, or damaged)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=(fmt == "pytorch-zip"))
+    except pickle.UnpicklingError as exc:
+        raise UnsafePickle(_weights_only_message(exc)) from exc
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
+        text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise CorruptCheckpoint(f"torch cannot read the file: {text[:200]}") from exc
+    except Exception as exc:  # torch raises many kinds of errors on hostile bytes
+        text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        raise CorruptCheckpoint(f"torch cannot read the file: {type(exc).__name__}: {text[:200]}") from exc
+
+    state_dict, nested_key = find_state_dict(obj, key)
+    other: list[str] = []
+    if nested_key is not None and isinstance(obj, Mapping):
+        head = nested_key.split(".")[0]
+        other = [f"{k} ({_describe(v)})" for k, v in obj.items() if k != head]
+    tensors: dict[str, torch.Tensor] = {}
+    skipped: list[str] = []
+    for name, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and isinstance(name, str):
+            tensors[name] = value
+        else:
+            skipped.append(f"{name} ({_describe(value)})")
+    return PickleContents(state_dict=tensors, nested_key=nested_key, other_entries=other, skipped_entries=skipped)
+
+
+def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
+    """Describe each tensor of a loaded pickle, grouping tensors that share storage."""
+    infos: list[TensorInfo] = []
+    for name, tensor in contents.state_dict.items():
+        try:
+            storage = tensor.untyped_storage()
+            storage_id = f"{relpath}:{storage.data_ptr():x}" if storage.nbytes() else None
+        except (RuntimeError, NotImplementedError):
+            storage_id = None
+        infos.append(
+            TensorInfo(
+                name=name,
+                shape=tuple(int(d) for d in tensor.shape),
+                dtype=canonical_dtype(str(tensor.dtype)),
+                file=relpath,
+                storage_id=storage_id,
+            )
+        )
+    return infos
+
+
+def ensure_pickle_file(path: Path, prefix: bytes) -> str:
+    fmt = detect_pickle_format(prefix)
+    if fmt is None:
+        raise UnsupportedFormat("not a safetensors file nor a PyTorch pickle (zip or legacy)")
+    return fmt

@@ -1,0 +1,390 @@
+"""The shared checkpoint reader: `open_checkpoint(source)` for files, folders, indexes and repo ids."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from weightdoctor.checkpoint import pytorch_format, safetensors_format
+from weightdoctor.checkpoint.hub import looks_like_repo_id, resolve_repo_id
+from weightdoctor.checkpoint.model import CheckpointFile, TensorInfo
+from weightdoctor.errors import (
+    CorruptCheckpoint,
+    InvalidIndex,
+    SourceNotFound,
+    UnsupportedFormat,
+    WeightDoctorError,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PYTORCH_INDEX = "pytorch_model.bin.index.json"
+# Preferred weight files of a model folder, in transformers' order of preference.
+PREFERRED_FILES = (SAFETENSORS_INDEX, "model.safetensors", PYTORCH_INDEX, "pytorch_model.bin")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+@dataclass
+class Checkpoint:
+    """An opened checkpoint: its files and tensors described, values loaded on demand.
+
+    Attributes:
+        source: the source as the user gave it.
+        path: the resolved local path (a file, or the folder of a sharded or directory source).
+        format: "safetensors", "pytorch-zip", "pytorch-legacy", or "config-only"; `sharded` tells
+            whether an index ties several files together.
+        files: every file that was read (weights, index, config).
+        tensors: every tensor, in file order.
+        config: the parsed `config.json`, when there is one.
+        metadata: safetensors `__metadata__` (of the first file that has one).
+        nested_key: where a training checkpoint keeps its state dict (None at the top level).
+        other_entries: a training checkpoint's other top-level entries, described.
+        repo_id / revision: set when the source was a Hub repo id.
+        warnings: things the reader noticed that do not stop it (index/shard disagreements, ...).
+    """
+
+    source: str
+    path: Path
+    format: str
+    sharded: bool
+    files: list[CheckpointFile]
+    tensors: list[TensorInfo]
+    config: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
+    nested_key: str | None = None
+    other_entries: list[str] = field(default_factory=list)
+    skipped_entries: list[str] = field(default_factory=list)
+    repo_id: str | None = None
+    revision: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    _headers: dict[str, safetensors_format.SafetensorsHeader] = field(default_factory=dict, repr=False)
+    _pickles: dict[str, pytorch_format.PickleContents] = field(default_factory=dict, repr=False)
+    _by_name: dict[str, TensorInfo] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_name = {t.name: t for t in self.tensors}
+
+    @property
+    def num_params(self) -> int:
+        return sum(t.num_params for t in self.tensors)
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of tensor data, counting storage shared by several tensors once."""
+        seen: set[str] = set()
+        total = 0
+        for info in self.tensors:
+            if info.storage_id is not None:
+                if info.storage_id in seen:
+                    continue
+                seen.add(info.storage_id)
+            total += info.nbytes
+        return total
+
+    @property
+    def weight_files(self) -> list[CheckpointFile]:
+        return [f for f in self.files if f.role == "weights"]
+
+    def shared_groups(self) -> list[list[str]]:
+        """Names of tensors that share storage, one list per storage (only groups of two or more)."""
+        groups: dict[str, list[str]] = {}
+        for info in self.tensors:
+            if info.storage_id is not None:
+                groups.setdefault(info.storage_id, []).append(info.name)
+        return [names for names in groups.values() if len(names) > 1]
+
+    def tensor_info(self, name: str) -> TensorInfo:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise WeightDoctorError(f"no tensor named {name!r}", path=str(self.path)) from None
+
+    def file_path(self, relpath: str) -> Path:
+        for item in self.files:
+            if item.relpath == relpath:
+                return item.path
+        raise KeyError(relpath)
+
+    def load_tensor(self, name: str) -> torch.Tensor:
+        """Load one tensor's values (a CPU torch tensor). Only this tensor is read from disk."""
+        info = self.tensor_info(name)
+        header = self._headers.get(info.file)
+        if header is not None:
+            try:
+                return safetensors_format.read_tensor(self.file_path(info.file), header, info)
+            except WeightDoctorError as exc:
+                exc.path = exc.path or str(self.file_path(info.file))
+                raise
+        return self._pickles[info.file].state_dict[name]
+
+    def iter_tensors(self, names: Iterable[str] | None = None) -> Iterator[tuple[TensorInfo, torch.Tensor]]:
+        """Yield `(info, tensor)` one at a time, so that only one tensor is held by the reader."""
+        for name in names if names is not None else (t.name for t in self.tensors):
+            yield self.tensor_info(name), self.load_tensor(name)
+
+    def close(self) -> None:
+        self._pickles.clear()
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _read_prefix(path: Path, size: int = 16) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(size)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptCheckpoint(f"not valid JSON ({exc})", path=str(path)) from exc
+
+
+def _load_config(path: Path | None) -> tuple[dict[str, Any] | None, CheckpointFile | None]:
+    if path is None or not path.is_file():
+        return None, None
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise CorruptCheckpoint("config.json is not a JSON object", path=str(path))
+    return data, CheckpointFile(path, path.name, "config", "json", path.stat().st_size)
+
+
+def _is_config(data: Any) -> bool:
+    return isinstance(data, dict) and ("model_type" in data or "architectures" in data)
+
+
+class _Builder:
+    """Accumulates files and tensors while a source is read."""
+
+    def __init__(self, root: Path, key: str | None) -> None:
+        self.root = root
+        self.key = key
+        self.files: list[CheckpointFile] = []
+        self.tensors: list[TensorInfo] = []
+        self.headers: dict[str, safetensors_format.SafetensorsHeader] = {}
+        self.pickles: dict[str, pytorch_format.PickleContents] = {}
+        self.metadata: dict[str, str] | None = None
+        self.nested_key: str | None = None
+        self.other_entries: list[str] = []
+        self.skipped_entries: list[str] = []
+        self.formats: set[str] = set()
+
+    def relpath(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root)) if path != self.root else path.name
+        except ValueError:
+            return path.name
+
+    def add_weight_file(self, path: Path) -> list[TensorInfo]:
+        relpath = self.relpath(path)
+        try:
+            size = path.stat().st_size
+            prefix = _read_prefix(path)
+        except OSError as exc:
+            raise SourceNotFound(f"cannot read: {exc.strerror}", path=str(path)) from exc
+        try:
+            if path.suffix == ".safetensors" or safetensors_format.looks_like_safetensors(prefix):
+                fmt = "safetensors"
+                header = safetensors_format.read_header(path, relpath)
+                safetensors_format.validate_with_library(path)
+                self.headers[relpath] = header
+                if header.metadata and self.metadata is None:
+                    self.metadata = header.metadata
+                infos = header.tensors
+            else:
+                fmt = pytorch_format.ensure_pickle_file(path, prefix)
+                contents = pytorch_format.load_pickle(path, fmt, self.key)
+                self.pickles[relpath] = contents
+                if contents.nested_key is not None:
+                    self.nested_key = contents.nested_key
+                    self.other_entries = contents.other_entries
+                self.skipped_entries += contents.skipped_entries
+                infos = pytorch_format.tensor_infos(contents, relpath)
+        except WeightDoctorError as exc:
+            exc.path = exc.path or str(path)
+            raise
+        self.formats.add(fmt)
+        self.files.append(CheckpointFile(path, relpath, "weights", fmt, size))
+        self.tensors.extend(infos)
+        return infos
+
+
+def _weight_files_in(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.iterdir()
+        if p.is_file() and (p.suffix == ".safetensors" or p.suffix in PICKLE_SUFFIXES)
+        and not p.name.startswith(("optimizer", "scheduler", "rng_state", "training_args", "scaler"))
+    )
+
+
+def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
+    """Pick what to read in a model folder: (path, is_index). Safetensors before pickles."""
+    for name in PREFERRED_FILES:
+        if (folder / name).is_file():
+            return folder / name, name.endswith(".index.json")
+    indexes = sorted(folder.glob("*.safetensors.index.json")) + sorted(folder.glob("*.bin.index.json"))
+    if indexes:
+        return indexes[0], True
+    weights = _weight_files_in(folder)
+    safetensors_files = [p for p in weights if p.suffix == ".safetensors"]
+    if len(safetensors_files) == 1 or (len(weights) == 1):
+        return (safetensors_files or weights)[0], False
+    if not weights:
+        raise SourceNotFound("folder holds no weight file (.safetensors, .bin, .pt, .pth, .ckpt)", str(folder))
+    names = ", ".join(p.name for p in weights[:6])
+    raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
+
+
+def _read_index(builder: _Builder, index_path: Path) -> list[str]:
+    index = _read_json(index_path)
+    if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
+        raise InvalidIndex("index has no 'weight_map' object", str(index_path))
+    weight_map: dict[str, Any] = index["weight_map"]
+    folder = index_path.parent.resolve()
+    builder.files.append(
+        CheckpointFile(index_path, builder.relpath(index_path), "index", "json", index_path.stat().st_size)
+    )
+    shards: list[str] = []
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard:
+            raise InvalidIndex(f"weight_map entry {name!r} is not a file name", str(index_path))
+        if shard not in shards:
+            shards.append(shard)
+    warnings: list[str] = []
+    seen: dict[str, str] = {}
+    for shard in shards:
+        shard_path = (index_path.parent / shard)
+        if folder not in shard_path.resolve().parents:
+            raise InvalidIndex(f"index points outside its folder: {shard!r}", str(index_path))
+        if not shard_path.is_file():
+            raise InvalidIndex(f"shard {shard!r} named by the index does not exist", str(index_path))
+        for info in builder.add_weight_file(shard_path):
+            if info.name in seen:
+                raise InvalidIndex(f"tensor {info.name!r} is in both {seen[info.name]} and {shard}", str(index_path))
+            seen[info.name] = shard
+            listed = weight_map.get(info.name)
+            if listed is None:
+                warnings.append(f"{shard} holds {info.name!r}, which the index does not list")
+            elif listed != shard:
+                warnings.append(f"the index puts {info.name!r} in {listed} but it is in {shard}")
+    missing = [name for name in weight_map if name not in seen]
+    if missing:
+        raise InvalidIndex(
+            f"{len(missing)} tensor(s) listed in the index are in no shard, e.g. {missing[0]!r} "
+            f"(listed in {weight_map[missing[0]]})",
+            str(index_path),
+        )
+    total_size = index.get("metadata", {}).get("total_size") if isinstance(index.get("metadata"), dict) else None
+    actual = sum(t.nbytes for t in builder.tensors)
+    if isinstance(total_size, (int, float)) and int(total_size) != actual:
+        warnings.append(f"index metadata.total_size is {int(total_size)} but the shards hold {actual} bytes")
+    return warnings
+
+
+def open_checkpoint(
+    source: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    key: str | None = None,
+    allow_config_only: bool = False,
+) -> Checkpoint:
+    """Open any checkpoint source and describe it, reading headers (safetensors) or a memory map (pickles).
+
+    Example:
+        >>> ckpt = open_checkpoint("bert-base-uncased")      # a repo id, from the cache
+        >>> ckpt.format, ckpt.num_params, ckpt.tensors[0].name
+
+    Args:
+        source: a weight file, a model folder, an index JSON, a `config.json`, or a Hub repo id.
+        revision: the Hub revision (branch, tag or commit) for a repo id.
+        key: dotted path of the state dict inside a training checkpoint (found automatically if None).
+        allow_config_only: accept a config without weights (for commands that plan from the config).
+
+    Raises:
+        SourceNotFound, UnsupportedFormat, CorruptCheckpoint, InvalidIndex, UnsafePickle.
+    """
+    text = os.fspath(source)
+    path = Path(text).expanduser()
+    repo_id = None
+    if not path.exists():
+        if looks_like_repo_id(text) and not text.endswith((".safetensors", ".json") + PICKLE_SUFFIXES):
+            repo_id = text
+            path = resolve_repo_id(text, revision, weights=True)
+        else:
+            raise SourceNotFound("no such file or directory", path=text)
+
+    root = path if path.is_dir() else path.parent
+    builder = _Builder(root, key)
+    config_path: Path | None = None
+    sharded = False
+    warnings: list[str] = []
+    target = path
+    is_index = False
+    if path.is_dir():
+        config_path = path / "config.json"
+        try:
+            target, is_index = _choose_in_folder(path)
+        except SourceNotFound:
+            if allow_config_only and config_path.is_file():
+                target = config_path
+            else:
+                raise
+    elif path.suffix == ".json":
+        data = _read_json(path)
+        if isinstance(data, dict) and "weight_map" in data:
+            is_index = True
+            config_path = path.parent / "config.json"
+        elif _is_config(data):
+            if not allow_config_only:
+                raise UnsupportedFormat("this is a model config, not weights; point at the model folder", text)
+            config_path = path
+        else:
+            raise UnsupportedFormat("JSON file is neither an index (weight_map) nor a model config", text)
+    else:
+        config_path = path.parent / "config.json"
+
+    if is_index:
+        sharded = True
+        warnings += _read_index(builder, target)
+    elif target == config_path:
+        pass
+    else:
+        builder.add_weight_file(target)
+
+    config, config_file = _load_config(config_path)
+    if config_file is not None:
+        builder.files.append(config_file)
+    if target == config_path:
+        fmt = "config-only"
+    elif "safetensors" in builder.formats:
+        fmt = "safetensors" if len(builder.formats) == 1 else "mixed"
+    else:
+        fmt = next(iter(builder.formats)) if len(builder.formats) == 1 else "mixed"
+    return Checkpoint(
+        source=text,
+        path=path.resolve() if repo_id is None else path,
+        format=fmt,
+        sharded=sharded,
+        files=builder.files,
+        tensors=builder.tensors,
+        config=config,
+        metadata=builder.metadata,
+        nested_key=builder.nested_key,
+        other_entries=builder.other_entries,
+        skipped_entries=builder.skipped_entries,
+        repo_id=repo_id,
+        revision=revision,
+        warnings=warnings,
+        _headers=builder.headers,
+        _pickles=builder.pickles,
+    )

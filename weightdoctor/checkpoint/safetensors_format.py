@@ -1,0 +1,206 @@
+"""Reading the safetensors format: the header alone for structure, one tensor's bytes on demand.
+
+The header is parsed here as well as by the safetensors library: the library validates offsets and
+dtypes, and this parser adds what the library does not check or expose (duplicate keys, which it
+silently collapses; names unfit for use; the byte offsets). Tensor bytes are read with ordinary file
+reads rather than through a memory map, so that a file truncated while it is being read raises an
+error instead of killing the process with SIGBUS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from weightdoctor.checkpoint.model import TensorInfo
+from weightdoctor.dtypes import SAFETENSORS_TO_CANONICAL, bits_per_element
+from weightdoctor.errors import CorruptCheckpoint
+
+if TYPE_CHECKING:
+    import torch
+
+# The safetensors library refuses headers above 100 MB; so do we, before reading them.
+MAX_HEADER_BYTES = 100_000_000
+# Real checkpoints have at most tens of thousands of tensors; a header with more is refused rather
+# than spending minutes on it.
+MAX_TENSORS = 200_000
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    """The parsed header of one safetensors file."""
+
+    header_size: int
+    tensors: list[TensorInfo]
+    metadata: dict[str, str] | None
+
+    @property
+    def data_start(self) -> int:
+        return 8 + self.header_size
+
+
+def looks_like_safetensors(prefix: bytes) -> bool:
+    """True when the first bytes of a file are a plausible safetensors header start."""
+    if len(prefix) < 9:
+        return False
+    (size,) = struct.unpack("<Q", prefix[:8])
+    return 2 <= size <= MAX_HEADER_BYTES and prefix[8:9] in (b"{", b" ")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise CorruptCheckpoint(f"header lists tensor {key!r} twice")
+        result[key] = value
+    return result
+
+
+def _check_name(name: str) -> None:
+    if not name:
+        raise CorruptCheckpoint("header has a tensor with an empty name")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise CorruptCheckpoint(f"tensor name {name!r} contains control characters")
+    if "/" in name or "\\" in name or name in {".", ".."}:
+        raise CorruptCheckpoint(f"tensor name {name!r} contains a path separator")
+
+
+def read_header(path: Path, relpath: str) -> SafetensorsHeader:
+    """Parse and validate the header of a safetensors file, reading no tensor data.
+
+    Example:
+        >>> header = read_header(Path("model.safetensors"), "model.safetensors")
+        >>> header.tensors[0].name, header.tensors[0].shape
+
+    Raises:
+        CorruptCheckpoint: the file is too short, the header is not valid JSON, offsets overlap or run
+            past the end of the file, a dtype is unknown, a key is duplicated or badly named.
+    """
+    file_size = path.stat().st_size
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise CorruptCheckpoint(f"file is {file_size} bytes, too short to be safetensors")
+        (header_size,) = struct.unpack("<Q", prefix)
+        if header_size > MAX_HEADER_BYTES:
+            raise CorruptCheckpoint(f"header claims {header_size} bytes (the limit is {MAX_HEADER_BYTES})")
+        if 8 + header_size > file_size:
+            raise CorruptCheckpoint(
+                f"header claims {header_size} bytes but the file has only {file_size - 8} after the prefix"
+                " (truncated?)"
+            )
+        raw = handle.read(header_size)
+    if not raw.startswith(b"{"):
+        raise CorruptCheckpoint("header does not start with '{' (leading whitespace or garbage)")
+    try:
+        header = json.loads(raw.decode("utf-8").rstrip(" "), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptCheckpoint(f"header is not valid JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise CorruptCheckpoint("header is not a JSON object")
+    metadata = header.pop("__metadata__", None)
+    if metadata is not None and not (
+        isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+    ):
+        raise CorruptCheckpoint("__metadata__ must map strings to strings")
+    if len(header) > MAX_TENSORS:
+        raise CorruptCheckpoint(f"header lists {len(header)} tensors (the limit is {MAX_TENSORS})")
+
+    data_size = file_size - 8 - header_size
+    tensors: list[TensorInfo] = []
+    for name, entry in header.items():
+        _check_name(name)
+        if not isinstance(entry, dict):
+            raise CorruptCheckpoint(f"header entry for {name!r} is not an object")
+        st_dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if st_dtype not in SAFETENSORS_TO_CANONICAL:
+            raise CorruptCheckpoint(f"tensor {name!r} has unknown dtype {st_dtype!r}")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise CorruptCheckpoint(f"tensor {name!r} has an invalid shape {shape!r}")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and o >= 0 for o in offsets)
+            or offsets[0] > offsets[1]
+        ):
+            raise CorruptCheckpoint(f"tensor {name!r} has invalid data_offsets {offsets!r}")
+        info = TensorInfo(
+            name=name,
+            shape=tuple(shape),
+            dtype=SAFETENSORS_TO_CANONICAL[st_dtype],
+            file=relpath,
+            data_offsets=(offsets[0], offsets[1]),
+        )
+        expected = info.num_params * bits_per_element(info.dtype) // 8
+        if offsets[1] - offsets[0] != expected:
+            raise CorruptCheckpoint(
+                f"tensor {name!r} spans {offsets[1] - offsets[0]} bytes but {st_dtype}{shape} needs {expected}"
+            )
+        if offsets[1] > data_size:
+            raise CorruptCheckpoint(
+                f"tensor {name!r} ends at byte {offsets[1]} of a {data_size}-byte data section (truncated?)"
+            )
+        tensors.append(info)
+
+    # The format requires the data section to be covered exactly once, in order.
+    position = 0
+    for info in sorted(tensors, key=lambda t: t.data_offsets or (0, 0)):
+        begin, end = info.data_offsets or (0, 0)
+        if begin != position:
+            raise CorruptCheckpoint(
+                f"tensor {info.name!r} starts at byte {begin}, expected {position} (overlap or gap)"
+            )
+        position = end
+    return SafetensorsHeader(header_size=header_size, tensors=tensors, metadata=metadata)
+
+
+def validate_with_library(path: Path) -> None:
+    """Let the safetensors library validate the file too (it checks things our parser may not)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as handle:
+            handle.metadata()
+    except SafetensorError as exc:
+        raise CorruptCheckpoint(f"safetensors rejects the file: {exc}") from exc
+
+
+def read_tensor_bytes(path: Path, header: SafetensorsHeader, info: TensorInfo) -> bytearray:
+    """Read one tensor's raw bytes with plain file reads (no mmap, so truncation raises)."""
+    assert info.data_offsets is not None
+    begin, end = info.data_offsets
+    length = end - begin
+    buffer = bytearray(length)
+    view = memoryview(buffer)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        done = 0
+        while done < length:
+            got = os.preadv(fd, [view[done:]], header.data_start + begin + done)
+            if got == 0:
+                raise CorruptCheckpoint(
+                    f"file ended while reading tensor {info.name!r} (truncated or changed while reading)"
+                )
+            done += got
+    finally:
+        os.close(fd)
+    return buffer
+
+
+def read_tensor(path: Path, header: SafetensorsHeader, info: TensorInfo) -> torch.Tensor:
+    """Read one tensor as a torch tensor (CPU, owning its memory)."""
+    import torch
+
+    dtype = getattr(torch, info.dtype, None)
+    if dtype is None:
+        raise CorruptCheckpoint(f"tensor {info.name!r} has dtype {info.dtype} which this torch lacks")
+    if info.num_params == 0:
+        return torch.empty(info.shape, dtype=dtype)
+    buffer = read_tensor_bytes(path, header, info)
+    if info.dtype == "float4_e2m1fn_x2":
+        return torch.frombuffer(buffer, dtype=torch.uint8).view(dtype).reshape(info.shape)
+    return torch.frombuffer(buffer, dtype=dtype).reshape(info.shape)

@@ -1,0 +1,37 @@
+"""The Typer app: wires one module per command together. Importing it imports neither torch nor transformers."""
+
+from __future__ import annotations
+
+import typer
+
+from weightdoctor import __version__
+from weightdoctor.commands import inspect as inspect_command
+
+app = typer.Typer(
+    name="weightdoctor",
+    help="A doctor for PyTorch and Hugging Face checkpoints: inspect, diff keys, plan devices, convert, "
+    "shard and check dtypes without loading the model.\n\n"
+    "Exit codes: 0 healthy, 1 findings at or above --fail-on, 2 bad or unsafe input or usage.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.command("inspect")(inspect_command.inspect)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"weightdoctor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """weightdoctor: a command-line doctor for model checkpoints."""
+
+
+def main() -> None:
+    app()

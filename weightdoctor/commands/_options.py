@@ -1,0 +1,27 @@
+"""Options shared by several commands, defined once as `Annotated` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+SourceArg = Annotated[
+    str,
+    typer.Argument(
+        help="A checkpoint: a .safetensors/.bin/.pt file, a model folder, an index JSON, or a Hub repo id.",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback when something fails.")]
+RevisionOpt = Annotated[
+    str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit) for a repo id.")
+]
+KeyOpt = Annotated[
+    str | None,
+    typer.Option("--key", help="Dotted path of the state dict inside a training checkpoint (e.g. model.module)."),
+]
+FilterOpt = Annotated[
+    str | None, typer.Option("--filter", help="Regular expression: only tensors whose name matches.")
+]

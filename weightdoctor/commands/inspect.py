@@ -1,0 +1,45 @@
+"""`weightdoctor inspect`: what is in a checkpoint."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from weightdoctor.commands._errors import handle_errors
+from weightdoctor.commands._options import DebugOpt, FilterOpt, JsonOpt, KeyOpt, RevisionOpt, SourceArg
+
+
+@handle_errors
+def inspect(
+    source: SourceArg,
+    json_output: JsonOpt = False,
+    name_filter: FilterOpt = None,
+    key: KeyOpt = None,
+    revision: RevisionOpt = None,
+    depth: Annotated[int, typer.Option("--depth", help="Levels of the module tree to show.")] = 4,
+    show_all: Annotated[bool, typer.Option("--all", help="List every tensor (default: the first 50).")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Show what a checkpoint holds: tensors, parameters, bytes, dtypes, module tree and config.
+
+    Reads headers only for safetensors (no tensor data), and a memory map for PyTorch pickles.
+    """
+    from weightdoctor.checkpoint import open_checkpoint
+    from weightdoctor.render import console
+    from weightdoctor.structure import inspect_checkpoint
+
+    if name_filter is not None:
+        import re
+
+        re.compile(name_filter)
+    with open_checkpoint(source, revision=revision, key=key) as checkpoint:
+        report = inspect_checkpoint(checkpoint, name_filter)
+    if json_output:
+        from weightdoctor.render.json import print_json
+
+        print_json(report)
+        return
+    from weightdoctor.render.inspect import render_inspect
+
+    render_inspect(report, console.stdout, max_depth=depth, limit=None if show_all or name_filter else 50)

@@ -1,0 +1,63 @@
+"""Dtype names: one canonical spelling (torch's, without the `torch.` prefix) and the size of each."""
+
+from __future__ import annotations
+
+# safetensors header dtype -> canonical name. Canonical names are torch's attribute names, so
+# `getattr(torch, name)` gives the torch dtype where torch has it.
+SAFETENSORS_TO_CANONICAL: dict[str, str] = {
+    "BOOL": "bool",
+    "U8": "uint8",
+    "I8": "int8",
+    "U16": "uint16",
+    "I16": "int16",
+    "U32": "uint32",
+    "I32": "int32",
+    "U64": "uint64",
+    "I64": "int64",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F32": "float32",
+    "F64": "float64",
+    "C64": "complex64",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "F8_E8M0": "float8_e8m0fnu",
+    "F4": "float4_e2m1fn_x2",
+}
+CANONICAL_TO_SAFETENSORS: dict[str, str] = {v: k for k, v in SAFETENSORS_TO_CANONICAL.items()}
+
+# Bits per element, as safetensors counts them (F4 is four bits: its shape counts the packed values).
+BITS_PER_ELEMENT: dict[str, int] = {
+    "bool": 8, "uint8": 8, "int8": 8, "uint16": 16, "int16": 16, "uint32": 32, "int32": 32,
+    "uint64": 64, "int64": 64, "float16": 16, "bfloat16": 16, "float32": 32, "float64": 64,
+    "complex64": 64, "complex128": 128, "float8_e4m3fn": 8, "float8_e5m2": 8, "float8_e8m0fnu": 8,
+    "float8_e4m3fnuz": 8, "float8_e5m2fnuz": 8, "float4_e2m1fn_x2": 4,
+}
+
+FLOATING: frozenset[str] = frozenset(
+    {"float16", "bfloat16", "float32", "float64", "float8_e4m3fn", "float8_e5m2", "float8_e8m0fnu",
+     "float8_e4m3fnuz", "float8_e5m2fnuz"}
+)
+
+# What users type on the command line -> canonical name.
+ALIASES: dict[str, str] = {
+    "fp32": "float32", "float32": "float32", "float": "float32", "f32": "float32",
+    "fp16": "float16", "float16": "float16", "half": "float16", "f16": "float16",
+    "bf16": "bfloat16", "bfloat16": "bfloat16",
+    "fp64": "float64", "float64": "float64", "double": "float64",
+    "fp8_e4m3": "float8_e4m3fn", "float8_e4m3fn": "float8_e4m3fn", "fp8": "float8_e4m3fn",
+    "fp8_e5m2": "float8_e5m2", "float8_e5m2": "float8_e5m2",
+}
+
+
+def canonical_dtype(name: str) -> str:
+    """Return the canonical name of a dtype given as `torch.float16`, `F16`, `fp16` or `float16`."""
+    text = str(name).removeprefix("torch.")
+    if text in SAFETENSORS_TO_CANONICAL:
+        return SAFETENSORS_TO_CANONICAL[text]
+    return ALIASES.get(text.lower(), text)
+
+
+def bits_per_element(dtype: str) -> int:
+    """Bits one element of `dtype` takes on disk (8 for unknown byte-sized types)."""
+    return BITS_PER_ELEMENT.get(canonical_dtype(dtype), 8)

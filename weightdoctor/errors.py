@@ -1,0 +1,50 @@
+"""The project's exception types: the core raises these, the CLI maps them to one line and exit 2."""
+
+from __future__ import annotations
+
+
+class WeightDoctorError(Exception):
+    """Base class of every error weightdoctor reports to a user.
+
+    The message is one line that says what is wrong; `path`, when known, names the file it is about.
+    The CLI prints `error: <path>: <message>` and exits with `exit_code`.
+    """
+
+    exit_code: int = 2
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+    def one_line(self) -> str:
+        text = " ".join(self.message.split())
+        return f"{self.path}: {text}" if self.path else text
+
+
+class SourceNotFound(WeightDoctorError):
+    """The source is neither an existing path nor a repo id found in the cache or on the Hub."""
+
+
+class UnsupportedFormat(WeightDoctorError):
+    """The file exists but is not a checkpoint format weightdoctor reads."""
+
+
+class CorruptCheckpoint(WeightDoctorError):
+    """The file claims a known format but its bytes are inconsistent (truncated, bad header, ...)."""
+
+
+class UnsafePickle(WeightDoctorError):
+    """A pickle imports something that could run code; nothing was unpickled."""
+
+
+class InvalidIndex(CorruptCheckpoint):
+    """A sharded checkpoint's index JSON is inconsistent with its shards."""
+
+
+class UsageError(WeightDoctorError):
+    """A flag value or combination that cannot be honoured (bad size string, unknown dtype, ...)."""
+
+
+class OutputError(WeightDoctorError):
+    """An output could not be written; nothing half-written was left behind."""

@@ -1,0 +1,35 @@
+"""The two consoles: data to stdout, progress, warnings and hints to stderr."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+stdout = Console(highlight=False, soft_wrap=False)
+stderr = Console(stderr=True, highlight=False)
+
+
+def error(message: str) -> None:
+    stderr.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    stderr.print(f"[yellow]warning:[/] {escape(message)}", markup=True, soft_wrap=True)
+
+
+@contextmanager
+def progress(total: int, description: str, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """A Rich progress bar on stderr; yields `advance(n)`. Silent when stderr is not a terminal."""
+    if not enabled or not stderr.is_terminal:
+        yield lambda n=1: None
+        return
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=stderr, transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)

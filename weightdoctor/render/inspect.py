@@ -1,0 +1,115 @@
+"""Rich rendering of `InspectReport` for people."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.tree import Tree
+
+from weightdoctor.structure import InspectReport, ModuleNode
+from weightdoctor.units import format_bytes, format_count
+
+
+def summary_table(report: InspectReport) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    source = report.source if report.source == report.resolved_path else f"{report.source} → {report.resolved_path}"
+    table.add_row("source", escape(source) + (f" (revision {report.revision})" if report.revision else ""))
+    table.add_row("format", report.format + (" (sharded)" if report.sharded else ""))
+    weight_files = [f for f in report.files if f.role == "weights"]
+    on_disk = format_bytes(sum(f.size_bytes for f in weight_files))
+    table.add_row("files", f"{len(weight_files)} weight file(s), {on_disk} on disk")
+    table.add_row("tensors", f"{report.num_tensors:,}")
+    table.add_row("parameters", f"{report.num_params:,} ({format_count(report.num_params)})")
+    table.add_row("tensor bytes", f"{report.total_bytes:,} ({format_bytes(report.total_bytes)})")
+    table.add_row("dtypes", ", ".join(f"{d}: {format_count(n)}" for d, n in report.dtypes.items()) or "-")
+    if report.shared_tensors:
+        table.add_row("shared storage", "; ".join(" ≡ ".join(g) for g in report.shared_tensors))
+    if report.nested_key:
+        table.add_row("state dict at", f"[cyan]{escape(report.nested_key)}[/] (a training checkpoint)")
+    if report.other_entries:
+        table.add_row("other entries", escape(", ".join(report.other_entries)))
+    if report.skipped_entries:
+        table.add_row("non-tensor entries", escape(", ".join(report.skipped_entries[:6])))
+    if report.metadata:
+        table.add_row("metadata", escape(", ".join(f"{k}={v}" for k, v in report.metadata.items())))
+    return table
+
+
+def config_table(report: InspectReport) -> Table | None:
+    if not report.config_summary:
+        return None
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in report.config_summary.items():
+        if value is not None:
+            text = ", ".join(value) if isinstance(value, list) else str(value)
+            table.add_row(key, escape(text))
+    return table
+
+
+def memory_table(report: InspectReport) -> Table:
+    table = Table(title="Memory for the weights", title_justify="left", show_edge=False)
+    for name in report.memory:
+        table.add_column(name, justify="right")
+    table.add_row(*(format_bytes(v) for v in report.memory.values()))
+    return table
+
+
+def _add_nodes(tree: Tree, nodes: list[ModuleNode], depth: int, max_depth: int) -> None:
+    for node in nodes:
+        label = f"[bold]{escape(node.name)}[/]"
+        if node.repeat > 1:
+            label += f" [magenta]×{node.repeat}[/]"
+        label += f"  [dim]{format_count(node.num_params)}[/]"
+        if node.repeat > 1:
+            label += f" [dim]({format_count(node.num_params // node.repeat)} each)[/]"
+        branch = tree.add(label)
+        if depth < max_depth:
+            _add_nodes(branch, node.children, depth + 1, max_depth)
+        elif node.children:
+            branch.add("[dim]…[/]")
+
+
+def module_tree(report: InspectReport, max_depth: int = 4) -> Tree:
+    tree = Tree(f"[bold]modules[/] [dim]{format_count(report.num_params)} parameters[/]")
+    _add_nodes(tree, report.module_tree, 1, max_depth)
+    return tree
+
+
+def tensor_table(report: InspectReport, limit: int | None) -> Table:
+    title = "Tensors" + (f" matching /{escape(report.filter)}/" if report.filter else "")
+    table = Table(title=title, title_justify="left")
+    table.add_column("name", overflow="fold")
+    table.add_column("shape")
+    table.add_column("dtype")
+    table.add_column("params", justify="right")
+    rows = report.tensors if limit is None else report.tensors[:limit]
+    for row in rows:
+        name = escape(row.name) + (f" [dim](≡ {escape(', '.join(row.shared_with))})[/]" if row.shared_with else "")
+        table.add_row(name, "×".join(map(str, row.shape)) or "scalar", row.dtype, f"{row.num_params:,}")
+    if limit is not None and len(report.tensors) > limit:
+        table.caption = f"{len(report.tensors) - limit} more; use --all or --filter REGEX"
+    return table
+
+
+def render_inspect(report: InspectReport, console: Console, max_depth: int = 4, limit: int | None = 50) -> None:
+    """Print the report: summary, config, memory, module tree, tensor table, warnings."""
+    console.print(Panel(summary_table(report), title="[bold]weightdoctor inspect[/]", title_align="left"))
+    config = config_table(report)
+    if config is not None:
+        console.print(Panel(config, title="config.json", title_align="left"))
+    console.print(memory_table(report))
+    console.print()
+    console.print(module_tree(report, max_depth))
+    console.print()
+    console.print(tensor_table(report, limit))
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
+__all__ = ["render_inspect", "Group"]

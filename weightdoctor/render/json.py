@@ -1,0 +1,48 @@
+"""JSON output: every result dataclass becomes plain JSON through `to_jsonable`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert dataclasses, paths, tuples and sets into JSON-ready values (private `_fields` dropped).
+
+    Non-finite floats become the strings "nan", "inf" and "-inf", since JSON has no such numbers.
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: to_jsonable(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not f.name.startswith("_") and f.metadata.get("json", True)
+        }
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value) if isinstance(value, (set, frozenset)) else value
+        return [to_jsonable(v) for v in items]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return to_jsonable(value.item())
+    return value
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(to_jsonable(value), indent=2, ensure_ascii=False)
+
+
+def print_json(value: Any) -> None:
+    """Write `value` as JSON to stdout (plain print: no Rich wrapping or colour in machine output)."""
+    sys.stdout.write(dumps(value) + "\n")
+    sys.stdout.flush()

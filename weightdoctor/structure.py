@@ -1,0 +1,253 @@
+"""`inspect` without values: what a checkpoint holds, summarised from the reader's `TensorInfo` list."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from weightdoctor.checkpoint import Checkpoint, TensorInfo
+from weightdoctor.dtypes import FLOATING
+
+# Bytes per parameter when the floating weights are stored at each dtype.
+MEMORY_DTYPES: dict[str, float] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "int4": 0.5}
+CONFIG_FIELDS: dict[str, tuple[str, ...]] = {
+    "model_type": ("model_type",),
+    "architectures": ("architectures",),
+    "hidden_size": ("hidden_size", "n_embd", "d_model", "dim"),
+    "num_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
+    "num_heads": ("num_attention_heads", "n_head", "num_heads", "n_heads"),
+    "num_key_value_heads": ("num_key_value_heads",),
+    "vocab_size": ("vocab_size",),
+    "torch_dtype": ("torch_dtype", "dtype"),
+    "initializer_range": ("initializer_range", "init_std"),
+    "max_position_embeddings": ("max_position_embeddings", "n_positions"),
+}
+_DIGITS = re.compile(r"^\d+$")
+
+
+@dataclass(frozen=True)
+class TensorRow:
+    """One row of the tensor table."""
+
+    name: str
+    shape: list[int]
+    dtype: str
+    num_params: int
+    nbytes: int
+    file: str
+    shared_with: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ModuleNode:
+    """A node of the module tree. `repeat` > 1 stands for identical blocks collapsed into one."""
+
+    name: str
+    num_params: int
+    num_tensors: int
+    repeat: int = 1
+    children: list[ModuleNode] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FileRow:
+    path: str
+    role: str
+    format: str
+    size_bytes: int
+
+
+@dataclass
+class InspectReport:
+    """Everything `weightdoctor inspect` shows without reading tensor values."""
+
+    source: str
+    resolved_path: str
+    format: str
+    sharded: bool
+    repo_id: str | None
+    revision: str | None
+    files: list[FileRow]
+    num_tensors: int
+    num_params: int
+    total_bytes: int
+    dtypes: dict[str, int]
+    shared_tensors: list[list[str]]
+    nested_key: str | None
+    other_entries: list[str]
+    skipped_entries: list[str]
+    metadata: dict[str, str] | None
+    config: dict[str, Any] | None
+    config_summary: dict[str, Any] | None
+    memory: dict[str, int]
+    module_tree: list[ModuleNode]
+    tensors: list[TensorRow]
+    filter: str | None
+    warnings: list[str]
+
+
+def summarize_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Pick the fields people ask about from a `config.json` (looking into `text_config` too)."""
+    if config is None:
+        return None
+    sources = [config] + [config[k] for k in ("text_config", "llm_config") if isinstance(config.get(k), dict)]
+    summary: dict[str, Any] = {}
+    for field_name, keys in CONFIG_FIELDS.items():
+        for source in sources:
+            found = next((source[k] for k in keys if source.get(k) is not None), None)
+            if found is not None:
+                summary[field_name] = found
+                break
+        else:
+            summary[field_name] = None
+    return summary
+
+
+def memory_by_dtype(tensors: list[TensorInfo]) -> dict[str, int]:
+    """Bytes the weights need at each dtype: floating tensors cast, others kept; shared storage once."""
+    seen: set[str] = set()
+    floating, fixed = 0, 0
+    for info in tensors:
+        if info.storage_id is not None:
+            if info.storage_id in seen:
+                continue
+            seen.add(info.storage_id)
+        if info.dtype in FLOATING:
+            floating += info.num_params
+        else:
+            fixed += info.nbytes
+    return {name: int(fixed + floating * size) for name, size in MEMORY_DTYPES.items()}
+
+
+def params_by_dtype(tensors: list[TensorInfo]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for info in tensors:
+        counts[info.dtype] = counts.get(info.dtype, 0) + info.num_params
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+class _Trie:
+    __slots__ = ("children", "tensors")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Trie] = {}
+        self.tensors: list[TensorInfo] = []
+
+    def signature(self, prefix: str = "") -> tuple[Any, ...]:
+        own = tuple(sorted((prefix + t.name.rsplit(".", 1)[-1], tuple(t.shape), t.dtype) for t in self.tensors))
+        nested = tuple(child.signature(f"{prefix}{key}.") for key, child in sorted(self.children.items()))
+        return own + nested
+
+    def totals(self) -> tuple[int, int]:
+        params = sum(t.num_params for t in self.tensors)
+        count = len(self.tensors)
+        for child in self.children.values():
+            p, c = child.totals()
+            params, count = params + p, count + c
+        return params, count
+
+
+def _to_nodes(trie: _Trie) -> list[ModuleNode]:
+    keys = list(trie.children)
+    numeric = sorted((k for k in keys if _DIGITS.match(k)), key=int)
+    others = [k for k in keys if not _DIGITS.match(k)]
+    nodes: list[ModuleNode] = []
+    for key in others:
+        nodes.append(_node(key, trie.children[key]))
+    # Consecutive numbered children with the same structure collapse into one `{a..b}` node.
+    run: list[str] = []
+    for key in numeric + [None]:  # type: ignore[list-item]
+        if run and (
+            key is None
+            or int(key) != int(run[-1]) + 1
+            or trie.children[key].signature() != trie.children[run[0]].signature()
+        ):
+            first = trie.children[run[0]]
+            node = _node(run[0], first)
+            if len(run) > 1:
+                node.name = f"{{{run[0]}..{run[-1]}}}"
+                node.repeat = len(run)
+                node.num_params *= len(run)
+                node.num_tensors *= len(run)
+            nodes.append(node)
+            run = []
+        if key is not None:
+            run.append(key)
+    return nodes
+
+
+def _node(name: str, trie: _Trie) -> ModuleNode:
+    params, count = trie.totals()
+    children = _to_nodes(trie)
+    repeat = 1
+    # A module with a single child and no tensors of its own reads better as one dotted name
+    # (`encoder.layer.{0..11}`); the chain stops below a repeated block.
+    if not trie.tensors:
+        while len(children) == 1 and repeat == 1 and (children[0].children or children[0].repeat > 1):
+            only = children[0]
+            name, children, repeat = f"{name}.{only.name}", only.children, only.repeat
+    return ModuleNode(name=name, num_params=params, num_tensors=count, repeat=repeat, children=children)
+
+
+def build_module_tree(tensors: list[TensorInfo]) -> list[ModuleNode]:
+    """Group tensors by their dotted names into modules, collapsing repeated blocks.
+
+    Example:
+        `encoder.layer.0.*` ... `encoder.layer.11.*` with equal shapes become one node
+        `encoder.layer.{0..11}` with `repeat=12`.
+    """
+    root = _Trie()
+    for info in tensors:
+        node = root
+        for part in info.name.split(".")[:-1]:
+            node = node.children.setdefault(part, _Trie())
+        node.tensors.append(info)
+    return _to_nodes(root) + (
+        [ModuleNode(name="(top level)", num_params=sum(t.num_params for t in root.tensors),
+                    num_tensors=len(root.tensors))]
+        if root.tensors else []
+    )
+
+
+def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -> InspectReport:
+    """Summarise a checkpoint's structure: counts, dtypes, memory, module tree and tensor table.
+
+    Args:
+        checkpoint: an opened checkpoint.
+        name_filter: a regular expression; only matching tensors go into the tensor table (the
+            summary always covers the whole checkpoint).
+    """
+    pattern = re.compile(name_filter) if name_filter else None
+    shared = checkpoint.shared_groups()
+    partners = {name: [n for n in group if n != name] for group in shared for name in group}
+    rows = [
+        TensorRow(t.name, list(t.shape), t.dtype, t.num_params, t.nbytes, t.file, partners.get(t.name, []))
+        for t in checkpoint.tensors
+        if pattern is None or pattern.search(t.name)
+    ]
+    return InspectReport(
+        source=checkpoint.source,
+        resolved_path=str(checkpoint.path),
+        format=checkpoint.format,
+        sharded=checkpoint.sharded,
+        repo_id=checkpoint.repo_id,
+        revision=checkpoint.revision,
+        files=[FileRow(f.relpath, f.role, f.format, f.size_bytes) for f in checkpoint.files],
+        num_tensors=len(checkpoint.tensors),
+        num_params=checkpoint.num_params,
+        total_bytes=checkpoint.total_bytes,
+        dtypes=params_by_dtype(checkpoint.tensors),
+        shared_tensors=shared,
+        nested_key=checkpoint.nested_key,
+        other_entries=checkpoint.other_entries,
+        skipped_entries=checkpoint.skipped_entries,
+        metadata=checkpoint.metadata,
+        config=checkpoint.config,
+        config_summary=summarize_config(checkpoint.config),
+        memory=memory_by_dtype(checkpoint.tensors),
+        module_tree=build_module_tree(checkpoint.tensors),
+        tensors=rows,
+        filter=name_filter,
+        warnings=list(checkpoint.warnings),
+    )
