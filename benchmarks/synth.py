@@ -23,7 +23,9 @@ from weightdoctor.units import parse_size
 TensorSpec = tuple[str, tuple[int, ...]]
 
 
-def llama_specs(num_layers: int, hidden: int, intermediate: int, vocab: int, kv_heads_ratio: int = 8) -> list[TensorSpec]:
+def llama_specs(
+    num_layers: int, hidden: int, intermediate: int, vocab: int, kv_heads_ratio: int = 8
+) -> list[TensorSpec]:
     """Tensor names and shapes of a Llama-style decoder (9 tensors per layer plus embeddings and head)."""
     kv = max(hidden // kv_heads_ratio, 1)
     specs: list[TensorSpec] = [("model.embed_tokens.weight", (vocab, hidden))]
@@ -49,7 +51,9 @@ def specs_for_size(total_bytes: int, num_tensors: int, bytes_per_element: int = 
     per_tensor = max(total_bytes // max(num_tensors, 1) // bytes_per_element, 1)
     cols = 1024 if per_tensor >= 1024 else 1
     rows = max(per_tensor // cols, 1)
-    names = [name for name, _ in llama_specs(num_layers=math.ceil(num_tensors / 9) + 1, hidden=8, intermediate=8, vocab=8)]
+    names = [
+        name for name, _ in llama_specs(num_layers=math.ceil(num_tensors / 9) + 1, hidden=8, intermediate=8, vocab=8)
+    ]
     return [(names[i], (rows, cols)) for i in range(num_tensors)]
 
 
@@ -65,7 +69,11 @@ def write_safetensors(path: Path, specs: list[TensorSpec], dtype: str = "float32
     offset = 0
     for name, shape in specs:
         size = math.prod(shape) * itemsize
-        header[name] = {"dtype": CANONICAL_TO_SAFETENSORS[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        header[name] = {
+            "dtype": CANONICAL_TO_SAFETENSORS[dtype],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * ((8 - len(raw) % 8) % 8)
@@ -74,12 +82,17 @@ def write_safetensors(path: Path, specs: list[TensorSpec], dtype: str = "float32
     with open(path, "wb") as handle:
         handle.write(struct.pack("<Q", len(raw)) + raw)
         for _, shape in specs:
-            handle.write(_tensor(shape, torch_dtype, generator).numpy().tobytes() if torch_dtype != torch.bfloat16
-                         else _tensor(shape, torch_dtype, generator).view(torch.int16).numpy().tobytes())
+            handle.write(
+                _tensor(shape, torch_dtype, generator).numpy().tobytes()
+                if torch_dtype != torch.bfloat16
+                else _tensor(shape, torch_dtype, generator).view(torch.int16).numpy().tobytes()
+            )
     return 8 + len(raw) + offset
 
 
-def write_sharded(folder: Path, specs: list[TensorSpec], max_shard_bytes: int, dtype: str = "float32", seed: int = 0) -> None:
+def write_sharded(
+    folder: Path, specs: list[TensorSpec], max_shard_bytes: int, dtype: str = "float32", seed: int = 0
+) -> None:
     """Write `model-0000i-of-0000N.safetensors` shards and `model.safetensors.index.json`."""
     itemsize = torch.empty((), dtype=getattr(torch, dtype)).element_size()
     groups: list[list[TensorSpec]] = [[]]
@@ -119,7 +132,9 @@ def main() -> None:
     parser.add_argument("--shard-size", default="1GB")
     parser.add_argument("--dtype", default="float32")
     args = parser.parse_args()
-    specs = specs_for_size(parse_size(args.size), args.tensors, torch.empty((), dtype=getattr(torch, args.dtype)).element_size())
+    specs = specs_for_size(
+        parse_size(args.size), args.tensors, torch.empty((), dtype=getattr(torch, args.dtype)).element_size()
+    )
     if args.format == "safetensors":
         write_safetensors(args.out, specs, args.dtype)
     elif args.format == "sharded":
