@@ -1,0 +1,27 @@
+"""Building models on the meta device from fixture configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from weightdoctor.errors import UsageError
+from weightdoctor.meta_model import build_meta_model
+
+
+def test_meta_models_tie_and_allocate_nothing(fx: dict[str, Path]) -> None:
+    gpt2 = build_meta_model(json.loads((fx["gpt2"] / "config.json").read_text()))
+    assert type(gpt2).__name__ == "GPT2LMHeadModel"
+    assert all(p.device.type == "meta" for p in gpt2.parameters())
+    assert gpt2.lm_head.weight is gpt2.transformer.wte.weight
+    bert = build_meta_model(json.loads((fx["bert"] / "config.json").read_text()), "BertForQuestionAnswering")
+    assert "qa_outputs.weight" in bert.state_dict()
+
+
+def test_meta_model_errors() -> None:
+    with pytest.raises(UsageError, match="model_type"):
+        build_meta_model({"hidden_size": 3})
+    with pytest.raises(UsageError, match="NoSuchModel"):
+        build_meta_model({"model_type": "bert"}, "NoSuchModel")

@@ -1,0 +1,66 @@
+"""Building a transformers model on the meta device from its config: structure without memory."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from weightdoctor.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PretrainedConfig
+
+
+def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConfig:
+    """Turn a parsed `config.json` into the transformers config class of its `model_type`.
+
+    Raises:
+        UsageError: no `model_type`, or one this transformers does not know.
+    """
+    from transformers import AutoConfig
+
+    model_type = config.get("model_type")
+    if not model_type:
+        raise UsageError("config.json has no model_type; cannot build the model from it")
+    values = {k: v for k, v in {**config, **overrides}.items() if k != "model_type"}
+    try:
+        return AutoConfig.for_model(model_type, **values)
+    except (ValueError, KeyError) as exc:
+        raise UsageError(f"this transformers does not know model_type {model_type!r} ({exc})") from exc
+
+
+def resolve_model_class(config: PretrainedConfig, model_class: str | None = None) -> type:
+    """The class to build: `model_class` by name, else the config's first architecture, else AutoModel's."""
+    import transformers
+
+    name = model_class or next(iter(getattr(config, "architectures", None) or []), None)
+    if name is None:
+        from transformers import AutoModel
+
+        return AutoModel._model_mapping[type(config)]
+    cls = getattr(transformers, name, None)
+    if cls is None or not isinstance(cls, type):
+        raise UsageError(f"transformers has no model class {name!r}")
+    return cls
+
+
+def build_meta_model(
+    config: dict[str, Any] | PretrainedConfig, model_class: str | None = None, **overrides: Any
+) -> torch.nn.Module:
+    """Instantiate a model on the meta device: every parameter has a shape and dtype, none has memory.
+
+    Built under `torch.device("meta")`, as transformers builds models before loading weights, so tied
+    weights are tied (accelerate's `init_empty_weights` leaves them untied in transformers 5).
+
+    Example:
+        >>> model = build_meta_model({"model_type": "bert", "architectures": ["BertModel"]})
+        >>> next(model.parameters()).device
+        device(type='meta')
+    """
+    import torch
+
+    cfg = config_from_dict(config, **overrides) if isinstance(config, dict) else config
+    cls = resolve_model_class(cfg, model_class)
+    with torch.device("meta"):
+        model = cls._from_config(cfg) if hasattr(cls, "_from_config") else cls(cfg)
+    return model.eval()
