@@ -155,6 +155,10 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
                 f"tensor {info.name!r} starts at byte {begin}, expected {position} (overlap or gap)"
             )
         position = end
+    if position != data_size:
+        raise CorruptCheckpoint(
+            f"the tensors cover {position} bytes but the data section has {data_size} (extra or missing bytes)"
+        )
     return SafetensorsHeader(header_size=header_size, tensors=tensors, metadata=metadata)
 
 
