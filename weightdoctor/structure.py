@@ -228,7 +228,7 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
     ]
     return InspectReport(
         source=checkpoint.source,
-        resolved_path=str(checkpoint.path),
+        resolved_path=checkpoint.location,
         format=checkpoint.format,
         sharded=checkpoint.sharded,
         repo_id=checkpoint.repo_id,

@@ -10,8 +10,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.checkpoint import pytorch_format, safetensors_format
-from weightdoctor.checkpoint.hub import looks_like_repo_id, resolve_repo_id
+from weightdoctor.checkpoint.hub import (
+    RemoteStructure,
+    cached_snapshot,
+    download_file,
+    looks_like_repo_id,
+    remote_structure,
+    resolve_repo_id,
+)
 from weightdoctor.checkpoint.model import CheckpointFile, TensorInfo
+from weightdoctor.checkpoint.remote import remote_tensors
 from weightdoctor.errors import (
     CorruptCheckpoint,
     InvalidIndex,
@@ -66,9 +74,18 @@ class Checkpoint:
     _headers: dict[str, safetensors_format.SafetensorsHeader] = field(default_factory=dict, repr=False)
     _pickles: dict[str, pytorch_format.PickleContents] = field(default_factory=dict, repr=False)
     _by_name: dict[str, TensorInfo] = field(default_factory=dict, repr=False)
+    # Set when the structure came from the Hub's headers: files are downloaded on first load_tensor.
+    _remote: RemoteStructure | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._by_name = {t.name: t for t in self.tensors}
+
+    @property
+    def location(self) -> str:
+        """Where the checkpoint is: a local path, or the Hub URL when only its headers were read."""
+        if self._remote is not None:
+            return f"https://huggingface.co/{self._remote.repo_id} (headers read remotely)"
+        return str(self.path)
 
     @property
     def num_params(self) -> int:
@@ -114,6 +131,8 @@ class Checkpoint:
     def load_tensor(self, name: str) -> torch.Tensor:
         """Load one tensor's values (a CPU torch tensor). Only this tensor is read from disk."""
         info = self.tensor_info(name)
+        if self._remote is not None and info.file not in self._headers:
+            self._download(info.file)
         header = self._headers.get(info.file)
         if header is not None:
             try:
@@ -122,6 +141,15 @@ class Checkpoint:
                 exc.path = exc.path or str(self.file_path(info.file))
                 raise
         return self._pickles[info.file].state_dict[name]
+
+    def _download(self, relpath: str) -> None:
+        assert self._remote is not None
+        local = download_file(self._remote.repo_id, relpath, self._remote.revision)
+        self._headers[relpath] = safetensors_format.read_header(local, relpath)
+        self.files = [
+            CheckpointFile(local, f.relpath, f.role, f.format, local.stat().st_size) if f.relpath == relpath else f
+            for f in self.files
+        ]
 
     def iter_tensors(self, names: Iterable[str] | None = None) -> Iterator[tuple[TensorInfo, torch.Tensor]]:
         """Yield `(info, tensor)` one at a time, so that only one tensor is held by the reader."""
@@ -297,6 +325,7 @@ def open_checkpoint(
     revision: str | None = None,
     key: str | None = None,
     allow_config_only: bool = False,
+    structure_only: bool = False,
 ) -> Checkpoint:
     """Open any checkpoint source and describe it, reading headers (safetensors) or a memory map (pickles).
 
@@ -309,6 +338,9 @@ def open_checkpoint(
         revision: the Hub revision (branch, tag or commit) for a repo id.
         key: dotted path of the state dict inside a training checkpoint (found automatically if None).
         allow_config_only: accept a config without weights (for commands that plan from the config).
+        structure_only: the caller needs names, shapes and dtypes first; for an uncached repo id with
+            safetensors weights, read the headers on the Hub instead of downloading the weights (values
+            are then downloaded file by file on first `load_tensor`).
 
     Raises:
         SourceNotFound, UnsupportedFormat, CorruptCheckpoint, InvalidIndex, UnsafePickle.
@@ -319,6 +351,10 @@ def open_checkpoint(
     if not path.exists():
         if looks_like_repo_id(text) and not text.endswith((".safetensors", ".json") + PICKLE_SUFFIXES):
             repo_id = text
+            if structure_only and cached_snapshot(text, revision) is None:
+                remote = remote_structure(text, revision)
+                if remote is not None:
+                    return _remote_checkpoint(text, remote)
             path = resolve_repo_id(text, revision, weights=True)
         else:
             raise SourceNotFound("no such file or directory", path=text)
@@ -387,4 +423,22 @@ def open_checkpoint(
         warnings=warnings,
         _headers=builder.headers,
         _pickles=builder.pickles,
+    )
+
+
+def _remote_checkpoint(source: str, remote: RemoteStructure) -> Checkpoint:
+    files, tensors, metadata = remote_tensors(remote)
+    return Checkpoint(
+        source=source,
+        path=Path(remote.repo_id),
+        format="safetensors",
+        sharded=remote.metadata.sharded,
+        files=files,
+        tensors=tensors,
+        config=remote.config,
+        metadata=metadata,
+        repo_id=remote.repo_id,
+        revision=remote.revision,
+        warnings=["structure read from the Hub's safetensors headers; no weights were downloaded"],
+        _remote=remote,
     )

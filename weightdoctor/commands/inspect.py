@@ -33,7 +33,7 @@ def inspect(
         import re
 
         re.compile(name_filter)
-    with open_checkpoint(source, revision=revision, key=key) as checkpoint:
+    with open_checkpoint(source, revision=revision, key=key, structure_only=True) as checkpoint:
         report = inspect_checkpoint(checkpoint, name_filter)
     if json_output:
         from weightdoctor.render.json import print_json
