@@ -181,6 +181,7 @@ class PlannedModel:
     dtype: str  # --dtype spelling
     config: dict[str, Any] | None
     warnings: list[str] = field(default_factory=list)
+    _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
     def is_transformers(self) -> bool:
@@ -434,7 +435,14 @@ def _bnb_quantized_weights(model: torch.nn.Module) -> set[str]:
 
 
 def _sizer_for(planned: PlannedModel, dtype: str) -> _SizeOverride | None:
-    """The size override that makes `planned.model` count as if built at `dtype` (None: as built)."""
+    """The size override that makes `planned.model` count as if built at `dtype` (None: as built); cached."""
+    key = ("sizer", dtype)
+    if key not in planned._cache:
+        planned._cache[key] = _new_sizer(planned, dtype)
+    return planned._cache[key]
+
+
+def _new_sizer(planned: PlannedModel, dtype: str) -> _SizeOverride | None:
     quantized = DTYPES[dtype][1]
     if quantized is not None:
         if not planned.is_transformers:
@@ -447,11 +455,21 @@ def _sizer_for(planned: PlannedModel, dtype: str) -> _SizeOverride | None:
     return _SizeOverride(planned.model, float_size=getattr(torch, DTYPES[dtype][0]).itemsize)
 
 
-def _module_sizes(model: torch.nn.Module, sizer: _SizeOverride | None) -> dict[str, int]:
-    from transformers.integrations.accelerate import compute_module_sizes
+def _sizes(planned: PlannedModel, dtype: str) -> tuple[dict[str, int], dict[str, int]]:
+    """(bytes of every module, parameter and buffer name; bytes of each parameter and buffer) at `dtype`.
 
-    sizes, _ = compute_module_sizes(model, sizer, only_modules=False)  # type: ignore[arg-type]
-    return {k: int(math.ceil(v)) for k, v in sizes.items()}
+    Counted by transformers' `compute_module_sizes`, as the planner counts them (tied duplicates once); cached.
+    """
+    key = ("sizes", dtype)
+    if key not in planned._cache:
+        from transformers.integrations.accelerate import compute_module_sizes
+
+        model = planned.model
+        raw, _ = compute_module_sizes(model, _sizer_for(planned, dtype), only_modules=False)  # type: ignore[arg-type]
+        sizes = {k: int(math.ceil(v)) for k, v in raw.items()}
+        names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
+        planned._cache[key] = (sizes, {n: sizes[n] for n in names if n in sizes})
+    return planned._cache[key]
 
 
 # ----------------------------------------------------------------------------------------------- placement
@@ -510,22 +528,25 @@ def place(
 
             saved = model.__dict__.get("_no_split_modules", _MISSING)
             model._no_split_modules = set(no_split)
+            recorded: dict[str, Any] = {}
+            original = hf_accelerate.infer_auto_device_map
+
+            def recording(model: Any, max_memory: Any = None, *args: Any, **kwargs: Any) -> Any:
+                # The budgets `_get_device_map` hands the planner (after balancing and quantizer headroom):
+                # recorded on the way through rather than recomputed, so they are the very same numbers.
+                recorded["budgets"] = dict(max_memory or {})
+                return original(model, max_memory, *args, **kwargs)
+
+            hf_accelerate.infer_auto_device_map = recording
             try:
                 device_map = hf_accelerate._get_device_map(model, strategy, dict(max_memory), sizer)
-                if strategy != "sequential":
-                    budgets = hf_accelerate.get_balanced_memory(
-                        model, max_memory=dict(max_memory), no_split_module_classes=set(no_split),
-                        hf_quantizer=sizer, low_zero=(strategy == "balanced_low_0"),
-                    )
-                else:
-                    budgets = hf_accelerate.get_max_memory(dict(max_memory))
-                if sizer is not None:
-                    budgets = sizer.adjust_max_memory(budgets)
             finally:
+                hf_accelerate.infer_auto_device_map = original
                 if saved is _MISSING:
                     model.__dict__.pop("_no_split_modules", None)
                 else:
                     model._no_split_modules = saved
+            budgets = recorded.get("budgets", dict(max_memory))
         else:
             from accelerate import infer_auto_device_map
             from accelerate.utils import get_balanced_memory, get_max_memory
@@ -570,13 +591,6 @@ def _owner(name: str, keys: dict[str, int | str]) -> str | None:
         if candidate in keys:
             return candidate
     return None
-
-
-def _tensor_sizes(model: torch.nn.Module, sizer: _SizeOverride | None) -> dict[str, int]:
-    """Bytes of every parameter and buffer the planner counts (tied duplicates once), by full name."""
-    sizes = _module_sizes(model, sizer)
-    names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
-    return {n: sizes[n] for n in names if n in sizes}
 
 
 def usage_by_device(
@@ -675,7 +689,9 @@ def _largest_layer(
             continue
     if not modules:
         return 0, []
-    return get_max_layer_size(modules, sizes, no_split)
+    from collections import defaultdict
+
+    return get_max_layer_size(modules, defaultdict(int, sizes), no_split)
 
 
 def explain_devices(
@@ -839,7 +855,7 @@ def check_manual_map(
         elif key != "disk" and key not in capacities:
             message = f"the map uses {device_name(key)}, which has no budget"
             findings.append(Finding("error", "no-budget", None, message))
-    per_device, _ = usage_by_device(device_map, _tensor_sizes(model, sizer))
+    per_device, _ = usage_by_device(device_map, _sizes(planned, planned.dtype)[1])
     for key, used in per_device.items():
         capacity = capacities.get(key)
         if capacity is not None and used > capacity:
@@ -960,7 +976,7 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     capacities: dict[int | str, int] = {i: size for i, size in enumerate(request.gpus)}
     if request.cpu is not None:
         capacities["cpu"] = request.cpu
-    tensor_sizes = _tensor_sizes(planned.model, sizer)
+    sizes, tensor_sizes = _sizes(planned, planned.dtype)
     findings: list[Finding] = []
     if request.manual_map is not None:
         device_map = dict(request.manual_map)
@@ -977,7 +993,6 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
 
     held: dict[int | str, list[HeldBack]] = {}
     if request.manual_map is None:
-        sizes = _module_sizes(planned.model, sizer)
         held = explain_devices(planned, device_map, capacities, request.reserve, budgets, entry_bytes, per_device,
                                sizes, no_split, request.strategy, sizer)
     ranges = module_ranges(device_map, entry_bytes)
@@ -1056,15 +1071,17 @@ def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[
             continue
         if DTYPES[dtype][1] is not None and not planned.is_transformers:
             continue
+        if _total_bytes(planned, dtype) > _gpu_room(request.gpus, request.reserve, dtype):
+            continue  # cannot fit whatever the placement: no need to ask the planner
         verdict = _replan_verdict(planned, request, no_split, dtype, request.gpus)
         if verdict == "fits-on-gpus":
             suggestions.append(Suggestion("dtype", f"--dtype {dtype} fits on the {len(request.gpus)} GPU(s)",
                                           dtype, list(request.gpus), verdict))
             break
     size = max(request.gpus)
-    sizer = _sizer_for(planned, planned.dtype)
-    total = sum(_tensor_sizes(planned.model, sizer).values())
-    start = max(1, math.ceil(total / max(1, size - request.reserve)) - len(request.gpus))
+    total = _total_bytes(planned, planned.dtype)
+    room = _gpu_room([size], request.reserve, planned.dtype)
+    start = max(1, math.ceil(total / max(1, room)) - len(request.gpus))
     for extra in range(start, MAX_EXTRA_GPUS + 1):
         gpus = list(request.gpus) + [size] * extra
         verdict = _replan_verdict(planned, request, no_split, planned.dtype, gpus)
@@ -1075,6 +1092,16 @@ def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[
             ))
             break
     return suggestions
+
+
+def _total_bytes(planned: PlannedModel, dtype: str) -> int:
+    return sum(_sizes(planned, dtype)[1].values())
+
+
+def _gpu_room(gpus: list[int], reserve: int, dtype: str) -> float:
+    """The most the GPUs can hold at `dtype` (bitsandbytes keeps 10 % back)."""
+    room = sum(max(0, size - reserve) for size in gpus)
+    return room * 0.9 if DTYPES[dtype][1] is not None else room
 
 
 def _element_size(dtype: str) -> float:
