@@ -126,6 +126,13 @@ def plan_devices(
     if not gpus and cpu_bytes is None:
         raise UsageError("no devices: give --gpu SIZE (repeatable) and/or --cpu SIZE, or --local")
     mapping = load_manual_map(manual_map) if manual_map is not None else None
+    if output is not None:
+        from pathlib import Path
+
+        target = Path(output).resolve()
+        inputs = [Path(p).resolve() for p in (source, manual_map) if p is not None]
+        if any(target == p or (p.is_dir() and p in target.parents and target.name == "config.json") for p in inputs):
+            raise UsageError(f"--output {output} would overwrite an input; choose another file")
 
     with open_plan_source(source, revision=revision, key=key) as checkpoint:
         planned = build_planned_model(checkpoint, dtype, model_class)
@@ -158,7 +165,7 @@ def plan_devices(
         for warning in report.warnings:
             console.warn(warning)
         if output is not None:
-            console.stderr.print(f"wrote the device map to {output}")
+            console.stderr.print(f"wrote the device map to {output}", soft_wrap=True, markup=False)
     code = verdict_exit_code(report.verdict, fail_on, report.findings)
     if code:
         raise typer.Exit(code)
