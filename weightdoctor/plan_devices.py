@@ -467,9 +467,18 @@ def _sizes(planned: PlannedModel, dtype: str) -> tuple[dict[str, int], dict[str,
         model = planned.model
         raw, _ = compute_module_sizes(model, _sizer_for(planned, dtype), only_modules=False)  # type: ignore[arg-type]
         sizes = {k: int(math.ceil(v)) for k, v in raw.items()}
-        names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
-        planned._cache[key] = (sizes, {n: sizes[n] for n in names if n in sizes})
+        params, buffers, _ = _tensor_names(planned)
+        planned._cache[key] = (sizes, {n: sizes[n] for n in params + buffers if n in sizes})
     return planned._cache[key]
+
+
+def _tensor_names(planned: PlannedModel) -> tuple[list[str], list[str], int]:
+    """(parameter names, buffer names, number of parameters), tied parameters once; cached."""
+    if "names" not in planned._cache:
+        named = list(planned.model.named_parameters())
+        buffers = [n for n, _ in planned.model.named_buffers()]
+        planned._cache["names"] = ([n for n, _ in named], buffers, sum(p.numel() for _, p in named))
+    return planned._cache["names"]
 
 
 # ----------------------------------------------------------------------------------------------- placement
@@ -1019,9 +1028,9 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     if request.suggest and request.manual_map is None and verdict != "fits-on-gpus" and request.gpus:
         suggestions = suggest_changes(planned, request, no_split)
 
-    params = {id(p): p for p in planned.model.parameters()}
-    weights_bytes = sum(tensor_sizes.get(n, 0) for n, _ in planned.model.named_parameters())
-    buffers_bytes = sum(tensor_sizes.get(n, 0) for n, _ in planned.model.named_buffers())
+    param_names, buffer_names, num_params = _tensor_names(planned)
+    weights_bytes = sum(tensor_sizes.get(n, 0) for n in param_names)
+    buffers_bytes = sum(tensor_sizes.get(n, 0) for n in buffer_names)
     kv = None
     if request.kv_cache is not None:
         kv = estimate_kv_cache(planned.config, planned.dtype, *request.kv_cache)
@@ -1037,7 +1046,7 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         placement=placement,
         strategy=request.strategy,
         dtype=planned.dtype,
-        num_params=sum(p.numel() for p in params.values()),
+        num_params=num_params,
         weights_bytes=weights_bytes,
         buffers_bytes=buffers_bytes,
         no_split=no_split,
