@@ -199,6 +199,7 @@ def test_no_cpu_budget_means_disk_and_no_fit_without_disk(planned_big) -> None:
     assert "disk" in report.device_map.values() and "cpu" not in report.device_map.values()
     assert report.verdict == "does-not-fit"
     assert verdict_exit_code(report.verdict, "no-fit") == 1
+    assert any(s.change == "disk" and s.verdict == "needs-disk-offload" for s in report.suggestions)
     # int8 would need 7.5 GB (fp16 embeddings and lm_head) of the 7.2 GB bitsandbytes leaves of 8 GB: int4 fits
     assert [s.dtype for s in report.suggestions if s.change == "dtype"] == ["int4"]
 

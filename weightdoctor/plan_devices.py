@@ -155,6 +155,7 @@ class PlanReport:
     kv_cache: KVCacheEstimate | None = None
     training: TrainingEstimate | None = None
     manual_map: bool = False
+    disk_allowed: bool = False
     findings: list[Finding] = field(default_factory=list)
     local: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
@@ -761,10 +762,12 @@ def explain_devices(
             if layer > 0:
                 amount = min(layer, left)
                 where = "the CPU" if key != "cpu" else "disk"
+                first = "first GPU" if key != "cpu" else "CPU"
+                name = f"{layer_names[0]}, " if layer_names else ""
                 parts.append(HeldBack(
                     "largest-layer", amount,
-                    f"room kept for the largest layer it may have to bring back from {where} "
-                    f"({layer_names[0]}, {format_bytes(layer)})" if layer_names else "room for the largest layer",
+                    f"the planner always keeps room on the {first} for the largest layer still to place "
+                    f"({name}{format_bytes(layer)}), in case it must bring it back from {where}",
                 ))
                 left -= amount
         if later and left > 0 and on_device is not None:
@@ -1027,6 +1030,10 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     suggestions: list[Suggestion] = []
     if request.suggest and request.manual_map is None and verdict != "fits-on-gpus" and request.gpus:
         suggestions = suggest_changes(planned, request, no_split)
+    if verdict == "does-not-fit" and "disk" in device_map.values() and not request.disk and not over:
+        # The planner already sent the rest to disk: with --disk this very map is the plan.
+        suggestions.append(Suggestion("disk", "--disk: the same plan with the rest offloaded to disk (slow)",
+                                      planned.dtype, list(request.gpus), "needs-disk-offload"))
 
     param_names, buffer_names, num_params = _tensor_names(planned)
     weights_bytes = sum(tensor_sizes.get(n, 0) for n in param_names)
@@ -1059,6 +1066,7 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         kv_cache=kv,
         training=training,
         manual_map=request.manual_map is not None,
+        disk_allowed=request.disk,
         findings=findings,
         warnings=list(planned.warnings),
     )

@@ -60,6 +60,8 @@ def _bar(used: int, capacity: int | None) -> str:
 
 def _device_lines(device: DeviceUse, offloading: bool, report: PlanReport) -> list[str]:
     capacity = "unlimited" if device.capacity_bytes is None else format_bytes(device.capacity_bytes)
+    if device.device == "disk" and not report.disk_allowed:
+        capacity = "[red]nothing (no --disk)[/]"
     name = device.device
     spill = offloading and device.device in ("cpu", "disk") and device.used_bytes > 0
     style = "bold red" if spill else "bold"
@@ -84,7 +86,8 @@ def _device_lines(device: DeviceUse, offloading: bool, report: PlanReport) -> li
 
 def render_plan(report: PlanReport, console: Console) -> None:
     """Print the plan: header, one bar per device with its module ranges, offload, totals, verdict, fixes."""
-    p = console.print
+    def p(text: str = "") -> None:
+        console.print(text, soft_wrap=True)  # one line per item, never cut: easy to grep
     p(f"[bold]{escape(report.source)}[/]  {escape(report.model_class)} (built from {report.built_from} on the "
       f"meta device)")
     p(f"  dtype {report.dtype} · {format_count(report.num_params)} parameters · weights "
@@ -100,12 +103,12 @@ def render_plan(report: PlanReport, console: Console) -> None:
         names = ", ".join(report.local["gpu_names"]) or "no CUDA GPU"
         p(f"  --local: {escape(names)}; RAM available {format_bytes(report.local['cpu_available_bytes'])}; "
           f"bf16 {'supported' if report.local['bf16_supported'] else 'not supported'}")
-    p("")
+    p()
     offloading = any(d.device.startswith("cuda") for d in report.devices)
     for device in report.devices:
         for line in _device_lines(device, offloading, report):
             p(line)
-    p("")
+    p()
     off = report.offload
     if off.bytes_per_token:
         seconds = off.cpu_bytes / HOST_TO_GPU_BYTES_PER_S + off.disk_bytes / DISK_BYTES_PER_S
