@@ -163,3 +163,43 @@ def test_cli_help_does_not_import_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
                          env={"PYTHONPATH": str(REPO_ROOT), "PATH": ""}).stdout
     assert out.strip() == "False False"
+
+
+def test_hostile_sources_exit_2(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    cases = {
+        "unknown-type": {"model_type": "no-such-model"},
+        "no-type": {"hidden_size": 4},
+        "bad-values": {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": "wide",
+                       "num_hidden_layers": 2},
+    }
+    for name, config in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
+        result = run_cli("plan-devices", folder, "--gpu", "1GB")
+        assert result.exit_code == 2, (name, result.stdout)
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    clash = tmp_path / "clash.safetensors"
+    save_file({"a.b": torch.zeros(2), "a.b.c": torch.zeros(2)}, str(clash))
+    result = run_cli("plan-devices", clash, "--gpu", "1GB")
+    assert result.exit_code == 2 and "'a.b'" in result.stderr
+    reserved = tmp_path / "reserved.safetensors"
+    save_file({"block.forward": torch.zeros(2)}, str(reserved))
+    result = run_cli("plan-devices", reserved, "--gpu", "1GB")
+    assert result.exit_code == 2 and "block.forward" in result.stderr
+
+
+def test_model_class_and_sharded_source(fx: dict[str, Path]) -> None:
+    code, data = run_json("plan-devices", fx["bert-sharded"], "--gpu", "1GB", "--model-class",
+                          "BertForQuestionAnswering")
+    assert code == 0 and data["model_class"] == "BertForQuestionAnswering"
+    code, data = run_json("plan-devices", fx["gpt2"], "--gpu", "1GB")
+    # tied lm_head counted once: the weights equal the checkpoint's (which stores the tied tensor once)
+    from weightdoctor.checkpoint import open_checkpoint
+
+    with open_checkpoint(fx["gpt2"]) as checkpoint:
+        stored = checkpoint.total_bytes
+    assert data["weights_bytes"] == stored

@@ -319,15 +319,22 @@ def build_planned_model(
 
 def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: str | None) -> torch.nn.Module:
     """Instantiate under `torch.device("meta")` with the dtype set, as `from_pretrained` instantiates."""
+    import transformers
+    from transformers import CONFIG_MAPPING
+
     from weightdoctor.meta_model import build_meta_model
 
+    model_type = config.get("model_type")
+    if isinstance(model_type, str) and model_type not in CONFIG_MAPPING:
+        raise UsageError(f"transformers {transformers.__version__} does not know model_type {model_type!r}")
     try:
         with _quiet_libraries():
             return build_meta_model(config, model_class, dtype=torch_dtype)
     except UsageError:
         raise
-    except (TypeError, ValueError, AttributeError, KeyError, RuntimeError, ImportError) as exc:
-        raise UsageError(f"transformers cannot build this config ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # third-party model code can raise anything on a hostile config
+        detail = " ".join(str(exc).split())[:200]
+        raise UsageError(f"transformers cannot build this config ({type(exc).__name__}: {detail})") from exc
 
 
 def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.nn.Module:
@@ -360,7 +367,10 @@ def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.
             child = module._modules.get(part)
             if child is None:
                 child = torch.nn.Module()
-                module.add_module(part, child)
+                try:
+                    module.add_module(part, child)
+                except (KeyError, TypeError) as exc:
+                    raise UsageError(f"tensor name {info.name!r} cannot be a module path ({exc})") from exc
             module = child
         param = by_storage.get(info.storage_id) if info.storage_id else None
         if param is None:
@@ -372,7 +382,10 @@ def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.
             param = torch.nn.Parameter(torch.empty(info.shape, dtype=dtype, device="meta"), requires_grad=False)
             if info.storage_id:
                 by_storage[info.storage_id] = param
-        module.register_parameter(parts[-1], param)
+        try:
+            module.register_parameter(parts[-1], param)
+        except (KeyError, TypeError) as exc:
+            raise UsageError(f"tensor name {info.name!r} cannot be a module path ({exc})") from exc
     return root
 
 
