@@ -2,13 +2,18 @@
 
 Usage: `PYTHONPATH=. python benchmarks/bench_plan_devices.py [--repeat 7]`
 
-Both sides run in this one process, warm (imports and the first model build done before timing):
-- direct: read config.json, build the model on the meta device, call
-  `transformers.integrations.accelerate._get_device_map` (what from_pretrained calls) once;
-- weightdoctor: `open_plan_source` + `build_planned_model` + `plan_devices` (map, per-device use, ranges,
-  why-explanations, verdict, and, when the model does not fit on the GPUs, the re-plans behind the
-  "smallest change" suggestions).
-A second table compares the planning step alone on an already built meta model.
+Everything runs in this one process, warm (imports and a first model build are done before timing), on the
+published Llama-2-70B config (fixtures/configs/llama-2-70b):
+
+- direct: read config.json, build the model on the meta device (`build_meta_model`), call
+  `transformers.integrations.accelerate._get_device_map` (what from_pretrained calls) with the same budgets.
+- weightdoctor: `open_plan_source` + `build_planned_model` + `plan_devices` (map, per-device use, module
+  ranges, why-explanations, verdict).
+
+When the model does not fit on the GPUs, weightdoctor also re-plans candidate changes (a lower dtype, more
+GPUs) for the "smallest change" line: each is one more call of the same placement function. The second table
+times that full default run against the direct calls of `_get_device_map` for exactly the same inputs
+(recorded from weightdoctor's run), so both sides answer the same questions.
 """
 
 from __future__ import annotations
@@ -20,13 +25,14 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 CONFIG = Path(__file__).resolve().parent.parent / "fixtures" / "configs" / "llama-2-70b" / "config.json"
 GB = 10**9
-SCENARIOS = {
-    "2x80GB, fits": ([80 * GB, 80 * GB], None),
-    "2x24GB + 200GB CPU, offload": ([24 * GB, 24 * GB], 200 * GB),
-    "4x24GB + 80GB CPU, balanced_low_0": ([24 * GB] * 4, 80 * GB),
+SCENARIOS: dict[str, tuple[list[int], int | None, str]] = {
+    "2x80GB auto (fits)": ([80 * GB, 80 * GB], None, "auto"),
+    "2x24GB + 200GB CPU auto (offload)": ([24 * GB, 24 * GB], 200 * GB, "auto"),
+    "4x24GB + 80GB CPU balanced_low_0 (offload)": ([24 * GB] * 4, 80 * GB, "balanced_low_0"),
 }
 
 
@@ -43,59 +49,81 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    logging.disable(logging.WARNING)  # accelerate warns that GPU 0 is absent on this machine
+    logging.disable(logging.WARNING)  # accelerate warns that the GPUs are absent on this machine
 
     from transformers.integrations.accelerate import _get_device_map
 
+    import weightdoctor.plan_devices as wd
     from weightdoctor.meta_model import build_meta_model
-    from weightdoctor.plan_devices import PlanRequest, build_planned_model, open_plan_source, plan_devices
 
-    def direct(gpus: list[int], cpu: int | None, strategy: str) -> dict:
-        config = json.loads(CONFIG.read_text())
-        model = build_meta_model(config, dtype="float16")
+    def build() -> Any:
+        return build_meta_model(json.loads(CONFIG.read_text()), dtype="float16")
+
+    def memory_of(gpus: list[int], cpu: int | None) -> dict[int | str, int]:
         memory: dict[int | str, int] = dict(enumerate(gpus))
         if cpu is not None:
             memory["cpu"] = cpu
-        return _get_device_map(model, strategy, memory, None)
+        return memory
 
-    def ours(gpus: list[int], cpu: int | None, strategy: str) -> object:
-        with open_plan_source(str(CONFIG)) as checkpoint:
-            planned = build_planned_model(checkpoint)
-        return plan_devices(planned, PlanRequest(gpus=gpus, cpu=cpu, strategy=strategy, disk=True))
+    def ours(gpus: list[int], cpu: int | None, strategy: str, suggest: bool) -> Any:
+        with wd.open_plan_source(str(CONFIG)) as checkpoint:
+            planned = wd.build_planned_model(checkpoint)
+        request = wd.PlanRequest(gpus=gpus, cpu=cpu, strategy=strategy, disk=True, suggest=suggest)
+        return wd.plan_devices(planned, request)
 
-    for gpus, cpu in SCENARIOS.values():  # warm-up: imports, first build
-        direct(gpus, cpu, "auto")
-        ours(gpus, cpu, "auto")
+    def recorded_calls(gpus: list[int], cpu: int | None, strategy: str) -> list[tuple[dict, Any]]:
+        """The (max_memory, size override) of every placement call weightdoctor's default run makes."""
+        calls: list[tuple[dict, Any]] = []
+        original = wd.place
 
-    print(f"llama-2-70b config, median of {args.repeat} runs, seconds (2-core shared machine: noisy)")
+        def spy(planned: Any, max_memory: dict, strategy: str, no_split: list[str], sizer: Any = None) -> Any:
+            calls.append((dict(max_memory), sizer))
+            return original(planned, max_memory, strategy, no_split, sizer)
+
+        wd.place = spy
+        try:
+            ours(gpus, cpu, strategy, True)
+        finally:
+            wd.place = original
+        return calls
+
+    for gpus, cpu, strategy in SCENARIOS.values():  # warm-up
+        _get_device_map(build(), strategy, memory_of(gpus, cpu), None)
+        ours(gpus, cpu, strategy, True)
+
+    print(f"Llama-2-70B config (69.0B parameters, fp16), median of {args.repeat} runs, seconds.")
+    print("Machine: 2 shared cores, numbers are noisy.")
     print()
-    print("| scenario | direct: build + _get_device_map | weightdoctor: build + plan | ratio | verdict |")
+    print("Planning (map, per-device use, ranges, why-lines, verdict) vs build + one `_get_device_map`:")
+    print()
+    print("| scenario | direct | weightdoctor | ratio | verdict |")
     print("|---|---:|---:|---:|---|")
-    for label, (gpus, cpu) in SCENARIOS.items():
-        strategy = "balanced_low_0" if "balanced_low_0" in label else "auto"
-        base = median_time(lambda g=gpus, c=cpu, s=strategy: direct(g, c, s), args.repeat)
-        mine = median_time(lambda g=gpus, c=cpu, s=strategy: ours(g, c, s), args.repeat)
-        verdict = ours(gpus, cpu, strategy).verdict  # type: ignore[attr-defined]
-        assert ours(gpus, cpu, strategy).device_map == direct(gpus, cpu, strategy)  # type: ignore[attr-defined]
-        print(f"| {label} | {base:.4f} | {mine:.4f} | {mine / base:.2f}x | {verdict} |")
+    for label, (gpus, cpu, strategy) in SCENARIOS.items():
+        report = ours(gpus, cpu, strategy, False)
+        assert report.device_map == _get_device_map(build(), strategy, memory_of(gpus, cpu), None)
+        base = median_time(lambda g=gpus, c=cpu, s=strategy: _get_device_map(build(), s, memory_of(g, c), None),
+                           args.repeat)
+        mine = median_time(lambda g=gpus, c=cpu, s=strategy: ours(g, c, s, False), args.repeat)
+        print(f"| {label} | {base:.4f} | {mine:.4f} | {mine / base:.2f}x | {report.verdict} |")
 
     print()
-    print("Planning alone, on one already built meta model:")
+    print("Default run with the smallest-change re-plans vs build + the same `_get_device_map` calls:")
     print()
-    print("| scenario | direct: _get_device_map | weightdoctor: plan_devices | ratio |")
-    print("|---|---:|---:|---:|")
-    with open_plan_source(str(CONFIG)) as checkpoint:
-        planned = build_planned_model(checkpoint)
-    for label, (gpus, cpu) in SCENARIOS.items():
-        strategy = "balanced_low_0" if "balanced_low_0" in label else "auto"
-        memory: dict[int | str, int] = dict(enumerate(gpus))
-        if cpu is not None:
-            memory["cpu"] = cpu
-        base = median_time(lambda m=memory, s=strategy: _get_device_map(planned.model, s, dict(m), None), args.repeat)
-        request = PlanRequest(gpus=gpus, cpu=cpu, strategy=strategy, disk=True)
-        # The planned model caches its sizes; cleared so that every run counts them again.
-        mine = median_time(lambda r=request: (planned._cache.clear(), plan_devices(planned, r)), args.repeat)
-        print(f"| {label} | {base:.4f} | {mine:.4f} | {mine / base:.2f}x |")
+    print("| scenario | placement calls | direct | weightdoctor | ratio | suggestions |")
+    print("|---|---:|---:|---:|---:|---|")
+    for label, (gpus, cpu, strategy) in SCENARIOS.items():
+        calls = recorded_calls(gpus, cpu, strategy)
+
+        def direct_all(s: str = strategy, c: list = calls) -> None:
+            model = build()
+            for memory, sizer in c:
+                _get_device_map(model, s, dict(memory), sizer)
+
+        base = median_time(direct_all, args.repeat)
+        mine = median_time(lambda g=gpus, c=cpu, s=strategy: ours(g, c, s, True), args.repeat)
+        report = ours(gpus, cpu, strategy, True)
+        changes = "; ".join(s.description for s in report.suggestions) or "-"
+        print(f"| {label} | {len(calls)} | {base:.4f} | {mine:.4f} | {mine / base:.2f}x | {changes} |")
 
 
 if __name__ == "__main__":
