@@ -87,11 +87,13 @@ def plan_devices(
 ) -> None:
     """Plan where every module lands on your GPUs, CPU and disk, as from_pretrained(device_map=...) would.
 
-    The map is computed by transformers' own placement code on the model built on the meta device (nothing is
-    loaded). Shows each device's modules as ranges, what spills to CPU or disk and the bytes it moves per
-    generated token, a verdict with the smallest change that fits, and why a device holds less than its
-    budget. Exit codes: 0 the plan is computed (or fits), 1 offload / no fit with --fail-on, or an invalid
-    --map, 2 bad input.
+    The map comes from transformers' own placement code, run on the model built on the meta device (nothing loaded).
+
+    Shows each device's modules as ranges, and what spills to CPU or disk with the bytes it moves per token.
+
+    Gives a verdict, the smallest change that fits, and why a device holds less than its budget, in numbers.
+
+    Exit codes: 0 planned; 1 offload / no fit with --fail-on, or an invalid --map; 2 bad input.
     """
     from weightdoctor.errors import UsageError
     from weightdoctor.plan_devices import (
