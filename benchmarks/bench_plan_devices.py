@@ -36,13 +36,15 @@ SCENARIOS: dict[str, tuple[list[int], int | None, str]] = {
 }
 
 
-def median_time(fn: Callable[[], object], repeat: int) -> float:
-    times = []
+def median_times(first: Callable[[], object], second: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """Medians of `repeat` timings of each, interleaved so that both see the same load on a shared machine."""
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, bucket in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def main() -> None:
@@ -101,9 +103,11 @@ def main() -> None:
     for label, (gpus, cpu, strategy) in SCENARIOS.items():
         report = ours(gpus, cpu, strategy, False)
         assert report.device_map == _get_device_map(build(), strategy, memory_of(gpus, cpu), None)
-        base = median_time(lambda g=gpus, c=cpu, s=strategy: _get_device_map(build(), s, memory_of(g, c), None),
-                           args.repeat)
-        mine = median_time(lambda g=gpus, c=cpu, s=strategy: ours(g, c, s, False), args.repeat)
+        base, mine = median_times(
+            lambda g=gpus, c=cpu, s=strategy: _get_device_map(build(), s, memory_of(g, c), None),
+            lambda g=gpus, c=cpu, s=strategy: ours(g, c, s, False),
+            args.repeat,
+        )
         print(f"| {label} | {base:.4f} | {mine:.4f} | {mine / base:.2f}x | {report.verdict} |")
 
     print()
@@ -119,11 +123,30 @@ def main() -> None:
             for memory, sizer in c:
                 _get_device_map(model, s, dict(memory), sizer)
 
-        base = median_time(direct_all, args.repeat)
-        mine = median_time(lambda g=gpus, c=cpu, s=strategy: ours(g, c, s, True), args.repeat)
+        base, mine = median_times(direct_all, lambda g=gpus, c=cpu, s=strategy: ours(g, c, s, True), args.repeat)
         report = ours(gpus, cpu, strategy, True)
         changes = "; ".join(s.description for s in report.suggestions) or "-"
         print(f"| {label} | {len(calls)} | {base:.4f} | {mine:.4f} | {mine / base:.2f}x | {changes} |")
+
+    print()
+    print("Planning alone on one already built meta model (no build on either side; no re-plans):")
+    print()
+    print("| scenario | direct: `_get_device_map` | weightdoctor: `plan_devices` | ratio |")
+    print("|---|---:|---:|---:|")
+    with wd.open_plan_source(str(CONFIG)) as checkpoint:
+        planned = wd.build_planned_model(checkpoint)
+    for label, (gpus, cpu, strategy) in SCENARIOS.items():
+        request = wd.PlanRequest(gpus=gpus, cpu=cpu, strategy=strategy, disk=True, suggest=False)
+
+        def plan_once(r: Any = request) -> None:
+            planned._cache.clear()  # the planned model caches its sizes: count them again every run
+            wd.plan_devices(planned, r)
+
+        base, mine = median_times(
+            lambda g=gpus, c=cpu, s=strategy: _get_device_map(planned.model, s, memory_of(g, c), None),
+            plan_once, args.repeat,
+        )
+        print(f"| {label} | {base:.4f} | {mine:.4f} | {mine / base:.2f}x |")
 
 
 if __name__ == "__main__":

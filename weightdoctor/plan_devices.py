@@ -478,8 +478,10 @@ def _sizes(planned: PlannedModel, dtype: str) -> tuple[dict[str, int], dict[str,
     if key not in planned._cache:
         from transformers.integrations.accelerate import compute_module_sizes
 
-        model = planned.model
-        raw, _ = compute_module_sizes(model, _sizer_for(planned, dtype), only_modules=False)  # type: ignore[arg-type]
+        sizer = _sizer_for(planned, dtype)
+        raw = planned._cache.get(("planner-sizes", id(sizer)))  # what the planner itself counted, if it ran
+        if raw is None:
+            raw, _ = compute_module_sizes(planned.model, sizer, only_modules=False)  # type: ignore[arg-type]
         sizes = {k: int(math.ceil(v)) for k, v in raw.items()}
         params, buffers, _ = _tensor_names(planned)
         planned._cache[key] = (sizes, {n: sizes[n] for n in params + buffers if n in sizes})
@@ -489,29 +491,56 @@ def _sizes(planned: PlannedModel, dtype: str) -> tuple[dict[str, int], dict[str,
 def _tensor_names(planned: PlannedModel) -> tuple[list[str], list[str], int]:
     """(parameter names, buffer names, number of parameters), tied parameters once; cached."""
     if "names" not in planned._cache:
-        named = list(planned.model.named_parameters())
-        buffers = [n for n, _ in planned.model.named_buffers()]
-        planned._cache["names"] = ([n for n, _ in named], buffers, sum(p.numel() for _, p in named))
+        # One walk over the modules, in named_parameters()/named_buffers() order, shared tensors once.
+        params: list[str] = []
+        buffers: list[str] = []
+        count = 0
+        seen: set[int] = set()
+        for prefix, module in planned.model.named_modules():
+            for name, param in module._parameters.items():
+                if param is not None and id(param) not in seen:
+                    seen.add(id(param))
+                    params.append(f"{prefix}.{name}" if prefix else name)
+                    count += param.numel()
+            for name, buffer in module._buffers.items():
+                if buffer is not None and id(buffer) not in seen:
+                    seen.add(id(buffer))
+                    buffers.append(f"{prefix}.{name}" if prefix else name)
+        planned._cache["names"] = (params, buffers, count)
     return planned._cache["names"]
 
 
 # ----------------------------------------------------------------------------------------------- placement
 
 
+class _Silence(logging.Filter):
+    """Drops library log records below ERROR while weightdoctor plans (e.g. accelerate's "Device 0 is not
+    available", said for every GPU budget on a machine without those GPUs). A filter, not setLevel: changing
+    levels clears the logging caches of every logger, which costs more than the planning on a 70B model."""
+
+    active = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.active or record.levelno >= logging.ERROR
+
+
+_SILENCE = _Silence()
+_QUIETED = ("accelerate.utils.modeling", "accelerate.big_modeling", "transformers.integrations.accelerate",
+            "transformers.modeling_utils")
+
+
 @contextlib.contextmanager
 def _quiet_libraries() -> Iterator[None]:
-    """Silence accelerate's "Device 0 is not available" (planning for GPUs this machine lacks) and friends."""
-    names = ("accelerate", "accelerate.utils.modeling", "transformers", "transformers.integrations.accelerate",
-             "transformers.modeling_utils")
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
+    """Silence the planning libraries' warnings for the duration (see `_Silence`)."""
+    for name in _QUIETED:
+        logger = logging.getLogger(name)
+        if _SILENCE not in logger.filters:
+            logger.addFilter(_SILENCE)
+    _Silence.active += 1
     try:
         yield
     finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
+        _Silence.active -= 1
 
 
 def no_split_classes(planned: PlannedModel, override: list[str] | None) -> list[str]:
@@ -553,6 +582,7 @@ def place(
             model._no_split_modules = set(no_split)
             recorded: dict[str, Any] = {}
             original = hf_accelerate.infer_auto_device_map
+            original_sizes = hf_accelerate.compute_module_sizes
 
             def recording(model: Any, max_memory: Any = None, *args: Any, **kwargs: Any) -> Any:
                 # The budgets `_get_device_map` hands the planner (after balancing and quantizer headroom):
@@ -560,11 +590,21 @@ def place(
                 recorded["budgets"] = dict(max_memory or {})
                 return original(model, max_memory, *args, **kwargs)
 
+            def recording_sizes(target: Any, *args: Any, **kwargs: Any) -> Any:
+                # Likewise the sizes of every module and tensor the planner counted (its one whole-model call
+                # with only_modules=False): reused for per-device totals instead of counting again.
+                result = original_sizes(target, *args, **kwargs)
+                if target is model and kwargs.get("only_modules") is False and not kwargs.get("buffers_only"):
+                    planned._cache[("planner-sizes", id(sizer))] = result[0]
+                return result
+
             hf_accelerate.infer_auto_device_map = recording
+            hf_accelerate.compute_module_sizes = recording_sizes
             try:
                 device_map = hf_accelerate._get_device_map(model, strategy, dict(max_memory), sizer)
             finally:
                 hf_accelerate.infer_auto_device_map = original
+                hf_accelerate.compute_module_sizes = original_sizes
                 if saved is _MISSING:
                     model.__dict__.pop("_no_split_modules", None)
                 else:
@@ -1001,7 +1041,6 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     capacities: dict[int | str, int] = {i: size for i, size in enumerate(request.gpus)}
     if request.cpu is not None:
         capacities["cpu"] = request.cpu
-    sizes, tensor_sizes = _sizes(planned, planned.dtype)
     findings: list[Finding] = []
     if request.manual_map is not None:
         device_map = dict(request.manual_map)
@@ -1012,6 +1051,7 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         device_map, budgets = place(planned, max_memory, request.strategy, no_split, sizer)
         placement = ("transformers.integrations.accelerate._get_device_map" if planned.is_transformers
                      else "accelerate.get_balanced_memory + infer_auto_device_map")
+    sizes, tensor_sizes = _sizes(planned, planned.dtype)
     per_device, entry_bytes = usage_by_device(device_map, tensor_sizes)
     over = any(per_device.get(k, 0) > v for k, v in capacities.items())
     verdict = classify(device_map, bool(request.gpus), request.disk, over)
