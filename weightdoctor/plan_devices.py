@@ -476,8 +476,7 @@ def _sizes(planned: PlannedModel, dtype: str) -> tuple[dict[str, int], dict[str,
     """
     key = ("sizes", dtype)
     if key not in planned._cache:
-        from transformers.integrations.accelerate import compute_module_sizes
-
+        compute_module_sizes = _hf_placement().compute_module_sizes
         sizer = _sizer_for(planned, dtype)
         raw = planned._cache.get(("planner-sizes", id(sizer)))  # what the planner itself counted, if it ran
         if raw is None:
@@ -576,8 +575,7 @@ def place(
     model = planned.model
     with _quiet_libraries():
         if planned.is_transformers:
-            from transformers.integrations import accelerate as hf_accelerate
-
+            hf_accelerate = _hf_placement()
             saved = model.__dict__.get("_no_split_modules", _MISSING)
             model._no_split_modules = set(no_split)
             recorded: dict[str, Any] = {}
@@ -628,6 +626,26 @@ def place(
 
 
 _MISSING = object()
+
+
+def _hf_placement() -> Any:
+    """transformers' module holding the placement code `from_pretrained` runs (5.x: integrations.accelerate).
+
+    Raises:
+        UsageError: this transformers has no such module (4.x kept it in modeling_utils and accelerate).
+    """
+    from transformers.integrations import accelerate as hf_accelerate
+
+    needed = ("_get_device_map", "infer_auto_device_map", "compute_module_sizes", "get_balanced_memory")
+    missing = [name for name in needed if not hasattr(hf_accelerate, name)]
+    if missing:
+        import transformers
+
+        raise UsageError(
+            f"transformers {transformers.__version__} has no {', '.join(missing)} in transformers.integrations."
+            "accelerate; plan-devices needs transformers 5"
+        )
+    return hf_accelerate
 
 
 def _converted_tree(model: torch.nn.Module, sizer: _SizeOverride) -> torch.nn.Module:
