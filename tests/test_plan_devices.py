@@ -291,3 +291,44 @@ def test_small_helpers() -> None:
     assert verdict_exit_code("fits-on-gpus", None, [Finding("error", "x", None, "m")]) == 1
     with pytest.raises(UsageError, match="no devices"):
         plan_devices(object(), PlanRequest(gpus=[], cpu=None))  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------ renderer (canned result)
+
+
+def test_renderer_and_json_of_a_canned_report() -> None:
+    import io
+
+    from rich.console import Console
+
+    from weightdoctor.plan_devices import DeviceUse, HeldBack, ModuleRange, Offload, PlanReport, Suggestion
+    from weightdoctor.render.json import to_jsonable
+    from weightdoctor.render.plan_devices import render_plan
+
+    report = PlanReport(
+        source="m", model_class="ToyForCausalLM", built_from="config", placement="p", strategy="auto",
+        dtype="bf16", num_params=1_500_000_000, weights_bytes=3 * GB, buffers_bytes=0, no_split=["ToyLayer"],
+        reserve_bytes=0, device_map={"model.layers.0": 0, "model.layers.1": 0, "model.layers.2": "cpu"},
+        devices=[
+            DeviceUse("cuda:0", 0, 2 * GB, 2 * GB, 2 * GB - 10**8,
+                      [ModuleRange("model.layers.0–1", "cuda:0", ["model.layers.0", "model.layers.1"],
+                                   2 * GB - 10**8)],
+                      [HeldBack("largest-layer", 10**8, "room for model.layers.2")]),
+            DeviceUse("cpu", "cpu", 8 * GB, 8 * GB, GB + 10**8,
+                      [ModuleRange("model.layers.2", "cpu", ["model.layers.2"], GB + 10**8)]),
+        ],
+        verdict="needs-cpu-offload", offload=Offload(GB + 10**8, 0, GB + 10**8),
+        suggestions=[Suggestion("gpus", "1 more 2.00 GB GPU(s) (2 in all) at bf16", "bf16", [2 * GB] * 2,
+                                "fits-on-gpus")],
+    )
+    buffer = io.StringIO()
+    render_plan(report, Console(file=buffer, width=100, color_system=None))
+    text = buffer.getvalue()
+    assert "model.layers.0–1" in text and "→ cuda:0" in text and "OFFLOAD" in text
+    assert "why 100.00 MB of cuda:0 stays free" in text and "largest-layer: room for model.layers.2" in text
+    assert "1.10 GB moved to the GPU for every generated token" in text
+    assert "needs CPU offload" in text and "smallest change: 1 more 2.00 GB GPU(s)" in text
+    data = to_jsonable(report)
+    assert data["devices"][0] == {**data["devices"][0], "device": "cuda:0", "capacity_bytes": 2 * GB,
+                                  "used_bytes": 2 * GB - 10**8}
+    assert data["device_map"]["model.layers.2"] == "cpu" and data["offload"]["bytes_per_token"] == GB + 10**8
