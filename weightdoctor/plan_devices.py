@@ -764,6 +764,9 @@ def _largest_layer(
 
     modules = []
     for name in names:
+        if name == "":  # the whole model: its children, as accelerate walks it from the top
+            modules.extend(model.named_children())
+            continue
         try:
             modules.append((name, model.get_submodule(name)))
         except AttributeError:
@@ -845,7 +848,8 @@ def explain_devices(
             nxt = later[0]
             parts.append(HeldBack(
                 "next-module-too-big", left,
-                f"the next module, {nxt} ({format_bytes(entry_bytes.get(nxt, 0))}), did not fit in what was left",
+                f"the next module, {nxt or '(the whole model)'} ({format_bytes(entry_bytes.get(nxt, 0))}), "
+                "did not fit in what was left",
             ))
             left = 0
         if left > 0:
@@ -975,13 +979,15 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     if batch < 1 or seq_len < 1:
         raise UsageError("--batch and --seq-len must be at least 1")
     text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-    layers = text.get("num_hidden_layers") or text.get("n_layer") or text.get("num_layers")
-    heads = text.get("num_attention_heads") or text.get("n_head")
+    # Decoder self-attention cache; names as the configs spell them (llama, gpt2, t5, ...).
+    layers = (text.get("num_hidden_layers") or text.get("n_layer") or text.get("num_decoder_layers")
+              or text.get("num_layers"))
+    heads = text.get("num_attention_heads") or text.get("n_head") or text.get("num_heads")
     hidden = text.get("hidden_size") or text.get("n_embd") or text.get("d_model")
     if not (isinstance(layers, int) and isinstance(heads, int) and isinstance(hidden, int)):
         raise UsageError("config has no num_hidden_layers / num_attention_heads / hidden_size; cannot size a KV cache")
     kv_heads = text.get("num_key_value_heads") or heads
-    head_dim = text.get("head_dim") or hidden // heads
+    head_dim = text.get("head_dim") or text.get("d_kv") or hidden // heads
     torch_dtype = DTYPES[dtype][0]
     element = getattr(torch, torch_dtype).itemsize
     per_token_layer = 2 * kv_heads * head_dim * element
