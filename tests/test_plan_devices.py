@@ -214,6 +214,16 @@ def test_int8_counts_quantized_linear_weights(planned_big, big) -> None:
     assert report.devices[0].budget_bytes == int(80 * GB * 0.9)
 
 
+def test_int8_quantizes_what_bitsandbytes_would(fx) -> None:
+    from weightdoctor.plan_devices import _bnb_quantized_weights
+
+    gpt2 = build_planned_model(open_plan_source(str(fx["gpt2"])), "int8").model
+    names = _bnb_quantized_weights(gpt2)
+    assert "transformer.h.0.attn.c_attn.weight" in names  # GPT-2's Conv1D is quantized too
+    assert "lm_head.weight" not in names and "transformer.wte.weight" not in names
+    assert not any(n.endswith(".bias") or "ln_" in n for n in names)
+
+
 def test_no_split_override_and_unknown_class(planned_big) -> None:
     planned = planned_big["mistral-7b"]
     report = plan_devices(planned, PlanRequest(gpus=[1 * GB], cpu=100 * GB, no_split=["MistralMLP"]))

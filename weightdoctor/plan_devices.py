@@ -430,21 +430,25 @@ def _parameter_type() -> type:
 
 
 def _bnb_quantized_weights(model: torch.nn.Module) -> set[str]:
-    """Names of the weights bitsandbytes would quantize: every nn.Linear weight but the kept modules."""
+    """Names of the weights bitsandbytes would quantize, chosen as its quantizer chooses them.
+
+    `replace_with_bnb_linear` swaps every exact `nn.Linear` (and GPT-2's `Conv1D`) whose name
+    `should_convert_module` accepts against the quantizer's `get_modules_to_not_convert` (output embeddings,
+    tied and last modules, `_keep_in_fp32_modules`); their weights (not biases) are stored quantized.
+    """
     import torch
+    from transformers.pytorch_utils import Conv1D
+    from transformers.quantizers.base import HfQuantizer
+    from transformers.quantizers.quantizers_utils import should_convert_module
 
-    keep: set[str] = set()
-    try:
-        from transformers.quantizers.base import get_keys_to_not_convert
-
-        keep = set(get_keys_to_not_convert(model))
-    except (ImportError, AttributeError, IndexError):
-        keep = set()
+    keep_fp32 = getattr(model, "_keep_in_fp32_modules", None)
+    skip = HfQuantizer.get_modules_to_not_convert(model, None, list(keep_fp32) if keep_fp32 else None)
     names: set[str] = set()
     for module_name, module in model.named_modules():
-        kept = any(module_name == k or module_name.startswith(k + ".") for k in keep)
-        if isinstance(module, torch.nn.Linear) and not kept:
-            names.add(f"{module_name}.weight" if module_name else "weight")
+        if not module_name or not should_convert_module(module_name, skip):
+            continue
+        if isinstance(module, Conv1D) or type(module) is torch.nn.Linear:
+            names.add(f"{module_name}.weight")
     return names
 
 
