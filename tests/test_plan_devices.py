@@ -342,3 +342,18 @@ def test_renderer_and_json_of_a_canned_report() -> None:
     assert data["devices"][0] == {**data["devices"][0], "device": "cuda:0", "capacity_bytes": 2 * GB,
                                   "used_bytes": 2 * GB - 10**8}
     assert data["device_map"]["model.layers.2"] == "cpu" and data["offload"]["bytes_per_token"] == GB + 10**8
+
+
+@pytest.mark.parametrize("source", ["bert", "files/bert.safetensors"])
+def test_lower_float_dtype_suggestion_is_replanned(fx, source) -> None:
+    path = fx["bert"] if source == "bert" else fx["files"] / "bert.safetensors"
+    planned = build_planned_model(open_plan_source(str(path)))
+    assert planned.dtype == "fp32"
+    report = plan_devices(planned, PlanRequest(gpus=[60_000], cpu=10**6))
+    assert report.verdict == "needs-cpu-offload"
+    dtype_fix = next(s for s in report.suggestions if s.change == "dtype")
+    assert dtype_fix.dtype == "bf16"
+    # the suggestion is what planning at that dtype really gives
+    at_bf16 = build_planned_model(open_plan_source(str(path)), "bf16")
+    again = plan_devices(at_bf16, PlanRequest(gpus=[60_000], cpu=10**6))
+    assert again.verdict == "fits-on-gpus"

@@ -352,7 +352,7 @@ def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.
         raise UsageError("the source holds no tensors and no buildable config", path=str(checkpoint.path))
     target = getattr(torch, torch_dtype) if torch_dtype else None
     root = torch.nn.Module()
-    by_storage: dict[str, torch.nn.Parameter] = {}
+    by_storage: dict[str, tuple[torch.nn.Parameter, tuple[tuple[int, ...], str]]] = {}
     prefixes = {
         ".".join(t.name.split(".")[:end]) for t in checkpoint.tensors for end in range(1, t.name.count(".") + 1)
     }
@@ -372,7 +372,9 @@ def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.
                 except (KeyError, TypeError) as exc:
                     raise UsageError(f"tensor name {info.name!r} cannot be a module path ({exc})") from exc
             module = child
-        param = by_storage.get(info.storage_id) if info.storage_id else None
+        shared = by_storage.get(info.storage_id) if info.storage_id else None
+        # Views of one storage with another shape or dtype (a split fused matrix) are not the same tensor.
+        param = shared[0] if shared and shared[1] == (tuple(info.shape), info.dtype) else None
         if param is None:
             dtype = getattr(torch, info.dtype, None)
             if not isinstance(dtype, torch.dtype):
@@ -380,8 +382,8 @@ def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.
             if target is not None and dtype.is_floating_point:
                 dtype = target
             param = torch.nn.Parameter(torch.empty(info.shape, dtype=dtype, device="meta"), requires_grad=False)
-            if info.storage_id:
-                by_storage[info.storage_id] = param
+            if info.storage_id and info.storage_id not in by_storage:
+                by_storage[info.storage_id] = (param, (tuple(info.shape), info.dtype))
         try:
             module.register_parameter(parts[-1], param)
         except (KeyError, TypeError) as exc:
@@ -408,9 +410,11 @@ class _SizeOverride:
             self._quantized = _bnb_quantized_weights(model)
 
     def param_element_size(self, model: Any, name: str, param: torch.Tensor) -> float:
+        import torch
+
         if self.quantized_size is not None and name in self._quantized:
             return self.quantized_size
-        if self.float_size is not None and param.is_floating_point() and isinstance(param, _parameter_type()):
+        if self.float_size is not None and param.is_floating_point() and isinstance(param, torch.nn.Parameter):
             return self.float_size
         return param.element_size()
 
@@ -421,12 +425,6 @@ class _SizeOverride:
 
     def validate_environment(self, *args: Any, **kwargs: Any) -> None:
         return None
-
-
-def _parameter_type() -> type:
-    import torch
-
-    return torch.nn.Parameter
 
 
 def _bnb_quantized_weights(model: torch.nn.Module) -> set[str]:
@@ -833,7 +831,6 @@ def explain_devices(
                 "largest layer) so that the layers spread over every GPU",
             ))
             left -= amount
-        on_device = [n for n in order if device_map[n] == key]
         later = [n for n in order if _device_rank(device_map[n], keys) > position]
         if key in main and later and left > 0:
             layer, layer_names = _largest_layer(planned.model, later, sizes, no_split)
@@ -848,7 +845,7 @@ def explain_devices(
                     f"({name}{format_bytes(layer)}), in case it must bring it back from {where}",
                 ))
                 left -= amount
-        if later and left > 0 and on_device is not None:
+        if later and left > 0:
             nxt = later[0]
             parts.append(HeldBack(
                 "next-module-too-big", left,
