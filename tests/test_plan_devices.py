@@ -357,3 +357,12 @@ def test_lower_float_dtype_suggestion_is_replanned(fx, source) -> None:
     at_bf16 = build_planned_model(open_plan_source(str(path)), "bf16")
     again = plan_devices(at_bf16, PlanRequest(gpus=[60_000], cpu=10**6))
     assert again.verdict == "fits-on-gpus"
+
+
+def test_sizes_parse_as_accelerate_parses_them() -> None:
+    from accelerate.utils import convert_file_size_to_int
+
+    from weightdoctor.units import parse_size
+
+    for text in ("24GB", "24GiB", "200MB", "512MiB", "1.5GB", "80KB", "3KiB"):
+        assert parse_size(text) == convert_file_size_to_int(text), text
