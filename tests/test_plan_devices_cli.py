@@ -203,3 +203,15 @@ def test_model_class_and_sharded_source(fx: dict[str, Path]) -> None:
     with open_checkpoint(fx["gpt2"]) as checkpoint:
         stored = checkpoint.total_bytes
     assert data["weights_bytes"] == stored
+
+
+def test_real_process_exit_codes_and_streams(fx: dict[str, Path]) -> None:
+    from tests.helpers import run_subprocess
+
+    proc = run_subprocess("plan-devices", fx["bert"], "--cpu", "50KB", "--json", "--fail-on", "no-fit")
+    assert proc.returncode == 1 and json.loads(proc.stdout)["verdict"] == "does-not-fit"
+    assert proc.stderr == ""  # accelerate's own warnings are kept out of the way
+    proc = run_subprocess("plan-devices", fx["bert"], "--gpu", "1GB", "--fail-on", "offload")
+    assert proc.returncode == 0 and "fits on the GPUs" in proc.stdout
+    proc = run_subprocess("plan-devices", fx["bert"], "--gpu", "lots")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: cannot parse size 'lots'") and proc.stdout == ""
