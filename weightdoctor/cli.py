@@ -6,6 +6,7 @@ import typer
 
 from weightdoctor import __version__
 from weightdoctor.commands import inspect as inspect_command
+from weightdoctor.commands import plan_devices as plan_devices_command
 
 app = typer.Typer(
     name="weightdoctor",
@@ -18,6 +19,7 @@ app = typer.Typer(
 )
 
 app.command("inspect")(inspect_command.inspect)
+app.command("plan-devices")(plan_devices_command.plan_devices)
 
 
 def _version(value: bool) -> None:
