@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from weightdoctor import __version__
+from weightdoctor.commands import diff_keys as diff_keys_command
 from weightdoctor.commands import inspect as inspect_command
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
 )
 
 app.command("inspect")(inspect_command.inspect)
+app.command("diff-keys")(diff_keys_command.diff_keys)
 
 
 def _version(value: bool) -> None:

@@ -236,19 +236,36 @@ def collapse_indices(name: str) -> str:
     return _DIGIT_SEGMENT.sub("*", name)
 
 
-def group_issues(report: DiffReport) -> list[KeyGroup]:
-    """Group the report's keys by (kind, collapsed name, reason, severity), in order of first appearance."""
+def group_issues(report: DiffReport, max_groups_per_reason: int = 6) -> list[KeyGroup]:
+    """Group the report's keys so that a large diff reads in one screen.
+
+    Keys are grouped by (kind, reason, severity) and layer indices are collapsed
+    (`encoder.layer.*.attention.self.query.weight ×12`); when one (kind, reason, severity) still has more
+    than `max_groups_per_reason` patterns, they are merged by their leading components
+    (`module.bert.* ×39`), keeping fewer components until they fit.
+    """
     rows: list[tuple[str, str, str, str]] = [("missing", i.name, i.reason, i.severity) for i in report.missing]
     rows += [("unexpected", i.name, i.reason, i.severity) for i in report.unexpected]
     rows += [("mismatched", m.name, m.reason, m.severity) for m in report.mismatched]
     rows += [("dtype", d.name, f"{d.dtype_a}→{d.dtype_b}", d.severity) for d in report.dtype_differences]
-    counts: dict[tuple[str, str, str, str], list[str]] = {}
+    buckets: dict[tuple[str, str, str], dict[str, list[str]]] = {}
     for kind, name, reason, severity in rows:
-        counts.setdefault((kind, collapse_indices(name), reason, severity), []).append(name)
-    return [
-        KeyGroup(kind, pattern, len(names), reason, severity, names[0])
-        for (kind, pattern, reason, severity), names in counts.items()
-    ]
+        buckets.setdefault((kind, reason, severity), {}).setdefault(collapse_indices(name), []).append(name)
+    groups: list[KeyGroup] = []
+    for (kind, reason, severity), by_pattern in buckets.items():
+        if len(by_pattern) > max_groups_per_reason:
+            longest = max(p.count(".") + 1 for p in by_pattern)
+            for depth in range(longest - 1, 0, -1):
+                merged: dict[str, list[str]] = {}
+                for pattern, names in by_pattern.items():
+                    parts = pattern.split(".")
+                    key = ".".join(parts[:depth]) + ".*" if len(parts) > depth else pattern
+                    merged.setdefault(key, []).extend(names)
+                if len(merged) <= max_groups_per_reason or depth == 1:
+                    by_pattern = merged
+                    break
+        groups += [KeyGroup(kind, p, len(n), reason, severity, n[0]) for p, n in by_pattern.items()]
+    return groups
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -509,12 +526,10 @@ def build_report(
                 step = rename.apply(new)
                 if step != new:
                     reason, severity = rename_reason(rename)
-                    by_rename.setdefault(old, (reason, severity, ""))
+                    by_rename.setdefault(old, (reason, severity, f"fixed by {rename.as_flag()}"))
                 new = step
             if old in by_rename and new in specs_b:
-                reason, severity, _ = by_rename[old]
-                by_rename[old] = (reason, severity, f"→ {new}")
-                by_rename[new] = (reason, severity, f"← {old}")
+                by_rename[new] = by_rename[old]
             else:
                 by_rename.pop(old, None)
 
