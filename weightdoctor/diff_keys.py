@@ -309,7 +309,15 @@ def _candidate_renames(unmatched: Sequence[str], targets: set[str], limit: int =
             for target_part in by_hole.get((".".join(parts[:i] + ["\0"] + parts[i + 1:]), i), ()):
                 if target_part != part:
                     votes[("segment", part, target_part)] += 1
-    renames: list[Rename] = []
+    # One dotted component dropped (`query.base_layer.weight` -> `query.weight`, PEFT's wrapped layers).
+    for name in unmatched:
+        parts = name.split(".")
+        for i, part in enumerate(parts[:-1]):
+            if not part.isdigit() and ".".join(parts[:i] + parts[i + 1:]) in targets:
+                votes[("drop", part, "")] += 1
+    # transformers' legacy renames first: on a tie (gamma->weight and gamma->bias fit equally) they win.
+    names = set(unmatched)
+    renames: list[Rename] = [legacy for legacy in LEGACY_RENAMES if any(legacy.apply(n) != n for n in names)]
     for (kind, old, new), _ in votes.most_common(limit):
         if kind == "prefix":
             if new == "":
@@ -318,12 +326,10 @@ def _candidate_renames(unmatched: Sequence[str], targets: set[str], limit: int =
                 renames.append(add_prefix(new))
             else:
                 renames.append(Rename("^" + re.escape(old), new.replace("\\", "\\\\")))
+        elif kind == "drop":
+            renames.append(Rename(rf"\.{re.escape(old)}(?=\.)", ""))
         else:
             renames.append(Rename(rf"(?<![^.]){re.escape(old)}(?![^.])", new.replace("\\", "\\\\")))
-    names = set(unmatched)
-    for legacy in LEGACY_RENAMES:
-        if any(legacy.apply(n) != n for n in names):
-            renames.append(legacy)
     return renames
 
 
