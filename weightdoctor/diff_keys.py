@@ -82,6 +82,7 @@ LEGACY_RENAMES: tuple[Rename, ...] = (
     Rename(r"\.weight_g$", ".parametrizations.weight.original0"),
     Rename(r"\.weight_v$", ".parametrizations.weight.original1"),
 )
+_SPARING_LOOKAHEAD = re.compile(r"^\^\(\?!\(\?:[^)]*\)\\\.\)")
 _DIGIT_SEGMENT = re.compile(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.)")
 
 
@@ -362,6 +363,21 @@ def suggest_renames(
     def fits(name: str, new: str) -> bool:
         return shapes_b.get(new) == tuple(shapes_a[name])
 
+    def evaluate(rename: Rename) -> tuple[int, list[str], dict[str, str]]:
+        """(matches gained, keys it would unmatch, old -> new for the keys it changes)."""
+        gained, lost, proposal = 0, [], {}
+        for name, new in current.items():
+            renamed = rename.apply(new)
+            if renamed == new:
+                continue
+            proposal[name] = renamed
+            was = new in shapes_b or name in ok
+            if fits(name, renamed) and not was:
+                gained += 1
+            elif was and renamed not in shapes_b:
+                lost.append(name)
+        return gained, lost, proposal
+
     for _ in range(max_renames):
         unmatched = [name for name, new in current.items() if new not in shapes_b and name not in ok]
         taken = set(current.values())
@@ -369,18 +385,16 @@ def suggest_renames(
         if not unmatched or not targets:
             break
         best: tuple[int, Rename, dict[str, str]] | None = None
-        for rename in _candidate_renames([current[n] for n in unmatched], targets):
-            gained, lost, proposal = 0, 0, {}
-            for name, new in current.items():
-                renamed = rename.apply(new)
-                if renamed == new:
-                    continue
-                proposal[name] = renamed
-                was = new in shapes_b or name in ok
-                if fits(name, renamed) and not was:
-                    gained += 1
-                elif was and renamed not in shapes_b:
-                    lost += 1
+        for candidate in _candidate_renames([current[n] for n in unmatched], targets):
+            rename = candidate
+            gained, lost, proposal = evaluate(rename)
+            if lost and rename.pattern.startswith("^") and not rename.pattern.startswith("^(?!"):
+                # Spare the keys it would break: `^(?!lm_head\.)` -> `model.` leaves `lm_head.weight` alone.
+                heads = sorted({current[n].split(".", 1)[0] for n in lost})
+                if len(heads) <= 4:
+                    spared = "|".join(re.escape(h) for h in heads)
+                    rename = Rename(f"^(?!(?:{spared})\\.)" + rename.pattern[1:], rename.replacement)
+                    gained, lost, proposal = evaluate(rename)
             if lost or gained == 0:
                 continue
             merged = {**current, **proposal}
@@ -400,9 +414,10 @@ def rename_reason(rename: Rename) -> tuple[str, str]:
     """(reason, severity) for keys that a suggested rename maps: what kind of difference it fixes."""
     if any(rename == legacy for legacy in LEGACY_RENAMES):
         return "legacy-name", "warn"
-    text = rename.pattern.lstrip("^").replace("\\", "") + "|" + rename.replacement
-    if rename.pattern.startswith("^"):
-        old = rename.pattern[1:].replace("\\", "")
+    anchored = _SPARING_LOOKAHEAD.sub("^", rename.pattern)
+    text = anchored.lstrip("^").replace("\\", "") + "|" + rename.replacement
+    if anchored.startswith("^"):
+        old = anchored[1:].replace("\\", "")
         if any(old.startswith(w) or (old == "" and rename.replacement.startswith(w)) for w in _WRAPPERS):
             return "wrapper-prefix", "error"
         if any(old == p or (old == "" and rename.replacement == p) for p in _BASE_PREFIXES):
