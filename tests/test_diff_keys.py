@@ -31,8 +31,8 @@ from weightdoctor.diff_keys import (
 )
 from weightdoctor.errors import UsageError
 from weightdoctor.load_simulation import diff_checkpoint_against_model
-from weightdoctor.render.diff_keys import render_diff_keys
 from weightdoctor.renames import Rename, apply_renames
+from weightdoctor.render.diff_keys import render_diff_keys
 
 
 def spec(name: str, *shape: int, dtype: str = "float32") -> KeySpec:
@@ -59,7 +59,8 @@ def llama_keys(layers: int, prefix: str = "model.") -> dict[str, KeySpec]:
 
 
 def test_collapse_indices() -> None:
-    assert collapse_indices("encoder.layer.11.attention.self.query.weight") == "encoder.layer.*.attention.self.query.weight"
+    assert collapse_indices("encoder.layer.11.attention.self.query.weight") == (
+        "encoder.layer.*.attention.self.query.weight")
     assert collapse_indices("h.0.mlp.experts.7.w1") == "h.*.mlp.experts.*.w1"
     assert collapse_indices("0.weight") == "*.weight"
     assert collapse_indices("layer10x.weight") == "layer10x.weight"
@@ -200,7 +201,8 @@ def test_legacy_renames_agree_with_transformers() -> None:
 
 
 def test_diff_specs_counts_dtypes_and_direction() -> None:
-    a = specs(spec("w", 2, 2), spec("extra", 1), spec("emb.word_embeddings.weight", 10, 4), spec("n", 2, dtype="bfloat16"))
+    a = specs(spec("w", 2, 2), spec("extra", 1), spec("emb.word_embeddings.weight", 10, 4),
+              spec("n", 2, dtype="bfloat16"))
     b = specs(spec("w", 2, 2), spec("classifier.weight", 3, 4), spec("emb.word_embeddings.weight", 12, 4), spec("n", 2))
     report = diff_specs(a, b)
     assert report.matched == 2  # w and n (n differs only in dtype)

@@ -26,8 +26,8 @@ def diff_keys(
         str | None,
         typer.Option(
             "--model-class",
-            help="Compare A with this transformers class built on the meta device (e.g. BertForSequenceClassification): "
-            "reports what from_pretrained(A) would.",
+            help="Compare A with this transformers class built on the meta device "
+            "(e.g. BertForSequenceClassification): reports what from_pretrained(A) would.",
         ),
     ] = None,
     config: Annotated[
