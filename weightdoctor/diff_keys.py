@@ -285,40 +285,56 @@ def _leading_splits(name: str, depth: int = 3) -> Iterator[tuple[str, str]]:
         yield name[:position], name[position:]
 
 
-def _candidate_renames(unmatched: Sequence[str], targets: set[str], limit: int = 12) -> list[Rename]:
-    """Renames that would map some of `unmatched` onto `targets`, most promising first."""
+def _sample(names: Sequence[str], limit: int = 2000) -> Sequence[str]:
+    """At most `limit` names spread over `names`: votes on a sample find the same renames much faster."""
+    if len(names) <= limit:
+        return names
+    step = len(names) / limit
+    return [names[int(i * step)] for i in range(limit)]
+
+
+def _candidate_renames(
+    unmatched: Sequence[str], targets: set[str], structural: bool = False, limit: int = 8
+) -> list[Rename]:
+    """Renames that would map some of `unmatched` onto `targets`, most promising first.
+
+    Cheap candidates (transformers' legacy renames; prefix strip / add / replace) unless `structural`,
+    which asks for the costlier ones: one component renamed or dropped.
+    """
     votes: Counter[tuple[str, str, str]] = Counter()
-    by_rest: dict[str, set[str]] = defaultdict(set)
-    for target in targets:
-        for prefix, rest in _leading_splits(target):
-            by_rest[rest].add(prefix)
-    for name in unmatched:
-        for prefix, rest in _leading_splits(name):
-            for target_prefix in by_rest.get(rest, ()):
-                if target_prefix != prefix:
-                    votes[("prefix", prefix, target_prefix)] += 1
-    # One dotted component renamed in place (`encoder.layers.3.x` -> `encoder.layer.3.x`).
-    by_hole: dict[tuple[str, int], set[str]] = defaultdict(set)
-    for target in targets:
-        parts = target.split(".")
-        for i, part in enumerate(parts):
-            if not part.isdigit():
-                by_hole[(".".join(parts[:i] + ["\0"] + parts[i + 1:]), i)].add(part)
-    for name in unmatched:
-        parts = name.split(".")
-        for i, part in enumerate(parts):
-            for target_part in by_hole.get((".".join(parts[:i] + ["\0"] + parts[i + 1:]), i), ()):
-                if target_part != part:
-                    votes[("segment", part, target_part)] += 1
-    # One dotted component dropped (`query.base_layer.weight` -> `query.weight`, PEFT's wrapped layers).
-    for name in unmatched:
-        parts = name.split(".")
-        for i, part in enumerate(parts[:-1]):
-            if not part.isdigit() and ".".join(parts[:i] + parts[i + 1:]) in targets:
-                votes[("drop", part, "")] += 1
-    # transformers' legacy renames first: on a tie (gamma->weight and gamma->bias fit equally) they win.
-    names = set(unmatched)
-    renames: list[Rename] = [legacy for legacy in LEGACY_RENAMES if any(legacy.apply(n) != n for n in names)]
+    sample = _sample(unmatched)
+    if not structural:
+        by_rest: dict[str, set[str]] = defaultdict(set)
+        for target in targets:
+            for prefix, rest in _leading_splits(target):
+                by_rest[rest].add(prefix)
+        for name in sample:
+            for prefix, rest in _leading_splits(name):
+                for target_prefix in by_rest.get(rest, ()):
+                    if target_prefix != prefix:
+                        votes[("prefix", prefix, target_prefix)] += 1
+    else:
+        # One dotted component renamed in place (`encoder.layers.3.x` -> `encoder.layer.3.x`).
+        by_hole: dict[tuple[str, int], set[str]] = defaultdict(set)
+        for target in targets:
+            parts = target.split(".")
+            for i, part in enumerate(parts):
+                if not part.isdigit():
+                    by_hole[(".".join(parts[:i] + ["\0"] + parts[i + 1:]), i)].add(part)
+        for name in sample:
+            parts = name.split(".")
+            for i, part in enumerate(parts):
+                for target_part in by_hole.get((".".join(parts[:i] + ["\0"] + parts[i + 1:]), i), ()):
+                    if target_part != part:
+                        votes[("segment", part, target_part)] += 1
+            # One dotted component dropped (`query.base_layer.weight` -> `query.weight`, PEFT's wrapped layers).
+            for i, part in enumerate(parts[:-1]):
+                if not part.isdigit() and ".".join(parts[:i] + parts[i + 1:]) in targets:
+                    votes[("drop", part, "")] += 1
+    renames: list[Rename] = []
+    if not structural:
+        # transformers' legacy renames first: on a tie (gamma->weight and gamma->bias fit equally) they win.
+        renames += [legacy for legacy in LEGACY_RENAMES if any(legacy.apply(n) != n for n in sample)]
     for (kind, old, new), _ in votes.most_common(limit):
         if kind == "prefix":
             if new == "":
@@ -366,8 +382,9 @@ def suggest_renames(
     def evaluate(rename: Rename) -> tuple[int, list[str], dict[str, str]]:
         """(matches gained, keys it would unmatch, old -> new for the keys it changes)."""
         gained, lost, proposal = 0, [], {}
+        sub = re.compile(rename.pattern).sub  # as Rename.apply does, compiled once
         for name, new in current.items():
-            renamed = rename.apply(new)
+            renamed = sub(rename.replacement, new, count=1)
             if renamed == new:
                 continue
             proposal[name] = renamed
@@ -385,23 +402,28 @@ def suggest_renames(
         if not unmatched or not targets:
             break
         best: tuple[int, Rename, dict[str, str]] | None = None
-        for candidate in _candidate_renames([current[n] for n in unmatched], targets):
-            rename = candidate
-            gained, lost, proposal = evaluate(rename)
-            if lost and rename.pattern.startswith("^") and not rename.pattern.startswith("^(?!"):
-                # Spare the keys it would break: `^(?!lm_head\.)` -> `model.` leaves `lm_head.weight` alone.
-                heads = sorted({current[n].split(".", 1)[0] for n in lost})
-                if len(heads) <= 4:
-                    spared = "|".join(re.escape(h) for h in heads)
-                    rename = Rename(f"^(?!(?:{spared})\\.)" + rename.pattern[1:], rename.replacement)
-                    gained, lost, proposal = evaluate(rename)
-            if lost or gained == 0:
-                continue
-            merged = {**current, **proposal}
-            if len(set(merged.values())) != len(merged):
-                continue  # two keys would collide
-            if best is None or gained > best[0]:
-                best = (gained, rename, proposal)
+        unmatched_names = [current[n] for n in unmatched]
+        # Prefix and legacy renames first; only when none helps, rename or drop one component.
+        for structural in (False, True):
+            for candidate in _candidate_renames(unmatched_names, targets, structural=structural):
+                rename = candidate
+                gained, lost, proposal = evaluate(rename)
+                if lost and rename.pattern.startswith("^") and not rename.pattern.startswith("^(?!"):
+                    # Spare the keys it would break: `^(?!lm_head\.)` -> `model.` leaves `lm_head.weight` alone.
+                    heads = sorted({current[n].split(".", 1)[0] for n in lost})
+                    if len(heads) <= 4:
+                        spared = "|".join(re.escape(h) for h in heads)
+                        rename = Rename(f"^(?!(?:{spared})\\.)" + rename.pattern[1:], rename.replacement)
+                        gained, lost, proposal = evaluate(rename)
+                if lost or gained == 0:
+                    continue
+                merged = {**current, **proposal}
+                if len(set(merged.values())) != len(merged):
+                    continue  # two keys would collide
+                if best is None or gained > best[0]:
+                    best = (gained, rename, proposal)
+            if best is not None:
+                break
         if best is None:
             break
         gained, rename, proposal = best
@@ -541,13 +563,14 @@ def build_report(
     rename_objects = [Rename(s.pattern, s.replacement) for s in suggestions]
     if rename_objects:
         # Which suggested rename makes each unexpected key land on which missing key.
+        steps = [(re.compile(r.pattern).sub, r.replacement, (*rename_reason(r), f"fixed by {r.as_flag()}"))
+                 for r in rename_objects]
         for old in unexpected:
             new = old
-            for rename in rename_objects:
-                step = rename.apply(new)
+            for sub, replacement, why in steps:
+                step = sub(replacement, new, count=1)
                 if step != new:
-                    reason, severity = rename_reason(rename)
-                    by_rename.setdefault(old, (reason, severity, f"fixed by {rename.as_flag()}"))
+                    by_rename.setdefault(old, why)
                 new = step
             if old in by_rename and new in specs_b:
                 by_rename[new] = by_rename[old]
