@@ -59,6 +59,24 @@ def write_sparse_safetensors(path: Path, specs: list[TensorSpec], dtype: str = "
     return 8 + len(raw) + offset
 
 
+# The baseline as a script of its own (imports safetensors only, as diff-keys on safetensors does).
+BASELINE_SCRIPT = """
+from safetensors import safe_open
+with safe_open({a!r}, framework="np") as handle:
+    keys_a = set(handle.keys())
+with safe_open({b!r}, framework="np") as handle:
+    keys_b = set(handle.keys())
+print(len(keys_b - keys_a), len(keys_a - keys_b), len(keys_a & keys_b))
+"""
+
+
+LOAD_SCRIPT = """
+from benchmarks.bench_diff_keys import load_state_dicts
+from pathlib import Path
+print(load_state_dicts(Path({a!r}), Path({b!r})))
+"""
+
+
 def baseline_keys(a: Path, b: Path) -> tuple[int, int, int]:
     from safetensors import safe_open
 
@@ -76,6 +94,13 @@ def diff_keys_analysis(a: Path, b: Path) -> tuple[int, int, int]:
     with open_checkpoint(a) as ca, open_checkpoint(b) as cb:
         report = diff_checkpoints(ca, cb)
     return len(report.missing), len(report.unexpected), report.matched
+
+
+def open_both(a: Path, b: Path) -> int:
+    from weightdoctor.checkpoint import open_checkpoint
+
+    with open_checkpoint(a) as ca, open_checkpoint(b) as cb:
+        return len(ca.tensors) + len(cb.tensors)
 
 
 def diff_keys_cli_inprocess(a: Path, b: Path) -> None:
@@ -156,10 +181,12 @@ def main() -> None:
             base, _ = timed(lambda a=a, b=b: baseline_keys(a, b), args.reps)
             ours, _ = timed(lambda a=a, b=b: diff_keys_analysis(a, b), args.reps)
             cli, _ = timed(lambda a=a, b=b: diff_keys_cli_inprocess(a, b), args.reps)
+            reader, _ = timed(lambda a=a, b=b: open_both(a, b), args.reps)
+            rows.append((label, "of which: the shared reader opening both", reader, base,
+                         "set difference of safe_open keys"))
             rows.append((label, "reader + analysis (in-process)", ours, base, "set difference of safe_open keys"))
             rows.append((label, "CLI --json (in-process)", cli, base, "set difference of safe_open keys"))
-            code = (f"from benchmarks.bench_diff_keys import baseline_keys; from pathlib import Path; "
-                    f"print(baseline_keys(Path({str(a)!r}), Path({str(b)!r})))")
+            code = BASELINE_SCRIPT.format(a=str(a), b=str(b))
             base_proc = subprocess_time([sys.executable, "-c", code], max(3, args.reps // 2))
             cli_proc = subprocess_time(
                 [sys.executable, "-m", "weightdoctor", "diff-keys", str(a), str(b), "--json"], max(3, args.reps // 2)
@@ -182,8 +209,10 @@ def main() -> None:
             cli_proc = subprocess_time(
                 [sys.executable, "-m", "weightdoctor", "diff-keys", str(big_a), str(big_b), "--json"], 3
             )
-            rows.append((label, "CLI --json (fresh process)", cli_proc, loaded,
-                         "load_file both + load_state_dict(strict=False)"))
+            script = LOAD_SCRIPT.format(a=str(big_a), b=str(big_b))
+            loaded_proc = subprocess_time([sys.executable, "-c", script], args.big_reps)
+            rows.append((label, "CLI --json (fresh process)", cli_proc, loaded_proc,
+                         "the same load in python -c (torch import included)"))
     finally:
         if not args.keep:
             shutil.rmtree(args.out, ignore_errors=True)
