@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import io
 import math
+import shlex
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,7 @@ from weightdoctor.diff_keys import (
 )
 from weightdoctor.errors import UsageError
 from weightdoctor.load_simulation import diff_checkpoint_against_model
-from weightdoctor.renames import Rename, apply_renames
+from weightdoctor.renames import Rename, apply_renames, parse_rename
 from weightdoctor.render.diff_keys import render_diff_keys
 
 
@@ -181,6 +182,17 @@ def test_suggest_respects_shapes_and_collisions() -> None:
     assert suggest_renames({"classifier.weight": (3, 8)}, {"norm.weight": (8,)}) == []
     # Stripping `module.` would make two keys one: refused.
     assert suggest_renames({"module.w": (2,), "w": (2,), "x": (1,)}, {"w": (2,), "y": (5,)}) == []
+
+
+def test_suggested_flags_parse_back_to_the_same_renames() -> None:
+    b = {"a=b.weight": (2,), "x.weight": (3,), "enc.layer.0.w": (4,)}
+    a = {"module.a=b.weight": (2,), "module.x.weight": (3,), "module.enc.layers.0.w": (4,)}
+    found = suggest_renames(a, b)
+    for suggestion in found:
+        (flag, spec) = shlex.split(suggestion.flag)
+        assert flag == "--rename"
+        assert parse_rename(spec) == Rename(suggestion.pattern, suggestion.replacement)
+    assert sorted(apply_renames(a, [parse_rename(shlex.split(s.flag)[1]) for s in found]).values()) == sorted(b)
 
 
 def test_legacy_renames_agree_with_transformers() -> None:
@@ -363,7 +375,7 @@ def test_fixture_pairs_get_the_expected_reasons(pairs: dict[str, Pair]) -> None:
     lora = checkpoint_report("lora-peft")
     assert {i.reason for i in lora.unexpected if "lora_" in i.name} == {"adapter"}
     assert [r.flag for r in lora.suggested_renames] == [
-        "--rename '^base_model\\.model\\.='", "--rename '\\.base_layer(?=\\.)='"]
+        "--rename '^base_model\\.model\\.='", "--rename '\\.base_layer\\.=.'"]
     legacy = checkpoint_report("legacy-gamma-beta")
     assert {i.reason for i in legacy.unexpected} == {"legacy-name"} and legacy.worst_severity == "warn"
     head = model_report("base-into-head")

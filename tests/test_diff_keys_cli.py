@@ -42,6 +42,18 @@ def test_ddp_prefix_json_fix_and_recheck(pairs: dict[str, Pair]) -> None:
     assert again["renames_applied"] == [fix["flag"]]
 
 
+@pytest.mark.parametrize("name", ["lora-peft", "legacy-gamma-beta", "base-into-head", "compile-prefix"])
+def test_every_printed_fix_rechecks_clean(pairs: dict[str, Pair], name: str) -> None:
+    pair = pairs[name]
+    code, data = run_json("diff-keys", pair.a, pair.b)
+    flags = [part for fix in data["suggested_renames"] for part in shlex.split(fix["flag"])]
+    assert flags
+    code, again = run_json("diff-keys", pair.a, pair.b, *flags)
+    assert again["matched"] == data["matched_after_renames"]
+    assert [i for i in again["missing"] + again["unexpected"] if i["reason"] not in ("task-head", "adapter")] == []
+    assert code == 0
+
+
 def test_rich_output_is_grouped_with_reasons_and_fix(pairs: dict[str, Pair]) -> None:
     result = run_cli("diff-keys", pairs["lora-peft"].a, pairs["lora-peft"].b)
     assert result.exit_code == 1

@@ -285,6 +285,11 @@ def _leading_splits(name: str, depth: int = 3) -> Iterator[tuple[str, str]]:
         yield name[:position], name[position:]
 
 
+def _escape(text: str) -> str:
+    """`re.escape`, with `=` written `\\x3d` so the pattern survives the `--rename REGEX=REPL` syntax."""
+    return re.escape(text).replace("=", "\\x3d")
+
+
 def _sample(names: Sequence[str], limit: int = 2000) -> Sequence[str]:
     """At most `limit` names spread over `names`: votes on a sample find the same renames much faster."""
     if len(names) <= limit:
@@ -337,16 +342,16 @@ def _candidate_renames(
         renames += [legacy for legacy in LEGACY_RENAMES if any(legacy.apply(n) != n for n in sample)]
     for (kind, old, new), _ in votes.most_common(limit):
         if kind == "prefix":
-            if new == "":
+            if new == "" and "=" not in old:
                 renames.append(strip_prefix(old))
             elif old == "":
                 renames.append(add_prefix(new))
             else:
-                renames.append(Rename("^" + re.escape(old), new.replace("\\", "\\\\")))
+                renames.append(Rename("^" + _escape(old), new.replace("\\", "\\\\")))
         elif kind == "drop":
-            renames.append(Rename(rf"\.{re.escape(old)}(?=\.)", ""))
+            renames.append(Rename(rf"\.{_escape(old)}\.", "."))
         else:
-            renames.append(Rename(rf"(?<![^.]){re.escape(old)}(?![^.])", new.replace("\\", "\\\\")))
+            renames.append(Rename(rf"(?<![^.]){_escape(old)}(?![^.])", new.replace("\\", "\\\\")))
     return renames
 
 
@@ -412,7 +417,7 @@ def suggest_renames(
                     # Spare the keys it would break: `^(?!lm_head\.)` -> `model.` leaves `lm_head.weight` alone.
                     heads = sorted({current[n].split(".", 1)[0] for n in lost})
                     if len(heads) <= 4:
-                        spared = "|".join(re.escape(h) for h in heads)
+                        spared = "|".join(_escape(h) for h in heads)
                         rename = Rename(f"^(?!(?:{spared})\\.)" + rename.pattern[1:], rename.replacement)
                         gained, lost, proposal = evaluate(rename)
                 if lost or gained == 0:
