@@ -109,6 +109,20 @@ def test_model_class_mode(pairs: dict[str, Pair], fx: dict[str, Path]) -> None:
     assert (code, data["missing"], data["matched"]) == (0, [], data["total_b"])
 
 
+def test_auto_classes_and_no_lookalike_head_renames(pairs: dict[str, Pair]) -> None:
+    code, data = run_json("diff-keys", pairs["base-into-head"].a, "--model-class", "AutoModelForSequenceClassification",
+                          "--config", pairs["base-into-head"].b)
+    assert code == 0 and [i["name"] for i in data["missing"]] == ["classifier.weight", "classifier.bias"]
+    # A base model into a masked LM: pooler.dense and cls.predictions.transform.dense have the same shapes,
+    # but mapping one head onto another is not a fix.
+    code, data = run_json("diff-keys", pairs["base-into-head"].a, "--model-class", "BertForMaskedLM",
+                          "--config", pairs["base-into-head"].b)
+    assert code == 0 and data["suggested_renames"] == []
+    assert {i["reason"] for i in data["missing"] + data["unexpected"]} == {"task-head"}
+    result = run_cli("diff-keys", pairs["base-into-head"].a, "--model-class", "AutoModelForImageClassification")
+    assert result.exit_code == 2 and "no model for model_type 'bert'" in result.stderr
+
+
 def test_model_class_suggests_a_fix_that_rechecks(pairs: dict[str, Pair]) -> None:
     pair = pairs["compile-prefix"]
     code, data = run_json("diff-keys", pair.a, "--model-class", "BertForSequenceClassification")

@@ -256,6 +256,29 @@ def diff_against_model(
     return report
 
 
+def concrete_class_name(config: dict[str, Any], model_class: str, **overrides: Any) -> str:
+    """`model_class`, or for an Auto class (`AutoModelForCausalLM`) the class it picks for this config.
+
+    Raises:
+        UsageError: the Auto class has no model for this config's type.
+    """
+    if not model_class.startswith("Auto"):
+        return model_class
+    import transformers
+
+    from weightdoctor.meta_model import config_from_dict
+
+    auto = getattr(transformers, model_class, None)
+    mapping = getattr(auto, "_model_mapping", None)
+    if mapping is None:
+        raise UsageError(f"transformers has no auto class {model_class!r}")
+    cfg = config_from_dict(config, **overrides)
+    try:
+        return mapping[type(cfg)].__name__
+    except KeyError:
+        raise UsageError(f"{model_class} has no model for model_type {cfg.model_type!r}") from None
+
+
 def diff_checkpoint_against_model(
     checkpoint: Checkpoint,
     model_class: str,
@@ -275,7 +298,7 @@ def diff_checkpoint_against_model(
         overrides["num_labels"] = num_labels
         config_dict.pop("id2label", None)
         config_dict.pop("label2id", None)
-    model = build_meta_model(config_dict, model_class, **overrides)
+    model = build_meta_model(config_dict, concrete_class_name(config_dict, model_class, **overrides), **overrides)
     return diff_against_model(
         specs_from_tensors(checkpoint.tensors), model, renames,
         source_a=checkpoint.source, model_class=model_class, tied_groups_a=checkpoint.shared_groups(),
