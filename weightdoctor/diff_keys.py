@@ -285,6 +285,16 @@ def _leading_splits(name: str, depth: int = 3) -> Iterator[tuple[str, str]]:
         yield name[:position], name[position:]
 
 
+def _head_words(name: str) -> set[str]:
+    return {part for part in name.split(".") if _HEAD.fullmatch(part)}
+
+
+def _other_head(old: str, new: str) -> bool:
+    """True when a rename moves one task head onto a different one (`pooler.*` -> `cls.predictions.*`)."""
+    words_old, words_new = _head_words(old), _head_words(new)
+    return bool(words_old) and bool(words_new) and not (words_old & words_new)
+
+
 def _escape(text: str) -> str:
     """`re.escape`, with `=` written `\\x3d` so the pattern survives the `--rename REGEX=REPL` syntax."""
     return re.escape(text).replace("=", "\\x3d")
@@ -396,7 +406,7 @@ def suggest_renames(
             was = new in shapes_b or name in ok
             # One head moved onto another (`pooler.dense` -> `cls.predictions.transform.dense`) is a lookalike,
             # not evidence: heads differ between tasks by design.
-            if fits(name, renamed) and not was and not (_HEAD.search(new) and _HEAD.search(renamed)):
+            if fits(name, renamed) and not was and not _other_head(new, renamed):
                 gained += 1
             elif was and renamed not in shapes_b:
                 lost.append(name)
