@@ -22,6 +22,9 @@ import argparse
 import contextlib
 import io
 import json
+import os
+import platform
+import resource
 import shutil
 import statistics
 import struct
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.synth import TensorSpec, llama_specs, specs_for_size, write_safetensors
@@ -129,23 +133,38 @@ def load_state_dicts(a: Path, b: Path) -> tuple[int, int]:
     return len(result.missing_keys), len(result.unexpected_keys)
 
 
-def timed(func: Callable[[], object], reps: int) -> tuple[float, object]:
-    times, value = [], None
+@dataclass(frozen=True)
+class Timing:
+    """Medians of wall-clock and CPU seconds (CPU time is less disturbed by other work on a shared machine)."""
+
+    wall: float
+    cpu: float
+
+
+def timed(func: Callable[[], object], reps: int) -> tuple[Timing, object]:
+    walls, cpus, value = [], [], None
     for _ in range(reps):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         value = func()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), value
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu)
+    return Timing(statistics.median(walls), statistics.median(cpus)), value
 
 
-def subprocess_time(args: list[str], reps: int) -> float:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def subprocess_time(args: list[str], reps: int) -> Timing:
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-    times = []
+    walls, cpus = [], []
     for _ in range(reps):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _children_cpu()
         subprocess.run(args, check=False, capture_output=True, env=env, cwd=ROOT)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - start)
+        cpus.append(_children_cpu() - cpu)
+    return Timing(statistics.median(walls), statistics.median(cpus))
 
 
 def key_set_pairs(out: Path) -> list[tuple[str, Path, Path, int]]:
@@ -174,7 +193,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    rows: list[tuple[str, str, float, float, str]] = []
+    rows: list[tuple[str, str, Timing, Timing, str]] = []
     try:
         for label, a, b, apparent in key_set_pairs(args.out):
             assert diff_keys_analysis(a, b)[:2] == baseline_keys(a, b)[:2]
@@ -217,13 +236,23 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(args.out, ignore_errors=True)
 
-    print("| pair | diff-keys measured as | diff-keys median | baseline median | baseline | "
-          "diff-keys / baseline |")
-    print("|---|---|---:|---:|---|---:|")
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.1f}; medians of {args.reps} runs "
+          f"({args.big_reps} for the state-dict load)")
+    print()
+    print("| pair | diff-keys measured as | diff-keys wall | baseline wall | wall ratio | diff-keys CPU | "
+          "baseline CPU | CPU ratio | baseline |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for label, what, ours, base, base_name in rows:
-        ratio = ours / base
-        shown = f"{ratio:.2f}×" if ratio >= 0.1 else f"1/{base / ours:.0f} ({base / ours:.0f}× faster)"
-        print(f"| {label} | {what} | {ours * 1000:.1f} ms | {base * 1000:.1f} ms | {base_name} | {shown} |")
+        print(f"| {label} | {what} | {ours.wall * 1000:.1f} ms | {base.wall * 1000:.1f} ms | "
+              f"{_ratio(ours.wall, base.wall)} | {ours.cpu * 1000:.1f} ms | {base.cpu * 1000:.1f} ms | "
+              f"{_ratio(ours.cpu, base.cpu)} | {base_name} |")
+
+
+def _ratio(ours: float, base: float) -> str:
+    if ours <= 0 or base <= 0:
+        return "-"
+    return f"{ours / base:.2f}×" if ours / base >= 0.1 else f"{base / ours:.0f}× faster"
 
 
 if __name__ == "__main__":
