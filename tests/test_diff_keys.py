@@ -23,6 +23,7 @@ from weightdoctor.diff_keys import (
     classify_mismatch,
     collapse_indices,
     compare_values,
+    config_ties,
     diff_checkpoints,
     diff_specs,
     exit_code,
@@ -122,6 +123,24 @@ def test_tied_output_embedding_is_info_only_when_an_embedding_can_supply_it() ->
     assert classify_key("lm_head.weight", spec("lm_head.weight", 50, 32), "missing", other)[0] == "task-head"
     groups = [["lm_head.weight", "transformer.wte.weight"]]
     assert classify_key("lm_head.weight", spec("lm_head.weight", 1), "unexpected", {}, groups)[0] == "tied-weight"
+
+
+def test_untied_target_config_means_a_missing_head_is_not_tied() -> None:
+    a = specs(spec("model.embed_tokens.weight", 100, 8))
+    b = specs(spec("model.embed_tokens.weight", 100, 8), spec("lm_head.weight", 100, 8))
+    assert diff_specs(a, b).missing[0].reason == "tied-weight"
+    assert diff_specs(a, b, tie_embeddings=False).missing[0].reason == "task-head"
+    assert config_ties({"tie_word_embeddings": False}) is False
+    assert config_ties({"text_config": {"tie_word_embeddings": True}}) is True
+    assert config_ties({"model_type": "llama"}) is None and config_ties(None) is None
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    from weightdoctor import diff_keys
+
+    assert doctest.testmod(diff_keys).failed == 0
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from weightdoctor.dtypes import FLOATING
 from weightdoctor.errors import UsageError
@@ -213,7 +213,7 @@ def exit_code(report: DiffReport, fail_on: str) -> int:
     """0 when nothing in `report` reaches `fail_on` ("info", "warn" or "error"), else 1.
 
     Example:
-        >>> exit_code(report_with_only_task_heads, "error")
+        >>> exit_code(diff_specs({}, {"classifier.weight": KeySpec("classifier.weight", (2,), "float32")}), "error")
         0
     """
     if fail_on not in SEVERITIES:
@@ -485,12 +485,18 @@ def _ties_to_embedding(name: str, shape: tuple[int, ...], other: Mapping[str, Ke
 
 
 def classify_key(
-    name: str, spec: KeySpec, kind: str, this_side: Mapping[str, KeySpec], tied_groups: Sequence[Sequence[str]] = ()
+    name: str,
+    spec: KeySpec,
+    kind: str,
+    this_side: Mapping[str, KeySpec],
+    tied_groups: Sequence[Sequence[str]] = (),
+    tie_embeddings: bool | None = None,
 ) -> tuple[str, str, str]:
     """(reason, severity, detail) for a key that is missing (`kind="missing"`) or unexpected.
 
     `this_side` is the side that lacks the key's counterpart: A's keys for a missing key (could A
-    supply it by tying?), B's keys for an unexpected one.
+    supply it by tying?), B's keys for an unexpected one. `tie_embeddings` is the target config's
+    `tie_word_embeddings` when known: False means an output embedding is never explained by tying.
     """
     if _BUFFER.search(name):
         return "buffer", "info", ""
@@ -498,7 +504,7 @@ def classify_key(
         if name in group:
             others = [g for g in group if g != name]
             return "tied-weight", "info", f"shares storage with {others[0]}" if others else ""
-    tied = _ties_to_embedding(name, spec.shape, this_side)
+    tied = _ties_to_embedding(name, spec.shape, this_side) if tie_embeddings is not False else None
     if tied is not None:
         return "tied-weight", "info", f"tied to {tied}"
     if _ADAPTER.search(name):
@@ -576,6 +582,7 @@ def build_report(
     renames_applied: Sequence[Rename] = (),
     matched_after_renames: int | None = None,
     tied_groups_a: Sequence[Sequence[str]] = (),
+    tie_embeddings: bool | None = None,
     compare_dtypes: bool = True,
     notes: Sequence[str] = (),
 ) -> DiffReport:
@@ -602,7 +609,7 @@ def build_report(
         if name in by_rename:
             reason, severity, detail = by_rename[name]
         elif kind == "missing":
-            reason, severity, detail = classify_key(name, specs_b[name], kind, specs_a)
+            reason, severity, detail = classify_key(name, specs_b[name], kind, specs_a, (), tie_embeddings)
         else:
             spec = specs_a.get(name) or KeySpec(name, (), "float32")
             reason, severity, detail = classify_key(name, spec, kind, specs_b, tied_groups_a)
@@ -653,6 +660,7 @@ def diff_specs(
     source_a: str = "A",
     source_b: str = "B",
     tied_groups_a: Sequence[Sequence[str]] = (),
+    tie_embeddings: bool | None = None,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -660,14 +668,15 @@ def diff_specs(
         >>> a = {"module.w": KeySpec("module.w", (2,), "float32")}
         >>> b = {"w": KeySpec("w", (2,), "float32")}
         >>> report = diff_specs(a, b)
-        >>> report.matched, report.suggested_renames[0].flag
-        (0, "--rename 'module\\\\.='")
+        >>> report.matched, report.suggested_renames[0].pattern
+        (0, '^module\\\\.')
 
     Args:
         specs_a: A's keys (name -> KeySpec), in file order.
         specs_b: B's keys.
         renames: `--rename`s applied to A's keys first.
         tied_groups_a: names in A that share storage (a pickle's tied weights).
+        tie_embeddings: B's `tie_word_embeddings` when known (None: tie if an embedding fits).
 
     Raises:
         UsageError: the renames map two keys of A to the same name.
@@ -690,7 +699,7 @@ def diff_specs(
     return build_report(
         renamed_a, specs_b, diff.missing, diff.unexpected, mismatched, diff.common, suggestions,
         source_a=source_a, source_b=source_b, mode="checkpoints", renames_applied=renames,
-        matched_after_renames=after, tied_groups_a=tied,
+        matched_after_renames=after, tied_groups_a=tied, tie_embeddings=tie_embeddings,
     )
 
 
@@ -704,8 +713,19 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
     """`diff_specs` on two opened checkpoints (headers only: no tensor data is read)."""
     return diff_specs(
         specs_from_tensors(a.tensors), specs_from_tensors(b.tensors), renames,
-        source_a=a.source, source_b=b.source, tied_groups_a=a.shared_groups(),
+        source_a=a.source, source_b=b.source, tied_groups_a=a.shared_groups(), tie_embeddings=config_ties(b.config),
     )
+
+
+def config_ties(config: Mapping[str, Any] | None) -> bool | None:
+    """A config's `tie_word_embeddings` (also under `text_config`), None when it does not say."""
+    if not config:
+        return None
+    for source in (config, config.get("text_config") or {}):
+        value = source.get("tie_word_embeddings") if isinstance(source, Mapping) else None
+        if isinstance(value, bool):
+            return value
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -248,6 +248,7 @@ def diff_against_model(
         source_a=source_a, source_b=f"{model_class or type(model).__name__} (meta device)",
         mode="model-class", model_class=model_class or type(model).__name__, renames_applied=renames,
         matched_after_renames=after, tied_groups_a=tied_groups_a, compare_dtypes=False, notes=notes,
+        tie_embeddings=getattr(model.config, "tie_word_embeddings", None),
     )
     report.matched = len(specs_b) - len(sim.missing) - len(sim.mismatched)
     if sim.converted:
