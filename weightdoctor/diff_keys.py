@@ -591,7 +591,7 @@ def build_report(
     rename_objects = [Rename(s.pattern, s.replacement) for s in suggestions]
     if rename_objects:
         # Which suggested rename makes each unexpected key land on which missing key.
-        steps = [(re.compile(r.pattern).sub, r.replacement, (*rename_reason(r), f"fixed by {r.as_flag()}"))
+        steps = [(re.compile(r.pattern).sub, r.replacement, (*rename_reason(r), r.as_flag()))
                  for r in rename_objects]
         for old in unexpected:
             new = old

@@ -85,9 +85,21 @@ def simulate_from_pretrained(
         key_mapping: as `from_pretrained(key_mapping=...)`.
     """
 
-    from transformers.conversion_mapping import get_model_conversion_mapping
-    from transformers.core_model_loading import WeightConverter, WeightRenaming, dot_natural_key, rename_source_key
-    from transformers.utils.loading_report import LoadStateDictInfo
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import (
+            WeightConverter,
+            WeightRenaming,
+            dot_natural_key,
+            rename_source_key,
+        )
+        from transformers.utils.loading_report import LoadStateDictInfo
+    except ImportError as exc:  # transformers 4.x loads differently; reproducing it would be guesswork
+        import transformers
+
+        raise UsageError(
+            f"--model-class needs transformers 5 (its loading code is reused); found {transformers.__version__}"
+        ) from exc
 
     with _quiet_transformers():
         weight_mapping = get_model_conversion_mapping(model, key_mapping, None)

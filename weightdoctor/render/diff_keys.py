@@ -61,7 +61,7 @@ def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all:
             continue
         pattern = escape(group.pattern)
         detail = details.get(group.example, "")
-        if group.count > 1 and detail:
+        if group.count > 1 and detail and not detail.startswith("--rename"):
             detail = f"e.g. {detail}"
         table.add_row(pattern, str(group.count) if group.count > 1 else "", group.reason,
                       _severity(group.severity), escape(detail))
