@@ -343,7 +343,8 @@ def _from_pretrained_report(pair: Pair) -> tuple[set, set, set]:
 
 PAIR_NAMES = ["identical", "ddp-prefix", "compile-prefix", "base-into-head", "head-into-base", "vocab-resized",
               "positions-resized", "num-labels", "lora-peft", "legacy-gamma-beta", "gpt2-tied", "gpt2-bin-tied",
-              "stale-buffers-gpt2", "stale-buffers-bert"]
+              "stale-buffers-gpt2", "stale-buffers-bert", "roberta-mlm-into-base", "gpt2-base-into-lm",
+              "gpt2-lm-into-base"]
 
 
 @pytest.mark.parametrize("name", PAIR_NAMES)
