@@ -289,6 +289,12 @@ def _leading_splits(name: str, depth: int = 3) -> Iterator[tuple[str, str]]:
         yield name[:position], name[position:]
 
 
+def _simpler(rename: Rename, other: Rename) -> bool:
+    """Whether `rename` is the simpler of two renames that match as many keys (less added, shorter pattern)."""
+    return (len(rename.replacement), len(rename.pattern), rename.pattern) < (
+        len(other.replacement), len(other.pattern), other.pattern)
+
+
 def _head_words(name: str) -> set[str]:
     return set(name.split(".")).intersection(_HEAD_WORDS)
 
@@ -354,7 +360,10 @@ def _candidate_renames(
     if not structural:
         # transformers' legacy renames first: on a tie (gamma->weight and gamma->bias fit equally) they win.
         renames += [legacy for legacy in LEGACY_RENAMES if any(legacy.apply(n) != n for n in sample)]
-    for (kind, old, new), _ in votes.most_common(limit):
+    # Most votes first; on a tie the simpler rename (shorter replacement), then by name: deterministic,
+    # whatever the order of the sets the votes came from.
+    ranked = sorted(votes.items(), key=lambda item: (-item[1], len(item[0][2]), item[0]))[:limit]
+    for (kind, old, new), _ in ranked:
         if kind == "prefix":
             if new == "" and "=" not in old:
                 renames.append(strip_prefix(old))
@@ -441,7 +450,9 @@ def suggest_renames(
                 merged = {**current, **proposal}
                 if len(set(merged.values())) != len(merged):
                     continue  # two keys would collide
-                if best is None or gained > best[0]:
+                if best is None or gained > best[0] or (
+                    gained == best[0] and _simpler(rename, best[1])
+                ):
                     best = (gained, rename, proposal)
             if best is not None:
                 break
