@@ -292,12 +292,14 @@ def test_compare_values_nan_inf_dtypes() -> None:
         ("c", torch.tensor([1.0, 2.5], dtype=torch.float32), torch.tensor([1.0, 2.5], dtype=torch.bfloat16)),
         ("d", torch.tensor([1.0 + 2 ** -10]), torch.tensor([1.0 + 2 ** -10]).to(torch.bfloat16)),
         ("e", torch.tensor([1, 2]), torch.tensor([1, 3])),
+        ("f", torch.tensor([float("nan"), 5.0]), torch.tensor([1.0, 1.0])),
     ]))
     assert rows[0].identical
     assert rows[1].rel_change == math.inf
     assert rows[2].identical and (rows[2].dtype_a, rows[2].dtype_b) == ("float32", "bfloat16")
     assert not rows[3].identical  # bf16 lost the low bits: the conversion was not lossless
     assert not rows[4].identical and rows[4].max_abs_diff == 1.0
+    assert not rows[5].identical and math.isnan(rows[5].max_abs_diff) and math.isnan(rows[5].rel_change)
 
 
 def test_compare_values_holds_one_pair_at_a_time() -> None:

@@ -775,7 +775,9 @@ def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 
         if identical and not bool(torch.all((part_a == part_b) | both_nan)):
             identical = False
         if delta.numel():
-            max_abs = max(max_abs, float(delta.abs().max()))
+            largest = float(delta.abs().max())
+            # A NaN on one side only is a difference of unknown size: keep it NaN rather than let max() drop it.
+            max_abs = math.nan if math.isnan(largest) or math.isnan(max_abs) else max(max_abs, largest)
         diff_sq += float((delta * delta).sum())
         ref_sq += float((part_b * part_b).sum())
     if identical:
