@@ -105,7 +105,8 @@ def fix_panel(report: DiffReport) -> Panel | None:
     if report.matched_after_renames is not None:
         lines.append(
             f"[dim]with these renames {report.matched_after_renames:,} of {report.total_b:,} keys match "
-            f"(now {report.matched:,}); re-check with: weightdoctor diff-keys {_recheck(report)} {escape(flags)}[/]"
+            f"(now {report.matched:,}); re-check with: weightdoctor diff-keys {_recheck(report)} "
+            f"{escape(' '.join([*report.renames_applied, flags]))}[/]"
         )
     from rich.console import Group
 
