@@ -7,14 +7,20 @@ from typing import Annotated
 import typer
 
 from weightdoctor.commands._errors import handle_errors
-from weightdoctor.commands._options import DebugOpt, JsonOpt, KeyOpt, RevisionOpt, SourceArg
+from weightdoctor.commands._options import DebugOpt, JsonOpt, KeyOpt, RevisionOpt
 
 FAIL_ON_CHOICES = ("info", "warn", "error")
 
 
 @handle_errors
 def diff_keys(
-    source_a: SourceArg,
+    source_a: Annotated[
+        str,
+        typer.Argument(
+            metavar="A", show_default=False,
+            help="The checkpoint to load: a .safetensors/.bin/.pt file, a model folder, an index JSON, or a repo id.",
+        ),
+    ],
     source_b: Annotated[
         str | None,
         typer.Argument(
@@ -61,8 +67,9 @@ def diff_keys(
 ) -> None:
     """Diff the keys of checkpoint A against checkpoint B (or a transformers class), with reasons and a fix.
 
-    Direction: load A into a model shaped like B. Missing = in B, not in A; unexpected = in A, not in B;
-    mismatched = same name, different shape. Reads headers only unless --values.
+    Direction: load A into a model shaped like B.
+    Missing = in B, not in A; unexpected = in A, not in B; mismatched = same name, different shape.
+    Reads headers only unless --values.
     """
     from weightdoctor.checkpoint import open_checkpoint
     from weightdoctor.diff_keys import exit_code
