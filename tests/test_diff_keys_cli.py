@@ -136,6 +136,8 @@ def test_model_class_suggests_a_fix_that_rechecks(pairs: dict[str, Pair]) -> Non
 def test_repo_ids_and_sharded_sources(fx: dict[str, Path], hub_env: Path) -> None:
     code, data = run_json("diff-keys", "weightdoctor-tests/tiny-bert", fx["bert-sharded-bin"])
     assert code == 0 and data["matched"] == 41 and data["missing"] == data["unexpected"] == []
+    code, data = run_json("diff-keys", fx["bert-sharded"], fx["bert-sharded-bin"], "--values")
+    assert code == 0 and data["matched"] == 41 and all(v["identical"] for v in data["values"])
     code, data = run_json("diff-keys", fx["files"] / "bert.safetensors", "--model-class", "BertModel",
                           "--config", "weightdoctor-tests/tiny-bert")
     assert code == 0 and data["matched"] == 39
