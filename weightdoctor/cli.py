@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from weightdoctor import __version__
+from weightdoctor.commands import diff_keys as diff_keys_command
 from weightdoctor.commands import inspect as inspect_command
 from weightdoctor.commands import plan_devices as plan_devices_command
 
@@ -20,6 +21,7 @@ app = typer.Typer(
 
 app.command("inspect")(inspect_command.inspect)
 app.command("plan-devices")(plan_devices_command.plan_devices)
+app.command("diff-keys")(diff_keys_command.diff_keys)
 
 
 def _version(value: bool) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ MAX_HEADER_BYTES = 100_000_000
 # Real checkpoints have at most tens of thousands of tensors; a header with more is refused rather
 # than spending minutes on it.
 MAX_TENSORS = 200_000
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _check_name(name: str) -> None:
     if not name:
         raise CorruptCheckpoint("header has a tensor with an empty name")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+    if _CONTROL_CHARS.search(name):
         raise CorruptCheckpoint(f"tensor name {name!r} contains control characters")
     if "/" in name or "\\" in name or name in {".", ".."}:
         raise CorruptCheckpoint(f"tensor name {name!r} contains a path separator")
