@@ -1,6 +1,8 @@
 """Reading pickle-based PyTorch files (`.bin`, `.pt`, `.pth`, `.ckpt`): zip and legacy formats.
 
-Structure comes from `torch.load(weights_only=True, mmap=True)`: the tensors are memory-mapped, so
+Every pickle is first scanned statically (`weightdoctor.security`): a dangerous or unknown global, or a
+pickle that cannot be parsed, stops here with `UnsafePickle` and nothing is unpickled. Only then does
+`torch.load(weights_only=True, mmap=True)` give the structure: the tensors are memory-mapped, so
 listing them copies no data. The legacy (pre-1.6, non-zip) format cannot be memory-mapped and is read
 whole. Training checkpoints that nest the weights are searched for their state dict.
 """
@@ -17,10 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from weightdoctor.checkpoint.model import TensorInfo
 from weightdoctor.dtypes import canonical_dtype
-from weightdoctor.errors import CorruptCheckpoint, UnsafePickle, UnsupportedFormat, UsageError
+from weightdoctor.errors import CorruptCheckpoint, UnsafePickle, UnsupportedEnvironment, UnsupportedFormat, UsageError
 
 if TYPE_CHECKING:
     import torch
+
+    from weightdoctor.security import ScanReport
+
+# The first torch whose weights_only loader has no known escape (see docs/security.md).
+MIN_TORCH = (2, 10)
 
 ZIP_MAGIC = b"PK\x03\x04"
 # Keys under which training scripts commonly store the weights, most specific first.
@@ -40,6 +47,7 @@ class PickleContents:
     nested_key: str | None
     other_entries: list[str] = field(default_factory=list)
     skipped_entries: list[str] = field(default_factory=list)
+    security: ScanReport | None = None
 
 
 def detect_pickle_format(prefix: bytes) -> str | None:
@@ -152,13 +160,79 @@ def _weights_only_message(exc: Exception) -> str:
     return f"torch's weights_only loader refuses the pickle: {first[:200]}"
 
 
-def load_pickle(path: Path, fmt: str, key: str | None = None) -> PickleContents:
-    """Load a pickle-based checkpoint with torch's restricted loader and find its state dict.
+def check_torch_version(version: str | None = None) -> None:
+    """Refuse to unpickle with a torch whose `weights_only` loader has known escapes (before 2.10).
 
     Raises:
-        UnsafePickle: torch's weights_only loader refuses a global in the pickle.
+        UnsupportedEnvironment: the installed torch is older than `MIN_TORCH`.
+    """
+    if version is None:
+        import torch
+
+        version = torch.__version__
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if match is None or (int(match.group(1)), int(match.group(2))) < MIN_TORCH:
+        raise UnsupportedEnvironment(
+            f"torch {version} is installed; reading pickles needs torch >= {MIN_TORCH[0]}.{MIN_TORCH[1]}, whose "
+            "weights_only loader has no known escape (pip install -U torch)"
+        )
+
+
+def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
+    """Scan a pickle-based file statically; raise `UnsafePickle` unless its verdict is "safe".
+
+    Raises:
+        UnsafePickle: a dangerous or unknown global, or a pickle the scanner cannot parse.
+    """
+    from weightdoctor.security import scan_file
+
+    report = scan_file(path, label)
+    if report.unsafe:
+        raise UnsafePickle(f"{report.summary()}; nothing was unpickled")
+    return report
+
+
+def _numpy_safe_globals(report: ScanReport) -> list[Any]:
+    """The numpy rebuilds the scan found (all classified safe), as torch's `safe_globals` wants them."""
+    names = {g.qualified for g in report.globals if g.module.split(".")[0] == "numpy"}
+    if not names:
+        return []
+    import numpy
+
+    core = getattr(numpy, "_core", None) or numpy.core
+    known: dict[str, Any] = {
+        "numpy.ndarray": numpy.ndarray,
+        "numpy.dtype": numpy.dtype,
+        "numpy.core.multiarray._reconstruct": core.multiarray._reconstruct,
+        "numpy._core.multiarray._reconstruct": core.multiarray._reconstruct,
+        "numpy.core.multiarray.scalar": core.multiarray.scalar,
+        "numpy._core.multiarray.scalar": core.multiarray.scalar,
+    }
+    result: list[Any] = []
+    for name in sorted(names):
+        if name in known:
+            result.append((known[name], name))
+        elif name.startswith("numpy.dtypes."):
+            cls = getattr(getattr(numpy, "dtypes", None), name.rsplit(".", 1)[1], None)
+            if isinstance(cls, type):
+                result.append((cls, name))
+    return result
+
+
+def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None = None) -> PickleContents:
+    """Scan a pickle-based checkpoint, then load it with torch's restricted loader and find its state dict.
+
+    The static scan runs first and alone decides whether anything is unpickled; torch's `weights_only`
+    loader is a second line, never the only one.
+
+    Raises:
+        UnsafePickle: the scan finds a dangerous or unknown global or an unparseable pickle, or torch's
+            weights_only loader refuses a global.
+        UnsupportedEnvironment: torch is older than 2.10.
         CorruptCheckpoint: the archive is damaged or holds no state dict.
     """
+    report = scan_or_refuse(path, label)
+    check_torch_version()
     import torch
 
     if fmt == "pytorch-zip":
@@ -171,7 +245,8 @@ def load_pickle(path: Path, fmt: str, key: str | None = None) -> PickleContents:
         if names is not None and not any(n.endswith("data.pkl") for n in names):
             raise CorruptCheckpoint("zip archive has no data.pkl record (not a torch.save file, or damaged)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=(fmt == "pytorch-zip"))
+        with torch.serialization.safe_globals(_numpy_safe_globals(report)):
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=(fmt == "pytorch-zip"))
     except pickle.UnpicklingError as exc:
         raise UnsafePickle(_weights_only_message(exc)) from exc
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
@@ -193,7 +268,8 @@ def load_pickle(path: Path, fmt: str, key: str | None = None) -> PickleContents:
             tensors[name] = value
         else:
             skipped.append(f"{name} ({_describe(value)})")
-    return PickleContents(state_dict=tensors, nested_key=nested_key, other_entries=other, skipped_entries=skipped)
+    return PickleContents(state_dict=tensors, nested_key=nested_key, other_entries=other, skipped_entries=skipped,
+                          security=report)
 
 
 def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
@@ -218,7 +294,20 @@ def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
 
 
 def ensure_pickle_file(path: Path, prefix: bytes) -> str:
+    """The pickle format of a file that is not safetensors; a pickle of another kind is still scanned.
+
+    Raises:
+        UnsafePickle: the file is some other pickle (protocol 0 or 1, ...) that imports unsafe globals.
+        UnsupportedFormat: the file is neither.
+    """
     fmt = detect_pickle_format(prefix)
     if fmt is None:
+        if path.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"):
+            from weightdoctor.security import scan_file
+
+            # Bytes that do not even parse as a pickle are just not a checkpoint; imports are worse.
+            report = scan_file(path)
+            if any(g.safety != "safe" for g in report.globals):
+                raise UnsafePickle(f"{report.summary()}; nothing was unpickled")
         raise UnsupportedFormat("not a safetensors file nor a PyTorch pickle (zip or legacy)")
     return fmt

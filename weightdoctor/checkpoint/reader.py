@@ -23,6 +23,8 @@ from weightdoctor.errors import (
 if TYPE_CHECKING:
     import torch
 
+    from weightdoctor.security import ScanReport
+
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 PYTORCH_INDEX = "pytorch_model.bin.index.json"
 # Preferred weight files of a model folder, in transformers' order of preference.
@@ -47,6 +49,8 @@ class Checkpoint:
         other_entries: a training checkpoint's other top-level entries, described.
         repo_id / revision: set when the source was a Hub repo id.
         warnings: things the reader noticed that do not stop it (index/shard disagreements, ...).
+        security: the static pickle scan of every weight file, merged (verdict "safe" for safetensors;
+            a checkpoint whose scan is not safe never opens: `UnsafePickle` is raised instead).
     """
 
     source: str
@@ -63,6 +67,7 @@ class Checkpoint:
     repo_id: str | None = None
     revision: str | None = None
     warnings: list[str] = field(default_factory=list)
+    security: ScanReport | None = None
     _headers: dict[str, safetensors_format.SafetensorsHeader] = field(default_factory=dict, repr=False)
     _pickles: dict[str, pytorch_format.PickleContents] = field(default_factory=dict, repr=False)
     _by_name: dict[str, TensorInfo] = field(default_factory=dict, repr=False)
@@ -178,6 +183,7 @@ class _Builder:
         self.other_entries: list[str] = []
         self.skipped_entries: list[str] = []
         self.formats: set[str] = set()
+        self.scans: list[ScanReport] = []
 
     def relpath(self, path: Path) -> str:
         try:
@@ -201,10 +207,15 @@ class _Builder:
                 if header.metadata and self.metadata is None:
                     self.metadata = header.metadata
                 infos = header.tensors
+                from weightdoctor.security import safetensors_report
+
+                self.scans.append(safetensors_report([relpath]))
             else:
                 fmt = pytorch_format.ensure_pickle_file(path, prefix)
-                contents = pytorch_format.load_pickle(path, fmt, self.key)
+                contents = pytorch_format.load_pickle(path, fmt, self.key, label=relpath)
                 self.pickles[relpath] = contents
+                if contents.security is not None:
+                    self.scans.append(contents.security)
                 if contents.nested_key is not None:
                     self.nested_key = contents.nested_key
                     self.other_entries = contents.other_entries
@@ -370,6 +381,8 @@ def open_checkpoint(
         fmt = "safetensors" if len(builder.formats) == 1 else "mixed"
     else:
         fmt = next(iter(builder.formats)) if len(builder.formats) == 1 else "mixed"
+    from weightdoctor.security import merge_reports
+
     return Checkpoint(
         source=text,
         path=path.resolve() if repo_id is None else path,
@@ -385,6 +398,7 @@ def open_checkpoint(
         repo_id=repo_id,
         revision=revision,
         warnings=warnings,
+        security=merge_reports(builder.scans) if builder.scans else None,
         _headers=builder.headers,
         _pickles=builder.pickles,
     )
