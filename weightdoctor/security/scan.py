@@ -257,7 +257,7 @@ def _scan_zip(handle: BinaryIO, size: int, collector: _Collector) -> None:
         stream = io.BytesIO(data)
         _walk_stream(stream, 0, len(data), collector, member.name)
     if pickle_members == 0:
-        collector.problem("(archive)", 0, "the archive holds no pickle (no data.pkl): not a torch.save file")
+        collector.notes.append("the archive holds no pickle (no data.pkl): not a torch.save file")
     if layout.end < size:
         _scan_trailing(handle, layout.end, size, collector, "after the archive")
 
