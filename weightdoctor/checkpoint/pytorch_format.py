@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -156,8 +157,11 @@ def _weights_only_message(exc: Exception) -> str:
     match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if match:
         return f"torch's weights_only loader refuses to unpickle {match.group(1)}; the file holds more than weights"
-    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
-    return f"torch's weights_only loader refuses the pickle: {first[:200]}"
+    # torch wraps the real reason in paragraphs of advice; keep the reason.
+    reason = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = reason.group(1) if reason else (lines[0] if lines else type(exc).__name__)
+    return f"torch's weights_only loader refuses the pickle: {first.strip()[:200]}"
 
 
 def check_torch_version(version: str | None = None) -> None:
@@ -208,6 +212,12 @@ def _numpy_safe_globals(report: ScanReport) -> list[Any]:
         "numpy.core.multiarray.scalar": core.multiarray.scalar,
         "numpy._core.multiarray.scalar": core.multiarray.scalar,
     }
+    # Building a numpy dtype makes an instance of its numpy.dtypes class, which torch checks too.
+    dtypes_module = getattr(numpy, "dtypes", None)
+    if "numpy.dtype" in names and dtypes_module is not None:
+        names |= {f"numpy.dtypes.{n}" for n in dir(dtypes_module) if n.endswith("DType") and n[0].isupper()}
+    known["numpy._core.numeric._frombuffer"] = core.numeric._frombuffer
+    known["numpy.core.numeric._frombuffer"] = core.numeric._frombuffer
     result: list[Any] = []
     for name in sorted(names):
         if name in known:
@@ -245,10 +255,18 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         if names is not None and not any(n.endswith("data.pkl") for n in names):
             raise CorruptCheckpoint("zip archive has no data.pkl record (not a torch.save file, or damaged)")
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals(report)):
+        with torch.serialization.safe_globals(_numpy_safe_globals(report)), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=(fmt == "pytorch-zip"))
     except pickle.UnpicklingError as exc:
-        raise UnsafePickle(_weights_only_message(exc)) from exc
+        message = _weights_only_message(exc)
+        if "Unsupported operand" in message:
+            # Not a security matter: torch's restricted loader implements the opcodes of protocol 2 only.
+            raise UnsupportedFormat(
+                f"{message} (pickle protocol {report.protocol}; torch's weights_only loader reads protocol 2, "
+                "which torch.save writes by default)"
+            ) from exc
+        raise UnsafePickle(message) from exc
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise CorruptCheckpoint(f"torch cannot read the file: {text[:200]}") from exc

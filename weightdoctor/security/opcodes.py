@@ -224,11 +224,7 @@ def walk_pickle(handle: BinaryIO, end: int) -> PickleWalk:
                 if not items:
                     raise _StackError("OBJ without a class")
                 stack.append(OPAQUE)
-            elif name == "REDUCE":
-                _pop(stack)
-                _pop(stack)
-                stack.append(OPAQUE)
-            elif name == "NEWOBJ":
+            elif name == "REDUCE" or name == "NEWOBJ":
                 _pop(stack)
                 _pop(stack)
                 stack.append(OPAQUE)

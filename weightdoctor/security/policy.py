@@ -62,6 +62,8 @@ NUMPY_GLOBALS: frozenset[str] = frozenset({
     "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
     "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
     "numpy.ndarray", "numpy.dtype",
+    # protocol 5 rebuilds arrays from a buffer: data only, no code
+    "numpy._core.numeric._frombuffer", "numpy.core.numeric._frombuffer",
 })
 _NUMPY_DTYPE_CLASS = re.compile(r"^numpy\.dtypes\.[A-Z][A-Za-z0-9]*DType$")
 

@@ -88,6 +88,7 @@ class ScanReport:
     container: str  # "pytorch-zip", "pytorch-legacy", "pickle", "safetensors" (or "mixed" when merged)
     files: list[str] = field(default_factory=list)
     pickles: int = 0
+    protocol: int = 0  # the highest pickle protocol seen
     globals: list[GlobalRef] = field(default_factory=list)
     problems: list[ScanProblem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -139,6 +140,7 @@ def merge_reports(reports: list[ScanReport]) -> ScanReport:
         container=containers.pop() if len(containers) == 1 else "mixed",
         files=[f for r in reports for f in r.files],
         pickles=sum(r.pickles for r in reports),
+        protocol=max(r.protocol for r in reports),
         globals=[g for r in reports for g in r.globals],
         problems=[p for r in reports for p in r.problems],
         notes=[n for r in reports for n in r.notes],
@@ -154,6 +156,7 @@ class _Collector:
         self.problems: list[ScanProblem] = []
         self.notes: list[str] = []
         self.pickles = 0
+        self.protocol = 0
         self._seen: set[tuple[str, str, str | None]] = set()
 
     def label(self, member: str) -> str:
@@ -161,16 +164,14 @@ class _Collector:
 
     def add_walk(self, walk: PickleWalk, member: str, base: int = 0) -> None:
         self.pickles += 1
+        self.protocol = max(self.protocol, walk.protocol)
         where = self.label(member)
         for found in walk.imports:
             key = (found.module, found.name, where)
             if key in self._seen:
                 continue
             self._seen.add(key)
-            if found.module.startswith("<"):
-                safety = UNKNOWN
-            else:
-                safety = classify(found.module, found.name)
+            safety = UNKNOWN if found.module.startswith("<") else classify(found.module, found.name)
             self.globals.append(GlobalRef(found.module, found.name, safety, where, found.offset - base,
                                           found.opcode))
         if walk.error is not None:
@@ -342,7 +343,8 @@ def scan_file(path: str | os.PathLike[str], label: str | None = None) -> ScanRep
         else:
             container = _scan_pickle_file(handle, size, collector)
     return ScanReport(format="pickle", container=container, files=[label or path.name], pickles=collector.pickles,
-                      globals=collector.globals, problems=collector.problems, notes=collector.notes)
+                      protocol=collector.protocol, globals=collector.globals, problems=collector.problems,
+                      notes=collector.notes)
 
 
 def scan_bytes(data: bytes) -> ScanReport:
@@ -355,7 +357,8 @@ def scan_bytes(data: bytes) -> ScanReport:
     else:
         container = _scan_pickle_file(handle, len(data), collector)
     return ScanReport(format="pickle", container=container, pickles=collector.pickles,
-                      globals=collector.globals, problems=collector.problems, notes=collector.notes)
+                      protocol=collector.protocol, globals=collector.globals, problems=collector.problems,
+                      notes=collector.notes)
 
 
 __all__ = ["GlobalRef", "ScanProblem", "ScanReport", "VERDICTS", "SAFE", "scan_file", "scan_bytes",
