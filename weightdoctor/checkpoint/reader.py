@@ -261,7 +261,7 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
         raise InvalidIndex("index has no 'weight_map' object", str(index_path))
     weight_map: dict[str, Any] = index["weight_map"]
-    folder = index_path.parent.resolve()
+    folder = os.path.normpath(os.path.abspath(index_path.parent))
     builder.files.append(
         CheckpointFile(index_path, builder.relpath(index_path), "index", "json", index_path.stat().st_size)
     )
@@ -275,7 +275,9 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     seen: dict[str, str] = {}
     for shard in shards:
         shard_path = (index_path.parent / shard)
-        if folder not in shard_path.resolve().parents:
+        # Judged on the names, not through symlinks: a Hub cache snapshot links every shard to ../../blobs.
+        lexical = os.path.normpath(os.path.abspath(shard_path))
+        if os.path.isabs(shard) or not lexical.startswith(folder + os.sep):
             raise InvalidIndex(f"index points outside its folder: {shard!r}", str(index_path))
         if not shard_path.is_file():
             raise InvalidIndex(f"shard {shard!r} named by the index does not exist", str(index_path))

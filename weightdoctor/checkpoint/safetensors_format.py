@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,10 @@ if TYPE_CHECKING:
 
 # The safetensors library refuses headers above 100 MB; so do we, before reading them.
 MAX_HEADER_BYTES = 100_000_000
-# Real checkpoints have at most tens of thousands of tensors; a header with more is refused rather
-# than spending minutes on it.
+# Real checkpoints have at most tens of thousands of tensors per file; a header with more is refused
+# before it is parsed (every entry is a JSON object, so counting "{" bounds the count from above).
 MAX_TENSORS = 200_000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _check_name(name: str) -> None:
     if not name:
         raise CorruptCheckpoint("header has a tensor with an empty name")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+    if _CONTROL.search(name):
         raise CorruptCheckpoint(f"tensor name {name!r} contains control characters")
     if "/" in name or "\\" in name or name in {".", ".."}:
         raise CorruptCheckpoint(f"tensor name {name!r} contains a path separator")
@@ -96,6 +98,11 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
         raw = handle.read(header_size)
     if not raw.startswith(b"{"):
         raise CorruptCheckpoint("header does not start with '{' (leading whitespace or garbage)")
+    braces = raw.count(b"{")
+    if braces > MAX_TENSORS + 2:
+        raise CorruptCheckpoint(
+            f"header holds {braces - 1:,} JSON objects, so up to that many tensors (the limit is {MAX_TENSORS:,})"
+        )
     try:
         header = json.loads(raw.decode("utf-8").rstrip(" "), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
