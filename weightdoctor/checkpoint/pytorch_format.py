@@ -249,7 +249,7 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
-        except zipfile.BadZipFile:
+        except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError, EOFError):
             # PyTorch's own reader is more lenient than zipfile; let it decide below.
             names = None
         if names is not None and not any(n.endswith("data.pkl") for n in names):

@@ -299,8 +299,8 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
         )
     total_size = index.get("metadata", {}).get("total_size") if isinstance(index.get("metadata"), dict) else None
     actual = sum(t.nbytes for t in builder.tensors)
-    if isinstance(total_size, (int, float)) and int(total_size) != actual:
-        warnings.append(f"index metadata.total_size is {int(total_size)} but the shards hold {actual} bytes")
+    if isinstance(total_size, (int, float)) and not isinstance(total_size, bool) and total_size != actual:
+        warnings.append(f"index metadata.total_size is {total_size} but the shards hold {actual} bytes")
     return warnings
 
 
