@@ -6,6 +6,7 @@ torch save) and index JSON. Each example must finish within the hypothesis deadl
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import pickletools
@@ -32,10 +33,8 @@ def _open_or_own_error(path: Path) -> None:
     except WeightDoctorError:
         return
     for info in checkpoint.tensors[:4]:
-        try:
+        with contextlib.suppress(WeightDoctorError):
             checkpoint.load_tensor(info.name)
-        except WeightDoctorError:
-            pass
 
 
 def _real_save() -> bytes:
@@ -49,7 +48,8 @@ _LEGACY = io.BytesIO()
 torch.save({"w": torch.ones(3)}, _LEGACY, _use_new_zipfile_serialization=False)
 REAL_LEGACY = _LEGACY.getvalue()
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=12)
+json_scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+                | st.text(max_size=12))
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=20)
 tensor_entry = st.fixed_dictionaries({
@@ -158,8 +158,8 @@ def test_mutated_real_saves(base: bytes, flips: list[tuple[int, int]], cut: int)
          "", ".", "missing.safetensors", "config.json", "model.safetensors.index.json"]) | json_scalars, max_size=5),
 }))
 def test_index_json(index: object) -> None:
-    from safetensors.numpy import save_file
     import numpy
+    from safetensors.numpy import save_file
 
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
