@@ -49,7 +49,8 @@ def test_dangerous_globals(qualified: str) -> None:
     assert classify(module, name) == "dangerous"
 
 
-@pytest.mark.parametrize("qualified", ["__main__.Net", "builtins.dict", "transformers.BertConfig",
+@pytest.mark.parametrize("qualified", ["__main__.Net", "builtins.dict", "transformers.BertConfig", "pathlib.PosixPath",
+                                       "types.SimpleNamespace",
                                        "argparse.Namespace", "numpy.random._pickle.__randomstate_ctor"])
 def test_unknown_globals(qualified: str) -> None:
     assert classify(*qualified.rsplit(".", 1)) == "unknown"

@@ -73,8 +73,7 @@ DANGEROUS_MODULES: frozenset[str] = frozenset({
     "cPickle", "pdb", "bdb", "ctypes", "_ctypes", "importlib", "imp", "zipimport", "pkgutil", "webbrowser",
     "requests", "httplib", "http", "urllib", "urllib2", "urllib3", "aiohttp", "httpx", "ftplib", "telnetlib",
     "smtplib", "poplib", "imaplib", "nntplib", "xmlrpc", "asyncio", "multiprocessing", "concurrent",
-    "threading", "_thread", "signal", "code", "codeop", "marshal", "types", "io", "_io", "tempfile",
-    "pathlib", "glob", "fileinput", "commands", "popen2", "platform", "timeit", "trace", "profile",
+    "threading", "_thread", "signal", "code", "codeop", "marshal", "io", "_io", "tempfile", "glob", "fileinput", "commands", "popen2", "platform", "timeit", "trace", "profile",
     "cProfile", "doctest", "pydoc", "site", "ensurepip", "venv", "pip", "distutils", "setuptools",
     "dill", "cloudpickle", "joblib", "shelve", "dbm", "sqlite3", "ssl", "select", "selectors",
     "mmap", "resource", "fcntl", "termios", "tty", "pwd", "grp", "uuid", "_osx_support", "_aix_support",
@@ -101,6 +100,10 @@ DANGEROUS_NAMES: frozenset[str] = frozenset({
     "numpy.f2py", "torch.load", "torch.serialization.load", "torch.serialization._legacy_load",
     "torch.storage._load_from_bytes", "torch._C._import_ir_module",
     "collections.namedtuple", "string.Formatter", "codecs.open", "zipfile.ZipFile", "tarfile.open",
+    # code objects and the types that turn them into callables
+    "types.CodeType", "types.FunctionType", "types.LambdaType", "types.MethodType", "types.ModuleType",
+    "types.BuiltinFunctionType", "types.BuiltinMethodType", "types.new_class", "types.coroutine",
+    "pathlib.Path.write_text", "pathlib.Path.write_bytes", "pathlib.Path.unlink", "pathlib.Path.open",
 })
 # Attribute names that walk from a harmless object to code, globals or the import system.
 _DANGEROUS_ATTRIBUTE = re.compile(
