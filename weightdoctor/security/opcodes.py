@@ -9,6 +9,8 @@ built by a call is opaque, and a `STACK_GLOBAL` fed by an opaque value is report
 
 from __future__ import annotations
 
+import functools
+import io
 import pickletools
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -92,6 +94,15 @@ class _LineBoundedReader:
         return self._handle.tell()
 
 
+class _FastReader:
+    """pickletools' view of an in-memory stream: its own methods, with text lines bounded."""
+
+    def __init__(self, handle: io.BytesIO) -> None:
+        self.read = handle.read
+        self.tell = handle.tell
+        self.readline = functools.partial(handle.readline, MAX_LINE)
+
+
 class _StackError(Exception):
     pass
 
@@ -156,7 +167,12 @@ def walk_pickle(handle: BinaryIO, end: int) -> PickleWalk:
     walk = PickleWalk(start=start)
     stack: list[Any] = []
     memo: dict[int, Any] = {}
-    reader = _LineBoundedReader(handle, end)
+    reader: Any
+    if isinstance(handle, io.BytesIO) and end >= len(handle.getbuffer()):
+        # In memory, reads already stop at the end: hand pickletools the bound methods (much faster).
+        reader = _FastReader(handle)
+    else:
+        reader = _LineBoundedReader(handle, end)
     position = start
     try:
         for opcode, arg, pos in pickletools.genops(reader):
