@@ -81,7 +81,8 @@ def test_the_payloads_are_live(tmp_path: Path) -> None:
     chosen += [cases[n] for n in ("memo-binput.pkl", "memo-long-binput.pkl", "memo-memoize-frame.pkl",
                                   "memo-text-put-get.pkl", "inst-opcode.pkl", "obj-opcode.pkl", "eval-p5.ckpt")]
     torch_loaded = [cases[n] for n in ("zip-os-system.pt", "legacy-eval.bin", "zip-odd-bad-crc.pt",
-                                       "zip-odd-renamed-local-header.pt", "pickle-before-zip.pt")]
+                                       "zip-odd-renamed-local-header.pt", "zip-odd-central-directory-version.pt",
+                                       "pickle-before-zip.pt", "zip-differential-central-directory.pt")]
     script = textwrap.dedent(
         """
         import os, pickle, sys, time, torch
@@ -111,6 +112,18 @@ def test_the_payloads_are_live(tmp_path: Path) -> None:
                               capture_output=True, text=True, cwd=tmp_path, timeout=120)
         ran = proc.stdout.split()
         assert ran == ["1"] * len(group), (mode, [c.name for c in group], proc.stdout, proc.stderr[-2000:])
+
+
+def test_differential_zip_fools_zipfile_not_the_scanner(hostile: list[HostileCase]) -> None:
+    import zipfile
+
+    case = next(c for c in hostile if c.name == "zip-differential-central-directory.pt")
+    with zipfile.ZipFile(case.path) as archive:
+        pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
+        assert len(pickles) == 1 and b"system" not in archive.read(pickles[0])  # zipfile sees the decoy only
+    report = scan_file(case.path)
+    assert report.verdict == "dangerous"
+    assert any("different contents to different readers" in p.message for p in report.problems)
 
 
 def test_benign_fixtures_are_safe(fx: dict[str, Path], benign: list[Path]) -> None:

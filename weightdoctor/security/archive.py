@@ -14,7 +14,7 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 LOCAL_SIGNATURE = b"PK\x03\x04"
@@ -51,9 +51,10 @@ class ZipLayout:
     """The members of an archive, how they were found, and where the archive ends."""
 
     members: list[ZipMember]
-    source: str  # "central directory" or "local headers"
+    source: str  # "central directory", "central directory (raw)" or "local headers"
     end: int  # first byte after the archive (after the end record and its comment)
-    problems: list[str]
+    notes: list[str]  # irregularities PyTorch's reader tolerates
+    problems: list[str] = field(default_factory=list)  # signs of a crafted archive
 
 
 def _read_at(handle: BinaryIO, offset: int, size: int) -> bytes:
@@ -182,18 +183,121 @@ def _from_local_headers(handle: BinaryIO, file_size: int, reason: str) -> ZipLay
     return ZipLayout(members, "local headers", _find_end_record(handle, file_size), problems)
 
 
+_CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
+
+
+def _central_directory_locations(handle: BinaryIO, file_size: int) -> list[tuple[int, int]]:
+    """(offset, size) of the central directory as the end records state them, without adjustment.
+
+    Python's zipfile shifts every offset when the end record's numbers do not add up (it assumes
+    data was prepended); miniz, PyTorch's reader, takes them as written. Both the classic and the zip64
+    end records are honoured.
+    """
+    window = min(file_size, 65536 + 22)
+    base = file_size - window
+    tail = _read_at(handle, base, window)
+    at = tail.rfind(EOCD_SIGNATURE)
+    if at < 0 or at + 22 > len(tail):
+        return []
+    _sig, _disk, _cd_disk, _n_disk, _n, cd_size, cd_offset, _comment = struct.unpack_from("<4sHHHHIIH", tail, at)
+    locations = [(cd_offset, cd_size)]
+    locator = base + at - 20
+    if locator >= 0 and _read_at(handle, locator, 4) == b"PK\x06\x07":
+        (z64_offset,) = struct.unpack("<Q", _read_at(handle, locator + 8, 8))
+        record = _read_at(handle, z64_offset, 56)
+        if len(record) == 56 and record[:4] == b"PK\x06\x06":
+            z64_size, z64_cd_offset = struct.unpack_from("<QQ", record, 40)
+            locations.append((z64_cd_offset, z64_size))
+    return locations
+
+
+def _raw_central_directory(handle: BinaryIO, file_size: int, offset: int, size: int) -> list[ZipMember]:
+    """The members a central directory at `offset` lists, parsed as miniz would (no offset shifting)."""
+    if offset >= file_size:
+        return []
+    raw = _read_at(handle, offset, min(size, file_size - offset, 1 << 28))
+    members: list[ZipMember] = []
+    position = 0
+    while position + _CENTRAL.size <= len(raw) and raw[position:position + 4] == b"PK\x01\x02":
+        fields = _CENTRAL.unpack_from(raw, position)
+        method, crc, csize, usize = fields[4], fields[7], fields[8], fields[9]
+        name_len, extra_len, comment_len, header_offset = fields[10], fields[11], fields[12], fields[16]
+        name = raw[position + 46:position + 46 + name_len].decode("utf-8", "replace")
+        extra = raw[position + 46 + name_len:position + 46 + name_len + extra_len]
+        if 0xFFFFFFFF in (csize, usize, header_offset):
+            values = _zip64_values(extra)
+            if usize == 0xFFFFFFFF and values:
+                usize = values.pop(0)
+            if csize == 0xFFFFFFFF and values:
+                csize = values.pop(0)
+            if header_offset == 0xFFFFFFFF and values:
+                header_offset = values.pop(0)
+        header = _local_header(handle, header_offset)
+        if header is not None:
+            members.append(ZipMember(name, header_offset, header[5], csize, usize, method, crc))
+        position += 46 + name_len + extra_len + comment_len
+    return members
+
+
+def _zip64_values(extra: bytes) -> list[int]:
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, length = struct.unpack_from("<HH", extra, pos)
+        body = extra[pos + 4:pos + 4 + length]
+        if tag == 1:
+            return [struct.unpack_from("<Q", body, i)[0] for i in range(0, len(body) - 7, 8)]
+        pos += 4 + length
+    return []
+
+
 def read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
-    """List a zip archive's members as leniently as PyTorch's reader would.
+    """List a zip archive's members the way both Python's zipfile and PyTorch's reader see them.
+
+    The union of zipfile's central directory, the central directory read at the end record's raw
+    offsets (miniz's view), and, when neither can be read, a walk over the local file headers. An
+    archive whose views disagree was crafted to show a scanner one thing and torch another; every
+    member of every view is returned, and the disagreement is reported in `problems`.
 
     Example:
         >>> with open("model.bin", "rb") as handle:
         ...     [m.name for m in read_layout(handle, os.path.getsize("model.bin")).members][:2]
         ['archive/data.pkl', 'archive/.format_version']
     """
+    notes: list[str] = []
+    reason = ""
     try:
-        return _from_central_directory(handle, file_size)
+        strict: ZipLayout | None = _from_central_directory(handle, file_size)
     except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError, EOFError, struct.error) as exc:
-        return _from_local_headers(handle, file_size, " ".join(str(exc).split())[:120] or type(exc).__name__)
+        strict = None
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        notes.append(f"zipfile cannot read the central directory ({reason}); it was read as PyTorch reads it")
+    raw_members: list[ZipMember] = []
+    for offset, size in _central_directory_locations(handle, file_size):
+        try:
+            raw_members += _raw_central_directory(handle, file_size, offset, size)
+        except (ValueError, OSError, struct.error):
+            continue
+    members: list[ZipMember] = list(strict.members) if strict is not None else []
+    known = {(m.name, m.header_offset) for m in members}
+    extra: list[ZipMember] = []
+    for member in raw_members:
+        if (member.name, member.header_offset) not in known:
+            known.add((member.name, member.header_offset))
+            extra.append(member)
+    problems: list[str] = []
+    if strict is not None:
+        notes += strict.notes
+        if extra:
+            problems.append(
+                f"the central directory PyTorch reads lists {len(extra)} member(s) that Python's zipfile does not "
+                f"see (e.g. {extra[0].name!r}): the archive shows different contents to different readers"
+            )
+    members += extra
+    if not members:
+        walked = _from_local_headers(handle, file_size, reason or "it lists no member")
+        return ZipLayout(walked.members, "local headers", walked.end, walked.notes)
+    source = "central directory" if strict is not None else "central directory (raw)"
+    return ZipLayout(members, source, _find_end_record(handle, file_size), notes, problems)
 
 
 def iter_member_chunks(handle: BinaryIO, member: ZipMember, limit: int | None = None) -> Iterator[bytes]:

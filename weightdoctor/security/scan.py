@@ -237,7 +237,9 @@ def _carve(handle: BinaryIO, start: int, end: int, collector: _Collector, member
 def _scan_zip(handle: BinaryIO, size: int, collector: _Collector) -> None:
     layout = archive.read_layout(handle, size)
     # Irregularities PyTorch's reader tolerates are noted; every member was still found and scanned.
-    collector.notes += [collector.label(message) for message in layout.problems]
+    collector.notes += [collector.label(message) for message in layout.notes]
+    for message in layout.problems:
+        collector.problem("(archive)", 0, message)
     pickle_members = 0
     for member in layout.members:
         is_pickle = member.name.endswith(".pkl")
