@@ -82,7 +82,8 @@ def test_the_payloads_are_live(tmp_path: Path) -> None:
                                   "memo-text-put-get.pkl", "inst-opcode.pkl", "obj-opcode.pkl", "eval-p5.ckpt")]
     torch_loaded = [cases[n] for n in ("zip-os-system.pt", "legacy-eval.bin", "zip-odd-bad-crc.pt",
                                        "zip-odd-renamed-local-header.pt", "zip-odd-central-directory-version.pt",
-                                       "pickle-before-zip.pt", "zip-differential-central-directory.pt")]
+                                       "pickle-before-zip.pt", "zip-differential-central-directory.pt",
+                                       "legacy-tar-format.tar.pt")]
     script = textwrap.dedent(
         """
         import os, pickle, sys, time, torch

@@ -85,7 +85,7 @@ class ScanReport:
     """
 
     format: str  # "pickle" or "safetensors"
-    container: str  # "pytorch-zip", "pytorch-legacy", "pickle", "safetensors" (or "mixed" when merged)
+    container: str  # "pytorch-zip", "pytorch-legacy", "pytorch-tar", "pickle", "safetensors" (or "mixed")
     files: list[str] = field(default_factory=list)
     pickles: int = 0
     protocol: int = 0  # the highest pickle protocol seen
@@ -265,6 +265,42 @@ def _scan_zip(handle: BinaryIO, size: int, collector: _Collector) -> None:
         _scan_trailing(handle, layout.end, size, collector, "after the archive")
 
 
+def _is_tar(handle: BinaryIO) -> bool:
+    handle.seek(257)
+    magic = handle.read(5)
+    handle.seek(0)
+    return magic == b"ustar"
+
+
+def _scan_tar(handle: BinaryIO, size: int, collector: _Collector) -> None:
+    """torch's oldest format, a tar of pickles ("sys_info", "storages", "tensors", "pickle").
+
+    torch refuses it with weights_only=True but unpickles every member without; "pickle" is walked
+    whole, the others (pickles mixed with raw tensor data) are carved for pickles that import.
+    """
+    import tarfile
+
+    try:
+        handle.seek(0)
+        with tarfile.open(fileobj=handle, mode="r:") as archive:
+            members = [(m.name, m.offset_data, m.size) for m in archive.getmembers() if m.isfile()]
+    except (tarfile.TarError, ValueError, OSError, EOFError, UnicodeDecodeError) as exc:
+        collector.problem("(tar)", 0, f"cannot read the tar archive: {' '.join(str(exc).split())[:120]}")
+        return
+    for name, offset, length in members:
+        end = min(size, offset + length)
+        region = io.BytesIO(_read_region(handle, offset, end))
+        if name == "pickle":
+            _walk_stream(region, 0, end - offset, collector, name)
+        else:
+            _carve(region, 0, end - offset, collector, name)
+
+
+def _read_region(handle: BinaryIO, start: int, end: int) -> bytes:
+    handle.seek(start)
+    return handle.read(max(0, end - start))
+
+
 def _storage_sizes(data_walk: PickleWalk) -> dict[str, int]:
     """Legacy format: storage key -> element size, from the data pickle's persistent ids."""
     sizes: dict[str, int] = {}
@@ -342,6 +378,9 @@ def scan_file(path: str | os.PathLike[str], label: str | None = None) -> ScanRep
         if head == archive.LOCAL_SIGNATURE:
             container = "pytorch-zip"
             _scan_zip(handle, size, collector)
+        elif _is_tar(handle):
+            container = "pytorch-tar"
+            _scan_tar(handle, size, collector)
         else:
             container = _scan_pickle_file(handle, size, collector)
     return ScanReport(format="pickle", container=container, files=[label or path.name], pickles=collector.pickles,
@@ -356,6 +395,9 @@ def scan_bytes(data: bytes) -> ScanReport:
     if data[:4] == archive.LOCAL_SIGNATURE:
         container = "pytorch-zip"
         _scan_zip(handle, len(data), collector)
+    elif _is_tar(handle):
+        container = "pytorch-tar"
+        _scan_tar(handle, len(data), collector)
     else:
         container = _scan_pickle_file(handle, len(data), collector)
     return ScanReport(format="pickle", container=container, pickles=collector.pickles,
