@@ -118,7 +118,40 @@ def test_truncated_while_reading_raises_instead_of_sigbus(fx: dict[str, Path], t
     proc = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
                           cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT)}, timeout=120)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-1000:])  # -7 would be SIGBUS
-    assert "raised:" in proc.stdout and "truncated or changed while reading" in proc.stdout
+    assert "raised:" in proc.stdout and "changed since its header was read" in proc.stdout
+
+
+def test_truncated_during_the_read_itself(fx: dict[str, Path], tmp_path: Path) -> None:
+    """Past the identity check (the file shrinks between it and the read): pread runs short and raises."""
+    import dataclasses
+
+    from weightdoctor.checkpoint.safetensors_format import read_header, read_tensor_bytes
+
+    path = tmp_path / "model.safetensors"
+    shutil.copyfile(fx["files"] / "bert.safetensors", path)
+    header = dataclasses.replace(read_header(path, path.name), identity=None)
+    last = max(header.tensors, key=lambda t: t.data_offsets[1])
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size - 1)
+    with pytest.raises(CorruptCheckpoint, match="truncated or changed while reading"):
+        read_tensor_bytes(path, header, last)
+
+
+def test_changed_after_header_read_is_refused(fx: dict[str, Path], tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "model.safetensors"
+    shutil.copyfile(fx["files"] / "bert.safetensors", path)
+    checkpoint = open_checkpoint(path)
+    name = checkpoint.tensors[0].name
+    checkpoint.load_tensor(name)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # same size, new contents, new modification time
+    path.write_bytes(bytes(data))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    with pytest.raises(CorruptCheckpoint, match="changed since its header was read"):
+        checkpoint.load_tensor(name)
 
 
 def _copy(source: Path, target: Path) -> Path:

@@ -39,6 +39,9 @@ class SafetensorsHeader:
     header_size: int
     tensors: list[TensorInfo]
     metadata: dict[str, str] | None
+    # (device, inode, size, mtime_ns) when the header was read: a tensor read from a file that has
+    # changed since then is refused rather than mixed with the old header.
+    identity: tuple[int, int, int, int] | None = None
 
     @property
     def data_start(self) -> int:
@@ -82,8 +85,10 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
         CorruptCheckpoint: the file is too short, the header is not valid JSON, offsets overlap or run
             past the end of the file, a dtype is unknown, a key is duplicated or badly named.
     """
-    file_size = path.stat().st_size
     with open(path, "rb") as handle:
+        stat = os.fstat(handle.fileno())
+        file_size = stat.st_size
+        identity = _identity(stat)
         prefix = handle.read(8)
         if len(prefix) < 8:
             raise CorruptCheckpoint(f"file is {file_size} bytes, too short to be safetensors")
@@ -162,7 +167,11 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
                 f"tensor {info.name!r} starts at byte {begin}, expected {position} (overlap or gap)"
             )
         position = end
-    return SafetensorsHeader(header_size=header_size, tensors=tensors, metadata=metadata)
+    return SafetensorsHeader(header_size=header_size, tensors=tensors, metadata=metadata, identity=identity)
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 def validate_with_library(path: Path) -> None:
@@ -185,6 +194,11 @@ def read_tensor_bytes(path: Path, header: SafetensorsHeader, info: TensorInfo) -
     view = memoryview(buffer)
     fd = os.open(path, os.O_RDONLY)
     try:
+        if header.identity is not None and _identity(os.fstat(fd)) != header.identity:
+            raise CorruptCheckpoint(
+                f"the file changed since its header was read (size or modification time); reading tensor "
+                f"{info.name!r} from it could mix old and new contents"
+            )
         done = 0
         while done < length:
             got = os.preadv(fd, [view[done:]], header.data_start + begin + done)
