@@ -47,9 +47,16 @@ def inspect(
         from weightdoctor.render.json import print_json
 
         print_json(report)
-    else:
-        from weightdoctor.render.inspect import render_inspect
+        _exit_if_verify_failed(report)
+        return
+    from weightdoctor.render.inspect import render_inspect
 
-        render_inspect(report, console.stdout, max_depth=depth, limit=None if show_all or name_filter else 50)
-    if report.verify is not None and not report.verify.ok:
+    render_inspect(report, console.stdout, max_depth=depth, limit=None if show_all or name_filter else 50)
+    _exit_if_verify_failed(report)
+
+
+def _exit_if_verify_failed(report: object) -> None:
+    """`--verify` found a CRC mismatch or an unreadable member: exit 1 after the report is printed."""
+    verify = getattr(report, "verify", None)
+    if verify is not None and not verify.ok:
         raise typer.Exit(1)
