@@ -211,3 +211,27 @@ def test_scan_bytes_of_real_save_in_every_protocol() -> None:
         buffer = io.BytesIO()
         torch.save({"w": torch.ones(2)}, buffer, pickle_protocol=protocol, _use_new_zipfile_serialization=False)
         assert scan_bytes(buffer.getvalue()).verdict == "safe", protocol
+
+
+def test_file_swapped_between_scan_and_load_is_refused(fx: dict[str, Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """What torch loads must be what was scanned: a swap after the scan is caught by the file's identity."""
+    import os
+
+    from weightdoctor.checkpoint import pytorch_format
+    from weightdoctor.errors import CorruptCheckpoint
+
+    path = tmp_path / "model.bin"
+    shutil.copyfile(fx["files"] / "bert.bin", path)
+    real_scan = pytorch_format.scan_or_refuse
+
+    def scan_then_swap(target: Path, label: str | None = None):  # type: ignore[no-untyped-def]
+        report = real_scan(target, label)
+        replacement = tmp_path / "swap.bin"
+        shutil.copyfile(fx["files"] / "gpt2-tied.bin", replacement)
+        os.replace(replacement, target)
+        return report
+
+    monkeypatch.setattr(pytorch_format, "scan_or_refuse", scan_then_swap)
+    with pytest.raises(CorruptCheckpoint, match="changed while it was being scanned"):
+        open_checkpoint(path)

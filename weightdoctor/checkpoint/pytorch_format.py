@@ -182,6 +182,11 @@ def check_torch_version(version: str | None = None) -> None:
         )
 
 
+def _identity(path: Path) -> tuple[int, int, int, int]:
+    stat = path.stat()
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
 def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
     """Scan a pickle-based file statically; raise `UnsafePickle` unless its verdict is "safe".
 
@@ -241,6 +246,7 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         UnsupportedEnvironment: torch is older than 2.10.
         CorruptCheckpoint: the archive is damaged or holds no state dict.
     """
+    before = _identity(path)
     report = scan_or_refuse(path, label)
     check_torch_version()
     import torch
@@ -274,6 +280,9 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
         raise CorruptCheckpoint(f"torch cannot read the file: {type(exc).__name__}: {text[:200]}") from exc
 
+    if _identity(path) != before:
+        # What was loaded may not be what was scanned.
+        raise CorruptCheckpoint("the file changed while it was being scanned and loaded; nothing is trusted from it")
     state_dict, nested_key = find_state_dict(obj, key)
     other: list[str] = []
     if nested_key is not None and isinstance(obj, Mapping):
