@@ -50,9 +50,11 @@ def security_line(scan: object) -> str:
     if getattr(scan, "format", "") == "safetensors":
         return f"[{colour}]{verdict}[/] (safetensors: no pickle, no code)"
     count = len({g.qualified for g in getattr(scan, "globals", [])})
-    return (f"[{colour}]{verdict}[/] (static pickle scan: {getattr(scan, 'pickles', 0)} pickle(s), {count} distinct "
+    notes = getattr(scan, "notes", [])
+    text = (f"[{colour}]{verdict}[/] (static pickle scan: {getattr(scan, 'pickles', 0)} pickle(s), {count} distinct "
             "global(s), all allowed by torch's weights_only loader)" if verdict == "safe"
             else f"[{colour}]{escape(scan.summary())}[/]")  # type: ignore[attr-defined]
+    return text + (f" [dim]notes: {escape('; '.join(notes))}[/]" if notes else "")
 
 
 def verify_line(verify: object) -> str:
