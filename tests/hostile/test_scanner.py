@@ -235,3 +235,22 @@ def test_file_swapped_between_scan_and_load_is_refused(fx: dict[str, Path], tmp_
     monkeypatch.setattr(pytorch_format, "scan_or_refuse", scan_then_swap)
     with pytest.raises(CorruptCheckpoint, match="changed while it was being scanned"):
         open_checkpoint(path)
+
+
+def test_carving_has_a_budget() -> None:
+    """Bytes built so that every carving candidate walks far are given up on quickly, as a finding."""
+    import time
+
+    from weightdoctor.security import scan
+
+    data = b"\x80\x02" * 3000 + b"N" * (1 << 20)
+    collector = scan._Collector(None)
+    started = time.perf_counter()
+    original = scan.MAX_CARVED_BYTES
+    scan.MAX_CARVED_BYTES = 8 << 20
+    try:
+        scan._carve(io.BytesIO(data), 0, len(data), collector, "storage data")
+    finally:
+        scan.MAX_CARVED_BYTES = original
+    assert time.perf_counter() - started < 30
+    assert collector.problems and "gave up" in collector.problems[-1].message

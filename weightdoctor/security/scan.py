@@ -39,6 +39,10 @@ _STORAGE_ELEMENT_SIZE = {
 # Where a pickle may hide in bytes of unknown layout: a PROTO opcode, or a protocol 0/1 GLOBAL line.
 _PICKLE_START = re.compile(rb"\x80[\x00-\x05]|c[A-Za-z_][\w.]{0,200}\n[\w.]{1,200}\n")
 MAX_CARVED_CANDIDATES = 10_000
+# Bytes of opcodes all carving attempts of one file may walk together: a region built to make every
+# candidate walk far (thousands of PROTO bytes before a long run of valid opcodes) would otherwise
+# cost candidates x length.
+MAX_CARVED_BYTES = 16 << 20  # about 7 s of walking on this machine
 
 VERDICTS = ("safe", "suspicious", "dangerous")
 
@@ -215,6 +219,7 @@ def _carve(handle: BinaryIO, start: int, end: int, collector: _Collector, member
     """Find pickles hidden in bytes of unknown layout: walk every plausible start, report those with globals."""
     position = start
     candidates = 0
+    walked = 0
     while position < end and candidates < MAX_CARVED_CANDIDATES:
         handle.seek(position)
         chunk = handle.read(min(1 << 22, end - position))
@@ -226,6 +231,12 @@ def _carve(handle: BinaryIO, start: int, end: int, collector: _Collector, member
                 break
             handle.seek(position + match.start())
             walk = walk_pickle(handle, end)
+            walked += walk.end - walk.start
+            if walked > MAX_CARVED_BYTES:
+                collector.problem(member, position + match.start(),
+                                  f"gave up looking for hidden pickles after walking {MAX_CARVED_BYTES >> 20} MiB "
+                                  "of candidates (the bytes look built to slow a scanner down)")
+                return
             if walk.imports and (walk.error is None or any(classify(g.module, g.name) == DANGEROUS
                                                              for g in walk.imports if not g.module.startswith("<"))):
                 collector.add_walk(walk, f"{member} (embedded pickle)")
