@@ -6,11 +6,19 @@ torch save) and index JSON. Each example must finish within the hypothesis deadl
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import decimal
+import functools
 import io
 import json
+import operator
+import os
+import pathlib
+import pickle
 import pickletools
 import struct
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -170,3 +178,88 @@ def test_index_json(index: object) -> None:
         index_path.write_text(json.dumps(index))
         _open_or_own_error(index_path)
         _open_or_own_error(root)
+
+
+class _Stub:
+    """Whatever a recorded import resolves to: accepts every call, stores nothing, runs nothing."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def __call__(self, *args: object, **kwargs: object) -> _Stub:
+        return _Stub()
+
+    def __setstate__(self, state: object) -> None:
+        pass
+
+    def append(self, item: object) -> None:
+        pass
+
+    def extend(self, items: object) -> None:
+        pass
+
+    def __setitem__(self, key: object, value: object) -> None:
+        pass
+
+    def add(self, item: object) -> None:
+        pass
+
+
+class _RecordingUnpickler(pickle.Unpickler):
+    """Python's own unpickler, with every import recorded and replaced by a stub."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(io.BytesIO(data))
+        self.imports: list[tuple[str, str]] = []
+
+    def find_class(self, module: str, name: str) -> type:
+        self.imports.append((module, name))
+        return _Stub
+
+    def persistent_load(self, pid: object) -> object:
+        return None
+
+
+def _real_imports(data: bytes) -> list[tuple[str, str]]:
+    """Every import Python's unpickler makes, pickle after pickle, until the data ends or it fails."""
+    unpickler = _RecordingUnpickler(data)
+    for _ in range(8):
+        try:
+            unpickler.load()
+        except Exception:  # noqa: BLE001 - any failure ends the stream, as it would for a real load
+            break
+    return unpickler.imports
+
+
+@FUZZ
+@given(stream=opcode_streams())
+def test_scanner_sees_every_import_pythons_unpickler_makes(stream: bytes) -> None:
+    """Differential: whatever Python's own unpickler would import, the static scan names (or refuses)."""
+    report = scan_bytes(stream)
+    named = {(g.module, g.name) for g in report.globals}
+    unresolved = any(g.module.startswith("<") for g in report.globals)
+    for module, name in _real_imports(stream):
+        assert (module, name) in named or unresolved or report.problems, (module, name, report.summary())
+    if report.verdict == "safe":
+        assert all((m, n) in named for m, n in _real_imports(stream))
+
+
+_GLOBAL_VALUES = [os.system, eval, exec, getattr, collections.OrderedDict, functools.partial, operator.attrgetter,
+                  pathlib.PurePosixPath, subprocess.Popen, decimal.Decimal, torch.float16, torch.Size]
+python_values = st.recursive(
+    json_scalars | st.binary(max_size=8) | st.sampled_from(_GLOBAL_VALUES) | st.frozensets(st.integers(), max_size=3),
+    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=4), inner, max_size=3) | st.builds(bytearray, st.binary(max_size=6)),
+    max_leaves=25,
+)
+
+
+@FUZZ
+@given(value=python_values, protocol=st.integers(0, 5), shared=st.booleans())
+def test_scanner_names_exactly_what_pickle_imports(value: object, protocol: int, shared: bool) -> None:
+    """Real pickles of every protocol, globals shared through the memo: the scan names exactly the imports."""
+    obj = [value, value, {"again": value}] if shared else value
+    data = pickle.dumps(obj, protocol=protocol)
+    report = scan_bytes(data)
+    assert not report.problems, report.problems
+    assert {(g.module, g.name) for g in report.globals} == set(_real_imports(data))
