@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import io
 import pickletools
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -165,6 +166,14 @@ def walk_pickle(handle: BinaryIO, end: int) -> PickleWalk:
     """
     start = handle.tell()
     walk = PickleWalk(start=start)
+    with warnings.catch_warnings():
+        # pickletools warns about odd escapes in protocol 0 strings; hostile input is not worth a warning.
+        warnings.simplefilter("ignore")
+        return _walk(handle, end, walk)
+
+
+def _walk(handle: BinaryIO, end: int, walk: PickleWalk) -> PickleWalk:
+    start = walk.start
     stack: list[Any] = []
     memo: dict[int, Any] = {}
     reader: Any
