@@ -83,7 +83,7 @@ def test_the_payloads_are_live(tmp_path: Path) -> None:
     torch_loaded = [cases[n] for n in ("zip-os-system.pt", "legacy-eval.bin", "zip-odd-bad-crc.pt",
                                        "zip-odd-renamed-local-header.pt", "zip-odd-central-directory-version.pt",
                                        "pickle-before-zip.pt", "zip-differential-central-directory.pt",
-                                       "legacy-tar-format.tar.pt")]
+                                       "legacy-tar-format.tar.pt", "legacy-payload-in-sys-info.bin")]
     script = textwrap.dedent(
         """
         import os, pickle, sys, time, torch
