@@ -31,6 +31,8 @@ from weightdoctor.errors import (
 if TYPE_CHECKING:
     import torch
 
+    from weightdoctor.security import ScanReport
+
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 PYTORCH_INDEX = "pytorch_model.bin.index.json"
 # Preferred weight files of a model folder, in transformers' order of preference.
@@ -55,6 +57,8 @@ class Checkpoint:
         other_entries: a training checkpoint's other top-level entries, described.
         repo_id / revision: set when the source was a Hub repo id.
         warnings: things the reader noticed that do not stop it (index/shard disagreements, ...).
+        security: the static pickle scan of every weight file, merged (verdict "safe" for safetensors;
+            a checkpoint whose scan is not safe never opens: `UnsafePickle` is raised instead).
     """
 
     source: str
@@ -71,6 +75,7 @@ class Checkpoint:
     repo_id: str | None = None
     revision: str | None = None
     warnings: list[str] = field(default_factory=list)
+    security: ScanReport | None = None
     _headers: dict[str, safetensors_format.SafetensorsHeader] = field(default_factory=dict, repr=False)
     _pickles: dict[str, pytorch_format.PickleContents] = field(default_factory=dict, repr=False)
     _by_name: dict[str, TensorInfo] = field(default_factory=dict, repr=False)
@@ -206,6 +211,7 @@ class _Builder:
         self.other_entries: list[str] = []
         self.skipped_entries: list[str] = []
         self.formats: set[str] = set()
+        self.scans: list[ScanReport] = []
 
     def relpath(self, path: Path) -> str:
         try:
@@ -229,10 +235,15 @@ class _Builder:
                 if header.metadata and self.metadata is None:
                     self.metadata = header.metadata
                 infos = header.tensors
+                from weightdoctor.security import safetensors_report
+
+                self.scans.append(safetensors_report([relpath]))
             else:
                 fmt = pytorch_format.ensure_pickle_file(path, prefix)
-                contents = pytorch_format.load_pickle(path, fmt, self.key)
+                contents = pytorch_format.load_pickle(path, fmt, self.key, label=relpath)
                 self.pickles[relpath] = contents
+                if contents.security is not None:
+                    self.scans.append(contents.security)
                 if contents.nested_key is not None:
                     self.nested_key = contents.nested_key
                     self.other_entries = contents.other_entries
@@ -278,7 +289,7 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
         raise InvalidIndex("index has no 'weight_map' object", str(index_path))
     weight_map: dict[str, Any] = index["weight_map"]
-    folder = index_path.parent.resolve()
+    folder = os.path.normpath(os.path.abspath(index_path.parent))
     builder.files.append(
         CheckpointFile(index_path, builder.relpath(index_path), "index", "json", index_path.stat().st_size)
     )
@@ -292,7 +303,9 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     seen: dict[str, str] = {}
     for shard in shards:
         shard_path = (index_path.parent / shard)
-        if folder not in shard_path.resolve().parents:
+        # Judged on the names, not through symlinks: a Hub cache snapshot links every shard to ../../blobs.
+        lexical = os.path.normpath(os.path.abspath(shard_path))
+        if os.path.isabs(shard) or not lexical.startswith(folder + os.sep):
             raise InvalidIndex(f"index points outside its folder: {shard!r}", str(index_path))
         if not shard_path.is_file():
             raise InvalidIndex(f"shard {shard!r} named by the index does not exist", str(index_path))
@@ -314,8 +327,8 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
         )
     total_size = index.get("metadata", {}).get("total_size") if isinstance(index.get("metadata"), dict) else None
     actual = sum(t.nbytes for t in builder.tensors)
-    if isinstance(total_size, (int, float)) and int(total_size) != actual:
-        warnings.append(f"index metadata.total_size is {int(total_size)} but the shards hold {actual} bytes")
+    if isinstance(total_size, (int, float)) and not isinstance(total_size, bool) and total_size != actual:
+        warnings.append(f"index metadata.total_size is {total_size} but the shards hold {actual} bytes")
     return warnings
 
 
@@ -406,6 +419,8 @@ def open_checkpoint(
         fmt = "safetensors" if len(builder.formats) == 1 else "mixed"
     else:
         fmt = next(iter(builder.formats)) if len(builder.formats) == 1 else "mixed"
+    from weightdoctor.security import merge_reports
+
     return Checkpoint(
         source=text,
         path=path.resolve() if repo_id is None else path,
@@ -421,6 +436,7 @@ def open_checkpoint(
         repo_id=repo_id,
         revision=revision,
         warnings=warnings,
+        security=merge_reports(builder.scans) if builder.scans else None,
         _headers=builder.headers,
         _pickles=builder.pickles,
     )

@@ -26,10 +26,10 @@ if TYPE_CHECKING:
 
 # The safetensors library refuses headers above 100 MB; so do we, before reading them.
 MAX_HEADER_BYTES = 100_000_000
-# Real checkpoints have at most tens of thousands of tensors; a header with more is refused rather
-# than spending minutes on it.
+# Real checkpoints have at most tens of thousands of tensors per file; a header with more is refused
+# before it is parsed (every entry is a JSON object, so counting "{" bounds the count from above).
 MAX_TENSORS = 200_000
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,9 @@ class SafetensorsHeader:
     header_size: int
     tensors: list[TensorInfo]
     metadata: dict[str, str] | None
+    # (device, inode, size, mtime_ns) when the header was read: a tensor read from a file that has
+    # changed since then is refused rather than mixed with the old header.
+    identity: tuple[int, int, int, int] | None = None
 
     @property
     def data_start(self) -> int:
@@ -65,7 +68,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _check_name(name: str) -> None:
     if not name:
         raise CorruptCheckpoint("header has a tensor with an empty name")
-    if _CONTROL_CHARS.search(name):
+    if _CONTROL.search(name):
         raise CorruptCheckpoint(f"tensor name {name!r} contains control characters")
     if "/" in name or "\\" in name or name in {".", ".."}:
         raise CorruptCheckpoint(f"tensor name {name!r} contains a path separator")
@@ -82,8 +85,10 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
         CorruptCheckpoint: the file is too short, the header is not valid JSON, offsets overlap or run
             past the end of the file, a dtype is unknown, a key is duplicated or badly named.
     """
-    file_size = path.stat().st_size
     with open(path, "rb") as handle:
+        stat = os.fstat(handle.fileno())
+        file_size = stat.st_size
+        identity = _identity(stat)
         prefix = handle.read(8)
         if len(prefix) < 8:
             raise CorruptCheckpoint(f"file is {file_size} bytes, too short to be safetensors")
@@ -98,6 +103,11 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
         raw = handle.read(header_size)
     if not raw.startswith(b"{"):
         raise CorruptCheckpoint("header does not start with '{' (leading whitespace or garbage)")
+    braces = raw.count(b"{")
+    if braces > MAX_TENSORS + 2:
+        raise CorruptCheckpoint(
+            f"header holds {braces - 1:,} JSON objects, so up to that many tensors (the limit is {MAX_TENSORS:,})"
+        )
     try:
         header = json.loads(raw.decode("utf-8").rstrip(" "), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -161,7 +171,11 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
         raise CorruptCheckpoint(
             f"the tensors cover {position} bytes but the data section has {data_size} (extra or missing bytes)"
         )
-    return SafetensorsHeader(header_size=header_size, tensors=tensors, metadata=metadata)
+    return SafetensorsHeader(header_size=header_size, tensors=tensors, metadata=metadata, identity=identity)
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 def validate_with_library(path: Path) -> None:
@@ -184,6 +198,11 @@ def read_tensor_bytes(path: Path, header: SafetensorsHeader, info: TensorInfo) -
     view = memoryview(buffer)
     fd = os.open(path, os.O_RDONLY)
     try:
+        if header.identity is not None and _identity(os.fstat(fd)) != header.identity:
+            raise CorruptCheckpoint(
+                f"the file changed since its header was read (size or modification time); reading tensor "
+                f"{info.name!r} from it could mix old and new contents"
+            )
         done = 0
         while done < length:
             got = os.preadv(fd, [view[done:]], header.data_start + begin + done)

@@ -19,11 +19,15 @@ def inspect(
     revision: RevisionOpt = None,
     depth: Annotated[int, typer.Option("--depth", help="Levels of the module tree to show.")] = 4,
     show_all: Annotated[bool, typer.Option("--all", help="List every tensor (default: the first 50).")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Recompute the CRC-32 of every zip member (exit 1 on a mismatch).")
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Show what a checkpoint holds: tensors, parameters, bytes, dtypes, module tree and config.
 
-    Reads headers only for safetensors (no tensor data), and a memory map for PyTorch pickles.
+    Reads headers only for safetensors (no tensor data), and a memory map for PyTorch pickles, which
+    are first scanned statically: a pickle that imports anything unsafe is refused (exit 2).
     """
     from weightdoctor.checkpoint import open_checkpoint
     from weightdoctor.render import console
@@ -35,11 +39,24 @@ def inspect(
         re.compile(name_filter)
     with open_checkpoint(source, revision=revision, key=key, structure_only=True) as checkpoint:
         report = inspect_checkpoint(checkpoint, name_filter)
+        if verify:
+            from weightdoctor.security.verify import verify_checkpoint
+
+            report.verify = verify_checkpoint(checkpoint)
     if json_output:
         from weightdoctor.render.json import print_json
 
         print_json(report)
+        _exit_if_verify_failed(report)
         return
     from weightdoctor.render.inspect import render_inspect
 
     render_inspect(report, console.stdout, max_depth=depth, limit=None if show_all or name_filter else 50)
+    _exit_if_verify_failed(report)
+
+
+def _exit_if_verify_failed(report: object) -> None:
+    """`--verify` found a CRC mismatch or an unreadable member: exit 1 after the report is printed."""
+    verify = getattr(report, "verify", None)
+    if verify is not None and not verify.ok:
+        raise typer.Exit(1)
