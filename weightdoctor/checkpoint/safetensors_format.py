@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.checkpoint.model import TensorInfo
-from weightdoctor.dtypes import SAFETENSORS_TO_CANONICAL, bits_per_element
+from weightdoctor.dtypes import BITS_PER_ELEMENT, SAFETENSORS_TO_CANONICAL
 from weightdoctor.errors import CorruptCheckpoint
 
 if TYPE_CHECKING:
@@ -65,6 +65,34 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+_BAD_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]")
+# Joins names for one regex pass; a private-use character no name check looks for.
+_NAME_JOINER = "\ue000"
+
+
+def _may_hide_duplicates(raw: bytes, header: dict[str, Any]) -> bool:
+    """False when the key counts prove that no key (top-level or inside an entry) was repeated.
+
+    Each entry has one "dtype", "shape" and "data_offsets"; if the raw text holds exactly as many of
+    each as the parsed header has entries, and at most one "__metadata__", nothing was dropped. Any
+    mismatch (a repeat, or such a string inside a name or value) sends the caller to the slow check.
+    """
+    entries = len(header) - ("__metadata__" in header)
+    return (
+        raw.count(b'"__metadata__"') > 1
+        or raw.count(b'"dtype"') != entries
+        or raw.count(b'"shape"') != entries
+        or raw.count(b'"data_offsets"') != entries
+    )
+
+
+def _check_names(header: dict[str, Any]) -> None:
+    """Refuse empty names, control characters and path separators (one regex pass in the common case)."""
+    if _BAD_NAME_CHARS.search(_NAME_JOINER.join(header)) or "" in header or "." in header or ".." in header:
+        for name in header:
+            _check_name(name)
+
+
 def _check_name(name: str) -> None:
     if not name:
         raise CorruptCheckpoint("header has a tensor with an empty name")
@@ -109,11 +137,15 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
             f"header holds {braces - 1:,} JSON objects, so up to that many tensors (the limit is {MAX_TENSORS:,})"
         )
     try:
-        header = json.loads(raw.decode("utf-8").rstrip(" "), object_pairs_hook=_no_duplicates)
+        text = raw.decode("utf-8").rstrip(" ")
+        header = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptCheckpoint(f"header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise CorruptCheckpoint("header is not a JSON object")
+    if _may_hide_duplicates(raw, header):
+        # json.loads keeps the last of duplicate keys silently; re-parse slowly to name the duplicate.
+        json.loads(text, object_pairs_hook=_no_duplicates)
     metadata = header.pop("__metadata__", None)
     if metadata is not None and not (
         isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
@@ -121,42 +153,39 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
         raise CorruptCheckpoint("__metadata__ must map strings to strings")
     if len(header) > MAX_TENSORS:
         raise CorruptCheckpoint(f"header lists {len(header)} tensors (the limit is {MAX_TENSORS})")
+    _check_names(header)
 
     data_size = file_size - 8 - header_size
+    dtypes = SAFETENSORS_TO_CANONICAL
     tensors: list[TensorInfo] = []
+    append = tensors.append
     for name, entry in header.items():
-        _check_name(name)
-        if not isinstance(entry, dict):
+        if type(entry) is not dict:
             raise CorruptCheckpoint(f"header entry for {name!r} is not an object")
         st_dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-        if st_dtype not in SAFETENSORS_TO_CANONICAL:
+        dtype = dtypes.get(st_dtype) if type(st_dtype) is str else None
+        if dtype is None:
             raise CorruptCheckpoint(f"tensor {name!r} has unknown dtype {st_dtype!r}")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if type(shape) is not list:
             raise CorruptCheckpoint(f"tensor {name!r} has an invalid shape {shape!r}")
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(isinstance(o, int) and o >= 0 for o in offsets)
-            or offsets[0] > offsets[1]
-        ):
+        numel = 1
+        for dim in shape:
+            if type(dim) is not int or dim < 0:
+                raise CorruptCheckpoint(f"tensor {name!r} has an invalid shape {shape!r}")
+            numel *= dim
+        if type(offsets) is not list or len(offsets) != 2:
             raise CorruptCheckpoint(f"tensor {name!r} has invalid data_offsets {offsets!r}")
-        info = TensorInfo(
-            name=name,
-            shape=tuple(shape),
-            dtype=SAFETENSORS_TO_CANONICAL[st_dtype],
-            file=relpath,
-            data_offsets=(offsets[0], offsets[1]),
-        )
-        expected = info.num_params * bits_per_element(info.dtype) // 8
-        if offsets[1] - offsets[0] != expected:
+        begin, end = offsets
+        if type(begin) is not int or type(end) is not int or not 0 <= begin <= end:
+            raise CorruptCheckpoint(f"tensor {name!r} has invalid data_offsets {offsets!r}")
+        expected = numel * BITS_PER_ELEMENT[dtype] // 8
+        if end - begin != expected:
+            raise CorruptCheckpoint(f"tensor {name!r} spans {end - begin} bytes but {st_dtype}{shape} needs {expected}")
+        if end > data_size:
             raise CorruptCheckpoint(
-                f"tensor {name!r} spans {offsets[1] - offsets[0]} bytes but {st_dtype}{shape} needs {expected}"
+                f"tensor {name!r} ends at byte {end} of a {data_size}-byte data section (truncated?)"
             )
-        if offsets[1] > data_size:
-            raise CorruptCheckpoint(
-                f"tensor {name!r} ends at byte {offsets[1]} of a {data_size}-byte data section (truncated?)"
-            )
-        tensors.append(info)
+        append(TensorInfo(name, tuple(shape), dtype, relpath, (begin, end)))
 
     # The format requires the data section to be covered exactly once, in order.
     position = 0
