@@ -5,7 +5,9 @@ from __future__ import annotations
 import typer
 
 from weightdoctor import __version__
+from weightdoctor.commands import convert as convert_command
 from weightdoctor.commands import inspect as inspect_command
+from weightdoctor.commands import shard as shard_command
 
 app = typer.Typer(
     name="weightdoctor",
@@ -18,6 +20,8 @@ app = typer.Typer(
 )
 
 app.command("inspect")(inspect_command.inspect)
+app.command("convert")(convert_command.convert)
+app.command("shard")(shard_command.shard)
 
 
 def _version(value: bool) -> None:
