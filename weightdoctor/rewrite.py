@@ -530,7 +530,8 @@ def write_outputs(
                 result.tensors_verified = verify_output(stage.path, expected())
                 result.verified = True
             stage.commit()
-            result.replaced = [n for n in stage.dropped if n not in {f.filename for f in files}]
+            # Files of the earlier save that the new one does not have (deleted only now, after the swap).
+            result.replaced = [n for n in stage.dropped if not (dest / n).exists()]
             result.carried_over = stage.carried
     result.seconds = time.perf_counter() - started
     return result
