@@ -223,3 +223,29 @@ def test_dry_run_writes_nothing(fx: dict[str, Path], tmp_path: Path) -> None:
     assert data["plan"]["files"][0]["filename"] == "model.safetensors"
     assert data["plan"]["cast"] == {"float32->bfloat16": 28}
     assert list(tmp_path.iterdir()) == []
+
+
+def test_verification_catches_bytes_that_differ_from_the_source(
+    fx: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from weightdoctor.writers import safetensors_writer
+
+    real_write_all = safetensors_writer._write_all
+    calls = {"n": 0}
+
+    def flip_a_bit_in_the_third_tensor(fd: int, data: memoryview | bytes) -> None:
+        calls["n"] += 1
+        if calls["n"] == 4:  # the header, then tensors
+            corrupted = bytearray(data)
+            corrupted[0] ^= 0x01
+            data = bytes(corrupted)
+        real_write_all(fd, data)
+
+    monkeypatch.setattr(safetensors_writer, "_write_all", flip_a_bit_in_the_third_tensor)
+    result = run_cli("convert", fx["files"] / "bert.bin", "-o", tmp_path / "x.safetensors")
+    assert result.exit_code == 2
+    assert "verification failed: the bytes of" in result.stderr and "differ from the source" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    calls["n"] = 0
+    result = run_cli("convert", fx["files"] / "bert.bin", "-o", tmp_path / "x.safetensors", "--no-verify")
+    assert result.exit_code == 0 and "skipped (--no-verify)" in result.stdout

@@ -409,8 +409,34 @@ def _overflow_error(problems: list[CastProblem], checkpoint: Checkpoint) -> Cast
     )
 
 
+def digest_range(path: Path, start: int, length: int, chunk: int = 8 << 20) -> str:
+    """sha256 of `length` bytes of a file from `start`, read in chunks into one reused buffer."""
+    import hashlib
+    import os
+
+    digest = hashlib.sha256()
+    buffer = bytearray(min(chunk, max(length, 1)))
+    view = memoryview(buffer)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        done = 0
+        while done < length:
+            got = os.preadv(fd, [view[: min(len(buffer), length - done)]], start + done)
+            if got == 0:
+                raise OutputError("verification failed: the file ends early", path=str(path))
+            digest.update(view[:got])
+            done += got
+    finally:
+        os.close(fd)
+    return digest.hexdigest()
+
+
 def verify_output(path: Path, expected: dict[str, tuple[str, tuple[int, ...], str]]) -> int:
     """Re-read an output (file or folder) through the shared reader and compare every tensor.
+
+    The reader parses and validates the headers (and the index); each tensor's bytes are then re-read
+    from disk (safetensors: the byte range its header gives, in chunks; pickles: the tensor torch loads)
+    and hashed, two tensors at a time.
 
     `expected` maps output name -> (dtype, shape, sha256 of the bytes meant to be written).
     Returns the number of tensors compared.
@@ -418,8 +444,10 @@ def verify_output(path: Path, expected: dict[str, tuple[str, tuple[int, ...], st
     Raises:
         OutputError: a tensor is missing, extra, of another dtype or shape, or its bytes differ.
     """
+    import struct
+
     from weightdoctor.checkpoint import open_checkpoint
-    from weightdoctor.writers.safetensors_writer import tensor_digest
+    from weightdoctor.writers.safetensors_writer import hash_pool, tensor_digest
 
     try:
         written = open_checkpoint(path)
@@ -431,15 +459,28 @@ def verify_output(path: Path, expected: dict[str, tuple[str, tuple[int, ...], st
         extra = sorted(names - set(expected))
         if missing or extra:
             raise OutputError(f"verification failed: missing {missing[:3]}, unexpected {extra[:3]}", path=str(path))
+        data_start: dict[str, int] = {}
+        for item in written.weight_files:
+            if item.format == "safetensors":
+                with open(item.path, "rb") as handle:
+                    data_start[item.relpath] = 8 + struct.unpack("<Q", handle.read(8))[0]
+
+        def digest(info: TensorInfo) -> str:
+            if info.file in data_start and info.data_offsets is not None:
+                begin, end = info.data_offsets
+                return digest_range(written.file_path(info.file), data_start[info.file] + begin, end - begin)
+            return tensor_digest(written.load_tensor(info.name))
+
         for info in written.tensors:
-            dtype, shape, digest = expected[info.name]
+            dtype, shape, _ = expected[info.name]
             if info.dtype != dtype or info.shape != shape:
                 raise OutputError(
                     f"verification failed: {info.name!r} reads back as {info.dtype}{list(info.shape)}, "
                     f"expected {dtype}{list(shape)}",
                     path=str(path),
                 )
-            if tensor_digest(written.load_tensor(info.name)) != digest:
+        for info, got in zip(written.tensors, hash_pool().map(digest, written.tensors)):
+            if got != expected[info.name][2]:
                 raise OutputError(f"verification failed: the bytes of {info.name!r} differ from the source", str(path))
     return len(expected)
 

@@ -87,8 +87,11 @@ def render_shard(result: object, console: Console) -> None:
         rows.append(("index", plan.index))
     _panel(console, f"{verb} {plan.source} → {plan.output}", rows)
     table = Table(show_edge=False)
-    for column in ("shard", "size", "tensors", "first", "last"):
-        table.add_column(column, justify="right" if column in ("size", "tensors") else "left")
+    table.add_column("shard", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("tensors", justify="right", no_wrap=True)
+    table.add_column("first", overflow="fold")
+    table.add_column("last", overflow="fold")
     for item in plan.shards:
         size = format_bytes(item.size_bytes) + (" (>max)" if item.oversized else "")
         table.add_row(escape(item.filename), size, str(item.num_tensors), escape(item.first or ""),

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,6 +72,21 @@ def tensor_bytes(tensor: torch.Tensor) -> memoryview:
 def tensor_digest(tensor: torch.Tensor) -> str:
     """sha256 of a tensor's bytes (what verification compares between source and output)."""
     return hashlib.sha256(tensor_bytes(tensor)).hexdigest()
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def hash_pool() -> ThreadPoolExecutor:
+    """Threads that hash while the main thread writes (hashlib and os.write both release the GIL)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="weightdoctor-hash")
+    return _POOL
+
+
+def _sha256(data: memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def layout(slots: list[TensorSlot], metadata: dict[str, str] | None) -> tuple[bytes, list[TensorSlot]]:
@@ -139,8 +155,9 @@ class SafetensorsWriter:
         data = tensor_bytes(tensor)
         if len(data) != slot.nbytes:
             raise ValueError(f"tensor {name!r} has {len(data)} bytes, expected {slot.nbytes}")
-        digest = hashlib.sha256(data).hexdigest()
+        future = hash_pool().submit(_sha256, data)
         _write_all(self._fd, data)
+        digest = future.result()
         self.digests[name] = digest
         self._next += 1
         return digest
