@@ -82,10 +82,10 @@ def main() -> None:
         ("cp (safetensors bytes)", "cp", ["cp", str(st), str(out)]),
         ("cp + sync", "cp", ["sh", "-c", f"cp {st} {out} && sync {out}"]),
         ("convert .bin -> .safetensors", "bin", [*wd, "convert", str(binf), "-o", str(out)]),
-        ("  same, --no-verify", "bin", [*wd, "convert", str(binf), "-o", str(out), "--no-verify"]),
+        ("  convert, --no-verify", "bin", [*wd, "convert", str(binf), "-o", str(out), "--no-verify"]),
         ("torch.load + save_file", "bin", [py, "-c", USUAL_BIN_TO_ST, str(binf), str(out)]),
         (f"shard .safetensors --max {args.shard}", "st", [*wd, "shard", str(st), "--max", args.shard, "-o", str(out)]),
-        ("  same, --no-verify", "st", [*wd, "shard", str(st), "--max", args.shard, "-o", str(out), "--no-verify"]),
+        ("  shard, --no-verify", "st", [*wd, "shard", str(st), "--max", args.shard, "-o", str(out), "--no-verify"]),
         ("hub save_torch_state_dict", "st", [py, "-c", USUAL_HUB_SHARD, str(st), str(out), args.shard]),
         ("convert .safetensors -> .bin", "st", [*wd, "convert", str(st), "-o", str(out), "--to", "bin"]),
     ]

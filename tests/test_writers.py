@@ -156,3 +156,21 @@ def test_staging_dir_swaps_in_keeps_unrelated_files_and_drops_old_weights_last(t
     assert (dest / "logs" / "run.txt").read_text() == "log" and (dest / "notes.txt").read_text() == "mine"
     assert stage.dropped == ["model-00001-of-00002.safetensors", "model.safetensors.index.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_pages_of_memory_mapped_tensors_are_given_back_and_values_kept(tmp_path: Path) -> None:
+    from weightdoctor.writers.memory import release_file_pages
+
+    torch.save({"a": torch.randn(4_000_000), "b": torch.randn(10)}, tmp_path / "m.bin")
+    mapped = torch.load(tmp_path / "m.bin", mmap=True, weights_only=True)["a"]
+
+    def resident_mb() -> float:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+    total = float(mapped.sum())
+    touched = resident_mb()
+    assert release_file_pages(mapped) is True
+    assert resident_mb() < touched - 10  # 16 MB of pages given back
+    assert float(mapped.sum()) == total  # read again from the file
+    anonymous = torch.randn(4_000_000)
+    assert release_file_pages(anonymous) is False and float(anonymous.sum()) != 0.0

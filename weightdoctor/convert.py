@@ -85,6 +85,16 @@ def _format_for(output: Path, to: str | None, single_file: bool) -> str:
     return implied if single_file and implied else "safetensors"
 
 
+def output_metadata(fmt: str, one_file: bool, dropped: list[DroppedAlias], extra: dict[str, str]) -> dict[str, str]:
+    """The safetensors metadata of each output file: format=pt, then (in a single file, as
+    huggingface_hub's save_torch_state_dict records them) each dropped alias -> the name kept, then
+    --metadata. A sharded output records the aliases in its index instead."""
+    if fmt != "safetensors":
+        return dict(extra)
+    aliases = {d.name: d.kept for d in dropped} if one_file else {}
+    return {"format": "pt", **aliases, **extra}
+
+
 def plan_convert(
     checkpoint: Checkpoint,
     output: str | Path,
@@ -155,7 +165,7 @@ def plan_convert(
         renames=[r.as_flag() for r in renames or []],
         dropped_aliases=selection.dropped,
         copied=[p.name for p in copy_paths],
-        metadata={"format": "pt", **user_metadata} if fmt == "safetensors" else user_metadata,
+        metadata=output_metadata(fmt, single_file or index is None, selection.dropped, user_metadata),
         warnings=warnings,
         _selection=selection,
         _copy_paths=copy_paths,
@@ -178,9 +188,6 @@ def run_convert(
     """
     assert plan._selection is not None
     user_metadata = {k: v for k, v in plan.metadata.items() if k != "format"}
-    if plan.format == "safetensors" and plan.single_file:
-        # As huggingface_hub's save_torch_state_dict records them: dropped alias -> kept name.
-        user_metadata = {**{d.name: d.kept for d in plan.dropped_aliases}, **user_metadata}
     written = write_outputs(
         checkpoint,
         plan._selection,

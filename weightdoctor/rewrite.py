@@ -309,11 +309,20 @@ def cast_tensor(tensor: torch.Tensor, name: str, target: str) -> tuple[torch.Ten
 
 @dataclass(frozen=True)
 class OutputFile:
-    """One file of an output set: its name and the output names of its tensors, in plan order."""
+    """One file of an output set: its name, the output names of its tensors (plan order; left out of
+    JSON, which gives the count and the first and last name), and its bytes of tensor data."""
 
     filename: str
-    tensors: list[str]
+    tensors: list[str] = field(metadata={"json": False})
     nbytes: int
+    num_tensors: int = field(init=False)
+    first: str | None = field(init=False)
+    last: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "num_tensors", len(self.tensors))
+        object.__setattr__(self, "first", self.tensors[0] if self.tensors else None)
+        object.__setattr__(self, "last", self.tensors[-1] if self.tensors else None)
 
 
 @dataclass
@@ -370,6 +379,7 @@ def _write_one(
     """Stream the tensors of one output file; returns output name -> sha256 of the bytes written."""
     from weightdoctor.writers import hooks
     from weightdoctor.writers.bin_writer import BinWriter
+    from weightdoctor.writers.memory import release_file_pages
     from weightdoctor.writers.safetensors_writer import SafetensorsWriter
 
     by_name = {t.name: t for t in plan}
@@ -380,16 +390,17 @@ def _write_one(
             planned = by_name[slot.name]
             hooks.reached(f"tensor-{counter[0]}")
             counter[0] += 1
-            tensor = checkpoint.load_tensor(planned.source)
+            source = tensor = checkpoint.load_tensor(planned.source)
             if planned.dtype != planned.source_dtype:
-                tensor, problem = cast_tensor(tensor, planned.source, planned.dtype)
+                tensor, problem = cast_tensor(source, planned.source, planned.dtype)
                 if problem is not None and not allow_overflow:
                     problems.append(problem)
-            if problems:
-                continue  # keep checking the other tensors so that every one is named, but stop writing
-            writer.write(slot.name, tensor)
-            del tensor
-            advance(planned.nbytes)
+            if not problems:
+                writer.write(slot.name, tensor)
+                advance(planned.nbytes)
+            # Otherwise every remaining tensor is still checked (so that all are named), but not written.
+            release_file_pages(source)
+            del tensor, source
         if problems:
             raise _overflow_error(problems, checkpoint)
     return writer.digests
@@ -447,6 +458,7 @@ def verify_output(path: Path, expected: dict[str, tuple[str, tuple[int, ...], st
     import struct
 
     from weightdoctor.checkpoint import open_checkpoint
+    from weightdoctor.writers.memory import release_file_pages
     from weightdoctor.writers.safetensors_writer import hash_pool, tensor_digest
 
     try:
@@ -469,7 +481,11 @@ def verify_output(path: Path, expected: dict[str, tuple[str, tuple[int, ...], st
             if info.file in data_start and info.data_offsets is not None:
                 begin, end = info.data_offsets
                 return digest_range(written.file_path(info.file), data_start[info.file] + begin, end - begin)
-            return tensor_digest(written.load_tensor(info.name))
+            tensor = written.load_tensor(info.name)
+            try:
+                return tensor_digest(tensor)
+            finally:
+                release_file_pages(tensor)
 
         for info in written.tensors:
             dtype, shape, _ = expected[info.name]
@@ -479,7 +495,7 @@ def verify_output(path: Path, expected: dict[str, tuple[str, tuple[int, ...], st
                     f"expected {dtype}{list(shape)}",
                     path=str(path),
                 )
-        for info, got in zip(written.tensors, hash_pool().map(digest, written.tensors)):
+        for info, got in zip(written.tensors, hash_pool().map(digest, written.tensors), strict=True):
             if got != expected[info.name][2]:
                 raise OutputError(f"verification failed: the bytes of {info.name!r} differ from the source", str(path))
     return len(expected)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from weightdoctor.checkpoint import Checkpoint
+from weightdoctor.convert import output_metadata
 from weightdoctor.errors import UsageError
 from weightdoctor.renames import Rename
 from weightdoctor.rewrite import (
@@ -192,7 +193,7 @@ def plan_shard(
         renamed=selection.renamed,
         dropped_aliases=selection.dropped,
         copied=[p.name for p in copy_paths],
-        metadata={"format": "pt", **user_metadata} if fmt == "safetensors" else user_metadata,
+        metadata=output_metadata(fmt, index is None, selection.dropped, user_metadata),
         warnings=warnings,
         _selection=selection,
         _files=files,
@@ -216,8 +217,6 @@ def run_shard(
     """
     assert plan._selection is not None
     user_metadata = {k: v for k, v in plan.metadata.items() if k != "format"}
-    if plan.index is None and plan.format == "safetensors":
-        user_metadata = {**{d.name: d.kept for d in plan.dropped_aliases}, **user_metadata}
     written = write_outputs(
         checkpoint,
         plan._selection,

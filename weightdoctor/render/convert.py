@@ -86,15 +86,14 @@ def render_shard(result: object, console: Console) -> None:
     if plan.index:
         rows.append(("index", plan.index))
     _panel(console, f"{verb} {plan.source} → {plan.output}", rows)
-    table = Table(show_edge=False)
-    table.add_column("shard", no_wrap=True)
-    table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("tensors", justify="right", no_wrap=True)
-    table.add_column("first", overflow="fold")
-    table.add_column("last", overflow="fold")
+    # Plain aligned lines rather than a table: names are long and must not be cut or folded.
+    width = max([len(item.filename) for item in plan.shards] + [5])
+    console.print(f"[bold]{'shard':<{width}}  {'size':>18}  {'tensors':>7}  first → last[/]", soft_wrap=True)
     for item in plan.shards:
-        size = format_bytes(item.size_bytes) + (" (>max)" if item.oversized else "")
-        table.add_row(escape(item.filename), size, str(item.num_tensors), escape(item.first or ""),
-                      escape(item.last or ""))
-    console.print(table)
+        size = format_bytes(item.size_bytes) + (" (> max)" if item.oversized else "")
+        console.print(
+            f"{escape(item.filename):<{width}}  {size:>18}  {item.num_tensors:>7}  "
+            f"{escape(item.first or '')} → {escape(item.last or '')}",
+            soft_wrap=True,
+        )
     _panel(console, "", _written_rows(result))

@@ -92,6 +92,7 @@ def output_error(exc: OSError, path: Path) -> OutputError:
         errno.EACCES: "permission denied",
         errno.EPERM: "operation not permitted",
         errno.EROFS: "read-only file system",
+        errno.ENOENT: "the output folder does not exist",
     }
     reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
     return OutputError(f"cannot write the output: {reason}; nothing was left behind", path=str(path))
