@@ -97,6 +97,16 @@ def test_tied_gpt2_drops_the_alias_as_transformers_does_and_gives_same_logits(
 
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
+    # Without a config the kept name is huggingface_hub's choice (first in sorted order), said in a warning;
+    # transformers still reloads it with the same tied weights.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copyfile(fx["gpt2-bin"] / "config.json", bare / "config.json")
+    result = run_cli("convert", fx["files"] / "gpt2-tied.bin", "-o", bare / "model.safetensors")
+    assert result.exit_code == 0
+    assert "tied weights chosen by name order, since no config.json" in result.stderr
+    assert "dropped transformer.wte.weight (kept lm_head.weight)" in result.stdout
+    assert_same_model(bare, fx["gpt2-bin"])
 
 
 def test_sharded_bin_folder_converts_shard_by_shard_and_transformers_loads_it(
@@ -249,3 +259,26 @@ def test_verification_catches_bytes_that_differ_from_the_source(
     calls["n"] = 0
     result = run_cli("convert", fx["files"] / "bert.bin", "-o", tmp_path / "x.safetensors", "--no-verify")
     assert result.exit_code == 0 and "skipped (--no-verify)" in result.stdout
+
+
+def test_a_hub_repo_id_from_the_cache_converts_to_a_folder(hub_env: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tiny-bert-bin"
+    code, data = run_json("convert", "weightdoctor-tests/tiny-bert", "-o", out, "--to", "bin")
+    assert code == 0 and data["plan"]["single_file"] is False
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "pytorch_model.bin"]
+    assert not (out / "config.json").is_symlink()  # the cache's symlinks are copied as files
+    snapshot = next(hub_env.glob("models--weightdoctor-tests--tiny-bert/snapshots/*"))
+    original = load_file(snapshot / "model.safetensors")
+    back = torch.load(out / "pytorch_model.bin", weights_only=True)
+    assert back.keys() == original.keys() and all(torch.equal(back[k], original[k]) for k in original)
+
+
+def test_tied_bin_to_bin_keeps_both_names_on_one_storage(fx: dict[str, Path], tmp_path: Path) -> None:
+    for source in (fx["files"] / "gpt2-tied.bin", fx["gpt2-bin"] / "pytorch_model.bin"):
+        out = tmp_path / (source.parent.name + ".bin")
+        result = run_cli("convert", source, "-o", out)
+        assert result.exit_code == 0, result.stderr
+        original = torch.load(source, weights_only=True)
+        back = torch.load(out, weights_only=True)
+        assert back.keys() == original.keys() and all(torch.equal(back[k], original[k]) for k in original)
+        assert back["lm_head.weight"].data_ptr() == back["transformer.wte.weight"].data_ptr()

@@ -224,7 +224,17 @@ def plan_tensors(
             selection.warnings.append(
                 f"{', '.join(names)} share storage but are different views; each is written as its own copy"
             )
-    aliased_to: dict[str, str] = dropped if fmt == "bin" else {}
+    aliased_to: dict[str, str] = {}
+    if fmt == "bin":
+        # A .bin keeps every name, sharing one storage as torch.save does; the storage belongs to the
+        # name that comes first, which the writer must meet before its aliases.
+        order = {t.name: i for i, t in enumerate(checkpoint.tensors)}
+        sets: dict[str, set[str]] = {}
+        for name, kept in dropped.items():
+            sets.setdefault(kept, {kept}).add(name)
+        for names in sets.values():
+            owner = min(names, key=order.__getitem__)
+            aliased_to.update({n: owner for n in names if n != owner})
     names = [t.name for t in checkpoint.tensors if fmt == "bin" or t.name not in dropped]
     new_names = apply_renames(names, list(renames or []))
     selection.renamed = sum(old != new for old, new in new_names.items())
