@@ -4,7 +4,9 @@ the usual Python paths (torch.load + safetensors.torch.save_file; huggingface_hu
     python -m benchmarks.bench_convert --size 2GB --tensors 300 --repeat 3
 
 Every command runs in its own process; wall time and that process's peak RSS (wait4) are recorded, and
-the median over --repeat runs is printed with its ratio to `cp` measured in the same invocation. The
+the median over --repeat runs is printed with its ratio to `cp` measured in the same invocation (and to
+`cp` + `sync FILE`, since weightdoctor fsyncs what it writes). Between runs the output is deleted and
+the file system synced, untimed. The
 data lives under bench-data/ and is deleted at the end (--keep to keep it).
 """
 
@@ -101,6 +103,10 @@ def main() -> None:
                 shutil.rmtree(out)
             else:
                 out.unlink(missing_ok=True)
+            # The file system here is mounted with online discard: deleting 2 GB issues discards that
+            # stall whichever writer comes next. Let them finish, untimed, so no case pays for another.
+            os.sync()
+            time.sleep(3)
 
     base = statistics.median(w for w, _ in results[cases[0][0]])
     base_sync = statistics.median(w for w, _ in results[cases[1][0]])

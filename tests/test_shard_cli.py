@@ -131,3 +131,22 @@ def test_bad_sizes_and_flag_combinations_exit_2_with_one_line(fx: dict[str, Path
         assert result.exit_code == 2, args
         assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tokenizer_and_config_files_are_copied_but_stale_weights_are_not(fx: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    source = tmp_path / "model"
+    shutil.copytree(fx["bert"], source)
+    (source / "tokenizer.json").write_text('{"version": "1.0"}')
+    (source / "special_tokens_map.json").write_text("{}")
+    (source / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    torch.save({"x": torch.zeros(1)}, source / "optimizer.pt")
+    (source / ".hidden").write_text("x")
+    code, data = run_json("shard", source, "--max", "50KB", "-o", tmp_path / "out")
+    assert code == 0
+    assert data["plan"]["copied"] == ["config.json", "special_tokens_map.json", "tokenizer.json", "vocab.txt"]
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                     "model.safetensors.index.json", "special_tokens_map.json", "tokenizer.json", "vocab.txt"]
+    assert (tmp_path / "out" / "vocab.txt").read_text() == "[PAD]\n[UNK]\n"

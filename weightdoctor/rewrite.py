@@ -393,6 +393,8 @@ def _write_one(
     from weightdoctor.writers.safetensors_writer import SafetensorsWriter
 
     by_name = {t.name: t for t in plan}
+    # Pickles are memory-mapped by the reader: their pages are given back once each tensor is written.
+    mapped_files = {f.relpath for f in checkpoint.weight_files if f.format == "pytorch-zip"}
     slots = _slots(plan, fmt)
     writer = BinWriter(path, slots) if fmt == "bin" else SafetensorsWriter(path, slots, metadata)
     with writer:
@@ -409,7 +411,8 @@ def _write_one(
                 writer.write(slot.name, tensor)
                 advance(planned.nbytes)
             # Otherwise every remaining tensor is still checked (so that all are named), but not written.
-            release_file_pages(source)
+            if planned.source_file in mapped_files:
+                release_file_pages(source)
             del tensor, source
         if problems:
             raise _overflow_error(problems, checkpoint)
