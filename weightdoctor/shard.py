@@ -100,7 +100,7 @@ def split_sizes(
         >>> split_sizes({"a": 6, "b": 6, "c": 2}, 10, "model{suffix}.safetensors")
         {'model-00001-of-00002.safetensors': ['a'], 'model-00002-of-00002.safetensors': ['b', 'c']}
     """
-    from huggingface_hub.serialization._base import split_state_dict_into_shards_factory
+    from huggingface_hub import split_state_dict_into_shards_factory
 
     ids = storage_ids or {}
     # The splitter skips str values (bitsandbytes entries), so each tensor is stood in for by a 1-tuple.
