@@ -5,9 +5,11 @@ from __future__ import annotations
 import typer
 
 from weightdoctor import __version__
+from weightdoctor.commands import convert as convert_command
 from weightdoctor.commands import diff_keys as diff_keys_command
 from weightdoctor.commands import inspect as inspect_command
 from weightdoctor.commands import plan_devices as plan_devices_command
+from weightdoctor.commands import shard as shard_command
 
 app = typer.Typer(
     name="weightdoctor",
@@ -20,8 +22,10 @@ app = typer.Typer(
 )
 
 app.command("inspect")(inspect_command.inspect)
-app.command("plan-devices")(plan_devices_command.plan_devices)
 app.command("diff-keys")(diff_keys_command.diff_keys)
+app.command("plan-devices")(plan_devices_command.plan_devices)
+app.command("convert")(convert_command.convert)
+app.command("shard")(shard_command.shard)
 
 
 def _version(value: bool) -> None:

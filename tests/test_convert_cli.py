@@ -1,0 +1,284 @@
+"""`weightdoctor convert` on the fixture checkpoints, read back by safetensors, torch, huggingface_hub
+and transformers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from tests.helpers import run_cli, run_json
+
+INPUT_IDS = torch.tensor([[5, 17, 42, 7, 3, 88, 1]])
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_same_model(converted: Path, original: Path) -> None:
+    """Loaded by transformers, both give equal weights (bitwise) and the same logits on a fixed input.
+
+    Logits are compared with a tight tolerance: two loads of identical weights can differ in the last
+    bits because of memory alignment (seen here even between two loads of one safetensors file).
+    """
+    model_a, model_b = _load(converted), _load(original)
+    state_a, state_b = model_a.state_dict(), model_b.state_dict()
+    assert state_a.keys() == state_b.keys()
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    with torch.no_grad():
+        torch.testing.assert_close(model_a(INPUT_IDS).logits, model_b(INPUT_IDS).logits, rtol=1e-5, atol=1e-7)
+
+
+def _load(folder: Path) -> torch.nn.Module:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(folder)
+    auto = {"gpt2": AutoModelForCausalLM, "roberta": AutoModelForMaskedLM}.get(
+        config.model_type, AutoModelForSequenceClassification)
+    model = auto.from_pretrained(folder).eval()
+    return model
+
+
+def test_bin_to_safetensors_equals_source_and_loads_everywhere(fx: dict[str, Path], tmp_path: Path) -> None:
+    source = fx["files"] / "bert.bin"
+    before = _sha(source)
+    out = tmp_path / "model.safetensors"
+    code, data = run_json("convert", source, "-o", out, "--metadata", "origin=test")
+    assert code == 0
+    assert data["plan"]["format"] == "safetensors" and data["plan"]["single_file"] is True
+    assert data["write"]["verified"] is True and data["write"]["tensors_verified"] == data["plan"]["num_tensors"]
+    original = torch.load(source, weights_only=True)
+    converted = load_file(out)
+    assert set(converted) == set(original)
+    assert all(torch.equal(converted[k], original[k]) for k in original)
+    with safe_open(out, framework="pt") as handle:
+        assert handle.metadata() == {"format": "pt", "origin": "test"}
+    from huggingface_hub import load_state_dict_from_file
+
+    hub = load_state_dict_from_file(out)
+    assert all(torch.equal(hub[k], original[k]) for k in original)
+    assert _sha(source) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+
+
+def test_round_trip_bin_safetensors_bin_is_bitwise_equal(fx: dict[str, Path], tmp_path: Path) -> None:
+    source = fx["files"] / "bert.bin"
+    assert run_cli("convert", source, "-o", tmp_path / "a.safetensors").exit_code == 0
+    result = run_cli("convert", tmp_path / "a.safetensors", "-o", tmp_path / "b.bin")
+    assert result.exit_code == 0, result.stderr
+    original = torch.load(source, weights_only=True)
+    back = torch.load(tmp_path / "b.bin", weights_only=True)
+    assert sorted(back) == sorted(original)
+    for name, tensor in original.items():
+        assert back[name].dtype == tensor.dtype and back[name].shape == tensor.shape
+        assert back[name].contiguous().view(torch.uint8).reshape(-1).tolist() == \
+            tensor.contiguous().view(torch.uint8).reshape(-1).tolist()
+
+
+def test_tied_gpt2_drops_the_alias_as_transformers_does_and_gives_same_logits(
+    fx: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "gpt2"
+    code, data = run_json("convert", fx["gpt2-bin"], "-o", out)
+    assert code == 0
+    assert data["plan"]["dropped_aliases"] == [{"name": "lm_head.weight", "kept": "transformer.wte.weight"}]
+    assert data["plan"]["copied"] == ["config.json"]
+    # transformers' own save drops the same name.
+    assert set(load_file(out / "model.safetensors")) == set(load_file(fx["gpt2"] / "model.safetensors"))
+    assert_same_model(out, fx["gpt2-bin"])
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
+    # Without a config the kept name is huggingface_hub's choice (first in sorted order), said in a warning;
+    # transformers still reloads it with the same tied weights.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copyfile(fx["gpt2-bin"] / "config.json", bare / "config.json")
+    result = run_cli("convert", fx["files"] / "gpt2-tied.bin", "-o", bare / "model.safetensors")
+    assert result.exit_code == 0
+    assert "tied weights chosen by name order, since no config.json" in result.stderr
+    assert "dropped transformer.wte.weight (kept lm_head.weight)" in result.stdout
+    assert_same_model(bare, fx["gpt2-bin"])
+
+
+def test_sharded_bin_folder_converts_shard_by_shard_and_transformers_loads_it(
+    fx: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "bert"
+    result = run_cli("convert", fx["bert-sharded-bin"], "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json", "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+        "model-00003-of-00003.safetensors", "model.safetensors.index.json"]
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    source_index = json.loads((fx["bert-sharded-bin"] / "pytorch_model.bin.index.json").read_text())
+    assert index["weight_map"] == {k: v.replace("pytorch_model", "model").replace(".bin", ".safetensors")
+                                   for k, v in source_index["weight_map"].items()}
+    assert index["metadata"]["total_size"] == source_index["metadata"]["total_size"]
+    assert_same_model(out, fx["bert-sharded-bin"])
+    assert "verified" in result.stdout and "converted" in result.stdout
+
+
+def test_safetensors_folder_to_bin_loads_in_transformers(fx: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "roberta-bin"
+    result = run_cli("convert", fx["roberta"], "-o", out, "--to", "bin")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "pytorch_model.bin"]
+    assert_same_model(out, fx["roberta"])
+
+
+def test_cast_to_fp16_keeping_norms_in_fp32(fx: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "half.safetensors"
+    code, data = run_json("convert", fx["files"] / "bert.bin", "-o", out, "--dtype", "fp16",
+                          "--keep-fp32", r"LayerNorm")
+    assert code == 0
+    original = torch.load(fx["files"] / "bert.bin", weights_only=True)
+    converted = load_file(out)
+    for name, tensor in original.items():
+        if "LayerNorm" in name:
+            assert converted[name].dtype == torch.float32 and torch.equal(converted[name], tensor)
+        elif tensor.is_floating_point():
+            assert converted[name].dtype == torch.float16 and torch.equal(converted[name], tensor.half())
+        else:
+            assert converted[name].dtype == tensor.dtype and torch.equal(converted[name], tensor)
+    assert data["plan"]["cast"] == {"float32->float16": sum(
+        1 for n, t in original.items() if t.is_floating_point() and "LayerNorm" not in n)}
+    assert len(data["plan"]["kept_fp32"]) == sum("LayerNorm" in n for n in original)
+
+
+def test_fp16_overflow_stops_with_the_tensors_named_unless_allowed(tmp_path: Path) -> None:
+    sd = {"ok": torch.randn(10), "big.weight": torch.tensor([1.0, 70000.0, -1e6]),
+          "tiny.weight": torch.full((100,), 1e-9), "ids": torch.arange(3)}
+    torch.save(sd, tmp_path / "in.bin")
+    out = tmp_path / "out.safetensors"
+    result = run_cli("convert", tmp_path / "in.bin", "-o", out, "--dtype", "fp16")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "big.weight (2 values become inf)" in lines[0] and "tiny.weight (100.0% of non-zero" in lines[0]
+    assert "check-dtype" in lines[0] and "--allow-overflow" in lines[0] and "ok" not in lines[0].split(":")[-1]
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in.bin"]
+    result = run_cli("convert", tmp_path / "in.bin", "-o", out, "--dtype", "fp16", "--allow-overflow")
+    assert result.exit_code == 0, result.stderr
+    assert torch.isinf(load_file(out)["big.weight"]).sum() == 2
+    result = run_cli("convert", tmp_path / "in.bin", "-o", tmp_path / "bf.safetensors", "--dtype", "bf16")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_training_checkpoint_and_ddp_prefix_renames(fx: dict[str, Path], tmp_path: Path) -> None:
+    code, data = run_json("convert", fx["files"] / "ddp-nested.pth", "-o", tmp_path / "a.safetensors",
+                          "--strip-prefix", "module.", "--add-prefix", "model.")
+    assert code == 0 and data["plan"]["renamed"] == data["plan"]["num_tensors"]
+    names = set(load_file(tmp_path / "a.safetensors"))
+    original = torch.load(fx["files"] / "bert.bin", weights_only=True)
+    assert names == {"model." + k for k in original}
+    code, data = run_json("convert", fx["files"] / "training.pt", "-o", tmp_path / "b.safetensors",
+                          "--rename", r"^bert\.=encoder.")
+    assert code == 0
+    assert any("model_state_dict" in w for w in data["plan"]["warnings"])
+    assert "encoder.embeddings.word_embeddings.weight" in load_file(tmp_path / "b.safetensors")
+    result = run_cli("convert", fx["files"] / "bert-legacy.bin", "-o", tmp_path / "c.safetensors")
+    assert result.exit_code == 0, result.stderr
+    assert set(load_file(tmp_path / "c.safetensors")) == set(original)
+
+
+def test_existing_output_is_refused_unless_force_and_input_is_never_overwritten(
+    fx: dict[str, Path], tmp_path: Path
+) -> None:
+    source = tmp_path / "bert.bin"
+    shutil.copyfile(fx["files"] / "bert.bin", source)
+    before = _sha(source)
+    out = tmp_path / "out.safetensors"
+    out.write_bytes(b"earlier")
+    result = run_cli("convert", source, "-o", out)
+    assert result.exit_code == 2 and "output exists; pass --force" in result.stderr
+    assert out.read_bytes() == b"earlier"
+    assert run_cli("convert", source, "-o", out, "--force").exit_code == 0
+    assert len(load_file(out)) > 0
+    for target in (source, tmp_path):
+        result = run_cli("convert", source, "-o", target, "--force", "--to", "bin")
+        assert result.exit_code == 2 and "overwrite the input" in result.stderr
+    assert _sha(source) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dtype", "fp17"], "--dtype 'fp17': unknown dtype (choose fp16, bf16 or fp32)"),
+        (["--keep-fp32", "("], "--keep-fp32 '(': bad regular expression"),
+        (["--rename", "nothing"], "expected REGEX=REPLACEMENT"),
+        (["--metadata", "novalue"], "--metadata 'novalue': expected KEY=VALUE"),
+        (["--to", "onnx"], "--to 'onnx': choose safetensors or bin"),
+        (["--rename", "^.*=same"], "renames map both"),
+    ],
+)
+def test_bad_usage_exits_2_with_one_line(fx: dict[str, Path], tmp_path: Path, args: list[str], message: str) -> None:
+    result = run_cli("convert", fx["files"] / "bert.bin", "-o", tmp_path / "x.safetensors", *args)
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dry_run_writes_nothing(fx: dict[str, Path], tmp_path: Path) -> None:
+    code, data = run_json("convert", fx["gpt2-bin"], "-o", tmp_path / "out", "--dry-run", "--dtype", "bf16")
+    assert code == 0 and data["dry_run"] is True and data["write"] is None
+    assert data["plan"]["files"][0]["filename"] == "model.safetensors"
+    assert data["plan"]["cast"] == {"float32->bfloat16": 28}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_verification_catches_bytes_that_differ_from_the_source(
+    fx: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from weightdoctor.writers import safetensors_writer
+
+    real_write_all = safetensors_writer._write_all
+    calls = {"n": 0}
+
+    def flip_a_bit_in_the_third_tensor(fd: int, data: memoryview | bytes) -> None:
+        calls["n"] += 1
+        if calls["n"] == 4:  # the header, then tensors
+            corrupted = bytearray(data)
+            corrupted[0] ^= 0x01
+            data = bytes(corrupted)
+        real_write_all(fd, data)
+
+    monkeypatch.setattr(safetensors_writer, "_write_all", flip_a_bit_in_the_third_tensor)
+    result = run_cli("convert", fx["files"] / "bert.bin", "-o", tmp_path / "x.safetensors")
+    assert result.exit_code == 2
+    assert "verification failed: the bytes of" in result.stderr and "differ from the source" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    calls["n"] = 0
+    result = run_cli("convert", fx["files"] / "bert.bin", "-o", tmp_path / "x.safetensors", "--no-verify")
+    assert result.exit_code == 0 and "skipped (--no-verify)" in result.stdout
+
+
+def test_a_hub_repo_id_from_the_cache_converts_to_a_folder(hub_env: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tiny-bert-bin"
+    code, data = run_json("convert", "weightdoctor-tests/tiny-bert", "-o", out, "--to", "bin")
+    assert code == 0 and data["plan"]["single_file"] is False
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "pytorch_model.bin"]
+    assert not (out / "config.json").is_symlink()  # the cache's symlinks are copied as files
+    snapshot = next(hub_env.glob("models--weightdoctor-tests--tiny-bert/snapshots/*"))
+    original = load_file(snapshot / "model.safetensors")
+    back = torch.load(out / "pytorch_model.bin", weights_only=True)
+    assert back.keys() == original.keys() and all(torch.equal(back[k], original[k]) for k in original)
+
+
+def test_tied_bin_to_bin_keeps_both_names_on_one_storage(fx: dict[str, Path], tmp_path: Path) -> None:
+    for source in (fx["files"] / "gpt2-tied.bin", fx["gpt2-bin"] / "pytorch_model.bin"):
+        out = tmp_path / (source.parent.name + ".bin")
+        result = run_cli("convert", source, "-o", out)
+        assert result.exit_code == 0, result.stderr
+        original = torch.load(source, weights_only=True)
+        back = torch.load(out, weights_only=True)
+        assert back.keys() == original.keys() and all(torch.equal(back[k], original[k]) for k in original)
+        assert back["lm_head.weight"].data_ptr() == back["transformer.wte.weight"].data_ptr()

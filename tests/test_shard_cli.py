@@ -1,0 +1,152 @@
+"""`weightdoctor shard`: huggingface_hub's splitting rules, both size units, re-sharding, merging, and
+the sharded folder read back by transformers, huggingface_hub and safetensors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from tests.helpers import run_cli, run_json
+from tests.test_convert_cli import assert_same_model
+
+
+def _state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    result: dict[str, torch.Tensor] = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        result.update(load_file(path))
+    for path in sorted(folder.glob("*.bin")):
+        result.update(torch.load(path, weights_only=True))
+    return result
+
+
+def test_split_matches_huggingface_hub_and_transformers_loads_it(fx: dict[str, Path], tmp_path: Path) -> None:
+    from huggingface_hub import split_torch_state_dict_into_shards
+
+    out = tmp_path / "bert"
+    code, data = run_json("shard", fx["bert"], "--max", "40KB", "-o", out)
+    assert code == 0 and data["write"]["verified"] is True
+    original = load_file(fx["bert"] / "model.safetensors")
+    expected = split_torch_state_dict_into_shards(original, max_shard_size="40KB")
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert index["weight_map"] == expected.tensor_to_filename
+    assert index["metadata"]["total_size"] == expected.metadata["total_size"]
+    assert [s["filename"] for s in data["plan"]["shards"]] == list(expected.filename_to_tensors)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*expected.filename_to_tensors, "config.json",
+                                                             "model.safetensors.index.json"])
+    for filename, names in expected.filename_to_tensors.items():
+        shard = load_file(out / filename)
+        assert set(shard) == set(names) and all(torch.equal(shard[n], original[n]) for n in names)
+    assert_same_model(out, fx["bert"])
+    from huggingface_hub import load_torch_model
+    from transformers import AutoConfig, BertForSequenceClassification
+
+    with torch.device("meta"):
+        model = BertForSequenceClassification(AutoConfig.from_pretrained(out))
+    model = model.to_empty(device="cpu")
+    load_torch_model(model, out, strict=True)
+    assert torch.equal(model.classifier.weight, original["classifier.weight"])
+
+
+def test_decimal_and_binary_units_give_different_limits_and_the_dry_run_says_which(
+    fx: dict[str, Path], tmp_path: Path
+) -> None:
+    code, decimal = run_json("shard", fx["bert"], "--max", "20KB", "-o", tmp_path / "a", "--dry-run")
+    code2, binary = run_json("shard", fx["bert"], "--max", "20KiB", "-o", tmp_path / "b", "--dry-run")
+    assert code == code2 == 0
+    assert (decimal["plan"]["max_bytes"], decimal["plan"]["units"]) == (20_000, "decimal")
+    assert (binary["plan"]["max_bytes"], binary["plan"]["units"]) == (20_480, "binary")
+    assert all(s["size_bytes"] <= 20_000 or s["oversized"] for s in decimal["plan"]["shards"])
+    result = run_cli("shard", fx["bert"], "--max", "20KiB", "-o", tmp_path / "b", "--dry-run")
+    assert "20KiB = 20,480 bytes (binary units)" in result.stdout
+    assert "model-00001-of-" in result.stdout and "bert.embeddings" in result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_tensor_larger_than_max_gets_its_own_shard_with_a_warning(fx: dict[str, Path], tmp_path: Path) -> None:
+    result = run_cli("shard", fx["bert"], "--max", "5KB", "-o", tmp_path / "o", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    big = [s for s in data["plan"]["shards"] if s["oversized"]]
+    assert big and all(s["num_tensors"] == 1 for s in big)
+    assert "bert.embeddings.word_embeddings.weight" in {s["first"] for s in big}
+    assert "larger than --max 5KB: it gets a shard of its own" in result.stderr
+
+
+def test_reshard_a_sharded_bin_source_and_merge_back_into_one_file(fx: dict[str, Path], tmp_path: Path) -> None:
+    original = _state_dict(fx["bert-sharded-bin"])
+    code, data = run_json("shard", fx["bert-sharded-bin"] / "pytorch_model.bin.index.json", "--max", "20KB",
+                          "-o", tmp_path / "re")
+    assert code == 0 and len(data["plan"]["shards"]) > 3
+    resharded = _state_dict(tmp_path / "re")
+    assert resharded.keys() == original.keys() and all(torch.equal(resharded[k], original[k]) for k in original)
+    for flag in (["--max", "0"], ["--single"]):
+        out = tmp_path / ("merged" + flag[0])
+        code, data = run_json("shard", tmp_path / "re", *flag, "-o", out)
+        assert code == 0 and data["plan"]["index"] is None and data["plan"]["max_bytes"] is None
+        assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+        merged = load_file(out / "model.safetensors")
+        assert merged.keys() == original.keys() and all(torch.equal(merged[k], original[k]) for k in original)
+    assert_same_model(tmp_path / "merged--single", fx["bert-sharded-bin"])
+
+
+def test_bin_format_writes_pytorch_model_shards_that_transformers_loads(fx: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "gpt2"
+    code, data = run_json("shard", fx["gpt2"], "--max", "40KB", "--format", "bin", "-o", out)
+    assert code == 0
+    assert data["plan"]["index"] == "pytorch_model.bin.index.json"
+    assert all(s["filename"].startswith("pytorch_model-") for s in data["plan"]["shards"])
+    assert_same_model(out, fx["gpt2"])
+
+
+def test_force_replaces_an_earlier_save_but_keeps_unrelated_files(fx: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run_cli("shard", fx["bert"], "--max", "20KB", "-o", out).exit_code == 0
+    (out / "notes.md").write_text("mine")
+    earlier = sorted(p.name for p in out.glob("model-*"))
+    result = run_cli("shard", fx["bert"], "--max", "40KB", "-o", out)
+    assert result.exit_code == 2 and "output exists; pass --force" in result.stderr
+    code, data = run_json("shard", fx["bert"], "--max", "40KB", "-o", out, "--force")
+    assert code == 0
+    now = sorted(p.name for p in out.glob("model-*"))
+    assert len(now) < len(earlier) and all(n.endswith(f"-of-{len(now):05d}.safetensors") for n in now)
+    assert (out / "notes.md").read_text() == "mine"
+    assert data["write"]["carried_over"] == ["notes.md"]
+    assert set(data["write"]["replaced"]) == set(earlier) - set(now)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert_same_model(out, fx["bert"])
+
+
+def test_bad_sizes_and_flag_combinations_exit_2_with_one_line(fx: dict[str, Path], tmp_path: Path) -> None:
+    for args, message in (
+        (["--max", "12 parsecs"], "cannot parse size '12 parsecs'"),
+        (["--max", "10XB"], "unknown unit 'XB'"),
+        (["--max", "10MB", "--single"], "--single and --max disagree"),
+        ([], "give --max SIZE"),
+        (["--max", "1MB", "--format", "gguf"], "--format 'gguf': choose safetensors or bin"),
+    ):
+        result = run_cli("shard", fx["bert"], "-o", tmp_path / "o", *args)
+        assert result.exit_code == 2, args
+        assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tokenizer_and_config_files_are_copied_but_stale_weights_are_not(fx: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    source = tmp_path / "model"
+    shutil.copytree(fx["bert"], source)
+    (source / "tokenizer.json").write_text('{"version": "1.0"}')
+    (source / "special_tokens_map.json").write_text("{}")
+    (source / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    torch.save({"x": torch.zeros(1)}, source / "optimizer.pt")
+    (source / ".hidden").write_text("x")
+    code, data = run_json("shard", source, "--max", "50KB", "-o", tmp_path / "out")
+    assert code == 0
+    assert data["plan"]["copied"] == ["config.json", "special_tokens_map.json", "tokenizer.json", "vocab.txt"]
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                     "model.safetensors.index.json", "special_tokens_map.json", "tokenizer.json", "vocab.txt"]
+    assert (tmp_path / "out" / "vocab.txt").read_text() == "[PAD]\n[UNK]\n"

@@ -1,0 +1,72 @@
+"""Options shared by the two commands that write (`convert`, `shard`)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from typing import Annotated
+
+import typer
+
+from weightdoctor.renames import Rename
+
+OutputOpt = Annotated[
+    str, typer.Option("--output", "-o", help="Where to write (refused if it exists, unless --force).")
+]
+DtypeOpt = Annotated[
+    str | None, typer.Option("--dtype", help="Cast floating tensors to fp16, bf16 or fp32 (integer/bool untouched).")
+]
+KeepFp32Opt = Annotated[
+    str | None, typer.Option("--keep-fp32", metavar="REGEX", help="Keep tensors whose name matches in fp32.")
+]
+AllowOverflowOpt = Annotated[
+    bool, typer.Option("--allow-overflow", help="Cast even where finite values become inf or many become 0.")
+]
+StripPrefixOpt = Annotated[str | None, typer.Option("--strip-prefix", help="Remove this prefix from every name.")]
+AddPrefixOpt = Annotated[str | None, typer.Option("--add-prefix", help="Put this prefix before every name.")]
+RenameOpt = Annotated[
+    list[str] | None,
+    typer.Option("--rename", metavar="REGEX=REPL", help="Rename keys (first match, re.sub syntax); repeatable."),
+]
+MetadataOpt = Annotated[
+    list[str] | None, typer.Option("--metadata", metavar="KEY=VALUE", help="Extra safetensors metadata; repeatable.")
+]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Replace an existing output (never the input; old files go last).")
+]
+NoVerifyOpt = Annotated[
+    bool, typer.Option("--no-verify", help="Skip re-reading the output and comparing every tensor with the source.")
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan and write nothing.")]
+
+
+def build_renames(strip_prefix: str | None, renames: list[str] | None, add_prefix: str | None) -> list[Rename]:
+    """--strip-prefix first, then each --rename in order, then --add-prefix."""
+    from weightdoctor.renames import add_prefix as add
+    from weightdoctor.renames import parse_rename
+    from weightdoctor.renames import strip_prefix as strip
+
+    result = [strip(strip_prefix)] if strip_prefix else []
+    result += [parse_rename(spec) for spec in renames or []]
+    if add_prefix:
+        result.append(add(add_prefix))
+    return result
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Let SIGTERM unwind like Ctrl-C, so that temp files are removed on the way out."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

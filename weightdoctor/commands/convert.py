@@ -1,0 +1,82 @@
+"""`weightdoctor convert`: another format, dtype or key names; streamed, verified, atomic."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from weightdoctor.commands._errors import handle_errors
+from weightdoctor.commands._options import DebugOpt, JsonOpt, KeyOpt, RevisionOpt, SourceArg
+from weightdoctor.commands._write_options import (
+    AddPrefixOpt,
+    AllowOverflowOpt,
+    DryRunOpt,
+    DtypeOpt,
+    ForceOpt,
+    KeepFp32Opt,
+    MetadataOpt,
+    NoVerifyOpt,
+    OutputOpt,
+    RenameOpt,
+    StripPrefixOpt,
+    build_renames,
+    terminate_as_interrupt,
+)
+
+
+@handle_errors
+def convert(
+    source: SourceArg,
+    output: OutputOpt,
+    to: Annotated[
+        str | None, typer.Option("--to", help="safetensors or bin (default: from the output name, else safetensors).")
+    ] = None,
+    dtype: DtypeOpt = None,
+    keep_fp32: KeepFp32Opt = None,
+    allow_overflow: AllowOverflowOpt = False,
+    strip_prefix: StripPrefixOpt = None,
+    add_prefix: AddPrefixOpt = None,
+    rename: RenameOpt = None,
+    metadata: MetadataOpt = None,
+    force: ForceOpt = False,
+    no_verify: NoVerifyOpt = False,
+    dry_run: DryRunOpt = False,
+    key: KeyOpt = None,
+    revision: RevisionOpt = None,
+    json_output: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Convert a checkpoint: .bin/.pt/.pth -> .safetensors (or back with --to bin), cast, rename.
+
+    A file converts to a file; a model folder converts every weight file and copies config and
+    tokenizer files. Tied tensors keep one copy. Every tensor written is re-read and compared with the
+    source (--no-verify skips it); the output appears whole or not at all, and the input is never touched.
+    """
+    from weightdoctor.checkpoint import open_checkpoint
+    from weightdoctor.convert import ConvertResult, plan_convert, run_convert
+    from weightdoctor.render import console
+    from weightdoctor.rewrite import parse_dtype, parse_metadata
+
+    target = parse_dtype(dtype)
+    extra = parse_metadata(metadata)
+    renames = build_renames(strip_prefix, rename, add_prefix)
+    with open_checkpoint(source, revision=revision, key=key) as checkpoint:
+        plan = plan_convert(checkpoint, output, to=to, dtype=target, keep_fp32=keep_fp32, renames=renames,
+                            metadata=extra)
+        for warning in plan.warnings:
+            console.warn(warning)
+        if dry_run:
+            result = ConvertResult(plan=plan, write=None, dry_run=True)
+        else:
+            with terminate_as_interrupt(), console.progress(plan.total_bytes, "converting") as advance:
+                result = run_convert(checkpoint, plan, force=force, verify=not no_verify,
+                                     allow_overflow=allow_overflow, advance=advance)
+    if json_output:
+        from weightdoctor.render.json import print_json
+
+        print_json(result)
+        return
+    from weightdoctor.render.convert import render_convert
+
+    render_convert(result, console.stdout)

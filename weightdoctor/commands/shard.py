@@ -1,0 +1,94 @@
+"""`weightdoctor shard`: split (or merge) into Hugging Face shards; streamed, verified, atomic."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from weightdoctor.commands._errors import handle_errors
+from weightdoctor.commands._options import DebugOpt, JsonOpt, KeyOpt, RevisionOpt, SourceArg
+from weightdoctor.commands._write_options import (
+    AddPrefixOpt,
+    AllowOverflowOpt,
+    DryRunOpt,
+    DtypeOpt,
+    ForceOpt,
+    KeepFp32Opt,
+    MetadataOpt,
+    NoVerifyOpt,
+    OutputOpt,
+    RenameOpt,
+    StripPrefixOpt,
+    build_renames,
+    terminate_as_interrupt,
+)
+
+
+@handle_errors
+def shard(
+    source: SourceArg,
+    output: OutputOpt,
+    max_size: Annotated[
+        str | None,
+        typer.Option("--max", help="Largest shard: 200MB (decimal), 200MiB (binary); 0 merges into one file."),
+    ] = None,
+    single: Annotated[bool, typer.Option("--single", help="Merge into one file (same as --max 0).")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="safetensors or bin (pytorch_model-….bin).")] = "safetensors",
+    dtype: DtypeOpt = None,
+    keep_fp32: KeepFp32Opt = None,
+    allow_overflow: AllowOverflowOpt = False,
+    strip_prefix: StripPrefixOpt = None,
+    add_prefix: AddPrefixOpt = None,
+    rename: RenameOpt = None,
+    metadata: MetadataOpt = None,
+    force: ForceOpt = False,
+    no_verify: NoVerifyOpt = False,
+    dry_run: DryRunOpt = False,
+    key: KeyOpt = None,
+    revision: RevisionOpt = None,
+    json_output: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Write a checkpoint as Hugging Face shards (model-0000i-of-0000N.safetensors + index) in OUTPUT.
+
+    Splits as huggingface_hub does (a tensor larger than --max gets a shard of its own); re-shards an
+    already sharded source; --max 0 or --single merges into one file. Config and tokenizer files of a
+    model folder are copied beside the shards. The folder is built aside and swapped in whole.
+    """
+    from weightdoctor.checkpoint import open_checkpoint
+    from weightdoctor.errors import UsageError
+    from weightdoctor.render import console
+    from weightdoctor.rewrite import parse_dtype, parse_metadata
+    from weightdoctor.shard import ShardResult, plan_shard, run_shard
+
+    if single and max_size not in (None, "0"):
+        raise UsageError("--single and --max disagree; give one of them")
+    if max_size is None and not single:
+        raise UsageError("give --max SIZE (e.g. 200MB, 2GiB) or --single")
+    target = parse_dtype(dtype)
+    extra = parse_metadata(metadata)
+    renames = build_renames(strip_prefix, rename, add_prefix)
+    from weightdoctor.units import parse_size
+
+    if max_size is not None:
+        parse_size(max_size)  # a bad size is refused before the checkpoint is read
+    with open_checkpoint(source, revision=revision, key=key) as checkpoint:
+        plan = plan_shard(checkpoint, output, max_size=None if single else max_size, fmt=fmt, dtype=target,
+                          keep_fp32=keep_fp32, renames=renames, metadata=extra)
+        for warning in plan.warnings:
+            console.warn(warning)
+        if dry_run:
+            result = ShardResult(plan=plan, write=None, dry_run=True)
+        else:
+            with terminate_as_interrupt(), console.progress(plan.total_bytes, "sharding") as advance:
+                result = run_shard(checkpoint, plan, force=force, verify=not no_verify,
+                                   allow_overflow=allow_overflow, advance=advance)
+    if json_output:
+        from weightdoctor.render.json import print_json
+
+        print_json(result)
+        return
+    from weightdoctor.render.convert import render_shard
+
+    render_shard(result, console.stdout)

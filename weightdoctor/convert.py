@@ -1,0 +1,206 @@
+"""`weightdoctor convert`'s analysis: plan a format/dtype/name conversion, then run it.
+
+`plan_convert` is pure planning (names, dtypes, sizes, files); `run_convert` streams the tensors
+through the writers, verifies what was written and commits it atomically (see `weightdoctor.rewrite`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from weightdoctor.checkpoint import Checkpoint
+from weightdoctor.errors import UsageError
+from weightdoctor.renames import Rename
+from weightdoctor.rewrite import (
+    DroppedAlias,
+    OutputFile,
+    TensorSelection,
+    WriteResult,
+    check_not_input,
+    default_output_name,
+    plan_tensors,
+    side_files,
+    write_outputs,
+)
+
+FORMATS = ("safetensors", "bin")
+
+
+@dataclass
+class ConvertPlan:
+    """What `convert` will write.
+
+    Attributes:
+        source / output: as given; `format`: "safetensors" or "bin"; `single_file`: output is one file
+            (else a folder with the converted weight files, an index if the source had one, and copies).
+        files: each output file with its tensor names and size; `index`: the index file name or None.
+        num_tensors / total_bytes: of the output; `dtype`: the cast target (None: dtypes kept).
+        cast: "float32->float16" -> number of tensors; `kept_fp32`: tensors kept in fp32 by --keep-fp32.
+        renamed: tensors whose name changed; `renames`: the renames as flags.
+        dropped_aliases: tied tensors left out of a safetensors output, each with the name kept.
+        copied: side files copied beside the weights; `metadata`: safetensors metadata written.
+    """
+
+    source: str
+    output: str
+    format: str
+    single_file: bool
+    files: list[OutputFile]
+    index: str | None
+    num_tensors: int
+    total_bytes: int
+    dtype: str | None
+    cast: dict[str, int]
+    kept_fp32: list[str]
+    renamed: int
+    renames: list[str]
+    dropped_aliases: list[DroppedAlias]
+    copied: list[str]
+    metadata: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+    _selection: TensorSelection | None = field(default=None, repr=False)
+    _copy_paths: list[Path] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class ConvertResult:
+    """A finished conversion: the plan and what was written (`write`), or `write` None for a dry run."""
+
+    plan: ConvertPlan
+    write: WriteResult | None
+    dry_run: bool
+
+
+def _format_for(output: Path, to: str | None, single_file: bool) -> str:
+    suffix = output.suffix.lower()
+    implied = {".safetensors": "safetensors", ".bin": "bin", ".pt": "bin", ".pth": "bin"}.get(suffix)
+    if to is not None:
+        if to not in FORMATS:
+            raise UsageError(f"--to {to!r}: choose safetensors or bin")
+        if single_file and implied is not None and implied != to:
+            raise UsageError(f"--to {to} but the output name ends in {suffix}")
+        return to
+    return implied if single_file and implied else "safetensors"
+
+
+def output_metadata(fmt: str, one_file: bool, dropped: list[DroppedAlias], extra: dict[str, str]) -> dict[str, str]:
+    """The safetensors metadata of each output file: format=pt, then (in a single file, as
+    huggingface_hub's save_torch_state_dict records them) each dropped alias -> the name kept, then
+    --metadata. A sharded output records the aliases in its index instead."""
+    if fmt != "safetensors":
+        return dict(extra)
+    aliases = {d.name: d.kept for d in dropped} if one_file else {}
+    return {"format": "pt", **aliases, **extra}
+
+
+def plan_convert(
+    checkpoint: Checkpoint,
+    output: str | Path,
+    *,
+    to: str | None = None,
+    dtype: str | None = None,
+    keep_fp32: str | None = None,
+    renames: list[Rename] | None = None,
+    metadata: dict[str, str] | None = None,
+) -> ConvertPlan:
+    """Plan the conversion of `checkpoint` to `output` without writing anything.
+
+    A single weight file (or training checkpoint) converts to one file; a model folder, an index or a
+    repo id converts to a folder holding each weight file converted (shards stay shards) and copies of
+    the other files (config, tokenizer).
+
+    Example:
+        >>> plan = plan_convert(open_checkpoint("gpt2/pytorch_model.bin"), "out/model.safetensors")
+        >>> plan.format, [d.name for d in plan.dropped_aliases]
+        ('safetensors', ['lm_head.weight'])
+
+    Raises:
+        UsageError: bad --to / --keep-fp32 / renames; OutputError: the output is the input.
+    """
+    out = Path(output)
+    single_file = not (checkpoint.path.is_dir() or checkpoint.sharded)
+    fmt = _format_for(out, to, single_file)
+    check_not_input(checkpoint, out)
+    selection = plan_tensors(checkpoint, dtype=dtype, keep_fp32=keep_fp32, renames=renames, fmt=fmt)
+    warnings = list(checkpoint.warnings) + selection.warnings
+    if checkpoint.skipped_entries:
+        warnings.append(f"{len(checkpoint.skipped_entries)} non-tensor entries of the state dict are not written: "
+                        + ", ".join(checkpoint.skipped_entries[:3]))
+    if checkpoint.nested_key:
+        warnings.append(f"only the state dict at {checkpoint.nested_key!r} is written (not optimizer or other entries)")
+    user_metadata = dict(metadata or {})
+    if fmt == "bin" and user_metadata and single_file:
+        warnings.append("a .bin file holds no metadata: --metadata is ignored")
+    by_file: dict[str, list[str]] = {}
+    sizes: dict[str, int] = {}
+    for tensor in selection.tensors:
+        name = out.name if single_file else default_output_name(tensor.source_file, fmt)
+        by_file.setdefault(name, []).append(tensor.name)
+        sizes[name] = sizes.get(name, 0) + (tensor.nbytes if tensor.alias_of is None else 0)
+    if not by_file:
+        by_file[out.name if single_file else default_output_name("model.safetensors", fmt)] = []
+    files = [OutputFile(name, names, sizes.get(name, 0)) for name, names in by_file.items()]
+    index = None
+    if not single_file and checkpoint.sharded:
+        index_file = next(f for f in checkpoint.files if f.role == "index")
+        base = default_output_name(index_file.relpath.removesuffix(".index.json"), fmt)
+        index = base + ".index.json"
+    copy_paths = [] if single_file else side_files(checkpoint.path if checkpoint.path.is_dir()
+                                                    else checkpoint.path.parent)
+    return ConvertPlan(
+        source=checkpoint.source,
+        output=str(out),
+        format=fmt,
+        single_file=single_file,
+        files=files,
+        index=index,
+        num_tensors=len(selection.tensors),
+        total_bytes=selection.total_bytes,
+        dtype=dtype,
+        cast=selection.cast,
+        kept_fp32=selection.kept_fp32,
+        renamed=selection.renamed,
+        renames=[r.as_flag() for r in renames or []],
+        dropped_aliases=selection.dropped,
+        copied=[p.name for p in copy_paths],
+        metadata=output_metadata(fmt, single_file or index is None, selection.dropped, user_metadata),
+        warnings=warnings,
+        _selection=selection,
+        _copy_paths=copy_paths,
+    )
+
+
+def run_convert(
+    checkpoint: Checkpoint,
+    plan: ConvertPlan,
+    *,
+    force: bool = False,
+    verify: bool = True,
+    allow_overflow: bool = False,
+    advance: Callable[[int], None] = lambda n: None,
+) -> ConvertResult:
+    """Write what `plan` describes: streamed, verified (unless `verify` is False) and committed atomically.
+
+    Raises:
+        CastOverflow, OutputError (see `weightdoctor.rewrite.write_outputs`).
+    """
+    assert plan._selection is not None
+    user_metadata = {k: v for k, v in plan.metadata.items() if k != "format"}
+    written = write_outputs(
+        checkpoint,
+        plan._selection,
+        plan.files,
+        dest=Path(plan.output),
+        fmt=plan.format,
+        single_file=plan.single_file,
+        index_name=plan.index,
+        metadata=user_metadata,
+        copy_files=plan._copy_paths,
+        force=force,
+        verify=verify,
+        allow_overflow=allow_overflow,
+        advance=advance,
+    )
+    return ConvertResult(plan=plan, write=written, dry_run=False)

@@ -1,0 +1,99 @@
+"""Rich output for `convert` and `shard`: the plan, what was written, and how it was verified."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from weightdoctor.units import format_bytes
+
+
+def _common_rows(plan: object) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    cast = plan.cast
+    if cast:
+        rows.append(("cast", ", ".join(f"{k.replace('->', ' → ')}: {v} tensors" for k, v in cast.items())))
+    kept = plan.kept_fp32
+    if kept:
+        rows.append(("kept fp32", f"{len(kept)} tensors ({', '.join(kept[:3])}{', …' if len(kept) > 3 else ''})"))
+    if plan.renamed:
+        rows.append(("renamed", f"{plan.renamed} tensors"))  # type: ignore[attr-defined]
+    dropped = plan.dropped_aliases
+    if dropped:
+        rows.append(("tied", "; ".join(f"dropped {d.name} (kept {d.kept})" for d in dropped)))
+    copied = plan.copied
+    if copied:
+        rows.append(("copied", ", ".join(copied)))
+    return rows
+
+
+def _written_rows(result: object) -> list[tuple[str, str]]:
+    write = result.write
+    if write is None:
+        return [("written", "nothing (dry run)")]
+    rows = [("verified", f"{write.tensors_verified} tensors re-read, sha256 equal to the source"
+             if write.verified else "skipped (--no-verify)")]
+    if write.replaced:
+        rows.append(("replaced", ", ".join(write.replaced)))
+    if write.carried_over:
+        rows.append(("kept", ", ".join(write.carried_over)))
+    rows.append(("time", f"{write.seconds:.2f} s"))
+    return rows
+
+
+def _panel(console: Console, title: str, rows: list[tuple[str, str]]) -> None:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, escape(value))
+    console.print(f"[bold]{escape(title)}[/]")
+    console.print(table)
+
+
+def render_convert(result: object, console: Console) -> None:
+    """Print a ConvertResult for people."""
+    plan = result.plan  # type: ignore[attr-defined]
+    verb = "would convert" if result.dry_run else "converted"  # type: ignore[attr-defined]
+    rows = [
+        ("format", plan.format + (" (one file)" if plan.single_file else " (folder)")),
+        ("tensors", f"{plan.num_tensors} ({format_bytes(plan.total_bytes)})"),
+        *_common_rows(plan),
+    ]
+    for item in plan.files:
+        rows.append(("file", f"{item.filename}  {format_bytes(item.nbytes)}, {len(item.tensors)} tensors"))
+    if plan.index:
+        rows.append(("index", plan.index))
+    rows += _written_rows(result)
+    _panel(console, f"{verb} {plan.source} → {plan.output}", rows)
+
+
+def render_shard(result: object, console: Console) -> None:
+    """Print a ShardResult for people: the shard table, then what was written."""
+    plan = result.plan  # type: ignore[attr-defined]
+    if plan.max_bytes is None:
+        limit = "none: one file (--max 0 / --single)"
+    else:
+        limit = f"{plan.max_text} = {plan.max_bytes:,} bytes ({plan.units} units)"
+    verb = "would write" if result.dry_run else "wrote"  # type: ignore[attr-defined]
+    rows = [
+        ("format", plan.format),
+        ("max shard", limit),
+        ("tensors", f"{plan.num_tensors} ({format_bytes(plan.total_bytes)}) in {len(plan.shards)} file(s)"),
+        *_common_rows(plan),
+    ]
+    if plan.index:
+        rows.append(("index", plan.index))
+    _panel(console, f"{verb} {plan.source} → {plan.output}", rows)
+    # Plain aligned lines rather than a table: names are long and must not be cut or folded.
+    width = max([len(item.filename) for item in plan.shards] + [5])
+    console.print(f"[bold]{'shard':<{width}}  {'size':>18}  {'tensors':>7}  first → last[/]", soft_wrap=True)
+    for item in plan.shards:
+        size = format_bytes(item.size_bytes) + (" (> max)" if item.oversized else "")
+        console.print(
+            f"{escape(item.filename):<{width}}  {size:>18}  {item.num_tensors:>7}  "
+            f"{escape(item.first or '')} → {escape(item.last or '')}",
+            soft_wrap=True,
+        )
+    _panel(console, "", _written_rows(result))

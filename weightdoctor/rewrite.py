@@ -1,0 +1,639 @@
+"""What `convert` and `shard` share: which tensors go out, under which names and dtypes, and how a set
+of output files is written, verified and committed.
+
+Planning is pure (names, dtypes, shapes, sizes); `write_outputs` streams one tensor at a time from the
+reader into the writers, hashes each tensor as it goes out, re-reads the finished files through the
+shared reader and compares the hashes before anything is renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from weightdoctor.checkpoint import Checkpoint, TensorInfo
+from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element
+from weightdoctor.errors import OutputError, UsageError, WeightDoctorError
+from weightdoctor.renames import Rename, apply_renames
+
+if TYPE_CHECKING:
+    import torch
+
+# Targets `--dtype` accepts (what users type -> canonical name).
+CAST_TARGETS = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
+# Dtypes `--dtype` converts; fp8/fp4 tensors are quantized weights with scales and are left alone.
+CASTABLE = frozenset({"float16", "bfloat16", "float32", "float64"})
+# A cast that turns more than this share of a tensor's non-zero values into zeros is refused.
+FLUSH_SHARE_LIMIT = 0.01
+# Files that hold weights (never copied beside converted weights: they would be stale).
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".h5", ".msgpack", ".gguf")
+# The file names of a Hugging Face save (single file or shards, and their index).
+HF_WEIGHT_FILE = re.compile(
+    r"^(?:model|pytorch_model)(?:-\d{5}-of-\d{5})?\.(?:safetensors|bin)(?:\.index\.json)?$"
+)
+CHUNK_ELEMENTS = 1 << 24
+
+
+class CastOverflow(UsageError):
+    """A cast would turn finite values into inf or flush many values to zero (override: --allow-overflow)."""
+
+
+def parse_dtype(text: str | None) -> str | None:
+    """`fp16`, `bf16`, `fp32` (or torch's names) -> canonical name; None stays None.
+
+    Raises:
+        UsageError: anything else, with the accepted values.
+    """
+    if text is None:
+        return None
+    name = CAST_TARGETS.get(text.lower()) or ALIASES.get(text.lower())
+    if name not in CAST_TARGETS.values():
+        raise UsageError(f"--dtype {text!r}: unknown dtype (choose fp16, bf16 or fp32)")
+    return name
+
+
+def parse_metadata(items: list[str] | None) -> dict[str, str]:
+    """`["k=v", ...]` -> dict; `format` is reserved (always "pt").
+
+    Raises:
+        UsageError: an item without `=`, an empty key, or `format`.
+    """
+    result: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--metadata {item!r}: expected KEY=VALUE")
+        if key.strip() == "format":
+            raise UsageError("--metadata format=... is reserved: outputs always say format=pt")
+        result[key.strip()] = value
+    return result
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    """One tensor of the output.
+
+    Attributes:
+        source: its name in the source; `name`: its name in the output (after renames).
+        source_dtype / dtype: stored dtype before and after the cast; `shape`; `nbytes` in the output.
+        alias_of: (bin output only) output name of an earlier tensor whose storage this one shares.
+    """
+
+    source: str
+    name: str
+    source_dtype: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    source_file: str
+    alias_of: str | None = None
+
+
+@dataclass(frozen=True)
+class DroppedAlias:
+    """A tied tensor left out of a safetensors output: `name` shares storage with the kept `kept`."""
+
+    name: str
+    kept: str
+
+
+@dataclass
+class TensorSelection:
+    """The tensors of an output, the aliases dropped, and what the cast does."""
+
+    tensors: list[PlannedTensor]
+    dropped: list[DroppedAlias] = field(default_factory=list)
+    renamed: int = 0
+    cast: dict[str, int] = field(default_factory=dict)  # "float32->float16" -> tensor count
+    kept_fp32: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors if t.alias_of is None)
+
+
+def _tied_weight_patterns(checkpoint: Checkpoint) -> tuple[list[str], str | None]:
+    """The model's tied-weight keys (regex patterns, as transformers matches them) from its config."""
+    if not checkpoint.config or "model_type" not in checkpoint.config:
+        return [], "no config.json with a model_type"
+    try:
+        from transformers.modeling_utils import _get_tied_weight_keys
+
+        from weightdoctor.meta_model import build_meta_model
+
+        return _get_tied_weight_keys(build_meta_model(checkpoint.config)), None
+    except Exception as exc:  # an unknown architecture must not stop a conversion
+        return [], f"the model could not be built from config.json ({type(exc).__name__})"
+
+
+def _identical_sets(checkpoint: Checkpoint, group: list[str]) -> tuple[list[list[str]], list[str]]:
+    """Split names that share storage into identical views (true aliases) and the rest."""
+    areas: dict[tuple[int, int, tuple[int, ...], tuple[int, ...], str], list[str]] = {}
+    for name in group:
+        tensor = checkpoint.load_tensor(name)
+        key = (tensor.data_ptr(), tensor.numel(), tuple(tensor.shape), tuple(tensor.stride()), str(tensor.dtype))
+        areas.setdefault(key, []).append(name)
+    identical = [names for names in areas.values() if len(names) > 1]
+    others = [names[0] for names in areas.values() if len(names) == 1]
+    return identical, others
+
+
+def choose_aliases(
+    checkpoint: Checkpoint, tied_patterns: list[str]
+) -> tuple[dict[str, str], list[list[str]]]:
+    """Decide which names of each set of aliased tensors are dropped: dropped name -> kept name.
+
+    Names the model declares as tied (transformers' `_tied_weights_keys`, matched with `re.search` as
+    `remove_tied_weights_from_state_dict` does) are dropped first; among the rest huggingface_hub's
+    `_remove_duplicate_names` keeps the first complete name in sorted order. Views of one storage that
+    are not identical (slices, overlapping views) are not aliases: they are written as separate copies
+    and returned as the second value so that the caller can say so.
+    """
+    from huggingface_hub.serialization._torch import _remove_duplicate_names
+
+    dropped: dict[str, str] = {}
+    copies: list[list[str]] = []
+    for group in checkpoint.shared_groups():
+        identical, others = _identical_sets(checkpoint, group)
+        if others and (identical or len(others) > 1):
+            copies.append(sorted(others + [n for names in identical for n in names]))
+        for names in identical:
+            discard = [n for n in names if any(re.search(p, n) for p in tied_patterns)]
+            tensors = {n: checkpoint.load_tensor(n) for n in names}
+            try:
+                to_remove = _remove_duplicate_names(tensors, discard_names=discard)
+            except RuntimeError:
+                # No name covers its whole storage (all are views into a larger one): keep one anyway.
+                keep = sorted(set(names) - set(discard) or names)[0]
+                to_remove = {keep: [n for n in sorted(names) if n != keep]}
+            for keep, removed in to_remove.items():
+                for name in removed:
+                    dropped[name] = keep
+    return dropped, copies
+
+
+def _target_dtype(info: TensorInfo, dtype: str | None, keep_fp32: re.Pattern[str] | None) -> str:
+    if info.dtype not in CASTABLE:
+        return info.dtype
+    if keep_fp32 is not None and keep_fp32.search(info.name):
+        return "float32"
+    return dtype or info.dtype
+
+
+def plan_tensors(
+    checkpoint: Checkpoint,
+    *,
+    dtype: str | None = None,
+    keep_fp32: str | None = None,
+    renames: list[Rename] | None = None,
+    fmt: str = "safetensors",
+) -> TensorSelection:
+    """Plan the output tensors of a checkpoint: aliases, renames and casts; reads no tensor values
+    except to tell aliased storages apart (pickles only, already memory-mapped).
+
+    Example:
+        >>> selection = plan_tensors(open_checkpoint("gpt2.bin"), dtype="float16")
+        >>> [d.name for d in selection.dropped]
+        ['lm_head.weight']
+
+    Raises:
+        UsageError: a bad `--keep-fp32` regex, or renames that give two tensors one name.
+    """
+    try:
+        keep = re.compile(keep_fp32) if keep_fp32 else None
+    except re.error as exc:
+        raise UsageError(f"--keep-fp32 {keep_fp32!r}: bad regular expression ({exc})") from exc
+    selection = TensorSelection(tensors=[])
+    dropped: dict[str, str] = {}
+    if checkpoint.shared_groups():
+        patterns, why_not = _tied_weight_patterns(checkpoint)
+        dropped, copies = choose_aliases(checkpoint, patterns)
+        if dropped and why_not:
+            selection.warnings.append(
+                f"tied weights chosen by name order, since {why_not}: kept "
+                + ", ".join(sorted({v for v in dropped.values()}))
+            )
+        for names in copies:
+            selection.warnings.append(
+                f"{', '.join(names)} share storage but are different views; each is written as its own copy"
+            )
+    aliased_to: dict[str, str] = {}
+    if fmt == "bin":
+        # A .bin keeps every name, sharing one storage as torch.save does; the storage belongs to the
+        # name that comes first, which the writer must meet before its aliases.
+        order = {t.name: i for i, t in enumerate(checkpoint.tensors)}
+        sets: dict[str, set[str]] = {}
+        for name, kept in dropped.items():
+            sets.setdefault(kept, {kept}).add(name)
+        for names in sets.values():
+            owner = min(names, key=order.__getitem__)
+            aliased_to.update({n: owner for n in names if n != owner})
+    names = [t.name for t in checkpoint.tensors if fmt == "bin" or t.name not in dropped]
+    new_names = apply_renames(names, list(renames or []))
+    selection.renamed = sum(old != new for old, new in new_names.items())
+    for info in checkpoint.tensors:
+        if info.name not in new_names:
+            continue
+        target = _target_dtype(info, dtype, keep)
+        if keep is not None and keep.search(info.name) and info.dtype in CASTABLE:
+            selection.kept_fp32.append(info.name)
+        if target != info.dtype:
+            key = f"{info.dtype}->{target}"
+            selection.cast[key] = selection.cast.get(key, 0) + 1
+        nbytes = info.num_params * bits_per_element(target) // 8
+        alias = aliased_to.get(info.name)
+        selection.tensors.append(
+            PlannedTensor(
+                source=info.name, name=new_names[info.name], source_dtype=info.dtype, dtype=target,
+                shape=info.shape, nbytes=nbytes, source_file=info.file,
+                alias_of=new_names[alias] if alias else None,
+            )
+        )
+    if fmt == "safetensors":
+        selection.dropped = [DroppedAlias(name, kept) for name, kept in sorted(dropped.items())]
+    if dtype and not selection.cast and not any(t.dtype in FLOATING for t in checkpoint.tensors):
+        selection.warnings.append(f"--dtype {dtype}: the checkpoint has no floating tensors to cast")
+    return selection
+
+
+# ---------------------------------------------------------------------------------------------------
+# Casting
+
+
+@dataclass(frozen=True)
+class CastProblem:
+    """What a cast would do to one tensor: finite values that become inf, non-zero values that become 0."""
+
+    tensor: str
+    target: str
+    overflow: int
+    flushed: int
+    nonzero: int
+
+    @property
+    def flushed_share(self) -> float:
+        return self.flushed / self.nonzero if self.nonzero else 0.0
+
+    def describe(self) -> str:
+        parts = []
+        if self.overflow:
+            parts.append(f"{self.overflow:,} values become inf")
+        if self.flushed_share > FLUSH_SHARE_LIMIT:
+            parts.append(f"{self.flushed_share:.1%} of non-zero values become 0")
+        return f"{self.tensor} ({', '.join(parts)})"
+
+
+def cast_tensor(tensor: torch.Tensor, name: str, target: str) -> tuple[torch.Tensor, CastProblem | None]:
+    """Cast a floating tensor and report what the cast lost, counted in chunks to bound memory."""
+    import torch
+
+    dtype = getattr(torch, target)
+    out = tensor.to(dtype)
+    if bits_per_element(target) >= bits_per_element(str(tensor.dtype)) and target != "float16":
+        return out, None
+    flat_src, flat_out = tensor.reshape(-1), out.reshape(-1)
+    overflow = flushed = nonzero = 0
+    for start in range(0, flat_src.numel(), CHUNK_ELEMENTS):
+        src = flat_src[start:start + CHUNK_ELEMENTS]
+        dst = flat_out[start:start + CHUNK_ELEMENTS]
+        overflow += int((torch.isfinite(src) & ~torch.isfinite(dst)).sum())
+        src_nonzero = src != 0
+        nonzero += int(src_nonzero.sum())
+        flushed += int((src_nonzero & (dst == 0)).sum())
+    problem = CastProblem(name, target, overflow, flushed, nonzero)
+    if overflow or problem.flushed_share > FLUSH_SHARE_LIMIT:
+        return out, problem
+    return out, None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One file of an output set: its name, the output names of its tensors (plan order; left out of
+    JSON, which gives the count and the first and last name), and its bytes of tensor data."""
+
+    filename: str
+    tensors: list[str] = field(metadata={"json": False})
+    nbytes: int
+    num_tensors: int = field(init=False)
+    first: str | None = field(init=False)
+    last: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "num_tensors", len(self.tensors))
+        object.__setattr__(self, "first", self.tensors[0] if self.tensors else None)
+        object.__setattr__(self, "last", self.tensors[-1] if self.tensors else None)
+
+
+@dataclass
+class WriteResult:
+    """What was written: files with their sizes, verification, what the swap replaced and carried over."""
+
+    files: list[dict[str, object]]
+    verified: bool
+    tensors_verified: int
+    seconds: float
+    replaced: list[str] = field(default_factory=list)
+    carried_over: list[str] = field(default_factory=list)
+    copied: list[str] = field(default_factory=list)
+
+
+def side_files(folder: Path | None) -> list[Path]:
+    """Files of a model folder to copy beside converted weights: config, tokenizer, README, ...
+
+    Weight files of any format and their indexes are left out (they would be stale), as are hidden files.
+    """
+    if folder is None or not folder.is_dir():
+        return []
+    result = []
+    for item in sorted(folder.iterdir()):
+        name = item.name
+        if name.startswith(".") or not item.is_file():
+            continue
+        if name.endswith(WEIGHT_SUFFIXES) or name.endswith(".index.json"):
+            continue
+        result.append(item)
+    return result
+
+
+def _slots(plan: list[PlannedTensor], fmt: str) -> list:
+    from weightdoctor.writers.bin_writer import BinSlot
+    from weightdoctor.writers.safetensors_writer import TensorSlot
+
+    if fmt == "bin":
+        return [BinSlot(t.name, t.dtype, t.shape, alias_of=t.alias_of) for t in plan]
+    return [TensorSlot(t.name, t.dtype, t.shape) for t in plan]
+
+
+def _write_one(
+    checkpoint: Checkpoint,
+    path: Path,
+    plan: list[PlannedTensor],
+    fmt: str,
+    metadata: dict[str, str] | None,
+    allow_overflow: bool,
+    problems: list[CastProblem],
+    advance: Callable[[int], None],
+    counter: list[int],
+) -> dict[str, str]:
+    """Stream the tensors of one output file; returns output name -> sha256 of the bytes written."""
+    from weightdoctor.writers import hooks
+    from weightdoctor.writers.bin_writer import BinWriter
+    from weightdoctor.writers.memory import release_file_pages
+    from weightdoctor.writers.safetensors_writer import SafetensorsWriter
+
+    by_name = {t.name: t for t in plan}
+    # Pickles are memory-mapped by the reader: their pages are given back once each tensor is written.
+    mapped_files = {f.relpath for f in checkpoint.weight_files if f.format == "pytorch-zip"}
+    slots = _slots(plan, fmt)
+    writer = BinWriter(path, slots) if fmt == "bin" else SafetensorsWriter(path, slots, metadata)
+    with writer:
+        for slot in writer.order:
+            planned = by_name[slot.name]
+            hooks.reached(f"tensor-{counter[0]}")
+            counter[0] += 1
+            source = tensor = checkpoint.load_tensor(planned.source)
+            if planned.dtype != planned.source_dtype:
+                tensor, problem = cast_tensor(source, planned.source, planned.dtype)
+                if problem is not None and not allow_overflow:
+                    problems.append(problem)
+            if not problems:
+                writer.write(slot.name, tensor)
+                advance(planned.nbytes)
+            # Otherwise every remaining tensor is still checked (so that all are named), but not written.
+            if planned.source_file in mapped_files:
+                release_file_pages(source)
+            del tensor, source
+        if problems:
+            raise _overflow_error(problems, checkpoint)
+    return writer.digests
+
+
+def _overflow_error(problems: list[CastProblem], checkpoint: Checkpoint) -> CastOverflow:
+    target = problems[0].target
+    short = {"float16": "fp16", "bfloat16": "bf16"}.get(target, target)
+    names = "; ".join(p.describe() for p in problems[:5])
+    if len(problems) > 5:
+        names += f"; and {len(problems) - 5} more"
+    return CastOverflow(
+        f"casting to {target} would lose values in {len(problems)} tensor(s): {names}. Nothing was written. "
+        f"See `weightdoctor check-dtype {checkpoint.source} --target {short}`, keep them with --keep-fp32 REGEX, "
+        "or pass --allow-overflow",
+        path=str(checkpoint.path),
+    )
+
+
+def digest_range(path: Path, start: int, length: int, chunk: int = 8 << 20) -> str:
+    """sha256 of `length` bytes of a file from `start`, read in chunks into one reused buffer."""
+    import hashlib
+    import os
+
+    digest = hashlib.sha256()
+    buffer = bytearray(min(chunk, max(length, 1)))
+    view = memoryview(buffer)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        done = 0
+        while done < length:
+            got = os.preadv(fd, [view[: min(len(buffer), length - done)]], start + done)
+            if got == 0:
+                raise OutputError("verification failed: the file ends early", path=str(path))
+            digest.update(view[:got])
+            done += got
+    finally:
+        os.close(fd)
+    return digest.hexdigest()
+
+
+def verify_output(path: Path, expected: dict[str, tuple[str, tuple[int, ...], str]]) -> int:
+    """Re-read an output (file or folder) through the shared reader and compare every tensor.
+
+    The reader parses and validates the headers (and the index); each tensor's bytes are then re-read
+    from disk (safetensors: the byte range its header gives, in chunks; pickles: the tensor torch loads)
+    and hashed, two tensors at a time.
+
+    `expected` maps output name -> (dtype, shape, sha256 of the bytes meant to be written).
+    Returns the number of tensors compared.
+
+    Raises:
+        OutputError: a tensor is missing, extra, of another dtype or shape, or its bytes differ.
+    """
+    import struct
+
+    from weightdoctor.checkpoint import open_checkpoint
+    from weightdoctor.writers.memory import release_file_pages
+    from weightdoctor.writers.safetensors_writer import hash_pool, tensor_digest
+
+    try:
+        written = open_checkpoint(path)
+    except WeightDoctorError as exc:
+        raise OutputError(f"the written output does not read back: {exc.message}", path=str(path)) from exc
+    with written:
+        names = {t.name for t in written.tensors}
+        missing = sorted(set(expected) - names)
+        extra = sorted(names - set(expected))
+        if missing or extra:
+            raise OutputError(f"verification failed: missing {missing[:3]}, unexpected {extra[:3]}", path=str(path))
+        data_start: dict[str, int] = {}
+        for item in written.weight_files:
+            if item.format == "safetensors":
+                with open(item.path, "rb") as handle:
+                    data_start[item.relpath] = 8 + struct.unpack("<Q", handle.read(8))[0]
+
+        def digest(info: TensorInfo) -> str:
+            if info.file in data_start and info.data_offsets is not None:
+                begin, end = info.data_offsets
+                return digest_range(written.file_path(info.file), data_start[info.file] + begin, end - begin)
+            tensor = written.load_tensor(info.name)
+            try:
+                return tensor_digest(tensor)
+            finally:
+                release_file_pages(tensor)
+
+        for info in written.tensors:
+            dtype, shape, _ = expected[info.name]
+            if info.dtype != dtype or info.shape != shape:
+                raise OutputError(
+                    f"verification failed: {info.name!r} reads back as {info.dtype}{list(info.shape)}, "
+                    f"expected {dtype}{list(shape)}",
+                    path=str(path),
+                )
+        for info, got in zip(written.tensors, hash_pool().map(digest, written.tensors), strict=True):
+            if got != expected[info.name][2]:
+                raise OutputError(f"verification failed: the bytes of {info.name!r} differ from the source", str(path))
+    return len(expected)
+
+
+def write_index(path: Path, files: list[OutputFile], metadata: dict[str, object]) -> None:
+    """Write a Hugging Face index (`weight_map` sorted, as transformers writes it)."""
+    weight_map = {name: f.filename for f in files for name in f.tensors}
+    content = json.dumps({"metadata": metadata, "weight_map": weight_map}, indent=2, sort_keys=True) + "\n"
+    path.write_text(content, encoding="utf-8")
+
+
+def write_outputs(
+    checkpoint: Checkpoint,
+    selection: TensorSelection,
+    files: list[OutputFile],
+    *,
+    dest: Path,
+    fmt: str,
+    single_file: bool,
+    index_name: str | None,
+    metadata: dict[str, str],
+    copy_files: list[Path],
+    force: bool = False,
+    verify: bool = True,
+    allow_overflow: bool = False,
+    advance: Callable[[int], None] = lambda n: None,
+) -> WriteResult:
+    """Write, verify and commit an output set (one file, or a folder of shards + index + side files).
+
+    A single file is written to a temp sibling and renamed; a folder is built in a staging sibling (the
+    index written last) and swapped in whole. Earlier weight files in the destination are deleted only
+    after the swap; its other files are kept. On any error or Ctrl-C nothing half-written remains.
+
+    Raises:
+        CastOverflow: a cast would lose values (unless `allow_overflow`); nothing is written.
+        OutputError: the destination exists (without `force`), cannot be written, or fails verification.
+    """
+    from weightdoctor.writers import hooks
+    from weightdoctor.writers.atomic import StagingDir, atomic_file, output_error
+
+    started = time.perf_counter()
+    by_name = {t.name: t for t in selection.tensors}
+    problems: list[CastProblem] = []
+    counter = [0]
+    file_metadata = {"format": "pt", **metadata} if fmt == "safetensors" else None
+    digests: dict[str, str] = {}
+    result = WriteResult(files=[], verified=False, tensors_verified=0, seconds=0.0)
+
+    def write_file(path: Path, out: OutputFile) -> None:
+        plan = [by_name[n] for n in out.tensors]
+        try:
+            digests.update(
+                _write_one(checkpoint, path, plan, fmt, file_metadata, allow_overflow, problems, advance, counter)
+            )
+        except OSError as exc:
+            raise output_error(exc, dest) from exc
+        result.files.append({"filename": out.filename, "size_bytes": path.stat().st_size,
+                             "num_tensors": len(out.tensors)})
+
+    def expected() -> dict[str, tuple[str, tuple[int, ...], str]]:
+        return {t.name: (t.dtype, t.shape, digests[t.name]) for t in selection.tensors}
+
+    if single_file:
+        with atomic_file(dest, replace=force) as tmp:
+            write_file(tmp, files[0])
+            hooks.reached("before-verify")
+            if verify:
+                result.tensors_verified = verify_output(tmp, expected())
+                result.verified = True
+    else:
+        with StagingDir(dest, replace=force, drop_old=lambda name: bool(HF_WEIGHT_FILE.match(name))) as stage:
+            for out in files:
+                write_file(stage.path / out.filename, out)
+            try:
+                for item in copy_files:
+                    shutil.copyfile(item, stage.path / item.name)
+                    result.copied.append(item.name)
+                hooks.reached("before-index")
+                if index_name is not None:
+                    index_metadata: dict[str, object] = {"total_size": selection.total_bytes}
+                    index_metadata.update({d.name: d.kept for d in selection.dropped})
+                    index_metadata.update(metadata)
+                    write_index(stage.path / index_name, files, index_metadata)
+            except OSError as exc:
+                raise output_error(exc, dest) from exc
+            hooks.reached("before-verify")
+            if verify:
+                result.tensors_verified = verify_output(stage.path, expected())
+                result.verified = True
+            stage.commit()
+            # Files of the earlier save that the new one does not have (deleted only now, after the swap).
+            result.replaced = [n for n in stage.dropped if not (dest / n).exists()]
+            result.carried_over = stage.carried
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def check_not_input(checkpoint: Checkpoint, dest: Path) -> None:
+    """Refuse an output that is, or would replace, any file of the input (even with --force).
+
+    Raises:
+        OutputError: `dest` is an input file, the input's folder, or a folder holding an input file.
+    """
+    target = dest.expanduser().absolute()
+    resolved = target.resolve()
+    for item in checkpoint.files:
+        for candidate in {item.path.absolute(), item.path.resolve()}:
+            if candidate in (target, resolved) or target in candidate.parents or resolved in candidate.parents:
+                raise OutputError("output would overwrite the input; choose another path", path=str(dest))
+    if checkpoint.path.is_dir() and checkpoint.path.resolve() in (target, resolved):
+        raise OutputError("output is the input folder; choose another path", path=str(dest))
+
+
+def default_output_name(source_file: str, fmt: str) -> str:
+    """The output name of a converted weight file: `pytorch_model-00001-of-00002.bin` ->
+    `model-00001-of-00002.safetensors`, `model.safetensors` -> `pytorch_model.bin`, `x.pt` -> `x.safetensors`."""
+    name = Path(source_file).name
+    if fmt == "safetensors":
+        match = re.fullmatch(r"pytorch_model((?:-\d{5}-of-\d{5})?)\.bin", name)
+        if match:
+            return f"model{match.group(1)}.safetensors"
+        return Path(name).stem + ".safetensors"
+    match = re.fullmatch(r"model((?:-\d{5}-of-\d{5})?)\.safetensors", name)
+    if match:
+        return f"pytorch_model{match.group(1)}.bin"
+    return Path(name).stem + ".bin"
+

@@ -1,0 +1,235 @@
+"""`weightdoctor shard`'s analysis: split (or merge) a checkpoint into Hugging Face shards.
+
+The split follows huggingface_hub's `split_state_dict_into_shards_factory` (the function behind
+`split_torch_state_dict_into_shards` and `save_pretrained`), called on the planned output sizes: tensors
+in order, a new shard when the next tensor would pass the limit, a tensor larger than the limit alone
+in its own shard. Only the size units differ: `--max` takes decimal and binary units alike.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from weightdoctor.checkpoint import Checkpoint
+from weightdoctor.convert import output_metadata
+from weightdoctor.errors import UsageError
+from weightdoctor.renames import Rename
+from weightdoctor.rewrite import (
+    DroppedAlias,
+    OutputFile,
+    TensorSelection,
+    WriteResult,
+    check_not_input,
+    plan_tensors,
+    side_files,
+    write_outputs,
+)
+from weightdoctor.units import format_bytes, parse_size, size_is_binary
+
+PATTERNS = {"safetensors": "model{suffix}.safetensors", "bin": "pytorch_model{suffix}.bin"}
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One output shard: file name, bytes of tensor data, tensor count, first and last tensor name.
+
+    `oversized` is True for a shard holding a single tensor larger than `--max`.
+    """
+
+    filename: str
+    size_bytes: int
+    num_tensors: int
+    first: str | None
+    last: str | None
+    oversized: bool
+
+
+@dataclass
+class ShardPlan:
+    """What `shard` will write into `output`.
+
+    Attributes:
+        max_bytes: the limit in bytes (None: one file); `max_text`: as typed; `units`: "decimal" or
+            "binary" (how `max_text` was read), or None.
+        shards: each shard; `index`: the index file name (None when everything fits one file).
+        total_bytes / num_tensors: of the output. dtype, cast, kept_fp32, renamed, dropped_aliases,
+        copied, metadata, warnings: as in `convert`.
+    """
+
+    source: str
+    output: str
+    format: str
+    max_bytes: int | None
+    max_text: str | None
+    units: str | None
+    shards: list[ShardInfo]
+    index: str | None
+    num_tensors: int
+    total_bytes: int
+    dtype: str | None
+    cast: dict[str, int]
+    kept_fp32: list[str]
+    renamed: int
+    dropped_aliases: list[DroppedAlias]
+    copied: list[str]
+    metadata: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+    _selection: TensorSelection | None = field(default=None, repr=False)
+    _files: list[OutputFile] = field(default_factory=list, repr=False)
+    _copy_paths: list[Path] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class ShardResult:
+    """A finished (or dry-run) shard: the plan and what was written (None for a dry run)."""
+
+    plan: ShardPlan
+    write: WriteResult | None
+    dry_run: bool
+
+
+def split_sizes(
+    sizes: dict[str, int], max_bytes: int | None, pattern: str, storage_ids: dict[str, str] | None = None
+) -> dict[str, list[str]]:
+    """File name -> tensor names, split by huggingface_hub's own splitter on these sizes.
+
+    Example:
+        >>> split_sizes({"a": 6, "b": 6, "c": 2}, 10, "model{suffix}.safetensors")
+        {'model-00001-of-00002.safetensors': ['a'], 'model-00002-of-00002.safetensors': ['b', 'c']}
+    """
+    from huggingface_hub import split_state_dict_into_shards_factory
+
+    ids = storage_ids or {}
+    # The splitter skips str values (bitsandbytes entries), so each tensor is stood in for by a 1-tuple.
+    split = split_state_dict_into_shards_factory(
+        {name: (name,) for name in sizes},
+        get_storage_size=lambda item: sizes[item[0]],
+        get_storage_id=lambda item: ids.get(item[0]),
+        filename_pattern=pattern,
+        max_shard_size=max_bytes if max_bytes is not None else sys.maxsize,
+    )
+    return split.filename_to_tensors
+
+
+def plan_shard(
+    checkpoint: Checkpoint,
+    output: str | Path,
+    *,
+    max_size: str | None,
+    fmt: str = "safetensors",
+    dtype: str | None = None,
+    keep_fp32: str | None = None,
+    renames: list[Rename] | None = None,
+    metadata: dict[str, str] | None = None,
+) -> ShardPlan:
+    """Plan shards of at most `max_size` (None, "0": one file) in `output`, writing nothing.
+
+    Example:
+        >>> plan = plan_shard(open_checkpoint("bert"), "out", max_size="200MB")
+        >>> [(s.filename, s.num_tensors) for s in plan.shards]
+
+    Raises:
+        UsageError: a size that does not parse, a negative size, an unknown format.
+        OutputError: the output is (or holds) the input.
+    """
+    if fmt not in PATTERNS:
+        raise UsageError(f"--format {fmt!r}: choose safetensors or bin")
+    limit = parse_size(max_size) if max_size is not None else 0
+    max_bytes = limit or None
+    units = None
+    if max_size is not None and limit:
+        units = "binary" if size_is_binary(max_size) else "decimal"
+    out = Path(output)
+    check_not_input(checkpoint, out)
+    selection = plan_tensors(checkpoint, dtype=dtype, keep_fp32=keep_fp32, renames=renames, fmt=fmt)
+    sizes = {t.name: t.nbytes for t in selection.tensors}
+    # Aliases (bin only) share a storage: the splitter keeps them in the shard of the tensor they alias.
+    storage_ids = {t.name: (t.alias_of or t.name) for t in selection.tensors if fmt == "bin"}
+    if fmt == "bin":
+        aliased = {t.alias_of for t in selection.tensors if t.alias_of}
+        storage_ids = {n: s for n, s in storage_ids.items() if s in aliased}
+    by_file = split_sizes(sizes, max_bytes, PATTERNS[fmt], storage_ids) if sizes else {
+        PATTERNS[fmt].format(suffix=""): []
+    }
+    planned = {t.name: t for t in selection.tensors}
+    shards: list[ShardInfo] = []
+    files: list[OutputFile] = []
+    warnings = list(checkpoint.warnings) + selection.warnings
+    for filename, names in by_file.items():
+        size = sum(planned[n].nbytes for n in names if planned[n].alias_of is None)
+        oversized = max_bytes is not None and size > max_bytes
+        if oversized:
+            warnings.append(
+                f"{names[0]} ({format_bytes(size)}) is larger than --max {max_size}: it gets a shard of its own"
+            )
+        shards.append(ShardInfo(filename, size, len(names), names[0] if names else None,
+                                names[-1] if names else None, oversized))
+        files.append(OutputFile(filename, names, size))
+    index = PATTERNS[fmt].format(suffix="") + ".index.json" if len(files) > 1 else None
+    user_metadata = dict(metadata or {})
+    if checkpoint.nested_key:
+        warnings.append(f"only the state dict at {checkpoint.nested_key!r} is written (not optimizer or other entries)")
+    source_dir = checkpoint.path if checkpoint.path.is_dir() else None
+    if source_dir is None and checkpoint.sharded:
+        source_dir = checkpoint.path.parent
+    copy_paths = side_files(source_dir)
+    return ShardPlan(
+        source=checkpoint.source,
+        output=str(out),
+        format=fmt,
+        max_bytes=max_bytes,
+        max_text=max_size,
+        units=units,
+        shards=shards,
+        index=index,
+        num_tensors=len(selection.tensors),
+        total_bytes=selection.total_bytes,
+        dtype=dtype,
+        cast=selection.cast,
+        kept_fp32=selection.kept_fp32,
+        renamed=selection.renamed,
+        dropped_aliases=selection.dropped,
+        copied=[p.name for p in copy_paths],
+        metadata=output_metadata(fmt, index is None, selection.dropped, user_metadata),
+        warnings=warnings,
+        _selection=selection,
+        _files=files,
+        _copy_paths=copy_paths,
+    )
+
+
+def run_shard(
+    checkpoint: Checkpoint,
+    plan: ShardPlan,
+    *,
+    force: bool = False,
+    verify: bool = True,
+    allow_overflow: bool = False,
+    advance: Callable[[int], None] = lambda n: None,
+) -> ShardResult:
+    """Write the shards of `plan` into a staging folder (index last), verify them, swap the folder in.
+
+    Raises:
+        CastOverflow, OutputError (see `weightdoctor.rewrite.write_outputs`).
+    """
+    assert plan._selection is not None
+    user_metadata = {k: v for k, v in plan.metadata.items() if k != "format"}
+    written = write_outputs(
+        checkpoint,
+        plan._selection,
+        plan._files,
+        dest=Path(plan.output),
+        fmt=plan.format,
+        single_file=False,
+        index_name=plan.index,
+        metadata=user_metadata,
+        copy_files=plan._copy_paths,
+        force=force,
+        verify=verify,
+        allow_overflow=allow_overflow,
+        advance=advance,
+    )
+    return ShardResult(plan=plan, write=written, dry_run=False)

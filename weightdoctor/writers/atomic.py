@@ -1,0 +1,236 @@
+"""Atomic outputs: write into a temporary sibling, fsync, then rename (files) or swap (directories).
+
+A file destination appears whole or not at all: bytes go to `.NAME.wdtmp-<pid>-<token>` beside it and
+are renamed over `NAME` only after they are fsynced and verified. A directory destination is built in a
+staging sibling (`.NAME.wdstage-<pid>-<token>`) and swapped in with one `renameat2(RENAME_EXCHANGE)`, so
+the files of an earlier save stay in place until the new set is complete; they are deleted last. Temp
+siblings left by a process that was killed (its pid no longer runs) are removed by the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from weightdoctor.errors import OutputError
+
+TEMP_MARK = ".wdtmp-"
+STAGE_MARK = ".wdstage-"
+OLD_MARK = ".wdold-"
+_SIBLING_RE = re.compile(r"^\.(?P<name>.+)\.(?:wdtmp|wdstage|wdold)-(?P<pid>\d+)-[0-9a-f]+$")
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (directories: so that a rename inside it is durable)."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sibling(dest: Path, mark: str) -> Path:
+    return dest.with_name(f".{dest.name}{mark}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_siblings(dest: Path) -> list[Path]:
+    """Remove temp files and staging folders for `dest` left behind by runs that were killed.
+
+    Only siblings named by this module for this exact destination, whose process no longer runs.
+    """
+    removed: list[Path] = []
+    parent = dest.parent
+    if not parent.is_dir():
+        return removed
+    for item in parent.iterdir():
+        match = _SIBLING_RE.match(item.name)
+        if not match or match.group("name") != dest.name or _pid_alive(int(match.group("pid"))):
+            continue
+        remove_path(item)
+        removed.append(item)
+    return removed
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file or folder if it exists (never follows a symlink into its target)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def output_error(exc: OSError, path: Path) -> OutputError:
+    """An OSError met while writing, as one line that says what happened (disk full, read-only, ...)."""
+    reasons = {
+        errno.ENOSPC: "no space left on the device",
+        errno.EFBIG: "file too large (disk quota or file-size limit reached)",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.EROFS: "read-only file system",
+        errno.ENOENT: "the output folder does not exist",
+    }
+    reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
+    return OutputError(f"cannot write the output: {reason}; nothing was left behind", path=str(path))
+
+
+@contextlib.contextmanager
+def atomic_file(dest: Path, *, replace: bool = False) -> Iterator[Path]:
+    """Yield a temp sibling of `dest` to write; on normal exit it is fsynced and renamed to `dest`.
+
+    Any exception (or Ctrl-C) removes the temp file and leaves `dest` as it was.
+
+    Example:
+        >>> with atomic_file(Path("out/model.safetensors")) as tmp:
+        ...     tmp.write_bytes(data)
+
+    Raises:
+        OutputError: `dest` exists and `replace` is False, or the file cannot be written.
+    """
+    remove_stale_siblings(dest)
+    if (dest.exists() or dest.is_symlink()) and not replace:
+        raise OutputError("output exists; pass --force to replace it", path=str(dest))
+    tmp = _sibling(dest, TEMP_MARK)
+    try:
+        try:
+            yield tmp
+            fsync_path(tmp)
+            from weightdoctor.writers import hooks
+
+            hooks.reached("before-rename")
+            os.replace(tmp, dest)
+            fsync_path(dest.parent)
+        except OSError as exc:
+            raise output_error(exc, dest) from exc
+    finally:
+        remove_path(tmp)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where the system lacks it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Recreate `src` under `dst` with hard links (no data copied); falls back to copies across devices."""
+    if src.is_dir() and not src.is_symlink():
+        dst.mkdir()
+        for item in src.iterdir():
+            _link_tree(item, dst / item.name)
+    elif src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+    else:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+
+class StagingDir:
+    """A staging folder beside a destination folder, swapped in whole by `commit`.
+
+    Example:
+        >>> with StagingDir(Path("out"), replace=True, drop_old=is_old_weight_file) as stage:
+        ...     write_shards(stage.path)
+        ...     stage.commit()
+
+    Files of an existing destination that `drop_old(name)` does not claim (a README, training logs) are
+    carried over by hard links; the rest of the earlier save is deleted only after the swap.
+    """
+
+    def __init__(self, dest: Path, *, replace: bool = False, drop_old: object = None) -> None:
+        self.dest = dest
+        self.replace = replace
+        self.drop_old = drop_old
+        self.path = _sibling(dest, STAGE_MARK)
+        self.carried: list[str] = []
+        self.dropped: list[str] = []
+        self.committed = False
+
+    def __enter__(self) -> StagingDir:
+        remove_stale_siblings(self.dest)
+        if self.dest.exists() or self.dest.is_symlink():
+            if not self.replace:
+                raise OutputError("output exists; pass --force to replace it", path=str(self.dest))
+            if not self.dest.is_dir():
+                raise OutputError("output exists and is not a folder", path=str(self.dest))
+        try:
+            self.dest.parent.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir()
+        except OSError as exc:
+            raise output_error(exc, self.dest) from exc
+        return self
+
+    def commit(self) -> None:
+        """fsync every staged file, carry unrelated files of the old destination over, and swap."""
+        from weightdoctor.writers import hooks
+
+        try:
+            for item in self.path.iterdir():
+                if item.is_file():
+                    fsync_path(item)
+            if self.dest.is_dir():
+                for item in sorted(self.dest.iterdir()):
+                    if (self.path / item.name).exists() or (callable(self.drop_old) and self.drop_old(item.name)):
+                        self.dropped.append(item.name)
+                        continue
+                    _link_tree(item, self.path / item.name)
+                    self.carried.append(item.name)
+            fsync_path(self.path)
+            hooks.reached("before-swap")
+            if self.dest.is_dir():
+                if not _exchange(self.path, self.dest):
+                    # No atomic exchange here: move the old folder aside first (nothing is deleted yet).
+                    old = _sibling(self.dest, OLD_MARK)
+                    os.rename(self.dest, old)
+                    os.rename(self.path, self.dest)
+                    os.rename(old, self.path)
+            else:
+                os.rename(self.path, self.dest)
+            fsync_path(self.dest.parent)
+            self.committed = True
+            hooks.reached("after-swap")
+        except OSError as exc:
+            raise output_error(exc, self.dest) from exc
+        finally:
+            # After a swap self.path holds the earlier save; before it, the unfinished new one.
+            remove_path(self.path)
+
+    def __exit__(self, *exc: object) -> None:
+        remove_path(self.path)
