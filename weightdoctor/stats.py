@@ -1,0 +1,492 @@
+"""Streamed per-tensor statistics: one tensor in memory at a time, plus the bounded samples the classifier needs.
+
+Every floating tensor is read once. Moments are accumulated over chunks of at most `CHUNK` elements
+(float64 combination of per-chunk float32 reductions), so a bf16 tensor is never copied to float32 whole.
+Besides the summary numbers, each tensor yields a `TensorSample`: a fixed-size random sample of values,
+a few whole rows and columns and a small random sub-matrix, enough for the init classifier
+(`weightdoctor.init_classify`) without a second pass over the data.
+
+With `sample=N` only N values per tensor are read (in blocks of `SAMPLE_BLOCK` consecutive elements at
+deterministic random offsets), plus a few whole rows for the classifier.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from weightdoctor.dtypes import FLOATING
+from weightdoctor.errors import CorruptCheckpoint, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from weightdoctor.checkpoint import Checkpoint, TensorInfo
+
+MAX_LISTED = 32
+CHUNK = 1 << 24  # elements reduced at once: 64 MB of float32
+CLASSIFIER_SAMPLE = 1 << 16  # values the classifier sees per tensor
+ROW_BLOCK = 128  # whole rows (and columns) read for norm spread and orthogonality
+SUB_ROWS, SUB_COLS = 256, 512  # random sub-matrix for the top singular value
+MAX_LINE = 16384  # longest row/column read whole; longer ones are sampled
+SAMPLE_BLOCK = 64  # consecutive elements per block under --sample
+# float8 kinds torch cannot reduce directly are widened first; the others below are readable as-is.
+READABLE = FLOATING
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """Summary statistics of one floating tensor (over all values, or over a sample when `sampled`).
+
+    `mean`, `std`, `kurtosis` are over the finite values; `std` is the population standard deviation;
+    `kurtosis` is the excess kurtosis (0 for a normal, -1.2 for a uniform distribution).
+    """
+
+    count: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    abs_max: float
+    zero_fraction: float
+    nan: int
+    inf: int
+    kurtosis: float
+    sampled: bool = False
+    zero_rows: int | None = None  # all-zero rows of the (shape[0], rest) matrix; None when not checked
+    duplicate_rows: int | None = None  # rows equal to an earlier non-zero row
+    duplicate_cols: int | None = None  # columns equal to an earlier non-zero column
+    zero_row_index: tuple[int, ...] = ()  # the first `MAX_LISTED` all-zero rows
+
+    @property
+    def finite_count(self) -> int:
+        return self.count - self.nan - self.inf
+
+
+@dataclass
+class TensorSample:
+    """Bounded views of one tensor for the classifier (float32, CPU).
+
+    Attributes:
+        values: up to `CLASSIFIER_SAMPLE` finite values drawn at random (all values when fewer).
+        rows: up to `ROW_BLOCK` whole rows of the tensor seen as a matrix (shape[0], rest), or None.
+        cols: up to `ROW_BLOCK` whole columns, or None (not read under --sample).
+        sub: a random sub-matrix (at most `SUB_ROWS` × `SUB_COLS`), or None for 1-D tensors.
+        rows_complete / cols_complete: whether `rows` / `cols` hold entire rows / columns.
+    """
+
+    values: torch.Tensor
+    rows: torch.Tensor | None = None
+    cols: torch.Tensor | None = None
+    sub: torch.Tensor | None = None
+    rows_complete: bool = True
+    cols_complete: bool = True
+
+
+@dataclass
+class StatsResult:
+    """Statistics and classifier sample of one tensor."""
+
+    info: TensorInfo
+    stats: TensorStats
+    sample: TensorSample = field(repr=False)
+
+
+def seed_for(name: str) -> int:
+    """Deterministic seed of a tensor's random draws: the same name always gives the same sample."""
+    return zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFF
+
+
+class _Moments:
+    """Chunk-wise mean/variance (Chan's parallel formula) and extremes, in float64."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+        self.zeros = 0
+        self.nan = 0
+        self.inf = 0
+
+    def add(self, chunk: torch.Tensor) -> torch.Tensor:
+        """Fold a float32 chunk in; return its finite values (the chunk itself when all are finite)."""
+        import torch
+
+        if chunk.numel() == 0:
+            return chunk
+        lo, hi = torch.aminmax(chunk)
+        var, mean = torch.var_mean(chunk, correction=0)
+        if not (math.isfinite(float(lo)) and math.isfinite(float(hi)) and math.isfinite(float(var))):
+            nans = int(torch.isnan(chunk).sum())
+            infs = int(torch.isinf(chunk).sum())
+            self.nan += nans
+            self.inf += infs
+            chunk = chunk[torch.isfinite(chunk)]
+            if chunk.numel() == 0:
+                return chunk
+            lo, hi = torch.aminmax(chunk)
+            var, mean = torch.var_mean(chunk, correction=0)
+        count = chunk.numel()
+        self.zeros += count - int(torch.count_nonzero(chunk))
+        self.min = min(self.min, float(lo))
+        self.max = max(self.max, float(hi))
+        chunk_mean, chunk_m2 = float(mean), float(var) * count
+        total = self.n + count
+        delta = chunk_mean - self.mean
+        self.mean += delta * count / total
+        self.m2 += chunk_m2 + delta * delta * self.n * count / total
+        self.n = total
+        return chunk
+
+
+def _as_float32(tensor: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    if tensor.dtype == torch.float32:
+        return tensor
+    return tensor.to(torch.float32)
+
+
+def _fourth_moment(chunks: Iterator[torch.Tensor], mean: float) -> float:
+    import torch
+
+    total = 0.0
+    for chunk in chunks:
+        if chunk.numel() == 0:
+            continue
+        centred = chunk - mean
+        centred.mul_(centred)
+        total += float(torch.dot(centred, centred))
+    return total
+
+
+def _finite_chunks(flat: torch.Tensor, all_finite: bool) -> Iterator[torch.Tensor]:
+    import torch
+
+    for start in range(0, flat.numel(), CHUNK):
+        chunk = _as_float32(flat[start : start + CHUNK])
+        yield chunk if all_finite else chunk[torch.isfinite(chunk)]
+
+
+def _blocks(matrix: torch.Tensor) -> Iterator[torch.Tensor]:
+    """float32 row blocks of a (rows, cols) matrix, each at most about `CHUNK` elements."""
+    rows, cols = matrix.shape
+    step = max(1, CHUNK // max(cols, 1))
+    for start in range(0, rows, step):
+        yield _as_float32(matrix[start : start + step])
+
+
+def _equal_lines(matrix: torch.Tensor, keys: torch.Tensor, skip: torch.Tensor, by_row: bool) -> int:
+    """Lines (rows or columns) exactly equal to an earlier one, among lines whose random projections
+    (`keys`) nearly agree; lines flagged in `skip` (all zero) are ignored."""
+    import torch
+
+    candidates = (~skip & torch.isfinite(keys)).nonzero().flatten()
+    if candidates.numel() < 2:
+        return 0
+    order = candidates[keys[candidates].argsort()]
+    sorted_keys = keys[order]
+    scale = float(sorted_keys.abs().max()) or 1.0
+    close = (sorted_keys[1:] - sorted_keys[:-1]).abs() <= 1e-6 * scale
+    if not bool(close.any()):
+        return 0
+    duplicates = 0
+    group_start = 0
+    for i in range(1, order.numel() + 1):
+        if i < order.numel() and bool(close[i - 1]):
+            continue
+        members = order[group_start:i].sort().values.tolist()
+        distinct: list[torch.Tensor] = []
+        for index in members:
+            line = matrix[index] if by_row else matrix[:, index]
+            if any(torch.equal(line, other) for other in distinct):
+                duplicates += 1
+            else:
+                distinct.append(line)
+        group_start = i
+    return duplicates
+
+
+def summarize_values(flat: torch.Tensor, sampled: bool = False, shape: tuple[int, ...] | None = None) -> TensorStats:
+    """Statistics of a floating tensor, reduced block by block.
+
+    With a `shape` of two or more dimensions (and not `sampled`), the tensor is also seen as a
+    (shape[0], rest) matrix: all-zero rows and rows or columns that repeat another are counted.
+
+    Example:
+        >>> import torch
+        >>> s = summarize_values(torch.tensor([0.0, 1.0, float("nan"), 3.0]))
+        >>> (s.count, s.nan, round(s.mean, 6), round(s.zero_fraction, 6))
+        (4, 1, 1.333333, 0.333333)
+    """
+    import torch
+
+    matrix_shape = _matrix_shape(shape) if shape is not None and not sampled else None
+    if matrix_shape is not None and matrix_shape[1] > CHUNK:
+        matrix_shape = None
+    matrix = flat.reshape(matrix_shape) if matrix_shape is not None else flat.reshape(1, -1)
+    moments = _Moments()
+    zero_rows = 0
+    zero_index: list[int] = []
+    row_keys: list[torch.Tensor] = []
+    col_keys: torch.Tensor | None = None
+    if matrix_shape is not None:
+        generator = torch.Generator().manual_seed(12345)
+        row_probe = torch.randn(matrix_shape[1], generator=generator)
+        col_probe = torch.randn(matrix_shape[0], generator=generator)
+        col_keys = torch.zeros(matrix_shape[1])
+    row_start = 0
+    if matrix_shape is None:
+        for start in range(0, flat.numel(), CHUNK):
+            moments.add(_as_float32(flat[start : start + CHUNK]))
+    else:
+        for block in _blocks(matrix):
+            moments.add(block.reshape(-1))
+            nonzero = torch.count_nonzero(block, dim=1)
+            dead_here = (nonzero == 0).nonzero().flatten()
+            zero_rows += int(dead_here.numel())
+            if dead_here.numel() and len(zero_index) < MAX_LISTED:
+                zero_index += [row_start + int(i) for i in dead_here[: MAX_LISTED - len(zero_index)]]
+            row_keys.append(block @ row_probe)
+            assert col_keys is not None
+            col_keys += col_probe[row_start : row_start + block.shape[0]] @ block
+            row_start += block.shape[0]
+    count = int(flat.numel())
+    if moments.n == 0:
+        nan_value = float("nan")
+        return TensorStats(count, nan_value, nan_value, nan_value, nan_value, nan_value, 0.0,
+                           moments.nan, moments.inf, nan_value, sampled)
+    variance = moments.m2 / moments.n
+    all_finite = moments.nan == 0 and moments.inf == 0
+    if variance > 0:
+        m4 = _fourth_moment(_finite_chunks(flat, all_finite), moments.mean) / moments.n
+        kurtosis = m4 / (variance * variance) - 3.0
+    else:
+        kurtosis = float("nan")
+    duplicate_rows = duplicate_cols = None
+    if matrix_shape is not None and variance > 0:
+        keys = torch.cat(row_keys)
+        dead = torch.zeros(matrix_shape[0], dtype=torch.bool)
+        start = 0
+        for block in _blocks(matrix):
+            dead[start : start + block.shape[0]] = torch.count_nonzero(block, dim=1) == 0 if zero_rows else False
+            start += block.shape[0]
+        duplicate_rows = _equal_lines(matrix, keys, dead, by_row=True)
+        assert col_keys is not None
+        zero_cols = torch.zeros(matrix_shape[1], dtype=torch.bool)
+        if moments.zeros:
+            zero_cols = torch.stack([torch.count_nonzero(b, dim=0) for b in _blocks(matrix)]).sum(0) == 0
+        duplicate_cols = _equal_lines(matrix, col_keys, zero_cols, by_row=False)
+    return TensorStats(
+        count=count,
+        mean=moments.mean,
+        std=math.sqrt(variance),
+        min=moments.min,
+        max=moments.max,
+        abs_max=max(abs(moments.min), abs(moments.max)),
+        zero_fraction=moments.zeros / moments.n,
+        nan=moments.nan,
+        inf=moments.inf,
+        kurtosis=kurtosis,
+        sampled=sampled,
+        zero_rows=zero_rows if matrix_shape is not None else None,
+        duplicate_rows=duplicate_rows,
+        duplicate_cols=duplicate_cols,
+        zero_row_index=tuple(zero_index),
+    )
+
+
+class _Lines:
+    """Reads element ranges of one tensor: from memory, or straight from the file under --sample."""
+
+    def __init__(self, checkpoint: Checkpoint, info: TensorInfo, whole: torch.Tensor | None) -> None:
+        self.info = info
+        self.whole = whole.reshape(-1) if whole is not None else None
+        self.checkpoint = checkpoint
+        self._lazy: torch.Tensor | None = None
+        self._file: tuple[str, int, int] | None = None  # path, byte offset of element 0, itemsize
+        if whole is None:
+            header = checkpoint._headers.get(info.file)
+            if header is not None and info.data_offsets is not None:
+                import torch
+
+                itemsize = torch.empty((), dtype=getattr(torch, info.dtype)).element_size()
+                path = str(checkpoint.file_path(info.file))
+                self._file = (path, header.data_start + info.data_offsets[0], itemsize)
+            else:
+                # Pickles are memory-mapped by the reader: indexing touches only the pages it needs.
+                self._lazy = checkpoint.load_tensor(info.name).reshape(-1)
+
+    def read(self, start: int, count: int) -> torch.Tensor:
+        """Elements [start, start+count) as float32."""
+        import torch
+
+        if self.whole is not None:
+            return _as_float32(self.whole[start : start + count])
+        if self._lazy is not None:
+            return _as_float32(self._lazy[start : start + count])
+        assert self._file is not None
+        path, base, itemsize = self._file
+        buffer = bytearray(count * itemsize)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            got = os.preadv(fd, [buffer], base + start * itemsize)
+        finally:
+            os.close(fd)
+        if got != len(buffer):
+            raise CorruptCheckpoint(f"file ended while reading tensor {self.info.name!r}", path=path)
+        return _as_float32(torch.frombuffer(buffer, dtype=getattr(torch, self.info.dtype)))
+
+    def read_many(self, starts: list[int], count: int) -> torch.Tensor:
+        """Concatenate `count` elements from each start (a (len(starts), count) float32 tensor)."""
+        import torch
+
+        if not starts:
+            return torch.empty((0, count))
+        if self.whole is not None or self._lazy is not None:
+            source = self.whole if self.whole is not None else self._lazy
+            assert source is not None
+            index = torch.tensor(starts).unsqueeze(1) + torch.arange(count).unsqueeze(0)
+            return _as_float32(source[index])
+        return torch.stack([self.read(s, count) for s in starts])
+
+
+def _pick(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    """k distinct sorted indices out of range(n) (all of them when k >= n)."""
+    import torch
+
+    if k >= n:
+        return torch.arange(n)
+    if n <= 1 << 22:
+        return torch.randperm(n, generator=generator)[:k].sort().values
+    return torch.unique(torch.randint(0, n, (k * 2,), generator=generator))[:k]
+
+
+def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int] | None:
+    if len(shape) < 2:
+        return None
+    rows = shape[0]
+    cols = math.prod(shape[1:])
+    return (rows, cols) if rows >= 1 and cols >= 1 else None
+
+
+def gather_sample(lines: _Lines, info: TensorInfo, whole: bool) -> TensorSample:
+    """The classifier's bounded views of a tensor; `whole` tells whether all values are in memory."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed_for(info.name))
+    n = info.num_params
+    if whole and lines.whole is not None:
+        flat = lines.whole
+        index = _pick(n, CLASSIFIER_SAMPLE, generator)
+        values = _as_float32(flat[index] if index.numel() < n else flat)
+    else:
+        blocks = max(1, CLASSIFIER_SAMPLE // SAMPLE_BLOCK)
+        block = min(SAMPLE_BLOCK, n)
+        starts = (_pick(max(n - block + 1, 1), blocks, generator)).tolist()
+        values = lines.read_many(starts, block).reshape(-1)
+    values = values[torch.isfinite(values)].clone()
+    shape = _matrix_shape(info.shape)
+    if shape is None:
+        return TensorSample(values=values)
+    rows, cols = shape
+    row_index = _pick(rows, ROW_BLOCK, generator).tolist()
+    if cols <= MAX_LINE:
+        row_block = lines.read_many([r * cols for r in row_index], cols)
+        rows_complete = True
+    else:
+        col_index = _pick(cols, MAX_LINE, generator)
+        row_block = torch.stack([lines.read(r * cols, cols)[col_index] for r in row_index])
+        rows_complete = False
+    col_block: torch.Tensor | None = None
+    cols_complete = True
+    sub: torch.Tensor | None = None
+    if whole and lines.whole is not None:
+        matrix = lines.whole.reshape(rows, cols)
+        col_index = _pick(cols, ROW_BLOCK, generator)
+        if rows <= MAX_LINE:
+            col_block = _as_float32(matrix[:, col_index]).T.contiguous()
+        else:
+            col_block = _as_float32(matrix[_pick(rows, MAX_LINE, generator)][:, col_index]).T.contiguous()
+            cols_complete = False
+        sub_rows = _pick(rows, SUB_ROWS, generator)
+        sub = _as_float32(matrix[sub_rows][:, _pick(cols, SUB_COLS, generator)])
+    else:
+        sub = row_block[:, _pick(row_block.shape[1], SUB_COLS, generator)] if row_block.shape[0] > 1 else None
+    return TensorSample(values=values, rows=row_block, cols=col_block, sub=sub,
+                        rows_complete=rows_complete, cols_complete=cols_complete)
+
+
+def tensor_stats(checkpoint: Checkpoint, info: TensorInfo, sample: int | None = None) -> StatsResult:
+    """Read one floating tensor and compute its statistics and classifier sample.
+
+    Args:
+        checkpoint: the opened checkpoint.
+        info: the tensor (must be floating: `info.is_floating`).
+        sample: read only this many values (in blocks at deterministic random offsets); None reads all.
+    """
+    if sample is not None and sample < info.num_params:
+        lines = _Lines(checkpoint, info, None)
+        import torch
+
+        generator = torch.Generator().manual_seed(seed_for(info.name) ^ 0x5A5A)
+        block = SAMPLE_BLOCK
+        starts = _pick(max(info.num_params - block + 1, 1), max(1, sample // block), generator).tolist()
+        values = lines.read_many(starts, block).reshape(-1)[:sample]
+        stats = summarize_values(values, sampled=True)
+        return StatsResult(info, stats, gather_sample(lines, info, whole=False))
+    tensor = checkpoint.load_tensor(info.name)
+    lines = _Lines(checkpoint, info, tensor)
+    stats = summarize_values(tensor.reshape(-1), shape=tuple(info.shape))
+    return StatsResult(info, stats, gather_sample(lines, info, whole=True))
+
+
+def floating_tensors(checkpoint: Checkpoint, names: list[str] | None = None) -> list[TensorInfo]:
+    """The tensors statistics are computed for: floating dtypes torch can widen to float32."""
+    import torch
+
+    chosen = checkpoint.tensors if names is None else [checkpoint.tensor_info(n) for n in names]
+    return [t for t in chosen if t.dtype in READABLE and hasattr(torch, t.dtype)]
+
+
+def iter_stats(
+    checkpoint: Checkpoint,
+    infos: list[TensorInfo],
+    sample: int | None = None,
+    advance: Callable[[int], None] | None = None,
+) -> Iterator[StatsResult]:
+    """Yield `StatsResult` for each tensor in turn, holding one tensor's values at a time.
+
+    Raises:
+        UsageError: `sample` is not a positive number.
+    """
+    if sample is not None and sample < 1:
+        raise UsageError(f"--sample must be a positive number of values, not {sample}")
+    for info in infos:
+        result = tensor_stats(checkpoint, info, sample)
+        if advance is not None:
+            advance(1)
+        yield result
+
+
+def stats_of_tensor(name: str, tensor: torch.Tensor) -> StatsResult:
+    """Statistics and classifier sample of an in-memory tensor (the same code path as a checkpoint's).
+
+    Example:
+        >>> import torch
+        >>> stats_of_tensor("w", torch.ones(4, 4)).stats.mean
+        1.0
+    """
+    from weightdoctor.checkpoint import TensorInfo
+    from weightdoctor.dtypes import canonical_dtype
+
+    info = TensorInfo(name, tuple(tensor.shape), canonical_dtype(str(tensor.dtype)), "")
+    lines = _Lines(None, info, tensor)  # type: ignore[arg-type]
+    stats = summarize_values(tensor.reshape(-1), shape=tuple(info.shape))
+    return StatsResult(info, stats, gather_sample(lines, info, whole=True))
