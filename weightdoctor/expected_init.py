@@ -89,8 +89,9 @@ def from_call(function: str, args: dict[str, Any], shape: tuple[int, ...], sourc
     """Turn a recorded `torch.nn.init`-style call on a tensor of `shape` into an `ExpectedInit`.
 
     Example:
-        >>> from_call("kaiming_uniform_", {"a": 5 ** 0.5, "mode": "fan_in", "nonlinearity": "leaky_relu"},
-        ...           (64, 256), "nn.Linear").params["bound"]
+        >>> e = from_call("kaiming_uniform_", {"a": 5 ** 0.5, "mode": "fan_in", "nonlinearity": "leaky_relu"},
+        ...               (64, 256), "nn.Linear")
+        >>> round(e.params["bound"], 6)
         0.0625
     """
     from weightdoctor.init_classify import fans

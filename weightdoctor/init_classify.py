@@ -254,6 +254,12 @@ def fit_family(values: torch.Tensor, stats: TensorStats) -> FamilyFit:
         scores["truncated_normal"] = (-0.5 * math.log(2 * math.pi * sigma * sigma) - 0.5 * z2
                                       - math.log(2 * _Phi(k) - 1) - 3 * penalty)
     family = max(scores, key=lambda f: scores[f])
+    if family == "truncated_normal" and "normal" in scores and k is not None:
+        # A normal sample has no value beyond ±kσ with probability exp(-2·N·Q(k)); unless that is
+        # unlikely, the "truncation" is just where the largest values happened to fall.
+        chance_untouched = math.exp(-2.0 * stats.finite_count * _Phi(-k))
+        if chance_untouched > 1e-3:
+            family = "normal"
     if family == "truncated_normal":
         return FamilyFit(family, scores, mid, sigma, low, high, k)
     return FamilyFit(family, scores, mean, std, low, high)
