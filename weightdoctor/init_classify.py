@@ -51,6 +51,7 @@ XAVIER_GAINS: tuple[tuple[str, float], ...] = (
 COMMON_STDS = (0.02, 1.0)  # Hugging Face's usual initializer_range; torch's normal_ / nn.Embedding default
 KS_LIMIT = 2.1  # √n · D beyond which the family does not fit (about α = 2e-4 for a simple KS test)
 SPREAD_LIMIT = 1.9  # robust row-norm spread over the i.i.d. expectation
+TRUNCATION_EVIDENCE = 8.0  # nats of log-likelihood the truncated normal must gain over the simpler families
 OUTLIER_MARGIN = 1.5  # σ beyond the expected maximum of n normal values
 
 
@@ -254,6 +255,10 @@ def fit_family(values: torch.Tensor, stats: TensorStats) -> FamilyFit:
         scores["truncated_normal"] = (-0.5 * math.log(2 * math.pi * sigma * sigma) - 0.5 * z2
                                       - math.log(2 * _Phi(k) - 1) - 3 * penalty)
     family = max(scores, key=lambda f: scores[f])
+    others = [scores[f] for f in scores if f != "truncated_normal"]
+    if family == "truncated_normal" and others and (scores[family] - max(others)) * n < TRUNCATION_EVIDENCE:
+        # The truncated normal has one parameter more: ask for a likelihood ratio worth it (about α = 1e-4).
+        family = max((f for f in scores if f != "truncated_normal"), key=lambda f: scores[f])
     if family == "truncated_normal" and "normal" in scores and k is not None:
         # A normal sample has no value beyond ±kσ with probability exp(-2·N·Q(k)); unless that is
         # unlikely, the "truncation" is just where the largest values happened to fall.
@@ -316,6 +321,24 @@ def _robust_spread(lines: torch.Tensor) -> float:
     return float(quartiles[1] - quartiles[0]) / 1.349 / median
 
 
+def top_singular_value(matrix: torch.Tensor, steps: int = 25) -> float:
+    """Largest singular value by power iteration (seeded; never above the true value, exact for a spike)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    vector = torch.randn(matrix.shape[1], generator=generator, dtype=matrix.dtype)
+    value = 0.0
+    for _ in range(steps):
+        image = matrix @ vector
+        vector = matrix.T @ image
+        norm = float(vector.norm())
+        if norm == 0:
+            return 0.0
+        vector /= norm
+        value = math.sqrt(norm)
+    return value
+
+
 def drift_tests(values: torch.Tensor, stats: TensorStats, sample: TensorSample, fit: FamilyFit) -> dict[str, float]:
     """Each drift statistic divided by its limit: a value above 1 means "moved away from any init".
 
@@ -338,10 +361,10 @@ def drift_tests(values: torch.Tensor, stats: TensorStats, sample: TensorSample, 
         evidence[key] = _robust_spread(lines) / (expected * SPREAD_LIMIT * noise)
     sub = sample.sub
     if sub is not None and min(sub.shape) >= 8:
-        centred = sub.double() - sub.double().mean()
-        rms = float(centred.square().mean().sqrt())
+        centred = sub - sub.mean()
+        rms = float(centred.double().square().mean().sqrt())
         if rms > 0:
-            top = float(torch.linalg.matrix_norm(centred, ord=2))
+            top = top_singular_value(centred)
             rows, cols = sub.shape
             edge = rms * (math.sqrt(rows) + math.sqrt(cols))
             limit = 1.0 + 3.0 * min(rows, cols) ** (-2.0 / 3.0)

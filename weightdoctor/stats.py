@@ -29,10 +29,10 @@ if TYPE_CHECKING:
 
 MAX_LISTED = 32
 CHUNK = 1 << 24  # elements reduced at once: 64 MB of float32
-CLASSIFIER_SAMPLE = 1 << 16  # values the classifier sees per tensor
-ROW_BLOCK = 128  # whole rows (and columns) read for norm spread and orthogonality
-SUB_ROWS, SUB_COLS = 256, 512  # random sub-matrix for the top singular value
-MAX_LINE = 16384  # longest row/column read whole; longer ones are sampled
+CLASSIFIER_SAMPLE = 1 << 12  # values the classifier sees per tensor
+ROW_BLOCK = 64  # whole rows (and columns) read for norm spread and orthogonality
+SUB_ROWS, SUB_COLS = 128, 256  # random sub-matrix for the top singular value
+MAX_LINE = 8192  # longest row/column read whole; longer ones are sampled
 SAMPLE_BLOCK = 64  # consecutive elements per block under --sample
 # float8 kinds torch cannot reduce directly are widened first; the others below are readable as-is.
 READABLE = FLOATING
@@ -101,50 +101,6 @@ def seed_for(name: str) -> int:
     return zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFF
 
 
-class _Moments:
-    """Chunk-wise mean/variance (Chan's parallel formula) and extremes, in float64."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.mean = 0.0
-        self.m2 = 0.0
-        self.min = math.inf
-        self.max = -math.inf
-        self.zeros = 0
-        self.nan = 0
-        self.inf = 0
-
-    def add(self, chunk: torch.Tensor) -> torch.Tensor:
-        """Fold a float32 chunk in; return its finite values (the chunk itself when all are finite)."""
-        import torch
-
-        if chunk.numel() == 0:
-            return chunk
-        lo, hi = torch.aminmax(chunk)
-        var, mean = torch.var_mean(chunk, correction=0)
-        if not (math.isfinite(float(lo)) and math.isfinite(float(hi)) and math.isfinite(float(var))):
-            nans = int(torch.isnan(chunk).sum())
-            infs = int(torch.isinf(chunk).sum())
-            self.nan += nans
-            self.inf += infs
-            chunk = chunk[torch.isfinite(chunk)]
-            if chunk.numel() == 0:
-                return chunk
-            lo, hi = torch.aminmax(chunk)
-            var, mean = torch.var_mean(chunk, correction=0)
-        count = chunk.numel()
-        self.zeros += count - int(torch.count_nonzero(chunk))
-        self.min = min(self.min, float(lo))
-        self.max = max(self.max, float(hi))
-        chunk_mean, chunk_m2 = float(mean), float(var) * count
-        total = self.n + count
-        delta = chunk_mean - self.mean
-        self.mean += delta * count / total
-        self.m2 += chunk_m2 + delta * delta * self.n * count / total
-        self.n = total
-        return chunk
-
-
 def _as_float32(tensor: torch.Tensor) -> torch.Tensor:
     import torch
 
@@ -153,33 +109,42 @@ def _as_float32(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to(torch.float32)
 
 
-def _fourth_moment(chunks: Iterator[torch.Tensor], mean: float) -> float:
+_SCRATCH: dict[str, torch.Tensor] = {}
+
+
+def _scratch(shape: tuple[int, ...], slot: str) -> torch.Tensor:
+    """A reused float32 work buffer (at most `CHUNK` elements per slot), so blocks cost no page faults."""
     import torch
 
-    total = 0.0
-    for chunk in chunks:
-        if chunk.numel() == 0:
-            continue
-        centred = chunk - mean
-        centred.mul_(centred)
-        total += float(torch.dot(centred, centred))
-    return total
-
-
-def _finite_chunks(flat: torch.Tensor, all_finite: bool) -> Iterator[torch.Tensor]:
-    import torch
-
-    for start in range(0, flat.numel(), CHUNK):
-        chunk = _as_float32(flat[start : start + CHUNK])
-        yield chunk if all_finite else chunk[torch.isfinite(chunk)]
+    numel = math.prod(shape)
+    buffer = _SCRATCH.get(slot)
+    if buffer is None or buffer.numel() < numel:
+        buffer = torch.empty(numel, dtype=torch.float32)
+        _SCRATCH[slot] = buffer
+    return buffer[:numel].view(shape)
 
 
 def _blocks(matrix: torch.Tensor) -> Iterator[torch.Tensor]:
-    """float32 row blocks of a (rows, cols) matrix, each at most about `CHUNK` elements."""
+    """float32 row blocks of a (rows, cols) matrix, each at most about `CHUNK` elements.
+
+    A float32 matrix yields views; other dtypes are widened into a reused buffer, valid until the next block.
+    """
+    import torch
+
     rows, cols = matrix.shape
     step = max(1, CHUNK // max(cols, 1))
     for start in range(0, rows, step):
-        yield _as_float32(matrix[start : start + step])
+        block = matrix[start : start + step]
+        if block.dtype == torch.float32:
+            yield block
+        else:
+            yield _scratch(tuple(block.shape), "widen").copy_(block)
+
+
+def _tail_blocks(flat: torch.Tensor) -> Iterator[torch.Tensor]:
+    """`CHUNK`-sized float32 pieces of a 1-D tensor whose length is not a multiple of `CHUNK`."""
+    for start in range(0, flat.numel(), CHUNK):
+        yield from _blocks(flat[start : start + CHUNK].reshape(1, -1))
 
 
 def _equal_lines(matrix: torch.Tensor, keys: torch.Tensor, skip: torch.Tensor, by_row: bool) -> int:
@@ -196,12 +161,15 @@ def _equal_lines(matrix: torch.Tensor, keys: torch.Tensor, skip: torch.Tensor, b
     close = (sorted_keys[1:] - sorted_keys[:-1]).abs() <= 1e-6 * scale
     if not bool(close.any()):
         return 0
+    groups: list[list[int]] = []
+    for position in close.nonzero().flatten().tolist():
+        if groups and groups[-1][-1] == position:
+            groups[-1].append(position + 1)
+        else:
+            groups.append([position, position + 1])
     duplicates = 0
-    group_start = 0
-    for i in range(1, order.numel() + 1):
-        if i < order.numel() and bool(close[i - 1]):
-            continue
-        members = order[group_start:i].sort().values.tolist()
+    for group in groups:
+        members = order[group].sort().values.tolist()
         distinct: list[torch.Tensor] = []
         for index in members:
             line = matrix[index] if by_row else matrix[:, index]
@@ -209,15 +177,15 @@ def _equal_lines(matrix: torch.Tensor, keys: torch.Tensor, skip: torch.Tensor, b
                 duplicates += 1
             else:
                 distinct.append(line)
-        group_start = i
     return duplicates
 
 
 def summarize_values(flat: torch.Tensor, sampled: bool = False, shape: tuple[int, ...] | None = None) -> TensorStats:
-    """Statistics of a floating tensor, reduced block by block.
+    """Statistics of a floating tensor, reduced block by block in two passes (mean, then central moments).
 
     With a `shape` of two or more dimensions (and not `sampled`), the tensor is also seen as a
-    (shape[0], rest) matrix: all-zero rows and rows or columns that repeat another are counted.
+    (shape[0], rest) matrix: all-zero rows and rows or columns that repeat another are counted, from
+    random projections of every row and column (candidates are then compared exactly).
 
     Example:
         >>> import torch
@@ -231,71 +199,95 @@ def summarize_values(flat: torch.Tensor, sampled: bool = False, shape: tuple[int
     if matrix_shape is not None and matrix_shape[1] > CHUNK:
         matrix_shape = None
     matrix = flat.reshape(matrix_shape) if matrix_shape is not None else flat.reshape(1, -1)
-    moments = _Moments()
-    zero_rows = 0
-    zero_index: list[int] = []
+    flat_blocks = matrix_shape is None
+    count = int(flat.numel())
+    n = nans = infs = nonzero = 0
+    total = 0.0
+    low, high = math.inf, -math.inf
     row_keys: list[torch.Tensor] = []
     col_keys: torch.Tensor | None = None
-    if matrix_shape is not None:
+    if not flat_blocks:
         generator = torch.Generator().manual_seed(12345)
-        row_probe = torch.randn(matrix_shape[1], generator=generator)
-        col_probe = torch.randn(matrix_shape[0], generator=generator)
-        col_keys = torch.zeros(matrix_shape[1])
+        row_probe = torch.randn(matrix.shape[1], generator=generator)
+        col_probe = torch.randn(matrix.shape[0], generator=generator)
+        col_keys = torch.zeros(matrix.shape[1])
+
+    def blocks() -> Iterator[torch.Tensor]:
+        yield from _blocks(flat.reshape(-1, min(count, CHUNK)) if flat_blocks and count % min(count, CHUNK) == 0
+                           else matrix if not flat_blocks else _tail_blocks(flat))
+
     row_start = 0
-    if matrix_shape is None:
-        for start in range(0, flat.numel(), CHUNK):
-            moments.add(_as_float32(flat[start : start + CHUNK]))
-    else:
-        for block in _blocks(matrix):
-            moments.add(block.reshape(-1))
-            nonzero = torch.count_nonzero(block, dim=1)
-            dead_here = (nonzero == 0).nonzero().flatten()
-            zero_rows += int(dead_here.numel())
-            if dead_here.numel() and len(zero_index) < MAX_LISTED:
-                zero_index += [row_start + int(i) for i in dead_here[: MAX_LISTED - len(zero_index)]]
+    for block in blocks():
+        lo, hi = torch.aminmax(block)
+        values = block.reshape(-1)
+        if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
+            finite = torch.isfinite(values)
+            block_nans = int(torch.isnan(values).sum())
+            nans += block_nans
+            infs += int((~finite).sum()) - block_nans
+            values = values[finite]
+            if values.numel():
+                lo, hi = torch.aminmax(values)
+        if values.numel():
+            low, high = min(low, float(lo)), max(high, float(hi))
+            n += values.numel()
+            total += float(values.sum())
+            nonzero += int(torch.count_nonzero(values))
+        if not flat_blocks:
             row_keys.append(block @ row_probe)
             assert col_keys is not None
             col_keys += col_probe[row_start : row_start + block.shape[0]] @ block
             row_start += block.shape[0]
-    count = int(flat.numel())
-    if moments.n == 0:
+    if n == 0:
         nan_value = float("nan")
-        return TensorStats(count, nan_value, nan_value, nan_value, nan_value, nan_value, 0.0,
-                           moments.nan, moments.inf, nan_value, sampled)
-    variance = moments.m2 / moments.n
-    all_finite = moments.nan == 0 and moments.inf == 0
-    if variance > 0:
-        m4 = _fourth_moment(_finite_chunks(flat, all_finite), moments.mean) / moments.n
-        kurtosis = m4 / (variance * variance) - 3.0
-    else:
-        kurtosis = float("nan")
-    duplicate_rows = duplicate_cols = None
-    if matrix_shape is not None and variance > 0:
-        keys = torch.cat(row_keys)
-        dead = torch.zeros(matrix_shape[0], dtype=torch.bool)
-        start = 0
-        for block in _blocks(matrix):
-            dead[start : start + block.shape[0]] = torch.count_nonzero(block, dim=1) == 0 if zero_rows else False
-            start += block.shape[0]
-        duplicate_rows = _equal_lines(matrix, keys, dead, by_row=True)
+        return TensorStats(count, nan_value, nan_value, nan_value, nan_value, nan_value, 0.0, nans, infs,
+                           nan_value, sampled)
+    mean = total / n
+    m2 = m4 = 0.0
+    for block in blocks():
+        values = block.reshape(-1)
+        if nans or infs:
+            values = values[torch.isfinite(values)]
+        widened = _SCRATCH.get("widen")
+        if block.dtype != flat.dtype and widened is not None and values.data_ptr() == widened.data_ptr():
+            centred = values.sub_(mean)  # already a private copy
+        else:
+            centred = torch.sub(values, mean, out=_scratch(tuple(values.shape), "centre"))
+        m2 += float(torch.dot(centred, centred))
+        centred.mul_(centred)
+        m4 += float(torch.dot(centred, centred))
+    variance = m2 / n
+    kurtosis = (m4 / n) / (variance * variance) - 3.0 if variance > 0 else float("nan")
+    zero_rows = duplicate_rows = duplicate_cols = None
+    zero_index: list[int] = []
+    if not flat_blocks:
         assert col_keys is not None
-        zero_cols = torch.zeros(matrix_shape[1], dtype=torch.bool)
-        if moments.zeros:
-            zero_cols = torch.stack([torch.count_nonzero(b, dim=0) for b in _blocks(matrix)]).sum(0) == 0
-        duplicate_cols = _equal_lines(matrix, col_keys, zero_cols, by_row=False)
+        keys = torch.cat(row_keys)
+        # A zero row projects to exactly 0; other rows almost never do. Candidates are checked exactly.
+        dead = torch.zeros(matrix.shape[0], dtype=torch.bool)
+        for row in (keys == 0).nonzero().flatten().tolist():
+            dead[row] = int(torch.count_nonzero(matrix[row])) == 0
+        zero_rows = int(dead.sum())
+        zero_index = dead.nonzero().flatten()[:MAX_LISTED].tolist()
+        zero_cols = torch.zeros(matrix.shape[1], dtype=torch.bool)
+        for col in (col_keys == 0).nonzero().flatten().tolist():
+            zero_cols[col] = int(torch.count_nonzero(matrix[:, col])) == 0
+        if variance > 0:
+            duplicate_rows = _equal_lines(matrix, keys, dead, by_row=True)
+            duplicate_cols = _equal_lines(matrix, col_keys, zero_cols, by_row=False)
     return TensorStats(
         count=count,
-        mean=moments.mean,
+        mean=mean,
         std=math.sqrt(variance),
-        min=moments.min,
-        max=moments.max,
-        abs_max=max(abs(moments.min), abs(moments.max)),
-        zero_fraction=moments.zeros / moments.n,
-        nan=moments.nan,
-        inf=moments.inf,
+        min=low,
+        max=high,
+        abs_max=max(abs(low), abs(high)),
+        zero_fraction=(n - nonzero) / n,
+        nan=nans,
+        inf=infs,
         kurtosis=kurtosis,
         sampled=sampled,
-        zero_rows=zero_rows if matrix_shape is not None else None,
+        zero_rows=zero_rows,
         duplicate_rows=duplicate_rows,
         duplicate_cols=duplicate_cols,
         zero_row_index=tuple(zero_index),
@@ -363,9 +355,12 @@ def _pick(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
 
     if k >= n:
         return torch.arange(n)
-    if n <= 1 << 22:
+    if n <= 4 * k:
         return torch.randperm(n, generator=generator)[:k].sort().values
-    return torch.unique(torch.randint(0, n, (k * 2,), generator=generator))[:k]
+    drawn = torch.unique(torch.randint(0, n, (k + k // 4 + 16,), generator=generator))
+    if drawn.numel() > k:
+        drawn = drawn[torch.randperm(drawn.numel(), generator=generator)[:k]].sort().values
+    return drawn
 
 
 def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int] | None:
@@ -397,7 +392,10 @@ def gather_sample(lines: _Lines, info: TensorInfo, whole: bool) -> TensorSample:
         return TensorSample(values=values)
     rows, cols = shape
     row_index = _pick(rows, ROW_BLOCK, generator).tolist()
-    if cols <= MAX_LINE:
+    if cols <= MAX_LINE and lines.whole is not None:
+        row_block = _as_float32(lines.whole.reshape(rows, cols)[torch.tensor(row_index)])
+        rows_complete = True
+    elif cols <= MAX_LINE:
         row_block = lines.read_many([r * cols for r in row_index], cols)
         rows_complete = True
     else:
@@ -411,14 +409,11 @@ def gather_sample(lines: _Lines, info: TensorInfo, whole: bool) -> TensorSample:
         matrix = lines.whole.reshape(rows, cols)
         col_index = _pick(cols, ROW_BLOCK, generator)
         if rows <= MAX_LINE:
-            col_block = _as_float32(matrix[:, col_index]).T.contiguous()
+            col_block = _as_float32(matrix.T[col_index])
         else:
-            col_block = _as_float32(matrix[_pick(rows, MAX_LINE, generator)][:, col_index]).T.contiguous()
+            col_block = _as_float32(matrix.T[col_index][:, _pick(rows, MAX_LINE, generator)])
             cols_complete = False
-        sub_rows = _pick(rows, SUB_ROWS, generator)
-        sub = _as_float32(matrix[sub_rows][:, _pick(cols, SUB_COLS, generator)])
-    else:
-        sub = row_block[:, _pick(row_block.shape[1], SUB_COLS, generator)] if row_block.shape[0] > 1 else None
+    sub = row_block[:, _pick(row_block.shape[1], SUB_COLS, generator)] if row_block.shape[0] > 1 else None
     return TensorSample(values=values, rows=row_block, cols=col_block, sub=sub,
                         rows_complete=rows_complete, cols_complete=cols_complete)
 
