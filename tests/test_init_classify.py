@@ -51,45 +51,46 @@ def _fan(shape: tuple[int, ...], which: int) -> int:
     return fan[which]
 
 
-I = torch.nn.init
+INIT = torch.nn.init
 TRUTHS: list[Truth] = [
     Truth("kaiming_uniform", {"a": S5, "mode": "fan_in"}, "uniform", lambda s: 1 / math.sqrt(_fan(s, 0)),
-          lambda t, g: I.kaiming_uniform_(t, a=S5, generator=g)),
+          lambda t, g: INIT.kaiming_uniform_(t, a=S5, generator=g)),
     Truth("kaiming_uniform", {"nonlinearity": "relu", "mode": "fan_in"}, "uniform",
-          lambda s: math.sqrt(6 / _fan(s, 0)), lambda t, g: I.kaiming_uniform_(t, nonlinearity="relu", generator=g)),
+          lambda s: math.sqrt(6 / _fan(s, 0)), lambda t, g: INIT.kaiming_uniform_(t, nonlinearity="relu", generator=g)),
     Truth("kaiming_uniform", {"nonlinearity": "relu", "mode": "fan_out"}, "uniform",
           lambda s: math.sqrt(6 / _fan(s, 1)),
-          lambda t, g: I.kaiming_uniform_(t, mode="fan_out", nonlinearity="relu", generator=g)),
+          lambda t, g: INIT.kaiming_uniform_(t, mode="fan_out", nonlinearity="relu", generator=g)),
     Truth("kaiming_normal", {"nonlinearity": "relu", "mode": "fan_in"}, "normal",
-          lambda s: math.sqrt(2 / _fan(s, 0)), lambda t, g: I.kaiming_normal_(t, nonlinearity="relu", generator=g)),
+          lambda s: math.sqrt(2 / _fan(s, 0)), lambda t, g: INIT.kaiming_normal_(t, nonlinearity="relu", generator=g)),
     Truth("kaiming_normal", {"nonlinearity": "relu", "mode": "fan_out"}, "normal",
           lambda s: math.sqrt(2 / _fan(s, 1)),
-          lambda t, g: I.kaiming_normal_(t, mode="fan_out", nonlinearity="relu", generator=g)),
+          lambda t, g: INIT.kaiming_normal_(t, mode="fan_out", nonlinearity="relu", generator=g)),
     Truth("kaiming_normal", {"nonlinearity": "linear", "mode": "fan_in"}, "normal",
-          lambda s: 1 / math.sqrt(_fan(s, 0)), lambda t, g: I.kaiming_normal_(t, nonlinearity="linear", generator=g)),
+          lambda s: 1 / math.sqrt(_fan(s, 0)),
+          lambda t, g: INIT.kaiming_normal_(t, nonlinearity="linear", generator=g)),
     Truth("xavier_uniform", {"gain": 1.0}, "uniform", lambda s: math.sqrt(6 / (_fan(s, 0) + _fan(s, 1))),
-          lambda t, g: I.xavier_uniform_(t, generator=g)),
+          lambda t, g: INIT.xavier_uniform_(t, generator=g)),
     Truth("xavier_uniform", {"gain": 5 / 3}, "uniform", lambda s: 5 / 3 * math.sqrt(6 / (_fan(s, 0) + _fan(s, 1))),
-          lambda t, g: I.xavier_uniform_(t, gain=5 / 3, generator=g)),
+          lambda t, g: INIT.xavier_uniform_(t, gain=5 / 3, generator=g)),
     Truth("xavier_normal", {"gain": 1.0}, "normal", lambda s: math.sqrt(2 / (_fan(s, 0) + _fan(s, 1))),
-          lambda t, g: I.xavier_normal_(t, generator=g)),
+          lambda t, g: INIT.xavier_normal_(t, generator=g)),
     Truth("xavier_normal", {"gain": math.sqrt(2)}, "normal",
           lambda s: math.sqrt(2) * math.sqrt(2 / (_fan(s, 0) + _fan(s, 1))),
-          lambda t, g: I.xavier_normal_(t, gain=math.sqrt(2), generator=g)),
-    Truth("orthogonal", {"gain": 1.0}, None, None, lambda t, g: I.orthogonal_(t, generator=g)),
-    Truth("orthogonal", {"gain": 2.0}, None, None, lambda t, g: I.orthogonal_(t, gain=2.0, generator=g)),
-    Truth("normal", {"std": 0.02}, "normal", lambda s: 0.02, lambda t, g: I.normal_(t, std=0.02, generator=g)),
-    Truth("normal", {"std": 0.05}, "normal", lambda s: 0.05, lambda t, g: I.normal_(t, std=0.05, generator=g)),
+          lambda t, g: INIT.xavier_normal_(t, gain=math.sqrt(2), generator=g)),
+    Truth("orthogonal", {"gain": 1.0}, None, None, lambda t, g: INIT.orthogonal_(t, generator=g)),
+    Truth("orthogonal", {"gain": 2.0}, None, None, lambda t, g: INIT.orthogonal_(t, gain=2.0, generator=g)),
+    Truth("normal", {"std": 0.02}, "normal", lambda s: 0.02, lambda t, g: INIT.normal_(t, std=0.02, generator=g)),
+    Truth("normal", {"std": 0.05}, "normal", lambda s: 0.05, lambda t, g: INIT.normal_(t, std=0.05, generator=g)),
     # trunc_normal_'s default bounds are absolute (-2, 2): at std 0.02 it is an untruncated normal.
     Truth("normal", {"std": 0.02, "via": "trunc_normal_ default bounds"}, "normal", lambda s: 0.02,
-          lambda t, g: I.trunc_normal_(t, std=0.02, generator=g)),
+          lambda t, g: INIT.trunc_normal_(t, std=0.02, generator=g)),
     Truth("truncated_normal", {"std": 0.02, "bounds": "±2σ"}, None, lambda s: 0.02,
-          lambda t, g: I.trunc_normal_(t, std=0.02, a=-0.04, b=0.04, generator=g)),
-    Truth("uniform", {"bound": 0.1}, "uniform", lambda s: 0.1, lambda t, g: I.uniform_(t, -0.1, 0.1, generator=g)),
-    Truth("uniform", {"low": 0.0, "high": 1.0}, None, None, lambda t, g: I.uniform_(t, generator=g)),
-    Truth("zeros", {"value": 0.0}, None, None, lambda t, g: I.zeros_(t)),
-    Truth("ones", {"value": 1.0}, None, None, lambda t, g: I.ones_(t)),
-    Truth("constant", {"value": 0.3}, None, None, lambda t, g: I.constant_(t, 0.3)),
+          lambda t, g: INIT.trunc_normal_(t, std=0.02, a=-0.04, b=0.04, generator=g)),
+    Truth("uniform", {"bound": 0.1}, "uniform", lambda s: 0.1, lambda t, g: INIT.uniform_(t, -0.1, 0.1, generator=g)),
+    Truth("uniform", {"low": 0.0, "high": 1.0}, None, None, lambda t, g: INIT.uniform_(t, generator=g)),
+    Truth("zeros", {"value": 0.0}, None, None, lambda t, g: INIT.zeros_(t)),
+    Truth("ones", {"value": 1.0}, None, None, lambda t, g: INIT.ones_(t)),
+    Truth("constant", {"value": 0.3}, None, None, lambda t, g: INIT.constant_(t, 0.3)),
 ]
 
 
@@ -221,7 +222,8 @@ def report_text(cases: list[Case]) -> str:
     ) or "- none"
     return (
         f"{s['cases']} fresh tensors ({len(TRUTHS)} init functions, shapes {SMALL_SHAPES[0]} to {LARGE_SHAPES[-1]} "
-        f"and 4-D conv kernels, 3 seeds for small shapes and 1 for the four large ones, bf16 and fp16 copies of seed 0 up to 300k values).\n\n"
+        "and 4-D conv kernels, 3 seeds for small shapes and 1 for the four large ones, bf16 and fp16 copies "
+        "of seed 0 up to 300k values).\n\n"
         f"- the issue's pool (≥ 512 values, nearest other scheme ≥ 5% away in scale): {s['literal_pool']} "
         f"tensors, label and parameter right for {s['literal_right']} ({s['literal_accuracy']:.2%})\n"
         f"- the same pool with normal-family tensors from {RESOLVABLE_N} values (where a 5% std estimate is "

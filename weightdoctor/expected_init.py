@@ -336,10 +336,8 @@ def matches_expected(found: InitResult, expected: ExpectedInit, count: int) -> b
     have = found.family if found.label == "ambiguous" else FAMILY_OF.get(found.label)
     if want is None or have is None:
         return None
-    if want != have:
-        # A truncated normal whose bounds sit far out is a normal; orthogonal entries look normal.
-        if not (want == "orthogonal" and have == "normal"):
-            return False
+    if want != have and not (want == "orthogonal" and have == "normal"):
+        return False
     if want == "orthogonal":
         return found.label == "orthogonal" and abs(found.params["gain"] / expected.params["gain"] - 1) < 0.05
     scale, target = _found_scale(found), expected.scale

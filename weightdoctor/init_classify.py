@@ -345,14 +345,12 @@ def drift_tests(values: torch.Tensor, stats: TensorStats, sample: TensorSample, 
     Keys: `ks` (family fit), `row_spread` / `col_spread` (norm spread), `top_singular` (spike above the
     bulk edge), `outliers` (extremes beyond the family), `kurtosis` (tails, for the normal family).
     """
-    import torch
 
     evidence: dict[str, float] = {}
     n = values.numel()
     evidence["ks"] = ks_distance(values, fit) * math.sqrt(n) / KS_LIMIT
     kurt = _family_kurtosis(fit)
-    for key, lines, complete in (("row_spread", sample.rows, sample.rows_complete),
-                                 ("col_spread", sample.cols, sample.cols_complete)):
+    for key, lines in (("row_spread", sample.rows), ("col_spread", sample.cols)):
         if lines is None or lines.shape[0] < 16 or lines.shape[1] < 8:
             continue
         expected = math.sqrt(max(kurt + 2.0, 0.05) / lines.shape[1])

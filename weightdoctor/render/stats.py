@@ -141,8 +141,8 @@ def render_stats(report: StatsReport, console: Console, limit: int | None = 50) 
 def render_histogram(item: TensorHealth, console: Console, width: int = 40) -> None:
     """A small text histogram of one tensor's values (from its classifier sample)."""
     hist = item.histogram
-    title = f"[bold]{escape(item.name)}[/] {'×'.join(map(str, item.shape))} {item.dtype}: {escape(item.init.describe())}"
-    console.print(title)
+    shape = "×".join(map(str, item.shape))
+    console.print(f"[bold]{escape(item.name)}[/] {shape} {item.dtype}: {escape(item.init.describe())}")
     if not hist:
         console.print("[dim](no spread of values to draw)[/]")
         return
