@@ -382,10 +382,9 @@ def gather_sample(lines: _Lines, info: TensorInfo, whole: bool) -> TensorSample:
         index = _pick(n, CLASSIFIER_SAMPLE, generator)
         values = _as_float32(flat[index] if index.numel() < n else flat)
     else:
-        blocks = max(1, CLASSIFIER_SAMPLE // SAMPLE_BLOCK)
         block = min(SAMPLE_BLOCK, n)
-        starts = (_pick(max(n - block + 1, 1), blocks, generator)).tolist()
-        values = lines.read_many(starts, block).reshape(-1)
+        slots = _pick(max(n // block, 1), max(1, CLASSIFIER_SAMPLE // block), generator)
+        values = lines.read_many((slots * block).tolist(), block).reshape(-1)
     values = values[torch.isfinite(values)].clone()
     shape = _matrix_shape(info.shape)
     if shape is None:
@@ -432,8 +431,9 @@ def tensor_stats(checkpoint: Checkpoint, info: TensorInfo, sample: int | None = 
 
         generator = torch.Generator().manual_seed(seed_for(info.name) ^ 0x5A5A)
         block = SAMPLE_BLOCK
-        starts = _pick(max(info.num_params - block + 1, 1), max(1, sample // block), generator).tolist()
-        values = lines.read_many(starts, block).reshape(-1)[:sample]
+        # Aligned, non-overlapping blocks, so that no value is read twice.
+        slots = _pick(max(info.num_params // block, 1), -(-sample // block), generator)
+        values = lines.read_many((slots * block).tolist(), min(block, info.num_params)).reshape(-1)[:sample]
         stats = summarize_values(values, sampled=True)
         return StatsResult(info, stats, gather_sample(lines, info, whole=False))
     tensor = checkpoint.load_tensor(info.name)
