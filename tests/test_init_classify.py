@@ -35,6 +35,17 @@ SMALL_SHAPES = [(32, 16), (64, 64), (128, 64), (16, 3, 3, 3), (64, 32, 3, 3), (1
 LARGE_SHAPES = [(256, 1024), (768, 768), (1280, 256), (3072, 768)]
 DOC = Path(__file__).resolve().parent.parent / "docs" / "init-confusion.md"
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    # The machine running the suite is shared: on small tensors, extra torch threads only add contention.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 @dataclass(frozen=True)
 class Truth:
@@ -277,7 +288,7 @@ def test_trunc_normal_explicit_bounds_are_reported() -> None:
     result = classify_init(w.shape, r.stats, r.sample, initializer_range=0.02)
     assert result.label == "truncated_normal"
     assert abs(result.params["std"] / 0.02 - 1) < 0.05 and abs(result.params["k"] - 2) < 0.1
-    assert result.note == "std 0.02 = initializer_range" or result.note.startswith("std 0.02")
+    assert result.note == "std ≈ initializer_range (0.02)"
 
 
 def test_too_small_is_undetermined() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,18 @@ from weightdoctor.checkpoint import open_checkpoint
 from weightdoctor.expected_init import expected_inits, from_call, guess_default, matches_expected
 from weightdoctor.init_classify import InitResult
 from weightdoctor.stats import CHUNK, iter_stats, stats_of_tensor, summarize_values, tensor_stats
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    # The machine running the suite is shared: on small tensors, extra torch threads only add contention.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 
 def _reference(t: torch.Tensor) -> dict[str, float]:

@@ -519,7 +519,7 @@ def classify_init(
     elif fit.family == "truncated_normal":
         params = {"mean": fit.mean, "std": fit.std, "a": fit.low, "b": fit.high, "k": fit.k}
         if initializer_range and abs(fit.std / initializer_range - 1) < 0.05:
-            note = f"std {fit.std:.4g} = initializer_range"
+            note = f"std ≈ initializer_range ({initializer_range:g})"
         return InitResult("truncated_normal", params, family=fit.family, evidence=evidence, note=note)
     else:
         se = math.sqrt(max(stats.kurtosis + 2.0, 0.5) / (4.0 * n_eff))
