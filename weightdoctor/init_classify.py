@@ -395,6 +395,9 @@ def _orthogonal_gain(sample: TensorSample, shape: tuple[int, int]) -> float | No
     complete = sample.rows_complete if rows <= cols else sample.cols_complete
     if lines is None or not complete or lines.shape[0] < 2 or lines.shape[1] < 8:
         return None
+    norms = lines.square().sum(dim=1)
+    if float(norms.std() / norms.mean()) > 0.02:
+        return None  # orthogonal lines all have the same norm; i.i.d. ones differ by about √(2/length)
     gram = lines.double() @ lines.double().T
     diag = gram.diagonal()
     if float(diag.min()) <= 0:

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 MAX_LISTED = 32
 CHUNK = 1 << 24  # elements reduced at once: 64 MB of float32
 CLASSIFIER_SAMPLE = 1 << 12  # values the classifier sees per tensor
-ROW_BLOCK = 64  # whole rows (and columns) read for norm spread and orthogonality
+ROW_BLOCK = 64  # whole rows read for norm spread and orthogonality
+COL_BLOCK = 32  # whole columns (a strided gather, dearer than rows)
 SUB_ROWS, SUB_COLS = 128, 256  # random sub-matrix for the top singular value
 MAX_LINE = 8192  # longest row/column read whole; longer ones are sampled
 SAMPLE_BLOCK = 64  # consecutive elements per block under --sample
@@ -74,7 +75,7 @@ class TensorSample:
     Attributes:
         values: up to `CLASSIFIER_SAMPLE` finite values drawn at random (all values when fewer).
         rows: up to `ROW_BLOCK` whole rows of the tensor seen as a matrix (shape[0], rest), or None.
-        cols: up to `ROW_BLOCK` whole columns, or None (not read under --sample).
+        cols: up to `COL_BLOCK` whole columns, or None (not read under --sample).
         sub: a random sub-matrix (at most `SUB_ROWS` × `SUB_COLS`), or None for 1-D tensors.
         rows_complete / cols_complete: whether `rows` / `cols` hold entire rows / columns.
     """
@@ -406,7 +407,7 @@ def gather_sample(lines: _Lines, info: TensorInfo, whole: bool) -> TensorSample:
     sub: torch.Tensor | None = None
     if whole and lines.whole is not None:
         matrix = lines.whole.reshape(rows, cols)
-        col_index = _pick(cols, ROW_BLOCK, generator)
+        col_index = _pick(cols, COL_BLOCK, generator)
         if rows <= MAX_LINE:
             col_block = _as_float32(matrix.T[col_index])
         else:
