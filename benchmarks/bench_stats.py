@@ -34,9 +34,11 @@ with safe_open(sys.argv[1], framework="pt") as handle:
 """
 
 
-def run(command: list[str]) -> tuple[float, int]:
+def run(command: list[str], threads: int | None = None) -> tuple[float, int]:
     """Wall seconds and peak RSS (bytes) of one child process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
     _, status, usage = os.wait4(process.pid, 0)
@@ -53,6 +55,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--data", type=Path, default=ROOT / "bench-data")
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for both runs (default: torch's)")
     args = parser.parse_args()
 
     import torch
@@ -68,18 +71,19 @@ def main() -> None:
     largest = max(math.prod(shape) for _, shape in specs) * itemsize
     stats_cmd = [sys.executable, "-m", "weightdoctor", "inspect", str(path), "--stats", "--json"]
     base_cmd = [sys.executable, "-c", BASELINE, str(path)]
-    run(base_cmd)  # warm the page cache
+    run(base_cmd, args.threads)  # warm the page cache
     stats_times, base_times, peaks = [], [], []
     for _ in range(args.repeat):
-        elapsed, _ = run(base_cmd)
+        elapsed, _ = run(base_cmd, args.threads)
         base_times.append(elapsed)
-        elapsed, peak = run(stats_cmd)
+        elapsed, peak = run(stats_cmd, args.threads)
         stats_times.append(elapsed)
         peaks.append(peak)
     stats_median, base_median = statistics.median(stats_times), statistics.median(base_times)
     bound = 3 * largest + 300 * 1024**2
     print(f"# bench_stats  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  {platform.node()}  "
-          f"{os.cpu_count()} CPUs  torch {torch.__version__}")
+          f"{os.cpu_count()} CPUs  torch {torch.__version__}  "
+          f"OMP_NUM_THREADS={args.threads or 'default'}  load average {os.getloadavg()[0]:.1f}")
     print(f"checkpoint: {path.name}, {format_bytes(file_size)}, {len(specs)} tensors of {specs[0][1]} "
           f"{args.dtype}, largest tensor {format_bytes(largest)}")
     print()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from weightdoctor.expected_init import ExpectedInit, matches_expected, reconcile
 from weightdoctor.findings import Finding
 from weightdoctor.init_classify import MIN_VALUES, InitResult, classify_init
-from weightdoctor.stats import TensorStats
+from weightdoctor.stats import StatsResult, TensorStats
 
 if TYPE_CHECKING:
     from weightdoctor.checkpoint import Checkpoint
@@ -25,7 +25,11 @@ FP16_MAX = 65504.0
 HIST_BINS = 40
 TRAINED_SHARE = 0.5  # share of matrix parameters that must have trained for "the checkpoint has trained"
 INIT_SHARE = 0.9  # share of matrix parameters at init for "the whole checkpoint is still at initialization"
-OUTLIER_SIGMAS = 25.0  # |x - mean| / std beyond which values are "extreme outliers"
+OUTLIER_SIGMAS = 25.0
+# The pass is bound by memory and disk, not arithmetic. With several torch threads every reduction waits
+# for its slowest thread, which on a shared machine is often descheduled: measured on a loaded 2-core VM,
+# 2 threads made the whole pass about 4× slower than 1 (docs/bench-inspect-stats.md). So it runs on one.
+STATS_THREADS = 1  # |x - mean| / std beyond which values are "extreme outliers"
 INIT_LABELS = frozenset({"zeros", "ones", "constant", "normal", "truncated_normal", "uniform", "xavier_uniform",
                          "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal", "ambiguous"})
 
@@ -192,6 +196,19 @@ def _checkpoint_findings(items: list[TensorHealth]) -> tuple[list[Finding], floa
     return findings, share, state
 
 
+def _tensor_health(result: StatsResult, want: ExpectedInit | None, initializer_range: float | None) -> TensorHealth:
+    """Classify one tensor's values against what it held at initialization."""
+    info, stats = result.info, result.stats
+    constant = want.params["value"] if want is not None and want.confident and want.label in (
+        "zeros", "ones", "constant") else None
+    init = classify_init(tuple(info.shape), stats, result.sample, initializer_range, constant)
+    init = reconcile(init, want, stats.finite_count)
+    item = TensorHealth(info.name, list(info.shape), info.dtype, stats, init, want, None,
+                        _histogram(result.sample.values, stats.min, stats.max))
+    item.at_init = _still_at_init(item)
+    return item
+
+
 def analyze_weights(
     checkpoint: Checkpoint,
     names: list[str] | None = None,
@@ -224,17 +241,16 @@ def analyze_weights(
     expected = expected_inits(checkpoint.tensors, checkpoint.config)
     initializer_range = _initializer_range(checkpoint.config)
     items: list[TensorHealth] = []
-    for result in iter_stats(checkpoint, floating, sample, advance):
-        info, stats = result.info, result.stats
-        want = expected.by_name.get(info.name)
-        constant = want.params["value"] if want is not None and want.confident and want.label in (
-            "zeros", "ones", "constant") else None
-        init = classify_init(tuple(info.shape), stats, result.sample, initializer_range, constant)
-        init = reconcile(init, want, stats.finite_count)
-        item = TensorHealth(info.name, list(info.shape), info.dtype, stats, init, want, None,
-                            _histogram(result.sample.values, stats.min, stats.max))
-        item.at_init = _still_at_init(item)
-        items.append(item)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(STATS_THREADS)
+    try:
+        results = iter_stats(checkpoint, floating, sample, advance)
+        items = [_tensor_health(result, expected.by_name.get(result.info.name), initializer_range)
+                 for result in results]
+    finally:
+        torch.set_num_threads(threads)
     findings = [f for item in items for f in _tensor_findings(item)]
     whole, share, state = _checkpoint_findings(items)
     findings += whole
