@@ -11,16 +11,18 @@ RSS of each `inspect --stats` run comes from wait4 and is compared with the issu
 from __future__ import annotations
 
 import argparse
-import math
+import json
 import os
 import platform
 import statistics
+import struct
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
-from weightdoctor.units import format_bytes, parse_size
+from weightdoctor.units import format_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = """
@@ -58,17 +60,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for both runs (default: torch's)")
     args = parser.parse_args()
 
-    import torch
-
-    from benchmarks.synth import specs_for_size, write_safetensors
-
-    itemsize = torch.empty((), dtype=getattr(torch, args.dtype)).element_size()
-    specs = specs_for_size(parse_size(args.size), args.tensors, itemsize)
+    # The parent never imports torch: a child's peak RSS (ru_maxrss) starts from its parent's at fork.
     path = args.data / f"stats-{args.size}-{args.tensors}-{args.dtype}.safetensors"
     if not path.exists():
-        write_safetensors(path, specs, args.dtype)
+        subprocess.run([sys.executable, "-m", "benchmarks.synth", str(path), "--size", args.size, "--tensors",
+                        str(args.tensors), "--format", "safetensors", "--dtype", args.dtype],
+                       check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
+    with open(path, "rb") as handle:
+        (size,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(size))
+    entries = [v for k, v in header.items() if k != "__metadata__"]
     file_size = path.stat().st_size
-    largest = max(math.prod(shape) for _, shape in specs) * itemsize
+    largest = max(end - begin for begin, end in (e["data_offsets"] for e in entries))
+    first_shape = tuple(entries[0]["shape"])
     stats_cmd = [sys.executable, "-m", "weightdoctor", "inspect", str(path), "--stats", "--json"]
     base_cmd = [sys.executable, "-c", BASELINE, str(path)]
     run(base_cmd, args.threads)  # warm the page cache
@@ -82,9 +86,9 @@ def main() -> None:
     stats_median, base_median = statistics.median(stats_times), statistics.median(base_times)
     bound = 3 * largest + 300 * 1024**2
     print(f"# bench_stats  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  {platform.node()}  "
-          f"{os.cpu_count()} CPUs  torch {torch.__version__}  "
+          f"{os.cpu_count()} CPUs  torch {version('torch')}  "
           f"OMP_NUM_THREADS={args.threads or 'default'}  load average {os.getloadavg()[0]:.1f}")
-    print(f"checkpoint: {path.name}, {format_bytes(file_size)}, {len(specs)} tensors of {specs[0][1]} "
+    print(f"checkpoint: {path.name}, {format_bytes(file_size)}, {len(entries)} tensors of {first_shape} "
           f"{args.dtype}, largest tensor {format_bytes(largest)}")
     print()
     print("| run | median s | runs (s) |")

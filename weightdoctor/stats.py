@@ -447,6 +447,34 @@ def gather_sample(lines: _Lines, info: TensorInfo, whole: bool) -> TensorSample:
                         rows_complete=rows_complete, cols_complete=cols_complete)
 
 
+def _read_whole(checkpoint: Checkpoint, info: TensorInfo) -> torch.Tensor:
+    """One tensor's values. Safetensors data is read straight into an uninitialised tensor (the reader's
+    zero-filled buffer costs a memset of the whole tensor); everything else goes through the reader."""
+    import torch
+
+    header = checkpoint._headers.get(info.file)
+    dtype = getattr(torch, info.dtype, None)
+    if header is None or info.data_offsets is None or dtype is None or info.num_params == 0 \
+            or info.dtype == "float4_e2m1fn_x2":
+        return checkpoint.load_tensor(info.name)
+    begin, end = info.data_offsets
+    path = str(checkpoint.file_path(info.file))
+    raw = torch.empty(end - begin, dtype=torch.uint8)
+    view = memoryview(raw.numpy())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        done = 0
+        while done < len(view):
+            got = os.preadv(fd, [view[done:]], header.data_start + begin + done)
+            if got == 0:
+                raise CorruptCheckpoint(
+                    f"file ended while reading tensor {info.name!r} (truncated or changed while reading)", path=path)
+            done += got
+    finally:
+        os.close(fd)
+    return raw.view(dtype).reshape(info.shape)
+
+
 def tensor_stats(checkpoint: Checkpoint, info: TensorInfo, sample: int | None = None) -> StatsResult:
     """Read one floating tensor and compute its statistics and classifier sample.
 
@@ -466,7 +494,7 @@ def tensor_stats(checkpoint: Checkpoint, info: TensorInfo, sample: int | None = 
         values = lines.read_many((slots * block).tolist(), min(block, info.num_params)).reshape(-1)[:sample]
         stats = summarize_values(values, sampled=True)
         return StatsResult(info, stats, gather_sample(lines, info, whole=False))
-    tensor = checkpoint.load_tensor(info.name)
+    tensor = _read_whole(checkpoint, info)
     lines = _Lines(checkpoint, info, tensor)
     stats = summarize_values(tensor.reshape(-1), shape=tuple(info.shape))
     return StatsResult(info, stats, gather_sample(lines, info, whole=True))
