@@ -138,6 +138,21 @@ def test_plot(planted: dict[str, Path], tmp_path: Path) -> None:
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"plot written to {target}" in result.stderr
     assert not list(tmp_path.glob(".weightdoctor-*"))
+    whole = tmp_path / "whole.svg"
+    result = run_cli("inspect", planted["trained"], "--plot", str(whole))
+    assert result.exit_code == 0 and "std of each kind of weight across depth" in whole.read_text()
+
+
+def test_depth_profile(planted: dict[str, Path]) -> None:
+    from weightdoctor.checkpoint import open_checkpoint
+    from weightdoctor.health import analyze_weights, depth_profile
+
+    with open_checkpoint(planted["fresh"]) as checkpoint:
+        profile = depth_profile(analyze_weights(checkpoint))
+    points = profile["bert.encoder.layer.{i}.attention.self.query.weight"]
+    assert [layer for layer, _ in points] == [0, 1]
+    assert all(abs(std / 0.02 - 1) < 0.05 for _, std in points)
+    assert not any("embeddings" in kind for kind in profile)
 
 
 def test_plot_without_matplotlib(planted: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -158,3 +173,44 @@ def test_bad_flags(fx: dict[str, Path], tmp_path: Path) -> None:
 def test_plain_inspect_is_unchanged(fx: dict[str, Path]) -> None:
     code, data = run_json("inspect", fx["bert"])
     assert code == 0 and "findings" not in data and "stats" not in data["tensors"][0]
+
+
+def _variant(source: Path, target: Path, changes: dict) -> Path:
+    """A copy of a model folder with some tensors replaced."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    target.mkdir()
+    shutil.copy(source / "config.json", target / "config.json")
+    state = load_file(source / "model.safetensors")
+    state.update(changes)
+    save_file(state, target / "model.safetensors", metadata={"format": "pt"})
+    return target
+
+
+def test_more_defects_on_a_trained_model(planted: dict[str, Path], tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    state = load_file(planted["trained"] / "model.safetensors")
+    spiky = state["bert.encoder.layer.1.output.dense.weight"].clone()
+    spiky[3, 7] = 1e5  # beyond fp16, and thousands of σ out
+    folder = _variant(planted["trained"], tmp_path / "defects", {
+        "bert.encoder.layer.0.output.dense.weight": torch.zeros(64, 128),
+        "bert.encoder.layer.1.attention.output.dense.weight": torch.full((64, 64), 0.5),
+        "bert.encoder.layer.1.output.dense.weight": spiky,
+        "bert.encoder.layer.1.output.LayerNorm.weight": torch.ones(64),
+    })
+    code, data = run_json("inspect", folder, "--stats", "--fail-on", "error")
+    assert code == 1
+    assert sorted(_codes(data)) == sorted([
+        ("error", "all-zero", "bert.encoder.layer.0.output.dense.weight"),
+        ("warn", "constant", "bert.encoder.layer.1.attention.output.dense.weight"),
+        ("warn", "extreme-outliers", "bert.encoder.layer.1.output.dense.weight"),
+        ("warn", "fp16-overflow", "bert.encoder.layer.1.output.dense.weight"),
+        ("info", "norm-at-init", "bert.encoder.layer.1.output.LayerNorm.weight"),
+    ])
+    assert data["findings"][0]["severity"] == "error"
+    overflow = next(f for f in data["findings"] if f["code"] == "fp16-overflow")
+    assert "check-dtype" in overflow["hint"]
