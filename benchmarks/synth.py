@@ -61,8 +61,14 @@ def _tensor(shape: tuple[int, ...], dtype: torch.dtype, generator: torch.Generat
     return (torch.randn(shape, generator=generator) * std).to(dtype)
 
 
-def write_safetensors(path: Path, specs: list[TensorSpec], dtype: str = "float32", seed: int = 0) -> int:
-    """Write a safetensors file tensor by tensor (header first); return its size in bytes."""
+def write_safetensors(
+    path: Path, specs: list[TensorSpec], dtype: str = "float32", seed: int = 0, fill: str = "random"
+) -> int:
+    """Write a safetensors file tensor by tensor (header first); return its size in bytes.
+
+    `fill="random"` writes N(0, 0.02) values; `fill="zeros"` writes zero bytes fast (for benchmarks that
+    read headers only).
+    """
     torch_dtype = getattr(torch, dtype)
     itemsize = torch.empty((), dtype=torch_dtype).element_size()
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
@@ -82,16 +88,21 @@ def write_safetensors(path: Path, specs: list[TensorSpec], dtype: str = "float32
     with open(path, "wb") as handle:
         handle.write(struct.pack("<Q", len(raw)) + raw)
         for _, shape in specs:
-            handle.write(
-                _tensor(shape, torch_dtype, generator).numpy().tobytes()
-                if torch_dtype != torch.bfloat16
-                else _tensor(shape, torch_dtype, generator).view(torch.int16).numpy().tobytes()
-            )
+            if fill == "zeros":
+                handle.write(bytes(math.prod(shape) * itemsize))
+                continue
+            tensor = _tensor(shape, torch_dtype, generator)
+            handle.write((tensor.view(torch.int16) if torch_dtype == torch.bfloat16 else tensor).numpy().tobytes())
     return 8 + len(raw) + offset
 
 
 def write_sharded(
-    folder: Path, specs: list[TensorSpec], max_shard_bytes: int, dtype: str = "float32", seed: int = 0
+    folder: Path,
+    specs: list[TensorSpec],
+    max_shard_bytes: int,
+    dtype: str = "float32",
+    seed: int = 0,
+    fill: str = "random",
 ) -> None:
     """Write `model-0000i-of-0000N.safetensors` shards and `model.safetensors.index.json`."""
     itemsize = torch.empty((), dtype=getattr(torch, dtype)).element_size()
@@ -107,7 +118,7 @@ def write_sharded(
     weight_map: dict[str, str] = {}
     for i, group in enumerate(groups, 1):
         filename = f"model-{i:05d}-of-{len(groups):05d}.safetensors"
-        write_safetensors(folder / filename, group, dtype, seed + i)
+        write_safetensors(folder / filename, group, dtype, seed + i, fill)
         weight_map.update({name: filename for name, _ in group})
     total = sum(math.prod(s) * itemsize for _, s in specs)
     (folder / "model.safetensors.index.json").write_text(
@@ -131,14 +142,15 @@ def main() -> None:
     parser.add_argument("--format", choices=["safetensors", "sharded", "bin"], default="safetensors")
     parser.add_argument("--shard-size", default="1GB")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--fill", choices=["random", "zeros"], default="random")
     args = parser.parse_args()
     specs = specs_for_size(
         parse_size(args.size), args.tensors, torch.empty((), dtype=getattr(torch, args.dtype)).element_size()
     )
     if args.format == "safetensors":
-        write_safetensors(args.out, specs, args.dtype)
+        write_safetensors(args.out, specs, args.dtype, fill=args.fill)
     elif args.format == "sharded":
-        write_sharded(args.out, specs, parse_size(args.shard_size), args.dtype)
+        write_sharded(args.out, specs, parse_size(args.shard_size), args.dtype, fill=args.fill)
     else:
         write_bin(args.out, specs, args.dtype)
     print(args.out)

@@ -25,3 +25,9 @@ def test_meta_model_errors() -> None:
         build_meta_model({"hidden_size": 3})
     with pytest.raises(UsageError, match="NoSuchModel"):
         build_meta_model({"model_type": "bert"}, "NoSuchModel")
+
+
+def test_unknown_model_type_is_one_short_line() -> None:
+    with pytest.raises(UsageError) as info:
+        build_meta_model({"model_type": "no-such-arch"})
+    assert "no-such-arch" in info.value.message and len(info.value.message) < 120

@@ -5,7 +5,9 @@ from __future__ import annotations
 import typer
 
 from weightdoctor import __version__
+from weightdoctor.commands import diff_keys as diff_keys_command
 from weightdoctor.commands import inspect as inspect_command
+from weightdoctor.commands import plan_devices as plan_devices_command
 
 app = typer.Typer(
     name="weightdoctor",
@@ -18,6 +20,8 @@ app = typer.Typer(
 )
 
 app.command("inspect")(inspect_command.inspect)
+app.command("plan-devices")(plan_devices_command.plan_devices)
+app.command("diff-keys")(diff_keys_command.diff_keys)
 
 
 def _version(value: bool) -> None:

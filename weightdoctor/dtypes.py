@@ -60,4 +60,5 @@ def canonical_dtype(name: str) -> str:
 
 def bits_per_element(dtype: str) -> int:
     """Bits one element of `dtype` takes on disk (8 for unknown byte-sized types)."""
-    return BITS_PER_ELEMENT.get(canonical_dtype(dtype), 8)
+    bits = BITS_PER_ELEMENT.get(dtype)  # fast path: already canonical (called once per tensor by the reader)
+    return bits if bits is not None else BITS_PER_ELEMENT.get(canonical_dtype(dtype), 8)

@@ -38,6 +38,10 @@ class UnsafePickle(WeightDoctorError):
     """A pickle imports something that could run code; nothing was unpickled."""
 
 
+class UnsupportedEnvironment(WeightDoctorError):
+    """The installed libraries cannot do this safely (torch older than the version weightdoctor requires)."""
+
+
 class InvalidIndex(CorruptCheckpoint):
     """A sharded checkpoint's index JSON is inconsistent with its shards."""
 

@@ -22,11 +22,17 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
     model_type = config.get("model_type")
     if not model_type:
         raise UsageError("config.json has no model_type; cannot build the model from it")
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        # transformers' own message lists every known type on one very long line; say it shortly.
+        raise UsageError(f"this transformers does not know model_type {model_type!r}")
     values = {k: v for k, v in {**config, **overrides}.items() if k != "model_type"}
     try:
         return AutoConfig.for_model(model_type, **values)
-    except (ValueError, KeyError) as exc:
-        raise UsageError(f"this transformers does not know model_type {model_type!r} ({exc})") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise UsageError(f"config.json cannot build a {model_type!r} config: {detail}") from exc
 
 
 def resolve_model_class(config: PretrainedConfig, model_class: str | None = None) -> type:

@@ -85,6 +85,10 @@ class InspectReport:
     tensors: list[TensorRow]
     filter: str | None
     warnings: list[str]
+    # The static pickle scan (weightdoctor.security.ScanReport): format, globals, verdict.
+    security: Any = None
+    # `inspect --verify`: the recomputed zip CRCs (weightdoctor.security.verify.VerifyReport).
+    verify: Any = None
 
 
 def summarize_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -228,7 +232,7 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
     ]
     return InspectReport(
         source=checkpoint.source,
-        resolved_path=str(checkpoint.path),
+        resolved_path=checkpoint.location,
         format=checkpoint.format,
         sharded=checkpoint.sharded,
         repo_id=checkpoint.repo_id,
@@ -250,4 +254,5 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         tensors=rows,
         filter=name_filter,
         warnings=list(checkpoint.warnings),
+        security=checkpoint.security,
     )

@@ -1,12 +1,17 @@
-"""Resolving a Hub repo id to a local folder through huggingface_hub and its cache."""
+"""Resolving a Hub repo id through huggingface_hub: the local cache first, then (online) the Hub itself."""
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from weightdoctor.errors import SourceNotFound
+
+if TYPE_CHECKING:
+    from huggingface_hub.utils._safetensors import SafetensorsRepoMetadata
 
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # What the reader may need from a repo; weights of one kind only (safetensors preferred).
@@ -36,46 +41,107 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
+def _not_found(repo_id: str, revision: str | None, reason: str) -> SourceNotFound:
+    where = f"revision {revision!r} of " if revision else ""
+    return SourceNotFound(f"{where}{repo_id!r} is not a local path and {reason}")
+
+
+def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
+    """The snapshot folder of `repo_id` in the local cache, or None when it is not cached."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=hub_cache_dir(), local_files_only=True))
+    except Exception:  # LocalEntryNotFoundError, a bad revision, an unreadable cache: all mean "not cached"
+        return None
+
+
 def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = True) -> Path:
     """Return a local snapshot folder for `repo_id`, from the cache or else from the Hub.
 
-    From the Hub only what the reader needs is fetched: config and tokenizer JSON, the index, and the
+    From the Hub only what the reader needs is fetched: config and tokenizer files, the index, and the
     weights of one format (safetensors when the repo has them). With `weights=False` (a command that
     needs the config alone), weights are not fetched at all.
 
     Raises:
         SourceNotFound: not cached and the Hub is offline, unreachable or has no such repo.
     """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    cache_dir = hub_cache_dir()
-    try:
-        return Path(
-            snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True)
-        )
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
-        pass
-    where = f"revision {revision!r} of " if revision else ""
+    cached = cached_snapshot(repo_id, revision)
+    if cached is not None:
+        return cached
     if hub_offline():
-        raise SourceNotFound(
-            f"{where}{repo_id!r} is not a local path and is not in the Hugging Face cache at {cache_dir}"
-            " (HF_HUB_OFFLINE is set, so the Hub was not asked)"
+        raise _not_found(
+            repo_id, revision, f"is not in the Hugging Face cache at {hub_cache_dir()} (HF_HUB_OFFLINE is set)"
         )
-    try:
-        from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, snapshot_download
 
+    try:
         files = HfApi().list_repo_files(repo_id, revision=revision)
         patterns = list(CONFIG_PATTERNS)
         if weights:
             has_safetensors = any(f.endswith(".safetensors") for f in files)
             patterns += SAFETENSORS_PATTERNS if has_safetensors else PICKLE_PATTERNS
-        return Path(
-            snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns)
-        )
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=hub_cache_dir(), allow_patterns=patterns))
     except Exception as exc:  # network errors, 404s, auth: all mean "cannot get it"
-        reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise SourceNotFound(
-            f"{where}{repo_id!r} is not a local path, not in the cache at {cache_dir}, and the Hub "
-            f"could not provide it: {reason[:160]}"
-        ) from exc
+        raise _hub_error(repo_id, revision, exc) from exc
+
+
+def _hub_error(repo_id: str, revision: str | None, exc: Exception) -> SourceNotFound:
+    reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return _not_found(
+        repo_id, revision, f"is not in the cache at {hub_cache_dir()}, and the Hub could not provide it: {reason[:160]}"
+    )
+
+
+@dataclass(frozen=True)
+class RemoteStructure:
+    """A repo's safetensors headers read from the Hub with range requests: no weights downloaded."""
+
+    repo_id: str
+    revision: str | None
+    metadata: SafetensorsRepoMetadata
+    config: dict[str, Any] | None
+    file_sizes: dict[str, int]
+
+
+def remote_structure(repo_id: str, revision: str | None = None) -> RemoteStructure | None:
+    """Read the safetensors headers of an uncached repo from the Hub; None if it has no safetensors weights.
+
+    Raises:
+        SourceNotFound: the Hub is offline or unreachable, or has no such repo.
+    """
+    if hub_offline():
+        raise _not_found(
+            repo_id, revision, f"is not in the Hugging Face cache at {hub_cache_dir()} (HF_HUB_OFFLINE is set)"
+        )
+    import json
+
+    from huggingface_hub import HfApi, hf_hub_download
+
+    api = HfApi()
+    try:
+        files = api.list_repo_files(repo_id, revision=revision)
+        if not any(f.endswith(".safetensors") for f in files):
+            return None
+        metadata = api.get_safetensors_metadata(repo_id, revision=revision)
+        config = None
+        if "config.json" in files:
+            path = hf_hub_download(repo_id, "config.json", revision=revision, cache_dir=hub_cache_dir())
+            config = json.loads(Path(path).read_text(encoding="utf-8"))
+        sizes = {
+            info.path: int(getattr(info, "size", 0) or 0)
+            for info in api.get_paths_info(repo_id, list(metadata.files_metadata), revision=revision)
+        }
+    except Exception as exc:
+        raise _hub_error(repo_id, revision, exc) from exc
+    return RemoteStructure(repo_id, revision, metadata, config, sizes)
+
+
+def download_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
+    """Download one file of a repo into the cache (used when a remote-structure tensor's values are needed)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=hub_cache_dir()))
+    except Exception as exc:
+        raise _hub_error(repo_id, revision, exc) from exc

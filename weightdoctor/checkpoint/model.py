@@ -6,10 +6,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from weightdoctor.dtypes import FLOATING, bits_per_element
+from weightdoctor.dtypes import BITS_PER_ELEMENT, FLOATING, bits_per_element
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TensorInfo:
     """One tensor of a checkpoint, described without reading its values.
 
@@ -34,9 +34,12 @@ class TensorInfo:
     nbytes: int = field(init=False)
 
     def __post_init__(self) -> None:
-        numel = math.prod(self.shape) if self.shape else 1
-        object.__setattr__(self, "num_params", int(numel))
-        object.__setattr__(self, "nbytes", int(numel * bits_per_element(self.dtype) // 8))
+        # Runs once per tensor of every header (10,000s for large checkpoints): kept lean.
+        numel = math.prod(self.shape)
+        bits = BITS_PER_ELEMENT.get(self.dtype) or bits_per_element(self.dtype)
+        set_field = object.__setattr__
+        set_field(self, "num_params", numel)
+        set_field(self, "nbytes", numel * bits // 8)
 
     @property
     def is_floating(self) -> bool:

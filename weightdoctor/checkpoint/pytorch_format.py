@@ -1,6 +1,8 @@
 """Reading pickle-based PyTorch files (`.bin`, `.pt`, `.pth`, `.ckpt`): zip and legacy formats.
 
-Structure comes from `torch.load(weights_only=True, mmap=True)`: the tensors are memory-mapped, so
+Every pickle is first scanned statically (`weightdoctor.security`): a dangerous or unknown global, or a
+pickle that cannot be parsed, stops here with `UnsafePickle` and nothing is unpickled. Only then does
+`torch.load(weights_only=True, mmap=True)` give the structure: the tensors are memory-mapped, so
 listing them copies no data. The legacy (pre-1.6, non-zip) format cannot be memory-mapped and is read
 whole. Training checkpoints that nest the weights are searched for their state dict.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,10 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from weightdoctor.checkpoint.model import TensorInfo
 from weightdoctor.dtypes import canonical_dtype
-from weightdoctor.errors import CorruptCheckpoint, UnsafePickle, UnsupportedFormat, UsageError
+from weightdoctor.errors import CorruptCheckpoint, UnsafePickle, UnsupportedEnvironment, UnsupportedFormat, UsageError
 
 if TYPE_CHECKING:
     import torch
+
+    from weightdoctor.security import ScanReport
+
+# The first torch whose weights_only loader has no known escape (see docs/security.md).
+MIN_TORCH = (2, 10)
 
 ZIP_MAGIC = b"PK\x03\x04"
 # Keys under which training scripts commonly store the weights, most specific first.
@@ -40,6 +48,7 @@ class PickleContents:
     nested_key: str | None
     other_entries: list[str] = field(default_factory=list)
     skipped_entries: list[str] = field(default_factory=list)
+    security: ScanReport | None = None
 
 
 def detect_pickle_format(prefix: bytes) -> str | None:
@@ -148,32 +157,122 @@ def _weights_only_message(exc: Exception) -> str:
     match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if match:
         return f"torch's weights_only loader refuses to unpickle {match.group(1)}; the file holds more than weights"
-    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
-    return f"torch's weights_only loader refuses the pickle: {first[:200]}"
+    # torch wraps the real reason in paragraphs of advice; keep the reason.
+    reason = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = reason.group(1) if reason else (lines[0] if lines else type(exc).__name__)
+    return f"torch's weights_only loader refuses the pickle: {first.strip()[:200]}"
 
 
-def load_pickle(path: Path, fmt: str, key: str | None = None) -> PickleContents:
-    """Load a pickle-based checkpoint with torch's restricted loader and find its state dict.
+def check_torch_version(version: str | None = None) -> None:
+    """Refuse to unpickle with a torch whose `weights_only` loader has known escapes (before 2.10).
 
     Raises:
-        UnsafePickle: torch's weights_only loader refuses a global in the pickle.
+        UnsupportedEnvironment: the installed torch is older than `MIN_TORCH`.
+    """
+    if version is None:
+        import torch
+
+        version = torch.__version__
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if match is None or (int(match.group(1)), int(match.group(2))) < MIN_TORCH:
+        raise UnsupportedEnvironment(
+            f"torch {version} is installed; reading pickles needs torch >= {MIN_TORCH[0]}.{MIN_TORCH[1]}, whose "
+            "weights_only loader has no known escape (pip install -U torch)"
+        )
+
+
+def _identity(path: Path) -> tuple[int, int, int, int]:
+    stat = path.stat()
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
+    """Scan a pickle-based file statically; raise `UnsafePickle` unless its verdict is "safe".
+
+    Raises:
+        UnsafePickle: a dangerous or unknown global, or a pickle the scanner cannot parse.
+    """
+    from weightdoctor.security import scan_file
+
+    report = scan_file(path, label)
+    if report.unsafe:
+        raise UnsafePickle(f"{report.summary()}; nothing was unpickled")
+    return report
+
+
+def _numpy_safe_globals(report: ScanReport) -> list[Any]:
+    """The numpy rebuilds the scan found (all classified safe), as torch's `safe_globals` wants them."""
+    names = {g.qualified for g in report.globals if g.module.split(".")[0] == "numpy"}
+    if not names:
+        return []
+    import numpy
+
+    core = getattr(numpy, "_core", None) or numpy.core
+    known: dict[str, Any] = {
+        "numpy.ndarray": numpy.ndarray,
+        "numpy.dtype": numpy.dtype,
+        "numpy.core.multiarray._reconstruct": core.multiarray._reconstruct,
+        "numpy._core.multiarray._reconstruct": core.multiarray._reconstruct,
+        "numpy.core.multiarray.scalar": core.multiarray.scalar,
+        "numpy._core.multiarray.scalar": core.multiarray.scalar,
+    }
+    # Building a numpy dtype makes an instance of its numpy.dtypes class, which torch checks too.
+    dtypes_module = getattr(numpy, "dtypes", None)
+    if "numpy.dtype" in names and dtypes_module is not None:
+        names |= {f"numpy.dtypes.{n}" for n in dir(dtypes_module) if n.endswith("DType") and n[0].isupper()}
+    known["numpy._core.numeric._frombuffer"] = core.numeric._frombuffer
+    known["numpy.core.numeric._frombuffer"] = core.numeric._frombuffer
+    result: list[Any] = []
+    for name in sorted(names):
+        if name in known:
+            result.append((known[name], name))
+        elif name.startswith("numpy.dtypes."):
+            cls = getattr(getattr(numpy, "dtypes", None), name.rsplit(".", 1)[1], None)
+            if isinstance(cls, type):
+                result.append((cls, name))
+    return result
+
+
+def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None = None) -> PickleContents:
+    """Scan a pickle-based checkpoint, then load it with torch's restricted loader and find its state dict.
+
+    The static scan runs first and alone decides whether anything is unpickled; torch's `weights_only`
+    loader is a second line, never the only one.
+
+    Raises:
+        UnsafePickle: the scan finds a dangerous or unknown global or an unparseable pickle, or torch's
+            weights_only loader refuses a global.
+        UnsupportedEnvironment: torch is older than 2.10.
         CorruptCheckpoint: the archive is damaged or holds no state dict.
     """
+    before = _identity(path)
+    report = scan_or_refuse(path, label)
+    check_torch_version()
     import torch
 
     if fmt == "pytorch-zip":
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
-        except zipfile.BadZipFile:
+        except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError, EOFError):
             # PyTorch's own reader is more lenient than zipfile; let it decide below.
             names = None
         if names is not None and not any(n.endswith("data.pkl") for n in names):
             raise CorruptCheckpoint("zip archive has no data.pkl record (not a torch.save file, or damaged)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=(fmt == "pytorch-zip"))
+        with torch.serialization.safe_globals(_numpy_safe_globals(report)), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=(fmt == "pytorch-zip"))
     except pickle.UnpicklingError as exc:
-        raise UnsafePickle(_weights_only_message(exc)) from exc
+        message = _weights_only_message(exc)
+        if "Unsupported operand" in message:
+            # Not a security matter: torch's restricted loader implements the opcodes of protocol 2 only.
+            raise UnsupportedFormat(
+                f"{message} (pickle protocol {report.protocol}; torch's weights_only loader reads protocol 2, "
+                "which torch.save writes by default)"
+            ) from exc
+        raise UnsafePickle(message) from exc
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise CorruptCheckpoint(f"torch cannot read the file: {text[:200]}") from exc
@@ -181,6 +280,9 @@ def load_pickle(path: Path, fmt: str, key: str | None = None) -> PickleContents:
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
         raise CorruptCheckpoint(f"torch cannot read the file: {type(exc).__name__}: {text[:200]}") from exc
 
+    if _identity(path) != before:
+        # What was loaded may not be what was scanned.
+        raise CorruptCheckpoint("the file changed while it was being scanned and loaded; nothing is trusted from it")
     state_dict, nested_key = find_state_dict(obj, key)
     other: list[str] = []
     if nested_key is not None and isinstance(obj, Mapping):
@@ -193,7 +295,8 @@ def load_pickle(path: Path, fmt: str, key: str | None = None) -> PickleContents:
             tensors[name] = value
         else:
             skipped.append(f"{name} ({_describe(value)})")
-    return PickleContents(state_dict=tensors, nested_key=nested_key, other_entries=other, skipped_entries=skipped)
+    return PickleContents(state_dict=tensors, nested_key=nested_key, other_entries=other, skipped_entries=skipped,
+                          security=report)
 
 
 def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
@@ -218,7 +321,20 @@ def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
 
 
 def ensure_pickle_file(path: Path, prefix: bytes) -> str:
+    """The pickle format of a file that is not safetensors; a pickle of another kind is still scanned.
+
+    Raises:
+        UnsafePickle: the file is some other pickle (protocol 0 or 1, ...) that imports unsafe globals.
+        UnsupportedFormat: the file is neither.
+    """
     fmt = detect_pickle_format(prefix)
     if fmt is None:
+        if path.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"):
+            from weightdoctor.security import scan_file
+
+            # Bytes that do not even parse as a pickle are just not a checkpoint; imports are worse.
+            report = scan_file(path)
+            if any(g.safety != "safe" for g in report.globals):
+                raise UnsafePickle(f"{report.summary()}; nothing was unpickled")
         raise UnsupportedFormat("not a safetensors file nor a PyTorch pickle (zip or legacy)")
     return fmt

@@ -10,8 +10,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.checkpoint import pytorch_format, safetensors_format
-from weightdoctor.checkpoint.hub import looks_like_repo_id, resolve_repo_id
+from weightdoctor.checkpoint.hub import (
+    RemoteStructure,
+    cached_snapshot,
+    download_file,
+    looks_like_repo_id,
+    remote_structure,
+    resolve_repo_id,
+)
 from weightdoctor.checkpoint.model import CheckpointFile, TensorInfo
+from weightdoctor.checkpoint.remote import remote_tensors
 from weightdoctor.errors import (
     CorruptCheckpoint,
     InvalidIndex,
@@ -22,6 +30,8 @@ from weightdoctor.errors import (
 
 if TYPE_CHECKING:
     import torch
+
+    from weightdoctor.security import ScanReport
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 PYTORCH_INDEX = "pytorch_model.bin.index.json"
@@ -47,6 +57,8 @@ class Checkpoint:
         other_entries: a training checkpoint's other top-level entries, described.
         repo_id / revision: set when the source was a Hub repo id.
         warnings: things the reader noticed that do not stop it (index/shard disagreements, ...).
+        security: the static pickle scan of every weight file, merged (verdict "safe" for safetensors;
+            a checkpoint whose scan is not safe never opens: `UnsafePickle` is raised instead).
     """
 
     source: str
@@ -63,12 +75,22 @@ class Checkpoint:
     repo_id: str | None = None
     revision: str | None = None
     warnings: list[str] = field(default_factory=list)
+    security: ScanReport | None = None
     _headers: dict[str, safetensors_format.SafetensorsHeader] = field(default_factory=dict, repr=False)
     _pickles: dict[str, pytorch_format.PickleContents] = field(default_factory=dict, repr=False)
     _by_name: dict[str, TensorInfo] = field(default_factory=dict, repr=False)
+    # Set when the structure came from the Hub's headers: files are downloaded on first load_tensor.
+    _remote: RemoteStructure | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._by_name = {t.name: t for t in self.tensors}
+
+    @property
+    def location(self) -> str:
+        """Where the checkpoint is: a local path, or the Hub URL when only its headers were read."""
+        if self._remote is not None:
+            return f"https://huggingface.co/{self._remote.repo_id} (headers read remotely)"
+        return str(self.path)
 
     @property
     def num_params(self) -> int:
@@ -114,6 +136,8 @@ class Checkpoint:
     def load_tensor(self, name: str) -> torch.Tensor:
         """Load one tensor's values (a CPU torch tensor). Only this tensor is read from disk."""
         info = self.tensor_info(name)
+        if self._remote is not None and info.file not in self._headers:
+            self._download(info.file)
         header = self._headers.get(info.file)
         if header is not None:
             try:
@@ -122,6 +146,15 @@ class Checkpoint:
                 exc.path = exc.path or str(self.file_path(info.file))
                 raise
         return self._pickles[info.file].state_dict[name]
+
+    def _download(self, relpath: str) -> None:
+        assert self._remote is not None
+        local = download_file(self._remote.repo_id, relpath, self._remote.revision)
+        self._headers[relpath] = safetensors_format.read_header(local, relpath)
+        self.files = [
+            CheckpointFile(local, f.relpath, f.role, f.format, local.stat().st_size) if f.relpath == relpath else f
+            for f in self.files
+        ]
 
     def iter_tensors(self, names: Iterable[str] | None = None) -> Iterator[tuple[TensorInfo, torch.Tensor]]:
         """Yield `(info, tensor)` one at a time, so that only one tensor is held by the reader."""
@@ -178,6 +211,7 @@ class _Builder:
         self.other_entries: list[str] = []
         self.skipped_entries: list[str] = []
         self.formats: set[str] = set()
+        self.scans: list[ScanReport] = []
 
     def relpath(self, path: Path) -> str:
         try:
@@ -201,10 +235,15 @@ class _Builder:
                 if header.metadata and self.metadata is None:
                     self.metadata = header.metadata
                 infos = header.tensors
+                from weightdoctor.security import safetensors_report
+
+                self.scans.append(safetensors_report([relpath]))
             else:
                 fmt = pytorch_format.ensure_pickle_file(path, prefix)
-                contents = pytorch_format.load_pickle(path, fmt, self.key)
+                contents = pytorch_format.load_pickle(path, fmt, self.key, label=relpath)
                 self.pickles[relpath] = contents
+                if contents.security is not None:
+                    self.scans.append(contents.security)
                 if contents.nested_key is not None:
                     self.nested_key = contents.nested_key
                     self.other_entries = contents.other_entries
@@ -250,7 +289,7 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
         raise InvalidIndex("index has no 'weight_map' object", str(index_path))
     weight_map: dict[str, Any] = index["weight_map"]
-    folder = index_path.parent.resolve()
+    folder = os.path.normpath(os.path.abspath(index_path.parent))
     builder.files.append(
         CheckpointFile(index_path, builder.relpath(index_path), "index", "json", index_path.stat().st_size)
     )
@@ -264,7 +303,9 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     seen: dict[str, str] = {}
     for shard in shards:
         shard_path = (index_path.parent / shard)
-        if folder not in shard_path.resolve().parents:
+        # Judged on the names, not through symlinks: a Hub cache snapshot links every shard to ../../blobs.
+        lexical = os.path.normpath(os.path.abspath(shard_path))
+        if os.path.isabs(shard) or not lexical.startswith(folder + os.sep):
             raise InvalidIndex(f"index points outside its folder: {shard!r}", str(index_path))
         if not shard_path.is_file():
             raise InvalidIndex(f"shard {shard!r} named by the index does not exist", str(index_path))
@@ -286,8 +327,8 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
         )
     total_size = index.get("metadata", {}).get("total_size") if isinstance(index.get("metadata"), dict) else None
     actual = sum(t.nbytes for t in builder.tensors)
-    if isinstance(total_size, (int, float)) and int(total_size) != actual:
-        warnings.append(f"index metadata.total_size is {int(total_size)} but the shards hold {actual} bytes")
+    if isinstance(total_size, (int, float)) and not isinstance(total_size, bool) and total_size != actual:
+        warnings.append(f"index metadata.total_size is {total_size} but the shards hold {actual} bytes")
     return warnings
 
 
@@ -297,6 +338,7 @@ def open_checkpoint(
     revision: str | None = None,
     key: str | None = None,
     allow_config_only: bool = False,
+    structure_only: bool = False,
 ) -> Checkpoint:
     """Open any checkpoint source and describe it, reading headers (safetensors) or a memory map (pickles).
 
@@ -309,6 +351,9 @@ def open_checkpoint(
         revision: the Hub revision (branch, tag or commit) for a repo id.
         key: dotted path of the state dict inside a training checkpoint (found automatically if None).
         allow_config_only: accept a config without weights (for commands that plan from the config).
+        structure_only: the caller needs names, shapes and dtypes first; for an uncached repo id with
+            safetensors weights, read the headers on the Hub instead of downloading the weights (values
+            are then downloaded file by file on first `load_tensor`).
 
     Raises:
         SourceNotFound, UnsupportedFormat, CorruptCheckpoint, InvalidIndex, UnsafePickle.
@@ -319,6 +364,10 @@ def open_checkpoint(
     if not path.exists():
         if looks_like_repo_id(text) and not text.endswith((".safetensors", ".json") + PICKLE_SUFFIXES):
             repo_id = text
+            if structure_only and cached_snapshot(text, revision) is None:
+                remote = remote_structure(text, revision)
+                if remote is not None:
+                    return _remote_checkpoint(text, remote)
             path = resolve_repo_id(text, revision, weights=True)
         else:
             raise SourceNotFound("no such file or directory", path=text)
@@ -370,6 +419,8 @@ def open_checkpoint(
         fmt = "safetensors" if len(builder.formats) == 1 else "mixed"
     else:
         fmt = next(iter(builder.formats)) if len(builder.formats) == 1 else "mixed"
+    from weightdoctor.security import merge_reports
+
     return Checkpoint(
         source=text,
         path=path.resolve() if repo_id is None else path,
@@ -385,6 +436,25 @@ def open_checkpoint(
         repo_id=repo_id,
         revision=revision,
         warnings=warnings,
+        security=merge_reports(builder.scans) if builder.scans else None,
         _headers=builder.headers,
         _pickles=builder.pickles,
+    )
+
+
+def _remote_checkpoint(source: str, remote: RemoteStructure) -> Checkpoint:
+    files, tensors, metadata = remote_tensors(remote)
+    return Checkpoint(
+        source=source,
+        path=Path(remote.repo_id),
+        format="safetensors",
+        sharded=remote.metadata.sharded,
+        files=files,
+        tensors=tensors,
+        config=remote.config,
+        metadata=metadata,
+        repo_id=remote.repo_id,
+        revision=remote.revision,
+        warnings=["structure read from the Hub's safetensors headers; no weights were downloaded"],
+        _remote=remote,
     )

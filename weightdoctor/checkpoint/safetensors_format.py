@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.checkpoint.model import TensorInfo
-from weightdoctor.dtypes import SAFETENSORS_TO_CANONICAL, bits_per_element
+from weightdoctor.dtypes import BITS_PER_ELEMENT, SAFETENSORS_TO_CANONICAL
 from weightdoctor.errors import CorruptCheckpoint
 
 if TYPE_CHECKING:
@@ -25,9 +26,10 @@ if TYPE_CHECKING:
 
 # The safetensors library refuses headers above 100 MB; so do we, before reading them.
 MAX_HEADER_BYTES = 100_000_000
-# Real checkpoints have at most tens of thousands of tensors; a header with more is refused rather
-# than spending minutes on it.
+# Real checkpoints have at most tens of thousands of tensors per file; a header with more is refused
+# before it is parsed (every entry is a JSON object, so counting "{" bounds the count from above).
 MAX_TENSORS = 200_000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ class SafetensorsHeader:
     header_size: int
     tensors: list[TensorInfo]
     metadata: dict[str, str] | None
+    # (device, inode, size, mtime_ns) when the header was read: a tensor read from a file that has
+    # changed since then is refused rather than mixed with the old header.
+    identity: tuple[int, int, int, int] | None = None
 
     @property
     def data_start(self) -> int:
@@ -60,10 +65,38 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+_BAD_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]")
+# Joins names for one regex pass; a private-use character no name check looks for.
+_NAME_JOINER = "\ue000"
+
+
+def _may_hide_duplicates(raw: bytes, header: dict[str, Any]) -> bool:
+    """False when the key counts prove that no key (top-level or inside an entry) was repeated.
+
+    Each entry has one "dtype", "shape" and "data_offsets"; if the raw text holds exactly as many of
+    each as the parsed header has entries, and at most one "__metadata__", nothing was dropped. Any
+    mismatch (a repeat, or such a string inside a name or value) sends the caller to the slow check.
+    """
+    entries = len(header) - ("__metadata__" in header)
+    return (
+        raw.count(b'"__metadata__"') > 1
+        or raw.count(b'"dtype"') != entries
+        or raw.count(b'"shape"') != entries
+        or raw.count(b'"data_offsets"') != entries
+    )
+
+
+def _check_names(header: dict[str, Any]) -> None:
+    """Refuse empty names, control characters and path separators (one regex pass in the common case)."""
+    if _BAD_NAME_CHARS.search(_NAME_JOINER.join(header)) or "" in header or "." in header or ".." in header:
+        for name in header:
+            _check_name(name)
+
+
 def _check_name(name: str) -> None:
     if not name:
         raise CorruptCheckpoint("header has a tensor with an empty name")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+    if _CONTROL.search(name):
         raise CorruptCheckpoint(f"tensor name {name!r} contains control characters")
     if "/" in name or "\\" in name or name in {".", ".."}:
         raise CorruptCheckpoint(f"tensor name {name!r} contains a path separator")
@@ -80,8 +113,10 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
         CorruptCheckpoint: the file is too short, the header is not valid JSON, offsets overlap or run
             past the end of the file, a dtype is unknown, a key is duplicated or badly named.
     """
-    file_size = path.stat().st_size
     with open(path, "rb") as handle:
+        stat = os.fstat(handle.fileno())
+        file_size = stat.st_size
+        identity = _identity(stat)
         prefix = handle.read(8)
         if len(prefix) < 8:
             raise CorruptCheckpoint(f"file is {file_size} bytes, too short to be safetensors")
@@ -96,12 +131,21 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
         raw = handle.read(header_size)
     if not raw.startswith(b"{"):
         raise CorruptCheckpoint("header does not start with '{' (leading whitespace or garbage)")
+    braces = raw.count(b"{")
+    if braces > MAX_TENSORS + 2:
+        raise CorruptCheckpoint(
+            f"header holds {braces - 1:,} JSON objects, so up to that many tensors (the limit is {MAX_TENSORS:,})"
+        )
     try:
-        header = json.loads(raw.decode("utf-8").rstrip(" "), object_pairs_hook=_no_duplicates)
+        text = raw.decode("utf-8").rstrip(" ")
+        header = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptCheckpoint(f"header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise CorruptCheckpoint("header is not a JSON object")
+    if _may_hide_duplicates(raw, header):
+        # json.loads keeps the last of duplicate keys silently; re-parse slowly to name the duplicate.
+        json.loads(text, object_pairs_hook=_no_duplicates)
     metadata = header.pop("__metadata__", None)
     if metadata is not None and not (
         isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
@@ -109,42 +153,39 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
         raise CorruptCheckpoint("__metadata__ must map strings to strings")
     if len(header) > MAX_TENSORS:
         raise CorruptCheckpoint(f"header lists {len(header)} tensors (the limit is {MAX_TENSORS})")
+    _check_names(header)
 
     data_size = file_size - 8 - header_size
+    dtypes = SAFETENSORS_TO_CANONICAL
     tensors: list[TensorInfo] = []
+    append = tensors.append
     for name, entry in header.items():
-        _check_name(name)
-        if not isinstance(entry, dict):
+        if type(entry) is not dict:
             raise CorruptCheckpoint(f"header entry for {name!r} is not an object")
         st_dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-        if st_dtype not in SAFETENSORS_TO_CANONICAL:
+        dtype = dtypes.get(st_dtype) if type(st_dtype) is str else None
+        if dtype is None:
             raise CorruptCheckpoint(f"tensor {name!r} has unknown dtype {st_dtype!r}")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if type(shape) is not list:
             raise CorruptCheckpoint(f"tensor {name!r} has an invalid shape {shape!r}")
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(isinstance(o, int) and o >= 0 for o in offsets)
-            or offsets[0] > offsets[1]
-        ):
+        numel = 1
+        for dim in shape:
+            if type(dim) is not int or dim < 0:
+                raise CorruptCheckpoint(f"tensor {name!r} has an invalid shape {shape!r}")
+            numel *= dim
+        if type(offsets) is not list or len(offsets) != 2:
             raise CorruptCheckpoint(f"tensor {name!r} has invalid data_offsets {offsets!r}")
-        info = TensorInfo(
-            name=name,
-            shape=tuple(shape),
-            dtype=SAFETENSORS_TO_CANONICAL[st_dtype],
-            file=relpath,
-            data_offsets=(offsets[0], offsets[1]),
-        )
-        expected = info.num_params * bits_per_element(info.dtype) // 8
-        if offsets[1] - offsets[0] != expected:
+        begin, end = offsets
+        if type(begin) is not int or type(end) is not int or not 0 <= begin <= end:
+            raise CorruptCheckpoint(f"tensor {name!r} has invalid data_offsets {offsets!r}")
+        expected = numel * BITS_PER_ELEMENT[dtype] // 8
+        if end - begin != expected:
+            raise CorruptCheckpoint(f"tensor {name!r} spans {end - begin} bytes but {st_dtype}{shape} needs {expected}")
+        if end > data_size:
             raise CorruptCheckpoint(
-                f"tensor {name!r} spans {offsets[1] - offsets[0]} bytes but {st_dtype}{shape} needs {expected}"
+                f"tensor {name!r} ends at byte {end} of a {data_size}-byte data section (truncated?)"
             )
-        if offsets[1] > data_size:
-            raise CorruptCheckpoint(
-                f"tensor {name!r} ends at byte {offsets[1]} of a {data_size}-byte data section (truncated?)"
-            )
-        tensors.append(info)
+        append(TensorInfo(name, tuple(shape), dtype, relpath, (begin, end)))
 
     # The format requires the data section to be covered exactly once, in order.
     position = 0
@@ -155,7 +196,15 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
                 f"tensor {info.name!r} starts at byte {begin}, expected {position} (overlap or gap)"
             )
         position = end
-    return SafetensorsHeader(header_size=header_size, tensors=tensors, metadata=metadata)
+    if position != data_size:
+        raise CorruptCheckpoint(
+            f"the tensors cover {position} bytes but the data section has {data_size} (extra or missing bytes)"
+        )
+    return SafetensorsHeader(header_size=header_size, tensors=tensors, metadata=metadata, identity=identity)
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 def validate_with_library(path: Path) -> None:
@@ -178,6 +227,11 @@ def read_tensor_bytes(path: Path, header: SafetensorsHeader, info: TensorInfo) -
     view = memoryview(buffer)
     fd = os.open(path, os.O_RDONLY)
     try:
+        if header.identity is not None and _identity(os.fstat(fd)) != header.identity:
+            raise CorruptCheckpoint(
+                f"the file changed since its header was read (size or modification time); reading tensor "
+                f"{info.name!r} from it could mix old and new contents"
+            )
         done = 0
         while done < length:
             got = os.preadv(fd, [view[done:]], header.data_start + begin + done)

@@ -25,13 +25,18 @@ FOREIGN_ERRORS: tuple[tuple[type[BaseException], str], ...] = (
 )
 
 
+def _console() -> Any:
+    # Imported on failure only: the happy `--json` path does not need Rich.
+    from weightdoctor.render import console
+
+    return console
+
+
 def handle_errors(command: F) -> F:
     """Wrap a command so that every failure prints one line and exits 2 (130 on Ctrl-C).
 
     With `--debug` (or WEIGHTDOCTOR_DEBUG=1) the exception propagates and its traceback is shown.
     """
-    from weightdoctor.render import console
-
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         debug = bool(kwargs.get("debug")) or os.environ.get("WEIGHTDOCTOR_DEBUG") == "1"
@@ -40,12 +45,12 @@ def handle_errors(command: F) -> F:
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except KeyboardInterrupt:
-            console.error("interrupted")
+            _console().error("interrupted")
             raise typer.Exit(130) from None
         except WeightDoctorError as exc:
             if debug:
                 raise
-            console.error(exc.one_line())
+            _console().error(exc.one_line())
             raise typer.Exit(exc.exit_code) from None
         except Exception as exc:
             if debug:
@@ -53,9 +58,9 @@ def handle_errors(command: F) -> F:
             prefix = next((text for kind, text in FOREIGN_ERRORS if isinstance(exc, kind)), None)
             detail = " ".join(str(exc).split())[:300] or type(exc).__name__
             if prefix is None:
-                console.error(f"unexpected {type(exc).__name__}: {detail} (run with --debug for the traceback)")
+                _console().error(f"unexpected {type(exc).__name__}: {detail} (run with --debug for the traceback)")
             else:
-                console.error(f"{prefix}: {detail}")
+                _console().error(f"{prefix}: {detail}")
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

@@ -21,6 +21,7 @@ def inspect_with_stats(
     fail_on: str | None,
     plot: str | None,
     hist: str | None,
+    verify: bool = False,
 ) -> None:
     """Run `inspect` plus the weight analysis and print both; exit 1 when a finding reaches `fail_on`."""
     from weightdoctor.checkpoint import open_checkpoint
@@ -32,6 +33,10 @@ def inspect_with_stats(
     pattern = re.compile(name_filter) if name_filter else None
     with open_checkpoint(source, revision=revision, key=key) as checkpoint:
         report = inspect_checkpoint(checkpoint, name_filter)
+        if verify:
+            from weightdoctor.security.verify import verify_checkpoint
+
+            report.verify = verify_checkpoint(checkpoint)
         names = [t.name for t in checkpoint.tensors if pattern is None or pattern.search(t.name)]
         hist_names = _hist_names(hist, [t.name for t in checkpoint.tensors]) if hist else []
         if hist_names and pattern is not None:
@@ -61,6 +66,9 @@ def inspect_with_stats(
                 console.stdout.print()
                 render_histogram(by_name[name], console.stdout)
     code = exit_code_for(weights.findings, fail_on)
+    verified = getattr(report, "verify", None)
+    if verified is not None and not verified.ok:
+        code = 1  # --verify found a CRC mismatch
     if code:
         raise typer.Exit(code)
 

@@ -21,7 +21,7 @@ StatsFailOnOpt = Annotated[
 ]
 PlotOpt = Annotated[
     str | None, typer.Option("--plot", help="Write histograms and std-across-depth to this image (needs "
-                             "matplotlib: pip install 'weightdoctor[plot]').", show_default=False),
+                             "matplotlib: pip install 'weightdoctor\\[plot]').", show_default=False),
 ]
 HistOpt = Annotated[
     str | None, typer.Option("--hist", help="Print a histogram of this tensor (a name or a regular expression).",
@@ -38,6 +38,9 @@ def inspect(
     revision: RevisionOpt = None,
     depth: Annotated[int, typer.Option("--depth", help="Levels of the module tree to show.")] = 4,
     show_all: Annotated[bool, typer.Option("--all", help="List every tensor (default: the first 50).")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Recompute the CRC-32 of every zip member (exit 1 on a mismatch).")
+    ] = False,
     stats: StatsOpt = False,
     sample: SampleOpt = None,
     fail_on: StatsFailOnOpt = None,
@@ -47,7 +50,8 @@ def inspect(
 ) -> None:
     """Show what a checkpoint holds: tensors, parameters, bytes, dtypes, module tree and config.
 
-    Reads headers only for safetensors (no tensor data), and a memory map for PyTorch pickles.
+    Reads headers only for safetensors (no tensor data), and a memory map for PyTorch pickles, which
+    are first scanned statically: a pickle that imports anything unsafe is refused (exit 2).
     With --stats, every value is read once, one tensor at a time: statistics, how each tensor was
     initialized (and what its model expected), whether it has trained, and what is wrong with it.
     """
@@ -67,15 +71,28 @@ def inspect(
         from weightdoctor.commands._inspect_stats import inspect_with_stats
 
         inspect_with_stats(source, revision, key, name_filter, json_output, depth,
-                           None if show_all or name_filter else 50, sample, fail_on, plot, hist)
+                           None if show_all or name_filter else 50, sample, fail_on, plot, hist, verify)
         return
-    with open_checkpoint(source, revision=revision, key=key) as checkpoint:
+    with open_checkpoint(source, revision=revision, key=key, structure_only=True) as checkpoint:
         report = inspect_checkpoint(checkpoint, name_filter)
+        if verify:
+            from weightdoctor.security.verify import verify_checkpoint
+
+            report.verify = verify_checkpoint(checkpoint)
     if json_output:
         from weightdoctor.render.json import print_json
 
         print_json(report)
+        _exit_if_verify_failed(report)
         return
     from weightdoctor.render.inspect import render_inspect
 
     render_inspect(report, console.stdout, max_depth=depth, limit=None if show_all or name_filter else 50)
+    _exit_if_verify_failed(report)
+
+
+def _exit_if_verify_failed(report: object) -> None:
+    """`--verify` found a CRC mismatch or an unreadable member: exit 1 after the report is printed."""
+    verify = getattr(report, "verify", None)
+    if verify is not None and not verify.ok:
+        raise typer.Exit(1)

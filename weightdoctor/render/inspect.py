@@ -36,7 +36,35 @@ def summary_table(report: InspectReport) -> Table:
         table.add_row("non-tensor entries", escape(", ".join(report.skipped_entries[:6])))
     if report.metadata:
         table.add_row("metadata", escape(", ".join(f"{k}={v}" for k, v in report.metadata.items())))
+    if report.security is not None:
+        table.add_row("security", security_line(report.security))
+    if report.verify is not None:
+        table.add_row("zip CRCs", verify_line(report.verify))
     return table
+
+
+def security_line(scan: object) -> str:
+    """The scan verdict in one line (the report's shape: weightdoctor.security.ScanReport)."""
+    verdict = getattr(scan, "verdict", "?")
+    colour = {"safe": "green", "suspicious": "yellow", "dangerous": "bold red"}.get(verdict, "white")
+    if getattr(scan, "format", "") == "safetensors":
+        return f"[{colour}]{verdict}[/] (safetensors: no pickle, no code)"
+    count = len({g.qualified for g in getattr(scan, "globals", [])})
+    notes = getattr(scan, "notes", [])
+    text = (f"[{colour}]{verdict}[/] (static pickle scan: {getattr(scan, 'pickles', 0)} pickle(s), {count} distinct "
+            "global(s), all allowed by torch's weights_only loader)" if verdict == "safe"
+            else f"[{colour}]{escape(scan.summary())}[/]")  # type: ignore[attr-defined]
+    return text + (f" [dim]notes: {escape('; '.join(notes))}[/]" if notes else "")
+
+
+def verify_line(verify: object) -> str:
+    mismatches = getattr(verify, "mismatches", [])
+    if mismatches:
+        listed = ", ".join(f"{m.file}:{m.member}" for m in mismatches[:4])
+        return f"[bold red]{len(mismatches)} CRC mismatch(es)[/]: {escape(listed)}"
+    text = f"[green]{getattr(verify, 'members_checked', 0)} member(s) checked, all match[/]"
+    notes = getattr(verify, "notes", [])
+    return text + (f" [dim]({escape('; '.join(notes))})[/]" if notes else "")
 
 
 def config_table(report: InspectReport) -> Table | None:

@@ -1,0 +1,432 @@
+"""diff-keys analysis: reasons, grouping, rename detection, values, and the from_pretrained oracle."""
+
+from __future__ import annotations
+
+import gc
+import io
+import math
+import shlex
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+
+from fixtures.diff_pairs import Pair, build_pairs
+from weightdoctor.checkpoint import open_checkpoint
+from weightdoctor.diff_keys import (
+    LEGACY_RENAMES,
+    KeySpec,
+    classify_key,
+    classify_mismatch,
+    collapse_indices,
+    compare_values,
+    config_ties,
+    diff_checkpoints,
+    diff_specs,
+    exit_code,
+    layer_of,
+    rename_reason,
+    suggest_renames,
+)
+from weightdoctor.errors import UsageError
+from weightdoctor.load_simulation import diff_checkpoint_against_model
+from weightdoctor.renames import Rename, apply_renames, parse_rename
+from weightdoctor.render.diff_keys import render_diff_keys
+
+
+def spec(name: str, *shape: int, dtype: str = "float32") -> KeySpec:
+    return KeySpec(name, tuple(shape), dtype)
+
+
+def specs(*items: KeySpec) -> dict[str, KeySpec]:
+    return {s.name: s for s in items}
+
+
+def llama_keys(layers: int, prefix: str = "model.") -> dict[str, KeySpec]:
+    out = [spec(f"{prefix}embed_tokens.weight", 100, 8)]
+    for i in range(layers):
+        for leaf in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                     "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"):
+            out.append(spec(f"{prefix}layers.{i}.{leaf}.weight", 8, 8))
+        out += [spec(f"{prefix}layers.{i}.input_layernorm.weight", 8),
+                spec(f"{prefix}layers.{i}.post_attention_layernorm.weight", 8)]
+    out += [spec(f"{prefix}norm.weight", 8), spec("lm_head.weight", 100, 8)]
+    return specs(*out)
+
+
+# --------------------------------------------------------------------------------------------- grouping
+
+
+def test_collapse_indices() -> None:
+    assert collapse_indices("encoder.layer.11.attention.self.query.weight") == (
+        "encoder.layer.*.attention.self.query.weight")
+    assert collapse_indices("h.0.mlp.experts.7.w1") == "h.*.mlp.experts.*.w1"
+    assert collapse_indices("0.weight") == "*.weight"
+    assert collapse_indices("layer10x.weight") == "layer10x.weight"
+
+
+def test_thousand_key_diff_reads_in_one_screen() -> None:
+    a = {f"module.{n}": KeySpec(f"module.{n}", s.shape, s.dtype) for n, s in llama_keys(111).items()}
+    b = llama_keys(111)
+    report = diff_specs(a, b)
+    assert len(report.missing) == len(report.unexpected) == 1002
+    assert len(report.groups) <= 2 * 6
+    assert sum(g.count for g in report.groups if g.kind == "missing") == 1002
+    assert {g.reason for g in report.groups} == {"wrapper-prefix"}
+    assert report.suggested_renames[0].flag == "--rename '^module\\.='"
+    assert report.matched_after_renames == len(b)
+
+
+def test_groups_collapse_layers_with_counts() -> None:
+    b = llama_keys(12)
+    a = {n: s for n, s in b.items() if "q_proj" not in n}
+    report = diff_specs(a, b)
+    (group,) = report.groups
+    assert (group.kind, group.pattern, group.count, group.reason) == (
+        "missing", "model.layers.*.self_attn.q_proj.weight", 12, "unknown")
+
+
+# --------------------------------------------------------------------------------------------- reasons
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "reason", "severity"),
+    [
+        ("classifier.weight", "missing", "task-head", "info"),
+        ("score.weight", "missing", "task-head", "info"),
+        ("qa_outputs.bias", "unexpected", "task-head", "info"),
+        ("bert.pooler.dense.weight", "missing", "task-head", "info"),
+        ("bert.embeddings.position_ids", "unexpected", "buffer", "info"),
+        ("backbone.bn1.num_batches_tracked", "unexpected", "buffer", "info"),
+        ("transformer.h.3.attn.bias", "unexpected", "buffer", "info"),
+        ("model.layers.0.self_attn.rotary_emb.inv_freq", "unexpected", "buffer", "info"),
+        ("model.layers.0.self_attn.q_proj.lora_A.default.weight", "unexpected", "adapter", "warn"),
+        ("transformer.prefix_encoder.embedding.weight", "unexpected", "adapter", "warn"),
+        ("model.layers.0.mlp.down_proj.weight.absmax", "unexpected", "quantization", "warn"),
+        ("model.layers.0.mlp.down_proj.SCB", "unexpected", "quantization", "warn"),
+        ("model.layers.0.mlp.down_proj.qzeros", "unexpected", "quantization", "warn"),
+        ("encoder.block.3.weird.weight", "missing", "unknown", "error"),
+    ],
+)
+def test_classify_key(name: str, kind: str, reason: str, severity: str) -> None:
+    assert classify_key(name, spec(name, 4, 4), kind, {})[:2] == (reason, severity)
+
+
+def test_tied_output_embedding_is_info_only_when_an_embedding_can_supply_it() -> None:
+    other = specs(spec("transformer.wte.weight", 99, 32), spec("transformer.wpe.weight", 64, 32))
+    assert classify_key("lm_head.weight", spec("lm_head.weight", 99, 32), "missing", other) == (
+        "tied-weight", "info", "tied to transformer.wte.weight")
+    # A different vocabulary cannot be tied: then it is a missing head.
+    assert classify_key("lm_head.weight", spec("lm_head.weight", 50, 32), "missing", other)[0] == "task-head"
+    groups = [["lm_head.weight", "transformer.wte.weight"]]
+    assert classify_key("lm_head.weight", spec("lm_head.weight", 1), "unexpected", {}, groups)[0] == "tied-weight"
+
+
+def test_untied_target_config_means_a_missing_head_is_not_tied() -> None:
+    a = specs(spec("model.embed_tokens.weight", 100, 8))
+    b = specs(spec("model.embed_tokens.weight", 100, 8), spec("lm_head.weight", 100, 8))
+    assert diff_specs(a, b).missing[0].reason == "tied-weight"
+    assert diff_specs(a, b, tie_embeddings=False).missing[0].reason == "task-head"
+    assert config_ties({"tie_word_embeddings": False}) is False
+    assert config_ties({"text_config": {"tie_word_embeddings": True}}) is True
+    assert config_ties({"model_type": "llama"}) is None and config_ties(None) is None
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    from weightdoctor import diff_keys
+
+    assert doctest.testmod(diff_keys).failed == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "shape_a", "shape_b", "reason", "severity"),
+    [
+        ("bert.embeddings.word_embeddings.weight", (99, 32), (120, 32), "vocab-size", "warn"),
+        ("lm_head.weight", (99, 32), (120, 32), "vocab-size", "warn"),
+        ("bert.embeddings.position_embeddings.weight", (64, 32), (128, 32), "position-length", "warn"),
+        ("transformer.wpe.weight", (1024, 8), (2048, 8), "position-length", "warn"),
+        ("classifier.weight", (3, 32), (5, 32), "head-size", "warn"),
+        ("bert.encoder.layer.0.attention.self.query.weight", (32, 32), (64, 64), "shape", "error"),
+        ("bert.embeddings.word_embeddings.weight", (99, 32), (99, 64), "shape", "error"),
+    ],
+)
+def test_classify_mismatch(name: str, shape_a: tuple, shape_b: tuple, reason: str, severity: str) -> None:
+    assert classify_mismatch(name, shape_a, shape_b)[:2] == (reason, severity)
+
+
+# --------------------------------------------------------------------------------------------- renames
+
+
+def shapes(items: dict[str, KeySpec]) -> dict[str, tuple[int, ...]]:
+    return {n: s.shape for n, s in items.items()}
+
+
+def test_suggest_strip_add_and_replace_prefix() -> None:
+    b = shapes(llama_keys(2))
+    stripped = {n.removeprefix("model."): s for n, s in b.items()}
+    (add,) = suggest_renames(stripped, b)
+    # `lm_head.weight` already matches, so the added prefix spares it.
+    assert (add.pattern, add.replacement, add.matches_gained) == ("^(?!(?:lm_head)\\.)", "model.", len(b) - 1)
+    assert rename_reason(Rename(add.pattern, add.replacement)) == ("base-model-prefix", "warn")
+    wrapped = {"module." + n: s for n, s in b.items()}
+    (strip,) = suggest_renames(wrapped, b)
+    assert strip.flag == "--rename '^module\\.='" and strip.matches_gained == len(b)
+    swapped = {n.replace("model.", "transformer.", 1): s for n, s in b.items()}
+    (replace,) = suggest_renames(swapped, b)
+    assert (replace.pattern, replace.replacement) == ("^transformer\\.", "model.")
+
+
+def test_suggest_renames_apply_and_match_everything() -> None:
+    b = shapes(llama_keys(3))
+    a = {"base_model.model." + n.replace(".layers.", ".blocks."): s for n, s in b.items()}
+    found = suggest_renames(a, b)
+    mapping = apply_renames(a, [Rename(r.pattern, r.replacement) for r in found])
+    assert sorted(mapping.values()) == sorted(b)
+    assert len(found) == 2
+
+
+def test_suggest_legacy_names_win_over_lookalikes() -> None:
+    b = {"enc.LayerNorm.weight": (8,), "enc.LayerNorm.bias": (8,)}
+    a = {"enc.LayerNorm.gamma": (8,), "enc.LayerNorm.beta": (8,)}
+    assert sorted(r.replacement for r in suggest_renames(a, b)) == ["LayerNorm.bias", "LayerNorm.weight"]
+
+
+def test_suggest_respects_shapes_and_collisions() -> None:
+    # `classifier.weight` has the name of nothing in B with its shape: no rename is invented for it.
+    assert suggest_renames({"classifier.weight": (3, 8)}, {"norm.weight": (8,)}) == []
+    # Stripping `module.` would make two keys one: refused.
+    assert suggest_renames({"module.w": (2,), "w": (2,), "x": (1,)}, {"w": (2,), "y": (5,)}) == []
+
+
+def test_suggested_flags_parse_back_to_the_same_renames() -> None:
+    b = {"a=b.weight": (2,), "x.weight": (3,), "enc.layer.0.w": (4,)}
+    a = {"module.a=b.weight": (2,), "module.x.weight": (3,), "module.enc.layers.0.w": (4,)}
+    found = suggest_renames(a, b)
+    for suggestion in found:
+        (flag, spec) = shlex.split(suggestion.flag)
+        assert flag == "--rename"
+        assert parse_rename(spec) == Rename(suggestion.pattern, suggestion.replacement)
+    assert sorted(apply_renames(a, [parse_rename(shlex.split(s.flag)[1]) for s in found]).values()) == sorted(b)
+
+
+def test_legacy_renames_agree_with_transformers() -> None:
+    from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+    from transformers.core_model_loading import rename_source_key
+
+    legacy = get_checkpoint_conversion_mapping("legacy")
+    for key in ("bert.encoder.layer.0.output.LayerNorm.gamma", "bert.embeddings.LayerNorm.beta",
+                "encoder.conv.weight_g", "encoder.conv.weight_v", "bert.LayerNorm.weight"):
+        theirs, _ = rename_source_key(key, legacy, [])
+        ours = key
+        for rename in LEGACY_RENAMES:
+            ours = rename.apply(ours)
+        assert ours == theirs, key
+
+
+# --------------------------------------------------------------------------------------------- diff
+
+
+def test_diff_specs_counts_dtypes_and_direction() -> None:
+    a = specs(spec("w", 2, 2), spec("extra", 1), spec("emb.word_embeddings.weight", 10, 4),
+              spec("n", 2, dtype="bfloat16"))
+    b = specs(spec("w", 2, 2), spec("classifier.weight", 3, 4), spec("emb.word_embeddings.weight", 12, 4), spec("n", 2))
+    report = diff_specs(a, b)
+    assert report.matched == 2  # w and n (n differs only in dtype)
+    assert [(i.name, i.reason) for i in report.missing] == [("classifier.weight", "task-head")]
+    assert [(i.name, i.reason, i.severity) for i in report.unexpected] == [("extra", "unknown", "error")]
+    assert [(m.name, m.shape_a, m.shape_b, m.reason) for m in report.mismatched] == [
+        ("emb.word_embeddings.weight", [10, 4], [12, 4], "vocab-size")]
+    assert [(d.name, d.dtype_a, d.dtype_b, d.severity) for d in report.dtype_differences] == [
+        ("n", "bfloat16", "float32", "info")]
+    assert report.worst_severity == "error"
+    assert exit_code(report, "error") == 1
+    assert exit_code(diff_specs(b, b), "info") == 0
+
+
+def test_exit_code_thresholds() -> None:
+    b = specs(spec("w", 2), spec("classifier.weight", 3, 2))
+    report = diff_specs(specs(spec("w", 2)), b)
+    assert report.worst_severity == "info"
+    assert [exit_code(report, level) for level in ("info", "warn", "error")] == [1, 0, 0]
+    with pytest.raises(UsageError, match="fail-on"):
+        exit_code(report, "fatal")
+
+
+def test_renames_are_applied_before_diffing_and_collisions_refused() -> None:
+    a = specs(spec("module.w", 2), spec("module.v", 3))
+    b = specs(spec("w", 2), spec("v", 3))
+    report = diff_specs(a, b, [Rename(r"^module\.", "")])
+    assert (report.matched, report.missing, report.unexpected, report.renames_applied) == (
+        2, [], [], ["--rename '^module\\.='"])
+    with pytest.raises(UsageError, match="map both"):
+        diff_specs(a, b, [Rename(r"^module\.\w", "x")])
+
+
+# --------------------------------------------------------------------------------------------- values
+
+
+def test_compare_values_numbers() -> None:
+    a = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    b = torch.tensor([[1.0, 2.0], [3.0, 5.0]])
+    rows, layers = compare_values(iter([("layer.0.w", a, b), ("layer.1.w", a, a.clone()),
+                                        ("head.w", torch.zeros(2), torch.zeros(2))]))
+    changed, same, zeros = rows
+    assert not changed.identical and changed.max_abs_diff == 1.0
+    assert math.isclose(changed.rel_change, 1.0 / float(torch.linalg.norm(b.double())), rel_tol=1e-12)
+    assert same.identical and same.rel_change == 0.0 and same.max_abs_diff == 0.0
+    assert zeros.identical and zeros.rel_change == 0.0
+    assert [layer.layer for layer in layers][0] == "layer.0"
+    assert layers[0].tensors == 1 and not layers[0].identical
+
+
+def test_compare_values_nan_inf_dtypes() -> None:
+    nan = torch.tensor([float("nan"), 1.0])
+    rows, _ = compare_values(iter([
+        ("a", nan, nan.clone()),
+        ("b", torch.tensor([1.0]), torch.tensor([0.0])),
+        ("c", torch.tensor([1.0, 2.5], dtype=torch.float32), torch.tensor([1.0, 2.5], dtype=torch.bfloat16)),
+        ("d", torch.tensor([1.0 + 2 ** -10]), torch.tensor([1.0 + 2 ** -10]).to(torch.bfloat16)),
+        ("e", torch.tensor([1, 2]), torch.tensor([1, 3])),
+        ("f", torch.tensor([float("nan"), 5.0]), torch.tensor([1.0, 1.0])),
+    ]))
+    assert rows[0].identical
+    assert rows[1].rel_change == math.inf
+    assert rows[2].identical and (rows[2].dtype_a, rows[2].dtype_b) == ("float32", "bfloat16")
+    assert not rows[3].identical  # bf16 lost the low bits: the conversion was not lossless
+    assert not rows[4].identical and rows[4].max_abs_diff == 1.0
+    assert not rows[5].identical and math.isnan(rows[5].max_abs_diff) and math.isnan(rows[5].rel_change)
+
+
+def test_compare_values_holds_one_pair_at_a_time() -> None:
+    alive: list[weakref.ref] = []
+
+    def pairs() -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+        for i in range(5):
+            gc.collect()
+            assert all(ref() is None for ref in alive), "an earlier pair is still referenced"
+            a, b = torch.randn(64, 64), torch.randn(64, 64)
+            alive.extend([weakref.ref(a), weakref.ref(b)])
+            yield f"layers.{i}.w", a, b
+            del a, b
+
+    rows, layers = compare_values(pairs())
+    assert len(rows) == 5 and len(layers) == 5
+
+
+def test_layer_of() -> None:
+    assert layer_of("bert.encoder.layer.3.attention.self.query.weight") == "bert.encoder.layer.3"
+    assert layer_of("classifier.weight") == "classifier"
+    assert layer_of("weight") == "weight"
+
+
+# --------------------------------------------------------------------------------------------- oracle
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pair]:
+    return build_pairs(tmp_path_factory.mktemp("diff_pairs"))
+
+
+def _from_pretrained_report(pair: Pair) -> tuple[set, set, set]:
+    import transformers
+    from transformers import AutoConfig
+
+    cls = getattr(transformers, pair.model_class)
+    config = AutoConfig.from_pretrained(pair.b)
+    _, info = cls.from_pretrained(pair.a, config=config, output_loading_info=True, ignore_mismatched_sizes=True)
+    return (set(info["missing_keys"]), set(info["unexpected_keys"]),
+            {(k, tuple(a), tuple(b)) for k, a, b in info["mismatched_keys"]})
+
+
+PAIR_NAMES = ["identical", "ddp-prefix", "compile-prefix", "base-into-head", "head-into-base", "vocab-resized",
+              "positions-resized", "num-labels", "lora-peft", "legacy-gamma-beta", "gpt2-tied", "gpt2-bin-tied",
+              "stale-buffers-gpt2", "stale-buffers-bert", "roberta-mlm-into-base", "gpt2-base-into-lm",
+              "gpt2-lm-into-base"]
+
+
+@pytest.mark.parametrize("name", PAIR_NAMES)
+def test_model_class_mode_equals_from_pretrained(pairs: dict[str, Pair], name: str) -> None:
+    pair = pairs[name]
+    with open_checkpoint(pair.a) as checkpoint:
+        report = diff_checkpoint_against_model(checkpoint, pair.model_class, config=str(pair.b))
+    ours = ({i.name for i in report.missing}, {i.name for i in report.unexpected},
+            {(m.name, tuple(m.shape_a), tuple(m.shape_b)) for m in report.mismatched})
+    assert ours == _from_pretrained_report(pair)
+
+
+def _plain_keys(path: Path) -> dict[str, tuple[int, ...]]:
+    """Keys and shapes as the libraries read them: safe_open for safetensors, torch.load for pickles."""
+    from safetensors import safe_open
+
+    file = path / "model.safetensors"
+    if file.exists():
+        with safe_open(str(file), framework="pt") as handle:
+            return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+    state_dict = torch.load(path / "pytorch_model.bin", weights_only=True, map_location="cpu")
+    return {k: tuple(v.shape) for k, v in state_dict.items()}
+
+
+@pytest.mark.parametrize("name", PAIR_NAMES)
+def test_checkpoint_mode_equals_plain_set_difference(pairs: dict[str, Pair], name: str) -> None:
+    pair = pairs[name]
+    a, b = _plain_keys(pair.a), _plain_keys(pair.b)
+    with open_checkpoint(pair.a) as ca, open_checkpoint(pair.b) as cb:
+        report = diff_checkpoints(ca, cb)
+    assert {i.name for i in report.missing} == set(b) - set(a)
+    assert {i.name for i in report.unexpected} == set(a) - set(b)
+    assert {m.name for m in report.mismatched} == {k for k in set(a) & set(b) if a[k] != b[k]}
+    assert report.matched == sum(1 for k in set(a) & set(b) if a[k] == b[k])
+
+
+def test_fixture_pairs_get_the_expected_reasons(pairs: dict[str, Pair]) -> None:
+    def checkpoint_report(name: str):
+        with open_checkpoint(pairs[name].a) as ca, open_checkpoint(pairs[name].b) as cb:
+            return diff_checkpoints(ca, cb)
+
+    def model_report(name: str):
+        with open_checkpoint(pairs[name].a) as checkpoint:
+            return diff_checkpoint_against_model(checkpoint, pairs[name].model_class, config=str(pairs[name].b))
+
+    ddp = checkpoint_report("ddp-prefix")
+    assert {i.reason for i in ddp.missing + ddp.unexpected} == {"wrapper-prefix"}
+    lora = checkpoint_report("lora-peft")
+    assert {i.reason for i in lora.unexpected if "lora_" in i.name} == {"adapter"}
+    assert [r.flag for r in lora.suggested_renames] == [
+        "--rename '^base_model\\.model\\.='", "--rename '\\.base_layer\\.=.'"]
+    legacy = checkpoint_report("legacy-gamma-beta")
+    assert {i.reason for i in legacy.unexpected} == {"legacy-name"} and legacy.worst_severity == "warn"
+    head = model_report("base-into-head")
+    assert [(i.name, i.reason) for i in head.missing] == [("classifier.weight", "task-head"),
+                                                          ("classifier.bias", "task-head")]
+    assert head.worst_severity == "info"
+    assert {(m.reason) for m in model_report("vocab-resized").mismatched} == {"vocab-size"}
+    assert {(m.reason) for m in model_report("positions-resized").mismatched} == {"position-length"}
+    assert {(m.reason) for m in model_report("num-labels").mismatched} == {"head-size"}
+    tied = checkpoint_report("gpt2-tied")
+    assert [(i.name, i.reason) for i in tied.missing] == [("lm_head.weight", "tied-weight")]
+    stale = model_report("stale-buffers-gpt2")
+    assert {(i.reason, i.severity) for i in stale.unexpected} == {("buffer", "info")}
+    ddp_model = model_report("ddp-prefix")
+    assert [r.flag for r in ddp_model.suggested_renames] == ["--rename '^module\\.='"]
+    assert ddp_model.matched_after_renames == ddp_model.total_b
+
+
+# --------------------------------------------------------------------------------------------- renderer
+
+
+def test_renderer_groups_and_prints_the_fix() -> None:
+    a = {f"module.{n}": KeySpec(f"module.{n}", s.shape, s.dtype) for n, s in llama_keys(12).items()}
+    report = diff_specs(a, llama_keys(12), source_a="a.safetensors", source_b="b.safetensors")
+    buffer = io.StringIO()
+    render_diff_keys(report, Console(file=buffer, width=120, color_system=None))
+    text = buffer.getvalue()
+    assert "0 of 111 keys of B" in text
+    assert "model.layers.*" in text and "108" in text
+    assert "--rename '^module\\.='" in text
+    assert "state_dict = {rename(k): v for k, v in state_dict.items()}" in text
+    assert text.count("\n") < 60

@@ -1,0 +1,222 @@
+"""`weightdoctor diff-keys` end to end on real fixture checkpoints: JSON, tables, exit codes, errors."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fixtures.diff_pairs import Pair, build_pairs
+from tests.helpers import REPO_ROOT, run_cli, run_json
+
+REQUIRED_KEYS = {"matched", "missing", "unexpected", "mismatched", "dtype_differences", "suggested_renames"}
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pair]:
+    return build_pairs(tmp_path_factory.mktemp("diff_pairs_cli"))
+
+
+def test_ddp_prefix_json_fix_and_recheck(pairs: dict[str, Pair]) -> None:
+    pair = pairs["ddp-prefix"]
+    code, data = run_json("diff-keys", pair.a, pair.b)
+    assert code == 1
+    assert set(data) >= REQUIRED_KEYS
+    assert data["matched"] == 0 and len(data["missing"]) == 41 and len(data["unexpected"]) == 41
+    assert set(data["missing"][0]) == {"name", "reason", "severity", "detail"}
+    assert {(i["reason"], i["severity"]) for i in data["unexpected"]} == {("wrapper-prefix", "error")}
+    (fix,) = data["suggested_renames"]
+    assert fix["flag"] == "--rename '^module\\.='" and fix["matches_gained"] == 41
+    assert data["matched_after_renames"] == 41
+    assert "re.sub('^module\\\\.', '', key, count=1)" in data["python_snippet"]
+    assert data["values"] is None
+    # The printed flag is accepted by diff-keys itself, and then everything matches.
+    code, again = run_json("diff-keys", pair.a, pair.b, *shlex.split(fix["flag"]))
+    assert code == 0
+    assert (again["matched"], again["missing"], again["unexpected"]) == (41, [], [])
+    assert again["renames_applied"] == [fix["flag"]]
+
+
+@pytest.mark.parametrize("name", ["lora-peft", "legacy-gamma-beta", "base-into-head", "compile-prefix"])
+def test_every_printed_fix_rechecks_clean(pairs: dict[str, Pair], name: str) -> None:
+    pair = pairs[name]
+    code, data = run_json("diff-keys", pair.a, pair.b)
+    flags = [part for fix in data["suggested_renames"] for part in shlex.split(fix["flag"])]
+    assert flags
+    code, again = run_json("diff-keys", pair.a, pair.b, *flags)
+    assert again["matched"] == data["matched_after_renames"]
+    assert [i for i in again["missing"] + again["unexpected"] if i["reason"] not in ("task-head", "adapter")] == []
+    assert code == 0
+
+
+def test_rich_output_is_grouped_with_reasons_and_fix(pairs: dict[str, Pair]) -> None:
+    result = run_cli("diff-keys", pairs["lora-peft"].a, pairs["lora-peft"].b)
+    assert result.exit_code == 1
+    out = result.stdout
+    assert "weightdoctor diff-keys" in out and "0 of 41 keys of B" in out
+    assert "Missing" in out and "Unexpected" in out
+    assert "adapter" in out and "wrapper-prefix" in out
+    assert "suggested fix" in out
+    assert "--rename '^base_model\\.model\\.='" in out
+    assert "state_dict = {rename(k): v for k, v in state_dict.items()}" in out
+    assert result.stderr == ""
+
+
+def test_mismatch_and_dtype_in_checkpoint_mode(pairs: dict[str, Pair], tmp_path: Path) -> None:
+    code, data = run_json("diff-keys", pairs["vocab-resized"].a, pairs["vocab-resized"].b)
+    assert code == 0  # a resized vocabulary is a warning
+    assert data["mismatched"] == [{
+        "name": "bert.embeddings.word_embeddings.weight", "shape_a": [99, 32], "shape_b": [120, 32],
+        "reason": "vocab-size", "severity": "warn", "detail": "99×32 in A, 120×32 in B"}]
+    code, _ = run_json("diff-keys", pairs["vocab-resized"].a, pairs["vocab-resized"].b, "--fail-on", "warn")
+    assert code == 1
+    from safetensors.torch import load_file, save_file
+
+    half = tmp_path / "half.safetensors"
+    save_file({k: v.half() for k, v in load_file(pairs["identical"].a / "model.safetensors").items()}, half)
+    code, data = run_json("diff-keys", half, pairs["identical"].a / "model.safetensors")
+    assert code == 0 and data["matched"] == 41
+    assert len(data["dtype_differences"]) == 41
+    assert data["dtype_differences"][0]["dtype_a"] == "float16" and data["dtype_differences"][0]["severity"] == "info"
+
+
+def test_model_class_mode(pairs: dict[str, Pair], fx: dict[str, Path]) -> None:
+    code, data = run_json("diff-keys", pairs["base-into-head"].a, "--model-class", "BertForSequenceClassification",
+                          "--config", pairs["base-into-head"].b)
+    assert code == 0
+    assert data["mode"] == "model-class" and data["model_class"] == "BertForSequenceClassification"
+    assert [(i["name"], i["reason"], i["severity"]) for i in data["missing"]] == [
+        ("classifier.weight", "task-head", "info"), ("classifier.bias", "task-head", "info")]
+    assert data["unexpected"] == [] and data["matched"] == 39
+    code, _ = run_json("diff-keys", pairs["base-into-head"].a, "--model-class", "BertForSequenceClassification",
+                       "--config", pairs["base-into-head"].b, "--fail-on", "info")
+    assert code == 1
+    # --num-labels changes the head: a mismatch transformers would re-initialise.
+    code, data = run_json("diff-keys", fx["bert"], "--model-class", "BertForSequenceClassification",
+                          "--num-labels", "5")
+    assert code == 0
+    assert {(m["name"], m["reason"]) for m in data["mismatched"]} == {
+        ("classifier.weight", "head-size"), ("classifier.bias", "head-size")}
+    # Legacy names and the tied GPT-2 head: from_pretrained handles them, so nothing is reported.
+    code, data = run_json("diff-keys", pairs["legacy-gamma-beta"].a, "--model-class", "BertForSequenceClassification")
+    assert (code, data["missing"], data["unexpected"], data["matched"]) == (0, [], [], 41)
+    code, data = run_json("diff-keys", fx["gpt2"], "--model-class", "GPT2LMHeadModel")
+    assert (code, data["missing"], data["matched"]) == (0, [], data["total_b"])
+
+
+def test_auto_classes_and_no_lookalike_head_renames(pairs: dict[str, Pair]) -> None:
+    code, data = run_json("diff-keys", pairs["base-into-head"].a, "--model-class", "AutoModelForSequenceClassification",
+                          "--config", pairs["base-into-head"].b)
+    assert code == 0 and [i["name"] for i in data["missing"]] == ["classifier.weight", "classifier.bias"]
+    # A base model into a masked LM: pooler.dense and cls.predictions.transform.dense have the same shapes,
+    # but mapping one head onto another is not a fix.
+    code, data = run_json("diff-keys", pairs["base-into-head"].a, "--model-class", "BertForMaskedLM",
+                          "--config", pairs["base-into-head"].b)
+    assert code == 0 and data["suggested_renames"] == []
+    assert {i["reason"] for i in data["missing"] + data["unexpected"]} == {"task-head"}
+    result = run_cli("diff-keys", pairs["base-into-head"].a, "--model-class", "AutoModelForImageClassification")
+    assert result.exit_code == 2 and "no model for model_type 'bert'" in result.stderr
+
+
+def test_model_class_suggests_a_fix_that_rechecks(pairs: dict[str, Pair]) -> None:
+    pair = pairs["compile-prefix"]
+    code, data = run_json("diff-keys", pair.a, "--model-class", "BertForSequenceClassification")
+    assert code == 1
+    (fix,) = data["suggested_renames"]
+    code, again = run_json("diff-keys", pair.a, "--model-class", "BertForSequenceClassification",
+                           *shlex.split(fix["flag"]))
+    assert (code, again["missing"], again["unexpected"]) == (0, [], [])
+
+
+def test_repo_ids_and_sharded_sources(fx: dict[str, Path], hub_env: Path) -> None:
+    code, data = run_json("diff-keys", "weightdoctor-tests/tiny-bert", fx["bert-sharded-bin"])
+    assert code == 0 and data["matched"] == 41 and data["missing"] == data["unexpected"] == []
+    code, data = run_json("diff-keys", fx["bert-sharded"], fx["bert-sharded-bin"], "--values")
+    assert code == 0 and data["matched"] == 41 and all(v["identical"] for v in data["values"])
+    code, data = run_json("diff-keys", fx["files"] / "bert.safetensors", "--model-class", "BertModel",
+                          "--config", "weightdoctor-tests/tiny-bert")
+    assert code == 0 and data["matched"] == 39
+    assert {i["reason"] for i in data["unexpected"]} == {"task-head"}
+
+
+def test_values(pairs: dict[str, Pair], fx: dict[str, Path]) -> None:
+    code, data = run_json("diff-keys", fx["bert"], fx["bert-bin"], "--values")
+    assert code == 0
+    assert len(data["values"]) == 41 and all(v["identical"] for v in data["values"])
+    assert set(data["values"][0]) >= {"name", "identical", "max_abs_diff", "rel_change"}
+    assert data["values"][0]["max_abs_diff"] == 0.0
+    # A training checkpoint one optimizer step later: every layer moved a little.
+    code, data = run_json("diff-keys", fx["files"] / "training.pt", fx["bert"], "--values")
+    assert code == 0
+    changed = [v for v in data["values"] if not v["identical"]]
+    assert changed and all(v["max_abs_diff"] > 0 for v in changed)
+    state = torch.load(fx["files"] / "training.pt", weights_only=True)["model_state_dict"]
+    from safetensors.torch import load_file
+
+    ref = load_file(fx["bert"] / "model.safetensors")
+    name = "bert.encoder.layer.1.attention.self.query.weight"
+    delta = state[name].double() - ref[name].double()
+    expected = float(torch.linalg.norm(delta) / torch.linalg.norm(ref[name].double()))
+    (row,) = [v for v in data["values"] if v["name"] == name]
+    assert row["rel_change"] == pytest.approx(expected, rel=1e-9)
+    assert data["layers_changed_most"] and {"layer", "rel_change", "tensors"} <= set(data["layers_changed_most"][0])
+    # With a rename, values are compared under the new names.
+    pair = pairs["ddp-prefix"]
+    code, data = run_json("diff-keys", pair.a, pair.b, "--values", "--rename", "module\\.=")
+    assert code == 0 and len(data["values"]) == 41 and all(v["identical"] for v in data["values"])
+    result = run_cli("diff-keys", fx["files"] / "training.pt", fx["bert"], "--values")
+    assert "Layers changed most" in result.stdout and "‖A−B‖/‖B‖" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope.safetensors", "{bert}"], "nope.safetensors"),
+        (["{bert}"], "either a second checkpoint B or --model-class"),
+        (["{bert}", "{bert}", "--model-class", "BertModel"], "either a second checkpoint B or --model-class"),
+        (["{bert}", "{bert}", "--rename", "(unclosed="], "bad regular expression"),
+        (["{bert}", "{bert}", "--rename", "noequals"], "expected REGEX=REPLACEMENT"),
+        (["{bert}", "{bert}", "--rename", "^bert\\.encoder\\.layer\\.\\d+=x"], "map both"),
+        (["{bert}", "{bert}", "--fail-on", "fatal"], "--fail-on"),
+        (["{bert}", "--model-class", "NoSuchModel"], "NoSuchModel"),
+        (["{bert}", "--model-class", "BertModel", "--values"], "--values"),
+        (["{bert}", "{bert}", "--config", "{bert}"], "--config and --num-labels only apply"),
+        (["{files}/bert.safetensors", "--model-class", "BertModel"], "needs a config"),
+        (["{bert}", "--model-class", "BertModel", "--config", "no/such-repo"], "no/such-repo"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(fx: dict[str, Path], args: list[str], message: str) -> None:
+    filled = [a.format(bert=fx["bert"], files=fx["files"]) for a in args]
+    result = run_cli("diff-keys", *filled)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_corrupt_b_names_the_file(fx: dict[str, Path], tmp_path: Path) -> None:
+    bad = tmp_path / "truncated.safetensors"
+    bad.write_bytes((fx["bert"] / "model.safetensors").read_bytes()[:5000])
+    result = run_cli("diff-keys", fx["bert"], bad)
+    assert result.exit_code == 2 and str(bad) in result.stderr and "truncated" in result.stderr
+
+
+def test_headers_only_in_a_fresh_process(pairs: dict[str, Pair]) -> None:
+    code = (
+        "import sys\n"
+        "from weightdoctor.cli import app\n"
+        "try:\n"
+        f"    app(['diff-keys', {str(pairs['ddp-prefix'].a)!r}, {str(pairs['ddp-prefix'].b)!r}, '--json'])\n"
+        "except SystemExit as exc:\n"
+        "    print('EXIT', exc.code, 'torch' in sys.modules, 'transformers' in sys.modules, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
+                            env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    assert "EXIT 1 False False" in result.stderr, result.stderr
+    assert json.loads(result.stdout)["suggested_renames"][0]["flag"] == "--rename '^module\\.='"

@@ -1,0 +1,123 @@
+"""Repo ids that are not cached, with the Hub simulated (there is no network here).
+
+huggingface_hub's network calls are replaced by fakes that serve the fixture files, so these tests
+check what weightdoctor asks for: headers only for structure, one weight format for the rest.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from huggingface_hub.utils._safetensors import SafetensorsFileMetadata, SafetensorsRepoMetadata
+from huggingface_hub.utils._safetensors import TensorInfo as HubTensorInfo
+
+from tests.helpers import run_json
+from weightdoctor.checkpoint import open_checkpoint
+from weightdoctor.checkpoint.safetensors_format import read_header
+from weightdoctor.dtypes import CANONICAL_TO_SAFETENSORS
+from weightdoctor.errors import SourceNotFound
+
+
+class FakeHub:
+    """Serves one repo from a local folder and records what was requested."""
+
+    def __init__(self, folder: Path, download_dir: Path) -> None:
+        self.folder = folder
+        self.download_dir = download_dir
+        self.downloads: list[str] = []
+        self.snapshot_patterns: list[Any] = []
+
+    def list_repo_files(self, repo_id: str, revision: str | None = None, **_: Any) -> list[str]:
+        return sorted(p.name for p in self.folder.iterdir())
+
+    def get_safetensors_metadata(self, repo_id: str, revision: str | None = None, **_: Any) -> SafetensorsRepoMetadata:
+        files = {}
+        weight_map = {}
+        for path in sorted(self.folder.glob("*.safetensors")):
+            header = read_header(path, path.name)
+            tensors = {
+                t.name: HubTensorInfo(CANONICAL_TO_SAFETENSORS[t.dtype], list(t.shape), t.data_offsets)
+                for t in header.tensors
+            }
+            files[path.name] = SafetensorsFileMetadata(metadata=header.metadata or {}, tensors=tensors)
+            weight_map.update({name: path.name for name in tensors})
+        return SafetensorsRepoMetadata(
+            metadata=None, sharded=len(files) > 1, weight_map=weight_map, files_metadata=files
+        )
+
+    def get_paths_info(self, repo_id: str, paths: list[str], revision: str | None = None, **_: Any) -> list[Any]:
+        return [type("Info", (), {"path": p, "size": (self.folder / p).stat().st_size})() for p in paths]
+
+    def hf_hub_download(self, repo_id: str, filename: str, revision: str | None = None, **_: Any) -> str:
+        self.downloads.append(filename)
+        target = self.download_dir / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.folder / filename, target)
+        return str(target)
+
+    def snapshot_download(
+        self,
+        repo_id: str,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        allow_patterns: Any = None,
+        **_: Any,
+    ) -> str:
+        if local_files_only:
+            from huggingface_hub.errors import LocalEntryNotFoundError
+
+            raise LocalEntryNotFoundError("not cached")
+        self.snapshot_patterns.append(allow_patterns)
+        target = self.download_dir / "snapshot"
+        shutil.copytree(self.folder, target, dirs_exist_ok=True)
+        return str(target)
+
+
+@pytest.fixture
+def fake_hub(fx: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
+    hub = FakeHub(fx["bert-sharded"], tmp_path / "downloads")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    import huggingface_hub
+
+    for name in ("list_repo_files", "get_safetensors_metadata", "get_paths_info"):
+        monkeypatch.setattr(huggingface_hub.HfApi, name, lambda self, *a, _n=name, **k: getattr(hub, _n)(*a, **k))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub.hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub.snapshot_download)
+    return hub
+
+
+def test_structure_from_remote_headers_downloads_no_weights(fake_hub: FakeHub) -> None:
+    ckpt = open_checkpoint("someone/tiny-bert", structure_only=True)
+    assert ckpt.num_params == 20077 and ckpt.sharded and ckpt.config["model_type"] == "bert"
+    assert fake_hub.downloads == ["config.json"]
+    assert "headers read remotely" in ckpt.location
+    # Values are fetched file by file when asked for, and match the original.
+    value = ckpt.load_tensor("classifier.weight")
+    original = open_checkpoint(fake_hub.folder).load_tensor("classifier.weight")
+    assert torch.equal(value, original)
+    assert len([d for d in fake_hub.downloads if d.endswith(".safetensors")]) == 1
+
+
+def test_inspect_cli_uses_remote_headers(fake_hub: FakeHub) -> None:
+    code, data = run_json("inspect", "someone/tiny-bert")
+    assert code == 0 and data["num_params"] == 20077
+    assert data["resolved_path"].startswith("https://huggingface.co/someone/tiny-bert")
+    assert not any(d.endswith(".safetensors") for d in fake_hub.downloads)
+
+
+def test_values_needed_fetch_one_weight_format(fake_hub: FakeHub) -> None:
+    ckpt = open_checkpoint("someone/tiny-bert")
+    assert ckpt.num_params == 20077
+    (patterns,) = fake_hub.snapshot_patterns
+    assert "*.safetensors" in patterns and "*.bin" not in patterns
+
+
+def test_offline_and_uncached_is_a_clear_error(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SourceNotFound, match="HF_HUB_OFFLINE"):
+        open_checkpoint("someone/tiny-bert", structure_only=True)

@@ -1,0 +1,368 @@
+"""plan-devices analysis: the map equals what from_pretrained / accelerate compute, and the numbers around it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fixtures.plan_devices import (
+    PUBLISHED_PARAMS,
+    build_plain_torch_model,
+    config_folder,
+    from_pretrained_device_map,
+    load_with_device_map,
+)
+from weightdoctor.errors import UsageError
+from weightdoctor.findings import Finding
+from weightdoctor.plan_devices import (
+    PlanRequest,
+    build_planned_model,
+    classify,
+    estimate_kv_cache,
+    estimate_training,
+    module_ranges,
+    normalize_dtype,
+    open_plan_source,
+    parse_device_value,
+    plan_devices,
+    verdict_exit_code,
+)
+
+GB = 10**9
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("configs")
+    return {name: config_folder(name, out) for name in PUBLISHED_PARAMS}
+
+
+@pytest.fixture(scope="module")
+def planned_big(big: dict[str, Path]) -> dict[str, object]:
+    return {name: build_planned_model(open_plan_source(str(folder))) for name, folder in big.items()}
+
+
+def _memory(gpus: list[int], cpu: int | None) -> dict[int | str, int]:
+    memory: dict[int | str, int] = dict(enumerate(gpus))
+    if cpu is not None:
+        memory["cpu"] = cpu
+    return memory
+
+
+# ------------------------------------------------------------------------------------ the oracle: from_pretrained
+
+
+@pytest.mark.parametrize(
+    ("name", "strategy", "gpus", "cpu"),
+    [
+        ("mistral-7b", "auto", [8 * GB, 8 * GB], 64 * GB),
+        ("mistral-7b", "sequential", [6 * GB], 4 * GB),
+        ("llama-2-70b", "balanced_low_0", [24 * GB] * 4, 80 * GB),
+        ("llama-2-70b", "auto", [80 * GB, 80 * GB], None),
+        ("mixtral-8x7b", "balanced", [40 * GB, 40 * GB, 40 * GB], 10 * GB),
+        ("mixtral-8x7b", "sequential", [24 * GB], 200 * GB),
+    ],
+)
+def test_big_config_maps_equal_from_pretrained(big, planned_big, name, strategy, gpus, cpu) -> None:
+    expected = from_pretrained_device_map(big[name], strategy, _memory(gpus, cpu))
+    report = plan_devices(planned_big[name], PlanRequest(gpus=gpus, cpu=cpu, strategy=strategy, disk=True))
+    assert report.device_map == expected
+    assert list(report.device_map) == list(expected)  # same order, module for module
+    assert report.num_params == PUBLISHED_PARAMS[name]
+    assert len(set(expected.values())) > 1  # the cases do split the model
+
+
+def test_dtype_and_reserve_match_from_pretrained(big) -> None:
+    folder = big["mistral-7b"]
+    planned = build_planned_model(open_plan_source(str(folder)), "fp32")
+    assert next(planned.model.parameters()).dtype == torch.float32
+    report = plan_devices(planned, PlanRequest(gpus=[20 * GB, 20 * GB], cpu=100 * GB, reserve=2 * 2**30))
+    expected = from_pretrained_device_map(
+        folder, "auto", _memory([20 * GB - 2 * 2**30, 20 * GB - 2 * 2**30], 100 * GB), dtype=torch.float32
+    )
+    assert report.device_map == expected
+    assert report.weights_bytes == 4 * PUBLISHED_PARAMS["mistral-7b"]
+    reserve = [h for h in report.devices[0].held_back if h.reason == "reserve"]
+    assert reserve and reserve[0].bytes == 2 * 2**30
+
+
+@pytest.mark.parametrize("strategy", ["auto", "balanced", "balanced_low_0", "sequential"])
+@pytest.mark.parametrize("fixture", ["bert", "gpt2"])
+def test_fixture_maps_equal_from_pretrained_with_gpu_budgets(fx, fixture, strategy) -> None:
+    folder = fx[fixture]
+    planned = build_planned_model(open_plan_source(str(folder)))
+    gpus, cpu = [60_000, 60_000, 80_000], 100_000
+    expected = from_pretrained_device_map(folder, strategy, _memory(gpus, cpu))
+    report = plan_devices(planned, PlanRequest(gpus=gpus, cpu=cpu, strategy=strategy, disk=True))
+    assert report.device_map == expected
+    assert sum(d.used_bytes for d in report.devices) == report.weights_bytes + report.buffers_bytes
+
+
+def test_fixture_cpu_disk_map_equals_loaded_model(fx, tmp_path) -> None:
+    """With CPU and disk budgets from_pretrained runs to the end here: compare with the loaded model's map."""
+    folder = fx["gpt2"]
+    planned = build_planned_model(open_plan_source(str(folder)))
+    report = plan_devices(planned, PlanRequest(gpus=[], cpu=60_000, disk=True, strategy="auto"))
+    model = load_with_device_map(folder, "auto", tmp_path / "offload", max_memory={"cpu": 60_000})
+    assert report.device_map == model.hf_device_map
+    assert report.verdict == "needs-disk-offload"
+    assert report.offload.disk_bytes > 0
+
+
+def test_written_map_loads_through_from_pretrained(fx, tmp_path) -> None:
+    """The planned map, as JSON, loads a model split between CPU and disk that computes what the plain one does."""
+    from weightdoctor.render.plan_devices import write_device_map
+
+    folder = fx["bert"]
+    report = plan_devices(build_planned_model(open_plan_source(str(folder))),
+                          PlanRequest(gpus=[], cpu=50_000, disk=True))
+    assert {"cpu", "disk"} <= set(report.device_map.values())
+    write_device_map(report.device_map, tmp_path / "map.json")
+    device_map = json.loads((tmp_path / "map.json").read_text())
+    model = load_with_device_map(folder, device_map, tmp_path / "offload")
+    assert model.hf_device_map == report.device_map
+    plain = load_with_device_map(folder, None, tmp_path / "unused")
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, plain(ids).logits)
+
+
+def test_plain_torch_model_equals_accelerate_dispatch(tmp_path) -> None:
+    """Without a config the tree comes from tensor names; accelerate's own dispatch computes the same map."""
+    from accelerate import load_checkpoint_and_dispatch
+
+    model, path = build_plain_torch_model(tmp_path)
+    planned = build_planned_model(open_plan_source(str(path)))
+    assert planned.built_from == "tensors"
+    report = plan_devices(planned, PlanRequest(gpus=[], cpu=12_000, disk=True, strategy="auto"))
+    dispatched = load_checkpoint_and_dispatch(model, str(path), device_map="auto", max_memory={"cpu": 12_000},
+                                              offload_folder=str(tmp_path / "offload"))
+    # The real model also has parameter-less modules (ReLU) the tensors cannot show: compare each parameter's device.
+    ours = {n: _device_of(n, report.device_map) for n, _ in model.named_parameters()}
+    theirs = {n: _device_of(n, dispatched.hf_device_map) for n, _ in model.named_parameters()}
+    assert ours == theirs and len(set(ours.values())) == 2
+    assert report.placement.startswith("accelerate")
+
+
+def _device_of(name: str, device_map: dict[str, int | str]) -> int | str:
+    parts = name.split(".")
+    return next(device_map[".".join(parts[:i])] for i in range(len(parts), -1, -1) if ".".join(parts[:i]) in device_map)
+
+
+def test_tensor_tree_keeps_shared_storage_tied(fx) -> None:
+    planned = build_planned_model(open_plan_source(str(fx["files"] / "gpt2-tied.bin")))
+    tree = planned.model
+    assert tree.get_parameter("lm_head.weight") is tree.get_parameter("transformer.wte.weight")
+    report = plan_devices(planned, PlanRequest(gpus=[20_000, 200_000], cpu=10**6))
+    owner = {k: v for k, v in report.device_map.items() if k in ("lm_head", "transformer.wte", "transformer", "")}
+    assert len(set(owner.values())) == 1
+
+
+# ------------------------------------------------------------------------------------ verdicts and explanations
+
+
+def test_offload_plan_explains_held_back_bytes(planned_big) -> None:
+    report = plan_devices(planned_big["llama-2-70b"], PlanRequest(gpus=[24 * GB, 24 * GB], cpu=200 * GB))
+    assert report.verdict == "needs-cpu-offload"
+    gpu0 = report.devices[0]
+    assert gpu0.device == "cuda:0" and gpu0.capacity_bytes == 24 * GB
+    reasons = {h.reason: h for h in gpu0.held_back}
+    # q,o: 8192x8192 each; k,v: 8192x1024 each; 3 MLP matrices; two norms: all at 2 bytes.
+    layer_bytes = 2 * (2 * 8192 * 8192 + 2 * 8192 * 1024 + 3 * 8192 * 28672 + 2 * 8192)
+    assert reasons["largest-layer"].bytes == layer_bytes
+    assert "model.layers" in reasons["largest-layer"].detail
+    assert sum(h.bytes for h in gpu0.held_back) == gpu0.capacity_bytes - gpu0.used_bytes
+    assert report.offload.bytes_per_token == report.offload.cpu_bytes > 0
+    ranges = [r.label for r in report.devices[0].ranges]
+    assert ranges[0] == "model.embed_tokens" and ranges[1].startswith("model.layers.0–")
+    changes = {s.change: s for s in report.suggestions}
+    assert changes["dtype"].dtype == "int4"  # 70B at int8 (~69 GB) cannot fit 48 GB; at int4 it does
+    assert changes["gpus"].gpus == [24 * GB] * 6  # 138 GB of fp16 weights need six 24 GB GPUs
+    assert verdict_exit_code(report.verdict, "offload") == 1 and verdict_exit_code(report.verdict, "no-fit") == 0
+
+
+def test_balanced_cap_is_explained(planned_big) -> None:
+    report = plan_devices(planned_big["mistral-7b"], PlanRequest(gpus=[80 * GB, 80 * GB], cpu=None))
+    assert report.verdict == "fits-on-gpus" and not report.suggestions
+    first = report.devices[0]
+    assert first.budget_bytes < 80 * GB
+    cap = [h for h in first.held_back if h.reason == "balanced-cap"]
+    assert cap and cap[0].bytes == 80 * GB - first.budget_bytes
+    assert report.devices[1].used_bytes > 0  # balanced: both GPUs hold layers
+
+
+def test_no_cpu_budget_means_disk_and_no_fit_without_disk(planned_big) -> None:
+    report = plan_devices(planned_big["mistral-7b"], PlanRequest(gpus=[8 * GB], cpu=None))
+    assert "disk" in report.device_map.values() and "cpu" not in report.device_map.values()
+    assert report.verdict == "does-not-fit"
+    assert verdict_exit_code(report.verdict, "no-fit") == 1
+    assert any(s.change == "disk" and s.verdict == "needs-disk-offload" for s in report.suggestions)
+    # int8 would need 7.5 GB (fp16 embeddings and lm_head) of the 7.2 GB bitsandbytes leaves of 8 GB: int4 fits
+    assert [s.dtype for s in report.suggestions if s.change == "dtype"] == ["int4"]
+
+
+def test_int8_counts_quantized_linear_weights(planned_big, big) -> None:
+    planned = build_planned_model(open_plan_source(str(big["mistral-7b"])), "int8")
+    report = plan_devices(planned, PlanRequest(gpus=[80 * GB], cpu=None))
+    embed = 32000 * 4096
+    linear = PUBLISHED_PARAMS["mistral-7b"] - 2 * embed - 4096 * (2 * 32 + 1)
+    # bitsandbytes keeps lm_head (the output embeddings) and norms/embeddings in fp16; Linear weights 1 byte
+    assert report.weights_bytes == linear + 2 * (2 * embed + 4096 * 65)
+    assert report.devices[0].budget_bytes == int(80 * GB * 0.9)
+
+
+def test_int8_quantizes_what_bitsandbytes_would(fx) -> None:
+    from weightdoctor.plan_devices import _bnb_quantized_weights
+
+    gpt2 = build_planned_model(open_plan_source(str(fx["gpt2"])), "int8").model
+    names = _bnb_quantized_weights(gpt2)
+    assert "transformer.h.0.attn.c_attn.weight" in names  # GPT-2's Conv1D is quantized too
+    assert "lm_head.weight" not in names and "transformer.wte.weight" not in names
+    assert not any(n.endswith(".bias") or "ln_" in n for n in names)
+
+
+def test_no_split_override_and_unknown_class(planned_big) -> None:
+    planned = planned_big["mistral-7b"]
+    report = plan_devices(planned, PlanRequest(gpus=[1 * GB], cpu=100 * GB, no_split=["MistralMLP"]))
+    assert report.no_split == ["MistralMLP"]
+    assert any(k.startswith("model.layers.0.") for k in report.device_map)  # a decoder layer was split
+    with pytest.raises(UsageError, match="NoSuchLayer"):
+        plan_devices(planned, PlanRequest(gpus=[GB], cpu=GB, no_split=["NoSuchLayer"]))
+
+
+def test_manual_map_checks(fx) -> None:
+    planned = build_planned_model(open_plan_source(str(fx["gpt2"])))
+    good = {"transformer.wte": 0, "lm_head": 0, "transformer.wpe": 0, "transformer.h": "cpu",
+            "transformer.ln_f": "cpu"}
+    report = plan_devices(planned, PlanRequest(gpus=[10**6], cpu=10**6, manual_map=good))
+    assert report.findings == [] and report.verdict == "needs-cpu-offload"
+    bad = {"transformer.wte": 0, "lm_head": "cpu", "transformer.h": "cpu", "transformer.h.0": 0,
+           "transformer.nope": 1}
+    report = plan_devices(planned, PlanRequest(gpus=[1000], cpu=10**6, manual_map=bad))
+    codes = {f.code for f in report.findings}
+    assert codes == {"unknown-module", "covered-twice", "not-covered", "no-budget", "over-budget", "tied-split"}
+    not_covered = next(f for f in report.findings if f.code == "not-covered")
+    assert "transformer.wpe.weight" in not_covered.message and "transformer.ln_f" in not_covered.message
+    assert verdict_exit_code(report.verdict, None, report.findings) == 1
+
+
+# ------------------------------------------------------------------------------------ estimates and helpers
+
+
+def test_kv_cache_llama_70b() -> None:
+    config = json.loads((Path("fixtures/configs/llama-2-70b/config.json")).read_text())
+    kv = estimate_kv_cache(config, "fp16", batch=2, seq_len=4096)
+    assert kv.bytes_per_token == 2 * 80 * 8 * 128 * 2  # 320 KiB per token: GQA with 8 KV heads
+    assert kv.total_bytes == kv.bytes_per_token * 2 * 4096
+    mistral = json.loads((Path("fixtures/configs/mistral-7b/config.json")).read_text())
+    windowed = estimate_kv_cache(mistral, "bf16", batch=1, seq_len=32768)
+    assert windowed.total_bytes == 2 * 32 * 8 * 128 * 2 * 4096 and "4096" in (windowed.note or "")
+    with pytest.raises(UsageError):
+        estimate_kv_cache(None, "fp16", 1, 1)
+
+
+def test_training_estimate_matches_accelerate(fx) -> None:
+    """`accelerate estimate-memory` sizes the fp32 model (calculate_maximum_sizes), then estimate_training_usage."""
+    from accelerate.commands.estimate import estimate_training_usage
+    from accelerate.utils import calculate_maximum_sizes
+
+    fp32_model = build_planned_model(open_plan_source(str(fx["bert"])), "fp32").model
+    total, _ = calculate_maximum_sizes(fp32_model)
+    planned = build_planned_model(open_plan_source(str(fx["bert"])), "bf16")
+    estimate = estimate_training(planned.model, "bf16")
+    assert estimate.fp32_model_bytes == total
+    assert estimate.accelerate_estimate_bytes == max(estimate_training_usage(total, "bfloat16").values())
+    assert estimate.accelerate_estimate_bytes == 2 * total  # two fp32 moments are the largest part
+    fp32 = estimate_training(fp32_model, "fp32")
+    assert fp32.accelerate_estimate_bytes == 4 * total
+    assert estimate_training(planned.model, "int8").accelerate_estimate_bytes is None
+    assert estimate.total_bytes == estimate.model_bytes + estimate.gradients_bytes + estimate.optimizer_bytes
+
+
+def test_small_helpers() -> None:
+    assert normalize_dtype("bfloat16") == "bf16"
+    with pytest.raises(UsageError, match="fp8"):
+        normalize_dtype("fp8")
+    assert [parse_device_value(v) for v in (0, "1", "cuda:2", "CPU", "disk")] == [0, 1, 2, "cpu", "disk"]
+    with pytest.raises(UsageError):
+        parse_device_value("tpu")
+    ranges = module_ranges({"a": 0, "m.layers.0": 0, "m.layers.1": 0, "m.layers.2": "cpu", "m.layers.3": "cpu",
+                            "m.layers.5": "cpu"}, {"m.layers.0": 5, "m.layers.1": 7})
+    assert [(r.label, r.device, r.bytes) for r in ranges] == [
+        ("a", "cuda:0", 0), ("m.layers.0–1", "cuda:0", 12), ("m.layers.2–3", "cpu", 0), ("m.layers.5", "cpu", 0)
+    ]
+    assert classify({"a": 0}, True, False) == "fits-on-gpus"
+    assert classify({"a": 0, "b": "disk"}, True, False) == "does-not-fit"
+    assert classify({"a": "cpu"}, False, False) == "fits-on-cpu"
+    assert verdict_exit_code("fits-on-gpus", "offload") == 0
+    assert verdict_exit_code("fits-on-gpus", None, [Finding("error", "x", None, "m")]) == 1
+    with pytest.raises(UsageError, match="no devices"):
+        plan_devices(object(), PlanRequest(gpus=[], cpu=None))  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------ renderer (canned result)
+
+
+def test_renderer_and_json_of_a_canned_report() -> None:
+    import io
+
+    from rich.console import Console
+
+    from weightdoctor.plan_devices import DeviceUse, HeldBack, ModuleRange, Offload, PlanReport, Suggestion
+    from weightdoctor.render.json import to_jsonable
+    from weightdoctor.render.plan_devices import render_plan
+
+    report = PlanReport(
+        source="m", model_class="ToyForCausalLM", built_from="config", placement="p", strategy="auto",
+        dtype="bf16", num_params=1_500_000_000, weights_bytes=3 * GB, buffers_bytes=0, no_split=["ToyLayer"],
+        reserve_bytes=0, device_map={"model.layers.0": 0, "model.layers.1": 0, "model.layers.2": "cpu"},
+        devices=[
+            DeviceUse("cuda:0", 0, 2 * GB, 2 * GB, 2 * GB - 10**8,
+                      [ModuleRange("model.layers.0–1", "cuda:0", ["model.layers.0", "model.layers.1"],
+                                   2 * GB - 10**8)],
+                      [HeldBack("largest-layer", 10**8, "room for model.layers.2")]),
+            DeviceUse("cpu", "cpu", 8 * GB, 8 * GB, GB + 10**8,
+                      [ModuleRange("model.layers.2", "cpu", ["model.layers.2"], GB + 10**8)]),
+        ],
+        verdict="needs-cpu-offload", offload=Offload(GB + 10**8, 0, GB + 10**8),
+        suggestions=[Suggestion("gpus", "1 more 2.00 GB GPU(s) (2 in all) at bf16", "bf16", [2 * GB] * 2,
+                                "fits-on-gpus")],
+    )
+    buffer = io.StringIO()
+    render_plan(report, Console(file=buffer, width=100, color_system=None))
+    text = buffer.getvalue()
+    assert "model.layers.0–1" in text and "→ cuda:0" in text and "OFFLOAD" in text
+    assert "why 100.00 MB of cuda:0 stays free" in text and "largest-layer: room for model.layers.2" in text
+    assert "1.10 GB moved to the GPU for every generated token" in text
+    assert "needs CPU offload" in text and "smallest change: 1 more 2.00 GB GPU(s)" in text
+    data = to_jsonable(report)
+    assert data["devices"][0] == {**data["devices"][0], "device": "cuda:0", "capacity_bytes": 2 * GB,
+                                  "used_bytes": 2 * GB - 10**8}
+    assert data["device_map"]["model.layers.2"] == "cpu" and data["offload"]["bytes_per_token"] == GB + 10**8
+
+
+@pytest.mark.parametrize("source", ["bert", "files/bert.safetensors"])
+def test_lower_float_dtype_suggestion_is_replanned(fx, source) -> None:
+    path = fx["bert"] if source == "bert" else fx["files"] / "bert.safetensors"
+    planned = build_planned_model(open_plan_source(str(path)))
+    assert planned.dtype == "fp32"
+    report = plan_devices(planned, PlanRequest(gpus=[60_000], cpu=10**6))
+    assert report.verdict == "needs-cpu-offload"
+    dtype_fix = next(s for s in report.suggestions if s.change == "dtype")
+    assert dtype_fix.dtype == "bf16"
+    # the suggestion is what planning at that dtype really gives
+    at_bf16 = build_planned_model(open_plan_source(str(path)), "bf16")
+    again = plan_devices(at_bf16, PlanRequest(gpus=[60_000], cpu=10**6))
+    assert again.verdict == "fits-on-gpus"
+
+
+def test_sizes_parse_as_accelerate_parses_them() -> None:
+    from accelerate.utils import convert_file_size_to_int
+
+    from weightdoctor.units import parse_size
+
+    for text in ("24GB", "24GiB", "200MB", "512MiB", "1.5GB", "80KB", "3KiB"):
+        assert parse_size(text) == convert_file_size_to_int(text), text

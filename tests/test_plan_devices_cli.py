@@ -1,0 +1,217 @@
+"""`weightdoctor plan-devices` through the CLI: tables, JSON keys, --output, --map, --local, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fixtures.plan_devices import CONFIGS, from_pretrained_device_map, load_with_device_map
+from tests.helpers import run_cli, run_json
+
+LLAMA_70B = CONFIGS / "llama-2-70b" / "config.json"
+
+
+def test_70b_table_shows_ranges_offload_verdict_and_why() -> None:
+    result = run_cli("plan-devices", LLAMA_70B, "--gpu", "24GB", "--gpu", "24GB", "--cpu", "200GB")
+    assert result.exit_code == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "LlamaForCausalLM" in out and "dtype fp16" in out and "69.0B parameters" in out
+    assert "model.layers.0–11 → cuda:0" in out and "model.layers.12–25 → cuda:1" in out
+    assert "model.layers.26–79 → cpu" in out and "OFFLOAD" in out
+    assert "needs CPU offload" in out and "moved to the GPU for every generated token" in out
+    assert "largest-layer: the planner always keeps room on the first GPU for the largest layer" in out
+    assert "(model.layers.12, 1.71 GB)" in out
+    assert "smallest change: --dtype int4" in out and "4 more 24.00 GB GPU(s)" in out
+    assert result.stderr == ""
+    failing = run_cli("plan-devices", LLAMA_70B, "--gpu", "24GB", "--gpu", "24GB", "--cpu", "200GB",
+                      "--fail-on", "offload")
+    assert failing.exit_code == 1 and "needs CPU offload" in failing.stdout
+    assert run_cli("plan-devices", LLAMA_70B, "--gpu", "24GB", "--cpu", "200GB", "--fail-on", "no-fit").exit_code == 0
+
+
+def test_json_keys_and_map_equal_from_pretrained(fx: dict[str, Path]) -> None:
+    code, data = run_json("plan-devices", fx["gpt2"], "--gpu", "60KB", "--gpu", "60KB", "--cpu", "100KB",
+                          "--strategy", "balanced")
+    assert code == 0
+    for key in ("device_map", "devices", "dtype", "verdict", "weights_bytes", "offload", "suggestions", "no_split"):
+        assert key in data
+    assert data["device_map"] == from_pretrained_device_map(
+        fx["gpt2"], "balanced", {0: 60_000, 1: 60_000, "cpu": 100_000}
+    )
+    assert data["dtype"] == "fp32" and data["no_split"] == ["GPT2Block"]
+    first = data["devices"][0]
+    assert first["device"] == "cuda:0" and first["capacity_bytes"] == 60_000
+    assert first["used_bytes"] == sum(r["bytes"] for r in first["ranges"])
+    assert data["verdict"] in ("needs-cpu-offload", "needs-disk-offload", "does-not-fit")
+
+
+def test_output_json_loads_through_from_pretrained(fx: dict[str, Path], tmp_path: Path) -> None:
+    target = tmp_path / "device_map.json"
+    result = run_cli("plan-devices", fx["bert"], "--cpu", "50KB", "--disk", "--output", target)
+    assert result.exit_code == 0 and f"wrote the device map to {target}" in result.stderr
+    assert "needs disk offload" in " ".join(result.stdout.split())
+    device_map = json.loads(target.read_text())
+    assert set(device_map.values()) == {"cpu", "disk"}
+    model = load_with_device_map(fx["bert"], device_map, tmp_path / "offload")
+    assert model.hf_device_map == device_map
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".device_map")] == []
+
+
+def test_manual_map_valid_and_invalid(fx: dict[str, Path], tmp_path: Path) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"transformer.wte": "cuda:0", "lm_head": 0, "transformer.wpe": 0,
+                                "transformer.h": "cpu", "transformer.ln_f": "cpu"}))
+    code, data = run_json("plan-devices", fx["gpt2"], "--gpu", "1MB", "--cpu", "1MB", "--map", good)
+    assert code == 0 and data["manual_map"] is True and data["findings"] == []
+    assert data["device_map"]["transformer.wte"] == 0 and data["verdict"] == "needs-cpu-offload"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"transformer.wte": 0, "lm_head": "cpu", "transformer.h": "cpu", "nope": "cpu"}))
+    result = run_cli("plan-devices", fx["gpt2"], "--gpu", "1MB", "--cpu", "1MB", "--map", bad)
+    assert result.exit_code == 1
+    out = " ".join(result.stdout.split())
+    assert "tied-split" in out and "unknown-module: 'nope'" in out and "not-covered" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--gpu", "24XB"], "cannot parse size '24XB'"),
+        (["--gpu", "1GB", "--strategy", "greedy"], "unknown strategy 'greedy'"),
+        ([], "no devices"),
+        (["--local", "--gpu", "1GB"], "--local"),
+        (["--gpu", "1GB", "--fail-on", "warn"], "--fail-on 'warn'"),
+        (["--gpu", "1GB", "--dtype", "fp8"], "unknown dtype 'fp8'"),
+        (["--gpu", "1GB", "--no-split", "Nope"], "'Nope' is no module class"),
+        (["--gpu", "1GB", "--seq-len", "5"], "--kv-cache"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(fx: dict[str, Path], args: list[str], message: str) -> None:
+    result = run_cli("plan-devices", fx["bert"], *args)
+    assert result.exit_code == 2
+    assert message in result.stderr and result.stderr.count("\n") == 1 and result.stdout == ""
+
+
+def test_bad_map_file_and_missing_source(fx: dict[str, Path], tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    result = run_cli("plan-devices", fx["bert"], "--gpu", "1GB", "--map", broken)
+    assert result.exit_code == 2 and "broken.json: not valid JSON" in result.stderr
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps({"bert": "tpu"}))
+    result = run_cli("plan-devices", fx["bert"], "--gpu", "1GB", "--map", odd)
+    assert result.exit_code == 2 and "'tpu' is not a device" in result.stderr
+    result = run_cli("plan-devices", tmp_path / "missing", "--gpu", "1GB")
+    assert result.exit_code == 2 and "missing" in result.stderr
+    result = run_cli("plan-devices", fx["bert"], "--gpu", "1GB", "--output", fx["bert"] / "config.json")
+    assert result.exit_code == 2 and "overwrite an input" in result.stderr
+
+
+def test_local_on_this_machine_and_with_simulated_gpus(fx: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import psutil
+    import torch
+
+    code, data = run_json("plan-devices", fx["bert"], "--local")
+    assert code == 0
+    if not torch.cuda.is_available():
+        assert data["local"]["gpu_free_bytes"] == [] and data["dtype"] == "fp32"
+        assert data["verdict"] == "fits-on-cpu" and set(data["device_map"].values()) == {"cpu"}
+    available = psutil.virtual_memory().available
+    assert abs(data["local"]["cpu_available_bytes"] - available) < 0.25 * available
+
+    # What --local reads from CUDA, checked with the CUDA calls answered by a stand-in (no GPU here).
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: ([30_000, 70_000][i], 80_000))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"Fake GPU {i}")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    code, data = run_json("plan-devices", fx["bert"], "--local")
+    assert data["local"]["gpu_free_bytes"] == [30_000, 70_000] and data["local"]["gpu_names"][1] == "Fake GPU 1"
+    assert data["dtype"] == "fp16"  # no bf16 on this GPU: the careful choice is fp16
+    assert [d["capacity_bytes"] for d in data["devices"][:2]] == [30_000, 70_000]
+
+
+def test_kv_cache_training_and_tensor_source(fx: dict[str, Path]) -> None:
+    code, data = run_json("plan-devices", LLAMA_70B, "--gpu", "80GB", "--gpu", "80GB", "--kv-cache", "--batch", "4",
+                          "--seq-len", "4096", "--training", "--dtype", "bf16")
+    assert code == 0 and data["verdict"] == "fits-on-gpus" and data["dtype"] == "bf16"
+    assert data["kv_cache"]["total_bytes"] == 2 * 80 * 8 * 128 * 2 * 4 * 4096
+    assert data["training"]["accelerate_estimate_bytes"] == 2 * data["training"]["fp32_model_bytes"]
+    result = run_cli("plan-devices", LLAMA_70B, "--gpu", "80GB", "--gpu", "80GB", "--kv-cache", "--training")
+    out = " ".join(result.stdout.split())
+    assert "KV cache: 1.34 GB for batch 1 x 4096 tokens" in out and "accelerate estimate-memory reports" in out
+    code, data = run_json("plan-devices", fx["files"] / "bert.safetensors", "--cpu", "1GB")
+    assert code == 0 and data["built_from"] == "tensors" and data["device_map"] == {"": "cpu"}
+
+
+def test_repo_id_from_cache_and_help(hub_env: Path) -> None:
+    code, data = run_json("plan-devices", "weightdoctor-tests/tiny-bert", "--gpu", "1GB")
+    assert code == 0 and data["model_class"] == "BertForSequenceClassification" and data["device_map"] == {"": 0}
+    help_text = " ".join(run_cli("plan-devices", "--help").stdout.split())
+    assert "decimal" in help_text and "binary" in help_text
+
+
+def test_cli_help_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO_ROOT
+
+    code = ("import sys; from weightdoctor.cli import app; "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
+                         env={"PYTHONPATH": str(REPO_ROOT), "PATH": ""}).stdout
+    assert out.strip() == "False False"
+
+
+def test_hostile_sources_exit_2(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    cases = {
+        "unknown-type": {"model_type": "no-such-model"},
+        "no-type": {"hidden_size": 4},
+        "bad-values": {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": "wide",
+                       "num_hidden_layers": 2},
+    }
+    for name, config in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
+        result = run_cli("plan-devices", folder, "--gpu", "1GB")
+        assert result.exit_code == 2, (name, result.stdout)
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    clash = tmp_path / "clash.safetensors"
+    save_file({"a.b": torch.zeros(2), "a.b.c": torch.zeros(2)}, str(clash))
+    result = run_cli("plan-devices", clash, "--gpu", "1GB")
+    assert result.exit_code == 2 and "'a.b'" in result.stderr
+    reserved = tmp_path / "reserved.safetensors"
+    save_file({"block.forward": torch.zeros(2)}, str(reserved))
+    result = run_cli("plan-devices", reserved, "--gpu", "1GB")
+    assert result.exit_code == 2 and "block.forward" in result.stderr
+
+
+def test_model_class_and_sharded_source(fx: dict[str, Path]) -> None:
+    code, data = run_json("plan-devices", fx["bert-sharded"], "--gpu", "1GB", "--model-class",
+                          "BertForQuestionAnswering")
+    assert code == 0 and data["model_class"] == "BertForQuestionAnswering"
+    code, data = run_json("plan-devices", fx["gpt2"], "--gpu", "1GB")
+    # tied lm_head counted once: the weights equal the checkpoint's (which stores the tied tensor once)
+    from weightdoctor.checkpoint import open_checkpoint
+
+    with open_checkpoint(fx["gpt2"]) as checkpoint:
+        stored = checkpoint.total_bytes
+    assert data["weights_bytes"] == stored
+
+
+def test_real_process_exit_codes_and_streams(fx: dict[str, Path]) -> None:
+    from tests.helpers import run_subprocess
+
+    proc = run_subprocess("plan-devices", fx["bert"], "--cpu", "50KB", "--json", "--fail-on", "no-fit")
+    assert proc.returncode == 1 and json.loads(proc.stdout)["verdict"] == "does-not-fit"
+    assert proc.stderr == ""  # accelerate's own warnings are kept out of the way
+    proc = run_subprocess("plan-devices", fx["bert"], "--gpu", "1GB", "--fail-on", "offload")
+    assert proc.returncode == 0 and "fits on the GPUs" in proc.stdout
+    proc = run_subprocess("plan-devices", fx["bert"], "--gpu", "lots")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: cannot parse size 'lots'") and proc.stdout == ""

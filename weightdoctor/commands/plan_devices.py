@@ -1,0 +1,173 @@
+"""`weightdoctor plan-devices`: where every module lands on given GPUs, CPU and disk, before loading."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from weightdoctor.commands._errors import handle_errors
+from weightdoctor.commands._options import DebugOpt, JsonOpt, KeyOpt, RevisionOpt
+
+SIZES_HELP = (
+    "Sizes: 24GB is decimal (24x10^9 bytes), 24GiB binary (24x2^30), as accelerate and huggingface_hub read them."
+)
+
+
+@handle_errors
+def plan_devices(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A checkpoint (file, folder, index, repo id) or just a config: config.json, or a folder or repo id "
+            "holding one. A 70B model is planned from its config alone.",
+            show_default=False,
+        ),
+    ],
+    gpu: Annotated[
+        list[str] | None,
+        typer.Option("--gpu", help="Memory of one GPU (repeat for each GPU: --gpu 24GB --gpu 24GB). " + SIZES_HELP),
+    ] = None,
+    cpu: Annotated[
+        str | None,
+        typer.Option("--cpu", help="Host RAM the model may use. Without it nothing is planned on the CPU."),
+    ] = None,
+    disk: Annotated[bool, typer.Option("--disk", help="Allow offloading to disk (an offload folder).")] = False,
+    strategy: Annotated[
+        str,
+        typer.Option("--strategy", help="device_map strategy: auto, balanced, balanced_low_0 or sequential."),
+    ] = "auto",
+    dtype: Annotated[
+        str | None,
+        typer.Option("--dtype", help="fp32, fp16, bf16, int8 or int4 (bitsandbytes). Default: what "
+                     "from_pretrained(dtype='auto') picks (config, then checkpoint); with --local, bf16/fp16/fp32."),
+    ] = None,
+    no_split: Annotated[
+        list[str] | None,
+        typer.Option("--no-split", help="Module class never split across devices (repeatable). "
+                     "Default: the model's _no_split_modules."),
+    ] = None,
+    reserve: Annotated[
+        str,
+        typer.Option("--reserve", help="Memory kept free on each GPU (activations, CUDA context), e.g. 2GiB."),
+    ] = "0",
+    manual_map: Annotated[
+        str | None,
+        typer.Option("--map", help="Check this hand-written device map JSON instead of computing one."),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option("--output", help="Write the device_map JSON that from_pretrained(device_map=...) accepts."),
+    ] = None,
+    local: Annotated[
+        bool,
+        typer.Option("--local", help="Use this machine's devices: free memory of each visible GPU, available RAM."),
+    ] = False,
+    kv_cache: Annotated[
+        bool, typer.Option("--kv-cache", help="Estimate the KV cache for --batch x --seq-len.")
+    ] = False,
+    batch: Annotated[int, typer.Option("--batch", help="Sequences in the KV-cache estimate.")] = 1,
+    seq_len: Annotated[
+        int | None, typer.Option("--seq-len", help="Tokens per sequence (default: max_position_embeddings).")
+    ] = None,
+    training: Annotated[
+        bool, typer.Option("--training", help="Adam training estimate, as `accelerate estimate-memory` reports it.")
+    ] = False,
+    model_class: Annotated[
+        str | None, typer.Option("--model-class", help="transformers class to build instead of the config's.")
+    ] = None,
+    fail_on: Annotated[
+        str | None,
+        typer.Option("--fail-on", help="Exit 1 when the plan needs offload ('offload') or does not fit ('no-fit')."),
+    ] = None,
+    json_output: JsonOpt = False,
+    revision: RevisionOpt = None,
+    key: KeyOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Plan where every module lands on your GPUs, CPU and disk, as from_pretrained(device_map=...) would.
+
+    The map comes from transformers' own placement code, run on the model built on the meta device (nothing loaded).
+
+    Shows each device's modules as ranges, and what spills to CPU or disk with the bytes it moves per token.
+
+    Gives a verdict, the smallest change that fits, and why a device holds less than its budget, in numbers.
+
+    Exit codes: 0 planned; 1 offload / no fit with --fail-on, or an invalid --map; 2 bad input.
+    """
+    from weightdoctor.errors import UsageError
+    from weightdoctor.plan_devices import (
+        FAIL_ON,
+        PlanRequest,
+        build_planned_model,
+        load_manual_map,
+        open_plan_source,
+        read_local_devices,
+        verdict_exit_code,
+    )
+    from weightdoctor.plan_devices import (
+        plan_devices as run_plan,
+    )
+    from weightdoctor.units import parse_size
+
+    if fail_on is not None and fail_on not in FAIL_ON:
+        raise UsageError(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}")
+    if local and (gpu or cpu):
+        raise UsageError("--local reads this machine's devices; do not combine it with --gpu or --cpu")
+    if (batch != 1 or seq_len is not None) and not kv_cache:
+        raise UsageError("--batch and --seq-len size the KV cache: add --kv-cache")
+    gpus = [parse_size(g) for g in gpu or []]
+    cpu_bytes = parse_size(cpu) if cpu is not None else None
+    reserve_bytes = parse_size(reserve)
+    local_info = None
+    if local:
+        local_info = read_local_devices()
+        gpus = list(local_info.gpu_free_bytes)
+        cpu_bytes = local_info.cpu_available_bytes
+        dtype = dtype or local_info.dtype
+    if not gpus and cpu_bytes is None:
+        raise UsageError("no devices: give --gpu SIZE (repeatable) and/or --cpu SIZE, or --local")
+    mapping = load_manual_map(manual_map) if manual_map is not None else None
+    if output is not None:
+        from pathlib import Path
+
+        target = Path(output).resolve()
+        inputs = [Path(p).resolve() for p in (source, manual_map) if p is not None]
+        if any(target == p or (p.is_dir() and p in target.parents and target.name == "config.json") for p in inputs):
+            raise UsageError(f"--output {output} would overwrite an input; choose another file")
+
+    with open_plan_source(source, revision=revision, key=key) as checkpoint:
+        planned = build_planned_model(checkpoint, dtype, model_class)
+    kv = None
+    if kv_cache:
+        length = seq_len or (planned.config or {}).get("max_position_embeddings")
+        if not isinstance(length, int):
+            raise UsageError("--kv-cache needs --seq-len (the config has no max_position_embeddings)")
+        kv = (batch, length)
+    request = PlanRequest(gpus=gpus, cpu=cpu_bytes, disk=disk, strategy=strategy, no_split=no_split or None,
+                          reserve=reserve_bytes, manual_map=mapping, kv_cache=kv, training=training)
+    report = run_plan(planned, request, source=source)
+    if local_info is not None:
+        report.local = {"gpu_free_bytes": local_info.gpu_free_bytes, "gpu_names": local_info.gpu_names,
+                        "cpu_available_bytes": local_info.cpu_available_bytes,
+                        "bf16_supported": local_info.bf16_supported, "dtype": local_info.dtype}
+    if output is not None:
+        from weightdoctor.render.plan_devices import write_device_map
+
+        write_device_map(report.device_map, output)
+    if json_output:
+        from weightdoctor.render.json import print_json
+
+        print_json(report)
+    else:
+        from weightdoctor.render import console
+        from weightdoctor.render.plan_devices import render_plan
+
+        render_plan(report, console.stdout)
+        for warning in report.warnings:
+            console.warn(warning)
+        if output is not None:
+            console.stderr.print(f"wrote the device map to {output}", soft_wrap=True, markup=False)
+    code = verdict_exit_code(report.verdict, fail_on, report.findings)
+    if code:
+        raise typer.Exit(code)

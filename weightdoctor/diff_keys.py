@@ -1,0 +1,841 @@
+"""`diff-keys` analysis: what loading checkpoint A into a model shaped like B reports, why, and the fix.
+
+Everything here works on names, shapes and dtypes (`KeySpec`), so it runs on headers alone; only
+`compare_values` reads tensor data, one pair at a time.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from weightdoctor.dtypes import FLOATING
+from weightdoctor.errors import UsageError
+from weightdoctor.findings import SEVERITIES, severity_rank
+from weightdoctor.renames import Rename, add_prefix, apply_renames, python_snippet, strip_prefix
+
+if TYPE_CHECKING:
+    import torch
+
+    from weightdoctor.checkpoint import Checkpoint, TensorInfo
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reasons: a stable code, the severity it carries and the sentence a person reads.
+
+REASONS: dict[str, str] = {
+    "task-head": "task head: new heads start random (expected when fine-tuning starts); a head B lacks is dropped",
+    "wrapper-prefix": "a wrapper prefix (DDP module., torch.compile _orig_mod., PEFT base_model.model.) hides the keys",
+    "base-model-prefix": "the base-model prefix (bert., model., transformer., ...) differs; from_pretrained adds or "
+    "strips it, load_state_dict does not",
+    "renamed": "the same tensor under another name; the suggested rename maps it",
+    "legacy-name": "legacy name (LayerNorm.gamma/beta, weight_g/weight_v); from_pretrained renames it on load",
+    "tied-weight": "tied to the input embeddings: not stored, re-tied on load",
+    "buffer": "a buffer that is recomputed at init (position_ids, num_batches_tracked, attention masks, inv_freq)",
+    "vocab-size": "vocabulary size changed: the embedding / output rows differ",
+    "position-length": "maximum position length changed: the position-embedding rows differ",
+    "head-size": "task head size changed (num_labels): the head is re-initialised",
+    "adapter": "adapter / PEFT weights (LoRA, prefix tuning): merge them or load through PEFT",
+    "quantization": "quantization side tensor (scales, zero points, absmax): needs the matching quantizer",
+    "shape": "same name, different shape: the architecture differs",
+    "unknown": "no known cause: these weights will not load",
+}
+
+# Module names of task heads (`classifier`, `lm_head`, BERT's pre-training `cls.predictions`, ...).
+_HEAD_WORDS = frozenset({
+    "classifier", "score", "qa_outputs", "lm_head", "pooler", "cls", "seq_relationship", "head", "heads", "logits",
+    "embed_out", "output_layer", "mlm", "nsp", "predictions", "sop_classifier", "dense_head",
+})
+_HEAD = re.compile(r"(^|\.)(" + "|".join(sorted(_HEAD_WORDS)) + r")(\.|$)")
+_OUTPUT_EMBEDDING = re.compile(
+    r"(^|\.)(lm_head|embed_out|output_projection|cls\.predictions\.decoder|predictions\.decoder|"
+    r"lm_head\.decoder|generator_lm_head|output_embeddings)\.weight$"
+)
+_INPUT_EMBEDDING = re.compile(r"(^|\.)(word_embeddings|wte|embed_tokens|shared|tok_embeddings|embeddings)\.weight$")
+_BUFFER = re.compile(
+    r"(^|\.)(position_ids|token_type_ids|num_batches_tracked|inv_freq|masked_bias|rotary_emb\.inv_freq|"
+    r"attn\.bias|attention\.bias|crossattention\.bias|_float_tensor|relative_position_index|causal_mask|"
+    r"attn_mask|bias_mask)$"
+)
+_ADAPTER = re.compile(
+    r"(^|\.)(lora_[AB]|lora_embedding_[AB]|lora_magnitude_vector|lora_dropout|prefix_encoder|prompt_encoder|"
+    r"modules_to_save|original_module|ia3_l|hada_w\d_[ab]|lokr_w\d|adapter_(up|down)|adapters?)(\.|$)"
+)
+_QUANT = re.compile(
+    r"(\.SCB|\.weight_format|\.absmax|\.quant_map|\.quant_state\.[\w.]+|\.nested_absmax|\.nested_quant_map|"
+    r"\.qweight|\.qzeros|\.scales|\.g_idx|\.weight_scale(_inv)?|\.input_scale|\.output_scale|\.k_scale|\.v_scale|"
+    r"\.weight_zero_point|\.weight_packed|\.weight_shape|\.zeros|\.scale)$"
+)
+_POSITION = re.compile(r"(position_embeddings|wpe|embed_positions|pos_emb|position_embedding|positional)")
+_VOCAB = re.compile(r"(word_embeddings|wte|embed_tokens|shared|tok_embeddings|lm_head|decoder|embed_out|bias$)")
+_WRAPPERS = ("module.", "_orig_mod.", "base_model.model.", "model.module.", "_fsdp_wrapped_module.",
+             "_checkpoint_wrapped_module.", "ema.", "model_ema.", "student.", "teacher.", "state_dict.")
+# Base-model prefixes of transformers' task classes (the `base_model_prefix` they add or strip on load).
+_BASE_PREFIXES = ("model.", "bert.", "roberta.", "transformer.", "gpt_neox.", "deberta.", "distilbert.",
+                  "albert.", "electra.", "xlm.", "encoder.", "vit.", "backbone.", "t5.", "bart.", "language_model.")
+
+# Transformers' "legacy" renames (transformers/conversion_mapping.py, key "legacy"), as --rename flags.
+LEGACY_RENAMES: tuple[Rename, ...] = (
+    Rename(r"LayerNorm\.gamma", "LayerNorm.weight"),
+    Rename(r"LayerNorm\.beta", "LayerNorm.bias"),
+    Rename(r"\.weight_g$", ".parametrizations.weight.original0"),
+    Rename(r"\.weight_v$", ".parametrizations.weight.original1"),
+)
+_SPARING_LOOKAHEAD = re.compile(r"^\^\(\?!\(\?:[^)]*\)\\\.\)")
+_DIGIT_SEGMENT = re.compile(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data.
+
+
+class KeySpec(NamedTuple):
+    """What the diff needs to know about one tensor: its name, shape and dtype (canonical name).
+
+    A named tuple rather than a dataclass: a 10,000-key diff builds 20,000 of them.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class KeyIssue:
+    """A missing or unexpected key, with why it is there and how much it matters."""
+
+    name: str
+    reason: str
+    severity: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A key present on both sides with different shapes (`shape_a` in A, `shape_b` in B)."""
+
+    name: str
+    shape_a: list[int]
+    shape_b: list[int]
+    reason: str
+    severity: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class DtypeDifference:
+    name: str
+    dtype_a: str
+    dtype_b: str
+    severity: str
+
+
+@dataclass(frozen=True)
+class SuggestedRename:
+    """One `--rename` of the suggested fix, with the keys it makes match."""
+
+    pattern: str
+    replacement: str
+    flag: str
+    matches_gained: int
+
+
+@dataclass(frozen=True)
+class KeyGroup:
+    """Keys that differ only in layer indices, reported once: `encoder.layer.*.output.dense.weight ×12`."""
+
+    kind: str  # "missing", "unexpected", "mismatched" or "dtype"
+    pattern: str
+    count: int
+    reason: str
+    severity: str
+    example: str
+
+
+@dataclass(frozen=True)
+class ValueDiff:
+    """How one common tensor's values differ: `rel_change` is ‖A−B‖/‖B‖ (computed in float64)."""
+
+    name: str
+    identical: bool
+    max_abs_diff: float
+    rel_change: float
+    dtype_a: str
+    dtype_b: str
+
+
+@dataclass(frozen=True)
+class LayerChange:
+    """One layer's aggregated relative change ‖ΔW‖/‖W‖ over its tensors."""
+
+    layer: str
+    rel_change: float
+    tensors: int
+    identical: bool
+
+
+@dataclass
+class DiffReport:
+    """The whole answer of `diff-keys`. JSON keys are the field names (see docs/commands/diff-keys.md)."""
+
+    source_a: str
+    source_b: str
+    mode: str  # "checkpoints" or "model-class"
+    model_class: str | None
+    renames_applied: list[str]
+    matched: int
+    total_a: int
+    total_b: int
+    missing: list[KeyIssue]
+    unexpected: list[KeyIssue]
+    mismatched: list[Mismatch]
+    dtype_differences: list[DtypeDifference]
+    suggested_renames: list[SuggestedRename]
+    matched_after_renames: int | None
+    python_snippet: str | None
+    groups: list[KeyGroup]
+    worst_severity: str | None
+    values: list[ValueDiff] | None = None
+    layers_changed_most: list[LayerChange] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def severities(self) -> list[str]:
+        """Every severity this report carries (one per key problem and dtype difference)."""
+        found = [i.severity for i in self.missing] + [i.severity for i in self.unexpected]
+        found += [m.severity for m in self.mismatched] + [d.severity for d in self.dtype_differences]
+        return found
+
+
+def exit_code(report: DiffReport, fail_on: str) -> int:
+    """0 when nothing in `report` reaches `fail_on` ("info", "warn" or "error"), else 1.
+
+    Example:
+        >>> exit_code(diff_specs({}, {"classifier.weight": KeySpec("classifier.weight", (2,), "float32")}), "error")
+        0
+    """
+    if fail_on not in SEVERITIES:
+        raise UsageError(f"--fail-on {fail_on!r}: choose one of {', '.join(SEVERITIES)}")
+    threshold = severity_rank(fail_on)
+    return 1 if any(severity_rank(s) >= threshold for s in report.severities()) else 0
+
+
+def specs_from_tensors(tensors: Iterable[TensorInfo]) -> dict[str, KeySpec]:
+    """`TensorInfo`s from the reader, as name -> `KeySpec`."""
+    return {t.name: KeySpec(t.name, tuple(t.shape), t.dtype) for t in tensors}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Grouping.
+
+
+def collapse_indices(name: str) -> str:
+    """Replace every dotted integer component by `*`.
+
+    Example:
+        >>> collapse_indices("encoder.layer.11.attention.self.query.weight")
+        'encoder.layer.*.attention.self.query.weight'
+    """
+    return _DIGIT_SEGMENT.sub("*", name)
+
+
+def group_issues(report: DiffReport, max_groups_per_reason: int = 6) -> list[KeyGroup]:
+    """Group the report's keys so that a large diff reads in one screen.
+
+    Keys are grouped by (kind, reason, severity) and layer indices are collapsed
+    (`encoder.layer.*.attention.self.query.weight ×12`); when one (kind, reason, severity) still has more
+    than `max_groups_per_reason` patterns, they are merged by their leading components
+    (`module.bert.* ×39`), keeping fewer components until they fit.
+    """
+    rows: list[tuple[str, str, str, str]] = [("missing", i.name, i.reason, i.severity) for i in report.missing]
+    rows += [("unexpected", i.name, i.reason, i.severity) for i in report.unexpected]
+    rows += [("mismatched", m.name, m.reason, m.severity) for m in report.mismatched]
+    rows += [("dtype", d.name, f"{d.dtype_a}→{d.dtype_b}", d.severity) for d in report.dtype_differences]
+    buckets: dict[tuple[str, str, str], dict[str, list[str]]] = {}
+    for kind, name, reason, severity in rows:
+        buckets.setdefault((kind, reason, severity), {}).setdefault(collapse_indices(name), []).append(name)
+    groups: list[KeyGroup] = []
+    for (kind, reason, severity), by_pattern in buckets.items():
+        if len(by_pattern) > max_groups_per_reason:
+            longest = max(p.count(".") + 1 for p in by_pattern)
+            for depth in range(longest - 1, 0, -1):
+                merged: dict[str, list[str]] = {}
+                for pattern, names in by_pattern.items():
+                    parts = pattern.split(".")
+                    key = ".".join(parts[:depth]) + ".*" if len(parts) > depth else pattern
+                    merged.setdefault(key, []).extend(names)
+                if len(merged) <= max_groups_per_reason or depth == 1:
+                    by_pattern = merged
+                    break
+        groups += [KeyGroup(kind, p, len(n), reason, severity, n[0]) for p, n in by_pattern.items()]
+    return groups
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rename detection.
+
+
+def _leading_splits(name: str, depth: int = 3) -> Iterator[tuple[str, str]]:
+    """`(prefix, rest)` for the empty prefix and the first `depth` dotted components."""
+    yield "", name
+    position = 0
+    for _ in range(depth):
+        position = name.find(".", position)
+        if position < 0:
+            return
+        position += 1
+        yield name[:position], name[position:]
+
+
+def _simpler(rename: Rename, other: Rename) -> bool:
+    """Whether `rename` is the simpler of two renames that match as many keys (less added, shorter pattern)."""
+    return (len(rename.replacement), len(rename.pattern), rename.pattern) < (
+        len(other.replacement), len(other.pattern), other.pattern)
+
+
+def _head_words(name: str) -> set[str]:
+    return set(name.split(".")).intersection(_HEAD_WORDS)
+
+
+def _other_head(old: str, new: str) -> bool:
+    """True when a rename moves one task head onto a different one (`pooler.*` -> `cls.predictions.*`)."""
+    words_old, words_new = _head_words(old), _head_words(new)
+    return bool(words_old) and bool(words_new) and not (words_old & words_new)
+
+
+def _escape(text: str) -> str:
+    """`re.escape`, with `=` written `\\x3d` so the pattern survives the `--rename REGEX=REPL` syntax."""
+    return re.escape(text).replace("=", "\\x3d")
+
+
+def _sample(names: Sequence[str], limit: int = 2000) -> Sequence[str]:
+    """At most `limit` names spread over `names`: votes on a sample find the same renames much faster."""
+    if len(names) <= limit:
+        return names
+    step = len(names) / limit
+    return [names[int(i * step)] for i in range(limit)]
+
+
+def _candidate_renames(
+    unmatched: Sequence[str], targets: set[str], structural: bool = False, limit: int = 8
+) -> list[Rename]:
+    """Renames that would map some of `unmatched` onto `targets`, most promising first.
+
+    Cheap candidates (transformers' legacy renames; prefix strip / add / replace) unless `structural`,
+    which asks for the costlier ones: one component renamed or dropped.
+    """
+    votes: Counter[tuple[str, str, str]] = Counter()
+    sample = _sample(unmatched)
+    if not structural:
+        by_rest: dict[str, set[str]] = defaultdict(set)
+        for target in targets:
+            for prefix, rest in _leading_splits(target):
+                by_rest[rest].add(prefix)
+        for name in sample:
+            for prefix, rest in _leading_splits(name):
+                for target_prefix in by_rest.get(rest, ()):
+                    if target_prefix != prefix:
+                        votes[("prefix", prefix, target_prefix)] += 1
+    else:
+        # One dotted component renamed in place (`encoder.layers.3.x` -> `encoder.layer.3.x`).
+        by_hole: dict[tuple[str, int], set[str]] = defaultdict(set)
+        for target in targets:
+            parts = target.split(".")
+            for i, part in enumerate(parts):
+                if not part.isdigit():
+                    by_hole[(".".join(parts[:i] + ["\0"] + parts[i + 1:]), i)].add(part)
+        for name in sample:
+            parts = name.split(".")
+            for i, part in enumerate(parts):
+                for target_part in by_hole.get((".".join(parts[:i] + ["\0"] + parts[i + 1:]), i), ()):
+                    if target_part != part:
+                        votes[("segment", part, target_part)] += 1
+            # One dotted component dropped (`query.base_layer.weight` -> `query.weight`, PEFT's wrapped layers).
+            for i, part in enumerate(parts[:-1]):
+                if not part.isdigit() and ".".join(parts[:i] + parts[i + 1:]) in targets:
+                    votes[("drop", part, "")] += 1
+    renames: list[Rename] = []
+    if not structural:
+        # transformers' legacy renames first: on a tie (gamma->weight and gamma->bias fit equally) they win.
+        renames += [legacy for legacy in LEGACY_RENAMES if any(legacy.apply(n) != n for n in sample)]
+    # Most votes first; on a tie the simpler rename (shorter replacement), then by name: deterministic,
+    # whatever the order of the sets the votes came from.
+    ranked = sorted(votes.items(), key=lambda item: (-item[1], len(item[0][2]), item[0]))[:limit]
+    for (kind, old, new), _ in ranked:
+        if kind == "prefix":
+            if new == "" and "=" not in old:
+                renames.append(strip_prefix(old))
+            elif old == "":
+                renames.append(add_prefix(new))
+            else:
+                renames.append(Rename("^" + _escape(old), new.replace("\\", "\\\\")))
+        elif kind == "drop":
+            renames.append(Rename(rf"\.{_escape(old)}\.", "."))
+        else:
+            renames.append(Rename(rf"(?<![^.]){_escape(old)}(?![^.])", new.replace("\\", "\\\\")))
+    return renames
+
+
+def suggest_renames(
+    shapes_a: Mapping[str, tuple[int, ...]],
+    shapes_b: Mapping[str, tuple[int, ...]],
+    already_ok: set[str] | None = None,
+    max_renames: int = 6,
+) -> list[SuggestedRename]:
+    """The renames of A's keys that match the most of them to B's keys, chosen greedily.
+
+    Each step tries prefix strip/add/replace, single-component renames and transformers' legacy renames
+    built from the keys that still do not match, and keeps the one that gains the most matches (same
+    name and same shape) without unmatching a key or mapping two keys to one name.
+
+    Example:
+        >>> [r.flag for r in suggest_renames({"module.a.weight": (2,)}, {"a.weight": (2,)})]
+        ["--rename '^module\\\\.='"]
+
+    Args:
+        shapes_a: A's keys and shapes.
+        shapes_b: the names (and shapes) a key of A must take to match.
+        already_ok: keys of A that count as matched whatever their name (e.g. renamed by transformers).
+        max_renames: stop after this many renames.
+    """
+    ok = already_ok or set()
+    current: dict[str, str] = {name: name for name in shapes_a}
+    chosen: list[SuggestedRename] = []
+
+    def fits(name: str, new: str) -> bool:
+        return shapes_b.get(new) == tuple(shapes_a[name])
+
+    def evaluate(rename: Rename) -> tuple[int, list[str], dict[str, str]]:
+        """(matches gained, keys it would unmatch, old -> new for the keys it changes)."""
+        gained, lost, proposal = 0, [], {}
+        sub = re.compile(rename.pattern).sub  # as Rename.apply does, compiled once
+        for name, new in current.items():
+            renamed = sub(rename.replacement, new, count=1)
+            if renamed == new:
+                continue
+            proposal[name] = renamed
+            was = new in shapes_b or name in ok
+            # One head moved onto another (`pooler.dense` -> `cls.predictions.transform.dense`) is a lookalike,
+            # not evidence: heads differ between tasks by design.
+            if fits(name, renamed) and not was and not _other_head(new, renamed):
+                gained += 1
+            elif was and renamed not in shapes_b:
+                lost.append(name)
+        return gained, lost, proposal
+
+    for _ in range(max_renames):
+        unmatched = [name for name, new in current.items() if new not in shapes_b and name not in ok]
+        taken = set(current.values())
+        targets = {n for n in shapes_b if n not in taken}
+        if not unmatched or not targets:
+            break
+        best: tuple[int, Rename, dict[str, str]] | None = None
+        unmatched_names = [current[n] for n in unmatched]
+        # Prefix and legacy renames first; only when none helps, rename or drop one component.
+        for structural in (False, True):
+            for candidate in _candidate_renames(unmatched_names, targets, structural=structural):
+                rename = candidate
+                gained, lost, proposal = evaluate(rename)
+                if lost and rename.pattern.startswith("^") and not rename.pattern.startswith("^(?!"):
+                    # Spare the keys it would break: `^(?!lm_head\.)` -> `model.` leaves `lm_head.weight` alone.
+                    heads = sorted({current[n].split(".", 1)[0] for n in lost})
+                    if len(heads) <= 4:
+                        spared = "|".join(_escape(h) for h in heads)
+                        rename = Rename(f"^(?!(?:{spared})\\.)" + rename.pattern[1:], rename.replacement)
+                        gained, lost, proposal = evaluate(rename)
+                if lost or gained == 0:
+                    continue
+                merged = {**current, **proposal}
+                if len(set(merged.values())) != len(merged):
+                    continue  # two keys would collide
+                if best is None or gained > best[0] or (
+                    gained == best[0] and _simpler(rename, best[1])
+                ):
+                    best = (gained, rename, proposal)
+            if best is not None:
+                break
+        if best is None:
+            break
+        gained, rename, proposal = best
+        current.update(proposal)
+        chosen.append(SuggestedRename(rename.pattern, rename.replacement, rename.as_flag(), gained))
+    return chosen
+
+
+def rename_reason(rename: Rename) -> tuple[str, str]:
+    """(reason, severity) for keys that a suggested rename maps: what kind of difference it fixes."""
+    if any(rename == legacy for legacy in LEGACY_RENAMES):
+        return "legacy-name", "warn"
+    anchored = _SPARING_LOOKAHEAD.sub("^", rename.pattern)
+    text = anchored.lstrip("^").replace("\\", "") + "|" + rename.replacement
+    if anchored.startswith("^"):
+        old = anchored[1:].replace("\\", "")
+        if any(old.startswith(w) or (old == "" and rename.replacement.startswith(w)) for w in _WRAPPERS):
+            return "wrapper-prefix", "error"
+        if any(old == p or (old == "" and rename.replacement == p) for p in _BASE_PREFIXES):
+            return "base-model-prefix", "warn"
+        if any(w in text for w in _WRAPPERS[:4]):
+            return "wrapper-prefix", "error"
+    return "renamed", "error"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Classification of single keys.
+
+
+def _ties_to_embedding(name: str, shape: tuple[int, ...], other: Mapping[str, KeySpec]) -> str | None:
+    """The input embedding (in `other`) that the output embedding `name` would be tied to, if any."""
+    if not _OUTPUT_EMBEDDING.search(name):
+        return None
+    for candidate in other.values():
+        if _INPUT_EMBEDDING.search(candidate.name) and candidate.shape == shape and "position" not in candidate.name:
+            return candidate.name
+    return None
+
+
+def classify_key(
+    name: str,
+    spec: KeySpec,
+    kind: str,
+    this_side: Mapping[str, KeySpec],
+    tied_groups: Sequence[Sequence[str]] = (),
+    tie_embeddings: bool | None = None,
+) -> tuple[str, str, str]:
+    """(reason, severity, detail) for a key that is missing (`kind="missing"`) or unexpected.
+
+    `this_side` is the side that lacks the key's counterpart: A's keys for a missing key (could A
+    supply it by tying?), B's keys for an unexpected one. `tie_embeddings` is the target config's
+    `tie_word_embeddings` when known: False means an output embedding is never explained by tying.
+    """
+    if _BUFFER.search(name):
+        return "buffer", "info", ""
+    for group in tied_groups:
+        if name in group:
+            others = [g for g in group if g != name]
+            return "tied-weight", "info", f"shares storage with {others[0]}" if others else ""
+    tied = _ties_to_embedding(name, spec.shape, this_side) if tie_embeddings is not False else None
+    if tied is not None:
+        return "tied-weight", "info", f"tied to {tied}"
+    if _ADAPTER.search(name):
+        return "adapter", "warn", ""
+    if _QUANT.search(name):
+        return "quantization", "warn", ""
+    if _HEAD.search(name):
+        detail = "new, initialised at random" if kind == "missing" else "not used by B, dropped"
+        return "task-head", "info", detail
+    return "unknown", "error", ""
+
+
+def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> tuple[str, str, str]:
+    """(reason, severity, detail) for a key whose shape differs."""
+    detail = f"{'×'.join(map(str, shape_a)) or 'scalar'} in A, {'×'.join(map(str, shape_b)) or 'scalar'} in B"
+    same_rank = len(shape_a) == len(shape_b) and len(shape_a) >= 1
+    first_only = same_rank and shape_a[1:] == shape_b[1:] and shape_a[0] != shape_b[0]
+    if first_only and _POSITION.search(name):
+        return "position-length", "warn", detail
+    if _HEAD.search(name) and not _OUTPUT_EMBEDDING.search(name) and not name.endswith("decoder.bias"):
+        return "head-size", "warn", detail
+    if first_only and _VOCAB.search(name):
+        return "vocab-size", "warn", detail
+    return "shape", "error", detail
+
+
+def _dtype_severity(dtype_a: str, dtype_b: str) -> str:
+    return "info" if (dtype_a in FLOATING) == (dtype_b in FLOATING) else "warn"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The diff itself.
+
+
+def _renamed(specs_a: Mapping[str, KeySpec], renames: Sequence[Rename]) -> tuple[dict[str, KeySpec], dict[str, str]]:
+    """A's specs under their new names, and new -> old names."""
+    if not renames:
+        return dict(specs_a), {}
+    mapping = apply_renames(specs_a, list(renames))
+    renamed = {new: KeySpec(new, specs_a[old].shape, specs_a[old].dtype) for old, new in mapping.items()}
+    return renamed, {new: old for old, new in mapping.items() if new != old}
+
+
+@dataclass(frozen=True)
+class _RawDiff:
+    missing: list[str]
+    unexpected: list[str]
+    common: list[str]
+
+
+def raw_diff(names_a: Iterable[str], names_b: Iterable[str]) -> _RawDiff:
+    """Set arithmetic in the order of B (missing, common) and A (unexpected)."""
+    list_a, list_b = list(names_a), list(names_b)
+    set_a, set_b = set(list_a), set(list_b)
+    return _RawDiff(
+        missing=[n for n in list_b if n not in set_a],
+        unexpected=[n for n in list_a if n not in set_b],
+        common=[n for n in list_b if n in set_a],
+    )
+
+
+def build_report(
+    specs_a: Mapping[str, KeySpec],
+    specs_b: Mapping[str, KeySpec],
+    missing: Sequence[str],
+    unexpected: Sequence[str],
+    mismatched: Sequence[tuple[str, tuple[int, ...], tuple[int, ...]]],
+    common: Sequence[str],
+    suggestions: list[SuggestedRename],
+    *,
+    source_a: str,
+    source_b: str,
+    mode: str,
+    model_class: str | None = None,
+    renames_applied: Sequence[Rename] = (),
+    matched_after_renames: int | None = None,
+    tied_groups_a: Sequence[Sequence[str]] = (),
+    tie_embeddings: bool | None = None,
+    compare_dtypes: bool = True,
+    notes: Sequence[str] = (),
+) -> DiffReport:
+    """Classify the differences and assemble the report (shared by both modes)."""
+    by_rename: dict[str, tuple[str, str, str]] = {}
+    rename_objects = [Rename(s.pattern, s.replacement) for s in suggestions]
+    if rename_objects:
+        # Which suggested rename makes each unexpected key land on which missing key.
+        steps = [(re.compile(r.pattern).sub, r.replacement, (*rename_reason(r), r.as_flag()))
+                 for r in rename_objects]
+        for old in unexpected:
+            new = old
+            for sub, replacement, why in steps:
+                step = sub(replacement, new, count=1)
+                if step != new:
+                    by_rename.setdefault(old, why)
+                new = step
+            if old in by_rename and new in specs_b:
+                by_rename[new] = by_rename[old]
+            else:
+                by_rename.pop(old, None)
+
+    def issue(name: str, kind: str) -> KeyIssue:
+        if name in by_rename:
+            reason, severity, detail = by_rename[name]
+        elif kind == "missing":
+            reason, severity, detail = classify_key(name, specs_b[name], kind, specs_a, (), tie_embeddings)
+        else:
+            spec = specs_a.get(name) or KeySpec(name, (), "float32")
+            reason, severity, detail = classify_key(name, spec, kind, specs_b, tied_groups_a)
+        return KeyIssue(name, reason, severity, detail)
+
+    mismatch_rows = []
+    for name, shape_a, shape_b in mismatched:
+        reason, severity, detail = classify_mismatch(name, shape_a, shape_b)
+        mismatch_rows.append(Mismatch(name, list(shape_a), list(shape_b), reason, severity, detail))
+    mismatched_names = {m[0] for m in mismatched}
+    dtype_rows = []
+    if compare_dtypes:
+        for name in common:
+            a, b = specs_a.get(name), specs_b.get(name)
+            if a is not None and b is not None and a.dtype != b.dtype:
+                dtype_rows.append(DtypeDifference(name, a.dtype, b.dtype, _dtype_severity(a.dtype, b.dtype)))
+    report = DiffReport(
+        source_a=source_a,
+        source_b=source_b,
+        mode=mode,
+        model_class=model_class,
+        renames_applied=[r.as_flag() for r in renames_applied],
+        matched=len([n for n in common if n not in mismatched_names]),
+        total_a=len(specs_a),
+        total_b=len(specs_b),
+        missing=[issue(n, "missing") for n in missing],
+        unexpected=[issue(n, "unexpected") for n in unexpected],
+        mismatched=mismatch_rows,
+        dtype_differences=dtype_rows,
+        suggested_renames=suggestions,
+        matched_after_renames=matched_after_renames,
+        python_snippet=python_snippet([*renames_applied, *rename_objects]) if suggestions else None,
+        groups=[],
+        worst_severity=None,
+        notes=list(notes),
+    )
+    report.groups = group_issues(report)
+    found = report.severities()
+    report.worst_severity = max(found, key=severity_rank) if found else None
+    return report
+
+
+def diff_specs(
+    specs_a: Mapping[str, KeySpec],
+    specs_b: Mapping[str, KeySpec],
+    renames: Sequence[Rename] = (),
+    *,
+    source_a: str = "A",
+    source_b: str = "B",
+    tied_groups_a: Sequence[Sequence[str]] = (),
+    tie_embeddings: bool | None = None,
+) -> DiffReport:
+    """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
+
+    Example:
+        >>> a = {"module.w": KeySpec("module.w", (2,), "float32")}
+        >>> b = {"w": KeySpec("w", (2,), "float32")}
+        >>> report = diff_specs(a, b)
+        >>> report.matched, report.suggested_renames[0].pattern
+        (0, '^module\\\\.')
+
+    Args:
+        specs_a: A's keys (name -> KeySpec), in file order.
+        specs_b: B's keys.
+        renames: `--rename`s applied to A's keys first.
+        tied_groups_a: names in A that share storage (a pickle's tied weights).
+        tie_embeddings: B's `tie_word_embeddings` when known (None: tie if an embedding fits).
+
+    Raises:
+        UsageError: the renames map two keys of A to the same name.
+    """
+    renamed_a, _ = _renamed(specs_a, renames)
+    tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
+    diff = raw_diff(renamed_a, specs_b)
+    mismatched = [
+        (n, renamed_a[n].shape, specs_b[n].shape) for n in diff.common if renamed_a[n].shape != specs_b[n].shape
+    ]
+    suggestions: list[SuggestedRename] = []
+    after: int | None = None
+    if diff.missing and diff.unexpected:
+        suggestions = suggest_renames(
+            {n: s.shape for n, s in renamed_a.items()}, {n: s.shape for n, s in specs_b.items()}
+        )
+        if suggestions:
+            fixed, _ = _renamed(renamed_a, [Rename(s.pattern, s.replacement) for s in suggestions])
+            after = sum(1 for n, s in fixed.items() if n in specs_b and specs_b[n].shape == s.shape)
+    return build_report(
+        renamed_a, specs_b, diff.missing, diff.unexpected, mismatched, diff.common, suggestions,
+        source_a=source_a, source_b=source_b, mode="checkpoints", renames_applied=renames,
+        matched_after_renames=after, tied_groups_a=tied, tie_embeddings=tie_embeddings,
+    )
+
+
+def _rename_all(name: str, renames: Sequence[Rename]) -> str:
+    for rename in renames:
+        name = rename.apply(name)
+    return name
+
+
+def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = ()) -> DiffReport:
+    """`diff_specs` on two opened checkpoints (headers only: no tensor data is read)."""
+    return diff_specs(
+        specs_from_tensors(a.tensors), specs_from_tensors(b.tensors), renames,
+        source_a=a.source, source_b=b.source, tied_groups_a=a.shared_groups(), tie_embeddings=config_ties(b.config),
+    )
+
+
+def config_ties(config: Mapping[str, Any] | None) -> bool | None:
+    """A config's `tie_word_embeddings` (also under `text_config`), None when it does not say."""
+    if not config:
+        return None
+    for source in (config, config.get("text_config") or {}):
+        value = source.get("tie_word_embeddings") if isinstance(source, Mapping) else None
+        if isinstance(value, bool):
+            return value
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Values.
+
+
+def layer_of(name: str) -> str:
+    """The layer a tensor belongs to: up to its first numeric component, else its module path.
+
+    Example:
+        >>> layer_of("bert.encoder.layer.3.attention.self.query.weight")
+        'bert.encoder.layer.3'
+    """
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[: i + 1])
+    return ".".join(parts[:-1]) or name
+
+
+def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 22) -> tuple[ValueDiff, float, float]:
+    """Compare two same-shaped tensors in float64 chunks; also return Σ(A−B)² and ΣB² for layer totals."""
+    import torch
+
+    flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+    max_abs = 0.0
+    diff_sq = 0.0
+    ref_sq = 0.0
+    identical = True
+    for start in range(0, flat_a.numel(), chunk):
+        part_a = flat_a[start:start + chunk].to(torch.float64)
+        part_b = flat_b[start:start + chunk].to(torch.float64)
+        delta = part_a - part_b
+        both_nan = torch.isnan(part_a) & torch.isnan(part_b)
+        delta = torch.where(both_nan, torch.zeros_like(delta), delta)
+        if identical and not bool(torch.all((part_a == part_b) | both_nan)):
+            identical = False
+        if delta.numel():
+            largest = float(delta.abs().max())
+            # A NaN on one side only is a difference of unknown size: keep it NaN rather than let max() drop it.
+            max_abs = math.nan if math.isnan(largest) or math.isnan(max_abs) else max(max_abs, largest)
+        diff_sq += float((delta * delta).sum())
+        ref_sq += float((part_b * part_b).sum())
+    if identical:
+        rel = 0.0
+    elif ref_sq == 0.0:
+        rel = math.inf
+    else:
+        rel = math.sqrt(diff_sq) / math.sqrt(ref_sq)
+    dtype_a = str(a.dtype).removeprefix("torch.")
+    dtype_b = str(b.dtype).removeprefix("torch.")
+    return ValueDiff(name, identical, max_abs, rel, dtype_a, dtype_b), diff_sq, ref_sq
+
+
+def compare_values(
+    pairs: Iterable[tuple[str, torch.Tensor, torch.Tensor]], top: int = 10
+) -> tuple[list[ValueDiff], list[LayerChange]]:
+    """Compare tensor pairs as they stream in (hold one pair at a time); rank layers by relative change.
+
+    Args:
+        pairs: `(name, tensor_from_A, tensor_from_B)`, same shapes; produced lazily by the caller.
+        top: how many layers to return, most changed first.
+    """
+    results: list[ValueDiff] = []
+    layers: dict[str, list[float]] = {}
+    for name, a, b in pairs:
+        if a.is_complex() or b.is_complex():
+            a, b = a.real, b.real  # complex tensors: compare real parts (rare in checkpoints)
+        row, diff_sq, ref_sq = compare_pair(name, a, b)
+        results.append(row)
+        total = layers.setdefault(layer_of(name), [0.0, 0.0, 0.0, 1.0])
+        total[0] += diff_sq
+        total[1] += ref_sq
+        total[2] += 1
+        total[3] = total[3] if row.identical else 0.0
+        del a, b
+    ranked = []
+    for layer, (diff_sq, ref_sq, count, same) in layers.items():
+        rel = 0.0 if same else (math.inf if ref_sq == 0 else math.sqrt(diff_sq) / math.sqrt(ref_sq))
+        ranked.append(LayerChange(layer, rel, int(count), bool(same)))
+    ranked.sort(key=lambda r: (-r.rel_change if not math.isnan(r.rel_change) else 0.0, r.layer))
+    return results, ranked[:top]
+
+
+def value_pairs(
+    a: Checkpoint, b: Checkpoint, report: DiffReport, renames: Sequence[Rename] = (),
+    advance: Callable[[int], None] | None = None,
+) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Lazily load each common, same-shaped tensor pair (A under its renamed name), one pair at a time."""
+    new_to_old = {}
+    if renames:
+        new_to_old = {new: old for old, new in apply_renames((t.name for t in a.tensors), list(renames)).items()}
+    mismatched = {m.name for m in report.mismatched}
+    names_a = {t.name for t in a.tensors}
+    for info in b.tensors:
+        name = info.name
+        old = new_to_old.get(name, name if not renames else None)
+        if old is None or old not in names_a or name in mismatched:
+            continue
+        yield name, a.load_tensor(old), b.load_tensor(name)
+        if advance is not None:
+            advance(1)

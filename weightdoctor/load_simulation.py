@@ -1,0 +1,318 @@
+"""What `from_pretrained` would report for a checkpoint, computed from headers and a meta-device model.
+
+The key handling is transformers' own: its conversion mapping (`get_model_conversion_mapping`: the
+model's registered renames and the legacy `LayerNorm.gamma`/`beta` ones), its `rename_source_key`
+(which adds or strips `base_model_prefix`), then its `tie_weights(missing_keys=...)` and
+`_adjust_missing_and_unexpected_keys` (tied weights, `_keys_to_ignore_on_load_*`, stale `position_ids`
+and `rotary_emb.inv_freq`). Only the loop of `convert_and_load_state_dict_in_model` that sorts keys into
+missing / unexpected / mismatched is re-implemented, since it also materialises tensors; it compares
+header shapes with the meta model's instead. tests/test_diff_keys.py checks it against real loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from weightdoctor.diff_keys import (
+    DiffReport,
+    KeySpec,
+    SuggestedRename,
+    build_report,
+    specs_from_tensors,
+    suggest_renames,
+)
+from weightdoctor.errors import SourceNotFound, UsageError
+from weightdoctor.renames import Rename, apply_renames
+
+if TYPE_CHECKING:
+    import torch
+
+    from weightdoctor.checkpoint import Checkpoint
+
+
+@dataclass
+class LoadSimulation:
+    """The three sets `from_pretrained(..., output_loading_info=True)` returns, plus how keys were renamed.
+
+    Attributes:
+        missing: model keys no checkpoint key fills (after tying and ignore lists).
+        unexpected: checkpoint keys (as transformers renamed them) the model has no place for.
+        mismatched: (model key, checkpoint shape, model shape).
+        renamed: checkpoint key -> model key, for keys transformers renamed (prefix, legacy names).
+        converted: model keys filled through a WeightConverter (shapes not compared).
+    """
+
+    missing: set[str]
+    unexpected: set[str]
+    mismatched: set[tuple[str, tuple[int, ...], tuple[int, ...]]]
+    renamed: dict[str, str] = field(default_factory=dict)
+    converted: set[str] = field(default_factory=set)
+    unexpected_sources: dict[str, str] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def simulate_from_pretrained(
+    model: torch.nn.Module, shapes: Mapping[str, tuple[int, ...]], key_mapping: dict[str, str] | None = None
+) -> LoadSimulation:
+    """Sort checkpoint keys the way `from_pretrained` does, without reading any tensor.
+
+    Example:
+        >>> model = build_meta_model(config, "BertForSequenceClassification")
+        >>> sim = simulate_from_pretrained(model, {"embeddings.word_embeddings.weight": (99, 32), ...})
+        >>> sorted(sim.missing)
+        ['classifier.bias', 'classifier.weight']
+
+    Args:
+        model: a transformers model built on the meta device (`weightdoctor.meta_model.build_meta_model`);
+            it is modified (weights get tied), so pass a throwaway one.
+        shapes: checkpoint key -> shape.
+        key_mapping: as `from_pretrained(key_mapping=...)`.
+    """
+
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import (
+            WeightConverter,
+            WeightRenaming,
+            dot_natural_key,
+            rename_source_key,
+        )
+        from transformers.utils.loading_report import LoadStateDictInfo
+    except ImportError as exc:  # transformers 4.x loads differently; reproducing it would be guesswork
+        import transformers
+
+        raise UsageError(
+            f"--model-class needs transformers 5 (its loading code is reused); found {transformers.__version__}"
+        ) from exc
+
+    with _quiet_transformers():
+        weight_mapping = get_model_conversion_mapping(model, key_mapping, None)
+        renamings = [entry for entry in weight_mapping if isinstance(entry, WeightRenaming)]
+        converters = [entry for entry in weight_mapping if isinstance(entry, WeightConverter)]
+        pattern_to_converter = {k: c for c in converters for k in c.source_patterns}
+        meta_state_dict = model.state_dict()
+        prefix = model.base_model_prefix
+        info = LoadStateDictInfo(
+            missing_keys=set(meta_state_dict), unexpected_keys=set(), mismatched_keys=set(),
+            conversion_errors={}, error_msgs=[], skipped_pp_keys=set(),
+        )
+        sim = LoadSimulation(set(), set(), set())
+        for original in sorted(shapes, key=dot_natural_key):
+            renamed, source_pattern = rename_source_key(original, renamings, converters, prefix, meta_state_dict)
+            if renamed not in meta_state_dict and original in meta_state_dict:
+                renamed, source_pattern = rename_source_key(
+                    original, [], [], base_model_prefix=prefix, meta_state_dict=meta_state_dict
+                )
+            if renamed != original:
+                sim.renamed[original] = renamed
+            if renamed in meta_state_dict:
+                if source_pattern is not None:
+                    converter = pattern_to_converter[source_pattern]
+                    first = converter.target_patterns[0]
+                    for target in converter.target_patterns:
+                        key = renamed.replace(first, target) if first in renamed else renamed
+                        info.missing_keys.discard(key)
+                        sim.converted.add(key)
+                    continue
+                module_path, _, param_name = renamed.rpartition(".")
+                module = model.get_submodule(module_path) if module_path else model
+                if param_name != "_extra_state" and getattr(module, param_name, None) is None:
+                    info.unexpected_keys.add(renamed)
+                    sim.unexpected_sources[renamed] = original
+                    continue
+                info.missing_keys.discard(renamed)
+                expected = tuple(meta_state_dict[renamed].shape)
+                if tuple(shapes[original]) != expected and param_name != "_extra_state":
+                    info.mismatched_keys.add((renamed, tuple(shapes[original]), expected))
+            elif source_pattern is not None:
+                converter = pattern_to_converter[source_pattern]
+                for target in converter.target_patterns:
+                    key = renamed.replace(converter.target_patterns[0], target)
+                    info.unexpected_keys.add(key)
+                    sim.unexpected_sources[key] = original
+            else:
+                info.unexpected_keys.add(renamed)
+                sim.unexpected_sources[renamed] = original
+        # transformers' own post-processing, as `_finalize_model_loading` runs it.
+        model.tie_weights(missing_keys=info.missing_keys, recompute_mapping=False)
+        model._adjust_missing_and_unexpected_keys(info)
+    sim.missing, sim.unexpected, sim.mismatched = info.missing_keys, info.unexpected_keys, info.mismatched_keys
+    return sim
+
+
+def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None = None) -> dict[str, Any]:
+    """The config to build the model from: `--config` (a config.json, a folder or a repo id), else A's own.
+
+    Raises:
+        UsageError: no config anywhere.
+        SourceNotFound: `--config` names nothing readable.
+    """
+    if config is None:
+        if checkpoint.config is None:
+            raise UsageError("--model-class needs a config: A has no config.json next to it; pass --config")
+        return dict(checkpoint.config)
+    path = Path(config).expanduser()
+    if not path.exists():
+        from weightdoctor.checkpoint.hub import looks_like_repo_id, resolve_repo_id
+
+        if not looks_like_repo_id(config):
+            raise SourceNotFound("no such file or directory", path=config)
+        path = resolve_repo_id(config, revision, weights=False)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise SourceNotFound("no config.json there", path=str(path))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"not valid JSON ({exc})", path=str(path)) from exc
+    if not isinstance(data, dict):
+        raise UsageError("config.json is not a JSON object", path=str(path))
+    return data
+
+
+def diff_against_model(
+    specs_a: Mapping[str, KeySpec],
+    model: torch.nn.Module,
+    renames: Sequence[Rename] = (),
+    *,
+    source_a: str = "A",
+    model_class: str | None = None,
+    tied_groups_a: Sequence[Sequence[str]] = (),
+) -> DiffReport:
+    """What `model_class.from_pretrained(A)` reports, with reasons, severities and a suggested fix.
+
+    Args:
+        specs_a: A's keys (name -> KeySpec).
+        model: the meta-device model (see `simulate_from_pretrained`; it is modified).
+        renames: `--rename`s applied to A's keys before transformers' own rules.
+        source_a / model_class: for the report.
+        tied_groups_a: names in A that share storage.
+    """
+    renamed_a = dict(specs_a)
+    if renames:
+        mapping = apply_renames(specs_a, list(renames))
+        renamed_a = {new: KeySpec(new, specs_a[old].shape, specs_a[old].dtype) for old, new in mapping.items()}
+    meta_state_dict = model.state_dict()
+    specs_b = {
+        name: KeySpec(name, tuple(t.shape), str(t.dtype).removeprefix("torch."))
+        for name, t in meta_state_dict.items()
+    }
+    fresh_model_args = (type(model), model.config)
+    sim = simulate_from_pretrained(model, {n: s.shape for n, s in renamed_a.items()})
+    # A's specs under the names transformers gave them, so reasons and shapes line up with B's keys.
+    as_loaded = {sim.renamed.get(n, n): s for n, s in renamed_a.items()}
+    as_loaded = {n: KeySpec(n, s.shape, s.dtype) for n, s in as_loaded.items()}
+    common = [n for n in specs_b if n in as_loaded]
+    missing = [n for n in specs_b if n in sim.missing]
+    unexpected = [n for n in (sim.renamed.get(k, k) for k in renamed_a) if n in sim.unexpected]
+    unexpected += sorted(sim.unexpected - set(unexpected))
+    mismatched = sorted(sim.mismatched)
+    for name in sim.unexpected:
+        source = sim.unexpected_sources.get(name)
+        if source is not None and name not in as_loaded:
+            as_loaded[name] = KeySpec(name, renamed_a[source].shape, renamed_a[source].dtype)
+
+    suggestions: list[SuggestedRename] = []
+    after: int | None = None
+    notes: list[str] = []
+    if sim.unexpected and sim.missing:
+        prefix = model.base_model_prefix
+        targets = {n: s.shape for n, s in specs_b.items()}
+        if prefix:
+            for name, spec in specs_b.items():
+                targets.setdefault(name.removeprefix(prefix + "."), spec.shape)
+                targets.setdefault(f"{prefix}.{name}", spec.shape)
+        unexpected_sources = {sim.unexpected_sources.get(n, n) for n in sim.unexpected}
+        ok = {n for n in renamed_a if n not in unexpected_sources}
+        suggestions = suggest_renames({n: s.shape for n, s in renamed_a.items()}, targets, already_ok=ok)
+        if suggestions:
+            # Re-check with transformers' rules on a fresh model: keep the fix only if it really helps.
+            cls, config = fresh_model_args
+            import torch
+
+            with torch.device("meta"):
+                fresh = cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
+            fixed = apply_renames(renamed_a, [Rename(s.pattern, s.replacement) for s in suggestions])
+            check = simulate_from_pretrained(fresh, {fixed[n]: s.shape for n, s in renamed_a.items()})
+            after = len(specs_b) - len(check.missing) - len(check.mismatched)
+            if len(check.missing) >= len(sim.missing):
+                notes.append("no rename reduces what from_pretrained reports as missing")
+                suggestions, after = [], None
+    report = build_report(
+        as_loaded, specs_b, missing, unexpected, mismatched, common, suggestions,
+        source_a=source_a, source_b=f"{model_class or type(model).__name__} (meta device)",
+        mode="model-class", model_class=model_class or type(model).__name__, renames_applied=renames,
+        matched_after_renames=after, tied_groups_a=tied_groups_a, compare_dtypes=False, notes=notes,
+        tie_embeddings=getattr(model.config, "tie_word_embeddings", None),
+    )
+    report.matched = len(specs_b) - len(sim.missing) - len(sim.mismatched)
+    if sim.converted:
+        report.notes.append(f"{len(sim.converted)} key(s) go through a transformers WeightConverter; "
+                            "their shapes are not compared")
+    return report
+
+
+def concrete_class_name(config: dict[str, Any], model_class: str, **overrides: Any) -> str:
+    """`model_class`, or for an Auto class (`AutoModelForCausalLM`) the class it picks for this config.
+
+    Raises:
+        UsageError: the Auto class has no model for this config's type.
+    """
+    if not model_class.startswith("Auto"):
+        return model_class
+    import transformers
+
+    from weightdoctor.meta_model import config_from_dict
+
+    auto = getattr(transformers, model_class, None)
+    mapping = getattr(auto, "_model_mapping", None)
+    if mapping is None:
+        raise UsageError(f"transformers has no auto class {model_class!r}")
+    cfg = config_from_dict(config, **overrides)
+    try:
+        return mapping[type(cfg)].__name__
+    except KeyError:
+        raise UsageError(f"{model_class} has no model for model_type {cfg.model_type!r}") from None
+
+
+def diff_checkpoint_against_model(
+    checkpoint: Checkpoint,
+    model_class: str,
+    config: str | None = None,
+    num_labels: int | None = None,
+    renames: Sequence[Rename] = (),
+    revision: str | None = None,
+) -> DiffReport:
+    """`diff_against_model` for an opened checkpoint and a class name (built on the meta device)."""
+    from weightdoctor.meta_model import build_meta_model
+
+    config_dict = load_config(config, checkpoint, revision)
+    overrides: dict[str, Any] = {}
+    if num_labels is not None:
+        if num_labels < 1:
+            raise UsageError(f"--num-labels {num_labels}: must be at least 1")
+        overrides["num_labels"] = num_labels
+        config_dict.pop("id2label", None)
+        config_dict.pop("label2id", None)
+    model = build_meta_model(config_dict, concrete_class_name(config_dict, model_class, **overrides), **overrides)
+    return diff_against_model(
+        specs_from_tensors(checkpoint.tensors), model, renames,
+        source_a=checkpoint.source, model_class=model_class, tied_groups_a=checkpoint.shared_groups(),
+    )

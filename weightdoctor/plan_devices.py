@@ -1,0 +1,1230 @@
+"""Device planning: where every module of a model lands for given GPU/CPU/disk budgets, before loading it.
+
+The placement is computed by the library that would really place the model: transformers' own
+`_get_device_map` (the function `from_pretrained(device_map=..., max_memory=...)` calls) for transformers
+models built from their config, accelerate's `get_balanced_memory` + `infer_auto_device_map` (as
+`load_checkpoint_and_dispatch` calls them) for a module tree rebuilt from a checkpoint's tensor names.
+This module adds only what those libraries do not say: totals, a verdict, the smallest change that
+fits, and why a device holds less than its budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from weightdoctor.errors import UsageError
+from weightdoctor.findings import Finding
+
+if TYPE_CHECKING:
+    import torch
+
+    from weightdoctor.checkpoint import Checkpoint
+
+STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+# --dtype spelling -> (torch dtype name of the parameters, bytes per quantized Linear weight element or None)
+DTYPES: dict[str, tuple[str, float | None]] = {
+    "fp32": ("float32", None),
+    "fp16": ("float16", None),
+    "bf16": ("bfloat16", None),
+    "int8": ("float16", 1.0),
+    "int4": ("float16", 0.5),
+}
+DTYPE_ALIASES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "half": "fp16", "float": "fp32"}
+# The order in which a lower dtype is tried as "the smallest change that fits".
+DTYPE_LADDER = ("fp32", "bf16", "fp16", "int8", "int4")
+VERDICTS = ("fits-on-gpus", "fits-on-cpu", "needs-cpu-offload", "needs-disk-offload", "does-not-fit")
+FAIL_ON = ("offload", "no-fit")
+MAX_EXTRA_GPUS = 64
+
+
+# ----------------------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class ModuleRange:
+    """Consecutive modules of the map that share a device, e.g. `model.layers.0–39`."""
+
+    label: str
+    device: str
+    modules: list[str]
+    bytes: int
+
+
+@dataclass(frozen=True)
+class HeldBack:
+    """One reason, in bytes, why a device holds less than its capacity."""
+
+    reason: str  # "reserve", "balanced-cap", "quantizer-headroom", "largest-layer", "next-module-too-big", "unused"
+    bytes: int
+    detail: str
+
+
+@dataclass(frozen=True)
+class DeviceUse:
+    """One device of the plan.
+
+    `capacity_bytes` is what the user gave (None for disk: unlimited); `budget_bytes` is the cap the planner
+    really worked with (after --reserve, balancing and quantizer headroom); `used_bytes` is what landed there.
+    """
+
+    device: str  # "cuda:0", "cpu", "disk"
+    key: int | str  # the value the device map uses for it: 0, "cpu", "disk"
+    capacity_bytes: int | None
+    budget_bytes: int | None
+    used_bytes: int
+    ranges: list[ModuleRange]
+    held_back: list[HeldBack] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A change that makes the model fit on the GPUs, re-planned with the same planner."""
+
+    change: str  # "dtype" or "gpus"
+    description: str
+    dtype: str
+    gpus: list[int]
+    verdict: str
+
+
+@dataclass(frozen=True)
+class KVCacheEstimate:
+    batch: int
+    seq_len: int
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    dtype: str
+    bytes_per_token: int
+    total_bytes: int
+    gpu_free_bytes: int
+    fits_on_gpus: bool
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainingEstimate:
+    """Adam training memory as `accelerate estimate-memory` computes it (`estimate_training_usage`)."""
+
+    mixed_precision: str
+    fp32_model_bytes: int
+    model_bytes: int | None
+    gradients_bytes: int | None
+    optimizer_bytes: int | None
+    step_bytes: int | None
+    accelerate_estimate_bytes: int | None  # the "Training using Adam" column: the largest of the four
+    total_bytes: int | None  # weights + gradients + two moments together
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Offload:
+    cpu_bytes: int
+    disk_bytes: int
+    bytes_per_token: int  # offloaded weights streamed to the compute device for each generated token
+
+
+@dataclass
+class PlanReport:
+    """Everything `plan-devices` computed. JSON keys are the field names (see docs/commands/plan-devices.md)."""
+
+    source: str
+    model_class: str
+    built_from: str  # "config" or "tensors"
+    placement: str  # which library function computed the map
+    strategy: str
+    dtype: str
+    num_params: int
+    weights_bytes: int  # parameters at the chosen dtype (tied parameters once)
+    buffers_bytes: int
+    no_split: list[str]
+    reserve_bytes: int
+    device_map: dict[str, int | str]
+    devices: list[DeviceUse]
+    verdict: str
+    offload: Offload
+    suggestions: list[Suggestion]
+    kv_cache: KVCacheEstimate | None = None
+    training: TrainingEstimate | None = None
+    manual_map: bool = False
+    disk_allowed: bool = False
+    findings: list[Finding] = field(default_factory=list)
+    local: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LocalDevices:
+    """The devices of this machine as `--local` reads them."""
+
+    gpu_free_bytes: list[int]
+    gpu_names: list[str]
+    cpu_available_bytes: int
+    bf16_supported: bool
+    dtype: str  # what a careful user would pick here
+
+
+@dataclass
+class PlannedModel:
+    """A model with shapes and dtypes on the meta device, ready for the planner."""
+
+    model: torch.nn.Module
+    built_from: str
+    model_class: str
+    dtype: str  # --dtype spelling
+    config: dict[str, Any] | None
+    warnings: list[str] = field(default_factory=list)
+    _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def is_transformers(self) -> bool:
+        return self.built_from == "config"
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+
+def normalize_dtype(text: str) -> str:
+    """`"bfloat16"` or `"bf16"` -> `"bf16"`.
+
+    Raises:
+        UsageError: not one of fp32, fp16, bf16, int8, int4.
+    """
+    key = DTYPE_ALIASES.get(text.lower(), text.lower())
+    if key not in DTYPES:
+        raise UsageError(f"unknown dtype {text!r}: expected one of {', '.join(DTYPES)}")
+    return key
+
+
+def device_name(key: int | str) -> str:
+    """The name people read for a device-map value: 0 -> "cuda:0", "cpu" -> "cpu"."""
+    return f"cuda:{key}" if isinstance(key, int) else str(key)
+
+
+def parse_device_value(value: Any) -> int | str:
+    """A device as a hand-written map may spell it (0, "0", "cuda:0", "cpu", "disk") -> 0 / "cpu" / "disk".
+
+    Raises:
+        UsageError: anything else.
+    """
+    if isinstance(value, bool):
+        raise UsageError(f"device {value!r} is not a device")
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("cpu", "disk"):
+            return text
+        match = re.fullmatch(r"(?:cuda:)?(\d+)", text)
+        if match:
+            return int(match.group(1))
+        if text == "cuda":
+            return 0
+    raise UsageError(f"device {value!r} is not a device: expected a GPU index, cuda:N, cpu or disk")
+
+
+def build_max_memory(gpus: list[int], cpu: int | None, reserve: int = 0) -> dict[int | str, int]:
+    """The `max_memory` dict handed to the planner: GPU budgets minus `reserve`, then the CPU.
+
+    Without a CPU budget the CPU is left out, exactly as `from_pretrained` treats such a `max_memory`:
+    whatever does not fit on the GPUs goes to disk.
+    """
+    memory: dict[int | str, int] = {i: max(0, size - reserve) for i, size in enumerate(gpus)}
+    if cpu is not None:
+        memory["cpu"] = cpu
+    return memory
+
+
+def read_local_devices() -> LocalDevices:
+    """Free memory of each visible GPU (`torch.cuda.mem_get_info`) and available host RAM (psutil)."""
+    import psutil
+    import torch
+
+    free: list[int] = []
+    names: list[str] = []
+    bf16 = False
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            free.append(int(torch.cuda.mem_get_info(index)[0]))
+            names.append(torch.cuda.get_device_name(index))
+        bf16 = bool(torch.cuda.is_bf16_supported())
+    dtype = ("bf16" if bf16 else "fp16") if free else "fp32"
+    return LocalDevices(free, names, int(psutil.virtual_memory().available), bf16, dtype)
+
+
+# ----------------------------------------------------------------------------------------------- the model
+
+
+def _checkpoint_float_dtype(checkpoint: Checkpoint) -> str | None:
+    for info in checkpoint.tensors:
+        if info.dtype in ("float32", "float16", "bfloat16", "float64"):
+            return info.dtype
+    return None
+
+
+def _config_dtype(config: dict[str, Any]) -> str | None:
+    value = config.get("dtype") or config.get("torch_dtype")
+    if isinstance(value, str) and value in DTYPE_ALIASES:
+        return value
+    text = config.get("text_config")
+    if isinstance(text, dict):
+        return _config_dtype(text)
+    return None
+
+
+def default_dtype(checkpoint: Checkpoint) -> str:
+    """The dtype `from_pretrained(dtype="auto")` picks: the config's, else the checkpoint's, else fp32."""
+    chosen = _config_dtype(checkpoint.config or {}) or _checkpoint_float_dtype(checkpoint) or "float32"
+    return DTYPE_ALIASES.get(chosen, "fp32")
+
+
+def build_planned_model(
+    checkpoint: Checkpoint, dtype: str | None = None, model_class: str | None = None
+) -> PlannedModel:
+    """Build the model to plan: from its config like `from_pretrained` does, else from the tensor names.
+
+    Args:
+        checkpoint: an opened source (may be config-only).
+        dtype: --dtype spelling; None picks what `from_pretrained(dtype="auto")` would.
+        model_class: a transformers class name to build instead of the config's first architecture.
+
+    Raises:
+        UsageError: a config-only source whose config transformers cannot build.
+    """
+    dtype = normalize_dtype(dtype) if dtype else default_dtype(checkpoint)
+    warnings: list[str] = []
+    if checkpoint.config is not None and checkpoint.config.get("model_type"):
+        try:
+            model = _build_from_config(checkpoint.config, DTYPES[dtype][0], model_class)
+            return PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
+        except UsageError as exc:
+            if not checkpoint.tensors or model_class is not None:
+                raise
+            warnings.append(f"cannot build the model from config.json ({exc.message}); planned from the tensors")
+    elif not checkpoint.tensors:
+        raise UsageError("config.json has no model_type; cannot build the model from it", path=str(checkpoint.path))
+    model = build_tensor_tree(checkpoint, None if dtype in ("int8", "int4") else DTYPES[dtype][0])
+    if dtype in ("int8", "int4"):
+        warnings.append(f"{dtype} is planned for transformers models only; the tensors keep their own dtypes")
+    return PlannedModel(model, "tensors", "module tree from tensor names", dtype, checkpoint.config, warnings)
+
+
+def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: str | None) -> torch.nn.Module:
+    """Instantiate under `torch.device("meta")` with the dtype set, as `from_pretrained` instantiates."""
+    import transformers
+    from transformers import CONFIG_MAPPING
+
+    from weightdoctor.meta_model import build_meta_model
+
+    model_type = config.get("model_type")
+    if isinstance(model_type, str) and model_type not in CONFIG_MAPPING:
+        raise UsageError(f"transformers {transformers.__version__} does not know model_type {model_type!r}")
+    try:
+        with _quiet_libraries():
+            return build_meta_model(config, model_class, dtype=torch_dtype)
+    except UsageError:
+        raise
+    except Exception as exc:  # third-party model code can raise anything on a hostile config
+        detail = " ".join(str(exc).split())[:200]
+        raise UsageError(f"transformers cannot build this config ({type(exc).__name__}: {detail})") from exc
+
+
+def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.nn.Module:
+    """A module tree whose parameters are the checkpoint's tensors on the meta device, grouped by dotted name.
+
+    Tensors sharing storage become one Parameter registered under each name, so accelerate sees them tied.
+    Floating tensors take `torch_dtype` when one is given.
+
+    Raises:
+        UsageError: a tensor name that cannot be a module path (empty segment), or no tensors at all.
+    """
+    import torch
+
+    if not checkpoint.tensors:
+        raise UsageError("the source holds no tensors and no buildable config", path=str(checkpoint.path))
+    target = getattr(torch, torch_dtype) if torch_dtype else None
+    root = torch.nn.Module()
+    by_storage: dict[str, tuple[torch.nn.Parameter, tuple[tuple[int, ...], str]]] = {}
+    prefixes = {
+        ".".join(t.name.split(".")[:end]) for t in checkpoint.tensors for end in range(1, t.name.count(".") + 1)
+    }
+    for info in checkpoint.tensors:
+        parts = info.name.split(".")
+        if any(not part for part in parts):
+            raise UsageError(f"tensor name {info.name!r} has an empty segment; cannot group it into modules")
+        if info.name in prefixes:
+            raise UsageError(f"tensor {info.name!r} is also the prefix of other tensor names; cannot be a module path")
+        module = root
+        for part in parts[:-1]:
+            child = module._modules.get(part)
+            if child is None:
+                child = torch.nn.Module()
+                try:
+                    module.add_module(part, child)
+                except (KeyError, TypeError) as exc:
+                    raise UsageError(f"tensor name {info.name!r} cannot be a module path ({exc})") from exc
+            module = child
+        shared = by_storage.get(info.storage_id) if info.storage_id else None
+        # Views of one storage with another shape or dtype (a split fused matrix) are not the same tensor.
+        param = shared[0] if shared and shared[1] == (tuple(info.shape), info.dtype) else None
+        if param is None:
+            dtype = getattr(torch, info.dtype, None)
+            if not isinstance(dtype, torch.dtype):
+                dtype = torch.uint8  # a dtype this torch lacks: count its bytes
+            if target is not None and dtype.is_floating_point:
+                dtype = target
+            param = torch.nn.Parameter(torch.empty(info.shape, dtype=dtype, device="meta"), requires_grad=False)
+            if info.storage_id and info.storage_id not in by_storage:
+                by_storage[info.storage_id] = (param, (tuple(info.shape), info.dtype))
+        try:
+            module.register_parameter(parts[-1], param)
+        except (KeyError, TypeError) as exc:
+            raise UsageError(f"tensor name {info.name!r} cannot be a module path ({exc})") from exc
+    return root
+
+
+# ----------------------------------------------------------------------------------------------- sizing
+
+
+class _SizeOverride:
+    """A stand-in for a transformers quantizer: the planner asks it each parameter's element size.
+
+    With `quantized_size` it mirrors bitsandbytes' quantizers (`quantized_element_size` 1 or 0.5 for the weight
+    of every `nn.Linear` except the modules `get_keys_to_not_convert` keeps, and 10 % headroom in
+    `adjust_max_memory`); with `float_size` every floating parameter counts at that size instead of its own.
+    """
+
+    def __init__(self, model: torch.nn.Module, quantized_size: float | None = None, float_size: int | None = None):
+        self.quantized_size = quantized_size
+        self.float_size = float_size
+        self._quantized: set[str] = set()
+        if quantized_size is not None:
+            self._quantized = _bnb_quantized_weights(model)
+
+    def param_element_size(self, model: Any, name: str, param: torch.Tensor) -> float:
+        import torch
+
+        if self.quantized_size is not None and name in self._quantized:
+            return self.quantized_size
+        if self.float_size is not None and param.is_floating_point() and isinstance(param, torch.nn.Parameter):
+            return self.float_size
+        return param.element_size()
+
+    def adjust_max_memory(self, max_memory: dict[int | str, Any]) -> dict[int | str, Any]:
+        if self.quantized_size is None:
+            return max_memory
+        return {key: value * 0.90 for key, value in max_memory.items()}
+
+    def validate_environment(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _bnb_quantized_weights(model: torch.nn.Module) -> set[str]:
+    """Names of the weights bitsandbytes would quantize, chosen as its quantizer chooses them.
+
+    `replace_with_bnb_linear` swaps every exact `nn.Linear` (and GPT-2's `Conv1D`) whose name
+    `should_convert_module` accepts against the quantizer's `get_modules_to_not_convert` (output embeddings,
+    tied and last modules, `_keep_in_fp32_modules`); their weights (not biases) are stored quantized.
+    """
+    import torch
+    from transformers.pytorch_utils import Conv1D
+    from transformers.quantizers.base import HfQuantizer
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    keep_fp32 = getattr(model, "_keep_in_fp32_modules", None)
+    skip = HfQuantizer.get_modules_to_not_convert(model, None, list(keep_fp32) if keep_fp32 else None)
+    names: set[str] = set()
+    for module_name, module in model.named_modules():
+        if not module_name or not should_convert_module(module_name, skip):
+            continue
+        if isinstance(module, Conv1D) or type(module) is torch.nn.Linear:
+            names.add(f"{module_name}.weight")
+    return names
+
+
+def _sizer_for(planned: PlannedModel, dtype: str) -> _SizeOverride | None:
+    """The size override that makes `planned.model` count as if built at `dtype` (None: as built); cached."""
+    key = ("sizer", dtype)
+    if key not in planned._cache:
+        planned._cache[key] = _new_sizer(planned, dtype)
+    return planned._cache[key]
+
+
+def _new_sizer(planned: PlannedModel, dtype: str) -> _SizeOverride | None:
+    quantized = DTYPES[dtype][1]
+    if quantized is not None:
+        if not planned.is_transformers:
+            return None
+        return _SizeOverride(planned.model, quantized_size=quantized)
+    if dtype == planned.dtype:
+        return None
+    import torch
+
+    return _SizeOverride(planned.model, float_size=getattr(torch, DTYPES[dtype][0]).itemsize)
+
+
+def _sizes(planned: PlannedModel, dtype: str) -> tuple[dict[str, int], dict[str, int]]:
+    """(bytes of every module, parameter and buffer name; bytes of each parameter and buffer) at `dtype`.
+
+    Counted by transformers' `compute_module_sizes`, as the planner counts them (tied duplicates once); cached.
+    """
+    key = ("sizes", dtype)
+    if key not in planned._cache:
+        compute_module_sizes = _hf_placement().compute_module_sizes
+        sizer = _sizer_for(planned, dtype)
+        raw = planned._cache.get(("planner-sizes", id(sizer)))  # what the planner itself counted, if it ran
+        if raw is None:
+            raw, _ = compute_module_sizes(planned.model, sizer, only_modules=False)  # type: ignore[arg-type]
+        sizes = {k: int(math.ceil(v)) for k, v in raw.items()}
+        params, buffers, _ = _tensor_names(planned)
+        planned._cache[key] = (sizes, {n: sizes[n] for n in params + buffers if n in sizes})
+    return planned._cache[key]
+
+
+def _tensor_names(planned: PlannedModel) -> tuple[list[str], list[str], int]:
+    """(parameter names, buffer names, number of parameters), tied parameters once; cached."""
+    if "names" not in planned._cache:
+        # One walk over the modules, in named_parameters()/named_buffers() order, shared tensors once.
+        params: list[str] = []
+        buffers: list[str] = []
+        count = 0
+        seen: set[int] = set()
+        for prefix, module in planned.model.named_modules():
+            for name, param in module._parameters.items():
+                if param is not None and id(param) not in seen:
+                    seen.add(id(param))
+                    params.append(f"{prefix}.{name}" if prefix else name)
+                    count += param.numel()
+            for name, buffer in module._buffers.items():
+                if buffer is not None and id(buffer) not in seen:
+                    seen.add(id(buffer))
+                    buffers.append(f"{prefix}.{name}" if prefix else name)
+        planned._cache["names"] = (params, buffers, count)
+    return planned._cache["names"]
+
+
+# ----------------------------------------------------------------------------------------------- placement
+
+
+class _Silence(logging.Filter):
+    """Drops library log records below ERROR while weightdoctor plans (e.g. accelerate's "Device 0 is not
+    available", said for every GPU budget on a machine without those GPUs). A filter, not setLevel: changing
+    levels clears the logging caches of every logger, which costs more than the planning on a 70B model."""
+
+    active = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.active or record.levelno >= logging.ERROR
+
+
+_SILENCE = _Silence()
+_QUIETED = ("accelerate.utils.modeling", "accelerate.big_modeling", "transformers.integrations.accelerate",
+            "transformers.modeling_utils")
+
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """Silence the planning libraries' warnings for the duration (see `_Silence`)."""
+    for name in _QUIETED:
+        logger = logging.getLogger(name)
+        if _SILENCE not in logger.filters:
+            logger.addFilter(_SILENCE)
+    _Silence.active += 1
+    try:
+        yield
+    finally:
+        _Silence.active -= 1
+
+
+def no_split_classes(planned: PlannedModel, override: list[str] | None) -> list[str]:
+    """The classes never split across devices: `--no-split`, else the model's `_no_split_modules`."""
+    if override:
+        known = {type(m).__name__ for m in planned.model.modules()}
+        unknown = [name for name in override if name not in known]
+        if unknown:
+            raise UsageError(
+                f"--no-split {unknown[0]!r} is no module class of {planned.model_class} "
+                f"(classes: {', '.join(sorted(known)[:12])}...)"
+            )
+        return list(override)
+    return sorted(getattr(planned.model, "_no_split_modules", None) or [])
+
+
+def place(
+    planned: PlannedModel,
+    max_memory: dict[int | str, int],
+    strategy: str,
+    no_split: list[str],
+    sizer: _SizeOverride | None = None,
+) -> tuple[dict[str, int | str], dict[int | str, float]]:
+    """Compute the device map the way the loading library does; returns (device_map, planner budgets).
+
+    transformers models go through `transformers.integrations.accelerate._get_device_map`, the very call
+    `from_pretrained` makes (with the model's `_no_split_modules` set to `no_split`); other trees through
+    accelerate's `get_balanced_memory` + `infer_auto_device_map`, as `load_checkpoint_and_dispatch` does.
+    The budgets are the caps the planner worked with (balanced strategies lower them).
+    """
+    if strategy not in STRATEGIES:
+        raise UsageError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    model = planned.model
+    with _quiet_libraries():
+        if planned.is_transformers:
+            hf_accelerate = _hf_placement()
+            saved = model.__dict__.get("_no_split_modules", _MISSING)
+            model._no_split_modules = set(no_split)
+            recorded: dict[str, Any] = {}
+            original = hf_accelerate.infer_auto_device_map
+            original_sizes = hf_accelerate.compute_module_sizes
+
+            def recording(model: Any, max_memory: Any = None, *args: Any, **kwargs: Any) -> Any:
+                # The budgets `_get_device_map` hands the planner (after balancing and quantizer headroom):
+                # recorded on the way through rather than recomputed, so they are the very same numbers.
+                recorded["budgets"] = dict(max_memory or {})
+                return original(model, max_memory, *args, **kwargs)
+
+            def recording_sizes(target: Any, *args: Any, **kwargs: Any) -> Any:
+                # Likewise the sizes of every module and tensor the planner counted (its one whole-model call
+                # with only_modules=False): reused for per-device totals instead of counting again.
+                result = original_sizes(target, *args, **kwargs)
+                if target is model and kwargs.get("only_modules") is False and not kwargs.get("buffers_only"):
+                    planned._cache[("planner-sizes", id(sizer))] = result[0]
+                return result
+
+            hf_accelerate.infer_auto_device_map = recording
+            hf_accelerate.compute_module_sizes = recording_sizes
+            try:
+                device_map = hf_accelerate._get_device_map(model, strategy, dict(max_memory), sizer)
+            finally:
+                hf_accelerate.infer_auto_device_map = original
+                hf_accelerate.compute_module_sizes = original_sizes
+                if saved is _MISSING:
+                    model.__dict__.pop("_no_split_modules", None)
+                else:
+                    model._no_split_modules = saved
+            budgets = recorded.get("budgets", dict(max_memory))
+        else:
+            from accelerate import infer_auto_device_map
+            from accelerate.utils import get_balanced_memory, get_max_memory
+
+            if sizer is not None:
+                model = _converted_tree(model, sizer)
+            budgets = dict(max_memory)
+            if strategy != "sequential":
+                budgets = get_balanced_memory(
+                    model, max_memory=budgets, no_split_module_classes=no_split, low_zero=(strategy == "balanced_low_0")
+                )
+            else:
+                budgets = get_max_memory(budgets)
+            device_map = infer_auto_device_map(model, max_memory=dict(budgets), no_split_module_classes=no_split)
+    return dict(device_map), dict(budgets)
+
+
+_MISSING = object()
+
+
+def _hf_placement() -> Any:
+    """transformers' module holding the placement code `from_pretrained` runs (5.x: integrations.accelerate).
+
+    Raises:
+        UsageError: this transformers has no such module (4.x kept it in modeling_utils and accelerate).
+    """
+    from transformers.integrations import accelerate as hf_accelerate
+
+    needed = ("_get_device_map", "infer_auto_device_map", "compute_module_sizes", "get_balanced_memory")
+    missing = [name for name in needed if not hasattr(hf_accelerate, name)]
+    if missing:
+        import transformers
+
+        raise UsageError(
+            f"transformers {transformers.__version__} has no {', '.join(missing)} in transformers.integrations."
+            "accelerate; plan-devices needs transformers 5"
+        )
+    return hf_accelerate
+
+
+def _converted_tree(model: torch.nn.Module, sizer: _SizeOverride) -> torch.nn.Module:
+    """A copy of a tensor tree with floating parameters at the sizer's element size (accelerate takes no sizer)."""
+    import copy
+
+    import torch
+
+    size_to_dtype = {2: torch.float16, 4: torch.float32, 8: torch.float64}
+    clone = copy.deepcopy(model)
+    if sizer.float_size in size_to_dtype:
+        clone.to(size_to_dtype[sizer.float_size])
+    return clone
+
+
+# ----------------------------------------------------------------------------------------------- analysis
+
+
+def _owner(name: str, keys: dict[str, int | str]) -> str | None:
+    """The device-map key that covers `name` (the longest matching prefix), or None."""
+    parts = name.split(".")
+    for end in range(len(parts), -1, -1):
+        candidate = ".".join(parts[:end])
+        if candidate in keys:
+            return candidate
+    return None
+
+
+def usage_by_device(
+    device_map: dict[str, int | str], tensor_sizes: dict[str, int]
+) -> tuple[dict[int | str, int], dict[str, int]]:
+    """Bytes per device and per map entry, each tensor counted where its longest-prefix entry sends it."""
+    per_device: dict[int | str, int] = {}
+    per_entry: dict[str, int] = dict.fromkeys(device_map, 0)
+    for name, size in tensor_sizes.items():
+        owner = _owner(name, device_map)
+        if owner is None:
+            continue
+        per_entry[owner] += size
+        device = device_map[owner]
+        per_device[device] = per_device.get(device, 0) + size
+    return per_device, per_entry
+
+
+_INDEXED = re.compile(r"^(.*)\.(\d+)$")
+
+
+def module_ranges(device_map: dict[str, int | str], entry_bytes: dict[str, int]) -> list[ModuleRange]:
+    """Group consecutive map entries on one device; numbered siblings become `prefix.first–last`.
+
+    Example:
+        >>> [r.label for r in module_ranges({"m.l.0": 0, "m.l.1": 0, "m.l.2": "cpu"}, {})]
+        ['m.l.0–1', 'm.l.2']
+    """
+    ranges: list[ModuleRange] = []
+    items = list(device_map.items())
+    i = 0
+    while i < len(items):
+        name, device = items[i]
+        run = [name]
+        match = _INDEXED.match(name)
+        if match:
+            prefix, start = match.group(1), int(match.group(2))
+            j = i + 1
+            while j < len(items) and items[j][1] == device:
+                nxt = _INDEXED.match(items[j][0])
+                if not nxt or nxt.group(1) != prefix or int(nxt.group(2)) != start + len(run):
+                    break
+                run.append(items[j][0])
+                j += 1
+            label = f"{prefix}.{start}–{start + len(run) - 1}" if len(run) > 1 else name
+        else:
+            label = name if name else "(whole model)"
+        ranges.append(ModuleRange(label, device_name(device), run, sum(entry_bytes.get(n, 0) for n in run)))
+        i += len(run)
+    return ranges
+
+
+def classify(device_map: dict[str, int | str], has_gpus: bool, allow_disk: bool, over_budget: bool = False) -> str:
+    """The verdict for a device map: one of VERDICTS."""
+    devices = set(device_map.values())
+    if over_budget or ("disk" in devices and not allow_disk):
+        return "does-not-fit"
+    if "disk" in devices:
+        return "needs-disk-offload"
+    if not has_gpus:
+        return "fits-on-cpu"
+    if "cpu" in devices:
+        return "needs-cpu-offload"
+    return "fits-on-gpus"
+
+
+def verdict_exit_code(verdict: str, fail_on: str | None, findings: list[Finding] | None = None) -> int:
+    """0 when the verdict does not reach `fail_on`; 1 when it does, or when a hand-written map is invalid.
+
+    Example:
+        >>> verdict_exit_code("needs-cpu-offload", "offload"), verdict_exit_code("needs-cpu-offload", "no-fit")
+        (1, 0)
+    """
+    if findings and any(f.severity == "error" for f in findings):
+        return 1
+    if fail_on is None:
+        return 0
+    if fail_on not in FAIL_ON:
+        raise UsageError(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}")
+    if fail_on == "no-fit":
+        return 1 if verdict == "does-not-fit" else 0
+    return 0 if verdict == "fits-on-gpus" else 1
+
+
+def _largest_layer(
+    model: torch.nn.Module, names: list[str], sizes: dict[str, int], no_split: list[str]
+) -> tuple[int, list[str]]:
+    """accelerate's `get_max_layer_size` over the given map entries (modules only)."""
+    from accelerate.utils.modeling import get_max_layer_size
+
+    modules = []
+    for name in names:
+        if name == "":  # the whole model: its children, as accelerate walks it from the top
+            modules.extend(model.named_children())
+            continue
+        try:
+            modules.append((name, model.get_submodule(name)))
+        except AttributeError:
+            continue
+    if not modules:
+        return 0, []
+    from collections import defaultdict
+
+    return get_max_layer_size(modules, defaultdict(int, sizes), no_split)
+
+
+def explain_devices(
+    planned: PlannedModel,
+    device_map: dict[str, int | str],
+    capacities: dict[int | str, int],
+    reserve: int,
+    budgets: dict[int | str, float],
+    entry_bytes: dict[str, int],
+    per_device: dict[int | str, int],
+    sizes: dict[str, int],
+    no_split: list[str],
+    strategy: str,
+    sizer: _SizeOverride | None,
+) -> dict[int | str, list[HeldBack]]:
+    """Why each GPU (and the CPU) holds less than its capacity, in bytes that add up to the gap."""
+    from weightdoctor.units import format_bytes
+
+    order = list(device_map)
+    keys = [k for k in capacities if k != "disk"]
+    gpu_keys = [k for k in keys if isinstance(k, int)]
+    main = {gpu_keys[0], "cpu"} if gpu_keys else {"cpu"}
+    result: dict[int | str, list[HeldBack]] = {}
+    for position, key in enumerate(keys):
+        capacity = capacities[key]
+        used = per_device.get(key, 0)
+        gap = capacity - used
+        if gap <= 0:
+            continue
+        parts: list[HeldBack] = []
+        left = gap
+        if isinstance(key, int) and reserve:
+            amount = min(reserve, left)
+            parts.append(HeldBack("reserve", amount, f"--reserve keeps {format_bytes(reserve)} free on each GPU"))
+            left -= amount
+        planner_cap = int(budgets.get(key, capacity))
+        given = capacity - (reserve if isinstance(key, int) else 0)
+        if sizer is not None and sizer.quantized_size is not None:
+            headroom = int(given - given * 0.9)
+            if headroom > 0 and left > 0:
+                amount = min(headroom, left)
+                parts.append(HeldBack("quantizer-headroom", amount,
+                                      "bitsandbytes keeps 10% of every budget for quantization buffers"))
+                left -= amount
+                given -= headroom
+        if isinstance(key, int) and strategy != "sequential" and planner_cap < given and left > 0:
+            amount = min(given - planner_cap, left)
+            parts.append(HeldBack(
+                "balanced-cap", amount,
+                f"{strategy!r} caps this GPU at {format_bytes(planner_cap)} (its share of the model plus 1.25 x the "
+                "largest layer) so that the layers spread over every GPU",
+            ))
+            left -= amount
+        later = [n for n in order if _device_rank(device_map[n], keys) > position]
+        if key in main and later and left > 0:
+            layer, layer_names = _largest_layer(planned.model, later, sizes, no_split)
+            if layer > 0:
+                amount = min(layer, left)
+                where = "the CPU" if key != "cpu" else "disk"
+                first = "first GPU" if key != "cpu" else "CPU"
+                name = f"{layer_names[0]}, " if layer_names else ""
+                parts.append(HeldBack(
+                    "largest-layer", amount,
+                    f"the planner always keeps room on the {first} for the largest layer still to place "
+                    f"({name}{format_bytes(layer)}), in case it must bring it back from {where}",
+                ))
+                left -= amount
+        if later and left > 0:
+            nxt = later[0]
+            parts.append(HeldBack(
+                "next-module-too-big", left,
+                f"the next module, {nxt or '(the whole model)'} ({format_bytes(entry_bytes.get(nxt, 0))}), "
+                "did not fit in what was left",
+            ))
+            left = 0
+        if left > 0:
+            parts.append(HeldBack("unused", left, "nothing left to place"))
+        result[key] = parts
+    return result
+
+
+def _device_rank(key: int | str, keys: list[int | str]) -> int:
+    return keys.index(key) if key in keys else len(keys)
+
+
+# ----------------------------------------------------------------------------------------------- manual maps
+
+
+def load_manual_map(path: str | Path) -> dict[str, int | str]:
+    """Read a hand-written device map JSON: {module name: device}.
+
+    Raises:
+        UsageError: not JSON, not an object, or a value that is not a device.
+    """
+    file = Path(path)
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError("no such file", path=str(file)) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"not valid JSON ({exc})", path=str(file)) from exc
+    if not isinstance(data, dict) or not data:
+        raise UsageError("a device map must be a non-empty JSON object {module: device}", path=str(file))
+    result: dict[str, int | str] = {}
+    for name, value in data.items():
+        try:
+            result[str(name)] = parse_device_value(value)
+        except UsageError as exc:
+            raise UsageError(f"entry {name!r}: {exc.message}", path=str(file)) from None
+    return result
+
+
+def tied_groups(planned: PlannedModel) -> list[list[str]]:
+    """Groups of parameter names that are one tensor (tied embeddings, shared storage)."""
+    model = planned.model
+    tied = getattr(model, "all_tied_weights_keys", None)
+    if tied:
+        groups: dict[str, set[str]] = {}
+        for key, target in tied.items():
+            groups.setdefault(target, {target}).add(key)
+        return [sorted(g) for g in groups.values()]
+    from accelerate.utils import find_tied_parameters
+
+    return [sorted(g) for g in find_tied_parameters(model)]
+
+
+def check_manual_map(
+    planned: PlannedModel,
+    device_map: dict[str, int | str],
+    capacities: dict[int | str, int],
+    allow_disk: bool,
+    sizer: _SizeOverride | None,
+) -> list[Finding]:
+    """Check a hand-written map: each tensor covered once, no unknown names, budgets kept, ties together."""
+    from weightdoctor.units import format_bytes
+
+    model = planned.model
+    findings: list[Finding] = []
+    params = [n for n, _ in model.named_parameters(remove_duplicate=False)]
+    buffers = [n for n, _ in model.named_buffers()]
+    modules = {n for n, _ in model.named_modules()}
+    known = modules | set(params) | set(buffers)
+    for key in device_map:
+        if key not in known:
+            findings.append(Finding("error", "unknown-module", key, f"{key!r} is no module or parameter of the model"))
+    uncovered: list[str] = []
+    for name in params + buffers:
+        parts = name.split(".")
+        covering = [".".join(parts[:end]) for end in range(len(parts) + 1) if ".".join(parts[:end]) in device_map]
+        if not covering:
+            uncovered.append(name)
+        elif len(covering) > 1:
+            findings.append(Finding(
+                "error", "covered-twice", name,
+                f"{name} is covered by several entries: {', '.join(repr(c) for c in covering)}",
+            ))
+    if uncovered:
+        shown = ", ".join(uncovered[:5]) + (f" and {len(uncovered) - 5} more" if len(uncovered) > 5 else "")
+        findings.append(Finding("error", "not-covered", None, f"{len(uncovered)} tensor(s) have no device: {shown}"))
+    for key in sorted({v for v in device_map.values()}, key=str):
+        if key == "disk" and not allow_disk:
+            findings.append(Finding("error", "disk-not-allowed", None, "the map puts modules on disk; pass --disk"))
+        elif key != "disk" and key not in capacities:
+            message = f"the map uses {device_name(key)}, which has no budget"
+            findings.append(Finding("error", "no-budget", None, message))
+    per_device, _ = usage_by_device(device_map, _sizes(planned, planned.dtype)[1])
+    for key, used in per_device.items():
+        capacity = capacities.get(key)
+        if capacity is not None and used > capacity:
+            findings.append(Finding(
+                "error", "over-budget", None,
+                f"{device_name(key)} holds {format_bytes(used)}, over its {format_bytes(capacity)} budget",
+            ))
+    for group in tied_groups(planned):
+        devices = {device_map[o] for o in (_owner(n, device_map) for n in group) if o is not None}
+        if len(devices) > 1:
+            findings.append(Finding(
+                "error", "tied-split", group[0],
+                f"tied parameters {', '.join(group)} are on different devices "
+                f"({', '.join(sorted(device_name(d) for d in devices))})",
+            ))
+    return findings
+
+
+# ----------------------------------------------------------------------------------------------- estimates
+
+
+def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq_len: int) -> KVCacheEstimate:
+    """KV cache of a decoder for `batch` sequences of `seq_len` tokens: 2 x layers x kv_heads x head_dim.
+
+    Layers with sliding-window attention keep at most `sliding_window` tokens.
+
+    Raises:
+        UsageError: no config, or one without the attention sizes.
+    """
+    import torch
+
+    if not config:
+        raise UsageError("--kv-cache needs the model's config.json")
+    if batch < 1 or seq_len < 1:
+        raise UsageError("--batch and --seq-len must be at least 1")
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    # Decoder self-attention cache; names as the configs spell them (llama, gpt2, t5, ...).
+    layers = (text.get("num_hidden_layers") or text.get("n_layer") or text.get("num_decoder_layers")
+              or text.get("num_layers"))
+    heads = text.get("num_attention_heads") or text.get("n_head") or text.get("num_heads")
+    hidden = text.get("hidden_size") or text.get("n_embd") or text.get("d_model")
+    if not (isinstance(layers, int) and isinstance(heads, int) and isinstance(hidden, int)):
+        raise UsageError("config has no num_hidden_layers / num_attention_heads / hidden_size; cannot size a KV cache")
+    kv_heads = text.get("num_key_value_heads") or heads
+    head_dim = text.get("head_dim") or text.get("d_kv") or hidden // heads
+    torch_dtype = DTYPES[dtype][0]
+    element = getattr(torch, torch_dtype).itemsize
+    per_token_layer = 2 * kv_heads * head_dim * element
+    window = text.get("sliding_window")
+    layer_types = text.get("layer_types")
+    note = None
+    total = 0
+    for index in range(layers):
+        kind = layer_types[index] if isinstance(layer_types, list) and index < len(layer_types) else None
+        tokens = seq_len
+        if isinstance(window, int) and window > 0 and (kind is None or kind == "sliding_attention"):
+            tokens = min(seq_len, window)
+            if tokens < seq_len:
+                note = f"sliding-window layers keep at most {window} tokens"
+        total += per_token_layer * tokens * batch
+    return KVCacheEstimate(batch, seq_len, layers, kv_heads, head_dim, torch_dtype, per_token_layer * layers,
+                           total, 0, False, note)
+
+
+def estimate_training(model: torch.nn.Module, dtype: str) -> TrainingEstimate:
+    """Adam training memory by accelerate's own `estimate_training_usage`, from the fp32 size of the model."""
+    from accelerate.commands.estimate import estimate_training_usage
+
+    fp32_bytes = 0
+    tensors = list(model.parameters()) + list(model.buffers())
+    for tensor in tensors:
+        fp32_bytes += tensor.numel() * (4 if tensor.is_floating_point() else tensor.element_size())
+    precision = DTYPES[dtype][0] if DTYPES[dtype][1] is None else dtype
+    usage = estimate_training_usage(fp32_bytes, precision)
+    if any(v == -1 for v in usage.values()):
+        return TrainingEstimate(precision, fp32_bytes, None, None, None, None, None, None,
+                                f"accelerate has no training estimate for {dtype}")
+    return TrainingEstimate(
+        precision, fp32_bytes, usage["model"], usage["gradients"], usage["optimizer"], usage["step"],
+        max(usage.values()), usage["model"] + usage["gradients"] + usage["optimizer"],
+    )
+
+
+# ----------------------------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class PlanRequest:
+    """What the user asked for, already parsed (sizes in bytes)."""
+
+    gpus: list[int]
+    cpu: int | None
+    disk: bool = False
+    strategy: str = "auto"
+    no_split: list[str] | None = None
+    reserve: int = 0
+    manual_map: dict[str, int | str] | None = None
+    kv_cache: tuple[int, int] | None = None  # (batch, seq_len)
+    training: bool = False
+    suggest: bool = True
+
+
+def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") -> PlanReport:
+    """Plan (or check) the placement of `planned` on the requested devices.
+
+    Example:
+        >>> report = plan_devices(planned, PlanRequest(gpus=[24 * 10**9, 24 * 10**9], cpu=64 * 10**9))
+        >>> report.verdict, report.device_map["model.layers.0"]
+
+    Raises:
+        UsageError: no device at all, an unknown strategy or --no-split class.
+    """
+    if not request.gpus and request.cpu is None:
+        raise UsageError("no devices: give --gpu SIZE (repeatable) and/or --cpu SIZE, or --local")
+    if request.reserve and any(size <= request.reserve for size in request.gpus):
+        raise UsageError("--reserve is as large as a GPU budget: nothing would be left to place")
+    no_split = no_split_classes(planned, request.no_split)
+    sizer = _sizer_for(planned, planned.dtype)
+    max_memory = build_max_memory(request.gpus, request.cpu, request.reserve)
+    capacities: dict[int | str, int] = {i: size for i, size in enumerate(request.gpus)}
+    if request.cpu is not None:
+        capacities["cpu"] = request.cpu
+    findings: list[Finding] = []
+    if request.manual_map is not None:
+        device_map = dict(request.manual_map)
+        budgets: dict[int | str, float] = {k: float(v) for k, v in capacities.items()}
+        findings = check_manual_map(planned, device_map, capacities, request.disk, sizer)
+        placement = "manual map (checked)"
+    else:
+        device_map, budgets = place(planned, max_memory, request.strategy, no_split, sizer)
+        placement = ("transformers.integrations.accelerate._get_device_map" if planned.is_transformers
+                     else "accelerate.get_balanced_memory + infer_auto_device_map")
+    sizes, tensor_sizes = _sizes(planned, planned.dtype)
+    per_device, entry_bytes = usage_by_device(device_map, tensor_sizes)
+    over = any(per_device.get(k, 0) > v for k, v in capacities.items())
+    verdict = classify(device_map, bool(request.gpus), request.disk, over)
+
+    held: dict[int | str, list[HeldBack]] = {}
+    if request.manual_map is None:
+        held = explain_devices(planned, device_map, capacities, request.reserve, budgets, entry_bytes, per_device,
+                               sizes, no_split, request.strategy, sizer)
+    ranges = module_ranges(device_map, entry_bytes)
+    keys: list[int | str] = list(capacities)
+    if "disk" in per_device or request.disk:
+        keys.append("disk")
+    devices = [
+        DeviceUse(
+            device_name(k), k, capacities.get(k),
+            None if k == "disk" else int(budgets.get(k, capacities.get(k, 0))),
+            per_device.get(k, 0), [r for r in ranges if r.device == device_name(k)], held.get(k, []),
+        )
+        for k in keys
+    ]
+    for key in per_device:
+        if key not in keys:  # a manual map naming a device without a budget
+            devices.append(DeviceUse(device_name(key), key, None, None, per_device[key],
+                                     [r for r in ranges if r.device == device_name(key)]))
+    cpu_bytes = per_device.get("cpu", 0) if request.gpus else 0
+    disk_bytes = per_device.get("disk", 0)
+    offload = Offload(cpu_bytes, disk_bytes, cpu_bytes + disk_bytes)
+
+    suggestions: list[Suggestion] = []
+    if request.suggest and request.manual_map is None and verdict != "fits-on-gpus" and request.gpus:
+        suggestions = suggest_changes(planned, request, no_split)
+    if verdict == "does-not-fit" and "disk" in device_map.values() and not request.disk and not over:
+        # The planner already sent the rest to disk: with --disk this very map is the plan.
+        suggestions.append(Suggestion("disk", "--disk: the same plan with the rest offloaded to disk (slow)",
+                                      planned.dtype, list(request.gpus), "needs-disk-offload"))
+
+    param_names, buffer_names, num_params = _tensor_names(planned)
+    weights_bytes = sum(tensor_sizes.get(n, 0) for n in param_names)
+    buffers_bytes = sum(tensor_sizes.get(n, 0) for n in buffer_names)
+    kv = None
+    if request.kv_cache is not None:
+        kv = estimate_kv_cache(planned.config, planned.dtype, *request.kv_cache)
+        gpu_free = sum(max(0, capacities[k] - request.reserve - per_device.get(k, 0)) for k in capacities
+                       if isinstance(k, int))
+        kv = KVCacheEstimate(kv.batch, kv.seq_len, kv.num_layers, kv.num_kv_heads, kv.head_dim, kv.dtype,
+                             kv.bytes_per_token, kv.total_bytes, gpu_free, kv.total_bytes <= gpu_free, kv.note)
+    training = estimate_training(planned.model, planned.dtype) if request.training else None
+    return PlanReport(
+        source=source,
+        model_class=planned.model_class,
+        built_from=planned.built_from,
+        placement=placement,
+        strategy=request.strategy,
+        dtype=planned.dtype,
+        num_params=num_params,
+        weights_bytes=weights_bytes,
+        buffers_bytes=buffers_bytes,
+        no_split=no_split,
+        reserve_bytes=request.reserve,
+        device_map=device_map,
+        devices=devices,
+        verdict=verdict,
+        offload=offload,
+        suggestions=suggestions,
+        kv_cache=kv,
+        training=training,
+        manual_map=request.manual_map is not None,
+        disk_allowed=request.disk,
+        findings=findings,
+        warnings=list(planned.warnings),
+    )
+
+
+def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[str]) -> list[Suggestion]:
+    """The smallest changes that fit on the GPUs: the first lower dtype, and the fewest extra GPUs of the largest size.
+
+    Each candidate is re-planned with the same planner on the same meta model, its sizes counted at the
+    candidate dtype.
+    """
+    from weightdoctor.units import format_bytes
+
+    suggestions: list[Suggestion] = []
+    current = DTYPE_LADDER.index(planned.dtype) if planned.dtype in DTYPE_LADDER else 0
+    current_size = _element_size(planned.dtype)
+    for dtype in DTYPE_LADDER[current + 1:]:
+        if _element_size(dtype) >= current_size:
+            continue
+        if DTYPES[dtype][1] is not None and not planned.is_transformers:
+            continue
+        if _total_bytes(planned, dtype) > _gpu_room(request.gpus, request.reserve, dtype):
+            continue  # cannot fit whatever the placement: no need to ask the planner
+        verdict = _replan_verdict(planned, request, no_split, dtype, request.gpus)
+        if verdict == "fits-on-gpus":
+            suggestions.append(Suggestion("dtype", f"--dtype {dtype} fits on the {len(request.gpus)} GPU(s)",
+                                          dtype, list(request.gpus), verdict))
+            break
+    size = max(request.gpus)
+    total = _total_bytes(planned, planned.dtype)
+    room = _gpu_room([size], request.reserve, planned.dtype)
+    start = max(1, math.ceil(total / max(1, room)) - len(request.gpus))
+    for extra in range(start, MAX_EXTRA_GPUS + 1):
+        gpus = list(request.gpus) + [size] * extra
+        verdict = _replan_verdict(planned, request, no_split, planned.dtype, gpus)
+        if verdict == "fits-on-gpus":
+            suggestions.append(Suggestion(
+                "gpus", f"{extra} more {format_bytes(size)} GPU(s) ({len(gpus)} in all) at {planned.dtype}",
+                planned.dtype, gpus, verdict,
+            ))
+            break
+    return suggestions
+
+
+def _total_bytes(planned: PlannedModel, dtype: str) -> int:
+    return sum(_sizes(planned, dtype)[1].values())
+
+
+def _gpu_room(gpus: list[int], reserve: int, dtype: str) -> float:
+    """The most the GPUs can hold at `dtype` (bitsandbytes keeps 10 % back)."""
+    room = sum(max(0, size - reserve) for size in gpus)
+    return room * 0.9 if DTYPES[dtype][1] is not None else room
+
+
+def _element_size(dtype: str) -> float:
+    import torch
+
+    quantized = DTYPES[dtype][1]
+    return quantized if quantized is not None else getattr(torch, DTYPES[dtype][0]).itemsize
+
+
+def _replan_verdict(
+    planned: PlannedModel, request: PlanRequest, no_split: list[str], dtype: str, gpus: list[int]
+) -> str:
+    sizer = _sizer_for(planned, dtype)
+    max_memory = build_max_memory(gpus, request.cpu, request.reserve)
+    device_map, _ = place(planned, max_memory, request.strategy, no_split, sizer)
+    return classify(device_map, bool(gpus), request.disk)
+
+
+def open_plan_source(source: str, revision: str | None = None, key: str | None = None) -> Checkpoint:
+    """Open a source for planning: any checkpoint, or just a config (file, folder, or repo id holding one).
+
+    A repo id is resolved without downloading weights: a config is enough to plan.
+    """
+    from weightdoctor.checkpoint import open_checkpoint
+    from weightdoctor.checkpoint.hub import looks_like_repo_id, resolve_repo_id
+
+    path = Path(source).expanduser()
+    if not path.exists() and looks_like_repo_id(source) and not source.endswith(".json"):
+        folder = resolve_repo_id(source, revision, weights=False)
+        return open_checkpoint(folder, key=key, allow_config_only=True)
+    return open_checkpoint(source, revision=revision, key=key, allow_config_only=True)

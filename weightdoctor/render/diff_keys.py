@@ -1,0 +1,179 @@
+"""Rich rendering of `DiffReport` for people: header, grouped tables, the suggested fix, value changes."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.table import Table
+
+from weightdoctor.diff_keys import REASONS, DiffReport, KeyGroup
+
+SEVERITY_STYLE = {"info": "cyan", "warn": "yellow", "error": "bold red"}
+KIND_TITLES = {
+    "missing": "Missing: in {b}, not in A (start from their init)",
+    "unexpected": "Unexpected: in A, not in {b} (ignored when loading)",
+    "mismatched": "Mismatched: same name, different shape",
+    "dtype": "Dtype differences (A → B)",
+}
+
+
+def _severity(severity: str) -> str:
+    return f"[{SEVERITY_STYLE.get(severity, 'white')}]{severity}[/]"
+
+
+def header(report: DiffReport) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("A", escape(report.source_a) + f"  [dim]{report.total_a:,} keys[/]")
+    table.add_row("B", escape(report.source_b) + f"  [dim]{report.total_b:,} keys[/]")
+    if report.renames_applied:
+        table.add_row("renames", escape(" ".join(report.renames_applied)))
+    table.add_row("matched", f"[green]{report.matched:,}[/] of {report.total_b:,} keys of B")
+    counts = (
+        f"missing {len(report.missing):,} · unexpected {len(report.unexpected):,} · "
+        f"mismatched {len(report.mismatched):,} · dtype differences {len(report.dtype_differences):,}"
+    )
+    table.add_row("differences", counts)
+    verdict = (
+        "[green]A loads into B cleanly[/]" if report.worst_severity is None
+        else f"worst severity: {_severity(report.worst_severity)}"
+    )
+    table.add_row("verdict", verdict)
+    return table
+
+
+def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all: bool) -> Table:
+    b_name = "the model" if report.mode == "model-class" else "B"
+    table = Table(title=KIND_TITLES[kind].format(b=b_name), title_justify="left", show_lines=False)
+    table.add_column("keys", overflow="fold")
+    table.add_column("×", justify="right")
+    table.add_column("reason")
+    table.add_column("severity")
+    table.add_column("detail", overflow="fold")
+    details = _details(report, kind)
+    for group in groups:
+        if show_all:
+            continue
+        pattern = escape(group.pattern)
+        detail = details.get(group.example, "")
+        if group.count > 1 and detail and not detail.startswith("--rename"):
+            detail = f"e.g. {detail}"
+        table.add_row(pattern, str(group.count) if group.count > 1 else "", group.reason,
+                      _severity(group.severity), escape(detail))
+    if show_all:
+        for name, reason, severity, detail in _rows(report, kind):
+            table.add_row(escape(name), "", reason, _severity(severity), escape(detail))
+    return table
+
+
+def _rows(report: DiffReport, kind: str) -> list[tuple[str, str, str, str]]:
+    if kind == "missing":
+        return [(i.name, i.reason, i.severity, i.detail) for i in report.missing]
+    if kind == "unexpected":
+        return [(i.name, i.reason, i.severity, i.detail) for i in report.unexpected]
+    if kind == "mismatched":
+        return [(m.name, m.reason, m.severity, m.detail) for m in report.mismatched]
+    return [(d.name, f"{d.dtype_a}→{d.dtype_b}", d.severity, "") for d in report.dtype_differences]
+
+
+def _details(report: DiffReport, kind: str) -> dict[str, str]:
+    return {name: detail for name, _, _, detail in _rows(report, kind)}
+
+
+def reasons_legend(report: DiffReport) -> Table | None:
+    used = list(dict.fromkeys(g.reason for g in report.groups if g.kind != "dtype"))
+    if not used:
+        return None
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(style="dim")
+    for reason in used:
+        table.add_row(reason, REASONS.get(reason, ""))
+    return table
+
+
+def fix_panel(report: DiffReport) -> Panel | None:
+    if not report.suggested_renames:
+        return None
+    flags = " ".join(r.flag for r in report.suggested_renames)
+    lines = [f"[bold]{escape(flags)}[/]"]
+    if report.matched_after_renames is not None:
+        lines.append(
+            f"[dim]with these renames {report.matched_after_renames:,} of {report.total_b:,} keys match "
+            f"(now {report.matched:,}); re-check with: weightdoctor diff-keys {_recheck(report)} "
+            f"{escape(' '.join([*report.renames_applied, flags]))}[/]"
+        )
+    from rich.console import Group
+
+    parts: list[object] = [*lines, ""]
+    if report.python_snippet:
+        parts.append(Syntax(report.python_snippet, "python", theme="ansi_dark", background_color="default"))
+    return Panel(Group(*parts), title="[bold]suggested fix[/]", title_align="left")
+
+
+def _recheck(report: DiffReport) -> str:
+    if report.mode == "model-class":
+        return f"{escape(report.source_a)} --model-class {report.model_class}"
+    return f"{escape(report.source_a)} {escape(report.source_b)}"
+
+
+def _fmt(value: float) -> str:
+    if math.isinf(value):
+        return "inf"
+    if math.isnan(value):
+        return "nan"
+    return f"{value:.3g}"
+
+
+def values_tables(report: DiffReport, show_all: bool) -> list[Table]:
+    if report.values is None:
+        return []
+    identical = sum(1 for v in report.values if v.identical)
+    table = Table(
+        title=f"Values: {identical:,} of {len(report.values):,} common tensors identical", title_justify="left"
+    )
+    table.add_column("tensor", overflow="fold")
+    table.add_column("max |A−B|", justify="right")
+    table.add_column("‖A−B‖/‖B‖", justify="right")
+    table.add_column("dtypes")
+    changed = sorted((v for v in report.values if not v.identical), key=lambda v: -v.rel_change)
+    for row in changed if show_all else changed[:20]:
+        dtypes = row.dtype_a if row.dtype_a == row.dtype_b else f"{row.dtype_a}→{row.dtype_b}"
+        table.add_row(escape(row.name), _fmt(row.max_abs_diff), _fmt(row.rel_change), dtypes)
+    if not show_all and len(changed) > 20:
+        table.caption = f"{len(changed) - 20} more changed tensors; use --all"
+    tables = [table]
+    if report.layers_changed_most:
+        layers = Table(title="Layers changed most", title_justify="left")
+        layers.add_column("layer", overflow="fold")
+        layers.add_column("tensors", justify="right")
+        layers.add_column("‖ΔW‖/‖W‖", justify="right")
+        for layer in report.layers_changed_most:
+            layers.add_row(escape(layer.layer), str(layer.tensors),
+                           "identical" if layer.identical else _fmt(layer.rel_change))
+        tables.append(layers)
+    return tables
+
+
+def render_diff_keys(report: DiffReport, console: Console, show_all: bool = False) -> None:
+    """Print the report: header, grouped missing / unexpected / mismatched / dtype tables, fix, values."""
+    console.print(Panel(header(report), title="[bold]weightdoctor diff-keys[/]", title_align="left"))
+    for kind in ("missing", "unexpected", "mismatched", "dtype"):
+        groups = [g for g in report.groups if g.kind == kind]
+        if groups:
+            console.print(group_table(kind, groups, report, show_all))
+    legend = reasons_legend(report)
+    if legend is not None:
+        console.print(Panel(legend, title="reasons", title_align="left"))
+    panel = fix_panel(report)
+    if panel is not None:
+        console.print(panel)
+    for table in values_tables(report, show_all):
+        console.print(table)
+    for note in report.notes:
+        console.print(f"[dim]note: {escape(note)}[/]")

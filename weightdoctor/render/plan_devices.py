@@ -1,0 +1,141 @@
+"""Rendering a device plan for people (Rich), and writing the device_map JSON that from_pretrained accepts."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from weightdoctor.errors import OutputError
+from weightdoctor.plan_devices import DeviceUse, PlanReport
+from weightdoctor.units import format_bytes, format_count
+
+# Assumed transfer rates for the per-token slowdown line (stated in the output as assumptions, not measured).
+HOST_TO_GPU_BYTES_PER_S = 25e9  # PCIe 4.0 x16, in practice
+DISK_BYTES_PER_S = 3e9  # a fast NVMe SSD
+BAR_WIDTH = 30
+VERDICT_TEXT = {
+    "fits-on-gpus": ("[bold green]fits on the GPUs[/]", "every module is on a GPU"),
+    "fits-on-cpu": ("[bold yellow]fits on the CPU[/]", "no GPU was given: the model runs on the CPU"),
+    "needs-cpu-offload": ("[bold yellow]needs CPU offload[/]", "some modules stay in RAM and are streamed to the GPU"),
+    "needs-disk-offload": ("[bold red]needs disk offload[/]", "some modules are read from disk at every forward pass"),
+    "does-not-fit": ("[bold red]does not fit[/]", "the budgets given cannot hold the model"),
+}
+
+
+def write_device_map(device_map: dict[str, int | str], path: str | os.PathLike[str]) -> None:
+    """Write `device_map` as JSON atomically (a temporary file renamed into place).
+
+    Raises:
+        OutputError: the folder does not exist or cannot be written.
+    """
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError("the output folder does not exist", path=str(target))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".device_map.", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(device_map, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, target)
+    except OSError as exc:
+        with_tmp = locals().get("tmp")
+        if with_tmp and os.path.exists(with_tmp):
+            os.unlink(with_tmp)
+        raise OutputError(f"cannot write the device map ({exc.strerror or exc})", path=str(target)) from exc
+
+
+def _bar(used: int, capacity: int | None) -> str:
+    if not capacity:
+        return "[dim]" + "·" * BAR_WIDTH + "[/]"
+    filled = min(BAR_WIDTH, round(BAR_WIDTH * used / capacity))
+    colour = "red" if used > capacity else "green"
+    return f"[{colour}]" + "█" * filled + "[/]" + "[dim]" + "░" * (BAR_WIDTH - filled) + "[/]"
+
+
+def _device_lines(device: DeviceUse, offloading: bool, report: PlanReport) -> list[str]:
+    capacity = "unlimited" if device.capacity_bytes is None else format_bytes(device.capacity_bytes)
+    if device.device == "disk" and not report.disk_allowed:
+        capacity = "[red]nothing (no --disk)[/]"
+    name = device.device
+    spill = offloading and device.device in ("cpu", "disk") and device.used_bytes > 0
+    style = "bold red" if spill else "bold"
+    lines = [
+        f"[{style}]{name:<7}[/] {_bar(device.used_bytes, device.capacity_bytes)} "
+        f"{format_bytes(device.used_bytes)} of {capacity}"
+        + (" [bold red]OFFLOAD[/]" if spill else "")
+    ]
+    if device.budget_bytes is not None and device.capacity_bytes is not None \
+            and device.budget_bytes < device.capacity_bytes and not report.manual_map:
+        lines.append(f"         [dim]planner budget {format_bytes(device.budget_bytes)}[/]")
+    for item in device.ranges:
+        arrow = "[red]→[/]" if spill else "→"
+        lines.append(f"         {escape(item.label):<40} {arrow} {name}  {format_bytes(item.bytes):>10}")
+    if device.held_back:
+        gap = sum(h.bytes for h in device.held_back)
+        lines.append(f"         [cyan]why {format_bytes(gap)} of {name} stays free:[/]")
+        for held in device.held_back:
+            lines.append(f"           {format_bytes(held.bytes):>10}  {held.reason}: {escape(held.detail)}")
+    return lines
+
+
+def render_plan(report: PlanReport, console: Console) -> None:
+    """Print the plan: header, one bar per device with its module ranges, offload, totals, verdict, fixes."""
+    def p(text: str = "") -> None:
+        console.print(text, soft_wrap=True)  # one line per item, never cut: easy to grep
+    p(f"[bold]{escape(report.source)}[/]  {escape(report.model_class)} (built from {report.built_from} on the "
+      f"meta device)")
+    p(f"  dtype {report.dtype} · {format_count(report.num_params)} parameters · weights "
+      f"{format_bytes(report.weights_bytes)}" + (f" + buffers {format_bytes(report.buffers_bytes)}"
+                                                 if report.buffers_bytes else ""))
+    if report.manual_map:
+        p("  placement: your --map, checked")
+    else:
+        p(f"  placement: {escape(report.placement)} · strategy {report.strategy} · no-split "
+          f"{escape(', '.join(report.no_split) or '(none)')}"
+          + (f" · reserve {format_bytes(report.reserve_bytes)} per GPU" if report.reserve_bytes else ""))
+    if report.local:
+        names = ", ".join(report.local["gpu_names"]) or "no CUDA GPU"
+        p(f"  --local: {escape(names)}; RAM available {format_bytes(report.local['cpu_available_bytes'])}; "
+          f"bf16 {'supported' if report.local['bf16_supported'] else 'not supported'}")
+    p()
+    offloading = any(d.device.startswith("cuda") for d in report.devices)
+    for device in report.devices:
+        for line in _device_lines(device, offloading, report):
+            p(line)
+    p()
+    off = report.offload
+    if off.bytes_per_token:
+        seconds = off.cpu_bytes / HOST_TO_GPU_BYTES_PER_S + off.disk_bytes / DISK_BYTES_PER_S
+        p(f"[bold red]offload:[/] {format_bytes(off.cpu_bytes)} in CPU RAM, {format_bytes(off.disk_bytes)} on disk: "
+          f"{format_bytes(off.bytes_per_token)} moved to the GPU for every generated token "
+          f"(≥ {seconds:.2f} s/token at an assumed 25 GB/s host→GPU and 3 GB/s disk)")
+    if report.kv_cache is not None:
+        kv = report.kv_cache
+        fit = "[green]fits[/]" if kv.fits_on_gpus else "[red]does not fit[/]"
+        p(f"KV cache: {format_bytes(kv.total_bytes)} for batch {kv.batch} x {kv.seq_len} tokens "
+          f"({format_bytes(kv.bytes_per_token)}/token, {kv.num_layers} layers x {kv.num_kv_heads} KV heads x "
+          f"{kv.head_dim} at {kv.dtype}); {fit} in the {format_bytes(kv.gpu_free_bytes)} the GPUs have left"
+          + (f" [dim]({escape(kv.note)})[/]" if kv.note else ""))
+    if report.training is not None:
+        tr = report.training
+        if tr.accelerate_estimate_bytes is None:
+            p(f"training (Adam): {escape(tr.note or 'not available')}")
+        else:
+            p(f"training (Adam, {tr.mixed_precision}): accelerate estimate-memory reports "
+              f"{format_bytes(tr.accelerate_estimate_bytes)}; weights {format_bytes(tr.model_bytes or 0)} + gradients "
+              f"{format_bytes(tr.gradients_bytes or 0)} + two moments {format_bytes(tr.optimizer_bytes or 0)} = "
+              f"{format_bytes(tr.total_bytes or 0)}")
+    for finding in report.findings:
+        p(f"[red]{finding.severity}[/] {finding.code}: {escape(finding.message)}")
+    text, why = VERDICT_TEXT[report.verdict]
+    p(f"verdict: {text} [dim]({why})[/]")
+    for suggestion in report.suggestions:
+        p(f"  smallest change: {escape(suggestion.description)}")
+    if report.verdict not in ("fits-on-gpus", "fits-on-cpu") and not report.suggestions and not report.manual_map:
+        p("  [dim]no lower dtype or extra GPU of that size (up to 64) fits[/]")

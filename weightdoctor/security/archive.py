@@ -1,0 +1,379 @@
+"""Zip archives as PyTorch reads them: members found leniently, bytes read without zipfile's checks.
+
+PyTorch's reader (miniz) accepts archives that Python's `zipfile` refuses: wrong CRCs, a local header
+whose name differs from the central directory's, a "version needed" zipfile does not support, ... A
+scanner that gave up where `zipfile` gives up would let those through, so members are listed from the
+central directory when `zipfile` can parse it and otherwise by walking the local file headers, and
+each member's bytes are read straight from its local header, without CRC, flag or name checks.
+`verify_crcs` recomputes the CRC-32 of every member (torch never checks them).
+"""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+LOCAL_SIGNATURE = b"PK\x03\x04"
+DESCRIPTOR_SIGNATURE = b"PK\x07\x08"
+EOCD_SIGNATURE = b"PK\x05\x06"
+_LOCAL = struct.Struct("<4sHHHHHIIIHH")
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ZipMember:
+    """One record of a zip archive.
+
+    Attributes:
+        name: the member's name (from the central directory when there is one).
+        header_offset: where its local file header starts.
+        data_offset: where its (possibly compressed) bytes start.
+        compressed_size / size: bytes stored / bytes once decompressed.
+        method: 0 stored, 8 deflated (others cannot be read here, nor by PyTorch).
+        crc: the CRC-32 the archive records for it.
+    """
+
+    name: str
+    header_offset: int
+    data_offset: int
+    compressed_size: int
+    size: int
+    method: int
+    crc: int
+
+
+@dataclass(frozen=True)
+class ZipLayout:
+    """The members of an archive, how they were found, and where the archive ends."""
+
+    members: list[ZipMember]
+    source: str  # "central directory", "central directory (raw)" or "local headers"
+    end: int  # first byte after the archive (after the end record and its comment)
+    notes: list[str]  # irregularities PyTorch's reader tolerates
+    problems: list[str] = field(default_factory=list)  # signs of a crafted archive
+
+
+def _read_at(handle: BinaryIO, offset: int, size: int) -> bytes:
+    handle.seek(offset)
+    return handle.read(size)
+
+
+def _zip64_sizes(extra: bytes, csize: int, usize: int) -> tuple[int, int]:
+    """Sizes from a zip64 extra field (id 1) where the header holds 0xFFFFFFFF."""
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, length = struct.unpack_from("<HH", extra, pos)
+        body = extra[pos + 4:pos + 4 + length]
+        if tag == 1:
+            values = [struct.unpack_from("<Q", body, i)[0] for i in range(0, len(body) - 7, 8)]
+            if usize == 0xFFFFFFFF and values:
+                usize = values.pop(0)
+            if csize == 0xFFFFFFFF and values:
+                csize = values.pop(0)
+            break
+        pos += 4 + length
+    return csize, usize
+
+
+def _local_header(handle: BinaryIO, offset: int) -> tuple[int, int, int, int, int, int, int, str, bytes] | None:
+    """(flags, method, crc, csize, usize, data_offset, header_end, name, extra) or None if no header."""
+    raw = _read_at(handle, offset, _LOCAL.size)
+    if len(raw) < _LOCAL.size:
+        return None
+    sig, _version, flags, method, _time, _date, crc, csize, usize, name_len, extra_len = _LOCAL.unpack(raw)
+    if sig != LOCAL_SIGNATURE:
+        return None
+    name = _read_at(handle, offset + _LOCAL.size, name_len)
+    extra = handle.read(extra_len)
+    data_offset = offset + _LOCAL.size + name_len + extra_len
+    csize, usize = _zip64_sizes(extra, csize, usize)
+    text = name.decode("utf-8", "replace")
+    return flags, method, crc, csize, usize, data_offset, data_offset, text, extra
+
+
+def _find_end_record(handle: BinaryIO, file_size: int) -> int:
+    """First byte after the end-of-central-directory record and its comment (file_size if not found)."""
+    window = min(file_size, 65536 + 22)
+    tail = _read_at(handle, file_size - window, window)
+    at = tail.rfind(EOCD_SIGNATURE)
+    if at < 0 or at + 22 > len(tail):
+        return file_size
+    (comment_len,) = struct.unpack_from("<H", tail, at + 20)
+    return min(file_size, file_size - window + at + 22 + comment_len)
+
+
+def _from_central_directory(handle: BinaryIO, file_size: int) -> ZipLayout:
+    problems: list[str] = []
+    handle.seek(0)
+    with zipfile.ZipFile(handle) as archive:
+        infos = archive.infolist()
+    members: list[ZipMember] = []
+    for info in infos:
+        header = _local_header(handle, info.header_offset)
+        if header is None:
+            problems.append(f"member {info.filename!r}: no local header at byte {info.header_offset}")
+            continue
+        data_offset = header[5]
+        if header[7] != info.filename:
+            problems.append(
+                f"member {info.filename!r}: its local header names it {header[7]!r} (PyTorch reads it anyway)"
+            )
+        members.append(
+            ZipMember(info.filename, info.header_offset, data_offset, info.compress_size, info.file_size,
+                      info.compress_type, info.CRC)
+        )
+    return ZipLayout(members, "central directory", _find_end_record(handle, file_size), problems)
+
+
+def _find_descriptor(handle: BinaryIO, data_offset: int, file_size: int) -> tuple[int, int, int, int] | None:
+    """Locate the data descriptor that ends a member of unknown size: (csize, usize, crc, next_offset)."""
+    position = data_offset
+    carry = b""
+    while position < file_size:
+        chunk = carry + _read_at(handle, position, _CHUNK)
+        base = position - len(carry)
+        if len(chunk) <= len(carry):
+            break
+        at = chunk.find(DESCRIPTOR_SIGNATURE)
+        while at >= 0:
+            hit = base + at
+            record = _read_at(handle, hit, 24)
+            length = hit - data_offset
+            if len(record) >= 16 and struct.unpack_from("<I", record, 8)[0] == length:
+                crc, csize, usize = struct.unpack_from("<III", record, 4)
+                return csize, usize, crc, hit + 16
+            if len(record) >= 24 and struct.unpack_from("<Q", record, 8)[0] == length:
+                crc = struct.unpack_from("<I", record, 4)[0]
+                csize, usize = struct.unpack_from("<QQ", record, 8)
+                return csize, usize, crc, hit + 24
+            at = chunk.find(DESCRIPTOR_SIGNATURE, at + 1)
+        carry = chunk[-3:]
+        position = base + len(chunk)
+    return None
+
+
+def _from_local_headers(handle: BinaryIO, file_size: int, reason: str) -> ZipLayout:
+    problems = [f"zipfile cannot read the central directory ({reason}); members found from local headers"]
+    members: list[ZipMember] = []
+    offset = 0
+    while offset + _LOCAL.size <= file_size:
+        header = _local_header(handle, offset)
+        if header is None:
+            break
+        flags, method, crc, csize, usize, data_offset, _end, name, _extra = header
+        if flags & 0x08 and csize == 0:
+            found = _find_descriptor(handle, data_offset, file_size)
+            if found is None:
+                problems.append(f"member {name!r}: no data descriptor ends it; the walk stops at byte {offset}")
+                break
+            csize, usize, crc, next_offset = found
+        else:
+            next_offset = data_offset + csize
+            if flags & 0x08:
+                marker = _read_at(handle, next_offset, 4)
+                next_offset += 16 if marker == DESCRIPTOR_SIGNATURE else 12
+        members.append(ZipMember(name, offset, data_offset, csize, usize, method, crc))
+        if next_offset <= offset:
+            break
+        offset = next_offset
+    return ZipLayout(members, "local headers", _find_end_record(handle, file_size), problems)
+
+
+_CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
+
+
+def _central_directory_locations(handle: BinaryIO, file_size: int) -> list[tuple[int, int]]:
+    """(offset, size) of the central directory as the end records state them, without adjustment.
+
+    Python's zipfile shifts every offset when the end record's numbers do not add up (it assumes
+    data was prepended); miniz, PyTorch's reader, takes them as written. Both the classic and the zip64
+    end records are honoured.
+    """
+    window = min(file_size, 65536 + 22)
+    base = file_size - window
+    tail = _read_at(handle, base, window)
+    at = tail.rfind(EOCD_SIGNATURE)
+    if at < 0 or at + 22 > len(tail):
+        return []
+    _sig, _disk, _cd_disk, _n_disk, _n, cd_size, cd_offset, _comment = struct.unpack_from("<4sHHHHIIH", tail, at)
+    locations = [(cd_offset, cd_size)]
+    locator = base + at - 20
+    if locator >= 0 and _read_at(handle, locator, 4) == b"PK\x06\x07":
+        (z64_offset,) = struct.unpack("<Q", _read_at(handle, locator + 8, 8))
+        record = _read_at(handle, z64_offset, 56)
+        if len(record) == 56 and record[:4] == b"PK\x06\x06":
+            z64_size, z64_cd_offset = struct.unpack_from("<QQ", record, 40)
+            locations.append((z64_cd_offset, z64_size))
+    return locations
+
+
+def _raw_central_directory(handle: BinaryIO, file_size: int, offset: int, size: int) -> list[ZipMember]:
+    """The members a central directory at `offset` lists, parsed as miniz would (no offset shifting)."""
+    if offset >= file_size:
+        return []
+    raw = _read_at(handle, offset, min(size, file_size - offset, 1 << 28))
+    members: list[ZipMember] = []
+    position = 0
+    while position + _CENTRAL.size <= len(raw) and raw[position:position + 4] == b"PK\x01\x02":
+        fields = _CENTRAL.unpack_from(raw, position)
+        method, crc, csize, usize = fields[4], fields[7], fields[8], fields[9]
+        name_len, extra_len, comment_len, header_offset = fields[10], fields[11], fields[12], fields[16]
+        name = raw[position + 46:position + 46 + name_len].decode("utf-8", "replace")
+        extra = raw[position + 46 + name_len:position + 46 + name_len + extra_len]
+        if 0xFFFFFFFF in (csize, usize, header_offset):
+            values = _zip64_values(extra)
+            if usize == 0xFFFFFFFF and values:
+                usize = values.pop(0)
+            if csize == 0xFFFFFFFF and values:
+                csize = values.pop(0)
+            if header_offset == 0xFFFFFFFF and values:
+                header_offset = values.pop(0)
+        header = _local_header(handle, header_offset)
+        if header is not None:
+            members.append(ZipMember(name, header_offset, header[5], csize, usize, method, crc))
+        position += 46 + name_len + extra_len + comment_len
+    return members
+
+
+def _zip64_values(extra: bytes) -> list[int]:
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, length = struct.unpack_from("<HH", extra, pos)
+        body = extra[pos + 4:pos + 4 + length]
+        if tag == 1:
+            return [struct.unpack_from("<Q", body, i)[0] for i in range(0, len(body) - 7, 8)]
+        pos += 4 + length
+    return []
+
+
+def read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
+    """List a zip archive's members the way both Python's zipfile and PyTorch's reader see them.
+
+    The union of zipfile's central directory, the central directory read at the end record's raw
+    offsets (miniz's view), and, when neither can be read, a walk over the local file headers. An
+    archive whose views disagree was crafted to show a scanner one thing and torch another; every
+    member of every view is returned, and the disagreement is reported in `problems`.
+
+    Example:
+        >>> with open("model.bin", "rb") as handle:
+        ...     [m.name for m in read_layout(handle, os.path.getsize("model.bin")).members][:2]
+        ['archive/data.pkl', 'archive/.format_version']
+    """
+    notes: list[str] = []
+    reason = ""
+    try:
+        strict: ZipLayout | None = _from_central_directory(handle, file_size)
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError, EOFError, struct.error) as exc:
+        strict = None
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        notes.append(f"zipfile cannot read the central directory ({reason}); it was read as PyTorch reads it")
+    raw_members: list[ZipMember] = []
+    for offset, size in _central_directory_locations(handle, file_size):
+        try:
+            raw_members += _raw_central_directory(handle, file_size, offset, size)
+        except (ValueError, OSError, struct.error):
+            continue
+    members: list[ZipMember] = list(strict.members) if strict is not None else []
+    known = {(m.name, m.header_offset) for m in members}
+    extra: list[ZipMember] = []
+    for member in raw_members:
+        if (member.name, member.header_offset) not in known:
+            known.add((member.name, member.header_offset))
+            extra.append(member)
+    problems: list[str] = []
+    if strict is not None:
+        notes += strict.notes
+        if extra:
+            problems.append(
+                f"the central directory PyTorch reads lists {len(extra)} member(s) that Python's zipfile does not "
+                f"see (e.g. {extra[0].name!r}): the archive shows different contents to different readers"
+            )
+    members += extra
+    if not members:
+        walked = _from_local_headers(handle, file_size, reason or "it lists no member")
+        return ZipLayout(walked.members, "local headers", walked.end, walked.notes)
+    source = "central directory" if strict is not None else "central directory (raw)"
+    return ZipLayout(members, source, _find_end_record(handle, file_size), notes, problems)
+
+
+def iter_member_chunks(handle: BinaryIO, member: ZipMember, limit: int | None = None) -> Iterator[bytes]:
+    """Yield a member's decompressed bytes in chunks, reading from its local header's data offset.
+
+    Raises:
+        ValueError: the member uses a compression method other than stored or deflated, its data is
+            cut short, or it decompresses to more than `limit` bytes.
+    """
+    if member.method not in (0, 8):
+        raise ValueError(f"compression method {member.method} (only stored and deflated can be read)")
+    inflater = zlib.decompressobj(-15) if member.method == 8 else None
+    left = member.compressed_size
+    position = member.data_offset
+    produced = 0
+    while left > 0:
+        raw = _read_at(handle, position, min(_CHUNK, left))
+        if not raw:
+            raise ValueError(f"data ends {left} bytes early (truncated)")
+        position += len(raw)
+        left -= len(raw)
+        try:
+            out = inflater.decompress(raw) if inflater is not None else raw
+        except zlib.error as exc:
+            raise ValueError(f"cannot inflate: {exc}") from exc
+        produced += len(out)
+        if limit is not None and produced > limit:
+            raise ValueError(f"decompresses to more than {limit} bytes")
+        yield out
+    if inflater is not None:
+        tail = inflater.flush()
+        produced += len(tail)
+        if limit is not None and produced > limit:
+            raise ValueError(f"decompresses to more than {limit} bytes")
+        yield tail
+
+
+def read_member(handle: BinaryIO, member: ZipMember, limit: int) -> bytes:
+    """A member's whole decompressed content (at most `limit` bytes; see `iter_member_chunks`)."""
+    return b"".join(iter_member_chunks(handle, member, limit))
+
+
+@dataclass(frozen=True)
+class CrcMismatch:
+    """A member whose bytes do not match the CRC-32 the archive records."""
+
+    member: str
+    expected: str
+    actual: str
+
+
+@dataclass(frozen=True)
+class CrcReport:
+    """Result of recomputing every member's CRC-32."""
+
+    checked: int
+    mismatches: list[CrcMismatch]
+    unreadable: list[str]
+
+
+def verify_crcs(handle: BinaryIO, file_size: int) -> CrcReport:
+    """Recompute the CRC-32 of every member and compare it with the archive's record.
+
+    torch.load does not check CRCs, so a flipped bit in a `.bin` loads silently; this finds it.
+    """
+    layout = read_layout(handle, file_size)
+    mismatches: list[CrcMismatch] = []
+    unreadable: list[str] = []
+    for member in layout.members:
+        crc = 0
+        try:
+            for chunk in iter_member_chunks(handle, member):
+                crc = zlib.crc32(chunk, crc)
+        except ValueError as exc:
+            unreadable.append(f"{member.name}: {exc}")
+            continue
+        if crc != member.crc:
+            mismatches.append(CrcMismatch(member.name, f"{member.crc:08x}", f"{crc:08x}"))
+    return CrcReport(checked=len(layout.members) - len(unreadable), mismatches=mismatches, unreadable=unreadable)

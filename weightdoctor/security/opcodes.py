@@ -1,0 +1,317 @@
+"""A static walk over one pickle's opcodes: every import it would make, without unpickling anything.
+
+`pickletools.genops` parses the opcodes; this module runs a small symbolic stack beside it so that
+`STACK_GLOBAL`, whose module and name come from the stack (often through the memo: `MEMOIZE`, `PUT`,
+`BINPUT`, `LONG_BINPUT` then `GET`, `BINGET`, `LONG_BINGET`), is resolved to the strings it would
+import. Only literal values (strings, bytes, numbers, tuples and lists of them) are tracked; anything
+built by a call is opaque, and a `STACK_GLOBAL` fed by an opaque value is reported as unresolved.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import pickletools
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+HIGHEST_PROTOCOL = 5
+# Longest line a text opcode (GLOBAL, INST, protocol 0 strings) may have; without a bound pickletools
+# would read a whole multi-gigabyte file looking for a newline.
+MAX_LINE = 1 << 20
+
+
+class _Mark:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MARK"
+
+
+class _Opaque:
+    """A value the walk cannot know (the result of a call, a dict, a set, ...)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<opaque>"
+
+
+MARK = _Mark()
+OPAQUE = _Opaque()
+
+
+@dataclass(frozen=True)
+class GlobalImport:
+    """One import a pickle would make: `module.name`, by which opcode, at which byte of the stream."""
+
+    module: str
+    name: str
+    opcode: str
+    offset: int
+
+
+@dataclass
+class PickleWalk:
+    """What one pickle holds, statically.
+
+    Attributes:
+        start / end: byte offsets of the pickle in its stream (`end` just after STOP, or where the walk stopped).
+        protocol: the PROTO opcode's value (0 when absent, as in protocols 0 and 1).
+        imports: every global, in stream order.
+        error: why the walk stopped before STOP (None when the pickle parsed to the end).
+        error_offset: where that happened.
+        value: the pickled value, when it is a literal (the legacy format's magic number, its storage keys).
+        persistent_ids: literal persistent ids (the legacy format's storage records).
+    """
+
+    start: int
+    end: int = 0
+    protocol: int = 0
+    imports: list[GlobalImport] = field(default_factory=list)
+    error: str | None = None
+    error_offset: int | None = None
+    value: Any = OPAQUE
+    persistent_ids: list[Any] = field(default_factory=list)
+
+
+class _LineBoundedReader:
+    """File-like view of a binary stream for pickletools: bounded lines, reads never past `end`."""
+
+    def __init__(self, handle: BinaryIO, end: int) -> None:
+        self._handle = handle
+        self._end = end
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(0, self._end - self._handle.tell())
+        return self._handle.read(left if n < 0 else min(n, left))
+
+    def readline(self, limit: int = -1) -> bytes:
+        left = max(0, self._end - self._handle.tell())
+        return self._handle.readline(min(left, MAX_LINE))
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+
+class _FastReader:
+    """pickletools' view of an in-memory stream: its own methods, with text lines bounded."""
+
+    def __init__(self, handle: io.BytesIO) -> None:
+        self.read = handle.read
+        self.tell = handle.tell
+        self.readline = functools.partial(handle.readline, MAX_LINE)
+
+
+class _StackError(Exception):
+    pass
+
+
+def _pop(stack: list[Any]) -> Any:
+    if not stack:
+        raise _StackError("stack underflow")
+    value = stack.pop()
+    if value is MARK:
+        raise _StackError("a MARK where a value was expected")
+    return value
+
+
+def _pop_mark(stack: list[Any]) -> list[Any]:
+    for index in range(len(stack) - 1, -1, -1):
+        if stack[index] is MARK:
+            items = stack[index + 1:]
+            del stack[index:]
+            return items
+    raise _StackError("no MARK on the stack")
+
+
+def _top(stack: list[Any]) -> Any:
+    if not stack or stack[-1] is MARK:
+        raise _StackError("stack underflow")
+    return stack[-1]
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    return None
+
+
+_PUSH_ARG = {
+    "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "STRING", "BINSTRING", "SHORT_BINSTRING",
+    "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8",
+    "FLOAT", "BINFLOAT",
+}
+_PUSH_CONST = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
+
+
+def walk_pickle(handle: BinaryIO, end: int) -> PickleWalk:
+    """Walk one pickle starting at `handle`'s position, stopping after its STOP or at the first error.
+
+    Example:
+        >>> import io, pickle
+        >>> walk = walk_pickle(io.BytesIO(pickle.dumps(print)), 10**6)
+        >>> [(g.module, g.name, g.opcode) for g in walk.imports]
+        [('builtins', 'print', 'STACK_GLOBAL')]
+
+    Args:
+        handle: a seekable binary stream positioned at the pickle's first byte.
+        end: offset in `handle` that the walk never reads past (the end of the file or member).
+
+    Returns:
+        A `PickleWalk`; parse errors are recorded in it (with the imports found before them), never raised.
+    """
+    start = handle.tell()
+    walk = PickleWalk(start=start)
+    with warnings.catch_warnings():
+        # pickletools warns about odd escapes in protocol 0 strings; hostile input is not worth a warning.
+        warnings.simplefilter("ignore")
+        return _walk(handle, end, walk)
+
+
+def _walk(handle: BinaryIO, end: int, walk: PickleWalk) -> PickleWalk:
+    start = walk.start
+    stack: list[Any] = []
+    memo: dict[int, Any] = {}
+    reader: Any
+    if isinstance(handle, io.BytesIO) and end >= len(handle.getbuffer()):
+        # In memory, reads already stop at the end: hand pickletools the bound methods (much faster).
+        reader = _FastReader(handle)
+    else:
+        reader = _LineBoundedReader(handle, end)
+    position = start
+    try:
+        for opcode, arg, pos in pickletools.genops(reader):
+            position = pos if pos is not None else position
+            name = opcode.name
+            if name in _PUSH_ARG:
+                stack.append(arg)
+            elif name in _PUSH_CONST:
+                stack.append(_PUSH_CONST[name])
+            elif name == "BYTEARRAY8":
+                stack.append(bytearray(arg))
+            elif name == "PROTO":
+                if arg > HIGHEST_PROTOCOL:
+                    raise _StackError(f"unsupported pickle protocol {arg}")
+                walk.protocol = arg
+            elif name == "FRAME":
+                pass
+            elif name == "STOP":
+                walk.value = _pop(stack)
+                walk.end = reader.tell()
+                return walk
+            elif name == "MARK":
+                stack.append(MARK)
+            elif name == "POP":
+                _pop(stack)
+            elif name == "POP_MARK":
+                _pop_mark(stack)
+            elif name == "DUP":
+                stack.append(_top(stack))
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                if arg < 0:
+                    raise _StackError("negative memo index")
+                memo[arg] = _top(stack)
+            elif name == "MEMOIZE":
+                memo[len(memo)] = _top(stack)
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                if arg not in memo:
+                    raise _StackError(f"memo entry {arg} is read before it is written")
+                stack.append(memo[arg])
+            elif name == "GLOBAL":
+                module, _, attr = arg.partition(" ")
+                found = GlobalImport(module, attr, name, position)
+                walk.imports.append(found)
+                stack.append(found)
+            elif name == "STACK_GLOBAL":
+                attr, module = _pop(stack), _pop(stack)
+                module_text, attr_text = _text(module), _text(attr)
+                if module_text is None or attr_text is None:
+                    found = GlobalImport("<computed>", "<computed>", name, position)
+                else:
+                    found = GlobalImport(module_text, attr_text, name, position)
+                walk.imports.append(found)
+                stack.append(found)
+            elif name == "INST":
+                module, _, attr = arg.partition(" ")
+                walk.imports.append(GlobalImport(module, attr, name, position))
+                _pop_mark(stack)
+                stack.append(OPAQUE)
+            elif name in ("EXT1", "EXT2", "EXT4"):
+                # copyreg's extension registry maps the code to a (module, name) that gets imported.
+                walk.imports.append(GlobalImport("<extension registry>", str(arg), name, position))
+                stack.append(OPAQUE)
+            elif name == "OBJ":
+                items = _pop_mark(stack)
+                if not items:
+                    raise _StackError("OBJ without a class")
+                stack.append(OPAQUE)
+            elif name == "REDUCE" or name == "NEWOBJ":
+                _pop(stack)
+                _pop(stack)
+                stack.append(OPAQUE)
+            elif name == "NEWOBJ_EX":
+                _pop(stack)
+                _pop(stack)
+                _pop(stack)
+                stack.append(OPAQUE)
+            elif name == "BUILD":
+                _pop(stack)
+                _top(stack)
+            elif name == "EMPTY_LIST":
+                stack.append([])
+            elif name == "EMPTY_TUPLE":
+                stack.append(())
+            elif name in ("EMPTY_DICT", "EMPTY_SET"):
+                stack.append(OPAQUE)
+            elif name == "LIST":
+                stack.append(_pop_mark(stack))
+            elif name == "TUPLE":
+                stack.append(tuple(_pop_mark(stack)))
+            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+                count = int(name[-1])
+                items = [_pop(stack) for _ in range(count)][::-1]
+                stack.append(tuple(items))
+            elif name in ("DICT", "FROZENSET"):
+                _pop_mark(stack)
+                stack.append(OPAQUE)
+            elif name == "APPEND":
+                item = _pop(stack)
+                target = _top(stack)
+                if isinstance(target, list):
+                    target.append(item)
+            elif name == "APPENDS":
+                items = _pop_mark(stack)
+                target = _top(stack)
+                if isinstance(target, list):
+                    target.extend(items)
+            elif name == "SETITEM":
+                _pop(stack)
+                _pop(stack)
+                _top(stack)
+            elif name in ("SETITEMS", "ADDITEMS"):
+                _pop_mark(stack)
+                _top(stack)
+            elif name == "PERSID":
+                walk.persistent_ids.append(arg)
+                stack.append(OPAQUE)
+            elif name == "BINPERSID":
+                walk.persistent_ids.append(_pop(stack))
+                stack.append(OPAQUE)
+            elif name == "NEXT_BUFFER":
+                stack.append(OPAQUE)
+            elif name == "READONLY_BUFFER":
+                _top(stack)
+            else:  # an opcode pickletools knows but this walk does not: refuse rather than guess
+                raise _StackError(f"opcode {name} is not understood by the scanner")
+        raise _StackError("the pickle ends without a STOP opcode")
+    except _StackError as exc:
+        walk.error = str(exc)
+    except (ValueError, UnicodeDecodeError, OverflowError, MemoryError, IndexError, KeyError, TypeError) as exc:
+        walk.error = " ".join(str(exc).split())[:200] or type(exc).__name__
+    walk.error_offset = position
+    walk.end = reader.tell()
+    return walk

@@ -1,0 +1,159 @@
+"""Which imported globals a checkpoint's pickle may name: safe, dangerous, or unknown.
+
+Safe is exactly what torch's `weights_only` unpickler allows by default (tensor and storage rebuilds,
+dtypes, `OrderedDict`, ...; the list below is checked against the installed torch in the tests), plus
+the numpy array and scalar rebuilds that torch documents for `torch.serialization.safe_globals`.
+Dangerous is anything that can run code, start processes, touch files or the network, or reach the
+import machinery. Everything else is unknown, which the scanner reports as suspicious: a checkpoint of
+weights has no reason to import it.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import re
+
+SAFE = "safe"
+DANGEROUS = "dangerous"
+UNKNOWN = "unknown"
+
+# Generated from torch._weights_only_unpickler._get_allowed_globals() (torch 2.13);
+# tests/hostile/test_policy.py checks that it still covers the installed torch's list.
+TORCH_WEIGHTS_ONLY_GLOBALS: frozenset[str] = frozenset({
+    "_codecs.encode", "builtins.bytearray", "builtins.complex", "builtins.set", "collections.Counter",
+    "collections.OrderedDict", "torch.BFloat16Storage", "torch.BFloat16Tensor", "torch.BoolStorage",
+    "torch.BoolTensor", "torch.ByteStorage", "torch.ByteTensor", "torch.CharStorage", "torch.CharTensor",
+    "torch.ComplexDoubleStorage", "torch.ComplexFloatStorage", "torch.DoubleStorage", "torch.DoubleTensor",
+    "torch.FloatStorage", "torch.FloatTensor", "torch.HalfStorage", "torch.HalfTensor", "torch.IntStorage",
+    "torch.IntTensor", "torch.LongStorage", "torch.LongTensor", "torch.QInt32Storage", "torch.QInt8Storage",
+    "torch.QUInt2x4Storage", "torch.QUInt4x2Storage", "torch.QUInt8Storage", "torch.ShortStorage",
+    "torch.ShortTensor", "torch.Size", "torch.Tensor", "torch._tensor._rebuild_from_type_v2",
+    "torch._utils._rebuild_device_tensor_from_cpu_tensor", "torch._utils._rebuild_device_tensor_from_numpy",
+    "torch._utils._rebuild_meta_tensor_no_storage", "torch._utils._rebuild_nested_tensor",
+    "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state", "torch._utils._rebuild_qtensor",
+    "torch._utils._rebuild_sparse_tensor", "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_tensor_v3", "torch._utils._rebuild_wrapper_subclass", "torch.bfloat16", "torch.bits16",
+    "torch.bits1x8", "torch.bits2x4", "torch.bits4x2", "torch.bits8", "torch.bool", "torch.complex128",
+    "torch.complex32", "torch.complex64", "torch.cuda.BFloat16Storage", "torch.cuda.BFloat16Tensor",
+    "torch.cuda.BoolStorage", "torch.cuda.BoolTensor", "torch.cuda.ByteStorage", "torch.cuda.ByteTensor",
+    "torch.cuda.CharStorage", "torch.cuda.CharTensor", "torch.cuda.ComplexDoubleStorage",
+    "torch.cuda.ComplexFloatStorage", "torch.cuda.DoubleStorage", "torch.cuda.DoubleTensor",
+    "torch.cuda.FloatStorage", "torch.cuda.FloatTensor", "torch.cuda.HalfStorage", "torch.cuda.HalfTensor",
+    "torch.cuda.IntStorage", "torch.cuda.IntTensor", "torch.cuda.LongStorage", "torch.cuda.LongTensor",
+    "torch.cuda.ShortStorage", "torch.cuda.ShortTensor", "torch.cuda.sparse.BFloat16Tensor",
+    "torch.cuda.sparse.ByteTensor", "torch.cuda.sparse.CharTensor", "torch.cuda.sparse.DoubleTensor",
+    "torch.cuda.sparse.FloatTensor", "torch.cuda.sparse.HalfTensor", "torch.cuda.sparse.IntTensor",
+    "torch.cuda.sparse.LongTensor", "torch.cuda.sparse.ShortTensor", "torch.device", "torch.float16", "torch.float32",
+    "torch.float4_e2m1fn_x2", "torch.float64", "torch.float8_e4m3fn", "torch.float8_e4m3fnuz", "torch.float8_e5m2",
+    "torch.float8_e5m2fnuz", "torch.float8_e8m0fnu", "torch.int1", "torch.int16", "torch.int2", "torch.int3",
+    "torch.int32", "torch.int4", "torch.int5", "torch.int6", "torch.int64", "torch.int7", "torch.int8",
+    "torch.nn.parameter.Parameter", "torch.per_channel_affine", "torch.per_channel_affine_float_qparams",
+    "torch.per_channel_symmetric", "torch.per_tensor_affine", "torch.per_tensor_symmetric", "torch.qint32",
+    "torch.qint8", "torch.quint2x4", "torch.quint4x2", "torch.quint8", "torch.serialization._get_layout",
+    "torch.sparse.BFloat16Tensor", "torch.sparse.ByteTensor", "torch.sparse.CharTensor", "torch.sparse.DoubleTensor",
+    "torch.sparse.FloatTensor", "torch.sparse.HalfTensor", "torch.sparse.IntTensor", "torch.sparse.LongTensor",
+    "torch.sparse.ShortTensor", "torch.storage.TypedStorage", "torch.storage.UntypedStorage", "torch.uint1",
+    "torch.uint16", "torch.uint2", "torch.uint3", "torch.uint32", "torch.uint4", "torch.uint5", "torch.uint6",
+    "torch.uint64", "torch.uint7", "torch.uint8",
+})
+
+# numpy arrays and scalars, as torch's documentation allowlists them for weights_only loads.
+NUMPY_GLOBALS: frozenset[str] = frozenset({
+    "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
+    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
+    "numpy.ndarray", "numpy.dtype",
+    # protocol 5 rebuilds arrays from a buffer: data only, no code
+    "numpy._core.numeric._frombuffer", "numpy.core.numeric._frombuffer",
+})
+_NUMPY_DTYPE_CLASS = re.compile(r"^numpy\.dtypes\.[A-Z][A-Za-z0-9]*DType$")
+
+# Whole modules (and their submodules) that give code execution, processes, files, network or imports.
+DANGEROUS_MODULES: frozenset[str] = frozenset({
+    "os", "posix", "nt", "subprocess", "sys", "runpy", "socket", "shutil", "pty", "pickle", "_pickle",
+    "cPickle", "pdb", "bdb", "ctypes", "_ctypes", "importlib", "imp", "zipimport", "pkgutil", "webbrowser",
+    "requests", "httplib", "http", "urllib", "urllib2", "urllib3", "aiohttp", "httpx", "ftplib", "telnetlib",
+    "smtplib", "poplib", "imaplib", "nntplib", "xmlrpc", "asyncio", "multiprocessing", "concurrent",
+    "threading", "_thread", "signal", "code", "codeop", "marshal", "io", "_io", "tempfile", "glob",
+    "fileinput", "commands", "popen2", "platform", "timeit", "trace", "profile",
+    "cProfile", "doctest", "pydoc", "site", "ensurepip", "venv", "pip", "distutils", "setuptools",
+    "dill", "cloudpickle", "joblib", "shelve", "dbm", "sqlite3", "ssl", "select", "selectors",
+    "mmap", "resource", "fcntl", "termios", "tty", "pwd", "grp", "uuid", "_osx_support", "_aix_support",
+    "idlelib", "tkinter", "turtle", "sh", "pexpect", "paramiko", "fabric", "IPython", "jinja2", "mako",
+    "yaml", "numexpr", "pandas.io", "torch.hub", "torch.jit", "torch.package", "torch.utils.cpp_extension",
+    "torch._inductor", "torch._dynamo", "torch.compiler", "torch.ops", "torch.classes",
+    "torch.distributed.rpc", "logging.config", "linecache", "inspect", "gc", "copyreg", "copy_reg",
+})
+# Single names in otherwise ordinary modules.
+DANGEROUS_NAMES: frozenset[str] = frozenset({
+    "builtins.eval", "builtins.exec", "builtins.compile", "builtins.getattr", "builtins.setattr",
+    "builtins.delattr", "builtins.open", "builtins.__import__", "builtins.globals", "builtins.locals",
+    "builtins.vars", "builtins.input", "builtins.breakpoint", "builtins.exit", "builtins.quit",
+    "builtins.help", "builtins.type", "builtins.super", "builtins.object", "builtins.memoryview",
+    "builtins.classmethod", "builtins.staticmethod", "builtins.property", "builtins.apply",
+    "builtins.execfile", "builtins.reload", "builtins.file", "builtins.dir", "builtins.__build_class__",
+    "builtins.__loader__", "builtins.__spec__",
+    "functools.partial", "functools.partialmethod", "functools.reduce", "functools.singledispatch",
+    "functools.wraps", "functools.update_wrapper", "_functools.partial", "_functools.reduce",
+    "operator.attrgetter", "operator.methodcaller", "operator.itemgetter", "operator.getitem",
+    "operator.setitem", "operator.delitem", "operator.call", "_operator.attrgetter", "_operator.methodcaller",
+    "_operator.itemgetter", "_operator.getitem", "_operator.call",
+    "numpy.testing._private.utils.runstring", "numpy.load", "numpy.lib.npyio.load", "numpy.fromfile",
+    "numpy.f2py", "torch.load", "torch.serialization.load", "torch.serialization._legacy_load",
+    "torch.storage._load_from_bytes", "torch._C._import_ir_module",
+    "collections.namedtuple", "string.Formatter", "codecs.open", "zipfile.ZipFile", "tarfile.open",
+    # code objects and the types that turn them into callables
+    "types.CodeType", "types.FunctionType", "types.LambdaType", "types.MethodType", "types.ModuleType",
+    "types.BuiltinFunctionType", "types.BuiltinMethodType", "types.new_class", "types.coroutine",
+    "pathlib.Path.write_text", "pathlib.Path.write_bytes", "pathlib.Path.unlink", "pathlib.Path.open",
+})
+# Attribute names that walk from a harmless object to code, globals or the import system.
+_DANGEROUS_ATTRIBUTE = re.compile(
+    r"^__(globals|builtins|code|closure|subclasses|class|base|bases|mro|dict|getattribute|import|loader|"
+    r"spec|reduce|reduce_ex|init|new|call|func|self|module|func_globals)__$"
+)
+
+
+def _normalise(module: str, name: str) -> list[tuple[str, str]]:
+    """The names Python's unpickler may resolve (module, name) to: as written and after Python 2 renames."""
+    forms = [(module, name)]
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        forms.append(_compat_pickle.NAME_MAPPING[(module, name)])
+    elif module in _compat_pickle.IMPORT_MAPPING:
+        forms.append((_compat_pickle.IMPORT_MAPPING[module], name))
+    return forms
+
+
+def _classify_one(module: str, name: str) -> str:
+    full = f"{module}.{name}"
+    if full in TORCH_WEIGHTS_ONLY_GLOBALS or full in NUMPY_GLOBALS or _NUMPY_DTYPE_CLASS.match(full):
+        return SAFE
+    parts = full.split(".")
+    # Every prefix counts: `os.path.join` is in `os`, `builtins.eval` is a dangerous name.
+    for cut in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:cut])
+        if prefix in DANGEROUS_MODULES or prefix in DANGEROUS_NAMES:
+            return DANGEROUS
+    # A dotted name is an attribute walk (protocol 4 resolves it with getattr, piece by piece), so
+    # module `torch.serialization` with name `os.system` reaches os.system: judge every piece too.
+    for piece in name.split("."):
+        if piece in DANGEROUS_MODULES or _DANGEROUS_ATTRIBUTE.match(piece) or f"builtins.{piece}" in DANGEROUS_NAMES:
+            return DANGEROUS
+    return UNKNOWN
+
+
+def classify(module: str, name: str) -> str:
+    """Classify one imported global as "safe", "dangerous" or "unknown".
+
+    Example:
+        >>> classify("torch._utils", "_rebuild_tensor_v2"), classify("posix", "system"), classify("m", "C")
+        ('safe', 'dangerous', 'unknown')
+
+    A name is judged in every form the unpickler could resolve it to (Python 2 module names such as
+    `__builtin__` are mapped as `pickle` maps them); the worst classification wins.
+    """
+    results = [_classify_one(m, n) for m, n in _normalise(module, name)]
+    if DANGEROUS in results:
+        return DANGEROUS
+    if all(r == SAFE for r in results):
+        return SAFE
+    return UNKNOWN

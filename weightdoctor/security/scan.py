@@ -1,0 +1,420 @@
+"""Scan a pickle-based checkpoint for the globals it would import, before anything is unpickled.
+
+Every pickle in the file is walked statically (see `opcodes.walk_pickle`):
+- a zip archive (`torch.save` since 1.6): every `.pkl` member and every other member that starts like
+  a pickle outside the tensor data, plus anything appended after the archive's end;
+- the legacy format (`_use_new_zipfile_serialization=False`): the five stacked pickles (magic number,
+  protocol version, sys_info, data, storage keys), then the storage records are skipped by their sizes
+  and whatever follows them is scanned as well;
+- any other pickle file: every pickle in sequence to the end of the file.
+A pickle that cannot be parsed is itself reported, with the globals found before the error.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from weightdoctor.security import archive
+from weightdoctor.security.opcodes import PickleWalk, walk_pickle
+from weightdoctor.security.policy import DANGEROUS, SAFE, UNKNOWN, classify
+
+LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+LEGACY_PICKLES = ("magic number", "protocol version", "sys_info", "data", "storage keys")
+# A pickle member larger than this is not a state dict's structure; refuse to inflate it.
+MAX_PICKLE_MEMBER = 1 << 30
+# Records torch writes beside data.pkl that are not pickles.
+_TORCH_RECORDS = re.compile(r"(^|/)(version|\.format_version|\.storage_alignment|byteorder|\.data/.*|data/.*)$")
+_STORAGE_ELEMENT_SIZE = {
+    "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
+    "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
+    "ComplexDoubleStorage": 16, "ComplexFloatStorage": 8, "QInt8Storage": 1, "QUInt8Storage": 1,
+    "QInt32Storage": 4, "QUInt4x2Storage": 1, "QUInt2x4Storage": 1, "UntypedStorage": 1,
+}
+# Where a pickle may hide in bytes of unknown layout: a PROTO opcode, or a protocol 0/1 GLOBAL line.
+_PICKLE_START = re.compile(rb"\x80[\x00-\x05]|c[A-Za-z_][\w.]{0,200}\n[\w.]{1,200}\n")
+MAX_CARVED_CANDIDATES = 10_000
+# Bytes of opcodes all carving attempts of one file may walk together: a region built to make every
+# candidate walk far (thousands of PROTO bytes before a long run of valid opcodes) would otherwise
+# cost candidates x length.
+MAX_CARVED_BYTES = 16 << 20  # about 7 s of walking on this machine
+
+VERDICTS = ("safe", "suspicious", "dangerous")
+
+
+@dataclass(frozen=True)
+class GlobalRef:
+    """One global a pickle imports, classified, and where it sits.
+
+    Attributes:
+        module / name: what it imports (`<computed>` when a STACK_GLOBAL's operands are not constants).
+        safety: "safe", "dangerous" or "unknown".
+        member: the archive member, or which pickle of a stacked file ("data", "pickle 2", "after storages").
+        offset: byte offset of the importing opcode (in the member for zip archives, else in the file).
+        opcode: GLOBAL, STACK_GLOBAL, INST or EXT1/2/4.
+    """
+
+    module: str
+    name: str
+    safety: str
+    member: str | None
+    offset: int
+    opcode: str
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+@dataclass(frozen=True)
+class ScanProblem:
+    """Something the scan could not vouch for: an unparseable pickle, unexpected trailing bytes, ..."""
+
+    member: str | None
+    offset: int
+    message: str
+
+
+@dataclass
+class ScanReport:
+    """The result of scanning one file (or, merged, every file of a checkpoint).
+
+    `verdict` is "dangerous" when any global is dangerous, "suspicious" when any is unknown or a
+    problem was found, else "safe". `globals` lists each distinct global once per member.
+    """
+
+    format: str  # "pickle" or "safetensors"
+    container: str  # "pytorch-zip", "pytorch-legacy", "pytorch-tar", "pickle", "safetensors" (or "mixed")
+    files: list[str] = field(default_factory=list)
+    pickles: int = 0
+    protocol: int = 0  # the highest pickle protocol seen
+    globals: list[GlobalRef] = field(default_factory=list)
+    problems: list[ScanProblem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    verdict: str = "safe"
+
+    def __post_init__(self) -> None:
+        self.verdict = compute_verdict(self.globals, self.problems)
+
+    @property
+    def unsafe(self) -> bool:
+        return self.verdict != "safe"
+
+    def summary(self, limit: int = 8) -> str:
+        """One line: the verdict in words, each non-safe global and where it sits, the problems."""
+        flagged = [g for g in self.globals if g.safety != SAFE]
+        parts = [
+            f"{g.qualified} ({g.safety}, {g.opcode} in {g.member or 'the file'} at byte {g.offset})"
+            for g in flagged[:limit]
+        ]
+        if len(flagged) > limit:
+            parts.append(f"{len(flagged) - limit} more")
+        parts += [f"{p.member or 'the file'} at byte {p.offset}: {p.message}" for p in self.problems[:3]]
+        if len(self.problems) > 3:
+            parts.append(f"{len(self.problems) - 3} more problems")
+        return f"{self.verdict}: " + "; ".join(parts) if parts else self.verdict
+
+
+def compute_verdict(globals_: list[GlobalRef], problems: list[ScanProblem]) -> str:
+    if any(g.safety == DANGEROUS for g in globals_):
+        return "dangerous"
+    if problems or any(g.safety == UNKNOWN for g in globals_):
+        return "suspicious"
+    return "safe"
+
+
+def safetensors_report(files: list[str] | None = None) -> ScanReport:
+    """The report for safetensors files: no pickle, nothing imported, nothing to run."""
+    return ScanReport(format="safetensors", container="safetensors", files=files or [])
+
+
+def merge_reports(reports: list[ScanReport]) -> ScanReport:
+    """One report for a checkpoint made of several files (a sharded set)."""
+    if not reports:
+        return safetensors_report()
+    formats = {r.format for r in reports}
+    containers = {r.container for r in reports}
+    return ScanReport(
+        format=formats.pop() if len(formats) == 1 else "pickle",
+        container=containers.pop() if len(containers) == 1 else "mixed",
+        files=[f for r in reports for f in r.files],
+        pickles=sum(r.pickles for r in reports),
+        protocol=max(r.protocol for r in reports),
+        globals=[g for r in reports for g in r.globals],
+        problems=[p for r in reports for p in r.problems],
+        notes=[n for r in reports for n in r.notes],
+    )
+
+
+class _Collector:
+    """Gathers walks into GlobalRefs and ScanProblems, one entry per distinct (global, member)."""
+
+    def __init__(self, prefix: str | None) -> None:
+        self.prefix = prefix
+        self.globals: list[GlobalRef] = []
+        self.problems: list[ScanProblem] = []
+        self.notes: list[str] = []
+        self.pickles = 0
+        self.protocol = 0
+        self._seen: set[tuple[str, str, str | None]] = set()
+
+    def label(self, member: str) -> str:
+        return f"{self.prefix}:{member}" if self.prefix else member
+
+    def add_walk(self, walk: PickleWalk, member: str, base: int = 0) -> None:
+        self.pickles += 1
+        self.protocol = max(self.protocol, walk.protocol)
+        where = self.label(member)
+        for found in walk.imports:
+            key = (found.module, found.name, where)
+            if key in self._seen:
+                continue
+            self._seen.add(key)
+            safety = UNKNOWN if found.module.startswith("<") else classify(found.module, found.name)
+            self.globals.append(GlobalRef(found.module, found.name, safety, where, found.offset - base,
+                                          found.opcode))
+        if walk.error is not None:
+            offset = (walk.error_offset if walk.error_offset is not None else walk.end) - base
+            before = ", ".join(sorted({f"{g.module}.{g.name}" for g in walk.imports})) or "no globals"
+            self.problems.append(
+                ScanProblem(where, offset, f"the pickle cannot be parsed ({walk.error}); found before it: {before}")
+            )
+
+    def problem(self, member: str, offset: int, message: str) -> None:
+        self.problems.append(ScanProblem(self.label(member), offset, message))
+
+
+def _walk_stream(handle: BinaryIO, start: int, end: int, collector: _Collector, member: str, base: int = 0) -> None:
+    """Walk back-to-back pickles from `start` to `end`; anything that is not a pickle is a problem."""
+    handle.seek(start)
+    index = 0
+    while handle.tell() < end:
+        index += 1
+        offset = handle.tell()
+        walk = walk_pickle(handle, end)
+        label = member if index == 1 else f"{member} (pickle {index})"
+        collector.add_walk(walk, label, base)
+        if walk.error is not None or walk.end <= offset:
+            return
+        handle.seek(walk.end)
+
+
+def _scan_trailing(handle: BinaryIO, start: int, end: int, collector: _Collector, member: str) -> None:
+    """Bytes after a complete checkpoint: a problem in any case, and scanned if they hold pickles."""
+    handle.seek(start)
+    first = walk_pickle(handle, end)
+    if first.error is not None and not first.imports:
+        collector.problem(member, start, f"{end - start} bytes follow the end of the checkpoint (not a pickle)")
+        return
+    collector.problem(member, start, f"{end - start} bytes follow the end of the checkpoint, holding a pickle")
+    _walk_stream(handle, start, end, collector, member)
+
+
+def _carve(handle: BinaryIO, start: int, end: int, collector: _Collector, member: str) -> None:
+    """Find pickles hidden in bytes of unknown layout: walk every plausible start, report those with globals."""
+    position = start
+    candidates = 0
+    walked = 0
+    while position < end and candidates < MAX_CARVED_CANDIDATES:
+        handle.seek(position)
+        chunk = handle.read(min(1 << 22, end - position))
+        if not chunk:
+            break
+        for match in _PICKLE_START.finditer(chunk):
+            candidates += 1
+            if candidates > MAX_CARVED_CANDIDATES:
+                break
+            handle.seek(position + match.start())
+            walk = walk_pickle(handle, end)
+            walked += walk.end - walk.start
+            if walked > MAX_CARVED_BYTES:
+                collector.problem(member, position + match.start(),
+                                  f"gave up looking for hidden pickles after walking {MAX_CARVED_BYTES >> 20} MiB "
+                                  "of candidates (the bytes look built to slow a scanner down)")
+                return
+            if walk.imports and (walk.error is None or any(classify(g.module, g.name) == DANGEROUS
+                                                             for g in walk.imports if not g.module.startswith("<"))):
+                collector.add_walk(walk, f"{member} (embedded pickle)")
+        position += max(1, len(chunk) - 512)
+        if len(chunk) < (1 << 22):
+            break
+
+
+def _scan_zip(handle: BinaryIO, size: int, collector: _Collector) -> None:
+    layout = archive.read_layout(handle, size)
+    # Irregularities PyTorch's reader tolerates are noted; every member was still found and scanned.
+    collector.notes += [collector.label(message) for message in layout.notes]
+    for message in layout.problems:
+        collector.problem("(archive)", 0, message)
+    pickle_members = 0
+    for member in layout.members:
+        is_pickle = member.name.endswith(".pkl")
+        if not is_pickle and not _TORCH_RECORDS.search(member.name) and member.size:
+            try:
+                head = next(iter(archive.iter_member_chunks(handle, member, MAX_PICKLE_MEMBER)), b"")[:2]
+            except ValueError:
+                head = b""
+            is_pickle = len(head) == 2 and head[0] == 0x80 and head[1] <= 5
+        if not is_pickle:
+            continue
+        pickle_members += 1
+        try:
+            data = archive.read_member(handle, member, MAX_PICKLE_MEMBER)
+        except ValueError as exc:
+            collector.problem(member.name, 0, f"cannot read the member: {exc}")
+            continue
+        stream = io.BytesIO(data)
+        _walk_stream(stream, 0, len(data), collector, member.name)
+    if pickle_members == 0:
+        collector.notes.append("the archive holds no pickle (no data.pkl): not a torch.save file")
+    if layout.end < size:
+        _scan_trailing(handle, layout.end, size, collector, "after the archive")
+
+
+def _is_tar(handle: BinaryIO) -> bool:
+    handle.seek(257)
+    magic = handle.read(5)
+    handle.seek(0)
+    return magic == b"ustar"
+
+
+def _scan_tar(handle: BinaryIO, size: int, collector: _Collector) -> None:
+    """torch's oldest format, a tar of pickles ("sys_info", "storages", "tensors", "pickle").
+
+    torch refuses it with weights_only=True but unpickles every member without; "pickle" is walked
+    whole, the others (pickles mixed with raw tensor data) are carved for pickles that import.
+    """
+    import tarfile
+
+    try:
+        handle.seek(0)
+        with tarfile.open(fileobj=handle, mode="r:") as archive:
+            members = [(m.name, m.offset_data, m.size) for m in archive.getmembers() if m.isfile()]
+    except (tarfile.TarError, ValueError, OSError, EOFError, UnicodeDecodeError) as exc:
+        collector.problem("(tar)", 0, f"cannot read the tar archive: {' '.join(str(exc).split())[:120]}")
+        return
+    for name, offset, length in members:
+        end = min(size, offset + length)
+        region = io.BytesIO(_read_region(handle, offset, end))
+        if name == "pickle":
+            _walk_stream(region, 0, end - offset, collector, name)
+        else:
+            _carve(region, 0, end - offset, collector, name)
+
+
+def _read_region(handle: BinaryIO, start: int, end: int) -> bytes:
+    handle.seek(start)
+    return handle.read(max(0, end - start))
+
+
+def _storage_sizes(data_walk: PickleWalk) -> dict[str, int]:
+    """Legacy format: storage key -> element size, from the data pickle's persistent ids."""
+    sizes: dict[str, int] = {}
+    for pid in data_walk.persistent_ids:
+        if isinstance(pid, tuple) and len(pid) >= 3 and pid[0] in ("storage", b"storage"):
+            storage_type = getattr(pid[1], "name", None)
+            key = pid[2]
+            if isinstance(key, (str, bytes)) and storage_type in _STORAGE_ELEMENT_SIZE:
+                sizes[key if isinstance(key, str) else key.decode("latin-1")] = _STORAGE_ELEMENT_SIZE[storage_type]
+    return sizes
+
+
+def _scan_pickle_file(handle: BinaryIO, size: int, collector: _Collector) -> str:
+    """Scan a legacy torch file or a plain pickle; return which of the two it is."""
+    handle.seek(0)
+    first = walk_pickle(handle, size)
+    if first.error is not None or first.value != LEGACY_MAGIC_NUMBER or isinstance(first.value, bool):
+        collector.add_walk(first, "pickle 1")
+        if first.error is None and first.end < size:
+            _walk_stream(handle, first.end, size, collector, "pickle 2")
+        return "pickle"
+    collector.add_walk(first, LEGACY_PICKLES[0])
+    walks = [first]
+    position = first.end
+    for label in LEGACY_PICKLES[1:]:
+        handle.seek(position)
+        walk = walk_pickle(handle, size)
+        collector.add_walk(walk, label)
+        walks.append(walk)
+        if walk.error is not None:
+            return "pytorch-legacy"
+        position = walk.end
+    keys = walks[4].value
+    sizes = _storage_sizes(walks[3])
+    if not isinstance(keys, list) or not all(isinstance(k, str) and k in sizes for k in keys):
+        # The storage layout cannot be followed: look for pickles hidden anywhere in what follows.
+        _carve(handle, position, size, collector, "storage data")
+        return "pytorch-legacy"
+    for key in keys:
+        handle.seek(position)
+        header = handle.read(8)
+        if len(header) < 8:
+            collector.problem("storage data", position, f"storage {key!r} is cut short (truncated file)")
+            return "pytorch-legacy"
+        (count,) = struct.unpack("<q", header)
+        position += 8 + max(0, count) * sizes[key]
+        if count < 0 or position > size:
+            collector.problem("storage data", position, f"storage {key!r} runs past the end of the file")
+            return "pytorch-legacy"
+    if position < size:
+        _scan_trailing(handle, position, size, collector, "after the storages")
+    return "pytorch-legacy"
+
+
+def scan_file(path: str | os.PathLike[str], label: str | None = None) -> ScanReport:
+    """Scan one pickle-based checkpoint file statically; nothing in it is unpickled or imported.
+
+    Example:
+        >>> report = scan_file("pytorch_model.bin")
+        >>> report.verdict, [g.qualified for g in report.globals][:2]
+        ('safe', ['collections.OrderedDict', 'torch._utils._rebuild_tensor_v2'])
+
+    Args:
+        path: a `.bin`/`.pt`/`.pth`/`.ckpt`/`.pkl` file (zip, legacy or plain pickle).
+        label: how the file is named in `member` (a shard's relative path); None for a single file.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    path = Path(path)
+    collector = _Collector(label)
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+        if head == archive.LOCAL_SIGNATURE:
+            container = "pytorch-zip"
+            _scan_zip(handle, size, collector)
+        elif _is_tar(handle):
+            container = "pytorch-tar"
+            _scan_tar(handle, size, collector)
+        else:
+            container = _scan_pickle_file(handle, size, collector)
+    return ScanReport(format="pickle", container=container, files=[label or path.name], pickles=collector.pickles,
+                      protocol=collector.protocol, globals=collector.globals, problems=collector.problems,
+                      notes=collector.notes)
+
+
+def scan_bytes(data: bytes) -> ScanReport:
+    """Scan an in-memory pickle stream (for tests and fuzzing); same rules as `scan_file`."""
+    collector = _Collector(None)
+    handle = io.BytesIO(data)
+    if data[:4] == archive.LOCAL_SIGNATURE:
+        container = "pytorch-zip"
+        _scan_zip(handle, len(data), collector)
+    elif _is_tar(handle):
+        container = "pytorch-tar"
+        _scan_tar(handle, len(data), collector)
+    else:
+        container = _scan_pickle_file(handle, len(data), collector)
+    return ScanReport(format="pickle", container=container, pickles=collector.pickles,
+                      protocol=collector.protocol, globals=collector.globals, problems=collector.problems,
+                      notes=collector.notes)
+
+
+__all__ = ["GlobalRef", "ScanProblem", "ScanReport", "VERDICTS", "SAFE", "scan_file", "scan_bytes",
+           "merge_reports", "safetensors_report"]
