@@ -9,6 +9,25 @@ import typer
 from weightdoctor.commands._errors import handle_errors
 from weightdoctor.commands._options import DebugOpt, FilterOpt, JsonOpt, KeyOpt, RevisionOpt, SourceArg
 
+# `inspect --stats` options; --sample, --fail-on, --plot and --hist imply --stats.
+StatsOpt = Annotated[bool, typer.Option("--stats", help="Read every value: statistics, init table, findings.")]
+SampleOpt = Annotated[
+    int | None, typer.Option("--sample", help="Read only N values per tensor (deterministic random sample).",
+                             min=1, show_default=False),
+]
+StatsFailOnOpt = Annotated[
+    str | None, typer.Option("--fail-on", help="Exit 1 when a finding reaches this severity: warn or error.",
+                             show_default=False),
+]
+PlotOpt = Annotated[
+    str | None, typer.Option("--plot", help="Write histograms and std-across-depth to this image (needs "
+                             "matplotlib: pip install 'weightdoctor\\[plot]').", show_default=False),
+]
+HistOpt = Annotated[
+    str | None, typer.Option("--hist", help="Print a histogram of this tensor (a name or a regular expression).",
+                             show_default=False),
+]
+
 
 @handle_errors
 def inspect(
@@ -22,12 +41,19 @@ def inspect(
     verify: Annotated[
         bool, typer.Option("--verify", help="Recompute the CRC-32 of every zip member (exit 1 on a mismatch).")
     ] = False,
+    stats: StatsOpt = False,
+    sample: SampleOpt = None,
+    fail_on: StatsFailOnOpt = None,
+    plot: PlotOpt = None,
+    hist: HistOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Show what a checkpoint holds: tensors, parameters, bytes, dtypes, module tree and config.
 
     Reads headers only for safetensors (no tensor data), and a memory map for PyTorch pickles, which
     are first scanned statically: a pickle that imports anything unsafe is refused (exit 2).
+    With --stats, every value is read once, one tensor at a time: statistics, how each tensor was
+    initialized (and what its model expected), whether it has trained, and what is wrong with it.
     """
     from weightdoctor.checkpoint import open_checkpoint
     from weightdoctor.render import console
@@ -37,6 +63,16 @@ def inspect(
         import re
 
         re.compile(name_filter)
+    if fail_on is not None and fail_on not in ("warn", "error"):
+        from weightdoctor.errors import UsageError
+
+        raise UsageError(f"--fail-on must be warn or error, not {fail_on!r}")
+    if stats or sample is not None or fail_on is not None or plot is not None or hist is not None:
+        from weightdoctor.commands._inspect_stats import inspect_with_stats
+
+        inspect_with_stats(source, revision, key, name_filter, json_output, depth,
+                           None if show_all or name_filter else 50, sample, fail_on, plot, hist, verify)
+        return
     with open_checkpoint(source, revision=revision, key=key, structure_only=True) as checkpoint:
         report = inspect_checkpoint(checkpoint, name_filter)
         if verify:

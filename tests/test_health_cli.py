@@ -1,0 +1,216 @@
+"""`weightdoctor inspect --stats` through the CLI: planted defects found, clean checkpoints quiet."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fixtures.planted import build_planted
+from tests.helpers import run_cli, run_json
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    # The machine running the suite is shared: on small tensors, extra torch threads only add contention.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny BERT trained for 300 seeded AdamW steps, and copies of it with planted defects."""
+    return build_planted(tmp_path_factory.mktemp("planted"))
+
+
+def _codes(data: dict) -> list[tuple[str, str, str | None]]:
+    return [(f["severity"], f["code"], f["tensor"]) for f in data["findings"]]
+
+
+def test_clean_trained_model_has_no_findings(planted: dict[str, Path]) -> None:
+    code, data = run_json("inspect", planted["trained"], "--stats", "--fail-on", "warn")
+    assert code == 0
+    assert data["findings"] == []
+    assert data["weights"]["state"] == "trained" and data["weights"]["trained_share"] == 1.0
+    matrices = [t for t in data["tensors"] if len(t["shape"]) == 2 and t["num_params"] >= 512]
+    assert matrices and all(t["init"]["label"] == "trained" for t in matrices)
+
+
+def test_untrained_head_on_trained_body(planted: dict[str, Path]) -> None:
+    code, data = run_json("inspect", planted["untrained-head"], "--stats", "--fail-on", "warn")
+    assert code == 1
+    assert _codes(data) == [("warn", "untrained-tensor", "classifier.weight")]
+    message = data["findings"][0]["message"]
+    assert "normal(0, 0.02)" in message and "trained" in message
+    head = next(t for t in data["tensors"] if t["name"] == "classifier.weight")
+    assert head["init"]["label"] == "normal" and head["init"]["at_init"] is True
+    assert head["init"]["note"] == "normal(0, 0.02) = initializer_range"
+
+
+def test_nan_values_are_an_error(planted: dict[str, Path]) -> None:
+    name = "bert.encoder.layer.1.attention.self.value.weight"
+    code, data = run_json("inspect", planted["nan"], "--stats", "--fail-on", "error")
+    assert code == 1
+    assert _codes(data) == [("error", "nan-inf", name)]
+    entry = next(t for t in data["tensors"] if t["name"] == name)
+    assert entry["stats"]["nan"] == 5 and entry["stats"]["inf"] == 1
+    assert entry["init"]["label"] == "undetermined"
+    code, _ = run_json("inspect", planted["nan"], "--stats")
+    assert code == 0  # without --fail-on, findings are reported, not failed on
+
+
+def test_dead_rows(planted: dict[str, Path]) -> None:
+    code, data = run_json("inspect", planted["dead-rows"], "--stats", "--fail-on", "error")
+    assert code == 0  # dead rows are a warning
+    assert _codes(data) == [("warn", "dead-rows", "bert.encoder.layer.0.intermediate.dense.weight")]
+    assert "3 of 128 rows are all zero (dead units: 4, 17, 90)" in data["findings"][0]["message"]
+
+
+def test_duplicated_rows(planted: dict[str, Path]) -> None:
+    code, data = run_json("inspect", planted["dup-rows"], "--stats", "--fail-on", "warn")
+    assert code == 1
+    assert _codes(data) == [("warn", "duplicate-rows", "bert.encoder.layer.0.attention.self.query.weight")]
+    assert data["findings"][0]["message"].startswith("5 row(s) repeat another row exactly")
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2", "roberta", "bert-bin"])
+def test_fresh_fixtures_are_only_at_initialization(fx: dict[str, Path], name: str) -> None:
+    # The shared fixtures are freshly initialized models: the one thing to say is that they never trained.
+    code, data = run_json("inspect", fx[name], "--stats", "--fail-on", "warn")
+    assert code == 1
+    assert _codes(data) == [("warn", "checkpoint-at-init", None)]
+    assert data["weights"]["state"] == "initialization"
+    assert data["weights"]["expected_from"] == "transformers"
+
+
+def test_bare_state_dict_uses_pytorch_defaults(fx: dict[str, Path]) -> None:
+    code, data = run_json("inspect", fx["files"] / "gpt2-tied.bin", "--stats")
+    assert code == 0
+    assert data["weights"]["expected_from"] == "pytorch-defaults"
+    assert _codes(data) == [("warn", "checkpoint-at-init", None)]
+    ln = next(t for t in data["tensors"] if t["name"] == "transformer.h.0.ln_1.weight")
+    assert ln["init"]["label"] == "ones" and ln["init"]["expected"]["label"] == "ones"
+
+
+def test_table_output(planted: dict[str, Path]) -> None:
+    result = run_cli("inspect", planted["untrained-head"], "--stats", "--all")
+    assert result.exit_code == 0
+    out = result.stdout
+    assert "Weights: statistics and initialization" in out
+    assert "untrained-tensor" in out and "classifier.weight" in out
+    assert "state: trained" in out and "BertForSequenceClassification's own init rules" in out
+    assert result.stderr == ""
+
+
+def test_hist(planted: dict[str, Path]) -> None:
+    result = run_cli("inspect", planted["trained"], "--hist", "classifier.weight")
+    assert result.exit_code == 0
+    assert "classifier.weight 2×64 float32" in result.stdout and "█" in result.stdout
+    assert "128 values sampled of 128" in result.stdout
+    result = run_cli("inspect", planted["trained"], "--hist", "no_such_tensor")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --hist 'no_such_tensor': no tensor has that name or matches it"
+
+
+def test_sample_is_said(planted: dict[str, Path]) -> None:
+    code, data = run_json("inspect", planted["trained"], "--sample", "1000")
+    assert code == 0 and data["weights"]["sample"] == 1000
+    entry = next(t for t in data["tensors"] if t["name"] == "bert.encoder.layer.0.intermediate.dense.weight")
+    assert entry["stats"]["sampled"] is True and entry["stats"]["count"] == 1000
+    small = next(t for t in data["tensors"] if t["name"] == "classifier.weight")
+    assert small["stats"]["sampled"] is False  # 128 values: all of them were read
+    result = run_cli("inspect", planted["trained"], "--sample", "1000")
+    assert "sample of 1,000 values per tensor" in result.stdout
+
+
+def test_plot(planted: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "report.png"
+    result = run_cli("inspect", planted["trained"], "--plot", str(target), "--filter", "dense.weight")
+    assert result.exit_code == 0, result.stderr
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"plot written to {target}" in result.stderr
+    assert not list(tmp_path.glob(".weightdoctor-*"))
+    whole = tmp_path / "whole.svg"
+    result = run_cli("inspect", planted["trained"], "--plot", str(whole))
+    assert result.exit_code == 0 and "std of each kind of weight across depth" in whole.read_text()
+
+
+def test_depth_profile(planted: dict[str, Path]) -> None:
+    from weightdoctor.checkpoint import open_checkpoint
+    from weightdoctor.health import analyze_weights, depth_profile
+
+    with open_checkpoint(planted["fresh"]) as checkpoint:
+        profile = depth_profile(analyze_weights(checkpoint))
+    points = profile["bert.encoder.layer.{i}.attention.self.query.weight"]
+    assert [layer for layer, _ in points] == [0, 1]
+    assert all(abs(std / 0.02 - 1) < 0.05 for _, std in points)
+    assert not any("embeddings" in kind for kind in profile)
+
+
+def test_plot_without_matplotlib(planted: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    result = run_cli("inspect", planted["trained"], "--plot", str(tmp_path / "x.png"))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --plot needs matplotlib: pip install 'weightdoctor[plot]'"
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_bad_flags(fx: dict[str, Path], tmp_path: Path) -> None:
+    result = run_cli("inspect", fx["bert"], "--stats", "--fail-on", "sometimes")
+    assert result.exit_code == 2 and "--fail-on must be warn or error" in result.stderr
+    result = run_cli("inspect", fx["bert"], "--plot", str(tmp_path / "x.txt"))
+    assert result.exit_code == 2 and "give a file name ending in .png" in result.stderr
+
+
+def test_plain_inspect_is_unchanged(fx: dict[str, Path]) -> None:
+    code, data = run_json("inspect", fx["bert"])
+    assert code == 0 and "findings" not in data and "stats" not in data["tensors"][0]
+
+
+def _variant(source: Path, target: Path, changes: dict) -> Path:
+    """A copy of a model folder with some tensors replaced."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    target.mkdir()
+    shutil.copy(source / "config.json", target / "config.json")
+    state = load_file(source / "model.safetensors")
+    state.update(changes)
+    save_file(state, target / "model.safetensors", metadata={"format": "pt"})
+    return target
+
+
+def test_more_defects_on_a_trained_model(planted: dict[str, Path], tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    state = load_file(planted["trained"] / "model.safetensors")
+    spiky = state["bert.encoder.layer.1.output.dense.weight"].clone()
+    spiky[3, 7] = 1e5  # beyond fp16, and thousands of σ out
+    folder = _variant(planted["trained"], tmp_path / "defects", {
+        "bert.encoder.layer.0.output.dense.weight": torch.zeros(64, 128),
+        "bert.encoder.layer.1.attention.output.dense.weight": torch.full((64, 64), 0.5),
+        "bert.encoder.layer.1.output.dense.weight": spiky,
+        "bert.encoder.layer.1.output.LayerNorm.weight": torch.ones(64),
+    })
+    code, data = run_json("inspect", folder, "--stats", "--fail-on", "error")
+    assert code == 1
+    assert sorted(_codes(data)) == sorted([
+        ("error", "all-zero", "bert.encoder.layer.0.output.dense.weight"),
+        ("warn", "constant", "bert.encoder.layer.1.attention.output.dense.weight"),
+        ("warn", "extreme-outliers", "bert.encoder.layer.1.output.dense.weight"),
+        ("warn", "fp16-overflow", "bert.encoder.layer.1.output.dense.weight"),
+        ("info", "norm-at-init", "bert.encoder.layer.1.output.LayerNorm.weight"),
+    ])
+    assert data["findings"][0]["severity"] == "error"
+    overflow = next(f for f in data["findings"] if f["code"] == "fp16-overflow")
+    assert "check-dtype" in overflow["hint"]

@@ -1,0 +1,364 @@
+"""What each tensor held at initialization: the model's own init rules, or PyTorch's defaults.
+
+For a checkpoint with a transformers config, the model is built on the meta device
+(`weightdoctor.meta_model.build_meta_model`) and its real `initialize_weights()` is run with every init
+function of `torch.nn.init` and `transformers.initialization` replaced by a recorder: on the meta device
+nothing is filled, and the last call made on each parameter is the rule the installed transformers
+applies to it (parent modules run after their children, as in transformers). Parameters no rule touches
+keep their module's own `reset_parameters()`, which is recorded the same way.
+
+For a bare state dict, the module type is guessed from the name and shape, and PyTorch's defaults for
+that type are used (`nn.Linear`/`nn.Conv*`: kaiming_uniform(a=√5); biases U(±1/√fan_in);
+`nn.Embedding`: normal(0, 1); norms: ones and zeros). Only the norm constants are certain there.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from weightdoctor.init_classify import InitResult, describe
+
+if TYPE_CHECKING:
+    import torch
+
+    from weightdoctor.checkpoint import TensorInfo
+
+INIT_FUNCTIONS = (
+    "uniform_", "normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_", "xavier_uniform_",
+    "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "trunc_normal_", "orthogonal_", "sparse_",
+)
+NORM_NAME = re.compile(r"(norm|(^|[._])ln(_?\w*)?($|\.)|layer_?norm|rms)", re.IGNORECASE)
+EMBED_NAME = re.compile(r"(embed|wte|wpe|shared\.weight|word_embeddings|position_embeddings|tok_embeddings)",
+                        re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ExpectedInit:
+    """The initialization a tensor is expected to have had.
+
+    Attributes:
+        label: a word of the classifier's vocabulary (`normal`, `ones`, `kaiming_uniform`, ...), or
+            `other` for functions outside it (`eye_`, `dirac_`, `sparse_`, `copy_`).
+        params: `std`, `bound`, `mean`, `gain`, `value`, ... as they apply.
+        source: where the rule comes from, e.g. "BertForSequenceClassification._init_weights: normal_(std=0.02)".
+        confident: True when taken from the model's own code (or a norm constant); False for a guess.
+        zero_rows: rows set to zero after the init (an embedding's padding_idx).
+    """
+
+    label: str
+    params: dict[str, Any]
+    source: str
+    confident: bool
+    zero_rows: tuple[int, ...] = ()
+
+    @property
+    def scale(self) -> float | None:
+        return self.params.get("std", self.params.get("bound"))
+
+    def describe(self) -> str:
+        text = describe(self.label, self.params) if self.label != "other" else self.params.get("function", "other")
+        if self.zero_rows:
+            text += f", row {', '.join(map(str, self.zero_rows))} zero"
+        return text
+
+
+@dataclass
+class ExpectedInits:
+    """Expected initialization per tensor name, and how it was found."""
+
+    by_name: dict[str, ExpectedInit] = field(default_factory=dict)
+    method: str = "pytorch-defaults"  # "transformers" or "pytorch-defaults"
+    model_class: str | None = None
+    warning: str | None = None
+
+
+def _gain(nonlinearity: str, a: float | None) -> float:
+    import torch
+
+    return float(torch.nn.init.calculate_gain(nonlinearity, a))
+
+
+def from_call(function: str, args: dict[str, Any], shape: tuple[int, ...], source: str,
+              confident: bool = True) -> ExpectedInit:
+    """Turn a recorded `torch.nn.init`-style call on a tensor of `shape` into an `ExpectedInit`.
+
+    Example:
+        >>> e = from_call("kaiming_uniform_", {"a": 5 ** 0.5, "mode": "fan_in", "nonlinearity": "leaky_relu"},
+        ...               (64, 256), "nn.Linear")
+        >>> round(e.params["bound"], 6)
+        0.0625
+    """
+    from weightdoctor.init_classify import fans
+
+    where = f"{source}: {function}"
+    if function in ("zeros_", "ones_") or function == "constant_":
+        value = 0.0 if function == "zeros_" else 1.0 if function == "ones_" else float(args["val"])
+        label = "zeros" if value == 0 else "ones" if value == 1 else "constant"
+        return ExpectedInit(label, {"value": value}, where, confident)
+    if function == "normal_":
+        return ExpectedInit("normal", {"mean": float(args["mean"]), "std": float(args["std"])}, where, confident)
+    if function == "trunc_normal_":
+        mean, std, a, b = (float(args[k]) for k in ("mean", "std", "a", "b"))
+        if std > 0 and (b - mean) / std > 5 and (mean - a) / std > 5:
+            # torch's bounds are absolute: trunc_normal_(std=0.02) with a=-2, b=2 is not truncated at all.
+            return ExpectedInit("normal", {"mean": mean, "std": std}, where + f" (bounds {a:g}, {b:g} cut nothing)",
+                                confident)
+        return ExpectedInit("truncated_normal", {"mean": mean, "std": std, "a": a, "b": b}, where, confident)
+    if function == "uniform_":
+        low, high = float(args["a"]), float(args["b"])
+        params = {"bound": high} if math.isclose(low, -high) else {"low": low, "high": high}
+        return ExpectedInit("uniform", params, where, confident)
+    fan = fans(shape)
+    if function in ("xavier_uniform_", "xavier_normal_") and fan is not None:
+        gain = float(args.get("gain", 1.0))
+        total = fan[0] + fan[1]
+        if function == "xavier_uniform_":
+            return ExpectedInit("xavier_uniform", {"gain": gain, "bound": gain * math.sqrt(6.0 / total)},
+                                where, confident)
+        return ExpectedInit("xavier_normal", {"gain": gain, "std": gain * math.sqrt(2.0 / total)}, where, confident)
+    if function in ("kaiming_uniform_", "kaiming_normal_") and fan is not None:
+        a, mode, nonlinearity = float(args.get("a", 0)), args.get("mode", "fan_in"), args.get("nonlinearity",
+                                                                                              "leaky_relu")
+        gain = _gain(nonlinearity, a)
+        value = fan[0] if mode == "fan_in" else fan[1]
+        params = {"a": a, "mode": mode, "nonlinearity": nonlinearity, "gain": gain}
+        if function == "kaiming_uniform_":
+            return ExpectedInit("kaiming_uniform", {**params, "bound": gain * math.sqrt(3.0 / value)}, where,
+                                confident)
+        return ExpectedInit("kaiming_normal", {**params, "std": gain / math.sqrt(value)}, where, confident)
+    if function == "orthogonal_":
+        return ExpectedInit("orthogonal", {"gain": float(args.get("gain", 1.0))}, where, confident)
+    return ExpectedInit("other", {"function": function}, where, confident)
+
+
+@contextmanager
+def _recording(calls: dict[int, tuple[str, dict[str, Any], Any, str]], source: list[str]) -> Iterator[None]:
+    """Replace the init functions of torch and transformers by recorders of (function, arguments)."""
+    import torch
+
+    originals: list[tuple[Any, str, Any]] = []
+    targets: list[Any] = [torch.nn.init]
+    try:
+        import transformers.initialization as hf_init
+
+        table = getattr(hf_init, "TORCH_INIT_FUNCTIONS", None)
+    except ImportError:  # older transformers call torch.nn.init directly
+        table = None
+
+    def recorder(name: str, original: Any) -> Any:
+        signature = inspect.signature(original)
+
+        def record(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            bound = signature.bind(tensor, *args, **kwargs)
+            bound.apply_defaults()
+            values = {k: v for k, v in bound.arguments.items() if k not in ("tensor", "generator")}
+            calls[id(tensor)] = (name, values, tensor, source[0])
+            return tensor
+
+        return record
+
+    try:
+        for module in targets:
+            for name in INIT_FUNCTIONS:
+                if hasattr(module, name):
+                    originals.append((module, name, getattr(module, name)))
+                    setattr(module, name, recorder(name, getattr(module, name)))
+        if table is not None:
+            for name in list(table):
+                originals.append((table, name, table[name]))
+                table[name] = recorder(name, table[name])
+        yield
+    finally:
+        for owner, name, original in reversed(originals):
+            if isinstance(owner, dict):
+                owner[name] = original
+            else:
+                setattr(owner, name, original)
+
+
+def _model_rules(model: torch.nn.Module) -> dict[str, ExpectedInit]:
+    """Run the model's own init on the meta device, recording the rule each parameter gets."""
+    import torch
+
+    class_name = type(model).__name__
+    names: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    defaults: dict[int, tuple[str, dict[str, Any], Any, str]] = {}
+    calls: dict[int, tuple[str, dict[str, Any], Any, str]] = {}
+    source = [""]
+    with torch.no_grad(), _recording(defaults, source):
+        for module in model.modules():
+            if hasattr(module, "reset_parameters") and any(True for _ in module.parameters(recurse=False)):
+                source[0] = f"torch {type(module).__name__}.reset_parameters"
+                try:
+                    module.reset_parameters()
+                except Exception:  # noqa: BLE001 - a custom module's reset may not run on meta
+                    continue
+    with torch.no_grad(), _recording(calls, source):
+        source[0] = f"{class_name}._init_weights"
+        for module in model.modules():
+            if hasattr(module, "_is_hf_initialized"):
+                module._is_hf_initialized = False
+        if hasattr(model, "initialize_weights"):
+            model.initialize_weights()
+        elif hasattr(model, "init_weights"):
+            model.init_weights()
+    rules: dict[str, ExpectedInit] = {}
+    zero_rows: dict[int, list[int]] = {}
+    for record in list(calls.values()):
+        function, args, tensor, _ = record
+        base = getattr(tensor, "_base", None)
+        if base is not None and id(base) in names and function == "zeros_" and tensor.dim() == base.dim() - 1:
+            zero_rows.setdefault(id(base), []).append(int(tensor.storage_offset() // max(base.stride(0), 1)))
+    for pid, param_names in names.items():
+        record = calls.get(pid) or defaults.get(pid)
+        if record is None:
+            continue
+        function, args, tensor, where = record
+        expected = from_call(function, args, tuple(tensor.shape), where)
+        if pid in zero_rows:
+            expected = ExpectedInit(expected.label, expected.params, expected.source, expected.confident,
+                                    tuple(sorted(set(zero_rows[pid]))))
+        for name in param_names:
+            rules[name] = expected
+    return rules
+
+
+def _match_names(model_names: list[str], checkpoint_names: list[str]) -> dict[str, str]:
+    """checkpoint name -> model name: exact, else unique suffix match either way (prefix differences)."""
+    exact = set(model_names)
+    result: dict[str, str] = {}
+    for name in checkpoint_names:
+        if name in exact:
+            result[name] = name
+            continue
+        hits = [m for m in model_names if m.endswith("." + name) or name.endswith("." + m)]
+        if len(hits) == 1:
+            result[name] = hits[0]
+    return result
+
+
+def guess_default(info: TensorInfo, siblings: dict[str, TensorInfo]) -> ExpectedInit | None:
+    """PyTorch's default init for the module type a bare state-dict entry most likely belongs to."""
+    from weightdoctor.init_classify import fans
+
+    name, shape = info.name, tuple(info.shape)
+    stem, _, leaf = name.rpartition(".")
+    weight = siblings.get(f"{stem}.weight" if stem else "weight")
+    if leaf == "bias" and len(shape) == 1:
+        if weight is not None and len(weight.shape) == 1 or NORM_NAME.search(stem):
+            return ExpectedInit("zeros", {"value": 0.0}, "PyTorch norm default (guessed from the name)", True)
+        if weight is not None and len(weight.shape) >= 2:
+            fan = fans(tuple(weight.shape))
+            assert fan is not None
+            bound = 1.0 / math.sqrt(fan[0]) if fan[0] else 0.0
+            return ExpectedInit("uniform", {"bound": bound},
+                                "PyTorch nn.Linear/Conv default bias U(±1/√fan_in) (guessed from the name)", False)
+        return None
+    if leaf == "weight" and len(shape) == 1 and (NORM_NAME.search(stem) or f"{stem}.bias" in siblings):
+        return ExpectedInit("ones", {"value": 1.0}, "PyTorch norm default (guessed from the name)", True)
+    if len(shape) == 2 and EMBED_NAME.search(name):
+        return ExpectedInit("normal", {"mean": 0.0, "std": 1.0}, "PyTorch nn.Embedding default (guessed)", False)
+    if len(shape) >= 2 and leaf == "weight":
+        fan = fans(shape)
+        assert fan is not None
+        if fan[0] == 0:
+            return None
+        kind = "nn.Linear" if len(shape) == 2 else f"nn.Conv{len(shape) - 2}d"
+        return ExpectedInit("kaiming_uniform", {"a": math.sqrt(5), "mode": "fan_in", "nonlinearity": "leaky_relu",
+                                                "gain": math.sqrt(1 / 3), "bound": 1.0 / math.sqrt(fan[0])},
+                            f"PyTorch {kind} default (guessed from the name)", False)
+    return None
+
+
+def expected_inits(tensors: list[TensorInfo], config: dict[str, Any] | None) -> ExpectedInits:
+    """Expected initialization of each tensor: the model's own rules when `config` allows, else guesses.
+
+    Args:
+        tensors: the checkpoint's tensors.
+        config: the parsed `config.json`, or None for a bare state dict.
+    """
+    result = ExpectedInits()
+    siblings = {t.name: t for t in tensors}
+    if config and config.get("model_type"):
+        try:
+            from weightdoctor.meta_model import build_meta_model
+
+            model = build_meta_model(config)
+            rules = _model_rules(model)
+            mapping = _match_names(list(rules), [t.name for t in tensors])
+            result.by_name = {ckpt: rules[model_name] for ckpt, model_name in mapping.items()}
+            result.method = "transformers"
+            result.model_class = type(model).__name__
+        except Exception as exc:  # noqa: BLE001 - any failure falls back to the PyTorch defaults
+            text = " ".join(str(exc).split())[:160]
+            result.warning = f"could not build the model from config.json ({type(exc).__name__}: {text}); " \
+                             "expected inits are PyTorch defaults guessed from names"
+    for info in tensors:
+        if info.name not in result.by_name:
+            guess = guess_default(info, siblings)
+            if guess is not None:
+                result.by_name[info.name] = guess
+    return result
+
+
+def _found_scale(found: InitResult) -> float | None:
+    return found.params.get("std") if "std" in found.params else found.params.get("bound")
+
+
+FAMILY_OF = {
+    "normal": "normal", "kaiming_normal": "normal", "xavier_normal": "normal", "truncated_normal": "truncated_normal",
+    "uniform": "uniform", "kaiming_uniform": "uniform", "xavier_uniform": "uniform", "orthogonal": "orthogonal",
+}
+
+
+def matches_expected(found: InitResult, expected: ExpectedInit, count: int) -> bool | None:
+    """Whether the values still match their expected initialization; None when it cannot be said.
+
+    Scales are compared with a tolerance of max(5%, 4 standard errors of the estimate for `count` values).
+    """
+    if found.label in ("undetermined",) or expected.label == "other":
+        return None
+    if found.label == "trained":
+        return False
+    if expected.label in ("zeros", "ones", "constant"):
+        return found.label in ("zeros", "ones", "constant") and found.params.get("value") == expected.params["value"]
+    if found.label in ("zeros", "ones", "constant"):
+        return False
+    want = FAMILY_OF.get(expected.label)
+    have = found.family if found.label == "ambiguous" else FAMILY_OF.get(found.label)
+    if want is None or have is None:
+        return None
+    if want != have and not (want == "orthogonal" and have == "normal"):
+        return False
+    if want == "orthogonal":
+        return found.label == "orthogonal" and abs(found.params["gain"] / expected.params["gain"] - 1) < 0.05
+    scale, target = _found_scale(found), expected.scale
+    if scale is None or not target:
+        return None
+    tolerance = 0.05 if want == "uniform" else max(0.05, 4.0 / math.sqrt(2.0 * max(count, 1)))
+    return abs(scale / target - 1) <= tolerance
+
+
+def reconcile(found: InitResult, expected: ExpectedInit | None, count: int) -> InitResult:
+    """Call a tensor `trained` when it was fitted to some distribution but its certain init was another.
+
+    Only confident expectations (the model's own rules, norm constants) overrule the classifier.
+    """
+    if expected is None or not expected.confident:
+        return found
+    if found.label in ("zeros", "ones", "constant") and expected.label not in ("zeros", "ones", "constant"):
+        return found  # a zeroed or constant matrix is a health finding, not training
+    verdict = matches_expected(found, expected, count)
+    if verdict is False and found.label not in ("trained",):
+        reason = f"initialized as {expected.describe()} ({expected.source}); now {found.describe()}"
+        return InitResult("trained", dict(found.params), family=found.family, reason=reason,
+                          evidence=found.evidence)
+    return found

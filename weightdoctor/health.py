@@ -1,0 +1,278 @@
+"""Weight health: statistics, init table and findings for a checkpoint, in one streamed pass.
+
+`analyze_weights` reads each floating tensor once (`weightdoctor.stats`), classifies its initialization
+(`weightdoctor.init_classify`), compares it with what was expected at initialization
+(`weightdoctor.expected_init`) and turns what is wrong into `Finding`s.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from weightdoctor.expected_init import ExpectedInit, matches_expected, reconcile
+from weightdoctor.findings import Finding
+from weightdoctor.init_classify import MIN_VALUES, InitResult, classify_init
+from weightdoctor.stats import StatsResult, TensorStats
+
+if TYPE_CHECKING:
+    from weightdoctor.checkpoint import Checkpoint
+
+FP16_MAX = 65504.0
+HIST_BINS = 40
+TRAINED_SHARE = 0.5  # share of matrix parameters that must have trained for "the checkpoint has trained"
+INIT_SHARE = 0.9  # share of matrix parameters at init for "the whole checkpoint is still at initialization"
+OUTLIER_SIGMAS = 25.0
+# The pass is bound by memory and disk, not arithmetic. With several torch threads every reduction waits
+# for its slowest thread, which on a shared machine is often descheduled: measured on a loaded 2-core VM,
+# 2 threads made the whole pass about 4× slower than 1 (docs/bench-inspect-stats.md). So it runs on one.
+STATS_THREADS = 1  # |x - mean| / std beyond which values are "extreme outliers"
+INIT_LABELS = frozenset({"zeros", "ones", "constant", "normal", "truncated_normal", "uniform", "xavier_uniform",
+                         "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal", "ambiguous"})
+
+
+@dataclass
+class TensorHealth:
+    """One tensor's statistics, found and expected initialization."""
+
+    name: str
+    shape: list[int]
+    dtype: str
+    stats: TensorStats
+    init: InitResult
+    expected: ExpectedInit | None
+    at_init: bool | None  # still matches its (expected) initialization; None when it cannot be said
+    histogram: dict[str, Any] = field(default_factory=dict, metadata={"json": False})
+
+
+@dataclass
+class StatsReport:
+    """Everything `inspect --stats` adds to `inspect`.
+
+    Attributes:
+        tensors: one entry per floating tensor analysed.
+        findings: what is wrong, most severe first.
+        sample: values read per tensor (None: all of them).
+        expected_from: "transformers" (the model's own init rules) or "pytorch-defaults" (guessed).
+        model_class: the class whose init rules were used.
+        trained_share: share of matrix parameters (2-D and up) that have moved from initialization.
+        state: "trained", "initialization", "mixed" or "unknown".
+        skipped: tensors without statistics (integer or unreadable dtypes).
+        warnings: things worth knowing that are not findings.
+    """
+
+    tensors: list[TensorHealth]
+    findings: list[Finding]
+    sample: int | None
+    expected_from: str
+    model_class: str | None
+    trained_share: float | None
+    state: str
+    skipped: list[str]
+    warnings: list[str]
+
+
+def _histogram(values: Any, low: float, high: float) -> dict[str, Any]:
+    import torch
+
+    if values.numel() == 0 or not (math.isfinite(low) and math.isfinite(high)) or low == high:
+        return {}
+    counts = torch.histc(values.float(), bins=HIST_BINS, min=low, max=high)
+    return {"low": low, "high": high, "counts": [int(c) for c in counts.tolist()], "n": int(values.numel())}
+
+
+def _initializer_range(config: dict[str, Any] | None) -> float | None:
+    if not config:
+        return None
+    for source in (config, config.get("text_config") or {}):
+        for key in ("initializer_range", "init_std"):
+            value = source.get(key) if isinstance(source, dict) else None
+            if isinstance(value, (int, float)) and value > 0:
+                return float(value)
+    return None
+
+
+def _tensor_findings(item: TensorHealth) -> list[Finding]:
+    s, name = item.stats, item.name
+    found: list[Finding] = []
+    matrix = len(item.shape) >= 2
+    if s.nan or s.inf:
+        found.append(Finding("error", "nan-inf", name, f"{s.nan} NaN and {s.inf} Inf value(s) out of {s.count:,}",
+                             "find the step that diverged; this tensor cannot be used as is"))
+    if s.finite_count == 0:
+        return found
+    expected_constant = item.expected is not None and item.expected.label in ("zeros", "ones", "constant")
+    if matrix and s.min == 0 == s.max and not expected_constant:
+        found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero",
+                             "a layer that was never initialized or was zeroed; it passes nothing on"))
+        return found
+    confident_spread = item.expected is not None and item.expected.confident and s.min != 0
+    if s.min == s.max and not expected_constant and (matrix or confident_spread):
+        found.append(Finding("warn", "constant", name, f"every value is {s.min:g} where variation is expected",
+                             "a constant weight never breaks symmetry; check how it was produced"))
+        return found
+    if s.zero_rows:
+        padding = set(item.expected.zero_rows) if item.expected is not None else set()
+        dead = [i for i in s.zero_row_index if i not in padding]
+        unlisted = s.zero_rows - len(s.zero_row_index)
+        count = len(dead) + max(unlisted, 0)
+        guessed_embedding = item.expected is not None and not item.expected.confident and \
+            item.expected.label == "normal" and s.zero_rows == 1
+        if count and not guessed_embedding:  # one zero row of an embedding is its padding row
+            shown = ", ".join(map(str, dead[:8])) + (" …" if count > 8 else "")
+            found.append(Finding("warn", "dead-rows", name,
+                                 f"{count} of {item.shape[0]} rows are all zero (dead units: {shown})",
+                                 "these units output nothing; check pruning or an init that skipped them"))
+    if s.duplicate_rows:
+        found.append(Finding("warn", "duplicate-rows", name,
+                             f"{s.duplicate_rows} row(s) repeat another row exactly (symmetry never broken)",
+                             "rows that start equal get equal gradients and never diverge; re-initialize randomly"))
+    if s.duplicate_cols:
+        found.append(Finding("warn", "duplicate-columns", name,
+                             f"{s.duplicate_cols} column(s) repeat another column exactly (symmetry never broken)",
+                             "re-initialize randomly"))
+    if s.std > 0:
+        z = max(s.max - s.mean, s.mean - s.min) / s.std
+        if z > OUTLIER_SIGMAS:
+            found.append(Finding("warn", "extreme-outliers", name,
+                                 f"values reach {z:.0f} standard deviations from the mean (abs max {s.abs_max:.4g})",
+                                 "check for a diverging unit or a corrupted write"))
+    if item.dtype not in ("float16",) and s.abs_max > FP16_MAX:
+        found.append(Finding("warn", "fp16-overflow", name,
+                             f"abs max {s.abs_max:.4g} is beyond the fp16 range (±65504)",
+                             "this tensor overflows in fp16; see `weightdoctor check-dtype`"))
+    return found
+
+
+def _still_at_init(item: TensorHealth) -> bool | None:
+    if item.init.label in ("undetermined",) or item.stats.finite_count < MIN_VALUES:
+        return None
+    if item.init.label == "trained":
+        return False
+    if item.expected is not None and item.expected.confident:
+        return matches_expected(item.init, item.expected, item.stats.finite_count)
+    return item.init.label in INIT_LABELS
+
+
+def _checkpoint_findings(items: list[TensorHealth]) -> tuple[list[Finding], float | None, str]:
+    """Findings about the checkpoint as a whole: untrained tensors in a trained model, all at init."""
+    matrices = [i for i in items if len(i.shape) >= 2 and i.at_init is not None
+                and i.init.label not in ("zeros", "ones", "constant")]
+    total = sum(i.stats.count for i in matrices)
+    if not total:
+        return [], None, "unknown"
+    trained = sum(i.stats.count for i in matrices if i.at_init is False)
+    share = trained / total
+    findings: list[Finding] = []
+    if share >= TRAINED_SHARE:
+        state = "trained"
+        for item in matrices:
+            if item.at_init:
+                findings.append(Finding(
+                    "warn", "untrained-tensor", item.name,
+                    f"still matches its initialization "
+                    f"{item.expected.describe() if item.expected is not None else ''} (found {item.init.describe()}) "
+                    f"while {share:.1%} of the "
+                    "checkpoint's matrix parameters have trained",
+                    "a head saved before fine-tuning, or a layer frozen by mistake; check the training setup"))
+        for item in items:
+            if len(item.shape) == 1 and item.expected is not None and item.at_init \
+                    and item.expected.label in ("zeros", "ones") and item.stats.count >= 2:
+                findings.append(Finding(
+                    "info", "norm-at-init", item.name,
+                    f"exactly {item.expected.label} as at initialization, in an otherwise trained model",
+                    "fine if this parameter gets no gradient; otherwise it was frozen or never trained"))
+    elif share <= 1 - INIT_SHARE:
+        state = "initialization"
+        findings.append(Finding(
+            "warn", "checkpoint-at-init", None,
+            f"{1 - share:.0%} of the matrix parameters still match their initialization: this checkpoint "
+            "has not been trained", "were the weights saved before training, or is this the wrong file?"))
+    else:
+        state = "mixed"
+    return findings, share, state
+
+
+def _tensor_health(result: StatsResult, want: ExpectedInit | None, initializer_range: float | None) -> TensorHealth:
+    """Classify one tensor's values against what it held at initialization."""
+    info, stats = result.info, result.stats
+    constant = want.params["value"] if want is not None and want.confident and want.label in (
+        "zeros", "ones", "constant") else None
+    init = classify_init(tuple(info.shape), stats, result.sample, initializer_range, constant)
+    init = reconcile(init, want, stats.finite_count)
+    item = TensorHealth(info.name, list(info.shape), info.dtype, stats, init, want, None,
+                        _histogram(result.sample.values, stats.min, stats.max))
+    item.at_init = _still_at_init(item)
+    return item
+
+
+def analyze_weights(
+    checkpoint: Checkpoint,
+    names: list[str] | None = None,
+    sample: int | None = None,
+    advance: Callable[[int], None] | None = None,
+) -> StatsReport:
+    """Statistics, init table and findings for the floating tensors of a checkpoint, one tensor at a time.
+
+    Example:
+        >>> from weightdoctor.checkpoint import open_checkpoint
+        >>> with open_checkpoint("fixtures/example") as ckpt:                       # doctest: +SKIP
+        ...     report = analyze_weights(ckpt)
+        >>> report.state, [f.code for f in report.findings]                        # doctest: +SKIP
+        ('initialization', ['checkpoint-at-init'])
+
+    Args:
+        checkpoint: the opened checkpoint.
+        names: the tensors to analyse (None: all).
+        sample: read this many values per tensor instead of all.
+        advance: called with 1 after each tensor (a progress bar).
+    """
+    from weightdoctor.expected_init import expected_inits
+    from weightdoctor.findings import severity_rank
+    from weightdoctor.stats import floating_tensors, iter_stats
+
+    chosen = checkpoint.tensors if names is None else [checkpoint.tensor_info(n) for n in names]
+    floating = floating_tensors(checkpoint, [t.name for t in chosen])
+    floating_names = {t.name for t in floating}
+    skipped = [t.name for t in chosen if t.name not in floating_names]
+    expected = expected_inits(checkpoint.tensors, checkpoint.config)
+    initializer_range = _initializer_range(checkpoint.config)
+    items: list[TensorHealth] = []
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(STATS_THREADS)
+    try:
+        results = iter_stats(checkpoint, floating, sample, advance)
+        items = [_tensor_health(result, expected.by_name.get(result.info.name), initializer_range)
+                 for result in results]
+    finally:
+        torch.set_num_threads(threads)
+    findings = [f for item in items for f in _tensor_findings(item)]
+    whole, share, state = _checkpoint_findings(items)
+    findings += whole
+    findings.sort(key=lambda f: -severity_rank(f.severity))
+    warnings = [expected.warning] if expected.warning else []
+    return StatsReport(items, findings, sample, expected.method, expected.model_class, share, state, skipped,
+                       warnings)
+
+
+LAYER_INDEX = re.compile(r"\.(\d+)\.")
+
+
+def depth_profile(report: StatsReport) -> dict[str, list[tuple[int, float]]]:
+    """Std of each kind of weight across layer depth: `layers.{i}.mlp.up_proj.weight` -> [(i, std), ...].
+
+    Only matrices of kinds that occur in at least two layers.
+    """
+    kinds: dict[str, list[tuple[int, float]]] = {}
+    for item in report.tensors:
+        match = LAYER_INDEX.search(item.name)
+        if match is None or len(item.shape) < 2 or not math.isfinite(item.stats.std):
+            continue
+        kind = item.name[: match.start()] + ".{i}." + item.name[match.end():]
+        kinds.setdefault(kind, []).append((int(match.group(1)), item.stats.std))
+    return {k: sorted(v) for k, v in kinds.items() if len(v) >= 2}

@@ -1,0 +1,161 @@
+"""Rendering of `inspect --stats`: the JSON merge into `inspect`'s object, Rich tables and histograms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from weightdoctor.health import StatsReport, TensorHealth
+from weightdoctor.render.json import to_jsonable
+
+SHORT_REASONS = {"ks": "shape", "row_spread": "row norms", "col_spread": "column norms", "top_singular": "spectrum",
+                 "outliers": "outliers", "kurtosis": "tails"}
+SEVERITY_STYLE = {"error": "bold red", "warn": "yellow", "info": "cyan"}
+STATS_KEYS = ("count", "mean", "std", "min", "max", "abs_max", "zero_fraction", "nan", "inf", "kurtosis", "sampled",
+              "zero_rows", "duplicate_rows", "duplicate_cols")
+
+
+def tensor_stats_json(item: TensorHealth) -> dict[str, Any]:
+    return {key: getattr(item.stats, key) for key in STATS_KEYS}
+
+
+def tensor_init_json(item: TensorHealth) -> dict[str, Any]:
+    init = item.init
+    expected = item.expected
+    return {
+        "label": init.label,
+        "params": init.params,
+        "candidates": init.candidates,
+        "family": init.family,
+        "reason": init.reason,
+        "note": init.note,
+        "description": init.describe(),
+        "evidence": init.evidence,
+        "expected": None if expected is None else {
+            "label": expected.label, "params": expected.params, "source": expected.source,
+            "confident": expected.confident, "zero_rows": list(expected.zero_rows),
+            "description": expected.describe(),
+        },
+        "at_init": item.at_init,
+    }
+
+
+def merge_stats_json(inspect_json: dict[str, Any], report: StatsReport, histograms: set[str] | None = None) -> \
+        dict[str, Any]:
+    """Add `stats` and `init` to each entry of `tensors`, and `findings` and `weights` at the top level.
+
+    Tensors without statistics (integer dtypes) get `stats: null` and `init: null`.
+    """
+    by_name = {item.name: item for item in report.tensors}
+    for entry in inspect_json.get("tensors", []):
+        item = by_name.get(entry["name"])
+        entry["stats"] = None if item is None else tensor_stats_json(item)
+        entry["init"] = None if item is None else tensor_init_json(item)
+        if item is not None and histograms and item.name in histograms:
+            entry["histogram"] = item.histogram
+    inspect_json["findings"] = [
+        {"severity": f.severity, "code": f.code, "tensor": f.tensor, "message": f.message, "hint": f.hint}
+        for f in report.findings
+    ]
+    inspect_json["weights"] = {
+        "sample": report.sample,
+        "expected_from": report.expected_from,
+        "model_class": report.model_class,
+        "trained_share": report.trained_share,
+        "state": report.state,
+        "skipped": report.skipped,
+        "warnings": report.warnings,
+    }
+    return to_jsonable(inspect_json)
+
+
+def _num(value: float) -> str:
+    return f"{value:.3g}" if value == value else "nan"
+
+
+def init_table(report: StatsReport, limit: int | None) -> Table:
+    sampled = f" (sample of {report.sample:,} values per tensor)" if report.sample else ""
+    table = Table(title=f"Weights: statistics and initialization{sampled}", title_justify="left")
+    table.add_column("name", overflow="fold")
+    table.add_column("mean", justify="right")
+    table.add_column("std", justify="right")
+    table.add_column("abs max", justify="right")
+    table.add_column("zeros", justify="right")
+    table.add_column("found", overflow="fold")
+    table.add_column("expected at init", overflow="fold")
+    rows = report.tensors if limit is None else report.tensors[:limit]
+    for item in rows:
+        s = item.stats
+        found = escape(item.init.describe())
+        if item.init.label == "trained":
+            why = [SHORT_REASONS[k] for k, v in item.init.evidence.items() if v > 1.0] or ["moved from its init"]
+            found = f"[magenta]trained[/] [dim]({', '.join(why)})[/]"
+        elif item.init.label == "undetermined":
+            found = f"undetermined [dim]({escape(item.init.reason or '')})[/]"
+        if item.init.note:
+            found += f" [green]{escape(item.init.note)}[/]"
+        if s.nan or s.inf:
+            found += f" [bold red]{s.nan} NaN, {s.inf} Inf[/]"
+        expected = escape(item.expected.describe()) if item.expected is not None else "[dim]-[/]"
+        if item.expected is not None and not item.expected.confident:
+            expected += " [dim](guess)[/]"
+        table.add_row(escape(item.name), _num(s.mean), _num(s.std), _num(s.abs_max),
+                      f"{s.zero_fraction:.1%}", found, expected)
+    if limit is not None and len(report.tensors) > limit:
+        table.caption = f"{len(report.tensors) - limit} more; use --all or --filter REGEX"
+    return table
+
+
+def findings_table(report: StatsReport) -> Table:
+    table = Table(title="Findings", title_justify="left")
+    table.add_column("severity")
+    table.add_column("code")
+    table.add_column("tensor", overflow="fold")
+    table.add_column("what", overflow="fold")
+    for f in report.findings:
+        what = escape(f.message) + (f"\n[dim]→ {escape(f.hint)}[/]" if f.hint else "")
+        table.add_row(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]", f.code, escape(f.tensor or "(checkpoint)"),
+                      what)
+    return table
+
+
+def render_stats(report: StatsReport, console: Console, limit: int | None = 50) -> None:
+    """Print the init table, the checkpoint's state and the findings."""
+    console.print()
+    console.print(init_table(report, limit))
+    source = {"transformers": f"{report.model_class}'s own init rules (transformers, meta device)",
+              "pytorch-defaults": "PyTorch defaults guessed from names and shapes"}[report.expected_from]
+    share = "" if report.trained_share is None else f" ({report.trained_share:.1%} of matrix parameters moved)"
+    console.print(f"[bold]state:[/] {report.state}{share}   [bold]expected inits:[/] {escape(source)}")
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+    if report.findings:
+        console.print(findings_table(report))
+    else:
+        console.print("[green]no findings[/]")
+
+
+def render_histogram(item: TensorHealth, console: Console, width: int = 40) -> None:
+    """A small text histogram of one tensor's values (from its classifier sample)."""
+    hist = item.histogram
+    shape = "×".join(map(str, item.shape))
+    console.print(f"[bold]{escape(item.name)}[/] {shape} {item.dtype}: {escape(item.init.describe())}")
+    if not hist:
+        console.print("[dim](no spread of values to draw)[/]")
+        return
+    counts = hist["counts"]
+    low, high = hist["low"], hist["high"]
+    step = (high - low) / len(counts)
+    peak = max(counts) or 1
+    table = Table.grid(padding=(0, 1))
+    table.add_column(justify="right", style="dim")
+    table.add_column()
+    table.add_column(justify="right", style="dim")
+    for i, count in enumerate(counts):
+        bar = "█" * round(width * count / peak)
+        table.add_row(f"{low + i * step:+.3e}", f"[cyan]{bar}[/]", str(count))
+    console.print(table)
+    console.print(f"[dim]{hist['n']:,} values sampled of {item.stats.count:,}[/]")

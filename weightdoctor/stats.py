@@ -1,0 +1,545 @@
+"""Streamed per-tensor statistics: one tensor in memory at a time, plus the bounded samples the classifier needs.
+
+Every floating tensor is read once. Moments are accumulated over chunks of at most `CHUNK` elements
+(float64 combination of per-chunk float32 reductions), so a bf16 tensor is never copied to float32 whole.
+Besides the summary numbers, each tensor yields a `TensorSample`: a fixed-size random sample of values,
+a few whole rows and columns and a small random sub-matrix, enough for the init classifier
+(`weightdoctor.init_classify`) without a second pass over the data.
+
+With `sample=N` only N values per tensor are read (in blocks of `SAMPLE_BLOCK` consecutive elements at
+deterministic random offsets), plus a few whole rows for the classifier.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from weightdoctor.dtypes import FLOATING
+from weightdoctor.errors import CorruptCheckpoint, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from weightdoctor.checkpoint import Checkpoint, TensorInfo
+
+MAX_LISTED = 32
+EXACT_KURTOSIS_MAX = 1 << 20  # above this many values, excess kurtosis comes from a random sample
+KURTOSIS_SAMPLE = 1 << 16
+CHUNK = 1 << 24  # elements reduced at once: 64 MB of float32
+CLASSIFIER_SAMPLE = 1 << 12  # values the classifier sees per tensor
+ROW_BLOCK = 64  # whole rows read for norm spread and orthogonality
+COL_BLOCK = 32  # whole columns (a strided gather, dearer than rows)
+SUB_ROWS, SUB_COLS = 128, 256  # random sub-matrix for the top singular value
+MAX_LINE = 8192  # longest row/column read whole; longer ones are sampled
+SAMPLE_BLOCK = 64  # consecutive elements per block under --sample
+# float8 kinds torch cannot reduce directly are widened first; the others below are readable as-is.
+READABLE = FLOATING
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """Summary statistics of one floating tensor (over all values, or over a sample when `sampled`).
+
+    `mean`, `std`, `kurtosis` are over the finite values; `std` is the population standard deviation;
+    `kurtosis` is the excess kurtosis (0 for a normal, -1.2 for a uniform distribution), over all values
+    up to `EXACT_KURTOSIS_MAX` of them and from a `KURTOSIS_SAMPLE`-value random sample above (its standard
+    error is then about √(24/65536) ≈ 0.02 for a normal tensor).
+    """
+
+    count: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    abs_max: float
+    zero_fraction: float
+    nan: int
+    inf: int
+    kurtosis: float
+    sampled: bool = False
+    zero_rows: int | None = None  # all-zero rows of the (shape[0], rest) matrix; None when not checked
+    duplicate_rows: int | None = None  # rows equal to an earlier non-zero row
+    duplicate_cols: int | None = None  # columns equal to an earlier non-zero column
+    zero_row_index: tuple[int, ...] = ()  # the first `MAX_LISTED` all-zero rows
+
+    @property
+    def finite_count(self) -> int:
+        return self.count - self.nan - self.inf
+
+
+@dataclass
+class TensorSample:
+    """Bounded views of one tensor for the classifier (float32, CPU).
+
+    Attributes:
+        values: up to `CLASSIFIER_SAMPLE` finite values drawn at random (all values when fewer).
+        rows: up to `ROW_BLOCK` whole rows of the tensor seen as a matrix (shape[0], rest), or None.
+        cols: up to `COL_BLOCK` whole columns, or None (not read under --sample).
+        sub: a random sub-matrix (at most `SUB_ROWS` × `SUB_COLS`), or None for 1-D tensors.
+        rows_complete / cols_complete: whether `rows` / `cols` hold entire rows / columns.
+    """
+
+    values: torch.Tensor
+    rows: torch.Tensor | None = None
+    cols: torch.Tensor | None = None
+    sub: torch.Tensor | None = None
+    rows_complete: bool = True
+    cols_complete: bool = True
+
+
+@dataclass
+class StatsResult:
+    """Statistics and classifier sample of one tensor."""
+
+    info: TensorInfo
+    stats: TensorStats
+    sample: TensorSample = field(repr=False)
+
+
+def seed_for(name: str) -> int:
+    """Deterministic seed of a tensor's random draws: the same name always gives the same sample."""
+    return zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFF
+
+
+def _as_float32(tensor: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    if tensor.dtype == torch.float32:
+        return tensor
+    return tensor.to(torch.float32)
+
+
+_SCRATCH: dict[str, torch.Tensor] = {}
+
+
+def _scratch(shape: tuple[int, ...], slot: str) -> torch.Tensor:
+    """A reused float32 work buffer (at most `CHUNK` elements per slot), so blocks cost no page faults."""
+    import torch
+
+    numel = math.prod(shape)
+    buffer = _SCRATCH.get(slot)
+    if buffer is None or buffer.numel() < numel:
+        buffer = torch.empty(numel, dtype=torch.float32)
+        _SCRATCH[slot] = buffer
+    return buffer[:numel].view(shape)
+
+
+def _blocks(matrix: torch.Tensor) -> Iterator[torch.Tensor]:
+    """float32 row blocks of a (rows, cols) matrix, each at most about `CHUNK` elements.
+
+    A float32 matrix yields views; other dtypes are widened into a reused buffer, valid until the next block.
+    """
+    import torch
+
+    rows, cols = matrix.shape
+    step = max(1, CHUNK // max(cols, 1))
+    for start in range(0, rows, step):
+        block = matrix[start : start + step]
+        if block.dtype == torch.float32:
+            yield block
+        else:
+            yield _scratch(tuple(block.shape), "widen").copy_(block)
+
+
+def _tail_blocks(flat: torch.Tensor) -> Iterator[torch.Tensor]:
+    """`CHUNK`-sized float32 pieces of a 1-D tensor whose length is not a multiple of `CHUNK`."""
+    for start in range(0, flat.numel(), CHUNK):
+        yield from _blocks(flat[start : start + CHUNK].reshape(1, -1))
+
+
+def _equal_lines(matrix: torch.Tensor, keys: torch.Tensor, skip: torch.Tensor, by_row: bool) -> int:
+    """Lines (rows or columns) exactly equal to an earlier one, among lines whose random projections
+    (`keys`) nearly agree; lines flagged in `skip` (all zero) are ignored."""
+    import torch
+
+    candidates = (~skip & torch.isfinite(keys)).nonzero().flatten()
+    if candidates.numel() < 2:
+        return 0
+    order = candidates[keys[candidates].argsort()]
+    sorted_keys = keys[order]
+    scale = float(sorted_keys.abs().max()) or 1.0
+    close = (sorted_keys[1:] - sorted_keys[:-1]).abs() <= 1e-6 * scale
+    if not bool(close.any()):
+        return 0
+    groups: list[list[int]] = []
+    for position in close.nonzero().flatten().tolist():
+        if groups and groups[-1][-1] == position:
+            groups[-1].append(position + 1)
+        else:
+            groups.append([position, position + 1])
+    duplicates = 0
+    for group in groups:
+        members = order[group].sort().values.tolist()
+        distinct: list[torch.Tensor] = []
+        for index in members:
+            line = matrix[index] if by_row else matrix[:, index]
+            if any(torch.equal(line, other) for other in distinct):
+                duplicates += 1
+            else:
+                distinct.append(line)
+    return duplicates
+
+
+def _sample_kurtosis(flat: torch.Tensor, count: int, has_nonfinite: bool) -> float:
+    """Excess kurtosis from `KURTOSIS_SAMPLE` values at deterministic random places (float64)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(count)
+    index = torch.randint(0, count, (KURTOSIS_SAMPLE,), generator=generator)
+    values = flat[index].double()
+    if has_nonfinite:
+        values = values[torch.isfinite(values)]
+    if values.numel() < 4:
+        return float("nan")
+    centred = values - values.mean()
+    m2 = float(centred.square().mean())
+    return float(centred.pow(4).mean()) / (m2 * m2) - 3.0 if m2 > 0 else float("nan")
+
+
+def summarize_values(flat: torch.Tensor, sampled: bool = False, shape: tuple[int, ...] | None = None) -> TensorStats:
+    """Statistics of a floating tensor, reduced block by block in two passes (mean, then central moments).
+
+    With a `shape` of two or more dimensions (and not `sampled`), the tensor is also seen as a
+    (shape[0], rest) matrix: all-zero rows and rows or columns that repeat another are counted, from
+    random projections of every row and column (candidates are then compared exactly).
+
+    Example:
+        >>> import torch
+        >>> s = summarize_values(torch.tensor([0.0, 1.0, float("nan"), 3.0]))
+        >>> (s.count, s.nan, round(s.mean, 6), round(s.zero_fraction, 6))
+        (4, 1, 1.333333, 0.333333)
+    """
+    import torch
+
+    matrix_shape = _matrix_shape(shape) if shape is not None and not sampled else None
+    if matrix_shape is not None and matrix_shape[1] > CHUNK:
+        matrix_shape = None
+    matrix = flat.reshape(matrix_shape) if matrix_shape is not None else flat.reshape(1, -1)
+    flat_blocks = matrix_shape is None
+    count = int(flat.numel())
+    n = nans = infs = nonzero = 0
+    total = squares = 0.0
+    low, high = math.inf, -math.inf
+    row_keys: list[torch.Tensor] = []
+    col_keys: torch.Tensor | None = None
+    if not flat_blocks:
+        generator = torch.Generator().manual_seed(12345)
+        row_probe = torch.randn(matrix.shape[1], generator=generator)
+        col_probe = torch.randn(matrix.shape[0], generator=generator)
+        col_keys = torch.zeros(matrix.shape[1])
+
+    def blocks() -> Iterator[torch.Tensor]:
+        yield from _blocks(flat.reshape(-1, min(count, CHUNK)) if flat_blocks and count % min(count, CHUNK) == 0
+                           else matrix if not flat_blocks else _tail_blocks(flat))
+
+    row_start = 0
+    for block in blocks():
+        lo, hi = torch.aminmax(block)
+        values = block.reshape(-1)
+        if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
+            finite = torch.isfinite(values)
+            block_nans = int(torch.isnan(values).sum())
+            nans += block_nans
+            infs += int((~finite).sum()) - block_nans
+            values = values[finite]
+            if values.numel():
+                lo, hi = torch.aminmax(values)
+        if values.numel():
+            low, high = min(low, float(lo)), max(high, float(hi))
+            n += values.numel()
+            total += float(values.sum())
+            squares += float(torch.dot(values, values))
+            nonzero += int(torch.count_nonzero(values))
+        if not flat_blocks:
+            row_keys.append(block @ row_probe)
+            assert col_keys is not None
+            col_keys += col_probe[row_start : row_start + block.shape[0]] @ block
+            row_start += block.shape[0]
+    if n == 0:
+        nan_value = float("nan")
+        return TensorStats(count, nan_value, nan_value, nan_value, nan_value, nan_value, 0.0, nans, infs,
+                           nan_value, sampled)
+    mean = total / n
+    exact_kurtosis = n <= EXACT_KURTOSIS_MAX
+    if mean * mean <= 1e-4 * squares / n and not exact_kurtosis:
+        # No cancellation to fear: E[x²] − mean² is exact to ~1e-10 here, and saves a pass.
+        variance = max(squares / n - mean * mean, 0.0)
+        kurtosis = _sample_kurtosis(flat, count, nans + infs > 0)
+    else:
+        m2 = m4 = 0.0
+        for block in blocks():
+            values = block.reshape(-1)
+            if nans or infs:
+                values = values[torch.isfinite(values)]
+            widened = _SCRATCH.get("widen")
+            if block.dtype != flat.dtype and widened is not None and values.data_ptr() == widened.data_ptr():
+                centred = values.sub_(mean)  # already a private copy
+            else:
+                centred = torch.sub(values, mean, out=_scratch(tuple(values.shape), "centre"))
+            m2 += float(torch.dot(centred, centred))
+            if exact_kurtosis:
+                centred.mul_(centred)
+                m4 += float(torch.dot(centred, centred))
+        variance = m2 / n
+        kurtosis = ((m4 / n) / (variance * variance) - 3.0 if variance > 0 else float("nan")) if exact_kurtosis \
+            else _sample_kurtosis(flat, count, nans + infs > 0)
+    zero_rows = duplicate_rows = duplicate_cols = None
+    zero_index: list[int] = []
+    if not flat_blocks:
+        assert col_keys is not None
+        keys = torch.cat(row_keys)
+        # A zero row projects to exactly 0; other rows almost never do. Candidates are checked exactly.
+        dead = torch.zeros(matrix.shape[0], dtype=torch.bool)
+        for row in (keys == 0).nonzero().flatten().tolist():
+            dead[row] = int(torch.count_nonzero(matrix[row])) == 0
+        zero_rows = int(dead.sum())
+        zero_index = dead.nonzero().flatten()[:MAX_LISTED].tolist()
+        zero_cols = torch.zeros(matrix.shape[1], dtype=torch.bool)
+        for col in (col_keys == 0).nonzero().flatten().tolist():
+            zero_cols[col] = int(torch.count_nonzero(matrix[:, col])) == 0
+        if variance > 0:
+            duplicate_rows = _equal_lines(matrix, keys, dead, by_row=True)
+            duplicate_cols = _equal_lines(matrix, col_keys, zero_cols, by_row=False)
+    return TensorStats(
+        count=count,
+        mean=mean,
+        std=math.sqrt(variance),
+        min=low,
+        max=high,
+        abs_max=max(abs(low), abs(high)),
+        zero_fraction=(n - nonzero) / n,
+        nan=nans,
+        inf=infs,
+        kurtosis=kurtosis,
+        sampled=sampled,
+        zero_rows=zero_rows,
+        duplicate_rows=duplicate_rows,
+        duplicate_cols=duplicate_cols,
+        zero_row_index=tuple(zero_index),
+    )
+
+
+class _Lines:
+    """Reads element ranges of one tensor: from memory, or straight from the file under --sample."""
+
+    def __init__(self, checkpoint: Checkpoint, info: TensorInfo, whole: torch.Tensor | None) -> None:
+        self.info = info
+        self.whole = whole.reshape(-1) if whole is not None else None
+        self.checkpoint = checkpoint
+        self._lazy: torch.Tensor | None = None
+        self._file: tuple[str, int, int] | None = None  # path, byte offset of element 0, itemsize
+        if whole is None:
+            header = checkpoint._headers.get(info.file)
+            if header is not None and info.data_offsets is not None:
+                import torch
+
+                itemsize = torch.empty((), dtype=getattr(torch, info.dtype)).element_size()
+                path = str(checkpoint.file_path(info.file))
+                self._file = (path, header.data_start + info.data_offsets[0], itemsize)
+            else:
+                # Pickles are memory-mapped by the reader: indexing touches only the pages it needs.
+                self._lazy = checkpoint.load_tensor(info.name).reshape(-1)
+
+    def read(self, start: int, count: int) -> torch.Tensor:
+        """Elements [start, start+count) as float32."""
+        import torch
+
+        if self.whole is not None:
+            return _as_float32(self.whole[start : start + count])
+        if self._lazy is not None:
+            return _as_float32(self._lazy[start : start + count])
+        assert self._file is not None
+        path, base, itemsize = self._file
+        buffer = bytearray(count * itemsize)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            got = os.preadv(fd, [buffer], base + start * itemsize)
+        finally:
+            os.close(fd)
+        if got != len(buffer):
+            raise CorruptCheckpoint(f"file ended while reading tensor {self.info.name!r}", path=path)
+        return _as_float32(torch.frombuffer(buffer, dtype=getattr(torch, self.info.dtype)))
+
+    def read_many(self, starts: list[int], count: int) -> torch.Tensor:
+        """Concatenate `count` elements from each start (a (len(starts), count) float32 tensor)."""
+        import torch
+
+        if not starts:
+            return torch.empty((0, count))
+        if self.whole is not None or self._lazy is not None:
+            source = self.whole if self.whole is not None else self._lazy
+            assert source is not None
+            index = torch.tensor(starts).unsqueeze(1) + torch.arange(count).unsqueeze(0)
+            return _as_float32(source[index])
+        return torch.stack([self.read(s, count) for s in starts])
+
+
+def _pick(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    """k distinct sorted indices out of range(n) (all of them when k >= n)."""
+    import torch
+
+    if k >= n:
+        return torch.arange(n)
+    if n <= 4 * k:
+        return torch.randperm(n, generator=generator)[:k].sort().values
+    drawn = torch.unique(torch.randint(0, n, (k + k // 4 + 16,), generator=generator))
+    if drawn.numel() > k:
+        drawn = drawn[torch.randperm(drawn.numel(), generator=generator)[:k]].sort().values
+    return drawn
+
+
+def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int] | None:
+    if len(shape) < 2:
+        return None
+    rows = shape[0]
+    cols = math.prod(shape[1:])
+    return (rows, cols) if rows >= 1 and cols >= 1 else None
+
+
+def gather_sample(lines: _Lines, info: TensorInfo, whole: bool) -> TensorSample:
+    """The classifier's bounded views of a tensor; `whole` tells whether all values are in memory."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed_for(info.name))
+    n = info.num_params
+    if whole and lines.whole is not None:
+        flat = lines.whole
+        index = _pick(n, CLASSIFIER_SAMPLE, generator)
+        values = _as_float32(flat[index] if index.numel() < n else flat)
+    else:
+        block = min(SAMPLE_BLOCK, n)
+        slots = _pick(max(n // block, 1), max(1, CLASSIFIER_SAMPLE // block), generator)
+        values = lines.read_many((slots * block).tolist(), block).reshape(-1)
+    values = values[torch.isfinite(values)].clone()
+    shape = _matrix_shape(info.shape)
+    if shape is None:
+        return TensorSample(values=values)
+    rows, cols = shape
+    row_index = _pick(rows, ROW_BLOCK, generator).tolist()
+    if cols <= MAX_LINE and lines.whole is not None:
+        row_block = _as_float32(lines.whole.reshape(rows, cols)[torch.tensor(row_index)])
+        rows_complete = True
+    elif cols <= MAX_LINE:
+        row_block = lines.read_many([r * cols for r in row_index], cols)
+        rows_complete = True
+    else:
+        col_index = _pick(cols, MAX_LINE, generator)
+        row_block = torch.stack([lines.read(r * cols, cols)[col_index] for r in row_index])
+        rows_complete = False
+    col_block: torch.Tensor | None = None
+    cols_complete = True
+    sub: torch.Tensor | None = None
+    if whole and lines.whole is not None:
+        matrix = lines.whole.reshape(rows, cols)
+        col_index = _pick(cols, COL_BLOCK, generator)
+        if rows <= MAX_LINE:
+            col_block = _as_float32(matrix.T[col_index])
+        else:
+            col_block = _as_float32(matrix.T[col_index][:, _pick(rows, MAX_LINE, generator)])
+            cols_complete = False
+    sub = row_block[:, _pick(row_block.shape[1], SUB_COLS, generator)] if row_block.shape[0] > 1 else None
+    return TensorSample(values=values, rows=row_block, cols=col_block, sub=sub,
+                        rows_complete=rows_complete, cols_complete=cols_complete)
+
+
+def _read_whole(checkpoint: Checkpoint, info: TensorInfo) -> torch.Tensor:
+    """One tensor's values. Safetensors data is read straight into an uninitialised tensor (the reader's
+    zero-filled buffer costs a memset of the whole tensor); everything else goes through the reader."""
+    import torch
+
+    header = checkpoint._headers.get(info.file)
+    dtype = getattr(torch, info.dtype, None)
+    if header is None or info.data_offsets is None or dtype is None or info.num_params == 0 \
+            or info.dtype == "float4_e2m1fn_x2":
+        return checkpoint.load_tensor(info.name)
+    begin, end = info.data_offsets
+    path = str(checkpoint.file_path(info.file))
+    raw = torch.empty(end - begin, dtype=torch.uint8)
+    view = memoryview(raw.numpy())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        done = 0
+        while done < len(view):
+            got = os.preadv(fd, [view[done:]], header.data_start + begin + done)
+            if got == 0:
+                raise CorruptCheckpoint(
+                    f"file ended while reading tensor {info.name!r} (truncated or changed while reading)", path=path)
+            done += got
+    finally:
+        os.close(fd)
+    return raw.view(dtype).reshape(info.shape)
+
+
+def tensor_stats(checkpoint: Checkpoint, info: TensorInfo, sample: int | None = None) -> StatsResult:
+    """Read one floating tensor and compute its statistics and classifier sample.
+
+    Args:
+        checkpoint: the opened checkpoint.
+        info: the tensor (must be floating: `info.is_floating`).
+        sample: read only this many values (in blocks at deterministic random offsets); None reads all.
+    """
+    if sample is not None and sample < info.num_params:
+        lines = _Lines(checkpoint, info, None)
+        import torch
+
+        generator = torch.Generator().manual_seed(seed_for(info.name) ^ 0x5A5A)
+        block = SAMPLE_BLOCK
+        # Aligned, non-overlapping blocks, so that no value is read twice.
+        slots = _pick(max(info.num_params // block, 1), -(-sample // block), generator)
+        values = lines.read_many((slots * block).tolist(), min(block, info.num_params)).reshape(-1)[:sample]
+        stats = summarize_values(values, sampled=True)
+        return StatsResult(info, stats, gather_sample(lines, info, whole=False))
+    tensor = _read_whole(checkpoint, info)
+    lines = _Lines(checkpoint, info, tensor)
+    stats = summarize_values(tensor.reshape(-1), shape=tuple(info.shape))
+    return StatsResult(info, stats, gather_sample(lines, info, whole=True))
+
+
+def floating_tensors(checkpoint: Checkpoint, names: list[str] | None = None) -> list[TensorInfo]:
+    """The tensors statistics are computed for: floating dtypes torch can widen to float32."""
+    import torch
+
+    chosen = checkpoint.tensors if names is None else [checkpoint.tensor_info(n) for n in names]
+    return [t for t in chosen if t.dtype in READABLE and hasattr(torch, t.dtype)]
+
+
+def iter_stats(
+    checkpoint: Checkpoint,
+    infos: list[TensorInfo],
+    sample: int | None = None,
+    advance: Callable[[int], None] | None = None,
+) -> Iterator[StatsResult]:
+    """Yield `StatsResult` for each tensor in turn, holding one tensor's values at a time.
+
+    Raises:
+        UsageError: `sample` is not a positive number.
+    """
+    if sample is not None and sample < 1:
+        raise UsageError(f"--sample must be a positive number of values, not {sample}")
+    for info in infos:
+        result = tensor_stats(checkpoint, info, sample)
+        if advance is not None:
+            advance(1)
+        yield result
+
+
+def stats_of_tensor(name: str, tensor: torch.Tensor) -> StatsResult:
+    """Statistics and classifier sample of an in-memory tensor (the same code path as a checkpoint's).
+
+    Example:
+        >>> import torch
+        >>> stats_of_tensor("w", torch.ones(4, 4)).stats.mean
+        1.0
+    """
+    from weightdoctor.checkpoint import TensorInfo
+    from weightdoctor.dtypes import canonical_dtype
+
+    info = TensorInfo(name, tuple(tensor.shape), canonical_dtype(str(tensor.dtype)), "")
+    lines = _Lines(None, info, tensor)  # type: ignore[arg-type]
+    stats = summarize_values(tensor.reshape(-1), shape=tuple(info.shape))
+    return StatsResult(info, stats, gather_sample(lines, info, whole=True))
