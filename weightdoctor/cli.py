@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from weightdoctor import __version__
+from weightdoctor.commands import check_dtype as check_dtype_command
 from weightdoctor.commands import inspect as inspect_command
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
 )
 
 app.command("inspect")(inspect_command.inspect)
+app.command("check-dtype")(check_dtype_command.check_dtype)
 
 
 def _version(value: bool) -> None:
