@@ -578,7 +578,7 @@ def keep_fp32_regex(offenders: Iterable[str], all_names: Iterable[str]) -> str |
                 parts.append(pattern)
                 continue
         parts += [re.escape(m) for m in members]
-    return "^(?:" + "|".join(parts) + ")$"
+    return "^(?:" + "|".join(sorted(parts)) + ")$"
 
 
 def _output_name(source: str, target: str) -> str:
