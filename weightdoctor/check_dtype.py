@@ -593,11 +593,20 @@ def recommend(
     targets: dict[str, TargetReport],
     memory: dict[str, int],
     declared: str | None,
+    name_filter: str | None = None,
+    sample: int | None = None,
 ) -> Recommendation:
     """Turn the per-target results into sentences and `convert` commands a person can run."""
     from weightdoctor.units import format_bytes
 
     lines: list[str] = []
+    if name_filter:
+        lines.append(f"only tensors matching /{name_filter}/ were checked: run without --filter before converting")
+    if sample is not None:
+        lines.append(
+            f"only {sample:,} values per tensor were checked: a value outside the sample can still overflow, "
+            "so run without --sample before converting"
+        )
     commands: dict[str, str] = {}
     for name, report in targets.items():
         mem = format_bytes(report.memory_bytes)
@@ -620,7 +629,7 @@ def recommend(
             sat = [t for t in report.tensors if t.verdict == "unsafe" and t.saturated and not t.overflow]
             under = [t for t in report.tensors if t.verdict == "unsafe" and not t.overflow and not t.saturated]
             if over:
-                problems.append(f"overflows in {len(over)} tensor(s) ({report.overflow:,} values → inf/NaN)")
+                problems.append(f"overflows in {len(over)} tensor(s) ({report.overflow:,} value(s) → inf/NaN)")
             if sat:
                 problems.append(f"clamps values beyond ±{_number(report.max_finite)} in {len(sat)} tensor(s)")
             if under:
@@ -879,7 +888,7 @@ def check_dtype(
         config_agreement=config_agreement(declared, checkpoint.tensors, checkpoint.config),
         tensor_dtypes={t.name: t.dtype for t in checkpoint.tensors},
         targets=reports,
-        recommendation=recommend(checkpoint.source, reports, memory, declared),
+        recommendation=recommend(checkpoint.source, reports, memory, declared, name_filter, sample),
         limits=LIMITS,
         sample=sample_info,
         filter=name_filter,

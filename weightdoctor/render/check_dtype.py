@@ -54,13 +54,13 @@ def summary_table(report: CheckDtypeReport) -> Table:
 def target_table(report: CheckDtypeReport) -> Table:
     table = Table(title="What each cast does (tensors affected: unsafe / lossy of checked)", title_justify="left")
     for header in ("target", "verdict", "tensors", "overflow", "clamped", "underflow", "subnormal", "changed",
-                   "max rel err", "memory"):
+                   "max rel"):
         table.add_column(header, justify="left" if header in ("target", "verdict") else "right", no_wrap=True)
     for name, t in report.targets.items():
-        affected = f"{t.tensors_unsafe} / {t.tensors_lossy} of {t.tensors_checked}"
+        affected = f"{t.tensors_unsafe}/{t.tensors_lossy} of {t.tensors_checked}"
         table.add_row(
             name, _verdict(t.verdict), affected, _count(t.overflow), _count(t.saturated), _count(t.underflow),
-            _count(t.subnormal), share_text(t.changed_share), f"{t.max_rel_error:.3g}", format_bytes(t.memory_bytes),
+            _count(t.subnormal), share_text(t.changed_share), f"{t.max_rel_error:.3g}",
         )
     return table
 
