@@ -245,7 +245,9 @@ def test_config_agreement(dfx: dict[str, Path], name: str, status: str, words: l
         assert word in report.config_agreement.message
 
 
-@pytest.mark.parametrize("name", ["bert-bf16-says-fp16", "bert-fp32-says-bf16", "bert-bf16-no-dtype"])
+@pytest.mark.parametrize(
+    "name", ["bert-bf16-says-fp16", "bert-fp32-says-bf16", "bert-bf16-no-dtype", "bert-sharded-index-dtype"]
+)
 def test_auto_dtype_equals_from_pretrained(dfx: dict[str, Path], name: str) -> None:
     from transformers import BertForSequenceClassification
 
@@ -253,7 +255,8 @@ def test_auto_dtype_equals_from_pretrained(dfx: dict[str, Path], name: str) -> N
         auto = resolve_auto_dtype(ckpt)
     model = BertForSequenceClassification.from_pretrained(dfx[name], dtype="auto")
     assert auto.dtype == str(model.dtype).removeprefix("torch.")
-    expected = {"bert-bf16-says-fp16": "float16", "bert-fp32-says-bf16": "bfloat16", "bert-bf16-no-dtype": "bfloat16"}
+    expected = {"bert-bf16-says-fp16": "float16", "bert-fp32-says-bf16": "bfloat16", "bert-bf16-no-dtype": "bfloat16",
+                "bert-sharded-index-dtype": "float16"}
     assert auto.dtype == expected[name]
 
 
@@ -336,3 +339,24 @@ def test_no_float_checkpoint_is_safe(tmp_path: Path) -> None:
         report = check_dtype(ckpt, ["fp16"])
     assert report.targets["fp16"].verdict == "safe" and report.tensors_checked == 0
     assert report.targets["fp16"].memory_bytes == 80 and not math.isnan(report.targets["fp16"].mean_rel_error)
+
+
+@pytest.mark.skipif(not FP8, reason="this torch has no float8 dtypes")
+def test_quantized_checkpoint(tmp_path: Path) -> None:
+    import json
+
+    from safetensors.torch import save_file
+
+    weight = (torch.randn(16, 16) * 100).to(torch.float8_e4m3fn)
+    save_file({"w.weight": weight, "w.weight_scale_inv": torch.tensor([0.01]), "norm.weight": torch.ones(16,
+              dtype=torch.bfloat16)}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"model_type": "x", "torch_dtype": "bfloat16", "quantization_config": {"quant_method": "fp8"}}))
+    with open_checkpoint(tmp_path) as ckpt:
+        report = check_dtype(ckpt, ["bf16", "fp16"])
+    assert report.config_agreement.status == "quantized" and "quant_method=fp8" in report.config_agreement.message
+    assert report.mixed_storage
+    assert any("without their scales" in line for line in report.recommendation.lines)
+    # e4m3 values fit bf16 exactly: the raw cast itself is lossless
+    bf16 = {t.name: t for t in report.targets["bf16"].tensors}
+    assert bf16["w.weight"].verdict == "safe" and bf16["w.weight"].changed == 0

@@ -595,11 +595,14 @@ def recommend(
     declared: str | None,
     name_filter: str | None = None,
     sample: int | None = None,
+    quantized: bool = False,
 ) -> Recommendation:
     """Turn the per-target results into sentences and `convert` commands a person can run."""
     from weightdoctor.units import format_bytes
 
     lines: list[str] = []
+    if quantized:
+        lines.append("quantized checkpoint: these casts take the stored values as they are, without their scales")
     if name_filter:
         lines.append(f"only tensors matching /{name_filter}/ were checked: run without --filter before converting")
     if sample is not None:
@@ -871,6 +874,7 @@ def check_dtype(
     for name in dict.fromkeys(["fp32", "bf16", "fp16", "fp8_e4m3", *targets]):
         if getattr(torch, TARGETS[name], None) is not None:
             memory[name] = memory_at(checkpoint.tensors, bits_per_element(TARGETS[name]) / 8)
+    agreement = config_agreement(declared, checkpoint.tensors, checkpoint.config)
     sample_info = None
     if sample is not None:
         sample_info = SampleInfo(
@@ -885,10 +889,11 @@ def check_dtype(
         stored_dtypes=stored,
         mixed_storage=len(floating_stored) > 1,
         config_torch_dtype=declared,
-        config_agreement=config_agreement(declared, checkpoint.tensors, checkpoint.config),
+        config_agreement=agreement,
         tensor_dtypes={t.name: t.dtype for t in checkpoint.tensors},
         targets=reports,
-        recommendation=recommend(checkpoint.source, reports, memory, declared, name_filter, sample),
+        recommendation=recommend(checkpoint.source, reports, memory, declared, name_filter, sample, agreement.status
+                                 == "quantized"),
         limits=LIMITS,
         sample=sample_info,
         filter=name_filter,
