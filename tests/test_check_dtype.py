@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rich.console import Console
 
 from fixtures.dtype_fixtures import PLANTED, build_dtype_fixtures, planted_state_dict
@@ -92,6 +94,19 @@ def test_counts_equal_torch_on_planted_state_dict() -> None:
         dtypes = [getattr(torch, TARGETS[n]) for n in ["fp16", "bf16", *FP8]]
         for counts, dtype in zip(cast_counts(tensor, dtypes, chunk_elements=100), dtypes, strict=True):
             assert_matches(counts, reference(tensor, dtype)), name
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.floats(width=32, allow_nan=True, allow_infinity=True), min_size=1, max_size=300),
+    source=st.sampled_from(["float32", "float16", "bfloat16"]),
+    chunk=st.integers(min_value=1, max_value=64),
+)
+def test_counts_equal_torch_on_any_values(values: list[float], source: str, chunk: int) -> None:
+    stored = torch.tensor(values, dtype=torch.float32).to(getattr(torch, source))
+    dtypes = [getattr(torch, TARGETS[n]) for n in ["fp16", "bf16", "fp32", *FP8]]
+    for counts, dtype in zip(cast_counts(stored, dtypes, chunk_elements=chunk), dtypes, strict=True):
+        assert_matches(counts, reference(stored, dtype))
 
 
 @pytest.mark.parametrize(
