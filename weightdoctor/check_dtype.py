@@ -238,7 +238,7 @@ def cast_counts(
 
 
 def sample_indices(numel: int, count: int, name: str, seed: int = SAMPLE_SEED) -> torch.Tensor:
-    """`count` positions in a flattened tensor, drawn uniformly with replacement, sorted.
+    """`count` positions in a flattened tensor, drawn uniformly with replacement.
 
     The generator is seeded from `seed` and the tensor's name, so a tensor gets the same sample in
     every run, whichever other tensors are checked.
@@ -246,7 +246,7 @@ def sample_indices(numel: int, count: int, name: str, seed: int = SAMPLE_SEED) -
     import torch
 
     generator = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63))
-    return torch.randint(numel, (count,), generator=generator).sort().values
+    return torch.randint(numel, (count,), generator=generator)
 
 
 def cast_behaviour(target: str) -> str:
