@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from weightdoctor import __version__
+from weightdoctor.commands import check_dtype as check_dtype_command
 from weightdoctor.commands import convert as convert_command
 from weightdoctor.commands import diff_keys as diff_keys_command
 from weightdoctor.commands import inspect as inspect_command
@@ -26,6 +27,7 @@ app.command("diff-keys")(diff_keys_command.diff_keys)
 app.command("plan-devices")(plan_devices_command.plan_devices)
 app.command("convert")(convert_command.convert)
 app.command("shard")(shard_command.shard)
+app.command("check-dtype")(check_dtype_command.check_dtype)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,173 @@
+"""`weightdoctor check-dtype` through the CLI: JSON schema and values, tables, --fail-on exit codes, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fixtures.dtype_fixtures import build_dtype_fixtures, planted_state_dict
+from tests.helpers import REPO_ROOT, run_cli, run_json, run_subprocess
+
+TARGET_KEYS = {"verdict", "overflow", "underflow", "subnormal", "max_rel_error", "tensors"}
+
+
+@pytest.fixture(scope="module")
+def dfx(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return build_dtype_fixtures(tmp_path_factory.mktemp("dtype-cli"))
+
+
+def test_json_schema_and_values(dfx: dict[str, Path]) -> None:
+    code, data = run_json("check-dtype", dfx["planted"], "--target", "fp16,bf16")
+    assert code == 0
+    assert {"stored_dtypes", "config_torch_dtype", "targets", "recommendation"} <= set(data)
+    assert set(data["targets"]) == {"fp16", "bf16"}
+    for target in data["targets"].values():
+        assert set(target) >= TARGET_KEYS
+        assert {"name", "dtype", "verdict", "overflow", "underflow", "subnormal", "changed", "max_rel_error"} <= set(
+            target["tensors"][0])
+    assert data["config_torch_dtype"] == "float32"
+    assert data["stored_dtypes"]["float16"] == {"num_tensors": 1, "num_params": 64, "bytes": 128}
+    assert data["stored_dtypes"]["int64"]["num_tensors"] == 1
+    assert data["mixed_storage"] is True
+    fp16 = data["targets"]["fp16"]
+    # Counts equal torch's own .to(float16) over the state dict the fixture wrote.
+    state = planted_state_dict()
+    expected_overflow = sum(
+        int((torch.isfinite(t) & ~torch.isfinite(t.to(torch.float16))).sum()) for t in state.values()
+        if t.is_floating_point()
+    )
+    expected_underflow = sum(
+        int(((t != 0) & torch.isfinite(t) & (t.to(torch.float16) == 0)).sum()) for t in state.values()
+        if t.is_floating_point()
+    )
+    assert fp16["overflow"] == expected_overflow == 5
+    assert fp16["underflow"] == expected_underflow
+    assert fp16["verdict"] == "unsafe" and data["targets"]["bf16"]["verdict"] == "lossy"
+    assert data["targets"]["bf16"]["overflow"] == 0
+    rec = data["recommendation"]
+    assert rec["best"] == "bf16"
+    regex = re.search(r"--keep-fp32 '([^']+)'", rec["commands"]["fp16"]).group(1)
+    unsafe = {t["name"] for t in fp16["tensors"] if t["verdict"] == "unsafe"}
+    assert {n for n in state if re.search(regex, n)} == unsafe
+    assert "weightdoctor convert" in rec["text"] and "fp16 is unsafe" in rec["text"]
+    assert data["limits"].startswith("Weights alone cannot tell")
+    assert data["sample"] is None and data["local"] is None
+
+
+@pytest.mark.parametrize(
+    "source, args, code",
+    [
+        ("planted", ["--target", "fp16", "--fail-on", "unsafe"], 1),
+        ("planted", ["--target", "fp16", "--fail-on", "lossy"], 1),
+        ("planted", ["--target", "bf16", "--fail-on", "unsafe"], 0),
+        ("planted", ["--target", "bf16", "--fail-on", "lossy"], 1),
+        ("planted", ["--target", "fp16"], 0),
+        ("bert-bf16-no-dtype", ["--target", "bf16,fp32", "--fail-on", "lossy"], 0),
+        ("bert-bf16-no-dtype", ["--target", "fp16", "--fail-on", "unsafe"], 0),
+    ],
+)
+def test_fail_on_exit_codes(dfx: dict[str, Path], source: str, args: list[str], code: int) -> None:
+    result = run_cli("check-dtype", dfx[source], *args, "--json")
+    assert result.exit_code == code
+    data = json.loads(result.stdout)  # the JSON is printed whatever the exit code
+    assert set(data["targets"]) == set(args[1].split(","))
+
+
+def test_table_output(dfx: dict[str, Path]) -> None:
+    result = run_cli("check-dtype", dfx["planted"], "--target", "fp16,bf16")
+    assert result.exit_code == 0
+    out = result.stdout
+    for expected in ("weightdoctor check-dtype", "What each cast does", "Worst tensors for fp16", "unsafe",
+                     "recommendation", "--keep-fp32", "Weights alone cannot tell", "overflows"):
+        assert expected in out, expected
+    assert result.stderr == ""
+
+
+def test_default_targets_add_fp32_for_low_precision(dfx: dict[str, Path]) -> None:
+    code, data = run_json("check-dtype", dfx["bert-bf16-says-fp16"])
+    assert code == 0 and list(data["targets"]) == ["fp16", "bf16", "fp32"]
+    assert data["targets"]["bf16"]["verdict"] == "safe" and data["targets"]["fp32"]["verdict"] == "safe"
+    assert data["config_agreement"]["status"] == "differs"
+    assert "silent re-cast" in data["config_agreement"]["message"]
+
+
+def test_fp8_targets(dfx: dict[str, Path]) -> None:
+    if not hasattr(torch, "float8_e4m3fn"):
+        pytest.skip("this torch has no float8")
+    code, data = run_json("check-dtype", dfx["planted"], "--target", "fp8_e4m3,fp8_e5m2")
+    x = torch.tensor([1e5])
+    e4m3_saturates = bool(torch.isfinite(x.to(torch.float8_e4m3fn).float()).all())
+    e4m3 = data["targets"]["fp8_e4m3"]
+    assert ("saturates" in e4m3["torch_behaviour"]) == e4m3_saturates
+    assert (e4m3["saturated"] > 0) == e4m3_saturates and e4m3["verdict"] == "unsafe"
+    assert "per-tensor or per-block scales" in data["recommendation"]["text"]
+
+
+def test_sample_and_filter(dfx: dict[str, Path]) -> None:
+    code, data = run_json("check-dtype", dfx["planted"], "--target", "fp16", "--sample", "100", "--filter", r"^stack\.")
+    assert code == 0
+    rows = data["targets"]["fp16"]["tensors"]
+    assert [r["name"] for r in rows] == ["stack.0.norm.weight", "stack.1.norm.weight"]
+    assert all(r["values"] == 100 for r in rows)
+    assert data["sample"]["values_per_tensor"] == 100 and "seed 0" in data["sample"]["note"]
+    _, again = run_json("check-dtype", dfx["planted"], "--target", "fp16", "--sample", "100", "--filter", r"^stack\.")
+    assert again["targets"] == data["targets"]
+    result = run_cli("check-dtype", dfx["planted"], "--target", "fp16", "--sample", "100")
+    assert "sampled" in result.stdout
+
+
+def test_local_on_this_machine(dfx: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, data = run_json("check-dtype", dfx["bert-fp32-says-bf16"], "--target", "bf16", "--local")
+    assert code == 0
+    assert data["local"]["cuda_available"] is False and data["local"]["devices"] == []
+    assert data["local"]["auto_dtype"]["dtype"] == "bfloat16"
+    assert "torch_dtype" in data["local"]["auto_dtype"]["reason"]
+    result = run_cli("check-dtype", dfx["bert-fp32-says-bf16"], "--target", "bf16", "--local")
+    assert "no CUDA device" in result.stdout and "bfloat16" in result.stdout
+
+
+def test_repo_id_source(fx: dict[str, Path], hub_env: Path) -> None:
+    code, data = run_json("check-dtype", "weightdoctor-tests/tiny-bert", "--target", "fp16")
+    assert code == 0 and data["targets"]["fp16"]["verdict"] in ("lossy", "unsafe")
+    assert sum(c["num_params"] for c in data["stored_dtypes"].values()) == 20077
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--target", "fp7"], "unknown target dtype 'fp7'"),
+        (["--fail-on", "maybe"], "--fail-on must be unsafe or lossy"),
+        (["--sample", "0"], "--sample must be a positive number"),
+        (["--filter", "("], "bad regular expression"),
+    ],
+)
+def test_bad_usage_exit_2(dfx: dict[str, Path], args: list[str], message: str) -> None:
+    result = run_cli("check-dtype", dfx["planted"], *args)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_input_exit_2(tmp_path: Path) -> None:
+    missing = run_cli("check-dtype", tmp_path / "nope.safetensors")
+    assert missing.exit_code == 2 and "no such file or directory" in missing.stderr
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    result = run_cli("check-dtype", junk)
+    assert result.exit_code == 2 and str(junk) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_does_not_import_torch() -> None:
+    proc = run_subprocess("check-dtype", "--help")
+    assert proc.returncode == 0 and "--fail-on" in proc.stdout
+    code = "import sys, weightdoctor.cli, weightdoctor.commands.check_dtype; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,915 @@
+"""`check-dtype`'s analysis: what casting every floating tensor to fp16 / bf16 / fp8 / fp32 would do.
+
+The casts are real: each tensor is streamed from the reader, cast with torch's own `.to(dtype)` in
+bounded chunks, and the result compared with the stored values. Nothing here prints or exits.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from weightdoctor.checkpoint import Checkpoint, TensorInfo
+from weightdoctor.dtypes import FLOATING, bits_per_element
+from weightdoctor.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+# Target names users type (and the keys of the JSON `targets` object) -> torch dtype attribute.
+TARGETS: dict[str, str] = {
+    "fp16": "float16",
+    "bf16": "bfloat16",
+    "fp32": "float32",
+    "fp64": "float64",
+    "fp8_e4m3": "float8_e4m3fn",
+    "fp8_e5m2": "float8_e5m2",
+    "fp8_e4m3fnuz": "float8_e4m3fnuz",
+    "fp8_e5m2fnuz": "float8_e5m2fnuz",
+}
+TARGET_ALIASES: dict[str, str] = {
+    "float16": "fp16", "half": "fp16", "f16": "fp16",
+    "bfloat16": "bf16",
+    "float32": "fp32", "float": "fp32", "f32": "fp32",
+    "float64": "fp64", "double": "fp64",
+    "fp8": "fp8_e4m3", "float8_e4m3fn": "fp8_e4m3", "e4m3": "fp8_e4m3",
+    "float8_e5m2": "fp8_e5m2", "e5m2": "fp8_e5m2",
+    "float8_e4m3fnuz": "fp8_e4m3fnuz", "float8_e5m2fnuz": "fp8_e5m2fnuz",
+}
+DEFAULT_TARGETS: tuple[str, ...] = ("fp16", "bf16")
+# `--target all`: every target this torch has (the fnuz variants only on request).
+ALL_TARGETS: tuple[str, ...] = ("fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "fp32")
+# Stored dtypes that a dtype cast does not touch, with the reason said in the output.
+NOT_CAST: dict[str, str] = {
+    "float8_e8m0fnu": "an exponent-only scale format (MX block scales), not weights to cast",
+    "float4_e2m1fn_x2": "packed fp4 pairs, which torch cannot cast element by element",
+}
+VERDICTS: tuple[str, ...] = ("safe", "lossy", "unsafe")
+# A tensor whose cast flushes at least this share of its non-zero values to zero is unsafe.
+MASS_UNDERFLOW_SHARE = 0.01
+CHUNK_ELEMENTS = 1 << 20
+SAMPLE_SEED = 0
+LIMITS = (
+    "Weights alone cannot tell whether activations, attention scores or gradients overflow fp16 at "
+    "inference or in training; only running the model on real inputs shows that."
+)
+
+
+def verdict_rank(verdict: str) -> int:
+    """Order of severity: safe 0, lossy 1, unsafe 2."""
+    return VERDICTS.index(verdict)
+
+
+def parse_targets(text: str | None, stored: Iterable[str] = ()) -> list[str]:
+    """Turn `--target fp16,bf16` (or `all`, or None for the default) into target names.
+
+    The default is fp16 and bf16, plus fp32 when some floating tensor is stored below 32 bits.
+
+    Example:
+        >>> parse_targets("half,bf16")
+        ['fp16', 'bf16']
+
+    Raises:
+        UsageError: an unknown name, or a dtype this torch does not have.
+    """
+    import torch
+
+    if text is None or not text.strip():
+        names = list(DEFAULT_TARGETS)
+        if any(d in FLOATING and d not in NOT_CAST and bits_per_element(d) < 32 for d in stored):
+            names.append("fp32")
+        return names
+    names = []
+    for raw in text.split(","):
+        item = raw.strip().lower().removeprefix("torch.")
+        if not item:
+            continue
+        if item == "all":
+            chosen = [t for t in ALL_TARGETS if getattr(torch, TARGETS[t], None) is not None]
+        else:
+            short = TARGET_ALIASES.get(item, item)
+            if short not in TARGETS:
+                raise UsageError(f"unknown target dtype {raw.strip()!r} (choose from {', '.join(TARGETS)}, or all)")
+            if getattr(torch, TARGETS[short], None) is None:
+                raise UsageError(
+                    f"this torch ({torch.__version__}) has no {TARGETS[short]}, so {short} cannot be checked"
+                )
+            chosen = [short]
+        names += [t for t in chosen if t not in names]
+    if not names:
+        raise UsageError(f"--target {text!r} names no dtype")
+    return names
+
+
+@dataclass
+class CastCounts:
+    """What a cast did to a run of values; counts add up over chunks and tensors.
+
+    Attributes:
+        values: values compared (all of them, or the sample).
+        zeros: values that were exactly zero before the cast.
+        nan / inf: non-finite values before the cast.
+        overflow: finite values the cast turned into inf or NaN.
+        saturated: finite values beyond the target's largest finite value that came out finite
+            (clamped to ±max: rounding just above max, or a saturating fp8 cast).
+        saturated_max_rel_error: the largest relative error among the saturated values.
+        underflow: non-zero finite values the cast turned into zero.
+        subnormal: values that came out non-zero but below the target's smallest normal number.
+        changed: values not equal after the cast (NaN stays NaN and counts as equal).
+        max_rel_error / rel_error_sum: |cast − x| / |x| over finite non-zero x whose cast is finite.
+    """
+
+    values: int = 0
+    zeros: int = 0
+    nan: int = 0
+    inf: int = 0
+    overflow: int = 0
+    saturated: int = 0
+    saturated_max_rel_error: float = 0.0
+    underflow: int = 0
+    subnormal: int = 0
+    changed: int = 0
+    max_rel_error: float = 0.0
+    rel_error_sum: float = 0.0
+
+    @property
+    def nonzero_finite(self) -> int:
+        return self.values - self.zeros - self.nan - self.inf
+
+    @property
+    def rel_error_count(self) -> int:
+        return self.nonzero_finite - self.overflow
+
+    @property
+    def mean_rel_error(self) -> float:
+        count = self.rel_error_count
+        return self.rel_error_sum / count if count > 0 else 0.0
+
+    def add(self, other: CastCounts) -> None:
+        for name in ("values", "zeros", "nan", "inf", "overflow", "saturated", "underflow", "subnormal", "changed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.rel_error_sum += other.rel_error_sum
+        self.max_rel_error = max(self.max_rel_error, other.max_rel_error)
+        self.saturated_max_rel_error = max(self.saturated_max_rel_error, other.saturated_max_rel_error)
+
+
+def _wide_dtype(dtype: torch.dtype, targets: list[torch.dtype]) -> torch.dtype:
+    """The dtype in which the stored values and their casts are compared exactly (fp32 unless fp64 is involved)."""
+    import torch
+
+    return torch.float64 if torch.float64 in (dtype, *targets) else torch.float32
+
+
+def cast_counts(
+    values: torch.Tensor, targets: list[torch.dtype], chunk_elements: int = CHUNK_ELEMENTS
+) -> list[CastCounts]:
+    """Cast `values` to each target with torch's own `.to(dtype)`, chunk by chunk, and count what changed.
+
+    Memory stays at a few chunks whatever the tensor's size. Counts are exact (they are torch's
+    results, compared element by element); only `rel_error_sum` is a floating-point sum.
+
+    Example:
+        >>> import torch
+        >>> c, = cast_counts(torch.tensor([70000.0, 1e-8, 1.0]), [torch.float16])
+        >>> c.overflow, c.underflow, c.changed
+        (1, 1, 2)
+
+    Args:
+        values: a floating tensor in its stored dtype (any shape; CPU).
+        targets: torch dtypes to cast to.
+        chunk_elements: values cast at once.
+
+    Returns:
+        One `CastCounts` per target, in order.
+    """
+    import torch
+
+    flat = values.reshape(-1)
+    wide = _wide_dtype(flat.dtype, targets)
+    infos = [torch.finfo(t) for t in targets]
+    results = [CastCounts() for _ in targets]
+    for start in range(0, flat.numel(), chunk_elements):
+        src = flat[start:start + chunk_elements]
+        x = src if src.dtype == wide else src.to(wide)
+        absx = x.abs()
+        n = x.numel()
+        zeros_x = int(torch.count_nonzero(absx == 0))
+        amax = float(absx.max())
+        finite_x: torch.Tensor | None = None
+        nan_x = inf_x = 0
+        if amax != amax or amax == float("inf"):  # NaN or inf somewhere in the chunk
+            finite_x = torch.isfinite(x)
+            nan_x = int(torch.count_nonzero(torch.isnan(x)))
+            inf_x = int(torch.count_nonzero(torch.isinf(x)))
+            amax = float(torch.where(finite_x, absx, 0).max())
+        for target, info, total in zip(targets, infos, results, strict=True):
+            counts = CastCounts(values=n, zeros=zeros_x, nan=nan_x, inf=inf_x)
+            yb = src.to(target).to(wide)
+            ay = yb.abs()
+            zeros_y = int(torch.count_nonzero(ay == 0))
+            # Zeros stay zeros and nothing non-finite becomes zero, so the new zeros are the underflow.
+            counts.underflow = zeros_y - zeros_x
+            counts.subnormal = int(torch.count_nonzero(ay < info.smallest_normal)) - zeros_y
+            changed = int(torch.count_nonzero(yb != x))
+            if nan_x:
+                changed -= int(torch.count_nonzero(torch.isnan(x) & torch.isnan(yb)))
+            counts.changed = changed
+            err = (yb - x).abs_().div_(absx)
+            if finite_x is not None or amax > info.max:
+                fx = finite_x if finite_x is not None else torch.ones_like(x, dtype=torch.bool)
+                finite_y = torch.isfinite(yb)
+                counts.overflow = int(torch.count_nonzero(fx & ~finite_y))
+                beyond = fx & finite_y & (absx > info.max)
+                counts.saturated = int(torch.count_nonzero(beyond))
+                if counts.saturated:
+                    counts.saturated_max_rel_error = float(err[beyond].max())
+            # 0/0 (zeros), inf (overflow) and NaN (non-finite inputs) are outside the relative error.
+            torch.nan_to_num_(err, nan=0.0, posinf=0.0, neginf=0.0)
+            counts.max_rel_error = float(err.max()) if n else 0.0
+            # torch sums floats by cascade (error ~log2(n)·eps); chunk totals add up in a Python float.
+            counts.rel_error_sum = float(err.sum())
+            total.add(counts)
+    return results
+
+
+def sample_indices(numel: int, count: int, name: str, seed: int = SAMPLE_SEED) -> torch.Tensor:
+    """`count` positions in a flattened tensor, drawn uniformly with replacement.
+
+    The generator is seeded from `seed` and the tensor's name, so a tensor gets the same sample in
+    every run, whichever other tensors are checked.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63))
+    return torch.randint(numel, (count,), generator=generator)
+
+
+def cast_behaviour(target: str) -> str:
+    """What torch's `.to(target)` does here with values beyond its range, inf and NaN (measured, not assumed)."""
+    import torch
+
+    dtype = getattr(torch, TARGETS[target])
+    top = torch.finfo(dtype).max
+    wide = torch.tensor([top * 4, -top * 4, float("inf"), float("nan")], dtype=torch.float64)
+    probe = wide.to(torch.float32) if top * 4 < torch.finfo(torch.float32).max else wide
+    out = probe.to(dtype).to(torch.float64).tolist()
+
+    def word(value: float) -> str:
+        return "NaN" if value != value else _number(value)
+
+    beyond = "NaN" if out[0] != out[0] else f"±{_number(abs(out[0]))}"
+    how = "saturates" if abs(out[0]) == top else ("overflows" if out[0] != out[0] or abs(out[0]) == float("inf")
+                                                   else "rounds")
+    return f"beyond ±{_number(top)} → {beyond} ({how}); inf → {word(out[2])}; NaN → {word(out[3])}"
+
+
+def _number(value: float) -> str:
+    return f"{value:.6g}"
+
+
+@dataclass
+class TensorCast:
+    """What a cast to one target does to one tensor."""
+
+    name: str
+    dtype: str
+    verdict: str
+    values: int
+    overflow: int
+    saturated: int
+    underflow: int
+    subnormal: int
+    changed: int
+    max_rel_error: float
+    mean_rel_error: float
+    nan: int
+    inf: int
+    reason: str
+
+
+def tensor_verdict(counts: CastCounts, eps: float) -> tuple[str, str]:
+    """(verdict, reason) for one tensor: unsafe on overflow, clamping or mass underflow; lossy on rounding."""
+    reasons = []
+    if counts.overflow:
+        reasons.append(f"{counts.overflow:,} finite value(s) become inf/NaN")
+    if counts.saturated and counts.saturated_max_rel_error > eps:
+        reasons.append(f"{counts.saturated:,} value(s) beyond the range clamped to ±max")
+    nonzero = counts.nonzero_finite
+    if counts.underflow and nonzero and counts.underflow / nonzero >= MASS_UNDERFLOW_SHARE:
+        reasons.append(f"{counts.underflow / nonzero:.1%} of non-zero values flushed to zero")
+    if reasons:
+        return "unsafe", "; ".join(reasons)
+    if counts.changed:
+        parts = [f"{counts.changed:,} value(s) rounded"]
+        if counts.underflow:
+            parts.append(f"{counts.underflow:,} flushed to zero")
+        if counts.subnormal:
+            parts.append(f"{counts.subnormal:,} subnormal")
+        return "lossy", ", ".join(parts)
+    return "safe", "every value exactly representable"
+
+
+@dataclass
+class TargetReport:
+    """A cast of the whole checkpoint to one target dtype."""
+
+    dtype: str
+    verdict: str
+    tensors_checked: int
+    tensors_unsafe: int
+    tensors_lossy: int
+    values: int
+    overflow: int
+    saturated: int
+    underflow: int
+    subnormal: int
+    changed: int
+    changed_share: float
+    max_rel_error: float
+    mean_rel_error: float
+    max_finite: float
+    smallest_normal: float
+    torch_behaviour: str
+    memory_bytes: int
+    keep_fp32: str | None
+    keep_fp32_memory_bytes: int | None
+    tensors: list[TensorCast]
+
+
+@dataclass
+class DtypeCount:
+    num_tensors: int
+    num_params: int
+    bytes: int
+
+
+@dataclass
+class ConfigAgreement:
+    """Whether the stored dtypes agree with `config.json`'s dtype, and what a mismatch costs."""
+
+    status: str  # "agrees", "differs", "mixed", "no-config", "not-set", "quantized"
+    message: str
+
+
+@dataclass
+class SkippedTensor:
+    name: str
+    dtype: str
+    reason: str
+
+
+@dataclass
+class GpuInfo:
+    index: int
+    name: str
+    capability: str
+    total_memory_bytes: int
+    bf16: bool
+    fp8: bool
+
+
+@dataclass
+class AutoDtype:
+    """The dtype `from_pretrained(dtype="auto")` would load the weights in, and why."""
+
+    dtype: str | None
+    reason: str
+
+
+@dataclass
+class LocalReport:
+    """`--local`: this machine's GPUs and what transformers' `dtype="auto"` resolves to."""
+
+    cuda_available: bool
+    devices: list[GpuInfo]
+    cpu_capability: str | None
+    auto_dtype: AutoDtype
+    notes: list[str]
+
+
+@dataclass
+class Recommendation:
+    """What to do: one line per target, a best choice, and `convert` commands with their memory."""
+
+    text: str
+    best: str | None
+    lines: list[str]
+    commands: dict[str, str]
+    memory_bytes: dict[str, int]
+
+
+@dataclass
+class SampleInfo:
+    values_per_tensor: int
+    seed: int
+    note: str
+
+
+@dataclass
+class CheckDtypeReport:
+    """Everything `weightdoctor check-dtype` shows."""
+
+    source: str
+    resolved_path: str
+    format: str
+    stored_dtypes: dict[str, DtypeCount]
+    mixed_storage: bool
+    config_torch_dtype: str | None
+    config_agreement: ConfigAgreement
+    tensor_dtypes: dict[str, str]
+    targets: dict[str, TargetReport]
+    recommendation: Recommendation
+    limits: str
+    sample: SampleInfo | None
+    filter: str | None
+    tensors_checked: int
+    skipped: list[SkippedTensor]
+    memory_bytes: dict[str, int]
+    local: LocalReport | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def config_dtype(config: dict[str, Any] | None) -> str | None:
+    """The dtype `config.json` declares, read as transformers reads it (`dtype` first, then `torch_dtype`)."""
+    if not config:
+        return None
+    for key in ("dtype", "torch_dtype"):
+        value = config.get(key)
+        if value is not None:
+            return value.removeprefix("torch.") if isinstance(value, str) else str(value)
+    return None
+
+
+def _unique_storage(tensors: Iterable[TensorInfo]) -> list[TensorInfo]:
+    seen: set[str] = set()
+    out = []
+    for info in tensors:
+        if info.storage_id is not None:
+            if info.storage_id in seen:
+                continue
+            seen.add(info.storage_id)
+        out.append(info)
+    return out
+
+
+def _is_castable(info: TensorInfo) -> bool:
+    return info.dtype in FLOATING and info.dtype not in NOT_CAST
+
+
+def memory_at(tensors: list[TensorInfo], bytes_per_value: float, keep_fp32: set[str] | None = None) -> int:
+    """Bytes of the weights with every castable tensor at `bytes_per_value` (those in `keep_fp32` at 4)."""
+    total = 0.0
+    for info in _unique_storage(tensors):
+        if not _is_castable(info):
+            total += info.nbytes
+        elif keep_fp32 and info.name in keep_fp32:
+            total += info.num_params * 4
+        else:
+            total += info.num_params * bytes_per_value
+    return int(total)
+
+
+def stored_dtype_counts(tensors: list[TensorInfo]) -> dict[str, DtypeCount]:
+    counts: dict[str, DtypeCount] = {}
+    for info in tensors:
+        entry = counts.setdefault(info.dtype, DtypeCount(0, 0, 0))
+        entry.num_tensors += 1
+        entry.num_params += info.num_params
+        entry.bytes += info.nbytes
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1].num_params))
+
+
+def config_agreement(
+    declared: str | None, tensors: list[TensorInfo], config: dict[str, Any] | None
+) -> ConfigAgreement:
+    """Compare the stored floating dtypes with the config's dtype and say what a mismatch costs."""
+    from weightdoctor.units import format_bytes
+
+    floating = stored_dtype_counts([t for t in tensors if _is_castable(t)])
+    stored = list(floating)
+    if config is None:
+        return ConfigAgreement("no-config", "no config.json beside the weights: nothing to compare")
+    if declared is None:
+        return ConfigAgreement("not-set", "config.json sets no torch_dtype/dtype: dtype='auto' goes by the weights")
+    quant = config.get("quantization_config")
+    if isinstance(quant, dict):
+        method = quant.get("quant_method", "unknown")
+        return ConfigAgreement(
+            "quantized",
+            f"quantized checkpoint (quant_method={method}): stored {', '.join(stored) or 'no floating'} "
+            f"beside config {declared} is by design",
+        )
+    if not stored:
+        return ConfigAgreement("agrees", f"config says {declared}; no floating tensors")
+    if stored == [declared]:
+        return ConfigAgreement("agrees", f"stored {declared}, as config.json says")
+    declared_bits = bits_per_element(declared) if declared in FLOATING else None
+    if declared in stored:
+        others = ", ".join(f"{d} ({floating[d].num_tensors} tensor(s))" for d in stored if d != declared)
+        return ConfigAgreement(
+            "mixed", f"mixed storage: config says {declared}, but {others} are stored otherwise; "
+            f"from_pretrained(dtype='auto') casts them to {declared} at load",
+        )
+    main = stored[0]
+    if declared_bits is None:
+        return ConfigAgreement("differs", f"config says {declared!r}, which is not a floating dtype torch loads")
+    stored_bytes = sum(c.bytes for c in floating.values())
+    needed = sum(c.num_params for c in floating.values()) * declared_bits // 8
+    if needed < stored_bytes:
+        return ConfigAgreement(
+            "differs",
+            f"stored {', '.join(stored)} but config says {declared}: {format_bytes(stored_bytes)} on disk and "
+            f"download where {format_bytes(needed)} would do ({stored_bytes / needed:.1f}×); "
+            f"from_pretrained(dtype='auto') casts to {declared} at load",
+        )
+    if needed > stored_bytes:
+        return ConfigAgreement(
+            "differs",
+            f"stored {main} but config says {declared}: from_pretrained(dtype='auto') up-casts at load, "
+            f"{format_bytes(needed)} in memory for {format_bytes(stored_bytes)} on disk",
+        )
+    return ConfigAgreement(
+        "differs",
+        f"stored {main} but config says {declared}: a silent re-cast at load by from_pretrained(dtype='auto') "
+        f"(see target {_short(declared)} for what it does to the values)",
+    )
+
+
+def share_text(share: float) -> str:
+    """A share for people: "98.7%", "0.005%" (never a misleading "0.0%" for a non-zero share)."""
+    if share == 0 or share >= 0.001:
+        return f"{share:.1%}"
+    return f"{share * 100:.2g}%"
+
+
+def _short(dtype: str) -> str:
+    return next((short for short, name in TARGETS.items() if name == dtype), dtype)
+
+
+def keep_fp32_regex(offenders: Iterable[str], all_names: Iterable[str]) -> str | None:
+    """A regular expression matching exactly the `offenders` among `all_names` (for `--keep-fp32`).
+
+    Layer indices are collapsed to `\\d+` where every tensor the collapsed pattern matches is an
+    offender, so the expression stays short for deep models without catching anything else.
+
+    Example:
+        >>> keep_fp32_regex(["h.0.ln.weight", "h.1.ln.weight"], ["h.0.ln.weight", "h.1.ln.weight", "h.0.w"])
+        '^(?:h\\\\.\\\\d+\\\\.ln\\\\.weight)$'
+    """
+    offender_list = list(dict.fromkeys(offenders))
+    if not offender_list:
+        return None
+    offender_set = set(offender_list)
+    names = list(all_names)
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name in offender_list:
+        pieces = tuple(re.split(r"(?<=\.)\d+(?=\.|$)", name))
+        groups.setdefault(pieces, []).append(name)
+    parts: list[str] = []
+    for pieces, members in groups.items():
+        if len(members) > 1 and len(pieces) > 1:
+            pattern = r"\d+".join(re.escape(p) for p in pieces)
+            compiled = re.compile(pattern)
+            if all(n in offender_set for n in names if compiled.fullmatch(n)):
+                parts.append(pattern)
+                continue
+        parts += [re.escape(m) for m in members]
+    return "^(?:" + "|".join(sorted(parts)) + ")$"
+
+
+def _output_name(source: str, target: str) -> str:
+    path = Path(source)
+    if path.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt"):
+        return str(path.with_name(f"{path.stem}-{target}.safetensors"))
+    return f"{source.rstrip('/')}-{target}"
+
+
+def recommend(
+    source: str,
+    targets: dict[str, TargetReport],
+    memory: dict[str, int],
+    declared: str | None,
+    name_filter: str | None = None,
+    sample: int | None = None,
+    quantized: bool = False,
+) -> Recommendation:
+    """Turn the per-target results into sentences and `convert` commands a person can run."""
+    from weightdoctor.units import format_bytes
+
+    lines: list[str] = []
+    if quantized:
+        lines.append("quantized checkpoint: these casts take the stored values as they are, without their scales")
+    if name_filter:
+        lines.append(f"only tensors matching /{name_filter}/ were checked: run without --filter before converting")
+    if sample is not None:
+        lines.append(
+            f"only {sample:,} values per tensor were checked: a value outside the sample can still overflow, "
+            "so run without --sample before converting"
+        )
+    commands: dict[str, str] = {}
+    for name, report in targets.items():
+        mem = format_bytes(report.memory_bytes)
+        if report.tensors_checked == 0:
+            lines.append(f"{name}: no floating tensors to cast")
+            continue
+        if report.verdict == "safe":
+            lines.append(f"{name} is safe: every value is exactly representable ({mem})")
+        elif report.verdict == "lossy":
+            tiny = [f"{report.underflow:,} tiny value(s) flushed to zero"] if report.underflow else []
+            tiny += [f"{report.subnormal:,} now subnormal"] if report.subnormal else []
+            extra = f"; {', '.join(tiny)}" if tiny else ""
+            lines.append(
+                f"{name} loses precision only: max relative error {report.max_rel_error:.3g}, "
+                f"{share_text(report.changed_share)} of values rounded{extra} ({mem})"
+            )
+        else:
+            problems = []
+            over = [t for t in report.tensors if t.overflow]
+            sat = [t for t in report.tensors if t.verdict == "unsafe" and t.saturated and not t.overflow]
+            under = [t for t in report.tensors if t.verdict == "unsafe" and not t.overflow and not t.saturated]
+            if over:
+                problems.append(f"overflows in {len(over)} tensor(s) ({report.overflow:,} value(s) → inf/NaN)")
+            if sat:
+                problems.append(f"clamps values beyond ±{_number(report.max_finite)} in {len(sat)} tensor(s)")
+            if under:
+                problems.append(f"flushes ≥{MASS_UNDERFLOW_SHARE:.0%} of the values to zero in {len(under)} tensor(s)")
+            line = f"{name} is unsafe: {'; '.join(problems)}"
+            if report.keep_fp32 and name in ("fp16", "bf16"):
+                output = _output_name(source, name)
+                command = (
+                    f"weightdoctor convert {shlex.quote(source)} -o {shlex.quote(output)} --dtype {name} "
+                    f"--keep-fp32 {shlex.quote(report.keep_fp32)}"
+                )
+                commands[name] = command
+                kept = report.keep_fp32_memory_bytes or 0
+                line += (
+                    f": keep them in fp32 (`{command}`), {format_bytes(kept)} instead of {mem}"
+                )
+            elif name.startswith("fp8"):
+                line += "; a plain cast will not do: fp8 checkpoints carry per-tensor or per-block scales"
+            lines.append(line)
+            if declared is not None and TARGETS.get(name) == declared:
+                lines.append(
+                    f"config.json says {declared}: from_pretrained(dtype='auto') loads these weights as {declared} "
+                    f"and hits exactly this"
+                )
+    usable = [
+        (n, r) for n, r in targets.items()
+        if r.verdict != "unsafe" and r.tensors_checked and TARGETS[n] not in ("float32", "float64")
+    ]
+    best = None
+    if usable:
+        usable.sort(key=lambda item: (item[1].memory_bytes, verdict_rank(item[1].verdict), item[1].max_rel_error))
+        best = usable[0][0]
+        others = [n for n, r in usable[1:] if r.memory_bytes == usable[0][1].memory_bytes]
+        tail = f" (same size as {', '.join(others)}, whose max relative error is larger)" if others else ""
+        lines.append(f"smallest plain cast without overflow or mass underflow: {best}{tail}")
+    text = "\n".join(lines)
+    return Recommendation(text=text, best=best, lines=lines, commands=commands, memory_bytes=memory)
+
+
+def resolve_auto_dtype(checkpoint: Checkpoint) -> AutoDtype:
+    """Ask transformers which dtype `from_pretrained(..., dtype="auto")` would load this checkpoint in.
+
+    Calls transformers' own resolver (`modeling_utils._get_dtype`, 5.x) with a config carrying the
+    checkpoint's `dtype`/`torch_dtype` and the weight files transformers would read (sorted shards,
+    the index's metadata), so the answer follows transformers' rule: the config's dtype, else the index
+    metadata's, else the first floating (non-fp8) tensor of the first weight file.
+    """
+    import json
+
+    import torch
+
+    try:
+        from transformers.configuration_utils import PreTrainedConfig
+        from transformers.modeling_utils import _get_dtype
+    except ImportError as exc:  # pragma: no cover - depends on the installed transformers
+        return AutoDtype(None, f"cannot ask transformers: {exc}")
+    config = checkpoint.config or {}
+    kwargs = {k: config[k] for k in ("dtype", "torch_dtype") if config.get(k) is not None}
+    try:
+        hf_config = PreTrainedConfig(**kwargs)
+    except Exception as exc:
+        return AutoDtype(None, f"transformers rejects config dtype {config_dtype(config)!r}: {exc}")
+    weight_files = sorted(str(f.path) for f in checkpoint.weight_files) if checkpoint.sharded else [
+        str(f.path) for f in checkpoint.weight_files
+    ]
+    sharded_metadata = None
+    if checkpoint.sharded:
+        index = next((f for f in checkpoint.files if f.role == "index"), None)
+        data = json.loads(index.path.read_text(encoding="utf-8")) if index else {}
+        sharded_metadata = dict(data.get("metadata") or {})
+    try:
+        _, dtype = _get_dtype(
+            "auto", weight_files or None, hf_config, sharded_metadata, None, weights_only=True
+        )
+    except Exception as exc:
+        return AutoDtype(None, f"transformers cannot resolve dtype='auto' here: {type(exc).__name__}: {exc}")
+    name = str(dtype).removeprefix("torch.") if isinstance(dtype, torch.dtype) else str(dtype)
+    if hf_config_declared := config_dtype(config):
+        reason = f"config.json {'dtype' if config.get('dtype') is not None else 'torch_dtype'} = {hf_config_declared}"
+    elif sharded_metadata and "dtype" in sharded_metadata:
+        reason = "the index's metadata.dtype"
+    else:
+        first = Path(weight_files[0]).name if weight_files else "?"
+        reason = f"no dtype in config.json: the first floating tensor of {first}"
+    if checkpoint.config is None:
+        reason += " (no config.json: from_pretrained itself needs one)"
+    return AutoDtype(name, reason)
+
+
+def local_report(checkpoint: Checkpoint) -> LocalReport:
+    """This machine's CUDA devices (bf16: `torch.cuda.is_bf16_supported()`, fp8: capability ≥ 8.9)."""
+    import torch
+
+    devices: list[GpuInfo] = []
+    notes: list[str] = []
+    available = bool(torch.cuda.is_available())
+    if available:
+        for index in range(torch.cuda.device_count()):
+            major, minor = torch.cuda.get_device_capability(index)
+            with torch.cuda.device(index):
+                bf16 = bool(torch.cuda.is_bf16_supported())
+            props = torch.cuda.get_device_properties(index)
+            devices.append(GpuInfo(
+                index=index, name=str(torch.cuda.get_device_name(index)), capability=f"{major}.{minor}",
+                total_memory_bytes=int(getattr(props, "total_memory", 0)), bf16=bf16, fp8=(major, minor) >= (8, 9),
+            ))
+    else:
+        notes.append("no CUDA device: from_pretrained would load on the CPU")
+    try:
+        cpu_capability = str(torch.backends.cpu.get_cpu_capability())
+    except Exception:  # pragma: no cover - older torch
+        cpu_capability = None
+    auto = resolve_auto_dtype(checkpoint)
+    if auto.dtype == "bfloat16" and devices and not all(d.bf16 for d in devices):
+        notes.append("dtype='auto' gives bfloat16 but not every GPU here supports it natively: fp16 or fp32 there")
+    if auto.dtype and auto.dtype.startswith("float8") and devices and not all(d.fp8 for d in devices):
+        notes.append("fp8 weights need compute capability ≥ 8.9 for fp8 matmuls")
+    return LocalReport(available, devices, cpu_capability, auto, notes)
+
+
+def select_tensors(checkpoint: Checkpoint, name_filter: str | None) -> tuple[list[TensorInfo], list[SkippedTensor]]:
+    """The tensors a cast would touch (matching `name_filter`), and the others with the reason they are left."""
+    pattern = re.compile(name_filter) if name_filter else None
+    selected = [t for t in checkpoint.tensors if pattern is None or pattern.search(t.name)]
+    skipped = [
+        SkippedTensor(t.name, t.dtype, NOT_CAST.get(t.dtype, "not floating: a dtype cast leaves it as is"))
+        for t in selected if not _is_castable(t)
+    ]
+    return [t for t in selected if _is_castable(t)], skipped
+
+
+def check_dtype(
+    checkpoint: Checkpoint,
+    targets: list[str],
+    *,
+    sample: int | None = None,
+    name_filter: str | None = None,
+    local: bool = False,
+    seed: int = SAMPLE_SEED,
+    chunk_elements: int = CHUNK_ELEMENTS,
+    on_tensor: Callable[[int], None] | None = None,
+) -> CheckDtypeReport:
+    """Simulate casting every floating tensor of `checkpoint` to each target and judge the result.
+
+    Example:
+        >>> with open_checkpoint("model.safetensors") as ckpt:
+        ...     report = check_dtype(ckpt, ["fp16", "bf16"])
+        >>> report.targets["fp16"].verdict
+        'lossy'
+
+    Args:
+        checkpoint: an opened checkpoint; tensors are loaded one at a time.
+        targets: target names (see `parse_targets`).
+        sample: check this many values per tensor (drawn with a fixed seed) instead of all of them.
+        name_filter: regular expression; only tensors whose name matches are cast.
+        local: add this machine's GPU support and transformers' `dtype="auto"` resolution.
+        seed: seed of the sample.
+        chunk_elements: values cast at once (bounds memory).
+        on_tensor: called with 1 after each tensor (a progress bar).
+
+    Raises:
+        UsageError: a bad `sample` or target; reader errors for unreadable tensors.
+    """
+    import torch
+
+    if sample is not None and sample <= 0:
+        raise UsageError(f"--sample must be a positive number of values, not {sample}")
+    for name in targets:
+        if name not in TARGETS:
+            raise UsageError(f"unknown target {name!r}")
+    castable, skipped = select_tensors(checkpoint, name_filter)
+    target_dtypes = [getattr(torch, TARGETS[n]) for n in targets]
+    totals = {n: CastCounts() for n in targets}
+    per_tensor: dict[str, list[TensorCast]] = {n: [] for n in targets}
+    eps = {n: float(torch.finfo(d).eps) for n, d in zip(targets, target_dtypes, strict=True)}
+    warnings = list(checkpoint.warnings)
+    checked = 0
+    for info in castable:
+        tensor = checkpoint.load_tensor(info.name)
+        if getattr(torch, info.dtype, None) is None or not tensor.is_floating_point():
+            skipped.append(SkippedTensor(info.name, info.dtype, "this torch cannot cast it"))
+            continue
+        values = tensor.reshape(-1)
+        if sample is not None and values.numel() > sample:
+            values = values[sample_indices(values.numel(), sample, info.name, seed)]
+        counts_list = cast_counts(values, target_dtypes, chunk_elements)
+        del tensor, values
+        for name, counts in zip(targets, counts_list, strict=True):
+            verdict, reason = tensor_verdict(counts, eps[name])
+            per_tensor[name].append(TensorCast(
+                name=info.name, dtype=info.dtype, verdict=verdict, values=counts.values, overflow=counts.overflow,
+                saturated=counts.saturated, underflow=counts.underflow, subnormal=counts.subnormal,
+                changed=counts.changed, max_rel_error=counts.max_rel_error, mean_rel_error=counts.mean_rel_error,
+                nan=counts.nan, inf=counts.inf, reason=reason,
+            ))
+            totals[name].add(counts)
+        checked += 1
+        if on_tensor is not None:
+            on_tensor(1)
+
+    all_names = [t.name for t in checkpoint.tensors]
+    reports: dict[str, TargetReport] = {}
+    for name, dtype in zip(targets, target_dtypes, strict=True):
+        rows = per_tensor[name]
+        total = totals[name]
+        finfo = torch.finfo(dtype)
+        bytes_per_value = bits_per_element(TARGETS[name]) / 8
+        offenders = [r.name for r in rows if r.verdict == "unsafe"]
+        regex = keep_fp32_regex(offenders, all_names) if offenders else None
+        verdict = max((r.verdict for r in rows), key=verdict_rank, default="safe")
+        reports[name] = TargetReport(
+            dtype=TARGETS[name],
+            verdict=verdict,
+            tensors_checked=len(rows),
+            tensors_unsafe=sum(r.verdict == "unsafe" for r in rows),
+            tensors_lossy=sum(r.verdict == "lossy" for r in rows),
+            values=total.values,
+            overflow=total.overflow,
+            saturated=total.saturated,
+            underflow=total.underflow,
+            subnormal=total.subnormal,
+            changed=total.changed,
+            changed_share=total.changed / total.values if total.values else 0.0,
+            max_rel_error=total.max_rel_error,
+            mean_rel_error=total.mean_rel_error,
+            max_finite=float(finfo.max),
+            smallest_normal=float(finfo.smallest_normal),
+            torch_behaviour=cast_behaviour(name),
+            memory_bytes=memory_at(checkpoint.tensors, bytes_per_value),
+            keep_fp32=regex,
+            keep_fp32_memory_bytes=memory_at(checkpoint.tensors, bytes_per_value, set(offenders)) if regex else None,
+            tensors=rows,
+        )
+
+    declared = config_dtype(checkpoint.config)
+    stored = stored_dtype_counts(checkpoint.tensors)
+    floating_stored = [d for d in stored if _is_castable_dtype(d)]
+    memory = {"stored": memory_at_stored(checkpoint.tensors)}
+    for name in dict.fromkeys(["fp32", "bf16", "fp16", "fp8_e4m3", *targets]):
+        if getattr(torch, TARGETS[name], None) is not None:
+            memory[name] = memory_at(checkpoint.tensors, bits_per_element(TARGETS[name]) / 8)
+    agreement = config_agreement(declared, checkpoint.tensors, checkpoint.config)
+    sample_info = None
+    if sample is not None:
+        sample_info = SampleInfo(
+            values_per_tensor=sample, seed=seed,
+            note=f"sampled: at most {sample:,} values per tensor, drawn uniformly with replacement (seed {seed}); "
+            "tensors are still read whole, only the casts are bounded",
+        )
+    return CheckDtypeReport(
+        source=checkpoint.source,
+        resolved_path=str(checkpoint.path),
+        format=checkpoint.format,
+        stored_dtypes=stored,
+        mixed_storage=len(floating_stored) > 1,
+        config_torch_dtype=declared,
+        config_agreement=agreement,
+        tensor_dtypes={t.name: t.dtype for t in checkpoint.tensors},
+        targets=reports,
+        recommendation=recommend(checkpoint.source, reports, memory, declared, name_filter, sample, agreement.status
+                                 == "quantized"),
+        limits=LIMITS,
+        sample=sample_info,
+        filter=name_filter,
+        tensors_checked=checked,
+        skipped=skipped,
+        memory_bytes=memory,
+        local=local_report(checkpoint) if local else None,
+        warnings=warnings,
+    )
+
+
+def _is_castable_dtype(dtype: str) -> bool:
+    return dtype in FLOATING and dtype not in NOT_CAST
+
+
+def memory_at_stored(tensors: list[TensorInfo]) -> int:
+    """Bytes of the weights as stored (shared storage once)."""
+    return sum(info.nbytes for info in _unique_storage(tensors))

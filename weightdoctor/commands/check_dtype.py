@@ -1,0 +1,92 @@
+"""`weightdoctor check-dtype`: what FP16 / BF16 / FP8 would do to these weights."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from weightdoctor.commands._errors import handle_errors
+from weightdoctor.commands._options import DebugOpt, FilterOpt, JsonOpt, KeyOpt, RevisionOpt, SourceArg
+
+TargetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--target",
+        help="Comma-separated dtypes to check: fp16, bf16, fp32, fp8_e4m3, fp8_e5m2 (where torch has them), "
+        "or all. Default: fp16,bf16 (plus fp32 for a source stored below 32 bits).",
+        show_default=False,
+    ),
+]
+FailOnOpt = Annotated[
+    str | None,
+    typer.Option("--fail-on", help="Exit 1 when a target's verdict is at least this: unsafe or lossy.",
+                 show_default=False),
+]
+SampleOpt = Annotated[
+    int | None,
+    typer.Option("--sample", help="Check N values per tensor (deterministic seed) instead of every value.",
+                 show_default=False),
+]
+LocalOpt = Annotated[
+    bool,
+    typer.Option("--local", help="Add this machine's GPU support (bf16, fp8) and the dtype from_pretrained's "
+                 "dtype='auto' would pick."),
+]
+WorstOpt = Annotated[int, typer.Option("--worst", help="Tensors listed per target in the worst-tensors table.")]
+
+
+@handle_errors
+def check_dtype(
+    source: SourceArg,
+    target: TargetOpt = None,
+    fail_on: FailOnOpt = None,
+    sample: SampleOpt = None,
+    local: LocalOpt = False,
+    json_output: JsonOpt = False,
+    name_filter: FilterOpt = None,
+    worst: WorstOpt = 5,
+    key: KeyOpt = None,
+    revision: RevisionOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Simulate casting every floating tensor to fp16 / bf16 / fp8 and say what overflows, underflows or rounds.
+
+    The casts are torch's own `.to(dtype)`, done tensor by tensor in bounded chunks. Verdicts: safe
+    (every value exact), lossy (rounding only), unsafe (overflow, clamping, or ≥1% of a tensor's
+    non-zero values flushed to zero).
+    """
+    from weightdoctor.check_dtype import VERDICTS, parse_targets, select_tensors, verdict_rank
+    from weightdoctor.check_dtype import check_dtype as analyse
+    from weightdoctor.checkpoint import open_checkpoint
+    from weightdoctor.errors import UsageError
+    from weightdoctor.render import console
+
+    if fail_on is not None and fail_on not in VERDICTS[1:]:
+        raise UsageError(f"--fail-on must be unsafe or lossy, not {fail_on!r}")
+    if sample is not None and sample <= 0:
+        raise UsageError(f"--sample must be a positive number of values, not {sample}")
+    if name_filter is not None:
+        import re
+
+        re.compile(name_filter)
+    if target is not None:
+        parse_targets(target)  # a bad target fails before the checkpoint is opened
+    with open_checkpoint(source, revision=revision, key=key) as checkpoint:
+        targets = parse_targets(target, (t.dtype for t in checkpoint.tensors))
+        total = len(select_tensors(checkpoint, name_filter)[0])
+        with console.progress(total, "casting", enabled=not json_output) as advance:
+            report = analyse(checkpoint, targets, sample=sample, name_filter=name_filter, local=local,
+                             on_tensor=advance)
+    if json_output:
+        from weightdoctor.render.json import print_json
+
+        print_json(report)
+    else:
+        from weightdoctor.render.check_dtype import render_check_dtype
+
+        render_check_dtype(report, console.stdout, worst=worst)
+    if fail_on is not None and any(
+        verdict_rank(t.verdict) >= verdict_rank(fail_on) for t in report.targets.values()
+    ):
+        raise typer.Exit(1)
