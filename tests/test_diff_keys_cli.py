@@ -220,3 +220,24 @@ def test_headers_only_in_a_fresh_process(pairs: dict[str, Pair]) -> None:
                             env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
     assert "EXIT 1 False False" in result.stderr, result.stderr
     assert json.loads(result.stdout)["suggested_renames"][0]["flag"] == "--rename '^module\\.='"
+
+
+def test_head_lookalike_is_not_a_rename() -> None:
+    """A (2, H) classifier must not be 'renamed' onto token_type_embeddings (2, H) or qa_outputs.
+
+    The committed example has num_labels = type_vocab_size = 2, so shapes alone would pair them; the
+    answer must be what from_pretrained reports: new qa_outputs, dropped classifier and pooler.
+    """
+    from transformers import BertForQuestionAnswering
+
+    example = REPO_ROOT / "fixtures" / "example"
+    result = run_cli("diff-keys", example, "--model-class", "BertForQuestionAnswering", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["suggested_renames"] == []
+    assert {(k["name"], k["reason"]) for k in data["missing"]} == {
+        ("qa_outputs.weight", "task-head"), ("qa_outputs.bias", "task-head")}
+    assert {k["reason"] for k in data["unexpected"]} == {"task-head"}
+    _, info = BertForQuestionAnswering.from_pretrained(example, output_loading_info=True)
+    assert set(info["missing_keys"]) == {k["name"] for k in data["missing"]}
+    assert set(info["unexpected_keys"]) == {k["name"] for k in data["unexpected"]}

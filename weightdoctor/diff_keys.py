@@ -300,9 +300,14 @@ def _head_words(name: str) -> set[str]:
 
 
 def _other_head(old: str, new: str) -> bool:
-    """True when a rename moves one task head onto a different one (`pooler.*` -> `cls.predictions.*`)."""
-    words_old, words_new = _head_words(old), _head_words(new)
-    return bool(words_old) and bool(words_new) and not (words_old & words_new)
+    """True when a rename changes which task head a key belongs to.
+
+    That covers one head moved onto another (`pooler.*` -> `cls.predictions.*`), a head moved into the
+    body (`classifier.weight` -> `embeddings.token_type_embeddings.weight`, same (2, H) shape when
+    num_labels = type_vocab_size = 2) and the body moved into a head. Heads differ between tasks by
+    design, so such shape lookalikes are never evidence for a rename.
+    """
+    return _head_words(old) != _head_words(new)
 
 
 def _escape(text: str) -> str:
