@@ -282,3 +282,21 @@ def test_tied_bin_to_bin_keeps_both_names_on_one_storage(fx: dict[str, Path], tm
         back = torch.load(out, weights_only=True)
         assert back.keys() == original.keys() and all(torch.equal(back[k], original[k]) for k in original)
         assert back["lm_head.weight"].data_ptr() == back["transformer.wte.weight"].data_ptr()
+
+
+def test_folder_to_a_file_name_writes_one_file(tmp_path: Path) -> None:
+    """`convert MODEL_DIR -o x.safetensors` writes a file named x.safetensors, not a folder."""
+    from safetensors.torch import load_file
+
+    from tests.helpers import REPO_ROOT
+
+    example = REPO_ROOT / "fixtures" / "example"
+    out = tmp_path / "example.safetensors"
+    result = run_cli("convert", example, "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert out.is_file()
+    assert "config and tokenizer files are not copied" in result.stdout + result.stderr
+    original = load_file(example / "model.safetensors")
+    converted = load_file(out)
+    assert converted.keys() == original.keys()
+    assert all(torch.equal(converted[k], original[k]) for k in original)

@@ -120,7 +120,11 @@ def plan_convert(
         UsageError: bad --to / --keep-fp32 / renames; OutputError: the output is the input.
     """
     out = Path(output)
-    single_file = not (checkpoint.path.is_dir() or checkpoint.sharded)
+    # A folder converts to a folder, unless the output is named like a weight file (`-o model.safetensors`):
+    # then its one weight file is written there, as the name asks.
+    named_like_file = out.suffix.lower() in {".safetensors", ".bin", ".pt", ".pth"}
+    from_folder = checkpoint.path.is_dir()
+    single_file = not checkpoint.sharded and (not from_folder or named_like_file)
     fmt = _format_for(out, to, single_file)
     check_not_input(checkpoint, out)
     selection = plan_tensors(checkpoint, dtype=dtype, keep_fp32=keep_fp32, renames=renames, fmt=fmt)
@@ -128,6 +132,9 @@ def plan_convert(
     if checkpoint.skipped_entries:
         warnings.append(f"{len(checkpoint.skipped_entries)} non-tensor entries of the state dict are not written: "
                         + ", ".join(checkpoint.skipped_entries[:3]))
+    if single_file and from_folder:
+        warnings.append(f"writing the weights alone to {out.name}; config and tokenizer files are not copied "
+                        "(name a folder as the output to convert the whole model folder)")
     if checkpoint.nested_key:
         warnings.append(f"only the state dict at {checkpoint.nested_key!r} is written (not optimizer or other entries)")
     user_metadata = dict(metadata or {})
