@@ -234,6 +234,29 @@ def _numpy_safe_globals(report: ScanReport) -> list[Any]:
     return result
 
 
+class _RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals the scan policy calls safe (what weights_only allows)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        from weightdoctor.security.policy import SAFE, classify
+
+        if classify(module, name) != SAFE:
+            raise pickle.UnpicklingError(f"refused to import {module}.{name}: not a global a weights file needs")
+        return super().find_class(module, name)
+
+
+class RestrictedPickle:
+    """A `pickle_module` for `torch.load`: the standard unpickler (every protocol) with `find_class` restricted."""
+
+    __name__ = "weightdoctor_restricted_pickle"
+    Unpickler = _RestrictedUnpickler
+    UnpicklingError = pickle.UnpicklingError
+
+    @staticmethod
+    def load(file: Any, **kwargs: Any) -> Any:
+        return _RestrictedUnpickler(file, **kwargs).load()
+
+
 def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None = None) -> PickleContents:
     """Scan a pickle-based checkpoint, then load it with torch's restricted loader and find its state dict.
 
@@ -266,13 +289,23 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=(fmt == "pytorch-zip"))
     except pickle.UnpicklingError as exc:
         message = _weights_only_message(exc)
-        if "Unsupported operand" in message:
-            # Not a security matter: torch's restricted loader implements the opcodes of protocol 2 only.
+        if "Unsupported operand" not in message:
+            raise UnsafePickle(message) from exc
+        # Not a security matter: torch's restricted loader implements the opcodes of protocol 2 only, and
+        # `torch.save(..., pickle_protocol=4)` files are real. The scan found only safe globals; load with
+        # an unpickler that still refuses every other global (two lines of defence, as with weights_only).
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=RestrictedPickle,
+                                 mmap=(fmt == "pytorch-zip"))
+        except pickle.UnpicklingError as inner:
+            raise UnsafePickle(str(inner)) from inner
+        except Exception as inner:
             raise UnsupportedFormat(
-                f"{message} (pickle protocol {report.protocol}; torch's weights_only loader reads protocol 2, "
-                "which torch.save writes by default)"
-            ) from exc
-        raise UnsafePickle(message) from exc
+                f"{message} (pickle protocol {report.protocol}); the restricted fallback loader failed too: "
+                f"{type(inner).__name__}: {' '.join(str(inner).split())[:160]}"
+            ) from inner
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise CorruptCheckpoint(f"torch cannot read the file: {text[:200]}") from exc
