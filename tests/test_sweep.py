@@ -1,0 +1,137 @@
+"""Robustness sweep: every command over foreign formats, damaged files and unusual (but valid) checkpoints.
+
+The contract checked for each run: no traceback; a bad input exits 2 with exactly one stderr line that
+names the file and says what is wrong, and nothing on stdout; a valid input exits 0 or 1 and `--json`
+prints one valid JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fixtures.sweep_inputs import build_bad_inputs, build_odd_checkpoints
+from tests.helpers import run_cli
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return build_bad_inputs(tmp_path_factory.mktemp("sweep-bad"))
+
+
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return build_odd_checkpoints(tmp_path_factory.mktemp("sweep-odd"))
+
+
+def _command(name: str, source: Path, reference: Path, out: Path) -> list[str]:
+    """The argument list of `name` run over `source` (valid options, so only the source can be wrong)."""
+    if name == "diff-keys":
+        return ["diff-keys", str(source), str(reference)]
+    if name == "plan-devices":
+        return ["plan-devices", str(source), "--cpu", "1GB"]
+    if name == "convert":
+        return ["convert", str(source), "-o", str(out / "converted.safetensors")]
+    if name == "shard":
+        return ["shard", str(source), "-o", str(out / "sharded"), "--max", "20KB"]
+    if name == "inspect-stats":
+        return ["inspect", str(source), "--stats"]
+    return [name, str(source)]
+
+
+COMMANDS = ("inspect", "inspect-stats", "diff-keys", "plan-devices", "convert", "shard", "check-dtype")
+
+# input name -> words the one-line error must contain
+BAD_INPUTS: dict[str, str] = {
+    "empty.bin": "empty (0 bytes)",
+    "empty.safetensors": "empty (0 bytes)",
+    "random.bin": "not a safetensors file nor a PyTorch pickle",
+    "random.pt": "not a safetensors file nor a PyTorch pickle",
+    "random.safetensors": "not a safetensors file",
+    "model.gguf": "GGUF",
+    "gguf-named.bin": "GGUF",
+    "tf_model.h5": "HDF5",
+    "model.onnx": "ONNX",
+    "flax_model.msgpack": "Flax",
+    "lfs-pointer.safetensors": "git lfs pull",
+    "arr.npy": "NumPy .npy",
+    "arr.npz": "NumPy .npz",
+    "truncated.bin": "damaged or truncated",
+    "other.json": "neither an index",
+    "emptydir": "no weight file",
+    "pipeline": "subfolders (text_encoder/, unet/)",
+    "tf-checkpoint": "model.ckpt.index",
+}
+
+
+def _assert_one_line_error(result, path: Path, words: str) -> None:  # noqa: ANN001
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    # The path may be wrapped by the console only if it were long; the line names the file.
+    assert path.name in lines[0], lines[0]
+    assert words in lines[0], lines[0]
+    assert "unexpected" not in lines[0]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_bad_inputs_give_one_clear_line(command: str, bad: dict[str, Path], fx: dict[str, Path],
+                                        tmp_path: Path) -> None:
+    for name, words in BAD_INPUTS.items():
+        for extra in ([], ["--json"]):
+            out = tmp_path / f"{name}{len(extra)}"
+            out.mkdir()
+            args = _command(command, bad[name], fx["bert"], out)
+            result = run_cli(*args, *extra)
+            _assert_one_line_error(result, bad[name], words)
+            assert list(out.iterdir()) == [], f"{command} {name} left output behind"
+
+
+def test_foreign_format_names_the_format(bad: dict[str, Path]) -> None:
+    result = run_cli("inspect", str(bad["model.gguf"]))
+    assert "this is a GGUF file (llama.cpp / ggml); weightdoctor reads safetensors and PyTorch" in result.stderr
+    result = run_cli("inspect", str(bad["lfs-pointer.safetensors"]))
+    assert "Git LFS pointer" in result.stderr
+
+
+def test_pipeline_folder_lists_subfolders(bad: dict[str, Path]) -> None:
+    result = run_cli("inspect", str(bad["pipeline"]))
+    line = result.stderr.strip()
+    assert result.exit_code == 2
+    assert "weights are in subfolders (text_encoder/, unet/)" in line
+    assert str(bad["pipeline"] / "text_encoder") in " ".join(result.stderr.split()).replace(" ", "") \
+        or "text_encoder" in line
+    # Following the hint works.
+    assert run_cli("inspect", str(bad["pipeline"] / "unet")).exit_code == 0
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_odd_but_valid_checkpoints(command: str, odd: dict[str, Path], fx: dict[str, Path], tmp_path: Path) -> None:
+    for name, path in odd.items():
+        out = tmp_path / name
+        out.mkdir()
+        result = run_cli(*_command(command, path, fx["bert"], out), "--json")
+        assert "Traceback" not in result.stderr + result.stdout
+        if command == "plan-devices" and name.startswith("zero-tensors"):
+            _assert_one_line_error(result, path, "nothing to plan: the checkpoint holds no tensors and there is no")
+            continue
+        assert result.exit_code in (0, 1), (command, name, result.stderr)
+        assert isinstance(json.loads(result.stdout), dict)
+
+
+def test_zero_sized_dimension_stats(odd: dict[str, Path]) -> None:
+    result = run_cli("inspect", str(odd["zero-dim.safetensors"]), "--stats", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    text = json.dumps(data)
+    assert '"w"' in text
+
+
+def test_empty_state_dict_reads_like_empty_safetensors(odd: dict[str, Path]) -> None:
+    from_bin = json.loads(run_cli("inspect", str(odd["zero-tensors.bin"]), "--json").stdout)
+    from_safetensors = json.loads(run_cli("inspect", str(odd["zero-tensors.safetensors"]), "--json").stdout)
+    assert from_bin["num_tensors"] == from_safetensors["num_tensors"] == 0
