@@ -135,3 +135,24 @@ def test_empty_state_dict_reads_like_empty_safetensors(odd: dict[str, Path]) -> 
     from_bin = json.loads(run_cli("inspect", str(odd["zero-tensors.bin"]), "--json").stdout)
     from_safetensors = json.loads(run_cli("inspect", str(odd["zero-tensors.safetensors"]), "--json").stdout)
     assert from_bin["num_tensors"] == from_safetensors["num_tensors"] == 0
+
+
+def test_failed_bin_write_exits_2_without_aborting(fx: dict[str, Path], tmp_path: Path) -> None:
+    # A .bin output abandoned mid-write used to abort the interpreter at exit (torch's C++ writer wrote
+    # to its closed file: std::terminate, exit 134) after the error line; and a warning came before it.
+    from tests.helpers import run_subprocess
+
+    out = tmp_path / "out.bin"
+    result = run_subprocess("convert", fx["files"] / "ddp-nested.pth", "-o", out, "--dtype", "fp16")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "would lose values" in lines[0] and "ddp-nested.pth" in lines[0], result.stderr
+    assert "terminate" not in result.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_model_class_of_another_type_is_a_usage_error(fx: dict[str, Path]) -> None:
+    for args in (["diff-keys", str(fx["gpt2"]), "--model-class", "BertModel"],
+                 ["plan-devices", str(fx["gpt2"]), "--model-class", "BertModel", "--cpu", "1GB"]):
+        result = run_cli(*args)
+        _assert_one_line_error(result, fx["gpt2"], "BertModel needs a 'bert' config, but the config's model_type")

@@ -307,6 +307,7 @@ def build_planned_model(
             return PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
         except UsageError as exc:
             if not checkpoint.tensors or model_class is not None:
+                exc.path = exc.path or checkpoint.source
                 raise
             warnings.append(f"cannot build the model from config.json ({exc.message}); planned from the tensors")
     elif not checkpoint.tensors:
