@@ -156,3 +156,25 @@ def test_model_class_of_another_type_is_a_usage_error(fx: dict[str, Path]) -> No
                  ["plan-devices", str(fx["gpt2"]), "--model-class", "BertModel", "--cpu", "1GB"]):
         result = run_cli(*args)
         _assert_one_line_error(result, fx["gpt2"], "BertModel needs a 'bert' config, but the config's model_type")
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["inspect", "{bert}", "--sample", "0"], "Invalid value for '--sample'"),
+    (["inspect"], "Missing argument 'source'"),
+    (["inspect", "{bert}", "--no-such-option"], "No such option: --no-such-option"),
+    (["convert", "{bert}"], "Missing option '--output'"),
+    (["no-such-command"], "No such command 'no-such-command'"),
+])
+def test_click_usage_errors_are_one_line(args: list[str], words: str, fx: dict[str, Path]) -> None:
+    result = run_cli(*[a.replace("{bert}", str(fx["bert"])) for a in args])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], result.stderr
+    assert "--help" in lines[0]
+
+
+def test_help_and_version_unchanged() -> None:
+    assert run_cli("--version").exit_code == 0
+    result = run_cli("inspect", "--help")
+    assert result.exit_code == 0 and "--stats" in result.stdout
