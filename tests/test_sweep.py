@@ -178,3 +178,17 @@ def test_help_and_version_unchanged() -> None:
     assert run_cli("--version").exit_code == 0
     result = run_cli("inspect", "--help")
     assert result.exit_code == 0 and "--stats" in result.stdout
+
+
+def test_broken_pipe_on_stdout_is_quiet(fx: dict[str, Path]) -> None:
+    # `weightdoctor inspect ... | head -1`: no traceback when the reader goes away.
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO_ROOT
+
+    command = (f"{sys.executable} -m weightdoctor inspect {fx['bert']} --all | head -c 1 > /dev/null; "
+               "exit ${PIPESTATUS[0]}")
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
+                            env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    assert "Traceback" not in result.stderr, result.stderr

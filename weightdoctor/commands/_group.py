@@ -45,7 +45,7 @@ class OneLineErrorsGroup(TyperGroup):
         except click_exceptions.ClickException as exc:
             exc.show()
             sys.exit(exc.exit_code)
-        except (click_exceptions.Abort, typer.Abort):
+        except typer.Abort:
             typer.echo("Aborted!", err=True)
             sys.exit(1)
         # Without standalone mode Click returns the exit code of a typer.Exit, or the command's result.
