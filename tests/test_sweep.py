@@ -192,3 +192,13 @@ def test_broken_pipe_on_stdout_is_quiet(fx: dict[str, Path]) -> None:
     result = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
                             env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
     assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_whole_pickled_model_is_refused_with_a_hint(tmp_path: Path) -> None:
+    import torch
+
+    path = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(2, 2), path)
+    result = run_cli("inspect", str(path))
+    _assert_one_line_error(result, path, "nothing was unpickled (this looks like a whole pickled model")
+    assert "save model.state_dict() instead" in result.stderr

@@ -197,7 +197,11 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
 
     report = scan_file(path, label)
     if report.unsafe:
-        raise UnsafePickle(f"{report.summary()}; nothing was unpickled")
+        hint = ""
+        if any(g.module.startswith(("torch.nn.modules", "transformers.models")) for g in report.globals):
+            # torch.save(model) pickles the classes themselves; only a state dict is data.
+            hint = " (this looks like a whole pickled model, torch.save(model): save model.state_dict() instead)"
+        raise UnsafePickle(f"{report.summary()}; nothing was unpickled{hint}")
     return report
 
 
