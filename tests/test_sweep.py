@@ -202,3 +202,11 @@ def test_whole_pickled_model_is_refused_with_a_hint(tmp_path: Path) -> None:
     result = run_cli("inspect", str(path))
     _assert_one_line_error(result, path, "nothing was unpickled (this looks like a whole pickled model")
     assert "save model.state_dict() instead" in result.stderr
+
+
+def test_key_on_a_safetensors_checkpoint_is_a_usage_error(fx: dict[str, Path]) -> None:
+    # --key used to be ignored silently for safetensors (and pickles without nesting were already refused).
+    for command in (["inspect"], ["check-dtype"], ["plan-devices", "--cpu", "1GB"]):
+        result = run_cli(command[0], str(fx["bert"]), *command[1:], "--key", "model.module")
+        _assert_one_line_error(result, fx["bert"], "--key 'model.module' names an entry inside a PyTorch pickle")
+    assert run_cli("inspect", str(fx["files"] / "ddp-nested.pth"), "--key", "model.module").exit_code == 0

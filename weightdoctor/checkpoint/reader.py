@@ -25,6 +25,7 @@ from weightdoctor.errors import (
     InvalidIndex,
     SourceNotFound,
     UnsupportedFormat,
+    UsageError,
     WeightDoctorError,
 )
 
@@ -450,6 +451,12 @@ def open_checkpoint(
         fmt = "safetensors" if len(builder.formats) == 1 else "mixed"
     else:
         fmt = next(iter(builder.formats)) if len(builder.formats) == 1 else "mixed"
+    if key is not None and builder.formats and not builder.pickles:
+        raise UsageError(
+            f"--key {key!r} names an entry inside a PyTorch pickle; this {fmt} checkpoint has no nesting"
+            " (drop --key)",
+            text,
+        )
     from weightdoctor.security import merge_reports
 
     return Checkpoint(
