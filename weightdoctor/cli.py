@@ -11,6 +11,7 @@ from weightdoctor.commands import diff_keys as diff_keys_command
 from weightdoctor.commands import inspect as inspect_command
 from weightdoctor.commands import plan_devices as plan_devices_command
 from weightdoctor.commands import shard as shard_command
+from weightdoctor.commands._group import OneLineErrorsGroup
 
 app = typer.Typer(
     name="weightdoctor",
@@ -20,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineErrorsGroup,
 )
 
 app.command("inspect")(inspect_command.inspect)

@@ -311,7 +311,12 @@ def diff_checkpoint_against_model(
         overrides["num_labels"] = num_labels
         config_dict.pop("id2label", None)
         config_dict.pop("label2id", None)
-    model = build_meta_model(config_dict, concrete_class_name(config_dict, model_class, **overrides), **overrides)
+    try:
+        model = build_meta_model(config_dict, concrete_class_name(config_dict, model_class, **overrides),
+                                 **overrides)
+    except UsageError as exc:
+        exc.path = exc.path or config or checkpoint.source  # name the config the model was built from
+        raise
     return diff_against_model(
         specs_from_tensors(checkpoint.tensors), model, renames,
         source_a=checkpoint.source, model_class=model_class, tied_groups_a=checkpoint.shared_groups(),

@@ -67,6 +67,18 @@ def build_meta_model(
 
     cfg = config_from_dict(config, **overrides) if isinstance(config, dict) else config
     cls = resolve_model_class(cfg, model_class)
-    with torch.device("meta"):
-        model = cls._from_config(cfg) if hasattr(cls, "_from_config") else cls(cfg)
+    try:
+        with torch.device("meta"):
+            model = cls._from_config(cfg) if hasattr(cls, "_from_config") else cls(cfg)
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
+        expected = getattr(cls, "config_class", None)
+        if isinstance(expected, type) and not isinstance(cfg, expected):
+            # A class of another model type (BertModel on a GPT-2 config): say so, not the AttributeError.
+            wanted = getattr(expected, "model_type", "") or expected.__name__
+            raise UsageError(
+                f"{cls.__name__} needs a {wanted!r} config, but the config's model_type is "
+                f"{getattr(cfg, 'model_type', None)!r}; pick a class of that model type, or pass --config"
+            ) from exc
+        detail = " ".join(str(exc).split())[:200]
+        raise UsageError(f"transformers cannot build {cls.__name__} from this config: {detail}") from exc
     return model.eval()

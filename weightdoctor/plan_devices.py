@@ -307,10 +307,12 @@ def build_planned_model(
             return PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
         except UsageError as exc:
             if not checkpoint.tensors or model_class is not None:
+                exc.path = exc.path or checkpoint.source
                 raise
             warnings.append(f"cannot build the model from config.json ({exc.message}); planned from the tensors")
     elif not checkpoint.tensors:
-        raise UsageError("config.json has no model_type; cannot build the model from it", path=str(checkpoint.path))
+        what = "its config.json has no model_type" if checkpoint.config is not None else "there is no config.json"
+        raise UsageError(f"nothing to plan: the checkpoint holds no tensors and {what}", path=str(checkpoint.path))
     model = build_tensor_tree(checkpoint, None if dtype in ("int8", "int4") else DTYPES[dtype][0])
     if dtype in ("int8", "int4"):
         warnings.append(f"{dtype} is planned for transformers models only; the tensors keep their own dtypes")

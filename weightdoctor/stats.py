@@ -216,6 +216,10 @@ def summarize_values(flat: torch.Tensor, sampled: bool = False, shape: tuple[int
     """
     import torch
 
+    if flat.numel() == 0:
+        # A tensor with a 0-sized dimension has no values: every statistic is undefined.
+        nan_value = float("nan")
+        return TensorStats(0, nan_value, nan_value, nan_value, nan_value, nan_value, 0.0, 0, 0, nan_value, sampled)
     matrix_shape = _matrix_shape(shape) if shape is not None and not sampled else None
     if matrix_shape is not None and matrix_shape[1] > CHUNK:
         matrix_shape = None

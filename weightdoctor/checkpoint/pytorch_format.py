@@ -106,8 +106,8 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
     """
     if key is not None:
         return _follow_key(obj, key), key
-    if _is_state_dict(obj):
-        return obj, None
+    if _is_state_dict(obj) or (isinstance(obj, Mapping) and not obj):
+        return obj, None  # an empty dict is a state dict of 0 tensors, as a safetensors file may hold
     # Breadth-first, trying the usual keys first at each level.
     queue: list[tuple[Any, tuple[str, ...]]] = [(obj, ())]
     while queue:
@@ -197,7 +197,11 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
 
     report = scan_file(path, label)
     if report.unsafe:
-        raise UnsafePickle(f"{report.summary()}; nothing was unpickled")
+        hint = ""
+        if any(g.module.startswith(("torch.nn.modules", "transformers.models")) for g in report.globals):
+            # torch.save(model) pickles the classes themselves; only a state dict is data.
+            hint = " (this looks like a whole pickled model, torch.save(model): save model.state_dict() instead)"
+        raise UnsafePickle(f"{report.summary()}; nothing was unpickled{hint}")
     return report
 
 
@@ -274,6 +278,7 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
     check_torch_version()
     import torch
 
+    names: list[str] | None = None
     if fmt == "pytorch-zip":
         try:
             with zipfile.ZipFile(path) as archive:
@@ -308,6 +313,9 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
             ) from inner
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        if fmt == "pytorch-zip" and names is None:
+            # Neither zipfile nor torch can read the archive: most often a download cut short.
+            raise CorruptCheckpoint(f"the zip archive is damaged or truncated (torch: {text[:200]})") from exc
         raise CorruptCheckpoint(f"torch cannot read the file: {text[:200]}") from exc
     except Exception as exc:  # torch raises many kinds of errors on hostile bytes
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")

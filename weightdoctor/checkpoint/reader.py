@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.checkpoint import pytorch_format, safetensors_format
+from weightdoctor.checkpoint import foreign, pytorch_format, safetensors_format
 from weightdoctor.checkpoint.hub import (
     RemoteStructure,
     cached_snapshot,
@@ -25,6 +25,7 @@ from weightdoctor.errors import (
     InvalidIndex,
     SourceNotFound,
     UnsupportedFormat,
+    UsageError,
     WeightDoctorError,
 )
 
@@ -223,9 +224,16 @@ class _Builder:
         relpath = self.relpath(path)
         try:
             size = path.stat().st_size
-            prefix = _read_prefix(path)
+            prefix = _read_prefix(path, 32)
         except OSError as exc:
             raise SourceNotFound(f"cannot read: {exc.strerror}", path=str(path)) from exc
+        if size == 0:
+            raise CorruptCheckpoint("file is empty (0 bytes)", path=str(path))
+        if not safetensors_format.looks_like_safetensors(prefix) \
+                and pytorch_format.detect_pickle_format(prefix) != "pytorch-legacy":
+            kind = foreign.identify(path, prefix)
+            if kind is not None:
+                raise UnsupportedFormat(foreign.unsupported_message(kind), path=str(path))
         try:
             if path.suffix == ".safetensors" or safetensors_format.looks_like_safetensors(prefix):
                 fmt = "safetensors"
@@ -266,6 +274,30 @@ def _weight_files_in(folder: Path) -> list[Path]:
     )
 
 
+def _subfolders_with_weights(folder: Path) -> list[str]:
+    found = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            if _weight_files_in(sub) or any(sub.glob("*.index.json")):
+                found.append(sub.name)
+        except OSError:
+            continue
+    return found
+
+
+def _no_weights_message(folder: Path) -> str:
+    """Why a folder has nothing to read: foreign weights, weights only in subfolders, or nothing at all."""
+    message = "folder holds no weight file (.safetensors, .bin, .pt, .pth, .ckpt)"
+    others = foreign.foreign_files_in(folder)
+    if others:
+        message += f"; it holds {', '.join(others[:6])}, which weightdoctor does not read (not PyTorch)"
+    subfolders = _subfolders_with_weights(folder)
+    if subfolders:
+        shown = ", ".join(f"{name}/" for name in subfolders[:8]) + (", ..." if len(subfolders) > 8 else "")
+        message += f"; weights are in subfolders ({shown}): point at one, e.g. {folder / subfolders[0]}"
+    return message
+
+
 def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     """Pick what to read in a model folder: (path, is_index). Safetensors before pickles."""
     for name in PREFERRED_FILES:
@@ -279,7 +311,7 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     if len(safetensors_files) == 1 or (len(weights) == 1):
         return (safetensors_files or weights)[0], False
     if not weights:
-        raise SourceNotFound("folder holds no weight file (.safetensors, .bin, .pt, .pth, .ckpt)", str(folder))
+        raise SourceNotFound(_no_weights_message(folder), str(folder))
     names = ", ".join(p.name for p in weights[:6])
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
 
@@ -419,6 +451,12 @@ def open_checkpoint(
         fmt = "safetensors" if len(builder.formats) == 1 else "mixed"
     else:
         fmt = next(iter(builder.formats)) if len(builder.formats) == 1 else "mixed"
+    if key is not None and builder.formats and not builder.pickles:
+        raise UsageError(
+            f"--key {key!r} names an entry inside a PyTorch pickle; this {fmt} checkpoint has no nesting"
+            " (drop --key)",
+            text,
+        )
     from weightdoctor.security import merge_reports
 
     return Checkpoint(

@@ -122,7 +122,10 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
             raise CorruptCheckpoint(f"file is {file_size} bytes, too short to be safetensors")
         (header_size,) = struct.unpack("<Q", prefix)
         if header_size > MAX_HEADER_BYTES:
-            raise CorruptCheckpoint(f"header claims {header_size} bytes (the limit is {MAX_HEADER_BYTES})")
+            raise CorruptCheckpoint(
+                f"not a safetensors file, or a damaged one: its first 8 bytes give a header of {header_size} bytes"
+                f" (the limit is {MAX_HEADER_BYTES})"
+            )
         if 8 + header_size > file_size:
             raise CorruptCheckpoint(
                 f"header claims {header_size} bytes but the file has only {file_size - 8} after the prefix"

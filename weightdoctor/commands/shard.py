@@ -76,14 +76,15 @@ def shard(
     with open_checkpoint(source, revision=revision, key=key) as checkpoint:
         plan = plan_shard(checkpoint, output, max_size=None if single else max_size, fmt=fmt, dtype=target,
                           keep_fp32=keep_fp32, renames=renames, metadata=extra)
-        for warning in plan.warnings:
-            console.warn(warning)
         if dry_run:
             result = ShardResult(plan=plan, write=None, dry_run=True)
         else:
             with terminate_as_interrupt(), console.progress(plan.total_bytes, "sharding") as advance:
                 result = run_shard(checkpoint, plan, force=force, verify=not no_verify,
                                    allow_overflow=allow_overflow, advance=advance)
+    # Warnings come once the plan is carried out, so that a failure is reported on one line alone.
+    for warning in plan.warnings:
+        console.warn(warning)
     if json_output:
         from weightdoctor.render.json import print_json
 

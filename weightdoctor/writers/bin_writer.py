@@ -217,12 +217,29 @@ class BinWriter:
         self._next += 1
         return digest
 
-    def close(self) -> None:
+    def abandon(self) -> None:
+        """Close after a failure (the caller removes the partial file).
+
+        torch's writer must be finalized while its file is still open: left unfinalized, its C++
+        destructor writes the end of the archive to the closed file at garbage collection, and the
+        process aborts (std::terminate). `write_end_of_file` marks it finalized even when it raises.
+        """
         if self._handle.closed:
             return
         try:
-            if self._next != len(self.order):
-                raise ValueError(f"only {self._next} of {len(self.order)} tensors were written to {self.path}")
+            self._zip.write_end_of_file()
+        except Exception:  # noqa: BLE001, S110 - the file is being discarded; the first error is the one to report
+            pass
+        finally:
+            self._handle.close()
+
+    def close(self) -> None:
+        if self._handle.closed:
+            return
+        if self._next != len(self.order):
+            self.abandon()
+            raise ValueError(f"only {self._next} of {len(self.order)} tensors were written to {self.path}")
+        try:
             self._zip.write_end_of_file()
             self._handle.flush()
             if self._compute_crc:
@@ -237,4 +254,4 @@ class BinWriter:
         if exc_type is None:
             self.close()
         else:
-            self._handle.close()
+            self.abandon()

@@ -1,0 +1,110 @@
+"""Recognise well-known files that are not PyTorch or safetensors checkpoints, to say what they are.
+
+weightdoctor reads safetensors and torch.save pickles only. When a user points it at a GGUF, Keras/HDF5,
+ONNX, NumPy, TensorFlow, Flax or TFLite file (or a Git LFS pointer left by a clone without `git lfs`),
+the error names the format instead of a generic "unknown format". Detection is by magic bytes first and
+by the usual file names second; nothing here parses more than the first bytes (and a zip's member list).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+_NOT_READ = "weightdoctor reads safetensors and PyTorch (torch.save) checkpoints only"
+
+# (magic at offset 0, what the file is)
+_MAGICS: tuple[tuple[bytes, str], ...] = (
+    (b"GGUF", "a GGUF file (llama.cpp / ggml)"),
+    (b"ggjt", "a GGML (ggjt) file (old llama.cpp)"),
+    (b"ggml", "a GGML file (old llama.cpp)"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (Keras / TensorFlow .h5 weights)"),
+    (b"\x93NUMPY", "a NumPy .npy array"),
+    (b"version https://git-lfs", "a Git LFS pointer, not the weights (run `git lfs pull` in the clone)"),
+)
+
+# (file name suffix, what the file is), for formats without a reliable magic number.
+_SUFFIXES: tuple[tuple[str, str], ...] = (
+    (".gguf", "a GGUF file (llama.cpp / ggml)"),
+    (".h5", "an HDF5 file (Keras / TensorFlow .h5 weights)"),
+    (".hdf5", "an HDF5 file (Keras / TensorFlow .h5 weights)"),
+    (".keras", "a Keras model archive"),
+    (".onnx", "an ONNX model"),
+    (".ort", "an ONNX Runtime model"),
+    (".tflite", "a TensorFlow Lite model"),
+    (".msgpack", "a Flax msgpack checkpoint"),
+    (".npy", "a NumPy .npy array"),
+    (".npz", "a NumPy .npz archive"),
+    (".pb", "a TensorFlow protobuf (SavedModel or frozen graph)"),
+    (".index", "a TensorFlow checkpoint index"),
+    (".mlmodel", "a Core ML model"),
+    (".engine", "a TensorRT engine"),
+    (".pdparams", "a PaddlePaddle checkpoint"),
+)
+
+# Names of non-PyTorch weights commonly found in a Hugging Face repo.
+FOREIGN_WEIGHT_NAMES: tuple[str, ...] = (
+    "tf_model.h5", "flax_model.msgpack", "model.onnx", "saved_model.pb", "model.ckpt.index", "model.tflite",
+    "model.weights.h5",
+)
+
+
+def _zip_kind(path: Path) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError):
+        return None
+    if any(n.endswith("data.pkl") for n in names):
+        return None  # a torch.save archive
+    if names and all(n.endswith(".npy") for n in names):
+        return "a NumPy .npz archive"
+    if any(n.endswith(".weights.h5") for n in names) or "metadata.json" in names and "config.json" in names:
+        return "a Keras model archive (.keras)"
+    return None
+
+
+def identify(path: Path, prefix: bytes) -> str | None:
+    """What a non-checkpoint file is ("a GGUF file (llama.cpp / ggml)"), or None when it is not recognised.
+
+    `prefix` holds the file's first bytes (at least 8, 32 is better for Git LFS pointers).
+
+    Example:
+        >>> identify(Path("model.gguf"), b"GGUF\\x03\\x00\\x00\\x00")
+        'a GGUF file (llama.cpp / ggml)'
+    """
+    for magic, kind in _MAGICS:
+        if prefix.startswith(magic):
+            return kind
+    if prefix[4:8] == b"TFL3":
+        return "a TensorFlow Lite model"
+    if prefix.startswith(b"PK\x03\x04"):
+        return _zip_kind(path)
+    head = prefix.lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        return "an HTML page (a failed download?)"
+    name = path.name.lower()
+    if ".data-" in name and "-of-" in name:
+        return "a TensorFlow checkpoint data shard"
+    for suffix, kind in _SUFFIXES:
+        if name.endswith(suffix):
+            return kind
+    return None
+
+
+def unsupported_message(kind: str) -> str:
+    """The one-line explanation for a recognised foreign file."""
+    return f"this is {kind}; {_NOT_READ}"
+
+
+def foreign_files_in(folder: Path) -> list[str]:
+    """Names of recognised non-PyTorch weight files directly in `folder` (sorted)."""
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if not entry.is_file():
+            continue
+        name = entry.name.lower()
+        if name in FOREIGN_WEIGHT_NAMES or name.endswith((".gguf", ".onnx", ".h5", ".msgpack", ".tflite", ".npz")) \
+                or (".data-" in name and "-of-" in name):
+            found.append(entry.name)
+    return found
