@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,16 +10,8 @@ import pytest
 from fixtures.planted import build_planted
 from tests.helpers import run_cli, run_json
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # The machine running the suite is shared: on small tensors, extra torch threads only add contention.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The machine running the suite is shared: on small tensors, extra torch threads only add contention.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

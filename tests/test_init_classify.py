@@ -35,15 +35,8 @@ SMALL_SHAPES = [(32, 16), (64, 64), (128, 64), (16, 3, 3, 3), (64, 32, 3, 3), (1
 LARGE_SHAPES = [(256, 1024), (768, 768), (1280, 256), (3072, 768)]
 DOC = Path(__file__).resolve().parent.parent / "docs" / "init-confusion.md"
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # The machine running the suite is shared: on small tensors, extra torch threads only add contention.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The machine running the suite is shared: on small tensors, extra torch threads only add contention.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,8 @@ from weightdoctor.expected_init import expected_inits, from_call, guess_default,
 from weightdoctor.init_classify import InitResult
 from weightdoctor.stats import CHUNK, iter_stats, stats_of_tensor, summarize_values, tensor_stats
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # The machine running the suite is shared: on small tensors, extra torch threads only add contention.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The machine running the suite is shared: on small tensors, extra torch threads only add contention.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 
