@@ -338,7 +338,7 @@ class _Lines:
         self._lazy: torch.Tensor | None = None
         self._file: tuple[str, int, int] | None = None  # path, byte offset of element 0, itemsize
         if whole is None:
-            header = checkpoint._headers.get(info.file)
+            header = checkpoint.safetensors_header(info.file)
             if header is not None and info.data_offsets is not None:
                 import torch
 
@@ -456,7 +456,7 @@ def _read_whole(checkpoint: Checkpoint, info: TensorInfo) -> torch.Tensor:
     zero-filled buffer costs a memset of the whole tensor); everything else goes through the reader."""
     import torch
 
-    header = checkpoint._headers.get(info.file)
+    header = checkpoint.safetensors_header(info.file)
     dtype = getattr(torch, info.dtype, None)
     if header is None or info.data_offsets is None or dtype is None or info.num_params == 0 \
             or info.dtype == "float4_e2m1fn_x2":

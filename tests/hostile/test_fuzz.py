@@ -21,6 +21,7 @@ import struct
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -263,3 +264,47 @@ def test_scanner_names_exactly_what_pickle_imports(value: object, protocol: int,
     report = scan_bytes(data)
     assert not report.problems, report.problems
     assert {(g.module, g.name) for g in report.globals} == set(_real_imports(data))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    entries=st.lists(
+        st.tuples(
+            st.sampled_from(["F32", "F16", "BF16", "I64", "U8", "BOOL", "F64", "X9", 3]),
+            st.lists(st.integers(min_value=-1, max_value=5), max_size=3),
+            st.sampled_from([0, 0, 0, 1, -1, 2]),  # mostly consistent, so that both verdicts are exercised
+        ),
+        max_size=4,
+    ),
+    extra=st.sampled_from([0, 0, 0, 1, -1, 8]),
+)
+def test_our_header_checks_are_at_least_the_librarys(
+    tmp_path_factory: Any, entries: list, extra: int  # type: ignore[type-arg]
+) -> None:
+    """Whatever our parser accepts, the safetensors library accepts too (so structure-only commands may
+    rely on our parser, and the library's validation can wait until values are read)."""
+    import json as _json
+    import math as _math
+    import struct as _struct
+
+    from safetensors import safe_open
+
+    from weightdoctor.checkpoint.safetensors_format import read_header
+    from weightdoctor.errors import WeightDoctorError
+
+    sizes = {"F32": 4, "F16": 2, "BF16": 2, "I64": 8, "U8": 1, "BOOL": 1, "F64": 8}
+    header, offset = {}, 0
+    for i, (dtype, shape, skew) in enumerate(entries):
+        numel = _math.prod(shape) if all(d >= 0 for d in shape) else 1
+        nbytes = numel * sizes.get(dtype, 4) if isinstance(dtype, str) else 4
+        header[f"t{i}"] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + max(nbytes + skew, 0)]}
+        offset += max(nbytes + skew, 0)
+    raw = _json.dumps(header).encode()
+    path = tmp_path_factory.mktemp("lib") / "x.safetensors"
+    path.write_bytes(_struct.pack("<Q", len(raw)) + raw + b"\0" * max(offset + extra, 0))
+    try:
+        read_header(path, path.name)
+    except WeightDoctorError:
+        return
+    with safe_open(str(path), framework="np") as handle:  # must not raise
+        assert sorted(handle.keys()) == sorted(header)

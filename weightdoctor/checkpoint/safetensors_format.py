@@ -210,9 +210,17 @@ def _identity(stat: os.stat_result) -> tuple[int, int, int, int]:
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
-def validate_with_library(path: Path) -> None:
-    """Let the safetensors library validate the file too (it checks things our parser may not)."""
+def validate_with_library(path: Path, header: SafetensorsHeader | None = None) -> None:
+    """Let the safetensors library validate the file too (it checks things our parser may not).
+
+    With `header`, a file that changed since that header was read is refused first, in those words.
+    """
     from safetensors import SafetensorError, safe_open
+
+    if header is not None and header.identity is not None and _identity(os.stat(path)) != header.identity:
+        raise CorruptCheckpoint(
+            "the file changed since its header was read (size or modification time); nothing more is read from it"
+        )
 
     try:
         with safe_open(str(path), framework="np") as handle:
