@@ -24,7 +24,7 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check weightdoctor tests fixtures benchmarks
+	$(BIN)/ruff check weightdoctor tests fixtures benchmarks scripts
 
 fixtures: $(VENV)/.installed
 	$(BIN)/python -m fixtures.build --example fixtures/example
