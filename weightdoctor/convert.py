@@ -22,7 +22,7 @@ from weightdoctor.rewrite import (
     default_output_name,
     plan_tensors,
     side_files,
-    write_outputs,
+    write_plan,
 )
 
 FORMATS = ("safetensors", "bin")
@@ -193,21 +193,8 @@ def run_convert(
     Raises:
         CastOverflow, OutputError (see `weightdoctor.rewrite.write_outputs`).
     """
-    assert plan._selection is not None
-    user_metadata = {k: v for k, v in plan.metadata.items() if k != "format"}
-    written = write_outputs(
-        checkpoint,
-        plan._selection,
-        plan.files,
-        dest=Path(plan.output),
-        fmt=plan.format,
-        single_file=plan.single_file,
-        index_name=plan.index,
-        metadata=user_metadata,
-        copy_files=plan._copy_paths,
-        force=force,
-        verify=verify,
-        allow_overflow=allow_overflow,
-        advance=advance,
+    written = write_plan(
+        checkpoint, plan, plan.files, single_file=plan.single_file, force=force, verify=verify,
+        allow_overflow=allow_overflow, advance=advance,
     )
     return ConvertResult(plan=plan, write=written, dry_run=False)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
 from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element
@@ -637,3 +637,44 @@ def default_output_name(source_file: str, fmt: str) -> str:
         return f"pytorch_model{match.group(1)}.bin"
     return Path(name).stem + ".bin"
 
+
+
+class PlannedOutput(Protocol):
+    """What `convert` and `shard` plans share: where and how to write a selection of tensors."""
+
+    output: str
+    format: str
+    index: str | None
+    metadata: dict[str, str]
+    _selection: TensorSelection | None
+    _copy_paths: list[Path]
+
+
+def write_plan(
+    checkpoint: Checkpoint,
+    plan: PlannedOutput,
+    files: list[OutputFile],
+    *,
+    single_file: bool,
+    force: bool = False,
+    verify: bool = True,
+    allow_overflow: bool = False,
+    advance: Callable[[int], None] = lambda n: None,
+) -> WriteResult:
+    """`write_outputs` for a convert or shard plan (the "format" metadata key is written by the writer)."""
+    assert plan._selection is not None
+    return write_outputs(
+        checkpoint,
+        plan._selection,
+        files,
+        dest=Path(plan.output),
+        fmt=plan.format,
+        single_file=single_file,
+        index_name=plan.index,
+        metadata={k: v for k, v in plan.metadata.items() if k != "format"},
+        copy_files=plan._copy_paths,
+        force=force,
+        verify=verify,
+        allow_overflow=allow_overflow,
+        advance=advance,
+    )

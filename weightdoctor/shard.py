@@ -25,7 +25,7 @@ from weightdoctor.rewrite import (
     check_not_input,
     plan_tensors,
     side_files,
-    write_outputs,
+    write_plan,
 )
 from weightdoctor.units import format_bytes, parse_size, size_is_binary
 
@@ -215,21 +215,8 @@ def run_shard(
     Raises:
         CastOverflow, OutputError (see `weightdoctor.rewrite.write_outputs`).
     """
-    assert plan._selection is not None
-    user_metadata = {k: v for k, v in plan.metadata.items() if k != "format"}
-    written = write_outputs(
-        checkpoint,
-        plan._selection,
-        plan._files,
-        dest=Path(plan.output),
-        fmt=plan.format,
-        single_file=False,
-        index_name=plan.index,
-        metadata=user_metadata,
-        copy_files=plan._copy_paths,
-        force=force,
-        verify=verify,
-        allow_overflow=allow_overflow,
-        advance=advance,
+    written = write_plan(
+        checkpoint, plan, plan._files, single_file=False, force=force, verify=verify,
+        allow_overflow=allow_overflow, advance=advance,
     )
     return ShardResult(plan=plan, write=written, dry_run=False)
