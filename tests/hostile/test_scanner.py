@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import io
 import pickle
 import shutil
@@ -161,9 +163,20 @@ def test_torch_version_is_enforced(version: str, ok: bool) -> None:
 
 
 def test_old_torch_refused_before_loading(fx: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    # A legacy (non-zip) pickle can only be read by torch's unpickler: an old torch is refused.
     monkeypatch.setattr(torch, "__version__", "2.5.1")
-    result = run_cli("inspect", fx["files"] / "bert.bin")
+    result = run_cli("inspect", fx["files"] / "bert-legacy.bin")
     assert result.exit_code == 2 and "torch 2.5.1 is installed" in result.stderr
+
+
+def test_zip_checkpoint_read_without_torchs_unpickler(fx: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    # A regular zip checkpoint is read by weightdoctor's own stand-in unpickler, never by torch.load:
+    # the torch version does not matter, and torch.load is not called.
+    monkeypatch.setattr(torch, "__version__", "2.5.1")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was called"))
+    result = run_cli("inspect", fx["files"] / "bert.bin", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["num_tensors"] > 0
 
 
 def _flip_storage_byte(source: Path, target: Path) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import sys
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.checkpoint.model import TensorInfo
+from weightdoctor.checkpoint.pickle_static import NeedsTorch, StaticTensor, load_static
 from weightdoctor.dtypes import canonical_dtype
 from weightdoctor.errors import CorruptCheckpoint, UnsafePickle, UnsupportedEnvironment, UnsupportedFormat, UsageError
 
@@ -44,7 +46,7 @@ NOT_WEIGHTS = re.compile(r"optim|scheduler|scaler|sched|rng|lr_", re.IGNORECASE)
 class PickleContents:
     """What a pickle-based file holds once its state dict is found."""
 
-    state_dict: dict[str, torch.Tensor]
+    state_dict: dict[str, Any]  # torch tensors, or `StaticTensor` stand-ins when read without torch
     nested_key: str | None
     other_entries: list[str] = field(default_factory=list)
     skipped_entries: list[str] = field(default_factory=list)
@@ -72,12 +74,23 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__}: {text[:40]}" if len(text) <= 40 else type(value).__name__
 
 
-def _tensor_share(mapping: Mapping[Any, Any]) -> float:
-    import torch
+def is_tensor(value: Any) -> bool:
+    """A torch tensor, or the stand-in the torch-free reader gives (torch is not imported for this)."""
+    if isinstance(value, StaticTensor):
+        return True
+    torch = sys.modules.get("torch")  # no torch imported: no torch tensor can exist
+    return torch is not None and isinstance(value, torch.Tensor)
 
+
+def as_tensor(value: Any) -> torch.Tensor:
+    """The torch tensor of a state-dict value (a stand-in is mapped from the file on first use)."""
+    return value.to_torch() if isinstance(value, StaticTensor) else value
+
+
+def _tensor_share(mapping: Mapping[Any, Any]) -> float:
     if not mapping:
         return 0.0
-    count = sum(isinstance(v, torch.Tensor) for v in mapping.values())
+    count = sum(is_tensor(v) for v in mapping.values())
     return count / len(mapping)
 
 
@@ -275,6 +288,36 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
     """
     before = _identity(path)
     report = scan_or_refuse(path, label)
+    obj: Any = None
+    if fmt == "pytorch-zip":
+        try:
+            # Without torch: names, shapes, dtypes and byte ranges straight from data.pkl (see pickle_static).
+            obj = load_static(path)
+        except NeedsTorch:
+            obj = None
+    if obj is None:
+        obj = _load_with_torch(path, fmt, report)
+    if _identity(path) != before:
+        # What was loaded may not be what was scanned.
+        raise CorruptCheckpoint("the file changed while it was being scanned and loaded; nothing is trusted from it")
+    state_dict, nested_key = find_state_dict(obj, key)
+    other: list[str] = []
+    if nested_key is not None and isinstance(obj, Mapping):
+        head = nested_key.split(".")[0]
+        other = [f"{k} ({_describe(v)})" for k, v in obj.items() if k != head]
+    tensors: dict[str, Any] = {}
+    skipped: list[str] = []
+    for name, value in state_dict.items():
+        if is_tensor(value) and isinstance(name, str):
+            tensors[name] = value
+        else:
+            skipped.append(f"{name} ({_describe(value)})")
+    return PickleContents(state_dict=tensors, nested_key=nested_key, other_entries=other, skipped_entries=skipped,
+                          security=report)
+
+
+def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
+    """`torch.load(weights_only=True, mmap=True)`, with its errors turned into the project's."""
     check_torch_version()
     import torch
 
@@ -320,30 +363,18 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
     except Exception as exc:  # torch raises many kinds of errors on hostile bytes
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
         raise CorruptCheckpoint(f"torch cannot read the file: {type(exc).__name__}: {text[:200]}") from exc
-
-    if _identity(path) != before:
-        # What was loaded may not be what was scanned.
-        raise CorruptCheckpoint("the file changed while it was being scanned and loaded; nothing is trusted from it")
-    state_dict, nested_key = find_state_dict(obj, key)
-    other: list[str] = []
-    if nested_key is not None and isinstance(obj, Mapping):
-        head = nested_key.split(".")[0]
-        other = [f"{k} ({_describe(v)})" for k, v in obj.items() if k != head]
-    tensors: dict[str, torch.Tensor] = {}
-    skipped: list[str] = []
-    for name, value in state_dict.items():
-        if isinstance(value, torch.Tensor) and isinstance(name, str):
-            tensors[name] = value
-        else:
-            skipped.append(f"{name} ({_describe(value)})")
-    return PickleContents(state_dict=tensors, nested_key=nested_key, other_entries=other, skipped_entries=skipped,
-                          security=report)
+    return obj
 
 
 def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
     """Describe each tensor of a loaded pickle, grouping tensors that share storage."""
     infos: list[TensorInfo] = []
     for name, tensor in contents.state_dict.items():
+        if isinstance(tensor, StaticTensor):
+            record = tensor.storage
+            infos.append(TensorInfo(name=name, shape=tensor.shape, dtype=tensor.dtype, file=relpath,
+                                    storage_id=f"{relpath}:{record.key}" if record.nbytes else None))
+            continue
         try:
             storage = tensor.untyped_storage()
             storage_id = f"{relpath}:{storage.data_ptr():x}" if storage.nbytes() else None

@@ -147,7 +147,7 @@ class Checkpoint:
             except WeightDoctorError as exc:
                 exc.path = exc.path or str(self.file_path(info.file))
                 raise
-        return self._pickles[info.file].state_dict[name]
+        return pytorch_format.as_tensor(self._pickles[info.file].state_dict[name])
 
     def safetensors_header(self, relpath: str) -> safetensors_format.SafetensorsHeader | None:
         """The parsed header of a safetensors file of this checkpoint (None for other files), validated

@@ -1,0 +1,269 @@
+"""Reading a torch zip checkpoint without torch: each tensor's dtype, shape and place in the file.
+
+`torch.save` writes a zip archive: `data.pkl` pickles the structure (dicts of `_rebuild_tensor_v2`
+calls whose storages are persistent references), and each storage is a record `data/<key>`, stored
+uncompressed. Everything a structure-only command needs (names, shapes, dtypes, which tensors share
+storage) and everything a byte copy needs (where a contiguous tensor's bytes lie in the file) is in
+`data.pkl` and the zip directory, so this module reads them with an unpickler whose `find_class` knows
+only the handful of torch names a state dict uses, and returns stand-ins (`StaticTensor`) instead of
+tensors. Importing torch alone takes longer than copying a 2 GB checkpoint here.
+
+It runs only after the static security scan found the pickle safe, and it resolves no global at all:
+every name it knows maps to a stand-in of its own. Anything else (numpy arrays, quantized or
+non-contiguous storages, tensor subclasses, an irregular archive, a big-endian file) raises
+`NeedsTorch`, and the caller reads the file with `torch.load(weights_only=True)` as before.
+A `StaticTensor` becomes a real tensor with `to_torch()`: a view of a private, read-only memory map of
+the file, as `torch.load(mmap=True)` gives.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import mmap
+import os
+import pickle
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from weightdoctor.dtypes import BITS_PER_ELEMENT
+
+if TYPE_CHECKING:
+    import torch
+
+# torch's legacy typed storages -> the dtype of their elements (quantized storages are left to torch).
+STORAGE_DTYPES = {
+    "DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16", "BFloat16Storage": "bfloat16",
+    "LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16", "CharStorage": "int8",
+    "ByteStorage": "uint8", "BoolStorage": "bool", "ComplexFloatStorage": "complex64",
+    "ComplexDoubleStorage": "complex128",
+}
+# torch dtypes a pickle may name (as `_rebuild_tensor_v3`'s last argument): whole-byte ones we can size.
+TORCH_DTYPES = frozenset(name for name, bits in BITS_PER_ELEMENT.items() if bits % 8 == 0) | {"float4_e2m1fn_x2"}
+# The largest data.pkl read this way (a 10,000-tensor state dict pickles to about 1 MB).
+MAX_DATA_PKL = 256 << 20
+
+
+class NeedsTorch(Exception):
+    """The file holds something this reader does not model; `torch.load` must read it."""
+
+
+@dataclass(frozen=True)
+class _StorageType:
+    dtype: str | None  # None: torch.UntypedStorage (bytes; the tensor's dtype comes with it)
+
+
+@dataclass(frozen=True)
+class _Dtype:
+    name: str
+
+
+class StaticArchive:
+    """A torch zip file whose records are read in place; the memory map is made on first use."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._map: mmap.mmap | None = None
+        self._lock = threading.Lock()
+
+    def mapping(self) -> mmap.mmap:
+        """A private, copy-on-write map of the whole file (as torch.load(mmap=True) maps it)."""
+        with self._lock:
+            if self._map is None:
+                with open(self.path, "rb") as handle:
+                    self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+            return self._map
+
+
+@dataclass(frozen=True)
+class StorageRecord:
+    """One storage: its key (`data/<key>`), element dtype, and where its bytes are in the file."""
+
+    archive: StaticArchive = field(repr=False, compare=False)
+    key: str
+    data_offset: int
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class StaticTensor:
+    """A tensor of a torch zip checkpoint, described without torch (the stand-in `to_torch` turns real).
+
+    `storage_offset` and `stride` count elements of `dtype`, as torch's do.
+    """
+
+    storage: StorageRecord
+    dtype: str
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    storage_offset: int
+
+    @property
+    def itemsize(self) -> int:
+        return BITS_PER_ELEMENT[self.dtype] // 8 if self.dtype != "float4_e2m1fn_x2" else 1
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def is_contiguous(self) -> bool:
+        expected = 1
+        for size, stride in zip(reversed(self.shape), reversed(self.stride), strict=True):
+            if size != 1 and stride != expected:
+                return False
+            expected *= size
+        return True
+
+    def byte_range(self) -> tuple[int, int] | None:
+        """(file offset, length) of the tensor's bytes when they are one contiguous run, else None."""
+        if not self.is_contiguous():
+            return None
+        return self.storage.data_offset + self.storage_offset * self.itemsize, self.numel * self.itemsize
+
+    def to_torch(self) -> torch.Tensor:
+        """The tensor, viewing a private memory map of the file (nothing is read until it is used)."""
+        import torch
+
+        dtype = getattr(torch, self.dtype)
+        count = self.storage.nbytes // self.itemsize
+        if count == 0:
+            base = torch.empty(0, dtype=dtype)
+        else:
+            base = torch.frombuffer(self.storage.archive.mapping(), dtype=dtype, count=count,
+                                    offset=self.storage.data_offset)
+        return base.as_strided(self.shape, self.stride, self.storage_offset)
+
+
+def _rebuild_tensor(storage: tuple[StorageRecord, str | None], storage_offset: int, size: Any, stride: Any,
+                    requires_grad: Any = False, backward_hooks: Any = None, metadata: Any = None,
+                    dtype: _Dtype | None = None) -> StaticTensor:
+    record, storage_dtype = storage
+    if backward_hooks or metadata:
+        raise NeedsTorch("a tensor with hooks or subclass metadata")
+    element = dtype.name if isinstance(dtype, _Dtype) else storage_dtype
+    if element is None or not isinstance(storage_offset, int) or isinstance(storage_offset, bool):
+        raise NeedsTorch("a storage of unknown dtype")
+    if not isinstance(size, tuple) or not isinstance(stride, tuple) or len(size) != len(stride):
+        raise NeedsTorch("a tensor size or stride that is not a tuple")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size + stride):
+        raise NeedsTorch("a tensor size or stride that is not a natural number")
+    tensor = StaticTensor(record, element, size, stride, storage_offset)
+    if storage_offset < 0:
+        raise NeedsTorch("a negative storage offset")
+    # The last element the view reaches must lie inside its storage; torch says what is wrong otherwise.
+    if tensor.numel:
+        extent = storage_offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) + 1
+        if extent * tensor.itemsize > record.nbytes:
+            raise NeedsTorch("a view beyond its storage")
+    return tensor
+
+
+def _rebuild_tensor_v3(storage: Any, storage_offset: Any, size: Any, stride: Any, requires_grad: Any,
+                       backward_hooks: Any, dtype: Any, metadata: Any = None) -> StaticTensor:
+    if not isinstance(dtype, _Dtype):
+        raise NeedsTorch("_rebuild_tensor_v3 without a dtype")
+    return _rebuild_tensor(storage, storage_offset, size, stride, requires_grad, backward_hooks, metadata, dtype)
+
+
+def _rebuild_parameter(data: Any, requires_grad: Any = False, backward_hooks: Any = None, state: Any = None) -> Any:
+    if not isinstance(data, StaticTensor) or backward_hooks or state:
+        raise NeedsTorch("a parameter with hooks or state")
+    return data
+
+
+_FUNCTIONS: dict[tuple[str, str], Any] = {
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+}
+
+
+class _StaticUnpickler(pickle.Unpickler):
+    """Unpickles `data.pkl` into stand-ins; resolves no real global."""
+
+    def __init__(self, data: bytes, archive: StaticArchive, records: dict[str, tuple[int, int]]) -> None:
+        import io
+
+        super().__init__(io.BytesIO(data))
+        self.archive = archive
+        self.records = records
+        self.storages: dict[str, StorageRecord] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _FUNCTIONS:
+            return _FUNCTIONS[(module, name)]
+        if module == "torch" and name in STORAGE_DTYPES:
+            return _StorageType(STORAGE_DTYPES[name])
+        if module == "torch" and name == "UntypedStorage":
+            return _StorageType(None)
+        if module == "torch" and name in TORCH_DTYPES:
+            return _Dtype(name)
+        raise NeedsTorch(f"{module}.{name}")
+
+    def persistent_load(self, pid: Any) -> Any:
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
+                and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)):
+            raise NeedsTorch("a persistent reference other than a storage")
+        storage_type, key, numel = pid[1], pid[2], pid[4]
+        if key not in self.records:
+            raise NeedsTorch(f"storage {key} has no record")
+        record = self.storages.get(key)
+        if record is None:
+            offset, nbytes = self.records[key]
+            record = StorageRecord(self.archive, key, offset, nbytes)
+            self.storages[key] = record
+        itemsize = 1 if storage_type.dtype is None else BITS_PER_ELEMENT[storage_type.dtype] // 8
+        if not isinstance(numel, int) or numel * itemsize != record.nbytes:
+            raise NeedsTorch(f"storage {key} is not the size its reference says")
+        return record, storage_type.dtype
+
+
+def load_static(path: Path) -> Any:
+    """Unpickle a torch zip checkpoint into dicts of `StaticTensor`, without torch.
+
+    Call only after the security scan has found the file safe. The archive must be regular (one
+    central directory that every reader sees alike, stored records, little-endian data).
+
+    Raises:
+        NeedsTorch: anything this reader does not model; read the file with torch.load instead.
+    """
+    from weightdoctor.security import archive as zip_archive
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        try:
+            layout = zip_archive.read_layout(handle, size)
+        except (ValueError, OSError) as exc:
+            raise NeedsTorch(f"the archive cannot be read here ({exc})") from exc
+        if layout.source != "central directory" or layout.notes or layout.problems:
+            raise NeedsTorch("an irregular archive")
+        names = [m.name for m in layout.members]
+        if len(set(names)) != len(names):
+            raise NeedsTorch("an archive with duplicate record names")
+        pickles = [m for m in layout.members if m.name.endswith("/data.pkl")]
+        if len(pickles) != 1:
+            raise NeedsTorch("not exactly one data.pkl")
+        prefix = pickles[0].name[: -len("data.pkl")]
+        by_name = {m.name: m for m in layout.members}
+        byteorder = by_name.get(prefix + "byteorder")
+        if byteorder is not None and zip_archive.read_member(handle, byteorder, 16).strip() != b"little":
+            raise NeedsTorch("a big-endian checkpoint")
+        records: dict[str, tuple[int, int]] = {}
+        for member in layout.members:
+            if member.name.startswith(prefix + "data/"):
+                if member.method != 0 or member.compressed_size != member.size:
+                    raise NeedsTorch("a compressed storage record")
+                if member.data_offset + member.size > size:
+                    raise NeedsTorch("a record beyond the end of the file")
+                records[member.name[len(prefix) + len("data/"):]] = (member.data_offset, member.size)
+        data = zip_archive.read_member(handle, pickles[0], MAX_DATA_PKL)
+    try:
+        return _StaticUnpickler(data, StaticArchive(path), records).load()
+    except NeedsTorch:
+        raise
+    except Exception as exc:  # a malformed pickle: torch's loader gives the error users know
+        raise NeedsTorch(f"{type(exc).__name__}: {exc}") from exc
