@@ -235,23 +235,40 @@ def test_dry_run_writes_nothing(fx: dict[str, Path], tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("path", ["torch", "byte-copy"])
 def test_verification_catches_bytes_that_differ_from_the_source(
-    fx: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fx: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
-    from weightdoctor.writers import safetensors_writer
+    import os
 
-    real_write_all = safetensors_writer._write_all
+    from weightdoctor import rewrite
+    from weightdoctor.writers import byte_copy, safetensors_writer
+
     calls = {"n": 0}
+    if path == "torch":
+        monkeypatch.setattr(rewrite, "BYTE_COPY", False)
+        real_write_all = safetensors_writer._write_all
 
-    def flip_a_bit_in_the_third_tensor(fd: int, data: memoryview | bytes) -> None:
-        calls["n"] += 1
-        if calls["n"] == 4:  # the header, then tensors
-            corrupted = bytearray(data)
-            corrupted[0] ^= 0x01
-            data = bytes(corrupted)
-        real_write_all(fd, data)
+        def flip_a_bit_in_the_third_tensor(fd: int, data: memoryview | bytes) -> None:
+            calls["n"] += 1
+            if calls["n"] == 4:  # the header, then tensors
+                corrupted = bytearray(data)
+                corrupted[0] ^= 0x01
+                data = bytes(corrupted)
+            real_write_all(fd, data)
 
-    monkeypatch.setattr(safetensors_writer, "_write_all", flip_a_bit_in_the_third_tensor)
+        monkeypatch.setattr(safetensors_writer, "_write_all", flip_a_bit_in_the_third_tensor)
+    else:
+        real_copy = byte_copy.copy_range
+
+        def copy_then_flip_a_bit(src: int, dst: int, src_offset: int, dst_offset: int, length: int) -> None:
+            real_copy(src, dst, src_offset, dst_offset, length)
+            calls["n"] += 1
+            if calls["n"] == 3 and length:
+                byte = os.pread(src, 1, src_offset + length - 1)
+                os.pwrite(dst, bytes([byte[0] ^ 0x01]), dst_offset + length - 1)
+
+        monkeypatch.setattr(byte_copy, "copy_range", copy_then_flip_a_bit)
     result = run_cli("convert", fx["files"] / "bert.bin", "-o", tmp_path / "x.safetensors")
     assert result.exit_code == 2
     assert "verification failed: the bytes of" in result.stderr and "differ from the source" in result.stderr

@@ -25,6 +25,8 @@ from weightdoctor.renames import Rename, apply_renames
 if TYPE_CHECKING:
     import torch
 
+    from weightdoctor.writers.byte_copy import ByteRange
+
 # Targets `--dtype` accepts (what users type -> canonical name).
 CAST_TARGETS = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 # Dtypes `--dtype` converts; fp8/fp4 tensors are quantized weights with scales and are left alone.
@@ -38,6 +40,8 @@ HF_WEIGHT_FILE = re.compile(
     r"^(?:model|pytorch_model)(?:-\d{5}-of-\d{5})?\.(?:safetensors|bin)(?:\.index\.json)?$"
 )
 CHUNK_ELEMENTS = 1 << 24
+# Write by copying bytes when nothing is cast (tests turn it off to compare with the torch path).
+BYTE_COPY = True
 
 
 class CastOverflow(UsageError):
@@ -455,35 +459,73 @@ def digest_range(path: Path, start: int, length: int, chunk: int = 8 << 20) -> s
     return digest.hexdigest()
 
 
-def verify_output(path: Path, expected: dict[str, tuple[str, tuple[int, ...], str]]) -> int:
+def byte_sources(checkpoint: Checkpoint, selection: TensorSelection) -> dict[str, ByteRange] | None:
+    """Each output tensor's bytes in the source, when the whole output can be written by copying bytes:
+    no tensor is cast and each lies in one run of its file (safetensors, regular torch zip checkpoints).
+    None otherwise: the tensors then go through torch one at a time."""
+    from weightdoctor.writers.byte_copy import ByteRange
+
+    if not BYTE_COPY:
+        return None
+    sources: dict[str, ByteRange] = {}
+    for planned in selection.tensors:
+        if planned.dtype != planned.source_dtype or planned.alias_of is not None:
+            return None
+        found = checkpoint.byte_range(planned.source)
+        if found is None or found[2] != planned.nbytes:
+            return None
+        sources[planned.name] = ByteRange(*found)
+    return sources
+
+
+def _open_written(path: Path, expected: dict[str, tuple[str, tuple[int, ...], str | None]]) -> Checkpoint:
+    """Open a written output through the shared reader and check its names, dtypes and shapes."""
+    from weightdoctor.checkpoint import open_checkpoint
+
+    try:
+        written = open_checkpoint(path)
+    except WeightDoctorError as exc:
+        raise OutputError(f"the written output does not read back: {exc.message}", path=str(path)) from exc
+    names = {t.name for t in written.tensors}
+    missing = sorted(set(expected) - names)
+    extra = sorted(names - set(expected))
+    if missing or extra:
+        raise OutputError(f"verification failed: missing {missing[:3]}, unexpected {extra[:3]}", path=str(path))
+    for info in written.tensors:
+        dtype, shape, _ = expected[info.name]
+        if info.dtype != dtype or info.shape != shape:
+            raise OutputError(
+                f"verification failed: {info.name!r} reads back as {info.dtype}{list(info.shape)}, "
+                f"expected {dtype}{list(shape)}",
+                path=str(path),
+            )
+    return written
+
+
+def verify_output(path: Path, expected: dict[str, tuple[str, tuple[int, ...], str | None]]) -> int:
     """Re-read an output (file or folder) through the shared reader and compare every tensor.
 
     The reader parses and validates the headers (and the index); each tensor's bytes are then re-read
     from disk (safetensors: the byte range its header gives, in chunks; pickles: the tensor torch loads)
     and hashed, two tensors at a time.
 
-    `expected` maps output name -> (dtype, shape, sha256 of the bytes meant to be written).
-    Returns the number of tensors compared.
+    `expected` maps output name -> (dtype, shape, sha256 of the bytes meant to be written); a None
+    digest means the bytes were already compared with the source as they were copied
+    (`writers.byte_copy`): only names, dtypes and shapes are checked then.
+    Returns the number of tensors whose bytes were compared here.
 
     Raises:
         OutputError: a tensor is missing, extra, of another dtype or shape, or its bytes differ.
     """
     import struct
 
-    from weightdoctor.checkpoint import open_checkpoint
     from weightdoctor.writers.memory import release_file_pages
     from weightdoctor.writers.safetensors_writer import hash_pool, tensor_digest
 
-    try:
-        written = open_checkpoint(path)
-    except WeightDoctorError as exc:
-        raise OutputError(f"the written output does not read back: {exc.message}", path=str(path)) from exc
-    with written:
-        names = {t.name for t in written.tensors}
-        missing = sorted(set(expected) - names)
-        extra = sorted(names - set(expected))
-        if missing or extra:
-            raise OutputError(f"verification failed: missing {missing[:3]}, unexpected {extra[:3]}", path=str(path))
+    with _open_written(path, expected) as written:
+        to_hash = [info for info in written.tensors if expected[info.name][2] is not None]
+        if not to_hash:
+            return 0
         data_start: dict[str, int] = {}
         for item in written.weight_files:
             if item.format == "safetensors":
@@ -500,18 +542,10 @@ def verify_output(path: Path, expected: dict[str, tuple[str, tuple[int, ...], st
             finally:
                 release_file_pages(tensor)
 
-        for info in written.tensors:
-            dtype, shape, _ = expected[info.name]
-            if info.dtype != dtype or info.shape != shape:
-                raise OutputError(
-                    f"verification failed: {info.name!r} reads back as {info.dtype}{list(info.shape)}, "
-                    f"expected {dtype}{list(shape)}",
-                    path=str(path),
-                )
-        for info, got in zip(written.tensors, hash_pool().map(digest, written.tensors), strict=True):
+        for info, got in zip(to_hash, hash_pool().map(digest, to_hash), strict=True):
             if got != expected[info.name][2]:
                 raise OutputError(f"verification failed: the bytes of {info.name!r} differ from the source", str(path))
-    return len(expected)
+    return len(to_hash)
 
 
 def write_index(path: Path, files: list[OutputFile], metadata: dict[str, object]) -> None:
@@ -557,27 +591,45 @@ def write_outputs(
     file_metadata = {"format": "pt", **metadata} if fmt == "safetensors" else None
     digests: dict[str, str] = {}
     result = WriteResult(files=[], verified=False, tensors_verified=0, seconds=0.0)
+    # Nothing cast and every tensor one run of bytes: copied in the kernel and compared while copying.
+    sources = byte_sources(checkpoint, selection) if fmt == "safetensors" else None
+    compared = [0]
+
+    def next_tensor(name: str) -> None:
+        hooks.reached(f"tensor-{counter[0]}")
+        counter[0] += 1
 
     def write_file(path: Path, out: OutputFile) -> None:
+        from weightdoctor.writers.byte_copy import write_safetensors_by_copy
+        from weightdoctor.writers.safetensors_writer import TensorSlot
+
         plan = [by_name[n] for n in out.tensors]
         try:
-            digests.update(
-                _write_one(checkpoint, path, plan, fmt, file_metadata, allow_overflow, problems, advance, counter)
-            )
+            if sources is not None:
+                compared[0] += write_safetensors_by_copy(
+                    path, [TensorSlot(t.name, t.dtype, t.shape) for t in plan], sources, file_metadata,
+                    verify=verify, on_tensor=next_tensor, advance=advance,
+                )
+            else:
+                digests.update(
+                    _write_one(checkpoint, path, plan, fmt, file_metadata, allow_overflow, problems, advance, counter)
+                )
         except OSError as exc:
             raise output_error(exc, dest) from exc
         result.files.append({"filename": out.filename, "size_bytes": path.stat().st_size,
                              "num_tensors": len(out.tensors)})
 
-    def expected() -> dict[str, tuple[str, tuple[int, ...], str]]:
-        return {t.name: (t.dtype, t.shape, digests[t.name]) for t in selection.tensors}
+    def verify_written(path: Path) -> int:
+        expected = {t.name: (t.dtype, t.shape, digests.get(t.name) if sources is None else None)
+                    for t in selection.tensors}
+        return verify_output(path, expected) + compared[0]
 
     if single_file:
         with atomic_file(dest, replace=force) as tmp:
             write_file(tmp, files[0])
             hooks.reached("before-verify")
             if verify:
-                result.tensors_verified = verify_output(tmp, expected())
+                result.tensors_verified = verify_written(tmp)
                 result.verified = True
     else:
         with StagingDir(dest, replace=force, drop_old=lambda name: bool(HF_WEIGHT_FILE.match(name))) as stage:
@@ -597,7 +649,7 @@ def write_outputs(
                 raise output_error(exc, dest) from exc
             hooks.reached("before-verify")
             if verify:
-                result.tensors_verified = verify_output(stage.path, expected())
+                result.tensors_verified = verify_written(stage.path)
                 result.verified = True
             stage.commit()
             # Files of the earlier save that the new one does not have (deleted only now, after the swap).

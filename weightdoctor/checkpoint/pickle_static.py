@@ -198,7 +198,7 @@ class _StaticUnpickler(pickle.Unpickler):
             return _FUNCTIONS[(module, name)]
         if module == "torch" and name in STORAGE_DTYPES:
             return _StorageType(STORAGE_DTYPES[name])
-        if module == "torch" and name == "UntypedStorage":
+        if module in ("torch", "torch.storage") and name == "UntypedStorage":
             return _StorageType(None)
         if module == "torch" and name in TORCH_DTYPES:
             return _Dtype(name)

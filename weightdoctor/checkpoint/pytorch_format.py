@@ -87,6 +87,11 @@ def as_tensor(value: Any) -> torch.Tensor:
     return value.to_torch() if isinstance(value, StaticTensor) else value
 
 
+def byte_range(value: Any) -> tuple[int, int] | None:
+    """(file offset, length) of a state-dict value's bytes when read without torch and contiguous."""
+    return value.byte_range() if isinstance(value, StaticTensor) else None
+
+
 def _tensor_share(mapping: Mapping[Any, Any]) -> float:
     if not mapping:
         return 0.0

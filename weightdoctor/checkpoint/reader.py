@@ -149,6 +149,25 @@ class Checkpoint:
                 raise
         return pytorch_format.as_tensor(self._pickles[info.file].state_dict[name])
 
+    def byte_range(self, name: str) -> tuple[Path, int, int] | None:
+        """Where a tensor's bytes lie, when they are one run of its file stored as they are (safetensors;
+        contiguous tensors of a regular torch zip checkpoint): `(path, offset, length)`, else None.
+
+        A safetensors file is validated by the library first, as before any value is read.
+        """
+        info = self.tensor_info(name)
+        if self._remote is not None and info.file not in self._headers:
+            self._download(info.file)
+        header = self.safetensors_header(info.file)
+        if header is not None:
+            if info.data_offsets is None:
+                return None
+            begin, end = info.data_offsets
+            return self.file_path(info.file), header.data_start + begin, end - begin
+        contents = self._pickles.get(info.file)
+        found = pytorch_format.byte_range(contents.state_dict.get(name)) if contents is not None else None
+        return (self.file_path(info.file), *found) if found is not None else None
+
     def safetensors_header(self, relpath: str) -> safetensors_format.SafetensorsHeader | None:
         """The parsed header of a safetensors file of this checkpoint (None for other files), validated
         by the safetensors library too before any of its values is read."""

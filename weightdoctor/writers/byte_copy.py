@@ -1,0 +1,246 @@
+"""Writing a safetensors file whose tensors are byte ranges of other files, copied inside the kernel.
+
+When no tensor changes dtype, converting or sharding moves bytes and nothing else: each tensor of a
+safetensors file or a regular torch zip checkpoint is one contiguous run of bytes in its file. This
+writer lays the output out as `SafetensorsWriter` does (same header, same order), then copies each
+tensor with `copy_file_range` (no pass through Python memory; torch is not even imported), asks the
+kernel to start writing each range to disk as soon as it is copied (so that the final fsync has
+little left to wait for), and, in a second thread, re-reads each finished range of the output and
+compares it byte for byte with the source while the next ones are copied.
+
+Peak memory stays at a few 8 MiB buffers: source pages mapped for the comparison are given back after
+each chunk.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from weightdoctor.errors import OutputError
+from weightdoctor.writers import hooks
+from weightdoctor.writers.safetensors_writer import TensorSlot, _write_all, layout
+
+_CHUNK = 8 << 20
+_COPY_CHUNK = 64 << 20
+SYNC_FILE_RANGE_WRITE = 2
+# Writeback is started every this many bytes copied (in larger steps than tensors, which may be tiny).
+WRITEBACK_STEP = 64 << 20
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """Where one tensor's bytes lie: `length` bytes of `path` from `offset`."""
+
+    path: Path
+    offset: int
+    length: int
+
+
+def _sync_file_range() -> object | None:
+    """libc's sync_file_range (Linux), or None: starting writeback early is an optimisation only."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing a range of a file to disk now, without waiting for it."""
+    if _SYNC_FILE_RANGE is not None and length:
+        _SYNC_FILE_RANGE(fd, offset, length, SYNC_FILE_RANGE_WRITE)  # type: ignore[operator]
+
+
+def copy_range(src: int, dst: int, src_offset: int, dst_offset: int, length: int) -> None:
+    """Copy `length` bytes between two files at the given offsets (in the kernel where it can).
+
+    Raises:
+        OSError: the copy fails (disk full, ...); ValueError: the source ends early.
+    """
+    done = 0
+    use_kernel = hasattr(os, "copy_file_range")
+    while done < length:
+        count = min(_COPY_CHUNK, length - done)
+        if use_kernel:
+            try:
+                got = os.copy_file_range(src, dst, count, src_offset + done, dst_offset + done)
+            except OSError as exc:
+                # Some file systems (and older kernels across devices) refuse it: copy through Python.
+                if exc.errno not in (18, 22, 38, 95):  # EXDEV, EINVAL, ENOSYS, EOPNOTSUPP
+                    raise
+                use_kernel = False
+                continue
+        else:
+            data = os.pread(src, min(count, _CHUNK), src_offset + done)
+            got = os.pwrite(dst, data, dst_offset + done) if data else 0
+        if got == 0:
+            raise ValueError(f"the source ends {length - done} bytes early")
+        done += got
+
+
+class RangeComparer:
+    """Compares ranges of the output with their source ranges in a background thread.
+
+    `submit` after each range is copied; `finish` waits for all comparisons and raises the first
+    difference. The output is re-read through its own file descriptor (what the file holds now).
+    """
+
+    def __init__(self, output: Path) -> None:
+        self.output = output
+        self._fd = os.open(output, os.O_RDONLY)
+        self._maps: dict[Path, tuple[int, mmap.mmap]] = {}
+        self._queue: queue.Queue[tuple[str, ByteRange, int] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self.compared = 0
+        self._thread = threading.Thread(target=self._run, name="weightdoctor-compare", daemon=True)
+        self._thread.start()
+
+    def submit(self, name: str, source: ByteRange, output_offset: int) -> None:
+        self._queue.put((name, source, output_offset))
+
+    def _source_map(self, path: Path) -> mmap.mmap:
+        if path not in self._maps:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                self._maps[path] = (fd, mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
+            except BaseException:
+                os.close(fd)
+                raise
+        return self._maps[path][1]
+
+    def _compare(self, name: str, source: ByteRange, output_offset: int, buffer: bytearray) -> None:
+        mapped = self._source_map(source.path)
+        if source.offset + source.length > len(mapped):
+            raise OutputError(f"verification failed: the source of {name!r} ends early", path=str(self.output))
+        view = memoryview(mapped)
+        try:
+            done = 0
+            while done < source.length:
+                count = min(len(buffer), source.length - done)
+                # `bytearray == buffer` is one memcmp, without copying the mapped source (a memoryview
+                # on the left would compare byte by byte in Python): the last chunk gets its own bytearray.
+                target = buffer if count == len(buffer) else bytearray(count)
+                got = os.preadv(self._fd, [target], output_offset + done)
+                begin = source.offset + done
+                if got != count or target != view[begin:begin + count]:
+                    raise OutputError(f"verification failed: the bytes of {name!r} differ from the source",
+                                      path=str(self.output))
+                # Give the source pages back: mapped file pages count in this process's memory.
+                page_begin = begin - begin % mmap.PAGESIZE
+                mapped.madvise(mmap.MADV_DONTNEED, page_begin, begin + count - page_begin)
+                done += count
+        finally:
+            view.release()
+
+    def _run(self) -> None:
+        buffer = bytearray(_CHUNK)
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue
+            try:
+                self._compare(*item, buffer)
+                self.compared += 1
+            except BaseException as exc:  # noqa: BLE001 - handed to the writing thread by finish()
+                self._error = exc
+
+    def finish(self) -> int:
+        """Wait for every comparison; return how many tensors were compared.
+
+        Raises:
+            OutputError: a range differs from its source.
+        """
+        self._queue.put(None)
+        self._thread.join()
+        self.close()
+        if self._error is not None:
+            raise self._error
+        return self.compared
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        for fd, mapped in self._maps.values():
+            mapped.close()
+            os.close(fd)
+        self._maps.clear()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def write_safetensors_by_copy(
+    path: Path,
+    slots: list[TensorSlot],
+    sources: dict[str, ByteRange],
+    metadata: dict[str, str] | None,
+    *,
+    verify: bool = True,
+    on_tensor: Callable[[str], None] | None = None,
+    advance: Callable[[int], None] | None = None,
+) -> int:
+    """Write a safetensors file at `path` (created, must not exist) from byte ranges of other files.
+
+    The header and tensor order are those of `SafetensorsWriter` (the safetensors library's layout).
+    With `verify`, every tensor's bytes are re-read from the output and compared with the source.
+    `on_tensor(name)` is called before each tensor is copied, `advance(nbytes)` after.
+
+    Returns:
+        The number of tensors compared (0 without `verify`).
+
+    Raises:
+        OSError: writing fails; OutputError: a tensor reads back different from its source;
+        ValueError: a source range does not have the size its slot needs.
+    """
+    header, order = layout(slots, metadata)
+    for slot in order:
+        if sources[slot.name].length != slot.nbytes:
+            raise ValueError(f"tensor {slot.name!r}: {sources[slot.name].length} source bytes, {slot.nbytes} needed")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    inputs: dict[Path, int] = {}
+    comparer: RangeComparer | None = None
+    try:
+        _write_all(fd, header)
+        hooks.reached("after-header")
+        comparer = RangeComparer(path) if verify else None
+        position = flushed = len(header)
+        for slot in order:
+            if on_tensor is not None:
+                on_tensor(slot.name)
+            source = sources[slot.name]
+            if source.path not in inputs:
+                inputs[source.path] = os.open(source.path, os.O_RDONLY)
+            copy_range(inputs[source.path], fd, source.offset, position, source.length)
+            if position + source.length - flushed >= WRITEBACK_STEP:
+                start_writeback(fd, flushed, position + source.length - flushed)
+                flushed = position + source.length
+            if comparer is not None:
+                comparer.submit(slot.name, source, position)
+            position += source.length
+            if advance is not None:
+                advance(source.length)
+        compared = comparer.finish() if comparer is not None else 0
+        if os.fstat(fd).st_size != position:
+            raise OutputError("verification failed: the file is not the size its header gives", path=str(path))
+        return compared
+    finally:
+        if comparer is not None:
+            comparer.close()
+        for handle in inputs.values():
+            os.close(handle)
+        os.close(fd)
