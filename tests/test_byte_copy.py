@@ -1,0 +1,139 @@
+"""The byte-copy write path (`writers.byte_copy`): the same files as the torch path, no torch import.
+
+When nothing is cast, `convert` and `shard` copy each tensor's bytes in the kernel and compare them with
+the source as they go. Their output must be the very bytes the torch path (tensors loaded one at a time
+and written by `SafetensorsWriter`, itself checked against the safetensors library) writes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.helpers import REPO_ROOT, run_cli
+from weightdoctor import rewrite
+from weightdoctor.writers import byte_copy
+from weightdoctor.writers.byte_copy import ByteRange, write_safetensors_by_copy
+from weightdoctor.writers.safetensors_writer import TensorSlot
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    if folder.is_file():
+        return {folder.name: folder.read_bytes()}
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _both_paths(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *args: str) -> tuple[dict[str, bytes], str]:
+    """Run a write command by byte copy and through torch; return the byte-copy files and its stdout."""
+    outputs = {}
+    for byte_copy_on in (True, False):
+        monkeypatch.setattr(rewrite, "BYTE_COPY", byte_copy_on)
+        out = tmp_path / ("copy" if byte_copy_on else "torch") / args[-1]
+        out.parent.mkdir(exist_ok=True)
+        result = run_cli(*args[:-1], "-o", out, "--json")
+        assert result.exit_code == 0, result.stderr
+        outputs[byte_copy_on] = (_files(out), result.stdout)
+    assert outputs[True][0] == outputs[False][0]
+    return outputs[True]
+
+
+@pytest.mark.parametrize("source", ["bert.bin", "bert.safetensors", "gpt2-tied.bin", "ddp-nested.pth"])
+def test_convert_by_copy_writes_the_torch_paths_bytes(fx: dict[str, Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch, source: str) -> None:
+    extra = ["--strip-prefix", "module."] if source == "ddp-nested.pth" else []
+    files, stdout = _both_paths(monkeypatch, tmp_path, "convert", fx["files"] / source, *extra, "x.safetensors")
+    assert '"tensors_verified"' in stdout and '"verified": true' in stdout
+    (name, data), = files.items()
+    path = tmp_path / "check.safetensors"
+    path.write_bytes(data)
+    loaded = load_file(path)
+    reference = torch.load(fx["files"] / source, weights_only=True)
+    reference = reference.get("model", {}).get("module", reference)
+    for key, value in reference.items():
+        key = key.removeprefix("module.")
+        if key in loaded:
+            assert torch.equal(loaded[key], value), key
+
+
+def test_shard_and_folder_convert_by_copy_write_the_torch_paths_bytes(fx: dict[str, Path], tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    files, _ = _both_paths(monkeypatch, tmp_path, "shard", fx["bert-bin"], "--max", "20KB", "sharded")
+    assert "model.safetensors.index.json" in files and sum(n.endswith(".safetensors") for n in files) > 2
+    files, _ = _both_paths(monkeypatch, tmp_path, "convert", fx["bert-sharded-bin"], "folder")
+    assert "model.safetensors.index.json" in files and "config.json" in files
+
+
+def test_a_conversion_without_a_cast_does_not_import_torch(fx: dict[str, Path], tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from weightdoctor.cli import app\n"
+        "for source, out in ((sys.argv[1], sys.argv[2]), (sys.argv[3], sys.argv[4])):\n"
+        "    result = CliRunner().invoke(app, ['convert', source, '-o', out, '--json'])\n"
+        "    assert result.exit_code == 0, result.output\n"
+        "print('torch' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(fx["files"] / "bert.bin"), str(tmp_path / "a.safetensors"),
+         str(fx["bert"] / "model.safetensors"), str(tmp_path / "b.safetensors")],
+        capture_output=True, text=True, env=env, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+
+
+def _slots_and_sources(path: Path) -> tuple[list[TensorSlot], dict[str, ByteRange]]:
+    from weightdoctor.checkpoint import open_checkpoint
+
+    checkpoint = open_checkpoint(path)
+    slots = [TensorSlot(t.name, t.dtype, t.shape) for t in checkpoint.tensors]
+    sources = {}
+    for info in checkpoint.tensors:
+        found = checkpoint.byte_range(info.name)
+        assert found is not None
+        sources[info.name] = ByteRange(*found)
+    return slots, sources
+
+
+def test_copy_falls_back_to_reads_and_writes_where_the_kernel_refuses(fx: dict[str, Path], tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    slots, sources = _slots_and_sources(fx["files"] / "bert.bin")
+    write_safetensors_by_copy(tmp_path / "kernel.safetensors", slots, sources, {"format": "pt"})
+
+    def refuse(*args: object) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    compared = write_safetensors_by_copy(tmp_path / "python.safetensors", slots, sources, {"format": "pt"})
+    assert compared == len(slots)
+    assert (tmp_path / "kernel.safetensors").read_bytes() == (tmp_path / "python.safetensors").read_bytes()
+
+
+def test_a_source_range_of_the_wrong_size_is_refused_before_writing(fx: dict[str, Path], tmp_path: Path) -> None:
+    slots, sources = _slots_and_sources(fx["files"] / "bert.safetensors")
+    first = slots[0].name
+    sources[first] = ByteRange(sources[first].path, sources[first].offset, sources[first].length - 4)
+    with pytest.raises(ValueError, match="source bytes"):
+        write_safetensors_by_copy(tmp_path / "x.safetensors", slots, sources, None)
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_writeback_is_started_in_steps_and_verification_reads_every_tensor(fx: dict[str, Path], tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    slots, sources = _slots_and_sources(fx["files"] / "bert.safetensors")
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(byte_copy, "WRITEBACK_STEP", 64 << 10)
+    monkeypatch.setattr(byte_copy, "start_writeback", lambda fd, offset, length: calls.append((offset, length)))
+    compared = write_safetensors_by_copy(tmp_path / "x.safetensors", slots, sources, {"format": "pt"})
+    assert compared == len(slots)
+    # Ranges follow one another without gaps, each at least one step long.
+    assert calls and all(b[0] == a[0] + a[1] for a, b in zip(calls, calls[1:], strict=False))
+    assert all(length >= 64 << 10 for _, length in calls)
