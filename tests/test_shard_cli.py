@@ -142,11 +142,21 @@ def test_tokenizer_and_config_files_are_copied_but_stale_weights_are_not(fx: dic
     (source / "special_tokens_map.json").write_text("{}")
     (source / "vocab.txt").write_text("[PAD]\n[UNK]\n")
     torch.save({"x": torch.zeros(1)}, source / "optimizer.pt")
-    (source / ".hidden").write_text("x")
+    (source / ".gitattributes").write_text("*.safetensors filter=lfs\n")
+    (source / ".cache" / "huggingface").mkdir(parents=True)
+    (source / ".cache" / "huggingface" / "x.lock").write_text("")
+    # sentence-transformers keeps modules in subfolders; they are copied whole.
+    (source / "1_Pooling").mkdir()
+    (source / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
     code, data = run_json("shard", source, "--max", "50KB", "-o", tmp_path / "out")
     assert code == 0
-    assert data["plan"]["copied"] == ["config.json", "special_tokens_map.json", "tokenizer.json", "vocab.txt"]
+    assert data["plan"]["copied"] == [".gitattributes", "1_Pooling/config.json", "config.json",
+                                      "special_tokens_map.json", "tokenizer.json", "vocab.txt"]
+    assert any(w.startswith("not copied: .cache/ (hidden folder), optimizer.pt (weights in another file or format")
+               for w in data["plan"]["warnings"]), data["plan"]["warnings"]
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
-                     "model.safetensors.index.json", "special_tokens_map.json", "tokenizer.json", "vocab.txt"]
+    assert names == [".gitattributes", "1_Pooling", "config.json", "model-00001-of-00002.safetensors",
+                     "model-00002-of-00002.safetensors", "model.safetensors.index.json", "special_tokens_map.json",
+                     "tokenizer.json", "vocab.txt"]
     assert (tmp_path / "out" / "vocab.txt").read_text() == "[PAD]\n[UNK]\n"
+    assert (tmp_path / "out" / "1_Pooling" / "config.json").read_text() == '{"pooling_mode_mean_tokens": true}'

@@ -16,6 +16,7 @@ from weightdoctor.renames import Rename
 from weightdoctor.rewrite import (
     DroppedAlias,
     OutputFile,
+    SideFile,
     TensorSelection,
     WriteResult,
     check_not_input,
@@ -61,7 +62,7 @@ class ConvertPlan:
     metadata: dict[str, str]
     warnings: list[str] = field(default_factory=list)
     _selection: TensorSelection | None = field(default=None, repr=False)
-    _copy_paths: list[Path] = field(default_factory=list, repr=False)
+    _copy_paths: list[SideFile] = field(default_factory=list, repr=False)
 
 
 @dataclass
@@ -154,8 +155,11 @@ def plan_convert(
         index_file = next(f for f in checkpoint.files if f.role == "index")
         base = default_output_name(index_file.relpath.removesuffix(".index.json"), fmt)
         index = base + ".index.json"
-    copy_paths = [] if single_file else side_files(checkpoint.path if checkpoint.path.is_dir()
-                                                    else checkpoint.path.parent)
+    folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
+    weights = [f.path for f in checkpoint.files if f.role != "config"]
+    copy_paths, left_out = ([], []) if single_file else side_files(folder, weights)
+    if left_out:
+        warnings.append("not copied: " + ", ".join(left_out))
     return ConvertPlan(
         source=checkpoint.source,
         output=str(out),
@@ -171,7 +175,7 @@ def plan_convert(
         renamed=selection.renamed,
         renames=[r.as_flag() for r in renames or []],
         dropped_aliases=selection.dropped,
-        copied=[p.name for p in copy_paths],
+        copied=[p.relpath for p in copy_paths],
         metadata=output_metadata(fmt, single_file or index is None, selection.dropped, user_metadata),
         warnings=warnings,
         _selection=selection,

@@ -34,7 +34,8 @@ CASTABLE = frozenset({"float16", "bfloat16", "float32", "float64"})
 # A cast that turns more than this share of a tensor's non-zero values into zeros is refused.
 FLUSH_SHARE_LIMIT = 0.01
 # Files that hold weights (never copied beside converted weights: they would be stale).
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".h5", ".msgpack", ".gguf")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".h5", ".msgpack", ".gguf", ".onnx",
+                   ".tflite")
 # The file names of a Hugging Face save (single file or shards, and their index).
 HF_WEIGHT_FILE = re.compile(
     r"^(?:model|pytorch_model)(?:-\d{5}-of-\d{5})?\.(?:safetensors|bin)(?:\.index\.json)?$"
@@ -352,22 +353,47 @@ class WriteResult:
     copied: list[str] = field(default_factory=list)
 
 
-def side_files(folder: Path | None) -> list[Path]:
-    """Files of a model folder to copy beside converted weights: config, tokenizer, README, ...
+@dataclass(frozen=True)
+class SideFile:
+    """A file of a model folder copied beside converted weights: where it is, and its path in the output."""
 
-    Weight files of any format and their indexes are left out (they would be stale), as are hidden files.
+    path: Path
+    relpath: str
+
+
+def side_files(folder: Path | None, converted: list[Path] | None = None) -> tuple[list[SideFile], list[str]]:
+    """What of a model folder to copy beside converted weights, and what is left out (with why).
+
+    Copied: config, tokenizer, README, hidden files such as `.gitattributes`, and subfolders whole
+    (sentence-transformers' `1_Pooling/`, extra modules' own weights) with symlinks followed (a Hub
+    snapshot is made of them). Left out: the converted weight files and indexes themselves, weight files
+    of other formats at the top (`tf_model.h5`, `flax_model.msgpack`, `model.onnx`, a second copy in
+    another format: they are not converted, and would no longer match after renames or casts), and
+    hidden folders (`.git`, `.cache`).
     """
     if folder is None or not folder.is_dir():
-        return []
-    result = []
+        return [], []
+    mine = {p.resolve() for p in converted or []} | {p.absolute() for p in converted or []}
+    copies: list[SideFile] = []
+    left_out: list[str] = []
     for item in sorted(folder.iterdir()):
         name = item.name
-        if name.startswith(".") or not item.is_file():
+        if item.is_dir():
+            if name.startswith("."):
+                left_out.append(f"{name}/ (hidden folder)")
+                continue
+            for sub in sorted(item.rglob("*")):
+                parts = sub.relative_to(folder).parts
+                if sub.is_file() and not any(part.startswith(".") for part in parts[:-1]):
+                    copies.append(SideFile(sub, "/".join(parts)))
+            continue
+        if not item.is_file() or item.absolute() in mine or item.resolve() in mine:
             continue
         if name.endswith(WEIGHT_SUFFIXES) or name.endswith(".index.json"):
+            left_out.append(f"{name} (weights in another file or format, not converted)")
             continue
-        result.append(item)
-    return result
+        copies.append(SideFile(item, name))
+    return copies, left_out
 
 
 def _slots(plan: list[PlannedTensor], fmt: str) -> list:
@@ -565,7 +591,7 @@ def write_outputs(
     single_file: bool,
     index_name: str | None,
     metadata: dict[str, str],
-    copy_files: list[Path],
+    copy_files: list[SideFile],
     force: bool = False,
     verify: bool = True,
     allow_overflow: bool = False,
@@ -637,8 +663,10 @@ def write_outputs(
                 write_file(stage.path / out.filename, out)
             try:
                 for item in copy_files:
-                    shutil.copyfile(item, stage.path / item.name)
-                    result.copied.append(item.name)
+                    target = stage.path / item.relpath
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(item.path, target)
+                    result.copied.append(item.relpath)
                 hooks.reached("before-index")
                 if index_name is not None:
                     index_metadata: dict[str, object] = {"total_size": selection.total_bytes}
@@ -699,7 +727,7 @@ class PlannedOutput(Protocol):
     index: str | None
     metadata: dict[str, str]
     _selection: TensorSelection | None
-    _copy_paths: list[Path]
+    _copy_paths: list[SideFile]
 
 
 def write_plan(

@@ -20,6 +20,7 @@ from weightdoctor.renames import Rename
 from weightdoctor.rewrite import (
     DroppedAlias,
     OutputFile,
+    SideFile,
     TensorSelection,
     WriteResult,
     check_not_input,
@@ -79,7 +80,7 @@ class ShardPlan:
     warnings: list[str] = field(default_factory=list)
     _selection: TensorSelection | None = field(default=None, repr=False)
     _files: list[OutputFile] = field(default_factory=list, repr=False)
-    _copy_paths: list[Path] = field(default_factory=list, repr=False)
+    _copy_paths: list[SideFile] = field(default_factory=list, repr=False)
 
 
 @dataclass
@@ -175,7 +176,9 @@ def plan_shard(
     source_dir = checkpoint.path if checkpoint.path.is_dir() else None
     if source_dir is None and checkpoint.sharded:
         source_dir = checkpoint.path.parent
-    copy_paths = side_files(source_dir)
+    copy_paths, left_out = side_files(source_dir, [f.path for f in checkpoint.files if f.role != "config"])
+    if left_out:
+        warnings.append("not copied: " + ", ".join(left_out))
     return ShardPlan(
         source=checkpoint.source,
         output=str(out),
@@ -192,7 +195,7 @@ def plan_shard(
         kept_fp32=selection.kept_fp32,
         renamed=selection.renamed,
         dropped_aliases=selection.dropped,
-        copied=[p.name for p in copy_paths],
+        copied=[p.relpath for p in copy_paths],
         metadata=output_metadata(fmt, index is None, selection.dropped, user_metadata),
         warnings=warnings,
         _selection=selection,

@@ -202,9 +202,11 @@ class StagingDir:
         from weightdoctor.writers import hooks
 
         try:
-            for item in self.path.iterdir():
-                if item.is_file():
-                    fsync_path(item)
+            for root, _folders, names in os.walk(self.path):
+                for name in names:
+                    fsync_path(Path(root) / name)
+                if root != str(self.path):
+                    fsync_path(Path(root))
             if self.dest.is_dir():
                 for item in sorted(self.dest.iterdir()):
                     if (self.path / item.name).exists() or (callable(self.drop_old) and self.drop_old(item.name)):
