@@ -90,6 +90,9 @@ def main() -> None:
         ("  shard, --no-verify", "st", [*wd, "shard", str(st), "--max", args.shard, "-o", str(out), "--no-verify"]),
         ("hub save_torch_state_dict", "st", [py, "-c", USUAL_HUB_SHARD, str(st), str(out), args.shard]),
         ("convert .safetensors -> .bin", "st", [*wd, "convert", str(st), "-o", str(out), "--to", "bin"]),
+        ("convert .safetensors, renamed", "st", [*wd, "convert", str(st), "-o", str(out), "--strip-prefix", "model."]),
+        (f"shard .bin --max {args.shard}", "bin", [*wd, "shard", str(binf), "--max", args.shard, "-o", str(out)]),
+        ("convert .bin --dtype bf16 (a cast)", "bin", [*wd, "convert", str(binf), "-o", str(out), "--dtype", "bf16"]),
     ]
     results: dict[str, list[tuple[float, int]]] = {name: [] for name, _, _ in cases}
     for _ in range(args.repeat):

@@ -191,6 +191,24 @@ def test_broken_pipe_on_stdout_is_quiet(fx: dict[str, Path]) -> None:
     result = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
                             env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
     assert "Traceback" not in result.stderr, result.stderr
+    # Not 1 (that means "findings") nor 2 (bad input): 128 + SIGPIPE, as Unix tools end, with nothing said.
+    # (`head` may also have read everything before closing: then the command simply succeeds.)
+    assert result.returncode in (141, 0) and result.stderr == "", (result.returncode, result.stderr)
+
+
+def test_a_closed_stdout_ends_with_141(fx: dict[str, Path]) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO_ROOT
+
+    proc = subprocess.Popen([sys.executable, "-m", "weightdoctor", "inspect", str(fx["bert"]), "--all"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before anything is written
+    stderr = proc.stderr.read().decode()
+    assert proc.wait() == 141 and stderr == "", stderr
 
 
 def test_whole_pickled_model_is_refused_with_a_hint(tmp_path: Path) -> None:

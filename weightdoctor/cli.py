@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from weightdoctor import __version__
@@ -46,4 +49,21 @@ def _root(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except BrokenPipeError:
+        _exit_on_closed_pipe()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _exit_on_closed_pipe()
+
+
+def _exit_on_closed_pipe() -> None:
+    """The reader of stdout went away (`weightdoctor ... | head`): stop quietly, as Unix tools do (128 + SIGPIPE).
+
+    Python would otherwise print an error while flushing stdout at exit; stdout is pointed at /dev/null first.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os._exit(141)

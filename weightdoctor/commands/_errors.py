@@ -42,8 +42,8 @@ def handle_errors(command: F) -> F:
         debug = bool(kwargs.get("debug")) or os.environ.get("WEIGHTDOCTOR_DEBUG") == "1"
         try:
             return command(*args, **kwargs)
-        except (typer.Exit, typer.Abort, SystemExit):
-            raise
+        except (typer.Exit, typer.Abort, SystemExit, BrokenPipeError):
+            raise  # a closed stdout is handled by `cli.main` (exit 141, nothing printed)
         except KeyboardInterrupt:
             _console().error("interrupted")
             raise typer.Exit(130) from None

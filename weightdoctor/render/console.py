@@ -9,7 +9,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-stdout = Console(highlight=False, soft_wrap=False)
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # Rich exits 1 here, which this tool's callers read as "findings": stop as Unix tools do instead.
+        self.quiet = True
+        raise BrokenPipeError
+
+
+stdout = _Console(highlight=False, soft_wrap=False)
 stderr = Console(stderr=True, highlight=False)
 
 
