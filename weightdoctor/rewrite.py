@@ -351,6 +351,9 @@ class WriteResult:
     replaced: list[str] = field(default_factory=list)
     carried_over: list[str] = field(default_factory=list)
     copied: list[str] = field(default_factory=list)
+    # "copy": tensor bytes copied in the kernel and compared byte for byte with the source as they went;
+    # "torch": tensors loaded one at a time (a cast, a non-contiguous view, ...), sha256 compared.
+    method: str = "torch"
 
 
 @dataclass(frozen=True)
@@ -620,6 +623,7 @@ def write_outputs(
     # Nothing cast and every tensor one run of bytes: copied in the kernel and compared while copying.
     sources = byte_sources(checkpoint, selection) if fmt == "safetensors" else None
     compared = [0]
+    result.method = "copy" if sources is not None else "torch"
 
     def next_tensor(name: str) -> None:
         hooks.reached(f"tensor-{counter[0]}")

@@ -1,10 +1,12 @@
 """Reading pickle-based PyTorch files (`.bin`, `.pt`, `.pth`, `.ckpt`): zip and legacy formats.
 
 Every pickle is first scanned statically (`weightdoctor.security`): a dangerous or unknown global, or a
-pickle that cannot be parsed, stops here with `UnsafePickle` and nothing is unpickled. Only then does
-`torch.load(weights_only=True, mmap=True)` give the structure: the tensors are memory-mapped, so
-listing them copies no data. The legacy (pre-1.6, non-zip) format cannot be memory-mapped and is read
-whole. Training checkpoints that nest the weights are searched for their state dict.
+pickle that cannot be parsed, stops here with `UnsafePickle` and nothing is unpickled. Only then is
+the structure read: a regular zip archive by `pickle_static`, without torch (stand-ins that know each
+tensor's dtype, shape and bytes; values memory-mapped when asked for); anything that reader does not
+model by `torch.load(weights_only=True, mmap=True)`. Either way listing tensors copies no data. The
+legacy (pre-1.6, non-zip) format cannot be memory-mapped and is read whole. Training checkpoints that
+nest the weights are searched for their state dict.
 """
 
 from __future__ import annotations

@@ -32,8 +32,9 @@ def _written_rows(result: object) -> list[tuple[str, str]]:
     write = result.write
     if write is None:
         return [("written", "nothing (dry run)")]
-    rows = [("verified", f"{write.tensors_verified} tensors re-read, sha256 equal to the source"
-             if write.verified else "skipped (--no-verify)")]
+    how = "byte for byte equal to the source" if write.method == "copy" else "sha256 equal to the source"
+    rows = [("verified", f"{write.tensors_verified} tensors re-read, {how}" if write.verified
+             else "skipped (--no-verify)")]
     if write.replaced:
         rows.append(("replaced", ", ".join(write.replaced)))
     if write.carried_over:
