@@ -180,3 +180,11 @@ def test_header_only_on_huge_sparse_file(tmp_path: Path) -> None:
     assert int(params) == numel
     assert int(read_bytes) < 1_000_000, f"read {read_bytes} bytes for structure"
     assert torch_loaded == "False" and transformers_loaded == "False"
+
+
+def test_revision_with_a_local_path_is_named_not_silently_ignored() -> None:
+    from tests.helpers import REPO_ROOT
+
+    checkpoint = open_checkpoint(REPO_ROOT / "fixtures" / "example", revision="v1")
+    assert checkpoint.revision is None
+    assert any("--revision v1 ignored" in w and "local path" in w for w in checkpoint.warnings)

@@ -446,6 +446,8 @@ def open_checkpoint(
     config_path: Path | None = None
     sharded = False
     warnings: list[str] = []
+    if repo_id is None and revision is not None:
+        warnings.append(f"--revision {revision} ignored: {text} is a local path, not a Hub repo id")
     target = path
     is_index = False
     if path.is_dir():
@@ -509,7 +511,7 @@ def open_checkpoint(
         other_entries=builder.other_entries,
         skipped_entries=builder.skipped_entries,
         repo_id=repo_id,
-        revision=revision,
+        revision=revision if repo_id is not None else None,
         warnings=warnings,
         security=merge_reports(builder.scans) if builder.scans else None,
         _headers=builder.headers,
