@@ -422,7 +422,7 @@ def _write_one(
     """Stream the tensors of one output file; returns output name -> sha256 of the bytes written."""
     from weightdoctor.writers import hooks
     from weightdoctor.writers.bin_writer import BinWriter
-    from weightdoctor.writers.memory import release_file_pages
+    from weightdoctor.writers.memory import release_file_pages, release_heap
     from weightdoctor.writers.safetensors_writer import SafetensorsWriter
 
     by_name = {t.name: t for t in plan}
@@ -447,6 +447,7 @@ def _write_one(
             if planned.source_file in mapped_files:
                 release_file_pages(source)
             del tensor, source
+            release_heap()
         if problems:
             raise _overflow_error(problems, checkpoint)
     return writer.digests
