@@ -174,3 +174,25 @@ def test_pages_of_memory_mapped_tensors_are_given_back_and_values_kept(tmp_path:
     assert float(mapped.sum()) == total  # read again from the file
     anonymous = torch.randn(4_000_000)
     assert release_file_pages(anonymous) is False and float(anonymous.sum()) != 0.0
+
+
+@pytest.mark.parametrize("target", ["float16", "bfloat16"])
+def test_cast_counts_equal_the_direct_masks(target: str) -> None:
+    from weightdoctor.rewrite import cast_tensor
+
+    torch.manual_seed(0)
+    values = torch.randn(10_000) * torch.logspace(-45, 39, 10_000).clamp(max=3.0e38)
+    values[::97] = 0.0
+    values[1::101] = -0.0
+    values[2::103] = float("inf")
+    values[3::107] = float("nan")
+    values[4::109] = -3.4e38  # beyond bfloat16 max (3.39e38) too
+    out, problem = cast_tensor(values, "w", target)
+    dst = values.to(getattr(torch, target))
+    assert torch.equal(out.view(torch.int16), dst.view(torch.int16))
+    overflow = int((torch.isfinite(values) & ~torch.isfinite(dst)).sum())
+    nonzero = int((values != 0).sum())
+    flushed = int(((values != 0) & (dst == 0)).sum())
+    assert problem is not None
+    assert (problem.overflow, problem.flushed, problem.nonzero) == (overflow, flushed, nonzero)
+    assert overflow > 0 and flushed > 0
