@@ -223,8 +223,13 @@ def exit_code(report: DiffReport, fail_on: str) -> int:
 
 
 def specs_from_tensors(tensors: Iterable[TensorInfo]) -> dict[str, KeySpec]:
-    """`TensorInfo`s from the reader, as name -> `KeySpec`."""
-    return {t.name: KeySpec(t.name, tuple(t.shape), t.dtype) for t in tensors}
+    """`TensorInfo`s from the reader, as name -> `KeySpec`.
+
+    A `TensorInfo` whose shape is a plain tuple already has everything a `KeySpec` offers (`name`,
+    `shape`, `dtype`) and is used as it is: 20,000 new tuples cost as much as the rest of a diff.
+    """
+    return {t.name: t if type(t.shape) is tuple else KeySpec(t.name, tuple(t.shape), t.dtype)  # type: ignore[misc]
+            for t in tensors}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -324,20 +329,33 @@ def _sample(names: Sequence[str], limit: int = 2000) -> Sequence[str]:
 
 
 def _candidate_renames(
-    unmatched: Sequence[str], targets: set[str], structural: bool = False, limit: int = 8
+    unmatched: Sequence[str], targets: set[str], structural: bool = False, limit: int = 8,
+    literals: dict[Rename, tuple[str, str, tuple[str, ...]]] | None = None,
 ) -> list[Rename]:
     """Renames that would map some of `unmatched` onto `targets`, most promising first.
 
     Cheap candidates (transformers' legacy renames; prefix strip / add / replace) unless `structural`,
-    which asks for the costlier ones: one component renamed or dropped.
+    which asks for the costlier ones: one component renamed or dropped. Each prefix rename is also
+    recorded in `literals` as (old prefix, new prefix, no spared prefixes), the plain-string form of
+    its regex (see `_apply_literal`).
     """
     votes: Counter[tuple[str, str, str]] = Counter()
     sample = _sample(unmatched)
     if not structural:
+        # Index the targets by what follows their first 0-3 components, keeping only the rests that some
+        # sampled name has (the others get no vote): one cheap pass over 10,000s of targets.
+        wanted = {rest for name in sample for _, rest in _leading_splits(name)}
         by_rest: dict[str, set[str]] = defaultdict(set)
         for target in targets:
-            for prefix, rest in _leading_splits(target):
-                by_rest[rest].add(prefix)
+            if target in wanted:
+                by_rest[target].add("")
+            position = 0
+            for _ in range(3):
+                position = target.find(".", position) + 1
+                if not position:
+                    break
+                if target[position:] in wanted:
+                    by_rest[target[position:]].add(target[:position])
         for name in sample:
             for prefix, rest in _leading_splits(name):
                 for target_prefix in by_rest.get(rest, ()):
@@ -364,7 +382,7 @@ def _candidate_renames(
     renames: list[Rename] = []
     if not structural:
         # transformers' legacy renames first: on a tie (gamma->weight and gamma->bias fit equally) they win.
-        renames += [legacy for legacy in LEGACY_RENAMES if any(legacy.apply(n) != n for n in sample)]
+        renames += [legacy for legacy in LEGACY_RENAMES if any(map(re.compile(legacy.pattern).search, sample))]
     # Most votes first; on a tie the simpler rename (shorter replacement), then by name: deterministic,
     # whatever the order of the sets the votes came from.
     ranked = sorted(votes.items(), key=lambda item: (-item[1], len(item[0][2]), item[0]))[:limit]
@@ -376,6 +394,8 @@ def _candidate_renames(
                 renames.append(add_prefix(new))
             else:
                 renames.append(Rename("^" + _escape(old), new.replace("\\", "\\\\")))
+            if literals is not None:
+                literals[renames[-1]] = (old, new, ())
         elif kind == "drop":
             renames.append(Rename(rf"\.{_escape(old)}\.", "."))
         else:
@@ -412,19 +432,40 @@ def suggest_renames(
     def fits(name: str, new: str) -> bool:
         return shapes_b.get(new) == tuple(shapes_a[name])
 
+    # Prefix renames as plain strings (old prefix, new prefix, prefixes spared): same result as the regex.
+    literals: dict[Rename, tuple[str, str, tuple[str, ...]]] = {}
+
+    def changes(rename: Rename) -> Iterator[tuple[str, str, str]]:
+        """(key of A, its current name, its name after `rename`) for every key `rename` changes."""
+        literal = literals.get(rename)
+        if literal is None:
+            sub = re.compile(rename.pattern).sub  # as Rename.apply does, compiled once
+            for name, new in current.items():
+                renamed = sub(rename.replacement, new, count=1)
+                if renamed != new:
+                    yield name, new, renamed
+            return
+        old_prefix, new_prefix, spared = literal
+        cut = len(old_prefix)
+        for name, new in current.items():
+            if new.startswith(old_prefix) and not (spared and new.startswith(spared)):
+                renamed = new_prefix + new[cut:]
+                if renamed != new:
+                    yield name, new, renamed
+
     def evaluate(rename: Rename) -> tuple[int, list[str], dict[str, str]]:
         """(matches gained, keys it would unmatch, old -> new for the keys it changes)."""
         gained, lost, proposal = 0, [], {}
-        sub = re.compile(rename.pattern).sub  # as Rename.apply does, compiled once
-        for name, new in current.items():
-            renamed = sub(rename.replacement, new, count=1)
-            if renamed == new:
-                continue
+        literal = literals.get(rename)
+        # A prefix rename between prefixes that hold no head word cannot move a key to another head.
+        heads_unchanged = literal is not None and not any(
+            (prefix and not prefix.endswith(".")) or _head_words(prefix) for prefix in literal[:2])
+        for name, new, renamed in changes(rename):
             proposal[name] = renamed
             was = new in shapes_b or name in ok
             # One head moved onto another (`pooler.dense` -> `cls.predictions.transform.dense`) is a lookalike,
             # not evidence: heads differ between tasks by design.
-            if fits(name, renamed) and not was and not _other_head(new, renamed):
+            if fits(name, renamed) and not was and (heads_unchanged or not _other_head(new, renamed)):
                 gained += 1
             elif was and renamed not in shapes_b:
                 lost.append(name)
@@ -439,16 +480,27 @@ def suggest_renames(
         best: tuple[int, Rename, dict[str, str]] | None = None
         unmatched_names = [current[n] for n in unmatched]
         # Prefix and legacy renames first; only when none helps, rename or drop one component.
+        unmatched_set = set(unmatched)
         for structural in (False, True):
-            for candidate in _candidate_renames(unmatched_names, targets, structural=structural):
+            candidates = _candidate_renames(unmatched_names, targets, structural=structural, literals=literals)
+            for candidate in candidates:
                 rename = candidate
+                if best is not None:
+                    # A rename gains at most the unmatched keys it changes: skip those that cannot beat the
+                    # best so far (their spared variants below have longer patterns, so they cannot either).
+                    bound = sum(1 for name, _, _ in changes(rename) if name in unmatched_set)
+                    if bound < best[0] or (bound == best[0] and not _simpler(rename, best[1])):
+                        continue
                 gained, lost, proposal = evaluate(rename)
                 if lost and rename.pattern.startswith("^") and not rename.pattern.startswith("^(?!"):
                     # Spare the keys it would break: `^(?!lm_head\.)` -> `model.` leaves `lm_head.weight` alone.
                     heads = sorted({current[n].split(".", 1)[0] for n in lost})
                     if len(heads) <= 4:
                         spared = "|".join(_escape(h) for h in heads)
+                        literal = literals.get(rename)
                         rename = Rename(f"^(?!(?:{spared})\\.)" + rename.pattern[1:], rename.replacement)
+                        if literal is not None:
+                            literals[rename] = (literal[0], literal[1], tuple(h + "." for h in heads))
                         gained, lost, proposal = evaluate(rename)
                 if lost or gained == 0:
                     continue
