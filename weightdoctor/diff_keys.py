@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from weightdoctor.dtypes import FLOATING
 from weightdoctor.errors import UsageError
 from weightdoctor.findings import SEVERITIES, severity_rank
-from weightdoctor.renames import Rename, add_prefix, apply_renames, python_snippet, strip_prefix
+from weightdoctor.renames import Rename, add_prefix, apply_renames, python_snippet, rename_all, strip_prefix
 
 if TYPE_CHECKING:
     import torch
@@ -246,6 +246,24 @@ def collapse_indices(name: str) -> str:
     return _DIGIT_SEGMENT.sub("*", name)
 
 
+# `_DIGIT_SEGMENT` over names joined by newlines, as two patterns that start with a literal (which the
+# regex engine scans for quickly): a leading index (after a newline), then every index after a dot.
+_LEADING_INDEX_LINES = re.compile(r"\n\d+(?=\.)")
+_DOTTED_INDEX_LINES = re.compile(r"\.\d+(?=[.\n]|\Z)")
+
+
+def _collapse_all(names: list[str]) -> list[str]:
+    """`collapse_indices` of every name, in two regex passes over all the names joined by newlines.
+
+    Exact when no name holds a newline, which the number of pieces proves; otherwise name by name.
+    """
+    if not names:
+        return []
+    text = _LEADING_INDEX_LINES.sub("\n*", "\n" + "\n".join(names))
+    collapsed = _DOTTED_INDEX_LINES.sub(".*", text)[1:].split("\n")
+    return collapsed if len(collapsed) == len(names) else [collapse_indices(name) for name in names]
+
+
 def group_issues(report: DiffReport, max_groups_per_reason: int = 6) -> list[KeyGroup]:
     """Group the report's keys so that a large diff reads in one screen.
 
@@ -259,8 +277,8 @@ def group_issues(report: DiffReport, max_groups_per_reason: int = 6) -> list[Key
     rows += [("mismatched", m.name, m.reason, m.severity) for m in report.mismatched]
     rows += [("dtype", d.name, f"{d.dtype_a}→{d.dtype_b}", d.severity) for d in report.dtype_differences]
     buckets: dict[tuple[str, str, str], dict[str, list[str]]] = {}
-    for kind, name, reason, severity in rows:
-        buckets.setdefault((kind, reason, severity), {}).setdefault(collapse_indices(name), []).append(name)
+    for (kind, name, reason, severity), pattern in zip(rows, _collapse_all([row[1] for row in rows]), strict=True):
+        buckets.setdefault((kind, reason, severity), {}).setdefault(pattern, []).append(name)
     groups: list[KeyGroup] = []
     for (kind, reason, severity), by_pattern in buckets.items():
         if len(by_pattern) > max_groups_per_reason:
@@ -659,12 +677,15 @@ def build_report(
     rename_objects = [Rename(s.pattern, s.replacement) for s in suggestions]
     if rename_objects:
         # Which suggested rename makes each unexpected key land on which missing key.
-        steps = [(re.compile(r.pattern).sub, r.replacement, (*rename_reason(r), r.as_flag()))
-                 for r in rename_objects]
-        for old in unexpected:
+        # The names of every unexpected key after each step, computed a whole step at a time.
+        stages = [list(unexpected)]
+        for rename in rename_objects:
+            stages.append(rename_all(stages[-1], [rename]))
+        whys = [(*rename_reason(r), r.as_flag()) for r in rename_objects]
+        for index, old in enumerate(unexpected):
             new = old
-            for sub, replacement, why in steps:
-                step = sub(replacement, new, count=1)
+            for stage, why in enumerate(whys, start=1):
+                step = stages[stage][index]
                 if step != new:
                     by_rename.setdefault(old, why)
                 new = step
@@ -762,8 +783,9 @@ def diff_specs(
             {n: s.shape for n, s in renamed_a.items()}, {n: s.shape for n, s in specs_b.items()}
         )
         if suggestions:
-            fixed, _ = _renamed(renamed_a, [Rename(s.pattern, s.replacement) for s in suggestions])
-            after = sum(1 for n, s in fixed.items() if n in specs_b and specs_b[n].shape == s.shape)
+            fixed = rename_all(renamed_a, [Rename(s.pattern, s.replacement) for s in suggestions])
+            after = sum(1 for new, spec in zip(fixed, renamed_a.values(), strict=True)
+                        if new in specs_b and specs_b[new].shape == spec.shape)
     return build_report(
         renamed_a, specs_b, diff.missing, diff.unexpected, mismatched, diff.common, suggestions,
         source_a=source_a, source_b=source_b, mode="checkpoints", renames_applied=renames,
