@@ -109,9 +109,12 @@ def diff_keys(
 
     code = exit_code(report, fail_on)
     if json_output:
-        from weightdoctor.render.json import print_json
+        import sys
 
-        print_json(report)
+        from weightdoctor.render.diff_keys_json import report_json
+
+        sys.stdout.write(report_json(report) + "\n")
+        sys.stdout.flush()
     else:
         from weightdoctor.render.console import stdout
         from weightdoctor.render.diff_keys import render_diff_keys
