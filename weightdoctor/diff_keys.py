@@ -11,6 +11,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from weightdoctor.dtypes import FLOATING
@@ -362,7 +363,8 @@ def _candidate_renames(
     if not structural:
         # Index the targets by what follows their first 0-3 components, keeping only the rests that some
         # sampled name has (the others get no vote): one cheap pass over 10,000s of targets.
-        wanted = {rest for name in sample for _, rest in _leading_splits(name)}
+        sample_splits = [list(_leading_splits(name)) for name in sample]
+        wanted = {rest for splits in sample_splits for _, rest in splits}
         by_rest: dict[str, set[str]] = defaultdict(set)
         for target in targets:
             if target in wanted:
@@ -374,8 +376,8 @@ def _candidate_renames(
                     break
                 if target[position:] in wanted:
                     by_rest[target[position:]].add(target[:position])
-        for name in sample:
-            for prefix, rest in _leading_splits(name):
+        for splits in sample_splits:
+            for prefix, rest in splits:
                 for target_prefix in by_rest.get(rest, ()):
                     if target_prefix != prefix:
                         votes[("prefix", prefix, target_prefix)] += 1
@@ -498,15 +500,18 @@ def suggest_renames(
         best: tuple[int, Rename, dict[str, str]] | None = None
         unmatched_names = [current[n] for n in unmatched]
         # Prefix and legacy renames first; only when none helps, rename or drop one component.
-        unmatched_set = set(unmatched)
         for structural in (False, True):
             candidates = _candidate_renames(unmatched_names, targets, structural=structural, literals=literals)
             for candidate in candidates:
                 rename = candidate
                 if best is not None:
-                    # A rename gains at most the unmatched keys it changes: skip those that cannot beat the
+                    # A rename gains at most the unmatched keys it matches: skip those that cannot beat the
                     # best so far (their spared variants below have longer patterns, so they cannot either).
-                    bound = sum(1 for name, _, _ in changes(rename) if name in unmatched_set)
+                    literal = literals.get(rename)
+                    if literal is not None:
+                        bound = sum(map(str.startswith, unmatched_names, repeat(literal[0])))
+                    else:
+                        bound = sum(1 for _ in filter(re.compile(rename.pattern).search, unmatched_names))
                     if bound < best[0] or (bound == best[0] and not _simpler(rename, best[1])):
                         continue
                 gained, lost, proposal = evaluate(rename)
