@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.checkpoint import foreign, pytorch_format, safetensors_format
+from weightdoctor.checkpoint import safetensors_format
 from weightdoctor.checkpoint.hub import (
     RemoteStructure,
     cached_snapshot,
@@ -31,6 +31,8 @@ from weightdoctor.errors import (
 
 if TYPE_CHECKING:
     import torch
+
+    from weightdoctor.checkpoint import pytorch_format
 
     from weightdoctor.security import ScanReport
 
@@ -261,11 +263,14 @@ class _Builder:
             raise SourceNotFound(f"cannot read: {exc.strerror}", path=str(path)) from exc
         if size == 0:
             raise CorruptCheckpoint("file is empty (0 bytes)", path=str(path))
-        if not safetensors_format.looks_like_safetensors(prefix) \
-                and pytorch_format.detect_pickle_format(prefix) != "pytorch-legacy":
-            kind = foreign.identify(path, prefix)
-            if kind is not None:
-                raise UnsupportedFormat(foreign.unsupported_message(kind), path=str(path))
+        if not safetensors_format.looks_like_safetensors(prefix):
+            # Imported here: safetensors files need neither (nor the zipfile module they import).
+            from weightdoctor.checkpoint import foreign, pytorch_format
+
+            if pytorch_format.detect_pickle_format(prefix) != "pytorch-legacy":
+                kind = foreign.identify(path, prefix)
+                if kind is not None:
+                    raise UnsupportedFormat(foreign.unsupported_message(kind), path=str(path))
         try:
             if path.suffix == ".safetensors" or safetensors_format.looks_like_safetensors(prefix):
                 fmt = "safetensors"
@@ -280,6 +285,8 @@ class _Builder:
                 infos = header.tensors
                 self.safetensors_files.append(relpath)
             else:
+                from weightdoctor.checkpoint import pytorch_format
+
                 fmt = pytorch_format.ensure_pickle_file(path, prefix)
                 contents = pytorch_format.load_pickle(path, fmt, self.key, label=relpath)
                 if self.safetensors_files:  # a mixed checkpoint: keep the reports in file order
@@ -325,6 +332,8 @@ def _subfolders_with_weights(folder: Path) -> list[str]:
 
 def _no_weights_message(folder: Path) -> str:
     """Why a folder has nothing to read: foreign weights, weights only in subfolders, or nothing at all."""
+    from weightdoctor.checkpoint import foreign
+
     message = "folder holds no weight file (.safetensors, .bin, .pt, .pth, .ckpt)"
     others = foreign.foreign_files_in(folder)
     if others:
