@@ -13,7 +13,8 @@
    loading both state dicts (`safetensors.torch.load_file`) and `load_state_dict(A, strict=False)` into a
    module holding B's tensors — what a training script does to find out the same thing.
 
-Prints medians of --reps repetitions (the big baseline: --big-reps) and the ratios.
+Prints medians of --reps repetitions, fresh processes included (the state-dict load: --big-reps), and the
+ratios.
 """
 
 from __future__ import annotations
@@ -194,6 +195,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str, Timing, Timing, str]] = []
+    load_before = os.getloadavg()[0]
     try:
         for label, a, b, apparent in key_set_pairs(args.out):
             assert diff_keys_analysis(a, b)[:2] == baseline_keys(a, b)[:2]
@@ -206,9 +208,9 @@ def main() -> None:
             rows.append((label, "reader + analysis (in-process)", ours, base, "set difference of safe_open keys"))
             rows.append((label, "CLI --json (in-process)", cli, base, "set difference of safe_open keys"))
             code = BASELINE_SCRIPT.format(a=str(a), b=str(b))
-            base_proc = subprocess_time([sys.executable, "-c", code], max(3, args.reps // 2))
+            base_proc = subprocess_time([sys.executable, "-c", code], args.reps)
             cli_proc = subprocess_time(
-                [sys.executable, "-m", "weightdoctor", "diff-keys", str(a), str(b), "--json"], max(3, args.reps // 2)
+                [sys.executable, "-m", "weightdoctor", "diff-keys", str(a), str(b), "--json"], args.reps
             )
             rows.append((label, "CLI --json (fresh process)", cli_proc, base_proc, "same baseline in python -c"))
             print(f"done: {label} (apparent size of B: {format_bytes(apparent)}, sparse)", file=sys.stderr)
@@ -226,7 +228,7 @@ def main() -> None:
             rows.append((label, "reader + analysis (in-process)", ours, loaded,
                          "load_file both + load_state_dict(strict=False)"))
             cli_proc = subprocess_time(
-                [sys.executable, "-m", "weightdoctor", "diff-keys", str(big_a), str(big_b), "--json"], 3
+                [sys.executable, "-m", "weightdoctor", "diff-keys", str(big_a), str(big_b), "--json"], args.reps
             )
             script = LOAD_SCRIPT.format(a=str(big_a), b=str(big_b))
             loaded_proc = subprocess_time([sys.executable, "-c", script], args.big_reps)
@@ -237,8 +239,8 @@ def main() -> None:
             shutil.rmtree(args.out, ignore_errors=True)
 
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.1f}; medians of {args.reps} runs "
-          f"({args.big_reps} for the state-dict load)")
+          f"Python {platform.python_version()}; load average {load_before:.1f} at the start, "
+          f"{os.getloadavg()[0]:.1f} at the end; medians of {args.reps} runs ({args.big_reps} for the state-dict load)")
     print()
     print("| pair | diff-keys measured as | diff-keys wall | baseline wall | wall ratio | diff-keys CPU | "
           "baseline CPU | CPU ratio | baseline |")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from weightdoctor.dtypes import FLOATING
 from weightdoctor.errors import UsageError
 from weightdoctor.findings import SEVERITIES, severity_rank
+from weightdoctor.gcpause import gc_paused
 from weightdoctor.renames import Rename, add_prefix, apply_renames, python_snippet, rename_all, strip_prefix
 
 if TYPE_CHECKING:
@@ -775,6 +776,21 @@ def diff_specs(
     Raises:
         UsageError: the renames map two keys of A to the same name.
     """
+    with gc_paused():  # 100,000s of long-lived small objects: see weightdoctor.gcpause
+        return _diff_specs(specs_a, specs_b, renames, source_a=source_a, source_b=source_b,
+                           tied_groups_a=tied_groups_a, tie_embeddings=tie_embeddings)
+
+
+def _diff_specs(
+    specs_a: Mapping[str, KeySpec],
+    specs_b: Mapping[str, KeySpec],
+    renames: Sequence[Rename],
+    *,
+    source_a: str,
+    source_b: str,
+    tied_groups_a: Sequence[Sequence[str]],
+    tie_embeddings: bool | None,
+) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
     diff = raw_diff(renamed_a, specs_b)

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     import torch
 
     from weightdoctor.checkpoint import pytorch_format
-
     from weightdoctor.security import ScanReport
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"

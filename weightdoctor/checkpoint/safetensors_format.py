@@ -9,14 +9,11 @@ error instead of killing the process with SIGBUS.
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import os
 import re
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import floordiv, le, mul, sub
@@ -26,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from weightdoctor.checkpoint.model import TensorInfo, tensor_infos
 from weightdoctor.dtypes import BITS_PER_ELEMENT, SAFETENSORS_TO_CANONICAL
 from weightdoctor.errors import CorruptCheckpoint
+from weightdoctor.gcpause import gc_paused
 
 if TYPE_CHECKING:
     import torch
@@ -138,23 +136,10 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
                 " (truncated?)"
             )
         raw = handle.read(header_size)
-    # The parse allocates a few objects per entry, all kept: the cyclic garbage collector would walk
-    # them again and again (a third of the time on a 10,000-entry header) and can free none of them.
-    with _gc_paused():
+    # The parse allocates a few containers per entry, all kept: see weightdoctor.gcpause.
+    with gc_paused():
         metadata, tensors = _parse_header(raw, relpath, file_size - 8 - header_size)
     return SafetensorsHeader(header_size=header_size, tensors=tensors, metadata=metadata, identity=identity)
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector (reference counting still frees memory) for a block."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, str] | None, list[TensorInfo]]:

@@ -111,9 +111,12 @@ def diff_keys(
     if json_output:
         import sys
 
+        from weightdoctor.gcpause import gc_paused
         from weightdoctor.render.diff_keys_json import report_json
 
-        sys.stdout.write(report_json(report) + "\n")
+        with gc_paused():
+            text = report_json(report)
+        sys.stdout.write(text + "\n")
         sys.stdout.flush()
     else:
         from weightdoctor.render.console import stdout
