@@ -71,6 +71,10 @@ _QUANT = re.compile(
     r"\.qweight|\.qzeros|\.scales|\.g_idx|\.weight_scale(_inv)?|\.input_scale|\.output_scale|\.k_scale|\.v_scale|"
     r"\.weight_zero_point|\.weight_packed|\.weight_shape|\.zeros|\.scale)$"
 )
+# Integer dtypes quantizers store weights in (bitsandbytes int8 / packed uint8, GPTQ int32, ...).
+_QUANTIZED_DTYPES = frozenset({"int8", "uint8", "int32", "int16", "uint16", "uint32"})
+# What a quantized layer stores in place of its `weight` (GPTQ / AWQ, compressed-tensors).
+_QUANTIZED_STORAGE = ("qweight", "weight_packed")
 _POSITION = re.compile(r"(position_embeddings|wpe|embed_positions|pos_emb|position_embedding|positional)")
 _VOCAB = re.compile(r"(word_embeddings|wte|embed_tokens|shared|tok_embeddings|lm_head|decoder|embed_out|bias$)")
 _WRAPPERS = ("module.", "_orig_mod.", "base_model.model.", "model.module.", "_fsdp_wrapped_module.",
@@ -583,12 +587,15 @@ def classify_key(
     this_side: Mapping[str, KeySpec],
     tied_groups: Sequence[Sequence[str]] = (),
     tie_embeddings: bool | None = None,
+    quantization: str | None = None,
 ) -> tuple[str, str, str]:
     """(reason, severity, detail) for a key that is missing (`kind="missing"`) or unexpected.
 
     `this_side` is the side that lacks the key's counterpart: A's keys for a missing key (could A
     supply it by tying?), B's keys for an unexpected one. `tie_embeddings` is the target config's
     `tie_word_embeddings` when known: False means an output embedding is never explained by tying.
+    `quantization` names the quantizer the target config's `quantization_config` asks for (e.g.
+    "bitsandbytes 4-bit"): side tensors are then expected (info), not a quantizer to go and find (warn).
     """
     if _BUFFER.search(name):
         return "buffer", "info", ""
@@ -602,7 +609,14 @@ def classify_key(
     if _ADAPTER.search(name):
         return "adapter", "warn", ""
     if _QUANT.search(name):
+        if quantization:
+            return "quantization", "info", f"read by the {quantization} quantizer (quantization_config)"
         return "quantization", "warn", ""
+    if quantization and kind == "missing" and name.endswith(".weight"):
+        stored = [name[: -len("weight")] + leaf for leaf in _QUANTIZED_STORAGE]
+        found = next((candidate for candidate in stored if candidate in this_side), None)
+        if found is not None:
+            return "quantization", "info", f"stored quantized as {found}; the {quantization} quantizer builds it"
     if _HEAD.search(name):
         detail = "new, initialised at random" if kind == "missing" else "not used by B, dropped"
         return "task-head", "info", detail
@@ -677,8 +691,13 @@ def build_report(
     tie_embeddings: bool | None = None,
     compare_dtypes: bool = True,
     notes: Sequence[str] = (),
+    quantization: str | None = None,
 ) -> DiffReport:
-    """Classify the differences and assemble the report (shared by both modes)."""
+    """Classify the differences and assemble the report (shared by both modes).
+
+    `quantization`: the quantizer B's config asks for (see `classify_key`); integer-stored weights of A
+    (packed 4-bit, int8, GPTQ's int32) then differ from B's float shapes and dtypes by design (info).
+    """
     by_rename: dict[str, tuple[str, str, str]] = {}
     rename_objects = [Rename(s.pattern, s.replacement) for s in suggestions]
     if rename_objects:
@@ -704,15 +723,26 @@ def build_report(
         if name in by_rename:
             reason, severity, detail = by_rename[name]
         elif kind == "missing":
-            reason, severity, detail = classify_key(name, specs_b[name], kind, specs_a, (), tie_embeddings)
+            reason, severity, detail = classify_key(name, specs_b[name], kind, specs_a, (), tie_embeddings,
+                                                    quantization)
         else:
             spec = specs_a.get(name) or KeySpec(name, (), "float32")
-            reason, severity, detail = classify_key(name, spec, kind, specs_b, tied_groups_a)
+            reason, severity, detail = classify_key(name, spec, kind, specs_b, tied_groups_a,
+                                                    quantization=quantization)
         return KeyIssue(name, reason, severity, detail)
+
+    def quantized(name: str) -> bool:
+        """A's tensor holds quantized integers where B expects floats, as `quantization` stores them."""
+        a, b = specs_a.get(name), specs_b.get(name)
+        return bool(quantization) and a is not None and b is not None and a.dtype in _QUANTIZED_DTYPES \
+            and b.dtype in FLOATING
 
     mismatch_rows = []
     for name, shape_a, shape_b in mismatched:
         reason, severity, detail = classify_mismatch(name, shape_a, shape_b)
+        if quantized(name):
+            reason, severity = "quantization", "info"
+            detail = f"{detail}; packed by the {quantization} quantizer, which unpacks it on load"
         mismatch_rows.append(Mismatch(name, list(shape_a), list(shape_b), reason, severity, detail))
     mismatched_names = {m[0] for m in mismatched}
     dtype_rows = []
@@ -720,7 +750,8 @@ def build_report(
         for name in common:
             a, b = specs_a.get(name), specs_b.get(name)
             if a is not None and b is not None and a.dtype != b.dtype:
-                dtype_rows.append(DtypeDifference(name, a.dtype, b.dtype, _dtype_severity(a.dtype, b.dtype)))
+                severity = "info" if quantized(name) else _dtype_severity(a.dtype, b.dtype)
+                dtype_rows.append(DtypeDifference(name, a.dtype, b.dtype, severity))
     report = DiffReport(
         source_a=source_a,
         source_b=source_b,
