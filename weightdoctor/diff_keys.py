@@ -361,7 +361,7 @@ def _candidate_renames(
     Cheap candidates (transformers' legacy renames; prefix strip / add / replace) unless `structural`,
     which asks for the costlier ones: one component renamed or dropped. Each prefix rename is also
     recorded in `literals` as (old prefix, new prefix, no spared prefixes), the plain-string form of
-    its regex (see `_apply_literal`).
+    its regex (applied by `suggest_renames` with string operations).
     """
     votes: Counter[tuple[str, str, str]] = Counter()
     sample = _sample(unmatched)
