@@ -157,15 +157,18 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def subprocess_time(args: list[str], reps: int) -> Timing:
+def subprocess_times(ours: list[str], baseline: list[str], reps: int) -> tuple[Timing, Timing]:
+    """Fresh-process timings of two commands, run alternately so that both see the same machine load."""
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-    walls, cpus = [], []
+    samples: dict[int, tuple[list[float], list[float]]] = {0: ([], []), 1: ([], [])}
     for _ in range(reps):
-        start, cpu = time.perf_counter(), _children_cpu()
-        subprocess.run(args, check=False, capture_output=True, env=env, cwd=ROOT)
-        walls.append(time.perf_counter() - start)
-        cpus.append(_children_cpu() - cpu)
-    return Timing(statistics.median(walls), statistics.median(cpus))
+        for which, args in enumerate((ours, baseline)):
+            start, cpu = time.perf_counter(), _children_cpu()
+            subprocess.run(args, check=False, capture_output=True, env=env, cwd=ROOT)
+            samples[which][0].append(time.perf_counter() - start)
+            samples[which][1].append(_children_cpu() - cpu)
+    ours_t, base_t = (Timing(statistics.median(w), statistics.median(c)) for w, c in samples.values())
+    return ours_t, base_t
 
 
 def key_set_pairs(out: Path) -> list[tuple[str, Path, Path, int]]:
@@ -208,10 +211,9 @@ def main() -> None:
             rows.append((label, "reader + analysis (in-process)", ours, base, "set difference of safe_open keys"))
             rows.append((label, "CLI --json (in-process)", cli, base, "set difference of safe_open keys"))
             code = BASELINE_SCRIPT.format(a=str(a), b=str(b))
-            base_proc = subprocess_time([sys.executable, "-c", code], args.reps)
-            cli_proc = subprocess_time(
-                [sys.executable, "-m", "weightdoctor", "diff-keys", str(a), str(b), "--json"], args.reps
-            )
+            cli_proc, base_proc = subprocess_times(
+                [sys.executable, "-m", "weightdoctor", "diff-keys", str(a), str(b), "--json"],
+                [sys.executable, "-c", code], args.reps)
             rows.append((label, "CLI --json (fresh process)", cli_proc, base_proc, "same baseline in python -c"))
             print(f"done: {label} (apparent size of B: {format_bytes(apparent)}, sparse)", file=sys.stderr)
         if not args.skip_big:
@@ -227,11 +229,10 @@ def main() -> None:
             assert found[:2] == counts == (0, 1), (found, counts)  # both see the one unexpected key
             rows.append((label, "reader + analysis (in-process)", ours, loaded,
                          "load_file both + load_state_dict(strict=False)"))
-            cli_proc = subprocess_time(
-                [sys.executable, "-m", "weightdoctor", "diff-keys", str(big_a), str(big_b), "--json"], args.reps
-            )
             script = LOAD_SCRIPT.format(a=str(big_a), b=str(big_b))
-            loaded_proc = subprocess_time([sys.executable, "-c", script], args.big_reps)
+            cli_proc, loaded_proc = subprocess_times(
+                [sys.executable, "-m", "weightdoctor", "diff-keys", str(big_a), str(big_b), "--json"],
+                [sys.executable, "-c", script], args.big_reps)
             rows.append((label, "CLI --json (fresh process)", cli_proc, loaded_proc,
                          "the same load in python -c (torch import included)"))
     finally:
