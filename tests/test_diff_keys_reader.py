@@ -49,9 +49,22 @@ odd_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3), ma
 def headers(draw: st.DrawFn) -> tuple[dict[str, Any], int]:
     """Mostly consistent headers (contiguous offsets, right sizes) with a few things bent out of shape."""
     count = draw(st.integers(0, 6))
+    clean = draw(st.booleans())  # half the headers are valid, so that both verdicts are well exercised
     header: dict[str, Any] = {}
     offset = 0
     for i in range(count):
+        if clean:
+            dtype = draw(st.sampled_from(list(SIZES)))
+            shape: Any = draw(st.lists(st.integers(0, 4), max_size=3))
+            numel = 1
+            for dim in shape:
+                numel *= dim
+            nbytes = int(numel * SIZES[dtype])
+            if dtype == "F4" and numel % 2:
+                shape, nbytes = [*shape, 2], numel  # whole bytes only
+            header[f"t{i}"] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + nbytes]}
+            offset += nbytes
+            continue
         dtype = draw(st.sampled_from([*SIZES, "XX", 3, ["F32"], None]))
         shape = draw(st.lists(st.integers(0, 4), max_size=3) | st.lists(odd_values, max_size=2) | odd_values)
         numel = 1
