@@ -13,7 +13,8 @@
    loading both state dicts (`safetensors.torch.load_file`) and `load_state_dict(A, strict=False)` into a
    module holding B's tensors — what a training script does to find out the same thing.
 
-Prints medians of --reps repetitions (the big baseline: --big-reps) and the ratios.
+Prints medians of --reps repetitions, fresh processes included (the state-dict load: --big-reps), and the
+ratios.
 """
 
 from __future__ import annotations
@@ -156,15 +157,18 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def subprocess_time(args: list[str], reps: int) -> Timing:
+def subprocess_times(ours: list[str], baseline: list[str], reps: int) -> tuple[Timing, Timing]:
+    """Fresh-process timings of two commands, run alternately so that both see the same machine load."""
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-    walls, cpus = [], []
+    samples: dict[int, tuple[list[float], list[float]]] = {0: ([], []), 1: ([], [])}
     for _ in range(reps):
-        start, cpu = time.perf_counter(), _children_cpu()
-        subprocess.run(args, check=False, capture_output=True, env=env, cwd=ROOT)
-        walls.append(time.perf_counter() - start)
-        cpus.append(_children_cpu() - cpu)
-    return Timing(statistics.median(walls), statistics.median(cpus))
+        for which, args in enumerate((ours, baseline)):
+            start, cpu = time.perf_counter(), _children_cpu()
+            subprocess.run(args, check=False, capture_output=True, env=env, cwd=ROOT)
+            samples[which][0].append(time.perf_counter() - start)
+            samples[which][1].append(_children_cpu() - cpu)
+    ours_t, base_t = (Timing(statistics.median(w), statistics.median(c)) for w, c in samples.values())
+    return ours_t, base_t
 
 
 def key_set_pairs(out: Path) -> list[tuple[str, Path, Path, int]]:
@@ -194,6 +198,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str, Timing, Timing, str]] = []
+    load_before = os.getloadavg()[0]
     try:
         for label, a, b, apparent in key_set_pairs(args.out):
             assert diff_keys_analysis(a, b)[:2] == baseline_keys(a, b)[:2]
@@ -206,10 +211,9 @@ def main() -> None:
             rows.append((label, "reader + analysis (in-process)", ours, base, "set difference of safe_open keys"))
             rows.append((label, "CLI --json (in-process)", cli, base, "set difference of safe_open keys"))
             code = BASELINE_SCRIPT.format(a=str(a), b=str(b))
-            base_proc = subprocess_time([sys.executable, "-c", code], max(3, args.reps // 2))
-            cli_proc = subprocess_time(
-                [sys.executable, "-m", "weightdoctor", "diff-keys", str(a), str(b), "--json"], max(3, args.reps // 2)
-            )
+            cli_proc, base_proc = subprocess_times(
+                [sys.executable, "-m", "weightdoctor", "diff-keys", str(a), str(b), "--json"],
+                [sys.executable, "-c", code], args.reps)
             rows.append((label, "CLI --json (fresh process)", cli_proc, base_proc, "same baseline in python -c"))
             print(f"done: {label} (apparent size of B: {format_bytes(apparent)}, sparse)", file=sys.stderr)
         if not args.skip_big:
@@ -225,11 +229,10 @@ def main() -> None:
             assert found[:2] == counts == (0, 1), (found, counts)  # both see the one unexpected key
             rows.append((label, "reader + analysis (in-process)", ours, loaded,
                          "load_file both + load_state_dict(strict=False)"))
-            cli_proc = subprocess_time(
-                [sys.executable, "-m", "weightdoctor", "diff-keys", str(big_a), str(big_b), "--json"], 3
-            )
             script = LOAD_SCRIPT.format(a=str(big_a), b=str(big_b))
-            loaded_proc = subprocess_time([sys.executable, "-c", script], args.big_reps)
+            cli_proc, loaded_proc = subprocess_times(
+                [sys.executable, "-m", "weightdoctor", "diff-keys", str(big_a), str(big_b), "--json"],
+                [sys.executable, "-c", script], args.big_reps)
             rows.append((label, "CLI --json (fresh process)", cli_proc, loaded_proc,
                          "the same load in python -c (torch import included)"))
     finally:
@@ -237,8 +240,8 @@ def main() -> None:
             shutil.rmtree(args.out, ignore_errors=True)
 
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.1f}; medians of {args.reps} runs "
-          f"({args.big_reps} for the state-dict load)")
+          f"Python {platform.python_version()}; load average {load_before:.1f} at the start, "
+          f"{os.getloadavg()[0]:.1f} at the end; medians of {args.reps} runs ({args.big_reps} for the state-dict load)")
     print()
     print("| pair | diff-keys measured as | diff-keys wall | baseline wall | wall ratio | diff-keys CPU | "
           "baseline CPU | CPU ratio | baseline |")

@@ -11,12 +11,14 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from weightdoctor.dtypes import FLOATING
 from weightdoctor.errors import UsageError
 from weightdoctor.findings import SEVERITIES, severity_rank
-from weightdoctor.renames import Rename, add_prefix, apply_renames, python_snippet, strip_prefix
+from weightdoctor.gcpause import gc_paused
+from weightdoctor.renames import Rename, add_prefix, apply_renames, python_snippet, rename_all, strip_prefix
 
 if TYPE_CHECKING:
     import torch
@@ -69,6 +71,10 @@ _QUANT = re.compile(
     r"\.qweight|\.qzeros|\.scales|\.g_idx|\.weight_scale(_inv)?|\.input_scale|\.output_scale|\.k_scale|\.v_scale|"
     r"\.weight_zero_point|\.weight_packed|\.weight_shape|\.zeros|\.scale)$"
 )
+# Integer dtypes quantizers store weights in (bitsandbytes int8 / packed uint8, GPTQ int32, ...).
+_QUANTIZED_DTYPES = frozenset({"int8", "uint8", "int32", "int16", "uint16", "uint32"})
+# What a quantized layer stores in place of its `weight` (GPTQ / AWQ, compressed-tensors).
+_QUANTIZED_STORAGE = ("qweight", "weight_packed")
 _POSITION = re.compile(r"(position_embeddings|wpe|embed_positions|pos_emb|position_embedding|positional)")
 _VOCAB = re.compile(r"(word_embeddings|wte|embed_tokens|shared|tok_embeddings|lm_head|decoder|embed_out|bias$)")
 _WRAPPERS = ("module.", "_orig_mod.", "base_model.model.", "model.module.", "_fsdp_wrapped_module.",
@@ -223,8 +229,13 @@ def exit_code(report: DiffReport, fail_on: str) -> int:
 
 
 def specs_from_tensors(tensors: Iterable[TensorInfo]) -> dict[str, KeySpec]:
-    """`TensorInfo`s from the reader, as name -> `KeySpec`."""
-    return {t.name: KeySpec(t.name, tuple(t.shape), t.dtype) for t in tensors}
+    """`TensorInfo`s from the reader, as name -> `KeySpec`.
+
+    A `TensorInfo` whose shape is a plain tuple already has everything a `KeySpec` offers (`name`,
+    `shape`, `dtype`) and is used as it is: 20,000 new tuples cost as much as the rest of a diff.
+    """
+    return {t.name: t if type(t.shape) is tuple else KeySpec(t.name, tuple(t.shape), t.dtype)  # type: ignore[misc]
+            for t in tensors}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -241,6 +252,24 @@ def collapse_indices(name: str) -> str:
     return _DIGIT_SEGMENT.sub("*", name)
 
 
+# `_DIGIT_SEGMENT` over names joined by newlines, as two patterns that start with a literal (which the
+# regex engine scans for quickly): a leading index (after a newline), then every index after a dot.
+_LEADING_INDEX_LINES = re.compile(r"\n\d+(?=\.)")
+_DOTTED_INDEX_LINES = re.compile(r"\.\d+(?=[.\n]|\Z)")
+
+
+def _collapse_all(names: list[str]) -> list[str]:
+    """`collapse_indices` of every name, in two regex passes over all the names joined by newlines.
+
+    Exact when no name holds a newline, which the number of pieces proves; otherwise name by name.
+    """
+    if not names:
+        return []
+    text = _LEADING_INDEX_LINES.sub("\n*", "\n" + "\n".join(names))
+    collapsed = _DOTTED_INDEX_LINES.sub(".*", text)[1:].split("\n")
+    return collapsed if len(collapsed) == len(names) else [collapse_indices(name) for name in names]
+
+
 def group_issues(report: DiffReport, max_groups_per_reason: int = 6) -> list[KeyGroup]:
     """Group the report's keys so that a large diff reads in one screen.
 
@@ -254,8 +283,8 @@ def group_issues(report: DiffReport, max_groups_per_reason: int = 6) -> list[Key
     rows += [("mismatched", m.name, m.reason, m.severity) for m in report.mismatched]
     rows += [("dtype", d.name, f"{d.dtype_a}→{d.dtype_b}", d.severity) for d in report.dtype_differences]
     buckets: dict[tuple[str, str, str], dict[str, list[str]]] = {}
-    for kind, name, reason, severity in rows:
-        buckets.setdefault((kind, reason, severity), {}).setdefault(collapse_indices(name), []).append(name)
+    for (kind, name, reason, severity), pattern in zip(rows, _collapse_all([row[1] for row in rows]), strict=True):
+        buckets.setdefault((kind, reason, severity), {}).setdefault(pattern, []).append(name)
     groups: list[KeyGroup] = []
     for (kind, reason, severity), by_pattern in buckets.items():
         if len(by_pattern) > max_groups_per_reason:
@@ -324,22 +353,36 @@ def _sample(names: Sequence[str], limit: int = 2000) -> Sequence[str]:
 
 
 def _candidate_renames(
-    unmatched: Sequence[str], targets: set[str], structural: bool = False, limit: int = 8
+    unmatched: Sequence[str], targets: set[str], structural: bool = False, limit: int = 8,
+    literals: dict[Rename, tuple[str, str, tuple[str, ...]]] | None = None,
 ) -> list[Rename]:
     """Renames that would map some of `unmatched` onto `targets`, most promising first.
 
     Cheap candidates (transformers' legacy renames; prefix strip / add / replace) unless `structural`,
-    which asks for the costlier ones: one component renamed or dropped.
+    which asks for the costlier ones: one component renamed or dropped. Each prefix rename is also
+    recorded in `literals` as (old prefix, new prefix, no spared prefixes), the plain-string form of
+    its regex (applied by `suggest_renames` with string operations).
     """
     votes: Counter[tuple[str, str, str]] = Counter()
     sample = _sample(unmatched)
     if not structural:
+        # Index the targets by what follows their first 0-3 components, keeping only the rests that some
+        # sampled name has (the others get no vote): one cheap pass over 10,000s of targets.
+        sample_splits = [list(_leading_splits(name)) for name in sample]
+        wanted = {rest for splits in sample_splits for _, rest in splits}
         by_rest: dict[str, set[str]] = defaultdict(set)
         for target in targets:
-            for prefix, rest in _leading_splits(target):
-                by_rest[rest].add(prefix)
-        for name in sample:
-            for prefix, rest in _leading_splits(name):
+            if target in wanted:
+                by_rest[target].add("")
+            position = 0
+            for _ in range(3):
+                position = target.find(".", position) + 1
+                if not position:
+                    break
+                if target[position:] in wanted:
+                    by_rest[target[position:]].add(target[:position])
+        for splits in sample_splits:
+            for prefix, rest in splits:
                 for target_prefix in by_rest.get(rest, ()):
                     if target_prefix != prefix:
                         votes[("prefix", prefix, target_prefix)] += 1
@@ -364,7 +407,7 @@ def _candidate_renames(
     renames: list[Rename] = []
     if not structural:
         # transformers' legacy renames first: on a tie (gamma->weight and gamma->bias fit equally) they win.
-        renames += [legacy for legacy in LEGACY_RENAMES if any(legacy.apply(n) != n for n in sample)]
+        renames += [legacy for legacy in LEGACY_RENAMES if any(map(re.compile(legacy.pattern).search, sample))]
     # Most votes first; on a tie the simpler rename (shorter replacement), then by name: deterministic,
     # whatever the order of the sets the votes came from.
     ranked = sorted(votes.items(), key=lambda item: (-item[1], len(item[0][2]), item[0]))[:limit]
@@ -376,6 +419,8 @@ def _candidate_renames(
                 renames.append(add_prefix(new))
             else:
                 renames.append(Rename("^" + _escape(old), new.replace("\\", "\\\\")))
+            if literals is not None:
+                literals[renames[-1]] = (old, new, ())
         elif kind == "drop":
             renames.append(Rename(rf"\.{_escape(old)}\.", "."))
         else:
@@ -412,19 +457,40 @@ def suggest_renames(
     def fits(name: str, new: str) -> bool:
         return shapes_b.get(new) == tuple(shapes_a[name])
 
+    # Prefix renames as plain strings (old prefix, new prefix, prefixes spared): same result as the regex.
+    literals: dict[Rename, tuple[str, str, tuple[str, ...]]] = {}
+
+    def changes(rename: Rename) -> Iterator[tuple[str, str, str]]:
+        """(key of A, its current name, its name after `rename`) for every key `rename` changes."""
+        literal = literals.get(rename)
+        if literal is None:
+            sub = re.compile(rename.pattern).sub  # as Rename.apply does, compiled once
+            for name, new in current.items():
+                renamed = sub(rename.replacement, new, count=1)
+                if renamed != new:
+                    yield name, new, renamed
+            return
+        old_prefix, new_prefix, spared = literal
+        cut = len(old_prefix)
+        for name, new in current.items():
+            if new.startswith(old_prefix) and not (spared and new.startswith(spared)):
+                renamed = new_prefix + new[cut:]
+                if renamed != new:
+                    yield name, new, renamed
+
     def evaluate(rename: Rename) -> tuple[int, list[str], dict[str, str]]:
         """(matches gained, keys it would unmatch, old -> new for the keys it changes)."""
         gained, lost, proposal = 0, [], {}
-        sub = re.compile(rename.pattern).sub  # as Rename.apply does, compiled once
-        for name, new in current.items():
-            renamed = sub(rename.replacement, new, count=1)
-            if renamed == new:
-                continue
+        literal = literals.get(rename)
+        # A prefix rename between prefixes that hold no head word cannot move a key to another head.
+        heads_unchanged = literal is not None and not any(
+            (prefix and not prefix.endswith(".")) or _head_words(prefix) for prefix in literal[:2])
+        for name, new, renamed in changes(rename):
             proposal[name] = renamed
             was = new in shapes_b or name in ok
             # One head moved onto another (`pooler.dense` -> `cls.predictions.transform.dense`) is a lookalike,
             # not evidence: heads differ between tasks by design.
-            if fits(name, renamed) and not was and not _other_head(new, renamed):
+            if fits(name, renamed) and not was and (heads_unchanged or not _other_head(new, renamed)):
                 gained += 1
             elif was and renamed not in shapes_b:
                 lost.append(name)
@@ -440,15 +506,29 @@ def suggest_renames(
         unmatched_names = [current[n] for n in unmatched]
         # Prefix and legacy renames first; only when none helps, rename or drop one component.
         for structural in (False, True):
-            for candidate in _candidate_renames(unmatched_names, targets, structural=structural):
+            candidates = _candidate_renames(unmatched_names, targets, structural=structural, literals=literals)
+            for candidate in candidates:
                 rename = candidate
+                if best is not None:
+                    # A rename gains at most the unmatched keys it matches: skip those that cannot beat the
+                    # best so far (their spared variants below have longer patterns, so they cannot either).
+                    literal = literals.get(rename)
+                    if literal is not None:
+                        bound = sum(map(str.startswith, unmatched_names, repeat(literal[0])))
+                    else:
+                        bound = sum(1 for _ in filter(re.compile(rename.pattern).search, unmatched_names))
+                    if bound < best[0] or (bound == best[0] and not _simpler(rename, best[1])):
+                        continue
                 gained, lost, proposal = evaluate(rename)
                 if lost and rename.pattern.startswith("^") and not rename.pattern.startswith("^(?!"):
                     # Spare the keys it would break: `^(?!lm_head\.)` -> `model.` leaves `lm_head.weight` alone.
                     heads = sorted({current[n].split(".", 1)[0] for n in lost})
                     if len(heads) <= 4:
                         spared = "|".join(_escape(h) for h in heads)
+                        literal = literals.get(rename)
                         rename = Rename(f"^(?!(?:{spared})\\.)" + rename.pattern[1:], rename.replacement)
+                        if literal is not None:
+                            literals[rename] = (literal[0], literal[1], tuple(h + "." for h in heads))
                         gained, lost, proposal = evaluate(rename)
                 if lost or gained == 0:
                     continue
@@ -507,12 +587,15 @@ def classify_key(
     this_side: Mapping[str, KeySpec],
     tied_groups: Sequence[Sequence[str]] = (),
     tie_embeddings: bool | None = None,
+    quantization: str | None = None,
 ) -> tuple[str, str, str]:
     """(reason, severity, detail) for a key that is missing (`kind="missing"`) or unexpected.
 
     `this_side` is the side that lacks the key's counterpart: A's keys for a missing key (could A
     supply it by tying?), B's keys for an unexpected one. `tie_embeddings` is the target config's
     `tie_word_embeddings` when known: False means an output embedding is never explained by tying.
+    `quantization` names the quantizer the target config's `quantization_config` asks for (e.g.
+    "bitsandbytes 4-bit"): side tensors are then expected (info), not a quantizer to go and find (warn).
     """
     if _BUFFER.search(name):
         return "buffer", "info", ""
@@ -526,7 +609,14 @@ def classify_key(
     if _ADAPTER.search(name):
         return "adapter", "warn", ""
     if _QUANT.search(name):
+        if quantization:
+            return "quantization", "info", f"read by the {quantization} quantizer (quantization_config)"
         return "quantization", "warn", ""
+    if quantization and kind == "missing" and name.endswith(".weight"):
+        stored = [name[: -len("weight")] + leaf for leaf in _QUANTIZED_STORAGE]
+        found = next((candidate for candidate in stored if candidate in this_side), None)
+        if found is not None:
+            return "quantization", "info", f"stored quantized as {found}; the {quantization} quantizer builds it"
     if _HEAD.search(name):
         detail = "new, initialised at random" if kind == "missing" else "not used by B, dropped"
         return "task-head", "info", detail
@@ -601,18 +691,26 @@ def build_report(
     tie_embeddings: bool | None = None,
     compare_dtypes: bool = True,
     notes: Sequence[str] = (),
+    quantization: str | None = None,
 ) -> DiffReport:
-    """Classify the differences and assemble the report (shared by both modes)."""
+    """Classify the differences and assemble the report (shared by both modes).
+
+    `quantization`: the quantizer B's config asks for (see `classify_key`); integer-stored weights of A
+    (packed 4-bit, int8, GPTQ's int32) then differ from B's float shapes and dtypes by design (info).
+    """
     by_rename: dict[str, tuple[str, str, str]] = {}
     rename_objects = [Rename(s.pattern, s.replacement) for s in suggestions]
     if rename_objects:
         # Which suggested rename makes each unexpected key land on which missing key.
-        steps = [(re.compile(r.pattern).sub, r.replacement, (*rename_reason(r), r.as_flag()))
-                 for r in rename_objects]
-        for old in unexpected:
+        # The names of every unexpected key after each step, computed a whole step at a time.
+        stages = [list(unexpected)]
+        for rename in rename_objects:
+            stages.append(rename_all(stages[-1], [rename]))
+        whys = [(*rename_reason(r), r.as_flag()) for r in rename_objects]
+        for index, old in enumerate(unexpected):
             new = old
-            for sub, replacement, why in steps:
-                step = sub(replacement, new, count=1)
+            for stage, why in enumerate(whys, start=1):
+                step = stages[stage][index]
                 if step != new:
                     by_rename.setdefault(old, why)
                 new = step
@@ -625,15 +723,26 @@ def build_report(
         if name in by_rename:
             reason, severity, detail = by_rename[name]
         elif kind == "missing":
-            reason, severity, detail = classify_key(name, specs_b[name], kind, specs_a, (), tie_embeddings)
+            reason, severity, detail = classify_key(name, specs_b[name], kind, specs_a, (), tie_embeddings,
+                                                    quantization)
         else:
             spec = specs_a.get(name) or KeySpec(name, (), "float32")
-            reason, severity, detail = classify_key(name, spec, kind, specs_b, tied_groups_a)
+            reason, severity, detail = classify_key(name, spec, kind, specs_b, tied_groups_a,
+                                                    quantization=quantization)
         return KeyIssue(name, reason, severity, detail)
+
+    def quantized(name: str) -> bool:
+        """A's tensor holds quantized integers where B expects floats, as `quantization` stores them."""
+        a, b = specs_a.get(name), specs_b.get(name)
+        return bool(quantization) and a is not None and b is not None and a.dtype in _QUANTIZED_DTYPES \
+            and b.dtype in FLOATING
 
     mismatch_rows = []
     for name, shape_a, shape_b in mismatched:
         reason, severity, detail = classify_mismatch(name, shape_a, shape_b)
+        if quantized(name):
+            reason, severity = "quantization", "info"
+            detail = f"{detail}; packed by the {quantization} quantizer, which unpacks it on load"
         mismatch_rows.append(Mismatch(name, list(shape_a), list(shape_b), reason, severity, detail))
     mismatched_names = {m[0] for m in mismatched}
     dtype_rows = []
@@ -641,7 +750,8 @@ def build_report(
         for name in common:
             a, b = specs_a.get(name), specs_b.get(name)
             if a is not None and b is not None and a.dtype != b.dtype:
-                dtype_rows.append(DtypeDifference(name, a.dtype, b.dtype, _dtype_severity(a.dtype, b.dtype)))
+                severity = "info" if quantized(name) else _dtype_severity(a.dtype, b.dtype)
+                dtype_rows.append(DtypeDifference(name, a.dtype, b.dtype, severity))
     report = DiffReport(
         source_a=source_a,
         source_b=source_b,
@@ -697,6 +807,21 @@ def diff_specs(
     Raises:
         UsageError: the renames map two keys of A to the same name.
     """
+    with gc_paused():  # 100,000s of long-lived small objects: see weightdoctor.gcpause
+        return _diff_specs(specs_a, specs_b, renames, source_a=source_a, source_b=source_b,
+                           tied_groups_a=tied_groups_a, tie_embeddings=tie_embeddings)
+
+
+def _diff_specs(
+    specs_a: Mapping[str, KeySpec],
+    specs_b: Mapping[str, KeySpec],
+    renames: Sequence[Rename],
+    *,
+    source_a: str,
+    source_b: str,
+    tied_groups_a: Sequence[Sequence[str]],
+    tie_embeddings: bool | None,
+) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
     diff = raw_diff(renamed_a, specs_b)
@@ -710,8 +835,9 @@ def diff_specs(
             {n: s.shape for n, s in renamed_a.items()}, {n: s.shape for n, s in specs_b.items()}
         )
         if suggestions:
-            fixed, _ = _renamed(renamed_a, [Rename(s.pattern, s.replacement) for s in suggestions])
-            after = sum(1 for n, s in fixed.items() if n in specs_b and specs_b[n].shape == s.shape)
+            fixed = rename_all(renamed_a, [Rename(s.pattern, s.replacement) for s in suggestions])
+            after = sum(1 for new, spec in zip(fixed, renamed_a.values(), strict=True)
+                        if new in specs_b and specs_b[new].shape == spec.shape)
     return build_report(
         renamed_a, specs_b, diff.missing, diff.unexpected, mismatched, diff.common, suggestions,
         source_a=source_a, source_b=source_b, mode="checkpoints", renames_applied=renames,

@@ -26,6 +26,7 @@ from weightdoctor.diff_keys import (
     specs_from_tensors,
     suggest_renames,
 )
+from weightdoctor.dtypes import FLOATING
 from weightdoctor.errors import SourceNotFound, UsageError
 from weightdoctor.renames import Rename, apply_renames
 
@@ -255,18 +256,54 @@ def diff_against_model(
             if len(check.missing) >= len(sim.missing):
                 notes.append("no rename reduces what from_pretrained reports as missing")
                 suggestions, after = [], None
+    quantization = quantization_method(getattr(model.config, "quantization_config", None))
+    if quantization:
+        notes.append(f"the config asks for {quantization} quantization: the meta model is built unquantized, so "
+                     "quantized weights and their side tensors are told apart by name and dtype")
+    # The dtype `from_pretrained` (dtype="auto") casts floating weights to: the config's `dtype`, in which
+    # the meta model is built; with none, the checkpoint's first floating dtype, known here when A has one.
+    if getattr(model.config, "dtype", None) is None:
+        floating = {s.dtype for s in renamed_a.values() if s.dtype in FLOATING}
+        expected = floating.pop() if len(floating) == 1 else None
+        if expected is None and floating:
+            notes.append("the config has no dtype and A mixes floating dtypes: dtypes are not compared")
+        specs_b = {n: s._replace(dtype=expected) if s.dtype in FLOATING and expected else s
+                   for n, s in specs_b.items()}
+    else:
+        expected = str(model.config.dtype).removeprefix("torch.")
     report = build_report(
         as_loaded, specs_b, missing, unexpected, mismatched, common, suggestions,
         source_a=source_a, source_b=f"{model_class or type(model).__name__} (meta device)",
         mode="model-class", model_class=model_class or type(model).__name__, renames_applied=renames,
-        matched_after_renames=after, tied_groups_a=tied_groups_a, compare_dtypes=False, notes=notes,
-        tie_embeddings=getattr(model.config, "tie_word_embeddings", None),
+        matched_after_renames=after, tied_groups_a=tied_groups_a, compare_dtypes=expected is not None,
+        notes=notes, tie_embeddings=getattr(model.config, "tie_word_embeddings", None), quantization=quantization,
     )
     report.matched = len(specs_b) - len(sim.missing) - len(sim.mismatched)
     if sim.converted:
         report.notes.append(f"{len(sim.converted)} key(s) go through a transformers WeightConverter; "
                             "their shapes are not compared")
     return report
+
+
+def quantization_method(quantization_config: Any) -> str | None:
+    """A config's `quantization_config` in words ("bitsandbytes 4-bit", "gptq", ...); None when absent.
+
+    Example:
+        >>> quantization_method({"quant_method": "bitsandbytes", "load_in_4bit": True})
+        'bitsandbytes 4-bit'
+    """
+    if quantization_config is None:
+        return None
+    if not isinstance(quantization_config, Mapping):
+        to_dict = getattr(quantization_config, "to_dict", None)
+        quantization_config = to_dict() if callable(to_dict) else vars(quantization_config)
+    method = str(quantization_config.get("quant_method") or "unknown")
+    if method == "bitsandbytes":
+        if quantization_config.get("load_in_4bit"):
+            return "bitsandbytes 4-bit"
+        if quantization_config.get("load_in_8bit"):
+            return "bitsandbytes 8-bit"
+    return method
 
 
 def concrete_class_name(config: dict[str, Any], model_class: str, **overrides: Any) -> str:

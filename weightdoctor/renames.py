@@ -52,22 +52,91 @@ def add_prefix(prefix: str) -> Rename:
     return Rename("^", prefix.replace("\\", "\\\\"))
 
 
+_ESCAPED = re.compile(r"\\(x3d|.)", flags=re.DOTALL)
+_SPARING = re.compile(r"\^\(\?!\(\?:(.*?)\)\\\.\)")
+
+
+def _unescape(text: str) -> str:
+    """Undo `re.escape` (and the `\\x3d` spelling of `=` that `--rename` suggestions use)."""
+    return _ESCAPED.sub(lambda m: "=" if m.group(1) == "x3d" else m.group(1), text)
+
+
+def _escaped(text: str) -> tuple[str, str]:
+    return re.escape(text), re.escape(text).replace("=", "\\x3d")
+
+
+def literal_prefix(rename: Rename) -> tuple[str, str, tuple[str, ...]] | None:
+    """`(old, new, spared)` when `rename` replaces the literal prefix `old` with `new`, leaving names that
+    start with one of `spared` alone; None for any other regex.
+
+    This is the plain-string form of the prefix renames `diff-keys` suggests (`^module\\.` -> "",
+    `^` -> "model.", `^(?!(?:lm_head)\\.)` -> "model."): `old` is accepted only when escaping it gives
+    back the pattern exactly, and `new` only when the replacement has no escapes but doubled backslashes,
+    so the string form renames every key exactly as the regex does.
+
+    Example:
+        >>> literal_prefix(Rename(r"^module\\.", ""))
+        ('module.', '', ())
+        >>> literal_prefix(Rename(r"module\\.", "")) is None  # not anchored: matches anywhere
+        True
+    """
+    pattern = rename.pattern
+    if not pattern.startswith("^"):
+        return None
+    spared: tuple[str, ...] = ()
+    rest = pattern[1:]
+    sparing = _SPARING.match(pattern)
+    if sparing is not None:
+        heads = [_unescape(h) for h in sparing.group(1).split("|")]
+        rest = pattern[sparing.end():]
+        rebuilt = "|".join(re.escape(h) for h in heads)
+        if sparing.group(1) not in (rebuilt, rebuilt.replace("=", "\\x3d")):
+            return None
+        spared = tuple(h + "." for h in heads)
+    old = _unescape(rest)
+    if rest not in _escaped(old):
+        return None
+    new = rename.replacement.replace("\\\\", "\\")
+    if new.replace("\\", "\\\\") != rename.replacement:
+        return None  # an escape or a group reference: only the regex knows
+    return old, new, spared
+
+
+def rename_all(names: Iterable[str], renames: Iterable[Rename]) -> list[str]:
+    """Each name through every rename in order, as `Rename.apply` would, for many names at once.
+
+    Prefix renames (see `literal_prefix`) are applied as string operations, others as one compiled regex.
+    """
+    result = list(names)
+    for rename in renames:
+        literal = literal_prefix(rename)
+        if literal is None:
+            sub = re.compile(rename.pattern).sub
+            replacement = rename.replacement
+            result = [sub(replacement, name, count=1) for name in result]
+            continue
+        old, new, spared = literal
+        cut = len(old)
+        result = [new + name[cut:] if name.startswith(old) and not (spared and name.startswith(spared)) else name
+                  for name in result]
+    return result
+
+
 def apply_renames(names: Iterable[str], renames: list[Rename]) -> dict[str, str]:
     """Map each name through every rename in order; return old -> new.
 
     Raises:
         UsageError: two keys would get the same new name (the message names both).
     """
-    result: dict[str, str] = {}
-    taken: dict[str, str] = {}
-    for name in names:
-        new = name
-        for rename in renames:
-            new = rename.apply(new)
-        if new in taken:
-            raise UsageError(f"renames map both {taken[new]!r} and {name!r} to {new!r}")
-        taken[new] = name
-        result[name] = new
+    old_names = list(names)
+    new_names = rename_all(old_names, renames)
+    result = dict(zip(old_names, new_names, strict=True))
+    if len(set(new_names)) != len(result):
+        taken: dict[str, str] = {}
+        for name, new in zip(old_names, new_names, strict=True):
+            if new in taken:
+                raise UsageError(f"renames map both {taken[new]!r} and {name!r} to {new!r}")
+            taken[new] = name
     return result
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.checkpoint import foreign, pytorch_format, safetensors_format
+from weightdoctor.checkpoint import safetensors_format
 from weightdoctor.checkpoint.hub import (
     RemoteStructure,
     cached_snapshot,
@@ -32,6 +32,7 @@ from weightdoctor.errors import (
 if TYPE_CHECKING:
     import torch
 
+    from weightdoctor.checkpoint import pytorch_format
     from weightdoctor.security import ScanReport
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -59,7 +60,9 @@ class Checkpoint:
         repo_id / revision: set when the source was a Hub repo id.
         warnings: things the reader noticed that do not stop it (index/shard disagreements, ...).
         security: the static pickle scan of every weight file, merged (verdict "safe" for safetensors;
-            a checkpoint whose scan is not safe never opens: `UnsafePickle` is raised instead).
+            a checkpoint whose scan is not safe never opens: `UnsafePickle` is raised instead). For
+            safetensors files alone it is built when first read, so that commands that never look at it
+            do not import the pickle scanner.
     """
 
     source: str
@@ -76,7 +79,9 @@ class Checkpoint:
     repo_id: str | None = None
     revision: str | None = None
     warnings: list[str] = field(default_factory=list)
-    security: ScanReport | None = None
+    security: ScanReport | None = field(default_factory=lambda: None)  # no class attribute: see __getattr__
+    # Safetensors files whose (trivial) scan report is built on first access to `security`.
+    _safetensors_only: list[str] | None = field(default=None, repr=False)
     _headers: dict[str, safetensors_format.SafetensorsHeader] = field(default_factory=dict, repr=False)
     _pickles: dict[str, pytorch_format.PickleContents] = field(default_factory=dict, repr=False)
     _by_name: dict[str, TensorInfo] = field(default_factory=dict, repr=False)
@@ -86,6 +91,17 @@ class Checkpoint:
 
     def __post_init__(self) -> None:
         self._by_name = {t.name: t for t in self.tensors}
+        if self.security is None and self._safetensors_only is not None:
+            del self.security  # built by __getattr__ when first read
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes an instance lacks: `security` before its first use.
+        if name == "security" and self.__dict__.get("_safetensors_only") is not None:
+            from weightdoctor.security import merge_reports, safetensors_report
+
+            self.security = merge_reports([safetensors_report([relpath]) for relpath in self._safetensors_only])
+            return self.security
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def location(self) -> str:
@@ -247,6 +263,8 @@ class _Builder:
         self.skipped_entries: list[str] = []
         self.formats: set[str] = set()
         self.scans: list[ScanReport] = []
+        # Safetensors files read since the last pickle, whose scan reports are not built yet.
+        self.safetensors_files: list[str] = []
 
     def relpath(self, path: Path) -> str:
         try:
@@ -263,11 +281,14 @@ class _Builder:
             raise SourceNotFound(f"cannot read: {exc.strerror}", path=str(path)) from exc
         if size == 0:
             raise CorruptCheckpoint("file is empty (0 bytes)", path=str(path))
-        if not safetensors_format.looks_like_safetensors(prefix) \
-                and pytorch_format.detect_pickle_format(prefix) != "pytorch-legacy":
-            kind = foreign.identify(path, prefix)
-            if kind is not None:
-                raise UnsupportedFormat(foreign.unsupported_message(kind), path=str(path))
+        if not safetensors_format.looks_like_safetensors(prefix):
+            # Imported here: safetensors files need neither (nor the zipfile module they import).
+            from weightdoctor.checkpoint import foreign, pytorch_format
+
+            if pytorch_format.detect_pickle_format(prefix) != "pytorch-legacy":
+                kind = foreign.identify(path, prefix)
+                if kind is not None:
+                    raise UnsupportedFormat(foreign.unsupported_message(kind), path=str(path))
         try:
             if path.suffix == ".safetensors" or safetensors_format.looks_like_safetensors(prefix):
                 fmt = "safetensors"
@@ -280,12 +301,17 @@ class _Builder:
                 if header.metadata and self.metadata is None:
                     self.metadata = header.metadata
                 infos = header.tensors
-                from weightdoctor.security import safetensors_report
-
-                self.scans.append(safetensors_report([relpath]))
+                self.safetensors_files.append(relpath)
             else:
+                from weightdoctor.checkpoint import pytorch_format
+
                 fmt = pytorch_format.ensure_pickle_file(path, prefix)
                 contents = pytorch_format.load_pickle(path, fmt, self.key, label=relpath)
+                if self.safetensors_files:  # a mixed checkpoint: keep the reports in file order
+                    from weightdoctor.security import safetensors_report
+
+                    self.scans += [safetensors_report([name]) for name in self.safetensors_files]
+                    self.safetensors_files.clear()
                 self.pickles[relpath] = contents
                 if contents.security is not None:
                     self.scans.append(contents.security)
@@ -324,6 +350,8 @@ def _subfolders_with_weights(folder: Path) -> list[str]:
 
 def _no_weights_message(folder: Path) -> str:
     """Why a folder has nothing to read: foreign weights, weights only in subfolders, or nothing at all."""
+    from weightdoctor.checkpoint import foreign
+
     message = "folder holds no weight file (.safetensors, .bin, .pt, .pth, .ckpt)"
     others = foreign.foreign_files_in(folder)
     if others:
@@ -496,8 +524,14 @@ def open_checkpoint(
             " (drop --key)",
             text,
         )
-    from weightdoctor.security import merge_reports
+    security = None
+    safetensors_only = None
+    if builder.scans:
+        from weightdoctor.security import merge_reports, safetensors_report
 
+        security = merge_reports(builder.scans + [safetensors_report([f]) for f in builder.safetensors_files])
+    elif builder.safetensors_files:
+        safetensors_only = builder.safetensors_files
     return Checkpoint(
         source=text,
         path=path.resolve() if repo_id is None else path,
@@ -513,7 +547,8 @@ def open_checkpoint(
         repo_id=repo_id,
         revision=revision if repo_id is not None else None,
         warnings=warnings,
-        security=merge_reports(builder.scans) if builder.scans else None,
+        security=security,
+        _safetensors_only=safetensors_only,
         _headers=builder.headers,
         _pickles=builder.pickles,
     )

@@ -10,16 +10,20 @@ error instead of killing the process with SIGBUS.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import struct
 from dataclasses import dataclass
+from itertools import chain, repeat
+from operator import floordiv, le, mul, sub
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.checkpoint.model import TensorInfo
+from weightdoctor.checkpoint.model import TensorInfo, tensor_infos
 from weightdoctor.dtypes import BITS_PER_ELEMENT, SAFETENSORS_TO_CANONICAL
 from weightdoctor.errors import CorruptCheckpoint
+from weightdoctor.gcpause import gc_paused
 
 if TYPE_CHECKING:
     import torch
@@ -132,6 +136,14 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
                 " (truncated?)"
             )
         raw = handle.read(header_size)
+    # The parse allocates a few containers per entry, all kept: see weightdoctor.gcpause.
+    with gc_paused():
+        metadata, tensors = _parse_header(raw, relpath, file_size - 8 - header_size)
+    return SafetensorsHeader(header_size=header_size, tensors=tensors, metadata=metadata, identity=identity)
+
+
+def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, str] | None, list[TensorInfo]]:
+    """Parse and check a header's JSON text: (its `__metadata__`, its tensors). See `read_header`."""
     if not raw.startswith(b"{"):
         raise CorruptCheckpoint("header does not start with '{' (leading whitespace or garbage)")
     braces = raw.count(b"{")
@@ -158,7 +170,15 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
         raise CorruptCheckpoint(f"header lists {len(header)} tensors (the limit is {MAX_TENSORS})")
     _check_names(header)
 
-    data_size = file_size - 8 - header_size
+    tensors = _checked_entries_fast(header, relpath, data_size)
+    if tensors is None:
+        # Something is wrong: find the first bad entry and name it.
+        tensors = _checked_entries(header, relpath, data_size)
+    return metadata, tensors
+
+
+def _checked_entries(header: dict[str, Any], relpath: str, data_size: int) -> list[TensorInfo]:
+    """Check every header entry in turn and build its `TensorInfo`; the error names the first bad entry."""
     dtypes = SAFETENSORS_TO_CANONICAL
     tensors: list[TensorInfo] = []
     append = tensors.append
@@ -203,7 +223,53 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
         raise CorruptCheckpoint(
             f"the tensors cover {position} bytes but the data section has {data_size} (extra or missing bytes)"
         )
-    return SafetensorsHeader(header_size=header_size, tensors=tensors, metadata=metadata, identity=identity)
+    return tensors
+
+
+def _checked_entries_fast(header: dict[str, Any], relpath: str, data_size: int) -> list[TensorInfo] | None:
+    """The checks of `_checked_entries`, done column by column with C-level loops; None if any fails.
+
+    Same verdict as `_checked_entries` (a test holds them to it), about four times faster on a
+    10,000-entry header: every dtype known, every shape a list of ints >= 0, every `data_offsets` two
+    ints 0 <= begin <= end <= data size spanning exactly the bytes the dtype and shape need, and the
+    data section covered exactly once, in order. The caller re-runs the slow checks for the message.
+    """
+    names = list(header)
+    entries = list(header.values())
+    if not entries:
+        return [] if data_size == 0 else None
+    if set(map(type, entries)) != {dict}:
+        return None
+    try:
+        st_dtypes = [entry["dtype"] for entry in entries]
+        shapes = [entry["shape"] for entry in entries]
+        offsets = [entry["data_offsets"] for entry in entries]
+        dtypes = list(map(SAFETENSORS_TO_CANONICAL.get, st_dtypes))  # TypeError for an unhashable dtype
+    except (KeyError, TypeError):
+        return None
+    # Only a str can equal a str key, so a known dtype is a str (as `type(st_dtype) is str` demands).
+    if None in dtypes or set(map(type, shapes)) != {list} or set(map(type, offsets)) != {list}:
+        return None
+    dims = list(chain.from_iterable(shapes))
+    if dims and (set(map(type, dims)) != {int} or min(dims) < 0):  # `type(...) is int` refuses bools too
+        return None
+    if set(map(len, offsets)) != {2}:
+        return None
+    spans = list(map(tuple, offsets))
+    begins, ends = zip(*spans, strict=True)
+    if set(map(type, begins)) != {int} or set(map(type, ends)) != {int}:
+        return None
+    if min(begins) < 0 or max(ends) > data_size or not all(map(le, begins, ends)):
+        return None
+    num_params = list(map(math.prod, shapes))
+    nbytes = list(map(floordiv, map(mul, num_params, map(BITS_PER_ELEMENT.__getitem__, dtypes)), repeat(8)))
+    if list(map(sub, ends, begins)) != nbytes:
+        return None
+    # Covered exactly once, in order: sorted by (begin, end), each range starts where the last ended.
+    sorted_begins, sorted_ends = zip(*sorted(spans), strict=True)
+    if sorted_begins[0] != 0 or sorted_begins[1:] != sorted_ends[:-1] or sorted_ends[-1] != data_size:
+        return None
+    return tensor_infos(names, list(map(tuple, shapes)), dtypes, relpath, spans, num_params, nbytes)
 
 
 def _identity(stat: os.stat_result) -> tuple[int, int, int, int]:

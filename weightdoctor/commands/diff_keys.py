@@ -109,9 +109,15 @@ def diff_keys(
 
     code = exit_code(report, fail_on)
     if json_output:
-        from weightdoctor.render.json import print_json
+        import sys
 
-        print_json(report)
+        from weightdoctor.gcpause import gc_paused
+        from weightdoctor.render.diff_keys_json import report_json
+
+        with gc_paused():
+            text = report_json(report)
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
     else:
         from weightdoctor.render.console import stdout
         from weightdoctor.render.diff_keys import render_diff_keys

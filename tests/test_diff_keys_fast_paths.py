@@ -1,0 +1,150 @@
+"""diff-keys' fast paths give exactly what the plain code gives: renames as string operations, index
+collapsing over joined names, the suggested renames of a large prefixed pair, and the `--json` text."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from weightdoctor.diff_keys import (
+    DiffReport,
+    KeySpec,
+    ValueDiff,
+    _collapse_all,
+    collapse_indices,
+    diff_specs,
+)
+from weightdoctor.renames import Rename, apply_renames, literal_prefix, rename_all
+from weightdoctor.render.diff_keys_json import report_json
+from weightdoctor.render.json import dumps
+
+FAST = settings(max_examples=300, deadline=2000, derandomize=True)
+
+components = st.sampled_from(["module", "model", "bert", "lm_head", "cls", "0", "12", "a=b", "x\\y", "w", "",
+                              "é", "٣", "layer", "weight", "(?!", "*", "a|b", "%s", '"'])
+names = st.lists(components, min_size=1, max_size=5).map(".".join)
+
+
+@st.composite
+def prefix_renames(draw: st.DrawFn) -> Rename:
+    """Renames of the shapes diff-keys suggests, plus near misses that only the regex may apply."""
+    old = draw(st.lists(components, max_size=2).map(lambda parts: "".join(p + "." for p in parts)))
+    new = draw(st.lists(components, max_size=2).map(lambda parts: "".join(p + "." for p in parts)))
+    escaped = re.escape(old).replace("=", "\\x3d") if draw(st.booleans()) else re.escape(old)
+    pattern = "^" + escaped
+    if draw(st.booleans()):
+        heads = draw(st.lists(components, min_size=1, max_size=2))
+        pattern = f"^(?!(?:{'|'.join(re.escape(h) for h in heads)})\\.)" + escaped
+    replacement = new.replace("\\", "\\\\")
+    odd = draw(st.sampled_from([None, None, None, "unanchored", "class", "group"]))
+    if odd == "unanchored":
+        pattern = pattern.lstrip("^")
+    elif odd == "class":
+        pattern += "[0-9]"
+    elif odd == "group":
+        pattern, replacement = pattern + "(x)?", replacement + "\\g<0>"
+    return Rename(pattern, replacement)
+
+
+@FAST
+@given(renames=st.lists(prefix_renames(), min_size=1, max_size=3), keys=st.lists(names, max_size=12))
+def test_rename_all_applies_renames_as_the_regex_does(renames: list[Rename], keys: list[str]) -> None:
+    expected = []
+    for key in keys:
+        for rename in renames:
+            key = rename.apply(key)
+        expected.append(key)
+    assert rename_all(keys, renames) == expected
+
+
+def test_literal_prefix_recognises_only_plain_prefixes() -> None:
+    assert literal_prefix(Rename(r"^module\.", "")) == ("module.", "", ())
+    assert literal_prefix(Rename("^", "model.")) == ("", "model.", ())
+    assert literal_prefix(Rename(r"^(?!(?:lm_head|cls)\.)", "model.")) == ("", "model.", ("lm_head.", "cls."))
+    assert literal_prefix(Rename(r"^a\x3db\.", "")) == ("a=b.", "", ())
+    assert literal_prefix(Rename(r"^x\\y\.", "z\\\\")) == ("x\\y.", "z\\", ())
+    for pattern, replacement in [(r"module\.", ""), (r"^a.b", ""), (r"^(a)", r"\1"), (r"^a", r"\n"),
+                                 (r"^(?!(?:a|b)\.)c\.|d", ""), (r"^(?!(?:a)\.)(?!(?:b)\.)c", "")]:
+        assert literal_prefix(Rename(pattern, replacement)) is None
+
+
+def test_apply_renames_still_names_a_collision() -> None:
+    with pytest.raises(Exception, match="renames map both 'module.w' and 'w' to 'w'"):
+        apply_renames(["module.w", "w"], [Rename(r"^module\.", "")])
+
+
+@FAST
+@given(keys=st.lists(names | st.text(max_size=8), max_size=12))
+def test_collapse_all_equals_collapse_indices(keys: list[str]) -> None:
+    assert _collapse_all(keys) == [collapse_indices(key) for key in keys]
+
+
+def _llama(layers: int, prefix: str = "") -> dict[str, KeySpec]:
+    specs = {}
+    for i in range(layers):
+        for part, shape in [("self_attn.q_proj", (8, 8)), ("self_attn.k_proj", (4, 8)), ("mlp.up_proj", (16, 8)),
+                            ("input_layernorm", (8,))]:
+            name = f"{prefix}model.layers.{i}.{part}.weight"
+            specs[name] = KeySpec(name, shape, "bfloat16")
+    for name, shape in [("model.embed_tokens.weight", (32, 8)), ("lm_head.weight", (32, 8)),
+                        ("model.norm.weight", (8,))]:
+            specs[prefix + name] = KeySpec(prefix + name, shape, "bfloat16")
+    return specs
+
+
+@pytest.mark.parametrize(
+    ("a_prefix", "b_prefix", "expected"),
+    [("module.", "", [r"^module\.="]), ("_orig_mod.", "", [r"^_orig_mod\.="]), ("", "module.", ["^=module."]),
+     ("module.", "_orig_mod.", [r"^module\.=_orig_mod."])],
+)
+def test_large_prefixed_pair_gets_the_single_prefix_rename(a_prefix: str, b_prefix: str, expected: list[str]) -> None:
+    """3,000 keys: the bound skips every other candidate; the answer is the same one rename as on small pairs."""
+    a, b = _llama(750, a_prefix), _llama(750, b_prefix)
+    report = diff_specs(a, b)
+    assert [f"{s.pattern}={s.replacement}" for s in report.suggested_renames] == expected
+    assert report.suggested_renames[0].matches_gained == len(b)
+    assert report.matched_after_renames == len(b)
+    assert {i.reason for i in report.unexpected} == {"wrapper-prefix"}
+    small = diff_specs(_llama(2, a_prefix), _llama(2, b_prefix))
+    assert [(s.pattern, s.replacement) for s in small.suggested_renames] == [
+        (s.pattern, s.replacement) for s in report.suggested_renames]
+
+
+def test_large_pair_spares_the_head_when_adding_a_prefix() -> None:
+    """A bare base model into a task model: `model.` added to everything but the head keys."""
+    a = {n.removeprefix("model."): s._replace(name=n.removeprefix("model.")) for n, s in _llama(300).items()}
+    b = {"model." + n if n != "lm_head.weight" else n: s for n, s in a.items()}
+    report = diff_specs(a, b)
+    assert [(s.pattern, s.replacement) for s in report.suggested_renames] == [(r"^(?!(?:lm_head)\.)", "model.")]
+    assert report.matched_after_renames == len(b)
+
+
+def _report_with(names_a: list[str], names_b: list[str]) -> DiffReport:
+    a = {n: KeySpec(n, (2,), "float32") for n in names_a}
+    b = {n: KeySpec(n, (2,) if i % 7 else (3,), "bfloat16" if i % 5 == 0 else "float32")
+         for i, n in enumerate(names_b)}
+    return diff_specs(a, b)
+
+
+@pytest.mark.parametrize("odd", ['quote"d', "back\\slash", "per%cent %s", "uni\u00e9\u4e2d", "ctl\x01",
+                                 "\ue000rows:missing\ue000", "line\nbreak", "tab\t"])
+def test_report_json_is_byte_identical_to_the_generic_json(odd: str) -> None:
+    names_b = [f"encoder.layer.{i}.{odd}.weight" for i in range(80)] + [f"head.{i}" for i in range(40)]
+    names_a = [f"module.{n}" for n in names_b[:60]] + names_b[60:100] + [f"{odd}.{i}" for i in range(50)]
+    report = _report_with(names_a, names_b)
+    assert len(report.missing) >= 32 and len(report.unexpected) >= 32 and report.dtype_differences
+    report.values = [ValueDiff(f"w{i}", i % 2 == 0, float(i) / 3, [math.nan, math.inf, 0.5][i % 3], "float32",
+                               "bfloat16") for i in range(40)]
+    report.notes = [odd] * 40
+    assert report_json(report) == dumps(report)
+
+
+def test_report_json_on_small_and_empty_reports() -> None:
+    report = _report_with(["a", "b"], ["a", "c"])
+    assert report_json(report) == dumps(report)
+    empty = _report_with([], [])
+    assert report_json(empty) == dumps(empty)

@@ -1,0 +1,94 @@
+"""`diff-keys --json`: the text `render.json.dumps(report)` writes, built fast for diffs of 10,000s of keys.
+
+A diff of two large checkpoints lists every missing and unexpected key. Through the generic path
+(`to_jsonable` then `json.dumps(indent=2)`, whose indenting encoder is pure Python) 20,000 keys take
+longer to print than to diff. Here every long list of flat rows (dataclasses whose fields are strings,
+ints, bools or None: `KeyIssue`, `KeyGroup`, `DtypeDifference`) is written with one `%`-template per
+row, and everything else goes through the generic path; the text is the same, byte for byte (a test
+holds it to that).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from json.encoder import encode_basestring
+from operator import attrgetter
+from typing import Any
+
+from weightdoctor.render.json import dumps, to_jsonable
+
+INDENT = "  "
+# Lists shorter than this go through the generic path: the template costs more than it saves.
+MIN_ROWS = 32
+
+
+def _scalar(value: object) -> str | None:
+    """JSON text for a str, int, bool or None (exact types only), as json.dumps writes it; else None."""
+    kind = type(value)
+    if kind is str:
+        return encode_basestring(value)  # type: ignore[arg-type]
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)  # type: ignore[arg-type]
+    if value is None:
+        return "null"
+    return None
+
+
+def _json_field_names(kind: type) -> list[str]:
+    """The fields `to_jsonable` writes for a dataclass type, in its order."""
+    return [f.name for f in dataclasses.fields(kind) if not f.name.startswith("_") and f.metadata.get("json", True)]
+
+
+def _rows_text(rows: list[Any], level: int) -> str | None:
+    """A list of same-type flat dataclasses as indented JSON at nesting `level`; None when not flat."""
+    kind = type(rows[0])
+    if not dataclasses.is_dataclass(kind) or any(type(row) is not kind for row in rows):
+        return None
+    names = _json_field_names(kind)
+    if not names:
+        return None
+    inner = "\n" + INDENT * (level + 2)
+    template = "{" + ",".join(f"{inner}{encode_basestring(name).replace('%', '%%')}: %s" for name in names)
+    template += "\n" + INDENT * (level + 1) + "}"
+    columns = []
+    for name in names:
+        column = list(map(attrgetter(name), rows))
+        kinds = set(map(type, column))
+        if kinds == {str}:
+            encoded = list(map(encode_basestring, column))  # the C encoder json.dumps uses
+        elif kinds == {int}:
+            encoded = list(map(int.__repr__, column))
+        else:
+            encoded = list(map(_scalar, column))
+            if None in encoded:
+                return None
+        columns.append(encoded)
+    texts = [template % row for row in zip(*columns, strict=True)]
+    return "[\n" + INDENT * (level + 1) + (",\n" + INDENT * (level + 1)).join(texts) + "\n" + INDENT * level + "]"
+
+
+def report_json(report: Any) -> str:
+    """The same text as `render.json.dumps(report)` for a top-level dataclass such as `DiffReport`."""
+    if not dataclasses.is_dataclass(report) or isinstance(report, type):
+        return dumps(report)
+    data: dict[str, Any] = {}
+    rendered: dict[str, str] = {}
+    for name in _json_field_names(type(report)):
+        value = getattr(report, name)
+        text = _rows_text(value, 1) if type(value) is list and len(value) >= MIN_ROWS else None
+        if text is None:
+            data[name] = to_jsonable(value)
+        else:
+            # A placeholder string that json.dumps writes as it is; swapped for the rendered list below.
+            placeholder = f"\ue000rows:{name}\ue000"
+            data[name] = placeholder
+            rendered[encode_basestring(placeholder)] = text
+    out = json.dumps(data, indent=2, ensure_ascii=False)
+    if any(out.count(p) != 1 or any(p in text for text in rendered.values()) for p in rendered):
+        return dumps(report)  # a placeholder also appears in some value: do it the slow way
+    for placeholder, text in rendered.items():
+        out = out.replace(placeholder, text)
+    return out
