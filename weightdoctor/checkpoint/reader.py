@@ -163,6 +163,8 @@ class Checkpoint:
             except WeightDoctorError as exc:
                 exc.path = exc.path or str(self.file_path(info.file))
                 raise
+        from weightdoctor.checkpoint import pytorch_format
+
         return pytorch_format.as_tensor(self._pickles[info.file].state_dict[name])
 
     def byte_range(self, name: str) -> tuple[Path, int, int] | None:
@@ -181,7 +183,11 @@ class Checkpoint:
             begin, end = info.data_offsets
             return self.file_path(info.file), header.data_start + begin, end - begin
         contents = self._pickles.get(info.file)
-        found = pytorch_format.byte_range(contents.state_dict.get(name)) if contents is not None else None
+        if contents is None:
+            return None
+        from weightdoctor.checkpoint import pytorch_format
+
+        found = pytorch_format.byte_range(contents.state_dict.get(name))
         return (self.file_path(info.file), *found) if found is not None else None
 
     def safetensors_header(self, relpath: str) -> safetensors_format.SafetensorsHeader | None:
