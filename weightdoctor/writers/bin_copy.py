@@ -191,10 +191,12 @@ class _Record:
     def zip64(self) -> bool:
         return self.size >= _U32 or self.header_offset >= _U32
 
-    def _zip64_extra(self) -> bytes:
+    def _zip64_extra(self, *, local: bool) -> bytes:
         fields = b""
         if self.size >= _U32:
-            fields += struct.pack("<QQ", self.size, self.size)  # uncompressed, then compressed size
+            # Uncompressed, then compressed size; miniz leaves the latter 0 in the local header, whose
+            # sizes the data descriptor gives.
+            fields += struct.pack("<QQ", self.size, 0 if local else self.size)
         if self.header_offset >= _U32:
             fields += struct.pack("<Q", self.header_offset)
         return struct.pack("<HH", 1, len(fields)) + fields if fields else b""
@@ -208,7 +210,7 @@ class _Record:
     def local_header(self) -> bytes:
         """Local header, name and extra field: zip64 sizes/offset where miniz puts them, then torch's
         `FB` padding that puts the record's data at a multiple of 64 bytes in the file."""
-        extra64 = self._zip64_extra()
+        extra64 = self._zip64_extra(local=True)
         start = self.header_offset + 30 + len(self.name) + len(extra64) + 4
         padding = -start % STORAGE_ALIGNMENT
         extra = extra64 + b"FB" + struct.pack("<H", padding) + b"Z" * padding
@@ -232,7 +234,7 @@ class _Record:
         return self.data_offset + self.size + len(self.descriptor(0))
 
     def central_entry(self, crc: int) -> bytes:
-        extra = self._zip64_extra()
+        extra = self._zip64_extra(local=False)
         size32 = min(self.size, _U32)
         return struct.pack(
             "<IHHHHHHIIIHHHHHII", _CENTRAL, 0, 0, self.flags, 0, 0, 0, crc, size32, size32,
