@@ -31,15 +31,9 @@ from typing import Any
 
 from weightdoctor.dtypes import BITS_PER_ELEMENT
 from weightdoctor.errors import OutputError
-from weightdoctor.writers import hooks
+from weightdoctor.writers import byte_copy, hooks
 from weightdoctor.writers.bin_writer import PICKLE_PROTOCOL, BinSlot, _contiguous_stride
-from weightdoctor.writers.byte_copy import (
-    WRITEBACK_STEP,
-    ByteRange,
-    RangeComparer,
-    copy_range,
-    start_writeback,
-)
+from weightdoctor.writers.byte_copy import WRITEBACK_STEP, ByteRange, RangeComparer, start_writeback
 
 # torch.storage._dtype_to_storage_type_map(): the legacy typed storage torch.save names for a dtype
 # (tensors of these dtypes are pickled as `_rebuild_tensor_v2` calls). Quantized types are left out.
@@ -373,19 +367,19 @@ def write_bin_by_copy(
                 inputs[source.path] = os.open(source.path, os.O_RDONLY)
             heads[record.name] = os.pread(inputs[source.path], min(8, source.length), source.offset)
             _pwrite_all(fd, record.local_header, record.header_offset)
-            copy_range(inputs[source.path], fd, source.offset, record.data_offset, source.length)
+            byte_copy.copy_range(inputs[source.path], fd, source.offset, record.data_offset, source.length)
             # The descriptor's CRC is filled in once the comparing thread has read the record back.
             _pwrite_all(fd, record.descriptor(0), record.data_offset + record.size)
             if record.end - flushed >= WRITEBACK_STEP:
                 start_writeback(fd, flushed, record.end - flushed)
                 flushed = record.end
-            comparer.submit(record.name.decode(), source, record.data_offset)
+            comparer.submit(slot.name, source, record.data_offset)
             if advance is not None:
                 advance(source.length)
         comparer.finish()
         compared = comparer.compared
-        for record in storage_records:
-            crcs[record.name] = comparer.crcs[record.name.decode()]
+        for slot, record in zip(owners, storage_records, strict=True):
+            crcs[record.name] = comparer.crcs[slot.name]
             if record.size:
                 _pwrite_all(fd, struct.pack("<I", crcs[record.name]), record.data_offset + record.size + 4)
         crcs[version_record.name] = zlib.crc32(FILE_FORMAT_VERSION)
