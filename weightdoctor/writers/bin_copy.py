@@ -344,7 +344,7 @@ def write_bin_by_copy(
     id_record = add(b".data/serialization_id", 40)
     central_offset = offset
 
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     inputs: dict[Path, int] = {}
     comparer: RangeComparer | None = None
     crcs: dict[bytes, int] = {}
@@ -365,7 +365,6 @@ def write_bin_by_copy(
             source = sources[slot.name]
             if source.path not in inputs:
                 inputs[source.path] = os.open(source.path, os.O_RDONLY)
-            heads[record.name] = os.pread(inputs[source.path], min(8, source.length), source.offset)
             _pwrite_all(fd, record.local_header, record.header_offset)
             byte_copy.copy_range(inputs[source.path], fd, source.offset, record.data_offset, source.length)
             # The descriptor's CRC is filled in once the comparing thread has read the record back.
@@ -380,6 +379,8 @@ def write_bin_by_copy(
         compared = comparer.compared
         for slot, record in zip(owners, storage_records, strict=True):
             crcs[record.name] = comparer.crcs[slot.name]
+            # (still in the page cache: read here rather than from the source before its copy, which waits)
+            heads[record.name] = os.pread(fd, min(8, record.size), record.data_offset)
             if record.size:
                 _pwrite_all(fd, struct.pack("<I", crcs[record.name]), record.data_offset + record.size + 4)
         crcs[version_record.name] = zlib.crc32(FILE_FORMAT_VERSION)
