@@ -55,6 +55,7 @@ STORAGE_ALIGNMENT = 64
 FILE_FORMAT_VERSION = b"3\n"
 
 _U32 = 0xFFFFFFFF
+_PAGE = 4096
 _LOCAL, _DESCRIPTOR, _CENTRAL = 0x04034B50, 0x08074B50, 0x02014B50
 _END64, _LOCATOR64, _END = 0x06064B50, 0x07064B50, 0x06054B50
 _FLAG_UTF8, _FLAG_DESCRIPTOR = 0x0800, 0x0008
@@ -358,7 +359,26 @@ def write_bin_by_copy(
         _pwrite_all(fd, prefix, 0)
         hooks.reached("after-header")
         comparer = RangeComparer(path, compare=verify, crc=True)
-        flushed = len(prefix)
+        # A write into a page the kernel is writing back waits for that write to finish: a record's
+        # descriptor (which holds its CRC) is written once the comparing thread has read the record back,
+        # and writeback is started only on whole pages before the first record still waiting for it.
+        settled = flushed = 0
+
+        def settle() -> None:
+            nonlocal settled, flushed
+            while settled < submitted and owners[settled].name in comparer.crcs:  # type: ignore[union-attr]
+                record = storage_records[settled]
+                crcs[record.name] = comparer.crcs[owners[settled].name]  # type: ignore[union-attr]
+                heads[record.name] = os.pread(fd, min(8, record.size), record.data_offset)
+                _pwrite_all(fd, record.descriptor(crcs[record.name]), record.data_offset + record.size)
+                settled += 1
+            done = storage_records[settled - 1].end if settled else 0
+            done -= done % _PAGE
+            if done - flushed >= WRITEBACK_STEP:
+                start_writeback(fd, flushed, done - flushed)
+                flushed = done
+
+        submitted = 0
         for slot, record in zip(owners, storage_records, strict=True):
             if on_tensor is not None:
                 on_tensor(slot.name)
@@ -367,22 +387,14 @@ def write_bin_by_copy(
                 inputs[source.path] = os.open(source.path, os.O_RDONLY)
             _pwrite_all(fd, record.local_header, record.header_offset)
             byte_copy.copy_range(inputs[source.path], fd, source.offset, record.data_offset, source.length)
-            # The descriptor's CRC is filled in once the comparing thread has read the record back.
-            _pwrite_all(fd, record.descriptor(0), record.data_offset + record.size)
-            if record.end - flushed >= WRITEBACK_STEP:
-                start_writeback(fd, flushed, record.end - flushed)
-                flushed = record.end
             comparer.submit(slot.name, source, record.data_offset)
+            submitted += 1
+            settle()
             if advance is not None:
                 advance(source.length)
         comparer.finish()
         compared = comparer.compared
-        for slot, record in zip(owners, storage_records, strict=True):
-            crcs[record.name] = comparer.crcs[slot.name]
-            # (still in the page cache: read here rather than from the source before its copy, which waits)
-            heads[record.name] = os.pread(fd, min(8, record.size), record.data_offset)
-            if record.size:
-                _pwrite_all(fd, struct.pack("<I", crcs[record.name]), record.data_offset + record.size + 4)
+        settle()
         crcs[version_record.name] = zlib.crc32(FILE_FORMAT_VERSION)
         heads[version_record.name] = FILE_FORMAT_VERSION[:8]
         ident = serialization_id(
