@@ -364,7 +364,7 @@ def write_bin_by_copy(
         # and writeback is started only on whole pages before the first record still waiting for it.
         settled = flushed = 0
 
-        def settle() -> None:
+        def settle(submitted: int) -> None:
             nonlocal settled, flushed
             while settled < submitted and owners[settled].name in comparer.crcs:  # type: ignore[union-attr]
                 record = storage_records[settled]
@@ -378,8 +378,7 @@ def write_bin_by_copy(
                 start_writeback(fd, flushed, done - flushed)
                 flushed = done
 
-        submitted = 0
-        for slot, record in zip(owners, storage_records, strict=True):
+        for submitted, (slot, record) in enumerate(zip(owners, storage_records, strict=True), start=1):
             if on_tensor is not None:
                 on_tensor(slot.name)
             source = sources[slot.name]
@@ -388,13 +387,12 @@ def write_bin_by_copy(
             _pwrite_all(fd, record.local_header, record.header_offset)
             byte_copy.copy_range(inputs[source.path], fd, source.offset, record.data_offset, source.length)
             comparer.submit(slot.name, source, record.data_offset)
-            submitted += 1
-            settle()
+            settle(submitted)
             if advance is not None:
                 advance(source.length)
         comparer.finish()
         compared = comparer.compared
-        settle()
+        settle(len(owners))
         crcs[version_record.name] = zlib.crc32(FILE_FORMAT_VERSION)
         heads[version_record.name] = FILE_FORMAT_VERSION[:8]
         ident = serialization_id(
