@@ -11,8 +11,9 @@ storage with `copy_file_range` as `byte_copy.write_safetensors_by_copy` does. A 
 re-reads every record as written, compares it with its source and computes its CRC-32 from the same
 bytes; the CRCs are then written into the data descriptors and the central directory.
 
-Every record equals what `torch.save` writes for the same tensors, except `.data/serialization_id`,
-which torch derives partly from a hash of its C++ record-name set (see `serialization_id`).
+For the same tensors the file is byte for byte what `torch.save` writes to a file object (archive folder
+"archive"; pass `archive_name` for what it writes to a path), `.data/serialization_id` included: it is
+derived as torch's writer derives it (see `serialization_id`).
 """
 
 from __future__ import annotations
@@ -248,6 +249,12 @@ def _end_records(count: int, central_offset: int, central_size: int) -> bytes:
 
 
 _MASK64 = (1 << 64) - 1
+_MURMUR_MUL = (0xC6A4A793 << 32) + 0x5BD1E995
+_STD_HASH_SEED = 0xC70F6907
+# The bucket counts of a libstdc++ std::unordered_set as it grows one element at a time (max load factor
+# 1): 13, then the first prime of libstdc++'s `__prime_list` at least twice the previous count.
+_BUCKET_COUNTS = (13, 29, 59, 127, 257, 541, 1109, 2357, 5087, 10273, 20753, 42043, 85229, 172933, 351061,
+                  712697, 1447153, 2938679, 5967347, 12117689, 24607243, 49969847, 101473717)
 
 
 def _hash_combine(seed: int, value: int) -> int:
@@ -255,25 +262,95 @@ def _hash_combine(seed: int, value: int) -> int:
     return seed ^ ((value + 0x9E3779B9 + ((seed << 6) & _MASK64) + (seed >> 2)) & _MASK64)
 
 
+def _shift_mix(value: int) -> int:
+    return value ^ (value >> 47)
+
+
+def std_hash(data: bytes) -> int:
+    """libstdc++'s std::hash<std::string> on 64-bit: `_Hash_bytes` (MurmurHash64A-like) with its seed."""
+    aligned = len(data) & ~7
+    value = (_STD_HASH_SEED ^ (len(data) * _MURMUR_MUL)) & _MASK64
+    for at in range(0, aligned, 8):
+        word = int.from_bytes(data[at:at + 8], "little")
+        block = (_shift_mix((word * _MURMUR_MUL) & _MASK64) * _MURMUR_MUL) & _MASK64
+        value = ((value ^ block) * _MURMUR_MUL) & _MASK64
+    if len(data) & 7:
+        value = ((value ^ int.from_bytes(data[aligned:], "little")) * _MURMUR_MUL) & _MASK64
+    return _shift_mix((_shift_mix(value) * _MURMUR_MUL) & _MASK64)
+
+
+def unordered_set_order(names: list[str]) -> list[str] | None:
+    """The order in which a libstdc++ `std::unordered_set<std::string>` iterates over distinct `names`
+    inserted one by one (None beyond the growth steps tabled here).
+
+    Its nodes form one singly linked list; each bucket points at the node before its first one. A new
+    node goes first in its bucket, or first in the list when its bucket is empty; a rehash relinks the
+    nodes in list order the same way.
+    """
+    codes = {name: std_hash(name.encode("utf-8")) for name in names}
+    head = object()  # the list's "before begin" node
+    after: dict[object, object | None] = {head: None}
+    buckets: list[object | None] = [None]
+    sizes = iter(_BUCKET_COUNTS)
+    for count, name in enumerate(names):
+        if count + 1 > len(buckets) or len(buckets) == 1:
+            size = next(sizes, None)
+            if size is None:
+                return None
+            grown: list[object | None] = [None] * size
+            node, after[head], first_bucket = after[head], None, 0
+            while node is not None:
+                following, index = after[node], codes[node] % size  # type: ignore[index]
+                if grown[index] is None:
+                    after[node], after[head], grown[index] = after[head], node, head
+                    if after[node] is not None:
+                        grown[first_bucket] = node
+                    first_bucket = index
+                else:
+                    after[node], after[grown[index]] = after[grown[index]], node
+                node = following
+            buckets = grown
+        index = codes[name] % len(buckets)
+        before = buckets[index]
+        if before is not None:
+            after[name], after[before] = after[before], name
+        else:
+            after[name], after[head] = after[head], name
+            if after[name] is not None:
+                buckets[codes[after[name]] % len(buckets)] = name  # type: ignore[index]
+            buckets[index] = head
+    order: list[str] = []
+    node = after[head]
+    while node is not None:
+        order.append(node)  # type: ignore[arg-type]
+        node = after[node]
+    return order
+
+
 def serialization_id(records: list[tuple[str, int, bytes]]) -> bytes:
     """The 40 digits of `.data/serialization_id` for records (name without folder, CRC-32, first 8 bytes).
 
-    torch writes 20 digits of a combined hash of its record names, then 20 digits of a combined hash of
-    the CRC-32s its zip writer saw go out in data descriptors (and, as its write callback checks every
-    buffer of 8 bytes or more, of any record whose data begins with the descriptor signature). The
-    second half is computed here as torch does. The first half combines the hashes of the names in the
-    iteration order of a C++ `std::unordered_set`, which depends on the standard library: a blake2b
-    hash of the names stands in for it, so the id is still fixed-length, deterministic and specific to
-    the archive's contents.
+    As torch's PyTorchStreamWriter computes it: 20 digits of the hashes of its record names combined in
+    the order its `std::unordered_set` of written names iterates (libstdc++'s, as torch's Linux builds
+    use), then 20 digits of the CRC-32s its zip writer saw go out in data descriptors combined in order
+    (its write callback checks every buffer of 8 bytes or more, so a record whose data begins with the
+    descriptor signature counts too).
     """
-    names = hashlib.blake2b("\n".join(name for name, _, _ in records).encode(), digest_size=8).digest()
+    names = [name for name, _, _ in records]
+    order = unordered_set_order(names)
+    if order is None:  # beyond 10^8 records: a hash of the names in order, still fixed-length and specific
+        named = int.from_bytes(hashlib.blake2b("\n".join(names).encode(), digest_size=8).digest(), "little")
+    else:
+        named = 0
+        for name in order:
+            named = _hash_combine(named, std_hash(name.encode("utf-8")))
     combined = 0
     for _, crc, head in records:
         if len(head) >= 8 and struct.unpack("<I", head[:4])[0] == _DESCRIPTOR:
             combined = _hash_combine(combined, struct.unpack("<I", head[4:8])[0])
         if head:
             combined = _hash_combine(combined, crc)
-    return f"{int.from_bytes(names, 'little'):020d}{combined:020d}".encode()
+    return f"{named:020d}{combined:020d}".encode()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -300,9 +377,10 @@ def write_bin_by_copy(
     """Write a torch zip checkpoint at `path` (created, must not exist) from byte ranges of other files.
 
     `slots` are the tensors in state-dict order; an alias (`alias_of`) shares the storage of the earlier
-    slot it names and needs no source. `sources` gives every other slot's bytes. The records are those
-    torch.save writes for the same tensors; `archive_name` is the archive's folder (torch.save names it
-    after the file it writes, or "archive" when it writes to a file object, as `BinWriter` does).
+    slot it names and needs no source. `sources` gives every other slot's bytes. The file is the one
+    torch.save writes for the same tensors (a dict of them, aliases being the same tensor object);
+    `archive_name` is the archive's folder (torch.save names it after the file it writes, or "archive"
+    when it writes to a file object, as `BinWriter` does).
     With `verify`, every storage is re-read from the output and compared with its source; in any case
     the same re-read gives the CRC-32 of each record. `on_tensor(name)` is called before each storage is
     copied, `advance(nbytes)` after.
@@ -396,7 +474,7 @@ def write_bin_by_copy(
         crcs[version_record.name] = zlib.crc32(FILE_FORMAT_VERSION)
         heads[version_record.name] = FILE_FORMAT_VERSION[:8]
         ident = serialization_id(
-            [(r.name.decode(), crcs[r.name], heads[r.name]) for r in records if r is not id_record]
+            [(r.name[len(folder):].decode("utf-8"), crcs[r.name], heads[r.name]) for r in records if r is not id_record]
         )
         crcs[id_record.name] = zlib.crc32(ident)
         tail = b""
