@@ -222,6 +222,21 @@ def test_round_trip_safetensors_bin_safetensors_is_bitwise(fx: dict[str, Path], 
     assert (tmp_path / "b.safetensors").read_bytes() == source.read_bytes()
 
 
+def test_the_byte_copy_and_the_torch_path_write_the_same_file(
+    fx: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from weightdoctor import rewrite
+
+    for source in (fx["bert"] / "model.safetensors", fx["files"] / "gpt2-tied.bin"):
+        assert run_cli("convert", source, "-o", tmp_path / "copied.bin").exit_code == 0
+        with monkeypatch.context() as patch:
+            patch.setattr(rewrite, "BYTE_COPY", False)
+            assert run_cli("convert", source, "-o", tmp_path / "torch.bin").exit_code == 0
+        assert (tmp_path / "copied.bin").read_bytes() == (tmp_path / "torch.bin").read_bytes()
+        for path in tmp_path.iterdir():
+            path.unlink()
+
+
 def test_tied_bin_to_bin_by_copy_keeps_one_storage_and_counts_aliases(fx: dict[str, Path], tmp_path: Path) -> None:
     source = fx["files"] / "gpt2-tied.bin"
     code, data = run_json("convert", source, "-o", tmp_path / "t.bin")
