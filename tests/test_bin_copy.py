@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -335,3 +336,13 @@ def test_zip64_records_beyond_4_gib_are_written_as_torch_writes_them(tmp_path: P
     with open(tmp_path / "ours.bin", "rb") as a, open(tmp_path / "ref.bin", "rb") as b:
         while chunk := a.read(64 << 20):
             assert chunk == b.read(len(chunk))  # byte for byte, serialization id included
+
+
+def test_crc32_equals_zlibs_in_one_go_and_in_chunks() -> None:
+    data = bytearray(torch.randint(0, 256, (3 << 20,), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+                     .numpy().tobytes())
+    assert byte_copy.crc32(data) == zlib.crc32(data)
+    value = 0
+    for start in range(0, len(data), 1 << 20):
+        value = byte_copy.crc32(bytearray(data[start:start + (1 << 20)]), value)
+    assert value == zlib.crc32(data) and byte_copy.crc32(bytearray(b"abc")) == zlib.crc32(b"abc")
