@@ -493,17 +493,25 @@ def digest_range(path: Path, start: int, length: int, chunk: int = 8 << 20) -> s
     return digest.hexdigest()
 
 
-def byte_sources(checkpoint: Checkpoint, selection: TensorSelection) -> dict[str, ByteRange] | None:
+def byte_sources(
+    checkpoint: Checkpoint, selection: TensorSelection, fmt: str = "safetensors"
+) -> dict[str, ByteRange] | None:
     """Each output tensor's bytes in the source, when the whole output can be written by copying bytes:
     no tensor is cast and each lies in one run of its file (safetensors, regular torch zip checkpoints).
+    An alias (bin output) has no bytes of its own: it has no entry, and the tensor it aliases has one.
     None otherwise: the tensors then go through torch one at a time."""
+    from weightdoctor.writers.bin_copy import can_write
     from weightdoctor.writers.byte_copy import ByteRange
 
     if not BYTE_COPY:
         return None
     sources: dict[str, ByteRange] = {}
     for planned in selection.tensors:
-        if planned.dtype != planned.source_dtype or planned.alias_of is not None:
+        if planned.alias_of is not None:
+            if fmt != "bin":
+                return None
+            continue
+        if planned.dtype != planned.source_dtype or (fmt == "bin" and not can_write(planned.dtype)):
             return None
         found = checkpoint.byte_range(planned.source)
         if found is None or found[2] != planned.nbytes:
@@ -626,7 +634,7 @@ def write_outputs(
     digests: dict[str, str] = {}
     result = WriteResult(files=[], verified=False, tensors_verified=0, seconds=0.0)
     # Nothing cast and every tensor one run of bytes: copied in the kernel and compared while copying.
-    sources = byte_sources(checkpoint, selection) if fmt == "safetensors" else None
+    sources = byte_sources(checkpoint, selection, fmt)
     compared = [0]
     result.method = "copy" if sources is not None else "torch"
 
@@ -635,12 +643,17 @@ def write_outputs(
         counter[0] += 1
 
     def write_file(path: Path, out: OutputFile) -> None:
+        from weightdoctor.writers.bin_copy import write_bin_by_copy
         from weightdoctor.writers.byte_copy import write_safetensors_by_copy
         from weightdoctor.writers.safetensors_writer import TensorSlot
 
         plan = [by_name[n] for n in out.tensors]
         try:
-            if sources is not None:
+            if sources is not None and fmt == "bin":
+                compared[0] += write_bin_by_copy(
+                    path, _slots(plan, fmt), sources, verify=verify, on_tensor=next_tensor, advance=advance
+                )
+            elif sources is not None:
                 compared[0] += write_safetensors_by_copy(
                     path, [TensorSlot(t.name, t.dtype, t.shape) for t in plan], sources, file_metadata,
                     verify=verify, on_tensor=next_tensor, advance=advance,

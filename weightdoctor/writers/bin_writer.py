@@ -3,8 +3,9 @@
 `torch.save` pickles the state dict and then writes each storage as a record of its zip archive. This
 writer produces the same archive from names, dtypes and shapes alone: it pickles the same
 `_rebuild_tensor_v2`/`_v3` calls and storage references as `torch.save` does, then writes the storage
-records one at a time through torch's own `PyTorchFileWriter` (which computes the CRCs and alignment).
-For the same tensors, every record equals what `torch.save` writes to a file object.
+records one at a time through torch's own `PyTorchFileWriter` (which lays the records out and aligns
+them; the CRCs and the serialization id are filled in at the end, from hashes computed in a second
+thread). For the same tensors, the file is byte for byte what `torch.save` writes to a file object.
 """
 
 from __future__ import annotations
@@ -153,6 +154,37 @@ def write_crcs(path: str | Path, crcs: dict[str, int]) -> None:
             central += 46 + n + m + k
 
 
+def write_serialization_id(path: str | Path) -> None:
+    """Put the `.data/serialization_id` torch.save would write into a torch zip whose CRCs are right.
+
+    torch derives the id from the CRCs its zip writer computed; with `compute_crc32=False` (the CRCs
+    being computed here instead, see `write_crcs`) it derives it from zeros. The id is recomputed from
+    the archive as written (`bin_copy.serialization_id`) and written over the old one, same length.
+
+    Raises:
+        ValueError: the archive does not end with a 40-byte serialization id, as torch writes it.
+    """
+    from weightdoctor.writers.bin_copy import serialization_id
+
+    with open(path, "r+b") as handle, zipfile.ZipFile(handle) as archive:
+        infos = archive.infolist()
+        last = infos[-1] if infos else None
+        if last is None or not last.filename.endswith("/.data/serialization_id") or last.file_size != 40:
+            raise ValueError("the archive does not end with a serialization id")
+        records = []
+        for info in infos[:-1]:
+            with archive.open(info) as member:
+                records.append((info.filename.split("/", 1)[1], info.CRC, member.read(8)))
+        ident = serialization_id(records)
+        handle.seek(last.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", handle.read(4))
+        handle.seek(last.header_offset + 30 + name_len + extra_len)
+        handle.write(ident)
+        crcs = {info.filename.split("/", 1)[1]: info.CRC for info in infos[:-1]}
+    crcs[".data/serialization_id"] = zlib.crc32(ident)
+    write_crcs(path, crcs)
+
+
 class BinWriter:
     """Write a torch zip checkpoint tensor by tensor, in the order `self.order` gives (aliases skipped).
 
@@ -244,6 +276,7 @@ class BinWriter:
             self._handle.flush()
             if self._compute_crc:
                 write_crcs(self._handle.name, self.crcs)
+                write_serialization_id(self._handle.name)
         finally:
             self._handle.close()
 
