@@ -137,3 +137,27 @@ def test_writeback_is_started_in_steps_and_verification_reads_every_tensor(fx: d
     # Ranges follow one another without gaps, each at least one step long.
     assert calls and all(b[0] == a[0] + a[1] for a, b in zip(calls, calls[1:], strict=False))
     assert all(length >= 64 << 10 for _, length in calls)
+
+
+@pytest.mark.parametrize("byte_copy_on", [True, False])
+def test_fp4_tensors_keep_their_bytes_and_value_shape_through_every_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, byte_copy_on: bool
+) -> None:
+    # torch counts packed pairs (shape (2, 3)), safetensors counts values (shape (2, 6)): the reader
+    # describes both files alike, and the writers store what each format expects.
+    from safetensors.torch import save_file
+
+    from weightdoctor.checkpoint import open_checkpoint
+
+    monkeypatch.setattr(rewrite, "BYTE_COPY", byte_copy_on)
+    packed = torch.arange(6, dtype=torch.uint8).reshape(2, 3).view(torch.float4_e2m1fn_x2)
+    save_file({"w": packed, "x": torch.ones(2)}, tmp_path / "a.safetensors", metadata={"format": "pt"})
+    torch.save({"w": packed, "x": torch.ones(2)}, tmp_path / "a.bin")
+    for source in ("a.safetensors", "a.bin"):
+        info = open_checkpoint(tmp_path / source).tensor_info("w")
+        assert (info.shape, info.num_params, info.nbytes) == ((2, 6), 12, 6), source
+    assert run_cli("convert", tmp_path / "a.safetensors", "-o", tmp_path / "b.bin").exit_code == 0
+    assert run_cli("convert", tmp_path / "b.bin", "-o", tmp_path / "c.safetensors").exit_code == 0
+    loaded = torch.load(tmp_path / "b.bin", weights_only=True)["w"]
+    assert loaded.shape == (2, 3) and torch.equal(loaded.view(torch.uint8), packed.view(torch.uint8))
+    assert (tmp_path / "c.safetensors").read_bytes() == (tmp_path / "a.safetensors").read_bytes()

@@ -62,3 +62,22 @@ def bits_per_element(dtype: str) -> int:
     """Bits one element of `dtype` takes on disk (8 for unknown byte-sized types)."""
     bits = BITS_PER_ELEMENT.get(dtype)  # fast path: already canonical (called once per tensor by the reader)
     return bits if bits is not None else BITS_PER_ELEMENT.get(canonical_dtype(dtype), 8)
+
+
+# torch stores two fp4 values per element of `float4_e2m1fn_x2`; safetensors (and weightdoctor's
+# TensorInfo) count values. Shapes differ in the last dimension only.
+PACKED_PAIRS = "float4_e2m1fn_x2"
+
+
+def torch_shape(shape: tuple[int, ...], dtype: str) -> tuple[int, ...]:
+    """The shape torch gives a tensor described by a TensorInfo shape (fp4: the last dimension halves)."""
+    if dtype == PACKED_PAIRS and shape:
+        return (*shape[:-1], shape[-1] // 2)
+    return shape
+
+
+def values_shape(shape: tuple[int, ...], dtype: str) -> tuple[int, ...]:
+    """The TensorInfo (safetensors) shape of a torch tensor's shape (fp4: the last dimension doubles)."""
+    if dtype == PACKED_PAIRS and shape:
+        return (*shape[:-1], shape[-1] * 2)
+    return shape

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
-from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element
+from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, torch_shape
 from weightdoctor.errors import OutputError, UsageError, WeightDoctorError
 from weightdoctor.renames import Rename, apply_renames
 
@@ -257,7 +257,7 @@ def plan_tensors(
         selection.tensors.append(
             PlannedTensor(
                 source=info.name, name=new_names[info.name], source_dtype=info.dtype, dtype=target,
-                shape=info.shape, nbytes=nbytes, source_file=info.file,
+                shape=torch_shape(info.shape, info.dtype), nbytes=nbytes, source_file=info.file,
                 alias_of=new_names[alias] if alias else None,
             )
         )
@@ -535,7 +535,7 @@ def _open_written(path: Path, expected: dict[str, tuple[str, tuple[int, ...], st
         raise OutputError(f"verification failed: missing {missing[:3]}, unexpected {extra[:3]}", path=str(path))
     for info in written.tensors:
         dtype, shape, _ = expected[info.name]
-        if info.dtype != dtype or info.shape != shape:
+        if info.dtype != dtype or torch_shape(info.shape, info.dtype) != shape:
             raise OutputError(
                 f"verification failed: {info.name!r} reads back as {info.dtype}{list(info.shape)}, "
                 f"expected {dtype}{list(shape)}",

@@ -109,6 +109,8 @@ class StaticTensor:
         return math.prod(self.shape)
 
     def is_contiguous(self) -> bool:
+        if self.numel == 0:
+            return True  # as torch says of every empty tensor
         expected = 1
         for size, stride in zip(reversed(self.shape), reversed(self.stride), strict=True):
             if size != 1 and stride != expected:

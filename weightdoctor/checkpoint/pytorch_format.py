@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from weightdoctor.checkpoint.model import TensorInfo
 from weightdoctor.checkpoint.pickle_static import NeedsTorch, StaticTensor, load_static
-from weightdoctor.dtypes import canonical_dtype
+from weightdoctor.dtypes import canonical_dtype, values_shape
 from weightdoctor.errors import CorruptCheckpoint, UnsafePickle, UnsupportedEnvironment, UnsupportedFormat, UsageError
 
 if TYPE_CHECKING:
@@ -379,7 +379,8 @@ def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
     for name, tensor in contents.state_dict.items():
         if isinstance(tensor, StaticTensor):
             record = tensor.storage
-            infos.append(TensorInfo(name=name, shape=tensor.shape, dtype=tensor.dtype, file=relpath,
+            infos.append(TensorInfo(name=name, shape=values_shape(tensor.shape, tensor.dtype), dtype=tensor.dtype,
+                                    file=relpath,
                                     storage_id=f"{relpath}:{record.key}" if record.nbytes else None))
             continue
         try:
@@ -390,7 +391,7 @@ def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
         infos.append(
             TensorInfo(
                 name=name,
-                shape=tuple(int(d) for d in tensor.shape),
+                shape=values_shape(tuple(int(d) for d in tensor.shape), canonical_dtype(str(tensor.dtype))),
                 dtype=canonical_dtype(str(tensor.dtype)),
                 file=relpath,
                 storage_id=storage_id,

@@ -330,8 +330,12 @@ def read_tensor(path: Path, header: SafetensorsHeader, info: TensorInfo) -> torc
     if dtype is None:
         raise CorruptCheckpoint(f"tensor {info.name!r} has dtype {info.dtype} which this torch lacks")
     if info.num_params == 0:
-        return torch.empty(info.shape, dtype=dtype)
+        from weightdoctor.dtypes import torch_shape
+
+        return torch.empty(torch_shape(info.shape, info.dtype), dtype=dtype)
     buffer = read_tensor_bytes(path, header, info)
     if info.dtype == "float4_e2m1fn_x2":
-        return torch.frombuffer(buffer, dtype=torch.uint8).view(dtype).reshape(info.shape)
+        from weightdoctor.dtypes import torch_shape
+
+        return torch.frombuffer(buffer, dtype=torch.uint8).view(dtype).reshape(torch_shape(info.shape, info.dtype))
     return torch.frombuffer(buffer, dtype=dtype).reshape(info.shape)
