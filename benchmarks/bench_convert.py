@@ -90,6 +90,8 @@ def main() -> None:
         ("  shard, --no-verify", "st", [*wd, "shard", str(st), "--max", args.shard, "-o", str(out), "--no-verify"]),
         ("hub save_torch_state_dict", "st", [py, "-c", USUAL_HUB_SHARD, str(st), str(out), args.shard]),
         ("convert .safetensors -> .bin", "st", [*wd, "convert", str(st), "-o", str(out), "--to", "bin"]),
+        ("shard .safetensors --format bin", "st",
+         [*wd, "shard", str(st), "--max", args.shard, "--format", "bin", "-o", str(out)]),
         ("convert .safetensors, renamed", "st", [*wd, "convert", str(st), "-o", str(out), "--strip-prefix", "model."]),
         (f"shard .bin --max {args.shard}", "bin", [*wd, "shard", str(binf), "--max", args.shard, "-o", str(out)]),
         ("convert .bin --dtype bf16 (a cast)", "bin", [*wd, "convert", str(binf), "-o", str(out), "--dtype", "bf16"]),
