@@ -161,3 +161,23 @@ def test_fp4_tensors_keep_their_bytes_and_value_shape_through_every_format(
     loaded = torch.load(tmp_path / "b.bin", weights_only=True)["w"]
     assert loaded.shape == (2, 3) and torch.equal(loaded.view(torch.uint8), packed.view(torch.uint8))
     assert (tmp_path / "c.safetensors").read_bytes() == (tmp_path / "a.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("source", ["bert.bin", "bert.safetensors"])
+def test_a_source_truncated_while_converting_leaves_nothing(fx: dict[str, Path], tmp_path: Path, source: str) -> None:
+    import shutil
+
+    from weightdoctor.checkpoint import open_checkpoint
+    from weightdoctor.convert import plan_convert, run_convert
+    from weightdoctor.errors import CorruptCheckpoint
+
+    copy = tmp_path / source
+    shutil.copyfile(fx["files"] / source, copy)
+    checkpoint = open_checkpoint(copy)
+    plan = plan_convert(checkpoint, tmp_path / "x.safetensors")
+    os.truncate(copy, copy.stat().st_size // 2)
+    with pytest.raises(CorruptCheckpoint) as caught:
+        run_convert(checkpoint, plan)
+    assert caught.value.path == str(copy)
+    assert "early" in str(caught.value) or "changed" in str(caught.value)
+    assert [p.name for p in tmp_path.iterdir()] == [source]

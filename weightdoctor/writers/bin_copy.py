@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from weightdoctor.dtypes import BITS_PER_ELEMENT
-from weightdoctor.errors import OutputError
+from weightdoctor.errors import CorruptCheckpoint, OutputError
 from weightdoctor.writers import byte_copy, hooks
 from weightdoctor.writers.bin_writer import PICKLE_PROTOCOL, BinSlot, _contiguous_stride
 from weightdoctor.writers.byte_copy import WRITEBACK_STEP, ByteRange, RangeComparer, start_writeback
@@ -463,7 +463,11 @@ def write_bin_by_copy(
             if source.path not in inputs:
                 inputs[source.path] = os.open(source.path, os.O_RDONLY)
             _pwrite_all(fd, record.local_header, record.header_offset)
-            byte_copy.copy_range(inputs[source.path], fd, source.offset, record.data_offset, source.length)
+            try:
+                byte_copy.copy_range(inputs[source.path], fd, source.offset, record.data_offset, source.length)
+            except CorruptCheckpoint as exc:
+                exc.path = exc.path or str(source.path)
+                raise
             comparer.submit(slot.name, source, record.data_offset)
             settle(submitted)
             if advance is not None:

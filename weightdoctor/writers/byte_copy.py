@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from weightdoctor.errors import OutputError
+from weightdoctor.errors import CorruptCheckpoint, OutputError
 from weightdoctor.writers import hooks
 from weightdoctor.writers.safetensors_writer import TensorSlot, _write_all, layout
 
@@ -98,7 +98,7 @@ def copy_range(src: int, dst: int, src_offset: int, dst_offset: int, length: int
     """Copy `length` bytes between two files at the given offsets (in the kernel where it can).
 
     Raises:
-        OSError: the copy fails (disk full, ...); ValueError: the source ends early.
+        OSError: the copy fails (disk full, ...); CorruptCheckpoint: the source ends early.
     """
     done = 0
     use_kernel = hasattr(os, "copy_file_range")
@@ -117,7 +117,8 @@ def copy_range(src: int, dst: int, src_offset: int, dst_offset: int, length: int
             data = os.pread(src, min(count, _CHUNK), src_offset + done)
             got = os.pwrite(dst, data, dst_offset + done) if data else 0
         if got == 0:
-            raise ValueError(f"the source ends {length - done} bytes early")
+            # The source was truncated after its structure was read: nothing is trusted from it.
+            raise CorruptCheckpoint(f"the source ends {length - done} bytes early (was it changed while copying?)")
         done += got
 
 
@@ -270,7 +271,11 @@ def write_safetensors_by_copy(
             source = sources[slot.name]
             if source.path not in inputs:
                 inputs[source.path] = os.open(source.path, os.O_RDONLY)
-            copy_range(inputs[source.path], fd, source.offset, position, source.length)
+            try:
+                copy_range(inputs[source.path], fd, source.offset, position, source.length)
+            except CorruptCheckpoint as exc:
+                exc.path = exc.path or str(source.path)
+                raise
             if position + source.length - flushed >= WRITEBACK_STEP:
                 start_writeback(fd, flushed, position + source.length - flushed)
                 flushed = position + source.length
