@@ -33,7 +33,7 @@ from typing import Any
 from weightdoctor.dtypes import BITS_PER_ELEMENT
 from weightdoctor.errors import CorruptCheckpoint, OutputError
 from weightdoctor.writers import byte_copy, hooks
-from weightdoctor.writers.bin_writer import PICKLE_PROTOCOL, BinSlot, _contiguous_stride
+from weightdoctor.writers.bin_writer import PICKLE_PROTOCOL, BinSlot, _contiguous_stride, _Rebuild, _StorageRef
 from weightdoctor.writers.byte_copy import WRITEBACK_STEP, ByteRange, RangeComparer, start_writeback
 
 # torch.storage._dtype_to_storage_type_map(): the legacy typed storage torch.save names for a dtype
@@ -91,19 +91,6 @@ _GLOBALS: dict[tuple[str, str], _Global] = {}
 def _global(module: str, name: str) -> _Global:
     # One object per name, so that the pickler's memo refers back to it as it does to torch's classes.
     return _GLOBALS.setdefault((module, name), _Global(module, name))
-
-
-class _StorageRef:
-    def __init__(self, key: str, storage_type: _Global, numel: int) -> None:
-        self.key, self.storage_type, self.numel = key, storage_type, numel
-
-
-class _Rebuild:
-    def __init__(self, func: _Global, args: tuple[Any, ...]) -> None:
-        self.func, self.args = func, args
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return self.func, self.args
 
 
 class _StaticPickler(pickle._Pickler):  # type: ignore[name-defined,misc]
@@ -494,8 +481,4 @@ def write_bin_by_copy(
         compared_names = {slot.name for slot in owners} if compared == len(owners) else set()
         return compared + sum(1 for slot in slots if slot.alias_of is not None and slot.alias_of in compared_names)
     finally:
-        if comparer is not None:
-            comparer.close()
-        for handle in inputs.values():
-            os.close(handle)
-        os.close(fd)
+        byte_copy.close_all(comparer, inputs, fd)

@@ -230,6 +230,15 @@ class RangeComparer:
             self._fd = -1
 
 
+def close_all(comparer: RangeComparer | None, inputs: dict[Path, int], fd: int) -> None:
+    """Stop the comparing thread and close the source and output descriptors of a copy."""
+    if comparer is not None:
+        comparer.close()
+    for handle in inputs.values():
+        os.close(handle)
+    os.close(fd)
+
+
 def write_safetensors_by_copy(
     path: Path,
     slots: list[TensorSlot],
@@ -289,8 +298,4 @@ def write_safetensors_by_copy(
             raise OutputError("verification failed: the file is not the size its header gives", path=str(path))
         return compared
     finally:
-        if comparer is not None:
-            comparer.close()
-        for handle in inputs.values():
-            os.close(handle)
-        os.close(fd)
+        close_all(comparer, inputs, fd)
