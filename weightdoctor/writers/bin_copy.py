@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from weightdoctor.checkpoint.pickle_static import STORAGE_DTYPES
 from weightdoctor.dtypes import BITS_PER_ELEMENT
 from weightdoctor.errors import CorruptCheckpoint, OutputError
 from weightdoctor.writers import byte_copy, hooks
@@ -37,13 +38,8 @@ from weightdoctor.writers.bin_writer import PICKLE_PROTOCOL, BinSlot, _contiguou
 from weightdoctor.writers.byte_copy import WRITEBACK_STEP, ByteRange, RangeComparer, start_writeback
 
 # torch.storage._dtype_to_storage_type_map(): the legacy typed storage torch.save names for a dtype
-# (tensors of these dtypes are pickled as `_rebuild_tensor_v2` calls). Quantized types are left out.
-LEGACY_STORAGE_TYPES = {
-    "float64": "DoubleStorage", "float32": "FloatStorage", "float16": "HalfStorage", "bfloat16": "BFloat16Storage",
-    "int64": "LongStorage", "int32": "IntStorage", "int16": "ShortStorage", "int8": "CharStorage",
-    "uint8": "ByteStorage", "bool": "BoolStorage", "complex64": "ComplexFloatStorage",
-    "complex128": "ComplexDoubleStorage",
-}
+# (tensors of these dtypes are pickled as `_rebuild_tensor_v2` calls); the reader's table, inverted.
+LEGACY_STORAGE_TYPES = {dtype: name for name, dtype in STORAGE_DTYPES.items()}
 # torch.storage._new_dtypes() that the reader can size: pickled as `_rebuild_tensor_v3` calls on an
 # UntypedStorage (counted in bytes), with the dtype as the last argument.
 V3_DTYPES = frozenset(
