@@ -401,13 +401,20 @@ def _candidate_renames(
         for target in targets:
             if target in wanted:
                 by_rest[target].add("")
-            position = 0
-            for _ in range(3):
-                position = target.find(".", position) + 1
-                if not position:
-                    break
-                if target[position:] in wanted:
-                    by_rest[target[position:]].add(target[:position])
+            # After the first, second and third dot (unrolled: this loop runs over every target).
+            first = target.find(".") + 1
+            if not first:
+                continue
+            if (rest := target[first:]) in wanted:
+                by_rest[rest].add(target[:first])
+            second = target.find(".", first) + 1
+            if not second:
+                continue
+            if (rest := target[second:]) in wanted:
+                by_rest[rest].add(target[:second])
+            third = target.find(".", second) + 1
+            if third and (rest := target[third:]) in wanted:
+                by_rest[rest].add(target[:third])
         for splits in sample_splits:
             for prefix, rest in splits:
                 for target_prefix in by_rest.get(rest, ()):
@@ -487,47 +494,47 @@ def suggest_renames(
     # Prefix renames as plain strings (old prefix, new prefix, prefixes spared): same result as the regex.
     literals: dict[Rename, tuple[str, str, tuple[str, ...]]] = {}
 
-    def changes(rename: Rename) -> Iterator[tuple[str, str, str]]:
+    def changes(rename: Rename) -> list[tuple[str, str, str]]:
         """(key of A, its current name, its name after `rename`) for every key `rename` changes."""
         literal = literals.get(rename)
         if literal is None:
             sub = re.compile(rename.pattern).sub  # as Rename.apply does, compiled once
-            for name, new in current.items():
-                renamed = sub(rename.replacement, new, count=1)
-                if renamed != new:
-                    yield name, new, renamed
-            return
+            replacement = rename.replacement
+            return [(name, new, renamed) for name, new in current.items()
+                    if (renamed := sub(replacement, new, count=1)) != new]
         old_prefix, new_prefix, spared = literal
+        if old_prefix == new_prefix:
+            return []  # every name it touches keeps its name
         cut = len(old_prefix)
-        for name, new in current.items():
-            if new.startswith(old_prefix) and not (spared and new.startswith(spared)):
-                renamed = new_prefix + new[cut:]
-                if renamed != new:
-                    yield name, new, renamed
+        return [(name, new, new_prefix + new[cut:]) for name, new in current.items()
+                if new.startswith(old_prefix) and not (spared and new.startswith(spared))]
 
     def evaluate(rename: Rename) -> tuple[int, list[str], dict[str, str]]:
         """(matches gained, keys it would unmatch, old -> new for the keys it changes)."""
-        gained, lost, proposal = 0, [], {}
+        gained, lost = 0, []
         literal = literals.get(rename)
         # A prefix rename between prefixes that hold no head word cannot move a key to another head.
         heads_unchanged = literal is not None and not any(
             (prefix and not prefix.endswith(".")) or _head_words(prefix) for prefix in literal[:2])
-        for name, new, renamed in changes(rename):
-            proposal[name] = renamed
-            was = new in shapes_b or name in ok
+        changed = changes(rename)
+        proposal = {name: renamed for name, _, renamed in changed}
+        for name, new, renamed in changed:
+            if new in shapes_b or name in ok:  # matched before
+                if renamed not in shapes_b:
+                    lost.append(name)
             # One head moved onto another (`pooler.dense` -> `cls.predictions.transform.dense`) is a lookalike,
             # not evidence: heads differ between tasks by design.
-            if fits(name, renamed) and not was and (heads_unchanged or not _other_head(new, renamed)):
+            elif fits(name, renamed) and (heads_unchanged or not _other_head(new, renamed)):
                 gained += 1
-            elif was and renamed not in shapes_b:
-                lost.append(name)
         return gained, lost, proposal
 
     for _ in range(max_renames):
         unmatched = [name for name, new in current.items() if new not in shapes_b and name not in ok]
+        if not unmatched:
+            break
         taken = set(current.values())
         targets = {n for n in shapes_b if n not in taken}
-        if not unmatched or not targets:
+        if not targets:
             break
         best: tuple[int, Rename, dict[str, str]] | None = None
         unmatched_names = [current[n] for n in unmatched]
