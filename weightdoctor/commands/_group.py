@@ -82,6 +82,9 @@ class LazyCommands(Mapping[str, Any]):
             self._built[name] = command
         return command
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs  # without building it
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._specs)
 
