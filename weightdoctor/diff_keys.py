@@ -12,7 +12,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import attrgetter
+from operator import attrgetter, eq
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from weightdoctor.dtypes import FLOATING
@@ -488,9 +488,6 @@ def suggest_renames(
     current: dict[str, str] = {name: name for name in shapes_a}
     chosen: list[SuggestedRename] = []
 
-    def fits(name: str, new: str) -> bool:
-        return shapes_b.get(new) == tuple(shapes_a[name])
-
     # Prefix renames as plain strings (old prefix, new prefix, prefixes spared): same result as the regex.
     literals: dict[Rename, tuple[str, str, tuple[str, ...]]] = {}
 
@@ -524,7 +521,8 @@ def suggest_renames(
                     lost.append(name)
             # One head moved onto another (`pooler.dense` -> `cls.predictions.transform.dense`) is a lookalike,
             # not evidence: heads differ between tasks by design.
-            elif fits(name, renamed) and (heads_unchanged or not _other_head(new, renamed)):
+            elif shapes_b.get(renamed) == tuple(shapes_a[name]) and (  # same name and shape as B's
+                    heads_unchanged or not _other_head(new, renamed)):
                 gained += 1
         return gained, lost, proposal
 
@@ -877,13 +875,13 @@ def _diff_specs(
     suggestions: list[SuggestedRename] = []
     after: int | None = None
     if diff.missing and diff.unexpected:
-        suggestions = suggest_renames(
-            {n: s.shape for n, s in renamed_a.items()}, {n: s.shape for n, s in specs_b.items()}
-        )
+        shapes_a = {n: s.shape for n, s in renamed_a.items()}
+        shapes_b = {n: s.shape for n, s in specs_b.items()}
+        suggestions = suggest_renames(shapes_a, shapes_b)
         if suggestions:
             fixed = rename_all(renamed_a, [Rename(s.pattern, s.replacement) for s in suggestions])
-            after = sum(1 for new, spec in zip(fixed, renamed_a.values(), strict=True)
-                        if new in specs_b and specs_b[new].shape == spec.shape)
+            # Keys whose new name is one of B's with the same shape (a name not in B gets None: no match).
+            after = sum(map(eq, map(shapes_b.get, fixed), shapes_a.values()))
     return build_report(
         renamed_a, specs_b, diff.missing, diff.unexpected, mismatched, diff.common, suggestions,
         source_a=source_a, source_b=source_b, mode="checkpoints", renames_applied=renames,
