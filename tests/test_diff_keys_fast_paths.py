@@ -12,12 +12,17 @@ from hypothesis import strategies as st
 
 from weightdoctor.diff_keys import (
     DiffReport,
+    KeyIssue,
     KeySpec,
     ValueDiff,
     _collapse_all,
+    _explained_by_renames,
     collapse_indices,
     diff_specs,
+    key_issues,
+    rename_reason,
 )
+from weightdoctor.findings import SEVERITIES
 from weightdoctor.renames import Rename, apply_renames, literal_prefix, rename_all
 from weightdoctor.render.diff_keys_json import report_json
 from weightdoctor.render.json import dumps
@@ -148,3 +153,65 @@ def test_report_json_on_small_and_empty_reports() -> None:
     assert report_json(report) == dumps(report)
     empty = _report_with([], [])
     assert report_json(empty) == dumps(empty)
+
+
+def _explained_plain(unexpected: list[str], renames: list[Rename], names_b: set[str]) -> dict[str, tuple]:
+    """The plain loop `build_report` used before `_explained_by_renames`: one key and one step at a time."""
+    by_rename: dict[str, tuple] = {}
+    whys = [(*rename_reason(r), r.as_flag()) for r in renames]
+    for old in unexpected:
+        new = old
+        for rename, why in zip(renames, whys, strict=True):
+            step = rename.apply(new)
+            if step != new:
+                by_rename.setdefault(old, why)
+            new = step
+        if old in by_rename and new in names_b:
+            by_rename[new] = by_rename[old]
+        else:
+            by_rename.pop(old, None)
+    return by_rename
+
+
+@FAST
+@given(renames=st.lists(prefix_renames(), max_size=3), keys_a=st.lists(names, max_size=12, unique=True),
+       keys_b=st.lists(names, max_size=12, unique=True))
+def test_explained_by_renames_equals_the_plain_loop(renames: list[Rename], keys_a: list[str],
+                                                    keys_b: list[str]) -> None:
+    keys_b = list(dict.fromkeys(keys_b + rename_all(keys_a, renames)[::2]))  # some keys land on B's
+    unexpected = [k for k in keys_a if k not in keys_b]
+    specs_b = {n: KeySpec(n, (1,), "float32") for n in keys_b}
+    expected = _explained_plain(unexpected, renames, set(keys_b))
+    assert _explained_by_renames(unexpected, renames, specs_b) == expected
+
+
+def test_explained_by_renames_names_the_first_rename_that_moved_each_key() -> None:
+    renames = [Rename(r"^module\.", ""), Rename(r"LayerNorm\.gamma", "LayerNorm.weight")]
+    unexpected = ["module.a.LayerNorm.gamma", "module.b.weight", "c.LayerNorm.gamma", "module.gone"]
+    specs_b = {n: KeySpec(n, (1,), "float32") for n in ["a.LayerNorm.weight", "b.weight", "c.LayerNorm.weight"]}
+    found = _explained_by_renames(unexpected, renames, specs_b)
+    assert found == _explained_plain(unexpected, renames, set(specs_b))
+    assert {name: why[0] for name, why in found.items()} == {
+        "module.a.LayerNorm.gamma": "wrapper-prefix", "a.LayerNorm.weight": "wrapper-prefix",
+        "module.b.weight": "wrapper-prefix", "b.weight": "wrapper-prefix",
+        "c.LayerNorm.gamma": "legacy-name", "c.LayerNorm.weight": "legacy-name"}
+
+
+@FAST
+@given(rows=st.lists(st.tuples(names, st.text(max_size=4), st.sampled_from(SEVERITIES), st.text(max_size=4)),
+                     max_size=20))
+def test_key_issues_equal_those_built_one_by_one(rows: list[tuple[str, str, str, str]]) -> None:
+    built = key_issues([r[0] for r in rows], [r[1:] for r in rows])
+    expected = [KeyIssue(*r) for r in rows]
+    assert built == expected
+    assert [hash(i) for i in built] == [hash(i) for i in expected]
+    assert [repr(i) for i in built] == [repr(i) for i in expected]
+    assert all(type(i) is KeyIssue for i in built)
+    if built:
+        with pytest.raises(AttributeError):
+            built[0].name = "x"  # type: ignore[misc]
+
+
+def test_key_issues_refuses_unequal_columns() -> None:
+    with pytest.raises(ValueError, match="2 names for 1 reasons"):
+        key_issues(["a", "b"], [("unknown", "error", "")])

@@ -8,13 +8,21 @@ import sys
 import typer
 
 from weightdoctor import __version__
-from weightdoctor.commands import check_dtype as check_dtype_command
-from weightdoctor.commands import convert as convert_command
-from weightdoctor.commands import diff_keys as diff_keys_command
-from weightdoctor.commands import inspect as inspect_command
-from weightdoctor.commands import plan_devices as plan_devices_command
-from weightdoctor.commands import shard as shard_command
-from weightdoctor.commands._group import OneLineErrorsGroup
+from weightdoctor.commands._group import LazyOneLineErrorsGroup
+
+
+class _Commands(LazyOneLineErrorsGroup):
+    """The commands, in the order `weightdoctor --help` lists them; a run imports and builds only its own."""
+
+    lazy_commands = {
+        "inspect": "weightdoctor.commands.inspect:inspect",
+        "diff-keys": "weightdoctor.commands.diff_keys:diff_keys",
+        "plan-devices": "weightdoctor.commands.plan_devices:plan_devices",
+        "convert": "weightdoctor.commands.convert:convert",
+        "shard": "weightdoctor.commands.shard:shard",
+        "check-dtype": "weightdoctor.commands.check_dtype:check_dtype",
+    }
+
 
 app = typer.Typer(
     name="weightdoctor",
@@ -24,15 +32,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    cls=OneLineErrorsGroup,
+    cls=_Commands,
 )
-
-app.command("inspect")(inspect_command.inspect)
-app.command("diff-keys")(diff_keys_command.diff_keys)
-app.command("plan-devices")(plan_devices_command.plan_devices)
-app.command("convert")(convert_command.convert)
-app.command("shard")(shard_command.shard)
-app.command("check-dtype")(check_dtype_command.check_dtype)
 
 
 def _version(value: bool) -> None:

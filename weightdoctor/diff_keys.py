@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
+from operator import attrgetter, eq
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from weightdoctor.dtypes import FLOATING
@@ -109,7 +110,7 @@ class KeySpec(NamedTuple):
     dtype: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyIssue:
     """A missing or unexpected key, with why it is there and how much it matters."""
 
@@ -117,6 +118,29 @@ class KeyIssue:
     reason: str
     severity: str
     detail: str = ""
+
+
+_KEY_ISSUE_SLOTS = tuple(KeyIssue.__dict__[f] for f in ("name", "reason", "severity", "detail"))
+
+
+def key_issues(names: Sequence[str], whys: Sequence[tuple[str, str, str]]) -> list[KeyIssue]:
+    """`[KeyIssue(name, *why) for name, why in zip(names, whys)]`, built a field at a time.
+
+    A diff of two 10,000-key checkpoints whose keys all differ builds 20,000 of them, and a frozen
+    dataclass's `__init__` costs as much as the rest of the report; here each field is set on every
+    instance by one C-level loop over its slot descriptor (as `checkpoint.model.tensor_infos` does).
+
+    Example:
+        >>> key_issues(["a.w"], [("unknown", "error", "")]) == [KeyIssue("a.w", "unknown", "error", "")]
+        True
+    """
+    if len(names) != len(whys):
+        raise ValueError(f"{len(names)} names for {len(whys)} reasons")
+    issues: list[KeyIssue] = list(map(object.__new__, repeat(KeyIssue, len(names))))
+    if issues:
+        for slot, values in zip(_KEY_ISSUE_SLOTS, (names, *zip(*whys, strict=True)), strict=True):
+            deque(map(slot.__set__, issues, values), maxlen=0)
+    return issues
 
 
 @dataclass(frozen=True)
@@ -210,9 +234,12 @@ class DiffReport:
 
     def severities(self) -> list[str]:
         """Every severity this report carries (one per key problem and dtype difference)."""
-        found = [i.severity for i in self.missing] + [i.severity for i in self.unexpected]
-        found += [m.severity for m in self.mismatched] + [d.severity for d in self.dtype_differences]
+        found = [*map(_SEVERITY, self.missing), *map(_SEVERITY, self.unexpected)]
+        found += [*map(_SEVERITY, self.mismatched), *map(_SEVERITY, self.dtype_differences)]
         return found
+
+
+_SEVERITY = attrgetter("severity")
 
 
 def exit_code(report: DiffReport, fail_on: str) -> int:
@@ -225,7 +252,7 @@ def exit_code(report: DiffReport, fail_on: str) -> int:
     if fail_on not in SEVERITIES:
         raise UsageError(f"--fail-on {fail_on!r}: choose one of {', '.join(SEVERITIES)}")
     threshold = severity_rank(fail_on)
-    return 1 if any(severity_rank(s) >= threshold for s in report.severities()) else 0
+    return 1 if any(severity_rank(s) >= threshold for s in set(report.severities())) else 0
 
 
 def specs_from_tensors(tensors: Iterable[TensorInfo]) -> dict[str, KeySpec]:
@@ -374,13 +401,20 @@ def _candidate_renames(
         for target in targets:
             if target in wanted:
                 by_rest[target].add("")
-            position = 0
-            for _ in range(3):
-                position = target.find(".", position) + 1
-                if not position:
-                    break
-                if target[position:] in wanted:
-                    by_rest[target[position:]].add(target[:position])
+            # After the first, second and third dot (unrolled: this loop runs over every target).
+            first = target.find(".") + 1
+            if not first:
+                continue
+            if (rest := target[first:]) in wanted:
+                by_rest[rest].add(target[:first])
+            second = target.find(".", first) + 1
+            if not second:
+                continue
+            if (rest := target[second:]) in wanted:
+                by_rest[rest].add(target[:second])
+            third = target.find(".", second) + 1
+            if third and (rest := target[third:]) in wanted:
+                by_rest[rest].add(target[:third])
         for splits in sample_splits:
             for prefix, rest in splits:
                 for target_prefix in by_rest.get(rest, ()):
@@ -454,53 +488,51 @@ def suggest_renames(
     current: dict[str, str] = {name: name for name in shapes_a}
     chosen: list[SuggestedRename] = []
 
-    def fits(name: str, new: str) -> bool:
-        return shapes_b.get(new) == tuple(shapes_a[name])
-
     # Prefix renames as plain strings (old prefix, new prefix, prefixes spared): same result as the regex.
     literals: dict[Rename, tuple[str, str, tuple[str, ...]]] = {}
 
-    def changes(rename: Rename) -> Iterator[tuple[str, str, str]]:
+    def changes(rename: Rename) -> list[tuple[str, str, str]]:
         """(key of A, its current name, its name after `rename`) for every key `rename` changes."""
         literal = literals.get(rename)
         if literal is None:
             sub = re.compile(rename.pattern).sub  # as Rename.apply does, compiled once
-            for name, new in current.items():
-                renamed = sub(rename.replacement, new, count=1)
-                if renamed != new:
-                    yield name, new, renamed
-            return
+            replacement = rename.replacement
+            return [(name, new, renamed) for name, new in current.items()
+                    if (renamed := sub(replacement, new, count=1)) != new]
         old_prefix, new_prefix, spared = literal
+        if old_prefix == new_prefix:
+            return []  # every name it touches keeps its name
         cut = len(old_prefix)
-        for name, new in current.items():
-            if new.startswith(old_prefix) and not (spared and new.startswith(spared)):
-                renamed = new_prefix + new[cut:]
-                if renamed != new:
-                    yield name, new, renamed
+        return [(name, new, new_prefix + new[cut:]) for name, new in current.items()
+                if new.startswith(old_prefix) and not (spared and new.startswith(spared))]
 
     def evaluate(rename: Rename) -> tuple[int, list[str], dict[str, str]]:
         """(matches gained, keys it would unmatch, old -> new for the keys it changes)."""
-        gained, lost, proposal = 0, [], {}
+        gained, lost = 0, []
         literal = literals.get(rename)
         # A prefix rename between prefixes that hold no head word cannot move a key to another head.
         heads_unchanged = literal is not None and not any(
             (prefix and not prefix.endswith(".")) or _head_words(prefix) for prefix in literal[:2])
-        for name, new, renamed in changes(rename):
-            proposal[name] = renamed
-            was = new in shapes_b or name in ok
+        changed = changes(rename)
+        proposal = {name: renamed for name, _, renamed in changed}
+        for name, new, renamed in changed:
+            if new in shapes_b or name in ok:  # matched before
+                if renamed not in shapes_b:
+                    lost.append(name)
             # One head moved onto another (`pooler.dense` -> `cls.predictions.transform.dense`) is a lookalike,
             # not evidence: heads differ between tasks by design.
-            if fits(name, renamed) and not was and (heads_unchanged or not _other_head(new, renamed)):
+            elif shapes_b.get(renamed) == tuple(shapes_a[name]) and (  # same name and shape as B's
+                    heads_unchanged or not _other_head(new, renamed)):
                 gained += 1
-            elif was and renamed not in shapes_b:
-                lost.append(name)
         return gained, lost, proposal
 
     for _ in range(max_renames):
         unmatched = [name for name, new in current.items() if new not in shapes_b and name not in ok]
+        if not unmatched:
+            break
         taken = set(current.values())
         targets = {n for n in shapes_b if n not in taken}
-        if not unmatched or not targets:
+        if not targets:
             break
         best: tuple[int, Rename, dict[str, str]] | None = None
         unmatched_names = [current[n] for n in unmatched]
@@ -698,38 +730,22 @@ def build_report(
     `quantization`: the quantizer B's config asks for (see `classify_key`); integer-stored weights of A
     (packed 4-bit, int8, GPTQ's int32) then differ from B's float shapes and dtypes by design (info).
     """
-    by_rename: dict[str, tuple[str, str, str]] = {}
     rename_objects = [Rename(s.pattern, s.replacement) for s in suggestions]
-    if rename_objects:
-        # Which suggested rename makes each unexpected key land on which missing key.
-        # The names of every unexpected key after each step, computed a whole step at a time.
-        stages = [list(unexpected)]
-        for rename in rename_objects:
-            stages.append(rename_all(stages[-1], [rename]))
-        whys = [(*rename_reason(r), r.as_flag()) for r in rename_objects]
-        for index, old in enumerate(unexpected):
-            new = old
-            for stage, why in enumerate(whys, start=1):
-                step = stages[stage][index]
-                if step != new:
-                    by_rename.setdefault(old, why)
-                new = step
-            if old in by_rename and new in specs_b:
-                by_rename[new] = by_rename[old]
-            else:
-                by_rename.pop(old, None)
+    by_rename = _explained_by_renames(unexpected, rename_objects, specs_b)
 
-    def issue(name: str, kind: str) -> KeyIssue:
-        if name in by_rename:
-            reason, severity, detail = by_rename[name]
-        elif kind == "missing":
-            reason, severity, detail = classify_key(name, specs_b[name], kind, specs_a, (), tie_embeddings,
-                                                    quantization)
-        else:
-            spec = specs_a.get(name) or KeySpec(name, (), "float32")
-            reason, severity, detail = classify_key(name, spec, kind, specs_b, tied_groups_a,
-                                                    quantization=quantization)
-        return KeyIssue(name, reason, severity, detail)
+    def classify(name: str, kind: str) -> tuple[str, str, str]:
+        if kind == "missing":
+            return classify_key(name, specs_b[name], kind, specs_a, (), tie_embeddings, quantization)
+        spec = specs_a.get(name) or KeySpec(name, (), "float32")
+        return classify_key(name, spec, kind, specs_b, tied_groups_a, quantization=quantization)
+
+    def issues(names: Sequence[str], kind: str) -> list[KeyIssue]:
+        whys: list[tuple[str, str, str] | None] = list(map(by_rename.get, names))
+        if None in whys:
+            for index, why in enumerate(whys):
+                if why is None:
+                    whys[index] = classify(names[index], kind)
+        return key_issues(names, whys)  # type: ignore[arg-type]
 
     def quantized(name: str) -> bool:
         """A's tensor holds quantized integers where B expects floats, as `quantization` stores them."""
@@ -761,8 +777,8 @@ def build_report(
         matched=len([n for n in common if n not in mismatched_names]),
         total_a=len(specs_a),
         total_b=len(specs_b),
-        missing=[issue(n, "missing") for n in missing],
-        unexpected=[issue(n, "unexpected") for n in unexpected],
+        missing=issues(missing, "missing"),
+        unexpected=issues(unexpected, "unexpected"),
         mismatched=mismatch_rows,
         dtype_differences=dtype_rows,
         suggested_renames=suggestions,
@@ -773,9 +789,37 @@ def build_report(
         notes=list(notes),
     )
     report.groups = group_issues(report)
-    found = report.severities()
+    found = set(report.severities())  # one severity per rank: the set has the same maximum
     report.worst_severity = max(found, key=severity_rank) if found else None
     return report
+
+
+def _explained_by_renames(
+    unexpected: Sequence[str], renames: Sequence[Rename], specs_b: Mapping[str, KeySpec],
+) -> dict[str, tuple[str, str, str]]:
+    """(reason, severity, flag) of the first of `renames` that changes an unexpected key, for the unexpected
+    keys that the renames, applied in order, land on one of B's keys, and for the keys of B they land on.
+
+    Example:
+        >>> b = {"w": KeySpec("w", (1,), "float32")}
+        >>> _explained_by_renames(["module.w", "x"], [Rename(r"^module\\.", "")], b)["w"][0]
+        'wrapper-prefix'
+    """
+    if not renames:
+        return {}
+    # The names of every unexpected key after each step, computed a whole step at a time.
+    stages = [list(unexpected)]
+    for rename in renames:
+        stages.append(rename_all(stages[-1], [rename]))
+    whys = [(*rename_reason(r), r.as_flag()) for r in renames]
+    explained: dict[str, tuple[str, str, str]] = {}
+    # Old and new names are never the same key: an unexpected key is not one of B's.
+    for index, (old, new) in enumerate(zip(unexpected, stages[-1], strict=True)):
+        if new != old and new in specs_b:
+            stage = 1 if len(whys) == 1 else next(
+                s for s in range(1, len(stages)) if stages[s][index] != stages[s - 1][index])
+            explained[old] = explained[new] = whys[stage - 1]
+    return explained
 
 
 def diff_specs(
@@ -831,13 +875,13 @@ def _diff_specs(
     suggestions: list[SuggestedRename] = []
     after: int | None = None
     if diff.missing and diff.unexpected:
-        suggestions = suggest_renames(
-            {n: s.shape for n, s in renamed_a.items()}, {n: s.shape for n, s in specs_b.items()}
-        )
+        shapes_a = {n: s.shape for n, s in renamed_a.items()}
+        shapes_b = {n: s.shape for n, s in specs_b.items()}
+        suggestions = suggest_renames(shapes_a, shapes_b)
         if suggestions:
             fixed = rename_all(renamed_a, [Rename(s.pattern, s.replacement) for s in suggestions])
-            after = sum(1 for new, spec in zip(fixed, renamed_a.values(), strict=True)
-                        if new in specs_b and specs_b[new].shape == spec.shape)
+            # Keys whose new name is one of B's with the same shape (a name not in B gets None: no match).
+            after = sum(map(eq, map(shapes_b.get, fixed), shapes_a.values()))
     return build_report(
         renamed_a, specs_b, diff.missing, diff.unexpected, mismatched, diff.common, suggestions,
         source_a=source_a, source_b=source_b, mode="checkpoints", renames_applied=renames,

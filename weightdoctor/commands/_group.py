@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import typer
+import typer.main
+from typer._click import core as click_core
 from typer._click import exceptions as click_exceptions  # Typer vendors Click; these are what it raises
 from typer.core import TyperGroup
 
@@ -50,3 +53,54 @@ class OneLineErrorsGroup(TyperGroup):
             sys.exit(1)
         # Without standalone mode Click returns the exit code of a typer.Exit, or the command's result.
         sys.exit(result if isinstance(result, int) else 0)
+
+
+class LazyCommands(Mapping[str, Any]):
+    """The subcommands of a group, each built (and its module imported) the first time it is looked up.
+
+    `specs` maps a command name to "module:function" (in the order `--help` lists them). A run of one command
+    imports and builds that command only; `--help`, which shows every command's one-line help, builds them all.
+    Each is built exactly as `app.command(name)(function)` would have registered it.
+    """
+
+    def __init__(self, specs: dict[str, str], rich_markup_mode: Any) -> None:
+        self._specs = specs
+        self._rich_markup_mode = rich_markup_mode
+        self._built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        command = self._built.get(name)
+        if command is None:
+            module_name, _, function_name = self._specs[name].partition(":")  # KeyError: no such command
+            holder = typer.Typer()
+            holder.command(name)(getattr(importlib.import_module(module_name), function_name))
+            command = typer.main.get_command_from_info(
+                holder.registered_commands[0],
+                pretty_exceptions_short=holder.pretty_exceptions_short,
+                rich_markup_mode=self._rich_markup_mode,
+            )
+            self._built[name] = command
+        return command
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs  # without building it
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+
+class LazyOneLineErrorsGroup(OneLineErrorsGroup):
+    """A OneLineErrorsGroup whose subcommands come from `lazy_commands` ("name" -> "module:function"), built
+    only when looked up, so that `weightdoctor diff-keys ...` neither imports nor builds the other commands."""
+
+    lazy_commands: dict[str, str] = {}
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = LazyCommands(self.lazy_commands, self.rich_markup_mode)  # type: ignore[assignment]
+
+    def list_commands(self, ctx: click_core.Context) -> list[str]:
+        return list(self.commands)  # the names only: TyperGroup's version would build every command

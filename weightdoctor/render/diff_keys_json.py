@@ -45,7 +45,7 @@ def _json_field_names(kind: type) -> list[str]:
 def _rows_text(rows: list[Any], level: int) -> str | None:
     """A list of same-type flat dataclasses as indented JSON at nesting `level`; None when not flat."""
     kind = type(rows[0])
-    if not dataclasses.is_dataclass(kind) or any(type(row) is not kind for row in rows):
+    if not dataclasses.is_dataclass(kind) or set(map(type, rows)) != {kind}:
         return None
     names = _json_field_names(kind)
     if not names:
@@ -58,7 +58,12 @@ def _rows_text(rows: list[Any], level: int) -> str | None:
         column = list(map(attrgetter(name), rows))
         kinds = set(map(type, column))
         if kinds == {str}:
-            encoded = list(map(encode_basestring, column))  # the C encoder json.dumps uses
+            distinct = set(column)
+            if len(distinct) * 4 < len(column):  # a reason or severity column: encode each value once
+                known = {value: encode_basestring(value) for value in distinct}
+                encoded = list(map(known.__getitem__, column))
+            else:
+                encoded = list(map(encode_basestring, column))  # the C encoder json.dumps uses
         elif kinds == {int}:
             encoded = list(map(int.__repr__, column))
         else:
@@ -89,6 +94,12 @@ def report_json(report: Any) -> str:
     out = json.dumps(data, indent=2, ensure_ascii=False)
     if any(out.count(p) != 1 or any(p in text for text in rendered.values()) for p in rendered):
         return dumps(report)  # a placeholder also appears in some value: do it the slow way
+    # Cut at the placeholders (in field order, each there once) and join: replacing them one after the other
+    # would copy the growing text each time, as wide (2-byte) characters while a placeholder is left in it.
+    pieces: list[str] = []
+    rest = out
     for placeholder, text in rendered.items():
-        out = out.replace(placeholder, text)
-    return out
+        head, _, rest = rest.partition(placeholder)
+        pieces += (head, text)
+    pieces.append(rest)
+    return "".join(pieces)
