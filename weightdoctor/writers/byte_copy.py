@@ -88,6 +88,44 @@ def crc32(data: bytearray, value: int = 0) -> int:
     return int(_LIBDEFLATE_CRC32(value, ctypes.addressof(pointer), len(data)))  # type: ignore[operator]
 
 
+def _libc_memcmp() -> Callable[[int, int, int], int]:
+    function = ctypes.CDLL(None).memcmp
+    function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
+# libc's memcmp on two addresses (ctypes releases the GIL while it runs).
+_MEMCMP = _libc_memcmp()
+
+
+def _address(mapped: mmap.mmap) -> int:
+    """The address of a private (ACCESS_COPY) memory map's first byte.
+
+    Taken through a ctypes view that is released at once, so that the map can still be closed; the map
+    must stay open while the address is used.
+    """
+    view = ctypes.c_char.from_buffer(mapped)
+    try:
+        return ctypes.addressof(view)
+    finally:
+        del view
+
+
+def _release(mapped: mmap.mmap, offset: int, length: int) -> None:
+    """Drop the resident pages behind `length` bytes of a map from `offset`. The maps are private and never
+    written, so a dropped page is simply read from the file again if it is touched later."""
+    first = offset - offset % mmap.PAGESIZE
+    mapped.madvise(mmap.MADV_DONTNEED, first, offset + length - first)
+
+
+def crc32_at(address: int, length: int, value: int = 0) -> int:
+    """`crc32` of `length` bytes at a memory address (inside a map that stays open meanwhile)."""
+    if _LIBDEFLATE_CRC32 is not None:
+        return int(_LIBDEFLATE_CRC32(value, address, length))  # type: ignore[operator]
+    return zlib.crc32((ctypes.c_char * length).from_address(address), value)
+
+
 def start_writeback(fd: int, offset: int, length: int) -> None:
     """Ask the kernel to start writing a range of a file to disk now, without waiting for it."""
     if _SYNC_FILE_RANGE is not None and length:
@@ -137,7 +175,7 @@ class RangeComparer:
         self.crc = crc
         self.crcs: dict[str, int] = {}
         self._fd = os.open(output, os.O_RDONLY)
-        self._maps: dict[Path, tuple[int, mmap.mmap]] = {}
+        self._maps: dict[Path, tuple[int, mmap.mmap | None, int | None]] = {}
         self._queue: queue.Queue[tuple[str, ByteRange, int] | None] = queue.Queue()
         self._error: BaseException | None = None
         self.compared = 0
@@ -147,51 +185,54 @@ class RangeComparer:
     def submit(self, name: str, source: ByteRange, output_offset: int) -> None:
         self._queue.put((name, source, output_offset))
 
-    def _source_map(self, path: Path) -> mmap.mmap:
+    def _source_map(self, path: Path) -> tuple[mmap.mmap, int]:
+        """A private map of a whole source file, and its address (the maps are never written to)."""
         if path not in self._maps:
             fd = os.open(path, os.O_RDONLY)
             try:
-                self._maps[path] = (fd, mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
+                mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY) if os.fstat(fd).st_size else None
             except BaseException:
                 os.close(fd)
                 raise
-        return self._maps[path][1]
+            self._maps[path] = (fd, mapped, _address(mapped) if mapped is not None else None)
+        _, mapped, address = self._maps[path]
+        return mapped, address
 
-    def _compare(self, name: str, source: ByteRange, output_offset: int, buffer: bytearray) -> None:
-        mapped = self._source_map(source.path) if self.compare else None
-        if mapped is not None and source.offset + source.length > len(mapped):
-            raise OutputError(f"verification failed: the source of {name!r} ends early", path=str(self.output))
-        view = memoryview(mapped) if mapped is not None else None
+    def _compare(self, name: str, source: ByteRange, output_offset: int) -> None:
+        """Compare (and CRC) one range, reading both files through memory maps: no copy into Python
+        buffers, one `memcmp` per chunk, pages given back as it goes (mapped pages count as memory)."""
         crc = 0
-        try:
-            done = 0
-            while done < source.length:
-                count = min(len(buffer), source.length - done)
-                # `bytearray == buffer` is one memcmp, without copying the mapped source (a memoryview
-                # on the left would compare byte by byte in Python): the last chunk gets its own bytearray.
-                target = buffer if count == len(buffer) else bytearray(count)
-                got = os.preadv(self._fd, [target], output_offset + done)
-                if got != count and view is None:
-                    raise OutputError(f"the output ends inside {name!r}", path=str(self.output))
-                if self.crc:
-                    crc = crc32(target, crc)
-                if mapped is not None and view is not None:
-                    begin = source.offset + done
-                    if got != count or target != view[begin:begin + count]:
+        if source.length:
+            if self.compare:
+                src_map, src_address = self._source_map(source.path)
+                if src_map is None or source.offset + source.length > len(src_map):
+                    raise OutputError(f"verification failed: the source of {name!r} ends early",
+                                      path=str(self.output))
+            if output_offset + source.length > os.fstat(self._fd).st_size:
+                raise OutputError(f"the output ends inside {name!r}", path=str(self.output))
+            begin = output_offset - output_offset % mmap.ALLOCATIONGRANULARITY
+            out_map = mmap.mmap(self._fd, output_offset + source.length - begin, offset=begin,
+                                access=mmap.ACCESS_COPY)
+            try:
+                out_address = _address(out_map) + (output_offset - begin)
+                done = 0
+                while done < source.length:
+                    count = min(_CHUNK, source.length - done)
+                    if self.crc:
+                        crc = crc32_at(out_address + done, count, crc)
+                    if self.compare and _MEMCMP(out_address + done, src_address + source.offset + done, count):
                         raise OutputError(f"verification failed: the bytes of {name!r} differ from the source",
                                           path=str(self.output))
-                    # Give the source pages back: mapped file pages count in this process's memory.
-                    page_begin = begin - begin % mmap.PAGESIZE
-                    mapped.madvise(mmap.MADV_DONTNEED, page_begin, begin + count - page_begin)
-                done += count
-        finally:
-            if view is not None:
-                view.release()
+                    if self.compare:
+                        _release(src_map, source.offset + done, count)
+                    _release(out_map, output_offset - begin + done, count)
+                    done += count
+            finally:
+                out_map.close()
         if self.crc:
             self.crcs[name] = crc
 
     def _run(self) -> None:
-        buffer = bytearray(_CHUNK)
         while True:
             item = self._queue.get()
             if item is None:
@@ -199,7 +240,7 @@ class RangeComparer:
             if self._error is not None:
                 continue
             try:
-                self._compare(*item, buffer)
+                self._compare(*item)
                 self.compared += self.compare
             except BaseException as exc:  # noqa: BLE001 - handed to the writing thread by finish()
                 self._error = exc
@@ -221,8 +262,9 @@ class RangeComparer:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
-        for fd, mapped in self._maps.values():
-            mapped.close()
+        for fd, mapped, _ in self._maps.values():
+            if mapped is not None:
+                mapped.close()
             os.close(fd)
         self._maps.clear()
         if self._fd >= 0:
