@@ -338,11 +338,16 @@ def test_zip64_records_beyond_4_gib_are_written_as_torch_writes_them(tmp_path: P
             assert chunk == b.read(len(chunk))  # byte for byte, serialization id included
 
 
-def test_crc32_equals_zlibs_in_one_go_and_in_chunks() -> None:
-    data = bytearray(torch.randint(0, 256, (3 << 20,), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
-                     .numpy().tobytes())
-    assert byte_copy.crc32(data) == zlib.crc32(data)
+@pytest.mark.parametrize("libdeflate", [True, False])
+def test_crc32_at_equals_zlibs_in_one_go_and_in_chunks(monkeypatch: pytest.MonkeyPatch, libdeflate: bool) -> None:
+    import ctypes
+
+    if not libdeflate:
+        monkeypatch.setattr(byte_copy, "_LIBDEFLATE_CRC32", None)
+    data = bytearray(os.urandom(3 << 20) + b"abc")
+    address = ctypes.addressof((ctypes.c_char * len(data)).from_buffer(data))
+    assert byte_copy.crc32_at(address, len(data)) == zlib.crc32(data)
     value = 0
     for start in range(0, len(data), 1 << 20):
-        value = byte_copy.crc32(bytearray(data[start:start + (1 << 20)]), value)
-    assert value == zlib.crc32(data) and byte_copy.crc32(bytearray(b"abc")) == zlib.crc32(b"abc")
+        value = byte_copy.crc32_at(address + start, min(1 << 20, len(data) - start), value)
+    assert value == zlib.crc32(data)
