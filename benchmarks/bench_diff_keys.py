@@ -11,7 +11,8 @@
    and the CLI (`python -m weightdoctor diff-keys A B --json`) against the baseline as `python -c`.
 2. A >= 4 GB pair written by benchmarks/synth.py (float32 tensors of random data): diff-keys against
    loading both state dicts (`safetensors.torch.load_file`) and `load_state_dict(A, strict=False)` into a
-   module holding B's tensors — what a training script does to find out the same thing.
+   module holding B's tensors — what a training script does to find out the same thing; as fresh processes
+   both with the files in the page cache and with both dropped from it before every run (`posix_fadvise`).
 
 Prints medians of --reps repetitions, fresh processes included (the state-dict load: --big-reps), and the
 ratios.
@@ -157,12 +158,30 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def subprocess_times(ours: list[str], baseline: list[str], reps: int) -> tuple[Timing, Timing]:
-    """Fresh-process timings of two commands, run alternately so that both see the same machine load."""
+def drop_from_page_cache(*paths: Path) -> None:
+    """Evict the files' pages from the page cache (no root needed), so that the next read comes from the disk."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # only clean pages can be dropped
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def subprocess_times(
+    ours: list[str], baseline: list[str], reps: int, before: Callable[[], None] | None = None,
+) -> tuple[Timing, Timing]:
+    """Fresh-process timings of two commands, run alternately so that both see the same machine load.
+
+    `before` runs before every run of either command, untimed (e.g. `drop_from_page_cache`).
+    """
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
     samples: dict[int, tuple[list[float], list[float]]] = {0: ([], []), 1: ([], [])}
     for _ in range(reps):
         for which, args in enumerate((ours, baseline)):
+            if before is not None:
+                before()
             start, cpu = time.perf_counter(), _children_cpu()
             subprocess.run(args, check=False, capture_output=True, env=env, cwd=ROOT)
             samples[which][0].append(time.perf_counter() - start)
@@ -192,7 +211,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-data" / "diff-keys")
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--big-size", default="4.2GB", help="total size of the big pair (both files)")
-    parser.add_argument("--big-reps", type=int, default=3)
+    parser.add_argument("--big-reps", type=int, default=5)
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
     args = parser.parse_args()
@@ -235,6 +254,13 @@ def main() -> None:
                 [sys.executable, "-c", script], args.big_reps)
             rows.append((label, "CLI --json (fresh process)", cli_proc, loaded_proc,
                          "the same load in python -c (torch import included)"))
+            # The same, each run of either side starting with both files out of the page cache (as after a
+            # reboot, or for checkpoints not read lately): what a headers-only reader saves on a real disk.
+            cli_cold, loaded_cold = subprocess_times(
+                [sys.executable, "-m", "weightdoctor", "diff-keys", str(big_a), str(big_b), "--json"],
+                [sys.executable, "-c", script], args.big_reps, before=lambda: drop_from_page_cache(big_a, big_b))
+            rows.append((label, "CLI --json (fresh process), cold page cache", cli_cold, loaded_cold,
+                         "the same load in python -c, cold page cache"))
     finally:
         if not args.keep:
             shutil.rmtree(args.out, ignore_errors=True)

@@ -57,7 +57,13 @@ def test_root_help_lists_the_six_commands_with_their_one_line_help() -> None:
     assert "Diff the keys of checkpoint A against checkpoint B" in result.stdout
 
 
-def test_a_run_imports_only_its_own_command(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("extra", "loaded"), [
+    # Plain arguments take the fast path: no Typer, no command module.
+    (["--json"], []),
+    # `--fail-on=error` is left to Click: Typer builds the diff-keys command only.
+    (["--json", "--fail-on=error"], ["typer", "weightdoctor.commands.diff_keys"]),
+])
+def test_a_run_imports_only_its_own_command(tmp_path: Path, extra: list[str], loaded: list[str]) -> None:
     """`diff-keys --json` in a fresh process: no other command module, and nothing heavy, is imported."""
     import numpy as np
     from safetensors.numpy import save_file
@@ -65,18 +71,19 @@ def test_a_run_imports_only_its_own_command(tmp_path: Path) -> None:
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     save_file({"module.w": np.zeros(2, np.float32)}, str(a))
     save_file({"w": np.zeros(2, np.float32)}, str(b))
-    heavy = ["torch", "transformers", "accelerate", "numpy", "rich", "huggingface_hub"]
+    watched = ["typer", *COMMAND_MODULES.values(), "torch", "transformers", "accelerate", "numpy", "rich",
+               "huggingface_hub"]
     code = (
         "import sys\n"
-        "from weightdoctor.cli import main\n"
-        f"sys.argv = ['weightdoctor', 'diff-keys', {str(a)!r}, {str(b)!r}, '--json']\n"
+        "from weightdoctor.entry import main\n"
+        f"sys.argv = ['weightdoctor', 'diff-keys', {str(a)!r}, {str(b)!r}, *{extra!r}]\n"
         "try:\n"
         "    main()\n"
         "except SystemExit as exc:\n"
-        f"    loaded = [m for m in {list(COMMAND_MODULES.values()) + heavy!r} if m in sys.modules]\n"
+        f"    loaded = [m for m in {watched!r} if m in sys.modules]\n"
         "    print('EXIT', exc.code, 'LOADED', loaded, file=sys.stderr)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
                             env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
-    assert "EXIT 1 LOADED ['weightdoctor.commands.diff_keys']" in result.stderr, result.stderr
+    assert f"EXIT 1 LOADED {loaded!r}" in result.stderr, result.stderr
     assert json.loads(result.stdout)["suggested_renames"][0]["flag"] == "--rename '^module\\.='"

@@ -1,6 +1,6 @@
 """Entry point for `python -m weightdoctor`."""
 
-from weightdoctor.cli import main
+from weightdoctor.entry import main
 
 if __name__ == "__main__":
     main()

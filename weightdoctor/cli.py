@@ -1,9 +1,9 @@
-"""The Typer app: wires one module per command together. Importing it imports neither torch nor transformers."""
+"""The Typer app: wires one module per command together. Importing it imports neither torch nor transformers.
+
+The program itself is `weightdoctor.entry.main`, which runs plain `diff-keys` invocations without Typer.
+"""
 
 from __future__ import annotations
-
-import os
-import sys
 
 import typer
 
@@ -47,24 +47,3 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     """weightdoctor: a command-line doctor for model checkpoints."""
-
-
-def main() -> None:
-    try:
-        app()
-    except BrokenPipeError:
-        _exit_on_closed_pipe()
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _exit_on_closed_pipe()
-
-
-def _exit_on_closed_pipe() -> None:
-    """The reader of stdout went away (`weightdoctor ... | head`): stop quietly, as Unix tools do (128 + SIGPIPE).
-
-    Python would otherwise print an error while flushing stdout at exit; stdout is pointed at /dev/null first.
-    """
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os._exit(141)

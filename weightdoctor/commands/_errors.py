@@ -1,4 +1,8 @@
-"""The one place where exceptions become a message on stderr and an exit code."""
+"""The one place where exceptions become a message on stderr and an exit code.
+
+Importing this module imports no Typer: the fast path (`weightdoctor.commands._fast`) reports failures with
+`report_failure` exactly as the Typer commands do.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,6 @@ import os
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
-
-import typer
 
 from weightdoctor.errors import WeightDoctorError
 
@@ -32,35 +34,48 @@ def _console() -> Any:
     return console
 
 
+def debugging(debug: bool) -> bool:
+    """Whether failures show their traceback: `--debug`, or WEIGHTDOCTOR_DEBUG=1."""
+    return debug or os.environ.get("WEIGHTDOCTOR_DEBUG") == "1"
+
+
+def report_failure(exc: KeyboardInterrupt | Exception, debug: bool) -> int:
+    """Print the one line that says what went wrong and return the exit code (2; 130 on Ctrl-C).
+
+    Call it from an `except` block: when `debug`, the exception being handled is re-raised instead, so that
+    its traceback is shown.
+    """
+    if isinstance(exc, KeyboardInterrupt):
+        _console().error("interrupted")
+        return 130
+    if debugging(debug):
+        raise  # the exception being handled, with its own traceback
+    if isinstance(exc, WeightDoctorError):
+        _console().error(exc.one_line())
+        return exc.exit_code
+    prefix = next((text for kind, text in FOREIGN_ERRORS if isinstance(exc, kind)), None)
+    detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+    if prefix is None:
+        _console().error(f"unexpected {type(exc).__name__}: {detail} (run with --debug for the traceback)")
+    else:
+        _console().error(f"{prefix}: {detail}")
+    return 2
+
+
 def handle_errors(command: F) -> F:
-    """Wrap a command so that every failure prints one line and exits 2 (130 on Ctrl-C).
+    """Wrap a Typer command so that every failure prints one line and exits 2 (130 on Ctrl-C).
 
     With `--debug` (or WEIGHTDOCTOR_DEBUG=1) the exception propagates and its traceback is shown.
     """
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = bool(kwargs.get("debug")) or os.environ.get("WEIGHTDOCTOR_DEBUG") == "1"
+        import typer  # already imported: this wraps Typer commands
+
         try:
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit, BrokenPipeError):
-            raise  # a closed stdout is handled by `cli.main` (exit 141, nothing printed)
-        except KeyboardInterrupt:
-            _console().error("interrupted")
-            raise typer.Exit(130) from None
-        except WeightDoctorError as exc:
-            if debug:
-                raise
-            _console().error(exc.one_line())
-            raise typer.Exit(exc.exit_code) from None
-        except Exception as exc:
-            if debug:
-                raise
-            prefix = next((text for kind, text in FOREIGN_ERRORS if isinstance(exc, kind)), None)
-            detail = " ".join(str(exc).split())[:300] or type(exc).__name__
-            if prefix is None:
-                _console().error(f"unexpected {type(exc).__name__}: {detail} (run with --debug for the traceback)")
-            else:
-                _console().error(f"{prefix}: {detail}")
-            raise typer.Exit(2) from None
+            raise  # a closed stdout is handled by `weightdoctor.entry.main` (exit 141, nothing printed)
+        except (KeyboardInterrupt, Exception) as exc:
+            raise typer.Exit(report_failure(exc, bool(kwargs.get("debug")))) from None
 
     return wrapper  # type: ignore[return-value]

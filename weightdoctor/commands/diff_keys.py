@@ -9,8 +9,6 @@ import typer
 from weightdoctor.commands._errors import handle_errors
 from weightdoctor.commands._options import DebugOpt, JsonOpt, KeyOpt, RevisionOpt
 
-FAIL_ON_CHOICES = ("info", "warn", "error")
-
 
 @handle_errors
 def diff_keys(
@@ -71,57 +69,11 @@ def diff_keys(
     Missing = in B, not in A; unexpected = in A, not in B; mismatched = same name, different shape.
     Reads headers only unless --values.
     """
-    from weightdoctor.checkpoint import open_checkpoint
-    from weightdoctor.diff_keys import exit_code
-    from weightdoctor.errors import UsageError
-    from weightdoctor.renames import parse_rename
+    from weightdoctor.commands._diff_keys_run import run_diff_keys
 
-    if fail_on not in FAIL_ON_CHOICES:
-        raise UsageError(f"--fail-on {fail_on!r}: choose one of {', '.join(FAIL_ON_CHOICES)}")
-    if (source_b is None) == (model_class is None):
-        raise UsageError("give either a second checkpoint B or --model-class CLASS (not both, not neither)")
-    if model_class is None and (config is not None or num_labels is not None):
-        raise UsageError("--config and --num-labels only apply with --model-class")
-    if values and model_class is not None:
-        raise UsageError("--values compares two checkpoints; it cannot be used with --model-class")
-    parsed = [parse_rename(spec) for spec in renames or []]
-
-    with open_checkpoint(source_a, revision=revision, key=key) as checkpoint_a:
-        if model_class is not None:
-            from weightdoctor.load_simulation import diff_checkpoint_against_model
-
-            report = diff_checkpoint_against_model(
-                checkpoint_a, model_class, config=config, num_labels=num_labels, renames=parsed, revision=revision
-            )
-        else:
-            from weightdoctor.diff_keys import diff_checkpoints
-
-            assert source_b is not None
-            with open_checkpoint(source_b, revision=revision) as checkpoint_b:
-                report = diff_checkpoints(checkpoint_a, checkpoint_b, parsed)
-                if values:
-                    from weightdoctor.diff_keys import compare_values, value_pairs
-                    from weightdoctor.render.console import progress
-
-                    with progress(report.matched, "comparing values") as advance:
-                        rows, layers = compare_values(value_pairs(checkpoint_a, checkpoint_b, report, parsed, advance))
-                    report.values, report.layers_changed_most = rows, layers
-
-    code = exit_code(report, fail_on)
-    if json_output:
-        import sys
-
-        from weightdoctor.gcpause import gc_paused
-        from weightdoctor.render.diff_keys_json import report_json
-
-        with gc_paused():
-            text = report_json(report)
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-    else:
-        from weightdoctor.render.console import stdout
-        from weightdoctor.render.diff_keys import render_diff_keys
-
-        render_diff_keys(report, stdout, show_all=show_all)
+    code = run_diff_keys(
+        source_a, source_b, model_class=model_class, config=config, num_labels=num_labels, renames=renames,
+        values=values, fail_on=fail_on, show_all=show_all, json_output=json_output, key=key, revision=revision,
+    )
     if code:
         raise typer.Exit(code)

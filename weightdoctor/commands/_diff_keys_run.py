@@ -1,0 +1,80 @@
+"""What `weightdoctor diff-keys` does once its arguments are parsed, without Typer.
+
+Both the Typer command (`weightdoctor.commands.diff_keys`) and the fast path (`weightdoctor.commands._fast`)
+call `run_diff_keys`, so a run prints the same whichever parsed its arguments.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from weightdoctor.checkpoint import open_checkpoint
+from weightdoctor.diff_keys import diff_checkpoints, exit_code
+from weightdoctor.errors import UsageError
+from weightdoctor.renames import parse_rename
+
+FAIL_ON_CHOICES = ("info", "warn", "error")
+
+
+def run_diff_keys(
+    source_a: str,
+    source_b: str | None = None,
+    *,
+    model_class: str | None = None,
+    config: str | None = None,
+    num_labels: int | None = None,
+    renames: list[str] | None = None,
+    values: bool = False,
+    fail_on: str = "error",
+    show_all: bool = False,
+    json_output: bool = False,
+    key: str | None = None,
+    revision: str | None = None,
+) -> int:
+    """Diff A against B (or `model_class`), print the report (tables, or JSON with `json_output`), return
+    the exit code (0, or 1 when a difference reaches `fail_on`). Bad input raises; the caller reports it.
+    """
+    if fail_on not in FAIL_ON_CHOICES:
+        raise UsageError(f"--fail-on {fail_on!r}: choose one of {', '.join(FAIL_ON_CHOICES)}")
+    if (source_b is None) == (model_class is None):
+        raise UsageError("give either a second checkpoint B or --model-class CLASS (not both, not neither)")
+    if model_class is None and (config is not None or num_labels is not None):
+        raise UsageError("--config and --num-labels only apply with --model-class")
+    if values and model_class is not None:
+        raise UsageError("--values compares two checkpoints; it cannot be used with --model-class")
+    parsed = [parse_rename(spec) for spec in renames or []]
+
+    with open_checkpoint(source_a, revision=revision, key=key) as checkpoint_a:
+        if model_class is not None:
+            from weightdoctor.load_simulation import diff_checkpoint_against_model
+
+            report = diff_checkpoint_against_model(
+                checkpoint_a, model_class, config=config, num_labels=num_labels, renames=parsed, revision=revision
+            )
+        else:
+            assert source_b is not None
+            with open_checkpoint(source_b, revision=revision) as checkpoint_b:
+                report = diff_checkpoints(checkpoint_a, checkpoint_b, parsed)
+                if values:
+                    from weightdoctor.diff_keys import compare_values, value_pairs
+                    from weightdoctor.render.console import progress
+
+                    with progress(report.matched, "comparing values") as advance:
+                        rows, layers = compare_values(value_pairs(checkpoint_a, checkpoint_b, report, parsed, advance))
+                    report.values, report.layers_changed_most = rows, layers
+
+    code = exit_code(report, fail_on)
+    if json_output:
+        from weightdoctor.gcpause import gc_paused
+        from weightdoctor.render.diff_keys_json import report_json
+
+        with gc_paused():
+            text = report_json(report)
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    else:
+        from weightdoctor.render.console import stdout
+        from weightdoctor.render.diff_keys import render_diff_keys
+
+        render_diff_keys(report, stdout, show_all=show_all)
+    return code

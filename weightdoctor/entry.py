@@ -1,0 +1,36 @@
+"""The `weightdoctor` program: the fast path for plain runs, else the Typer app (`weightdoctor.cli`).
+
+Importing this module imports neither Typer nor anything heavy.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main() -> None:
+    from weightdoctor.commands._fast import parse_fast, run_fast
+
+    try:
+        fast = parse_fast(sys.argv[1:])
+        if fast is None:
+            from weightdoctor.cli import app
+
+            app()  # exits
+            return
+        code = run_fast(*fast)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _exit_on_closed_pipe()
+    sys.exit(code)
+
+
+def _exit_on_closed_pipe() -> None:
+    """The reader of stdout went away (`weightdoctor ... | head`): stop quietly, as Unix tools do (128 + SIGPIPE).
+
+    Python would otherwise print an error while flushing stdout at exit; stdout is pointed at /dev/null first.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os._exit(141)
