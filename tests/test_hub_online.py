@@ -7,6 +7,10 @@ check what weightdoctor asks for: headers only for structure, one weight format 
 from __future__ import annotations
 
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +19,7 @@ import torch
 from huggingface_hub.utils._safetensors import SafetensorsFileMetadata, SafetensorsRepoMetadata
 from huggingface_hub.utils._safetensors import TensorInfo as HubTensorInfo
 
-from tests.helpers import run_json
+from tests.helpers import REPO_ROOT, run_json
 from weightdoctor.checkpoint import open_checkpoint
 from weightdoctor.checkpoint.safetensors_format import read_header
 from weightdoctor.dtypes import CANONICAL_TO_SAFETENSORS
@@ -88,6 +92,7 @@ def fake_hub(fx: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         monkeypatch.setattr(huggingface_hub.HfApi, name, lambda self, *a, _n=name, **k: getattr(hub, _n)(*a, **k))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub.hf_hub_download)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", hub.snapshot_download)
+    monkeypatch.setattr("weightdoctor.checkpoint.hub.hub_unreachable", lambda: None)  # the fake Hub is "up"
     return hub
 
 
@@ -121,3 +126,48 @@ def test_offline_and_uncached_is_a_clear_error(fake_hub: FakeHub, monkeypatch: p
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SourceNotFound, match="HF_HUB_OFFLINE"):
         open_checkpoint("someone/tiny-bert", structure_only=True)
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_hub_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    from weightdoctor.checkpoint import hub
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(hub, "_unreachable", {})
+    port = _closed_port()
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    why = hub.hub_unreachable()
+    assert why is not None and why.startswith(f"cannot connect to 127.0.0.1:{port}: ") and "refused" in why
+    with socket.socket() as server:  # a listening endpoint is reachable
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert hub.hub_unreachable() is None
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    assert hub.hub_unreachable() == why  # decided once per endpoint and process
+    monkeypatch.setattr(hub, "_unreachable", {})
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")  # behind a proxy the probe cannot tell
+    assert hub.hub_unreachable() is None
+
+
+def test_an_unreachable_hub_fails_fast_in_one_line(tmp_path: Path) -> None:
+    """No network: a name that is not a local path (a typo, an uncached repo) ends at once, without retries."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT), "HF_HUB_CACHE": str(tmp_path / "cache"),
+           "HF_HOME": str(tmp_path / "home"), "HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"}
+    for args in (["inspect", "no-such/checkpoint-dir"], ["diff-keys", "no-such-folder", "other-folder", "--json"]):
+        start = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "weightdoctor", *args], capture_output=True, text=True,
+                                cwd=tmp_path, env=env, timeout=120)
+        assert time.monotonic() - start < 15  # huggingface_hub alone would retry for ~23 s
+        assert result.returncode == 2 and result.stdout == ""
+        assert len(result.stderr.strip().splitlines()) == 1 and "Retrying" not in result.stderr, result.stderr
+        assert "the Hub is unreachable (cannot connect to 127.0.0.1:" in result.stderr
+        assert f"{args[1]!r} is not a local path" in result.stderr

@@ -41,6 +41,52 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+_unreachable: dict[str, str | None] = {}  # endpoint -> why it cannot be reached (None: it can), once per process
+
+
+def hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the Hub endpoint cannot be reached (no route, no DNS, connection refused), or None if it can.
+
+    huggingface_hub retries a failed connection five times with backoff (~23 s, a warning each time): on a
+    machine without network a mistyped local path, which looks like a repo id, would hang that long. One TCP
+    connection decides first. Behind a proxy the endpoint is not reached directly, so the probe is skipped.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    endpoint = constants.ENDPOINT
+    if endpoint not in _unreachable:
+        url = urlsplit(endpoint)
+        host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+        if host is None or any(os.environ.get(name) for name in _PROXY_VARIABLES):
+            _unreachable[endpoint] = None
+        else:
+            try:
+                with socket.create_connection((host, port), timeout=timeout):
+                    _unreachable[endpoint] = None
+            except OSError as exc:
+                detail = exc.strerror or str(exc) or type(exc).__name__
+                _unreachable[endpoint] = f"cannot connect to {host}:{port}: {detail}"
+    return _unreachable[endpoint]
+
+
+def _require_hub(repo_id: str, revision: str | None) -> None:
+    """Raise SourceNotFound, in one line, when the Hub is offline (HF_HUB_OFFLINE) or unreachable."""
+    if hub_offline():
+        raise _not_found(
+            repo_id, revision, f"is not in the Hugging Face cache at {hub_cache_dir()} (HF_HUB_OFFLINE is set)"
+        )
+    why = hub_unreachable()
+    if why is not None:
+        raise _not_found(
+            repo_id, revision,
+            f"is not in the Hugging Face cache at {hub_cache_dir()}, and the Hub is unreachable ({why})",
+        )
+
+
 def _not_found(repo_id: str, revision: str | None, reason: str) -> SourceNotFound:
     where = f"revision {revision!r} of " if revision else ""
     return SourceNotFound(f"{where}{repo_id!r} is not a local path and {reason}")
@@ -69,10 +115,7 @@ def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = T
     cached = cached_snapshot(repo_id, revision)
     if cached is not None:
         return cached
-    if hub_offline():
-        raise _not_found(
-            repo_id, revision, f"is not in the Hugging Face cache at {hub_cache_dir()} (HF_HUB_OFFLINE is set)"
-        )
+    _require_hub(repo_id, revision)
     from huggingface_hub import HfApi, snapshot_download
 
     try:
@@ -110,10 +153,7 @@ def remote_structure(repo_id: str, revision: str | None = None) -> RemoteStructu
     Raises:
         SourceNotFound: the Hub is offline or unreachable, or has no such repo.
     """
-    if hub_offline():
-        raise _not_found(
-            repo_id, revision, f"is not in the Hugging Face cache at {hub_cache_dir()} (HF_HUB_OFFLINE is set)"
-        )
+    _require_hub(repo_id, revision)
     import json
 
     from huggingface_hub import HfApi, hf_hub_download
