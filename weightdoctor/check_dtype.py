@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
+from weightdoctor.checkpoint.model import unique_tensors
 from weightdoctor.dtypes import FLOATING, bits_per_element
 from weightdoctor.errors import UsageError
 
@@ -445,18 +446,6 @@ def config_dtype(config: dict[str, Any] | None) -> str | None:
     return None
 
 
-def _unique_storage(tensors: Iterable[TensorInfo]) -> list[TensorInfo]:
-    seen: set[str] = set()
-    out = []
-    for info in tensors:
-        if info.storage_id is not None:
-            if info.storage_id in seen:
-                continue
-            seen.add(info.storage_id)
-        out.append(info)
-    return out
-
-
 def _is_castable(info: TensorInfo) -> bool:
     return info.dtype in FLOATING and info.dtype not in NOT_CAST
 
@@ -464,7 +453,7 @@ def _is_castable(info: TensorInfo) -> bool:
 def memory_at(tensors: list[TensorInfo], bytes_per_value: float, keep_fp32: set[str] | None = None) -> int:
     """Bytes of the weights with every castable tensor at `bytes_per_value` (those in `keep_fp32` at 4)."""
     total = 0.0
-    for info in _unique_storage(tensors):
+    for info in unique_tensors(tensors):
         if not _is_castable(info):
             total += info.nbytes
         elif keep_fp32 and info.name in keep_fp32:
@@ -912,4 +901,4 @@ def _is_castable_dtype(dtype: str) -> bool:
 
 def memory_at_stored(tensors: list[TensorInfo]) -> int:
     """Bytes of the weights as stored (shared storage once)."""
-    return sum(info.nbytes for info in _unique_storage(tensors))
+    return sum(info.nbytes for info in unique_tensors(tensors))

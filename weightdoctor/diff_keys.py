@@ -899,7 +899,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
     """`diff_specs` on two opened checkpoints (headers only: no tensor data is read)."""
     return diff_specs(
         specs_from_tensors(a.tensors), specs_from_tensors(b.tensors), renames,
-        source_a=a.source, source_b=b.source, tied_groups_a=a.shared_groups(), tie_embeddings=config_ties(b.config),
+        source_a=a.source, source_b=b.source, tied_groups_a=a.alias_groups(), tie_embeddings=config_ties(b.config),
     )
 
 

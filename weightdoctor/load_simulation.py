@@ -356,5 +356,5 @@ def diff_checkpoint_against_model(
         raise
     return diff_against_model(
         specs_from_tensors(checkpoint.tensors), model, renames,
-        source_a=checkpoint.source, model_class=model_class, tied_groups_a=checkpoint.shared_groups(),
+        source_a=checkpoint.source, model_class=model_class, tied_groups_a=checkpoint.alias_groups(),
     )

@@ -342,7 +342,7 @@ def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: st
 def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.nn.Module:
     """A module tree whose parameters are the checkpoint's tensors on the meta device, grouped by dotted name.
 
-    Tensors sharing storage become one Parameter registered under each name, so accelerate sees them tied.
+    A tensor saved under several names becomes one Parameter registered under each, so accelerate sees it tied.
     Floating tensors take `torch_dtype` when one is given.
 
     Raises:
@@ -354,7 +354,7 @@ def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.
         raise UsageError("the source holds no tensors and no buildable config", path=str(checkpoint.path))
     target = getattr(torch, torch_dtype) if torch_dtype else None
     root = torch.nn.Module()
-    by_storage: dict[str, tuple[torch.nn.Parameter, tuple[tuple[int, ...], str]]] = {}
+    by_view: dict[str, torch.nn.Parameter] = {}
     prefixes = {
         ".".join(t.name.split(".")[:end]) for t in checkpoint.tensors for end in range(1, t.name.count(".") + 1)
     }
@@ -374,9 +374,11 @@ def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.
                 except (KeyError, TypeError) as exc:
                     raise UsageError(f"tensor name {info.name!r} cannot be a module path ({exc})") from exc
             module = child
-        shared = by_storage.get(info.storage_id) if info.storage_id else None
-        # Views of one storage with another shape or dtype (a split fused matrix) are not the same tensor.
-        param = shared[0] if shared and shared[1] == (tuple(info.shape), info.dtype) else None
+        # One tensor under several names (tied weights) is one Parameter; slices of one storage are not.
+        # accelerate cannot place a tie that involves a top-level name (no module holds it): those are
+        # planned as separate tensors, which counts their memory twice rather than failing.
+        tieable = info.view_id is not None and "." in info.name
+        param = by_view.get(info.view_id) if tieable else None  # type: ignore[arg-type]
         if param is None:
             dtype = getattr(torch, info.dtype, None)
             if not isinstance(dtype, torch.dtype):
@@ -384,8 +386,8 @@ def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.
             if target is not None and dtype.is_floating_point:
                 dtype = target
             param = torch.nn.Parameter(torch.empty(info.shape, dtype=dtype, device="meta"), requires_grad=False)
-            if info.storage_id and info.storage_id not in by_storage:
-                by_storage[info.storage_id] = (param, (tuple(info.shape), info.dtype))
+            if tieable:
+                by_view[info.view_id] = param  # type: ignore[index]
         try:
             module.register_parameter(parts[-1], param)
         except (KeyError, TypeError) as exc:

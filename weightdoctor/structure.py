@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
+from weightdoctor.checkpoint.model import unique_tensors
 from weightdoctor.dtypes import FLOATING
 
 # Bytes per parameter when the floating weights are stored at each dtype.
@@ -109,14 +110,9 @@ def summarize_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def memory_by_dtype(tensors: list[TensorInfo]) -> dict[str, int]:
-    """Bytes the weights need at each dtype: floating tensors cast, others kept; shared storage once."""
-    seen: set[str] = set()
+    """Bytes the weights need at each dtype: floating tensors cast, others kept; tied weights once."""
     floating, fixed = 0, 0
-    for info in tensors:
-        if info.storage_id is not None:
-            if info.storage_id in seen:
-                continue
-            seen.add(info.storage_id)
+    for info in unique_tensors(tensors):
         if info.dtype in FLOATING:
             floating += info.num_params
         else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
@@ -22,7 +22,10 @@ class TensorInfo:
         dtype: canonical dtype name (`float32`, `bfloat16`, ...; see `weightdoctor.dtypes`).
         file: path of the file that holds it, relative to the checkpoint's root.
         data_offsets: for safetensors, the `[begin, end)` byte range inside the file's data section.
-        storage_id: tensors with the same non-None `storage_id` share storage (tied weights in a pickle).
+        storage_id: tensors with the same non-None `storage_id` share storage (in a pickle: tied weights,
+            or views such as the slices of a fused matrix).
+        view_id: tensors with the same non-None `view_id` are one tensor under several names (tied weights:
+            same storage, offset, shape, strides and dtype); slices of one storage have different ones.
         num_params: number of elements (derived).
         nbytes: bytes of this tensor's own elements (derived; a view counts its view, not its storage).
     """
@@ -33,6 +36,7 @@ class TensorInfo:
     file: str
     data_offsets: tuple[int, int] | None = None
     storage_id: str | None = None
+    view_id: str | None = None
     num_params: int = field(init=False)
     nbytes: int = field(init=False)
 
@@ -47,6 +51,19 @@ class TensorInfo:
     @property
     def is_floating(self) -> bool:
         return self.dtype in FLOATING
+
+
+def unique_tensors(tensors: Iterable[TensorInfo]) -> list[TensorInfo]:
+    """`tensors` with each tensor saved under several names (tied weights, same `view_id`) kept once."""
+    seen: set[str] = set()
+    out: list[TensorInfo] = []
+    for info in tensors:
+        if info.view_id is not None:
+            if info.view_id in seen:
+                continue
+            seen.add(info.view_id)
+        out.append(info)
+    return out
 
 
 # The slot descriptors of TensorInfo's fields, for `tensor_infos`.
@@ -77,7 +94,8 @@ def tensor_infos(
     count = len(names)
     infos: list[TensorInfo] = list(map(object.__new__, repeat(TensorInfo, count)))
     columns = {"name": names, "shape": shapes, "dtype": dtypes, "file": repeat(file, count),
-               "data_offsets": data_offsets, "storage_id": repeat(None, count), "num_params": num_params,
+               "data_offsets": data_offsets, "storage_id": repeat(None, count), "view_id": repeat(None, count),
+               "num_params": num_params,
                "nbytes": nbytes}
     if columns.keys() != _SLOTS.keys():  # a field added to TensorInfo must be filled here too
         raise AssertionError(f"tensor_infos sets {sorted(columns)}, TensorInfo has {sorted(_SLOTS)}")

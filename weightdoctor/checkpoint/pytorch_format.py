@@ -145,6 +145,10 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
         for name in ordered:
             if not NOT_WEIGHTS.search(name) and isinstance(current[name], Mapping) and len(path) < 4:
                 queue.append((current[name], path + (name,)))
+    if isinstance(obj, Mapping) and any(isinstance(k, str) and is_tensor(v) for k, v in obj.items()):
+        # No nested state dict, but tensors beside a few other values at the top (`{"w": ..., "epoch": 3}`):
+        # those tensors are the weights; the other entries are reported as such.
+        return obj, None
     top = ", ".join(f"{k} ({_describe(v)})" for k, v in list(obj.items())[:8]) if isinstance(obj, Mapping) else ""
     raise CorruptCheckpoint(
         "no state dict (a mapping of names to tensors) found"
@@ -155,6 +159,14 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
 def _follow_key(obj: Any, key: str) -> Mapping[str, Any]:
     current, rest = obj, key
     while rest:
+        if isinstance(current, (list, tuple)):
+            # `optimizer_states.0`: an index into a list, as Lightning keeps one entry per optimizer.
+            head, _, tail = rest.partition(".")
+            if not head.isdigit() or int(head) >= len(current):
+                raise UsageError(f"--key {key!r}: {head!r} is not an index of a {type(current).__name__} of "
+                                 f"{len(current)} item(s)")
+            current, rest = current[int(head)], tail
+            continue
         if not isinstance(current, Mapping):
             raise UsageError(f"--key {key!r}: {type(current).__name__} has no entries")
         # Longest matching prefix first, since a key may itself contain dots.
@@ -379,25 +391,38 @@ def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
     for name, tensor in contents.state_dict.items():
         if isinstance(tensor, StaticTensor):
             record = tensor.storage
+            storage_id = f"{relpath}:{record.key}" if record.nbytes else None
             infos.append(TensorInfo(name=name, shape=values_shape(tensor.shape, tensor.dtype), dtype=tensor.dtype,
-                                    file=relpath,
-                                    storage_id=f"{relpath}:{record.key}" if record.nbytes else None))
+                                    file=relpath, storage_id=storage_id,
+                                    view_id=_view_id(storage_id, tensor.storage_offset, tensor.shape, tensor.stride,
+                                                     tensor.dtype)))
             continue
+        dtype = canonical_dtype(str(tensor.dtype))
         try:
             storage = tensor.untyped_storage()
             storage_id = f"{relpath}:{storage.data_ptr():x}" if storage.nbytes() else None
+            view_id = _view_id(storage_id, tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()), dtype)
         except (RuntimeError, NotImplementedError):
-            storage_id = None
+            storage_id = view_id = None
         infos.append(
             TensorInfo(
                 name=name,
-                shape=values_shape(tuple(int(d) for d in tensor.shape), canonical_dtype(str(tensor.dtype))),
-                dtype=canonical_dtype(str(tensor.dtype)),
+                shape=values_shape(tuple(int(d) for d in tensor.shape), dtype),
+                dtype=dtype,
                 file=relpath,
                 storage_id=storage_id,
+                view_id=view_id,
             )
         )
     return infos
+
+
+def _view_id(storage_id: str | None, offset: int, shape: tuple[int, ...], stride: tuple[int, ...], dtype: str,
+             ) -> str | None:
+    """The same string for two names of one tensor (tied weights), a different one for another view of the storage."""
+    if storage_id is None:
+        return None
+    return f"{storage_id}@{offset}:{','.join(map(str, shape))}:{','.join(map(str, stride))}:{dtype}"
 
 
 def ensure_pickle_file(path: Path, prefix: bytes) -> str:

@@ -18,7 +18,7 @@ from weightdoctor.checkpoint.hub import (
     remote_structure,
     resolve_repo_id,
 )
-from weightdoctor.checkpoint.model import CheckpointFile, TensorInfo
+from weightdoctor.checkpoint.model import CheckpointFile, TensorInfo, unique_tensors
 from weightdoctor.checkpoint.remote import remote_tensors
 from weightdoctor.errors import (
     CorruptCheckpoint,
@@ -112,31 +112,39 @@ class Checkpoint:
 
     @property
     def num_params(self) -> int:
-        return sum(t.num_params for t in self.tensors)
+        """Parameters, counting a tensor saved under several names (tied weights) once, as safetensors stores it."""
+        return sum(t.num_params for t in unique_tensors(self.tensors))
 
     @property
     def total_bytes(self) -> int:
-        """Bytes of tensor data, counting storage shared by several tensors once."""
-        seen: set[str] = set()
-        total = 0
-        for info in self.tensors:
-            if info.storage_id is not None:
-                if info.storage_id in seen:
-                    continue
-                seen.add(info.storage_id)
-            total += info.nbytes
-        return total
+        """Bytes of tensor data, counting a tensor saved under several names (tied weights) once.
+
+        Different views of one storage (the q, k and v slices of a fused matrix) each count: loaded, or
+        converted to safetensors, each is a tensor of its own.
+        """
+        return sum(t.nbytes for t in unique_tensors(self.tensors))
 
     @property
     def weight_files(self) -> list[CheckpointFile]:
         return [f for f in self.files if f.role == "weights"]
 
     def shared_groups(self) -> list[list[str]]:
-        """Names of tensors that share storage, one list per storage (only groups of two or more)."""
+        """Names of tensors that share storage, one list per storage (only groups of two or more).
+
+        Tied weights, and also views of one storage (slices of a fused matrix): see `alias_groups`.
+        """
         groups: dict[str, list[str]] = {}
         for info in self.tensors:
             if info.storage_id is not None:
                 groups.setdefault(info.storage_id, []).append(info.name)
+        return [names for names in groups.values() if len(names) > 1]
+
+    def alias_groups(self) -> list[list[str]]:
+        """Names that are one tensor (tied weights: same storage, offset, shape, strides), groups of two or more."""
+        groups: dict[str, list[str]] = {}
+        for info in self.tensors:
+            if info.view_id is not None:
+                groups.setdefault(info.view_id, []).append(info.name)
         return [names for names in groups.values() if len(names) > 1]
 
     def tensor_info(self, name: str) -> TensorInfo:
@@ -429,8 +437,11 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
             str(index_path),
         )
     total_size = index.get("metadata", {}).get("total_size") if isinstance(index.get("metadata"), dict) else None
-    actual = sum(t.nbytes for t in builder.tensors)
-    if isinstance(total_size, (int, float)) and not isinstance(total_size, bool) and total_size != actual:
+    actual = sum(t.nbytes for t in unique_tensors(builder.tensors))
+    # Writers differ on tied weights in .bin shards: counted once (huggingface_hub) or under every name.
+    every_name = sum(t.nbytes for t in builder.tensors)
+    if isinstance(total_size, (int, float)) and not isinstance(total_size, bool) and total_size not in (
+            actual, every_name):
         warnings.append(f"index metadata.total_size is {total_size} but the shards hold {actual} bytes")
     return warnings
 

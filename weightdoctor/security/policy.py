@@ -151,9 +151,26 @@ def classify(module: str, name: str) -> str:
     A name is judged in every form the unpickler could resolve it to (Python 2 module names such as
     `__builtin__` are mapped as `pickle` maps them); the worst classification wins.
     """
-    results = [_classify_one(m, n) for m, n in _normalise(module, name)]
+    forms = _normalise(module, name)
+    results = [_classify_one(m, n) for m, n in forms]
     if DANGEROUS in results:
         return DANGEROUS
     if all(r == SAFE for r in results):
         return SAFE
+    # `__builtin__.set` (every protocol-2 pickle of a set, complex or bytearray, e.g. DeepSpeed's model
+    # states) is unknown as written, but no Python 3 module is called `__builtin__`: only its mapped form,
+    # `builtins.set`, can ever be loaded, so that form decides.
+    if len(forms) == 2 and results[1] == SAFE and not _importable(module):
+        return SAFE
     return UNKNOWN
+
+
+def _importable(module: str) -> bool:
+    """Whether a module of this name exists here (searched for, never imported or run)."""
+    import importlib.util
+
+    top = module.partition(".")[0]
+    try:
+        return bool(top) and importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        return False

@@ -1,0 +1,104 @@
+"""Checkpoints as other tools write them: DeepSpeed, training scripts, fused-matrix views, tied weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import run_cli, run_json
+from weightdoctor.checkpoint import open_checkpoint
+from weightdoctor.security.policy import classify
+
+
+@pytest.mark.parametrize(("value", "global_name"), [
+    (set(), "set"), ({"a", "b"}, "set"), (complex(1, 2), "complex"), (bytearray(b"xy"), "bytearray")])
+def test_protocol_2_builtins_are_safe(tmp_path: Path, value: object, global_name: str) -> None:
+    """torch.save writes protocol 2, where a set is `__builtin__.set`: what torch's weights_only loader allows."""
+    path = tmp_path / "mp_rank_00_model_states.pt"
+    # DeepSpeed keeps the model under "module" beside sets of names and other values.
+    torch.save({"module": {"w": torch.ones(2), "b": torch.zeros(3)}, "extra": value}, path)
+    assert f"__builtin__\n{global_name}".encode() in path.read_bytes() or b"__builtin__" in path.read_bytes()
+    torch.load(path, weights_only=True)  # the reference: torch accepts it
+    code, data = run_json("inspect", str(path), "--key", "module")
+    assert code == 0, data
+    assert data["security"]["verdict"] == "safe" and data["num_tensors"] == 2 and data["nested_key"] == "module"
+
+
+def test_python_2_names_are_judged_by_what_they_load() -> None:
+    assert classify("__builtin__", "set") == classify("builtins", "set") == "safe"
+    assert classify("__builtin__", "eval") == "dangerous"
+    assert classify("copy_reg", "_reconstructor") == "dangerous"  # copyreg stays refused
+    assert classify("__builtin__", "frozenset") == "unknown"  # not in torch's weights_only allow-list
+
+
+def test_slices_of_one_storage_are_separate_tensors(tmp_path: Path) -> None:
+    """q, k and v saved as views of one fused matrix: three tensors of 64x64, not one tied tensor."""
+    fused = torch.randn(192, 64)
+    path = tmp_path / "qkv.bin"
+    torch.save({"attn.q.weight": fused[:64], "attn.k.weight": fused[64:128], "attn.v.weight": fused[128:],
+                "attn.q_again.weight": fused[:64]}, path)  # the last one is the same view as q: tied
+    checkpoint = open_checkpoint(path)
+    assert checkpoint.num_params == 3 * 64 * 64 and checkpoint.total_bytes == 3 * 64 * 64 * 4
+    assert checkpoint.alias_groups() == [["attn.q.weight", "attn.q_again.weight"]]
+    assert sorted(map(sorted, checkpoint.shared_groups())) == [
+        ["attn.k.weight", "attn.q.weight", "attn.q_again.weight", "attn.v.weight"]]
+    code, inspected = run_json("inspect", str(path))
+    assert code == 0 and inspected["total_bytes"] == 49152 and inspected["memory"]["fp32"] == 49152
+    code, plan = run_json("plan-devices", str(path), "--gpu", "20KB")
+    assert plan["num_params"] == 12288 and plan["weights_bytes"] == 49152 and plan["verdict"] != "fits-on-gpus"
+
+
+def test_tied_weights_count_once_in_every_format(fx: dict[str, Path], tmp_path: Path) -> None:
+    """GPT-2's lm_head is wte: the .bin keeps both names, safetensors one; both count its parameters once."""
+    tied = open_checkpoint(fx["files"] / "gpt2-tied.bin")
+    assert ["transformer.wte.weight", "lm_head.weight"] in tied.alias_groups()
+    code, _ = run_json("convert", str(fx["files"] / "gpt2-tied.bin"), "-o", str(tmp_path / "gpt2.safetensors"))
+    assert code == 0
+    converted = open_checkpoint(tmp_path / "gpt2.safetensors")
+    names = {t.name for t in converted.tensors}
+    assert len(names & {"lm_head.weight", "transformer.wte.weight"}) == 1  # one name kept, as safetensors needs
+    assert (tied.num_params, tied.total_bytes) == (converted.num_params, converted.total_bytes)
+
+
+def test_a_tie_between_top_level_names_is_planned(tmp_path: Path) -> None:
+    shared = torch.randn(4, 4)
+    path = tmp_path / "tied_top.bin"
+    torch.save({"w": shared, "w2": shared, "layer.w": torch.randn(2)}, path)
+    code, plan = run_json("plan-devices", str(path), "--gpu", "1GB")
+    assert code == 0 and plan["verdict"] == "fits-on-gpus"
+
+
+def test_sharded_bin_with_ties_matches_its_index(tmp_path: Path) -> None:
+    """huggingface_hub counts a tied storage once in total_size: no false warning."""
+    from huggingface_hub import save_torch_state_dict
+
+    embedding = torch.randn(64, 32)
+    state = {"wte.weight": embedding, "lm_head.weight": embedding,
+             **{f"h.{i}.weight": torch.randn(32, 32) for i in range(4)}}
+    save_torch_state_dict(state, tmp_path, safe_serialization=False, max_shard_size="10KB")
+    index = json.loads((tmp_path / "pytorch_model.bin.index.json").read_text())
+    code, data = run_json("inspect", str(tmp_path))
+    assert code == 0 and data["warnings"] == [], data["warnings"]
+    assert data["total_bytes"] == index["metadata"]["total_size"]
+
+
+def test_tensors_beside_training_values_are_the_state_dict(tmp_path: Path) -> None:
+    path = tmp_path / "train.pt"
+    torch.save({"w": torch.ones(2), "b": torch.ones(3), "epoch": 3, "loss": 0.25}, path)
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 0
+    assert "non-tensor entries" in result.stdout and "epoch (int: 3)" in result.stdout
+    code, data = run_json("inspect", str(path))
+    assert data["num_tensors"] == 2 and data["num_params"] == 5
+
+
+def test_key_indexes_into_lists(tmp_path: Path) -> None:
+    path = tmp_path / "lightning.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "ema": [{"w": torch.ones(2), "v": torch.zeros(4)}]}, path)
+    code, data = run_json("inspect", str(path), "--key", "ema.0")
+    assert code == 0 and data["num_tensors"] == 2 and data["nested_key"] == "ema.0"
+    result = run_cli("inspect", str(path), "--key", "ema.3")
+    assert result.exit_code == 2 and "'3' is not an index of a list of 1 item(s)" in result.stderr
