@@ -4,8 +4,10 @@ the sharded folder read back by transformers, huggingface_hub and safetensors.""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -160,3 +162,21 @@ def test_tokenizer_and_config_files_are_copied_but_stale_weights_are_not(fx: dic
                      "tokenizer.json", "vocab.txt"]
     assert (tmp_path / "out" / "vocab.txt").read_text() == "[PAD]\n[UNK]\n"
     assert (tmp_path / "out" / "1_Pooling" / "config.json").read_text() == '{"pooling_mode_mean_tokens": true}'
+
+
+@pytest.mark.parametrize("command", [["shard", "--max", "20KB"], ["convert"]])
+def test_an_output_inside_the_source_folder_is_not_copied_into_the_next_run(
+    fx: dict[str, Path], tmp_path: Path, command: list[str],
+) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(fx["bert"], model)
+    for _ in range(3):
+        code, data = run_json(command[0], model, *command[1:], "-o", model / "out", "--force")
+        assert code == 0, data
+    assert not (model / "out" / "out").exists()
+
+    def side(folder: Path) -> set[str]:
+        return {p.name for p in folder.iterdir() if p.name != "out" and not p.name.endswith((".safetensors", ".json"))
+                or p.name == "config.json"}
+
+    assert side(model / "out") == side(model) and "config.json" in side(model)

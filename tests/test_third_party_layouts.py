@@ -102,3 +102,20 @@ def test_key_indexes_into_lists(tmp_path: Path) -> None:
     assert code == 0 and data["num_tensors"] == 2 and data["nested_key"] == "ema.0"
     result = run_cli("inspect", str(path), "--key", "ema.3")
     assert result.exit_code == 2 and "'3' is not an index of a list of 1 item(s)" in result.stderr
+
+
+@pytest.mark.parametrize(("tensor", "words"), [
+    (torch.randn(4, 4).to_sparse(), "'sp' is a sparse (sparse_coo) tensor"),
+    (torch.randn(4, 4).to_sparse_csr(), "'sp' is a sparse (sparse_csr) tensor"),
+    (torch.quantize_per_tensor(torch.randn(4), 0.1, 0, torch.qint8), "'sp' is a quantized"),
+])
+@pytest.mark.parametrize("command", [
+    ["inspect"], ["inspect", "--stats"], ["check-dtype"], ["plan-devices", "--gpu", "1GB"]])
+def test_sparse_and_quantized_tensors_are_one_clear_line(tmp_path: Path, tensor: torch.Tensor, words: str,
+                                                         command: list[str]) -> None:
+    path = tmp_path / "odd.bin"
+    torch.save({"sp": tensor, "w": torch.randn(2)}, path)
+    result = run_cli(command[0], str(path), *command[1:])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and "odd.bin" in result.stderr and words in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Warning" not in result.stderr

@@ -157,7 +157,7 @@ def plan_convert(
         index = base + ".index.json"
     folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
     weights = [f.path for f in checkpoint.files if f.role != "config"]
-    copy_paths, left_out = ([], []) if single_file else side_files(folder, weights)
+    copy_paths, left_out = ([], []) if single_file else side_files(folder, weights, output=out)
     if left_out:
         warnings.append("not copied: " + ", ".join(left_out))
     return ConvertPlan(

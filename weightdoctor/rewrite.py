@@ -368,7 +368,9 @@ class SideFile:
     relpath: str
 
 
-def side_files(folder: Path | None, converted: list[Path] | None = None) -> tuple[list[SideFile], list[str]]:
+def side_files(
+    folder: Path | None, converted: list[Path] | None = None, output: Path | None = None,
+) -> tuple[list[SideFile], list[str]]:
     """What of a model folder to copy beside converted weights, and what is left out (with why).
 
     Copied: config, tokenizer, README, hidden files such as `.gitattributes`, and subfolders whole
@@ -376,22 +378,31 @@ def side_files(folder: Path | None, converted: list[Path] | None = None) -> tupl
     snapshot is made of them). Left out: the converted weight files and indexes themselves, weight files
     of other formats at the top (`tf_model.h5`, `flax_model.msgpack`, `model.onnx`, a second copy in
     another format: they are not converted, and would no longer match after renames or casts), and
-    hidden folders (`.git`, `.cache`).
+    hidden folders (`.git`, `.cache`), and `output` itself when it lies inside `folder` (`shard m -o m/shards`
+    run twice would otherwise copy the first run's shards into the second's, one level deeper each time).
     """
     if folder is None or not folder.is_dir():
         return [], []
     mine = {p.resolve() for p in converted or []} | {p.absolute() for p in converted or []}
+    target = output.resolve() if output is not None else None
+
+    def is_output(path: Path) -> bool:
+        resolved = path.resolve()
+        return target is not None and (resolved == target or target in resolved.parents)
+
     copies: list[SideFile] = []
     left_out: list[str] = []
     for item in sorted(folder.iterdir()):
         name = item.name
+        if is_output(item):
+            continue
         if item.is_dir():
             if name.startswith("."):
                 left_out.append(f"{name}/ (hidden folder)")
                 continue
             for sub in sorted(item.rglob("*")):
                 parts = sub.relative_to(folder).parts
-                if sub.is_file() and not any(part.startswith(".") for part in parts[:-1]):
+                if sub.is_file() and not any(part.startswith(".") for part in parts[:-1]) and not is_output(sub):
                     copies.append(SideFile(sub, "/".join(parts)))
             continue
         if not item.is_file() or item.absolute() in mine or item.resolve() in mine:

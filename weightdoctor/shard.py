@@ -176,7 +176,8 @@ def plan_shard(
     source_dir = checkpoint.path if checkpoint.path.is_dir() else None
     if source_dir is None and checkpoint.sharded:
         source_dir = checkpoint.path.parent
-    copy_paths, left_out = side_files(source_dir, [f.path for f in checkpoint.files if f.role != "config"])
+    copy_paths, left_out = side_files(
+        source_dir, [f.path for f in checkpoint.files if f.role != "config"], output=out)
     if left_out:
         warnings.append("not copied: " + ", ".join(left_out))
     return ShardPlan(

@@ -353,6 +353,8 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals(report)), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            # torch's deprecation notices (TypedStorage, quantized tensors) are not about the file: not shown.
+            warnings.filterwarnings("ignore", category=UserWarning, message=".*deprecated")
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=(fmt == "pytorch-zip"))
     except pickle.UnpicklingError as exc:
         message = _weights_only_message(exc)
@@ -397,6 +399,12 @@ def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
                                     view_id=_view_id(storage_id, tensor.storage_offset, tensor.shape, tensor.stride,
                                                      tensor.dtype)))
             continue
+        if tensor.layout is not _strided() or tensor.is_quantized:
+            kind, fix = (("quantized (torch.quantize_per_*)", ".dequantize()") if tensor.is_quantized
+                         else (f"sparse ({str(tensor.layout).removeprefix('torch.')})", ".to_dense()"))
+            raise UnsupportedFormat(
+                f"tensor {name!r} is a {kind} tensor; weightdoctor reads dense tensors only (save it with {fix})"
+            )
         dtype = canonical_dtype(str(tensor.dtype))
         try:
             storage = tensor.untyped_storage()
@@ -415,6 +423,12 @@ def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
             )
         )
     return infos
+
+
+def _strided() -> Any:
+    import torch
+
+    return torch.strided
 
 
 def _view_id(storage_id: str | None, offset: int, shape: tuple[int, ...], stride: tuple[int, ...], dtype: str,
