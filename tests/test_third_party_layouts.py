@@ -119,3 +119,50 @@ def test_sparse_and_quantized_tensors_are_one_clear_line(tmp_path: Path, tensor:
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.startswith("error: ") and "odd.bin" in result.stderr and words in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Warning" not in result.stderr
+
+
+def test_names_tied_in_b_that_a_stores_once_are_not_errors(tmp_path: Path) -> None:
+    """T5 as a .bin keeps shared / encoder / decoder embeddings as one tensor; its safetensors keeps one name."""
+    from safetensors.torch import save_file
+
+    shared, rest = torch.randn(32, 8), torch.randn(8, 8)
+    torch.save({"shared.weight": shared, "encoder.embed_tokens.weight": shared,
+                "decoder.embed_tokens.weight": shared, "encoder.block.0.weight": rest}, tmp_path / "b.bin")
+    a = {"shared.weight": shared.clone(), "encoder.block.0.weight": rest.clone()}
+    save_file(a, str(tmp_path / "a.safetensors"))
+    code, data = run_json("diff-keys", str(tmp_path / "a.safetensors"), str(tmp_path / "b.bin"))
+    assert code == 0, data
+    assert sorted((m["name"], m["reason"], m["severity"]) for m in data["missing"]) == [
+        ("decoder.embed_tokens.weight", "tied-weight", "info"), ("encoder.embed_tokens.weight", "tied-weight", "info")]
+    assert all("shared.weight" in m["detail"] for m in data["missing"])
+
+
+def test_a_base_model_prefix_loads_only_into_a_transformers_model(tmp_path: Path) -> None:
+    """`model.` on every key (Lightning): against a plain state dict nothing strips it (error); against a
+    transformers model folder from_pretrained does (warn)."""
+    weights = {"embed_tokens.weight": torch.randn(16, 4), "layers.0.mlp.weight": torch.randn(4, 4)}
+    torch.save({"state_dict": {f"model.{k}": v for k, v in weights.items()}}, tmp_path / "lightning.ckpt")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    torch.save(weights, plain / "pytorch_model.bin")
+    code, data = run_json("diff-keys", str(tmp_path / "lightning.ckpt"), str(plain))
+    assert code == 1 and data["matched"] == 0
+    assert {(u["reason"], u["severity"]) for u in data["unexpected"]} == {("base-model-prefix", "error")}
+    (plain / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaModel"]}))
+    code, data = run_json("diff-keys", str(tmp_path / "lightning.ckpt"), str(plain))
+    assert code == 0 and {(u["reason"], u["severity"]) for u in data["unexpected"]} == {("base-model-prefix", "warn")}
+
+
+def test_a_missing_untied_lm_head_is_a_warning(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    b = {"model.embed_tokens.weight": torch.randn(16, 4), "lm_head.weight": torch.randn(16, 4),
+         "score.weight": torch.randn(2, 4)}
+    save_file(b, str(tmp_path / "b.safetensors"))
+    save_file({"model.embed_tokens.weight": b["model.embed_tokens.weight"]}, str(tmp_path / "a.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "tie_word_embeddings": False}))
+    code, data = run_json("diff-keys", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
+                          "--fail-on", "warn")
+    assert code == 1
+    assert {m["name"]: (m["reason"], m["severity"]) for m in data["missing"]} == {
+        "lm_head.weight": ("task-head", "warn"), "score.weight": ("task-head", "info")}

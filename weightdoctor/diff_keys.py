@@ -634,6 +634,8 @@ def classify_key(
     for group in tied_groups:
         if name in group:
             others = [g for g in group if g != name]
+            if kind == "missing" and others:
+                return "tied-weight", "info", f"one tensor with {others[0]} in B, which A has: tied on load"
             return "tied-weight", "info", f"shares storage with {others[0]}" if others else ""
     tied = _ties_to_embedding(name, spec.shape, this_side) if tie_embeddings is not False else None
     if tied is not None:
@@ -649,6 +651,10 @@ def classify_key(
         found = next((candidate for candidate in stored if candidate in this_side), None)
         if found is not None:
             return "quantization", "info", f"stored quantized as {found}; the {quantization} quantizer builds it"
+    if kind == "missing" and _OUTPUT_EMBEDDING.search(name):
+        # Not a new task head: the pretrained output layer of a language model, and not tied to any input
+        # embedding here, so it starts random and what the model generates is noise until it is trained.
+        return "task-head", "warn", "the language-model output layer, initialised at random (not tied)"
     if _HEAD.search(name):
         detail = "new, initialised at random" if kind == "missing" else "not used by B, dropped"
         return "task-head", "info", detail
@@ -720,7 +726,9 @@ def build_report(
     renames_applied: Sequence[Rename] = (),
     matched_after_renames: int | None = None,
     tied_groups_a: Sequence[Sequence[str]] = (),
+    tied_groups_b: Sequence[Sequence[str]] = (),
     tie_embeddings: bool | None = None,
+    base_prefix_loads: bool = True,
     compare_dtypes: bool = True,
     notes: Sequence[str] = (),
     quantization: str | None = None,
@@ -729,13 +737,22 @@ def build_report(
 
     `quantization`: the quantizer B's config asks for (see `classify_key`); integer-stored weights of A
     (packed 4-bit, int8, GPTQ's int32) then differ from B's float shapes and dtypes by design (info).
+    `tied_groups_b`: names that are one tensor in B; a missing one whose partner A has is tied on load.
+    `base_prefix_loads`: False when B is a plain state dict (no config): then no loader adds or strips a
+    base-model prefix, and keys that need one do not load (error, not warn).
     """
     rename_objects = [Rename(s.pattern, s.replacement) for s in suggestions]
     by_rename = _explained_by_renames(unexpected, rename_objects, specs_b)
+    if not base_prefix_loads:
+        by_rename = {name: ("base-model-prefix", "error", flag) if reason == "base-model-prefix" else why
+                     for name, why in by_rename.items() for reason, _, flag in [why]}
+    # B's tied names that A supplies through a partner, the partner first (it is what the detail names).
+    supplied_ties = [sorted(group, key=lambda n: n not in specs_a) for group in tied_groups_b
+                     if any(n in specs_a for n in group)]
 
     def classify(name: str, kind: str) -> tuple[str, str, str]:
         if kind == "missing":
-            return classify_key(name, specs_b[name], kind, specs_a, (), tie_embeddings, quantization)
+            return classify_key(name, specs_b[name], kind, specs_a, supplied_ties, tie_embeddings, quantization)
         spec = specs_a.get(name) or KeySpec(name, (), "float32")
         return classify_key(name, spec, kind, specs_b, tied_groups_a, quantization=quantization)
 
@@ -830,7 +847,9 @@ def diff_specs(
     source_a: str = "A",
     source_b: str = "B",
     tied_groups_a: Sequence[Sequence[str]] = (),
+    tied_groups_b: Sequence[Sequence[str]] = (),
     tie_embeddings: bool | None = None,
+    base_prefix_loads: bool = True,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -845,15 +864,18 @@ def diff_specs(
         specs_a: A's keys (name -> KeySpec), in file order.
         specs_b: B's keys.
         renames: `--rename`s applied to A's keys first.
-        tied_groups_a: names in A that share storage (a pickle's tied weights).
+        tied_groups_a: names that are one tensor in A (a pickle's tied weights).
+        tied_groups_b: names that are one tensor in B.
         tie_embeddings: B's `tie_word_embeddings` when known (None: tie if an embedding fits).
+        base_prefix_loads: whether a loader adds or strips a base-model prefix (B is a transformers model).
 
     Raises:
         UsageError: the renames map two keys of A to the same name.
     """
     with gc_paused():  # 100,000s of long-lived small objects: see weightdoctor.gcpause
         return _diff_specs(specs_a, specs_b, renames, source_a=source_a, source_b=source_b,
-                           tied_groups_a=tied_groups_a, tie_embeddings=tie_embeddings)
+                           tied_groups_a=tied_groups_a, tied_groups_b=tied_groups_b,
+                           tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads)
 
 
 def _diff_specs(
@@ -864,7 +886,9 @@ def _diff_specs(
     source_a: str,
     source_b: str,
     tied_groups_a: Sequence[Sequence[str]],
+    tied_groups_b: Sequence[Sequence[str]],
     tie_embeddings: bool | None,
+    base_prefix_loads: bool,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -885,7 +909,8 @@ def _diff_specs(
     return build_report(
         renamed_a, specs_b, diff.missing, diff.unexpected, mismatched, diff.common, suggestions,
         source_a=source_a, source_b=source_b, mode="checkpoints", renames_applied=renames,
-        matched_after_renames=after, tied_groups_a=tied, tie_embeddings=tie_embeddings,
+        matched_after_renames=after, tied_groups_a=tied, tied_groups_b=tied_groups_b,
+        tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads,
     )
 
 
@@ -899,7 +924,8 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
     """`diff_specs` on two opened checkpoints (headers only: no tensor data is read)."""
     return diff_specs(
         specs_from_tensors(a.tensors), specs_from_tensors(b.tensors), renames,
-        source_a=a.source, source_b=b.source, tied_groups_a=a.alias_groups(), tie_embeddings=config_ties(b.config),
+        source_a=a.source, source_b=b.source, tied_groups_a=a.alias_groups(), tied_groups_b=b.alias_groups(),
+        tie_embeddings=config_ties(b.config), base_prefix_loads=b.config is not None,
     )
 
 
