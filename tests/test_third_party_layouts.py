@@ -166,3 +166,22 @@ def test_a_missing_untied_lm_head_is_a_warning(tmp_path: Path) -> None:
     assert code == 1
     assert {m["name"]: (m["reason"], m["severity"]) for m in data["missing"]} == {
         "lm_head.weight": ("task-head", "warn"), "score.weight": ("task-head", "info")}
+
+
+def test_what_is_not_a_state_dict_is_named_plainly(tmp_path: Path) -> None:
+    import numpy as np
+
+    torch.save(torch.get_rng_state(), tmp_path / "rng_state.pth")
+    result = run_cli("inspect", str(tmp_path / "rng_state.pth"))
+    assert result.exit_code == 2 and "the file holds a single tensor [5056] uint8" in result.stderr
+    assert "StaticTensor" not in result.stderr
+    torch.save({"w": torch.ones(2), "arr": np.ones(4), 0: torch.ones(3)}, tmp_path / "odd.bin")
+    code, data = run_json("inspect", str(tmp_path / "odd.bin"))
+    assert code == 0 and data["num_tensors"] == 1
+    assert data["skipped_entries"] == [
+        "arr (numpy array [4] float64)",
+        "0 (tensor [3] float32, under a key that is not a string: load_state_dict cannot)"]
+    torch.save({"encoder": {"a.w": torch.ones(2)}, "decoder": {"b.w": torch.ones(2)}}, tmp_path / "gan.bin")
+    code, data = run_json("inspect", str(tmp_path / "gan.bin"))
+    assert data["nested_key"] == "encoder"
+    assert data["other_entries"] == ["decoder (a state dict of 1 tensors: pick it with --key)"]

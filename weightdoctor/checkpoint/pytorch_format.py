@@ -67,11 +67,16 @@ def detect_pickle_format(prefix: bytes) -> str | None:
 
 def _describe(value: Any) -> str:
     if isinstance(value, Mapping):
+        tensors = sum(map(is_tensor, value.values()))
+        if tensors and _is_state_dict(value):
+            return f"a state dict of {tensors} tensors: pick it with --key"
         return f"dict, {len(value)} entries"
     if isinstance(value, (list, tuple)):
         return f"{type(value).__name__}, {len(value)} items"
+    if is_tensor(value):
+        return f"tensor {list(value.shape)} {canonical_dtype(str(value.dtype))}"
     if hasattr(value, "shape") and hasattr(value, "dtype"):
-        return f"tensor {list(value.shape)}"
+        return f"{type(value).__module__.split('.')[0]} array {list(value.shape)} {value.dtype}"
     text = repr(value)
     return f"{type(value).__name__}: {text[:40]}" if len(text) <= 40 else type(value).__name__
 
@@ -152,8 +157,13 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
     top = ", ".join(f"{k} ({_describe(v)})" for k, v in list(obj.items())[:8]) if isinstance(obj, Mapping) else ""
     raise CorruptCheckpoint(
         "no state dict (a mapping of names to tensors) found"
-        + (f"; top-level entries: {top}; pick one with --key" if top else f"; the file holds a {type(obj).__name__}")
+        + (f"; top-level entries: {top}; pick one with --key" if top else f"; the file holds {_what(obj)}")
     )
+
+
+def _what(obj: Any) -> str:
+    """What a whole file holds when it is no mapping: `a single tensor [5056] uint8`, `a list, 3 items`."""
+    return f"a single {_describe(obj)}" if is_tensor(obj) else f"a {_describe(obj)}"
 
 
 def _follow_key(obj: Any, key: str) -> Mapping[str, Any]:
@@ -329,6 +339,8 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
     for name, value in state_dict.items():
         if is_tensor(value) and isinstance(name, str):
             tensors[name] = value
+        elif is_tensor(value):
+            skipped.append(f"{name!r} ({_describe(value)}, under a key that is not a string: load_state_dict cannot)")
         else:
             skipped.append(f"{name} ({_describe(value)})")
     return PickleContents(state_dict=tensors, nested_key=nested_key, other_entries=other, skipped_entries=skipped,

@@ -36,7 +36,7 @@ def inspect(
     name_filter: FilterOpt = None,
     key: KeyOpt = None,
     revision: RevisionOpt = None,
-    depth: Annotated[int, typer.Option("--depth", help="Levels of the module tree to show.")] = 4,
+    depth: Annotated[int, typer.Option("--depth", min=0, help="Levels of the module tree to show.")] = 4,
     show_all: Annotated[bool, typer.Option("--all", help="List every tensor (default: the first 50).")] = False,
     verify: Annotated[
         bool, typer.Option("--verify", help="Recompute the CRC-32 of every zip member (exit 1 on a mismatch).")
