@@ -69,6 +69,7 @@ def test_a_tie_between_top_level_names_is_planned(tmp_path: Path) -> None:
     torch.save({"w": shared, "w2": shared, "layer.w": torch.randn(2)}, path)
     code, plan = run_json("plan-devices", str(path), "--gpu", "1GB")
     assert code == 0 and plan["verdict"] == "fits-on-gpus"
+    assert any("w = w2" in w and "separate copies" in w for w in plan["warnings"]), plan["warnings"]
 
 
 def test_sharded_bin_with_ties_matches_its_index(tmp_path: Path) -> None:

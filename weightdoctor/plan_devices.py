@@ -314,6 +314,13 @@ def build_planned_model(
         what = "its config.json has no model_type" if checkpoint.config is not None else "there is no config.json"
         raise UsageError(f"nothing to plan: the checkpoint holds no tensors and {what}", path=str(checkpoint.path))
     model = build_tensor_tree(checkpoint, None if dtype in ("int8", "int4") else DTYPES[dtype][0])
+    untied = [names for names in checkpoint.alias_groups() if any("." not in name for name in names)]
+    if untied:
+        warnings.append(
+            "tied tensors outside any module (" + "; ".join(" = ".join(names) for names in untied[:3])
+            + ") are planned as separate copies, since accelerate cannot tie top-level names: their memory counts"
+            " once per name"
+        )
     if dtype in ("int8", "int4"):
         warnings.append(f"{dtype} is planned for transformers models only; the tensors keep their own dtypes")
     return PlannedModel(model, "tensors", "module tree from tensor names", dtype, checkpoint.config, warnings)
