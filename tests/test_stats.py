@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,39 @@ def test_json_merge_adds_stats_init_and_findings(fx: dict[str, Path]) -> None:
     assert data["findings"] == [{"severity": "warn", "code": "checkpoint-at-init", "tensor": None,
                                  "message": data["findings"][0]["message"], "hint": data["findings"][0]["hint"]}]
     assert data["weights"]["expected_from"] == "transformers" and data["weights"]["state"] == "initialization"
+
+
+def _mean_std(x: torch.Tensor) -> tuple[float, float]:
+    wide = x.double()
+    return float(wide.mean()), float(wide.std(unbiased=False))
+
+
+@pytest.mark.parametrize("case", ["large", "offset", "huge-constant", "huge-column"])
+def test_moments_are_float64_accurate(case: str) -> None:
+    generator = torch.Generator().manual_seed(5)
+    if case == "large":  # > EXACT_KURTOSIS_MAX values: one float32 dot drifted by 2e-4 here
+        x = torch.randn(3000, 4096, generator=generator)
+    elif case == "offset":  # mean 1000, spread 0.001: a float32 total is off by a tenth of the spread
+        x = 1000 + 0.001 * torch.randn(3000, 4000, generator=generator)
+    elif case == "huge-constant":  # the float32 sum overflows to inf
+        x = torch.full((64, 64), 3e38)
+    else:  # squares overflow float32
+        x = torch.randn(4096, 256, generator=generator)
+        x[:, 0] = 1e30
+    s = summarize_values(x.flatten(), shape=tuple(x.shape))
+    mean, std = _mean_std(x)
+    assert math.isfinite(s.mean) and math.isfinite(s.std)
+    assert s.mean == pytest.approx(mean, rel=1e-7, abs=1e-4 * std)
+    assert s.std == pytest.approx(std, rel=1e-6, abs=1e-30)
+
+
+def test_a_dominant_column_does_not_make_duplicate_search_quadratic() -> None:
+    """Every row then projects to nearly the same key; rows are grouped by digest, not compared pairwise."""
+    x = torch.randn(16384, 64, generator=torch.Generator().manual_seed(6))
+    x[:, 0] = 1e6
+    x[100] = x[7]
+    x[200] = x[7]
+    start = time.perf_counter()
+    s = summarize_values(x.flatten(), shape=tuple(x.shape))
+    assert time.perf_counter() - start < 20  # was 82 s; ~0.1 s now (a bound, not a benchmark)
+    assert s.duplicate_rows == 2 and s.duplicate_cols == 0
