@@ -317,3 +317,24 @@ def test_folder_to_a_file_name_writes_one_file(tmp_path: Path) -> None:
     converted = load_file(out)
     assert converted.keys() == original.keys()
     assert all(torch.equal(converted[k], original[k]) for k in original)
+
+
+@pytest.mark.parametrize("command", [["convert"], ["shard", "--max", "40KB"]])
+def test_a_cast_updates_the_config_dtype(fx: dict[str, Path], tmp_path: Path, command: list[str]) -> None:
+    """As save_pretrained writes it: from_pretrained(dtype="auto") then loads the weights in their new dtype."""
+    import transformers
+
+    source_config = json.loads((fx["bert"] / "config.json").read_text())
+    assert source_config.get("dtype", source_config.get("torch_dtype")) == "float32"
+    out = tmp_path / "out"
+    code, data = run_json(command[0], fx["bert"], *command[1:], "-o", out, "--dtype", "bf16")
+    assert code == 0, data
+    config = json.loads((out / "config.json").read_text())
+    assert config.get("dtype", config.get("torch_dtype")) == "bfloat16"
+    assert {k: v for k, v in config.items() if "dtype" not in k} == {
+        k: v for k, v in source_config.items() if "dtype" not in k}
+    assert any("config.json follows the cast" in w for w in data["plan"]["warnings"])
+    model = transformers.AutoModel.from_pretrained(out, dtype="auto")
+    assert next(model.parameters()).dtype == torch.bfloat16
+    code, checked = run_json("check-dtype", out)
+    assert checked["config_agreement"]["status"] != "differs", checked["config_agreement"]

@@ -23,6 +23,7 @@ from weightdoctor.rewrite import (
     default_output_name,
     plan_tensors,
     side_files,
+    with_config_dtype,
     write_plan,
 )
 
@@ -160,6 +161,10 @@ def plan_convert(
     copy_paths, left_out = ([], []) if single_file else side_files(folder, weights, output=out)
     if left_out:
         warnings.append("not copied: " + ", ".join(left_out))
+    copy_paths, config_note = with_config_dtype(copy_paths, dtype)
+    if config_note:
+        warnings.append(config_note)
+
     return ConvertPlan(
         source=checkpoint.source,
         output=str(out),

@@ -362,10 +362,60 @@ class WriteResult:
 
 @dataclass(frozen=True)
 class SideFile:
-    """A file of a model folder copied beside converted weights: where it is, and its path in the output."""
+    """A file of a model folder copied beside converted weights: where it is, and its path in the output.
+
+    `content`, when given, is written instead of the file's bytes (a config.json whose dtype follows a cast).
+    """
 
     path: Path
     relpath: str
+    content: bytes | None = None
+
+
+_CONFIG_DTYPE_KEYS = ("dtype", "torch_dtype")  # transformers 5 writes the first, 4.x the second
+
+
+def _set_dtype_keys(node: object, dtype: str, where: str) -> list[str]:
+    """Set every dtype key in a parsed config (at any depth) to `dtype`; what changed, as `key: old -> new`."""
+    changed: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _CONFIG_DTYPE_KEYS and isinstance(value, str):
+                if value != dtype:
+                    node[key] = dtype
+                    changed.append(f"{where}{key}: {value} -> {dtype}")
+            else:
+                changed += _set_dtype_keys(value, dtype, f"{where}{key}.")
+    return changed
+
+
+def with_config_dtype(files: list[SideFile], dtype: str | None) -> tuple[list[SideFile], str | None]:
+    """`files` with config.json's dtype set to the cast target, as `save_pretrained` writes it; and a note.
+
+    Left as it was, `from_pretrained(dtype="auto")` would load bf16 weights back as float32. Only keys the
+    config already has are changed (at any depth: multimodal configs nest a text and a vision config);
+    a config that is not a JSON object is copied untouched.
+    """
+    if dtype is None:
+        return files, None
+    out: list[SideFile] = []
+    note = None
+    for side in files:
+        if side.relpath != "config.json":
+            out.append(side)
+            continue
+        try:
+            config = json.loads(side.path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            out.append(side)
+            continue
+        changed = _set_dtype_keys(config, dtype, "")
+        if changed:
+            note = "config.json follows the cast: " + ", ".join(changed)
+            out.append(SideFile(side.path, side.relpath, (json.dumps(config, indent=2) + "\n").encode()))
+        else:
+            out.append(side)
+    return out, note
 
 
 def side_files(
@@ -698,7 +748,10 @@ def write_outputs(
                 for item in copy_files:
                     target = stage.path / item.relpath
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(item.path, target)
+                    if item.content is not None:
+                        target.write_bytes(item.content)
+                    else:
+                        shutil.copyfile(item.path, target)
                     result.copied.append(item.relpath)
                 hooks.reached("before-index")
                 if index_name is not None:

@@ -26,6 +26,7 @@ from weightdoctor.rewrite import (
     check_not_input,
     plan_tensors,
     side_files,
+    with_config_dtype,
     write_plan,
 )
 from weightdoctor.units import format_bytes, parse_size, size_is_binary
@@ -180,6 +181,9 @@ def plan_shard(
         source_dir, [f.path for f in checkpoint.files if f.role != "config"], output=out)
     if left_out:
         warnings.append("not copied: " + ", ".join(left_out))
+    copy_paths, config_note = with_config_dtype(copy_paths, dtype)
+    if config_note:
+        warnings.append(config_note)
     return ShardPlan(
         source=checkpoint.source,
         output=str(out),
