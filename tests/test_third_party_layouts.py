@@ -186,3 +186,22 @@ def test_what_is_not_a_state_dict_is_named_plainly(tmp_path: Path) -> None:
     code, data = run_json("inspect", str(tmp_path / "gan.bin"))
     assert data["nested_key"] == "encoder"
     assert data["other_entries"] == ["decoder (a state dict of 1 tensors: pick it with --key)"]
+
+
+def test_values_with_infinities_and_nans(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    inf, nan = float("inf"), float("nan")
+    a = {"same_inf.weight": torch.tensor([inf, 1.0]), "turned_nan.weight": torch.tensor([nan, 1.0]),
+         "changed.weight": torch.tensor([1.5, 1.0]), "both_nan.weight": torch.tensor([nan, 2.0])}
+    b = {"same_inf.weight": torch.tensor([inf, 1.0]), "turned_nan.weight": torch.tensor([0.5, 1.0]),
+         "changed.weight": torch.tensor([1.0, 1.0]), "both_nan.weight": torch.tensor([nan, 2.0])}
+    save_file(a, str(tmp_path / "a.safetensors"))
+    save_file(b, str(tmp_path / "b.safetensors"))
+    code, data = run_json("diff-keys", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"), "--values")
+    rows = {v["name"]: v for v in data["values"]}
+    assert rows["same_inf.weight"]["identical"] and rows["same_inf.weight"]["max_abs_diff"] == 0.0
+    assert rows["both_nan.weight"]["identical"] and rows["both_nan.weight"]["max_abs_diff"] == 0.0
+    assert not rows["turned_nan.weight"]["identical"] and rows["turned_nan.weight"]["max_abs_diff"] == "nan"
+    assert rows["changed.weight"]["max_abs_diff"] == 0.5
+    assert [layer["layer"] for layer in data["layers_changed_most"]][:2] == ["turned_nan", "changed"]

@@ -971,9 +971,10 @@ def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 
         part_a = flat_a[start:start + chunk].to(torch.float64)
         part_b = flat_b[start:start + chunk].to(torch.float64)
         delta = part_a - part_b
-        both_nan = torch.isnan(part_a) & torch.isnan(part_b)
-        delta = torch.where(both_nan, torch.zeros_like(delta), delta)
-        if identical and not bool(torch.all((part_a == part_b) | both_nan)):
+        # Equal values differ by 0, infinities included (inf − inf is NaN), and so do NaNs on both sides.
+        same = (part_a == part_b) | (torch.isnan(part_a) & torch.isnan(part_b))
+        delta = torch.where(same, torch.zeros_like(delta), delta)
+        if identical and not bool(torch.all(same)):
             identical = False
         if delta.numel():
             largest = float(delta.abs().max())
@@ -1018,7 +1019,8 @@ def compare_values(
     for layer, (diff_sq, ref_sq, count, same) in layers.items():
         rel = 0.0 if same else (math.inf if ref_sq == 0 else math.sqrt(diff_sq) / math.sqrt(ref_sq))
         ranked.append(LayerChange(layer, rel, int(count), bool(same)))
-    ranked.sort(key=lambda r: (-r.rel_change if not math.isnan(r.rel_change) else 0.0, r.layer))
+    # A layer whose change is NaN (a NaN on one side) has changed beyond measure: it comes first.
+    ranked.sort(key=lambda r: (-math.inf if math.isnan(r.rel_change) else -r.rel_change, r.layer))
     return results, ranked[:top]
 
 
