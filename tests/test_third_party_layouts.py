@@ -205,3 +205,36 @@ def test_values_with_infinities_and_nans(tmp_path: Path) -> None:
     assert not rows["turned_nan.weight"]["identical"] and rows["turned_nan.weight"]["max_abs_diff"] == "nan"
     assert rows["changed.weight"]["max_abs_diff"] == 0.5
     assert [layer["layer"] for layer in data["layers_changed_most"]][:2] == ["turned_nan", "changed"]
+
+
+def _snapshot(tmp_path: Path) -> Path:
+    """A Hub-cache-like snapshot: every file a link into ../../blobs."""
+    from safetensors.torch import save_file
+
+    blobs, snapshot = tmp_path / "blobs", tmp_path / "snapshots" / "abc123"
+    blobs.mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    save_file({"w.weight": torch.ones(2, 2)}, str(blobs / "st"))
+    torch.save({"w.weight": torch.ones(2, 2)}, blobs / "bin")
+    (blobs / "cfg").write_text(json.dumps({"model_type": "bert"}))
+    (blobs / "tok").write_text("{}")
+    for name, blob in (("model.safetensors", "st"), ("pytorch_model.bin", "bin"), ("config.json", "cfg"),
+                       ("tokenizer.json", "tok")):
+        (snapshot / name).symlink_to(Path("../../blobs") / blob)
+    return snapshot
+
+
+def test_a_link_to_a_missing_blob_is_named(tmp_path: Path) -> None:
+    snapshot = _snapshot(tmp_path)
+    (tmp_path / "blobs" / "st").rename(tmp_path / "blobs" / "st.incomplete")
+    result = run_cli("inspect", str(snapshot))  # not silently the .bin beside it
+    assert result.exit_code == 2 and "model.safetensors" in result.stderr
+    assert "does not exist (its download did not finish)" in result.stderr
+
+
+def test_convert_names_side_files_whose_blob_is_missing(tmp_path: Path) -> None:
+    snapshot = _snapshot(tmp_path)
+    (tmp_path / "blobs" / "tok").unlink()
+    code, data = run_json("convert", str(snapshot), "-o", str(tmp_path / "out"))
+    assert code == 0 and not (tmp_path / "out" / "tokenizer.json").exists()
+    assert any("tokenizer.json (a link to a missing file" in w for w in data["plan"]["warnings"]), data["plan"]

@@ -455,6 +455,9 @@ def side_files(
                 if sub.is_file() and not any(part.startswith(".") for part in parts[:-1]) and not is_output(sub):
                     copies.append(SideFile(sub, "/".join(parts)))
             continue
+        if item.is_symlink() and not item.exists():
+            left_out.append(f"{name} (a link to a missing file: an unfinished or deleted download)")
+            continue
         if not item.is_file() or item.absolute() in mine or item.resolve() in mine:
             continue
         if name.endswith(WEIGHT_SUFFIXES) or name.endswith(".index.json"):

@@ -377,11 +377,27 @@ def _no_weights_message(folder: Path) -> str:
     return message
 
 
+def _dangling_message(link: Path) -> str:
+    target = Path(os.path.normpath(link.parent / os.readlink(link)))
+    partial = target.with_name(target.name + ".incomplete")
+    why = "its download did not finish" if partial.exists() else "the file was deleted or never downloaded"
+    return (f"is a link to {target}, which does not exist ({why}); download it again "
+            "(huggingface-cli download) or delete the snapshot")
+
+
 def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
-    """Pick what to read in a model folder: (path, is_index). Safetensors before pickles."""
+    """Pick what to read in a model folder: (path, is_index). Safetensors before pickles.
+
+    Raises:
+        CorruptCheckpoint: a weight file or index is a link to a missing file (a Hub cache snapshot whose
+            blob was deleted or never finished downloading): named, rather than silently reading another format.
+    """
     for name in PREFERRED_FILES:
-        if (folder / name).is_file():
-            return folder / name, name.endswith(".index.json")
+        candidate = folder / name
+        if candidate.is_file():
+            return candidate, name.endswith(".index.json")
+        if candidate.is_symlink():
+            raise CorruptCheckpoint(_dangling_message(candidate), str(candidate))
     indexes = sorted(folder.glob("*.safetensors.index.json")) + sorted(folder.glob("*.bin.index.json"))
     if indexes:
         return indexes[0], True
@@ -390,6 +406,10 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     if len(safetensors_files) == 1 or (len(weights) == 1):
         return (safetensors_files or weights)[0], False
     if not weights:
+        dangling = [p for p in sorted(folder.iterdir()) if p.is_symlink() and not p.exists()
+                    and (p.suffix == ".safetensors" or p.suffix in PICKLE_SUFFIXES)]
+        if dangling:
+            raise CorruptCheckpoint(_dangling_message(dangling[0]), str(dangling[0]))
         raise SourceNotFound(_no_weights_message(folder), str(folder))
     names = ", ".join(p.name for p in weights[:6])
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
