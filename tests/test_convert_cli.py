@@ -338,3 +338,11 @@ def test_a_cast_updates_the_config_dtype(fx: dict[str, Path], tmp_path: Path, co
     assert next(model.parameters()).dtype == torch.bfloat16
     code, checked = run_json("check-dtype", out)
     assert checked["config_agreement"]["status"] != "differs", checked["config_agreement"]
+
+
+def test_a_keep_fp32_pattern_that_matches_nothing_is_named(fx: dict[str, Path], tmp_path: Path) -> None:
+    code, data = run_json("convert", fx["bert"], "-o", tmp_path / "out", "--dtype", "bf16", "--keep-fp32", "layernorm")
+    assert code == 0 and data["plan"]["kept_fp32"] == []
+    assert "--keep-fp32 'layernorm' matches no floating tensor: nothing is kept in fp32" in data["plan"]["warnings"]
+    code, data = run_json("convert", fx["bert"], "-o", tmp_path / "out2", "--dtype", "bf16", "--keep-fp32", "LayerNorm")
+    assert data["plan"]["kept_fp32"] and not any("--keep-fp32" in w for w in data["plan"]["warnings"])

@@ -265,6 +265,9 @@ def plan_tensors(
         selection.dropped = [DroppedAlias(name, kept) for name, kept in sorted(dropped.items())]
     if dtype and not selection.cast and not any(t.dtype in FLOATING for t in checkpoint.tensors):
         selection.warnings.append(f"--dtype {dtype}: the checkpoint has no floating tensors to cast")
+    if keep is not None and not selection.kept_fp32:
+        # A typo (`layernorm` for `LayerNorm`) would otherwise cast everything without a word.
+        selection.warnings.append(f"--keep-fp32 {keep_fp32!r} matches no floating tensor: nothing is kept in fp32")
     return selection
 
 
