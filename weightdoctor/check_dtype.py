@@ -610,7 +610,8 @@ def recommend(
             lines.append(f"{name} is safe: every value is exactly representable ({mem})")
         elif report.verdict == "lossy":
             tiny = [f"{report.underflow:,} tiny value(s) flushed to zero"] if report.underflow else []
-            tiny += [f"{report.subnormal:,} now subnormal"] if report.subnormal else []
+            # Subnormal in the target (fewer significant bits), whether or not they were already in the source.
+            tiny += [f"{report.subnormal:,} subnormal in {name} (fewer significant bits)"] if report.subnormal else []
             extra = f"; {', '.join(tiny)}" if tiny else ""
             lines.append(
                 f"{name} loses precision only: max relative error {report.max_rel_error:.3g}, "
