@@ -171,3 +171,25 @@ def test_help_does_not_import_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert out.stdout.strip() == "False"
+
+
+def test_memory_figures_are_what_convert_writes(tmp_path: Path) -> None:
+    """The plain cast and the suggested `--keep-fp32` both: fp8 tensors stay 1 byte, the regex's every match fp32."""
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(0)
+    tensors = {f"layers.{i}.{part}.weight": torch.randn(16, 16, generator=generator)
+               for i in range(3) for part in ("attn", "mlp", "norm")}
+    tensors["layers.0.norm.weight"][0, 0] = 1e6  # overflow fp16: two norms are the offenders, and the
+    tensors["layers.1.norm.weight"][0, 0] = 1e6  # suggested regex covers the third as well
+    tensors["layers.0.scale"] = torch.randn(16, 16, generator=generator).to(torch.float8_e4m3fn)
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    code, data = run_json("check-dtype", tmp_path / "model.safetensors")
+    fp16 = data["targets"]["fp16"]
+    assert fp16["keep_fp32"], fp16
+    code, plain = run_json("convert", tmp_path / "model.safetensors", "-o", tmp_path / "plain.safetensors",
+                           "--dtype", "fp16", "--allow-overflow")
+    assert code in (0, 1) and plain["plan"]["total_bytes"] == fp16["memory_bytes"]
+    code, kept = run_json("convert", tmp_path / "model.safetensors", "-o", tmp_path / "kept.safetensors",
+                          "--dtype", "fp16", "--keep-fp32", fp16["keep_fp32"])
+    assert code == 0 and kept["plan"]["total_bytes"] == fp16["keep_fp32_memory_bytes"]

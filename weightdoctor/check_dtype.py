@@ -451,10 +451,13 @@ def _is_castable(info: TensorInfo) -> bool:
 
 
 def memory_at(tensors: list[TensorInfo], bytes_per_value: float, keep_fp32: set[str] | None = None) -> int:
-    """Bytes of the weights with every castable tensor at `bytes_per_value` (those in `keep_fp32` at 4)."""
+    """Bytes of the weights as `convert --dtype` writes them: every tensor it casts at `bytes_per_value`
+    (those in `keep_fp32` at 4), the others (integers, fp8, fp4 and MX scales, which it leaves) as stored."""
+    from weightdoctor.rewrite import CASTABLE
+
     total = 0.0
     for info in unique_tensors(tensors):
-        if not _is_castable(info):
+        if info.dtype not in CASTABLE:
             total += info.nbytes
         elif keep_fp32 and info.name in keep_fp32:
             total += info.num_params * 4
@@ -854,7 +857,9 @@ def check_dtype(
             torch_behaviour=cast_behaviour(name),
             memory_bytes=memory_at(checkpoint.tensors, bytes_per_value),
             keep_fp32=regex,
-            keep_fp32_memory_bytes=memory_at(checkpoint.tensors, bytes_per_value, set(offenders)) if regex else None,
+            # What the suggested `--keep-fp32 REGEX` keeps: every name it matches, not only the offenders.
+            keep_fp32_memory_bytes=memory_at(
+                checkpoint.tensors, bytes_per_value, {n for n in all_names if re.search(regex, n)}) if regex else None,
             tensors=rows,
         )
 
