@@ -42,6 +42,7 @@ ACCEPTED = [
     ["a.safetensors", "--json", "b.safetensors", "--fail-on", "warn"],
     ["a.safetensors", "b.safetensors", "--rename", "^module\\.=", "--rename", "x=y"],
     ["a.safetensors", "b.safetensors", "--all", "--values", "--debug", "--key", "model", "--revision", "main"],
+    ["org/model", "org/model", "--revision", "v1", "--revision-b", "v2"],
     ["a.safetensors", "b.safetensors", "--json", "--json", "--all"],
     ["a.safetensors", "b.safetensors", "--fail-on", "nonsense"],  # refused by the command itself, either path
     ["", "b.safetensors", "--rename", ""],

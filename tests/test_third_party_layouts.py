@@ -238,3 +238,23 @@ def test_convert_names_side_files_whose_blob_is_missing(tmp_path: Path) -> None:
     code, data = run_json("convert", str(snapshot), "-o", str(tmp_path / "out"))
     assert code == 0 and not (tmp_path / "out" / "tokenizer.json").exists()
     assert any("tokenizer.json (a link to a missing file" in w for w in data["plan"]["warnings"]), data["plan"]
+
+
+def test_diff_keys_compares_two_revisions_of_one_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors.torch import save_file
+
+    from fixtures.build import write_hub_cache
+
+    cache = tmp_path / "cache"
+    for revision, names in (("v1", ["a.weight", "b.weight"]), ("v2", ["a.weight", "b.weight", "head.weight"])):
+        files = tmp_path / revision
+        files.mkdir()
+        save_file({name: torch.ones(2) for name in names}, str(files / "model.safetensors"))
+        write_hub_cache(cache, "org/model", files, revision=revision)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    code, data = run_json("diff-keys", "org/model", "org/model", "--revision", "v1", "--revision-b", "v2")
+    assert code == 0 and data["matched"] == 2 and [m["name"] for m in data["missing"]] == ["head.weight"]
+    code, data = run_json("diff-keys", "org/model", "org/model", "--revision", "v2")  # both at v2
+    assert data["missing"] == [] and data["matched"] == 3
+    result = run_cli("diff-keys", "org/model", "--model-class", "BertModel", "--revision-b", "v2")
+    assert result.exit_code == 2 and "--revision-b" in result.stderr

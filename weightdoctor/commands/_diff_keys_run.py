@@ -30,6 +30,7 @@ def run_diff_keys(
     json_output: bool = False,
     key: str | None = None,
     revision: str | None = None,
+    revision_b: str | None = None,
 ) -> int:
     """Diff A against B (or `model_class`), print the report (tables, or JSON with `json_output`), return
     the exit code (0, or 1 when a difference reaches `fail_on`). Bad input raises; the caller reports it.
@@ -40,6 +41,8 @@ def run_diff_keys(
         raise UsageError("give either a second checkpoint B or --model-class CLASS (not both, not neither)")
     if model_class is None and (config is not None or num_labels is not None):
         raise UsageError("--config and --num-labels only apply with --model-class")
+    if revision_b is not None and model_class is not None:
+        raise UsageError("--revision-b is B's revision; with --model-class, --revision applies to --config")
     if values and model_class is not None:
         raise UsageError("--values compares two checkpoints; it cannot be used with --model-class")
     parsed = [parse_rename(spec) for spec in renames or []]
@@ -53,7 +56,7 @@ def run_diff_keys(
             )
         else:
             assert source_b is not None
-            with open_checkpoint(source_b, revision=revision) as checkpoint_b:
+            with open_checkpoint(source_b, revision=revision if revision_b is None else revision_b) as checkpoint_b:
                 report = diff_checkpoints(checkpoint_a, checkpoint_b, parsed)
                 if values:
                     from weightdoctor.diff_keys import compare_values, value_pairs

@@ -34,11 +34,11 @@ FAST_COMMANDS: dict[str, FastCommand] = {
         runner="weightdoctor.commands._diff_keys_run:run_diff_keys",
         positionals=("source_a", "source_b"),
         flags={"--json": "json_output", "--all": "show_all", "--values": "values", "--debug": "debug"},
-        options={"--fail-on": "fail_on", "--key": "key", "--revision": "revision"},
+        options={"--fail-on": "fail_on", "--key": "key", "--revision": "revision", "--revision-b": "revision_b"},
         repeatable={"--rename": "renames"},
         defaults={"json_output": False, "show_all": False, "values": False, "debug": False, "fail_on": "error",
-                  "key": None, "revision": None, "renames": None, "model_class": None, "config": None,
-                  "num_labels": None},
+                  "key": None, "revision": None, "revision_b": None, "renames": None, "model_class": None,
+                  "config": None, "num_labels": None},
     ),
 }
 

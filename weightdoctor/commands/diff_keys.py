@@ -61,6 +61,11 @@ def diff_keys(
     json_output: JsonOpt = False,
     key: KeyOpt = None,
     revision: RevisionOpt = None,
+    revision_b: Annotated[
+        str | None,
+        typer.Option("--revision-b", help="Hub revision for B when it is not A's (--revision applies to both "
+                     "otherwise): compare two revisions of one repo."),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Diff the keys of checkpoint A against checkpoint B (or a transformers class), with reasons and a fix.
@@ -74,6 +79,7 @@ def diff_keys(
     code = run_diff_keys(
         source_a, source_b, model_class=model_class, config=config, num_labels=num_labels, renames=renames,
         values=values, fail_on=fail_on, show_all=show_all, json_output=json_output, key=key, revision=revision,
+        revision_b=revision_b,
     )
     if code:
         raise typer.Exit(code)
