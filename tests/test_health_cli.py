@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from fixtures.planted import build_planted
 from tests.helpers import run_cli, run_json
@@ -104,7 +105,7 @@ def test_hist(planted: dict[str, Path]) -> None:
     result = run_cli("inspect", planted["trained"], "--hist", "classifier.weight")
     assert result.exit_code == 0
     assert "classifier.weight 2×64 float32" in result.stdout and "█" in result.stdout
-    assert "128 values sampled of 128" in result.stdout
+    assert "all 128 values" in result.stdout
     result = run_cli("inspect", planted["trained"], "--hist", "no_such_tensor")
     assert result.exit_code == 2
     assert result.stderr.strip() == "error: --hist 'no_such_tensor': no tensor has that name or matches it"
@@ -205,3 +206,15 @@ def test_more_defects_on_a_trained_model(planted: dict[str, Path], tmp_path: Pat
     assert data["findings"][0]["severity"] == "error"
     overflow = next(f for f in data["findings"] if f["code"] == "fp16-overflow")
     assert "check-dtype" in overflow["hint"]
+
+
+def test_empty_and_non_finite_tensors_have_no_zero_fraction_or_histogram(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"empty.weight": torch.zeros(0, 16), "nan.weight": torch.full((4, 4), float("nan")),
+               "w.weight": torch.randn(8, 8)}, str(tmp_path / "m.safetensors"))
+    code, data = run_json("inspect", tmp_path / "m.safetensors", "--stats", "--hist", "weight")
+    by_name = {t["name"]: t for t in data["tensors"]}
+    for name in ("empty.weight", "nan.weight"):
+        assert by_name[name]["stats"]["zero_fraction"] == "nan" and by_name[name]["histogram"] is None
+    assert set(by_name["w.weight"]["histogram"]) == {"low", "high", "counts", "n"}

@@ -244,7 +244,8 @@ def summarize_values(flat: torch.Tensor, sampled: bool = False, shape: tuple[int
     if flat.numel() == 0:
         # A tensor with a 0-sized dimension has no values: every statistic is undefined.
         nan_value = float("nan")
-        return TensorStats(0, nan_value, nan_value, nan_value, nan_value, nan_value, 0.0, 0, 0, nan_value, sampled)
+        return TensorStats(0, nan_value, nan_value, nan_value, nan_value, nan_value, nan_value, 0, 0, nan_value,
+                           sampled)
     matrix_shape = _matrix_shape(shape) if shape is not None and not sampled else None
     if matrix_shape is not None and matrix_shape[1] > CHUNK:
         matrix_shape = None
@@ -294,7 +295,7 @@ def summarize_values(flat: torch.Tensor, sampled: bool = False, shape: tuple[int
             row_start += block.shape[0]
     if n == 0:
         nan_value = float("nan")
-        return TensorStats(count, nan_value, nan_value, nan_value, nan_value, nan_value, 0.0, nans, infs,
+        return TensorStats(count, nan_value, nan_value, nan_value, nan_value, nan_value, nan_value, nans, infs,
                            nan_value, sampled)
     peak = max(abs(low), abs(high))
     mean = total / n

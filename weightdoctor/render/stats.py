@@ -55,7 +55,7 @@ def merge_stats_json(inspect_json: dict[str, Any], report: StatsReport, histogra
         entry["stats"] = None if item is None else tensor_stats_json(item)
         entry["init"] = None if item is None else tensor_init_json(item)
         if item is not None and histograms and item.name in histograms:
-            entry["histogram"] = item.histogram
+            entry["histogram"] = item.histogram or None  # null: no finite spread of values to draw
     inspect_json["findings"] = [
         {"severity": f.severity, "code": f.code, "tensor": f.tensor, "message": f.message, "hint": f.hint}
         for f in report.findings
@@ -158,4 +158,10 @@ def render_histogram(item: TensorHealth, console: Console, width: int = 40) -> N
         bar = "█" * round(width * count / peak)
         table.add_row(f"{low + i * step:+.3e}", f"[cyan]{bar}[/]", str(count))
     console.print(table)
-    console.print(f"[dim]{hist['n']:,} values sampled of {item.stats.count:,}[/]")
+    drawn, count, finite = hist["n"], item.stats.count, item.stats.finite_count
+    if drawn == count:
+        console.print(f"[dim]all {count:,} values[/]")
+    elif drawn == finite:
+        console.print(f"[dim]the {drawn:,} finite values of {count:,}[/]")
+    else:
+        console.print(f"[dim]{drawn:,} values sampled of {count:,}[/]")
