@@ -258,3 +258,20 @@ def test_diff_keys_compares_two_revisions_of_one_repo(tmp_path: Path, monkeypatc
     assert data["missing"] == [] and data["matched"] == 3
     result = run_cli("diff-keys", "org/model", "--model-class", "BertModel", "--revision-b", "v2")
     assert result.exit_code == 2 and "--revision-b" in result.stderr
+
+
+def test_an_uncached_revision_names_what_the_cache_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors.torch import save_file
+
+    from fixtures.build import write_hub_cache
+
+    files = tmp_path / "files"
+    files.mkdir()
+    save_file({"w": torch.ones(2)}, str(files / "model.safetensors"))
+    snapshot = write_hub_cache(tmp_path / "cache", "org/model", files)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    result = run_cli("inspect", "org/model", "--revision", "v9")
+    assert result.exit_code == 2 and f"the cache holds main -> {snapshot.name[:10]}" in result.stderr
+    (tmp_path / "cache" / "models--org--model" / "refs" / "main").write_text("0" * 40)
+    result = run_cli("inspect", "org/model")
+    assert result.exit_code == 2 and f"main -> 0000000000 (snapshot missing), {snapshot.name[:10]}" in result.stderr

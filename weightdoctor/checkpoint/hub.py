@@ -87,8 +87,28 @@ def _require_hub(repo_id: str, revision: str | None) -> None:
         )
 
 
+def cached_revisions(repo_id: str) -> list[str]:
+    """What the local cache holds of `repo_id`: its refs as `name -> commit`, then snapshots no ref names."""
+    repo_dir = hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    refs: dict[str, str] = {}
+    try:
+        for ref in sorted((repo_dir / "refs").rglob("*")):
+            if ref.is_file():
+                refs[ref.relative_to(repo_dir / "refs").as_posix()] = ref.read_text(encoding="utf-8").strip()
+        snapshots = sorted(p.name for p in (repo_dir / "snapshots").iterdir() if p.is_dir())
+    except (OSError, UnicodeDecodeError):
+        snapshots = []
+    shown = [f"{name} -> {commit[:10]}" + ("" if commit in snapshots else " (snapshot missing)")
+             for name, commit in refs.items()]
+    return shown + [commit[:10] for commit in snapshots if commit not in refs.values()]
+
+
 def _not_found(repo_id: str, revision: str | None, reason: str) -> SourceNotFound:
     where = f"revision {revision!r} of " if revision else ""
+    cached = cached_revisions(repo_id)
+    if cached:
+        # The repo is in the cache, only not at this revision (or its ref points at a missing snapshot).
+        reason += f"; the cache holds {', '.join(cached[:6])}" + (", ..." if len(cached) > 6 else "")
     return SourceNotFound(f"{where}{repo_id!r} is not a local path and {reason}")
 
 
