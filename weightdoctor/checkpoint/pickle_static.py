@@ -24,6 +24,7 @@ import mmap
 import os
 import pickle
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,17 +47,26 @@ TORCH_DTYPES = frozenset(name for name, bits in BITS_PER_ELEMENT.items() if bits
 MAX_DATA_PKL = 256 << 20
 
 
+class _NoState:
+    """A stand-in whose state the pickle may not set. The BUILD opcode would otherwise write into it after the
+    checks its constructor made (a tensor's shape grown past its storage), or, on one of the rebuild functions
+    below, change how every later file is read (`__defaults__`): such a pickle is left to torch's loader."""
+
+    def __setstate__(self, state: Any) -> None:
+        raise NeedsTorch("BUILD on a tensor, a storage or an imported function")
+
+
 class NeedsTorch(Exception):
     """The file holds something this reader does not model; `torch.load` must read it."""
 
 
 @dataclass(frozen=True)
-class _StorageType:
+class _StorageType(_NoState):
     dtype: str | None  # None: torch.UntypedStorage (bytes; the tensor's dtype comes with it)
 
 
 @dataclass(frozen=True)
-class _Dtype:
+class _Dtype(_NoState):
     name: str
 
 
@@ -78,7 +88,7 @@ class StaticArchive:
 
 
 @dataclass(frozen=True)
-class StorageRecord:
+class StorageRecord(_NoState):
     """One storage: its key (`data/<key>`), element dtype, and where its bytes are in the file."""
 
     archive: StaticArchive = field(repr=False, compare=False)
@@ -88,7 +98,7 @@ class StorageRecord:
 
 
 @dataclass(frozen=True)
-class StaticTensor:
+class StaticTensor(_NoState):
     """A tensor of a torch zip checkpoint, described without torch (the stand-in `to_torch` turns real).
 
     `storage_offset` and `stride` count elements of `dtype`, as torch's do.
@@ -184,6 +194,18 @@ _FUNCTIONS: dict[tuple[str, str], Any] = {
 }
 
 
+class _Function(_NoState):
+    """One of the rebuild functions, as this pickle sees it: callable, and closed to BUILD."""
+
+    __slots__ = ("function",)
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self.function = function
+
+    def __call__(self, *args: Any) -> Any:
+        return self.function(*args)
+
+
 class _StaticUnpickler(pickle.Unpickler):
     """Unpickles `data.pkl` into stand-ins; resolves no real global."""
 
@@ -197,7 +219,8 @@ class _StaticUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _FUNCTIONS:
-            return _FUNCTIONS[(module, name)]
+            function = _FUNCTIONS[(module, name)]
+            return function if isinstance(function, type) else _Function(function)
         if module == "torch" and name in STORAGE_DTYPES:
             return _StorageType(STORAGE_DTYPES[name])
         if module in ("torch", "torch.storage") and name == "UntypedStorage":

@@ -280,8 +280,30 @@ def _numpy_safe_globals(report: ScanReport) -> list[Any]:
     return result
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only the globals the scan policy calls safe (what weights_only allows)."""
+def _buildable(target: Any) -> bool:
+    """Whether BUILD may set the state of `target`: only values the pickle itself made (arrays, dtypes,
+    tensors, ordered dicts). Never a global it imported: BUILD on `torch._utils._rebuild_tensor_v2` could set
+    its `__defaults__` and change how every later file in this process is read."""
+    import collections
+
+    import torch
+
+    allowed: tuple[type, ...] = (collections.OrderedDict, torch.Tensor)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        allowed += (numpy.ndarray, numpy.dtype, numpy.generic)
+    return isinstance(target, allowed) and not isinstance(target, type)
+
+
+class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+    """An unpickler that resolves only the globals the scan policy calls safe (what weights_only allows),
+    and lets BUILD set the state of the values the pickle made, never of an imported global.
+
+    The pure-Python unpickler, since the C one offers no hook on BUILD; only files torch's weights_only
+    loader cannot read (non-standard pickles) come here.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
 
     def find_class(self, module: str, name: str) -> Any:
         from weightdoctor.security.policy import SAFE, classify
@@ -289,6 +311,16 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if classify(module, name) != SAFE:
             raise pickle.UnpicklingError(f"refused to import {module}.{name}: not a global a weights file needs")
         return super().find_class(module, name)
+
+    def load_build(self) -> None:
+        target = self.stack[-2] if len(self.stack) >= 2 else None
+        if not _buildable(target):
+            raise pickle.UnpicklingError(
+                f"refused BUILD on {type(target).__name__}: a weights file sets the state of arrays and tensors only"
+            )
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 class RestrictedPickle:

@@ -1,0 +1,73 @@
+"""BUILD, the pickle opcode that sets an object's state, may not reach the reader's stand-ins or any imported global."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import torch
+
+from tests.helpers import run_cli
+
+FLOATS = struct.pack("<4f", 1, 2, 3, 4)
+
+
+def _text(value: str) -> bytes:  # BINUNICODE
+    raw = value.encode()
+    return b"X" + struct.pack("<I", len(raw)) + raw
+
+
+def _global(module: str, name: str) -> bytes:  # GLOBAL
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _int(value: int) -> bytes:
+    return b"K" + bytes([value]) if 0 <= value < 256 else b"J" + struct.pack("<i", value)
+
+
+def _tensor() -> bytes:
+    """`_rebuild_tensor_v2(storage 0 of 4 floats, 0, (4,), (1,), False, OrderedDict())`, as torch.save writes it."""
+    ops = _global("torch._utils", "_rebuild_tensor_v2") + b"("
+    ops += b"(" + _text("storage") + _global("torch", "FloatStorage") + _text("0") + _text("cpu") + _int(4) + b"tQ"
+    ops += _int(0) + b"(" + _int(4) + b"t(" + _int(1) + b"t\x89" + _global("collections", "OrderedDict") + b")RtR"
+    return ops
+
+
+def _write(path: Path, data_pkl: bytes) -> Path:
+    writer = torch._C.PyTorchFileWriter(str(path))
+    for name, data in (("data.pkl", data_pkl), ("byteorder", b"little"), ("data/0", FLOATS)):
+        writer.write_record(name, data, len(data))
+    writer.write_end_of_file()
+    del writer
+    return path
+
+
+def test_build_cannot_grow_a_tensor_past_its_storage(tmp_path: Path) -> None:
+    """BUILD after the rebuild call set `shape` to (4096,) on the stand-in, past its 16-byte storage."""
+    state = b"}(" + _text("shape") + b"(" + _int(4096) + b"tu" + b"b"
+    path = _write(tmp_path / "grown.pt", b"\x80\x02" + _global("collections", "OrderedDict") + b")R("
+                  + _text("w") + _tensor() + state + b"u.")
+    result = run_cli("inspect", str(path), "--json")
+    assert result.exit_code == 2 and result.stdout == "" and "grown.pt" in result.stderr
+    result = run_cli("convert", str(path), "-o", str(tmp_path / "out.safetensors"))
+    assert result.exit_code == 2 and not (tmp_path / "out.safetensors").exists()
+
+
+def test_build_cannot_patch_an_imported_function(tmp_path: Path) -> None:
+    """A protocol-4 pickle that BUILDs `__defaults__` onto torch's own rebuild function: refused, and
+    torch is left as it was for the next file this process reads."""
+    import torch._utils
+
+    before = torch._utils._rebuild_tensor_v2.__defaults__
+    body = (_global("collections", "OrderedDict") + b")R(" + _text("w") + _tensor()
+            + _text("dev") + _global("torch", "device") + _text("cpu") + b"\x85Ru"
+            + _global("torch._utils", "_rebuild_tensor_v2") + b"N}" + _text("__defaults__") + b"}"
+            + _text("neg") + b"\x88s\x85s\x86b0.")
+    path = _write(tmp_path / "patch.pt", b"\x80\x04\x95" + struct.pack("<Q", len(body)) + body)
+    legit = tmp_path / "legit.pt"
+    torch.save({"w": torch.tensor([1.0, 2.0, 3.0, 4.0])}, legit)
+    result = run_cli("diff-keys", str(path), str(legit), "--values", "--json")
+    assert result.exit_code == 2 and "refused BUILD on function" in result.stderr, result.stderr
+    assert torch._utils._rebuild_tensor_v2.__defaults__ == before
+    result = run_cli("inspect", str(legit), "--stats", "--json")
+    assert result.exit_code in (0, 1) and '"min": 1.0' in result.stdout
