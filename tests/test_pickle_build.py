@@ -71,3 +71,29 @@ def test_build_cannot_patch_an_imported_function(tmp_path: Path) -> None:
     assert torch._utils._rebuild_tensor_v2.__defaults__ == before
     result = run_cli("inspect", str(legit), "--stats", "--json")
     assert result.exit_code in (0, 1) and '"min": 1.0' in result.stdout
+
+
+def test_a_deflate_bomb_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    """300 MB of zeros deflated into a 300 KB member of a torch zip: refused, never held whole (was 2 GB)."""
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    from tests.helpers import REPO_ROOT
+
+    path = tmp_path / "bomb.pt"
+    torch.save({"w": torch.ones(4)}, path)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive, \
+            archive.open("bomb/extra.pkl", "w", force_zip64=True) as member:
+        member.write(b"\x80\x02")
+        zeros = bytes(1 << 24)
+        for _ in range(18):
+            member.write(zeros)
+    assert path.stat().st_size < 2_000_000
+    process = subprocess.Popen([sys.executable, "-m", "weightdoctor", "inspect", str(path)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    _, status, usage = os.wait4(process.pid, 0)
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    assert os.waitstatus_to_exitcode(status) == 2 and "decompresses to more than" in stderr, stderr
+    assert usage.ru_maxrss < 600 * 1024  # KB: the 256 MB cap plus the interpreter, not the 300 MB inflated twice

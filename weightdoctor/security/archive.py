@@ -313,14 +313,20 @@ def iter_member_chunks(handle: BinaryIO, member: ZipMember, limit: int | None = 
     left = member.compressed_size
     position = member.data_offset
     produced = 0
-    while left > 0:
-        raw = _read_at(handle, position, min(_CHUNK, left))
-        if not raw:
-            raise ValueError(f"data ends {left} bytes early (truncated)")
-        position += len(raw)
-        left -= len(raw)
+    while True:
+        if inflater is not None and inflater.unconsumed_tail:
+            raw = inflater.unconsumed_tail  # input held back by the output bound below
+        elif left > 0:
+            raw = _read_at(handle, position, min(_CHUNK, left))
+            if not raw:
+                raise ValueError(f"data ends {left} bytes early (truncated)")
+            position += len(raw)
+            left -= len(raw)
+        else:
+            break
         try:
-            out = inflater.decompress(raw) if inflater is not None else raw
+            # Bounded output: 1 MB of deflated zeros inflates to 1 GB in one call otherwise.
+            out = inflater.decompress(raw, _CHUNK) if inflater is not None else raw
         except zlib.error as exc:
             raise ValueError(f"cannot inflate: {exc}") from exc
         produced += len(out)
@@ -335,9 +341,16 @@ def iter_member_chunks(handle: BinaryIO, member: ZipMember, limit: int | None = 
         yield tail
 
 
-def read_member(handle: BinaryIO, member: ZipMember, limit: int) -> bytes:
-    """A member's whole decompressed content (at most `limit` bytes; see `iter_member_chunks`)."""
-    return b"".join(iter_member_chunks(handle, member, limit))
+def read_member(handle: BinaryIO, member: ZipMember, limit: int) -> bytearray:
+    """A member's whole decompressed content (at most `limit` bytes; see `iter_member_chunks`).
+
+    Grown in place: collecting chunks and joining them would hold the content twice at the peak, which for
+    a deflated bomb at the limit is twice the limit.
+    """
+    content = bytearray()
+    for chunk in iter_member_chunks(handle, member, limit):
+        content += chunk
+    return content
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from weightdoctor.security.policy import DANGEROUS, SAFE, UNKNOWN, classify
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PICKLES = ("magic number", "protocol version", "sys_info", "data", "storage keys")
 # A pickle member larger than this is not a state dict's structure; refuse to inflate it.
-MAX_PICKLE_MEMBER = 1 << 30
+MAX_PICKLE_MEMBER = 256 << 20  # a data.pkl this large would describe ~1.5M tensors; more is a bomb
 # Records torch writes beside data.pkl that are not pickles.
 _TORCH_RECORDS = re.compile(r"(^|/)(version|\.format_version|\.storage_alignment|byteorder|\.data/.*|data/.*)$")
 _STORAGE_ELEMENT_SIZE = {
