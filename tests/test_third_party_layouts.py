@@ -275,3 +275,15 @@ def test_an_uncached_revision_names_what_the_cache_holds(tmp_path: Path, monkeyp
     (tmp_path / "cache" / "models--org--model" / "refs" / "main").write_text("0" * 40)
     result = run_cli("inspect", "org/model")
     assert result.exit_code == 2 and f"main -> 0000000000 (snapshot missing), {snapshot.name[:10]}" in result.stderr
+
+
+def test_a_planner_failure_is_one_line(tmp_path: Path) -> None:
+    """transformers' own planner raises IndexError for these budgets (tied weights split across devices)."""
+    from transformers import BertConfig
+
+    config = BertConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
+                        vocab_size=1000, max_position_embeddings=128, architectures=["BertForMaskedLM"])
+    config.save_pretrained(tmp_path)
+    result = run_cli("plan-devices", str(tmp_path), "--gpu", "150KB", "--cpu", "300KB", "--disk", "--dtype", "fp16")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "_get_device_map fails on these budgets (IndexError" in result.stderr

@@ -613,6 +613,8 @@ def place(
             hf_accelerate.compute_module_sizes = recording_sizes
             try:
                 device_map = hf_accelerate._get_device_map(model, strategy, dict(max_memory), sizer)
+            except (IndexError, KeyError, ValueError, AttributeError, RuntimeError) as exc:
+                raise _planner_failed("transformers' _get_device_map", exc) from exc
             finally:
                 hf_accelerate.infer_auto_device_map = original
                 hf_accelerate.compute_module_sizes = original_sizes
@@ -634,8 +636,20 @@ def place(
                 )
             else:
                 budgets = get_max_memory(budgets)
-            device_map = infer_auto_device_map(model, max_memory=dict(budgets), no_split_module_classes=no_split)
+            try:
+                device_map = infer_auto_device_map(model, max_memory=dict(budgets), no_split_module_classes=no_split)
+            except (IndexError, KeyError, ValueError, AttributeError, RuntimeError) as exc:
+                raise _planner_failed("accelerate's infer_auto_device_map", exc) from exc
     return dict(device_map), dict(budgets)
+
+
+def _planner_failed(planner: str, exc: Exception) -> UsageError:
+    """The library's own planner failed on these budgets: from_pretrained(device_map=...) would fail alike."""
+    detail = " ".join(str(exc).split())[:160] or "no message"
+    return UsageError(
+        f"{planner} fails on these budgets ({type(exc).__name__}: {detail}); from_pretrained with the same "
+        "device_map and max_memory would fail the same way: try other --gpu/--cpu sizes or --strategy"
+    )
 
 
 _MISSING = object()

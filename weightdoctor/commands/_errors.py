@@ -39,33 +39,44 @@ def debugging(debug: bool) -> bool:
     return debug or os.environ.get("WEIGHTDOCTOR_DEBUG") == "1"
 
 
-def report_failure(exc: KeyboardInterrupt | Exception, debug: bool) -> int:
+def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str | None = None) -> int:
     """Print the one line that says what went wrong and return the exit code (2; 130 on Ctrl-C).
 
-    Call it from an `except` block: when `debug`, the exception being handled is re-raised instead, so that
-    its traceback is shown.
+    When `debug`, the traceback is printed first (the exit code stays what it would be: a traceback is not
+    a finding). `where` (the source being read) is named in a line about an unexpected error, which knows
+    no file of its own.
     """
     if isinstance(exc, KeyboardInterrupt):
         _console().error("interrupted")
         return 130
     if debugging(debug):
-        raise  # the exception being handled, with its own traceback
+        import sys
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
     if isinstance(exc, WeightDoctorError):
         _console().error(exc.one_line())
         return exc.exit_code
     prefix = next((text for kind, text in FOREIGN_ERRORS if isinstance(exc, kind)), None)
     detail = " ".join(str(exc).split())[:300] or type(exc).__name__
     if prefix is None:
-        _console().error(f"unexpected {type(exc).__name__}: {detail} (run with --debug for the traceback)")
+        reading = f"{where}: " if where else ""
+        _console().error(f"{reading}unexpected {type(exc).__name__}: {detail} (run with --debug for the traceback)")
     else:
         _console().error(f"{prefix}: {detail}")
     return 2
 
 
+def _source(kwargs: dict[str, Any]) -> str | None:
+    """The checkpoint a command was reading: its first source argument."""
+    value = kwargs.get("source", kwargs.get("source_a"))
+    return value if isinstance(value, str) else None
+
+
 def handle_errors(command: F) -> F:
     """Wrap a Typer command so that every failure prints one line and exits 2 (130 on Ctrl-C).
 
-    With `--debug` (or WEIGHTDOCTOR_DEBUG=1) the exception propagates and its traceback is shown.
+    With `--debug` (or WEIGHTDOCTOR_DEBUG=1) the traceback is shown too; the exit code is the same.
     """
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -76,6 +87,6 @@ def handle_errors(command: F) -> F:
         except (typer.Exit, typer.Abort, SystemExit, BrokenPipeError):
             raise  # a closed stdout is handled by `weightdoctor.entry.main` (exit 141, nothing printed)
         except (KeyboardInterrupt, Exception) as exc:
-            raise typer.Exit(report_failure(exc, bool(kwargs.get("debug")))) from None
+            raise typer.Exit(report_failure(exc, bool(kwargs.get("debug")), _source(kwargs))) from None
 
     return wrapper  # type: ignore[return-value]

@@ -101,4 +101,4 @@ def run_fast(command: FastCommand, kwargs: dict[str, Any]) -> int:
     except BrokenPipeError:
         raise  # handled by `weightdoctor.entry.main`: exit 141, nothing printed
     except (KeyboardInterrupt, Exception) as exc:
-        return report_failure(exc, debug)
+        return report_failure(exc, debug, kwargs.get("source_a"))
