@@ -196,3 +196,29 @@ def test_cast_counts_equal_the_direct_masks(target: str) -> None:
     assert problem is not None
     assert (problem.overflow, problem.flushed, problem.nonzero) == (overflow, flushed, nonzero)
     assert overflow > 0 and flushed > 0
+
+
+@pytest.mark.parametrize(("output", "point"), [("out.safetensors", "before-rename"), ("out", "before-swap")])
+def test_an_output_that_appears_meanwhile_is_not_replaced(
+    fx: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output: str, point: str,
+) -> None:
+    """Two runs to one output without --force: the one that commits second fails instead of replacing."""
+    from tests.helpers import run_cli
+    from weightdoctor.writers import hooks
+
+    dest = tmp_path / output
+
+    def other_run_commits(at: str) -> None:
+        if at == point:  # another process wrote the same output since this one checked
+            if dest.suffix:
+                dest.write_bytes(b"the other run's output")
+            else:
+                dest.mkdir()
+                (dest / "model.safetensors").write_bytes(b"the other run's output")
+
+    monkeypatch.setattr(hooks, "reached", other_run_commits)
+    result = run_cli("convert", str(fx["bert"] / "model.safetensors" if dest.suffix else fx["bert"]), "-o", str(dest))
+    assert result.exit_code == 2 and "output appeared while this one was written" in result.stderr, result.stderr
+    kept = dest if dest.suffix else dest / "model.safetensors"
+    assert kept.read_bytes() == b"the other run's output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [output]  # no temp or staging left

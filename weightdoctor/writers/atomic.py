@@ -122,12 +122,34 @@ def atomic_file(dest: Path, *, replace: bool = False) -> Iterator[Path]:
             from weightdoctor.writers import hooks
 
             hooks.reached("before-rename")
-            os.replace(tmp, dest)
+            if replace:
+                os.replace(tmp, dest)
+            else:
+                _place_new(tmp, dest)
             fsync_path(dest.parent)
         except OSError as exc:
             raise output_error(exc, dest) from exc
     finally:
         remove_path(tmp)
+
+
+APPEARED = "output appeared while this one was written (another run?); it was left as it is: pass --force to replace it"
+
+
+def _place_new(tmp: Path, dest: Path) -> None:
+    """Give `tmp` the name `dest` only if nothing has it: a hard link is created or fails atomically, where a
+    rename would silently replace what a concurrent run wrote since the check at the start."""
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise OutputError(APPEARED, path=str(dest)) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        # A file system without hard links: the check and the rename are as close together as can be.
+        if dest.exists() or dest.is_symlink():
+            raise OutputError(APPEARED, path=str(dest)) from None
+        os.replace(tmp, dest)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -207,7 +229,9 @@ class StagingDir:
                     fsync_path(Path(root) / name)
                 if root != str(self.path):
                     fsync_path(Path(root))
-            if self.dest.is_dir():
+            if not self.replace and (self.dest.exists() or self.dest.is_symlink()):
+                raise OutputError(APPEARED, path=str(self.dest))
+            if self.replace and self.dest.is_dir():
                 for item in sorted(self.dest.iterdir()):
                     if (self.path / item.name).exists() or (callable(self.drop_old) and self.drop_old(item.name)):
                         self.dropped.append(item.name)
@@ -216,7 +240,7 @@ class StagingDir:
                     self.carried.append(item.name)
             fsync_path(self.path)
             hooks.reached("before-swap")
-            if self.dest.is_dir():
+            if self.replace and self.dest.is_dir():
                 if not _exchange(self.path, self.dest):
                     # No atomic exchange here: move the old folder aside first (nothing is deleted yet).
                     old = _sibling(self.dest, OLD_MARK)
@@ -224,7 +248,12 @@ class StagingDir:
                     os.rename(self.path, self.dest)
                     os.rename(old, self.path)
             else:
-                os.rename(self.path, self.dest)
+                try:
+                    os.rename(self.path, self.dest)  # fails if a folder with content took the name meanwhile
+                except OSError as exc:
+                    if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                        raise OutputError(APPEARED, path=str(self.dest)) from None
+                    raise
             fsync_path(self.dest.parent)
             self.committed = True
             hooks.reached("after-swap")
