@@ -157,3 +157,20 @@ def test_debug_shows_the_traceback_on_both_paths(pair: Path) -> None:
     assert fast.stderr.splitlines()[-1] == slow.stderr.splitlines()[-1]
     assert fast.stderr.splitlines()[-1].startswith("error: broken.safetensors")
     assert any(line.startswith("weightdoctor.errors.CorruptCheckpoint") for line in fast.stderr.splitlines())
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["diff-keys", None], ["check-dtype"]])
+def test_json_is_valid_utf8_for_a_file_name_that_is_not(pair: Path, tmp_path: Path, command: list[str | None]) -> None:
+    """A non-UTF-8 byte in a file name is written as JSON's \\udcXX escape, not as a raw byte."""
+    import os
+    import shutil
+
+    name = os.fsdecode(b"bad\xff.safetensors")
+    shutil.copyfile(pair / "b.safetensors", tmp_path / name)
+    args = [arg if arg is not None else name for arg in command]
+    env = {"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", "weightdoctor", args[0], name, *args[1:], "--json"],
+                            capture_output=True, cwd=tmp_path, env=env)
+    assert result.returncode in (0, 1), result.stderr
+    data = json.loads(result.stdout.decode("utf-8"))  # strict UTF-8: a raw 0xff byte fails here
+    assert name in json.dumps(data, ensure_ascii=False)

@@ -16,7 +16,7 @@ from json.encoder import encode_basestring
 from operator import attrgetter
 from typing import Any
 
-from weightdoctor.render.json import dumps, to_jsonable
+from weightdoctor.render.json import dumps, to_jsonable, valid_text
 
 INDENT = "  "
 # Lists shorter than this go through the generic path: the template costs more than it saves.
@@ -102,4 +102,4 @@ def report_json(report: Any) -> str:
         head, _, rest = rest.partition(placeholder)
         pieces += (head, text)
     pieces.append(rest)
-    return "".join(pieces)
+    return valid_text("".join(pieces))

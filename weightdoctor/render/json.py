@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -38,8 +39,19 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """JSON text that encodes to valid UTF-8: a lone surrogate (a file name's non-UTF-8 byte, as Python
+    decodes it) is written as its `\\udcXX` escape, which JSON allows, instead of a raw byte on stdout."""
+    if text.isascii():
+        return text
+    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(to_jsonable(value), indent=2, ensure_ascii=False)
+    return valid_text(json.dumps(to_jsonable(value), indent=2, ensure_ascii=False))
 
 
 def print_json(value: Any) -> None:
