@@ -102,3 +102,19 @@ def test_a_deflate_bomb_is_refused_in_bounded_memory(tmp_path: Path) -> None:
     assert result.returncode == 2 and "decompresses to more than" in result.stderr, result.stderr
     peak_kb = int(result.stderr.split("PEAK ")[1].split()[0])
     assert peak_kb < 600 * 1024  # the 256 MB cap plus the interpreter, not the 300 MB inflated twice
+
+
+def test_an_archive_without_a_version_record_is_not_called_healthy(tmp_path: Path) -> None:
+    """torch.load refuses a zip without `version`; so must the torch-free reader, which would read it fine."""
+    import zipfile
+
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.ones(4)}, good)
+    bad = tmp_path / "no_version.pt"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(bad, "w", zipfile.ZIP_STORED) as target:
+        for item in source.infolist():
+            if not item.filename.endswith("version"):
+                target.writestr(item, source.read(item))
+    assert run_cli("inspect", str(good)).exit_code == 0
+    result = run_cli("inspect", str(bad))
+    assert result.exit_code == 2 and "no_version.pt" in result.stderr and 'hasRecord("version")' in result.stderr

@@ -274,6 +274,8 @@ def load_static(path: Path) -> Any:
             raise NeedsTorch("not exactly one data.pkl")
         prefix = pickles[0].name[: -len("data.pkl")]
         by_name = {m.name: m for m in layout.members}
+        if prefix + "version" not in by_name and prefix + ".data/version" not in by_name:
+            raise NeedsTorch("no version record (torch.load requires one)")
         byteorder = by_name.get(prefix + "byteorder")
         if byteorder is not None and zip_archive.read_member(handle, byteorder, 16).strip() != b"little":
             raise NeedsTorch("a big-endian checkpoint")
