@@ -222,3 +222,20 @@ def test_an_output_that_appears_meanwhile_is_not_replaced(
     kept = dest if dest.suffix else dest / "model.safetensors"
     assert kept.read_bytes() == b"the other run's output"
     assert sorted(p.name for p in tmp_path.iterdir()) == [output]  # no temp or staging left
+
+
+def test_a_ctrl_c_after_the_commit_says_the_output_is_whole(
+    fx: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.helpers import run_cli
+    from weightdoctor.writers import hooks
+
+    def interrupt(at: str) -> None:
+        if at == "after-swap":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(hooks, "reached", interrupt)
+    result = run_cli("convert", str(fx["bert"]), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 130
+    assert result.stderr.strip() == f"error: interrupted after {tmp_path / 'out'} was written whole"
+    assert (tmp_path / "out" / "model.safetensors").exists()

@@ -691,8 +691,9 @@ def write_outputs(
         OutputError: the destination exists (without `force`), cannot be written, or fails verification.
     """
     from weightdoctor.writers import hooks
-    from weightdoctor.writers.atomic import StagingDir, atomic_file, output_error
+    from weightdoctor.writers.atomic import COMMITTED, StagingDir, atomic_file, output_error
 
+    COMMITTED.clear()  # what this write commits (see `report_failure` on a late Ctrl-C)
     started = time.perf_counter()
     by_name = {t.name: t for t in selection.tensors}
     problems: list[CastProblem] = []

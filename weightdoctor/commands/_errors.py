@@ -47,7 +47,13 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
     no file of its own.
     """
     if isinstance(exc, KeyboardInterrupt):
-        _console().error("interrupted")
+        import sys
+
+        atomic = sys.modules.get("weightdoctor.writers.atomic")
+        done = list(getattr(atomic, "COMMITTED", []))
+        # Late enough, the output was already renamed into place whole: saying only "interrupted" would
+        # suggest that nothing was written.
+        _console().error("interrupted" + (f" after {', '.join(map(str, done))} was written whole" if done else ""))
         return 130
     if debugging(debug):
         import sys

@@ -126,12 +126,16 @@ def atomic_file(dest: Path, *, replace: bool = False) -> Iterator[Path]:
                 os.replace(tmp, dest)
             else:
                 _place_new(tmp, dest)
+            COMMITTED.append(dest)
             fsync_path(dest.parent)
         except OSError as exc:
             raise output_error(exc, dest) from exc
     finally:
         remove_path(tmp)
 
+
+# Outputs committed in this process: a Ctrl-C that lands after the commit can then say they are complete.
+COMMITTED: list[Path] = []
 
 APPEARED = "output appeared while this one was written (another run?); it was left as it is: pass --force to replace it"
 
@@ -254,6 +258,7 @@ class StagingDir:
                     if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
                         raise OutputError(APPEARED, path=str(self.dest)) from None
                     raise
+            COMMITTED.append(self.dest)
             fsync_path(self.dest.parent)
             self.committed = True
             hooks.reached("after-swap")
