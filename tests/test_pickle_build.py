@@ -118,3 +118,23 @@ def test_an_archive_without_a_version_record_is_not_called_healthy(tmp_path: Pat
     assert run_cli("inspect", str(good)).exit_code == 0
     result = run_cli("inspect", str(bad))
     assert result.exit_code == 2 and "no_version.pt" in result.stderr and 'hasRecord("version")' in result.stderr
+
+
+def test_item_opcodes_fill_containers_only(tmp_path: Path) -> None:
+    """Protocol 4 sends a file to the restricted fallback unpickler; SETITEM there on a tensor (not a dict)
+    would write into whatever memory the tensor views. Refused, as torch's weights_only loader does."""
+    body = (_global("collections", "OrderedDict") + b")R(" + _text("w") + _tensor() + b"u"
+            + _text("w") + _tensor() + _int(0) + _int(7) + b"s" + b"\x86" + b".")
+    path = _write(tmp_path / "setitem.pt", b"\x80\x04\x95" + struct.pack("<Q", len(body)) + body)
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 2 and "refused SETITEM on Tensor" in result.stderr, result.stderr
+
+
+def test_meta_tensors_are_not_tied_to_each_other(tmp_path: Path) -> None:
+    from weightdoctor.checkpoint import open_checkpoint
+
+    path = tmp_path / "meta.pt"
+    torch.save({"a": torch.empty(3, 3, device="meta"), "b": torch.empty(3, 3, device="meta"),
+                "c": torch.empty(4, device="meta")}, path)
+    checkpoint = open_checkpoint(path)
+    assert checkpoint.num_params == 22 and checkpoint.alias_groups() == []

@@ -238,3 +238,11 @@ def test_a_dominant_column_does_not_make_duplicate_search_quadratic() -> None:
     s = summarize_values(x.flatten(), shape=tuple(x.shape))
     assert time.perf_counter() - start < 20  # was 82 s; ~0.1 s now (a bound, not a benchmark)
     assert s.duplicate_rows == 2 and s.duplicate_cols == 0
+
+
+def test_long_1d_tensors_and_values_near_the_float32_square_limit() -> None:
+    ragged = torch.randn(CHUNK + 5, generator=torch.Generator().manual_seed(7))  # no multiple of CHUNK: crashed
+    s = summarize_values(ragged)
+    assert s.count == CHUNK + 5 and s.std == pytest.approx(float(ragged.double().std(unbiased=False)), rel=1e-6)
+    big = summarize_values(torch.full(((1 << 20) + 1,), 2e17))  # 16,384 squares of 2e17 overflow float32
+    assert big.std == 0.0 and big.mean == pytest.approx(2e17, rel=1e-7)

@@ -178,18 +178,18 @@ def _equal_lines(matrix: torch.Tensor, keys: torch.Tensor, skip: torch.Tensor, b
         # Lines are told apart by a digest of their bytes, then confirmed equal: linear in the group's size.
         # (One dominant column makes every projection nearly agree, so a group can hold every line.)
         members = order[group].sort().values.tolist()
-        first_with: dict[bytes, torch.Tensor] = {}
+        first_with: dict[bytes, int] = {}  # digest -> index of the first line with it (no copy kept)
         for index in members:
-            line = (matrix[index] if by_row else matrix[:, index]).contiguous()
-            digest = hashlib.blake2b(line.view(torch.uint8).numpy(), digest_size=16).digest()
-            first = first_with.setdefault(digest, line)
-            if first is not line and torch.equal(line, first):
+            line = matrix[index] if by_row else matrix[:, index]
+            digest = hashlib.blake2b(line.contiguous().view(torch.uint8).numpy(), digest_size=16).digest()
+            first = first_with.setdefault(digest, index)
+            if first != index and torch.equal(line, matrix[first] if by_row else matrix[:, first]):
                 duplicates += 1
     return duplicates
 
 
 SUM_PIECE = 1 << 14  # float32 sums over at most this many values, added in float64 (measured: 6e-10 relative)
-HUGE = 1e18  # above this magnitude squares overflow float32: such blocks are reduced in float64
+HUGE = 1e16  # above this, SUM_PIECE squares (of values up to twice it, once centred) can overflow float32
 
 
 def _sum_and_squares(values: torch.Tensor, peak: float) -> tuple[float, float]:
@@ -264,8 +264,12 @@ def summarize_values(flat: torch.Tensor, sampled: bool = False, shape: tuple[int
         col_keys = torch.zeros(matrix.shape[1])
 
     def blocks() -> Iterator[torch.Tensor]:
-        yield from _blocks(flat.reshape(-1, min(count, CHUNK)) if flat_blocks and count % min(count, CHUNK) == 0
-                           else matrix if not flat_blocks else _tail_blocks(flat))
+        if not flat_blocks:
+            yield from _blocks(matrix)
+        elif count % min(count, CHUNK) == 0:
+            yield from _blocks(flat.reshape(-1, min(count, CHUNK)))
+        else:  # a long 1-D tensor whose length is no multiple of CHUNK
+            yield from _tail_blocks(flat)
 
     row_start = 0
     for block in blocks():

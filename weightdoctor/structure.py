@@ -121,8 +121,9 @@ def memory_by_dtype(tensors: list[TensorInfo]) -> dict[str, int]:
 
 
 def params_by_dtype(tensors: list[TensorInfo]) -> dict[str, int]:
+    """Parameters per dtype, tied weights once (so the counts add up to `num_params`)."""
     counts: dict[str, int] = {}
-    for info in tensors:
+    for info in unique_tensors(tensors):
         counts[info.dtype] = counts.get(info.dtype, 0) + info.num_params
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 

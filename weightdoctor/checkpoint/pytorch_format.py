@@ -322,6 +322,42 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
     dispatch[pickle.BUILD[0]] = load_build
 
+    # Item and element opcodes act on the containers they are meant for only (as torch's weights_only loader
+    # allows): a SETITEM on a tensor made over a bytes object the interpreter shares would write into it.
+    def load_setitem(self) -> None:
+        value, key = self.stack.pop(), self.stack.pop()
+        _container(self.stack[-1], dict, "SETITEM")[key] = value
+
+    def load_setitems(self) -> None:
+        items = self.pop_mark()
+        target = _container(self.stack[-1], dict, "SETITEMS")
+        for index in range(0, len(items), 2):
+            target[items[index]] = items[index + 1]
+
+    def load_append(self) -> None:
+        value = self.stack.pop()
+        _container(self.stack[-1], list, "APPEND").append(value)
+
+    def load_appends(self) -> None:
+        items = self.pop_mark()
+        _container(self.stack[-1], list, "APPENDS").extend(items)
+
+    def load_additems(self) -> None:
+        items = self.pop_mark()
+        _container(self.stack[-1], set, "ADDITEMS").update(items)
+
+    dispatch[pickle.SETITEM[0]] = load_setitem
+    dispatch[pickle.SETITEMS[0]] = load_setitems
+    dispatch[pickle.APPEND[0]] = load_append
+    dispatch[pickle.APPENDS[0]] = load_appends
+    dispatch[pickle.ADDITEMS[0]] = load_additems
+
+
+def _container(target: Any, kind: type, opcode: str) -> Any:
+    if type(target) is not kind and not (kind is dict and isinstance(target, dict)):
+        raise pickle.UnpicklingError(f"refused {opcode} on {type(target).__name__}: it fills a {kind.__name__} only")
+    return target
+
 
 class RestrictedPickle:
     """A `pickle_module` for `torch.load`: the standard unpickler (every protocol) with `find_class` restricted."""
@@ -452,7 +488,8 @@ def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
         dtype = canonical_dtype(str(tensor.dtype))
         try:
             storage = tensor.untyped_storage()
-            storage_id = f"{relpath}:{storage.data_ptr():x}" if storage.nbytes() else None
+            # Meta tensors have no data (every data_ptr is 0): nothing says two of them are one tensor.
+            storage_id = f"{relpath}:{storage.data_ptr():x}" if storage.nbytes() and not tensor.is_meta else None
             view_id = _view_id(storage_id, tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()), dtype)
         except (RuntimeError, NotImplementedError):
             storage_id = view_id = None

@@ -148,7 +148,7 @@ def _place_new(tmp: Path, dest: Path) -> None:
     except FileExistsError:
         raise OutputError(APPEARED, path=str(dest)) from None
     except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
             raise
         # A file system without hard links: the check and the rename are as close together as can be.
         if dest.exists() or dest.is_symlink():
