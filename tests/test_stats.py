@@ -246,3 +246,11 @@ def test_long_1d_tensors_and_values_near_the_float32_square_limit() -> None:
     assert s.count == CHUNK + 5 and s.std == pytest.approx(float(ragged.double().std(unbiased=False)), rel=1e-6)
     big = summarize_values(torch.full(((1 << 20) + 1,), 2e17))  # 16,384 squares of 2e17 overflow float32
     assert big.std == 0.0 and big.mean == pytest.approx(2e17, rel=1e-7)
+
+
+def test_lines_equal_but_for_the_sign_of_a_zero_are_duplicates() -> None:
+    x = torch.randn(8, 6, generator=torch.Generator().manual_seed(8))
+    x[2, 1], x[5] = 0.0, x[2]
+    x[5, 1] = -0.0  # torch.equal(x[2], x[5]) holds
+    assert torch.equal(x[2], x[5])
+    assert summarize_values(x.flatten(), shape=(8, 6)).duplicate_rows == 1

@@ -181,7 +181,8 @@ def _equal_lines(matrix: torch.Tensor, keys: torch.Tensor, skip: torch.Tensor, b
         first_with: dict[bytes, int] = {}  # digest -> index of the first line with it (no copy kept)
         for index in members:
             line = matrix[index] if by_row else matrix[:, index]
-            digest = hashlib.blake2b(line.contiguous().view(torch.uint8).numpy(), digest_size=16).digest()
+            # `+ 0.0` turns -0.0 into 0.0, which torch.equal holds equal: such lines share a digest too.
+            digest = hashlib.blake2b((line + 0.0).contiguous().view(torch.uint8).numpy(), digest_size=16).digest()
             first = first_with.setdefault(digest, index)
             if first != index and torch.equal(line, matrix[first] if by_row else matrix[:, first]):
                 duplicates += 1
