@@ -33,3 +33,24 @@ def run_subprocess(*args: str, env: dict[str, str] | None = None, **kwargs: Any)
         [sys.executable, "-m", "weightdoctor", *map(str, args)],
         capture_output=True, text=True, env=full_env, cwd=kwargs.pop("cwd", REPO_ROOT), **kwargs,
     )
+
+
+def flip_a_bit_in_the_third_copy(monkeypatch: Any) -> dict[str, int]:
+    """Make `byte_copy.copy_range` flip the last bit it copies on its third call (a disk or copy fault).
+
+    Returns the call counter: set `["n"] = 0` to have the next run corrupted again.
+    """
+    from weightdoctor.writers import byte_copy
+
+    real_copy = byte_copy.copy_range
+    calls = {"n": 0}
+
+    def copy_then_flip_a_bit(src: int, dst: int, src_offset: int, dst_offset: int, length: int) -> None:
+        real_copy(src, dst, src_offset, dst_offset, length)
+        calls["n"] += 1
+        if calls["n"] == 3 and length:
+            byte = os.pread(src, 1, src_offset + length - 1)
+            os.pwrite(dst, bytes([byte[0] ^ 0x01]), dst_offset + length - 1)
+
+    monkeypatch.setattr(byte_copy, "copy_range", copy_then_flip_a_bit)
+    return calls

@@ -120,6 +120,16 @@ def test_sigterm_cleans_up_and_exits_130(fx: dict[str, Path], tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["paused"]
 
 
+def assert_refused_for_size(args: list[str], tmp_path: Path) -> None:
+    """Run with a 10 KB file-size limit: one line naming the cause, nothing on stdout, nothing left."""
+    proc = _start(args, tmp_path, preexec_fn=lambda: _limit_file_size(10_000))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "file too large" in lines[0] and "nothing was left behind" in lines[0]
+    assert out == "" and list(tmp_path.iterdir()) == []
+
+
 def _limit_file_size(limit: int) -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG instead of killing
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
@@ -129,12 +139,7 @@ def test_a_full_disk_exits_2_with_one_line_and_leaves_nothing(fx: dict[str, Path
     source = fx["files"] / "bert.bin"
     for args in (["convert", source, "-o", tmp_path / "model.safetensors"],
                  ["shard", source, "--max", "20KB", "-o", tmp_path / "shards"]):
-        proc = _start(args, tmp_path, preexec_fn=lambda: _limit_file_size(10_000))
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 2, err
-        lines = err.strip().splitlines()
-        assert len(lines) == 1 and "file too large" in lines[0] and "nothing was left behind" in lines[0]
-        assert out == "" and list(tmp_path.iterdir()) == []
+        assert_refused_for_size(args, tmp_path)
 
 
 def test_a_read_only_output_folder_exits_2_with_one_line(fx: dict[str, Path], tmp_path: Path) -> None:

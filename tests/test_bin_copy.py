@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.helpers import REPO_ROOT, run_cli, run_json
-from tests.test_atomic_kill import _leftovers, _limit_file_size, _run_paused_and_kill, _start
+from tests.helpers import REPO_ROOT, flip_a_bit_in_the_third_copy, run_cli, run_json
+from tests.test_atomic_kill import _leftovers, _run_paused_and_kill, assert_refused_for_size
 from weightdoctor.checkpoint import open_checkpoint
 from weightdoctor.checkpoint.pickle_static import load_static
 from weightdoctor.writers import bin_copy, byte_copy
@@ -265,17 +265,7 @@ def test_shard_format_bin_by_copy_keeps_aliases_with_their_tensor(fx: dict[str, 
 def test_a_flipped_byte_is_caught_and_nothing_is_left(
     fx: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_copy = byte_copy.copy_range
-    calls = {"n": 0}
-
-    def copy_then_flip_a_bit(src: int, dst: int, src_offset: int, dst_offset: int, length: int) -> None:
-        real_copy(src, dst, src_offset, dst_offset, length)
-        calls["n"] += 1
-        if calls["n"] == 3 and length:
-            byte = os.pread(src, 1, src_offset + length - 1)
-            os.pwrite(dst, bytes([byte[0] ^ 0x01]), dst_offset + length - 1)
-
-    monkeypatch.setattr(byte_copy, "copy_range", copy_then_flip_a_bit)
+    calls = flip_a_bit_in_the_third_copy(monkeypatch)
     out = tmp_path / "out"
     out.mkdir()
     result = run_cli("convert", fx["bert"] / "model.safetensors", "-o", out / "x.bin")
@@ -304,12 +294,7 @@ def test_killed_while_writing_a_bin_leaves_no_output(fx: dict[str, Path], tmp_pa
 def test_a_full_disk_while_writing_a_bin_exits_2_and_leaves_nothing(fx: dict[str, Path], tmp_path: Path) -> None:
     for args in (["convert", fx["bert"] / "model.safetensors", "-o", tmp_path / "model.bin"],
                  ["shard", fx["bert"], "--max", "20KB", "--format", "bin", "-o", tmp_path / "shards"]):
-        proc = _start(args, tmp_path, preexec_fn=lambda: _limit_file_size(10_000))
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 2, err
-        lines = err.strip().splitlines()
-        assert len(lines) == 1 and "file too large" in lines[0] and "nothing was left behind" in lines[0]
-        assert out == "" and list(tmp_path.iterdir()) == []
+        assert_refused_for_size(args, tmp_path)
 
 
 @pytest.mark.skipif(not os.environ.get("WEIGHTDOCTOR_BIG_TESTS"), reason="writes 8.6 GB; set WEIGHTDOCTOR_BIG_TESTS=1")

@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from tests.helpers import run_cli, run_json
+from tests.helpers import flip_a_bit_in_the_third_copy, run_cli, run_json
 
 INPUT_IDS = torch.tensor([[5, 17, 42, 7, 3, 88, 1]])
 
@@ -239,10 +239,8 @@ def test_dry_run_writes_nothing(fx: dict[str, Path], tmp_path: Path) -> None:
 def test_verification_catches_bytes_that_differ_from_the_source(
     fx: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
-    import os
-
     from weightdoctor import rewrite
-    from weightdoctor.writers import byte_copy, safetensors_writer
+    from weightdoctor.writers import safetensors_writer
 
     calls = {"n": 0}
     if path == "torch":
@@ -259,16 +257,7 @@ def test_verification_catches_bytes_that_differ_from_the_source(
 
         monkeypatch.setattr(safetensors_writer, "_write_all", flip_a_bit_in_the_third_tensor)
     else:
-        real_copy = byte_copy.copy_range
-
-        def copy_then_flip_a_bit(src: int, dst: int, src_offset: int, dst_offset: int, length: int) -> None:
-            real_copy(src, dst, src_offset, dst_offset, length)
-            calls["n"] += 1
-            if calls["n"] == 3 and length:
-                byte = os.pread(src, 1, src_offset + length - 1)
-                os.pwrite(dst, bytes([byte[0] ^ 0x01]), dst_offset + length - 1)
-
-        monkeypatch.setattr(byte_copy, "copy_range", copy_then_flip_a_bit)
+        calls = flip_a_bit_in_the_third_copy(monkeypatch)
     result = run_cli("convert", fx["files"] / "bert.bin", "-o", tmp_path / "x.safetensors")
     assert result.exit_code == 2
     assert "verification failed: the bytes of" in result.stderr and "differ from the source" in result.stderr
