@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
@@ -21,6 +22,7 @@ from weightdoctor.diff_keys import (
     diff_specs,
     key_issues,
     rename_reason,
+    suggest_renames,
 )
 from weightdoctor.findings import SEVERITIES
 from weightdoctor.renames import Rename, apply_renames, literal_prefix, rename_all
@@ -126,6 +128,60 @@ def test_large_pair_spares_the_head_when_adding_a_prefix() -> None:
     report = diff_specs(a, b)
     assert [(s.pattern, s.replacement) for s in report.suggested_renames] == [(r"^(?!(?:lm_head)\.)", "model.")]
     assert report.matched_after_renames == len(b)
+
+
+@st.composite
+def prefixed_pairs(draw: st.DrawFn) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+    """B's keys, and A: most of them under a prefix (some already matching, some reshaped), plus strays."""
+    keys_b = draw(st.lists(names, min_size=1, max_size=10, unique=True))
+    shapes_b = {name: (draw(st.integers(1, 3)),) for name in keys_b}
+    prefix = draw(st.sampled_from(["module.", "module.model.", "a=b.", "model.", "_orig_mod.module."]))
+    shapes_a: dict[str, tuple[int, ...]] = {}
+    for name, shape in shapes_b.items():
+        form = draw(st.sampled_from(["prefixed", "prefixed", "prefixed", "same", "reshaped", "dropped"]))
+        if form == "prefixed":
+            shapes_a[prefix + name] = shape
+        elif form == "same":
+            shapes_a[name] = shape
+        elif form == "reshaped":
+            shapes_a[prefix + name] = (shape[0] + 1,)
+    for name in draw(st.lists(names, max_size=3)):
+        shapes_a.setdefault(draw(st.sampled_from(["", prefix])) + name, (2,))
+    if draw(st.booleans()):  # B also holds the keys under another prefix, some shapes only there
+        for name in keys_b:
+            shapes_b.setdefault("enc." + name, (draw(st.integers(1, 3)),))
+    if draw(st.booleans()):  # a key that A and B both hold under the prefix: stripping it unmatches it
+        shapes_a[prefix + "kept"] = shapes_b[prefix + "kept"] = (1,)
+    return shapes_a, shapes_b
+
+
+@FAST
+@given(pair=prefixed_pairs())
+def test_complete_strip_shortcut_suggests_what_the_full_search_suggests(
+        pair: tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]) -> None:
+    """The shortcut that stops at a prefix strip matching every unmatched key changes no suggestion."""
+    shapes_a, shapes_b = pair
+    fast = suggest_renames(shapes_a, shapes_b)
+    with patch("weightdoctor.diff_keys._complete_strips", return_value=[]):
+        full = suggest_renames(shapes_a, shapes_b)
+    assert fast == full
+
+
+def test_a_strip_that_matches_only_some_keys_leaves_the_choice_to_the_full_search() -> None:
+    """Stripping `module.` matches x only (y's shape differs); `module.` -> `enc.` matches both and wins."""
+    a = {"module.x": (2,), "module.y": (3,)}
+    b = {"x": (2,), "y": (2,), "enc.x": (2,), "enc.y": (3,)}
+    [suggestion] = suggest_renames(a, b)
+    assert (suggestion.pattern, suggestion.replacement, suggestion.matches_gained) == (r"^module\.", "enc.", 2)
+
+
+def test_complete_strip_shortcut_is_taken_for_a_ddp_prefix() -> None:
+    """`module.` on every key: one rename, found by the shortcut (the full search is never entered)."""
+    a = {"module." + n: s.shape for n, s in _llama(40).items()}
+    b = {n: s.shape for n, s in _llama(40).items()}
+    with patch("weightdoctor.diff_keys._candidate_renames", side_effect=AssertionError("full search")):
+        [suggestion] = suggest_renames(a, b)
+    assert (suggestion.pattern, suggestion.replacement, suggestion.matches_gained) == (r"^module\.", "", len(b))
 
 
 def _report_with(names_a: list[str], names_b: list[str]) -> DiffReport:

@@ -21,9 +21,13 @@ def main() -> None:
             return
         code = run_fast(*fast)
         sys.stdout.flush()
+        sys.stderr.flush()
     except BrokenPipeError:
         _exit_on_closed_pipe()
-    sys.exit(code)
+    # Everything is written and the fast path leaves nothing to clean up (no threads, temporary files or
+    # atexit work): skip the interpreter's teardown, which frees every object of a large diff one by one
+    # (~5 ms of a 50 ms run, more for 10,000s of keys).
+    os._exit(code)
 
 
 def _exit_on_closed_pipe() -> None:
