@@ -210,3 +210,40 @@ def test_a_view_beyond_its_storage_goes_to_torch(tmp_path: Path) -> None:
     path = _pickle_into_archive(tmp_path, buffer.getvalue())
     with pytest.raises(NeedsTorch, match="beyond its storage"):
         load_static(path)
+
+
+def _resize_record_in_central_directory(path: Path, record: str, delta: int) -> None:
+    """Change the sizes the central directory gives for `record` (the local header keeps the true ones)."""
+    import struct
+
+    raw = bytearray(path.read_bytes())
+    position = raw.find(b"PK\x01\x02")
+    while position >= 0:
+        name_length = struct.unpack_from("<H", raw, position + 28)[0]
+        if raw[position + 46:position + 46 + name_length].decode().endswith(record):
+            compressed, size = struct.unpack_from("<II", raw, position + 20)
+            struct.pack_into("<II", raw, position + 20, compressed + delta, size + delta)
+            path.write_bytes(bytes(raw))
+            return
+        position = raw.find(b"PK\x01\x02", position + 4)
+    raise AssertionError(f"no {record} in the central directory")
+
+
+@pytest.mark.parametrize("delta", [-4, 4])
+def test_a_record_of_the_wrong_size_is_a_damaged_file_as_torch_load_says(tmp_path: Path, delta: int) -> None:
+    """torch.load refuses a storage record whose size differs from the storage's; so does the reader
+    (only torch.load(mmap=True) reads it regardless, which is why the torch path cannot be the judge)."""
+    from typer.testing import CliRunner
+
+    from weightdoctor.cli import app
+
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.arange(16, dtype=torch.float32), "b": torch.ones(4)}, path)
+    _resize_record_in_central_directory(path, "data/0", delta)
+    with pytest.raises(RuntimeError, match="does not match expected size"):
+        torch.load(path, weights_only=True)
+    result = CliRunner().invoke(app, ["inspect", str(path)])
+    assert result.exit_code == 2, result.output
+    assert f"storage record data/0 holds {64 + delta} bytes" in result.output
+    assert "16 x 4 = 64 bytes" in result.output
+    assert "Traceback" not in result.output

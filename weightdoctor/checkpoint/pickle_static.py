@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.dtypes import BITS_PER_ELEMENT
+from weightdoctor.errors import CorruptCheckpoint
 
 if TYPE_CHECKING:
     import torch
@@ -242,8 +243,15 @@ class _StaticUnpickler(pickle.Unpickler):
             record = StorageRecord(self.archive, key, offset, nbytes)
             self.storages[key] = record
         itemsize = 1 if storage_type.dtype is None else BITS_PER_ELEMENT[storage_type.dtype] // 8
-        if not isinstance(numel, int) or numel * itemsize != record.nbytes:
-            raise NeedsTorch(f"storage {key} is not the size its reference says")
+        if not isinstance(numel, int):
+            raise NeedsTorch(f"storage {key} has no integer size")
+        if numel * itemsize != record.nbytes:
+            # torch.load checks each record against the size its reference gives and refuses the file
+            # ("record size does not match expected size"); only its mmap=True path reads it regardless.
+            raise CorruptCheckpoint(
+                f"storage record data/{key} holds {record.nbytes} bytes, but the pickle declares a storage of "
+                f"{numel} x {itemsize} = {numel * itemsize} bytes (damaged archive: torch.load refuses it)"
+            )
         return record, storage_type.dtype
 
 
@@ -290,7 +298,7 @@ def load_static(path: Path) -> Any:
         data = zip_archive.read_member(handle, pickles[0], MAX_DATA_PKL)
     try:
         return _StaticUnpickler(data, StaticArchive(path), records).load()
-    except NeedsTorch:
+    except (NeedsTorch, CorruptCheckpoint):
         raise
     except Exception as exc:  # a malformed pickle: torch's loader gives the error users know
         raise NeedsTorch(f"{type(exc).__name__}: {exc}") from exc
