@@ -254,6 +254,12 @@ def test_diff_keys_compares_two_revisions_of_one_repo(tmp_path: Path, monkeypatc
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     code, data = run_json("diff-keys", "org/model", "org/model", "--revision", "v1", "--revision-b", "v2")
     assert code == 0 and data["matched"] == 2 and [m["name"] for m in data["missing"]] == ["head.weight"]
+    # The report says which revision each side is, and which snapshot was read.
+    assert (data["revision_a"], data["revision_b"]) == ("v1", "v2")
+    assert data["resolved_a"] != data["resolved_b"]
+    assert all("models--org--model/snapshots/" in data[k] for k in ("resolved_a", "resolved_b"))
+    text = run_cli("diff-keys", "org/model", "org/model", "--revision", "v1", "--revision-b", "v2").stdout
+    assert "org/model (revision v1)" in text and "org/model (revision v2)" in text
     code, data = run_json("diff-keys", "org/model", "org/model", "--revision", "v2")  # both at v2
     assert data["missing"] == [] and data["matched"] == 3
     result = run_cli("diff-keys", "org/model", "--model-class", "BertModel", "--revision-b", "v2")

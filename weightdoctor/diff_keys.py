@@ -231,6 +231,12 @@ class DiffReport:
     values: list[ValueDiff] | None = None
     layers_changed_most: list[LayerChange] | None = None
     notes: list[str] = field(default_factory=list)
+    # Where each side was read from: the Hub revision asked for (repo ids only) and the resolved location
+    # (a local path, inside the Hub cache a snapshot folder named by its commit).
+    revision_a: str | None = None
+    revision_b: str | None = None
+    resolved_a: str | None = None
+    resolved_b: str | None = None
 
     def severities(self) -> list[str]:
         """Every severity this report carries (one per key problem and dtype difference)."""
@@ -965,11 +971,14 @@ def _rename_all(name: str, renames: Sequence[Rename]) -> str:
 
 def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = ()) -> DiffReport:
     """`diff_specs` on two opened checkpoints (headers only: no tensor data is read)."""
-    return diff_specs(
+    report = diff_specs(
         specs_from_tensors(a.tensors), specs_from_tensors(b.tensors), renames,
         source_a=a.source, source_b=b.source, tied_groups_a=a.alias_groups(), tied_groups_b=b.alias_groups(),
         tie_embeddings=config_ties(b.config), base_prefix_loads=b.config is not None,
     )
+    report.revision_a, report.resolved_a = a.revision, a.location
+    report.revision_b, report.resolved_b = b.revision, b.location
+    return report
 
 
 def config_ties(config: Mapping[str, Any] | None) -> bool | None:

@@ -354,7 +354,9 @@ def diff_checkpoint_against_model(
     except UsageError as exc:
         exc.path = exc.path or config or checkpoint.source  # name the config the model was built from
         raise
-    return diff_against_model(
+    report = diff_against_model(
         specs_from_tensors(checkpoint.tensors), model, renames,
         source_a=checkpoint.source, model_class=model_class, tied_groups_a=checkpoint.alias_groups(),
     )
+    report.revision_a, report.resolved_a = checkpoint.revision, checkpoint.location
+    return report

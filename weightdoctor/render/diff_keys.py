@@ -29,8 +29,8 @@ def header(report: DiffReport) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("A", escape(report.source_a) + f"  [dim]{report.total_a:,} keys[/]")
-    table.add_row("B", escape(report.source_b) + f"  [dim]{report.total_b:,} keys[/]")
+    table.add_row("A", escape(report.source_a) + _revision(report.revision_a) + f"  [dim]{report.total_a:,} keys[/]")
+    table.add_row("B", escape(report.source_b) + _revision(report.revision_b) + f"  [dim]{report.total_b:,} keys[/]")
     if report.renames_applied:
         table.add_row("renames", escape(" ".join(report.renames_applied)))
     table.add_row("matched", f"[green]{report.matched:,}[/] of {report.total_b:,} keys of B")
@@ -177,3 +177,7 @@ def render_diff_keys(report: DiffReport, console: Console, show_all: bool = Fals
         console.print(table)
     for note in report.notes:
         console.print(f"[dim]note: {escape(note)}[/]")
+
+
+def _revision(revision: str | None) -> str:
+    return f" [dim](revision {escape(revision)})[/]" if revision else ""
