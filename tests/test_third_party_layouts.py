@@ -293,3 +293,25 @@ def test_a_planner_failure_is_one_line(tmp_path: Path) -> None:
     result = run_cli("plan-devices", str(tmp_path), "--gpu", "150KB", "--cpu", "300KB", "--disk", "--dtype", "fp16")
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "_get_device_map fails on these budgets (IndexError" in result.stderr
+
+
+def test_an_unexpected_error_names_the_source_that_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure nobody foresaw while reading B names B, not the first source given."""
+    from safetensors.torch import save_file
+
+    from weightdoctor.checkpoint import safetensors_format
+
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_file({"w": torch.ones(2)}, str(a))
+    save_file({"w": torch.ones(2)}, str(b))
+    real = safetensors_format.read_header
+
+    def failing_on_b(path: Path, relpath: str) -> safetensors_format.SafetensorsHeader:
+        if Path(path).name == "b.safetensors":
+            raise ValueError("planted failure")
+        return real(path, relpath)
+
+    monkeypatch.setattr(safetensors_format, "read_header", failing_on_b)
+    result = run_cli("diff-keys", str(a), str(b))
+    assert result.exit_code == 2
+    assert f"{b}: unexpected ValueError: planted failure" in result.stderr, result.stderr

@@ -492,6 +492,27 @@ def open_checkpoint(
     Raises:
         SourceNotFound, UnsupportedFormat, CorruptCheckpoint, InvalidIndex, UnsafePickle.
     """
+    try:
+        return _open_checkpoint(source, revision=revision, key=key, allow_config_only=allow_config_only,
+                                structure_only=structure_only)
+    except WeightDoctorError:
+        raise
+    except Exception as exc:
+        # Errors of ours name their file. Any other (a library failing on odd bytes, or a bug) is reported as
+        # unexpected, and should still say which of a command's sources it came from.
+        if not hasattr(exc, "weightdoctor_source"):
+            exc.weightdoctor_source = os.fspath(source)  # type: ignore[attr-defined]
+        raise
+
+
+def _open_checkpoint(
+    source: str | os.PathLike[str],
+    *,
+    revision: str | None,
+    key: str | None,
+    allow_config_only: bool,
+    structure_only: bool,
+) -> Checkpoint:
     text = os.fspath(source)
     path = Path(text).expanduser()
     repo_id = None

@@ -66,6 +66,7 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
     prefix = next((text for kind, text in FOREIGN_ERRORS if isinstance(exc, kind)), None)
     detail = " ".join(str(exc).split())[:300] or type(exc).__name__
     if prefix is None:
+        where = getattr(exc, "weightdoctor_source", where)  # set by the reader: the source that failed
         reading = f"{where}: " if where else ""
         _console().error(f"{reading}unexpected {type(exc).__name__}: {detail} (run with --debug for the traceback)")
     else:
