@@ -39,3 +39,55 @@ def test_restricted_unpickler_refuses_code_even_without_the_scan() -> None:
     with pytest.raises(pickle.UnpicklingError, match="refused to import"):
         RestrictedPickle.load(io.BytesIO(data))
     assert RestrictedPickle.load(io.BytesIO(pickle.dumps({"a": 1}, protocol=5))) == {"a": 1}
+
+
+def _model_zoo_pickle(path: Path, protocol: int) -> dict[str, object]:
+    """A Detectron2 model-zoo style file: `pickle.dump` of numpy arrays under "model", beside metadata."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    model = {
+        "backbone.stem.conv1.weight": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+        "backbone.stem.conv1.norm.bias": rng.standard_normal(4).astype(np.float16),
+        "roi_heads.cls_score.bias": np.zeros(5, np.float64),
+        "proposal.transposed": np.arange(6, dtype=np.int32).reshape(2, 3).T,  # not contiguous
+        "stem.num_batches_tracked": np.array(7, np.int64),  # 0-d
+        "mask": np.array([True, False]),
+    }
+    with open(path, "wb") as handle:
+        pickle.dump({"model": model, "__author__": "Detectron2 Model Zoo", "matching_heuristics": True}, handle,
+                    protocol=protocol)
+    return model
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_plain_pickle_of_numpy_arrays_is_read_and_converted(tmp_path: Path, protocol: int) -> None:
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    path = tmp_path / "model_final.pkl"
+    model = _model_zoo_pickle(path, protocol)
+    code, data = run_json("inspect", path)
+    assert code == 0, data
+    rows = {row["name"]: (row["shape"], row["dtype"]) for row in data["tensors"]}
+    assert rows == {name: (list(value.shape), str(value.dtype)) for name, value in model.items()}
+    assert data["nested_key"] == "model"
+    assert any("plain Python pickle (pickle.dump), not a torch.save file" in w for w in data["warnings"])
+    code, _ = run_json("convert", path, "-o", tmp_path / "model.safetensors")
+    assert code == 0
+    written = load_file(str(tmp_path / "model.safetensors"))
+    assert written.keys() == model.keys()
+    for name, value in model.items():
+        assert written[name].shape == value.shape and written[name].dtype == value.dtype
+        assert np.array_equal(written[name], value)
+
+
+def test_a_truncated_plain_pickle_is_one_line(tmp_path: Path) -> None:
+    from tests.helpers import run_cli
+
+    path = tmp_path / "model_final.pkl"
+    _model_zoo_pickle(path, 4)
+    path.write_bytes(path.read_bytes()[:-40])
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 2
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 2, result.stderr

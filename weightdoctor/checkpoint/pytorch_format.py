@@ -11,6 +11,7 @@ nest the weights are searched for their state dict.
 
 from __future__ import annotations
 
+import collections
 import pickle
 import re
 import sys
@@ -53,6 +54,7 @@ class PickleContents:
     other_entries: list[str] = field(default_factory=list)
     skipped_entries: list[str] = field(default_factory=list)
     security: ScanReport | None = None
+    notes: list[str] = field(default_factory=list)  # how the file was read, when that is worth saying
 
 
 def detect_pickle_format(prefix: bytes) -> str | None:
@@ -392,6 +394,11 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
             obj = load_static(path)
         except NeedsTorch:
             obj = None
+    notes: list[str] = []
+    if obj is None and report.container == "pickle":
+        obj = _load_plain_pickle(path)
+        notes.append("a plain Python pickle (pickle.dump), not a torch.save file: torch.load cannot read it; "
+                     "its numpy arrays were read as tensors")
     if obj is None:
         obj = _load_with_torch(path, fmt, report)
     if _identity(path) != before:
@@ -412,7 +419,55 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         else:
             skipped.append(f"{name} ({_describe(value)})")
     return PickleContents(state_dict=tensors, nested_key=nested_key, other_entries=other, skipped_entries=skipped,
-                          security=report)
+                          security=report, notes=notes)
+
+
+# Nesting followed when turning a plain pickle's arrays into tensors (state dicts sit one or two levels down).
+_MAX_ARRAY_DEPTH = 32
+
+
+def _load_plain_pickle(path: Path) -> Any:
+    """Unpickle a plain `pickle.dump` file (not torch.save: no magic number, no storages), such as the
+    model-zoo `.pkl` files of Detectron2 (`{"model": {name: numpy array}, ...}`); numeric arrays become tensors.
+
+    The scan found only safe globals; the restricted unpickler refuses every other (the second line of
+    defence that torch's weights_only loader is for torch.save files, which cannot read these).
+
+    Raises:
+        UnsafePickle: the unpickler refused a global or an opcode's target.
+        CorruptCheckpoint: the pickle cannot be read (truncated, malformed).
+    """
+    with open(path, "rb") as handle:
+        try:
+            obj = _RestrictedUnpickler(handle).load()
+        except pickle.UnpicklingError as exc:
+            raise UnsafePickle(str(exc)) from exc
+        except (RecursionError, MemoryError):
+            raise
+        except Exception as exc:  # a malformed pickle raises anything from EOFError to TypeError
+            detail = " ".join(str(exc).split())[:160]
+            raise CorruptCheckpoint(f"the pickle cannot be read: {type(exc).__name__}: {detail}") from exc
+    return _arrays_as_tensors(obj, 0)
+
+
+def _arrays_as_tensors(value: Any, depth: int) -> Any:
+    """`value` with each numeric numpy array inside dicts, lists and tuples made a tensor (sharing memory)."""
+    numpy = sys.modules.get("numpy")  # no numpy imported: the pickle made no array
+    if numpy is None or depth > _MAX_ARRAY_DEPTH:
+        return value
+    if isinstance(value, numpy.ndarray) and value.dtype.kind in "biufc":
+        import torch
+
+        try:
+            # (not ascontiguousarray: it makes a 0-d array 1-d)
+            return torch.from_numpy(value if value.flags.c_contiguous else value.copy(order="C"))
+        except TypeError:  # a dtype torch has no counterpart for: left as an array (named as skipped)
+            return value
+    if type(value) in (dict, collections.OrderedDict):
+        return type(value)((k, _arrays_as_tensors(v, depth + 1)) for k, v in value.items())
+    if type(value) in (list, tuple):
+        return type(value)(_arrays_as_tensors(v, depth + 1) for v in value)
+    return value
 
 
 def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:

@@ -275,6 +275,7 @@ class _Builder:
         self.nested_key: str | None = None
         self.other_entries: list[str] = []
         self.skipped_entries: list[str] = []
+        self.notes: list[str] = []  # what a weight file's reader noticed (become the checkpoint's warnings)
         self.formats: set[str] = set()
         self.scans: list[ScanReport] = []
         # Safetensors files read since the last pickle, whose scan reports are not built yet.
@@ -333,6 +334,7 @@ class _Builder:
                     self.nested_key = contents.nested_key
                     self.other_entries = contents.other_entries
                 self.skipped_entries += contents.skipped_entries
+                self.notes += [f"{relpath}: {note}" for note in contents.notes]
                 infos = pytorch_format.tensor_infos(contents, relpath)
         except WeightDoctorError as exc:
             exc.path = exc.path or str(path)
@@ -566,6 +568,7 @@ def _open_checkpoint(
         pass
     else:
         builder.add_weight_file(target)
+    warnings += builder.notes
 
     config, config_file = _load_config(config_path)
     if config_file is not None:
