@@ -209,6 +209,28 @@ def test_existing_output_is_refused_unless_force_and_input_is_never_overwritten(
     assert _sha(source) == before
 
 
+def test_force_never_replaces_a_fifo_a_folder_or_a_device_map_target_that_is_one(
+    fx: dict[str, Path], tmp_path: Path
+) -> None:
+    """`--force` replaces earlier outputs; `-o /dev/null --force` (as root) once put a file in /dev/null's place."""
+    import os
+    import stat
+
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    result = run_cli("convert", fx["files"] / "bert.bin", "-o", fifo, "--force")
+    assert result.exit_code == 2 and "is not a regular file (a device, FIFO or socket)" in result.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    folder = tmp_path / "taken.safetensors"
+    folder.mkdir()
+    result = run_cli("convert", fx["files"] / "bert.bin", "-o", folder, "--force")
+    assert result.exit_code == 2 and "is a folder" in result.stderr and folder.is_dir()
+    result = run_cli("plan-devices", fx["bert"], "--gpu", "1GB", "--output", fifo)
+    assert result.exit_code == 2 and "not a regular file" in result.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left beside them
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

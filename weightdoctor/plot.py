@@ -82,6 +82,9 @@ def write_plot(report: StatsReport, path: str, selected: bool, inputs: list[Path
         axes.set_yscale("log")
         axes.set_title("std of each kind of weight across depth")
         axes.legend(fontsize=6, ncol=2)
+    from weightdoctor.writers.atomic import refuse_special
+
+    refuse_special(target)
     target.parent.mkdir(parents=True, exist_ok=True) if not target.parent.exists() else None
     handle, temporary = tempfile.mkstemp(prefix=".weightdoctor-", suffix=target.suffix, dir=target.parent)
     os.close(handle)

@@ -37,6 +37,9 @@ def write_device_map(device_map: dict[str, int | str], path: str | os.PathLike[s
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError("the output folder does not exist", path=str(target))
+    from weightdoctor.writers.atomic import refuse_special
+
+    refuse_special(target)
     try:
         fd, tmp = tempfile.mkstemp(prefix=".device_map.", suffix=".tmp", dir=folder)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

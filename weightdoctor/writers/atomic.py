@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,9 +112,10 @@ def atomic_file(dest: Path, *, replace: bool = False) -> Iterator[Path]:
     Raises:
         OutputError: `dest` exists and `replace` is False, or the file cannot be written.
     """
-    remove_stale_siblings(dest)
     if (dest.exists() or dest.is_symlink()) and not replace:
         raise OutputError("output exists; pass --force to replace it", path=str(dest))
+    refuse_special(dest)
+    remove_stale_siblings(dest)
     tmp = _sibling(dest, TEMP_MARK)
     try:
         try:
@@ -132,6 +134,20 @@ def atomic_file(dest: Path, *, replace: bool = False) -> Iterator[Path]:
             raise output_error(exc, dest) from exc
     finally:
         remove_path(tmp)
+
+
+def refuse_special(dest: Path) -> None:
+    """Refuse to replace anything but a file or a link: `--force` replaces an earlier output, never a device,
+    FIFO or socket (`-o /dev/null --force` as root would otherwise put a regular file in /dev/null's place)."""
+    try:
+        mode = os.lstat(dest).st_mode
+    except OSError:
+        return  # nothing there (or nothing we may look at: writing fails with its own message)
+    if stat.S_ISDIR(mode):
+        raise OutputError("output exists and is a folder; give a file name", path=str(dest))
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise OutputError("output exists and is not a regular file (a device, FIFO or socket); it is never replaced",
+                          path=str(dest))
 
 
 # Outputs committed in this process: a Ctrl-C that lands after the commit can then say they are complete.
