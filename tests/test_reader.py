@@ -188,3 +188,79 @@ def test_revision_with_a_local_path_is_named_not_silently_ignored() -> None:
     checkpoint = open_checkpoint(REPO_ROOT / "fixtures" / "example", revision="v1")
     assert checkpoint.revision is None
     assert any("--revision v1 ignored" in w and "local path" in w for w in checkpoint.warnings)
+
+
+def test_a_fifo_or_a_device_is_refused_at_once_not_read(tmp_path: Path) -> None:
+    """Reading a FIFO waits for a writer forever; /dev/zero is no empty file."""
+    import os
+
+    from tests.helpers import run_cli
+
+    fifo = tmp_path / "model.bin"
+    os.mkfifo(fifo)
+    index = tmp_path / "model.safetensors.index.json"
+    os.mkfifo(index)
+    for source, kind in ((fifo, "a FIFO"), (index, "a FIFO"), (Path("/dev/zero"), "a device")):
+        result = subprocess.run([sys.executable, "-m", "weightdoctor", "inspect", str(source)], capture_output=True,
+                                text=True, timeout=60, cwd=REPO_ROOT)
+        assert result.returncode == 2, result.stderr
+        assert f"not a regular file ({kind})" in result.stderr
+    assert run_cli("diff-keys", str(fifo), str(fifo)).exit_code == 2
+
+
+def test_an_empty_source_is_not_the_current_folder(fx: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.helpers import run_cli
+
+    monkeypatch.chdir(fx["bert"])  # a model folder: "" once meant this one
+    for args in (["inspect", ""], ["diff-keys", "", "."], ["convert", "", "-o", "/nonexistent/x.safetensors"]):
+        result = run_cli(*args)
+        assert result.exit_code == 2 and "the source is an empty string" in result.stderr, (args, result.stderr)
+
+
+def test_a_folder_is_read_in_from_pretrained_order_and_says_what_it_ignores(tmp_path: Path) -> None:
+    """model.safetensors before its sharded index (transformers' order), with a warning naming the other."""
+    from safetensors.torch import save_file
+
+    save_file({"new.w": torch.ones(2)}, str(tmp_path / "model.safetensors"))
+    save_file({"old.w": torch.ones(2)}, str(tmp_path / "model-00001-of-00001.safetensors"))
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": 8}, "weight_map": {"old.w": "model-00001-of-00001.safetensors"}}))
+    checkpoint = open_checkpoint(tmp_path)
+    assert [t.name for t in checkpoint.tensors] == ["new.w"]
+    assert checkpoint.warnings == [
+        "model.safetensors.index.json is ignored: model.safetensors comes first, as from_pretrained chooses"]
+    (tmp_path / "model.safetensors").unlink()
+    assert [t.name for t in open_checkpoint(tmp_path).tensors] == ["old.w"]
+
+
+def test_an_index_with_an_empty_weight_map_is_refused(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from weightdoctor.errors import InvalidIndex
+
+    save_file({"w": torch.ones(2)}, str(tmp_path / "model-00001-of-00001.safetensors"))
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {}}))
+    with pytest.raises(InvalidIndex, match="empty 'weight_map'"):
+        open_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"a": ' + "9" * 5000 + "}"])
+def test_json_that_json_loads_chokes_on_is_a_corrupt_file(tmp_path: Path, text: str) -> None:
+    """Deep nesting (RecursionError) and integers past Python's digit limit (ValueError) in an index, a config
+    and a safetensors header: one line each, never an "unexpected" error."""
+    from tests.helpers import run_cli
+
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(text)
+    header = ('{"x": ' + text + "}").encode()  # a header must start with "{"
+    header += b" " * (-len(header) % 8)
+    (tmp_path / "bad.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    for source in (index, tmp_path / "bad.safetensors"):
+        result = run_cli("inspect", str(source))
+        assert result.exit_code == 2 and "unexpected" not in result.stderr, result.stderr
+        assert "not valid JSON" in result.stderr
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "config.json").write_text(text)
+    result = run_cli("plan-devices", str(config), "--gpu", "1GB")
+    assert result.exit_code == 2 and "unexpected" not in result.stderr, result.stderr

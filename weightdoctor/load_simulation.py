@@ -12,7 +12,6 @@ header shapes with the meta model's instead. tests/test_diff_keys.py checks it a
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from weightdoctor.diff_keys import (
 )
 from weightdoctor.dtypes import FLOATING
 from weightdoctor.errors import SourceNotFound, UsageError
+from weightdoctor.jsontext import parse_json
 from weightdoctor.renames import Rename, apply_renames
 
 if TYPE_CHECKING:
@@ -180,8 +180,8 @@ def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None
     if not path.is_file():
         raise SourceNotFound("no config.json there", path=str(path))
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = parse_json(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
         raise UsageError(f"not valid JSON ({exc})", path=str(path)) from exc
     if not isinstance(data, dict):
         raise UsageError("config.json is not a JSON object", path=str(path))

@@ -11,7 +11,6 @@ fits, and why a device holds less than its budget.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import re
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from weightdoctor.errors import UsageError
 from weightdoctor.findings import Finding
+from weightdoctor.jsontext import parse_json
 
 if TYPE_CHECKING:
     import torch
@@ -899,10 +899,10 @@ def load_manual_map(path: str | Path) -> dict[str, int | str]:
     """
     file = Path(path)
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = parse_json(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError("no such file", path=str(file)) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:
         raise UsageError(f"not valid JSON ({exc})", path=str(file)) from exc
     if not isinstance(data, dict) or not data:
         raise UsageError("a device map must be a non-empty JSON object {module: device}", path=str(file))

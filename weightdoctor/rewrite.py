@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
 from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, torch_shape
 from weightdoctor.errors import OutputError, UsageError, WeightDoctorError
+from weightdoctor.jsontext import parse_json
 from weightdoctor.renames import Rename, apply_renames
 
 if TYPE_CHECKING:
@@ -408,8 +409,8 @@ def with_config_dtype(files: list[SideFile], dtype: str | None) -> tuple[list[Si
             out.append(side)
             continue
         try:
-            config = json.loads(side.path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            config = parse_json(side.path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
             out.append(side)
             continue
         changed = _set_dtype_keys(config, dtype, "")

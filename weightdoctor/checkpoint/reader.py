@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ from weightdoctor.errors import (
     UsageError,
     WeightDoctorError,
 )
+from weightdoctor.jsontext import parse_json
 
 if TYPE_CHECKING:
     import torch
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 PYTORCH_INDEX = "pytorch_model.bin.index.json"
 # Preferred weight files of a model folder, in transformers' order of preference.
-PREFERRED_FILES = (SAFETENSORS_INDEX, "model.safetensors", PYTORCH_INDEX, "pytorch_model.bin")
+PREFERRED_FILES = ("model.safetensors", SAFETENSORS_INDEX, "pytorch_model.bin", PYTORCH_INDEX)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
@@ -242,10 +243,23 @@ def _read_prefix(path: Path, size: int = 16) -> bytes:
 
 
 def _read_json(path: Path) -> Any:
+    require_regular_file(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return parse_json(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
         raise CorruptCheckpoint(f"not valid JSON ({exc})", path=str(path)) from exc
+
+
+def require_regular_file(path: Path) -> None:
+    """Refuse a FIFO, device or socket before opening it: reading a FIFO waits for a writer forever."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # opening it fails with the message that belongs to it
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
+            "a socket" if stat.S_ISSOCK(mode) else "not a file"
+        raise UnsupportedFormat(f"not a regular file ({kind}); give a checkpoint file or folder", path=str(path))
 
 
 def _load_config(path: Path | None) -> tuple[dict[str, Any] | None, CheckpointFile | None]:
@@ -289,6 +303,7 @@ class _Builder:
 
     def add_weight_file(self, path: Path) -> list[TensorInfo]:
         relpath = self.relpath(path)
+        require_regular_file(path)
         try:
             size = path.stat().st_size
             prefix = _read_prefix(path, 32)
@@ -388,7 +403,7 @@ def _dangling_message(link: Path) -> str:
 
 
 def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
-    """Pick what to read in a model folder: (path, is_index). Safetensors before pickles.
+    """Pick what to read in a model folder: (path, is_index), in from_pretrained's order (`PREFERRED_FILES`).
 
     Raises:
         CorruptCheckpoint: a weight file or index is a link to a missing file (a Hub cache snapshot whose
@@ -417,11 +432,21 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
 
 
+def _ignored_beside(folder: Path, chosen: Path) -> list[str]:
+    """A warning for each other preferred weight file of `folder`: from_pretrained reads `chosen` only."""
+    if chosen.name not in PREFERRED_FILES:
+        return []
+    return [f"{name} is ignored: {chosen.name} comes first, as from_pretrained chooses"
+            for name in PREFERRED_FILES if name != chosen.name and (folder / name).is_file()]
+
+
 def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     index = _read_json(index_path)
     if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
         raise InvalidIndex("index has no 'weight_map' object", str(index_path))
     weight_map: dict[str, Any] = index["weight_map"]
+    if not weight_map:
+        raise InvalidIndex("index has an empty 'weight_map': it names no tensor and no shard", str(index_path))
     folder = os.path.normpath(os.path.abspath(index_path.parent))
     builder.files.append(
         CheckpointFile(index_path, builder.relpath(index_path), "index", "json", index_path.stat().st_size)
@@ -516,6 +541,9 @@ def _open_checkpoint(
     structure_only: bool,
 ) -> Checkpoint:
     text = os.fspath(source)
+    if not text.strip():
+        # Path("") is the current folder: `weightdoctor inspect "$MODEL"` with MODEL unset must not read it.
+        raise UsageError("the source is an empty string: give a checkpoint file, a folder or a Hub repo id")
     path = Path(text).expanduser()
     repo_id = None
     if not path.exists():
@@ -542,6 +570,7 @@ def _open_checkpoint(
         config_path = path / "config.json"
         try:
             target, is_index = _choose_in_folder(path)
+            warnings += _ignored_beside(path, target)
         except SourceNotFound:
             if allow_config_only and config_path.is_file():
                 target = config_path

@@ -24,6 +24,7 @@ from weightdoctor.checkpoint.model import TensorInfo, tensor_infos
 from weightdoctor.dtypes import BITS_PER_ELEMENT, SAFETENSORS_TO_CANONICAL
 from weightdoctor.errors import CorruptCheckpoint
 from weightdoctor.gcpause import gc_paused
+from weightdoctor.jsontext import parse_json
 
 if TYPE_CHECKING:
     import torch
@@ -153,8 +154,8 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
         )
     try:
         text = raw.decode("utf-8").rstrip(" ")
-        header = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = parse_json(text)
+    except (UnicodeDecodeError, ValueError) as exc:  # malformed, an integer past the digit limit, too deep
         raise CorruptCheckpoint(f"header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise CorruptCheckpoint("header is not a JSON object")
