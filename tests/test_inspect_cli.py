@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import REPO_ROOT, run_cli, run_json, run_subprocess
 
@@ -125,3 +126,24 @@ def test_example_checkpoint_is_committed_and_small() -> None:
     assert size < 5_000_000
     code, data = run_json("inspect", example)
     assert code == 0 and data["config"]["model_type"] == "bert"
+
+
+def test_escape_sequences_in_names_and_metadata_never_reach_the_terminal(tmp_path: Path) -> None:
+    """A pickle's keys and a safetensors `__metadata__` are any strings: printed with their escapes visible."""
+    from safetensors.torch import save_file
+
+    from tests.helpers import run_cli
+
+    evil = "evil\x1b]0;PWNED\x07\x1b[2J\u202e.w"
+    pickled = tmp_path / "evil.bin"
+    torch.save({"ok": torch.ones(2), evil: torch.randn(3)}, pickled)
+    plain = tmp_path / "plain.bin"
+    torch.save({"ok": torch.ones(2)}, plain)
+    meta = tmp_path / "meta.safetensors"
+    save_file({"w": torch.ones(2)}, str(meta), metadata={"note": "red\x1b[31m"})
+    for args in (["inspect", pickled], ["inspect", pickled, "--stats"], ["diff-keys", pickled, plain],
+                 ["check-dtype", pickled], ["inspect", meta]):
+        result = run_cli(*map(str, args))
+        shown = result.stdout + result.stderr
+        assert "\x1b" not in shown and "\u202e" not in shown and "\x07" not in shown, args
+    assert "evil\\x1b]0;PWNED\\x07\\x1b[2J\\u202e.w" in run_cli("inspect", str(pickled)).stdout

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
 from weightdoctor.check_dtype import CheckDtypeReport, TargetReport, TensorCast, share_text, verdict_rank
+from weightdoctor.render.text import escape
 from weightdoctor.units import format_bytes, format_count
 
 VERDICT_STYLE = {"safe": "green", "lossy": "yellow", "unsafe": "bold red"}

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from weightdoctor.render.text import escape
 from weightdoctor.units import format_bytes
 
 

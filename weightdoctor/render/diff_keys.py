@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 from rich.console import Console
-from rich.markup import escape
 from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.table import Table
 
 from weightdoctor.diff_keys import REASONS, DiffReport, KeyGroup
+from weightdoctor.render.text import escape
 
 SEVERITY_STYLE = {"info": "cyan", "warn": "yellow", "error": "bold red"}
 KIND_TITLES = {

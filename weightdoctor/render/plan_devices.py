@@ -8,10 +8,10 @@ import tempfile
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 
 from weightdoctor.errors import OutputError
 from weightdoctor.plan_devices import DeviceUse, PlanReport
+from weightdoctor.render.text import escape
 from weightdoctor.units import format_bytes, format_count
 
 # Assumed transfer rates for the per-token slowdown line (stated in the output as assumptions, not measured).

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from weightdoctor.health import StatsReport, TensorHealth
 from weightdoctor.render.json import to_jsonable
+from weightdoctor.render.text import escape
 
 SHORT_REASONS = {"ks": "shape", "row_spread": "row norms", "col_spread": "column norms", "top_singular": "spectrum",
                  "outliers": "outliers", "kurtosis": "tails"}

@@ -1,0 +1,35 @@
+"""`escape`: text from a checkpoint (tensor names, metadata, config values) made safe to print in Rich markup.
+
+Rich's own `escape` guards its markup only. A pickle's keys and a safetensors `__metadata__` are arbitrary
+strings: an escape sequence in one (`\x1b]0;...\x07` sets the terminal title, `\x1b[2J` clears the screen)
+would reach the terminal, and bidirectional overrides would make a name read differently from what it is.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rich.markup import escape as escape_markup
+
+# C0 and C1 control characters, DEL, zero-width characters and bidirectional controls.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+
+
+def printable(text: str) -> str:
+    """`text` with each control or invisible character written as its Python escape (`\\x1b`, `\\u202e`).
+
+    Example:
+        >>> printable("evil\\x1b[2J")
+        'evil\\\\x1b[2J'
+    """
+    return _UNPRINTABLE.sub(_code, text) if _UNPRINTABLE.search(text) else text
+
+
+def _code(match: re.Match[str]) -> str:
+    point = ord(match.group())
+    return f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}"
+
+
+def escape(text: str) -> str:
+    """`printable(text)`, escaped for Rich markup: what every render module uses for text it did not write."""
+    return escape_markup(printable(text))
