@@ -241,3 +241,40 @@ def test_head_lookalike_is_not_a_rename() -> None:
     _, info = BertForQuestionAnswering.from_pretrained(example, output_loading_info=True)
     assert set(info["missing_keys"]) == {k["name"] for k in data["missing"]}
     assert set(info["unexpected_keys"]) == {k["name"] for k in data["unexpected"]}
+
+
+def test_values_of_packed_and_complex_tensors(tmp_path: Path) -> None:
+    """float4 (no arithmetic in torch): equal bytes or an unknown change, never a crash; complex tensors that
+    differ only in their imaginary parts are not identical (a float64 cast would drop those parts)."""
+    from safetensors.torch import save_file
+
+    packed = torch.arange(8, dtype=torch.uint8).view(torch.float4_e2m1fn_x2)
+    changed = (torch.arange(8, dtype=torch.uint8) + 1).view(torch.float4_e2m1fn_x2)
+    real = torch.ones(3, dtype=torch.complex64)
+    save_file({"p": packed, "q": packed.clone(), "c": real}, str(tmp_path / "a.safetensors"))
+    save_file({"p": packed, "q": changed, "c": real + 1j}, str(tmp_path / "b.safetensors"))
+    code, data = run_json("diff-keys", tmp_path / "a.safetensors", tmp_path / "b.safetensors", "--values")
+    assert code == 0, data
+    rows = {row["name"]: row for row in data["values"]}
+    assert rows["p"]["identical"] is True and rows["p"]["max_abs_diff"] == 0.0
+    assert rows["q"]["identical"] is False and rows["q"]["max_abs_diff"] == rows["q"]["rel_change"] == "nan"
+    assert rows["c"]["identical"] is False and rows["c"]["max_abs_diff"] == pytest.approx(1.0)
+    assert rows["c"]["rel_change"] == pytest.approx(1 / 2 ** 0.5)
+
+
+def test_bad_flags_and_configs_are_usage_errors_not_unexpected_ones(tmp_path: Path) -> None:
+    """A replacement naming a group the pattern lacks blames the flag (it blamed the input file); a config
+    whose values the config class refuses is one line about the config."""
+    from safetensors.torch import save_file
+
+    a = tmp_path / "a.safetensors"
+    save_file({"w": torch.ones(2)}, str(a))
+    result = run_cli("diff-keys", str(a), str(a), "--rename", r"w=\g<nope>")
+    assert result.exit_code == 2 and r"--rename 'w=\\g<nope>': unknown group name 'nope'" in result.stderr
+    for name, values in (("types", {"hidden_size": "abc"}), ("dtype", {"torch_dtype": "float128"})):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"model_type": "bert", **values}))
+        result = run_cli("diff-keys", str(a), "--model-class", "BertModel", "--config", str(folder))
+        assert result.exit_code == 2, result.stderr
+        assert "unexpected" not in result.stderr and "config.json cannot build a 'bert' config" in result.stderr

@@ -1010,10 +1010,38 @@ def layer_of(name: str) -> str:
     return ".".join(parts[:-1]) or name
 
 
+def _computable(tensor: torch.Tensor) -> bool:
+    """Whether torch can cast `tensor` to float64 (not for packed 4-bit and bit types)."""
+    import torch
+
+    try:
+        tensor.reshape(-1)[:1].to(torch.float64)
+    except (RuntimeError, NotImplementedError, TypeError):
+        return False
+    return True
+
+
+def _bytes_of(tensor: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    return tensor.contiguous().reshape(-1).view(torch.uint8)
+
+
 def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 22) -> tuple[ValueDiff, float, float]:
     """Compare two same-shaped tensors in float64 chunks; also return Σ(A−B)² and ΣB² for layer totals."""
     import torch
 
+    dtype_a = str(a.dtype).removeprefix("torch.")
+    dtype_b = str(b.dtype).removeprefix("torch.")
+    if a.is_complex() or b.is_complex():
+        # Compared as (real, imaginary) pairs: a cast to float64 would drop the imaginary parts.
+        a = torch.view_as_real(a.to(torch.complex128)) if a.is_complex() else torch.stack([a, torch.zeros_like(a)], -1)
+        b = torch.view_as_real(b.to(torch.complex128)) if b.is_complex() else torch.stack([b, torch.zeros_like(b)], -1)
+    if not (_computable(a) and _computable(b)):
+        # Packed formats torch has no arithmetic for (float4_e2m1fn_x2, ...): equal bytes, or an unknown change.
+        same = a.dtype == b.dtype and a.shape == b.shape and torch.equal(_bytes_of(a), _bytes_of(b))
+        unknown = 0.0 if same else math.nan
+        return ValueDiff(name, same, unknown, unknown, dtype_a, dtype_b), 0.0, 0.0
     flat_a, flat_b = a.reshape(-1), b.reshape(-1)
     max_abs = 0.0
     diff_sq = 0.0
@@ -1040,8 +1068,6 @@ def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 
         rel = math.inf
     else:
         rel = math.sqrt(diff_sq) / math.sqrt(ref_sq)
-    dtype_a = str(a.dtype).removeprefix("torch.")
-    dtype_b = str(b.dtype).removeprefix("torch.")
     return ValueDiff(name, identical, max_abs, rel, dtype_a, dtype_b), diff_sq, ref_sq
 
 
@@ -1057,8 +1083,6 @@ def compare_values(
     results: list[ValueDiff] = []
     layers: dict[str, list[float]] = {}
     for name, a, b in pairs:
-        if a.is_complex() or b.is_complex():
-            a, b = a.real, b.real  # complex tensors: compare real parts (rare in checkpoints)
         row, diff_sq, ref_sq = compare_pair(name, a, b)
         results.append(row)
         total = layers.setdefault(layer_of(name), [0.0, 0.0, 0.0, 1.0])

@@ -41,7 +41,17 @@ def parse_rename(spec: str) -> Rename:
     match = re.match(r"^((?:[^=\\]|\\.)*)=(.*)$", spec, flags=re.DOTALL)
     if not match or not match.group(1):
         raise UsageError(f"--rename {spec!r}: expected REGEX=REPLACEMENT, e.g. 'module\\.=' or '^=model.'")
-    return Rename(match.group(1).replace("\\=", "="), match.group(2))
+    rename = Rename(match.group(1).replace("\\=", "="), match.group(2))
+    try:
+        compiled = re.compile(rename.pattern)
+        # The replacement's group references are checked only where a name matches: check them now, against
+        # the pattern (Python 3.11's template parser; later versions name it differently: then left to apply).
+        compile_template = getattr(re, "_compile_repl", None)
+        if compile_template is not None:
+            compile_template(rename.replacement, compiled)
+    except (re.error, IndexError) as exc:
+        raise UsageError(f"--rename {spec!r}: {exc}") from exc
+    return rename
 
 
 def strip_prefix(prefix: str) -> Rename:
