@@ -357,3 +357,19 @@ def test_a_keep_fp32_pattern_that_matches_nothing_is_named(fx: dict[str, Path], 
     assert "--keep-fp32 'layernorm' matches no floating tensor: nothing is kept in fp32" in data["plan"]["warnings"]
     code, data = run_json("convert", fx["bert"], "-o", tmp_path / "out2", "--dtype", "bf16", "--keep-fp32", "LayerNorm")
     assert data["plan"]["kept_fp32"] and not any("--keep-fp32" in w for w in data["plan"]["warnings"])
+
+
+@pytest.mark.parametrize("name", ["enc/layer.w", "", "ctl\x01"])
+def test_pickle_keys_safetensors_refuses_are_refused_before_writing(tmp_path: Path, name: str) -> None:
+    """The source file and the key are named, before anything is written (it once failed on read-back, naming
+    a deleted temporary file); a .bin output keeps such keys."""
+    source = tmp_path / "odd.bin"
+    torch.save({name: torch.ones(2), "ok": torch.zeros(2)}, source)
+    for args in (["convert", source, "-o", tmp_path / "out.safetensors"], ["shard", source, "--single", "-o",
+                                                                           tmp_path / "shards"]):
+        result = run_cli(*args)
+        assert result.exit_code == 2 and result.stderr.startswith(f"error: {source}:"), result.stderr
+        assert "a safetensors output could not be read back" in result.stderr and "wdtmp" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.bin"]
+    assert run_cli("convert", source, "-o", tmp_path / "out.bin", "--to", "bin").exit_code == 0
+    assert name in torch.load(tmp_path / "out.bin", weights_only=True)

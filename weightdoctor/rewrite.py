@@ -193,6 +193,24 @@ def _target_dtype(info: TensorInfo, dtype: str | None, keep_fp32: re.Pattern[str
     return dtype or info.dtype
 
 
+def _refuse_unreadable_names(new_names: dict[str, str], source: str) -> None:
+    """Refuse, before anything is written, output names a safetensors reader refuses (see
+    `checkpoint.safetensors_format.check_tensor_name`): a pickle's keys may be any string."""
+    from weightdoctor.checkpoint.safetensors_format import check_tensor_name
+    from weightdoctor.errors import CorruptCheckpoint
+
+    for old, new in new_names.items():
+        try:
+            check_tensor_name(new)
+        except CorruptCheckpoint as exc:
+            renamed = f" (renamed from {old!r})" if old != new else ""
+            raise UsageError(
+                f"{exc}{renamed}: a safetensors output could not be read back; rename it with --rename, "
+                "or keep a pickle with --to bin",
+                path=source,
+            ) from exc
+
+
 def plan_tensors(
     checkpoint: Checkpoint,
     *,
@@ -243,6 +261,8 @@ def plan_tensors(
             aliased_to.update({n: owner for n in names if n != owner})
     names = [t.name for t in checkpoint.tensors if fmt == "bin" or t.name not in dropped]
     new_names = apply_renames(names, list(renames or []))
+    if fmt == "safetensors":
+        _refuse_unreadable_names(new_names, checkpoint.source)
     selection.renamed = sum(old != new for old, new in new_names.items())
     for info in checkpoint.tensors:
         if info.name not in new_names:

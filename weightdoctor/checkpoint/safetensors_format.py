@@ -95,12 +95,13 @@ def _check_names(header: dict[str, Any]) -> None:
     """Refuse empty names, control characters and path separators (one regex pass in the common case)."""
     if _BAD_NAME_CHARS.search(_NAME_JOINER.join(header)) or "" in header or "." in header or ".." in header:
         for name in header:
-            _check_name(name)
+            check_tensor_name(name)
 
 
-def _check_name(name: str) -> None:
+def check_tensor_name(name: str) -> None:
+    """Refuse an empty name, control characters and path separators (`CorruptCheckpoint`)."""
     if not name:
-        raise CorruptCheckpoint("header has a tensor with an empty name")
+        raise CorruptCheckpoint("a tensor has an empty name")
     if _CONTROL.search(name):
         raise CorruptCheckpoint(f"tensor name {name!r} contains control characters")
     if "/" in name or "\\" in name or name in {".", ".."}:
