@@ -112,10 +112,11 @@ def test_shard_killed_keeps_the_earlier_save_until_the_new_one_is_complete(
     assert len(_leftovers(tmp_path)) <= 1
 
 
-def test_sigterm_cleans_up_and_exits_130(fx: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_cleans_up_and_exits_130(fx: dict[str, Path], tmp_path: Path, number: int) -> None:
+    """SIGTERM, and SIGHUP (a closed terminal or SSH session), unwind as Ctrl-C does: nothing left behind."""
     dest = tmp_path / "o"
-    code = _run_paused_and_kill(["shard", fx["bert"], "--max", "30KB", "-o", dest], tmp_path, "tensor-3",
-                                signal.SIGTERM)
+    code = _run_paused_and_kill(["shard", fx["bert"], "--max", "30KB", "-o", dest], tmp_path, "tensor-3", number)
     assert code == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["paused"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -56,17 +56,21 @@ def build_renames(strip_prefix: str | None, renames: list[str] | None, add_prefi
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """Let SIGTERM unwind like Ctrl-C, so that temp files are removed on the way out."""
+    """Let SIGTERM and SIGHUP (the terminal or SSH session closed) unwind like Ctrl-C, so that temp files are
+    removed on the way out."""
 
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    previous: dict[int, Any] = {}
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        for number in (signal.SIGTERM, signal.SIGHUP):
+            previous[number] = signal.signal(number, handler)
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, old in previous.items():
+            signal.signal(number, old)
