@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from fixtures.plan_devices import CONFIGS, from_pretrained_device_map, load_with_device_map
 from tests.helpers import run_cli, run_json
@@ -215,3 +216,22 @@ def test_real_process_exit_codes_and_streams(fx: dict[str, Path]) -> None:
     assert proc.returncode == 0 and "fits on the GPUs" in proc.stdout
     proc = run_subprocess("plan-devices", fx["bert"], "--gpu", "lots")
     assert proc.returncode == 2 and proc.stderr.startswith("error: cannot parse size 'lots'") and proc.stdout == ""
+
+
+def test_a_config_asking_for_absurdly_many_layers_is_refused_at_once(tmp_path: Path) -> None:
+    """A 200-byte config with 10^6 layers never finished building; now one line, for both commands."""
+    config = {"model_type": "bert", "hidden_size": 64, "num_hidden_layers": 1_000_000, "num_attention_heads": 1,
+              "intermediate_size": 64, "vocab_size": 100}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    result = run_cli("plan-devices", str(tmp_path / "config.json"), "--gpu", "1GB")
+    assert result.exit_code == 2 and "asks for 1,000,000 layers (num_hidden_layers)" in result.stderr
+    weights = tmp_path / "w.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.ones(1)}, str(weights))
+    result = run_cli("diff-keys", str(weights), "--model-class", "BertModel", "--config", str(tmp_path))
+    assert result.exit_code == 2 and "asks for 1,000,000 layers" in result.stderr
+    nested = {"model_type": "t5", "d_model": 8, "num_layers": 2, "num_decoder_layers": 5000, "vocab_size": 10}
+    (tmp_path / "config.json").write_text(json.dumps(nested))
+    result = run_cli("plan-devices", str(tmp_path / "config.json"), "--gpu", "1GB")
+    assert result.exit_code == 2 and "asks for 5,000 layers (num_decoder_layers)" in result.stderr

@@ -50,6 +50,26 @@ def resolve_model_class(config: PretrainedConfig, model_class: str | None = None
     return cls
 
 
+# Layer-count keys of transformers configs, and the most layers built: real models have up to ~130, and
+# building costs ~6 ms a layer (a 200-byte config asking for 10,000 layers took 80 s, 10^6 never finished).
+_LAYER_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "num_decoder_layers", "encoder_layers",
+               "decoder_layers", "num_encoder_layers")
+MAX_LAYERS = 1024
+
+
+def _refuse_absurd_depth(config: dict[str, Any], where: str = "") -> None:
+    """Raise UsageError when the config (or a sub-config: `text_config`, `encoder`, ...) asks for more than
+    `MAX_LAYERS` layers."""
+    for key, value in config.items():
+        if key in _LAYER_KEYS and isinstance(value, int) and not isinstance(value, bool) and value > MAX_LAYERS:
+            raise UsageError(
+                f"config.json asks for {value:,} layers ({where}{key}); weightdoctor builds models of up to "
+                f"{MAX_LAYERS:,} layers"
+            )
+        if isinstance(value, dict) and not where.count(".") > 3:
+            _refuse_absurd_depth(value, f"{where}{key}.")
+
+
 def build_meta_model(
     config: dict[str, Any] | PretrainedConfig, model_class: str | None = None, **overrides: Any
 ) -> torch.nn.Module:
@@ -65,6 +85,8 @@ def build_meta_model(
     """
     import torch
 
+    if isinstance(config, dict):
+        _refuse_absurd_depth(config)
     cfg = config_from_dict(config, **overrides) if isinstance(config, dict) else config
     cls = resolve_model_class(cfg, model_class)
     try:
