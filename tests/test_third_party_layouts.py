@@ -315,3 +315,26 @@ def test_an_unexpected_error_names_the_source_that_failed(tmp_path: Path, monkey
     result = run_cli("diff-keys", str(a), str(b))
     assert result.exit_code == 2
     assert f"{b}: unexpected ValueError: planted failure" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("ref", ["", "../../../outside"])
+def test_a_ref_that_names_no_snapshot_is_said_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ref: str) -> None:
+    """An empty refs/main read the snapshots folder itself; `../..` in it led out of the cache."""
+    from safetensors.torch import save_file
+
+    from fixtures.build import write_hub_cache
+
+    cache = tmp_path / "cache"
+    files = tmp_path / "files"
+    files.mkdir()
+    save_file({"w": torch.ones(2)}, str(files / "model.safetensors"))
+    write_hub_cache(cache, "org/model", files)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    save_file({"elsewhere": torch.ones(2)}, str(outside / "model.safetensors"))
+    (cache / "models--org--model" / "refs" / "main").write_text(ref)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run_cli("inspect", "org/model")
+    assert result.exit_code == 2, result.stdout
+    assert "refs/main of org/model does not name a snapshot" in result.stderr

@@ -117,9 +117,20 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id, revision=revision, cache_dir=hub_cache_dir(), local_files_only=True))
+        path = Path(snapshot_download(repo_id, revision=revision, cache_dir=hub_cache_dir(), local_files_only=True))
     except Exception:  # LocalEntryNotFoundError, a bad revision, an unreadable cache: all mean "not cached"
         return None
+    # huggingface_hub joins the commit a ref file holds to snapshots/ as it is: an empty ref gives the
+    # snapshots folder itself, and `../..` in a ref leads out of the cache. Neither is a snapshot.
+    snapshots = (hub_cache_dir() / ("models--" + repo_id.replace("/", "--")) / "snapshots").resolve()
+    if path.resolve().parent != snapshots:
+        ref = f"refs/{revision or 'main'}"
+        raise SourceNotFound(
+            f"the Hub cache's {ref} of {repo_id} does not name a snapshot (empty, or a path out of its snapshots/ "
+            "folder); download it again (huggingface-cli download) or delete that ref",
+            path=str(snapshots.parent / "refs" / (revision or "main")),
+        )
+    return path
 
 
 def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = True) -> Path:
