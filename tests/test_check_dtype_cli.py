@@ -193,3 +193,19 @@ def test_memory_figures_are_what_convert_writes(tmp_path: Path) -> None:
     code, kept = run_json("convert", tmp_path / "model.safetensors", "-o", tmp_path / "kept.safetensors",
                           "--dtype", "fp16", "--keep-fp32", fp16["keep_fp32"])
     assert code == 0 and kept["plan"]["total_bytes"] == fp16["keep_fp32_memory_bytes"]
+
+
+def test_tied_weights_are_cast_once_in_a_pickle_as_in_its_safetensors(fx: dict[str, Path]) -> None:
+    """gpt2's lm_head.weight is transformer.wte.weight: the .bin (both names, one storage) and the
+    safetensors save (one name) give the same figures, and the figures inspect gives."""
+    results = {}
+    for form in (fx["files"] / "gpt2-tied.bin", fx["gpt2"]):
+        code, data = run_json("check-dtype", form, "--target", "fp16")
+        assert code in (0, 1), data
+        target = data["targets"]["fp16"]
+        results[form.name] = (data["stored_dtypes"], data["memory_bytes"]["stored"], target["tensors_checked"],
+                              target["values"], target["changed"])
+        _, inspected = run_json("inspect", form)
+        assert data["stored_dtypes"]["float32"]["num_params"] == inspected["num_params"]
+    first, second = results.values()
+    assert first == second

@@ -235,3 +235,17 @@ def test_a_config_asking_for_absurdly_many_layers_is_refused_at_once(tmp_path: P
     (tmp_path / "config.json").write_text(json.dumps(nested))
     result = run_cli("plan-devices", str(tmp_path / "config.json"), "--gpu", "1GB")
     assert result.exit_code == 2 and "asks for 5,000 layers (num_decoder_layers)" in result.stderr
+
+
+def test_a_suggestion_the_planner_cannot_place_does_not_sink_the_plan(tmp_path: Path) -> None:
+    """transformers' planner raises IndexError for the int8 re-plan of this tiny ALBERT on tiny budgets; the
+    fp16 plan asked for (which from_pretrained computes) is still reported, without that suggestion."""
+    from transformers import AlbertConfig, AlbertForMaskedLM
+
+    torch.manual_seed(0)
+    config = AlbertConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, max_position_embeddings=64, embedding_size=16)
+    AlbertForMaskedLM(config).save_pretrained(tmp_path)
+    code, data = run_json("plan-devices", tmp_path, "--gpu", "20KB", "--cpu", "30KB", "--dtype", "fp16")
+    assert code in (0, 1), data
+    assert data["device_map"]

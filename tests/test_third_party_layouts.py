@@ -284,13 +284,14 @@ def test_an_uncached_revision_names_what_the_cache_holds(tmp_path: Path, monkeyp
 
 
 def test_a_planner_failure_is_one_line(tmp_path: Path) -> None:
-    """transformers' own planner raises IndexError for these budgets (tied weights split across devices)."""
-    from transformers import BertConfig
+    """transformers' own planner raises IndexError for these budgets (a tiny ALBERT at int8 on 20 KB)."""
+    from transformers import AlbertConfig
 
-    config = BertConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
-                        vocab_size=1000, max_position_embeddings=128, architectures=["BertForMaskedLM"])
+    config = AlbertConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, max_position_embeddings=64, embedding_size=16,
+                          architectures=["AlbertForMaskedLM"])
     config.save_pretrained(tmp_path)
-    result = run_cli("plan-devices", str(tmp_path), "--gpu", "150KB", "--cpu", "300KB", "--disk", "--dtype", "fp16")
+    result = run_cli("plan-devices", str(tmp_path), "--gpu", "20KB", "--cpu", "30KB", "--dtype", "int8")
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "_get_device_map fails on these budgets (IndexError" in result.stderr
 

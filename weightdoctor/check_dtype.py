@@ -468,7 +468,7 @@ def memory_at(tensors: list[TensorInfo], bytes_per_value: float, keep_fp32: set[
 
 def stored_dtype_counts(tensors: list[TensorInfo]) -> dict[str, DtypeCount]:
     counts: dict[str, DtypeCount] = {}
-    for info in tensors:
+    for info in unique_tensors(tensors):  # tied weights once
         entry = counts.setdefault(info.dtype, DtypeCount(0, 0, 0))
         entry.num_tensors += 1
         entry.num_params += info.num_params
@@ -750,7 +750,8 @@ def local_report(checkpoint: Checkpoint) -> LocalReport:
 def select_tensors(checkpoint: Checkpoint, name_filter: str | None) -> tuple[list[TensorInfo], list[SkippedTensor]]:
     """The tensors a cast would touch (matching `name_filter`), and the others with the reason they are left."""
     pattern = re.compile(name_filter) if name_filter else None
-    selected = [t for t in checkpoint.tensors if pattern is None or pattern.search(t.name)]
+    # A tensor saved under several names (tied weights in a pickle) is cast once, as its safetensors form holds it.
+    selected = [t for t in unique_tensors(checkpoint.tensors) if pattern is None or pattern.search(t.name)]
     skipped = [
         SkippedTensor(t.name, t.dtype, NOT_CAST.get(t.dtype, "not floating: a dtype cast leaves it as is"))
         for t in selected if not _is_castable(t)

@@ -1236,7 +1236,12 @@ def _replan_verdict(
 ) -> str:
     sizer = _sizer_for(planned, dtype)
     max_memory = build_max_memory(gpus, request.cpu, request.reserve)
-    device_map, _ = place(planned, max_memory, request.strategy, no_split, sizer)
+    try:
+        device_map, _ = place(planned, max_memory, request.strategy, no_split, sizer)
+    except UsageError:
+        # The library's planner fails on this candidate (transformers' own planner raised IndexError at a
+        # quantized dtype on tiny budgets): it is no suggestion, and the plan asked for stands.
+        return "planner-failed"
     return classify(device_map, bool(gpus), request.disk)
 
 
