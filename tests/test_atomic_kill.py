@@ -166,3 +166,24 @@ def test_a_read_only_output_folder_exits_2_with_one_line(fx: dict[str, Path], tm
             subprocess.run(["chattr", "-i", folder])
         else:
             folder.chmod(0o755)
+
+
+def test_an_ignored_hangup_stays_ignored_under_nohup() -> None:
+    """`nohup weightdoctor convert ... &` must survive the logout: a SIGHUP set to be ignored is left alone,
+    while a default one (and SIGTERM) unwinds the write."""
+    from weightdoctor.commands._write_options import terminate_as_interrupt
+
+    before = {number: signal.getsignal(number) for number in (signal.SIGHUP, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with terminate_as_interrupt():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert callable(signal.getsignal(signal.SIGTERM))
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        with terminate_as_interrupt():
+            assert callable(signal.getsignal(signal.SIGHUP))
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)

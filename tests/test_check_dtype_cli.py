@@ -209,3 +209,11 @@ def test_tied_weights_are_cast_once_in_a_pickle_as_in_its_safetensors(fx: dict[s
         assert data["stored_dtypes"]["float32"]["num_params"] == inspected["num_params"]
     first, second = results.values()
     assert first == second
+
+
+def test_a_filter_matching_only_the_tied_name_still_checks_the_tensor(fx: dict[str, Path]) -> None:
+    """`--filter lm_head` on gpt2's .bin, where lm_head.weight is the embedding under a second name."""
+    code, data = run_json("check-dtype", fx["files"] / "gpt2-tied.bin", "--filter", "lm_head", "--target", "fp16")
+    assert code == 0, data
+    assert data["targets"]["fp16"]["tensors_checked"] == 1
+    assert [t["name"] for t in data["targets"]["fp16"]["tensors"]] == ["lm_head.weight"]

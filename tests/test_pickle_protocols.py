@@ -91,3 +91,49 @@ def test_a_truncated_plain_pickle_is_one_line(tmp_path: Path) -> None:
     result = run_cli("inspect", str(path))
     assert result.exit_code == 2
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 2, result.stderr
+
+
+def test_big_endian_and_read_only_arrays_of_a_plain_pickle(tmp_path: Path) -> None:
+    """Protocol 5 keeps a big-endian array's byte order (torch reads native order only) and makes read-only
+    arrays over the pickle's bytes: both become ordinary tensors with the same values, no warning."""
+    import numpy as np
+
+    path = tmp_path / "weights.pkl"
+    values = np.arange(6, dtype=">f4").reshape(2, 3)
+    with open(path, "wb") as handle:
+        pickle.dump({"model": {"big": values, "small": np.arange(3, dtype="<i8")}}, handle, protocol=5)
+    checkpoint = open_checkpoint(path)
+    big = checkpoint.load_tensor("big")
+    assert big.dtype == torch.float32 and big.tolist() == values.astype("<f4").tolist()
+    assert checkpoint.load_tensor("small").tolist() == [0, 1, 2]
+    from tests.helpers import run_cli
+
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 0 and "not writable" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_tensor_state_that_writes_through_a_property_is_refused(tmp_path: Path) -> None:
+    """`_rebuild_from_type_v2(..., state={"real": 65})` over a tensor made from the interpreter's shared b"\\x00"
+    would write into that object for the whole process; the restricted unpickler refuses such a state."""
+    import numpy as np
+    import torch._tensor
+    import torch._utils
+
+    from weightdoctor.errors import UnsafePickle
+
+    class Reduce:
+        def __init__(self, func: object, args: tuple) -> None:
+            self.func, self.args = func, args
+
+        def __reduce__(self) -> tuple:
+            return self.func, self.args
+
+    array = Reduce(np._core.numeric._frombuffer, (b"\x00", np.dtype("u1"), (1,), "C"))
+    tensor = Reduce(torch._tensor._rebuild_from_type_v2, (
+        torch._utils._rebuild_device_tensor_from_numpy, torch.Tensor, (array, torch.uint8, "cpu", False),
+        {"real": 65}))
+    path = tmp_path / "singleton.pkl"
+    path.write_bytes(pickle.dumps({"model": {"w": tensor}}, protocol=4))
+    with pytest.raises(UnsafePickle, match="refused a tensor state that sets"):
+        open_checkpoint(path)
+    assert bytes([0]) == b"\x00"

@@ -247,3 +247,25 @@ def test_a_record_of_the_wrong_size_is_a_damaged_file_as_torch_load_says(tmp_pat
     assert f"storage record data/0 holds {64 + delta} bytes" in result.output
     assert "16 x 4 = 64 bytes" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_record_of_the_wrong_size_is_refused_on_the_torch_path_too(tmp_path: Path) -> None:
+    """A numpy scalar beside the tensor sends the file to torch.load(mmap=True), which reads a short record
+    regardless (whatever bytes follow it); the record sizes are checked there as well."""
+    import zipfile
+
+    import numpy as np
+
+    from weightdoctor.errors import CorruptCheckpoint
+
+    source = tmp_path / "src.pt"
+    torch.save({"step": np.float64(3.0), "w": torch.arange(4.0)}, source)
+    damaged = tmp_path / "short.pt"
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(damaged, "w", zipfile.ZIP_STORED) as out:
+        for info in original.infolist():
+            data = original.read(info)
+            out.writestr(info.filename, data[:8] if info.filename.endswith("data/0") else data)
+    with pytest.raises(NeedsTorch):
+        load_static(damaged)  # the numpy scalar: not modelled here
+    with pytest.raises(CorruptCheckpoint, match=r"storage record data/0 holds 8 bytes.*4 x 4 = 16 bytes"):
+        open_checkpoint(damaged)

@@ -249,3 +249,11 @@ def test_a_suggestion_the_planner_cannot_place_does_not_sink_the_plan(tmp_path: 
     code, data = run_json("plan-devices", tmp_path, "--gpu", "20KB", "--cpu", "30KB", "--dtype", "fp16")
     assert code in (0, 1), data
     assert data["device_map"]
+
+
+def test_a_config_asking_for_absurdly_many_experts_is_refused_at_once(tmp_path: Path) -> None:
+    config = {"model_type": "switch_transformers", "d_model": 8, "d_ff": 8, "num_layers": 2,
+              "num_decoder_layers": 2, "num_heads": 1, "d_kv": 8, "vocab_size": 16, "num_experts": 20_000}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    result = run_cli("plan-devices", str(tmp_path / "config.json"), "--gpu", "1GB")
+    assert result.exit_code == 2 and "asks for 20,000 experts (num_experts)" in result.stderr

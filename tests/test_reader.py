@@ -264,3 +264,22 @@ def test_json_that_json_loads_chokes_on_is_a_corrupt_file(tmp_path: Path, text: 
     (config / "config.json").write_text(text)
     result = run_cli("plan-devices", str(config), "--gpu", "1GB")
     assert result.exit_code == 2 and "unexpected" not in result.stderr, result.stderr
+
+
+def test_a_config_nested_past_the_limit_is_refused_before_anything_walks_it(tmp_path: Path) -> None:
+    """700 levels pass json.loads but broke the JSON rendering of `inspect --json` (RecursionError)."""
+    from safetensors.torch import save_file
+
+    from tests.helpers import run_cli
+
+    save_file({"w": torch.ones(2)}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text('{"model_type": "bert", "x": ' + "[" * 700 + "]" * 700 + "}")
+    result = run_cli("inspect", str(tmp_path), "--json")
+    assert result.exit_code == 2 and "nested more than 64 levels deep" in result.stderr, result.stderr
+
+
+def test_a_huge_integer_beside_the_state_dict_is_described_not_printed(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": {"w": torch.ones(2)}, "big": 10 ** 6000}, path)
+    checkpoint = open_checkpoint(path)
+    assert checkpoint.other_entries == ["big (int of 19,932 bits)"]

@@ -750,8 +750,9 @@ def local_report(checkpoint: Checkpoint) -> LocalReport:
 def select_tensors(checkpoint: Checkpoint, name_filter: str | None) -> tuple[list[TensorInfo], list[SkippedTensor]]:
     """The tensors a cast would touch (matching `name_filter`), and the others with the reason they are left."""
     pattern = re.compile(name_filter) if name_filter else None
-    # A tensor saved under several names (tied weights in a pickle) is cast once, as its safetensors form holds it.
-    selected = [t for t in unique_tensors(checkpoint.tensors) if pattern is None or pattern.search(t.name)]
+    # A tensor saved under several names (tied weights in a pickle) is cast once, as its safetensors form holds
+    # it; the filter picks names first, so a tied name it matches still selects the tensor.
+    selected = unique_tensors([t for t in checkpoint.tensors if pattern is None or pattern.search(t.name)])
     skipped = [
         SkippedTensor(t.name, t.dtype, NOT_CAST.get(t.dtype, "not floating: a dtype cast leaves it as is"))
         for t in selected if not _is_castable(t)

@@ -5,18 +5,37 @@ from __future__ import annotations
 import json
 from typing import Any
 
+# Deeper values are refused where asked: whatever later walks a config (its JSON rendering, transformers)
+# recurses, and Python's recursion limit stops such walks at a few hundred levels.
+MAX_DEPTH = 64
 
-def parse_json(text: str | bytes) -> Any:
+
+def parse_json(text: str | bytes, max_depth: int | None = None) -> Any:
     """`json.loads(text)`, failing on hostile text with a `ValueError` only.
 
     `json.loads` already raises ValueError for malformed text (`JSONDecodeError`) and for an integer past
     Python's digit limit; deep nesting (`[[[[...`) raises RecursionError instead, turned into ValueError here.
+    With `max_depth`, nesting deeper than that is a ValueError too.
 
     Example:
         >>> parse_json('{"a": [1]}')
         {'a': [1]}
     """
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except RecursionError:
         raise ValueError("nested too deeply to read") from None
+    if max_depth is not None and _deeper_than(value, max_depth):
+        raise ValueError(f"nested more than {max_depth} levels deep")
+    return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether `value` nests containers more than `limit` levels deep (iteratively: no recursion)."""
+    level: list[Any] = [value]
+    for _ in range(limit):
+        level = [child for item in level if isinstance(item, (dict, list))
+                 for child in (item.values() if isinstance(item, dict) else item)]
+        if not level:
+            return False
+    return any(isinstance(item, (dict, list)) for item in level)

@@ -27,7 +27,7 @@ from weightdoctor.diff_keys import (
 )
 from weightdoctor.dtypes import FLOATING
 from weightdoctor.errors import SourceNotFound, UsageError
-from weightdoctor.jsontext import parse_json
+from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.renames import Rename, apply_renames
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None
     if not path.is_file():
         raise SourceNotFound("no config.json there", path=str(path))
     try:
-        data = parse_json(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"), max_depth=MAX_DEPTH)
     except (UnicodeDecodeError, ValueError) as exc:
         raise UsageError(f"not valid JSON ({exc})", path=str(path)) from exc
     if not isinstance(data, dict):

@@ -55,19 +55,25 @@ def resolve_model_class(config: PretrainedConfig, model_class: str | None = None
 _LAYER_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "num_decoder_layers", "encoder_layers",
                "decoder_layers", "num_encoder_layers")
 MAX_LAYERS = 1024
+# Experts per MoE layer, the same way: real models have up to a few hundred (DeepSeek-V3 256, 61 layers).
+_EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+MAX_EXPERTS = 4096
 
 
 def _refuse_absurd_depth(config: dict[str, Any], where: str = "") -> None:
     """Raise UsageError when the config (or a sub-config: `text_config`, `encoder`, ...) asks for more than
-    `MAX_LAYERS` layers."""
+    `MAX_LAYERS` layers or `MAX_EXPERTS` experts per layer."""
     for key, value in config.items():
-        if key in _LAYER_KEYS and isinstance(value, int) and not isinstance(value, bool) and value > MAX_LAYERS:
-            raise UsageError(
-                f"config.json asks for {value:,} layers ({where}{key}); weightdoctor builds models of up to "
-                f"{MAX_LAYERS:,} layers"
-            )
-        if isinstance(value, dict) and not where.count(".") > 3:
-            _refuse_absurd_depth(value, f"{where}{key}.")
+        if not isinstance(value, int) or isinstance(value, bool):
+            if isinstance(value, dict) and where.count(".") <= 3:
+                _refuse_absurd_depth(value, f"{where}{key}.")
+            continue
+        for keys, limit, what in ((_LAYER_KEYS, MAX_LAYERS, "layers"), (_EXPERT_KEYS, MAX_EXPERTS, "experts")):
+            if key in keys and value > limit:
+                raise UsageError(
+                    f"config.json asks for {value:,} {what} ({where}{key}); weightdoctor builds models of up to "
+                    f"{limit:,} {what}"
+                )
 
 
 def build_meta_model(

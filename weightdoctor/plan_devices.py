@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from weightdoctor.errors import UsageError
 from weightdoctor.findings import Finding
-from weightdoctor.jsontext import parse_json
+from weightdoctor.jsontext import MAX_DEPTH, parse_json
 
 if TYPE_CHECKING:
     import torch
@@ -899,7 +899,7 @@ def load_manual_map(path: str | Path) -> dict[str, int | str]:
     """
     file = Path(path)
     try:
-        data = parse_json(file.read_text(encoding="utf-8"))
+        data = parse_json(file.read_text(encoding="utf-8"), max_depth=MAX_DEPTH)
     except FileNotFoundError:
         raise UsageError("no such file", path=str(file)) from None
     except (UnicodeDecodeError, ValueError) as exc:

@@ -246,13 +246,18 @@ class _StaticUnpickler(pickle.Unpickler):
         if not isinstance(numel, int):
             raise NeedsTorch(f"storage {key} has no integer size")
         if numel * itemsize != record.nbytes:
-            # torch.load checks each record against the size its reference gives and refuses the file
-            # ("record size does not match expected size"); only its mmap=True path reads it regardless.
-            raise CorruptCheckpoint(
-                f"storage record data/{key} holds {record.nbytes} bytes, but the pickle declares a storage of "
-                f"{numel} x {itemsize} = {numel * itemsize} bytes (damaged archive: torch.load refuses it)"
-            )
+            raise record_size_error(key, record.nbytes, numel, itemsize)
         return record, storage_type.dtype
+
+
+def record_size_error(key: str, nbytes: int, numel: int, itemsize: int) -> CorruptCheckpoint:
+    """A storage record whose size is not the storage's: torch.load checks each record against the size its
+    reference gives and refuses the file ("record size does not match expected size"); only its mmap=True
+    path reads it regardless, handing out whatever bytes lie there."""
+    return CorruptCheckpoint(
+        f"storage record data/{key} holds {nbytes} bytes, but the pickle declares a storage of "
+        f"{numel} x {itemsize} = {numel * itemsize} bytes (damaged archive: torch.load refuses it)"
+    )
 
 
 def load_static(path: Path) -> Any:

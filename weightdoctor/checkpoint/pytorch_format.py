@@ -17,7 +17,7 @@ import re
 import sys
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,7 +79,12 @@ def _describe(value: Any) -> str:
         return f"tensor {list(value.shape)} {canonical_dtype(str(value.dtype))}"
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         return f"{type(value).__module__.split('.')[0]} array {list(value.shape)} {value.dtype}"
-    text = repr(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"int of {value.bit_length():,} bits"  # repr() refuses past 4,300 digits; too long to show anyway
+    try:
+        text = repr(value)
+    except Exception:  # a value the pickle made whose repr fails: its type says enough
+        return type(value).__name__
     return f"{type(value).__name__}: {text[:40]}" if len(text) <= 40 else type(value).__name__
 
 
@@ -312,7 +317,9 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
         if classify(module, name) != SAFE:
             raise pickle.UnpicklingError(f"refused to import {module}.{name}: not a global a weights file needs")
-        return super().find_class(module, name)
+        found = super().find_class(module, name)
+        guard = _GUARDED.get(f"{module}.{name}")
+        return found if guard is None else guard(found)
 
     def load_build(self) -> None:
         target = self.stack[-2] if len(self.stack) >= 2 else None
@@ -353,6 +360,46 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     dispatch[pickle.APPEND[0]] = load_append
     dispatch[pickle.APPENDS[0]] = load_appends
     dispatch[pickle.ADDITEMS[0]] = load_additems
+
+
+def _refuse_property_state(rebuild: Callable[..., Any]) -> Callable[..., Any]:
+    """`_rebuild_from_type_v2` / `_rebuild_parameter_with_state`, refusing a state that sets an attribute the
+    tensor type defines: `{"real": 65}` writes 65 into the tensor's memory, which may be bytes the interpreter
+    shares. A tensor's own extra attributes (what the state is for) are set as before."""
+    import torch
+
+    def checked(*args: Any) -> Any:
+        state = args[-1]
+        for part in state if isinstance(state, tuple) else (state,):
+            if part and (not isinstance(part, dict)
+                         or any(not isinstance(k, str) or hasattr(torch.Tensor, k) for k in part)):
+                raise pickle.UnpicklingError(
+                    f"refused a tensor state that sets {sorted(map(str, part))[:3]}: a weights file sets only a "
+                    "tensor's own extra attributes, never those of torch.Tensor"
+                )
+        return rebuild(*args)
+
+    return checked
+
+
+def _copy_readonly_array(rebuild: Callable[..., Any]) -> Callable[..., Any]:
+    """`_rebuild_device_tensor_from_numpy`, copying a read-only array first: one made over an immutable bytes
+    object (possibly shared by the interpreter, such as b"\\x00") must not back a writable tensor."""
+
+    def checked(data: Any, *args: Any) -> Any:
+        if hasattr(data, "flags") and not data.flags.writeable:
+            data = data.copy()
+        return rebuild(data, *args)
+
+    return checked
+
+
+# Globals the policy allows whose calls are narrowed here (see each wrapper).
+_GUARDED: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+    "torch._tensor._rebuild_from_type_v2": _refuse_property_state,
+    "torch._utils._rebuild_parameter_with_state": _refuse_property_state,
+    "torch._utils._rebuild_device_tensor_from_numpy": _copy_readonly_array,
+}
 
 
 def _container(target: Any, kind: type, opcode: str) -> Any:
@@ -458,10 +505,15 @@ def _arrays_as_tensors(value: Any, depth: int) -> Any:
     if isinstance(value, numpy.ndarray) and value.dtype.kind in "biufc":
         import torch
 
+        if not value.dtype.isnative:
+            value = value.astype(value.dtype.newbyteorder("="))  # big-endian arrays: torch reads native order
+        if not (value.flags.c_contiguous and value.flags.writeable):
+            # A read-only array may view bytes the interpreter shares (a protocol-5 BINBYTES, b"\x00"): a
+            # tensor over them must not be able to write there. (Not ascontiguousarray: it makes 0-d 1-d.)
+            value = value.copy(order="C")
         try:
-            # (not ascontiguousarray: it makes a 0-d array 1-d)
-            return torch.from_numpy(value if value.flags.c_contiguous else value.copy(order="C"))
-        except TypeError:  # a dtype torch has no counterpart for: left as an array (named as skipped)
+            return torch.from_numpy(value)
+        except (TypeError, ValueError):  # a dtype torch has no counterpart for: left as an array (skipped)
             return value
     if type(value) in (dict, collections.OrderedDict):
         return type(value)((k, _arrays_as_tensors(v, depth + 1)) for k, v in value.items())
@@ -519,7 +571,52 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
     except Exception as exc:  # torch raises many kinds of errors on hostile bytes
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
         raise CorruptCheckpoint(f"torch cannot read the file: {type(exc).__name__}: {text[:200]}") from exc
+    if fmt == "pytorch-zip":
+        check_record_sizes(path)
     return obj
+
+
+def check_record_sizes(path: Path) -> None:
+    """Refuse a torch zip whose storage records differ in size from the storages its data.pkl declares, as
+    torch.load refuses it; `torch.load(mmap=True)`, which reads the files the torch-free reader leaves to
+    it, does not check (a record cut short gave whatever bytes follow it).
+
+    Raises:
+        CorruptCheckpoint: a record of the wrong size (see `pickle_static.record_size_error`).
+    """
+    import io
+    import os
+
+    from weightdoctor.checkpoint.pickle_static import MAX_DATA_PKL, record_size_error
+    from weightdoctor.security import archive as zip_archive
+    from weightdoctor.security.opcodes import walk_pickle
+    from weightdoctor.security.scan import STORAGE_ELEMENT_SIZE
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        try:
+            layout = zip_archive.read_layout(handle, size)
+        except (ValueError, OSError):
+            return  # torch read what it could; there is no record list here to compare with
+        pickles = [m for m in layout.members if m.name.endswith("data.pkl")]
+        if len(pickles) != 1:
+            return
+        members = {m.name: m for m in layout.members}
+        prefix = pickles[0].name[: -len("data.pkl")]
+        try:
+            data = zip_archive.read_member(handle, pickles[0], MAX_DATA_PKL)
+        except ValueError:
+            return
+    for pid in walk_pickle(io.BytesIO(bytes(data)), len(data)).persistent_ids:
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            continue
+        itemsize = STORAGE_ELEMENT_SIZE.get(getattr(pid[1], "name", ""))
+        key, numel = pid[2], pid[4]
+        member = members.get(f"{prefix}data/{key}")
+        if itemsize is None or member is None or not isinstance(numel, int) or not isinstance(key, str):
+            continue  # a storage type without a fixed element size here (new dtypes): not compared
+        if member.size != numel * itemsize:
+            raise record_size_error(key, member.size, numel, itemsize)
 
 
 def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:

@@ -28,7 +28,7 @@ from weightdoctor.errors import (
     UsageError,
     WeightDoctorError,
 )
-from weightdoctor.jsontext import parse_json
+from weightdoctor.jsontext import MAX_DEPTH, parse_json
 
 if TYPE_CHECKING:
     import torch
@@ -245,7 +245,7 @@ def _read_prefix(path: Path, size: int = 16) -> bytes:
 def _read_json(path: Path) -> Any:
     require_regular_file(path)
     try:
-        return parse_json(path.read_text(encoding="utf-8"))
+        return parse_json(path.read_text(encoding="utf-8"), max_depth=MAX_DEPTH)
     except (UnicodeDecodeError, ValueError) as exc:
         raise CorruptCheckpoint(f"not valid JSON ({exc})", path=str(path)) from exc
 

@@ -65,6 +65,9 @@ def terminate_as_interrupt() -> Iterator[None]:
     previous: dict[int, Any] = {}
     try:
         for number in (signal.SIGTERM, signal.SIGHUP):
+            # A signal set to be ignored stays ignored: `nohup weightdoctor convert ... &` survives the logout.
+            if signal.getsignal(number) is signal.SIG_IGN:
+                continue
             previous[number] = signal.signal(number, handler)
     except ValueError:  # not the main thread
         yield

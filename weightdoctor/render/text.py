@@ -11,8 +11,9 @@ import re
 
 from rich.markup import escape as escape_markup
 
-# C0 and C1 control characters, DEL, zero-width characters and bidirectional controls.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+# C0 and C1 control characters, DEL, zero-width characters, bidirectional controls and Unicode tags.
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff\U000e0000-\U000e007f]")
 
 
 def printable(text: str) -> str:
@@ -27,7 +28,7 @@ def printable(text: str) -> str:
 
 def _code(match: re.Match[str]) -> str:
     point = ord(match.group())
-    return f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}"
+    return f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}" if point < 0x10000 else f"\\U{point:08x}"
 
 
 def escape(text: str) -> str:

@@ -30,7 +30,7 @@ LEGACY_PICKLES = ("magic number", "protocol version", "sys_info", "data", "stora
 MAX_PICKLE_MEMBER = 256 << 20  # a data.pkl this large would describe ~1.5M tensors; more is a bomb
 # Records torch writes beside data.pkl that are not pickles.
 _TORCH_RECORDS = re.compile(r"(^|/)(version|\.format_version|\.storage_alignment|byteorder|\.data/.*|data/.*)$")
-_STORAGE_ELEMENT_SIZE = {
+STORAGE_ELEMENT_SIZE = {
     "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
     "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
     "ComplexDoubleStorage": 16, "ComplexFloatStorage": 8, "QInt8Storage": 1, "QUInt8Storage": 1,
@@ -319,8 +319,8 @@ def _storage_sizes(data_walk: PickleWalk) -> dict[str, int]:
         if isinstance(pid, tuple) and len(pid) >= 3 and pid[0] in ("storage", b"storage"):
             storage_type = getattr(pid[1], "name", None)
             key = pid[2]
-            if isinstance(key, (str, bytes)) and storage_type in _STORAGE_ELEMENT_SIZE:
-                sizes[key if isinstance(key, str) else key.decode("latin-1")] = _STORAGE_ELEMENT_SIZE[storage_type]
+            if isinstance(key, (str, bytes)) and storage_type in STORAGE_ELEMENT_SIZE:
+                sizes[key if isinstance(key, str) else key.decode("latin-1")] = STORAGE_ELEMENT_SIZE[storage_type]
     return sizes
 
 
