@@ -17,7 +17,7 @@ from fixtures.hostile import SYSTEM, payloads
 from tests.helpers import run_cli, run_json
 from weightdoctor.checkpoint import open_checkpoint
 from weightdoctor.checkpoint.pytorch_format import check_torch_version
-from weightdoctor.errors import UnsafePickle, UnsupportedEnvironment, UnsupportedFormat
+from weightdoctor.errors import CorruptCheckpoint, UnsafePickle, UnsupportedEnvironment, UnsupportedFormat
 from weightdoctor.security import classify, scan_bytes, scan_file
 from weightdoctor.security.policy import TORCH_WEIGHTS_ONLY_GLOBALS
 
@@ -147,8 +147,12 @@ def test_protocol_0_pickle_without_torch_magic_is_scanned(tmp_path: Path) -> Non
         open_checkpoint(path)
     plain = tmp_path / "p0-plain.pkl"
     plain.write_bytes(pickle.dumps({"a": 1}, protocol=0))
-    with pytest.raises(UnsupportedFormat):
+    # Read as the plain pickle it is (as protocol 2 would be), which holds no weights.
+    with pytest.raises(CorruptCheckpoint, match="no state dict .* top-level entries: a \\(int: 1\\)"):
         open_checkpoint(plain)
+    (tmp_path / "text.pkl").write_bytes(b"not a pickle at all\n")
+    with pytest.raises(UnsupportedFormat):
+        open_checkpoint(tmp_path / "text.pkl")
 
 
 @pytest.mark.parametrize("version, ok", [("2.9.1", False), ("2.10.0", True), ("2.13.0+cpu", True),

@@ -73,12 +73,20 @@ def _describe(value: Any) -> str:
         if tensors and _is_state_dict(value):
             return f"a state dict of {tensors} tensors: pick it with --key"
         return f"dict, {len(value)} entries"
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, set, frozenset)):
         return f"{type(value).__name__}, {len(value)} items"
+    if isinstance(value, (str, bytes, bytearray)):
+        # Never the repr of a long one: a pickle can hold a string or buffer of gigabytes.
+        if len(value) <= 40:
+            return f"{type(value).__name__}: {value!r}"
+        return f"{type(value).__name__} of {len(value):,} {'characters' if isinstance(value, str) else 'bytes'}"
     if is_tensor(value):
         return f"tensor {list(value.shape)} {canonical_dtype(str(value.dtype))}"
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         return f"{type(value).__module__.split('.')[0]} array {list(value.shape)} {value.dtype}"
+    nbytes = getattr(value, "nbytes", None)
+    if callable(nbytes) and type(value).__name__.endswith("Storage"):
+        return f"{type(value).__name__} of {nbytes():,} bytes"  # a storage's repr lists every element
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
         return f"int of {value.bit_length():,} bits"  # repr() refuses past 4,300 digits; too long to show anyway
     try:
@@ -96,9 +104,18 @@ def is_tensor(value: Any) -> bool:
     return torch is not None and isinstance(value, torch.Tensor)
 
 
-def as_tensor(value: Any) -> torch.Tensor:
-    """The torch tensor of a state-dict value (a stand-in is mapped from the file on first use)."""
-    return value.to_torch() if isinstance(value, StaticTensor) else value
+def as_tensor(value: Any, name: str = "") -> torch.Tensor:
+    """The torch tensor of a state-dict value (a stand-in is mapped from the file on first use).
+
+    Raises:
+        CorruptCheckpoint: the tensor has no values to read (saved on the meta device).
+    """
+    if isinstance(value, StaticTensor):
+        return value.to_torch()
+    if value.is_meta:
+        raise CorruptCheckpoint(f"tensor {name!r} is on the meta device: the file holds its shape and dtype but no "
+                                "values (saved from a model that was never materialised)")
+    return value
 
 
 def byte_range(value: Any) -> tuple[int, int] | None:
@@ -312,6 +329,11 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
     dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
 
+    def __init__(self, file: Any, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        # id of each object find_class returned -> its name, and the object, kept so that its id stays its own
+        self._globals: dict[int, tuple[str, Any]] = {}
+
     def find_class(self, module: str, name: str) -> Any:
         from weightdoctor.security.policy import SAFE, classify
 
@@ -319,7 +341,44 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             raise pickle.UnpicklingError(f"refused to import {module}.{name}: not a global a weights file needs")
         found = super().find_class(module, name)
         guard = _GUARDED.get(f"{module}.{name}")
-        return found if guard is None else guard(found)
+        result = found if guard is None else guard(found)
+        self._globals[id(result)] = (f"{module}.{name}", result)
+        return result
+
+    def _name_of(self, value: Any) -> str | None:
+        entry = self._globals.get(id(value))
+        return entry[0] if entry is not None and entry[1] is value else None
+
+    def _check_call(self, func: Any, args: Any) -> None:
+        """The scan's rules for calls (see `policy.call_problem`), again on the real objects."""
+        from weightdoctor.security.policy import WATCHED_CALLS, call_problem
+
+        name = self._name_of(func)
+        if name is None or name not in WATCHED_CALLS:
+            return
+        problem = call_problem(name, tuple(args) if isinstance(args, (tuple, list)) else args, self._name_of)
+        if problem is not None:
+            raise pickle.UnpicklingError(f"refused: the pickle {problem}")
+
+    def load_reduce(self) -> None:
+        self._check_call(self.stack[-2] if len(self.stack) >= 2 else None, self.stack[-1] if self.stack else ())
+        super().load_reduce()
+
+    def load_newobj(self) -> None:
+        self._check_call(self.stack[-2] if len(self.stack) >= 2 else None, self.stack[-1] if self.stack else ())
+        super().load_newobj()
+
+    def load_newobj_ex(self) -> None:
+        self._check_call(self.stack[-3] if len(self.stack) >= 3 else None, self.stack[-2] if self.stack else ())
+        super().load_newobj_ex()
+
+    def _instantiate(self, klass: Any, args: Any) -> Any:  # OBJ and INST
+        self._check_call(klass, args)
+        return super()._instantiate(klass, args)
+
+    dispatch[pickle.REDUCE[0]] = load_reduce
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
 
     def load_build(self) -> None:
         target = self.stack[-2] if len(self.stack) >= 2 else None
@@ -327,6 +386,8 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             raise pickle.UnpicklingError(
                 f"refused BUILD on {type(target).__name__}: a weights file sets the state of arrays and tensors only"
             )
+        if isinstance(target, collections.OrderedDict):
+            _check_dict_state(self.stack[-1])
         super().load_build()
 
     dispatch[pickle.BUILD[0]] = load_build
@@ -360,6 +421,48 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     dispatch[pickle.APPEND[0]] = load_append
     dispatch[pickle.APPENDS[0]] = load_appends
     dispatch[pickle.ADDITEMS[0]] = load_additems
+
+
+def _check_dict_state(state: Any) -> None:
+    """An ordered dict's BUILD state may add attributes (torch's `_metadata`), never shadow its methods: an
+    instance attribute `items` or `keys` would hide the tensors it holds from every reader."""
+    parts = state if isinstance(state, tuple) else (state,)
+    for part in parts:
+        if part is None or (isinstance(part, dict) and not part):
+            continue
+        if (not isinstance(part, dict) or isinstance(state, tuple)
+                or any(not isinstance(k, str) or hasattr(collections.OrderedDict, k) for k in part)):
+            raise pickle.UnpicklingError(
+                "refused BUILD on OrderedDict: its state sets "
+                f"{sorted(map(str, part))[:3] if isinstance(part, dict) else type(part).__name__}, which would "
+                "hide or replace what the dict holds (a state dict's own state is its `_metadata` only)"
+            )
+
+
+def _refuse_shadowed_methods(obj: Any) -> None:
+    """Refuse an unpickled mapping whose instance attributes hide its methods. torch's weights_only loader lets
+    BUILD update an OrderedDict's `__dict__` with anything: `{"items": ...}` would make `state_dict.items()`
+    return what the file chose instead of the tensors it holds.
+
+    Raises:
+        UnsafePickle: such a mapping, anywhere in the dicts, lists and tuples of `obj` (32 levels deep).
+    """
+    seen: set[int] = set()
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if id(value) in seen or depth > _MAX_ARRAY_DEPTH:
+            continue
+        seen.add(id(value))
+        if isinstance(value, dict):
+            attributes = getattr(value, "__dict__", None) or {}
+            shadowing = sorted(str(k) for k in attributes if not isinstance(k, str) or hasattr(type(value), k))
+            if shadowing:
+                raise UnsafePickle(f"an unpickled {type(value).__name__} sets attributes {shadowing[:3]} that hide "
+                                   "its own methods (what it holds would be misread); nothing is trusted from it")
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, depth + 1) for item in value)
 
 
 def _refuse_property_state(rebuild: Callable[..., Any]) -> Callable[..., Any]:
@@ -451,20 +554,31 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
     if _identity(path) != before:
         # What was loaded may not be what was scanned.
         raise CorruptCheckpoint("the file changed while it was being scanned and loaded; nothing is trusted from it")
+    _refuse_shadowed_methods(obj)
     state_dict, nested_key = find_state_dict(obj, key)
     other: list[str] = []
     if nested_key is not None and isinstance(obj, Mapping):
-        head = nested_key.split(".")[0]
+        # The top-level entry the path starts with, which may itself hold dots ("model.ema" as one key).
+        head = max((k for k in obj if isinstance(k, str) and (nested_key == k or nested_key.startswith(k + "."))),
+                   key=len, default=None)
         other = [f"{k} ({_describe(v)})" for k, v in obj.items() if k != head]
     tensors: dict[str, Any] = {}
     skipped: list[str] = []
     for name, value in state_dict.items():
         if is_tensor(value) and isinstance(name, str):
+            if not isinstance(value, StaticTensor) and value.requires_grad:
+                # A saved nn.Parameter: reading its values must not build autograd graphs (nor warn about them).
+                value = value.detach()
             tensors[name] = value
         elif is_tensor(value):
             skipped.append(f"{name!r} ({_describe(value)}, under a key that is not a string: load_state_dict cannot)")
         else:
             skipped.append(f"{name} ({_describe(value)})")
+    meta = [name for name, value in tensors.items() if not isinstance(value, StaticTensor) and value.is_meta]
+    if meta:
+        notes.append(f"{len(meta)} tensor(s) on the meta device ({', '.join(meta[:3])}"
+                     f"{', ...' if len(meta) > 3 else ''}): the file holds their shapes and dtypes but no values "
+                     "(saved from a model that was never materialised)")
     return PickleContents(state_dict=tensors, nested_key=nested_key, other_entries=other, skipped_entries=skipped,
                           security=report, notes=notes)
 
@@ -497,29 +611,63 @@ def _load_plain_pickle(path: Path) -> Any:
     return _arrays_as_tensors(obj, 0)
 
 
-def _arrays_as_tensors(value: Any, depth: int) -> Any:
-    """`value` with each numeric numpy array inside dicts, lists and tuples made a tensor (sharing memory)."""
+def _arrays_as_tensors(value: Any, depth: int, done: dict[int, tuple[Any, Any]] | None = None) -> Any:
+    """`value` with each numeric numpy array inside dicts, lists and tuples made a tensor (sharing memory).
+
+    Containers are changed in place and each is visited once (`done`: id -> (original, result), the original
+    kept so that its id cannot be reused), so a pickle of shared or cyclic containers (a list holding itself,
+    forty levels of one dict twice over) costs its size, not 2^40; one array named twice becomes one tensor.
+    """
     numpy = sys.modules.get("numpy")  # no numpy imported: the pickle made no array
     if numpy is None or depth > _MAX_ARRAY_DEPTH:
         return value
-    if isinstance(value, numpy.ndarray) and value.dtype.kind in "biufc":
-        import torch
-
-        if not value.dtype.isnative:
-            value = value.astype(value.dtype.newbyteorder("="))  # big-endian arrays: torch reads native order
-        if not (value.flags.c_contiguous and value.flags.writeable):
-            # A read-only array may view bytes the interpreter shares (a protocol-5 BINBYTES, b"\x00"): a
-            # tensor over them must not be able to write there. (Not ascontiguousarray: it makes 0-d 1-d.)
-            value = value.copy(order="C")
-        try:
-            return torch.from_numpy(value)
-        except (TypeError, ValueError):  # a dtype torch has no counterpart for: left as an array (skipped)
-            return value
+    done = {} if done is None else done
+    seen = done.get(id(value))
+    if seen is not None:
+        return seen[1]
+    if isinstance(value, numpy.ndarray):
+        result = _array_as_tensor(value, numpy)
+        done[id(value)] = (value, result)
+        return result
     if type(value) in (dict, collections.OrderedDict):
-        return type(value)((k, _arrays_as_tensors(v, depth + 1)) for k, v in value.items())
-    if type(value) in (list, tuple):
-        return type(value)(_arrays_as_tensors(v, depth + 1) for v in value)
+        done[id(value)] = (value, value)  # before the children: a cycle back here finds it
+        for name, item in value.items():
+            converted = _arrays_as_tensors(item, depth + 1, done)
+            if converted is not item:
+                value[name] = converted  # an existing key: the dict's size does not change while iterating
+        return value
+    if type(value) is list:
+        done[id(value)] = (value, value)
+        for index, item in enumerate(value):
+            value[index] = _arrays_as_tensors(item, depth + 1, done)
+        return value
+    if type(value) is tuple:
+        done[id(value)] = (value, value)  # a cycle through a tuple comes back to the tuple as it was
+        items = [_arrays_as_tensors(item, depth + 1, done) for item in value]
+        if any(new is not old for new, old in zip(items, value, strict=True)):
+            result = tuple(items)
+            done[id(value)] = (value, result)
+            return result
+        return value
     return value
+
+
+def _array_as_tensor(value: Any, numpy: Any) -> Any:
+    """A numeric array as a tensor over the same memory; other arrays (strings, objects) are left as they are."""
+    if value.dtype.kind not in "biufc":
+        return value
+    import torch
+
+    if not value.dtype.isnative:
+        value = value.astype(value.dtype.newbyteorder("="))  # big-endian arrays: torch reads native order
+    if not (value.flags.c_contiguous and value.flags.writeable):
+        # A read-only array may view bytes the interpreter shares (a protocol-5 BINBYTES, b"\x00"): a
+        # tensor over them must not be able to write there. (Not ascontiguousarray: it makes 0-d 1-d.)
+        value = value.copy(order="C")
+    try:
+        return torch.from_numpy(value)
+    except (TypeError, ValueError):  # a dtype torch has no counterpart for: left as an array (skipped)
+        return value
 
 
 def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
@@ -683,10 +831,17 @@ def ensure_pickle_file(path: Path, prefix: bytes) -> str:
     if fmt is None:
         if path.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"):
             from weightdoctor.security import scan_file
+            from weightdoctor.security.opcodes import walk_pickle
 
             # Bytes that do not even parse as a pickle are just not a checkpoint; imports are worse.
             report = scan_file(path)
             if any(g.safety != "safe" for g in report.globals):
                 raise UnsafePickle(f"{report.summary()}; nothing was unpickled")
+            with open(path, "rb") as handle:
+                parsed = walk_pickle(handle, path.stat().st_size).error is None
+            if parsed and report.container == "pickle":
+                # A protocol 0 or 1 pickle.dump (no PROTO opcode to recognise it by): read as a plain pickle,
+                # after the same scan again in `load_pickle`.
+                return "pytorch-legacy"
         raise UnsupportedFormat("not a safetensors file nor a PyTorch pickle (zip or legacy)")
     return fmt

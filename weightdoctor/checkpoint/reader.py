@@ -174,7 +174,11 @@ class Checkpoint:
                 raise
         from weightdoctor.checkpoint import pytorch_format
 
-        return pytorch_format.as_tensor(self._pickles[info.file].state_dict[name])
+        try:
+            return pytorch_format.as_tensor(self._pickles[info.file].state_dict[name], name)
+        except WeightDoctorError as exc:
+            exc.path = exc.path or str(self.file_path(info.file))
+            raise
 
     def byte_range(self, name: str) -> tuple[Path, int, int] | None:
         """Where a tensor's bytes lie, when they are one run of its file stored as they are (safetensors;

@@ -52,6 +52,17 @@ class GlobalImport:
     offset: int
 
 
+@dataclass(frozen=True)
+class GlobalCall:
+    """A call a pickle would make to a global it imported (REDUCE, NEWOBJ, NEWOBJ_EX, OBJ, INST), with the
+    arguments as far as they are literals (`OPAQUE` where not; the whole tuple when it is not built inline)."""
+
+    callee: GlobalImport
+    args: Any
+    opcode: str
+    offset: int
+
+
 @dataclass
 class PickleWalk:
     """What one pickle holds, statically.
@@ -64,6 +75,7 @@ class PickleWalk:
         error_offset: where that happened.
         value: the pickled value, when it is a literal (the legacy format's magic number, its storage keys).
         persistent_ids: literal persistent ids (the legacy format's storage records).
+        calls: the calls made to globals named in `watch` (see `walk_pickle`), in stream order.
     """
 
     start: int
@@ -74,6 +86,7 @@ class PickleWalk:
     error_offset: int | None = None
     value: Any = OPAQUE
     persistent_ids: list[Any] = field(default_factory=list)
+    calls: list[GlobalCall] = field(default_factory=list)
 
 
 class _LineBoundedReader:
@@ -148,7 +161,7 @@ _PUSH_ARG = {
 _PUSH_CONST = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
 
 
-def walk_pickle(handle: BinaryIO, end: int) -> PickleWalk:
+def walk_pickle(handle: BinaryIO, end: int, watch: frozenset[str] = frozenset()) -> PickleWalk:
     """Walk one pickle starting at `handle`'s position, stopping after its STOP or at the first error.
 
     Example:
@@ -160,6 +173,8 @@ def walk_pickle(handle: BinaryIO, end: int) -> PickleWalk:
     Args:
         handle: a seekable binary stream positioned at the pickle's first byte.
         end: offset in `handle` that the walk never reads past (the end of the file or member).
+        watch: qualified names (`numpy.ndarray`) whose calls are recorded with their arguments; only these,
+            since a large data.pkl makes a call per tensor.
 
     Returns:
         A `PickleWalk`; parse errors are recorded in it (with the imports found before them), never raised.
@@ -169,10 +184,10 @@ def walk_pickle(handle: BinaryIO, end: int) -> PickleWalk:
     with warnings.catch_warnings():
         # pickletools warns about odd escapes in protocol 0 strings; hostile input is not worth a warning.
         warnings.simplefilter("ignore")
-        return _walk(handle, end, walk)
+        return _walk(handle, end, walk, watch)
 
 
-def _walk(handle: BinaryIO, end: int, walk: PickleWalk) -> PickleWalk:
+def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -> PickleWalk:
     start = walk.start
     stack: list[Any] = []
     memo: dict[int, Any] = {}
@@ -183,6 +198,11 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk) -> PickleWalk:
     else:
         reader = _LineBoundedReader(handle, end)
     position = start
+
+    def called(callee: Any, args: Any, opcode: str) -> None:
+        if isinstance(callee, GlobalImport) and f"{callee.module}.{callee.name}" in watch:
+            walk.calls.append(GlobalCall(callee, args, opcode, position))
+
     try:
         for opcode, arg, pos in pickletools.genops(reader):
             position = pos if pos is not None else position
@@ -237,8 +257,9 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk) -> PickleWalk:
                 stack.append(found)
             elif name == "INST":
                 module, _, attr = arg.partition(" ")
-                walk.imports.append(GlobalImport(module, attr, name, position))
-                _pop_mark(stack)
+                found = GlobalImport(module, attr, name, position)
+                walk.imports.append(found)
+                called(found, tuple(_pop_mark(stack)), name)
                 stack.append(OPAQUE)
             elif name in ("EXT1", "EXT2", "EXT4"):
                 # copyreg's extension registry maps the code to a (module, name) that gets imported.
@@ -248,15 +269,16 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk) -> PickleWalk:
                 items = _pop_mark(stack)
                 if not items:
                     raise _StackError("OBJ without a class")
+                called(items[0], tuple(items[1:]), name)
                 stack.append(OPAQUE)
             elif name == "REDUCE" or name == "NEWOBJ":
-                _pop(stack)
-                _pop(stack)
+                args = _pop(stack)
+                called(_pop(stack), args, name)
                 stack.append(OPAQUE)
             elif name == "NEWOBJ_EX":
                 _pop(stack)
-                _pop(stack)
-                _pop(stack)
+                args = _pop(stack)
+                called(_pop(stack), args, name)
                 stack.append(OPAQUE)
             elif name == "BUILD":
                 _pop(stack)

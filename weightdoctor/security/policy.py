@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import _compat_pickle
 import re
+from collections.abc import Callable
+from typing import Any
 
 SAFE = "safe"
 DANGEROUS = "dangerous"
@@ -66,6 +68,24 @@ NUMPY_GLOBALS: frozenset[str] = frozenset({
     "numpy._core.numeric._frombuffer", "numpy.core.numeric._frombuffer",
 })
 _NUMPY_DTYPE_CLASS = re.compile(r"^numpy\.dtypes\.[A-Z][A-Za-z0-9]*DType$")
+# Plain pickles of protocols 0-2 write an empty bytes object as a call to `bytes()`; numpy writes an empty
+# array's data that way. Calls with a size are refused (see `call_problem`).
+PLAIN_PICKLE_GLOBALS: frozenset[str] = frozenset({"builtins.bytes"})
+
+# Safe globals that, called with a size, make memory nothing fills: uninitialised bytes of this process would
+# become weights (and be written out by convert). A weights file passes these classes as arguments (the array
+# type to `_reconstruct`, a storage type inside a persistent id) and never calls them.
+_ALLOCATING = re.compile(
+    r"^(numpy\.ndarray|torch\.Tensor|torch\.(cuda\.|sparse\.|cuda\.sparse\.)?[A-Za-z0-9]+(Tensor|Storage)"
+    r"|torch\.storage\.(Untyped|Typed)Storage)$"
+)
+_RECONSTRUCT = frozenset({"numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct"})
+_FROM_TYPE = "torch._tensor._rebuild_from_type_v2"
+# Every name whose calls `call_problem` judges, in each form a pickle may write it.
+WATCHED_CALLS: frozenset[str] = frozenset(
+    {n for n in TORCH_WEIGHTS_ONLY_GLOBALS | NUMPY_GLOBALS if _ALLOCATING.match(n)}
+    | _RECONSTRUCT | {_FROM_TYPE, "builtins.bytearray", "__builtin__.bytearray", "builtins.bytes", "__builtin__.bytes"}
+)
 
 # Whole modules (and their submodules) that give code execution, processes, files, network or imports.
 DANGEROUS_MODULES: frozenset[str] = frozenset({
@@ -125,7 +145,8 @@ def _normalise(module: str, name: str) -> list[tuple[str, str]]:
 
 def _classify_one(module: str, name: str) -> str:
     full = f"{module}.{name}"
-    if full in TORCH_WEIGHTS_ONLY_GLOBALS or full in NUMPY_GLOBALS or _NUMPY_DTYPE_CLASS.match(full):
+    if (full in TORCH_WEIGHTS_ONLY_GLOBALS or full in NUMPY_GLOBALS or full in PLAIN_PICKLE_GLOBALS
+            or _NUMPY_DTYPE_CLASS.match(full)):
         return SAFE
     parts = full.split(".")
     # Every prefix counts: `os.path.join` is in `os`, `builtins.eval` is a dangerous name.
@@ -174,3 +195,49 @@ def _importable(module: str) -> bool:
         return bool(top) and importlib.util.find_spec(top) is not None
     except (ImportError, ValueError):
         return False
+
+
+def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]) -> str | None:
+    """Why a call a pickle makes to a safe global is refused, or None when it is what weights files do.
+
+    Safe globals can still make memory that nothing fills (`numpy.ndarray((1 << 30,), "f4")`,
+    `torch.FloatStorage(n)`, `_reconstruct` with a shape but no BUILD) or huge zeroed buffers
+    (`bytearray(1 << 40)`); `_rebuild_from_type_v2` calls whatever it is given.
+
+    Example:
+        >>> call_problem("builtins.bytearray", (1 << 40,), lambda value: None)
+        'calls builtins.bytearray(1099511627776): a buffer sized by a number, which no pickled value needs'
+
+    Args:
+        qualified: the callee, `module.name` as the pickle writes it.
+        args: the positional arguments as far as they are known (a tuple; anything else when not literal).
+        name_of: the qualified global name an argument stands for, or None (statically a `GlobalImport`,
+            at run time the object `find_class` returned).
+    """
+    full = _loadable_name(qualified)
+    if _ALLOCATING.match(full):
+        return (f"calls {full} directly: memory nothing fills (a weights file passes the class as an argument, "
+                "never calls it)")
+    first = args[0] if isinstance(args, tuple) and args else None
+    if full in ("builtins.bytearray", "builtins.bytes"):
+        if isinstance(first, int):
+            return f"calls {full}({first}): a buffer sized by a number, which no pickled value needs"
+        return None
+    if full in _RECONSTRUCT:
+        shape = args[1] if isinstance(args, tuple) and len(args) >= 2 else None
+        if shape != (0,):
+            # numpy pickles every array as _reconstruct(ndarray, (0,), b"b") and then sets its data (BUILD).
+            return f"calls {full} with shape {shape!r}: an array of memory nothing fills (numpy writes shape (0,))"
+        return None
+    if full == _FROM_TYPE:
+        func = name_of(first)
+        if func is None or not func.startswith("torch._utils._rebuild_"):
+            return f"calls {func or 'a value'} through {full}, which torch only ever gives its own tensor rebuilds"
+    return None
+
+
+def _loadable_name(qualified: str) -> str:
+    """The name Python 3 loads for `qualified` (`__builtin__.bytearray` is `builtins.bytearray`)."""
+    module, _, name = qualified.rpartition(".")
+    forms = _normalise(module, name)
+    return ".".join(forms[-1])

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from weightdoctor.security import archive
-from weightdoctor.security.opcodes import PickleWalk, walk_pickle
-from weightdoctor.security.policy import DANGEROUS, SAFE, UNKNOWN, classify
+from weightdoctor.security.opcodes import GlobalImport, PickleWalk, walk_pickle
+from weightdoctor.security.policy import DANGEROUS, SAFE, UNKNOWN, WATCHED_CALLS, call_problem, classify
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PICKLES = ("magic number", "protocol version", "sys_info", "data", "storage keys")
@@ -178,6 +178,10 @@ class _Collector:
             safety = UNKNOWN if found.module.startswith("<") else classify(found.module, found.name)
             self.globals.append(GlobalRef(found.module, found.name, safety, where, found.offset - base,
                                           found.opcode))
+        for call in walk.calls:
+            message = call_problem(f"{call.callee.module}.{call.callee.name}", call.args, _global_name)
+            if message is not None:
+                self.problems.append(ScanProblem(where, call.offset - base, f"{call.opcode} {message}"))
         if walk.error is not None:
             offset = (walk.error_offset if walk.error_offset is not None else walk.end) - base
             before = ", ".join(sorted({f"{g.module}.{g.name}" for g in walk.imports})) or "no globals"
@@ -189,6 +193,15 @@ class _Collector:
         self.problems.append(ScanProblem(self.label(member), offset, message))
 
 
+def _global_name(value: object) -> str | None:
+    return f"{value.module}.{value.name}" if isinstance(value, GlobalImport) else None
+
+
+def _walk(handle: BinaryIO, end: int) -> PickleWalk:
+    """One pickle walked with the calls the policy judges recorded."""
+    return walk_pickle(handle, end, WATCHED_CALLS)
+
+
 def _walk_stream(handle: BinaryIO, start: int, end: int, collector: _Collector, member: str, base: int = 0) -> None:
     """Walk back-to-back pickles from `start` to `end`; anything that is not a pickle is a problem."""
     handle.seek(start)
@@ -196,7 +209,7 @@ def _walk_stream(handle: BinaryIO, start: int, end: int, collector: _Collector, 
     while handle.tell() < end:
         index += 1
         offset = handle.tell()
-        walk = walk_pickle(handle, end)
+        walk = _walk(handle, end)
         label = member if index == 1 else f"{member} (pickle {index})"
         collector.add_walk(walk, label, base)
         if walk.error is not None or walk.end <= offset:
@@ -207,7 +220,7 @@ def _walk_stream(handle: BinaryIO, start: int, end: int, collector: _Collector, 
 def _scan_trailing(handle: BinaryIO, start: int, end: int, collector: _Collector, member: str) -> None:
     """Bytes after a complete checkpoint: a problem in any case, and scanned if they hold pickles."""
     handle.seek(start)
-    first = walk_pickle(handle, end)
+    first = _walk(handle, end)
     if first.error is not None and not first.imports:
         collector.problem(member, start, f"{end - start} bytes follow the end of the checkpoint (not a pickle)")
         return
@@ -230,7 +243,7 @@ def _carve(handle: BinaryIO, start: int, end: int, collector: _Collector, member
             if candidates > MAX_CARVED_CANDIDATES:
                 break
             handle.seek(position + match.start())
-            walk = walk_pickle(handle, end)
+            walk = _walk(handle, end)
             walked += walk.end - walk.start
             if walked > MAX_CARVED_BYTES:
                 collector.problem(member, position + match.start(),
@@ -327,18 +340,19 @@ def _storage_sizes(data_walk: PickleWalk) -> dict[str, int]:
 def _scan_pickle_file(handle: BinaryIO, size: int, collector: _Collector) -> str:
     """Scan a legacy torch file or a plain pickle; return which of the two it is."""
     handle.seek(0)
-    first = walk_pickle(handle, size)
+    first = _walk(handle, size)
     if first.error is not None or first.value != LEGACY_MAGIC_NUMBER or isinstance(first.value, bool):
         collector.add_walk(first, "pickle 1")
         if first.error is None and first.end < size:
-            _walk_stream(handle, first.end, size, collector, "pickle 2")
+            # pickle.load reads the first pickle only: whatever follows would be invisible to every command.
+            _scan_trailing(handle, first.end, size, collector, "after the pickle")
         return "pickle"
     collector.add_walk(first, LEGACY_PICKLES[0])
     walks = [first]
     position = first.end
     for label in LEGACY_PICKLES[1:]:
         handle.seek(position)
-        walk = walk_pickle(handle, size)
+        walk = _walk(handle, size)
         collector.add_walk(walk, label)
         walks.append(walk)
         if walk.error is not None:
