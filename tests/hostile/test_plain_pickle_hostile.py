@@ -183,3 +183,15 @@ def test_saved_parameters_read_without_autograd_warnings(tmp_path: Path) -> None
         result = run_cli(command[0], str(path), *command[1:])
         assert result.exit_code in (0, 1), (command, result.stderr)
         assert "Warning" not in result.stderr and "requires_grad" not in result.stderr, result.stderr
+
+
+def test_out_of_band_buffers_and_malformed_streams_are_corrupt_not_unsafe(tmp_path: Path) -> None:
+    """A malformed stream is a damaged file (CorruptCheckpoint), not a refused one; protocol 5's out-of-band
+    buffers (kept outside the file by a buffer_callback) are said so."""
+    buffers: list[Any] = []
+    path = tmp_path / "model_final.pkl"
+    path.write_bytes(pickle.dumps({"model": {"w": np.ones(4, np.float32)}}, protocol=5,
+                                  buffer_callback=buffers.append))
+    assert buffers
+    message = _one_line_refusal(path, "out-of-band buffers", "the file alone does not hold the data")
+    assert "suspicious" not in message and "dangerous" not in message

@@ -319,6 +319,11 @@ def _buildable(target: Any) -> bool:
     return isinstance(target, allowed) and not isinstance(target, type)
 
 
+class RefusedByPolicy(pickle.UnpicklingError):
+    """The restricted unpickler refused what the pickle asked for (a global, a call, a BUILD): a security
+    finding, unlike the UnpicklingError of a malformed stream."""
+
+
 class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     """An unpickler that resolves only the globals the scan policy calls safe (what weights_only allows),
     and lets BUILD set the state of the values the pickle made, never of an imported global.
@@ -338,7 +343,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         from weightdoctor.security.policy import SAFE, classify
 
         if classify(module, name) != SAFE:
-            raise pickle.UnpicklingError(f"refused to import {module}.{name}: not a global a weights file needs")
+            raise RefusedByPolicy(f"refused to import {module}.{name}: not a global a weights file needs")
         found = super().find_class(module, name)
         guard = _GUARDED.get(f"{module}.{name}")
         result = found if guard is None else guard(found)
@@ -358,7 +363,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             return
         problem = call_problem(name, tuple(args) if isinstance(args, (tuple, list)) else args, self._name_of)
         if problem is not None:
-            raise pickle.UnpicklingError(f"refused: the pickle {problem}")
+            raise RefusedByPolicy(f"refused: the pickle {problem}")
 
     def load_reduce(self) -> None:
         self._check_call(self.stack[-2] if len(self.stack) >= 2 else None, self.stack[-1] if self.stack else ())
@@ -383,7 +388,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     def load_build(self) -> None:
         target = self.stack[-2] if len(self.stack) >= 2 else None
         if not _buildable(target):
-            raise pickle.UnpicklingError(
+            raise RefusedByPolicy(
                 f"refused BUILD on {type(target).__name__}: a weights file sets the state of arrays and tensors only"
             )
         if isinstance(target, collections.OrderedDict):
@@ -432,7 +437,7 @@ def _check_dict_state(state: Any) -> None:
             continue
         if (not isinstance(part, dict) or isinstance(state, tuple)
                 or any(not isinstance(k, str) or hasattr(collections.OrderedDict, k) for k in part)):
-            raise pickle.UnpicklingError(
+            raise RefusedByPolicy(
                 "refused BUILD on OrderedDict: its state sets "
                 f"{sorted(map(str, part))[:3] if isinstance(part, dict) else type(part).__name__}, which would "
                 "hide or replace what the dict holds (a state dict's own state is its `_metadata` only)"
@@ -476,7 +481,7 @@ def _refuse_property_state(rebuild: Callable[..., Any]) -> Callable[..., Any]:
         for part in state if isinstance(state, tuple) else (state,):
             if part and (not isinstance(part, dict)
                          or any(not isinstance(k, str) or hasattr(torch.Tensor, k) for k in part)):
-                raise pickle.UnpicklingError(
+                raise RefusedByPolicy(
                     f"refused a tensor state that sets {sorted(map(str, part))[:3]}: a weights file sets only a "
                     "tensor's own extra attributes, never those of torch.Tensor"
                 )
@@ -507,7 +512,7 @@ _GUARDED: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
 
 def _container(target: Any, kind: type, opcode: str) -> Any:
     if type(target) is not kind and not (kind is dict and isinstance(target, dict)):
-        raise pickle.UnpicklingError(f"refused {opcode} on {type(target).__name__}: it fills a {kind.__name__} only")
+        raise RefusedByPolicy(f"refused {opcode} on {type(target).__name__}: it fills a {kind.__name__} only")
     return target
 
 
@@ -601,14 +606,22 @@ def _load_plain_pickle(path: Path) -> Any:
     with open(path, "rb") as handle:
         try:
             obj = _RestrictedUnpickler(handle).load()
-        except pickle.UnpicklingError as exc:
+        except RefusedByPolicy as exc:
             raise UnsafePickle(str(exc)) from exc
         except (RecursionError, MemoryError):
             raise
         except Exception as exc:  # a malformed pickle raises anything from EOFError to TypeError
-            detail = " ".join(str(exc).split())[:160]
-            raise CorruptCheckpoint(f"the pickle cannot be read: {type(exc).__name__}: {detail}") from exc
+            raise CorruptCheckpoint(_unreadable_pickle(exc)) from exc
     return _arrays_as_tensors(obj, 0)
+
+
+def _unreadable_pickle(exc: Exception) -> str:
+    """What went wrong reading a malformed pickle, in a line."""
+    if "out-of-band" in str(exc):
+        return ("the pickle refers to out-of-band buffers (pickle protocol 5 written with a buffer_callback) that "
+                "are kept outside the file: the file alone does not hold the data")
+    detail = " ".join(str(exc).split())[:160]
+    return f"the pickle cannot be read: {type(exc).__name__}: {detail}"
 
 
 def _arrays_as_tensors(value: Any, depth: int, done: dict[int, tuple[Any, Any]] | None = None) -> Any:
@@ -703,7 +716,7 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
                 warnings.simplefilter("ignore")
                 obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=RestrictedPickle,
                                  mmap=(fmt == "pytorch-zip"))
-        except pickle.UnpicklingError as inner:
+        except RefusedByPolicy as inner:
             raise UnsafePickle(str(inner)) from inner
         except Exception as inner:
             raise UnsupportedFormat(
