@@ -791,10 +791,7 @@ def build_report(
     base-model prefix, and keys that need one do not load (error, not warn).
     """
     rename_objects = [Rename(s.pattern, s.replacement) for s in suggestions]
-    by_rename = _explained_by_renames(unexpected, rename_objects, specs_b)
-    if not base_prefix_loads:
-        by_rename = {name: ("base-model-prefix", "error", flag) if reason == "base-model-prefix" else why
-                     for name, why in by_rename.items() for reason, _, flag in [why]}
+    by_rename = _explained_by_renames(unexpected, rename_objects, specs_b, base_prefix_loads)
     # B's tied names that A supplies through a partner, the partner first (it is what the detail names).
     supplied_ties = [sorted(group, key=lambda n: n not in specs_a) for group in tied_groups_b
                      if any(n in specs_a for n in group)]
@@ -862,9 +859,11 @@ def build_report(
 
 def _explained_by_renames(
     unexpected: Sequence[str], renames: Sequence[Rename], specs_b: Mapping[str, KeySpec],
+    base_prefix_loads: bool = True,
 ) -> dict[str, tuple[str, str, str]]:
     """(reason, severity, flag) of the first of `renames` that changes an unexpected key, for the unexpected
     keys that the renames, applied in order, land on one of B's keys, and for the keys of B they land on.
+    Without `base_prefix_loads` (B is a plain state dict) a base-model prefix is an error: no loader fixes it.
 
     Example:
         >>> b = {"w": KeySpec("w", (1,), "float32")}
@@ -878,8 +877,16 @@ def _explained_by_renames(
     for rename in renames:
         stages.append(rename_all(stages[-1], [rename]))
     whys = [(*rename_reason(r), r.as_flag()) for r in renames]
-    explained: dict[str, tuple[str, str, str]] = {}
+    if not base_prefix_loads:
+        whys = [("base-model-prefix", "error", flag) if reason == "base-model-prefix" else (reason, severity, flag)
+                for reason, severity, flag in whys]
     # Old and new names are never the same key: an unexpected key is not one of B's.
+    if len(whys) == 1:  # one rename (a DDP `module.` on 10,000 keys): every hit has its reason, in bulk
+        pairs = [(old, new) for old, new in zip(unexpected, stages[-1], strict=True) if new != old and new in specs_b]
+        explained = dict.fromkeys([old for old, _ in pairs], whys[0])
+        explained.update(dict.fromkeys([new for _, new in pairs], whys[0]))
+        return explained
+    explained: dict[str, tuple[str, str, str]] = {}
     for index, (old, new) in enumerate(zip(unexpected, stages[-1], strict=True)):
         if new != old and new in specs_b:
             stage = 1 if len(whys) == 1 else next(
