@@ -147,3 +147,17 @@ def test_escape_sequences_in_names_and_metadata_never_reach_the_terminal(tmp_pat
         shown = result.stdout + result.stderr
         assert "\x1b" not in shown and "\u202e" not in shown and "\x07" not in shown, args
     assert "evil\\x1b]0;PWNED\\x07\\x1b[2J\\u202e.w" in run_cli("inspect", str(pickled)).stdout
+
+
+def test_module_tree_keeps_a_single_child_below_a_repeated_block(tmp_path: Path) -> None:
+    """`enc.layers.N.self_attn.{q,v}_proj`: the repeated block is `enc.layers.{0..1}.self_attn`, not `{0..1}`."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "tree.safetensors"
+    save_file({f"enc.layers.{i}.self_attn.{n}_proj.weight": torch.zeros(4, 4) for i in range(2) for n in "qv"},
+              str(path))
+    code, data = run_json("inspect", path)
+    assert code == 0
+    [node] = data["module_tree"]
+    assert (node["name"], node["repeat"], node["num_params"]) == ("enc.layers.{0..1}.self_attn", 2, 64)
+    assert [child["name"] for child in node["children"]] == ["q_proj", "v_proj"]

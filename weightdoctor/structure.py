@@ -167,7 +167,8 @@ def _to_nodes(trie: _Trie) -> list[ModuleNode]:
             first = trie.children[run[0]]
             node = _node(run[0], first)
             if len(run) > 1:
-                node.name = f"{{{run[0]}..{run[-1]}}}"
+                # `node.name` may already continue with a collapsed single child (`0.self_attn`): keep it.
+                node.name = f"{{{run[0]}..{run[-1]}}}" + node.name[len(run[0]):]
                 node.repeat = len(run)
                 node.num_params *= len(run)
                 node.num_tensors *= len(run)
