@@ -283,3 +283,19 @@ def test_a_huge_integer_beside_the_state_dict_is_described_not_printed(tmp_path:
     torch.save({"model": {"w": torch.ones(2)}, "big": 10 ** 6000}, path)
     checkpoint = open_checkpoint(path)
     assert checkpoint.other_entries == ["big (int of 19,932 bits)"]
+
+
+def test_a_diffusers_folder_reads_the_plain_file_not_its_variants(tmp_path: Path) -> None:
+    """diffusers and transformers save `variant="fp16"` beside the plain file; from_pretrained reads the plain one."""
+    import torch
+    from safetensors.torch import save_file
+
+    unet = tmp_path / "unet"
+    unet.mkdir()
+    save_file({"conv.weight": torch.ones(2, 2)}, str(unet / "diffusion_pytorch_model.safetensors"))
+    save_file({"conv.weight": torch.ones(2, 2, dtype=torch.float16)},
+              str(unet / "diffusion_pytorch_model.fp16.safetensors"))
+    checkpoint = open_checkpoint(unet)
+    assert [f.relpath for f in checkpoint.files if f.role == "weights"] == ["diffusion_pytorch_model.safetensors"]
+    assert checkpoint.tensors[0].dtype == "float32"
+    assert any("diffusion_pytorch_model.fp16.safetensors ignored: variants of" in w for w in checkpoint.warnings)

@@ -419,13 +419,19 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             return candidate, name.endswith(".index.json")
         if candidate.is_symlink():
             raise CorruptCheckpoint(_dangling_message(candidate), str(candidate))
-    indexes = sorted(folder.glob("*.safetensors.index.json")) + sorted(folder.glob("*.bin.index.json"))
+    # Variants (`diffusion_pytorch_model.fp16.safetensors`, diffusers' and transformers' `variant=`) come after
+    # the plain file of the same name, as from_pretrained reads the plain one unless a variant is asked for.
+    indexes = sorted(folder.glob("*.safetensors.index.json"), key=_variant_last) + sorted(
+        folder.glob("*.bin.index.json"), key=_variant_last)
     if indexes:
         return indexes[0], True
     weights = _weight_files_in(folder)
     safetensors_files = [p for p in weights if p.suffix == ".safetensors"]
     if len(safetensors_files) == 1 or (len(weights) == 1):
         return (safetensors_files or weights)[0], False
+    plain = [p for p in safetensors_files if "." not in p.stem]
+    if len(plain) == 1 and all(p == plain[0] or p.name.startswith(plain[0].stem + ".") for p in safetensors_files):
+        return plain[0], False
     if not weights:
         dangling = [p for p in sorted(folder.iterdir()) if p.is_symlink() and not p.exists()
                     and (p.suffix == ".safetensors" or p.suffix in PICKLE_SUFFIXES)]
@@ -436,12 +442,21 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
 
 
+def _variant_last(path: Path) -> tuple[int, str]:
+    return path.name.count("."), path.name
+
+
 def _ignored_beside(folder: Path, chosen: Path) -> list[str]:
     """A warning for each other preferred weight file of `folder`: from_pretrained reads `chosen` only."""
+    stem = chosen.name.split(".")[0]
+    variants = sorted(p.name for p in folder.glob(f"{stem}.*.safetensors") if p != chosen and p.name != chosen.name)
+    said = [f"{', '.join(variants[:4])} ignored: variants of {chosen.name}, which from_pretrained reads unless "
+            "asked for a variant (name one to read it)"] if variants and "." not in chosen.name.split(".safetensors")[0] \
+        else []
     if chosen.name not in PREFERRED_FILES:
-        return []
-    return [f"{name} is ignored: {chosen.name} comes first, as from_pretrained chooses"
-            for name in PREFERRED_FILES if name != chosen.name and (folder / name).is_file()]
+        return said
+    return said + [f"{name} is ignored: {chosen.name} comes first, as from_pretrained chooses"
+                   for name in PREFERRED_FILES if name != chosen.name and (folder / name).is_file()]
 
 
 def _read_index(builder: _Builder, index_path: Path) -> list[str]:
