@@ -195,3 +195,9 @@ def test_out_of_band_buffers_and_malformed_streams_are_corrupt_not_unsafe(tmp_pa
     assert buffers
     message = _one_line_refusal(path, "out-of-band buffers", "the file alone does not hold the data")
     assert "suspicious" not in message and "dangerous" not in message
+
+
+def test_a_torchscript_archive_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+    _one_line_refusal(path, "this is a TorchScript archive, torch.jit.save", "nothing was unpickled")

@@ -264,7 +264,11 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
     report = scan_file(path, label)
     if report.unsafe:
         hint = ""
-        if any(g.module.startswith(("torch.nn.modules", "transformers.models")) for g in report.globals):
+        if any(g.module.startswith(("__torch__", "torch.jit")) for g in report.globals):
+            # Not malware: the pickle of a scripted module names its compiled classes and TorchScript helpers.
+            hint = (" (this is a TorchScript archive, torch.jit.save: load it with torch.jit.load, which runs its "
+                    "code, only if you trust it, and save model.state_dict() to read the weights here)")
+        elif any(g.module.startswith(("torch.nn.modules", "transformers.models")) for g in report.globals):
             # torch.save(model) pickles the classes themselves; only a state dict is data.
             hint = " (this looks like a whole pickled model, torch.save(model): save model.state_dict() instead)"
         raise UnsafePickle(f"{report.summary()}; nothing was unpickled{hint}")
