@@ -218,3 +218,20 @@ def test_empty_and_non_finite_tensors_have_no_zero_fraction_or_histogram(tmp_pat
     for name in ("empty.weight", "nan.weight"):
         assert by_name[name]["stats"]["zero_fraction"] == "nan" and by_name[name]["histogram"] is None
     assert set(by_name["w.weight"]["histogram"]) == {"low", "high", "counts", "n"}
+
+
+def test_an_attention_mask_with_infinities_is_neither_diverged_nor_all_zero(tmp_path: Path) -> None:
+    """CLIP's causal `attn_mask`: 0 on and below the diagonal, -inf above. A weight with Inf beside zeros is
+    still an error, but never "all zero" (min and max are over the finite values only)."""
+    from safetensors.torch import save_file
+
+    mask = torch.full((8, 8), float("-inf")).triu(1)
+    broken = torch.zeros(8, 8)
+    broken[0, 0] = float("inf")
+    path = tmp_path / "clip.safetensors"
+    save_file({"text.attn_mask": mask, "text.proj.weight": broken}, str(path))
+    code, data = run_json("inspect", path, "--stats")
+    found = {(f["code"], f["tensor"]) for f in data["findings"]}
+    assert ("mask-inf", "text.attn_mask") in found and ("nan-inf", "text.proj.weight") in found
+    assert not {c for c, t in found if t == "text.attn_mask"} - {"mask-inf"}
+    assert ("all-zero", "text.proj.weight") not in found

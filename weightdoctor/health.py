@@ -99,13 +99,19 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
     s, name = item.stats, item.name
     found: list[Finding] = []
     matrix = len(item.shape) >= 2
+    if s.inf and not s.nan and "mask" in name.rsplit(".", 1)[-1].lower():
+        # An attention mask buffer (CLIP's causal `attn_mask`) holds -inf where attention may not look, by design.
+        found.append(Finding("info", "mask-inf", name, f"{s.inf} Inf value(s) out of {s.count:,} in a mask buffer",
+                             "expected for an additive attention mask; no action needed"))
+        return found  # its finite part (zeros where attention may look) is no weight to judge either
     if s.nan or s.inf:
         found.append(Finding("error", "nan-inf", name, f"{s.nan} NaN and {s.inf} Inf value(s) out of {s.count:,}",
                              "find the step that diverged; this tensor cannot be used as is"))
     if s.finite_count == 0:
         return found
     expected_constant = item.expected is not None and item.expected.label in ("zeros", "ones", "constant")
-    if matrix and s.min == 0 == s.max and not expected_constant:
+    # min and max are over the finite values: with Inf or NaN beside zeros the matrix is not all zero.
+    if matrix and s.min == 0 == s.max and not expected_constant and not (s.nan or s.inf):
         found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero",
                              "a layer that was never initialized or was zeroed; it passes nothing on"))
         return found

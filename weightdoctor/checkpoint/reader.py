@@ -450,9 +450,10 @@ def _ignored_beside(folder: Path, chosen: Path) -> list[str]:
     """A warning for each other preferred weight file of `folder`: from_pretrained reads `chosen` only."""
     stem = chosen.name.split(".")[0]
     variants = sorted(p.name for p in folder.glob(f"{stem}.*.safetensors") if p != chosen and p.name != chosen.name)
-    said = [f"{', '.join(variants[:4])} ignored: variants of {chosen.name}, which from_pretrained reads unless "
-            "asked for a variant (name one to read it)"] if variants and "." not in chosen.name.split(".safetensors")[0] \
-        else []
+    said: list[str] = []
+    if variants and "." not in chosen.name.split(".safetensors")[0]:
+        said.append(f"{', '.join(variants[:4])} ignored: variants of {chosen.name}, which from_pretrained reads "
+                    "unless asked for a variant (name one to read it)")
     if chosen.name not in PREFERRED_FILES:
         return said
     return said + [f"{name} is ignored: {chosen.name} comes first, as from_pretrained chooses"
