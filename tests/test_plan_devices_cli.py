@@ -257,3 +257,15 @@ def test_a_config_asking_for_absurdly_many_experts_is_refused_at_once(tmp_path: 
     (tmp_path / "config.json").write_text(json.dumps(config))
     result = run_cli("plan-devices", str(tmp_path / "config.json"), "--gpu", "1GB")
     assert result.exit_code == 2 and "asks for 20,000 experts (num_experts)" in result.stderr
+
+
+def test_bitsandbytes_side_tensors_are_one_line_naming_the_file(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "bnb4.safetensors"
+    save_file({"layer.weight": torch.zeros(8, 1, dtype=torch.uint8), "layer.weight.absmax": torch.ones(2),
+               "layer.weight.quant_state.bitsandbytes__nf4": torch.zeros(4, dtype=torch.uint8)}, str(path))
+    result = run_cli("plan-devices", str(path), "--gpu", "1GB", "--cpu", "2GB")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert str(path) in line and "bitsandbytes quantization side tensors" in line

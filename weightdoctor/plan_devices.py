@@ -368,9 +368,18 @@ def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.
     for info in checkpoint.tensors:
         parts = info.name.split(".")
         if any(not part for part in parts):
-            raise UsageError(f"tensor name {info.name!r} has an empty segment; cannot group it into modules")
+            raise UsageError(f"tensor name {info.name!r} has an empty segment; cannot group it into modules",
+                             path=str(checkpoint.path))
         if info.name in prefixes:
-            raise UsageError(f"tensor {info.name!r} is also the prefix of other tensor names; cannot be a module path")
+            # bitsandbytes keeps `weight.absmax`, `weight.quant_state...` beside `weight`: say what it likely is.
+            quantized = any(n.startswith(info.name + ".") and ("quant" in n or "absmax" in n)
+                            for n in prefixes | {t.name for t in checkpoint.tensors})
+            raise UsageError(
+                f"tensor {info.name!r} is also the prefix of other tensor names, so it cannot be a module path"
+                + ("; these look like bitsandbytes quantization side tensors (absmax, quant_state), which a "
+                   "tensor-by-tensor plan cannot place: plan from the model's folder with its config.json instead"
+                   if quantized else ""),
+                path=str(checkpoint.path))
         module = root
         for part in parts[:-1]:
             child = module._modules.get(part)
