@@ -430,3 +430,19 @@ def test_renderer_groups_and_prints_the_fix() -> None:
     assert "--rename '^module\\.='" in text
     assert "state_dict = {rename(k): v for k, v in state_dict.items()}" in text
     assert text.count("\n") < 60
+
+
+def test_a_component_that_fits_several_names_equally_gets_no_rename() -> None:
+    """Meta's Llama `attention_norm`/`ffn_norm` have the shape of both `input_layernorm` and
+    `post_attention_layernorm`: a rename chosen by shape alone could load weights into the wrong place."""
+    a = {f"model.layers.{i}.{n}.weight": KeySpec(f"model.layers.{i}.{n}.weight", (8,), "float32")
+         for i in range(2) for n in ("attention_norm", "ffn_norm")}
+    b = {f"model.layers.{i}.{n}.weight": KeySpec(f"model.layers.{i}.{n}.weight", (8,), "float32")
+         for i in range(2) for n in ("input_layernorm", "post_attention_layernorm")}
+    report = diff_specs(a, b)
+    assert report.suggested_renames == []
+    # One component with one fitting name is still suggested.
+    single = {"model.layers.0.attn_norm.weight": KeySpec("model.layers.0.attn_norm.weight", (8,), "float32")}
+    target = {"model.layers.0.input_layernorm.weight": KeySpec("model.layers.0.input_layernorm.weight", (8,),
+                                                               "float32")}
+    assert [r.replacement for r in diff_specs(single, target).suggested_renames] == ["input_layernorm"]

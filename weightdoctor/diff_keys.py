@@ -459,6 +459,19 @@ def _candidate_renames(
         renames += [legacy for legacy in LEGACY_RENAMES if any(map(re.compile(legacy.pattern).search, sample))]
     # Most votes first; on a tie the simpler rename (shorter replacement), then by name: deterministic,
     # whatever the order of the sets the votes came from.
+    if structural:
+        # A component that fits several others equally (Meta's `attention_norm` has the shape of both
+        # `input_layernorm` and `post_attention_layernorm`) is a guess from shapes alone: a wrong one would
+        # load weights into the wrong place silently. Such components get no suggestion.
+        best: dict[tuple[str, str], int] = {}
+        tied: Counter[tuple[str, str]] = Counter()
+        for (kind, old, _), count in votes.items():
+            if count > best.get((kind, old), 0):
+                best[(kind, old)], tied[(kind, old)] = count, 1
+            elif count == best[(kind, old)]:
+                tied[(kind, old)] += 1
+        votes = Counter({key: count for key, count in votes.items() if tied[key[:2]] == 1
+                         and count == best[key[:2]]})
     ranked = sorted(votes.items(), key=lambda item: (-item[1], len(item[0][2]), item[0]))[:limit]
     for (kind, old, new), _ in ranked:
         if kind == "prefix":
