@@ -278,3 +278,83 @@ def test_bad_flags_and_configs_are_usage_errors_not_unexpected_ones(tmp_path: Pa
         result = run_cli("diff-keys", str(a), "--model-class", "BertModel", "--config", str(folder))
         assert result.exit_code == 2, result.stderr
         assert "unexpected" not in result.stderr and "config.json cannot build a 'bert' config" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def meta_llama(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from fixtures.diff_pairs import build_meta_llama_pair
+
+    return build_meta_llama_pair(tmp_path_factory.mktemp("meta_llama"))
+
+
+def test_meta_llama_layout_is_named_and_never_renamed(meta_llama: tuple[Path, Path]) -> None:
+    """Meta's consolidated.00.pth against a Hugging Face Llama: every difference is the layout, and no
+    rename is offered, because a rename alone leaves wq/wk in Meta's rotary order (checked below)."""
+    meta, hf = meta_llama
+    code, data = run_json("diff-keys", str(meta), str(hf))
+    assert code == 1 and data["matched"] == 0
+    assert data["suggested_renames"] == [] and data["python_snippet"] is None
+    assert len(data["missing"]) == len(data["unexpected"]) == 21
+    assert {(i["reason"], i["severity"]) for i in data["missing"] + data["unexpected"]} == {("foreign-layout", "error")}
+    assert any("convert_llama_weights_to_hf.py" in note for note in data["notes"])
+    text = run_cli("diff-keys", str(meta), str(hf)).stdout
+    assert "foreign-layout" in text and "--rename" not in text and "convert_llama_weights_to_hf.py" in text
+
+    # Why no rename: renamed, wq is not q_proj; permuted as transformers' script does, it is.
+    stored = torch.load(meta, weights_only=True)
+    from safetensors.torch import load_file
+
+    q_proj = load_file(hf / "model.safetensors")["model.layers.0.self_attn.q_proj.weight"]
+    wq = stored["layers.0.attention.wq.weight"]
+    assert not torch.equal(wq, q_proj)
+    rows, cols = wq.shape
+    assert torch.equal(wq.view(4, rows // 8, 2, cols).transpose(1, 2).reshape(rows, cols), q_proj)
+
+    # The other way round: a Hugging Face checkpoint into Meta's layout.
+    code, data = run_json("diff-keys", str(hf), str(meta))
+    assert code == 1 and data["suggested_renames"] == []
+    assert {i["reason"] for i in data["missing"] + data["unexpected"]} == {"foreign-layout"}
+    assert any("Meta's original one" in note for note in data["notes"])
+
+
+def test_meta_llama_layout_against_the_model_class(meta_llama: tuple[Path, Path], tmp_path: Path) -> None:
+    """--model-class: the same sets from_pretrained reports, every one of them the layout."""
+    from transformers import LlamaForCausalLM
+
+    from fixtures.diff_pairs import save_state_dict_folder
+
+    meta, hf = meta_llama
+    code, data = run_json("diff-keys", str(meta), "--model-class", "LlamaForCausalLM", "--config", str(hf))
+    assert code == 1 and data["suggested_renames"] == []
+    folder = save_state_dict_folder(torch.load(meta, weights_only=True), json.loads((hf / "config.json").read_text()),
+                                    tmp_path / "meta-as-folder")
+    _, info = LlamaForCausalLM.from_pretrained(folder, output_loading_info=True)
+    assert {i["name"] for i in data["missing"]} == set(info["missing_keys"])
+    assert {i["name"] for i in data["unexpected"]} == set(info["unexpected_keys"])
+    assert {i["reason"] for i in data["missing"] + data["unexpected"]} == {"foreign-layout"}
+    assert any("convert_llama_weights_to_hf.py" in note for note in data["notes"])
+
+
+def test_lookalike_names_without_both_layouts_are_not_a_foreign_layout(tmp_path: Path) -> None:
+    """`attention.wq` alone (B holds no Hugging Face attention) is an ordinary unknown difference."""
+    from safetensors.torch import save_file
+
+    save_file({"layers.0.attention.wq.weight": torch.zeros(4, 4)}, tmp_path / "a.safetensors")
+    save_file({"blocks.0.attn.qkv.weight": torch.zeros(12, 4)}, tmp_path / "b.safetensors")
+    code, data = run_json("diff-keys", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"))
+    assert code == 1 and data["notes"] == []
+    assert {i["reason"] for i in data["missing"] + data["unexpected"]} == {"unknown"}
+
+
+def test_a_transposed_matrix_is_named(pairs: dict[str, Pair], tmp_path: Path) -> None:
+    """nanoGPT's nn.Linear (out×in) against GPT-2's Conv1D (in×out): the same weights, transposed."""
+    from safetensors.torch import load_file, save_file
+
+    gpt2 = load_file(pairs["gpt2-tied"].a / "model.safetensors")
+    linear = {k: (v.t().contiguous() if k.endswith(("c_attn.weight", "c_fc.weight")) else v) for k, v in gpt2.items()}
+    save_file(linear, tmp_path / "nanogpt.safetensors")
+    code, data = run_json("diff-keys", str(tmp_path / "nanogpt.safetensors"), str(pairs["gpt2-tied"].a))
+    assert code == 1 and len(data["mismatched"]) == 4
+    attn = next(m for m in data["mismatched"] if m["name"] == "transformer.h.0.attn.c_attn.weight")
+    assert (attn["reason"], attn["severity"]) == ("transposed", "error")
+    assert attn["shape_a"] == [96, 32] and attn["shape_b"] == [32, 96] and "transpose" in attn["detail"]

@@ -44,6 +44,10 @@ REASONS: dict[str, str] = {
     "adapter": "adapter / PEFT weights (LoRA, prefix tuning): merge them or load through PEFT",
     "quantization": "quantization side tensor (scales, zero points, absmax): needs the matching quantizer",
     "shape": "same name, different shape: the architecture differs",
+    "transposed": "the same matrix transposed (nn.Linear out×in against GPT-2's Conv1D in×out): transpose it "
+    "when converting",
+    "foreign-layout": "another code base's layout (Meta's original Llama/Mistral): convert with the "
+    "transformers script, a rename alone loads wrong values",
     "unknown": "no known cause: these weights will not load",
 }
 
@@ -93,6 +97,67 @@ LEGACY_RENAMES: tuple[Rename, ...] = (
 )
 _SPARING_LOOKAHEAD = re.compile(r"^\^\(\?!\(\?:[^)]*\)\\\.\)")
 _DIGIT_SEGMENT = re.compile(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.)")
+
+
+# Meta's original Llama / Mistral layout (`consolidated.00.pth`, Mistral's `consolidated.safetensors`) and the
+# Hugging Face one it converts to. The conversion is not a rename: transformers' convert_llama_weights_to_hf.py
+# (and convert_mistral_weights_to_hf.py) permute the rows of wq and wk from Meta's interleaved rotary pairs to
+# rotate_half's halves, so any rename-only "fix" loads weights that produce garbage.
+_META_LAYOUT = re.compile(
+    r"(?:^|\.)(?:tok_embeddings\.weight|norm\.weight|output\.weight|rope\.freqs|"
+    r"layers\.\d+\.(?:attention\.w[qkvo]|attention\.(?:q|k)_norm|feed_forward\.(?:w[123]|gate|experts\.\d+\.w[123])|"
+    r"attention_norm|ffn_norm)\.(?:weight|bias))$"
+)
+_META_EVIDENCE = re.compile(r"(?:^|\.)layers\.\d+\.attention\.w[qk]\.weight$")
+_HF_LAYOUT = re.compile(
+    r"(?:^|\.)(?:embed_tokens\.weight|norm\.weight|lm_head\.weight|rotary_emb\.inv_freq|"
+    r"layers\.\d+\.(?:self_attn\.(?:[qkvo]_proj|q_norm|k_norm)|mlp\.(?:gate|up|down)_proj|"
+    r"(?:block_sparse_moe|mlp)\.(?:gate|experts\.\d+\.w[123]|experts\.(?:gate_up_proj|down_proj)|"
+    r"experts\.\d+\.(?:gate|up|down)_proj)|input_layernorm|post_attention_layernorm)(?:\.(?:weight|bias))?)$"
+)
+_HF_EVIDENCE = re.compile(r"(?:^|\.)layers\.\d+\.self_attn\.[qk]_proj\.weight$")
+
+
+def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """(reason, severity, detail) for the keys that differ because A and B are in two known layouts of one model
+    (Meta's original Llama / Mistral layout against Hugging Face's, either way round), and a note saying what to
+    do instead of renaming; ({}, "") when the keys show no such pair of layouts.
+
+    Example:
+        >>> whys, note = foreign_layout(["layers.0.attention.wq.weight"], ["model.layers.0.self_attn.q_proj.weight"])
+        >>> whys["layers.0.attention.wq.weight"][0]
+        'foreign-layout'
+    """
+    joined_unexpected, joined_missing = "\n".join(unexpected), "\n".join(missing)
+
+    def holds(joined: str, word: str, evidence: re.Pattern[str]) -> bool:
+        # A substring test first: this runs on every diff, and 10,000s of regex searches would show.
+        return word in joined and any(map(evidence.search, joined.split("\n")))
+
+    meta_in_a = holds(joined_unexpected, ".attention.w", _META_EVIDENCE) and \
+        holds(joined_missing, ".self_attn.", _HF_EVIDENCE)
+    meta_in_b = not meta_in_a and holds(joined_missing, ".attention.w", _META_EVIDENCE) and \
+        holds(joined_unexpected, ".self_attn.", _HF_EVIDENCE)
+    if not (meta_in_a or meta_in_b):
+        return {}, ""
+    meta_side, hf_side = ("A", "B") if meta_in_a else ("B", "A")
+    meta_names, hf_names = (unexpected, missing) if meta_in_a else (missing, unexpected)
+    if meta_in_a:
+        note = ("A is in Meta's original Llama/Mistral layout (tok_embeddings, layers.N.attention.wq, "
+                "feed_forward.w1) and B in Hugging Face's: convert A with transformers' "
+                "convert_llama_weights_to_hf.py (convert_mistral_weights_to_hf.py for Mistral); it permutes "
+                "wq and wk for rotate_half, which no rename does")
+    else:
+        note = ("A is in Hugging Face's Llama/Mistral layout and B in Meta's original one: Meta's code needs "
+                "q_proj and k_proj permuted back to interleaved rotary pairs, which no rename does")
+    whys: dict[str, tuple[str, str, str]] = {}
+    for name in meta_names:
+        if _META_LAYOUT.search(name):
+            whys[name] = ("foreign-layout", "error", f"Meta's original layout (in {meta_side})")
+    for name in hf_names:
+        if _HF_LAYOUT.search(name):
+            whys[name] = ("foreign-layout", "error", f"Hugging Face's layout (in {hf_side})")
+    return whys, note
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -734,6 +799,9 @@ def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, .
         return "head-size", "warn", detail
     if first_only and _VOCAB.search(name):
         return "vocab-size", "warn", detail
+    if len(shape_a) == 2 and shape_a == shape_b[::-1]:
+        # nanoGPT / Megatron (nn.Linear, out×in) against GPT-2's Conv1D (in×out): the same weights, transposed.
+        return "transposed", "error", f"{detail}: transpose it (nn.Linear is out×in, Conv1D in×out)"
     return "shape", "error", detail
 
 
@@ -794,8 +862,12 @@ def build_report(
     compare_dtypes: bool = True,
     notes: Sequence[str] = (),
     quantization: str | None = None,
+    layout_whys: Mapping[str, tuple[str, str, str]] | None = None,
 ) -> DiffReport:
     """Classify the differences and assemble the report (shared by both modes).
+
+    `layout_whys`: (reason, severity, detail) of keys that differ because of a known foreign layout
+    (`foreign_layout`); they win over any other explanation.
 
     `quantization`: the quantizer B's config asks for (see `classify_key`); integer-stored weights of A
     (packed 4-bit, int8, GPTQ's int32) then differ from B's float shapes and dtypes by design (info).
@@ -805,6 +877,8 @@ def build_report(
     """
     rename_objects = [Rename(s.pattern, s.replacement) for s in suggestions]
     by_rename = _explained_by_renames(unexpected, rename_objects, specs_b, base_prefix_loads)
+    if layout_whys:
+        by_rename.update(layout_whys)  # a known foreign layout says more than any rename that touches it
     # B's tied names that A supplies through a partner, the partner first (it is what the detail names).
     supplied_ties = [sorted(group, key=lambda n: n not in specs_a) for group in tied_groups_b
                      if any(n in specs_a for n in group)]
@@ -967,12 +1041,14 @@ def _diff_specs(
     ]
     suggestions: list[SuggestedRename] = []
     after: int | None = None
+    layout_whys, layout_note = foreign_layout(diff.unexpected, diff.missing)
     if diff.missing and diff.unexpected:
-        shapes_a = {n: s.shape for n, s in renamed_a.items()}
-        shapes_b = {n: s.shape for n, s in specs_b.items()}
+        # Keys of a known foreign layout are left out of the rename search: renaming them is not the fix.
+        shapes_a = {n: s.shape for n, s in renamed_a.items() if n not in layout_whys}
+        shapes_b = {n: s.shape for n, s in specs_b.items() if n not in layout_whys}
         suggestions = suggest_renames(shapes_a, shapes_b)
         if suggestions:
-            fixed = rename_all(renamed_a, [Rename(s.pattern, s.replacement) for s in suggestions])
+            fixed = rename_all(list(shapes_a), [Rename(s.pattern, s.replacement) for s in suggestions])
             # Keys whose new name is one of B's with the same shape (a name not in B gets None: no match).
             after = sum(map(eq, map(shapes_b.get, fixed), shapes_a.values()))
     return build_report(
@@ -980,6 +1056,7 @@ def _diff_specs(
         source_a=source_a, source_b=source_b, mode="checkpoints", renames_applied=renames,
         matched_after_renames=after, tied_groups_a=tied, tied_groups_b=tied_groups_b,
         tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads,
+        layout_whys=layout_whys, notes=[layout_note] if layout_note else (),
     )
 
 

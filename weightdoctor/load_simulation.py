@@ -22,6 +22,7 @@ from weightdoctor.diff_keys import (
     KeySpec,
     SuggestedRename,
     build_report,
+    foreign_layout,
     specs_from_tensors,
     suggest_renames,
 )
@@ -233,16 +234,22 @@ def diff_against_model(
     suggestions: list[SuggestedRename] = []
     after: int | None = None
     notes: list[str] = []
+    layout_whys, layout_note = foreign_layout(unexpected, missing)
+    if layout_note:
+        notes.append(layout_note)
+    # A's names before transformers' renames, for the keys of a known foreign layout: not renamed, converted.
+    foreign_in_a = {sim.unexpected_sources.get(n, n) for n in layout_whys if n in sim.unexpected}
     if sim.unexpected and sim.missing:
         prefix = model.base_model_prefix
-        targets = {n: s.shape for n, s in specs_b.items()}
+        targets = {n: s.shape for n, s in specs_b.items() if n not in layout_whys}
         if prefix:
             for name, spec in specs_b.items():
                 targets.setdefault(name.removeprefix(prefix + "."), spec.shape)
                 targets.setdefault(f"{prefix}.{name}", spec.shape)
         unexpected_sources = {sim.unexpected_sources.get(n, n) for n in sim.unexpected}
         ok = {n for n in renamed_a if n not in unexpected_sources}
-        suggestions = suggest_renames({n: s.shape for n, s in renamed_a.items()}, targets, already_ok=ok)
+        suggestions = suggest_renames({n: s.shape for n, s in renamed_a.items() if n not in foreign_in_a}, targets,
+                                      already_ok=ok)
         if suggestions:
             # Re-check with transformers' rules on a fresh model: keep the fix only if it really helps.
             cls, config = fresh_model_args
@@ -277,6 +284,7 @@ def diff_against_model(
         mode="model-class", model_class=model_class or type(model).__name__, renames_applied=renames,
         matched_after_renames=after, tied_groups_a=tied_groups_a, compare_dtypes=expected is not None,
         notes=notes, tie_embeddings=getattr(model.config, "tie_word_embeddings", None), quantization=quantization,
+        layout_whys=layout_whys,
     )
     report.matched = len(specs_b) - len(sim.missing) - len(sim.mismatched)
     if sim.converted:
