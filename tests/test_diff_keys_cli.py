@@ -358,3 +358,57 @@ def test_a_transposed_matrix_is_named(pairs: dict[str, Pair], tmp_path: Path) ->
     attn = next(m for m in data["mismatched"] if m["name"] == "transformer.h.0.attn.c_attn.weight")
     assert (attn["reason"], attn["severity"]) == ("transposed", "error")
     assert attn["shape_a"] == [96, 32] and attn["shape_b"] == [32, 96] and "transpose" in attn["detail"]
+
+
+@pytest.fixture(scope="module")
+def peft_adapter(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from fixtures.diff_pairs import build_peft_adapter
+
+    return build_peft_adapter(tmp_path_factory.mktemp("peft_adapter"))
+
+
+def _peft_unexpected(adapter: Path, base: Path) -> list[str]:
+    """What peft itself reports loading `adapter` into `base`: the adapter keys it has no module for."""
+    from peft import PeftConfig, get_peft_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), PeftConfig.from_pretrained(adapter))
+    return set_peft_model_state_dict(model, load_file(adapter / "adapter_model.safetensors")).unexpected_keys
+
+
+def test_a_peft_adapter_into_its_base_is_healthy(peft_adapter: dict[str, Path]) -> None:
+    """An adapter stores no base weights by design: they are `adapter-base` (info), each LoRA pair is checked
+    against the module it targets, and nothing is suggested as a rename."""
+    adapter, base = peft_adapter["adapter"], peft_adapter["base"]
+    code, data = run_json("diff-keys", str(adapter), str(base))
+    assert code == 0 and data["worst_severity"] == "info" and data["suggested_renames"] == []
+    assert _peft_unexpected(adapter, base) == []  # peft agrees: every adapter key has its module
+    reasons = {i["name"]: (i["reason"], i["severity"], i["detail"]) for i in data["missing"] + data["unexpected"]}
+    assert reasons["base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"] == (
+        "adapter", "info", "LoRA on model.layers.1.self_attn.v_proj.weight")
+    assert reasons["model.layers.0.mlp.up_proj.weight"][:2] == ("adapter-base", "info")
+    assert reasons["lm_head.weight"] == (
+        "adapter", "info", "the adapter stores it whole, as base_model.model.lm_head.weight")
+    assert any("PEFT adapter: LoRA (rank 4) on 5 module(s), 5 of them in B" in n for n in data["notes"])
+    # The same verdict against the model class.
+    code, data = run_json("diff-keys", str(adapter), "--model-class", "LlamaForCausalLM", "--config", str(base))
+    assert code == 0 and {i["severity"] for i in data["missing"] + data["unexpected"]} == {"info"}
+
+
+def test_a_peft_adapter_for_another_size_or_depth_is_an_error(peft_adapter: dict[str, Path]) -> None:
+    adapter = peft_adapter["adapter"]
+    # Wider hidden states: peft refuses with size mismatches; diff-keys names each LoRA tensor that does not fit.
+    code, data = run_json("diff-keys", str(adapter), str(peft_adapter["wider"]))
+    assert code == 1
+    errors = {i["name"]: i["detail"] for i in data["unexpected"] if i["severity"] == "error"}
+    assert "does not fit model.layers.0.self_attn.q_proj.weight (48×48 in B)" in \
+        errors["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        _peft_unexpected(adapter, peft_adapter["wider"])
+    # One layer fewer: peft drops layer 1's LoRA weights (its unexpected keys); diff-keys says the same.
+    code, data = run_json("diff-keys", str(adapter), str(peft_adapter["shallower"]))
+    assert code == 1
+    errors = sorted(i["name"] for i in data["unexpected"] if i["severity"] == "error")
+    assert errors == sorted(_peft_unexpected(adapter, peft_adapter["shallower"]))
+    assert all("which B does not have" in i["detail"] for i in data["unexpected"] if i["severity"] == "error")

@@ -42,6 +42,8 @@ REASONS: dict[str, str] = {
     "position-length": "maximum position length changed: the position-embedding rows differ",
     "head-size": "task head size changed (num_labels): the head is re-initialised",
     "adapter": "adapter / PEFT weights (LoRA, prefix tuning): merge them or load through PEFT",
+    "adapter-base": "a weight of the base model, which a PEFT adapter does not store: PeftModel.from_pretrained(base, "
+    "adapter) takes it from the base",
     "quantization": "quantization side tensor (scales, zero points, absmax): needs the matching quantizer",
     "shape": "same name, different shape: the architecture differs",
     "transposed": "the same matrix transposed (nn.Linear out×in against GPT-2's Conv1D in×out): transpose it "
@@ -157,6 +159,104 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
     for name in hf_names:
         if _HF_LAYOUT.search(name):
             whys[name] = ("foreign-layout", "error", f"Hugging Face's layout (in {hf_side})")
+    return whys, note
+
+
+# A PEFT adapter's own tensors: LoRA's low-rank pair on a module (`<module>.lora_A.weight`, `lora_B`, with the
+# adapter's name in between in an unsaved state dict) and its embedding form (`lora_embedding_A`, a parameter).
+_LORA_PAIR = re.compile(
+    r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.[^.]+)?(?:\.weight)?$")
+_PEFT_WRAPPER = "base_model.model."
+
+
+def _adapter_target(name: str) -> str:
+    """The name a key of a saved PEFT adapter has in the base model: without `base_model.model.` and
+    `.base_layer` (a layer whose full weight the adapter stores beside its LoRA pair)."""
+    return name.removeprefix(_PEFT_WRAPPER).replace(".base_layer.", ".")
+
+
+def _lora_fits(part: str, shape: tuple[int, ...], weight: tuple[int, ...]) -> bool:
+    """Whether a LoRA tensor of `shape` fits a base `weight` of that shape (Linear / Conv out×in..., GPT-2's
+    Conv1D in×out, Embedding rows×dim)."""
+    if len(shape) < 2 or len(weight) < 2:
+        return False
+    if part == "lora_A":  # r × in (Conv: r × in × kh × kw)
+        return shape[1] in (weight[1], weight[0]) if len(weight) == 2 else shape[1] == weight[1]
+    if part == "lora_B":  # out × r
+        return shape[0] in (weight[0], weight[1]) if len(weight) == 2 else shape[0] == weight[0]
+    if part == "lora_embedding_A":  # r × num_embeddings
+        return shape[1] == weight[0]
+    return shape[0] == weight[1]  # lora_embedding_B: dim × r
+
+
+def adapter_fit(
+    specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """When A is a PEFT adapter (LoRA pairs and few or no base weights) and B a model: whether each LoRA pair's
+    target module is in B with shapes it fits, as `PeftModel.from_pretrained(B, A)` needs. Returns
+    (reason, severity, detail) for A's unexpected keys and B's missing ones, and a note; ({}, "") when A is no
+    adapter, or holds most of B's weights (a whole PEFT-wrapped model, which renames fix).
+
+    Example:
+        >>> a = {"base_model.model.q.lora_A.weight": KeySpec("base_model.model.q.lora_A.weight", (4, 8), "float32")}
+        >>> b = {"q.weight": KeySpec("q.weight", (8, 8), "float32")}
+        >>> adapter_fit(a, b, list(a), list(b))[0]["q.weight"][:2]
+        ('adapter-base', 'info')
+    """
+    pairs = [(name, match) for name in unexpected if (match := _LORA_PAIR.match(name))]
+    if not pairs:
+        return {}, ""
+    lora_names = {name for name, _ in pairs}
+    others = [name for name in unexpected if name not in lora_names]
+    covered = sum(1 for name in others if _adapter_target(name) in specs_b)
+    if covered * 2 >= len(specs_b):
+        return {}, ""  # a whole wrapped model: most base weights are there under other names
+    whys: dict[str, tuple[str, str, str]] = {}
+    modules: dict[str, bool] = {}
+    ranks: set[int] = set()
+    for name, match in pairs:
+        module, part = _adapter_target(match["module"]), match["part"]
+        shape = specs_a[name].shape
+        ranks.add(shape[0] if part in ("lora_A", "lora_embedding_A") else shape[-1] if len(shape) == 2 else shape[1]
+                  if len(shape) > 1 else 0)
+        weight = specs_b.get(module + ".weight")
+        if weight is None:
+            whys[name] = ("adapter", "error", f"targets {module}, which B does not have: the adapter's weights "
+                          "for it are dropped")
+            modules[module] = False
+        elif weight.dtype not in FLOATING:
+            whys[name] = ("adapter", "info", f"on {module} (stored quantized in B: shapes not compared)")
+            modules.setdefault(module, True)
+        elif not _lora_fits(part, shape, weight.shape):
+            whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {module}.weight "
+                          f"({'×'.join(map(str, weight.shape))} in B): an adapter for another model size")
+            modules[module] = False
+        else:
+            whys[name] = ("adapter", "info", f"LoRA on {module}.weight")
+            modules.setdefault(module, True)
+    for name in others:
+        # Whole weights an adapter saves beside its pairs (modules_to_save heads, resized embeddings).
+        target = specs_b.get(_adapter_target(name))
+        if target is None:
+            whys[name] = ("adapter", "error", f"saved for {_adapter_target(name)}, which B does not have")
+        elif target.shape != specs_a[name].shape:
+            whys[name] = ("adapter", "error", f"replaces {target.name}: "
+                          f"{'×'.join(map(str, specs_a[name].shape))} in A, {'×'.join(map(str, target.shape))} in B")
+        else:
+            whys[name] = ("adapter", "info", f"replaces {target.name} (a module the adapter saves whole)")
+    fitting = sum(modules.values())
+    if fitting:
+        replaced = {_adapter_target(name): name for name in others}
+        for name in missing:
+            if name not in replaced:
+                whys[name] = ("adapter-base", "info", "")
+            else:
+                reason, severity, _ = whys[replaced[name]]
+                whys[name] = (reason, severity, f"the adapter stores it whole, as {replaced[name]}")
+    rank = "/".join(map(str, sorted(ranks)))
+    note = (f"A is a PEFT adapter: LoRA (rank {rank}) on {len(modules)} module(s), {fitting} of them in B with "
+            f"shapes that fit; it stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
+            "or merge it (merge_and_unload) before comparing whole checkpoints")
     return whys, note
 
 
@@ -1042,7 +1142,10 @@ def _diff_specs(
     suggestions: list[SuggestedRename] = []
     after: int | None = None
     layout_whys, layout_note = foreign_layout(diff.unexpected, diff.missing)
-    if diff.missing and diff.unexpected:
+    adapter_whys, adapter_note = adapter_fit(renamed_a, specs_b, diff.unexpected, diff.missing)
+    if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
+        layout_whys, layout_note = adapter_whys, adapter_note
+    if diff.missing and diff.unexpected and not adapter_whys:
         # Keys of a known foreign layout are left out of the rename search: renaming them is not the fix.
         shapes_a = {n: s.shape for n, s in renamed_a.items() if n not in layout_whys}
         shapes_b = {n: s.shape for n, s in specs_b.items() if n not in layout_whys}

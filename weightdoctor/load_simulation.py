@@ -21,6 +21,7 @@ from weightdoctor.diff_keys import (
     DiffReport,
     KeySpec,
     SuggestedRename,
+    adapter_fit,
     build_report,
     foreign_layout,
     specs_from_tensors,
@@ -235,11 +236,14 @@ def diff_against_model(
     after: int | None = None
     notes: list[str] = []
     layout_whys, layout_note = foreign_layout(unexpected, missing)
+    adapter_whys, adapter_note = adapter_fit(as_loaded, specs_b, unexpected, missing)
+    if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
+        layout_whys, layout_note = adapter_whys, adapter_note
     if layout_note:
         notes.append(layout_note)
     # A's names before transformers' renames, for the keys of a known foreign layout: not renamed, converted.
     foreign_in_a = {sim.unexpected_sources.get(n, n) for n in layout_whys if n in sim.unexpected}
-    if sim.unexpected and sim.missing:
+    if sim.unexpected and sim.missing and not adapter_whys:
         prefix = model.base_model_prefix
         targets = {n: s.shape for n, s in specs_b.items() if n not in layout_whys}
         if prefix:
