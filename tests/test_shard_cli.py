@@ -180,3 +180,43 @@ def test_an_output_inside_the_source_folder_is_not_copied_into_the_next_run(
                 or p.name == "config.json"}
 
     assert side(model / "out") == side(model) and "config.json" in side(model)
+
+
+def test_diffusers_and_peft_folders_keep_their_library_s_file_names(tmp_path: Path) -> None:
+    """diffusers loads `diffusion_pytorch_model*.safetensors` (its save_pretrained's shard names), PEFT
+    `adapter_model.safetensors`: shards named `model-*` would not be found by either."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    weights = {f"down_blocks.{i}.conv.weight": torch.randn(16, 16, 3, 3) for i in range(4)}
+    unet = tmp_path / "unet"
+    unet.mkdir()
+    save_file(weights, unet / "diffusion_pytorch_model.safetensors")
+    (unet / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel"}))
+    code, data = run_json("shard", str(unet), "--max", "20KB", "-o", str(tmp_path / "out"))
+    assert code == 0, data
+    # The names huggingface_hub's splitter gives diffusers' pattern (what diffusers' save_pretrained writes).
+    expected = split_torch_state_dict_into_shards(
+        weights, filename_pattern="diffusion_pytorch_model{suffix}.safetensors", max_shard_size=20_000)
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.safetensors")) == sorted(expected.filename_to_tensors)
+    index = json.loads((tmp_path / "out" / "diffusion_pytorch_model.safetensors.index.json").read_text())
+    assert index["weight_map"] == expected.tensor_to_filename
+    assert not list((tmp_path / "out").glob("model*"))
+    written = _state_dict(tmp_path / "out")
+    assert all(torch.equal(written[k], v) for k, v in weights.items()) and len(written) == 4
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    save_file({f"base_model.model.q.{i}.lora_A.weight": torch.randn(4, 1024) for i in range(3)},
+              adapter / "adapter_model.safetensors")
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    code, data = run_json("shard", str(adapter), "--max", "20KB", "-o", str(tmp_path / "adapter-out"))
+    assert code == 0, data
+    assert [s["filename"] for s in data["plan"]["shards"]] == [
+        f"adapter_model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+    assert any("peft loads an adapter from one adapter_model file" in w for w in data["plan"]["warnings"])
+    # One file (--single): PEFT's own name, no warning.
+    code, data = run_json("shard", str(adapter), "--single", "-o", str(tmp_path / "adapter-one"))
+    assert code == 0 and (tmp_path / "adapter-one" / "adapter_model.safetensors").is_file()
+    assert not any("peft" in w for w in data["plan"]["warnings"])

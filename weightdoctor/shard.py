@@ -32,6 +32,27 @@ from weightdoctor.rewrite import (
 from weightdoctor.units import format_bytes, parse_size, size_is_binary
 
 PATTERNS = {"safetensors": "model{suffix}.safetensors", "bin": "pytorch_model{suffix}.bin"}
+# Libraries whose loaders look for weights under their own name: diffusers' models
+# (`diffusion_pytorch_model{suffix}.safetensors` + `diffusion_pytorch_model.safetensors.index.json`, as its
+# save_pretrained writes them) and PEFT adapters (`adapter_model.safetensors`).
+OWN_STEMS = ("diffusion_pytorch_model", "adapter_model")
+
+
+def shard_pattern(checkpoint: Checkpoint, fmt: str) -> str:
+    """The file-name pattern of `fmt` shards for `checkpoint`: transformers' names, or the source's own where its
+    library loads weights by another name (diffusers, PEFT).
+
+    Example:
+        >>> shard_pattern(open_checkpoint("unet"), "safetensors")  # holds diffusion_pytorch_model.safetensors
+        'diffusion_pytorch_model{suffix}.safetensors'
+    """
+    for file in checkpoint.files:
+        if file.role in ("weights", "index"):
+            name = Path(file.relpath).name
+            for stem in OWN_STEMS:
+                if name.startswith((stem + ".", stem + "-")):
+                    return stem + "{suffix}." + ("safetensors" if fmt == "safetensors" else "bin")
+    return PATTERNS[fmt]
 
 
 @dataclass(frozen=True)
@@ -153,9 +174,8 @@ def plan_shard(
     if fmt == "bin":
         aliased = {t.alias_of for t in selection.tensors if t.alias_of}
         storage_ids = {n: s for n, s in storage_ids.items() if s in aliased}
-    by_file = split_sizes(sizes, max_bytes, PATTERNS[fmt], storage_ids) if sizes else {
-        PATTERNS[fmt].format(suffix=""): []
-    }
+    pattern = shard_pattern(checkpoint, fmt)
+    by_file = split_sizes(sizes, max_bytes, pattern, storage_ids) if sizes else {pattern.format(suffix=""): []}
     planned = {t.name: t for t in selection.tensors}
     shards: list[ShardInfo] = []
     files: list[OutputFile] = []
@@ -170,7 +190,9 @@ def plan_shard(
         shards.append(ShardInfo(filename, size, len(names), names[0] if names else None,
                                 names[-1] if names else None, oversized))
         files.append(OutputFile(filename, names, size))
-    index = PATTERNS[fmt].format(suffix="") + ".index.json" if len(files) > 1 else None
+    index = pattern.format(suffix="") + ".index.json" if len(files) > 1 else None
+    if index is not None and pattern.startswith("adapter_model"):
+        warnings.append("peft loads an adapter from one adapter_model file: it cannot load these shards")
     user_metadata = dict(metadata or {})
     if checkpoint.nested_key:
         warnings.append(f"only the state dict at {checkpoint.nested_key!r} is written (not optimizer or other entries)")
