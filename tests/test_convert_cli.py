@@ -373,3 +373,31 @@ def test_pickle_keys_safetensors_refuses_are_refused_before_writing(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.bin"]
     assert run_cli("convert", source, "-o", tmp_path / "out.bin", "--to", "bin").exit_code == 0
     assert name in torch.load(tmp_path / "out.bin", weights_only=True)
+
+
+def test_the_source_s_safetensors_metadata_is_carried_or_its_loss_is_said(tmp_path: Path) -> None:
+    """A kohya LoRA's training settings or a `modelspec.*` header live in the safetensors metadata: a cast or
+    a reshard keeps them; a .bin cannot hold them, and the warning says which are lost."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    source = tmp_path / "lora.safetensors"
+    save_file({"lora_unet_down.lora_down.weight": torch.randn(4, 8), "lora_unet_down.alpha": torch.tensor(4.0)},
+              source, metadata={"format": "pt", "ss_network_dim": "4", "modelspec.title": "test"})
+    code, data = run_json("convert", str(source), "-o", str(tmp_path / "half.safetensors"), "--dtype", "float16")
+    assert code == 0, data
+    with safe_open(str(tmp_path / "half.safetensors"), "pt") as handle:
+        assert handle.metadata() == {"format": "pt", "ss_network_dim": "4", "modelspec.title": "test"}
+    # --metadata wins over the source's value for the same key.
+    code, _ = run_json("convert", str(source), "-o", str(tmp_path / "meta.safetensors"), "--metadata",
+                       "ss_network_dim=8")
+    with safe_open(str(tmp_path / "meta.safetensors"), "pt") as handle:
+        assert handle.metadata()["ss_network_dim"] == "8" and handle.metadata()["modelspec.title"] == "test"
+    code, data = run_json("convert", str(source), "-o", str(tmp_path / "lora.bin"))
+    assert code == 0 and any(
+        "the source's ss_network_dim, modelspec.title are not written" in w for w in data["plan"]["warnings"])
+    code, data = run_json("shard", str(source), "--max", "100B", "-o", str(tmp_path / "shards"))
+    assert code == 0 and len(data["plan"]["shards"]) == 2
+    for shard in data["plan"]["shards"]:
+        with safe_open(str(tmp_path / "shards" / shard["filename"]), "pt") as handle:
+            assert handle.metadata()["modelspec.title"] == "test"

@@ -90,11 +90,40 @@ def _format_for(output: Path, to: str | None, single_file: bool) -> str:
 def output_metadata(fmt: str, one_file: bool, dropped: list[DroppedAlias], extra: dict[str, str]) -> dict[str, str]:
     """The safetensors metadata of each output file: format=pt, then (in a single file, as
     huggingface_hub's save_torch_state_dict records them) each dropped alias -> the name kept, then
-    --metadata. A sharded output records the aliases in its index instead."""
+    `extra` (the source's own metadata, then --metadata). A sharded output records the aliases in its index
+    instead."""
     if fmt != "safetensors":
         return dict(extra)
     aliases = {d.name: d.kept for d in dropped} if one_file else {}
     return {"format": "pt", **aliases, **extra}
+
+
+def source_metadata(checkpoint: Checkpoint, fmt: str, renames: list[Rename] | None) -> tuple[dict[str, str], str]:
+    """The source's safetensors metadata to carry into the output (training settings, `modelspec.*`, the
+    aliases huggingface_hub recorded: what a library reading the file may need), and a warning when it is
+    lost (a .bin holds no metadata). Names of the source's tensors in it follow `renames`.
+
+    Example:
+        >>> source_metadata(open_checkpoint("lora.safetensors"), "bin", None)[1]
+        'a .bin file holds no metadata: the source's ss_network_dim, ss_network_alpha are not written'
+    """
+    carried = {k: v for k, v in (checkpoint.metadata or {}).items() if k != "format"}
+    if not carried:
+        return {}, ""
+    if fmt != "safetensors":
+        keys = list(carried)
+        listed = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+        return {}, f"a .bin file holds no metadata: the source's {listed} {'is' if len(keys) == 1 else 'are'} " \
+            "not written"
+    if renames:
+        carried = {_renamed(k, renames): _renamed(v, renames) for k, v in carried.items()}
+    return carried, ""
+
+
+def _renamed(name: str, renames: list[Rename]) -> str:
+    for rename in renames:
+        name = rename.apply(name)
+    return name
 
 
 def plan_convert(
@@ -139,8 +168,11 @@ def plan_convert(
                         "(name a folder as the output to convert the whole model folder)")
     if checkpoint.nested_key:
         warnings.append(f"only the state dict at {checkpoint.nested_key!r} is written (not optimizer or other entries)")
-    user_metadata = dict(metadata or {})
-    if fmt == "bin" and user_metadata and single_file:
+    carried, lost = source_metadata(checkpoint, fmt, renames)
+    if lost:
+        warnings.append(lost)
+    user_metadata = {**carried, **(metadata or {})}
+    if fmt == "bin" and metadata and single_file:
         warnings.append("a .bin file holds no metadata: --metadata is ignored")
     by_file: dict[str, list[str]] = {}
     sizes: dict[str, int] = {}

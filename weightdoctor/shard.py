@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from weightdoctor.checkpoint import Checkpoint
-from weightdoctor.convert import output_metadata
+from weightdoctor.convert import output_metadata, source_metadata
 from weightdoctor.errors import UsageError
 from weightdoctor.renames import Rename
 from weightdoctor.rewrite import (
@@ -193,7 +193,10 @@ def plan_shard(
     index = pattern.format(suffix="") + ".index.json" if len(files) > 1 else None
     if index is not None and pattern.startswith("adapter_model"):
         warnings.append("peft loads an adapter from one adapter_model file: it cannot load these shards")
-    user_metadata = dict(metadata or {})
+    carried, lost = source_metadata(checkpoint, fmt, renames)
+    if lost:
+        warnings.append(lost)
+    user_metadata = {**carried, **(metadata or {})}
     if checkpoint.nested_key:
         warnings.append(f"only the state dict at {checkpoint.nested_key!r} is written (not optimizer or other entries)")
     source_dir = checkpoint.path if checkpoint.path.is_dir() else None
