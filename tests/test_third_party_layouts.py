@@ -339,3 +339,26 @@ def test_a_ref_that_names_no_snapshot_is_said_so(tmp_path: Path, monkeypatch: py
     result = run_cli("inspect", "org/model")
     assert result.exit_code == 2, result.stdout
     assert "refs/main of org/model does not name a snapshot" in result.stderr
+
+
+def test_meta_model_parallel_parts_are_named_for_what_they_are(tmp_path: Path) -> None:
+    """Meta's 13B/70B originals hold one consolidated.NN.pth per model-parallel rank, each a slice of every
+    tensor: not shards. The folder is refused with that said; one part opens alone; other several-file folders
+    keep the plain message."""
+    meta = tmp_path / "llama-2-13b"
+    meta.mkdir()
+    for rank in range(2):
+        torch.save({"layers.0.attention.wq.weight": torch.zeros(8, 16)}, meta / f"consolidated.0{rank}.pth")
+    (meta / "params.json").write_text(json.dumps({"dim": 16, "n_layers": 1, "n_heads": 2}))
+    result = run_cli("inspect", str(meta))
+    assert result.exit_code == 2
+    assert "2 model-parallel parts of Meta's original checkpoint (consolidated.00.pth, consolidated.01.pth)" \
+        in result.stderr and "convert_llama_weights_to_hf.py" in result.stderr and "Traceback" not in result.stderr
+    code, data = run_json("inspect", str(meta / "consolidated.01.pth"))
+    assert code == 0 and data["num_tensors"] == 1
+    other = tmp_path / "two"
+    other.mkdir()
+    for name in ("a.pt", "b.pt"):
+        torch.save({"w": torch.zeros(2)}, other / name)
+    result = run_cli("inspect", str(other))
+    assert result.exit_code == 2 and "several weight files and no index (a.pt, b.pt); name one" in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -439,6 +440,13 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             raise CorruptCheckpoint(_dangling_message(dangling[0]), str(dangling[0]))
         raise SourceNotFound(_no_weights_message(folder), str(folder))
     names = ", ".join(p.name for p in weights[:6])
+    if all(re.fullmatch(r"consolidated\.\d+\.pth", p.name) for p in weights):
+        # Meta's original checkpoints of the larger models: one file per model-parallel rank, each holding a
+        # slice of every tensor, so they cannot be read as shards of one state dict.
+        raise UnsupportedFormat(
+            f"folder holds {len(weights)} model-parallel parts of Meta's original checkpoint ({names}): each holds "
+            "a slice of every tensor, not some of the tensors; name one to see one part, or convert the folder "
+            "with transformers' convert_llama_weights_to_hf.py", str(folder))
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
 
 
