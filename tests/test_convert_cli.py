@@ -401,3 +401,21 @@ def test_the_source_s_safetensors_metadata_is_carried_or_its_loss_is_said(tmp_pa
     for shard in data["plan"]["shards"]:
         with safe_open(str(tmp_path / "shards" / shard["filename"]), "pt") as handle:
             assert handle.metadata()["modelspec.title"] == "test"
+
+
+@pytest.mark.parametrize(("dtype", "expected"), [
+    ("float32", "diffusion_pytorch_model.safetensors"), ("bfloat16", "diffusion_pytorch_model.bf16.safetensors"),
+    ("float16", "diffusion_pytorch_model.fp16.safetensors")])
+def test_a_cast_renames_a_diffusers_dtype_variant(tmp_path: Path, dtype: str, expected: str) -> None:
+    """`diffusion_pytorch_model.fp16.safetensors` cast to float32 must not keep a name that says fp16:
+    diffusers would load it as the fp16 variant."""
+    from safetensors.torch import save_file
+
+    unet = tmp_path / "unet"
+    unet.mkdir()
+    save_file({"conv.weight": torch.randn(4, 4).half()}, unet / "diffusion_pytorch_model.fp16.safetensors")
+    (unet / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel"}))
+    code, data = run_json("convert", str(unet), "-o", str(tmp_path / "out"), "--dtype", dtype)
+    assert code == 0, data
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(["config.json", expected])
+    assert load_file(tmp_path / "out" / expected)["conv.weight"].dtype == getattr(torch, dtype)

@@ -177,7 +177,7 @@ def plan_convert(
     by_file: dict[str, list[str]] = {}
     sizes: dict[str, int] = {}
     for tensor in selection.tensors:
-        name = out.name if single_file else default_output_name(tensor.source_file, fmt)
+        name = out.name if single_file else default_output_name(tensor.source_file, fmt, dtype)
         by_file.setdefault(name, []).append(tensor.name)
         sizes[name] = sizes.get(name, 0) + (tensor.nbytes if tensor.alias_of is None else 0)
     if not by_file:

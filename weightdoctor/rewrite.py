@@ -817,10 +817,19 @@ def check_not_input(checkpoint: Checkpoint, dest: Path) -> None:
         raise OutputError("output is the input folder; choose another path", path=str(dest))
 
 
-def default_output_name(source_file: str, fmt: str) -> str:
+# diffusers' dtype variants (`diffusion_pytorch_model.fp16.safetensors`): the name says what the file holds.
+_VARIANT = re.compile(r"(?P<stem>.+)\.(?:fp16|bf16|fp32)(?P<rest>(?:-\d{5}-of-\d{5})?\.[A-Za-z]+)")
+_VARIANT_OF_DTYPE = {"float16": ".fp16", "bfloat16": ".bf16"}
+
+
+def default_output_name(source_file: str, fmt: str, dtype: str | None = None) -> str:
     """The output name of a converted weight file: `pytorch_model-00001-of-00002.bin` ->
-    `model-00001-of-00002.safetensors`, `model.safetensors` -> `pytorch_model.bin`, `x.pt` -> `x.safetensors`."""
+    `model-00001-of-00002.safetensors`, `model.safetensors` -> `pytorch_model.bin`, `x.pt` -> `x.safetensors`.
+    Cast to `dtype`, a diffusers dtype variant follows it: `x.fp16.safetensors` -> `x.bf16.safetensors`
+    (bfloat16), `x.safetensors` (float32 and others: the plain name diffusers reads without a variant)."""
     name = Path(source_file).name
+    if dtype is not None and (variant := _VARIANT.fullmatch(name)):
+        name = variant["stem"] + _VARIANT_OF_DTYPE.get(dtype, "") + variant["rest"]
     if fmt == "safetensors":
         match = re.fullmatch(r"pytorch_model((?:-\d{5}-of-\d{5})?)\.bin", name)
         if match:
