@@ -419,3 +419,21 @@ def test_a_cast_renames_a_diffusers_dtype_variant(tmp_path: Path, dtype: str, ex
     assert code == 0, data
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(["config.json", expected])
     assert load_file(tmp_path / "out" / expected)["conv.weight"].dtype == getattr(torch, dtype)
+
+
+def test_a_cast_names_the_weight_files_it_copies_uncast(tmp_path: Path) -> None:
+    """A sentence-transformers folder keeps a Dense module's weights in 2_Dense/: copied, not cast, and said."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "st"
+    (folder / "2_Dense").mkdir(parents=True)
+    save_file({"embeddings.word_embeddings.weight": torch.randn(10, 4)}, folder / "model.safetensors")
+    save_file({"linear.weight": torch.randn(4, 4)}, folder / "2_Dense" / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", "dtype": "float32"}))
+    code, data = run_json("convert", str(folder), "-o", str(tmp_path / "out"), "--dtype", "float16")
+    assert code == 0, data
+    assert any("config.json follows the cast" in w and
+               "not cast to float16: 2_Dense/model.safetensors" in w for w in data["plan"]["warnings"])
+    assert load_file(tmp_path / "out" / "2_Dense" / "model.safetensors")["linear.weight"].dtype == torch.float32
+    assert load_file(tmp_path / "out" / "model.safetensors")["embeddings.word_embeddings.weight"].dtype == \
+        torch.float16

@@ -418,12 +418,15 @@ def with_config_dtype(files: list[SideFile], dtype: str | None) -> tuple[list[Si
 
     Left as it was, `from_pretrained(dtype="auto")` would load bf16 weights back as float32. Only keys the
     config already has are changed (at any depth: multimodal configs nest a text and a vision config);
-    a config that is not a JSON object is copied untouched.
+    a config that is not a JSON object is copied untouched. The note also names weight files that are
+    copied uncast (other modules' weights in subfolders).
     """
     if dtype is None:
         return files, None
     out: list[SideFile] = []
     note = None
+    # Weights of other modules (a sentence-transformers `2_Dense/model.safetensors`) are copied, not cast.
+    uncast = [side.relpath for side in files if side.relpath.lower().endswith(WEIGHT_SUFFIXES)]
     for side in files:
         if side.relpath != "config.json":
             out.append(side)
@@ -439,6 +442,10 @@ def with_config_dtype(files: list[SideFile], dtype: str | None) -> tuple[list[Si
             out.append(SideFile(side.path, side.relpath, (json.dumps(config, indent=2) + "\n").encode()))
         else:
             out.append(side)
+    if uncast:
+        listed = ", ".join(uncast[:4]) + (f" and {len(uncast) - 4} more" if len(uncast) > 4 else "")
+        uncast_note = f"copied as they are, not cast to {dtype}: {listed} (convert them on their own)"
+        note = f"{note}; {uncast_note}" if note else uncast_note
     return out, note
 
 
