@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import io
+import json
 import math
 import shlex
 import weakref
@@ -446,3 +447,53 @@ def test_a_component_that_fits_several_names_equally_gets_no_rename() -> None:
     target = {"model.layers.0.input_layernorm.weight": KeySpec("model.layers.0.input_layernorm.weight", (8,),
                                                                "float32")}
     assert [r.replacement for r in diff_specs(single, target).suggested_renames] == ["input_layernorm"]
+
+
+@pytest.fixture(scope="module")
+def mixtral(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Mixtral as save_pretrained writes it: per-expert w1/w2/w3, which transformers 5 merges on load."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("mixtral") / "mixtral"
+    MixtralForCausalLM(MixtralConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=4, num_local_experts=4,
+                                     num_experts_per_tok=2)).save_pretrained(folder)
+    return folder
+
+
+def test_merged_experts_are_shape_checked_as_from_pretrained_does(mixtral: Path, tmp_path: Path) -> None:
+    """transformers' WeightConverters stack the experts and concatenate w1/w3: run on meta tensors, the shapes
+    they make equal what from_pretrained reports; a conversion that fails is what makes from_pretrained raise."""
+    from safetensors.torch import load_file
+    from transformers import MixtralForCausalLM
+
+    from fixtures.diff_pairs import save_state_dict_folder
+
+    config = json.loads((mixtral / "config.json").read_text())
+    weights = load_file(mixtral / "model.safetensors")
+    assert "model.layers.0.block_sparse_moe.experts.3.w1.weight" in weights  # the per-expert layout
+    three = save_state_dict_folder({k: v for k, v in weights.items() if "experts.3." not in k}, config,
+                                   tmp_path / "three-experts")
+    pair = Pair("three-experts", three, mixtral, "MixtralForCausalLM", "one expert of four dropped")
+    with open_checkpoint(pair.a) as checkpoint:
+        report = diff_checkpoint_against_model(checkpoint, pair.model_class, config=str(pair.b))
+    ours = ({i.name for i in report.missing}, {i.name for i in report.unexpected},
+            {(m.name, tuple(m.shape_a), tuple(m.shape_b)) for m in report.mismatched})
+    assert ours == _from_pretrained_report(pair)
+    assert ("model.layers.0.mlp.experts.gate_up_proj", (3, 96, 32), (4, 96, 32)) in ours[2]
+    assert report.worst_severity == "error"
+    with open_checkpoint(mixtral) as checkpoint:  # the healthy one: nothing to report
+        healthy = diff_checkpoint_against_model(checkpoint, "MixtralForCausalLM")
+    assert (healthy.missing, healthy.unexpected, healthy.mismatched) == ([], [], [])
+
+    broken = dict(weights)
+    broken["model.layers.1.block_sparse_moe.experts.2.w1.weight"] = broken[
+        "model.layers.1.block_sparse_moe.experts.2.w1.weight"][:40]
+    folder = save_state_dict_folder(broken, config, tmp_path / "ragged-experts")
+    with pytest.raises(RuntimeError, match="conversion"):
+        MixtralForCausalLM.from_pretrained(folder)
+    with open_checkpoint(folder) as checkpoint:
+        report = diff_checkpoint_against_model(checkpoint, "MixtralForCausalLM")
+    assert [(i.name, i.severity) for i in report.missing] == [("model.layers.1.mlp.experts.gate_up_proj", "error")]
+    assert report.missing[0].detail.startswith("from_pretrained raises: its WeightConverter cannot build this")
