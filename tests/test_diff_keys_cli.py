@@ -412,3 +412,16 @@ def test_a_peft_adapter_for_another_size_or_depth_is_an_error(peft_adapter: dict
     errors = sorted(i["name"] for i in data["unexpected"] if i["severity"] == "error")
     assert errors == sorted(_peft_unexpected(adapter, peft_adapter["shallower"]))
     assert all("which B does not have" in i["detail"] for i in data["unexpected"] if i["severity"] == "error")
+
+
+def test_an_untied_output_layer_into_a_base_model_is_a_dropped_head(tmp_path: Path) -> None:
+    """A's config says its lm_head is not tied: dropped into a LlamaModel it is a head of its own, not a tied copy
+    of the embeddings (which a tied GPT-2 head is)."""
+    from fixtures.diff_pairs import tiny_llama
+
+    model = tiny_llama(layers=1)
+    model.save_pretrained(tmp_path / "lm")
+    model.model.save_pretrained(tmp_path / "base")
+    code, data = run_json("diff-keys", str(tmp_path / "lm"), str(tmp_path / "base"))
+    head = next(i for i in data["unexpected"] if i["name"] == "lm_head.weight")
+    assert (head["reason"], head["severity"], head["detail"]) == ("task-head", "info", "not used by B, dropped")

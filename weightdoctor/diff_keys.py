@@ -967,11 +967,13 @@ def build_report(
     notes: Sequence[str] = (),
     quantization: str | None = None,
     layout_whys: Mapping[str, tuple[str, str, str]] | None = None,
+    tie_embeddings_a: bool | None = None,
 ) -> DiffReport:
     """Classify the differences and assemble the report (shared by both modes).
 
     `layout_whys`: (reason, severity, detail) of keys that differ because of a known foreign layout
-    (`foreign_layout`); they win over any other explanation.
+    (`foreign_layout`); they win over any other explanation. `tie_embeddings_a`: A's `tie_word_embeddings`
+    when known (an untied output layer of A is a head of its own, not a tied copy).
 
     `quantization`: the quantizer B's config asks for (see `classify_key`); integer-stored weights of A
     (packed 4-bit, int8, GPTQ's int32) then differ from B's float shapes and dtypes by design (info).
@@ -991,7 +993,7 @@ def build_report(
         if kind == "missing":
             return classify_key(name, specs_b[name], kind, specs_a, supplied_ties, tie_embeddings, quantization)
         spec = specs_a.get(name) or KeySpec(name, (), "float32")
-        return classify_key(name, spec, kind, specs_b, tied_groups_a, quantization=quantization)
+        return classify_key(name, spec, kind, specs_b, tied_groups_a, tie_embeddings_a, quantization=quantization)
 
     def issues(names: Sequence[str], kind: str) -> list[KeyIssue]:
         whys: list[tuple[str, str, str] | None] = list(map(by_rename.get, names))
@@ -1097,6 +1099,7 @@ def diff_specs(
     tied_groups_b: Sequence[Sequence[str]] = (),
     tie_embeddings: bool | None = None,
     base_prefix_loads: bool = True,
+    tie_embeddings_a: bool | None = None,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -1114,6 +1117,7 @@ def diff_specs(
         tied_groups_a: names that are one tensor in A (a pickle's tied weights).
         tied_groups_b: names that are one tensor in B.
         tie_embeddings: B's `tie_word_embeddings` when known (None: tie if an embedding fits).
+        tie_embeddings_a: A's, for A's keys.
         base_prefix_loads: whether a loader adds or strips a base-model prefix (B is a transformers model).
 
     Raises:
@@ -1122,7 +1126,8 @@ def diff_specs(
     with gc_paused():  # 100,000s of long-lived small objects: see weightdoctor.gcpause
         return _diff_specs(specs_a, specs_b, renames, source_a=source_a, source_b=source_b,
                            tied_groups_a=tied_groups_a, tied_groups_b=tied_groups_b,
-                           tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads)
+                           tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads,
+                           tie_embeddings_a=tie_embeddings_a)
 
 
 def _diff_specs(
@@ -1136,6 +1141,7 @@ def _diff_specs(
     tied_groups_b: Sequence[Sequence[str]],
     tie_embeddings: bool | None,
     base_prefix_loads: bool,
+    tie_embeddings_a: bool | None = None,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -1162,7 +1168,7 @@ def _diff_specs(
         renamed_a, specs_b, diff.missing, diff.unexpected, mismatched, diff.common, suggestions,
         source_a=source_a, source_b=source_b, mode="checkpoints", renames_applied=renames,
         matched_after_renames=after, tied_groups_a=tied, tied_groups_b=tied_groups_b,
-        tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads,
+        tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads, tie_embeddings_a=tie_embeddings_a,
         layout_whys=layout_whys, notes=[layout_note] if layout_note else (),
     )
 
@@ -1179,6 +1185,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         specs_from_tensors(a.tensors), specs_from_tensors(b.tensors), renames,
         source_a=a.source, source_b=b.source, tied_groups_a=a.alias_groups(), tied_groups_b=b.alias_groups(),
         tie_embeddings=config_ties(b.config), base_prefix_loads=b.config is not None,
+        tie_embeddings_a=config_ties(a.config),
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location
