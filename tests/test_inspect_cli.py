@@ -161,3 +161,49 @@ def test_module_tree_keeps_a_single_child_below_a_repeated_block(tmp_path: Path)
     [node] = data["module_tree"]
     assert (node["name"], node["repeat"], node["num_params"]) == ("enc.layers.{0..1}.self_attn", 2, 64)
     assert [child["name"] for child in node["children"]] == ["q_proj", "v_proj"]
+
+
+def _save_quantized(folder: Path, tensors: dict[str, torch.Tensor], quantization: dict | None) -> Path:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    save_file(tensors, folder / "model.safetensors")
+    config = {"model_type": "llama"} | ({"quantization_config": quantization} if quantization else {})
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_quantized_checkpoints_count_the_parameters_their_packed_tensors_stand_for(tmp_path: Path) -> None:
+    """GPTQ packs 8 4-bit values in each int32 of a qweight, bitsandbytes 4-bit 2 in each uint8; scales, zero
+    points and absmax are not parameters. Stored values stay `num_params`; `quantized.parameters` unpacks."""
+    gptq = {"layer.q_proj.qweight": torch.zeros(64 // 8, 96, dtype=torch.int32),
+            "layer.q_proj.qzeros": torch.zeros(1, 96 // 8, dtype=torch.int32),
+            "layer.q_proj.scales": torch.zeros(1, 96, dtype=torch.float16),
+            "layer.q_proj.g_idx": torch.zeros(64, dtype=torch.int32),
+            "embed.weight": torch.zeros(10, 64, dtype=torch.float16)}
+    folder = _save_quantized(tmp_path / "gptq", gptq, {"quant_method": "gptq", "bits": 4, "group_size": 64})
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and data["num_params"] == 8 * 96 + 12 + 96 + 64 + 640
+    assert data["quantized"] == {"method": "gptq", "bits": 4, "packed_tensors": 1, "side_tensors": 3,
+                                 "parameters": 64 * 96 + 640}
+    assert data["memory"]["fp16"] == (64 * 96 + 640) * 2  # dequantized weights, no side tensors
+    text = run_cli("inspect", str(folder)).stdout
+    assert "gptq 4-bit: 6,784 parameters" in text and "once unpacked" in text
+    # Without a config the bits are unknown: said, not guessed.
+    (folder / "config.json").unlink()
+    code, data = run_json("inspect", str(folder))
+    assert data["quantized"]["parameters"] is None and data["quantized"]["method"].startswith("gptq-like")
+
+    bnb = {"layer.weight": torch.zeros(64 * 32 // 2, 1, dtype=torch.uint8),
+           "layer.weight.absmax": torch.zeros(32), "layer.weight.quant_map": torch.zeros(16),
+           "layer.weight.quant_state.bitsandbytes__nf4": torch.zeros(60, dtype=torch.uint8),
+           "layer.bias": torch.zeros(64)}
+    folder = _save_quantized(tmp_path / "bnb", bnb, {"quant_method": "bitsandbytes", "load_in_4bit": True})
+    code, data = run_json("inspect", str(folder))
+    assert data["quantized"]["method"] == "bitsandbytes 4-bit" and data["quantized"]["parameters"] == 64 * 32 + 64
+    assert data["quantized"]["side_tensors"] == 3 and data["quantized"]["packed_tensors"] == 1
+
+    plain = _save_quantized(tmp_path / "plain", {"layer.weight": torch.zeros(4, 4),
+                                                 "layer.scale": torch.zeros(4)}, None)
+    code, data = run_json("inspect", str(plain))
+    assert data["quantized"] is None and data["memory"]["fp32"] == 20 * 4

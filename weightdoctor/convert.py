@@ -105,13 +105,13 @@ def source_metadata(checkpoint: Checkpoint, fmt: str, renames: list[Rename] | No
 
     Example:
         >>> source_metadata(open_checkpoint("lora.safetensors"), "bin", None)[1]
-        'a .bin file holds no metadata: the source's ss_network_dim, ss_network_alpha are not written'
+        "a .bin file holds no metadata: the source's ss_network_alpha, ss_network_dim are not written"
     """
     carried = {k: v for k, v in (checkpoint.metadata or {}).items() if k != "format"}
     if not carried:
         return {}, ""
     if fmt != "safetensors":
-        keys = list(carried)
+        keys = sorted(carried)  # sorted: the safetensors library keeps metadata in a hash map, its order varies
         listed = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
         return {}, f"a .bin file holds no metadata: the source's {listed} {'is' if len(keys) == 1 else 'are'} " \
             "not written"

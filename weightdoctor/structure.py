@@ -9,6 +9,7 @@ from typing import Any
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
 from weightdoctor.checkpoint.model import unique_tensors
 from weightdoctor.dtypes import FLOATING
+from weightdoctor.quantized import QuantizedSummary, quantized_summary
 
 # Bytes per parameter when the floating weights are stored at each dtype.
 MEMORY_DTYPES: dict[str, float] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "int4": 0.5}
@@ -90,6 +91,8 @@ class InspectReport:
     security: Any = None
     # `inspect --verify`: the recomputed zip CRCs (weightdoctor.security.verify.VerifyReport).
     verify: Any = None
+    # A quantized checkpoint: the parameters its packed tensors stand for (None when not quantized).
+    quantized: QuantizedSummary | None = None
 
 
 def summarize_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -109,10 +112,20 @@ def summarize_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
     return summary
 
 
-def memory_by_dtype(tensors: list[TensorInfo]) -> dict[str, int]:
-    """Bytes the weights need at each dtype: floating tensors cast, others kept; tied weights once."""
+def memory_by_dtype(tensors: list[TensorInfo], quantized: QuantizedSummary | None = None) -> dict[str, int]:
+    """Bytes the weights need at each dtype: floating tensors cast, others kept; tied weights once.
+
+    For a quantized checkpoint (`quantized` with known parameters) the packed and integer weights count as the
+    floating parameters they dequantize to, and side tensors (scales, zero points, absmax) not at all.
+    """
     floating, fixed = 0, 0
+    counts = quantized.counts if quantized is not None and quantized.parameters is not None else None
     for info in unique_tensors(tensors):
+        if counts is not None and info.name in counts:
+            stands_for = counts[info.name]
+            if stands_for != info.num_params or info.dtype in FLOATING or info.name.endswith(".weight"):
+                floating += stands_for  # packed, or a weight stored as integers: floating once dequantized
+                continue
         if info.dtype in FLOATING:
             floating += info.num_params
         else:
@@ -228,6 +241,7 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         for t in checkpoint.tensors
         if pattern is None or pattern.search(t.name)
     ]
+    quantized = quantized_summary(unique_tensors(checkpoint.tensors), checkpoint.config)
     return InspectReport(
         source=checkpoint.source,
         resolved_path=checkpoint.location,
@@ -247,10 +261,11 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         metadata=checkpoint.metadata,
         config=checkpoint.config,
         config_summary=summarize_config(checkpoint.config),
-        memory=memory_by_dtype(checkpoint.tensors),
+        memory=memory_by_dtype(checkpoint.tensors, quantized),
         module_tree=build_module_tree(checkpoint.tensors),
         tensors=rows,
         filter=name_filter,
         warnings=list(checkpoint.warnings),
         security=checkpoint.security,
+        quantized=quantized,
     )

@@ -7,6 +7,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.tree import Tree
 
+from weightdoctor.quantized import QuantizedSummary
 from weightdoctor.render.text import escape
 from weightdoctor.structure import InspectReport, ModuleNode
 from weightdoctor.units import format_bytes, format_count
@@ -23,7 +24,10 @@ def summary_table(report: InspectReport) -> Table:
     on_disk = format_bytes(sum(f.size_bytes for f in weight_files))
     table.add_row("files", f"{len(weight_files)} weight file(s), {on_disk} on disk")
     table.add_row("tensors", f"{report.num_tensors:,}")
-    table.add_row("parameters", f"{report.num_params:,} ({format_count(report.num_params)})")
+    table.add_row("parameters", f"{report.num_params:,} ({format_count(report.num_params)})"
+                  + (" [dim]stored values[/]" if report.quantized else ""))
+    if report.quantized:
+        table.add_row("quantized", quantized_line(report.quantized))
     table.add_row("tensor bytes", f"{report.total_bytes:,} ({format_bytes(report.total_bytes)})")
     table.add_row("dtypes", ", ".join(f"{d}: {format_count(n)}" for d, n in report.dtypes.items()) or "-")
     if report.shared_tensors:
@@ -41,6 +45,17 @@ def summary_table(report: InspectReport) -> Table:
     if report.verify is not None:
         table.add_row("zip CRCs", verify_line(report.verify))
     return table
+
+
+def quantized_line(quantized: QuantizedSummary) -> str:
+    """`gptq 4-bit: 37,748,736 parameters (37.7M) once unpacked; 2 packed tensors, 6 side tensors`."""
+    method = escape(quantized.method) + (f" {quantized.bits}-bit" if quantized.bits and "bit" not in
+                                         quantized.method else "")
+    parts = f"{quantized.packed_tensors} packed tensor(s), {quantized.side_tensors} side tensor(s)"
+    if quantized.parameters is None:
+        return f"{method}: bits per value unknown, packed tensors counted as stored; {parts}"
+    return (f"{method}: {quantized.parameters:,} parameters ({format_count(quantized.parameters)}) once unpacked; "
+            f"{parts} (scales, zero points: not parameters)")
 
 
 def security_line(scan: object) -> str:

@@ -1,0 +1,115 @@
+"""Quantized checkpoints: how many parameters their packed tensors stand for.
+
+GPTQ and AWQ store 32 / bits weights in each int32 of a `qweight`, bitsandbytes 4-bit two in each uint8 of a
+`weight` (beside its `absmax` and `quant_state`), compressed-tensors `weight_packed` like GPTQ; their scales,
+zero points and absmax are side tensors, not parameters of the model. Counting stored elements gives a
+GPTQ Llama an eighth of its parameters, and memory estimates that are as far off.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from weightdoctor.checkpoint import TensorInfo
+
+# Side tensors of the quantizers transformers supports (names as their checkpoints store them).
+_SIDE = re.compile(
+    r"\.(?:qzeros|scales|g_idx|SCB|weight_format|absmax|quant_map|nested_absmax|nested_quant_map|"
+    r"quant_state\.[\w.]+|weight_scale(?:_inv)?|weight_zero_point|weight_g_idx|weight_shape|weight_global_scale|"
+    r"input_scale|input_global_scale|output_scale|k_scale|v_scale)$"
+)
+_PACKED_INT32 = (".qweight", ".weight_packed")
+
+
+@dataclass(frozen=True)
+class QuantizedSummary:
+    """What a quantized checkpoint's tensors stand for.
+
+    Attributes:
+        method: the quantizer, from the config's `quantization_config` ("gptq", "awq", "bitsandbytes 4-bit",
+            "fp8", ...) or, without one, from the tensors' names.
+        bits: bits per packed weight value, when known.
+        packed_tensors: tensors that hold several weight values per stored element.
+        side_tensors: scales, zero points, absmax...: stored, but not parameters of the model.
+        parameters: the model's parameters once unpacked (side tensors left out); None when a packed tensor's
+            bits are unknown.
+    """
+
+    method: str
+    bits: int | None
+    packed_tensors: int
+    side_tensors: int
+    parameters: int | None
+    # Tensor name -> the parameters it stands for (0 for a side tensor): what memory estimates count.
+    counts: dict[str, int] = field(default_factory=dict, metadata={"json": False}, repr=False)
+
+
+def _config_of(config: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    quantization = config.get("quantization_config") if isinstance(config, Mapping) else None
+    return quantization if isinstance(quantization, Mapping) else None
+
+
+def _method_and_bits(quantization: Mapping[str, Any]) -> tuple[str, int | None]:
+    method = str(quantization.get("quant_method") or "unknown")
+    bits = quantization.get("bits") if isinstance(quantization.get("bits"), int) else None
+    if method == "bitsandbytes":
+        if quantization.get("load_in_4bit"):
+            return "bitsandbytes 4-bit", 4
+        if quantization.get("load_in_8bit"):
+            return "bitsandbytes 8-bit", 8
+    groups = quantization.get("config_groups")
+    if bits is None and isinstance(groups, Mapping):  # compressed-tensors: config_groups.<group>.weights.num_bits
+        for group in groups.values():
+            weights = group.get("weights") if isinstance(group, Mapping) else None
+            if isinstance(weights, Mapping) and isinstance(weights.get("num_bits"), int):
+                bits = weights["num_bits"]
+                break
+    return method, bits
+
+
+def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] | None) -> QuantizedSummary | None:
+    """The parameters a quantized checkpoint's tensors stand for; None for a checkpoint that is not quantized.
+
+    Example:
+        >>> summary = quantized_summary(open_checkpoint("llama-gptq").tensors, config)
+        >>> summary.method, summary.bits, summary.parameters  # qweight int32 [512, 4096] -> 4096 × 4096
+        ('gptq', 4, 16777216)
+    """
+    unique = list(tensors)
+    names = {t.name for t in unique}
+    # bitsandbytes 4-bit keeps the packed weight under its own name, its quant state beside it.
+    bnb4 = {n.split(".weight.", 1)[0] + ".weight" for n in names
+            if ".weight.quant_state." in n or n.endswith((".weight.absmax", ".weight.quant_map"))}
+    quantization = _config_of(config)
+    if quantization is not None:
+        method, bits = _method_and_bits(quantization)
+    elif any(n.endswith(_PACKED_INT32) for n in names):
+        method, bits = "gptq-like (no quantization_config)", None
+    elif bnb4:
+        method, bits = "bitsandbytes 4-bit (no quantization_config)", 4
+    elif any(n.endswith(".SCB") for n in names):
+        method, bits = "bitsandbytes 8-bit (no quantization_config)", 8
+    else:
+        return None
+    counts: dict[str, int] = {}
+    packed = side = 0
+    unknown = False
+    for info in unique:
+        if _SIDE.search(info.name):
+            counts[info.name], side = 0, side + 1
+        elif info.name.endswith(_PACKED_INT32) and info.dtype in ("int32", "uint32"):
+            packed += 1
+            if bits:
+                counts[info.name] = info.num_params * (32 // bits)
+            else:
+                counts[info.name], unknown = info.num_params, True
+        elif info.name in bnb4 and info.dtype == "uint8":
+            packed += 1
+            counts[info.name] = info.num_params * 2
+        else:
+            counts[info.name] = info.num_params
+    return QuantizedSummary(method=method, bits=bits, packed_tensors=packed, side_tensors=side,
+                            parameters=None if unknown else sum(counts.values()), counts=counts)
