@@ -362,3 +362,64 @@ def test_meta_model_parallel_parts_are_named_for_what_they_are(tmp_path: Path) -
         torch.save({"w": torch.zeros(2)}, other / name)
     result = run_cli("inspect", str(other))
     assert result.exit_code == 2 and "several weight files and no index (a.pt, b.pt); name one" in result.stderr
+
+
+# Written in a child interpreter: the omegaconf and Lightning classes exist there only (neither is installed),
+# so the reader below cannot have imported them.
+_TRAINING_CHECKPOINTS = r'''
+import argparse, pathlib, sys, types, torch
+
+def fake(module_name, class_name, base=object):
+    parts = module_name.split(".")
+    for i in range(1, len(parts) + 1):
+        sys.modules.setdefault(".".join(parts[:i]), types.ModuleType(".".join(parts[:i])))
+    cls = type(class_name, (base,), {"__module__": module_name})
+    setattr(sys.modules[module_name], class_name, cls)
+    return cls
+
+DictConfig = fake("omegaconf.dictconfig", "DictConfig")
+AttributeDict = fake("lightning_fabric.utilities.data", "AttributeDict", dict)
+config = DictConfig()
+config.__dict__.update({"_content": {"lr": 0.1, "layers": 2}, "_parent": None})
+hparams = AttributeDict(lr=0.1, hidden=32)
+out = sys.argv[1]
+torch.save({"args": argparse.Namespace(arch="transformer", lr=[0.25]), "cfg": config,
+            "model": {"encoder.w": torch.ones(3), "decoder.w": torch.zeros(2, 2)}}, out + "/fairseq.pt")
+torch.save({"state_dict": {"model.w": torch.ones(4)}, "hyper_parameters": hparams, "epoch": 3,
+            "log_dir": pathlib.PurePosixPath("/runs/1")}, out + "/lightning.ckpt")
+'''
+
+
+def test_training_checkpoints_with_config_objects_read_them_as_inert_data(tmp_path: Path) -> None:
+    """fairseq's argparse.Namespace, omegaconf's DictConfig, Lightning's AttributeDict: torch's weights_only
+    loader refuses them; the reader builds inert stand-ins (never importing the classes) and reads the weights."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", _TRAINING_CHECKPOINTS, str(tmp_path)], check=True)
+    with pytest.raises(Exception, match="Unsupported global"):
+        torch.load(tmp_path / "fairseq.pt", weights_only=True)  # the reference refuses
+    assert "omegaconf" not in sys.modules and "lightning_fabric" not in sys.modules
+    code, data = run_json("inspect", str(tmp_path / "fairseq.pt"))
+    assert code == 0, data
+    assert data["nested_key"] == "model" and data["num_tensors"] == 2 and data["security"]["verdict"] == "safe"
+    safety = {g["module"] + "." + g["name"]: g["safety"] for g in data["security"]["globals"]}
+    assert safety["argparse.Namespace"] == safety["omegaconf.dictconfig.DictConfig"] == "inert"
+    assert "args (argparse.Namespace, read as inert data)" in ", ".join(data["other_entries"])
+    assert "omegaconf" not in sys.modules  # never imported: the stand-in was built instead
+    text = run_cli("inspect", str(tmp_path / "fairseq.pt")).stdout
+    assert "read as inert data" in text and "never" in text
+    code, data = run_json("inspect", str(tmp_path / "lightning.ckpt"))
+    assert code == 0 and data["nested_key"] == "state_dict" and data["num_tensors"] == 1
+    assert "lightning_fabric" not in sys.modules
+    # The weights convert like any others.
+    code, data = run_json("convert", str(tmp_path / "fairseq.pt"), "-o", str(tmp_path / "fairseq.safetensors"))
+    assert code == 0, data
+
+
+def test_inert_names_do_not_cover_other_globals() -> None:
+    assert classify("argparse", "Namespace") == "inert"
+    assert classify("argparse", "ArgumentParser") == "unknown"
+    assert classify("omegaconf", "OmegaConf") == "unknown"  # a class with methods that run code on load
+    assert classify("pathlib", "Path.write_text") == "dangerous"
+    assert classify("os", "system") == "dangerous"

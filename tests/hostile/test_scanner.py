@@ -50,11 +50,19 @@ def test_dangerous_globals(qualified: str) -> None:
     assert classify(module, name) == "dangerous"
 
 
-@pytest.mark.parametrize("qualified", ["__main__.Net", "builtins.dict", "transformers.BertConfig", "pathlib.PosixPath",
-                                       "types.SimpleNamespace",
-                                       "argparse.Namespace", "numpy.random._pickle.__randomstate_ctor"])
+@pytest.mark.parametrize("qualified", ["__main__.Net", "builtins.dict", "transformers.BertConfig",
+                                       "argparse.ArgumentParser", "pathlib.PurePath", "omegaconf.OmegaConf",
+                                       "numpy.random._pickle.__randomstate_ctor"])
 def test_unknown_globals(qualified: str) -> None:
     assert classify(*qualified.rsplit(".", 1)) == "unknown"
+
+
+@pytest.mark.parametrize("qualified", ["pathlib.PosixPath", "types.SimpleNamespace", "argparse.Namespace",
+                                       "omegaconf.dictconfig.DictConfig",
+                                       "lightning_fabric.utilities.data.AttributeDict"])
+def test_configuration_objects_are_inert(qualified: str) -> None:
+    """Read as stand-ins that are never imported (weightdoctor.checkpoint.inert), not as the classes."""
+    assert classify(*qualified.rsplit(".", 1)) == "inert"
 
 
 def test_stack_global_with_computed_operands_is_suspicious() -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from weightdoctor.checkpoint.inert import InertObject, inert_class
 from weightdoctor.checkpoint.model import TensorInfo
 from weightdoctor.checkpoint.pickle_static import NeedsTorch, StaticTensor, load_static
 from weightdoctor.dtypes import canonical_dtype, values_shape
@@ -68,6 +69,8 @@ def detect_pickle_format(prefix: bytes) -> str | None:
 
 
 def _describe(value: Any) -> str:
+    if isinstance(value, InertObject):
+        return f"{type(value).__module__}.{type(value).__qualname__}, read as inert data"
     if isinstance(value, Mapping):
         tensors = sum(map(is_tensor, value.values()))
         if tensors and _is_state_dict(value):
@@ -275,6 +278,15 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
     return report
 
 
+def _inert_safe_globals(report: ScanReport) -> list[Any]:
+    """The inert stand-ins (see `checkpoint.inert`) for the configuration objects the scan found, under their
+    names, as torch's `safe_globals` takes them: torch's loader builds the stand-in, never the real class."""
+    from weightdoctor.security.policy import INERT
+
+    names = sorted({g.qualified for g in report.globals if g.safety == INERT})
+    return [(inert_class(name), name) for name in names]
+
+
 def _numpy_safe_globals(report: ScanReport) -> list[Any]:
     """The numpy rebuilds the scan found (all classified safe), as torch's `safe_globals` wants them."""
     names = {g.qualified for g in report.globals if g.module.split(".")[0] == "numpy"}
@@ -344,9 +356,14 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         self._globals: dict[int, tuple[str, Any]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        from weightdoctor.security.policy import SAFE, classify
+        from weightdoctor.security.policy import INERT, SAFE, classify
 
-        if classify(module, name) != SAFE:
+        safety = classify(module, name)
+        if safety == INERT:  # a configuration object: its stand-in, the real class is never imported
+            found = inert_class(f"{module}.{name}")
+            self._globals[id(found)] = (f"{module}.{name}", found)
+            return found
+        if safety != SAFE:
             raise RefusedByPolicy(f"refused to import {module}.{name}: not a global a weights file needs")
         found = super().find_class(module, name)
         guard = _GUARDED.get(f"{module}.{name}")
@@ -703,17 +720,20 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
         if names is not None and not any(n.endswith("data.pkl") for n in names):
             raise CorruptCheckpoint("zip archive has no data.pkl record (not a torch.save file, or damaged)")
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals(report)), warnings.catch_warnings():
+        with torch.serialization.safe_globals(_numpy_safe_globals(report) + _inert_safe_globals(report)), \
+                warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             # torch's deprecation notices (TypedStorage, quantized tensors) are not about the file: not shown.
             warnings.filterwarnings("ignore", category=UserWarning, message=".*deprecated")
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=(fmt == "pytorch-zip"))
     except pickle.UnpicklingError as exc:
         message = _weights_only_message(exc)
-        if "Unsupported operand" not in message:
+        fills_inert = "Can only SETITEMS" in message and bool(_inert_safe_globals(report))
+        if "Unsupported operand" not in message and not fills_inert:
             raise UnsafePickle(message) from exc
         # Not a security matter: torch's restricted loader implements the opcodes of protocol 2 only, and
-        # `torch.save(..., pickle_protocol=4)` files are real. The scan found only safe globals; load with
+        # `torch.save(..., pickle_protocol=4)` files are real; it fills no dict subclass either (Lightning's
+        # AttributeDict, read as an inert stand-in). The scan found only safe and inert globals; load with
         # an unpickler that still refuses every other global (two lines of defence, as with weights_only).
         try:
             with warnings.catch_warnings():

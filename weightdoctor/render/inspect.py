@@ -65,7 +65,11 @@ def security_line(scan: object) -> str:
     if getattr(scan, "format", "") == "safetensors":
         return f"[{colour}]{verdict}[/] (safetensors: no pickle, no code)"
     count = len({g.qualified for g in getattr(scan, "globals", [])})
-    notes = getattr(scan, "notes", [])
+    notes = list(getattr(scan, "notes", []))
+    inert = sorted({g.qualified for g in getattr(scan, "globals", []) if g.safety == "inert"})
+    if inert:
+        notes.append(f"{', '.join(inert)} read as inert data: never imported, none of its code runs")
+        count -= len(inert)
     text = (f"[{colour}]{verdict}[/] (static pickle scan: {getattr(scan, 'pickles', 0)} pickle(s), {count} distinct "
             "global(s), all allowed by torch's weights_only loader)" if verdict == "safe"
             else f"[{colour}]{escape(scan.summary())}[/]")  # type: ignore[attr-defined]

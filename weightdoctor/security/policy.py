@@ -5,7 +5,9 @@ dtypes, `OrderedDict`, ...; the list below is checked against the installed torc
 the numpy array and scalar rebuilds that torch documents for `torch.serialization.safe_globals`.
 Dangerous is anything that can run code, start processes, touch files or the network, or reach the
 import machinery. Everything else is unknown, which the scanner reports as suspicious: a checkpoint of
-weights has no reason to import it.
+weights has no reason to import it. Inert are the configuration objects that training checkpoints keep beside
+their weights (fairseq's `argparse.Namespace`, omegaconf's `DictConfig`, Lightning's `AttributeDict`,
+`pathlib` paths): never imported, they are read as `checkpoint.inert.InertObject`s that run no code.
 """
 
 from __future__ import annotations
@@ -18,6 +20,21 @@ from typing import Any
 SAFE = "safe"
 DANGEROUS = "dangerous"
 UNKNOWN = "unknown"
+INERT = "inert"
+
+# Configuration containers of training checkpoints, read as inert stand-ins (never imported, see
+# weightdoctor.checkpoint.inert): torch's weights_only loader refuses them, so torch.load fails on fairseq,
+# Hydra / NeMo and Lightning checkpoints whose tensors are plain.
+INERT_GLOBALS: frozenset[str] = frozenset({
+    "argparse.Namespace", "types.SimpleNamespace",
+    "pathlib.Path", "pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.PurePosixPath", "pathlib.PureWindowsPath",
+    "omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig", "omegaconf.base.ContainerMetadata",
+    "omegaconf.base.Metadata", "omegaconf.nodes.AnyNode", "omegaconf.nodes.StringNode",
+    "omegaconf.nodes.IntegerNode", "omegaconf.nodes.FloatNode", "omegaconf.nodes.BooleanNode",
+    "omegaconf.nodes.BytesNode", "omegaconf.nodes.PathNode", "omegaconf.nodes.EnumNode",
+    "lightning_fabric.utilities.data.AttributeDict", "lightning.fabric.utilities.data.AttributeDict",
+    "pytorch_lightning.utilities.parsing.AttributeDict",
+})
 
 # Generated from torch._weights_only_unpickler._get_allowed_globals() (torch 2.13);
 # tests/hostile/test_policy.py checks that it still covers the installed torch's list.
@@ -148,6 +165,8 @@ def _classify_one(module: str, name: str) -> str:
     if (full in TORCH_WEIGHTS_ONLY_GLOBALS or full in NUMPY_GLOBALS or full in PLAIN_PICKLE_GLOBALS
             or _NUMPY_DTYPE_CLASS.match(full)):
         return SAFE
+    if full in INERT_GLOBALS:
+        return INERT
     parts = full.split(".")
     # Every prefix counts: `os.path.join` is in `os`, `builtins.eval` is a dangerous name.
     for cut in range(1, len(parts) + 1):
@@ -163,7 +182,8 @@ def _classify_one(module: str, name: str) -> str:
 
 
 def classify(module: str, name: str) -> str:
-    """Classify one imported global as "safe", "dangerous" or "unknown".
+    """Classify one imported global as "safe", "inert" (read as a stand-in, never imported), "dangerous" or
+    "unknown".
 
     Example:
         >>> classify("torch._utils", "_rebuild_tensor_v2"), classify("posix", "system"), classify("m", "C")
@@ -178,6 +198,8 @@ def classify(module: str, name: str) -> str:
         return DANGEROUS
     if all(r == SAFE for r in results):
         return SAFE
+    if all(r == INERT for r in results):
+        return INERT
     # `__builtin__.set` (every protocol-2 pickle of a set, complex or bytearray, e.g. DeepSpeed's model
     # states) is unknown as written, but no Python 3 module is called `__builtin__`: only its mapped form,
     # `builtins.set`, can ever be loaded, so that form decides.

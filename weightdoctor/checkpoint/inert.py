@@ -1,0 +1,58 @@
+"""Inert stand-ins for the configuration objects that training checkpoints pickle beside their weights.
+
+fairseq saves its `argparse.Namespace` of arguments, Hydra / NeMo / Lightning projects an omegaconf
+`DictConfig`, Lightning its `AttributeDict` of hyper-parameters, many scripts a `pathlib.Path`. torch's
+weights_only loader refuses all of them, so `torch.load` fails on the checkpoint although its tensors are
+plain. The reader unpickles each such object as an `InertObject` of a class made here, under the same name:
+the real class is never imported and none of its code runs (what `policy.INERT_GLOBALS` lists, nothing else).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class InertObject(dict):  # type: ignore[type-arg]
+    """An object of a class that was never imported: it keeps what the pickle gave it and does nothing.
+
+    A dict, so that a pickled dict subclass (`AttributeDict`, omegaconf's containers) can be filled item by
+    item; its constructor arguments, BUILD state and appended items are kept apart for `repr` only.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> InertObject:
+        return super().__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Not dict.__init__: the arguments are whatever the pickle passed to a class it thought was another.
+        self.__dict__["_inert_args"] = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["_inert_state"] = state
+
+    def append(self, item: Any) -> None:
+        self.__dict__.setdefault("_inert_items", []).append(item)
+
+    def extend(self, items: Any) -> None:
+        for item in items:
+            self.append(item)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__module__}.{type(self).__qualname__}, read as inert data>"
+
+
+_CLASSES: dict[str, type[InertObject]] = {}
+
+
+def inert_class(qualified: str) -> type[InertObject]:
+    """The stand-in class for `qualified` ("argparse.Namespace"), one per name, named as the original.
+
+    Example:
+        >>> inert_class("argparse.Namespace")(prog="x")
+        <argparse.Namespace, read as inert data>
+    """
+    found = _CLASSES.get(qualified)
+    if found is None:
+        module, _, name = qualified.rpartition(".")
+        found = type(name, (InertObject,), {"__module__": module, "__qualname__": name})
+        _CLASSES[qualified] = found
+    return found
