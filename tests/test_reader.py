@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, run_cli
 from weightdoctor.checkpoint import open_checkpoint
 from weightdoctor.errors import CorruptCheckpoint, InvalidIndex, SourceNotFound, UnsafePickle, UsageError
 
@@ -305,3 +305,32 @@ def test_a_diffusers_folder_reads_the_plain_file_not_its_variants(tmp_path: Path
     assert [f.relpath for f in checkpoint.files if f.role == "weights"] == ["diffusion_pytorch_model.safetensors"]
     assert checkpoint.tensors[0].dtype == "float32"
     assert any("diffusion_pytorch_model.fp16.safetensors ignored: variants of" in w for w in checkpoint.warnings)
+
+
+def test_a_folder_inside_a_cached_repo_is_named_org_name_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A diffusers pipeline repo keeps each model in a subfolder: `org/pipe/unet` reads it from the cache, and
+    the repo's root says so in those words."""
+    from safetensors.torch import save_file
+
+    from fixtures.build import write_hub_cache
+
+    files = tmp_path / "files"
+    (files / "unet").mkdir(parents=True)
+    (files / "text_encoder").mkdir()
+    (files / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    save_file({"conv_in.weight": torch.zeros(4, 4, 3, 3)}, files / "unet" / "diffusion_pytorch_model.safetensors")
+    (files / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel"}))
+    save_file({"embeddings.weight": torch.zeros(10, 4)}, files / "text_encoder" / "model.safetensors")
+    write_hub_cache(tmp_path / "hub", "org/pipe", files)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    unet = open_checkpoint("org/pipe/unet")
+    assert [t.name for t in unet.tensors] == ["conv_in.weight"] and unet.repo_id == "org/pipe"
+    assert unet.config == {"_class_name": "UNet2DConditionModel"}
+    result = run_cli("inspect", "org/pipe")
+    assert result.exit_code == 2
+    assert "weights are in subfolders (text_encoder/, unet/): point at one, e.g. org/pipe/text_encoder" in \
+        " ".join(result.stderr.split())
+    result = run_cli("inspect", "org/pipe/vae")
+    assert result.exit_code == 2 and "org/pipe has no folder vae" in result.stderr

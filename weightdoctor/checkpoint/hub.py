@@ -25,6 +25,23 @@ def looks_like_repo_id(source: str) -> bool:
     return bool(REPO_ID_RE.match(source)) and not source.startswith(".") and ".." not in source
 
 
+_REPO_SUBFOLDER_RE = re.compile(r"^([A-Za-z0-9][\w.-]*/[\w.-]+)/((?:[\w.-]+/)*[\w.-]+)/?$")
+
+
+def split_repo_subfolder(source: str) -> tuple[str, str] | None:
+    """`org/name/unet` -> ("org/name", "unet"): a folder inside a Hub repo (diffusers pipelines keep each
+    model in one); None for anything else.
+
+    Example:
+        >>> split_repo_subfolder("stabilityai/sd-turbo/unet"), split_repo_subfolder("org/name")
+        (('stabilityai/sd-turbo', 'unet'), None)
+    """
+    match = _REPO_SUBFOLDER_RE.match(source)
+    if match is None or source.startswith(".") or any(part in (".", "..") for part in source.split("/")):
+        return None
+    return match.group(1), match.group(2)
+
+
 def hub_cache_dir() -> Path:
     """The Hub cache folder, read from the environment at call time (HF_HUB_CACHE, then HF_HOME)."""
     if os.environ.get("HF_HUB_CACHE"):
@@ -133,12 +150,13 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
     return path
 
 
-def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = True) -> Path:
+def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = True,
+                    subfolder: str | None = None) -> Path:
     """Return a local snapshot folder for `repo_id`, from the cache or else from the Hub.
 
     From the Hub only what the reader needs is fetched: config and tokenizer files, the index, and the
     weights of one format (safetensors when the repo has them). With `weights=False` (a command that
-    needs the config alone), weights are not fetched at all.
+    needs the config alone), weights are not fetched at all. With `subfolder`, only that folder's files are.
 
     Raises:
         SourceNotFound: not cached and the Hub is offline, unreachable or has no such repo.
@@ -151,10 +169,14 @@ def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = T
 
     try:
         files = HfApi().list_repo_files(repo_id, revision=revision)
+        if subfolder:
+            files = [f for f in files if f.startswith(subfolder + "/")]
         patterns = list(CONFIG_PATTERNS)
         if weights:
             has_safetensors = any(f.endswith(".safetensors") for f in files)
             patterns += SAFETENSORS_PATTERNS if has_safetensors else PICKLE_PATTERNS
+        if subfolder:
+            patterns = [f"{subfolder}/{pattern}" for pattern in patterns]
         return Path(snapshot_download(repo_id, revision=revision, cache_dir=hub_cache_dir(), allow_patterns=patterns))
     except Exception as exc:  # network errors, 404s, auth: all mean "cannot get it"
         raise _hub_error(repo_id, revision, exc) from exc

@@ -18,6 +18,7 @@ from weightdoctor.checkpoint.hub import (
     looks_like_repo_id,
     remote_structure,
     resolve_repo_id,
+    split_repo_subfolder,
 )
 from weightdoctor.checkpoint.model import CheckpointFile, TensorInfo, unique_tensors
 from weightdoctor.checkpoint.remote import remote_tensors
@@ -582,6 +583,14 @@ def _open_checkpoint(
                 if remote is not None:
                     return _remote_checkpoint(text, remote)
             path = resolve_repo_id(text, revision, weights=True)
+        elif (inside := split_repo_subfolder(text)) is not None and not text.endswith(
+                (".safetensors", ".json") + PICKLE_SUFFIXES):
+            # `org/name/unet`: one model folder of a repo (a diffusers pipeline keeps one per component).
+            repo_id, subfolder = inside
+            snapshot = resolve_repo_id(repo_id, revision, weights=True, subfolder=subfolder)
+            path = snapshot / subfolder
+            if not path.is_dir():
+                raise SourceNotFound(f"{repo_id} has no folder {subfolder} (its snapshot is {snapshot})", text)
         else:
             raise SourceNotFound("no such file or directory", path=text)
 
@@ -599,9 +608,13 @@ def _open_checkpoint(
         try:
             target, is_index = _choose_in_folder(path)
             warnings += _ignored_beside(path, target)
-        except SourceNotFound:
+        except SourceNotFound as exc:
             if allow_config_only and config_path.is_file():
                 target = config_path
+            elif repo_id is not None and "weights are in subfolders" in exc.message:
+                # Name the subfolder as the repo id it is reached by, not by its cache path.
+                raise SourceNotFound(exc.message.replace(f"e.g. {path}/", f"e.g. {text.rstrip('/')}/"),
+                                     text) from exc
             else:
                 raise
     elif path.suffix == ".json":
