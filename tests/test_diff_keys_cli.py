@@ -358,6 +358,11 @@ def test_a_transposed_matrix_is_named(pairs: dict[str, Pair], tmp_path: Path) ->
     attn = next(m for m in data["mismatched"] if m["name"] == "transformer.h.0.attn.c_attn.weight")
     assert (attn["reason"], attn["severity"]) == ("transposed", "error")
     assert attn["shape_a"] == [96, 32] and attn["shape_b"] == [32, 96] and "transpose" in attn["detail"]
+    # attn.c_proj is 32×32: it matches by shape, and the note says it is most likely transposed too.
+    assert any("square weight(s) of the same blocks (e.g. transformer.h.0.attn.c_proj.weight)" in note
+               for note in data["notes"])
+    code, data = run_json("diff-keys", str(pairs["gpt2-tied"].a), str(pairs["gpt2-tied"].a))
+    assert data["notes"] == []
 
 
 @pytest.fixture(scope="module")

@@ -1017,6 +1017,7 @@ def build_report(
             detail = f"{detail}; packed by the {quantization} quantizer, which unpacks it on load"
         mismatch_rows.append(Mismatch(name, list(shape_a), list(shape_b), reason, severity, detail))
     mismatched_names = {m[0] for m in mismatched}
+    notes = [*notes, *_square_transposed_note(mismatch_rows, common, specs_a, mismatched_names)]
     dtype_rows = []
     if compare_dtypes:
         for name in common:
@@ -1048,6 +1049,25 @@ def build_report(
     found = set(report.severities())  # one severity per rank: the set has the same maximum
     report.worst_severity = max(found, key=severity_rank) if found else None
     return report
+
+
+def _square_transposed_note(
+    mismatches: Sequence[Mismatch], common: Sequence[str], specs_a: Mapping[str, KeySpec], mismatched: set[str],
+) -> list[str]:
+    """A note when some weights are stored transposed: the square ones of the same blocks match by shape, so
+    nothing flags them, yet they are transposed too (nanoGPT's c_proj against GPT-2's Conv1D)."""
+    transposed = [m.name for m in mismatches if m.reason == "transposed"]
+    if not transposed:
+        return []
+    blocks = {collapse_indices(name).rsplit(".", 2)[0] for name in transposed}
+    square = [name for name in common if name not in mismatched and name.endswith(".weight")
+              and len(shape := specs_a[name].shape) == 2 and shape[0] == shape[1]
+              and collapse_indices(name).rsplit(".", 2)[0] in blocks]
+    if not square:
+        return []
+    return [f"{len(transposed)} weight(s) are stored transposed; {len(square)} square weight(s) of the same blocks "
+            f"(e.g. {square[0]}) load without a shape error but are most likely transposed too: transpose every "
+            "Linear / Conv1D weight of these blocks when converting, not only those that mismatch"]
 
 
 def _explained_by_renames(
