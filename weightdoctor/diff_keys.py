@@ -481,20 +481,29 @@ def group_issues(report: DiffReport, max_groups_per_reason: int = 6) -> list[Key
     (`module.bert.* ×39`), keeping fewer components until they fit. Groups come in the order of their
     first key; each names its first key as the example.
     """
-    kinds = ["missing"] * len(report.missing) + ["unexpected"] * len(report.unexpected)
-    kinds += ["mismatched"] * len(report.mismatched) + ["dtype"] * len(report.dtype_differences)
     keyed: list[Any] = [*report.missing, *report.unexpected, *report.mismatched]
     names = [*map(attrgetter("name"), keyed), *(d.name for d in report.dtype_differences)]
     reasons = [*map(attrgetter("reason"), keyed), *(f"{d.dtype_a}→{d.dtype_b}" for d in report.dtype_differences)]
     severities = [*map(attrgetter("severity"), keyed), *map(attrgetter("severity"), report.dtype_differences)]
-    # Counted and ordered with C-level loops (20,000 keys when every key of two 10,000-key checkpoints
-    # differs): one key per (kind, reason, severity, pattern), its count and its first name.
-    keys = list(zip(kinds, reasons, severities, _collapse_all(names), strict=True))
-    counts = Counter(keys)
-    examples = dict(zip(reversed(keys), reversed(names), strict=True))  # the last write is the first name
+    patterns = _collapse_all(names)
+    # One bucket per (kind, reason, severity) in the order of its first key: pattern -> (count, first name).
     buckets: dict[tuple[str, str, str], dict[str, tuple[int, str]]] = {}
-    for key in dict.fromkeys(keys):  # in the order of first appearance
-        buckets.setdefault(key[:3], {})[key[3]] = (counts[key], examples[key])
+    start = 0
+    for kind, size in (("missing", len(report.missing)), ("unexpected", len(report.unexpected)),
+                       ("mismatched", len(report.mismatched)), ("dtype", len(report.dtype_differences))):
+        end = start + size
+        if size and len(set(reasons[start:end])) == 1 and len(set(severities[start:end])) == 1:
+            # Every key of this kind has one reason and severity (a DDP `module.` on 10,000s of keys): one
+            # bucket, counted by pattern alone with C-level loops.
+            buckets[(kind, reasons[start], severities[start])] = _pattern_counts(patterns[start:end], names[start:end])
+        elif size:
+            keys = list(zip(repeat(kind, size), reasons[start:end], severities[start:end], patterns[start:end],
+                            strict=True))
+            counts = Counter(keys)
+            examples = dict(zip(reversed(keys), reversed(names[start:end]), strict=True))  # the last write: first
+            for key in counts:  # in the order of first appearance
+                buckets.setdefault(key[:3], {})[key[3]] = (counts[key], examples[key])
+        start = end
     groups: list[KeyGroup] = []
     for (kind, reason, severity), by_pattern in buckets.items():
         if len(by_pattern) > max_groups_per_reason:
@@ -511,6 +520,18 @@ def group_issues(report: DiffReport, max_groups_per_reason: int = 6) -> list[Key
                     break
         groups += [KeyGroup(kind, p, count, reason, severity, example) for p, (count, example) in by_pattern.items()]
     return groups
+
+
+def _pattern_counts(patterns: list[str], names: list[str]) -> dict[str, tuple[int, str]]:
+    """pattern -> (how many keys have it, the first of them), in the order of first appearance.
+
+    Example:
+        >>> _pattern_counts(["l.*.w", "l.*.w", "b"], ["l.0.w", "l.1.w", "b"])
+        {'l.*.w': (2, 'l.0.w'), 'b': (1, 'b')}
+    """
+    counts = Counter(patterns)  # a dict: in the order of first appearance
+    examples = dict(zip(reversed(patterns), reversed(names), strict=True))  # the last write is the first name
+    return {pattern: (count, examples[pattern]) for pattern, count in counts.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -51,28 +51,48 @@ def _rows_text(rows: list[Any], level: int) -> str | None:
     if not names:
         return None
     inner = "\n" + INDENT * (level + 2)
-    template = "{" + ",".join(f"{inner}{encode_basestring(name).replace('%', '%%')}: %s" for name in names)
-    template += "\n" + INDENT * (level + 1) + "}"
-    columns = []
-    for name in names:
+    # The row template, cut at the columns whose value varies from row to row: a column with one value in
+    # every row (a diff's reason, severity and detail when one rename explains every key) is written into
+    # the template once instead of once per row.
+    pieces: list[str] = []
+    varying: list[list[str]] = []
+    literal = "{"
+    for index, name in enumerate(names):
+        literal += ("," if index else "") + inner + encode_basestring(name) + ": "
         column = list(map(attrgetter(name), rows))
         kinds = set(map(type, column))
+        encoded: list[str | None]
         if kinds == {str}:
-            distinct = set(column)
+            distinct = set(column)  # as many distinct values as the encoded column: one encoding per str
+            if len(distinct) == 1:
+                literal += encode_basestring(column[0])
+                continue
             if len(distinct) * 4 < len(column):  # a reason or severity column: encode each value once
                 known = {value: encode_basestring(value) for value in distinct}
                 encoded = list(map(known.__getitem__, column))
             else:
                 encoded = list(map(encode_basestring, column))  # the C encoder json.dumps uses
-        elif kinds == {int}:
-            encoded = list(map(int.__repr__, column))
         else:
-            encoded = list(map(_scalar, column))
+            encoded = list(map(int.__repr__, column)) if kinds == {int} else list(map(_scalar, column))
             if None in encoded:
                 return None
-        columns.append(encoded)
-    texts = [template % row for row in zip(*columns, strict=True)]
-    return "[\n" + INDENT * (level + 1) + (",\n" + INDENT * (level + 1)).join(texts) + "\n" + INDENT * level + "]"
+            if len(set(encoded)) == 1:
+                literal += encoded[0]  # type: ignore[operator]
+                continue
+        pieces.append(literal)
+        varying.append(encoded)  # type: ignore[arg-type]
+        literal = ""
+    pieces.append(literal + "\n" + INDENT * (level + 1) + "}")
+    separator = ",\n" + INDENT * (level + 1)
+    if len(varying) == 1:
+        # One varying column (the key names): every row is head + value + tail, so the rows are one join.
+        head, tail = pieces
+        body = head + (tail + separator + head).join(varying[0]) + tail
+    else:
+        template = "%s".join(piece.replace("%", "%%") for piece in pieces)
+        body = separator.join([template % row for row in zip(*varying, strict=True)] if varying
+                              else [template % ()] * len(rows))
+    return "[\n" + INDENT * (level + 1) + body + "\n" + INDENT * level + "]"
 
 
 def report_json(report: Any) -> str:
