@@ -91,9 +91,19 @@ def _may_hide_duplicates(raw: bytes, header: dict[str, Any]) -> bool:
     )
 
 
-def _check_names(header: dict[str, Any]) -> None:
-    """Refuse empty names, control characters and path separators (one regex pass in the common case)."""
-    if _BAD_NAME_CHARS.search(_NAME_JOINER.join(header)) or "" in header or "." in header or ".." in header:
+def _check_names(header: dict[str, Any], raw: bytes | None = None) -> None:
+    """Refuse empty names, control characters and path separators (one regex pass in the common case).
+
+    `raw`: the JSON text `header` was parsed from by `json.loads` (strict, so control characters in its
+    strings were backslash escapes). A text with no backslash, slash or DEL byte anywhere holds no name
+    with a character the regex pass looks for (a backslash too is written as an escape): the pass is
+    skipped.
+    """
+    if raw is not None and b"\\" not in raw and b"/" not in raw and b"\x7f" not in raw:
+        bad_chars = False
+    else:
+        bad_chars = _BAD_NAME_CHARS.search(_NAME_JOINER.join(header)) is not None
+    if bad_chars or "" in header or "." in header or ".." in header:
         for name in header:
             check_tensor_name(name)
 
@@ -170,7 +180,7 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
         raise CorruptCheckpoint("__metadata__ must map strings to strings")
     if len(header) > MAX_TENSORS:
         raise CorruptCheckpoint(f"header lists {len(header)} tensors (the limit is {MAX_TENSORS})")
-    _check_names(header)
+    _check_names(header, raw)
 
     tensors = _checked_entries_fast(header, relpath, data_size)
     if tensors is None:
