@@ -42,8 +42,10 @@ def _json_field_names(kind: type) -> list[str]:
     return [f.name for f in dataclasses.fields(kind) if not f.name.startswith("_") and f.metadata.get("json", True)]
 
 
-def _rows_text(rows: list[Any], level: int) -> str | None:
-    """A list of same-type flat dataclasses as indented JSON at nesting `level`; None when not flat."""
+def _rows_text(rows: list[Any], level: int) -> list[str] | None:
+    """A list of same-type flat dataclasses as indented JSON at nesting `level`, in pieces to be joined (the
+    caller joins them with the rest of the document once: megabytes of text are not copied twice); None
+    when not flat."""
     kind = type(rows[0])
     if not dataclasses.is_dataclass(kind) or set(map(type, rows)) != {kind}:
         return None
@@ -87,12 +89,13 @@ def _rows_text(rows: list[Any], level: int) -> str | None:
     if len(varying) == 1:
         # One varying column (the key names): every row is head + value + tail, so the rows are one join.
         head, tail = pieces
-        body = head + (tail + separator + head).join(varying[0]) + tail
+        body = (tail + separator + head).join(varying[0])
     else:
+        head, tail = "", ""
         template = "%s".join(piece.replace("%", "%%") for piece in pieces)
         body = separator.join([template % row for row in zip(*varying, strict=True)] if varying
                               else [template % ()] * len(rows))
-    return "[\n" + INDENT * (level + 1) + body + "\n" + INDENT * level + "]"
+    return ["[\n" + INDENT * (level + 1) + head, body, tail + "\n" + INDENT * level + "]"]
 
 
 def report_json(report: Any) -> str:
@@ -100,7 +103,7 @@ def report_json(report: Any) -> str:
     if not dataclasses.is_dataclass(report) or isinstance(report, type):
         return dumps(report)
     data: dict[str, Any] = {}
-    rendered: dict[str, str] = {}
+    rendered: dict[str, list[str]] = {}
     for name in _json_field_names(type(report)):
         value = getattr(report, name)
         text = _rows_text(value, 1) if type(value) is list and len(value) >= MIN_ROWS else None
@@ -112,14 +115,14 @@ def report_json(report: Any) -> str:
             data[name] = placeholder
             rendered[encode_basestring(placeholder)] = text
     out = json.dumps(data, indent=2, ensure_ascii=False)
-    if any(out.count(p) != 1 or any(p in text for text in rendered.values()) for p in rendered):
+    if any(out.count(p) != 1 or any(p in text for parts in rendered.values() for text in parts) for p in rendered):
         return dumps(report)  # a placeholder also appears in some value: do it the slow way
     # Cut at the placeholders (in field order, each there once) and join: replacing them one after the other
     # would copy the growing text each time, as wide (2-byte) characters while a placeholder is left in it.
     pieces: list[str] = []
     rest = out
-    for placeholder, text in rendered.items():
+    for placeholder, parts in rendered.items():
         head, _, rest = rest.partition(placeholder)
-        pieces += (head, text)
+        pieces += (head, *parts)
     pieces.append(rest)
     return valid_text("".join(pieces))
