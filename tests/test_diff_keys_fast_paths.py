@@ -21,7 +21,10 @@ from weightdoctor.diff_keys import (
     Mismatch,
     ValueDiff,
     _collapse_all,
+    _complete_strips,
+    _escape,
     _explained_by_renames,
+    _leading_splits,
     collapse_indices,
     diff_specs,
     group_issues,
@@ -30,7 +33,7 @@ from weightdoctor.diff_keys import (
     suggest_renames,
 )
 from weightdoctor.findings import SEVERITIES
-from weightdoctor.renames import Rename, apply_renames, literal_prefix, rename_all
+from weightdoctor.renames import Rename, apply_renames, literal_prefix, rename_all, strip_prefix
 from weightdoctor.render.diff_keys_json import report_json
 from weightdoctor.render.json import dumps
 
@@ -170,6 +173,39 @@ def test_complete_strip_shortcut_suggests_what_the_full_search_suggests(
     with patch("weightdoctor.diff_keys._complete_strips", return_value=[]):
         full = suggest_renames(shapes_a, shapes_b)
     assert fast == full
+
+
+@FAST
+@given(pair=prefixed_pairs(), ok=st.lists(names, max_size=3))
+def test_counting_gains_in_bulk_suggests_what_the_key_by_key_loop_suggests(
+        pair: tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]], ok: list[str]) -> None:
+    shapes_a, shapes_b = pair
+    already_ok = {name for name in shapes_a if name.split(".")[-1] in ok}
+    fast = suggest_renames(shapes_a, shapes_b, already_ok)
+    with patch("weightdoctor.diff_keys._gains_if_none_lost", return_value=None):
+        plain = suggest_renames(shapes_a, shapes_b, already_ok)
+    assert fast == plain
+
+
+def _complete_strips_by_votes(unmatched: list[str], targets: set[str]) -> list[Rename]:
+    """`_complete_strips` as it was: every sampled name votes for its leading prefixes that leave a target."""
+    votes = Counter(prefix for name in unmatched for prefix, rest in _leading_splits(name)
+                    if prefix and rest in targets)
+    renames = [strip_prefix(old) if "=" not in old else Rename("^" + _escape(old), "")
+               for old, count in votes.items() if count == len(unmatched)]
+    return sorted(renames, key=lambda rename: (len(rename.pattern), rename.pattern))
+
+
+@FAST
+@given(unmatched=st.lists(names, max_size=8), targets=st.sets(names, max_size=8),
+       prefix=st.sampled_from(["", "module.", "a=b.", "module.model.", "x.y.z.w."]))
+def test_complete_strips_equal_the_vote_count(unmatched: list[str], targets: set[str], prefix: str) -> None:
+    unmatched = [prefix + name for name in unmatched]
+    targets |= {name[len(prefix):] for name in unmatched[::2]}
+    literals: dict[Rename, tuple[str, str, tuple[str, ...]]] = {}
+    strips = _complete_strips(unmatched, targets, literals)
+    assert strips == _complete_strips_by_votes(unmatched, targets)
+    assert all(literal_prefix(rename) == literals[rename] for rename in strips)
 
 
 def test_a_strip_that_matches_only_some_keys_leaves_the_choice_to_the_full_search() -> None:

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import attrgetter, eq
+from operator import attrgetter, eq, getitem
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from weightdoctor.dtypes import FLOATING
@@ -689,13 +689,18 @@ def _complete_strips(
     Such a strip gets every sample's vote in `_candidate_renames`, so it is among the candidates ranked there.
     """
     sample = _sample(unmatched)
-    votes: Counter[str] = Counter(
-        prefix for name in sample for prefix, rest in _leading_splits(name) if prefix and rest in targets)
+    if not sample:
+        return []
+    # A strip that gets every sample's vote is one of the first sampled name's leading prefixes that every
+    # sampled name starts with (the same components: the prefix ends with a dot) and leaves a target.
     renames = []
-    for old in (old for old, count in votes.items() if count == len(sample)):
-        rename = strip_prefix(old) if "=" not in old else Rename("^" + _escape(old), "")
-        literals[rename] = (old, "", ())
-        renames.append(rename)
+    for old, _ in _leading_splits(sample[0]):
+        cut = slice(len(old), None)
+        if old and all(map(str.startswith, sample, repeat(old))) and all(
+                map(targets.__contains__, map(getitem, sample, repeat(cut)))):
+            rename = strip_prefix(old) if "=" not in old else Rename("^" + _escape(old), "")
+            literals[rename] = (old, "", ())
+            renames.append(rename)
     return sorted(renames, key=lambda rename: (len(rename.pattern), rename.pattern))  # as `_simpler` ranks
 
 
@@ -703,6 +708,22 @@ def _collides(current: Mapping[str, str], proposal: Mapping[str, str]) -> bool:
     """Whether applying `proposal` (old -> new names for some keys) to `current` maps two keys to one name."""
     merged = {**current, **proposal}
     return len(set(merged.values())) != len(merged)
+
+
+def _gains_if_none_lost(
+    changed: Sequence[tuple[str, str, str]], shapes_a: Mapping[str, tuple[int, ...]],
+    shapes_b: Mapping[str, tuple[int, ...]], ok: set[str],
+) -> int | None:
+    """For a rename that moves no key to another head: the keys it matches (same name and shape as B's),
+    counted with C-level loops, when none of the keys it changes matched before (so it unmatches none);
+    else None, and `suggest_renames` looks at the keys one by one. `changed`: (key, name, new name).
+    """
+    if not changed:
+        return 0
+    keys, names, renamed = zip(*changed, strict=True)
+    if any(map(shapes_b.__contains__, names)) or not ok.isdisjoint(keys):
+        return None
+    return sum(map(eq, map(shapes_b.get, renamed), map(tuple, map(shapes_a.__getitem__, keys))))
 
 
 def suggest_renames(
@@ -758,6 +779,8 @@ def suggest_renames(
             (prefix and not prefix.endswith(".")) or _head_words(prefix) for prefix in literal[:2])
         changed = changes(rename)
         proposal = {name: renamed for name, _, renamed in changed}
+        if heads_unchanged and (gains := _gains_if_none_lost(changed, shapes_a, shapes_b, ok)) is not None:
+            return gains, lost, proposal
         for name, new, renamed in changed:
             if new in shapes_b or name in ok:  # matched before
                 if renamed not in shapes_b:
