@@ -436,8 +436,11 @@ def specs_from_tensors(tensors: Iterable[TensorInfo]) -> dict[str, KeySpec]:
     A `TensorInfo` whose shape is a plain tuple already has everything a `KeySpec` offers (`name`,
     `shape`, `dtype`) and is used as it is: 20,000 new tuples cost as much as the rest of a diff.
     """
+    infos = list(tensors)
+    if set(map(type, map(attrgetter("shape"), infos))) <= {tuple}:  # the reader's are: C-level loops only
+        return dict(zip(map(attrgetter("name"), infos), infos, strict=True))  # type: ignore[arg-type]
     return {t.name: t if type(t.shape) is tuple else KeySpec(t.name, tuple(t.shape), t.dtype)  # type: ignore[misc]
-            for t in tensors}
+            for t in infos}
 
 
 # ---------------------------------------------------------------------------------------------------------------

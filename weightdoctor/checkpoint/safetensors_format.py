@@ -16,7 +16,7 @@ import re
 import struct
 from dataclasses import dataclass
 from itertools import chain, repeat
-from operator import floordiv, le, mul, sub
+from operator import floordiv, itemgetter, le, mul, sub
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -253,9 +253,9 @@ def _checked_entries_fast(header: dict[str, Any], relpath: str, data_size: int) 
     if set(map(type, entries)) != {dict}:
         return None
     try:
-        st_dtypes = [entry["dtype"] for entry in entries]
-        shapes = [entry["shape"] for entry in entries]
-        offsets = [entry["data_offsets"] for entry in entries]
+        st_dtypes = list(map(itemgetter("dtype"), entries))  # KeyError when an entry lacks one
+        shapes = list(map(itemgetter("shape"), entries))
+        offsets = list(map(itemgetter("data_offsets"), entries))
         dtypes = list(map(SAFETENSORS_TO_CANONICAL.get, st_dtypes))  # TypeError for an unhashable dtype
     except (KeyError, TypeError):
         return None
