@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from unittest.mock import patch
 
 import pytest
@@ -13,19 +14,26 @@ from hypothesis import strategies as st
 
 from weightdoctor.diff_keys import (
     DiffReport,
+    DtypeDifference,
+    KeyGroup,
     KeyIssue,
     KeySpec,
+    Mismatch,
     ValueDiff,
     _collapse_all,
+    _complete_strips,
+    _escape,
     _explained_by_renames,
+    _leading_splits,
     collapse_indices,
     diff_specs,
+    group_issues,
     key_issues,
     rename_reason,
     suggest_renames,
 )
 from weightdoctor.findings import SEVERITIES
-from weightdoctor.renames import Rename, apply_renames, literal_prefix, rename_all
+from weightdoctor.renames import Rename, apply_renames, literal_prefix, rename_all, strip_prefix
 from weightdoctor.render.diff_keys_json import report_json
 from weightdoctor.render.json import dumps
 
@@ -167,6 +175,39 @@ def test_complete_strip_shortcut_suggests_what_the_full_search_suggests(
     assert fast == full
 
 
+@FAST
+@given(pair=prefixed_pairs(), ok=st.lists(names, max_size=3))
+def test_counting_gains_in_bulk_suggests_what_the_key_by_key_loop_suggests(
+        pair: tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]], ok: list[str]) -> None:
+    shapes_a, shapes_b = pair
+    already_ok = {name for name in shapes_a if name.split(".")[-1] in ok}
+    fast = suggest_renames(shapes_a, shapes_b, already_ok)
+    with patch("weightdoctor.diff_keys._gains_if_none_lost", return_value=None):
+        plain = suggest_renames(shapes_a, shapes_b, already_ok)
+    assert fast == plain
+
+
+def _complete_strips_by_votes(unmatched: list[str], targets: set[str]) -> list[Rename]:
+    """`_complete_strips` as it was: every sampled name votes for its leading prefixes that leave a target."""
+    votes = Counter(prefix for name in unmatched for prefix, rest in _leading_splits(name)
+                    if prefix and rest in targets)
+    renames = [strip_prefix(old) if "=" not in old else Rename("^" + _escape(old), "")
+               for old, count in votes.items() if count == len(unmatched)]
+    return sorted(renames, key=lambda rename: (len(rename.pattern), rename.pattern))
+
+
+@FAST
+@given(unmatched=st.lists(names, max_size=8), targets=st.sets(names, max_size=8),
+       prefix=st.sampled_from(["", "module.", "a=b.", "module.model.", "x.y.z.w."]))
+def test_complete_strips_equal_the_vote_count(unmatched: list[str], targets: set[str], prefix: str) -> None:
+    unmatched = [prefix + name for name in unmatched]
+    targets |= {name[len(prefix):] for name in unmatched[::2]}
+    literals: dict[Rename, tuple[str, str, tuple[str, ...]]] = {}
+    strips = _complete_strips(unmatched, targets, literals)
+    assert strips == _complete_strips_by_votes(unmatched, targets)
+    assert all(literal_prefix(rename) == literals[rename] for rename in strips)
+
+
 def test_a_strip_that_matches_only_some_keys_leaves_the_choice_to_the_full_search() -> None:
     """Stripping `module.` matches x only (y's shape differs); `module.` -> `enc.` matches both and wins."""
     a = {"module.x": (2,), "module.y": (3,)}
@@ -204,11 +245,75 @@ def test_report_json_is_byte_identical_to_the_generic_json(odd: str) -> None:
     assert report_json(report) == dumps(report)
 
 
+@pytest.mark.parametrize("odd", ['quote"d', "per%cent %s", "uni\u00e9\u4e2d", "ctl\x01"])
+def test_report_json_writes_constant_columns_once_byte_identically(odd: str) -> None:
+    # Every key explained by one rename (reason, severity and detail the same in every row), and rows
+    # that are all alike (no column varies): the template-folding paths of `_rows_text`.
+    names_b = [f"encoder.layer.{i}.{odd}.weight" for i in range(80)]
+    report = _report_with([f"module.{n}" for n in names_b], names_b)
+    assert {(i.reason, i.severity, i.detail) for i in report.missing + report.unexpected} == {
+        ("wrapper-prefix", "error", "--rename '^module\\.='")}
+    report.values = [ValueDiff(odd, True, 0.0, 0.0, "float32", "float32")] * 40
+    report.layers_changed_most = []
+    assert report_json(report) == dumps(report)
+
+
 def test_report_json_on_small_and_empty_reports() -> None:
     report = _report_with(["a", "b"], ["a", "c"])
     assert report_json(report) == dumps(report)
     empty = _report_with([], [])
     assert report_json(empty) == dumps(empty)
+
+
+def _groups_plain(report: DiffReport, max_groups_per_reason: int = 6) -> list[KeyGroup]:
+    """`group_issues` as it was before it counted a kind with one reason and severity by pattern alone."""
+    kinds = ["missing"] * len(report.missing) + ["unexpected"] * len(report.unexpected)
+    kinds += ["mismatched"] * len(report.mismatched) + ["dtype"] * len(report.dtype_differences)
+    keyed = [*report.missing, *report.unexpected, *report.mismatched]
+    names = [k.name for k in keyed] + [d.name for d in report.dtype_differences]
+    reasons = [k.reason for k in keyed] + [f"{d.dtype_a}→{d.dtype_b}" for d in report.dtype_differences]
+    severities = [k.severity for k in keyed] + [d.severity for d in report.dtype_differences]
+    keys = list(zip(kinds, reasons, severities, map(collapse_indices, names), strict=True))
+    counts = Counter(keys)
+    examples = dict(zip(reversed(keys), reversed(names), strict=True))
+    buckets: dict[tuple[str, str, str], dict[str, tuple[int, str]]] = {}
+    for key in dict.fromkeys(keys):
+        buckets.setdefault(key[:3], {})[key[3]] = (counts[key], examples[key])
+    groups: list[KeyGroup] = []
+    for (kind, reason, severity), by_pattern in buckets.items():
+        if len(by_pattern) > max_groups_per_reason:
+            longest = max(p.count(".") + 1 for p in by_pattern)
+            for depth in range(longest - 1, 0, -1):
+                merged: dict[str, tuple[int, str]] = {}
+                for pattern, (count, example) in by_pattern.items():
+                    parts = pattern.split(".")
+                    key = ".".join(parts[:depth]) + ".*" if len(parts) > depth else pattern
+                    total, first = merged.get(key, (0, example))
+                    merged[key] = (total + count, first)
+                if len(merged) <= max_groups_per_reason or depth == 1:
+                    by_pattern = merged
+                    break
+        groups += [KeyGroup(kind, p, count, reason, severity, example) for p, (count, example) in by_pattern.items()]
+    return groups
+
+
+@FAST
+@given(missing=st.lists(st.tuples(names, st.sampled_from(["renamed", "wrapper-prefix"]), st.sampled_from(SEVERITIES)),
+                        max_size=20),
+       unexpected=st.lists(st.tuples(names, st.sampled_from(["renamed", "unknown"]), st.sampled_from(["error"])),
+                           max_size=20),
+       mismatched=st.lists(names, max_size=4), dtypes=st.lists(names, max_size=4))
+def test_group_issues_equals_the_plain_grouping(
+    missing: list[tuple[str, str, str]], unexpected: list[tuple[str, str, str]], mismatched: list[str],
+    dtypes: list[str],
+) -> None:
+    report = _report_with([], [])
+    report.missing = [KeyIssue(n, r, s, "") for n, r, s in missing]
+    report.unexpected = [KeyIssue(n, r, s, "") for n, r, s in unexpected]
+    report.mismatched = [Mismatch(n, [1], [2], "shape", "error") for n in mismatched]
+    report.dtype_differences = [DtypeDifference(n, "float32", "bfloat16", "warn") for n in dtypes]
+    assert group_issues(report) == _groups_plain(report)
+    assert group_issues(report, 2) == _groups_plain(report, 2)
 
 
 def _explained_plain(unexpected: list[str], renames: list[Rename], names_b: set[str]) -> dict[str, tuple]:

@@ -17,7 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from weightdoctor.checkpoint.model import TensorInfo, tensor_infos
-from weightdoctor.checkpoint.safetensors_format import _checked_entries, _checked_entries_fast, read_header
+from weightdoctor.checkpoint.safetensors_format import (
+    _check_names,
+    _checked_entries,
+    _checked_entries_fast,
+    read_header,
+)
 from weightdoctor.errors import CorruptCheckpoint
 
 SIZES = {"F32": 4, "F16": 2, "BF16": 2, "I64": 8, "U8": 1, "BOOL": 1, "F64": 8, "F4": 0.5}
@@ -150,3 +155,30 @@ def test_read_header_of_a_real_file_goes_through_the_fast_path(tmp_path: Path) -
     assert read_header(path, "m.safetensors").tensors == fast
     assert {t.name: t.shape for t in fast} == {k: tuple(v.shape) for k, v in tensors.items()}
     assert {t.dtype for t in fast} == {"bfloat16", "float32"}
+
+
+def _names_verdict(header: dict[str, Any], raw: bytes | None) -> str | None:
+    try:
+        _check_names(header, raw)
+    except CorruptCheckpoint as exc:
+        return str(exc)
+    return None
+
+
+name_chars = st.sampled_from(["a", ".", "/", "\\", "\x00", "\n", "\x1f", "\x7f", "é", "\u2028", '"', " ", "0"])
+
+
+@settings(max_examples=400, deadline=2000, derandomize=True)
+@given(names=st.lists(st.lists(name_chars, max_size=4).map("".join), max_size=5),
+       metadata=st.none() | st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
+       ascii_only=st.booleans())
+def test_name_checks_skipped_on_a_plain_text_reach_the_regex_verdict(
+    names: list[str], metadata: dict[str, str] | None, ascii_only: bool,
+) -> None:
+    # The JSON text as a writer would produce it: escapes for control characters and backslashes, "/" and
+    # DEL either way. Skipping the regex on a text without backslash, slash or DEL must never accept more.
+    header: dict[str, Any] = {name: {} for name in names}
+    document = {**({"__metadata__": metadata} if metadata is not None else {}), **header}
+    raw = json.dumps(document, ensure_ascii=ascii_only).encode()
+    assert json.loads(raw) == document
+    assert _names_verdict(header, raw) == _names_verdict(header, None)

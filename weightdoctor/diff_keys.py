@@ -12,7 +12,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import attrgetter, eq
+from operator import attrgetter, eq, getitem
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from weightdoctor.dtypes import FLOATING
@@ -436,8 +436,11 @@ def specs_from_tensors(tensors: Iterable[TensorInfo]) -> dict[str, KeySpec]:
     A `TensorInfo` whose shape is a plain tuple already has everything a `KeySpec` offers (`name`,
     `shape`, `dtype`) and is used as it is: 20,000 new tuples cost as much as the rest of a diff.
     """
+    infos = list(tensors)
+    if set(map(type, map(attrgetter("shape"), infos))) <= {tuple}:  # the reader's are: C-level loops only
+        return dict(zip(map(attrgetter("name"), infos), infos, strict=True))  # type: ignore[arg-type]
     return {t.name: t if type(t.shape) is tuple else KeySpec(t.name, tuple(t.shape), t.dtype)  # type: ignore[misc]
-            for t in tensors}
+            for t in infos}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -481,20 +484,29 @@ def group_issues(report: DiffReport, max_groups_per_reason: int = 6) -> list[Key
     (`module.bert.* ×39`), keeping fewer components until they fit. Groups come in the order of their
     first key; each names its first key as the example.
     """
-    kinds = ["missing"] * len(report.missing) + ["unexpected"] * len(report.unexpected)
-    kinds += ["mismatched"] * len(report.mismatched) + ["dtype"] * len(report.dtype_differences)
     keyed: list[Any] = [*report.missing, *report.unexpected, *report.mismatched]
     names = [*map(attrgetter("name"), keyed), *(d.name for d in report.dtype_differences)]
     reasons = [*map(attrgetter("reason"), keyed), *(f"{d.dtype_a}→{d.dtype_b}" for d in report.dtype_differences)]
     severities = [*map(attrgetter("severity"), keyed), *map(attrgetter("severity"), report.dtype_differences)]
-    # Counted and ordered with C-level loops (20,000 keys when every key of two 10,000-key checkpoints
-    # differs): one key per (kind, reason, severity, pattern), its count and its first name.
-    keys = list(zip(kinds, reasons, severities, _collapse_all(names), strict=True))
-    counts = Counter(keys)
-    examples = dict(zip(reversed(keys), reversed(names), strict=True))  # the last write is the first name
+    patterns = _collapse_all(names)
+    # One bucket per (kind, reason, severity) in the order of its first key: pattern -> (count, first name).
     buckets: dict[tuple[str, str, str], dict[str, tuple[int, str]]] = {}
-    for key in dict.fromkeys(keys):  # in the order of first appearance
-        buckets.setdefault(key[:3], {})[key[3]] = (counts[key], examples[key])
+    start = 0
+    for kind, size in (("missing", len(report.missing)), ("unexpected", len(report.unexpected)),
+                       ("mismatched", len(report.mismatched)), ("dtype", len(report.dtype_differences))):
+        end = start + size
+        if size and len(set(reasons[start:end])) == 1 and len(set(severities[start:end])) == 1:
+            # Every key of this kind has one reason and severity (a DDP `module.` on 10,000s of keys): one
+            # bucket, counted by pattern alone with C-level loops.
+            buckets[(kind, reasons[start], severities[start])] = _pattern_counts(patterns[start:end], names[start:end])
+        elif size:
+            keys = list(zip(repeat(kind, size), reasons[start:end], severities[start:end], patterns[start:end],
+                            strict=True))
+            counts = Counter(keys)
+            examples = dict(zip(reversed(keys), reversed(names[start:end]), strict=True))  # the last write: first
+            for key in counts:  # in the order of first appearance
+                buckets.setdefault(key[:3], {})[key[3]] = (counts[key], examples[key])
+        start = end
     groups: list[KeyGroup] = []
     for (kind, reason, severity), by_pattern in buckets.items():
         if len(by_pattern) > max_groups_per_reason:
@@ -511,6 +523,18 @@ def group_issues(report: DiffReport, max_groups_per_reason: int = 6) -> list[Key
                     break
         groups += [KeyGroup(kind, p, count, reason, severity, example) for p, (count, example) in by_pattern.items()]
     return groups
+
+
+def _pattern_counts(patterns: list[str], names: list[str]) -> dict[str, tuple[int, str]]:
+    """pattern -> (how many keys have it, the first of them), in the order of first appearance.
+
+    Example:
+        >>> _pattern_counts(["l.*.w", "l.*.w", "b"], ["l.0.w", "l.1.w", "b"])
+        {'l.*.w': (2, 'l.0.w'), 'b': (1, 'b')}
+    """
+    counts = Counter(patterns)  # a dict: in the order of first appearance
+    examples = dict(zip(reversed(patterns), reversed(names), strict=True))  # the last write is the first name
+    return {pattern: (count, examples[pattern]) for pattern, count in counts.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -668,13 +692,18 @@ def _complete_strips(
     Such a strip gets every sample's vote in `_candidate_renames`, so it is among the candidates ranked there.
     """
     sample = _sample(unmatched)
-    votes: Counter[str] = Counter(
-        prefix for name in sample for prefix, rest in _leading_splits(name) if prefix and rest in targets)
+    if not sample:
+        return []
+    # A strip that gets every sample's vote is one of the first sampled name's leading prefixes that every
+    # sampled name starts with (the same components: the prefix ends with a dot) and leaves a target.
     renames = []
-    for old in (old for old, count in votes.items() if count == len(sample)):
-        rename = strip_prefix(old) if "=" not in old else Rename("^" + _escape(old), "")
-        literals[rename] = (old, "", ())
-        renames.append(rename)
+    for old, _ in _leading_splits(sample[0]):
+        cut = slice(len(old), None)
+        if old and all(map(str.startswith, sample, repeat(old))) and all(
+                map(targets.__contains__, map(getitem, sample, repeat(cut)))):
+            rename = strip_prefix(old) if "=" not in old else Rename("^" + _escape(old), "")
+            literals[rename] = (old, "", ())
+            renames.append(rename)
     return sorted(renames, key=lambda rename: (len(rename.pattern), rename.pattern))  # as `_simpler` ranks
 
 
@@ -682,6 +711,22 @@ def _collides(current: Mapping[str, str], proposal: Mapping[str, str]) -> bool:
     """Whether applying `proposal` (old -> new names for some keys) to `current` maps two keys to one name."""
     merged = {**current, **proposal}
     return len(set(merged.values())) != len(merged)
+
+
+def _gains_if_none_lost(
+    changed: Sequence[tuple[str, str, str]], shapes_a: Mapping[str, tuple[int, ...]],
+    shapes_b: Mapping[str, tuple[int, ...]], ok: set[str],
+) -> int | None:
+    """For a rename that moves no key to another head: the keys it matches (same name and shape as B's),
+    counted with C-level loops, when none of the keys it changes matched before (so it unmatches none);
+    else None, and `suggest_renames` looks at the keys one by one. `changed`: (key, name, new name).
+    """
+    if not changed:
+        return 0
+    keys, names, renamed = zip(*changed, strict=True)
+    if any(map(shapes_b.__contains__, names)) or not ok.isdisjoint(keys):
+        return None
+    return sum(map(eq, map(shapes_b.get, renamed), map(tuple, map(shapes_a.__getitem__, keys))))
 
 
 def suggest_renames(
@@ -737,6 +782,8 @@ def suggest_renames(
             (prefix and not prefix.endswith(".")) or _head_words(prefix) for prefix in literal[:2])
         changed = changes(rename)
         proposal = {name: renamed for name, _, renamed in changed}
+        if heads_unchanged and (gains := _gains_if_none_lost(changed, shapes_a, shapes_b, ok)) is not None:
+            return gains, lost, proposal
         for name, new, renamed in changed:
             if new in shapes_b or name in ok:  # matched before
                 if renamed not in shapes_b:

@@ -7,6 +7,7 @@ import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,7 +94,7 @@ class Checkpoint:
     _validated: set[str] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
-        self._by_name = {t.name: t for t in self.tensors}
+        self._by_name = dict(zip(map(attrgetter("name"), self.tensors), self.tensors, strict=True))  # C-level loops
         if self.security is None and self._safetensors_only is not None:
             del self.security  # built by __getattr__ when first read
 

@@ -16,7 +16,7 @@ import re
 import struct
 from dataclasses import dataclass
 from itertools import chain, repeat
-from operator import floordiv, le, mul, sub
+from operator import floordiv, itemgetter, le, mul, sub
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,9 +91,19 @@ def _may_hide_duplicates(raw: bytes, header: dict[str, Any]) -> bool:
     )
 
 
-def _check_names(header: dict[str, Any]) -> None:
-    """Refuse empty names, control characters and path separators (one regex pass in the common case)."""
-    if _BAD_NAME_CHARS.search(_NAME_JOINER.join(header)) or "" in header or "." in header or ".." in header:
+def _check_names(header: dict[str, Any], raw: bytes | None = None) -> None:
+    """Refuse empty names, control characters and path separators (one regex pass in the common case).
+
+    `raw`: the JSON text `header` was parsed from by `json.loads` (strict, so control characters in its
+    strings were backslash escapes). A text with no backslash, slash or DEL byte anywhere holds no name
+    with a character the regex pass looks for (a backslash too is written as an escape): the pass is
+    skipped.
+    """
+    if raw is not None and b"\\" not in raw and b"/" not in raw and b"\x7f" not in raw:
+        bad_chars = False
+    else:
+        bad_chars = _BAD_NAME_CHARS.search(_NAME_JOINER.join(header)) is not None
+    if bad_chars or "" in header or "." in header or ".." in header:
         for name in header:
             check_tensor_name(name)
 
@@ -170,7 +180,7 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
         raise CorruptCheckpoint("__metadata__ must map strings to strings")
     if len(header) > MAX_TENSORS:
         raise CorruptCheckpoint(f"header lists {len(header)} tensors (the limit is {MAX_TENSORS})")
-    _check_names(header)
+    _check_names(header, raw)
 
     tensors = _checked_entries_fast(header, relpath, data_size)
     if tensors is None:
@@ -243,9 +253,9 @@ def _checked_entries_fast(header: dict[str, Any], relpath: str, data_size: int) 
     if set(map(type, entries)) != {dict}:
         return None
     try:
-        st_dtypes = [entry["dtype"] for entry in entries]
-        shapes = [entry["shape"] for entry in entries]
-        offsets = [entry["data_offsets"] for entry in entries]
+        st_dtypes = list(map(itemgetter("dtype"), entries))  # KeyError when an entry lacks one
+        shapes = list(map(itemgetter("shape"), entries))
+        offsets = list(map(itemgetter("data_offsets"), entries))
         dtypes = list(map(SAFETENSORS_TO_CANONICAL.get, st_dtypes))  # TypeError for an unhashable dtype
     except (KeyError, TypeError):
         return None

@@ -73,7 +73,8 @@ def run_diff_keys(
 
         with gc_paused():
             text = report_json(report)
-        sys.stdout.write(text + "\n")
+        sys.stdout.write(text)  # not `text + "\n"`: a copy of megabytes for a large diff
+        sys.stdout.write("\n")
         sys.stdout.flush()
     else:
         from weightdoctor.render.console import stdout

@@ -42,8 +42,10 @@ def _json_field_names(kind: type) -> list[str]:
     return [f.name for f in dataclasses.fields(kind) if not f.name.startswith("_") and f.metadata.get("json", True)]
 
 
-def _rows_text(rows: list[Any], level: int) -> str | None:
-    """A list of same-type flat dataclasses as indented JSON at nesting `level`; None when not flat."""
+def _rows_text(rows: list[Any], level: int) -> list[str] | None:
+    """A list of same-type flat dataclasses as indented JSON at nesting `level`, in pieces to be joined (the
+    caller joins them with the rest of the document once: megabytes of text are not copied twice); None
+    when not flat."""
     kind = type(rows[0])
     if not dataclasses.is_dataclass(kind) or set(map(type, rows)) != {kind}:
         return None
@@ -51,28 +53,49 @@ def _rows_text(rows: list[Any], level: int) -> str | None:
     if not names:
         return None
     inner = "\n" + INDENT * (level + 2)
-    template = "{" + ",".join(f"{inner}{encode_basestring(name).replace('%', '%%')}: %s" for name in names)
-    template += "\n" + INDENT * (level + 1) + "}"
-    columns = []
-    for name in names:
+    # The row template, cut at the columns whose value varies from row to row: a column with one value in
+    # every row (a diff's reason, severity and detail when one rename explains every key) is written into
+    # the template once instead of once per row.
+    pieces: list[str] = []
+    varying: list[list[str]] = []
+    literal = "{"
+    for index, name in enumerate(names):
+        literal += ("," if index else "") + inner + encode_basestring(name) + ": "
         column = list(map(attrgetter(name), rows))
         kinds = set(map(type, column))
+        encoded: list[str | None]
         if kinds == {str}:
-            distinct = set(column)
+            distinct = set(column)  # as many distinct values as the encoded column: one encoding per str
+            if len(distinct) == 1:
+                literal += encode_basestring(column[0])
+                continue
             if len(distinct) * 4 < len(column):  # a reason or severity column: encode each value once
                 known = {value: encode_basestring(value) for value in distinct}
                 encoded = list(map(known.__getitem__, column))
             else:
                 encoded = list(map(encode_basestring, column))  # the C encoder json.dumps uses
-        elif kinds == {int}:
-            encoded = list(map(int.__repr__, column))
         else:
-            encoded = list(map(_scalar, column))
+            encoded = list(map(int.__repr__, column)) if kinds == {int} else list(map(_scalar, column))
             if None in encoded:
                 return None
-        columns.append(encoded)
-    texts = [template % row for row in zip(*columns, strict=True)]
-    return "[\n" + INDENT * (level + 1) + (",\n" + INDENT * (level + 1)).join(texts) + "\n" + INDENT * level + "]"
+            if len(set(encoded)) == 1:
+                literal += encoded[0]  # type: ignore[operator]
+                continue
+        pieces.append(literal)
+        varying.append(encoded)  # type: ignore[arg-type]
+        literal = ""
+    pieces.append(literal + "\n" + INDENT * (level + 1) + "}")
+    separator = ",\n" + INDENT * (level + 1)
+    if len(varying) == 1:
+        # One varying column (the key names): every row is head + value + tail, so the rows are one join.
+        head, tail = pieces
+        body = (tail + separator + head).join(varying[0])
+    else:
+        head, tail = "", ""
+        template = "%s".join(piece.replace("%", "%%") for piece in pieces)
+        body = separator.join([template % row for row in zip(*varying, strict=True)] if varying
+                              else [template % ()] * len(rows))
+    return ["[\n" + INDENT * (level + 1) + head, body, tail + "\n" + INDENT * level + "]"]
 
 
 def report_json(report: Any) -> str:
@@ -80,7 +103,7 @@ def report_json(report: Any) -> str:
     if not dataclasses.is_dataclass(report) or isinstance(report, type):
         return dumps(report)
     data: dict[str, Any] = {}
-    rendered: dict[str, str] = {}
+    rendered: dict[str, list[str]] = {}
     for name in _json_field_names(type(report)):
         value = getattr(report, name)
         text = _rows_text(value, 1) if type(value) is list and len(value) >= MIN_ROWS else None
@@ -92,14 +115,14 @@ def report_json(report: Any) -> str:
             data[name] = placeholder
             rendered[encode_basestring(placeholder)] = text
     out = json.dumps(data, indent=2, ensure_ascii=False)
-    if any(out.count(p) != 1 or any(p in text for text in rendered.values()) for p in rendered):
+    if any(out.count(p) != 1 or any(p in text for parts in rendered.values() for text in parts) for p in rendered):
         return dumps(report)  # a placeholder also appears in some value: do it the slow way
     # Cut at the placeholders (in field order, each there once) and join: replacing them one after the other
     # would copy the growing text each time, as wide (2-byte) characters while a placeholder is left in it.
     pieces: list[str] = []
     rest = out
-    for placeholder, text in rendered.items():
+    for placeholder, parts in rendered.items():
         head, _, rest = rest.partition(placeholder)
-        pieces += (head, text)
+        pieces += (head, *parts)
     pieces.append(rest)
     return valid_text("".join(pieces))
