@@ -207,3 +207,18 @@ def test_quantized_checkpoints_count_the_parameters_their_packed_tensors_stand_f
                                                  "layer.scale": torch.zeros(4)}, None)
     code, data = run_json("inspect", str(plain))
     assert data["quantized"] is None and data["memory"]["fp32"] == 20 * 4
+
+
+def test_a_peft_adapter_folder_says_what_it_adapts(tmp_path: Path) -> None:
+    """adapter_config.json beside adapter_model.safetensors (as peft saves them): rank, targets, saved modules."""
+    from fixtures.diff_pairs import build_peft_adapter
+
+    folders = build_peft_adapter(tmp_path)
+    code, data = run_json("inspect", str(folders["adapter"]))
+    assert code == 0 and data["num_tensors"] == 12
+    assert data["adapter"]["peft_type"] == "LORA" and data["adapter"]["r"] == 4
+    assert sorted(data["adapter"]["target_modules"]) == ["embed_tokens", "q_proj", "v_proj"]
+    assert data["adapter"]["modules_to_save"] == ["lm_head"]
+    assert "LORA r=4" in run_cli("inspect", str(folders["adapter"])).stdout
+    code, data = run_json("inspect", str(folders["base"]))
+    assert data["adapter"] is None

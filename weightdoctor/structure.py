@@ -9,6 +9,7 @@ from typing import Any
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
 from weightdoctor.checkpoint.model import unique_tensors
 from weightdoctor.dtypes import FLOATING
+from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.quantized import QuantizedSummary, quantized_summary
 
 # Bytes per parameter when the floating weights are stored at each dtype.
@@ -93,6 +94,8 @@ class InspectReport:
     verify: Any = None
     # A quantized checkpoint: the parameters its packed tensors stand for (None when not quantized).
     quantized: QuantizedSummary | None = None
+    # A PEFT adapter's `adapter_config.json`, the fields people ask about (None when there is none).
+    adapter: dict[str, Any] | None = None
 
 
 def summarize_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -110,6 +113,30 @@ def summarize_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
         else:
             summary[field_name] = None
     return summary
+
+
+ADAPTER_FIELDS = ("peft_type", "base_model_name_or_path", "task_type", "r", "lora_alpha", "target_modules",
+                  "modules_to_save", "use_dora")
+
+
+def adapter_summary(checkpoint: Checkpoint) -> dict[str, Any] | None:
+    """The fields of a PEFT `adapter_config.json` beside the weights (its base model, rank, targets), or None.
+
+    Example:
+        >>> adapter_summary(open_checkpoint("my-lora"))
+        {'peft_type': 'LORA', 'base_model_name_or_path': 'meta-llama/Llama-2-7b-hf', 'r': 8, ...}
+    """
+    folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
+    path = folder / "adapter_config.json"
+    try:
+        if not path.is_file() or path.stat().st_size > 1 << 20:  # a config, not data: a megabyte is plenty
+            return None
+        data = parse_json(path.read_text(encoding="utf-8"), max_depth=MAX_DEPTH)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(data, dict) or "peft_type" not in data:
+        return None
+    return {key: data[key] for key in ADAPTER_FIELDS if data.get(key) is not None}
 
 
 def memory_by_dtype(tensors: list[TensorInfo], quantized: QuantizedSummary | None = None) -> dict[str, int]:
@@ -268,4 +295,5 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         warnings=list(checkpoint.warnings),
         security=checkpoint.security,
         quantized=quantized,
+        adapter=adapter_summary(checkpoint),
     )

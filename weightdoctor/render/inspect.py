@@ -28,6 +28,8 @@ def summary_table(report: InspectReport) -> Table:
                   + (" [dim]stored values[/]" if report.quantized else ""))
     if report.quantized:
         table.add_row("quantized", quantized_line(report.quantized))
+    if report.adapter:
+        table.add_row("PEFT adapter", escape(adapter_line(report.adapter)))
     table.add_row("tensor bytes", f"{report.total_bytes:,} ({format_bytes(report.total_bytes)})")
     table.add_row("dtypes", ", ".join(f"{d}: {format_count(n)}" for d, n in report.dtypes.items()) or "-")
     if report.shared_tensors:
@@ -45,6 +47,25 @@ def summary_table(report: InspectReport) -> Table:
     if report.verify is not None:
         table.add_row("zip CRCs", verify_line(report.verify))
     return table
+
+
+def adapter_line(adapter: dict) -> str:
+    """`LORA r=8 alpha=16 on q_proj, v_proj; base meta-llama/Llama-2-7b-hf (CAUSAL_LM)`."""
+    text = str(adapter.get("peft_type", "?"))
+    if "r" in adapter:
+        text += f" r={adapter['r']}"
+    if "lora_alpha" in adapter:
+        text += f" alpha={adapter['lora_alpha']}"
+    targets = adapter.get("target_modules")
+    if targets:
+        text += " on " + (", ".join(map(str, targets)) if isinstance(targets, list) else str(targets))
+    if adapter.get("modules_to_save"):
+        text += f"; saves {', '.join(map(str, adapter['modules_to_save']))} whole"
+    if "base_model_name_or_path" in adapter:
+        text += f"; base {adapter['base_model_name_or_path']}"
+    if "task_type" in adapter:
+        text += f" ({adapter['task_type']})"
+    return text + " — load it onto its base with PeftModel.from_pretrained; diff-keys ADAPTER BASE checks the fit"
 
 
 def quantized_line(quantized: QuantizedSummary) -> str:
