@@ -497,3 +497,54 @@ def test_merged_experts_are_shape_checked_as_from_pretrained_does(mixtral: Path,
         report = diff_checkpoint_against_model(checkpoint, "MixtralForCausalLM")
     assert [(i.name, i.severity) for i in report.missing] == [("model.layers.1.mlp.experts.gate_up_proj", "error")]
     assert report.missing[0].detail.startswith("from_pretrained raises: its WeightConverter cannot build this")
+
+
+def test_a_composite_checkpoint_into_one_of_its_towers(tmp_path: Path) -> None:
+    """CLIPModel's checkpoint into CLIPTextModel / CLIPVisionModel: the config's text_config / vision_config is
+    taken (as transformers' from_pretrained takes it), the sets equal from_pretrained's, and the other tower is
+    dropped by design (unused-part, info: exit 0)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(0)
+    folder = tmp_path / "clip"
+    CLIPModel(CLIPConfig(
+        text_config=dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=37, max_position_embeddings=20, bos_token_id=0, eos_token_id=1),
+        vision_config=dict(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=37), projection_dim=16)).save_pretrained(folder)
+    import transformers
+
+    for model_class, dropped in (("CLIPTextModel", "vision_model"), ("CLIPVisionModel", "text_model")):
+        with open_checkpoint(folder) as checkpoint:
+            report = diff_checkpoint_against_model(checkpoint, model_class)
+        ours = ({i.name for i in report.missing}, {i.name for i in report.unexpected},
+                {(m.name, tuple(m.shape_a), tuple(m.shape_b)) for m in report.mismatched})
+        # The reference: from_pretrained with no config of its own, as users call it.
+        _, info = getattr(transformers, model_class).from_pretrained(folder, output_loading_info=True)
+        assert ours == (set(info["missing_keys"]), set(info["unexpected_keys"]),
+                        {(k, tuple(a), tuple(b)) for k, a, b in info["mismatched_keys"]})
+        assert report.missing == [] and report.worst_severity == "info"
+        tower = [i for i in report.unexpected if i.name.startswith(dropped + ".")]
+        assert tower and {(i.reason, i.severity) for i in tower} == {("unused-part", "info")}
+        assert exit_code(report, "error") == 0
+
+
+def test_a_needless_rename_step_is_not_suggested_in_model_class_mode(tmp_path: Path) -> None:
+    """ViT saved from DDP: stripping `module.` is the whole fix; transformers loads `vit.encoder.layer.` as it is,
+    so no second rename (the rename search alone, on the model's own names, would add one)."""
+    from safetensors.torch import load_file
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from fixtures.diff_pairs import save_state_dict_folder
+
+    torch.manual_seed(0)
+    model = ViTForImageClassification(ViTConfig(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2,
+                                                num_attention_heads=2, intermediate_size=37))
+    model.save_pretrained(tmp_path / "clean")
+    weights = load_file(tmp_path / "clean" / "model.safetensors")
+    ddp = save_state_dict_folder({f"module.{k}": v for k, v in weights.items()}, model.config.to_dict(),
+                                 tmp_path / "ddp")
+    with open_checkpoint(ddp) as checkpoint:
+        report = diff_checkpoint_against_model(checkpoint, "ViTForImageClassification", config=str(tmp_path / "clean"))
+    assert [s.flag for s in report.suggested_renames] == ["--rename '^module\\.='"]
+    assert report.matched_after_renames == len(weights)

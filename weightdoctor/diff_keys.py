@@ -50,6 +50,8 @@ REASONS: dict[str, str] = {
     "when converting",
     "foreign-layout": "another code base's layout (Meta's original Llama/Mistral): convert with the "
     "transformers script, a rename alone loads wrong values",
+    "unused-part": "a part of A that B does not have at all, while B gets every weight it needs (another tower "
+    "of a composite model, a module of another task): dropped",
     "unknown": "no known cause: these weights will not load",
 }
 
@@ -1040,7 +1042,21 @@ def build_report(
         if kind == "missing":
             return classify_key(name, specs_b[name], kind, specs_a, supplied_ties, tie_embeddings, quantization)
         spec = specs_a.get(name) or KeySpec(name, (), "float32")
-        return classify_key(name, spec, kind, specs_b, tied_groups_a, tie_embeddings_a, quantization=quantization)
+        why = classify_key(name, spec, kind, specs_b, tied_groups_a, tie_embeddings_a, quantization=quantization)
+        head = name.split(".", 1)[0]
+        if why[0] == "unknown" and fully_supplied and head not in heads_of_b():
+            # B gets every weight it has, and this part of A is not in B at all: the other tower of a composite
+            # model (CLIP into CLIPTextModel), a module of another task. Dropped by design, as B is whole.
+            return "unused-part", "info", f"{head if head == name else head + '.*'} is no part of B: dropped"
+        return why
+
+    fully_supplied = not missing and not mismatched
+    heads: set[str] = set()
+
+    def heads_of_b() -> set[str]:
+        if not heads:
+            heads.update(n.split(".", 1)[0] for n in specs_b)
+        return heads
 
     def issues(names: Sequence[str], kind: str) -> list[KeyIssue]:
         whys: list[tuple[str, str, str] | None] = list(map(by_rename.get, names))

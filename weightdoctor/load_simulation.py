@@ -291,18 +291,27 @@ def diff_against_model(
         suggestions = suggest_renames({n: s.shape for n, s in renamed_a.items() if n not in foreign_in_a}, targets,
                                       already_ok=ok)
         if suggestions:
-            # Re-check with transformers' rules on a fresh model: keep the fix only if it really helps.
+            # Re-check with transformers' rules on a fresh model after each step: keep the fewest steps that
+            # leave the least to report (transformers' own renames may make a later step needless: ViT's
+            # `vit.encoder.layer.` loads as it is once DDP's `module.` is gone), and none that does not help.
             cls, config = fresh_model_args
             import torch
 
-            with torch.device("meta"):
-                fresh = cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
-            fixed = apply_renames(renamed_a, [Rename(s.pattern, s.replacement) for s in suggestions])
-            check = simulate_from_pretrained(fresh, {fixed[n]: s.shape for n, s in renamed_a.items()})
-            after = len(specs_b) - len(check.missing) - len(check.mismatched)
-            if len(check.missing) >= len(sim.missing):
-                notes.append("no rename reduces what from_pretrained reports as missing")
+            def reported(steps: int) -> tuple[int, int]:
+                with torch.device("meta"):
+                    fresh = cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
+                fixed = apply_renames(renamed_a, [Rename(s.pattern, s.replacement) for s in suggestions[:steps]])
+                check = simulate_from_pretrained(fresh, {fixed[n]: s.shape for n, s in renamed_a.items()})
+                return (len(check.missing) + len(check.unexpected) + len(check.mismatched),
+                        len(specs_b) - len(check.missing) - len(check.mismatched))
+
+            results = [reported(steps) for steps in range(1, len(suggestions) + 1)]
+            best = min(range(len(results)), key=lambda i: (results[i][0], i))
+            if results[best][0] >= len(sim.missing) + len(sim.unexpected) + len(sim.mismatched):
+                notes.append("no rename reduces what from_pretrained reports")
                 suggestions, after = [], None
+            else:
+                suggestions, after = suggestions[:best + 1], results[best][1]
     quantization = quantization_method(getattr(model.config, "quantization_config", None))
     if quantization:
         notes.append(f"the config asks for {quantization} quantization: the meta model is built unquantized, so "

@@ -76,6 +76,26 @@ def _refuse_absurd_depth(config: dict[str, Any], where: str = "") -> None:
                 )
 
 
+def _sub_config_for(cls: type, config: dict[str, Any], built: Any, overrides: dict[str, Any]) -> Any:
+    """The config `cls.from_pretrained` would build from a composite model's config: CLIPTextModel from a CLIP
+    checkpoint takes its `text_config` (the config class's `base_config_key`), a class whose model type is one
+    sub-config's takes that one, as transformers' `PreTrainedConfig.from_pretrained` does; else `built`."""
+    expected = getattr(cls, "config_class", None)
+    if not isinstance(expected, type) or isinstance(built, expected):
+        return built
+    wanted = getattr(expected, "model_type", None)
+    chosen = config
+    key = getattr(expected, "base_config_key", None)
+    if key and isinstance(config.get(key), dict):
+        chosen = config[key]
+    if wanted and chosen.get("model_type") != wanted:
+        chosen = next((value for value in chosen.values() if isinstance(value, dict)
+                       and value.get("model_type") == wanted), chosen)
+    if chosen is config:
+        return built
+    return expected.from_dict(dict(chosen), **overrides)
+
+
 def build_meta_model(
     config: dict[str, Any] | PretrainedConfig, model_class: str | None = None, **overrides: Any
 ) -> torch.nn.Module:
@@ -95,6 +115,7 @@ def build_meta_model(
         _refuse_absurd_depth(config)
     cfg = config_from_dict(config, **overrides) if isinstance(config, dict) else config
     cls = resolve_model_class(cfg, model_class)
+    cfg = _sub_config_for(cls, config if isinstance(config, dict) else cfg.to_dict(), cfg, overrides)
     try:
         with torch.device("meta"):
             model = cls._from_config(cfg) if hasattr(cls, "_from_config") else cls(cfg)
