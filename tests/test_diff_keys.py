@@ -548,3 +548,37 @@ def test_a_needless_rename_step_is_not_suggested_in_model_class_mode(tmp_path: P
         report = diff_checkpoint_against_model(checkpoint, "ViTForImageClassification", config=str(tmp_path / "clean"))
     assert [s.flag for s in report.suggested_renames] == ["--rename '^module\\.='"]
     assert report.matched_after_renames == len(weights)
+
+
+@pytest.mark.parametrize(("name", "shape_a", "shape_b", "reason"), [
+    # A wider feed-forward layer is another architecture, whatever the bias or the module is called.
+    ("encoder.layer.0.intermediate.dense.bias", (37,), (41,), "shape"),
+    ("model.decoder.layers.0.fc1.weight", (37, 32), (41, 32), "shape"),
+    # Vocabulary-sized tensors of GPT-NeoX, BART and BERT's MLM head.
+    ("gpt_neox.embed_in.weight", (99, 32), (107, 32), "vocab-size"),
+    ("final_logits_bias", (1, 99), (1, 107), "vocab-size"),
+    ("cls.predictions.bias", (99,), (107,), "vocab-size"),
+    # BART's classification head with another number of labels.
+    ("classification_head.out_proj.bias", (3,), (5,), "head-size"),
+    ("classification_head.out_proj.weight", (3, 32), (5, 32), "head-size"),
+])
+def test_mismatch_reasons_by_component(name: str, shape_a: tuple, shape_b: tuple, reason: str) -> None:
+    assert classify_mismatch(name, shape_a, shape_b)[0] == reason
+
+
+def test_heads_outside_the_base_model_are_task_heads_whatever_their_names(tmp_path: Path) -> None:
+    """BartModel into BartForSequenceClassification: `classification_head.*` is what the task class adds to its
+    base (`model`), so new and random by design (info), as from_pretrained reports them missing."""
+    from transformers import BartConfig, BartModel
+
+    torch.manual_seed(0)
+    folder = tmp_path / "bart"
+    BartModel(BartConfig(vocab_size=99, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                         decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37,
+                         max_position_embeddings=64)).save_pretrained(folder)
+    pair = Pair("bart-cls", folder, folder, "BartForSequenceClassification", "a base model into a classifier")
+    with open_checkpoint(folder) as checkpoint:
+        report = diff_checkpoint_against_model(checkpoint, pair.model_class)
+    assert {i.name for i in report.missing} == _from_pretrained_report(pair)[0]
+    assert {(i.name.split(".")[0], i.reason, i.severity) for i in report.missing} == {
+        ("classification_head", "task-head", "info")}

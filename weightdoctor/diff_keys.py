@@ -58,14 +58,17 @@ REASONS: dict[str, str] = {
 # Module names of task heads (`classifier`, `lm_head`, BERT's pre-training `cls.predictions`, ...).
 _HEAD_WORDS = frozenset({
     "classifier", "score", "qa_outputs", "lm_head", "pooler", "cls", "seq_relationship", "head", "heads", "logits",
-    "embed_out", "output_layer", "mlm", "nsp", "predictions", "sop_classifier", "dense_head",
+    "embed_out", "output_layer", "mlm", "nsp", "predictions", "sop_classifier", "dense_head", "classification_head",
+    "pre_classifier", "generator_predictions", "generator_lm_head", "discriminator_predictions", "vocab_transform",
+    "vocab_layer_norm", "vocab_projector", "sequence_summary", "lm_loss", "projector",
 })
 _HEAD = re.compile(r"(^|\.)(" + "|".join(sorted(_HEAD_WORDS)) + r")(\.|$)")
 _OUTPUT_EMBEDDING = re.compile(
     r"(^|\.)(lm_head|embed_out|output_projection|cls\.predictions\.decoder|predictions\.decoder|"
     r"lm_head\.decoder|generator_lm_head|output_embeddings)\.weight$"
 )
-_INPUT_EMBEDDING = re.compile(r"(^|\.)(word_embeddings|wte|embed_tokens|shared|tok_embeddings|embeddings)\.weight$")
+_INPUT_EMBEDDING = re.compile(
+    r"(^|\.)(word_embeddings|wte|embed_tokens|shared|tok_embeddings|embed_in|embeddings)\.weight$")
 _BUFFER = re.compile(
     r"(^|\.)(position_ids|token_type_ids|num_batches_tracked|inv_freq|masked_bias|rotary_emb\.inv_freq|"
     r"attn\.bias|attention\.bias|crossattention\.bias|_float_tensor|relative_position_index|causal_mask|"
@@ -85,7 +88,12 @@ _QUANTIZED_DTYPES = frozenset({"int8", "uint8", "int32", "int16", "uint16", "uin
 # What a quantized layer stores in place of its `weight` (GPTQ / AWQ, compressed-tensors).
 _QUANTIZED_STORAGE = ("qweight", "weight_packed")
 _POSITION = re.compile(r"(position_embeddings|wpe|embed_positions|pos_emb|position_embedding|positional)")
-_VOCAB = re.compile(r"(word_embeddings|wte|embed_tokens|shared|tok_embeddings|lm_head|decoder|embed_out|bias$)")
+# Tensors with one row (or, for `final_logits_bias`, one column) per vocabulary entry. By component, not by
+# substring: `model.decoder.layers.0.fc1` is no vocabulary, nor is every `bias`.
+_VOCAB = re.compile(
+    r"(^|\.)(word_embeddings|wte|embed_tokens|shared|tok_embeddings|embed_in|lm_head|decoder|embed_out|"
+    r"output_projection|generator_lm_head)\.(weight|bias)$|(^|\.)(predictions\.bias|final_logits_bias)$"
+)
 _WRAPPERS = ("module.", "_orig_mod.", "base_model.model.", "model.module.", "_fsdp_wrapped_module.",
              "_checkpoint_wrapped_module.", "ema.", "model_ema.", "student.", "teacher.", "state_dict.")
 # Base-model prefixes of transformers' task classes (the `base_model_prefix` they add or strip on load).
@@ -948,9 +956,11 @@ def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, .
     first_only = same_rank and shape_a[1:] == shape_b[1:] and shape_a[0] != shape_b[0]
     if first_only and _POSITION.search(name):
         return "position-length", "warn", detail
-    if _HEAD.search(name) and not _OUTPUT_EMBEDDING.search(name) and not name.endswith("decoder.bias"):
+    if _HEAD.search(name) and not _OUTPUT_EMBEDDING.search(name) and not name.endswith(
+            ("decoder.bias", "predictions.bias", "lm_head.bias")):
         return "head-size", "warn", detail
-    if first_only and _VOCAB.search(name):
+    if (first_only or (same_rank and shape_a[:-1] == shape_b[:-1] and name.endswith("final_logits_bias"))) \
+            and _VOCAB.search(name):
         return "vocab-size", "warn", detail
     if len(shape_a) == 2 and shape_a == shape_b[::-1]:
         # nanoGPT / Megatron (nn.Linear, out×in) against GPT-2's Conv1D (in×out): the same weights, transposed.
@@ -1017,12 +1027,14 @@ def build_report(
     quantization: str | None = None,
     layout_whys: Mapping[str, tuple[str, str, str]] | None = None,
     tie_embeddings_a: bool | None = None,
+    head_names: set[str] | None = None,
 ) -> DiffReport:
     """Classify the differences and assemble the report (shared by both modes).
 
     `layout_whys`: (reason, severity, detail) of keys that differ because of a known foreign layout
     (`foreign_layout`); they win over any other explanation. `tie_embeddings_a`: A's `tie_word_embeddings`
-    when known (an untied output layer of A is a head of its own, not a tied copy).
+    when known (an untied output layer of A is a head of its own, not a tied copy). `head_names`: keys of B
+    outside its base model (a transformers task class's head, whatever its modules are called).
 
     `quantization`: the quantizer B's config asks for (see `classify_key`); integer-stored weights of A
     (packed 4-bit, int8, GPTQ's int32) then differ from B's float shapes and dtypes by design (info).
@@ -1040,7 +1052,10 @@ def build_report(
 
     def classify(name: str, kind: str) -> tuple[str, str, str]:
         if kind == "missing":
-            return classify_key(name, specs_b[name], kind, specs_a, supplied_ties, tie_embeddings, quantization)
+            why = classify_key(name, specs_b[name], kind, specs_a, supplied_ties, tie_embeddings, quantization)
+            if why[0] == "unknown" and head_names and name in head_names:
+                return "task-head", "info", "new, initialised at random (outside the base model)"
+            return why
         spec = specs_a.get(name) or KeySpec(name, (), "float32")
         why = classify_key(name, spec, kind, specs_b, tied_groups_a, tie_embeddings_a, quantization=quantization)
         head = name.split(".", 1)[0]

@@ -333,7 +333,7 @@ def diff_against_model(
         mode="model-class", model_class=model_class or type(model).__name__, renames_applied=renames,
         matched_after_renames=after, tied_groups_a=tied_groups_a, compare_dtypes=expected is not None,
         notes=notes, tie_embeddings=getattr(model.config, "tie_word_embeddings", None), quantization=quantization,
-        layout_whys=layout_whys,
+        layout_whys=layout_whys, head_names=_head_names(model, missing),
     )
     report.matched = len(specs_b) - len(sim.missing) - len(sim.mismatched)
     if sim.converted:
@@ -344,6 +344,15 @@ def diff_against_model(
                             "merged into one tensor); their shapes are compared after the same conversion")
 
     return report
+
+
+def _head_names(model: Any, names: Sequence[str]) -> set[str]:
+    """Of `names`, those outside the model's base model: what a transformers task class adds to its base
+    (`classifier`, `projector`, BART's `classification_head`, ELECTRA's `generator_predictions`, ...)."""
+    prefix = getattr(model, "base_model_prefix", "")
+    if not prefix or getattr(model, prefix, None) is None:  # a base model itself: everything is the base
+        return set()
+    return {name for name in names if not name.startswith(prefix + ".")}
 
 
 def quantization_method(quantization_config: Any) -> str | None:
