@@ -582,3 +582,55 @@ def test_heads_outside_the_base_model_are_task_heads_whatever_their_names(tmp_pa
     assert {i.name for i in report.missing} == _from_pretrained_report(pair)[0]
     assert {(i.name.split(".")[0], i.reason, i.severity) for i in report.missing} == {
         ("classification_head", "task-head", "info")}
+
+
+@pytest.mark.parametrize("name", ["model.layers.0.self_attn.rotary_emb.original_inv_freq",
+                                  "transformer.h.0.attn.embed_positions",
+                                  "model.layers.0.self_attn.rotary_emb.cos_cached"])
+def test_saved_rotary_buffers_are_buffers(name: str) -> None:
+    assert classify_key(name, KeySpec(name, (8,), "float32"), "unexpected", {})[:2] == ("buffer", "info")
+    # A learned position embedding of the same word is a weight (BART, OPT).
+    learned = "model.encoder.embed_positions.weight"
+    assert classify_key(learned, KeySpec(learned, (8, 4), "float32"), "unexpected", {})[0] != "buffer"
+
+
+def test_lightning_model_prefix_on_bert_is_an_error_against_the_model_class(pairs: dict[str, Pair],
+                                                                            tmp_path: Path) -> None:
+    """BERT's base prefix is `bert.`: from_pretrained strips no `model.` (Lightning's attribute), nothing loads."""
+    from safetensors.torch import load_file
+
+    from fixtures.diff_pairs import save_state_dict_folder
+
+    pair = pairs["identical"]
+    weights = load_file(pair.a / "model.safetensors")
+    folder = save_state_dict_folder({f"model.{k}": v for k, v in weights.items()},
+                                    json.loads((pair.a / "config.json").read_text()), tmp_path / "lightning")
+    with open_checkpoint(folder) as checkpoint:
+        report = diff_checkpoint_against_model(checkpoint, pair.model_class, config=str(pair.b))
+    assert report.worst_severity == "error" and exit_code(report, "error") == 1
+    assert {(i.reason, i.severity) for i in report.unexpected} == {("base-model-prefix", "error")}
+    assert [s.flag for s in report.suggested_renames] == ["--rename '^model\\.='"]
+
+
+def test_a_ddp_prefix_on_merged_experts_is_found_and_fixed(mixtral: Path, tmp_path: Path) -> None:
+    """Mixtral saved from DDP: the experts transformers would merge count as unexpected with their merged name
+    (once each), and stripping `module.` is still the fix that re-checks clean."""
+    from safetensors.torch import load_file
+
+    from fixtures.diff_pairs import save_state_dict_folder
+
+    weights = load_file(mixtral / "model.safetensors")
+    folder = save_state_dict_folder({f"module.{k}": v for k, v in weights.items()},
+                                    json.loads((mixtral / "config.json").read_text()), tmp_path / "ddp")
+    pair = Pair("mixtral-ddp", folder, mixtral, "MixtralForCausalLM", "saved from DDP")
+    with open_checkpoint(folder) as checkpoint:
+        report = diff_checkpoint_against_model(checkpoint, pair.model_class, config=str(mixtral))
+    names = [i.name for i in report.unexpected]
+    assert len(names) == len(set(names))
+    assert ({i.name for i in report.missing}, set(names)) == _from_pretrained_report(pair)[:2]
+    assert [s.flag for s in report.suggested_renames] == ["--rename '^module\\.='"]
+    assert {(i.reason, i.severity) for i in report.unexpected} == {("wrapper-prefix", "error")}
+    with open_checkpoint(folder) as checkpoint:
+        fixed = diff_checkpoint_against_model(checkpoint, pair.model_class, config=str(mixtral),
+                                              renames=[Rename(r"^module\.", "")])
+    assert (fixed.missing, fixed.unexpected, fixed.mismatched) == ([], [], [])

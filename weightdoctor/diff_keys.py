@@ -60,7 +60,8 @@ _HEAD_WORDS = frozenset({
     "classifier", "score", "qa_outputs", "lm_head", "pooler", "cls", "seq_relationship", "head", "heads", "logits",
     "embed_out", "output_layer", "mlm", "nsp", "predictions", "sop_classifier", "dense_head", "classification_head",
     "pre_classifier", "generator_predictions", "generator_lm_head", "discriminator_predictions", "vocab_transform",
-    "vocab_layer_norm", "vocab_projector", "sequence_summary", "lm_loss", "projector",
+    "vocab_layer_norm", "vocab_projector", "sequence_summary", "lm_loss", "projector", "decode_head",
+    "auxiliary_head",
 })
 _HEAD = re.compile(r"(^|\.)(" + "|".join(sorted(_HEAD_WORDS)) + r")(\.|$)")
 _OUTPUT_EMBEDDING = re.compile(
@@ -72,7 +73,7 @@ _INPUT_EMBEDDING = re.compile(
 _BUFFER = re.compile(
     r"(^|\.)(position_ids|token_type_ids|num_batches_tracked|inv_freq|masked_bias|rotary_emb\.inv_freq|"
     r"attn\.bias|attention\.bias|crossattention\.bias|_float_tensor|relative_position_index|causal_mask|"
-    r"attn_mask|bias_mask)$"
+    r"attn_mask|bias_mask|original_inv_freq|cos_cached|sin_cached|_cos_cached|_sin_cached|attn\.embed_positions)$"
 )
 _ADAPTER = re.compile(
     r"(^|\.)(lora_[AB]|lora_embedding_[AB]|lora_magnitude_vector|lora_dropout|prefix_encoder|prompt_encoder|"

@@ -256,7 +256,8 @@ def diff_against_model(
     as_loaded = {n: KeySpec(n, s.shape, s.dtype) for n, s in as_loaded.items()}
     common = [n for n in specs_b if n in as_loaded]
     missing = [n for n in specs_b if n in sim.missing]
-    unexpected = [n for n in (sim.renamed.get(k, k) for k in renamed_a) if n in sim.unexpected]
+    # In A's order, once each (a WeightConverter merges many of A's keys into one name).
+    unexpected = list(dict.fromkeys(n for n in (sim.renamed.get(k, k) for k in renamed_a) if n in sim.unexpected))
     unexpected += sorted(sim.unexpected - set(unexpected))
     mismatched = sorted(sim.mismatched)
     for name in sim.unexpected:
@@ -286,8 +287,10 @@ def diff_against_model(
             for name, spec in specs_b.items():
                 targets.setdefault(name.removeprefix(prefix + "."), spec.shape)
                 targets.setdefault(f"{prefix}.{name}", spec.shape)
+        # A's keys that load: none whose name, as transformers renames it, is unexpected (all the experts a
+        # WeightConverter would merge into one unexpected name, not only the one recorded as its source).
         unexpected_sources = {sim.unexpected_sources.get(n, n) for n in sim.unexpected}
-        ok = {n for n in renamed_a if n not in unexpected_sources}
+        ok = {n for n in renamed_a if n not in unexpected_sources and sim.renamed.get(n, n) not in sim.unexpected}
         suggestions = suggest_renames({n: s.shape for n, s in renamed_a.items() if n not in foreign_in_a}, targets,
                                       already_ok=ok)
         if suggestions:
@@ -297,21 +300,28 @@ def diff_against_model(
             cls, config = fresh_model_args
             import torch
 
-            def reported(steps: int) -> tuple[int, int]:
+            def loaded_after(steps: int) -> int:
+                """Keys of the model that load once the first `steps` renames are applied; -1 when two of A's
+                keys would then fill one weight (a lookalike mapped onto a weight that already loads)."""
                 with torch.device("meta"):
                     fresh = cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
                 fixed = apply_renames(renamed_a, [Rename(s.pattern, s.replacement) for s in suggestions[:steps]])
                 check = simulate_from_pretrained(fresh, {fixed[n]: s.shape for n, s in renamed_a.items()})
-                return (len(check.missing) + len(check.unexpected) + len(check.mismatched),
-                        len(specs_b) - len(check.missing) - len(check.mismatched))
+                filled = [check.renamed.get(fixed[n], fixed[n]) for n in renamed_a]
+                plain = [name for name in filled if name not in check.converted]
+                if len(set(plain)) < len(plain):
+                    return -1
+                return len(specs_b) - len(check.missing) - len(check.mismatched)
 
-            results = [reported(steps) for steps in range(1, len(suggestions) + 1)]
-            best = min(range(len(results)), key=lambda i: (results[i][0], i))
-            if results[best][0] >= len(sim.missing) + len(sim.unexpected) + len(sim.mismatched):
-                notes.append("no rename reduces what from_pretrained reports")
+            loaded_before = len(specs_b) - len(sim.missing) - len(sim.mismatched)
+            results = [loaded_after(steps) for steps in range(1, len(suggestions) + 1)]
+            # The fewest steps that load the most; a later step that loads nothing more is needless.
+            best = max(range(len(results)), key=lambda i: (results[i], -i))
+            if results[best] <= loaded_before:
+                notes.append("no rename makes more of the model load with from_pretrained")
                 suggestions, after = [], None
             else:
-                suggestions, after = suggestions[:best + 1], results[best][1]
+                suggestions, after = suggestions[:best + 1], results[best]
     quantization = quantization_method(getattr(model.config, "quantization_config", None))
     if quantization:
         notes.append(f"the config asks for {quantization} quantization: the meta model is built unquantized, so "
@@ -334,6 +344,9 @@ def diff_against_model(
         matched_after_renames=after, tied_groups_a=tied_groups_a, compare_dtypes=expected is not None,
         notes=notes, tie_embeddings=getattr(model.config, "tie_word_embeddings", None), quantization=quantization,
         layout_whys=layout_whys, head_names=_head_names(model, missing),
+        # Keys transformers would add or strip a prefix for are not unexpected here: a prefix left to fix is
+        # one from_pretrained does not fix (Lightning's `model.` on BERT, whose base prefix is `bert.`).
+        base_prefix_loads=False,
     )
     report.matched = len(specs_b) - len(sim.missing) - len(sim.mismatched)
     if sim.converted:
