@@ -26,6 +26,26 @@ if TYPE_CHECKING:
 
     from weightdoctor.checkpoint import Checkpoint, TensorInfo
 
+class _LazyRegex:
+    """A regex compiled on first use. Most runs classify no key by these patterns (a DDP diff explains every
+    key by one rename), and compiling them all costs a fresh process a few milliseconds."""
+
+    __slots__ = ("_pattern", "_compiled")
+
+    def __init__(self, pattern: str) -> None:
+        self._pattern = pattern
+        self._compiled: re.Pattern[str] | None = None
+
+    def __getattr__(self, name: str) -> Any:  # search, match, sub...: the compiled pattern's
+        if self._compiled is None:
+            self._compiled = re.compile(self._pattern)
+        return getattr(self._compiled, name)
+
+
+def _lazy_regex(pattern: str) -> Any:
+    return _LazyRegex(pattern)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Reasons: a stable code, the severity it carries and the sentence a person reads.
 
@@ -63,23 +83,23 @@ _HEAD_WORDS = frozenset({
     "vocab_layer_norm", "vocab_projector", "sequence_summary", "lm_loss", "projector", "decode_head",
     "auxiliary_head",
 })
-_HEAD = re.compile(r"(^|\.)(" + "|".join(sorted(_HEAD_WORDS)) + r")(\.|$)")
-_OUTPUT_EMBEDDING = re.compile(
+_HEAD = _lazy_regex(r"(^|\.)(" + "|".join(sorted(_HEAD_WORDS)) + r")(\.|$)")
+_OUTPUT_EMBEDDING = _lazy_regex(
     r"(^|\.)(lm_head|embed_out|output_projection|cls\.predictions\.decoder|predictions\.decoder|"
     r"lm_head\.decoder|generator_lm_head|output_embeddings)\.weight$"
 )
-_INPUT_EMBEDDING = re.compile(
+_INPUT_EMBEDDING = _lazy_regex(
     r"(^|\.)(word_embeddings|wte|embed_tokens|shared|tok_embeddings|embed_in|embeddings)\.weight$")
-_BUFFER = re.compile(
+_BUFFER = _lazy_regex(
     r"(^|\.)(position_ids|token_type_ids|num_batches_tracked|inv_freq|masked_bias|rotary_emb\.inv_freq|"
     r"attn\.bias|attention\.bias|crossattention\.bias|_float_tensor|relative_position_index|causal_mask|"
     r"attn_mask|bias_mask|original_inv_freq|cos_cached|sin_cached|_cos_cached|_sin_cached|attn\.embed_positions)$"
 )
-_ADAPTER = re.compile(
+_ADAPTER = _lazy_regex(
     r"(^|\.)(lora_[AB]|lora_embedding_[AB]|lora_magnitude_vector|lora_dropout|prefix_encoder|prompt_encoder|"
     r"modules_to_save|original_module|ia3_l|hada_w\d_[ab]|lokr_w\d|adapter_(up|down)|adapters?)(\.|$)"
 )
-_QUANT = re.compile(
+_QUANT = _lazy_regex(
     r"(\.SCB|\.weight_format|\.absmax|\.quant_map|\.quant_state\.[\w.]+|\.nested_absmax|\.nested_quant_map|"
     r"\.qweight|\.qzeros|\.scales|\.g_idx|\.weight_scale(_inv)?|\.input_scale|\.output_scale|\.k_scale|\.v_scale|"
     r"\.weight_zero_point|\.weight_packed|\.weight_shape|\.zeros|\.scale)$"
@@ -88,10 +108,10 @@ _QUANT = re.compile(
 _QUANTIZED_DTYPES = frozenset({"int8", "uint8", "int32", "int16", "uint16", "uint32"})
 # What a quantized layer stores in place of its `weight` (GPTQ / AWQ, compressed-tensors).
 _QUANTIZED_STORAGE = ("qweight", "weight_packed")
-_POSITION = re.compile(r"(position_embeddings|wpe|embed_positions|pos_emb|position_embedding|positional)")
+_POSITION = _lazy_regex(r"(position_embeddings|wpe|embed_positions|pos_emb|position_embedding|positional)")
 # Tensors with one row (or, for `final_logits_bias`, one column) per vocabulary entry. By component, not by
 # substring: `model.decoder.layers.0.fc1` is no vocabulary, nor is every `bias`.
-_VOCAB = re.compile(
+_VOCAB = _lazy_regex(
     r"(^|\.)(word_embeddings|wte|embed_tokens|shared|tok_embeddings|embed_in|lm_head|decoder|embed_out|"
     r"output_projection|generator_lm_head)\.(weight|bias)$|(^|\.)(predictions\.bias|final_logits_bias)$"
 )
@@ -116,19 +136,19 @@ _DIGIT_SEGMENT = re.compile(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.)")
 # Hugging Face one it converts to. The conversion is not a rename: transformers' convert_llama_weights_to_hf.py
 # (and convert_mistral_weights_to_hf.py) permute the rows of wq and wk from Meta's interleaved rotary pairs to
 # rotate_half's halves, so any rename-only "fix" loads weights that produce garbage.
-_META_LAYOUT = re.compile(
+_META_LAYOUT = _lazy_regex(
     r"(?:^|\.)(?:tok_embeddings\.weight|norm\.weight|output\.weight|rope\.freqs|"
     r"layers\.\d+\.(?:attention\.w[qkvo]|attention\.(?:q|k)_norm|feed_forward\.(?:w[123]|gate|experts\.\d+\.w[123])|"
     r"attention_norm|ffn_norm)\.(?:weight|bias))$"
 )
-_META_EVIDENCE = re.compile(r"(?:^|\.)layers\.\d+\.attention\.w[qk]\.weight$")
-_HF_LAYOUT = re.compile(
+_META_EVIDENCE = _lazy_regex(r"(?:^|\.)layers\.\d+\.attention\.w[qk]\.weight$")
+_HF_LAYOUT = _lazy_regex(
     r"(?:^|\.)(?:embed_tokens\.weight|norm\.weight|lm_head\.weight|rotary_emb\.inv_freq|"
     r"layers\.\d+\.(?:self_attn\.(?:[qkvo]_proj|q_norm|k_norm)|mlp\.(?:gate|up|down)_proj|"
     r"(?:block_sparse_moe|mlp)\.(?:gate|experts\.\d+\.w[123]|experts\.(?:gate_up_proj|down_proj)|"
     r"experts\.\d+\.(?:gate|up|down)_proj)|input_layernorm|post_attention_layernorm)(?:\.(?:weight|bias))?)$"
 )
-_HF_EVIDENCE = re.compile(r"(?:^|\.)layers\.\d+\.self_attn\.[qk]_proj\.weight$")
+_HF_EVIDENCE = _lazy_regex(r"(?:^|\.)layers\.\d+\.self_attn\.[qk]_proj\.weight$")
 
 
 def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[dict[str, tuple[str, str, str]], str]:
@@ -143,7 +163,7 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
     """
     joined_unexpected, joined_missing = "\n".join(unexpected), "\n".join(missing)
 
-    def holds(joined: str, word: str, evidence: re.Pattern[str]) -> bool:
+    def holds(joined: str, word: str, evidence: Any) -> bool:
         # A substring test first: this runs on every diff, and 10,000s of regex searches would show.
         return word in joined and any(map(evidence.search, joined.split("\n")))
 
@@ -175,7 +195,7 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
 
 # A PEFT adapter's own tensors: LoRA's low-rank pair on a module (`<module>.lora_A.weight`, `lora_B`, with the
 # adapter's name in between in an unsaved state dict) and its embedding form (`lora_embedding_A`, a parameter).
-_LORA_PAIR = re.compile(
+_LORA_PAIR = _lazy_regex(
     r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.[^.]+)?(?:\.weight)?$")
 _PEFT_WRAPPER = "base_model.model."
 
