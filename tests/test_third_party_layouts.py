@@ -423,3 +423,32 @@ def test_inert_names_do_not_cover_other_globals() -> None:
     assert classify("omegaconf", "OmegaConf") == "unknown"  # a class with methods that run code on load
     assert classify("pathlib", "Path.write_text") == "dangerous"
     assert classify("os", "system") == "dangerous"
+
+
+def test_export_and_nemo_archives_say_what_they_are(tmp_path: Path) -> None:
+    """torch.export's .pt2 (a zip without data.pkl) and NeMo's .nemo (a tar around model_weights.ckpt)."""
+    import io
+    import tarfile
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x)
+
+    torch.export.save(torch.export.export(Tiny(), (torch.randn(1, 2),)), tmp_path / "tiny.pt2")
+    result = run_cli("inspect", str(tmp_path / "tiny.pt2"))
+    assert result.exit_code == 2 and "a torch.export archive (torch.export.save, .pt2)" in result.stderr
+    assert "Traceback" not in result.stderr
+    torch.save({"w": torch.zeros(2)}, tmp_path / "model_weights.ckpt")
+    with tarfile.open(tmp_path / "model.nemo", "w") as archive:
+        config = b"model: {}\n"
+        info = tarfile.TarInfo("./model_config.yaml")
+        info.size = len(config)
+        archive.addfile(info, io.BytesIO(config))
+        archive.add(tmp_path / "model_weights.ckpt", arcname="./model_weights.ckpt")
+    result = run_cli("inspect", str(tmp_path / "model.nemo"))
+    assert result.exit_code == 2
+    assert "a NeMo archive (.nemo), a tar holding model_weights.ckpt: extract it" in " ".join(result.stderr.split())

@@ -718,6 +718,12 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
             # PyTorch's own reader is more lenient than zipfile; let it decide below.
             names = None
         if names is not None and not any(n.endswith("data.pkl") for n in names):
+            if any(n.endswith(("/archive_format", "/models/model.json", "serialized_exported_program.json"))
+                   for n in names):
+                raise UnsupportedFormat(
+                    "a torch.export archive (torch.export.save, .pt2), not a torch.save file: its weights live in "
+                    "the exported program; torch.export.load(path).state_dict holds them (loading it builds the "
+                    "program: do it only if you trust the file), saved with safetensors they can be read here")
             raise CorruptCheckpoint("zip archive has no data.pkl record (not a torch.save file, or damaged)")
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals(report) + _inert_safe_globals(report)), \
@@ -880,5 +886,26 @@ def ensure_pickle_file(path: Path, prefix: bytes) -> str:
                 # A protocol 0 or 1 pickle.dump (no PROTO opcode to recognise it by): read as a plain pickle,
                 # after the same scan again in `load_pickle`.
                 return "pytorch-legacy"
-        raise UnsupportedFormat("not a safetensors file nor a PyTorch pickle (zip or legacy)")
+        raise UnsupportedFormat("not a safetensors file nor a PyTorch pickle (zip or legacy)" + _archive_hint(path))
     return fmt
+
+
+def _archive_hint(path: Path) -> str:
+    """For a tar archive (a NeMo `.nemo`: model_config.yaml beside model_weights.ckpt): what it holds and what
+    to do; "" for anything else. Reads member headers only, at most 64."""
+    import tarfile
+
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            names = []
+            for member in archive:
+                names.append(member.name.removeprefix("./"))
+                if len(names) >= 64:
+                    break
+    except (tarfile.TarError, OSError, EOFError, ValueError):
+        return ""
+    weights = [n for n in names if n.endswith((".ckpt", ".pt", ".pth", ".bin", ".safetensors"))]
+    if not weights:
+        return ""
+    kind = "a NeMo archive (.nemo), a tar" if any(n.endswith("model_config.yaml") for n in names) else "a tar archive"
+    return f"; it is {kind} holding {', '.join(weights[:3])}: extract it (tar -xf) and point at that file"
