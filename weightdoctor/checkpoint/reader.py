@@ -368,10 +368,13 @@ class _Builder:
 
 
 def _weight_files_in(folder: Path) -> list[Path]:
+    # Training state beside the weights: optimizer, scheduler, RNG states (Trainer), and DeepSpeed's ZeRO
+    # optimizer partitions (`zero_pp_rank_0_mp_rank_00_optim_states.pt` beside `mp_rank_00_model_states.pt`).
     return sorted(
         p for p in folder.iterdir()
         if p.is_file() and (p.suffix == ".safetensors" or p.suffix in PICKLE_SUFFIXES)
         and not p.name.startswith(("optimizer", "scheduler", "rng_state", "training_args", "scaler"))
+        and not p.name.endswith(("_optim_states.pt", "_optim_states.pth"))
     )
 
 
@@ -458,6 +461,10 @@ def _variant_last(path: Path) -> tuple[int, str]:
 
 def _ignored_beside(folder: Path, chosen: Path) -> list[str]:
     """A warning for each other preferred weight file of `folder`: from_pretrained reads `chosen` only."""
+    if chosen.name.endswith("_model_states.pt") and any(folder.glob("zero_pp_rank_*_optim_states.pt")):
+        # Under ZeRO stage 3 the model states file holds placeholders; the weights are spread over the partitions.
+        return [f"{chosen.name} is read; the zero_pp_rank_*_optim_states.pt partitions beside it are not (under "
+                "ZeRO-3 they hold the weights: DeepSpeed's zero_to_fp32.py gathers them into one state dict)"]
     stem = chosen.name.split(".")[0]
     variants = sorted(p.name for p in folder.glob(f"{stem}.*.safetensors") if p != chosen and p.name != chosen.name)
     said: list[str] = []
