@@ -269,3 +269,21 @@ def test_bitsandbytes_side_tensors_are_one_line_naming_the_file(tmp_path: Path) 
     assert result.exit_code == 2 and "Traceback" not in result.stderr
     [line] = result.stderr.strip().splitlines()
     assert str(path) in line and "bitsandbytes quantization side tensors" in line
+
+
+@pytest.mark.parametrize(("quantization", "dtype"), [
+    ({"quant_method": "gptq", "bits": 4, "group_size": 128}, "int4"),
+    ({"quant_method": "bitsandbytes", "load_in_8bit": True}, "int8"),
+])
+def test_a_quantized_config_is_planned_at_its_bits(tmp_path: Path, quantization: dict, dtype: str) -> None:
+    """A GPTQ / bitsandbytes checkpoint keeps its Linear weights in 4 / 8 bits on the GPU: planning it at the
+    config's float dtype would claim four times the memory."""
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 1000, "hidden_size": 256,
+              "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 4, "dtype": "float16",
+              "quantization_config": quantization}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    code, data = run_json("plan-devices", str(tmp_path), "--gpu", "100GB")
+    assert code == 0 and data["dtype"] == dtype
+    assert any(f"planned as {dtype}" in w for w in data["warnings"])
+    code, full = run_json("plan-devices", str(tmp_path), "--gpu", "100GB", "--dtype", "fp16")
+    assert full["dtype"] == "fp16" and full["weights_bytes"] > data["weights_bytes"]

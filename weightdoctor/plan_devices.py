@@ -280,8 +280,28 @@ def _config_dtype(config: dict[str, Any]) -> str | None:
     return None
 
 
+def quantized_dtype(config: dict[str, Any] | None) -> tuple[str, str] | None:
+    """("int4" or "int8", the quantizer in words) when the config's `quantization_config` stores weights in 4 or
+    8 bits (GPTQ, AWQ, bitsandbytes, compressed-tensors): what `from_pretrained` keeps them in; else None."""
+    from weightdoctor.quantized import quantization_of
+
+    found = quantization_of(config)
+    if found is None:
+        return None
+    method, bits = found
+    if bits == 4:
+        return "int4", method
+    if bits == 8 and "fp8" not in method:
+        return "int8", method
+    return None
+
+
 def default_dtype(checkpoint: Checkpoint) -> str:
-    """The dtype `from_pretrained(dtype="auto")` picks: the config's, else the checkpoint's, else fp32."""
+    """The dtype `from_pretrained(dtype="auto")` picks: the config's, else the checkpoint's, else fp32; for a
+    checkpoint quantized to 4 or 8 bits (its config's `quantization_config`), int4 / int8."""
+    quantized = quantized_dtype(checkpoint.config)
+    if quantized is not None:
+        return quantized[0]
     chosen = _config_dtype(checkpoint.config or {}) or _checkpoint_float_dtype(checkpoint) or "float32"
     return DTYPE_ALIASES.get(chosen, "fp32")
 
@@ -299,8 +319,12 @@ def build_planned_model(
     Raises:
         UsageError: a config-only source whose config transformers cannot build.
     """
-    dtype = normalize_dtype(dtype) if dtype else default_dtype(checkpoint)
     warnings: list[str] = []
+    if not dtype and (quantized := quantized_dtype(checkpoint.config)) is not None:
+        warnings.append(f"the config quantizes the weights ({quantized[1]}, {quantized[0][3:]}-bit): planned as "
+                        f"{quantized[0]}, Linear weights at {quantized[0][3:]} bits (scales and zero points not "
+                        "counted); --dtype overrides")
+    dtype = normalize_dtype(dtype) if dtype else default_dtype(checkpoint)
     if checkpoint.config is not None and checkpoint.config.get("model_type"):
         try:
             model = _build_from_config(checkpoint.config, DTYPES[dtype][0], model_class)

@@ -70,6 +70,17 @@ def _method_and_bits(quantization: Mapping[str, Any]) -> tuple[str, int | None]:
     return method, bits
 
 
+def quantization_of(config: Mapping[str, Any] | None) -> tuple[str, int | None] | None:
+    """(method, bits) of a config's `quantization_config`, None when it has none.
+
+    Example:
+        >>> quantization_of({"quantization_config": {"quant_method": "gptq", "bits": 4}})
+        ('gptq', 4)
+    """
+    quantization = _config_of(config)
+    return None if quantization is None else _method_and_bits(quantization)
+
+
 def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] | None) -> QuantizedSummary | None:
     """The parameters a quantized checkpoint's tensors stand for; None for a checkpoint that is not quantized.
 
