@@ -387,6 +387,14 @@ torch.save({"args": argparse.Namespace(arch="transformer", lr=[0.25]), "cfg": co
             "model": {"encoder.w": torch.ones(3), "decoder.w": torch.zeros(2, 2)}}, out + "/fairseq.pt")
 torch.save({"state_dict": {"model.w": torch.ones(4)}, "hyper_parameters": hparams, "epoch": 3,
             "log_dir": pathlib.PurePosixPath("/runs/1")}, out + "/lightning.ckpt")
+# Protocol 4 sends torch's own loader to the restricted fallback, which must build the same stand-ins.
+torch.save({"args": argparse.Namespace(arch="transformer"), "cfg": config, "hp": hparams,
+            "model": {"encoder.w": torch.ones(3)}}, out + "/protocol4.pt", pickle_protocol=4)
+import pickle, numpy
+for protocol in (2, 4, 5):
+    with open(out + f"/plain{protocol}.pkl", "wb") as handle:  # pickle.dump: a state dict inside an AttributeDict
+        pickle.dump(AttributeDict(args=argparse.Namespace(lr=1), model=AttributeDict(w=numpy.ones((2, 3), "float32"))),
+                    handle, protocol=protocol)
 '''
 
 
@@ -415,6 +423,13 @@ def test_training_checkpoints_with_config_objects_read_them_as_inert_data(tmp_pa
     # The weights convert like any others.
     code, data = run_json("convert", str(tmp_path / "fairseq.pt"), "-o", str(tmp_path / "fairseq.safetensors"))
     assert code == 0, data
+    code, data = run_json("inspect", str(tmp_path / "protocol4.pt"))
+    assert code == 0 and data["nested_key"] == "model" and data["num_tensors"] == 1, data
+    for protocol in (2, 4, 5):
+        code, data = run_json("inspect", str(tmp_path / f"plain{protocol}.pkl"))
+        assert code == 0 and data["nested_key"] == "model", (protocol, data)
+        assert [(t["name"], t["shape"]) for t in data["tensors"]] == [("w", [2, 3])]
+    assert "omegaconf" not in sys.modules and "lightning_fabric" not in sys.modules
 
 
 def test_inert_names_do_not_cover_other_globals() -> None:

@@ -328,7 +328,8 @@ def _buildable(target: Any) -> bool:
 
     import torch
 
-    allowed: tuple[type, ...] = (collections.OrderedDict, torch.Tensor)
+    # An inert stand-in's `__setstate__` only keeps the state for display (see checkpoint/inert.py).
+    allowed: tuple[type, ...] = (collections.OrderedDict, torch.Tensor, InertObject)
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         allowed += (numpy.ndarray, numpy.dtype, numpy.generic)
@@ -532,7 +533,9 @@ _GUARDED: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
 
 
 def _container(target: Any, kind: type, opcode: str) -> Any:
-    if type(target) is not kind and not (kind is dict and isinstance(target, dict)):
+    # An inert stand-in is filled like the dict or list subclass it stands for; it keeps items, runs nothing.
+    if type(target) is not kind and not (kind is dict and isinstance(target, dict)) and not (
+            kind is list and isinstance(target, InertObject)):
         raise RefusedByPolicy(f"refused {opcode} on {type(target).__name__}: it fills a {kind.__name__} only")
     return target
 
@@ -663,7 +666,8 @@ def _arrays_as_tensors(value: Any, depth: int, done: dict[int, tuple[Any, Any]] 
         result = _array_as_tensor(value, numpy)
         done[id(value)] = (value, result)
         return result
-    if type(value) in (dict, collections.OrderedDict):
+    if type(value) in (dict, collections.OrderedDict) or isinstance(value, InertObject):
+        # An inert stand-in (Lightning's AttributeDict) holds its items as a dict does.
         done[id(value)] = (value, value)  # before the children: a cycle back here finds it
         for name, item in value.items():
             converted = _arrays_as_tensors(item, depth + 1, done)

@@ -58,14 +58,19 @@ def adapter_line(adapter: dict) -> str:
         text += f" alpha={adapter['lora_alpha']}"
     targets = adapter.get("target_modules")
     if targets:
-        text += " on " + (", ".join(map(str, targets)) if isinstance(targets, list) else str(targets))
+        text += " on " + _listed(targets)
     if adapter.get("modules_to_save"):
-        text += f"; saves {', '.join(map(str, adapter['modules_to_save']))} whole"
+        text += f"; saves {_listed(adapter['modules_to_save'])} whole"
     if "base_model_name_or_path" in adapter:
         text += f"; base {adapter['base_model_name_or_path']}"
     if "task_type" in adapter:
         text += f" ({adapter['task_type']})"
     return text + " — load it onto its base with PeftModel.from_pretrained; diff-keys ADAPTER BASE checks the fit"
+
+
+def _listed(value: object) -> str:
+    """A config's list of names as text; a file may hold a string (a regex) or anything else there."""
+    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def quantized_line(quantized: QuantizedSummary) -> str:
@@ -92,7 +97,8 @@ def security_line(scan: object) -> str:
         notes.append(f"{', '.join(inert)} read as inert data: never imported, none of its code runs")
         count -= len(inert)
     text = (f"[{colour}]{verdict}[/] (static pickle scan: {getattr(scan, 'pickles', 0)} pickle(s), {count} distinct "
-            "global(s), all allowed by torch's weights_only loader)" if verdict == "safe"
+            "global(s), all allowed by torch's weights_only loader"
+            + (f", and {len(inert)} read as inert data)" if inert else ")") if verdict == "safe"
             else f"[{colour}]{escape(scan.summary())}[/]")  # type: ignore[attr-defined]
     return text + (f" [dim]notes: {escape('; '.join(notes))}[/]" if notes else "")
 
