@@ -194,6 +194,18 @@ def test_quantized_checkpoints_count_the_parameters_their_packed_tensors_stand_f
     code, data = run_json("inspect", str(folder))
     assert data["quantized"]["parameters"] is None and data["quantized"]["method"].startswith("gptq-like")
 
+    # 3-bit GPTQ packs 32 values into 3 int32s; bits a packed int32 cannot hold are unknown, not counted.
+    three = {"layer.q_proj.qweight": torch.zeros(64 * 3 // 32, 96, dtype=torch.int32)}
+    folder = _save_quantized(tmp_path / "gptq3", three, {"quant_method": "gptq", "bits": 3})
+    assert run_json("inspect", str(folder))[1]["quantized"]["parameters"] == 64 * 96
+    for index, bits in enumerate((True, -8, 0, 64, "4", 4.0)):
+        folder = _save_quantized(tmp_path / f"odd{index}", three, {"quant_method": "gptq", "bits": bits})
+        code, data = run_json("inspect", str(folder))
+        assert code == 0 and (data["quantized"]["bits"], data["quantized"]["parameters"]) == (None, None), bits
+    folder = _save_quantized(tmp_path / "compressed", three, {"quant_method": "compressed-tensors", "config_groups": {
+        "g": {"weights": {"num_bits": -8}}}})
+    assert run_json("inspect", str(folder))[1]["quantized"]["parameters"] is None
+
     bnb = {"layer.weight": torch.zeros(64 * 32 // 2, 1, dtype=torch.uint8),
            "layer.weight.absmax": torch.zeros(32), "layer.weight.quant_map": torch.zeros(16),
            "layer.weight.quant_state.bitsandbytes__nf4": torch.zeros(60, dtype=torch.uint8),
@@ -222,3 +234,22 @@ def test_a_peft_adapter_folder_says_what_it_adapts(tmp_path: Path) -> None:
     assert "LORA r=4" in run_cli("inspect", str(folders["adapter"])).stdout
     code, data = run_json("inspect", str(folders["base"]))
     assert data["adapter"] is None
+
+
+def test_odd_adapter_and_config_values_still_print(tmp_path: Path) -> None:
+    """Files are not always written by peft or transformers: a number where a list of modules belongs, a
+    lone surrogate (`"\\ud800"`, valid JSON) in a config's model_type, must not stop the report."""
+    from fixtures.diff_pairs import build_peft_adapter
+
+    adapter = build_peft_adapter(tmp_path)["adapter"]
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config.update(modules_to_save=5, target_modules="q_proj|v_proj")
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    text = run_cli("inspect", str(adapter)).stdout
+    assert "on q_proj|v_proj; saves 5 whole" in text
+    (adapter / "config.json").write_text('{"model_type": "llama\\ud800", "architectures": ["X\\udcff"]}')
+    result = run_subprocess("inspect", adapter)
+    assert result.returncode == 0, result.stderr
+    assert "llama\\ud800" in result.stdout and "Traceback" not in result.stderr
+    result = run_subprocess("inspect", adapter, "--json")
+    assert json.loads(result.stdout)["config"]["model_type"] == "llama\ud800"

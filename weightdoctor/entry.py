@@ -5,6 +5,7 @@ Importing this module imports neither Typer nor anything heavy.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
@@ -13,6 +14,7 @@ import sys
 def main() -> None:
     from weightdoctor.commands._fast import parse_fast, run_fast
 
+    _tolerate_lone_surrogates()
     try:
         fast = parse_fast(sys.argv[1:])
         if fast is None:
@@ -35,6 +37,20 @@ def main() -> None:
     # atexit work): skip the interpreter's teardown, which frees every object of a large diff one by one
     # (~5 ms of a 50 ms run, more for 10,000s of keys).
     os._exit(code)
+
+
+def _tolerate_lone_surrogates() -> None:
+    """Write a lone surrogate as its `\\udcff` escape instead of failing with UnicodeEncodeError.
+
+    Text read from a checkpoint (a config's `"model_type": "\\ud800"`, a tensor name, a file name's
+    non-UTF-8 byte) may hold one; a report must still print, and JSON escapes them itself (render/json.py).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            # A stream that cannot change (closed, or not a text stream of its own) is left as it is.
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
 
 
 def _exit_on_closed_pipe() -> None:
