@@ -52,9 +52,15 @@ def _config_of(config: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     return quantization if isinstance(quantization, Mapping) else None
 
 
+def _bits(value: Any) -> int | None:
+    """A config's bits per value if it is one a packed int32 can hold (1 to 32), else None (unknown): a file may
+    say `true`, `-8` or `64` there."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 32 else None
+
+
 def _method_and_bits(quantization: Mapping[str, Any]) -> tuple[str, int | None]:
     method = str(quantization.get("quant_method") or "unknown")
-    bits = quantization.get("bits") if isinstance(quantization.get("bits"), int) else None
+    bits = _bits(quantization.get("bits"))
     if method == "bitsandbytes":
         if quantization.get("load_in_4bit"):
             return "bitsandbytes 4-bit", 4
@@ -64,8 +70,8 @@ def _method_and_bits(quantization: Mapping[str, Any]) -> tuple[str, int | None]:
     if bits is None and isinstance(groups, Mapping):  # compressed-tensors: config_groups.<group>.weights.num_bits
         for group in groups.values():
             weights = group.get("weights") if isinstance(group, Mapping) else None
-            if isinstance(weights, Mapping) and isinstance(weights.get("num_bits"), int):
-                bits = weights["num_bits"]
+            if isinstance(weights, Mapping) and _bits(weights.get("num_bits")) is not None:
+                bits = _bits(weights["num_bits"])
                 break
     return method, bits
 
@@ -113,8 +119,9 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
             counts[info.name], side = 0, side + 1
         elif info.name.endswith(_PACKED_INT32) and info.dtype in ("int32", "uint32"):
             packed += 1
-            if bits:
-                counts[info.name] = info.num_params * (32 // bits)
+            # 32 / bits values per int32; 3-bit GPTQ packs 32 values into 3 int32s, so the ratio, not 32 // bits.
+            if bits and info.num_params * 32 % bits == 0:
+                counts[info.name] = info.num_params * 32 // bits
             else:
                 counts[info.name], unknown = info.num_params, True
         elif info.name in bnb4 and info.dtype == "uint8":
