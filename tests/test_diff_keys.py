@@ -499,6 +499,35 @@ def test_merged_experts_are_shape_checked_as_from_pretrained_does(mixtral: Path,
     assert report.missing[0].detail.startswith("from_pretrained raises: its WeightConverter cannot build this")
 
 
+def test_an_expert_of_a_shape_no_tensor_can_have_is_a_conversion_error(mixtral: Path, tmp_path: Path) -> None:
+    """A header may give a zero-element expert dims whose strides overflow int64: no tensor, not even a meta
+    one, has that shape; the expert's WeightConverter cannot run (an error), the diff still completes."""
+    import struct
+
+    from safetensors.torch import load_file
+
+    weights = load_file(mixtral / "model.safetensors")
+    huge = "model.layers.1.block_sparse_moe.experts.2.w1.weight"
+    header: dict[str, object] = {}
+    data = bytearray()
+    for name, tensor in sorted(weights.items()):
+        raw = b"" if name == huge else tensor.contiguous().view(torch.uint8).numpy().tobytes()
+        shape = [0, 2**62, 2**62] if name == huge else list(tensor.shape)
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    folder = tmp_path / "huge-expert"
+    folder.mkdir()
+    (folder / "config.json").write_text((mixtral / "config.json").read_text())
+    text = json.dumps(header).encode()
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + bytes(data))
+    assert {t.dtype for t in weights.values()} == {torch.float32}
+    with open_checkpoint(folder) as checkpoint:
+        report = diff_checkpoint_against_model(checkpoint, "MixtralForCausalLM")
+    errors = {i.name: i.detail for i in report.missing + report.unexpected if i.severity == "error"}
+    assert "model.layers.1.mlp.experts.gate_up_proj" in errors, errors
+    assert any("which torch cannot make a tensor of" in detail for detail in errors.values()), errors
+
+
 def test_a_composite_checkpoint_into_one_of_its_towers(tmp_path: Path) -> None:
     """CLIPModel's checkpoint into CLIPTextModel / CLIPVisionModel: the config's text_config / vision_config is
     taken (as transformers' from_pretrained takes it), the sets equal from_pretrained's, and the other tower is

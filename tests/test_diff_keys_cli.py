@@ -419,6 +419,25 @@ def test_a_peft_adapter_for_another_size_or_depth_is_an_error(peft_adapter: dict
     assert all("which B does not have" in i["detail"] for i in data["unexpected"] if i["severity"] == "error")
 
 
+def test_a_zero_dim_lora_tensor_is_a_misfit_not_a_crash(peft_adapter: dict[str, Path], tmp_path: Path) -> None:
+    """A hostile or broken adapter: 0-dim lora_A / lora_embedding_A tensors have no rank and fit no module."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(peft_adapter["adapter"], adapter)
+    tensors = load_file(adapter / "adapter_model.safetensors")
+    broken = [name for name in tensors if ".lora_A." in name or "lora_embedding_A" in name][:2]
+    for name in broken:
+        tensors[name] = torch.tensor(1.0)
+    save_file(tensors, adapter / "adapter_model.safetensors")
+    code, data = run_json("diff-keys", str(adapter), str(peft_adapter["base"]))
+    assert code == 1, data
+    errors = {i["name"]: i["detail"] for i in data["unexpected"] if i["severity"] == "error"}
+    assert set(broken) <= set(errors) and all("does not fit" in errors[name] for name in broken)
+
+
 def test_an_untied_output_layer_into_a_base_model_is_a_dropped_head(tmp_path: Path) -> None:
     """A's config says its lm_head is not tied: dropped into a LlamaModel it is a head of its own, not a tied copy
     of the embeddings (which a tied GPT-2 head is)."""

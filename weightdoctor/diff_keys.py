@@ -253,7 +253,10 @@ def adapter_fit(
         if name.endswith(".bias"):  # lora_B's bias (peft's lora_bias=True): out values, checked as a 1-column B
             part, shape = "lora_B", (*shape, 1)
         else:
-                ranks.add(shape[0] if part in ("lora_A", "lora_embedding_A") else shape[1] if len(shape) > 1 else 0)
+                # The rank is A's first and B's second dimension; a 0-dim tensor has neither (and fits nothing).
+                rank_axis = 0 if part in ("lora_A", "lora_embedding_A") else 1
+                if len(shape) > rank_axis:
+                    ranks.add(shape[rank_axis])
         weight = specs_b.get(module + ".weight")
         if weight is None:
             whys[name] = ("adapter", "error", f"targets {module}, which B does not have: the adapter's weights "

@@ -136,9 +136,15 @@ def simulate_from_pretrained(
                 if source_pattern is not None:
                     # Collected as transformers collects it (one converter per target key), with a meta tensor
                     # of the header's shape standing in for the data: converted below by transformers' own ops.
+                    try:
+                        stand_in = torch.empty(tuple(shapes[original]), device="meta")
+                    except RuntimeError as exc:  # a header shape no tensor can have ("Stride calculation overflowed")
+                        reason = " ".join(str(exc).split())
+                        sim.conversion_errors[renamed] = (f"{original} has shape {list(shapes[original])}, which "
+                                                          f"torch cannot make a tensor of: {reason}")
+                        continue
                     mapping = to_convert.setdefault(renamed, copy.deepcopy(pattern_to_converter[source_pattern]))
-                    mapping.add_tensor(renamed, original, source_pattern,
-                                       torch.empty(tuple(shapes[original]), device="meta"))
+                    mapping.add_tensor(renamed, original, source_pattern, stand_in)
                     continue
                 module_path, _, param_name = renamed.rpartition(".")
                 module = model.get_submodule(module_path) if module_path else model
@@ -162,6 +168,8 @@ def simulate_from_pretrained(
         # The converters' operations (experts stacked, gate and up projections concatenated, fused matrices
         # split) run on the meta tensors: the shapes they make are compared as `set_param_for_module` does.
         for first_name, mapping in to_convert.items():
+            if first_name in sim.conversion_errors:  # one of its sources has no tensor shape: that error is the one
+                continue
             try:
                 # Without loading_info, transformers raises the op's own exception instead of logging it.
                 realized = mapping.convert(first_name, model=model, config=model.config, hf_quantizer=None)
