@@ -403,6 +403,24 @@ def test_the_source_s_safetensors_metadata_is_carried_or_its_loss_is_said(tmp_pa
             assert handle.metadata()["modelspec.title"] == "test"
 
 
+def test_renames_touch_only_the_metadata_records_that_name_tensors(tmp_path: Path) -> None:
+    """huggingface_hub records a dropped shared tensor as {dropped: kept}: those follow --strip-prefix; a
+    setting whose text happens to hold the prefix stays as it is, and no entry is lost to a collision."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    source = tmp_path / "model.safetensors"
+    save_file({"model.embed.weight": torch.randn(4, 2), "model.head.bias": torch.zeros(4)}, source,
+              metadata={"format": "pt", "model.head.weight": "model.embed.weight", "model.note": "model.v2",
+                        "head.weight": "kept", "run": "model.embed.weight was trained"})
+    code, data = run_json("convert", str(source), "-o", str(tmp_path / "out.safetensors"), "--strip-prefix", "model.")
+    assert code == 0, data
+    with safe_open(str(tmp_path / "out.safetensors"), "pt") as handle:
+        assert set(handle.keys()) == {"embed.weight", "head.bias"}
+        assert handle.metadata() == {"format": "pt", "model.head.weight": "embed.weight", "model.note": "model.v2",
+                                     "head.weight": "kept", "run": "model.embed.weight was trained"}
+
+
 @pytest.mark.parametrize(("dtype", "expected"), [
     ("float32", "diffusion_pytorch_model.safetensors"), ("bfloat16", "diffusion_pytorch_model.bf16.safetensors"),
     ("float16", "diffusion_pytorch_model.fp16.safetensors")])

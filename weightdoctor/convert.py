@@ -116,7 +116,17 @@ def source_metadata(checkpoint: Checkpoint, fmt: str, renames: list[Rename] | No
         return {}, f"a .bin file holds no metadata: the source's {listed} {'is' if len(keys) == 1 else 'are'} " \
             "not written"
     if renames:
-        carried = {_renamed(k, renames): _renamed(v, renames) for k, v in carried.items()}
+        # Only huggingface_hub's alias records ({dropped shared tensor: the tensor kept}) name tensors; a
+        # setting such as `ss_network_dim` or a path in a value is not a tensor name and is left as it is.
+        names = {t.name for t in checkpoint.tensors}
+        aliases = {k: v for k, v in carried.items() if v in names}
+        renamed = {k: v for k, v in carried.items() if k not in aliases}
+        for key, value in aliases.items():
+            new_key = _renamed(key, renames)
+            # A renamed alias that would replace another entry keeps its old name instead of dropping one.
+            renamed[key if new_key in renamed or new_key in carried and new_key != key else new_key] = \
+                _renamed(value, renames)
+        carried = renamed
     return carried, ""
 
 
