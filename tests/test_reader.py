@@ -334,3 +334,12 @@ def test_a_folder_inside_a_cached_repo_is_named_org_name_folder(
         " ".join(result.stderr.split())
     result = run_cli("inspect", "org/pipe/vae")
     assert result.exit_code == 2 and "org/pipe has no folder vae" in result.stderr
+    assert run_cli("inspect", "org/pipe/unet\n").exit_code == 2  # not the repo's folder: a name with a newline
+    # A snapshot folder that links outside the cache is not the repo's (a crafted cache): refused, not read.
+    snapshot = next((tmp_path / "hub").glob("models--org--pipe/snapshots/*"))
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    save_file({"secret.weight": torch.zeros(1)}, outside / "model.safetensors")
+    (snapshot / "vae").symlink_to(outside, target_is_directory=True)
+    result = run_cli("inspect", "org/pipe/vae")
+    assert result.exit_code == 2 and "links outside its snapshot" in result.stderr, result.stderr

@@ -13,7 +13,7 @@ from weightdoctor.errors import SourceNotFound
 if TYPE_CHECKING:
     from huggingface_hub.utils._safetensors import SafetensorsRepoMetadata
 
-REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?\Z")  # \Z: "$" would accept a trailing newline
 # What the reader may need from a repo; weights of one kind only (safetensors preferred).
 CONFIG_PATTERNS = ["*.json", "*.txt", "*.model"]
 SAFETENSORS_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
@@ -25,7 +25,7 @@ def looks_like_repo_id(source: str) -> bool:
     return bool(REPO_ID_RE.match(source)) and not source.startswith(".") and ".." not in source
 
 
-_REPO_SUBFOLDER_RE = re.compile(r"^([A-Za-z0-9][\w.-]*/[\w.-]+)/((?:[\w.-]+/)*[\w.-]+)/?$")
+_REPO_SUBFOLDER_RE = re.compile(r"^([A-Za-z0-9][\w.-]*/[\w.-]+)/((?:[\w.-]+/)*[\w.-]+)/?\Z")
 
 
 def split_repo_subfolder(source: str) -> tuple[str, str] | None:

@@ -597,6 +597,10 @@ def _open_checkpoint(
             repo_id, subfolder = inside
             snapshot = resolve_repo_id(repo_id, revision, weights=True, subfolder=subfolder)
             path = snapshot / subfolder
+            if path.is_dir() and not path.resolve().is_relative_to(snapshot.resolve()):
+                # The Hub writes real folders in a snapshot; one that links elsewhere is not the repo's.
+                raise SourceNotFound(f"{repo_id}'s folder {subfolder} links outside its snapshot "
+                                     f"(to {path.resolve()}): not read", text)
             if not path.is_dir():
                 raise SourceNotFound(f"{repo_id} has no folder {subfolder} (its snapshot is {snapshot})", text)
         else:
