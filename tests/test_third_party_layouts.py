@@ -432,6 +432,48 @@ def test_training_checkpoints_with_config_objects_read_them_as_inert_data(tmp_pa
     assert "omegaconf" not in sys.modules and "lightning_fabric" not in sys.modules
 
 
+# Written in a child interpreter with the real omegaconf (a test dependency): its containers pickle their node
+# metadata too (typing.Any, builtins.dict and int, a defaultdict), as every Hydra / NeMo checkpoint does.
+_OMEGACONF_CHECKPOINTS = r'''
+import pickle, sys, numpy, torch
+from omegaconf import OmegaConf
+
+cfg = OmegaConf.create({"model": {"lr": 0.1, "layers": [1, 2], "name": "x", "flag": True, "none": None},
+                        "trainer": {"devices": 1}})
+weights = {"encoder.weight": torch.ones(3, 2), "encoder.bias": torch.zeros(3)}
+out = sys.argv[1]
+torch.save({"state_dict": weights, "hyper_parameters": {"cfg": cfg}, "epoch": 2}, out + "/nemo.ckpt")
+torch.save({"state_dict": weights, "cfg": cfg}, out + "/protocol4.ckpt", pickle_protocol=4)
+with open(out + "/plain.pkl", "wb") as handle:
+    pickle.dump({"cfg": cfg, "model": {"w": numpy.ones((2, 2), "float32")}}, handle)
+'''
+
+
+def test_real_omegaconf_configs_are_read_as_inert_data(tmp_path: Path) -> None:
+    """omegaconf's node metadata names typing.Any, builtins.dict, a defaultdict: unknown alone (suspicious),
+    read as inert stand-ins beside omegaconf's containers, so real Hydra / NeMo checkpoints load."""
+    import subprocess
+    import sys
+
+    had_omegaconf = "omegaconf" in sys.modules
+    subprocess.run([sys.executable, "-c", _OMEGACONF_CHECKPOINTS, str(tmp_path)], check=True)
+    for name in ("nemo.ckpt", "protocol4.ckpt"):
+        code, data = run_json("inspect", str(tmp_path / name))
+        assert code == 0, (name, data)
+        assert data["nested_key"] == "state_dict" and data["num_tensors"] == 2 and data["security"]["verdict"] == "safe"
+        safety = {g["module"] + "." + g["name"]: g["safety"] for g in data["security"]["globals"]}
+        assert safety["typing.Any"] == safety["collections.defaultdict"] == "inert", safety
+    code, data = run_json("inspect", str(tmp_path / "plain.pkl"))
+    assert code == 0 and data["nested_key"] == "model" and data["num_tensors"] == 1, data
+    assert had_omegaconf or "omegaconf" not in sys.modules  # stand-ins: the real classes were never imported
+    # Alone, without omegaconf's containers, the same names stay unknown: nothing to stand in for.
+    assert classify("typing", "Any") == classify("builtins", "dict") == "unknown"
+    lone = tmp_path / "lone.pt"
+    torch.save({"w": torch.zeros(2), "kind": dict}, lone)
+    result = run_cli("inspect", str(lone))
+    assert result.exit_code == 2 and "__builtin__.dict (unknown" in " ".join(result.stderr.split())
+
+
 def test_inert_names_do_not_cover_other_globals() -> None:
     assert classify("argparse", "Namespace") == "inert"
     assert classify("argparse", "ArgumentParser") == "unknown"

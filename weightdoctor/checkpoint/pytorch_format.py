@@ -281,10 +281,11 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
 def _inert_safe_globals(report: ScanReport) -> list[Any]:
     """The inert stand-ins (see `checkpoint.inert`) for the configuration objects the scan found, under their
     names, as torch's `safe_globals` takes them: torch's loader builds the stand-in, never the real class."""
-    from weightdoctor.security.policy import INERT
+    from weightdoctor.security.policy import normalised_names
 
-    names = sorted({g.qualified for g in report.globals if g.safety == INERT})
-    return [(inert_class(name), name) for name in names]
+    # Under each name torch's loader may look it up: `__builtin__.dict` of a protocol-2 pickle as `builtins.dict`.
+    stand_ins = {name: inert_class(name) for name in _inert_names(report)}
+    return [(stand_ins[name], form) for name in sorted(stand_ins) for form in normalised_names(name)]
 
 
 def _numpy_safe_globals(report: ScanReport) -> list[Any]:
@@ -351,8 +352,10 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
     dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
 
-    def __init__(self, file: Any, **kwargs: Any) -> None:
+    def __init__(self, file: Any, inert: frozenset[str] = frozenset(), **kwargs: Any) -> None:
         super().__init__(file, **kwargs)
+        # Globals the scan read as inert in this file's context (`policy.inert_in_context`), besides INERT ones.
+        self._inert = inert
         # id of each object find_class returned -> its name, and the object, kept so that its id stays its own
         self._globals: dict[int, tuple[str, Any]] = {}
 
@@ -360,7 +363,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         from weightdoctor.security.policy import INERT, SAFE, classify
 
         safety = classify(module, name)
-        if safety == INERT:  # a configuration object: its stand-in, the real class is never imported
+        if safety == INERT or f"{module}.{name}" in self._inert:  # a configuration object: its stand-in
             found = inert_class(f"{module}.{name}")
             self._globals[id(found)] = (f"{module}.{name}", found)
             return found
@@ -552,6 +555,28 @@ class RestrictedPickle:
         return _RestrictedUnpickler(file, **kwargs).load()
 
 
+def _restricted_pickle(inert: frozenset[str]) -> type[RestrictedPickle]:
+    """`RestrictedPickle` whose unpickler also reads the globals in `inert` as stand-ins (this file's scan)."""
+
+    class Unpickler(_RestrictedUnpickler):
+        def __init__(self, file: Any, **kwargs: Any) -> None:
+            super().__init__(file, inert=inert, **kwargs)
+
+    class ForThisFile(RestrictedPickle):
+        @staticmethod
+        def load(file: Any, **kwargs: Any) -> Any:
+            return Unpickler(file, **kwargs).load()
+
+    ForThisFile.Unpickler = Unpickler
+    return ForThisFile
+
+
+def _inert_names(report: ScanReport) -> frozenset[str]:
+    from weightdoctor.security.policy import INERT
+
+    return frozenset(g.qualified for g in report.globals if g.safety == INERT)
+
+
 def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None = None) -> PickleContents:
     """Scan a pickle-based checkpoint, then load it with torch's restricted loader and find its state dict.
 
@@ -575,7 +600,7 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
             obj = None
     notes: list[str] = []
     if obj is None and report.container == "pickle":
-        obj = _load_plain_pickle(path)
+        obj = _load_plain_pickle(path, _inert_names(report))
         notes.append("a plain Python pickle (pickle.dump), not a torch.save file: torch.load cannot read it; "
                      "its numpy arrays were read as tensors")
     if obj is None:
@@ -616,7 +641,7 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
 _MAX_ARRAY_DEPTH = 32
 
 
-def _load_plain_pickle(path: Path) -> Any:
+def _load_plain_pickle(path: Path, inert: frozenset[str] = frozenset()) -> Any:
     """Unpickle a plain `pickle.dump` file (not torch.save: no magic number, no storages), such as the
     model-zoo `.pkl` files of Detectron2 (`{"model": {name: numpy array}, ...}`); numeric arrays become tensors.
 
@@ -629,7 +654,7 @@ def _load_plain_pickle(path: Path) -> Any:
     """
     with open(path, "rb") as handle:
         try:
-            obj = _RestrictedUnpickler(handle).load()
+            obj = _RestrictedUnpickler(handle, inert=inert).load()
         except RefusedByPolicy as exc:
             raise UnsafePickle(str(exc)) from exc
         except (RecursionError, MemoryError):
@@ -748,7 +773,8 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=RestrictedPickle,
+                obj = torch.load(path, map_location="cpu", weights_only=False,
+                                 pickle_module=_restricted_pickle(_inert_names(report)),
                                  mmap=(fmt == "pytorch-zip"))
         except RefusedByPolicy as inner:
             raise UnsafePickle(str(inner)) from inner

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 SAFE = "safe"
@@ -35,6 +35,31 @@ INERT_GLOBALS: frozenset[str] = frozenset({
     "lightning_fabric.utilities.data.AttributeDict", "lightning.fabric.utilities.data.AttributeDict",
     "pytorch_lightning.utilities.parsing.AttributeDict",
 })
+
+# The types omegaconf's node metadata names as values (`ref_type=typing.Any`, `object_type=dict`, a resolver
+# cache `defaultdict(dict)`): unknown alone, read as inert stand-ins in a pickle that holds omegaconf
+# containers (a real Hydra / NeMo / Lightning checkpoint names them all). See `inert_in_context`.
+OMEGACONF_TYPE_GLOBALS: frozenset[str] = frozenset({
+    "typing.Any", "builtins.dict", "builtins.list", "builtins.tuple", "builtins.set", "builtins.int",
+    "builtins.float", "builtins.str", "builtins.bool", "builtins.bytes", "builtins.object",
+    "collections.defaultdict",
+})
+
+
+def inert_in_context(module: str, name: str, others: Iterable[tuple[str, str]]) -> bool:
+    """Whether (module, name), unknown alone, is read as an inert stand-in beside `others`, the globals of the
+    same pickle: one of omegaconf's metadata types where omegaconf containers are (which are inert).
+
+    Example:
+        >>> inert_in_context("typing", "Any", [("omegaconf.dictconfig", "DictConfig")])
+        True
+        >>> inert_in_context("typing", "Any", [("collections", "OrderedDict")])
+        False
+    """
+    if not any(f"{m}.{n}" in OMEGACONF_TYPE_GLOBALS for m, n in _normalise(module, name)):
+        return False
+    return any(m.startswith("omegaconf.") and f"{m}.{n}" in INERT_GLOBALS for m, n in others)
+
 
 # Generated from torch._weights_only_unpickler._get_allowed_globals() (torch 2.13);
 # tests/hostile/test_policy.py checks that it still covers the installed torch's list.
@@ -158,6 +183,12 @@ def _normalise(module: str, name: str) -> list[tuple[str, str]]:
     elif module in _compat_pickle.IMPORT_MAPPING:
         forms.append((_compat_pickle.IMPORT_MAPPING[module], name))
     return forms
+
+
+def normalised_names(qualified: str) -> list[str]:
+    """`__builtin__.long` -> ["__builtin__.long", "builtins.int"]: each name an unpickler may look it up by."""
+    module, _, name = qualified.rpartition(".")
+    return list(dict.fromkeys(f"{m}.{n}" for m, n in _normalise(module, name)))
 
 
 def _classify_one(module: str, name: str) -> str:

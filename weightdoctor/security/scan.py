@@ -22,7 +22,16 @@ from typing import BinaryIO
 
 from weightdoctor.security import archive
 from weightdoctor.security.opcodes import GlobalImport, PickleWalk, walk_pickle
-from weightdoctor.security.policy import DANGEROUS, SAFE, UNKNOWN, WATCHED_CALLS, call_problem, classify
+from weightdoctor.security.policy import (
+    DANGEROUS,
+    INERT,
+    SAFE,
+    UNKNOWN,
+    WATCHED_CALLS,
+    call_problem,
+    classify,
+    inert_in_context,
+)
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PICKLES = ("magic number", "protocol version", "sys_info", "data", "storage keys")
@@ -170,12 +179,15 @@ class _Collector:
         self.pickles += 1
         self.protocol = max(self.protocol, walk.protocol)
         where = self.label(member)
+        names = [(found.module, found.name) for found in walk.imports]
         for found in walk.imports:
             key = (found.module, found.name, where)
             if key in self._seen:
                 continue
             self._seen.add(key)
             safety = UNKNOWN if found.module.startswith("<") else classify(found.module, found.name)
+            if safety == UNKNOWN and inert_in_context(found.module, found.name, names):
+                safety = INERT  # omegaconf's metadata types beside its containers: stand-ins as well
             self.globals.append(GlobalRef(found.module, found.name, safety, where, found.offset - base,
                                           found.opcode))
         for call in walk.calls:
