@@ -32,6 +32,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -171,12 +172,20 @@ def drop_from_page_cache(*paths: Path) -> None:
 
 def subprocess_times(
     ours: list[str], baseline: list[str], reps: int, before: Callable[[], None] | None = None,
+    without_site: bool = False,
 ) -> tuple[Timing, Timing]:
     """Fresh-process timings of two commands, run alternately so that both see the same machine load.
 
     `before` runs before every run of either command, untimed (e.g. `drop_from_page_cache`).
+    `without_site` runs both interpreters with `-S` and the venv's site-packages on PYTHONPATH: the start-up of
+    a regular (non-editable) install. The development venv's editable install makes `site` import setuptools'
+    editable finder in every interpreter (~17 ms here, pathlib and importlib.util included), a fixed cost a
+    user's `pip install weightdoctor` does not have; this row shows both sides without it.
     """
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    if without_site:
+        env["PYTHONPATH"] += os.pathsep + sysconfig.get_paths()["purelib"]
+        ours, baseline = [ours[0], "-S", *ours[1:]], [baseline[0], "-S", *baseline[1:]]
     samples: dict[int, tuple[list[float], list[float]]] = {0: ([], []), 1: ([], [])}
     for _ in range(reps):
         for which, args in enumerate((ours, baseline)):
@@ -234,6 +243,11 @@ def main() -> None:
                 [sys.executable, "-m", "weightdoctor", "diff-keys", str(a), str(b), "--json"],
                 [sys.executable, "-c", code], args.reps)
             rows.append((label, "CLI --json (fresh process)", cli_proc, base_proc, "same baseline in python -c"))
+            cli_plain, base_plain = subprocess_times(
+                [sys.executable, "-m", "weightdoctor", "diff-keys", str(a), str(b), "--json"],
+                [sys.executable, "-c", code], args.reps, without_site=True)
+            rows.append((label, "CLI --json (fresh process, -S: no editable-install hook)", cli_plain, base_plain,
+                         "same baseline in python -S -c"))
             print(f"done: {label} (apparent size of B: {format_bytes(apparent)}, sparse)", file=sys.stderr)
         if not args.skip_big:
             half = parse_size(args.big_size) // 2
@@ -254,6 +268,11 @@ def main() -> None:
                 [sys.executable, "-c", script], args.big_reps)
             rows.append((label, "CLI --json (fresh process)", cli_proc, loaded_proc,
                          "the same load in python -c (torch import included)"))
+            cli_plain, loaded_plain = subprocess_times(
+                [sys.executable, "-m", "weightdoctor", "diff-keys", str(big_a), str(big_b), "--json"],
+                [sys.executable, "-c", script], args.big_reps, without_site=True)
+            rows.append((label, "CLI --json (fresh process, -S: no editable-install hook)", cli_plain, loaded_plain,
+                         "the same load in python -S -c"))
             # The same, each run of either side starting with both files out of the page cache (as after a
             # reboot, or for checkpoints not read lately): what a headers-only reader saves on a real disk.
             cli_cold, loaded_cold = subprocess_times(
