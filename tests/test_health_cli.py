@@ -38,7 +38,9 @@ def test_clean_trained_model_has_no_findings(planted: dict[str, Path]) -> None:
 def test_untrained_head_on_trained_body(planted: dict[str, Path]) -> None:
     code, data = run_json("inspect", planted["untrained-head"], "--stats", "--fail-on", "warn")
     assert code == 1
-    assert _codes(data) == [("warn", "untrained-tensor", "classifier.weight")]
+    # Its 2-value bias is still exactly zero too: any count of values tells a constant apart.
+    assert _codes(data) == [("warn", "untrained-tensor", "classifier.weight"),
+                            ("info", "norm-at-init", "classifier.bias")]
     message = data["findings"][0]["message"]
     assert "normal(0, 0.02)" in message and "trained" in message
     head = next(t for t in data["tensors"] if t["name"] == "classifier.weight")
@@ -235,3 +237,48 @@ def test_an_attention_mask_with_infinities_is_neither_diverged_nor_all_zero(tmp_
     assert ("mask-inf", "text.attn_mask") in found and ("nan-inf", "text.proj.weight") in found
     assert not {c for c, t in found if t == "text.attn_mask"} - {"mask-inf"}
     assert ("all-zero", "text.proj.weight") not in found
+
+
+def _trained_mlp(folder: Path) -> dict[str, Path]:
+    """A plain PyTorch MLP (no config: PyTorch's defaults are the expected init) trained 300 seeded Adam
+    steps, a copy with its middle layer put back to its init, and one with a NaN in that layer."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    mlp = torch.nn.Sequential(torch.nn.Linear(32, 128), torch.nn.ReLU(), torch.nn.Linear(128, 128),
+                              torch.nn.ReLU(), torch.nn.Linear(128, 10))
+    init = {k: v.clone() for k, v in mlp.state_dict().items()}
+    inputs = torch.randn(2048, 32)
+    labels = (inputs @ torch.randn(32, 10)).argmax(1)
+    optimizer = torch.optim.Adam(mlp.parameters(), 1e-3)
+    for _ in range(300):
+        batch = torch.randint(0, 2048, (64,))
+        loss = torch.nn.functional.cross_entropy(mlp(inputs[batch]), labels[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    trained = {k: v.detach().clone() for k, v in mlp.state_dict().items()}
+    paths = {name: folder / f"{name}.safetensors" for name in ("trained", "middle-at-init", "nan")}
+    save_file(trained, paths["trained"])
+    save_file({**trained, "2.weight": init["2.weight"], "2.bias": init["2.bias"]}, paths["middle-at-init"])
+    with_nan = trained["2.weight"].clone()
+    with_nan[3, 7] = float("nan")
+    save_file({**trained, "2.weight": with_nan}, paths["nan"])
+    return paths
+
+
+def test_a_trained_plain_mlp_is_trained_and_a_layer_left_at_init_is_found(tmp_path: Path) -> None:
+    """Trained from U(±1/√fan_in), a layer's values widen past that bound and fit a truncated normal: not
+    "still at init" (its range cannot come from the guessed init); the layer put back to its init is."""
+    paths = _trained_mlp(tmp_path)
+    code, data = run_json("inspect", paths["trained"], "--stats", "--fail-on", "warn")
+    assert code == 0 and data["findings"] == [], data["findings"]
+    assert data["weights"]["state"] == "trained" and data["weights"]["expected_from"] == "pytorch-defaults"
+    first = next(t for t in data["tensors"] if t["name"] == "0.weight")
+    assert first["init"]["at_init"] is False and first["stats"]["abs_max"] > 1.5 * 32 ** -0.5
+    code, data = run_json("inspect", paths["middle-at-init"], "--stats", "--fail-on", "warn")
+    assert code == 1 and ("warn", "untrained-tensor", "2.weight") in _codes(data)
+    assert not any(f["code"] == "checkpoint-at-init" for f in data["findings"])
+    # One NaN takes that layer out of the count; the other two are still trained, not "at init".
+    code, data = run_json("inspect", paths["nan"], "--stats")
+    assert _codes(data) == [("error", "nan-inf", "2.weight")] and data["weights"]["state"] == "trained"

@@ -30,6 +30,7 @@ OUTLIER_SIGMAS = 25.0
 # for its slowest thread, which on a shared machine is often descheduled: measured on a loaded 2-core VM,
 # 2 threads made the whole pass about 4× slower than 1 (docs/bench-inspect-stats.md). So it runs on one.
 STATS_THREADS = 1  # |x - mean| / std beyond which values are "extreme outliers"
+_BOUNDED = frozenset({"uniform", "truncated_normal"})  # bounded fitted families, not named schemes
 INIT_LABELS = frozenset({"zeros", "ones", "constant", "normal", "truncated_normal", "uniform", "xavier_uniform",
                          "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal", "ambiguous"})
 
@@ -154,12 +155,26 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
 
 
 def _still_at_init(item: TensorHealth) -> bool | None:
+    expected = item.expected
+    if (expected is not None and expected.confident and expected.label in ("zeros", "ones", "constant")
+            and item.init.label != "undetermined" and item.stats.count >= 2):
+        # A norm's ones or a bias's zeros: exactly the constant or not, whatever the number of values.
+        return matches_expected(item.init, expected, item.stats.finite_count)
     if item.init.label in ("undetermined",) or item.stats.finite_count < MIN_VALUES:
         return None
     if item.init.label == "trained":
         return False
-    if item.expected is not None and item.expected.confident:
-        return matches_expected(item.init, item.expected, item.stats.finite_count)
+    if expected is not None and expected.confident:
+        return matches_expected(item.init, expected, item.stats.finite_count)
+    if expected is not None and not item.init.named and item.init.label in _BOUNDED:
+        # The expected init is a guess (PyTorch's defaults for the shape) and the values fit a bounded family
+        # at no named scheme's scale: a uniform init whose plateau training has widened and softened keeps
+        # a bounded shape. Only at the guessed init's scale is it still at init (U(±0.18) never reaches
+        # 0.34). A plain normal at an unnamed scale is left to the label: custom inits (GPT-2's
+        # 0.02/√(2·layers) projections) are normal at any scale.
+        verdict = matches_expected(item.init, expected, item.stats.finite_count)
+        if verdict is not None:
+            return verdict
     return item.init.label in INIT_LABELS
 
 
@@ -173,16 +188,17 @@ def _checkpoint_findings(items: list[TensorHealth]) -> tuple[list[Finding], floa
     trained = sum(i.stats.count for i in matrices if i.at_init is False)
     share = trained / total
     findings: list[Finding] = []
-    if share >= TRAINED_SHARE:
-        state = "trained"
+    if share > 1 - INIT_SHARE:
+        # Trained, or mixed (a large layer left at init can hold most of the parameters): either way the
+        # tensors still at init beside trained ones are the "layer that never trained".
+        state = "trained" if share >= TRAINED_SHARE else "mixed"
         for item in matrices:
             if item.at_init:
                 findings.append(Finding(
                     "warn", "untrained-tensor", item.name,
                     f"still matches its initialization "
                     f"{item.expected.describe() if item.expected is not None else ''} (found {item.init.describe()}) "
-                    f"while {share:.1%} of the "
-                    "checkpoint's matrix parameters have trained",
+                    f"while {share:.1%} of the checkpoint's matrix parameters have trained",
                     "a head saved before fine-tuning, or a layer frozen by mistake; check the training setup"))
         for item in items:
             if len(item.shape) == 1 and item.expected is not None and item.at_init \
@@ -191,14 +207,12 @@ def _checkpoint_findings(items: list[TensorHealth]) -> tuple[list[Finding], floa
                     "info", "norm-at-init", item.name,
                     f"exactly {item.expected.label} as at initialization, in an otherwise trained model",
                     "fine if this parameter gets no gradient; otherwise it was frozen or never trained"))
-    elif share <= 1 - INIT_SHARE:
+    else:
         state = "initialization"
         findings.append(Finding(
             "warn", "checkpoint-at-init", None,
             f"{1 - share:.0%} of the matrix parameters still match their initialization: this checkpoint "
             "has not been trained", "were the weights saved before training, or is this the wrong file?"))
-    else:
-        state = "mixed"
     return findings, share, state
 
 

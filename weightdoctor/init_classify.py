@@ -84,6 +84,8 @@ class InitResult:
         reason: why `trained` or `undetermined`.
         note: remarks such as "= initializer_range".
         evidence: the drift statistics, each as a ratio to its limit's reference (for --debug and JSON).
+        named: the values match a named scheme's scale for this shape (kaiming, xavier, a common std), not
+            only a distribution family (a trained tensor may keep the shape of one, never by chance the scale).
     """
 
     label: str
@@ -93,6 +95,7 @@ class InitResult:
     reason: str | None = None
     note: str | None = None
     evidence: dict[str, float] = field(default_factory=dict)
+    named: bool = False
 
     def describe(self) -> str:
         if self.label == "ambiguous":
@@ -502,7 +505,7 @@ def classify_init(
     if gain is not None:
         # Orthogonal rows have equal norms by construction; only the row tests could object, and they
         # would be wrong here.
-        return InitResult("orthogonal", {"gain": gain}, family="normal", evidence=evidence)
+        return InitResult("orthogonal", {"gain": gain}, family="normal", evidence=evidence, named=True)
     if failed:
         reasons = "; ".join(_DRIFT_WORDS[key] for key in failed)
         return InitResult("trained", {"mean": stats.mean, "std": stats.std}, family=fit.family,
@@ -523,7 +526,8 @@ def classify_init(
         params = {"mean": fit.mean, "std": fit.std, "a": fit.low, "b": fit.high, "k": fit.k}
         if initializer_range and abs(fit.std / initializer_range - 1) < 0.05:
             note = f"std ≈ initializer_range ({initializer_range:g})"
-        return InitResult("truncated_normal", params, family=fit.family, evidence=evidence, note=note)
+        return InitResult("truncated_normal", params, family=fit.family, evidence=evidence, note=note,
+                          named=note is not None)
     else:
         se = math.sqrt(max(stats.kurtosis + 2.0, 0.5) / (4.0 * n_eff))
         matches, _ = _match("normal", fit.std, se, schemes) if mean_ok else ([], math.inf)
@@ -537,7 +541,7 @@ def classify_init(
     if len(matches) == 1:
         only = matches[0]
         params = _named(only.label, only.params, estimate)
-        return InitResult(only.label, params, family=fit.family, evidence=evidence, note=note)
+        return InitResult(only.label, params, family=fit.family, evidence=evidence, note=note, named=True)
     candidates = [{"label": m.label, "params": _named(m.label, m.params, {})} for m in matches]
     return InitResult("ambiguous", dict(estimate), candidates=candidates, family=fit.family,
-                      evidence=evidence, note=note or "schemes predict the same scale for this shape")
+                      evidence=evidence, note=note or "schemes predict the same scale for this shape", named=True)
