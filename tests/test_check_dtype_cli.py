@@ -164,6 +164,19 @@ def test_bad_input_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and str(junk) in result.stderr and "Traceback" not in result.stderr
 
 
+
+def test_a_filter_that_matches_nothing_or_a_negative_worst_is_bad_usage(dfx: dict[str, Path]) -> None:
+    """A CI gate (`--fail-on lossy --filter ...`) must not pass because a typo left nothing to check."""
+    source = next(iter(dfx.values()))
+    for args in (("check-dtype", source, "--filter", "no_such_name", "--fail-on", "lossy"),
+                 ("inspect", source, "--stats", "--filter", "no_such_name", "--fail-on", "warn"),
+                 ("inspect", source, "--filter", "no_such_name")):
+        result = run_cli(*args)
+        assert result.exit_code == 2 and "--filter 'no_such_name' matches no tensor name" in result.stderr, args
+    result = run_cli("check-dtype", source, "--worst", "-1")
+    assert result.exit_code == 2 and "--worst must be 0 or more" in result.stderr
+
+
 def test_help_does_not_import_torch() -> None:
     proc = run_subprocess("check-dtype", "--help")
     assert proc.returncode == 0 and "--fail-on" in proc.stdout
@@ -217,3 +230,29 @@ def test_a_filter_matching_only_the_tied_name_still_checks_the_tensor(fx: dict[s
     assert code == 0, data
     assert data["targets"]["fp16"]["tensors_checked"] == 1
     assert [t["name"] for t in data["targets"]["fp16"]["tensors"]] == ["lm_head.weight"]
+
+
+def test_float64_values_beyond_fp32_get_no_keep_fp32_command(tmp_path: Path) -> None:
+    """--keep-fp32 keeps a tensor in fp32: no remedy for float64 values fp32 cannot hold (1e300). No convert
+    command that convert itself would refuse is suggested; the fixable case keeps its command."""
+    from safetensors.torch import save_file
+
+    tensors = {"big.f32": torch.tensor([1e6, 1.0]), "f64.f64": torch.tensor([1e300, 1e-300, 1.0], dtype=torch.float64)}
+    save_file(tensors, tmp_path / "model.safetensors")
+    for targets in ("fp16", "fp16,bf16,fp32"):
+        code, data = run_json("check-dtype", tmp_path / "model.safetensors", "--target", targets)
+        fp16 = data["targets"]["fp16"]
+        assert fp16["verdict"] == "unsafe" and fp16["unsafe_in_fp32"] == ["f64.f64"], fp16
+        assert fp16["keep_fp32"] is None and "fp16" not in data["recommendation"]["commands"]
+        assert "fp32 cannot hold either" in data["recommendation"]["text"]
+    assert data["targets"]["fp32"]["keep_fp32"] is None  # keeping in fp32 is no remedy for a cast to fp32
+    code, _ = run_json("convert", tmp_path / "model.safetensors", "-o", tmp_path / "out.safetensors", "--dtype", "fp16",
+                       "--keep-fp32", "f64")
+    assert code == 2  # what convert says of the same: fp32 loses them too
+    save_file({"big.f32": tensors["big.f32"], "ok.f64": torch.tensor([1e6, 1.0], dtype=torch.float64)},
+              tmp_path / "fixable.safetensors")
+    code, data = run_json("check-dtype", tmp_path / "fixable.safetensors", "--target", "fp16")
+    command = data["recommendation"]["commands"]["fp16"]
+    assert data["targets"]["fp16"]["unsafe_in_fp32"] == [] and "--keep-fp32" in command
+    assert run_json("convert", tmp_path / "fixable.safetensors", "-o", tmp_path / "fixed.safetensors", "--dtype",
+                    "fp16", "--keep-fp32", data["targets"]["fp16"]["keep_fp32"])[0] == 0

@@ -282,3 +282,16 @@ def test_a_trained_plain_mlp_is_trained_and_a_layer_left_at_init_is_found(tmp_pa
     # One NaN takes that layer out of the count; the other two are still trained, not "at init".
     code, data = run_json("inspect", paths["nan"], "--stats")
     assert _codes(data) == [("error", "nan-inf", "2.weight")] and data["weights"]["state"] == "trained"
+
+
+def test_fp16_overflow_starts_where_float16_rounds_to_inf(tmp_path: Path) -> None:
+    """65510 rounds to 65504 in float16 (clamped, as check-dtype says); 65520 rounds to inf."""
+    from safetensors.torch import save_file
+
+    assert torch.tensor(65510.0).half().isfinite() and not torch.tensor(65520.0).half().isfinite()
+    for value, overflows in ((65510.0, False), (65520.0, True), (-70000.0, True)):
+        weight = torch.randn(16, 16) * 0.02
+        weight[0, 0] = value
+        save_file({"w.weight": weight}, tmp_path / "m.safetensors")
+        code, data = run_json("inspect", tmp_path / "m.safetensors", "--stats")
+        assert (("warn", "fp16-overflow", "w.weight") in _codes(data)) is overflows, (value, _codes(data))

@@ -340,6 +340,9 @@ class TargetReport:
     keep_fp32: str | None
     keep_fp32_memory_bytes: int | None
     tensors: list[TensorCast]
+    # Unsafe tensors that fp32 cannot hold either (float64 values beyond its range): --keep-fp32 cannot
+    # save them, so they are left out of `keep_fp32` and no convert command is suggested.
+    unsafe_in_fp32: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -643,6 +646,10 @@ def recommend(
                 line += (
                     f": keep them in fp32 (`{command}`), {format_bytes(kept)} instead of {mem}"
                 )
+            elif report.unsafe_in_fp32:
+                listed = ", ".join(report.unsafe_in_fp32[:3]) + (" ..." if len(report.unsafe_in_fp32) > 3 else "")
+                line += (f"; {len(report.unsafe_in_fp32)} of them ({listed}) hold float64 values that fp32 "
+                         "cannot hold either: --keep-fp32 cannot save them, they need float64 or rescaling")
             elif name.startswith("fp8"):
                 line += "; a plain cast will not do: fp8 checkpoints carry per-tensor or per-block scales"
             lines.append(line)
@@ -753,6 +760,10 @@ def select_tensors(checkpoint: Checkpoint, name_filter: str | None) -> tuple[lis
     # A tensor saved under several names (tied weights in a pickle) is cast once, as its safetensors form holds
     # it; the filter picks names first, so a tied name it matches still selects the tensor.
     selected = unique_tensors([t for t in checkpoint.tensors if pattern is None or pattern.search(t.name)])
+    if pattern is not None and not selected:
+        from weightdoctor.structure import raise_no_match
+
+        raise_no_match(name_filter, checkpoint.tensors)
     skipped = [
         SkippedTensor(t.name, t.dtype, NOT_CAST.get(t.dtype, "not floating: a dtype cast leaves it as is"))
         for t in selected if not _is_castable(t)
@@ -801,6 +812,10 @@ def check_dtype(
             raise UsageError(f"unknown target {name!r}")
     castable, skipped = select_tensors(checkpoint, name_filter)
     target_dtypes = [getattr(torch, TARGETS[n]) for n in targets]
+    # A float64 tensor that a narrower target cannot hold would be kept in fp32 by --keep-fp32: whether fp32
+    # holds it is measured in the same pass (unless fp32 is a target already).
+    fp32_too = torch.float32 not in target_dtypes and any(d.itemsize < 4 for d in target_dtypes)
+    unsafe_in_fp32: set[str] = set()
     totals = {n: CastCounts() for n in targets}
     per_tensor: dict[str, list[TensorCast]] = {n: [] for n in targets}
     eps = {n: float(torch.finfo(d).eps) for n, d in zip(targets, target_dtypes, strict=True)}
@@ -814,8 +829,11 @@ def check_dtype(
         values = tensor.reshape(-1)
         if sample is not None and values.numel() > sample:
             values = values[sample_indices(values.numel(), sample, info.name, seed)]
-        counts_list = cast_counts(values, target_dtypes, chunk_elements)
+        extra = [torch.float32] if fp32_too and info.dtype == "float64" else []
+        counts_list = cast_counts(values, target_dtypes + extra, chunk_elements)
         del tensor, values
+        if extra and tensor_verdict(counts_list.pop(), float(torch.finfo(torch.float32).eps))[0] == "unsafe":
+            unsafe_in_fp32.add(info.name)
         for name, counts in zip(targets, counts_list, strict=True):
             verdict, reason = tensor_verdict(counts, eps[name])
             per_tensor[name].append(TensorCast(
@@ -825,6 +843,8 @@ def check_dtype(
                 nan=counts.nan, inf=counts.inf, reason=reason,
             ))
             totals[name].add(counts)
+            if name == "fp32" and verdict == "unsafe":
+                unsafe_in_fp32.add(info.name)
         checked += 1
         if on_tensor is not None:
             on_tensor(1)
@@ -837,7 +857,10 @@ def check_dtype(
         finfo = torch.finfo(dtype)
         bytes_per_value = bits_per_element(TARGETS[name]) / 8
         offenders = [r.name for r in rows if r.verdict == "unsafe"]
-        regex = keep_fp32_regex(offenders, all_names) if offenders else None
+        beyond_fp32 = sorted(n for n in offenders if n in unsafe_in_fp32) if TARGETS[name] != "float32" else []
+        # Keeping in fp32 is no remedy for a cast to fp32 itself, nor for values fp32 cannot hold.
+        fixable = offenders and not beyond_fp32 and TARGETS[name] != "float32"
+        regex = keep_fp32_regex(offenders, all_names) if fixable else None
         verdict = max((r.verdict for r in rows), key=verdict_rank, default="safe")
         reports[name] = TargetReport(
             dtype=TARGETS[name],
@@ -863,6 +886,7 @@ def check_dtype(
             keep_fp32_memory_bytes=memory_at(
                 checkpoint.tensors, bytes_per_value, {n for n in all_names if re.search(regex, n)}) if regex else None,
             tensors=rows,
+            unsafe_in_fp32=beyond_fp32,
         )
 
     declared = config_dtype(checkpoint.config)

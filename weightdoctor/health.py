@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from weightdoctor.checkpoint import Checkpoint
 
 FP16_MAX = 65504.0
+# The smallest magnitude float16 rounds to inf: values between 65504 and this round down to 65504 (clamped).
+FP16_OVERFLOW = 65520.0
 HIST_BINS = 40
 TRAINED_SHARE = 0.5  # share of matrix parameters that must have trained for "the checkpoint has trained"
 INIT_SHARE = 0.9  # share of matrix parameters at init for "the whole checkpoint is still at initialization"
@@ -147,9 +149,9 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
             found.append(Finding("warn", "extreme-outliers", name,
                                  f"values reach {z:.0f} standard deviations from the mean (abs max {s.abs_max:.4g})",
                                  "check for a diverging unit or a corrupted write"))
-    if item.dtype not in ("float16",) and s.abs_max > FP16_MAX:
+    if item.dtype not in ("float16",) and s.abs_max >= FP16_OVERFLOW:
         found.append(Finding("warn", "fp16-overflow", name,
-                             f"abs max {s.abs_max:.4g} is beyond the fp16 range (±65504)",
+                             f"abs max {s.abs_max:.6g} is beyond the fp16 range (±65504): cast to fp16 it becomes inf",
                              "this tensor overflows in fp16; see `weightdoctor check-dtype`"))
     return found
 

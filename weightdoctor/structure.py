@@ -252,6 +252,19 @@ def build_module_tree(tensors: list[TensorInfo]) -> list[ModuleNode]:
     )
 
 
+def raise_no_match(name_filter: str | None, tensors: list[TensorInfo]) -> None:
+    """A `--filter` that matches no tensor is a usage error: a CI gate must not pass on a typo.
+
+    Raises:
+        UsageError: always, naming the filter and a few of the names it could have matched.
+    """
+    from weightdoctor.errors import UsageError
+
+    names = ", ".join(t.name for t in tensors[:3]) + (", ..." if len(tensors) > 3 else "")
+    raise UsageError(f"--filter {name_filter!r} matches no tensor name"
+                     + (f" (the checkpoint's {len(tensors):,} tensors include {names})" if tensors else ""))
+
+
 def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -> InspectReport:
     """Summarise a checkpoint's structure: counts, dtypes, memory, module tree and tensor table.
 
@@ -268,6 +281,8 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         for t in checkpoint.tensors
         if pattern is None or pattern.search(t.name)
     ]
+    if pattern is not None and not rows:
+        raise_no_match(name_filter, checkpoint.tensors)
     quantized = quantized_summary(unique_tensors(checkpoint.tensors), checkpoint.config)
     return InspectReport(
         source=checkpoint.source,

@@ -66,6 +66,8 @@ def check_dtype(
         raise UsageError(f"--fail-on must be unsafe or lossy, not {fail_on!r}")
     if sample is not None and sample <= 0:
         raise UsageError(f"--sample must be a positive number of values, not {sample}")
+    if worst < 0:
+        raise UsageError(f"--worst must be 0 or more tensors, not {worst}")
     if name_filter is not None:
         import re
 
