@@ -295,3 +295,17 @@ def test_fp16_overflow_starts_where_float16_rounds_to_inf(tmp_path: Path) -> Non
         save_file({"w.weight": weight}, tmp_path / "m.safetensors")
         code, data = run_json("inspect", tmp_path / "m.safetensors", "--stats")
         assert (("warn", "fp16-overflow", "w.weight") in _codes(data)) is overflows, (value, _codes(data))
+
+
+def test_tied_weights_in_a_pickle_are_analysed_once(tmp_path: Path) -> None:
+    """`lm_head.weight` is `embed.weight` (one storage, two names, as GPT-2's .bin holds them): one finding
+    for its NaN, not two; both names carry the same statistics."""
+    embed = torch.randn(64, 32) * 0.02
+    embed[5, 5] = float("nan")
+    torch.save({"embed.weight": embed, "lm_head.weight": embed, "proj.weight": torch.randn(32, 32) * 0.02},
+               tmp_path / "tied.bin")
+    code, data = run_json("inspect", tmp_path / "tied.bin", "--stats")
+    assert [f for f in _codes(data) if f[1] == "nan-inf"] == [("error", "nan-inf", "embed.weight")]
+    by_name = {t["name"]: t for t in data["tensors"]}
+    assert by_name["lm_head.weight"]["stats"] == by_name["embed.weight"]["stats"]
+    assert by_name["lm_head.weight"]["stats"]["nan"] == 1

@@ -253,3 +253,18 @@ def test_odd_adapter_and_config_values_still_print(tmp_path: Path) -> None:
     assert "llama\\ud800" in result.stdout and "Traceback" not in result.stderr
     result = run_subprocess("inspect", adapter, "--json")
     assert json.loads(result.stdout)["config"]["model_type"] == "llama\ud800"
+
+
+def test_the_module_tree_counts_tied_weights_once(tmp_path: Path) -> None:
+    """GPT-2's .bin holds lm_head.weight as transformer.wte.weight: the top-level nodes add up to the total
+    (model.num_parameters()), the tied name's parameters are said apart."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=99, n_positions=64))
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    code, data = run_json("inspect", str(tmp_path / "pytorch_model.bin"))
+    nodes = {node["name"]: node for node in data["module_tree"]}
+    assert sum(node["num_params"] for node in nodes.values()) == data["num_params"] == model.num_parameters()
+    assert (nodes["lm_head"]["num_params"], nodes["lm_head"]["tied_params"]) == (0, 99 * 32)
+    assert "3.2K tied" in run_cli("inspect", str(tmp_path / "pytorch_model.bin")).stdout

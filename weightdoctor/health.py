@@ -65,6 +65,8 @@ class StatsReport:
         state: "trained", "initialization", "mixed" or "unknown".
         skipped: tensors without statistics (integer or unreadable dtypes).
         warnings: things worth knowing that are not findings.
+        aliases: names of a tensor saved under several names (tied weights in a pickle) -> the name it was
+            analysed under: one tensor, analysed, counted and reported once.
     """
 
     tensors: list[TensorHealth]
@@ -76,6 +78,7 @@ class StatsReport:
     state: str
     skipped: list[str]
     warnings: list[str]
+    aliases: dict[str, str] = field(default_factory=dict)
 
 
 def _histogram(values: Any, low: float, high: float) -> dict[str, Any]:
@@ -257,8 +260,14 @@ def analyze_weights(
     from weightdoctor.stats import floating_tensors, iter_stats
 
     chosen = checkpoint.tensors if names is None else [checkpoint.tensor_info(n) for n in names]
-    floating = floating_tensors(checkpoint, [t.name for t in chosen])
-    floating_names = {t.name for t in floating}
+    from weightdoctor.checkpoint.model import unique_tensors
+
+    every_floating = floating_tensors(checkpoint, [t.name for t in chosen])
+    floating = unique_tensors(every_floating)  # tied weights: one tensor, whatever its number of names
+    analysed_as = {t.view_id: t.name for t in floating if t.view_id is not None}
+    aliases = {t.name: analysed_as[t.view_id] for t in every_floating
+               if t.view_id is not None and analysed_as[t.view_id] != t.name}
+    floating_names = {t.name for t in every_floating}
     skipped = [t.name for t in chosen if t.name not in floating_names]
     expected = expected_inits(checkpoint.tensors, checkpoint.config)
     initializer_range = _initializer_range(checkpoint.config)
@@ -279,7 +288,7 @@ def analyze_weights(
     findings.sort(key=lambda f: -severity_rank(f.severity))
     warnings = [expected.warning] if expected.warning else []
     return StatsReport(items, findings, sample, expected.method, expected.model_class, share, state, skipped,
-                       warnings)
+                       warnings, aliases)
 
 
 LAYER_INDEX = re.compile(r"\.(\d+)\.")

@@ -44,13 +44,18 @@ class TensorRow:
 
 @dataclass
 class ModuleNode:
-    """A node of the module tree. `repeat` > 1 stands for identical blocks collapsed into one."""
+    """A node of the module tree. `repeat` > 1 stands for identical blocks collapsed into one.
+
+    `tied_params`: parameters of tensors here that are another name of a tensor counted elsewhere (GPT-2's
+    `lm_head.weight` is `transformer.wte.weight`): not in `num_params`, so that the children add up.
+    """
 
     name: str
     num_params: int
     num_tensors: int
     repeat: int = 1
     children: list[ModuleNode] = field(default_factory=list)
+    tied_params: int = 0
 
 
 @dataclass(frozen=True)
@@ -169,24 +174,27 @@ def params_by_dtype(tensors: list[TensorInfo]) -> dict[str, int]:
 
 
 class _Trie:
-    __slots__ = ("children", "tensors")
+    __slots__ = ("children", "tensors", "aliases")
 
-    def __init__(self) -> None:
+    def __init__(self, aliases: frozenset[str] = frozenset()) -> None:
         self.children: dict[str, _Trie] = {}
         self.tensors: list[TensorInfo] = []
+        self.aliases = aliases  # names of tensors counted under another name (tied weights)
 
     def signature(self, prefix: str = "") -> tuple[Any, ...]:
         own = tuple(sorted((prefix + t.name.rsplit(".", 1)[-1], tuple(t.shape), t.dtype) for t in self.tensors))
         nested = tuple(child.signature(f"{prefix}{key}.") for key, child in sorted(self.children.items()))
         return own + nested
 
-    def totals(self) -> tuple[int, int]:
-        params = sum(t.num_params for t in self.tensors)
+    def totals(self) -> tuple[int, int, int]:
+        """(parameters, tensors, tied parameters) under this node."""
+        params = sum(t.num_params for t in self.tensors if t.name not in self.aliases)
+        tied = sum(t.num_params for t in self.tensors if t.name in self.aliases)
         count = len(self.tensors)
         for child in self.children.values():
-            p, c = child.totals()
-            params, count = params + p, count + c
-        return params, count
+            p, c, t = child.totals()
+            params, count, tied = params + p, count + c, tied + t
+        return params, count, tied
 
 
 def _to_nodes(trie: _Trie) -> list[ModuleNode]:
@@ -212,6 +220,7 @@ def _to_nodes(trie: _Trie) -> list[ModuleNode]:
                 node.repeat = len(run)
                 node.num_params *= len(run)
                 node.num_tensors *= len(run)
+                node.tied_params *= len(run)
             nodes.append(node)
             run = []
         if key is not None:
@@ -220,7 +229,7 @@ def _to_nodes(trie: _Trie) -> list[ModuleNode]:
 
 
 def _node(name: str, trie: _Trie) -> ModuleNode:
-    params, count = trie.totals()
+    params, count, tied = trie.totals()
     children = _to_nodes(trie)
     repeat = 1
     # A module with a single child and no tensors of its own reads better as one dotted name
@@ -229,7 +238,8 @@ def _node(name: str, trie: _Trie) -> ModuleNode:
         while len(children) == 1 and repeat == 1 and (children[0].children or children[0].repeat > 1):
             only = children[0]
             name, children, repeat = f"{name}.{only.name}", only.children, only.repeat
-    return ModuleNode(name=name, num_params=params, num_tensors=count, repeat=repeat, children=children)
+    return ModuleNode(name=name, num_params=params, num_tensors=count, repeat=repeat, children=children,
+                      tied_params=tied)
 
 
 def build_module_tree(tensors: list[TensorInfo]) -> list[ModuleNode]:
@@ -239,15 +249,18 @@ def build_module_tree(tensors: list[TensorInfo]) -> list[ModuleNode]:
         `encoder.layer.0.*` ... `encoder.layer.11.*` with equal shapes become one node
         `encoder.layer.{0..11}` with `repeat=12`.
     """
-    root = _Trie()
+    counted = {t.name for t in unique_tensors(tensors)}
+    aliases = frozenset(t.name for t in tensors if t.name not in counted)
+    root = _Trie(aliases)
     for info in tensors:
         node = root
         for part in info.name.split(".")[:-1]:
-            node = node.children.setdefault(part, _Trie())
+            node = node.children.setdefault(part, _Trie(aliases))
         node.tensors.append(info)
     return _to_nodes(root) + (
-        [ModuleNode(name="(top level)", num_params=sum(t.num_params for t in root.tensors),
-                    num_tensors=len(root.tensors))]
+        [ModuleNode(name="(top level)", num_params=sum(t.num_params for t in root.tensors if t.name not in aliases),
+                    num_tensors=len(root.tensors),
+                    tied_params=sum(t.num_params for t in root.tensors if t.name in aliases))]
         if root.tensors else []
     )
 

@@ -142,6 +142,8 @@ def _add_nodes(tree: Tree, nodes: list[ModuleNode], depth: int, max_depth: int) 
         label += f"  [dim]{format_count(node.num_params)}[/]"
         if node.repeat > 1:
             label += f" [dim]({format_count(node.num_params // node.repeat)} each)[/]"
+        if node.tied_params:
+            label += f" [dim]+ {format_count(node.tied_params)} tied (another name of a tensor counted once)[/]"
         branch = tree.add(label)
         if depth < max_depth:
             _add_nodes(branch, node.children, depth + 1, max_depth)

@@ -50,6 +50,7 @@ def merge_stats_json(inspect_json: dict[str, Any], report: StatsReport, histogra
     Tensors without statistics (integer dtypes) get `stats: null` and `init: null`.
     """
     by_name = {item.name: item for item in report.tensors}
+    by_name.update({alias: by_name[name] for alias, name in report.aliases.items() if name in by_name})
     for entry in inspect_json.get("tensors", []):
         item = by_name.get(entry["name"])
         entry["stats"] = None if item is None else tensor_stats_json(item)
