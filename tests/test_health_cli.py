@@ -309,3 +309,18 @@ def test_tied_weights_in_a_pickle_are_analysed_once(tmp_path: Path) -> None:
     by_name = {t["name"]: t for t in data["tensors"]}
     assert by_name["lm_head.weight"]["stats"] == by_name["embed.weight"]["stats"]
     assert by_name["lm_head.weight"]["stats"]["nan"] == 1
+
+
+def test_an_all_zero_input_column_is_a_dead_column(tmp_path: Path) -> None:
+    """Column j of a Linear weight is input j: all zero, the layer ignores it (the dead unit before it)."""
+    paths = _trained_mlp(tmp_path)
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(paths["trained"])
+    state["2.weight"][:, 3] = 0
+    state["2.weight"][:, 70] = 0
+    save_file(state, tmp_path / "dead-columns.safetensors")
+    code, data = run_json("inspect", tmp_path / "dead-columns.safetensors", "--stats", "--fail-on", "warn")
+    assert code == 1 and _codes(data) == [("warn", "dead-columns", "2.weight")]
+    assert "2 of 128 columns are all zero" in data["findings"][0]["message"]
+    assert next(t for t in data["tensors"] if t["name"] == "2.weight")["stats"]["zero_cols"] == 2

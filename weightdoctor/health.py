@@ -138,6 +138,13 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
             found.append(Finding("warn", "dead-rows", name,
                                  f"{count} of {item.shape[0]} rows are all zero (dead units: {shown})",
                                  "these units output nothing; check pruning or an init that skipped them"))
+    if s.zero_cols and len(item.shape) == 2 and s.zero_cols < item.shape[1]:
+        # A column of a Linear weight is one input: all zero, nothing this layer computes reads it (a unit
+        # of the layer before that died, or pruning). Conv kernels are left out: masked convolutions zero
+        # kernel positions by design.
+        found.append(Finding("warn", "dead-columns", name,
+                             f"{s.zero_cols} of {item.shape[1]} columns are all zero (inputs this layer ignores)",
+                             "check pruning, or the unit of the layer before that feeds them"))
     if s.duplicate_rows:
         found.append(Finding("warn", "duplicate-rows", name,
                              f"{s.duplicate_rows} row(s) repeat another row exactly (symmetry never broken)",

@@ -66,6 +66,7 @@ class TensorStats:
     zero_rows: int | None = None  # all-zero rows of the (shape[0], rest) matrix; None when not checked
     duplicate_rows: int | None = None  # rows equal to an earlier non-zero row
     duplicate_cols: int | None = None  # columns equal to an earlier non-zero column
+    zero_cols: int | None = None  # all-zero columns of the (shape[0], rest) matrix (inputs nothing reads)
     zero_row_index: tuple[int, ...] = ()  # the first `MAX_LISTED` all-zero rows
 
     @property
@@ -347,7 +348,7 @@ def summarize_values(flat: torch.Tensor, sampled: bool = False, shape: tuple[int
             kurtosis = float("nan")
         else:
             kurtosis = _sample_kurtosis(flat, count, nans + infs > 0)
-    zero_rows = duplicate_rows = duplicate_cols = None
+    zero_rows = duplicate_rows = duplicate_cols = zero_col_count = None
     zero_index: list[int] = []
     if not flat_blocks:
         assert col_keys is not None
@@ -361,6 +362,7 @@ def summarize_values(flat: torch.Tensor, sampled: bool = False, shape: tuple[int
         zero_cols = torch.zeros(matrix.shape[1], dtype=torch.bool)
         for col in (col_keys == 0).nonzero().flatten().tolist():
             zero_cols[col] = int(torch.count_nonzero(matrix[:, col])) == 0
+        zero_col_count = int(zero_cols.sum())
         if variance > 0:
             duplicate_rows = _equal_lines(matrix, keys, dead, by_row=True)
             duplicate_cols = _equal_lines(matrix, col_keys, zero_cols, by_row=False)
@@ -379,6 +381,7 @@ def summarize_values(flat: torch.Tensor, sampled: bool = False, shape: tuple[int
         zero_rows=zero_rows,
         duplicate_rows=duplicate_rows,
         duplicate_cols=duplicate_cols,
+        zero_cols=zero_col_count,
         zero_row_index=tuple(zero_index),
     )
 

@@ -15,7 +15,7 @@ SHORT_REASONS = {"ks": "shape", "row_spread": "row norms", "col_spread": "column
                  "outliers": "outliers", "kurtosis": "tails"}
 SEVERITY_STYLE = {"error": "bold red", "warn": "yellow", "info": "cyan"}
 STATS_KEYS = ("count", "mean", "std", "min", "max", "abs_max", "zero_fraction", "nan", "inf", "kurtosis", "sampled",
-              "zero_rows", "duplicate_rows", "duplicate_cols")
+              "zero_rows", "duplicate_rows", "duplicate_cols", "zero_cols")
 
 
 def tensor_stats_json(item: TensorHealth) -> dict[str, Any]:
