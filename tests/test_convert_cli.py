@@ -455,3 +455,30 @@ def test_a_cast_names_the_weight_files_it_copies_uncast(tmp_path: Path) -> None:
     assert load_file(tmp_path / "out" / "2_Dense" / "model.safetensors")["linear.weight"].dtype == torch.float32
     assert load_file(tmp_path / "out" / "model.safetensors")["embeddings.word_embeddings.weight"].dtype == \
         torch.float16
+
+
+def test_tied_weights_keep_save_pretrained_names_when_the_config_names_no_architecture(tmp_path: Path) -> None:
+    """`BartConfig.save_pretrained` writes no `architectures`: the class whose keys hold every tensor name
+    (BartForConditionalGeneration, not AutoModel's BartModel) decides, so `model.shared.weight` is kept
+    and a BartModel loads the output with no missing embeddings."""
+    from safetensors import safe_open
+    from transformers import BartConfig, BartForConditionalGeneration, BartModel
+
+    config = BartConfig(vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32)
+    torch.manual_seed(0)
+    model = BartForConditionalGeneration(config).eval()
+    source = tmp_path / "bart-bin"
+    config.save_pretrained(source)
+    assert "architectures" not in json.loads((source / "config.json").read_text()) or not json.loads(
+        (source / "config.json").read_text())["architectures"]
+    torch.save(model.state_dict(), source / "pytorch_model.bin")
+    model.save_pretrained(tmp_path / "reference")
+    code, data = run_json("convert", str(source), "-o", str(tmp_path / "out"))
+    assert code == 0, data
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as ours, \
+            safe_open(str(tmp_path / "reference" / "model.safetensors"), "pt") as reference:
+        kept = set(ours.keys())
+        assert kept == set(reference.keys()) and "model.shared.weight" in kept
+    _, info = BartModel.from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert not [k for k in info["missing_keys"] if "embed_tokens" in k or "shared" in k], info

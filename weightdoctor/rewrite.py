@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
 from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, torch_shape
@@ -125,6 +125,13 @@ class TensorSelection:
         return sum(t.nbytes for t in self.tensors if t.alias_of is None)
 
 
+# The task families whose class is tried, in this order, for a config that names no architecture: the heads
+# that tie an output layer to the embeddings come first; the base model (no head) last.
+_TIED_HEAD_MAPPINGS = ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
+                       "MODEL_FOR_MASKED_LM_MAPPING_NAMES", "MODEL_FOR_PRETRAINING_MAPPING_NAMES",
+                       "MODEL_MAPPING_NAMES")
+
+
 def _tied_weight_patterns(checkpoint: Checkpoint) -> tuple[list[str], str | None]:
     """The model's tied-weight keys (regex patterns, as transformers matches them) from its config."""
     if not checkpoint.config or "model_type" not in checkpoint.config:
@@ -134,9 +141,40 @@ def _tied_weight_patterns(checkpoint: Checkpoint) -> tuple[list[str], str | None
 
         from weightdoctor.meta_model import build_meta_model
 
-        return _get_tied_weight_keys(build_meta_model(checkpoint.config)), None
+        if checkpoint.config.get("architectures"):
+            return _get_tied_weight_keys(build_meta_model(checkpoint.config)), None
+        return _get_tied_weight_keys(_model_holding(checkpoint, build_meta_model)), None
     except Exception as exc:  # an unknown architecture must not stop a conversion
         return [], f"the model could not be built from config.json ({type(exc).__name__})"
+
+
+def _model_holding(checkpoint: Checkpoint, build: Callable[..., Any]) -> Any:
+    """For a config without `architectures` (`BartConfig.save_pretrained` writes none): the model of its type
+    whose keys hold every tensor name, as the class that saved it did. The base model (AutoModel's pick)
+    ties `encoder.embed_tokens` to `shared` but knows no `lm_head`, so `lm_head.weight` would be kept over
+    `model.shared.weight` by name order, and a BartModel loading the output would miss its embeddings.
+    """
+    from transformers.models.auto import modeling_auto
+
+    model_type = checkpoint.config["model_type"]  # type: ignore[index]
+    names = {t.name for t in checkpoint.tensors}
+    tried: set[str] = set()
+    best: tuple[int, Any] | None = None
+    for mapping in _TIED_HEAD_MAPPINGS:
+        name = getattr(modeling_auto, mapping, {}).get(model_type)
+        if not isinstance(name, str) or name in tried:
+            continue
+        tried.add(name)
+        try:
+            model = build(checkpoint.config, name)
+        except Exception:  # noqa: BLE001 - a head this config cannot build: try the next
+            continue
+        covered = len(names & set(model.state_dict()))
+        if covered == len(names):
+            return model
+        if best is None or covered > best[0]:
+            best = (covered, model)
+    return best[1] if best is not None else build(checkpoint.config)
 
 
 def _identical_sets(checkpoint: Checkpoint, group: list[str]) -> tuple[list[list[str]], list[str]]:
@@ -239,7 +277,7 @@ def plan_tensors(
     if checkpoint.shared_groups():
         patterns, why_not = _tied_weight_patterns(checkpoint)
         dropped, copies = choose_aliases(checkpoint, patterns)
-        if dropped and why_not:
+        if dropped and why_not and fmt == "safetensors":  # a .bin keeps every name: nothing was chosen
             selection.warnings.append(
                 f"tied weights chosen by name order, since {why_not}: kept "
                 + ", ".join(sorted({v for v in dropped.values()}))
