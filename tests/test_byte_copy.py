@@ -181,3 +181,45 @@ def test_a_source_truncated_while_converting_leaves_nothing(fx: dict[str, Path],
     assert caught.value.path == str(copy)
     assert "early" in str(caught.value) or "changed" in str(caught.value)
     assert [p.name for p in tmp_path.iterdir()] == [source]
+
+
+def test_an_interrupted_wait_never_unmaps_what_the_comparing_thread_reads(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while `finish`/`close` waits for the comparing thread: the thread is stopped first, the maps
+    closed only once it has returned, then the interrupt is raised (CPython 3.11 can report an interrupted
+    `join`'s thread as stopped while it is inside `memcmp`: unmapping then crashed the process)."""
+    import threading
+    import time
+
+    data = os.urandom(3 * byte_copy._CHUNK)
+    (tmp_path / "src").write_bytes(data)
+    (tmp_path / "out").write_bytes(data)
+    inside = threading.Event()
+    seen: list[bool] = []
+
+    def slow_memcmp(a: int, b: int, n: int) -> int:
+        inside.set()
+        time.sleep(0.3)
+        seen.append(all(m is None or not m.closed for _, m, _ in comparer._maps.values()))
+        return 0
+
+    monkeypatch.setattr(byte_copy, "_MEMCMP", slow_memcmp)
+    comparer = byte_copy.RangeComparer(tmp_path / "out")
+    comparer.submit("t", ByteRange(tmp_path / "src", 0, len(data)), 0)
+    assert inside.wait(5)
+    real_wait = comparer._done.wait
+    calls = {"n": 0}
+
+    def interrupted_wait(timeout: float | None = None) -> bool:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        return real_wait(timeout)
+
+    monkeypatch.setattr(comparer._done, "wait", interrupted_wait)
+    with pytest.raises(KeyboardInterrupt):
+        comparer.close()
+    assert comparer._done.is_set() and not comparer._thread.is_alive()
+    assert seen and all(seen)  # every memcmp ran with its maps open
+    assert len(seen) < 3  # cancelled between chunks, not compared to the end
+    assert comparer._maps == {} and comparer._fd == -1

@@ -172,6 +172,11 @@ class RangeComparer:
         self._queue: queue.Queue[tuple[str, ByteRange, int] | None] = queue.Queue()
         self._error: BaseException | None = None
         self.compared = 0
+        # Set by the thread itself when it returns. Not `Thread.is_alive()`: on CPython 3.11 a `join()` that
+        # Ctrl-C interrupts can mark a thread still inside `memcmp` as stopped, and unmapping its maps
+        # then crashes the process (SIGSEGV) instead of exiting 130.
+        self._done = threading.Event()
+        self._cancelled = False  # read by the thread between chunks: stop early once the write is abandoned
         self._thread = threading.Thread(target=self._run, name="weightdoctor-compare", daemon=True)
         self._thread.start()
 
@@ -209,7 +214,7 @@ class RangeComparer:
             try:
                 out_address = _address(out_map) + (output_offset - begin)
                 done = 0
-                while done < source.length:
+                while done < source.length and not self._cancelled:
                     count = min(_CHUNK, source.length - done)
                     if self.crc:
                         crc = crc32_at(out_address + done, count, crc)
@@ -226,17 +231,33 @@ class RangeComparer:
             self.crcs[name] = crc
 
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self._error is not None:
-                continue
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None or self._cancelled:
+                    return
+                if self._error is not None:
+                    continue
+                try:
+                    self._compare(*item)
+                    self.compared += self.compare
+                except BaseException as exc:  # noqa: BLE001 - handed to the writing thread by finish()
+                    self._error = exc
+        finally:
+            self._done.set()
+
+    def _wait_for_thread(self) -> None:
+        """Return once the comparing thread has returned. A signal during the wait (Ctrl-C, the writers'
+        SIGTERM handler) cancels the comparisons and is raised once the thread is out of the maps."""
+        interrupted: BaseException | None = None
+        while not self._done.is_set():
             try:
-                self._compare(*item)
-                self.compared += self.compare
-            except BaseException as exc:  # noqa: BLE001 - handed to the writing thread by finish()
-                self._error = exc
+                self._done.wait(0.05)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the thread has returned
+                self._cancelled = True
+                interrupted = interrupted or exc
+        if interrupted is not None:
+            raise interrupted
 
     def finish(self) -> int:
         """Wait for every comparison; return how many tensors were compared.
@@ -245,24 +266,29 @@ class RangeComparer:
             OutputError: a range differs from its source.
         """
         self._queue.put(None)
-        self._thread.join()
+        self._wait_for_thread()
         self.close()
         if self._error is not None:
             raise self._error
         return self.compared
 
     def close(self) -> None:
-        if self._thread.is_alive():
+        """Stop the comparisons (abandoned if still running), then close the maps and descriptors."""
+        if not self._done.is_set():
+            self._cancelled = True
             self._queue.put(None)
-            self._thread.join()
-        for fd, mapped, _ in self._maps.values():
-            if mapped is not None:
-                mapped.close()
-            os.close(fd)
-        self._maps.clear()
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        try:
+            self._wait_for_thread()
+        finally:
+            if self._done.is_set():  # never unmap what the thread may still be reading
+                for fd, mapped, _ in self._maps.values():
+                    if mapped is not None:
+                        mapped.close()
+                    os.close(fd)
+                self._maps.clear()
+                if self._fd >= 0:
+                    os.close(self._fd)
+                    self._fd = -1
 
 
 def close_all(comparer: RangeComparer | None, inputs: dict[Path, int], fd: int) -> None:
