@@ -235,7 +235,8 @@ def test_force_never_replaces_a_fifo_a_folder_or_a_device_map_target_that_is_one
     ("args", "message"),
     [
         (["--dtype", "fp17"], "--dtype 'fp17': unknown dtype (choose fp16, bf16 or fp32)"),
-        (["--keep-fp32", "("], "--keep-fp32 '(': bad regular expression"),
+        (["--dtype", "fp16", "--keep-fp32", "("], "--keep-fp32 '(': bad regular expression"),
+        (["--keep-fp32", "LayerNorm"], "--keep-fp32 keeps the tensors it matches in fp32 while --dtype casts"),
         (["--rename", "nothing"], "expected REGEX=REPLACEMENT"),
         (["--metadata", "novalue"], "--metadata 'novalue': expected KEY=VALUE"),
         (["--to", "onnx"], "--to 'onnx': choose safetensors or bin"),

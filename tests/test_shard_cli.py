@@ -220,3 +220,19 @@ def test_diffusers_and_peft_folders_keep_their_library_s_file_names(tmp_path: Pa
     code, data = run_json("shard", str(adapter), "--single", "-o", str(tmp_path / "adapter-one"))
     assert code == 0 and (tmp_path / "adapter-one" / "adapter_model.safetensors").is_file()
     assert not any("peft" in w for w in data["plan"]["warnings"])
+
+
+def test_the_index_total_size_is_always_the_bytes_written(tmp_path: Path) -> None:
+    """A source file's header may carry a `total_size` record of its own; `--metadata total_size=` is
+    reserved: the index always says the bytes it indexes, as an integer."""
+    from safetensors.torch import save_file
+
+    source = tmp_path / "meta.safetensors"
+    save_file({"a.weight": torch.zeros(16), "b.weight": torch.zeros(16)}, source,
+              metadata={"format": "pt", "total_size": "5", "note": "kept"})
+    code, data = run_json("shard", source, "--max", "70", "-o", tmp_path / "out")
+    assert code == 0, data
+    index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
+    assert index["metadata"]["total_size"] == 128 and index["metadata"]["note"] == "kept"
+    result = run_cli("shard", source, "--max", "70", "-o", tmp_path / "other", "--metadata", "total_size=1")
+    assert result.exit_code == 2 and "total_size=... is reserved" in result.stderr

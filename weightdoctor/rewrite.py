@@ -65,10 +65,10 @@ def parse_dtype(text: str | None) -> str | None:
 
 
 def parse_metadata(items: list[str] | None) -> dict[str, str]:
-    """`["k=v", ...]` -> dict; `format` is reserved (always "pt").
+    """`["k=v", ...]` -> dict; `format` is reserved (always "pt"), and `total_size` (an index's, computed).
 
     Raises:
-        UsageError: an item without `=`, an empty key, or `format`.
+        UsageError: an item without `=`, an empty key, `format` or `total_size`.
     """
     result: dict[str, str] = {}
     for item in items or []:
@@ -77,6 +77,8 @@ def parse_metadata(items: list[str] | None) -> dict[str, str]:
             raise UsageError(f"--metadata {item!r}: expected KEY=VALUE")
         if key.strip() == "format":
             raise UsageError("--metadata format=... is reserved: outputs always say format=pt")
+        if key.strip() == "total_size":
+            raise UsageError("--metadata total_size=... is reserved: an index's total_size is the bytes written")
         result[key.strip()] = value
     return result
 
@@ -268,6 +270,10 @@ def plan_tensors(
     Raises:
         UsageError: a bad `--keep-fp32` regex, or renames that give two tensors one name.
     """
+    if keep_fp32 and not dtype:
+        # Alone it would only upcast what it matches (fp16 to fp32) and downcast float64: not what "keep" says.
+        raise UsageError("--keep-fp32 keeps the tensors it matches in fp32 while --dtype casts the others: "
+                         "give --dtype too")
     try:
         keep = re.compile(keep_fp32) if keep_fp32 else None
     except re.error as exc:
@@ -828,9 +834,10 @@ def write_outputs(
                     result.copied.append(item.relpath)
                 hooks.reached("before-index")
                 if index_name is not None:
-                    index_metadata: dict[str, object] = {"total_size": selection.total_bytes}
-                    index_metadata.update({d.name: d.kept for d in selection.dropped})
+                    index_metadata: dict[str, object] = {d.name: d.kept for d in selection.dropped}
                     index_metadata.update(metadata)
+                    # Last: a source file's own `total_size` record (or any carried one) never replaces it.
+                    index_metadata["total_size"] = selection.total_bytes
                     write_index(stage.path / index_name, files, index_metadata)
             except OSError as exc:
                 raise output_error(exc, dest) from exc
