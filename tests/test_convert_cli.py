@@ -483,3 +483,20 @@ def test_tied_weights_keep_save_pretrained_names_when_the_config_names_no_archit
         assert kept == set(reference.keys()) and "model.shared.weight" in kept
     _, info = BartModel.from_pretrained(tmp_path / "out", output_loading_info=True)
     assert not [k for k in info["missing_keys"] if "embed_tokens" in k or "shared" in k], info
+
+
+def test_transformers_own_log_lines_stay_off_stderr(tmp_path: Path) -> None:
+    """A tiny config whose bos_token_id lies outside its vocabulary makes transformers log a warning when
+    the model is built (to choose tied weights): about its internals, not the checkpoint; not shown."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tests.helpers import run_subprocess
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=99, n_positions=16)  # bos/eos 50256
+    source = tmp_path / "gpt2-bin"
+    config.save_pretrained(source)
+    torch.save(GPT2LMHeadModel(config).state_dict(), source / "pytorch_model.bin")
+    result = run_subprocess("convert", source, "-o", tmp_path / "out", env={"TRANSFORMERS_VERBOSITY": ""})
+    assert result.returncode == 0, result.stderr
+    assert "[transformers]" not in result.stderr and "bos_token_id" not in result.stderr, result.stderr

@@ -15,6 +15,11 @@ def main() -> None:
     from weightdoctor.commands._fast import parse_fast, run_fast
 
     _tolerate_lone_surrogates()
+    # transformers' own log lines (a config's `bos_token_id` outside a tiny test vocabulary, deprecations)
+    # are about its internals, not the checkpoint: weightdoctor says what matters itself. A user's own
+    # TRANSFORMERS_VERBOSITY still wins.
+    if not os.environ.get("TRANSFORMERS_VERBOSITY"):
+        os.environ["TRANSFORMERS_VERBOSITY"] = "error"
     try:
         fast = parse_fast(sys.argv[1:])
         if fast is None:
