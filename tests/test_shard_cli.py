@@ -236,3 +236,23 @@ def test_the_index_total_size_is_always_the_bytes_written(tmp_path: Path) -> Non
     assert index["metadata"]["total_size"] == 128 and index["metadata"]["note"] == "kept"
     result = run_cli("shard", source, "--max", "70", "-o", tmp_path / "other", "--metadata", "total_size=1")
     assert result.exit_code == 2 and "total_size=... is reserved" in result.stderr
+
+
+def test_the_index_records_what_save_pretrained_records(tmp_path: Path) -> None:
+    """transformers 5's save_pretrained(max_shard_size=...) writes `total_size` and `total_parameters`
+    (tied weights once): sharding the same model's .bin at the same size gives the same metadata and map."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=99, n_positions=32))
+    model.save_pretrained(tmp_path / "reference", max_shard_size="20KB")
+    (tmp_path / "bin").mkdir()
+    torch.save(model.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+    shutil.copy(tmp_path / "reference" / "config.json", tmp_path / "bin")  # which name of the tied pair is kept
+    code, data = run_json("shard", tmp_path / "bin", "--max", "20KB", "-o", tmp_path / "ours")
+    assert code == 0, data
+    ours = json.loads((tmp_path / "ours" / "model.safetensors.index.json").read_text())
+    reference = json.loads((tmp_path / "reference" / "model.safetensors.index.json").read_text())
+    # Plus the dropped alias, recorded as huggingface_hub's save_torch_state_dict records it.
+    assert ours["metadata"] == {**reference["metadata"], "lm_head.weight": "transformer.wte.weight"}
+    assert ours["weight_map"] == reference["weight_map"]

@@ -9,6 +9,7 @@ shared reader and compares the hashes before anything is renamed into place.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import time
@@ -125,6 +126,11 @@ class TensorSelection:
     @property
     def total_bytes(self) -> int:
         return sum(t.nbytes for t in self.tensors if t.alias_of is None)
+
+    @property
+    def total_values(self) -> int:
+        """Values written, tied tensors once (an index's `total_parameters`, as transformers 5 records it)."""
+        return sum(math.prod(t.shape) for t in self.tensors if t.alias_of is None)
 
 
 # The task families whose class is tried, in this order, for a config that names no architecture: the heads
@@ -838,6 +844,7 @@ def write_outputs(
                     index_metadata.update(metadata)
                     # Last: a source file's own `total_size` record (or any carried one) never replaces it.
                     index_metadata["total_size"] = selection.total_bytes
+                    index_metadata.setdefault("total_parameters", selection.total_values)
                     write_index(stage.path / index_name, files, index_metadata)
             except OSError as exc:
                 raise output_error(exc, dest) from exc
