@@ -10,7 +10,8 @@ from weightdoctor.commands._errors import handle_errors
 from weightdoctor.commands._options import DebugOpt, JsonOpt, KeyOpt, RevisionOpt
 
 SIZES_HELP = (
-    "Sizes: 24GB is decimal (24x10^9 bytes), 24GiB binary (24x2^30), as accelerate and huggingface_hub read them."
+    "Sizes: 24GB is decimal (24x10^9 bytes), 24GiB binary (24x2^30), truncated to whole bytes, as accelerate and "
+    "huggingface_hub read them; 24Gb (bits to accelerate) is refused."
 )
 
 

@@ -1,0 +1,65 @@
+"""plan-devices against what from_pretrained / accelerate really do: the cases a review found to differ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fixtures.plan_devices import save_tiny_model
+from tests.helpers import run_cli, run_json
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """name -> folder of the tiny seeded models these tests plan (built once)."""
+    out = tmp_path_factory.mktemp("tiny")
+    return {name: save_tiny_model(name, out) for name in ("llama", "ctrl", "llava")}
+
+
+# ----------------------------------------------------------------------------------------------- sizes (F4)
+
+
+@pytest.mark.parametrize("text", [
+    "24GB", "4.1GB", "3.9999999999GB", "1e3MB", " 24 GB", "2GiB", "0.5GiB", "24gib", "0GB", "80KB", "1_000MB",
+])
+def test_sizes_truncate_exactly_as_accelerate(text: str) -> None:
+    from accelerate.utils import convert_file_size_to_int
+
+    from weightdoctor.units import parse_size
+
+    assert parse_size(text) == convert_file_size_to_int(text)
+
+
+@pytest.mark.parametrize("text", ["1.005KB", "4.1GB", "0.0015KB", "1.5TB"])
+def test_sizes_truncate_exactly_as_huggingface_hub(text: str) -> None:
+    from huggingface_hub.serialization._base import parse_size_to_int
+
+    from weightdoctor.units import parse_size
+
+    assert parse_size(text) == parse_size_to_int(text)
+    assert parse_size("1.005KB") == 1004
+
+
+@pytest.mark.parametrize("text", ["24Gb", "500Mb", "8kb", "1gb"])
+def test_bit_sizes_are_refused_with_one_line(tiny: dict[str, Path], text: str) -> None:
+    result = run_cli("plan-devices", tiny["llama"], "--gpu", text)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"error: size '{text}' is ambiguous: a lowercase b means bits")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_extras_accelerate_rejects_stay_harmless() -> None:
+    from weightdoctor.units import parse_size
+
+    assert parse_size("1.5TB") == 1_500_000_000_000 and parse_size("10") == 10 and parse_size("0") == 0
+
+
+@pytest.mark.parametrize("size", ["0.4", "0.0004KB"])
+def test_a_positive_size_under_one_byte_is_a_usage_error(tiny: dict[str, Path], tmp_path: Path, size: str) -> None:
+    # shard --max 0 means "one file": a tiny positive --max must not silently become that
+    result = run_cli("shard", tiny["llama"], "--max", size, "-o", tmp_path / "out")
+    assert result.exit_code == 2 and not (tmp_path / "out").exists()
+    assert result.stderr.strip() == f"error: size '{size}' is under one byte: give at least 1 byte (0 means none)"
+    result = run_cli("plan-devices", tiny["llama"], "--gpu", size)
+    assert result.exit_code == 2 and "under one byte" in result.stderr
