@@ -63,3 +63,19 @@ def test_a_positive_size_under_one_byte_is_a_usage_error(tiny: dict[str, Path], 
     assert result.stderr.strip() == f"error: size '{size}' is under one byte: give at least 1 byte (0 means none)"
     result = run_cli("plan-devices", tiny["llama"], "--gpu", size)
     assert result.exit_code == 2 and "under one byte" in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------- --model-class (F5)
+
+
+def test_wrong_model_class_hint_names_what_plan_devices_takes(tiny: dict[str, Path]) -> None:
+    result = run_cli("plan-devices", tiny["llama"], "--gpu", "1GB", "--model-class", "BertModel")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "BertModel needs a 'bert' config, but the config's model_type is 'llama'" in result.stderr
+    assert "--config" not in result.stderr
+    assert result.stderr.rstrip().endswith("or give a config.json of that model type as SOURCE")
+
+
+def test_wrong_model_class_hint_in_diff_keys_still_names_its_config_option(tiny: dict[str, Path]) -> None:
+    result = run_cli("diff-keys", tiny["llama"], "--model-class", "BertModel")
+    assert result.exit_code == 2 and "pick a class of that model type, or pass --config" in result.stderr

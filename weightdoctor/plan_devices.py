@@ -362,7 +362,8 @@ def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: st
         raise UsageError(f"transformers {transformers.__version__} does not know model_type {model_type!r}")
     try:
         with _quiet_libraries():
-            return build_meta_model(config, model_class, dtype=torch_dtype)
+            return build_meta_model(config, model_class, dtype=torch_dtype,
+                                    other_config_hint="or give a config.json of that model type as SOURCE")
     except UsageError:
         raise
     except Exception as exc:  # third-party model code can raise anything on a hostile config
