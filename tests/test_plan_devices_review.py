@@ -79,3 +79,70 @@ def test_wrong_model_class_hint_names_what_plan_devices_takes(tiny: dict[str, Pa
 def test_wrong_model_class_hint_in_diff_keys_still_names_its_config_option(tiny: dict[str, Path]) -> None:
     result = run_cli("diff-keys", tiny["llama"], "--model-class", "BertModel")
     assert result.exit_code == 2 and "pick a class of that model type, or pass --config" in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------- dtype="auto" (F1)
+
+
+def _resave(folder: Path, out: Path, cast: dict[str, object], drop_config_dtype: bool = True,
+            config_dtype: str | None = None) -> Path:
+    """A copy of `folder` whose tensors are cast by name (`cast`: substring -> torch dtype, first match wins)."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(folder, out)
+    tensors = load_file(str(folder / "model.safetensors"))
+    default = cast.get("*")
+    save_file({k: v.to(next((d for s, d in cast.items() if s != "*" and s in k), default or v.dtype))
+               for k, v in tensors.items()}, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((out / "config.json").read_text())
+    if drop_config_dtype:
+        config.pop("dtype", None)
+        config.pop("torch_dtype", None)
+    if config_dtype is not None:
+        config["dtype"] = config_dtype
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def _auto_dtype_of_from_pretrained(folder: Path) -> str:
+    import transformers
+
+    model = transformers.LlamaForCausalLM.from_pretrained(folder, dtype="auto")
+    return str(model.dtype).removeprefix("torch.")
+
+
+def test_auto_dtype_of_a_mixed_checkpoint_is_the_one_transformers_reads_first(tiny, tmp_path) -> None:
+    import torch
+
+    from weightdoctor.plan_devices import DTYPES
+
+    # norms fp32, everything else bf16: the safetensors header lists the fp32 norms first, but transformers
+    # reads the keys sorted (lm_head.weight, bf16, comes first) and builds the model in bf16
+    folder = _resave(tiny["llama"], tmp_path / "mixed", {"norm": torch.float32, "*": torch.bfloat16})
+    truth = _auto_dtype_of_from_pretrained(folder)
+    assert truth == "bfloat16"
+    code, data = run_json("plan-devices", folder, "--gpu", "1GB")
+    assert code == 0 and DTYPES[data["dtype"]][0] == truth
+    assert data["weights_bytes"] == data["num_params"] * 2
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "config"])
+def test_float64_is_planned_at_8_bytes(tiny, tmp_path, where: str) -> None:
+    import torch
+
+    if where == "checkpoint":
+        folder = _resave(tiny["llama"], tmp_path / "fp64", {"*": torch.float64})
+    else:
+        folder = _resave(tiny["llama"], tmp_path / "fp64cfg", {}, config_dtype="float64")
+    assert _auto_dtype_of_from_pretrained(folder) == "float64"
+    code, data = run_json("plan-devices", folder, "--gpu", "400KB", "--gpu", "300KB", "--cpu", "10MB")
+    assert code == 0 and data["dtype"] == "fp64"
+    assert data["weights_bytes"] == data["num_params"] * 8
+    assert sum(d["used_bytes"] for d in data["devices"]) == data["weights_bytes"] + data["buffers_bytes"]
+    # --dtype fp64 is accepted too, and fp32 is the first lower dtype the suggestions try
+    code, same = run_json("plan-devices", folder, "--gpu", "400KB", "--gpu", "300KB", "--cpu", "10MB",
+                          "--dtype", "float64")
+    assert same["device_map"] == data["device_map"]

@@ -31,15 +31,17 @@ if TYPE_CHECKING:
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 # --dtype spelling -> (torch dtype name of the parameters, bytes per quantized Linear weight element or None)
 DTYPES: dict[str, tuple[str, float | None]] = {
+    "fp64": ("float64", None),
     "fp32": ("float32", None),
     "fp16": ("float16", None),
     "bf16": ("bfloat16", None),
     "int8": ("float16", 1.0),
     "int4": ("float16", 0.5),
 }
-DTYPE_ALIASES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "half": "fp16", "float": "fp32"}
+DTYPE_ALIASES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "half": "fp16", "float": "fp32",
+                 "float64": "fp64", "double": "fp64"}
 # The order in which a lower dtype is tried as "the smallest change that fits".
-DTYPE_LADDER = ("fp32", "bf16", "fp16", "int8", "int4")
+DTYPE_LADDER = ("fp64", "fp32", "bf16", "fp16", "int8", "int4")
 VERDICTS = ("fits-on-gpus", "fits-on-cpu", "needs-cpu-offload", "needs-disk-offload", "does-not-fit")
 FAIL_ON = ("offload", "no-fit")
 MAX_EXTRA_GPUS = 64
@@ -196,7 +198,7 @@ def normalize_dtype(text: str) -> str:
     """`"bfloat16"` or `"bf16"` -> `"bf16"`.
 
     Raises:
-        UsageError: not one of fp32, fp16, bf16, int8, int4.
+        UsageError: not one of fp64, fp32, fp16, bf16, int8, int4.
     """
     key = DTYPE_ALIASES.get(text.lower(), text.lower())
     if key not in DTYPES:
@@ -297,11 +299,23 @@ def quantized_dtype(config: dict[str, Any] | None) -> tuple[str, str] | None:
 
 
 def default_dtype(checkpoint: Checkpoint) -> str:
-    """The dtype `from_pretrained(dtype="auto")` picks: the config's, else the checkpoint's, else fp32; for a
-    checkpoint quantized to 4 or 8 bits (its config's `quantization_config`), int4 / int8."""
+    """The dtype `from_pretrained(dtype="auto")` picks; for a checkpoint quantized to 4 or 8 bits (its config's
+    `quantization_config`), int4 / int8.
+
+    transformers' own resolver decides (`check_dtype.resolve_auto_dtype`): the config's dtype, else the index's,
+    else the first floating tensor in the order transformers reads the first weight file (not the header's
+    order: a bf16 `lm_head.weight` read before an fp32 norm makes the model bf16). Where it cannot answer (a
+    config without weights, a dtype no model can be built in) the config's dtype, else the checkpoint's first
+    floating tensor, else fp32.
+    """
+    from weightdoctor.check_dtype import resolve_auto_dtype
+
     quantized = quantized_dtype(checkpoint.config)
     if quantized is not None:
         return quantized[0]
+    resolved = resolve_auto_dtype(checkpoint).dtype
+    if resolved in ("float64", "float32", "float16", "bfloat16"):
+        return DTYPE_ALIASES[resolved]
     chosen = _config_dtype(checkpoint.config or {}) or _checkpoint_float_dtype(checkpoint) or "float32"
     return DTYPE_ALIASES.get(chosen, "fp32")
 

@@ -40,7 +40,7 @@ def plan_devices(
     ] = "auto",
     dtype: Annotated[
         str | None,
-        typer.Option("--dtype", help="fp32, fp16, bf16, int8 or int4 (bitsandbytes). Default: what "
+        typer.Option("--dtype", help="fp64, fp32, fp16, bf16, int8 or int4 (bitsandbytes). Default: what "
                      "from_pretrained(dtype='auto') picks (config, then checkpoint); with --local, bf16/fp16/fp32."),
     ] = None,
     no_split: Annotated[
