@@ -146,3 +146,36 @@ def test_float64_is_planned_at_8_bytes(tiny, tmp_path, where: str) -> None:
     code, same = run_json("plan-devices", folder, "--gpu", "400KB", "--gpu", "300KB", "--cpu", "10MB",
                           "--dtype", "float64")
     assert same["device_map"] == data["device_map"]
+
+
+# ----------------------------------------------------------------------------------------------- bitsandbytes offload (F2)
+
+
+@pytest.mark.parametrize("dtype", ["int4", "int8"])
+def test_bitsandbytes_offload_warns_that_from_pretrained_refuses_it(tiny, dtype: str) -> None:
+    args = ["plan-devices", tiny["llama"], "--gpu", "200KB", "--gpu", "150KB", "--cpu", "2MB", "--dtype", dtype]
+    code, data = run_json(*args)
+    assert code == 0 and data["verdict"] == "needs-cpu-offload"
+    assert "cpu" in data["device_map"].values()
+    [warning] = [w for w in data["warnings"] if w.startswith(f"bitsandbytes {dtype} with modules on the CPU")]
+    assert "Some modules are dispatched on the CPU or the disk" in warning
+    load_in = "load_in_4bit=True" if dtype == "int4" else "load_in_8bit=True"
+    assert f"BitsAndBytesConfig({load_in}, llm_int8_enable_fp32_cpu_offload=True)" in warning
+    assert "stay in fp32, not quantized" in warning
+    # the map itself is not changed by the warning: the same as planned without it
+    from weightdoctor.plan_devices import PlanRequest, build_planned_model, open_plan_source, plan_devices
+
+    with open_plan_source(str(tiny["llama"])) as checkpoint:
+        planned = build_planned_model(checkpoint, dtype)
+    report = plan_devices(planned, PlanRequest(gpus=[200_000, 150_000], cpu=2_000_000))
+    assert report.device_map == data["device_map"]
+    # text mode says it too, on stderr
+    result = run_cli(*args)
+    assert result.exit_code == 0 and "llm_int8_enable_fp32_cpu_offload=True" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--gpu", "10MB"], ["--cpu", "10MB"]])
+def test_bitsandbytes_without_offload_or_cpu_only_has_no_such_warning(tiny, args: list[str]) -> None:
+    # all on GPUs, or all on the CPU: bitsandbytes' quantizer accepts both maps
+    code, data = run_json("plan-devices", tiny["llama"], *args, "--dtype", "int4")
+    assert code == 0 and not [w for w in data["warnings"] if "llm_int8_enable_fp32_cpu_offload" in w]

@@ -1186,6 +1186,11 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         suggestions.append(Suggestion("disk", "--disk: the same plan with the rest offloaded to disk (slow)",
                                       planned.dtype, list(request.gpus), "needs-disk-offload"))
 
+    warnings = list(planned.warnings)
+    bnb_offload = bnb_offload_warning(planned, device_map, tensor_sizes)
+    if bnb_offload:
+        warnings.append(bnb_offload)
+
     param_names, buffer_names, num_params = _tensor_names(planned)
     weights_bytes = sum(tensor_sizes.get(n, 0) for n in param_names)
     buffers_bytes = sum(tensor_sizes.get(n, 0) for n in buffer_names)
@@ -1219,7 +1224,44 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         manual_map=request.manual_map is not None,
         disk_allowed=request.disk,
         findings=findings,
-        warnings=list(planned.warnings),
+        warnings=warnings,
+    )
+
+
+def bnb_offload_warning(
+    planned: PlannedModel, device_map: dict[str, int | str], tensor_sizes: dict[str, int]
+) -> str | None:
+    """The warning for a bitsandbytes int8/int4 plan that offloads to the CPU or disk, else None.
+
+    bitsandbytes' quantizers (`validate_environment`) refuse such a map in `from_pretrained` unless
+    `llm_int8_enable_fp32_cpu_offload=True`, and with it the offloaded modules stay unquantized in fp32: the
+    map is the same, but `from_pretrained` fails on it as planned, and the offload takes more memory.
+    """
+    if planned.dtype not in ("int8", "int4") or not planned.is_transformers:
+        return None
+    config_quantized = quantized_dtype(planned.config)
+    if config_quantized is not None and "bitsandbytes" not in config_quantized[1].lower():
+        return None  # another quantizer (GPTQ, AWQ, ...): bitsandbytes' rule is not its rule
+    values = set(device_map.values())
+    if values == {"cpu"} or not values & {"cpu", "disk"}:
+        return None  # bitsandbytes' own condition: all on the CPU is allowed, any GPU + CPU/disk is not
+    from weightdoctor.units import format_bytes
+
+    offloaded = [n for n in tensor_sizes if device_map.get(_owner(n, device_map) or "", None) in ("cpu", "disk")]
+    planned_bytes = sum(tensor_sizes[n] for n in offloaded)
+    fp32_bytes = 0
+    tensors = dict(planned.model.named_parameters()) | dict(planned.model.named_buffers())
+    for name in offloaded:
+        tensor = tensors.get(name)
+        if tensor is not None:
+            fp32_bytes += tensor.numel() * (4 if tensor.is_floating_point() else tensor.element_size())
+    load_in = "load_in_4bit=True" if planned.dtype == "int4" else "load_in_8bit=True"
+    return (
+        f"bitsandbytes {planned.dtype} with modules on the CPU or disk: from_pretrained raises \"ValueError: Some "
+        "modules are dispatched on the CPU or the disk\" for this map unless you pass "
+        f"quantization_config=BitsAndBytesConfig({load_in}, llm_int8_enable_fp32_cpu_offload=True); the offloaded "
+        f"modules then stay in fp32, not quantized: about {format_bytes(fp32_bytes)} on CPU/disk instead of the "
+        f"{format_bytes(planned_bytes)} planned here"
     )
 
 
