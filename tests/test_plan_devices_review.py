@@ -179,3 +179,47 @@ def test_bitsandbytes_without_offload_or_cpu_only_has_no_such_warning(tiny, args
     # all on GPUs, or all on the CPU: bitsandbytes' quantizer accepts both maps
     code, data = run_json("plan-devices", tiny["llama"], *args, "--dtype", "int4")
     assert code == 0 and not [w for w in data["warnings"] if "llm_int8_enable_fp32_cpu_offload" in w]
+
+
+# ----------------------------------------------------------------------------------------------- map order (F3, F6)
+
+
+def test_next_module_too_big_names_the_module_the_planner_tried(tiny) -> None:
+    from weightdoctor.plan_devices import PlanRequest, _sizes, build_planned_model, open_plan_source, plan_devices
+
+    with open_plan_source(str(tiny["llama"])) as checkpoint:
+        planned = build_planned_model(checkpoint)
+    report = plan_devices(planned, PlanRequest(gpus=[400_000, 300_000], cpu=10**7))
+    # clean_device_map merged model.layers.0-3 (all on the CPU) into model.layers and moved it to the end;
+    # the map now reads in placement order
+    assert list(report.device_map) == ["model.embed_tokens", "model.layers", "model.norm", "model.rotary_emb",
+                                       "lm_head"]
+    cuda1 = next(d for d in report.devices if d.device == "cuda:1")
+    [held] = [h for h in cuda1.held_back if h.reason == "next-module-too-big"]
+    # model.layers was split: what did not fit in the 44 KB left was its first layer, not model.norm (256 B)
+    assert held.detail.startswith("the next module, model.layers.0 (")
+    sizes, _ = _sizes(planned, planned.dtype)
+    assert sizes["model.layers.0"] > held.bytes
+    # every such explanation names a module larger than the room it says was left
+    for device in report.devices:
+        for item in device.held_back:
+            if item.reason == "next-module-too-big":
+                name = item.detail.removeprefix("the next module, ").split(" (")[0]
+                assert sizes[name] > item.bytes, (device.device, item.detail)
+
+
+def test_json_map_order_does_not_depend_on_the_hash_seed(tiny) -> None:
+    from tests.helpers import run_subprocess
+
+    args = ["plan-devices", tiny["llava"], "--model-class", "LlavaModel", "--gpu", "150KB", "--gpu", "200KB",
+            "--cpu", "300KB", "--json"]
+    outputs = {seed: run_subprocess(*args, env={"PYTHONHASHSEED": seed}) for seed in ("0", "1", "2")}
+    assert all(proc.returncode == 0 for proc in outputs.values())
+    assert len({proc.stdout for proc in outputs.values()}) == 1
+    import json
+
+    data = json.loads(outputs["0"].stdout)
+    # the order the planner placed them in (the model's module order), not the order of a set of names
+    assert list(data["device_map"]) == ["vision_tower", "multi_modal_projector", "language_model"]
+    labels = [r["label"] for d in data["devices"] for r in d["ranges"]]
+    assert labels == ["vision_tower", "multi_modal_projector", "language_model"]

@@ -617,14 +617,24 @@ def no_split_classes(planned: PlannedModel, override: list[str] | None) -> list[
     return sorted(getattr(planned.model, "_no_split_modules", None) or [])
 
 
+@dataclass(frozen=True)
+class Placement:
+    """What the planner computed: the map (in placement order), its budgets, and the entries it placed one by
+    one before `clean_device_map` merged them (`visited`, in that order)."""
+
+    device_map: dict[str, int | str]
+    budgets: dict[int | str, float]
+    visited: list[str]
+
+
 def place(
     planned: PlannedModel,
     max_memory: dict[int | str, int],
     strategy: str,
     no_split: list[str],
     sizer: _SizeOverride | None = None,
-) -> tuple[dict[str, int | str], dict[int | str, float]]:
-    """Compute the device map the way the loading library does; returns (device_map, planner budgets).
+) -> Placement:
+    """Compute the device map the way the loading library does.
 
     transformers models go through `transformers.integrations.accelerate._get_device_map`, the very call
     `from_pretrained` makes (with the model's `_no_split_modules` set to `no_split`); other trees through
@@ -642,6 +652,7 @@ def place(
             recorded: dict[str, Any] = {}
             original = hf_accelerate.infer_auto_device_map
             original_sizes = hf_accelerate.compute_module_sizes
+            original_clean = hf_accelerate.clean_device_map
 
             def recording(model: Any, max_memory: Any = None, *args: Any, **kwargs: Any) -> Any:
                 # The budgets `_get_device_map` hands the planner (after balancing and quantizer headroom):
@@ -657,8 +668,16 @@ def place(
                     planned._cache[("planner-sizes", id(sizer))] = result[0]
                 return result
 
+            def recording_clean(device_map: Any, *args: Any, **kwargs: Any) -> Any:
+                # The order the planner placed modules in, before clean_device_map regroups them (it walks a
+                # set of names, so its own order changes with PYTHONHASHSEED).
+                if not args and not kwargs:  # the top call; the recursive ones pass module_name
+                    recorded["visited"] = list(device_map)
+                return original_clean(device_map, *args, **kwargs)
+
             hf_accelerate.infer_auto_device_map = recording
             hf_accelerate.compute_module_sizes = recording_sizes
+            hf_accelerate.clean_device_map = recording_clean
             try:
                 device_map = hf_accelerate._get_device_map(model, strategy, dict(max_memory), sizer)
             except (IndexError, KeyError, ValueError, AttributeError, RuntimeError) as exc:
@@ -666,14 +685,17 @@ def place(
             finally:
                 hf_accelerate.infer_auto_device_map = original
                 hf_accelerate.compute_module_sizes = original_sizes
+                hf_accelerate.clean_device_map = original_clean
                 if saved is _MISSING:
                     model.__dict__.pop("_no_split_modules", None)
                 else:
                     model._no_split_modules = saved
             budgets = recorded.get("budgets", dict(max_memory))
+            visited = recorded.get("visited", list(device_map))
         else:
             from accelerate import infer_auto_device_map
             from accelerate.utils import get_balanced_memory, get_max_memory
+            from accelerate.utils.modeling import clean_device_map
 
             if sizer is not None:
                 model = _converted_tree(model, sizer)
@@ -685,10 +707,35 @@ def place(
             else:
                 budgets = get_max_memory(budgets)
             try:
-                device_map = infer_auto_device_map(model, max_memory=dict(budgets), no_split_module_classes=no_split)
+                # Uncleaned first, to keep the order the planner placed modules in; then cleaned as it would be.
+                device_map = infer_auto_device_map(model, max_memory=dict(budgets), no_split_module_classes=no_split,
+                                                   clean_result=False)
             except (IndexError, KeyError, ValueError, AttributeError, RuntimeError) as exc:
                 raise _planner_failed("accelerate's infer_auto_device_map", exc) from exc
-    return dict(device_map), dict(budgets)
+            visited = list(device_map)
+            device_map = clean_device_map(device_map)
+    return Placement(in_placement_order(dict(device_map), visited), dict(budgets), visited)
+
+
+def in_placement_order(device_map: dict[str, int | str], visited: list[str]) -> dict[str, int | str]:
+    """`device_map` with its entries in the order the planner placed them (`visited`: its map before cleaning).
+
+    accelerate's `clean_device_map` merges the entries of a module that landed on one device and re-inserts
+    the merged entry at the end, iterating a set of names: its key order follows string hashing, not the
+    model. Each cleaned entry takes the place of the first placed entry it covers, so the JSON is the same in
+    every run and "the next module" is the one the planner really tried next.
+
+    Example:
+        >>> in_placement_order({"b": "cpu", "a": 0, "c": 0}, ["a", "b.0", "b.1", "c"])
+        {'a': 0, 'b': 'cpu', 'c': 0}
+    """
+    first: dict[str, int] = {}
+    for index, name in enumerate(visited):
+        parts = name.split(".")
+        for end in range(len(parts) + 1):
+            first.setdefault(".".join(parts[:end]) if end else "", index)
+    # An entry the planner never named (cannot happen with the libraries' maps) keeps its relative place last.
+    return dict(sorted(device_map.items(), key=lambda item: first.get(item[0], len(visited))))
 
 
 def _planner_failed(planner: str, exc: Exception) -> UsageError:
@@ -865,8 +912,13 @@ def explain_devices(
     no_split: list[str],
     strategy: str,
     sizer: _SizeOverride | None,
+    visited: list[str] | None = None,
 ) -> dict[int | str, list[HeldBack]]:
-    """Why each GPU (and the CPU) holds less than its capacity, in bytes that add up to the gap."""
+    """Why each GPU (and the CPU) holds less than its capacity, in bytes that add up to the gap.
+
+    "The next module" is the first module the planner tried after the device's last one (`visited`: the
+    entries in the order it placed them, before merging): the one that did not fit, not a merged entry.
+    """
     from weightdoctor.units import format_bytes
 
     order = list(device_map)
@@ -919,11 +971,13 @@ def explain_devices(
                 ))
                 left -= amount
         if later and left > 0:
-            nxt = later[0]
+            tried = [n for n in visited or [] if _device_rank(device_map.get(_owner(n, device_map) or "", ""), keys)
+                     > position]
+            nxt = tried[0] if tried else later[0]
+            size = sizes.get(nxt, entry_bytes.get(nxt, 0)) if tried else entry_bytes.get(nxt, 0)
             parts.append(HeldBack(
                 "next-module-too-big", left,
-                f"the next module, {nxt or '(the whole model)'} ({format_bytes(entry_bytes.get(nxt, 0))}), "
-                "did not fit in what was left",
+                f"the next module, {nxt or '(the whole model)'} ({format_bytes(size)}), did not fit in what was left",
             ))
             left = 0
         if left > 0:
@@ -1146,7 +1200,8 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         findings = check_manual_map(planned, device_map, capacities, request.disk, sizer)
         placement = "manual map (checked)"
     else:
-        device_map, budgets = place(planned, max_memory, request.strategy, no_split, sizer)
+        placement_result = place(planned, max_memory, request.strategy, no_split, sizer)
+        device_map, budgets, visited = placement_result.device_map, placement_result.budgets, placement_result.visited
         placement = ("transformers.integrations.accelerate._get_device_map" if planned.is_transformers
                      else "accelerate.get_balanced_memory + infer_auto_device_map")
     sizes, tensor_sizes = _sizes(planned, planned.dtype)
@@ -1157,7 +1212,7 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     held: dict[int | str, list[HeldBack]] = {}
     if request.manual_map is None:
         held = explain_devices(planned, device_map, capacities, request.reserve, budgets, entry_bytes, per_device,
-                               sizes, no_split, request.strategy, sizer)
+                               sizes, no_split, request.strategy, sizer, visited)
     ranges = module_ranges(device_map, entry_bytes)
     keys: list[int | str] = list(capacities)
     if "disk" in per_device or request.disk:
@@ -1327,7 +1382,7 @@ def _replan_verdict(
     sizer = _sizer_for(planned, dtype)
     max_memory = build_max_memory(gpus, request.cpu, request.reserve)
     try:
-        device_map, _ = place(planned, max_memory, request.strategy, no_split, sizer)
+        device_map = place(planned, max_memory, request.strategy, no_split, sizer).device_map
     except UsageError:
         # The library's planner fails on this candidate (transformers' own planner raised IndexError at a
         # quantized dtype on tiny budgets): it is no suggestion, and the plan asked for stands.
