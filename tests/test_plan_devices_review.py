@@ -223,3 +223,36 @@ def test_json_map_order_does_not_depend_on_the_hash_seed(tiny) -> None:
     assert list(data["device_map"]) == ["vision_tower", "multi_modal_projector", "language_model"]
     labels = [r["label"] for d in data["devices"] for r in d["ranges"]]
     assert labels == ["vision_tower", "multi_modal_projector", "language_model"]
+
+
+# ----------------------------------------------------------------------------------------------- no config.json (F7)
+
+
+def _gpt2_without_config(out: Path, layers: int = 12) -> Path:
+    import torch
+    import transformers
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=1000, n_embd=64, n_layer=layers,
+                                                                 n_head=4, n_positions=128))
+    out.mkdir(parents=True)
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+def test_without_config_layers_are_in_natural_order_and_kept_whole(tmp_path) -> None:
+    folder = _gpt2_without_config(tmp_path / "nocfg")
+    code, data = run_json("plan-devices", folder, "--gpu", "1MB", "--gpu", "1MB", "--cpu", "10MB")
+    assert code == 0 and data["built_from"] == "tensors"
+    blocks = [name for name in data["device_map"] if name.startswith("transformer.h.")]
+    # numbers as numbers (h.2 before h.10), and every block whole: no transformer.h.11.attn entry
+    assert blocks == [f"transformer.h.{i}" for i in range(12)]
+    assert data["no_split"] == ["NumberedBlock"]
+    assert len({data["device_map"][b] for b in blocks}) == 3  # spread over both GPUs and the CPU
+    [warning] = [w for w in data["warnings"] if "numbered block" in w]
+    assert "transformer.h.0, transformer.h.1, ..." in warning and "--no-split overrides" in warning
+    # ranges read naturally too
+    labels = [r["label"] for d in data["devices"] for r in d["ranges"]]
+    assert labels[:3] == ["transformer.h.0–2", "transformer.h.3–7", "transformer.h.8–11"]

@@ -352,6 +352,13 @@ def build_planned_model(
         what = "its config.json has no model_type" if checkpoint.config is not None else "there is no config.json"
         raise UsageError(f"nothing to plan: the checkpoint holds no tensors and {what}", path=str(checkpoint.path))
     model = build_tensor_tree(checkpoint, None if dtype in ("int8", "int4") else DTYPES[dtype][0])
+    blocks = [name for name, module in model.named_modules() if type(module).__name__ == NUMBERED_BLOCK]
+    if blocks:
+        shown = ", ".join(blocks[:2]) + (", ..." if len(blocks) > 2 else "")
+        warnings.append(
+            f"no config.json to say which modules must stay whole: each numbered block ({shown}) is kept on one "
+            f"device (no-split class {NUMBERED_BLOCK}), as transformers keeps a model's layers; --no-split overrides"
+        )
     untied = [names for names in checkpoint.alias_groups() if any("." not in name for name in names)]
     if untied:
         warnings.append(
@@ -385,26 +392,50 @@ def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: st
         raise UsageError(f"transformers cannot build this config ({type(exc).__name__}: {detail})") from exc
 
 
+NUMBERED_BLOCK = "NumberedBlock"
+
+
+def _numbered_block_class() -> type[torch.nn.Module]:
+    """The class of the numbered modules of a tensor tree (`h.0`, `layers.11`): one class, so the planner can
+    be told to keep each whole (`_no_split_modules`), as transformers models list their layer classes."""
+    import torch
+
+    global _NUMBERED_BLOCK_CLASS
+    if _NUMBERED_BLOCK_CLASS is None:
+        _NUMBERED_BLOCK_CLASS = type(NUMBERED_BLOCK, (torch.nn.Module,), {
+            "__doc__": "A numbered block of a module tree rebuilt from tensor names (kept whole when planning).",
+        })
+    return _NUMBERED_BLOCK_CLASS
+
+
+_NUMBERED_BLOCK_CLASS: type | None = None
+
+
 def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.nn.Module:
     """A module tree whose parameters are the checkpoint's tensors on the meta device, grouped by dotted name.
 
     A tensor saved under several names becomes one Parameter registered under each, so accelerate sees it tied.
-    Floating tensors take `torch_dtype` when one is given.
+    Floating tensors take `torch_dtype` when one is given. Modules are added in natural name order (`h.2`
+    before `h.10`, as transformers sorts state-dict names), which is the order the planner places them in; a
+    module named by a number (`h.0`, `layers.11`) is a `NumberedBlock`, listed in the root's
+    `_no_split_modules` so that no layer is split across devices.
 
     Raises:
         UsageError: a tensor name that cannot be a module path (empty segment), or no tensors at all.
     """
     import torch
+    from transformers.core_model_loading import dot_natural_key
 
     if not checkpoint.tensors:
         raise UsageError("the source holds no tensors and no buildable config", path=str(checkpoint.path))
+    block_class = _numbered_block_class()
     target = getattr(torch, torch_dtype) if torch_dtype else None
     root = torch.nn.Module()
     by_view: dict[str, torch.nn.Parameter] = {}
     prefixes = {
         ".".join(t.name.split(".")[:end]) for t in checkpoint.tensors for end in range(1, t.name.count(".") + 1)
     }
-    for info in checkpoint.tensors:
+    for info in sorted(checkpoint.tensors, key=lambda t: dot_natural_key(t.name)):
         parts = info.name.split(".")
         if any(not part for part in parts):
             raise UsageError(f"tensor name {info.name!r} has an empty segment; cannot group it into modules",
@@ -423,7 +454,7 @@ def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.
         for part in parts[:-1]:
             child = module._modules.get(part)
             if child is None:
-                child = torch.nn.Module()
+                child = block_class() if part.isdigit() else torch.nn.Module()
                 try:
                     module.add_module(part, child)
                 except (KeyError, TypeError) as exc:
@@ -447,6 +478,8 @@ def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.
             module.register_parameter(parts[-1], param)
         except (KeyError, TypeError) as exc:
             raise UsageError(f"tensor name {info.name!r} cannot be a module path ({exc})") from exc
+    if any(isinstance(module, block_class) for module in root.modules()):
+        root._no_split_modules = [NUMBERED_BLOCK]
     return root
 
 
