@@ -256,3 +256,33 @@ def test_without_config_layers_are_in_natural_order_and_kept_whole(tmp_path) -> 
     # ranges read naturally too
     labels = [r["label"] for d in data["devices"] for r in d["ranges"]]
     assert labels[:3] == ["transformer.h.0–2", "transformer.h.3–7", "transformer.h.8–11"]
+
+
+# ----------------------------------------------------------------------------------------------- unplaced buffers (F8)
+
+
+def test_a_split_modules_own_buffer_is_counted_where_from_pretrained_puts_it(tiny) -> None:
+    from fixtures.plan_devices import from_pretrained_device_map
+
+    code, data = run_json("plan-devices", tiny["ctrl"], "--gpu", "416966", "--gpu", "555955", "--cpu", "2MB")
+    assert code == 0
+    # the map is from_pretrained's own: `transformer` is split, and its non-persistent pos_encoding is in no entry
+    truth = from_pretrained_device_map(tiny["ctrl"], "auto", {0: 416966, 1: 555955, "cpu": 2_000_000})
+    assert data["device_map"] == truth
+    assert not any(key == "transformer" or "pos_encoding" in key for key in truth)
+    # from_pretrained gives it get_device(device_map, name): no "" entry, so the CPU
+    assert data["unplaced"] == {"transformer.pos_encoding": "cpu"}
+    used = {d["device"]: d["used_bytes"] for d in data["devices"]}
+    assert used["cpu"] == 128 * 64 * 4  # n_positions x n_embd, fp32
+    assert sum(used.values()) == data["weights_bytes"] + data["buffers_bytes"]
+    assert data["verdict"] == "needs-cpu-offload" and data["offload"]["cpu_bytes"] == 128 * 64 * 4
+    [warning] = [w for w in data["warnings"] if "in no map entry" in w]
+    assert "transformer.pos_encoding (32.77 KB)" in warning and "from_pretrained puts them on cpu" in warning
+    cpu = next(d for d in data["devices"] if d["device"] == "cpu")
+    assert [r["label"] for r in cpu["ranges"]] == ["transformer.pos_encoding (in no map entry)"]
+
+
+def test_an_unsplit_model_has_no_unplaced_tensors(tiny) -> None:
+    code, data = run_json("plan-devices", tiny["ctrl"], "--gpu", "10MB")
+    assert code == 0 and data["unplaced"] == {} and data["verdict"] == "fits-on-gpus"
+    assert not [w for w in data["warnings"] if "in no map entry" in w]

@@ -161,6 +161,8 @@ class PlanReport:
     findings: list[Finding] = field(default_factory=list)
     local: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    # Tensors no map entry covers (a split module's own non-persistent buffer) -> where from_pretrained puts them.
+    unplaced: dict[str, int | str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -830,19 +832,43 @@ def _owner(name: str, keys: dict[str, int | str]) -> str | None:
 
 
 def usage_by_device(
-    device_map: dict[str, int | str], tensor_sizes: dict[str, int]
+    device_map: dict[str, int | str], tensor_sizes: dict[str, int], unplaced: dict[str, int | str] | None = None
 ) -> tuple[dict[int | str, int], dict[str, int]]:
-    """Bytes per device and per map entry, each tensor counted where its longest-prefix entry sends it."""
+    """Bytes per device and per map entry, each tensor counted where its longest-prefix entry sends it, and
+    each tensor of `unplaced` (covered by no entry) on its device there."""
     per_device: dict[int | str, int] = {}
     per_entry: dict[str, int] = dict.fromkeys(device_map, 0)
     for name, size in tensor_sizes.items():
         owner = _owner(name, device_map)
         if owner is None:
+            if unplaced and name in unplaced:
+                per_device[unplaced[name]] = per_device.get(unplaced[name], 0) + size
             continue
         per_entry[owner] += size
         device = device_map[owner]
         per_device[device] = per_device.get(device, 0) + size
     return per_device, per_entry
+
+
+def unplaced_tensors(
+    planned: PlannedModel, device_map: dict[str, int | str], tensor_names: list[str]
+) -> dict[str, int | str]:
+    """Parameters and buffers of a transformers model that no map entry covers -> the device `from_pretrained`
+    gives them.
+
+    accelerate's planner, splitting a module, places its parameters and children but not its own buffers (a
+    non-persistent one, like CTRL's `transformer.pos_encoding`, is in no checkpoint either). `from_pretrained`
+    then materializes it with `get_device(device_map, name, valid_torch_device=True)`: the map's `""` entry,
+    else the CPU.
+    """
+    if not planned.is_transformers:
+        return {}  # a tensor tree holds parameters only, and accelerate places every one
+    missing = [name for name in tensor_names if _owner(name, device_map) is None]
+    if not missing:
+        return {}
+    from transformers.integrations.accelerate import get_device
+
+    return {name: get_device(device_map, name, valid_torch_device=True) for name in missing}
 
 
 _INDEXED = re.compile(r"^(.*)\.(\d+)$")
@@ -879,9 +905,15 @@ def module_ranges(device_map: dict[str, int | str], entry_bytes: dict[str, int])
     return ranges
 
 
-def classify(device_map: dict[str, int | str], has_gpus: bool, allow_disk: bool, over_budget: bool = False) -> str:
-    """The verdict for a device map: one of VERDICTS."""
-    devices = set(device_map.values())
+def classify(
+    device_map: dict[str, int | str],
+    has_gpus: bool,
+    allow_disk: bool,
+    over_budget: bool = False,
+    extra_devices: set[int | str] | None = None,
+) -> str:
+    """The verdict for a device map (and `extra_devices`, where tensors outside it land): one of VERDICTS."""
+    devices = set(device_map.values()) | (extra_devices or set())
     if over_budget or ("disk" in devices and not allow_disk):
         return "does-not-fit"
     if "disk" in devices:
@@ -1238,15 +1270,19 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         placement = ("transformers.integrations.accelerate._get_device_map" if planned.is_transformers
                      else "accelerate.get_balanced_memory + infer_auto_device_map")
     sizes, tensor_sizes = _sizes(planned, planned.dtype)
-    per_device, entry_bytes = usage_by_device(device_map, tensor_sizes)
+    unplaced = unplaced_tensors(planned, device_map, list(tensor_sizes)) if request.manual_map is None else {}
+    per_device, entry_bytes = usage_by_device(device_map, tensor_sizes, unplaced)
     over = any(per_device.get(k, 0) > v for k, v in capacities.items())
-    verdict = classify(device_map, bool(request.gpus), request.disk, over)
+    verdict = classify(device_map, bool(request.gpus), request.disk, over, set(unplaced.values()))
 
     held: dict[int | str, list[HeldBack]] = {}
     if request.manual_map is None:
         held = explain_devices(planned, device_map, capacities, request.reserve, budgets, entry_bytes, per_device,
                                sizes, no_split, request.strategy, sizer, visited)
-    ranges = module_ranges(device_map, entry_bytes)
+    ranges = module_ranges(device_map, entry_bytes) + [
+        ModuleRange(f"{name} (in no map entry)", device_name(device), [name], tensor_sizes.get(name, 0))
+        for name, device in unplaced.items()
+    ]
     keys: list[int | str] = list(capacities)
     if "disk" in per_device or request.disk:
         keys.append("disk")
@@ -1278,6 +1314,18 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     bnb_offload = bnb_offload_warning(planned, device_map, tensor_sizes)
     if bnb_offload:
         warnings.append(bnb_offload)
+    if unplaced:
+        from weightdoctor.units import format_bytes
+
+        shown = [f"{name} ({format_bytes(tensor_sizes[name])})" for name in list(unplaced)[:3]]
+        where = sorted({device_name(d) for d in unplaced.values()})
+        warnings.append(
+            f"{len(unplaced)} tensor(s) are in no map entry, since the planner split the module that holds them "
+            f"and places only its parameters and children: {', '.join(shown)}"
+            + (" and more" if len(unplaced) > 3 else "")
+            + f"; from_pretrained puts them on {', '.join(where)} (the map's \"\" entry, else cpu), and they are "
+            "counted there"
+        )
 
     param_names, buffer_names, num_params = _tensor_names(planned)
     weights_bytes = sum(tensor_sizes.get(n, 0) for n in param_names)
@@ -1313,6 +1361,7 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         disk_allowed=request.disk,
         findings=findings,
         warnings=warnings,
+        unplaced=unplaced,
     )
 
 
@@ -1420,7 +1469,9 @@ def _replan_verdict(
         # The library's planner fails on this candidate (transformers' own planner raised IndexError at a
         # quantized dtype on tiny budgets): it is no suggestion, and the plan asked for stands.
         return "planner-failed"
-    return classify(device_map, bool(gpus), request.disk)
+    params, buffers, _ = _tensor_names(planned)
+    unplaced = unplaced_tensors(planned, device_map, params + buffers)
+    return classify(device_map, bool(gpus), request.disk, extra_devices=set(unplaced.values()))
 
 
 def open_plan_source(source: str, revision: str | None = None, key: str | None = None) -> Checkpoint:
