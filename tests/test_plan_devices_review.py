@@ -148,7 +148,7 @@ def test_float64_is_planned_at_8_bytes(tiny, tmp_path, where: str) -> None:
     assert same["device_map"] == data["device_map"]
 
 
-# ----------------------------------------------------------------------------------------------- bitsandbytes offload (F2)
+# ----------------------------------------------------------------------------------------- bitsandbytes offload (F2)
 
 
 @pytest.mark.parametrize("dtype", ["int4", "int8"])

@@ -1384,7 +1384,7 @@ def bnb_offload_warning(
         return None  # bitsandbytes' own condition: all on the CPU is allowed, any GPU + CPU/disk is not
     from weightdoctor.units import format_bytes
 
-    offloaded = [n for n in tensor_sizes if device_map.get(_owner(n, device_map) or "", None) in ("cpu", "disk")]
+    offloaded = [n for n in tensor_sizes if device_map.get(_owner(n, device_map) or "") in ("cpu", "disk")]
     planned_bytes = sum(tensor_sizes[n] for n in offloaded)
     fp32_bytes = 0
     tensors = dict(planned.model.named_parameters()) | dict(planned.model.named_buffers())
