@@ -131,15 +131,21 @@ def test_written_map_loads_through_from_pretrained(fx, tmp_path) -> None:
 
 
 def test_plain_torch_model_equals_accelerate_dispatch(tmp_path) -> None:
-    """Without a config the tree comes from tensor names; accelerate's own dispatch computes the same map."""
+    """Without a config the tree comes from tensor names; accelerate's own dispatch computes the same map.
+
+    The tree keeps each numbered block (`1`..`4`, Sequential blocks in the real model) whole: accelerate is told
+    the same of the real model's blocks.
+    """
     from accelerate import load_checkpoint_and_dispatch
 
     model, path = build_plain_torch_model(tmp_path)
     planned = build_planned_model(open_plan_source(str(path)))
     assert planned.built_from == "tensors"
     report = plan_devices(planned, PlanRequest(gpus=[], cpu=12_000, disk=True, strategy="auto"))
+    assert report.no_split == ["NumberedBlock"]
     dispatched = load_checkpoint_and_dispatch(model, str(path), device_map="auto", max_memory={"cpu": 12_000},
-                                              offload_folder=str(tmp_path / "offload"))
+                                              offload_folder=str(tmp_path / "offload"),
+                                              no_split_module_classes=["Sequential"])
     # The real model also has parameter-less modules (ReLU) the tensors cannot show: compare each parameter's device.
     ours = {n: _device_of(n, report.device_map) for n, _ in model.named_parameters()}
     theirs = {n: _device_of(n, dispatched.hf_device_map) for n, _ in model.named_parameters()}

@@ -97,7 +97,11 @@ def _sub_config_for(cls: type, config: dict[str, Any], built: Any, overrides: di
 
 
 def build_meta_model(
-    config: dict[str, Any] | PretrainedConfig, model_class: str | None = None, **overrides: Any
+    config: dict[str, Any] | PretrainedConfig,
+    model_class: str | None = None,
+    *,
+    other_config_hint: str = "or pass --config",
+    **overrides: Any,
 ) -> torch.nn.Module:
     """Instantiate a model on the meta device: every parameter has a shape and dtype, none has memory.
 
@@ -108,6 +112,9 @@ def build_meta_model(
         >>> model = build_meta_model({"model_type": "bert", "architectures": ["BertModel"]})
         >>> next(model.parameters()).device
         device(type='meta')
+
+    `other_config_hint` ends the message for a class of another model type: how the calling command
+    takes another config (diff-keys has `--config`; plan-devices takes a config.json as its source).
     """
     import torch
 
@@ -126,7 +133,7 @@ def build_meta_model(
             wanted = getattr(expected, "model_type", "") or expected.__name__
             raise UsageError(
                 f"{cls.__name__} needs a {wanted!r} config, but the config's model_type is "
-                f"{getattr(cfg, 'model_type', None)!r}; pick a class of that model type, or pass --config"
+                f"{getattr(cfg, 'model_type', None)!r}; pick a class of that model type, {other_config_hint}"
             ) from exc
         detail = " ".join(str(exc).split())[:200]
         raise UsageError(f"transformers cannot build {cls.__name__} from this config: {detail}") from exc

@@ -31,15 +31,17 @@ if TYPE_CHECKING:
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 # --dtype spelling -> (torch dtype name of the parameters, bytes per quantized Linear weight element or None)
 DTYPES: dict[str, tuple[str, float | None]] = {
+    "fp64": ("float64", None),
     "fp32": ("float32", None),
     "fp16": ("float16", None),
     "bf16": ("bfloat16", None),
     "int8": ("float16", 1.0),
     "int4": ("float16", 0.5),
 }
-DTYPE_ALIASES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "half": "fp16", "float": "fp32"}
+DTYPE_ALIASES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "half": "fp16", "float": "fp32",
+                 "float64": "fp64", "double": "fp64"}
 # The order in which a lower dtype is tried as "the smallest change that fits".
-DTYPE_LADDER = ("fp32", "bf16", "fp16", "int8", "int4")
+DTYPE_LADDER = ("fp64", "fp32", "bf16", "fp16", "int8", "int4")
 VERDICTS = ("fits-on-gpus", "fits-on-cpu", "needs-cpu-offload", "needs-disk-offload", "does-not-fit")
 FAIL_ON = ("offload", "no-fit")
 MAX_EXTRA_GPUS = 64
@@ -159,6 +161,8 @@ class PlanReport:
     findings: list[Finding] = field(default_factory=list)
     local: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    # Tensors no map entry covers (a split module's own non-persistent buffer) -> where from_pretrained puts them.
+    unplaced: dict[str, int | str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -196,7 +200,7 @@ def normalize_dtype(text: str) -> str:
     """`"bfloat16"` or `"bf16"` -> `"bf16"`.
 
     Raises:
-        UsageError: not one of fp32, fp16, bf16, int8, int4.
+        UsageError: not one of fp64, fp32, fp16, bf16, int8, int4.
     """
     key = DTYPE_ALIASES.get(text.lower(), text.lower())
     if key not in DTYPES:
@@ -297,11 +301,23 @@ def quantized_dtype(config: dict[str, Any] | None) -> tuple[str, str] | None:
 
 
 def default_dtype(checkpoint: Checkpoint) -> str:
-    """The dtype `from_pretrained(dtype="auto")` picks: the config's, else the checkpoint's, else fp32; for a
-    checkpoint quantized to 4 or 8 bits (its config's `quantization_config`), int4 / int8."""
+    """The dtype `from_pretrained(dtype="auto")` picks; for a checkpoint quantized to 4 or 8 bits (its config's
+    `quantization_config`), int4 / int8.
+
+    transformers' own resolver decides (`check_dtype.resolve_auto_dtype`): the config's dtype, else the index's,
+    else the first floating tensor in the order transformers reads the first weight file (not the header's
+    order: a bf16 `lm_head.weight` read before an fp32 norm makes the model bf16). Where it cannot answer (a
+    config without weights, a dtype no model can be built in) the config's dtype, else the checkpoint's first
+    floating tensor, else fp32.
+    """
+    from weightdoctor.check_dtype import resolve_auto_dtype
+
     quantized = quantized_dtype(checkpoint.config)
     if quantized is not None:
         return quantized[0]
+    resolved = resolve_auto_dtype(checkpoint).dtype
+    if resolved in ("float64", "float32", "float16", "bfloat16"):
+        return DTYPE_ALIASES[resolved]
     chosen = _config_dtype(checkpoint.config or {}) or _checkpoint_float_dtype(checkpoint) or "float32"
     return DTYPE_ALIASES.get(chosen, "fp32")
 
@@ -338,6 +354,13 @@ def build_planned_model(
         what = "its config.json has no model_type" if checkpoint.config is not None else "there is no config.json"
         raise UsageError(f"nothing to plan: the checkpoint holds no tensors and {what}", path=str(checkpoint.path))
     model = build_tensor_tree(checkpoint, None if dtype in ("int8", "int4") else DTYPES[dtype][0])
+    blocks = [name for name, module in model.named_modules() if type(module).__name__ == NUMBERED_BLOCK]
+    if blocks:
+        shown = ", ".join(blocks[:2]) + (", ..." if len(blocks) > 2 else "")
+        warnings.append(
+            f"no config.json to say which modules must stay whole: each numbered block ({shown}) is kept on one "
+            f"device (no-split class {NUMBERED_BLOCK}), as transformers keeps a model's layers; --no-split overrides"
+        )
     untied = [names for names in checkpoint.alias_groups() if any("." not in name for name in names)]
     if untied:
         warnings.append(
@@ -362,7 +385,8 @@ def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: st
         raise UsageError(f"transformers {transformers.__version__} does not know model_type {model_type!r}")
     try:
         with _quiet_libraries():
-            return build_meta_model(config, model_class, dtype=torch_dtype)
+            return build_meta_model(config, model_class, dtype=torch_dtype,
+                                    other_config_hint="or give a config.json of that model type as SOURCE")
     except UsageError:
         raise
     except Exception as exc:  # third-party model code can raise anything on a hostile config
@@ -370,26 +394,50 @@ def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: st
         raise UsageError(f"transformers cannot build this config ({type(exc).__name__}: {detail})") from exc
 
 
+NUMBERED_BLOCK = "NumberedBlock"
+
+
+def _numbered_block_class() -> type[torch.nn.Module]:
+    """The class of the numbered modules of a tensor tree (`h.0`, `layers.11`): one class, so the planner can
+    be told to keep each whole (`_no_split_modules`), as transformers models list their layer classes."""
+    import torch
+
+    global _NUMBERED_BLOCK_CLASS
+    if _NUMBERED_BLOCK_CLASS is None:
+        _NUMBERED_BLOCK_CLASS = type(NUMBERED_BLOCK, (torch.nn.Module,), {
+            "__doc__": "A numbered block of a module tree rebuilt from tensor names (kept whole when planning).",
+        })
+    return _NUMBERED_BLOCK_CLASS
+
+
+_NUMBERED_BLOCK_CLASS: type | None = None
+
+
 def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.nn.Module:
     """A module tree whose parameters are the checkpoint's tensors on the meta device, grouped by dotted name.
 
     A tensor saved under several names becomes one Parameter registered under each, so accelerate sees it tied.
-    Floating tensors take `torch_dtype` when one is given.
+    Floating tensors take `torch_dtype` when one is given. Modules are added in natural name order (`h.2`
+    before `h.10`, as transformers sorts state-dict names), which is the order the planner places them in; a
+    module named by a number (`h.0`, `layers.11`) is a `NumberedBlock`, listed in the root's
+    `_no_split_modules` so that no layer is split across devices.
 
     Raises:
         UsageError: a tensor name that cannot be a module path (empty segment), or no tensors at all.
     """
     import torch
+    from transformers.core_model_loading import dot_natural_key
 
     if not checkpoint.tensors:
         raise UsageError("the source holds no tensors and no buildable config", path=str(checkpoint.path))
+    block_class = _numbered_block_class()
     target = getattr(torch, torch_dtype) if torch_dtype else None
     root = torch.nn.Module()
     by_view: dict[str, torch.nn.Parameter] = {}
     prefixes = {
         ".".join(t.name.split(".")[:end]) for t in checkpoint.tensors for end in range(1, t.name.count(".") + 1)
     }
-    for info in checkpoint.tensors:
+    for info in sorted(checkpoint.tensors, key=lambda t: dot_natural_key(t.name)):
         parts = info.name.split(".")
         if any(not part for part in parts):
             raise UsageError(f"tensor name {info.name!r} has an empty segment; cannot group it into modules",
@@ -408,7 +456,7 @@ def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.
         for part in parts[:-1]:
             child = module._modules.get(part)
             if child is None:
-                child = torch.nn.Module()
+                child = block_class() if part.isdigit() else torch.nn.Module()
                 try:
                     module.add_module(part, child)
                 except (KeyError, TypeError) as exc:
@@ -432,6 +480,8 @@ def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.
             module.register_parameter(parts[-1], param)
         except (KeyError, TypeError) as exc:
             raise UsageError(f"tensor name {info.name!r} cannot be a module path ({exc})") from exc
+    if any(isinstance(module, block_class) for module in root.modules()):
+        root._no_split_modules = [NUMBERED_BLOCK]
     return root
 
 
@@ -602,14 +652,24 @@ def no_split_classes(planned: PlannedModel, override: list[str] | None) -> list[
     return sorted(getattr(planned.model, "_no_split_modules", None) or [])
 
 
+@dataclass(frozen=True)
+class Placement:
+    """What the planner computed: the map (in placement order), its budgets, and the entries it placed one by
+    one before `clean_device_map` merged them (`visited`, in that order)."""
+
+    device_map: dict[str, int | str]
+    budgets: dict[int | str, float]
+    visited: list[str]
+
+
 def place(
     planned: PlannedModel,
     max_memory: dict[int | str, int],
     strategy: str,
     no_split: list[str],
     sizer: _SizeOverride | None = None,
-) -> tuple[dict[str, int | str], dict[int | str, float]]:
-    """Compute the device map the way the loading library does; returns (device_map, planner budgets).
+) -> Placement:
+    """Compute the device map the way the loading library does.
 
     transformers models go through `transformers.integrations.accelerate._get_device_map`, the very call
     `from_pretrained` makes (with the model's `_no_split_modules` set to `no_split`); other trees through
@@ -627,6 +687,7 @@ def place(
             recorded: dict[str, Any] = {}
             original = hf_accelerate.infer_auto_device_map
             original_sizes = hf_accelerate.compute_module_sizes
+            original_clean = hf_accelerate.clean_device_map
 
             def recording(model: Any, max_memory: Any = None, *args: Any, **kwargs: Any) -> Any:
                 # The budgets `_get_device_map` hands the planner (after balancing and quantizer headroom):
@@ -642,8 +703,16 @@ def place(
                     planned._cache[("planner-sizes", id(sizer))] = result[0]
                 return result
 
+            def recording_clean(device_map: Any, *args: Any, **kwargs: Any) -> Any:
+                # The order the planner placed modules in, before clean_device_map regroups them (it walks a
+                # set of names, so its own order changes with PYTHONHASHSEED).
+                if not args and not kwargs:  # the top call; the recursive ones pass module_name
+                    recorded["visited"] = list(device_map)
+                return original_clean(device_map, *args, **kwargs)
+
             hf_accelerate.infer_auto_device_map = recording
             hf_accelerate.compute_module_sizes = recording_sizes
+            hf_accelerate.clean_device_map = recording_clean
             try:
                 device_map = hf_accelerate._get_device_map(model, strategy, dict(max_memory), sizer)
             except (IndexError, KeyError, ValueError, AttributeError, RuntimeError) as exc:
@@ -651,14 +720,17 @@ def place(
             finally:
                 hf_accelerate.infer_auto_device_map = original
                 hf_accelerate.compute_module_sizes = original_sizes
+                hf_accelerate.clean_device_map = original_clean
                 if saved is _MISSING:
                     model.__dict__.pop("_no_split_modules", None)
                 else:
                     model._no_split_modules = saved
             budgets = recorded.get("budgets", dict(max_memory))
+            visited = recorded.get("visited", list(device_map))
         else:
             from accelerate import infer_auto_device_map
             from accelerate.utils import get_balanced_memory, get_max_memory
+            from accelerate.utils.modeling import clean_device_map
 
             if sizer is not None:
                 model = _converted_tree(model, sizer)
@@ -670,10 +742,35 @@ def place(
             else:
                 budgets = get_max_memory(budgets)
             try:
-                device_map = infer_auto_device_map(model, max_memory=dict(budgets), no_split_module_classes=no_split)
+                # Uncleaned first, to keep the order the planner placed modules in; then cleaned as it would be.
+                device_map = infer_auto_device_map(model, max_memory=dict(budgets), no_split_module_classes=no_split,
+                                                   clean_result=False)
             except (IndexError, KeyError, ValueError, AttributeError, RuntimeError) as exc:
                 raise _planner_failed("accelerate's infer_auto_device_map", exc) from exc
-    return dict(device_map), dict(budgets)
+            visited = list(device_map)
+            device_map = clean_device_map(device_map)
+    return Placement(in_placement_order(dict(device_map), visited), dict(budgets), visited)
+
+
+def in_placement_order(device_map: dict[str, int | str], visited: list[str]) -> dict[str, int | str]:
+    """`device_map` with its entries in the order the planner placed them (`visited`: its map before cleaning).
+
+    accelerate's `clean_device_map` merges the entries of a module that landed on one device and re-inserts
+    the merged entry at the end, iterating a set of names: its key order follows string hashing, not the
+    model. Each cleaned entry takes the place of the first placed entry it covers, so the JSON is the same in
+    every run and "the next module" is the one the planner really tried next.
+
+    Example:
+        >>> in_placement_order({"b": "cpu", "a": 0, "c": 0}, ["a", "b.0", "b.1", "c"])
+        {'a': 0, 'b': 'cpu', 'c': 0}
+    """
+    first: dict[str, int] = {}
+    for index, name in enumerate(visited):
+        parts = name.split(".")
+        for end in range(len(parts) + 1):
+            first.setdefault(".".join(parts[:end]) if end else "", index)
+    # An entry the planner never named (cannot happen with the libraries' maps) keeps its relative place last.
+    return dict(sorted(device_map.items(), key=lambda item: first.get(item[0], len(visited))))
 
 
 def _planner_failed(planner: str, exc: Exception) -> UsageError:
@@ -735,19 +832,43 @@ def _owner(name: str, keys: dict[str, int | str]) -> str | None:
 
 
 def usage_by_device(
-    device_map: dict[str, int | str], tensor_sizes: dict[str, int]
+    device_map: dict[str, int | str], tensor_sizes: dict[str, int], unplaced: dict[str, int | str] | None = None
 ) -> tuple[dict[int | str, int], dict[str, int]]:
-    """Bytes per device and per map entry, each tensor counted where its longest-prefix entry sends it."""
+    """Bytes per device and per map entry, each tensor counted where its longest-prefix entry sends it, and
+    each tensor of `unplaced` (covered by no entry) on its device there."""
     per_device: dict[int | str, int] = {}
     per_entry: dict[str, int] = dict.fromkeys(device_map, 0)
     for name, size in tensor_sizes.items():
         owner = _owner(name, device_map)
         if owner is None:
+            if unplaced and name in unplaced:
+                per_device[unplaced[name]] = per_device.get(unplaced[name], 0) + size
             continue
         per_entry[owner] += size
         device = device_map[owner]
         per_device[device] = per_device.get(device, 0) + size
     return per_device, per_entry
+
+
+def unplaced_tensors(
+    planned: PlannedModel, device_map: dict[str, int | str], tensor_names: list[str]
+) -> dict[str, int | str]:
+    """Parameters and buffers of a transformers model that no map entry covers -> the device `from_pretrained`
+    gives them.
+
+    accelerate's planner, splitting a module, places its parameters and children but not its own buffers (a
+    non-persistent one, like CTRL's `transformer.pos_encoding`, is in no checkpoint either). `from_pretrained`
+    then materializes it with `get_device(device_map, name, valid_torch_device=True)`: the map's `""` entry,
+    else the CPU.
+    """
+    if not planned.is_transformers:
+        return {}  # a tensor tree holds parameters only, and accelerate places every one
+    missing = [name for name in tensor_names if _owner(name, device_map) is None]
+    if not missing:
+        return {}
+    from transformers.integrations.accelerate import get_device
+
+    return {name: get_device(device_map, name, valid_torch_device=True) for name in missing}
 
 
 _INDEXED = re.compile(r"^(.*)\.(\d+)$")
@@ -784,9 +905,15 @@ def module_ranges(device_map: dict[str, int | str], entry_bytes: dict[str, int])
     return ranges
 
 
-def classify(device_map: dict[str, int | str], has_gpus: bool, allow_disk: bool, over_budget: bool = False) -> str:
-    """The verdict for a device map: one of VERDICTS."""
-    devices = set(device_map.values())
+def classify(
+    device_map: dict[str, int | str],
+    has_gpus: bool,
+    allow_disk: bool,
+    over_budget: bool = False,
+    extra_devices: set[int | str] | None = None,
+) -> str:
+    """The verdict for a device map (and `extra_devices`, where tensors outside it land): one of VERDICTS."""
+    devices = set(device_map.values()) | (extra_devices or set())
     if over_budget or ("disk" in devices and not allow_disk):
         return "does-not-fit"
     if "disk" in devices:
@@ -850,8 +977,13 @@ def explain_devices(
     no_split: list[str],
     strategy: str,
     sizer: _SizeOverride | None,
+    visited: list[str] | None = None,
 ) -> dict[int | str, list[HeldBack]]:
-    """Why each GPU (and the CPU) holds less than its capacity, in bytes that add up to the gap."""
+    """Why each GPU (and the CPU) holds less than its capacity, in bytes that add up to the gap.
+
+    "The next module" is the first module the planner tried after the device's last one (`visited`: the
+    entries in the order it placed them, before merging): the one that did not fit, not a merged entry.
+    """
     from weightdoctor.units import format_bytes
 
     order = list(device_map)
@@ -904,11 +1036,13 @@ def explain_devices(
                 ))
                 left -= amount
         if later and left > 0:
-            nxt = later[0]
+            tried = [n for n in visited or [] if _device_rank(device_map.get(_owner(n, device_map) or "", ""), keys)
+                     > position]
+            nxt = tried[0] if tried else later[0]
+            size = sizes.get(nxt, entry_bytes.get(nxt, 0)) if tried else entry_bytes.get(nxt, 0)
             parts.append(HeldBack(
                 "next-module-too-big", left,
-                f"the next module, {nxt or '(the whole model)'} ({format_bytes(entry_bytes.get(nxt, 0))}), "
-                "did not fit in what was left",
+                f"the next module, {nxt or '(the whole model)'} ({format_bytes(size)}), did not fit in what was left",
             ))
             left = 0
         if left > 0:
@@ -1131,19 +1265,24 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         findings = check_manual_map(planned, device_map, capacities, request.disk, sizer)
         placement = "manual map (checked)"
     else:
-        device_map, budgets = place(planned, max_memory, request.strategy, no_split, sizer)
+        placement_result = place(planned, max_memory, request.strategy, no_split, sizer)
+        device_map, budgets, visited = placement_result.device_map, placement_result.budgets, placement_result.visited
         placement = ("transformers.integrations.accelerate._get_device_map" if planned.is_transformers
                      else "accelerate.get_balanced_memory + infer_auto_device_map")
     sizes, tensor_sizes = _sizes(planned, planned.dtype)
-    per_device, entry_bytes = usage_by_device(device_map, tensor_sizes)
+    unplaced = unplaced_tensors(planned, device_map, list(tensor_sizes)) if request.manual_map is None else {}
+    per_device, entry_bytes = usage_by_device(device_map, tensor_sizes, unplaced)
     over = any(per_device.get(k, 0) > v for k, v in capacities.items())
-    verdict = classify(device_map, bool(request.gpus), request.disk, over)
+    verdict = classify(device_map, bool(request.gpus), request.disk, over, set(unplaced.values()))
 
     held: dict[int | str, list[HeldBack]] = {}
     if request.manual_map is None:
         held = explain_devices(planned, device_map, capacities, request.reserve, budgets, entry_bytes, per_device,
-                               sizes, no_split, request.strategy, sizer)
-    ranges = module_ranges(device_map, entry_bytes)
+                               sizes, no_split, request.strategy, sizer, visited)
+    ranges = module_ranges(device_map, entry_bytes) + [
+        ModuleRange(f"{name} (in no map entry)", device_name(device), [name], tensor_sizes.get(name, 0))
+        for name, device in unplaced.items()
+    ]
     keys: list[int | str] = list(capacities)
     if "disk" in per_device or request.disk:
         keys.append("disk")
@@ -1170,6 +1309,23 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         # The planner already sent the rest to disk: with --disk this very map is the plan.
         suggestions.append(Suggestion("disk", "--disk: the same plan with the rest offloaded to disk (slow)",
                                       planned.dtype, list(request.gpus), "needs-disk-offload"))
+
+    warnings = list(planned.warnings)
+    bnb_offload = bnb_offload_warning(planned, device_map, tensor_sizes)
+    if bnb_offload:
+        warnings.append(bnb_offload)
+    if unplaced:
+        from weightdoctor.units import format_bytes
+
+        shown = [f"{name} ({format_bytes(tensor_sizes[name])})" for name in list(unplaced)[:3]]
+        where = sorted({device_name(d) for d in unplaced.values()})
+        warnings.append(
+            f"{len(unplaced)} tensor(s) are in no map entry, since the planner split the module that holds them "
+            f"and places only its parameters and children: {', '.join(shown)}"
+            + (" and more" if len(unplaced) > 3 else "")
+            + f"; from_pretrained puts them on {', '.join(where)} (the map's \"\" entry, else cpu), and they are "
+            "counted there"
+        )
 
     param_names, buffer_names, num_params = _tensor_names(planned)
     weights_bytes = sum(tensor_sizes.get(n, 0) for n in param_names)
@@ -1204,7 +1360,45 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         manual_map=request.manual_map is not None,
         disk_allowed=request.disk,
         findings=findings,
-        warnings=list(planned.warnings),
+        warnings=warnings,
+        unplaced=unplaced,
+    )
+
+
+def bnb_offload_warning(
+    planned: PlannedModel, device_map: dict[str, int | str], tensor_sizes: dict[str, int]
+) -> str | None:
+    """The warning for a bitsandbytes int8/int4 plan that offloads to the CPU or disk, else None.
+
+    bitsandbytes' quantizers (`validate_environment`) refuse such a map in `from_pretrained` unless
+    `llm_int8_enable_fp32_cpu_offload=True`, and with it the offloaded modules stay unquantized in fp32: the
+    map is the same, but `from_pretrained` fails on it as planned, and the offload takes more memory.
+    """
+    if planned.dtype not in ("int8", "int4") or not planned.is_transformers:
+        return None
+    config_quantized = quantized_dtype(planned.config)
+    if config_quantized is not None and "bitsandbytes" not in config_quantized[1].lower():
+        return None  # another quantizer (GPTQ, AWQ, ...): bitsandbytes' rule is not its rule
+    values = set(device_map.values())
+    if values == {"cpu"} or not values & {"cpu", "disk"}:
+        return None  # bitsandbytes' own condition: all on the CPU is allowed, any GPU + CPU/disk is not
+    from weightdoctor.units import format_bytes
+
+    offloaded = [n for n in tensor_sizes if device_map.get(_owner(n, device_map) or "") in ("cpu", "disk")]
+    planned_bytes = sum(tensor_sizes[n] for n in offloaded)
+    fp32_bytes = 0
+    tensors = dict(planned.model.named_parameters()) | dict(planned.model.named_buffers())
+    for name in offloaded:
+        tensor = tensors.get(name)
+        if tensor is not None:
+            fp32_bytes += tensor.numel() * (4 if tensor.is_floating_point() else tensor.element_size())
+    load_in = "load_in_4bit=True" if planned.dtype == "int4" else "load_in_8bit=True"
+    return (
+        f"bitsandbytes {planned.dtype} with modules on the CPU or disk: from_pretrained raises \"ValueError: Some "
+        "modules are dispatched on the CPU or the disk\" for this map unless you pass "
+        f"quantization_config=BitsAndBytesConfig({load_in}, llm_int8_enable_fp32_cpu_offload=True); the offloaded "
+        f"modules then stay in fp32, not quantized: about {format_bytes(fp32_bytes)} on CPU/disk instead of the "
+        f"{format_bytes(planned_bytes)} planned here"
     )
 
 
@@ -1270,12 +1464,14 @@ def _replan_verdict(
     sizer = _sizer_for(planned, dtype)
     max_memory = build_max_memory(gpus, request.cpu, request.reserve)
     try:
-        device_map, _ = place(planned, max_memory, request.strategy, no_split, sizer)
+        device_map = place(planned, max_memory, request.strategy, no_split, sizer).device_map
     except UsageError:
         # The library's planner fails on this candidate (transformers' own planner raised IndexError at a
         # quantized dtype on tiny budgets): it is no suggestion, and the plan asked for stands.
         return "planner-failed"
-    return classify(device_map, bool(gpus), request.disk)
+    params, buffers, _ = _tensor_names(planned)
+    unplaced = unplaced_tensors(planned, device_map, params + buffers)
+    return classify(device_map, bool(gpus), request.disk, extra_devices=set(unplaced.values()))
 
 
 def open_plan_source(source: str, revision: str | None = None, key: str | None = None) -> Checkpoint:

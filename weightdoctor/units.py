@@ -2,54 +2,80 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from weightdoctor.errors import UsageError
 
 _DECIMAL = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "PB": 10**15}
 _BINARY = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "PIB": 2**50}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([A-Za-z]*)\s*$")
+# The number is whatever Python's float() reads before the unit, as accelerate and huggingface_hub read it
+# ("1e3MB", " 24 GB"); "inf" / "nan" have no digits before their letters, so they end up as unknown units.
+_SIZE_RE = re.compile(r"^\s*(.*?)\s*([A-Za-z]*)\s*$")
+_UNITS_HELP = "(decimal: KB MB GB TB; binary: KiB MiB GiB TiB)"
+
+
+def _split_size(text: str) -> tuple[str, str] | None:
+    """`" 1.5 GB"` -> `("1.5", "GB")`; None when there is no number in front of the unit."""
+    match = _SIZE_RE.match(text)
+    if not match or not match.group(1):
+        return None
+    return match.group(1), match.group(2)
 
 
 def parse_size(text: str | int) -> int:
     """Parse a size such as `"24GB"`, `"200MiB"` or `"1.5 TB"` into bytes.
 
     Decimal units (KB, MB, GB, TB) are powers of 1000 and binary units (KiB, MiB, GiB, TiB) powers of
-    1024, as accelerate and huggingface_hub read them. A bare number is bytes.
+    1024, and the product is truncated, exactly as accelerate's `convert_file_size_to_int` and
+    huggingface_hub's `parse_size_to_int` compute it (`"4.1GB"` is 4099999999 bytes, `"1.005KB"` 1004).
+    A bare number is bytes. A lowercase `b` after a decimal prefix (`"24Gb"`) is refused: accelerate reads
+    it as bits (3x10^9 bytes), most people as bytes.
 
     Example:
-        >>> parse_size("200MB"), parse_size("200MiB")
-        (200000000, 209715200)
+        >>> parse_size("200MB"), parse_size("200MiB"), parse_size("4.1GB")
+        (200000000, 209715200, 4099999999)
 
     Raises:
-        UsageError: the text is not a number followed by a known unit; the message quotes it.
+        UsageError: the text is not a number followed by a known unit (the message quotes it), a bit unit,
+            or a positive size under one byte (it would truncate to 0, which callers read as "no limit").
     """
     if isinstance(text, int):
         if text < 0:
             raise UsageError(f"size must not be negative: {text}")
         return text
-    match = _SIZE_RE.match(text)
-    if not match:
+    parts = _split_size(text)
+    if parts is None:
         raise UsageError(f"cannot parse size {text!r}: expected a number and a unit such as 200MB or 2GiB")
-    number, unit = float(match.group(1)), match.group(2).upper()
+    digits, written = parts
+    unit = written.upper()
+    if unit in _DECIMAL and written.endswith("b"):
+        raise UsageError(
+            f"size {text!r} is ambiguous: a lowercase b means bits to accelerate (it reads 8Gb as 1GB), bytes to "
+            f"most people; write {digits}{unit} for bytes"
+        )
     if unit in _DECIMAL:
         factor = _DECIMAL[unit]
     elif unit in _BINARY:
         factor = _BINARY[unit]
-    elif unit in {"K", "M", "G", "T"}:
-        factor = _DECIMAL[unit + "B"]
     else:
-        raise UsageError(
-            f"cannot parse size {text!r}: unknown unit {match.group(2)!r} "
-            "(decimal: KB MB GB TB; binary: KiB MiB GiB TiB)"
-        )
-    return int(round(number * factor))
+        raise UsageError(f"cannot parse size {text!r}: unknown unit {written!r} {_UNITS_HELP}")
+    try:
+        number = float(digits)
+    except ValueError:
+        raise UsageError(f"cannot parse size {text!r}: {digits!r} is not a number") from None
+    if not math.isfinite(number) or number < 0:
+        raise UsageError(f"cannot parse size {text!r}: a size is a finite number of bytes, not negative")
+    size = int(number * factor)  # truncated, as both libraries do
+    if number > 0 and size == 0:
+        raise UsageError(f"size {text!r} is under one byte: give at least 1 byte (0 means none)")
+    return size
 
 
 def size_is_binary(text: str) -> bool:
     """True when a size string uses a binary unit (KiB, MiB, ...), for messages that say which was used."""
-    match = _SIZE_RE.match(text)
-    return bool(match) and match.group(2).upper() in _BINARY
+    parts = _split_size(text)
+    return parts is not None and parts[1].upper() in _BINARY
 
 
 def format_bytes(num_bytes: int | float, binary: bool = False) -> str:

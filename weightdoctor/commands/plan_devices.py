@@ -10,7 +10,8 @@ from weightdoctor.commands._errors import handle_errors
 from weightdoctor.commands._options import DebugOpt, JsonOpt, KeyOpt, RevisionOpt
 
 SIZES_HELP = (
-    "Sizes: 24GB is decimal (24x10^9 bytes), 24GiB binary (24x2^30), as accelerate and huggingface_hub read them."
+    "Sizes: 24GB is decimal (24x10^9 bytes), 24GiB binary (24x2^30), truncated to whole bytes, as accelerate and "
+    "huggingface_hub read them; 24Gb (bits to accelerate) is refused."
 )
 
 
@@ -39,7 +40,7 @@ def plan_devices(
     ] = "auto",
     dtype: Annotated[
         str | None,
-        typer.Option("--dtype", help="fp32, fp16, bf16, int8 or int4 (bitsandbytes). Default: what "
+        typer.Option("--dtype", help="fp64, fp32, fp16, bf16, int8 or int4 (bitsandbytes). Default: what "
                      "from_pretrained(dtype='auto') picks (config, then checkpoint); with --local, bf16/fp16/fp32."),
     ] = None,
     no_split: Annotated[
