@@ -528,6 +528,35 @@ def test_an_expert_of_a_shape_no_tensor_can_have_is_a_conversion_error(mixtral: 
     assert any("which torch cannot make a tensor of" in detail for detail in errors.values()), errors
 
 
+def test_both_the_per_expert_and_the_merged_form_of_an_expert_is_an_error(mixtral: Path, tmp_path: Path) -> None:
+    """A half-converted checkpoint: the old per-expert tensors plus layer 0's merged ones. from_pretrained
+    fails on the pair (transformers 5: AttributeError); diff-keys must not say it loads cleanly. A's count is
+    its own tensors, not the names they become once merged."""
+    from safetensors.torch import load_file
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    from fixtures.diff_pairs import save_state_dict_folder
+
+    config = json.loads((mixtral / "config.json").read_text())
+    weights = load_file(mixtral / "model.safetensors")
+    with torch.device("meta"):
+        merged = MixtralForCausalLM(MixtralConfig.from_pretrained(mixtral)).state_dict()
+    both = dict(weights)
+    for part in ("gate_up_proj", "down_proj"):
+        name = f"model.layers.0.mlp.experts.{part}"
+        both[name] = torch.zeros(merged[name].shape)
+    folder = save_state_dict_folder(both, config, tmp_path / "both")
+    with pytest.raises(Exception):  # noqa: B017 - whatever transformers raises, it does not load
+        MixtralForCausalLM.from_pretrained(folder)
+    with open_checkpoint(folder) as checkpoint:
+        report = diff_checkpoint_against_model(checkpoint, "MixtralForCausalLM")
+    assert report.worst_severity == "error" and report.total_a == len(both)
+    errors = {i.name: i.detail for i in report.missing if i.severity == "error"}
+    assert "also the tensors its WeightConverter merges into it" in errors["model.layers.0.mlp.experts.gate_up_proj"]
+    with open_checkpoint(mixtral) as checkpoint:  # the old layout alone: every tensor counted as A's
+        assert diff_checkpoint_against_model(checkpoint, "MixtralForCausalLM").total_a == len(weights)
+
+
 def test_a_composite_checkpoint_into_one_of_its_towers(tmp_path: Path) -> None:
     """CLIPModel's checkpoint into CLIPTextModel / CLIPVisionModel: the config's text_config / vision_config is
     taken (as transformers' from_pretrained takes it), the sets equal from_pretrained's, and the other tower is

@@ -449,3 +449,54 @@ def test_an_untied_output_layer_into_a_base_model_is_a_dropped_head(tmp_path: Pa
     code, data = run_json("diff-keys", str(tmp_path / "lm"), str(tmp_path / "base"))
     head = next(i for i in data["unexpected"] if i["name"] == "lm_head.weight")
     assert (head["reason"], head["severity"], head["detail"]) == ("task-head", "info", "not used by B, dropped")
+
+
+def test_a_task_class_drops_the_unused_part_of_a_composite_checkpoint(tmp_path: Path) -> None:
+    """BART's LM checkpoint into BartForSequenceClassification (final_logits_bias unused, the head new) and
+    CLIPModel into CLIPForImageClassification (the text tower unused): transformers loads both and reports the
+    same keys; they are the usual fine-tuning start, so info, exit 0, as into CLIPVisionModel."""
+    from transformers import (
+        BartConfig,
+        BartForConditionalGeneration,
+        BartForSequenceClassification,
+        CLIPConfig,
+        CLIPForImageClassification,
+        CLIPModel,
+    )
+
+    torch.manual_seed(0)
+    BartForConditionalGeneration(BartConfig(
+        vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
+    )).save_pretrained(tmp_path / "bart")
+    CLIPModel(CLIPConfig(
+        text_config=dict(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=37, max_position_embeddings=20, bos_token_id=0, eos_token_id=1),
+        vision_config=dict(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=37), projection_dim=16)).save_pretrained(tmp_path / "clip")
+    for folder, cls in (("bart", BartForSequenceClassification), ("clip", CLIPForImageClassification)):
+        _, info = cls.from_pretrained(tmp_path / folder, output_loading_info=True)
+        code, data = run_json("diff-keys", str(tmp_path / folder), "--model-class", cls.__name__)
+        assert code == 0, data
+        assert {i["name"] for i in data["unexpected"]} == set(info["unexpected_keys"])
+        assert {i["name"] for i in data["missing"]} == set(info["missing_keys"])
+        assert {(i["reason"], i["severity"]) for i in data["unexpected"]} == {("unused-part", "info")}
+        assert {(i["reason"], i["severity"]) for i in data["missing"]} == {("task-head", "info")}
+
+
+def test_resized_embeddings_are_named_and_the_default_load_refusal_is_said(tmp_path: Path) -> None:
+    """A vocabulary resize is `vocab-size` also where the embedding is called `embeddings` (Mamba, RWKV); any
+    shape mismatch stops from_pretrained unless ignore_mismatched_sizes=True, which a note says."""
+    from transformers import MambaConfig, MambaForCausalLM
+
+    torch.manual_seed(0)
+    config = MambaConfig(vocab_size=64, hidden_size=16, state_size=4, num_hidden_layers=1, expand=2, conv_kernel=2)
+    MambaForCausalLM(config).save_pretrained(tmp_path / "mamba")
+    config.vocab_size = 80
+    config.save_pretrained(tmp_path / "bigger")
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        MambaForCausalLM.from_pretrained(tmp_path / "mamba", config=config)
+    code, data = run_json("diff-keys", str(tmp_path / "mamba"), "--model-class", "MambaForCausalLM",
+                          "--config", str(tmp_path / "bigger"))
+    assert [(m["name"], m["reason"]) for m in data["mismatched"]] == [("backbone.embeddings.weight", "vocab-size")]
+    assert any("ignore_mismatched_sizes=True" in note for note in data["notes"])

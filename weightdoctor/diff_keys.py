@@ -113,7 +113,8 @@ _POSITION = _lazy_regex(r"(position_embeddings|wpe|embed_positions|pos_emb|posit
 # substring: `model.decoder.layers.0.fc1` is no vocabulary, nor is every `bias`.
 _VOCAB = _lazy_regex(
     r"(^|\.)(word_embeddings|wte|embed_tokens|shared|tok_embeddings|embed_in|lm_head|decoder|embed_out|"
-    r"output_projection|generator_lm_head)\.(weight|bias)$|(^|\.)(predictions\.bias|final_logits_bias)$"
+    r"output_projection|generator_lm_head|token_embedding|embeddings)\.(weight|bias)$|"
+    r"(^|\.)(predictions\.bias|final_logits_bias)$"
 )
 _WRAPPERS = ("module.", "_orig_mod.", "base_model.model.", "model.module.", "_fsdp_wrapped_module.",
              "_checkpoint_wrapped_module.", "ema.", "model_ema.", "student.", "teacher.", "state_dict.")
@@ -1089,7 +1090,10 @@ def build_report(
             return "unused-part", "info", f"{head if head == name else head + '.*'} is no part of B: dropped"
         return why
 
-    fully_supplied = not missing and not mismatched
+    # B gets every weight it has from A, but for its own new task head (a classifier, a resized label head):
+    # BART into BartForSequenceClassification, CLIPModel into CLIPForImageClassification.
+    fully_supplied = all(classify_mismatch(*m)[0] == "head-size" for m in mismatched) and all(
+        classify(name, "missing")[0] == "task-head" for name in missing)
     heads: set[str] = set()
 
     def heads_of_b() -> set[str]:
@@ -1120,6 +1124,13 @@ def build_report(
         mismatch_rows.append(Mismatch(name, list(shape_a), list(shape_b), reason, severity, detail))
     mismatched_names = {m[0] for m in mismatched}
     notes = [*notes, *_square_transposed_note(mismatch_rows, common, specs_a, mismatched_names)]
+    resized = [m for m in mismatch_rows if m.reason != "quantization"]
+    if resized:
+        # Even the expected resizes (vocabulary, labels, positions) stop the default load.
+        notes.append(
+            f"{len(resized)} key(s) differ in shape: from_pretrained raises on them unless "
+            "ignore_mismatched_sizes=True (it then initialises them at random), and torch's load_state_dict "
+            "raises on a size mismatch even with strict=False")
     dtype_rows = []
     if compare_dtypes:
         for name in common:

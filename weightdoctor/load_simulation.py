@@ -124,6 +124,7 @@ def simulate_from_pretrained(
         )
         sim = LoadSimulation(set(), set(), set())
         to_convert: dict[str, Any] = {}  # target key -> its WeightConverter, as transformers' param_name_to_load
+        direct: dict[str, str] = {}  # model key -> A's key that fills it as it is (no converter)
         for original in sorted(shapes, key=dot_natural_key):
             renamed, source_pattern = rename_source_key(original, renamings, converters, prefix, meta_state_dict)
             if renamed not in meta_state_dict and original in meta_state_dict:
@@ -153,6 +154,7 @@ def simulate_from_pretrained(
                     sim.unexpected_sources[renamed] = original
                     continue
                 info.missing_keys.discard(renamed)
+                direct[renamed] = original
                 expected = tuple(meta_state_dict[renamed].shape)
                 if tuple(shapes[original]) != expected and param_name != "_extra_state":
                     info.mismatched_keys.add((renamed, tuple(shapes[original]), expected))
@@ -169,6 +171,14 @@ def simulate_from_pretrained(
         # split) run on the meta tensors: the shapes they make are compared as `set_param_for_module` does.
         for first_name, mapping in to_convert.items():
             if first_name in sim.conversion_errors:  # one of its sources has no tensor shape: that error is the one
+                continue
+            if first_name in direct:
+                # A holds the merged tensor itself and the tensors a converter merges into it (a half-converted
+                # or merged checkpoint): transformers' loader fails on the pair (an AttributeError in 5.x).
+                sim.conversion_errors[first_name] = (f"A holds {direct[first_name]} itself and also the tensors "
+                                                     "its WeightConverter merges into it; from_pretrained fails on "
+                                                     "the pair: keep one form")
+                info.missing_keys.add(first_name)  # listed where the ragged-experts error is: it does not load
                 continue
             try:
                 # Without loading_info, transformers raises the op's own exception instead of logging it.
@@ -357,6 +367,7 @@ def diff_against_model(
         base_prefix_loads=False,
     )
     report.matched = len(specs_b) - len(sim.missing) - len(sim.mismatched)
+    report.total_a = len(specs_a)  # A's own tensors, not the names they become once experts are merged
     if sim.converted:
         report.mismatched = [
             dataclasses.replace(m, detail=f"{m.detail} (after transformers' WeightConverter merges A's tensors)")
