@@ -500,3 +500,20 @@ def test_transformers_own_log_lines_stay_off_stderr(tmp_path: Path) -> None:
     result = run_subprocess("convert", source, "-o", tmp_path / "out", env={"TRANSFORMERS_VERBOSITY": ""})
     assert result.returncode == 0, result.stderr
     assert "[transformers]" not in result.stderr and "bos_token_id" not in result.stderr, result.stderr
+
+
+def test_a_quoted_tilde_in_the_output_is_the_home_folder(fx: dict[str, Path], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-o '~/out'` (quoted, so the shell left it) writes under $HOME, as `~` in SOURCE reads from it; it never
+    makes a folder named `~` in the current directory."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    code, data = run_json("convert", fx["files"] / "bert.bin", "-o", "~/bert.safetensors")
+    assert code == 0, data
+    code, data = run_json("shard", fx["files"] / "bert.bin", "--max", "10KB", "-o", "~/sharded")
+    assert code == 0, data
+    assert (home / "bert.safetensors").is_file() and (home / "sharded" / "model.safetensors.index.json").is_file()
+    assert list(work.iterdir()) == []

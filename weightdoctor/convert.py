@@ -160,7 +160,7 @@ def plan_convert(
     Raises:
         UsageError: bad --to / --keep-fp32 / renames; OutputError: the output is the input.
     """
-    out = Path(output)
+    out = Path(output).expanduser()  # as a source is: a quoted "~/x" must not become a folder named ~
     # A folder converts to a folder, unless the output is named like a weight file (`-o model.safetensors`):
     # then its one weight file is written there, as the name asks.
     named_like_file = out.suffix.lower() in {".safetensors", ".bin", ".pt", ".pth"}

@@ -43,7 +43,7 @@ def write_plot(report: StatsReport, path: str, selected: bool, inputs: list[Path
         UsageError: matplotlib is missing, the suffix is not an image format, or `path` is an input file.
         OutputError: the file could not be written.
     """
-    target = Path(path)
+    target = Path(path).expanduser()
     if target.suffix.lower() not in FORMATS:
         raise UsageError(f"--plot {path}: give a file name ending in {', '.join(FORMATS)}")
     if inputs and any(target.resolve() == p.resolve() for p in inputs):

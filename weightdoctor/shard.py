@@ -165,7 +165,7 @@ def plan_shard(
     units = None
     if max_size is not None and limit:
         units = "binary" if size_is_binary(max_size) else "decimal"
-    out = Path(output)
+    out = Path(output).expanduser()  # as a source is: a quoted "~/x" must not become a folder named ~
     check_not_input(checkpoint, out)
     selection = plan_tensors(checkpoint, dtype=dtype, keep_fp32=keep_fp32, renames=renames, fmt=fmt)
     sizes = {t.name: t.nbytes for t in selection.tensors}

@@ -132,7 +132,7 @@ def plan_devices(
     if output is not None:
         from pathlib import Path
 
-        target = Path(output).resolve()
+        target = Path(output).expanduser().resolve()
         inputs = [Path(p).resolve() for p in (source, manual_map) if p is not None]
         if any(target == p or (p.is_dir() and p in target.parents and target.name == "config.json") for p in inputs):
             raise UsageError(f"--output {output} would overwrite an input; choose another file")
