@@ -500,3 +500,20 @@ def test_resized_embeddings_are_named_and_the_default_load_refusal_is_said(tmp_p
                           "--config", str(tmp_path / "bigger"))
     assert [(m["name"], m["reason"]) for m in data["mismatched"]] == [("backbone.embeddings.weight", "vocab-size")]
     assert any("ignore_mismatched_sizes=True" in note for note in data["notes"])
+
+
+def test_the_reader_s_warnings_about_a_and_b_are_said(fx: dict[str, Path], tmp_path: Path) -> None:
+    """A folder holding model.safetensors and pytorch_model.bin reads the first; diff-keys says so, as inspect
+    does, in JSON (`warnings`) and on stderr."""
+    import shutil
+
+    folder = tmp_path / "both"
+    shutil.copytree(fx["bert"], folder)
+    shutil.copy(fx["files"] / "bert.bin", folder / "pytorch_model.bin")
+    code, data = run_json("diff-keys", str(folder), str(fx["bert"]))
+    assert code == 0 and any(w.startswith("A: ") and "pytorch_model.bin" in w for w in data["warnings"]), data
+    assert not any(w.startswith("B: ") for w in data["warnings"])
+    result = run_cli("diff-keys", str(fx["bert"]), str(folder))
+    assert "warning: B: " in result.stderr and "pytorch_model.bin" in result.stderr
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert any("pytorch_model.bin" in w for w in data["warnings"]), data["warnings"]

@@ -435,6 +435,7 @@ class DiffReport:
     values: list[ValueDiff] | None = None
     layers_changed_most: list[LayerChange] | None = None
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the reader's, about A's or B's files ("A: ...")
     # Where each side was read from: the Hub revision asked for (repo ids only) and the resolved location
     # (a local path, inside the Hub cache a snapshot folder named by its commit).
     revision_a: str | None = None

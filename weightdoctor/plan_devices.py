@@ -335,7 +335,7 @@ def build_planned_model(
     Raises:
         UsageError: a config-only source whose config transformers cannot build.
     """
-    warnings: list[str] = []
+    warnings: list[str] = list(checkpoint.warnings)  # the reader's (a file left unread, --revision ignored)
     if not dtype and (quantized := quantized_dtype(checkpoint.config)) is not None:
         warnings.append(f"the config quantizes the weights ({quantized[1]}, {quantized[0][3:]}-bit): planned as "
                         f"{quantized[0]}, Linear weights at {quantized[0][3:]} bits (scales and zero points not "

@@ -54,10 +54,15 @@ def run_diff_keys(
             report = diff_checkpoint_against_model(
                 checkpoint_a, model_class, config=config, num_labels=num_labels, renames=parsed, revision=revision
             )
+            report.warnings = [f"A: {warning}" for warning in checkpoint_a.warnings]
         else:
             assert source_b is not None
             with open_checkpoint(source_b, revision=revision if revision_b is None else revision_b) as checkpoint_b:
                 report = diff_checkpoints(checkpoint_a, checkpoint_b, parsed)
+                # The reader's warnings (a file left unread, --revision ignored on a local path, an index that
+                # disagrees with its shards) say which files were compared: as the other commands show them.
+                report.warnings = [f"A: {w}" for w in checkpoint_a.warnings] + \
+                    [f"B: {w}" for w in checkpoint_b.warnings]
                 if values:
                     from weightdoctor.diff_keys import compare_values, value_pairs
                     from weightdoctor.render.console import progress
@@ -81,4 +86,9 @@ def run_diff_keys(
         from weightdoctor.render.diff_keys import render_diff_keys
 
         render_diff_keys(report, stdout, show_all=show_all)
+        if report.warnings:
+            from weightdoctor.render.console import warn
+
+            for warning in report.warnings:
+                warn(warning)
     return code
