@@ -118,8 +118,11 @@ def test_inspect_cli_uses_remote_headers(fake_hub: FakeHub) -> None:
 def test_values_needed_fetch_one_weight_format(fake_hub: FakeHub) -> None:
     ckpt = open_checkpoint("someone/tiny-bert")
     assert ckpt.num_params == 20077
-    (patterns,) = fake_hub.snapshot_patterns
-    assert "*.safetensors" in patterns and "*.bin" not in patterns
+    # The files the reader reads, by name: the index, then the shards it names; no .bin, no variant.
+    first, shards = fake_hub.snapshot_patterns
+    assert "model.safetensors.index.json" in first and "config.json" in first
+    assert not [f for f in first + shards if f.endswith(".bin")]
+    assert shards == sorted(p.name for p in fake_hub.folder.glob("model-*.safetensors"))
 
 
 def test_offline_and_uncached_is_a_clear_error(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,3 +174,92 @@ def test_an_unreachable_hub_fails_fast_in_one_line(tmp_path: Path) -> None:
         assert len(result.stderr.strip().splitlines()) == 1 and "Retrying" not in result.stderr, result.stderr
         assert "the Hub is unreachable (cannot connect to 127.0.0.1:" in result.stderr
         assert f"{args[1]!r} is not a local path" in result.stderr
+
+
+class CachingFakeHub:
+    """A Hub serving one repo (a folder, subfolders included) into a real cache layout: `snapshot_download`
+    copies only what `allow_patterns` names, and `local_files_only` sees what is already there."""
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+
+    def __init__(self, folder: Path, cache: Path) -> None:
+        self.folder, self.cache = folder, cache
+        self.fetched: list[str] = []
+
+    def files(self) -> list[str]:
+        return sorted(p.relative_to(self.folder).as_posix() for p in self.folder.rglob("*") if p.is_file())
+
+    def snapshot_dir(self, repo_id: str) -> Path:
+        return self.cache / ("models--" + repo_id.replace("/", "--")) / "snapshots" / self.sha
+
+    def snapshot_download(self, repo_id: str, revision: str | None = None, local_files_only: bool = False,
+                          allow_patterns: Any = None, **_: Any) -> str:
+        import fnmatch
+
+        target = self.snapshot_dir(repo_id)
+        if local_files_only:
+            if not target.is_dir():
+                from huggingface_hub.errors import LocalEntryNotFoundError
+
+                raise LocalEntryNotFoundError("not cached")
+            return str(target)
+        for name in self.files():
+            if allow_patterns is None or any(fnmatch.fnmatch(name, p) for p in allow_patterns):
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                if not (target / name).exists():
+                    shutil.copyfile(self.folder / name, target / name)
+                    self.fetched.append(name)
+        (target.parent.parent / "refs").mkdir(parents=True, exist_ok=True)
+        (target.parent.parent / "refs" / "main").write_text(self.sha)
+        return str(target)
+
+    def hf_hub_download(self, repo_id: str, filename: str, revision: str | None = None, **_: Any) -> str:
+        return str(Path(self.snapshot_download(repo_id, allow_patterns=[filename])) / filename)
+
+
+@pytest.fixture
+def caching_hub(fx: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CachingFakeHub:
+    """A repo with a sharded model at its top, a variant, an ONNX export and a pipeline-like `unet/` folder."""
+    repo = tmp_path / "repo"
+    shutil.copytree(fx["bert-sharded"], repo)
+    shutil.copy(fx["bert"] / "model.safetensors", repo / "model.fp16.safetensors")  # a variant (not asked for)
+    (repo / "onnx").mkdir()
+    (repo / "onnx" / "model.onnx").write_bytes(b"onnx")
+    shutil.copytree(fx["bert"], repo / "unet")
+    hub = CachingFakeHub(repo, tmp_path / "cache")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub.cache))
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, *a, **k: hub.files())
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub.hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub.snapshot_download)
+    monkeypatch.setattr("weightdoctor.checkpoint.hub.hub_unreachable", lambda: None)
+    return hub
+
+
+def test_a_snapshot_fetched_for_its_config_is_completed_when_weights_are_needed(caching_hub: CachingFakeHub) -> None:
+    """plan-devices fetches the config alone (no index whose shards are absent); check-dtype then needs the
+    weights and fetches exactly the index's shards, never the variant, the ONNX export or another folder."""
+    code, data = run_json("plan-devices", "someone/tiny-bert", "--gpu", "1GB")
+    assert code == 0, data
+    assert caching_hub.fetched == ["config.json"]
+    code, data = run_json("check-dtype", "someone/tiny-bert")
+    assert code in (0, 1) and data["targets"], data
+    shards = sorted(p.name for p in caching_hub.folder.glob("model-*.safetensors"))
+    assert {f for f in caching_hub.fetched if f.endswith(".safetensors")} == set(shards)
+    assert "model.safetensors.index.json" in caching_hub.fetched
+    # Another folder of the same repo, asked for later, is fetched then (and only it).
+    code, data = run_json("check-dtype", "someone/tiny-bert/unet")
+    assert code in (0, 1), data
+    assert {f for f in caching_hub.fetched if f.startswith("unet/") and f.endswith(".safetensors")} == {
+        "unet/model.safetensors"}
+    assert not [f for f in caching_hub.fetched if "fp16" in f or f.startswith("onnx/")]
+
+
+def test_diff_keys_reads_an_uncached_repo_from_its_remote_headers(fake_hub: FakeHub, fx: dict[str, Path]) -> None:
+    """diff-keys reads headers only: an uncached repo id costs its config and headers, no weight file."""
+    code, data = run_json("diff-keys", "someone/tiny-bert", str(fx["bert"]))
+    assert code == 0 and data["matched"] == data["total_b"], data
+    assert not [d for d in fake_hub.downloads if d.endswith((".safetensors", ".bin"))]
+    assert fake_hub.snapshot_patterns == []

@@ -90,6 +90,11 @@ def hub_unreachable(timeout: float = 5.0) -> str | None:
     return _unreachable[endpoint]
 
 
+def hub_reachable() -> bool:
+    """Whether files can be fetched now: not HF_HUB_OFFLINE, and the endpoint answers."""
+    return not hub_offline() and hub_unreachable() is None
+
+
 def _require_hub(repo_id: str, revision: str | None) -> None:
     """Raise SourceNotFound, in one line, when the Hub is offline (HF_HUB_OFFLINE) or unreachable."""
     if hub_offline():
@@ -154,32 +159,104 @@ def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = T
                     subfolder: str | None = None) -> Path:
     """Return a local snapshot folder for `repo_id`, from the cache or else from the Hub.
 
-    From the Hub only what the reader needs is fetched: config and tokenizer files, the index, and the
-    weights of one format (safetensors when the repo has them). With `weights=False` (a command that
-    needs the config alone), weights are not fetched at all. With `subfolder`, only that folder's files are.
+    From the Hub only what the reader reads is fetched (see `files_to_fetch`): the small files (config,
+    tokenizer, indexes) and the weight files of one format at the folder's top, an index's shards only. With
+    `weights=False` (a command that needs the config alone), no weights and no index. With `subfolder`, only
+    that folder's files. A cached snapshot that lacks what is asked (a config fetched for plan-devices, another
+    folder of a pipeline) is completed when the Hub can be reached, as `from_pretrained` completes it.
 
     Raises:
         SourceNotFound: not cached and the Hub is offline, unreachable or has no such repo.
     """
     cached = cached_snapshot(repo_id, revision)
-    if cached is not None:
+    if cached is not None and (not weights or holds_weights(cached / subfolder if subfolder else cached)):
         return cached
+    if cached is not None and not hub_reachable():
+        return cached  # what it lacks is said by the reader, which names the snapshot's files
     _require_hub(repo_id, revision)
     from huggingface_hub import HfApi, snapshot_download
 
     try:
         files = HfApi().list_repo_files(repo_id, revision=revision)
-        if subfolder:
-            files = [f for f in files if f.startswith(subfolder + "/")]
-        patterns = list(CONFIG_PATTERNS)
-        if weights:
-            has_safetensors = any(f.endswith(".safetensors") for f in files)
-            patterns += SAFETENSORS_PATTERNS if has_safetensors else PICKLE_PATTERNS
-        if subfolder:
-            patterns = [f"{subfolder}/{pattern}" for pattern in patterns]
-        return Path(snapshot_download(repo_id, revision=revision, cache_dir=hub_cache_dir(), allow_patterns=patterns))
+        wanted, index = files_to_fetch(files, subfolder, weights)
+        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=hub_cache_dir(), allow_patterns=wanted))
+        if index is not None:
+            shards = index_shards(folder / index)
+            base = index.rpartition("/")[0]
+            shards = [f"{base}/{shard}" if base else shard for shard in shards]
+            folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=hub_cache_dir(),
+                                            allow_patterns=[s for s in shards if s in set(files)] or shards))
+        return folder
     except Exception as exc:  # network errors, 404s, auth: all mean "cannot get it"
         raise _hub_error(repo_id, revision, exc) from exc
+
+
+_SMALL_SUFFIXES = (".json", ".txt", ".model")
+_WEIGHT_FORMATS = ((".safetensors",), (".bin", ".pt", ".pth"))
+
+
+def files_to_fetch(files: list[str], subfolder: str | None, weights: bool) -> tuple[list[str], str | None]:
+    """The files of a repo listing to download for the reader, and the index whose shards follow once read.
+
+    Small files (config, tokenizer, sentence-transformers module configs) at any depth of the folder (at its
+    top only without `weights`, which is for reading the config); with
+    `weights`, the weight files of one format (safetensors when there are any) at the folder's top only, never a
+    variant (`model.fp16.safetensors`, read only when asked for) nor another folder's (a pipeline's `unet/`, an
+    `onnx/` export, `checkpoints/step_*`). With an index, the index alone: its shards are what it names.
+
+    Example:
+        >>> files_to_fetch(["config.json", "model.safetensors", "model.fp16.safetensors", "onnx/model.onnx"],
+        ...                None, True)
+        (['config.json', 'model.safetensors'], None)
+    """
+    prefix = f"{subfolder.strip('/')}/" if subfolder else ""
+    here = [f for f in files if f.startswith(prefix)]
+    small = [f for f in here if f.endswith(_SMALL_SUFFIXES) and not f.endswith(".index.json")]
+    top = [f for f in here if "/" not in f[len(prefix):]]
+    if not weights:  # the config: the folder's own small files
+        return [f for f in small if f in top], None
+    if f"{prefix}modules.json" in here:
+        # A sentence-transformers model: its numbered module folders (`2_Dense/`) belong to it (convert copies
+        # them beside the converted weights).
+        small += [f for f in here if re.match(r"\d+_[^/]+/[^/]+\.(safetensors|bin)$", f[len(prefix):])]
+    for suffixes in _WEIGHT_FORMATS:
+        candidates = [f for f in top if f.endswith(suffixes)]
+        if not candidates:
+            continue
+        plain = [f for f in candidates if "." not in f[len(prefix):].rsplit(".", 1)[0]] or candidates
+        indexes = sorted((f for f in top if f.endswith(tuple(s + ".index.json" for s in suffixes))),
+                         key=lambda f: (f.count("."), f))
+        if indexes:
+            return small + [indexes[0]], indexes[0]
+        preferred = [f for f in plain if f[len(prefix):] in ("model.safetensors", "pytorch_model.bin")]
+        return small + (preferred or plain), None
+    return small, None
+
+
+def index_shards(index: Path) -> list[str]:
+    """The shard files an index names (its `weight_map` values), in order; [] when it cannot be read."""
+    import json
+
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        return []
+    if not isinstance(weight_map, dict):
+        return []
+    return sorted({v for v in weight_map.values() if isinstance(v, str)})
+
+
+def holds_weights(folder: Path) -> bool:
+    """Whether a snapshot folder holds weights the reader can read: a weight file at its top, and every shard
+    its index names (a snapshot that fetched only the config, or a folder of a pipeline not fetched yet, does
+    not)."""
+    if not folder.is_dir():
+        return False
+    for index in list(folder.glob("*.safetensors.index.json")) + list(folder.glob("*.bin.index.json")):
+        shards = index_shards(index)
+        return bool(shards) and all((folder / shard).is_file() for shard in shards)
+    return any(p.is_file() for suffixes in _WEIGHT_FORMATS for suffix in suffixes for p in folder.glob(f"*{suffix}"))
 
 
 def _hub_error(repo_id: str, revision: str | None, exc: Exception) -> SourceNotFound:

@@ -16,6 +16,8 @@ from weightdoctor.checkpoint.hub import (
     RemoteStructure,
     cached_snapshot,
     download_file,
+    holds_weights,
+    hub_reachable,
     looks_like_repo_id,
     remote_structure,
     resolve_repo_id,
@@ -586,7 +588,10 @@ def _open_checkpoint(
     if not path.exists():
         if looks_like_repo_id(text) and not text.endswith((".safetensors", ".json") + PICKLE_SUFFIXES):
             repo_id = text
-            if structure_only and cached_snapshot(text, revision) is None:
+            cached = cached_snapshot(text, revision) if structure_only else None
+            if structure_only and (cached is None or (not holds_weights(cached) and hub_reachable())):
+                # Headers over the network rather than the weights (also to complete a snapshot that holds
+                # only what plan-devices fetched, its config).
                 remote = remote_structure(text, revision)
                 if remote is not None:
                     return _remote_checkpoint(text, remote)

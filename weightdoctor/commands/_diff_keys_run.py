@@ -47,7 +47,8 @@ def run_diff_keys(
         raise UsageError("--values compares two checkpoints; it cannot be used with --model-class")
     parsed = [parse_rename(spec) for spec in renames or []]
 
-    with open_checkpoint(source_a, revision=revision, key=key) as checkpoint_a:
+    # Headers only unless --values: an uncached repo id is read from its remote headers, no weights fetched.
+    with open_checkpoint(source_a, revision=revision, key=key, structure_only=not values) as checkpoint_a:
         if model_class is not None:
             from weightdoctor.load_simulation import diff_checkpoint_against_model
 
@@ -57,7 +58,8 @@ def run_diff_keys(
             report.warnings = [f"A: {warning}" for warning in checkpoint_a.warnings]
         else:
             assert source_b is not None
-            with open_checkpoint(source_b, revision=revision if revision_b is None else revision_b) as checkpoint_b:
+            with open_checkpoint(source_b, revision=revision if revision_b is None else revision_b,
+                                 structure_only=not values) as checkpoint_b:
                 report = diff_checkpoints(checkpoint_a, checkpoint_b, parsed)
                 # The reader's warnings (a file left unread, --revision ignored on a local path, an index that
                 # disagrees with its shards) say which files were compared: as the other commands show them.
