@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import REPO_ROOT, run_cli
+from tests.helpers import REPO_ROOT, run_cli, run_json
 from weightdoctor.checkpoint import open_checkpoint
 from weightdoctor.errors import CorruptCheckpoint, InvalidIndex, SourceNotFound, UnsafePickle, UsageError
 
@@ -334,6 +334,20 @@ def test_a_folder_inside_a_cached_repo_is_named_org_name_folder(
         " ".join(result.stderr.split())
     result = run_cli("inspect", "org/pipe/vae")
     assert result.exit_code == 2 and "org/pipe has no folder vae" in result.stderr
+    # Named by the repo id it was reached by, not by its cache path, in every command.
+    result = run_cli("plan-devices", "org/pipe", "--gpu", "1GB")
+    assert result.exit_code == 2 and "e.g. org/pipe/text_encoder" in " ".join(result.stderr.split())
+    assert result.stderr.startswith("error: org/pipe: ")
+    (files / "empty").mkdir()
+    (files / "empty" / "config.json").write_text("{}")
+    write_hub_cache(tmp_path / "hub", "org/config-only", files / "empty")
+    result = run_cli("inspect", "org/config-only")
+    assert result.exit_code == 2 and result.stderr.startswith("error: org/config-only: folder holds no weight file")
+    write_hub_cache(tmp_path / "hub", "org/unet", files / "unet")
+    assert run_json("inspect", "org/pipe/unet/")[0] == 0 and run_json("inspect", "org/unet/")[0] == 0
+    # A mistyped deep local path is named as typed, not as the repo id its first two parts would be.
+    result = run_cli("inspect", "runs/exp1/final/weights")
+    assert result.exit_code == 2 and "'runs/exp1/final/weights' is not a local path, nor folder" in result.stderr
     assert run_cli("inspect", "org/pipe/unet\n").exit_code == 2  # not the repo's folder: a name with a newline
     # A snapshot folder that links outside the cache is not the repo's (a crafted cache): refused, not read.
     snapshot = next((tmp_path / "hub").glob("models--org--pipe/snapshots/*"))

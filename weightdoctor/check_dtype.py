@@ -705,9 +705,15 @@ def resolve_auto_dtype(checkpoint: Checkpoint) -> AutoDtype:
         data = json.loads(index.path.read_text(encoding="utf-8")) if index else {}
         sharded_metadata = dict(data.get("metadata") or {})
     try:
-        _, dtype = _get_dtype(
-            "auto", weight_files or None, hf_config, sharded_metadata, None, weights_only=True
-        )
+        import warnings
+
+        with warnings.catch_warnings():
+            # torch's notices while transformers reads the first file ("Detected pickle protocol 4" on a plain
+            # pickle) are about torch's loader, not the checkpoint: not shown.
+            warnings.simplefilter("ignore")
+            _, dtype = _get_dtype(
+                "auto", weight_files or None, hf_config, sharded_metadata, None, weights_only=True
+            )
     except Exception as exc:
         return AutoDtype(None, f"transformers cannot resolve dtype='auto' here: {type(exc).__name__}: {exc}")
     name = str(dtype).removeprefix("torch.") if isinstance(dtype, torch.dtype) else str(dtype)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.errors import UsageError
+from weightdoctor.errors import SourceNotFound, UnsupportedFormat, UsageError
 from weightdoctor.findings import Finding
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 
@@ -1485,5 +1485,10 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
     path = Path(source).expanduser()
     if not path.exists() and looks_like_repo_id(source) and not source.endswith(".json"):
         folder = resolve_repo_id(source, revision, weights=False)
-        return open_checkpoint(folder, key=key, allow_config_only=True)
+        try:
+            return open_checkpoint(folder, key=key, allow_config_only=True)
+        except (SourceNotFound, UnsupportedFormat) as exc:
+            # Named by the repo id it was reached by (`org/pipe/text_encoder`), not by its cache path.
+            message = exc.message.replace(f"{folder}/", f"{source.rstrip('/')}/")
+            raise type(exc)(f"{message} (the cached snapshot {folder})", source) from exc
     return open_checkpoint(source, revision=revision, key=key, allow_config_only=True)

@@ -586,6 +586,8 @@ def _open_checkpoint(
     path = Path(text).expanduser()
     repo_id = None
     if not path.exists():
+        if text.endswith("/") and looks_like_repo_id(text.rstrip("/")):
+            text = text.rstrip("/")  # `org/name/`, as a shell completes a folder name
         if looks_like_repo_id(text) and not text.endswith((".safetensors", ".json") + PICKLE_SUFFIXES):
             repo_id = text
             cached = cached_snapshot(text, revision) if structure_only else None
@@ -600,7 +602,12 @@ def _open_checkpoint(
                 (".safetensors", ".json") + PICKLE_SUFFIXES):
             # `org/name/unet`: one model folder of a repo (a diffusers pipeline keeps one per component).
             repo_id, subfolder = inside
-            snapshot = resolve_repo_id(repo_id, revision, weights=True, subfolder=subfolder)
+            try:
+                snapshot = resolve_repo_id(repo_id, revision, weights=True, subfolder=subfolder)
+            except SourceNotFound as exc:
+                # Most often a mistyped deep local path (`runs/exp1/final`): name it as typed, then the repo.
+                raise SourceNotFound(f"{text!r} is not a local path, nor folder {subfolder!r} of a Hub repo: "
+                                     f"{exc.message}") from exc
             path = snapshot / subfolder
             if path.is_dir() and not path.resolve().is_relative_to(snapshot.resolve()):
                 # The Hub writes real folders in a snapshot; one that links elsewhere is not the repo's.
@@ -632,8 +639,14 @@ def _open_checkpoint(
                 # Name the subfolder as the repo id it is reached by, not by its cache path.
                 raise SourceNotFound(exc.message.replace(f"e.g. {path}/", f"e.g. {text.rstrip('/')}/"),
                                      text) from exc
+            elif repo_id is not None:
+                raise SourceNotFound(f"{exc.message} (the cached snapshot {path})", text) from exc
             else:
                 raise
+        except UnsupportedFormat as exc:
+            if repo_id is None:
+                raise
+            raise UnsupportedFormat(f"{exc.message} (the cached snapshot {path})", text) from exc
     elif path.suffix == ".json":
         data = _read_json(path)
         if isinstance(data, dict) and "weight_map" in data:
