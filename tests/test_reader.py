@@ -345,6 +345,15 @@ def test_a_folder_inside_a_cached_repo_is_named_org_name_folder(
     assert result.exit_code == 2 and result.stderr.startswith("error: org/config-only: folder holds no weight file")
     write_hub_cache(tmp_path / "hub", "org/unet", files / "unet")
     assert run_json("inspect", "org/pipe/unet/")[0] == 0 and run_json("inspect", "org/unet/")[0] == 0
+    # --config takes a repo's folder as SOURCE does.
+    bert_folder = files / "text_encoder"
+    (bert_folder / "config.json").write_text(json.dumps({"model_type": "bert", "vocab_size": 10, "hidden_size": 4,
+                                                          "num_hidden_layers": 1, "num_attention_heads": 1,
+                                                          "intermediate_size": 8}))
+    write_hub_cache(tmp_path / "hub", "org/pipe2", files)
+    code, data = run_json("diff-keys", str(bert_folder), "--model-class", "BertModel",
+                          "--config", "org/pipe2/text_encoder")
+    assert code in (0, 1) and data["source_b"].startswith("BertModel"), data
     # A mistyped deep local path is named as typed, not as the repo id its first two parts would be.
     result = run_cli("inspect", "runs/exp1/final/weights")
     assert result.exit_code == 2 and "'runs/exp1/final/weights' is not a local path, nor folder" in result.stderr

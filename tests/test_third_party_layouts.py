@@ -524,3 +524,27 @@ def test_a_deepspeed_step_folder_reads_the_model_states(tmp_path: Path) -> None:
     assert any("zero_to_fp32.py" in w for w in data["warnings"])
     result = run_cli("inspect", str(tmp_path / "run"))
     assert result.exit_code == 2 and "weights are in subfolders (global_step10/)" in result.stderr
+
+
+def test_folders_whose_weights_the_file_read_does_not_show_say_so(fx: dict[str, Path], tmp_path: Path) -> None:
+    """Only a dtype variant (`model.fp16.safetensors`: from_pretrained needs variant="fp16"), and a
+    sentence-transformers model whose `2_Dense/` module holds weights of its own."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    only_variant = tmp_path / "variant-only"
+    only_variant.mkdir()
+    shutil.copy(fx["bert"] / "config.json", only_variant)
+    shutil.copy(fx["bert"] / "model.safetensors", only_variant / "model.fp16.safetensors")
+    code, data = run_json("inspect", str(only_variant))
+    assert code == 0 and any("variant='fp16'" in w for w in data["warnings"]), data["warnings"]
+    code, data = run_json("inspect", str(fx["bert"]))
+    assert not any("variant" in w for w in data["warnings"])
+    st = tmp_path / "st"
+    shutil.copytree(fx["bert"], st)
+    (st / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "", "type": "x"}]))
+    (st / "2_Dense").mkdir()
+    save_file({"linear.weight": torch.zeros(4, 4)}, str(st / "2_Dense" / "model.safetensors"))
+    code, data = run_json("inspect", str(st))
+    assert any("2_Dense/ hold weights of their own" in w for w in data["warnings"]), data["warnings"]

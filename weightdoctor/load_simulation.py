@@ -222,11 +222,15 @@ def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None
         return dict(checkpoint.config)
     path = Path(config).expanduser()
     if not path.exists():
-        from weightdoctor.checkpoint.hub import looks_like_repo_id, resolve_repo_id
+        from weightdoctor.checkpoint.hub import looks_like_repo_id, resolve_repo_id, split_repo_subfolder
 
-        if not looks_like_repo_id(config):
+        inside = split_repo_subfolder(config.rstrip("/"))
+        if looks_like_repo_id(config.rstrip("/")):
+            path = resolve_repo_id(config.rstrip("/"), revision, weights=False)
+        elif inside is not None:  # `org/pipe/text_encoder`, as SOURCE takes it
+            path = resolve_repo_id(inside[0], revision, weights=False, subfolder=inside[1]) / inside[1]
+        else:
             raise SourceNotFound("no such file or directory", path=config)
-        path = resolve_repo_id(config, revision, weights=False)
     if path.is_dir():
         path = path / "config.json"
     if not path.is_file():

@@ -457,6 +457,31 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
 
 
+def _variant_of(name: str) -> str | None:
+    """`model.fp16.safetensors` (or its index) -> "fp16"; None for a plain weight file name."""
+    stem, _, extension = name.removesuffix(".index.json").rpartition(".")
+    if extension not in ("safetensors", "bin") or "." not in stem:
+        return None
+    return stem.rpartition(".")[2]
+
+
+def _folder_notes(folder: Path, chosen: Path) -> list[str]:
+    """Warnings about a model folder that the file read does not show: only a dtype variant is here (which
+    from_pretrained reads only when asked for it), or sentence-transformers modules hold weights of their own."""
+    notes = []
+    variant = _variant_of(chosen.name)
+    if variant is not None and chosen.parent == folder:
+        notes.append(f"{chosen.name} is the {variant!r} variant and there is no plain file: from_pretrained reads "
+                     f"it only with variant={variant!r} (diffusers and transformers alike)")
+    if (folder / "modules.json").is_file():
+        modules = sorted(p.name for p in folder.iterdir() if p.is_dir() and re.match(r"\d+_", p.name)
+                         and any(q.suffix in (".safetensors", ".bin") for q in p.iterdir() if q.is_file()))
+        if modules:
+            notes.append(f"sentence-transformers module folder(s) {', '.join(m + '/' for m in modules)} hold weights "
+                         f"of their own, not in this report: point at {folder.name}/{modules[0]} to read them")
+    return notes
+
+
 def _variant_last(path: Path) -> tuple[int, str]:
     return path.name.count("."), path.name
 
@@ -631,7 +656,7 @@ def _open_checkpoint(
         config_path = path / "config.json"
         try:
             target, is_index = _choose_in_folder(path)
-            warnings += _ignored_beside(path, target)
+            warnings += _ignored_beside(path, target) + _folder_notes(path, target)
         except SourceNotFound as exc:
             if allow_config_only and config_path.is_file():
                 target = config_path
