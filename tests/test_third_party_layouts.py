@@ -278,6 +278,9 @@ def test_an_uncached_revision_names_what_the_cache_holds(tmp_path: Path, monkeyp
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     result = run_cli("inspect", "org/model", "--revision", "v9")
     assert result.exit_code == 2 and f"the cache holds main -> {snapshot.name[:10]}" in result.stderr
+    # A short sha, as git and the Hub's pages show commits, picks the one snapshot it starts.
+    code, data = run_json("inspect", "org/model", "--revision", snapshot.name[:7])
+    assert code == 0 and data["resolved_path"].endswith(snapshot.name), data
     (tmp_path / "cache" / "models--org--model" / "refs" / "main").write_text("0" * 40)
     result = run_cli("inspect", "org/model")
     assert result.exit_code == 2 and f"main -> 0000000000 (snapshot missing), {snapshot.name[:10]}" in result.stderr

@@ -141,7 +141,10 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
     try:
         path = Path(snapshot_download(repo_id, revision=revision, cache_dir=hub_cache_dir(), local_files_only=True))
     except Exception:  # LocalEntryNotFoundError, a bad revision, an unreadable cache: all mean "not cached"
-        return None
+        full = _full_commit(repo_id, revision)
+        if full is None:
+            return None
+        return cached_snapshot(repo_id, full)
     # huggingface_hub joins the commit a ref file holds to snapshots/ as it is: an empty ref gives the
     # snapshots folder itself, and `../..` in a ref leads out of the cache. Neither is a snapshot.
     snapshots = (hub_cache_dir() / ("models--" + repo_id.replace("/", "--")) / "snapshots").resolve()
@@ -153,6 +156,19 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
             path=str(snapshots.parent / "refs" / (revision or "main")),
         )
     return path
+
+
+def _full_commit(repo_id: str, revision: str | None) -> str | None:
+    """The one cached snapshot whose commit starts with `revision` (a short sha, `86f7e43`, as git and the Hub's
+    web pages show it); None when it is no hex prefix or matches none or several."""
+    if revision is None or not re.fullmatch(r"[0-9a-f]{7,39}", revision):
+        return None
+    snapshots = hub_cache_dir() / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    try:
+        found = [p.name for p in snapshots.iterdir() if p.is_dir() and p.name.startswith(revision)]
+    except OSError:
+        return None
+    return found[0] if len(found) == 1 and re.fullmatch(r"[0-9a-f]{40}", found[0]) else None
 
 
 def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = True,
