@@ -551,3 +551,27 @@ def test_folders_whose_weights_the_file_read_does_not_show_say_so(fx: dict[str, 
     save_file({"linear.weight": torch.zeros(4, 4)}, str(st / "2_Dense" / "model.safetensors"))
     code, data = run_json("inspect", str(st))
     assert any("2_Dense/ hold weights of their own" in w for w in data["warnings"]), data["warnings"]
+
+
+def test_links_and_special_files_in_a_model_folder_say_what_they_are(fx: dict[str, Path], tmp_path: Path) -> None:
+    """A FIFO named model.safetensors, a link loop given as the source, and (outside a Hub snapshot) a broken
+    model.safetensors link beside a pytorch_model.bin, which from_pretrained reads past, as this does."""
+    import os
+    import shutil
+
+    fifo_folder = tmp_path / "fifo"
+    fifo_folder.mkdir()
+    os.mkfifo(fifo_folder / "model.safetensors")
+    result = run_cli("inspect", str(fifo_folder))
+    assert result.exit_code == 2 and "model.safetensors is not a regular file (a FIFO)" in result.stderr
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    result = run_cli("inspect", str(tmp_path / "loop"))
+    assert result.exit_code == 2 and "does not resolve" in result.stderr and "cache" not in result.stderr
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(fx["files"] / "bert.bin", broken / "pytorch_model.bin")
+    (broken / "model.safetensors").symlink_to(tmp_path / "gone.safetensors")
+    code, data = run_json("inspect", str(broken))
+    assert code == 0 and data["files"][0]["path"] == "pytorch_model.bin", data
+    assert any("model.safetensors is a link to" in w and "pytorch_model.bin is read instead" in w
+               for w in data["warnings"])

@@ -421,12 +421,22 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
         CorruptCheckpoint: a weight file or index is a link to a missing file (a Hub cache snapshot whose
             blob was deleted or never finished downloading): named, rather than silently reading another format.
     """
+    in_snapshot = re.fullmatch(r"[0-9a-f]{40}", folder.name) is not None and folder.parent.name == "snapshots"
+    dangling: Path | None = None
     for name in PREFERRED_FILES:
         candidate = folder / name
         if candidate.is_file():
             return candidate, name.endswith(".index.json")
-        if candidate.is_symlink():
-            raise CorruptCheckpoint(_dangling_message(candidate), str(candidate))
+        if candidate.is_symlink() and not candidate.exists():
+            if in_snapshot:  # a Hub download cut short: said, not replaced by another format
+                raise CorruptCheckpoint(_dangling_message(candidate), str(candidate))
+            # An ordinary folder: from_pretrained reads the next file (its isfile() is False); so does this,
+            # with a warning (`_folder_notes`).
+            dangling = dangling or candidate
+        elif candidate.exists() and not candidate.is_dir():
+            raise UnsupportedFormat(f"{name} is not a regular file ({_file_kind(candidate)})", str(candidate))
+    if dangling is not None and not any((folder / n).is_file() for n in PREFERRED_FILES):
+        raise CorruptCheckpoint(_dangling_message(dangling), str(dangling))
     # Variants (`diffusion_pytorch_model.fp16.safetensors`, diffusers' and transformers' `variant=`) come after
     # the plain file of the same name, as from_pretrained reads the plain one unless a variant is asked for.
     indexes = sorted(folder.glob("*.safetensors.index.json"), key=_variant_last) + sorted(
@@ -465,10 +475,21 @@ def _variant_of(name: str) -> str | None:
     return stem.rpartition(".")[2]
 
 
+def _file_kind(path: Path) -> str:
+    import stat
+
+    mode = path.stat().st_mode
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+
+
 def _folder_notes(folder: Path, chosen: Path) -> list[str]:
-    """Warnings about a model folder that the file read does not show: only a dtype variant is here (which
-    from_pretrained reads only when asked for it), or sentence-transformers modules hold weights of their own."""
-    notes = []
+    """Warnings about a model folder that the file read does not show: a preferred file that is a broken link
+    (read past, as from_pretrained does), only a dtype variant (which from_pretrained reads only when asked for
+    it), sentence-transformers modules with weights of their own."""
+    notes = [f"{name} is a link to {os.readlink(folder / name)}, which does not exist: {chosen.name} is read "
+             "instead, as from_pretrained does" for name in PREFERRED_FILES
+             if (folder / name).is_symlink() and not (folder / name).exists()]
     variant = _variant_of(chosen.name)
     if variant is not None and chosen.parent == folder:
         notes.append(f"{chosen.name} is the {variant!r} variant and there is no plain file: from_pretrained reads "
@@ -610,6 +631,10 @@ def _open_checkpoint(
         raise UsageError("the source is an empty string: give a checkpoint file, a folder or a Hub repo id")
     path = Path(text).expanduser()
     repo_id = None
+    if not path.exists() and path.is_symlink():
+        # Not a repo id to look up: a link that leads nowhere (its target is gone, or links loop).
+        raise SourceNotFound(f"a symbolic link to {os.readlink(path)} that does not resolve (missing target, or "
+                             "a loop of links)", text)
     if not path.exists():
         if text.endswith("/") and looks_like_repo_id(text.rstrip("/")):
             text = text.rstrip("/")  # `org/name/`, as a shell completes a folder name
