@@ -421,14 +421,15 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
         CorruptCheckpoint: a weight file or index is a link to a missing file (a Hub cache snapshot whose
             blob was deleted or never finished downloading): named, rather than silently reading another format.
     """
-    in_snapshot = re.fullmatch(r"[0-9a-f]{40}", folder.name) is not None and folder.parent.name == "snapshots"
+    in_snapshot = folder.parent.name == "snapshots"  # huggingface_hub's layout: links into ../../blobs
     dangling: Path | None = None
     for name in PREFERRED_FILES:
         candidate = folder / name
         if candidate.is_file():
             return candidate, name.endswith(".index.json")
         if candidate.is_symlink() and not candidate.exists():
-            if in_snapshot:  # a Hub download cut short: said, not replaced by another format
+            if in_snapshot or "blobs" in Path(os.readlink(candidate)).parts:
+                # A Hub download cut short: said, not replaced by another format.
                 raise CorruptCheckpoint(_dangling_message(candidate), str(candidate))
             # An ordinary folder: from_pretrained reads the next file (its isfile() is False); so does this,
             # with a warning (`_folder_notes`).
