@@ -6,6 +6,7 @@ check what weightdoctor asks for: headers only for structure, one weight format 
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -263,3 +264,79 @@ def test_diff_keys_reads_an_uncached_repo_from_its_remote_headers(fake_hub: Fake
     assert code == 0 and data["matched"] == data["total_b"], data
     assert not [d for d in fake_hub.downloads if d.endswith((".safetensors", ".bin"))]
     assert fake_hub.snapshot_patterns == []
+
+
+def _serve(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CachingFakeHub:
+    hub = CachingFakeHub(repo, tmp_path / "cache")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub.cache))
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, *a, **k: hub.files())
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub.hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub.snapshot_download)
+    monkeypatch.setattr("weightdoctor.checkpoint.hub.hub_unreachable", lambda: None)
+    return hub
+
+
+def test_hub_layouts_fetch_what_the_reader_reads_and_trust_a_readable_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An index whose shards lie in a folder; a cached snapshot that reads (model.safetensors beside a stray
+    .bin index, or a .ckpt) is used as it is, even when listing the repo fails (a gated repo, a rate limit);
+    --config org/name/folder completes a snapshot that holds another folder only."""
+    import huggingface_hub
+    from safetensors.torch import save_file
+
+    repo = tmp_path / "repo"
+    (repo / "weights").mkdir(parents=True)
+    (repo / "config.json").write_text('{"model_type": "bert"}')
+    for i in (1, 2):
+        save_file({f"layer.{i}.weight": torch.zeros(4, 4)}, repo / "weights" / f"model-0000{i}-of-00002.safetensors")
+    (repo / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": 128}, "weight_map": {
+        f"layer.{i}.weight": f"weights/model-0000{i}-of-00002.safetensors" for i in (1, 2)}}))
+    hub = _serve(repo, tmp_path, monkeypatch)
+    assert len(open_checkpoint("someone/sub-index").tensors) == 2
+    assert sorted(f for f in hub.fetched if f.endswith(".safetensors")) == [
+        "weights/model-00001-of-00002.safetensors", "weights/model-00002-of-00002.safetensors"]
+
+    def no_listing(*_: Any, **__: Any) -> list[str]:
+        raise OSError("401 Client Error: gated repo")
+
+    for name, files in (("stray-index", {"model.safetensors": "st", "pytorch_model.bin.index.json": "{}"}),
+                        ("lightning", {"last.ckpt": "ckpt"})):
+        monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, *a, **k: hub.files())
+        snapshot = hub.snapshot_dir(f"someone/{name}")
+        snapshot.mkdir(parents=True)
+        for filename, kind in files.items():
+            if kind == "st":
+                save_file({"w": torch.zeros(2)}, snapshot / filename)
+            elif kind == "ckpt":
+                torch.save({"state_dict": {"w": torch.zeros(2)}}, snapshot / filename)
+            else:
+                (snapshot / filename).write_text(kind)
+        (snapshot.parent.parent / "refs").mkdir()
+        (snapshot.parent.parent / "refs" / "main").write_text(hub.sha)
+        monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", no_listing)
+        assert [t.name for t in open_checkpoint(f"someone/{name}").tensors] == ["w"], name
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, *a, **k: hub.files())
+    from weightdoctor.load_simulation import load_config
+
+    (repo / "unet").mkdir()
+    (repo / "unet" / "config.json").write_text('{"model_type": "unet"}')
+    (repo / "text_encoder").mkdir()
+    (repo / "text_encoder" / "config.json").write_text('{"model_type": "bert"}')
+    assert load_config("someone/sub-index/text_encoder", open_checkpoint("someone/sub-index")) == {
+        "model_type": "bert"}
+
+
+def test_single_letter_units_and_a_missing_folder_with_a_slash_are_said() -> None:
+    from weightdoctor.errors import UsageError
+    from weightdoctor.units import parse_size
+
+    with pytest.raises(UsageError, match=r"'24G' is ambiguous: write 24GB .* or 24GiB"):
+        parse_size("24G")
+    from tests.helpers import run_cli
+
+    result = run_cli("inspect", "no-such-folder/")
+    assert result.exit_code == 2 and "no such file or directory" in result.stderr

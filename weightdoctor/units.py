@@ -13,6 +13,7 @@ _BINARY = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "PIB": 2**50}
 # ("1e3MB", " 24 GB"); "inf" / "nan" have no digits before their letters, so they end up as unknown units.
 _SIZE_RE = re.compile(r"^\s*(.*?)\s*([A-Za-z]*)\s*$")
 _UNITS_HELP = "(decimal: KB MB GB TB; binary: KiB MiB GiB TiB)"
+_POWERS = {"K": 3, "M": 6, "G": 9, "T": 12, "P": 15}
 
 
 def _split_size(text: str) -> tuple[str, str] | None:
@@ -54,6 +55,10 @@ def parse_size(text: str | int) -> int:
             f"size {text!r} is ambiguous: a lowercase b means bits to accelerate (it reads 8Gb as 1GB), bytes to "
             f"most people; write {digits}{unit} for bytes"
         )
+    if unit in ("K", "M", "G", "T", "P"):
+        # Read as decimal by some tools and binary by others (Docker), refused by accelerate: said, not guessed.
+        raise UsageError(f"size {text!r} is ambiguous: write {digits}{unit}B ({unit}B = 10^{_POWERS[unit]} bytes) "
+                         f"or {digits}{unit}iB (2^{_POWERS[unit] * 10 // 3} bytes)")
     if unit in _DECIMAL:
         factor = _DECIMAL[unit]
     elif unit in _BINARY:

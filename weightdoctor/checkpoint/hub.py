@@ -185,7 +185,9 @@ def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = T
         SourceNotFound: not cached and the Hub is offline, unreachable or has no such repo.
     """
     cached = cached_snapshot(repo_id, revision)
-    if cached is not None and (not weights or holds_weights(cached / subfolder if subfolder else cached)):
+    folder_in_cache = cached / subfolder if cached is not None and subfolder else cached
+    if folder_in_cache is not None and (holds_weights(folder_in_cache) if weights
+                                        else (folder_in_cache / "config.json").is_file()):
         return cached
     if cached is not None and not hub_reachable():
         return cached  # what it lacks is said by the reader, which names the snapshot's files
@@ -204,6 +206,8 @@ def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = T
                                             allow_patterns=[s for s in shards if s in set(files)] or shards))
         return folder
     except Exception as exc:  # network errors, 404s, auth: all mean "cannot get it"
+        if cached is not None:
+            return cached  # completing failed (a gated repo, a rate limit): the reader says what it lacks
         raise _hub_error(repo_id, revision, exc) from exc
 
 
@@ -231,6 +235,12 @@ def files_to_fetch(files: list[str], subfolder: str | None, weights: bool) -> tu
     top = [f for f in here if "/" not in f[len(prefix):]]
     if not weights:  # the config: the folder's own small files
         return [f for f in small if f in top], None
+    for suffixes in _WEIGHT_FORMATS:
+        # An index at the top, wherever its shards are (some repos keep them in a folder of their own).
+        indexes = sorted((f for f in top if f.endswith(tuple(s + ".index.json" for s in suffixes))),
+                         key=lambda f: (f.count("."), f))
+        if indexes:
+            return small + [indexes[0]], indexes[0]
     if f"{prefix}modules.json" in here:
         # A sentence-transformers model: its numbered module folders (`2_Dense/`) belong to it (convert copies
         # them beside the converted weights).
@@ -240,10 +250,6 @@ def files_to_fetch(files: list[str], subfolder: str | None, weights: bool) -> tu
         if not candidates:
             continue
         plain = [f for f in candidates if "." not in f[len(prefix):].rsplit(".", 1)[0]] or candidates
-        indexes = sorted((f for f in top if f.endswith(tuple(s + ".index.json" for s in suffixes))),
-                         key=lambda f: (f.count("."), f))
-        if indexes:
-            return small + [indexes[0]], indexes[0]
         preferred = [f for f in plain if f[len(prefix):] in ("model.safetensors", "pytorch_model.bin")]
         return small + (preferred or plain), None
     return small, None
@@ -263,16 +269,23 @@ def index_shards(index: Path) -> list[str]:
     return sorted({v for v in weight_map.values() if isinstance(v, str)})
 
 
+_READABLE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
 def holds_weights(folder: Path) -> bool:
-    """Whether a snapshot folder holds weights the reader can read: a weight file at its top, and every shard
-    its index names (a snapshot that fetched only the config, or a folder of a pipeline not fetched yet, does
-    not)."""
+    """Whether a snapshot folder holds weights the reader can read, in the reader's order: `model.safetensors`,
+    its index with every shard, `pytorch_model.bin`, its index with every shard, else any weight file at its top
+    (a snapshot that fetched only the config, or a pipeline's folder not fetched yet, does not)."""
     if not folder.is_dir():
         return False
-    for index in list(folder.glob("*.safetensors.index.json")) + list(folder.glob("*.bin.index.json")):
-        shards = index_shards(index)
-        return bool(shards) and all((folder / shard).is_file() for shard in shards)
-    return any(p.is_file() for suffixes in _WEIGHT_FORMATS for suffix in suffixes for p in folder.glob(f"*{suffix}"))
+    for single, index in (("model.safetensors", "model.safetensors.index.json"),
+                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        if (folder / single).is_file():
+            return True
+        if (folder / index).is_file():
+            shards = index_shards(folder / index)
+            return bool(shards) and all((folder / shard).is_file() for shard in shards)
+    return any(p.is_file() and p.suffix in _READABLE_SUFFIXES for p in folder.iterdir())
 
 
 def _hub_error(repo_id: str, revision: str | None, exc: Exception) -> SourceNotFound:

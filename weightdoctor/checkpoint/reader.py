@@ -637,7 +637,7 @@ def _open_checkpoint(
         raise SourceNotFound(f"a symbolic link to {os.readlink(path)} that does not resolve (missing target, or "
                              "a loop of links)", text)
     if not path.exists():
-        if text.endswith("/") and looks_like_repo_id(text.rstrip("/")):
+        if text.endswith("/") and "/" in text.rstrip("/") and looks_like_repo_id(text.rstrip("/")):
             text = text.rstrip("/")  # `org/name/`, as a shell completes a folder name
         if looks_like_repo_id(text) and not text.endswith((".safetensors", ".json") + PICKLE_SUFFIXES):
             repo_id = text
