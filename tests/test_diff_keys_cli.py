@@ -517,3 +517,53 @@ def test_the_reader_s_warnings_about_a_and_b_are_said(fx: dict[str, Path], tmp_p
     assert "warning: B: " in result.stderr and "pytorch_model.bin" in result.stderr
     code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
     assert any("pytorch_model.bin" in w for w in data["warnings"]), data["warnings"]
+
+
+def test_a_prefix_is_a_base_model_prefix_only_where_from_pretrained_handles_it(tmp_path: Path) -> None:
+    """Lightning's `model.` on a BERT (base prefix `bert`): from_pretrained loads nothing, so it is an error
+    even with both folders carrying configs; on a Llama (base prefix `model`) it is what from_pretrained strips
+    (warn). Into a plain state dict (no config, no loader), LayerNorm gamma/beta are errors too."""
+    from safetensors.torch import load_file, save_file
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from fixtures.diff_pairs import tiny_llama
+
+    torch.manual_seed(0)
+    bert = BertForSequenceClassification(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1,
+                                                    num_attention_heads=2, intermediate_size=32))
+    llama = tiny_llama(layers=1)
+    for name, model in (("bert", bert), ("llama", llama)):
+        model.save_pretrained(tmp_path / name)
+        lightning = tmp_path / f"{name}-lightning"
+        lightning.mkdir()
+        (lightning / "config.json").write_text((tmp_path / name / "config.json").read_text())
+        save_file({f"model.{k}": v for k, v in load_file(tmp_path / name / "model.safetensors").items()},
+                  lightning / "model.safetensors")
+        _, info = type(model).from_pretrained(lightning, output_loading_info=True)
+        code, data = run_json("diff-keys", str(lightning), str(tmp_path / name))
+        severities = {i["severity"] for i in data["missing"] + data["unexpected"]}
+        if info["missing_keys"]:  # BERT: nothing loads
+            assert name == "bert" and code == 1 and severities == {"error"}, data["worst_severity"]
+        else:  # Llama: from_pretrained strips `model.` itself
+            assert name == "llama" and code == 0 and severities == {"warn"}
+    plain = tmp_path / "plain.safetensors"
+    weights = load_file(tmp_path / "bert" / "model.safetensors")
+    save_file(weights, plain)
+    legacy = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+              for k, v in weights.items()}
+    save_file(legacy, tmp_path / "legacy.safetensors")
+    code, data = run_json("diff-keys", str(tmp_path / "legacy.safetensors"), str(plain))
+    assert code == 1 and {(i["reason"], i["severity"]) for i in data["missing"]} == {("legacy-name", "error")}
+
+
+def test_a_head_whose_input_width_changed_is_a_shape_error(tmp_path: Path) -> None:
+    """A label-count change resizes a head's rows (head-size, warn); its input width is the architecture."""
+    from safetensors.torch import save_file
+
+    save_file({"body.weight": torch.zeros(8, 8), "classifier.weight": torch.zeros(4, 16)}, tmp_path / "a.safetensors")
+    save_file({"body.weight": torch.zeros(8, 8), "classifier.weight": torch.zeros(4, 8)}, tmp_path / "b.safetensors")
+    code, data = run_json("diff-keys", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"))
+    assert code == 1 and [(m["reason"], m["severity"]) for m in data["mismatched"]] == [("shape", "error")]
+    save_file({"body.weight": torch.zeros(8, 8), "classifier.weight": torch.zeros(5, 8)}, tmp_path / "c.safetensors")
+    code, data = run_json("diff-keys", str(tmp_path / "c.safetensors"), str(tmp_path / "b.safetensors"))
+    assert code == 0 and [(m["reason"], m["severity"]) for m in data["mismatched"]] == [("head-size", "warn")]

@@ -895,6 +895,13 @@ def suggest_renames(
     return chosen
 
 
+def _prefix_of(rename: Rename) -> str:
+    """The module prefix a base-model-prefix rename strips or adds: `^model\\.` -> "model"."""
+    anchored = _SPARING_LOOKAHEAD.sub("^", rename.pattern)
+    old = anchored.lstrip("^").replace("\\", "")
+    return (old or rename.replacement).rstrip(".")
+
+
 def rename_reason(rename: Rename) -> tuple[str, str]:
     """(reason, severity) for keys that a suggested rename maps: what kind of difference it fixes."""
     if any(rename == legacy for legacy in LEGACY_RENAMES):
@@ -982,8 +989,9 @@ def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, .
     first_only = same_rank and shape_a[1:] == shape_b[1:] and shape_a[0] != shape_b[0]
     if first_only and _POSITION.search(name):
         return "position-length", "warn", detail
-    if _HEAD.search(name) and not _OUTPUT_EMBEDDING.search(name) and not name.endswith(
+    if first_only and _HEAD.search(name) and not _OUTPUT_EMBEDDING.search(name) and not name.endswith(
             ("decoder.bias", "predictions.bias", "lm_head.bias")):
+        # One row per label: a label count changed. Any other dimension of a head is the architecture.
         return "head-size", "warn", detail
     if (first_only or (same_rank and shape_a[:-1] == shape_b[:-1] and name.endswith("final_logits_bias"))) \
             and _VOCAB.search(name):
@@ -1054,6 +1062,7 @@ def build_report(
     layout_whys: Mapping[str, tuple[str, str, str]] | None = None,
     tie_embeddings_a: bool | None = None,
     head_names: set[str] | None = None,
+    loader_prefix: Callable[[], str | None] | None = None,
 ) -> DiffReport:
     """Classify the differences and assemble the report (shared by both modes).
 
@@ -1069,7 +1078,7 @@ def build_report(
     base-model prefix, and keys that need one do not load (error, not warn).
     """
     rename_objects = [Rename(s.pattern, s.replacement) for s in suggestions]
-    by_rename = _explained_by_renames(unexpected, rename_objects, specs_b, base_prefix_loads)
+    by_rename = _explained_by_renames(unexpected, rename_objects, specs_b, base_prefix_loads, loader_prefix)
     if layout_whys:
         by_rename.update(layout_whys)  # a known foreign layout says more than any rename that touches it
     # B's tied names that A supplies through a partner, the partner first (it is what the detail names).
@@ -1186,11 +1195,13 @@ def _square_transposed_note(
 
 def _explained_by_renames(
     unexpected: Sequence[str], renames: Sequence[Rename], specs_b: Mapping[str, KeySpec],
-    base_prefix_loads: bool = True,
+    base_prefix_loads: bool = True, loader_prefix: Callable[[], str | None] | None = None,
 ) -> dict[str, tuple[str, str, str]]:
     """(reason, severity, flag) of the first of `renames` that changes an unexpected key, for the unexpected
     keys that the renames, applied in order, land on one of B's keys, and for the keys of B they land on.
-    Without `base_prefix_loads` (B is a plain state dict) a base-model prefix is an error: no loader fixes it.
+    Without `base_prefix_loads` (B is a plain state dict) a base-model prefix and a legacy name are errors: no
+    loader fixes them. With it, a base-model prefix is fixed only when it is the one B's class adds or strips
+    (`loader_prefix`): a Lightning `model.` on BERT (prefix `bert`) is not.
 
     Example:
         >>> b = {"w": KeySpec("w", (1,), "float32")}
@@ -1205,8 +1216,13 @@ def _explained_by_renames(
         stages.append(rename_all(stages[-1], [rename]))
     whys = [(*rename_reason(r), r.as_flag()) for r in renames]
     if not base_prefix_loads:
-        whys = [("base-model-prefix", "error", flag) if reason == "base-model-prefix" else (reason, severity, flag)
+        whys = [(reason, "error", flag) if reason in ("base-model-prefix", "legacy-name") else (reason, severity, flag)
                 for reason, severity, flag in whys]
+    elif loader_prefix is not None and any(reason == "base-model-prefix" for reason, _, _ in whys):
+        fixed = loader_prefix()
+        whys = [(reason, "error", flag) if reason == "base-model-prefix" and fixed is not None
+                and _prefix_of(rename) != fixed else (reason, severity, flag)
+                for rename, (reason, severity, flag) in zip(renames, whys, strict=True)]
     # Old and new names are never the same key: an unexpected key is not one of B's.
     if len(whys) == 1:  # one rename (a DDP `module.` on 10,000 keys): every hit has its reason, in bulk
         pairs = [(old, new) for old, new in zip(unexpected, stages[-1], strict=True) if new != old and new in specs_b]
@@ -1234,6 +1250,7 @@ def diff_specs(
     tie_embeddings: bool | None = None,
     base_prefix_loads: bool = True,
     tie_embeddings_a: bool | None = None,
+    loader_prefix: Callable[[], str | None] | None = None,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -1253,6 +1270,8 @@ def diff_specs(
         tie_embeddings: B's `tie_word_embeddings` when known (None: tie if an embedding fits).
         tie_embeddings_a: A's, for A's keys.
         base_prefix_loads: whether a loader adds or strips a base-model prefix (B is a transformers model).
+        loader_prefix: called at most once, when a base-model prefix is suggested: the prefix B's
+            from_pretrained adds or strips (its class's `base_model_prefix`), None when it cannot be told.
 
     Raises:
         UsageError: the renames map two keys of A to the same name.
@@ -1261,7 +1280,7 @@ def diff_specs(
         return _diff_specs(specs_a, specs_b, renames, source_a=source_a, source_b=source_b,
                            tied_groups_a=tied_groups_a, tied_groups_b=tied_groups_b,
                            tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads,
-                           tie_embeddings_a=tie_embeddings_a)
+                           tie_embeddings_a=tie_embeddings_a, loader_prefix=loader_prefix)
 
 
 def _diff_specs(
@@ -1276,6 +1295,7 @@ def _diff_specs(
     tie_embeddings: bool | None,
     base_prefix_loads: bool,
     tie_embeddings_a: bool | None = None,
+    loader_prefix: Callable[[], str | None] | None = None,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -1303,7 +1323,7 @@ def _diff_specs(
         source_a=source_a, source_b=source_b, mode="checkpoints", renames_applied=renames,
         matched_after_renames=after, tied_groups_a=tied, tied_groups_b=tied_groups_b,
         tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads, tie_embeddings_a=tie_embeddings_a,
-        layout_whys=layout_whys, notes=[layout_note] if layout_note else (),
+        layout_whys=layout_whys, notes=[layout_note] if layout_note else (), loader_prefix=loader_prefix,
     )
 
 
@@ -1320,10 +1340,32 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         source_a=a.source, source_b=b.source, tied_groups_a=a.alias_groups(), tied_groups_b=b.alias_groups(),
         tie_embeddings=config_ties(b.config), base_prefix_loads=b.config is not None,
         tie_embeddings_a=config_ties(a.config),
+        loader_prefix=(lambda: base_model_prefix_of(b.config)) if b.config else None,
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location
     return report
+
+
+def base_model_prefix_of(config: Mapping[str, Any] | None) -> str | None:
+    """The `base_model_prefix` of the class from_pretrained builds for `config` (its first architecture, else
+    AutoModel's class for its model_type): the one prefix it adds or strips. None when transformers does not
+    know the model. Imports transformers (only asked when a base-model prefix is suggested)."""
+    if not config:
+        return None
+    try:
+        import transformers
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+        names = [n for n in config.get("architectures") or [] if isinstance(n, str)]
+        names.append(MODEL_MAPPING_NAMES.get(config.get("model_type"), ""))
+        for name in names:
+            cls = getattr(transformers, name, None) if name else None
+            if isinstance(cls, type):
+                return getattr(cls, "base_model_prefix", None) or None
+    except Exception:  # noqa: BLE001 - an unknown or broken model: the prefix cannot be told
+        return None
+    return None
 
 
 def config_ties(config: Mapping[str, Any] | None) -> bool | None:
