@@ -517,3 +517,26 @@ def test_a_quoted_tilde_in_the_output_is_the_home_folder(fx: dict[str, Path], tm
     assert code == 0, data
     assert (home / "bert.safetensors").is_file() and (home / "sharded" / "model.safetensors.index.json").is_file()
     assert list(work.iterdir()) == []
+
+
+def test_a_dtype_cast_leaves_a_quantizer_s_scales_as_stored(tmp_path: Path) -> None:
+    """GPTQ's fp16 `scales` and fine-grained FP8's fp32 `weight_scale_inv` are read by the quantizer as they
+    are: `--dtype bf16` casts the plain weights and leaves them bit-exact, and check-dtype does not cast them."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "gptq"
+    folder.mkdir()
+    tensors = {"proj.qweight": torch.zeros(4, 16, dtype=torch.int32),
+               "proj.qzeros": torch.zeros(1, 2, dtype=torch.int32),
+               "proj.scales": (torch.rand(1, 16) * 1e-3).half(), "norm.weight": torch.rand(16).half()}
+    save_file(tensors, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "quantization_config": {
+        "quant_method": "gptq", "bits": 4, "group_size": 32}}))
+    code, data = run_json("convert", str(folder), "-o", str(tmp_path / "out"), "--dtype", "bf16", "--allow-overflow")
+    assert code == 0, data
+    out = load_file(tmp_path / "out" / "model.safetensors")
+    assert out["proj.scales"].dtype == torch.float16 and torch.equal(out["proj.scales"], tensors["proj.scales"])
+    assert out["norm.weight"].dtype == torch.bfloat16
+    assert any("quantizer scale/state tensor(s) kept as stored" in w for w in data["plan"]["warnings"])
+    code, data = run_json("check-dtype", str(folder))
+    assert "proj.scales" not in {t["name"] for t in data["targets"]["bf16"]["tensors"]}

@@ -159,8 +159,10 @@ def test_gptq_missing_weights_are_explained_by_their_qweight(
         assert (issue.reason, issue.severity) == ("quantization", "info")
         assert issue.detail.startswith(f"stored quantized as {issue.name[: -len('weight')]}qweight")
     assert {i.reason for i in report.unexpected} == {"quantization"}
+    # Without the quantization_config nothing unpacks them: still an error, now saying where the weight is.
     plain = _report(_save(tmp_path / "gptq-plain", _gptq(state), config))
-    assert {i.reason for i in plain.missing} == {"unknown"}
+    assert {(i.reason, i.severity) for i in plain.missing} == {("quantization", "error")}
+    assert all("A stores it quantized as" in i.detail for i in plain.missing)
 
 
 def _loaded_dtypes(folder: Path) -> dict[str, str]:

@@ -268,3 +268,31 @@ def test_the_module_tree_counts_tied_weights_once(tmp_path: Path) -> None:
     assert sum(node["num_params"] for node in nodes.values()) == data["num_params"] == model.num_parameters()
     assert (nodes["lm_head"]["num_params"], nodes["lm_head"]["tied_params"]) == (0, 99 * 32)
     assert "3.2K tied" in run_cli("inspect", str(tmp_path / "pytorch_model.bin")).stdout
+
+
+def test_fp4_packed_formats_and_fp8_weights_are_counted_and_read(tmp_path: Path) -> None:
+    """MXFP4 (gpt-oss `*_blocks` + `*_scales`) and compressed-tensors NVFP4 (uint8 `weight_packed`) hold two
+    4-bit values per byte; fp8 weights with a repeated column go through --stats (fp8 has no arithmetic)."""
+    experts, rows, hidden = 2, 8, 64
+    mxfp4 = {"mlp.experts.gate_up_proj_blocks": torch.zeros(experts, rows, hidden // 32, 16, dtype=torch.uint8),
+             "mlp.experts.gate_up_proj_scales": torch.zeros(experts, rows, hidden // 32, dtype=torch.uint8),
+             "norm.weight": torch.ones(hidden)}
+    folder = _save_quantized(tmp_path / "mxfp4", mxfp4, {"quant_method": "mxfp4"})
+    code, data = run_json("inspect", str(folder))
+    assert data["quantized"]["parameters"] == experts * rows * hidden + hidden, data["quantized"]
+    assert (data["quantized"]["packed_tensors"], data["quantized"]["side_tensors"]) == (1, 1)
+    nvfp4 = {"proj.weight_packed": torch.zeros(16, 32, dtype=torch.uint8),
+             "proj.weight_scale": torch.ones(16, 4).to(torch.float8_e4m3fn),
+             "proj.weight_global_scale": torch.ones(1)}
+    folder = _save_quantized(tmp_path / "nvfp4", nvfp4, {"quant_method": "compressed-tensors", "config_groups": {
+        "group_0": {"weights": {"num_bits": 4, "type": "float"}}}})
+    code, data = run_json("inspect", str(folder))
+    assert data["quantized"]["parameters"] == 16 * 64, data["quantized"]
+    weight = torch.randn(32, 32).to(torch.float8_e4m3fn)
+    weight[:, 5] = weight[:, 3]
+    folder = _save_quantized(tmp_path / "fp8", {"proj.weight": weight, "proj.weight_scale_inv": torch.ones(1, 1)},
+                             {"quant_method": "fp8", "weight_block_size": [128, 128]})
+    code, data = run_json("inspect", str(folder), "--stats")
+    assert code == 0, data
+    # The scale is a quantizer's: no weight-health finding about it.
+    assert not [f for f in data["findings"] if f["tensor"] == "proj.weight_scale_inv"]

@@ -770,11 +770,15 @@ def select_tensors(checkpoint: Checkpoint, name_filter: str | None) -> tuple[lis
         from weightdoctor.structure import raise_no_match
 
         raise_no_match(name_filter, checkpoint.tensors)
+    from weightdoctor.quantized import quantizer_side_tensors
+
+    side = quantizer_side_tensors(checkpoint.tensors, checkpoint.config)
     skipped = [
         SkippedTensor(t.name, t.dtype, NOT_CAST.get(t.dtype, "not floating: a dtype cast leaves it as is"))
         for t in selected if not _is_castable(t)
-    ]
-    return [t for t in selected if _is_castable(t)], skipped
+    ] + [SkippedTensor(t.name, t.dtype, "a quantizer's scale or state: convert keeps it as stored")
+         for t in selected if _is_castable(t) and t.name in side]
+    return [t for t in selected if _is_castable(t) and t.name not in side], skipped
 
 
 def check_dtype(

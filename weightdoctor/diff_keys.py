@@ -102,7 +102,8 @@ _ADAPTER = _lazy_regex(
 _QUANT = _lazy_regex(
     r"(\.SCB|\.weight_format|\.absmax|\.quant_map|\.quant_state\.[\w.]+|\.nested_absmax|\.nested_quant_map|"
     r"\.qweight|\.qzeros|\.scales|\.g_idx|\.weight_scale(_inv)?|\.input_scale|\.output_scale|\.k_scale|\.v_scale|"
-    r"\.weight_zero_point|\.weight_packed|\.weight_shape|\.zeros|\.scale)$"
+    r"\.weight_zero_point|\.weight_packed|\.weight_shape|\.zeros|\.scale|\.weight_g_idx|\.weight_global_scale|"
+    r"\.input_global_scale|_proj_blocks|_proj_scales)$"
 )
 # Integer dtypes quantizers store weights in (bitsandbytes int8 / packed uint8, GPTQ int32, ...).
 _QUANTIZED_DTYPES = frozenset({"int8", "uint8", "int32", "int16", "uint16", "uint32"})
@@ -967,11 +968,16 @@ def classify_key(
         if quantization:
             return "quantization", "info", f"read by the {quantization} quantizer (quantization_config)"
         return "quantization", "warn", ""
-    if quantization and kind == "missing" and name.endswith(".weight"):
-        stored = [name[: -len("weight")] + leaf for leaf in _QUANTIZED_STORAGE]
+    if kind == "missing":
+        stored = [name[: -len("weight")] + leaf for leaf in _QUANTIZED_STORAGE] if name.endswith(".weight") else []
+        stored.append(name + "_blocks")  # MXFP4 (gpt-oss): `experts.down_proj` as `experts.down_proj_blocks`
         found = next((candidate for candidate in stored if candidate in this_side), None)
-        if found is not None:
+        if found is not None and quantization:
             return "quantization", "info", f"stored quantized as {found}; the {quantization} quantizer builds it"
+        if found is not None:
+            # A quantized checkpoint into an unquantized model: nothing unpacks it on this load.
+            return "quantization", "error", (f"A stores it quantized as {found}; a model without that quantizer "
+                                             "gets it only once the checkpoint is dequantized")
     if kind == "missing" and _OUTPUT_EMBEDDING.search(name):
         # Not a new task head: the pretrained output layer of a language model, and not tied to any input
         # embedding here, so it starts random and what the model generates is noise until it is trained.

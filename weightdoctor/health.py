@@ -289,7 +289,14 @@ def analyze_weights(
                  for result in results]
     finally:
         torch.set_num_threads(threads)
-    findings = [f for item in items for f in _tensor_findings(item)]
+    from weightdoctor.quantized import quantizer_side_tensors
+
+    # A quantizer's per-channel scales repeat and stay put by design: no health findings, not in the share.
+    side = quantizer_side_tensors(checkpoint.tensors, checkpoint.config)
+    for item in items:
+        if item.name in side:
+            item.at_init = None
+    findings = [f for item in items if item.name not in side for f in _tensor_findings(item)]
     whole, share, state = _checkpoint_findings(items)
     findings += whole
     findings.sort(key=lambda f: -severity_rank(f.severity))

@@ -24,6 +24,21 @@ _SIDE = re.compile(
 _PACKED_INT32 = (".qweight", ".weight_packed")
 
 
+def quantizer_side_tensors(tensors: Iterable[TensorInfo], config: Mapping[str, Any] | None) -> set[str]:
+    """Names of a quantized checkpoint's scales, zero points and quantizer states (none for a checkpoint that
+    is not quantized): values the quantizer reads as they are stored, so a dtype cast must leave them, and
+    weight-health checks do not apply to them.
+
+    Example:
+        >>> quantizer_side_tensors(checkpoint.tensors, {"quantization_config": {"quant_method": "gptq"}})
+        {'model.layers.0.mlp.up_proj.scales', 'model.layers.0.mlp.up_proj.qzeros', ...}
+    """
+    unique = list(tensors)
+    if quantized_summary(unique, config) is None:
+        return set()
+    return {t.name for t in unique if _SIDE.search(t.name)}
+
+
 @dataclass(frozen=True)
 class QuantizedSummary:
     """What a quantized checkpoint's tensors stand for.
@@ -100,23 +115,37 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
     # bitsandbytes 4-bit keeps the packed weight under its own name, its quant state beside it.
     bnb4 = {n.split(".weight.", 1)[0] + ".weight" for n in names
             if ".weight.quant_state." in n or n.endswith((".weight.absmax", ".weight.quant_map"))}
+    # MXFP4 (gpt-oss): 4-bit values two to a byte in `*_blocks`, their shared exponents in `*_scales`.
+    mxfp4 = {n for n in names if n.endswith("_blocks")}
+    mxfp4_scales = {n[: -len("_blocks")] + "_scales" for n in mxfp4}
     quantization = _config_of(config)
     if quantization is not None:
         method, bits = _method_and_bits(quantization)
+        if bits is None and method == "mxfp4":
+            bits = 4
     elif any(n.endswith(_PACKED_INT32) for n in names):
         method, bits = "gptq-like (no quantization_config)", None
     elif bnb4:
         method, bits = "bitsandbytes 4-bit (no quantization_config)", 4
     elif any(n.endswith(".SCB") for n in names):
         method, bits = "bitsandbytes 8-bit (no quantization_config)", 8
+    elif mxfp4 and mxfp4_scales <= names:
+        method, bits = "mxfp4-like (no quantization_config)", 4
     else:
         return None
     counts: dict[str, int] = {}
     packed = side = 0
     unknown = False
     for info in unique:
-        if _SIDE.search(info.name):
+        if _SIDE.search(info.name) or (info.name in mxfp4_scales and info.dtype == "uint8"):
             counts[info.name], side = 0, side + 1
+        elif (info.name in mxfp4 or info.name.endswith(".weight_packed")) and info.dtype in ("uint8", "int8"):
+            # Values packed into bytes: MXFP4 blocks, compressed-tensors' NVFP4 `weight_packed` (8 / bits each).
+            packed += 1
+            if bits and 8 % bits == 0:
+                counts[info.name] = info.num_params * (8 // bits)
+            else:
+                counts[info.name], unknown = info.num_params, True
         elif info.name.endswith(_PACKED_INT32) and info.dtype in ("int32", "uint32"):
             packed += 1
             # 32 / bits values per int32; 3-bit GPTQ packs 32 values into 3 int32s, so the ratio, not 32 // bits.

@@ -314,10 +314,22 @@ def plan_tensors(
     if fmt == "safetensors":
         _refuse_unreadable_names(new_names, checkpoint.source)
     selection.renamed = sum(old != new for old, new in new_names.items())
+    from weightdoctor.quantized import quantizer_side_tensors
+
+    # A quantizer's scales and states are read as stored (bitsandbytes' absmax, GPTQ's scales, FP8's
+    # weight_scale_inv): cast, they change what every quantized weight dequantizes to.
+    side = quantizer_side_tensors(checkpoint.tensors, checkpoint.config) if dtype else set()
+    kept_side = [n for n in new_names if n in side and checkpoint.tensor_info(n).dtype in CASTABLE
+                 and _target_dtype(checkpoint.tensor_info(n), dtype, keep) != checkpoint.tensor_info(n).dtype]
+    if kept_side:
+        selection.warnings.append(
+            f"--dtype {dtype}: {len(kept_side)} quantizer scale/state tensor(s) kept as stored "
+            f"({', '.join(kept_side[:3])}{', ...' if len(kept_side) > 3 else ''}): the quantized weights are read "
+            "with them as they are")
     for info in checkpoint.tensors:
         if info.name not in new_names:
             continue
-        target = _target_dtype(info, dtype, keep)
+        target = info.dtype if info.name in side else _target_dtype(info, dtype, keep)
         if keep is not None and keep.search(info.name) and info.dtype in CASTABLE:
             selection.kept_fp32.append(info.name)
         if target != info.dtype:

@@ -162,6 +162,9 @@ def _equal_lines(matrix: torch.Tensor, keys: torch.Tensor, skip: torch.Tensor, b
     candidates = (~skip & torch.isfinite(keys)).nonzero().flatten()
     if candidates.numel() < 2:
         return 0
+    if matrix.is_floating_point() and matrix.element_size() == 1:
+        # fp8 has no arithmetic in torch (`+ 0.0` raises): lines are compared by their bytes.
+        matrix = matrix.view(torch.uint8)
     order = candidates[keys[candidates].argsort()]
     sorted_keys = keys[order]
     scale = float(sorted_keys.abs().max()) or 1.0
