@@ -287,3 +287,17 @@ def test_a_quantized_config_is_planned_at_its_bits(tmp_path: Path, quantization:
     assert any(f"planned as {dtype}" in w for w in data["warnings"])
     code, full = run_json("plan-devices", str(tmp_path), "--gpu", "100GB", "--dtype", "fp16")
     assert full["dtype"] == "fp16" and full["weights_bytes"] > data["weights_bytes"]
+    # Not bitsandbytes: its 10% headroom is said to be bitsandbytes' own.
+    assert any("bitsandbytes' rules" in w for w in data["warnings"]) is (quantization["quant_method"] == "gptq")
+
+
+def test_an_fp8_config_says_the_plan_is_an_upper_bound(tmp_path: Path) -> None:
+    """Fine-grained FP8 (DeepSeek-V3, Qwen3-FP8) keeps Linear weights in one byte; planned at the float dtype,
+    the plan over-sizes them, which a warning says."""
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 1000, "hidden_size": 256,
+              "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4, "dtype": "bfloat16",
+              "quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    code, data = run_json("plan-devices", str(tmp_path), "--gpu", "100GB")
+    assert code == 0 and data["dtype"] == "bf16"
+    assert any("(fp8): planned at the floating dtype" in w and "upper bound" in w for w in data["warnings"])

@@ -340,6 +340,17 @@ def build_planned_model(
         warnings.append(f"the config quantizes the weights ({quantized[1]}, {quantized[0][3:]}-bit): planned as "
                         f"{quantized[0]}, Linear weights at {quantized[0][3:]} bits (scales and zero points not "
                         "counted); --dtype overrides")
+        if not quantized[1].startswith("bitsandbytes"):
+            warnings.append(f"the {quantized[0]} plan follows bitsandbytes' rules, which keep 10% of every budget "
+                            f"free; the {quantized[1]} quantizer keeps none, so it may fit a little more than planned")
+    elif not dtype:
+        from weightdoctor.quantized import quantization_of
+
+        found = quantization_of(checkpoint.config)
+        if found is not None and any(word in found[0] for word in ("fp8", "mxfp4", "fp4")):
+            warnings.append(f"the config quantizes the weights ({found[0]}): planned at the floating dtype, which "
+                            "over-sizes the Linear weights transformers keeps in 8 or 4 bits (about 2x or 4x); the "
+                            "plan is an upper bound")
     dtype = normalize_dtype(dtype) if dtype else default_dtype(checkpoint)
     if checkpoint.config is not None and checkpoint.config.get("model_type"):
         try:
