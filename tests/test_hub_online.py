@@ -218,15 +218,7 @@ class CachingFakeHub:
         return str(Path(self.snapshot_download(repo_id, allow_patterns=[filename])) / filename)
 
 
-@pytest.fixture
-def caching_hub(fx: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CachingFakeHub:
-    """A repo with a sharded model at its top, a variant, an ONNX export and a pipeline-like `unet/` folder."""
-    repo = tmp_path / "repo"
-    shutil.copytree(fx["bert-sharded"], repo)
-    shutil.copy(fx["bert"] / "model.safetensors", repo / "model.fp16.safetensors")  # a variant (not asked for)
-    (repo / "onnx").mkdir()
-    (repo / "onnx" / "model.onnx").write_bytes(b"onnx")
-    shutil.copytree(fx["bert"], repo / "unet")
+def _serve(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CachingFakeHub:
     hub = CachingFakeHub(repo, tmp_path / "cache")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HUB_CACHE", str(hub.cache))
@@ -237,6 +229,18 @@ def caching_hub(fx: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(huggingface_hub, "snapshot_download", hub.snapshot_download)
     monkeypatch.setattr("weightdoctor.checkpoint.hub.hub_unreachable", lambda: None)
     return hub
+
+
+@pytest.fixture
+def caching_hub(fx: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CachingFakeHub:
+    """A repo with a sharded model at its top, a variant, an ONNX export and a pipeline-like `unet/` folder."""
+    repo = tmp_path / "repo"
+    shutil.copytree(fx["bert-sharded"], repo)
+    shutil.copy(fx["bert"] / "model.safetensors", repo / "model.fp16.safetensors")  # a variant (not asked for)
+    (repo / "onnx").mkdir()
+    (repo / "onnx" / "model.onnx").write_bytes(b"onnx")
+    shutil.copytree(fx["bert"], repo / "unet")
+    return _serve(repo, tmp_path, monkeypatch)
 
 
 def test_a_snapshot_fetched_for_its_config_is_completed_when_weights_are_needed(caching_hub: CachingFakeHub) -> None:
@@ -264,19 +268,6 @@ def test_diff_keys_reads_an_uncached_repo_from_its_remote_headers(fake_hub: Fake
     assert code == 0 and data["matched"] == data["total_b"], data
     assert not [d for d in fake_hub.downloads if d.endswith((".safetensors", ".bin"))]
     assert fake_hub.snapshot_patterns == []
-
-
-def _serve(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CachingFakeHub:
-    hub = CachingFakeHub(repo, tmp_path / "cache")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setenv("HF_HUB_CACHE", str(hub.cache))
-    import huggingface_hub
-
-    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, *a, **k: hub.files())
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub.hf_hub_download)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub.snapshot_download)
-    monkeypatch.setattr("weightdoctor.checkpoint.hub.hub_unreachable", lambda: None)
-    return hub
 
 
 def test_hub_layouts_fetch_what_the_reader_reads_and_trust_a_readable_cache(
