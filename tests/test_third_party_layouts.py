@@ -544,6 +544,13 @@ def test_folders_whose_weights_the_file_read_does_not_show_say_so(fx: dict[str, 
     assert code == 0 and any("variant='fp16'" in w for w in data["warnings"]), data["warnings"]
     code, data = run_json("inspect", str(fx["bert"]))
     assert not any("variant" in w for w in data["warnings"])
+    both = tmp_path / "bin-and-variant"
+    both.mkdir()
+    shutil.copy(fx["files"] / "bert.bin", both / "pytorch_model.bin")
+    shutil.copy(fx["bert"] / "model.safetensors", both / "model.fp16.safetensors")
+    code, data = run_json("inspect", str(both))
+    assert data["files"][0]["path"] == "pytorch_model.bin"
+    assert any("model.fp16.safetensors ignored: dtype variants" in w for w in data["warnings"]), data["warnings"]
     st = tmp_path / "st"
     shutil.copytree(fx["bert"], st)
     (st / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "", "type": "x"}]))

@@ -522,8 +522,17 @@ def _ignored_beside(folder: Path, chosen: Path) -> list[str]:
                     "unless asked for a variant (name one to read it)")
     if chosen.name not in PREFERRED_FILES:
         return said
+    # Variants of the other format (`model.fp16.safetensors.index.json` beside a pytorch_model.bin).
+    others = sorted(p.name for p in folder.iterdir() if _OTHER_VARIANT.fullmatch(p.name) and p.name not in variants
+                    and not p.name.startswith(stem + "."))
+    if others:
+        said.append(f"{', '.join(others[:4])} ignored: dtype variants, which from_pretrained reads only when asked "
+                    "for one (variant=...)")
     return said + [f"{name} is ignored: {chosen.name} comes first, as from_pretrained chooses"
                    for name in PREFERRED_FILES if name != chosen.name and (folder / name).is_file()]
+
+
+_OTHER_VARIANT = re.compile(r"(model|pytorch_model)\.[^.]+\.(safetensors|bin)(\.index\.json)?")
 
 
 def _read_index(builder: _Builder, index_path: Path) -> list[str]:
