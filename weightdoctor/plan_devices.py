@@ -1499,7 +1499,7 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
         try:
             return open_checkpoint(folder, key=key, allow_config_only=True)
         except (SourceNotFound, UnsupportedFormat) as exc:
-            # Named by the repo id it was reached by (`org/pipe/text_encoder`), not by its cache path.
-            message = exc.message.replace(f"{folder}/", f"{source.rstrip('/')}/")
-            raise type(exc)(f"{message} (the cached snapshot {folder})", source) from exc
+            from weightdoctor.checkpoint.reader import named_by_repo
+
+            raise named_by_repo(exc, folder, source) from exc
     return open_checkpoint(source, revision=revision, key=key, allow_config_only=True)

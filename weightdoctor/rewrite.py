@@ -319,17 +319,14 @@ def plan_tensors(
     # A quantizer's scales and states are read as stored (bitsandbytes' absmax, GPTQ's scales, FP8's
     # weight_scale_inv): cast, they change what every quantized weight dequantizes to.
     side = quantizer_side_tensors(checkpoint.tensors, checkpoint.config) if dtype else set()
-    kept_side = [n for n in new_names if n in side and checkpoint.tensor_info(n).dtype in CASTABLE
-                 and _target_dtype(checkpoint.tensor_info(n), dtype, keep) != checkpoint.tensor_info(n).dtype]
-    if kept_side:
-        selection.warnings.append(
-            f"--dtype {dtype}: {len(kept_side)} quantizer scale/state tensor(s) kept as stored "
-            f"({', '.join(kept_side[:3])}{', ...' if len(kept_side) > 3 else ''}): the quantized weights are read "
-            "with them as they are")
+    kept_side: list[str] = []
     for info in checkpoint.tensors:
         if info.name not in new_names:
             continue
-        target = info.dtype if info.name in side else _target_dtype(info, dtype, keep)
+        target = _target_dtype(info, dtype, keep)
+        if info.name in side and target != info.dtype:
+            target = info.dtype
+            kept_side.append(info.name)
         if keep is not None and keep.search(info.name) and info.dtype in CASTABLE:
             selection.kept_fp32.append(info.name)
         if target != info.dtype:
@@ -344,6 +341,11 @@ def plan_tensors(
                 alias_of=new_names[alias] if alias else None,
             )
         )
+    if kept_side:
+        selection.warnings.append(
+            f"--dtype {dtype}: {len(kept_side)} quantizer scale/state tensor(s) kept as stored "
+            f"({', '.join(kept_side[:3])}{', ...' if len(kept_side) > 3 else ''}): the quantized weights are read "
+            "with them as they are")
     if fmt == "safetensors":
         selection.dropped = [DroppedAlias(name, kept) for name, kept in sorted(dropped.items())]
     if dtype and not selection.cast and not any(t.dtype in FLOATING for t in checkpoint.tensors):

@@ -14,10 +14,6 @@ if TYPE_CHECKING:
     from huggingface_hub.utils._safetensors import SafetensorsRepoMetadata
 
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?\Z")  # \Z: "$" would accept a trailing newline
-# What the reader may need from a repo; weights of one kind only (safetensors preferred).
-CONFIG_PATTERNS = ["*.json", "*.txt", "*.model"]
-SAFETENSORS_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
-PICKLE_PATTERNS = ["*.bin", "*.bin.index.json", "*.pt", "*.pth"]
 
 
 def looks_like_repo_id(source: str) -> bool:
@@ -109,9 +105,14 @@ def _require_hub(repo_id: str, revision: str | None) -> None:
         )
 
 
+def _repo_dir(repo_id: str) -> Path:
+    """The cache folder of a repo, as huggingface_hub names it (`models--org--name`)."""
+    return hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+
+
 def cached_revisions(repo_id: str) -> list[str]:
     """What the local cache holds of `repo_id`: its refs as `name -> commit`, then snapshots no ref names."""
-    repo_dir = hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    repo_dir = _repo_dir(repo_id)
     refs: dict[str, str] = {}
     try:
         for ref in sorted((repo_dir / "refs").rglob("*")):
@@ -147,7 +148,7 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
         return cached_snapshot(repo_id, full)
     # huggingface_hub joins the commit a ref file holds to snapshots/ as it is: an empty ref gives the
     # snapshots folder itself, and `../..` in a ref leads out of the cache. Neither is a snapshot.
-    snapshots = (hub_cache_dir() / ("models--" + repo_id.replace("/", "--")) / "snapshots").resolve()
+    snapshots = (_repo_dir(repo_id) / "snapshots").resolve()
     if path.resolve().parent != snapshots:
         ref = f"refs/{revision or 'main'}"
         raise SourceNotFound(
@@ -163,7 +164,7 @@ def _full_commit(repo_id: str, revision: str | None) -> str | None:
     web pages show it); None when it is no hex prefix or matches none or several."""
     if revision is None or not re.fullmatch(r"[0-9a-f]{7,39}", revision):
         return None
-    snapshots = hub_cache_dir() / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    snapshots = _repo_dir(repo_id) / "snapshots"
     try:
         found = [p.name for p in snapshots.iterdir() if p.is_dir() and p.name.startswith(revision)]
     except OSError:

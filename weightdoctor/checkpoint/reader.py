@@ -436,7 +436,7 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             dangling = dangling or candidate
         elif candidate.exists() and not candidate.is_dir():
             raise UnsupportedFormat(f"{name} is not a regular file ({_file_kind(candidate)})", str(candidate))
-    if dangling is not None and not any((folder / n).is_file() for n in PREFERRED_FILES):
+    if dangling is not None:  # no preferred file after it either: from_pretrained would fail too
         raise CorruptCheckpoint(_dangling_message(dangling), str(dangling))
     # Variants (`diffusion_pytorch_model.fp16.safetensors`, diffusers' and transformers' `variant=`) come after
     # the plain file of the same name, as from_pretrained reads the plain one unless a variant is asked for.
@@ -466,6 +466,13 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             "a slice of every tensor, not some of the tensors; name one to see one part, or convert the folder "
             "with transformers' convert_llama_weights_to_hf.py", str(folder))
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
+
+
+def named_by_repo(exc: SourceNotFound | UnsupportedFormat, snapshot: Path, source: str) -> Exception:
+    """The same error about a cached snapshot folder, named by the repo id it was reached by (`org/pipe`, and
+    `org/pipe/text_encoder` for the folders it suggests), the snapshot's path kept at the end."""
+    message = exc.message.replace(f"{snapshot}/", f"{source.rstrip('/')}/")
+    return type(exc)(f"{message} (the cached snapshot {snapshot})", source)
 
 
 def _variant_of(name: str) -> str | None:
@@ -695,18 +702,14 @@ def _open_checkpoint(
         except SourceNotFound as exc:
             if allow_config_only and config_path.is_file():
                 target = config_path
-            elif repo_id is not None and "weights are in subfolders" in exc.message:
-                # Name the subfolder as the repo id it is reached by, not by its cache path.
-                raise SourceNotFound(exc.message.replace(f"e.g. {path}/", f"e.g. {text.rstrip('/')}/"),
-                                     text) from exc
-            elif repo_id is not None:
-                raise SourceNotFound(f"{exc.message} (the cached snapshot {path})", text) from exc
+            elif repo_id is not None:  # named by the repo id it was reached by, not by its cache path
+                raise named_by_repo(exc, path, text) from exc
             else:
                 raise
         except UnsupportedFormat as exc:
             if repo_id is None:
                 raise
-            raise UnsupportedFormat(f"{exc.message} (the cached snapshot {path})", text) from exc
+            raise named_by_repo(exc, path, text) from exc
     elif path.suffix == ".json":
         data = _read_json(path)
         if isinstance(data, dict) and "weight_map" in data:
