@@ -192,11 +192,21 @@ def subprocess_times(
             if before is not None:
                 before()
             start, cpu = time.perf_counter(), _children_cpu()
-            subprocess.run(args, check=False, capture_output=True, env=env, cwd=ROOT)
+            done = subprocess.run(args, check=False, capture_output=True, env=env, cwd=ROOT)
             samples[which][0].append(time.perf_counter() - start)
             samples[which][1].append(_children_cpu() - cpu)
+            if done.returncode not in (0, 1):  # 1: diff-keys found what the pair holds; anything else is a failure
+                raise RuntimeError(f"{' '.join(args[:4])} ... exited {done.returncode}: {done.stderr.decode()[-500:]}")
     ours_t, base_t = (Timing(statistics.median(w), statistics.median(c)) for w, c in samples.values())
     return ours_t, base_t
+
+
+def plain_start_works() -> bool:
+    """Whether `python -S` with the purelib folder on PYTHONPATH imports what both sides need (see the -S rows)."""
+    env = {"PYTHONPATH": str(ROOT) + os.pathsep + sysconfig.get_paths()["purelib"], "PATH": "/usr/bin:/bin"}
+    probe = "import safetensors, torch, typer, rich, weightdoctor.cli"
+    return subprocess.run([sys.executable, "-S", "-c", probe], check=False, capture_output=True, env=env,
+                          cwd=ROOT).returncode == 0
 
 
 def key_set_pairs(out: Path) -> list[tuple[str, Path, Path, int]]:
@@ -227,6 +237,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str, Timing, Timing, str]] = []
     load_before = os.getloadavg()[0]
+    plain_start = plain_start_works()
+    if not plain_start:
+        print("the -S rows are left out: this interpreter's packages are not all in its purelib folder",
+              file=sys.stderr)
     try:
         for label, a, b, apparent in key_set_pairs(args.out):
             assert diff_keys_analysis(a, b)[:2] == baseline_keys(a, b)[:2]
@@ -243,11 +257,12 @@ def main() -> None:
                 [sys.executable, "-m", "weightdoctor", "diff-keys", str(a), str(b), "--json"],
                 [sys.executable, "-c", code], args.reps)
             rows.append((label, "CLI --json (fresh process)", cli_proc, base_proc, "same baseline in python -c"))
-            cli_plain, base_plain = subprocess_times(
-                [sys.executable, "-m", "weightdoctor", "diff-keys", str(a), str(b), "--json"],
-                [sys.executable, "-c", code], args.reps, without_site=True)
-            rows.append((label, "CLI --json (fresh process, -S: no editable-install hook)", cli_plain, base_plain,
-                         "same baseline in python -S -c"))
+            if plain_start:
+                cli_plain, base_plain = subprocess_times(
+                    [sys.executable, "-m", "weightdoctor", "diff-keys", str(a), str(b), "--json"],
+                    [sys.executable, "-c", code], args.reps, without_site=True)
+                rows.append((label, "CLI --json (fresh process, -S: no editable-install hook)", cli_plain,
+                             base_plain, "same baseline in python -S -c"))
             print(f"done: {label} (apparent size of B: {format_bytes(apparent)}, sparse)", file=sys.stderr)
         if not args.skip_big:
             half = parse_size(args.big_size) // 2
@@ -268,11 +283,12 @@ def main() -> None:
                 [sys.executable, "-c", script], args.big_reps)
             rows.append((label, "CLI --json (fresh process)", cli_proc, loaded_proc,
                          "the same load in python -c (torch import included)"))
-            cli_plain, loaded_plain = subprocess_times(
-                [sys.executable, "-m", "weightdoctor", "diff-keys", str(big_a), str(big_b), "--json"],
-                [sys.executable, "-c", script], args.big_reps, without_site=True)
-            rows.append((label, "CLI --json (fresh process, -S: no editable-install hook)", cli_plain, loaded_plain,
-                         "the same load in python -S -c"))
+            if plain_start:
+                cli_plain, loaded_plain = subprocess_times(
+                    [sys.executable, "-m", "weightdoctor", "diff-keys", str(big_a), str(big_b), "--json"],
+                    [sys.executable, "-c", script], args.big_reps, without_site=True)
+                rows.append((label, "CLI --json (fresh process, -S: no editable-install hook)", cli_plain,
+                             loaded_plain, "the same load in python -S -c"))
             # The same, each run of either side starting with both files out of the page cache (as after a
             # reboot, or for checkpoints not read lately): what a headers-only reader saves on a real disk.
             cli_cold, loaded_cold = subprocess_times(
