@@ -85,6 +85,35 @@ def test_repo_id_from_cache(fx: dict[str, Path], hub_env: Path) -> None:
     assert gpt2.config["model_type"] == "gpt2"
 
 
+def test_hub_cache_folder_as_a_path(fx: dict[str, Path], tmp_path: Path) -> None:
+    # `~/.cache/huggingface/hub/models--org--name` pasted as a path: the snapshot its refs/main names is read.
+    from fixtures.build import write_hub_cache
+
+    cache = tmp_path / "hub"
+    snapshot = write_hub_cache(cache, "org/tiny-bert", fx["bert"])
+    folder = cache / "models--org--tiny-bert"
+    ckpt = open_checkpoint(folder)
+    assert ckpt.path == snapshot and ckpt.num_params == BERT_PARAMS
+    assert any("Hub cache folder" in w and snapshot.name[:10] in w for w in ckpt.warnings)
+
+    # A second revision: --revision picks it by ref or by commit prefix; no revision still means refs/main.
+    other = write_hub_cache(cache, "org/tiny-bert", fx["gpt2"], revision="v2")
+    assert open_checkpoint(folder, revision="v2").path == other
+    assert open_checkpoint(folder, revision=other.name[:8]).config["model_type"] == "gpt2"
+    assert open_checkpoint(folder).path == snapshot
+    with pytest.raises(SourceNotFound, match=r"no snapshot for revision v3.*'org/tiny-bert'"):
+        open_checkpoint(folder, revision="v3")
+
+    # Without refs/main and with two snapshots there is no telling which one is meant.
+    (folder / "refs" / "main").unlink()
+    with pytest.raises(SourceNotFound, match="no snapshot for refs/main; its snapshots: "):
+        open_checkpoint(folder)
+    # A ref that holds a path is no snapshot name (nothing outside snapshots/ is read).
+    (folder / "refs" / "main").write_text("../../elsewhere")
+    with pytest.raises(SourceNotFound, match="names '../../elsewhere', not a snapshot here"):
+        open_checkpoint(folder)
+
+
 def test_repo_id_missing_offline(hub_env: Path) -> None:
     with pytest.raises(SourceNotFound, match="HF_HUB_OFFLINE"):
         open_checkpoint("nobody/nothing")

@@ -172,6 +172,43 @@ def _full_commit(repo_id: str, revision: str | None) -> str | None:
     return found[0] if len(found) == 1 and re.fullmatch(r"[0-9a-f]{40}", found[0]) else None
 
 
+def cache_folder_snapshot(folder: Path, revision: str | None = None) -> tuple[Path, str] | None:
+    """The snapshot to read when a repo's cache folder itself (`.../hub/models--org--name`) is given as a path.
+
+    Returns (the snapshot folder, how it was chosen), or None when `folder` is no repo cache folder. The
+    snapshot is the one `refs/<revision or main>` names, else the one whose commit starts with `revision`,
+    else the only one there is.
+
+    Raises:
+        SourceNotFound: it is a cache folder, but no snapshot (or several, and no ref) fits.
+    """
+    snapshots = folder / "snapshots"
+    if not folder.name.startswith(("models--", "datasets--", "spaces--")) or not snapshots.is_dir():
+        return None
+    repo_id = folder.name.split("--", 1)[1].replace("--", "/")
+    ref = folder / "refs" / (revision or "main")
+    try:
+        commit = ref.read_text(encoding="utf-8").strip() if ref.is_file() else None
+        found = sorted(p.name for p in snapshots.iterdir() if p.is_dir())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceNotFound(f"a Hub cache folder (of {repo_id}) whose refs or snapshots cannot be read ({exc})",
+                             str(folder)) from exc
+    how = f"refs/{revision or 'main'}"
+    if commit is None and revision is not None:
+        matching = [name for name in found if name.startswith(revision)]
+        commit = matching[0] if len(matching) == 1 else None
+        how = f"revision {revision}"
+    if commit is None and revision is None and len(found) == 1:
+        commit, how = found[0], "its only snapshot"
+    # A ref holds a commit hash; one holding a path (`../x`) or nothing names no snapshot of this folder.
+    if commit is None or commit not in found:
+        held = ", ".join(name[:10] for name in found[:6]) or "none"
+        wanted = f"no snapshot for {how}" if commit is None else f"{how} names {commit[:40]!r}, not a snapshot here"
+        raise SourceNotFound(f"a Hub cache folder (of {repo_id}), {wanted}; its snapshots: {held}. Give the repo id "
+                             f"{repo_id!r} (with --revision) or a snapshot folder", str(folder))
+    return snapshots / commit, f"{how}, {commit[:10]}"
+
+
 def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = True,
                     subfolder: str | None = None) -> Path:
     """Return a local snapshot folder for `repo_id`, from the cache or else from the Hub.

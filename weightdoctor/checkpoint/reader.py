@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from weightdoctor.checkpoint import safetensors_format
 from weightdoctor.checkpoint.hub import (
     RemoteStructure,
+    cache_folder_snapshot,
     cached_snapshot,
     download_file,
     holds_weights,
@@ -685,12 +686,20 @@ def _open_checkpoint(
         else:
             raise SourceNotFound("no such file or directory", path=text)
 
+    cache_note = None
+    if repo_id is None and path.is_dir():
+        # `~/.cache/huggingface/hub/models--org--name` as a path: read the snapshot its ref names, as the repo
+        # id would (its top holds only blobs/, refs/ and snapshots/).
+        in_cache = cache_folder_snapshot(path, revision)
+        if in_cache is not None:
+            path, how = in_cache
+            cache_note = f"{text} is a Hub cache folder: read its snapshot ({how})"
     root = path if path.is_dir() else path.parent
     builder = _Builder(root, key)
     config_path: Path | None = None
     sharded = False
-    warnings: list[str] = []
-    if repo_id is None and revision is not None:
+    warnings: list[str] = [cache_note] if cache_note else []
+    if repo_id is None and revision is not None and cache_note is None:
         warnings.append(f"--revision {revision} ignored: {text} is a local path, not a Hub repo id")
     target = path
     is_index = False
