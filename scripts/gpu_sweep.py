@@ -6,10 +6,10 @@ Run from the repository root on a machine with a GPU (no network needed):
 
 For small random models of several architectures (GPT-2, Llama, T5, OPT; transformers, seeded), GPU budgets of
 a quarter, a half and 80 % of the weights, the `auto` and `sequential` strategies, the checkpoint's dtype and
-bf16, and a CPU budget small enough to push the rest to disk: the plan's `device_map` must equal the
-`hf_device_map` of `from_pretrained(device_map=strategy, max_memory=..., dtype=...)` really loading the model
-on cuda:0, and every parameter planned on the GPU must be there. One line per case; exits 1 if any differs,
-0 with a message when no CUDA device is visible.
+bf16, and a CPU budget small enough to push the rest to disk (`--models` picks a subset): the plan's
+`device_map` must equal the `hf_device_map` of `from_pretrained(device_map=strategy, max_memory=..., dtype=...)`
+really loading the model on cuda:0, and every parameter planned on the GPU must be there. One line per case;
+exits 1 if any differs, 0 with a message when no CUDA device is visible.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def plan(folder: Path, *args: str) -> tuple[int, dict, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--report", type=Path)
+    parser.add_argument("--report", type=Path, help="write the report (markdown) here, rewritten after every case")
+    parser.add_argument("--models", default="gpt2,llama,t5,opt", help="comma-separated subset to run")
     args = parser.parse_args()
     import torch
 
@@ -87,7 +88,10 @@ def main() -> int:
     cases = 0
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        chosen = set(args.models.split(","))
         for name, (folder, cls, weight_bytes) in build_models(tmp).items():
+            if name not in chosen:
+                continue
             for dtype_flag, torch_dtype, scale in (("fp32", torch.float32, 1.0), ("bf16", torch.bfloat16, 0.5)):
                 for fraction in (0.25, 0.5, 0.8):
                     for strategy in ("auto", "sequential"):
@@ -126,6 +130,8 @@ def main() -> int:
                                          + ("" if same else f"; real {json.dumps(real)[:300]}; plan "
                                             f"{json.dumps(planned['device_map'])[:300]}; misplaced {misplaced[:3]}"))
                             print(lines[-1], flush=True)
+                            if args.report is not None:  # a run cut short by its time limit keeps what it saw
+                                args.report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     lines += ["", f"**{cases - failures} of {cases} cases equal the real load**"]
     print(lines[-1])
     if args.report is not None:
