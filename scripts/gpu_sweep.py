@@ -115,7 +115,10 @@ def main() -> int:
                                 model = cls.from_pretrained(
                                     folder, device_map=strategy, dtype=torch_dtype,
                                     max_memory={0: cap, "cpu": cpu}, offload_folder=str(offload) if disk else None)
-                                real = dict(getattr(model, "hf_device_map", {"": 0}))
+                                # A model placed whole on one device has no hf_device_map: read where it is.
+                                whole = next(model.parameters()).device
+                                real = dict(getattr(model, "hf_device_map", None)
+                                            or {"": 0 if whole.type == "cuda" else whole.type})
                                 misplaced = [n for n, p in model.named_parameters()
                                              if _device_of(n, planned["device_map"]) == 0 and p.device.type != "cuda"]
                                 del model
