@@ -582,3 +582,50 @@ def test_links_and_special_files_in_a_model_folder_say_what_they_are(fx: dict[st
     assert code == 0 and data["files"][0]["path"] == "pytorch_model.bin", data
     assert any("model.safetensors is a link to" in w and "pytorch_model.bin is read instead" in w
                for w in data["warnings"])
+
+
+def test_a_sharded_dtype_variant_is_read_through_its_index(tmp_path: Path) -> None:
+    """save_pretrained(variant="fp16", max_shard_size=...) names its index `model.safetensors.index.fp16.json`
+    (the variant before `.json`) and its shards `model.fp16-00001-of-0000N.safetensors`: the folder was refused
+    as "several weight files and no index"."""
+    from fixtures.build import build_bert
+
+    folder = tmp_path / "variant-sharded"
+    build_bert().half().save_pretrained(folder, variant="fp16", max_shard_size="20KB")
+    assert (folder / "model.safetensors.index.fp16.json").is_file()
+    code, data = run_json("inspect", str(folder))
+    assert code == 0, data
+    assert data["sharded"] and data["files"][0]["path"] == "model.safetensors.index.fp16.json"
+    assert data["num_tensors"] == len(build_bert().state_dict())
+    assert any("variant='fp16'" in w for w in data["warnings"]), data["warnings"]
+    # Beside a plain pytorch_model.bin (read first, as from_pretrained does), the sharded variant is named.
+    torch.save(build_bert().state_dict(), folder / "pytorch_model.bin")
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and data["files"][0]["path"] == "pytorch_model.bin"
+    assert any("model.safetensors.index.fp16.json" in w and "variant=" in w for w in data["warnings"]), data["warnings"]
+
+
+@pytest.mark.parametrize(("dtype", "index"), [
+    (None, "model.safetensors.index.fp16.json"), ("bf16", "model.safetensors.index.bf16.json"),
+    ("fp32", "model.safetensors.index.json")])
+def test_converting_a_sharded_variant_names_its_index_as_from_pretrained_looks_for_it(
+        tmp_path: Path, dtype: str | None, index: str) -> None:
+    """The index came out as `model.safetensors.index.fp16.safetensors.index.json`, which no loader finds."""
+    from fixtures.build import build_bert
+
+    folder = tmp_path / "variant-sharded"
+    model = build_bert().half()
+    model.save_pretrained(folder, variant="fp16", max_shard_size="20KB")
+    out = tmp_path / "out"
+    code, data = run_json("convert", str(folder / "model.safetensors.index.fp16.json"), "-o", str(out),
+                          *(["--dtype", dtype] if dtype else []))
+    assert code == 0, data
+    assert data["plan"]["index"] == index and (out / index).is_file(), sorted(p.name for p in out.iterdir())
+    from transformers import BertForSequenceClassification
+
+    variant = index.split(".")[-2] if index.count(".") == 4 else None
+    loaded = BertForSequenceClassification.from_pretrained(out, variant=variant)
+    stored = {None: torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    expected = model.state_dict()
+    for name, value in loaded.state_dict().items():
+        assert torch.equal(value.float(), expected[name].to(stored).float()), name

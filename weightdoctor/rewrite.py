@@ -914,6 +914,23 @@ def default_output_name(source_file: str, fmt: str, dtype: str | None = None) ->
     return Path(name).stem + ".bin"
 
 
+_INDEX_VARIANT = re.compile(r"(?P<stem>.+)\.(?P<ext>safetensors|bin)\.index\.(?P<variant>[^.]+)\.json")
+
+
+def default_index_name(source_index: str, fmt: str, dtype: str | None = None) -> str:
+    """The output name of a converted index: `pytorch_model.bin.index.json` -> `model.safetensors.index.json`.
+    A sharded variant's index keeps its variant where transformers and diffusers look for it
+    (`model.safetensors.index.fp16.json`), renamed by a cast as its shards are."""
+    name = Path(source_index).name
+    sharded_variant = _INDEX_VARIANT.fullmatch(name)
+    if sharded_variant is None:
+        return default_output_name(name.removesuffix(".index.json"), fmt) + ".index.json"
+    plain = default_output_name(f"{sharded_variant['stem']}.{sharded_variant['ext']}", fmt)
+    variant = sharded_variant["variant"]
+    if dtype is not None and variant in ("fp16", "bf16", "fp32"):
+        variant = _VARIANT_OF_DTYPE.get(dtype, "").lstrip(".")
+    return f"{plain}.index.{variant}.json" if variant else f"{plain}.index.json"
+
 
 class PlannedOutput(Protocol):
     """What `convert` and `shard` plans share: where and how to write a selection of tensors."""

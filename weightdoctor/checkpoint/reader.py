@@ -440,8 +440,10 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
         raise CorruptCheckpoint(_dangling_message(dangling), str(dangling))
     # Variants (`diffusion_pytorch_model.fp16.safetensors`, diffusers' and transformers' `variant=`) come after
     # the plain file of the same name, as from_pretrained reads the plain one unless a variant is asked for.
-    indexes = sorted(folder.glob("*.safetensors.index.json"), key=_variant_last) + sorted(
-        folder.glob("*.bin.index.json"), key=_variant_last)
+    # transformers and diffusers name a sharded variant's index `model.safetensors.index.fp16.json`.
+    indexes = [index for suffix in (".safetensors", ".bin") for index in
+               sorted(folder.glob(f"*{suffix}.index.json"), key=_variant_last)
+               + sorted(folder.glob(f"*{suffix}.index.*.json"))]
     if indexes:
         return indexes[0], True
     weights = _weight_files_in(folder)
@@ -476,7 +478,11 @@ def named_by_repo(exc: SourceNotFound | UnsupportedFormat, snapshot: Path, sourc
 
 
 def _variant_of(name: str) -> str | None:
-    """`model.fp16.safetensors` (or its index) -> "fp16"; None for a plain weight file name."""
+    """`model.fp16.safetensors` (or its index, `model.safetensors.index.fp16.json`) -> "fp16"; None for a plain
+    weight file name."""
+    sharded = _VARIANT_INDEX.fullmatch(name)
+    if sharded:
+        return sharded.group(1)
     stem, _, extension = name.removesuffix(".index.json").rpartition(".")
     if extension not in ("safetensors", "bin") or "." not in stem:
         return None
@@ -524,7 +530,7 @@ def _ignored_beside(folder: Path, chosen: Path) -> list[str]:
     stem = chosen.name.split(".")[0]
     variants = sorted(p.name for p in folder.glob(f"{stem}.*.safetensors") if p != chosen and p.name != chosen.name)
     said: list[str] = []
-    if variants and "." not in chosen.name.split(".safetensors")[0]:
+    if variants and "." not in chosen.name.split(".safetensors")[0] and _variant_of(chosen.name) is None:
         said.append(f"{', '.join(variants[:4])} ignored: variants of {chosen.name}, which from_pretrained reads "
                     "unless asked for a variant (name one to read it)")
     if chosen.name not in PREFERRED_FILES:
@@ -539,7 +545,9 @@ def _ignored_beside(folder: Path, chosen: Path) -> list[str]:
                    for name in PREFERRED_FILES if name != chosen.name and (folder / name).is_file()]
 
 
-_OTHER_VARIANT = re.compile(r"(model|pytorch_model)\.[^.]+\.(safetensors|bin)(\.index\.json)?")
+_VARIANT_INDEX = re.compile(r".+\.(?:safetensors|bin)\.index\.([^.]+)\.json")
+_OTHER_VARIANT = re.compile(r"(model|pytorch_model)(\.[^.]+\.(safetensors|bin)(\.index\.json)?"
+                            r"|\.(safetensors|bin)\.index\.[^.]+\.json)")
 
 
 def _read_index(builder: _Builder, index_path: Path) -> list[str]:
