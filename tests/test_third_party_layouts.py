@@ -629,3 +629,23 @@ def test_converting_a_sharded_variant_names_its_index_as_from_pretrained_looks_f
     expected = model.state_dict()
     for name, value in loaded.state_dict().items():
         assert torch.equal(value.float(), expected[name].to(stored).float()), name
+
+
+def test_weights_split_over_nested_dicts_are_not_dropped_silently(tmp_path: Path) -> None:
+    """Megatron-LM's model_optim_rng.pt keeps model.language_model.{embedding, encoder, output_layer} apart: the
+    encoder was read alone and the other two, beside it one level down, were named nowhere."""
+    hidden = 8
+    path = tmp_path / "model_optim_rng.pt"
+    torch.save({"iteration": 10, "checkpoint_version": 3.0, "model": {"language_model": {
+        "embedding": {"word_embeddings": {"weight": torch.zeros(50, hidden)}},
+        "encoder": {"layers.0.input_layernorm.weight": torch.ones(hidden),
+                    "final_layernorm.weight": torch.ones(hidden)},
+        "output_layer": {"weight": torch.zeros(50, hidden)}}}}, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "model.language_model.encoder" and data["num_tensors"] == 2
+    other = ", ".join(data["other_entries"])
+    assert "iteration (int: 10)" in other
+    assert "model.language_model.embedding (dict, 1 entries)" in other
+    assert "model.language_model.output_layer (a state dict of 1 tensors: pick it with --key)" in other
+    assert any("2 tensor(s) beside the state dict are not read" in w and "model.language_model.embedding" in w
+               for w in data["warnings"]), data["warnings"]

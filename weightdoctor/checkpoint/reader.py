@@ -62,7 +62,8 @@ class Checkpoint:
         config: the parsed `config.json`, when there is one.
         metadata: safetensors `__metadata__` (of the first file that has one).
         nested_key: where a training checkpoint keeps its state dict (None at the top level).
-        other_entries: a training checkpoint's other top-level entries, described.
+        other_entries: a training checkpoint's other entries (top level, and beside the state dict on its
+            path), described.
         repo_id / revision: set when the source was a Hub repo id.
         warnings: things the reader noticed that do not stop it (index/shard disagreements, ...).
         security: the static pickle scan of every weight file, merged (verdict "safe" for safetensors;
