@@ -649,3 +649,29 @@ def test_weights_split_over_nested_dicts_are_not_dropped_silently(tmp_path: Path
     assert "model.language_model.output_layer (a state dict of 1 tensors: pick it with --key)" in other
     assert any("2 tensor(s) beside the state dict are not read" in w and "model.language_model.embedding" in w
                for w in data["warnings"]), data["warnings"]
+
+
+@pytest.mark.parametrize(("variant_file", "to", "expected"), [
+    ("model.fp16.safetensors", "bin", "pytorch_model.fp16.bin"),
+    ("pytorch_model.fp16.bin", "safetensors", "model.fp16.safetensors")])
+def test_converting_a_variant_gives_the_name_from_pretrained_looks_for(
+        tmp_path: Path, variant_file: str, to: str, expected: str) -> None:
+    """from_pretrained(variant="fp16") reads model.fp16.safetensors or pytorch_model.fp16.bin: a converted
+    variant came out as model.fp16.bin (or pytorch_model.fp16.safetensors), which it never finds."""
+    from transformers import BertForSequenceClassification
+
+    from fixtures.build import build_bert
+
+    model = build_bert().half()
+    folder = tmp_path / "variant"
+    model.save_pretrained(folder, variant="fp16")
+    if variant_file.endswith(".bin"):
+        (folder / "model.fp16.safetensors").unlink()
+        torch.save(model.state_dict(), folder / variant_file)
+    out = tmp_path / "out"
+    code, data = run_json("convert", str(folder), "-o", str(out), "--to", to)
+    assert code == 0, data
+    assert [f["filename"] for f in data["plan"]["files"]] == [expected]
+    loaded = BertForSequenceClassification.from_pretrained(out, variant="fp16")
+    for name, value in loaded.state_dict().items():
+        assert torch.equal(value.half(), model.state_dict()[name]), name

@@ -903,12 +903,14 @@ def default_output_name(source_file: str, fmt: str, dtype: str | None = None) ->
     name = Path(source_file).name
     if dtype is not None and (variant := _VARIANT.fullmatch(name)):
         name = variant["stem"] + _VARIANT_OF_DTYPE.get(dtype, "") + variant["rest"]
+    # transformers' names, a variant's too (`pytorch_model.fp16.bin` <-> `model.fp16.safetensors`, which
+    # from_pretrained(variant="fp16") reads); diffusers keeps one stem for both formats.
     if fmt == "safetensors":
-        match = re.fullmatch(r"pytorch_model((?:-\d{5}-of-\d{5})?)\.bin", name)
+        match = re.fullmatch(r"pytorch_model((?:\.[^.]+)?(?:-\d{5}-of-\d{5})?)\.bin", name)
         if match:
             return f"model{match.group(1)}.safetensors"
         return Path(name).stem + ".safetensors"
-    match = re.fullmatch(r"model((?:-\d{5}-of-\d{5})?)\.safetensors", name)
+    match = re.fullmatch(r"model((?:\.[^.]+)?(?:-\d{5}-of-\d{5})?)\.safetensors", name)
     if match:
         return f"pytorch_model{match.group(1)}.bin"
     return Path(name).stem + ".bin"
