@@ -270,6 +270,21 @@ def test_kv_cache_llama_70b() -> None:
         estimate_kv_cache(None, "fp16", 1, 1)
 
 
+def test_kv_cache_of_an_encoder_decoder_counts_the_decoder() -> None:
+    """BART / Whisper / Marian spell the decoder's sizes decoder_layers and decoder_attention_heads; the Hub's
+    configs also carry num_hidden_layers = encoder_layers (distil-whisper: 32 encoder layers, 2 decoder layers).
+    The cache was refused without num_hidden_layers, and sized on the encoder's layers with it."""
+    distil_whisper = {"model_type": "whisper", "is_encoder_decoder": True, "d_model": 1280, "encoder_layers": 32,
+                      "decoder_layers": 2, "encoder_attention_heads": 20, "decoder_attention_heads": 20,
+                      "num_hidden_layers": 32, "max_target_positions": 448}
+    kv = estimate_kv_cache(distil_whisper, "fp16", batch=1, seq_len=448)
+    assert (kv.num_layers, kv.num_kv_heads, kv.head_dim) == (2, 20, 64)
+    assert kv.total_bytes == 2 * 2 * 20 * 64 * 2 * 448
+    assert "cross-attention" in (kv.note or "")
+    bart = {k: v for k, v in distil_whisper.items() if k != "num_hidden_layers"}
+    assert estimate_kv_cache(bart, "fp16", batch=1, seq_len=448).total_bytes == kv.total_bytes
+
+
 def test_training_estimate_matches_accelerate(fx) -> None:
     """`accelerate estimate-memory` sizes the fp32 model (calculate_maximum_sizes), then estimate_training_usage."""
     from accelerate.commands.estimate import estimate_training_usage
