@@ -675,3 +675,20 @@ def test_converting_a_variant_gives_the_name_from_pretrained_looks_for(
     loaded = BertForSequenceClassification.from_pretrained(out, variant="fp16")
     for name, value in loaded.state_dict().items():
         assert torch.equal(value.half(), model.state_dict()[name]), name
+
+
+def test_a_timm_config_is_summarised(tmp_path: Path) -> None:
+    """timm's config.json names its model in `architecture` (no model_type, no architectures): the config panel
+    was an empty box."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "timm-resnet"
+    folder.mkdir()
+    save_file({"conv1.weight": torch.zeros(8, 3, 3, 3), "fc.weight": torch.zeros(10, 8)}, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({"architecture": "resnet18", "num_classes": 10,
+                                                    "num_features": 8, "pretrained_cfg": {"tag": "a1_in1k"}}))
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and data["config_summary"]["architectures"] == ["resnet18"]
+    assert "architectures  resnet18" in " ".join(run_cli("inspect", str(folder)).stdout.split("│"))
+    (folder / "config.json").write_text(json.dumps({"num_classes": 10}))
+    assert "config.json" not in run_cli("inspect", str(folder)).stdout  # nothing to show: no empty panel
