@@ -692,3 +692,17 @@ def test_a_timm_config_is_summarised(tmp_path: Path) -> None:
     assert "architectures  resnet18" in " ".join(run_cli("inspect", str(folder)).stdout.split("│"))
     (folder / "config.json").write_text(json.dumps({"num_classes": 10}))
     assert "config.json" not in run_cli("inspect", str(folder)).stdout  # nothing to show: no empty panel
+
+
+def test_a_distributed_checkpoint_folder_says_how_to_read_it(tmp_path: Path) -> None:
+    """FSDP / torch.distributed.checkpoint saves `__0_0.distcp` shards and a `.metadata` file: PyTorch weights
+    that were refused as "folder holds no weight file" without a word on what the folder holds."""
+    import torch.distributed.checkpoint as dcp
+
+    folder = tmp_path / "pytorch_model_fsdp_0"
+    dcp.save({"model": {"w": torch.ones(2, 2)}}, checkpoint_id=str(folder))
+    assert any(folder.glob("*.distcp")) and (folder / ".metadata").is_file()
+    result = run_cli("inspect", str(folder))
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    line = " ".join(result.stderr.split())
+    assert "a torch.distributed.checkpoint (DCP) folder" in line and "dcp_to_torch_save" in line, line

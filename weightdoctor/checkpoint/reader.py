@@ -400,6 +400,11 @@ def _no_weights_message(folder: Path) -> str:
     others = foreign.foreign_files_in(folder)
     if others:
         message += f"; it holds {', '.join(others[:6])}, which weightdoctor does not read (not PyTorch)"
+    if (folder / ".metadata").is_file() and any(folder.glob("*.distcp")):
+        # FSDP's sharded state dict (accelerate's pytorch_model_fsdp_0/): PyTorch weights, in a format of its own.
+        message += ("; it is a torch.distributed.checkpoint (DCP) folder (*.distcp shards and .metadata): "
+                    "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one "
+                    "torch.save file to read here")
     subfolders = _subfolders_with_weights(folder)
     if subfolders:
         shown = ", ".join(f"{name}/" for name in subfolders[:8]) + (", ..." if len(subfolders) > 8 else "")
