@@ -1202,6 +1202,14 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     note = None
     if text.get("is_encoder_decoder") or "decoder_layers" in text or "num_decoder_layers" in text:
         note = "the decoder's self-attention only: the cross-attention cache adds as much per encoder token"
+    latent, rope = text.get("kv_lora_rank"), text.get("qk_rope_head_dim")
+    if isinstance(latent, int) and isinstance(rope, int) and latent > 0 and rope >= 0:
+        # Multi-head latent attention (DeepSeek-V2/V3, Kimi-K2, MiniCPM3): transformers caches the compressed
+        # latent and the shared rotary key of each token, once per layer, not keys and values per head.
+        kv_heads, head_dim = 1, latent + rope
+        per_token_layer = head_dim * element
+        note = (f"multi-head latent attention: transformers caches kv_lora_rank + qk_rope_head_dim = {head_dim} "
+                "values per layer and token")
     total = 0
     for index in range(layers):
         kind = layer_types[index] if isinstance(layer_types, list) and index < len(layer_types) else None
