@@ -706,3 +706,32 @@ def test_a_distributed_checkpoint_folder_says_how_to_read_it(tmp_path: Path) -> 
     assert result.exit_code == 2 and "Traceback" not in result.stderr
     line = " ".join(result.stderr.split())
     assert "a torch.distributed.checkpoint (DCP) folder" in line and "dcp_to_torch_save" in line, line
+
+
+def test_weights_under_the_other_formats_name_are_read_and_said(fx: dict[str, Path], tmp_path: Path) -> None:
+    """Safetensors bytes saved as pytorch_model.bin read as healthy, though from_pretrained torch.loads it and
+    fails; a torch.save file named model.safetensors was refused as a safetensors header of 10^17 bytes."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    as_bin = tmp_path / "safetensors-as-bin"
+    as_bin.mkdir()
+    shutil.copy(fx["bert"] / "config.json", as_bin)
+    shutil.copy(fx["bert"] / "model.safetensors", as_bin / "pytorch_model.bin")
+    with pytest.raises(Exception):  # noqa: B017 - the reference: torch.load cannot read it
+        torch.load(as_bin / "pytorch_model.bin", weights_only=True)
+    code, data = run_json("inspect", str(as_bin))
+    assert code == 0 and data["format"] == "safetensors"
+    assert any("safetensors bytes under a PyTorch pickle's name" in w for w in data["warnings"]), data["warnings"]
+    as_safetensors = tmp_path / "pickle-as-safetensors"
+    as_safetensors.mkdir()
+    shutil.copy(fx["bert"] / "config.json", as_safetensors)
+    torch.save(load_file(fx["bert"] / "model.safetensors"), as_safetensors / "model.safetensors")
+    code, data = run_json("inspect", str(as_safetensors))
+    assert code == 0 and data["format"] == "pytorch-zip" and data["security"]["verdict"] == "safe", data
+    assert any("a PyTorch pickle (torch.save) under a safetensors name" in w for w in data["warnings"])
+    code, data = run_json("convert", str(as_safetensors), "-o", str(tmp_path / "fixed.safetensors"))
+    assert code == 0, data
+    fixed, original = load_file(tmp_path / "fixed.safetensors"), load_file(fx["bert"] / "model.safetensors")
+    assert fixed.keys() == original.keys() and all(torch.equal(fixed[k], original[k]) for k in original)

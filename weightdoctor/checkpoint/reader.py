@@ -329,8 +329,21 @@ class _Builder:
                 kind = foreign.identify(path, prefix)
                 if kind is not None:
                     raise UnsupportedFormat(foreign.unsupported_message(kind), path=str(path))
+        looks_safetensors = safetensors_format.looks_like_safetensors(prefix)
+        misnamed_pickle = False
+        if not looks_safetensors and path.suffix == ".safetensors":
+            from weightdoctor.checkpoint import pytorch_format
+
+            # Read as what it is (scanned like any pickle); from_pretrained's safe_open refuses it.
+            misnamed_pickle = pytorch_format.detect_pickle_format(prefix) is not None
+        if misnamed_pickle:
+            self.notes.append(f"{relpath}: a PyTorch pickle (torch.save) under a safetensors name: safetensors and "
+                              "from_pretrained cannot read it; convert it (weightdoctor convert) or rename it")
+        elif looks_safetensors and path.suffix in PICKLE_SUFFIXES:
+            self.notes.append(f"{relpath}: safetensors bytes under a PyTorch pickle's name: torch.load (and "
+                              "from_pretrained, which torch.loads a .bin) cannot read it; rename it .safetensors")
         try:
-            if path.suffix == ".safetensors" or safetensors_format.looks_like_safetensors(prefix):
+            if looks_safetensors or (path.suffix == ".safetensors" and not misnamed_pickle):
                 fmt = "safetensors"
                 # Our parser checks everything the safetensors library checks and more (a property
                 # test holds it to that); the library's own validation runs too, before the first
