@@ -419,6 +419,23 @@ def test_a_peft_adapter_for_another_size_or_depth_is_an_error(peft_adapter: dict
     assert all("which B does not have" in i["detail"] for i in data["unexpected"] if i["severity"] == "error")
 
 
+def test_a_dora_adapter_into_its_base_is_healthy(peft_adapter: dict[str, Path]) -> None:
+    """DoRA saves `<module>.lora_magnitude_vector` (one value per output feature) beside each LoRA pair: it was
+    an error, "saved for ...lora_magnitude_vector, which B does not have", where peft loads it."""
+    adapter, base = peft_adapter["dora"], peft_adapter["base"]
+    code, data = run_json("diff-keys", str(adapter), str(base))
+    assert _peft_unexpected(adapter, base) == []  # peft agrees: every adapter key has its module
+    assert code == 0 and data["worst_severity"] == "info", data["unexpected"]
+    reasons = {i["name"]: (i["reason"], i["severity"], i["detail"]) for i in data["unexpected"]}
+    assert reasons["base_model.model.model.layers.0.self_attn.v_proj.lora_magnitude_vector"] == (
+        "adapter", "info", "LoRA on model.layers.0.self_attn.v_proj.weight")
+    # Against a wider base the magnitudes do not fit either.
+    code, data = run_json("diff-keys", str(adapter), str(peft_adapter["wider"]))
+    errors = {i["name"]: i["detail"] for i in data["unexpected"] if i["severity"] == "error"}
+    assert code == 1 and "does not fit model.layers.0.self_attn.q_proj.weight (48×48 in B)" in \
+        errors["base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector"]
+
+
 def test_a_zero_dim_lora_tensor_is_a_misfit_not_a_crash(peft_adapter: dict[str, Path], tmp_path: Path) -> None:
     """A hostile or broken adapter: 0-dim lora_A / lora_embedding_A tensors have no rank and fit no module."""
     import shutil

@@ -324,3 +324,19 @@ def test_an_all_zero_input_column_is_a_dead_column(tmp_path: Path) -> None:
     assert code == 1 and _codes(data) == [("warn", "dead-columns", "2.weight")]
     assert "2 of 128 columns are all zero" in data["findings"][0]["message"]
     assert next(t for t in data["tensors"] if t["name"] == "2.weight")["stats"]["zero_cols"] == 2
+
+
+def test_a_buffer_the_model_initializes_to_zeros_is_not_an_all_zero_error(tmp_path: Path) -> None:
+    """BART's final_logits_bias is a [1, vocab] buffer that _init_weights zeroes and training never changes: every
+    published BART has it all zero. It was an error ("the whole weight matrix is zero"), so --fail-on error
+    failed healthy checkpoints."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = BartForConditionalGeneration(BartConfig(
+        vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=24, decoder_ffn_dim=24, max_position_embeddings=32))
+    model.save_pretrained(tmp_path / "bart")
+    code, data = run_json("inspect", tmp_path / "bart", "--stats", "--fail-on", "error")
+    assert code == 0, _codes(data)
+    assert not [f for f in data["findings"] if f["tensor"] == "final_logits_bias" and f["severity"] != "info"]

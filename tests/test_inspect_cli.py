@@ -221,6 +221,36 @@ def test_quantized_checkpoints_count_the_parameters_their_packed_tensors_stand_f
     assert data["quantized"] is None and data["memory"]["fp32"] == 20 * 4
 
 
+def test_an_mlx_quantized_checkpoint_counts_its_unpacked_parameters(tmp_path: Path) -> None:
+    """mlx-lm packs 32 / bits values in each uint32 of a `weight`, with `scales` and `biases` per group beside it,
+    and says so in the config's `quantization` (newer mlx-lm: also `quantization_config`, without quant_method).
+    It was read as a plain checkpoint: an eighth of the parameters, the biases counted as weights."""
+    from safetensors.torch import save_file
+
+    mlx = {"model.layers.0.q_proj.weight": torch.zeros(96, 64 // 8, dtype=torch.uint32),
+           "model.layers.0.q_proj.scales": torch.zeros(96, 1, dtype=torch.float16),
+           "model.layers.0.q_proj.biases": torch.zeros(96, 1, dtype=torch.float16),
+           "model.norm.weight": torch.zeros(64, dtype=torch.float16)}
+    for key in ("quantization", "quantization_config"):
+        folder = tmp_path / key
+        folder.mkdir()
+        save_file(mlx, folder / "model.safetensors", metadata={"format": "mlx"})
+        (folder / "config.json").write_text(json.dumps({"model_type": "llama", key: {"group_size": 64, "bits": 4}}))
+        code, data = run_json("inspect", str(folder))
+        assert code == 0 and data["num_params"] == 96 * 8 + 96 + 96 + 64
+        assert data["quantized"] == {"method": "mlx", "bits": 4, "packed_tensors": 1, "side_tensors": 2,
+                                     "parameters": 96 * 64 + 64}, key
+        assert data["memory"]["fp16"] == (96 * 64 + 64) * 2
+    # A cast leaves the groups' scales and biases as the quantizer stored them.
+    code, data = run_json("convert", str(folder), "-o", str(tmp_path / "bf16"), "--dtype", "bf16")
+    assert code == 0, data
+    from safetensors.torch import load_file
+
+    cast = load_file(tmp_path / "bf16" / "model.safetensors")
+    assert cast["model.layers.0.q_proj.biases"].dtype == torch.float16
+    assert cast["model.norm.weight"].dtype == torch.bfloat16
+
+
 def test_a_peft_adapter_folder_says_what_it_adapts(tmp_path: Path) -> None:
     """adapter_config.json beside adapter_model.safetensors (as peft saves them): rank, targets, saved modules."""
     from fixtures.diff_pairs import build_peft_adapter

@@ -270,6 +270,43 @@ def test_kv_cache_llama_70b() -> None:
         estimate_kv_cache(None, "fp16", 1, 1)
 
 
+def test_kv_cache_of_an_encoder_decoder_counts_the_decoder() -> None:
+    """BART / Whisper / Marian spell the decoder's sizes decoder_layers and decoder_attention_heads; the Hub's
+    configs also carry num_hidden_layers = encoder_layers (distil-whisper: 32 encoder layers, 2 decoder layers).
+    The cache was refused without num_hidden_layers, and sized on the encoder's layers with it."""
+    distil_whisper = {"model_type": "whisper", "is_encoder_decoder": True, "d_model": 1280, "encoder_layers": 32,
+                      "decoder_layers": 2, "encoder_attention_heads": 20, "decoder_attention_heads": 20,
+                      "num_hidden_layers": 32, "max_target_positions": 448}
+    kv = estimate_kv_cache(distil_whisper, "fp16", batch=1, seq_len=448)
+    assert (kv.num_layers, kv.num_kv_heads, kv.head_dim) == (2, 20, 64)
+    assert kv.total_bytes == 2 * 2 * 20 * 64 * 2 * 448
+    assert "cross-attention" in (kv.note or "")
+    bart = {k: v for k, v in distil_whisper.items() if k != "num_hidden_layers"}
+    assert estimate_kv_cache(bart, "fp16", batch=1, seq_len=448).total_bytes == kv.total_bytes
+
+
+def test_kv_cache_of_multi_head_latent_attention_is_what_transformers_caches() -> None:
+    """DeepSeek-V3 caches its compressed latent (kv_lora_rank + qk_rope_head_dim per layer and token); the
+    estimate was 2 x heads x hidden/heads, 25x the cache of the published config."""
+    import transformers
+
+    config = transformers.DeepseekV3Config(
+        vocab_size=64, hidden_size=32, intermediate_size=48, moe_intermediate_size=16, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, kv_lora_rank=8, q_lora_rank=None, qk_rope_head_dim=4,
+        qk_nope_head_dim=8, v_head_dim=8, n_routed_experts=4, num_experts_per_tok=2, first_k_dense_replace=1,
+        n_group=1, topk_group=1, max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = transformers.DeepseekV3ForCausalLM(config).eval()
+    with torch.no_grad():
+        cache = model(torch.randint(0, 64, (2, 10)), use_cache=True).past_key_values
+    measured = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    kv = estimate_kv_cache(config.to_dict(), "fp32", batch=2, seq_len=10)
+    assert kv.total_bytes == measured and "latent" in (kv.note or "")
+    published = {"num_hidden_layers": 61, "num_attention_heads": 128, "num_key_value_heads": 128, "hidden_size": 7168,
+                 "kv_lora_rank": 512, "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128}  # its config
+    assert estimate_kv_cache(published, "bf16", batch=1, seq_len=4096).total_bytes == 61 * 576 * 2 * 4096
+
+
 def test_training_estimate_matches_accelerate(fx) -> None:
     """`accelerate estimate-memory` sizes the fp32 model (calculate_maximum_sizes), then estimate_training_usage."""
     from accelerate.commands.estimate import estimate_training_usage

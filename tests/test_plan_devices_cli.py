@@ -146,6 +146,32 @@ def test_kv_cache_training_and_tensor_source(fx: dict[str, Path]) -> None:
     assert code == 0 and data["built_from"] == "tensors" and data["device_map"] == {"": "cpu"}
 
 
+def test_kv_cache_of_whisper_and_llava_from_their_own_configs(tmp_path: Path) -> None:
+    """Whisper keeps its decoder length in max_target_positions, LLaVA its language model's sizes and length in
+    text_config: --kv-cache was refused on both without --seq-len (and on Whisper even with it)."""
+    import transformers
+
+    whisper = transformers.WhisperForConditionalGeneration(transformers.WhisperConfig(
+        vocab_size=64, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=40, decoder_ffn_dim=40, num_mel_bins=16, pad_token_id=1,
+        bos_token_id=2, eos_token_id=3, decoder_start_token_id=4, max_source_positions=32, max_target_positions=24))
+    whisper.save_pretrained(tmp_path / "whisper")
+    code, data = run_json("plan-devices", tmp_path / "whisper", "--gpu", "1GB", "--kv-cache")
+    assert code == 0, data
+    assert (data["kv_cache"]["seq_len"], data["kv_cache"]["num_layers"]) == (24, 1)
+    assert data["kv_cache"]["total_bytes"] == 2 * 1 * 2 * 16 * 4 * 24
+    llava = transformers.LlavaForConditionalGeneration(transformers.LlavaConfig(
+        vision_config={"model_type": "clip_vision_model", "hidden_size": 32, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "intermediate_size": 40, "image_size": 32, "patch_size": 8},
+        text_config={"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "num_key_value_heads": 1, "intermediate_size": 48, "vocab_size": 120,
+                     "max_position_embeddings": 40}, image_token_index=99))
+    llava.save_pretrained(tmp_path / "llava")
+    code, data = run_json("plan-devices", tmp_path / "llava", "--gpu", "1GB", "--kv-cache")
+    assert code == 0, data
+    assert data["kv_cache"]["seq_len"] == 40 and data["kv_cache"]["total_bytes"] == 2 * 2 * 1 * 16 * 4 * 40
+
+
 def test_repo_id_from_cache_and_help(hub_env: Path) -> None:
     code, data = run_json("plan-devices", "weightdoctor-tests/tiny-bert", "--gpu", "1GB")
     assert code == 0 and data["model_class"] == "BertForSequenceClassification" and data["device_map"] == {"": 0}

@@ -582,3 +582,156 @@ def test_links_and_special_files_in_a_model_folder_say_what_they_are(fx: dict[st
     assert code == 0 and data["files"][0]["path"] == "pytorch_model.bin", data
     assert any("model.safetensors is a link to" in w and "pytorch_model.bin is read instead" in w
                for w in data["warnings"])
+
+
+def test_a_sharded_dtype_variant_is_read_through_its_index(tmp_path: Path) -> None:
+    """save_pretrained(variant="fp16", max_shard_size=...) names its index `model.safetensors.index.fp16.json`
+    (the variant before `.json`) and its shards `model.fp16-00001-of-0000N.safetensors`: the folder was refused
+    as "several weight files and no index"."""
+    from fixtures.build import build_bert
+
+    folder = tmp_path / "variant-sharded"
+    build_bert().half().save_pretrained(folder, variant="fp16", max_shard_size="20KB")
+    assert (folder / "model.safetensors.index.fp16.json").is_file()
+    code, data = run_json("inspect", str(folder))
+    assert code == 0, data
+    assert data["sharded"] and data["files"][0]["path"] == "model.safetensors.index.fp16.json"
+    assert data["num_tensors"] == len(build_bert().state_dict())
+    assert any("variant='fp16'" in w for w in data["warnings"]), data["warnings"]
+    # Beside a plain pytorch_model.bin (read first, as from_pretrained does), the sharded variant is named.
+    torch.save(build_bert().state_dict(), folder / "pytorch_model.bin")
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and data["files"][0]["path"] == "pytorch_model.bin"
+    assert any("model.safetensors.index.fp16.json" in w and "variant=" in w for w in data["warnings"]), data["warnings"]
+
+
+@pytest.mark.parametrize(("dtype", "index"), [
+    (None, "model.safetensors.index.fp16.json"), ("bf16", "model.safetensors.index.bf16.json"),
+    ("fp32", "model.safetensors.index.json")])
+def test_converting_a_sharded_variant_names_its_index_as_from_pretrained_looks_for_it(
+        tmp_path: Path, dtype: str | None, index: str) -> None:
+    """The index came out as `model.safetensors.index.fp16.safetensors.index.json`, which no loader finds."""
+    from fixtures.build import build_bert
+
+    folder = tmp_path / "variant-sharded"
+    model = build_bert().half()
+    model.save_pretrained(folder, variant="fp16", max_shard_size="20KB")
+    out = tmp_path / "out"
+    code, data = run_json("convert", str(folder / "model.safetensors.index.fp16.json"), "-o", str(out),
+                          *(["--dtype", dtype] if dtype else []))
+    assert code == 0, data
+    assert data["plan"]["index"] == index and (out / index).is_file(), sorted(p.name for p in out.iterdir())
+    from transformers import BertForSequenceClassification
+
+    variant = index.split(".")[-2] if index.count(".") == 4 else None
+    loaded = BertForSequenceClassification.from_pretrained(out, variant=variant)
+    stored = {None: torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    expected = model.state_dict()
+    for name, value in loaded.state_dict().items():
+        assert torch.equal(value.float(), expected[name].to(stored).float()), name
+
+
+def test_weights_split_over_nested_dicts_are_not_dropped_silently(tmp_path: Path) -> None:
+    """Megatron-LM's model_optim_rng.pt keeps model.language_model.{embedding, encoder, output_layer} apart: the
+    encoder was read alone and the other two, beside it one level down, were named nowhere."""
+    hidden = 8
+    path = tmp_path / "model_optim_rng.pt"
+    torch.save({"iteration": 10, "checkpoint_version": 3.0, "model": {"language_model": {
+        "embedding": {"word_embeddings": {"weight": torch.zeros(50, hidden)}},
+        "encoder": {"layers.0.input_layernorm.weight": torch.ones(hidden),
+                    "final_layernorm.weight": torch.ones(hidden)},
+        "output_layer": {"weight": torch.zeros(50, hidden)}}}}, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "model.language_model.encoder" and data["num_tensors"] == 2
+    other = ", ".join(data["other_entries"])
+    assert "iteration (int: 10)" in other
+    assert "model.language_model.embedding (dict, 1 entries)" in other
+    assert "model.language_model.output_layer (a state dict of 1 tensors: pick it with --key)" in other
+    assert any("2 tensor(s) beside the state dict are not read" in w and "model.language_model.embedding" in w
+               for w in data["warnings"]), data["warnings"]
+
+
+@pytest.mark.parametrize(("variant_file", "to", "expected"), [
+    ("model.fp16.safetensors", "bin", "pytorch_model.fp16.bin"),
+    ("pytorch_model.fp16.bin", "safetensors", "model.fp16.safetensors")])
+def test_converting_a_variant_gives_the_name_from_pretrained_looks_for(
+        tmp_path: Path, variant_file: str, to: str, expected: str) -> None:
+    """from_pretrained(variant="fp16") reads model.fp16.safetensors or pytorch_model.fp16.bin: a converted
+    variant came out as model.fp16.bin (or pytorch_model.fp16.safetensors), which it never finds."""
+    from transformers import BertForSequenceClassification
+
+    from fixtures.build import build_bert
+
+    model = build_bert().half()
+    folder = tmp_path / "variant"
+    model.save_pretrained(folder, variant="fp16")
+    if variant_file.endswith(".bin"):
+        (folder / "model.fp16.safetensors").unlink()
+        torch.save(model.state_dict(), folder / variant_file)
+    out = tmp_path / "out"
+    code, data = run_json("convert", str(folder), "-o", str(out), "--to", to)
+    assert code == 0, data
+    assert [f["filename"] for f in data["plan"]["files"]] == [expected]
+    loaded = BertForSequenceClassification.from_pretrained(out, variant="fp16")
+    for name, value in loaded.state_dict().items():
+        assert torch.equal(value.half(), model.state_dict()[name]), name
+
+
+def test_a_timm_config_is_summarised(tmp_path: Path) -> None:
+    """timm's config.json names its model in `architecture` (no model_type, no architectures): the config panel
+    was an empty box."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "timm-resnet"
+    folder.mkdir()
+    save_file({"conv1.weight": torch.zeros(8, 3, 3, 3), "fc.weight": torch.zeros(10, 8)}, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({"architecture": "resnet18", "num_classes": 10,
+                                                    "num_features": 8, "pretrained_cfg": {"tag": "a1_in1k"}}))
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and data["config_summary"]["architectures"] == ["resnet18"]
+    assert "architectures  resnet18" in " ".join(run_cli("inspect", str(folder)).stdout.split("│"))
+    (folder / "config.json").write_text(json.dumps({"num_classes": 10}))
+    assert "config.json" not in run_cli("inspect", str(folder)).stdout  # nothing to show: no empty panel
+
+
+def test_a_distributed_checkpoint_folder_says_how_to_read_it(tmp_path: Path) -> None:
+    """FSDP / torch.distributed.checkpoint saves `__0_0.distcp` shards and a `.metadata` file: PyTorch weights
+    that were refused as "folder holds no weight file" without a word on what the folder holds."""
+    import torch.distributed.checkpoint as dcp
+
+    folder = tmp_path / "pytorch_model_fsdp_0"
+    dcp.save({"model": {"w": torch.ones(2, 2)}}, checkpoint_id=str(folder))
+    assert any(folder.glob("*.distcp")) and (folder / ".metadata").is_file()
+    result = run_cli("inspect", str(folder))
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    line = " ".join(result.stderr.split())
+    assert "a torch.distributed.checkpoint (DCP) folder" in line and "dcp_to_torch_save" in line, line
+
+
+def test_weights_under_the_other_formats_name_are_read_and_said(fx: dict[str, Path], tmp_path: Path) -> None:
+    """Safetensors bytes saved as pytorch_model.bin read as healthy, though from_pretrained torch.loads it and
+    fails; a torch.save file named model.safetensors was refused as a safetensors header of 10^17 bytes."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    as_bin = tmp_path / "safetensors-as-bin"
+    as_bin.mkdir()
+    shutil.copy(fx["bert"] / "config.json", as_bin)
+    shutil.copy(fx["bert"] / "model.safetensors", as_bin / "pytorch_model.bin")
+    with pytest.raises(Exception):  # noqa: B017 - the reference: torch.load cannot read it
+        torch.load(as_bin / "pytorch_model.bin", weights_only=True)
+    code, data = run_json("inspect", str(as_bin))
+    assert code == 0 and data["format"] == "safetensors"
+    assert any("safetensors bytes under a PyTorch pickle's name" in w for w in data["warnings"]), data["warnings"]
+    as_safetensors = tmp_path / "pickle-as-safetensors"
+    as_safetensors.mkdir()
+    shutil.copy(fx["bert"] / "config.json", as_safetensors)
+    torch.save(load_file(fx["bert"] / "model.safetensors"), as_safetensors / "model.safetensors")
+    code, data = run_json("inspect", str(as_safetensors))
+    assert code == 0 and data["format"] == "pytorch-zip" and data["security"]["verdict"] == "safe", data
+    assert any("a PyTorch pickle (torch.save) under a safetensors name" in w for w in data["warnings"])
+    code, data = run_json("convert", str(as_safetensors), "-o", str(tmp_path / "fixed.safetensors"))
+    assert code == 0, data
+    fixed, original = load_file(tmp_path / "fixed.safetensors"), load_file(fx["bert"] / "model.safetensors")
+    assert fixed.keys() == original.keys() and all(torch.equal(fixed[k], original[k]) for k in original)

@@ -20,6 +20,7 @@ from weightdoctor.rewrite import (
     TensorSelection,
     WriteResult,
     check_not_input,
+    default_index_name,
     default_output_name,
     plan_tensors,
     side_files,
@@ -196,8 +197,7 @@ def plan_convert(
     index = None
     if not single_file and checkpoint.sharded:
         index_file = next(f for f in checkpoint.files if f.role == "index")
-        base = default_output_name(index_file.relpath.removesuffix(".index.json"), fmt)
-        index = base + ".index.json"
+        index = default_index_name(index_file.relpath, fmt, dtype)
     folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
     weights = [f.path for f in checkpoint.files if f.role != "config"]
     copy_paths, left_out = ([], []) if single_file else side_files(folder, weights, output=out)

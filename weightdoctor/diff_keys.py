@@ -196,9 +196,11 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
 
 
 # A PEFT adapter's own tensors: LoRA's low-rank pair on a module (`<module>.lora_A.weight`, `lora_B`, with the
-# adapter's name in between in an unsaved state dict) and its embedding form (`lora_embedding_A`, a parameter).
+# adapter's name in between in an unsaved state dict), its embedding form (`lora_embedding_A`, a parameter), and
+# DoRA's `lora_magnitude_vector` beside them (one value per output feature).
 _LORA_PAIR = _lazy_regex(
-    r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.[^.]+)?(?:\.weight)?$")
+    r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)"
+    r"(?:\.[^.]+)?(?:\.weight)?$")
 _PEFT_WRAPPER = "base_model.model."
 
 
@@ -252,8 +254,10 @@ def adapter_fit(
     for name, match in pairs:
         module, part = _adapter_target(match["module"]), match["part"]
         shape = specs_a[name].shape
-        if name.endswith(".bias"):  # lora_B's bias (peft's lora_bias=True): out values, checked as a 1-column B
-            part, shape = "lora_B", (*shape, 1)
+        if name.endswith(".bias") or part == "lora_magnitude_vector":
+            # lora_B's bias (peft's lora_bias=True), DoRA's magnitude (1×out×1×1 on a Conv): out values, checked
+            # as a 1-column B.
+            part, shape = "lora_B", (math.prod(shape), 1) if shape else shape
         else:
                 # The rank is A's first and B's second dimension; a 0-dim tensor has neither (and fits nothing).
                 rank_axis = 0 if part in ("lora_A", "lora_embedding_A") else 1

@@ -190,6 +190,9 @@ def _model_rules(model: torch.nn.Module) -> dict[str, ExpectedInit]:
     names: dict[int, list[str]] = {}
     for name, param in model.named_parameters(remove_duplicate=False):
         names.setdefault(id(param), []).append(name)
+    for name, buffer in model.named_buffers(remove_duplicate=False):
+        # Buffers the model's own init sets (BART's final_logits_bias: zeros, in every published checkpoint).
+        names.setdefault(id(buffer), []).append(name)
     defaults: dict[int, tuple[str, dict[str, Any], Any, str]] = {}
     calls: dict[int, tuple[str, dict[str, Any], Any, str]] = {}
     source = [""]

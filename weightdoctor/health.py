@@ -126,6 +126,8 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
         found.append(Finding("warn", "constant", name, f"every value is {s.min:g} where variation is expected",
                              "a constant weight never breaks symmetry; check how it was produced"))
         return found
+    if expected_constant and item.expected is not None and s.min == s.max == item.expected.params.get("value"):
+        return found  # exactly the constant the model initializes it to: no rows or columns to judge
     if s.zero_rows:
         padding = set(item.expected.zero_rows) if item.expected is not None else set()
         dead = [i for i in s.zero_row_index if i not in padding]

@@ -1183,10 +1183,12 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     if batch < 1 or seq_len < 1:
         raise UsageError("--batch and --seq-len must be at least 1")
     text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-    # Decoder self-attention cache; names as the configs spell them (llama, gpt2, t5, ...).
-    layers = (text.get("num_hidden_layers") or text.get("n_layer") or text.get("num_decoder_layers")
-              or text.get("num_layers"))
-    heads = text.get("num_attention_heads") or text.get("n_head") or text.get("num_heads")
+    # Decoder self-attention cache; names as the configs spell them (llama, gpt2, t5, ...). An encoder-decoder's
+    # decoder sizes come first: Whisper's and BART's num_hidden_layers, where present, count the encoder's layers.
+    layers = (text.get("decoder_layers") or text.get("num_decoder_layers") or text.get("num_hidden_layers")
+              or text.get("n_layer") or text.get("num_layers"))
+    heads = (text.get("decoder_attention_heads") or text.get("num_attention_heads") or text.get("n_head")
+             or text.get("num_heads"))
     hidden = text.get("hidden_size") or text.get("n_embd") or text.get("d_model")
     if not (isinstance(layers, int) and isinstance(heads, int) and isinstance(hidden, int)):
         raise UsageError("config has no num_hidden_layers / num_attention_heads / hidden_size; cannot size a KV cache")
@@ -1198,6 +1200,16 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     window = text.get("sliding_window")
     layer_types = text.get("layer_types")
     note = None
+    if text.get("is_encoder_decoder") or "decoder_layers" in text or "num_decoder_layers" in text:
+        note = "the decoder's self-attention only: the cross-attention cache adds as much per encoder token"
+    latent, rope = text.get("kv_lora_rank"), text.get("qk_rope_head_dim")
+    if isinstance(latent, int) and isinstance(rope, int) and latent > 0 and rope >= 0:
+        # Multi-head latent attention (DeepSeek-V2/V3, Kimi-K2, MiniCPM3): transformers caches the compressed
+        # latent and the shared rotary key of each token, once per layer, not keys and values per head.
+        kv_heads, head_dim = 1, latent + rope
+        per_token_layer = head_dim * element
+        note = (f"multi-head latent attention: transformers caches kv_lora_rank + qk_rope_head_dim = {head_dim} "
+                "values per layer and token")
     total = 0
     for index in range(layers):
         kind = layer_types[index] if isinstance(layer_types, list) and index < len(layer_types) else None

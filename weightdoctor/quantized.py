@@ -34,9 +34,19 @@ def quantizer_side_tensors(tensors: Iterable[TensorInfo], config: Mapping[str, A
         {'model.layers.0.mlp.up_proj.scales', 'model.layers.0.mlp.up_proj.qzeros', ...}
     """
     unique = list(tensors)
-    if quantized_summary(unique, config) is None:
+    summary = quantized_summary(unique, config)
+    if summary is None:
         return set()
-    return {t.name for t in unique if _SIDE.search(t.name)}
+    side = {t.name for t in unique if _SIDE.search(t.name)}
+    return side | _mlx_groups(unique)[1] if summary.method == "mlx" else side
+
+
+def _mlx_groups(tensors: Iterable[TensorInfo]) -> tuple[set[str], set[str]]:
+    """mlx-lm's quantized layers: (their packed `weight`s, their per-group `scales` and `biases`)."""
+    names = {t.name for t in tensors}
+    bases = {n.removesuffix(".scales") for n in names if n.endswith(".scales")
+             and n.removesuffix(".scales") + ".biases" in names and n.removesuffix(".scales") + ".weight" in names}
+    return {b + ".weight" for b in bases}, {b + suffix for b in bases for suffix in (".scales", ".biases")}
 
 
 @dataclass(frozen=True)
@@ -118,11 +128,19 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
     # MXFP4 (gpt-oss): 4-bit values two to a byte in `*_blocks`, their shared exponents in `*_scales`.
     mxfp4 = {n for n in names if n.endswith("_blocks")}
     mxfp4_scales = {n[: -len("_blocks")] + "_scales" for n in mxfp4}
+    # mlx-lm: 32 / bits values in each uint32 of a `weight`, with per-group `scales` and `biases` beside it; the
+    # config's `quantization` (newer mlx-lm: `quantization_config` too, without quant_method) holds the bits.
+    mlx_packed, mlx_side = _mlx_groups(unique)
+    mlx_config = config.get("quantization") if isinstance(config, Mapping) else None
     quantization = _config_of(config)
     if quantization is not None:
         method, bits = _method_and_bits(quantization)
         if bits is None and method == "mxfp4":
             bits = 4
+        if method == "unknown" and mlx_packed:
+            method = "mlx"
+    elif mlx_packed and isinstance(mlx_config, Mapping):
+        method, bits = "mlx", _bits(mlx_config.get("bits"))
     elif any(n.endswith(_PACKED_INT32) for n in names):
         method, bits = "gptq-like (no quantization_config)", None
     elif bnb4:
@@ -136,8 +154,10 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
     counts: dict[str, int] = {}
     packed = side = 0
     unknown = False
+    if method != "mlx":
+        mlx_packed, mlx_side = set(), set()
     for info in unique:
-        if _SIDE.search(info.name) or (info.name in mxfp4_scales and info.dtype == "uint8"):
+        if _SIDE.search(info.name) or (info.name in mxfp4_scales and info.dtype == "uint8") or info.name in mlx_side:
             counts[info.name], side = 0, side + 1
         elif (info.name in mxfp4 or info.name.endswith(".weight_packed")) and info.dtype in ("uint8", "int8"):
             # Values packed into bytes: MXFP4 blocks, compressed-tensors' NVFP4 `weight_packed` (8 / bits each).
@@ -146,7 +166,7 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
                 counts[info.name] = info.num_params * (8 // bits)
             else:
                 counts[info.name], unknown = info.num_params, True
-        elif info.name.endswith(_PACKED_INT32) and info.dtype in ("int32", "uint32"):
+        elif (info.name.endswith(_PACKED_INT32) or info.name in mlx_packed) and info.dtype in ("int32", "uint32"):
             packed += 1
             # 32 / bits values per int32; 3-bit GPTQ packs 32 values into 3 int32s, so the ratio, not 32 // bits.
             if bits and info.num_params * 32 % bits == 0:

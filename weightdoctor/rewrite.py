@@ -903,16 +903,35 @@ def default_output_name(source_file: str, fmt: str, dtype: str | None = None) ->
     name = Path(source_file).name
     if dtype is not None and (variant := _VARIANT.fullmatch(name)):
         name = variant["stem"] + _VARIANT_OF_DTYPE.get(dtype, "") + variant["rest"]
+    # transformers' names, a variant's too (`pytorch_model.fp16.bin` <-> `model.fp16.safetensors`, which
+    # from_pretrained(variant="fp16") reads); diffusers keeps one stem for both formats.
     if fmt == "safetensors":
-        match = re.fullmatch(r"pytorch_model((?:-\d{5}-of-\d{5})?)\.bin", name)
+        match = re.fullmatch(r"pytorch_model((?:\.[^.]+)?(?:-\d{5}-of-\d{5})?)\.bin", name)
         if match:
             return f"model{match.group(1)}.safetensors"
         return Path(name).stem + ".safetensors"
-    match = re.fullmatch(r"model((?:-\d{5}-of-\d{5})?)\.safetensors", name)
+    match = re.fullmatch(r"model((?:\.[^.]+)?(?:-\d{5}-of-\d{5})?)\.safetensors", name)
     if match:
         return f"pytorch_model{match.group(1)}.bin"
     return Path(name).stem + ".bin"
 
+
+_INDEX_VARIANT = re.compile(r"(?P<stem>.+)\.(?P<ext>safetensors|bin)\.index\.(?P<variant>[^.]+)\.json")
+
+
+def default_index_name(source_index: str, fmt: str, dtype: str | None = None) -> str:
+    """The output name of a converted index: `pytorch_model.bin.index.json` -> `model.safetensors.index.json`.
+    A sharded variant's index keeps its variant where transformers and diffusers look for it
+    (`model.safetensors.index.fp16.json`), renamed by a cast as its shards are."""
+    name = Path(source_index).name
+    sharded_variant = _INDEX_VARIANT.fullmatch(name)
+    if sharded_variant is None:
+        return default_output_name(name.removesuffix(".index.json"), fmt) + ".index.json"
+    plain = default_output_name(f"{sharded_variant['stem']}.{sharded_variant['ext']}", fmt)
+    variant = sharded_variant["variant"]
+    if dtype is not None and variant in ("fp16", "bf16", "fp32"):
+        variant = _VARIANT_OF_DTYPE.get(dtype, "").lstrip(".")
+    return f"{plain}.index.{variant}.json" if variant else f"{plain}.index.json"
 
 
 class PlannedOutput(Protocol):

@@ -16,7 +16,7 @@ from weightdoctor.quantized import QuantizedSummary, quantized_summary
 MEMORY_DTYPES: dict[str, float] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "int4": 0.5}
 CONFIG_FIELDS: dict[str, tuple[str, ...]] = {
     "model_type": ("model_type",),
-    "architectures": ("architectures",),
+    "architectures": ("architectures", "architecture"),  # timm's config names its one architecture
     "hidden_size": ("hidden_size", "n_embd", "d_model", "dim"),
     "num_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
     "num_heads": ("num_attention_heads", "n_head", "num_heads", "n_heads"),
@@ -113,7 +113,7 @@ def summarize_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
         for source in sources:
             found = next((source[k] for k in keys if source.get(k) is not None), None)
             if found is not None:
-                summary[field_name] = found
+                summary[field_name] = [found] if field_name == "architectures" and isinstance(found, str) else found
                 break
         else:
             summary[field_name] = None

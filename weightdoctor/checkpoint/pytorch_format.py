@@ -610,12 +610,11 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         raise CorruptCheckpoint("the file changed while it was being scanned and loaded; nothing is trusted from it")
     _refuse_shadowed_methods(obj)
     state_dict, nested_key = find_state_dict(obj, key)
-    other: list[str] = []
-    if nested_key is not None and isinstance(obj, Mapping):
-        # The top-level entry the path starts with, which may itself hold dots ("model.ema" as one key).
-        head = max((k for k in obj if isinstance(k, str) and (nested_key == k or nested_key.startswith(k + "."))),
-                   key=len, default=None)
-        other = [f"{k} ({_describe(v)})" for k, v in obj.items() if k != head]
+    other, beside = _entries_beside(obj, nested_key)
+    if beside:
+        # Megatron-LM keeps model.language_model.{embedding, encoder, output_layer} apart: one of them is read.
+        notes.append(f"{sum(beside.values())} tensor(s) beside the state dict are not read, in "
+                     f"{', '.join(beside)}: the weights are split over nested dicts; --key reads one of them")
     tensors: dict[str, Any] = {}
     skipped: list[str] = []
     for name, value in state_dict.items():
@@ -635,6 +634,39 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
                      "(saved from a model that was never materialised)")
     return PickleContents(state_dict=tensors, nested_key=nested_key, other_entries=other, skipped_entries=skipped,
                           security=report, notes=notes)
+
+
+def _entries_beside(obj: Any, nested_key: str | None) -> tuple[list[str], dict[str, int]]:
+    """The entries beside the state dict at `nested_key`, at every level of its path (`epoch (int: 3)`,
+    `model.language_model.embedding (dict, 1 entries)`), and the tensors held beside it below the top level."""
+    other: list[str] = []
+    beside: dict[str, int] = {}
+    current, rest, prefix = obj, nested_key or "", ""
+    while rest and isinstance(current, Mapping):
+        # The entry the path goes on with, which may itself hold dots ("model.ema" as one key).
+        head = max((k for k in current if isinstance(k, str) and (rest == k or rest.startswith(k + "."))),
+                   key=len, default=None)
+        if head is None:
+            break
+        for name, value in current.items():
+            if name != head:
+                other.append(f"{prefix}{name} ({_describe(value)})")
+                count = _count_tensors(value, set()) if prefix else 0  # optimizer states at the top hold some too
+                if count:
+                    beside[f"{prefix}{name}"] = count
+        current, rest, prefix = current[head], rest[len(head) + 1:], f"{prefix}{head}."
+    return other, beside
+
+
+def _count_tensors(value: Any, seen: set[int], depth: int = 8) -> int:
+    """Tensors held in `value`, each container counted once (a pickle can make one hold itself)."""
+    if is_tensor(value):
+        return 1
+    if not depth or not isinstance(value, (Mapping, list, tuple)) or id(value) in seen:
+        return 0
+    seen.add(id(value))
+    values = value.values() if isinstance(value, Mapping) else value
+    return sum(_count_tensors(v, seen, depth - 1) for v in values)
 
 
 # Nesting followed when turning a plain pickle's arrays into tensors (state dicts sit one or two levels down).

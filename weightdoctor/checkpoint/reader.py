@@ -63,7 +63,8 @@ class Checkpoint:
         config: the parsed `config.json`, when there is one.
         metadata: safetensors `__metadata__` (of the first file that has one).
         nested_key: where a training checkpoint keeps its state dict (None at the top level).
-        other_entries: a training checkpoint's other top-level entries, described.
+        other_entries: a training checkpoint's other entries (top level, and beside the state dict on its
+            path), described.
         repo_id / revision: set when the source was a Hub repo id.
         warnings: things the reader noticed that do not stop it (index/shard disagreements, ...).
         security: the static pickle scan of every weight file, merged (verdict "safe" for safetensors;
@@ -329,8 +330,21 @@ class _Builder:
                 kind = foreign.identify(path, prefix)
                 if kind is not None:
                     raise UnsupportedFormat(foreign.unsupported_message(kind), path=str(path))
+        looks_safetensors = safetensors_format.looks_like_safetensors(prefix)
+        misnamed_pickle = False
+        if not looks_safetensors and path.suffix == ".safetensors":
+            from weightdoctor.checkpoint import pytorch_format
+
+            # Read as what it is (scanned like any pickle); from_pretrained's safe_open refuses it.
+            misnamed_pickle = pytorch_format.detect_pickle_format(prefix) is not None
+        if misnamed_pickle:
+            self.notes.append(f"{relpath}: a PyTorch pickle (torch.save) under a safetensors name: safetensors and "
+                              "from_pretrained cannot read it; convert it (weightdoctor convert) or rename it")
+        elif looks_safetensors and path.suffix in PICKLE_SUFFIXES:
+            self.notes.append(f"{relpath}: safetensors bytes under a PyTorch pickle's name: torch.load (and "
+                              "from_pretrained, which torch.loads a .bin) cannot read it; rename it .safetensors")
         try:
-            if path.suffix == ".safetensors" or safetensors_format.looks_like_safetensors(prefix):
+            if looks_safetensors or (path.suffix == ".safetensors" and not misnamed_pickle):
                 fmt = "safetensors"
                 # Our parser checks everything the safetensors library checks and more (a property
                 # test holds it to that); the library's own validation runs too, before the first
@@ -400,6 +414,11 @@ def _no_weights_message(folder: Path) -> str:
     others = foreign.foreign_files_in(folder)
     if others:
         message += f"; it holds {', '.join(others[:6])}, which weightdoctor does not read (not PyTorch)"
+    if (folder / ".metadata").is_file() and any(folder.glob("*.distcp")):
+        # FSDP's sharded state dict (accelerate's pytorch_model_fsdp_0/): PyTorch weights, in a format of its own.
+        message += ("; it is a torch.distributed.checkpoint (DCP) folder (*.distcp shards and .metadata): "
+                    "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one "
+                    "torch.save file to read here")
     subfolders = _subfolders_with_weights(folder)
     if subfolders:
         shown = ", ".join(f"{name}/" for name in subfolders[:8]) + (", ..." if len(subfolders) > 8 else "")
@@ -441,8 +460,10 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
         raise CorruptCheckpoint(_dangling_message(dangling), str(dangling))
     # Variants (`diffusion_pytorch_model.fp16.safetensors`, diffusers' and transformers' `variant=`) come after
     # the plain file of the same name, as from_pretrained reads the plain one unless a variant is asked for.
-    indexes = sorted(folder.glob("*.safetensors.index.json"), key=_variant_last) + sorted(
-        folder.glob("*.bin.index.json"), key=_variant_last)
+    # transformers and diffusers name a sharded variant's index `model.safetensors.index.fp16.json`.
+    indexes = [index for suffix in (".safetensors", ".bin") for index in
+               sorted(folder.glob(f"*{suffix}.index.json"), key=_variant_last)
+               + sorted(folder.glob(f"*{suffix}.index.*.json"))]
     if indexes:
         return indexes[0], True
     weights = _weight_files_in(folder)
@@ -477,7 +498,11 @@ def named_by_repo(exc: SourceNotFound | UnsupportedFormat, snapshot: Path, sourc
 
 
 def _variant_of(name: str) -> str | None:
-    """`model.fp16.safetensors` (or its index) -> "fp16"; None for a plain weight file name."""
+    """`model.fp16.safetensors` (or its index, `model.safetensors.index.fp16.json`) -> "fp16"; None for a plain
+    weight file name."""
+    sharded = _VARIANT_INDEX.fullmatch(name)
+    if sharded:
+        return sharded.group(1)
     stem, _, extension = name.removesuffix(".index.json").rpartition(".")
     if extension not in ("safetensors", "bin") or "." not in stem:
         return None
@@ -525,7 +550,7 @@ def _ignored_beside(folder: Path, chosen: Path) -> list[str]:
     stem = chosen.name.split(".")[0]
     variants = sorted(p.name for p in folder.glob(f"{stem}.*.safetensors") if p != chosen and p.name != chosen.name)
     said: list[str] = []
-    if variants and "." not in chosen.name.split(".safetensors")[0]:
+    if variants and "." not in chosen.name.split(".safetensors")[0] and _variant_of(chosen.name) is None:
         said.append(f"{', '.join(variants[:4])} ignored: variants of {chosen.name}, which from_pretrained reads "
                     "unless asked for a variant (name one to read it)")
     if chosen.name not in PREFERRED_FILES:
@@ -540,7 +565,9 @@ def _ignored_beside(folder: Path, chosen: Path) -> list[str]:
                    for name in PREFERRED_FILES if name != chosen.name and (folder / name).is_file()]
 
 
-_OTHER_VARIANT = re.compile(r"(model|pytorch_model)\.[^.]+\.(safetensors|bin)(\.index\.json)?")
+_VARIANT_INDEX = re.compile(r".+\.(?:safetensors|bin)\.index\.([^.]+)\.json")
+_OTHER_VARIANT = re.compile(r"(model|pytorch_model)(\.[^.]+\.(safetensors|bin)(\.index\.json)?"
+                            r"|\.(safetensors|bin)\.index\.[^.]+\.json)")
 
 
 def _read_index(builder: _Builder, index_path: Path) -> list[str]:

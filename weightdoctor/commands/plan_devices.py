@@ -69,7 +69,8 @@ def plan_devices(
     ] = False,
     batch: Annotated[int, typer.Option("--batch", help="Sequences in the KV-cache estimate.")] = 1,
     seq_len: Annotated[
-        int | None, typer.Option("--seq-len", help="Tokens per sequence (default: max_position_embeddings).")
+        int | None, typer.Option(
+            "--seq-len", help="Tokens per sequence (default: max_position_embeddings; Whisper: max_target_positions).")
     ] = None,
     training: Annotated[
         bool, typer.Option("--training", help="Adam training estimate, as `accelerate estimate-memory` reports it.")
@@ -141,7 +142,10 @@ def plan_devices(
         planned = build_planned_model(checkpoint, dtype, model_class)
     kv = None
     if kv_cache:
-        length = seq_len or (planned.config or {}).get("max_position_embeddings")
+        config = planned.config or {}
+        text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+        # A decoder's length: max_target_positions for Whisper, the language model's for LLaVA and its kin.
+        length = seq_len or text.get("max_target_positions") or text.get("max_position_embeddings")
         if not isinstance(length, int):
             raise UsageError("--kv-cache needs --seq-len (the config has no max_position_embeddings)")
         kv = (batch, length)

@@ -114,8 +114,8 @@ def verify_line(verify: object) -> str:
 
 
 def config_table(report: InspectReport) -> Table | None:
-    if not report.config_summary:
-        return None
+    if not report.config_summary or all(value is None for value in report.config_summary.values()):
+        return None  # not an empty panel
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
