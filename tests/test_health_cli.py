@@ -239,6 +239,22 @@ def test_an_attention_mask_with_infinities_is_neither_diverged_nor_all_zero(tmp_
     assert ("all-zero", "text.proj.weight") not in found
 
 
+def test_an_untrained_lora_adapter_is_named_as_one(tmp_path: Path) -> None:
+    """peft starts lora_B at zero: an adapter saved before training is all-zero there, an error that says
+    why (the adapter changes nothing), not "never initialized"; lora_A and ordinary zero layers keep theirs."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    prefix = "base_model.model.encoder.layer.0.attention.self.query"
+    save_file({f"{prefix}.lora_A.weight": torch.randn(8, 64) * 0.1, f"{prefix}.lora_B.weight": torch.zeros(64, 8),
+               "base_model.model.extra.weight": torch.zeros(8, 8)}, str(tmp_path / "adapter_model.safetensors"))
+    _, data = run_json("inspect", tmp_path / "adapter_model.safetensors", "--stats")
+    zero = {f["tensor"]: f for f in data["findings"] if f["code"] == "all-zero"}
+    assert set(zero) == {f"{prefix}.lora_B.weight", "base_model.model.extra.weight"}
+    assert "LoRA adapter still at its initialization" in zero[f"{prefix}.lora_B.weight"]["hint"]
+    assert "never initialized" in zero["base_model.model.extra.weight"]["hint"]
+
+
 def _trained_mlp(folder: Path) -> dict[str, Path]:
     """A plain PyTorch MLP (no config: PyTorch's defaults are the expected init) trained 300 seeded Adam
     steps, a copy with its middle layer put back to its init, and one with a NaN in that layer."""

@@ -101,6 +101,9 @@ def _initializer_range(config: dict[str, Any] | None) -> float | None:
     return None
 
 
+_LORA_ZERO_INIT = re.compile(r"(^|\.)(lora_B|lora_embedding_A)(\.|$)")
+
+
 def _tensor_findings(item: TensorHealth) -> list[Finding]:
     s, name = item.stats, item.name
     found: list[Finding] = []
@@ -118,8 +121,14 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
     expected_constant = item.expected is not None and item.expected.label in ("zeros", "ones", "constant")
     # min and max are over the finite values: with Inf or NaN beside zeros the matrix is not all zero.
     if matrix and s.min == 0 == s.max and not expected_constant and not (s.nan or s.inf):
-        found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero",
-                             "a layer that was never initialized or was zeroed; it passes nothing on"))
+        if _LORA_ZERO_INIT.search(name):
+            # peft starts lora_B (lora_embedding_A for embeddings) at zero: the adapter is where it began.
+            found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero",
+                                 "a LoRA adapter still at its initialization (peft starts this half at zero): "
+                                 "it changes nothing; saved before training, or its updates were lost"))
+        else:
+            found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero",
+                                 "a layer that was never initialized or was zeroed; it passes nothing on"))
         return found
     confident_spread = item.expected is not None and item.expected.confident and s.min != 0
     if s.min == s.max and not expected_constant and (matrix or confident_spread):
