@@ -666,7 +666,7 @@ def test_lightning_model_prefix_on_bert_is_an_error_against_the_model_class(pair
     with open_checkpoint(folder) as checkpoint:
         report = diff_checkpoint_against_model(checkpoint, pair.model_class, config=str(pair.b))
     assert report.worst_severity == "error" and exit_code(report, "error") == 1
-    assert {(i.reason, i.severity) for i in report.unexpected} == {("base-model-prefix", "error")}
+    assert {(i.reason, i.severity) for i in report.unexpected} == {("wrapper-prefix", "error")}
     assert [s.flag for s in report.suggested_renames] == ["--rename '^model\\.='"]
 
 

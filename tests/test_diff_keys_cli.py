@@ -561,6 +561,8 @@ def test_a_prefix_is_a_base_model_prefix_only_where_from_pretrained_handles_it(t
         severities = {i["severity"] for i in data["missing"] + data["unexpected"]}
         if info["missing_keys"]:  # BERT: nothing loads
             assert name == "bert" and code == 1 and severities == {"error"}, data["worst_severity"]
+            # from_pretrained leaves it as it leaves DDP's `module.`: a wrapper's prefix, not BERT's base prefix
+            assert {i["reason"] for i in data["missing"] + data["unexpected"]} == {"wrapper-prefix"}
         else:  # Llama: from_pretrained strips `model.` itself
             assert name == "llama" and code == 0 and severities == {"warn"}
     plain = tmp_path / "plain.safetensors"

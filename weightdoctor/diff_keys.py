@@ -51,7 +51,8 @@ def _lazy_regex(pattern: str) -> Any:
 
 REASONS: dict[str, str] = {
     "task-head": "task head: new heads start random (expected when fine-tuning starts); a head B lacks is dropped",
-    "wrapper-prefix": "a wrapper prefix (DDP module., torch.compile _orig_mod., PEFT base_model.model.) hides the keys",
+    "wrapper-prefix": "a wrapper prefix (DDP module., torch.compile _orig_mod., PEFT base_model.model., Lightning "
+                      "model. on a model whose base prefix is another) hides the keys",
     "base-model-prefix": "the base-model prefix (bert., model., transformer., ...) differs; from_pretrained adds or "
     "strips it, load_state_dict does not",
     "renamed": "the same tensor under another name; the suggested rename maps it",
@@ -1073,6 +1074,7 @@ def build_report(
     tie_embeddings_a: bool | None = None,
     head_names: set[str] | None = None,
     loader_prefix: Callable[[], str | None] | None = None,
+    loader_ran: bool = False,
 ) -> DiffReport:
     """Classify the differences and assemble the report (shared by both modes).
 
@@ -1085,10 +1087,12 @@ def build_report(
     (packed 4-bit, int8, GPTQ's int32) then differ from B's float shapes and dtypes by design (info).
     `tied_groups_b`: names that are one tensor in B; a missing one whose partner A has is tied on load.
     `base_prefix_loads`: False when B is a plain state dict (no config): then no loader adds or strips a
-    base-model prefix, and keys that need one do not load (error, not warn).
+    base-model prefix, and keys that need one do not load (error, not warn). `loader_ran`: A's names are already
+    those from_pretrained loads (model-class mode), so a base-model prefix left is one it does not handle.
     """
     rename_objects = [Rename(s.pattern, s.replacement) for s in suggestions]
-    by_rename = _explained_by_renames(unexpected, rename_objects, specs_b, base_prefix_loads, loader_prefix)
+    by_rename = _explained_by_renames(unexpected, rename_objects, specs_b, base_prefix_loads, loader_prefix,
+                                      loader_ran)
     if layout_whys:
         by_rename.update(layout_whys)  # a known foreign layout says more than any rename that touches it
     # B's tied names that A supplies through a partner, the partner first (it is what the detail names).
@@ -1206,12 +1210,14 @@ def _square_transposed_note(
 def _explained_by_renames(
     unexpected: Sequence[str], renames: Sequence[Rename], specs_b: Mapping[str, KeySpec],
     base_prefix_loads: bool = True, loader_prefix: Callable[[], str | None] | None = None,
+    loader_ran: bool = False,
 ) -> dict[str, tuple[str, str, str]]:
     """(reason, severity, flag) of the first of `renames` that changes an unexpected key, for the unexpected
     keys that the renames, applied in order, land on one of B's keys, and for the keys of B they land on.
     Without `base_prefix_loads` (B is a plain state dict) a base-model prefix and a legacy name are errors: no
     loader fixes them. With it, a base-model prefix is fixed only when it is the one B's class adds or strips
-    (`loader_prefix`): a Lightning `model.` on BERT (prefix `bert`) is not.
+    (`loader_prefix`): a Lightning `model.` on BERT (prefix `bert`) is not, and is a wrapper's prefix (error).
+    With `loader_ran` (A's names are what from_pretrained loads) any base-model prefix left is a wrapper's too.
 
     Example:
         >>> b = {"w": KeySpec("w", (1,), "float32")}
@@ -1225,12 +1231,16 @@ def _explained_by_renames(
     for rename in renames:
         stages.append(rename_all(stages[-1], [rename]))
     whys = [(*rename_reason(r), r.as_flag()) for r in renames]
+    if loader_ran:  # from_pretrained already added or stripped B's prefix: one left is a wrapper's
+        whys = [("wrapper-prefix", "error", flag) if reason == "base-model-prefix" else (reason, severity, flag)
+                for reason, severity, flag in whys]
     if not base_prefix_loads:
         whys = [(reason, "error", flag) if reason in ("base-model-prefix", "legacy-name") else (reason, severity, flag)
                 for reason, severity, flag in whys]
     elif loader_prefix is not None and any(reason == "base-model-prefix" for reason, _, _ in whys):
         fixed = loader_prefix()
-        whys = [(reason, "error", flag) if reason == "base-model-prefix" and fixed is not None
+        # Not the prefix B's class adds or strips: from_pretrained leaves it, as it leaves DDP's `module.`.
+        whys = [("wrapper-prefix", "error", flag) if reason == "base-model-prefix" and fixed is not None
                 and _prefix_of(rename) != fixed else (reason, severity, flag)
                 for rename, (reason, severity, flag) in zip(renames, whys, strict=True)]
     # Old and new names are never the same key: an unexpected key is not one of B's.

@@ -368,7 +368,7 @@ def diff_against_model(
         layout_whys=layout_whys, head_names=_head_names(model, missing),
         # Keys transformers would add or strip a prefix for are not unexpected here: a prefix left to fix is
         # one from_pretrained does not fix (Lightning's `model.` on BERT, whose base prefix is `bert.`).
-        base_prefix_loads=False,
+        base_prefix_loads=False, loader_ran=True,
     )
     report.matched = len(specs_b) - len(sim.missing) - len(sim.mismatched)
     report.total_a = len(specs_a)  # A's own tensors, not the names they become once experts are merged
