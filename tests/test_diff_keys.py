@@ -462,6 +462,36 @@ def mixtral(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def test_experts_fused_against_one_per_expert_are_named_with_the_check_that_answers(mixtral: Path,
+                                                                                    tmp_path: Path) -> None:
+    """A transformers 5 `model.state_dict()` (experts fused per projection) against the Hub's per-expert files:
+    the expert keys are `expert-layout` (no rename fixes them; none is suggested for them), and the note's
+    --model-class command is the check that says what from_pretrained does (it loads both cleanly)."""
+    from transformers import MixtralForCausalLM
+
+    from tests.helpers import run_json
+
+    fused = tmp_path / "fused.pt"
+    torch.save({k: v.contiguous() for k, v in MixtralForCausalLM.from_pretrained(mixtral).state_dict().items()},
+               fused)
+    code, data = run_json("diff-keys", str(fused), str(mixtral))
+    layout = {i["name"]: i for i in data["missing"] + data["unexpected"] if i["reason"] == "expert-layout"}
+    assert code == 1 and {i["severity"] for i in layout.values()} == {"error"}
+    assert "model.layers.0.mlp.experts.gate_up_proj" in layout  # fused in A
+    assert "model.layers.1.block_sparse_moe.experts.3.w2.weight" in layout  # one per expert in B
+    assert not any("experts" in r["pattern"] or "w1" in r["pattern"] for r in data["suggested_renames"])
+    [note] = [n for n in data["notes"] if "MoE experts" in n]
+    assert note.startswith("B stores the MoE experts one tensor per expert")
+    command = note.split("what from_pretrained reports: weightdoctor ")[1]
+    code, checked = run_json(*shlex.split(command))
+    assert code == 0 and not checked["missing"] and not checked["unexpected"] and checked["matched"] > 0
+    # The other way round, into a plain state dict (no config names a class): only load_state_dict is there.
+    code, data = run_json("diff-keys", str(mixtral / "model.safetensors"), str(fused))
+    [note] = [n for n in data["notes"] if "MoE experts" in n]
+    assert code == 1 and note.startswith("A stores the MoE experts one tensor per expert")
+    assert "--model-class" not in note
+
+
 def test_merged_experts_are_shape_checked_as_from_pretrained_does(mixtral: Path, tmp_path: Path) -> None:
     """transformers' WeightConverters stack the experts and concatenate w1/w3: run on meta tensors, the shapes
     they make equal what from_pretrained reports; a conversion that fails is what makes from_pretrained raise."""

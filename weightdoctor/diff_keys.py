@@ -69,6 +69,8 @@ REASONS: dict[str, str] = {
     "shape": "same name, different shape: the architecture differs",
     "transposed": "the same matrix transposed (nn.Linear out×in against GPT-2's Conv1D in×out): transpose it "
     "when converting",
+    "expert-layout": "MoE experts one tensor per expert on one side, fused per projection on the other: "
+                     "from_pretrained converts between them, load_state_dict does not",
     "foreign-layout": "another code base's layout (Meta's original Llama/Mistral): convert with the "
     "transformers script, a rename alone loads wrong values",
     "unused-part": "a part of A that B does not have at all, while B gets every weight it needs (another tower "
@@ -193,6 +195,54 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
     for name in hf_names:
         if _HF_LAYOUT.search(name):
             whys[name] = ("foreign-layout", "error", f"Hugging Face's layout (in {hf_side})")
+    return whys, note
+
+
+# MoE experts as the Hub's checkpoints store them (`experts.3.w1.weight`, `experts.3.gate_proj.weight`) and as
+# transformers 5 models hold them, fused per projection (`experts.gate_up_proj`, `experts.down_proj`).
+_PER_EXPERT = _lazy_regex(r"(?:^|\.)experts\.\d+\.")
+_FUSED_EXPERTS = _lazy_regex(r"(?:^|\.)experts\.(?!\d)[^.]+(?:\.(?:weight|bias))?$")
+
+
+def expert_layout(unexpected: Sequence[str], missing: Sequence[str], model_class: str | None = None,
+                  sources: tuple[str, str] = ("A", "B")) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """(reason, severity, detail) for MoE expert keys stored one per expert on one side and fused per projection
+    on the other (a Hub Mixtral against transformers 5's `model.state_dict()`), and a note; ({}, "") otherwise.
+
+    No rename joins or splits tensors; from_pretrained's WeightConverters do (so the note names the
+    `--model-class` check), a plain `load_state_dict` does not (error).
+
+    Example:
+        >>> whys, _ = expert_layout(["m.experts.gate_up_proj"], ["m.experts.0.w1.weight"])
+        >>> whys["m.experts.0.w1.weight"][0]
+        'expert-layout'
+    """
+    if ".experts." not in "\n".join(unexpected) + "\n".join(missing):
+        return {}, ""
+    split_in_a = any(map(_PER_EXPERT.search, unexpected)) and any(map(_FUSED_EXPERTS.search, missing))
+    split_in_b = not split_in_a and any(map(_PER_EXPERT.search, missing)) and \
+        any(map(_FUSED_EXPERTS.search, unexpected))
+    if not (split_in_a or split_in_b):
+        return {}, ""
+    split_side, fused_side = ("A", "B") if split_in_a else ("B", "A")
+    split_names, fused_names = (unexpected, missing) if split_in_a else (missing, unexpected)
+    whys: dict[str, tuple[str, str, str]] = {}
+    for name in split_names:
+        if _PER_EXPERT.search(name):
+            whys[name] = ("expert-layout", "error", f"one tensor per expert (in {split_side})")
+    for name in fused_names:
+        if _FUSED_EXPERTS.search(name):
+            whys[name] = ("expert-layout", "error", f"experts fused per projection (in {fused_side})")
+    note = (f"{split_side} stores the MoE experts one tensor per expert (as checkpoints on the Hub do) and "
+            f"{fused_side} fused per projection (as transformers 5 models hold them, e.g. model.state_dict()): no "
+            "rename joins or splits tensors. from_pretrained converts between the two layouts, load_state_dict "
+            "does not")
+    if model_class:
+        import shlex
+
+        source_a, source_b = map(shlex.quote, sources)
+        note += f"; what from_pretrained reports: weightdoctor diff-keys {source_a} --model-class {model_class} " \
+            f"--config {source_b}"
     return whys, note
 
 
@@ -1271,6 +1321,7 @@ def diff_specs(
     base_prefix_loads: bool = True,
     tie_embeddings_a: bool | None = None,
     loader_prefix: Callable[[], str | None] | None = None,
+    model_class_b: str | None = None,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -1292,6 +1343,7 @@ def diff_specs(
         base_prefix_loads: whether a loader adds or strips a base-model prefix (B is a transformers model).
         loader_prefix: called at most once, when a base-model prefix is suggested: the prefix B's
             from_pretrained adds or strips (its class's `base_model_prefix`), None when it cannot be told.
+        model_class_b: B's transformers class (its config's first architecture), named in notes.
 
     Raises:
         UsageError: the renames map two keys of A to the same name.
@@ -1300,7 +1352,8 @@ def diff_specs(
         return _diff_specs(specs_a, specs_b, renames, source_a=source_a, source_b=source_b,
                            tied_groups_a=tied_groups_a, tied_groups_b=tied_groups_b,
                            tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads,
-                           tie_embeddings_a=tie_embeddings_a, loader_prefix=loader_prefix)
+                           tie_embeddings_a=tie_embeddings_a, loader_prefix=loader_prefix,
+                           model_class_b=model_class_b)
 
 
 def _diff_specs(
@@ -1316,6 +1369,7 @@ def _diff_specs(
     base_prefix_loads: bool,
     tie_embeddings_a: bool | None = None,
     loader_prefix: Callable[[], str | None] | None = None,
+    model_class_b: str | None = None,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -1326,6 +1380,10 @@ def _diff_specs(
     suggestions: list[SuggestedRename] = []
     after: int | None = None
     layout_whys, layout_note = foreign_layout(diff.unexpected, diff.missing)
+    expert_whys, expert_note = expert_layout(diff.unexpected, diff.missing, model_class_b, (source_a, source_b))
+    if expert_whys:
+        layout_whys = {**expert_whys, **layout_whys}
+        layout_note = "; ".join(filter(None, (layout_note, expert_note)))
     adapter_whys, adapter_note = adapter_fit(renamed_a, specs_b, diff.unexpected, diff.missing)
     if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
         layout_whys, layout_note = adapter_whys, adapter_note
@@ -1361,10 +1419,17 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         tie_embeddings=config_ties(b.config), base_prefix_loads=b.config is not None,
         tie_embeddings_a=config_ties(a.config),
         loader_prefix=(lambda: base_model_prefix_of(b.config)) if b.config else None,
+        model_class_b=_first_architecture(b.config),
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location
     return report
+
+
+def _first_architecture(config: Mapping[str, Any] | None) -> str | None:
+    architectures = config.get("architectures") if config else None
+    first = architectures[0] if isinstance(architectures, list) and architectures else None
+    return first if isinstance(first, str) and first.isidentifier() else None
 
 
 def base_model_prefix_of(config: Mapping[str, Any] | None) -> str | None:
