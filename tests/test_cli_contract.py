@@ -1,0 +1,47 @@
+"""The contract a CI job relies on, across commands: `--json` parses, options that cannot apply are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.helpers import run_subprocess
+
+NAMES = ["módulo.pesos_ü.weight", "層.weight", "emoji_\U0001f600.bias"]
+
+
+@pytest.fixture
+def non_ascii(tmp_path: Path) -> Path:
+    """A checkpoint whose tensor names and file name are not ASCII."""
+    folder = tmp_path / "dïr"
+    folder.mkdir()
+    path = folder / "modèl.safetensors"
+    save_file({name: torch.ones(4, 4) for name in NAMES}, str(path))
+    return path
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+@pytest.mark.parametrize(
+    "command",
+    [["inspect"], ["diff-keys", "{empty}"], ["check-dtype"], ["convert", "-o", "{out}", "--dry-run"]],
+    ids=["inspect", "diff-keys", "check-dtype", "convert"],
+)
+def test_json_parses_when_stdout_cannot_encode_the_names(
+    non_ascii: Path, tmp_path: Path, encoding: str, command: list[str]
+) -> None:
+    # A latin-1 console or PYTHONIOENCODING=ascii: stdout writes what it cannot encode as `\xe8`, which is
+    # no JSON escape; the names must come out as JSON's own \u escapes instead.
+    empty = tmp_path / "empty.safetensors"
+    save_file({}, str(empty))
+    args = [command[0], str(non_ascii),
+            *(a.format(empty=empty, out=tmp_path / "out.safetensors") for a in command[1:]), "--json"]
+    proc = run_subprocess(*args, env={"PYTHONIOENCODING": encoding})
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    text = json.dumps(data, ensure_ascii=False)
+    assert sum(name in text for name in NAMES) >= 2  # convert names the first and last tensor only
+    assert "dïr/modèl.safetensors" in text
