@@ -9,7 +9,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import run_subprocess
+from tests.helpers import REPO_ROOT, run_cli, run_subprocess
+
+EXAMPLE = REPO_ROOT / "fixtures" / "example"
 
 NAMES = ["módulo.pesos_ü.weight", "層.weight", "emoji_\U0001f600.bias"]
 
@@ -45,3 +47,22 @@ def test_json_parses_when_stdout_cannot_encode_the_names(
     text = json.dumps(data, ensure_ascii=False)
     assert sum(name in text for name in NAMES) >= 2  # convert names the first and last tensor only
     assert "dïr/modèl.safetensors" in text
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [(["--strategy", "sequential"], "--strategy"), (["--strategy", "bogus"], "strategy 'bogus'"),
+     (["--no-split", "BertLayer"], "--no-split"), (["--reserve", "500MB"], "--reserve")],
+)
+def test_plan_devices_map_refuses_options_it_would_ignore(tmp_path: Path, extra: list[str], named: str) -> None:
+    # --map is checked as written against the full --gpu size: a strategy, no-split classes or a reserve would
+    # change nothing while the JSON echoed them back as if they had been applied.
+    device_map = tmp_path / "map.json"
+    device_map.write_text('{"": 0}')
+    result = run_cli("plan-devices", EXAMPLE, "--gpu", "1GB", "--map", device_map, *extra, "--json")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and named in result.stderr
+    # Without them, the same map is checked.
+    assert json.loads(run_cli("plan-devices", EXAMPLE, "--gpu", "1GB", "--map", device_map, "--json").stdout)[
+        "manual_map"] is True

@@ -54,7 +54,8 @@ def plan_devices(
     ] = "0",
     manual_map: Annotated[
         str | None,
-        typer.Option("--map", help="Check this hand-written device map JSON instead of computing one."),
+        typer.Option("--map", help="Check this hand-written device map JSON instead of computing one "
+                     "(not with --strategy, --no-split or --reserve)."),
     ] = None,
     output: Annotated[
         str | None,
@@ -99,6 +100,7 @@ def plan_devices(
     from weightdoctor.errors import UsageError
     from weightdoctor.plan_devices import (
         FAIL_ON,
+        STRATEGIES,
         PlanRequest,
         build_planned_model,
         load_manual_map,
@@ -113,6 +115,15 @@ def plan_devices(
 
     if fail_on is not None and fail_on not in FAIL_ON:
         raise UsageError(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}")
+    if strategy not in STRATEGIES:  # checked here too: with --map no placement runs to check it
+        raise UsageError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    if manual_map is not None:
+        # A hand-written map is checked as written, against the full --gpu/--cpu sizes: these would be ignored.
+        shaping = [flag for flag, given in (("--strategy", strategy != "auto"), ("--no-split", bool(no_split)),
+                                            ("--reserve", reserve != "0")) if given]
+        if shaping:
+            raise UsageError(f"{', '.join(shaping)} shape{'s' if len(shaping) == 1 else ''} a computed plan; "
+                             "--map is checked as written: drop one or the other")
     if local and (gpu or cpu):
         raise UsageError("--local reads this machine's devices; do not combine it with --gpu or --cpu")
     if (batch != 1 or seq_len is not None) and not kv_cache:
