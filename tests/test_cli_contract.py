@@ -66,3 +66,16 @@ def test_plan_devices_map_refuses_options_it_would_ignore(tmp_path: Path, extra:
     # Without them, the same map is checked.
     assert json.loads(run_cli("plan-devices", EXAMPLE, "--gpu", "1GB", "--map", device_map, "--json").stdout)[
         "manual_map"] is True
+
+
+@pytest.mark.parametrize("command", [["convert"], ["shard", "--max", "1MB"]], ids=["convert", "shard"])
+def test_allow_overflow_without_dtype_is_refused(tmp_path: Path, command: list[str]) -> None:
+    # Nothing is cast without --dtype, so --allow-overflow would be ignored: a typo'd cast must not pass.
+    source = tmp_path / "in.safetensors"
+    save_file({"w": torch.ones(2, 2)}, str(source))
+    out = tmp_path / "out.safetensors" if command[0] == "convert" else tmp_path / "shards"
+    result = run_cli(command[0], source, "-o", out, *command[1:], "--allow-overflow")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --allow-overflow lets --dtype cast values it cannot hold: give --dtype too"
+    assert not out.exists()
+    assert run_cli(command[0], source, "-o", out, *command[1:], "--allow-overflow", "--dtype", "fp16").exit_code == 0
