@@ -79,3 +79,22 @@ def test_allow_overflow_without_dtype_is_refused(tmp_path: Path, command: list[s
     assert result.stderr.strip() == "error: --allow-overflow lets --dtype cast values it cannot hold: give --dtype too"
     assert not out.exists()
     assert run_cli(command[0], source, "-o", out, *command[1:], "--allow-overflow", "--dtype", "fp16").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["convert", "--to", "bin"], ["shard", "--single", "--format", "bin"]],
+    ids=["convert-folder", "shard-single"],
+)
+def test_metadata_into_one_bin_file_is_not_dropped_silently(tmp_path: Path, command: list[str]) -> None:
+    # A .bin holds no metadata: convert to a .bin file already said so; a folder or one merged shard did not.
+    source = tmp_path / "model"
+    source.mkdir()
+    save_file({"w": torch.ones(2, 2)}, str(source / "model.safetensors"))
+    out = tmp_path / "out"
+    result = run_cli(command[0], source, "-o", out, *command[1:], "--metadata", "run=42", "--json")
+    assert result.exit_code == 0, result.stderr
+    warning = "a .bin file holds no metadata: --metadata is ignored"
+    assert warning in result.stderr
+    assert warning in json.loads(result.stdout)["plan"]["warnings"]
+    assert (out / "pytorch_model.bin").is_file()
