@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,18 @@ def test_metadata_into_one_bin_file_is_not_dropped_silently(tmp_path: Path, comm
     assert warning in result.stderr
     assert warning in json.loads(result.stdout)["plan"]["warnings"]
     assert (out / "pytorch_model.bin").is_file()
+
+
+def test_plan_devices_output_never_overwrites_a_weight_file_of_the_source(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(EXAMPLE, folder)
+    weights = folder / "model.safetensors"
+    before = weights.read_bytes()
+    result = run_cli("plan-devices", folder, "--gpu", "1GB", "--output", weights)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.strip() == f"error: --output {weights} would overwrite an input; choose another file"
+    assert weights.read_bytes() == before
+    # A new file in the model folder is fine.
+    assert run_cli("plan-devices", folder, "--gpu", "1GB", "--output", folder / "device_map.json").exit_code == 0
+    assert json.loads((folder / "device_map.json").read_text()) == {"": 0}

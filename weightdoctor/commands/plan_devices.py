@@ -140,6 +140,7 @@ def plan_devices(
     if not gpus and cpu_bytes is None:
         raise UsageError("no devices: give --gpu SIZE (repeatable) and/or --cpu SIZE, or --local")
     mapping = load_manual_map(manual_map) if manual_map is not None else None
+    target = None
     if output is not None:
         from pathlib import Path
 
@@ -149,6 +150,9 @@ def plan_devices(
             raise UsageError(f"--output {output} would overwrite an input; choose another file")
 
     with open_plan_source(source, revision=revision, key=key) as checkpoint:
+        if output is not None and target in {f.path.resolve() for f in checkpoint.files}:
+            # A folder's weight files, shards or index (its config.json is refused above, before reading).
+            raise UsageError(f"--output {output} would overwrite an input; choose another file")
         planned = build_planned_model(checkpoint, dtype, model_class)
     kv = None
     if kv_cache:
