@@ -114,3 +114,11 @@ def test_plan_devices_output_never_overwrites_a_weight_file_of_the_source(tmp_pa
     # A new file in the model folder is fine.
     assert run_cli("plan-devices", folder, "--gpu", "1GB", "--output", folder / "device_map.json").exit_code == 0
     assert json.loads((folder / "device_map.json").read_text()) == {"": 0}
+
+
+def test_plan_devices_gpu_zero_is_refused() -> None:
+    # `--gpu 0` is the index habit (CUDA_VISIBLE_DEVICES=0); as a size it planned a GPU of 0 bytes, exit 0.
+    result = run_cli("plan-devices", EXAMPLE, "--gpu", "0", "--json")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: --gpu takes the memory of one GPU") and len(result.stderr.splitlines()) == 1

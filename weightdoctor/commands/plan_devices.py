@@ -129,6 +129,10 @@ def plan_devices(
     if (batch != 1 or seq_len is not None) and not kv_cache:
         raise UsageError("--batch and --seq-len size the KV cache: add --kv-cache")
     gpus = [parse_size(g) for g in gpu or []]
+    if 0 in gpus:
+        # `--gpu 0` reads like "use GPU 0"; a GPU that holds nothing plans nothing on it.
+        raise UsageError("--gpu takes the memory of one GPU (e.g. 24GB, 80GiB), not a device index; 0 bytes "
+                         "would hold nothing")
     cpu_bytes = parse_size(cpu) if cpu is not None else None
     reserve_bytes = parse_size(reserve)
     local_info = None
