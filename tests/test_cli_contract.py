@@ -122,3 +122,16 @@ def test_plan_devices_gpu_zero_is_refused() -> None:
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr.startswith("error: --gpu takes the memory of one GPU") and len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("args", "command"), [(["plan-devices", EXAMPLE, "--gpu"], "plan-devices"),
+                                               (["inspect", EXAMPLE, "--fail-on"], "inspect")])
+def test_an_option_without_its_value_names_the_command(args: list[str], command: str) -> None:
+    # Click raises "requires an argument" without a context: the line named the root's help, not the command's.
+    result = run_cli(*args)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    line = result.stderr.strip()
+    assert len(result.stderr.splitlines()) == 1
+    assert f" {command}: Option '{args[-1]}' requires an argument." in line
+    assert line.endswith(f" {command} --help)")
