@@ -135,3 +135,19 @@ def test_an_option_without_its_value_names_the_command(args: list[str], command:
     assert len(result.stderr.splitlines()) == 1
     assert f" {command}: Option '{args[-1]}' requires an argument." in line
     assert line.endswith(f" {command} --help)")
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["inspect", "--stats"], ["check-dtype"]],
+                         ids=["inspect", "inspect-stats", "check-dtype"])
+def test_reader_warnings_go_to_stderr_not_into_the_tables(tmp_path: Path, command: list[str]) -> None:
+    # "Data goes to stdout; progress bars, warnings and errors go to stderr" (README), as plan-devices,
+    # diff-keys, convert and shard already did.
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_file({"w": torch.ones(4, 4)}, str(folder / "model.safetensors"))
+    torch.save({"w": torch.ones(4, 4)}, folder / "pytorch_model.bin")
+    result = run_cli(command[0], folder, *command[1:])
+    assert result.exit_code == 0, result.stderr
+    warning = "warning: pytorch_model.bin is ignored: model.safetensors comes first"
+    assert warning in result.stderr
+    assert "warning:" not in result.stdout and "is ignored" not in result.stdout

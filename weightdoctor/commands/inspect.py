@@ -89,6 +89,8 @@ def inspect(
     from weightdoctor.render.inspect import render_inspect
 
     render_inspect(report, console.stdout, max_depth=depth, limit=None if show_all or name_filter else 50)
+    for warning in report.warnings:
+        console.warn(warning)
     _exit_if_verify_failed(report)
 
 
