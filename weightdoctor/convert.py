@@ -183,8 +183,6 @@ def plan_convert(
     if lost:
         warnings.append(lost)
     user_metadata = {**carried, **(metadata or {})}
-    if fmt == "bin" and metadata and single_file:
-        warnings.append("a .bin file holds no metadata: --metadata is ignored")
     by_file: dict[str, list[str]] = {}
     sizes: dict[str, int] = {}
     for tensor in selection.tensors:
@@ -198,6 +196,8 @@ def plan_convert(
     if not single_file and checkpoint.sharded:
         index_file = next(f for f in checkpoint.files if f.role == "index")
         index = default_index_name(index_file.relpath, fmt, dtype)
+    if fmt == "bin" and metadata and index is None:  # a sharded output keeps it in its index
+        warnings.append("a .bin file holds no metadata: --metadata is ignored")
     folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
     weights = [f.path for f in checkpoint.files if f.role != "config"]
     copy_paths, left_out = ([], []) if single_file else side_files(folder, weights, output=out)

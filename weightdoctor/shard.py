@@ -197,6 +197,8 @@ def plan_shard(
     if lost:
         warnings.append(lost)
     user_metadata = {**carried, **(metadata or {})}
+    if fmt == "bin" and metadata and index is None:  # several shards keep it in their index
+        warnings.append("a .bin file holds no metadata: --metadata is ignored")
     if checkpoint.nested_key:
         warnings.append(f"only the state dict at {checkpoint.nested_key!r} is written (not optimizer or other entries)")
     source_dir = checkpoint.path if checkpoint.path.is_dir() else None

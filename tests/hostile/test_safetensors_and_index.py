@@ -204,7 +204,7 @@ def test_index_total_size_disagrees_is_a_warning(fx: dict[str, Path], tmp_path: 
     assert code == 0
     assert any("total_size is 12345" in w for w in data["warnings"])
     result = run_cli("inspect", folder)
-    assert "warning:" in result.stdout and "total_size is 12345" in result.stdout
+    assert "warning:" in result.stderr and "total_size is 12345" in result.stderr  # warnings go to stderr
 
 
 @pytest.mark.parametrize("shard", ["../outside.safetensors", "sub/../../outside.safetensors", "/etc/passwd"])

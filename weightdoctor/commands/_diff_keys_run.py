@@ -6,8 +6,6 @@ call `run_diff_keys`, so a run prints the same whichever parsed its arguments.
 
 from __future__ import annotations
 
-import sys
-
 from weightdoctor.checkpoint import open_checkpoint
 from weightdoctor.diff_keys import diff_checkpoints, exit_code
 from weightdoctor.errors import UsageError
@@ -77,12 +75,11 @@ def run_diff_keys(
     if json_output:
         from weightdoctor.gcpause import gc_paused
         from weightdoctor.render.diff_keys_json import report_json
+        from weightdoctor.render.json import write_json_text
 
         with gc_paused():
             text = report_json(report)
-        sys.stdout.write(text)  # not `text + "\n"`: a copy of megabytes for a large diff
-        sys.stdout.write("\n")
-        sys.stdout.flush()
+        write_json_text(text)
     else:
         from weightdoctor.render.console import stdout
         from weightdoctor.render.diff_keys import render_diff_keys

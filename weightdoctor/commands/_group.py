@@ -14,9 +14,13 @@ from typer._click import exceptions as click_exceptions  # Typer vendors Click; 
 from typer.core import TyperGroup
 
 
-def usage_line(exc: click_exceptions.UsageError) -> str:
-    """`error: weightdoctor inspect: Invalid value for '--sample': ... (see --help)`, on one line."""
-    where = exc.ctx.command_path if exc.ctx is not None else "weightdoctor"
+def usage_line(exc: click_exceptions.UsageError, command_path: str | None = None) -> str:
+    """`error: weightdoctor inspect: Invalid value for '--sample': ... (see --help)`, on one line.
+
+    `command_path` names the command when the error carries no context (Click's parser raises "Option
+    '--gpu' requires an argument" without one).
+    """
+    where = exc.ctx.command_path if exc.ctx is not None else command_path or "weightdoctor"
     message = " ".join(exc.format_message().split())
     return f"error: {where}: {message} (see {where} --help)"
 
@@ -24,6 +28,16 @@ def usage_line(exc: click_exceptions.UsageError) -> str:
 class OneLineErrorsGroup(TyperGroup):
     """A TyperGroup whose bad-usage errors (missing argument, bad option value, unknown option) print one
     line instead of Typer's multi-line usage panel. Help (including a bare `weightdoctor`) is unchanged."""
+
+    _subcommand_path: str | None = None  # "weightdoctor plan-devices" once the subcommand is known
+
+    def resolve_command(
+        self, ctx: click_core.Context, args: list[str]
+    ) -> tuple[str | None, click_core.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if name is not None:
+            self._subcommand_path = f"{ctx.command_path} {name}"
+        return name, command, rest
 
     def main(  # type: ignore[override]
         self,
@@ -43,7 +57,7 @@ class OneLineErrorsGroup(TyperGroup):
             rich_utils.rich_format_error(exc)  # the help text, as Typer shows it
             sys.exit(exc.exit_code)
         except click_exceptions.UsageError as exc:
-            typer.echo(usage_line(exc), err=True)
+            typer.echo(usage_line(exc, self._subcommand_path), err=True)
             sys.exit(2)
         except click_exceptions.ClickException as exc:
             exc.show()

@@ -65,6 +65,8 @@ def inspect_with_stats(
             if name in by_name:
                 console.stdout.print()
                 render_histogram(by_name[name], console.stdout)
+        for warning in [*report.warnings, *weights.warnings]:
+            console.warn(warning)
     code = exit_code_for(weights.findings, fail_on)
     verified = getattr(report, "verify", None)
     if verified is not None and not verified.ok:

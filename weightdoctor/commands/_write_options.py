@@ -21,7 +21,8 @@ KeepFp32Opt = Annotated[
     str | None, typer.Option("--keep-fp32", metavar="REGEX", help="Keep tensors whose name matches in fp32.")
 ]
 AllowOverflowOpt = Annotated[
-    bool, typer.Option("--allow-overflow", help="Cast even where finite values become inf or many become 0.")
+    bool,
+    typer.Option("--allow-overflow", help="With --dtype: cast even where finite values become inf or many become 0."),
 ]
 StripPrefixOpt = Annotated[str | None, typer.Option("--strip-prefix", help="Remove this prefix from every name.")]
 AddPrefixOpt = Annotated[str | None, typer.Option("--add-prefix", help="Put this prefix before every name.")]
@@ -52,6 +53,14 @@ def build_renames(strip_prefix: str | None, renames: list[str] | None, add_prefi
     if add_prefix:
         result.append(add(add_prefix))
     return result
+
+
+def refuse_overflow_without_cast(allow_overflow: bool, dtype: str | None) -> None:
+    """`--allow-overflow` only loosens what `--dtype` refuses: alone it would be ignored, so it is refused."""
+    if allow_overflow and dtype is None:
+        from weightdoctor.errors import UsageError
+
+        raise UsageError("--allow-overflow lets --dtype cast values it cannot hold: give --dtype too")
 
 
 @contextlib.contextmanager

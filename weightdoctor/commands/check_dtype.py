@@ -88,6 +88,8 @@ def check_dtype(
         from weightdoctor.render.check_dtype import render_check_dtype
 
         render_check_dtype(report, console.stdout, worst=worst)
+        for warning in report.warnings:
+            console.warn(warning)
     if fail_on is not None and any(
         verdict_rank(t.verdict) >= verdict_rank(fail_on) for t in report.targets.values()
     ):

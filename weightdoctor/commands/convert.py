@@ -21,6 +21,7 @@ from weightdoctor.commands._write_options import (
     RenameOpt,
     StripPrefixOpt,
     build_renames,
+    refuse_overflow_without_cast,
     terminate_as_interrupt,
 )
 
@@ -59,6 +60,7 @@ def convert(
     from weightdoctor.rewrite import parse_dtype, parse_metadata
 
     target = parse_dtype(dtype)
+    refuse_overflow_without_cast(allow_overflow, target)
     extra = parse_metadata(metadata)
     renames = build_renames(strip_prefix, rename, add_prefix)
     with open_checkpoint(source, revision=revision, key=key) as checkpoint:

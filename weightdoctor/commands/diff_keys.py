@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from weightdoctor.commands._errors import handle_errors
-from weightdoctor.commands._options import DebugOpt, JsonOpt, KeyOpt, RevisionOpt
+from weightdoctor.commands._options import DebugOpt, JsonOpt, RevisionOpt
 
 
 @handle_errors
@@ -59,7 +59,10 @@ def diff_keys(
     ] = "error",
     show_all: Annotated[bool, typer.Option("--all", help="List every key instead of grouping layer indices.")] = False,
     json_output: JsonOpt = False,
-    key: KeyOpt = None,
+    key: Annotated[
+        str | None,
+        typer.Option("--key", help="Dotted path of A's state dict inside a training checkpoint (e.g. model.module)."),
+    ] = None,
     revision: RevisionOpt = None,
     revision_b: Annotated[
         str | None,

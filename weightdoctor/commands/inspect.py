@@ -10,7 +10,8 @@ from weightdoctor.commands._errors import handle_errors
 from weightdoctor.commands._options import DebugOpt, FilterOpt, JsonOpt, KeyOpt, RevisionOpt, SourceArg
 
 # `inspect --stats` options; --sample, --fail-on, --plot and --hist imply --stats.
-StatsOpt = Annotated[bool, typer.Option("--stats", help="Read every value: statistics, init table, findings.")]
+StatsOpt = Annotated[bool, typer.Option("--stats", help="Read every value: statistics, init table, findings "
+                                "(implied by --sample, --fail-on, --plot and --hist).")]
 SampleOpt = Annotated[
     int | None, typer.Option("--sample", help="Read only N values per tensor (deterministic random sample).",
                              min=1, show_default=False),
@@ -88,6 +89,8 @@ def inspect(
     from weightdoctor.render.inspect import render_inspect
 
     render_inspect(report, console.stdout, max_depth=depth, limit=None if show_all or name_filter else 50)
+    for warning in report.warnings:
+        console.warn(warning)
     _exit_if_verify_failed(report)
 
 

@@ -54,7 +54,8 @@ def plan_devices(
     ] = "0",
     manual_map: Annotated[
         str | None,
-        typer.Option("--map", help="Check this hand-written device map JSON instead of computing one."),
+        typer.Option("--map", help="Check this hand-written device map JSON instead of computing one "
+                     "(not with --strategy, --no-split or --reserve)."),
     ] = None,
     output: Annotated[
         str | None,
@@ -100,6 +101,7 @@ def plan_devices(
     from weightdoctor.errors import UsageError
     from weightdoctor.plan_devices import (
         FAIL_ON,
+        STRATEGIES,
         PlanRequest,
         build_planned_model,
         load_manual_map,
@@ -114,11 +116,24 @@ def plan_devices(
 
     if fail_on is not None and fail_on not in FAIL_ON:
         raise UsageError(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}")
+    if strategy not in STRATEGIES:  # checked here too: with --map no placement runs to check it
+        raise UsageError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    if manual_map is not None:
+        # A hand-written map is checked as written, against the full --gpu/--cpu sizes: these would be ignored.
+        shaping = [flag for flag, given in (("--strategy", strategy != "auto"), ("--no-split", bool(no_split)),
+                                            ("--reserve", reserve != "0")) if given]
+        if shaping:
+            raise UsageError(f"{', '.join(shaping)} shape{'s' if len(shaping) == 1 else ''} a computed plan; "
+                             "--map is checked as written: drop one or the other")
     if local and (gpu or cpu):
         raise UsageError("--local reads this machine's devices; do not combine it with --gpu or --cpu")
     if (batch != 1 or seq_len is not None) and not kv_cache:
         raise UsageError("--batch and --seq-len size the KV cache: add --kv-cache")
     gpus = [parse_size(g) for g in gpu or []]
+    if 0 in gpus:
+        # `--gpu 0` reads like "use GPU 0"; a GPU that holds nothing plans nothing on it.
+        raise UsageError("--gpu takes the memory of one GPU (e.g. 24GB, 80GiB), not a device index; 0 bytes "
+                         "would hold nothing")
     cpu_bytes = parse_size(cpu) if cpu is not None else None
     reserve_bytes = parse_size(reserve)
     local_info = None
@@ -130,6 +145,7 @@ def plan_devices(
     if not gpus and cpu_bytes is None:
         raise UsageError("no devices: give --gpu SIZE (repeatable) and/or --cpu SIZE, or --local")
     mapping = load_manual_map(manual_map) if manual_map is not None else None
+    target = None
     if output is not None:
         from pathlib import Path
 
@@ -139,6 +155,9 @@ def plan_devices(
             raise UsageError(f"--output {output} would overwrite an input; choose another file")
 
     with open_plan_source(source, revision=revision, key=key) as checkpoint:
+        if output is not None and target in {f.path.resolve() for f in checkpoint.files}:
+            # A folder's weight files, shards or index (its config.json is refused above, before reading).
+            raise UsageError(f"--output {output} would overwrite an input; choose another file")
         planned = build_planned_model(checkpoint, dtype, model_class)
     kv = None
     if kv_cache:

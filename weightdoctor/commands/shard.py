@@ -21,6 +21,7 @@ from weightdoctor.commands._write_options import (
     RenameOpt,
     StripPrefixOpt,
     build_renames,
+    refuse_overflow_without_cast,
     terminate_as_interrupt,
 )
 
@@ -67,6 +68,7 @@ def shard(
     if max_size is None and not single:
         raise UsageError("give --max SIZE (e.g. 200MB, 2GiB) or --single")
     target = parse_dtype(dtype)
+    refuse_overflow_without_cast(allow_overflow, target)
     extra = parse_metadata(metadata)
     renames = build_renames(strip_prefix, rename, add_prefix)
     from weightdoctor.units import parse_size

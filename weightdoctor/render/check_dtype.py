@@ -139,5 +139,3 @@ def render_check_dtype(report: CheckDtypeReport, console: Console, worst: int = 
     body = "\n".join(f"• {escape(line)}" for line in report.recommendation.lines)
     body += f"\n[dim]memory: {memory}[/]\n[dim]{escape(report.limits)}[/]"
     console.print(Panel(body, title="recommendation", title_align="left"))
-    for warning in report.warnings:
-        console.print(f"[yellow]warning:[/] {escape(warning)}")

@@ -174,7 +174,7 @@ def tensor_table(report: InspectReport, limit: int | None) -> Table:
 
 
 def render_inspect(report: InspectReport, console: Console, max_depth: int = 4, limit: int | None = 50) -> None:
-    """Print the report: summary, config, memory, module tree, tensor table, warnings."""
+    """Print the report: summary, config, memory, module tree, tensor table (its warnings go to stderr)."""
     console.print(Panel(summary_table(report), title="[bold]weightdoctor inspect[/]", title_align="left"))
     config = config_table(report)
     if config is not None:
@@ -184,8 +184,6 @@ def render_inspect(report: InspectReport, console: Console, max_depth: int = 4, 
     console.print(module_tree(report, max_depth))
     console.print()
     console.print(tensor_table(report, limit))
-    for warning in report.warnings:
-        console.print(f"[yellow]warning:[/] {escape(warning)}")
 
 
 __all__ = ["render_inspect", "Group"]

@@ -131,8 +131,6 @@ def render_stats(report: StatsReport, console: Console, limit: int | None = 50) 
               "pytorch-defaults": "PyTorch defaults guessed from names and shapes"}[report.expected_from]
     share = "" if report.trained_share is None else f" ({report.trained_share:.1%} of matrix parameters moved)"
     console.print(f"[bold]state:[/] {report.state}{share}   [bold]expected inits:[/] {escape(source)}")
-    for warning in report.warnings:
-        console.print(f"[yellow]warning:[/] {escape(warning)}")
     if report.findings:
         console.print(findings_table(report))
     else:
