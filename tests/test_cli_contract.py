@@ -124,6 +124,17 @@ def test_plan_devices_gpu_zero_is_refused() -> None:
     assert result.stderr.startswith("error: --gpu takes the memory of one GPU") and len(result.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize("args", [["--gpu", "24"], ["--gpu", "24GB", "--gpu", "80"], ["--gpu", "1GB", "--cpu", "64"]])
+def test_a_size_without_a_unit_under_a_kilobyte_is_refused(args: list[str]) -> None:
+    # `--gpu 24` meant 24 GB and planned a 24-byte GPU; larger unit-less numbers stay bytes, as in accelerate.
+    result = run_cli("plan-devices", EXAMPLE, *args, "--json")
+    number = args[-1]
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip() == (f"error: {args[-2]} {number} is {number} bytes: give a unit, e.g. {number}GB "
+                                     f"(decimal) or {number}GiB (binary)")
+    assert run_cli("plan-devices", EXAMPLE, "--gpu", "555955", "--json").exit_code == 0
+
+
 @pytest.mark.parametrize(("args", "command"), [(["plan-devices", EXAMPLE, "--gpu"], "plan-devices"),
                                                (["inspect", EXAMPLE, "--fail-on"], "inspect")])
 def test_an_option_without_its_value_names_the_command(args: list[str], command: str) -> None:

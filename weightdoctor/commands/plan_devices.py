@@ -129,6 +129,11 @@ def plan_devices(
         raise UsageError("--local reads this machine's devices; do not combine it with --gpu or --cpu")
     if (batch != 1 or seq_len is not None) and not kv_cache:
         raise UsageError("--batch and --seq-len size the KV cache: add --kv-cache")
+    for option, given in [("--gpu", g) for g in gpu or []] + ([("--cpu", cpu)] if cpu is not None else []):
+        if given.strip().isdigit() and 0 < int(given) < 1024:
+            # `--gpu 24` means 24 GB to a person and 24 bytes to accelerate: no model fits in 1 KB anyway.
+            raise UsageError(f"{option} {given.strip()} is {given.strip()} bytes: give a unit, e.g. "
+                             f"{given.strip()}GB (decimal) or {given.strip()}GiB (binary)")
     gpus = [parse_size(g) for g in gpu or []]
     if 0 in gpus:
         # `--gpu 0` reads like "use GPU 0"; a GPU that holds nothing plans nothing on it.
