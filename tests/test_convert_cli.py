@@ -540,3 +540,22 @@ def test_a_dtype_cast_leaves_a_quantizer_s_scales_as_stored(tmp_path: Path) -> N
     assert any("quantizer scale/state tensor(s) kept as stored" in w for w in data["plan"]["warnings"])
     code, data = run_json("check-dtype", str(folder))
     assert "proj.scales" not in {t["name"] for t in data["targets"]["bf16"]["tensors"]}
+
+
+@pytest.mark.parametrize("command", ["convert", "shard"])
+@pytest.mark.parametrize(("flags", "shown"), [
+    (["--strip-prefix", "module."], "--rename '^module\\.='"),
+    (["--rename", "bert\\.=", "--rename", "bert\\.="], "--rename 'bert\\.='"),
+])
+def test_a_rename_that_changes_no_name_writes_nothing(fx: dict[str, Path], tmp_path: Path, command: str,
+                                                      flags: list[str], shown: str) -> None:
+    """A typo in --strip-prefix (or a rename whose keys an earlier one already changed) wrote the checkpoint
+    unchanged with exit 0; now exit 2 naming the rename, and no output."""
+    out = tmp_path / "out"
+    extra = ["--max", "400KB"] if command == "shard" else []
+    result = run_cli(command, fx["bert"], "-o", out, *extra, *flags)
+    assert result.exit_code == 2 and not out.exists()
+    assert result.stderr.startswith(f"error: the rename {shown} changes no tensor name") and \
+        len(result.stderr.strip().splitlines()) == 1
+    # The same rename once, where it matches, is applied.
+    assert run_cli(command, fx["bert"], "-o", out, *extra, "--rename", "bert\\.=").exit_code == 0

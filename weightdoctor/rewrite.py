@@ -22,7 +22,7 @@ from weightdoctor.checkpoint import Checkpoint, TensorInfo
 from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, torch_shape
 from weightdoctor.errors import OutputError, UsageError, WeightDoctorError
 from weightdoctor.jsontext import parse_json
-from weightdoctor.renames import Rename, apply_renames
+from weightdoctor.renames import Rename, apply_renames, rename_all
 
 if TYPE_CHECKING:
     import torch
@@ -239,6 +239,17 @@ def _target_dtype(info: TensorInfo, dtype: str | None, keep_fp32: re.Pattern[str
     return dtype or info.dtype
 
 
+def _refuse_renames_that_match_nothing(names: list[str], renames: list[Rename]) -> None:
+    """A rename that changes no name (a typo in `--strip-prefix`) would write the checkpoint as it was, exit 0."""
+    current = names
+    for rename in renames:
+        renamed = rename_all(current, [rename])
+        if renamed == current:
+            raise UsageError(f"the rename {rename.as_flag()} changes no tensor name (from --strip-prefix, --rename or "
+                             "--add-prefix): nothing was written; see the names with `weightdoctor inspect`")
+        current = renamed
+
+
 def _refuse_unreadable_names(new_names: dict[str, str], source: str) -> None:
     """Refuse, before anything is written, output names a safetensors reader refuses (see
     `checkpoint.safetensors_format.check_tensor_name`): a pickle's keys may be any string."""
@@ -310,6 +321,7 @@ def plan_tensors(
             owner = min(names, key=order.__getitem__)
             aliased_to.update({n: owner for n in names if n != owner})
     names = [t.name for t in checkpoint.tensors if fmt == "bin" or t.name not in dropped]
+    _refuse_renames_that_match_nothing(names, list(renames or []))
     new_names = apply_renames(names, list(renames or []))
     if fmt == "safetensors":
         _refuse_unreadable_names(new_names, checkpoint.source)
