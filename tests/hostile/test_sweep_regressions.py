@@ -36,3 +36,41 @@ def test_small_expanded_views_still_read(tmp_path: Path) -> None:
     torch.save({"position_ids": torch.arange(4).expand(1, 4), "b": torch.ones(4, 1).expand(4, 1000)}, path)
     result = run_cli("inspect", str(path), "--stats", "--json")
     assert result.exit_code == 0, result.stderr
+
+
+def _big_endian_save(path: Path) -> Path:
+    """A torch.save archive whose byteorder record says "big" (as torch writes on a big-endian machine)."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    torch.save({"a.weight": torch.arange(6.0).reshape(2, 3)}, buffer)
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(path, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            target.writestr(info.filename, b"big" if info.filename.endswith("/byteorder") else data)
+    return path
+
+
+@pytest.mark.parametrize("command", [["plan-devices", "--gpu", "1GB"], ["check-dtype", "--local"]])
+def test_a_big_endian_archive_does_not_crash_the_dtype_resolver(tmp_path: Path, command: list[str]) -> None:
+    """transformers' resolver reads the first weight file with torch.load(map_location="meta"), which dies with
+    SIGSEGV byte-swapping a big-endian archive: run in a subprocess, as the crash would take pytest with it."""
+    from tests.helpers import run_subprocess
+
+    path = _big_endian_save(tmp_path / "big.bin")
+    result = run_subprocess(command[0], str(path), *command[1:], "--json", timeout=120)
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+
+
+def test_an_index_whose_metadata_is_not_an_object(tmp_path: Path) -> None:
+    import json
+
+    import numpy
+    from safetensors.numpy import save_file
+
+    save_file({"a": numpy.ones(2, numpy.float32)}, tmp_path / "model-00001-of-00001.safetensors")
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": [1], "weight_map": {"a": "model-00001-of-00001.safetensors"}}))
+    result = run_cli("plan-devices", str(tmp_path), "--gpu", "1GB", "--json")
+    assert result.exit_code == 0, result.stderr
