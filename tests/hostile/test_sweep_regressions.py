@@ -74,3 +74,16 @@ def test_an_index_whose_metadata_is_not_an_object(tmp_path: Path) -> None:
         json.dumps({"metadata": [1], "weight_map": {"a": "model-00001-of-00001.safetensors"}}))
     result = run_cli("plan-devices", str(tmp_path), "--gpu", "1GB", "--json")
     assert result.exit_code == 0, result.stderr
+
+
+def test_a_config_listing_architectures_that_are_not_strings(tmp_path: Path) -> None:
+    import json
+
+    import numpy
+    from safetensors.numpy import save_file
+
+    save_file({"a": numpy.ones(2, numpy.float32)}, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": [1, None]}))
+    result = run_cli("inspect", str(tmp_path))
+    assert result.exit_code == 0, result.stderr
+    assert "1, None" in result.stdout
