@@ -87,3 +87,32 @@ def test_a_config_listing_architectures_that_are_not_strings(tmp_path: Path) -> 
     result = run_cli("inspect", str(tmp_path))
     assert result.exit_code == 0, result.stderr
     assert "1, None" in result.stdout
+
+
+@pytest.mark.parametrize("ref", ["fifo", "long"])
+def test_a_hub_cache_ref_that_is_no_commit_hash(tmp_path: Path, ref: str) -> None:
+    """huggingface_hub reads refs/main whole: a FIFO there waited forever (a link to /dev/zero filled the memory)."""
+    import os
+
+    import numpy
+    from safetensors.numpy import save_file
+
+    from fixtures.build import write_hub_cache
+    from tests.helpers import run_subprocess
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    save_file({"a": numpy.ones(2, numpy.float32)}, weights / "model.safetensors")
+    cache = tmp_path / "hub"
+    write_hub_cache(cache, "org/name", weights)
+    main = cache / "models--org--name" / "refs" / "main"
+    main.unlink()
+    if ref == "fifo":
+        os.mkfifo(main)
+    else:
+        main.write_text("a" * 10_000)
+    env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    result = run_subprocess("inspect", "org/name", env=env, timeout=60)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "refs/main of org/name is " in lines[0] and str(main) in lines[0]
