@@ -116,3 +116,32 @@ def test_a_hub_cache_ref_that_is_no_commit_hash(tmp_path: Path, ref: str) -> Non
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert "refs/main of org/name is " in lines[0] and str(main) in lines[0]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "device", "dangling"])
+def test_a_config_that_is_no_regular_file_is_said(tmp_path: Path, kind: str) -> None:
+    """It was skipped silently: every command reported a checkpoint without a config (plan-devices planned from the
+    tensor names instead of the model)."""
+    import json
+    import os
+
+    import numpy
+    from safetensors.numpy import save_file
+
+    save_file({"a": numpy.ones(2, numpy.float32)}, tmp_path / "model.safetensors")
+    config = tmp_path / "config.json"
+    if kind == "fifo":
+        os.mkfifo(config)
+    elif kind == "folder":
+        config.mkdir()
+    elif kind == "device":
+        config.symlink_to("/dev/zero")
+    else:
+        config.symlink_to(tmp_path / "gone.json")
+    if kind != "dangling":
+        expected = {"fifo": "(a FIFO)", "folder": "(a folder)", "device": "(a device)"}[kind]
+        _one_line_exit_2("inspect", str(tmp_path), expected=f"config.json is not a regular file {expected}")
+        return
+    result = run_cli("inspect", str(tmp_path), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert any("config.json is a link to" in w for w in json.loads(result.stdout)["warnings"])
