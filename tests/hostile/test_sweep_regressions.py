@@ -145,3 +145,17 @@ def test_a_config_that_is_no_regular_file_is_said(tmp_path: Path, kind: str) -> 
     result = run_cli("inspect", str(tmp_path), "--json")
     assert result.exit_code == 0, result.stderr
     assert any("config.json is a link to" in w for w in json.loads(result.stdout)["warnings"])
+
+
+@pytest.mark.parametrize("key, expected", [("__metadata__", "is the key of a safetensors header's metadata"),
+                                           ("a\ud800", "unpaired UTF-16 surrogate")])
+def test_pickle_keys_no_safetensors_file_can_hold(tmp_path: Path, key: str, expected: str) -> None:
+    """Refused before writing, as other unfit names are: a `__metadata__` key was written whole and then failed to
+    read back (naming the temporary file), a lone surrogate was an unexpected UnicodeEncodeError."""
+    path = tmp_path / "keys.bin"
+    torch.save({key: torch.ones(2), "b": torch.ones(2)}, path)
+    _one_line_exit_2("convert", str(path), "-o", str(tmp_path / "out.safetensors"), expected=expected)
+    _one_line_exit_2("shard", str(path), "-o", str(tmp_path / "shards"), "--max", "1KB", expected=expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys.bin"]
+    result = run_cli("inspect", str(path), "--stats", "--json")
+    assert result.exit_code == 0, result.stderr

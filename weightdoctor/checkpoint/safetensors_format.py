@@ -114,13 +114,18 @@ def _check_names(header: dict[str, Any], raw: bytes | None = None) -> None:
 
 
 def check_tensor_name(name: str) -> None:
-    """Refuse an empty name, control characters and path separators (`CorruptCheckpoint`)."""
+    """Refuse an empty name, control characters, path separators, `__metadata__` and unpaired surrogates
+    (`CorruptCheckpoint`)."""
     if not name:
         raise CorruptCheckpoint("a tensor has an empty name")
     if _CONTROL.search(name):
         raise CorruptCheckpoint(f"tensor name {name!r} contains control characters")
     if "/" in name or "\\" in name or name in {".", ".."}:
         raise CorruptCheckpoint(f"tensor name {name!r} contains a path separator")
+    if name == "__metadata__":
+        raise CorruptCheckpoint("tensor name '__metadata__' is the key of a safetensors header's metadata")
+    if _SURROGATES.search(name):
+        raise CorruptCheckpoint(f"tensor name {name!r} holds an unpaired UTF-16 surrogate (not valid Unicode)")
 
 
 def read_header(path: Path, relpath: str) -> SafetensorsHeader:
