@@ -159,3 +159,16 @@ def test_pickle_keys_no_safetensors_file_can_hold(tmp_path: Path, key: str, expe
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keys.bin"]
     result = run_cli("inspect", str(path), "--stats", "--json")
     assert result.exit_code == 0, result.stderr
+
+
+def test_a_flat_tree_of_thousands_of_tensors_is_not_planned(tmp_path: Path) -> None:
+    """accelerate's placement is quadratic in equally sized entries of one module: 40,000 top-level names (a 2 MB
+    header) ran for minutes. Refused from the tree's shape, before any placement."""
+    import json
+    import struct
+
+    count = 4097  # plan_devices.MAX_MODULE_ENTRIES + 1
+    header = json.dumps({f"t{i}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]} for i in range(count)})
+    path = tmp_path / "flat.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header.encode())
+    _one_line_exit_2("plan-devices", str(path), "--gpu", "1GB", expected=f"holds {count:,} tensors and modules")
