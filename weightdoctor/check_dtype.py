@@ -703,7 +703,13 @@ def resolve_auto_dtype(checkpoint: Checkpoint) -> AutoDtype:
     if checkpoint.sharded:
         index = next((f for f in checkpoint.files if f.role == "index"), None)
         data = json.loads(index.path.read_text(encoding="utf-8")) if index else {}
-        sharded_metadata = dict(data.get("metadata") or {})
+        metadata = data.get("metadata")
+        sharded_metadata = dict(metadata) if isinstance(metadata, dict) else {}  # the reader allows any metadata
+    if weight_files and not _little_endian_or_not_zip(Path(weight_files[0])):
+        # transformers reads it with torch.load(map_location="meta"), which crashes the process (SIGSEGV, torch
+        # 2.13) byte-swapping a storage that has no data.
+        return AutoDtype(None, f"{Path(weight_files[0]).name} is a big-endian torch.save archive, which transformers' "
+                               "dtype resolver cannot read safely")
     try:
         import warnings
 
@@ -727,6 +733,21 @@ def resolve_auto_dtype(checkpoint: Checkpoint) -> AutoDtype:
     if checkpoint.config is None:
         reason += " (no config.json: from_pretrained itself needs one)"
     return AutoDtype(name, reason)
+
+
+def _little_endian_or_not_zip(path: Path) -> bool:
+    """False for a torch zip archive whose `byteorder` record says anything but "little"."""
+    if path.suffix == ".safetensors":
+        return True
+    from weightdoctor.security import archive as zip_archive
+
+    try:
+        with open(path, "rb") as handle:
+            layout = zip_archive.read_layout(handle, path.stat().st_size)
+            records = [m for m in layout.members if m.name.rpartition("/")[2] == "byteorder"]
+            return all(zip_archive.read_member(handle, m, 16).strip() == b"little" for m in records)
+    except (ValueError, OSError):
+        return True  # not a zip archive: no byteorder record
 
 
 def local_report(checkpoint: Checkpoint) -> LocalReport:

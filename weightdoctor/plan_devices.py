@@ -406,6 +406,10 @@ def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: st
 
 
 NUMBERED_BLOCK = "NumberedBlock"
+# Tensors and modules one module of a tensor-name tree may hold side by side. accelerate's infer_auto_device_map
+# re-filters its list of equally large layers for every entry it places, so a flat tree of 10,000 same-sized
+# tensors took 16 s and 40,000 minutes; real trees hold at most some hundreds (MoE experts) in one module.
+MAX_MODULE_ENTRIES = 4096
 
 
 def _numbered_block_class() -> type[torch.nn.Module]:
@@ -491,6 +495,14 @@ def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.
             module.register_parameter(parts[-1], param)
         except (KeyError, TypeError) as exc:
             raise UsageError(f"tensor name {info.name!r} cannot be a module path ({exc})") from exc
+    for name, module in root.named_modules():
+        entries = len(module._modules) + len(module._parameters)
+        if entries > MAX_MODULE_ENTRIES:
+            where = f"module {name!r}" if name else "the top level"
+            raise UsageError(
+                f"{where} of the tensor names holds {entries:,} tensors and modules side by side (the limit is "
+                f"{MAX_MODULE_ENTRIES:,}): accelerate's placement takes time in the square of that, and no model is "
+                "that flat; give its config.json (plan-devices builds the model from it)", path=str(checkpoint.path))
     if any(isinstance(module, block_class) for module in root.modules()):
         root._no_split_modules = [NUMBERED_BLOCK]
     return root

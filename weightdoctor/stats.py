@@ -105,7 +105,7 @@ class StatsResult:
 
 def seed_for(name: str) -> int:
     """Deterministic seed of a tensor's random draws: the same name always gives the same sample."""
-    return zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFF
+    return zlib.crc32(name.encode("utf-8", "surrogatepass")) & 0x7FFFFFFF  # a pickle's key may hold a lone surrogate
 
 
 def _as_float32(tensor: torch.Tensor) -> torch.Tensor:

@@ -66,6 +66,20 @@ CASES: list[tuple[str, Callable[[Path], Path], str]] = [
      "truncated"),
     ("metadata not strings", lambda d: _safetensors(
         d / "meta.safetensors", json.dumps({"__metadata__": {"a": 1}, "x": ENTRY}).encode()), "__metadata__"),
+    # What Python's json reads but the library refuses, or torch cannot hold: found by a sweep of every command.
+    ("negative zero", lambda d: _safetensors(d / "negzero.safetensors", json.dumps(
+        {"a": {**ENTRY, "shape": [0], "data_offsets": [0, 0]}, "b": ENTRY}).encode().replace(b"[0]", b"[-0]")),
+     "invalid shape [-0.0]"),
+    ("lone surrogate", lambda d: _safetensors(d / "surrogate.safetensors", _entry_json("a\ud800b")),
+     "unpaired UTF-16 surrogate"),
+    ("dimension past int64", lambda d: _safetensors(d / "dim.safetensors", json.dumps(
+        {"a": {**ENTRY, "shape": [2**63, 0], "data_offsets": [0, 0]}, "b": ENTRY}).encode()), "beyond 2**63 - 1"),
+    ("dimension past uint64", lambda d: _safetensors(d / "dim64.safetensors", json.dumps(
+        {"a": {**ENTRY, "shape": [2**64 + 5, 0], "data_offsets": [0, 0]}, "b": ENTRY}).encode()), "beyond 2**63 - 1"),
+    ("fp4 odd last dimension", lambda d: _safetensors(d / "fp4.safetensors", json.dumps(
+        {"a": {"dtype": "F4", "shape": [2, 3], "data_offsets": [0, 3]}}).encode(), b"\0\0\0"), "must be even"),
+    ("fp4 scalar", lambda d: _safetensors(d / "fp4s.safetensors", json.dumps(
+        {"a": {"dtype": "F4", "shape": [], "data_offsets": [0, 0]}}).encode(), b""), "must be even"),
 ]
 
 
@@ -78,6 +92,10 @@ def test_bad_safetensors_exit_2_one_line(tmp_path: Path, make: Callable[[Path], 
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2 and result.stdout == ""
     assert len(lines) == 1 and expected in lines[0] and path.name in lines[0], result.stderr
+    for command in (["inspect", path, "--stats"], ["diff-keys", path, path, "--values"], ["check-dtype", path],
+                    ["plan-devices", path, "--gpu", "1GB"]):
+        result = run_cli(*command)
+        assert result.exit_code == 2 and expected in result.stderr and "unexpected" not in result.stderr, result.stderr
 
 
 def test_the_library_alone_keeps_the_last_duplicate(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,8 @@ from weightdoctor.errors import SourceNotFound
 if TYPE_CHECKING:
     from huggingface_hub.utils._safetensors import SafetensorsRepoMetadata
 
+# A ref holds a 40-character commit hash; anything much longer is not one (and is not read).
+MAX_REF_BYTES = 4096
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?\Z")  # \Z: "$" would accept a trailing newline
 
 
@@ -116,7 +119,7 @@ def cached_revisions(repo_id: str) -> list[str]:
     refs: dict[str, str] = {}
     try:
         for ref in sorted((repo_dir / "refs").rglob("*")):
-            if ref.is_file():
+            if ref.is_file() and ref.stat().st_size <= MAX_REF_BYTES:
                 refs[ref.relative_to(repo_dir / "refs").as_posix()] = ref.read_text(encoding="utf-8").strip()
         snapshots = sorted(p.name for p in (repo_dir / "snapshots").iterdir() if p.is_dir())
     except (OSError, UnicodeDecodeError):
@@ -139,6 +142,7 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
     """The snapshot folder of `repo_id` in the local cache, or None when it is not cached."""
     from huggingface_hub import snapshot_download
 
+    _check_ref_file(repo_id, revision)
     try:
         path = Path(snapshot_download(repo_id, revision=revision, cache_dir=hub_cache_dir(), local_files_only=True))
     except Exception:  # LocalEntryNotFoundError, a bad revision, an unreadable cache: all mean "not cached"
@@ -157,6 +161,23 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
             path=str(snapshots.parent / "refs" / (revision or "main")),
         )
     return path
+
+
+def _check_ref_file(repo_id: str, revision: str | None) -> None:
+    """Refuse a ref that is no small regular file: huggingface_hub reads it whole, so a FIFO there waits forever and a
+    link to /dev/zero fills the memory."""
+    refs = _repo_dir(repo_id) / "refs"
+    ref = refs / (revision or "main")
+    if not os.path.normpath(ref).startswith(os.path.normpath(refs) + os.sep):
+        return  # not a ref name (huggingface_hub refuses it itself)
+    try:
+        mode = ref.stat()
+    except (OSError, ValueError):
+        return  # no such ref (a commit hash, or not cached): huggingface_hub says so
+    if not stat.S_ISREG(mode.st_mode) or mode.st_size > MAX_REF_BYTES:
+        what = "not a regular file" if not stat.S_ISREG(mode.st_mode) else f"{mode.st_size:,} bytes long"
+        raise SourceNotFound(f"the Hub cache's refs/{revision or 'main'} of {repo_id} is {what}, not a commit hash; "
+                             "download it again (huggingface-cli download) or delete that ref", path=str(ref))
 
 
 def _full_commit(repo_id: str, revision: str | None) -> str | None:

@@ -44,6 +44,10 @@ STATE_DICT_KEYS = (
 )
 # Nested entries that hold tensors but are never the model's weights.
 NOT_WEIGHTS = re.compile(r"optim|scheduler|scaler|sched|rng|lr_", re.IGNORECASE)
+# A view may repeat values of its storage (stride 0: `torch.ones(1).expand(n)` saves one value), but reading its
+# values materializes every one: beyond this many bytes more than the file stores for it, it is refused, so that a
+# 1 KB file cannot make --stats, check-dtype or convert allocate or walk gigabytes.
+MAX_EXPANDED_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -878,6 +882,7 @@ def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
     for name, tensor in contents.state_dict.items():
         if isinstance(tensor, StaticTensor):
             record = tensor.storage
+            _refuse_expanded(name, tensor.numel * tensor.itemsize, record.nbytes)
             storage_id = f"{relpath}:{record.key}" if record.nbytes else None
             infos.append(TensorInfo(name=name, shape=values_shape(tensor.shape, tensor.dtype), dtype=tensor.dtype,
                                     file=relpath, storage_id=storage_id,
@@ -891,6 +896,8 @@ def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
                 f"tensor {name!r} is a {kind} tensor; weightdoctor reads dense tensors only (save it with {fix})"
             )
         dtype = canonical_dtype(str(tensor.dtype))
+        if not tensor.is_meta:
+            _refuse_expanded(name, tensor.numel() * tensor.element_size(), tensor.untyped_storage().nbytes())
         try:
             storage = tensor.untyped_storage()
             # Meta tensors have no data (every data_ptr is 0): nothing says two of them are one tensor.
@@ -909,6 +916,15 @@ def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
             )
         )
     return infos
+
+
+def _refuse_expanded(name: str, view_bytes: int, storage_bytes: int) -> None:
+    """Refuse a view whose values take far more bytes than its storage holds (`MAX_EXPANDED_BYTES`)."""
+    if view_bytes - storage_bytes > MAX_EXPANDED_BYTES:
+        raise CorruptCheckpoint(
+            f"tensor {name!r} is a view of {view_bytes:,} bytes over a storage of {storage_bytes:,} (its strides "
+            "repeat values, e.g. an expanded tensor): refused rather than materialized"
+        )
 
 
 def _strided() -> Any:

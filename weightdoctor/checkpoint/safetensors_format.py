@@ -35,6 +35,11 @@ MAX_HEADER_BYTES = 100_000_000
 # before it is parsed (every entry is a JSON object, so counting "{" bounds the count from above).
 MAX_TENSORS = 200_000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# The largest dimension torch can hold (int64); the library takes up to 2**64 - 1, but no tensor can have it.
+MAX_DIM = 2**63 - 1
+# A `\uXXXX` escape of a UTF-16 surrogate: JSON text that may hold one unpaired (Python accepts it, the library not).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+FP4 = "float4_e2m1fn_x2"
 
 
 @dataclass(frozen=True)
@@ -109,13 +114,18 @@ def _check_names(header: dict[str, Any], raw: bytes | None = None) -> None:
 
 
 def check_tensor_name(name: str) -> None:
-    """Refuse an empty name, control characters and path separators (`CorruptCheckpoint`)."""
+    """Refuse an empty name, control characters, path separators, `__metadata__` and unpaired surrogates
+    (`CorruptCheckpoint`)."""
     if not name:
         raise CorruptCheckpoint("a tensor has an empty name")
     if _CONTROL.search(name):
         raise CorruptCheckpoint(f"tensor name {name!r} contains control characters")
     if "/" in name or "\\" in name or name in {".", ".."}:
         raise CorruptCheckpoint(f"tensor name {name!r} contains a path separator")
+    if name == "__metadata__":
+        raise CorruptCheckpoint("tensor name '__metadata__' is the key of a safetensors header's metadata")
+    if _SURROGATES.search(name):
+        raise CorruptCheckpoint(f"tensor name {name!r} holds an unpaired UTF-16 surrogate (not valid Unicode)")
 
 
 def read_header(path: Path, relpath: str) -> SafetensorsHeader:
@@ -170,6 +180,12 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
         raise CorruptCheckpoint(f"header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise CorruptCheckpoint("header is not a JSON object")
+    if b"-0" in raw:
+        # `-0` reads as the integer 0 here; the library refuses it (a float where a size belongs). Read again, with
+        # `-0` as the float it is to the library, for the entry checks to name.
+        header = json.loads(text, parse_int=_int_or_negative_zero)
+    if _SURROGATE_ESCAPE.search(raw):
+        _refuse_lone_surrogates(header)
     if _may_hide_duplicates(raw, header):
         # json.loads keeps the last of duplicate keys silently; re-parse slowly to name the duplicate.
         json.loads(text, object_pairs_hook=_no_duplicates)
@@ -187,6 +203,22 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
         # Something is wrong: find the first bad entry and name it.
         tensors = _checked_entries(header, relpath, data_size)
     return metadata, tensors
+
+
+def _int_or_negative_zero(text: str) -> int | float:
+    return -0.0 if text == "-0" else int(text)
+
+
+def _refuse_lone_surrogates(header: dict[str, Any]) -> None:
+    """Refuse a name or metadata string holding an unpaired UTF-16 surrogate (not Unicode; the library refuses it)."""
+    metadata = header.get("__metadata__")
+    texts = [*header, *(chain.from_iterable(metadata.items()) if isinstance(metadata, dict) else ())]
+    for text in texts:
+        if isinstance(text, str) and _SURROGATES.search(text):
+            raise CorruptCheckpoint(f"header string {text!r} holds an unpaired UTF-16 surrogate (not valid Unicode)")
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def _checked_entries(header: dict[str, Any], relpath: str, data_size: int) -> list[TensorInfo]:
@@ -207,7 +239,12 @@ def _checked_entries(header: dict[str, Any], relpath: str, data_size: int) -> li
         for dim in shape:
             if type(dim) is not int or dim < 0:
                 raise CorruptCheckpoint(f"tensor {name!r} has an invalid shape {shape!r}")
+            if dim > MAX_DIM:
+                raise CorruptCheckpoint(f"tensor {name!r} has a dimension of {dim}, beyond 2**63 - 1")
             numel *= dim
+        if dtype == FP4 and numel and (not shape or shape[-1] % 2):
+            raise CorruptCheckpoint(f"tensor {name!r} is F4 of shape {shape}: fp4 values are stored in pairs, so its "
+                                    "last dimension must be even")
         if type(offsets) is not list or len(offsets) != 2:
             raise CorruptCheckpoint(f"tensor {name!r} has invalid data_offsets {offsets!r}")
         begin, end = offsets
@@ -263,7 +300,10 @@ def _checked_entries_fast(header: dict[str, Any], relpath: str, data_size: int) 
     if None in dtypes or set(map(type, shapes)) != {list} or set(map(type, offsets)) != {list}:
         return None
     dims = list(chain.from_iterable(shapes))
-    if dims and (set(map(type, dims)) != {int} or min(dims) < 0):  # `type(...) is int` refuses bools too
+    if dims and (set(map(type, dims)) != {int} or min(dims) < 0 or max(dims) > MAX_DIM):  # `type(...) is int`
+        return None  # refuses bools too
+    if FP4 in dtypes and any(d == FP4 and math.prod(shape) and (not shape or shape[-1] % 2)
+                             for d, shape in zip(dtypes, shapes, strict=True)):
         return None
     if set(map(len, offsets)) != {2}:
         return None

@@ -121,7 +121,7 @@ def config_table(report: InspectReport) -> Table | None:
     table.add_column()
     for key, value in report.config_summary.items():
         if value is not None:
-            text = ", ".join(value) if isinstance(value, list) else str(value)
+            text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)  # a config's own types
             table.add_row(key, escape(text))
     return table
 
