@@ -326,3 +326,25 @@ def test_fp4_packed_formats_and_fp8_weights_are_counted_and_read(tmp_path: Path)
     assert code == 0, data
     # The scale is a quantizer's: no weight-health finding about it.
     assert not [f for f in data["findings"] if f["tensor"] == "proj.weight_scale_inv"]
+
+
+def test_long_tensor_names_break_after_a_dot_in_a_narrow_table() -> None:
+    """At 80 columns (a pipe, a CI log) the fixture's longest names do not fit: they break after a dot
+    (`...output.dense.` / `bias`), never inside a segment (`...dense.bia` / `s`), and every name reads whole."""
+    from safetensors import safe_open
+
+    out = run_subprocess("inspect", REPO_ROOT / "fixtures" / "example", "--all", env={"COLUMNS": "80"}).stdout
+    rows = [line.split("│")[1:-1] for line in out.splitlines() if line.startswith("│") and line.count("│") == 5]
+    names: list[str] = []
+    continued = 0
+    for cells in rows:
+        name, rest = cells[0].strip(), [c.strip() for c in cells[1:]]
+        if any(rest):
+            names.append(name)
+        else:  # the name's next line
+            assert names[-1].endswith("."), names[-1]
+            names[-1] += name
+            continued += 1
+    assert continued > 0 and max(len(line) for line in out.splitlines()) <= 80
+    with safe_open(str(REPO_ROOT / "fixtures" / "example" / "model.safetensors"), "np") as handle:
+        assert len(names) == len(set(names)) and set(names) == set(handle.keys())

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from rich.console import Console, Group
+from rich.markup import escape as escape_markup
 from rich.panel import Panel
 from rich.table import Table
 from rich.tree import Tree
 
 from weightdoctor.quantized import QuantizedSummary
-from weightdoctor.render.text import escape
+from weightdoctor.render.text import escape, printable, wrap_at_dots
 from weightdoctor.structure import InspectReport, ModuleNode
 from weightdoctor.units import format_bytes, format_count
 
@@ -157,7 +158,8 @@ def module_tree(report: InspectReport, max_depth: int = 4) -> Tree:
     return tree
 
 
-def tensor_table(report: InspectReport, limit: int | None) -> Table:
+def tensor_table(report: InspectReport, limit: int | None, width: int | None = None) -> Table:
+    """The tensor table; with the console's `width`, names too long for their column break after a dot."""
     title = "Tensors" + (f" matching /{escape(report.filter)}/" if report.filter else "")
     table = Table(title=title, title_justify="left")
     table.add_column("name", overflow="fold")
@@ -165,9 +167,19 @@ def tensor_table(report: InspectReport, limit: int | None) -> Table:
     table.add_column("dtype")
     table.add_column("params", justify="right")
     rows = report.tensors if limit is None else report.tensors[:limit]
-    for row in rows:
-        name = escape(row.name) + (f" [dim](≡ {escape(', '.join(row.shared_with))})[/]" if row.shared_with else "")
-        table.add_row(name, "×".join(map(str, row.shape)) or "scalar", row.dtype, f"{row.num_params:,}")
+    cells = [("×".join(map(str, row.shape)) or "scalar", row.dtype, f"{row.num_params:,}") for row in rows]
+    name_width = 0
+    if width is not None and rows:
+        # What the other columns take (widest cell or header), plus 5 borders and 8 spaces of padding.
+        others = sum(max(len(header), *(len(c[i]) for c in cells))
+                     for i, header in enumerate(("shape", "dtype", "params")))
+        name_width = width - others - 13
+    for row, (shape, dtype, params) in zip(rows, cells, strict=True):
+        lines = wrap_at_dots(printable(row.name), name_width) if name_width >= 16 else [printable(row.name)]
+        name = "\n".join(map(escape_markup, lines))
+        if row.shared_with:
+            name += f" [dim](≡ {escape(', '.join(row.shared_with))})[/]"
+        table.add_row(name, shape, dtype, params)
     if limit is not None and len(report.tensors) > limit:
         table.caption = f"{len(report.tensors) - limit} more; use --all or --filter REGEX"
     return table
@@ -183,7 +195,7 @@ def render_inspect(report: InspectReport, console: Console, max_depth: int = 4, 
     console.print()
     console.print(module_tree(report, max_depth))
     console.print()
-    console.print(tensor_table(report, limit))
+    console.print(tensor_table(report, limit, console.width))
 
 
 __all__ = ["render_inspect", "Group"]

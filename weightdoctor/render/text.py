@@ -34,3 +34,31 @@ def _code(match: re.Match[str]) -> str:
 def escape(text: str) -> str:
     """`printable(text)`, escaped for Rich markup: what every render module uses for text it did not write."""
     return escape_markup(printable(text))
+
+
+_DOTTED_SEGMENT = re.compile(r"[^.]*\.|[^.]+$")
+
+
+def wrap_at_dots(text: str, width: int) -> list[str]:
+    """`text` as lines of at most `width` characters, broken after a dot where it can be (a tensor name then
+    reads segment by segment, `...attention.output.dense.` / `bias`, not `...dense.bia` / `s`).
+
+    Example:
+        >>> wrap_at_dots("encoder.layer.0.attention.output.dense.bias", 24)
+        ['encoder.layer.0.', 'attention.output.dense.', 'bias']
+    """
+    if width < 1 or len(text) <= width:
+        return [text]
+    lines: list[str] = []
+    line = ""
+    for part in _DOTTED_SEGMENT.findall(text):
+        if len(line) + len(part) > width and line:
+            lines.append(line)
+            line = ""
+        while len(part) > width:  # one segment longer than a line: cut it
+            lines.append(part[:width])
+            part = part[width:]
+        line += part
+    if line:
+        lines.append(line)
+    return lines
