@@ -586,3 +586,29 @@ def test_a_head_whose_input_width_changed_is_a_shape_error(tmp_path: Path) -> No
     save_file({"body.weight": torch.zeros(8, 8), "classifier.weight": torch.zeros(5, 8)}, tmp_path / "c.safetensors")
     code, data = run_json("diff-keys", str(tmp_path / "c.safetensors"), str(tmp_path / "b.safetensors"))
     assert code == 0 and [(m["reason"], m["severity"]) for m in data["mismatched"]] == [("head-size", "warn")]
+
+
+def test_a_narrow_table_breaks_keys_after_a_dot(tmp_path: Path) -> None:
+    """At 80 columns (a pipe, a CI log) long key patterns break after a dot (Rich's fold cut them mid-word:
+    `model.bert.embeddi` / `ngs.*`); the suggested fix still prints the flag whole."""
+    from safetensors.torch import load_file
+
+    from tests.helpers import run_subprocess
+
+    weights = load_file(REPO_ROOT / "fixtures" / "example" / "model.safetensors")
+    torch.save({f"model.wrapped_by.a_trainer.{k}": v for k, v in weights.items()}, tmp_path / "a.pt")
+    out = run_subprocess("diff-keys", tmp_path / "a.pt", REPO_ROOT / "fixtures" / "example",
+                         env={"COLUMNS": "80"}).stdout
+    assert max(map(len, out.splitlines())) <= 80
+    table = out[out.index("Unexpected"):out.index("reasons")]
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in table.splitlines() if line.startswith("│")]
+    keys: list[str] = []
+    for cells in rows:
+        if cells[2]:  # a row's first line has its reason
+            keys.append(cells[0])
+        elif cells[0]:
+            assert keys[-1].endswith("."), keys[-1]
+            keys[-1] += cells[0]
+    assert "model.wrapped_by.a_trainer.bert.embeddings.*" in keys
+    fix = out[out.index("suggested fix"):]
+    assert "--rename '^model\\.wrapped_by\\.a_trainer\\.='" in fix

@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 
 from rich.console import Console
+from rich.markup import escape as escape_markup
 from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.table import Table
 
 from weightdoctor.diff_keys import REASONS, DiffReport, KeyGroup
-from weightdoctor.render.text import escape
+from weightdoctor.render.text import escape, printable, wrap_at_dots
 
 SEVERITY_STYLE = {"info": "cyan", "warn": "yellow", "error": "bold red"}
 KIND_TITLES = {
@@ -47,28 +48,57 @@ def header(report: DiffReport) -> Table:
     return table
 
 
-def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all: bool) -> Table:
+def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all: bool,
+                width: int | None = None) -> Table:
     b_name = "the model" if report.mode == "model-class" else "B"
     table = Table(title=KIND_TITLES[kind].format(b=b_name), title_justify="left", show_lines=False)
+    # At the console's width, keys break after a dot (`...attention.` / `self.query.lora_A.weight`) and the detail
+    # keeps its longest word (a --rename flag) whole, rather than either being cut mid-word by Rich's fold.
+    rows = [(g.pattern, str(g.count), g.reason, g.severity) for g in groups] if not show_all else \
+        [(name, "", reason, severity) for name, reason, severity, _ in _rows(report, kind)]
+    keys_width = detail_width = None
+    if width and rows:
+        fixed = sum(max(len(header), *(len(r[i]) for r in rows))
+                    for i, header in ((1, "×"), (2, "reason"), (3, "severity")))
+        room = width - fixed - 16  # 6 borders, 10 spaces of padding: what keys and detail share
+        words = [w for d in _details(report, kind).values() for w in d.split()]
+        detail_floor = min(max((len(w) for w in words), default=6), 32, room // 2)
+        keys_width = min(max(len(r[0]) for r in rows), room - detail_floor)
+        detail_width = max(room - keys_width, detail_floor)
     table.add_column("keys", overflow="fold")
     table.add_column("×", justify="right")
     table.add_column("reason")
     table.add_column("severity")
-    table.add_column("detail", overflow="fold")
+    table.add_column("detail", overflow="fold", max_width=detail_width)
     details = _details(report, kind)
     for group in groups:
         if show_all:
             continue
-        pattern = escape(group.pattern)
+        pattern = _wrapped(group.pattern, keys_width)
         detail = details.get(group.example, "")
         if group.count > 1 and detail and not detail.startswith("--rename"):
             detail = f"e.g. {detail}"
         table.add_row(pattern, str(group.count) if group.count > 1 else "", group.reason,
-                      _severity(group.severity), escape(detail))
+                      _severity(group.severity), _wrapped_words(detail, detail_width))
     if show_all:
         for name, reason, severity, detail in _rows(report, kind):
-            table.add_row(escape(name), "", reason, _severity(severity), escape(detail))
+            table.add_row(_wrapped(name, keys_width), "", reason, _severity(severity),
+                          _wrapped_words(detail, detail_width))
     return table
+
+
+def _wrapped_words(text: str, width: int | None) -> str:
+    """`text` escaped for markup, each word longer than `width` (a tensor name in a detail) broken after dots."""
+    if width is None or width < 16 or len(text) <= width:
+        return escape(text)
+    return " ".join(_wrapped(word, width) if len(word) > width else escape(word) for word in text.split(" "))
+
+
+def _wrapped(name: str, width: int | None) -> str:
+    """`name` escaped for markup, broken after dots to fit `width` (see `wrap_at_dots`)."""
+    if width is None or width < 16:
+        return escape(name)
+    return "\n".join(map(escape_markup, wrap_at_dots(printable(name), width)))
 
 
 def _rows(report: DiffReport, kind: str) -> list[tuple[str, str, str, str]]:
@@ -166,7 +196,7 @@ def render_diff_keys(report: DiffReport, console: Console, show_all: bool = Fals
     for kind in ("missing", "unexpected", "mismatched", "dtype"):
         groups = [g for g in report.groups if g.kind == kind]
         if groups:
-            console.print(group_table(kind, groups, report, show_all))
+            console.print(group_table(kind, groups, report, show_all, console.width))
     legend = reasons_legend(report)
     if legend is not None:
         console.print(Panel(legend, title="reasons", title_align="left"))
