@@ -256,3 +256,19 @@ def test_float64_values_beyond_fp32_get_no_keep_fp32_command(tmp_path: Path) -> 
     assert data["targets"]["fp16"]["unsafe_in_fp32"] == [] and "--keep-fp32" in command
     assert run_json("convert", tmp_path / "fixable.safetensors", "-o", tmp_path / "fixed.safetensors", "--dtype",
                     "fp16", "--keep-fp32", data["targets"]["fp16"]["keep_fp32"])[0] == 0
+
+
+def test_a_narrow_console_cuts_no_number_and_breaks_names_after_a_dot() -> None:
+    """At 80 columns (a pipe, a CI log) the per-target table had its numbers cut to `0/29 of…` / `0.08…`:
+    it is turned to one row per measure; the worst-tensor names break after a dot, and nothing is wider."""
+    from tests.helpers import REPO_ROOT, run_subprocess
+
+    out = run_subprocess("check-dtype", REPO_ROOT / "fixtures" / "example", "--worst", "3",
+                         env={"COLUMNS": "80"}).stdout
+    assert "…" not in out and max(map(len, out.splitlines())) <= 80
+    table = out[out.index("What each cast does"):out.index("what torch's")]
+    assert "│ tensors   │ 0/29 of 73 │ 0/29 of 73 │" in table and "│ max rel   │     0.0848 │    0.00389 │" in table
+    worst = out[out.index("Worst tensors for fp16 (stored float32)"):out.index("Worst tensors for bf16")]
+    names = [line.split("│")[1].strip() for line in worst.splitlines() if line.startswith("│")]
+    assert "bert.encoder." in names and "dense.weight" in names  # segments, never a cut word
+    assert all(n == "" or n.endswith(".") or n.endswith("weight") or n.endswith("bias") for n in names), names

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape as escape_markup
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from weightdoctor.check_dtype import CheckDtypeReport, TargetReport, TensorCast, share_text, verdict_rank
-from weightdoctor.render.text import escape
+from weightdoctor.render.text import escape, printable, wrap_at_dots
 from weightdoctor.units import format_bytes, format_count
 
 VERDICT_STYLE = {"safe": "green", "lossy": "yellow", "unsafe": "bold red"}
@@ -51,17 +53,35 @@ def summary_table(report: CheckDtypeReport) -> Table:
     return table
 
 
-def target_table(report: CheckDtypeReport) -> Table:
-    table = Table(title="What each cast does (tensors affected: unsafe / lossy of checked)", title_justify="left")
-    for header in ("target", "verdict", "tensors", "overflow", "clamped", "underflow", "subnormal", "changed",
-                   "max rel"):
+_TARGET_HEADERS = ("target", "verdict", "tensors", "overflow", "clamped", "underflow", "subnormal", "changed",
+                   "max rel")
+
+
+def target_table(report: CheckDtypeReport, width: int | None = None) -> Table:
+    """One row per target; where that is wider than `width`, one row per measure and a column per target."""
+    title = "What each cast does (tensors affected: unsafe / lossy of checked)"
+    rows = [
+        (name, _verdict(t.verdict), f"{t.tensors_unsafe}/{t.tensors_lossy} of {t.tensors_checked}",
+         _count(t.overflow), _count(t.saturated), _count(t.underflow), _count(t.subnormal),
+         share_text(t.changed_share), f"{t.max_rel_error:.3g}")
+        for name, t in report.targets.items()
+    ]
+    # Each column: its widest cell (the verdict without its markup) or header, 1 space each side, 1 border.
+    needed = 1 + sum(3 + max(len(header), *(_shown_len(r[i]) for r in rows))
+                     for i, header in enumerate(_TARGET_HEADERS)) if rows else 0
+    if width is not None and needed > width:  # a narrow console: no number is cut to `…`
+        table = Table(title=title, title_justify="left")
+        table.add_column("")
+        for row in rows:
+            table.add_column(row[0], justify="right")
+        for i, header in enumerate(_TARGET_HEADERS[1:], start=1):
+            table.add_row(header, *(row[i] for row in rows))
+        return table
+    table = Table(title=title, title_justify="left")
+    for header in _TARGET_HEADERS:
         table.add_column(header, justify="left" if header in ("target", "verdict") else "right", no_wrap=True)
-    for name, t in report.targets.items():
-        affected = f"{t.tensors_unsafe}/{t.tensors_lossy} of {t.tensors_checked}"
-        table.add_row(
-            name, _verdict(t.verdict), affected, _count(t.overflow), _count(t.saturated), _count(t.underflow),
-            _count(t.subnormal), share_text(t.changed_share), f"{t.max_rel_error:.3g}",
-        )
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
@@ -74,27 +94,48 @@ def behaviour_table(report: CheckDtypeReport) -> Table:
     return table
 
 
+def _shown_len(cell: str) -> int:
+    """The width a cell takes once its markup (`[dim]0[/]`) is rendered."""
+    return len(Text.from_markup(cell).plain)
+
+
 def _worst_key(row: TensorCast) -> tuple[int, int, int, float]:
     return (verdict_rank(row.verdict), row.overflow + row.saturated, row.underflow, row.max_rel_error)
 
 
-def worst_tensors(name: str, target: TargetReport, limit: int) -> Table | None:
+def worst_tensors(name: str, target: TargetReport, limit: int, width: int | None = None) -> Table | None:
+    """The `limit` worst tensors for one target; at the console's `width`, names break after a dot."""
     rows = sorted((r for r in target.tensors if r.verdict != "safe"), key=_worst_key, reverse=True)[:limit]
     if not rows:
         return None
-    table = Table(title=f"Worst tensors for {name}", title_justify="left")
+    stored = {r.dtype for r in rows}
+    one_dtype = len(stored) == 1  # then said once, in the title, and its column left out
+    title = f"Worst tensors for {name}" + (f" (stored {next(iter(stored))})" if one_dtype else "")
+    table = Table(title=title, title_justify="left")
+    cells = [(row.dtype, row.verdict, _count(row.overflow + row.saturated), _count(row.underflow),
+              f"{row.max_rel_error:.3g}") for row in rows]
+    headers = ("stored", "verdict", "out of range", "underflow", "max rel err")
+    shown = range(1, 5) if one_dtype else range(5)
+    name_width = why_width = 0
+    if width is not None:
+        # What the other columns take (1 space each side and a border) leaves `room` for the name and `why`;
+        # when that is tight, headers wrap between their words (`out of` / `range`).
+        room = width - 7 - sum(max(len(headers[i]), *(_shown_len(c[i]) for c in cells)) + 3 for i in shown)
+        if room < 40:
+            headers = ("stored", "verdict", "out of\nrange", "under-\nflow", "max rel\nerr")
+            room = width - 7 - sum(max(*map(len, headers[i].split("\n")), *(_shown_len(c[i]) for c in cells)) + 3
+                                   for i in shown)
+        longest = max(len(row.name) for row in rows)
+        name_width = min(longest, max(room - 24, room // 2))  # `why` keeps room for a few words
+        why_width = max(room - name_width, 12)
     table.add_column("tensor", overflow="fold")
-    table.add_column("stored")
-    table.add_column("verdict")
-    table.add_column("out of range", justify="right")
-    table.add_column("underflow", justify="right")
-    table.add_column("max rel err", justify="right")
-    table.add_column("why", overflow="fold")
-    for row in rows:
-        table.add_row(
-            escape(row.name), row.dtype, _verdict(row.verdict), _count(row.overflow + row.saturated),
-            _count(row.underflow), f"{row.max_rel_error:.3g}", escape(row.reason),
-        )
+    for i in shown:
+        table.add_column(headers[i], justify="left" if i < 2 else "right")
+    table.add_column("why", overflow="fold", max_width=why_width or None)
+    for row, cell in zip(rows, cells, strict=True):
+        lines = wrap_at_dots(printable(row.name), name_width) if name_width >= 16 else [printable(row.name)]
+        values = [_verdict(cell[i]) if i == 1 else cell[i] for i in shown]
+        table.add_row("\n".join(map(escape_markup, lines)), *values, escape(row.reason))
     return table
 
 
@@ -126,10 +167,10 @@ def local_table(report: CheckDtypeReport) -> Table | None:
 def render_check_dtype(report: CheckDtypeReport, console: Console, worst: int = 5) -> None:
     """Print the summary, the per-target table, the worst tensors, the recommendation and the limits."""
     console.print(Panel(summary_table(report), title="[bold]weightdoctor check-dtype[/]", title_align="left"))
-    console.print(target_table(report))
+    console.print(target_table(report, console.width))
     console.print(Panel(behaviour_table(report), title="what torch's .to() does here (measured)", title_align="left"))
     for name, target in report.targets.items():
-        table = worst_tensors(name, target, worst)
+        table = worst_tensors(name, target, worst, console.width)
         if table is not None:
             console.print(table)
     local = local_table(report)
