@@ -112,7 +112,7 @@ def plan_devices(
     from weightdoctor.plan_devices import (
         plan_devices as run_plan,
     )
-    from weightdoctor.units import parse_size
+    from weightdoctor.units import parse_size, refuse_unitless_size
 
     if fail_on is not None and fail_on not in FAIL_ON:
         raise UsageError(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}")
@@ -130,10 +130,7 @@ def plan_devices(
     if (batch != 1 or seq_len is not None) and not kv_cache:
         raise UsageError("--batch and --seq-len size the KV cache: add --kv-cache")
     for option, given in [("--gpu", g) for g in gpu or []] + ([("--cpu", cpu)] if cpu is not None else []):
-        if given.strip().isdigit() and 0 < int(given) < 1024:
-            # `--gpu 24` means 24 GB to a person and 24 bytes to accelerate: no model fits in 1 KB anyway.
-            raise UsageError(f"{option} {given.strip()} is {given.strip()} bytes: give a unit, e.g. "
-                             f"{given.strip()}GB (decimal) or {given.strip()}GiB (binary)")
+        refuse_unitless_size(option, given)
     gpus = [parse_size(g) for g in gpu or []]
     if 0 in gpus:
         # `--gpu 0` reads like "use GPU 0"; a GPU that holds nothing plans nothing on it.
