@@ -165,10 +165,12 @@ def plan_devices(
     if kv_cache:
         config = planned.config or {}
         text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-        # A decoder's length: max_target_positions for Whisper, the language model's for LLaVA and its kin.
-        length = seq_len or text.get("max_target_positions") or text.get("max_position_embeddings")
+        # A decoder's length: max_target_positions for Whisper, the language model's for LLaVA and its kin,
+        # n_positions for GPT-2 (whose config.json has no max_position_embeddings).
+        length = (seq_len or text.get("max_target_positions") or text.get("max_position_embeddings")
+                  or text.get("n_positions"))
         if not isinstance(length, int):
-            raise UsageError("--kv-cache needs --seq-len (the config has no max_position_embeddings)")
+            raise UsageError("--kv-cache needs --seq-len (the config has no max_position_embeddings or n_positions)")
         kv = (batch, length)
     request = PlanRequest(gpus=gpus, cpu=cpu_bytes, disk=disk, strategy=strategy, no_split=no_split or None,
                           reserve=reserve_bytes, manual_map=mapping, kv_cache=kv, training=training)
