@@ -135,6 +135,18 @@ def test_a_size_without_a_unit_under_a_kilobyte_is_refused(args: list[str]) -> N
     assert run_cli("plan-devices", EXAMPLE, "--gpu", "555955", "--json").exit_code == 0
 
 
+@pytest.mark.parametrize(("size", "message"), [
+    ("24.5", "error: --gpu 24.5 is 24 bytes: give a unit, e.g. 24.5GB (decimal) or 24.5GiB (binary)"),
+    ("1e2", "error: --gpu 1e2 is 100 bytes: give a unit, e.g. 1e2GB (decimal) or 1e2GiB (binary)"),
+    # str.isdigit() takes "²" as a digit, which int() refuses: it was an unexpected ValueError.
+    ("\u00b2", "error: cannot parse size '\u00b2': '\u00b2' is not a number"),
+])
+def test_a_unit_less_size_is_judged_by_its_value_not_its_characters(size: str, message: str) -> None:
+    result = run_cli("plan-devices", EXAMPLE, "--gpu", size, "--json")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip() == message
+
+
 @pytest.mark.parametrize(("args", "command"), [(["plan-devices", EXAMPLE, "--gpu"], "plan-devices"),
                                                (["inspect", EXAMPLE, "--fail-on"], "inspect")])
 def test_an_option_without_its_value_names_the_command(args: list[str], command: str) -> None:

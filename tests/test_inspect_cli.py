@@ -251,6 +251,25 @@ def test_an_mlx_quantized_checkpoint_counts_its_unpacked_parameters(tmp_path: Pa
     assert cast["model.norm.weight"].dtype == torch.bfloat16
 
 
+def test_an_mlx_mixed_quantization_counts_each_layer_at_its_own_bits(tmp_path: Path) -> None:
+    """mlx-lm's mixed recipes (mixed_3_6, ...) name the layers quantized unlike the rest in the config's
+    `quantization`, with their own bits: an 8-bit layer holds 4 values per uint32, not the global 4 bits' 8."""
+    from safetensors.torch import save_file
+
+    mlx = {"model.layers.0.q_proj.weight": torch.zeros(96, 64 // 8, dtype=torch.uint32),
+           "model.layers.0.q_proj.scales": torch.zeros(96, 2, dtype=torch.float16),
+           "model.layers.0.q_proj.biases": torch.zeros(96, 2, dtype=torch.float16),
+           "model.layers.0.down_proj.weight": torch.zeros(64, 96 // 4, dtype=torch.uint32),
+           "model.layers.0.down_proj.scales": torch.zeros(64, 3, dtype=torch.float16),
+           "model.layers.0.down_proj.biases": torch.zeros(64, 3, dtype=torch.float16)}
+    save_file(mlx, tmp_path / "model.safetensors", metadata={"format": "mlx"})
+    quantization = {"group_size": 32, "bits": 4, "model.layers.0.down_proj": {"group_size": 32, "bits": 8}}
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "quantization": quantization,
+                                                      "quantization_config": quantization}))
+    code, data = run_json("inspect", str(tmp_path))
+    assert code == 0 and data["quantized"]["parameters"] == 96 * 64 + 64 * 96
+
+
 def test_a_peft_adapter_folder_says_what_it_adapts(tmp_path: Path) -> None:
     """adapter_config.json beside adapter_model.safetensors (as peft saves them): rank, targets, saved modules."""
     from fixtures.diff_pairs import build_peft_adapter

@@ -172,6 +172,15 @@ def test_kv_cache_of_whisper_and_llava_from_their_own_configs(tmp_path: Path) ->
     assert data["kv_cache"]["seq_len"] == 40 and data["kv_cache"]["total_bytes"] == 2 * 2 * 1 * 16 * 4 * 40
 
 
+def test_kv_cache_of_gpt2_defaults_to_its_n_positions(fx: dict[str, Path]) -> None:
+    """GPT-2's config.json says n_positions, not max_position_embeddings: --kv-cache was refused without --seq-len."""
+    config = json.loads((fx["gpt2"] / "config.json").read_text())
+    assert "max_position_embeddings" not in config
+    code, data = run_json("plan-devices", fx["gpt2"], "--gpu", "1GB", "--kv-cache")
+    assert code == 0, data
+    assert data["kv_cache"]["seq_len"] == config["n_positions"]
+
+
 def test_repo_id_from_cache_and_help(hub_env: Path) -> None:
     code, data = run_json("plan-devices", "weightdoctor-tests/tiny-bert", "--gpu", "1GB")
     assert code == 0 and data["model_class"] == "BertForSequenceClassification" and data["device_map"] == {"": 0}

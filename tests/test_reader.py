@@ -85,7 +85,7 @@ def test_repo_id_from_cache(fx: dict[str, Path], hub_env: Path) -> None:
     assert gpt2.config["model_type"] == "gpt2"
 
 
-def test_hub_cache_folder_as_a_path(fx: dict[str, Path], tmp_path: Path) -> None:
+def test_hub_cache_folder_as_a_path(fx: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # `~/.cache/huggingface/hub/models--org--name` pasted as a path: the snapshot its refs/main names is read.
     from fixtures.build import write_hub_cache
 
@@ -95,6 +95,11 @@ def test_hub_cache_folder_as_a_path(fx: dict[str, Path], tmp_path: Path) -> None
     ckpt = open_checkpoint(folder)
     assert ckpt.path == snapshot and ckpt.num_params == BERT_PARAMS
     assert any("Hub cache folder" in w and snapshot.name[:10] in w for w in ckpt.warnings)
+    # `.` from inside the cache folder, and a link to it, are that folder too (their names are not models--...).
+    monkeypatch.chdir(folder)
+    assert open_checkpoint(".").path.resolve() == snapshot.resolve()
+    (tmp_path / "tiny-bert").symlink_to(folder)
+    assert open_checkpoint(tmp_path / "tiny-bert").num_params == BERT_PARAMS
 
     # A second revision: --revision picks it by ref or by commit prefix; no revision still means refs/main.
     other = write_hub_cache(cache, "org/tiny-bert", fx["gpt2"], revision="v2")

@@ -256,3 +256,29 @@ def test_the_index_records_what_save_pretrained_records(tmp_path: Path) -> None:
     # Plus the dropped alias, recorded as huggingface_hub's save_torch_state_dict records it.
     assert ours["metadata"] == {**reference["metadata"], "lm_head.weight": "transformer.wte.weight"}
     assert ours["weight_map"] == reference["weight_map"]
+
+
+@pytest.mark.parametrize(("args", "variant"),
+                         [([], "fp16"), (["--dtype", "bf16"], "bf16"), (["--format", "bin"], "fp16")])
+def test_a_sharded_dtype_variant_keeps_its_variant_as_convert_does(
+    tmp_path: Path, args: list[str], variant: str
+) -> None:
+    """save_pretrained(variant="fp16") names its shards model.fp16-*.safetensors and its index
+    model.safetensors.index.fp16.json; resharded, they were renamed as the plain weights (model-*), which
+    from_pretrained(variant="fp16") does not find and from_pretrained() takes for the plain ones."""
+    import transformers
+
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=48, max_position_embeddings=64)).half()
+    model.save_pretrained(tmp_path / "src", variant="fp16", max_shard_size="20KB")
+    code, data = run_json("shard", str(tmp_path / "src"), "--max", "30KB", "-o", str(tmp_path / "out"), *args)
+    assert code == 0, data
+    stem, extension = ("pytorch_model", "bin") if "bin" in args else ("model", "safetensors")
+    assert data["plan"]["index"] == f"{stem}.{extension}.index.{variant}.json"
+    assert all(s["filename"].startswith(f"{stem}.{variant}-") for s in data["plan"]["shards"])
+    loaded, info = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "out", variant=variant,
+                                                                 output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert torch.equal(loaded.model.norm.weight.float(), model.model.norm.weight.float())

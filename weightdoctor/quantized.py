@@ -49,6 +49,20 @@ def _mlx_groups(tensors: Iterable[TensorInfo]) -> tuple[set[str], set[str]]:
     return {b + ".weight" for b in bases}, {b + suffix for b in bases for suffix in (".scales", ".biases")}
 
 
+def _mlx_layer_bits(packed: set[str], quantization: Mapping[str, Any] | None) -> dict[str, int]:
+    """The bits of the mlx-lm layers quantized unlike the rest: a mixed recipe (`mixed_3_6`) or a predicate
+    writes `{"model.layers.0.mlp.down_proj": {"group_size": 64, "bits": 6}}` beside the global bits."""
+    if not packed or quantization is None:
+        return {}
+    found: dict[str, int] = {}
+    for name in packed:
+        layer = quantization.get(name.removesuffix(".weight"))
+        own = _bits(layer.get("bits")) if isinstance(layer, Mapping) else None
+        if own is not None:
+            found[name] = own
+    return found
+
+
 @dataclass(frozen=True)
 class QuantizedSummary:
     """What a quantized checkpoint's tensors stand for.
@@ -156,6 +170,7 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
     unknown = False
     if method != "mlx":
         mlx_packed, mlx_side = set(), set()
+    layer_bits = _mlx_layer_bits(mlx_packed, mlx_config if isinstance(mlx_config, Mapping) else quantization)
     for info in unique:
         if _SIDE.search(info.name) or (info.name in mxfp4_scales and info.dtype == "uint8") or info.name in mlx_side:
             counts[info.name], side = 0, side + 1
@@ -169,8 +184,9 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
         elif (info.name.endswith(_PACKED_INT32) or info.name in mlx_packed) and info.dtype in ("int32", "uint32"):
             packed += 1
             # 32 / bits values per int32; 3-bit GPTQ packs 32 values into 3 int32s, so the ratio, not 32 // bits.
-            if bits and info.num_params * 32 % bits == 0:
-                counts[info.name] = info.num_params * 32 // bits
+            own_bits = layer_bits.get(info.name, bits)
+            if own_bits and info.num_params * 32 % own_bits == 0:
+                counts[info.name] = info.num_params * 32 // own_bits
             else:
                 counts[info.name], unknown = info.num_params, True
         elif info.name in bnb4 and info.dtype == "uint8":

@@ -946,6 +946,26 @@ def default_index_name(source_index: str, fmt: str, dtype: str | None = None) ->
     return f"{plain}.index.{variant}.json" if variant else f"{plain}.index.json"
 
 
+_KNOWN_VARIANT = re.compile(r"(?:model|pytorch_model|diffusion_pytorch_model)(?:\.(?P<file>[^.-]+)(?:-\d{5}-of-\d{5})?"
+                            r"\.(?:safetensors|bin)|\.(?:safetensors|bin)\.index\.(?P<index>[^.]+)\.json)")
+
+
+def output_variant(source_name: str, dtype: str | None = None) -> str | None:
+    """The variant that output named like `source_name` (a transformers or diffusers weight file or index) keeps:
+    its own (`model.fp16-00001-of-00002.safetensors`, `model.safetensors.index.fp16.json` -> "fp16"), renamed by a
+    cast as `default_output_name` renames it (None for a cast to fp32); None for a plain name.
+
+    Example:
+        >>> output_variant("model.safetensors.index.fp16.json"), output_variant("model.fp16.bin", "bfloat16")
+        ('fp16', 'bf16')
+    """
+    match = _KNOWN_VARIANT.fullmatch(Path(source_name).name)
+    variant = match and (match["file"] or match["index"])
+    if variant and dtype is not None and variant in ("fp16", "bf16", "fp32"):
+        variant = _VARIANT_OF_DTYPE.get(dtype, "").lstrip(".")
+    return variant or None
+
+
 class PlannedOutput(Protocol):
     """What `convert` and `shard` plans share: where and how to write a selection of tensors."""
 

@@ -24,6 +24,7 @@ from weightdoctor.rewrite import (
     TensorSelection,
     WriteResult,
     check_not_input,
+    output_variant,
     plan_tensors,
     side_files,
     with_config_dtype,
@@ -175,6 +176,12 @@ def plan_shard(
         aliased = {t.alias_of for t in selection.tensors if t.alias_of}
         storage_ids = {n: s for n, s in storage_ids.items() if s in aliased}
     pattern = shard_pattern(checkpoint, fmt)
+    stem, extension = pattern.split("{suffix}.")
+    source_file = next((f for f in checkpoint.files if f.role == "index"),
+                       next((f for f in checkpoint.files if f.role == "weights"), None))
+    variant = output_variant(source_file.relpath, dtype) if source_file is not None else None
+    if variant:  # a dtype variant keeps its name, as convert keeps it: from_pretrained(variant=...) reads it
+        pattern = f"{stem}.{variant}{{suffix}}.{extension}"
     by_file = split_sizes(sizes, max_bytes, pattern, storage_ids) if sizes else {pattern.format(suffix=""): []}
     planned = {t.name: t for t in selection.tensors}
     shards: list[ShardInfo] = []
@@ -190,7 +197,8 @@ def plan_shard(
         shards.append(ShardInfo(filename, size, len(names), names[0] if names else None,
                                 names[-1] if names else None, oversized))
         files.append(OutputFile(filename, names, size))
-    index = pattern.format(suffix="") + ".index.json" if len(files) > 1 else None
+    index_name = f"{stem}.{extension}.index.{variant}.json" if variant else f"{stem}.{extension}.index.json"
+    index = index_name if len(files) > 1 else None
     if index is not None and pattern.startswith("adapter_model"):
         warnings.append("peft loads an adapter from one adapter_model file: it cannot load these shards")
     carried, lost = source_metadata(checkpoint, fmt, renames)

@@ -77,6 +77,24 @@ def parse_size(text: str | int) -> int:
     return size
 
 
+def refuse_unitless_size(option: str, text: str) -> None:
+    """Refuse a size typed without a unit that comes to under 1024 bytes (`--gpu 24`, `--gpu 24.5`): meant as
+    GB by a person, read as bytes by accelerate, and no model fits in 1 KB anyway. A size that does not parse
+    is left to `parse_size` to name.
+
+    Raises:
+        UsageError: the size has no unit and is between 1 and 1023 bytes.
+    """
+    parts = _split_size(text)
+    if parts is None or parts[1]:
+        return
+    size = parse_size(text)
+    if 0 < size < 1024:
+        number = parts[0]
+        raise UsageError(f"{option} {number} is {size} byte{'s' if size != 1 else ''}: give a unit, e.g. "
+                         f"{number}GB (decimal) or {number}GiB (binary)")
+
+
 def size_is_binary(text: str) -> bool:
     """True when a size string uses a binary unit (KiB, MiB, ...), for messages that say which was used."""
     parts = _split_size(text)

@@ -204,9 +204,10 @@ def cache_folder_snapshot(folder: Path, revision: str | None = None) -> tuple[Pa
         SourceNotFound: it is a cache folder, but no snapshot (or several, and no ref) fits.
     """
     snapshots = folder / "snapshots"
-    if not folder.name.startswith(("models--", "datasets--", "spaces--")) or not snapshots.is_dir():
+    name = folder.resolve().name  # `.` inside the cache folder, or a link to it, has the name of neither
+    if not name.startswith(("models--", "datasets--", "spaces--")) or not snapshots.is_dir():
         return None
-    repo_id = folder.name.split("--", 1)[1].replace("--", "/")
+    repo_id = name.split("--", 1)[1].replace("--", "/")
     ref = folder / "refs" / (revision or "main")
     try:
         commit = ref.read_text(encoding="utf-8").strip() if ref.is_file() else None

@@ -112,7 +112,7 @@ def plan_devices(
     from weightdoctor.plan_devices import (
         plan_devices as run_plan,
     )
-    from weightdoctor.units import parse_size
+    from weightdoctor.units import parse_size, refuse_unitless_size
 
     if fail_on is not None and fail_on not in FAIL_ON:
         raise UsageError(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}")
@@ -130,10 +130,7 @@ def plan_devices(
     if (batch != 1 or seq_len is not None) and not kv_cache:
         raise UsageError("--batch and --seq-len size the KV cache: add --kv-cache")
     for option, given in [("--gpu", g) for g in gpu or []] + ([("--cpu", cpu)] if cpu is not None else []):
-        if given.strip().isdigit() and 0 < int(given) < 1024:
-            # `--gpu 24` means 24 GB to a person and 24 bytes to accelerate: no model fits in 1 KB anyway.
-            raise UsageError(f"{option} {given.strip()} is {given.strip()} bytes: give a unit, e.g. "
-                             f"{given.strip()}GB (decimal) or {given.strip()}GiB (binary)")
+        refuse_unitless_size(option, given)
     gpus = [parse_size(g) for g in gpu or []]
     if 0 in gpus:
         # `--gpu 0` reads like "use GPU 0"; a GPU that holds nothing plans nothing on it.
@@ -168,10 +165,12 @@ def plan_devices(
     if kv_cache:
         config = planned.config or {}
         text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-        # A decoder's length: max_target_positions for Whisper, the language model's for LLaVA and its kin.
-        length = seq_len or text.get("max_target_positions") or text.get("max_position_embeddings")
+        # A decoder's length: max_target_positions for Whisper, the language model's for LLaVA and its kin,
+        # n_positions for GPT-2 (whose config.json has no max_position_embeddings).
+        length = (seq_len or text.get("max_target_positions") or text.get("max_position_embeddings")
+                  or text.get("n_positions"))
         if not isinstance(length, int):
-            raise UsageError("--kv-cache needs --seq-len (the config has no max_position_embeddings)")
+            raise UsageError("--kv-cache needs --seq-len (the config has no max_position_embeddings or n_positions)")
         kv = (batch, length)
     request = PlanRequest(gpus=gpus, cpu=cpu_bytes, disk=disk, strategy=strategy, no_split=no_split or None,
                           reserve=reserve_bytes, manual_map=mapping, kv_cache=kv, training=training)
