@@ -115,13 +115,18 @@ def as_tensor(value: Any, name: str = "") -> torch.Tensor:
     """The torch tensor of a state-dict value (a stand-in is mapped from the file on first use).
 
     Raises:
-        CorruptCheckpoint: the tensor has no values to read (saved on the meta device).
+        CorruptCheckpoint: the tensor has no values to read (saved on the meta device), or its strides repeat
+            far more values than its storage holds (`MAX_EXPANDED_BYTES`).
     """
     if isinstance(value, StaticTensor):
+        # Checked where values are read (--stats, --values, check-dtype, convert, shard), not where the
+        # structure is listed: inspect and plan-devices describe such a view as torch.load would.
+        _refuse_expanded(name, value.numel * value.itemsize, value.storage.nbytes)
         return value.to_torch()
     if value.is_meta:
         raise CorruptCheckpoint(f"tensor {name!r} is on the meta device: the file holds its shape and dtype but no "
                                 "values (saved from a model that was never materialised)")
+    _refuse_expanded(name, value.numel() * value.element_size(), value.untyped_storage().nbytes())
     return value
 
 
@@ -882,7 +887,6 @@ def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
     for name, tensor in contents.state_dict.items():
         if isinstance(tensor, StaticTensor):
             record = tensor.storage
-            _refuse_expanded(name, tensor.numel * tensor.itemsize, record.nbytes)
             storage_id = f"{relpath}:{record.key}" if record.nbytes else None
             infos.append(TensorInfo(name=name, shape=values_shape(tensor.shape, tensor.dtype), dtype=tensor.dtype,
                                     file=relpath, storage_id=storage_id,
@@ -896,8 +900,6 @@ def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
                 f"tensor {name!r} is a {kind} tensor; weightdoctor reads dense tensors only (save it with {fix})"
             )
         dtype = canonical_dtype(str(tensor.dtype))
-        if not tensor.is_meta:
-            _refuse_expanded(name, tensor.numel() * tensor.element_size(), tensor.untyped_storage().nbytes())
         try:
             storage = tensor.untyped_storage()
             # Meta tensors have no data (every data_ptr is 0): nothing says two of them are one tensor.
