@@ -64,9 +64,10 @@ def test_plan_devices_map_refuses_options_it_would_ignore(tmp_path: Path, extra:
     assert result.exit_code == 2
     assert result.stdout == ""
     assert len(result.stderr.splitlines()) == 1 and named in result.stderr
-    # Without them, the same map is checked.
-    assert json.loads(run_cli("plan-devices", EXAMPLE, "--gpu", "1GB", "--map", device_map, "--json").stdout)[
-        "manual_map"] is True
+    # Without them (or with a reserve of zero however written), the same map is checked.
+    for zero in ([], ["--reserve", "0GB"]):
+        assert json.loads(run_cli("plan-devices", EXAMPLE, "--gpu", "1GB", "--map", device_map, *zero,
+                                  "--json").stdout)["manual_map"] is True
 
 
 @pytest.mark.parametrize("command", [["convert"], ["shard", "--max", "1MB"]], ids=["convert", "shard"])
