@@ -210,7 +210,9 @@ def cache_folder_snapshot(folder: Path, revision: str | None = None) -> tuple[Pa
     repo_id = name.split("--", 1)[1].replace("--", "/")
     ref = folder / "refs" / (revision or "main")
     try:
-        commit = ref.read_text(encoding="utf-8").strip() if ref.is_file() else None
+        # A ref is a commit hash: a bigger "ref" (a link to a large file) is not read whole.
+        commit = ref.read_text(encoding="utf-8").strip() if ref.is_file() and \
+            ref.stat().st_size <= MAX_REF_BYTES else None
         found = sorted(p.name for p in snapshots.iterdir() if p.is_dir())
     except (OSError, UnicodeDecodeError) as exc:
         raise SourceNotFound(f"a Hub cache folder (of {repo_id}) whose refs or snapshots cannot be read ({exc})",
