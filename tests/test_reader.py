@@ -113,6 +113,10 @@ def test_hub_cache_folder_as_a_path(fx: dict[str, Path], tmp_path: Path, monkeyp
     (folder / "refs" / "main").unlink()
     with pytest.raises(SourceNotFound, match="no snapshot for refs/main; its snapshots: "):
         open_checkpoint(folder)
+    # A "ref" of 5,000 bytes is not a commit hash and is not read.
+    (folder / "refs" / "main").write_text(snapshot.name + " " * 5000)
+    with pytest.raises(SourceNotFound, match="no snapshot for refs/main; its snapshots: "):
+        open_checkpoint(folder)
     # A ref that holds a path is no snapshot name (nothing outside snapshots/ is read).
     (folder / "refs" / "main").write_text("../../elsewhere")
     with pytest.raises(SourceNotFound, match="names '../../elsewhere', not a snapshot here"):
