@@ -201,6 +201,23 @@ def subprocess_times(
     return ours_t, base_t
 
 
+Row = tuple[str, str, Timing, Timing, str]
+
+
+def fresh_process_rows(label: str, a: Path, b: Path, baseline_code: str, reps: int, baseline_names: tuple[str, str],
+                       plain_start: bool) -> list[Row]:
+    """`diff-keys A B --json` against `python -c baseline_code`, as fresh processes; again with `-S` both sides
+    when `plain_start` (see `subprocess_times`)."""
+    ours = [sys.executable, "-m", "weightdoctor", "diff-keys", str(a), str(b), "--json"]
+    baseline = [sys.executable, "-c", baseline_code]
+    rows: list[Row] = [(label, "CLI --json (fresh process)", *subprocess_times(ours, baseline, reps),
+                        baseline_names[0])]
+    if plain_start:
+        rows.append((label, "CLI --json (fresh process, -S: no editable-install hook)",
+                     *subprocess_times(ours, baseline, reps, without_site=True), baseline_names[1]))
+    return rows
+
+
 def plain_start_works() -> bool:
     """Whether `python -S` with the purelib folder on PYTHONPATH imports what both sides need (see the -S rows)."""
     env = {"PYTHONPATH": str(ROOT) + os.pathsep + sysconfig.get_paths()["purelib"], "PATH": "/usr/bin:/bin"}
@@ -235,7 +252,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    rows: list[tuple[str, str, Timing, Timing, str]] = []
+    rows: list[Row] = []
     load_before = os.getloadavg()[0]
     plain_start = plain_start_works()
     if not plain_start:
@@ -252,17 +269,8 @@ def main() -> None:
                          "set difference of safe_open keys"))
             rows.append((label, "reader + analysis (in-process)", ours, base, "set difference of safe_open keys"))
             rows.append((label, "CLI --json (in-process)", cli, base, "set difference of safe_open keys"))
-            code = BASELINE_SCRIPT.format(a=str(a), b=str(b))
-            cli_proc, base_proc = subprocess_times(
-                [sys.executable, "-m", "weightdoctor", "diff-keys", str(a), str(b), "--json"],
-                [sys.executable, "-c", code], args.reps)
-            rows.append((label, "CLI --json (fresh process)", cli_proc, base_proc, "same baseline in python -c"))
-            if plain_start:
-                cli_plain, base_plain = subprocess_times(
-                    [sys.executable, "-m", "weightdoctor", "diff-keys", str(a), str(b), "--json"],
-                    [sys.executable, "-c", code], args.reps, without_site=True)
-                rows.append((label, "CLI --json (fresh process, -S: no editable-install hook)", cli_plain,
-                             base_plain, "same baseline in python -S -c"))
+            rows += fresh_process_rows(label, a, b, BASELINE_SCRIPT.format(a=str(a), b=str(b)), args.reps,
+                                       ("same baseline in python -c", "same baseline in python -S -c"), plain_start)
             print(f"done: {label} (apparent size of B: {format_bytes(apparent)}, sparse)", file=sys.stderr)
         if not args.skip_big:
             half = parse_size(args.big_size) // 2
@@ -278,17 +286,9 @@ def main() -> None:
             rows.append((label, "reader + analysis (in-process)", ours, loaded,
                          "load_file both + load_state_dict(strict=False)"))
             script = LOAD_SCRIPT.format(a=str(big_a), b=str(big_b))
-            cli_proc, loaded_proc = subprocess_times(
-                [sys.executable, "-m", "weightdoctor", "diff-keys", str(big_a), str(big_b), "--json"],
-                [sys.executable, "-c", script], args.big_reps)
-            rows.append((label, "CLI --json (fresh process)", cli_proc, loaded_proc,
-                         "the same load in python -c (torch import included)"))
-            if plain_start:
-                cli_plain, loaded_plain = subprocess_times(
-                    [sys.executable, "-m", "weightdoctor", "diff-keys", str(big_a), str(big_b), "--json"],
-                    [sys.executable, "-c", script], args.big_reps, without_site=True)
-                rows.append((label, "CLI --json (fresh process, -S: no editable-install hook)", cli_plain,
-                             loaded_plain, "the same load in python -S -c"))
+            rows += fresh_process_rows(label, big_a, big_b, script, args.big_reps,
+                                       ("the same load in python -c (torch import included)",
+                                        "the same load in python -S -c"), plain_start)
             # The same, each run of either side starting with both files out of the page cache (as after a
             # reboot, or for checkpoints not read lately): what a headers-only reader saves on a real disk.
             cli_cold, loaded_cold = subprocess_times(

@@ -188,14 +188,14 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
     else:
         note = ("A is in Hugging Face's Llama/Mistral layout and B in Meta's original one: Meta's code needs "
                 "q_proj and k_proj permuted back to interleaved rotary pairs, which no rename does")
-    whys: dict[str, tuple[str, str, str]] = {}
-    for name in meta_names:
-        if _META_LAYOUT.search(name):
-            whys[name] = ("foreign-layout", "error", f"Meta's original layout (in {meta_side})")
-    for name in hf_names:
-        if _HF_LAYOUT.search(name):
-            whys[name] = ("foreign-layout", "error", f"Hugging Face's layout (in {hf_side})")
+    whys = _errors_for(meta_names, _META_LAYOUT, "foreign-layout", f"Meta's original layout (in {meta_side})")
+    whys.update(_errors_for(hf_names, _HF_LAYOUT, "foreign-layout", f"Hugging Face's layout (in {hf_side})"))
     return whys, note
+
+
+def _errors_for(names: Sequence[str], pattern: Any, reason: str, detail: str) -> dict[str, tuple[str, str, str]]:
+    """(reason, "error", detail) for each of `names` that `pattern` finds."""
+    return {name: (reason, "error", detail) for name in names if pattern.search(name)}
 
 
 # MoE experts as the Hub's checkpoints store them (`experts.3.w1.weight`, `experts.3.gate_proj.weight`) and as
@@ -226,13 +226,9 @@ def expert_layout(unexpected: Sequence[str], missing: Sequence[str], model_class
         return {}, ""
     split_side, fused_side = ("A", "B") if split_in_a else ("B", "A")
     split_names, fused_names = (unexpected, missing) if split_in_a else (missing, unexpected)
-    whys: dict[str, tuple[str, str, str]] = {}
-    for name in split_names:
-        if _PER_EXPERT.search(name):
-            whys[name] = ("expert-layout", "error", f"one tensor per expert (in {split_side})")
-    for name in fused_names:
-        if _FUSED_EXPERTS.search(name):
-            whys[name] = ("expert-layout", "error", f"experts fused per projection (in {fused_side})")
+    whys = _errors_for(split_names, _PER_EXPERT, "expert-layout", f"one tensor per expert (in {split_side})")
+    whys.update(_errors_for(fused_names, _FUSED_EXPERTS, "expert-layout",
+                            f"experts fused per projection (in {fused_side})"))
     note = (f"{split_side} stores the MoE experts one tensor per expert (as checkpoints on the Hub do) and "
             f"{fused_side} fused per projection (as transformers 5 models hold them, e.g. model.state_dict()): no "
             "rename joins or splits tensors. from_pretrained converts between the two layouts, load_state_dict "
