@@ -1125,6 +1125,7 @@ def build_report(
     head_names: set[str] | None = None,
     loader_prefix: Callable[[], str | None] | None = None,
     loader_ran: bool = False,
+    fixed_by_renames: Mapping[str, int] | None = None,
 ) -> DiffReport:
     """Classify the differences and assemble the report (shared by both modes).
 
@@ -1139,10 +1140,19 @@ def build_report(
     `base_prefix_loads`: False when B is a plain state dict (no config): then no loader adds or strips a
     base-model prefix, and keys that need one do not load (error, not warn). `loader_ran`: A's names are already
     those from_pretrained loads (model-class mode), so a base-model prefix left is one it does not handle.
+    `fixed_by_renames`: missing keys of B that load once `suggestions[:i + 1]` are applied (name -> i), though
+    no key of A is renamed onto them (weights the model ties to one renamed, keys whose stored names
+    transformers' ignore lists drop from the unexpected ones): they take that rename's reason.
     """
     rename_objects = [Rename(s.pattern, s.replacement) for s in suggestions]
     by_rename = _explained_by_renames(unexpected, rename_objects, specs_b, base_prefix_loads, loader_prefix,
                                       loader_ran)
+    if fixed_by_renames:
+        step_whys = {why[2]: why for why in by_rename.values()}
+        for name, step in fixed_by_renames.items():
+            why = step_whys.get(rename_objects[step].as_flag()) if step < len(rename_objects) else None
+            if why is not None and name not in by_rename:
+                by_rename[name] = why
     if layout_whys:
         by_rename.update(layout_whys)  # a known foreign layout says more than any rename that touches it
     # B's tied names that A supplies through a partner, the partner first (it is what the detail names).

@@ -289,6 +289,7 @@ def diff_against_model(
 
     suggestions: list[SuggestedRename] = []
     after: int | None = None
+    fixed_by_renames: dict[str, int] = {}  # missing key -> the rename step after which it loads
     notes: list[str] = []
     layout_whys, layout_note = foreign_layout(unexpected, missing)
     adapter_whys, adapter_note = adapter_fit(as_loaded, specs_b, unexpected, missing)
@@ -322,6 +323,8 @@ def diff_against_model(
             cls, config = fresh_model_args
             import torch
 
+            still_missing: dict[int, set[str]] = {}  # steps -> keys of the model that still do not load
+
             def loaded_after(steps: int) -> int:
                 """Keys of the model that load once the first `steps` renames are applied; -1 when two of A's
                 keys would then fill one weight (a lookalike mapped onto a weight that already loads)."""
@@ -329,6 +332,7 @@ def diff_against_model(
                     fresh = cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
                 fixed = apply_renames(renamed_a, [Rename(s.pattern, s.replacement) for s in suggestions[:steps]])
                 check = simulate_from_pretrained(fresh, {fixed[n]: s.shape for n, s in renamed_a.items()})
+                still_missing[steps] = check.missing | {name for name, _, _ in check.mismatched}
                 filled = [check.renamed.get(fixed[n], fixed[n]) for n in renamed_a]
                 plain = [name for name in filled if name not in check.converted]
                 if len(set(plain)) < len(plain):
@@ -344,6 +348,10 @@ def diff_against_model(
                 suggestions, after = [], None
             else:
                 suggestions, after = suggestions[:best + 1], results[best]
+                for name in missing:
+                    step = next((i for i in range(best + 1) if name not in still_missing[i + 1]), None)
+                    if step is not None:
+                        fixed_by_renames[name] = step
     quantization = quantization_method(getattr(model.config, "quantization_config", None))
     if quantization:
         notes.append(f"the config asks for {quantization} quantization: the meta model is built unquantized, so "
@@ -368,7 +376,7 @@ def diff_against_model(
         layout_whys=layout_whys, head_names=_head_names(model, missing),
         # Keys transformers would add or strip a prefix for are not unexpected here: a prefix left to fix is
         # one from_pretrained does not fix (Lightning's `model.` on BERT, whose base prefix is `bert.`).
-        base_prefix_loads=False, loader_ran=True,
+        base_prefix_loads=False, loader_ran=True, fixed_by_renames=fixed_by_renames,
     )
     report.matched = len(specs_b) - len(sim.missing) - len(sim.mismatched)
     report.total_a = len(specs_a)  # A's own tensors, not the names they become once experts are merged
