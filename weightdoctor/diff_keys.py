@@ -1140,9 +1140,10 @@ def build_report(
     `base_prefix_loads`: False when B is a plain state dict (no config): then no loader adds or strips a
     base-model prefix, and keys that need one do not load (error, not warn). `loader_ran`: A's names are already
     those from_pretrained loads (model-class mode), so a base-model prefix left is one it does not handle.
-    `fixed_by_renames`: missing keys of B that load once `suggestions[:i + 1]` are applied (name -> i), though
-    no key of A is renamed onto them (weights the model ties to one renamed, keys whose stored names
-    transformers' ignore lists drop from the unexpected ones): they take that rename's reason.
+    `fixed_by_renames`: missing and unexpected keys that load once `suggestions[:i + 1]` are applied (name -> i)
+    where a plain rename of the unexpected names does not show it (weights the model ties to one renamed, keys
+    transformers' ignore lists drop from the unexpected ones, a base-model prefix the loader adds after the
+    rename): they take that rename's reason.
     """
     rename_objects = [Rename(s.pattern, s.replacement) for s in suggestions]
     by_rename = _explained_by_renames(unexpected, rename_objects, specs_b, base_prefix_loads, loader_prefix,
@@ -1150,9 +1151,13 @@ def build_report(
     if fixed_by_renames:
         step_whys = {why[2]: why for why in by_rename.values()}
         for name, step in fixed_by_renames.items():
-            why = step_whys.get(rename_objects[step].as_flag()) if step < len(rename_objects) else None
-            if why is not None and name not in by_rename:
-                by_rename[name] = why
+            if name in by_rename or step >= len(rename_objects):
+                continue
+            flag = rename_objects[step].as_flag()
+            reason, severity = rename_reason(rename_objects[step])
+            if loader_ran and reason == "base-model-prefix":  # one from_pretrained left: a wrapper's
+                reason, severity = "wrapper-prefix", "error"
+            by_rename[name] = step_whys.get(flag, (reason, severity, flag))
     if layout_whys:
         by_rename.update(layout_whys)  # a known foreign layout says more than any rename that touches it
     # B's tied names that A supplies through a partner, the partner first (it is what the detail names).
