@@ -722,3 +722,81 @@ def test_a_ddp_prefix_on_merged_experts_is_found_and_fixed(mixtral: Path, tmp_pa
         fixed = diff_checkpoint_against_model(checkpoint, pair.model_class, config=str(mixtral),
                                               renames=[Rename(r"^module\.", "")])
     assert (fixed.missing, fixed.unexpected, fixed.mismatched) == ([], [], [])
+
+
+def test_a_config_with_a_tagged_infinity_builds_the_model(tmp_path: Path) -> None:
+    """transformers 5 saves Mamba2's `time_step_limit` (0.0, inf) as `[0.0, {"__float__": "Infinity"}]` and reads
+    it back as a float; diff-keys --model-class used to refuse that config.json (exit 2, a validation error)."""
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+
+    torch.manual_seed(0)
+    folder = tmp_path / "mamba2"
+    Mamba2ForCausalLM(Mamba2Config(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_heads=4, head_dim=8,
+                                   state_size=8, n_groups=1, expand=2)).save_pretrained(folder)
+    assert "__float__" in (folder / "config.json").read_text()
+    pair = Pair("mamba2", folder, folder, "Mamba2ForCausalLM", "as saved")
+    with open_checkpoint(folder) as checkpoint:
+        report = diff_checkpoint_against_model(checkpoint, pair.model_class)
+    assert report.matched == report.total_b and (report.missing, report.unexpected, report.mismatched) == ([], [], [])
+    assert _from_pretrained_report(pair) == (set(), set(), set())
+
+
+def test_weights_tied_to_a_prefixed_key_take_the_prefix_reason(tmp_path: Path) -> None:
+    """BART saved from DDP: `model.encoder.embed_tokens` / `decoder.embed_tokens` / `lm_head` are tied to
+    `model.shared`, so A stores none of them; they stay missing until `module.` is stripped, as `shared` does.
+    They used to be `unknown` (error, "no known cause") and lm_head `tied-weight` (info) though none loads."""
+    from safetensors.torch import load_file
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    from fixtures.diff_pairs import save_state_dict_folder
+
+    torch.manual_seed(0)
+    clean = tmp_path / "clean"
+    BartForConditionalGeneration(BartConfig(
+        vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
+    )).save_pretrained(clean)
+    weights = load_file(clean / "model.safetensors")
+    folder = save_state_dict_folder({f"module.{k}": v for k, v in weights.items()},
+                                    json.loads((clean / "config.json").read_text()), tmp_path / "ddp")
+    pair = Pair("bart-ddp", folder, clean, "BartForConditionalGeneration", "saved from DDP")
+    with open_checkpoint(folder) as checkpoint:
+        report = diff_checkpoint_against_model(checkpoint, pair.model_class, config=str(clean))
+    assert ({i.name for i in report.missing}, {i.name for i in report.unexpected}) == _from_pretrained_report(pair)[:2]
+    tied = {"model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight"}
+    assert tied <= {i.name for i in report.missing}
+    assert {(i.reason, i.severity, i.detail) for i in report.missing} == {
+        ("wrapper-prefix", "error", "--rename '^module\\.='")}
+    assert report.matched_after_renames == report.total_b
+
+
+def test_a_lookalike_step_does_not_hide_the_rename_that_loads(tmp_path: Path) -> None:
+    """PegasusModel (saved by transformers 5: `shared.weight`, no tied `decoder.embed_tokens`) into
+    PegasusForCausalLM: the greedy search first maps the encoder onto the decoder (a lookalike onto weights that
+    already load), which from_pretrained rejects; the step after it, `shared.` -> `decoder.embed_tokens.`, loads
+    the embedding. It used to be dropped with the lookalike ("no rename makes more of the model load")."""
+    from safetensors.torch import load_file
+    from transformers import PegasusConfig, PegasusModel
+
+    from fixtures.diff_pairs import save_state_dict_folder
+
+    torch.manual_seed(0)
+    folder = tmp_path / "pegasus"
+    PegasusModel(PegasusConfig(vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1,
+                               encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                               decoder_ffn_dim=32, max_position_embeddings=32)).save_pretrained(folder)
+    pair = Pair("pegasus-decoder", folder, folder, "PegasusForCausalLM", "a seq2seq base into its decoder")
+    with open_checkpoint(folder) as checkpoint:
+        report = diff_checkpoint_against_model(checkpoint, pair.model_class)
+    assert ({i.name for i in report.missing}, {i.name for i in report.unexpected}) == _from_pretrained_report(pair)[:2]
+    assert "model.decoder.embed_tokens.weight" in {i.name for i in report.missing}
+    assert [s.flag for s in report.suggested_renames] == ["--rename '^shared\\.=decoder.embed_tokens.'"]
+    assert report.matched_after_renames == report.total_b
+    assert {(i.name, i.reason) for i in report.missing} == {("model.decoder.embed_tokens.weight", "renamed"),
+                                                            ("lm_head.weight", "renamed")}
+    # The rename, applied, is what from_pretrained loads: nothing missing.
+    weights = {("decoder.embed_tokens.weight" if k == "shared.weight" else k): v
+               for k, v in load_file(folder / "model.safetensors").items()}
+    fixed = save_state_dict_folder(weights, json.loads((folder / "config.json").read_text()), tmp_path / "fixed")
+    missing, _, mismatched = _from_pretrained_report(Pair("fixed", fixed, folder, pair.model_class, ""))
+    assert (missing, mismatched) == (set(), set())

@@ -1121,6 +1121,7 @@ def build_report(
     head_names: set[str] | None = None,
     loader_prefix: Callable[[], str | None] | None = None,
     loader_ran: bool = False,
+    fixed_by_renames: Mapping[str, int] | None = None,
 ) -> DiffReport:
     """Classify the differences and assemble the report (shared by both modes).
 
@@ -1135,10 +1136,24 @@ def build_report(
     `base_prefix_loads`: False when B is a plain state dict (no config): then no loader adds or strips a
     base-model prefix, and keys that need one do not load (error, not warn). `loader_ran`: A's names are already
     those from_pretrained loads (model-class mode), so a base-model prefix left is one it does not handle.
+    `fixed_by_renames`: missing and unexpected keys that load once `suggestions[:i + 1]` are applied (name -> i)
+    where a plain rename of the unexpected names does not show it (weights the model ties to one renamed, keys
+    transformers' ignore lists drop from the unexpected ones, a base-model prefix the loader adds after the
+    rename): they take that rename's reason.
     """
     rename_objects = [Rename(s.pattern, s.replacement) for s in suggestions]
     by_rename = _explained_by_renames(unexpected, rename_objects, specs_b, base_prefix_loads, loader_prefix,
                                       loader_ran)
+    if fixed_by_renames:
+        step_whys = {why[2]: why for why in by_rename.values()}
+        for name, step in fixed_by_renames.items():
+            if name in by_rename or step >= len(rename_objects):
+                continue
+            flag = rename_objects[step].as_flag()
+            reason, severity = rename_reason(rename_objects[step])
+            if loader_ran and reason == "base-model-prefix":  # one from_pretrained left: a wrapper's
+                reason, severity = "wrapper-prefix", "error"
+            by_rename[name] = step_whys.get(flag, (reason, severity, flag))
     if layout_whys:
         by_rename.update(layout_whys)  # a known foreign layout says more than any rename that touches it
     # B's tied names that A supplies through a partner, the partner first (it is what the detail names).

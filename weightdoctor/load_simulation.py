@@ -289,6 +289,7 @@ def diff_against_model(
 
     suggestions: list[SuggestedRename] = []
     after: int | None = None
+    fixed_by_renames: dict[str, int] = {}  # missing key -> the rename step after which it loads
     notes: list[str] = []
     layout_whys, layout_note = foreign_layout(unexpected, missing)
     adapter_whys, adapter_note = adapter_fit(as_loaded, specs_b, unexpected, missing)
@@ -316,34 +317,47 @@ def diff_against_model(
         suggestions = suggest_renames({n: s.shape for n, s in renamed_a.items() if n not in foreign_in_a}, targets,
                                       already_ok=ok)
         if suggestions:
-            # Re-check with transformers' rules on a fresh model after each step: keep the fewest steps that
-            # leave the least to report (transformers' own renames may make a later step needless: ViT's
-            # `vit.encoder.layer.` loads as it is once DDP's `module.` is gone), and none that does not help.
+            # Re-check with transformers' rules on a fresh model after each step: keep a step only when it makes
+            # more of the model load than the steps kept before it (transformers' own renames may make a step
+            # needless: ViT's `vit.encoder.layer.` loads as it is once DDP's `module.` is gone; a lookalike step
+            # may map keys onto weights that already load, which must not cost the steps after it).
             cls, config = fresh_model_args
             import torch
 
-            def loaded_after(steps: int) -> int:
-                """Keys of the model that load once the first `steps` renames are applied; -1 when two of A's
-                keys would then fill one weight (a lookalike mapped onto a weight that already loads)."""
+            def loaded_after(steps: Sequence[SuggestedRename]) -> tuple[int, set[str]]:
+                """Keys of the model that load once `steps` are applied (-1 when two of A's keys would then fill
+                one weight: a lookalike mapped onto a weight that already loads), and the keys still reported
+                (missing or mismatched keys of the model; A's unexpected keys by the names the report gives)."""
                 with torch.device("meta"):
                     fresh = cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
-                fixed = apply_renames(renamed_a, [Rename(s.pattern, s.replacement) for s in suggestions[:steps]])
+                fixed = apply_renames(renamed_a, [Rename(s.pattern, s.replacement) for s in steps])
                 check = simulate_from_pretrained(fresh, {fixed[n]: s.shape for n, s in renamed_a.items()})
                 filled = [check.renamed.get(fixed[n], fixed[n]) for n in renamed_a]
+                still = check.missing | {name for name, _, _ in check.mismatched} | {
+                    sim.renamed.get(n, n) for n, name in zip(renamed_a, filled, strict=True)
+                    if name in check.unexpected}
                 plain = [name for name in filled if name not in check.converted]
                 if len(set(plain)) < len(plain):
-                    return -1
-                return len(specs_b) - len(check.missing) - len(check.mismatched)
+                    return -1, still
+                return len(specs_b) - len(check.missing) - len(check.mismatched), still
 
-            loaded_before = len(specs_b) - len(sim.missing) - len(sim.mismatched)
-            results = [loaded_after(steps) for steps in range(1, len(suggestions) + 1)]
-            # The fewest steps that load the most; a later step that loads nothing more is needless.
-            best = max(range(len(results)), key=lambda i: (results[i], -i))
-            if results[best] <= loaded_before:
+            loaded = len(specs_b) - len(sim.missing) - len(sim.mismatched)
+            kept: list[SuggestedRename] = []
+            still_reported: list[set[str]] = []  # after each kept step, the keys of the model that do not load
+            for suggestion in suggestions:
+                count, still = loaded_after([*kept, suggestion])
+                if count > loaded:
+                    kept, loaded = [*kept, suggestion], count
+                    still_reported.append(still)
+            if not kept:
                 notes.append("no rename makes more of the model load with from_pretrained")
                 suggestions, after = [], None
             else:
-                suggestions, after = suggestions[:best + 1], results[best]
+                suggestions, after = kept, loaded
+                for name in [*missing, *unexpected]:
+                    step = next((i for i, still in enumerate(still_reported) if name not in still), None)
+                    if step is not None:
+                        fixed_by_renames[name] = step
     quantization = quantization_method(getattr(model.config, "quantization_config", None))
     if quantization:
         notes.append(f"the config asks for {quantization} quantization: the meta model is built unquantized, so "
@@ -368,7 +382,7 @@ def diff_against_model(
         layout_whys=layout_whys, head_names=_head_names(model, missing),
         # Keys transformers would add or strip a prefix for are not unexpected here: a prefix left to fix is
         # one from_pretrained does not fix (Lightning's `model.` on BERT, whose base prefix is `bert.`).
-        base_prefix_loads=False, loader_ran=True,
+        base_prefix_loads=False, loader_ran=True, fixed_by_renames=fixed_by_renames,
     )
     report.matched = len(specs_b) - len(sim.missing) - len(sim.mismatched)
     report.total_a = len(specs_a)  # A's own tensors, not the names they become once experts are merged

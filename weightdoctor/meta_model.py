@@ -11,6 +11,29 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
 
+# transformers 5 writes the floats JSON has no literal for as `{"__float__": "Infinity"}` (Mamba2's
+# `time_step_limit` is `[0.0, inf]`) and turns them back when it reads a config file; `for_model` does not.
+_FLOAT_TAG_VALUES = {"Infinity": float("inf"), "-Infinity": float("-inf"), "NaN": float("nan")}
+
+
+def decode_special_floats(value: Any) -> Any:
+    """`value` (a parsed config.json) with transformers' tagged floats made floats again, as
+    `PretrainedConfig.from_pretrained` reads them.
+
+    Example:
+        >>> decode_special_floats({"time_step_limit": [0.0, {"__float__": "Infinity"}]})
+        {'time_step_limit': [0.0, inf]}
+    """
+    if isinstance(value, dict):
+        tag = value.get("__float__") if len(value) == 1 else None
+        if isinstance(tag, str) and tag in _FLOAT_TAG_VALUES:
+            return _FLOAT_TAG_VALUES[tag]
+        return {key: decode_special_floats(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [decode_special_floats(item) for item in value]
+    return value
+
+
 def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConfig:
     """Turn a parsed `config.json` into the transformers config class of its `model_type`.
 
@@ -18,6 +41,8 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
         UsageError: no `model_type`, or one this transformers does not know.
     """
     from transformers import AutoConfig
+
+    config = decode_special_floats(config)
 
     model_type = config.get("model_type")
     if not model_type:
@@ -120,6 +145,7 @@ def build_meta_model(
 
     if isinstance(config, dict):
         _refuse_absurd_depth(config)
+        config = decode_special_floats(config)
     cfg = config_from_dict(config, **overrides) if isinstance(config, dict) else config
     cls = resolve_model_class(cfg, model_class)
     cfg = _sub_config_for(cls, config if isinstance(config, dict) else cfg.to_dict(), cfg, overrides)
