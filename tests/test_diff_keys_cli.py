@@ -612,3 +612,27 @@ def test_a_narrow_table_breaks_keys_after_a_dot(tmp_path: Path) -> None:
     assert "model.wrapped_by.a_trainer.bert.embeddings.*" in keys
     fix = out[out.index("suggested fix"):]
     assert "--rename '^model\\.wrapped_by\\.a_trainer\\.='" in fix
+
+
+def test_unexplained_keys_against_a_transformers_folder_point_to_the_model_class_check(tmp_path: Path) -> None:
+    """transformers 5 holds DeiT's weights under other names in memory than on disk (`layers.0.attention.k_proj`
+    against `encoder.layer.0.attention.attention.key`): a `torch.save(model.state_dict())` against the saved
+    folder has keys no rename explains. The note names the --model-class check, which says from_pretrained
+    loads it cleanly."""
+    from transformers import DeiTConfig, DeiTForImageClassification
+
+    torch.manual_seed(0)
+    model = DeiTForImageClassification(DeiTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                  intermediate_size=64, image_size=32, patch_size=16))
+    model.save_pretrained(tmp_path / "hub")
+    torch.save(model.state_dict(), tmp_path / "sd.pt")
+    code, data = run_json("diff-keys", str(tmp_path / "sd.pt"), str(tmp_path / "hub"))
+    assert code == 1 and any(i["reason"] == "unknown" for i in data["missing"])
+    [note] = [n for n in data["notes"] if "--model-class" in n]
+    command = note.split("what it reports: weightdoctor ")[1]
+    code, checked = run_json(*shlex.split(command))
+    assert code == 0 and not checked["missing"] and not checked["unexpected"] and checked["matched"] > 0
+    # Between two plain state dicts (no config names a class) there is no such check to point to.
+    torch.save(model.state_dict(), tmp_path / "sd2.pt")
+    _, plain = run_json("diff-keys", str(tmp_path / "sd.pt"), str(tmp_path / "sd2.pt"))
+    assert not any("--model-class" in n for n in plain["notes"])

@@ -1434,6 +1434,17 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location
+    model_class = _first_architecture(b.config)
+    unexplained = any(i.reason == "unknown" for i in [*report.missing, *report.unexpected])
+    if model_class and unexplained and not any("--model-class" in note for note in report.notes):
+        # Two checkpoints are compared as load_state_dict sees them; from_pretrained also renames some keys
+        # per model (in-memory names differ from saved ones in several vision and MoE models).
+        import shlex
+
+        report.notes.append(
+            f"B's config names {model_class}: from_pretrained also renames some checkpoint keys of its own "
+            "(per model), which load_state_dict does not; what it reports: weightdoctor diff-keys "
+            f"{shlex.quote(a.source)} --model-class {model_class} --config {shlex.quote(b.source)}")
     return report
 
 
