@@ -700,16 +700,21 @@ def test_lightning_model_prefix_on_bert_is_an_error_against_the_model_class(pair
     assert [s.flag for s in report.suggested_renames] == ["--rename '^model\\.='"]
 
 
-def test_a_ddp_prefix_on_merged_experts_is_found_and_fixed(mixtral: Path, tmp_path: Path) -> None:
-    """Mixtral saved from DDP: the experts transformers would merge count as unexpected with their merged name
-    (once each), and stripping `module.` is still the fix that re-checks clean."""
+def _saved_from_ddp(folder: Path, out: Path) -> Path:
+    """A copy of a save_pretrained folder with `module.` before every key, as a DDP-wrapped model saves it."""
     from safetensors.torch import load_file
 
     from fixtures.diff_pairs import save_state_dict_folder
 
-    weights = load_file(mixtral / "model.safetensors")
-    folder = save_state_dict_folder({f"module.{k}": v for k, v in weights.items()},
-                                    json.loads((mixtral / "config.json").read_text()), tmp_path / "ddp")
+    weights = load_file(folder / "model.safetensors")
+    return save_state_dict_folder({f"module.{k}": v for k, v in weights.items()},
+                                  json.loads((folder / "config.json").read_text()), out)
+
+
+def test_a_ddp_prefix_on_merged_experts_is_found_and_fixed(mixtral: Path, tmp_path: Path) -> None:
+    """Mixtral saved from DDP: the experts transformers would merge count as unexpected with their merged name
+    (once each), and stripping `module.` is still the fix that re-checks clean."""
+    folder = _saved_from_ddp(mixtral, tmp_path / "ddp")
     pair = Pair("mixtral-ddp", folder, mixtral, "MixtralForCausalLM", "saved from DDP")
     with open_checkpoint(folder) as checkpoint:
         report = diff_checkpoint_against_model(checkpoint, pair.model_class, config=str(mixtral))
@@ -745,10 +750,7 @@ def test_weights_tied_to_a_prefixed_key_take_the_prefix_reason(tmp_path: Path) -
     """BART saved from DDP: `model.encoder.embed_tokens` / `decoder.embed_tokens` / `lm_head` are tied to
     `model.shared`, so A stores none of them; they stay missing until `module.` is stripped, as `shared` does.
     They used to be `unknown` (error, "no known cause") and lm_head `tied-weight` (info) though none loads."""
-    from safetensors.torch import load_file
     from transformers import BartConfig, BartForConditionalGeneration
-
-    from fixtures.diff_pairs import save_state_dict_folder
 
     torch.manual_seed(0)
     clean = tmp_path / "clean"
@@ -756,9 +758,7 @@ def test_weights_tied_to_a_prefixed_key_take_the_prefix_reason(tmp_path: Path) -
         vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
         decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
     )).save_pretrained(clean)
-    weights = load_file(clean / "model.safetensors")
-    folder = save_state_dict_folder({f"module.{k}": v for k, v in weights.items()},
-                                    json.loads((clean / "config.json").read_text()), tmp_path / "ddp")
+    folder = _saved_from_ddp(clean, tmp_path / "ddp")
     pair = Pair("bart-ddp", folder, clean, "BartForConditionalGeneration", "saved from DDP")
     with open_checkpoint(folder) as checkpoint:
         report = diff_checkpoint_against_model(checkpoint, pair.model_class, config=str(clean))
