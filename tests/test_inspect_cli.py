@@ -283,6 +283,20 @@ def test_a_peft_adapter_folder_says_what_it_adapts(tmp_path: Path) -> None:
     assert "LORA r=4" in run_cli("inspect", str(folders["adapter"])).stdout
     code, data = run_json("inspect", str(folders["base"]))
     assert data["adapter"] is None
+    assert not any("adapter_config" in w for w in data["warnings"])
+
+
+@pytest.mark.parametrize(("text", "said"), [("{not json", "cannot be read"), ('{"r": 4}', "has no peft_type")])
+def test_an_unreadable_adapter_config_is_said(tmp_path: Path, text: str, said: str) -> None:
+    """A broken adapter_config.json was dropped without a word (inspect showed no adapter, as for a plain
+    model); PeftModel.from_pretrained fails on it, so it is a warning, and the weights are still described."""
+    from fixtures.diff_pairs import build_peft_adapter
+
+    adapter = build_peft_adapter(tmp_path)["adapter"]
+    (adapter / "adapter_config.json").write_text(text)
+    code, data = run_json("inspect", str(adapter))
+    assert code == 0 and data["adapter"] is None and data["num_tensors"] == 12
+    assert [w for w in data["warnings"] if "adapter_config.json" in w and said in w]
 
 
 def test_odd_adapter_and_config_values_still_print(tmp_path: Path) -> None:

@@ -124,24 +124,28 @@ ADAPTER_FIELDS = ("peft_type", "base_model_name_or_path", "task_type", "r", "lor
                   "modules_to_save", "use_dora")
 
 
-def adapter_summary(checkpoint: Checkpoint) -> dict[str, Any] | None:
-    """The fields of a PEFT `adapter_config.json` beside the weights (its base model, rank, targets), or None.
+def adapter_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str | None]:
+    """The fields of a PEFT `adapter_config.json` beside the weights (its base model, rank, targets), or None;
+    and a warning when there is such a file that cannot be read as one.
 
     Example:
-        >>> adapter_summary(open_checkpoint("my-lora"))
+        >>> adapter_summary(open_checkpoint("my-lora"))[0]
         {'peft_type': 'LORA', 'base_model_name_or_path': 'meta-llama/Llama-2-7b-hf', 'r': 8, ...}
     """
     folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
     path = folder / "adapter_config.json"
     try:
-        if not path.is_file() or path.stat().st_size > 1 << 20:  # a config, not data: a megabyte is plenty
-            return None
+        if not path.is_file():
+            return None, None
+        if path.stat().st_size > 1 << 20:  # a config, not data: a megabyte is plenty
+            return None, "adapter_config.json is over 1 MB: not read as a PEFT adapter config"
         data = parse_json(path.read_text(encoding="utf-8"), max_depth=MAX_DEPTH)
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        # PeftModel.from_pretrained fails on it too; the weights are still described.
+        return None, f"adapter_config.json beside the weights cannot be read ({exc}): PEFT cannot load this adapter"
     if not isinstance(data, dict) or "peft_type" not in data:
-        return None
-    return {key: data[key] for key in ADAPTER_FIELDS if data.get(key) is not None}
+        return None, "adapter_config.json beside the weights has no peft_type: PEFT cannot load this adapter"
+    return {key: data[key] for key in ADAPTER_FIELDS if data.get(key) is not None}, None
 
 
 def memory_by_dtype(tensors: list[TensorInfo], quantized: QuantizedSummary | None = None) -> dict[str, int]:
@@ -297,6 +301,7 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
     if pattern is not None and not rows:
         raise_no_match(name_filter, checkpoint.tensors)
     quantized = quantized_summary(unique_tensors(checkpoint.tensors), checkpoint.config)
+    adapter, adapter_problem = adapter_summary(checkpoint)
     return InspectReport(
         source=checkpoint.source,
         resolved_path=checkpoint.location,
@@ -320,8 +325,8 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         module_tree=build_module_tree(checkpoint.tensors),
         tensors=rows,
         filter=name_filter,
-        warnings=list(checkpoint.warnings),
+        warnings=[*checkpoint.warnings, *([adapter_problem] if adapter_problem else [])],
         security=checkpoint.security,
         quantized=quantized,
-        adapter=adapter_summary(checkpoint),
+        adapter=adapter,
     )
