@@ -381,3 +381,22 @@ def test_long_tensor_names_break_after_a_dot_in_a_narrow_table() -> None:
     assert continued > 0 and max(len(line) for line in out.splitlines()) <= 80
     with safe_open(str(REPO_ROOT / "fixtures" / "example" / "model.safetensors"), "np") as handle:
         assert len(names) == len(set(names)) and set(names) == set(handle.keys())
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["check-dtype"], ["diff-keys"]])
+def test_a_name_with_markup_broken_across_lines_prints_as_it_is(tmp_path: Path, command: list[str]) -> None:
+    """A pickle key holding `[/bold.x]` (`[red.x]`) broken after its dot in a narrow table: each line was escaped
+    on its own, and Rich reads a tag across lines, so `[/bold.` / `x]` became a closing tag (an unexpected
+    MarkupError, exit 2) and `[red.` / `x]` a style that swallowed those characters."""
+    names = ["model.[/bold.x]abcdefghijklmnopq.weight", "model.[red.x]abcdefghijklmnopqrst.bias"]
+    path = tmp_path / "m.bin"
+    torch.save({name: torch.full((4,), 70000.0) for name in names}, path)
+    args = [*command, path] + ([path.with_name("b.bin")] if command == ["diff-keys"] else [])
+    if command == ["diff-keys"]:
+        torch.save({f"other.{name}": torch.zeros(4) for name in names}, path.with_name("b.bin"))
+    for columns in ("60", "80", "100"):
+        result = run_subprocess(*args, env={"COLUMNS": columns})
+        assert result.returncode in (0, 1) and "Error" not in result.stderr, result.stderr
+        flat = "".join(result.stdout.split())
+        cells = "".join(c.strip() for line in result.stdout.splitlines() for c in line.split("│")[1:2])
+        assert all(name in flat or name in cells for name in names), result.stdout

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.markup import escape as escape_markup
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from weightdoctor.check_dtype import CheckDtypeReport, TargetReport, TensorCast, share_text, verdict_rank
-from weightdoctor.render.text import escape, printable, wrap_at_dots
+from weightdoctor.render.text import escape, wrapped_name
 from weightdoctor.units import format_bytes, format_count
 
 VERDICT_STYLE = {"safe": "green", "lossy": "yellow", "unsafe": "bold red"}
@@ -133,9 +132,8 @@ def worst_tensors(name: str, target: TargetReport, limit: int, width: int | None
         table.add_column(headers[i], justify="left" if i < 2 else "right")
     table.add_column("why", overflow="fold", max_width=why_width or None)
     for row, cell in zip(rows, cells, strict=True):
-        lines = wrap_at_dots(printable(row.name), name_width) if name_width >= 16 else [printable(row.name)]
         values = [_verdict(cell[i]) if i == 1 else cell[i] for i in shown]
-        table.add_row("\n".join(map(escape_markup, lines)), *values, escape(row.reason))
+        table.add_row(wrapped_name(row.name, name_width), *values, escape(row.reason))
     return table
 
 

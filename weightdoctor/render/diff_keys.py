@@ -11,7 +11,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from weightdoctor.diff_keys import REASONS, DiffReport, KeyGroup
-from weightdoctor.render.text import escape, printable, wrap_at_dots
+from weightdoctor.render.text import escape, printable, wrap_at_dots, wrapped_name
 
 SEVERITY_STYLE = {"info": "cyan", "warn": "yellow", "error": "bold red"}
 KIND_TITLES = {
@@ -91,14 +91,14 @@ def _wrapped_words(text: str, width: int | None) -> str:
     """`text` escaped for markup, each word longer than `width` (a tensor name in a detail) broken after dots."""
     if width is None or width < 16 or len(text) <= width:
         return escape(text)
-    return " ".join(_wrapped(word, width) if len(word) > width else escape(word) for word in text.split(" "))
+    text = printable(text)  # escaped once, whole: a tag can span words and lines (`[red` / `x]`)
+    return escape_markup(" ".join("\n".join(wrap_at_dots(word, width)) if len(word) > width else word
+                                  for word in text.split(" ")))
 
 
 def _wrapped(name: str, width: int | None) -> str:
     """`name` escaped for markup, broken after dots to fit `width` (see `wrap_at_dots`)."""
-    if width is None or width < 16:
-        return escape(name)
-    return "\n".join(map(escape_markup, wrap_at_dots(printable(name), width)))
+    return wrapped_name(name, width)
 
 
 def _rows(report: DiffReport, kind: str) -> list[tuple[str, str, str, str]]:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from rich.console import Console, Group
-from rich.markup import escape as escape_markup
 from rich.panel import Panel
 from rich.table import Table
 from rich.tree import Tree
 
 from weightdoctor.quantized import QuantizedSummary
-from weightdoctor.render.text import escape, printable, wrap_at_dots
+from weightdoctor.render.text import escape, wrapped_name
 from weightdoctor.structure import InspectReport, ModuleNode
 from weightdoctor.units import format_bytes, format_count
 
@@ -175,8 +174,7 @@ def tensor_table(report: InspectReport, limit: int | None, width: int | None = N
                      for i, header in enumerate(("shape", "dtype", "params")))
         name_width = width - others - 13
     for row, (shape, dtype, params) in zip(rows, cells, strict=True):
-        lines = wrap_at_dots(printable(row.name), name_width) if name_width >= 16 else [printable(row.name)]
-        name = "\n".join(map(escape_markup, lines))
+        name = wrapped_name(row.name, name_width)
         if row.shared_with:
             name += f" [dim](≡ {escape(', '.join(row.shared_with))})[/]"
         table.add_row(name, shape, dtype, params)

@@ -62,3 +62,14 @@ def wrap_at_dots(text: str, width: int) -> list[str]:
     if line:
         lines.append(line)
     return lines
+
+
+def wrapped_name(name: str, width: int | None, floor: int = 16) -> str:
+    """`name` made printable, broken after dots to fit `width` (see `wrap_at_dots`) when `width` is at least
+    `floor`, and escaped for markup as one text: Rich's tags span lines, so lines escaped one by one would let
+    `[red.` / `x]` (or `[/b.` / `x]`) become a tag across the break, and a line ending in a backslash would show
+    it doubled."""
+    text = printable(name)
+    if width is not None and width >= floor:
+        text = "\n".join(wrap_at_dots(text, width))
+    return escape_markup(text)
