@@ -286,7 +286,9 @@ def test_a_peft_adapter_folder_says_what_it_adapts(tmp_path: Path) -> None:
     assert not any("adapter_config" in w for w in data["warnings"])
 
 
-@pytest.mark.parametrize(("text", "said"), [("{not json", "cannot be read"), ('{"r": 4}', "has no peft_type")])
+@pytest.mark.parametrize(("text", "said"), [("{not json", "cannot be read"), ('{"r": 4}', "has no peft_type"),
+                                            ('{"peft_type": null, "r": 4}', "has no peft_type"),
+                                            ('{"peft_type": 1, "r": 4}', "has no peft_type")])
 def test_an_unreadable_adapter_config_is_said(tmp_path: Path, text: str, said: str) -> None:
     """A broken adapter_config.json was dropped without a word (inspect showed no adapter, as for a plain
     model); PeftModel.from_pretrained fails on it, so it is a warning, and the weights are still described."""

@@ -143,7 +143,8 @@ def adapter_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str 
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         # PeftModel.from_pretrained fails on it too; the weights are still described.
         return None, f"adapter_config.json beside the weights cannot be read ({exc}): PEFT cannot load this adapter"
-    if not isinstance(data, dict) or "peft_type" not in data:
+    peft_type = data.get("peft_type") if isinstance(data, dict) else None
+    if not isinstance(peft_type, str) or not peft_type:  # absent, null, a number: PEFT knows no such type
         return None, "adapter_config.json beside the weights has no peft_type: PEFT cannot load this adapter"
     return {key: data[key] for key in ADAPTER_FIELDS if data.get(key) is not None}, None
 
