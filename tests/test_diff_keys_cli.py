@@ -636,3 +636,26 @@ def test_unexplained_keys_against_a_transformers_folder_point_to_the_model_class
     torch.save(model.state_dict(), tmp_path / "sd2.pt")
     _, plain = run_json("diff-keys", str(tmp_path / "sd.pt"), str(tmp_path / "sd2.pt"))
     assert not any("--model-class" in n for n in plain["notes"])
+
+
+def test_the_model_class_note_gives_a_check_that_runs(tmp_path: Path) -> None:
+    """B given as its weights file: the note's --config named that file, which --config reads as JSON (exit 2);
+    it names B's folder. An architecture transformers does not have gets no note (its check exits 2)."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "b"
+    folder.mkdir()
+    save_file({"omega.q": torch.zeros(5), "encoder.x.weight": torch.zeros(2)}, folder / "model.safetensors")
+    config = {"architectures": ["BertModel"], "model_type": "bert", "hidden_size": 8, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "intermediate_size": 16, "vocab_size": 10}
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file({"alpha": torch.zeros(3), "encoder.x.weight": torch.zeros(2)}, tmp_path / "a.safetensors")
+    _, data = run_json("diff-keys", str(tmp_path / "a.safetensors"), str(folder / "model.safetensors"))
+    [note] = [n for n in data["notes"] if "--model-class" in n]
+    command = shlex.split(note.split("what it reports: weightdoctor ")[1])
+    assert command[command.index("--config") + 1] == str(folder)
+    code, checked = run_json(*command)
+    assert code in (0, 1) and checked["mode"] == "model-class"
+    (folder / "config.json").write_text(json.dumps({**config, "architectures": ["NotARealModel"]}))
+    _, data = run_json("diff-keys", str(tmp_path / "a.safetensors"), str(folder))
+    assert not [n for n in data["notes"] if "--model-class" in n]

@@ -6,6 +6,7 @@ Everything here works on names, shapes and dtypes (`KeySpec`), so it runs on hea
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter, defaultdict, deque
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import attrgetter, eq, getitem
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from weightdoctor.dtypes import FLOATING
@@ -233,13 +235,27 @@ def expert_layout(unexpected: Sequence[str], missing: Sequence[str], model_class
             f"{fused_side} fused per projection (as transformers 5 models hold them, e.g. model.state_dict()): no "
             "rename joins or splits tensors. from_pretrained converts between the two layouts, load_state_dict "
             "does not")
-    if model_class:
-        import shlex
-
-        source_a, source_b = map(shlex.quote, sources)
-        note += f"; what from_pretrained reports: weightdoctor diff-keys {source_a} --model-class {model_class} " \
-            f"--config {source_b}"
+    if model_class and has_model_class(model_class):
+        note += f"; what from_pretrained reports: {model_class_check(sources[0], model_class, sources[1])}"
     return whys, note
+
+
+@functools.cache
+def has_model_class(name: str) -> bool:
+    """Whether transformers has a class `name` (a note names a `--model-class` check only when it runs)."""
+    try:
+        import transformers
+
+        return isinstance(getattr(transformers, name, None), type)
+    except Exception:  # transformers that fails to import, or a lazy module that fails: no check to name
+        return False
+
+
+def model_class_check(source_a: str, model_class: str, config: str) -> str:
+    """The `diff-keys --model-class` command a note gives (`config`: what --config reads B's config.json from)."""
+    import shlex
+
+    return f"weightdoctor diff-keys {shlex.quote(source_a)} --model-class {model_class} --config {shlex.quote(config)}"
 
 
 # A PEFT adapter's own tensors: LoRA's low-rank pair on a module (`<module>.lora_A.weight`, `lora_B`, with the
@@ -1333,6 +1349,7 @@ def diff_specs(
     tie_embeddings_a: bool | None = None,
     loader_prefix: Callable[[], str | None] | None = None,
     model_class_b: str | None = None,
+    config_b: str | None = None,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -1355,6 +1372,7 @@ def diff_specs(
         loader_prefix: called at most once, when a base-model prefix is suggested: the prefix B's
             from_pretrained adds or strips (its class's `base_model_prefix`), None when it cannot be told.
         model_class_b: B's transformers class (its config's first architecture), named in notes.
+        config_b: what `--config` reads B's config.json from, in those notes (default `source_b`).
 
     Raises:
         UsageError: the renames map two keys of A to the same name.
@@ -1364,7 +1382,7 @@ def diff_specs(
                            tied_groups_a=tied_groups_a, tied_groups_b=tied_groups_b,
                            tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads,
                            tie_embeddings_a=tie_embeddings_a, loader_prefix=loader_prefix,
-                           model_class_b=model_class_b)
+                           model_class_b=model_class_b, config_b=config_b)
 
 
 def _diff_specs(
@@ -1381,6 +1399,7 @@ def _diff_specs(
     tie_embeddings_a: bool | None = None,
     loader_prefix: Callable[[], str | None] | None = None,
     model_class_b: str | None = None,
+    config_b: str | None = None,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -1391,7 +1410,8 @@ def _diff_specs(
     suggestions: list[SuggestedRename] = []
     after: int | None = None
     layout_whys, layout_note = foreign_layout(diff.unexpected, diff.missing)
-    expert_whys, expert_note = expert_layout(diff.unexpected, diff.missing, model_class_b, (source_a, source_b))
+    expert_whys, expert_note = expert_layout(diff.unexpected, diff.missing, model_class_b,
+                                             (source_a, config_b or source_b))
     if expert_whys:
         layout_whys = {**expert_whys, **layout_whys}
         layout_note = "; ".join(filter(None, (layout_note, expert_note)))
@@ -1430,22 +1450,30 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         tie_embeddings=config_ties(b.config), base_prefix_loads=b.config is not None,
         tie_embeddings_a=config_ties(a.config),
         loader_prefix=(lambda: base_model_prefix_of(b.config)) if b.config else None,
-        model_class_b=_first_architecture(b.config),
+        model_class_b=_first_architecture(b.config), config_b=_config_source(b),
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location
     model_class = _first_architecture(b.config)
     unexplained = any(i.reason == "unknown" for i in [*report.missing, *report.unexpected])
-    if model_class and unexplained and not any("--model-class" in note for note in report.notes):
+    if model_class and unexplained and not any("--model-class" in note for note in report.notes) \
+            and has_model_class(model_class):
         # Two checkpoints are compared as load_state_dict sees them; from_pretrained also renames some keys
         # per model (in-memory names differ from saved ones in several vision and MoE models).
-        import shlex
-
         report.notes.append(
             f"B's config names {model_class}: from_pretrained also renames some checkpoint keys of its own "
-            "(per model), which load_state_dict does not; what it reports: weightdoctor diff-keys "
-            f"{shlex.quote(a.source)} --model-class {model_class} --config {shlex.quote(b.source)}")
+            "(per model), which load_state_dict does not; what it reports: "
+            f"{model_class_check(a.source, model_class, _config_source(b))}")
     return report
+
+
+def _config_source(b: Checkpoint) -> str:
+    """What `--config` takes to read B's config.json: B as given when it names a folder or a repo, else the
+    folder of its weights file or index (where the reader found that config.json; --config reads a file it is
+    given as JSON)."""
+    if b.repo_id is not None or Path(b.source).is_dir():
+        return b.source
+    return str(Path(b.source).parent)
 
 
 def _first_architecture(config: Mapping[str, Any] | None) -> str | None:
