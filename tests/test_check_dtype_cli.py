@@ -272,3 +272,19 @@ def test_a_narrow_console_cuts_no_number_and_breaks_names_after_a_dot() -> None:
     names = [line.split("│")[1].strip() for line in worst.splitlines() if line.startswith("│")]
     assert "bert.encoder." in names and "dense.weight" in names  # segments, never a cut word
     assert all(n == "" or n.endswith(".") or n.endswith("weight") or n.endswith("bias") for n in names), names
+
+
+def test_every_target_fits_a_narrow_console_without_cutting(tmp_path: Path) -> None:
+    """Five targets at 50 columns: the per-measure table folds its headers and numbers (fp8_e4m3 and fp8_e5m2 were
+    both cut to `fp8_e…`, 0.00206 to `0.00…`)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from tests.helpers import run_subprocess
+
+    torch.manual_seed(0)
+    save_file({"a.weight": torch.randn(64, 64) * 100}, tmp_path / "one.safetensors")
+    out = run_subprocess("check-dtype", tmp_path / "one.safetensors", "--target", "all",
+                         env={"COLUMNS": "50"}).stdout
+    table = out[out.index("What each cast does"):out.index("what torch's")]
+    assert "…" not in table and max(map(len, out.splitlines())) <= 50

@@ -70,9 +70,9 @@ def target_table(report: CheckDtypeReport, width: int | None = None) -> Table:
                      for i, header in enumerate(_TARGET_HEADERS)) if rows else 0
     if width is not None and needed > width:  # a narrow console: no number is cut to `…`
         table = Table(title=title, title_justify="left")
-        table.add_column("")
-        for row in rows:
-            table.add_column(row[0], justify="right")
+        table.add_column("", overflow="fold")
+        for row in rows:  # folded, never cut to `…`: fp8_e4m3 and fp8_e5m2 must stay apart
+            table.add_column(row[0], justify="right", overflow="fold")
         for i, header in enumerate(_TARGET_HEADERS[1:], start=1):
             table.add_row(header, *(row[i] for row in rows))
         return table
