@@ -143,12 +143,13 @@ def main() -> int:
 
 
 def _device_of(name: str, device_map: dict) -> object:
-    parts = name.split(".")
-    for end in range(len(parts), -1, -1):
-        key = ".".join(parts[:end])
-        if key in device_map:
-            return device_map[key]
-    return None
+    """The device the map gives `name` (its longest listed prefix), None when none is listed."""
+    from gpu_check import device_of  # scripts/ is on sys.path when this script runs
+
+    try:
+        return device_of(name, device_map)
+    except KeyError:
+        return None
 
 
 if __name__ == "__main__":

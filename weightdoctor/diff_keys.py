@@ -1444,17 +1444,17 @@ def _rename_all(name: str, renames: Sequence[Rename]) -> str:
 
 def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = ()) -> DiffReport:
     """`diff_specs` on two opened checkpoints (headers only: no tensor data is read)."""
+    model_class, config_b = _first_architecture(b.config), _config_source(b)
     report = diff_specs(
         specs_from_tensors(a.tensors), specs_from_tensors(b.tensors), renames,
         source_a=a.source, source_b=b.source, tied_groups_a=a.alias_groups(), tied_groups_b=b.alias_groups(),
         tie_embeddings=config_ties(b.config), base_prefix_loads=b.config is not None,
         tie_embeddings_a=config_ties(a.config),
         loader_prefix=(lambda: base_model_prefix_of(b.config)) if b.config else None,
-        model_class_b=_first_architecture(b.config), config_b=_config_source(b),
+        model_class_b=model_class, config_b=config_b,
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location
-    model_class = _first_architecture(b.config)
     unexplained = any(i.reason == "unknown" for i in [*report.missing, *report.unexpected])
     if model_class and unexplained and not any("--model-class" in note for note in report.notes) \
             and has_model_class(model_class):
@@ -1463,7 +1463,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         report.notes.append(
             f"B's config names {model_class}: from_pretrained also renames some checkpoint keys of its own "
             "(per model), which load_state_dict does not; what it reports: "
-            f"{model_class_check(a.source, model_class, _config_source(b))}")
+            f"{model_class_check(a.source, model_class, config_b)}")
     return report
 
 
