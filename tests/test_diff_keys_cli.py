@@ -638,6 +638,68 @@ def test_unexplained_keys_against_a_transformers_folder_point_to_the_model_class
     assert not any("--model-class" in n for n in plain["notes"])
 
 
+def _tiny_deit() -> torch.nn.Module:
+    from transformers import DeiTConfig, DeiTForImageClassification
+
+    torch.manual_seed(0)
+    return DeiTForImageClassification(DeiTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                 intermediate_size=64, image_size=32, patch_size=16))
+
+
+def _check_in_note(notes: list[str]) -> list[str]:
+    [note] = [n for n in notes if "--model-class" in n]
+    return shlex.split(note.split("what it reports: weightdoctor ")[1])
+
+
+def test_the_model_class_note_reads_a_as_this_run_did(tmp_path: Path) -> None:
+    """A's state dict nested in a training checkpoint under a prefix the user renamed away: the check the note
+    gives carries --key and the --rename (without them it would compare the wrong keys), and reports the clean
+    load."""
+    model = _tiny_deit()
+    model.save_pretrained(tmp_path / "hub")
+    wrapped = {f"net.{name}": tensor for name, tensor in model.state_dict().items()}
+    torch.save({"state_dict": wrapped, "epoch": 3}, tmp_path / "run.ckpt")
+    code, data = run_json("diff-keys", str(tmp_path / "run.ckpt"), str(tmp_path / "hub"), "--rename", r"^net\.=")
+    assert code == 1 and any(i["reason"] == "unknown" for i in data["missing"])
+    command = _check_in_note(data["notes"])
+    assert command[command.index("--key") + 1] == "state_dict"
+    assert command[command.index("--rename") + 1] == r"^net\.="
+    code, checked = run_json(*command)
+    assert code == 0 and not checked["missing"] and not checked["unexpected"] and checked["matched"] > 0
+
+
+def test_the_model_class_note_carries_the_revisions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """B a Hub repo at a revision: the check reads B's config at that revision; A and B at two revisions of
+    one repo (which one --revision cannot name): its --config is B's snapshot folder."""
+    from safetensors.torch import save_file
+
+    from fixtures.build import write_hub_cache
+
+    model = _tiny_deit()
+    cache = tmp_path / "cache"
+    model.save_pretrained(tmp_path / "saved")
+    write_hub_cache(cache, "org/deit", tmp_path / "saved", revision="v2")
+    in_memory = tmp_path / "in-memory"  # keys as the model holds them, not as save_pretrained writes them
+    in_memory.mkdir()
+    save_file({n: t.contiguous() for n, t in model.state_dict().items()}, str(in_memory / "model.safetensors"))
+    write_hub_cache(cache, "org/deit", in_memory, revision="v1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    torch.save(model.state_dict(), tmp_path / "sd.pt")
+
+    _, data = run_json("diff-keys", str(tmp_path / "sd.pt"), "org/deit", "--revision", "v2")
+    command = _check_in_note(data["notes"])
+    assert command[command.index("--config") + 1] == "org/deit" and command[command.index("--revision") + 1] == "v2"
+    code, checked = run_json(*command)
+    assert code == 0 and not checked["missing"] and not checked["unexpected"]
+
+    _, data = run_json("diff-keys", "org/deit", "org/deit", "--revision", "v1", "--revision-b", "v2")
+    command = _check_in_note(data["notes"])
+    assert command[command.index("--revision") + 1] == "v1"
+    assert command[command.index("--config") + 1] == data["resolved_b"]
+    code, checked = run_json(*command)
+    assert code == 0 and not checked["missing"] and not checked["unexpected"]
+
+
 def test_the_model_class_note_gives_a_check_that_runs(tmp_path: Path) -> None:
     """B given as its weights file: the note's --config named that file, which --config reads as JSON (exit 2);
     it names B's folder. An architecture transformers does not have gets no note (its check exits 2)."""

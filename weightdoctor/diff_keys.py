@@ -206,13 +206,15 @@ _PER_EXPERT = _lazy_regex(r"(?:^|\.)experts\.\d+\.")
 _FUSED_EXPERTS = _lazy_regex(r"(?:^|\.)experts\.(?!\d)[^.]+(?:\.(?:weight|bias))?$")
 
 
-def expert_layout(unexpected: Sequence[str], missing: Sequence[str], model_class: str | None = None,
-                  sources: tuple[str, str] = ("A", "B")) -> tuple[dict[str, tuple[str, str, str]], str]:
+def expert_layout(unexpected: Sequence[str], missing: Sequence[str],
+                  check_command: Callable[[], str | None] | None = None,
+                  ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """(reason, severity, detail) for MoE expert keys stored one per expert on one side and fused per projection
     on the other (a Hub Mixtral against transformers 5's `model.state_dict()`), and a note; ({}, "") otherwise.
 
     No rename joins or splits tensors; from_pretrained's WeightConverters do (so the note names the
-    `--model-class` check), a plain `load_state_dict` does not (error).
+    `--model-class` check), a plain `load_state_dict` does not (error). `check_command`: gives that check
+    (`model_class_check`) or None, named in the note (called only then: it may import transformers).
 
     Example:
         >>> whys, _ = expert_layout(["m.experts.gate_up_proj"], ["m.experts.0.w1.weight"])
@@ -235,8 +237,9 @@ def expert_layout(unexpected: Sequence[str], missing: Sequence[str], model_class
             f"{fused_side} fused per projection (as transformers 5 models hold them, e.g. model.state_dict()): no "
             "rename joins or splits tensors. from_pretrained converts between the two layouts, load_state_dict "
             "does not")
-    if model_class and has_model_class(model_class):
-        note += f"; what from_pretrained reports: {model_class_check(sources[0], model_class, sources[1])}"
+    command = check_command() if check_command else None
+    if command:
+        note += f"; what from_pretrained reports: {command}"
     return whys, note
 
 
@@ -251,11 +254,25 @@ def has_model_class(name: str) -> bool:
         return False
 
 
-def model_class_check(source_a: str, model_class: str, config: str) -> str:
-    """The `diff-keys --model-class` command a note gives (`config`: what --config reads B's config.json from)."""
+def model_class_check(source_a: str, model_class: str, config: str, *, revision: str | None = None,
+                      key: str | None = None, renames: Sequence[Rename] = ()) -> str:
+    """The `diff-keys --model-class` command a note gives (`config`: what --config reads B's config.json from),
+    with the flags that read A as this run read it (its revision, where its state dict is, the user's renames).
+
+    Example:
+        >>> print(model_class_check("sd.pt", "BertModel", "hub", key="state_dict", renames=[Rename("^net_", "")]))
+        weightdoctor diff-keys sd.pt --model-class BertModel --config hub --key state_dict --rename '^net_='
+    """
     import shlex
 
-    return f"weightdoctor diff-keys {shlex.quote(source_a)} --model-class {model_class} --config {shlex.quote(config)}"
+    words = [f"weightdoctor diff-keys {shlex.quote(source_a)} --model-class {model_class}",
+             f"--config {shlex.quote(config)}"]
+    if revision is not None:
+        words.append(f"--revision {shlex.quote(revision)}")
+    if key is not None:
+        words.append(f"--key {shlex.quote(key)}")
+    words.extend(rename.as_flag() for rename in renames)
+    return " ".join(words)
 
 
 # A PEFT adapter's own tensors: LoRA's low-rank pair on a module (`<module>.lora_A.weight`, `lora_B`, with the
@@ -1348,8 +1365,7 @@ def diff_specs(
     base_prefix_loads: bool = True,
     tie_embeddings_a: bool | None = None,
     loader_prefix: Callable[[], str | None] | None = None,
-    model_class_b: str | None = None,
-    config_b: str | None = None,
+    model_class_command: Callable[[], str | None] | None = None,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -1371,8 +1387,9 @@ def diff_specs(
         base_prefix_loads: whether a loader adds or strips a base-model prefix (B is a transformers model).
         loader_prefix: called at most once, when a base-model prefix is suggested: the prefix B's
             from_pretrained adds or strips (its class's `base_model_prefix`), None when it cannot be told.
-        model_class_b: B's transformers class (its config's first architecture), named in notes.
-        config_b: what `--config` reads B's config.json from, in those notes (default `source_b`).
+        model_class_command: gives the `diff-keys --model-class` check of B's class (`model_class_check`) or
+            None; called only for a note on differences only from_pretrained resolves (it may import
+            transformers).
 
     Raises:
         UsageError: the renames map two keys of A to the same name.
@@ -1382,7 +1399,7 @@ def diff_specs(
                            tied_groups_a=tied_groups_a, tied_groups_b=tied_groups_b,
                            tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads,
                            tie_embeddings_a=tie_embeddings_a, loader_prefix=loader_prefix,
-                           model_class_b=model_class_b, config_b=config_b)
+                           model_class_command=model_class_command)
 
 
 def _diff_specs(
@@ -1398,8 +1415,7 @@ def _diff_specs(
     base_prefix_loads: bool,
     tie_embeddings_a: bool | None = None,
     loader_prefix: Callable[[], str | None] | None = None,
-    model_class_b: str | None = None,
-    config_b: str | None = None,
+    model_class_command: Callable[[], str | None] | None = None,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -1410,8 +1426,7 @@ def _diff_specs(
     suggestions: list[SuggestedRename] = []
     after: int | None = None
     layout_whys, layout_note = foreign_layout(diff.unexpected, diff.missing)
-    expert_whys, expert_note = expert_layout(diff.unexpected, diff.missing, model_class_b,
-                                             (source_a, config_b or source_b))
+    expert_whys, expert_note = expert_layout(diff.unexpected, diff.missing, model_class_command)
     if expert_whys:
         layout_whys = {**expert_whys, **layout_whys}
         layout_note = "; ".join(filter(None, (layout_note, expert_note)))
@@ -1444,27 +1459,42 @@ def _rename_all(name: str, renames: Sequence[Rename]) -> str:
 
 def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = ()) -> DiffReport:
     """`diff_specs` on two opened checkpoints (headers only: no tensor data is read)."""
-    model_class, config_b = _first_architecture(b.config), _config_source(b)
+    # Asked only for a note (has_model_class imports transformers: not in the headers-only path otherwise).
+    check = functools.cache(lambda: _model_class_command(a, b, renames))
     report = diff_specs(
         specs_from_tensors(a.tensors), specs_from_tensors(b.tensors), renames,
         source_a=a.source, source_b=b.source, tied_groups_a=a.alias_groups(), tied_groups_b=b.alias_groups(),
         tie_embeddings=config_ties(b.config), base_prefix_loads=b.config is not None,
         tie_embeddings_a=config_ties(a.config),
         loader_prefix=(lambda: base_model_prefix_of(b.config)) if b.config else None,
-        model_class_b=model_class, config_b=config_b,
+        model_class_command=check,
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location
     unexplained = any(i.reason == "unknown" for i in [*report.missing, *report.unexpected])
-    if model_class and unexplained and not any("--model-class" in note for note in report.notes) \
-            and has_model_class(model_class):
+    if unexplained and not any("--model-class" in note for note in report.notes) and check():
         # Two checkpoints are compared as load_state_dict sees them; from_pretrained also renames some keys
         # per model (in-memory names differ from saved ones in several vision and MoE models).
         report.notes.append(
-            f"B's config names {model_class}: from_pretrained also renames some checkpoint keys of its own "
-            "(per model), which load_state_dict does not; what it reports: "
-            f"{model_class_check(a.source, model_class, config_b)}")
+            f"B's config names {_first_architecture(b.config)}: from_pretrained also renames some checkpoint keys "
+            f"of its own (per model), which load_state_dict does not; what it reports: {check()}")
     return report
+
+
+def _model_class_command(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename]) -> str | None:
+    """The `diff-keys --model-class` check of B's class that reads A as this run did (None when B's config names
+    no class transformers has, or when one --revision cannot name both A's and B's)."""
+    model_class = _first_architecture(b.config)
+    if not model_class or not has_model_class(model_class):
+        return None
+    config = _config_source(b)
+    # With --model-class, --revision applies to A and to --config alike (a local A ignores it).
+    revision = a.revision if a.revision is not None else b.revision
+    if b.revision is not None and b.revision != revision:
+        if b.location != str(b.path):  # B's headers came from the Hub: no local folder to name instead
+            return None
+        config = str(b.path if b.path.is_dir() else b.path.parent)  # B's snapshot, read at its own revision
+    return model_class_check(a.source, model_class, config, revision=revision, key=a.nested_key, renames=renames)
 
 
 def _config_source(b: Checkpoint) -> str:
