@@ -288,3 +288,18 @@ def test_every_target_fits_a_narrow_console_without_cutting(tmp_path: Path) -> N
                          env={"COLUMNS": "50"}).stdout
     table = out[out.index("What each cast does"):out.index("what torch's")]
     assert "…" not in table and max(map(len, out.splitlines())) <= 50
+
+
+def test_worst_tensors_on_a_very_narrow_console_keep_words_whole() -> None:
+    """At 60 columns the name and `why` columns had 7 cells each: Rich cut `value(s` / `)` and names to a few
+    letters. Each tensor is told in lines of its own there: its whole name, its figures, its reason."""
+    from tests.helpers import REPO_ROOT, run_subprocess
+
+    out = run_subprocess("check-dtype", REPO_ROOT / "fixtures" / "example", "--worst", "2",
+                         env={"COLUMNS": "60"}).stdout
+    assert max(map(len, out.splitlines())) <= 60
+    worst = out[out.index("Worst tensors for fp16 (stored float32)"):out.index("Worst tensors for bf16")]
+    lines = [line.strip("│ ") for line in worst.splitlines() if line.startswith("│")]
+    assert lines[0] == "bert.encoder.layer.2.output.dense.weight"
+    assert lines[1].startswith("lossy · out of range 0 · underflow 0 ·")
+    assert "16,383 value(s) rounded, 44 subnormal" in lines

@@ -721,3 +721,26 @@ def test_the_model_class_note_gives_a_check_that_runs(tmp_path: Path) -> None:
     (folder / "config.json").write_text(json.dumps({**config, "architectures": ["NotARealModel"]}))
     _, data = run_json("diff-keys", str(tmp_path / "a.safetensors"), str(folder))
     assert not [n for n in data["notes"] if "--model-class" in n]
+
+
+def test_names_in_wide_characters_break_after_a_dot(tmp_path: Path) -> None:
+    """A CJK character takes two cells: lines counted in characters overflowed the column and Rich cut the
+    names mid-segment (`注意` / `力`). They break after a dot, in inspect's and diff-keys' tables alike."""
+    from rich.cells import cell_len
+    from safetensors.torch import save_file
+
+    from tests.helpers import run_subprocess
+
+    names = ["模型.嵌入.词嵌入.权重", "编码器.层.0.注意力.自我.查询.权重", "编码器.层.0.注意力.自我.键值.权重偏置参数"]
+    save_file({n: torch.zeros(2, 2) for n in names}, tmp_path / "a.safetensors")
+    save_file({f"前缀.{n}": torch.zeros(2, 2) for n in names}, tmp_path / "b.safetensors")
+    for args, section, end in (
+            (("inspect", tmp_path / "a.safetensors"), "Tensors", None),
+            (("diff-keys", tmp_path / "a.safetensors", tmp_path / "b.safetensors"), "Unexpected", "reasons")):
+        out = run_subprocess(*args, env={"COLUMNS": "60"}).stdout
+        assert max(map(cell_len, out.splitlines())) <= 60
+        table = out[out.index(section):out.index(end) if end else None]
+        cells = [line.split("│")[1].strip() for line in table.splitlines() if line.startswith("│")]
+        pieces = [c for c in cells if c and not c.isascii()]
+        assert all(p.endswith(".") or p.endswith(("权重", "权重偏置参数")) for p in pieces), pieces
+        assert "".join(pieces).replace("*", "0") == "".join(names), pieces

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
@@ -95,7 +96,7 @@ def behaviour_table(report: CheckDtypeReport) -> Table:
 
 def _shown_len(cell: str) -> int:
     """The width a cell takes once its markup (`[dim]0[/]`) is rendered."""
-    return len(Text.from_markup(cell).plain)
+    return cell_len(Text.from_markup(cell).plain)
 
 
 def _worst_key(row: TensorCast) -> tuple[int, int, int, float]:
@@ -124,7 +125,9 @@ def worst_tensors(name: str, target: TargetReport, limit: int, width: int | None
             headers = ("stored", "verdict", "out of\nrange", "under-\nflow", "max rel\nerr")
             room = width - 7 - sum(max(*map(len, headers[i].split("\n")), *(_shown_len(c[i]) for c in cells)) + 3
                                    for i in shown)
-        longest = max(len(row.name) for row in rows)
+        if room < _SIDE_BY_SIDE:
+            return _stacked_worst(title, rows, cells, width)
+        longest = max(cell_len(row.name) for row in rows)
         name_width = min(longest, max(room - 24, room // 2))  # `why` keeps room for a few words
         why_width = max(room - name_width, 12)
     table.add_column("tensor", overflow="fold")
@@ -134,6 +137,23 @@ def worst_tensors(name: str, target: TargetReport, limit: int, width: int | None
     for row, cell in zip(rows, cells, strict=True):
         values = [_verdict(cell[i]) if i == 1 else cell[i] for i in shown]
         table.add_row(wrapped_name(row.name, name_width), *values, escape(row.reason))
+    return table
+
+
+# Below this many cells for the name and `why` together, they cannot sit side by side without Rich cutting
+# words (`value(s` / `)`) and names to a few characters: each tensor is then told in lines of its own.
+_SIDE_BY_SIDE = 32
+
+
+def _stacked_worst(title: str, rows: list[TensorCast], cells: list[tuple[str, ...]], width: int) -> Table:
+    """The worst tensors for a very narrow console: per tensor, its name (broken after dots), its figures on one
+    line, and why, wrapped between words."""
+    table = Table(title=title, title_justify="left", show_header=False, show_lines=True)
+    table.add_column(overflow="fold")
+    for row, (dtype, verdict, out_of_range, underflow, max_rel) in zip(rows, cells, strict=True):
+        figures = (f"{_verdict(verdict)} · out of range {out_of_range} · underflow {underflow} · "
+                   f"max rel err {max_rel}" + (f" · stored {dtype}" if len({r.dtype for r in rows}) > 1 else ""))
+        table.add_row(f"[bold]{wrapped_name(row.name, width - 4)}[/]\n{figures}\n{escape(row.reason)}")
     return table
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape as escape_markup
 from rich.panel import Panel
@@ -62,8 +63,8 @@ def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all:
                     for i, header in ((1, "×"), (2, "reason"), (3, "severity")))
         room = width - fixed - 16  # 6 borders, 10 spaces of padding: what keys and detail share
         words = [w for d in _details(report, kind).values() for w in d.split()]
-        detail_floor = min(max((len(w) for w in words), default=6), 32, room // 2)
-        keys_width = min(max(len(r[0]) for r in rows), room - detail_floor)
+        detail_floor = min(max(map(cell_len, words), default=6), 32, room // 2)
+        keys_width = min(max(cell_len(r[0]) for r in rows), room - detail_floor)
         detail_width = max(room - keys_width, detail_floor)
     table.add_column("keys", overflow="fold")
     table.add_column("×", justify="right")
@@ -89,10 +90,10 @@ def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all:
 
 def _wrapped_words(text: str, width: int | None) -> str:
     """`text` escaped for markup, each word longer than `width` (a tensor name in a detail) broken after dots."""
-    if width is None or width < 16 or len(text) <= width:
+    if width is None or width < 16 or cell_len(text) <= width:
         return escape(text)
     text = printable(text)  # escaped once, whole: a tag can span words and lines (`[red` / `x]`)
-    return escape_markup(" ".join("\n".join(wrap_at_dots(word, width)) if len(word) > width else word
+    return escape_markup(" ".join("\n".join(wrap_at_dots(word, width)) if cell_len(word) > width else word
                                   for word in text.split(" ")))
 
 

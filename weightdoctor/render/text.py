@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from rich.cells import cell_len, chop_cells
 from rich.markup import escape as escape_markup
 
 # C0 and C1 control characters, DEL, zero-width characters, bidirectional controls and Unicode tags.
@@ -40,25 +41,31 @@ _DOTTED_SEGMENT = re.compile(r"[^.]*\.|[^.]+$")
 
 
 def wrap_at_dots(text: str, width: int) -> list[str]:
-    """`text` as lines of at most `width` characters, broken after a dot where it can be (a tensor name then
-    reads segment by segment, `...attention.output.dense.` / `bias`, not `...dense.bia` / `s`).
+    """`text` as lines of at most `width` screen cells, broken after a dot where it can be (a tensor name then
+    reads segment by segment, `...attention.output.dense.` / `bias`, not `...dense.bia` / `s`). Cells, not
+    characters: a CJK character takes two, so a line counted in characters would overflow and Rich would cut it.
 
     Example:
         >>> wrap_at_dots("encoder.layer.0.attention.output.dense.bias", 24)
         ['encoder.layer.0.', 'attention.output.dense.', 'bias']
+        >>> wrap_at_dots("编码器.层.0.注意力.权重", 10)
+        ['编码器.层.', '0.注意力.', '权重']
     """
-    if width < 1 or len(text) <= width:
+    if width < 1 or cell_len(text) <= width:
         return [text]
     lines: list[str] = []
-    line = ""
+    line, used = "", 0
     for part in _DOTTED_SEGMENT.findall(text):
-        if len(line) + len(part) > width and line:
+        cells = cell_len(part)
+        if used + cells > width and line:
             lines.append(line)
-            line = ""
-        while len(part) > width:  # one segment longer than a line: cut it
-            lines.append(part[:width])
-            part = part[width:]
+            line, used = "", 0
+        if cells > width:  # one segment longer than a line: cut it
+            *full, part = chop_cells(part, width)
+            lines.extend(full)
+            cells = cell_len(part)
         line += part
+        used += cells
     if line:
         lines.append(line)
     return lines
