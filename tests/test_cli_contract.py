@@ -50,6 +50,16 @@ def test_json_parses_when_stdout_cannot_encode_the_names(
     assert "dïr/modèl.safetensors" in text
 
 
+def test_an_ascii_console_reads_the_glyphs_as_ascii_and_names_as_escapes(non_ascii: Path) -> None:
+    """PYTHONIOENCODING=ascii: the reports' own arrows and signs printed as `\\u2192` and `\\xb1` (a table cell six
+    characters wide for one); they read as ASCII now, while a tensor name keeps its exact escapes."""
+    out = run_subprocess("check-dtype", EXAMPLE, env={"PYTHONIOENCODING": "ascii", "COLUMNS": "100"}).stdout
+    assert "beyond +-65504 -> +-inf (overflows); inf -> inf; NaN -> NaN" in out
+    assert "\\u" not in out and "\\x" not in out
+    out = run_subprocess("inspect", non_ascii, env={"PYTHONIOENCODING": "ascii", "COLUMNS": "100"}).stdout
+    assert "m\\xf3dulo.pesos_\\xfc.weight" in out and "4x4" in out
+
+
 @pytest.mark.parametrize(
     ("extra", "named"),
     [(["--strategy", "sequential"], "--strategy"), (["--strategy", "bogus"], "strategy 'bogus'"),

@@ -44,18 +44,43 @@ def main() -> None:
     os._exit(code)
 
 
+# What the reports' own glyphs become on a console that cannot encode them (PYTHONIOENCODING=ascii, a latin-1
+# locale). One character for those that sit in table cells (×, ·, ‖), so the columns stay aligned (each took six
+# as `\u00d7`); a readable pair in running text (`->`, `+-`), where a panel's right border may then shift.
+_ASCII_GLYPHS = {
+    "\u00d7": "x", "\u2192": "->", "\u00b7": "-", "\u2016": "|", "\u2212": "-", "\u2013": "-", "\u2014": "-",
+    "\u2026": "...", "\u2248": "~=", "\u2261": "=", "\u0394": "d", "\u2588": "#", "\u2591": ".", "\u2022": "*",
+    "\u00b1": "+-", "\u2265": ">=", "\u2264": "<=", "\u221a": "sqrt", "\u00b2": "^2",
+}
+_ERRORS = "weightdoctor-ascii"
+
+
+def _ascii_fallback(error: UnicodeError) -> tuple[str, int]:
+    """The codec error handler behind `_tolerate_lone_surrogates`: the reports' glyphs as ASCII, anything else
+    (text read from a checkpoint) as its backslash escape, so a name is never shown as another name."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    text = error.object[error.start:error.end]
+    return "".join(_ASCII_GLYPHS.get(char) or char.encode("ascii", "backslashreplace").decode("ascii")
+                   for char in text), error.end
+
+
 def _tolerate_lone_surrogates() -> None:
-    """Write a lone surrogate as its `\\udcff` escape instead of failing with UnicodeEncodeError.
+    """Write what the console cannot encode instead of failing with UnicodeEncodeError: a lone surrogate as its
+    `\\udcff` escape, the reports' glyphs (×, →, ±) as ASCII on an ASCII or latin-1 console.
 
     Text read from a checkpoint (a config's `"model_type": "\\ud800"`, a tensor name, a file name's
     non-UTF-8 byte) may hold one; a report must still print, and JSON escapes them itself (render/json.py).
     """
+    import codecs
+
+    codecs.register_error(_ERRORS, _ascii_fallback)
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             # A stream that cannot change (closed, or not a text stream of its own) is left as it is.
             with contextlib.suppress(ValueError, OSError):
-                reconfigure(errors="backslashreplace")
+                reconfigure(errors=_ERRORS)
 
 
 def _exit_on_closed_pipe() -> None:
