@@ -327,8 +327,8 @@ def test_training_estimate_matches_accelerate(fx) -> None:
 
 def test_small_helpers() -> None:
     assert normalize_dtype("bfloat16") == "bf16"
-    with pytest.raises(UsageError, match="fp8"):
-        normalize_dtype("fp8")
+    with pytest.raises(UsageError, match="fp4"):
+        normalize_dtype("fp4")
     assert [parse_device_value(v) for v in (0, "1", "cuda:2", "CPU", "disk")] == [0, 1, 2, "cpu", "disk"]
     with pytest.raises(UsageError):
         parse_device_value("tpu")
@@ -409,3 +409,66 @@ def test_sizes_parse_as_accelerate_parses_them() -> None:
 
     for text in ("24GB", "24GiB", "200MB", "512MiB", "1.5GB", "80KB", "3KiB"):
         assert parse_size(text) == convert_file_size_to_int(text), text
+
+
+# ------------------------------------------------------------------------ fine-grained FP8 (DeepSeek-V3, Qwen3-FP8)
+
+
+@pytest.fixture(scope="module")
+def fp8_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from transformers import DeepseekV3Config, LlamaConfig
+
+    from fixtures.plan_devices import fp8_checkpoint
+
+    out = tmp_path_factory.mktemp("fp8")
+    return {
+        "llama": fp8_checkpoint(LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                                            num_attention_heads=4, num_key_value_heads=2, vocab_size=1000),
+                                out / "llama"),
+        # MoE experts, multi-head latent attention: FP8Experts and FP8Linear both swapped in.
+        "deepseek_v3": fp8_checkpoint(DeepseekV3Config(
+            hidden_size=256, intermediate_size=512, moe_intermediate_size=256, n_routed_experts=4,
+            num_experts_per_tok=2, n_group=1, topk_group=1, num_hidden_layers=3, first_k_dense_replace=1,
+            num_attention_heads=4, num_key_value_heads=4, vocab_size=1000, q_lora_rank=128, kv_lora_rank=128,
+            qk_rope_head_dim=32, qk_nope_head_dim=32, v_head_dim=64), out / "deepseek_v3"),
+    }
+
+
+@pytest.mark.parametrize("name", ["llama", "deepseek_v3"])
+@pytest.mark.parametrize("dtype", ["fp8", None])
+@pytest.mark.parametrize("strategy", ["auto", "sequential"])
+def test_fp8_checkpoint_maps_equal_from_pretrained(fp8_folders, name, dtype, strategy) -> None:
+    """--dtype fp8: the map from_pretrained computes on GPUs of compute capability 9.0 (its FP8 quantizer keeps the
+    weights); the default: the map it computes where it dequantizes them (this CPU-only machine)."""
+    from fixtures.plan_devices import from_pretrained_device_map_on_fp8_gpus
+
+    folder = fp8_folders[name]
+    with open_plan_source(str(folder)) as checkpoint:
+        planned = build_planned_model(checkpoint, dtype)
+    assert planned.dtype == (dtype or "bf16")
+    total = sum(p.numel() * p.element_size() for p in planned.model.parameters())
+    assert any(p.dtype == torch.float8_e4m3fn for p in planned.model.parameters()) == (dtype == "fp8")
+    for gpus in ([total // 3, total // 3], [total // 2, total // 4, total // 4]):
+        memory = _memory(gpus, 10 * GB)
+        oracle = from_pretrained_device_map_on_fp8_gpus if dtype == "fp8" else from_pretrained_device_map
+        expected = oracle(folder, strategy, memory)
+        report = plan_devices(planned, PlanRequest(gpus=gpus, cpu=10 * GB, strategy=strategy))
+        assert report.device_map == expected
+    if dtype is None:
+        assert any("--dtype fp8 plans that" in w for w in planned.warnings)
+
+
+def test_fp8_is_suggested_for_an_fp8_checkpoint_and_refused_for_others(fp8_folders, fx) -> None:
+    """Planned dequantized, an FP8 checkpoint that fits only in FP8 gets `--dtype fp8` as its smallest change (not
+    bitsandbytes' int8, which transformers refuses on a pre-quantized checkpoint); --dtype fp8 on a checkpoint of
+    another kind is a usage error."""
+    with open_plan_source(str(fp8_folders["llama"])) as checkpoint:
+        planned = build_planned_model(checkpoint)
+        fp8 = build_planned_model(checkpoint, "fp8")
+    fp8_total = sum(p.numel() * p.element_size() for p in fp8.model.parameters())
+    report = plan_devices(planned, PlanRequest(gpus=[fp8_total * 3 // 4] * 2, cpu=10 * GB))
+    assert report.verdict != "fits-on-gpus"
+    assert [(s.change, s.dtype) for s in report.suggestions if s.change == "dtype"] == [("dtype", "fp8")]
+    assert "compute capability 8.9" in report.suggestions[0].description
+    with open_plan_source(str(fx["gpt2"])) as checkpoint, pytest.raises(UsageError, match="fine-grained FP8"):
+        build_planned_model(checkpoint, "fp8")

@@ -83,7 +83,8 @@ def test_manual_map_valid_and_invalid(fx: dict[str, Path], tmp_path: Path) -> No
         ([], "no devices"),
         (["--local", "--gpu", "1GB"], "--local"),
         (["--gpu", "1GB", "--fail-on", "warn"], "--fail-on 'warn'"),
-        (["--gpu", "1GB", "--dtype", "fp8"], "unknown dtype 'fp8'"),
+        (["--gpu", "1GB", "--dtype", "fp4"], "unknown dtype 'fp4'"),
+        (["--gpu", "1GB", "--dtype", "fp8"], "--dtype fp8 plans a checkpoint quantized with"),
         (["--gpu", "1GB", "--no-split", "Nope"], "'Nope' is no module class"),
         (["--gpu", "1GB", "--seq-len", "5"], "--kv-cache"),
     ],
@@ -326,13 +327,21 @@ def test_a_quantized_config_is_planned_at_its_bits(tmp_path: Path, quantization:
     assert any("bitsandbytes' rules" in w for w in data["warnings"]) is (quantization["quant_method"] == "gptq")
 
 
-def test_an_fp8_config_says_the_plan_is_an_upper_bound(tmp_path: Path) -> None:
-    """Fine-grained FP8 (DeepSeek-V3, Qwen3-FP8) keeps Linear weights in one byte; planned at the float dtype,
-    the plan over-sizes them, which a warning says."""
+def test_an_fp8_config_says_which_gpus_the_plan_is_for(tmp_path: Path) -> None:
+    """Fine-grained FP8 (DeepSeek-V3, Qwen3-FP8): transformers dequantizes it to bf16 below compute capability 8.9
+    and keeps it in FP8 from there on. The default plan is the bf16 one and says so; --dtype fp8 plans the other
+    (from a config alone, too), about half the Linear weights' size."""
     config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 1000, "hidden_size": 256,
               "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4, "dtype": "bfloat16",
               "quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}}
     (tmp_path / "config.json").write_text(json.dumps(config))
     code, data = run_json("plan-devices", str(tmp_path), "--gpu", "100GB")
     assert code == 0 and data["dtype"] == "bf16"
-    assert any("(fp8): planned at the floating dtype" in w and "upper bound" in w for w in data["warnings"])
+    assert any("(fp8): planned at bf16" in w and "--dtype fp8 plans that" in w for w in data["warnings"])
+    code, fp8 = run_json("plan-devices", str(tmp_path), "--gpu", "100GB", "--dtype", "fp8")
+    assert code == 0 and fp8["dtype"] == "fp8"
+    assert any("compute capability 8.9 and above" in w for w in fp8["warnings"])
+    # Per layer, q/k/v/o (256 x 256) and gate/up/down (256 x 512) go from 2 bytes an element to 1, and gain float32
+    # scales of 128 x 128 blocks: 4 x 2 x 2 and 3 x 4 x 2 of them.
+    saved_per_layer = (4 * 256 * 256 + 3 * 256 * 512) - 4 * (4 * 2 * 2 + 3 * 4 * 2)
+    assert data["weights_bytes"] - fp8["weights_bytes"] == 2 * saved_per_layer

@@ -37,6 +37,10 @@ DTYPES: dict[str, tuple[str, float | None]] = {
     "bf16": ("bfloat16", None),
     "int8": ("float16", 1.0),
     "int4": ("float16", 0.5),
+    # A checkpoint of transformers' fine-grained FP8 (quant_method "fp8": DeepSeek-V3, Qwen3-FP8) as its quantizer
+    # keeps it on a GPU of compute capability >= 8.9: Linear weights in float8 beside their block scales, the rest
+    # at bf16 (what those checkpoints' configs name). Sized by the quantizer's own modules (`_keep_fp8`).
+    "fp8": ("bfloat16", None),
 }
 DTYPE_ALIASES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "half": "fp16", "float": "fp32",
                  "float64": "fp64", "double": "fp64"}
@@ -200,7 +204,7 @@ def normalize_dtype(text: str) -> str:
     """`"bfloat16"` or `"bf16"` -> `"bf16"`.
 
     Raises:
-        UsageError: not one of fp64, fp32, fp16, bf16, int8, int4.
+        UsageError: not one of fp64, fp32, fp16, bf16, int8, int4, fp8.
     """
     key = DTYPE_ALIASES.get(text.lower(), text.lower())
     if key not in DTYPES:
@@ -347,11 +351,18 @@ def build_planned_model(
         from weightdoctor.quantized import quantization_of
 
         found = quantization_of(checkpoint.config)
-        if found is not None and any(word in found[0] for word in ("fp8", "mxfp4", "fp4")):
+        if found is not None and _is_fine_grained_fp8(checkpoint.config):
+            warnings.append("the config quantizes the weights (fp8): planned at bf16, as transformers dequantizes "
+                            "them on GPUs of compute capability below 8.9 (A100, V100) and on CPU; on 8.9 and above "
+                            "(H100, H200, L40S, RTX 4090) it keeps them in FP8, about half the Linear weights' "
+                            "size: --dtype fp8 plans that")
+        elif found is not None and any(word in found[0] for word in ("fp8", "mxfp4", "fp4")):
             warnings.append(f"the config quantizes the weights ({found[0]}): planned at the floating dtype, which "
                             "over-sizes the Linear weights transformers keeps in 8 or 4 bits (about 2x or 4x); the "
                             "plan is an upper bound")
     dtype = normalize_dtype(dtype) if dtype else default_dtype(checkpoint)
+    if dtype == "fp8":
+        return _planned_fp8(checkpoint, model_class, warnings)
     if checkpoint.config is not None and checkpoint.config.get("model_type"):
         try:
             model = _build_from_config(checkpoint.config, DTYPES[dtype][0], model_class)
@@ -382,6 +393,55 @@ def build_planned_model(
     if dtype in ("int8", "int4"):
         warnings.append(f"{dtype} is planned for transformers models only; the tensors keep their own dtypes")
     return PlannedModel(model, "tensors", "module tree from tensor names", dtype, checkpoint.config, warnings)
+
+
+def _is_fine_grained_fp8(config: dict[str, Any] | None) -> bool:
+    """Whether transformers' fine-grained FP8 quantizer loads this config (`quant_method: fp8`, not dequantized)."""
+    quantization = config.get("quantization_config") if isinstance(config, dict) else None
+    return (isinstance(quantization, dict) and quantization.get("quant_method") == "fp8"
+            and not quantization.get("dequantize"))
+
+
+def _planned_fp8(checkpoint: Checkpoint, model_class: str | None, warnings: list[str]) -> PlannedModel:
+    """The model `from_pretrained` builds for a fine-grained FP8 checkpoint on a GPU of compute capability >= 8.9."""
+    if not _is_fine_grained_fp8(checkpoint.config):
+        raise UsageError("--dtype fp8 plans a checkpoint quantized with transformers' fine-grained FP8 (its "
+                         "config's quantization_config has quant_method \"fp8\"); this one is not: use fp16, bf16, "
+                         "int8 or int4", path=str(checkpoint.path))
+    config = checkpoint.config or {}
+    model = _build_from_config(config, DTYPES["fp8"][0], model_class)
+    _keep_fp8(model, config)
+    warnings.append("planned as transformers keeps FP8 weights on GPUs of compute capability 8.9 and above (H100, "
+                    "H200, L40S, RTX 4090); on older GPUs and on CPU it dequantizes them to bf16 (the plan without "
+                    "--dtype)")
+    return PlannedModel(model, "config", type(model).__name__, "fp8", config, warnings)
+
+
+def _keep_fp8_model(planned: PlannedModel) -> torch.nn.Module:
+    """`planned`'s model built again at bf16 with transformers' FP8 modules (the model class it was built as)."""
+    config = planned.config or {}
+    model = _build_from_config(config, DTYPES["fp8"][0], planned.model_class)
+    _keep_fp8(model, config)
+    return model
+
+
+def _keep_fp8(model: torch.nn.Module, config: dict[str, Any]) -> None:
+    """Swap in the FP8 modules transformers' own quantizer swaps in before loading (FP8Linear, FP8Experts: float8
+    weights and their block scales), with the modules it leaves alone (output embeddings, its skip list)."""
+    from transformers.quantizers.auto import AutoHfQuantizer, AutoQuantizationConfig
+
+    try:
+        with _quiet_libraries():
+            settings = AutoQuantizationConfig.from_dict(dict(config["quantization_config"]))
+            quantizer = AutoHfQuantizer.from_config(settings, pre_quantized=True)
+            # from_pretrained's next step; its environment check (which dequantizes without such a GPU) is left
+            # out on purpose: the plan is for the GPUs given, not for this machine.
+            quantizer.preprocess_model(model=model, dtype=getattr(__import__("torch"), DTYPES["fp8"][0]),
+                                       device_map="auto", checkpoint_files=None)
+    except Exception as exc:  # a hostile or unsupported quantization_config
+        detail = " ".join(str(exc).split())[:200]
+        raise UsageError(f"transformers' FP8 quantizer cannot prepare this model ({type(exc).__name__}: "
+                         f"{detail})") from exc
 
 
 def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: str | None) -> torch.nn.Module:
@@ -1446,9 +1506,19 @@ def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[
     from weightdoctor.units import format_bytes
 
     suggestions: list[Suggestion] = []
-    current = DTYPE_LADDER.index(planned.dtype) if planned.dtype in DTYPE_LADDER else 0
+    current = DTYPE_LADDER.index(planned.dtype) if planned.dtype in DTYPE_LADDER else len(DTYPE_LADDER)
     current_size = _element_size(planned.dtype)
-    for dtype in DTYPE_LADDER[current + 1:]:
+    # A pre-quantized checkpoint is not quantized again by bitsandbytes (transformers refuses two quantizers).
+    ladder = () if quantized_dtype(planned.config) or _is_fine_grained_fp8(planned.config) \
+        else DTYPE_LADDER[current + 1:]
+    if planned.dtype != "fp8" and planned.is_transformers and _is_fine_grained_fp8(planned.config):
+        # Planned dequantized (bf16): kept in FP8, as transformers keeps it on GPUs of compute capability >= 8.9.
+        fp8 = PlannedModel(_keep_fp8_model(planned), "config", planned.model_class, "fp8", planned.config)
+        if _replan_verdict(fp8, request, no_split, "fp8", request.gpus) == "fits-on-gpus":
+            suggestions.append(Suggestion(
+                "dtype", f"--dtype fp8 fits on the {len(request.gpus)} GPU(s) if they have compute capability 8.9 or "
+                "above (transformers then keeps the FP8 weights)", "fp8", list(request.gpus), "fits-on-gpus"))
+    for dtype in ladder:
         if _element_size(dtype) >= current_size:
             continue
         if DTYPES[dtype][1] is not None and not planned.is_transformers:

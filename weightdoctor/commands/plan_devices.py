@@ -40,7 +40,8 @@ def plan_devices(
     ] = "auto",
     dtype: Annotated[
         str | None,
-        typer.Option("--dtype", help="fp64, fp32, fp16, bf16, int8 or int4 (bitsandbytes). Default: what "
+        typer.Option("--dtype", help="fp64, fp32, fp16, bf16, int8 or int4 (bitsandbytes), or fp8 for a "
+                     "fine-grained FP8 checkpoint kept in FP8 (GPUs of compute capability 8.9+). Default: what "
                      "from_pretrained(dtype='auto') picks (config, then checkpoint); with --local, bf16/fp16/fp32."),
     ] = None,
     no_split: Annotated[
