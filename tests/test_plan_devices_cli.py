@@ -128,10 +128,34 @@ def test_local_on_this_machine_and_with_simulated_gpus(fx: dict[str, Path], monk
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: ([30_000, 70_000][i], 80_000))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"Fake GPU {i}")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *device: (7, 5))
     code, data = run_json("plan-devices", fx["bert"], "--local")
     assert data["local"]["gpu_free_bytes"] == [30_000, 70_000] and data["local"]["gpu_names"][1] == "Fake GPU 1"
     assert data["dtype"] == "fp16"  # no bf16 on this GPU: the careful choice is fp16
     assert [d["capacity_bytes"] for d in data["devices"][:2]] == [30_000, 70_000]
+    assert data["local"]["keeps_fp8"] is False
+
+
+def test_local_plans_an_fp8_checkpoint_as_transformers_loads_it_there(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """--local on a GPU of compute capability 8.9+ plans a fine-grained FP8 checkpoint in FP8 (transformers keeps
+    it so there); below, at the dtype a careful user picks (transformers dequantizes it)."""
+    import torch
+
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 1000, "hidden_size": 256,
+              "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4, "dtype": "bfloat16",
+              "quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: (80 * 10**9, 80 * 10**9))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "Fake H100")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    for capability, dtype in (((9, 0), "fp8"), ((8, 0), "bf16")):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *device, c=capability: c)
+        code, data = run_json("plan-devices", str(tmp_path), "--local")
+        assert code == 0 and data["dtype"] == dtype and data["local"]["dtype"] == dtype
+        assert data["local"]["keeps_fp8"] is (dtype == "fp8")
 
 
 def test_kv_cache_training_and_tensor_source(fx: dict[str, Path]) -> None:

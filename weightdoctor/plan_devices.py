@@ -178,6 +178,9 @@ class LocalDevices:
     cpu_available_bytes: int
     bf16_supported: bool
     dtype: str  # what a careful user would pick here
+    # Whether transformers' FP8 quantizer keeps FP8 weights here: compute capability >= 8.9 of the current GPU,
+    # the device its environment check asks (below, or without a GPU, it dequantizes them to bf16).
+    keeps_fp8: bool = False
 
 
 @dataclass
@@ -258,14 +261,21 @@ def read_local_devices() -> LocalDevices:
 
     free: list[int] = []
     names: list[str] = []
-    bf16 = False
+    bf16 = keeps_fp8 = False
     if torch.cuda.is_available():
         for index in range(torch.cuda.device_count()):
             free.append(int(torch.cuda.mem_get_info(index)[0]))
             names.append(torch.cuda.get_device_name(index))
         bf16 = bool(torch.cuda.is_bf16_supported())
+        keeps_fp8 = tuple(torch.cuda.get_device_capability()) >= (8, 9)
     dtype = ("bf16" if bf16 else "fp16") if free else "fp32"
-    return LocalDevices(free, names, int(psutil.virtual_memory().available), bf16, dtype)
+    return LocalDevices(free, names, int(psutil.virtual_memory().available), bf16, dtype, keeps_fp8)
+
+
+def local_dtype(local: LocalDevices, config: dict[str, Any] | None) -> str:
+    """The dtype `--local` plans at: fp8 for a fine-grained FP8 checkpoint on a GPU where transformers keeps it,
+    else what a careful user would pick on these devices (`local.dtype`)."""
+    return "fp8" if local.keeps_fp8 and _is_fine_grained_fp8(config) else local.dtype
 
 
 # ----------------------------------------------------------------------------------------------- the model

@@ -106,6 +106,7 @@ def plan_devices(
         PlanRequest,
         build_planned_model,
         load_manual_map,
+        local_dtype,
         open_plan_source,
         read_local_devices,
         verdict_exit_code,
@@ -144,7 +145,6 @@ def plan_devices(
         local_info = read_local_devices()
         gpus = list(local_info.gpu_free_bytes)
         cpu_bytes = local_info.cpu_available_bytes
-        dtype = dtype or local_info.dtype
     if not gpus and cpu_bytes is None:
         raise UsageError("no devices: give --gpu SIZE (repeatable) and/or --cpu SIZE, or --local")
     mapping = load_manual_map(manual_map) if manual_map is not None else None
@@ -161,6 +161,8 @@ def plan_devices(
         if output is not None and target in {f.path.resolve() for f in checkpoint.files}:
             # A folder's weight files, shards or index (its config.json is refused above, before reading).
             raise UsageError(f"--output {output} would overwrite an input; choose another file")
+        if local_info is not None and dtype is None:
+            dtype = local_dtype(local_info, checkpoint.config)
         planned = build_planned_model(checkpoint, dtype, model_class)
     kv = None
     if kv_cache:
@@ -179,7 +181,8 @@ def plan_devices(
     if local_info is not None:
         report.local = {"gpu_free_bytes": local_info.gpu_free_bytes, "gpu_names": local_info.gpu_names,
                         "cpu_available_bytes": local_info.cpu_available_bytes,
-                        "bf16_supported": local_info.bf16_supported, "dtype": local_info.dtype}
+                        "bf16_supported": local_info.bf16_supported, "dtype": local_dtype(local_info, planned.config),
+                        "keeps_fp8": local_info.keeps_fp8}
     if output is not None:
         from weightdoctor.render.plan_devices import write_device_map
 
