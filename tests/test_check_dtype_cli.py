@@ -303,3 +303,18 @@ def test_worst_tensors_on_a_very_narrow_console_keep_words_whole() -> None:
     assert lines[0] == "bert.encoder.layer.2.output.dense.weight"
     assert lines[1].startswith("lossy · out of range 0 · underflow 0 ·")
     assert "16,383 value(s) rounded, 44 subnormal" in lines
+
+
+def test_convert_refuses_what_check_dtype_calls_unsafe_at_the_edge(tmp_path: Path) -> None:
+    """Exactly 1% of the non-zero values flushed to zero by fp16: check-dtype says unsafe (>= 1%), and convert,
+    which refused only above 1%, cast it without a word. Both draw the line at 1% now."""
+    from safetensors.torch import save_file
+
+    values = torch.full((100,), 0.5)
+    values[0] = 1e-10  # below fp16's smallest subnormal: one value in 100 becomes 0
+    save_file({"w": values}, str(tmp_path / "edge.safetensors"))
+    _, data = run_json("check-dtype", tmp_path / "edge.safetensors")
+    assert data["targets"]["fp16"]["tensors"][0]["verdict"] == "unsafe"
+    result = run_cli("convert", tmp_path / "edge.safetensors", "-o", tmp_path / "out.safetensors", "--dtype", "fp16")
+    assert result.exit_code == 2 and not (tmp_path / "out.safetensors").exists()
+    assert "w (1.0% of non-zero values become 0). Nothing was written." in result.stderr

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 CAST_TARGETS = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 # Dtypes `--dtype` converts; fp8/fp4 tensors are quantized weights with scales and are left alone.
 CASTABLE = frozenset({"float16", "bfloat16", "float32", "float64"})
-# A cast that turns more than this share of a tensor's non-zero values into zeros is refused.
+# A cast that turns this share of a tensor's non-zero values into zeros, or more, is refused: the line
+# check-dtype draws for "unsafe" (its MASS_UNDERFLOW_SHARE), so what it calls unsafe convert does not cast.
 FLUSH_SHARE_LIMIT = 0.01
 # Files that hold weights (never copied beside converted weights: they would be stale).
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".h5", ".msgpack", ".gguf", ".onnx",
@@ -390,7 +391,7 @@ class CastProblem:
         parts = []
         if self.overflow:
             parts.append(f"{self.overflow:,} values become inf")
-        if self.flushed_share > FLUSH_SHARE_LIMIT:
+        if self.flushed_share >= FLUSH_SHARE_LIMIT:
             parts.append(f"{self.flushed_share:.1%} of non-zero values become 0")
         return f"{self.tensor} ({', '.join(parts)})"
 
@@ -417,7 +418,7 @@ def cast_tensor(tensor: torch.Tensor, name: str, target: str) -> tuple[torch.Ten
         nonzero += src.numel() - src_zeros
         flushed += int(dst.numel() - torch.count_nonzero(dst)) - src_zeros
     problem = CastProblem(name, target, overflow, flushed, nonzero)
-    if overflow or problem.flushed_share > FLUSH_SHARE_LIMIT:
+    if overflow or problem.flushed_share >= FLUSH_SHARE_LIMIT:
         return out, problem
     return out, None
 
