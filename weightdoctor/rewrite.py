@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
+from weightdoctor.checkpoint.reader import is_training_state
 from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, torch_shape
 from weightdoctor.errors import OutputError, UsageError, WeightDoctorError
 from weightdoctor.jsontext import parse_json
@@ -534,8 +535,9 @@ def side_files(
     (sentence-transformers' `1_Pooling/`, extra modules' own weights) with symlinks followed (a Hub
     snapshot is made of them). Left out: the converted weight files and indexes themselves, weight files
     of other formats at the top (`tf_model.h5`, `flax_model.msgpack`, `model.onnx`, a second copy in
-    another format: they are not converted, and would no longer match after renames or casts), and
-    hidden folders (`.git`, `.cache`), and `output` itself when it lies inside `folder` (`shard m -o m/shards`
+    another format: they are not converted, and would no longer match after renames or casts), training
+    state (a Trainer's `optimizer.pt`, `scheduler.pt`, `rng_state.pth`, `training_args.bin`), hidden folders
+    (`.git`, `.cache`), and `output` itself when it lies inside `folder` (`shard m -o m/shards`
     run twice would otherwise copy the first run's shards into the second's, one level deeper each time).
     """
     if folder is None or not folder.is_dir():
@@ -566,6 +568,10 @@ def side_files(
             left_out.append(f"{name} (a link to a missing file: an unfinished or deleted download)")
             continue
         if not item.is_file() or item.absolute() in mine or item.resolve() in mine:
+            continue
+        if is_training_state(name):
+            # Trainer's checkpoint-N/: optimizer.pt, scheduler.pt, rng_state.pth, training_args.bin.
+            left_out.append(f"{name} (training state, not part of the model)")
             continue
         if name.endswith(WEIGHT_SUFFIXES) or name.endswith(".index.json"):
             left_out.append(f"{name} (weights in another file or format, not converted)")

@@ -389,14 +389,20 @@ class _Builder:
         return infos
 
 
+def is_training_state(name: str) -> bool:
+    """A file of training state kept beside the weights, not part of the model: optimizer, scheduler, RNG
+    states and arguments (Trainer's `checkpoint-N/`), and DeepSpeed's ZeRO optimizer partitions
+    (`zero_pp_rank_0_mp_rank_00_optim_states.pt` beside `mp_rank_00_model_states.pt`)."""
+    return (name.endswith((".safetensors", *PICKLE_SUFFIXES))
+            and (name.startswith(("optimizer", "scheduler", "rng_state", "training_args", "scaler"))
+                 or name.endswith(("_optim_states.pt", "_optim_states.pth"))))
+
+
 def _weight_files_in(folder: Path) -> list[Path]:
-    # Training state beside the weights: optimizer, scheduler, RNG states (Trainer), and DeepSpeed's ZeRO
-    # optimizer partitions (`zero_pp_rank_0_mp_rank_00_optim_states.pt` beside `mp_rank_00_model_states.pt`).
     return sorted(
         p for p in folder.iterdir()
         if p.is_file() and (p.suffix == ".safetensors" or p.suffix in PICKLE_SUFFIXES)
-        and not p.name.startswith(("optimizer", "scheduler", "rng_state", "training_args", "scaler"))
-        and not p.name.endswith(("_optim_states.pt", "_optim_states.pth"))
+        and not is_training_state(p.name)
     )
 
 
