@@ -210,6 +210,9 @@ def test_the_training_state_of_a_trainer_checkpoint_is_named_not_read_as_weights
     torch.save(scheduler.state_dict(), checkpoint / "scheduler.pt")
     torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.get_rng_state()},
                checkpoint / "rng_state.pth")
+    # Accelerate's save_state keeps its RNG states as random_states_0.pkl, written by torch.save.
+    torch.save({"random_state": random.getstate(), "numpy_random_seed": np.random.get_state(),
+                "torch_manual_seed": torch.get_rng_state()}, checkpoint / "random_states_0.pkl")
     # What torch.save(TrainingArguments(...)) starts with; the scan stops there, so no Trainer is needed.
     (checkpoint / "training_args.bin").write_bytes(
         b"\x80\x02ctransformers.training_args\nTrainingArguments\nq\x00)\x81q\x01}q\x02b.")
@@ -217,6 +220,7 @@ def test_the_training_state_of_a_trainer_checkpoint_is_named_not_read_as_weights
         "optimizer.pt": "holds an optimizer's state dict (torch.optim: `state` and `param_groups`",
         "scheduler.pt": "holds a learning-rate scheduler's state dict",
         "rng_state.pth": "holds random-number generator states (python, numpy, cpu: a Trainer's rng_state.pth)",
+        "random_states_0.pkl": "holds random-number generator states (Accelerate's random_states_N.pkl)",
         "training_args.bin": "a Trainer's training_args.bin: its TrainingArguments object, pickled, not weights",
     }
     for name, words in expected.items():
@@ -228,9 +232,9 @@ def test_the_training_state_of_a_trainer_checkpoint_is_named_not_read_as_weights
     code, data = run_json("convert", str(checkpoint), "-o", str(tmp_path / "out"), "--dry-run")
     assert code == 0 and data["plan"]["num_tensors"] == 2
     assert data["plan"]["warnings"] == [
-        "not copied: optimizer.pt (training state, not part of the model), rng_state.pth (training state, not part "
-        "of the model), scheduler.pt (training state, not part of the model), training_args.bin (training state, "
-        "not part of the model)"]
+        "not copied: optimizer.pt (training state, not part of the model), random_states_0.pkl (training state, "
+        "not part of the model), rng_state.pth (training state, not part of the model), scheduler.pt (training "
+        "state, not part of the model), training_args.bin (training state, not part of the model)"]
 
 
 def test_values_with_infinities_and_nans(tmp_path: Path) -> None:
