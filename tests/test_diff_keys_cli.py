@@ -659,3 +659,41 @@ def test_the_model_class_note_gives_a_check_that_runs(tmp_path: Path) -> None:
     (folder / "config.json").write_text(json.dumps({**config, "architectures": ["NotARealModel"]}))
     _, data = run_json("diff-keys", str(tmp_path / "a.safetensors"), str(folder))
     assert not [n for n in data["notes"] if "--model-class" in n]
+
+
+def test_values_of_a_base_model_against_its_fine_tuned_head_model(tmp_path: Path) -> None:
+    """A BertModel checkpoint against the BertForSequenceClassification fine-tuned from it: from_pretrained adds
+    `bert.` itself (warn), so --values compares under that prefix, as the weights load, and says so (it compared
+    nothing: "0 of 0 common tensors"); a wrapper prefix (error) is not applied, and a note says why nothing was."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    base = {"embeddings.word_embeddings.weight": torch.randn(16, 4), "encoder.layer.0.output.dense.weight":
+            torch.randn(4, 4), "encoder.layer.1.output.dense.weight": torch.randn(4, 4)}
+    tuned = {f"bert.{k}": v.clone() for k, v in base.items()}
+    tuned["bert.encoder.layer.1.output.dense.weight"] += 0.5
+    tuned["classifier.weight"] = torch.randn(2, 4)
+    for name, weights, arch in (("base", base, "BertModel"), ("tuned", tuned, "BertForSequenceClassification")):
+        (tmp_path / name).mkdir()
+        save_file(weights, str(tmp_path / name / "model.safetensors"), metadata={"format": "pt"})
+        (tmp_path / name / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": [arch]}))
+    code, data = run_json("diff-keys", tmp_path / "base", tmp_path / "tuned", "--values")
+    assert code == 0 and data["matched"] == 0
+    assert {i["reason"] for i in data["unexpected"]} == {"base-model-prefix"}
+    assert {v["name"]: v["identical"] for v in data["values"]} == {
+        "bert.embeddings.word_embeddings.weight": True, "bert.encoder.layer.0.output.dense.weight": True,
+        "bert.encoder.layer.1.output.dense.weight": False}
+    assert [(lc["layer"], lc["identical"]) for lc in data["layers_changed_most"]] == [
+        ("bert.encoder.layer.1", False), ("bert.embeddings.word_embeddings", True), ("bert.encoder.layer.0", True)]
+    assert data["renames_applied"] == []
+    assert data["notes"] == ["values compared as from_pretrained loads A into B: under --rename '^=bert.' (the "
+                             "base-model prefix it adds or strips itself)"]
+    # The other way round from_pretrained strips `bert.`: the same three pairs.
+    code, data = run_json("diff-keys", tmp_path / "tuned", tmp_path / "base", "--values")
+    assert code == 0 and sorted(v["name"] for v in data["values"]) == sorted(base)
+    # DDP's `module.` is no prefix from_pretrained handles: not applied, and the note says what to add.
+    torch.save({f"module.{k}": v for k, v in base.items()}, tmp_path / "ddp.pt")
+    code, data = run_json("diff-keys", tmp_path / "ddp.pt", tmp_path / "base", "--values")
+    assert code == 1 and data["values"] == []
+    assert data["notes"] == ["no tensor has the same name in A and B, so no values were compared: add the "
+                             "suggested fix (--rename '^module\\.=') to compare them under it"]
