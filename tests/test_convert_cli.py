@@ -357,7 +357,33 @@ def test_a_keep_fp32_pattern_that_matches_nothing_is_named(fx: dict[str, Path], 
     assert code == 0 and data["plan"]["kept_fp32"] == []
     assert "--keep-fp32 'layernorm' matches no floating tensor: nothing is kept in fp32" in data["plan"]["warnings"]
     code, data = run_json("convert", fx["bert"], "-o", tmp_path / "out2", "--dtype", "bf16", "--keep-fp32", "LayerNorm")
-    assert data["plan"]["kept_fp32"] and not any("--keep-fp32" in w for w in data["plan"]["warnings"])
+    assert data["plan"]["kept_fp32"] and not any("matches no floating tensor" in w for w in data["plan"]["warnings"])
+
+
+@pytest.mark.parametrize("command", [["convert"], ["shard", "--max", "40KB"]])
+def test_keep_fp32_beside_a_config_says_from_pretrained_casts_them_all(
+    fx: dict[str, Path], tmp_path: Path, command: list[str],
+) -> None:
+    """--keep-fp32 writes LayerNorm in float32, but from_pretrained loads every tensor at one dtype: the user who
+    checks the load (not the file) would find bfloat16 norms without a word; now a warning says so."""
+    import transformers
+
+    out = tmp_path / "out"
+    code, data = run_json(command[0], fx["bert"], *command[1:], "-o", out, "--dtype", "bf16", "--keep-fp32",
+                          "LayerNorm")
+    assert code == 0 and len(data["plan"]["kept_fp32"]) == 10
+    (warning,) = [w for w in data["plan"]["warnings"] if "config.json follows the cast" in w]
+    assert ('--keep-fp32: from_pretrained loads every tensor at one dtype (bfloat16 with dtype="auto"), the 10 kept '
+            "in float32 included") in warning
+    model = transformers.AutoModel.from_pretrained(out, dtype="auto")
+    assert model.embeddings.LayerNorm.weight.dtype == torch.bfloat16  # what the warning says
+    written = {k: v for f in sorted(out.glob("*.safetensors")) for k, v in load_file(f).items()}
+    assert written["bert.embeddings.LayerNorm.weight"].dtype == torch.float32
+    # A single output file has no config beside it: nothing to say.
+    if command == ["convert"]:
+        code, data = run_json("convert", fx["bert"] / "model.safetensors", "-o", tmp_path / "one.safetensors",
+                              "--dtype", "bf16", "--keep-fp32", "LayerNorm")
+        assert code == 0 and not any("from_pretrained loads every tensor" in w for w in data["plan"]["warnings"])
 
 
 @pytest.mark.parametrize("name", ["enc/layer.w", "", "ctl\x01"])

@@ -203,7 +203,7 @@ def plan_convert(
     copy_paths, left_out = ([], []) if single_file else side_files(folder, weights, output=out)
     if left_out:
         warnings.append("not copied: " + ", ".join(left_out))
-    copy_paths, config_note = with_config_dtype(copy_paths, dtype)
+    copy_paths, config_note = with_config_dtype(copy_paths, dtype, len(selection.kept_fp32))
     if config_note:
         warnings.append(config_note)
 

@@ -490,13 +490,16 @@ def _set_dtype_keys(node: object, dtype: str, where: str) -> list[str]:
     return changed
 
 
-def with_config_dtype(files: list[SideFile], dtype: str | None) -> tuple[list[SideFile], str | None]:
+def with_config_dtype(
+    files: list[SideFile], dtype: str | None, kept_fp32: int = 0,
+) -> tuple[list[SideFile], str | None]:
     """`files` with config.json's dtype set to the cast target, as `save_pretrained` writes it; and a note.
 
     Left as it was, `from_pretrained(dtype="auto")` would load bf16 weights back as float32. Only keys the
     config already has are changed (at any depth: multimodal configs nest a text and a vision config);
     a config that is not a JSON object is copied untouched. The note also names weight files that are
-    copied uncast (other modules' weights in subfolders).
+    copied uncast (other modules' weights in subfolders), and, when `kept_fp32` tensors stay in float32 beside a
+    config, that `from_pretrained` loads them at the config's dtype all the same.
     """
     if dtype is None:
         return files, None
@@ -523,6 +526,14 @@ def with_config_dtype(files: list[SideFile], dtype: str | None) -> tuple[list[Si
         listed = ", ".join(uncast[:4]) + (f" and {len(uncast) - 4} more" if len(uncast) > 4 else "")
         uncast_note = f"copied as they are, not cast to {dtype}: {listed} (convert them on their own)"
         note = f"{note}; {uncast_note}" if note else uncast_note
+    if kept_fp32 and any(side.relpath == "config.json" for side in files):
+        # Measured with transformers 5: from_pretrained(dtype="auto") loads a kept fp32 norm as bfloat16, and
+        # dtype=torch.float32 loads everything in float32; only a class's _keep_in_fp32_modules stay float32.
+        kept_note = (f"--keep-fp32: from_pretrained loads every tensor at one dtype ({dtype} with dtype=\"auto\"), "
+                     f"the {kept_fp32} kept in float32 included, except the modules its class keeps in float32 "
+                     "(_keep_in_fp32_modules); they stay float32 for loaders that keep each tensor's own dtype "
+                     "(safetensors' load_file, load_state_dict(..., assign=True))")
+        note = f"{note}; {kept_note}" if note else kept_note
     return out, note
 
 
