@@ -697,3 +697,42 @@ def test_values_of_a_base_model_against_its_fine_tuned_head_model(tmp_path: Path
     assert code == 1 and data["values"] == []
     assert data["notes"] == ["no tensor has the same name in A and B, so no values were compared: add the "
                              "suggested fix (--rename '^module\\.=') to compare them under it"]
+
+
+def test_a_peft_modules_to_save_head_is_renamed_from_its_trained_copy(tmp_path: Path) -> None:
+    """A PEFT model's state dict with modules_to_save=["classifier"] holds the head twice: the frozen
+    `original_module` and the trained `modules_to_save.default`. The suggested fix renamed the frozen one onto
+    `classifier.` (a simpler rename, same gain): convert with it handed back the untrained head. The fix now
+    takes the trained copy, as merge_and_unload does, and the frozen copy is left as an adapter key."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    head, trained = torch.randn(3, 4), torch.randn(3, 4)
+    b = {"bert.embeddings.word_embeddings.weight": torch.randn(8, 4), "bert.encoder.layer.0.output.dense.weight":
+         torch.randn(4, 4), "bert.encoder.layer.0.attention.self.query.weight": torch.randn(4, 4),
+         "classifier.weight": head}
+    (tmp_path / "base").mkdir()
+    save_file(b, str(tmp_path / "base" / "model.safetensors"))
+    a = {f"base_model.model.{k}": b[k] for k in ("bert.embeddings.word_embeddings.weight",
+                                                 "bert.encoder.layer.0.output.dense.weight")}
+    a |= {"base_model.model.bert.encoder.layer.0.attention.self.query.base_layer.weight":
+         b["bert.encoder.layer.0.attention.self.query.weight"],
+         "base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.default.weight": torch.randn(2, 4),
+         "base_model.model.bert.encoder.layer.0.attention.self.query.lora_B.default.weight": torch.randn(4, 2),
+         "base_model.model.classifier.original_module.weight": head,
+         "base_model.model.classifier.modules_to_save.default.weight": trained}
+    torch.save(a, tmp_path / "peft.pt")
+    code, data = run_json("diff-keys", tmp_path / "peft.pt", tmp_path / "base")
+    flags = [s["flag"] for s in data["suggested_renames"]]
+    assert flags == ["--rename '^base_model\\.model\\.='",
+                     "--rename '^classifier\\.modules_to_save\\.default\\.=classifier.'",
+                     "--rename '\\.base_layer\\.=.'"], flags
+    assert data["matched_after_renames"] == 4
+    assert {u["name"]: (u["reason"], u["severity"]) for u in data["unexpected"]
+            if "original_module" in u["name"]} == {"base_model.model.classifier.original_module.weight":
+                                                   ("adapter", "warn")}
+    # The fix, copy-pasted into convert: the head written is the trained one.
+    renames = [part for flag in flags for part in shlex.split(flag)]
+    code, _ = run_json("convert", tmp_path / "peft.pt", "-o", tmp_path / "out.safetensors", *renames)
+    assert code == 0
+    assert torch.equal(load_file(tmp_path / "out.safetensors")["classifier.weight"], trained)
