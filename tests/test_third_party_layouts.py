@@ -228,6 +228,12 @@ def test_the_training_state_of_a_trainer_checkpoint_is_named_not_read_as_weights
         assert result.exit_code == 2 and result.stdout == "", (name, result.stdout)
         assert words in result.stderr, (name, result.stderr)
         assert "model.safetensors or pytorch_model.bin" in result.stderr and "--key" not in result.stderr
+    # Lightning keeps the optimizer's state dict in a list: --key to it says what it names.
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "optimizer_states": [optimizer.state_dict()]}, tmp_path / "lightning.ckpt")
+    result = run_cli("inspect", str(tmp_path / "lightning.ckpt"), "--key", "optimizer_states.0")
+    assert result.exit_code == 2 and "--key 'optimizer_states.0' names an optimizer's state dict (torch.optim: " \
+        "`state` and `param_groups`, e.g. a Trainer's optimizer.pt), not model weights" in result.stderr
     # The folder reads model.safetensors; convert names the training state as such, not as other weights.
     code, data = run_json("convert", str(checkpoint), "-o", str(tmp_path / "out"), "--dry-run")
     assert code == 0 and data["plan"]["num_tensors"] == 2

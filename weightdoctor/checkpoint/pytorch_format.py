@@ -258,6 +258,9 @@ def _follow_key(obj: Any, key: str) -> Mapping[str, Any]:
             available = ", ".join(str(k) for k in list(current)[:10])
             raise UsageError(f"--key {key!r}: no entry {parts[0]!r} (entries: {available})")
     if not _is_state_dict(current):
+        kind = training_state_kind(current)
+        if kind is not None:  # `--key optimizer_states.0` of a Lightning checkpoint: say what it is
+            raise UsageError(f"--key {key!r} names {kind}, not model weights (a mapping of names to tensors)")
         raise UsageError(f"--key {key!r} does not name a mapping of tensors ({_describe(current)})")
     return current
 
