@@ -736,3 +736,26 @@ def test_a_peft_modules_to_save_head_is_renamed_from_its_trained_copy(tmp_path: 
     code, _ = run_json("convert", tmp_path / "peft.pt", "-o", tmp_path / "out.safetensors", *renames)
     assert code == 0
     assert torch.equal(load_file(tmp_path / "out.safetensors")["classifier.weight"], trained)
+
+
+def test_values_table_puts_an_overflowed_tensor_first(tmp_path: Path) -> None:
+    """fp32 against its fp16 cast, one value overflowed: that tensor's change is NaN (inf on one side). The table
+    sorted by -rel_change, and a NaN key leaves sorted() without an order: the overflow sat mid-table, under
+    tensors changed by 0.02%. Now it comes first, as in the layer ranking, then the rest by size of change."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    a = {f"t{i}.weight": torch.randn(64) for i in range(6)}
+    a["t3.weight"][0] = 7e4  # beyond fp16
+    a["t4.weight"] *= 1e-6  # mostly flushed to zero in fp16: a large relative change
+    save_file(a, str(tmp_path / "a.safetensors"))
+    save_file({k: v.half() for k, v in a.items()}, str(tmp_path / "b.safetensors"))
+    result = run_cli("diff-keys", tmp_path / "a.safetensors", tmp_path / "b.safetensors", "--values")
+    assert result.exit_code == 0, result.stderr
+    table = result.stdout.split("Values: ", 1)[1].split("Layers changed most", 1)[0]
+    rows = [line.split("│")[1].strip() for line in table.splitlines() if line.startswith("│ t")]
+    assert rows[:2] == ["t3.weight", "t4.weight"], rows
+    code, data = run_json("diff-keys", tmp_path / "a.safetensors", tmp_path / "b.safetensors", "--values")
+    changes = {v["name"]: v["rel_change"] for v in data["values"]}
+    rest = [changes[name] for name in rows[1:]]
+    assert rest == sorted(rest, reverse=True) and rows[0] == "t3.weight"
