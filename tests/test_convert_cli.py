@@ -302,6 +302,30 @@ def test_a_hub_repo_id_from_the_cache_converts_to_a_folder(hub_env: Path, tmp_pa
     assert back.keys() == original.keys() and all(torch.equal(back[k], original[k]) for k in original)
 
 
+@pytest.mark.parametrize("command", [["convert"], ["shard", "--max", "20KB"]])
+def test_tied_aliases_are_recorded_under_the_renamed_names(
+    fx: dict[str, Path], tmp_path: Path, command: list[str],
+) -> None:
+    """A DDP-wrapped GPT-2 .bin (lm_head tied to wte) converted with `--rename '^module\\.='`: the metadata
+    recorded `module.lm_head.weight -> module.transformer.wte.weight`, names the written file does not hold."""
+    source = tmp_path / "ddp"
+    source.mkdir()
+    shutil.copyfile(fx["gpt2-bin"] / "config.json", source / "config.json")
+    state = torch.load(fx["gpt2-bin"] / "pytorch_model.bin", weights_only=True)
+    torch.save({f"module.{k}": v for k, v in state.items()}, source / "pytorch_model.bin")
+    out = tmp_path / "out"
+    code, data = run_json(command[0], source, *command[1:], "-o", out, "--rename", "^module\\.=")
+    assert code == 0
+    assert data["plan"]["dropped_aliases"] == [{"name": "lm_head.weight", "kept": "transformer.wte.weight"}]
+    if command == ["convert"]:
+        with safe_open(str(out / "model.safetensors"), "pt") as handle:
+            recorded = handle.metadata()
+    else:
+        recorded = json.loads((out / "model.safetensors.index.json").read_text())["metadata"]
+    assert recorded["lm_head.weight"] == "transformer.wte.weight" and not any("module." in k for k in recorded)
+    assert_same_model(out, fx["gpt2-bin"])
+
+
 def test_tied_bin_to_bin_keeps_both_names_on_one_storage(fx: dict[str, Path], tmp_path: Path) -> None:
     for source in (fx["files"] / "gpt2-tied.bin", fx["gpt2-bin"] / "pytorch_model.bin"):
         out = tmp_path / (source.parent.name + ".bin")

@@ -360,7 +360,15 @@ def plan_tensors(
             f"({', '.join(kept_side[:3])}{', ...' if len(kept_side) > 3 else ''}): the quantized weights are read "
             "with them as they are")
     if fmt == "safetensors":
-        selection.dropped = [DroppedAlias(name, kept) for name, kept in sorted(dropped.items())]
+        # Under the output's names, as the metadata records them: `--rename '^module\.='` on a DDP T5 recorded
+        # `module.lm_head.weight -> module.shared.weight`, names the written file does not hold.
+        def renamed(name: str) -> str:
+            for rename in renames or []:
+                name = rename.apply(name)
+            return name
+
+        selection.dropped = sorted((DroppedAlias(renamed(name), new_names[kept]) for name, kept in dropped.items()),
+                                   key=lambda d: d.name)
     if dtype and not selection.cast and not any(t.dtype in FLOATING for t in checkpoint.tensors):
         selection.warnings.append(f"--dtype {dtype}: the checkpoint has no floating tensors to cast")
     if keep is not None and not selection.kept_fp32:
