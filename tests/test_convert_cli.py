@@ -169,6 +169,13 @@ def test_fp16_overflow_stops_with_the_tensors_named_unless_allowed(tmp_path: Pat
     result = run_cli("convert", tmp_path / "in.bin", "-o", out, "--dtype", "fp16", "--allow-overflow")
     assert result.exit_code == 0, result.stderr
     assert torch.isinf(load_file(out)["big.weight"]).sum() == 2
+    # Cast anyway, and said what was lost (it wrote the infs without a word).
+    assert "--allow-overflow: the cast lost values in 2 tensor(s): big.weight (2 values become inf); " \
+        "tiny.weight (100.0% of non-zero values become 0)" in " ".join(result.stdout.split())
+    code, data = run_json("shard", tmp_path / "in.bin", "--max", "100B", "-o", tmp_path / "shards", "--dtype", "fp16",
+                          "--allow-overflow")
+    assert code == 0 and sorted(data["write"]["lost"]) == [
+        "big.weight (2 values become inf)", "tiny.weight (100.0% of non-zero values become 0)"]
     result = run_cli("convert", tmp_path / "in.bin", "-o", tmp_path / "bf.safetensors", "--dtype", "bf16")
     assert result.exit_code == 0, result.stderr
 

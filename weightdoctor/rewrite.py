@@ -464,6 +464,8 @@ class WriteResult:
     replaced: list[str] = field(default_factory=list)
     carried_over: list[str] = field(default_factory=list)
     copied: list[str] = field(default_factory=list)
+    # With --allow-overflow: each tensor the cast lost values in, as the refusal would have named it.
+    lost: list[str] = field(default_factory=list)
     # "copy": tensor bytes copied in the kernel and compared byte for byte with the source as they went;
     # "torch": tensors loaded one at a time (a cast, a non-contiguous view, ...), sha256 compared.
     method: str = "torch"
@@ -638,9 +640,9 @@ def _write_one(
             source = tensor = checkpoint.load_tensor(planned.source)
             if planned.dtype != planned.source_dtype:
                 tensor, problem = cast_tensor(source, planned.source, planned.dtype)
-                if problem is not None and not allow_overflow:
-                    problems.append(problem)
-            if not problems:
+                if problem is not None:
+                    problems.append(problem)  # with --allow-overflow: written all the same, and said
+            if not problems or allow_overflow:
                 writer.write(slot.name, tensor)
                 advance(planned.nbytes)
             # Otherwise every remaining tensor is still checked (so that all are named), but not written.
@@ -648,7 +650,7 @@ def _write_one(
                 release_file_pages(source)
             del tensor, source
             release_heap()
-        if problems:
+        if problems and not allow_overflow:
             raise _overflow_error(problems, checkpoint)
     return writer.digests
 
@@ -907,6 +909,7 @@ def write_outputs(
             # Files of the earlier save that the new one does not have (deleted only now, after the swap).
             result.replaced = [n for n in stage.dropped if not (dest / n).exists()]
             result.carried_over = stage.carried
+    result.lost = [p.describe() for p in problems]
     result.seconds = time.perf_counter() - started
     return result
 
