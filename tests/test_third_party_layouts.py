@@ -228,6 +228,16 @@ def test_the_training_state_of_a_trainer_checkpoint_is_named_not_read_as_weights
         assert result.exit_code == 2 and result.stdout == "", (name, result.stdout)
         assert words in result.stderr, (name, result.stderr)
         assert "model.safetensors or pytorch_model.bin" in result.stderr and "--key" not in result.stderr
+    # A checkpoint-N holding training state only (DeepSpeed ZeRO-3 keeps the model in shards for zero_to_fp32.py).
+    state_only = tmp_path / "checkpoint-4"
+    state_only.mkdir()
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        (state_only / name).write_bytes((checkpoint / name).read_bytes())
+    (state_only / "zero_to_fp32.py").write_text("")
+    result = run_cli("inspect", str(state_only))
+    assert result.exit_code == 2 and "folder holds no weight file (.safetensors, .bin, .pt, .pth, .ckpt); it holds " \
+        "training state only (optimizer.pt, rng_state.pth, scheduler.pt: optimizer, scheduler, RNG; not the model's " \
+        "weights); DeepSpeed's zero_to_fp32.py beside it gathers the weights" in " ".join(result.stderr.split())
     # Lightning keeps the optimizer's state dict in a list: --key to it says what it names.
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
                 "optimizer_states": [optimizer.state_dict()]}, tmp_path / "lightning.ckpt")

@@ -431,6 +431,18 @@ def _no_weights_message(folder: Path) -> str:
         message += ("; it is a torch.distributed.checkpoint (DCP) folder (*.distcp shards and .metadata): "
                     "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one "
                     "torch.save file to read here")
+    try:
+        state = sorted(p.name for p in folder.iterdir() if p.is_file() and is_training_state(p.name))
+    except OSError:
+        state = []
+    if state:
+        # A Trainer checkpoint-N saved without its model (DeepSpeed ZeRO-3 without a 16-bit save keeps it in
+        # global_stepN/, to be gathered by the zero_to_fp32.py script beside it).
+        message += (f"; it holds training state only ({', '.join(state[:4])}{', ...' if len(state) > 4 else ''}: "
+                    "optimizer, scheduler, RNG; not the model's weights)")
+        if (folder / "zero_to_fp32.py").is_file():
+            message += ("; DeepSpeed's zero_to_fp32.py beside it gathers the weights: python zero_to_fp32.py "
+                        f"{folder} OUTDIR --safe_serialization")
     subfolders = _subfolders_with_weights(folder)
     if subfolders:
         shown = ", ".join(f"{name}/" for name in subfolders[:8]) + (", ..." if len(subfolders) > 8 else "")
