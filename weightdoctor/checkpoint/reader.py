@@ -518,7 +518,37 @@ def named_by_repo(exc: SourceNotFound | UnsupportedFormat, snapshot: Path, sourc
     """The same error about a cached snapshot folder, named by the repo id it was reached by (`org/pipe`, and
     `org/pipe/text_encoder` for the folders it suggests), the snapshot's path kept at the end."""
     message = exc.message.replace(f"{snapshot}/", f"{source.rstrip('/')}/")
+    others = _other_snapshots_with_weights(snapshot) if isinstance(exc, SourceNotFound) else []
+    if others:
+        # refs/main moved to a commit fetched in part (a config read after the repo changed): offline, the
+        # weights cached for an earlier commit are still there, under --revision.
+        shown = ", ".join(f"{commit[:12]}" + (f" ({', '.join(refs)})" if refs else "") for commit, refs in others[:3])
+        pick = others[0][1][0] if others[0][1] else others[0][0][:12]
+        message += f"; other cached revisions hold weights: {shown}: read one with --revision {pick}"
     return type(exc)(f"{message} (the cached snapshot {snapshot})", source)
+
+
+def _other_snapshots_with_weights(snapshot: Path) -> list[tuple[str, list[str]]]:
+    """Other snapshots of a cached repo whose top holds a weight file or an index, newest first, each with the
+    refs (branches, tags) that name it."""
+    try:
+        snapshots = snapshot.parent
+        refs_dir = snapshots.parent / "refs"
+        refs: dict[str, list[str]] = {}
+        if refs_dir.is_dir():
+            for ref in sorted(refs_dir.rglob("*")):
+                if ref.is_file():
+                    refs.setdefault(ref.read_text(encoding="utf-8").strip(), []).append(
+                        ref.relative_to(refs_dir).as_posix())
+        found = []
+        for other in snapshots.iterdir():
+            if other.name == snapshot.name or not other.is_dir():
+                continue
+            if _weight_files_in(other) or any(other.glob("*.index.json")):
+                found.append((other.stat().st_mtime, other.name))
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [(name, refs.get(name, [])) for _, name in sorted(found, reverse=True)]
 
 
 def _variant_of(name: str) -> str | None:
