@@ -206,7 +206,7 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
     )
 
 
-_RNG_KEYS = frozenset({"python", "numpy", "cpu", "cuda", "mps", "xpu", "npu", "hpu", "mlu", "musa"})
+_RNG_KEYS = frozenset({"python", "numpy", "cpu", "cuda", "mps", "xpu", "npu", "hpu", "mlu", "musa", "xla"})
 
 
 def training_state_kind(obj: Any) -> str | None:
