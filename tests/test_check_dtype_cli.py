@@ -318,3 +318,36 @@ def test_convert_refuses_what_check_dtype_calls_unsafe_at_the_edge(tmp_path: Pat
     result = run_cli("convert", tmp_path / "edge.safetensors", "-o", tmp_path / "out.safetensors", "--dtype", "fp16")
     assert result.exit_code == 2 and not (tmp_path / "out.safetensors").exists()
     assert "w (1.0% of non-zero values become 0). Nothing was written." in result.stderr
+
+
+def test_the_keep_fp32_remedy_says_from_pretrained_casts_the_kept_tensors_too(
+    fx: dict[str, Path], tmp_path: Path,
+) -> None:
+    """check-dtype's `convert --keep-fp32` writes the overflowing tensor in fp32, but from_pretrained loads a model
+    folder at one dtype: the weight overflows to inf all the same. Beside a config, the remedy says so."""
+    import shutil
+
+    import transformers
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(fx["bert"], model)
+    state = load_file(model / "model.safetensors")
+    state["bert.pooler.dense.weight"][0, 0] = 1e5
+    save_file(state, str(model / "model.safetensors"), metadata={"format": "pt"})
+    code, data = run_json("check-dtype", model, "--target", "fp16")
+    assert code == 0
+    (line,) = [x for x in data["recommendation"]["lines"] if x.startswith("fp16 is unsafe")]
+    assert line.endswith("; that file is for loaders that keep each tensor's dtype: from_pretrained loads every "
+                         "tensor as fp16 all the same (only its class's _keep_in_fp32_modules stay fp32)")
+    # What the clause says, measured: the recommended convert, then from_pretrained.
+    keep = data["targets"]["fp16"]["keep_fp32"]
+    assert run_json("convert", model, "-o", tmp_path / "half", "--dtype", "fp16", "--keep-fp32", keep)[0] == 0
+    loaded = transformers.AutoModel.from_pretrained(tmp_path / "half", dtype="auto")
+    assert loaded.pooler.dense.weight.dtype == torch.float16 and torch.isinf(loaded.pooler.dense.weight).any()
+    # A lone weights file, no config beside it: no such clause.
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(model / "model.safetensors", alone / "model.safetensors")
+    code, data = run_json("check-dtype", alone / "model.safetensors", "--target", "fp16")
+    assert data["recommendation"]["commands"]["fp16"] and "from_pretrained loads" not in data["recommendation"]["text"]

@@ -169,6 +169,13 @@ def test_fp16_overflow_stops_with_the_tensors_named_unless_allowed(tmp_path: Pat
     result = run_cli("convert", tmp_path / "in.bin", "-o", out, "--dtype", "fp16", "--allow-overflow")
     assert result.exit_code == 0, result.stderr
     assert torch.isinf(load_file(out)["big.weight"]).sum() == 2
+    # Cast anyway, and said what was lost (it wrote the infs without a word).
+    assert "--allow-overflow: the cast lost values in 2 tensor(s): big.weight (2 values become inf); " \
+        "tiny.weight (100.0% of non-zero values become 0)" in " ".join(result.stdout.split())
+    code, data = run_json("shard", tmp_path / "in.bin", "--max", "100B", "-o", tmp_path / "shards", "--dtype", "fp16",
+                          "--allow-overflow")
+    assert code == 0 and sorted(data["write"]["lost"]) == [
+        "big.weight (2 values become inf)", "tiny.weight (100.0% of non-zero values become 0)"]
     result = run_cli("convert", tmp_path / "in.bin", "-o", tmp_path / "bf.safetensors", "--dtype", "bf16")
     assert result.exit_code == 0, result.stderr
 
@@ -302,6 +309,30 @@ def test_a_hub_repo_id_from_the_cache_converts_to_a_folder(hub_env: Path, tmp_pa
     assert back.keys() == original.keys() and all(torch.equal(back[k], original[k]) for k in original)
 
 
+@pytest.mark.parametrize("command", [["convert"], ["shard", "--max", "20KB"]])
+def test_tied_aliases_are_recorded_under_the_renamed_names(
+    fx: dict[str, Path], tmp_path: Path, command: list[str],
+) -> None:
+    """A DDP-wrapped GPT-2 .bin (lm_head tied to wte) converted with `--rename '^module\\.='`: the metadata
+    recorded `module.lm_head.weight -> module.transformer.wte.weight`, names the written file does not hold."""
+    source = tmp_path / "ddp"
+    source.mkdir()
+    shutil.copyfile(fx["gpt2-bin"] / "config.json", source / "config.json")
+    state = torch.load(fx["gpt2-bin"] / "pytorch_model.bin", weights_only=True)
+    torch.save({f"module.{k}": v for k, v in state.items()}, source / "pytorch_model.bin")
+    out = tmp_path / "out"
+    code, data = run_json(command[0], source, *command[1:], "-o", out, "--rename", "^module\\.=")
+    assert code == 0
+    assert data["plan"]["dropped_aliases"] == [{"name": "lm_head.weight", "kept": "transformer.wte.weight"}]
+    if command == ["convert"]:
+        with safe_open(str(out / "model.safetensors"), "pt") as handle:
+            recorded = handle.metadata()
+    else:
+        recorded = json.loads((out / "model.safetensors.index.json").read_text())["metadata"]
+    assert recorded["lm_head.weight"] == "transformer.wte.weight" and not any("module." in k for k in recorded)
+    assert_same_model(out, fx["gpt2-bin"])
+
+
 def test_tied_bin_to_bin_keeps_both_names_on_one_storage(fx: dict[str, Path], tmp_path: Path) -> None:
     for source in (fx["files"] / "gpt2-tied.bin", fx["gpt2-bin"] / "pytorch_model.bin"):
         out = tmp_path / (source.parent.name + ".bin")
@@ -357,7 +388,33 @@ def test_a_keep_fp32_pattern_that_matches_nothing_is_named(fx: dict[str, Path], 
     assert code == 0 and data["plan"]["kept_fp32"] == []
     assert "--keep-fp32 'layernorm' matches no floating tensor: nothing is kept in fp32" in data["plan"]["warnings"]
     code, data = run_json("convert", fx["bert"], "-o", tmp_path / "out2", "--dtype", "bf16", "--keep-fp32", "LayerNorm")
-    assert data["plan"]["kept_fp32"] and not any("--keep-fp32" in w for w in data["plan"]["warnings"])
+    assert data["plan"]["kept_fp32"] and not any("matches no floating tensor" in w for w in data["plan"]["warnings"])
+
+
+@pytest.mark.parametrize("command", [["convert"], ["shard", "--max", "40KB"]])
+def test_keep_fp32_beside_a_config_says_from_pretrained_casts_them_all(
+    fx: dict[str, Path], tmp_path: Path, command: list[str],
+) -> None:
+    """--keep-fp32 writes LayerNorm in float32, but from_pretrained loads every tensor at one dtype: the user who
+    checks the load (not the file) would find bfloat16 norms without a word; now a warning says so."""
+    import transformers
+
+    out = tmp_path / "out"
+    code, data = run_json(command[0], fx["bert"], *command[1:], "-o", out, "--dtype", "bf16", "--keep-fp32",
+                          "LayerNorm")
+    assert code == 0 and len(data["plan"]["kept_fp32"]) == 10
+    (warning,) = [w for w in data["plan"]["warnings"] if "config.json follows the cast" in w]
+    assert ('--keep-fp32: from_pretrained loads every tensor at one dtype (bfloat16 with dtype="auto"), the 10 kept '
+            "in float32 included") in warning
+    model = transformers.AutoModel.from_pretrained(out, dtype="auto")
+    assert model.embeddings.LayerNorm.weight.dtype == torch.bfloat16  # what the warning says
+    written = {k: v for f in sorted(out.glob("*.safetensors")) for k, v in load_file(f).items()}
+    assert written["bert.embeddings.LayerNorm.weight"].dtype == torch.float32
+    # A single output file has no config beside it: nothing to say.
+    if command == ["convert"]:
+        code, data = run_json("convert", fx["bert"] / "model.safetensors", "-o", tmp_path / "one.safetensors",
+                              "--dtype", "bf16", "--keep-fp32", "LayerNorm")
+        assert code == 0 and not any("from_pretrained loads every tensor" in w for w in data["plan"]["warnings"])
 
 
 @pytest.mark.parametrize("name", ["enc/layer.w", "", "ctl\x01"])
@@ -397,6 +454,14 @@ def test_the_source_s_safetensors_metadata_is_carried_or_its_loss_is_said(tmp_pa
     code, data = run_json("convert", str(source), "-o", str(tmp_path / "lora.bin"))
     assert code == 0 and any(
         "the source's modelspec.title, ss_network_dim are not written" in w for w in data["plan"]["warnings"])
+    # huggingface_hub's record of a tied tensor it left out names tensors: said as such, not as a tensor lost.
+    tied = tmp_path / "tied.safetensors"
+    save_file({"transformer.wte.weight": torch.randn(4, 2)}, tied,
+              metadata={"format": "pt", "lm_head.weight": "transformer.wte.weight", "ss_network_dim": "4"})
+    code, data = run_json("convert", str(tied), "-o", str(tmp_path / "tied.bin"))
+    assert code == 0 and "a .bin file holds no metadata: the source's record of tied tensors it does not store " \
+        "(lm_head.weight = transformer.wte.weight: from_pretrained re-ties them; torch.load will not list them) " \
+        "and ss_network_dim are not written" in data["plan"]["warnings"]
     code, data = run_json("shard", str(source), "--max", "100B", "-o", str(tmp_path / "shards"))
     assert code == 0 and len(data["plan"]["shards"]) == 2
     for shard in data["plan"]["shards"]:

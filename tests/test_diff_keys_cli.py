@@ -744,3 +744,103 @@ def test_names_in_wide_characters_break_after_a_dot(tmp_path: Path) -> None:
         pieces = [c for c in cells if c and not c.isascii()]
         assert all(p.endswith(".") or p.endswith(("权重", "权重偏置参数")) for p in pieces), pieces
         assert "".join(pieces).replace("*", "0") == "".join(names), pieces
+
+
+def test_values_of_a_base_model_against_its_fine_tuned_head_model(tmp_path: Path) -> None:
+    """A BertModel checkpoint against the BertForSequenceClassification fine-tuned from it: from_pretrained adds
+    `bert.` itself (warn), so --values compares under that prefix, as the weights load, and says so (it compared
+    nothing: "0 of 0 common tensors"); a wrapper prefix (error) is not applied, and a note says why nothing was."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    base = {"embeddings.word_embeddings.weight": torch.randn(16, 4), "encoder.layer.0.output.dense.weight":
+            torch.randn(4, 4), "encoder.layer.1.output.dense.weight": torch.randn(4, 4)}
+    tuned = {f"bert.{k}": v.clone() for k, v in base.items()}
+    tuned["bert.encoder.layer.1.output.dense.weight"] += 0.5
+    tuned["classifier.weight"] = torch.randn(2, 4)
+    for name, weights, arch in (("base", base, "BertModel"), ("tuned", tuned, "BertForSequenceClassification")):
+        (tmp_path / name).mkdir()
+        save_file(weights, str(tmp_path / name / "model.safetensors"), metadata={"format": "pt"})
+        (tmp_path / name / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": [arch]}))
+    code, data = run_json("diff-keys", tmp_path / "base", tmp_path / "tuned", "--values")
+    assert code == 0 and data["matched"] == 0
+    assert {i["reason"] for i in data["unexpected"]} == {"base-model-prefix"}
+    assert {v["name"]: v["identical"] for v in data["values"]} == {
+        "bert.embeddings.word_embeddings.weight": True, "bert.encoder.layer.0.output.dense.weight": True,
+        "bert.encoder.layer.1.output.dense.weight": False}
+    assert [(lc["layer"], lc["identical"]) for lc in data["layers_changed_most"]] == [
+        ("bert.encoder.layer.1", False), ("bert.embeddings.word_embeddings", True), ("bert.encoder.layer.0", True)]
+    assert data["renames_applied"] == []
+    assert data["notes"] == ["values compared as from_pretrained loads A into B: under --rename '^=bert.' (the "
+                             "base-model prefix it adds or strips itself)"]
+    # The other way round from_pretrained strips `bert.`: the same three pairs.
+    code, data = run_json("diff-keys", tmp_path / "tuned", tmp_path / "base", "--values")
+    assert code == 0 and sorted(v["name"] for v in data["values"]) == sorted(base)
+    # DDP's `module.` is no prefix from_pretrained handles: not applied, and the note says what to add.
+    torch.save({f"module.{k}": v for k, v in base.items()}, tmp_path / "ddp.pt")
+    code, data = run_json("diff-keys", tmp_path / "ddp.pt", tmp_path / "base", "--values")
+    assert code == 1 and data["values"] == []
+    assert data["notes"] == ["no tensor has the same name in A and B, so no values were compared: add the "
+                             "suggested fix (--rename '^module\\.=') to compare them under it"]
+
+
+def test_a_peft_modules_to_save_head_is_renamed_from_its_trained_copy(tmp_path: Path) -> None:
+    """A PEFT model's state dict with modules_to_save=["classifier"] holds the head twice: the frozen
+    `original_module` and the trained `modules_to_save.default`. The suggested fix renamed the frozen one onto
+    `classifier.` (a simpler rename, same gain): convert with it handed back the untrained head. The fix now
+    takes the trained copy, as merge_and_unload does, and the frozen copy is left as an adapter key."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    head, trained = torch.randn(3, 4), torch.randn(3, 4)
+    b = {"bert.embeddings.word_embeddings.weight": torch.randn(8, 4), "bert.encoder.layer.0.output.dense.weight":
+         torch.randn(4, 4), "bert.encoder.layer.0.attention.self.query.weight": torch.randn(4, 4),
+         "classifier.weight": head}
+    (tmp_path / "base").mkdir()
+    save_file(b, str(tmp_path / "base" / "model.safetensors"))
+    a = {f"base_model.model.{k}": b[k] for k in ("bert.embeddings.word_embeddings.weight",
+                                                 "bert.encoder.layer.0.output.dense.weight")}
+    a |= {"base_model.model.bert.encoder.layer.0.attention.self.query.base_layer.weight":
+         b["bert.encoder.layer.0.attention.self.query.weight"],
+         "base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.default.weight": torch.randn(2, 4),
+         "base_model.model.bert.encoder.layer.0.attention.self.query.lora_B.default.weight": torch.randn(4, 2),
+         "base_model.model.classifier.original_module.weight": head,
+         "base_model.model.classifier.modules_to_save.default.weight": trained}
+    torch.save(a, tmp_path / "peft.pt")
+    code, data = run_json("diff-keys", tmp_path / "peft.pt", tmp_path / "base")
+    flags = [s["flag"] for s in data["suggested_renames"]]
+    assert flags == ["--rename '^base_model\\.model\\.='",
+                     "--rename '^classifier\\.modules_to_save\\.default\\.=classifier.'",
+                     "--rename '\\.base_layer\\.=.'"], flags
+    assert data["matched_after_renames"] == 4
+    assert {u["name"]: (u["reason"], u["severity"]) for u in data["unexpected"]
+            if "original_module" in u["name"]} == {"base_model.model.classifier.original_module.weight":
+                                                   ("adapter", "warn")}
+    # The fix, copy-pasted into convert: the head written is the trained one.
+    renames = [part for flag in flags for part in shlex.split(flag)]
+    code, _ = run_json("convert", tmp_path / "peft.pt", "-o", tmp_path / "out.safetensors", *renames)
+    assert code == 0
+    assert torch.equal(load_file(tmp_path / "out.safetensors")["classifier.weight"], trained)
+
+
+def test_values_table_puts_an_overflowed_tensor_first(tmp_path: Path) -> None:
+    """fp32 against its fp16 cast, one value overflowed: that tensor's change is NaN (inf on one side). The table
+    sorted by -rel_change, and a NaN key leaves sorted() without an order: the overflow sat mid-table, under
+    tensors changed by 0.02%. Now it comes first, as in the layer ranking, then the rest by size of change."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    a = {f"t{i}.weight": torch.randn(64) for i in range(6)}
+    a["t3.weight"][0] = 7e4  # beyond fp16
+    a["t4.weight"] *= 1e-6  # mostly flushed to zero in fp16: a large relative change
+    save_file(a, str(tmp_path / "a.safetensors"))
+    save_file({k: v.half() for k, v in a.items()}, str(tmp_path / "b.safetensors"))
+    result = run_cli("diff-keys", tmp_path / "a.safetensors", tmp_path / "b.safetensors", "--values")
+    assert result.exit_code == 0, result.stderr
+    table = result.stdout.split("Values: ", 1)[1].split("Layers changed most", 1)[0]
+    rows = [line.split("│")[1].strip() for line in table.splitlines() if line.startswith("│ t")]
+    assert rows[:2] == ["t3.weight", "t4.weight"], rows
+    code, data = run_json("diff-keys", tmp_path / "a.safetensors", tmp_path / "b.safetensors", "--values")
+    changes = {v["name"]: v["rel_change"] for v in data["values"]}
+    rest = [changes[name] for name in rows[1:]]
+    assert rest == sorted(rest, reverse=True) and rows[0] == "t3.weight"

@@ -369,3 +369,20 @@ def test_an_fp8_config_says_which_gpus_the_plan_is_for(tmp_path: Path) -> None:
     # scales of 128 x 128 blocks: 4 x 2 x 2 and 3 x 4 x 2 of them.
     saved_per_layer = (4 * 256 * 256 + 3 * 256 * 512) - 4 * (4 * 2 * 2 + 3 * 4 * 2)
     assert data["weights_bytes"] - fp8["weights_bytes"] == 2 * saved_per_layer
+
+
+def test_a_peft_adapter_is_planned_with_a_warning_that_its_base_is_not(tmp_path: Path) -> None:
+    """plan-devices on a LoRA folder plans a few KB of adapter weights: without a word, "fits" reads as the
+    fine-tuned model fitting; the warning names the base to plan."""
+    from safetensors.torch import save_file
+
+    save_file({f"base_model.model.model.layers.{i}.self_attn.q_proj.lora_{ab}.weight": torch.zeros(4, 4)
+               for i in range(2) for ab in "AB"}, str(tmp_path / "adapter_model.safetensors"))
+    (tmp_path / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "base_model_name_or_path": "org/base-7b", "r": 4, "target_modules": ["q_proj"]}))
+    code, data = run_json("plan-devices", tmp_path, "--cpu", "1MB")
+    assert code == 0 and data["weights_bytes"] == 4 * 64
+    assert data["warnings"][0] == (
+        "this is a PEFT adapter (LORA): only its own weights are planned, not the base model "
+        "PeftModel.from_pretrained loads it onto; plan the base (weightdoctor plan-devices org/base-7b ...) and add "
+        "the adapter's size")

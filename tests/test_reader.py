@@ -85,6 +85,32 @@ def test_repo_id_from_cache(fx: dict[str, Path], hub_env: Path) -> None:
     assert gpt2.config["model_type"] == "gpt2"
 
 
+def test_a_ref_moved_to_a_config_only_snapshot_names_the_cached_revisions_with_weights(
+    fx: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """AutoConfig.from_pretrained after the repo changed moves refs/main to a commit holding only config.json;
+    offline, from_pretrained fails and so do we, but the weights of the tagged earlier commit are in the cache:
+    the error now names it and the --revision that reads it."""
+    import shutil
+
+    from fixtures.build import write_hub_cache
+    from weightdoctor.errors import SourceNotFound
+
+    cache = tmp_path / "hub"
+    old = write_hub_cache(cache, "org/tiny-bert", fx["bert"], revision="v1")
+    config_only = tmp_path / "config-only"
+    config_only.mkdir()
+    shutil.copyfile(fx["bert"] / "config.json", config_only / "config.json")
+    new = write_hub_cache(cache, "org/tiny-bert", config_only, revision="main")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SourceNotFound) as info:
+        open_checkpoint("org/tiny-bert")
+    assert f"other cached revisions hold weights: {old.name[:12]} (v1): read one with --revision v1 (the cached " \
+        f"snapshot {new})" in str(info.value.message)
+    assert open_checkpoint("org/tiny-bert", revision="v1").num_params == BERT_PARAMS
+
+
 def test_hub_cache_folder_as_a_path(fx: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # `~/.cache/huggingface/hub/models--org--name` pasted as a path: the snapshot its refs/main names is read.
     from fixtures.build import write_hub_cache

@@ -154,7 +154,7 @@ def test_tokenizer_and_config_files_are_copied_but_stale_weights_are_not(fx: dic
     assert code == 0
     assert data["plan"]["copied"] == [".gitattributes", "1_Pooling/config.json", "config.json",
                                       "special_tokens_map.json", "tokenizer.json", "vocab.txt"]
-    assert any(w.startswith("not copied: .cache/ (hidden folder), optimizer.pt (weights in another file or format")
+    assert any(w.startswith("not copied: .cache/ (hidden folder), optimizer.pt (training state, not part of the model)")
                for w in data["plan"]["warnings"]), data["plan"]["warnings"]
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == [".gitattributes", "1_Pooling", "config.json", "model-00001-of-00002.safetensors",

@@ -188,6 +188,71 @@ def test_what_is_not_a_state_dict_is_named_plainly(tmp_path: Path) -> None:
     assert data["other_entries"] == ["decoder (a state dict of 1 tensors: pick it with --key)"]
 
 
+def test_the_training_state_of_a_trainer_checkpoint_is_named_not_read_as_weights(tmp_path: Path) -> None:
+    """A Trainer's checkpoint-N/ holds optimizer.pt, scheduler.pt, rng_state.pth and training_args.bin beside
+    model.safetensors: pointed at one of them, the message says what it is and where the weights are (it was
+    "pick one with --key" for entries no --key reads, and the RNG state read as a model of one tensor `cpu`)."""
+    import random
+
+    import numpy as np
+    from safetensors.torch import save_file
+
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    model(torch.ones(1, 4)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    checkpoint = tmp_path / "checkpoint-2"
+    checkpoint.mkdir()
+    save_file(model.state_dict(), str(checkpoint / "model.safetensors"), metadata={"format": "pt"})
+    torch.save(optimizer.state_dict(), checkpoint / "optimizer.pt")
+    torch.save(scheduler.state_dict(), checkpoint / "scheduler.pt")
+    torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.get_rng_state()},
+               checkpoint / "rng_state.pth")
+    # Accelerate's save_state keeps its RNG states as random_states_0.pkl, written by torch.save.
+    torch.save({"random_state": random.getstate(), "numpy_random_seed": np.random.get_state(),
+                "torch_manual_seed": torch.get_rng_state()}, checkpoint / "random_states_0.pkl")
+    # What torch.save(TrainingArguments(...)) starts with; the scan stops there, so no Trainer is needed.
+    (checkpoint / "training_args.bin").write_bytes(
+        b"\x80\x02ctransformers.training_args\nTrainingArguments\nq\x00)\x81q\x01}q\x02b.")
+    expected = {
+        "optimizer.pt": "holds an optimizer's state dict (torch.optim: `state` and `param_groups`",
+        "scheduler.pt": "holds a learning-rate scheduler's state dict",
+        "rng_state.pth": "holds random-number generator states (python, numpy, cpu: a Trainer's rng_state.pth)",
+        "random_states_0.pkl": "holds random-number generator states (Accelerate's random_states_N.pkl)",
+        "training_args.bin": "a Trainer's training_args.bin: its TrainingArguments object, pickled, not weights",
+    }
+    for name, words in expected.items():
+        result = run_cli("inspect", str(checkpoint / name))
+        assert result.exit_code == 2 and result.stdout == "", (name, result.stdout)
+        assert words in result.stderr, (name, result.stderr)
+        assert "model.safetensors or pytorch_model.bin" in result.stderr and "--key" not in result.stderr
+    # A checkpoint-N holding training state only (DeepSpeed ZeRO-3 keeps the model in shards for zero_to_fp32.py).
+    state_only = tmp_path / "checkpoint-4"
+    state_only.mkdir()
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        (state_only / name).write_bytes((checkpoint / name).read_bytes())
+    (state_only / "zero_to_fp32.py").write_text("")
+    result = run_cli("inspect", str(state_only))
+    assert result.exit_code == 2 and "folder holds no weight file (.safetensors, .bin, .pt, .pth, .ckpt); it holds " \
+        "training state only (optimizer.pt, rng_state.pth, scheduler.pt: optimizer, scheduler, RNG; not the model's " \
+        "weights); DeepSpeed's zero_to_fp32.py beside it gathers the weights" in " ".join(result.stderr.split())
+    # Lightning keeps the optimizer's state dict in a list: --key to it says what it names.
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "optimizer_states": [optimizer.state_dict()]}, tmp_path / "lightning.ckpt")
+    result = run_cli("inspect", str(tmp_path / "lightning.ckpt"), "--key", "optimizer_states.0")
+    assert result.exit_code == 2 and "--key 'optimizer_states.0' names an optimizer's state dict (torch.optim: " \
+        "`state` and `param_groups`, e.g. a Trainer's optimizer.pt), not model weights" in result.stderr
+    # The folder reads model.safetensors; convert names the training state as such, not as other weights.
+    code, data = run_json("convert", str(checkpoint), "-o", str(tmp_path / "out"), "--dry-run")
+    assert code == 0 and data["plan"]["num_tensors"] == 2
+    assert data["plan"]["warnings"] == [
+        "not copied: optimizer.pt (training state, not part of the model), random_states_0.pkl (training state, "
+        "not part of the model), rng_state.pth (training state, not part of the model), scheduler.pt (training "
+        "state, not part of the model), training_args.bin (training state, not part of the model)"]
+
+
 def test_values_with_infinities_and_nans(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 

@@ -592,8 +592,13 @@ def recommend(
     name_filter: str | None = None,
     sample: int | None = None,
     quantized: bool = False,
+    has_config: bool = False,
 ) -> Recommendation:
-    """Turn the per-target results into sentences and `convert` commands a person can run."""
+    """Turn the per-target results into sentences and `convert` commands a person can run.
+
+    `has_config`: a config.json beside the weights (a transformers model), whose `from_pretrained` loads every
+    tensor at one dtype: the fp32 ones a `--keep-fp32` kept included.
+    """
     from weightdoctor.units import format_bytes
 
     lines: list[str] = []
@@ -646,6 +651,10 @@ def recommend(
                 line += (
                     f": keep them in fp32 (`{command}`), {format_bytes(kept)} instead of {mem}"
                 )
+                if has_config:
+                    # Measured: the kept tensors come back as `name` from from_pretrained, overflowing as before.
+                    line += (f"; that file is for loaders that keep each tensor's dtype: from_pretrained loads every "
+                             f"tensor as {name} all the same (only its class's _keep_in_fp32_modules stay fp32)")
             elif report.unsafe_in_fp32:
                 listed = ", ".join(report.unsafe_in_fp32[:3]) + (" ..." if len(report.unsafe_in_fp32) > 3 else "")
                 line += (f"; {len(report.unsafe_in_fp32)} of them ({listed}) hold float64 values that fp32 "
@@ -946,7 +955,7 @@ def check_dtype(
         tensor_dtypes={t.name: t.dtype for t in checkpoint.tensors},
         targets=reports,
         recommendation=recommend(checkpoint.source, reports, memory, declared, name_filter, sample, agreement.status
-                                 == "quantized"),
+                                 == "quantized", has_config=checkpoint.config is not None),
         limits=LIMITS,
         sample=sample_info,
         filter=name_filter,

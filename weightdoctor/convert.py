@@ -112,10 +112,22 @@ def source_metadata(checkpoint: Checkpoint, fmt: str, renames: list[Rename] | No
     if not carried:
         return {}, ""
     if fmt != "safetensors":
-        keys = sorted(carried)  # sorted: the safetensors library keeps metadata in a hash map, its order varies
-        listed = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-        return {}, f"a .bin file holds no metadata: the source's {listed} {'is' if len(keys) == 1 else 'are'} " \
-            "not written"
+        # sorted: the safetensors library keeps metadata in a hash map, its order varies
+        names = {t.name for t in checkpoint.tensors}
+        # huggingface_hub's records of a tied tensor it left out ({dropped name: the name kept}): named as such,
+        # or "the source's lm_head.weight is not written" reads as a tensor lost.
+        aliases = sorted(k for k, v in carried.items() if v in names and k not in names)
+        keys = sorted(k for k in carried if k not in aliases)
+        parts = []
+        if aliases:
+            pairs = [f"{k} = {carried[k]}" for k in aliases[:3]] + ([f"{len(aliases) - 3} more"] if len(aliases) > 3
+                                                                       else [])
+            parts.append(f"record{'s' if len(aliases) > 1 else ''} of tied tensors it does not store "
+                         f"({', '.join(pairs)}: from_pretrained re-ties them; torch.load will not list them)")
+        if keys:
+            parts.append(", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else ""))
+        return {}, f"a .bin file holds no metadata: the source's {' and '.join(parts)} " \
+            f"{'is' if len(aliases) + len(keys) == 1 else 'are'} not written"
     if renames:
         # Only huggingface_hub's alias records ({dropped shared tensor: the tensor kept}) name tensors; a
         # setting such as `ss_network_dim` or a path in a value is not a tensor name and is left as it is.
@@ -203,7 +215,7 @@ def plan_convert(
     copy_paths, left_out = ([], []) if single_file else side_files(folder, weights, output=out)
     if left_out:
         warnings.append("not copied: " + ", ".join(left_out))
-    copy_paths, config_note = with_config_dtype(copy_paths, dtype)
+    copy_paths, config_note = with_config_dtype(copy_paths, dtype, len(selection.kept_fp32))
     if config_note:
         warnings.append(config_note)
 

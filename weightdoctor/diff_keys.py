@@ -850,6 +850,14 @@ def _gains_if_none_lost(
     return sum(map(eq, map(shapes_b.get, renamed), map(tuple, map(shapes_a.__getitem__, keys))))
 
 
+def _frozen_peft_copies(names: Iterable[str]) -> set[str]:
+    """Keys of PEFT's frozen `original_module` copies whose module also holds a trained `modules_to_save` copy."""
+    names = list(names)
+    saved = {name.split(".modules_to_save.", 1)[0] for name in names if ".modules_to_save." in f".{name}"}
+    return {name for name in names if ".original_module." in f".{name}"
+            and f".{name}".split(".original_module.", 1)[0][1:] in saved}
+
+
 def suggest_renames(
     shapes_a: Mapping[str, tuple[int, ...]],
     shapes_b: Mapping[str, tuple[int, ...]],
@@ -875,6 +883,10 @@ def suggest_renames(
     ok = already_ok or set()
     current: dict[str, str] = {name: name for name in shapes_a}
     chosen: list[SuggestedRename] = []
+    # PEFT's modules_to_save keeps the module as it was (`classifier.original_module.*`, frozen) beside the copy
+    # that trained (`classifier.modules_to_save.default.*`), which merge_and_unload keeps: the frozen copy
+    # matching B is no evidence, or the simpler rename onto it would hand back the untrained head.
+    frozen = _frozen_peft_copies(shapes_a)
 
     # Prefix renames as plain strings (old prefix, new prefix, prefixes spared): same result as the regex.
     literals: dict[Rename, tuple[str, str, tuple[str, ...]]] = {}
@@ -903,9 +915,12 @@ def suggest_renames(
             (prefix and not prefix.endswith(".")) or _head_words(prefix) for prefix in literal[:2])
         changed = changes(rename)
         proposal = {name: renamed for name, _, renamed in changed}
-        if heads_unchanged and (gains := _gains_if_none_lost(changed, shapes_a, shapes_b, ok)) is not None:
+        if heads_unchanged and not frozen and (
+                gains := _gains_if_none_lost(changed, shapes_a, shapes_b, ok)) is not None:
             return gains, lost, proposal
         for name, new, renamed in changed:
+            if name in frozen:
+                continue
             if new in shapes_b or name in ok:  # matched before
                 if renamed not in shapes_b:
                     lost.append(name)

@@ -350,6 +350,18 @@ def build_planned_model(
         UsageError: a config-only source whose config transformers cannot build.
     """
     warnings: list[str] = list(checkpoint.warnings)  # the reader's (a file left unread, --revision ignored)
+    if checkpoint.tensors:
+        from weightdoctor.structure import adapter_summary
+
+        adapter = adapter_summary(checkpoint)[0]
+        if adapter is not None:
+            # "Will my fine-tune fit?" asked of the adapter folder: its few MB are not the model that is loaded.
+            base = adapter.get("base_model_name_or_path")
+            warnings.append(
+                f"this is a PEFT adapter ({adapter['peft_type']}): only its own weights are planned, not the base "
+                f"model PeftModel.from_pretrained loads it onto; plan the base"
+                + (f" (weightdoctor plan-devices {base} ...)" if isinstance(base, str) and base else "")
+                + " and add the adapter's size")
     if not dtype and (quantized := quantized_dtype(checkpoint.config)) is not None:
         warnings.append(f"the config quantizes the weights ({quantized[1]}, {quantized[0][3:]}-bit): planned as "
                         f"{quantized[0]}, Linear weights at {quantized[0][3:]} bits (scales and zero points not "

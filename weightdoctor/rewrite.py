@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
+from weightdoctor.checkpoint.reader import is_training_state
 from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, torch_shape
 from weightdoctor.errors import OutputError, UsageError, WeightDoctorError
 from weightdoctor.jsontext import parse_json
@@ -360,7 +361,15 @@ def plan_tensors(
             f"({', '.join(kept_side[:3])}{', ...' if len(kept_side) > 3 else ''}): the quantized weights are read "
             "with them as they are")
     if fmt == "safetensors":
-        selection.dropped = [DroppedAlias(name, kept) for name, kept in sorted(dropped.items())]
+        # Under the output's names, as the metadata records them: `--rename '^module\.='` on a DDP T5 recorded
+        # `module.lm_head.weight -> module.shared.weight`, names the written file does not hold.
+        def renamed(name: str) -> str:
+            for rename in renames or []:
+                name = rename.apply(name)
+            return name
+
+        selection.dropped = sorted((DroppedAlias(renamed(name), new_names[kept]) for name, kept in dropped.items()),
+                                   key=lambda d: d.name)
     if dtype and not selection.cast and not any(t.dtype in FLOATING for t in checkpoint.tensors):
         selection.warnings.append(f"--dtype {dtype}: the checkpoint has no floating tensors to cast")
     if keep is not None and not selection.kept_fp32:
@@ -456,6 +465,8 @@ class WriteResult:
     replaced: list[str] = field(default_factory=list)
     carried_over: list[str] = field(default_factory=list)
     copied: list[str] = field(default_factory=list)
+    # With --allow-overflow: each tensor the cast lost values in, as the refusal would have named it.
+    lost: list[str] = field(default_factory=list)
     # "copy": tensor bytes copied in the kernel and compared byte for byte with the source as they went;
     # "torch": tensors loaded one at a time (a cast, a non-contiguous view, ...), sha256 compared.
     method: str = "torch"
@@ -490,13 +501,16 @@ def _set_dtype_keys(node: object, dtype: str, where: str) -> list[str]:
     return changed
 
 
-def with_config_dtype(files: list[SideFile], dtype: str | None) -> tuple[list[SideFile], str | None]:
+def with_config_dtype(
+    files: list[SideFile], dtype: str | None, kept_fp32: int = 0,
+) -> tuple[list[SideFile], str | None]:
     """`files` with config.json's dtype set to the cast target, as `save_pretrained` writes it; and a note.
 
     Left as it was, `from_pretrained(dtype="auto")` would load bf16 weights back as float32. Only keys the
     config already has are changed (at any depth: multimodal configs nest a text and a vision config);
     a config that is not a JSON object is copied untouched. The note also names weight files that are
-    copied uncast (other modules' weights in subfolders).
+    copied uncast (other modules' weights in subfolders), and, when `kept_fp32` tensors stay in float32 beside a
+    config, that `from_pretrained` loads them at the config's dtype all the same.
     """
     if dtype is None:
         return files, None
@@ -523,6 +537,14 @@ def with_config_dtype(files: list[SideFile], dtype: str | None) -> tuple[list[Si
         listed = ", ".join(uncast[:4]) + (f" and {len(uncast) - 4} more" if len(uncast) > 4 else "")
         uncast_note = f"copied as they are, not cast to {dtype}: {listed} (convert them on their own)"
         note = f"{note}; {uncast_note}" if note else uncast_note
+    if kept_fp32 and any(side.relpath == "config.json" for side in files):
+        # Measured with transformers 5: from_pretrained(dtype="auto") loads a kept fp32 norm as bfloat16, and
+        # dtype=torch.float32 loads everything in float32; only a class's _keep_in_fp32_modules stay float32.
+        kept_note = (f"--keep-fp32: from_pretrained loads every tensor at one dtype ({dtype} with dtype=\"auto\"), "
+                     f"the {kept_fp32} kept in float32 included, except the modules its class keeps in float32 "
+                     "(_keep_in_fp32_modules); they stay float32 for loaders that keep each tensor's own dtype "
+                     "(safetensors' load_file, load_state_dict(..., assign=True))")
+        note = f"{note}; {kept_note}" if note else kept_note
     return out, note
 
 
@@ -535,8 +557,9 @@ def side_files(
     (sentence-transformers' `1_Pooling/`, extra modules' own weights) with symlinks followed (a Hub
     snapshot is made of them). Left out: the converted weight files and indexes themselves, weight files
     of other formats at the top (`tf_model.h5`, `flax_model.msgpack`, `model.onnx`, a second copy in
-    another format: they are not converted, and would no longer match after renames or casts), and
-    hidden folders (`.git`, `.cache`), and `output` itself when it lies inside `folder` (`shard m -o m/shards`
+    another format: they are not converted, and would no longer match after renames or casts), training
+    state (a Trainer's `optimizer.pt`, `scheduler.pt`, `rng_state.pth`, `training_args.bin`), hidden folders
+    (`.git`, `.cache`), and `output` itself when it lies inside `folder` (`shard m -o m/shards`
     run twice would otherwise copy the first run's shards into the second's, one level deeper each time).
     """
     if folder is None or not folder.is_dir():
@@ -567,6 +590,10 @@ def side_files(
             left_out.append(f"{name} (a link to a missing file: an unfinished or deleted download)")
             continue
         if not item.is_file() or item.absolute() in mine or item.resolve() in mine:
+            continue
+        if is_training_state(name):
+            # Trainer's checkpoint-N/: optimizer.pt, scheduler.pt, rng_state.pth, training_args.bin.
+            left_out.append(f"{name} (training state, not part of the model)")
             continue
         if name.endswith(WEIGHT_SUFFIXES) or name.endswith(".index.json"):
             left_out.append(f"{name} (weights in another file or format, not converted)")
@@ -614,9 +641,9 @@ def _write_one(
             source = tensor = checkpoint.load_tensor(planned.source)
             if planned.dtype != planned.source_dtype:
                 tensor, problem = cast_tensor(source, planned.source, planned.dtype)
-                if problem is not None and not allow_overflow:
-                    problems.append(problem)
-            if not problems:
+                if problem is not None:
+                    problems.append(problem)  # with --allow-overflow: written all the same, and said
+            if not problems or allow_overflow:
                 writer.write(slot.name, tensor)
                 advance(planned.nbytes)
             # Otherwise every remaining tensor is still checked (so that all are named), but not written.
@@ -624,7 +651,7 @@ def _write_one(
                 release_file_pages(source)
             del tensor, source
             release_heap()
-        if problems:
+        if problems and not allow_overflow:
             raise _overflow_error(problems, checkpoint)
     return writer.digests
 
@@ -883,6 +910,7 @@ def write_outputs(
             # Files of the earlier save that the new one does not have (deleted only now, after the swap).
             result.replaced = [n for n in stage.dropped if not (dest / n).exists()]
             result.carried_over = stage.carried
+    result.lost = [p.describe() for p in problems]
     result.seconds = time.perf_counter() - started
     return result
 

@@ -216,7 +216,7 @@ def plan_shard(
         source_dir, [f.path for f in checkpoint.files if f.role != "config"], output=out)
     if left_out:
         warnings.append("not copied: " + ", ".join(left_out))
-    copy_paths, config_note = with_config_dtype(copy_paths, dtype)
+    copy_paths, config_note = with_config_dtype(copy_paths, dtype, len(selection.kept_fp32))
     if config_note:
         warnings.append(config_note)
     return ShardPlan(

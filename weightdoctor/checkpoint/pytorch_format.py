@@ -169,6 +169,15 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
         return _follow_key(obj, key), key
     if _is_state_dict(obj) or (isinstance(obj, Mapping) and not obj):
         return obj, None  # an empty dict is a state dict of 0 tensors, as a safetensors file may hold
+    kind = training_state_kind(obj)
+    if kind is not None:
+        # Before the search: an optimizer keyed by parameter name holds a mapping of tensors per parameter
+        # (`state.<name>`: step, exp_avg, exp_avg_sq), and a Trainer's RNG states a tensor at the top (`cpu`).
+        raise CorruptCheckpoint(
+            f"no model weights: the file holds {kind}. A training checkpoint keeps the model's weights beside it "
+            "(Trainer: model.safetensors or pytorch_model.bin in the same checkpoint-N folder): point weightdoctor "
+            "at that file or at the folder"
+        )
     # Breadth-first, trying the usual keys first at each level.
     queue: list[tuple[Any, tuple[str, ...]]] = [(obj, ())]
     while queue:
@@ -195,6 +204,29 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
         "no state dict (a mapping of names to tensors) found"
         + (f"; top-level entries: {top}; pick one with --key" if top else f"; the file holds {_what(obj)}")
     )
+
+
+_RNG_KEYS = frozenset({"python", "numpy", "cpu", "cuda", "mps", "xpu", "npu", "hpu", "mlu", "musa", "xla"})
+
+
+def training_state_kind(obj: Any) -> str | None:
+    """What a file of training state holds, in words, or None: an optimizer's, a learning-rate scheduler's or a
+    gradient scaler's state dict, or the random-number generator states a Trainer (`rng_state.pth`) or
+    Accelerate (`random_states_0.pkl`) saves."""
+    if not isinstance(obj, Mapping):
+        return None
+    keys = {k for k in obj if isinstance(k, str)}
+    if {"state", "param_groups"} <= keys and isinstance(obj["param_groups"], (list, tuple)):
+        return "an optimizer's state dict (torch.optim: `state` and `param_groups`, e.g. a Trainer's optimizer.pt)"
+    if "last_epoch" in keys and keys & {"base_lrs", "_step_count", "_last_lr"}:
+        return "a learning-rate scheduler's state dict (e.g. a Trainer's scheduler.pt)"
+    if {"scale", "growth_factor", "backoff_factor"} <= keys:
+        return "a gradient scaler's state dict (torch.amp.GradScaler, e.g. a Trainer's scaler.pt)"
+    if keys == set(obj) and "python" in keys and keys <= _RNG_KEYS:
+        return f"random-number generator states ({', '.join(map(str, obj))}: a Trainer's rng_state.pth)"
+    if {"random_state", "numpy_random_seed", "torch_manual_seed"} <= keys:
+        return "random-number generator states (Accelerate's random_states_N.pkl)"
+    return None
 
 
 def _what(obj: Any) -> str:
@@ -226,6 +258,9 @@ def _follow_key(obj: Any, key: str) -> Mapping[str, Any]:
             available = ", ".join(str(k) for k in list(current)[:10])
             raise UsageError(f"--key {key!r}: no entry {parts[0]!r} (entries: {available})")
     if not _is_state_dict(current):
+        kind = training_state_kind(current)
+        if kind is not None:  # `--key optimizer_states.0` of a Lightning checkpoint: say what it is
+            raise UsageError(f"--key {key!r} names {kind}, not model weights (a mapping of names to tensors)")
         raise UsageError(f"--key {key!r} does not name a mapping of tensors ({_describe(current)})")
     return current
 
@@ -280,6 +315,11 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
             # Not malware: the pickle of a scripted module names its compiled classes and TorchScript helpers.
             hint = (" (this is a TorchScript archive, torch.jit.save: load it with torch.jit.load, which runs its "
                     "code, only if you trust it, and save model.state_dict() to read the weights here)")
+        elif any(g.module.startswith("transformers.training_args") or g.name.endswith("TrainingArguments")
+                 for g in report.globals):
+            # Trainer saves its arguments object whole beside each checkpoint: settings, not weights.
+            hint = (" (this is a Trainer's training_args.bin: its TrainingArguments object, pickled, not weights; "
+                    "the model's weights are in model.safetensors or pytorch_model.bin beside it)")
         elif any(g.module.startswith(("torch.nn.modules", "transformers.models")) for g in report.globals):
             # torch.save(model) pickles the classes themselves; only a state dict is data.
             hint = " (this looks like a whole pickled model, torch.save(model): save model.state_dict() instead)"

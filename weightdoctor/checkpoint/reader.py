@@ -389,14 +389,21 @@ class _Builder:
         return infos
 
 
+def is_training_state(name: str) -> bool:
+    """A file of training state kept beside the weights, not part of the model: optimizer, scheduler, RNG
+    states and arguments (Trainer's `checkpoint-N/`, Accelerate's `save_state` folder: `optimizer.bin`,
+    `random_states_0.pkl`), and DeepSpeed's ZeRO optimizer partitions
+    (`zero_pp_rank_0_mp_rank_00_optim_states.pt` beside `mp_rank_00_model_states.pt`)."""
+    return (name.endswith((".safetensors", *PICKLE_SUFFIXES))
+            and (name.startswith(("optimizer", "scheduler", "rng_state", "training_args", "scaler", "random_states"))
+                 or name.endswith(("_optim_states.pt", "_optim_states.pth"))))
+
+
 def _weight_files_in(folder: Path) -> list[Path]:
-    # Training state beside the weights: optimizer, scheduler, RNG states (Trainer), and DeepSpeed's ZeRO
-    # optimizer partitions (`zero_pp_rank_0_mp_rank_00_optim_states.pt` beside `mp_rank_00_model_states.pt`).
     return sorted(
         p for p in folder.iterdir()
         if p.is_file() and (p.suffix == ".safetensors" or p.suffix in PICKLE_SUFFIXES)
-        and not p.name.startswith(("optimizer", "scheduler", "rng_state", "training_args", "scaler"))
-        and not p.name.endswith(("_optim_states.pt", "_optim_states.pth"))
+        and not is_training_state(p.name)
     )
 
 
@@ -424,6 +431,18 @@ def _no_weights_message(folder: Path) -> str:
         message += ("; it is a torch.distributed.checkpoint (DCP) folder (*.distcp shards and .metadata): "
                     "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one "
                     "torch.save file to read here")
+    try:
+        state = sorted(p.name for p in folder.iterdir() if p.is_file() and is_training_state(p.name))
+    except OSError:
+        state = []
+    if state:
+        # A Trainer checkpoint-N saved without its model (DeepSpeed ZeRO-3 without a 16-bit save keeps it in
+        # global_stepN/, to be gathered by the zero_to_fp32.py script beside it).
+        message += (f"; it holds training state only ({', '.join(state[:4])}{', ...' if len(state) > 4 else ''}: "
+                    "optimizer, scheduler, RNG; not the model's weights)")
+        if (folder / "zero_to_fp32.py").is_file():
+            message += ("; DeepSpeed's zero_to_fp32.py beside it gathers the weights: python zero_to_fp32.py "
+                        f"{folder} OUTDIR --safe_serialization")
     subfolders = _subfolders_with_weights(folder)
     if subfolders:
         shown = ", ".join(f"{name}/" for name in subfolders[:8]) + (", ..." if len(subfolders) > 8 else "")
@@ -499,7 +518,37 @@ def named_by_repo(exc: SourceNotFound | UnsupportedFormat, snapshot: Path, sourc
     """The same error about a cached snapshot folder, named by the repo id it was reached by (`org/pipe`, and
     `org/pipe/text_encoder` for the folders it suggests), the snapshot's path kept at the end."""
     message = exc.message.replace(f"{snapshot}/", f"{source.rstrip('/')}/")
+    others = _other_snapshots_with_weights(snapshot) if isinstance(exc, SourceNotFound) else []
+    if others:
+        # refs/main moved to a commit fetched in part (a config read after the repo changed): offline, the
+        # weights cached for an earlier commit are still there, under --revision.
+        shown = ", ".join(f"{commit[:12]}" + (f" ({', '.join(refs)})" if refs else "") for commit, refs in others[:3])
+        pick = others[0][1][0] if others[0][1] else others[0][0][:12]
+        message += f"; other cached revisions hold weights: {shown}: read one with --revision {pick}"
     return type(exc)(f"{message} (the cached snapshot {snapshot})", source)
+
+
+def _other_snapshots_with_weights(snapshot: Path) -> list[tuple[str, list[str]]]:
+    """Other snapshots of a cached repo whose top holds a weight file or an index, newest first, each with the
+    refs (branches, tags) that name it."""
+    try:
+        snapshots = snapshot.parent
+        refs_dir = snapshots.parent / "refs"
+        refs: dict[str, list[str]] = {}
+        if refs_dir.is_dir():
+            for ref in sorted(refs_dir.rglob("*")):
+                if ref.is_file():
+                    refs.setdefault(ref.read_text(encoding="utf-8").strip(), []).append(
+                        ref.relative_to(refs_dir).as_posix())
+        found = []
+        for other in snapshots.iterdir():
+            if other.name == snapshot.name or not other.is_dir():
+                continue
+            if _weight_files_in(other) or any(other.glob("*.index.json")):
+                found.append((other.stat().st_mtime, other.name))
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [(name, refs.get(name, [])) for _, name in sorted(found, reverse=True)]
 
 
 def _variant_of(name: str) -> str | None:

@@ -7,11 +7,24 @@ call `run_diff_keys`, so a run prints the same whichever parsed its arguments.
 from __future__ import annotations
 
 from weightdoctor.checkpoint import open_checkpoint
-from weightdoctor.diff_keys import diff_checkpoints, exit_code
+from weightdoctor.diff_keys import DiffReport, diff_checkpoints, exit_code
 from weightdoctor.errors import UsageError
-from weightdoctor.renames import parse_rename
+from weightdoctor.renames import Rename, parse_rename
 
 FAIL_ON_CHOICES = ("info", "warn", "error")
+
+
+def loader_renames(report: DiffReport) -> list[Rename]:
+    """The suggested renames when every one is the base-model prefix that from_pretrained adds or strips itself
+    (a `BertModel` checkpoint against its fine-tuned `BertForSequenceClassification`): `--values` compares the
+    tensors under them, as they load; without them no name is common and nothing would be compared."""
+    if report.matched or not report.suggested_renames:
+        return []
+    loader_flags = {issue.detail for issue in (*report.missing, *report.unexpected)
+                    if issue.reason == "base-model-prefix" and issue.severity == "warn"}
+    if any(s.flag not in loader_flags for s in report.suggested_renames):
+        return []
+    return [Rename(s.pattern, s.replacement) for s in report.suggested_renames]
 
 
 def run_diff_keys(
@@ -67,9 +80,21 @@ def run_diff_keys(
                     from weightdoctor.diff_keys import compare_values, value_pairs
                     from weightdoctor.render.console import progress
 
-                    with progress(report.matched, "comparing values") as advance:
-                        rows, layers = compare_values(value_pairs(checkpoint_a, checkpoint_b, report, parsed, advance))
+                    value_renames = parsed or loader_renames(report)
+                    if value_renames and not parsed:
+                        flags = " ".join(s.flag for s in report.suggested_renames)
+                        report.notes.append(
+                            f"values compared as from_pretrained loads A into B: under {flags} (the base-model prefix "
+                            "it adds or strips itself)")
+                    with progress(report.matched_after_renames if value_renames and not parsed else report.matched,
+                                  "comparing values") as advance:
+                        rows, layers = compare_values(
+                            value_pairs(checkpoint_a, checkpoint_b, report, value_renames, advance))
                     report.values, report.layers_changed_most = rows, layers
+                    if not rows and report.suggested_renames and not value_renames:
+                        flags = " ".join(s.flag for s in report.suggested_renames)
+                        report.notes.append(f"no tensor has the same name in A and B, so no values were compared: "
+                                            f"add the suggested fix ({flags}) to compare them under it")
 
     code = exit_code(report, fail_on)
     if json_output:

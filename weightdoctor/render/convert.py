@@ -35,6 +35,9 @@ def _written_rows(result: object) -> list[tuple[str, str]]:
     how = "byte for byte equal to the source" if write.method == "copy" else "sha256 equal to the source"
     rows = [("verified", f"{write.tensors_verified} tensors re-read, {how}" if write.verified
              else "skipped (--no-verify)")]
+    if write.lost:
+        listed = "; ".join(write.lost[:5]) + (f"; and {len(write.lost) - 5} more" if len(write.lost) > 5 else "")
+        rows.append(("lost", f"--allow-overflow: the cast lost values in {len(write.lost)} tensor(s): {listed}"))
     if write.replaced:
         rows.append(("replaced", ", ".join(write.replaced)))
     if write.carried_over:

@@ -172,7 +172,10 @@ def values_tables(report: DiffReport, show_all: bool) -> list[Table]:
     table.add_column("max |A−B|", justify="right")
     table.add_column("‖A−B‖/‖B‖", justify="right")
     table.add_column("dtypes")
-    changed = sorted((v for v in report.values if not v.identical), key=lambda v: -v.rel_change)
+    # Most changed first; a NaN change (an inf or NaN on one side: beyond measure) before all, as the layers are
+    # ranked. A NaN key would leave sorted() with no order at all: an overflowed tensor landed mid-table.
+    changed = sorted((v for v in report.values if not v.identical),
+                     key=lambda v: (not math.isnan(v.rel_change), -v.rel_change if not math.isnan(v.rel_change) else 0))
     for row in changed if show_all else changed[:20]:
         dtypes = row.dtype_a if row.dtype_a == row.dtype_b else f"{row.dtype_a}→{row.dtype_b}"
         table.add_row(escape(row.name), _fmt(row.max_abs_diff), _fmt(row.rel_change), dtypes)
