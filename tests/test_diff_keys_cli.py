@@ -744,3 +744,41 @@ def test_names_in_wide_characters_break_after_a_dot(tmp_path: Path) -> None:
         pieces = [c for c in cells if c and not c.isascii()]
         assert all(p.endswith(".") or p.endswith(("权重", "权重偏置参数")) for p in pieces), pieces
         assert "".join(pieces).replace("*", "0") == "".join(names), pieces
+
+
+def test_the_model_class_note_keeps_a_at_its_own_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A a Hub repo at its default branch, B the same repo at --revision-b v2: the check gave `--revision v2`,
+    which --model-class applies to A as well, so it compared A at v2 (another checkpoint). It names B's snapshot
+    as --config and leaves A's revision alone."""
+    from safetensors.torch import save_file
+
+    from fixtures.build import write_hub_cache
+
+    model = _tiny_deit()
+    cache = tmp_path / "cache"
+    model.save_pretrained(tmp_path / "saved")
+    write_hub_cache(cache, "org/deit", tmp_path / "saved", revision="v2")
+    in_memory = tmp_path / "in-memory"
+    in_memory.mkdir()
+    save_file({n: t.contiguous() for n, t in model.state_dict().items()}, str(in_memory / "model.safetensors"))
+    write_hub_cache(cache, "org/deit", in_memory)  # main
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+
+    _, data = run_json("diff-keys", "org/deit", "org/deit", "--revision-b", "v2")
+    command = _check_in_note(data["notes"])
+    assert "--revision" not in command and command[command.index("--config") + 1] == data["resolved_b"]
+    code, checked = run_json(*command)
+    assert code == 0 and not checked["missing"] and checked["resolved_a"] == data["resolved_a"]
+
+
+def test_the_model_class_note_carries_a_rename_with_an_equals_sign(tmp_path: Path) -> None:
+    """A --rename whose regex holds `=` (given as `\\=`): the check wrote it back unescaped, `--rename 'k=v=x'`,
+    which parses as the regex `k` and the replacement `v=x`; it renamed other keys than this run did."""
+    model = _tiny_deit()
+    model.save_pretrained(tmp_path / "hub")
+    torch.save({f"n=1.{name}": tensor for name, tensor in model.state_dict().items()}, tmp_path / "sd.pt")
+    code, data = run_json("diff-keys", str(tmp_path / "sd.pt"), str(tmp_path / "hub"), "--rename", r"^n\=1\.=")
+    command = _check_in_note(data["notes"])
+    assert command[command.index("--rename") + 1] == r"^n\=1\.="
+    code, checked = run_json(*command)
+    assert code == 0 and not checked["missing"] and not checked["unexpected"] and checked["matched"] > 0
