@@ -60,6 +60,20 @@ def test_an_ascii_console_reads_the_glyphs_as_ascii_and_names_as_escapes(non_asc
     assert "m\\xf3dulo.pesos_\\xfc.weight" in out and "4x4" in out
 
 
+def test_an_ascii_console_never_shows_a_name_as_another(tmp_path: Path) -> None:
+    """The console's handler writes the reports' glyphs as ASCII, names' characters included: `a×b.weight` printed
+    as `axb.weight`, the name of another tensor, and `c→d` took a column's cell and one more. A name's character
+    the console cannot encode is escaped before the table is sized, as any other."""
+    save_file({"a\u00d7b.weight": torch.zeros(2, 2), "axb.weight": torch.ones(2, 2), "c\u2192d": torch.zeros(3)},
+              str(tmp_path / "glyphs.safetensors"))
+    out = run_subprocess("inspect", tmp_path / "glyphs.safetensors",
+                         env={"PYTHONIOENCODING": "ascii", "COLUMNS": "100"}).stdout
+    table = out[out.index("Tensors"):].splitlines()[1:]
+    rows = [line for line in table if line.startswith("|")]
+    assert {row.split("|")[1].strip() for row in rows} >= {"axb.weight", "a\\xd7b.weight", "c\\u2192d"}
+    assert len({len(line) for line in table if line.startswith(("|", "+"))}) == 1  # every row as wide
+
+
 @pytest.mark.parametrize(
     ("extra", "named"),
     [(["--strategy", "sequential"], "--strategy"), (["--strategy", "bogus"], "strategy 'bogus'"),
