@@ -782,3 +782,23 @@ def test_the_model_class_note_carries_a_rename_with_an_equals_sign(tmp_path: Pat
     assert command[command.index("--rename") + 1] == r"^n\=1\.="
     code, checked = run_json(*command)
     assert code == 0 and not checked["missing"] and not checked["unexpected"] and checked["matched"] > 0
+
+
+def test_group_tables_on_a_very_narrow_console_keep_names_and_words_whole(tmp_path: Path) -> None:
+    """At 56 columns the keys' column had 11 cells and the detail 10: Rich cut names mid-segment (`bert.embedd` /
+    `ings.LayerN`) and words (`initialise` / `d`); at 40 the reason and severity too (`unkno…`). Each group is told
+    in lines of its own there: its keys, then reason, severity and count, then the detail."""
+    from rich.cells import cell_len
+    from safetensors.torch import save_file
+
+    from tests.helpers import REPO_ROOT, run_subprocess
+
+    save_file({"[bold]x.weight": torch.zeros(2)}, str(tmp_path / "a.safetensors"))
+    for width in (40, 56):
+        out = run_subprocess("diff-keys", tmp_path / "a.safetensors", REPO_ROOT / "fixtures" / "example",
+                             env={"COLUMNS": str(width)}).stdout
+        tables = out[out.index("Missing"):out.index("reasons")]
+        assert max(map(cell_len, out.splitlines())) <= width and "…" not in tables
+        cells = [line.strip("│ ") for line in tables.splitlines() if line.startswith("│")]
+        assert "bert.embeddings.LayerNorm.bias" in cells and "unknown · error · ×64" in cells
+        assert "new, initialised at random" in cells and "[bold]x.weight" in tables  # markup shown, not applied
