@@ -199,3 +199,18 @@ def test_reader_warnings_go_to_stderr_not_into_the_tables(tmp_path: Path, comman
     warning = "warning: pytorch_model.bin is ignored: model.safetensors comes first"
     assert warning in result.stderr
     assert "warning:" not in result.stdout and "is ignored" not in result.stdout
+
+
+@pytest.mark.parametrize("command", ["inspect", "check-dtype", "diff-keys"])
+def test_a_long_path_is_folded_in_the_summary_not_cut(tmp_path: Path, command: str) -> None:
+    """At 40 columns the summary's source (diff-keys: A and B) ended `/tmp/…/fixture…`: a path is one word, which
+    a grid column cut with an ellipsis. It folds, every character kept."""
+    deep = tmp_path / "a_rather_long_folder_name_for_weights" / "and_another_one_below_it"
+    deep.mkdir(parents=True)
+    shutil.copy(EXAMPLE / "model.safetensors", deep / "model.safetensors")
+    source = deep / "model.safetensors"
+    args = [command, source] + ([source] if command == "diff-keys" else [])
+    out = run_subprocess(*args, env={"COLUMNS": "40"}).stdout
+    panel = out[:out.index("╰")]
+    assert "…" not in panel, panel
+    assert str(source) in "".join(panel.replace("│", "").split())

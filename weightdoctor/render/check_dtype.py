@@ -27,7 +27,7 @@ def _count(value: int) -> str:
 def summary_table(report: CheckDtypeReport) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # a path longer than the panel: folded, not cut with …
     # The arrow outside escape(): it escapes what the console cannot encode, our glyphs too (render/text.py).
     source = escape(report.source) + ("" if report.source == report.resolved_path
                                       else f" → {escape(report.resolved_path)}")

@@ -30,7 +30,7 @@ def _severity(severity: str) -> str:
 def header(report: DiffReport) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # a path longer than the panel: folded, not cut with …
     table.add_row("A", escape(report.source_a) + _revision(report.revision_a) + f"  [dim]{report.total_a:,} keys[/]")
     table.add_row("B", escape(report.source_b) + _revision(report.revision_b) + f"  [dim]{report.total_b:,} keys[/]")
     if report.renames_applied:
