@@ -414,3 +414,15 @@ def test_an_fp8_checkpoint_planned_at_fp32_is_offered_bf16(tmp_path: Path) -> No
     code, data = run_json("plan-devices", str(tmp_path), "--gpu", "5MB", "--cpu", "1GB", "--dtype", "fp32")
     assert data["verdict"] == "needs-cpu-offload"
     assert [s["dtype"] for s in data["suggestions"] if s["change"] == "dtype"] == ["fp8", "bf16"]
+
+
+def test_a_refused_fp8_quantization_config_does_not_fail_the_default_plan(tmp_path: Path) -> None:
+    """A weight_block_size transformers' quantizer refuses: the bf16 plan failed with the quantizer's error, but only
+    where it did not fit (the --dtype fp8 suggestion built the FP8 model); it no longer depends on --gpu."""
+    quantization = {"quant_method": "fp8", "weight_block_size": [-1, 128]}
+    (tmp_path / "config.json").write_text(json.dumps({**_SMALL_LLAMA, "quantization_config": quantization}))
+    for gpu in ("1GB", "1MB"):
+        code, data = run_json("plan-devices", str(tmp_path), "--gpu", gpu, "--cpu", "1GB")
+        assert code == 0 and data["dtype"] == "bf16" and all(s["dtype"] != "fp8" for s in data["suggestions"])
+    result = run_cli("plan-devices", str(tmp_path), "--gpu", "1GB", "--dtype", "fp8")
+    assert result.exit_code == 2 and "weight_block_size must be a tuple of two positive integers" in result.stderr

@@ -1544,8 +1544,12 @@ def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[
     ladder = [d for d in DTYPE_LADDER[current + 1:] if not (prequantized and DTYPES[d][1] is not None)]
     if planned.dtype != "fp8" and planned.is_transformers and _is_fine_grained_fp8(planned.config):
         # Planned dequantized (bf16): kept in FP8, as transformers keeps it on GPUs of compute capability >= 8.9.
-        fp8 = PlannedModel(_keep_fp8_model(planned), "config", planned.model_class, "fp8", planned.config)
-        if _replan_verdict(fp8, request, no_split, "fp8", request.gpus) == "fits-on-gpus":
+        try:
+            kept = _keep_fp8_model(planned)
+        except UsageError:  # a quantization_config its quantizer refuses: no FP8 plan to offer (--dtype fp8 says why)
+            kept = None
+        fp8 = PlannedModel(kept, "config", planned.model_class, "fp8", planned.config) if kept is not None else None
+        if fp8 is not None and _replan_verdict(fp8, request, no_split, "fp8", request.gpus) == "fits-on-gpus":
             suggestions.append(Suggestion(
                 "dtype", f"--dtype fp8 fits on the {len(request.gpus)} GPU(s) if they have compute capability 8.9 or "
                 "above (transformers then keeps the FP8 weights)", "fp8", list(request.gpus), "fits-on-gpus"))
