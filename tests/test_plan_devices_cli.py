@@ -426,3 +426,15 @@ def test_a_refused_fp8_quantization_config_does_not_fail_the_default_plan(tmp_pa
         assert code == 0 and data["dtype"] == "bf16" and all(s["dtype"] != "fp8" for s in data["suggestions"])
     result = run_cli("plan-devices", str(tmp_path), "--gpu", "1GB", "--dtype", "fp8")
     assert result.exit_code == 2 and "weight_block_size must be a tuple of two positive integers" in result.stderr
+
+
+@pytest.mark.parametrize("quantization", [{"quant_method": "fp8", "weight_block_size": [128, 128]},
+                                          {"quant_method": "gptq", "bits": 4}])
+def test_bitsandbytes_asked_on_a_prequantized_checkpoint_is_warned_about(tmp_path: Path, quantization: dict) -> None:
+    """--dtype int8 on an FP8 or GPTQ checkpoint planned bitsandbytes' int8 without a word, though from_pretrained
+    raises on a BitsAndBytesConfig beside the checkpoint's own quantization_config."""
+    (tmp_path / "config.json").write_text(json.dumps({**_SMALL_LLAMA, "quantization_config": quantization}))
+    code, data = run_json("plan-devices", str(tmp_path), "--gpu", "1GB", "--dtype", "int8")
+    assert code == 0 and data["dtype"] == "int8"
+    assert any(f"already quantized ({quantization['quant_method']})" in w and "refuses" in w
+               for w in data["warnings"])

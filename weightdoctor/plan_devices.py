@@ -373,7 +373,16 @@ def build_planned_model(
             warnings.append(f"the config quantizes the weights ({found[0]}): planned at the floating dtype, which "
                             "over-sizes the Linear weights transformers keeps in 8 or 4 bits (about 2x or 4x); the "
                             "plan is an upper bound")
+    asked = dtype
     dtype = normalize_dtype(dtype) if dtype else default_dtype(checkpoint)
+    if asked and DTYPES[dtype][1] is not None:
+        from weightdoctor.quantized import quantization_of
+
+        found = quantization_of(checkpoint.config)
+        if found is not None and not found[0].startswith("bitsandbytes"):
+            # merge_quantization_configs: another class of quantization_config beside the checkpoint's raises.
+            warnings.append(f"the checkpoint is already quantized ({found[0]}): from_pretrained refuses "
+                            f"bitsandbytes' {dtype} on it (two quantization configs); it loads with its own")
     if dtype == "fp8":
         return _planned_fp8(checkpoint, model_class, warnings)
     if checkpoint.config is not None and checkpoint.config.get("model_type"):
