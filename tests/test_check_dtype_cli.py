@@ -351,3 +351,19 @@ def test_the_keep_fp32_remedy_says_from_pretrained_casts_the_kept_tensors_too(
     shutil.copy(model / "model.safetensors", alone / "model.safetensors")
     code, data = run_json("check-dtype", alone / "model.safetensors", "--target", "fp16")
     assert data["recommendation"]["commands"]["fp16"] and "from_pretrained loads" not in data["recommendation"]["text"]
+
+
+def test_convert_counts_the_flushed_share_of_finite_values_as_check_dtype_does(tmp_path: Path) -> None:
+    """2 of 200 finite non-zero values flushed by fp16, beside 200 NaN: check-dtype says unsafe (1% of the
+    finite ones), while convert counted the NaN as non-zero values that could be flushed (0.5%) and cast it."""
+    from safetensors.torch import save_file
+
+    values = torch.full((400,), float("nan"))
+    values[:200] = 0.5
+    values[:2] = 1e-10  # below fp16's smallest subnormal
+    save_file({"w": values}, str(tmp_path / "nan.safetensors"))
+    _, data = run_json("check-dtype", tmp_path / "nan.safetensors")
+    assert data["targets"]["fp16"]["tensors"][0]["verdict"] == "unsafe"
+    result = run_cli("convert", tmp_path / "nan.safetensors", "-o", tmp_path / "out.safetensors", "--dtype", "fp16")
+    assert result.exit_code == 2 and not (tmp_path / "out.safetensors").exists()
+    assert "w (1.0% of non-zero values become 0). Nothing was written." in result.stderr

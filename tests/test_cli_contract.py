@@ -60,6 +60,20 @@ def test_an_ascii_console_reads_the_glyphs_as_ascii_and_names_as_escapes(non_asc
     assert "m\\xf3dulo.pesos_\\xfc.weight" in out and "4x4" in out
 
 
+def test_an_ascii_console_never_shows_a_name_as_another(tmp_path: Path) -> None:
+    """The console's handler writes the reports' glyphs as ASCII, names' characters included: `a×b.weight` printed
+    as `axb.weight`, the name of another tensor, and `c→d` took a column's cell and one more. A name's character
+    the console cannot encode is escaped before the table is sized, as any other."""
+    save_file({"a\u00d7b.weight": torch.zeros(2, 2), "axb.weight": torch.ones(2, 2), "c\u2192d": torch.zeros(3)},
+              str(tmp_path / "glyphs.safetensors"))
+    out = run_subprocess("inspect", tmp_path / "glyphs.safetensors",
+                         env={"PYTHONIOENCODING": "ascii", "COLUMNS": "100"}).stdout
+    table = out[out.index("Tensors"):].splitlines()[1:]
+    rows = [line for line in table if line.startswith("|")]
+    assert {row.split("|")[1].strip() for row in rows} >= {"axb.weight", "a\\xd7b.weight", "c\\u2192d"}
+    assert len({len(line) for line in table if line.startswith(("|", "+"))}) == 1  # every row as wide
+
+
 @pytest.mark.parametrize(
     ("extra", "named"),
     [(["--strategy", "sequential"], "--strategy"), (["--strategy", "bogus"], "strategy 'bogus'"),
@@ -185,3 +199,18 @@ def test_reader_warnings_go_to_stderr_not_into_the_tables(tmp_path: Path, comman
     warning = "warning: pytorch_model.bin is ignored: model.safetensors comes first"
     assert warning in result.stderr
     assert "warning:" not in result.stdout and "is ignored" not in result.stdout
+
+
+@pytest.mark.parametrize("command", ["inspect", "check-dtype", "diff-keys"])
+def test_a_long_path_is_folded_in_the_summary_not_cut(tmp_path: Path, command: str) -> None:
+    """At 40 columns the summary's source (diff-keys: A and B) ended `/tmp/…/fixture…`: a path is one word, which
+    a grid column cut with an ellipsis. It folds, every character kept."""
+    deep = tmp_path / "a_rather_long_folder_name_for_weights" / "and_another_one_below_it"
+    deep.mkdir(parents=True)
+    shutil.copy(EXAMPLE / "model.safetensors", deep / "model.safetensors")
+    source = deep / "model.safetensors"
+    args = [command, source] + ([source] if command == "diff-keys" else [])
+    out = run_subprocess(*args, env={"COLUMNS": "40"}).stdout
+    panel = out[:out.index("╰")]
+    assert "…" not in panel, panel
+    assert str(source) in "".join(panel.replace("│", "").split())

@@ -844,3 +844,61 @@ def test_values_table_puts_an_overflowed_tensor_first(tmp_path: Path) -> None:
     changes = {v["name"]: v["rel_change"] for v in data["values"]}
     rest = [changes[name] for name in rows[1:]]
     assert rest == sorted(rest, reverse=True) and rows[0] == "t3.weight"
+
+
+def test_the_model_class_note_keeps_a_at_its_own_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A a Hub repo at its default branch, B the same repo at --revision-b v2: the check gave `--revision v2`,
+    which --model-class applies to A as well, so it compared A at v2 (another checkpoint). It names B's snapshot
+    as --config and leaves A's revision alone."""
+    from safetensors.torch import save_file
+
+    from fixtures.build import write_hub_cache
+
+    model = _tiny_deit()
+    cache = tmp_path / "cache"
+    model.save_pretrained(tmp_path / "saved")
+    write_hub_cache(cache, "org/deit", tmp_path / "saved", revision="v2")
+    in_memory = tmp_path / "in-memory"
+    in_memory.mkdir()
+    save_file({n: t.contiguous() for n, t in model.state_dict().items()}, str(in_memory / "model.safetensors"))
+    write_hub_cache(cache, "org/deit", in_memory)  # main
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+
+    _, data = run_json("diff-keys", "org/deit", "org/deit", "--revision-b", "v2")
+    command = _check_in_note(data["notes"])
+    assert "--revision" not in command and command[command.index("--config") + 1] == data["resolved_b"]
+    code, checked = run_json(*command)
+    assert code == 0 and not checked["missing"] and checked["resolved_a"] == data["resolved_a"]
+
+
+def test_the_model_class_note_carries_a_rename_with_an_equals_sign(tmp_path: Path) -> None:
+    """A --rename whose regex holds `=` (given as `\\=`): the check wrote it back unescaped, `--rename 'k=v=x'`,
+    which parses as the regex `k` and the replacement `v=x`; it renamed other keys than this run did."""
+    model = _tiny_deit()
+    model.save_pretrained(tmp_path / "hub")
+    torch.save({f"n=1.{name}": tensor for name, tensor in model.state_dict().items()}, tmp_path / "sd.pt")
+    code, data = run_json("diff-keys", str(tmp_path / "sd.pt"), str(tmp_path / "hub"), "--rename", r"^n\=1\.=")
+    command = _check_in_note(data["notes"])
+    assert command[command.index("--rename") + 1] == r"^n\=1\.="
+    code, checked = run_json(*command)
+    assert code == 0 and not checked["missing"] and not checked["unexpected"] and checked["matched"] > 0
+
+
+def test_group_tables_on_a_very_narrow_console_keep_names_and_words_whole(tmp_path: Path) -> None:
+    """At 56 columns the keys' column had 11 cells and the detail 10: Rich cut names mid-segment (`bert.embedd` /
+    `ings.LayerN`) and words (`initialise` / `d`); at 40 the reason and severity too (`unkno…`). Each group is told
+    in lines of its own there: its keys, then reason, severity and count, then the detail."""
+    from rich.cells import cell_len
+    from safetensors.torch import save_file
+
+    from tests.helpers import REPO_ROOT, run_subprocess
+
+    save_file({"[bold]x.weight": torch.zeros(2)}, str(tmp_path / "a.safetensors"))
+    for width in (40, 56):
+        out = run_subprocess("diff-keys", tmp_path / "a.safetensors", REPO_ROOT / "fixtures" / "example",
+                             env={"COLUMNS": str(width)}).stdout
+        tables = out[out.index("Missing"):out.index("reasons")]
+        assert max(map(cell_len, out.splitlines())) <= width and "…" not in tables
+        cells = [line.strip("│ ") for line in tables.splitlines() if line.startswith("│")]
+        assert "bert.embeddings.LayerNorm.bias" in cells and "unknown · error · ×64" in cells
+        assert "new, initialised at random" in cells and "[bold]x.weight" in tables  # markup shown, not applied

@@ -386,3 +386,72 @@ def test_a_peft_adapter_is_planned_with_a_warning_that_its_base_is_not(tmp_path:
         "this is a PEFT adapter (LORA): only its own weights are planned, not the base model "
         "PeftModel.from_pretrained loads it onto; plan the base (weightdoctor plan-devices org/base-7b ...) and add "
         "the adapter's size")
+
+
+_SMALL_LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 1000, "hidden_size": 256,
+                "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4, "dtype": "bfloat16"}
+
+
+@pytest.mark.parametrize("quantization", [
+    {"quant_method": "fp8", "weight_block_size": [128, 128], "dequantize": True},
+    {"quant_method": "mxfp4"},
+])
+def test_no_bitsandbytes_suggestion_for_any_prequantized_config(tmp_path: Path, quantization: dict) -> None:
+    """from_pretrained raises on a BitsAndBytesConfig beside a checkpoint's own quantization_config of another kind
+    (merge_quantization_configs); the ladder skipped bitsandbytes only for GPTQ-like and kept-FP8 configs, and
+    suggested `--dtype int8` for an FP8 checkpoint with dequantize: true or an MXFP4 one."""
+    (tmp_path / "config.json").write_text(json.dumps({**_SMALL_LLAMA, "quantization_config": quantization}))
+    code, data = run_json("plan-devices", str(tmp_path), "--gpu", "3MB", "--cpu", "1GB")
+    assert data["dtype"] == "bf16" and data["verdict"] == "needs-cpu-offload"
+    assert [s["dtype"] for s in data["suggestions"]] == ["bf16"]  # only more GPUs at bf16
+
+
+def test_fp8_dequantize_true_is_planned_as_loaded_and_refuses_dtype_fp8(tmp_path: Path) -> None:
+    """`dequantize: true` makes transformers dequantize an FP8 checkpoint on every GPU: the bf16 plan is exact (not
+    'an upper bound'), and --dtype fp8 says why it does not apply (it said the checkpoint was not FP8 at all and
+    offered bitsandbytes' int8 and int4)."""
+    quantization = {"quant_method": "fp8", "weight_block_size": [128, 128], "dequantize": True}
+    (tmp_path / "config.json").write_text(json.dumps({**_SMALL_LLAMA, "quantization_config": quantization}))
+    code, data = run_json("plan-devices", str(tmp_path), "--gpu", "1GB")
+    assert code == 0 and data["dtype"] == "bf16"
+    assert any("dequantize: true" in w and "on every device" in w for w in data["warnings"])
+    result = run_cli("plan-devices", str(tmp_path), "--gpu", "1GB", "--dtype", "fp8")
+    assert result.exit_code == 2 and "sets dequantize: true" in result.stderr and "int8" not in result.stderr
+    mxfp4 = {**_SMALL_LLAMA, "quantization_config": {"quant_method": "mxfp4"}}
+    (tmp_path / "config.json").write_text(json.dumps(mxfp4))
+    result = run_cli("plan-devices", str(tmp_path), "--gpu", "1GB", "--dtype", "fp8")
+    assert result.exit_code == 2 and "plan it without --dtype" in result.stderr and "int8" not in result.stderr
+
+
+def test_an_fp8_checkpoint_planned_at_fp32_is_offered_bf16(tmp_path: Path) -> None:
+    """The bitsandbytes rungs are left out for a pre-quantized checkpoint, not the float ones: fp32 -> bf16 loads
+    an FP8 checkpoint as well (the whole ladder was dropped)."""
+    quantization = {"quant_method": "fp8", "weight_block_size": [128, 128]}
+    (tmp_path / "config.json").write_text(json.dumps({**_SMALL_LLAMA, "quantization_config": quantization}))
+    code, data = run_json("plan-devices", str(tmp_path), "--gpu", "5MB", "--cpu", "1GB", "--dtype", "fp32")
+    assert data["verdict"] == "needs-cpu-offload"
+    assert [s["dtype"] for s in data["suggestions"] if s["change"] == "dtype"] == ["fp8", "bf16"]
+
+
+def test_a_refused_fp8_quantization_config_does_not_fail_the_default_plan(tmp_path: Path) -> None:
+    """A weight_block_size transformers' quantizer refuses: the bf16 plan failed with the quantizer's error, but only
+    where it did not fit (the --dtype fp8 suggestion built the FP8 model); it no longer depends on --gpu."""
+    quantization = {"quant_method": "fp8", "weight_block_size": [-1, 128]}
+    (tmp_path / "config.json").write_text(json.dumps({**_SMALL_LLAMA, "quantization_config": quantization}))
+    for gpu in ("1GB", "1MB"):
+        code, data = run_json("plan-devices", str(tmp_path), "--gpu", gpu, "--cpu", "1GB")
+        assert code == 0 and data["dtype"] == "bf16" and all(s["dtype"] != "fp8" for s in data["suggestions"])
+    result = run_cli("plan-devices", str(tmp_path), "--gpu", "1GB", "--dtype", "fp8")
+    assert result.exit_code == 2 and "weight_block_size must be a tuple of two positive integers" in result.stderr
+
+
+@pytest.mark.parametrize("quantization", [{"quant_method": "fp8", "weight_block_size": [128, 128]},
+                                          {"quant_method": "gptq", "bits": 4}])
+def test_bitsandbytes_asked_on_a_prequantized_checkpoint_is_warned_about(tmp_path: Path, quantization: dict) -> None:
+    """--dtype int8 on an FP8 or GPTQ checkpoint planned bitsandbytes' int8 without a word, though from_pretrained
+    raises on a BitsAndBytesConfig beside the checkpoint's own quantization_config."""
+    (tmp_path / "config.json").write_text(json.dumps({**_SMALL_LLAMA, "quantization_config": quantization}))
+    code, data = run_json("plan-devices", str(tmp_path), "--gpu", "1GB", "--dtype", "int8")
+    assert code == 0 and data["dtype"] == "int8"
+    assert any(f"already quantized ({quantization['quant_method']})" in w and "refuses" in w
+               for w in data["warnings"])

@@ -34,3 +34,12 @@ def test_snippet_runs() -> None:
     namespace: dict = {"state_dict": {"module.ln.gamma": 1, "module.x": 2}}
     exec(code, namespace)
     assert namespace["state_dict"] == {"ln.weight": 1, "x": 2}
+
+
+@pytest.mark.parametrize("spec", [r"a\==b", r"(?\=x)y=z", r"a\\\==c=d", r"^module\.=", "^=model."])
+def test_as_flag_parses_back_to_the_same_rename(spec: str) -> None:
+    """A `=` in the regex (typed `\\=`) went back unescaped: `(?=x)y=z` parsed as the regex `(?` (an error)."""
+    import shlex
+
+    rename = parse_rename(spec)
+    assert parse_rename(shlex.split(rename.as_flag())[1]) == rename

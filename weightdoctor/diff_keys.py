@@ -1503,9 +1503,10 @@ def _model_class_command(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename]
     if not model_class or not has_model_class(model_class):
         return None
     config = _config_source(b)
-    # With --model-class, --revision applies to A and to --config alike (a local A ignores it).
-    revision = a.revision if a.revision is not None else b.revision
-    if b.revision is not None and b.revision != revision:
+    # With --model-class, --revision applies to A and to --config alike (a local A ignores it). A read from the
+    # Hub keeps its own revision (None: its default branch), whatever B's.
+    revision = a.revision if a.repo_id is not None or b.repo_id is None else b.revision
+    if b.repo_id is not None and b.revision != revision:
         if b.location != str(b.path):  # B's headers came from the Hub: no local folder to name instead
             return None
         config = str(b.path if b.path.is_dir() else b.path.parent)  # B's snapshot, read at its own revision

@@ -378,11 +378,23 @@ def build_planned_model(
                             "them on GPUs of compute capability below 8.9 (A100, V100) and on CPU; on 8.9 and above "
                             "(H100, H200, L40S, RTX 4090) it keeps them in FP8, about half the Linear weights' "
                             "size: --dtype fp8 plans that")
+        elif found is not None and _fp8_dequantized(checkpoint.config):
+            warnings.append("the config quantizes the weights (fp8) with dequantize: true: transformers dequantizes "
+                            "them on every device, to the floating dtype planned here")
         elif found is not None and any(word in found[0] for word in ("fp8", "mxfp4", "fp4")):
             warnings.append(f"the config quantizes the weights ({found[0]}): planned at the floating dtype, which "
                             "over-sizes the Linear weights transformers keeps in 8 or 4 bits (about 2x or 4x); the "
                             "plan is an upper bound")
+    asked = dtype
     dtype = normalize_dtype(dtype) if dtype else default_dtype(checkpoint)
+    if asked and DTYPES[dtype][1] is not None:
+        from weightdoctor.quantized import quantization_of
+
+        found = quantization_of(checkpoint.config)
+        if found is not None and not found[0].startswith("bitsandbytes"):
+            # merge_quantization_configs: another class of quantization_config beside the checkpoint's raises.
+            warnings.append(f"the checkpoint is already quantized ({found[0]}): from_pretrained refuses "
+                            f"bitsandbytes' {dtype} on it (two quantization configs); it loads with its own")
     if dtype == "fp8":
         return _planned_fp8(checkpoint, model_class, warnings)
     if checkpoint.config is not None and checkpoint.config.get("model_type"):
@@ -424,12 +436,27 @@ def _is_fine_grained_fp8(config: dict[str, Any] | None) -> bool:
             and not quantization.get("dequantize"))
 
 
+def _fp8_dequantized(config: dict[str, Any] | None) -> bool:
+    """A fine-grained FP8 config that asks transformers to dequantize it (`dequantize: true`) on any GPU."""
+    quantization = config.get("quantization_config") if isinstance(config, dict) else None
+    return (isinstance(quantization, dict) and quantization.get("quant_method") == "fp8"
+            and bool(quantization.get("dequantize")))
+
+
 def _planned_fp8(checkpoint: Checkpoint, model_class: str | None, warnings: list[str]) -> PlannedModel:
     """The model `from_pretrained` builds for a fine-grained FP8 checkpoint on a GPU of compute capability >= 8.9."""
+    if _fp8_dequantized(checkpoint.config):
+        raise UsageError("--dtype fp8: this FP8 checkpoint's quantization_config sets dequantize: true, so "
+                         "transformers dequantizes it on every GPU: plan it without --dtype (or at fp16, bf16)",
+                         path=str(checkpoint.path))
+    from weightdoctor.quantized import quantization_of
+
     if not _is_fine_grained_fp8(checkpoint.config):
         raise UsageError("--dtype fp8 plans a checkpoint quantized with transformers' fine-grained FP8 (its "
-                         "config's quantization_config has quant_method \"fp8\"); this one is not: use fp16, bf16, "
-                         "int8 or int4", path=str(checkpoint.path))
+                         "config's quantization_config has quant_method \"fp8\"); this one is not: "
+                         + ("plan it without --dtype (its own quantization is planned then)" if quantization_of(
+                             checkpoint.config) is not None else "use fp16, bf16, int8 or int4"),
+                         path=str(checkpoint.path))
     config = checkpoint.config or {}
     model = _build_from_config(config, DTYPES["fp8"][0], model_class)
     _keep_fp8(model, config)
@@ -1525,18 +1552,25 @@ def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[
     Each candidate is re-planned with the same planner on the same meta model, its sizes counted at the
     candidate dtype.
     """
+    from weightdoctor.quantized import quantization_of
     from weightdoctor.units import format_bytes
 
     suggestions: list[Suggestion] = []
     current = DTYPE_LADDER.index(planned.dtype) if planned.dtype in DTYPE_LADDER else len(DTYPE_LADDER)
     current_size = _element_size(planned.dtype)
-    # A pre-quantized checkpoint is not quantized again by bitsandbytes (transformers refuses two quantizers).
-    ladder = () if quantized_dtype(planned.config) or _is_fine_grained_fp8(planned.config) \
-        else DTYPE_LADDER[current + 1:]
+    # A pre-quantized checkpoint is not quantized again by bitsandbytes: from_pretrained raises on a
+    # BitsAndBytesConfig beside any other quantization_config (FP8 dequantized or kept, MXFP4, GPTQ...). Its float
+    # rungs stay (an FP8 checkpoint planned at fp32 loads at bf16 as well).
+    prequantized = quantization_of(planned.config) is not None
+    ladder = [d for d in DTYPE_LADDER[current + 1:] if not (prequantized and DTYPES[d][1] is not None)]
     if planned.dtype != "fp8" and planned.is_transformers and _is_fine_grained_fp8(planned.config):
         # Planned dequantized (bf16): kept in FP8, as transformers keeps it on GPUs of compute capability >= 8.9.
-        fp8 = PlannedModel(_keep_fp8_model(planned), "config", planned.model_class, "fp8", planned.config)
-        if _replan_verdict(fp8, request, no_split, "fp8", request.gpus) == "fits-on-gpus":
+        try:
+            kept = _keep_fp8_model(planned)
+        except UsageError:  # a quantization_config its quantizer refuses: no FP8 plan to offer (--dtype fp8 says why)
+            kept = None
+        fp8 = PlannedModel(kept, "config", planned.model_class, "fp8", planned.config) if kept is not None else None
+        if fp8 is not None and _replan_verdict(fp8, request, no_split, "fp8", request.gpus) == "fits-on-gpus":
             suggestions.append(Suggestion(
                 "dtype", f"--dtype fp8 fits on the {len(request.gpus)} GPU(s) if they have compute capability 8.9 or "
                 "above (transformers then keeps the FP8 weights)", "fp8", list(request.gpus), "fits-on-gpus"))

@@ -28,7 +28,10 @@ class Rename:
 
     def as_flag(self) -> str:
         """The command-line flag that reproduces this rename, quoted for a POSIX shell."""
-        return f"--rename {shlex.quote(f'{self.pattern}={self.replacement}')}"
+        # parse_rename splits at the first `=` not after a backslash and unescapes `\=`: a `=` of the pattern
+        # goes back escaped, or the flag would split there (`a=b` -> pattern `a`, replacement `=b=...`).
+        pattern = self.pattern.replace("=", "\\=")
+        return f"--rename {shlex.quote(f'{pattern}={self.replacement}')}"
 
 
 def parse_rename(spec: str) -> Rename:

@@ -422,9 +422,12 @@ def cast_tensor(tensor: torch.Tensor, name: str, target: str) -> tuple[torch.Ten
         src = flat_src[start:start + CHUNK_ELEMENTS]
         dst = flat_out[start:start + CHUNK_ELEMENTS]
         # count_nonzero, not .sum(): summing a bool mask first copies it to int64 (8 bytes per value).
-        overflow += int(torch.count_nonzero(torch.isinf(dst))) - int(torch.count_nonzero(torch.isinf(src)))
+        src_inf = int(torch.count_nonzero(torch.isinf(src)))
+        overflow += int(torch.count_nonzero(torch.isinf(dst))) - src_inf
         src_zeros = src.numel() - int(torch.count_nonzero(src))
-        nonzero += src.numel() - src_zeros
+        # The share is of non-zero *finite* values, as check-dtype counts it (CastCounts.nonzero_finite): NaN and
+        # inf cannot be flushed, and counting them would let a tensor full of NaN dilute a mass underflow.
+        nonzero += src.numel() - src_zeros - src_inf - int(torch.count_nonzero(torch.isnan(src)))
         flushed += int(dst.numel() - torch.count_nonzero(dst)) - src_zeros
     problem = CastProblem(name, target, overflow, flushed, nonzero)
     if overflow or problem.flushed_share >= FLUSH_SHARE_LIMIT:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.cells import cell_len
 from rich.console import Console
+from rich.markup import escape as escape_markup
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -26,9 +27,11 @@ def _count(value: int) -> str:
 def summary_table(report: CheckDtypeReport) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
-    table.add_column()
-    source = report.source if report.source == report.resolved_path else f"{report.source} → {report.resolved_path}"
-    table.add_row("source", escape(source))
+    table.add_column(overflow="fold")  # a path longer than the panel: folded, not cut with …
+    # The arrow outside escape(): it escapes what the console cannot encode, our glyphs too (render/text.py).
+    source = escape(report.source) + ("" if report.source == report.resolved_path
+                                      else f" → {escape(report.resolved_path)}")
+    table.add_row("source", source)
     table.add_row("format", report.format)
     stored = ", ".join(
         f"{dtype}: {c.num_tensors} tensor(s), {format_count(c.num_params)} params, {format_bytes(c.bytes)}"
@@ -90,7 +93,7 @@ def behaviour_table(report: CheckDtypeReport) -> Table:
     table.add_column(style="bold")
     table.add_column()
     for name, t in report.targets.items():
-        table.add_row(f"{name} .to()", escape(t.torch_behaviour))
+        table.add_row(f"{name} .to()", escape_markup(t.torch_behaviour))  # our words and numbers: its ± stays ±
     return table
 
 

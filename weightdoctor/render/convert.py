@@ -13,7 +13,7 @@ def _common_rows(plan: object) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     cast = plan.cast
     if cast:
-        rows.append(("cast", ", ".join(f"{k.replace('->', ' → ')}: {v} tensors" for k, v in cast.items())))
+        rows.append(("cast", _Ours(", ".join(f"{k.replace('->', ' → ')}: {v} tensors" for k, v in cast.items()))))
     kept = plan.kept_fp32
     if kept:
         rows.append(("kept fp32", f"{len(kept)} tensors ({', '.join(kept[:3])}{', …' if len(kept) > 3 else ''})"))
@@ -46,13 +46,19 @@ def _written_rows(result: object) -> list[tuple[str, str]]:
     return rows
 
 
+class _Ours(str):
+    """A row's text written here whole (dtype names, arrows), markup-safe as it is: escape() would write its
+    glyphs as escapes on an ASCII console, where they are meant to read as ASCII (weightdoctor.entry)."""
+
+
 def _panel(console: Console, title: str, rows: list[tuple[str, str]]) -> None:
+    """`title`: markup, its pieces from the checkpoint already escaped; each row's value escaped here."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows:
-        table.add_row(key, escape(value))
-    console.print(f"[bold]{escape(title)}[/]")
+        table.add_row(key, value if isinstance(value, _Ours) else escape(value))
+    console.print(f"[bold]{title}[/]")
     console.print(table)
 
 
@@ -70,7 +76,7 @@ def render_convert(result: object, console: Console) -> None:
     if plan.index:
         rows.append(("index", plan.index))
     rows += _written_rows(result)
-    _panel(console, f"{verb} {plan.source} → {plan.output}", rows)
+    _panel(console, f"{verb} {escape(str(plan.source))} → {escape(str(plan.output))}", rows)
 
 
 def render_shard(result: object, console: Console) -> None:
@@ -89,7 +95,7 @@ def render_shard(result: object, console: Console) -> None:
     ]
     if plan.index:
         rows.append(("index", plan.index))
-    _panel(console, f"{verb} {plan.source} → {plan.output}", rows)
+    _panel(console, f"{verb} {escape(str(plan.source))} → {escape(str(plan.output))}", rows)
     # Plain aligned lines rather than a table: names are long and must not be cut or folded.
     width = max([len(item.filename) for item in plan.shards] + [5])
     console.print(f"[bold]{'shard':<{width}}  {'size':>18}  {'tensors':>7}  first → last[/]", soft_wrap=True)

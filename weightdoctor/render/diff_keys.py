@@ -30,7 +30,7 @@ def _severity(severity: str) -> str:
 def header(report: DiffReport) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # a path longer than the panel: folded, not cut with …
     table.add_row("A", escape(report.source_a) + _revision(report.revision_a) + f"  [dim]{report.total_a:,} keys[/]")
     table.add_row("B", escape(report.source_b) + _revision(report.revision_b) + f"  [dim]{report.total_b:,} keys[/]")
     if report.renames_applied:
@@ -66,6 +66,13 @@ def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all:
         detail_floor = min(max(map(cell_len, words), default=6), 32, room // 2)
         keys_width = min(max(cell_len(r[0]) for r in rows), room - detail_floor)
         detail_width = max(room - keys_width, detail_floor)
+        longest_word = min(max(map(cell_len, words), default=0), 32)
+        # The keys' column holds their longest dotted segment whole (up to 32 cells), at least _KEYS_FLOOR.
+        segment = min(max(cell_len(part) for r in rows for part in r[0].split(".")) + 1, 32)
+        if keys_width < min(max(_KEYS_FLOOR, segment), max(cell_len(r[0]) for r in rows)) \
+                or detail_floor < min(longest_word, _KEYS_FLOOR) \
+                or room < 0:
+            return _stacked_groups(table.title or "", kind, groups, report, show_all, width)
     table.add_column("keys", overflow="fold")
     table.add_column("×", justify="right")
     table.add_column("reason")
@@ -85,6 +92,38 @@ def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all:
         for name, reason, severity, detail in _rows(report, kind):
             table.add_row(_wrapped(name, keys_width), "", reason, _severity(severity),
                           _wrapped_words(detail, detail_width))
+    return table
+
+
+# Below this many cells for the keys (wrapped_name's floor), or for a detail word (its longest if shorter), the
+# columns cannot sit side by side without Rich cutting names mid-segment (`bert.embedd` / `ings.LayerN`), words
+# (`initialise` / `d`) and the reason and severity themselves (`unkno…`): each group is told in lines of its own.
+_KEYS_FLOOR = 16
+
+
+def _stacked_groups(title: str, kind: str, groups: list[KeyGroup], report: DiffReport, show_all: bool,
+                    width: int) -> Table:
+    """`group_table` for a very narrow console: per group, its keys (broken after dots), then its reason,
+    severity and count on one line, then the detail, wrapped between words."""
+    table = Table(title=title, title_justify="left", show_header=False, show_lines=True)
+    table.add_column(overflow="fold")
+    inner = width - 4  # two borders, two spaces of padding
+    details = _details(report, kind)
+    if show_all:
+        rows = [(name, 1, reason, severity, detail) for name, reason, severity, detail in _rows(report, kind)]
+    else:
+        rows = []
+        for group in groups:
+            detail = details.get(group.example, "")
+            if group.count > 1 and detail and not detail.startswith("--rename"):
+                detail = f"e.g. {detail}"
+            rows.append((group.pattern, group.count, group.reason, group.severity, detail))
+    for key, count, reason, severity, detail in rows:
+        figures = f"{reason} · {_severity(severity)}" + (f" · ×{count}" if count > 1 else "")
+        cell = f"{wrapped_name(key, inner)}\n{figures}"
+        if detail:
+            cell += f"\n{_wrapped_words(detail, inner)}"
+        table.add_row(cell)
     return table
 
 

@@ -16,9 +16,11 @@ from weightdoctor.units import format_bytes, format_count
 def summary_table(report: InspectReport) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
-    table.add_column()
-    source = report.source if report.source == report.resolved_path else f"{report.source} → {report.resolved_path}"
-    table.add_row("source", escape(source) + (f" (revision {report.revision})" if report.revision else ""))
+    table.add_column(overflow="fold")  # a path longer than the panel: folded, not cut with …
+    # The arrow outside escape(): it escapes what the console cannot encode, our glyphs too (render/text.py).
+    source = escape(report.source) + ("" if report.source == report.resolved_path
+                                      else f" → {escape(report.resolved_path)}")
+    table.add_row("source", source + (f" (revision {report.revision})" if report.revision else ""))
     table.add_row("format", report.format + (" (sharded)" if report.sharded else ""))
     weight_files = [f for f in report.files if f.role == "weights"]
     on_disk = format_bytes(sum(f.size_bytes for f in weight_files))

@@ -7,7 +7,9 @@ would reach the terminal, and bidirectional overrides would make a name read dif
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
 
 from rich.cells import cell_len, chop_cells
 from rich.markup import escape as escape_markup
@@ -18,17 +20,45 @@ _UNPRINTABLE = re.compile(
 
 
 def printable(text: str) -> str:
-    """`text` with each control or invisible character written as its Python escape (`\\x1b`, `\\u202e`).
+    """`text` with each control or invisible character written as its Python escape (`\\x1b`, `\\u202e`), and
+    each character stdout cannot encode (an ASCII or latin-1 console) too.
+
+    The last is what the console's error handler (`weightdoctor.entry`) would write anyway, but done here, before
+    Rich measures the cell: the handler writes the reports' own glyphs as ASCII (`×` as `x`), which would show a
+    name `a×b` as `axb`, another name, and a table sized for one character would shift by the escape's width.
 
     Example:
         >>> printable("evil\\x1b[2J")
         'evil\\\\x1b[2J'
     """
-    return _UNPRINTABLE.sub(_code, text) if _UNPRINTABLE.search(text) else text
+    if _UNPRINTABLE.search(text):
+        text = _UNPRINTABLE.sub(_code, text)
+    if text.isascii():
+        return text
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return "".join(char if _encodes(char, encoding) else _code_point(ord(char)) for char in text)
+    except LookupError:
+        pass
+    return text
+
+
+@functools.lru_cache(maxsize=4096)
+def _encodes(char: str, encoding: str) -> bool:
+    try:
+        char.encode(encoding)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _code(match: re.Match[str]) -> str:
-    point = ord(match.group())
+    return _code_point(ord(match.group()))
+
+
+def _code_point(point: int) -> str:
     return f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}" if point < 0x10000 else f"\\U{point:08x}"
 
 
