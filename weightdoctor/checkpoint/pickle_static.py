@@ -290,8 +290,10 @@ def load_static(path: Path) -> Any:
         if prefix + "version" not in by_name and prefix + ".data/version" not in by_name:
             raise NeedsTorch("no version record (torch.load requires one)")
         byteorder = by_name.get(prefix + "byteorder")
-        if byteorder is not None and zip_archive.read_member(handle, byteorder, 16).strip() != b"little":
-            raise NeedsTorch("a big-endian checkpoint")
+        if byteorder is not None and (byteorder.size > 16
+                                      or zip_archive.read_member(handle, byteorder, 16).strip() != b"little"):
+            # Longer than any byte order torch writes: read_member would refuse it; torch's reader says why.
+            raise NeedsTorch("a big-endian checkpoint, or a byteorder record torch does not know")
         records: dict[str, tuple[int, int]] = {}
         for member in layout.members:
             if member.name.startswith(prefix + "data/"):

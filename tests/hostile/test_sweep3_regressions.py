@@ -1,0 +1,66 @@
+"""Hostile inputs found by the third sweep (zip-level tricks, index and config attacks, filesystem hostility, names):
+each must exit 2 with one line naming the file and what is wrong, fast, and never give wrong values."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import torch
+
+from tests.helpers import run_cli
+
+
+def _one_line_exit_2(*args: str, expected: str) -> str:
+    result = run_cli(*args)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2, (result.exit_code, result.stdout[:300], result.stderr)
+    assert len(lines) == 1 and expected in lines[0] and "unexpected" not in lines[0], result.stderr
+    assert not result.stdout.strip()
+    return lines[0]
+
+
+def _rezip(path: Path, state: dict[str, torch.Tensor], compression: int = zipfile.ZIP_STORED,
+           replace: dict[str, bytes] | None = None) -> Path:
+    """A torch.save archive of `state` written again by `zipfile` (`zip -r` does the same), with `compression` and
+    the records whose name ends in a key of `replace` given other contents."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(path, "w", compression=compression) as target:
+        for info in source.infolist():
+            data = next((new for end, new in (replace or {}).items() if info.filename.endswith(end)),
+                        source.read(info))
+            target.writestr(info.filename, data)
+    return path
+
+
+def test_a_deflated_archive_is_not_read_as_garbage(tmp_path: Path) -> None:
+    """torch.load reads an archive whose records are deflated, but torch.load(mmap=True), the loader used for what
+    the torch-free reader leaves, hands out the compressed bytes as values: --stats reported -1.8e20 for arange(6)
+    and convert wrote those values (its check re-read the same wrong bytes). Refused, with the way out."""
+    path = _rezip(tmp_path / "deflated.bin", {"a.weight": torch.arange(6.0).reshape(2, 3)}, zipfile.ZIP_DEFLATED)
+    assert torch.load(path, weights_only=True)["a.weight"].tolist() == [[0, 1, 2], [3, 4, 5]]
+    expected = "storage record archive/data/0 is compressed (deflate)"
+    for args in (["inspect", str(path), "--stats"], ["check-dtype", str(path)],
+                 ["convert", str(path), "-o", str(tmp_path / "out.safetensors")]):
+        line = _one_line_exit_2(*args, expected=expected)
+        assert "re-save" in line and str(path) in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deflated.bin"]
+
+
+def test_a_stored_archive_rewritten_by_zipfile_still_reads(tmp_path: Path) -> None:
+    """The control: the same archive stored (not deflated) is read, with its values."""
+    path = _rezip(tmp_path / "stored.bin", {"a.weight": torch.arange(6.0).reshape(2, 3)})
+    result = run_cli("convert", str(path), "-o", str(tmp_path / "out.safetensors"))
+    assert result.exit_code == 0, result.stderr
+    from safetensors.torch import load_file
+
+    assert load_file(tmp_path / "out.safetensors")["a.weight"].tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_a_byteorder_record_of_ten_kilobytes(tmp_path: Path) -> None:
+    """The torch-free reader read at most 16 bytes of it and let the reader's ValueError out: 'unexpected
+    ValueError: decompresses to more than 16 bytes'. It is not "little": torch's reader decides (and refuses it)."""
+    path = _rezip(tmp_path / "order.bin", {"a": torch.ones(2)}, replace={"/byteorder": b"\xff" * 10_000})
+    _one_line_exit_2("inspect", str(path), expected="torch cannot read the file")
