@@ -7,6 +7,7 @@ import io
 import zipfile
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.helpers import run_cli
@@ -64,3 +65,49 @@ def test_a_byteorder_record_of_ten_kilobytes(tmp_path: Path) -> None:
     ValueError: decompresses to more than 16 bytes'. It is not "little": torch's reader decides (and refuses it)."""
     path = _rezip(tmp_path / "order.bin", {"a": torch.ones(2)}, replace={"/byteorder": b"\xff" * 10_000})
     _one_line_exit_2("inspect", str(path), expected="torch cannot read the file")
+
+
+def _index_folder(folder: Path, shard: str) -> Path:
+    """A two-shard folder whose index puts 'a' in `shard` (made by the caller) and 'b' in a real shard."""
+    import json
+
+    import numpy
+    from safetensors.numpy import save_file
+
+    folder.mkdir()
+    save_file({"b": numpy.ones(2, numpy.float32)}, folder / "model-00002-of-00002.safetensors")
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": shard, "b": "model-00002-of-00002.safetensors"}}))
+    return folder
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("fifo", "named by the index is not a regular file (a FIFO)"),
+    ("device", "named by the index is not a regular file (a device)"),
+    ("folder", "named by the index is not a regular file (a folder)"),
+    ("dangling", "named by the index is a link to "),
+    ("nul", "named by the index is not a file name (it holds a NUL character)"),
+    ("long", "named by the index is too long a name for this system to open"),
+])
+def test_an_index_shard_that_is_no_regular_file_is_said(tmp_path: Path, kind: str, expected: str) -> None:
+    """A FIFO, /dev/zero or a folder was reported as "does not exist"; a 5,000-character name was 'cannot read or
+    write: [Errno 36] File name too long', a line naming neither the index nor the shard."""
+    import os
+
+    name = {"nul": "a\x00.safetensors", "long": "x" * 5000 + ".safetensors"}.get(kind, "a.safetensors")
+    folder = _index_folder(tmp_path / "model", name)
+    if kind == "fifo":
+        os.mkfifo(folder / name)
+    elif kind == "device":
+        (folder / name).symlink_to("/dev/zero")
+    elif kind == "folder":
+        (folder / name).mkdir()
+    elif kind == "dangling":
+        (folder / name).symlink_to(tmp_path / "gone.safetensors")
+    line = _one_line_exit_2("inspect", str(folder), expected=expected)
+    assert "model.safetensors.index.json" in line
+
+
+def test_an_index_shard_that_is_missing_still_says_so(tmp_path: Path) -> None:
+    folder = _index_folder(tmp_path / "model", "a.safetensors")
+    _one_line_exit_2("inspect", str(folder), expected="shard 'a.safetensors' named by the index does not exist")
