@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -111,3 +112,56 @@ def test_an_index_shard_that_is_no_regular_file_is_said(tmp_path: Path, kind: st
 def test_an_index_shard_that_is_missing_still_says_so(tmp_path: Path) -> None:
     folder = _index_folder(tmp_path / "model", "a.safetensors")
     _one_line_exit_2("inspect", str(folder), expected="shard 'a.safetensors' named by the index does not exist")
+
+
+def _bert_folder(folder: Path, **config: object) -> Path:
+    import json
+
+    import numpy
+    from safetensors.numpy import save_file
+
+    folder.mkdir()
+    save_file({"embeddings.word_embeddings.weight": numpy.ones((4, 2), numpy.float32)}, folder / "model.safetensors")
+    bert = {"model_type": "bert", "architectures": ["BertModel"], "hidden_size": 32, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 100}
+    (folder / "config.json").write_text(json.dumps({**bert, **config}))
+    return folder
+
+
+def test_a_config_naming_a_class_that_is_no_model_constructs_nothing(tmp_path: Path, monkeypatch: Any) -> None:
+    """`architectures` comes from an untrusted config.json, and any class transformers exports was constructed with
+    the config as its argument: TextStreamer was built (and failed on .eval), Trainer and TextGenerationPipeline ran
+    their __init__ until they tripped, PreTrainedModel itself built an empty model that the planner choked on."""
+    import json
+
+    import transformers
+
+    built: list[object] = []
+    original = transformers.TextStreamer.__init__
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> None:
+        built.append(args)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.TextStreamer, "__init__", spy)
+    folder = _bert_folder(tmp_path / "model", architectures=["TextStreamer"])
+    result = run_cli("plan-devices", str(folder), "--gpu", "1GB", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert any("transformers' 'TextStreamer' is not a model class (a subclass of PreTrainedModel)" in warning
+               for warning in report["warnings"]), report["warnings"]
+    assert "tensors" in report["built_from"]
+    _one_line_exit_2("diff-keys", str(folder), "--model-class", "TextStreamer",
+                     expected="transformers' 'TextStreamer' is not a model class")
+    _one_line_exit_2("diff-keys", str(folder), "--model-class", "PreTrainedModel",
+                     expected="transformers' 'PreTrainedModel' is not a model class")
+    assert built == []
+
+
+def test_a_quantization_config_that_is_a_list(tmp_path: Path) -> None:
+    """diff-keys --model-class read it with vars(): 'unexpected TypeError: vars() argument must have __dict__
+    attribute'. No quantizer can be told from it."""
+    folder = _bert_folder(tmp_path / "model", quantization_config=[1, 2])
+    result = run_cli("diff-keys", str(folder), "--model-class", "BertModel", "--json")
+    assert result.exit_code == 1, result.stderr
+    assert "unexpected" not in result.stderr
