@@ -4,6 +4,7 @@ each must exit 2 with one line naming the file and what is wrong, fast, and neve
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -165,3 +166,54 @@ def test_a_quantization_config_that_is_a_list(tmp_path: Path) -> None:
     result = run_cli("diff-keys", str(folder), "--model-class", "BertModel", "--json")
     assert result.exit_code == 1, result.stderr
     assert "unexpected" not in result.stderr
+
+
+def _safetensors_with_names(path: Path, names: list[str]) -> Path:
+    """A safetensors file of one float per name, its header written by hand (the library takes any name)."""
+    import json
+    import struct
+
+    header = json.dumps({name: {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]}
+                         for i, name in enumerate(names)}).encode()
+    header += b" " * (-len(header) % 8)
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\x00" * (4 * len(names)))
+    return path
+
+
+def test_a_name_of_thirty_thousand_segments(tmp_path: Path) -> None:
+    """A 120 KB name `seg.seg.....w` was an unexpected RecursionError in inspect's module tree; plan-devices built
+    1.8 GB of prefixes in 30 s before its own RecursionError. The tree keeps the rest of the path as one module;
+    plan-devices refuses the name at once."""
+    import json
+
+    path = _safetensors_with_names(tmp_path / "deep.safetensors", [".".join(["seg"] * 30_000), "b"])
+    result = run_cli("inspect", str(path), "--json")
+    assert result.exit_code == 0, result.stderr
+    tree = json.loads(result.stdout)["module_tree"]
+    assert tree[0]["num_params"] == 1 and tree[0]["name"].startswith("seg.seg.")
+    depth, node = 0, tree[0]
+    while node["children"]:
+        depth, node = depth + 1, node["children"][0]
+    assert depth < 64 and node["name"].endswith("seg.seg")  # the rest of the path is one module name
+    assert run_cli("inspect", str(path)).exit_code == 0
+    started = time.monotonic()
+    _one_line_exit_2("plan-devices", str(path), "--gpu", "1GB", expected="nests 29,999 modules (the limit is 64)")
+    assert time.monotonic() - started < 20
+
+
+def test_a_name_of_forty_megabytes_is_refused(tmp_path: Path) -> None:
+    """`inspect` laid a 40 MB name out in its table for over two minutes (1.6 GB and growing)."""
+    path = _safetensors_with_names(tmp_path / "long.safetensors", ["a." * 20_000_000 + "w"])
+    started = time.monotonic()
+    _one_line_exit_2("inspect", str(path), expected="is 40,000,001 characters long (the limit is 1,048,576)")
+    assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029"])
+def test_line_and_paragraph_separators_in_names_are_escaped(tmp_path: Path, separator: str) -> None:
+    """They reached the terminal raw: str.splitlines and many viewers break a line there, so one name read as two."""
+    path = _safetensors_with_names(tmp_path / "sep.safetensors", [f"a{separator}fake", "b"])
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 0, result.stderr
+    assert separator not in result.stdout
+    assert f"a\\u{ord(separator):04x}fake" in result.stdout

@@ -46,6 +46,10 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 PYTORCH_INDEX = "pytorch_model.bin.index.json"
 # Preferred weight files of a model folder, in transformers' order of preference.
 PREFERRED_FILES = ("model.safetensors", SAFETENSORS_INDEX, "pytorch_model.bin", PYTORCH_INDEX)
+# The longest tensor name read. Real names are under 200 characters; a safetensors header (up to 100 MB) can hold
+# a 40 MB one, which `inspect` took minutes to lay out in its table (linear, but 800,000 wrapped lines).
+MAX_NAME_CHARS = 1 << 20
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
@@ -383,6 +387,11 @@ class _Builder:
         except WeightDoctorError as exc:
             exc.path = exc.path or str(path)
             raise
+        long_name = next((info.name for info in infos if len(info.name) > MAX_NAME_CHARS), None)
+        if long_name is not None:
+            raise CorruptCheckpoint(
+                f"tensor name {long_name[:60]!r}... is {len(long_name):,} characters long (the limit is "
+                f"{MAX_NAME_CHARS:,}): no model names a tensor so; printing it took minutes", path=str(path))
         self.formats.add(fmt)
         self.files.append(CheckpointFile(path, relpath, "weights", fmt, size))
         self.tensors.extend(infos)
