@@ -217,3 +217,17 @@ def test_line_and_paragraph_separators_in_names_are_escaped(tmp_path: Path, sepa
     assert result.exit_code == 0, result.stderr
     assert separator not in result.stdout
     assert f"a\\u{ord(separator):04x}fake" in result.stdout
+
+
+@pytest.mark.parametrize("command", [["convert"], ["shard", "--max", "1KB"], ["plan-devices", "--gpu", "1GB"]])
+def test_an_output_that_is_a_loop_of_links(tmp_path: Path, command: list[str]) -> None:
+    """pathlib's resolve raised RuntimeError('Symlink loop from ...'): an unexpected error line naming the input."""
+    path = tmp_path / "model.bin"
+    torch.save({"a": torch.ones(2)}, path)
+    (tmp_path / "loop1").symlink_to("loop2")
+    (tmp_path / "loop2").symlink_to("loop1")
+    flag = "--output" if command[0] == "plan-devices" else "-o"
+    line = _one_line_exit_2(command[0], str(path), *command[1:], flag, str(tmp_path / "loop1"),
+                            expected="output is a symbolic link that does not resolve")
+    assert "loop1" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop1", "loop2", "model.bin"]
