@@ -231,3 +231,21 @@ def test_an_output_that_is_a_loop_of_links(tmp_path: Path, command: list[str]) -
                             expected="output is a symbolic link that does not resolve")
     assert "loop1" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loop1", "loop2", "model.bin"]
+
+
+def test_a_zip_checkpoint_cut_short_before_its_values_are_read(tmp_path: Path) -> None:
+    """The torch-free reader maps the file on the first value read: a file truncated between listing and reading
+    gave frombuffer's 'unexpected ValueError: requested buffer length ... must not be greater than actual buffer
+    length'. (Truncated after the map is made, reading can still end in SIGBUS: see docs/security.md.)"""
+    import os
+
+    from weightdoctor.checkpoint.reader import open_checkpoint
+    from weightdoctor.errors import CorruptCheckpoint
+
+    path = tmp_path / "model.bin"
+    torch.save({"a": torch.ones(64), "b": torch.ones(4096)}, path)
+    checkpoint = open_checkpoint(str(path))
+    os.truncate(path, 2000)
+    with pytest.raises(CorruptCheckpoint, match=r"file ended before the bytes of storage data/1 .*truncated") as info:
+        checkpoint.load_tensor("b")
+    assert info.value.path == str(path)

@@ -144,8 +144,15 @@ class StaticTensor(_NoState):
         if count == 0:
             base = torch.empty(0, dtype=dtype)
         else:
-            base = torch.frombuffer(self.storage.archive.mapping(), dtype=dtype, count=count,
-                                    offset=self.storage.data_offset)
+            mapping = self.storage.archive.mapping()
+            if self.storage.data_offset + count * self.itemsize > len(mapping):
+                # The file was cut short after its records were listed (the map is made on the first value
+                # read): frombuffer's ValueError was an unexpected error line.
+                raise CorruptCheckpoint(
+                    f"file ended before the bytes of storage data/{self.storage.key} ({len(mapping):,} bytes now, "
+                    f"the record ends at {self.storage.data_offset + self.storage.nbytes:,}): truncated or changed "
+                    "while reading")
+            base = torch.frombuffer(mapping, dtype=dtype, count=count, offset=self.storage.data_offset)
         return base.as_strided(self.shape, self.stride, self.storage_offset)
 
 
