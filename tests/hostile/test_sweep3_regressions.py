@@ -249,3 +249,33 @@ def test_a_zip_checkpoint_cut_short_before_its_values_are_read(tmp_path: Path) -
     with pytest.raises(CorruptCheckpoint, match=r"file ended before the bytes of storage data/1 .*truncated") as info:
         checkpoint.load_tensor("b")
     assert info.value.path == str(path)
+
+
+@pytest.mark.parametrize("shape, refused", [([2**40, 2**40, 0], True), ([2**61, 8, 0], True),
+                                            ([0, 2**40, 2**40], False), ([2**63 - 1, 2, 0], False)])
+def test_an_empty_shape_whose_dimensions_overflow_as_the_library_multiplies_them(
+        tmp_path: Path, shape: list[int], refused: bool) -> None:
+    """The safetensors library multiplies dimensions in order in 64 bits and refuses [2**40, 2**40, 0]; this
+    reader took it (an empty tensor), and plan-devices then failed in torch: 'unexpected RuntimeError: Storage size
+    calculation overflowed'. The same verdict as the library, by both the fast and the slow header checks."""
+    import json
+    import struct
+
+    from safetensors import safe_open
+
+    header = json.dumps({"a": {"dtype": "F32", "shape": shape, "data_offsets": [0, 0]},
+                         "b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    header += b" " * (-len(header) % 8)
+    path = tmp_path / "empty.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\x00" * 4)
+    try:
+        with safe_open(str(path), "np"):
+            library_refuses = False
+    except Exception:  # noqa: BLE001 - the library's own error type
+        library_refuses = True
+    assert library_refuses == refused
+    if refused:
+        _one_line_exit_2("plan-devices", str(path), "--gpu", "1GB", expected="the product of its dimensions passes")
+        _one_line_exit_2("inspect", str(path), expected="the product of its dimensions passes 2**64 - 1")
+    else:
+        assert run_cli("inspect", str(path)).exit_code == 0
