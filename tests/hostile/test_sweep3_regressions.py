@@ -279,3 +279,22 @@ def test_an_empty_shape_whose_dimensions_overflow_as_the_library_multiplies_them
         _one_line_exit_2("inspect", str(path), expected="the product of its dimensions passes 2**64 - 1")
     else:
         assert run_cli("inspect", str(path)).exit_code == 0
+
+
+def test_a_pickled_empty_tensor_whose_sizes_overflow(tmp_path: Path) -> None:
+    """A data.pkl giving a tensor the size (2**40, 2**40, 0), which torch cannot make ("numel: integer
+    multiplication overflow"): the torch-free reader listed it as empty, and plan-devices, check-dtype and --stats
+    then failed inside torch with unexpected RuntimeErrors. torch's loader now decides, as for other such files."""
+    buffer = io.BytesIO()
+    torch.save({"a": torch.empty(3, 5, 0), "b": torch.ones(2)}, buffer)
+    big = b"\x8a\x06\x00\x00\x00\x00\x00\x01"  # LONG1 2**40
+    path = tmp_path / "overflow.bin"
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(path, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith("data.pkl"):
+                assert b"K\x03K\x05K\x00\x87" in data
+                data = data.replace(b"K\x03K\x05K\x00\x87", big + big + b"K\x00\x87", 1)
+            target.writestr(info.filename, data)
+    for args in (["inspect"], ["plan-devices", "--gpu", "1GB"], ["check-dtype"]):
+        _one_line_exit_2(args[0], str(path), *args[1:], expected="numel: integer multiplication overflow")

@@ -19,8 +19,10 @@ the file, as `torch.load(mmap=True)` gives.
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 import mmap
+import operator
 import os
 import pickle
 import threading
@@ -156,6 +158,9 @@ class StaticTensor(_NoState):
         return base.as_strided(self.shape, self.stride, self.storage_offset)
 
 
+_INT64_MAX = 2**63 - 1
+
+
 def _rebuild_tensor(storage: tuple[StorageRecord, str | None], storage_offset: int, size: Any, stride: Any,
                     requires_grad: Any = False, backward_hooks: Any = None, metadata: Any = None,
                     dtype: _Dtype | None = None) -> StaticTensor:
@@ -169,6 +174,10 @@ def _rebuild_tensor(storage: tuple[StorageRecord, str | None], storage_offset: i
         raise NeedsTorch("a tensor size or stride that is not a tuple")
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size + stride):
         raise NeedsTorch("a tensor size or stride that is not a natural number")
+    if any(product > _INT64_MAX for product in itertools.accumulate(size, operator.mul)):
+        # torch multiplies sizes in order in 64 bits and refuses an overflow even before a 0 ([2**40, 2**40, 0]):
+        # as an empty stand-in it passed, and plan-devices or --stats then failed inside torch (unexpected errors).
+        raise NeedsTorch("a tensor size whose product overflows 64 bits")
     tensor = StaticTensor(record, element, size, stride, storage_offset)
     if storage_offset < 0:
         raise NeedsTorch("a negative storage offset")
