@@ -298,3 +298,18 @@ def test_a_pickled_empty_tensor_whose_sizes_overflow(tmp_path: Path) -> None:
             target.writestr(info.filename, data)
     for args in (["inspect"], ["plan-devices", "--gpu", "1GB"], ["check-dtype"]):
         _one_line_exit_2(args[0], str(path), *args[1:], expected="numel: integer multiplication overflow")
+
+
+def test_a_config_listing_a_million_architectures(tmp_path: Path) -> None:
+    """inspect's config panel laid all of them out: over two minutes for a 17 MB list. The panel shows the start
+    and says how long the value is; --json keeps it whole."""
+    import json
+
+    folder = _bert_folder(tmp_path / "model", architectures=[f"BertModel{i}" for i in range(1_000_000)])
+    started = time.monotonic()
+    result = run_cli("inspect", str(folder))
+    assert result.exit_code == 0, result.stderr
+    assert time.monotonic() - started < 20
+    assert "BertModel0," in result.stdout and "(16,888,888" in result.stdout and "BertModel999999" not in result.stdout
+    listed = json.loads(run_cli("inspect", str(folder), "--json").stdout)
+    assert len(listed["config_summary"]["architectures"]) == 1_000_000
