@@ -313,3 +313,19 @@ def test_a_config_listing_a_million_architectures(tmp_path: Path) -> None:
     assert "BertModel0," in result.stdout and "(16,888,888" in result.stdout and "BertModel999999" not in result.stdout
     listed = json.loads(run_cli("inspect", str(folder), "--json").stdout)
     assert len(listed["config_summary"]["architectures"]) == 1_000_000
+
+
+@pytest.mark.parametrize("version, expected", [(b"999", "version 999, but the maximum supported version"),
+                                               (b"abc", "Couldn't parse the version abc"),
+                                               (b"-1", "version -1, but the minimum supported version")])
+def test_a_version_record_torch_does_not_support(tmp_path: Path, version: bytes, expected: str) -> None:
+    """torch.load refuses these; the torch-free reader only checked that a version record exists, and read (and
+    converted) the file as today's format."""
+    path = _rezip(tmp_path / "version.bin", {"a": torch.ones(2)}, replace={"/version": version})
+    _one_line_exit_2("convert", str(path), "-o", str(tmp_path / "out.safetensors"), expected=expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["version.bin"]
+
+
+def test_a_version_record_with_a_newline_still_reads(tmp_path: Path) -> None:
+    path = _rezip(tmp_path / "version.bin", {"a": torch.ones(2)}, replace={"/version": b"3\n"})
+    assert run_cli("inspect", str(path), "--stats").exit_code == 0

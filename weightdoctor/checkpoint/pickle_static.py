@@ -276,6 +276,14 @@ def record_size_error(key: str, nbytes: int, numel: int, itemsize: int) -> Corru
     )
 
 
+def _supported_version(text: bytes) -> bool:
+    """Whether a torch zip's version record holds a format version torch's reader supports (1 to 10)."""
+    try:
+        return 1 <= int(text.strip()) <= 10
+    except ValueError:
+        return False
+
+
 def load_static(path: Path) -> Any:
     """Unpickle a torch zip checkpoint into dicts of `StaticTensor`, without torch.
 
@@ -303,8 +311,13 @@ def load_static(path: Path) -> Any:
             raise NeedsTorch("not exactly one data.pkl")
         prefix = pickles[0].name[: -len("data.pkl")]
         by_name = {m.name: m for m in layout.members}
-        if prefix + "version" not in by_name and prefix + ".data/version" not in by_name:
+        version = by_name.get(prefix + ".data/version", by_name.get(prefix + "version"))
+        if version is None:
             raise NeedsTorch("no version record (torch.load requires one)")
+        # torch refuses a version it cannot parse or does not support (caffe2/serialize/versions.h: 1 to 10): a
+        # file written by a later torch may not mean what this reader takes it to mean.
+        if version.size > 16 or not _supported_version(zip_archive.read_member(handle, version, 16)):
+            raise NeedsTorch("a version record torch does not support")
         byteorder = by_name.get(prefix + "byteorder")
         if byteorder is not None and (byteorder.size > 16
                                       or zip_archive.read_member(handle, byteorder, 16).strip() != b"little"):
