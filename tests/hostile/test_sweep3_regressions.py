@@ -329,3 +329,21 @@ def test_a_version_record_torch_does_not_support(tmp_path: Path, version: bytes,
 def test_a_version_record_with_a_newline_still_reads(tmp_path: Path) -> None:
     path = _rezip(tmp_path / "version.bin", {"a": torch.ones(2)}, replace={"/version": b"3\n"})
     assert run_cli("inspect", str(path), "--stats").exit_code == 0
+
+
+@pytest.mark.parametrize("rename, expected", [
+    (lambda name: name, "file in archive is not in a subdirectory archive/: ../../etc/evil"),
+    (lambda name: "a/b/" + name, "hasRecord(\"version\")"),
+])
+def test_records_outside_the_archive_folder(tmp_path: Path, rename: Any, expected: str) -> None:
+    """torch's reader refuses a record outside the first record's folder, and an archive nested a folder deeper;
+    the torch-free reader read (and converted) both."""
+    buffer = io.BytesIO()
+    torch.save({"a": torch.ones(2)}, buffer)
+    path = tmp_path / "odd.bin"
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(path, "w") as target:
+        for info in source.infolist():
+            target.writestr(rename(info.filename), source.read(info))
+        if rename("x") == "x":
+            target.writestr("../../etc/evil", b"")
+    _one_line_exit_2("convert", str(path), "-o", str(tmp_path / "out.safetensors"), expected=expected)

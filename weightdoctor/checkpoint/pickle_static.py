@@ -310,6 +310,11 @@ def load_static(path: Path) -> Any:
         if len(pickles) != 1:
             raise NeedsTorch("not exactly one data.pkl")
         prefix = pickles[0].name[: -len("data.pkl")]
+        # torch's reader takes the first record's folder as the archive's and refuses a record outside it
+        # ("file in archive is not in a subdirectory"), and finds data.pkl right in it.
+        top = names[0].split("/", 1)[0] + "/"
+        if prefix != top or not all(name.startswith(top) for name in names):
+            raise NeedsTorch("records outside the archive's one top folder")
         by_name = {m.name: m for m in layout.members}
         version = by_name.get(prefix + ".data/version", by_name.get(prefix + "version"))
         if version is None:
