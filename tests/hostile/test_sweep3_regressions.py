@@ -347,3 +347,22 @@ def test_records_outside_the_archive_folder(tmp_path: Path, rename: Any, expecte
         if rename("x") == "x":
             target.writestr("../../etc/evil", b"")
     _one_line_exit_2("convert", str(path), "-o", str(tmp_path / "out.safetensors"), expected=expected)
+
+
+def test_a_stored_data_pkl_whose_central_directory_sizes_disagree(tmp_path: Path) -> None:
+    """The central directory gives data.pkl (stored) an uncompressed size of 3 beside its real compressed size:
+    torch's reader calls the archive corrupted, the torch-free reader read it."""
+    import struct
+
+    buffer = io.BytesIO()
+    torch.save({"a": torch.ones(2)}, buffer)
+    raw = bytearray(buffer.getvalue())
+    at = raw.find(b"PK\x01\x02")
+    while at >= 0:
+        length = struct.unpack_from("<H", raw, at + 28)[0]
+        if bytes(raw[at + 46:at + 46 + length]).endswith(b"data.pkl"):
+            struct.pack_into("<I", raw, at + 24, 3)  # uncompressed size
+        at = raw.find(b"PK\x01\x02", at + 4)
+    path = tmp_path / "sizes.bin"
+    path.write_bytes(bytes(raw))
+    _one_line_exit_2("inspect", str(path), expected="archive is corrupted")

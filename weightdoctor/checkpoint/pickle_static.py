@@ -304,6 +304,8 @@ def load_static(path: Path) -> Any:
         if layout.source != "central directory" or layout.notes or layout.problems:
             raise NeedsTorch("an irregular archive")
         names = [m.name for m in layout.members]
+        if any(m.method == 0 and m.compressed_size != m.size for m in layout.members):
+            raise NeedsTorch("a stored record whose two sizes disagree")  # torch: "archive is corrupted"
         if len(set(names)) != len(names):
             raise NeedsTorch("an archive with duplicate record names")
         pickles = [m for m in layout.members if m.name.endswith("/data.pkl")]
