@@ -416,7 +416,12 @@ def quantization_method(quantization_config: Any) -> str | None:
         return None
     if not isinstance(quantization_config, Mapping):
         to_dict = getattr(quantization_config, "to_dict", None)
-        quantization_config = to_dict() if callable(to_dict) else vars(quantization_config)
+        quantization_config = (to_dict() if callable(to_dict)
+                               else vars(quantization_config) if hasattr(quantization_config, "__dict__") else None)
+        if not isinstance(quantization_config, Mapping):
+            # A config.json's `"quantization_config": [1, 2]` stays a list in the built config: no quantizer
+            # can be told from it (vars() of it was an unexpected TypeError).
+            return "unknown"
     method = str(quantization_config.get("quant_method") or "unknown")
     if method == "bitsandbytes":
         if quantization_config.get("load_in_4bit"):

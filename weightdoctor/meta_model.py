@@ -72,6 +72,11 @@ def resolve_model_class(config: PretrainedConfig, model_class: str | None = None
     cls = getattr(transformers, name, None)
     if cls is None or not isinstance(cls, type):
         raise UsageError(f"transformers has no model class {name!r}")
+    if not issubclass(cls, transformers.PreTrainedModel) or cls is transformers.PreTrainedModel:
+        # The name comes from an untrusted config.json (`architectures`): any other class transformers exports
+        # (Trainer, TextStreamer, a pipeline, a callback) would be constructed with the config as its argument.
+        raise UsageError(f"transformers' {name!r} is not a model class (a subclass of PreTrainedModel); "
+                         "nothing was built from it")
     return cls
 
 

@@ -924,8 +924,10 @@ def check_not_input(checkpoint: Checkpoint, dest: Path) -> None:
     Raises:
         OutputError: `dest` is an input file, the input's folder, or a folder holding an input file.
     """
+    from weightdoctor.writers.atomic import resolve_output
+
     target = dest.expanduser().absolute()
-    resolved = target.resolve()
+    resolved = resolve_output(target, str(dest))
     for item in checkpoint.files:
         for candidate in {item.path.absolute(), item.path.resolve()}:
             if candidate in (target, resolved) or target in candidate.parents or resolved in candidate.parents:

@@ -27,6 +27,9 @@ CONFIG_FIELDS: dict[str, tuple[str, ...]] = {
     "max_position_embeddings": ("max_position_embeddings", "n_positions"),
 }
 _DIGITS = re.compile(r"^\d+$")
+# Levels of the module tree: a name nesting deeper keeps the rest of its path as one module name. Real names are
+# under 20 deep; every walk of the tree recurses, and a 30,000-segment name was an unexpected RecursionError.
+MAX_TREE_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -259,7 +262,10 @@ def build_module_tree(tensors: list[TensorInfo]) -> list[ModuleNode]:
     root = _Trie(aliases)
     for info in tensors:
         node = root
-        for part in info.name.split(".")[:-1]:
+        parts = info.name.split(".")[:-1]
+        if len(parts) > MAX_TREE_DEPTH:
+            parts = [*parts[:MAX_TREE_DEPTH - 1], ".".join(parts[MAX_TREE_DEPTH - 1:])]
+        for part in parts:
             node = node.children.setdefault(part, _Trie(aliases))
         node.tensors.append(info)
     return _to_nodes(root) + (

@@ -19,8 +19,10 @@ the file, as `torch.load(mmap=True)` gives.
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 import mmap
+import operator
 import os
 import pickle
 import threading
@@ -144,9 +146,19 @@ class StaticTensor(_NoState):
         if count == 0:
             base = torch.empty(0, dtype=dtype)
         else:
-            base = torch.frombuffer(self.storage.archive.mapping(), dtype=dtype, count=count,
-                                    offset=self.storage.data_offset)
+            mapping = self.storage.archive.mapping()
+            if self.storage.data_offset + count * self.itemsize > len(mapping):
+                # The file was cut short after its records were listed (the map is made on the first value
+                # read): frombuffer's ValueError was an unexpected error line.
+                raise CorruptCheckpoint(
+                    f"file ended before the bytes of storage data/{self.storage.key} ({len(mapping):,} bytes now, "
+                    f"the record ends at {self.storage.data_offset + self.storage.nbytes:,}): truncated or changed "
+                    "while reading")
+            base = torch.frombuffer(mapping, dtype=dtype, count=count, offset=self.storage.data_offset)
         return base.as_strided(self.shape, self.stride, self.storage_offset)
+
+
+_INT64_MAX = 2**63 - 1
 
 
 def _rebuild_tensor(storage: tuple[StorageRecord, str | None], storage_offset: int, size: Any, stride: Any,
@@ -162,6 +174,10 @@ def _rebuild_tensor(storage: tuple[StorageRecord, str | None], storage_offset: i
         raise NeedsTorch("a tensor size or stride that is not a tuple")
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size + stride):
         raise NeedsTorch("a tensor size or stride that is not a natural number")
+    if any(product > _INT64_MAX for product in itertools.accumulate(size, operator.mul)):
+        # torch multiplies sizes in order in 64 bits and refuses an overflow even before a 0 ([2**40, 2**40, 0]):
+        # as an empty stand-in it passed, and plan-devices or --stats then failed inside torch (unexpected errors).
+        raise NeedsTorch("a tensor size whose product overflows 64 bits")
     tensor = StaticTensor(record, element, size, stride, storage_offset)
     if storage_offset < 0:
         raise NeedsTorch("a negative storage offset")
@@ -260,6 +276,14 @@ def record_size_error(key: str, nbytes: int, numel: int, itemsize: int) -> Corru
     )
 
 
+def _supported_version(text: bytes) -> bool:
+    """Whether a torch zip's version record holds a format version torch's reader supports (1 to 10)."""
+    try:
+        return 1 <= int(text.strip()) <= 10
+    except ValueError:
+        return False
+
+
 def load_static(path: Path) -> Any:
     """Unpickle a torch zip checkpoint into dicts of `StaticTensor`, without torch.
 
@@ -280,18 +304,32 @@ def load_static(path: Path) -> Any:
         if layout.source != "central directory" or layout.notes or layout.problems:
             raise NeedsTorch("an irregular archive")
         names = [m.name for m in layout.members]
+        if any(m.method == 0 and m.compressed_size != m.size for m in layout.members):
+            raise NeedsTorch("a stored record whose two sizes disagree")  # torch: "archive is corrupted"
         if len(set(names)) != len(names):
             raise NeedsTorch("an archive with duplicate record names")
         pickles = [m for m in layout.members if m.name.endswith("/data.pkl")]
         if len(pickles) != 1:
             raise NeedsTorch("not exactly one data.pkl")
         prefix = pickles[0].name[: -len("data.pkl")]
+        # torch's reader takes the first record's folder as the archive's and refuses a record outside it
+        # ("file in archive is not in a subdirectory"), and finds data.pkl right in it.
+        top = names[0].split("/", 1)[0] + "/"
+        if prefix != top or not all(name.startswith(top) for name in names):
+            raise NeedsTorch("records outside the archive's one top folder")
         by_name = {m.name: m for m in layout.members}
-        if prefix + "version" not in by_name and prefix + ".data/version" not in by_name:
+        version = by_name.get(prefix + ".data/version", by_name.get(prefix + "version"))
+        if version is None:
             raise NeedsTorch("no version record (torch.load requires one)")
+        # torch refuses a version it cannot parse or does not support (caffe2/serialize/versions.h: 1 to 10): a
+        # file written by a later torch may not mean what this reader takes it to mean.
+        if version.size > 16 or not _supported_version(zip_archive.read_member(handle, version, 16)):
+            raise NeedsTorch("a version record torch does not support")
         byteorder = by_name.get(prefix + "byteorder")
-        if byteorder is not None and zip_archive.read_member(handle, byteorder, 16).strip() != b"little":
-            raise NeedsTorch("a big-endian checkpoint")
+        if byteorder is not None and (byteorder.size > 16
+                                      or zip_archive.read_member(handle, byteorder, 16).strip() != b"little"):
+            # Longer than any byte order torch writes: read_member would refuse it; torch's reader says why.
+            raise NeedsTorch("a big-endian checkpoint, or a byteorder record torch does not know")
         records: dict[str, tuple[int, int]] = {}
         for member in layout.members:
             if member.name.startswith(prefix + "data/"):

@@ -885,6 +885,7 @@ def check_record_sizes(path: Path) -> None:
 
     Raises:
         CorruptCheckpoint: a record of the wrong size (see `pickle_static.record_size_error`).
+        UnsupportedFormat: a compressed storage record, whose values `torch.load(mmap=True)` reads wrong.
     """
     import io
     import os
@@ -915,6 +916,13 @@ def check_record_sizes(path: Path) -> None:
         itemsize = STORAGE_ELEMENT_SIZE.get(getattr(pid[1], "name", ""))
         key, numel = pid[2], pid[4]
         member = members.get(f"{prefix}data/{key}")
+        if member is not None and member.method != 0:
+            # torch.save stores its records; one deflated by a re-zip is read right by torch.load, but
+            # torch.load(mmap=True) hands out the compressed bytes as the tensor's values (convert wrote them).
+            raise UnsupportedFormat(
+                f"storage record {member.name} is compressed ({'deflate' if member.method == 8 else member.method}"
+                f"), as torch.save never writes it (the archive was zipped again): its values cannot be read in "
+                f"place; re-save it with torch.save(torch.load(path, weights_only=True), path)")
         if itemsize is None or member is None or not isinstance(numel, int) or not isinstance(key, str):
             continue  # a storage type without a fixed element size here (new dtypes): not compared
         if member.size != numel * itemsize:

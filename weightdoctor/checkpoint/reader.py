@@ -46,6 +46,10 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 PYTORCH_INDEX = "pytorch_model.bin.index.json"
 # Preferred weight files of a model folder, in transformers' order of preference.
 PREFERRED_FILES = ("model.safetensors", SAFETENSORS_INDEX, "pytorch_model.bin", PYTORCH_INDEX)
+# The longest tensor name read. Real names are under 200 characters; a safetensors header (up to 100 MB) can hold
+# a 40 MB one, which `inspect` took minutes to lay out in its table (linear, but 800,000 wrapped lines).
+MAX_NAME_CHARS = 1 << 20
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
@@ -383,6 +387,11 @@ class _Builder:
         except WeightDoctorError as exc:
             exc.path = exc.path or str(path)
             raise
+        long_name = next((info.name for info in infos if len(info.name) > MAX_NAME_CHARS), None)
+        if long_name is not None:
+            raise CorruptCheckpoint(
+                f"tensor name {long_name[:60]!r}... is {len(long_name):,} characters long (the limit is "
+                f"{MAX_NAME_CHARS:,}): no model names a tensor so; printing it took minutes", path=str(path))
         self.formats.add(fmt)
         self.files.append(CheckpointFile(path, relpath, "weights", fmt, size))
         self.tensors.extend(infos)
@@ -563,6 +572,30 @@ def _variant_of(name: str) -> str | None:
     return stem.rpartition(".")[2]
 
 
+def _shard_problem(path: Path) -> str | None:
+    """Why a shard an index names cannot be read (None: a regular file, through links). Each case is said as it
+    is: a FIFO, a device or a folder reported as "does not exist" sent users looking for a missing download, and a
+    name too long to open was an OSError line that named neither the index nor the shard."""
+    import errno
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except ValueError:  # a NUL in the name: no file can have it
+        return "is not a file name (it holds a NUL character)"
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return "is too long a name for this system to open"
+        if path.is_symlink():
+            return _dangling_message(path)
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "does not exist"
+        return f"cannot be opened ({exc.strerror or type(exc).__name__})"
+    if stat.S_ISREG(mode):
+        return None
+    return f"is not a regular file ({'a folder' if stat.S_ISDIR(mode) else _file_kind(path)})"
+
+
 def _file_kind(path: Path) -> str:
     import stat
 
@@ -649,8 +682,9 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
         lexical = os.path.normpath(os.path.abspath(shard_path))
         if os.path.isabs(shard) or not lexical.startswith(folder + os.sep):
             raise InvalidIndex(f"index points outside its folder: {shard!r}", str(index_path))
-        if not shard_path.is_file():
-            raise InvalidIndex(f"shard {shard!r} named by the index does not exist", str(index_path))
+        problem = _shard_problem(shard_path)
+        if problem is not None:
+            raise InvalidIndex(f"shard {shard!r} named by the index {problem}", str(index_path))
         for info in builder.add_weight_file(shard_path):
             if info.name in seen:
                 raise InvalidIndex(f"tensor {info.name!r} is in both {seen[info.name]} and {shard}", str(index_path))

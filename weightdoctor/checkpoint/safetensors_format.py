@@ -15,7 +15,7 @@ import os
 import re
 import struct
 from dataclasses import dataclass
-from itertools import chain, repeat
+from itertools import accumulate, chain, repeat
 from operator import floordiv, itemgetter, le, mul, sub
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,10 @@ MAX_TENSORS = 200_000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # The largest dimension torch can hold (int64); the library takes up to 2**64 - 1, but no tensor can have it.
 MAX_DIM = 2**63 - 1
+# The safetensors library multiplies a shape's dimensions in order in a 64-bit unsigned integer and refuses the
+# file when that overflows, even if a later dimension is 0: [2**40, 2**40, 0] passed here (an empty tensor) and
+# plan-devices then asked torch for it (an unexpected RuntimeError: "Storage size calculation overflowed").
+MAX_RUNNING_PRODUCT = 2**64 - 1
 # A `\uXXXX` escape of a UTF-16 surrogate: JSON text that may hold one unpaired (Python accepts it, the library not).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 FP4 = "float4_e2m1fn_x2"
@@ -242,6 +246,9 @@ def _checked_entries(header: dict[str, Any], relpath: str, data_size: int) -> li
             if dim > MAX_DIM:
                 raise CorruptCheckpoint(f"tensor {name!r} has a dimension of {dim}, beyond 2**63 - 1")
             numel *= dim
+            if numel > MAX_RUNNING_PRODUCT:
+                raise CorruptCheckpoint(f"tensor {name!r} has shape {shape}: the product of its dimensions passes "
+                                        "2**64 - 1 (the safetensors library refuses it, even with a 0 after)")
         if dtype == FP4 and numel and (not shape or shape[-1] % 2):
             raise CorruptCheckpoint(f"tensor {name!r} is F4 of shape {shape}: fp4 values are stored in pairs, so its "
                                     "last dimension must be even")
@@ -314,6 +321,9 @@ def _checked_entries_fast(header: dict[str, Any], relpath: str, data_size: int) 
     if min(begins) < 0 or max(ends) > data_size or not all(map(le, begins, ends)):
         return None
     num_params = list(map(math.prod, shapes))
+    if 0 in num_params and any(not count and max(accumulate(shape, mul), default=0) > MAX_RUNNING_PRODUCT
+                               for count, shape in zip(num_params, shapes, strict=True)):
+        return None  # a non-empty shape's running product is at most its numel, bounded by the data size
     nbytes = list(map(floordiv, map(mul, num_params, map(BITS_PER_ELEMENT.__getitem__, dtypes)), repeat(8)))
     if list(map(sub, ends, begins)) != nbytes:
         return None

@@ -152,7 +152,9 @@ def plan_devices(
     if output is not None:
         from pathlib import Path
 
-        target = Path(output).expanduser().resolve()
+        from weightdoctor.writers.atomic import resolve_output
+
+        target = resolve_output(Path(output).expanduser(), output)
         inputs = [Path(p).resolve() for p in (source, manual_map) if p is not None]
         if any(target == p or (p.is_dir() and p in target.parents and target.name == "config.json") for p in inputs):
             raise UsageError(f"--output {output} would overwrite an input; choose another file")

@@ -124,8 +124,15 @@ def config_table(report: InspectReport) -> Table | None:
     for key, value in report.config_summary.items():
         if value is not None:
             text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)  # a config's own types
+            if len(text) > MAX_CONFIG_TEXT:
+                # A config.json listing a million architectures took minutes to lay out; --json keeps them all.
+                text = f"{text[:MAX_CONFIG_TEXT]}... ({len(text):,} characters, all in --json)"
             table.add_row(key, escape(text))
     return table
+
+
+# The most characters of one config value the summary shows: real values (an architectures list) are far shorter.
+MAX_CONFIG_TEXT = 400
 
 
 def memory_table(report: InspectReport) -> Table:

@@ -14,9 +14,11 @@ import sys
 from rich.cells import cell_len, chop_cells
 from rich.markup import escape as escape_markup
 
-# C0 and C1 control characters, DEL, zero-width characters, bidirectional controls and Unicode tags.
+# C0 and C1 control characters, DEL, zero-width characters, line and paragraph separators (str.splitlines and
+# many viewers break lines there: a name would read as two lines), bidirectional controls and Unicode tags.
 _UNPRINTABLE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff\U000e0000-\U000e007f]")
+    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2069\ufeff"
+    "\U000e0000-\U000e007f]")
 
 
 def printable(text: str) -> str:

@@ -30,6 +30,20 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
+def resolve_output(path: Path, shown: str | None = None) -> Path:
+    """`path` with its links resolved, for comparing an output with the inputs.
+
+    Raises:
+        OutputError: `path` is a loop of symbolic links (pathlib raises RuntimeError, or OSError on newer Pythons,
+            which was an unexpected error line).
+    """
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:
+        raise OutputError(f"output is a symbolic link that does not resolve ({exc}); choose another path",
+                          path=shown or str(path)) from exc
+
+
 def fsync_path(path: Path) -> None:
     """fsync a file or a directory (directories: so that a rename inside it is durable)."""
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
