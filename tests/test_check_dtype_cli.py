@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -305,14 +306,27 @@ def test_worst_tensors_on_a_very_narrow_console_keep_words_whole() -> None:
     assert "16,383 value(s) rounded, 44 subnormal" in lines
 
 
-def test_convert_refuses_what_check_dtype_calls_unsafe_at_the_edge(tmp_path: Path) -> None:
-    """Exactly 1% of the non-zero values flushed to zero by fp16: check-dtype says unsafe (>= 1%), and convert,
-    which refused only above 1%, cast it without a word. Both draw the line at 1% now."""
-    from safetensors.torch import save_file
-
+def _one_in_a_hundred_flushed() -> torch.Tensor:
     values = torch.full((100,), 0.5)
     values[0] = 1e-10  # below fp16's smallest subnormal: one value in 100 becomes 0
-    save_file({"w": values}, str(tmp_path / "edge.safetensors"))
+    return values
+
+
+def _two_of_two_hundred_finite_flushed() -> torch.Tensor:
+    values = torch.full((400,), float("nan"))
+    values[:200] = 0.5
+    values[:2] = 1e-10
+    return values
+
+
+@pytest.mark.parametrize("make", [_one_in_a_hundred_flushed, _two_of_two_hundred_finite_flushed])
+def test_convert_refuses_what_check_dtype_calls_unsafe(tmp_path: Path, make: Callable[[], torch.Tensor]) -> None:
+    """1% of the finite non-zero values flushed to zero by fp16: check-dtype says unsafe (>= 1%). convert refused
+    only above 1%, and counted NaN as values that could be flushed (beside 200 NaN, 2 of 200 was 0.5%): it cast
+    both without a word. Both count the same values and draw the line at 1% now."""
+    from safetensors.torch import save_file
+
+    save_file({"w": make()}, str(tmp_path / "edge.safetensors"))
     _, data = run_json("check-dtype", tmp_path / "edge.safetensors")
     assert data["targets"]["fp16"]["tensors"][0]["verdict"] == "unsafe"
     result = run_cli("convert", tmp_path / "edge.safetensors", "-o", tmp_path / "out.safetensors", "--dtype", "fp16")
@@ -353,17 +367,3 @@ def test_the_keep_fp32_remedy_says_from_pretrained_casts_the_kept_tensors_too(
     assert data["recommendation"]["commands"]["fp16"] and "from_pretrained loads" not in data["recommendation"]["text"]
 
 
-def test_convert_counts_the_flushed_share_of_finite_values_as_check_dtype_does(tmp_path: Path) -> None:
-    """2 of 200 finite non-zero values flushed by fp16, beside 200 NaN: check-dtype says unsafe (1% of the
-    finite ones), while convert counted the NaN as non-zero values that could be flushed (0.5%) and cast it."""
-    from safetensors.torch import save_file
-
-    values = torch.full((400,), float("nan"))
-    values[:200] = 0.5
-    values[:2] = 1e-10  # below fp16's smallest subnormal
-    save_file({"w": values}, str(tmp_path / "nan.safetensors"))
-    _, data = run_json("check-dtype", tmp_path / "nan.safetensors")
-    assert data["targets"]["fp16"]["tensors"][0]["verdict"] == "unsafe"
-    result = run_cli("convert", tmp_path / "nan.safetensors", "-o", tmp_path / "out.safetensors", "--dtype", "fp16")
-    assert result.exit_code == 2 and not (tmp_path / "out.safetensors").exists()
-    assert "w (1.0% of non-zero values become 0). Nothing was written." in result.stderr
