@@ -37,6 +37,11 @@ PATTERNS = {"safetensors": "model{suffix}.safetensors", "bin": "pytorch_model{su
 # (`diffusion_pytorch_model{suffix}.safetensors` + `diffusion_pytorch_model.safetensors.index.json`, as its
 # save_pretrained writes them) and PEFT adapters (`adapter_model.safetensors`).
 OWN_STEMS = ("diffusion_pytorch_model", "adapter_model")
+# Mistral's native checkpoints (`consolidated.safetensors` + `params.json`) shard as
+# `consolidated-00001-of-00051.safetensors` + `consolidated.safetensors.index.json` (Mistral-Large), the names
+# mistral-inference and vLLM's `--load-format mistral` look for; `model-*.safetensors` beside a params.json and no
+# config.json is read by neither them nor transformers. Safetensors only: there is no .bin of this layout.
+OWN_SAFETENSORS_STEMS = ("consolidated",)
 
 
 def shard_pattern(checkpoint: Checkpoint, fmt: str) -> str:
@@ -53,6 +58,10 @@ def shard_pattern(checkpoint: Checkpoint, fmt: str) -> str:
             for stem in OWN_STEMS:
                 if name.startswith((stem + ".", stem + "-")):
                     return stem + "{suffix}." + ("safetensors" if fmt == "safetensors" else "bin")
+            for stem in OWN_SAFETENSORS_STEMS:
+                if fmt == "safetensors" and name.startswith((stem + ".", stem + "-")) \
+                        and name.endswith((".safetensors", ".safetensors.index.json")):
+                    return stem + "{suffix}.safetensors"
     return PATTERNS[fmt]
 
 
