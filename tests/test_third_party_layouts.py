@@ -800,3 +800,28 @@ def test_weights_under_the_other_formats_name_are_read_and_said(fx: dict[str, Pa
     assert code == 0, data
     fixed, original = load_file(tmp_path / "fixed.safetensors"), load_file(fx["bert"] / "model.safetensors")
     assert fixed.keys() == original.keys() and all(torch.equal(fixed[k], original[k]) for k in original)
+
+
+def test_a_diffusers_or_timm_config_is_not_called_missing_by_the_planner(tmp_path: Path) -> None:
+    """A diffusers model folder has a config.json (diffusers', `_class_name`), timm's one too (`architecture`):
+    the planner, building from the tensors since neither has a transformers model_type, said "no config.json"."""
+    from safetensors.torch import save_file
+
+    weights = {f"down_blocks.{i}.resnets.0.conv1.weight": torch.zeros(8, 8, 3, 3) for i in range(2)}
+    for name, config, said in [
+        ("unet", {"_class_name": "UNet2DConditionModel", "_diffusers_version": "0.27.0"},
+         "config.json (a diffusers UNet2DConditionModel config, not a transformers one) does not say which "
+         "modules must stay whole"),
+        ("timm", {"architecture": "resnet18", "num_classes": 10},
+         "config.json (a timm resnet18 config, not a transformers one) does not say which modules"),
+        ("bare", None, "no config.json to say which modules must stay whole")]:
+        folder = tmp_path / name
+        folder.mkdir()
+        save_file(weights, folder / "model.safetensors")
+        if config is not None:
+            (folder / "config.json").write_text(json.dumps(config))
+        code, data = run_json("plan-devices", str(folder), "--gpu", "10GB")
+        assert code == 0, data
+        assert data["built_from"] == "tensors"
+        assert any(w.startswith(said) and "each numbered block (down_blocks.0, " in w
+                   for w in data["warnings"]), data["warnings"]
