@@ -825,3 +825,18 @@ def test_a_diffusers_or_timm_config_is_not_called_missing_by_the_planner(tmp_pat
         assert data["built_from"] == "tensors"
         assert any(w.startswith(said) and "each numbered block (down_blocks.0, " in w
                    for w in data["warnings"]), data["warnings"]
+
+
+def test_model_class_on_a_diffusers_folder_names_whose_config_it_is(tmp_path: Path) -> None:
+    """`diff-keys unet --model-class ...`: the diffusers config.json was called one with "no model_type", as if
+    broken; it is diffusers', which transformers cannot build."""
+    from safetensors.torch import save_file
+
+    unet = tmp_path / "unet"
+    unet.mkdir()
+    save_file({"conv_in.weight": torch.zeros(8, 4, 3, 3)}, unet / "diffusion_pytorch_model.safetensors")
+    (unet / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel"}))
+    result = run_cli("diff-keys", str(unet), "--model-class", "UNet2DConditionModel")
+    assert result.exit_code == 2
+    assert "config.json is a diffusers UNet2DConditionModel config, with no transformers model_type" in \
+        " ".join(result.stderr.split())
