@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from weightdoctor.checkpoint import Checkpoint
-from weightdoctor.convert import output_metadata, source_metadata
+from weightdoctor.convert import drop_stale_hashes, output_metadata, source_metadata
 from weightdoctor.errors import UsageError
 from weightdoctor.renames import Rename
 from weightdoctor.rewrite import (
@@ -213,6 +213,9 @@ def plan_shard(
     carried, lost = source_metadata(checkpoint, fmt, renames)
     if lost:
         warnings.append(lost)
+    carried, stale = drop_stale_hashes(carried, selection.cast)
+    if stale:
+        warnings.append(stale)
     user_metadata = {**carried, **(metadata or {})}
     if fmt == "bin" and metadata and index is None:  # several shards keep it in their index
         warnings.append("a .bin file holds no metadata: --metadata is ignored")
