@@ -840,3 +840,34 @@ def test_model_class_on_a_diffusers_folder_names_whose_config_it_is(tmp_path: Pa
     assert result.exit_code == 2
     assert "config.json is a diffusers UNet2DConditionModel config, with no transformers model_type" in \
         " ".join(result.stderr.split())
+
+
+def test_an_ultralytics_yolo_checkpoint_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """yolov8n.pt as ultralytics saves it: {"model": DetectionModel pickled whole, "ema", "optimizer", "train_args",
+    ...}. Refused unread (exit 2), and said to be Ultralytics' with the way to a state dict; no command unpickles
+    it, though here its class is importable (a load would have run it)."""
+    import sys
+    import types
+
+    class DetectionModel(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    DetectionModel.__module__, DetectionModel.__qualname__ = "ultralytics.nn.tasks", "DetectionModel"
+    tasks = types.ModuleType("ultralytics.nn.tasks")
+    tasks.DetectionModel = DetectionModel  # type: ignore[attr-defined]
+    for name, module in [("ultralytics", types.ModuleType("ultralytics")),
+                         ("ultralytics.nn", types.ModuleType("ultralytics.nn")), ("ultralytics.nn.tasks", tasks)]:
+        monkeypatch.setitem(sys.modules, name, module)
+    path = tmp_path / "yolov8n.pt"
+    torch.save({"date": "2024-01-01", "version": "8.1.0", "model": DetectionModel().half(), "ema": None,
+                "optimizer": None, "train_args": {"epochs": 100, "imgsz": 640}, "epoch": -1}, path)
+    for args in (["inspect", str(path)], ["convert", str(path), "-o", str(tmp_path / "out.safetensors")],
+                 ["check-dtype", str(path)]):
+        result = run_cli(*args)
+        assert result.exit_code == 2 and result.stdout == ""
+        text = " ".join(result.stderr.split())
+        assert "ultralytics.nn.tasks.DetectionModel" in text and "nothing was unpickled (this is an Ultralytics " \
+            "YOLO checkpoint" in text and "YOLO(path).model.state_dict()" in text
+    assert not (tmp_path / "out.safetensors").exists()
