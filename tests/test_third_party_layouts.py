@@ -871,3 +871,27 @@ def test_an_ultralytics_yolo_checkpoint_is_refused_by_name(tmp_path: Path, monke
         assert "ultralytics.nn.tasks.DetectionModel" in text and "nothing was unpickled (this is an Ultralytics " \
             "YOLO checkpoint" in text and "YOLO(path).model.state_dict()" in text
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_an_openai_whisper_checkpoint_converts_and_names_the_dims_it_leaves_out(tmp_path: Path) -> None:
+    """openai-whisper's own .pt: {"dims": {n_mels, n_audio_state, ...}, "model_state_dict": {...}} in fp16. The
+    state dict is found and converted equal; the warning said "not optimizer or other entries" where what is left
+    out is `dims`, which whisper.load_model needs to rebuild the model."""
+    from safetensors.torch import load_file
+
+    dims = {"n_mels": 80, "n_vocab": 51865, "n_audio_ctx": 1500, "n_audio_state": 8, "n_audio_head": 2,
+            "n_audio_layer": 1, "n_text_ctx": 448, "n_text_state": 8, "n_text_head": 2, "n_text_layer": 1}
+    weights = {"encoder.conv1.weight": torch.randn(8, 80, 3).half(), "encoder.blocks.0.attn.query.weight":
+               torch.randn(8, 8).half(), "decoder.token_embedding.weight": torch.randn(16, 8).half()}
+    source = tmp_path / "tiny.pt"
+    torch.save({"dims": dims, "model_state_dict": weights}, source)
+    code, data = run_json("inspect", str(source))
+    assert code == 0 and data["nested_key"] == "model_state_dict" and data["num_tensors"] == 3
+    for command, extra in [("convert", []), ("shard", ["--single"])]:
+        out = tmp_path / f"{command}.safetensors" if command == "convert" else tmp_path / command
+        code, data = run_json(command, str(source), "-o", str(out), *extra)
+        assert code == 0, data
+        assert "only the state dict at 'model_state_dict' is written, not the checkpoint's other entries (dims)" \
+            in data["plan"]["warnings"]
+        written = load_file(out if command == "convert" else out / "model.safetensors")
+        assert written.keys() == weights.keys() and all(torch.equal(written[k], v) for k, v in weights.items())

@@ -167,6 +167,21 @@ def drop_stale_hashes(carried: dict[str, str], cast: dict[str, int]) -> tuple[di
         "the file when it is absent)")
 
 
+def nested_only_warning(checkpoint: Checkpoint) -> str:
+    """What a training checkpoint's output leaves out, by name: whisper's `dims` (the model's shape, which
+    whisper.load_model needs), a `global_step`, an optimizer.
+
+    Example:
+        >>> nested_only_warning(open_checkpoint("tiny.pt"))  # openai-whisper's {"dims": ..., "model_state_dict": ...}
+        "only the state dict at 'model_state_dict' is written, not the checkpoint's other entries (dims)"
+    """
+    names = [entry.split(" (")[0] for entry in checkpoint.other_entries]
+    if not names:
+        return f"only the state dict at {checkpoint.nested_key!r} is written (not optimizer or other entries)"
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    return f"only the state dict at {checkpoint.nested_key!r} is written, not the checkpoint's other entries ({shown})"
+
+
 def _renamed(name: str, renames: list[Rename]) -> str:
     for rename in renames:
         name = rename.apply(name)
@@ -214,7 +229,7 @@ def plan_convert(
         warnings.append(f"writing the weights alone to {out.name}; config and tokenizer files are not copied "
                         "(name a folder as the output to convert the whole model folder)")
     if checkpoint.nested_key:
-        warnings.append(f"only the state dict at {checkpoint.nested_key!r} is written (not optimizer or other entries)")
+        warnings.append(nested_only_warning(checkpoint))
     carried, lost = source_metadata(checkpoint, fmt, renames)
     if lost:
         warnings.append(lost)

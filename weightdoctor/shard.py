@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from weightdoctor.checkpoint import Checkpoint
-from weightdoctor.convert import drop_stale_hashes, output_metadata, source_metadata
+from weightdoctor.convert import drop_stale_hashes, nested_only_warning, output_metadata, source_metadata
 from weightdoctor.errors import UsageError
 from weightdoctor.renames import Rename
 from weightdoctor.rewrite import (
@@ -220,7 +220,7 @@ def plan_shard(
     if fmt == "bin" and metadata and index is None:  # several shards keep it in their index
         warnings.append("a .bin file holds no metadata: --metadata is ignored")
     if checkpoint.nested_key:
-        warnings.append(f"only the state dict at {checkpoint.nested_key!r} is written (not optimizer or other entries)")
+        warnings.append(nested_only_warning(checkpoint))
     source_dir = checkpoint.path if checkpoint.path.is_dir() else None
     if source_dir is None and checkpoint.sharded:
         source_dir = checkpoint.path.parent
