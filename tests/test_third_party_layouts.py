@@ -895,3 +895,40 @@ def test_an_openai_whisper_checkpoint_converts_and_names_the_dims_it_leaves_out(
             in data["plan"]["warnings"]
         written = load_file(out if command == "convert" else out / "model.safetensors")
         assert written.keys() == weights.keys() and all(torch.equal(written[k], v) for k, v in weights.items())
+
+
+def test_a_native_params_json_is_summarised_and_checked_against_the_weights(tmp_path: Path) -> None:
+    """Mistral's `consolidated.safetensors` and Meta's `consolidated.00.pth` come with `params.json`, not
+    config.json: inspect showed no word of it. Its fields are shown; a layer count or vocabulary the weights
+    contradict is a warning; Llama 2's vocab_size -1 (the tokenizer decides) is not."""
+    from safetensors.torch import save_file
+
+    weights = {"tok_embeddings.weight": torch.zeros(100, 16), "norm.weight": torch.zeros(16),
+               **{f"layers.{i}.attention.wq.weight": torch.zeros(16, 16) for i in range(2)}}
+    folder = tmp_path / "mistral"
+    folder.mkdir()
+    save_file(weights, folder / "consolidated.safetensors")
+    (folder / "params.json").write_text(json.dumps({"dim": 16, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1,
+                                                    "vocab_size": 100, "rope_theta": 1e6, "unknown": 1}))
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and data["native_params"] == {"dim": 16, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1,
+                                                   "vocab_size": 100, "rope_theta": 1e6}
+    assert data["warnings"] == []
+    assert "params.json dim=16, n_layers=2, n_heads=2, n_kv_heads=1" in " ".join(
+        run_cli("inspect", str(folder)).stdout.replace("│", " ").split())
+    (folder / "params.json").write_text(json.dumps({"dim": 16, "n_layers": 3, "n_heads": 2, "vocab_size": 128}))
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and data["warnings"] == [
+        "params.json says n_layers=3, the weights hold 2 layers (layers.0 to layers.1)",
+        "params.json says vocab_size=128, tok_embeddings.weight has 100 rows"]
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    torch.save(weights, meta / "consolidated.00.pth")
+    (meta / "params.json").write_text(json.dumps({"dim": 16, "n_layers": 2, "n_heads": 2, "vocab_size": -1}))
+    code, data = run_json("inspect", str(meta))
+    assert code == 0 and data["native_params"]["vocab_size"] == -1 and data["warnings"] == []
+    # Beside a config.json (transformers'), or another library's params.json: not read.
+    (meta / "params.json").write_text(json.dumps({"lr": 0.1}))
+    assert run_json("inspect", str(meta))[1]["native_params"] is None
+    (folder / "config.json").write_text(json.dumps({"model_type": "mistral"}))
+    assert run_json("inspect", str(folder))[1]["native_params"] is None
