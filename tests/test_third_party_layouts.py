@@ -932,3 +932,38 @@ def test_a_native_params_json_is_summarised_and_checked_against_the_weights(tmp_
     assert run_json("inspect", str(meta))[1]["native_params"] is None
     (folder / "config.json").write_text(json.dumps({"model_type": "mistral"}))
     assert run_json("inspect", str(folder))[1]["native_params"] is None
+
+
+def test_an_original_stable_diffusion_ckpt_with_lightning_callbacks_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CompVis' sd-v1-4.ckpt is a Lightning 1.x checkpoint: its "callbacks" dict is keyed by the ModelCheckpoint
+    class itself (a GLOBAL, never built). It was refused as "suspicious: ...ModelCheckpoint", so the most shared
+    .ckpt there is could not be inspected or converted; it is read as inert data, like Lightning's AttributeDict."""
+    import sys
+    import types
+
+    from safetensors.torch import load_file
+
+    class ModelCheckpoint:
+        pass
+
+    ModelCheckpoint.__module__, ModelCheckpoint.__qualname__ = "pytorch_lightning.callbacks.model_checkpoint", \
+        "ModelCheckpoint"
+    for name in ("pytorch_lightning", "pytorch_lightning.callbacks", "pytorch_lightning.callbacks.model_checkpoint"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    sys.modules["pytorch_lightning.callbacks.model_checkpoint"].ModelCheckpoint = ModelCheckpoint  # type: ignore
+    weights = {"model.diffusion_model.input_blocks.0.0.weight": torch.randn(8, 4, 3, 3),
+               "first_stage_model.encoder.conv_in.weight": torch.randn(8, 3, 3, 3)}
+    source = tmp_path / "sd-v1-4.ckpt"
+    torch.save({"epoch": 6, "global_step": 470000, "pytorch-lightning_version": "1.4.2", "state_dict": weights,
+                "callbacks": {ModelCheckpoint: {"monitor": None, "best_model_path": "/fsx/last.ckpt"}},
+                "optimizer_states": [], "lr_schedulers": []}, source)
+    monkeypatch.delitem(sys.modules, "pytorch_lightning.callbacks.model_checkpoint")  # as where weightdoctor runs
+    code, data = run_json("inspect", str(source))
+    assert code == 0, data
+    assert data["nested_key"] == "state_dict" and data["num_tensors"] == 2
+    assert "callbacks (dict, 1 entries)" in data["other_entries"]
+    code, data = run_json("convert", str(source), "-o", str(tmp_path / "out.safetensors"))
+    assert code == 0, data
+    written = load_file(tmp_path / "out.safetensors")
+    assert written.keys() == weights.keys() and all(torch.equal(written[k], v) for k, v in weights.items())
