@@ -967,3 +967,29 @@ def test_an_original_stable_diffusion_ckpt_with_lightning_callbacks_is_read(
     assert code == 0, data
     written = load_file(tmp_path / "out.safetensors")
     assert written.keys() == weights.keys() and all(torch.equal(written[k], v) for k, v in weights.items())
+
+
+def test_check_dtype_says_how_diffusers_and_timm_load_what_their_config_does_not_type(tmp_path: Path) -> None:
+    """A diffusers or timm config.json has no dtype field by design: check-dtype said "dtype='auto' goes by the
+    weights", transformers' rule, where diffusers' from_pretrained loads in float32 without torch_dtype (an fp16
+    variant is up-cast) and timm builds in float32."""
+    from safetensors.torch import save_file
+
+    unet = tmp_path / "unet"
+    unet.mkdir()
+    save_file({"conv_in.weight": torch.randn(8, 4, 3, 3).half()}, unet / "diffusion_pytorch_model.fp16.safetensors")
+    (unet / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel"}))
+    code, data = run_json("check-dtype", str(unet / "diffusion_pytorch_model.fp16.safetensors"))
+    assert code == 0, data
+    agreement = data["config_agreement"]
+    assert agreement["status"] == "not-set" and agreement["message"] == (
+        "a diffusers UNet2DConditionModel config (no dtype field): diffusers' from_pretrained loads in float32 "
+        "unless given torch_dtype: the float16 weights are up-cast at load (more memory); pass "
+        "torch_dtype=torch.float16 to keep them")
+    timm = tmp_path / "timm"
+    timm.mkdir()
+    torch.save({"fc.weight": torch.randn(10, 8)}, timm / "pytorch_model.bin")
+    (timm / "config.json").write_text(json.dumps({"architecture": "resnet18", "num_classes": 10}))
+    code, data = run_json("check-dtype", str(timm))
+    assert code == 0 and data["config_agreement"]["message"].startswith(
+        "a timm resnet18 config (no dtype field): timm builds the model in float32")
