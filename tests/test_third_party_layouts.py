@@ -993,3 +993,23 @@ def test_check_dtype_says_how_diffusers_and_timm_load_what_their_config_does_not
     code, data = run_json("check-dtype", str(timm))
     assert code == 0 and data["config_agreement"]["message"].startswith(
         "a timm resnet18 config (no dtype field): timm builds the model in float32")
+
+
+def test_a_timm_num_classes_the_head_does_not_have_is_a_warning(tmp_path: Path) -> None:
+    """timm's config.json says num_classes and names its classifier (`pretrained_cfg.classifier`); a model
+    fine-tuned to 10 classes under the ImageNet config (1000) fails timm.create_model(pretrained=True). inspect
+    showed the class count nowhere and said nothing."""
+    folder = tmp_path / "timm-resnet"
+    folder.mkdir()
+    torch.save({"conv1.weight": torch.zeros(8, 3, 3, 3), "fc.weight": torch.zeros(10, 8), "fc.bias": torch.zeros(10)},
+               folder / "pytorch_model.bin")
+    config = {"architecture": "resnet18", "num_classes": 1000, "num_features": 8,
+              "pretrained_cfg": {"tag": "a1_in1k", "num_classes": 1000, "classifier": "fc"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and data["config_summary"]["num_classes"] == 1000
+    assert data["warnings"] == [
+        "config.json says num_classes=1000 (timm), fc.weight has 10 rows: timm.create_model('resnet18', "
+        "pretrained=True) builds 1000 outputs, which these head weights do not fit; set num_classes=10"]
+    (folder / "config.json").write_text(json.dumps({**config, "num_classes": 10}))
+    assert run_json("inspect", str(folder))[1]["warnings"] == []

@@ -122,6 +122,8 @@ def summarize_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
                 break
         else:
             summary[field_name] = None
+    if isinstance(config.get("architecture"), str) and config.get("num_classes") is not None:
+        summary["num_classes"] = config["num_classes"]  # timm's classifier width
     return summary
 
 
@@ -168,6 +170,33 @@ def native_params_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None
             and len(embedding.shape) == 2 and embedding.shape[0] != vocab:
         warnings.append(f"params.json says vocab_size={vocab}, tok_embeddings.weight has {embedding.shape[0]} rows")
     return summary, warnings
+
+
+def timm_head_warning(checkpoint: Checkpoint) -> str | None:
+    """A timm config.json whose `num_classes` the classifier its `pretrained_cfg.classifier` names does not have
+    (a model fine-tuned to another class count under the original config): timm.create_model(pretrained=True)
+    builds num_classes outputs and the head's weights do not fit. None where they agree or cannot be compared.
+
+    Example:
+        >>> timm_head_warning(open_checkpoint("resnet18-finetuned"))
+        'config.json says num_classes=1000 (timm), fc.weight has 10 rows: ...'
+    """
+    config = checkpoint.config
+    if not config or config.get("model_type") or not isinstance(config.get("architecture"), str):
+        return None
+    num_classes = config.get("num_classes")
+    pretrained = config.get("pretrained_cfg")
+    heads = pretrained.get("classifier") if isinstance(pretrained, dict) else None
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes <= 0:
+        return None
+    by_name = {t.name: t for t in checkpoint.tensors}
+    for head in [heads] if isinstance(heads, str) else heads if isinstance(heads, list) else []:
+        weight = by_name.get(f"{head}.weight") if isinstance(head, str) else None
+        if weight is not None and len(weight.shape) >= 1 and weight.shape[0] != num_classes:
+            return (f"config.json says num_classes={num_classes} (timm), {head}.weight has {weight.shape[0]} rows: "
+                    f"timm.create_model('{config['architecture']}', pretrained=True) builds {num_classes} outputs, "
+                    f"which these head weights do not fit; set num_classes={weight.shape[0]}")
+    return None
 
 
 ADAPTER_FIELDS = ("peft_type", "base_model_name_or_path", "task_type", "r", "lora_alpha", "target_modules",
@@ -380,7 +409,8 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         module_tree=build_module_tree(checkpoint.tensors),
         tensors=rows,
         filter=name_filter,
-        warnings=[*checkpoint.warnings, *([adapter_problem] if adapter_problem else []), *params_problems],
+        warnings=[*checkpoint.warnings, *([adapter_problem] if adapter_problem else []), *params_problems,
+                  *filter(None, [timm_head_warning(checkpoint)])],
         security=checkpoint.security,
         quantized=quantized,
         adapter=adapter,
