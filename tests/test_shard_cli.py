@@ -255,6 +255,25 @@ def test_a_mistral_native_folder_shards_under_mistral_s_own_names(tmp_path: Path
     assert code == 0 and (tmp_path / "bin" / "pytorch_model.bin.index.json").is_file()
 
 
+def test_sharding_a_single_file_only_sd_checkpoint_says_no_loader_reads_the_shards(tmp_path: Path) -> None:
+    """A kohya LoRA and a CivitAI-style single-file model are read from one file by every tool that loads them
+    (A1111, ComfyUI, diffusers' from_single_file / load_lora_weights): shards of them were written silently."""
+    from safetensors.torch import save_file
+
+    lora = tmp_path / "lora.safetensors"
+    save_file({f"lora_unet_down_blocks_0_attentions_{i}_proj_in.lora_down.weight": torch.zeros(4, 64)
+               for i in range(3)}, lora, metadata={"ss_network_module": "networks.lora"})
+    single = tmp_path / "mix.safetensors"
+    save_file({f"model.diffusion_model.input_blocks.{i}.0.weight": torch.zeros(4, 64) for i in range(3)}, single)
+    for source, kind in [(lora, "a kohya-style LoRA"), (single, "a single-file Stable Diffusion checkpoint")]:
+        code, data = run_json("shard", str(source), "--max", "1KB", "-o", str(tmp_path / source.stem))
+        assert code == 0 and len(data["plan"]["shards"]) == 3
+        assert f"{kind} is loaded from one file (AUTOMATIC1111, ComfyUI, diffusers' from_single_file / " \
+            "load_lora_weights): none of them reads an index or these shards" in data["plan"]["warnings"]
+        code, data = run_json("shard", str(source), "--single", "-o", str(tmp_path / f"{source.stem}-one"))
+        assert code == 0 and not any("loaded from one file" in w for w in data["plan"]["warnings"])
+
+
 def test_the_index_total_size_is_always_the_bytes_written(tmp_path: Path) -> None:
     """A source file's header may carry a `total_size` record of its own; `--metadata total_size=` is
     reserved: the index always says the bytes it indexes, as an integer."""

@@ -65,6 +65,19 @@ def shard_pattern(checkpoint: Checkpoint, fmt: str) -> str:
     return PATTERNS[fmt]
 
 
+def single_file_kind(checkpoint: Checkpoint) -> str | None:
+    """What single-file-only Stable Diffusion checkpoint `checkpoint` is (a kohya-style LoRA, an original-layout
+    model as CivitAI shares them), or None: the tools that load those read one .safetensors / .ckpt, no index."""
+    names = [t.name for t in checkpoint.tensors]
+    metadata = checkpoint.metadata or {}
+    if "ss_network_module" in metadata or any(n.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"))
+                                              for n in names):
+        return "a kohya-style LoRA"
+    if any(n.startswith(("model.diffusion_model.", "first_stage_model.")) for n in names):
+        return "a single-file Stable Diffusion checkpoint"
+    return None
+
+
 @dataclass(frozen=True)
 class ShardInfo:
     """One output shard: file name, bytes of tensor data, tensor count, first and last tensor name.
@@ -210,6 +223,11 @@ def plan_shard(
     index = index_name if len(files) > 1 else None
     if index is not None and pattern.startswith("adapter_model"):
         warnings.append("peft loads an adapter from one adapter_model file: it cannot load these shards")
+    if index is not None:
+        single = single_file_kind(checkpoint)
+        if single:
+            warnings.append(f"{single} is loaded from one file (AUTOMATIC1111, ComfyUI, diffusers' "
+                            "from_single_file / load_lora_weights): none of them reads an index or these shards")
     carried, lost = source_metadata(checkpoint, fmt, renames)
     if lost:
         warnings.append(lost)
