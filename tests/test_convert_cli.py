@@ -433,6 +433,31 @@ def test_pickle_keys_safetensors_refuses_are_refused_before_writing(tmp_path: Pa
     assert name in torch.load(tmp_path / "out.bin", weights_only=True)
 
 
+def test_a_kohya_lora_s_data_hash_is_not_carried_past_a_cast(tmp_path: Path) -> None:
+    """kohya's `sshs_model_hash` / `sshs_legacy_hash` (and `modelspec.hash_sha256`) hash the tensor data; A1111
+    names the LoRA by it. A cast changes the data, so they are dropped, with a warning; a plain copy keeps them."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    source = tmp_path / "lora.safetensors"
+    save_file({"lora_unet_down.lora_down.weight": torch.randn(4, 8), "lora_unet_down.alpha": torch.tensor(4.0)},
+              source, metadata={"format": "pt", "ss_network_dim": "4", "sshs_model_hash": "ab12",
+                                "sshs_legacy_hash": "cd34", "modelspec.hash_sha256": "0xef56"})
+    for command, extra, out in [("convert", [], "half.safetensors"), ("shard", ["--single"], "half-folder")]:
+        code, data = run_json(command, str(source), "-o", str(tmp_path / out), "--dtype", "fp16", *extra)
+        assert code == 0, data
+        written = tmp_path / out if out.endswith(".safetensors") else tmp_path / out / "model.safetensors"
+        with safe_open(str(written), "pt") as handle:
+            assert handle.metadata() == {"format": "pt", "ss_network_dim": "4"}
+        said = ("the source's sshs_model_hash, sshs_legacy_hash, modelspec.hash_sha256 are hashes of its tensor data, "
+                "which the cast changes: not carried")
+        assert any(w.startswith(said) for w in data["plan"]["warnings"])
+    code, data = run_json("convert", str(source), "-o", str(tmp_path / "copy.safetensors"))
+    assert code == 0 and not any("hash" in w for w in data["plan"]["warnings"])
+    with safe_open(str(tmp_path / "copy.safetensors"), "pt") as handle:
+        assert handle.metadata()["sshs_model_hash"] == "ab12"
+
+
 def test_the_source_s_safetensors_metadata_is_carried_or_its_loss_is_said(tmp_path: Path) -> None:
     """A kohya LoRA's training settings or a `modelspec.*` header live in the safetensors metadata: a cast or
     a reshard keeps them; a .bin cannot hold them, and the warning says which are lost."""

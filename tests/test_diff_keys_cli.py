@@ -346,6 +346,40 @@ def test_lookalike_names_without_both_layouts_are_not_a_foreign_layout(tmp_path:
     assert {i["reason"] for i in data["missing"] + data["unexpected"]} == {"unknown"}
 
 
+def test_a_single_file_stable_diffusion_checkpoint_against_a_diffusers_unet(tmp_path: Path) -> None:
+    """A CivitAI-style single file (`model.diffusion_model.input_blocks.*`, `first_stage_model.*`,
+    `cond_stage_model.*`) against a diffusers UNet folder: every key was "unknown", with no word of what to do;
+    it is the original LDM layout, which diffusers' from_single_file converts (no rename does)."""
+    from safetensors.torch import save_file
+
+    single = tmp_path / "mix.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(8, 4, 3, 3),
+               "model.diffusion_model.time_embed.0.weight": torch.zeros(32, 8),
+               "first_stage_model.encoder.conv_in.weight": torch.zeros(8, 3, 3, 3),
+               "cond_stage_model.transformer.text_model.final_layer_norm.weight": torch.zeros(8)}, single)
+    unet = tmp_path / "unet"
+    unet.mkdir()
+    save_file({"conv_in.weight": torch.zeros(8, 4, 3, 3), "time_embedding.linear_1.weight": torch.zeros(32, 8),
+               "down_blocks.0.resnets.0.conv1.weight": torch.zeros(8, 8, 3, 3)},
+              unet / "diffusion_pytorch_model.safetensors")
+    (unet / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel"}))
+    code, data = run_json("diff-keys", str(single), str(unet))
+    assert code == 1 and data["suggested_renames"] == []
+    assert {i["reason"] for i in data["missing"] + data["unexpected"]} == {"foreign-layout"}
+    assert {i["detail"] for i in data["unexpected"]} == {"single-file Stable Diffusion layout (in A)"}
+    assert {i["detail"] for i in data["missing"]} == {"diffusers' layout (in B)"}
+    assert len(data["notes"]) == 1 and data["notes"][0].startswith(
+        "A is a single-file Stable Diffusion checkpoint in the original (LDM) layout") and \
+        "from_single_file" in data["notes"][0]
+    code, data = run_json("diff-keys", str(unet), str(single))
+    assert code == 1 and "convert_diffusers_to_original_stable_diffusion.py" in data["notes"][0]
+    # A kohya LoRA (lora_unet_*) against the single file is no such pair.
+    lora = tmp_path / "lora.safetensors"
+    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 8)}, lora)
+    code, data = run_json("diff-keys", str(lora), str(single))
+    assert data["notes"] == [] and {i["reason"] for i in data["missing"]} == {"unknown"}
+
+
 def test_a_transposed_matrix_is_named(pairs: dict[str, Pair], tmp_path: Path) -> None:
     """nanoGPT's nn.Linear (out×in) against GPT-2's Conv1D (in×out): the same weights, transposed."""
     from safetensors.torch import load_file, save_file

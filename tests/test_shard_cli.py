@@ -222,6 +222,58 @@ def test_diffusers_and_peft_folders_keep_their_library_s_file_names(tmp_path: Pa
     assert not any("peft" in w for w in data["plan"]["warnings"])
 
 
+def test_a_mistral_native_folder_shards_under_mistral_s_own_names(tmp_path: Path) -> None:
+    """Mistral's `consolidated.safetensors` + `params.json` shards as Mistral-Large ships
+    (`consolidated-0000i-of-0000n.safetensors` + `consolidated.safetensors.index.json`, what vLLM's mistral
+    format globs); `model-*` beside params.json and no config.json is read by no loader. A .bin keeps
+    transformers' names (Mistral ships no .bin of this layout)."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    weights = {f"layers.{i}.attention.wq.weight": torch.randn(32, 64).to(torch.bfloat16) for i in range(4)}
+    folder = tmp_path / "mistral"
+    folder.mkdir()
+    save_file(weights, folder / "consolidated.safetensors")
+    (folder / "params.json").write_text(json.dumps({"dim": 64, "n_layers": 4}))
+    code, data = run_json("shard", str(folder), "--max", "10KB", "-o", str(tmp_path / "out"))
+    assert code == 0, data
+    expected = split_torch_state_dict_into_shards(
+        weights, filename_pattern="consolidated{suffix}.safetensors", max_shard_size=10_000)
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("*.safetensors")) == sorted(expected.filename_to_tensors)
+    assert json.loads((out / "consolidated.safetensors.index.json").read_text())["weight_map"] == \
+        expected.tensor_to_filename
+    assert not list(out.glob("model*")) and (out / "params.json").is_file()
+    # Re-sharding the sharded folder keeps the names; back to one file is consolidated.safetensors again.
+    code, data = run_json("shard", str(out), "--single", "-o", str(tmp_path / "one"))
+    assert code == 0 and sorted(p.name for p in (tmp_path / "one").iterdir()) == [
+        "consolidated.safetensors", "params.json"]
+    written = load_file(tmp_path / "one" / "consolidated.safetensors")
+    assert written.keys() == weights.keys() and all(torch.equal(written[k], v) for k, v in weights.items())
+    code, data = run_json("shard", str(folder), "--max", "10KB", "--format", "bin", "-o", str(tmp_path / "bin"))
+    assert code == 0 and (tmp_path / "bin" / "pytorch_model.bin.index.json").is_file()
+
+
+def test_sharding_a_single_file_only_sd_checkpoint_says_no_loader_reads_the_shards(tmp_path: Path) -> None:
+    """A kohya LoRA and a CivitAI-style single-file model are read from one file by every tool that loads them
+    (A1111, ComfyUI, diffusers' from_single_file / load_lora_weights): shards of them were written silently."""
+    from safetensors.torch import save_file
+
+    lora = tmp_path / "lora.safetensors"
+    save_file({f"lora_unet_down_blocks_0_attentions_{i}_proj_in.lora_down.weight": torch.zeros(4, 64)
+               for i in range(3)}, lora, metadata={"ss_network_module": "networks.lora"})
+    single = tmp_path / "mix.safetensors"
+    save_file({f"model.diffusion_model.input_blocks.{i}.0.weight": torch.zeros(4, 64) for i in range(3)}, single)
+    for source, kind in [(lora, "a kohya-style LoRA"), (single, "a single-file Stable Diffusion checkpoint")]:
+        code, data = run_json("shard", str(source), "--max", "1KB", "-o", str(tmp_path / source.stem))
+        assert code == 0 and len(data["plan"]["shards"]) == 3
+        assert f"{kind} is loaded from one file (AUTOMATIC1111, ComfyUI, diffusers' from_single_file / " \
+            "load_lora_weights): none of them reads an index or these shards" in data["plan"]["warnings"]
+        code, data = run_json("shard", str(source), "--single", "-o", str(tmp_path / f"{source.stem}-one"))
+        assert code == 0 and not any("loaded from one file" in w for w in data["plan"]["warnings"])
+
+
 def test_the_index_total_size_is_always_the_bytes_written(tmp_path: Path) -> None:
     """A source file's header may carry a `total_size` record of its own; `--metadata total_size=` is
     reserved: the index always says the bytes it indexes, as an integer."""

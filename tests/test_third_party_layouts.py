@@ -800,3 +800,216 @@ def test_weights_under_the_other_formats_name_are_read_and_said(fx: dict[str, Pa
     assert code == 0, data
     fixed, original = load_file(tmp_path / "fixed.safetensors"), load_file(fx["bert"] / "model.safetensors")
     assert fixed.keys() == original.keys() and all(torch.equal(fixed[k], original[k]) for k in original)
+
+
+def test_a_diffusers_or_timm_config_is_not_called_missing_by_the_planner(tmp_path: Path) -> None:
+    """A diffusers model folder has a config.json (diffusers', `_class_name`), timm's one too (`architecture`):
+    the planner, building from the tensors since neither has a transformers model_type, said "no config.json"."""
+    from safetensors.torch import save_file
+
+    weights = {f"down_blocks.{i}.resnets.0.conv1.weight": torch.zeros(8, 8, 3, 3) for i in range(2)}
+    for name, config, said in [
+        ("unet", {"_class_name": "UNet2DConditionModel", "_diffusers_version": "0.27.0"},
+         "config.json (a diffusers UNet2DConditionModel config, not a transformers one) does not say which "
+         "modules must stay whole"),
+        ("timm", {"architecture": "resnet18", "num_classes": 10},
+         "config.json (a timm resnet18 config, not a transformers one) does not say which modules"),
+        ("bare", None, "no config.json to say which modules must stay whole")]:
+        folder = tmp_path / name
+        folder.mkdir()
+        save_file(weights, folder / "model.safetensors")
+        if config is not None:
+            (folder / "config.json").write_text(json.dumps(config))
+        code, data = run_json("plan-devices", str(folder), "--gpu", "10GB")
+        assert code == 0, data
+        assert data["built_from"] == "tensors"
+        assert any(w.startswith(said) and "each numbered block (down_blocks.0, " in w
+                   for w in data["warnings"]), data["warnings"]
+
+
+def test_model_class_on_a_diffusers_folder_names_whose_config_it_is(tmp_path: Path) -> None:
+    """`diff-keys unet --model-class ...`: the diffusers config.json was called one with "no model_type", as if
+    broken; it is diffusers', which transformers cannot build."""
+    from safetensors.torch import save_file
+
+    unet = tmp_path / "unet"
+    unet.mkdir()
+    save_file({"conv_in.weight": torch.zeros(8, 4, 3, 3)}, unet / "diffusion_pytorch_model.safetensors")
+    (unet / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel"}))
+    result = run_cli("diff-keys", str(unet), "--model-class", "UNet2DConditionModel")
+    assert result.exit_code == 2
+    assert "config.json is a diffusers UNet2DConditionModel config, with no transformers model_type" in \
+        " ".join(result.stderr.split())
+
+
+def test_an_ultralytics_yolo_checkpoint_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """yolov8n.pt as ultralytics saves it: {"model": DetectionModel pickled whole, "ema", "optimizer", "train_args",
+    ...}. Refused unread (exit 2), and said to be Ultralytics' with the way to a state dict; no command unpickles
+    it, though here its class is importable (a load would have run it)."""
+    import sys
+    import types
+
+    class DetectionModel(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    DetectionModel.__module__, DetectionModel.__qualname__ = "ultralytics.nn.tasks", "DetectionModel"
+    tasks = types.ModuleType("ultralytics.nn.tasks")
+    tasks.DetectionModel = DetectionModel  # type: ignore[attr-defined]
+    for name, module in [("ultralytics", types.ModuleType("ultralytics")),
+                         ("ultralytics.nn", types.ModuleType("ultralytics.nn")), ("ultralytics.nn.tasks", tasks)]:
+        monkeypatch.setitem(sys.modules, name, module)
+    path = tmp_path / "yolov8n.pt"
+    torch.save({"date": "2024-01-01", "version": "8.1.0", "model": DetectionModel().half(), "ema": None,
+                "optimizer": None, "train_args": {"epochs": 100, "imgsz": 640}, "epoch": -1}, path)
+    for args in (["inspect", str(path)], ["convert", str(path), "-o", str(tmp_path / "out.safetensors")],
+                 ["check-dtype", str(path)]):
+        result = run_cli(*args)
+        assert result.exit_code == 2 and result.stdout == ""
+        text = " ".join(result.stderr.split())
+        assert "ultralytics.nn.tasks.DetectionModel" in text and "nothing was unpickled (this is an Ultralytics " \
+            "YOLO checkpoint" in text and "YOLO(path).model.state_dict()" in text
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_an_openai_whisper_checkpoint_converts_and_names_the_dims_it_leaves_out(tmp_path: Path) -> None:
+    """openai-whisper's own .pt: {"dims": {n_mels, n_audio_state, ...}, "model_state_dict": {...}} in fp16. The
+    state dict is found and converted equal; the warning said "not optimizer or other entries" where what is left
+    out is `dims`, which whisper.load_model needs to rebuild the model."""
+    from safetensors.torch import load_file
+
+    dims = {"n_mels": 80, "n_vocab": 51865, "n_audio_ctx": 1500, "n_audio_state": 8, "n_audio_head": 2,
+            "n_audio_layer": 1, "n_text_ctx": 448, "n_text_state": 8, "n_text_head": 2, "n_text_layer": 1}
+    weights = {"encoder.conv1.weight": torch.randn(8, 80, 3).half(), "encoder.blocks.0.attn.query.weight":
+               torch.randn(8, 8).half(), "decoder.token_embedding.weight": torch.randn(16, 8).half()}
+    source = tmp_path / "tiny.pt"
+    torch.save({"dims": dims, "model_state_dict": weights}, source)
+    code, data = run_json("inspect", str(source))
+    assert code == 0 and data["nested_key"] == "model_state_dict" and data["num_tensors"] == 3
+    for command, extra in [("convert", []), ("shard", ["--single"])]:
+        out = tmp_path / f"{command}.safetensors" if command == "convert" else tmp_path / command
+        code, data = run_json(command, str(source), "-o", str(out), *extra)
+        assert code == 0, data
+        assert "only the state dict at 'model_state_dict' is written, not the checkpoint's other entries (dims)" \
+            in data["plan"]["warnings"]
+        written = load_file(out if command == "convert" else out / "model.safetensors")
+        assert written.keys() == weights.keys() and all(torch.equal(written[k], v) for k, v in weights.items())
+
+
+def test_a_native_params_json_is_summarised_and_checked_against_the_weights(tmp_path: Path) -> None:
+    """Mistral's `consolidated.safetensors` and Meta's `consolidated.00.pth` come with `params.json`, not
+    config.json: inspect showed no word of it. Its fields are shown; a layer count or vocabulary the weights
+    contradict is a warning; Llama 2's vocab_size -1 (the tokenizer decides) is not."""
+    from safetensors.torch import save_file
+
+    weights = {"tok_embeddings.weight": torch.zeros(100, 16), "norm.weight": torch.zeros(16),
+               **{f"layers.{i}.attention.wq.weight": torch.zeros(16, 16) for i in range(2)}}
+    folder = tmp_path / "mistral"
+    folder.mkdir()
+    save_file(weights, folder / "consolidated.safetensors")
+    (folder / "params.json").write_text(json.dumps({"dim": 16, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1,
+                                                    "vocab_size": 100, "rope_theta": 1e6, "unknown": 1}))
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and data["native_params"] == {"dim": 16, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1,
+                                                   "vocab_size": 100, "rope_theta": 1e6}
+    assert data["warnings"] == []
+    assert "params.json dim=16, n_layers=2, n_heads=2, n_kv_heads=1" in " ".join(
+        run_cli("inspect", str(folder)).stdout.replace("│", " ").split())
+    (folder / "params.json").write_text(json.dumps({"dim": 16, "n_layers": 3, "n_heads": 2, "vocab_size": 128}))
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and data["warnings"] == [
+        "params.json says n_layers=3, the weights hold 2 layers (layers.0 to layers.1)",
+        "params.json says vocab_size=128, tok_embeddings.weight has 100 rows"]
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    torch.save(weights, meta / "consolidated.00.pth")
+    (meta / "params.json").write_text(json.dumps({"dim": 16, "n_layers": 2, "n_heads": 2, "vocab_size": -1}))
+    code, data = run_json("inspect", str(meta))
+    assert code == 0 and data["native_params"]["vocab_size"] == -1 and data["warnings"] == []
+    # Beside a config.json (transformers'), or another library's params.json: not read.
+    (meta / "params.json").write_text(json.dumps({"lr": 0.1}))
+    assert run_json("inspect", str(meta))[1]["native_params"] is None
+    (folder / "config.json").write_text(json.dumps({"model_type": "mistral"}))
+    assert run_json("inspect", str(folder))[1]["native_params"] is None
+
+
+def test_an_original_stable_diffusion_ckpt_with_lightning_callbacks_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CompVis' sd-v1-4.ckpt is a Lightning 1.x checkpoint: its "callbacks" dict is keyed by the ModelCheckpoint
+    class itself (a GLOBAL, never built). It was refused as "suspicious: ...ModelCheckpoint", so the most shared
+    .ckpt there is could not be inspected or converted; it is read as inert data, like Lightning's AttributeDict."""
+    import sys
+    import types
+
+    from safetensors.torch import load_file
+
+    class ModelCheckpoint:
+        pass
+
+    ModelCheckpoint.__module__, ModelCheckpoint.__qualname__ = "pytorch_lightning.callbacks.model_checkpoint", \
+        "ModelCheckpoint"
+    for name in ("pytorch_lightning", "pytorch_lightning.callbacks", "pytorch_lightning.callbacks.model_checkpoint"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    sys.modules["pytorch_lightning.callbacks.model_checkpoint"].ModelCheckpoint = ModelCheckpoint  # type: ignore
+    weights = {"model.diffusion_model.input_blocks.0.0.weight": torch.randn(8, 4, 3, 3),
+               "first_stage_model.encoder.conv_in.weight": torch.randn(8, 3, 3, 3)}
+    source = tmp_path / "sd-v1-4.ckpt"
+    torch.save({"epoch": 6, "global_step": 470000, "pytorch-lightning_version": "1.4.2", "state_dict": weights,
+                "callbacks": {ModelCheckpoint: {"monitor": None, "best_model_path": "/fsx/last.ckpt"}},
+                "optimizer_states": [], "lr_schedulers": []}, source)
+    monkeypatch.delitem(sys.modules, "pytorch_lightning.callbacks.model_checkpoint")  # as where weightdoctor runs
+    code, data = run_json("inspect", str(source))
+    assert code == 0, data
+    assert data["nested_key"] == "state_dict" and data["num_tensors"] == 2
+    assert "callbacks (dict, 1 entries)" in data["other_entries"]
+    code, data = run_json("convert", str(source), "-o", str(tmp_path / "out.safetensors"))
+    assert code == 0, data
+    written = load_file(tmp_path / "out.safetensors")
+    assert written.keys() == weights.keys() and all(torch.equal(written[k], v) for k, v in weights.items())
+
+
+def test_check_dtype_says_how_diffusers_and_timm_load_what_their_config_does_not_type(tmp_path: Path) -> None:
+    """A diffusers or timm config.json has no dtype field by design: check-dtype said "dtype='auto' goes by the
+    weights", transformers' rule, where diffusers' from_pretrained loads in float32 without torch_dtype (an fp16
+    variant is up-cast) and timm builds in float32."""
+    from safetensors.torch import save_file
+
+    unet = tmp_path / "unet"
+    unet.mkdir()
+    save_file({"conv_in.weight": torch.randn(8, 4, 3, 3).half()}, unet / "diffusion_pytorch_model.fp16.safetensors")
+    (unet / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel"}))
+    code, data = run_json("check-dtype", str(unet / "diffusion_pytorch_model.fp16.safetensors"))
+    assert code == 0, data
+    agreement = data["config_agreement"]
+    assert agreement["status"] == "not-set" and agreement["message"] == (
+        "a diffusers UNet2DConditionModel config (no dtype field): diffusers' from_pretrained loads in float32 "
+        "unless given torch_dtype: the float16 weights are up-cast at load (more memory); pass "
+        "torch_dtype=torch.float16 to keep them")
+    timm = tmp_path / "timm"
+    timm.mkdir()
+    torch.save({"fc.weight": torch.randn(10, 8)}, timm / "pytorch_model.bin")
+    (timm / "config.json").write_text(json.dumps({"architecture": "resnet18", "num_classes": 10}))
+    code, data = run_json("check-dtype", str(timm))
+    assert code == 0 and data["config_agreement"]["message"].startswith(
+        "a timm resnet18 config (no dtype field): timm builds the model in float32")
+
+
+def test_a_timm_num_classes_the_head_does_not_have_is_a_warning(tmp_path: Path) -> None:
+    """timm's config.json says num_classes and names its classifier (`pretrained_cfg.classifier`); a model
+    fine-tuned to 10 classes under the ImageNet config (1000) fails timm.create_model(pretrained=True). inspect
+    showed the class count nowhere and said nothing."""
+    folder = tmp_path / "timm-resnet"
+    folder.mkdir()
+    torch.save({"conv1.weight": torch.zeros(8, 3, 3, 3), "fc.weight": torch.zeros(10, 8), "fc.bias": torch.zeros(10)},
+               folder / "pytorch_model.bin")
+    config = {"architecture": "resnet18", "num_classes": 1000, "num_features": 8,
+              "pretrained_cfg": {"tag": "a1_in1k", "num_classes": 1000, "classifier": "fc"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and data["config_summary"]["num_classes"] == 1000
+    assert data["warnings"] == [
+        "config.json says num_classes=1000 (timm), fc.weight has 10 rows: timm.create_model('resnet18', "
+        "pretrained=True) builds 1000 outputs, which these head weights do not fit; set num_classes=10"]
+    (folder / "config.json").write_text(json.dumps({**config, "num_classes": 10}))
+    assert run_json("inspect", str(folder))[1]["warnings"] == []

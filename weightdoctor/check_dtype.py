@@ -489,6 +489,18 @@ def config_agreement(
     stored = list(floating)
     if config is None:
         return ConfigAgreement("no-config", "no config.json beside the weights: nothing to compare")
+    if declared is None and isinstance(config.get("_class_name"), str):
+        # diffusers' configs carry no dtype, and its from_pretrained loads in float32 unless given torch_dtype
+        # (load_model_dict_into_meta: `dtype = dtype or torch.float32`): fp16 weights are up-cast at load.
+        low = [d for d in stored if d != "float32"]
+        cost = (f": the {', '.join(low)} weights are up-cast at load (more memory); pass torch_dtype="
+                f"torch.{low[0]} to keep them" if low else "")
+        return ConfigAgreement(
+            "not-set", f"a diffusers {config['_class_name']} config (no dtype field): diffusers' from_pretrained "
+            f"loads in float32 unless given torch_dtype{cost}")
+    if declared is None and isinstance(config.get("architecture"), str) and not config.get("model_type"):
+        return ConfigAgreement("not-set", f"a timm {config['architecture']} config (no dtype field): timm builds "
+                               "the model in float32 and load_state_dict copies the weights into it")
     if declared is None:
         return ConfigAgreement("not-set", "config.json sets no torch_dtype/dtype: dtype='auto' goes by the weights")
     quant = config.get("quantization_config")

@@ -143,6 +143,45 @@ def source_metadata(checkpoint: Checkpoint, fmt: str, renames: list[Rename] | No
     return carried, ""
 
 
+# Metadata that records a hash of the tensor data (kohya-ss sd-scripts' `sshs_model_hash` / `sshs_legacy_hash`, the
+# SAI model spec's `modelspec.hash_sha256`): AUTOMATIC1111 and Forge take a LoRA's hash from `sshs_model_hash` for
+# the infotext that CivitAI matches resources by. After a cast the data is other bytes: the record would name a
+# file that no longer exists, so it is not carried (the tools compute the hash of the file when it is absent).
+DATA_HASH_KEYS = ("sshs_model_hash", "sshs_legacy_hash", "modelspec.hash_sha256")
+
+
+def drop_stale_hashes(carried: dict[str, str], cast: dict[str, int]) -> tuple[dict[str, str], str]:
+    """`carried` without the records of the source's data hash when `cast` changes the data, and a warning naming
+    them; unchanged when nothing is cast.
+
+    Example:
+        >>> drop_stale_hashes({"sshs_model_hash": "ab12", "ss_network_dim": "4"}, {"float32->float16": 6})[0]
+        {'ss_network_dim': '4'}
+    """
+    stale = [key for key in DATA_HASH_KEYS if key in carried]
+    if not stale or not any(cast.values()):
+        return carried, ""
+    return {k: v for k, v in carried.items() if k not in stale}, (
+        f"the source's {', '.join(stale)} {'is a hash' if len(stale) == 1 else 'are hashes'} of its tensor data, "
+        "which the cast changes: not carried (a stale one would misname the file in A1111 / CivitAI; they hash "
+        "the file when it is absent)")
+
+
+def nested_only_warning(checkpoint: Checkpoint) -> str:
+    """What a training checkpoint's output leaves out, by name: whisper's `dims` (the model's shape, which
+    whisper.load_model needs), a `global_step`, an optimizer.
+
+    Example:
+        >>> nested_only_warning(open_checkpoint("tiny.pt"))  # openai-whisper's {"dims": ..., "model_state_dict": ...}
+        "only the state dict at 'model_state_dict' is written, not the checkpoint's other entries (dims)"
+    """
+    names = [entry.split(" (")[0] for entry in checkpoint.other_entries]
+    if not names:
+        return f"only the state dict at {checkpoint.nested_key!r} is written (not optimizer or other entries)"
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    return f"only the state dict at {checkpoint.nested_key!r} is written, not the checkpoint's other entries ({shown})"
+
+
 def _renamed(name: str, renames: list[Rename]) -> str:
     for rename in renames:
         name = rename.apply(name)
@@ -190,10 +229,13 @@ def plan_convert(
         warnings.append(f"writing the weights alone to {out.name}; config and tokenizer files are not copied "
                         "(name a folder as the output to convert the whole model folder)")
     if checkpoint.nested_key:
-        warnings.append(f"only the state dict at {checkpoint.nested_key!r} is written (not optimizer or other entries)")
+        warnings.append(nested_only_warning(checkpoint))
     carried, lost = source_metadata(checkpoint, fmt, renames)
     if lost:
         warnings.append(lost)
+    carried, stale = drop_stale_hashes(carried, selection.cast)
+    if stale:
+        warnings.append(stale)
     user_metadata = {**carried, **(metadata or {})}
     by_file: dict[str, list[str]] = {}
     sizes: dict[str, int] = {}

@@ -73,8 +73,8 @@ REASONS: dict[str, str] = {
     "when converting",
     "expert-layout": "MoE experts one tensor per expert on one side, fused per projection on the other: "
                      "from_pretrained converts between them, load_state_dict does not",
-    "foreign-layout": "another code base's layout (Meta's original Llama/Mistral): convert with the "
-    "transformers script, a rename alone loads wrong values",
+    "foreign-layout": "another code base's layout (Meta's original Llama/Mistral, a single-file Stable Diffusion "
+    "checkpoint): convert with that library's converter, a rename alone loads wrong values",
     "unused-part": "a part of A that B does not have at all, while B gets every weight it needs (another tower "
     "of a composite model, a module of another task): dropped",
     "unknown": "no known cause: these weights will not load",
@@ -158,6 +158,47 @@ _HF_LAYOUT = _lazy_regex(
 _HF_EVIDENCE = _lazy_regex(r"(?:^|\.)layers\.\d+\.self_attn\.[qk]_proj\.weight$")
 
 
+# A single-file Stable Diffusion checkpoint (CompVis / Stability's original LDM layout, as CivitAI and A1111 share
+# them: `model.diffusion_model.input_blocks.N.M`, the VAE under `first_stage_model`, the text encoder(s) under
+# `cond_stage_model` or SDXL's `conditioner.embedders.N`) and diffusers' models (`down_blocks.N.resnets.M`, the VAE's
+# `encoder.down_blocks`, transformers' CLIP `text_model`). diffusers' from_single_file converts between them:
+# blocks renumbered, the VAE's 1x1-conv attention reshaped to Linear; no rename does that.
+_LDM_LAYOUT = _lazy_regex(
+    r"^(?:model\.diffusion_model|model_ema|first_stage_model|cond_stage_model|conditioner\.embedders\.\d+)\.")
+_LDM_EVIDENCE = _lazy_regex(
+    r"^(?:model\.diffusion_model\.(?:input_blocks|middle_block|output_blocks|time_embed)\.|"
+    r"first_stage_model\.(?:encoder|decoder)\.)")
+_DIFFUSERS_LAYOUT = _lazy_regex(
+    r"^(?:(?:unet|vae|text_encoder(?:_2)?)\.)?(?:(?:encoder|decoder)\.)?(?:conv_in|conv_out|conv_norm_out|"
+    r"time_embedding|add_embedding|down_blocks|up_blocks|mid_block|quant_conv|post_quant_conv|text_model|"
+    r"text_projection)\.")
+_DIFFUSERS_EVIDENCE = _lazy_regex(r"(?:^|\.)(?:down_blocks|up_blocks|mid_block)\.")
+
+
+def _sd_single_file_layout(unexpected: Sequence[str], missing: Sequence[str],
+                           ) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """foreign_layout's whys and note for a single-file Stable Diffusion checkpoint against a diffusers model."""
+    ldm_in_a = any(map(_LDM_EVIDENCE.search, unexpected)) and any(map(_DIFFUSERS_EVIDENCE.search, missing))
+    ldm_in_b = not ldm_in_a and any(map(_LDM_EVIDENCE.search, missing)) and \
+        any(map(_DIFFUSERS_EVIDENCE.search, unexpected))
+    if not (ldm_in_a or ldm_in_b):
+        return {}, ""
+    ldm_side, diffusers_side = ("A", "B") if ldm_in_a else ("B", "A")
+    ldm_names, diffusers_names = (unexpected, missing) if ldm_in_a else (missing, unexpected)
+    note = (f"{ldm_side} is a single-file Stable Diffusion checkpoint in the original (LDM) layout "
+            "(model.diffusion_model = UNet, first_stage_model = VAE, cond_stage_model / conditioner = text "
+            f"encoders) and {diffusers_side} in diffusers' layout: "
+            + ("load A with diffusers' from_single_file (e.g. StableDiffusionPipeline.from_single_file) or its "
+               "convert_original_stable_diffusion_to_diffusers.py" if ldm_in_a else
+               "diffusers' convert_diffusers_to_original_stable_diffusion.py writes the single-file layout")
+            + "; blocks are renumbered and the VAE's attention reshaped, which no rename does")
+    whys = _errors_for(ldm_names, _LDM_LAYOUT, "foreign-layout",
+                       f"single-file Stable Diffusion layout (in {ldm_side})")
+    whys.update(_errors_for(diffusers_names, _DIFFUSERS_LAYOUT, "foreign-layout",
+                            f"diffusers' layout (in {diffusers_side})"))
+    return whys, note
+
+
 def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[dict[str, tuple[str, str, str]], str]:
     """(reason, severity, detail) for the keys that differ because A and B are in two known layouts of one model
     (Meta's original Llama / Mistral layout against Hugging Face's, either way round), and a note saying what to
@@ -179,7 +220,7 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
     meta_in_b = not meta_in_a and holds(joined_missing, ".attention.w", _META_EVIDENCE) and \
         holds(joined_unexpected, ".self_attn.", _HF_EVIDENCE)
     if not (meta_in_a or meta_in_b):
-        return {}, ""
+        return _sd_single_file_layout(unexpected, missing)
     meta_side, hf_side = ("A", "B") if meta_in_a else ("B", "A")
     meta_names, hf_names = (unexpected, missing) if meta_in_a else (missing, unexpected)
     if meta_in_a:

@@ -46,6 +46,14 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
 
     model_type = config.get("model_type")
     if not model_type:
+        # diffusers' (`_class_name`) and timm's (`architecture`) config.json are not transformers configs: say
+        # whose they are, and what to compare against instead.
+        owner = (f"a diffusers {config['_class_name']} config" if isinstance(config.get("_class_name"), str)
+                 else f"a timm {config['architecture']} config" if isinstance(config.get("architecture"), str)
+                 else None)
+        if owner:
+            raise UsageError(f"config.json is {owner}, with no transformers model_type; cannot build the model "
+                             "from it (compare against a second checkpoint B of that library instead)")
         raise UsageError("config.json has no model_type; cannot build the model from it")
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 

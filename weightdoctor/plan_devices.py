@@ -414,7 +414,8 @@ def build_planned_model(
     if blocks:
         shown = ", ".join(blocks[:2]) + (", ..." if len(blocks) > 2 else "")
         warnings.append(
-            f"no config.json to say which modules must stay whole: each numbered block ({shown}) is kept on one "
+            f"{_no_transformers_config(checkpoint.config)} which modules must stay whole: each numbered "
+            f"block ({shown}) is kept on one "
             f"device (no-split class {NUMBERED_BLOCK}), as transformers keeps a model's layers; --no-split overrides"
         )
     untied = [names for names in checkpoint.alias_groups() if any("." not in name for name in names)]
@@ -538,6 +539,25 @@ def _numbered_block_class() -> type[torch.nn.Module]:
 
 
 _NUMBERED_BLOCK_CLASS: type | None = None
+
+
+def _no_transformers_config(config: dict[str, Any] | None) -> str:
+    """Why nothing says which modules stay whole: no config.json, or one that is not transformers' (diffusers',
+    timm's: no model_type to build the model from).
+
+    Example:
+        >>> _no_transformers_config({"_class_name": "UNet2DConditionModel"})
+        'config.json (a diffusers UNet2DConditionModel config, not a transformers one) does not say'
+    """
+    if config is None:
+        return "no config.json to say"
+    if isinstance(config.get("_class_name"), str):
+        what = f"a diffusers {config['_class_name']} config, not a transformers one"
+    elif isinstance(config.get("architecture"), str):
+        what = f"a timm {config['architecture']} config, not a transformers one"
+    else:
+        what = "no model_type"
+    return f"config.json ({what}) does not say"
 
 
 def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.nn.Module:

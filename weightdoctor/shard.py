@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from weightdoctor.checkpoint import Checkpoint
-from weightdoctor.convert import output_metadata, source_metadata
+from weightdoctor.convert import drop_stale_hashes, nested_only_warning, output_metadata, source_metadata
 from weightdoctor.errors import UsageError
 from weightdoctor.renames import Rename
 from weightdoctor.rewrite import (
@@ -37,6 +37,11 @@ PATTERNS = {"safetensors": "model{suffix}.safetensors", "bin": "pytorch_model{su
 # (`diffusion_pytorch_model{suffix}.safetensors` + `diffusion_pytorch_model.safetensors.index.json`, as its
 # save_pretrained writes them) and PEFT adapters (`adapter_model.safetensors`).
 OWN_STEMS = ("diffusion_pytorch_model", "adapter_model")
+# Mistral's native checkpoints (`consolidated.safetensors` + `params.json`) shard as
+# `consolidated-00001-of-00051.safetensors` + `consolidated.safetensors.index.json` (Mistral-Large), the names
+# mistral-inference and vLLM's `--load-format mistral` look for; `model-*.safetensors` beside a params.json and no
+# config.json is read by neither them nor transformers. Safetensors only: there is no .bin of this layout.
+OWN_SAFETENSORS_STEMS = ("consolidated",)
 
 
 def shard_pattern(checkpoint: Checkpoint, fmt: str) -> str:
@@ -53,7 +58,24 @@ def shard_pattern(checkpoint: Checkpoint, fmt: str) -> str:
             for stem in OWN_STEMS:
                 if name.startswith((stem + ".", stem + "-")):
                     return stem + "{suffix}." + ("safetensors" if fmt == "safetensors" else "bin")
+            for stem in OWN_SAFETENSORS_STEMS:
+                if fmt == "safetensors" and name.startswith((stem + ".", stem + "-")) \
+                        and name.endswith((".safetensors", ".safetensors.index.json")):
+                    return stem + "{suffix}.safetensors"
     return PATTERNS[fmt]
+
+
+def single_file_kind(checkpoint: Checkpoint) -> str | None:
+    """What single-file-only Stable Diffusion checkpoint `checkpoint` is (a kohya-style LoRA, an original-layout
+    model as CivitAI shares them), or None: the tools that load those read one .safetensors / .ckpt, no index."""
+    names = [t.name for t in checkpoint.tensors]
+    metadata = checkpoint.metadata or {}
+    if "ss_network_module" in metadata or any(n.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"))
+                                              for n in names):
+        return "a kohya-style LoRA"
+    if any(n.startswith(("model.diffusion_model.", "first_stage_model.")) for n in names):
+        return "a single-file Stable Diffusion checkpoint"
+    return None
 
 
 @dataclass(frozen=True)
@@ -201,14 +223,22 @@ def plan_shard(
     index = index_name if len(files) > 1 else None
     if index is not None and pattern.startswith("adapter_model"):
         warnings.append("peft loads an adapter from one adapter_model file: it cannot load these shards")
+    if index is not None:
+        single = single_file_kind(checkpoint)
+        if single:
+            warnings.append(f"{single} is loaded from one file (AUTOMATIC1111, ComfyUI, diffusers' "
+                            "from_single_file / load_lora_weights): none of them reads an index or these shards")
     carried, lost = source_metadata(checkpoint, fmt, renames)
     if lost:
         warnings.append(lost)
+    carried, stale = drop_stale_hashes(carried, selection.cast)
+    if stale:
+        warnings.append(stale)
     user_metadata = {**carried, **(metadata or {})}
     if fmt == "bin" and metadata and index is None:  # several shards keep it in their index
         warnings.append("a .bin file holds no metadata: --metadata is ignored")
     if checkpoint.nested_key:
-        warnings.append(f"only the state dict at {checkpoint.nested_key!r} is written (not optimizer or other entries)")
+        warnings.append(nested_only_warning(checkpoint))
     source_dir = checkpoint.path if checkpoint.path.is_dir() else None
     if source_dir is None and checkpoint.sharded:
         source_dir = checkpoint.path.parent

@@ -104,6 +104,8 @@ class InspectReport:
     quantized: QuantizedSummary | None = None
     # A PEFT adapter's `adapter_config.json`, the fields people ask about (None when there is none).
     adapter: dict[str, Any] | None = None
+    # Meta's / Mistral's native `params.json` beside `consolidated.*` (no config.json): its fields (None otherwise).
+    native_params: dict[str, Any] | None = None
 
 
 def summarize_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -120,7 +122,81 @@ def summarize_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
                 break
         else:
             summary[field_name] = None
+    if isinstance(config.get("architecture"), str) and config.get("num_classes") is not None:
+        summary["num_classes"] = config["num_classes"]  # timm's classifier width
     return summary
+
+
+NATIVE_PARAMS_FIELDS = ("dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "hidden_dim", "vocab_size",
+                        "rope_theta", "norm_eps", "max_seq_len", "moe")
+_LAYER_INDEX = re.compile(r"^layers\.(\d+)\.")
+
+
+def native_params_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, list[str]]:
+    """The fields of Meta's or Mistral's native `params.json` (their own code's config, beside
+    `consolidated.*`; transformers reads config.json instead), and warnings where the weights disagree with it
+    (a layer count, the vocabulary rows of tok_embeddings). (None, []) where there is a config.json or no
+    params.json.
+
+    Example:
+        >>> native_params_summary(open_checkpoint("Mistral-7B-v0.3"))[0]
+        {'dim': 4096, 'n_layers': 32, 'n_heads': 32, 'n_kv_heads': 8, 'head_dim': 128, ...}
+    """
+    if checkpoint.config is not None:
+        return None, []
+    folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
+    path = folder / "params.json"
+    try:
+        if not path.is_file() or path.stat().st_size > 1 << 20:
+            return None, []
+        data = parse_json(path.read_text(encoding="utf-8"), max_depth=MAX_DEPTH)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None, []
+    if not isinstance(data, dict) or not any(k in data for k in ("dim", "n_layers", "n_heads")):
+        return None, []  # another library's params.json
+    summary = {k: data[k] for k in NATIVE_PARAMS_FIELDS if data.get(k) is not None}
+    if isinstance(summary.get("moe"), dict):
+        summary["moe"] = {k: v for k, v in summary["moe"].items() if k in ("num_experts", "num_experts_per_tok")}
+    warnings = []
+    layers = {int(m.group(1)) for t in checkpoint.tensors if (m := _LAYER_INDEX.match(t.name))}
+    n_layers = data.get("n_layers")
+    if layers and isinstance(n_layers, int) and not isinstance(n_layers, bool) and len(layers) != n_layers:
+        warnings.append(f"params.json says n_layers={n_layers}, the weights hold {len(layers)} layers "
+                        f"(layers.{min(layers)} to layers.{max(layers)})")
+    vocab = data.get("vocab_size")
+    embedding = next((t for t in checkpoint.tensors if t.name == "tok_embeddings.weight"), None)
+    # Llama 1/2's params.json says vocab_size -1 (the tokenizer decides): only a positive count is compared.
+    if embedding is not None and isinstance(vocab, int) and not isinstance(vocab, bool) and vocab > 0 \
+            and len(embedding.shape) == 2 and embedding.shape[0] != vocab:
+        warnings.append(f"params.json says vocab_size={vocab}, tok_embeddings.weight has {embedding.shape[0]} rows")
+    return summary, warnings
+
+
+def timm_head_warning(checkpoint: Checkpoint) -> str | None:
+    """A timm config.json whose `num_classes` the classifier its `pretrained_cfg.classifier` names does not have
+    (a model fine-tuned to another class count under the original config): timm.create_model(pretrained=True)
+    builds num_classes outputs and the head's weights do not fit. None where they agree or cannot be compared.
+
+    Example:
+        >>> timm_head_warning(open_checkpoint("resnet18-finetuned"))
+        'config.json says num_classes=1000 (timm), fc.weight has 10 rows: ...'
+    """
+    config = checkpoint.config
+    if not config or config.get("model_type") or not isinstance(config.get("architecture"), str):
+        return None
+    num_classes = config.get("num_classes")
+    pretrained = config.get("pretrained_cfg")
+    heads = pretrained.get("classifier") if isinstance(pretrained, dict) else None
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes <= 0:
+        return None
+    by_name = {t.name: t for t in checkpoint.tensors}
+    for head in [heads] if isinstance(heads, str) else heads if isinstance(heads, list) else []:
+        weight = by_name.get(f"{head}.weight") if isinstance(head, str) else None
+        if weight is not None and len(weight.shape) >= 1 and weight.shape[0] != num_classes:
+            return (f"config.json says num_classes={num_classes} (timm), {head}.weight has {weight.shape[0]} rows: "
+                    f"timm.create_model('{config['architecture']}', pretrained=True) builds {num_classes} outputs, "
+                    f"which these head weights do not fit; set num_classes={weight.shape[0]}")
+    return None
 
 
 ADAPTER_FIELDS = ("peft_type", "base_model_name_or_path", "task_type", "r", "lora_alpha", "target_modules",
@@ -309,6 +385,7 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         raise_no_match(name_filter, checkpoint.tensors)
     quantized = quantized_summary(unique_tensors(checkpoint.tensors), checkpoint.config)
     adapter, adapter_problem = adapter_summary(checkpoint)
+    native_params, params_problems = native_params_summary(checkpoint)
     return InspectReport(
         source=checkpoint.source,
         resolved_path=checkpoint.location,
@@ -332,8 +409,10 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         module_tree=build_module_tree(checkpoint.tensors),
         tensors=rows,
         filter=name_filter,
-        warnings=[*checkpoint.warnings, *([adapter_problem] if adapter_problem else [])],
+        warnings=[*checkpoint.warnings, *([adapter_problem] if adapter_problem else []), *params_problems,
+                  *filter(None, [timm_head_warning(checkpoint)])],
         security=checkpoint.security,
         quantized=quantized,
         adapter=adapter,
+        native_params=native_params,
     )

@@ -320,6 +320,13 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
             # Trainer saves its arguments object whole beside each checkpoint: settings, not weights.
             hint = (" (this is a Trainer's training_args.bin: its TrainingArguments object, pickled, not weights; "
                     "the model's weights are in model.safetensors or pytorch_model.bin beside it)")
+        elif any(g.module == "ultralytics" or g.module.startswith("ultralytics.")
+                 or g.module in ("models.yolo", "models.common") for g in report.globals):
+            # Ultralytics' (and YOLOv5's) .pt: {"model": the DetectionModel pickled whole, "ema", "optimizer",
+            # "train_args", ...}; its classes run on load, so only ultralytics itself reads it.
+            hint = (" (this is an Ultralytics YOLO checkpoint: the model is pickled whole beside ema, optimizer and "
+                    "train_args; where you trust the file, load it with ultralytics, YOLO(path).model.state_dict(), "
+                    "and save that state dict to read the weights here)")
         elif any(g.module.startswith(("torch.nn.modules", "transformers.models")) for g in report.globals):
             # torch.save(model) pickles the classes themselves; only a state dict is data.
             hint = " (this looks like a whole pickled model, torch.save(model): save model.state_dict() instead)"

@@ -32,6 +32,9 @@ def summary_table(report: InspectReport) -> Table:
         table.add_row("quantized", quantized_line(report.quantized))
     if report.adapter:
         table.add_row("PEFT adapter", escape(adapter_line(report.adapter)))
+    if report.native_params:
+        table.add_row("params.json", escape(", ".join(f"{k}={v}" for k, v in report.native_params.items()))
+                      + " [dim](Meta's / Mistral's own config; transformers reads a config.json)[/]")
     table.add_row("tensor bytes", f"{report.total_bytes:,} ({format_bytes(report.total_bytes)})")
     table.add_row("dtypes", ", ".join(f"{d}: {format_count(n)}" for d, n in report.dtypes.items()) or "-")
     if report.shared_tensors:

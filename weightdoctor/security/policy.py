@@ -34,6 +34,10 @@ INERT_GLOBALS: frozenset[str] = frozenset({
     "omegaconf.nodes.BytesNode", "omegaconf.nodes.PathNode", "omegaconf.nodes.EnumNode",
     "lightning_fabric.utilities.data.AttributeDict", "lightning.fabric.utilities.data.AttributeDict",
     "pytorch_lightning.utilities.parsing.AttributeDict",
+    # Lightning 1.x keyed a checkpoint's "callbacks" by the callback's class: the original Stable Diffusion
+    # .ckpt files (CompVis sd-v1-4.ckpt) name ModelCheckpoint so, the class only, never built.
+    "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
+    "lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint",
 })
 
 # The types omegaconf's node metadata names as values (`ref_type=typing.Any`, `object_type=dict`, a resolver
