@@ -472,3 +472,24 @@ def test_fp8_is_suggested_for_an_fp8_checkpoint_and_refused_for_others(fp8_folde
     assert "compute capability 8.9" in report.suggestions[0].description
     with open_plan_source(str(fx["gpt2"])) as checkpoint, pytest.raises(UsageError, match="fine-grained FP8"):
         build_planned_model(checkpoint, "fp8")
+
+
+def test_fp8_plans_leave_transformers_fp8_experts_class_as_it_was(tmp_path) -> None:
+    """transformers' FP8 quantizer wraps `FP8Experts.__init__` (use_experts_implementation, in place) once per MoE
+    layer it converts: planned again and again in one process, an MoE model's FP8 plan failed with RecursionError
+    after a few hundred layers (and its `--dtype fp8` suggestion vanished). Each plan leaves the class as it was."""
+    from transformers import Qwen3MoeConfig
+    from transformers.integrations.finegrained_fp8 import FP8Experts
+
+    from fixtures.plan_devices import fp8_checkpoint
+
+    folder = fp8_checkpoint(Qwen3MoeConfig(vocab_size=1000, hidden_size=128, num_attention_heads=2,
+                                           num_key_value_heads=1, head_dim=64, intermediate_size=256,
+                                           moe_intermediate_size=128, num_experts=2, num_experts_per_tok=1,
+                                           num_hidden_layers=4), tmp_path / "qwen3_moe")
+    before = dict(vars(FP8Experts))
+    for _ in range(3):
+        with open_plan_source(str(folder)) as checkpoint:
+            planned = build_planned_model(checkpoint, "fp8")
+        assert dict(vars(FP8Experts)) == before
+    assert any(p.dtype == torch.float8_e4m3fn for p in planned.model.parameters())

@@ -480,7 +480,7 @@ def _keep_fp8(model: torch.nn.Module, config: dict[str, Any]) -> None:
     from transformers.quantizers.auto import AutoHfQuantizer, AutoQuantizationConfig
 
     try:
-        with _quiet_libraries():
+        with _quiet_libraries(), fp8_experts_class_kept():
             settings = AutoQuantizationConfig.from_dict(dict(config["quantization_config"]))
             quantizer = AutoHfQuantizer.from_config(settings, pre_quantized=True)
             # from_pretrained's next step; its environment check (which dequantizes without such a GPU) is left
@@ -491,6 +491,28 @@ def _keep_fp8(model: torch.nn.Module, config: dict[str, Any]) -> None:
         detail = " ".join(str(exc).split())[:200]
         raise UsageError(f"transformers' FP8 quantizer cannot prepare this model ({type(exc).__name__}: "
                          f"{detail})") from exc
+
+
+@contextlib.contextmanager
+def fp8_experts_class_kept() -> Iterator[None]:
+    """Leave transformers' `FP8Experts` class as it was found. Its FP8 quantizer decorates that class in place
+    (`use_experts_implementation` wraps `__init__` and `forward` again) for every MoE layer it converts, so that in
+    one process the wrappers pile up until building an FP8 MoE model fails with RecursionError (a few hundred
+    layers: a few DeepSeek-V3 plans). The modules already built keep what they were built with."""
+    try:
+        from transformers.integrations.finegrained_fp8 import FP8Experts
+    except ImportError:  # an older transformers: no FP8Experts to keep
+        yield
+        return
+    before = dict(vars(FP8Experts))
+    try:
+        yield
+    finally:
+        for key in set(vars(FP8Experts)) - set(before):
+            delattr(FP8Experts, key)
+        for key, value in before.items():
+            if vars(FP8Experts).get(key) is not value:
+                setattr(FP8Experts, key, value)
 
 
 def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: str | None) -> torch.nn.Module:
