@@ -493,3 +493,25 @@ def test_fp8_plans_leave_transformers_fp8_experts_class_as_it_was(tmp_path) -> N
             planned = build_planned_model(checkpoint, "fp8")
         assert dict(vars(FP8Experts)) == before
     assert any(p.dtype == torch.float8_e4m3fn for p in planned.model.parameters())
+
+
+def test_fp8_linear_biases_are_planned_at_bf16_as_from_pretrained_makes_them(tmp_path) -> None:
+    """FP8Linear makes its bias with torch.empty (the default dtype): from_pretrained runs the FP8 quantizer inside
+    its init contexts (default dtype bf16), so the biases of Qwen2's or GLM-4's q/k/v projections are bf16 there.
+    Planned at float32, the layers came out larger and the maps differed (balanced_low_0, sequential)."""
+    from transformers import Qwen2Config
+
+    from fixtures.plan_devices import fp8_checkpoint, from_pretrained_device_map_on_fp8_gpus
+
+    folder = fp8_checkpoint(Qwen2Config(vocab_size=1000, hidden_size=256, intermediate_size=512,
+                                        num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
+                            tmp_path / "qwen2")
+    with open_plan_source(str(folder)) as checkpoint:
+        planned = build_planned_model(checkpoint, "fp8")
+    biases = {name: p.dtype for name, p in planned.model.named_parameters() if name.endswith("proj.bias")}
+    assert biases and set(biases.values()) == {torch.bfloat16}
+    total = sum(p.numel() * p.element_size() for p in planned.model.parameters())
+    for strategy, gpus in (("sequential", [total] * 2), ("balanced_low_0", [total // 2] * 4)):
+        expected = from_pretrained_device_map_on_fp8_gpus(folder, strategy, _memory(gpus, 10 * GB))
+        report = plan_devices(planned, PlanRequest(gpus=gpus, cpu=10 * GB, strategy=strategy))
+        assert report.device_map == expected, strategy

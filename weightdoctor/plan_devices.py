@@ -477,20 +477,37 @@ def _keep_fp8_model(planned: PlannedModel) -> torch.nn.Module:
 def _keep_fp8(model: torch.nn.Module, config: dict[str, Any]) -> None:
     """Swap in the FP8 modules transformers' own quantizer swaps in before loading (FP8Linear, FP8Experts: float8
     weights and their block scales), with the modules it leaves alone (output embeddings, its skip list)."""
+    import torch
     from transformers.quantizers.auto import AutoHfQuantizer, AutoQuantizationConfig
 
+    dtype = getattr(torch, DTYPES["fp8"][0])
     try:
         with _quiet_libraries(), fp8_experts_class_kept():
             settings = AutoQuantizationConfig.from_dict(dict(config["quantization_config"]))
             quantizer = AutoHfQuantizer.from_config(settings, pre_quantized=True)
             # from_pretrained's next step; its environment check (which dequantizes without such a GPU) is left
-            # out on purpose: the plan is for the GPUs given, not for this machine.
-            quantizer.preprocess_model(model=model, dtype=getattr(__import__("torch"), DTYPES["fp8"][0]),
-                                       device_map="auto", checkpoint_files=None)
+            # out on purpose: the plan is for the GPUs given, not for this machine. from_pretrained runs it inside
+            # its init contexts, the default dtype set to the model's: FP8Linear makes its bias with torch.empty,
+            # bf16 there (float32 outside).
+            with _default_dtype(dtype):
+                quantizer.preprocess_model(model=model, dtype=dtype, device_map="auto", checkpoint_files=None)
     except Exception as exc:  # a hostile or unsupported quantization_config
         detail = " ".join(str(exc).split())[:200]
         raise UsageError(f"transformers' FP8 quantizer cannot prepare this model ({type(exc).__name__}: "
                          f"{detail})") from exc
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """torch's default dtype set to `dtype` for the block (transformers' `local_torch_dtype`)."""
+    import torch
+
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
 
 
 @contextlib.contextmanager
