@@ -27,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 GB = 10**9
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
@@ -84,6 +86,10 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("noblock", {**FP8, "weight_block_size": None}, {}),
     ("static", {**FP8, "activation_scheme": "static"}, {}),
     ("tied", dict(FP8), {"tie_word_embeddings": True}),
+    ("fp16", dict(FP8), {"dtype": "float16"}),  # the config's dtype: the unquantized rest at fp16
+    ("fp32", dict(FP8), {"dtype": "float32"}),
+    # dequantized on every GPU: --dtype fp8 refused; the default plan equals both oracles' maps.
+    ("dequantize", {**FP8, "dequantize": True}, {}),
 ]
 VARIANT_ARCHS = ("llama", "qwen3_moe", "deepseek_v3", "mixtral")
 
@@ -123,6 +129,7 @@ def main() -> int:
     transformers.logging.set_verbosity_error()
 
     from fixtures.plan_devices import fp8_checkpoint, from_pretrained_device_map, from_pretrained_device_map_on_fp8_gpus
+    from weightdoctor.errors import UsageError
     from weightdoctor.plan_devices import PlanRequest, build_planned_model, open_plan_source, plan_devices
 
     configs = _configs()
@@ -137,49 +144,67 @@ def main() -> int:
             try:
                 config = configs[arch]()
                 for key, value in attrs.items():
-                    setattr(config, key, value)
-                folder = fp8_checkpoint(config, Path(tmp) / case, quantization)
+                    if key != "dtype":
+                        setattr(config, key, value)
+                folder = fp8_checkpoint(config, Path(tmp) / case, quantization,
+                                        getattr(torch, attrs.get("dtype", "bfloat16")))
             except Exception as exc:  # noqa: BLE001 - a sweep reports and goes on
                 rows.append((case, "-", "-", "-", f"SKIP checkpoint: {type(exc).__name__}: {str(exc)[:120]}"))
                 continue
             for dtype in ("fp8", None):
+                dequantize = bool(quantization.get("dequantize"))
                 try:
                     with open_plan_source(str(folder)) as checkpoint:
                         planned = build_planned_model(checkpoint, dtype)
+                except UsageError as exc:
+                    refused = dequantize and dtype == "fp8" and "dequantize: true" in str(exc)
+                    counts["equal" if refused else "error"] += 1
+                    rows.append((f"{case}/fp8", "UsageError", "UsageError", "",
+                                 "equal (refused)" if refused else f"ERROR plan: {exc}"[:200]))
+                    continue
                 except Exception as exc:  # noqa: BLE001
                     counts["error"] += 1
                     rows.append((case, dtype or "bf16", "-", "-", f"ERROR plan: {type(exc).__name__}: {exc}"[:200]))
                     continue
                 total = sum(p.numel() * p.element_size() for p in planned.model.parameters())
-                oracle = from_pretrained_device_map_on_fp8_gpus if dtype == "fp8" else from_pretrained_device_map
+                if dequantize and dtype == "fp8":
+                    counts["different"] += 1
+                    rows.append((f"{case}/fp8", "UsageError", "a plan", "", "DIFFERENT: not refused"))
+                    continue
+                oracles = [from_pretrained_device_map_on_fp8_gpus if dtype == "fp8" else from_pretrained_device_map]
+                if dequantize:  # dequantized on FP8 GPUs as well
+                    oracles.append(from_pretrained_device_map_on_fp8_gpus)
                 budgets = _budgets(total)[::4] if args.quick else _budgets(total)
                 for strategy in (("auto", "sequential") if args.quick else STRATEGIES):
                     for label, gpus, cpu in budgets:
                         memory: dict[int | str, int] = dict(enumerate(gpus))
                         if cpu is not None:
                             memory["cpu"] = cpu
-                        name = f"{case}/{dtype or 'bf16'}/{strategy}/{label}"
-                        try:
-                            expected = oracle(folder, strategy, memory)
-                        except Exception as exc:  # noqa: BLE001
-                            counts["error"] += 1
-                            rows.append((name, "-", "-", "-", f"ERROR oracle: {type(exc).__name__}: {exc}"[:200]))
-                            continue
-                        try:
-                            got = plan_devices(planned, PlanRequest(gpus=gpus, cpu=cpu, strategy=strategy,
-                                                                    disk=True)).device_map
-                        except Exception as exc:  # noqa: BLE001
-                            counts["error"] += 1
-                            rows.append((name, _short(expected), "-", "-", f"ERROR plan: {exc}"[:200]))
-                            continue
-                        same = got == expected
-                        counts["equal" if same else "different"] += 1
-                        verdict = "equal" if same else "DIFFERENT"
-                        if not same and args.verbose:
-                            keys = list(dict.fromkeys([*expected, *got]))
-                            verdict += " " + "; ".join(f"{k}: {expected.get(k)} vs {got.get(k)}" for k in keys
-                                                       if expected.get(k) != got.get(k))[:400]
-                        rows.append((name, _short(expected), _short(got), "", verdict))
+                        for oracle in oracles:
+                            name = f"{case}/{dtype or 'bf16'}/{strategy}/{label}"
+                            if oracle is not oracles[0]:
+                                name += "/on-fp8-gpus"
+                            try:
+                                expected = oracle(folder, strategy, memory)
+                            except Exception as exc:  # noqa: BLE001
+                                counts["error"] += 1
+                                rows.append((name, "-", "-", "-", f"ERROR oracle: {type(exc).__name__}: {exc}"[:200]))
+                                continue
+                            try:
+                                got = plan_devices(planned, PlanRequest(gpus=gpus, cpu=cpu, strategy=strategy,
+                                                                        disk=True)).device_map
+                            except Exception as exc:  # noqa: BLE001
+                                counts["error"] += 1
+                                rows.append((name, _short(expected), "-", "-", f"ERROR plan: {exc}"[:200]))
+                                continue
+                            same = got == expected
+                            counts["equal" if same else "different"] += 1
+                            verdict = "equal" if same else "DIFFERENT"
+                            if not same and args.verbose:
+                                keys = list(dict.fromkeys([*expected, *got]))
+                                verdict += " " + "; ".join(f"{k}: {expected.get(k)} vs {got.get(k)}" for k in keys
+                                                           if expected.get(k) != got.get(k))[:400]
+                            rows.append((name, _short(expected), _short(got), "", verdict))
     width = max(len(r[0]) for r in rows) if rows else 10
     print(f"{'case':<{width}}  {'expected':<34}  {'got':<34}  verdict")
     for name, expected, got, _, verdict in rows:

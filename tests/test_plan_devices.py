@@ -515,3 +515,27 @@ def test_fp8_linear_biases_are_planned_at_bf16_as_from_pretrained_makes_them(tmp
         expected = from_pretrained_device_map_on_fp8_gpus(folder, strategy, _memory(gpus, 10 * GB))
         report = plan_devices(planned, PlanRequest(gpus=gpus, cpu=10 * GB, strategy=strategy))
         assert report.device_map == expected, strategy
+
+
+def test_fp8_plan_keeps_the_configs_dtype_for_the_unquantized_rest(tmp_path) -> None:
+    """transformers' FP8 quantizer does not change the model's dtype: an FP8 checkpoint whose config names float32
+    keeps its embeddings, norms and scales-free rest at float32 on FP8 GPUs (from_pretrained's dtype="auto").
+    --dtype fp8 planned them at bf16 (half their size), so every map differed."""
+    from transformers import LlamaConfig
+
+    from fixtures.plan_devices import fp8_checkpoint, from_pretrained_device_map_on_fp8_gpus
+
+    folder = fp8_checkpoint(LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=512,
+                                        num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
+                            tmp_path / "llama", dtype=torch.float32)
+    with open_plan_source(str(folder)) as checkpoint:
+        planned = build_planned_model(checkpoint, "fp8")
+    assert planned.model.model.embed_tokens.weight.dtype == torch.float32
+    assert planned.model.model.layers[0].mlp.up_proj.weight.dtype == torch.float8_e4m3fn
+    total = sum(p.numel() * p.element_size() for p in planned.model.parameters())
+    for strategy, gpus in (("auto", [total // 2] * 3), ("sequential", [total * 2 // 3] * 2)):
+        expected = from_pretrained_device_map_on_fp8_gpus(folder, strategy, _memory(gpus, 10 * GB))
+        report = plan_devices(planned, PlanRequest(gpus=gpus, cpu=10 * GB, strategy=strategy))
+        assert report.device_map == expected, strategy
+    with open_plan_source(str(folder)) as checkpoint:  # dequantized: to the config's dtype as well
+        assert any("(fp8): planned at fp32" in w for w in build_planned_model(checkpoint).warnings)

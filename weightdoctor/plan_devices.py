@@ -39,11 +39,12 @@ DTYPES: dict[str, tuple[str, float | None]] = {
     "int4": ("float16", 0.5),
     # A checkpoint of transformers' fine-grained FP8 (quant_method "fp8": DeepSeek-V3, Qwen3-FP8) as its quantizer
     # keeps it on a GPU of compute capability >= 8.9: Linear weights in float8 beside their block scales, the rest
-    # at bf16 (what those checkpoints' configs name). Sized by the quantizer's own modules (`_keep_fp8`).
+    # at the config's dtype (bf16 where it names none). Sized by the quantizer's own modules (`_keep_fp8`).
     "fp8": ("bfloat16", None),
 }
 DTYPE_ALIASES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "half": "fp16", "float": "fp32",
                  "float64": "fp64", "double": "fp64"}
+FLOAT_DTYPES = ("fp64", "fp32", "fp16", "bf16")
 # The order in which a lower dtype is tried as "the smallest change that fits".
 DTYPE_LADDER = ("fp64", "fp32", "bf16", "fp16", "int8", "int4")
 VERDICTS = ("fits-on-gpus", "fits-on-cpu", "needs-cpu-offload", "needs-disk-offload", "does-not-fit")
@@ -374,7 +375,8 @@ def build_planned_model(
 
         found = quantization_of(checkpoint.config)
         if found is not None and _is_fine_grained_fp8(checkpoint.config):
-            warnings.append("the config quantizes the weights (fp8): planned at bf16, as transformers dequantizes "
+            warnings.append(f"the config quantizes the weights (fp8): planned at {default_dtype(checkpoint)}, as "
+                            "transformers dequantizes "
                             "them on GPUs of compute capability below 8.9 (A100, V100) and on CPU; on 8.9 and above "
                             "(H100, H200, L40S, RTX 4090) it keeps them in FP8, about half the Linear weights' "
                             "size: --dtype fp8 plans that")
@@ -458,8 +460,12 @@ def _planned_fp8(checkpoint: Checkpoint, model_class: str | None, warnings: list
                              checkpoint.config) is not None else "use fp16, bf16, int8 or int4"),
                          path=str(checkpoint.path))
     config = checkpoint.config or {}
-    model = _build_from_config(config, DTYPES["fp8"][0], model_class)
-    _keep_fp8(model, config)
+    # The quantizer leaves the model's dtype as from_pretrained(dtype="auto") picks it (the config's): the rest
+    # (embeddings, norms, biases) stays at that dtype beside the float8 weights.
+    rest = default_dtype(checkpoint)
+    torch_dtype = DTYPES[rest if rest in FLOAT_DTYPES else "fp8"][0]
+    model = _build_from_config(config, torch_dtype, model_class)
+    _keep_fp8(model, config, torch_dtype)
     warnings.append("planned as transformers keeps FP8 weights on GPUs of compute capability 8.9 and above (H100, "
                     "H200, L40S, RTX 4090); on older GPUs and on CPU it dequantizes them to bf16 (the plan without "
                     "--dtype)")
@@ -469,18 +475,20 @@ def _planned_fp8(checkpoint: Checkpoint, model_class: str | None, warnings: list
 def _keep_fp8_model(planned: PlannedModel) -> torch.nn.Module:
     """`planned`'s model built again at bf16 with transformers' FP8 modules (the model class it was built as)."""
     config = planned.config or {}
-    model = _build_from_config(config, DTYPES["fp8"][0], planned.model_class)
-    _keep_fp8(model, config)
+    rest = DTYPE_ALIASES.get(_config_dtype(config) or "", "")  # as _planned_fp8: the config's dtype
+    torch_dtype = DTYPES[rest if rest in FLOAT_DTYPES else "fp8"][0]
+    model = _build_from_config(config, torch_dtype, planned.model_class)
+    _keep_fp8(model, config, torch_dtype)
     return model
 
 
-def _keep_fp8(model: torch.nn.Module, config: dict[str, Any]) -> None:
+def _keep_fp8(model: torch.nn.Module, config: dict[str, Any], torch_dtype: str) -> None:
     """Swap in the FP8 modules transformers' own quantizer swaps in before loading (FP8Linear, FP8Experts: float8
     weights and their block scales), with the modules it leaves alone (output embeddings, its skip list)."""
     import torch
     from transformers.quantizers.auto import AutoHfQuantizer, AutoQuantizationConfig
 
-    dtype = getattr(torch, DTYPES["fp8"][0])
+    dtype = getattr(torch, torch_dtype)  # the dtype the model was built at, as from_pretrained passes it
     try:
         with _quiet_libraries(), fp8_experts_class_kept():
             settings = AutoQuantizationConfig.from_dict(dict(config["quantization_config"]))
