@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fixtures.plan_devices import (
+    FP8_QUANTIZATION,
     PUBLISHED_PARAMS,
     build_plain_torch_model,
     config_folder,
@@ -456,6 +457,57 @@ def test_fp8_checkpoint_maps_equal_from_pretrained(fp8_folders, name, dtype, str
         assert report.device_map == expected
     if dtype is None:
         assert any("--dtype fp8 plans that" in w for w in planned.warnings)
+
+
+@pytest.fixture(scope="module")
+def fp8_moe_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny FP8 MoE checkpoints of the architectures scripts/fp8_sweep.py sweeps (the MoE ones, as they ship)."""
+    from transformers import Glm4MoeConfig, MixtralConfig, Qwen2MoeConfig, Qwen3MoeConfig
+
+    from fixtures.plan_devices import fp8_checkpoint
+
+    out = tmp_path_factory.mktemp("fp8_moe")
+    common = {"vocab_size": 1000, "hidden_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "num_hidden_layers": 4, "intermediate_size": 512}
+    moe = {"moe_intermediate_size": 256, "num_experts_per_tok": 2}
+    return {
+        # a dense first layer (mlp_only_layers) among FP8Experts layers
+        "qwen3_moe": fp8_checkpoint(Qwen3MoeConfig(**common, **moe, head_dim=64, num_experts=4,
+                                                   mlp_only_layers=[0]), out / "qwen3_moe"),
+        # q/k/v biases (bf16 beside FP8Linear weights) and a shared expert
+        "qwen2_moe": fp8_checkpoint(Qwen2MoeConfig(**common, **moe, num_experts=4,
+                                                   shared_expert_intermediate_size=256), out / "qwen2_moe"),
+        # modules_to_not_convert: the router and the first layer's attention stay bf16
+        "mixtral-skip": fp8_checkpoint(MixtralConfig(**common, num_local_experts=4, num_experts_per_tok=2),
+                                       out / "mixtral", {**FP8_QUANTIZATION, "modules_to_not_convert": [
+                                           "lm_head", "model.layers.0.self_attn", "mlp.gate"]}),
+        "glm4_moe-tied": fp8_checkpoint(Glm4MoeConfig(**common, **moe, head_dim=64, n_routed_experts=4, n_group=1,
+                                                      topk_group=1, first_k_dense_replace=1,
+                                                      tie_word_embeddings=True), out / "glm4_moe"),
+    }
+
+
+@pytest.mark.parametrize(("name", "strategy", "split", "cpu"), [
+    ("qwen3_moe", "balanced", (2, 4, 4), 10 * GB),
+    ("qwen2_moe", "balanced_low_0", (2, 2, 2, 2), 10 * GB),
+    ("mixtral-skip", "auto", (3, 4), None),  # no CPU budget: disk
+    ("glm4_moe-tied", "sequential", (2, 2), 10 * GB),
+])
+def test_fp8_moe_maps_equal_from_pretrained(fp8_moe_folders, name, strategy, split, cpu) -> None:
+    """MoE FP8 checkpoints, --dtype fp8 and the default, against from_pretrained's maps (scripts/fp8_sweep.py
+    sweeps 19 architectures this way); budgets are fractions (1/n) of the planned size."""
+    from fixtures.plan_devices import from_pretrained_device_map_on_fp8_gpus
+
+    folder = fp8_moe_folders[name]
+    for dtype, oracle in (("fp8", from_pretrained_device_map_on_fp8_gpus), (None, from_pretrained_device_map)):
+        with open_plan_source(str(folder)) as checkpoint:
+            planned = build_planned_model(checkpoint, dtype)
+        total = sum(p.numel() * p.element_size() for p in planned.model.parameters())
+        gpus = [total // n for n in split]
+        expected = oracle(folder, strategy, _memory(gpus, cpu))
+        report = plan_devices(planned, PlanRequest(gpus=gpus, cpu=cpu, disk=True, strategy=strategy))
+        assert report.device_map == expected, dtype
+        assert len(set(expected.values())) > 1, dtype  # the case does split the model
 
 
 def test_fp8_is_suggested_for_an_fp8_checkpoint_and_refused_for_others(fp8_folders, fx) -> None:
