@@ -11,7 +11,7 @@ Strategies auto / balanced / balanced_low_0 / sequential, GPU budgets split 2-4 
 a disk case (no CPU budget). Config variants: modules_to_not_convert, weight_block_size null, activation_scheme
 static, tied embeddings.
 
-    PYTHONPATH=. .venv/bin/python scripts/fp8_sweep.py [--only NAME ...] [--quick]
+    PYTHONPATH=. .venv/bin/python scripts/fp8_sweep.py [--only NAME ...] [--quick] [--verbose] [--cli]
 
 Prints one line per case (case / expected / got / verdict) and the counts; exits 1 on any mismatch.
 """
@@ -116,11 +116,34 @@ def _short(device_map: dict[str, Any] | None) -> str:
     return f"{len(device_map)} entries " + ",".join(f"{d}:{n}" for d, n in counts.items())
 
 
+def _cli_map(folder: Path, dtype: str | None, strategy: str, gpus: list[int], cpu: int | None
+             ) -> dict[str, Any] | None:
+    """The device_map of `weightdoctor plan-devices FOLDER ... --json`, run as a user runs it."""
+    import json
+    import subprocess
+
+    command = [sys.executable, "-m", "weightdoctor", "plan-devices", str(folder), "--strategy", strategy, "--json"]
+    for size in gpus:
+        command += ["--gpu", str(size)]
+    command += ["--cpu", str(cpu)] if cpu is not None else ["--disk"]
+    if dtype:
+        command += ["--dtype", dtype]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    try:
+        return json.loads(done.stdout)["device_map"]
+    except (ValueError, KeyError):
+        print(done.stderr[-500:], file=sys.stderr)
+        return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", nargs="*", help="architectures (and variants: llama-skip) to run")
     parser.add_argument("--quick", action="store_true", help="auto and sequential only, two budgets")
     parser.add_argument("--verbose", action="store_true", help="print the differing entries of each mismatch")
+    parser.add_argument("--cli", action="store_true",
+                        help="also run the CLI (`plan-devices ... --json`, a subprocess) for the first budget of "
+                             "each case, dtype and strategy, and compare its device_map")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -205,6 +228,12 @@ def main() -> int:
                                 verdict += " " + "; ".join(f"{k}: {expected.get(k)} vs {got.get(k)}" for k in keys
                                                            if expected.get(k) != got.get(k))[:400]
                             rows.append((name, _short(expected), _short(got), "", verdict))
+                        if args.cli and label == budgets[0][0]:
+                            got = _cli_map(folder, dtype, strategy, gpus, cpu)
+                            same = got == expected
+                            counts["equal" if same else "different"] += 1
+                            rows.append((name + "/cli", _short(expected), _short(got), "",
+                                         "equal" if same else "DIFFERENT"))
     width = max(len(r[0]) for r in rows) if rows else 10
     print(f"{'case':<{width}}  {'expected':<34}  {'got':<34}  verdict")
     for name, expected, got, _, verdict in rows:
