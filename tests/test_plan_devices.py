@@ -591,3 +591,6 @@ def test_fp8_plan_keeps_the_configs_dtype_for_the_unquantized_rest(tmp_path) -> 
         assert report.device_map == expected, strategy
     with open_plan_source(str(folder)) as checkpoint:  # dequantized: to the config's dtype as well
         assert any("(fp8): planned at fp32" in w for w in build_planned_model(checkpoint).warnings)
+    kv = {dtype: plan_devices(build_planned_model(open_plan_source(str(folder)), dtype),
+                              PlanRequest(gpus=[GB], cpu=None, kv_cache=(2, 64))).kv_cache for dtype in ("fp8", None)}
+    assert kv["fp8"].total_bytes == kv[None].total_bytes  # keys and values at float32 as well

@@ -475,11 +475,16 @@ def _planned_fp8(checkpoint: Checkpoint, model_class: str | None, warnings: list
 def _keep_fp8_model(planned: PlannedModel) -> torch.nn.Module:
     """`planned`'s model built again at bf16 with transformers' FP8 modules (the model class it was built as)."""
     config = planned.config or {}
-    rest = DTYPE_ALIASES.get(_config_dtype(config) or "", "")  # as _planned_fp8: the config's dtype
-    torch_dtype = DTYPES[rest if rest in FLOAT_DTYPES else "fp8"][0]
+    torch_dtype = DTYPES[_fp8_rest_dtype(config)][0]  # as _planned_fp8: the config's dtype
     model = _build_from_config(config, torch_dtype, planned.model_class)
     _keep_fp8(model, config, torch_dtype)
     return model
+
+
+def _fp8_rest_dtype(config: dict[str, Any] | None) -> str:
+    """The dtype an FP8 checkpoint's unquantized rest is kept at: its config's (bf16 where it names none)."""
+    rest = DTYPE_ALIASES.get(_config_dtype(config or {}) or "", "")
+    return rest if rest in FLOAT_DTYPES else "bf16"
 
 
 def _keep_fp8(model: torch.nn.Module, config: dict[str, Any], torch_dtype: str) -> None:
@@ -1533,7 +1538,9 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     buffers_bytes = sum(tensor_sizes.get(n, 0) for n in buffer_names)
     kv = None
     if request.kv_cache is not None:
-        kv = estimate_kv_cache(planned.config, planned.dtype, *request.kv_cache)
+        # an FP8 plan computes (and caches keys and values) at the dtype of its unquantized rest
+        kv_dtype = _fp8_rest_dtype(planned.config) if planned.dtype == "fp8" else planned.dtype
+        kv = estimate_kv_cache(planned.config, kv_dtype, *request.kv_cache)
         gpu_free = sum(max(0, capacities[k] - request.reserve - per_device.get(k, 0)) for k in capacities
                        if isinstance(k, int))
         kv = KVCacheEstimate(kv.batch, kv.seq_len, kv.num_layers, kv.num_kv_heads, kv.head_dim, kv.dtype,
