@@ -90,6 +90,9 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("fp32", dict(FP8), {"dtype": "float32"}),
     # dequantized on every GPU: --dtype fp8 refused; the default plan equals both oracles' maps.
     ("dequantize", {**FP8, "dequantize": True}, {}),
+    # FP8 embedding tables (FP8Embedding), kept in FP8 even where the rest is dequantized
+    ("fp8embed", {**FP8, "modules_to_convert": ["embed_tokens"]}, {}),
+    ("fp8embed-dequantize", {**FP8, "modules_to_convert": ["embed_tokens"], "dequantize": True}, {}),
 ]
 VARIANT_ARCHS = ("llama", "qwen3_moe", "deepseek_v3", "mixtral")
 

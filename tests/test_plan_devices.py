@@ -594,3 +594,28 @@ def test_fp8_plan_keeps_the_configs_dtype_for_the_unquantized_rest(tmp_path) -> 
     kv = {dtype: plan_devices(build_planned_model(open_plan_source(str(folder)), dtype),
                               PlanRequest(gpus=[GB], cpu=None, kv_cache=(2, 64))).kv_cache for dtype in ("fp8", None)}
     assert kv["fp8"].total_bytes == kv[None].total_bytes  # keys and values at float32 as well
+
+
+@pytest.mark.parametrize("dequantize", [False, True])
+def test_fp8_embedding_tables_stay_fp8_where_the_rest_is_dequantized(tmp_path, dequantize) -> None:
+    """`modules_to_convert` names embedding tables transformers' FP8 quantizer swaps for FP8Embedding even where it
+    dequantizes the rest (CPU, GPUs below 8.9, `dequantize: true`): the default plan built them at bf16, twice
+    their size, and its maps differed from from_pretrained's."""
+    from transformers import LlamaConfig
+
+    from fixtures.plan_devices import fp8_checkpoint
+
+    quantization = {**FP8_QUANTIZATION, "modules_to_convert": ["embed_tokens"], "dequantize": dequantize}
+    folder = fp8_checkpoint(LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=512,
+                                        num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
+                            tmp_path / "llama", quantization)
+    with open_plan_source(str(folder)) as checkpoint:
+        planned = build_planned_model(checkpoint)
+    assert planned.dtype == "bf16"
+    assert planned.model.model.embed_tokens.weight.dtype == torch.float8_e4m3fn
+    assert planned.model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    total = sum(p.numel() * p.element_size() for p in planned.model.parameters())
+    for strategy, gpus in (("auto", [total * 2 // 3] * 2), ("sequential", [total] * 2)):
+        expected = from_pretrained_device_map(folder, strategy, _memory(gpus, 10 * GB))
+        report = plan_devices(planned, PlanRequest(gpus=gpus, cpu=10 * GB, strategy=strategy))
+        assert report.device_map == expected, strategy

@@ -402,6 +402,13 @@ def build_planned_model(
     if checkpoint.config is not None and checkpoint.config.get("model_type"):
         try:
             model = _build_from_config(checkpoint.config, DTYPES[dtype][0], model_class)
+            if dtype in FLOAT_DTYPES and _fp8_embeddings(checkpoint.config):
+                # Dequantized, transformers' FP8 quantizer still keeps the embedding tables it names in FP8.
+                try:
+                    _keep_fp8(model, checkpoint.config, DTYPES[dtype][0], dequantize=True)
+                except UsageError as exc:
+                    warnings.append(f"the FP8 embedding tables (modules_to_convert) are planned at {dtype}: "
+                                    f"{exc.message}")
             return PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
         except UsageError as exc:
             if not checkpoint.tensors or model_class is not None:
@@ -487,16 +494,27 @@ def _fp8_rest_dtype(config: dict[str, Any] | None) -> str:
     return rest if rest in FLOAT_DTYPES else "bf16"
 
 
-def _keep_fp8(model: torch.nn.Module, config: dict[str, Any], torch_dtype: str) -> None:
+def _fp8_embeddings(config: dict[str, Any] | None) -> bool:
+    """An FP8 config naming embedding tables to keep in FP8 (`modules_to_convert`): transformers' quantizer swaps
+    them for FP8Embedding even where it dequantizes the rest (no FP8 GPU, or `dequantize: true`)."""
+    quantization = config.get("quantization_config") if isinstance(config, dict) else None
+    return (isinstance(quantization, dict) and quantization.get("quant_method") == "fp8"
+            and bool(quantization.get("modules_to_convert")))
+
+
+def _keep_fp8(model: torch.nn.Module, config: dict[str, Any], torch_dtype: str, dequantize: bool = False) -> None:
     """Swap in the FP8 modules transformers' own quantizer swaps in before loading (FP8Linear, FP8Experts: float8
-    weights and their block scales), with the modules it leaves alone (output embeddings, its skip list)."""
+    weights and their block scales; FP8Embedding for `modules_to_convert`), with the modules it leaves alone
+    (output embeddings, its skip list). `dequantize`: as it prepares the model where it dequantizes (no FP8 GPU):
+    the embedding tables only."""
     import torch
     from transformers.quantizers.auto import AutoHfQuantizer, AutoQuantizationConfig
 
     dtype = getattr(torch, torch_dtype)  # the dtype the model was built at, as from_pretrained passes it
     try:
         with _quiet_libraries(), fp8_experts_class_kept():
-            settings = AutoQuantizationConfig.from_dict(dict(config["quantization_config"]))
+            settings = AutoQuantizationConfig.from_dict({**config["quantization_config"],
+                                                         **({"dequantize": True} if dequantize else {})})
             quantizer = AutoHfQuantizer.from_config(settings, pre_quantized=True)
             # from_pretrained's next step; its environment check (which dequantizes without such a GPU) is left
             # out on purpose: the plan is for the GPUs given, not for this machine. from_pretrained runs it inside
