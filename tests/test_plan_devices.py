@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fixtures.plan_devices import (
+    FP8_QUANTIZATION,
     PUBLISHED_PARAMS,
     build_plain_torch_model,
     config_folder,
@@ -458,6 +459,57 @@ def test_fp8_checkpoint_maps_equal_from_pretrained(fp8_folders, name, dtype, str
         assert any("--dtype fp8 plans that" in w for w in planned.warnings)
 
 
+@pytest.fixture(scope="module")
+def fp8_moe_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny FP8 MoE checkpoints of the architectures scripts/fp8_sweep.py sweeps (the MoE ones, as they ship)."""
+    from transformers import Glm4MoeConfig, MixtralConfig, Qwen2MoeConfig, Qwen3MoeConfig
+
+    from fixtures.plan_devices import fp8_checkpoint
+
+    out = tmp_path_factory.mktemp("fp8_moe")
+    common = {"vocab_size": 1000, "hidden_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "num_hidden_layers": 4, "intermediate_size": 512}
+    moe = {"moe_intermediate_size": 256, "num_experts_per_tok": 2}
+    return {
+        # a dense first layer (mlp_only_layers) among FP8Experts layers
+        "qwen3_moe": fp8_checkpoint(Qwen3MoeConfig(**common, **moe, head_dim=64, num_experts=4,
+                                                   mlp_only_layers=[0]), out / "qwen3_moe"),
+        # q/k/v biases (bf16 beside FP8Linear weights) and a shared expert
+        "qwen2_moe": fp8_checkpoint(Qwen2MoeConfig(**common, **moe, num_experts=4,
+                                                   shared_expert_intermediate_size=256), out / "qwen2_moe"),
+        # modules_to_not_convert: the router and the first layer's attention stay bf16
+        "mixtral-skip": fp8_checkpoint(MixtralConfig(**common, num_local_experts=4, num_experts_per_tok=2),
+                                       out / "mixtral", {**FP8_QUANTIZATION, "modules_to_not_convert": [
+                                           "lm_head", "model.layers.0.self_attn", "mlp.gate"]}),
+        "glm4_moe-tied": fp8_checkpoint(Glm4MoeConfig(**common, **moe, head_dim=64, n_routed_experts=4, n_group=1,
+                                                      topk_group=1, first_k_dense_replace=1,
+                                                      tie_word_embeddings=True), out / "glm4_moe"),
+    }
+
+
+@pytest.mark.parametrize(("name", "strategy", "split", "cpu"), [
+    ("qwen3_moe", "balanced", (2, 4, 4), 10 * GB),
+    ("qwen2_moe", "balanced_low_0", (2, 2, 2, 2), 10 * GB),
+    ("mixtral-skip", "auto", (3, 4), None),  # no CPU budget: disk
+    ("glm4_moe-tied", "sequential", (2, 2), 10 * GB),
+])
+def test_fp8_moe_maps_equal_from_pretrained(fp8_moe_folders, name, strategy, split, cpu) -> None:
+    """MoE FP8 checkpoints, --dtype fp8 and the default, against from_pretrained's maps (scripts/fp8_sweep.py
+    sweeps 19 architectures this way); budgets are fractions (1/n) of the planned size."""
+    from fixtures.plan_devices import from_pretrained_device_map_on_fp8_gpus
+
+    folder = fp8_moe_folders[name]
+    for dtype, oracle in (("fp8", from_pretrained_device_map_on_fp8_gpus), (None, from_pretrained_device_map)):
+        with open_plan_source(str(folder)) as checkpoint:
+            planned = build_planned_model(checkpoint, dtype)
+        total = sum(p.numel() * p.element_size() for p in planned.model.parameters())
+        gpus = [total // n for n in split]
+        expected = oracle(folder, strategy, _memory(gpus, cpu))
+        report = plan_devices(planned, PlanRequest(gpus=gpus, cpu=cpu, disk=True, strategy=strategy))
+        assert report.device_map == expected, dtype
+        assert len(set(expected.values())) > 1, dtype  # the case does split the model
+
+
 def test_fp8_is_suggested_for_an_fp8_checkpoint_and_refused_for_others(fp8_folders, fx) -> None:
     """Planned dequantized, an FP8 checkpoint that fits only in FP8 gets `--dtype fp8` as its smallest change (not
     bitsandbytes' int8, which transformers refuses on a pre-quantized checkpoint); --dtype fp8 on a checkpoint of
@@ -472,3 +524,98 @@ def test_fp8_is_suggested_for_an_fp8_checkpoint_and_refused_for_others(fp8_folde
     assert "compute capability 8.9" in report.suggestions[0].description
     with open_plan_source(str(fx["gpt2"])) as checkpoint, pytest.raises(UsageError, match="fine-grained FP8"):
         build_planned_model(checkpoint, "fp8")
+
+
+def test_fp8_plans_leave_transformers_fp8_experts_class_as_it_was(tmp_path) -> None:
+    """transformers' FP8 quantizer wraps `FP8Experts.__init__` (use_experts_implementation, in place) once per MoE
+    layer it converts: planned again and again in one process, an MoE model's FP8 plan failed with RecursionError
+    after a few hundred layers (and its `--dtype fp8` suggestion vanished). Each plan leaves the class as it was."""
+    from transformers import Qwen3MoeConfig
+    from transformers.integrations.finegrained_fp8 import FP8Experts
+
+    from fixtures.plan_devices import fp8_checkpoint
+
+    folder = fp8_checkpoint(Qwen3MoeConfig(vocab_size=1000, hidden_size=128, num_attention_heads=2,
+                                           num_key_value_heads=1, head_dim=64, intermediate_size=256,
+                                           moe_intermediate_size=128, num_experts=2, num_experts_per_tok=1,
+                                           num_hidden_layers=4), tmp_path / "qwen3_moe")
+    before = dict(vars(FP8Experts))
+    for _ in range(3):
+        with open_plan_source(str(folder)) as checkpoint:
+            planned = build_planned_model(checkpoint, "fp8")
+        assert dict(vars(FP8Experts)) == before
+    assert any(p.dtype == torch.float8_e4m3fn for p in planned.model.parameters())
+
+
+def test_fp8_linear_biases_are_planned_at_bf16_as_from_pretrained_makes_them(tmp_path) -> None:
+    """FP8Linear makes its bias with torch.empty (the default dtype): from_pretrained runs the FP8 quantizer inside
+    its init contexts (default dtype bf16), so the biases of Qwen2's or GLM-4's q/k/v projections are bf16 there.
+    Planned at float32, the layers came out larger and the maps differed (balanced_low_0, sequential)."""
+    from transformers import Qwen2Config
+
+    from fixtures.plan_devices import fp8_checkpoint, from_pretrained_device_map_on_fp8_gpus
+
+    folder = fp8_checkpoint(Qwen2Config(vocab_size=1000, hidden_size=256, intermediate_size=512,
+                                        num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
+                            tmp_path / "qwen2")
+    with open_plan_source(str(folder)) as checkpoint:
+        planned = build_planned_model(checkpoint, "fp8")
+    biases = {name: p.dtype for name, p in planned.model.named_parameters() if name.endswith("proj.bias")}
+    assert biases and set(biases.values()) == {torch.bfloat16}
+    total = sum(p.numel() * p.element_size() for p in planned.model.parameters())
+    for strategy, gpus in (("sequential", [total] * 2), ("balanced_low_0", [total // 2] * 4)):
+        expected = from_pretrained_device_map_on_fp8_gpus(folder, strategy, _memory(gpus, 10 * GB))
+        report = plan_devices(planned, PlanRequest(gpus=gpus, cpu=10 * GB, strategy=strategy))
+        assert report.device_map == expected, strategy
+
+
+def test_fp8_plan_keeps_the_configs_dtype_for_the_unquantized_rest(tmp_path) -> None:
+    """transformers' FP8 quantizer does not change the model's dtype: an FP8 checkpoint whose config names float32
+    keeps its embeddings, norms and scales-free rest at float32 on FP8 GPUs (from_pretrained's dtype="auto").
+    --dtype fp8 planned them at bf16 (half their size), so every map differed."""
+    from transformers import LlamaConfig
+
+    from fixtures.plan_devices import fp8_checkpoint, from_pretrained_device_map_on_fp8_gpus
+
+    folder = fp8_checkpoint(LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=512,
+                                        num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
+                            tmp_path / "llama", dtype=torch.float32)
+    with open_plan_source(str(folder)) as checkpoint:
+        planned = build_planned_model(checkpoint, "fp8")
+    assert planned.model.model.embed_tokens.weight.dtype == torch.float32
+    assert planned.model.model.layers[0].mlp.up_proj.weight.dtype == torch.float8_e4m3fn
+    total = sum(p.numel() * p.element_size() for p in planned.model.parameters())
+    for strategy, gpus in (("auto", [total // 2] * 3), ("sequential", [total * 2 // 3] * 2)):
+        expected = from_pretrained_device_map_on_fp8_gpus(folder, strategy, _memory(gpus, 10 * GB))
+        report = plan_devices(planned, PlanRequest(gpus=gpus, cpu=10 * GB, strategy=strategy))
+        assert report.device_map == expected, strategy
+    with open_plan_source(str(folder)) as checkpoint:  # dequantized: to the config's dtype as well
+        assert any("(fp8): planned at fp32" in w for w in build_planned_model(checkpoint).warnings)
+    kv = {dtype: plan_devices(build_planned_model(open_plan_source(str(folder)), dtype),
+                              PlanRequest(gpus=[GB], cpu=None, kv_cache=(2, 64))).kv_cache for dtype in ("fp8", None)}
+    assert kv["fp8"].total_bytes == kv[None].total_bytes  # keys and values at float32 as well
+
+
+@pytest.mark.parametrize("dequantize", [False, True])
+def test_fp8_embedding_tables_stay_fp8_where_the_rest_is_dequantized(tmp_path, dequantize) -> None:
+    """`modules_to_convert` names embedding tables transformers' FP8 quantizer swaps for FP8Embedding even where it
+    dequantizes the rest (CPU, GPUs below 8.9, `dequantize: true`): the default plan built them at bf16, twice
+    their size, and its maps differed from from_pretrained's."""
+    from transformers import LlamaConfig
+
+    from fixtures.plan_devices import fp8_checkpoint
+
+    quantization = {**FP8_QUANTIZATION, "modules_to_convert": ["embed_tokens"], "dequantize": dequantize}
+    folder = fp8_checkpoint(LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=512,
+                                        num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
+                            tmp_path / "llama", quantization)
+    with open_plan_source(str(folder)) as checkpoint:
+        planned = build_planned_model(checkpoint)
+    assert planned.dtype == "bf16"
+    assert planned.model.model.embed_tokens.weight.dtype == torch.float8_e4m3fn
+    assert planned.model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    total = sum(p.numel() * p.element_size() for p in planned.model.parameters())
+    for strategy, gpus in (("auto", [total * 2 // 3] * 2), ("sequential", [total] * 2)):
+        expected = from_pretrained_device_map(folder, strategy, _memory(gpus, 10 * GB))
+        report = plan_devices(planned, PlanRequest(gpus=gpus, cpu=10 * GB, strategy=strategy))
+        assert report.device_map == expected, strategy

@@ -39,11 +39,12 @@ DTYPES: dict[str, tuple[str, float | None]] = {
     "int4": ("float16", 0.5),
     # A checkpoint of transformers' fine-grained FP8 (quant_method "fp8": DeepSeek-V3, Qwen3-FP8) as its quantizer
     # keeps it on a GPU of compute capability >= 8.9: Linear weights in float8 beside their block scales, the rest
-    # at bf16 (what those checkpoints' configs name). Sized by the quantizer's own modules (`_keep_fp8`).
+    # at the config's dtype (bf16 where it names none). Sized by the quantizer's own modules (`_keep_fp8`).
     "fp8": ("bfloat16", None),
 }
 DTYPE_ALIASES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "half": "fp16", "float": "fp32",
                  "float64": "fp64", "double": "fp64"}
+FLOAT_DTYPES = ("fp64", "fp32", "fp16", "bf16")
 # The order in which a lower dtype is tried as "the smallest change that fits".
 DTYPE_LADDER = ("fp64", "fp32", "bf16", "fp16", "int8", "int4")
 VERDICTS = ("fits-on-gpus", "fits-on-cpu", "needs-cpu-offload", "needs-disk-offload", "does-not-fit")
@@ -374,7 +375,8 @@ def build_planned_model(
 
         found = quantization_of(checkpoint.config)
         if found is not None and _is_fine_grained_fp8(checkpoint.config):
-            warnings.append("the config quantizes the weights (fp8): planned at bf16, as transformers dequantizes "
+            warnings.append(f"the config quantizes the weights (fp8): planned at {default_dtype(checkpoint)}, as "
+                            "transformers dequantizes "
                             "them on GPUs of compute capability below 8.9 (A100, V100) and on CPU; on 8.9 and above "
                             "(H100, H200, L40S, RTX 4090) it keeps them in FP8, about half the Linear weights' "
                             "size: --dtype fp8 plans that")
@@ -400,6 +402,13 @@ def build_planned_model(
     if checkpoint.config is not None and checkpoint.config.get("model_type"):
         try:
             model = _build_from_config(checkpoint.config, DTYPES[dtype][0], model_class)
+            if dtype in FLOAT_DTYPES and _fp8_embeddings(checkpoint.config):
+                # Dequantized, transformers' FP8 quantizer still keeps the embedding tables it names in FP8.
+                try:
+                    _keep_fp8(model, checkpoint.config, DTYPES[dtype][0], dequantize=True)
+                except UsageError as exc:
+                    warnings.append(f"the FP8 embedding tables (modules_to_convert) are planned at {dtype}: "
+                                    f"{exc.message}")
             return PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
         except UsageError as exc:
             if not checkpoint.tensors or model_class is not None:
@@ -459,8 +468,12 @@ def _planned_fp8(checkpoint: Checkpoint, model_class: str | None, warnings: list
                              checkpoint.config) is not None else "use fp16, bf16, int8 or int4"),
                          path=str(checkpoint.path))
     config = checkpoint.config or {}
-    model = _build_from_config(config, DTYPES["fp8"][0], model_class)
-    _keep_fp8(model, config)
+    # The quantizer leaves the model's dtype as from_pretrained(dtype="auto") picks it (the config's): the rest
+    # (embeddings, norms, biases) stays at that dtype beside the float8 weights.
+    rest = default_dtype(checkpoint)
+    torch_dtype = DTYPES[rest if rest in FLOAT_DTYPES else "fp8"][0]
+    model = _build_from_config(config, torch_dtype, model_class)
+    _keep_fp8(model, config, torch_dtype)
     warnings.append("planned as transformers keeps FP8 weights on GPUs of compute capability 8.9 and above (H100, "
                     "H200, L40S, RTX 4090); on older GPUs and on CPU it dequantizes them to bf16 (the plan without "
                     "--dtype)")
@@ -470,28 +483,85 @@ def _planned_fp8(checkpoint: Checkpoint, model_class: str | None, warnings: list
 def _keep_fp8_model(planned: PlannedModel) -> torch.nn.Module:
     """`planned`'s model built again at bf16 with transformers' FP8 modules (the model class it was built as)."""
     config = planned.config or {}
-    model = _build_from_config(config, DTYPES["fp8"][0], planned.model_class)
-    _keep_fp8(model, config)
+    torch_dtype = DTYPES[_fp8_rest_dtype(config)][0]  # as _planned_fp8: the config's dtype
+    model = _build_from_config(config, torch_dtype, planned.model_class)
+    _keep_fp8(model, config, torch_dtype)
     return model
 
 
-def _keep_fp8(model: torch.nn.Module, config: dict[str, Any]) -> None:
+def _fp8_rest_dtype(config: dict[str, Any] | None) -> str:
+    """The dtype an FP8 checkpoint's unquantized rest is kept at: its config's (bf16 where it names none)."""
+    rest = DTYPE_ALIASES.get(_config_dtype(config or {}) or "", "")
+    return rest if rest in FLOAT_DTYPES else "bf16"
+
+
+def _fp8_embeddings(config: dict[str, Any] | None) -> bool:
+    """An FP8 config naming embedding tables to keep in FP8 (`modules_to_convert`): transformers' quantizer swaps
+    them for FP8Embedding even where it dequantizes the rest (no FP8 GPU, or `dequantize: true`)."""
+    quantization = config.get("quantization_config") if isinstance(config, dict) else None
+    return (isinstance(quantization, dict) and quantization.get("quant_method") == "fp8"
+            and bool(quantization.get("modules_to_convert")))
+
+
+def _keep_fp8(model: torch.nn.Module, config: dict[str, Any], torch_dtype: str, dequantize: bool = False) -> None:
     """Swap in the FP8 modules transformers' own quantizer swaps in before loading (FP8Linear, FP8Experts: float8
-    weights and their block scales), with the modules it leaves alone (output embeddings, its skip list)."""
+    weights and their block scales; FP8Embedding for `modules_to_convert`), with the modules it leaves alone
+    (output embeddings, its skip list). `dequantize`: as it prepares the model where it dequantizes (no FP8 GPU):
+    the embedding tables only."""
+    import torch
     from transformers.quantizers.auto import AutoHfQuantizer, AutoQuantizationConfig
 
+    dtype = getattr(torch, torch_dtype)  # the dtype the model was built at, as from_pretrained passes it
     try:
-        with _quiet_libraries():
-            settings = AutoQuantizationConfig.from_dict(dict(config["quantization_config"]))
+        with _quiet_libraries(), fp8_experts_class_kept():
+            settings = AutoQuantizationConfig.from_dict({**config["quantization_config"],
+                                                         **({"dequantize": True} if dequantize else {})})
             quantizer = AutoHfQuantizer.from_config(settings, pre_quantized=True)
             # from_pretrained's next step; its environment check (which dequantizes without such a GPU) is left
-            # out on purpose: the plan is for the GPUs given, not for this machine.
-            quantizer.preprocess_model(model=model, dtype=getattr(__import__("torch"), DTYPES["fp8"][0]),
-                                       device_map="auto", checkpoint_files=None)
+            # out on purpose: the plan is for the GPUs given, not for this machine. from_pretrained runs it inside
+            # its init contexts, the default dtype set to the model's: FP8Linear makes its bias with torch.empty,
+            # bf16 there (float32 outside).
+            with _default_dtype(dtype):
+                quantizer.preprocess_model(model=model, dtype=dtype, device_map="auto", checkpoint_files=None)
     except Exception as exc:  # a hostile or unsupported quantization_config
         detail = " ".join(str(exc).split())[:200]
         raise UsageError(f"transformers' FP8 quantizer cannot prepare this model ({type(exc).__name__}: "
                          f"{detail})") from exc
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """torch's default dtype set to `dtype` for the block (transformers' `local_torch_dtype`)."""
+    import torch
+
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
+@contextlib.contextmanager
+def fp8_experts_class_kept() -> Iterator[None]:
+    """Leave transformers' `FP8Experts` class as it was found. Its FP8 quantizer decorates that class in place
+    (`use_experts_implementation` wraps `__init__` and `forward` again) for every MoE layer it converts, so that in
+    one process the wrappers pile up until building an FP8 MoE model fails with RecursionError (a few hundred
+    layers: a few DeepSeek-V3 plans). The modules already built keep what they were built with."""
+    try:
+        from transformers.integrations.finegrained_fp8 import FP8Experts
+    except ImportError:  # an older transformers: no FP8Experts to keep
+        yield
+        return
+    before = dict(vars(FP8Experts))
+    try:
+        yield
+    finally:
+        for key in set(vars(FP8Experts)) - set(before):
+            delattr(FP8Experts, key)
+        for key, value in before.items():
+            if vars(FP8Experts).get(key) is not value:
+                setattr(FP8Experts, key, value)
 
 
 def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: str | None) -> torch.nn.Module:
@@ -1506,7 +1576,9 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     buffers_bytes = sum(tensor_sizes.get(n, 0) for n in buffer_names)
     kv = None
     if request.kv_cache is not None:
-        kv = estimate_kv_cache(planned.config, planned.dtype, *request.kv_cache)
+        # an FP8 plan computes (and caches keys and values) at the dtype of its unquantized rest
+        kv_dtype = _fp8_rest_dtype(planned.config) if planned.dtype == "fp8" else planned.dtype
+        kv = estimate_kv_cache(planned.config, kv_dtype, *request.kv_cache)
         gpu_free = sum(max(0, capacities[k] - request.reserve - per_device.get(k, 0)) for k in capacities
                        if isinstance(k, int))
         kv = KVCacheEstimate(kv.batch, kv.seq_len, kv.num_layers, kv.num_kv_heads, kv.head_dim, kv.dtype,
