@@ -175,16 +175,25 @@ _DIFFUSERS_LAYOUT = _lazy_regex(
 _DIFFUSERS_EVIDENCE = _lazy_regex(r"(?:^|\.)(?:down_blocks|up_blocks|mid_block)\.")
 
 
+def _sides(unexpected: Sequence[str], missing: Sequence[str], here: Any, there: Any,
+           ) -> tuple[str, str, Sequence[str], Sequence[str]] | None:
+    """Which side holds which of two layouts: (side of `here`, side of `there`, their keys) when A's keys (the
+    unexpected ones) match `here` and B's (the missing ones) `there`, or the reverse; None when neither."""
+    if any(map(here.search, unexpected)) and any(map(there.search, missing)):
+        return "A", "B", unexpected, missing
+    if any(map(here.search, missing)) and any(map(there.search, unexpected)):
+        return "B", "A", missing, unexpected
+    return None
+
+
 def _sd_single_file_layout(unexpected: Sequence[str], missing: Sequence[str],
                            ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """foreign_layout's whys and note for a single-file Stable Diffusion checkpoint against a diffusers model."""
-    ldm_in_a = any(map(_LDM_EVIDENCE.search, unexpected)) and any(map(_DIFFUSERS_EVIDENCE.search, missing))
-    ldm_in_b = not ldm_in_a and any(map(_LDM_EVIDENCE.search, missing)) and \
-        any(map(_DIFFUSERS_EVIDENCE.search, unexpected))
-    if not (ldm_in_a or ldm_in_b):
+    sides = _sides(unexpected, missing, _LDM_EVIDENCE, _DIFFUSERS_EVIDENCE)
+    if sides is None:
         return {}, ""
-    ldm_side, diffusers_side = ("A", "B") if ldm_in_a else ("B", "A")
-    ldm_names, diffusers_names = (unexpected, missing) if ldm_in_a else (missing, unexpected)
+    ldm_side, diffusers_side, ldm_names, diffusers_names = sides
+    ldm_in_a = ldm_side == "A"
     note = (f"{ldm_side} is a single-file Stable Diffusion checkpoint in the original (LDM) layout "
             "(model.diffusion_model = UNet, first_stage_model = VAE, cond_stage_model / conditioner = text "
             f"encoders) and {diffusers_side} in diffusers' layout: "
@@ -264,13 +273,10 @@ def expert_layout(unexpected: Sequence[str], missing: Sequence[str],
     """
     if ".experts." not in "\n".join(unexpected) + "\n".join(missing):
         return {}, ""
-    split_in_a = any(map(_PER_EXPERT.search, unexpected)) and any(map(_FUSED_EXPERTS.search, missing))
-    split_in_b = not split_in_a and any(map(_PER_EXPERT.search, missing)) and \
-        any(map(_FUSED_EXPERTS.search, unexpected))
-    if not (split_in_a or split_in_b):
+    sides = _sides(unexpected, missing, _PER_EXPERT, _FUSED_EXPERTS)
+    if sides is None:
         return {}, ""
-    split_side, fused_side = ("A", "B") if split_in_a else ("B", "A")
-    split_names, fused_names = (unexpected, missing) if split_in_a else (missing, unexpected)
+    split_side, fused_side, split_names, fused_names = sides
     whys = _errors_for(split_names, _PER_EXPERT, "expert-layout", f"one tensor per expert (in {split_side})")
     whys.update(_errors_for(fused_names, _FUSED_EXPERTS, "expert-layout",
                             f"experts fused per projection (in {fused_side})"))
