@@ -439,18 +439,22 @@ def build_planned_model(
     return PlannedModel(model, "tensors", "module tree from tensor names", dtype, checkpoint.config, warnings)
 
 
+def _fp8_quantization(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The `quantization_config` of a config of transformers' fine-grained FP8 (`quant_method: fp8`), else None."""
+    quantization = config.get("quantization_config") if isinstance(config, dict) else None
+    return quantization if isinstance(quantization, dict) and quantization.get("quant_method") == "fp8" else None
+
+
 def _is_fine_grained_fp8(config: dict[str, Any] | None) -> bool:
     """Whether transformers' fine-grained FP8 quantizer loads this config (`quant_method: fp8`, not dequantized)."""
-    quantization = config.get("quantization_config") if isinstance(config, dict) else None
-    return (isinstance(quantization, dict) and quantization.get("quant_method") == "fp8"
-            and not quantization.get("dequantize"))
+    quantization = _fp8_quantization(config)
+    return quantization is not None and not quantization.get("dequantize")
 
 
 def _fp8_dequantized(config: dict[str, Any] | None) -> bool:
     """A fine-grained FP8 config that asks transformers to dequantize it (`dequantize: true`) on any GPU."""
-    quantization = config.get("quantization_config") if isinstance(config, dict) else None
-    return (isinstance(quantization, dict) and quantization.get("quant_method") == "fp8"
-            and bool(quantization.get("dequantize")))
+    quantization = _fp8_quantization(config)
+    return quantization is not None and bool(quantization.get("dequantize"))
 
 
 def _planned_fp8(checkpoint: Checkpoint, model_class: str | None, warnings: list[str]) -> PlannedModel:
@@ -471,20 +475,16 @@ def _planned_fp8(checkpoint: Checkpoint, model_class: str | None, warnings: list
     # The quantizer leaves the model's dtype as from_pretrained(dtype="auto") picks it (the config's): the rest
     # (embeddings, norms, biases) stays at that dtype beside the float8 weights.
     rest = default_dtype(checkpoint)
-    torch_dtype = DTYPES[rest if rest in FLOAT_DTYPES else "fp8"][0]
-    model = _build_from_config(config, torch_dtype, model_class)
-    _keep_fp8(model, config, torch_dtype)
+    model = _fp8_model(config, model_class, DTYPES[rest if rest in FLOAT_DTYPES else "fp8"][0])
     warnings.append("planned as transformers keeps FP8 weights on GPUs of compute capability 8.9 and above (H100, "
                     "H200, L40S, RTX 4090); on older GPUs and on CPU it dequantizes them to bf16 (the plan without "
                     "--dtype)")
     return PlannedModel(model, "config", type(model).__name__, "fp8", config, warnings)
 
 
-def _keep_fp8_model(planned: PlannedModel) -> torch.nn.Module:
-    """`planned`'s model built again at bf16 with transformers' FP8 modules (the model class it was built as)."""
-    config = planned.config or {}
-    torch_dtype = DTYPES[_fp8_rest_dtype(config)][0]  # as _planned_fp8: the config's dtype
-    model = _build_from_config(config, torch_dtype, planned.model_class)
+def _fp8_model(config: dict[str, Any], model_class: str | None, torch_dtype: str) -> torch.nn.Module:
+    """The model built at `torch_dtype` (its unquantized rest), then given transformers' FP8 modules."""
+    model = _build_from_config(config, torch_dtype, model_class)
     _keep_fp8(model, config, torch_dtype)
     return model
 
@@ -498,9 +498,8 @@ def _fp8_rest_dtype(config: dict[str, Any] | None) -> str:
 def _fp8_embeddings(config: dict[str, Any] | None) -> bool:
     """An FP8 config naming embedding tables to keep in FP8 (`modules_to_convert`): transformers' quantizer swaps
     them for FP8Embedding even where it dequantizes the rest (no FP8 GPU, or `dequantize: true`)."""
-    quantization = config.get("quantization_config") if isinstance(config, dict) else None
-    return (isinstance(quantization, dict) and quantization.get("quant_method") == "fp8"
-            and bool(quantization.get("modules_to_convert")))
+    quantization = _fp8_quantization(config)
+    return quantization is not None and bool(quantization.get("modules_to_convert"))
 
 
 def _keep_fp8(model: torch.nn.Module, config: dict[str, Any], torch_dtype: str, dequantize: bool = False) -> None:
@@ -1668,7 +1667,8 @@ def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[
     if planned.dtype != "fp8" and planned.is_transformers and _is_fine_grained_fp8(planned.config):
         # Planned dequantized (bf16): kept in FP8, as transformers keeps it on GPUs of compute capability >= 8.9.
         try:
-            kept = _keep_fp8_model(planned)
+            # The rest at the config's dtype, as _planned_fp8 keeps it (no checkpoint here to ask beyond it).
+            kept = _fp8_model(planned.config or {}, planned.model_class, DTYPES[_fp8_rest_dtype(planned.config)][0])
         except UsageError:  # a quantization_config its quantizer refuses: no FP8 plan to offer (--dtype fp8 says why)
             kept = None
         fp8 = PlannedModel(kept, "config", planned.model_class, "fp8", planned.config) if kept is not None else None
