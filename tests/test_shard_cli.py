@@ -334,3 +334,26 @@ def test_a_sharded_dtype_variant_keeps_its_variant_as_convert_does(
                                                                  output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert torch.equal(loaded.model.norm.weight.float(), model.model.norm.weight.float())
+
+
+def test_resharding_a_sharded_folder_follows_its_shards_in_order(tmp_path: Path) -> None:
+    """A sharded source's tensors come shard after shard (model-00001, -00002, ...), as its writer laid them
+    out: resharded, the split is huggingface_hub's over that order. It took the shards in the order of their
+    first key in the (sorted) weight_map, which mixed the end of the model into the first shard."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=99, n_positions=32))
+    model.save_pretrained(tmp_path / "src", max_shard_size="20KB")
+    weight_map = json.loads((tmp_path / "src" / "model.safetensors.index.json").read_text())["weight_map"]
+    assert weight_map[next(iter(weight_map))] != min(weight_map.values())  # the case in point
+    in_order: dict[str, torch.Tensor] = {}
+    for path in sorted((tmp_path / "src").glob("model-*.safetensors")):
+        in_order.update(load_file(path))
+    code, data = run_json("shard", tmp_path / "src", "--max", "30KB", "-o", tmp_path / "out")
+    assert code == 0, data
+    expected = split_torch_state_dict_into_shards(in_order, max_shard_size="30KB")
+    ours = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
+    assert ours["weight_map"] == expected.tensor_to_filename
+    assert [s["first"] for s in data["plan"]["shards"]] == [v[0] for v in expected.filename_to_tensors.values()]

@@ -674,6 +674,9 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
             raise InvalidIndex(f"weight_map entry {name!r} is not a file name", str(index_path))
         if shard not in shards:
             shards.append(shard)
+    # Shard after shard, as the writer laid the tensors out (model-00001-of-N first): the weight_map is sorted
+    # by tensor name, so its order of first appearance mixes the shards.
+    shards.sort()
     warnings: list[str] = []
     seen: dict[str, str] = {}
     for shard in shards:
