@@ -649,3 +649,26 @@ def test_a_rename_that_changes_no_name_writes_nothing(fx: dict[str, Path], tmp_p
         len(result.stderr.strip().splitlines()) == 1
     # The same rename once, where it matches, is applied.
     assert run_cli(command, fx["bert"], "-o", out, *extra, "--rename", "bert\\.=").exit_code == 0
+
+
+@pytest.mark.parametrize("fmt", ["bin", "safetensors"])
+@pytest.mark.parametrize("pattern", ["lm_head", "wte"])
+def test_keep_fp32_on_one_name_of_tied_weights_keeps_their_one_storage_in_fp32(
+    fx: dict[str, Path], tmp_path: Path, fmt: str, pattern: str
+) -> None:
+    """GPT-2's lm_head.weight and transformer.wte.weight are one storage. `--keep-fp32 lm_head` planned lm_head
+    in fp32 and wte in bf16: a .bin output (both names, one storage) failed its own verification (exit 2), and a
+    safetensors output, lm_head dropped, kept nothing in fp32. One storage has one dtype: a match on any name."""
+    out = tmp_path / ("out.bin" if fmt == "bin" else "out.safetensors")
+    code, data = run_json("convert", fx["files"] / "gpt2-tied.bin", "-o", out, "--dtype", "bf16",
+                          "--keep-fp32", pattern)
+    assert code == 0, data
+    written = torch.load(out, weights_only=True) if fmt == "bin" else load_file(out)
+    tied = [written[n] for n in ("lm_head.weight", "transformer.wte.weight") if n in written]
+    assert len(tied) == (2 if fmt == "bin" else 1)
+    assert all(t.dtype == torch.float32 for t in tied)
+    assert len({t.untyped_storage().data_ptr() for t in tied}) == 1
+    assert written["transformer.h.0.attn.c_attn.weight"].dtype == torch.bfloat16
+    assert set(data["plan"]["kept_fp32"]) == set(n for n in ("lm_head.weight", "transformer.wte.weight")
+                                                 if n in written)
+    assert any("one storage" in w and "kept in fp32" in w for w in data["plan"]["warnings"]), data["plan"]["warnings"]

@@ -334,14 +334,29 @@ def plan_tensors(
     # weight_scale_inv): cast, they change what every quantized weight dequantizes to.
     side = quantizer_side_tensors(checkpoint.tensors, checkpoint.config) if dtype else set()
     kept_side: list[str] = []
+    # Tied names are one storage with one dtype: --keep-fp32 on any of them (lm_head of GPT-2's
+    # lm_head ≡ wte) keeps the storage in fp32, whichever name is written (safetensors) or owns it (.bin).
+    tied: dict[str, set[str]] = {}
+    for name, kept in dropped.items():
+        tied.setdefault(kept, {kept}).add(name)
+    kept_tied: set[str] = set()
+    for names in tied.values():
+        matched = sorted(n for n in names if keep is not None and keep.search(n))
+        if matched and len(matched) < len(names):
+            kept_tied |= names
+            selection.warnings.append(
+                f"--keep-fp32 {keep_fp32!r} matches {', '.join(matched)}, one storage with "
+                f"{', '.join(sorted(names - set(matched)))}: the storage is kept in fp32 under every name")
     for info in checkpoint.tensors:
         if info.name not in new_names:
             continue
         target = _target_dtype(info, dtype, keep)
+        if info.name in kept_tied and info.dtype in CASTABLE:
+            target = "float32"
         if info.name in side and target != info.dtype:
             target = info.dtype
             kept_side.append(info.name)
-        if keep is not None and keep.search(info.name) and info.dtype in CASTABLE:
+        if keep is not None and (keep.search(info.name) or info.name in kept_tied) and info.dtype in CASTABLE:
             selection.kept_fp32.append(info.name)
         if target != info.dtype:
             key = f"{info.dtype}->{target}"
