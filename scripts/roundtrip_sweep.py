@@ -428,8 +428,10 @@ def _cases(quick: bool) -> list[tuple[str, Callable[..., None]]]:
             for path in _weight_files(src):
                 tensors.update(_file_tensors(path))
             tensors = {k: v for k, v in tensors.items() if k in written}
-            if dtype:
-                tensors = {k: v.to(DTYPES[dtype]) if v.is_floating_point() else v for k, v in tensors.items()}
+            if dtype:  # cast once per storage: tied names stay one storage
+                cast: dict[int, torch.Tensor] = {}
+                tensors = {k: cast.setdefault(v.data_ptr(), v.to(DTYPES[dtype])) if v.is_floating_point() else v
+                           for k, v in tensors.items()}
             stem = "model" if fmt == "safetensors" else "pytorch_model"
             ext = ".safetensors" if fmt == "safetensors" else ".bin"
             variant = (dtype or "fp16") if "fp16" in source and dtype != "fp32" else None
@@ -488,6 +490,12 @@ def _cases(quick: bool) -> list[tuple[str, Callable[..., None]]]:
             ("shard-binshard-index-medium", shard("bin-sharded", "medium", target="pytorch_model.bin.index.json")),
             ("shard-binshard-single", shard("bin-sharded", "0")),
             ("convert-bin-dir>bin", convert("bin", "", "bin")),
+            ("convert-bin-dir>bin-bf16", convert("bin", "", "bin", dtype="bf16")),
+            ("shard-bin-small-bin-fp16", shard("bin", "small", fmt="bin", dtype="fp16")),
+            ("convert-bin-dir>bin-bf16-keep-head", convert("bin", "", "bin", dtype="bf16",
+                                                           extra=("--keep-fp32", "lm_head|shared|proj_out"))),
+            ("convert-bin-dir>st-bf16-keep-head", convert("bin", "", "safetensors", dtype="bf16",
+                                                          extra=("--keep-fp32", "lm_head|shared|proj_out"))),
             ("convert-st-dir>st-fp16", convert("st", "", "safetensors", dtype="fp16")),
             ("convert-stshard-dir>st-fp32", convert("st-sharded", "", "safetensors", dtype="fp32")),
             ("convert-binfp16-dir>st", convert("bin-fp16", "", "safetensors")),
@@ -504,7 +512,7 @@ def _cases(quick: bool) -> list[tuple[str, Callable[..., None]]]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", nargs="*", help="architectures (llama, t5, ...) or cases (t5/shard-st-small)")
-    parser.add_argument("--quick", action="store_true", help="7 cases per architecture instead of 33")
+    parser.add_argument("--quick", action="store_true", help="7 cases per architecture instead of 37")
     parser.add_argument("--verbose", action="store_true", help="print each failure's traceback")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
