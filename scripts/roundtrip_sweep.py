@@ -201,7 +201,12 @@ def build_sources(model: torch.nn.Module, root: Path) -> dict[str, Path]:
         torch.save({n: half[n] for n in names}, root / "src-bin-fp16-sharded" / filename)
     index = {"metadata": {"total_size": split.metadata["total_size"]}, "weight_map": split.tensor_to_filename}
     (root / "src-bin-fp16-sharded" / "pytorch_model.bin.index.fp16.json").write_text(json.dumps(index, indent=2))
-    return {"st": st, "st-sharded": root / "src-st-sharded", "bin": root / "src-bin",
+    # a training checkpoint: the state dict nested beside an optimizer's state, config beside it
+    (root / "src-ckpt").mkdir()
+    shutil.copy(st / "config.json", root / "src-ckpt" / "config.json")
+    torch.save({"epoch": 3, "model_state_dict": bin_sd, "optimizer_state_dict": {"state": {}, "param_groups": []}},
+               root / "src-ckpt" / "checkpoint.pt")
+    return {"ckpt": root / "src-ckpt", "st": st, "st-sharded": root / "src-st-sharded", "bin": root / "src-bin",
             "bin-sharded": root / "src-bin-sharded", "bin-fp16": root / "src-bin-fp16",
             "bin-fp16-sharded": root / "src-bin-fp16-sharded"}
 
@@ -333,8 +338,9 @@ def _loaded(model_class: type, folder: Path, variant: str | None = None) -> tupl
 
 def _check_load(model_class: type, out: Path, original: torch.nn.Module, baseline: dict[str, Any],
                 cast: torch.dtype | None, saved: set[str], variant: str | None = None,
-                via: torch.dtype | None = None) -> None:
-    """`via`: the dtype the source itself holds (a half model's fp16 variant), cast from before `cast`."""
+                via: torch.dtype | None = None, tool_config: bool = True) -> None:
+    """`via`: the dtype the source itself holds (a half model's fp16 variant), cast from before `cast`;
+    `tool_config`: config.json was copied by the tool (a folder output), so it names the cast dtype."""
     loaded, info = _loaded(model_class, out, variant)
     if info != baseline:
         raise Failure(f"loading info {info} != save_pretrained's {baseline}")
@@ -353,7 +359,7 @@ def _check_load(model_class: type, out: Path, original: torch.nn.Module, baselin
         if tensor.shape != want.shape or not torch.equal(tensor, want):
             raise Failure(f"{key}: loaded {tensor.dtype} {tuple(tensor.shape)} differs from the original"
                           + (f" cast to {cast}" if cast else ""))
-    if cast is not None:
+    if cast is not None and tool_config:
         config = json.loads((out / "config.json").read_text())
         if config.get("dtype", config.get("torch_dtype")) != str(cast).removeprefix("torch."):
             raise Failure(f"config.json dtype {config.get('dtype')} after the cast to {cast}")
@@ -392,7 +398,7 @@ def _cases(quick: bool) -> list[tuple[str, Callable[..., None]]]:
                 source_file = src / single
                 dest = out / ("model.safetensors" if fmt == "safetensors" else "pytorch_model.bin")
                 report = _run(["convert", str(source_file), "-o", str(dest), *(["--dtype", dtype] if dtype else [])])
-                shutil.copy(src / "config.json", out / "config.json")
+                shutil.copy(src / "config.json", out / "config.json")  # as it was: a file output has no config
             else:
                 target_arg = str(src / target) if target else str(src)
                 report = _run(["convert", target_arg, "-o", str(out), *(["--to", "bin"] if fmt == "bin" else []),
@@ -401,7 +407,7 @@ def _cases(quick: bool) -> list[tuple[str, Callable[..., None]]]:
             _check_files(out, fmt, report, ctx["tensors"][source], variant=variant)
             _check_load(ctx["class"], out, ctx["model"], ctx["baseline"], DTYPES.get(dtype or variant or ""),
                         set(ctx["tensors"]["bin"]), variant,
-                        torch.float16 if "fp16" in source else None)
+                        torch.float16 if "fp16" in source else None, not single)
         return run
 
     def shard(source: str, size: str, fmt: str = "safetensors", dtype: str | None = None, target: str = ""):
@@ -490,6 +496,8 @@ def _cases(quick: bool) -> list[tuple[str, Callable[..., None]]]:
             ("shard-binshard-index-medium", shard("bin-sharded", "medium", target="pytorch_model.bin.index.json")),
             ("shard-binshard-single", shard("bin-sharded", "0")),
             ("convert-bin-dir>bin", convert("bin", "", "bin")),
+            ("convert-ckpt-file>st", convert("ckpt", "", "safetensors", single="checkpoint.pt")),
+            ("convert-ckpt-file>bin-bf16", convert("ckpt", "", "bin", dtype="bf16", single="checkpoint.pt")),
             ("convert-bin-dir>bin-bf16", convert("bin", "", "bin", dtype="bf16")),
             ("shard-bin-small-bin-fp16", shard("bin", "small", fmt="bin", dtype="fp16")),
             ("convert-bin-dir>bin-bf16-keep-head", convert("bin", "", "bin", dtype="bf16",
@@ -503,6 +511,8 @@ def _cases(quick: bool) -> list[tuple[str, Callable[..., None]]]:
             ("convert-binfp16shard-dir>st-bf16", convert("bin-fp16-sharded", "", "safetensors", dtype="bf16")),
             ("shard-binfp16shard-medium", shard("bin-fp16-sharded", "medium")),
             ("shard-binfp16-small-bin", shard("bin-fp16", "small", fmt="bin")),
+            ("convert-binfp16-dir>st-fp32", convert("bin-fp16", "", "safetensors", dtype="fp32")),
+            ("shard-binfp16shard-medium-bf16", shard("bin-fp16-sharded", "medium", dtype="bf16")),
             ("convert-bin-dir>st-bf16-keep", convert("bin", "", "safetensors", dtype="bf16",
                                                      extra=("--keep-fp32", "norm|ln|LayerNorm|bias"))),
         ]
@@ -512,7 +522,7 @@ def _cases(quick: bool) -> list[tuple[str, Callable[..., None]]]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", nargs="*", help="architectures (llama, t5, ...) or cases (t5/shard-st-small)")
-    parser.add_argument("--quick", action="store_true", help="7 cases per architecture instead of 37")
+    parser.add_argument("--quick", action="store_true", help="7 cases per architecture instead of 41")
     parser.add_argument("--verbose", action="store_true", help="print each failure's traceback")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -550,6 +560,7 @@ def main() -> int:
                 tensors[source] = {}
                 for weights in _weight_files(path):
                     tensors[source].update(_file_tensors(weights))
+            tensors["ckpt"] = tensors["bin"]  # the same state dict, nested
             ctx = {"root": root, "tensors": tensors, "sources": sources, "model": model, "class": type(model),
                    "baseline": baseline,
                    "n": 0, "notes": [], "largest": max(t.nbytes for t in on_disk.values()),
