@@ -5,7 +5,8 @@ embeddings, vision, audio, LLaVA), each saved
 
 * with `save_pretrained` (safetensors, one file and sharded), and
 * as `.bin` the way transformers 4 wrote it (`torch.save` of the state dict, tied names kept as one storage;
-  one file and sharded by huggingface_hub's `split_torch_state_dict_into_shards` with a v4 index),
+  one file and sharded by huggingface_hub's `split_torch_state_dict_into_shards` with a v4 index), also as
+  a half model's `fp16` variant (one file and sharded) and as a training checkpoint (`model_state_dict`),
 
 runs the CLI (in-process, `weightdoctor.cli.app`, `--json`) and checks each output against the libraries:
 
@@ -15,15 +16,18 @@ runs the CLI (in-process, `weightdoctor.cli.app`, `--json`) and checks each outp
 * every safetensors file opens with `safe_open` and has metadata `format=pt`;
 * an index's `weight_map` names every tensor of the shards exactly once, `metadata.total_size` is the sum
   of the shards' tensor bytes; shard names follow `model-0000X-of-0000N.safetensors`; no shard passes
-  `--max` unless it holds one tensor; the split is the one `split_torch_state_dict_into_shards` makes over
-  the same tensors in the same order; for a safetensors source, the weight_map is `save_pretrained`'s own
-  at the same `max_shard_size`;
+  `--max` unless it holds one storage; the split is the one `split_torch_state_dict_into_shards` makes over
+  the same tensors in the source's order; for a save_pretrained source, the weight_map's keys and total_size
+  are `save_pretrained`'s own at the same `max_shard_size` (its split, in the modules' order, is only noted);
+* every written tensor equals the source's (or its cast); the names left out are the JSON's dropped aliases;
 * the input is untouched (sha256 of every file), exit 0, and `--json` is truthful: tensor counts, tensor
-  bytes and file sizes equal what is measured on the written files.
+  bytes, file sizes, first/last names, oversized flags, cast counts and kept_fp32 match the written files.
+
+docs/roundtrip-sweep.md has the figures.
 
     PYTHONPATH=. .venv/bin/python scripts/roundtrip_sweep.py [--only NAME ...] [--quick] [--verbose]
 
-Prints one line per case (case / checks / verdict) and the counts; exits 1 on any failure.
+Prints one line per case (case / verdict) and the counts; exits 1 on any failure.
 """
 
 from __future__ import annotations
