@@ -93,6 +93,9 @@ def _models() -> dict[str, Callable[[], torch.nn.Module]]:
                                                     num_attention_heads=4, max_position_embeddings=128,
                                                     word_embed_proj_dim=64)),
         "bloom": lambda: T.BloomForCausalLM(T.BloomConfig(vocab_size=500, hidden_size=64, n_layer=2, n_head=4)),
+        "gptj": lambda: T.GPTJForCausalLM(T.GPTJConfig(vocab_size=500, n_embd=64, n_layer=2, n_head=4, rotary_dim=8,
+                                                       n_positions=128)),
+        "phi": lambda: T.PhiForCausalLM(T.PhiConfig(**dec)),
         "mixtral": lambda: T.MixtralForCausalLM(T.MixtralConfig(**dec, num_key_value_heads=2, num_local_experts=4,
                                                                 num_experts_per_tok=2)),
         "qwen2_moe": lambda: T.Qwen2MoeForCausalLM(T.Qwen2MoeConfig(**dec, num_key_value_heads=2, num_experts=4,
@@ -107,10 +110,15 @@ def _models() -> dict[str, Callable[[], torch.nn.Module]]:
         "distilbert": lambda: T.DistilBertForMaskedLM(T.DistilBertConfig(vocab_size=500, dim=64, hidden_dim=96,
                                                                          n_layers=2, n_heads=4,
                                                                          max_position_embeddings=128)),
+        "electra": lambda: T.ElectraForMaskedLM(T.ElectraConfig(**enc, embedding_size=32)),
+        "xlm_roberta": lambda: T.XLMRobertaForMaskedLM(T.XLMRobertaConfig(**{**enc, "max_position_embeddings": 130},
+                                                                          pad_token_id=1)),
+        "mt5": lambda: T.MT5ForConditionalGeneration(T.MT5Config(**t5)),
         "t5": lambda: T.T5ForConditionalGeneration(T.T5Config(**t5)),
         "t5-untied": lambda: T.T5ForConditionalGeneration(T.T5Config(**t5, tie_word_embeddings=False,
                                                                      feed_forward_proj="gated-gelu")),
         "bart": lambda: T.BartForConditionalGeneration(T.BartConfig(**s2s)),
+        "mbart": lambda: T.MBartForConditionalGeneration(T.MBartConfig(**s2s)),
         "marian": lambda: T.MarianMTModel(T.MarianConfig(**s2s)),
         "pegasus": lambda: T.PegasusForConditionalGeneration(T.PegasusConfig(**s2s)),
         "whisper": lambda: T.WhisperForConditionalGeneration(T.WhisperConfig(
@@ -205,12 +213,17 @@ def build_sources(model: torch.nn.Module, root: Path) -> dict[str, Path]:
         torch.save({n: half[n] for n in names}, root / "src-bin-fp16-sharded" / filename)
     index = {"metadata": {"total_size": split.metadata["total_size"]}, "weight_map": split.tensor_to_filename}
     (root / "src-bin-fp16-sharded" / "pytorch_model.bin.index.fp16.json").write_text(json.dumps(index, indent=2))
+    # a DDP-wrapped state dict (every name under `module.`), config beside it
+    (root / "src-bin-ddp").mkdir()
+    shutil.copy(st / "config.json", root / "src-bin-ddp" / "config.json")
+    torch.save({f"module.{k}": v for k, v in bin_sd.items()}, root / "src-bin-ddp" / "pytorch_model.bin")
     # a training checkpoint: the state dict nested beside an optimizer's state, config beside it
     (root / "src-ckpt").mkdir()
     shutil.copy(st / "config.json", root / "src-ckpt" / "config.json")
     torch.save({"epoch": 3, "model_state_dict": bin_sd, "optimizer_state_dict": {"state": {}, "param_groups": []}},
                root / "src-ckpt" / "checkpoint.pt")
-    return {"ckpt": root / "src-ckpt", "st": st, "st-sharded": root / "src-st-sharded", "bin": root / "src-bin",
+    return {"bin-ddp": root / "src-bin-ddp", "ckpt": root / "src-ckpt", "st": st, "st-sharded": root / "src-st-sharded",
+            "bin": root / "src-bin",
             "bin-sharded": root / "src-bin-sharded", "bin-fp16": root / "src-bin-fp16",
             "bin-fp16-sharded": root / "src-bin-fp16-sharded"}
 
@@ -414,7 +427,8 @@ def _cases(quick: bool) -> list[tuple[str, Callable[..., None]]]:
                         torch.float16 if "fp16" in source else None, not single)
         return run
 
-    def shard(source: str, size: str, fmt: str = "safetensors", dtype: str | None = None, target: str = ""):
+    def shard(source: str, size: str, fmt: str = "safetensors", dtype: str | None = None, target: str = "",
+              extra: tuple[str, ...] = ()):
         def run(ctx: dict[str, Any]) -> None:
             from huggingface_hub import split_torch_state_dict_into_shards
 
@@ -426,7 +440,8 @@ def _cases(quick: bool) -> list[tuple[str, Callable[..., None]]]:
             max_text = {"small": f"{ctx['largest'] // 2}", "medium": f"{ctx['largest'] * 2}",
                         "third": f"{ctx['total'] // 3}"}.get(size, size)
             report = _run(["shard", str(src / target) if target else str(src), "--max", max_text, "-o", str(out),
-                           *(["--format", "bin"] if fmt == "bin" else []), *(["--dtype", dtype] if dtype else [])])
+                           *(["--format", "bin"] if fmt == "bin" else []), *(["--dtype", dtype] if dtype else []),
+                           *extra])
             max_bytes = parse_size(max_text) or None
             # huggingface_hub's split of the tensors written (tied names dropped as the load check verifies), in
             # the source's order: shard after shard, each file's tensors in its own order (save_pretrained splits
@@ -437,6 +452,8 @@ def _cases(quick: bool) -> list[tuple[str, Callable[..., None]]]:
             tensors = {}
             for path in _weight_files(src):
                 tensors.update(_file_tensors(path))
+            if source == "bin-ddp":  # as --strip-prefix module. renames them
+                tensors = {k.removeprefix("module."): v for k, v in tensors.items()}
             tensors = {k: v for k, v in tensors.items() if k in written}
             if dtype:  # cast once per storage: tied names stay one storage
                 cast: dict[int, torch.Tensor] = {}
@@ -500,6 +517,8 @@ def _cases(quick: bool) -> list[tuple[str, Callable[..., None]]]:
             ("shard-binshard-index-medium", shard("bin-sharded", "medium", target="pytorch_model.bin.index.json")),
             ("shard-binshard-single", shard("bin-sharded", "0")),
             ("convert-bin-dir>bin", convert("bin", "", "bin")),
+            ("convert-binddp-dir>st-strip", convert("bin-ddp", "", "safetensors", extra=("--strip-prefix", "module."))),
+            ("shard-binddp-small-bin-strip", shard("bin-ddp", "small", fmt="bin", extra=("--strip-prefix", "module."))),
             ("convert-ckpt-file>st", convert("ckpt", "", "safetensors", single="checkpoint.pt")),
             ("convert-ckpt-file>bin-bf16", convert("ckpt", "", "bin", dtype="bf16", single="checkpoint.pt")),
             ("convert-bin-dir>bin-bf16", convert("bin", "", "bin", dtype="bf16")),
@@ -526,7 +545,7 @@ def _cases(quick: bool) -> list[tuple[str, Callable[..., None]]]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", nargs="*", help="architectures (llama, t5, ...) or cases (t5/shard-st-small)")
-    parser.add_argument("--quick", action="store_true", help="7 cases per architecture instead of 41")
+    parser.add_argument("--quick", action="store_true", help="7 cases per architecture instead of 43")
     parser.add_argument("--verbose", action="store_true", help="print each failure's traceback")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -565,6 +584,7 @@ def main() -> int:
                 for weights in _weight_files(path):
                     tensors[source].update(_file_tensors(weights))
             tensors["ckpt"] = tensors["bin"]  # the same state dict, nested
+            tensors["bin-ddp"] = tensors["bin"]  # the same names once --strip-prefix module. has run
             ctx = {"root": root, "tensors": tensors, "sources": sources, "model": model, "class": type(model),
                    "baseline": baseline,
                    "n": 0, "notes": [], "largest": max(t.nbytes for t in on_disk.values()),
