@@ -430,3 +430,19 @@ def test_a_folder_inside_a_cached_repo_is_named_org_name_folder(
     (snapshot / "vae").symlink_to(outside, target_is_directory=True)
     result = run_cli("inspect", "org/pipe/vae")
     assert result.exit_code == 2 and "links outside its snapshot" in result.stderr, result.stderr
+
+
+def test_shards_without_zero_padding_are_read_in_numeric_order(tmp_path: Path) -> None:
+    """An index naming `part-2` and `part-10` (no zero padding): the tensors come shard 2 first, as written;
+    a plain string sort put part-10 (the end of the model) before part-2."""
+    from safetensors.torch import save_file
+
+    names = {}
+    for number in (1, 2, 10):
+        shard = f"part-{number}.safetensors"
+        save_file({f"layer{number}.weight": torch.zeros(2)}, str(tmp_path / shard), metadata={"format": "pt"})
+        names[f"layer{number}.weight"] = shard
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": names}))
+    with open_checkpoint(tmp_path) as checkpoint:
+        order = [t.name for t in checkpoint.tensors]
+    assert order == ["layer1.weight", "layer2.weight", "layer10.weight"]

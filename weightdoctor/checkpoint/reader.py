@@ -657,6 +657,14 @@ _OTHER_VARIANT = re.compile(r"(model|pytorch_model)(\.[^.]+\.(safetensors|bin)(\
                             r"|\.(safetensors|bin)\.index\.[^.]+\.json)")
 
 
+def _natural_order(name: str) -> tuple[str | int, ...]:
+    """Sort key reading the digit runs of `name` as numbers: `part-2.bin` before `part-10.bin`."""
+    return tuple(int(part) if index % 2 else part for index, part in enumerate(_DIGIT_RUNS.split(name)))
+
+
+_DIGIT_RUNS = re.compile(r"(\d+)")
+
+
 def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     index = _read_json(index_path)
     if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
@@ -675,8 +683,9 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
         if shard not in shards:
             shards.append(shard)
     # Shard after shard, as the writer laid the tensors out (model-00001-of-N first): the weight_map is sorted
-    # by tensor name, so its order of first appearance mixes the shards.
-    shards.sort()
+    # by tensor name, so its order of first appearance mixes the shards. Numbers compare as numbers
+    # (`part-2` before `part-10`), for shard names written without zero padding.
+    shards.sort(key=_natural_order)
     warnings: list[str] = []
     seen: dict[str, str] = {}
     for shard in shards:
