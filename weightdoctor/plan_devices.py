@@ -575,7 +575,11 @@ def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: st
         raise UsageError(f"transformers {transformers.__version__} does not know model_type {model_type!r}")
     try:
         with _quiet_libraries():
-            return build_meta_model(config, model_class, dtype=torch_dtype,
+            # Untied, as from_pretrained builds it before computing its map: its planner skips the tied copies by
+            # name (all_tied_weights_keys). Tied, named_parameters() yields a tensor once under its first name,
+            # the tied copy's where the head is registered first (XLMRobertaForMaskedLM's lm_head), and the
+            # planner would then count the embeddings nowhere.
+            return build_meta_model(config, model_class, dtype=torch_dtype, tie_weights=False,
                                     other_config_hint="or give a config.json of that model type as SOURCE")
     except UsageError:
         raise
@@ -814,24 +818,35 @@ def _sizes(planned: PlannedModel, dtype: str) -> tuple[dict[str, int], dict[str,
     return planned._cache[key]
 
 
+def tied_copies(model: torch.nn.Module) -> set[str]:
+    """The names of a transformers model's tied copies (`all_tied_weights_keys`: `lm_head.weight` tied to the
+    input embeddings), which its planner leaves uncounted; empty for other trees."""
+    tied = getattr(model, "all_tied_weights_keys", None)
+    return set(tied) if isinstance(tied, dict) else set()
+
+
 def _tensor_names(planned: PlannedModel) -> tuple[list[str], list[str], int]:
     """(parameter names, buffer names, number of parameters), tied parameters once; cached."""
     if "names" not in planned._cache:
-        # One walk over the modules, in named_parameters()/named_buffers() order, shared tensors once.
+        # One walk over the modules, in named_parameters()/named_buffers() order, shared tensors once and tied
+        # copies left out (the model is built untied, as from_pretrained builds it).
         params: list[str] = []
         buffers: list[str] = []
         count = 0
         seen: set[int] = set()
+        copies = tied_copies(planned.model)
         for prefix, module in planned.model.named_modules():
             for name, param in module._parameters.items():
-                if param is not None and id(param) not in seen:
+                full = f"{prefix}.{name}" if prefix else name
+                if param is not None and id(param) not in seen and full not in copies:
                     seen.add(id(param))
-                    params.append(f"{prefix}.{name}" if prefix else name)
+                    params.append(full)
                     count += param.numel()
             for name, buffer in module._buffers.items():
-                if buffer is not None and id(buffer) not in seen:
+                full = f"{prefix}.{name}" if prefix else name
+                if buffer is not None and id(buffer) not in seen and full not in copies:
                     seen.add(id(buffer))
-                    buffers.append(f"{prefix}.{name}" if prefix else name)
+                    buffers.append(full)
         planned._cache["names"] = (params, buffers, count)
     return planned._cache["names"]
 
@@ -1448,7 +1463,8 @@ def estimate_training(model: torch.nn.Module, dtype: str) -> TrainingEstimate:
     from accelerate.commands.estimate import estimate_training_usage
 
     fp32_bytes = 0
-    tensors = list(model.parameters()) + list(model.buffers())
+    copies = tied_copies(model)
+    tensors = [t for n, t in [*model.named_parameters(), *model.named_buffers()] if n not in copies]
     for tensor in tensors:
         fp32_bytes += tensor.numel() * (4 if tensor.is_floating_point() else tensor.element_size())
     precision = DTYPES[dtype][0] if DTYPES[dtype][1] is None else dtype
