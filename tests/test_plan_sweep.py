@@ -53,3 +53,25 @@ def test_quick_sweep_agrees_with_from_pretrained() -> None:
     assert done.returncode == 0, done.stdout[-2000:]
     assert "different: 0  errors: 0" in last and "architectures: 5" in last
     assert int(last.split("cases: ")[1].split()[0]) >= 20
+
+
+def test_keep_in_fp32_modules_at_fp16_are_warned_with_the_bytes_a_real_load_adds(tmp_path: Path) -> None:
+    import torch
+    import transformers
+
+    config = transformers.T5Config(vocab_size=256, d_model=64, d_kv=16, d_ff=128, num_layers=3, num_decoder_layers=3,
+                                   num_heads=4, architectures=["T5ForConditionalGeneration"])
+    torch.manual_seed(0)
+    transformers.T5ForConditionalGeneration(config).save_pretrained(tmp_path / "t5")
+    code, data = run_json("plan-devices", tmp_path / "t5", "--dtype", "fp16", "--gpu", "300000", "--cpu", "10GB")
+    assert code == 0
+    loaded = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "t5", dtype=torch.float16)
+    real = sum(p.numel() * p.element_size() for p in loaded.parameters())
+    assert {p.dtype for n, p in loaded.named_parameters() if ".wo." in n} == {torch.float32}
+    extra = 6 * 128 * 64 * 2  # six wo weights, counted at fp16, loaded in fp32
+    assert real == data["weights_bytes"] + extra
+    [warning] = [w for w in data["warnings"] if "_keep_in_fp32_modules" in w]
+    assert warning.startswith("T5ForConditionalGeneration keeps 6 tensor(s) of wo in float32 at fp16")
+    assert "98.30 KB more than planned (cuda:0 +" in warning and "cpu +" in warning
+    code, data = run_json("plan-devices", tmp_path / "t5", "--dtype", "bf16", "--gpu", "10GB")
+    assert code == 0 and not [w for w in data["warnings"] if "_keep_in_fp32_modules" in w]

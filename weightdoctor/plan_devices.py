@@ -1573,6 +1573,9 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     bnb_offload = bnb_offload_warning(planned, device_map, tensor_sizes)
     if bnb_offload:
         warnings.append(bnb_offload)
+    kept_fp32 = keep_in_fp32_warning(planned, device_map, tensor_sizes, unplaced)
+    if kept_fp32:
+        warnings.append(kept_fp32)
     if unplaced:
         from weightdoctor.units import format_bytes
 
@@ -1661,6 +1664,49 @@ def bnb_offload_warning(
         f"modules then stay in fp32, not quantized: about {format_bytes(fp32_bytes)} on CPU/disk instead of the "
         f"{format_bytes(planned_bytes)} planned here"
     )
+
+
+def keep_in_fp32_warning(
+    planned: PlannedModel, device_map: dict[str, int | str], tensor_sizes: dict[str, int],
+    unplaced: dict[str, int | str],
+) -> str | None:
+    """The warning for a model whose `_keep_in_fp32_modules` (T5's `wo`; `_keep_in_fp32_modules_strict` at bf16
+    too) stay float32 at fp16, else None.
+
+    `from_pretrained` computes its map on the model built at the requested dtype, and casts the tensors its
+    `dtype_plan` names to float32 only as it loads them: the map is the one planned here, but those tensors take
+    twice the bytes counted for their devices.
+    """
+    if not planned.is_transformers or planned.dtype not in ("fp16", "bf16"):
+        return None
+    import torch
+
+    dtype_plan_of = getattr(planned.model, "_get_dtype_plan", None)
+    if dtype_plan_of is None:
+        return None
+    plan = dtype_plan_of(getattr(torch, DTYPES[planned.dtype][0]))
+    if not plan:
+        return None
+    from transformers.core_model_loading import build_glob_alternation
+
+    from weightdoctor.units import format_bytes
+
+    pattern = build_glob_alternation(list(plan))[0]  # matched as the loader matches each tensor's name (search)
+    params, _, _ = _tensor_names(planned)
+    extra: dict[int | str, int] = {}
+    matched = 0
+    for name in params:
+        if name in tensor_sizes and pattern.search(name):
+            owner = _owner(name, device_map)
+            device = device_map[owner] if owner is not None else unplaced.get(name, "cpu")
+            extra[device] = extra.get(device, 0) + tensor_sizes[name]  # fp16/bf16 -> fp32: as much again
+            matched += 1
+    if not matched:
+        return None
+    where = ", ".join(f"{device_name(d)} +{format_bytes(n)}" for d, n in extra.items())
+    return (f"{planned.model_class} keeps {matched} tensor(s) of {', '.join(sorted(plan))} in float32 at "
+            f"{planned.dtype} (_keep_in_fp32_modules): from_pretrained computes this map at {planned.dtype} but "
+            f"loads them in float32, {format_bytes(sum(extra.values()))} more than planned ({where})")
 
 
 def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[str]) -> list[Suggestion]:
