@@ -75,3 +75,36 @@ def test_keep_in_fp32_modules_at_fp16_are_warned_with_the_bytes_a_real_load_adds
     assert "98.30 KB more than planned (cuda:0 +" in warning and "cpu +" in warning
     code, data = run_json("plan-devices", tmp_path / "t5", "--dtype", "bf16", "--gpu", "10GB")
     assert code == 0 and not [w for w in data["warnings"] if "_keep_in_fp32_modules" in w]
+
+
+@pytest.fixture(scope="module")
+def no_architectures(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny untied Llama checkpoint whose config.json names no architecture."""
+    import json
+
+    folder = save_tiny_model("llama", tmp_path_factory.mktemp("noarch"))
+    config = json.loads((folder / "config.json").read_text())
+    del config["architectures"]
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_an_auto_class_is_planned_as_from_pretrained_of_it_builds(no_architectures: Path) -> None:
+    import transformers
+
+    memory = {0: 700_000, "cpu": 10**10}
+    code, data = run_json("plan-devices", no_architectures, "--model-class", "AutoModelForCausalLM",
+                          "--gpu", "700000", "--cpu", "10000000000")
+    assert code == 0 and data["model_class"] == "LlamaForCausalLM"
+    assert data["device_map"] == from_pretrained_device_map(no_architectures, "auto", memory,
+                                                            model_class=transformers.AutoModelForCausalLM)
+    assert "lm_head" in data["device_map"]
+    assert not [w for w in data["warnings"] if "names no architecture" in w]
+
+
+def test_a_config_without_architectures_says_which_class_is_planned(no_architectures: Path) -> None:
+    code, data = run_json("plan-devices", no_architectures, "--gpu", "10GB")
+    assert code == 0 and data["model_class"] == "LlamaModel"
+    [warning] = [w for w in data["warnings"] if "names no architecture" in w]
+    assert warning.startswith("config.json names no architecture: planned as LlamaModel, the class AutoModel")
+    assert "pass --model-class" in warning

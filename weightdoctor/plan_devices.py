@@ -409,6 +409,10 @@ def build_planned_model(
                 except UsageError as exc:
                     warnings.append(f"the FP8 embedding tables (modules_to_convert) are planned at {dtype}: "
                                     f"{exc.message}")
+            if not model_class and not checkpoint.config.get("architectures"):
+                warnings.append(f"config.json names no architecture: planned as {type(model).__name__}, the class "
+                                "AutoModel loads, without a task head; from_pretrained of another class (an "
+                                "lm_head with AutoModelForCausalLM) places more: pass --model-class")
             return PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
         except UsageError as exc:
             if not checkpoint.tensors or model_class is not None:
@@ -568,11 +572,15 @@ def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: st
     import transformers
     from transformers import CONFIG_MAPPING
 
+    from weightdoctor.load_simulation import concrete_class_name
     from weightdoctor.meta_model import build_meta_model
 
     model_type = config.get("model_type")
     if isinstance(model_type, str) and model_type not in CONFIG_MAPPING:
         raise UsageError(f"transformers {transformers.__version__} does not know model_type {model_type!r}")
+    if model_class:
+        # AutoModelForCausalLM.from_pretrained builds the class its mapping gives for the config's type
+        model_class = concrete_class_name(config, model_class)
     try:
         with _quiet_libraries():
             # Untied, as from_pretrained builds it before computing its map: its planner skips the tied copies by
