@@ -9,7 +9,8 @@ their budgets):
 
 * `--dtype` auto (from_pretrained's default) and one of fp16 / bf16 / fp32 per architecture;
 * strategies auto / balanced / balanced_low_0 / sequential;
-* GPU budgets splitting the model 1-4 ways with a CPU budget, GPU + CPU + disk, GPU + disk (no CPU budget);
+* GPU budgets splitting the model 1-4 ways with a CPU budget, GPU + CPU + disk, GPU + disk (no CPU budget),
+  CPU + disk (no GPU);
 * the class inferred from the config vs `--model-class` (the oracle loads that class), and `--no-split`;
 * the CLI (`plan-devices ... --json`, a subprocess) once per architecture, unless `--quick` (or with `--cli`).
 
@@ -205,6 +206,7 @@ def _budgets(total: int) -> list[tuple[str, list[int], int | None]]:
         ("2gpu+disk", [total // 3, total // 4], None),
         ("4gpu-roomy+cpu", [total // 2] * 4, 10 * GB),
         ("2gpu-all", [total] * 2, 10 * GB),
+        ("cpu+disk", [], total // 2),
     ]
 
 
