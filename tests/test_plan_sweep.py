@@ -108,3 +108,20 @@ def test_a_config_without_architectures_says_which_class_is_planned(no_architect
     [warning] = [w for w in data["warnings"] if "names no architecture" in w]
     assert warning.startswith("config.json names no architecture: planned as LlamaModel, the class AutoModel")
     assert "pass --model-class" in warning
+
+
+def test_keep_in_fp32_warning_counts_only_tensors_still_at_half_precision() -> None:
+    import torch
+    import transformers
+
+    from weightdoctor.plan_devices import PlannedModel, _build_from_config, _sizes, keep_in_fp32_warning
+
+    config = transformers.T5Config(vocab_size=256, d_model=64, d_kv=16, d_ff=128, num_layers=1, num_decoder_layers=1,
+                                   num_heads=4, architectures=["T5ForConditionalGeneration"]).to_dict()
+    model = _build_from_config(config, "float16", None)
+    wo = model.encoder.block[0].layer[1].DenseReluDense.wo
+    wo.weight = torch.nn.Parameter(torch.empty(64, 128, dtype=torch.float32, device="meta"))  # built fp32 already
+    planned = PlannedModel(model, "config", "T5ForConditionalGeneration", "fp16", config)
+    tensor_sizes = _sizes(planned, "fp16")[1]
+    warning = keep_in_fp32_warning(planned, {"": 0}, tensor_sizes, {})
+    assert warning is not None and "keeps 1 tensor(s) of wo" in warning and "16.38 KB more" in warning

@@ -1703,8 +1703,9 @@ def keep_in_fp32_warning(
     params, _, _ = _tensor_names(planned)
     extra: dict[int | str, int] = {}
     matched = 0
+    half = getattr(torch, DTYPES[planned.dtype][0])
     for name in params:
-        if name in tensor_sizes and pattern.search(name):
+        if name in tensor_sizes and pattern.search(name) and planned.model.get_parameter(name).dtype == half:
             owner = _owner(name, device_map)
             device = device_map[owner] if owner is not None else unplaced.get(name, "cpu")
             extra[device] = extra.get(device, 0) + tensor_sizes[name]  # fp16/bf16 -> fp32: as much again
