@@ -134,6 +134,14 @@ def _archs() -> dict[str, Arch]:
         "qwen2_moe": Arch(cfg(T.Qwen2MoeConfig, "Qwen2MoeForCausalLM", **llama, num_experts=4,
                               num_experts_per_tok=2, moe_intermediate_size=64, shared_expert_intermediate_size=64),
                           other_dtype="bf16"),
+        "mamba": Arch(cfg(T.MambaConfig, "MambaForCausalLM", vocab_size=256, hidden_size=64, state_size=8,
+                          num_hidden_layers=6, expand=2, conv_kernel=4), other_dtype="bf16"),
+        "gpt_bigcode": Arch(cfg(T.GPTBigCodeConfig, "GPTBigCodeForCausalLM", vocab_size=256, n_embd=64, n_layer=6,
+                                n_head=4, n_positions=128, multi_query=True), saved="bf16", layout="bin"),
+        "mt5": Arch(cfg(T.MT5Config, "MT5ForConditionalGeneration", **t5), other_dtype="fp16"),
+        "bert2bert": Arch(lambda: T.EncoderDecoderConfig.from_encoder_decoder_configs(
+            T.BertConfig(**bert), T.BertConfig(**bert, is_decoder=True, add_cross_attention=True),
+            architectures=["EncoderDecoderModel"]), layout="sharded"),
         # vision, audio and multimodal
         "vit": Arch(cfg(T.ViTConfig, "ViTForImageClassification", hidden_size=64, num_hidden_layers=4,
                         num_attention_heads=4, intermediate_size=128, image_size=32, patch_size=8),
@@ -148,6 +156,12 @@ def _archs() -> dict[str, Arch]:
             vision_config=T.CLIPVisionConfig(**clip_vision), text_config=T.LlamaConfig(**llama),
             image_token_index=255, architectures=["LlavaForConditionalGeneration"]), saved="bf16", layout="sharded",
             other_dtype="fp32"),
+        "qwen2_vl": Arch(lambda: T.Qwen2VLConfig(
+            text_config={**llama, "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}},
+            vision_config={"depth": 2, "embed_dim": 64, "hidden_size": 64, "num_heads": 4, "mlp_ratio": 2,
+                           "patch_size": 8, "spatial_merge_size": 2, "temporal_patch_size": 2},
+            image_token_id=250, video_token_id=251, vision_start_token_id=252,
+            architectures=["Qwen2VLForConditionalGeneration"]), saved="bf16", other_dtype="fp16"),
         "wav2vec2": Arch(cfg(T.Wav2Vec2Config, "Wav2Vec2ForCTC", vocab_size=32, hidden_size=64, num_hidden_layers=4,
                              num_attention_heads=4, intermediate_size=128, conv_dim=(32, 32), conv_stride=(5, 2),
                              conv_kernel=(10, 3), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4),
