@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.errors import UsageError
@@ -166,8 +167,6 @@ def build_meta_model(
     cfg = config_from_dict(config, **overrides) if isinstance(config, dict) else config
     cls = resolve_model_class(cfg, model_class)
     cfg = _sub_config_for(cls, config if isinstance(config, dict) else cfg.to_dict(), cfg, overrides)
-    import contextlib
-
     untied: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if not tie_weights:
         from transformers.initialization import no_tie_weights

@@ -1692,7 +1692,8 @@ def keep_in_fp32_warning(
     dtype_plan_of = getattr(planned.model, "_get_dtype_plan", None)
     if dtype_plan_of is None:
         return None
-    plan = dtype_plan_of(getattr(torch, DTYPES[planned.dtype][0]))
+    half = getattr(torch, DTYPES[planned.dtype][0])
+    plan = dtype_plan_of(half)
     if not plan:
         return None
     from transformers.core_model_loading import build_glob_alternation
@@ -1703,7 +1704,6 @@ def keep_in_fp32_warning(
     params, _, _ = _tensor_names(planned)
     extra: dict[int | str, int] = {}
     matched = 0
-    half = getattr(torch, DTYPES[planned.dtype][0])
     for name in params:
         if name in tensor_sizes and pattern.search(name) and planned.model.get_parameter(name).dtype == half:
             owner = _owner(name, device_map)
