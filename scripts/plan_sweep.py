@@ -12,9 +12,11 @@ their budgets):
 * GPU budgets splitting the model 1-4 ways with a CPU budget, GPU + CPU + disk, GPU + disk (no CPU budget),
   CPU + disk (no GPU);
 * the class inferred from the config vs `--model-class` (the oracle loads that class), and `--no-split`;
-* the CLI (`plan-devices ... --json`, a subprocess) once per architecture, unless `--quick` (or with `--cli`).
+* the CLI (`plan-devices ... --json`, a subprocess) once per architecture, unless `--quick` (or with `--cli`);
+* with `--load`, the real load on the CPU + disk budget: the loaded model's `hf_device_map` (what a load does, not
+  only what it computes).
 
-    PYTHONPATH=. .venv/bin/python scripts/plan_sweep.py [--only NAME ...] [--quick] [--verbose] [--cli]
+    PYTHONPATH=. .venv/bin/python scripts/plan_sweep.py [--only NAME ...] [--quick] [--verbose] [--cli] [--load]
 
 Prints one line per case (case / expected / got / verdict) and the counts; exits 1 on any mismatch.
 """
@@ -264,6 +266,9 @@ def main() -> int:
                              "--model-class or --no-split cases")
     parser.add_argument("--verbose", action="store_true", help="print the differing entries of each mismatch")
     parser.add_argument("--cli", action="store_true", help="run the CLI check even with --quick")
+    parser.add_argument("--load", action="store_true",
+                        help="also load each model for real on the budgets without a GPU (CPU + disk, offloaded to a "
+                             "temporary folder) and compare the loaded model's hf_device_map")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -271,7 +276,7 @@ def main() -> int:
 
     transformers.logging.set_verbosity_error()
 
-    from fixtures.plan_devices import from_pretrained_device_map
+    from fixtures.plan_devices import from_pretrained_device_map, load_with_device_map
     from weightdoctor.errors import UsageError
     from weightdoctor.plan_devices import DTYPES, PlanRequest, build_planned_model, open_plan_source, plan_devices
 
@@ -363,6 +368,19 @@ def main() -> int:
                             rows.append((name, _short(expected), "-", f"ERROR plan: {exc}"[:200]))
                             continue
                         compare(name, expected, got)
+                        if args.load and not gpus and not no_split:
+                            # no GPU in the budget: this machine can run the whole load, offloading to disk
+                            try:
+                                loaded = load_with_device_map(folder, strategy, Path(tmp) / f"offload-{len(rows)}",
+                                                              max_memory=memory, **kwargs)
+                                real = dict(loaded.hf_device_map)
+                                del loaded
+                            except Exception as exc:  # noqa: BLE001
+                                counts["error"] += 1
+                                rows.append((name + "/load", _short(expected), "-",
+                                             f"ERROR load: {type(exc).__name__}: {exc}"[:200]))
+                            else:
+                                compare(name + "/load", expected, real)
                         if not cli_done and (args.cli or not args.quick) and strategy == "auto":
                             # once per architecture: the CLI agrees with the oracle on its first case
                             cli_done = True
