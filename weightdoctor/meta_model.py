@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.errors import UsageError
@@ -139,6 +140,7 @@ def build_meta_model(
     model_class: str | None = None,
     *,
     other_config_hint: str = "or pass --config",
+    tie_weights: bool = True,
     **overrides: Any,
 ) -> torch.nn.Module:
     """Instantiate a model on the meta device: every parameter has a shape and dtype, none has memory.
@@ -153,6 +155,9 @@ def build_meta_model(
 
     `other_config_hint` ends the message for a class of another model type: how the calling command
     takes another config (diff-keys has `--config`; plan-devices takes a config.json as its source).
+
+    `tie_weights=False` builds it as `from_pretrained` does before it loads (transformers' `no_tie_weights`):
+    tied parameters are separate tensors, named in the model's `all_tied_weights_keys`.
     """
     import torch
 
@@ -162,8 +167,13 @@ def build_meta_model(
     cfg = config_from_dict(config, **overrides) if isinstance(config, dict) else config
     cls = resolve_model_class(cfg, model_class)
     cfg = _sub_config_for(cls, config if isinstance(config, dict) else cfg.to_dict(), cfg, overrides)
+    untied: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if not tie_weights:
+        from transformers.initialization import no_tie_weights
+
+        untied = no_tie_weights()
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), untied:
             model = cls._from_config(cfg) if hasattr(cls, "_from_config") else cls(cfg)
     except Exception as exc:  # model code can raise anything on a config it was not written for
         expected = getattr(cls, "config_class", None)

@@ -409,6 +409,10 @@ def build_planned_model(
                 except UsageError as exc:
                     warnings.append(f"the FP8 embedding tables (modules_to_convert) are planned at {dtype}: "
                                     f"{exc.message}")
+            if not model_class and not checkpoint.config.get("architectures"):
+                warnings.append(f"config.json names no architecture: planned as {type(model).__name__}, the class "
+                                "AutoModel loads, without a task head; from_pretrained of another class (an "
+                                "lm_head with AutoModelForCausalLM) places more: pass --model-class")
             return PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
         except UsageError as exc:
             if not checkpoint.tensors or model_class is not None:
@@ -568,14 +572,22 @@ def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: st
     import transformers
     from transformers import CONFIG_MAPPING
 
+    from weightdoctor.load_simulation import concrete_class_name
     from weightdoctor.meta_model import build_meta_model
 
     model_type = config.get("model_type")
     if isinstance(model_type, str) and model_type not in CONFIG_MAPPING:
         raise UsageError(f"transformers {transformers.__version__} does not know model_type {model_type!r}")
+    if model_class:
+        # AutoModelForCausalLM.from_pretrained builds the class its mapping gives for the config's type
+        model_class = concrete_class_name(config, model_class)
     try:
         with _quiet_libraries():
-            return build_meta_model(config, model_class, dtype=torch_dtype,
+            # Untied, as from_pretrained builds it before computing its map: its planner skips the tied copies by
+            # name (all_tied_weights_keys). Tied, named_parameters() yields a tensor once under its first name,
+            # the tied copy's where the head is registered first (XLMRobertaForMaskedLM's lm_head), and the
+            # planner would then count the embeddings nowhere.
+            return build_meta_model(config, model_class, dtype=torch_dtype, tie_weights=False,
                                     other_config_hint="or give a config.json of that model type as SOURCE")
     except UsageError:
         raise
@@ -814,24 +826,35 @@ def _sizes(planned: PlannedModel, dtype: str) -> tuple[dict[str, int], dict[str,
     return planned._cache[key]
 
 
+def tied_copies(model: torch.nn.Module) -> set[str]:
+    """The names of a transformers model's tied copies (`all_tied_weights_keys`: `lm_head.weight` tied to the
+    input embeddings), which its planner leaves uncounted; empty for other trees."""
+    tied = getattr(model, "all_tied_weights_keys", None)
+    return set(tied) if isinstance(tied, dict) else set()
+
+
 def _tensor_names(planned: PlannedModel) -> tuple[list[str], list[str], int]:
     """(parameter names, buffer names, number of parameters), tied parameters once; cached."""
     if "names" not in planned._cache:
-        # One walk over the modules, in named_parameters()/named_buffers() order, shared tensors once.
+        # One walk over the modules, in named_parameters()/named_buffers() order, shared tensors once and tied
+        # copies left out (the model is built untied, as from_pretrained builds it).
         params: list[str] = []
         buffers: list[str] = []
         count = 0
         seen: set[int] = set()
+        copies = tied_copies(planned.model)
         for prefix, module in planned.model.named_modules():
             for name, param in module._parameters.items():
-                if param is not None and id(param) not in seen:
+                full = f"{prefix}.{name}" if prefix else name
+                if param is not None and id(param) not in seen and full not in copies:
                     seen.add(id(param))
-                    params.append(f"{prefix}.{name}" if prefix else name)
+                    params.append(full)
                     count += param.numel()
             for name, buffer in module._buffers.items():
-                if buffer is not None and id(buffer) not in seen:
+                full = f"{prefix}.{name}" if prefix else name
+                if buffer is not None and id(buffer) not in seen and full not in copies:
                     seen.add(id(buffer))
-                    buffers.append(f"{prefix}.{name}" if prefix else name)
+                    buffers.append(full)
         planned._cache["names"] = (params, buffers, count)
     return planned._cache["names"]
 
@@ -1448,7 +1471,8 @@ def estimate_training(model: torch.nn.Module, dtype: str) -> TrainingEstimate:
     from accelerate.commands.estimate import estimate_training_usage
 
     fp32_bytes = 0
-    tensors = list(model.parameters()) + list(model.buffers())
+    copies = tied_copies(model)
+    tensors = [t for n, t in [*model.named_parameters(), *model.named_buffers()] if n not in copies]
     for tensor in tensors:
         fp32_bytes += tensor.numel() * (4 if tensor.is_floating_point() else tensor.element_size())
     precision = DTYPES[dtype][0] if DTYPES[dtype][1] is None else dtype
@@ -1557,6 +1581,9 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     bnb_offload = bnb_offload_warning(planned, device_map, tensor_sizes)
     if bnb_offload:
         warnings.append(bnb_offload)
+    kept_fp32 = keep_in_fp32_warning(planned, device_map, tensor_sizes, unplaced)
+    if kept_fp32:
+        warnings.append(kept_fp32)
     if unplaced:
         from weightdoctor.units import format_bytes
 
@@ -1645,6 +1672,50 @@ def bnb_offload_warning(
         f"modules then stay in fp32, not quantized: about {format_bytes(fp32_bytes)} on CPU/disk instead of the "
         f"{format_bytes(planned_bytes)} planned here"
     )
+
+
+def keep_in_fp32_warning(
+    planned: PlannedModel, device_map: dict[str, int | str], tensor_sizes: dict[str, int],
+    unplaced: dict[str, int | str],
+) -> str | None:
+    """The warning for a model whose `_keep_in_fp32_modules` (T5's `wo`; `_keep_in_fp32_modules_strict` at bf16
+    too) stay float32 at fp16, else None.
+
+    `from_pretrained` computes its map on the model built at the requested dtype, and casts the tensors its
+    `dtype_plan` names to float32 only as it loads them: the map is the one planned here, but those tensors take
+    twice the bytes counted for their devices.
+    """
+    if not planned.is_transformers or planned.dtype not in ("fp16", "bf16"):
+        return None
+    import torch
+
+    dtype_plan_of = getattr(planned.model, "_get_dtype_plan", None)
+    if dtype_plan_of is None:
+        return None
+    half = getattr(torch, DTYPES[planned.dtype][0])
+    plan = dtype_plan_of(half)
+    if not plan:
+        return None
+    from transformers.core_model_loading import build_glob_alternation
+
+    from weightdoctor.units import format_bytes
+
+    pattern = build_glob_alternation(list(plan))[0]  # matched as the loader matches each tensor's name (search)
+    params, _, _ = _tensor_names(planned)
+    extra: dict[int | str, int] = {}
+    matched = 0
+    for name in params:
+        if name in tensor_sizes and pattern.search(name) and planned.model.get_parameter(name).dtype == half:
+            owner = _owner(name, device_map)
+            device = device_map[owner] if owner is not None else unplaced.get(name, "cpu")
+            extra[device] = extra.get(device, 0) + tensor_sizes[name]  # fp16/bf16 -> fp32: as much again
+            matched += 1
+    if not matched:
+        return None
+    where = ", ".join(f"{device_name(d)} +{format_bytes(n)}" for d, n in extra.items())
+    return (f"{planned.model_class} keeps {matched} tensor(s) of {', '.join(sorted(plan))} in float32 at "
+            f"{planned.dtype} (_keep_in_fp32_modules): from_pretrained computes this map at {planned.dtype} but "
+            f"loads them in float32, {format_bytes(sum(extra.values()))} more than planned ({where})")
 
 
 def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[str]) -> list[Suggestion]:
