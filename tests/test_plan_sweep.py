@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,9 +49,10 @@ def test_quick_sweep_agrees_with_from_pretrained() -> None:
     done = subprocess.run(
         [sys.executable, "scripts/plan_sweep.py", "--quick", "--only", "bert", "xlm_roberta", "t5", "llama", "clip"],
         cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},  # the script imports fixtures/ from the checkout
     )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     last = done.stdout.strip().splitlines()[-1]
-    assert done.returncode == 0, done.stdout[-2000:]
     assert "different: 0  errors: 0" in last and "architectures: 5" in last
     assert int(last.split("cases: ")[1].split()[0]) >= 20
 

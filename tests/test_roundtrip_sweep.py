@@ -4,6 +4,7 @@ tells what was written."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from tests.helpers import REPO_ROOT
 def test_quick_roundtrip_sweep_passes_on_tied_and_encoder_decoder_models() -> None:
     done = subprocess.run(
         [sys.executable, "scripts/roundtrip_sweep.py", "--quick", "--only", "gpt2", "t5", "bart", "llama"],
-        capture_output=True, text=True, cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         timeout=300,
     )
     summary = done.stdout.strip().splitlines()[-1]
