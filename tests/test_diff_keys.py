@@ -800,3 +800,38 @@ def test_a_lookalike_step_does_not_hide_the_rename_that_loads(tmp_path: Path) ->
     fixed = save_state_dict_folder(weights, json.loads((folder / "config.json").read_text()), tmp_path / "fixed")
     missing, _, mismatched = _from_pretrained_report(Pair("fixed", fixed, folder, pair.model_class, ""))
     assert (missing, mismatched) == (set(), set())
+
+
+def _bert_bin_folder(state_dict: dict, folder: Path) -> Path:
+    """A tiny BERT classifier's config and `state_dict` (anything torch.save takes) as `pytorch_model.bin`."""
+    from fixtures.build import build_bert
+
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(build_bert().config.to_dict()))
+    torch.save(state_dict, folder / "pytorch_model.bin")
+    return folder
+
+
+def test_non_tensor_entries_of_a_bin_are_unexpected_as_from_pretrained_says(tmp_path: Path) -> None:
+    """from_pretrained reads every key of a `.bin`'s top-level dict: a `version: 2` or an `optimizer` dict beside
+    the weights is listed as unexpected (and ignored); one named after a weight makes it raise."""
+    from fixtures.build import build_bert
+
+    weights = build_bert().state_dict()
+    folder = _bert_bin_folder({**weights, "version": 2, "optimizer": {"lr": 0.1}}, tmp_path / "extra")
+    pair = Pair("non-tensors", folder, folder, "BertForSequenceClassification", "")
+    with open_checkpoint(str(folder)) as checkpoint:
+        report = diff_checkpoint_against_model(checkpoint, pair.model_class)
+    assert ({i.name for i in report.missing}, {i.name for i in report.unexpected}, set()) == \
+        _from_pretrained_report(pair)
+    assert {(i.name, i.reason, i.severity) for i in report.unexpected} == {
+        ("version", "not-a-tensor", "info"), ("optimizer", "not-a-tensor", "info")}
+    assert report.worst_severity == "info"
+
+    broken = _bert_bin_folder({**weights, "classifier.bias": "oops"}, tmp_path / "named-like-a-weight")
+    with pytest.raises(TypeError):
+        _from_pretrained_report(Pair("broken", broken, broken, pair.model_class, ""))
+    with open_checkpoint(str(broken)) as checkpoint:
+        report = diff_checkpoint_against_model(checkpoint, pair.model_class)
+    assert [(i.name, i.reason, i.severity) for i in report.missing] == [("classifier.bias", "not-a-tensor", "error")]
+    assert report.missing[0].detail.startswith("from_pretrained raises")

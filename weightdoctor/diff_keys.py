@@ -77,6 +77,8 @@ REASONS: dict[str, str] = {
     "checkpoint): convert with that library's converter, a rename alone loads wrong values",
     "unused-part": "a part of A that B does not have at all, while B gets every weight it needs (another tower "
     "of a composite model, a module of another task): dropped",
+    "not-a-tensor": "an entry of A's state dict that is no tensor (a version number, a string): from_pretrained "
+    "lists it as unexpected and ignores it, and raises when it has the name of a weight",
     "unknown": "no known cause: these weights will not load",
 }
 

@@ -52,7 +52,7 @@ class LoadSimulation:
         converted: model keys filled through a WeightConverter (its operations run on meta tensors, so their
             shapes are compared like any other).
         conversion_errors: model key -> the last line of the error a converter raised (transformers then
-            leaves the key missing).
+            leaves the key missing), or why a non-tensor entry of A named after it fails the load.
     """
 
     missing: set[str]
@@ -62,6 +62,7 @@ class LoadSimulation:
     converted: set[str] = field(default_factory=set)
     unexpected_sources: dict[str, str] = field(default_factory=dict)
     conversion_errors: dict[str, str] = field(default_factory=dict)
+    non_tensor_targets: set[str] = field(default_factory=set)  # model keys a non-tensor entry of A names
 
 
 @contextlib.contextmanager
@@ -77,7 +78,8 @@ def _quiet_transformers() -> Iterator[None]:
 
 
 def simulate_from_pretrained(
-    model: torch.nn.Module, shapes: Mapping[str, tuple[int, ...]], key_mapping: dict[str, str] | None = None
+    model: torch.nn.Module, shapes: Mapping[str, tuple[int, ...]], key_mapping: dict[str, str] | None = None,
+    non_tensor_keys: Sequence[str] = (),
 ) -> LoadSimulation:
     """Sort checkpoint keys the way `from_pretrained` does, without reading any tensor.
 
@@ -92,6 +94,8 @@ def simulate_from_pretrained(
             it is modified (weights get tied), so pass a throwaway one.
         shapes: checkpoint key -> shape.
         key_mapping: as `from_pretrained(key_mapping=...)`.
+        non_tensor_keys: keys of A's state dict whose values are not tensors (a `.bin` holding `version: 2`):
+            from_pretrained sorts them like any key (unexpected), and fails on one that names a weight.
     """
 
     try:
@@ -125,7 +129,8 @@ def simulate_from_pretrained(
         sim = LoadSimulation(set(), set(), set())
         to_convert: dict[str, Any] = {}  # target key -> its WeightConverter, as transformers' param_name_to_load
         direct: dict[str, str] = {}  # model key -> A's key that fills it as it is (no converter)
-        for original in sorted(shapes, key=dot_natural_key):
+        non_tensors = set(non_tensor_keys) - set(shapes)
+        for original in sorted({*shapes, *non_tensors}, key=dot_natural_key):
             renamed, source_pattern = rename_source_key(original, renamings, converters, prefix, meta_state_dict)
             if renamed not in meta_state_dict and original in meta_state_dict:
                 renamed, source_pattern = rename_source_key(
@@ -133,6 +138,11 @@ def simulate_from_pretrained(
                 )
             if renamed != original:
                 sim.renamed[original] = renamed
+            if original in non_tensors and renamed in meta_state_dict:
+                # transformers materialises it as a tensor and fails (AttributeError): the weight does not load.
+                sim.conversion_errors[renamed] = f"A's {original} is not a tensor"
+                sim.non_tensor_targets.add(renamed)
+                continue
             if renamed in meta_state_dict:
                 if source_pattern is not None:
                     # Collected as transformers collects it (one converter per target key), with a meta tensor
@@ -252,6 +262,7 @@ def diff_against_model(
     source_a: str = "A",
     model_class: str | None = None,
     tied_groups_a: Sequence[Sequence[str]] = (),
+    non_tensor_keys: Mapping[str, str] | None = None,
 ) -> DiffReport:
     """What `model_class.from_pretrained(A)` reports, with reasons, severities and a suggested fix.
 
@@ -261,18 +272,22 @@ def diff_against_model(
         renames: `--rename`s applied to A's keys before transformers' own rules.
         source_a / model_class: for the report.
         tied_groups_a: names in A that share storage.
+        non_tensor_keys: entries of A's state dict that are not tensors (name -> description): from_pretrained
+            reads them as keys too, so they are unexpected.
     """
     renamed_a = dict(specs_a)
+    non_tensors = dict(non_tensor_keys or {})
     if renames:
-        mapping = apply_renames(specs_a, list(renames))
-        renamed_a = {new: KeySpec(new, specs_a[old].shape, specs_a[old].dtype) for old, new in mapping.items()}
+        mapping = apply_renames([*specs_a, *non_tensors], list(renames))
+        renamed_a = {mapping[old]: KeySpec(mapping[old], spec.shape, spec.dtype) for old, spec in specs_a.items()}
+        non_tensors = {mapping[old]: what for old, what in non_tensors.items()}
     meta_state_dict = model.state_dict()
     specs_b = {
         name: KeySpec(name, tuple(t.shape), str(t.dtype).removeprefix("torch."))
         for name, t in meta_state_dict.items()
     }
     fresh_model_args = (type(model), model.config)
-    sim = simulate_from_pretrained(model, {n: s.shape for n, s in renamed_a.items()})
+    sim = simulate_from_pretrained(model, {n: s.shape for n, s in renamed_a.items()}, non_tensor_keys=list(non_tensors))
     # A's specs under the names transformers gave them, so reasons and shapes line up with B's keys.
     as_loaded = {sim.renamed.get(n, n): s for n, s in renamed_a.items()}
     as_loaded = {n: KeySpec(n, s.shape, s.dtype) for n, s in as_loaded.items()}
@@ -282,9 +297,13 @@ def diff_against_model(
     unexpected = list(dict.fromkeys(n for n in (sim.renamed.get(k, k) for k in renamed_a) if n in sim.unexpected))
     unexpected += sorted(sim.unexpected - set(unexpected))
     mismatched = sorted(sim.mismatched)
+    not_tensors: dict[str, tuple[str, str, str]] = {}
     for name in sim.unexpected:
         source = sim.unexpected_sources.get(name)
-        if source is not None and name not in as_loaded:
+        if source in non_tensors:
+            not_tensors[name] = ("not-a-tensor", "info", f"not a tensor ({non_tensors[source]}): from_pretrained "
+                                 "lists it and ignores it")
+        elif source is not None and name not in as_loaded:
             as_loaded[name] = KeySpec(name, renamed_a[source].shape, renamed_a[source].dtype)
 
     suggestions: list[SuggestedRename] = []
@@ -297,10 +316,13 @@ def diff_against_model(
         layout_whys, layout_note = adapter_whys, adapter_note
     if layout_note:
         notes.append(layout_note)
+    layout_whys = {**not_tensors, **layout_whys}
     for name, error in sim.conversion_errors.items():
         # transformers raises at the end of from_pretrained when a conversion failed: the load does not finish.
-        layout_whys = {**layout_whys, name: ("shape", "error", f"from_pretrained raises: its WeightConverter cannot "
-                                             f"build this from A's tensors ({error})")}
+        why = (("not-a-tensor", "error", f"from_pretrained raises: {error}") if name in sim.non_tensor_targets else
+               ("shape", "error", f"from_pretrained raises: its WeightConverter cannot build this from A's tensors "
+                                  f"({error})"))
+        layout_whys = {**layout_whys, name: why}
     # A's names before transformers' renames, for the keys of a known foreign layout: not renamed, converted.
     foreign_in_a = {sim.unexpected_sources.get(n, n) for n in layout_whys if n in sim.unexpected}
     if sim.unexpected and sim.missing and not adapter_whys:
@@ -482,6 +504,8 @@ def diff_checkpoint_against_model(
     report = diff_against_model(
         specs_from_tensors(checkpoint.tensors), model, renames,
         source_a=checkpoint.source, model_class=model_class, tied_groups_a=checkpoint.alias_groups(),
+        # from_pretrained reads a file's top level: there, entries that are no tensors are keys like any other.
+        non_tensor_keys=checkpoint.non_tensor_keys if checkpoint.nested_key is None else None,
     )
     report.revision_a, report.resolved_a = checkpoint.revision, checkpoint.location
     return report

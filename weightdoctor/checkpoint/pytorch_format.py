@@ -58,6 +58,8 @@ class PickleContents:
     nested_key: str | None
     other_entries: list[str] = field(default_factory=list)
     skipped_entries: list[str] = field(default_factory=list)
+    # The string keys of those entries, described (`version` -> "int: 2"): from_pretrained reads them as keys.
+    non_tensor_keys: dict[str, str] = field(default_factory=dict)
     security: ScanReport | None = None
     notes: list[str] = field(default_factory=list)  # how the file was read, when that is worth saying
 
@@ -673,6 +675,7 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
                      f"{', '.join(beside)}: the weights are split over nested dicts; --key reads one of them")
     tensors: dict[str, Any] = {}
     skipped: list[str] = []
+    non_tensor_keys: dict[str, str] = {}
     for name, value in state_dict.items():
         if is_tensor(value) and isinstance(name, str):
             if not isinstance(value, StaticTensor) and value.requires_grad:
@@ -683,12 +686,15 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
             skipped.append(f"{name!r} ({_describe(value)}, under a key that is not a string: load_state_dict cannot)")
         else:
             skipped.append(f"{name} ({_describe(value)})")
+            if isinstance(name, str):
+                non_tensor_keys[name] = _describe(value)
     meta = [name for name, value in tensors.items() if not isinstance(value, StaticTensor) and value.is_meta]
     if meta:
         notes.append(f"{len(meta)} tensor(s) on the meta device ({', '.join(meta[:3])}"
                      f"{', ...' if len(meta) > 3 else ''}): the file holds their shapes and dtypes but no values "
                      "(saved from a model that was never materialised)")
     return PickleContents(state_dict=tensors, nested_key=nested_key, other_entries=other, skipped_entries=skipped,
+                          non_tensor_keys=non_tensor_keys,
                           security=report, notes=notes)
 
 

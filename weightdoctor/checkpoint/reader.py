@@ -69,6 +69,8 @@ class Checkpoint:
         nested_key: where a training checkpoint keeps its state dict (None at the top level).
         other_entries: a training checkpoint's other entries (top level, and beside the state dict on its
             path), described.
+        non_tensor_keys: the string keys of the state dict's entries that are not tensors, described
+            (`skipped_entries` says them in words); from_pretrained reads them as keys.
         repo_id / revision: set when the source was a Hub repo id.
         warnings: things the reader noticed that do not stop it (index/shard disagreements, ...).
         security: the static pickle scan of every weight file, merged (verdict "safe" for safetensors;
@@ -88,6 +90,7 @@ class Checkpoint:
     nested_key: str | None = None
     other_entries: list[str] = field(default_factory=list)
     skipped_entries: list[str] = field(default_factory=list)
+    non_tensor_keys: dict[str, str] = field(default_factory=dict)
     repo_id: str | None = None
     revision: str | None = None
     warnings: list[str] = field(default_factory=list)
@@ -309,6 +312,7 @@ class _Builder:
         self.nested_key: str | None = None
         self.other_entries: list[str] = []
         self.skipped_entries: list[str] = []
+        self.non_tensor_keys: dict[str, str] = {}
         self.notes: list[str] = []  # what a weight file's reader noticed (become the checkpoint's warnings)
         self.formats: set[str] = set()
         self.scans: list[ScanReport] = []
@@ -382,6 +386,7 @@ class _Builder:
                     self.nested_key = contents.nested_key
                     self.other_entries = contents.other_entries
                 self.skipped_entries += contents.skipped_entries
+                self.non_tensor_keys.update(contents.non_tensor_keys)
                 self.notes += [f"{relpath}: {note}" for note in contents.notes]
                 infos = pytorch_format.tensor_infos(contents, relpath)
         except WeightDoctorError as exc:
@@ -907,6 +912,7 @@ def _open_checkpoint(
         nested_key=builder.nested_key,
         other_entries=builder.other_entries,
         skipped_entries=builder.skipped_entries,
+        non_tensor_keys=builder.non_tensor_keys,
         repo_id=repo_id,
         revision=revision if repo_id is not None else None,
         warnings=warnings,
