@@ -835,3 +835,18 @@ def test_non_tensor_entries_of_a_bin_are_unexpected_as_from_pretrained_says(tmp_
         report = diff_checkpoint_against_model(checkpoint, pair.model_class)
     assert [(i.name, i.reason, i.severity) for i in report.missing] == [("classifier.bias", "not-a-tensor", "error")]
     assert report.missing[0].detail.startswith("from_pretrained raises")
+
+
+def test_a_training_checkpoint_against_the_model_class_says_from_pretrained_cannot_read_it(tmp_path: Path) -> None:
+    """The state dict under `state_dict` is compared (as --key reads it), but from_pretrained(A) reads the top level:
+    it loads none of the weights, and the note says so."""
+    from fixtures.build import build_bert
+
+    folder = _bert_bin_folder({"state_dict": build_bert().state_dict(), "epoch": 3}, tmp_path / "training")
+    with pytest.raises(AttributeError):  # no dtype in the config: it looks for one in the "state dict" and fails
+        _from_pretrained_report(Pair("training", folder, folder, "BertForSequenceClassification", ""))
+    with open_checkpoint(str(folder)) as checkpoint:
+        report = diff_checkpoint_against_model(checkpoint, "BertForSequenceClassification")
+    assert (report.missing, report.unexpected, report.mismatched) == ([], [], [])
+    assert any("from_pretrained(A) itself reads the file's top level" in note and "'state_dict'" in note
+               for note in report.notes)

@@ -508,4 +508,11 @@ def diff_checkpoint_against_model(
         non_tensor_keys=checkpoint.non_tensor_keys if checkpoint.nested_key is None else None,
     )
     report.revision_a, report.resolved_a = checkpoint.revision, checkpoint.location
+    if checkpoint.nested_key is not None:
+        # from_pretrained reads the file's top-level dict as the state dict: `state_dict`, `epoch`... are its keys.
+        report.notes.append(
+            f"A is a training checkpoint: its state dict sits under {checkpoint.nested_key!r}, and this report is "
+            "what loading that state dict gives; from_pretrained(A) itself reads the file's top level, so it loads "
+            "none of these weights (or raises): write the state dict on its own first (weightdoctor convert A -o "
+            "model.safetensors)")
     return report
