@@ -850,3 +850,27 @@ def test_a_training_checkpoint_against_the_model_class_says_from_pretrained_cann
     assert (report.missing, report.unexpected, report.mismatched) == ([], [], [])
     assert any("from_pretrained(A) itself reads the file's top level" in note and "'state_dict'" in note
                for note in report.notes)
+
+
+@pytest.mark.parametrize("saved", ["DeiTForImageClassificationWithTeacher", "DeiTForImageClassification"])
+def test_an_auto_class_with_several_classes_for_a_model_type_picks_as_from_pretrained(saved: str,
+                                                                                        tmp_path: Path) -> None:
+    """AutoModelForImageClassification maps DeiT to two classes (with and without the distillation head): the
+    config's `architectures` picks one, as from_pretrained does (it was an AttributeError on the tuple)."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.DeiTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=37)
+    getattr(transformers, saved)(config).save_pretrained(tmp_path / "deit")
+    teacher = tmp_path / "teacher-config"  # the config of the other class, for the weights of this one
+    teacher.mkdir()
+    other = "DeiTForImageClassification" if saved.endswith("Teacher") else "DeiTForImageClassificationWithTeacher"
+    (teacher / "config.json").write_text(json.dumps({**config.to_dict(), "architectures": [other]}))
+    for config_folder in (tmp_path / "deit", teacher):
+        pair = Pair("deit", tmp_path / "deit", config_folder, "AutoModelForImageClassification", "")
+        with open_checkpoint(str(pair.a)) as checkpoint:
+            report = diff_checkpoint_against_model(checkpoint, pair.model_class, config=str(config_folder))
+        ours = ({i.name for i in report.missing}, {i.name for i in report.unexpected}, set())
+        assert ours == _from_pretrained_report(pair)
+        assert bool(ours[0] or ours[1]) == (config_folder == teacher)  # the other class: its head differs

@@ -31,3 +31,12 @@ def test_unknown_model_type_is_one_short_line() -> None:
     with pytest.raises(UsageError) as info:
         build_meta_model({"model_type": "no-such-arch"})
     assert "no-such-arch" in info.value.message and len(info.value.message) < 120
+
+
+def test_a_config_without_architectures_builds_the_first_of_several_automodel_classes() -> None:
+    """AutoModel maps funnel to (FunnelModel, FunnelBaseModel): without `architectures`, the first, as
+    AutoModel.from_pretrained picks it; with them, the one they name."""
+    config = {"model_type": "funnel", "vocab_size": 50, "block_sizes": [1, 1], "d_model": 16, "n_head": 2,
+              "d_head": 8, "d_inner": 32}
+    assert type(build_meta_model(config)).__name__ == "FunnelModel"
+    assert type(build_meta_model({**config, "architectures": ["FunnelBaseModel"]})).__name__ == "FunnelBaseModel"

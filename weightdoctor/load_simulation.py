@@ -463,7 +463,7 @@ def concrete_class_name(config: dict[str, Any], model_class: str, **overrides: A
         return model_class
     import transformers
 
-    from weightdoctor.meta_model import config_from_dict
+    from weightdoctor.meta_model import auto_model_class, config_from_dict
 
     auto = getattr(transformers, model_class, None)
     mapping = getattr(auto, "_model_mapping", None)
@@ -471,7 +471,7 @@ def concrete_class_name(config: dict[str, Any], model_class: str, **overrides: A
         raise UsageError(f"transformers has no auto class {model_class!r}")
     cfg = config_from_dict(config, **overrides)
     try:
-        return mapping[type(cfg)].__name__
+        return auto_model_class(mapping, cfg).__name__
     except KeyError:
         raise UsageError(f"{model_class} has no model for model_type {cfg.model_type!r}") from None
 

@@ -69,6 +69,22 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
         raise UsageError(f"config.json cannot build a {model_type!r} config ({type(exc).__name__}: {detail})") from exc
 
 
+def auto_model_class(mapping: Any, config: PretrainedConfig) -> type:
+    """The class an Auto class's `mapping` gives `config`, as its from_pretrained picks it: some model types map to
+    several classes (DeiT's image classifier with and without its distillation head, Funnel's full and base
+    model), and then the config's `architectures` chooses, else the first one.
+
+    Raises:
+        KeyError: the mapping has no class for this config.
+    """
+    classes = mapping[type(config)]
+    if not isinstance(classes, (list, tuple)):
+        return classes
+    by_name = {cls.__name__: cls for cls in classes}
+    return next((by_name[name] for name in getattr(config, "architectures", None) or [] if name in by_name),
+                classes[0])
+
+
 def resolve_model_class(config: PretrainedConfig, model_class: str | None = None) -> type:
     """The class to build: `model_class` by name, else the config's first architecture, else AutoModel's."""
     import transformers
@@ -77,7 +93,7 @@ def resolve_model_class(config: PretrainedConfig, model_class: str | None = None
     if name is None:
         from transformers import AutoModel
 
-        return AutoModel._model_mapping[type(config)]
+        return auto_model_class(AutoModel._model_mapping, config)
     cls = getattr(transformers, name, None)
     if cls is None or not isinstance(cls, type):
         raise UsageError(f"transformers has no model class {name!r}")
