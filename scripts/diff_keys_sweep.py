@@ -1,0 +1,597 @@
+"""Oracle sweep of `diff-keys A --model-class CLASS --config B` against what transformers itself reports.
+
+For tiny seeded models of ~40 architectures (decoder LMs, MoE, encoders, seq2seq, vision, audio, multimodal),
+saved with `save_pretrained`, derives checkpoints as they turn up in real life and compares the missing /
+unexpected / mismatched key sets of `diff_checkpoint_against_model(...)` with those of
+`CLASS.from_pretrained(A, config=B, output_loading_info=True, ignore_mismatched_sizes=True)`:
+
+* a head model into its base class and a base model into each head class;
+* DDP's `module.` and torch.compile's `_orig_mod.` before every key (config kept), also on a base into a head;
+* num_labels changed (through B's config, and through `--num-labels` / from_pretrained's `num_labels=`);
+* the vocabulary resized; tied and untied output embeddings against a config that says the other;
+* one key dropped and an extra key added; a bf16 checkpoint; a `.bin` checkpoint.
+
+Once per architecture the CLI (`weightdoctor diff-keys A --model-class X --config B --json`, a subprocess) is
+run on the first case too, and its sets compared with the Python API's.
+
+    PYTHONPATH=. .venv/bin/python scripts/diff_keys_sweep.py [--only NAME ...] [--quick] [--verbose] [--no-cli]
+
+Prints one line per case (case / class / transformers' counts / ours / verdict) and the counts; exits 1 on any
+difference or error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+Sets = tuple[frozenset[str], frozenset[str], frozenset[tuple[str, tuple[int, ...], tuple[int, ...]]]]
+
+
+@dataclass
+class Arch:
+    """A tiny architecture: its config, base class, head classes, and which of them are LM / label heads."""
+
+    config: Callable[[], Any]
+    base: str
+    heads: list[str]
+    lm: str | None = None  # the class with an output embedding (tied or not)
+    labels: str | None = None  # the class with a num_labels head
+    text: bool = True  # has a vocabulary to resize
+    # (class saved, class loaded with the saved config): sub-models, other heads, Auto classes
+    others: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _archs() -> dict[str, Arch]:
+    import transformers as T
+
+    small = {"vocab_size": 96, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "max_position_embeddings": 64}
+    kv = {**small, "num_key_value_heads": 2}
+    enc = {**small, "type_vocab_size": 2}
+    s2s = {"vocab_size": 96, "d_model": 32, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4,
+           "decoder_attention_heads": 4, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64,
+           "max_position_embeddings": 64, "pad_token_id": 1, "decoder_start_token_id": 2}
+    t5 = {"vocab_size": 96, "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_heads": 4,
+          "decoder_start_token_id": 0}
+    vit = {"image_size": 32, "patch_size": 8, "num_channels": 3, "hidden_size": 32, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "intermediate_size": 64}
+    clip_text = {"vocab_size": 96, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                 "num_attention_heads": 4, "max_position_embeddings": 64}
+    llama_text = {"model_type": "llama", **kv}
+
+    def decoder(cfg: Callable[[], Any], stem: str, **kw: Any) -> Arch:
+        return Arch(cfg, f"{stem}Model", [f"{stem}ForCausalLM", f"{stem}ForSequenceClassification"],
+                    lm=f"{stem}ForCausalLM", labels=f"{stem}ForSequenceClassification", **kw)
+
+    def encoder(cfg: Callable[[], Any], stem: str) -> Arch:
+        return Arch(cfg, f"{stem}Model", [f"{stem}ForSequenceClassification", f"{stem}ForMaskedLM"],
+                    lm=f"{stem}ForMaskedLM", labels=f"{stem}ForSequenceClassification")
+
+    archs = {
+        "llama": decoder(lambda: T.LlamaConfig(**kv), "Llama"),
+        "mistral": decoder(lambda: T.MistralConfig(**kv), "Mistral"),
+        "qwen2": decoder(lambda: T.Qwen2Config(**kv), "Qwen2"),
+        "qwen3": decoder(lambda: T.Qwen3Config(**kv, head_dim=8), "Qwen3"),
+        "gemma": decoder(lambda: T.GemmaConfig(**kv, head_dim=8), "Gemma"),
+        "gemma2": decoder(lambda: T.Gemma2Config(**kv, head_dim=8), "Gemma2"),
+        "phi": decoder(lambda: T.PhiConfig(**kv), "Phi"),
+        "phi3": decoder(lambda: T.Phi3Config(**kv, pad_token_id=0), "Phi3"),
+        "falcon": decoder(lambda: T.FalconConfig(vocab_size=96, hidden_size=32, num_hidden_layers=2,
+                                                 num_attention_heads=4), "Falcon"),
+        "gpt_neox": decoder(lambda: T.GPTNeoXConfig(**small), "GPTNeoX"),
+        "gptj": decoder(lambda: T.GPTJConfig(vocab_size=96, n_embd=32, n_layer=2, n_head=4, rotary_dim=4,
+                                             n_positions=64), "GPTJ"),
+        "bloom": decoder(lambda: T.BloomConfig(vocab_size=96, hidden_size=32, n_layer=2, n_head=4), "Bloom"),
+        "opt": decoder(lambda: T.OPTConfig(vocab_size=96, hidden_size=32, num_hidden_layers=2, ffn_dim=64,
+                                           num_attention_heads=4, max_position_embeddings=64,
+                                           word_embed_proj_dim=32), "OPT"),
+        "mpt": decoder(lambda: T.MptConfig(d_model=32, n_heads=4, n_layers=2, vocab_size=96, max_seq_len=64), "Mpt"),
+        "stablelm": decoder(lambda: T.StableLmConfig(**kv), "StableLm"),
+        "gpt2": Arch(lambda: T.GPT2Config(vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=64),
+                     "GPT2Model", ["GPT2LMHeadModel", "GPT2ForSequenceClassification"], lm="GPT2LMHeadModel",
+                     labels="GPT2ForSequenceClassification"),
+        "mixtral": decoder(lambda: T.MixtralConfig(**kv, num_local_experts=4, num_experts_per_tok=2), "Mixtral"),
+        "qwen2_moe": decoder(lambda: T.Qwen2MoeConfig(**kv, num_experts=4, num_experts_per_tok=2,
+                                                      moe_intermediate_size=32, shared_expert_intermediate_size=32),
+                             "Qwen2Moe"),
+        "qwen3_moe": decoder(lambda: T.Qwen3MoeConfig(**kv, head_dim=8, num_experts=4, num_experts_per_tok=2,
+                                                      moe_intermediate_size=32, mlp_only_layers=[0]), "Qwen3Moe"),
+        "deepseek_v3": decoder(lambda: T.DeepseekV3Config(**{**kv, "num_key_value_heads": 4}, n_routed_experts=4,
+                                                          num_experts_per_tok=2, moe_intermediate_size=32, n_group=1,
+                                                          topk_group=1, first_k_dense_replace=1, q_lora_rank=16,
+                                                          kv_lora_rank=16, qk_rope_head_dim=4, qk_nope_head_dim=4,
+                                                          v_head_dim=8), "DeepseekV3"),
+        "olmoe": Arch(lambda: T.OlmoeConfig(**kv, num_experts=4, num_experts_per_tok=2), "OlmoeModel",
+                      ["OlmoeForCausalLM"], lm="OlmoeForCausalLM"),
+        "bert": encoder(lambda: T.BertConfig(**enc), "Bert"),
+        "roberta": encoder(lambda: T.RobertaConfig(**enc, pad_token_id=1), "Roberta"),
+        "deberta_v2": encoder(lambda: T.DebertaV2Config(**enc), "DebertaV2"),
+        "electra": encoder(lambda: T.ElectraConfig(**enc, embedding_size=16), "Electra"),
+        "albert": encoder(lambda: T.AlbertConfig(**enc, embedding_size=16), "Albert"),
+        "funnel": Arch(lambda: T.FunnelConfig(vocab_size=96, block_sizes=[1, 1], d_model=32, n_head=4, d_head=8,
+                                              d_inner=64), "FunnelModel",
+                       ["FunnelForSequenceClassification", "FunnelForMaskedLM"], lm="FunnelForMaskedLM",
+                       labels="FunnelForSequenceClassification"),
+        "distilbert": encoder(lambda: T.DistilBertConfig(vocab_size=96, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                                                         max_position_embeddings=64), "DistilBert"),
+        "xlm_roberta": encoder(lambda: T.XLMRobertaConfig(**enc, pad_token_id=1), "XLMRoberta"),
+        "t5": Arch(lambda: T.T5Config(**t5), "T5Model", ["T5ForConditionalGeneration", "T5ForSequenceClassification"],
+                   lm="T5ForConditionalGeneration", labels="T5ForSequenceClassification"),
+        "mt5": Arch(lambda: T.MT5Config(**t5), "MT5Model", ["MT5ForConditionalGeneration"],
+                    lm="MT5ForConditionalGeneration"),
+        "bart": Arch(lambda: T.BartConfig(**s2s), "BartModel",
+                     ["BartForConditionalGeneration", "BartForSequenceClassification"],
+                     lm="BartForConditionalGeneration", labels="BartForSequenceClassification"),
+        "marian": Arch(lambda: T.MarianConfig(**s2s), "MarianModel", ["MarianMTModel"], lm="MarianMTModel"),
+        "pegasus": Arch(lambda: T.PegasusConfig(**s2s), "PegasusModel", ["PegasusForConditionalGeneration"],
+                        lm="PegasusForConditionalGeneration"),
+        "whisper": Arch(lambda: T.WhisperConfig(vocab_size=96, num_mel_bins=8, d_model=32, encoder_layers=2,
+                                                decoder_layers=2, encoder_attention_heads=4,
+                                                decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                                                max_source_positions=16, max_target_positions=32, pad_token_id=1,
+                                                decoder_start_token_id=2),
+                        "WhisperModel", ["WhisperForConditionalGeneration"], lm="WhisperForConditionalGeneration"),
+        "vit": Arch(lambda: T.ViTConfig(**vit), "ViTModel", ["ViTForImageClassification"],
+                    labels="ViTForImageClassification", text=False),
+        "deit": Arch(lambda: T.DeiTConfig(**vit), "DeiTModel",
+                     ["DeiTForImageClassification", "DeiTForImageClassificationWithTeacher"],
+                     labels="DeiTForImageClassification", text=False),
+        "swin": Arch(lambda: T.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1],
+                                          num_heads=[2, 2], window_size=4), "SwinModel",
+                     ["SwinForImageClassification"], labels="SwinForImageClassification", text=False),
+        "convnext": Arch(lambda: T.ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], image_size=32),
+                         "ConvNextModel", ["ConvNextForImageClassification"],
+                         labels="ConvNextForImageClassification", text=False),
+        "clip": Arch(lambda: T.CLIPConfig(text_config=clip_text, vision_config=vit, projection_dim=16),
+                     "CLIPModel", ["CLIPForImageClassification"], labels="CLIPForImageClassification", text=False),
+        "siglip": Arch(lambda: T.SiglipConfig(text_config=clip_text, vision_config=vit), "SiglipModel",
+                       ["SiglipForImageClassification"], labels="SiglipForImageClassification", text=False),
+        "wav2vec2": Arch(lambda: T.Wav2Vec2Config(vocab_size=32, hidden_size=32, num_hidden_layers=2,
+                                                  num_attention_heads=4, intermediate_size=64, conv_dim=[16, 16],
+                                                  conv_stride=[4, 4], conv_kernel=[8, 8], num_conv_pos_embeddings=8,
+                                                  num_conv_pos_embedding_groups=4),
+                         "Wav2Vec2Model", ["Wav2Vec2ForCTC", "Wav2Vec2ForSequenceClassification"],
+                         labels="Wav2Vec2ForSequenceClassification", text=False),
+        "llava": Arch(lambda: T.LlavaConfig(text_config=llama_text, vision_config={"model_type": "clip_vision_model",
+                                                                                   **vit}, image_token_index=95),
+                      "LlavaModel", ["LlavaForConditionalGeneration"], lm="LlavaForConditionalGeneration",
+                      text=False),
+        "qwen2_vl": Arch(lambda: T.Qwen2VLConfig(text_config={"model_type": "qwen2_vl_text", **kv,
+                                                              "rope_scaling": {"type": "mrope",
+                                                                               "mrope_section": [1, 1, 2]}},
+                                                 vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 32,
+                                                                "num_heads": 4, "patch_size": 4,
+                                                                "spatial_merge_size": 2, "temporal_patch_size": 2},
+                                                 image_token_id=94, video_token_id=95, vision_start_token_id=93),
+                         "Qwen2VLModel", ["Qwen2VLForConditionalGeneration"], lm="Qwen2VLForConditionalGeneration",
+                         text=False),
+    }
+    others = {
+        "bert": [("BertForPreTraining", "BertForMaskedLM"), ("BertForMaskedLM", "BertForPreTraining"),
+                 ("BertForPreTraining", "BertLMHeadModel"), ("BertForTokenClassification", "BertForQuestionAnswering")],
+        "electra": [("ElectraForPreTraining", "ElectraForSequenceClassification"),
+                    ("ElectraForMaskedLM", "ElectraForPreTraining")],
+        "albert": [("AlbertForPreTraining", "AlbertForMaskedLM"), ("AlbertForMaskedLM", "AlbertForPreTraining")],
+        "roberta": [("RobertaForMaskedLM", "RobertaForCausalLM")],
+        "t5": [("T5ForConditionalGeneration", "T5EncoderModel"), ("T5EncoderModel", "T5ForConditionalGeneration"),
+               ("T5Model", "T5EncoderModel")],
+        "mt5": [("MT5ForConditionalGeneration", "MT5EncoderModel"),
+                ("MT5EncoderModel", "MT5ForConditionalGeneration")],
+        "bart": [("BartForConditionalGeneration", "BartForCausalLM"),
+                 ("BartForCausalLM", "BartForConditionalGeneration"),
+                 ("BartForConditionalGeneration", "BartForQuestionAnswering")],
+        "marian": [("MarianMTModel", "MarianForCausalLM")],
+        "pegasus": [("PegasusForConditionalGeneration", "PegasusForCausalLM")],
+        "whisper": [("WhisperForConditionalGeneration", "WhisperForAudioClassification"),
+                    ("WhisperForConditionalGeneration", "WhisperForCausalLM")],
+        "clip": [("CLIPModel", "CLIPTextModel"), ("CLIPModel", "CLIPVisionModel"),
+                 ("CLIPModel", "CLIPTextModelWithProjection"), ("CLIPModel", "CLIPVisionModelWithProjection"),
+                 ("CLIPForImageClassification", "CLIPVisionModel")],
+        "siglip": [("SiglipModel", "SiglipTextModel"), ("SiglipModel", "SiglipVisionModel")],
+        "wav2vec2": [("Wav2Vec2ForPreTraining", "Wav2Vec2ForCTC"), ("Wav2Vec2ForCTC", "Wav2Vec2ForPreTraining"),
+                     ("Wav2Vec2ForCTC", "Wav2Vec2ForSequenceClassification")],
+        "gpt2": [("GPT2LMHeadModel", "GPT2DoubleHeadsModel"), ("GPT2DoubleHeadsModel", "GPT2LMHeadModel")],
+        "vit": [("ViTForImageClassification", "ViTForMaskedImageModeling")],
+        "deit": [("DeiTForImageClassificationWithTeacher", "AutoModelForImageClassification"),
+                 ("DeiTForImageClassificationWithTeacher", "DeiTForMaskedImageModeling")],
+        "funnel": [("FunnelBaseModel", "AutoModel"), ("FunnelModel", "FunnelBaseModel"),
+                   ("FunnelForMaskedLM", "FunnelBaseModel")],
+        "llava": [("LlavaForConditionalGeneration", "AutoModelForImageTextToText"),
+                  ("LlavaForConditionalGeneration", "LlamaForCausalLM"), ("LlavaModel", "LlamaModel")],
+        "qwen2_vl": [("Qwen2VLForConditionalGeneration", "AutoModelForImageTextToText")],
+    }
+    for name, arch in archs.items():
+        arch.others += others.get(name, [])
+        arch.others.append((arch.heads[0], "AutoModel"))
+        if arch.lm and name not in ("llava", "qwen2_vl"):
+            auto = ("AutoModelForMaskedLM" if arch.lm.endswith("MaskedLM") else "AutoModelForCausalLM"
+                    if arch.lm.endswith("CausalLM") or arch.lm == "GPT2LMHeadModel" else "AutoModelForSpeechSeq2Seq"
+                    if name == "whisper" else "AutoModelForSeq2SeqLM")
+            arch.others.append((arch.base, auto))
+        if arch.labels:
+            auto = ("AutoModelForImageClassification" if "Image" in arch.labels else
+                    "AutoModelForAudioClassification" if name == "wav2vec2" else "AutoModelForSequenceClassification")
+            arch.others.append((arch.base, auto))
+    return archs
+
+
+QUICK = ("llama", "gpt2", "bert", "t5", "vit", "mixtral")
+
+
+def _build(arch: Arch, class_name: str, seed: int = 0, **config_changes: Any) -> torch.nn.Module:
+    import transformers
+
+    config = arch.config()
+    for key, value in config_changes.items():
+        setattr(config, key, value)
+        if key == "tie_word_embeddings" and hasattr(config, "get_text_config"):
+            setattr(config.get_text_config(), key, value)
+    torch.manual_seed(seed)
+    return getattr(transformers, class_name)(config).eval()
+
+
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    weights: dict[str, torch.Tensor] = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        weights.update(load_file(file))
+    return weights
+
+
+def _write(weights: dict[str, torch.Tensor], config_from: Path, folder: Path) -> Path:
+    from fixtures.diff_pairs import save_state_dict_folder
+
+    return save_state_dict_folder(weights, json.loads((config_from / "config.json").read_text()), folder)
+
+
+def _config_folder(model_or_folder: Any, folder: Path, **changes: Any) -> Path:
+    """A folder holding only a config.json: the model's (or a folder's) config with `changes` made."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(model_or_folder, Path):
+        config = json.loads((model_or_folder / "config.json").read_text())
+    else:
+        config = model_or_folder.config.to_dict()
+    for key, value in changes.items():
+        config[key] = value
+        for sub in ("text_config",):
+            if key == "tie_word_embeddings" and isinstance(config.get(sub), dict):
+                config[sub][key] = value
+        if key == "num_labels":
+            config.pop("id2label", None)
+            config.pop("label2id", None)
+            config["id2label"] = {str(i): f"LABEL_{i}" for i in range(value)}
+            config["label2id"] = {f"LABEL_{i}": i for i in range(value)}
+        if key == "vocab_size" and isinstance(config.get("text_config"), dict):
+            config["text_config"][key] = value
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder
+
+
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers", "encoder_layers", "decoder_layers", "depth")
+
+
+def _shift_layers(config: dict[str, Any], delta: int) -> bool:
+    """Add `delta` to every layer count of a config (and its sub-configs); False when it has none to change."""
+    changed = False
+    for key, value in config.items():
+        if isinstance(value, dict):
+            changed = _shift_layers(value, delta) or changed
+        elif key in _LAYER_KEYS and isinstance(value, int) and value + delta >= 1:
+            config[key] = value + delta
+            changed = True
+            if isinstance(config.get("layer_types"), list) and config["layer_types"]:
+                types = config["layer_types"]
+                config["layer_types"] = types[:value + delta] if delta < 0 else types + types[-1:] * delta
+        elif key == "depths" and isinstance(value, list):
+            config[key] = [*value[:-1], value[-1] + delta] if value[-1] + delta >= 1 else value
+            changed = value[-1] + delta >= 1
+    return changed
+
+
+@dataclass
+class Case:
+    name: str
+    a: Path
+    model_class: str
+    config: Path | None  # None: A's own config
+    num_labels: int | None = None
+
+
+def _cases(name: str, arch: Arch, out: Path, quick: bool) -> list[Case]:
+    """The checkpoints of one architecture and the classes to load them into."""
+    out.mkdir(parents=True, exist_ok=True)
+    cases: list[Case] = []
+    saved: dict[str, Path] = {}
+
+    def save(class_name: str, tag: str = "", dtype: torch.dtype | None = None, bin_file: bool = False,
+             **changes: Any) -> Path:
+        model = _build(arch, class_name, **changes)
+        if dtype is not None:
+            model = model.to(dtype)
+        folder = out / f"{class_name}{tag}"
+        model.save_pretrained(folder, safe_serialization=not bin_file)
+        return folder
+
+    for class_name in [arch.base, *arch.heads]:
+        saved[class_name] = save(class_name)
+    first = arch.heads[0]
+    for head in arch.heads:
+        cases.append(Case(f"{name}/head-into-base:{head}", saved[head], arch.base, saved[arch.base]))
+        cases.append(Case(f"{name}/base-into-head:{head}", saved[arch.base], head, saved[head]))
+    weights = _read_weights(saved[first])
+    for prefix, tag in (("module.", "ddp"), ("_orig_mod.", "compile")):
+        folder = _write({prefix + k: v for k, v in weights.items()}, saved[first], out / f"{tag}-{first}")
+        cases.append(Case(f"{name}/{tag}:{first}", folder, first, saved[first]))
+    base_weights = _read_weights(saved[arch.base])
+    folder = _write({"module." + k: v for k, v in base_weights.items()}, saved[arch.base], out / "ddp-base")
+    cases.append(Case(f"{name}/ddp-base-into-head:{first}", folder, first, saved[first]))
+    if quick:
+        return cases
+    dropped = sorted(weights)[len(weights) // 2]
+    changed = {k: v for k, v in weights.items() if k != dropped}
+    changed["extra_head.weight"] = torch.zeros(3, 4)
+    folder = _write(changed, saved[first], out / "drop-extra")
+    cases.append(Case(f"{name}/drop-extra:{first}", folder, first, saved[first]))
+    cases.append(Case(f"{name}/bf16:{first}", save(first, "-bf16", dtype=torch.bfloat16), first, saved[first]))
+    cases.append(Case(f"{name}/bf16-into-base", save(first, "-bf16", dtype=torch.bfloat16), arch.base,
+                      saved[arch.base]))
+    cases.append(Case(f"{name}/bin-into-base:{first}", save(first, "-bin", bin_file=True), arch.base,
+                      saved[arch.base]))
+    cases.append(Case(f"{name}/bin:{first}", save(first, "-bin", bin_file=True), first, saved[first]))
+    if arch.labels:
+        labels = arch.labels
+        three = save(labels, "-3labels", num_labels=3)
+        cases.append(Case(f"{name}/num-labels-config:{labels}", three, labels,
+                          _config_folder(three, out / "config-5labels", num_labels=5)))
+        cases.append(Case(f"{name}/num-labels-flag:{labels}", three, labels, None, num_labels=5))
+    if arch.text:
+        model = arch.config()
+        vocab = getattr(model, "vocab_size", None) or model.get_text_config().vocab_size
+        target = arch.lm or first
+        cases.append(Case(f"{name}/vocab-grown:{target}", saved[target], target,
+                          _config_folder(saved[target], out / "config-vocab", vocab_size=vocab + 16)))
+        cases.append(Case(f"{name}/vocab-grown-into-base:{arch.base}", saved[target], arch.base,
+                          _config_folder(saved[arch.base], out / "config-vocab-base", vocab_size=vocab + 16)))
+    if arch.lm:
+        lm = arch.lm
+        untied = save(lm, "-untied", tie_word_embeddings=False)
+        tied = save(lm, "-tied", tie_word_embeddings=True)
+        cases.append(Case(f"{name}/untied-into-untied:{lm}", untied, lm, None))
+        cases.append(Case(f"{name}/untied-into-tied:{lm}", untied, lm, tied))
+        cases.append(Case(f"{name}/tied-into-untied:{lm}", tied, lm, untied))
+        cases.append(Case(f"{name}/tied-into-tied:{lm}", tied, lm, None))
+        cases.append(Case(f"{name}/untied-into-base:{lm}", untied, arch.base, saved[arch.base]))
+        # the input embedding dropped: tying the other way round (transformers swaps source and target)
+        lm_weights = _read_weights(untied)
+        head_rows = lm_weights["lm_head.weight"].shape[0] if "lm_head.weight" in lm_weights else None
+        embeddings = [k for k, v in lm_weights.items() if "embed" in k and v.ndim == 2 and v.shape[0] == head_rows]
+        if embeddings:
+            folder = _write({k: v for k, v in lm_weights.items() if k != embeddings[0]}, tied, out / "no-input-emb")
+            cases.append(Case(f"{name}/input-embedding-dropped-tied:{lm}", folder, lm, tied))
+    # Lightning's `model.` before every key
+    folder = _write({"model." + k: v for k, v in weights.items()}, saved[first], out / "lightning")
+    cases.append(Case(f"{name}/lightning:{first}", folder, first, saved[first]))
+    # the same base weights under both names (with and without the base model prefix)
+    model = _build(arch, first)
+    prefix = model.base_model_prefix
+    both = dict(weights)
+    both.update({k.removeprefix(prefix + "."): v for k, v in weights.items() if k.startswith(prefix + ".")})
+    if len(both) > len(weights):
+        cases.append(Case(f"{name}/prefix-twice:{first}", _write(both, saved[first], out / "prefix-twice"), first,
+                          saved[first]))
+    # buffers older versions saved (non-persistent now): position_ids, inv_freq, masks
+    persistent = model.state_dict()
+    stale = {k: b.detach().clone() for k, b in model.named_buffers() if k not in persistent}
+    if stale:
+        cases.append(Case(f"{name}/stale-buffers:{first}", _write({**weights, **stale}, saved[first],
+                                                                  out / "stale"), first, saved[first]))
+    # `save_file(model.state_dict())` / `torch.save(model.state_dict())`: every key, tied ones too, fused layouts
+    raw = {k: v.detach().clone().contiguous() for k, v in persistent.items()}
+    cases.append(Case(f"{name}/raw-state-dict:{first}", _write(raw, saved[first], out / "raw"), first, saved[first]))
+    raw_bin = out / "raw-bin"
+    raw_bin.mkdir()
+    torch.save(persistent, raw_bin / "pytorch_model.bin")
+    (raw_bin / "config.json").write_text((saved[first] / "config.json").read_text())
+    cases.append(Case(f"{name}/raw-bin-into-base:{first}", raw_bin, arch.base, saved[arch.base]))
+    # a `.bin` with entries that are no tensors beside the weights (a version number, optimizer settings)
+    odd_bin = out / "non-tensor-bin"
+    odd_bin.mkdir()
+    torch.save({**weights, "version": 2, "optimizer": {"lr": 0.1}}, odd_bin / "pytorch_model.bin")
+    (odd_bin / "config.json").write_text((saved[first] / "config.json").read_text())
+    cases.append(Case(f"{name}/non-tensor-entries:{first}", odd_bin, first, saved[first]))
+    # sharded
+    sharded = out / "sharded"
+    _build(arch, first).save_pretrained(sharded, max_shard_size="20KB")
+    cases.append(Case(f"{name}/sharded-into-base:{first}", sharded, arch.base, saved[arch.base]))
+    # legacy names: LayerNorm gamma/beta, weight_g/weight_v
+    legacy = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+              .replace("parametrizations.weight.original0", "weight_g")
+              .replace("parametrizations.weight.original1", "weight_v"): v for k, v in weights.items()}
+    if set(legacy) != set(weights):
+        cases.append(Case(f"{name}/legacy-names:{first}", _write(legacy, saved[first], out / "legacy"), first,
+                          saved[first]))
+        cases.append(Case(f"{name}/legacy-names-into-base:{first}", out / "legacy", arch.base, saved[arch.base]))
+    # another head
+    if len(arch.heads) > 1:
+        cases.append(Case(f"{name}/cross-head:{arch.heads[1]}", saved[arch.heads[1]], first, saved[first]))
+        cases.append(Case(f"{name}/cross-head:{first}", saved[first], arch.heads[1], saved[arch.heads[1]]))
+    # a config with more or fewer layers than the checkpoint
+    for label, delta in (("more-layers", 1), ("fewer-layers", -1)):
+        config = json.loads((saved[first] / "config.json").read_text())
+        if _shift_layers(config, delta):
+            folder = out / f"config-{label}"
+            folder.mkdir()
+            (folder / "config.json").write_text(json.dumps(config, indent=2))
+            cases.append(Case(f"{name}/{label}:{first}", saved[first], first, folder))
+    for source_class, target_class in arch.others:
+        if source_class not in saved:
+            saved[source_class] = save(source_class)
+        cases.append(Case(f"{name}/other:{source_class}->{target_class}", saved[source_class], target_class, None))
+    return cases
+
+
+def _from_pretrained_report(case: Case) -> Sets:
+    import transformers
+    from transformers import AutoConfig
+
+    cls = getattr(transformers, case.model_class)
+    kwargs: dict[str, Any] = {"output_loading_info": True, "ignore_mismatched_sizes": True}
+    if case.config is not None:
+        kwargs["config"] = AutoConfig.from_pretrained(case.config)
+    if case.num_labels is not None:
+        kwargs["num_labels"] = case.num_labels
+    _, info = cls.from_pretrained(case.a, **kwargs)
+    return (frozenset(info["missing_keys"]), frozenset(info["unexpected_keys"]),
+            frozenset((k, tuple(a), tuple(b)) for k, a, b in info["mismatched_keys"]))
+
+
+def _ours(case: Case) -> Sets:
+    return _ours_and_raises(case)[0]
+
+
+def _ours_and_raises(case: Case) -> tuple[Sets, bool]:
+    """The three sets of `diff_checkpoint_against_model`, and whether the report says from_pretrained raises."""
+    from weightdoctor.checkpoint import open_checkpoint
+    from weightdoctor.load_simulation import diff_checkpoint_against_model
+
+    with open_checkpoint(str(case.a)) as checkpoint:
+        report = diff_checkpoint_against_model(checkpoint, case.model_class,
+                                               config=None if case.config is None else str(case.config),
+                                               num_labels=case.num_labels)
+    sets = (frozenset(i.name for i in report.missing), frozenset(i.name for i in report.unexpected),
+            frozenset((m.name, tuple(m.shape_a), tuple(m.shape_b)) for m in report.mismatched))
+    raises = any(i.detail.startswith("from_pretrained raises") for i in [*report.missing, *report.mismatched])
+    return sets, raises
+
+
+def _cli(case: Case) -> Sets | str:
+    command = [sys.executable, "-m", "weightdoctor", "diff-keys", str(case.a), "--model-class", case.model_class,
+               "--json"]
+    if case.config is not None:
+        command += ["--config", str(case.config)]
+    if case.num_labels is not None:
+        command += ["--num-labels", str(case.num_labels)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    try:
+        data = json.loads(done.stdout)
+    except ValueError:
+        return f"rc {done.returncode}: {done.stderr.strip()[-300:]}"
+    return (frozenset(i["name"] for i in data["missing"]), frozenset(i["name"] for i in data["unexpected"]),
+            frozenset((m["name"], tuple(m["shape_a"]), tuple(m["shape_b"])) for m in data["mismatched"]))
+
+
+def _counts(sets: Sets) -> str:
+    return f"m{len(sets[0])}/u{len(sets[1])}/x{len(sets[2])}"
+
+
+def _difference(expected: Sets, got: Sets) -> str:
+    parts = []
+    for label, e, g in zip(("missing", "unexpected", "mismatched"), expected, got, strict=True):
+        if e != g:
+            parts.append(f"{label}: transformers only {sorted(e - g)[:4]}, ours only {sorted(g - e)[:4]}")
+    return "; ".join(parts)[:600]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", nargs="*", help="architectures to run (llama, bert, ...)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{', '.join(QUICK)} only, and only the head/base/prefix cases")
+    parser.add_argument("--verbose", action="store_true", help="print the differing keys of each difference")
+    parser.add_argument("--no-cli", action="store_true", help="skip the CLI run (a subprocess) per architecture")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+    from weightdoctor.errors import WeightDoctorError
+
+    archs = _archs()
+    names = list(args.only) if args.only else (list(QUICK) if args.quick else list(archs))
+    unknown = [n for n in names if n not in archs]
+    if unknown:
+        parser.error(f"unknown architectures {unknown}; known: {', '.join(archs)}")
+    counts = {"equal": 0, "different": 0, "error": 0}
+    rows: list[tuple[str, str, str, str, str]] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            try:
+                cases = _cases(name, archs[name], Path(tmp) / name, args.quick)
+            except Exception as exc:  # noqa: BLE001 - a sweep reports and goes on
+                counts["error"] += 1
+                rows.append((name, "-", "-", "-", f"ERROR building: {type(exc).__name__}: {exc}"[:300]))
+                continue
+            for index, case in enumerate(cases):
+                try:
+                    expected = _from_pretrained_report(case)
+                except Exception as exc:  # noqa: BLE001 - from_pretrained refuses: weightdoctor must too
+                    refusal = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:200]
+                    try:
+                        got, says_raises = _ours_and_raises(case)
+                    except WeightDoctorError:
+                        counts["equal"] += 1
+                        rows.append((case.name, case.model_class, "raises", "refuses", "equal (both refuse)"))
+                        continue
+                    except Exception as ours_exc:  # noqa: BLE001
+                        counts["error"] += 1
+                        rows.append((case.name, case.model_class, "raises", "-",
+                                     f"ERROR weightdoctor: {type(ours_exc).__name__}: {ours_exc}"[:300]))
+                        continue
+                    if says_raises:  # a report whose keys say "from_pretrained raises" (a failed WeightConverter)
+                        counts["equal"] += 1
+                        rows.append((case.name, case.model_class, "raises", _counts(got), "equal (both: raises)"))
+                        continue
+                    counts["different"] += 1
+                    rows.append((case.name, case.model_class, "raises", _counts(got),
+                                 f"DIFFERENT: from_pretrained raises {refusal}"))
+                    continue
+                try:
+                    got = _ours(case)
+                except Exception as exc:  # noqa: BLE001
+                    counts["error"] += 1
+                    rows.append((case.name, case.model_class, _counts(expected), "-",
+                                 f"ERROR weightdoctor: {type(exc).__name__}: {exc}"[:300]))
+                    continue
+                same = got == expected
+                counts["equal" if same else "different"] += 1
+                verdict = "equal" if same else "DIFFERENT"
+                if not same and args.verbose:
+                    verdict += " " + _difference(expected, got)
+                rows.append((case.name, case.model_class, _counts(expected), _counts(got), verdict))
+                if index == 0 and not args.no_cli:
+                    cli = _cli(case)
+                    same = cli == got
+                    counts["equal" if same else "different"] += 1
+                    rows.append((case.name + "/cli", case.model_class, _counts(got),
+                                 cli if isinstance(cli, str) else _counts(cli), "equal" if same else "DIFFERENT"))
+    width = max(len(r[0]) for r in rows) if rows else 10
+    class_width = max(len(r[1]) for r in rows) if rows else 10
+    print(f"{'case':<{width}}  {'class':<{class_width}}  {'transformers':<14}  {'ours':<14}  verdict")
+    for case_name, model_class, expected_counts, got_counts, verdict in rows:
+        print(f"{case_name:<{width}}  {model_class:<{class_width}}  {expected_counts:<14}  {got_counts:<14}  {verdict}")
+    total = sum(counts.values())
+    print(f"\ncases: {total}  equal: {counts['equal']}  different: {counts['different']}  errors: {counts['error']}"
+          f"  ({time.monotonic() - started:.0f} s)")
+    return 0 if counts["different"] == counts["error"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
