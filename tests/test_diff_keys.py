@@ -874,3 +874,27 @@ def test_an_auto_class_with_several_classes_for_a_model_type_picks_as_from_pretr
         ours = ({i.name for i in report.missing}, {i.name for i in report.unexpected}, set())
         assert ours == _from_pretrained_report(pair)
         assert bool(ours[0] or ours[1]) == (config_folder == teacher)  # the other class: its head differs
+
+
+@pytest.mark.parametrize(("model_class", "missing_part"), [("Qwen2ForCausalLM", "self_attn.q_proj.bias"),
+                                                           ("MixtralForCausalLM", "mlp.experts.gate_up_proj")])
+def test_a_class_of_another_model_type_is_built_as_from_pretrained_builds_it(model_class: str, missing_part: str,
+                                                                              tmp_path: Path) -> None:
+    """A Llama checkpoint into Qwen2ForCausalLM: from_pretrained reads Llama's config.json with Qwen2Config (it
+    warns) and reports the q/k/v biases Llama lacks; weightdoctor refused ("needs a 'qwen2' config")."""
+    import transformers
+
+    from fixtures.diff_pairs import tiny_llama
+
+    tiny_llama().save_pretrained(tmp_path / "llama")
+    with open_checkpoint(str(tmp_path / "llama")) as checkpoint:
+        report = diff_checkpoint_against_model(checkpoint, model_class)
+    ours = ({i.name for i in report.missing}, {i.name for i in report.unexpected},
+            {(m.name, tuple(m.shape_a), tuple(m.shape_b)) for m in report.mismatched})
+    # No config object: from_pretrained reads A's config.json with the class's own config class.
+    _, info = getattr(transformers, model_class).from_pretrained(tmp_path / "llama", output_loading_info=True,
+                                                                 ignore_mismatched_sizes=True)
+    assert ours == (set(info["missing_keys"]), set(info["unexpected_keys"]),
+                    {(k, tuple(a), tuple(b)) for k, a, b in info["mismatched_keys"]})
+    assert any(missing_part in name for name in ours[0]) and report.matched > 0
+    assert any(f"{model_class} is no 'llama' model" in note for note in report.notes)

@@ -485,7 +485,7 @@ def diff_checkpoint_against_model(
     revision: str | None = None,
 ) -> DiffReport:
     """`diff_against_model` for an opened checkpoint and a class name (built on the meta device)."""
-    from weightdoctor.meta_model import build_meta_model
+    from weightdoctor.meta_model import build_meta_model, is_foreign_config
 
     config_dict = load_config(config, checkpoint, revision)
     overrides: dict[str, Any] = {}
@@ -497,10 +497,11 @@ def diff_checkpoint_against_model(
         config_dict.pop("label2id", None)
     try:
         model = build_meta_model(config_dict, concrete_class_name(config_dict, model_class, **overrides),
-                                 **overrides)
+                                 foreign_config=True, **overrides)
     except UsageError as exc:
         exc.path = exc.path or config or checkpoint.source  # name the config the model was built from
         raise
+    foreign = is_foreign_config(model.config)
     report = diff_against_model(
         specs_from_tensors(checkpoint.tensors), model, renames,
         source_a=checkpoint.source, model_class=model_class, tied_groups_a=checkpoint.alias_groups(),
@@ -508,6 +509,19 @@ def diff_checkpoint_against_model(
         non_tensor_keys=checkpoint.non_tensor_keys if checkpoint.nested_key is None else None,
     )
     report.revision_a, report.resolved_a = checkpoint.revision, checkpoint.location
+    if foreign:
+        if report.matched == 0:
+            # None of A's weights would load, into a class A's own config cannot build either (BertModel on a
+            # GPT-2 checkpoint): say which class fits rather than list every key as missing and unexpected.
+            try:
+                build_meta_model(config_dict, type(model).__name__, **overrides)
+            except UsageError as exc:
+                exc.path = exc.path or config or checkpoint.source
+                raise
+        report.notes.append(
+            f"{type(model).__name__} is no {model.config.model_type!r} model: from_pretrained builds its "
+            f"{type(model.config).__name__} from the {model.config.model_type!r} config's values (and warns), "
+            "as this report does")
     if checkpoint.nested_key is not None:
         # from_pretrained reads the file's top-level dict as the state dict: `state_dict`, `epoch`... are its keys.
         report.notes.append(

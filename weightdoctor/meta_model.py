@@ -131,10 +131,15 @@ def _refuse_absurd_depth(config: dict[str, Any], where: str = "") -> None:
                 )
 
 
-def _sub_config_for(cls: type, config: dict[str, Any], built: Any, overrides: dict[str, Any]) -> Any:
+def _sub_config_for(cls: type, config: dict[str, Any], built: Any, overrides: dict[str, Any],
+                    foreign: bool = False) -> Any:
     """The config `cls.from_pretrained` would build from a composite model's config: CLIPTextModel from a CLIP
     checkpoint takes its `text_config` (the config class's `base_config_key`), a class whose model type is one
-    sub-config's takes that one, as transformers' `PreTrainedConfig.from_pretrained` does; else `built`."""
+    sub-config's takes that one, as transformers' `PreTrainedConfig.from_pretrained` does; else `built`.
+
+    `foreign`: a config of another model type with no such sub-config is read by the class's own config class,
+    as from_pretrained reads it (Qwen2ForCausalLM from a Llama checkpoint gets a Qwen2Config made of the Llama
+    config's values, whose `model_type` stays "llama"), not refused."""
     expected = getattr(cls, "config_class", None)
     if not isinstance(expected, type) or isinstance(built, expected):
         return built
@@ -146,9 +151,23 @@ def _sub_config_for(cls: type, config: dict[str, Any], built: Any, overrides: di
     if wanted and chosen.get("model_type") != wanted:
         chosen = next((value for value in chosen.values() if isinstance(value, dict)
                        and value.get("model_type") == wanted), chosen)
-    if chosen is config:
+    if chosen is config and not foreign:
         return built
     return expected.from_dict(dict(chosen), **overrides)
+
+
+def foreign_class_message(cls: type, model_type: str | None, hint: str = "or pass --config") -> str:
+    """Why a class of another model type is refused: `hint` says how the command takes another config."""
+    expected = getattr(cls, "config_class", None)
+    wanted = getattr(expected, "model_type", "") or getattr(expected, "__name__", "its own")
+    return (f"{cls.__name__} needs a {wanted!r} config, but the config's model_type is {model_type!r}; pick a class "
+            f"of that model type, {hint}")
+
+
+def is_foreign_config(config: Any) -> bool:
+    """A config of one class read from another model type's values: its `model_type` is not its class's."""
+    wanted = getattr(type(config), "model_type", None)
+    return bool(wanted) and getattr(config, "model_type", wanted) != wanted
 
 
 def build_meta_model(
@@ -157,6 +176,7 @@ def build_meta_model(
     *,
     other_config_hint: str = "or pass --config",
     tie_weights: bool = True,
+    foreign_config: bool = False,
     **overrides: Any,
 ) -> torch.nn.Module:
     """Instantiate a model on the meta device: every parameter has a shape and dtype, none has memory.
@@ -174,6 +194,8 @@ def build_meta_model(
 
     `tie_weights=False` builds it as `from_pretrained` does before it loads (transformers' `no_tie_weights`):
     tied parameters are separate tensors, named in the model's `all_tied_weights_keys`.
+    `foreign_config`: build such a class as from_pretrained does, from its own config class filled with this
+    config's values (see `_sub_config_for`); the message is then only for a class that cannot be built so.
     """
     import torch
 
@@ -182,7 +204,12 @@ def build_meta_model(
         config = decode_special_floats(config)
     cfg = config_from_dict(config, **overrides) if isinstance(config, dict) else config
     cls = resolve_model_class(cfg, model_class)
-    cfg = _sub_config_for(cls, config if isinstance(config, dict) else cfg.to_dict(), cfg, overrides)
+    given = getattr(cfg, "model_type", None)
+    try:
+        cfg = _sub_config_for(cls, config if isinstance(config, dict) else cfg.to_dict(), cfg, overrides,
+                              foreign=foreign_config)
+    except Exception as exc:  # the class's config class validates the other type's values its own way
+        raise UsageError(foreign_class_message(cls, given, other_config_hint)) from exc
     untied: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if not tie_weights:
         from transformers.initialization import no_tie_weights
@@ -193,13 +220,9 @@ def build_meta_model(
             model = cls._from_config(cfg) if hasattr(cls, "_from_config") else cls(cfg)
     except Exception as exc:  # model code can raise anything on a config it was not written for
         expected = getattr(cls, "config_class", None)
-        if isinstance(expected, type) and not isinstance(cfg, expected):
+        if isinstance(expected, type) and (not isinstance(cfg, expected) or is_foreign_config(cfg)):
             # A class of another model type (BertModel on a GPT-2 config): say so, not the AttributeError.
-            wanted = getattr(expected, "model_type", "") or expected.__name__
-            raise UsageError(
-                f"{cls.__name__} needs a {wanted!r} config, but the config's model_type is "
-                f"{getattr(cfg, 'model_type', None)!r}; pick a class of that model type, {other_config_hint}"
-            ) from exc
+            raise UsageError(foreign_class_message(cls, getattr(cfg, "model_type", None), other_config_hint)) from exc
         detail = " ".join(str(exc).split())[:200]
         raise UsageError(f"transformers cannot build {cls.__name__} from this config: {detail}") from exc
     return model.eval()
