@@ -150,6 +150,8 @@ def _archs() -> dict[str, Arch]:
         "deit": Arch(lambda: T.DeiTConfig(**vit), "DeiTModel",
                      ["DeiTForImageClassification", "DeiTForImageClassificationWithTeacher"],
                      labels="DeiTForImageClassification", text=False),
+        "resnet": Arch(lambda: T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]), "ResNetModel",
+                       ["ResNetForImageClassification"], labels="ResNetForImageClassification", text=False),
         "swin": Arch(lambda: T.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1],
                                           num_heads=[2, 2], window_size=4), "SwinModel",
                      ["SwinForImageClassification"], labels="SwinForImageClassification", text=False),
@@ -181,12 +183,20 @@ def _archs() -> dict[str, Arch]:
                          text=False),
     }
     others = {
-        "bert": [("BertForPreTraining", "BertForMaskedLM"), ("BertForMaskedLM", "BertForPreTraining"),
+        # classes of another model type: from_pretrained reads A's config with the class's own config class
+        "llama": [("LlamaForCausalLM", "Qwen2ForCausalLM"), ("LlamaForCausalLM", "MistralForCausalLM"),
+                  ("LlamaForCausalLM", "Qwen3ForCausalLM"), ("LlamaModel", "Phi3Model")],
+        "mistral": [("MistralForCausalLM", "LlamaForCausalLM")],
+        "mixtral": [("MixtralForCausalLM", "LlamaForCausalLM"), ("MixtralForCausalLM", "MistralForCausalLM")],
+        "bert": [("BertForMaskedLM", "RobertaForMaskedLM"),
+                 ("BertForPreTraining", "BertForMaskedLM"), ("BertForMaskedLM", "BertForPreTraining"),
                  ("BertForPreTraining", "BertLMHeadModel"), ("BertForTokenClassification", "BertForQuestionAnswering")],
         "electra": [("ElectraForPreTraining", "ElectraForSequenceClassification"),
                     ("ElectraForMaskedLM", "ElectraForPreTraining")],
         "albert": [("AlbertForPreTraining", "AlbertForMaskedLM"), ("AlbertForMaskedLM", "AlbertForPreTraining")],
-        "roberta": [("RobertaForMaskedLM", "RobertaForCausalLM")],
+        "roberta": [("RobertaForMaskedLM", "RobertaForCausalLM"),
+                    ("RobertaForSequenceClassification", "BertForSequenceClassification"),
+                    ("RobertaForMaskedLM", "XLMRobertaForMaskedLM")],
         "t5": [("T5ForConditionalGeneration", "T5EncoderModel"), ("T5EncoderModel", "T5ForConditionalGeneration"),
                ("T5Model", "T5EncoderModel")],
         "mt5": [("MT5ForConditionalGeneration", "MT5EncoderModel"),
@@ -423,6 +433,11 @@ def _cases(name: str, arch: Arch, out: Path, quick: bool) -> list[Case]:
     # `save_file(model.state_dict())` / `torch.save(model.state_dict())`: every key, tied ones too, fused layouts
     raw = {k: v.detach().clone().contiguous() for k, v in persistent.items()}
     cases.append(Case(f"{name}/raw-state-dict:{first}", _write(raw, saved[first], out / "raw"), first, saved[first]))
+    # parameters only (`{n: p for n, p in model.named_parameters()}`): no persistent buffer, no tied duplicate
+    params = {k: v.detach().clone().contiguous() for k, v in model.named_parameters()}
+    if len(params) < len(raw):
+        cases.append(Case(f"{name}/params-only:{first}", _write(params, saved[first], out / "params-only"), first,
+                          saved[first]))
     raw_bin = out / "raw-bin"
     raw_bin.mkdir()
     torch.save(persistent, raw_bin / "pytorch_model.bin")
