@@ -898,3 +898,23 @@ def test_a_class_of_another_model_type_is_built_as_from_pretrained_builds_it(mod
                     {(k, tuple(a), tuple(b)) for k, a, b in info["mismatched_keys"]})
     assert any(missing_part in name for name in ours[0]) and report.matched > 0
     assert any(f"{model_class} is no 'llama' model" in note for note in report.notes)
+
+
+def test_a_folder_whose_weights_from_pretrained_does_not_look_for_says_so(tmp_path: Path) -> None:
+    """from_pretrained(folder) reads model.safetensors / pytorch_model.bin (or their index) and raises on a folder
+    holding `model.pt`: the report (of what model.pt holds) says so, rather than "loads cleanly" alone."""
+    from fixtures.build import build_bert
+
+    model = build_bert()
+    odd, plain = tmp_path / "odd", tmp_path / "plain"
+    for folder, name in ((odd, "model.pt"), (plain, "pytorch_model.bin")):
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(model.config.to_dict()))
+        torch.save(model.state_dict(), folder / name)
+    with pytest.raises(OSError, match="no file named"):
+        _from_pretrained_report(Pair("odd", odd, odd, "BertForSequenceClassification", ""))
+    for folder, says in ((odd, True), (plain, False)):
+        with open_checkpoint(str(folder)) as checkpoint:
+            report = diff_checkpoint_against_model(checkpoint, "BertForSequenceClassification")
+        assert (report.missing, report.unexpected, report.mismatched) == ([], [], [])
+        assert any("raises here" in note and "model.pt" in note for note in report.notes) == says

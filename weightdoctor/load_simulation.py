@@ -418,6 +418,23 @@ def diff_against_model(
     return report
 
 
+# What from_pretrained looks for in a model folder (transformers' SAFE_WEIGHTS_NAME, WEIGHTS_NAME and their
+# indexes), in its order; without `variant=` nothing else.
+_FROM_PRETRAINED_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                          "pytorch_model.bin.index.json")
+
+
+def _file_from_pretrained_skips(checkpoint: Checkpoint) -> str | None:
+    """The weight file (or index) read from a model folder A that from_pretrained(A) does not look for, so that it
+    raises (`model.pt`, `weights.safetensors`, `consolidated.safetensors`); None when it reads the same one."""
+    if not checkpoint.path.is_dir():
+        return None
+    read = [f for f in checkpoint.files if f.role == "index"] or [f for f in checkpoint.files if f.role == "weights"]
+    if not read or (read[0].path.parent == checkpoint.path and read[0].path.name in _FROM_PRETRAINED_FILES):
+        return None
+    return read[0].relpath
+
+
 def _head_names(model: Any, names: Sequence[str]) -> set[str]:
     """Of `names`, those outside the model's base model: what a transformers task class adds to its base
     (`classifier`, `projector`, BART's `classification_head`, ELECTRA's `generator_predictions`, ...)."""
@@ -522,7 +539,13 @@ def diff_checkpoint_against_model(
             f"{type(model).__name__} is no {model.config.model_type!r} model: from_pretrained builds its "
             f"{type(model.config).__name__} from the {model.config.model_type!r} config's values (and warns), "
             "as this report does")
-    if checkpoint.nested_key is not None:
+    unread = _file_from_pretrained_skips(checkpoint)
+    if unread is not None:
+        report.notes.append(
+            f"from_pretrained(A) looks for model.safetensors or pytorch_model.bin (or their sharded index) in a "
+            f"folder and raises here (no such file): this report is what loading {unread} gives; rename it so, or "
+            "write it with save_pretrained")
+    elif checkpoint.nested_key is not None:
         # from_pretrained reads the file's top-level dict as the state dict: `state_dict`, `epoch`... are its keys.
         report.notes.append(
             f"A is a training checkpoint: its state dict sits under {checkpoint.nested_key!r}, and this report is "
