@@ -449,6 +449,12 @@ def _cases(name: str, arch: Arch, out: Path, quick: bool) -> list[Case]:
     torch.save({**weights, "version": 2, "optimizer": {"lr": 0.1}}, odd_bin / "pytorch_model.bin")
     (odd_bin / "config.json").write_text((saved[first] / "config.json").read_text())
     cases.append(Case(f"{name}/non-tensor-entries:{first}", odd_bin, first, saved[first]))
+    # weights in a file from_pretrained does not look for (it raises): the report must say so
+    odd_name = out / "odd-name"
+    odd_name.mkdir()
+    torch.save(weights, odd_name / "model.pt")
+    (odd_name / "config.json").write_text((saved[first] / "config.json").read_text())
+    cases.append(Case(f"{name}/odd-file-name:{first}", odd_name, first, saved[first]))
     # sharded
     sharded = out / "sharded"
     _build(arch, first).save_pretrained(sharded, max_shard_size="20KB")
@@ -514,7 +520,8 @@ def _ours_and_raises(case: Case) -> tuple[Sets, bool]:
                                                num_labels=case.num_labels)
     sets = (frozenset(i.name for i in report.missing), frozenset(i.name for i in report.unexpected),
             frozenset((m.name, tuple(m.shape_a), tuple(m.shape_b)) for m in report.mismatched))
-    raises = any(i.detail.startswith("from_pretrained raises") for i in [*report.missing, *report.mismatched])
+    raises = any(i.detail.startswith("from_pretrained raises") for i in [*report.missing, *report.mismatched]) or any(
+        "raises here" in note for note in report.notes)
     return sets, raises
 
 
