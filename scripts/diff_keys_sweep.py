@@ -172,6 +172,25 @@ def _archs() -> dict[str, Arch]:
                                                                                    **vit}, image_token_index=95),
                       "LlavaModel", ["LlavaForConditionalGeneration"], lm="LlavaForConditionalGeneration",
                       text=False),
+        "gemma3": Arch(lambda: T.Gemma3Config(text_config={"model_type": "gemma3_text", **kv, "head_dim": 8},
+                                              vision_config={"model_type": "siglip_vision_model", **vit},
+                                              mm_tokens_per_image=4, image_token_index=95, boi_token_index=93,
+                                              eoi_token_index=94),
+                       "Gemma3Model", ["Gemma3ForConditionalGeneration"], lm="Gemma3ForConditionalGeneration",
+                       text=False),
+        "paligemma": Arch(lambda: T.PaliGemmaConfig(text_config={"model_type": "gemma", **kv, "head_dim": 8},
+                                                    vision_config={"model_type": "siglip_vision_model", **vit},
+                                                    image_token_index=95, projection_dim=32),
+                          "PaliGemmaModel", ["PaliGemmaForConditionalGeneration"],
+                          lm="PaliGemmaForConditionalGeneration", text=False),
+        "mistral3": Arch(lambda: T.Mistral3Config(text_config={"model_type": "mistral", **kv},
+                                                  vision_config={"model_type": "pixtral", "image_size": 32,
+                                                                 "patch_size": 8, "hidden_size": 32, "head_dim": 8,
+                                                                 "num_hidden_layers": 2, "num_attention_heads": 4,
+                                                                 "intermediate_size": 64},
+                                                  image_token_index=95, spatial_merge_size=2),
+                         "Mistral3Model", ["Mistral3ForConditionalGeneration"], lm="Mistral3ForConditionalGeneration",
+                         text=False),
         "qwen2_vl": Arch(lambda: T.Qwen2VLConfig(text_config={"model_type": "qwen2_vl_text", **kv,
                                                               "rope_scaling": {"type": "mrope",
                                                                                "mrope_section": [1, 1, 2]}},
@@ -227,7 +246,7 @@ def _archs() -> dict[str, Arch]:
     for name, arch in archs.items():
         arch.others += others.get(name, [])
         arch.others.append((arch.heads[0], "AutoModel"))
-        if arch.lm and name not in ("llava", "qwen2_vl"):
+        if arch.lm and name not in ("llava", "qwen2_vl", "gemma3", "paligemma", "mistral3"):
             auto = ("AutoModelForMaskedLM" if arch.lm.endswith("MaskedLM") else "AutoModelForCausalLM"
                     if arch.lm.endswith("CausalLM") or arch.lm == "GPT2LMHeadModel" else "AutoModelForSpeechSeq2Seq"
                     if name == "whisper" else "AutoModelForSeq2SeqLM")
