@@ -672,3 +672,26 @@ def test_keep_fp32_on_one_name_of_tied_weights_keeps_their_one_storage_in_fp32(
     assert set(data["plan"]["kept_fp32"]) == set(n for n in ("lm_head.weight", "transformer.wte.weight")
                                                  if n in written)
     assert any("one storage" in w and "kept in fp32" in w for w in data["plan"]["warnings"]), data["plan"]["warnings"]
+
+
+@pytest.mark.parametrize("output", ["merged.safetensors", "merged.bin"])
+def test_a_sharded_folder_to_a_file_name_merges_its_shards_into_that_file(
+        fx: dict[str, Path], tmp_path: Path, output: str) -> None:
+    """`convert SHARDED_DIR -o merged.safetensors` writes one file holding every shard's tensors; it wrote a
+    folder named merged.safetensors, which safe_open and torch.load then fail on."""
+    from safetensors.torch import load_file
+
+    source = fx["bert-sharded-bin"]
+    index = json.loads((source / "pytorch_model.bin.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1  # the case in point
+    out = tmp_path / output
+    code, data = run_json("convert", source, "-o", out)
+    assert code == 0, data
+    assert out.is_file() and [f["filename"] for f in data["plan"]["files"]] == [output]
+    assert any("merging the" in w and "shards into one file" in w for w in data["plan"]["warnings"])
+    original: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(index["weight_map"].values())):
+        original.update(torch.load(source / shard, weights_only=True))
+    merged = load_file(out) if output.endswith(".safetensors") else torch.load(out, weights_only=True)
+    assert merged.keys() == original.keys()
+    assert all(torch.equal(merged[k], original[k]) for k in original)

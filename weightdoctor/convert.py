@@ -200,7 +200,8 @@ def plan_convert(
 ) -> ConvertPlan:
     """Plan the conversion of `checkpoint` to `output` without writing anything.
 
-    A single weight file (or training checkpoint) converts to one file; a model folder, an index or a
+    A single weight file (or training checkpoint), or any source with an output named like a weight file
+    (`-o merged.safetensors`: shards merged), converts to one file; otherwise a model folder, an index or a
     repo id converts to a folder holding each weight file converted (shards stay shards) and copies of
     the other files (config, tokenizer).
 
@@ -214,10 +215,11 @@ def plan_convert(
     """
     out = Path(output).expanduser()  # as a source is: a quoted "~/x" must not become a folder named ~
     # A folder converts to a folder, unless the output is named like a weight file (`-o model.safetensors`):
-    # then its one weight file is written there, as the name asks.
+    # then its weights are written there, as the name asks (a sharded model's shards merged into that one file,
+    # rather than a folder named like a file that every reader of the name then fails on).
     named_like_file = out.suffix.lower() in {".safetensors", ".bin", ".pt", ".pth"}
     from_folder = checkpoint.path.is_dir()
-    single_file = not checkpoint.sharded and (not from_folder or named_like_file)
+    single_file = named_like_file or not (from_folder or checkpoint.sharded)
     fmt = _format_for(out, to, single_file)
     check_not_input(checkpoint, out)
     selection = plan_tensors(checkpoint, dtype=dtype, keep_fp32=keep_fp32, renames=renames, fmt=fmt)
@@ -225,7 +227,12 @@ def plan_convert(
     if checkpoint.skipped_entries:
         warnings.append(f"{len(checkpoint.skipped_entries)} non-tensor entries of the state dict are not written: "
                         + ", ".join(checkpoint.skipped_entries[:3]))
-    if single_file and from_folder:
+    if single_file and checkpoint.sharded:
+        shards = sum(f.role == "weights" for f in checkpoint.files)
+        warnings.append(f"merging the {shards} shards into one file, {out.name}; config and tokenizer files are not "
+                        "copied (name a folder as the output to convert shard by shard, with a new index, or use "
+                        "`weightdoctor shard` to choose the shard size)")
+    elif single_file and from_folder:
         warnings.append(f"writing the weights alone to {out.name}; config and tokenizer files are not copied "
                         "(name a folder as the output to convert the whole model folder)")
     if checkpoint.nested_key:
