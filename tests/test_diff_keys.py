@@ -918,3 +918,24 @@ def test_a_folder_whose_weights_from_pretrained_does_not_look_for_says_so(tmp_pa
             report = diff_checkpoint_against_model(checkpoint, "BertForSequenceClassification")
         assert (report.missing, report.unexpected, report.mismatched) == ([], [], [])
         assert any("raises here" in note and "model.pt" in note for note in report.notes) == says
+
+
+@pytest.mark.parametrize("max_shard_size", [None, "40KB"])
+def test_a_folder_from_pretrained_reads_named_relatively_gets_no_such_note(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_shard_size: str | None) -> None:
+    """`diff-keys m --model-class X` run inside m's parent (a relative source): from_pretrained reads m's
+    model.safetensors (or its index) as it is, so no note may say it raises; it did, comparing the file's
+    relative path with the folder's absolute one."""
+    from fixtures.build import build_bert
+
+    model = build_bert()
+    model.save_pretrained(tmp_path / "m", **({"max_shard_size": max_shard_size} if max_shard_size else {}))
+    monkeypatch.chdir(tmp_path)
+    with open_checkpoint("m") as checkpoint:
+        assert checkpoint.sharded == (max_shard_size is not None)
+        report = diff_checkpoint_against_model(checkpoint, "BertForSequenceClassification")
+    assert not any("raises here" in note for note in report.notes), report.notes
+    from tests.helpers import run_cli
+
+    result = run_cli("diff-keys", "m", "--model-class", "BertForSequenceClassification")
+    assert "raises here" not in result.stdout + result.stderr

@@ -430,7 +430,8 @@ def _file_from_pretrained_skips(checkpoint: Checkpoint) -> str | None:
     if not checkpoint.path.is_dir():
         return None
     read = [f for f in checkpoint.files if f.role == "index"] or [f for f in checkpoint.files if f.role == "weights"]
-    if not read or (read[0].path.parent == checkpoint.path and read[0].path.name in _FROM_PRETRAINED_FILES):
+    # By the name relative to the folder: the files' paths keep the source's spelling (relative, `./m`, a link).
+    if not read or read[0].relpath in _FROM_PRETRAINED_FILES:
         return None
     return read[0].relpath
 
