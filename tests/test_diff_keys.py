@@ -848,8 +848,18 @@ def test_a_training_checkpoint_against_the_model_class_says_from_pretrained_cann
     with open_checkpoint(str(folder)) as checkpoint:
         report = diff_checkpoint_against_model(checkpoint, "BertForSequenceClassification")
     assert (report.missing, report.unexpected, report.mismatched) == ([], [], [])
-    assert any("from_pretrained(A) itself reads the file's top level" in note and "'state_dict'" in note
-               for note in report.notes)
+    [note] = [n for n in report.notes if "from_pretrained(A) itself reads the file's top level" in n]
+    assert "'state_dict'" in note
+    # The command the note gives writes a folder from_pretrained loads with every weight.
+    command = shlex.split(note.split("first (", 1)[1].split(", a folder", 1)[0])
+    assert command[:2] == ["weightdoctor", "convert"] and command[2] == str(folder)
+    from tests.helpers import run_cli
+
+    assert run_cli(*command[1:]).exit_code == 0
+    import transformers
+
+    _, info = transformers.BertForSequenceClassification.from_pretrained(command[-1], output_loading_info=True)
+    assert not any(info.values()), info
 
 
 @pytest.mark.parametrize("saved", ["DeiTForImageClassificationWithTeacher", "DeiTForImageClassification"])

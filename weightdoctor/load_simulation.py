@@ -424,6 +424,18 @@ _FROM_PRETRAINED_FILES = ("model.safetensors", "model.safetensors.index.json", "
                           "pytorch_model.bin.index.json")
 
 
+def _state_dict_command(checkpoint: Checkpoint) -> str:
+    """The `convert` that writes a training checkpoint's state dict where from_pretrained reads it: a folder A
+    converts to a folder (config copied, weights in model.safetensors), a file to model.safetensors."""
+    import shlex
+
+    if checkpoint.repo_id is None and checkpoint.path.is_dir():
+        target = checkpoint.source.rstrip("/") + "-state-dict"
+        return (f"weightdoctor convert {shlex.quote(checkpoint.source)} -o {shlex.quote(target)}, a folder "
+                "from_pretrained reads")
+    return f"weightdoctor convert {shlex.quote(checkpoint.source)} -o model.safetensors"
+
+
 def _file_from_pretrained_skips(checkpoint: Checkpoint) -> str | None:
     """The weight file (or index) read from a model folder A that from_pretrained(A) does not look for, so that it
     raises (`model.pt`, `weights.safetensors`, `consolidated.safetensors`); None when it reads the same one."""
@@ -551,6 +563,6 @@ def diff_checkpoint_against_model(
         report.notes.append(
             f"A is a training checkpoint: its state dict sits under {checkpoint.nested_key!r}, and this report is "
             "what loading that state dict gives; from_pretrained(A) itself reads the file's top level, so it loads "
-            "none of these weights (or raises): write the state dict on its own first (weightdoctor convert A -o "
-            "model.safetensors)")
+            "none of these weights (or raises): write the state dict on its own first "
+            f"({_state_dict_command(checkpoint)})")
     return report
