@@ -248,6 +248,34 @@ def _match_names(model_names: list[str], checkpoint_names: list[str]) -> dict[st
     return result
 
 
+def _load_renames(model: torch.nn.Module, checkpoint_names: list[str]) -> dict[str, str]:
+    """checkpoint name -> the model's name for it, by the renames `from_pretrained` applies at load.
+
+    transformers 5 renamed some models' modules (ViT's `encoder.layer.N.attention.attention.key` is
+    `layers.N.attention.k_proj`) and writes the old names back on save: without this the model's own rules
+    match none of those keys. Only plain renames; converters (fused q/k/v) have no one-to-one name. {} on
+    transformers 4.
+    """
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming, rename_source_key
+    except ImportError:
+        return {}
+    try:
+        renamings = [e for e in get_model_conversion_mapping(model, None, None) if isinstance(e, WeightRenaming)]
+        if not renamings:
+            return {}
+        meta_state_dict = model.state_dict()
+        renamed = {}
+        for name in checkpoint_names:
+            new, _ = rename_source_key(name, renamings, [], model.base_model_prefix, meta_state_dict)
+            if new != name and new in meta_state_dict:
+                renamed[name] = new
+        return renamed
+    except Exception:  # noqa: BLE001 - an unexpected mapping in some release: fall back to the names as saved
+        return {}
+
+
 def guess_default(info: TensorInfo, siblings: dict[str, TensorInfo]) -> ExpectedInit | None:
     """PyTorch's default init for the module type a bare state-dict entry most likely belongs to."""
     from weightdoctor.init_classify import fans
@@ -295,9 +323,11 @@ def expected_inits(tensors: list[TensorInfo], config: dict[str, Any] | None) -> 
             from weightdoctor.meta_model import build_meta_model
 
             model = build_meta_model(config)
+            renamed = _load_renames(model, [t.name for t in tensors])
             rules = _model_rules(model)
-            mapping = _match_names(list(rules), [t.name for t in tensors])
-            result.by_name = {ckpt: rules[model_name] for ckpt, model_name in mapping.items()}
+            mapping = _match_names(list(rules), [renamed.get(t.name, t.name) for t in tensors])
+            result.by_name = {ckpt: rules[mapping[renamed.get(ckpt, ckpt)]] for ckpt in (t.name for t in tensors)
+                              if renamed.get(ckpt, ckpt) in mapping}
             result.method = "transformers"
             result.model_class = type(model).__name__
         except Exception as exc:  # noqa: BLE001 - any failure falls back to the PyTorch defaults

@@ -1,0 +1,38 @@
+"""`inspect --stats` on tiny models really trained for a few seconds (fixtures/trained_zoo.py): regressions
+found by scripts/health_sweep.py, each checked against what training did to the tensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fixtures.trained_zoo import build_cases
+from tests.helpers import run_json
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _case(tmp_path: Path, model: str, regime: str, dtype: str = "fp32", seed: int = 0, hidden: int = 32,
+          steps: int = 100):
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    return next(build_cases(tmp_path, model, (regime,), seed, hidden, steps, (dtype,)))
+
+
+def test_a_trained_vit_is_judged_by_its_own_init_rules_under_its_saved_key_names(tmp_path: Path) -> None:
+    """transformers 5 renamed ViT's modules (`encoder.layer.N.attention.attention.key` is now
+    `layers.N.attention.k_proj`) and renames the saved keys back: the expected inits must follow that rename,
+    or they fall back to PyTorch's guessed defaults and a trained matrix that stays normal is "at init"."""
+    case = _case(tmp_path, "vit", "full")
+    code, data = run_json("inspect", case.path, "--stats", "--fail-on", "warn")
+    tensors = {t["name"]: t for t in data["tensors"]}
+    key = tensors["vit.encoder.layer.1.attention.attention.key.weight"]
+    assert key["init"]["expected"]["source"].startswith("ViTForImageClassification._init_weights")
+    assert key["init"]["expected"]["confident"] is True
+    assert all(t["init"]["expected"] is None or t["init"]["expected"]["confident"]
+               for t in tensors.values() if t["name"].startswith("vit.encoder.")), "a rule was guessed"
+    assert not [f for f in data["findings"] if f["code"] == "untrained-tensor"], data["findings"]
+    assert set(case.truth.values()) == {"trained"} and code == 0
