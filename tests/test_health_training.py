@@ -36,3 +36,25 @@ def test_a_trained_vit_is_judged_by_its_own_init_rules_under_its_saved_key_names
                for t in tensors.values() if t["name"].startswith("vit.encoder.")), "a rule was guessed"
     assert not [f for f in data["findings"] if f["code"] == "untrained-tensor"], data["findings"]
     assert set(case.truth.values()) == {"trained"} and code == 0
+
+
+def test_a_fresh_small_head_is_at_init_whichever_family_its_few_values_happen_to_fit(tmp_path: Path) -> None:
+    """A new 2-label head of a 32-wide BERT holds 64 values of normal(0, 0.02): so few that a uniform can
+    fit them better by likelihood. Judged against the model's own (certain) rule, the values still fit it:
+    at init, not `trained` (it was a fresh classifier called trained on a checkpoint saved at init)."""
+    from fixtures.trained_zoo import fresh_model
+    from weightdoctor.checkpoint import open_checkpoint
+    from weightdoctor.expected_init import expected_inits
+    from weightdoctor.health import _tensor_health
+    from weightdoctor.stats import stats_of_tensor
+
+    fresh_model("bert", 0, 32).save_pretrained(tmp_path / "fresh")
+    with open_checkpoint(tmp_path / "fresh") as checkpoint:
+        want = expected_inits(checkpoint.tensors, checkpoint.config).by_name["classifier.weight"]
+    assert want.confident and want.label == "normal" and want.params["std"] == 0.02
+    verdicts = []
+    for seed in range(40):
+        head = fresh_model("bert", seed, 32).classifier.weight.detach()
+        item = _tensor_health(stats_of_tensor("classifier.weight", head), want, 0.02)
+        verdicts.append((item.at_init, item.init.describe()))
+    assert all(at_init for at_init, _ in verdicts), [v for v in verdicts if not v[0]]

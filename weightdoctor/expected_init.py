@@ -380,10 +380,29 @@ def matches_expected(found: InitResult, expected: ExpectedInit, count: int) -> b
     return abs(scale / target - 1) <= tolerance
 
 
-def reconcile(found: InitResult, expected: ExpectedInit | None, count: int) -> InitResult:
+def fits_expected(values: torch.Tensor, expected: ExpectedInit) -> bool:
+    """Whether `values` pass a Kolmogorov-Smirnov test against the expected init itself (its exact scale).
+
+    For tensors too small for the family fit to be sure: 64 normal values can fit a uniform better by
+    likelihood, yet still be a plain sample of their normal init.
+    """
+    from weightdoctor.init_classify import KS_LIMIT, FamilyFit, ks_distance
+
+    family, scale = FAMILY_OF.get(expected.label), expected.scale
+    if family not in ("normal", "uniform") or not scale or values.numel() == 0:
+        return False
+    mean = float(expected.params.get("mean", 0.0))
+    fit = FamilyFit(family, {}, mean, scale, mean - scale, mean + scale)
+    return ks_distance(values, fit) * math.sqrt(values.numel()) <= KS_LIMIT
+
+
+def reconcile(found: InitResult, expected: ExpectedInit | None, count: int,
+              values: torch.Tensor | None = None) -> InitResult:
     """Call a tensor `trained` when it was fitted to some distribution but its certain init was another.
 
-    Only confident expectations (the model's own rules, norm constants) overrule the classifier.
+    Only confident expectations (the model's own rules, norm constants) overrule the classifier. When only
+    the family differs and `values` (the classifier's sample) still fit the expected init at its exact
+    scale, the family fit was chance: the result becomes the expected init.
     """
     if expected is None or not expected.confident:
         return found
@@ -391,6 +410,15 @@ def reconcile(found: InitResult, expected: ExpectedInit | None, count: int) -> I
         return found  # a zeroed or constant matrix is a health finding, not training
     verdict = matches_expected(found, expected, count)
     if verdict is False and found.label not in ("trained",):
+        have = found.family if found.label == "ambiguous" else FAMILY_OF.get(found.label)
+        if values is not None and have != FAMILY_OF.get(expected.label) and fits_expected(values, expected):
+            x = values.double()
+            estimate = {"mean": float(x.mean()), "std": float(x.std())} if FAMILY_OF[expected.label] == "normal" \
+                else {"bound": float(x.abs().max())}
+            params = {**expected.params, **estimate}
+            return InitResult(expected.label, params, family=FAMILY_OF.get(expected.label), evidence=found.evidence,
+                              note=f"fits {expected.describe()} (too few values to tell it from {found.describe()})",
+                              named=True)
         reason = f"initialized as {expected.describe()} ({expected.source}); now {found.describe()}"
         return InitResult("trained", dict(found.params), family=found.family, reason=reason,
                           evidence=found.evidence)

@@ -245,7 +245,7 @@ def _tensor_health(result: StatsResult, want: ExpectedInit | None, initializer_r
     constant = want.params["value"] if want is not None and want.confident and want.label in (
         "zeros", "ones", "constant") else None
     init = classify_init(tuple(info.shape), stats, result.sample, initializer_range, constant)
-    init = reconcile(init, want, stats.finite_count)
+    init = reconcile(init, want, stats.finite_count, result.sample.values)
     item = TensorHealth(info.name, list(info.shape), info.dtype, stats, init, want, None,
                         _histogram(result.sample.values, stats.min, stats.max))
     item.at_init = _still_at_init(item)
