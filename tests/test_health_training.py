@@ -58,3 +58,14 @@ def test_a_fresh_small_head_is_at_init_whichever_family_its_few_values_happen_to
         item = _tensor_health(stats_of_tensor("classifier.weight", head), want, 0.02)
         verdicts.append((item.at_init, item.init.describe()))
     assert all(at_init for at_init, _ in verdicts), [v for v in verdicts if not v[0]]
+
+
+def test_lines_of_a_few_values_are_not_duplicates_by_chance_in_bf16(tmp_path: Path) -> None:
+    """ViT's position embeddings are (1, 17, 32): seen as one row, their "columns" are single values, and in
+    bf16 (256 values per binade) single values repeat by chance. Equal lines mean "symmetry never broken"
+    only when they are long enough not to collide by chance: shorter ones are not checked."""
+    case = _case(tmp_path, "vit", "fresh", "bf16")
+    code, data = run_json("inspect", case.path, "--stats")
+    assert [(f["code"], f["tensor"]) for f in data["findings"]] == [("checkpoint-at-init", None)], data["findings"]
+    position = next(t for t in data["tensors"] if t["name"] == "vit.embeddings.position_embeddings")
+    assert position["stats"]["duplicate_cols"] is None and position["stats"]["duplicate_rows"] == 0
