@@ -98,3 +98,14 @@ def test_a_std_that_moved_beyond_sampling_noise_is_not_at_init_whatever_the_floo
         if case.regime == "fresh":
             assert data["weights"]["state"] == "initialization"
     assert moved >= 3
+
+
+def test_weight_decay_that_leaves_a_few_weights_standing_is_named_in_the_outlier_hint(tmp_path: Path) -> None:
+    """Strong AdamW decay (3.0 at lr 1e-2) shrinks T5's ReLU FFN weights to a sea of near-zeros with a few
+    survivors (excess kurtosis in the hundreds): `extreme-outliers` is right to say so, and its hint must not
+    only suggest divergence or a corrupted write."""
+    case = _case(tmp_path, "t5", "wd", hidden=64, steps=150)
+    code, data = run_json("inspect", case.path, "--stats")
+    outliers = [f for f in data["findings"] if f["code"] == "extreme-outliers"]
+    assert outliers and all(case.truth[f["tensor"]] == "trained" for f in outliers)
+    assert all("weight decay" in f["hint"] for f in outliers), outliers[0]["hint"]

@@ -169,7 +169,8 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
         if z > OUTLIER_SIGMAS:
             found.append(Finding("warn", "extreme-outliers", name,
                                  f"values reach {z:.0f} standard deviations from the mean (abs max {s.abs_max:.4g})",
-                                 "check for a diverging unit or a corrupted write"))
+                                 "check for a diverging unit or a corrupted write (or weight decay / pruning that left "
+                                 "a few weights standing)"))
     if item.dtype not in ("float16",) and s.abs_max >= FP16_OVERFLOW:
         found.append(Finding("warn", "fp16-overflow", name,
                              f"abs max {s.abs_max:.6g} is beyond the fp16 range (±65504): cast to fp16 it becomes inf",
