@@ -109,3 +109,17 @@ def test_weight_decay_that_leaves_a_few_weights_standing_is_named_in_the_outlier
     outliers = [f for f in data["findings"] if f["code"] == "extreme-outliers"]
     assert outliers and all(case.truth[f["tensor"]] == "trained" for f in outliers)
     assert all("weight decay" in f["hint"] for f in outliers), outliers[0]["hint"]
+
+
+def test_a_filter_on_a_frozen_block_speaks_of_the_selected_tensors_not_the_checkpoint(tmp_path: Path) -> None:
+    """GPT-2 trained with its second block frozen: `--filter` on that block finds its matrices at init, but
+    the checkpoint was trained: the finding must say so of the selected tensors only."""
+    case = _case(tmp_path, "gpt2", "frozen", hidden=32, steps=60)
+    code, data = run_json("inspect", case.path, "--stats", "--filter", r"h\.1\.attn")
+    [finding] = [f for f in data["findings"] if f["code"] == "checkpoint-at-init"]
+    assert "selected tensors" in finding["message"] and "this checkpoint" not in finding["message"]
+    code, data = run_json("inspect", case.path, "--stats")
+    assert not [f for f in data["findings"] if f["code"] == "checkpoint-at-init"]
+    untrained = {f["tensor"] for f in data["findings"] if f["code"] == "untrained-tensor"}
+    assert untrained == {n for n, t in case.truth.items() if t == "init" and "h.1." in n and n.endswith("weight")
+                         and ".ln_" not in n}

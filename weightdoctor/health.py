@@ -202,8 +202,11 @@ def _still_at_init(item: TensorHealth) -> bool | None:
     return item.init.label in INIT_LABELS
 
 
-def _checkpoint_findings(items: list[TensorHealth]) -> tuple[list[Finding], float | None, str]:
-    """Findings about the checkpoint as a whole: untrained tensors in a trained model, all at init."""
+def _checkpoint_findings(items: list[TensorHealth], selected: bool = False) -> tuple[list[Finding], float | None, str]:
+    """Findings about the checkpoint as a whole: untrained tensors in a trained model, all at init.
+
+    `selected`: only the tensors `--filter` chose were read, so the findings speak of them, not the checkpoint.
+    """
     matrices = [i for i in items if len(i.shape) >= 2 and i.at_init is not None
                 and i.init.label not in ("zeros", "ones", "constant")]
     total = sum(i.stats.count for i in matrices)
@@ -233,10 +236,14 @@ def _checkpoint_findings(items: list[TensorHealth]) -> tuple[list[Finding], floa
                     "fine if this parameter gets no gradient; otherwise it was frozen or never trained"))
     else:
         state = "initialization"
-        findings.append(Finding(
-            "warn", "checkpoint-at-init", None,
-            f"{1 - share:.0%} of the matrix parameters still match their initialization: this checkpoint "
-            "has not been trained", "were the weights saved before training, or is this the wrong file?"))
+        if selected:  # a frozen block picked by --filter is no untrained checkpoint
+            message = (f"{1 - share:.0%} of the selected tensors' matrix parameters still match their "
+                       "initialization: these tensors have not been trained")
+        else:
+            message = (f"{1 - share:.0%} of the matrix parameters still match their initialization: this "
+                       "checkpoint has not been trained")
+        findings.append(Finding("warn", "checkpoint-at-init", None, message,
+                                "were the weights saved before training, or is this the wrong file?"))
     return findings, share, state
 
 
@@ -309,7 +316,8 @@ def analyze_weights(
         if item.name in side:
             item.at_init = None
     findings = [f for item in items if item.name not in side for f in _tensor_findings(item)]
-    whole, share, state = _checkpoint_findings(items)
+    selected = names is not None and len({t.name for t in chosen}) < len(checkpoint.tensors)
+    whole, share, state = _checkpoint_findings(items, selected)
     findings += whole
     findings.sort(key=lambda f: -severity_rank(f.severity))
     warnings = [expected.warning] if expected.warning else []
