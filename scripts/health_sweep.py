@@ -86,6 +86,7 @@ def judge(case: Case, code: int, data: dict[str, Any]) -> tuple[list[tuple[str, 
             # excess kurtosis of 100-1000): `extreme-outliers` then says what the layer became, rightly.
             allowed = {"extreme-outliers"} if case.regime == "wd" else set()
             right = loud <= allowed and init["at_init"] is not True
+            should_fail = should_fail or bool(loud & allowed)
         verdict = f"{init['label']} at_init={init['at_init']}" + (f" [{','.join(sorted(codes))}]" if codes else "")
         rows.append((name, group, truth, right, verdict))
     if undecidable:
