@@ -123,3 +123,14 @@ def test_a_filter_on_a_frozen_block_speaks_of_the_selected_tensors_not_the_check
     untrained = {f["tensor"] for f in data["findings"] if f["code"] == "untrained-tensor"}
     assert untrained == {n for n, t in case.truth.items() if t == "init" and "h.1." in n and n.endswith("weight")
                          and ".ln_" not in n}
+
+
+def test_untrained_tensor_hint_admits_a_short_run_that_moved_a_matrix_too_little_to_tell(tmp_path: Path) -> None:
+    """A T5 trained 150 steps: every matrix moved, but some only by noise-like updates that leave them another
+    sample of their large init (docs/health-sweep.md). The warning is all the weights allow; its hint must not
+    only blame a frozen layer or an unsaved head."""
+    case = _case(tmp_path, "t5", "full", hidden=32, steps=150)
+    code, data = run_json("inspect", case.path, "--stats")
+    flagged = [f for f in data["findings"] if f["code"] == "untrained-tensor"]
+    assert flagged and all(case.truth[f["tensor"]] != "init" for f in flagged)
+    assert all("small learning rate" in f["hint"] for f in flagged), flagged[0]["hint"]

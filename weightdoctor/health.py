@@ -226,7 +226,8 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False) -> t
                     f"still matches its initialization "
                     f"{item.expected.describe() if item.expected is not None else ''} (found {item.init.describe()}) "
                     f"while {share:.1%} of the checkpoint's matrix parameters have trained",
-                    "a head saved before fine-tuning, or a layer frozen by mistake; check the training setup"))
+                    "a head saved before fine-tuning, or a layer frozen by mistake; check the training setup "
+                    "(a short run at a small learning rate can also leave a matrix indistinguishable from its init)"))
         for item in items:
             if len(item.shape) == 1 and item.expected is not None and item.at_init \
                     and item.expected.label in ("zeros", "ones") and item.stats.count >= 2:
