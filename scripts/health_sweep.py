@@ -96,17 +96,19 @@ def judge(case: Case, code: int, data: dict[str, Any]) -> tuple[list[tuple[str, 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="one seed, one width, fp32 and bf16")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--hidden", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--quick", action="store_true",
+                        help="one seed, one width, fp32 and bf16 (where --seeds, --hidden, --dtypes are not given)")
+    parser.add_argument("--seeds", type=int, nargs="+")
+    parser.add_argument("--hidden", type=int, nargs="+")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=REGIMES)
-    parser.add_argument("--dtypes", nargs="+", default=["fp32", "fp16", "bf16"], choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--dtypes", nargs="+", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--verbose", "-v", action="store_true", help="every wrong tensor, not only the first")
     args = parser.parse_args()
-    if args.quick:
-        args.seeds, args.hidden, args.dtypes = args.seeds[:1], args.hidden[:1], ["fp32", "bf16"]
+    args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    args.hidden = args.hidden or ([32] if args.quick else [32, 64])
+    args.dtypes = args.dtypes or (["fp32", "bf16"] if args.quick else ["fp32", "fp16", "bf16"])
 
     import torch
     from transformers.utils import logging
