@@ -248,6 +248,34 @@ def _match_names(model_names: list[str], checkpoint_names: list[str]) -> dict[st
     return result
 
 
+def _load_renames(model: torch.nn.Module, checkpoint_names: list[str]) -> dict[str, str]:
+    """checkpoint name -> the model's name for it, by the renames `from_pretrained` applies at load.
+
+    transformers 5 renamed some models' modules (ViT's `encoder.layer.N.attention.attention.key` is
+    `layers.N.attention.k_proj`) and writes the old names back on save: without this the model's own rules
+    match none of those keys. Only plain renames; converters (fused q/k/v) have no one-to-one name. {} on
+    transformers 4.
+    """
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming, rename_source_key
+    except ImportError:
+        return {}
+    try:
+        renamings = [e for e in get_model_conversion_mapping(model, None, None) if isinstance(e, WeightRenaming)]
+        if not renamings:
+            return {}
+        meta_state_dict = model.state_dict()
+        renamed = {}
+        for name in checkpoint_names:
+            new, _ = rename_source_key(name, renamings, [], model.base_model_prefix, meta_state_dict)
+            if new != name and new in meta_state_dict:
+                renamed[name] = new
+        return renamed
+    except Exception:  # noqa: BLE001 - an unexpected mapping in some release: fall back to the names as saved
+        return {}
+
+
 def guess_default(info: TensorInfo, siblings: dict[str, TensorInfo]) -> ExpectedInit | None:
     """PyTorch's default init for the module type a bare state-dict entry most likely belongs to."""
     from weightdoctor.init_classify import fans
@@ -295,9 +323,11 @@ def expected_inits(tensors: list[TensorInfo], config: dict[str, Any] | None) -> 
             from weightdoctor.meta_model import build_meta_model
 
             model = build_meta_model(config)
+            renamed = _load_renames(model, [t.name for t in tensors])
             rules = _model_rules(model)
-            mapping = _match_names(list(rules), [t.name for t in tensors])
-            result.by_name = {ckpt: rules[model_name] for ckpt, model_name in mapping.items()}
+            mapping = _match_names(list(rules), [renamed.get(t.name, t.name) for t in tensors])
+            result.by_name = {ckpt: rules[mapping[renamed.get(ckpt, ckpt)]] for ckpt in (t.name for t in tensors)
+                              if renamed.get(ckpt, ckpt) in mapping}
             result.method = "transformers"
             result.model_class = type(model).__name__
         except Exception as exc:  # noqa: BLE001 - any failure falls back to the PyTorch defaults
@@ -322,10 +352,27 @@ FAMILY_OF = {
 }
 
 
+def _truncated_spread(params: dict[str, Any]) -> float | None:
+    """Standard deviation of the values of a symmetric truncated normal given by `mean, std, a, b` (or `k`)."""
+    from weightdoctor.init_classify import _truncation_ratio
+
+    std = params.get("std")
+    if not std:
+        return None
+    k = params.get("k")
+    if k is None and "a" in params and "b" in params:
+        mean = params.get("mean", 0.0)
+        k = min(params["b"] - mean, mean - params["a"]) / std
+    if not k or k <= 0:
+        return None
+    return std * k * _truncation_ratio(k)
+
+
 def matches_expected(found: InitResult, expected: ExpectedInit, count: int) -> bool | None:
     """Whether the values still match their expected initialization; None when it cannot be said.
 
-    Scales are compared with a tolerance of max(5%, 4 standard errors of the estimate for `count` values).
+    Scales are compared with a tolerance of 5% (uniform: the bound) or max(1%, 4 standard errors of the std of
+    `count` normal values).
     """
     if found.label in ("undetermined",) or expected.label == "other":
         return None
@@ -343,17 +390,43 @@ def matches_expected(found: InitResult, expected: ExpectedInit, count: int) -> b
         return False
     if want == "orthogonal":
         return found.label == "orthogonal" and abs(found.params["gain"] / expected.params["gain"] - 1) < 0.05
-    scale, target = _found_scale(found), expected.scale
+    if want == "truncated_normal":
+        # The fitted σ of a truncated normal comes through its estimated cut k and is off by a percent or more
+        # on millions of values; the spread of the values themselves is exact: compare that.
+        scale, target = _truncated_spread(found.params), _truncated_spread(expected.params)
+    else:
+        scale, target = _found_scale(found), expected.scale
     if scale is None or not target:
         return None
-    tolerance = 0.05 if want == "uniform" else max(0.05, 4.0 / math.sqrt(2.0 * max(count, 1)))
+    # A fresh normal sample's std is within 4 standard errors (1/√(2n)) of its init's; beyond that it has
+    # moved. The 1% floor allows for rounding and rules that do not say their scale exactly.
+    tolerance = 0.05 if want == "uniform" else max(0.01, 4.0 / math.sqrt(2.0 * max(count, 1)))
     return abs(scale / target - 1) <= tolerance
 
 
-def reconcile(found: InitResult, expected: ExpectedInit | None, count: int) -> InitResult:
+def fits_expected(values: torch.Tensor, expected: ExpectedInit) -> bool:
+    """Whether `values` pass a Kolmogorov-Smirnov test against the expected init itself (its exact scale).
+
+    For tensors too small for the family fit to be sure: 64 normal values can fit a uniform better by
+    likelihood, yet still be a plain sample of their normal init.
+    """
+    from weightdoctor.init_classify import KS_LIMIT, FamilyFit, ks_distance
+
+    family, scale = FAMILY_OF.get(expected.label), expected.scale
+    if family not in ("normal", "uniform") or not scale or values.numel() == 0:
+        return False
+    mean = float(expected.params.get("mean", 0.0))
+    fit = FamilyFit(family, {}, mean, scale, mean - scale, mean + scale)
+    return ks_distance(values, fit) * math.sqrt(values.numel()) <= KS_LIMIT
+
+
+def reconcile(found: InitResult, expected: ExpectedInit | None, count: int,
+              values: torch.Tensor | None = None) -> InitResult:
     """Call a tensor `trained` when it was fitted to some distribution but its certain init was another.
 
-    Only confident expectations (the model's own rules, norm constants) overrule the classifier.
+    Only confident expectations (the model's own rules, norm constants) overrule the classifier. When only
+    the family differs and `values` (the classifier's sample) still fit the expected init at its exact
+    scale, the family fit was chance: the result becomes the expected init.
     """
     if expected is None or not expected.confident:
         return found
@@ -361,6 +434,15 @@ def reconcile(found: InitResult, expected: ExpectedInit | None, count: int) -> I
         return found  # a zeroed or constant matrix is a health finding, not training
     verdict = matches_expected(found, expected, count)
     if verdict is False and found.label not in ("trained",):
+        have = found.family if found.label == "ambiguous" else FAMILY_OF.get(found.label)
+        if values is not None and have != FAMILY_OF.get(expected.label) and fits_expected(values, expected):
+            x = values.double()
+            estimate = {"mean": float(x.mean()), "std": float(x.std())} if FAMILY_OF[expected.label] == "normal" \
+                else {"bound": float(x.abs().max())}
+            params = {**expected.params, **estimate}
+            return InitResult(expected.label, params, family=FAMILY_OF.get(expected.label), evidence=found.evidence,
+                              note=f"fits {expected.describe()} (too few values to tell it from {found.describe()})",
+                              named=True)
         reason = f"initialized as {expected.describe()} ({expected.source}); now {found.describe()}"
         return InitResult("trained", dict(found.params), family=found.family, reason=reason,
                           evidence=found.evidence)

@@ -169,7 +169,8 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
         if z > OUTLIER_SIGMAS:
             found.append(Finding("warn", "extreme-outliers", name,
                                  f"values reach {z:.0f} standard deviations from the mean (abs max {s.abs_max:.4g})",
-                                 "check for a diverging unit or a corrupted write"))
+                                 "check for a diverging unit or a corrupted write (or weight decay / pruning that left "
+                                 "a few weights standing)"))
     if item.dtype not in ("float16",) and s.abs_max >= FP16_OVERFLOW:
         found.append(Finding("warn", "fp16-overflow", name,
                              f"abs max {s.abs_max:.6g} is beyond the fp16 range (±65504): cast to fp16 it becomes inf",
@@ -201,8 +202,11 @@ def _still_at_init(item: TensorHealth) -> bool | None:
     return item.init.label in INIT_LABELS
 
 
-def _checkpoint_findings(items: list[TensorHealth]) -> tuple[list[Finding], float | None, str]:
-    """Findings about the checkpoint as a whole: untrained tensors in a trained model, all at init."""
+def _checkpoint_findings(items: list[TensorHealth], selected: bool = False) -> tuple[list[Finding], float | None, str]:
+    """Findings about the checkpoint as a whole: untrained tensors in a trained model, all at init.
+
+    `selected`: only the tensors `--filter` chose were read, so the findings speak of them, not the checkpoint.
+    """
     matrices = [i for i in items if len(i.shape) >= 2 and i.at_init is not None
                 and i.init.label not in ("zeros", "ones", "constant")]
     total = sum(i.stats.count for i in matrices)
@@ -222,7 +226,8 @@ def _checkpoint_findings(items: list[TensorHealth]) -> tuple[list[Finding], floa
                     f"still matches its initialization "
                     f"{item.expected.describe() if item.expected is not None else ''} (found {item.init.describe()}) "
                     f"while {share:.1%} of the checkpoint's matrix parameters have trained",
-                    "a head saved before fine-tuning, or a layer frozen by mistake; check the training setup"))
+                    "a head saved before fine-tuning, or a layer frozen by mistake; check the training setup "
+                    "(a short run at a small learning rate can also leave a matrix indistinguishable from its init)"))
         for item in items:
             if len(item.shape) == 1 and item.expected is not None and item.at_init \
                     and item.expected.label in ("zeros", "ones") and item.stats.count >= 2:
@@ -232,10 +237,14 @@ def _checkpoint_findings(items: list[TensorHealth]) -> tuple[list[Finding], floa
                     "fine if this parameter gets no gradient; otherwise it was frozen or never trained"))
     else:
         state = "initialization"
-        findings.append(Finding(
-            "warn", "checkpoint-at-init", None,
-            f"{1 - share:.0%} of the matrix parameters still match their initialization: this checkpoint "
-            "has not been trained", "were the weights saved before training, or is this the wrong file?"))
+        if selected:  # a frozen block picked by --filter is no untrained checkpoint
+            message = (f"{1 - share:.0%} of the selected tensors' matrix parameters still match their "
+                       "initialization: these tensors have not been trained")
+        else:
+            message = (f"{1 - share:.0%} of the matrix parameters still match their initialization: this "
+                       "checkpoint has not been trained")
+        findings.append(Finding("warn", "checkpoint-at-init", None, message,
+                                "were the weights saved before training, or is this the wrong file?"))
     return findings, share, state
 
 
@@ -245,7 +254,7 @@ def _tensor_health(result: StatsResult, want: ExpectedInit | None, initializer_r
     constant = want.params["value"] if want is not None and want.confident and want.label in (
         "zeros", "ones", "constant") else None
     init = classify_init(tuple(info.shape), stats, result.sample, initializer_range, constant)
-    init = reconcile(init, want, stats.finite_count)
+    init = reconcile(init, want, stats.finite_count, result.sample.values)
     item = TensorHealth(info.name, list(info.shape), info.dtype, stats, init, want, None,
                         _histogram(result.sample.values, stats.min, stats.max))
     item.at_init = _still_at_init(item)
@@ -308,7 +317,8 @@ def analyze_weights(
         if item.name in side:
             item.at_init = None
     findings = [f for item in items if item.name not in side for f in _tensor_findings(item)]
-    whole, share, state = _checkpoint_findings(items)
+    selected = names is not None and len({t.name for t in chosen}) < len(checkpoint.tensors)
+    whole, share, state = _checkpoint_findings(items, selected)
     findings += whole
     findings.sort(key=lambda f: -severity_rank(f.severity))
     warnings = [expected.warning] if expected.warning else []

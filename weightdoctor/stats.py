@@ -193,6 +193,7 @@ def _equal_lines(matrix: torch.Tensor, keys: torch.Tensor, skip: torch.Tensor, b
     return duplicates
 
 
+MIN_LINE = 4  # rows / columns shorter than this are not checked for duplicates
 SUM_PIECE = 1 << 14  # float32 sums over at most this many values, added in float64 (measured: 6e-10 relative)
 HUGE = 1e16  # above this, SUM_PIECE squares (of values up to twice it, once centred) can overflow float32
 
@@ -367,8 +368,12 @@ def summarize_values(flat: torch.Tensor, sampled: bool = False, shape: tuple[int
             zero_cols[col] = int(torch.count_nonzero(matrix[:, col])) == 0
         zero_col_count = int(zero_cols.sum())
         if variance > 0:
-            duplicate_rows = _equal_lines(matrix, keys, dead, by_row=True)
-            duplicate_cols = _equal_lines(matrix, col_keys, zero_cols, by_row=False)
+            # Short lines repeat by chance (single bf16 values do, all the time): only lines of at least
+            # MIN_LINE values are compared; the others stay None ("not checked").
+            if matrix.shape[1] >= MIN_LINE:
+                duplicate_rows = _equal_lines(matrix, keys, dead, by_row=True)
+            if matrix.shape[0] >= MIN_LINE:
+                duplicate_cols = _equal_lines(matrix, col_keys, zero_cols, by_row=False)
     return TensorStats(
         count=count,
         mean=mean,

@@ -1,0 +1,158 @@
+"""`inspect --stats` on tiny models really trained for a few seconds (fixtures/trained_zoo.py): regressions
+found by scripts/health_sweep.py, each checked against what training did to the tensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fixtures.trained_zoo import build_cases
+from tests.helpers import run_json
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _case(tmp_path: Path, model: str, regime: str, dtype: str = "fp32", seed: int = 0, hidden: int = 32,
+          steps: int = 100):
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    return next(build_cases(tmp_path, model, (regime,), seed, hidden, steps, (dtype,)))
+
+
+def test_a_trained_vit_is_judged_by_its_own_init_rules_under_its_saved_key_names(tmp_path: Path) -> None:
+    """transformers 5 renamed ViT's modules (`encoder.layer.N.attention.attention.key` is now
+    `layers.N.attention.k_proj`) and renames the saved keys back: the expected inits must follow that rename,
+    or they fall back to PyTorch's guessed defaults and a trained matrix that stays normal is "at init"."""
+    case = _case(tmp_path, "vit", "full")
+    code, data = run_json("inspect", case.path, "--stats", "--fail-on", "warn")
+    tensors = {t["name"]: t for t in data["tensors"]}
+    key = tensors["vit.encoder.layer.1.attention.attention.key.weight"]
+    assert key["init"]["expected"]["source"].startswith("ViTForImageClassification._init_weights")
+    assert key["init"]["expected"]["confident"] is True
+    assert all(t["init"]["expected"] is None or t["init"]["expected"]["confident"]
+               for t in tensors.values() if t["name"].startswith("vit.encoder.")), "a rule was guessed"
+    assert not [f for f in data["findings"] if f["code"] == "untrained-tensor"], data["findings"]
+    assert set(case.truth.values()) == {"trained"} and code == 0
+
+
+def test_a_fresh_small_head_is_at_init_whichever_family_its_few_values_happen_to_fit(tmp_path: Path) -> None:
+    """A new 2-label head of a 32-wide BERT holds 64 values of normal(0, 0.02): so few that a uniform can
+    fit them better by likelihood. Judged against the model's own (certain) rule, the values still fit it:
+    at init, not `trained` (it was a fresh classifier called trained on a checkpoint saved at init)."""
+    from fixtures.trained_zoo import fresh_model
+    from weightdoctor.checkpoint import open_checkpoint
+    from weightdoctor.expected_init import expected_inits
+    from weightdoctor.health import _tensor_health
+    from weightdoctor.stats import stats_of_tensor
+
+    fresh_model("bert", 0, 32).save_pretrained(tmp_path / "fresh")
+    with open_checkpoint(tmp_path / "fresh") as checkpoint:
+        want = expected_inits(checkpoint.tensors, checkpoint.config).by_name["classifier.weight"]
+    assert want.confident and want.label == "normal" and want.params["std"] == 0.02
+    verdicts = []
+    for seed in range(40):
+        head = fresh_model("bert", seed, 32).classifier.weight.detach()
+        item = _tensor_health(stats_of_tensor("classifier.weight", head), want, 0.02)
+        verdicts.append((item.at_init, item.init.describe()))
+    assert all(at_init for at_init, _ in verdicts), [v for v in verdicts if not v[0]]
+
+
+def test_lines_of_a_few_values_are_not_duplicates_by_chance_in_bf16(tmp_path: Path) -> None:
+    """ViT's position embeddings are (1, 17, 32): seen as one row, their "columns" are single values, and in
+    bf16 (256 values per binade) single values repeat by chance. Equal lines mean "symmetry never broken"
+    only when they are long enough not to collide by chance: shorter ones are not checked."""
+    case = _case(tmp_path, "vit", "fresh", "bf16")
+    code, data = run_json("inspect", case.path, "--stats")
+    assert [(f["code"], f["tensor"]) for f in data["findings"]] == [("checkpoint-at-init", None)], data["findings"]
+    position = next(t for t in data["tensors"] if t["name"] == "vit.embeddings.position_embeddings")
+    assert position["stats"]["duplicate_cols"] is None and position["stats"]["duplicate_rows"] == 0
+
+
+def test_a_std_that_moved_beyond_sampling_noise_is_not_at_init_whatever_the_floor(tmp_path: Path) -> None:
+    """T5 starts its matrices at a large scale (d_model^-0.5); 150 real steps widen most of them by 2-8% while
+    they stay normal. A fresh sample's std is within 4 standard errors (1/√(2n)) of its init's: beyond that the
+    tensor has moved, even under 5% (the old floor called a 64-wide T5's moved matrices "at init" and the
+    trained model "mixed"). The fresh model stays at init under the same rule."""
+    import math
+
+    from safetensors.torch import load_file
+
+    moved = 0
+    for case in build_cases(tmp_path, "t5", ("fresh", "full"), 0, 64, 150, ("fp32",)):
+        code, data = run_json("inspect", case.path, "--stats")
+        saved = load_file(str(case.path / "model.safetensors"))
+        for item in data["tensors"]:
+            expected = item["init"]["expected"] or {}
+            if len(item["shape"]) < 2 or expected.get("label") != "normal":
+                continue
+            values = saved[item["name"]].double()
+            shift = abs(float(values.std()) / expected["params"]["std"] - 1) * math.sqrt(2 * values.numel())
+            if case.regime == "fresh":
+                assert item["init"]["at_init"] is True, item["name"]
+            elif shift > 4.5:  # clear of the 4-standard-error line, both ways
+                moved += max(item["init"]["evidence"].values(), default=0) <= 1  # only its std says it moved
+                assert item["init"]["at_init"] is False, (item["name"], shift, item["init"]["description"])
+        if case.regime == "fresh":
+            assert data["weights"]["state"] == "initialization"
+    assert moved >= 3
+
+
+def test_weight_decay_that_leaves_a_few_weights_standing_is_named_in_the_outlier_hint(tmp_path: Path) -> None:
+    """Strong AdamW decay (3.0 at lr 1e-2) shrinks T5's ReLU FFN weights to a sea of near-zeros with a few
+    survivors (excess kurtosis in the hundreds): `extreme-outliers` is right to say so, and its hint must not
+    only suggest divergence or a corrupted write."""
+    case = _case(tmp_path, "t5", "wd", hidden=64, steps=150)
+    code, data = run_json("inspect", case.path, "--stats")
+    outliers = [f for f in data["findings"] if f["code"] == "extreme-outliers"]
+    assert outliers and all(case.truth[f["tensor"]] == "trained" for f in outliers)
+    assert all("weight decay" in f["hint"] for f in outliers), outliers[0]["hint"]
+
+
+def test_a_filter_on_a_frozen_block_speaks_of_the_selected_tensors_not_the_checkpoint(tmp_path: Path) -> None:
+    """GPT-2 trained with its second block frozen: `--filter` on that block finds its matrices at init, but
+    the checkpoint was trained: the finding must say so of the selected tensors only."""
+    case = _case(tmp_path, "gpt2", "frozen", hidden=32, steps=60)
+    code, data = run_json("inspect", case.path, "--stats", "--filter", r"h\.1\.attn")
+    [finding] = [f for f in data["findings"] if f["code"] == "checkpoint-at-init"]
+    assert "selected tensors" in finding["message"] and "this checkpoint" not in finding["message"]
+    code, data = run_json("inspect", case.path, "--stats")
+    assert not [f for f in data["findings"] if f["code"] == "checkpoint-at-init"]
+    untrained = {f["tensor"] for f in data["findings"] if f["code"] == "untrained-tensor"}
+    assert untrained == {n for n, t in case.truth.items() if t == "init" and "h.1." in n and n.endswith("weight")
+                         and ".ln_" not in n}
+
+
+def test_untrained_tensor_hint_admits_a_short_run_that_moved_a_matrix_too_little_to_tell(tmp_path: Path) -> None:
+    """A T5 trained 150 steps: every matrix moved, but some only by noise-like updates that leave them another
+    sample of their large init (docs/health-sweep.md). The warning is all the weights allow; its hint must not
+    only blame a frozen layer or an unsaved head."""
+    case = _case(tmp_path, "t5", "full", hidden=32, steps=150)
+    code, data = run_json("inspect", case.path, "--stats")
+    flagged = [f for f in data["findings"] if f["code"] == "untrained-tensor"]
+    assert flagged and all(case.truth[f["tensor"]] != "init" for f in flagged)
+    assert all("small learning rate" in f["hint"] for f in flagged), flagged[0]["hint"]
+
+
+def test_a_fresh_modernbert_with_truncated_normal_inits_is_at_init(tmp_path: Path) -> None:
+    """ModernBERT initializes with trunc_normal_ cut at ±2σ (its initializer_cutoff_factor). The σ fitted to
+    a truncated normal comes through its estimated cut and is off by 1-2% on 32k values: the spread of the
+    values is what is compared with the rule's, so a fresh model is at init (with a 1% floor the fitted σ
+    called four matrices trained and the checkpoint "trained" with untrained-tensor warnings)."""
+    import torch
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    torch.manual_seed(0)
+    config = ModernBertConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                              num_attention_heads=4, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
+                              eos_token_id=2, cls_token_id=1, sep_token_id=2, tie_word_embeddings=False,
+                              initializer_cutoff_factor=2.0)
+    ModernBertForMaskedLM(config).save_pretrained(tmp_path / "fresh")
+    code, data = run_json("inspect", tmp_path / "fresh", "--stats")
+    truncated = [t for t in data["tensors"] if (t["init"]["expected"] or {}).get("label") == "truncated_normal"]
+    assert len(truncated) >= 8 and all(t["init"]["at_init"] is True for t in truncated), \
+        [(t["name"], t["init"]["description"]) for t in truncated if not t["init"]["at_init"]]
+    assert data["weights"]["state"] == "initialization"
+    assert [f["code"] for f in data["findings"]] == ["checkpoint-at-init"]
