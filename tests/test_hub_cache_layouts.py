@@ -1,0 +1,53 @@
+"""Repo ids read from Hub cache layouts written as huggingface_hub writes them (found by scripts/hub_cache_sweep.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save
+
+from fixtures.hub_cache import commit_of, write_snapshot
+from tests.helpers import run_cli
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _sharded_files() -> dict[str, bytes]:
+    index = {"metadata": {"total_size": 32},
+             "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    return {"config.json": b'{"model_type": "bert"}',
+            "model.safetensors.index.json": json.dumps(index).encode(),
+            "model-00001-of-00002.safetensors": save({"a": torch.zeros(4)}),
+            "model-00002-of-00002.safetensors": save({"b": torch.zeros(4)})}
+
+
+def test_hf_hub_cache_with_a_variable_in_it_is_expanded_as_huggingface_hub_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # huggingface_hub runs HF_HOME / HF_HUB_CACHE through expandvars and expanduser (a `$SCRATCH/hf` left
+    # unexpanded by a Dockerfile ENV or a systemd unit); weightdoctor looked for a folder named `$SWEEP/hub`.
+    write_snapshot(tmp_path / "hub", "org/one", commit_of("one"), {"model.safetensors": save({"a": torch.zeros(2)})})
+    monkeypatch.setenv("SWEEP", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", "$SWEEP")
+    result = run_cli("inspect", "org/one", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["resolved_path"].startswith(str(tmp_path / "hub" / "models--org--one"))
+
+
+def test_transformers_offline_is_offline_as_for_huggingface_hub(tmp_path: Path) -> None:
+    # huggingface_hub is offline when HF_HUB_OFFLINE or else TRANSFORMERS_OFFLINE says so; weightdoctor read
+    # only the first and so opened a connection to the Hub (and blamed the network) on a machine told to stay off.
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env |= {"HF_HUB_CACHE": str(tmp_path), "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT),
+            "HF_ENDPOINT": "http://127.0.0.1:9"}  # were it contacted, the error would say it cannot connect
+    done = subprocess.run([sys.executable, "-m", "weightdoctor", "inspect", "org/absent"], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert done.returncode == 2
+    assert "TRANSFORMERS_OFFLINE is set" in done.stderr and "connect" not in done.stderr
+
