@@ -27,6 +27,24 @@ def _sharded_files() -> dict[str, bytes]:
             "model-00002-of-00002.safetensors": save({"b": torch.zeros(4)})}
 
 
+@pytest.mark.parametrize("revision", [None, "main"])
+def test_a_shard_never_downloaded_is_named_with_the_repo_and_revision(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, revision: str | None) -> None:
+    # `hf download --include "model-00001*"`, or a download stopped between shards: the snapshot holds the index
+    # and one shard. The error named only the index's path deep in the cache, not the repo id or revision typed.
+    files = _sharded_files()
+    del files["model-00002-of-00002.safetensors"]
+    write_snapshot(tmp_path, "org/gap", commit_of("gap"), files)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    result = run_cli("inspect", "org/gap", "--json", *(["--revision", revision] if revision else []))
+    assert result.exit_code == 2 and result.stdout == ""
+    line = " ".join(result.stderr.split())  # the console wraps long lines at its width
+    assert line.startswith("error: org/gap")
+    assert "model-00002-of-00002.safetensors" in line and "named by the index does not exist" in line
+    assert (f"revision {revision!r}" in line) == (revision is not None)
+    assert "hf download org/gap" in line
+
+
 def test_hf_hub_cache_with_a_variable_in_it_is_expanded_as_huggingface_hub_does(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # huggingface_hub runs HF_HOME / HF_HUB_CACHE through expandvars and expanduser (a `$SCRATCH/hf` left

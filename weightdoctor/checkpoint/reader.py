@@ -19,6 +19,7 @@ from weightdoctor.checkpoint.hub import (
     download_file,
     holds_weights,
     hub_reachable,
+    index_shards,
     looks_like_repo_id,
     remote_structure,
     resolve_repo_id,
@@ -523,10 +524,15 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
 
 
-def named_by_repo(exc: SourceNotFound | UnsupportedFormat, snapshot: Path, source: str) -> Exception:
-    """The same error about a cached snapshot folder, named by the repo id it was reached by (`org/pipe`, and
-    `org/pipe/text_encoder` for the folders it suggests), the snapshot's path kept at the end."""
+def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision: str | None = None,
+                  hint: str | None = None) -> Exception:
+    """The same error about a cached snapshot folder or a file in it, named by the repo id it was reached by
+    (`org/pipe`, and `org/pipe/text_encoder` for the folders it suggests) and the `--revision` asked for, the file
+    (relative to the snapshot) and the snapshot's path kept, `hint` (what to do) appended."""
     message = exc.message.replace(f"{snapshot}/", f"{source.rstrip('/')}/")
+    inside = Path(exc.path) if exc.path else None
+    if inside is not None and inside != snapshot and inside.is_relative_to(snapshot):
+        message = f"{inside.relative_to(snapshot).as_posix()}: {message}"
     others = _other_snapshots_with_weights(snapshot) if isinstance(exc, SourceNotFound) else []
     if others:
         # refs/main moved to a commit fetched in part (a config read after the repo changed): offline, the
@@ -534,7 +540,10 @@ def named_by_repo(exc: SourceNotFound | UnsupportedFormat, snapshot: Path, sourc
         shown = ", ".join(f"{commit[:12]}" + (f" ({', '.join(refs)})" if refs else "") for commit, refs in others[:3])
         pick = others[0][1][0] if others[0][1] else others[0][0][:12]
         message += f"; other cached revisions hold weights: {shown}: read one with --revision {pick}"
-    return type(exc)(f"{message} (the cached snapshot {snapshot})", source)
+    if hint:
+        message += f"; {hint}"
+    at = f"revision {revision!r}, " if revision else ""
+    return type(exc)(f"{message} ({at}the cached snapshot {snapshot})", source)
 
 
 def _other_snapshots_with_weights(snapshot: Path) -> list[tuple[str, list[str]]]:
@@ -839,13 +848,13 @@ def _open_checkpoint(
             if allow_config_only and config_path.is_file():
                 target = config_path
             elif repo_id is not None:  # named by the repo id it was reached by, not by its cache path
-                raise named_by_repo(exc, path, text) from exc
+                raise named_by_repo(exc, path, text, revision) from exc
             else:
                 raise
         except UnsupportedFormat as exc:
             if repo_id is None:
                 raise
-            raise named_by_repo(exc, path, text) from exc
+            raise named_by_repo(exc, path, text, revision) from exc
     elif path.suffix == ".json":
         data = _read_json(path)
         if isinstance(data, dict) and "weight_map" in data:
@@ -860,13 +869,26 @@ def _open_checkpoint(
     else:
         config_path = path.parent / "config.json"
 
-    if is_index:
-        sharded = True
-        warnings += _read_index(builder, target)
-    elif target == config_path:
-        pass
-    else:
-        builder.add_weight_file(target)
+    try:
+        if is_index:
+            sharded = True
+            warnings += _read_index(builder, target)
+        elif target == config_path:
+            pass
+        else:
+            builder.add_weight_file(target)
+    except WeightDoctorError as exc:
+        if repo_id is None:
+            raise
+        # A snapshot's file: said of the repo id and revision typed, not only of a path deep in the cache.
+        missing = [shard for shard in index_shards(target) if not (target.parent / shard).exists()] if is_index \
+            else []
+        hint = None
+        if missing:
+            again = f"hf download {repo_id}" + (f" --revision {revision}" if revision else "")
+            hint = (f"the snapshot lacks {len(missing)} of the index's {len(index_shards(target))} shards "
+                    f"(a download not finished, or limited by --include): fetch them with `{again}`")
+        raise named_by_repo(exc, root, text, revision, hint) from exc
     warnings += builder.notes
 
     config, config_file = _load_config(config_path)
