@@ -69,3 +69,16 @@ def test_transformers_offline_is_offline_as_for_huggingface_hub(tmp_path: Path) 
     assert done.returncode == 2
     assert "TRANSFORMERS_OFFLINE is set" in done.stderr and "connect" not in done.stderr
 
+
+def test_plan_devices_on_a_pipeline_folder_without_a_model_names_it_as_typed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A diffusers pipeline's `vae/` holds a config with no model_type and (here) no weights: the error named the
+    # snapshot's folder deep in the cache instead of `org/pipe/vae`.
+    write_snapshot(tmp_path, "org/pipe", commit_of("pipe"), {
+        "model_index.json": b"{}", "unet/diffusion_pytorch_model.safetensors": save({"a": torch.zeros(2)}),
+        "vae/config.json": b'{"_class_name": "AutoencoderKL"}'})
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    result = run_cli("plan-devices", "org/pipe/vae", "--gpu", "1GB")
+    assert result.exit_code == 2
+    line = " ".join(result.stderr.split())
+    assert line.startswith("error: org/pipe/vae: nothing to plan") and "models--" not in line

@@ -421,7 +421,9 @@ def build_planned_model(
             warnings.append(f"cannot build the model from config.json ({exc.message}); planned from the tensors")
     elif not checkpoint.tensors:
         what = "its config.json has no model_type" if checkpoint.config is not None else "there is no config.json"
-        raise UsageError(f"nothing to plan: the checkpoint holds no tensors and {what}", path=str(checkpoint.path))
+        # A repo id is named as typed (`org/pipe/vae`), not by its snapshot's path deep in the cache.
+        raise UsageError(f"nothing to plan: the checkpoint holds no tensors and {what}",
+                         path=checkpoint.source if checkpoint.repo_id else str(checkpoint.path))
     model = build_tensor_tree(checkpoint, None if dtype in ("int8", "int4") else DTYPES[dtype][0])
     blocks = [name for name, module in model.named_modules() if type(module).__name__ == NUMBERED_BLOCK]
     if blocks:
@@ -1824,5 +1826,5 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
         except (SourceNotFound, UnsupportedFormat) as exc:
             from weightdoctor.checkpoint.reader import named_by_repo
 
-            raise named_by_repo(exc, folder, source) from exc
+            raise named_by_repo(exc, folder, source, revision) from exc
     return open_checkpoint(source, revision=revision, key=key, allow_config_only=True)
