@@ -82,3 +82,18 @@ def test_plan_devices_on_a_pipeline_folder_without_a_model_names_it_as_typed(
     assert result.exit_code == 2
     line = " ".join(result.stderr.split())
     assert line.startswith("error: org/pipe/vae: nothing to plan") and "models--" not in line
+
+
+def test_plan_devices_on_a_shard_never_downloaded_names_the_repo(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # plan-devices opens a repo's snapshot folder as a path (a config alone is enough for it): the missing
+    # shard was said of the index's path in the cache, with neither the repo id nor the revision typed.
+    files = _sharded_files()
+    del files["model-00002-of-00002.safetensors"]
+    write_snapshot(tmp_path, "org/gap", commit_of("gap"), files)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    result = run_cli("plan-devices", "org/gap", "--gpu", "1GB", "--revision", "main")
+    assert result.exit_code == 2
+    line = " ".join(result.stderr.split())
+    assert line.startswith("error: org/gap: model.safetensors.index.json: shard 'model-00002-of-00002.safetensors'")
+    assert "revision 'main'" in line and "hf download org/gap --revision main" in line

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.errors import SourceNotFound, UnsupportedFormat, UsageError
+from weightdoctor.errors import UsageError, WeightDoctorError
 from weightdoctor.findings import Finding
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 
@@ -1823,7 +1823,7 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
         folder = resolve_repo_id(source, revision, weights=False)
         try:
             return open_checkpoint(folder, key=key, allow_config_only=True)
-        except (SourceNotFound, UnsupportedFormat) as exc:
+        except WeightDoctorError as exc:  # an index's missing shard too: said of the repo id, not the cache path
             from weightdoctor.checkpoint.reader import named_by_repo
 
             raise named_by_repo(exc, folder, source, revision) from exc

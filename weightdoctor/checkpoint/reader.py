@@ -524,15 +524,22 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
 
 
-def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision: str | None = None,
-                  hint: str | None = None) -> Exception:
+def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision: str | None = None) -> Exception:
     """The same error about a cached snapshot folder or a file in it, named by the repo id it was reached by
     (`org/pipe`, and `org/pipe/text_encoder` for the folders it suggests) and the `--revision` asked for, the file
-    (relative to the snapshot) and the snapshot's path kept, `hint` (what to do) appended."""
+    (relative to the snapshot) and the snapshot's path kept. An index whose shards the snapshot lacks (a download
+    stopped between shards, or limited by `--include`) says how many, and the download that fetches them."""
     message = exc.message.replace(f"{snapshot}/", f"{source.rstrip('/')}/")
     inside = Path(exc.path) if exc.path else None
+    hint = None
     if inside is not None and inside != snapshot and inside.is_relative_to(snapshot):
         message = f"{inside.relative_to(snapshot).as_posix()}: {message}"
+        shards = index_shards(inside) if isinstance(exc, InvalidIndex) and inside.name.endswith(".json") else []
+        missing = [shard for shard in shards if not (inside.parent / shard).exists()]
+        if missing:
+            repo_id = source.rstrip("/").split("/")
+            again = f"hf download {'/'.join(repo_id[:2])}" + (f" --revision {revision}" if revision else "")
+            hint = f"the snapshot lacks {len(missing)} of the index's {len(shards)} shards: fetch them with `{again}`"
     others = _other_snapshots_with_weights(snapshot) if isinstance(exc, SourceNotFound) else []
     if others:
         # refs/main moved to a commit fetched in part (a config read after the repo changed): offline, the
@@ -881,14 +888,7 @@ def _open_checkpoint(
         if repo_id is None:
             raise
         # A snapshot's file: said of the repo id and revision typed, not only of a path deep in the cache.
-        missing = [shard for shard in index_shards(target) if not (target.parent / shard).exists()] if is_index \
-            else []
-        hint = None
-        if missing:
-            again = f"hf download {repo_id}" + (f" --revision {revision}" if revision else "")
-            hint = (f"the snapshot lacks {len(missing)} of the index's {len(index_shards(target))} shards "
-                    f"(a download not finished, or limited by --include): fetch them with `{again}`")
-        raise named_by_repo(exc, root, text, revision, hint) from exc
+        raise named_by_repo(exc, root, text, revision) from exc
     warnings += builder.notes
 
     config, config_file = _load_config(config_path)
