@@ -97,3 +97,20 @@ def test_plan_devices_on_a_shard_never_downloaded_names_the_repo(
     line = " ".join(result.stderr.split())
     assert line.startswith("error: org/gap: model.safetensors.index.json: shard 'model-00002-of-00002.safetensors'")
     assert "revision 'main'" in line and "hf download org/gap --revision main" in line
+
+
+def test_a_snapshot_link_to_a_deleted_blob_names_the_repo_and_a_cut_download(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The blob under model.safetensors was deleted, and its download again was cut short: huggingface_hub >= 1.x
+    # names the partial file `<etag>.<8 hex>.incomplete`. The error named the link's path deep in the cache
+    # (not the repo id) and, looking for `<etag>.incomplete` only, called the file never downloaded.
+    snapshot = write_snapshot(tmp_path, "org/dangle", commit_of("dangle"),
+                              {"model.safetensors": save({"a": torch.zeros(2)}), "pytorch_model.bin": b"unused"})
+    blob = (snapshot / "model.safetensors").resolve()
+    blob.unlink()
+    blob.with_name(f"{blob.name}.1a2b3c4d.incomplete").write_bytes(b"partial")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    result = run_cli("inspect", "org/dangle")
+    assert result.exit_code == 2
+    line = " ".join(result.stderr.split())
+    assert line.startswith("error: org/dangle: model.safetensors: is a link to") and "did not finish" in line

@@ -7,6 +7,7 @@ import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -462,8 +463,10 @@ def _no_weights_message(folder: Path) -> str:
 
 def _dangling_message(link: Path) -> str:
     target = Path(os.path.normpath(link.parent / os.readlink(link)))
-    partial = target.with_name(target.name + ".incomplete")
-    why = "its download did not finish" if partial.exists() else "the file was deleted or never downloaded"
+    # huggingface_hub downloads into `<etag>.incomplete`, since 1.x into `<etag>.<8 hex>.incomplete` (one per process).
+    partial = target.with_name(target.name + ".incomplete").exists() or any(
+        target.parent.glob(f"{glob_escape(target.name)}.*.incomplete"))
+    why = "its download did not finish" if partial else "the file was deleted or never downloaded"
     return (f"is a link to {target}, which does not exist ({why}); download it again "
             "(huggingface-cli download) or delete the snapshot")
 
@@ -858,7 +861,7 @@ def _open_checkpoint(
                 raise named_by_repo(exc, path, text, revision) from exc
             else:
                 raise
-        except UnsupportedFormat as exc:
+        except (UnsupportedFormat, CorruptCheckpoint) as exc:  # a link to a deleted blob, too
             if repo_id is None:
                 raise
             raise named_by_repo(exc, path, text, revision) from exc
