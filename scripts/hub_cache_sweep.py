@@ -375,9 +375,13 @@ def _tree(folder: Path) -> list[tuple[str, str, int, int]]:
     return out
 
 
+RUNS = {"inprocess": 0, "module": 0, "script": 0}  # weightdoctor runs, for the summary
+
+
 def _wd(args: list[str], env: dict[str, str], how: str) -> tuple[int, str, str]:
     """Run weightdoctor: in this process (CliRunner on weightdoctor.cli.app), `python -m weightdoctor`, or the
     `weightdoctor` console script."""
+    RUNS[how] += 1
     if how == "inprocess":
         from typer.testing import CliRunner
 
@@ -609,7 +613,8 @@ def main() -> int:
     bad = [o for o in outcomes if o.problems]
     cases = len({o.case for o in outcomes})
     print(f"{cases} layouts, {len(outcomes)} checks, {len(outcomes) - len(bad)} agree, {len(bad)} mismatch "
-          f"({time.perf_counter() - start:.1f} s)")
+          f"({time.perf_counter() - start:.1f} s; weightdoctor runs: {RUNS['inprocess']} in-process, "
+          f"{RUNS['module']} python -m, {RUNS['script']} console script)")
     return 1 if bad else 0
 
 
