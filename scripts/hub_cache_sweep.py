@@ -127,11 +127,13 @@ class Case:
     subprocess_only: bool = False  # the environment must be set before huggingface_hub is imported
     # A file weightdoctor refuses to read past where transformers silently reads the next format: named here.
     refuses: str | None = None
+    # What transformers refuses but weightdoctor reads with a warning that says why (this text in it).
+    warns: str | None = None
 
 
 C = {label: commit_of(label) for label in ("one", "gpt2", "bbc", "both", "sh", "gap", "cut", "cut1", "old", "main",
                                            "dev", "pr", "noref", "pipe", "case", "env", "shbin", "mix", "gone",
-                                           "dangle", "copies", "sub", "cfg")}
+                                           "dangle", "copies", "sub", "cfg", "var")}
 
 
 def _pipe(files: dict[str, dict[str, bytes]]) -> dict[str, bytes]:
@@ -215,6 +217,13 @@ def _cases() -> list[Case]:
         for name in ("config.json", "model.safetensors"):
             (storage / ".no_exist" / C["noref"] / name).touch()
 
+    def linked(cache: Path, files: dict) -> None:
+        real = cache.with_name("real")
+        real.mkdir()
+        cache.rmdir()
+        cache.symlink_to(real.name)
+        write_snapshot(cache, "org/env", C["env"], files["st"])
+
     def case_dup(cache: Path, files: dict) -> None:
         write_snapshot(cache, "Org/Tiny-Model", C["case"], files["st"])
 
@@ -246,6 +255,11 @@ def _cases() -> list[Case]:
         # weightdoctor says the safetensors blob is gone rather than read another format (by design, README).
         Case("dangling-link-deleted-blob", dangling, [Query("org/dangle")], refuses="model.safetensors"),
         Case("copied-files-no-symlinks", copies, [Query("org/copies")]),
+        # Only `model.fp16.safetensors` (a download with variant="fp16"): from_pretrained needs variant="fp16";
+        # weightdoctor reads it and says so (by design).
+        Case("variant-only", lambda cache, files: write_snapshot(cache, "org/var", C["var"], {
+            "config.json": files["st"]["config.json"], "model.fp16.safetensors": files["st"]["model.safetensors"]}),
+             [Query("org/var")], warns="variant='fp16'"),
         Case("weights-only-in-a-subfolder", weights_in_subfolder, [Query("org/sub"), Query("org/sub/checkpoint-500")]),
         Case("refs-main-config-only", config_only, [Query("org/cfg"), Query("org/cfg", "v1")]),
         Case("case-differences", case_dup,
@@ -274,6 +288,10 @@ def _cases() -> list[Case]:
              env=lambda root: {"TRANSFORMERS_CACHE": str(root / "tc"), "HF_HOME": str(root / "home"),
                                "HF_HUB_OFFLINE": "1"},
              cache=lambda root: root / "tc", subprocess_only=True, quick=False),
+        # ~/.cache/huggingface a link to a bigger disk: snapshot_download resolves the cache folder, cached_file not.
+        Case("env-cache-folder-is-a-link", linked, [Query("org/env"), Query("org/env/")],
+             env=lambda root: {"HF_HUB_CACHE": str(root / "link"), "HF_HUB_OFFLINE": "1"},
+             cache=lambda root: root / "link", subprocess_only=True, quick=False),
         Case("env-TRANSFORMERS_OFFLINE", w("org/env", C["env"], "st"), [Query("org/env"), Query("org/absent")],
              env=lambda root: {"HF_HUB_CACHE": str(root / "c"), "TRANSFORMERS_OFFLINE": "1"},
              cache=lambda root: root / "c", subprocess_only=True),
@@ -413,7 +431,7 @@ def _one_line_error(code: int, err: str, must_name: list[str], out: str = "") ->
 
 
 def check_query(q: Query, ans: dict[str, Any], env: dict[str, str], cache: Path, work: Path, how: str,
-                all_commands: bool, refuses: str | None = None) -> list[str]:
+                all_commands: bool, refuses: str | None = None, warns: str | None = None) -> list[str]:
     """The mismatches between weightdoctor and the oracle for one query ([] when they agree)."""
     from weightdoctor.checkpoint import hub
 
@@ -423,13 +441,18 @@ def check_query(q: Query, ans: dict[str, Any], env: dict[str, str], cache: Path,
     code, out, err = _wd(["inspect", q.source, "--json", *rev], env, how)
     # transformers loads when it finds a weight file; snapshot_download must agree on the folder.
     expected_ok = ans["pick"] is not None and ans["error"] is None and refuses is None
+    if warns is not None:
+        if code != 0 or not any(warns in w for w in json.loads(out).get("warnings", [])):
+            return [f"inspect exit {code}, expected a read with a warning saying {warns!r}: {(out + err)[:300]}"]
+        return []
     if expected_ok:
         if code != 0:
             return [f"inspect exit {code}, transformers loads {ans['pick']}: {err.strip()[:300]}"]
         data = json.loads(out)
         folder = Path(ans["folder"])
         resolved = Path(data["resolved_path"])
-        if resolved != folder:
+        # cached_file's folder, or (through a linked cache folder) snapshot_download's, which resolves links.
+        if resolved != folder and resolved != Path(ans["snapshot"] or folder) / (subfolder or ""):
             problems.append(f"resolved {resolved}, huggingface_hub {folder}")
         if ans["snapshot"] is not None and not str(resolved).startswith(ans["snapshot"]):
             problems.append(f"resolved {resolved} outside snapshot_download's {ans['snapshot']}")
@@ -477,7 +500,7 @@ def check_query(q: Query, ans: dict[str, Any], env: dict[str, str], cache: Path,
         if expected_ok:
             if code != 0:
                 problems.append(f"{command} exit {code}: {err.strip()[-300:]}")
-            elif command == "diff-keys" and json.loads(out).get("resolved_a") != ans["folder"]:
+            elif command == "diff-keys" and json.loads(out).get("resolved_a") != str(resolved):
                 problems.append(f"diff-keys resolved_a {json.loads(out).get('resolved_a')}, hub {ans['folder']}")
         else:
             must = [repo] + ([q.revision] if q.revision else []) + ([refuses] if refuses else [])
@@ -560,10 +583,11 @@ def _check_case_query(case: Case, q: Query, ans: dict[str, Any], env: dict[str, 
         # --quick: every command on a case's first query only (inspect on all), in-process only.
         every = (how == "inprocess" or not quick) and (not quick or q is case.queries[0])
         if how == "script":  # the console script's fast path: diff-keys
-            problems = _fast_path(q, ans, env, case.refuses)
+            problems = _fast_path(q, ans, env, case.refuses, case.warns)
         else:
             every = every and (how != "module" or case.subprocess_only)
-            problems = check_query(q, ans, env, cache, root, how, all_commands=every, refuses=case.refuses)
+            problems = check_query(q, ans, env, cache, root, how, all_commands=every, refuses=case.refuses,
+                                   warns=case.warns)
         outcomes.append(Outcome(case.name, label, how, problems))
         expect = "loads " + ",".join(ans["pick"] or []) if ans["pick"] and not ans["error"] else "fails"
         print(f"{case.name:34} {label:42} {how:9} hub/transformers: {expect:60.60} "
@@ -573,13 +597,15 @@ def _check_case_query(case: Case, q: Query, ans: dict[str, Any], env: dict[str, 
     return outcomes
 
 
-def _fast_path(q: Query, ans: dict[str, Any], env: dict[str, str], refuses: str | None) -> list[str]:
+def _fast_path(q: Query, ans: dict[str, Any], env: dict[str, str], refuses: str | None,
+               warns: str | None = None) -> list[str]:
     rev = ["--revision", q.revision] if q.revision else []
     code, out, err = _wd(["diff-keys", q.source, q.source, "--json", *rev], env, "script")
-    if ans["pick"] and not ans["error"] and not refuses:
+    if (ans["pick"] and not ans["error"] and not refuses) or warns:
         if code != 0:
             return [f"console script diff-keys exit {code}: {err.strip()[-200:]}"]
-        return [] if json.loads(out).get("resolved_a") == ans["folder"] else ["console script resolved elsewhere"]
+        folder = ans.get("folder") or ans["snapshot"]
+        return [] if json.loads(out).get("resolved_a") == folder else ["console script resolved elsewhere"]
     why = _one_line_error(code, err, [_split(q.source)[0]] + ([refuses] if refuses else []), out)
     return [f"console script diff-keys: {why}"] if why else []
 
