@@ -114,3 +114,22 @@ def test_a_snapshot_link_to_a_deleted_blob_names_the_repo_and_a_cut_download(
     assert result.exit_code == 2
     line = " ".join(result.stderr.split())
     assert line.startswith("error: org/dangle: model.safetensors: is a link to") and "did not finish" in line
+
+
+def test_a_pipeline_folder_without_weights_suggests_no_sibling_folder_as_a_revision(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `org/pipe/vae` without weights: the "other cached revisions hold weights" hint took the snapshot's other
+    # folders (unet/, text_encoder/) for snapshots and advised `--revision text_encoder`, which names no revision.
+    weights = save({"a": torch.zeros(2)})
+    write_snapshot(tmp_path, "org/pipe", commit_of("pipe-old"), {"vae/diffusion_pytorch_model.safetensors": weights},
+                   refs=("v1",))
+    write_snapshot(tmp_path, "org/pipe", commit_of("pipe"), {
+        "unet/diffusion_pytorch_model.safetensors": weights, "text_encoder/model.safetensors": weights,
+        "vae/config.json": b"{}"})
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    result = run_cli("inspect", "org/pipe/vae")
+    assert result.exit_code == 2
+    line = " ".join(result.stderr.split())
+    assert "--revision text_encoder" not in line and "--revision unet" not in line
+    # The older snapshot whose vae/ holds weights is the revision to suggest.
+    assert "other cached revisions hold weights" in line and "--revision v1" in line

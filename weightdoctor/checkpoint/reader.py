@@ -557,8 +557,14 @@ def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision:
 
 
 def _other_snapshots_with_weights(snapshot: Path) -> list[tuple[str, list[str]]]:
-    """Other snapshots of a cached repo whose top holds a weight file or an index, newest first, each with the
-    refs (branches, tags) that name it."""
+    """Other snapshots of a cached repo whose top (or, for a folder of a snapshot such as a pipeline's `vae/`,
+    that same folder) holds a weight file or an index, newest first, each with the refs (branches, tags) that
+    name it."""
+    folder = Path()
+    while snapshot.parent.name != "snapshots":
+        if snapshot.parent == snapshot:
+            return []  # not inside a Hub cache snapshot
+        folder, snapshot = Path(snapshot.name) / folder, snapshot.parent
     try:
         snapshots = snapshot.parent
         refs_dir = snapshots.parent / "refs"
@@ -570,9 +576,9 @@ def _other_snapshots_with_weights(snapshot: Path) -> list[tuple[str, list[str]]]
                         ref.relative_to(refs_dir).as_posix())
         found = []
         for other in snapshots.iterdir():
-            if other.name == snapshot.name or not other.is_dir():
+            if other.name == snapshot.name or not other.is_dir() or not (other / folder).is_dir():
                 continue
-            if _weight_files_in(other) or any(other.glob("*.index.json")):
+            if _weight_files_in(other / folder) or any((other / folder).glob("*.index.json")):
                 found.append((other.stat().st_mtime, other.name))
     except (OSError, UnicodeDecodeError):
         return []
