@@ -133,3 +133,18 @@ def test_a_pipeline_folder_without_weights_suggests_no_sibling_folder_as_a_revis
     assert "--revision text_encoder" not in line and "--revision unet" not in line
     # The older snapshot whose vae/ holds weights is the revision to suggest.
     assert "other cached revisions hold weights" in line and "--revision v1" in line
+
+
+def test_a_download_cut_short_is_said_when_the_snapshot_has_no_weights(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `hf download` interrupted in model.safetensors: huggingface_hub links a file into the snapshot only once
+    # its blob is whole, so the snapshot holds config.json alone and blobs/ a `<etag>.<8 hex>.incomplete`. The
+    # error said only "folder holds no weight file".
+    write_snapshot(tmp_path, "org/cut1", commit_of("cut1"), {"config.json": b"{}"},
+                   incomplete={"model.safetensors": b"partial"})
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    result = run_cli("inspect", "org/cut1", "--revision", "main")
+    assert result.exit_code == 2
+    line = " ".join(result.stderr.split())
+    assert line.startswith("error: org/cut1: folder holds no weight file")
+    assert "1 unfinished download (blobs/*.incomplete)" in line and "hf download org/cut1 --revision main" in line

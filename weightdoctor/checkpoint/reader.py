@@ -534,15 +534,24 @@ def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision:
     stopped between shards, or limited by `--include`) says how many, and the download that fetches them."""
     message = exc.message.replace(f"{snapshot}/", f"{source.rstrip('/')}/")
     inside = Path(exc.path) if exc.path else None
-    hint = None
+    repo_id = "/".join(source.rstrip("/").split("/")[:2])  # `org/pipe/unet` is a folder of org/pipe
+    again = f"hf download {repo_id}" + (f" --revision {revision}" if revision else "")
+    shards: list[str] = []
+    missing: list[str] = []
     if inside is not None and inside != snapshot and inside.is_relative_to(snapshot):
         message = f"{inside.relative_to(snapshot).as_posix()}: {message}"
         shards = index_shards(inside) if isinstance(exc, InvalidIndex) and inside.name.endswith(".json") else []
         missing = [shard for shard in shards if not (inside.parent / shard).exists()]
-        if missing:
-            repo_id = source.rstrip("/").split("/")
-            again = f"hf download {'/'.join(repo_id[:2])}" + (f" --revision {revision}" if revision else "")
-            hint = f"the snapshot lacks {len(missing)} of the index's {len(shards)} shards: fetch them with `{again}`"
+    # huggingface_hub links a file into a snapshot only once its blob is whole: a download cut short leaves no
+    # link, only `blobs/<etag>.<8 hex>.incomplete` (which file it was, its name does not say).
+    unfinished = _unfinished_downloads(snapshot) if missing or isinstance(exc, SourceNotFound) else 0
+    cut = f"the repo's cache holds {unfinished} unfinished download{'s' if unfinished > 1 else ''} (blobs/*.incomplete)"
+    hint = None
+    if missing:
+        hint = (f"the snapshot lacks {len(missing)} of the index's {len(shards)} shards"
+                + (f" and {cut}" if unfinished else "") + f": fetch them with `{again}`")
+    elif unfinished:
+        hint = f"{cut}: run `{again}` again"
     others = _other_snapshots_with_weights(snapshot) if isinstance(exc, SourceNotFound) else []
     if others:
         # refs/main moved to a commit fetched in part (a config read after the repo changed): offline, the
@@ -554,6 +563,18 @@ def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision:
         message += f"; {hint}"
     at = f"revision {revision!r}, " if revision else ""
     return type(exc)(f"{message} ({at}the cached snapshot {snapshot})", source)
+
+
+def _unfinished_downloads(snapshot: Path) -> int:
+    """How many `.incomplete` blobs the cached repo of `snapshot` (or of a folder in one) holds."""
+    while snapshot.parent.name != "snapshots":
+        if snapshot.parent == snapshot:
+            return 0
+        snapshot = snapshot.parent
+    try:
+        return sum(1 for _ in (snapshot.parent.parent / "blobs").glob("*.incomplete"))
+    except OSError:
+        return 0
 
 
 def _other_snapshots_with_weights(snapshot: Path) -> list[tuple[str, list[str]]]:
