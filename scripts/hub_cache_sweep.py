@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -474,6 +475,16 @@ def check_query(q: Query, ans: dict[str, Any], env: dict[str, str], cache: Path,
         why = _one_line_error(code, err, must, out)
         if why:
             problems.append(f"inspect: {why}")
+        # A `--revision X` the error suggests must name a ref or a snapshot of the repo.
+        storage = repo_storage(cache, repo)
+        snapshots = [p.name for p in (storage / "snapshots").iterdir()] if (storage / "snapshots").is_dir() else []
+        for suggested in re.findall(r"--revision (\S+?)[`),;]?(?:\s|$)", err):
+            if suggested not in (ans["scan_refs"] or {}) and not any(c.startswith(suggested) for c in snapshots) \
+                    and not (storage / "refs" / suggested).is_file():
+                problems.append(f"suggests --revision {suggested}, which names no ref or snapshot of {repo}")
+        # A download cut short (an .incomplete blob) is said, when the snapshot has no weights to read.
+        if any((storage / "blobs").glob("*.incomplete")) and "incomplete" not in err:
+            problems.append(f"an unfinished download in blobs/ is not mentioned: {err.strip()[:200]}")
         if ans["offline"] and ("unreachable" in err or "connect" in err):
             problems.append(f"huggingface_hub is offline, weightdoctor tried the Hub: {err.strip()[:200]}")
     if not all(ans.get("try_to_load_from_cache", [True])):
