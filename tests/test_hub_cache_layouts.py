@@ -148,3 +148,14 @@ def test_a_download_cut_short_is_said_when_the_snapshot_has_no_weights(
     line = " ".join(result.stderr.split())
     assert line.startswith("error: org/cut1: folder holds no weight file")
     assert "1 unfinished download (blobs/*.incomplete)" in line and "hf download org/cut1 --revision main" in line
+
+
+def test_a_repo_id_cached_under_another_case_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The Hub matches repo ids in any case, the cache does not (models--Org--Tiny-Model is not org/tiny-model):
+    # offline, huggingface_hub and weightdoctor both fail; the error now names the spelling that is cached.
+    write_snapshot(tmp_path, "Org/Tiny-Model", commit_of("case"), {"model.safetensors": save({"a": torch.zeros(2)})})
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    result = run_cli("inspect", "org/tiny-model")
+    assert result.exit_code == 2
+    line = " ".join(result.stderr.split())
+    assert "'org/tiny-model' is not a local path" in line and "the cache holds 'Org/Tiny-Model'" in line

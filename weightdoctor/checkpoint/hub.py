@@ -143,12 +143,24 @@ def cached_revisions(repo_id: str) -> list[str]:
     return shown + [commit[:10] for commit in snapshots if commit not in refs.values()]
 
 
+def _cached_in_other_case(repo_id: str) -> list[str]:
+    """Repo ids cached under another spelling of `repo_id`'s case (the Hub matches any case, the cache does not)."""
+    wanted = _repo_dir(repo_id).name
+    try:
+        return sorted(p.name.removeprefix("models--").replace("--", "/") for p in hub_cache_dir().iterdir()
+                      if p.name.lower() == wanted.lower() and p.name != wanted)
+    except OSError:
+        return []
+
+
 def _not_found(repo_id: str, revision: str | None, reason: str) -> SourceNotFound:
     where = f"revision {revision!r} of " if revision else ""
     cached = cached_revisions(repo_id)
     if cached:
         # The repo is in the cache, only not at this revision (or its ref points at a missing snapshot).
         reason += f"; the cache holds {', '.join(cached[:6])}" + (", ..." if len(cached) > 6 else "")
+    elif other := _cached_in_other_case(repo_id):
+        reason += f"; the cache holds {', '.join(map(repr, other))} (repo ids in the cache are case-sensitive)"
     return SourceNotFound(f"{where}{repo_id!r} is not a local path and {reason}")
 
 
