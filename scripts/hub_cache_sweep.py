@@ -482,6 +482,12 @@ def check_query(q: Query, ans: dict[str, Any], env: dict[str, str], cache: Path,
             if suggested not in (ans["scan_refs"] or {}) and not any(c.startswith(suggested) for c in snapshots) \
                     and not (storage / "refs" / suggested).is_file():
                 problems.append(f"suggests --revision {suggested}, which names no ref or snapshot of {repo}")
+        # A repo cached under another case (the Hub matches any case, the cache does not) is named.
+        for other in cache.iterdir() if cache.is_dir() else []:
+            if other.name.lower() == storage.name.lower() and other.name != storage.name:
+                spelled = other.name.removeprefix("models--").replace("--", "/")
+                if spelled not in err:
+                    problems.append(f"the cache holds {spelled}, not named: {err.strip()[:200]}")
         # A download cut short (an .incomplete blob) is said, when the snapshot has no weights to read.
         if any((storage / "blobs").glob("*.incomplete")) and "incomplete" not in err:
             problems.append(f"an unfinished download in blobs/ is not mentioned: {err.strip()[:200]}")
