@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.errors import SourceNotFound, UnsupportedFormat, UsageError
+from weightdoctor.errors import UsageError, WeightDoctorError
 from weightdoctor.findings import Finding
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 
@@ -421,7 +421,9 @@ def build_planned_model(
             warnings.append(f"cannot build the model from config.json ({exc.message}); planned from the tensors")
     elif not checkpoint.tensors:
         what = "its config.json has no model_type" if checkpoint.config is not None else "there is no config.json"
-        raise UsageError(f"nothing to plan: the checkpoint holds no tensors and {what}", path=str(checkpoint.path))
+        # A repo id is named as typed (`org/pipe/vae`), not by its snapshot's path deep in the cache.
+        raise UsageError(f"nothing to plan: the checkpoint holds no tensors and {what}",
+                         path=checkpoint.source if checkpoint.repo_id else str(checkpoint.path))
     model = build_tensor_tree(checkpoint, None if dtype in ("int8", "int4") else DTYPES[dtype][0])
     blocks = [name for name, module in model.named_modules() if type(module).__name__ == NUMBERED_BLOCK]
     if blocks:
@@ -1821,8 +1823,8 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
         folder = resolve_repo_id(source, revision, weights=False)
         try:
             return open_checkpoint(folder, key=key, allow_config_only=True)
-        except (SourceNotFound, UnsupportedFormat) as exc:
+        except WeightDoctorError as exc:  # an index's missing shard too: said of the repo id, not the cache path
             from weightdoctor.checkpoint.reader import named_by_repo
 
-            raise named_by_repo(exc, folder, source) from exc
+            raise named_by_repo(exc, folder, source, revision) from exc
     return open_checkpoint(source, revision=revision, key=key, allow_config_only=True)

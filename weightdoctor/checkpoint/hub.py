@@ -42,19 +42,33 @@ def split_repo_subfolder(source: str) -> tuple[str, str] | None:
 
 
 def hub_cache_dir() -> Path:
-    """The Hub cache folder, read from the environment at call time (HF_HUB_CACHE, then HF_HOME)."""
+    """The Hub cache folder, read from the environment at call time as huggingface_hub reads it at import:
+    HF_HUB_CACHE, then HUGGINGFACE_HUB_CACHE, then HF_HOME/hub, then XDG_CACHE_HOME/huggingface/hub, with `~`
+    and `$VARS` expanded (a `$SCRATCH/hf` that a Dockerfile ENV or a systemd unit leaves unexpanded)."""
     if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HUGGINGFACE_HUB_CACHE"):
-        return Path(os.environ["HUGGINGFACE_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"
-    )
-    return Path(home).expanduser() / "hub"
+        folder = os.environ["HF_HUB_CACHE"]
+    elif os.environ.get("HUGGINGFACE_HUB_CACHE"):
+        folder = os.environ["HUGGINGFACE_HUB_CACHE"]
+    else:
+        home = os.environ.get("HF_HOME") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"
+        )
+        folder = os.path.join(os.path.expandvars(os.path.expanduser(home)), "hub")
+    return Path(os.path.expandvars(os.path.expanduser(folder)))
+
+
+def _offline_variable() -> str | None:
+    """The variable that puts huggingface_hub offline, or None: HF_HUB_OFFLINE, or else TRANSFORMERS_OFFLINE
+    (huggingface_hub reads the second only when the first is unset or empty, as here)."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        value = os.environ.get(name)
+        if value:
+            return name if value.strip().upper() in {"1", "ON", "YES", "TRUE"} else None
+    return None
 
 
 def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    return _offline_variable() is not None
 
 
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
@@ -98,7 +112,7 @@ def _require_hub(repo_id: str, revision: str | None) -> None:
     """Raise SourceNotFound, in one line, when the Hub is offline (HF_HUB_OFFLINE) or unreachable."""
     if hub_offline():
         raise _not_found(
-            repo_id, revision, f"is not in the Hugging Face cache at {hub_cache_dir()} (HF_HUB_OFFLINE is set)"
+            repo_id, revision, f"is not in the Hugging Face cache at {hub_cache_dir()} ({_offline_variable()} is set)"
         )
     why = hub_unreachable()
     if why is not None:
@@ -129,12 +143,24 @@ def cached_revisions(repo_id: str) -> list[str]:
     return shown + [commit[:10] for commit in snapshots if commit not in refs.values()]
 
 
+def _cached_in_other_case(repo_id: str) -> list[str]:
+    """Repo ids cached under another spelling of `repo_id`'s case (the Hub matches any case, the cache does not)."""
+    wanted = _repo_dir(repo_id).name
+    try:
+        return sorted(p.name.removeprefix("models--").replace("--", "/") for p in hub_cache_dir().iterdir()
+                      if p.name.lower() == wanted.lower() and p.name != wanted)
+    except OSError:
+        return []
+
+
 def _not_found(repo_id: str, revision: str | None, reason: str) -> SourceNotFound:
     where = f"revision {revision!r} of " if revision else ""
     cached = cached_revisions(repo_id)
     if cached:
         # The repo is in the cache, only not at this revision (or its ref points at a missing snapshot).
         reason += f"; the cache holds {', '.join(cached[:6])}" + (", ..." if len(cached) > 6 else "")
+    elif other := _cached_in_other_case(repo_id):
+        reason += f"; the cache holds {', '.join(map(repr, other))} (repo ids in the cache are case-sensitive)"
     return SourceNotFound(f"{where}{repo_id!r} is not a local path and {reason}")
 
 

@@ -7,6 +7,7 @@ import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from weightdoctor.checkpoint.hub import (
     download_file,
     holds_weights,
     hub_reachable,
+    index_shards,
     looks_like_repo_id,
     remote_structure,
     resolve_repo_id,
@@ -466,8 +468,10 @@ def _no_weights_message(folder: Path) -> str:
 
 def _dangling_message(link: Path) -> str:
     target = Path(os.path.normpath(link.parent / os.readlink(link)))
-    partial = target.with_name(target.name + ".incomplete")
-    why = "its download did not finish" if partial.exists() else "the file was deleted or never downloaded"
+    # huggingface_hub downloads into `<etag>.incomplete`, since 1.x into `<etag>.<8 hex>.incomplete` (one per process).
+    partial = target.with_name(target.name + ".incomplete").exists() or any(
+        target.parent.glob(f"{glob_escape(target.name)}.*.incomplete"))
+    why = "its download did not finish" if partial else "the file was deleted or never downloaded"
     return (f"is a link to {target}, which does not exist ({why}); download it again "
             "(huggingface-cli download) or delete the snapshot")
 
@@ -528,10 +532,31 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
 
 
-def named_by_repo(exc: SourceNotFound | UnsupportedFormat, snapshot: Path, source: str) -> Exception:
-    """The same error about a cached snapshot folder, named by the repo id it was reached by (`org/pipe`, and
-    `org/pipe/text_encoder` for the folders it suggests), the snapshot's path kept at the end."""
+def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision: str | None = None) -> Exception:
+    """The same error about a cached snapshot folder or a file in it, named by the repo id it was reached by
+    (`org/pipe`, and `org/pipe/text_encoder` for the folders it suggests) and the `--revision` asked for, the file
+    (relative to the snapshot) and the snapshot's path kept. An index whose shards the snapshot lacks (a download
+    stopped between shards, or limited by `--include`) says how many, and the download that fetches them."""
     message = exc.message.replace(f"{snapshot}/", f"{source.rstrip('/')}/")
+    inside = Path(exc.path) if exc.path else None
+    repo_id = "/".join(source.rstrip("/").split("/")[:2])  # `org/pipe/unet` is a folder of org/pipe
+    again = f"hf download {repo_id}" + (f" --revision {revision}" if revision else "")
+    shards: list[str] = []
+    missing: list[str] = []
+    if inside is not None and inside != snapshot and inside.is_relative_to(snapshot):
+        message = f"{inside.relative_to(snapshot).as_posix()}: {message}"
+        shards = index_shards(inside) if isinstance(exc, InvalidIndex) and inside.name.endswith(".json") else []
+        missing = [shard for shard in shards if not (inside.parent / shard).exists()]
+    # huggingface_hub links a file into a snapshot only once its blob is whole: a download cut short leaves no
+    # link, only `blobs/<etag>.<8 hex>.incomplete` (which file it was, its name does not say).
+    unfinished = _unfinished_downloads(snapshot) if missing or isinstance(exc, SourceNotFound) else 0
+    cut = f"the repo's cache holds {unfinished} unfinished download{'s' if unfinished > 1 else ''} (blobs/*.incomplete)"
+    hint = None
+    if missing:
+        hint = (f"the snapshot lacks {len(missing)} of the index's {len(shards)} shards"
+                + (f" and {cut}" if unfinished else "") + f": fetch them with `{again}`")
+    elif unfinished:
+        hint = f"{cut}: run `{again}` again"
     others = _other_snapshots_with_weights(snapshot) if isinstance(exc, SourceNotFound) else []
     if others:
         # refs/main moved to a commit fetched in part (a config read after the repo changed): offline, the
@@ -539,12 +564,33 @@ def named_by_repo(exc: SourceNotFound | UnsupportedFormat, snapshot: Path, sourc
         shown = ", ".join(f"{commit[:12]}" + (f" ({', '.join(refs)})" if refs else "") for commit, refs in others[:3])
         pick = others[0][1][0] if others[0][1] else others[0][0][:12]
         message += f"; other cached revisions hold weights: {shown}: read one with --revision {pick}"
-    return type(exc)(f"{message} (the cached snapshot {snapshot})", source)
+    if hint:
+        message += f"; {hint}"
+    at = f"revision {revision!r}, " if revision else ""
+    return type(exc)(f"{message} ({at}the cached snapshot {snapshot})", source)
+
+
+def _unfinished_downloads(snapshot: Path) -> int:
+    """How many `.incomplete` blobs the cached repo of `snapshot` (or of a folder in one) holds."""
+    while snapshot.parent.name != "snapshots":
+        if snapshot.parent == snapshot:
+            return 0
+        snapshot = snapshot.parent
+    try:
+        return sum(1 for _ in (snapshot.parent.parent / "blobs").glob("*.incomplete"))
+    except OSError:
+        return 0
 
 
 def _other_snapshots_with_weights(snapshot: Path) -> list[tuple[str, list[str]]]:
-    """Other snapshots of a cached repo whose top holds a weight file or an index, newest first, each with the
-    refs (branches, tags) that name it."""
+    """Other snapshots of a cached repo whose top (or, for a folder of a snapshot such as a pipeline's `vae/`,
+    that same folder) holds a weight file or an index, newest first, each with the refs (branches, tags) that
+    name it."""
+    folder = Path()
+    while snapshot.parent.name != "snapshots":
+        if snapshot.parent == snapshot:
+            return []  # not inside a Hub cache snapshot
+        folder, snapshot = Path(snapshot.name) / folder, snapshot.parent
     try:
         snapshots = snapshot.parent
         refs_dir = snapshots.parent / "refs"
@@ -556,9 +602,9 @@ def _other_snapshots_with_weights(snapshot: Path) -> list[tuple[str, list[str]]]
                         ref.relative_to(refs_dir).as_posix())
         found = []
         for other in snapshots.iterdir():
-            if other.name == snapshot.name or not other.is_dir():
+            if other.name == snapshot.name or not other.is_dir() or not (other / folder).is_dir():
                 continue
-            if _weight_files_in(other) or any(other.glob("*.index.json")):
+            if _weight_files_in(other / folder) or any((other / folder).glob("*.index.json")):
                 found.append((other.stat().st_mtime, other.name))
     except (OSError, UnicodeDecodeError):
         return []
@@ -844,13 +890,13 @@ def _open_checkpoint(
             if allow_config_only and config_path.is_file():
                 target = config_path
             elif repo_id is not None:  # named by the repo id it was reached by, not by its cache path
-                raise named_by_repo(exc, path, text) from exc
+                raise named_by_repo(exc, path, text, revision) from exc
             else:
                 raise
-        except UnsupportedFormat as exc:
+        except (UnsupportedFormat, CorruptCheckpoint) as exc:  # a link to a deleted blob, too
             if repo_id is None:
                 raise
-            raise named_by_repo(exc, path, text) from exc
+            raise named_by_repo(exc, path, text, revision) from exc
     elif path.suffix == ".json":
         data = _read_json(path)
         if isinstance(data, dict) and "weight_map" in data:
@@ -865,13 +911,19 @@ def _open_checkpoint(
     else:
         config_path = path.parent / "config.json"
 
-    if is_index:
-        sharded = True
-        warnings += _read_index(builder, target)
-    elif target == config_path:
-        pass
-    else:
-        builder.add_weight_file(target)
+    try:
+        if is_index:
+            sharded = True
+            warnings += _read_index(builder, target)
+        elif target == config_path:
+            pass
+        else:
+            builder.add_weight_file(target)
+    except WeightDoctorError as exc:
+        if repo_id is None:
+            raise
+        # A snapshot's file: said of the repo id and revision typed, not only of a path deep in the cache.
+        raise named_by_repo(exc, root, text, revision) from exc
     warnings += builder.notes
 
     config, config_file = _load_config(config_path)
