@@ -25,18 +25,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from sweep_common import print_table, quiet_libraries
 
 Sets = tuple[frozenset[str], frozenset[str], frozenset[tuple[str, tuple[int, ...], tuple[int, ...]]]]
 
@@ -580,12 +579,7 @@ def main() -> int:
     parser.add_argument("--verbose", action="store_true", help="print the differing keys of each difference")
     parser.add_argument("--no-cli", action="store_true", help="skip the CLI run (a subprocess) per architecture")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
+    quiet_libraries()
 
     from weightdoctor.errors import WeightDoctorError
 
@@ -648,11 +642,7 @@ def main() -> int:
                     counts["equal" if same else "different"] += 1
                     rows.append((case.name + "/cli", case.model_class, _counts(got),
                                  cli if isinstance(cli, str) else _counts(cli), "equal" if same else "DIFFERENT"))
-    width = max(len(r[0]) for r in rows) if rows else 10
-    class_width = max(len(r[1]) for r in rows) if rows else 10
-    print(f"{'case':<{width}}  {'class':<{class_width}}  {'transformers':<14}  {'ours':<14}  verdict")
-    for case_name, model_class, expected_counts, got_counts, verdict in rows:
-        print(f"{case_name:<{width}}  {model_class:<{class_width}}  {expected_counts:<14}  {got_counts:<14}  {verdict}")
+    print_table(("case", "class", "transformers", "ours", "verdict"), rows, (None, None, 14, 14, None))
     total = sum(counts.values())
     print(f"\ncases: {total}  equal: {counts['equal']}  different: {counts['different']}  errors: {counts['error']}"
           f"  ({time.monotonic() - started:.0f} s)")

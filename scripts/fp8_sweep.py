@@ -19,15 +19,14 @@ Prints one line per case (case / expected / got / verdict) and the counts; exits
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import tempfile
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from sweep_common import print_table, quiet_libraries
 
 GB = 10**9
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -148,11 +147,7 @@ def main() -> int:
                         help="also run the CLI (`plan-devices ... --json`, a subprocess) for the first budget of "
                              "each case, dtype and strategy, and compare its device_map")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
-    import transformers
-
-    transformers.logging.set_verbosity_error()
+    quiet_libraries()
 
     from fixtures.plan_devices import fp8_checkpoint, from_pretrained_device_map, from_pretrained_device_map_on_fp8_gpus
     from weightdoctor.errors import UsageError
@@ -237,10 +232,7 @@ def main() -> int:
                             counts["equal" if same else "different"] += 1
                             rows.append((name + "/cli", _short(expected), _short(got), "",
                                          "equal" if same else "DIFFERENT"))
-    width = max(len(r[0]) for r in rows) if rows else 10
-    print(f"{'case':<{width}}  {'expected':<34}  {'got':<34}  verdict")
-    for name, expected, got, _, verdict in rows:
-        print(f"{name:<{width}}  {expected:<34}  {got:<34}  {verdict}")
+    print_table(("case", "expected", "got", "verdict"), [(n, e, g, v) for n, e, g, _, v in rows], (None, 34, 34, None))
     total_cases = counts["equal"] + counts["different"] + counts["error"]
     print(f"\ncases: {total_cases}  equal: {counts['equal']}  different: {counts['different']}  "
           f"errors: {counts['error']}")

@@ -25,18 +25,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from sweep_common import print_table, quiet_libraries
 
 GB = 10**9
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -270,11 +269,8 @@ def main() -> int:
                         help="also load each model for real on the budgets without a GPU (CPU + disk, offloaded to a "
                              "temporary folder) and compare the loaded model's hf_device_map")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
+    quiet_libraries()
     import transformers
-
-    transformers.logging.set_verbosity_error()
 
     from fixtures.plan_devices import from_pretrained_device_map, load_with_device_map
     from weightdoctor.errors import UsageError
@@ -386,10 +382,7 @@ def main() -> int:
                             cli_done = True
                             compare(name + "/cli", expected,
                                     _cli_map(folder, dtype, strategy, gpus, cpu, model_class, no_split))
-    width = max(len(r[0]) for r in rows) if rows else 10
-    print(f"{'case':<{width}}  {'expected':<30}  {'got':<30}  verdict")
-    for name, expected, got, verdict in rows:
-        print(f"{name:<{width}}  {expected:<30}  {got:<30}  {verdict}")
+    print_table(("case", "expected", "got", "verdict"), rows, (None, 30, 30, None))
     total_cases = counts["equal"] + counts["different"] + counts["error"]
     print(f"\narchitectures: {len(archs)}  cases: {total_cases}  equal: {counts['equal']}  "
           f"different: {counts['different']}  errors: {counts['error']}  ({time.monotonic() - started:.0f} s)")

@@ -35,18 +35,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
 import re
 import shutil
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from sweep_common import print_table, quiet_libraries
 
 SEED = 0
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -548,12 +547,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="7 cases per architecture instead of 43")
     parser.add_argument("--verbose", action="store_true", help="print each failure's traceback")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    quiet_libraries()
 
     counts = {"passed": 0, "failed": 0, "error": 0}
     started = time.perf_counter()
@@ -614,10 +608,7 @@ def main() -> int:
                 ctx["notes"] = []
             passed = sum(1 for r in rows if r[0].startswith(arch + "/") and r[1].startswith("ok"))
             print(f"{arch}: {passed}/{len(cases)}", file=sys.stderr)
-    width = max(len(r[0]) for r in rows) if rows else 10
-    print(f"{'case':<{width}}  verdict")
-    for name, verdict in rows:
-        print(f"{name:<{width}}  {verdict}")
+    print_table(("case", "verdict"), rows, (None, None))
     total = sum(counts.values())
     print(f"\ncases: {total}  passed: {counts['passed']}  failed: {counts['failed']}  errors: {counts['error']}  "
           f"time: {time.perf_counter() - started:.1f} s")
