@@ -159,3 +159,24 @@ def test_a_repo_id_cached_under_another_case_is_named(tmp_path: Path, monkeypatc
     assert result.exit_code == 2
     line = " ".join(result.stderr.split())
     assert "'org/tiny-model' is not a local path" in line and "the cache holds 'Org/Tiny-Model'" in line
+
+
+def test_inspect_json_names_the_commit_a_revision_resolved_to(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`commit`: the snapshot read, the answer to "which weights did this run see?" when `main` moves; for a repo id,
+    its cache folder and a subfolder of a pipeline, and null for a plain local folder (even one named `snapshots`)."""
+    weights = {"model.safetensors": save({"a": torch.zeros(2)}), "unet/model.safetensors": save({"b": torch.zeros(2)})}
+    old, new = commit_of("old"), commit_of("new")
+    write_snapshot(tmp_path, "org/moving", old, weights, refs=("v1",))
+    write_snapshot(tmp_path, "org/moving", new, weights, refs=("main",))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    for args, commit in ((["org/moving"], new), (["org/moving", "--revision", "v1"], old),
+                         (["org/moving/unet"], new), ([str(tmp_path / "models--org--moving"), "--revision", "v1"], old),
+                         ([str(tmp_path / "models--org--moving" / "snapshots" / old)], old)):
+        result = run_cli("inspect", *args, "--json")
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout)["commit"] == commit, args
+    plain = tmp_path / "work" / "snapshots" / commit_of("plain")
+    plain.mkdir(parents=True)
+    (plain / "model.safetensors").write_bytes(weights["model.safetensors"])
+    result = run_cli("inspect", str(plain), "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["commit"] is None

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
+from weightdoctor.checkpoint.hub import snapshot_commit
 from weightdoctor.checkpoint.model import unique_tensors
 from weightdoctor.dtypes import FLOATING
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
@@ -79,6 +80,7 @@ class InspectReport:
     sharded: bool
     repo_id: str | None
     revision: str | None
+    commit: str | None
     files: list[FileRow]
     num_tensors: int
     num_params: int
@@ -393,6 +395,7 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         sharded=checkpoint.sharded,
         repo_id=checkpoint.repo_id,
         revision=checkpoint.revision,
+        commit=snapshot_commit(checkpoint.path) if checkpoint.location == str(checkpoint.path) else None,
         files=[FileRow(f.relpath, f.role, f.format, f.size_bytes) for f in checkpoint.files],
         num_tensors=len(checkpoint.tensors),
         num_params=checkpoint.num_params,

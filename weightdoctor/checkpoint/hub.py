@@ -164,6 +164,24 @@ def _not_found(repo_id: str, revision: str | None, reason: str) -> SourceNotFoun
     return SourceNotFound(f"{where}{repo_id!r} is not a local path and {reason}")
 
 
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def snapshot_commit(path: Path) -> str | None:
+    """The commit of the Hub cache snapshot `path` lies in (`models--org--name/snapshots/<commit>/...`), else None.
+
+    Example:
+        >>> snapshot_commit(Path("hub/models--gpt2/snapshots/" + "a" * 40 + "/unet"))
+        'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'
+    """
+    parts = path.parts
+    for index in range(len(parts) - 1, 1, -1):
+        if _COMMIT.fullmatch(parts[index]) and parts[index - 1] == "snapshots" \
+                and parts[index - 2].startswith(("models--", "datasets--", "spaces--")):
+            return parts[index]
+    return None
+
+
 def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
     """The snapshot folder of `repo_id` in the local cache, or None when it is not cached."""
     from huggingface_hub import snapshot_download
