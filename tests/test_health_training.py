@@ -156,3 +156,39 @@ def test_a_fresh_modernbert_with_truncated_normal_inits_is_at_init(tmp_path: Pat
         [(t["name"], t["init"]["description"]) for t in truncated if not t["init"]["at_init"]]
     assert data["weights"]["state"] == "initialization"
     assert [f["code"] for f in data["findings"]] == ["checkpoint-at-init"]
+
+
+def test_a_fresh_modernbert_with_tied_embeddings_is_at_init(tmp_path: Path) -> None:
+    """transformers initializes a new model before it ties it: the decoder's own trunc_normal_(0.01, ±0.02) is
+    thrown away and the tied token embeddings keep their rule, trunc_normal_(0.02, ±0.04). Recorded on the tied
+    model, the last call on the shared tensor (the decoder's) was taken for its rule: the embeddings were called
+    trained, and the fresh checkpoint "mixed" with untrained-tensor on everything else."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    from weightdoctor.expected_init import _model_rules
+    from weightdoctor.meta_model import build_meta_model
+
+    torch.manual_seed(0)
+    config = ModernBertConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                              num_attention_heads=4, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
+                              eos_token_id=2, cls_token_id=1, sep_token_id=2, tie_word_embeddings=True)
+    model = ModernBertForMaskedLM(config)
+    assert model.decoder.weight is model.model.embeddings.tok_embeddings.weight
+    model.save_pretrained(tmp_path / "fresh")
+    name = "model.embeddings.tok_embeddings.weight"
+    saved = load_file(tmp_path / "fresh" / "model.safetensors")[name]
+    assert float(saved.abs().max()) > 0.03  # beyond the decoder's ±0.02 cut: the embeddings' rule won
+    code, data = run_json("inspect", tmp_path / "fresh", "--stats")
+    embeddings = next(t for t in data["tensors"] if t["name"] == name)["init"]
+    assert embeddings["expected"]["label"] == "truncated_normal"
+    assert embeddings["expected"]["params"]["std"] == 0.02 and embeddings["expected"]["params"]["b"] == 0.04
+    assert embeddings["at_init"] is True, embeddings["description"]
+    assert data["weights"]["state"] == "initialization"
+    assert [f["code"] for f in data["findings"] if f["severity"] != "info"] == ["checkpoint-at-init"]
+    # The recorder gives the tied parameters their own tensors only while it records.
+    meta = build_meta_model({**config.to_dict(), "architectures": ["ModernBertForMaskedLM"]})
+    rules = _model_rules(meta)
+    assert rules["decoder.weight"] == rules[name]
+    assert meta.decoder.weight is meta.model.embeddings.tok_embeddings.weight

@@ -182,8 +182,58 @@ def _recording(calls: dict[int, tuple[str, dict[str, Any], Any, str]], source: l
                 setattr(owner, name, original)
 
 
+@contextmanager
+def _untied(model: torch.nn.Module) -> Iterator[dict[str, str]]:
+    """Give each tied parameter (`all_tied_weights_keys`: target -> source) its own meta tensor for a while.
+
+    transformers initializes a new model before it ties it (`init_weights`: `initialize_weights()`, then
+    `tie_weights()`, which points each target at its source): the init calls on a target's own tensor are
+    thrown away, and the tied tensor keeps the values its source was given. Recording on the tied model would
+    keep the last call on the shared tensor instead, whichever of the two modules it was made for (ModernBERT's
+    decoder rule for its token embeddings). Yields the target -> source names that were untied.
+    """
+    import torch
+
+    tied = dict(getattr(model, "all_tied_weights_keys", None) or {})
+    swapped: list[tuple[torch.nn.Module, str, Any]] = []
+    untied: dict[str, str] = {}
+    try:
+        for target, source in tied.items():
+            try:
+                source_param = model.get_parameter(source)
+                parent_name, _, leaf = target.rpartition(".")
+                parent = model.get_submodule(parent_name) if parent_name else model
+                current = getattr(parent, leaf)
+            except (AttributeError, KeyError):  # a pattern or a name this build does not have
+                continue
+            if current is not source_param:
+                continue  # not tied in this build (tie_word_embeddings false): its own rule stands
+            fresh = torch.nn.Parameter(torch.empty_like(source_param, device="meta"),
+                                       requires_grad=source_param.requires_grad)
+            swapped.append((parent, leaf, current))
+            setattr(parent, leaf, fresh)
+            untied[target] = source
+        yield untied
+    finally:
+        for parent, leaf, original in reversed(swapped):
+            setattr(parent, leaf, original)
+
+
 def _model_rules(model: torch.nn.Module) -> dict[str, ExpectedInit]:
-    """Run the model's own init on the meta device, recording the rule each parameter gets."""
+    """Run the model's own init on the meta device, recording the rule each parameter gets.
+
+    Tied parameters get their source's rule: the values a new model saves are the source's (see `_untied`).
+    """
+    with _untied(model) as tied:
+        rules = _recorded_rules(model)
+    for target, source in tied.items():
+        if source in rules:
+            rules[target] = rules[source]
+    return rules
+
+
+def _recorded_rules(model: torch.nn.Module) -> dict[str, ExpectedInit]:
+    """The last init call recorded on each parameter and buffer of `model`, run on the meta device."""
     import torch
 
     class_name = type(model).__name__
