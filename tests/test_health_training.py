@@ -192,3 +192,26 @@ def test_a_fresh_modernbert_with_tied_embeddings_is_at_init(tmp_path: Path) -> N
     rules = _model_rules(meta)
     assert rules["decoder.weight"] == rules[name]
     assert meta.decoder.weight is meta.model.embeddings.tok_embeddings.weight
+
+
+def test_a_fresh_modernbert_cut_at_3_sigma_is_at_init(tmp_path: Path) -> None:
+    """With initializer_cutoff_factor=3 (BLT and ESMFold cut at ±3σ too), the 2M-value embeddings were
+    fitted as a normal and called trained for their light tails, the small matrices (too few values to show
+    the cut) trained for fitting a normal: the fresh checkpoint was "trained", with no warning at all."""
+    import torch
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    torch.manual_seed(0)
+    config = ModernBertConfig(vocab_size=16384, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                              num_attention_heads=4, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
+                              eos_token_id=2, cls_token_id=1, sep_token_id=2, tie_word_embeddings=False,
+                              initializer_cutoff_factor=3.0)
+    ModernBertForMaskedLM(config).save_pretrained(tmp_path / "fresh")
+    code, data = run_json("inspect", tmp_path / "fresh", "--stats")
+    truncated = {t["name"]: t for t in data["tensors"]
+                 if (t["init"]["expected"] or {}).get("label") == "truncated_normal"}
+    assert truncated["model.embeddings.tok_embeddings.weight"]["init"]["label"] == "truncated_normal"
+    assert all(t["init"]["at_init"] is True for t in truncated.values()), \
+        [(t["name"], t["init"]["description"]) for t in truncated.values() if not t["init"]["at_init"]]
+    assert data["weights"]["state"] == "initialization"
+    assert [f["code"] for f in data["findings"] if f["severity"] != "info"] == ["checkpoint-at-init"]

@@ -3,6 +3,8 @@ fresh ones are at init whatever their size, moved ones are not."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -66,3 +68,27 @@ def test_a_fresh_normal_is_not_mistaken_for_a_truncated_one() -> None:
         result = stats_of_tensor("w", values)
         found = classify_init(tuple(values.shape), result.stats, result.sample, STD)
         assert found.family == "normal" and found.label != "trained", found.describe()
+
+
+@pytest.mark.parametrize("shape", [(32, 16), (64, 64), (128, 64)])
+def test_small_fresh_truncated_normals_at_3_sigma_are_at_init(shape: tuple[int, int]) -> None:
+    """Too few values to show a ±3σ cut: they fit a plain normal, which is still their rule at its spread
+    (every one of these was called trained: the family differed from the rule's)."""
+    want = _rule(shape, 3.0)
+    wrong = [seed for seed in range(30) if not _health(_fresh(shape, 3.0, seed), want).at_init]
+    assert not wrong
+
+
+@pytest.mark.parametrize("shape", [(256, 64), (512, 128)])
+def test_values_beyond_the_cut_of_a_truncated_init_are_not_at_init(shape: tuple[int, int]) -> None:
+    """Noise of 20% of the std added, then the std brought back to the rule's: the spread matches, but values
+    now lie beyond the ±2σ cut, which the init never produces (half of these were called at init)."""
+    want = _rule(shape, 2.0)
+    still = []
+    for seed in range(10):
+        generator = torch.Generator().manual_seed(1000 + seed)  # not the init's own stream
+        values = _fresh(shape, 2.0, seed)
+        moved = (values + torch.randn(shape, generator=generator) * 0.2 * STD) / math.sqrt(1.04)
+        if _health(moved, want).at_init:
+            still.append(seed)
+    assert not still

@@ -418,11 +418,14 @@ def _truncated_spread(params: dict[str, Any]) -> float | None:
     return std * k * _truncation_ratio(k)
 
 
-def matches_expected(found: InitResult, expected: ExpectedInit, count: int) -> bool | None:
+def matches_expected(found: InitResult, expected: ExpectedInit, count: int,
+                     value_range: tuple[float, float] | None = None) -> bool | None:
     """Whether the values still match their expected initialization; None when it cannot be said.
 
     Scales are compared with a tolerance of 5% (uniform: the bound) or max(1%, 4 standard errors of the std of
-    `count` normal values).
+    `count` normal values). A truncated normal init is still matched by values fitted as a plain normal (a cut
+    at ±3σ does not show in a few thousand values) at its spread, and by none beyond its cut: `value_range`,
+    the tensor's (min, max), when given.
     """
     if found.label in ("undetermined",) or expected.label == "other":
         return None
@@ -436,14 +439,20 @@ def matches_expected(found: InitResult, expected: ExpectedInit, count: int) -> b
     have = found.family if found.label == "ambiguous" else FAMILY_OF.get(found.label)
     if want is None or have is None:
         return None
-    if want != have and not (want == "orthogonal" and have == "normal"):
+    if want != have and not (want in ("orthogonal", "truncated_normal") and have == "normal"):
         return False
     if want == "orthogonal":
         return found.label == "orthogonal" and abs(found.params["gain"] / expected.params["gain"] - 1) < 0.05
     if want == "truncated_normal":
+        low, high = expected.params.get("a"), expected.params.get("b")
+        if value_range is not None and low is not None and high is not None:
+            slack = 0.01 * max(abs(low), abs(high))  # bf16 rounds the cut by 0.4% at most
+            if value_range[0] < low - slack or value_range[1] > high + slack:
+                return False
         # The fitted σ of a truncated normal comes through its estimated cut k and is off by a percent or more
         # on millions of values; the spread of the values themselves is exact: compare that.
-        scale, target = _truncated_spread(found.params), _truncated_spread(expected.params)
+        scale = _found_scale(found) if have == "normal" else _truncated_spread(found.params)
+        target = _truncated_spread(expected.params)
     else:
         scale, target = _found_scale(found), expected.scale
     if scale is None or not target:
@@ -471,7 +480,7 @@ def fits_expected(values: torch.Tensor, expected: ExpectedInit) -> bool:
 
 
 def reconcile(found: InitResult, expected: ExpectedInit | None, count: int,
-              values: torch.Tensor | None = None) -> InitResult:
+              values: torch.Tensor | None = None, value_range: tuple[float, float] | None = None) -> InitResult:
     """Call a tensor `trained` when it was fitted to some distribution but its certain init was another.
 
     Only confident expectations (the model's own rules, norm constants) overrule the classifier. When only
@@ -482,7 +491,7 @@ def reconcile(found: InitResult, expected: ExpectedInit | None, count: int,
         return found
     if found.label in ("zeros", "ones", "constant") and expected.label not in ("zeros", "ones", "constant"):
         return found  # a zeroed or constant matrix is a health finding, not training
-    verdict = matches_expected(found, expected, count)
+    verdict = matches_expected(found, expected, count, value_range)
     if verdict is False and found.label not in ("trained",):
         have = found.family if found.label == "ambiguous" else FAMILY_OF.get(found.label)
         if values is not None and have != FAMILY_OF.get(expected.label) and fits_expected(values, expected):
