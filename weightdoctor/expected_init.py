@@ -158,6 +158,7 @@ def _recording(calls: dict[int, tuple[str, dict[str, Any], Any, str]], source: l
             bound = signature.bind(tensor, *args, **kwargs)
             bound.apply_defaults()
             values = {k: v for k, v in bound.arguments.items() if k not in ("tensor", "generator")}
+            calls.pop(id(tensor), None)  # keep `calls` in the order of each tensor's last call
             calls[id(tensor)] = (name, values, tensor, source[0])
             return tensor
 
@@ -265,10 +266,13 @@ def _recorded_rules(model: torch.nn.Module) -> dict[str, ExpectedInit]:
             model.init_weights()
     rules: dict[str, ExpectedInit] = {}
     zero_rows: dict[int, list[int]] = {}
-    for record in list(calls.values()):
+    order = {key: index for index, key in enumerate(calls)}
+    for key, record in list(calls.items()):
         function, args, tensor, _ = record
         base = getattr(tensor, "_base", None)
-        if base is not None and id(base) in names and function == "zeros_" and tensor.dim() == base.dim() - 1:
+        if base is None or order.get(id(base), -1) > order[key]:
+            continue  # not a row, or a row the whole tensor's init overwrote later (ModernBERT's padding row)
+        if id(base) in names and function == "zeros_" and tensor.dim() == base.dim() - 1:
             zero_rows.setdefault(id(base), []).append(int(tensor.storage_offset() // max(base.stride(0), 1)))
     for pid, param_names in names.items():
         record = calls.get(pid) or defaults.get(pid)
