@@ -215,3 +215,22 @@ def test_a_fresh_modernbert_cut_at_3_sigma_is_at_init(tmp_path: Path) -> None:
         [(t["name"], t["init"]["description"]) for t in truncated.values() if not t["init"]["at_init"]]
     assert data["weights"]["state"] == "initialization"
     assert [f["code"] for f in data["findings"] if f["severity"] != "info"] == ["checkpoint-at-init"]
+
+
+def test_a_fresh_funnel_with_tied_embeddings_and_asymmetric_uniform_biases_is_at_init(tmp_path: Path) -> None:
+    """Funnel's tied embeddings keep their own normal(0, 1) (the head's normal(0, 0.0238) is thrown away at
+    tying), and its r_w_bias / r_r_bias are uniform_(0, initializer_range): both were misjudged."""
+    import torch
+    from transformers import FunnelConfig, FunnelForMaskedLM
+
+    torch.manual_seed(0)
+    config = FunnelConfig(vocab_size=1024, d_model=64, n_head=4, d_head=16, d_inner=128, block_sizes=[1, 1])
+    FunnelForMaskedLM(config).save_pretrained(tmp_path / "fresh")
+    code, data = run_json("inspect", tmp_path / "fresh", "--stats")
+    tensors = {t["name"]: t["init"] for t in data["tensors"]}
+    assert tensors["funnel.embeddings.word_embeddings.weight"]["expected"]["params"]["std"] == 1.0
+    biases = {name: init for name, init in tensors.items() if name.endswith(("r_w_bias", "r_r_bias"))}
+    assert len(biases) == 8 and all(init["at_init"] is True for init in biases.values()), \
+        {name: init["description"] for name, init in biases.items() if init["at_init"] is not True}
+    assert data["weights"]["state"] == "initialization"
+    assert [f["code"] for f in data["findings"] if f["severity"] != "info"] == ["checkpoint-at-init"]

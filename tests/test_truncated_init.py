@@ -1,5 +1,5 @@
-"""Fresh and moved `trunc_normal_` tensors cut at ±2σ and ±3σ (ModernBERT, BLT, ESMFold init rules):
-fresh ones are at init whatever their size, moved ones are not."""
+"""Fresh and moved tensors of bounded init rules: `trunc_normal_` cut at ±2σ and ±3σ (ModernBERT, BLT,
+ESMFold) and an asymmetric `uniform_` (Funnel): fresh ones are at init whatever their size, moved ones not."""
 
 from __future__ import annotations
 
@@ -92,3 +92,16 @@ def test_values_beyond_the_cut_of_a_truncated_init_are_not_at_init(shape: tuple[
         if _health(moved, want).at_init:
             still.append(seed)
     assert not still
+
+
+@pytest.mark.parametrize("shape", [(4, 16), (64, 64)])
+def test_fresh_asymmetric_uniforms_are_at_init_and_shifted_ones_are_not(shape: tuple[int, int]) -> None:
+    """Funnel's r_w_bias is uniform_(0, initializer_range): no symmetric bound to compare, so a fresh one was
+    never said to be at init (None), and 64 values fitted as a normal were called trained."""
+    want = from_call("uniform_", {"a": 0.0, "b": 0.1}, shape, "test")
+    fresh = [_health(torch.rand(shape, generator=torch.Generator().manual_seed(seed)) * 0.1, want).at_init
+             for seed in range(100)]
+    assert fresh.count(True) == 100, fresh
+    shifted = [_health(torch.rand(shape, generator=torch.Generator().manual_seed(seed)) * 0.1 + 0.03, want).at_init
+               for seed in range(100)]
+    assert not any(shifted)

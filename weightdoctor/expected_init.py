@@ -400,6 +400,15 @@ def _found_scale(found: InitResult) -> float | None:
     return found.params.get("std") if "std" in found.params else found.params.get("bound")
 
 
+def _uniform_ends(params: dict[str, Any]) -> tuple[float, float] | None:
+    """(low, high) of a uniform given by `low, high` or by a symmetric `bound`."""
+    if "low" in params and "high" in params:
+        return float(params["low"]), float(params["high"])
+    if "bound" in params:
+        return -float(params["bound"]), float(params["bound"])
+    return None
+
+
 FAMILY_OF = {
     "normal": "normal", "kaiming_normal": "normal", "xavier_normal": "normal", "truncated_normal": "truncated_normal",
     "uniform": "uniform", "kaiming_uniform": "uniform", "xavier_uniform": "uniform", "orthogonal": "orthogonal",
@@ -447,6 +456,14 @@ def matches_expected(found: InitResult, expected: ExpectedInit, count: int,
         return False
     if want == "orthogonal":
         return found.label == "orthogonal" and abs(found.params["gain"] / expected.params["gain"] - 1) < 0.05
+    if want == "uniform" and "low" in expected.params:
+        # An asymmetric uniform (Funnel's r_w_bias: U(0, initializer_range)) has no bound: compare its ends.
+        ends, (low, high) = _uniform_ends(found.params), _uniform_ends(expected.params) or (0.0, 0.0)
+        if ends is None or high <= low:
+            return None
+        # n values leave a gap of t·width at an end with probability (1 - t)^n: 10/n puts that under 5e-5.
+        slack = max(0.05, 10.0 / max(count, 1)) * (high - low)
+        return abs(ends[0] - low) <= slack and abs(ends[1] - high) <= slack
     if want == "truncated_normal":
         low, high = expected.params.get("a"), expected.params.get("b")
         if value_range is not None and low is not None and high is not None:
@@ -476,6 +493,10 @@ def fits_expected(values: torch.Tensor, expected: ExpectedInit) -> bool:
     from weightdoctor.init_classify import KS_LIMIT, FamilyFit, ks_distance
 
     family, scale = FAMILY_OF.get(expected.label), expected.scale
+    ends = _uniform_ends(expected.params) if family == "uniform" else None
+    if ends is not None and ends[1] > ends[0] and values.numel():
+        fit = FamilyFit(family, {}, 0.5 * (ends[0] + ends[1]), 0.5 * (ends[1] - ends[0]), ends[0], ends[1])
+        return ks_distance(values, fit) * math.sqrt(values.numel()) <= KS_LIMIT
     if family not in ("normal", "uniform") or not scale or values.numel() == 0:
         return False
     mean = float(expected.params.get("mean", 0.0))
@@ -500,8 +521,12 @@ def reconcile(found: InitResult, expected: ExpectedInit | None, count: int,
         have = found.family if found.label == "ambiguous" else FAMILY_OF.get(found.label)
         if values is not None and have != FAMILY_OF.get(expected.label) and fits_expected(values, expected):
             x = values.double()
-            estimate = {"mean": float(x.mean()), "std": float(x.std())} if FAMILY_OF[expected.label] == "normal" \
-                else {"bound": float(x.abs().max())}
+            if FAMILY_OF[expected.label] == "normal":
+                estimate = {"mean": float(x.mean()), "std": float(x.std())}
+            elif "low" in expected.params:
+                estimate = {"low": float(x.min()), "high": float(x.max())}
+            else:
+                estimate = {"bound": float(x.abs().max())}
             params = {**expected.params, **estimate}
             return InitResult(expected.label, params, family=FAMILY_OF.get(expected.label), evidence=found.evidence,
                               note=f"fits {expected.describe()} (too few values to tell it from {found.describe()})",
