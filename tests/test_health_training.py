@@ -156,3 +156,81 @@ def test_a_fresh_modernbert_with_truncated_normal_inits_is_at_init(tmp_path: Pat
         [(t["name"], t["init"]["description"]) for t in truncated if not t["init"]["at_init"]]
     assert data["weights"]["state"] == "initialization"
     assert [f["code"] for f in data["findings"]] == ["checkpoint-at-init"]
+
+
+def test_a_fresh_modernbert_with_tied_embeddings_is_at_init(tmp_path: Path) -> None:
+    """transformers initializes a new model before it ties it: the decoder's own trunc_normal_(0.01, ±0.02) is
+    thrown away and the tied token embeddings keep their rule, trunc_normal_(0.02, ±0.04). Recorded on the tied
+    model, the last call on the shared tensor (the decoder's) was taken for its rule: the embeddings were called
+    trained, and the fresh checkpoint "mixed" with untrained-tensor on everything else."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    from weightdoctor.expected_init import _model_rules
+    from weightdoctor.meta_model import build_meta_model
+
+    torch.manual_seed(0)
+    config = ModernBertConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                              num_attention_heads=4, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
+                              eos_token_id=2, cls_token_id=1, sep_token_id=2, tie_word_embeddings=True)
+    model = ModernBertForMaskedLM(config)
+    assert model.decoder.weight is model.model.embeddings.tok_embeddings.weight
+    model.save_pretrained(tmp_path / "fresh")
+    name = "model.embeddings.tok_embeddings.weight"
+    saved = load_file(tmp_path / "fresh" / "model.safetensors")[name]
+    assert float(saved.abs().max()) > 0.03  # beyond the decoder's ±0.02 cut: the embeddings' rule won
+    code, data = run_json("inspect", tmp_path / "fresh", "--stats")
+    embeddings = next(t for t in data["tensors"] if t["name"] == name)["init"]
+    assert embeddings["expected"]["label"] == "truncated_normal"
+    assert embeddings["expected"]["params"]["std"] == 0.02 and embeddings["expected"]["params"]["b"] == 0.04
+    assert embeddings["at_init"] is True, embeddings["description"]
+    assert data["weights"]["state"] == "initialization"
+    assert [f["code"] for f in data["findings"] if f["severity"] != "info"] == ["checkpoint-at-init"]
+    # The recorder gives the tied parameters their own tensors only while it records.
+    meta = build_meta_model({**config.to_dict(), "architectures": ["ModernBertForMaskedLM"]})
+    rules = _model_rules(meta)
+    assert rules["decoder.weight"] == rules[name]
+    assert meta.decoder.weight is meta.model.embeddings.tok_embeddings.weight
+
+
+def test_a_fresh_modernbert_cut_at_3_sigma_is_at_init(tmp_path: Path) -> None:
+    """With initializer_cutoff_factor=3 (BLT and ESMFold cut at ±3σ too), the 2M-value embeddings were
+    fitted as a normal and called trained for their light tails, the small matrices (too few values to show
+    the cut) trained for fitting a normal: the fresh checkpoint was "trained", with no warning at all."""
+    import torch
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    torch.manual_seed(0)
+    config = ModernBertConfig(vocab_size=16384, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                              num_attention_heads=4, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
+                              eos_token_id=2, cls_token_id=1, sep_token_id=2, tie_word_embeddings=False,
+                              initializer_cutoff_factor=3.0)
+    ModernBertForMaskedLM(config).save_pretrained(tmp_path / "fresh")
+    code, data = run_json("inspect", tmp_path / "fresh", "--stats")
+    truncated = {t["name"]: t for t in data["tensors"]
+                 if (t["init"]["expected"] or {}).get("label") == "truncated_normal"}
+    assert truncated["model.embeddings.tok_embeddings.weight"]["init"]["label"] == "truncated_normal"
+    assert all(t["init"]["at_init"] is True for t in truncated.values()), \
+        [(t["name"], t["init"]["description"]) for t in truncated.values() if not t["init"]["at_init"]]
+    assert data["weights"]["state"] == "initialization"
+    assert [f["code"] for f in data["findings"] if f["severity"] != "info"] == ["checkpoint-at-init"]
+
+
+def test_a_fresh_funnel_with_tied_embeddings_and_asymmetric_uniform_biases_is_at_init(tmp_path: Path) -> None:
+    """Funnel's tied embeddings keep their own normal(0, 1) (the head's normal(0, 0.0238) is thrown away at
+    tying), and its r_w_bias / r_r_bias are uniform_(0, initializer_range): both were misjudged."""
+    import torch
+    from transformers import FunnelConfig, FunnelForMaskedLM
+
+    torch.manual_seed(0)
+    config = FunnelConfig(vocab_size=1024, d_model=64, n_head=4, d_head=16, d_inner=128, block_sizes=[1, 1])
+    FunnelForMaskedLM(config).save_pretrained(tmp_path / "fresh")
+    code, data = run_json("inspect", tmp_path / "fresh", "--stats")
+    tensors = {t["name"]: t["init"] for t in data["tensors"]}
+    assert tensors["funnel.embeddings.word_embeddings.weight"]["expected"]["params"]["std"] == 1.0
+    biases = {name: init for name, init in tensors.items() if name.endswith(("r_w_bias", "r_r_bias"))}
+    assert len(biases) == 8 and all(init["at_init"] is True for init in biases.values()), \
+        {name: init["description"] for name, init in biases.items() if init["at_init"] is not True}
+    assert data["weights"]["state"] == "initialization"
+    assert [f["code"] for f in data["findings"] if f["severity"] != "info"] == ["checkpoint-at-init"]

@@ -144,6 +144,25 @@ def test_expected_inits_padding_row(fx: dict[str, Path]) -> None:
     assert word.label == "normal" and word.zero_rows == (1,)  # RoBERTa's pad_token_id is 1
 
 
+def test_a_padding_row_overwritten_by_a_later_init_is_not_expected_zero(tmp_path: Path) -> None:
+    """ModernBERT's nn.Embedding zeroes its padding row, then ModernBertEmbeddings' rule redraws the whole
+    matrix with trunc_normal_: the saved row 0 is not zero, and must not be expected so (a dead-rows finding
+    on it would be excused as padding). Only a row zeroed after the whole tensor's last init counts."""
+    from safetensors.torch import load_file
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    torch.manual_seed(0)
+    config = ModernBertConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                              num_attention_heads=2, max_position_embeddings=32, pad_token_id=0, bos_token_id=1,
+                              eos_token_id=2, cls_token_id=1, sep_token_id=2)
+    ModernBertForMaskedLM(config).save_pretrained(tmp_path)
+    name = "model.embeddings.tok_embeddings.weight"
+    assert float(load_file(tmp_path / "model.safetensors")[name][0].abs().max()) > 0
+    with open_checkpoint(tmp_path) as checkpoint:
+        expected = expected_inits(checkpoint.tensors, checkpoint.config)
+    assert expected.by_name[name].label == "truncated_normal" and expected.by_name[name].zero_rows == ()
+
+
 def test_expected_inits_bare_state_dict_guesses() -> None:
     from weightdoctor.checkpoint import TensorInfo
 

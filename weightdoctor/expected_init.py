@@ -158,6 +158,7 @@ def _recording(calls: dict[int, tuple[str, dict[str, Any], Any, str]], source: l
             bound = signature.bind(tensor, *args, **kwargs)
             bound.apply_defaults()
             values = {k: v for k, v in bound.arguments.items() if k not in ("tensor", "generator")}
+            calls.pop(id(tensor), None)  # keep `calls` in the order of each tensor's last call
             calls[id(tensor)] = (name, values, tensor, source[0])
             return tensor
 
@@ -182,8 +183,58 @@ def _recording(calls: dict[int, tuple[str, dict[str, Any], Any, str]], source: l
                 setattr(owner, name, original)
 
 
+@contextmanager
+def _untied(model: torch.nn.Module) -> Iterator[dict[str, str]]:
+    """Give each tied parameter (`all_tied_weights_keys`: target -> source) its own meta tensor for a while.
+
+    transformers initializes a new model before it ties it (`init_weights`: `initialize_weights()`, then
+    `tie_weights()`, which points each target at its source): the init calls on a target's own tensor are
+    thrown away, and the tied tensor keeps the values its source was given. Recording on the tied model would
+    keep the last call on the shared tensor instead, whichever of the two modules it was made for (ModernBERT's
+    decoder rule for its token embeddings). Yields the target -> source names that were untied.
+    """
+    import torch
+
+    tied = dict(getattr(model, "all_tied_weights_keys", None) or {})
+    swapped: list[tuple[torch.nn.Module, str, Any]] = []
+    untied: dict[str, str] = {}
+    try:
+        for target, source in tied.items():
+            try:
+                source_param = model.get_parameter(source)
+                parent_name, _, leaf = target.rpartition(".")
+                parent = model.get_submodule(parent_name) if parent_name else model
+                current = getattr(parent, leaf)
+            except (AttributeError, KeyError):  # a pattern or a name this build does not have
+                continue
+            if current is not source_param:
+                continue  # not tied in this build (tie_word_embeddings false): its own rule stands
+            fresh = torch.nn.Parameter(torch.empty_like(source_param, device="meta"),
+                                       requires_grad=source_param.requires_grad)
+            swapped.append((parent, leaf, current))
+            setattr(parent, leaf, fresh)
+            untied[target] = source
+        yield untied
+    finally:
+        for parent, leaf, original in reversed(swapped):
+            setattr(parent, leaf, original)
+
+
 def _model_rules(model: torch.nn.Module) -> dict[str, ExpectedInit]:
-    """Run the model's own init on the meta device, recording the rule each parameter gets."""
+    """Run the model's own init on the meta device, recording the rule each parameter gets.
+
+    Tied parameters get their source's rule: the values a new model saves are the source's (see `_untied`).
+    """
+    with _untied(model) as tied:
+        rules = _recorded_rules(model)
+    for target, source in tied.items():
+        if source in rules:
+            rules[target] = rules[source]
+    return rules
+
+
+def _recorded_rules(model: torch.nn.Module) -> dict[str, ExpectedInit]:
+    """The last init call recorded on each parameter and buffer of `model`, run on the meta device."""
     import torch
 
     class_name = type(model).__name__
@@ -215,10 +266,13 @@ def _model_rules(model: torch.nn.Module) -> dict[str, ExpectedInit]:
             model.init_weights()
     rules: dict[str, ExpectedInit] = {}
     zero_rows: dict[int, list[int]] = {}
-    for record in list(calls.values()):
+    order = {key: index for index, key in enumerate(calls)}
+    for key, record in list(calls.items()):
         function, args, tensor, _ = record
         base = getattr(tensor, "_base", None)
-        if base is not None and id(base) in names and function == "zeros_" and tensor.dim() == base.dim() - 1:
+        if base is None or order.get(id(base), -1) > order[key]:
+            continue  # not a row, or a row the whole tensor's init overwrote later (ModernBERT's padding row)
+        if id(base) in names and function == "zeros_" and tensor.dim() == base.dim() - 1:
             zero_rows.setdefault(id(base), []).append(int(tensor.storage_offset() // max(base.stride(0), 1)))
     for pid, param_names in names.items():
         record = calls.get(pid) or defaults.get(pid)
@@ -346,6 +400,15 @@ def _found_scale(found: InitResult) -> float | None:
     return found.params.get("std") if "std" in found.params else found.params.get("bound")
 
 
+def _uniform_ends(params: dict[str, Any]) -> tuple[float, float] | None:
+    """(low, high) of a uniform given by `low, high` or by a symmetric `bound`."""
+    if "low" in params and "high" in params:
+        return float(params["low"]), float(params["high"])
+    if "bound" in params:
+        return -float(params["bound"]), float(params["bound"])
+    return None
+
+
 FAMILY_OF = {
     "normal": "normal", "kaiming_normal": "normal", "xavier_normal": "normal", "truncated_normal": "truncated_normal",
     "uniform": "uniform", "kaiming_uniform": "uniform", "xavier_uniform": "uniform", "orthogonal": "orthogonal",
@@ -368,11 +431,14 @@ def _truncated_spread(params: dict[str, Any]) -> float | None:
     return std * k * _truncation_ratio(k)
 
 
-def matches_expected(found: InitResult, expected: ExpectedInit, count: int) -> bool | None:
+def matches_expected(found: InitResult, expected: ExpectedInit, count: int,
+                     value_range: tuple[float, float] | None = None) -> bool | None:
     """Whether the values still match their expected initialization; None when it cannot be said.
 
     Scales are compared with a tolerance of 5% (uniform: the bound) or max(1%, 4 standard errors of the std of
-    `count` normal values).
+    `count` normal values). A truncated normal init is still matched by values fitted as a plain normal (a cut
+    at ±3σ does not show in a few thousand values) at its spread, and by none beyond its cut: `value_range`,
+    the tensor's (min, max), when given.
     """
     if found.label in ("undetermined",) or expected.label == "other":
         return None
@@ -386,14 +452,28 @@ def matches_expected(found: InitResult, expected: ExpectedInit, count: int) -> b
     have = found.family if found.label == "ambiguous" else FAMILY_OF.get(found.label)
     if want is None or have is None:
         return None
-    if want != have and not (want == "orthogonal" and have == "normal"):
+    if want != have and not (want in ("orthogonal", "truncated_normal") and have == "normal"):
         return False
     if want == "orthogonal":
         return found.label == "orthogonal" and abs(found.params["gain"] / expected.params["gain"] - 1) < 0.05
+    if want == "uniform" and "low" in expected.params:
+        # An asymmetric uniform (Funnel's r_w_bias: U(0, initializer_range)) has no bound: compare its ends.
+        ends, (low, high) = _uniform_ends(found.params), _uniform_ends(expected.params) or (0.0, 0.0)
+        if ends is None or high <= low:
+            return None
+        # n values leave a gap of t·width at an end with probability (1 - t)^n: 10/n puts that under 5e-5.
+        slack = max(0.05, 10.0 / max(count, 1)) * (high - low)
+        return abs(ends[0] - low) <= slack and abs(ends[1] - high) <= slack
     if want == "truncated_normal":
+        low, high = expected.params.get("a"), expected.params.get("b")
+        if value_range is not None and low is not None and high is not None:
+            slack = 0.01 * max(abs(low), abs(high))  # bf16 rounds the cut by 0.4% at most
+            if value_range[0] < low - slack or value_range[1] > high + slack:
+                return False
         # The fitted σ of a truncated normal comes through its estimated cut k and is off by a percent or more
         # on millions of values; the spread of the values themselves is exact: compare that.
-        scale, target = _truncated_spread(found.params), _truncated_spread(expected.params)
+        scale = _found_scale(found) if have == "normal" else _truncated_spread(found.params)
+        target = _truncated_spread(expected.params)
     else:
         scale, target = _found_scale(found), expected.scale
     if scale is None or not target:
@@ -413,6 +493,10 @@ def fits_expected(values: torch.Tensor, expected: ExpectedInit) -> bool:
     from weightdoctor.init_classify import KS_LIMIT, FamilyFit, ks_distance
 
     family, scale = FAMILY_OF.get(expected.label), expected.scale
+    ends = _uniform_ends(expected.params) if family == "uniform" else None
+    if ends is not None and ends[1] > ends[0] and values.numel():
+        fit = FamilyFit(family, {}, 0.5 * (ends[0] + ends[1]), 0.5 * (ends[1] - ends[0]), ends[0], ends[1])
+        return ks_distance(values, fit) * math.sqrt(values.numel()) <= KS_LIMIT
     if family not in ("normal", "uniform") or not scale or values.numel() == 0:
         return False
     mean = float(expected.params.get("mean", 0.0))
@@ -421,7 +505,7 @@ def fits_expected(values: torch.Tensor, expected: ExpectedInit) -> bool:
 
 
 def reconcile(found: InitResult, expected: ExpectedInit | None, count: int,
-              values: torch.Tensor | None = None) -> InitResult:
+              values: torch.Tensor | None = None, value_range: tuple[float, float] | None = None) -> InitResult:
     """Call a tensor `trained` when it was fitted to some distribution but its certain init was another.
 
     Only confident expectations (the model's own rules, norm constants) overrule the classifier. When only
@@ -432,13 +516,17 @@ def reconcile(found: InitResult, expected: ExpectedInit | None, count: int,
         return found
     if found.label in ("zeros", "ones", "constant") and expected.label not in ("zeros", "ones", "constant"):
         return found  # a zeroed or constant matrix is a health finding, not training
-    verdict = matches_expected(found, expected, count)
+    verdict = matches_expected(found, expected, count, value_range)
     if verdict is False and found.label not in ("trained",):
         have = found.family if found.label == "ambiguous" else FAMILY_OF.get(found.label)
         if values is not None and have != FAMILY_OF.get(expected.label) and fits_expected(values, expected):
             x = values.double()
-            estimate = {"mean": float(x.mean()), "std": float(x.std())} if FAMILY_OF[expected.label] == "normal" \
-                else {"bound": float(x.abs().max())}
+            if FAMILY_OF[expected.label] == "normal":
+                estimate = {"mean": float(x.mean()), "std": float(x.std())}
+            elif "low" in expected.params:
+                estimate = {"low": float(x.min()), "high": float(x.max())}
+            else:
+                estimate = {"bound": float(x.abs().max())}
             params = {**expected.params, **estimate}
             return InitResult(expected.label, params, family=FAMILY_OF.get(expected.label), evidence=found.evidence,
                               note=f"fits {expected.describe()} (too few values to tell it from {found.describe()})",

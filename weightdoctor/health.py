@@ -178,25 +178,32 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
     return found
 
 
+def _value_range(stats: TensorStats) -> tuple[float, float] | None:
+    """(min, max) of the values read, or None when they include NaN or Inf (or there are none)."""
+    if stats.nan or stats.inf or not stats.finite_count:
+        return None
+    return stats.min, stats.max
+
+
 def _still_at_init(item: TensorHealth) -> bool | None:
     expected = item.expected
     if (expected is not None and expected.confident and expected.label in ("zeros", "ones", "constant")
             and item.init.label != "undetermined" and item.stats.count >= 2):
         # A norm's ones or a bias's zeros: exactly the constant or not, whatever the number of values.
-        return matches_expected(item.init, expected, item.stats.finite_count)
+        return matches_expected(item.init, expected, item.stats.finite_count, _value_range(item.stats))
     if item.init.label in ("undetermined",) or item.stats.finite_count < MIN_VALUES:
         return None
     if item.init.label == "trained":
         return False
     if expected is not None and expected.confident:
-        return matches_expected(item.init, expected, item.stats.finite_count)
+        return matches_expected(item.init, expected, item.stats.finite_count, _value_range(item.stats))
     if expected is not None and not item.init.named and item.init.label in _BOUNDED:
         # The expected init is a guess (PyTorch's defaults for the shape) and the values fit a bounded family
         # at no named scheme's scale: a uniform init whose plateau training has widened and softened keeps
         # a bounded shape. Only at the guessed init's scale is it still at init (U(±0.18) never reaches
         # 0.34). A plain normal at an unnamed scale is left to the label: custom inits (GPT-2's
         # 0.02/√(2·layers) projections) are normal at any scale.
-        verdict = matches_expected(item.init, expected, item.stats.finite_count)
+        verdict = matches_expected(item.init, expected, item.stats.finite_count, _value_range(item.stats))
         if verdict is not None:
             return verdict
     return item.init.label in INIT_LABELS
@@ -254,7 +261,7 @@ def _tensor_health(result: StatsResult, want: ExpectedInit | None, initializer_r
     constant = want.params["value"] if want is not None and want.confident and want.label in (
         "zeros", "ones", "constant") else None
     init = classify_init(tuple(info.shape), stats, result.sample, initializer_range, constant)
-    init = reconcile(init, want, stats.finite_count, result.sample.values)
+    init = reconcile(init, want, stats.finite_count, result.sample.values, _value_range(stats))
     item = TensorHealth(info.name, list(info.shape), info.dtype, stats, init, want, None,
                         _histogram(result.sample.values, stats.min, stats.max))
     item.at_init = _still_at_init(item)

@@ -52,6 +52,9 @@ COMMON_STDS = (0.02, 1.0)  # Hugging Face's usual initializer_range; torch's nor
 KS_LIMIT = 2.1  # √n · D beyond which the family does not fit (about α = 2e-4 for a simple KS test)
 SPREAD_LIMIT = 1.9  # robust row-norm spread over the i.i.d. expectation
 TRUNCATION_EVIDENCE = 8.0  # nats of log-likelihood the truncated normal must gain over the simpler families
+# A normal tensor would have put this many values beyond the cut its extremes show, and has none: truncated
+# whatever the sample's likelihood says (a normal has no such gap with probability e^-20).
+TRUNCATION_EXTREMES = 20.0
 OUTLIER_MARGIN = 1.5  # σ beyond the expected maximum of n normal values
 
 
@@ -235,8 +238,6 @@ def fit_family(values: torch.Tensor, stats: TensorStats) -> FamilyFit:
     The support of the bounded families is the exact range of the tensor (or of the values when the
     statistics were sampled).
     """
-    import torch
-
     n = values.numel()
     low = min(stats.min, float(values.min()))
     high = max(stats.max, float(values.max()))
@@ -251,7 +252,9 @@ def fit_family(values: torch.Tensor, stats: TensorStats) -> FamilyFit:
     if width > 0:
         scores["uniform"] = -math.log(width) - 2 * penalty
     mid, half = 0.5 * (low + high), 0.5 * width
-    k = solve_truncation(float(torch.sqrt(((x - mid) ** 2).mean())) / half) if half > 0 else None
+    # The cut in σ comes from the spread of every value (the statistics), not of the sample: k and σ of a
+    # sample of 4,096 are off by a percent, more than a big fresh tensor's std may differ from its rule's.
+    k = solve_truncation(math.sqrt(std * std + (mean - mid) ** 2) / half) if half > 0 else None
     sigma = half / k if k else 0.0
     if k is not None and sigma > 0:
         z2 = float(((x - mid) / sigma).square().mean())
@@ -262,12 +265,16 @@ def fit_family(values: torch.Tensor, stats: TensorStats) -> FamilyFit:
     if family == "truncated_normal" and others and (scores[family] - max(others)) * n < TRUNCATION_EVIDENCE:
         # The truncated normal has one parameter more: ask for a likelihood ratio worth it (about α = 1e-4).
         family = max((f for f in scores if f != "truncated_normal"), key=lambda f: scores[f])
-    if family == "truncated_normal" and "normal" in scores and k is not None:
+    if "truncated_normal" in scores and "normal" in scores and k is not None:
         # A normal sample has no value beyond ±kσ with probability exp(-2·N·Q(k)); unless that is
         # unlikely, the "truncation" is just where the largest values happened to fall.
-        chance_untouched = math.exp(-2.0 * stats.finite_count * _Phi(-k))
-        if chance_untouched > 1e-3:
+        beyond = 2.0 * stats.finite_count * _Phi(-k)  # values a normal of this size puts beyond ±kσ
+        if family == "truncated_normal" and beyond < -math.log(1e-3):
             family = "normal"
+        elif family == "normal" and beyond > TRUNCATION_EXTREMES:
+            # The reverse: a cut at ±3σ barely shows in 4,096 values, but the whole tensor's extremes do;
+            # judged as a normal, its light tails (excess kurtosis -0.17) would read as drift.
+            family = "truncated_normal"
     if family == "truncated_normal":
         return FamilyFit(family, scores, mid, sigma, low, high, k)
     return FamilyFit(family, scores, mean, std, low, high)
