@@ -17,6 +17,7 @@ from weightdoctor.checkpoint.hub import (
     RemoteStructure,
     cache_folder_snapshot,
     cached_snapshot,
+    download_command,
     download_file,
     holds_weights,
     hub_reachable,
@@ -472,8 +473,13 @@ def _dangling_message(link: Path) -> str:
     partial = target.with_name(target.name + ".incomplete").exists() or any(
         target.parent.glob(f"{glob_escape(target.name)}.*.incomplete"))
     why = "its download did not finish" if partial else "the file was deleted or never downloaded"
+    snapshot = next((p for p in link.parents if p.parent.name == "snapshots"), None)
+    repo = snapshot.parent.parent.name if snapshot is not None else ""
+    again = "hf download"  # the command that exists (huggingface-cli is gone since huggingface_hub 1.0)
+    if repo.startswith("models--"):
+        again = download_command(repo.removeprefix("models--").replace("--", "/"), snapshot.name)
     return (f"is a link to {target}, which does not exist ({why}); download it again "
-            "(huggingface-cli download) or delete the snapshot")
+            f"(`{again}`) or delete the snapshot")
 
 
 def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
