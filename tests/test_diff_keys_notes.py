@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fixtures.build import build_bert
+from fixtures.build import build_bert, write_hub_cache
 from tests.helpers import REPO_ROOT, run_json
 
 
@@ -32,6 +32,7 @@ def _suggested_command(notes: list[str]) -> str:
     ("checkpoint.pt", ".", "m"),  # a file name from_pretrained does not look for, too
     ("pytorch_model.bin", ".", "./m/"),
     ("pytorch_model.bin", "m", "."),  # run inside the folder
+    ("pytorch_model.bin", ".", "org/m"),  # a repo id: into a folder with its config, not a bare file
 ])
 def test_training_checkpoint_note_suggests_a_convert_that_loads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file_name: str, where: str, source: str,
@@ -39,6 +40,11 @@ def test_training_checkpoint_note_suggests_a_convert_that_loads(
     from transformers import BertForSequenceClassification
 
     _training_folder(tmp_path / "m", file_name)
+    if source == "org/m":
+        monkeypatch.setenv("HF_HUB_CACHE", str(write_hub_cache(tmp_path / "cache", source, tmp_path / "m")
+                                               .parents[2]))
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        (tmp_path / "m").rename(tmp_path / "gone")  # only the cache holds it
     monkeypatch.chdir(tmp_path / where)
     code, data = run_json("diff-keys", source, "--model-class", "BertForSequenceClassification")
     assert code == 0

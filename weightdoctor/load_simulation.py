@@ -426,15 +426,17 @@ _FROM_PRETRAINED_FILES = ("model.safetensors", "model.safetensors.index.json", "
 
 
 def _state_dict_command(checkpoint: Checkpoint) -> str:
-    """The `convert` that writes a training checkpoint's state dict where from_pretrained reads it: a folder A
-    converts to a folder (config copied, weights in model.safetensors), a file to model.safetensors."""
+    """The `convert` that writes a training checkpoint's state dict where from_pretrained reads it: a folder A (or
+    a repo id) converts to a folder (config copied, weights in model.safetensors), a file to model.safetensors."""
     import shlex
 
     from weightdoctor.rewrite import default_output_name
 
-    if checkpoint.repo_id is None and checkpoint.path.is_dir():
+    if checkpoint.path.is_dir():
         source = checkpoint.source.rstrip("/") or "/"
-        if Path(source).name in ("", ".", ".."):
+        if checkpoint.repo_id is not None:  # `org/name` (its snapshot folder): into `name-state-dict` here
+            source = source.split("/")[-1]
+        elif Path(source).name in ("", ".", ".."):
             # `.` or `..`: beside that folder, by its name (not a hidden `.-state-dict` inside the source)
             source = os.path.join(source, os.pardir, checkpoint.path.resolve().name)
         target = os.path.normpath(source) + "-state-dict"
