@@ -1822,9 +1822,12 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
     if not path.exists() and looks_like_repo_id(source) and not source.endswith(".json"):
         folder = resolve_repo_id(source, revision, weights=False)
         try:
-            return open_checkpoint(folder, key=key, allow_config_only=True)
+            checkpoint = open_checkpoint(folder, key=key, allow_config_only=True)
         except WeightDoctorError as exc:  # an index's missing shard too: said of the repo id, not the cache path
             from weightdoctor.checkpoint.reader import named_by_repo
 
             raise named_by_repo(exc, folder, source, revision) from exc
+        # Opened by its snapshot's path: named by the repo id typed, as open_checkpoint names one it resolves.
+        checkpoint.source, checkpoint.repo_id, checkpoint.revision = source, source, revision
+        return checkpoint
     return open_checkpoint(source, revision=revision, key=key, allow_config_only=True)
