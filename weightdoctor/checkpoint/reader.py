@@ -475,7 +475,7 @@ def _dangling_message(link: Path) -> str:
     why = "its download did not finish" if partial else "the file was deleted or never downloaded"
     snapshot = next((p for p in link.parents if p.parent.name == "snapshots"), None)
     repo = snapshot.parent.parent.name if snapshot is not None else ""
-    again = "hf download"  # the command that exists (huggingface-cli is gone since huggingface_hub 1.0)
+    again = "hf download <repo id>"  # the command that exists (huggingface-cli is gone since huggingface_hub 1.0)
     if repo.startswith("models--"):
         again = download_command(repo.removeprefix("models--").replace("--", "/"), snapshot.name)
     return (f"is a link to {target}, which does not exist ({why}); download it again "
