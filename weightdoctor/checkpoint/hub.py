@@ -190,7 +190,7 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
         ref = f"refs/{revision or 'main'}"
         raise SourceNotFound(
             f"the Hub cache's {ref} of {repo_id} does not name a snapshot (empty, or a path out of its snapshots/ "
-            f"folder); download it again (`{download_command(repo_id, revision)}`) or delete that ref",
+            f"folder); download it again with `{download_command(repo_id, revision)}` or delete that ref",
             path=str(snapshots.parent / "refs" / (revision or "main")),
         )
     return path
@@ -210,7 +210,7 @@ def _check_ref_file(repo_id: str, revision: str | None) -> None:
     if not stat.S_ISREG(mode.st_mode) or mode.st_size > MAX_REF_BYTES:
         what = "not a regular file" if not stat.S_ISREG(mode.st_mode) else f"{mode.st_size:,} bytes long"
         raise SourceNotFound(f"the Hub cache's refs/{revision or 'main'} of {repo_id} is {what}, not a commit hash; "
-                             f"download it again (`{download_command(repo_id, revision)}`) or delete that ref",
+                             f"download it again with `{download_command(repo_id, revision)}` or delete that ref",
                              path=str(ref))
 
 

@@ -479,7 +479,7 @@ def _dangling_message(link: Path) -> str:
     if repo.startswith("models--"):
         again = download_command(repo.removeprefix("models--").replace("--", "/"), snapshot.name)
     return (f"is a link to {target}, which does not exist ({why}); download it again "
-            f"(`{again}`) or delete the snapshot")
+            f"with `{again}` or delete the snapshot")
 
 
 def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
@@ -546,7 +546,7 @@ def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision:
     message = exc.message.replace(f"{snapshot}/", f"{source.rstrip('/')}/")
     inside = Path(exc.path) if exc.path else None
     repo_id = "/".join(source.rstrip("/").split("/")[:2])  # `org/pipe/unet` is a folder of org/pipe
-    again = f"hf download {repo_id}" + (f" --revision {revision}" if revision else "")
+    again = download_command(repo_id, revision)
     shards: list[str] = []
     missing: list[str] = []
     if inside is not None and inside != snapshot and inside.is_relative_to(snapshot):
