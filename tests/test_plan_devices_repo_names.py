@@ -1,4 +1,5 @@
-"""plan-devices names a Hub repo id as typed in its errors, not by its snapshot's path deep in the cache."""
+"""plan-devices names its source as typed in its errors: a Hub repo id not by its snapshot's path deep in the
+cache, a relative folder not by its absolute path."""
 
 from __future__ import annotations
 
@@ -27,3 +28,16 @@ def test_nothing_to_plan_names_the_repo_id(tmp_path: Path, monkeypatch: pytest.M
     error = " ".join(result.stderr.split())
     assert error.startswith(f"error: {source}: nothing to plan"), error
     assert str(cache) not in error
+
+
+@pytest.mark.parametrize("source", ["cfg", "./cfg/"])
+def test_nothing_to_plan_names_a_local_folder_as_typed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str,
+) -> None:
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "config.json").write_text(json.dumps({"hidden_size": 32}))
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("plan-devices", source, "--gpu", "1GB")
+    assert result.exit_code == 2
+    error = " ".join(result.stderr.split())
+    assert error.startswith(f"error: {source}: nothing to plan"), error

@@ -421,9 +421,9 @@ def build_planned_model(
             warnings.append(f"cannot build the model from config.json ({exc.message}); planned from the tensors")
     elif not checkpoint.tensors:
         what = "its config.json has no model_type" if checkpoint.config is not None else "there is no config.json"
-        # A repo id is named as typed (`org/pipe/vae`), not by its snapshot's path deep in the cache.
-        raise UsageError(f"nothing to plan: the checkpoint holds no tensors and {what}",
-                         path=checkpoint.source if checkpoint.repo_id else str(checkpoint.path))
+        # Named as typed, as every other error names its source: `org/pipe/vae`, not its snapshot's path deep in
+        # the cache; `./m`, not its absolute path.
+        raise UsageError(f"nothing to plan: the checkpoint holds no tensors and {what}", path=checkpoint.source)
     model = build_tensor_tree(checkpoint, None if dtype in ("int8", "int4") else DTYPES[dtype][0])
     blocks = [name for name, module in model.named_modules() if type(module).__name__ == NUMBERED_BLOCK]
     if blocks:
