@@ -410,9 +410,11 @@ def build_planned_model(
                     warnings.append(f"the FP8 embedding tables (modules_to_convert) are planned at {dtype}: "
                                     f"{exc.message}")
             if not model_class and not checkpoint.config.get("architectures"):
+                head = _head_auto_class(model.config)
+                example = f" (an lm_head with {head})" if head else ""
                 warnings.append(f"config.json names no architecture: planned as {type(model).__name__}, the class "
-                                "AutoModel loads, without a task head; from_pretrained of another class (an "
-                                "lm_head with AutoModelForCausalLM) places more: pass --model-class")
+                                f"AutoModel loads, without a task head; from_pretrained of another class{example} "
+                                "places more: pass --model-class")
             return PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
         except UsageError as exc:
             if not checkpoint.tensors or model_class is not None:
@@ -567,6 +569,22 @@ def fp8_experts_class_kept() -> Iterator[None]:
         for key, value in before.items():
             if vars(FP8Experts).get(key) is not value:
                 setattr(FP8Experts, key, value)
+
+
+def _head_auto_class(config: Any) -> str | None:
+    """The first Auto class with a language-model head that has a model for `config`'s type (AutoModelForCausalLM
+    for Llama, AutoModelForImageTextToText for LLaVA), or None: an example `--model-class` that works."""
+    import transformers
+
+    heads = ("AutoModelForCausalLM", "AutoModelForImageTextToText", "AutoModelForSeq2SeqLM", "AutoModelForMaskedLM")
+    for name in heads:
+        mapping = getattr(getattr(transformers, name, None), "_model_mapping", None)
+        try:
+            if mapping is not None and type(config) in mapping:
+                return name
+        except Exception:  # noqa: BLE001 - a lazy mapping that cannot import one of its models: try the next
+            continue
+    return None
 
 
 def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: str | None) -> torch.nn.Module:
