@@ -48,6 +48,18 @@ def test_untrained_head_on_trained_body(planted: dict[str, Path]) -> None:
     assert head["init"]["note"] == "normal(0, 0.02) = initializer_range"
 
 
+def test_untrained_head_share_under_filter_is_the_selections(planted: dict[str, Path]) -> None:
+    """With --filter only the selection is read: its share is said to be the selection's, not the checkpoint's."""
+    _, whole = run_json("inspect", planted["untrained-head"], "--stats")
+    _, part = run_json("inspect", planted["untrained-head"], "--stats", "--filter",
+                       r"classifier|layer\.0\.attention\.self\.query")
+    assert part["weights"]["trained_share"] != whole["weights"]["trained_share"]
+    for data, of_what in ((whole, "of the checkpoint's"), (part, "of the selected tensors'")):
+        (finding,) = [f for f in data["findings"] if f["code"] == "untrained-tensor"]
+        assert f"{data['weights']['trained_share']:.1%} {of_what} matrix parameters have trained" in \
+            finding["message"], finding["message"]
+
+
 def test_nan_values_are_an_error(planted: dict[str, Path]) -> None:
     name = "bert.encoder.layer.1.attention.self.value.weight"
     code, data = run_json("inspect", planted["nan"], "--stats", "--fail-on", "error")

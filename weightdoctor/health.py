@@ -226,13 +226,15 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False) -> t
         # Trained, or mixed (a large layer left at init can hold most of the parameters): either way the
         # tensors still at init beside trained ones are the "layer that never trained".
         state = "trained" if share >= TRAINED_SHARE else "mixed"
+        # The share is of the tensors read: with --filter, of the selection, not of the checkpoint.
+        of_what = "the selected tensors'" if selected else "the checkpoint's"
         for item in matrices:
             if item.at_init:
                 findings.append(Finding(
                     "warn", "untrained-tensor", item.name,
                     f"still matches its initialization "
                     f"{item.expected.describe() if item.expected is not None else ''} (found {item.init.describe()}) "
-                    f"while {share:.1%} of the checkpoint's matrix parameters have trained",
+                    f"while {share:.1%} of {of_what} matrix parameters have trained",
                     "a head saved before fine-tuning, or a layer frozen by mistake; check the training setup "
                     "(a short run at a small learning rate can also leave a matrix indistinguishable from its init)"))
         for item in items:

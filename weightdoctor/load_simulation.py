@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -425,14 +426,28 @@ _FROM_PRETRAINED_FILES = ("model.safetensors", "model.safetensors.index.json", "
 
 
 def _state_dict_command(checkpoint: Checkpoint) -> str:
-    """The `convert` that writes a training checkpoint's state dict where from_pretrained reads it: a folder A
-    converts to a folder (config copied, weights in model.safetensors), a file to model.safetensors."""
+    """The `convert` that writes a training checkpoint's state dict where from_pretrained reads it: a folder A (or
+    a repo id) converts to a folder (config copied, weights in model.safetensors), a file to model.safetensors."""
     import shlex
 
-    if checkpoint.repo_id is None and checkpoint.path.is_dir():
-        target = checkpoint.source.rstrip("/") + "-state-dict"
-        return (f"weightdoctor convert {shlex.quote(checkpoint.source)} -o {shlex.quote(target)}, a folder "
-                "from_pretrained reads")
+    from weightdoctor.rewrite import default_output_name
+
+    if checkpoint.path.is_dir():
+        source = checkpoint.source.rstrip("/") or "/"
+        if checkpoint.repo_id is not None:  # `org/name` (its snapshot folder): into `name-state-dict` here
+            source = source.split("/")[-1]
+        elif Path(source).name in ("", ".", ".."):
+            # `.` or `..`: beside that folder, by its name (not a hidden `.-state-dict` inside the source)
+            source = os.path.join(source, os.pardir, checkpoint.path.resolve().name)
+        target = os.path.normpath(source) + "-state-dict"
+        command = f"weightdoctor convert {shlex.quote(checkpoint.source)} -o {shlex.quote(target)}"
+        weights = [f.relpath for f in checkpoint.files if f.role == "weights"]
+        # convert keeps a file's stem (`checkpoint.pt` -> `checkpoint.safetensors`): from_pretrained reads no such name
+        written = default_output_name(weights[0], "safetensors") if len(weights) == 1 else "model.safetensors"
+        if written != "model.safetensors":
+            command += (f" && mv {shlex.quote(f'{target}/{written}')} "
+                        f"{shlex.quote(f'{target}/model.safetensors')}")
+        return f"{command}, a folder from_pretrained reads"
     return f"weightdoctor convert {shlex.quote(checkpoint.source)} -o model.safetensors"
 
 
@@ -553,16 +568,19 @@ def diff_checkpoint_against_model(
             f"{type(model.config).__name__} from the {model.config.model_type!r} config's values (and warns), "
             "as this report does")
     unread = _file_from_pretrained_skips(checkpoint)
-    if unread is not None:
+    if checkpoint.nested_key is not None:
+        # from_pretrained reads the file's top-level dict as the state dict: `state_dict`, `epoch`... are its keys.
+        # Renamed to pytorch_model.bin, such a file still fails: the convert below is the fix either way.
+        where = (f"from_pretrained(A) does not look for {unread} in a folder (only model.safetensors or "
+                 "pytorch_model.bin, or their sharded index), and renaming it would not do: ") if unread else ""
+        report.notes.append(
+            f"{where}A is a training checkpoint: its state dict sits under {checkpoint.nested_key!r}, and this report "
+            "is what loading that state dict gives; from_pretrained(A) itself reads the file's top level, so it "
+            "loads none of these weights (or raises): write the state dict on its own first "
+            f"({_state_dict_command(checkpoint)})")
+    elif unread is not None:
         report.notes.append(
             f"from_pretrained(A) looks for model.safetensors or pytorch_model.bin (or their sharded index) in a "
             f"folder and raises here (no such file): this report is what loading {unread} gives; rename it so, or "
             "write it with save_pretrained")
-    elif checkpoint.nested_key is not None:
-        # from_pretrained reads the file's top-level dict as the state dict: `state_dict`, `epoch`... are its keys.
-        report.notes.append(
-            f"A is a training checkpoint: its state dict sits under {checkpoint.nested_key!r}, and this report is "
-            "what loading that state dict gives; from_pretrained(A) itself reads the file's top level, so it loads "
-            "none of these weights (or raises): write the state dict on its own first "
-            f"({_state_dict_command(checkpoint)})")
     return report

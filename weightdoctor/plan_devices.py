@@ -410,9 +410,11 @@ def build_planned_model(
                     warnings.append(f"the FP8 embedding tables (modules_to_convert) are planned at {dtype}: "
                                     f"{exc.message}")
             if not model_class and not checkpoint.config.get("architectures"):
+                head = _head_auto_class(model.config)
+                example = f" (an lm_head with {head})" if head else ""
                 warnings.append(f"config.json names no architecture: planned as {type(model).__name__}, the class "
-                                "AutoModel loads, without a task head; from_pretrained of another class (an "
-                                "lm_head with AutoModelForCausalLM) places more: pass --model-class")
+                                f"AutoModel loads, without a task head; from_pretrained of another class{example} "
+                                "places more: pass --model-class")
             return PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
         except UsageError as exc:
             if not checkpoint.tensors or model_class is not None:
@@ -421,9 +423,9 @@ def build_planned_model(
             warnings.append(f"cannot build the model from config.json ({exc.message}); planned from the tensors")
     elif not checkpoint.tensors:
         what = "its config.json has no model_type" if checkpoint.config is not None else "there is no config.json"
-        # A repo id is named as typed (`org/pipe/vae`), not by its snapshot's path deep in the cache.
-        raise UsageError(f"nothing to plan: the checkpoint holds no tensors and {what}",
-                         path=checkpoint.source if checkpoint.repo_id else str(checkpoint.path))
+        # Named as typed, as every other error names its source: `org/pipe/vae`, not its snapshot's path deep in
+        # the cache; `./m`, not its absolute path.
+        raise UsageError(f"nothing to plan: the checkpoint holds no tensors and {what}", path=checkpoint.source)
     model = build_tensor_tree(checkpoint, None if dtype in ("int8", "int4") else DTYPES[dtype][0])
     blocks = [name for name, module in model.named_modules() if type(module).__name__ == NUMBERED_BLOCK]
     if blocks:
@@ -567,6 +569,22 @@ def fp8_experts_class_kept() -> Iterator[None]:
         for key, value in before.items():
             if vars(FP8Experts).get(key) is not value:
                 setattr(FP8Experts, key, value)
+
+
+def _head_auto_class(config: Any) -> str | None:
+    """The first Auto class with a language-model head that has a model for `config`'s type (AutoModelForCausalLM
+    for Llama, AutoModelForImageTextToText for LLaVA), or None: an example `--model-class` that works."""
+    import transformers
+
+    heads = ("AutoModelForCausalLM", "AutoModelForImageTextToText", "AutoModelForSeq2SeqLM", "AutoModelForMaskedLM")
+    for name in heads:
+        mapping = getattr(getattr(transformers, name, None), "_model_mapping", None)
+        try:
+            if mapping is not None and type(config) in mapping:
+                return name
+        except Exception:  # noqa: BLE001 - a lazy mapping that cannot import one of its models: try the next
+            continue
+    return None
 
 
 def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: str | None) -> torch.nn.Module:
@@ -1822,9 +1840,12 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
     if not path.exists() and looks_like_repo_id(source) and not source.endswith(".json"):
         folder = resolve_repo_id(source, revision, weights=False)
         try:
-            return open_checkpoint(folder, key=key, allow_config_only=True)
+            checkpoint = open_checkpoint(folder, key=key, allow_config_only=True)
         except WeightDoctorError as exc:  # an index's missing shard too: said of the repo id, not the cache path
             from weightdoctor.checkpoint.reader import named_by_repo
 
             raise named_by_repo(exc, folder, source, revision) from exc
+        # Opened by its snapshot's path: named by the repo id typed, as open_checkpoint names one it resolves.
+        checkpoint.source, checkpoint.repo_id, checkpoint.revision = source, source, revision
+        return checkpoint
     return open_checkpoint(source, revision=revision, key=key, allow_config_only=True)

@@ -57,6 +57,13 @@ def hub_cache_dir() -> Path:
     return Path(os.path.expandvars(os.path.expanduser(folder)))
 
 
+def download_command(repo_id: str, revision: str | None = None) -> str:
+    """The command that downloads `repo_id` into the Hub cache (`hf`; `huggingface-cli` is gone since 1.0)."""
+    import shlex
+
+    return f"hf download {shlex.quote(repo_id)}" + (f" --revision {shlex.quote(revision)}" if revision else "")
+
+
 def _offline_variable() -> str | None:
     """The variable that puts huggingface_hub offline, or None: HF_HUB_OFFLINE, or else TRANSFORMERS_OFFLINE
     (huggingface_hub reads the second only when the first is unset or empty, as here)."""
@@ -201,7 +208,7 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
         ref = f"refs/{revision or 'main'}"
         raise SourceNotFound(
             f"the Hub cache's {ref} of {repo_id} does not name a snapshot (empty, or a path out of its snapshots/ "
-            "folder); download it again (huggingface-cli download) or delete that ref",
+            f"folder); download it again with `{download_command(repo_id, revision)}` or delete that ref",
             path=str(snapshots.parent / "refs" / (revision or "main")),
         )
     return path
@@ -221,7 +228,8 @@ def _check_ref_file(repo_id: str, revision: str | None) -> None:
     if not stat.S_ISREG(mode.st_mode) or mode.st_size > MAX_REF_BYTES:
         what = "not a regular file" if not stat.S_ISREG(mode.st_mode) else f"{mode.st_size:,} bytes long"
         raise SourceNotFound(f"the Hub cache's refs/{revision or 'main'} of {repo_id} is {what}, not a commit hash; "
-                             "download it again (huggingface-cli download) or delete that ref", path=str(ref))
+                             f"download it again with `{download_command(repo_id, revision)}` or delete that ref",
+                             path=str(ref))
 
 
 def _full_commit(repo_id: str, revision: str | None) -> str | None:

@@ -17,6 +17,7 @@ from weightdoctor.checkpoint.hub import (
     RemoteStructure,
     cache_folder_snapshot,
     cached_snapshot,
+    download_command,
     download_file,
     holds_weights,
     hub_reachable,
@@ -472,8 +473,13 @@ def _dangling_message(link: Path) -> str:
     partial = target.with_name(target.name + ".incomplete").exists() or any(
         target.parent.glob(f"{glob_escape(target.name)}.*.incomplete"))
     why = "its download did not finish" if partial else "the file was deleted or never downloaded"
+    snapshot = next((p for p in link.parents if p.parent.name == "snapshots"), None)
+    repo = snapshot.parent.parent.name if snapshot is not None else ""
+    again = "hf download <repo id>"  # the command that exists (huggingface-cli is gone since huggingface_hub 1.0)
+    if repo.startswith("models--"):
+        again = download_command(repo.removeprefix("models--").replace("--", "/"), snapshot.name)
     return (f"is a link to {target}, which does not exist ({why}); download it again "
-            "(huggingface-cli download) or delete the snapshot")
+            f"with `{again}` or delete the snapshot")
 
 
 def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
@@ -540,7 +546,7 @@ def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision:
     message = exc.message.replace(f"{snapshot}/", f"{source.rstrip('/')}/")
     inside = Path(exc.path) if exc.path else None
     repo_id = "/".join(source.rstrip("/").split("/")[:2])  # `org/pipe/unet` is a folder of org/pipe
-    again = f"hf download {repo_id}" + (f" --revision {revision}" if revision else "")
+    again = download_command(repo_id, revision)
     shards: list[str] = []
     missing: list[str] = []
     if inside is not None and inside != snapshot and inside.is_relative_to(snapshot):
