@@ -949,3 +949,24 @@ def test_a_folder_from_pretrained_reads_named_relatively_gets_no_such_note(
 
     result = run_cli("diff-keys", "m", "--model-class", "BertForSequenceClassification")
     assert "raises here" not in result.stdout + result.stderr
+
+
+def test_the_verdict_does_not_say_a_training_checkpoint_loads_cleanly_as_it_is(tmp_path: Path) -> None:
+    """Its nested state dict matches the model, but from_pretrained(A) does not read it: the verdict says both
+    (`from_pretrained_reads_a` false), where it said "A loads into B cleanly" beside a note saying the opposite."""
+    from fixtures.build import build_bert
+    from tests.helpers import run_cli
+
+    model = build_bert()
+    training = _bert_bin_folder({"state_dict": model.state_dict(), "epoch": 3}, tmp_path / "training")
+    plain = _bert_bin_folder(model.state_dict(), tmp_path / "plain")
+    for folder, reads in ((training, False), (plain, True)):
+        with open_checkpoint(str(folder)) as checkpoint:
+            report = diff_checkpoint_against_model(checkpoint, "BertForSequenceClassification")
+        assert report.worst_severity is None and report.from_pretrained_reads_a is reads
+        result = run_cli("diff-keys", folder, "--model-class", "BertForSequenceClassification")
+        text = " ".join(result.stdout.replace("│", " ").split())
+        assert ("A loads into B cleanly" in text) == reads
+        assert ("from_pretrained(A) itself does not read it as it is" in text) == (not reads)
+    result = run_cli("diff-keys", plain, plain, "--json")
+    assert json.loads(result.stdout)["from_pretrained_reads_a"] is None

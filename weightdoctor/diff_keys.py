@@ -576,6 +576,9 @@ class DiffReport:
     revision_b: str | None = None
     resolved_a: str | None = None
     resolved_b: str | None = None
+    # --model-class: False when from_pretrained(A) itself does not read what this report compares (a training
+    # checkpoint's nested state dict, a weights file it does not look for; a note says which); None for two checkpoints.
+    from_pretrained_reads_a: bool | None = None
 
     def severities(self) -> list[str]:
         """Every severity this report carries (one per key problem and dtype difference)."""

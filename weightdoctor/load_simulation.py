@@ -568,6 +568,7 @@ def diff_checkpoint_against_model(
             f"{type(model.config).__name__} from the {model.config.model_type!r} config's values (and warns), "
             "as this report does")
     unread = _file_from_pretrained_skips(checkpoint)
+    report.from_pretrained_reads_a = checkpoint.nested_key is None and unread is None
     if checkpoint.nested_key is not None:
         # from_pretrained reads the file's top-level dict as the state dict: `state_dict`, `epoch`... are its keys.
         # Renamed to pytorch_model.bin, such a file still fails: the convert below is the fix either way.

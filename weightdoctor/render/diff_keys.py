@@ -45,6 +45,10 @@ def header(report: DiffReport) -> Table:
         "[green]A loads into B cleanly[/]" if report.worst_severity is None
         else f"worst severity: {_severity(report.worst_severity)}"
     )
+    if report.from_pretrained_reads_a is False:  # the keys compared are not what from_pretrained(A) reads
+        verdict = ("what A holds loads into B cleanly" if report.worst_severity is None else verdict) + \
+            "; [yellow]from_pretrained(A) itself does not read it as it is (see the note)[/]"
+
     table.add_row("verdict", verdict)
     return table
 
