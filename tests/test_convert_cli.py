@@ -695,3 +695,20 @@ def test_a_sharded_folder_to_a_file_name_merges_its_shards_into_that_file(
     merged = load_file(out) if output.endswith(".safetensors") else torch.load(out, weights_only=True)
     assert merged.keys() == original.keys()
     assert all(torch.equal(merged[k], original[k]) for k in original)
+
+
+def test_allow_overflow_on_a_bin_output_names_every_tied_name_that_lost_values(tmp_path: Path) -> None:
+    """A .bin output keeps tied names as one storage: `lost` (and the refusal) name both names, where they named
+    only the one that owns the storage."""
+    shared = torch.tensor([1.0, 70000.0, 2.0])
+    torch.save({"wte.weight": shared, "lm_head.weight": shared, "ok": torch.ones(2)}, tmp_path / "in.bin")
+    refused = run_cli("convert", tmp_path / "in.bin", "-o", tmp_path / "no.bin", "--dtype", "fp16")
+    assert refused.exit_code == 2
+    assert "wte.weight (and lm_head.weight: one storage) (1 values become inf)" in " ".join(refused.stderr.split())
+    code, data = run_json("convert", tmp_path / "in.bin", "-o", tmp_path / "out.bin", "--dtype", "fp16",
+                          "--allow-overflow")
+    assert code == 0, data
+    assert data["write"]["lost"] == ["wte.weight (and lm_head.weight: one storage) (1 values become inf)"]
+    back = torch.load(tmp_path / "out.bin", weights_only=True)
+    assert torch.isinf(back["lm_head.weight"]).sum() == 1 and back["lm_head.weight"].data_ptr() == \
+        back["wte.weight"].data_ptr()

@@ -14,7 +14,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -660,6 +660,10 @@ def _write_one(
             if planned.dtype != planned.source_dtype:
                 tensor, problem = cast_tensor(source, planned.source, planned.dtype)
                 if problem is not None:
+                    # A .bin keeps tied names as views of this storage: they lose the same values, named too.
+                    tied = [t.source for t in plan if t.alias_of == planned.name]
+                    if tied:
+                        problem = replace(problem, tensor=f"{problem.tensor} (and {', '.join(tied)}: one storage)")
                     problems.append(problem)  # with --allow-overflow: written all the same, and said
             if not problems or allow_overflow:
                 writer.write(slot.name, tensor)
