@@ -4,6 +4,7 @@ found by scripts/health_sweep.py, each checked against what training did to the 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -136,19 +137,25 @@ def test_untrained_tensor_hint_admits_a_short_run_that_moved_a_matrix_too_little
     assert all("small learning rate" in f["hint"] for f in flagged), flagged[0]["hint"]
 
 
+def _tiny_modernbert_config(vocab_size: int = 512, **overrides: Any) -> Any:
+    """A 2-layer, 128-wide ModernBertConfig (the tests below vary the vocabulary, the tying and the init cut)."""
+    from transformers import ModernBertConfig
+
+    return ModernBertConfig(vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                            num_attention_heads=4, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
+                            eos_token_id=2, cls_token_id=1, sep_token_id=2, **overrides)
+
+
 def test_a_fresh_modernbert_with_truncated_normal_inits_is_at_init(tmp_path: Path) -> None:
     """ModernBERT initializes with trunc_normal_ cut at ±2σ (its initializer_cutoff_factor). The σ fitted to
     a truncated normal comes through its estimated cut and is off by 1-2% on 32k values: the spread of the
     values is what is compared with the rule's, so a fresh model is at init (with a 1% floor the fitted σ
     called four matrices trained and the checkpoint "trained" with untrained-tensor warnings)."""
     import torch
-    from transformers import ModernBertConfig, ModernBertForMaskedLM
+    from transformers import ModernBertForMaskedLM
 
     torch.manual_seed(0)
-    config = ModernBertConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                              num_attention_heads=4, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
-                              eos_token_id=2, cls_token_id=1, sep_token_id=2, tie_word_embeddings=False,
-                              initializer_cutoff_factor=2.0)
+    config = _tiny_modernbert_config(tie_word_embeddings=False, initializer_cutoff_factor=2.0)
     ModernBertForMaskedLM(config).save_pretrained(tmp_path / "fresh")
     code, data = run_json("inspect", tmp_path / "fresh", "--stats")
     truncated = [t for t in data["tensors"] if (t["init"]["expected"] or {}).get("label") == "truncated_normal"]
@@ -165,15 +172,13 @@ def test_a_fresh_modernbert_with_tied_embeddings_is_at_init(tmp_path: Path) -> N
     trained, and the fresh checkpoint "mixed" with untrained-tensor on everything else."""
     import torch
     from safetensors.torch import load_file
-    from transformers import ModernBertConfig, ModernBertForMaskedLM
+    from transformers import ModernBertForMaskedLM
 
     from weightdoctor.expected_init import _model_rules
     from weightdoctor.meta_model import build_meta_model
 
     torch.manual_seed(0)
-    config = ModernBertConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                              num_attention_heads=4, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
-                              eos_token_id=2, cls_token_id=1, sep_token_id=2, tie_word_embeddings=True)
+    config = _tiny_modernbert_config(tie_word_embeddings=True)
     model = ModernBertForMaskedLM(config)
     assert model.decoder.weight is model.model.embeddings.tok_embeddings.weight
     model.save_pretrained(tmp_path / "fresh")
@@ -199,13 +204,10 @@ def test_a_fresh_modernbert_cut_at_3_sigma_is_at_init(tmp_path: Path) -> None:
     fitted as a normal and called trained for their light tails, the small matrices (too few values to show
     the cut) trained for fitting a normal: the fresh checkpoint was "trained", with no warning at all."""
     import torch
-    from transformers import ModernBertConfig, ModernBertForMaskedLM
+    from transformers import ModernBertForMaskedLM
 
     torch.manual_seed(0)
-    config = ModernBertConfig(vocab_size=16384, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                              num_attention_heads=4, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
-                              eos_token_id=2, cls_token_id=1, sep_token_id=2, tie_word_embeddings=False,
-                              initializer_cutoff_factor=3.0)
+    config = _tiny_modernbert_config(vocab_size=16384, tie_word_embeddings=False, initializer_cutoff_factor=3.0)
     ModernBertForMaskedLM(config).save_pretrained(tmp_path / "fresh")
     code, data = run_json("inspect", tmp_path / "fresh", "--stats")
     truncated = {t["name"]: t for t in data["tensors"]
