@@ -460,6 +460,10 @@ def _file_from_pretrained_skips(checkpoint: Checkpoint) -> str | None:
     # By the name relative to the folder: the files' paths keep the source's spelling (relative, `./m`, a link).
     if not read or read[0].relpath in _FROM_PRETRAINED_FILES:
         return None
+    from weightdoctor.checkpoint.reader import explicit_weights_name
+
+    if read[0].relpath == explicit_weights_name(checkpoint.config):
+        return None  # the config's `transformers_weights`: from_pretrained reads that file
     return read[0].relpath
 
 

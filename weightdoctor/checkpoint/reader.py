@@ -482,13 +482,63 @@ def _dangling_message(link: Path) -> str:
             f"with `{again}` or delete the snapshot")
 
 
+def explicit_weights_name(config: Any) -> str | None:
+    """The weight file a config names with `transformers_weights` (transformers 5 reads it instead of
+    `model.safetensors`); None when it names none."""
+    name = config.get("transformers_weights") if isinstance(config, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def explicit_weights(folder: Path) -> Path | None:
+    """The file a model folder's config.json names with `transformers_weights`, which from_pretrained reads in
+    place of the usual names; None when the config names none (or there is no readable config: its own error
+    comes when it is read).
+
+    Raises:
+        UnsupportedFormat: the name is not a safetensors file or index, or leads outside the folder (transformers
+            raises ValueError for both).
+        SourceNotFound: the folder lacks the file (from_pretrained fails to open it).
+    """
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        return None
+    try:
+        config = _read_json(config_path)
+    except WeightDoctorError:
+        return None
+    if isinstance(config, dict) and config.get("transformers_weights") not in (None, "") \
+            and explicit_weights_name(config) is None:
+        raise UnsupportedFormat(f"config.json's transformers_weights is {config['transformers_weights']!r}, not a "
+                                "file name (from_pretrained fails on it)", str(config_path))
+    name = explicit_weights_name(config)
+    if name is None:
+        return None
+    if not name.endswith((".safetensors", ".safetensors.index.json")) and name != "adapter_model.bin":
+        raise UnsupportedFormat(f"config.json's transformers_weights names {name!r}, neither a safetensors file nor "
+                                "a safetensors index: from_pretrained refuses it", str(config_path))
+    target = folder / name
+    # transformers' own containment test: the absolute path (links not followed) must stay in the folder.
+    base = os.path.abspath(folder)
+    if os.path.isabs(name) or os.path.commonpath([base, os.path.abspath(target)]) != base:
+        raise UnsupportedFormat(f"config.json's transformers_weights names {name!r}, outside the model folder: "
+                                "from_pretrained refuses it, and it is not read", str(config_path))
+    if not target.is_file():
+        raise SourceNotFound(f"config.json's transformers_weights names {name}, which the folder lacks "
+                             "(from_pretrained reads that file and no other, so it would fail too)", str(folder))
+    return target
+
+
 def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
-    """Pick what to read in a model folder: (path, is_index), in from_pretrained's order (`PREFERRED_FILES`).
+    """Pick what to read in a model folder: (path, is_index): the file config.json names with
+    `transformers_weights`, else from_pretrained's order (`PREFERRED_FILES`).
 
     Raises:
         CorruptCheckpoint: a weight file or index is a link to a missing file (a Hub cache snapshot whose
             blob was deleted or never finished downloading): named, rather than silently reading another format.
     """
+    explicit = explicit_weights(folder)
+    if explicit is not None:
+        return explicit, explicit.name.endswith(".index.json")
     in_snapshot = folder.parent.name == "snapshots"  # huggingface_hub's layout: links into ../../blobs
     dangling: Path | None = None
     for name in PREFERRED_FILES:
@@ -668,6 +718,11 @@ def _folder_notes(folder: Path, chosen: Path) -> list[str]:
     notes = [f"{name} is a link to {os.readlink(folder / name)}, which does not exist: {chosen.name} is read "
              "instead, as from_pretrained does" for name in PREFERRED_FILES
              if (folder / name).is_symlink() and not (folder / name).exists()]
+    if _named_by_config(folder, chosen):
+        others = [name for name in PREFERRED_FILES if (folder / name).is_file() and folder / name != chosen]
+        notes.append(f"config.json names {chosen.relative_to(folder).as_posix()} as transformers_weights: it is read, "
+                     "as from_pretrained reads it" + (f" ({', '.join(others)} beside it ignored)" if others else ""))
+        return notes
     variant = _variant_of(chosen.name)
     if variant is not None and chosen.parent == folder:
         notes.append(f"{chosen.name} is the {variant!r} variant and there is no plain file: from_pretrained reads "
@@ -681,6 +736,14 @@ def _folder_notes(folder: Path, chosen: Path) -> list[str]:
     return notes
 
 
+def _named_by_config(folder: Path, chosen: Path) -> bool:
+    """Whether `chosen` is the file folder's config.json names with `transformers_weights`."""
+    try:
+        return explicit_weights(folder) == chosen
+    except WeightDoctorError:
+        return False
+
+
 def _variant_last(path: Path) -> tuple[int, str]:
     return path.name.count("."), path.name
 
@@ -691,6 +754,8 @@ def _ignored_beside(folder: Path, chosen: Path) -> list[str]:
         # Under ZeRO stage 3 the model states file holds placeholders; the weights are spread over the partitions.
         return [f"{chosen.name} is read; the zero_pp_rank_*_optim_states.pt partitions beside it are not (under "
                 "ZeRO-3 they hold the weights: DeepSpeed's zero_to_fp32.py gathers them into one state dict)"]
+    if _named_by_config(folder, chosen):
+        return []  # said by `_folder_notes`
     stem = chosen.name.split(".")[0]
     variants = sorted(p.name for p in folder.glob(f"{stem}.*.safetensors") if p != chosen and p.name != chosen.name)
     said: list[str] = []
