@@ -431,6 +431,7 @@ def _cases(quick: bool) -> list[tuple[str, Callable[..., None]]]:
         def run(ctx: dict[str, Any]) -> None:
             from huggingface_hub import split_torch_state_dict_into_shards
 
+            from weightdoctor.checkpoint.reader import natural_order
             from weightdoctor.units import parse_size
 
             src = ctx["sources"][source]
@@ -443,14 +444,17 @@ def _cases(quick: bool) -> list[tuple[str, Callable[..., None]]]:
                            *extra])
             max_bytes = parse_size(max_text) or None
             # huggingface_hub's split of the tensors written (tied names dropped as the load check verifies), in
-            # the source's order: shard after shard, each file's tensors in its own order (save_pretrained splits
-            # in the modules' order, which a safetensors file does not keep: compared apart below)
+            # the source's order: shard after shard, each pickle's tensors as saved, each safetensors file's in
+            # natural name order (`layers.2` before `layers.10`; save_pretrained splits in the modules' order,
+            # which a safetensors file does not keep: compared apart below)
             written: set[str] = set()
             for path in _weight_files(out):
                 written |= set(_file_tensors(path))
             tensors = {}
             for path in _weight_files(src):
-                tensors.update(_file_tensors(path))
+                in_file = _file_tensors(path)
+                names = sorted(in_file, key=natural_order) if path.suffix == ".safetensors" else list(in_file)
+                tensors.update((name, in_file[name]) for name in names)
             if source == "bin-ddp":  # as --strip-prefix module. renames them
                 tensors = {k.removeprefix("module."): v for k, v in tensors.items()}
             tensors = {k: v for k, v in tensors.items() if k in written}

@@ -357,3 +357,38 @@ def test_resharding_a_sharded_folder_follows_its_shards_in_order(tmp_path: Path)
     ours = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
     assert ours["weight_map"] == expected.tensor_to_filename
     assert [s["first"] for s in data["plan"]["shards"]] == [v[0] for v in expected.filename_to_tensors.values()]
+
+
+def test_a_safetensors_source_is_split_layer_after_layer(tmp_path: Path) -> None:
+    """A safetensors header sorts names as strings (`layers.10` before `layers.2`): split in that order, twelve
+    layers would land 0, 1, 10, 11, 2, ...; split in natural name order each shard holds consecutive layers, as
+    save_pretrained's own split (in the modules' order) does."""
+    import re
+
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from weightdoctor.checkpoint.reader import natural_order
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=12,
+                                         num_attention_heads=2, num_key_value_heads=1))
+    model.save_pretrained(tmp_path / "src")
+    model.save_pretrained(tmp_path / "theirs", max_shard_size="40KB")
+    code, data = run_json("shard", tmp_path / "src", "--max", "40KB", "-o", tmp_path / "ours")
+    assert code == 0 and data["write"]["verified"] is True
+    weight_map = json.loads((tmp_path / "ours" / "model.safetensors.index.json").read_text())["weight_map"]
+    original = load_file(tmp_path / "src" / "model.safetensors")
+    in_order = {name: original[name] for name in sorted(original, key=natural_order)}
+    assert weight_map == split_torch_state_dict_into_shards(in_order, max_shard_size="40KB").tensor_to_filename
+
+    def layers_by_shard(index: Path) -> list[list[int]]:
+        shards: dict[str, set[int]] = {}
+        for name, filename in json.loads(index.read_text())["weight_map"].items():
+            found = re.search(r"\.layers\.(\d+)\.", name)
+            shards.setdefault(filename, set()).update([int(found[1])] if found else [])
+        return [sorted(layers) for _, layers in sorted(shards.items())]
+
+    ours = layers_by_shard(tmp_path / "ours" / "model.safetensors.index.json")
+    assert ours == layers_by_shard(tmp_path / "theirs" / "model.safetensors.index.json")
+    assert [layer for layers in ours for layer in layers] == sorted(layer for layers in ours for layer in layers)

@@ -2,7 +2,7 @@
 
 The split follows huggingface_hub's `split_state_dict_into_shards_factory` (the function behind
 `split_torch_state_dict_into_shards` and `save_pretrained`), called on the planned output sizes: tensors
-in order, a new shard when the next tensor would pass the limit, a tensor larger than the limit alone
+in order (`split_order`), a new shard when the next tensor would pass the limit, a tensor larger than the limit alone
 in its own shard. Only the size units differ: `--max` takes decimal and binary units alike.
 """
 
@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from weightdoctor.checkpoint import Checkpoint
+from weightdoctor.checkpoint.reader import natural_order
 from weightdoctor.convert import drop_stale_hashes, nested_only_warning, output_metadata, source_metadata
 from weightdoctor.errors import UsageError
 from weightdoctor.renames import Rename
 from weightdoctor.rewrite import (
     DroppedAlias,
     OutputFile,
+    PlannedTensor,
     SideFile,
     TensorSelection,
     WriteResult,
@@ -63,6 +65,31 @@ def shard_pattern(checkpoint: Checkpoint, fmt: str) -> str:
                         and name.endswith((".safetensors", ".safetensors.index.json")):
                     return stem + "{suffix}.safetensors"
     return PATTERNS[fmt]
+
+
+def split_order(checkpoint: Checkpoint, tensors: list[PlannedTensor]) -> list[PlannedTensor]:
+    """The order tensors are split in, file after file: a pickle's as saved (the state dict's: the modules'
+    order, as save_pretrained splits), a safetensors file's in natural name order (`layers.2` before
+    `layers.10`). A safetensors header keeps no order of its own, and its names sorted as strings would put
+    layers 1, 10, 11, ... into one shard and layer 2 into another.
+
+    Example:
+        >>> [t.name for t in split_order(open_checkpoint("model.safetensors"), tensors)][:3]
+        ['lm_head.weight', 'model.embed_tokens.weight', 'model.layers.0.input_layernorm.weight']
+    """
+    if any(t.alias_of for t in tensors):  # a .bin output's aliases follow the tensor they share storage with
+        return tensors
+    formats = {f.relpath: f.format for f in checkpoint.files}
+    first_seen: dict[str, int] = {}
+    for position, tensor in enumerate(tensors):
+        first_seen.setdefault(tensor.source_file, position)
+
+    def key(item: tuple[int, PlannedTensor]) -> tuple[int, tuple[str | int, ...], int]:
+        position, tensor = item
+        natural = natural_order(tensor.name) if formats.get(tensor.source_file) == "safetensors" else ()
+        return first_seen[tensor.source_file], natural, position
+
+    return [tensor for _, tensor in sorted(enumerate(tensors), key=key)]
 
 
 def single_file_kind(checkpoint: Checkpoint) -> str | None:
@@ -191,6 +218,7 @@ def plan_shard(
     out = Path(output).expanduser()  # as a source is: a quoted "~/x" must not become a folder named ~
     check_not_input(checkpoint, out)
     selection = plan_tensors(checkpoint, dtype=dtype, keep_fp32=keep_fp32, renames=renames, fmt=fmt)
+    selection.tensors = split_order(checkpoint, selection.tensors)
     sizes = {t.name: t.nbytes for t in selection.tensors}
     # Aliases (bin only) share a storage: the splitter keeps them in the shard of the tensor they alias.
     storage_ids = {t.name: (t.alias_of or t.name) for t in selection.tensors if fmt == "bin"}

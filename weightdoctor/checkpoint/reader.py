@@ -779,7 +779,7 @@ _OTHER_VARIANT = re.compile(r"(model|pytorch_model)(\.[^.]+\.(safetensors|bin)(\
                             r"|\.(safetensors|bin)\.index\.[^.]+\.json)")
 
 
-def _natural_order(name: str) -> tuple[str | int, ...]:
+def natural_order(name: str) -> tuple[str | int, ...]:
     """Sort key reading the digit runs of `name` as numbers: `part-2.bin` before `part-10.bin`."""
     return tuple(int(part) if index % 2 else part for index, part in enumerate(_DIGIT_RUNS.split(name)))
 
@@ -807,7 +807,7 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     # Shard after shard, as the writer laid the tensors out (model-00001-of-N first): the weight_map is sorted
     # by tensor name, so its order of first appearance mixes the shards. Numbers compare as numbers
     # (`part-2` before `part-10`), for shard names written without zero padding.
-    shards.sort(key=_natural_order)
+    shards.sort(key=natural_order)
     warnings: list[str] = []
     seen: dict[str, str] = {}
     for shard in shards:
