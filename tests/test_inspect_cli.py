@@ -163,6 +163,32 @@ def test_module_tree_keeps_a_single_child_below_a_repeated_block(tmp_path: Path)
     assert [child["name"] for child in node["children"]] == ["q_proj", "v_proj"]
 
 
+def test_module_tree_does_not_chain_through_a_module_with_tensors_of_its_own(tmp_path: Path) -> None:
+    """BERT's MLM head saved by save_pretrained: `cls.predictions` holds `bias` and one child `transform`. The
+    chain stops at `cls.predictions` (its bias is its own), not at `cls.predictions.transform`, which would
+    count the bias under transform's name; likewise wav2vec2's weight-norm conv (`conv.bias` beside
+    `conv.parametrizations.weight.original0/1`). Found by scripts/inspect_sweep.py."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "tree.safetensors"
+    save_file({"cls.predictions.bias": torch.zeros(10),
+               "cls.predictions.transform.dense.weight": torch.zeros(4, 4),
+               "cls.predictions.transform.LayerNorm.weight": torch.zeros(4),
+               "enc.pos.conv.bias": torch.zeros(3),
+               "enc.pos.conv.parametrizations.weight.original0": torch.zeros(1, 1, 5),
+               "enc.pos.conv.parametrizations.weight.original1": torch.zeros(3, 1, 5)}, str(path))
+    code, data = run_json("inspect", path)
+    assert code == 0
+    nodes = {node["name"]: node for node in data["module_tree"]}
+    assert sorted(nodes) == ["cls.predictions", "enc.pos.conv"]
+    assert (nodes["cls.predictions"]["num_params"], nodes["cls.predictions"]["num_tensors"]) == (30, 3)
+    [transform] = nodes["cls.predictions"]["children"]
+    assert (transform["name"], transform["num_params"], transform["num_tensors"]) == ("transform", 20, 2)
+    assert (nodes["enc.pos.conv"]["num_params"], nodes["enc.pos.conv"]["num_tensors"]) == (23, 3)
+    [weight_norm] = nodes["enc.pos.conv"]["children"]
+    assert (weight_norm["name"], weight_norm["num_params"]) == ("parametrizations", 20)
+
+
 def _save_quantized(folder: Path, tensors: dict[str, torch.Tensor], quantization: dict | None) -> Path:
     from safetensors.torch import save_file
 

@@ -319,11 +319,15 @@ def _node(name: str, trie: _Trie) -> ModuleNode:
     children = _to_nodes(trie)
     repeat = 1
     # A module with a single child and no tensors of its own reads better as one dotted name
-    # (`encoder.layer.{0..11}`); the chain stops below a repeated block.
+    # (`encoder.layer.{0..11}`); the chain stops below a repeated block, and at a module with tensors of its own
+    # (BERT's `cls.predictions.bias` beside its one child `transform`): going on would count them under the
+    # child's name.
     if not trie.tensors:
         while len(children) == 1 and repeat == 1 and (children[0].children or children[0].repeat > 1):
             only = children[0]
             name, children, repeat = f"{name}.{only.name}", only.children, only.repeat
+            if repeat == 1 and only.num_tensors > sum(child.num_tensors for child in children):
+                break
     return ModuleNode(name=name, num_params=params, num_tensors=count, repeat=repeat, children=children,
                       tied_params=tied)
 
