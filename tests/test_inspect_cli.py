@@ -189,6 +189,23 @@ def test_module_tree_does_not_chain_through_a_module_with_tensors_of_its_own(tmp
     assert (weight_norm["name"], weight_norm["num_params"]) == ("parametrizations", 20)
 
 
+def test_config_summary_reads_an_encoder_decoders_layers_and_heads_as_transformers_does(tmp_path: Path) -> None:
+    """BART, Marian, Pegasus, Whisper write encoder_layers / encoder_attention_heads, no num_hidden_layers: the
+    summary's num_layers / num_heads are those, as transformers' attribute_map reads num_hidden_layers /
+    num_attention_heads (they were null). Found by scripts/inspect_sweep.py."""
+    from safetensors.torch import save_file
+
+    save_file({"model.shared.weight": torch.zeros(8, 4)}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "bart", "architectures": ["BartForConditionalGeneration"], "d_model": 4, "encoder_layers": 3,
+        "decoder_layers": 2, "encoder_attention_heads": 4, "decoder_attention_heads": 2, "vocab_size": 8}))
+    code, data = run_json("inspect", str(tmp_path))
+    assert code == 0
+    summary = data["config_summary"]
+    assert (summary["hidden_size"], summary["num_layers"], summary["num_heads"]) == (4, 3, 4)
+    assert "num_layers" in run_cli("inspect", str(tmp_path)).stdout
+
+
 def _save_quantized(folder: Path, tensors: dict[str, torch.Tensor], quantization: dict | None) -> Path:
     from safetensors.torch import save_file
 

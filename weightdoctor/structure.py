@@ -19,8 +19,10 @@ CONFIG_FIELDS: dict[str, tuple[str, ...]] = {
     "model_type": ("model_type",),
     "architectures": ("architectures", "architecture"),  # timm's config names its one architecture
     "hidden_size": ("hidden_size", "n_embd", "d_model", "dim"),
-    "num_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
-    "num_heads": ("num_attention_heads", "n_head", "num_heads", "n_heads"),
+    # An encoder-decoder (BART, Marian, Whisper) writes encoder_layers / encoder_attention_heads only: transformers'
+    # attribute_map reads them as num_hidden_layers / num_attention_heads, and so does the summary.
+    "num_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "encoder_layers"),
+    "num_heads": ("num_attention_heads", "n_head", "num_heads", "n_heads", "encoder_attention_heads"),
     "num_key_value_heads": ("num_key_value_heads",),
     "vocab_size": ("vocab_size",),
     "torch_dtype": ("torch_dtype", "dtype"),
