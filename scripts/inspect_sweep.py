@@ -9,6 +9,7 @@ saved several ways:
   names kept, sharing one storage; sharded by huggingface_hub with a v4 index) -- transformers 5 writes no .bin;
 * `fp16`, `bf16`: the model cast, then `save_pretrained`;
 * `state-dict`: a plain `torch.save(model.state_dict())` file (every tied name, every persistent buffer; no config);
+  `ckpt`: the same state dict as a training checkpoint's `model_state_dict`, beside `epoch` and an optimizer's state;
 * `st-index`, `bin-index`: the sharded folders' index files given as SOURCE (they come with `st-sharded`,
   `bin-sharded`),
 
@@ -55,7 +56,7 @@ import torch
 from sweep_common import print_table, quiet_libraries
 
 SEED = 0
-FORMS = ("st", "st-sharded", "bin", "bin-sharded", "fp16", "bf16", "state-dict")
+FORMS = ("st", "st-sharded", "bin", "bin-sharded", "fp16", "bf16", "state-dict", "ckpt")
 QUICK_FORMS = ("st", "st-sharded", "bin", "state-dict")
 # safetensors' dtype names -> torch's (which inspect uses)
 ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
@@ -63,6 +64,9 @@ ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bflo
              "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
 FLOATING = {"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"}
 MEMORY_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "int4": 0.5}
+
+
+NESTED_KEY = "model_state_dict"  # where the `ckpt` form keeps the state dict
 
 
 class Difference(Exception):
@@ -186,6 +190,12 @@ def build_sources(model: torch.nn.Module, root: Path, forms: tuple[str, ...]) ->
         (root / "plain").mkdir()
         torch.save(model.state_dict(), root / "plain" / "model.pt")
         sources["state-dict"] = root / "plain" / "model.pt"
+    if "ckpt" in forms:  # a training loop's checkpoint: the state dict beside the optimizer's
+        (root / "ckpt").mkdir()
+        torch.save({"epoch": 3, "model_state_dict": model.state_dict(),
+                    "optimizer_state_dict": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]}},
+                   root / "ckpt" / "checkpoint.pt")
+        sources["ckpt"] = root / "ckpt" / "checkpoint.pt"
     return sources
 
 
@@ -224,6 +234,7 @@ def _read_files(source: Path) -> dict[str, dict[str, Any]]:
                                      tensor.nbytes)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get(NESTED_KEY, state)
             for name, tensor in state.items():
                 storage = (path.name, tensor.untyped_storage().data_ptr())
                 view = (*storage, tensor.storage_offset(), tuple(tensor.shape), tensor.stride(), str(tensor.dtype))
@@ -294,6 +305,11 @@ def check_case(report: dict[str, Any], source: Path, model: torch.nn.Module | No
             if (tuple(row["shape"]), row["dtype"], row["num_params"], row["nbytes"]) != (shape, dtype, numel, nbytes):
                 raise Difference(f"{name}: {row['shape']} {row['dtype']} {row['num_params']} {row['nbytes']} B != "
                                  f"{list(shape)} {dtype} {numel} {nbytes} B")
+    nested = NESTED_KEY if source.suffix == ".pt" and NESTED_KEY in torch.load(source, weights_only=True) else None
+    if report["nested_key"] != nested:
+        raise Difference(f"nested_key {report['nested_key']} != {nested}")
+    if nested and sorted(e.split(" ")[0] for e in report["other_entries"]) != ["epoch", "optimizer_state_dict"]:
+        raise Difference(f"other_entries {report['other_entries']}")
     # storages: shared groups, tied names counted once (the first name, in inspect's order, counts)
     by_storage: dict[Any, list[str]] = {}
     by_view: dict[Any, list[str]] = {}
