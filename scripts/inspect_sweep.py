@@ -29,7 +29,9 @@ runs `weightdoctor inspect SRC --json` in-process (the Typer app) and compares i
 * the config: `config` equal to config.json; `config_summary`'s `model_type`, `architectures`, `torch_dtype`
   equal to config.json's, and its `hidden_size`, `num_layers`, `num_heads`, `vocab_size` to what transformers'
   own config class says (`get_text_config()`), or noted where they differ by inspect's definition;
-* `files` (paths, roles, sizes on disk), `format` and `sharded`.
+* `files` (paths, roles, sizes on disk), `format`, `sharded`, safetensors `metadata`; a warning naming a weight
+  file of the folder that from_pretrained (and inspect) leaves unread;
+* the table without --json (`--all`): its tensors / parameters / tensor bytes lines, and every tensor listed.
 
 docs/inspect-sweep.md has the figures.
 
@@ -56,7 +58,7 @@ import torch
 from sweep_common import print_table, quiet_libraries
 
 SEED = 0
-FORMS = ("st", "st-sharded", "bin", "bin-sharded", "fp16", "bf16", "state-dict", "ckpt")
+FORMS = ("st", "st-sharded", "bin", "bin-sharded", "st+bin", "fp16", "bf16", "state-dict", "ckpt")
 QUICK_FORMS = ("st", "st-sharded", "bin", "state-dict")
 # safetensors' dtype names -> torch's (which inspect uses)
 ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
@@ -180,6 +182,10 @@ def build_sources(model: torch.nn.Module, root: Path, forms: tuple[str, ...]) ->
             (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=2))
             sources["bin-index"] = folder / "pytorch_model.bin.index.json"
         sources[form] = folder
+    if "st+bin" in forms:  # both formats in one folder, as many Hub repos hold them: from_pretrained reads one
+        shutil.copytree(st, root / "st+bin")
+        torch.save(v4, root / "st+bin" / "pytorch_model.bin")
+        sources["st+bin"] = root / "st+bin"
     for form, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
         if form in forms:
             import copy
@@ -202,13 +208,20 @@ def build_sources(model: torch.nn.Module, root: Path, forms: tuple[str, ...]) ->
 # ---------------------------------------------------------------- oracles
 
 
+# The weight files from_pretrained looks for in a folder, in its order: it reads the first it finds.
+FROM_PRETRAINED_ORDER = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                         "pytorch_model.bin.index.json")
+
+
 def _weight_files(source: Path) -> list[Path]:
-    """The weight files a source names: a folder's, an index's shards, or the file itself."""
+    """The weight files a source names: an index's shards, the file itself, or those of a folder that
+    from_pretrained reads."""
+    if source.is_dir():
+        first = next(source / name for name in FROM_PRETRAINED_ORDER if (source / name).is_file())
+        return _weight_files(first)
     if source.name.endswith(".index.json"):
         return sorted({source.parent / f for f in json.loads(source.read_text())["weight_map"].values()})
-    if source.is_file():
-        return [source]
-    return sorted(p for p in source.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
+    return [source]
 
 
 def _folder(source: Path) -> Path:
@@ -371,8 +384,9 @@ def check_case(report: dict[str, Any], source: Path, model: torch.nn.Module | No
     listed = {Path(f["path"]).name: f["size_bytes"] for f in report["files"] if f["role"] == "weights"}
     if listed != on_disk:
         raise Difference(f"weight files {listed} != {on_disk}")
-    indexes = (sorted(p.name for p in source.glob("*.index.json")) if source.is_dir()
-               else [source.name] if source.name.endswith(".index.json") else [])
+    read = (next(name for name in FROM_PRETRAINED_ORDER if (source / name).is_file()) if source.is_dir()
+            else source.name)
+    indexes = [read] if read.endswith(".index.json") else []
     if sorted(Path(f["path"]).name for f in report["files"] if f["role"] == "index") != indexes:
         raise Difference(f"index files {report['files']} != {indexes}")
     if report["sharded"] != bool(indexes):
@@ -380,6 +394,22 @@ def check_case(report: dict[str, Any], source: Path, model: torch.nn.Module | No
     want_format = "safetensors" if all(p.endswith(".safetensors") for p in on_disk) else "pytorch-zip"
     if report["format"] != want_format:
         raise Difference(f"format {report['format']} != {want_format}")
+    unread = sorted(p.name for p in _folder(source).iterdir() if p.suffix in (".safetensors", ".bin")
+                    and p.name not in on_disk) if source.is_dir() else []
+    for name in unread:
+        if not any(name in w for w in report["warnings"]):
+            raise Difference(f"no warning names {name}, which inspect does not read: {report['warnings']}")
+    if unread:
+        notes.append(f"warns that {', '.join(unread)} is not read")
+    if want_format == "safetensors":
+        from safetensors import safe_open
+
+        metadata = []
+        for path in _weight_files(source):
+            with safe_open(path, "pt") as reader:
+                metadata.append(reader.metadata())
+        if any(m != metadata[0] for m in metadata) or report["metadata"] != metadata[0]:
+            raise Difference(f"metadata {report['metadata']} != the files' {metadata}")
     _check_config(report, source, notes)
     return len(rows), num_params
 
@@ -436,6 +466,27 @@ def _inspect(source: Path) -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
+def _check_text(report: dict[str, Any], source: Path) -> None:
+    """The table a person reads says the JSON's counts and lists every tensor (`--all`)."""
+    from typer.testing import CliRunner
+
+    from weightdoctor.cli import app
+
+    result = CliRunner().invoke(app, ["inspect", str(source), "--all"], env={"COLUMNS": "400"})
+    if result.exit_code != 0:
+        raise Difference(f"the table: exit {result.exit_code}")
+    text = result.stdout
+    for label, value in (("tensors", report["num_tensors"]), ("parameters", report["num_params"]),
+                         ("tensor bytes", report["total_bytes"])):
+        if not re.search(rf"│ {label} +{value:,}[ │]", text):
+            raise Difference(f"the table does not say {label} {value:,}")
+    listed = {line.split("│")[1].strip().split(" (≡")[0] for line in text.splitlines()
+              if line.startswith("│") and line.count("│") == 5}
+    missing = [t["name"] for t in report["tensors"] if t["name"] not in listed]
+    if missing:
+        raise Difference(f"the table (--all) leaves out {missing[:3]}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", nargs="*", help="architectures (gpt2, t5, ...) or cases (t5/bin; t5/st-sharded runs "
@@ -474,6 +525,7 @@ def main() -> int:
                     loaded = (type(model).from_pretrained(_folder(source))
                               if (_folder(source) / "config.json").is_file() else None)
                     tensors, params = check_case(report, source, model, loaded, notes)
+                    _check_text(report, source)
                 except Difference as exc:
                     counts["different"] += 1
                     rows.append((name, "-", "-", f"DIFFERENT {exc}"[:400]))
