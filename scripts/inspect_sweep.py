@@ -7,7 +7,10 @@ saved several ways:
 * `st`: `save_pretrained` (one safetensors file); `st-sharded`: the same with a small `max_shard_size`;
 * `bin`, `bin-sharded`: `torch.save` of the state dict the way transformers 4 wrote `pytorch_model.bin` (tied
   names kept, sharing one storage; sharded by huggingface_hub with a v4 index) -- transformers 5 writes no .bin;
-* `fp16`, `bf16`: the model cast, then `save_pretrained`;
+* `fp16`, `bf16`: the model cast, then `save_pretrained`; `fp16-keep32` (models with `_keep_in_fp32_modules`:
+  T5, mT5): `from_pretrained(dtype=float16)` saved again, its `wo` layers still float32;
+* `bin-views`: that `.bin` with the weights of one module's children (q/k/v) saved as row slices of one fused
+  storage, and one weight as a transposed view; `bin-legacy`: that `.bin` in torch's pre-1.6 (non-zip) format;
 * `state-dict`: a plain `torch.save(model.state_dict())` file (every tied name, every persistent buffer; no config);
   `ckpt`: the same state dict as a training checkpoint's `model_state_dict`, beside `epoch` and an optimizer's state;
 * `st-index`, `bin-index`: the sharded folders' index files given as SOURCE (they come with `st-sharded`,
@@ -58,7 +61,8 @@ import torch
 from sweep_common import print_table, quiet_libraries
 
 SEED = 0
-FORMS = ("st", "st-sharded", "bin", "bin-sharded", "st+bin", "fp16", "bf16", "state-dict", "ckpt")
+FORMS = ("st", "st-sharded", "bin", "bin-sharded", "st+bin", "bin-views", "bin-legacy", "fp16", "bf16", "fp16-keep32",
+         "state-dict", "ckpt")
 QUICK_FORMS = ("st", "st-sharded", "bin", "state-dict")
 # safetensors' dtype names -> torch's (which inspect uses)
 ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
@@ -147,6 +151,32 @@ def _v4_state_dict(model: torch.nn.Module, on_disk: dict[str, torch.Tensor]) -> 
     return out
 
 
+def _with_views(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict as a conversion script may save it: the 2-D weights of one module's children with equal
+    columns (q/k/v projections, an MLP's gate and up) as row slices of one fused storage, and one more weight as
+    a transposed (non-contiguous) view. Tied tensors are left as they are."""
+    owners: dict[int, int] = {}
+    for tensor in state.values():
+        owners[tensor.untyped_storage().data_ptr()] = owners.get(tensor.untyped_storage().data_ptr(), 0) + 1
+    groups: dict[tuple[str, int, torch.dtype], list[str]] = {}
+    for name, tensor in state.items():
+        if (name.endswith(".weight") and tensor.dim() == 2 and tensor.is_floating_point() and name.count(".") >= 2
+                and owners[tensor.untyped_storage().data_ptr()] == 1):
+            groups.setdefault((name.rsplit(".", 2)[0], tensor.shape[1], tensor.dtype), []).append(name)
+    out = dict(state)
+    fused = [names for names in groups.values() if len(names) > 1]
+    for names in fused:
+        whole = torch.cat([state[n] for n in names])
+        row = 0
+        for name in names:
+            out[name] = whole[row:row + state[name].shape[0]]
+            row += state[name].shape[0]
+    single = [names[0] for names in groups.values() if len(names) == 1]
+    if single:
+        out[single[0]] = state[single[0]].T.contiguous().T
+    return out
+
+
 def build_sources(model: torch.nn.Module, root: Path, forms: tuple[str, ...]) -> dict[str, Path]:
     """The model saved each way of `forms`: form -> the path inspect is given (a folder, or the .pt file)."""
     from huggingface_hub import split_torch_state_dict_into_shards
@@ -182,6 +212,16 @@ def build_sources(model: torch.nn.Module, root: Path, forms: tuple[str, ...]) ->
             (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=2))
             sources["bin-index"] = folder / "pytorch_model.bin.index.json"
         sources[form] = folder
+    if "bin-views" in forms or "bin-legacy" in forms:
+        for form in ("bin-views", "bin-legacy"):
+            if form in forms:
+                (root / form).mkdir()
+                shutil.copy(st / "config.json", root / form / "config.json")
+                sources[form] = root / form
+        if "bin-views" in forms:
+            torch.save(_with_views(v4), root / "bin-views" / "pytorch_model.bin")
+        if "bin-legacy" in forms:  # torch.save's format before torch 1.6 (no zip), old Hub repos have it
+            torch.save(v4, root / "bin-legacy" / "pytorch_model.bin", _use_new_zipfile_serialization=False)
     if "st+bin" in forms:  # both formats in one folder, as many Hub repos hold them: from_pretrained reads one
         shutil.copytree(st, root / "st+bin")
         torch.save(v4, root / "st+bin" / "pytorch_model.bin")
@@ -192,6 +232,10 @@ def build_sources(model: torch.nn.Module, root: Path, forms: tuple[str, ...]) ->
 
             copy.deepcopy(model).to(dtype).save_pretrained(root / form)
             sources[form] = root / form
+    if "fp16-keep32" in forms and getattr(model, "_keep_in_fp32_modules", None):
+        # from_pretrained(dtype=float16) keeps T5's `wo` in float32: a checkpoint of two dtypes
+        type(model).from_pretrained(st, dtype=torch.float16).save_pretrained(root / "fp16-keep32")
+        sources["fp16-keep32"] = root / "fp16-keep32"
     if "state-dict" in forms:
         (root / "plain").mkdir()
         torch.save(model.state_dict(), root / "plain" / "model.pt")
@@ -391,7 +435,10 @@ def check_case(report: dict[str, Any], source: Path, model: torch.nn.Module | No
         raise Difference(f"index files {report['files']} != {indexes}")
     if report["sharded"] != bool(indexes):
         raise Difference(f"sharded {report['sharded']} with indexes {indexes}")
-    want_format = "safetensors" if all(p.endswith(".safetensors") for p in on_disk) else "pytorch-zip"
+    import zipfile
+
+    want_format = ("safetensors" if all(p.endswith(".safetensors") for p in on_disk) else "pytorch-zip"
+                   if all(zipfile.is_zipfile(p) for p in _weight_files(source)) else "pytorch-legacy")
     if report["format"] != want_format:
         raise Difference(f"format {report['format']} != {want_format}")
     unread = sorted(p.name for p in _folder(source).iterdir() if p.suffix in (".safetensors", ".bin")
