@@ -163,6 +163,24 @@ def test_module_tree_keeps_a_single_child_below_a_repeated_block(tmp_path: Path)
     assert [child["name"] for child in node["children"]] == ["q_proj", "v_proj"]
 
 
+def test_a_collapsed_block_of_collapsed_blocks_repeats_every_innermost_block(tmp_path: Path) -> None:
+    """Funnel's `encoder.blocks.B.L.*` (blocks of identical layers) collapse to `encoder.blocks.{0..1}.{0..2}`: six
+    layers, so repeat 6 and `each` one layer, what its children (one layer's modules) add up to. It said x2
+    and the parameters of three layers each. Found by scripts/inspect_sweep.py."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "tree.safetensors"
+    save_file({f"encoder.blocks.{b}.{layer}.{part}.weight": torch.zeros(4, 4)
+               for b in range(2) for layer in range(3) for part in ("attention", "ffn")}, str(path))
+    code, data = run_json("inspect", path)
+    assert code == 0
+    [node] = data["module_tree"]
+    assert (node["name"], node["repeat"], node["num_params"], node["num_tensors"]) == (
+        "encoder.blocks.{0..1}.{0..2}", 6, 6 * 32, 12)
+    assert sum(child["num_params"] for child in node["children"]) * node["repeat"] == node["num_params"]
+    assert "×6" in run_cli("inspect", str(path)).stdout
+
+
 def test_module_tree_does_not_chain_through_a_module_with_tensors_of_its_own(tmp_path: Path) -> None:
     """BERT's MLM head saved by save_pretrained: `cls.predictions` holds `bias` and one child `transform`. The
     chain stops at `cls.predictions` (its bias is its own), not at `cls.predictions.transform`, which would

@@ -305,7 +305,9 @@ def _to_nodes(trie: _Trie) -> list[ModuleNode]:
             if len(run) > 1:
                 # `node.name` may already continue with a collapsed single child (`0.self_attn`): keep it.
                 node.name = f"{{{run[0]}..{run[-1]}}}" + node.name[len(run[0]):]
-                node.repeat = len(run)
+                # `{0..1}.{0..2}` (blocks of repeated layers) stands for 2 x 3 layers: repeat counts them all, so
+                # that `each` is one innermost block, what the children add up to
+                node.repeat = len(run) * node.repeat
                 node.num_params *= len(run)
                 node.num_tensors *= len(run)
                 node.tied_params *= len(run)
