@@ -1,8 +1,9 @@
 """Oracle sweep of `weightdoctor inspect SOURCE --json` (structure, no --stats) against the libraries.
 
-For tiny seeded models of 48 architectures (decoder LMs tied and untied, MoE, encoders, encoder-decoders with
-shared embeddings, vision with BatchNorm buffers, speech with weight-norm parametrizations, multimodal), each
-saved several ways:
+For tiny seeded models of 49 architectures (decoder LMs tied and untied, MoE, encoders, encoder-decoders with
+shared embeddings, vision with BatchNorm buffers, speech with weight-norm parametrizations, multimodal), and four
+plain torch modules (the files a training script writes: `st-file`, `state-dict`, `ckpt`), each saved several
+ways:
 
 * `st`: `save_pretrained` (one safetensors file); `st-sharded`: the same with a small `max_shard_size`;
 * `bin`, `bin-sharded`: `torch.save` of the state dict the way transformers 4 wrote `pytorch_model.bin` (tied
@@ -11,6 +12,7 @@ saved several ways:
   T5, mT5): `from_pretrained(dtype=float16)` saved again, its `wo` layers still float32;
 * `bin-views`: that `.bin` with the weights of one module's children (q/k/v) saved as row slices of one fused
   storage, and one weight as a transposed view; `bin-legacy`: that `.bin` in torch's pre-1.6 (non-zip) format;
+* `st-file`: `safetensors.torch.save_model(model)`, one file, no config (a tied pair under one of its names);
 * `state-dict`: a plain `torch.save(model.state_dict())` file (every tied name, every persistent buffer; no config);
   `ckpt`: the same state dict as a training checkpoint's `model_state_dict`, beside `epoch` and an optimizer's state;
 * `st-index`, `bin-index`: the sharded folders' index files given as SOURCE (they come with `st-sharded`,
@@ -62,7 +64,7 @@ from sweep_common import print_table, quiet_libraries
 
 SEED = 0
 FORMS = ("st", "st-sharded", "bin", "bin-sharded", "st+bin", "bin-views", "bin-legacy", "fp16", "bf16", "fp16-keep32",
-         "state-dict", "ckpt")
+         "st-file", "state-dict", "ckpt")
 QUICK_FORMS = ("st", "st-sharded", "bin", "state-dict")
 # safetensors' dtype names -> torch's (which inspect uses)
 ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
@@ -113,6 +115,15 @@ def _models() -> dict[str, Callable[[], torch.nn.Module]]:
                                                                   num_labels=5)),
         "deit": lambda: T.DeiTForImageClassificationWithTeacher(T.DeiTConfig(**vit, num_labels=5)),
         "siglip": lambda: T.SiglipModel(T.SiglipConfig(text_config=text, vision_config=vit)),
+        # plain torch modules (no config, no save_pretrained: the st-file, state-dict and ckpt forms): tensors at the
+        # top level, numbered modules at the root, an LSTM's flat names, torch's own weight norm
+        "torch-mlp": lambda: torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16),
+                                                 torch.nn.Linear(16, 16), torch.nn.BatchNorm1d(16),
+                                                 torch.nn.Linear(16, 4)),
+        "torch-lstm": lambda: torch.nn.LSTM(8, 16, num_layers=2),
+        "torch-transformer": lambda: torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(16, 2, 32),
+                                                                 3, enable_nested_tensor=False),
+        "torch-weight-norm": lambda: torch.nn.utils.parametrizations.weight_norm(torch.nn.Conv1d(4, 4, 3)),
         # blocks of 2 layers each: the module tree's nested collapse, `encoder.blocks.{0..1}.{0..1}`
         "funnel": lambda: T.FunnelForMaskedLM(T.FunnelConfig(vocab_size=500, block_sizes=[2, 2], d_model=64, n_head=4,
                                                              d_head=16, d_inner=96)),
@@ -185,6 +196,8 @@ def build_sources(model: torch.nn.Module, root: Path, forms: tuple[str, ...]) ->
     from huggingface_hub import split_torch_state_dict_into_shards
     from safetensors.torch import load_file
 
+    if not hasattr(model, "save_pretrained"):  # a plain torch module
+        return _plain_sources(model, root, forms)
     sources: dict[str, Path] = {}
     st = root / "st"
     model.save_pretrained(st)
@@ -239,6 +252,18 @@ def build_sources(model: torch.nn.Module, root: Path, forms: tuple[str, ...]) ->
         # from_pretrained(dtype=float16) keeps T5's `wo` in float32: a checkpoint of two dtypes
         type(model).from_pretrained(st, dtype=torch.float16).save_pretrained(root / "fp16-keep32")
         sources["fp16-keep32"] = root / "fp16-keep32"
+    return {**sources, **_plain_sources(model, root, forms)}
+
+
+def _plain_sources(model: torch.nn.Module, root: Path, forms: tuple[str, ...]) -> dict[str, Path]:
+    """The files a training script writes, no config beside them: `st-file`, `state-dict`, `ckpt`."""
+    from safetensors.torch import save_model
+
+    sources: dict[str, Path] = {}
+    if "st-file" in forms:  # safetensors' own save_model: a tied pair kept under one of its names
+        (root / "st-file").mkdir()
+        save_model(model, str(root / "st-file" / "model.safetensors"))
+        sources["st-file"] = root / "st-file" / "model.safetensors"
     if "state-dict" in forms:
         (root / "plain").mkdir()
         torch.save(model.state_dict(), root / "plain" / "model.pt")
@@ -302,6 +327,13 @@ def _read_files(source: Path) -> dict[str, dict[str, Any]]:
                                  tensor.numel(), tensor.nbytes)
         files[path.name] = entries
     return files
+
+
+def _num_parameters(model: torch.nn.Module) -> int:
+    """transformers' `num_parameters()`; a plain torch module's parameters (`parameters()` yields a shared one once)."""
+    if hasattr(model, "num_parameters"):
+        return model.num_parameters()
+    return sum(p.numel() for p in model.parameters())
 
 
 def _persistent_buffers(model: torch.nn.Module) -> dict[str, int]:
@@ -412,10 +444,11 @@ def check_case(report: dict[str, Any], source: Path, model: torch.nn.Module | No
         ignored = [re.compile(p) for p in getattr(against, "_keys_to_ignore_on_save", None) or []]
         unsaved = sum(p.numel() for name, p in against.named_parameters()
                       if name not in rows and any(r.search(name) for r in ignored))
-        expected = against.num_parameters() + stored_buffers - unsaved
+        counted_by_torch = _num_parameters(against)
+        expected = counted_by_torch + stored_buffers - unsaved
         if report["num_params"] != expected:
             in_model = set(against.state_dict())
-            raise Difference(f"num_params {report['num_params']} != num_parameters() {against.num_parameters()} + "
+            raise Difference(f"num_params {report['num_params']} != num_parameters() {counted_by_torch} + "
                              f"{stored_buffers} buffer elements - {unsaved} not saved; names not in the model: "
                              f"{sorted(set(rows) - in_model)[:3]}")
         if stored_buffers:
