@@ -109,7 +109,7 @@ def _models() -> dict[str, Callable[[], torch.nn.Module]]:
         "convnext": lambda: T.ConvNextForImageClassification(T.ConvNextConfig(num_stages=2, hidden_sizes=[8, 16],
                                                                               depths=[1, 2], image_size=32,
                                                                               num_labels=5)),
-        # Swin keeps relative_position_index as a persistent (int64) buffer
+        # Swin: relative_position_index, an int64 buffer, is not persistent in transformers 5 (not in the files)
         "swin": lambda: T.SwinForImageClassification(T.SwinConfig(image_size=32, patch_size=4, embed_dim=16,
                                                                   depths=[1, 1], num_heads=[2, 2], window_size=4,
                                                                   num_labels=5)),
