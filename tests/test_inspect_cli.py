@@ -163,6 +163,67 @@ def test_module_tree_keeps_a_single_child_below_a_repeated_block(tmp_path: Path)
     assert [child["name"] for child in node["children"]] == ["q_proj", "v_proj"]
 
 
+def test_a_collapsed_block_of_collapsed_blocks_repeats_every_innermost_block(tmp_path: Path) -> None:
+    """Funnel's `encoder.blocks.B.L.*` (blocks of identical layers) collapse to `encoder.blocks.{0..1}.{0..2}`: six
+    layers, so repeat 6 and `each` one layer, what its children (one layer's modules) add up to. It said x2
+    and the parameters of three layers each. Found by scripts/inspect_sweep.py."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "tree.safetensors"
+    save_file({f"encoder.blocks.{b}.{layer}.{part}.weight": torch.zeros(4, 4)
+               for b in range(2) for layer in range(3) for part in ("attention", "ffn")}, str(path))
+    code, data = run_json("inspect", path)
+    assert code == 0
+    [node] = data["module_tree"]
+    assert (node["name"], node["repeat"], node["num_params"], node["num_tensors"]) == (
+        "encoder.blocks.{0..1}.{0..2}", 6, 6 * 32, 12)
+    assert sum(child["num_params"] for child in node["children"]) * node["repeat"] == node["num_params"]
+    assert "×6" in run_cli("inspect", str(path)).stdout
+
+
+def test_module_tree_does_not_chain_through_a_module_with_tensors_of_its_own(tmp_path: Path) -> None:
+    """BERT's MLM head saved by save_pretrained: `cls.predictions` holds `bias` and one child `transform`. The
+    chain stops at `cls.predictions` (its bias is its own), not at `cls.predictions.transform`, which would
+    count the bias under transform's name; likewise wav2vec2's weight-norm conv (`conv.bias` beside
+    `conv.parametrizations.weight.original0/1`). Found by scripts/inspect_sweep.py."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "tree.safetensors"
+    save_file({"cls.predictions.bias": torch.zeros(10),
+               "cls.predictions.transform.dense.weight": torch.zeros(4, 4),
+               "cls.predictions.transform.LayerNorm.weight": torch.zeros(4),
+               "enc.pos.conv.bias": torch.zeros(3),
+               "enc.pos.conv.parametrizations.weight.original0": torch.zeros(1, 1, 5),
+               "enc.pos.conv.parametrizations.weight.original1": torch.zeros(3, 1, 5)}, str(path))
+    code, data = run_json("inspect", path)
+    assert code == 0
+    nodes = {node["name"]: node for node in data["module_tree"]}
+    assert sorted(nodes) == ["cls.predictions", "enc.pos.conv"]
+    assert (nodes["cls.predictions"]["num_params"], nodes["cls.predictions"]["num_tensors"]) == (30, 3)
+    [transform] = nodes["cls.predictions"]["children"]
+    assert (transform["name"], transform["num_params"], transform["num_tensors"]) == ("transform", 20, 2)
+    assert (nodes["enc.pos.conv"]["num_params"], nodes["enc.pos.conv"]["num_tensors"]) == (23, 3)
+    [weight_norm] = nodes["enc.pos.conv"]["children"]
+    assert (weight_norm["name"], weight_norm["num_params"]) == ("parametrizations", 20)
+
+
+def test_config_summary_reads_an_encoder_decoders_layers_and_heads_as_transformers_does(tmp_path: Path) -> None:
+    """BART, Marian, Pegasus, Whisper write encoder_layers / encoder_attention_heads, no num_hidden_layers: the
+    summary's num_layers / num_heads are those, as transformers' attribute_map reads num_hidden_layers /
+    num_attention_heads (they were null). Found by scripts/inspect_sweep.py."""
+    from safetensors.torch import save_file
+
+    save_file({"model.shared.weight": torch.zeros(8, 4)}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "bart", "architectures": ["BartForConditionalGeneration"], "d_model": 4, "encoder_layers": 3,
+        "decoder_layers": 2, "encoder_attention_heads": 4, "decoder_attention_heads": 2, "vocab_size": 8}))
+    code, data = run_json("inspect", str(tmp_path))
+    assert code == 0
+    summary = data["config_summary"]
+    assert (summary["hidden_size"], summary["num_layers"], summary["num_heads"]) == (4, 3, 4)
+    assert "num_layers" in run_cli("inspect", str(tmp_path)).stdout
+
+
 def _save_quantized(folder: Path, tensors: dict[str, torch.Tensor], quantization: dict | None) -> Path:
     from safetensors.torch import save_file
 

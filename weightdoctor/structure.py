@@ -19,8 +19,10 @@ CONFIG_FIELDS: dict[str, tuple[str, ...]] = {
     "model_type": ("model_type",),
     "architectures": ("architectures", "architecture"),  # timm's config names its one architecture
     "hidden_size": ("hidden_size", "n_embd", "d_model", "dim"),
-    "num_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
-    "num_heads": ("num_attention_heads", "n_head", "num_heads", "n_heads"),
+    # An encoder-decoder (BART, Marian, Whisper) writes encoder_layers / encoder_attention_heads only: transformers'
+    # attribute_map reads them as num_hidden_layers / num_attention_heads, and so does the summary.
+    "num_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "encoder_layers"),
+    "num_heads": ("num_attention_heads", "n_head", "num_heads", "n_heads", "encoder_attention_heads"),
     "num_key_value_heads": ("num_key_value_heads",),
     "vocab_size": ("vocab_size",),
     "torch_dtype": ("torch_dtype", "dtype"),
@@ -303,7 +305,9 @@ def _to_nodes(trie: _Trie) -> list[ModuleNode]:
             if len(run) > 1:
                 # `node.name` may already continue with a collapsed single child (`0.self_attn`): keep it.
                 node.name = f"{{{run[0]}..{run[-1]}}}" + node.name[len(run[0]):]
-                node.repeat = len(run)
+                # `{0..1}.{0..2}` (blocks of repeated layers) stands for 2 x 3 layers: repeat counts them all, so
+                # that `each` is one innermost block, what the children add up to
+                node.repeat = len(run) * node.repeat
                 node.num_params *= len(run)
                 node.num_tensors *= len(run)
                 node.tied_params *= len(run)
@@ -319,11 +323,15 @@ def _node(name: str, trie: _Trie) -> ModuleNode:
     children = _to_nodes(trie)
     repeat = 1
     # A module with a single child and no tensors of its own reads better as one dotted name
-    # (`encoder.layer.{0..11}`); the chain stops below a repeated block.
+    # (`encoder.layer.{0..11}`); the chain stops below a repeated block, and at a module with tensors of its own
+    # (BERT's `cls.predictions.bias` beside its one child `transform`): going on would count them under the
+    # child's name.
     if not trie.tensors:
         while len(children) == 1 and repeat == 1 and (children[0].children or children[0].repeat > 1):
             only = children[0]
             name, children, repeat = f"{name}.{only.name}", only.children, only.repeat
+            if repeat == 1 and only.num_tensors > sum(child.num_tensors for child in children):
+                break
     return ModuleNode(name=name, num_params=params, num_tensors=count, repeat=repeat, children=children,
                       tied_params=tied)
 
