@@ -1,0 +1,523 @@
+"""Oracle sweep of `weightdoctor check-dtype` and of the `convert` command it suggests, across architectures.
+
+For tiny seeded models of ~40 families (decoder LMs with tied and untied embeddings, MoE, encoders, T5 with its
+`_keep_in_fp32_modules`, seq2seq, vision with BatchNorm buffers, audio, multimodal), values are planted in the
+weights before saving: 70000 and 65520 (fp16 overflows), -65519.99 (rounds to -65504: clamped within rounding),
+-0.0, a matrix scaled into fp16's subnormal range, one scaled below fp16's smallest subnormal (mass underflow),
+NaN / ±inf already in the source (a bias, or a matrix), 1e5 in a norm weight, in T5's `wo` and in BatchNorm's
+`running_var`, 80000 in a tied input embedding. Each model is saved as
+
+* `st`: `save_pretrained` (one safetensors file); `st-sharded`: `save_pretrained(max_shard_size=...)`;
+* `bin`: `torch.save` of the state dict (tied names kept as one storage), as transformers 4 wrote it;
+* `bf16`: the planted model cast to bfloat16, then saved (a bf16 source checked for fp16 and fp8);
+* `cfg-fp16`: stored float32, `config.json` saying float16 (from_pretrained(dtype="auto") loads it in fp16).
+
+For each case `weightdoctor check-dtype SRC --json --local --target fp16,bf16,fp8_e4m3,fp8_e5m2,fp32` runs
+in-process and is compared with:
+
+* torch: every tensor read with safetensors / torch.load, cast with `.to(dtype)`, compared in float64 (values,
+  overflow, clamped, underflow, subnormal, changed, NaN, inf, max relative error), and the verdict by the
+  documented rule (unsafe: an overflow, a clamp with more error than rounding, >= 1% of the non-zero finite values
+  flushed; lossy: anything changed); per tensor, per target and summed; tied names cast once; integer tensors
+  listed as skipped;
+* `--fail-on unsafe` / `--fail-on lossy` exit codes against the oracle's verdicts;
+* `keep_fp32`: the names its regex matches are exactly the unsafe tensors (a tied name: one per storage), and
+  `keep_fp32_memory_bytes` is what those in fp32, the rest at the target, make;
+* `local.auto_dtype` against the dtype `from_pretrained(SRC, dtype="auto")` really loads in;
+* `from_pretrained(SRC, dtype=torch.float16)`: the tensors transformers keeps in fp32 (`_keep_in_fp32_modules`),
+  and for every other tensor the inf/NaN it gains equal check-dtype's fp16 overflow count;
+* end to end: plain `convert --dtype fp16` refuses (exit 2, nothing written) exactly when check-dtype says fp16
+  is unsafe; the `convert` command check-dtype suggests runs, its output holds no inf/NaN the source lacked,
+  `kept_fp32` covers every unsafe tensor, and `from_pretrained` loads it with the source's loading info; what
+  `from_pretrained` then holds (fp16 everywhere but `_keep_in_fp32_modules`: the overflow comes back) is what the
+  suggestion's own clause says. A safe or lossy bf16 is converted plainly and checked the same way.
+
+docs/check-dtype-sweep.md has the figures.
+
+    PYTHONPATH=. .venv/bin/python scripts/check_dtype_sweep.py [--only ARCH ...] [--quick] [--verbose]
+
+Prints one line per case (case / tensors compared / verdicts fp16 bf16 fp8_e4m3 / result) and the counts;
+exits 1 on any difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import re
+import shlex
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from sweep_common import print_table, quiet_libraries
+
+SEED = 0
+TARGETS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp8_e4m3": torch.float8_e4m3fn,
+           "fp8_e5m2": torch.float8_e5m2, "fp32": torch.float32}
+VERDICTS = ("safe", "lossy", "unsafe")
+FORMS = ("st", "st-sharded", "bin", "bf16", "cfg-fp16")
+QUICK_FORMS = ("st", "bin")
+QUICK_ARCHS = ("llama-tied", "t5", "resnet")
+NORM = re.compile(r"(norm|ln|layer_norm|LayerNorm)[^.]*\.weight$|\.ln_\w+\.weight$")
+
+
+class Failure(Exception):
+    """A difference between weightdoctor and an oracle."""
+
+
+def _models() -> dict[str, Callable[[], torch.nn.Module]]:
+    """roundtrip_sweep's 37 tiny models, plus BatchNorm vision models and configs that name a dtype."""
+    import transformers as T
+    from roundtrip_sweep import _models as roundtrip_models
+
+    models = dict(roundtrip_models())
+    dec = {"vocab_size": 500, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "max_position_embeddings": 128}
+    models.update({
+        "resnet": lambda: T.ResNetForImageClassification(T.ResNetConfig(
+            embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], num_labels=3)),
+        "regnet": lambda: T.RegNetForImageClassification(T.RegNetConfig(
+            embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], groups_width=8, num_labels=3)),
+        "mobilenet_v2": lambda: T.MobileNetV2ForImageClassification(T.MobileNetV2Config(
+            depth_multiplier=0.25, image_size=32, num_labels=3)),
+        "qwen3_moe": lambda: T.Qwen3MoeForCausalLM(T.Qwen3MoeConfig(
+            **dec, num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+            head_dim=16)),
+    })
+    return models
+
+
+# ---------------------------------------------------------------- planting and saving
+
+
+def plant(model: torch.nn.Module) -> dict[str, str]:
+    """Write the edge values into the model in place (tied parameters stay tied); returns tensor -> what."""
+    planted: dict[str, str] = {}
+    params = [(n, p) for n, p in model.named_parameters() if p.is_floating_point()]
+    try:
+        tied_input, tied_output = model.get_input_embeddings(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):  # vision models have no embeddings to tie
+        tied_input = tied_output = None
+    embedding_ids = {id(m.weight) for m in (tied_input, tied_output) if m is not None and hasattr(m, "weight")}
+    matrices = [(n, p) for n, p in params if p.dim() >= 2 and p.numel() >= 64 and id(p) not in embedding_ids
+                and not n.endswith(".wo.weight")]
+    norms = [(n, p) for n, p in params if p.dim() == 1 and NORM.search(n)]
+    biases = [(n, p) for n, p in params if p.dim() == 1 and n.endswith(".bias") and p.numel() >= 4]
+    with torch.no_grad():
+        if len(matrices) < 4:
+            raise RuntimeError(f"only {len(matrices)} matrices to plant into")
+        name, m = matrices[0]
+        flat = m.view(-1)
+        flat[0], flat[1], flat[2], flat[3] = 70000.0, -65519.99, 65520.0, -0.0
+        planted[name] = "70000, -65519.99, 65520, -0.0"
+        name, m = matrices[1]
+        m.mul_(1e-3)
+        planted[name] = "x1e-3 (fp16 subnormal range)"
+        name, m = matrices[2]
+        m.mul_(3e-6)
+        planted[name] = "x3e-6 (below fp16's smallest subnormal)"
+        name, m = biases[0] if biases else matrices[3]
+        flat = m.view(-1)
+        flat[0], flat[1], flat[2], flat[3] = float("nan"), float("inf"), float("-inf"), -0.0
+        planted[name] = "NaN, inf, -inf, -0.0 in the source"
+        if norms:
+            name, m = norms[-1]
+            m.view(-1)[0] = 1e5
+            planted[name] = "1e5 in a norm"
+        for name, p in params:
+            if name.endswith(".wo.weight"):  # T5's _keep_in_fp32_modules
+                p.view(-1)[0] = 1e5
+                planted[name] = "1e5 in a _keep_in_fp32_modules weight"
+                break
+        for name, b in model.named_buffers():
+            if name.endswith("running_var"):
+                b.view(-1)[0] = 2e5
+                planted[name] = "2e5 in running_var"
+                break
+        if tied_input is not None and tied_output is not None and getattr(tied_output, "weight", None) is \
+                getattr(tied_input, "weight", 0):
+            tied_input.weight.view(-1)[5] = 80000.0
+            planted["<tied embedding>"] = "80000 in a tied embedding"
+    return planted
+
+
+def save_form(model: torch.nn.Module, form: str, folder: Path) -> Path:
+    """Save `model` in one of FORMS under `folder`."""
+    if form == "bf16":
+        model = copy.deepcopy(model).to(torch.bfloat16)  # the planted fp32 model stays as it is for other forms
+    if form in ("st", "bf16", "cfg-fp16"):
+        model.save_pretrained(folder)
+    elif form == "st-sharded":
+        total = sum(t.nbytes for t in model.state_dict().values())
+        model.save_pretrained(folder, max_shard_size=max(total // 3, 1024))
+    elif form == "bin":
+        model.save_pretrained(folder)
+        (folder / "model.safetensors").unlink()
+        torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    if form == "cfg-fp16":
+        config = json.loads((folder / "config.json").read_text())
+        config["dtype"] = "float16"
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder
+
+
+def read_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the folder's weight files, as the libraries read them (tied .bin names share storage)."""
+    from safetensors.torch import load_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        tensors.update(load_file(path))
+    for path in sorted(folder.glob("*.bin")):
+        tensors.update(torch.load(path, weights_only=True))
+    return tensors
+
+
+# ---------------------------------------------------------------- the torch oracle
+
+
+def oracle_counts(x: torch.Tensor, dtype: torch.dtype) -> dict[str, Any]:
+    """What `.to(dtype)` does to `x`, counted in float64 independently of weightdoctor's code."""
+    info = torch.finfo(dtype)
+    wide = x.to(torch.float64).reshape(-1)
+    y = x.reshape(-1).to(dtype).to(torch.float64)
+    finite_x = torch.isfinite(wide)
+    nonzero = finite_x & (wide != 0)
+    finite_y = torch.isfinite(y)
+    overflow = int((finite_x & ~finite_y).sum())
+    beyond = finite_x & finite_y & (wide.abs() > info.max)
+    rel = ((y - wide).abs() / wide.abs())[nonzero & finite_y]
+    sat_rel = ((y - wide).abs() / wide.abs())[beyond]
+    underflow = int((nonzero & (y == 0)).sum())
+    counts = {
+        "values": wide.numel(),
+        "nan": int(torch.isnan(wide).sum()),
+        "inf": int(torch.isinf(wide).sum()),
+        "overflow": overflow,
+        "saturated": int(beyond.sum()),
+        "underflow": underflow,
+        "subnormal": int(((y != 0) & (y.abs() < info.smallest_normal)).sum()),
+        "changed": int(((y != wide) & ~(torch.isnan(y) & torch.isnan(wide))).sum()),
+        "max_rel_error": float(rel.max()) if rel.numel() else 0.0,
+    }
+    reasons = overflow or (sat_rel.numel() and float(sat_rel.max()) > info.eps) or (
+        int(nonzero.sum()) and underflow / int(nonzero.sum()) >= 0.01)
+    counts["verdict"] = "unsafe" if reasons else ("lossy" if counts["changed"] else "safe")
+    return counts
+
+
+def unique_storages(tensors: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    """First name -> every name of one storage (tied names of a .bin)."""
+    groups: dict[tuple[int, int, tuple[int, ...]], list[str]] = {}
+    for name, t in tensors.items():
+        groups.setdefault((t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape)), []).append(name)
+    return {names[0]: names for names in groups.values()}
+
+
+# ---------------------------------------------------------------- running weightdoctor
+
+
+def run_cli(args: list[str]) -> tuple[int, str, str]:
+    from typer.testing import CliRunner
+
+    from weightdoctor.cli import app
+
+    result = CliRunner().invoke(app, args, catch_exceptions=True)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise Failure(f"weightdoctor {args[0]} raised {type(result.exception).__name__}: {result.exception}")
+    return result.exit_code, result.stdout, result.stderr or ""
+
+
+def check_dtype_json(source: Path, *extra: str) -> dict[str, Any]:
+    code, out, err = run_cli(["check-dtype", str(source), "--json", *extra])
+    if code != 0:
+        raise Failure(f"check-dtype exit {code}: {err.strip()[-300:]}")
+    return json.loads(out)
+
+
+# ---------------------------------------------------------------- the comparisons
+
+
+def compare_counts(report: dict[str, Any], source: dict[str, torch.Tensor], stats: Counter[str]) -> dict[str, Any]:
+    """Per tensor and target, check-dtype's figures against torch's; returns the oracle's verdicts."""
+    groups = unique_storages(source)
+    name_to_first = {n: first for first, names in groups.items() for n in names}
+    floating = {first: source[first] for first in groups if source[first].is_floating_point()}
+    skipped = {s["name"] for s in report["skipped"]}
+    expected_skipped = {first for first in groups if not source[first].is_floating_point()}
+    if {name_to_first.get(n, n) for n in skipped} != expected_skipped:
+        raise Failure(f"skipped {sorted(skipped)[:4]} != not floating {sorted(expected_skipped)[:4]}")
+    if report["tensors_checked"] != len(floating):
+        raise Failure(f"tensors_checked {report['tensors_checked']} != {len(floating)} floating storages")
+    verdicts: dict[str, dict[str, dict[str, Any]]] = {}
+    for target, dtype in TARGETS.items():
+        got = report["targets"][target]
+        rows = {name_to_first.get(r["name"], r["name"]): r for r in got["tensors"]}
+        if set(rows) != set(floating) or len(got["tensors"]) != len(floating):
+            raise Failure(f"{target}: tensors reported {len(got['tensors'])} != {len(floating)} storages")
+        oracle = {first: oracle_counts(t, dtype) for first, t in floating.items()}
+        verdicts[target] = oracle
+        for first, want in oracle.items():
+            row = rows[first]
+            for key, value in want.items():
+                if key == "max_rel_error":
+                    if not math.isclose(row[key], value, rel_tol=1e-5, abs_tol=1e-9):
+                        raise Failure(f"{target} {first}: max_rel_error {row[key]} != torch's {value}")
+                elif row[key] != value:
+                    raise Failure(f"{target} {first}: {key} {row[key]} != torch's {value}")
+            stats["tensor figures"] += 1
+        for key in ("values", "overflow", "saturated", "underflow", "subnormal", "changed"):
+            total = sum(o[key] for o in oracle.values())
+            if got[key] != total:
+                raise Failure(f"{target}: total {key} {got[key]} != torch's {total}")
+        worst = max((o["verdict"] for o in oracle.values()), key=VERDICTS.index, default="safe")
+        unsafe = sum(o["verdict"] == "unsafe" for o in oracle.values())
+        if got["verdict"] != worst or got["tensors_unsafe"] != unsafe:
+            raise Failure(f"{target}: verdict {got['verdict']} ({got['tensors_unsafe']} unsafe) != "
+                          f"{worst} ({unsafe})")
+        stats["target verdicts"] += 1
+    return verdicts
+
+
+def compare_keep_fp32(report: dict[str, Any], source: dict[str, torch.Tensor],
+                      verdicts: dict[str, dict[str, dict[str, Any]]], stats: Counter[str]) -> None:
+    """The suggested regex matches exactly the unsafe storages; its memory is what convert would write."""
+    groups = unique_storages(source)
+    for target in ("fp16", "bf16"):
+        got = report["targets"][target]
+        unsafe = {first for first, o in verdicts[target].items() if o["verdict"] == "unsafe"}
+        regex = got["keep_fp32"]
+        if not unsafe:
+            if regex is not None or target in report["recommendation"]["commands"]:
+                raise Failure(f"{target}: keep_fp32 {regex!r} with nothing unsafe")
+            continue
+        if regex is None or target not in report["recommendation"]["commands"]:
+            raise Failure(f"{target}: {len(unsafe)} unsafe tensor(s) but no keep_fp32 / command")
+        matched = {n for n in source if re.search(regex, n)}
+        matched_storages = {first for first, names in groups.items() if set(names) & matched}
+        if matched_storages != unsafe:
+            raise Failure(f"{target}: keep_fp32 matches {sorted(matched_storages)} != unsafe {sorted(unsafe)}")
+        size = TARGETS[target].itemsize
+        memory = sum(t.nbytes if not t.is_floating_point() else t.numel() * (4 if first in matched_storages
+                                                                               else size)
+                     for first, t in ((f, source[f]) for f in groups))
+        if got["keep_fp32_memory_bytes"] != memory:
+            raise Failure(f"{target}: keep_fp32_memory_bytes {got['keep_fp32_memory_bytes']} != {memory}")
+        stats["keep_fp32 regexes"] += 1
+
+
+def fail_on_codes(folder: Path, verdicts: dict[str, dict[str, dict[str, Any]]], stats: Counter[str]) -> None:
+    worst = max((o["verdict"] for o in verdicts["fp16"].values()), key=VERDICTS.index)
+    for level in ("unsafe", "lossy"):
+        code, _, err = run_cli(["check-dtype", str(folder), "--target", "fp16", "--fail-on", level, "--json"])
+        want = 1 if VERDICTS.index(worst) >= VERDICTS.index(level) else 0
+        if code != want:
+            raise Failure(f"--fail-on {level}: exit {code}, fp16 is {worst}: want {want} {err.strip()[-200:]}")
+        stats["exit codes"] += 1
+
+
+def _model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype most parameters are loaded in (a class's fp32 modules aside)."""
+    return Counter(p.dtype for p in model.parameters() if p.is_floating_point()).most_common(1)[0][0]
+
+
+def new_nonfinite(loaded: torch.nn.Module, source: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Tensor -> values finite in the source that the loaded model holds as inf/NaN."""
+    out = {}
+    for name, t in loaded.state_dict().items():
+        src = source.get(name)
+        if src is None or not t.is_floating_point() or src.shape != t.shape:
+            continue
+        gained = int((torch.isfinite(src) & ~torch.isfinite(t.detach())).sum())
+        if gained:
+            out[name] = gained
+    return out
+
+
+def compare_loads(model_class: type, folder: Path, report: dict[str, Any], source: dict[str, torch.Tensor],
+                  notes: list[str], stats: Counter[str]) -> set[str]:
+    """auto dtype and what from_pretrained(dtype=fp16) keeps in fp32 and overflows; returns the names kept."""
+    auto = model_class.from_pretrained(folder, dtype="auto")
+    want = str(_model_dtype(auto)).removeprefix("torch.")
+    got = (report["local"] or {}).get("auto_dtype", {}).get("dtype")
+    if got != want:
+        raise Failure(f"auto_dtype {got} != from_pretrained(dtype='auto') {want}")
+    stats["auto dtypes"] += 1
+    half = model_class.from_pretrained(folder, dtype=torch.float16)
+    kept = {n for n, t in half.state_dict().items() if t.dtype == torch.float32}
+    rows = {r["name"]: r for r in report["targets"]["fp16"]["tensors"]}
+    groups = unique_storages(source)
+    name_to_first = {n: first for first, names in groups.items() for n in names}
+    gained = new_nonfinite(half, source)
+    for name, t in half.state_dict().items():
+        first = name_to_first.get(name)
+        if first is None or not t.is_floating_point():
+            continue
+        row = rows.get(first) or next((rows[n] for n in groups[first] if n in rows), None)
+        if row is None:
+            raise Failure(f"{name} loaded, not in check-dtype's fp16 rows")
+        expected = 0 if name in kept else row["overflow"]
+        if gained.get(name, 0) != expected:
+            raise Failure(f"from_pretrained(dtype=fp16) {name} ({t.dtype}): {gained.get(name, 0)} new inf/NaN, "
+                          f"check-dtype overflow {row['overflow']}")
+        stats["fp16 loads per tensor"] += 1
+    # The recommendation's line for a config whose dtype is the target: "from_pretrained(dtype='auto') loads these
+    # weights as float16 and hits exactly this"; measured: what from_pretrained(dtype="auto") gains.
+    declared = [line for line in report["recommendation"]["lines"]
+                if line.startswith("config.json says float16: from_pretrained(dtype='auto') loads")]
+    if declared:
+        auto_gained = new_nonfinite(auto, source)
+        overflowing = {n for n in auto.state_dict() if n in name_to_first
+                       and rows.get(name_to_first[n], {}).get("overflow")}
+        if "hits exactly this" in declared[0] and set(auto_gained) != overflowing:
+            raise Failure(f"says from_pretrained(dtype='auto') hits exactly this, but it gains inf/NaN in "
+                          f"{sorted(auto_gained)}, not in {sorted(overflowing - set(auto_gained))}")
+        stats["config dtype claims"] += 1
+    hidden = sorted(n for n in kept if rows.get(name_to_first.get(n, n), {}).get("verdict") == "unsafe")
+    if hidden:
+        notes.append(f"unsafe at fp16 but kept fp32 by from_pretrained: {', '.join(hidden)}")
+    return kept
+
+
+def end_to_end(model_class: type, folder: Path, root: Path, report: dict[str, Any], source: dict[str, torch.Tensor],
+               kept_by_transformers: set[str], stats: Counter[str]) -> None:
+    """Plain convert refuses what check-dtype calls unsafe; the suggested command writes a loadable model."""
+    _, baseline = model_class.from_pretrained(folder, output_loading_info=True)
+    baseline = {k: sorted(map(str, v)) for k, v in baseline.items() if k != "error_msgs"}
+    groups = unique_storages(source)
+    for target in ("fp16", "bf16"):
+        verdict = report["targets"][target]["verdict"]
+        plain = root / f"plain-{target}"
+        code, _, err = run_cli(["convert", str(folder), "-o", str(plain), "--dtype", target])
+        if (code == 2) != (verdict == "unsafe") or code not in (0, 2) or (code == 2 and plain.exists()):
+            raise Failure(f"plain convert --dtype {target}: exit {code} for a {verdict} cast {err.strip()[-200:]}")
+        stats["plain converts"] += 1
+        if verdict == "unsafe":
+            words = shlex.split(report["recommendation"]["commands"][target])
+            if words[:3] != ["weightdoctor", "convert", str(folder)] or words[3] != "-o":
+                raise Failure(f"suggested command {words[:5]}")
+            out = root / f"suggested-{target}"
+            code, stdout, err = run_cli([*words[1:4], str(out), *words[5:], "--json"])
+            if code != 0:
+                raise Failure(f"suggested convert exit {code}: {err.strip()[-300:]}")
+            kept = set(json.loads(stdout)["plan"]["kept_fp32"])
+            unsafe = {f for f, o in ((r["name"], r) for r in report["targets"][target]["tensors"])
+                      if o["verdict"] == "unsafe"}
+            for first in unsafe:
+                names = groups.get(first, [first])
+                if not set(names) & kept:
+                    raise Failure(f"suggested convert did not keep {first} in fp32 (kept {sorted(kept)[:4]})")
+        else:
+            out = plain
+        written = read_tensors(out)
+        for name, t in written.items():
+            src = source[name]
+            if t.is_floating_point() and int((torch.isfinite(src) & ~torch.isfinite(t)).sum()):
+                raise Failure(f"convert --dtype {target} output {name} holds inf/NaN the source lacked")
+        loaded, info = model_class.from_pretrained(out, output_loading_info=True, dtype="auto")
+        info = {k: sorted(map(str, v)) for k, v in info.items() if k != "error_msgs"}
+        if info != baseline:
+            raise Failure(f"{target} output loads with {info}, the source with {baseline}")
+        # What the suggestion says: from_pretrained loads every tensor at the target, the kept ones included,
+        # except its class's _keep_in_fp32_modules.
+        gained = new_nonfinite(loaded, source)
+        if target == "fp16":
+            rows = {r["name"]: r for r in report["targets"]["fp16"]["tensors"]}
+            name_to_first = {n: first for first, names in groups.items() for n in names}
+            expected = {n: rows[name_to_first[n]]["overflow"] for n in loaded.state_dict()
+                        if n in name_to_first and name_to_first[n] in rows and n not in kept_by_transformers
+                        and rows[name_to_first[n]]["overflow"]}
+            if gained != expected:
+                raise Failure(f"from_pretrained of the fp16 output gained inf/NaN {gained}, expected {expected}")
+        elif gained:
+            raise Failure(f"from_pretrained of the {target} output gained inf/NaN {gained}")
+        stats["outputs loaded"] += 1
+
+
+# ---------------------------------------------------------------- the sweep
+
+
+def run_case(model: torch.nn.Module, form: str, root: Path, notes: list[str], stats: Counter[str]) -> str:
+    folder = save_form(model, form, root / form)
+    source = read_tensors(folder)
+    report = check_dtype_json(folder, "--local", "--target", ",".join(TARGETS))
+    verdicts = compare_counts(report, source, stats)
+    compare_keep_fp32(report, source, verdicts, stats)
+    fail_on_codes(folder, verdicts, stats)
+    kept = compare_loads(type(model), folder, report, source, notes, stats)
+    end_to_end(type(model), folder, root / f"{form}-out", report, source, kept, stats)
+    return " ".join(report["targets"][t]["verdict"] for t in ("fp16", "bf16", "fp8_e4m3"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", nargs="*", help="architectures (llama, t5, ...) or cases (t5/bin)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{len(QUICK_FORMS)} save forms of {', '.join(QUICK_ARCHS)} instead of {len(FORMS)} "
+                        "forms of every architecture")
+    parser.add_argument("--verbose", action="store_true", help="print each failure's traceback")
+    args = parser.parse_args()
+    quiet_libraries()
+
+    counts = {"passed": 0, "failed": 0, "error": 0}
+    stats: Counter[str] = Counter()
+    started = time.perf_counter()
+    rows: list[tuple[str, str, str, str]] = []
+    wanted = set(args.only or [])
+    forms = QUICK_FORMS if args.quick else FORMS
+    for arch, build in _models().items():
+        if args.quick and not wanted and arch not in QUICK_ARCHS:
+            continue
+        cases = [f for f in forms if not wanted or arch in wanted or f"{arch}/{f}" in wanted]
+        if not cases:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                torch.manual_seed(SEED)
+                model = build().eval()
+                planted = plant(model)
+            except Exception as exc:  # noqa: BLE001 - a sweep reports and goes on
+                counts["error"] += 1
+                rows.append((arch, "", "", f"ERROR building: {type(exc).__name__}: {str(exc)[:160]}"))
+                continue
+            for form in cases:
+                name = f"{arch}/{form}"
+                notes: list[str] = []
+                before = sum(stats.values())
+                try:
+                    verdicts = run_case(model, form, Path(tmp) / form, notes, stats)
+                except Failure as exc:
+                    counts["failed"] += 1
+                    rows.append((name, "", "", f"FAILED {exc}"[:400]))
+                    continue
+                except Exception as exc:  # noqa: BLE001
+                    counts["error"] += 1
+                    rows.append((name, "", "", f"ERROR {type(exc).__name__}: {exc}"[:400]))
+                    if args.verbose:
+                        import traceback
+
+                        traceback.print_exc()
+                    continue
+                counts["passed"] += 1
+                rows.append((name, str(sum(stats.values()) - before), verdicts,
+                             "ok" + (f" (note: {'; '.join(notes)})" if notes else "")))
+            passed = sum(1 for r in rows if r[0].startswith(arch + "/") and r[3].startswith("ok"))
+            print(f"{arch}: {len(planted)} planted, {passed}/{len(cases)}", file=sys.stderr)
+    print_table(("case", "checks", "fp16 bf16 fp8_e4m3", "result"), rows, (None, 6, 20, None))
+    total = sum(counts.values())
+    print("\nchecks: " + ", ".join(f"{k} {v:,}" for k, v in sorted(stats.items())))
+    print(f"cases: {total}  passed: {counts['passed']}  failed: {counts['failed']}  errors: {counts['error']}  "
+          f"time: {time.perf_counter() - started:.1f} s")
+    return 0 if counts["failed"] == counts["error"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
