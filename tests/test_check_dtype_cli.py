@@ -367,3 +367,68 @@ def test_the_keep_fp32_remedy_says_from_pretrained_casts_the_kept_tensors_too(
     assert data["recommendation"]["commands"]["fp16"] and "from_pretrained loads" not in data["recommendation"]["text"]
 
 
+
+
+def _tiny_t5(folder: Path, planted: dict[str, float], config_dtype: str | None = "float16") -> Path:
+    """A tiny seeded T5 saved with save_pretrained, `planted` values written into its weights (name -> value at
+    [0, 0]), config.json's dtype set to `config_dtype`."""
+    import transformers
+
+    torch.manual_seed(0)
+    model = transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4, decoder_start_token_id=0))
+    with torch.no_grad():
+        for name, value in planted.items():
+            model.get_parameter(name)[0, 0] = value
+    model.save_pretrained(folder)
+    if config_dtype:
+        config = json.loads((folder / "config.json").read_text())
+        config["dtype"] = config_dtype
+        (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+WO = "encoder.block.0.layer.1.DenseReluDense.wo.weight"
+WI = "encoder.block.0.layer.1.DenseReluDense.wi.weight"
+BOTH_WO = ["decoder.block.0.layer.2.DenseReluDense.wo.weight", WO]
+
+
+def test_a_config_at_the_target_names_what_its_class_keeps_in_fp32(tmp_path: Path) -> None:
+    """T5 keeps `wo` in float32 when from_pretrained loads at float16 (_keep_in_fp32_modules). Found by
+    scripts/check_dtype_sweep.py: under a float16 config, check-dtype said from_pretrained(dtype='auto') 'hits
+    exactly this' although `wo`'s overflow never happens at load; now it names the tensors kept in fp32 and
+    says which overflow from_pretrained does hit."""
+    import transformers
+
+    only_wo = _tiny_t5(tmp_path / "only-wo", {WO: 1e5})
+    code, data = run_json("check-dtype", only_wo, "--target", "fp16")
+    lines = [x for x in data["recommendation"]["lines"] if x.startswith("config.json says float16")]
+    assert lines == ["config.json says float16: from_pretrained(dtype='auto') loads these weights as float16 but "
+                     "keeps the 1 unsafe tensor(s) in float32 (_keep_in_fp32_modules): it does not hit this"]
+    fp16 = data["targets"]["fp16"]
+    assert code == 0 and fp16["verdict"] == "unsafe" and fp16["kept_fp32_at_load"] == BOTH_WO
+    (line,) = [x for x in data["recommendation"]["lines"] if x.startswith("fp16 is unsafe")]
+    assert line.endswith("from_pretrained loads every tensor as fp16 all the same, except the 1 unsafe one(s) its "
+                         f"class keeps in fp32 (_keep_in_fp32_modules): {WO}")
+    loaded = transformers.T5ForConditionalGeneration.from_pretrained(only_wo, dtype="auto")
+    wo = loaded.get_parameter(WO)
+    assert wo.dtype == torch.float32 and torch.isfinite(wo).all()  # what the line says, measured
+
+    both = _tiny_t5(tmp_path / "both", {WO: 1e5, WI: 1e5})
+    code, data = run_json("check-dtype", both, "--target", "fp16")
+    assert data["targets"]["fp16"]["kept_fp32_at_load"] == BOTH_WO
+    lines = [x for x in data["recommendation"]["lines"] if x.startswith("config.json says float16")]
+    assert lines == ["config.json says float16: from_pretrained(dtype='auto') loads these weights as float16 and "
+                     f"hits this in 1 of the 2 unsafe tensor(s); its class keeps {WO} in float32 "
+                     "(_keep_in_fp32_modules)"]
+    loaded = transformers.T5ForConditionalGeneration.from_pretrained(both, dtype="auto")
+    assert torch.isinf(loaded.get_parameter(WI)).any() and torch.isfinite(loaded.get_parameter(WO)).all()
+
+    # Without a config at the target, or at bf16 (T5 has no _keep_in_fp32_modules_strict), nothing is kept.
+    code, data = run_json("check-dtype", _tiny_t5(tmp_path / "bf16", {WO: 3.4e38}, "float32"), "--target", "bf16")
+    assert data["targets"]["bf16"]["verdict"] == "unsafe" and data["targets"]["bf16"]["kept_fp32_at_load"] == []
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "model.safetensors").write_bytes((only_wo / "model.safetensors").read_bytes())
+    code, data = run_json("check-dtype", alone / "model.safetensors", "--target", "fp16")
+    assert data["targets"]["fp16"]["kept_fp32_at_load"] is None
