@@ -110,7 +110,11 @@ def plant(model: torch.nn.Module) -> dict[str, str]:
     matrices = [(n, p) for n, p in params if p.dim() >= 2 and p.numel() >= 64 and id(p) not in embedding_ids
                 and not n.endswith(".wo.weight")]
     norms = [(n, p) for n, p in params if p.dim() == 1 and NORM.search(n)]
-    biases = [(n, p) for n, p in params if p.dim() == 1 and n.endswith(".bias") and p.numel() >= 4]
+    # NaN in a tied bias (XLM-R's lm_head.bias ≡ lm_head.decoder.bias in a .bin): transformers compares the two
+    # names' values to decide whether to tie them, NaN != NaN, and it loads them untied; not planted there.
+    names_of: Counter[int] = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
+    biases = [(n, p) for n, p in params if p.dim() == 1 and n.endswith(".bias") and p.numel() >= 4
+              and names_of[id(p)] == 1]
     with torch.no_grad():
         if len(matrices) < 4:
             raise RuntimeError(f"only {len(matrices)} matrices to plant into")
