@@ -432,3 +432,27 @@ def test_a_config_at_the_target_names_what_its_class_keeps_in_fp32(tmp_path: Pat
     (alone / "model.safetensors").write_bytes((only_wo / "model.safetensors").read_bytes())
     code, data = run_json("check-dtype", alone / "model.safetensors", "--target", "fp16")
     assert data["targets"]["fp16"]["kept_fp32_at_load"] is None
+
+
+def test_the_suggested_output_of_an_index_is_a_folder_beside_the_model_not_inside_it(
+    fx: dict[str, Path], tmp_path: Path,
+) -> None:
+    """check-dtype on `model.safetensors.index.json` suggested `-o .../model.safetensors.index.json-fp16`: a folder
+    named like a JSON file, written inside the source model's own folder (found by scripts/check_dtype_sweep.py).
+    An index stands for its model folder: the output is that folder's name with the target, beside it."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "bert-sharded"
+    shutil.copytree(fx["bert-sharded"], model)
+    first = sorted(model.glob("model-*.safetensors"))[0]
+    state = load_file(first)
+    state[next(iter(state))].view(-1)[0] = 1e5
+    save_file(state, str(first), metadata={"format": "pt"})
+    for source, output in ((model / "model.safetensors.index.json", tmp_path / "bert-sharded-fp16"),
+                           (model, tmp_path / "bert-sharded-fp16"),
+                           (first, first.with_name(f"{first.stem}-fp16.safetensors"))):
+        code, data = run_json("check-dtype", source, "--target", "fp16")
+        command = data["recommendation"]["commands"]["fp16"]
+        assert code == 0 and command.startswith(f"weightdoctor convert {source} -o {output} --dtype fp16 "), command

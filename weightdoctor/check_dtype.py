@@ -598,9 +598,16 @@ def _names(names: list[str], shown: int = 3) -> str:
 
 
 def _output_name(source: str, target: str) -> str:
+    """Where the suggested `convert` writes: beside the source, named after it and the target."""
     path = Path(source)
     if path.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt"):
         return str(path.with_name(f"{path.stem}-{target}.safetensors"))
+    if re.search(r"\.index(\.[^./]+)?\.json$", path.name):
+        # An index stands for its model folder, which convert writes whole: a folder beside it, not inside it.
+        folder = path.parent
+        if str(folder) in ("", "."):
+            return str(Path("..") / f"{Path.cwd().name}-{target}")
+        return f"{folder}-{target}"
     return f"{source.rstrip('/')}-{target}"
 
 
