@@ -349,6 +349,25 @@ def fail_on_codes(folder: Path, verdicts: dict[str, dict[str, dict[str, Any]]], 
         stats["exit codes"] += 1
 
 
+def compare_entry_points(folder: Path, report: dict[str, Any], stats: Counter[str]) -> None:
+    """The index of a sharded form, and a single weight file, give the folder's figures; the suggested convert
+    writes beside the model folder, never inside it."""
+    entries = sorted(folder.glob("*.index.json")) or sorted(folder.glob("*.safetensors")) or sorted(
+        folder.glob("*.bin"))
+    for entry in entries[:1]:
+        other = check_dtype_json(entry, "--target", ",".join(TARGETS))
+        for target in TARGETS:
+            ours = {r["name"]: r for r in report["targets"][target]["tensors"]}
+            theirs = {r["name"]: r for r in other["targets"][target]["tensors"]}
+            if ours != theirs:
+                raise Failure(f"check-dtype {entry.name} ({target}) differs from the folder's")
+        for command in other["recommendation"]["commands"].values():
+            output = Path(shlex.split(command)[4]).resolve()
+            if entry.name.endswith(".index.json") and (output == folder or folder in output.parents):
+                raise Failure(f"suggested output {output} of {entry.name} is inside the source folder")
+        stats["entry points"] += 1
+
+
 def _model_dtype(model: torch.nn.Module) -> torch.dtype:
     """The dtype most parameters are loaded in (a class's fp32 modules aside)."""
     return Counter(p.dtype for p in model.parameters() if p.is_floating_point()).most_common(1)[0][0]
@@ -521,6 +540,7 @@ def run_case(model: torch.nn.Module, form: str, root: Path, notes: list[str], st
     verdicts = compare_counts(report, source, stats)
     compare_keep_fp32(report, source, verdicts, stats)
     fail_on_codes(folder, verdicts, stats)
+    compare_entry_points(folder, report, stats)
     kept = compare_loads(type(model), folder, report, source, notes, stats)
     end_to_end(type(model), folder, root / f"{form}-out", report, source, kept, stats)
     return " ".join(report["targets"][t]["verdict"] for t in ("fp16", "bf16", "fp8_e4m3"))
