@@ -1,15 +1,18 @@
 """Oracle sweep of `weightdoctor check-dtype` and of the `convert` command it suggests, across architectures.
 
-For tiny seeded models of ~40 families (decoder LMs with tied and untied embeddings, MoE, encoders, T5 with its
+For tiny seeded models of 41 families (decoder LMs with tied and untied embeddings, MoE, encoders, T5 with its
 `_keep_in_fp32_modules`, seq2seq, vision with BatchNorm buffers, audio, multimodal), values are planted in the
 weights before saving: 70000 and 65520 (fp16 overflows), -65519.99 (rounds to -65504: clamped within rounding),
--0.0, a matrix scaled into fp16's subnormal range, one scaled below fp16's smallest subnormal (mass underflow),
-NaN / ±inf already in the source (a bias, or a matrix), 1e5 in a norm weight, in T5's `wo` and in BatchNorm's
-`running_var`, 80000 in a tied input embedding. Each model is saved as
+-0.0, 3.4e38 (beyond bf16's max; in the sharded forms and cfg-fp16), a matrix scaled into fp16's subnormal range,
+one scaled below fp16's smallest subnormal (mass underflow), NaN / ±inf already in the source (an untied bias, or
+a matrix), 1e5 in a norm weight, in T5's `wo` and in BatchNorm's `running_var`, 80000 in a tied input embedding.
+Each model is saved as
 
 * `st`: `save_pretrained` (one safetensors file); `st-sharded`: `save_pretrained(max_shard_size=...)`;
-* `bin`: `torch.save` of the state dict (tied names kept as one storage), as transformers 4 wrote it;
+* `bin`, `bin-sharded`: `torch.save` of the state dict (tied names kept as one storage), one file and split by
+  huggingface_hub's `split_torch_state_dict_into_shards` with a v4 index, as transformers 4 wrote them;
 * `bf16`: the planted model cast to bfloat16, then saved (a bf16 source checked for fp16 and fp8);
+  `bf16-nodtype`: the same with no dtype in `config.json` (dtype="auto" goes by the weights);
 * `cfg-fp16`: stored float32, `config.json` saying float16 (from_pretrained(dtype="auto") loads it in fp16).
 
 For each case `weightdoctor check-dtype SRC --json --local --target fp16,bf16,fp8_e4m3,fp8_e5m2,fp32` runs
@@ -20,24 +23,30 @@ in-process and is compared with:
   documented rule (unsafe: an overflow, a clamp with more error than rounding, >= 1% of the non-zero finite values
   flushed; lossy: anything changed); per tensor, per target and summed; tied names cast once; integer tensors
   listed as skipped;
+* the same command on the folder's index (sharded) or its weight file: the same figures; the suggested output of
+  an index lies outside the model folder;
 * `--fail-on unsafe` / `--fail-on lossy` exit codes against the oracle's verdicts;
 * `keep_fp32`: the names its regex matches are exactly the unsafe tensors (a tied name: one per storage), and
   `keep_fp32_memory_bytes` is what those in fp32, the rest at the target, make;
 * `local.auto_dtype` against the dtype `from_pretrained(SRC, dtype="auto")` really loads in;
-* `from_pretrained(SRC, dtype=torch.float16)`: the tensors transformers keeps in fp32 (`_keep_in_fp32_modules`),
-  and for every other tensor the inf/NaN it gains equal check-dtype's fp16 overflow count;
-* end to end: plain `convert --dtype fp16` refuses (exit 2, nothing written) exactly when check-dtype says fp16
-  is unsafe; the `convert` command check-dtype suggests runs, its output holds no inf/NaN the source lacked,
-  `kept_fp32` covers every unsafe tensor, and `from_pretrained` loads it with the source's loading info; what
-  `from_pretrained` then holds (fp16 everywhere but `_keep_in_fp32_modules`: the overflow comes back) is what the
-  suggestion's own clause says. A safe or lossy bf16 is converted plainly and checked the same way.
+* `from_pretrained(SRC, dtype=torch.float16)`: `kept_fp32_at_load` equals the tensors transformers keeps in fp32
+  (`_keep_in_fp32_modules`), and every other tensor gains exactly check-dtype's fp16 overflow in inf/NaN (per name
+  where the loader keeps the checkpoint's names, and over the whole model whatever names it gives: fused MoE
+  experts, LLaVA's renamed keys); under a float16 config the line "from_pretrained(dtype='auto') ... hits exactly
+  this" (or "in k of n", or "does not hit this") against what `from_pretrained(dtype="auto")` gains;
+* end to end, for fp16 and bf16: plain `convert --dtype` refuses (exit 2, nothing written) exactly when
+  check-dtype says the target is unsafe; the `convert` command check-dtype suggests runs, `kept_fp32` covers every
+  unsafe tensor, the output holds no inf/NaN the source lacked, `from_pretrained` loads it with the source's
+  loading info, and what it then holds (the target everywhere but `_keep_in_fp32_modules`: the overflow comes
+  back) is what the suggestion's own clause says. A safe or lossy target is converted plainly and checked the
+  same way.
 
 docs/check-dtype-sweep.md has the figures.
 
     PYTHONPATH=. .venv/bin/python scripts/check_dtype_sweep.py [--only ARCH ...] [--quick] [--verbose]
 
-Prints one line per case (case / tensors compared / verdicts fp16 bf16 fp8_e4m3 / result) and the counts;
-exits 1 on any difference.
+Prints one line per case (case / checks made / verdicts fp16 bf16 fp8_e4m3 / result) and the counts; exits 1 on
+any difference.
 """
 
 from __future__ import annotations
@@ -65,6 +74,7 @@ TARGETS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp8_e4m3": torch.floa
 VERDICTS = ("safe", "lossy", "unsafe")
 FORMS = ("st", "st-sharded", "bin", "bin-sharded", "bf16", "bf16-nodtype", "cfg-fp16")
 QUICK_FORMS = ("st", "bin", "cfg-fp16")
+BEYOND_BF16_FORMS = ("st-sharded", "bin-sharded", "cfg-fp16")  # bf16 unsafe there; lossy in the other fp32 forms
 QUICK_ARCHS = ("llama-tied", "t5", "resnet", "qwen2_moe")
 NORM = re.compile(r"(norm|ln|layer_norm|LayerNorm)[^.]*\.weight$|\.ln_\w+\.weight$")
 
@@ -153,8 +163,13 @@ def plant(model: torch.nn.Module) -> dict[str, str]:
     return planted
 
 
-def save_form(model: torch.nn.Module, form: str, folder: Path) -> Path:
-    """Save `model` in one of FORMS under `folder`."""
+def save_form(model: torch.nn.Module, form: str, folder: Path, big: str | None = None) -> Path:
+    """Save `model` in one of FORMS under `folder`; in BEYOND_BF16_FORMS, with 3.4e38 (finite in fp32, beyond
+    bf16's max) at [4] of the tensor `big`."""
+    if form in BEYOND_BF16_FORMS and big is not None:
+        model = copy.deepcopy(model)
+        with torch.no_grad():
+            model.get_parameter(big).view(-1)[4] = 3.4e38
     if form in ("bf16", "bf16-nodtype"):
         model = copy.deepcopy(model).to(torch.bfloat16)  # the planted fp32 model stays as it is for other forms
     if form in ("st", "bf16", "cfg-fp16", "bf16-nodtype"):
@@ -517,24 +532,26 @@ def end_to_end(model_class: type, folder: Path, root: Path, report: dict[str, An
         gained = new_nonfinite(loaded, source)
         check_total(loaded, source, report, target, report["targets"][target].get("kept_fp32_at_load"),
                     f"from_pretrained of the {target} output", stats)
-        if target == "fp16":
-            rows = {r["name"]: r for r in report["targets"]["fp16"]["tensors"]}
-            name_to_first = {n: first for first, names in groups.items() for n in names}
-            expected = {n: rows[name_to_first[n]]["overflow"] for n in loaded.state_dict()
-                        if n in name_to_first and name_to_first[n] in rows and n not in kept_by_transformers
-                        and rows[name_to_first[n]]["overflow"]}
-            if gained != expected:
-                raise Failure(f"from_pretrained of the fp16 output gained inf/NaN {gained}, expected {expected}")
-        elif gained:
-            raise Failure(f"from_pretrained of the {target} output gained inf/NaN {gained}")
+        # per name where the loader keeps the checkpoint's names: the target's overflow, but in what its class keeps
+        kept_here = kept_by_transformers if target == "fp16" else set(
+            report["targets"][target].get("kept_fp32_at_load") or ())
+        rows = {r["name"]: r for r in report["targets"][target]["tensors"]}
+        name_to_first = {n: first for first, names in groups.items() for n in names}
+        expected = {n: rows[name_to_first[n]]["overflow"] for n in loaded.state_dict()
+                    if n in name_to_first and name_to_first[n] in rows and n not in kept_here
+                    and rows[name_to_first[n]]["overflow"]}
+        if gained != expected:
+            raise Failure(f"from_pretrained of the {target} output gained inf/NaN {gained}, expected {expected}")
         stats["outputs loaded"] += 1
 
 
 # ---------------------------------------------------------------- the sweep
 
 
-def run_case(model: torch.nn.Module, form: str, root: Path, notes: list[str], stats: Counter[str]) -> str:
-    folder = save_form(model, form, root / form)
+def run_case(model: torch.nn.Module, form: str, root: Path, planted: dict[str, str], notes: list[str],
+             stats: Counter[str]) -> str:
+    big = next((name for name, what in planted.items() if what.startswith("70000")), None)
+    folder = save_form(model, form, root / form, big)
     source = read_tensors(folder)
     report = check_dtype_json(folder, "--local", "--target", ",".join(TARGETS))
     verdicts = compare_counts(report, source, stats)
@@ -582,7 +599,7 @@ def main() -> int:
                 notes: list[str] = []
                 before = sum(stats.values())
                 try:
-                    verdicts = run_case(model, form, Path(tmp) / form, notes, stats)
+                    verdicts = run_case(model, form, Path(tmp) / form, planted, notes, stats)
                 except Failure as exc:
                     counts["failed"] += 1
                     rows.append((name, "", "", f"FAILED {exc}"[:400]))
