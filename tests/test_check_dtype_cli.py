@@ -456,3 +456,38 @@ def test_the_suggested_output_of_an_index_is_a_folder_beside_the_model_not_insid
         code, data = run_json("check-dtype", source, "--target", "fp16")
         command = data["recommendation"]["commands"]["fp16"]
         assert code == 0 and command.startswith(f"weightdoctor convert {source} -o {output} --dtype fp16 "), command
+
+
+def test_the_suggested_convert_reads_the_state_dict_that_was_checked(tmp_path: Path) -> None:
+    """`check-dtype ckpt.pt --key ema` checked the EMA weights but suggested `convert ckpt.pt ...` without `--key`:
+    convert found the other state dict (`model`) and wrote it, exit 0, not a word (found while extending
+    scripts/check_dtype_sweep.py to training checkpoints). The command now names the state dict it checked."""
+    import shlex
+
+    from safetensors.torch import load_file
+
+    model = {"w": torch.ones(4, 4), "n": torch.ones(4)}
+    ema = {"w": torch.full((4, 4), 2.0), "n": torch.full((4,), 2.0)}
+    ema["n"][0] = 1e5
+    torch.save({"model": model, "ema": ema, "step": 3}, tmp_path / "ckpt.pt")
+    code, data = run_json("check-dtype", tmp_path / "ckpt.pt", "--key", "ema", "--target", "fp16")
+    command = data["recommendation"]["commands"]["fp16"]
+    assert code == 0 and command.endswith(" --key ema"), command
+    words = shlex.split(command)
+    out = tmp_path / "out.safetensors"
+    words[words.index("-o") + 1] = str(out)
+    assert run_json(*words[1:])[0] == 0
+    written = load_file(out)
+    assert written["n"][0] == 1e5 and written["n"].dtype == torch.float32 and (written["w"] == 2).all()
+
+
+def test_the_suggested_convert_names_the_revision_checked() -> None:
+    """A Hub source read at `--revision v1`: the command converts that revision, not main."""
+    from weightdoctor.check_dtype import TargetReport, TensorCast, recommend
+
+    row = TensorCast("n", "float32", "unsafe", 4, 1, 0, 0, 0, 1, 0.0, 0.0, 0, 0, "1 finite value(s) become inf/NaN")
+    report = TargetReport("float16", "unsafe", 1, 1, 0, 4, 1, 0, 0, 0, 1, 0.25, 0.0, 0.0, 65504.0, 6.1e-5, "", 8,
+                          "^(?:n)$", 16, [row])
+    rec = recommend("org/name", {"fp16": report}, {}, None, revision="v1", key="ema")
+    assert rec.commands["fp16"] == ("weightdoctor convert org/name -o org/name-fp16 --dtype fp16 --keep-fp32 "
+                                    "'^(?:n)$' --revision v1 --key ema")

@@ -620,11 +620,14 @@ def recommend(
     sample: int | None = None,
     quantized: bool = False,
     has_config: bool = False,
+    revision: str | None = None,
+    key: str | None = None,
 ) -> Recommendation:
     """Turn the per-target results into sentences and `convert` commands a person can run.
 
     `has_config`: a config.json beside the weights (a transformers model), whose `from_pretrained` loads every
-    tensor at one dtype: the fp32 ones a `--keep-fp32` kept included.
+    tensor at one dtype: the fp32 ones a `--keep-fp32` kept included. `revision` and `key`: the Hub revision and
+    the state dict inside a training checkpoint that were read; the commands read the same.
     """
     from weightdoctor.units import format_bytes
 
@@ -675,6 +678,8 @@ def recommend(
                 command = (
                     f"weightdoctor convert {shlex.quote(source)} -o {shlex.quote(output)} --dtype {name} "
                     f"--keep-fp32 {shlex.quote(report.keep_fp32)}"
+                    + (f" --revision {shlex.quote(revision)}" if revision else "")
+                    + (f" --key {shlex.quote(key)}" if key else "")
                 )
                 commands[name] = command
                 kept = report.keep_fp32_memory_bytes or 0
@@ -999,7 +1004,8 @@ def check_dtype(
         tensor_dtypes={t.name: t.dtype for t in checkpoint.tensors},
         targets=reports,
         recommendation=recommend(checkpoint.source, reports, memory, declared, name_filter, sample, agreement.status
-                                 == "quantized", has_config=checkpoint.config is not None),
+                                 == "quantized", has_config=checkpoint.config is not None,
+                                 revision=checkpoint.revision, key=checkpoint.nested_key),
         limits=LIMITS,
         sample=sample_info,
         filter=name_filter,
