@@ -13,7 +13,10 @@ Each model is saved as
   huggingface_hub's `split_torch_state_dict_into_shards` with a v4 index, as transformers 4 wrote them;
 * `bf16`: the planted model cast to bfloat16, then saved (a bf16 source checked for fp16 and fp8);
   `bf16-nodtype`: the same with no dtype in `config.json` (dtype="auto" goes by the weights);
-* `cfg-fp16`: stored float32, `config.json` saying float16 (from_pretrained(dtype="auto") loads it in fp16).
+* `cfg-fp16`: stored float32, `config.json` saying float16 (from_pretrained(dtype="auto") loads it in fp16);
+* `ckpt-ema`: a training checkpoint, other weights under `model`, the planted ones under `ema`, an optimizer and a
+  step beside them, checked with `--key ema` (torch's counts and keep_fp32 as above; the suggested convert must
+  write the EMA weights, cast or kept, and nothing else).
 
 For each case `weightdoctor check-dtype SRC --json --local --target fp16,bf16,fp8_e4m3,fp8_e5m2,fp32` runs
 in-process and is compared with:
@@ -72,8 +75,8 @@ SEED = 0
 TARGETS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp8_e4m3": torch.float8_e4m3fn,
            "fp8_e5m2": torch.float8_e5m2, "fp32": torch.float32}
 VERDICTS = ("safe", "lossy", "unsafe")
-FORMS = ("st", "st-sharded", "bin", "bin-sharded", "bf16", "bf16-nodtype", "cfg-fp16")
-QUICK_FORMS = ("st", "bin", "cfg-fp16")
+FORMS = ("st", "st-sharded", "bin", "bin-sharded", "bf16", "bf16-nodtype", "cfg-fp16", "ckpt-ema")
+QUICK_FORMS = ("st", "bin", "cfg-fp16", "ckpt-ema")
 BEYOND_BF16_FORMS = ("st-sharded", "bin-sharded", "cfg-fp16")  # bf16 unsafe there; lossy in the other fp32 forms
 QUICK_ARCHS = ("llama-tied", "t5", "resnet", "qwen2_moe")
 NORM = re.compile(r"(norm|ln|layer_norm|LayerNorm)[^.]*\.weight$|\.ln_\w+\.weight$")
@@ -548,8 +551,55 @@ def end_to_end(model_class: type, folder: Path, root: Path, report: dict[str, An
 # ---------------------------------------------------------------- the sweep
 
 
+def run_training_checkpoint(model: torch.nn.Module, root: Path, stats: Counter[str]) -> str:
+    """`ckpt-ema`: a training checkpoint holding the untouched weights under `model` and the planted ones under
+    `ema`, checked with `--key ema`: the figures are the EMA's, and the suggested convert writes the EMA."""
+    torch.manual_seed(SEED + 1)
+    plain = type(model)(model.config).eval().state_dict()
+    ema = model.state_dict()
+    root.mkdir(parents=True)
+    path = root / "checkpoint.pt"
+    torch.save({"model": plain, "ema": ema, "optimizer": {"state": {}, "param_groups": []}, "step": 7}, path)
+    source = dict(torch.load(path, weights_only=True)["ema"])
+    report = check_dtype_json(path, "--key", "ema", "--target", ",".join(TARGETS))
+    verdicts = compare_counts(report, source, stats)
+    compare_keep_fp32(report, source, verdicts, stats)
+    groups = unique_storages(source)
+    for target in ("fp16", "bf16"):
+        if report["targets"][target]["verdict"] != "unsafe":
+            continue
+        words = shlex.split(report["recommendation"]["commands"][target])
+        out = root / f"out-{target}.safetensors"
+        words[words.index("-o") + 1] = str(out)
+        code, stdout, err = run_cli([*words[1:], "--json"])
+        if code != 0:
+            raise Failure(f"suggested convert of the training checkpoint: exit {code}: {err.strip()[-300:]}")
+        kept = set(json.loads(stdout)["plan"]["kept_fp32"])
+        written = read_tensors_file(out)
+        for first, names in groups.items():
+            name = next((n for n in names if n in written), None)
+            if name is None:
+                raise Failure(f"{first} of the EMA state dict not written")
+            want = source[first]
+            if want.is_floating_point() and not set(names) & kept:
+                want = want.to(TARGETS[target])
+            got = written[name]
+            if got.dtype != want.dtype or not torch.equal(torch.nan_to_num(got), torch.nan_to_num(want)):
+                raise Failure(f"{name}: the suggested convert wrote other values than the EMA's (another state dict?)")
+        stats["training checkpoint outputs"] += 1
+    return " ".join(report["targets"][t]["verdict"] for t in ("fp16", "bf16", "fp8_e4m3"))
+
+
+def read_tensors_file(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(path)
+
+
 def run_case(model: torch.nn.Module, form: str, root: Path, planted: dict[str, str], notes: list[str],
              stats: Counter[str]) -> str:
+    if form == "ckpt-ema":
+        return run_training_checkpoint(model, root, stats)
     big = next((name for name, what in planted.items() if what.startswith("70000")), None)
     folder = save_form(model, form, root / form, big)
     source = read_tensors(folder)
