@@ -16,7 +16,7 @@ Each model is saved as
 * `cfg-fp16`: stored float32, `config.json` saying float16 (from_pretrained(dtype="auto") loads it in fp16);
 * `ckpt-ema`: a training checkpoint, other weights under `model`, the planted ones under `ema`, an optimizer and a
   step beside them, checked with `--key ema` (torch's counts and keep_fp32 as above; the suggested convert must
-  write the EMA weights, cast or kept, and nothing else).
+  write the EMA weights, cast or kept in float32, and nothing else).
 
 For each case `weightdoctor check-dtype SRC --json --local --target fp16,bf16,fp8_e4m3,fp8_e5m2,fp32` runs
 in-process and is compared with:
@@ -581,8 +581,8 @@ def run_training_checkpoint(model: torch.nn.Module, root: Path, stats: Counter[s
             if name is None:
                 raise Failure(f"{first} of the EMA state dict not written")
             want = source[first]
-            if want.is_floating_point() and not set(names) & kept:
-                want = want.to(TARGETS[target])
+            if want.is_floating_point():  # --keep-fp32 writes float32 (a bf16 source's kept tensors are up-cast)
+                want = want.to(torch.float32 if set(names) & kept else TARGETS[target])
             got = written[name]
             if got.dtype != want.dtype or not torch.equal(torch.nan_to_num(got), torch.nan_to_num(want)):
                 raise Failure(f"{name}: the suggested convert wrote other values than the EMA's (another state dict?)")
