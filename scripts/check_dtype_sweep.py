@@ -25,7 +25,7 @@ in-process and is compared with:
   overflow, clamped, underflow, subnormal, changed, NaN, inf, max relative error), and the verdict by the
   documented rule (unsafe: an overflow, a clamp with more error than rounding, >= 1% of the non-zero finite values
   flushed; lossy: anything changed); per tensor, per target and summed; tied names cast once; integer tensors
-  listed as skipped;
+  listed as skipped; each target's memory_bytes;
 * the same command on the folder's index (sharded) or its weight file: the same figures; the suggested output of
   an index lies outside the model folder;
 * `--fail-on unsafe` / `--fail-on lossy` exit codes against the oracle's verdicts;
@@ -327,6 +327,11 @@ def compare_counts(report: dict[str, Any], source: dict[str, torch.Tensor], stat
             raise Failure(f"{target}: verdict {got['verdict']} ({got['tensors_unsafe']} unsafe) != "
                           f"{worst} ({unsafe})")
         stats["target verdicts"] += 1
+        # what convert --dtype would write: every floating storage at the target's size, the others as stored
+        memory = sum(t.numel() * dtype.itemsize if t.is_floating_point() else t.nbytes
+                     for t in (source[first] for first in groups))
+        if got["memory_bytes"] != memory:
+            raise Failure(f"{target}: memory_bytes {got['memory_bytes']} != {memory}")
     return verdicts
 
 
