@@ -367,3 +367,127 @@ def test_the_keep_fp32_remedy_says_from_pretrained_casts_the_kept_tensors_too(
     assert data["recommendation"]["commands"]["fp16"] and "from_pretrained loads" not in data["recommendation"]["text"]
 
 
+
+
+def _tiny_t5(folder: Path, planted: dict[str, float], config_dtype: str | None = "float16") -> Path:
+    """A tiny seeded T5 saved with save_pretrained, `planted` values written into its weights (name -> value at
+    [0, 0]), config.json's dtype set to `config_dtype`."""
+    import transformers
+
+    torch.manual_seed(0)
+    model = transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4, decoder_start_token_id=0))
+    with torch.no_grad():
+        for name, value in planted.items():
+            model.get_parameter(name)[0, 0] = value
+    model.save_pretrained(folder)
+    if config_dtype:
+        config = json.loads((folder / "config.json").read_text())
+        config["dtype"] = config_dtype
+        (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+WO = "encoder.block.0.layer.1.DenseReluDense.wo.weight"
+WI = "encoder.block.0.layer.1.DenseReluDense.wi.weight"
+BOTH_WO = ["decoder.block.0.layer.2.DenseReluDense.wo.weight", WO]
+
+
+def test_a_config_at_the_target_names_what_its_class_keeps_in_fp32(tmp_path: Path) -> None:
+    """T5 keeps `wo` in float32 when from_pretrained loads at float16 (_keep_in_fp32_modules). Found by
+    scripts/check_dtype_sweep.py: under a float16 config, check-dtype said from_pretrained(dtype='auto') 'hits
+    exactly this' although `wo`'s overflow never happens at load; now it names the tensors kept in fp32 and
+    says which overflow from_pretrained does hit."""
+    import transformers
+
+    only_wo = _tiny_t5(tmp_path / "only-wo", {WO: 1e5})
+    code, data = run_json("check-dtype", only_wo, "--target", "fp16")
+    lines = [x for x in data["recommendation"]["lines"] if x.startswith("config.json says float16")]
+    assert lines == ["config.json says float16: from_pretrained(dtype='auto') loads these weights as float16 but "
+                     "keeps the 1 unsafe tensor(s) in float32 (_keep_in_fp32_modules): it does not hit this"]
+    fp16 = data["targets"]["fp16"]
+    assert code == 0 and fp16["verdict"] == "unsafe" and fp16["kept_fp32_at_load"] == BOTH_WO
+    (line,) = [x for x in data["recommendation"]["lines"] if x.startswith("fp16 is unsafe")]
+    assert line.endswith("from_pretrained loads every tensor as fp16 all the same, except the 1 unsafe one(s) its "
+                         f"class keeps in fp32 (_keep_in_fp32_modules): {WO}")
+    loaded = transformers.T5ForConditionalGeneration.from_pretrained(only_wo, dtype="auto")
+    wo = loaded.get_parameter(WO)
+    assert wo.dtype == torch.float32 and torch.isfinite(wo).all()  # what the line says, measured
+
+    both = _tiny_t5(tmp_path / "both", {WO: 1e5, WI: 1e5})
+    code, data = run_json("check-dtype", both, "--target", "fp16")
+    assert data["targets"]["fp16"]["kept_fp32_at_load"] == BOTH_WO
+    lines = [x for x in data["recommendation"]["lines"] if x.startswith("config.json says float16")]
+    assert lines == ["config.json says float16: from_pretrained(dtype='auto') loads these weights as float16 and "
+                     f"hits this in 1 of the 2 unsafe tensor(s); its class keeps {WO} in float32 "
+                     "(_keep_in_fp32_modules)"]
+    loaded = transformers.T5ForConditionalGeneration.from_pretrained(both, dtype="auto")
+    assert torch.isinf(loaded.get_parameter(WI)).any() and torch.isfinite(loaded.get_parameter(WO)).all()
+
+    # Without a config at the target, or at bf16 (T5 has no _keep_in_fp32_modules_strict), nothing is kept.
+    code, data = run_json("check-dtype", _tiny_t5(tmp_path / "bf16", {WO: 3.4e38}, "float32"), "--target", "bf16")
+    assert data["targets"]["bf16"]["verdict"] == "unsafe" and data["targets"]["bf16"]["kept_fp32_at_load"] == []
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "model.safetensors").write_bytes((only_wo / "model.safetensors").read_bytes())
+    code, data = run_json("check-dtype", alone / "model.safetensors", "--target", "fp16")
+    assert data["targets"]["fp16"]["kept_fp32_at_load"] is None
+
+
+def test_the_suggested_output_of_an_index_is_a_folder_beside_the_model_not_inside_it(
+    fx: dict[str, Path], tmp_path: Path,
+) -> None:
+    """check-dtype on `model.safetensors.index.json` suggested `-o .../model.safetensors.index.json-fp16`: a folder
+    named like a JSON file, written inside the source model's own folder (found by scripts/check_dtype_sweep.py).
+    An index stands for its model folder: the output is that folder's name with the target, beside it."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "bert-sharded"
+    shutil.copytree(fx["bert-sharded"], model)
+    first = sorted(model.glob("model-*.safetensors"))[0]
+    state = load_file(first)
+    state[next(iter(state))].view(-1)[0] = 1e5
+    save_file(state, str(first), metadata={"format": "pt"})
+    for source, output in ((model / "model.safetensors.index.json", tmp_path / "bert-sharded-fp16"),
+                           (model, tmp_path / "bert-sharded-fp16"),
+                           (first, first.with_name(f"{first.stem}-fp16.safetensors"))):
+        code, data = run_json("check-dtype", source, "--target", "fp16")
+        command = data["recommendation"]["commands"]["fp16"]
+        assert code == 0 and command.startswith(f"weightdoctor convert {source} -o {output} --dtype fp16 "), command
+
+
+def test_the_suggested_convert_reads_the_state_dict_that_was_checked(tmp_path: Path) -> None:
+    """`check-dtype ckpt.pt --key ema` checked the EMA weights but suggested `convert ckpt.pt ...` without `--key`:
+    convert found the other state dict (`model`) and wrote it, exit 0, not a word (found while extending
+    scripts/check_dtype_sweep.py to training checkpoints). The command now names the state dict it checked."""
+    import shlex
+
+    from safetensors.torch import load_file
+
+    model = {"w": torch.ones(4, 4), "n": torch.ones(4)}
+    ema = {"w": torch.full((4, 4), 2.0), "n": torch.full((4,), 2.0)}
+    ema["n"][0] = 1e5
+    torch.save({"model": model, "ema": ema, "step": 3}, tmp_path / "ckpt.pt")
+    code, data = run_json("check-dtype", tmp_path / "ckpt.pt", "--key", "ema", "--target", "fp16")
+    command = data["recommendation"]["commands"]["fp16"]
+    assert code == 0 and command.endswith(" --key ema"), command
+    words = shlex.split(command)
+    out = tmp_path / "out.safetensors"
+    words[words.index("-o") + 1] = str(out)
+    assert run_json(*words[1:])[0] == 0
+    written = load_file(out)
+    assert written["n"][0] == 1e5 and written["n"].dtype == torch.float32 and (written["w"] == 2).all()
+
+
+def test_the_suggested_convert_names_the_revision_checked() -> None:
+    """A Hub source read at `--revision v1`: the command converts that revision, not main."""
+    from weightdoctor.check_dtype import TargetReport, TensorCast, recommend
+
+    row = TensorCast("n", "float32", "unsafe", 4, 1, 0, 0, 0, 1, 0.0, 0.0, 0, 0, "1 finite value(s) become inf/NaN")
+    report = TargetReport("float16", "unsafe", 1, 1, 0, 4, 1, 0, 0, 0, 1, 0.25, 0.0, 0.0, 65504.0, 6.1e-5, "", 8,
+                          "^(?:n)$", 16, [row])
+    rec = recommend("org/name", {"fp16": report}, {}, None, revision="v1", key="ema")
+    assert rec.commands["fp16"] == ("weightdoctor convert org/name -o org/name-fp16 --dtype fp16 --keep-fp32 "
+                                    "'^(?:n)$' --revision v1 --key ema")

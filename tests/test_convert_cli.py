@@ -417,6 +417,38 @@ def test_keep_fp32_beside_a_config_says_from_pretrained_casts_them_all(
         assert code == 0 and not any("from_pretrained loads every tensor" in w for w in data["plan"]["warnings"])
 
 
+@pytest.mark.parametrize("command", [["convert"], ["shard", "--max", "40KB"]])
+def test_keep_fp32_under_a_config_without_a_dtype_writes_the_cast_dtype_into_it(
+    fx: dict[str, Path], tmp_path: Path, command: list[str],
+) -> None:
+    """A config.json that names no dtype leaves from_pretrained(dtype="auto") to the first floating tensor of the
+    weights; with --keep-fp32 that can be a kept float32 one, and the whole model then loaded in float32, not at the
+    dtype the warning (and check-dtype's remedy) promised. Found by scripts/check_dtype_sweep.py (Llama, Gemma, OPT
+    with tied embeddings kept in fp32). The config now gets the cast's dtype, as save_pretrained writes it."""
+    import shutil
+
+    import transformers
+
+    source = tmp_path / "src"
+    shutil.copytree(fx["bert"], source)
+    config = json.loads((source / "config.json").read_text())
+    config.pop("dtype", None)
+    config.pop("torch_dtype", None)
+    (source / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    code, data = run_json(command[0], source, *command[1:], "-o", out, "--dtype", "fp16", "--keep-fp32",
+                          "LayerNorm|pooler")
+    assert code == 0
+    model = transformers.AutoModel.from_pretrained(out, dtype="auto")
+    assert {p.dtype for p in model.parameters()} == {torch.float16}  # what the warning says
+    (warning,) = [w for w in data["plan"]["warnings"] if "config.json follows the cast" in w]
+    assert warning.startswith("config.json follows the cast: dtype: (not set) -> float16;")
+    assert json.loads((out / "config.json").read_text())["dtype"] == "float16"
+    # Without --keep-fp32 every tensor is at the cast dtype, so dtype="auto" finds it: the config is left as it was.
+    code, data = run_json(command[0], source, *command[1:], "-o", tmp_path / "plain", "--dtype", "fp16")
+    assert code == 0 and "dtype" not in json.loads((tmp_path / "plain" / "config.json").read_text())
+
+
 @pytest.mark.parametrize("name", ["enc/layer.w", "", "ctl\x01"])
 def test_pickle_keys_safetensors_refuses_are_refused_before_writing(tmp_path: Path, name: str) -> None:
     """The source file and the key are named, before anything is written (it once failed on read-back, naming

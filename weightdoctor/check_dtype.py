@@ -343,6 +343,10 @@ class TargetReport:
     # Unsafe tensors that fp32 cannot hold either (float64 values beyond its range): --keep-fp32 cannot
     # save them, so they are left out of `keep_fp32` and no convert command is suggested.
     unsafe_in_fp32: list[str] = field(default_factory=list)
+    # The tensors from_pretrained(dtype=<this target>) loads in float32 all the same (its class's
+    # `_keep_in_fp32_modules`, `_keep_in_fp32_modules_strict`); None where not asked: no config.json transformers
+    # can build, a target other than fp16/bf16, or one that is not unsafe (the recommendation is what needs it).
+    kept_fp32_at_load: list[str] | None = None
 
 
 @dataclass
@@ -589,10 +593,21 @@ def keep_fp32_regex(offenders: Iterable[str], all_names: Iterable[str]) -> str |
     return "^(?:" + "|".join(sorted(parts)) + ")$"
 
 
+def _names(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
 def _output_name(source: str, target: str) -> str:
+    """Where the suggested `convert` writes: beside the source, named after it and the target."""
     path = Path(source)
     if path.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt"):
         return str(path.with_name(f"{path.stem}-{target}.safetensors"))
+    if re.search(r"\.index(\.[^./]+)?\.json$", path.name):
+        # An index stands for its model folder, which convert writes whole: a folder beside it, not inside it.
+        folder = path.parent
+        if str(folder) in ("", "."):
+            return str(Path("..") / f"{Path.cwd().name}-{target}")
+        return f"{folder}-{target}"
     return f"{source.rstrip('/')}-{target}"
 
 
@@ -605,11 +620,14 @@ def recommend(
     sample: int | None = None,
     quantized: bool = False,
     has_config: bool = False,
+    revision: str | None = None,
+    key: str | None = None,
 ) -> Recommendation:
     """Turn the per-target results into sentences and `convert` commands a person can run.
 
     `has_config`: a config.json beside the weights (a transformers model), whose `from_pretrained` loads every
-    tensor at one dtype: the fp32 ones a `--keep-fp32` kept included.
+    tensor at one dtype: the fp32 ones a `--keep-fp32` kept included. `revision` and `key`: the Hub revision and
+    the state dict inside a training checkpoint that were read; the commands read the same.
     """
     from weightdoctor.units import format_bytes
 
@@ -652,18 +670,27 @@ def recommend(
             if under:
                 problems.append(f"flushes ≥{MASS_UNDERFLOW_SHARE:.0%} of the values to zero in {len(under)} tensor(s)")
             line = f"{name} is unsafe: {'; '.join(problems)}"
+            # from_pretrained keeps these in float32 at this dtype: its load does not hit what the cast does to them.
+            kept_at_load = set(report.kept_fp32_at_load or ())
+            kept_unsafe = [t.name for t in report.tensors if t.verdict == "unsafe" and t.name in kept_at_load]
             if report.keep_fp32 and name in ("fp16", "bf16"):
                 output = _output_name(source, name)
                 command = (
                     f"weightdoctor convert {shlex.quote(source)} -o {shlex.quote(output)} --dtype {name} "
                     f"--keep-fp32 {shlex.quote(report.keep_fp32)}"
+                    + (f" --revision {shlex.quote(revision)}" if revision else "")
+                    + (f" --key {shlex.quote(key)}" if key else "")
                 )
                 commands[name] = command
                 kept = report.keep_fp32_memory_bytes or 0
                 line += (
                     f": keep them in fp32 (`{command}`), {format_bytes(kept)} instead of {mem}"
                 )
-                if has_config:
+                if has_config and kept_unsafe:
+                    line += (f"; that file is for loaders that keep each tensor's dtype: from_pretrained loads every "
+                             f"tensor as {name} all the same, except the {len(kept_unsafe)} unsafe one(s) its class "
+                             f"keeps in fp32 (_keep_in_fp32_modules): {_names(kept_unsafe)}")
+                elif has_config:
                     # Measured: the kept tensors come back as `name` from from_pretrained, overflowing as before.
                     line += (f"; that file is for loaders that keep each tensor's dtype: from_pretrained loads every "
                              f"tensor as {name} all the same (only its class's _keep_in_fp32_modules stay fp32)")
@@ -675,10 +702,17 @@ def recommend(
                 line += "; a plain cast will not do: fp8 checkpoints carry per-tensor or per-block scales"
             lines.append(line)
             if declared is not None and TARGETS.get(name) == declared:
-                lines.append(
-                    f"config.json says {declared}: from_pretrained(dtype='auto') loads these weights as {declared} "
-                    f"and hits exactly this"
-                )
+                says = f"config.json says {declared}: from_pretrained(dtype='auto') loads these weights as {declared}"
+                unsafe = [t.name for t in report.tensors if t.verdict == "unsafe"]
+                if kept_unsafe and len(kept_unsafe) == len(unsafe):
+                    lines.append(f"{says} but keeps the {len(unsafe)} unsafe tensor(s) in float32 "
+                                 "(_keep_in_fp32_modules): it does not hit this")
+                elif kept_unsafe:
+                    lines.append(f"{says} and hits this in {len(unsafe) - len(kept_unsafe)} of the {len(unsafe)} "
+                                 f"unsafe tensor(s); its class keeps {_names(kept_unsafe)} in float32 "
+                                 "(_keep_in_fp32_modules)")
+                else:
+                    lines.append(f"{says} and hits exactly this")
     usable = [
         (n, r) for n, r in targets.items()
         if r.verdict != "unsafe" and r.tensors_checked and TARGETS[n] not in ("float32", "float64")
@@ -941,6 +975,9 @@ def check_dtype(
             unsafe_in_fp32=beyond_fp32,
         )
 
+    unsafe_halves = [n for n in ("fp16", "bf16") if n in reports and reports[n].verdict == "unsafe"]
+    for name, kept in kept_fp32_at_load(checkpoint, unsafe_halves).items():
+        reports[name].kept_fp32_at_load = kept
     declared = config_dtype(checkpoint.config)
     stored = stored_dtype_counts(checkpoint.tensors)
     floating_stored = [d for d in stored if _is_castable_dtype(d)]
@@ -967,7 +1004,8 @@ def check_dtype(
         tensor_dtypes={t.name: t.dtype for t in checkpoint.tensors},
         targets=reports,
         recommendation=recommend(checkpoint.source, reports, memory, declared, name_filter, sample, agreement.status
-                                 == "quantized", has_config=checkpoint.config is not None),
+                                 == "quantized", has_config=checkpoint.config is not None,
+                                 revision=checkpoint.revision, key=checkpoint.nested_key),
         limits=LIMITS,
         sample=sample_info,
         filter=name_filter,
@@ -977,6 +1015,40 @@ def check_dtype(
         local=local_report(checkpoint) if local else None,
         warnings=warnings,
     )
+
+
+def kept_fp32_at_load(checkpoint: Checkpoint, targets: Iterable[str]) -> dict[str, list[str]]:
+    """The tensors `from_pretrained(SRC, dtype=<target>)` keeps in float32, for each of `targets` (fp16, bf16).
+
+    transformers casts every tensor to the requested dtype except those its class's dtype plan names
+    (`_keep_in_fp32_modules` at fp16, T5's `wo`; `_keep_in_fp32_modules_strict` at fp16 and bf16), matched
+    against each tensor's name as its loader matches them. The class is built on the meta device from
+    `config.json`; a checkpoint without one, or whose config transformers cannot build, gets no entry.
+
+    Example:
+        >>> kept_fp32_at_load(t5_checkpoint, ["fp16", "bf16"])
+        {'fp16': ['encoder.block.0.layer.1.DenseReluDense.wo.weight', ...], 'bf16': []}
+    """
+    wanted = [t for t in targets if t in ("fp16", "bf16")]
+    if checkpoint.config is None or not wanted:
+        return {}
+    import torch
+
+    try:
+        from transformers.core_model_loading import build_glob_alternation
+
+        from weightdoctor.meta_model import build_meta_model
+
+        model = build_meta_model(checkpoint.config)
+        plans = {t: model._get_dtype_plan(getattr(torch, TARGETS[t])) for t in wanted}
+    except Exception:  # not a config transformers builds (diffusers, timm, a foreign class): nothing to say
+        return {}
+    kept: dict[str, list[str]] = {}
+    for target, plan in plans.items():
+        pattern = build_glob_alternation(list(plan))[0] if plan else None
+        kept[target] = sorted(t.name for t in checkpoint.tensors
+                              if pattern is not None and _is_castable(t) and pattern.search(t.name))
+    return kept
 
 
 def _is_castable_dtype(dtype: str) -> bool:

@@ -519,13 +519,21 @@ def _set_dtype_keys(node: object, dtype: str, where: str) -> list[str]:
     return changed
 
 
+def _has_dtype_key(node: object) -> bool:
+    if isinstance(node, dict):
+        return any(key in _CONFIG_DTYPE_KEYS or _has_dtype_key(value) for key, value in node.items())
+    return False
+
+
 def with_config_dtype(
     files: list[SideFile], dtype: str | None, kept_fp32: int = 0,
 ) -> tuple[list[SideFile], str | None]:
     """`files` with config.json's dtype set to the cast target, as `save_pretrained` writes it; and a note.
 
     Left as it was, `from_pretrained(dtype="auto")` would load bf16 weights back as float32. Only keys the
-    config already has are changed (at any depth: multimodal configs nest a text and a vision config);
+    config already has are changed (at any depth: multimodal configs nest a text and a vision config), except
+    that a transformers config (`model_type`) with no dtype key gets `dtype` when `kept_fp32` tensors stay
+    float32 (dtype="auto" would otherwise follow the first floating tensor, which can be a kept one);
     a config that is not a JSON object is copied untouched. The note also names weight files that are
     copied uncast (other modules' weights in subfolders), and, when `kept_fp32` tensors stay in float32 beside a
     config, that `from_pretrained` loads them at the config's dtype all the same.
@@ -546,6 +554,11 @@ def with_config_dtype(
             out.append(side)
             continue
         changed = _set_dtype_keys(config, dtype, "")
+        if kept_fp32 and isinstance(config, dict) and "model_type" in config and not _has_dtype_key(config):
+            # No dtype: from_pretrained(dtype="auto") would go by the first floating tensor of the weights, which a
+            # kept float32 one can be, and load the whole model in float32. save_pretrained writes `dtype` always.
+            config["dtype"] = dtype
+            changed.append(f"dtype: (not set) -> {dtype}")
         if changed:
             note = "config.json follows the cast: " + ", ".join(changed)
             out.append(SideFile(side.path, side.relpath, (json.dumps(config, indent=2) + "\n").encode()))
