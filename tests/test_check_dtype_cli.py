@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -489,5 +490,30 @@ def test_the_suggested_convert_names_the_revision_checked() -> None:
     report = TargetReport("float16", "unsafe", 1, 1, 0, 4, 1, 0, 0, 0, 1, 0.25, 0.0, 0.0, 65504.0, 6.1e-5, "", 8,
                           "^(?:n)$", 16, [row])
     rec = recommend("org/name", {"fp16": report}, {}, None, revision="v1", key="ema")
-    assert rec.commands["fp16"] == ("weightdoctor convert org/name -o org/name-fp16 --dtype fp16 --keep-fp32 "
+    assert rec.commands["fp16"] == ("weightdoctor convert org/name -o name-fp16 --dtype fp16 --keep-fp32 "
                                     "'^(?:n)$' --revision v1 --key ema")
+
+
+def test_the_suggested_output_of_a_repo_id_is_a_folder_in_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-o org/name-fp16` would create a folder `org/` in the working directory; the suggestion names the
+    model alone, and the command runs as printed."""
+    from safetensors.torch import save_file
+
+    from fixtures.build import write_hub_cache
+
+    model = tmp_path / "model"
+    model.mkdir()
+    save_file({"big.weight": torch.tensor([1.0, 70000.0]), "small.weight": torch.ones(4)}, model / "model.safetensors")
+    cache = tmp_path / "hub"
+    write_hub_cache(cache, "some-org/overflowing", model)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    code, data = run_json("check-dtype", "some-org/overflowing", "--target", "fp16")
+    assert code == 0, data
+    command = data["recommendation"]["commands"]["fp16"]
+    assert " -o overflowing-fp16 " in command, command
+    result = run_cli(*shlex.split(command)[1:])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "overflowing-fp16" / "model.safetensors").is_file() and not (tmp_path / "some-org").exists()

@@ -598,8 +598,12 @@ def _names(names: list[str], shown: int = 3) -> str:
 
 
 def _output_name(source: str, target: str) -> str:
-    """Where the suggested `convert` writes: beside the source, named after it and the target."""
+    """Where the suggested `convert` writes: beside the source, named after it and the target; for a Hub repo id
+    (`org/name`, `org/pipe/unet`), a folder named after the model in the working directory (`org/name-fp16`
+    would create a folder `org/` there)."""
     path = Path(source)
+    if not path.expanduser().exists() and not source.startswith((".", "/", "~")):
+        return f"{source.rstrip('/').rsplit('/', 1)[-1]}-{target}"
     if path.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt"):
         return str(path.with_name(f"{path.stem}-{target}.safetensors"))
     if re.search(r"\.index(\.[^./]+)?\.json$", path.name):
