@@ -1,0 +1,85 @@
+"""Hostile inputs found by the fourth red-team round: each must exit 0 or 2 with one line, fast, within bounded
+memory, and never let text from the file reach the terminal as markup or escape sequences."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from tests.helpers import run_cli
+
+
+def _tied(path: Path, count: int) -> Path:
+    """A `.bin` of `count` names for one storage of two floats: a file of ~30 bytes per name."""
+    storage = torch.zeros(2)
+    torch.save({f"layer.{i}.weight": storage for i in range(count)}, path)
+    return path
+
+
+def test_thousands_of_names_for_one_storage_are_not_listed_for_each_name(tmp_path: Path) -> None:
+    """Each tensor row's `shared_with` listed every other name of its storage: n names cost n² strings. A 1.5 MB
+    `.bin` of 50,000 names for one storage took over 120 s and 20 GB of memory (`inspect --json`), 3,000 names 30 s.
+    `shared_with` now names at most `MAX_SHARED_WITH` of them; `shared_tensors` still lists every group whole."""
+    from weightdoctor.structure import MAX_SHARED_WITH
+
+    path = _tied(tmp_path / "tied.bin", 3000)
+    started = time.perf_counter()
+    result = run_cli("inspect", str(path), "--json")
+    elapsed = time.perf_counter() - started
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [len(group) for group in report["shared_tensors"]] == [3000]
+    assert {len(row["shared_with"]) for row in report["tensors"]} == {MAX_SHARED_WITH}
+    first, last = report["tensors"][0], report["tensors"][-1]
+    assert first["shared_with"][0] == "layer.1.weight" and "layer.0.weight" in last["shared_with"]
+    assert all(row["name"] not in row["shared_with"] for row in report["tensors"])
+    assert elapsed < 15, elapsed
+
+    started = time.perf_counter()
+    human = run_cli("inspect", str(path), "--all")
+    assert human.exit_code == 0, human.stderr
+    assert time.perf_counter() - started < 15
+    assert human.stdout.count("and 2,983 more)") == 3000
+
+
+def test_a_few_shared_names_are_all_listed(tmp_path: Path) -> None:
+    """The control: GPT-2's two names for one storage still name each other."""
+    embedding = torch.randn(4, 2)
+    path = tmp_path / "gpt2.bin"
+    torch.save({"transformer.wte.weight": embedding, "lm_head.weight": embedding}, path)
+    result = run_cli("inspect", str(path), "--json")
+    rows = {row["name"]: row["shared_with"] for row in json.loads(result.stdout)["tensors"]}
+    assert rows == {"transformer.wte.weight": ["lm_head.weight"], "lm_head.weight": ["transformer.wte.weight"]}
+
+
+def test_shared_names_holding_markup_or_escapes_are_printed_as_text(tmp_path: Path) -> None:
+    """The summary's `shared storage` line joined the names unescaped: a pickle key `a[/]` ended `inspect` with
+    an unexpected MarkupError, `x[bold]` lost its `[bold]`, and `\\x1b]0;...\\x07` set the terminal's title."""
+    weight = torch.randn(3, 3)
+    path = tmp_path / "tied.bin"
+    torch.save({"a[/]": weight, "b\x1b]0;pwned\x07": weight, "x[bold]": weight}, path)
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if "shared storage" in line)
+    assert "a[/] ≡ b\\x1b]0;pwned\\x07 ≡ x[bold]" in line
+    assert "\x1b" not in result.stdout
+
+
+def test_ten_megabytes_of_metadata_are_clipped_in_the_summary(tmp_path: Path) -> None:
+    """A safetensors header of 100,000 metadata entries (10 MB) took 38 s to lay out and printed 17 MB; the
+    summary shows the first ~2,000 characters and how many entries it left out, `--json` keeps them all."""
+    header = {"__metadata__": {f"k{i}": "v" * 100 for i in range(100_000)},
+              "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
+    raw = json.dumps(header).encode()
+    path = tmp_path / "meta.safetensors"
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(4))
+    started = time.perf_counter()
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 0, result.stderr
+    assert time.perf_counter() - started < 10
+    assert len(result.stdout) < 20_000
+    assert "more" in result.stdout and "99,98" in result.stdout
+    assert len(json.loads(run_cli("inspect", str(path), "--json").stdout)["metadata"]) == 100_000
