@@ -99,3 +99,61 @@ def test_diff_keys_of_tens_of_thousands_of_tied_names_is_linear(tmp_path: Path) 
     assert len(unexpected) == 30_000
     assert {(issue["reason"], issue["detail"]) for issue in unexpected} == {
         ("tied-weight", "shares storage with layer.0.weight")}
+
+
+def _model_folder_with_links_out(tmp_path: Path) -> tuple[Path, Path]:
+    """A model folder (as a git clone or a tarball brings it: both keep symbolic links) whose tokenizer.json is a
+    link to a secret outside it, with a folder linking to the folder above; and the secret."""
+    import os
+
+    from safetensors.torch import save_file
+
+    secret = tmp_path / "home" / ".ssh" / "id_rsa"
+    secret.parent.mkdir(parents=True)
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    folder = tmp_path / "home" / "downloads" / "model"
+    folder.mkdir(parents=True)
+    save_file({"a.weight": torch.ones(2, 2)}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    os.symlink("../../.ssh/id_rsa", folder / "tokenizer.json")
+    os.symlink("..", folder / "up")
+    return folder, secret
+
+
+def test_links_out_of_a_model_folder_are_not_copied_into_the_output(tmp_path: Path) -> None:
+    """convert and shard copy a folder's side files, following links (a Hub snapshot is made of them): a link
+    `tokenizer.json -> ../../.ssh/id_rsa` put the key into the output (which is then uploaded), and `up -> ..`
+    copied every folder beside the model (`-> /`: the whole file system). A link is followed only where it stays
+    in the folder or, in a Hub snapshot, in the repo's blobs; the others are left out and named."""
+    folder, secret = _model_folder_with_links_out(tmp_path)
+    for command in (["convert", str(folder), "-o", str(tmp_path / "converted")],
+                    ["shard", str(folder), "--max", "1KB", "-o", str(tmp_path / "sharded")]):
+        result = run_cli(*command)
+        assert result.exit_code == 0, result.stderr
+        out = Path(command[-1])
+        assert sorted(p.name for p in out.iterdir()) == sorted(
+            ["config.json", "model.safetensors"] if command[0] == "convert" else ["config.json", "model.safetensors"])
+        assert not any(secret.read_text() in p.read_text(errors="replace") for p in out.rglob("*") if p.is_file())
+        assert "tokenizer.json (a link to a file outside the model folder)" in result.stderr
+        assert "up/ (a link to a folder)" in result.stderr
+
+
+def test_a_hub_snapshot_still_copies_its_files_through_the_blobs(tmp_path: Path) -> None:
+    """The control: a Hub snapshot is links into `../../blobs` (`../../../blobs` in a subfolder), all copied."""
+    import io
+
+    from safetensors.torch import save
+
+    from fixtures.hub_cache import commit_of, write_snapshot
+
+    buffer = io.BytesIO(save({"a.weight": torch.ones(2, 2)}))
+    snapshot = write_snapshot(tmp_path / "hub", "org/model", commit_of("one"), {
+        "model.safetensors": buffer.getvalue(), "config.json": b'{"model_type": "bert"}',
+        "tokenizer.json": b"{}", "1_Pooling/config.json": b'{"pooling_mode_mean_tokens": true}'})
+    assert (snapshot / "tokenizer.json").is_symlink()
+    out = tmp_path / "out"
+    result = run_cli("convert", str(snapshot), "-o", str(out), "--to", "bin")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+        "1_Pooling/config.json", "config.json", "pytorch_model.bin", "tokenizer.json"]
+    assert "outside the model folder" not in result.stderr
