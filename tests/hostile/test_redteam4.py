@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -157,3 +158,43 @@ def test_a_hub_snapshot_still_copies_its_files_through_the_blobs(tmp_path: Path)
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
         "1_Pooling/config.json", "config.json", "pytorch_model.bin", "tokenizer.json"]
     assert "outside the model folder" not in result.stderr
+
+
+def test_an_output_named_dot_or_dot_dot(tmp_path: Path, monkeypatch: Any) -> None:
+    """`shard x -o .` ended with an unexpected ValueError (`PosixPath('.') has an empty name`: the staging folder is
+    named after the output), and `-o ..` staged *inside* the current folder, which lies in `..`: carrying the
+    earlier files over copied the staging folder into itself until the name was too long. Both are the folder
+    they name."""
+    from safetensors.torch import save_file
+
+    source = tmp_path / "source.safetensors"
+    save_file({"a.weight": torch.ones(2, 2)}, str(source))
+    out = tmp_path / "out"
+    (out / "inner").mkdir(parents=True)
+    (out / "notes.txt").write_text("kept")
+    monkeypatch.chdir(out)
+    result = run_cli("shard", str(source), "--max", "1KB", "-o", ".", "--force")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["inner", "model.safetensors", "notes.txt"]
+    monkeypatch.chdir(out / "inner")
+    result = run_cli("shard", str(source), "--max", "1KB", "-o", "..", "--force")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["inner", "model.safetensors", "notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "source.safetensors"]
+
+
+def test_an_empty_output_is_refused(tmp_path: Path, monkeypatch: Any) -> None:
+    """`-o ""` (an unset `$OUT`) is the current folder to the file system: `shard x -o "" --force` replaced the
+    weights of wherever it ran. Refused as a usage error; nothing is written."""
+    from safetensors.torch import save_file
+
+    source = tmp_path / "source.safetensors"
+    save_file({"a.weight": torch.ones(2, 2)}, str(source))
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for command in (["shard", str(source), "--max", "1KB"], ["convert", str(source)]):
+        result = run_cli(*command, "-o", "", "--force")
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1 and "'-o': is empty" in lines[0], result.stderr
+    assert list(here.iterdir()) == []
