@@ -648,6 +648,10 @@ def _collapse_all(names: list[str]) -> list[str]:
     return collapsed if len(collapsed) == len(names) else [collapse_indices(name) for name in names]
 
 
+# Leading components kept when merging key patterns into groups (real names are under 20 deep).
+MAX_GROUP_DEPTH = 64
+
+
 def group_issues(report: DiffReport, max_groups_per_reason: int = 6) -> list[KeyGroup]:
     """Group the report's keys so that a large diff reads in one screen.
 
@@ -683,11 +687,14 @@ def group_issues(report: DiffReport, max_groups_per_reason: int = 6) -> list[Key
     groups: list[KeyGroup] = []
     for (kind, reason, severity), by_pattern in buckets.items():
         if len(by_pattern) > max_groups_per_reason:
-            longest = max(p.count(".") + 1 for p in by_pattern)
+            # Split once, and merge from at most MAX_GROUP_DEPTH components: trying every depth of names of
+            # 22,000 components rebuilt each name 22,000 times (40 such names: minutes).
+            split = {pattern: pattern.split(".", MAX_GROUP_DEPTH) for pattern in by_pattern}
+            longest = max(len(parts) for parts in split.values())
             for depth in range(longest - 1, 0, -1):
                 merged: dict[str, tuple[int, str]] = {}
                 for pattern, (count, example) in by_pattern.items():
-                    parts = pattern.split(".")
+                    parts = split[pattern]
                     key = ".".join(parts[:depth]) + ".*" if len(parts) > depth else pattern
                     total, first = merged.get(key, (0, example))
                     merged[key] = (total + count, first)
@@ -752,6 +759,11 @@ def _escape(text: str) -> str:
     return re.escape(text).replace("=", "\\x3d")
 
 
+# Components of a name tried one by one as renamed or dropped: each try builds the name again, so a name of n
+# components costs n times its length (40 names of 22,000 components took 23 GB). Real names are under 20 deep.
+MAX_RENAME_PARTS = 64
+
+
 def _sample(names: Sequence[str], limit: int = 2000) -> Sequence[str]:
     """At most `limit` names spread over `names`: votes on a sample find the same renames much faster."""
     if len(names) <= limit:
@@ -806,11 +818,15 @@ def _candidate_renames(
         by_hole: dict[tuple[str, int], set[str]] = defaultdict(set)
         for target in targets:
             parts = target.split(".")
+            if len(parts) > MAX_RENAME_PARTS:
+                continue
             for i, part in enumerate(parts):
                 if not part.isdigit():
                     by_hole[(".".join(parts[:i] + ["\0"] + parts[i + 1:]), i)].add(part)
         for name in sample:
             parts = name.split(".")
+            if len(parts) > MAX_RENAME_PARTS:
+                continue
             for i, part in enumerate(parts):
                 for target_part in by_hole.get((".".join(parts[:i] + ["\0"] + parts[i + 1:]), i), ()):
                     if target_part != part:
@@ -1085,12 +1101,26 @@ def _ties_to_embedding(name: str, shape: tuple[int, ...], other: Mapping[str, Ke
     return None
 
 
+def tied_index(groups: Sequence[Sequence[str]]) -> dict[str, Sequence[str]]:
+    """Each name of `groups` mapped to its group (the first one that holds it), for `classify_key`.
+
+    Example:
+        >>> tied_index([["lm_head.weight", "wte.weight"]])["wte.weight"]
+        ['lm_head.weight', 'wte.weight']
+    """
+    index: dict[str, Sequence[str]] = {}
+    for group in groups:
+        for name in group:
+            index.setdefault(name, group)
+    return index
+
+
 def classify_key(
     name: str,
     spec: KeySpec,
     kind: str,
     this_side: Mapping[str, KeySpec],
-    tied_groups: Sequence[Sequence[str]] = (),
+    tied_groups: Sequence[Sequence[str]] | Mapping[str, Sequence[str]] = (),
     tie_embeddings: bool | None = None,
     quantization: str | None = None,
 ) -> tuple[str, str, str]:
@@ -1101,15 +1131,18 @@ def classify_key(
     `tie_word_embeddings` when known: False means an output embedding is never explained by tying.
     `quantization` names the quantizer the target config's `quantization_config` asks for (e.g.
     "bitsandbytes 4-bit"): side tensors are then expected (info), not a quantizer to go and find (warn).
+    `tied_groups`: the groups, or each name's group (`tied_index`): a caller classifying every key of a large
+    group passes the index, as scanning the groups for each key costs n² for n tied names.
     """
     if _BUFFER.search(name):
         return "buffer", "info", ""
-    for group in tied_groups:
-        if name in group:
-            others = [g for g in group if g != name]
-            if kind == "missing" and others:
-                return "tied-weight", "info", f"one tensor with {others[0]} in B, which A has: tied on load"
-            return "tied-weight", "info", f"shares storage with {others[0]}" if others else ""
+    group = (tied_groups.get(name) if isinstance(tied_groups, Mapping)
+             else next((group for group in tied_groups if name in group), None))
+    if group is not None:
+        other = next((n for n in group if n != name), None)
+        if kind == "missing" and other is not None:
+            return "tied-weight", "info", f"one tensor with {other} in B, which A has: tied on load"
+        return "tied-weight", "info", f"shares storage with {other}" if other is not None else ""
     tied = _ties_to_embedding(name, spec.shape, this_side) if tie_embeddings is not False else None
     if tied is not None:
         return "tied-weight", "info", f"tied to {tied}"
@@ -1257,8 +1290,9 @@ def build_report(
     if layout_whys:
         by_rename.update(layout_whys)  # a known foreign layout says more than any rename that touches it
     # B's tied names that A supplies through a partner, the partner first (it is what the detail names).
-    supplied_ties = [sorted(group, key=lambda n: n not in specs_a) for group in tied_groups_b
-                     if any(n in specs_a for n in group)]
+    supplied_ties = tied_index([sorted(group, key=lambda n: n not in specs_a) for group in tied_groups_b
+                                if any(n in specs_a for n in group)])
+    tied_a = tied_index(tied_groups_a)
 
     def classify(name: str, kind: str) -> tuple[str, str, str]:
         if kind == "missing":
@@ -1267,7 +1301,7 @@ def build_report(
                 return "task-head", "info", "new, initialised at random (outside the base model)"
             return why
         spec = specs_a.get(name) or KeySpec(name, (), "float32")
-        why = classify_key(name, spec, kind, specs_b, tied_groups_a, tie_embeddings_a, quantization=quantization)
+        why = classify_key(name, spec, kind, specs_b, tied_a, tie_embeddings_a, quantization=quantization)
         head = name.split(".", 1)[0]
         if why[0] == "unknown" and fully_supplied and head not in heads_of_b():
             # B gets every weight it has, and this part of A is not in B at all: the other tower of a composite

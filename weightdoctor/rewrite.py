@@ -592,11 +592,15 @@ def side_files(
     state (a Trainer's `optimizer.pt`, `scheduler.pt`, `rng_state.pth`, `training_args.bin`), hidden folders
     (`.git`, `.cache`), and `output` itself when it lies inside `folder` (`shard m -o m/shards`
     run twice would otherwise copy the first run's shards into the second's, one level deeper each time).
+    Links are followed only where they stay inside the folder or, in a Hub snapshot, the repo's `blobs/`
+    (`_links_inside`): a folder from a git clone or a tarball may hold `tokenizer.json -> ~/.ssh/id_rsa`, and the
+    output is what gets uploaded.
     """
     if folder is None or not folder.is_dir():
         return [], []
     mine = {p.resolve() for p in converted or []} | {p.absolute() for p in converted or []}
     target = output.resolve() if output is not None else None
+    inside = _links_inside(folder)
 
     def is_output(path: Path) -> bool:
         resolved = path.resolve()
@@ -612,13 +616,22 @@ def side_files(
             if name.startswith("."):
                 left_out.append(f"{name}/ (hidden folder)")
                 continue
+            if item.is_symlink():  # a Hub snapshot links files, never folders; `up -> ..` would copy its siblings
+                left_out.append(f"{name}/ (a link to a folder)")
+                continue
             for sub in sorted(item.rglob("*")):
                 parts = sub.relative_to(folder).parts
                 if sub.is_file() and not any(part.startswith(".") for part in parts[:-1]) and not is_output(sub):
+                    if not inside(sub):
+                        left_out.append(f"{'/'.join(parts)} (a link to a file outside the model folder)")
+                        continue
                     copies.append(SideFile(sub, "/".join(parts)))
             continue
         if item.is_symlink() and not item.exists():
             left_out.append(f"{name} (a link to a missing file: an unfinished or deleted download)")
+            continue
+        if item.is_file() and not inside(item):
+            left_out.append(f"{name} (a link to a file outside the model folder)")
             continue
         if not item.is_file() or item.absolute() in mine or item.resolve() in mine:
             continue
@@ -631,6 +644,28 @@ def side_files(
             continue
         copies.append(SideFile(item, name))
     return copies, left_out
+
+
+def _links_inside(folder: Path) -> Callable[[Path], bool]:
+    """A test of whether a path of `folder` resolves inside it, or inside the `blobs/` of the Hub repo whose
+    snapshot holds `folder` (`models--org--name/snapshots/<commit>/unet/config.json -> ../../../blobs/<hash>`).
+
+    Example:
+        >>> _links_inside(Path("/tmp"))(Path("/tmp/x"))
+        True
+    """
+    root = folder.resolve()
+    roots = [root]
+    for ancestor in (root, *root.parents):
+        if ancestor.parent.name == "snapshots":
+            roots.append(ancestor.parent.parent / "blobs")
+            break
+
+    def inside(path: Path) -> bool:
+        resolved = path.resolve()
+        return any(resolved == r or r in resolved.parents for r in roots)
+
+    return inside
 
 
 def _slots(plan: list[PlannedTensor], fmt: str) -> list:

@@ -33,6 +33,9 @@ _DIGITS = re.compile(r"^\d+$")
 # Levels of the module tree: a name nesting deeper keeps the rest of its path as one module name. Real names are
 # under 20 deep; every walk of the tree recurses, and a 30,000-segment name was an unexpected RecursionError.
 MAX_TREE_DEPTH = 64
+# Other names of a tensor's storage listed in its row: every one for each name costs n² for n names of one storage
+# (a 1.5 MB `.bin` of 50,000 names for two floats took 20 GB); `shared_tensors` lists each group whole.
+MAX_SHARED_WITH = 16
 
 
 @dataclass(frozen=True)
@@ -385,7 +388,8 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
     """
     pattern = re.compile(name_filter) if name_filter else None
     shared = checkpoint.shared_groups()
-    partners = {name: [n for n in group if n != name] for group in shared for name in group}
+    partners = {name: [n for n in group[:MAX_SHARED_WITH + 1] if n != name][:MAX_SHARED_WITH]
+                for group in shared for name in group}
     rows = [
         TensorRow(t.name, list(t.shape), t.dtype, t.num_params, t.nbytes, t.file, partners.get(t.name, []))
         for t in checkpoint.tensors

@@ -810,6 +810,10 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     shards.sort(key=natural_order)
     warnings: list[str] = []
     seen: dict[str, str] = {}
+    # Per shard, and per (listed, actual) pair: names, said in one line each (an index of none of 300,000 names
+    # printed 300,000 warnings).
+    unlisted: dict[str, list[str]] = {}
+    misplaced: dict[tuple[str, str], list[str]] = {}
     for shard in shards:
         shard_path = (index_path.parent / shard)
         # Judged on the names, not through symlinks: a Hub cache snapshot links every shard to ../../blobs.
@@ -825,9 +829,16 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
             seen[info.name] = shard
             listed = weight_map.get(info.name)
             if listed is None:
-                warnings.append(f"{shard} holds {info.name!r}, which the index does not list")
+                unlisted.setdefault(shard, []).append(info.name)
             elif listed != shard:
-                warnings.append(f"the index puts {info.name!r} in {listed} but it is in {shard}")
+                misplaced.setdefault((listed, shard), []).append(info.name)
+    for shard, names in unlisted.items():
+        warnings.append(f"{shard} holds {names[0]!r}, which the index does not list" if len(names) == 1 else
+                        f"{shard} holds {len(names):,} tensors the index does not list, e.g. {_first(names)}")
+    for (listed, shard), names in misplaced.items():
+        warnings.append(f"the index puts {names[0]!r} in {listed} but it is in {shard}" if len(names) == 1 else
+                        f"the index puts {len(names):,} tensors in {listed} but they are in {shard}, "
+                        f"e.g. {_first(names)}")
     missing = [name for name in weight_map if name not in seen]
     if missing:
         raise InvalidIndex(
@@ -843,6 +854,11 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
             actual, every_name):
         warnings.append(f"index metadata.total_size is {total_size} but the shards hold {actual} bytes")
     return warnings
+
+
+def _first(names: list[str], count: int = 3) -> str:
+    """The first `count` names, quoted: `'a', 'b', 'c'`."""
+    return ", ".join(map(repr, names[:count]))
 
 
 def open_checkpoint(

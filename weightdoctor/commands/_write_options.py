@@ -11,8 +11,18 @@ import typer
 
 from weightdoctor.renames import Rename
 
+
+def _not_empty(value: str) -> str:
+    """`-o ""` is the current folder to the file system, and almost always an unset variable (`-o "$OUT"`): with
+    `--force`, the earlier weights of wherever the command ran would be replaced."""
+    if value == "":
+        raise typer.BadParameter("is empty; give a file or folder (`-o .` for the current folder)")
+    return value
+
+
 OutputOpt = Annotated[
-    str, typer.Option("--output", "-o", help="Where to write (refused if it exists, unless --force).")
+    str, typer.Option("--output", "-o", help="Where to write (refused if it exists, unless --force).",
+                      callback=_not_empty)
 ]
 DtypeOpt = Annotated[
     str | None, typer.Option("--dtype", help="Cast floating tensors to fp16, bf16 or fp32 (integer/bool untouched).")

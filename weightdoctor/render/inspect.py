@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from weightdoctor.quantized import QuantizedSummary
-from weightdoctor.render.text import escape, wrapped_name
+from weightdoctor.render.text import escape, listed, wrapped_name
 from weightdoctor.structure import InspectReport, ModuleNode
 from weightdoctor.units import format_bytes, format_count
 
@@ -38,15 +38,16 @@ def summary_table(report: InspectReport) -> Table:
     table.add_row("tensor bytes", f"{report.total_bytes:,} ({format_bytes(report.total_bytes)})")
     table.add_row("dtypes", ", ".join(f"{d}: {format_count(n)}" for d, n in report.dtypes.items()) or "-")
     if report.shared_tensors:
-        table.add_row("shared storage", "; ".join(" ≡ ".join(g) for g in report.shared_tensors))
+        # Names from the file: escaped (a pickle key `a[/]` was a MarkupError), and a few thousand of them clipped.
+        table.add_row("shared storage", listed((" ≡ ".join(g) for g in report.shared_tensors), "; "))
     if report.nested_key:
         table.add_row("state dict at", f"[cyan]{escape(report.nested_key)}[/] (a training checkpoint)")
     if report.other_entries:
-        table.add_row("other entries", escape(", ".join(report.other_entries)))
+        table.add_row("other entries", listed(report.other_entries))
     if report.skipped_entries:
         table.add_row("non-tensor entries", escape(", ".join(report.skipped_entries[:6])))
     if report.metadata:
-        table.add_row("metadata", escape(", ".join(f"{k}={v}" for k, v in report.metadata.items())))
+        table.add_row("metadata", listed(f"{k}={v}" for k, v in report.metadata.items()))
     if report.security is not None:
         table.add_row("security", security_line(report.security))
     if report.verify is not None:
@@ -185,10 +186,12 @@ def tensor_table(report: InspectReport, limit: int | None, width: int | None = N
         others = sum(max(len(header), *(len(c[i]) for c in cells))
                      for i, header in enumerate(("shape", "dtype", "params")))
         name_width = width - others - 13
+    group_size = {name: len(group) for group in report.shared_tensors for name in group}
     for row, (shape, dtype, params) in zip(rows, cells, strict=True):
         name = wrapped_name(row.name, name_width)
         if row.shared_with:
-            name += f" [dim](≡ {escape(', '.join(row.shared_with))})[/]"
+            left = group_size.get(row.name, 0) - 1 - len(row.shared_with)
+            name += f" [dim](≡ {escape(', '.join(row.shared_with))}{f' and {left:,} more' if left > 0 else ''})[/]"
         table.add_row(name, shape, dtype, params)
     if limit is not None and len(report.tensors) > limit:
         table.caption = f"{len(report.tensors) - limit} more; use --all or --filter REGEX"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import sys
+from collections.abc import Iterable
 
 from rich.cells import cell_len, chop_cells
 from rich.markup import escape as escape_markup
@@ -112,3 +113,33 @@ def wrapped_name(name: str, width: int | None, floor: int = 16) -> str:
     if width is not None and width >= floor:
         text = "\n".join(wrap_at_dots(text, width))
     return escape_markup(text)
+
+
+# What one summary line shows of a list from the file (metadata, shared names, other entries): a safetensors header
+# of 10 MB of metadata took 38 s to lay out and printed 17 MB; `--json` keeps every item.
+MAX_LISTED_CHARS = 2000
+
+
+def listed(items: Iterable[str], separator: str = ", ", limit: int = MAX_LISTED_CHARS) -> str:
+    """`items` made printable and joined by `separator`, stopping at about `limit` characters (an item cut short
+    ends in `…`) with the count of items left out; escaped for markup as one text (see `wrapped_name`).
+
+    Example:
+        >>> listed(["a", "b", "c" * 30, "d"], limit=12)
+        'a, b, cccccc… and 1 more'
+    """
+    shown: list[str] = []
+    used = count = 0
+    cut = False
+    for count, item in enumerate(items, 1):  # noqa: B007 - the count is what is left
+        if used >= limit:
+            continue
+        text = printable(item[: limit - used + 1])
+        if len(text) > limit - used:
+            text, cut = text[: limit - used] + "…", True
+        shown.append(text)
+        used += len(text) + len(separator)
+        if cut:
+            used = limit
+    left = count - len(shown)
+    return escape_markup(separator.join(shown) + (f" and {left:,} more" if left else ""))

@@ -53,6 +53,20 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def named(dest: Path) -> Path:
+    """`dest` with a last component to name siblings after: `.`, `..` (and `a/..`) made absolute and normal.
+
+    The temp file or staging folder is a sibling of `dest`: `Path(".").with_name(...)` raises, and a sibling of
+    `..` named relatively lies in the current folder, inside `..`, so carrying the earlier files over copied the
+    staging folder into itself.
+
+    Example:
+        >>> named(Path("out")), named(Path("/a/b/..")), named(Path("/a/b"))
+        (PosixPath('out'), PosixPath('/a'), PosixPath('/a/b'))
+    """
+    return Path(os.path.abspath(dest)) if dest.name in ("", "..") else dest
+
+
 def _sibling(dest: Path, mark: str) -> Path:
     return dest.with_name(f".{dest.name}{mark}{os.getpid()}-{secrets.token_hex(4)}")
 
@@ -126,6 +140,7 @@ def atomic_file(dest: Path, *, replace: bool = False) -> Iterator[Path]:
     Raises:
         OutputError: `dest` exists and `replace` is False, or the file cannot be written.
     """
+    dest = named(dest)
     if (dest.exists() or dest.is_symlink()) and not replace:
         raise OutputError("output exists; pass --force to replace it", path=str(dest))
     refuse_special(dest)
@@ -231,7 +246,7 @@ class StagingDir:
     """
 
     def __init__(self, dest: Path, *, replace: bool = False, drop_old: object = None) -> None:
-        self.dest = dest
+        self.dest = dest = named(dest)
         self.replace = replace
         self.drop_old = drop_old
         self.path = _sibling(dest, STAGE_MARK)
