@@ -263,3 +263,39 @@ def test_diff_keys_of_names_of_thousands_of_components_is_bounded(tmp_path: Path
     assert len(report["missing"]) == len(report["unexpected"]) == 12
     assert peak < 200 * 2**20, f"{peak:,} bytes"
     assert elapsed < 20, elapsed
+
+
+def test_overlapping_views_of_one_storage_are_refused_before_their_values_are_read(tmp_path: Path) -> None:
+    """80 views `w[i:]` of one 4 MB storage: each passes the per-view limit, together they claim 320 MB (a 2,000-view
+    file claimed 8 GB: check-dtype did not end in 60 s, convert would have written it all). Commands that read values
+    refuse it with one line and write nothing; inspect still describes it, as torch.load would load it. Views that
+    add up to a few times their storage (fused q/k/v slices, a transposed alias, tied names) are read as before."""
+    from weightdoctor.checkpoint.pytorch_format import MAX_EXPANDED_BYTES, MAX_VIEWS_TO_STORAGE
+
+    storage = torch.randn(1_000_000)
+    views = {f"v{i}": storage[i * 10:] for i in range(80)}
+    assert sum(v.nbytes for v in views.values()) > MAX_VIEWS_TO_STORAGE * storage.nbytes + MAX_EXPANDED_BYTES
+    amplified = tmp_path / "amplified.bin"
+    torch.save(views, amplified)
+    for args in (["check-dtype", str(amplified)], ["inspect", str(amplified), "--stats"],
+                 ["convert", str(amplified), "-o", str(tmp_path / "out.safetensors")],
+                 ["shard", str(amplified), "-o", str(tmp_path / "shards"), "--max", "100MB"]):
+        result = run_cli(*args)
+        assert result.exit_code == 2, (args, result.output[-500:])
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "80 views of the storage of tensor 'v0' claim" in lines[0], lines
+        assert str(amplified) in lines[0]
+    assert not (tmp_path / "out.safetensors").exists() and not (tmp_path / "shards").exists()
+    listed = run_cli("inspect", str(amplified), "--json")
+    assert listed.exit_code == 0 and json.loads(listed.stdout)["num_tensors"] == 80
+
+    legit = tmp_path / "legit.bin"
+    torch.save({"q": storage[:300_000], "k": storage[300_000:600_000], "v": storage[600_000:], "all": storage,
+                "all_t": storage.view(1000, 1000).t(), "tied": storage}, legit)
+    result = run_cli("convert", str(legit), "-o", str(tmp_path / "legit.safetensors"))
+    assert result.exit_code == 0, result.output[-500:]
+    from safetensors.torch import load_file
+
+    written = load_file(tmp_path / "legit.safetensors")
+    assert torch.equal(written["all_t"], storage.view(1000, 1000).t())
+    assert torch.equal(written["k"], storage[300_000:600_000])

@@ -981,6 +981,46 @@ def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
     return infos
 
 
+# Distinct views of one storage together: fused q/k/v slices add up to the storage, a transposed alias to twice it;
+# thousands of overlapping slices (`w[i:]` for every i) would make a 4 MB file read and write gigabytes.
+MAX_VIEWS_TO_STORAGE = 4
+
+
+def refuse_amplified_views(state_dict: dict[str, Any]) -> None:
+    """Refuse a file whose distinct views of one storage add up to more than `MAX_VIEWS_TO_STORAGE` times its bytes
+    plus `MAX_EXPANDED_BYTES`: each view may pass `as_tensor`'s check, yet reading them all materializes their sum.
+
+    Views are told apart by offset, shape, strides and dtype: tied names of one view count once, as they are read
+    (and written) once.
+
+    Raises:
+        CorruptCheckpoint: naming the storage's first tensor, its view count and what they claim.
+    """
+    views: dict[object, tuple[str, int, set[tuple[Any, ...]], list[int]]] = {}
+    for name, value in state_dict.items():
+        if isinstance(value, StaticTensor):
+            storage, storage_bytes = value.storage.key, value.storage.nbytes
+            view = (value.storage_offset, value.shape, value.stride, value.dtype)
+            view_bytes = value.numel * value.itemsize
+        elif is_tensor(value) and not value.is_meta:
+            untyped = value.untyped_storage()
+            storage, storage_bytes = ("torch", untyped.data_ptr(), untyped.nbytes()), untyped.nbytes()
+            view = (value.storage_offset(), tuple(value.shape), value.stride(), str(value.dtype))
+            view_bytes = value.numel() * value.element_size()
+        else:
+            continue
+        first, nbytes, seen, total = views.setdefault(storage, (name, storage_bytes, set(), [0]))
+        if view not in seen:
+            seen.add(view)
+            total[0] += view_bytes
+    for first, nbytes, seen, total in views.values():
+        # One view alone is judged by `as_tensor` (`_refuse_expanded`), whose message says what it repeats.
+        if len(seen) > 1 and total[0] > MAX_VIEWS_TO_STORAGE * nbytes + MAX_EXPANDED_BYTES:
+            raise CorruptCheckpoint(
+                f"{len(seen):,} views of the storage of tensor {first!r} claim {total[0]:,} bytes of its {nbytes:,} "
+                f"(overlapping views): refused rather than read, the reads would materialize every view")
+
+
 def _refuse_expanded(name: str, view_bytes: int, storage_bytes: int) -> None:
     """Refuse a view whose values take far more bytes than its storage holds (`MAX_EXPANDED_BYTES`)."""
     if view_bytes - storage_bytes > MAX_EXPANDED_BYTES:

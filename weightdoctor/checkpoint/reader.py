@@ -102,6 +102,8 @@ class Checkpoint:
     _safetensors_only: list[str] | None = field(default=None, repr=False)
     _headers: dict[str, safetensors_format.SafetensorsHeader] = field(default_factory=dict, repr=False)
     _pickles: dict[str, pytorch_format.PickleContents] = field(default_factory=dict, repr=False)
+    # Pickle files whose views were checked against their storages (`refuse_amplified_views`), before a first read.
+    _views_checked: set[str] = field(default_factory=set, repr=False)
     _by_name: dict[str, TensorInfo] = field(default_factory=dict, repr=False)
     # Set when the structure came from the Hub's headers: files are downloaded on first load_tensor.
     _remote: RemoteStructure | None = field(default=None, repr=False)
@@ -192,6 +194,7 @@ class Checkpoint:
         from weightdoctor.checkpoint import pytorch_format
 
         try:
+            self._check_views(info.file)
             return pytorch_format.as_tensor(self._pickles[info.file].state_dict[name], name)
         except WeightDoctorError as exc:
             exc.path = exc.path or str(self.file_path(info.file))
@@ -215,10 +218,25 @@ class Checkpoint:
         contents = self._pickles.get(info.file)
         if contents is None:
             return None
+        self._check_views(info.file)
         from weightdoctor.checkpoint import pytorch_format
 
         found = pytorch_format.byte_range(contents.state_dict.get(name))
         return (self.file_path(info.file), *found) if found is not None else None
+
+    def _check_views(self, relpath: str) -> None:
+        """Before a pickle's first value is read (or copied): its views may not claim far more than its storages
+        (`pytorch_format.refuse_amplified_views`); once per file."""
+        if relpath in self._views_checked:
+            return
+        from weightdoctor.checkpoint import pytorch_format
+
+        try:
+            pytorch_format.refuse_amplified_views(self._pickles[relpath].state_dict)
+        except WeightDoctorError as exc:
+            exc.path = exc.path or str(self.file_path(relpath))
+            raise
+        self._views_checked.add(relpath)
 
     def safetensors_header(self, relpath: str) -> safetensors_format.SafetensorsHeader | None:
         """The parsed header of a safetensors file of this checkpoint (None for other files), validated
