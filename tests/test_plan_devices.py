@@ -619,3 +619,42 @@ def test_fp8_embedding_tables_stay_fp8_where_the_rest_is_dequantized(tmp_path, d
         expected = from_pretrained_device_map(folder, strategy, _memory(gpus, 10 * GB))
         report = plan_devices(planned, PlanRequest(gpus=gpus, cpu=10 * GB, strategy=strategy))
         assert report.device_map == expected, strategy
+
+
+def test_kv_cache_windows_the_layers_transformers_windows_in_a_config_without_layer_types() -> None:
+    """Published Gemma-2 / Cohere2 / Qwen2 configs predate `layer_types`: transformers derives the sliding layers
+    from the other fields (Gemma-2: every other layer; Qwen2: none without use_sliding_window), the estimate
+    windowed every layer that had a sliding_window (found by scripts/kv_cache_sweep.py)."""
+    gemma2_9b = {"model_type": "gemma2", "num_hidden_layers": 42, "num_attention_heads": 16, "num_key_value_heads": 8,
+                 "head_dim": 256, "hidden_size": 3584, "sliding_window": 4096}  # its config.json, the sizes
+    kv = estimate_kv_cache(gemma2_9b, "bf16", batch=1, seq_len=8192)
+    per_token_layer = 2 * 8 * 256 * 2
+    assert kv.total_bytes == 21 * per_token_layer * 8192 + 21 * per_token_layer * 4096
+    assert "21 of 42 layers" in (kv.note or "")
+    qwen25 = {"model_type": "qwen2", "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+              "hidden_size": 896, "sliding_window": 32768, "use_sliding_window": False, "max_window_layers": 21}
+    kv = estimate_kv_cache(qwen25, "bf16", batch=1, seq_len=65536)
+    assert kv.total_bytes == 24 * 2 * 2 * 64 * 2 * 65536 and kv.note is None
+
+
+def test_kv_cache_of_state_space_models_and_hybrids_counts_the_attention_layers() -> None:
+    """Jamba caches keys and values in its attention layers only; the Mamba layers keep a recurrent state of
+    fixed size. The estimate counted every layer as attention (2x on this Jamba), and refused Mamba."""
+    import transformers
+
+    config = transformers.JambaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, num_experts=2, num_experts_per_tok=1, expert_layer_period=2, expert_layer_offset=1,
+        attn_layer_period=2, attn_layer_offset=1, mamba_d_state=8, mamba_d_conv=4, mamba_expand=2)
+    torch.manual_seed(0)
+    model = transformers.JambaForCausalLM(config).eval()
+    with torch.no_grad():
+        cache = model(torch.randint(0, 64, (2, 10)), use_cache=True).past_key_values
+    measured = sum(t.numel() * t.element_size() for layer in cache.layers
+                   for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if t is not None)
+    kv = estimate_kv_cache(config.to_dict(), "fp32", batch=2, seq_len=10)
+    assert kv.total_bytes == measured == 2 * 2 * 2 * 8 * 4 * 2 * 10 and kv.num_layers == 2
+    assert "2 of 4 layers keep a recurrent state" in (kv.note or "")
+    mamba = transformers.MambaConfig(vocab_size=64, hidden_size=32, state_size=8, num_hidden_layers=3).to_dict()
+    kv = estimate_kv_cache(mamba, "bf16", batch=1, seq_len=4096)
+    assert (kv.total_bytes, kv.num_layers) == (0, 0) and "no KV cache" in (kv.note or "")
