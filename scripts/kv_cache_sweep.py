@@ -114,6 +114,16 @@ def _archs() -> dict[str, Arch]:
                         legacy={"layer_types": None}),
         "gpt_oss": Arch(cfg(T.GptOssConfig, "GptOssForCausalLM", **llama, head_dim=16, sliding_window=WINDOW,
                             num_local_experts=4, num_experts_per_tok=2)),
+        "exaone4": Arch(cfg(T.Exaone4Config, "Exaone4ForCausalLM", **llama, sliding_window=WINDOW)),
+        "olmo3": Arch(cfg(T.Olmo3Config, "Olmo3ForCausalLM", **llama, sliding_window=WINDOW)),
+        # chunked attention (a window of attention_chunk_size), every fourth layer full
+        "llama4_text": Arch(cfg(T.Llama4TextConfig, "Llama4ForCausalLM", **llama, head_dim=8,
+                                attention_chunk_size=WINDOW, intermediate_size_mlp=48, num_local_experts=2)),
+        # the last layers reuse the keys and values of earlier ones (KV sharing): they cache nothing
+        "gemma3n_text": Arch(cfg(T.Gemma3nTextConfig, "Gemma3nForCausalLM", **llama, head_dim=16,
+                                 sliding_window=WINDOW, num_kv_shared_layers=2)),
+        "smollm3": Arch(cfg(T.SmolLM3Config, "SmolLM3ForCausalLM", **llama, pad_token_id=0, bos_token_id=1,
+                            eos_token_id=2)),
         # mixtures of experts
         "mixtral": Arch(cfg(T.MixtralConfig, "MixtralForCausalLM", **llama, num_local_experts=4,
                             num_experts_per_tok=2)),
@@ -163,6 +173,13 @@ def _archs() -> dict[str, Arch]:
                                linear_value_head_dim=8, linear_conv_kernel_dim=4, num_experts=4,
                                num_experts_per_tok=2, moe_intermediate_size=16, shared_expert_intermediate_size=16,
                                full_attention_interval=2)),
+        "lfm2": Arch(cfg(T.Lfm2Config, "Lfm2ForCausalLM", **llama, conv_L_cache=3,
+                         layer_types=["conv", "full_attention", "conv", "full_attention"])),
+        "olmo_hybrid": Arch(cfg(T.OlmoHybridConfig, "OlmoHybridForCausalLM", **llama, pad_token_id=0,
+                                eos_token_id=2)),
+        "granitemoehybrid": Arch(cfg(T.GraniteMoeHybridConfig, "GraniteMoeHybridForCausalLM", **llama,
+                                     layer_types=["mamba", "attention", "mamba", "attention"], num_local_experts=2,
+                                     num_experts_per_tok=1, **mamba2)),
         "recurrent_gemma": Arch(cfg(T.RecurrentGemmaConfig, "RecurrentGemmaForCausalLM", vocab_size=128,
                                     hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
                                     num_key_value_heads=1, lru_width=32, attention_window_size=WINDOW,
@@ -369,7 +386,8 @@ def main() -> int:
                             if got["total_bytes"] != expected:
                                 problems.append(f"bytes {got['total_bytes']} vs {expected}")
                             if measured.cross_bytes:
-                                encoder_tokens = 6 if arch.kind == "seq2seq" else None
+                                # the encoder's output length: 6 tokens, Whisper's max_source_positions frames
+                                encoder_tokens = 6 if arch.kind == "seq2seq" else planned.config["max_source_positions"]
                                 per_token = got["bytes_per_token"]
                                 if encoder_tokens and measured.cross_bytes != per_token * BATCH * encoder_tokens:
                                     problems.append(f"cross-attention {measured.cross_bytes} B is not "

@@ -658,3 +658,16 @@ def test_kv_cache_of_state_space_models_and_hybrids_counts_the_attention_layers(
     mamba = transformers.MambaConfig(vocab_size=64, hidden_size=32, state_size=8, num_hidden_layers=3).to_dict()
     kv = estimate_kv_cache(mamba, "bf16", batch=1, seq_len=4096)
     assert (kv.total_bytes, kv.num_layers) == (0, 0) and "no KV cache" in (kv.note or "")
+
+
+def test_kv_cache_leaves_out_the_layers_that_share_an_earlier_layers_cache() -> None:
+    """Gemma-3n's last num_kv_shared_layers reuse the keys and values of earlier layers: transformers gives them
+    no cache (its "dummy" layers). The estimate counted them (4 layers, not 2, here)."""
+    import transformers
+
+    config = transformers.Gemma3nTextConfig(
+        vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, sliding_window=8, num_kv_shared_layers=2, max_position_embeddings=64)
+    kv = estimate_kv_cache(config.to_dict(), "fp32", batch=1, seq_len=6)
+    assert (kv.num_layers, kv.total_bytes) == (2, 2 * 2 * 2 * 16 * 4 * 6)
+    assert "2 of 4 layers cache nothing" in (kv.note or "")

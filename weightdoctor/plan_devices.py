@@ -1542,6 +1542,10 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
         sliding = sum(1 for _kind, window in attention if window in windowed)
         which = "" if sliding == len(attention) else f" ({sliding} of {layers} layers)"
         notes.append(f"sliding-window layers{which} keep at most {', '.join(map(str, sorted(windowed)))} tokens")
+    shared = sum(1 for kind, _ in kinds or [] if kind == "dummy")
+    if shared:
+        notes.append(f"{shared} of {layers} layers cache nothing (they reuse earlier layers' keys and values, or "
+                     "do not attend)")
     hybrid = sum(1 for kind, _ in kinds or [] if kind in _STATE_KINDS and kind in _KV_KINDS)
     if stateful - hybrid:
         notes.append(f"{stateful - hybrid} of {layers} layers keep a recurrent state of fixed size per sequence "
