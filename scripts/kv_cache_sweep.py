@@ -12,6 +12,9 @@ at fp32 and bf16, with S below and above the sliding window where the model has 
   one token, so the figure held to is what a layer holds while it attends, `min(S, sliding_window)` tokens;
 * the cross-attention cache of an encoder-decoder (`EncoderDecoderCache.cross_attention_cache`), which the
   estimate leaves out by definition: its note says it adds as much per encoder token, which is checked;
+* for every decoder-only model, also a `StaticCache(config, max_cache_len=S)` passed to the forward (the cache of
+  `generate(cache_implementation="static")`): it allocates its sliding layers the whole window, and is held to the
+  estimate with no token added;
 * conv and recurrent states of linear-attention / state-space layers (Mamba, Jamba, Falcon-H1, Qwen3-Next,
   Bamba, ...), which are no KV cache: the estimate must leave them out and say so in its note.
 
@@ -203,9 +206,11 @@ def write_config(arch: Arch, folder: Path, legacy: bool) -> Any:
     return config
 
 
-def _run_model(arch: Arch, folder: Path, dtype: torch.dtype, batch: int, seq_len: int) -> tuple[Any, list[Any]]:
+def _run_model(arch: Arch, folder: Path, dtype: torch.dtype, batch: int, seq_len: int,
+               static: bool = False) -> tuple[Any, list[Any]]:
     """The cache a forward of `batch` x `seq_len` tokens returns, the model built from the saved config, and the
-    state tensors the model keeps in its own modules (RecurrentGemma's recurrent blocks)."""
+    state tensors the model keeps in its own modules (RecurrentGemma's recurrent blocks). `static`: a
+    `StaticCache(max_cache_len=seq_len)` passed in, the cache `generate(cache_implementation="static")` makes."""
     import transformers
 
     config = transformers.AutoConfig.from_pretrained(folder)
@@ -229,6 +234,10 @@ def _run_model(arch: Arch, folder: Path, dtype: torch.dtype, batch: int, seq_len
         elif arch.kind == "whisper":
             features = torch.randn(batch, config.num_mel_bins, 2 * config.max_source_positions, dtype=dtype)
             out = model(input_features=features, decoder_input_ids=ids, use_cache=True)
+        elif static:
+            cache = transformers.StaticCache(config=config, max_cache_len=seq_len)
+            model(input_ids=ids, cache=cache, use_cache=True)
+            return cache, []
         else:
             out = model(input_ids=ids, use_cache=True)
     return getattr(out, "cache", None) or getattr(out, "past_key_values", None), []
@@ -354,60 +363,63 @@ def main() -> int:
                     rows.append((name, "-", "-", f"ERROR config: {type(exc).__name__}: {str(exc)[:120]}"))
                     continue
                 cli_done = legacy or (args.quick and not args.cli)
-                for dtype in dtypes:
-                    for seq_len in seq_lens:
-                        case = f"{name}/{dtype}/b{BATCH}/s{seq_len}"
-                        try:
-                            measured = measure(*_run_model(arch, folder, DTYPES[dtype], BATCH, seq_len))
-                        except Exception as exc:  # noqa: BLE001
-                            counts["error"] += 1
-                            rows.append((case, "-", "-", f"ERROR model: {type(exc).__name__}: {exc}"[:200]))
-                            continue
-                        expected = measured.kv_bytes + measured.window_bytes
-                        shown = f"{expected} B ({measured.kv_layers} layers)"
-                        try:
-                            with open_plan_source(str(folder)) as checkpoint:
-                                planned = build_planned_model(checkpoint, dtype)
-                            report = plan_devices(planned, PlanRequest(gpus=[80 * 10**9], cpu=None,
-                                                                       kv_cache=(BATCH, seq_len), suggest=False))
-                            got = asdict(report.kv_cache)
-                        except UsageError as exc:
-                            got = None
-                            refusal = str(exc)
-                        except Exception as exc:  # noqa: BLE001
-                            counts["error"] += 1
-                            rows.append((case, shown, "-", f"ERROR plan: {type(exc).__name__}: {exc}"[:200]))
-                            continue
-                        problems = []
-                        if got is None:
-                            problems.append(f"refused: {refusal}"[:120])
-                        else:
-                            note = got.get("note") or ""
-                            if got["total_bytes"] != expected:
-                                problems.append(f"bytes {got['total_bytes']} vs {expected}")
-                            if measured.cross_bytes:
-                                # the encoder's output length: 6 tokens, Whisper's max_source_positions frames
-                                encoder_tokens = 6 if arch.kind == "seq2seq" else planned.config["max_source_positions"]
-                                per_token = got["bytes_per_token"]
-                                if encoder_tokens and measured.cross_bytes != per_token * BATCH * encoder_tokens:
-                                    problems.append(f"cross-attention {measured.cross_bytes} B is not "
-                                                    f"{per_token} B x {BATCH} x {encoder_tokens} encoder tokens")
-                                if "cross-attention" not in note:
-                                    problems.append("no cross-attention note")
-                            if measured.state_bytes and "state" not in note:
-                                problems.append(f"{measured.state_bytes} B of recurrent state not noted")
-                            if measured.other_bytes:
-                                problems.append(f"{measured.other_bytes} B of other cache tensors")
-                        if not cli_done:
-                            cli_done = True
-                            cli = _cli_kv(folder, dtype, BATCH, seq_len)
-                            if cli != got:
-                                problems.append(f"CLI said {_describe(cli)}")
-                        verdict = "equal" if not problems else "DIFFERENT: " + "; ".join(problems)
-                        if args.verbose and got is not None and got.get("note"):
-                            verdict += f"  [{got['note']}]"
-                        counts["equal" if not problems else "different"] += 1
-                        rows.append((case, shown, _describe(got), verdict))
+                # (dtype, seq_len, static): the default cache at each dtype and length, then a StaticCache
+                runs = [(dtype, seq_len, False) for dtype in dtypes for seq_len in seq_lens]
+                if arch.kind == "causal":
+                    runs.append(("fp32", SEQ_LENS[-1], True))
+                for dtype, seq_len, static in runs:
+                    case = f"{name}/{dtype}/b{BATCH}/s{seq_len}" + ("/static" if static else "")
+                    try:
+                        measured = measure(*_run_model(arch, folder, DTYPES[dtype], BATCH, seq_len, static))
+                    except Exception as exc:  # noqa: BLE001
+                        counts["error"] += 1
+                        rows.append((case, "-", "-", f"ERROR model: {type(exc).__name__}: {exc}"[:200]))
+                        continue
+                    expected = measured.kv_bytes + measured.window_bytes
+                    shown = f"{expected} B ({measured.kv_layers} layers)"
+                    try:
+                        with open_plan_source(str(folder)) as checkpoint:
+                            planned = build_planned_model(checkpoint, dtype)
+                        report = plan_devices(planned, PlanRequest(gpus=[80 * 10**9], cpu=None,
+                                                                   kv_cache=(BATCH, seq_len), suggest=False))
+                        got = asdict(report.kv_cache)
+                    except UsageError as exc:
+                        got = None
+                        refusal = str(exc)
+                    except Exception as exc:  # noqa: BLE001
+                        counts["error"] += 1
+                        rows.append((case, shown, "-", f"ERROR plan: {type(exc).__name__}: {exc}"[:200]))
+                        continue
+                    problems = []
+                    if got is None:
+                        problems.append(f"refused: {refusal}"[:120])
+                    else:
+                        note = got.get("note") or ""
+                        if got["total_bytes"] != expected:
+                            problems.append(f"bytes {got['total_bytes']} vs {expected}")
+                        if measured.cross_bytes:
+                            # the encoder's output length: 6 tokens, Whisper's max_source_positions frames
+                            encoder_tokens = 6 if arch.kind == "seq2seq" else planned.config["max_source_positions"]
+                            per_token = got["bytes_per_token"]
+                            if encoder_tokens and measured.cross_bytes != per_token * BATCH * encoder_tokens:
+                                problems.append(f"cross-attention {measured.cross_bytes} B is not "
+                                                f"{per_token} B x {BATCH} x {encoder_tokens} encoder tokens")
+                            if "cross-attention" not in note:
+                                problems.append("no cross-attention note")
+                        if measured.state_bytes and "state" not in note:
+                            problems.append(f"{measured.state_bytes} B of recurrent state not noted")
+                        if measured.other_bytes:
+                            problems.append(f"{measured.other_bytes} B of other cache tensors")
+                    if not cli_done:
+                        cli_done = True
+                        cli = _cli_kv(folder, dtype, BATCH, seq_len)
+                        if cli != got:
+                            problems.append(f"CLI said {_describe(cli)}")
+                    verdict = "equal" if not problems else "DIFFERENT: " + "; ".join(problems)
+                    if args.verbose and got is not None and got.get("note"):
+                        verdict += f"  [{got['note']}]"
+                    counts["equal" if not problems else "different"] += 1
+                    rows.append((case, shown, _describe(got), verdict))
     print_table(("case", "expected", "got", "verdict"), rows, (None, 26, 26, None))
     total_cases = counts["equal"] + counts["different"] + counts["error"]
     print(f"\narchitectures: {len(archs)}  cases: {total_cases}  equal: {counts['equal']}  "
