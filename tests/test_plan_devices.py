@@ -671,3 +671,15 @@ def test_kv_cache_leaves_out_the_layers_that_share_an_earlier_layers_cache() -> 
     kv = estimate_kv_cache(config.to_dict(), "fp32", batch=1, seq_len=6)
     assert (kv.num_layers, kv.total_bytes) == (2, 2 * 2 * 2 * 16 * 4 * 6)
     assert "2 of 4 layers cache nothing" in (kv.note or "")
+
+
+def test_kv_cache_of_chunked_attention_keeps_at_most_a_chunk() -> None:
+    """Llama 4's chunked layers (attention_chunk_size; three of every four) keep at most a chunk, as sliding
+    layers keep a window (transformers gives both a DynamicSlidingWindowLayer): they were counted whole."""
+    import transformers
+
+    config = transformers.Llama4TextConfig(
+        vocab_size=128, hidden_size=32, intermediate_size=48, intermediate_size_mlp=48, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, attention_chunk_size=8, num_local_experts=2)
+    kv = estimate_kv_cache(config.to_dict(), "bf16", batch=1, seq_len=13)
+    assert kv.total_bytes == 2 * 2 * 8 * 2 * (3 * 8 + 13) and "(3 of 4 layers) keep at most 8 tokens" in kv.note
