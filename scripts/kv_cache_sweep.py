@@ -141,6 +141,11 @@ def _archs() -> dict[str, Arch]:
                                 kv_lora_rank=8, q_lora_rank=12, qk_rope_head_dim=4, qk_nope_head_dim=8,
                                 v_head_dim=8, n_routed_experts=4, num_experts_per_tok=2, first_k_dense_replace=1,
                                 n_group=1, topk_group=1), quick=True),
+        # latent attention and a sparse-attention indexer that caches its own key per token
+        "deepseek_v32": Arch(cfg(T.DeepseekV32Config, "DeepseekV32ForCausalLM", **mla, moe_intermediate_size=16,
+                                 kv_lora_rank=8, q_lora_rank=12, qk_rope_head_dim=4, qk_nope_head_dim=8,
+                                 v_head_dim=8, n_routed_experts=4, num_experts_per_tok=2, first_k_dense_replace=1,
+                                 n_group=1, topk_group=1, index_topk=4, index_head_dim=8, index_n_heads=2)),
         "minicpm3": Arch(cfg(T.MiniCPM3Config, "MiniCPM3ForCausalLM", **mla, kv_lora_rank=8, q_lora_rank=12,
                              qk_rope_head_dim=4, qk_nope_head_dim=8, v_head_dim=8)),
         # encoder-decoders: the decoder's self-attention (cross-attention by its note)
@@ -286,7 +291,7 @@ def measure(cache: Any, states: list[Any]) -> Measured:
                 if isinstance(obj, DynamicSlidingWindowLayer) and obj.cumulative_length > tokens and tokens:
                     result.window_bytes += (_tensor_bytes(obj.keys) + _tensor_bytes(obj.values)) // tokens
             for name, value in vars(obj).items():
-                if name in ("keys", "values"):
+                if name in ("keys", "values", "indexer_keys"):  # DeepSeek-V3.2's indexer caches a key per token
                     walk(value, role)
                 elif name in ("conv_states", "recurrent_states", "ssm_states"):
                     walk(value, "state")

@@ -683,3 +683,23 @@ def test_kv_cache_of_chunked_attention_keeps_at_most_a_chunk() -> None:
         num_attention_heads=4, num_key_value_heads=2, head_dim=8, attention_chunk_size=8, num_local_experts=2)
     kv = estimate_kv_cache(config.to_dict(), "bf16", batch=1, seq_len=13)
     assert kv.total_bytes == 2 * 2 * 8 * 2 * (3 * 8 + 13) and "(3 of 4 layers) keep at most 8 tokens" in kv.note
+
+
+def test_kv_cache_of_deepseek_v32_counts_its_indexer_keys() -> None:
+    """DeepSeek-V3.2's sparse attention caches, beside the latent, its indexer's key of every token
+    (index_head_dim values per layer): left out, the estimate was 60 % of this cache."""
+    import transformers
+
+    config = transformers.DeepseekV32Config(
+        vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, max_position_embeddings=64, moe_intermediate_size=16, kv_lora_rank=8, q_lora_rank=12,
+        qk_rope_head_dim=4, qk_nope_head_dim=8, v_head_dim=8, n_routed_experts=4, num_experts_per_tok=2,
+        first_k_dense_replace=1, n_group=1, topk_group=1, index_topk=4, index_head_dim=8, index_n_heads=2)
+    torch.manual_seed(0)
+    model = transformers.DeepseekV32ForCausalLM(config).eval()
+    with torch.no_grad():
+        cache = model(torch.randint(4, 100, (2, 13)), use_cache=True).past_key_values
+    measured = sum(t.numel() * t.element_size() for layer in cache.layers
+                   for t in (layer.keys, layer.values, layer.indexer_keys))
+    kv = estimate_kv_cache(config.to_dict(), "fp32", batch=2, seq_len=13)
+    assert kv.total_bytes == measured == 2 * (8 + 4 + 8) * 4 * 2 * 13 and "index_head_dim = 8" in (kv.note or "")

@@ -1529,15 +1529,24 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
         per_token_layer = head_dim * element
         notes = [f"multi-head latent attention: transformers caches kv_lora_rank + qk_rope_head_dim = {head_dim} "
                  "values per layer and token"]
+    # DeepSeek-V3.2's sparse attention (transformers' "indexed_attention" layers) also caches its indexer's key of
+    # each token, index_head_dim values, beside the latent
+    index_dim = text.get("index_head_dim")
+    indexer = index_dim * element if isinstance(index_dim, int) and index_dim > 0 else 0
     total = 0
+    per_token = 0
     windowed: set[int] = set()
-    for _kind, window in attention:
+    for kind, window in attention:
+        layer_token = per_token_layer + (indexer if kind == "indexed_attention" else 0)
+        per_token += layer_token
         tokens = seq_len
         if isinstance(window, int) and window > 0:
             tokens = min(seq_len, window)
             if tokens < seq_len:
                 windowed.add(window)
-        total += per_token_layer * tokens * batch
+        total += layer_token * tokens * batch
+    if indexer and any(kind == "indexed_attention" for kind, _ in attention):
+        notes.append(f"plus the indexer's key of each token, index_head_dim = {index_dim} values per layer")
     if windowed:
         sliding = sum(1 for _kind, window in attention if window in windowed)
         which = "" if sliding == len(attention) else f" ({sliding} of {layers} layers)"
@@ -1553,8 +1562,8 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     if hybrid:
         notes.append(f"{hybrid} of {layers} layers also keep a recurrent state of fixed size per sequence "
                      "(not counted)")
-    return KVCacheEstimate(batch, seq_len, len(attention), kv_heads, head_dim, torch_dtype,
-                           per_token_layer * len(attention), total, 0, False, "; ".join(notes) or None)
+    return KVCacheEstimate(batch, seq_len, len(attention), kv_heads, head_dim, torch_dtype, per_token, total, 0,
+                           False, "; ".join(notes) or None)
 
 
 def estimate_training(model: torch.nn.Module, dtype: str) -> TrainingEstimate:
