@@ -188,6 +188,10 @@ def _archs() -> dict[str, Arch]:
         "granitemoehybrid": Arch(cfg(T.GraniteMoeHybridConfig, "GraniteMoeHybridForCausalLM", **llama,
                                      layer_types=["mamba", "attention", "mamba", "attention"], num_local_experts=2,
                                      num_experts_per_tok=1, **mamba2)),
+        # two of twelve layers also run a shared attention block, on twice the hidden size (attention_head_dim)
+        "zamba": Arch(cfg(T.ZambaConfig, "ZambaForCausalLM", **{**llama, "num_hidden_layers": 12,
+                                                                  "num_key_value_heads": 4},
+                          mamba_d_state=8, n_mamba_heads=2, mamba_expand=2)),
         "recurrent_gemma": Arch(cfg(T.RecurrentGemmaConfig, "RecurrentGemmaForCausalLM", vocab_size=128,
                                     hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
                                     num_key_value_heads=1, lru_width=32, attention_window_size=WINDOW,

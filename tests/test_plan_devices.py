@@ -703,3 +703,21 @@ def test_kv_cache_of_deepseek_v32_counts_its_indexer_keys() -> None:
                    for t in (layer.keys, layer.values, layer.indexer_keys))
     kv = estimate_kv_cache(config.to_dict(), "fp32", batch=2, seq_len=13)
     assert kv.total_bytes == measured == 2 * (8 + 4 + 8) * 4 * 2 * 13 and "index_head_dim = 8" in (kv.note or "")
+
+
+def test_kv_cache_of_zamba_reads_its_attention_head_dim() -> None:
+    """Zamba's shared attention runs on the hidden state concatenated with the embeddings: its heads are
+    attention_head_dim = 2 x hidden_size / heads wide, which the estimate took as hidden_size / heads (half)."""
+    import transformers
+
+    config = transformers.ZambaConfig(
+        vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=12, num_attention_heads=4,
+        num_key_value_heads=4, max_position_embeddings=64, mamba_d_state=8, n_mamba_heads=2, mamba_expand=2)
+    torch.manual_seed(0)
+    model = transformers.ZambaForCausalLM(config).eval()
+    with torch.no_grad():
+        cache = model(torch.randint(4, 100, (2, 13)), use_cache=True).past_key_values
+    measured = sum(t.numel() * t.element_size() for layer in cache.layers
+                   for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if t is not None)
+    kv = estimate_kv_cache(config.to_dict(), "fp32", batch=2, seq_len=13)
+    assert (kv.num_layers, kv.head_dim) == (2, 16) and kv.total_bytes == measured == 2 * 2 * 4 * 16 * 4 * 2 * 13

@@ -1506,7 +1506,9 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     if not (isinstance(layers, int) and isinstance(heads, int) and isinstance(hidden, int)):
         raise UsageError("config has no num_hidden_layers / num_attention_heads / hidden_size; cannot size a KV cache")
     kv_heads = text.get("num_key_value_heads") or heads
-    head_dim = text.get("head_dim") or text.get("d_kv") or hidden // heads
+    # Zamba's shared attention runs on the hidden state concatenated with the embeddings: attention_head_dim is
+    # 2 x hidden_size / heads there (HunyuanVL spells head_dim so too)
+    head_dim = text.get("head_dim") or text.get("attention_head_dim") or text.get("d_kv") or hidden // heads
     element = getattr(torch, torch_dtype).itemsize
     per_token_layer = 2 * kv_heads * head_dim * element
     if attention is None:
