@@ -619,3 +619,105 @@ def test_fp8_embedding_tables_stay_fp8_where_the_rest_is_dequantized(tmp_path, d
         expected = from_pretrained_device_map(folder, strategy, _memory(gpus, 10 * GB))
         report = plan_devices(planned, PlanRequest(gpus=gpus, cpu=10 * GB, strategy=strategy))
         assert report.device_map == expected, strategy
+
+
+def test_kv_cache_windows_the_layers_transformers_windows_in_a_config_without_layer_types() -> None:
+    """Published Gemma-2 / Cohere2 / Qwen2 configs predate `layer_types`: transformers derives the sliding layers
+    from the other fields (Gemma-2: every other layer; Qwen2: none without use_sliding_window), the estimate
+    windowed every layer that had a sliding_window (found by scripts/kv_cache_sweep.py)."""
+    gemma2_9b = {"model_type": "gemma2", "num_hidden_layers": 42, "num_attention_heads": 16, "num_key_value_heads": 8,
+                 "head_dim": 256, "hidden_size": 3584, "sliding_window": 4096}  # its config.json, the sizes
+    kv = estimate_kv_cache(gemma2_9b, "bf16", batch=1, seq_len=8192)
+    per_token_layer = 2 * 8 * 256 * 2
+    assert kv.total_bytes == 21 * per_token_layer * 8192 + 21 * per_token_layer * 4096
+    assert "21 of 42 layers" in (kv.note or "")
+    qwen25 = {"model_type": "qwen2", "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+              "hidden_size": 896, "sliding_window": 32768, "use_sliding_window": False, "max_window_layers": 21}
+    kv = estimate_kv_cache(qwen25, "bf16", batch=1, seq_len=65536)
+    assert kv.total_bytes == 24 * 2 * 2 * 64 * 2 * 65536 and kv.note is None
+
+
+def test_kv_cache_of_state_space_models_and_hybrids_counts_the_attention_layers() -> None:
+    """Jamba caches keys and values in its attention layers only; the Mamba layers keep a recurrent state of
+    fixed size. The estimate counted every layer as attention (2x on this Jamba), and refused Mamba."""
+    import transformers
+
+    config = transformers.JambaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, num_experts=2, num_experts_per_tok=1, expert_layer_period=2, expert_layer_offset=1,
+        attn_layer_period=2, attn_layer_offset=1, mamba_d_state=8, mamba_d_conv=4, mamba_expand=2)
+    torch.manual_seed(0)
+    model = transformers.JambaForCausalLM(config).eval()
+    with torch.no_grad():
+        cache = model(torch.randint(0, 64, (2, 10)), use_cache=True).past_key_values
+    measured = sum(t.numel() * t.element_size() for layer in cache.layers
+                   for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if t is not None)
+    kv = estimate_kv_cache(config.to_dict(), "fp32", batch=2, seq_len=10)
+    assert kv.total_bytes == measured == 2 * 2 * 2 * 8 * 4 * 2 * 10 and kv.num_layers == 2
+    assert "2 of 4 layers keep a recurrent state" in (kv.note or "")
+    mamba = transformers.MambaConfig(vocab_size=64, hidden_size=32, state_size=8, num_hidden_layers=3).to_dict()
+    kv = estimate_kv_cache(mamba, "bf16", batch=1, seq_len=4096)
+    assert (kv.total_bytes, kv.num_layers) == (0, 0) and "no KV cache" in (kv.note or "")
+
+
+def test_kv_cache_leaves_out_the_layers_that_share_an_earlier_layers_cache() -> None:
+    """Gemma-3n's last num_kv_shared_layers reuse the keys and values of earlier layers: transformers gives them
+    no cache (its "dummy" layers). The estimate counted them (4 layers, not 2, here)."""
+    import transformers
+
+    config = transformers.Gemma3nTextConfig(
+        vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, sliding_window=8, num_kv_shared_layers=2, max_position_embeddings=64)
+    kv = estimate_kv_cache(config.to_dict(), "fp32", batch=1, seq_len=6)
+    assert (kv.num_layers, kv.total_bytes) == (2, 2 * 2 * 2 * 16 * 4 * 6)
+    assert "2 of 4 layers cache nothing" in (kv.note or "")
+
+
+def test_kv_cache_of_chunked_attention_keeps_at_most_a_chunk() -> None:
+    """Llama 4's chunked layers (attention_chunk_size; three of every four) keep at most a chunk, as sliding
+    layers keep a window (transformers gives both a DynamicSlidingWindowLayer): they were counted whole."""
+    import transformers
+
+    config = transformers.Llama4TextConfig(
+        vocab_size=128, hidden_size=32, intermediate_size=48, intermediate_size_mlp=48, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, attention_chunk_size=8, num_local_experts=2)
+    kv = estimate_kv_cache(config.to_dict(), "bf16", batch=1, seq_len=13)
+    assert kv.total_bytes == 2 * 2 * 8 * 2 * (3 * 8 + 13) and "(3 of 4 layers) keep at most 8 tokens" in kv.note
+
+
+def test_kv_cache_of_deepseek_v32_counts_its_indexer_keys() -> None:
+    """DeepSeek-V3.2's sparse attention caches, beside the latent, its indexer's key of every token
+    (index_head_dim values per layer): left out, the estimate was 60 % of this cache."""
+    import transformers
+
+    config = transformers.DeepseekV32Config(
+        vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, max_position_embeddings=64, moe_intermediate_size=16, kv_lora_rank=8, q_lora_rank=12,
+        qk_rope_head_dim=4, qk_nope_head_dim=8, v_head_dim=8, n_routed_experts=4, num_experts_per_tok=2,
+        first_k_dense_replace=1, n_group=1, topk_group=1, index_topk=4, index_head_dim=8, index_n_heads=2)
+    torch.manual_seed(0)
+    model = transformers.DeepseekV32ForCausalLM(config).eval()
+    with torch.no_grad():
+        cache = model(torch.randint(4, 100, (2, 13)), use_cache=True).past_key_values
+    measured = sum(t.numel() * t.element_size() for layer in cache.layers
+                   for t in (layer.keys, layer.values, layer.indexer_keys))
+    kv = estimate_kv_cache(config.to_dict(), "fp32", batch=2, seq_len=13)
+    assert kv.total_bytes == measured == 2 * (8 + 4 + 8) * 4 * 2 * 13 and "index_head_dim = 8" in (kv.note or "")
+
+
+def test_kv_cache_of_zamba_reads_its_attention_head_dim() -> None:
+    """Zamba's shared attention runs on the hidden state concatenated with the embeddings: its heads are
+    attention_head_dim = 2 x hidden_size / heads wide, which the estimate took as hidden_size / heads (half)."""
+    import transformers
+
+    config = transformers.ZambaConfig(
+        vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=12, num_attention_heads=4,
+        num_key_value_heads=4, max_position_embeddings=64, mamba_d_state=8, n_mamba_heads=2, mamba_expand=2)
+    torch.manual_seed(0)
+    model = transformers.ZambaForCausalLM(config).eval()
+    with torch.no_grad():
+        cache = model(torch.randint(4, 100, (2, 13)), use_cache=True).past_key_values
+    measured = sum(t.numel() * t.element_size() for layer in cache.layers
+                   for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if t is not None)
+    kv = estimate_kv_cache(config.to_dict(), "fp32", batch=2, seq_len=13)
+    assert (kv.num_layers, kv.head_dim) == (2, 16) and kv.total_bytes == measured == 2 * 2 * 4 * 16 * 4 * 2 * 13

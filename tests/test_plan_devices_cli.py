@@ -455,3 +455,20 @@ def test_bitsandbytes_asked_on_a_prequantized_checkpoint_is_warned_about(tmp_pat
     assert code == 0 and data["dtype"] == "int8"
     assert any(f"already quantized ({quantization['quant_method']})" in w and "refuses" in w
                for w in data["warnings"])
+
+
+def test_kv_cache_of_a_state_space_model_is_none_and_says_why(tmp_path: Path) -> None:
+    """Mamba keeps a fixed-size recurrent state, no keys and values: --kv-cache was refused ("config has no
+    num_hidden_layers / num_attention_heads / hidden_size"), exit 2, though its config has all it needs."""
+    import transformers
+
+    transformers.MambaConfig(vocab_size=64, hidden_size=32, state_size=8, num_hidden_layers=3,
+                             architectures=["MambaForCausalLM"]).save_pretrained(tmp_path / "mamba")
+    code, data = run_json("plan-devices", tmp_path / "mamba", "--gpu", "1GB", "--kv-cache", "--seq-len", "4096")
+    assert code == 0, data
+    kv = data["kv_cache"]
+    assert (kv["total_bytes"], kv["num_layers"], kv["fits_on_gpus"]) == (0, 0, True)
+    assert kv["note"].startswith("no KV cache: all 3 layers keep a recurrent state")
+    result = run_cli("plan-devices", tmp_path / "mamba", "--gpu", "1GB", "--kv-cache", "--seq-len", "4096")
+    out = " ".join(result.stdout.split())
+    assert result.exit_code == 0 and "KV cache: none for batch 1 x 4096 tokens (no KV cache: all 3 layers" in out

@@ -1431,10 +1431,51 @@ def check_manual_map(
 # ----------------------------------------------------------------------------------------------- estimates
 
 
+# Cache layer kinds of transformers' DynamicCache (`get_layer_types_and_kwargs`): keys and values per token in the
+# attention kinds (sliding and chunked ones keep at most their window), a recurrent state of fixed size in the
+# linear-attention / state-space kinds, both in the hybrid kinds, nothing in a "dummy" layer (shared KV, no attention).
+_KV_KINDS = {"full_attention", "sliding_attention", "chunked_attention", "indexed_attention", "hybrid",
+             "hybrid_sliding"}
+_STATE_KINDS = {"conv", "linear_attention", "hybrid", "hybrid_sliding"}
+
+
+def _decoder_layer_kinds(config: dict[str, Any], layers: int) -> list[tuple[str, int | None]] | None:
+    """Each decoder layer's cache kind and window, as transformers' `DynamicCache(config=...)` lays them out.
+
+    transformers derives them from fields a config.json may not spell out: published Gemma-2, Gemma-3 and Cohere2
+    configs predate `layer_types` (every other layer / five of six / three of four slide), Qwen2's slide only with
+    `use_sliding_window`, Jamba's and Bamba's attention layers are every `attn_layer_period`-th or listed.
+    Returns None where transformers cannot say (too old, an unknown model type, an encoder-decoder whose
+    per-layer list counts the encoder's layers): the caller then reads `layer_types` and `sliding_window` itself.
+    """
+    from weightdoctor.meta_model import MAX_LAYERS, config_from_dict
+
+    if layers > MAX_LAYERS:
+        return None
+    try:
+        from transformers.cache_utils import get_layer_types_and_kwargs
+
+        with _quiet_libraries():
+            built = config_from_dict(config)
+            kinds, kwargs = get_layer_types_and_kwargs(built.get_text_config(decoder=True))
+    except Exception:  # noqa: BLE001 - an older transformers, or a config it cannot build: read the dict
+        return None
+    if len(kinds) != layers:
+        return None
+    return [(kind, kw.get("sliding_window")) for kind, kw in zip(kinds, kwargs, strict=True)]
+
+
 def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq_len: int) -> KVCacheEstimate:
     """KV cache of a decoder for `batch` sequences of `seq_len` tokens: 2 x layers x kv_heads x head_dim.
 
-    Layers with sliding-window attention keep at most `sliding_window` tokens.
+    The layers counted are those transformers' cache keeps keys and values for (not the Mamba / linear-attention
+    layers of a hybrid, whose fixed-size recurrent state the note names); sliding-window layers keep at most
+    `sliding_window` tokens.
+
+    Example:
+        >>> estimate_kv_cache({"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 4,
+        ...                    "num_key_value_heads": 2, "hidden_size": 32}, "fp16", 1, 10).total_bytes
+        1280
 
     Raises:
         UsageError: no config, or one without the attention sizes.
@@ -1453,37 +1494,78 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     heads = (text.get("decoder_attention_heads") or text.get("num_attention_heads") or text.get("n_head")
              or text.get("num_heads"))
     hidden = text.get("hidden_size") or text.get("n_embd") or text.get("d_model")
+    kinds = _decoder_layer_kinds(config, layers) if isinstance(layers, int) else None
+    attention = [k for k in kinds if k[0] in _KV_KINDS] if kinds is not None else None
+    stateful = sum(1 for kind, _ in kinds if kind in _STATE_KINDS) if kinds is not None else 0
+    torch_dtype = DTYPES[dtype][0]
+    if attention == [] and isinstance(layers, int):
+        # Mamba, Mamba-2, RWKV-like stacks: no layer attends, so nothing grows with the sequence
+        note = (f"no KV cache: all {layers} layers keep a recurrent state of fixed size per sequence instead "
+                "(not counted)" if stateful else "no KV cache: no layer attends")
+        return KVCacheEstimate(batch, seq_len, 0, 0, 0, torch_dtype, 0, 0, 0, False, note)
     if not (isinstance(layers, int) and isinstance(heads, int) and isinstance(hidden, int)):
         raise UsageError("config has no num_hidden_layers / num_attention_heads / hidden_size; cannot size a KV cache")
     kv_heads = text.get("num_key_value_heads") or heads
-    head_dim = text.get("head_dim") or text.get("d_kv") or hidden // heads
-    torch_dtype = DTYPES[dtype][0]
+    # Zamba's shared attention runs on the hidden state concatenated with the embeddings: attention_head_dim is
+    # 2 x hidden_size / heads there (HunyuanVL spells head_dim so too)
+    head_dim = text.get("head_dim") or text.get("attention_head_dim") or text.get("d_kv") or hidden // heads
     element = getattr(torch, torch_dtype).itemsize
     per_token_layer = 2 * kv_heads * head_dim * element
-    window = text.get("sliding_window")
-    layer_types = text.get("layer_types")
-    note = None
+    if attention is None:
+        # as the config spells it: `layer_types`, else every layer slides where it has a sliding_window
+        window = text.get("sliding_window")
+        layer_types = text.get("layer_types")
+        attention = []
+        for index in range(layers):
+            kind = layer_types[index] if isinstance(layer_types, list) and index < len(layer_types) else None
+            sliding = isinstance(window, int) and window > 0 and (kind is None or kind == "sliding_attention")
+            attention.append(("sliding_attention" if sliding else "full_attention", window if sliding else None))
+    notes = []
     if text.get("is_encoder_decoder") or "decoder_layers" in text or "num_decoder_layers" in text:
-        note = "the decoder's self-attention only: the cross-attention cache adds as much per encoder token"
+        notes.append("the decoder's self-attention only: the cross-attention cache adds as much per encoder token")
     latent, rope = text.get("kv_lora_rank"), text.get("qk_rope_head_dim")
     if isinstance(latent, int) and isinstance(rope, int) and latent > 0 and rope >= 0:
         # Multi-head latent attention (DeepSeek-V2/V3, Kimi-K2, MiniCPM3): transformers caches the compressed
         # latent and the shared rotary key of each token, once per layer, not keys and values per head.
         kv_heads, head_dim = 1, latent + rope
         per_token_layer = head_dim * element
-        note = (f"multi-head latent attention: transformers caches kv_lora_rank + qk_rope_head_dim = {head_dim} "
-                "values per layer and token")
+        notes = [f"multi-head latent attention: transformers caches kv_lora_rank + qk_rope_head_dim = {head_dim} "
+                 "values per layer and token"]
+    # DeepSeek-V3.2's sparse attention (transformers' "indexed_attention" layers) also caches its indexer's key of
+    # each token, index_head_dim values, beside the latent
+    index_dim = text.get("index_head_dim")
+    indexer = index_dim * element if isinstance(index_dim, int) and index_dim > 0 else 0
     total = 0
-    for index in range(layers):
-        kind = layer_types[index] if isinstance(layer_types, list) and index < len(layer_types) else None
+    per_token = 0
+    windowed: set[int] = set()
+    for kind, window in attention:
+        layer_token = per_token_layer + (indexer if kind == "indexed_attention" else 0)
+        per_token += layer_token
         tokens = seq_len
-        if isinstance(window, int) and window > 0 and (kind is None or kind == "sliding_attention"):
+        if isinstance(window, int) and window > 0:
             tokens = min(seq_len, window)
             if tokens < seq_len:
-                note = f"sliding-window layers keep at most {window} tokens"
-        total += per_token_layer * tokens * batch
-    return KVCacheEstimate(batch, seq_len, layers, kv_heads, head_dim, torch_dtype, per_token_layer * layers,
-                           total, 0, False, note)
+                windowed.add(window)
+        total += layer_token * tokens * batch
+    if indexer and any(kind == "indexed_attention" for kind, _ in attention):
+        notes.append(f"plus the indexer's key of each token, index_head_dim = {index_dim} values per layer")
+    if windowed:
+        sliding = sum(1 for _kind, window in attention if window in windowed)
+        which = "" if sliding == len(attention) else f" ({sliding} of {layers} layers)"
+        notes.append(f"sliding-window layers{which} keep at most {', '.join(map(str, sorted(windowed)))} tokens")
+    shared = sum(1 for kind, _ in kinds or [] if kind == "dummy")
+    if shared:
+        notes.append(f"{shared} of {layers} layers cache nothing (they reuse earlier layers' keys and values, or "
+                     "do not attend)")
+    hybrid = sum(1 for kind, _ in kinds or [] if kind in _STATE_KINDS and kind in _KV_KINDS)
+    if stateful - hybrid:
+        notes.append(f"{stateful - hybrid} of {layers} layers keep a recurrent state of fixed size per sequence "
+                     "instead of keys and values (not counted)")
+    if hybrid:
+        notes.append(f"{hybrid} of {layers} layers also keep a recurrent state of fixed size per sequence "
+                     "(not counted)")
+    return KVCacheEstimate(batch, seq_len, len(attention), kv_heads, head_dim, torch_dtype, per_token, total, 0,
+                           False, "; ".join(notes) or None)
 
 
 def estimate_training(model: torch.nn.Module, dtype: str) -> TrainingEstimate:
