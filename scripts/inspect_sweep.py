@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sweep_common import print_table, quiet_libraries
+from sweep_common import print_table, quiet_libraries, unique_nbytes
 
 SEED = 0
 FORMS = ("st", "st-sharded", "bin", "bin-sharded", "st+bin", "bin-views", "bin-legacy", "fp16", "bf16", "fp16-keep32",
@@ -138,17 +138,6 @@ def _models() -> dict[str, Callable[[], torch.nn.Module]]:
 # ---------------------------------------------------------------- sources
 
 
-def _nbytes_unique(tensors: dict[str, torch.Tensor]) -> int:
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for tensor in tensors.values():
-        key = (tensor.untyped_storage().data_ptr(), tensor.nbytes)
-        if key not in seen:
-            seen.add(key)
-            total += tensor.nbytes
-    return total
-
-
 def _v4_state_dict(model: torch.nn.Module, on_disk: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """What transformers 4 passed to torch.save: save_pretrained's tensors (under the names it writes, which
     transformers 5 may convert, MoE experts unfused) plus the tied names, sharing one storage (as
@@ -221,7 +210,7 @@ def build_sources(model: torch.nn.Module, root: Path, forms: tuple[str, ...]) ->
             torch.save(v4, folder / "pytorch_model.bin")
         else:
             split = split_torch_state_dict_into_shards(v4, filename_pattern="pytorch_model{suffix}.bin",
-                                                       max_shard_size=max(largest, _nbytes_unique(v4) // 3))
+                                                       max_shard_size=max(largest, unique_nbytes(v4) // 3))
             for filename, names in split.filename_to_tensors.items():
                 torch.save({n: v4[n] for n in names}, folder / filename)
             index = {"metadata": {"total_size": split.metadata["total_size"]}, "weight_map": split.tensor_to_filename}

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sweep_common import print_table, quiet_libraries
+from sweep_common import only_these, print_table, quiet_libraries
 
 WINDOW = 8  # every sliding window of the sweep
 SEQ_LENS = (5, 13)  # below and above WINDOW
@@ -347,10 +347,7 @@ def main() -> int:
 
     archs = _archs()
     if args.only:
-        unknown = [name for name in args.only if name not in archs]
-        if unknown:
-            parser.error(f"unknown architecture(s) {', '.join(unknown)}: {', '.join(archs)}")
-        archs = {name: archs[name] for name in args.only}
+        archs = only_these(parser, archs, args.only)
     elif args.quick:
         archs = {name: arch for name, arch in archs.items() if arch.quick}
     counts = {"equal": 0, "different": 0, "error": 0}

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sweep_common import print_table, quiet_libraries
+from sweep_common import only_these, print_table, quiet_libraries
 
 GB = 10**9
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -277,11 +277,7 @@ def main() -> int:
     from weightdoctor.plan_devices import DTYPES, PlanRequest, build_planned_model, open_plan_source, plan_devices
 
     archs = _archs()
-    if args.only:
-        unknown = [name for name in args.only if name not in archs]
-        if unknown:
-            parser.error(f"unknown architecture(s) {', '.join(unknown)}: {', '.join(archs)}")
-        archs = {name: archs[name] for name in args.only}
+    archs = only_these(parser, archs, args.only)
     counts = {"equal": 0, "different": 0, "error": 0}
     rows: list[tuple[str, str, str, str]] = []
     started = time.monotonic()

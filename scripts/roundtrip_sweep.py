@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sweep_common import print_table, quiet_libraries
+from sweep_common import print_table, quiet_libraries, unique_nbytes
 
 SEED = 0
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -151,18 +151,6 @@ def _file_tensors(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _nbytes_unique(tensors: dict[str, torch.Tensor]) -> int:
-    """Tensor bytes with a storage shared by several names counted once (huggingface_hub's total_size)."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for tensor in tensors.values():
-        key = (tensor.untyped_storage().data_ptr(), tensor.nbytes)
-        if key not in seen:
-            seen.add(key)
-            total += tensor.nbytes
-    return total
-
-
 def build_sources(model: torch.nn.Module, root: Path) -> dict[str, Path]:
     """The model saved four ways: `st`, `st-sharded` (save_pretrained); `bin`, `bin-sharded` (v4 style)."""
     from huggingface_hub import split_torch_state_dict_into_shards
@@ -189,7 +177,7 @@ def build_sources(model: torch.nn.Module, root: Path) -> dict[str, Path]:
             shutil.copy(st / "generation_config.json", root / f"src-{name}" / "generation_config.json")
     torch.save(bin_sd, root / "src-bin" / "pytorch_model.bin")
     split = split_torch_state_dict_into_shards(bin_sd, filename_pattern="pytorch_model{suffix}.bin",
-                                               max_shard_size=max(largest, _nbytes_unique(bin_sd) // 3))
+                                               max_shard_size=max(largest, unique_nbytes(bin_sd) // 3))
     for filename, names in split.filename_to_tensors.items():
         torch.save({n: bin_sd[n] for n in names}, root / "src-bin-sharded" / filename)
     index = {"metadata": {"total_size": split.metadata["total_size"]}, "weight_map": split.tensor_to_filename}
@@ -207,7 +195,7 @@ def build_sources(model: torch.nn.Module, root: Path) -> dict[str, Path]:
         (root / f"src-{name}" / "config.json").write_text(json.dumps(config, indent=2))
     torch.save(half, root / "src-bin-fp16" / "pytorch_model.fp16.bin")
     split = split_torch_state_dict_into_shards(half, filename_pattern="pytorch_model.fp16{suffix}.bin",
-                                               max_shard_size=max(largest // 2, _nbytes_unique(half) // 3))
+                                               max_shard_size=max(largest // 2, unique_nbytes(half) // 3))
     for filename, names in split.filename_to_tensors.items():
         torch.save({n: half[n] for n in names}, root / "src-bin-fp16-sharded" / filename)
     index = {"metadata": {"total_size": split.metadata["total_size"]}, "weight_map": split.tensor_to_filename}
@@ -282,7 +270,7 @@ def _check_files(out: Path, fmt: str, report: dict[str, Any], source: dict[str, 
         expected_map = {k: name for name, tensors in per_file.items() for k in tensors}
         if index.get("weight_map") != expected_map:
             raise Failure("weight_map does not name each tensor of the shards exactly once")
-        total = sum(_nbytes_unique(t) for t in per_file.values())
+        total = sum(unique_nbytes(t) for t in per_file.values())
         if index.get("metadata", {}).get("total_size") != total:
             raise Failure(f"index total_size {index.get('metadata', {}).get('total_size')} != {total}")
         if oracle_split is not None and {k: sorted(v) for k, v in oracle_split.items()} != {
@@ -290,7 +278,7 @@ def _check_files(out: Path, fmt: str, report: dict[str, Any], source: dict[str, 
             raise Failure(f"split differs from huggingface_hub's: {len(oracle_split)} vs {len(per_file)} shards")
     if max_bytes:
         for name, tensors in per_file.items():
-            size = _nbytes_unique(tensors)
+            size = unique_nbytes(tensors)
             storages = {(t.untyped_storage().data_ptr(), t.nbytes) for t in tensors.values()}  # tied names: one
             if size > max_bytes and len(storages) > 1:
                 raise Failure(f"{name}: {size} bytes of tensors > --max {max_bytes} with {len(tensors)} tensors")
@@ -298,7 +286,7 @@ def _check_files(out: Path, fmt: str, report: dict[str, Any], source: dict[str, 
     plan, write = report["plan"], report["write"]
     if plan["num_tensors"] != len(everything):
         raise Failure(f"json num_tensors {plan['num_tensors']} != {len(everything)} written")
-    measured = sum(_nbytes_unique(t) for t in per_file.values())
+    measured = sum(unique_nbytes(t) for t in per_file.values())
     if plan["total_bytes"] != measured:
         raise Failure(f"json total_bytes {plan['total_bytes']} != {measured} measured")
     written = {f["filename"].rsplit("/", 1)[-1]: f for f in write["files"]}
@@ -313,7 +301,7 @@ def _check_files(out: Path, fmt: str, report: dict[str, Any], source: dict[str, 
     planned = plan.get("files") or plan.get("shards")
     for entry in planned:
         name = entry["filename"].rsplit("/", 1)[-1]
-        size = _nbytes_unique(per_file.get(name, {}))
+        size = unique_nbytes(per_file.get(name, {}))
         if entry.get("nbytes", entry.get("size_bytes")) != size or entry["num_tensors"] != len(per_file[name]):
             raise Failure(f"json plan {name}: {entry} vs {size} tensor bytes, {len(per_file[name])} tensors")
         if entry["first"] not in per_file[name] or entry["last"] not in per_file[name]:

@@ -5,9 +5,16 @@ Imported as `from sweep_common import ...`: a script's own folder is on sys.path
 
 from __future__ import annotations
 
+import argparse
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    import torch
+
+T = TypeVar("T")
 
 
 def quiet_libraries() -> None:
@@ -25,3 +32,26 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], widths: S
     sizes = [w if w is not None else max([len(headers[i]), *(len(r[i]) for r in rows)]) for i, w in enumerate(widths)]
     for cells in [headers, *rows]:
         print("  ".join(f"{cell:<{size}}" for cell, size in zip(cells[:-1], sizes, strict=False)) + "  " + cells[-1])
+
+
+def only_these(parser: argparse.ArgumentParser, cases: Mapping[str, T], only: Sequence[str] | None) -> dict[str, T]:
+    """The cases `--only` names, in the order given (all of them without `--only`); an unknown name is a usage
+    error that lists the known ones."""
+    if not only:
+        return dict(cases)
+    unknown = [name for name in only if name not in cases]
+    if unknown:
+        parser.error(f"unknown architecture(s) {', '.join(unknown)}: {', '.join(cases)}")
+    return {name: cases[name] for name in only}
+
+
+def unique_nbytes(tensors: Mapping[str, torch.Tensor]) -> int:
+    """Tensor bytes with a storage shared by several names counted once (huggingface_hub's total_size)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for tensor in tensors.values():
+        key = (tensor.untyped_storage().data_ptr(), tensor.nbytes)
+        if key not in seen:
+            seen.add(key)
+            total += tensor.nbytes
+    return total
