@@ -970,3 +970,36 @@ def test_the_verdict_does_not_say_a_training_checkpoint_loads_cleanly_as_it_is(t
         assert ("from_pretrained(A) itself does not read it as it is" in text) == (not reads)
     result = run_cli("diff-keys", plain, plain, "--json")
     assert json.loads(result.stdout)["from_pretrained_reads_a"] is None
+
+
+def test_a_whole_peft_model_of_a_fused_moe_is_no_adapter_against_its_saved_per_expert_layout() -> None:
+    """A PEFT-wrapped Mixtral's full state dict (experts fused, as transformers 5 holds them) against the merged
+    model's save_pretrained (one tensor per expert, as the Hub stores them): most of B's *names* are missing from
+    A, but A holds all of B's weights. Found by scripts/diff_pairs_sweep.py (mixtral/lora): diff-keys called it an
+    adapter that "stores no base weights" and suggested no rename."""
+    hidden, inter, experts, layers = 32, 64, 4, 2
+
+    def spec(name: str, *shape: int) -> KeySpec:
+        return KeySpec(name, shape, "float32")
+
+    a, b = [spec("base_model.model.model.embed_tokens.weight", 96, hidden),
+            spec("base_model.model.lm_head.weight", 96, hidden)], [spec("model.embed_tokens.weight", 96, hidden),
+                                                                   spec("lm_head.weight", 96, hidden)]
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        for proj in ("q_proj", "v_proj"):
+            a += [spec(f"base_model.model.{p}self_attn.{proj}.base_layer.weight", hidden, hidden),
+                  spec(f"base_model.model.{p}self_attn.{proj}.lora_A.default.weight", 4, hidden),
+                  spec(f"base_model.model.{p}self_attn.{proj}.lora_B.default.weight", hidden, 4)]
+            b.append(spec(f"{p}self_attn.{proj}.weight", hidden, hidden))
+        a += [spec(f"base_model.model.{p}mlp.experts.gate_up_proj", experts, 2 * inter, hidden),
+              spec(f"base_model.model.{p}mlp.experts.down_proj", experts, hidden, inter),
+              spec(f"base_model.model.{p}mlp.gate.weight", experts, hidden)]
+        b += [spec(f"{p}block_sparse_moe.experts.{e}.{w}.weight", *(
+            (hidden, inter) if w == "w2" else (inter, hidden))) for e in range(experts) for w in ("w1", "w2", "w3")]
+        b.append(spec(f"{p}block_sparse_moe.gate.weight", experts, hidden))
+    report = diff_specs({s.name: s for s in a}, {s.name: s for s in b})
+    assert not any("stores no base weights" in note for note in report.notes), report.notes
+    assert [s.flag for s in report.suggested_renames][:1] == ["--rename '^base_model\\.model\\.='"]
+    assert report.matched_after_renames is not None and report.matched_after_renames >= 2 + 4 * layers // 2
+    assert not {i.reason for i in report.missing if i.name == "model.embed_tokens.weight"} & {"adapter-base"}

@@ -377,6 +377,11 @@ def adapter_fit(
     covered = sum(1 for name in others if _adapter_target(name) in specs_b)
     if covered * 2 >= len(specs_b):
         return {}, ""  # a whole wrapped model: most base weights are there under other names
+    # Or under another split of them: a PEFT-wrapped MoE holds its experts fused (as transformers 5 models do), B
+    # one tensor per expert (as save_pretrained writes them), so few names match, but A holds B's weights.
+    held = sum(math.prod(specs_a[name].shape) for name in others)
+    if held * 2 >= sum(math.prod(spec.shape) for spec in specs_b.values()):
+        return {}, ""
     whys: dict[str, tuple[str, str, str]] = {}
     modules: dict[str, bool] = {}
     ranks: set[int] = set()
