@@ -1003,3 +1003,25 @@ def test_a_whole_peft_model_of_a_fused_moe_is_no_adapter_against_its_saved_per_e
     assert [s.flag for s in report.suggested_renames][:1] == ["--rename '^base_model\\.model\\.='"]
     assert report.matched_after_renames is not None and report.matched_after_renames >= 2 + 4 * layers // 2
     assert not {i.reason for i in report.missing if i.name == "model.embed_tokens.weight"} & {"adapter-base"}
+
+
+def test_a_key_transformers_renames_per_model_is_not_a_random_head(tmp_path: Path) -> None:
+    """GPT-NeoX holds its output layer as `lm_head` (transformers 5) and saves it as `embed_out` (its conversion
+    mapping): `torch.save(model.state_dict())` against `save_pretrained` is one weight under two names, which
+    from_pretrained maps, not a head "initialised at random". Found by scripts/diff_pairs_sweep.py (gpt_neox/bin)."""
+    import transformers
+
+    torch.manual_seed(0)
+    model = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
+        vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4))
+    model.save_pretrained(tmp_path / "saved")
+    (tmp_path / "dumped").mkdir()
+    model.config.save_pretrained(tmp_path / "dumped")
+    torch.save(model.state_dict(), tmp_path / "dumped" / "pytorch_model.bin")
+    with open_checkpoint(str(tmp_path / "dumped")) as a, open_checkpoint(str(tmp_path / "saved")) as b:
+        report = diff_checkpoints(a, b)
+    assert [(i.name, i.reason, i.severity) for i in report.missing] == [("embed_out.weight", "renamed", "warn")]
+    assert [(i.name, i.reason, i.severity) for i in report.unexpected] == [("lm_head.weight", "renamed", "warn")]
+    assert "lm_head.weight" in report.missing[0].detail
+    note = next(n for n in report.notes if "conversion mapping" in n)
+    assert "embed_out.weight" in note and "--model-class GPTNeoXForCausalLM" in note
