@@ -460,6 +460,12 @@ def check_pair(pair: Pair, out: Path, cli: bool) -> tuple[str, str, int, list[st
                 ok = str(exc).splitlines()[0][:200]
             expect("strict load after convert --rename", "loads", ok)
 
+    # "A is a PEFT adapter ... it stores no base weights" only when A (as compared) holds none of B's weights
+    for name, shown, state in (("", report, sd_a), (" after renames", again if suggested else None, renamed_sd)):
+        if shown is not None and any("stores no base weights" in n for n in shown["notes"]):
+            expect(f"note{name}: A stores no base weights", 0,
+                   sum(k in sd_b and tuple(v.shape) == tuple(sd_b[k].shape) for k, v in state.items()))
+
     # Keys diff-keys still reports (after its fix) that the model built from B's config would load: there the
     # model holds other names than save_pretrained writes, and diff-keys must say so and point to --model-class
     final = again if suggested else report

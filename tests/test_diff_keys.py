@@ -1025,3 +1025,25 @@ def test_a_key_transformers_renames_per_model_is_not_a_random_head(tmp_path: Pat
     assert "lm_head.weight" in report.missing[0].detail
     note = next(n for n in report.notes if "conversion mapping" in n)
     assert "embed_out.weight" in note and "--model-class GPTNeoXForCausalLM" in note
+
+
+def test_a_whole_peft_model_renamed_onto_its_base_is_no_adapter_that_stores_no_base_weights() -> None:
+    """A PEFT model's full state dict under the suggested renames (`^base_model\\.model\\.=`, `\\.base_layer\\.=.`)
+    against the merged model: every base weight matches, the LoRA pairs are left over. The matched keys are not in
+    `unexpected`, so diff-keys counted none of them and called A an adapter that "stores no base weights" (found by
+    scripts/diff_pairs_sweep.py, every */lora pair re-checked with its fix). Loading it drops the LoRA deltas: warn."""
+    def spec(name: str, *shape: int) -> KeySpec:
+        return KeySpec(name, shape, "float32")
+
+    a = [spec("base_model.model.embed.weight", 96, 32), spec("base_model.model.head.weight", 96, 32)]
+    b = [spec("embed.weight", 96, 32), spec("head.weight", 96, 32)]
+    for i in range(2):
+        a += [spec(f"base_model.model.layers.{i}.q.base_layer.weight", 32, 32),
+              spec(f"base_model.model.layers.{i}.q.lora_A.default.weight", 4, 32),
+              spec(f"base_model.model.layers.{i}.q.lora_B.default.weight", 32, 4)]
+        b.append(spec(f"layers.{i}.q.weight", 32, 32))
+    renames = [Rename(r"^base_model\.model\.", ""), Rename(r"\.base_layer\.", ".")]
+    report = diff_specs({s.name: s for s in a}, {s.name: s for s in b}, renames)
+    assert report.matched == len(b)
+    assert not any("stores no base weights" in note for note in report.notes), report.notes
+    assert {(i.reason, i.severity) for i in report.unexpected} == {("adapter", "warn")}

@@ -378,8 +378,9 @@ def adapter_fit(
     if covered * 2 >= len(specs_b):
         return {}, ""  # a whole wrapped model: most base weights are there under other names
     # Or under another split of them: a PEFT-wrapped MoE holds its experts fused (as transformers 5 models do), B
-    # one tensor per expert (as save_pretrained writes them), so few names match, but A holds B's weights.
-    held = sum(math.prod(specs_a[name].shape) for name in others)
+    # one tensor per expert (as save_pretrained writes them), so few names match, but A holds B's weights. Or they
+    # match already (a whole PEFT model under the suggested renames): every key of A but its LoRA pairs counts.
+    held = sum(math.prod(spec.shape) for name, spec in specs_a.items() if name not in lora_names)
     if held * 2 >= sum(math.prod(spec.shape) for spec in specs_b.values()):
         return {}, ""
     whys: dict[str, tuple[str, str, str]] = {}
