@@ -129,8 +129,15 @@ def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> set[str]:
-    return {k for k in before if k in after and not torch.equal(before[k], after[k])}
+def _changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], model: torch.nn.Module) -> set[str]:
+    """The tensors training changed, each storage under its first name (tied copies are saved once, by it)."""
+    seen: set[int] = set()
+    firsts = set()
+    for name, tensor in model.state_dict().items():
+        if tensor.untyped_storage().data_ptr() not in seen:
+            seen.add(tensor.untyped_storage().data_ptr())
+            firsts.add(name)
+    return {k for k in before if k in after and k in firsts and not torch.equal(before[k], after[k])}
 
 
 def _save_bin(state: dict[str, torch.Tensor], config_from: torch.nn.Module, folder: Path) -> Path:
@@ -193,7 +200,7 @@ def _pairs(arch_name: str, arch: Any, out: Path) -> list[Pair]:
         _train(tuned, True, lambda n: True)
         base_names = {k for k in base.state_dict()}
         prefix = head.base_model_prefix + "."
-        moved = {k[len(prefix):] for k in _changed(before, _state(tuned)) if k.startswith(prefix)}
+        moved = {k[len(prefix):] for k in _changed(before, _state(tuned), tuned) if k.startswith(prefix)}
         pairs.append(Pair("tuned-head->base", saved(tuned, "tuned"), folder("base"), base,
                           changed=moved & base_names))
 
@@ -204,7 +211,8 @@ def _pairs(arch_name: str, arch: Any, out: Path) -> list[Pair]:
     if not any(block1.search(n) for n, _ in trained.named_parameters()):
         block1 = re.compile(r"\.attention\.")
     _train(trained, arch.lm is None, lambda n: bool(block1.search(n)))
-    pairs.append(Pair("trained", saved(trained, "trained"), ref, lm, changed=_changed(before, _state(trained))))
+    pairs.append(Pair("trained", saved(trained, "trained"), ref, lm,
+                      changed=_changed(before, _state(trained), trained)))
 
     # fp32 against its fp16 / bf16 convert.
     from typer.testing import CliRunner
