@@ -64,7 +64,7 @@ from sweep_common import print_table, quiet_libraries
 
 ARCHS = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "gpt_neox", "gptj", "bloom", "opt", "gpt2",
          "mixtral", "bert", "roberta", "distilbert", "albert", "t5", "bart"]
-QUICK = ["llama", "gpt2", "bert"]
+QUICK = ["llama", "gpt2", "bert", "gpt_neox", "mixtral"]  # the last two: the bugs this sweep found
 REL_TOL = 1e-9  # ||A-B||/||B||: chunked sums against one sum, in float64
 UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
 
