@@ -67,6 +67,7 @@ ARCHS = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "gpt_neox", "gp
 QUICK = ["llama", "gpt2", "bert", "gpt_neox", "mixtral"]  # the last two: the bugs this sweep found
 REL_TOL = 1e-9  # ||A-B||/||B||: chunked sums against one sum, in float64
 UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
+CAST_WORST: dict[str, tuple[float, float]] = {}  # (worst, bound): the largest ||A-B||/||B|| torch measured per cast (fp16, bf16), for the summary
 
 
 @dataclass
@@ -510,6 +511,7 @@ def check_pair(pair: Pair, out: Path, cli: bool) -> tuple[str, str, int, list[st
         if not (got_rel == rel or abs(got_rel - rel) <= REL_TOL * max(abs(rel), 1e-300)):
             problems.append(f"{name} rel_change: oracle {rel!r} ours {got_rel!r}")
         if pair.max_rel is not None:
+            CAST_WORST[pair.name] = (max(CAST_WORST.get(pair.name, (0.0, 0.0))[0], rel), pair.max_rel)
             checks += 1
             if rel > pair.max_rel:
                 problems.append(f"{name}: cast changed it by {rel:.3g} > {pair.max_rel:.3g}")
@@ -602,6 +604,9 @@ def main() -> int:
     cases = sum(counts.values())
     print(f"\ncases: {cases}  equal: {counts['equal']}  different: {counts['different']}  errors: {counts['errors']}"
           f"  checks: {total_checks}  time: {time.perf_counter() - started:.1f} s")
+    if CAST_WORST:
+        print("largest ||A-B||/||B|| of a cast (torch, float64): " + ", ".join(
+            f"{name} {worst:.3g} (bound {bound:.3g})" for name, (worst, bound) in sorted(CAST_WORST.items())))
     return 0 if counts["equal"] == cases else 1
 
 
