@@ -67,7 +67,8 @@ ARCHS = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "gpt_neox", "gp
 QUICK = ["llama", "gpt2", "bert", "gpt_neox", "mixtral"]  # the last two: the bugs this sweep found
 REL_TOL = 1e-9  # ||A-B||/||B||: chunked sums against one sum, in float64
 UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
-CAST_WORST: dict[str, tuple[float, float]] = {}  # (worst, bound): the largest ||A-B||/||B|| torch measured per cast (fp16, bf16), for the summary
+# per cast (fp16, bf16): the largest ||A-B||/||B|| torch measured and its bound, for the summary
+CAST_WORST: dict[str, tuple[float, float]] = {}
 
 
 @dataclass
