@@ -57,7 +57,8 @@ REASONS: dict[str, str] = {
                       "model. on a model whose base prefix is another) hides the keys",
     "base-model-prefix": "the base-model prefix (bert., model., transformer., ...) differs; from_pretrained adds or "
     "strips it, load_state_dict does not",
-    "renamed": "the same tensor under another name; the suggested rename maps it",
+    "renamed": "the same tensor under another name; the suggested rename maps it, or (a note says) transformers "
+               "renames it for this model on load",
     "legacy-name": "legacy name (LayerNorm.gamma/beta, weight_g/weight_v); from_pretrained renames it on load",
     "tied-weight": "tied to the input embeddings: not stored, re-tied on load",
     "buffer": "a buffer that is recomputed at init (position_ids, num_batches_tracked, attention masks, inv_freq)",
