@@ -342,6 +342,7 @@ def apply_flags(state: dict[str, Any], flags: list[dict[str, Any]]) -> dict[str,
 
 
 def value_oracle(a: torch.Tensor, b: torch.Tensor) -> tuple[bool, float, float]:
+    """torch's figures for one pair, whole tensors in float64: (equal, max |A-B|, ||A-B|| / ||B||)."""
     a64, b64 = a.to(torch.float64), b.to(torch.float64)
     identical = torch.equal(a64, b64)
     if a64.numel() == 0:
@@ -355,6 +356,8 @@ def value_oracle(a: torch.Tensor, b: torch.Tensor) -> tuple[bool, float, float]:
 
 
 def layer_of(name: str) -> str:
+    """The docs' definition of a layer, written here again (not imported) so that the oracle does not share
+    weightdoctor's code: up to the first numeric component, else the module path."""
     parts = name.split(".")
     for i, part in enumerate(parts):
         if part.isdigit():
