@@ -970,3 +970,80 @@ def test_the_verdict_does_not_say_a_training_checkpoint_loads_cleanly_as_it_is(t
         assert ("from_pretrained(A) itself does not read it as it is" in text) == (not reads)
     result = run_cli("diff-keys", plain, plain, "--json")
     assert json.loads(result.stdout)["from_pretrained_reads_a"] is None
+
+
+def test_a_whole_peft_model_of_a_fused_moe_is_no_adapter_against_its_saved_per_expert_layout() -> None:
+    """A PEFT-wrapped Mixtral's full state dict (experts fused, as transformers 5 holds them) against the merged
+    model's save_pretrained (one tensor per expert, as the Hub stores them): most of B's *names* are missing from
+    A, but A holds all of B's weights. Found by scripts/diff_pairs_sweep.py (mixtral/lora): diff-keys called it an
+    adapter that "stores no base weights" and suggested no rename."""
+    hidden, inter, experts, layers = 32, 64, 4, 2
+
+    def spec(name: str, *shape: int) -> KeySpec:
+        return KeySpec(name, shape, "float32")
+
+    a, b = [spec("base_model.model.model.embed_tokens.weight", 96, hidden),
+            spec("base_model.model.lm_head.weight", 96, hidden)], [spec("model.embed_tokens.weight", 96, hidden),
+                                                                   spec("lm_head.weight", 96, hidden)]
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        for proj in ("q_proj", "v_proj"):
+            a += [spec(f"base_model.model.{p}self_attn.{proj}.base_layer.weight", hidden, hidden),
+                  spec(f"base_model.model.{p}self_attn.{proj}.lora_A.default.weight", 4, hidden),
+                  spec(f"base_model.model.{p}self_attn.{proj}.lora_B.default.weight", hidden, 4)]
+            b.append(spec(f"{p}self_attn.{proj}.weight", hidden, hidden))
+        a += [spec(f"base_model.model.{p}mlp.experts.gate_up_proj", experts, 2 * inter, hidden),
+              spec(f"base_model.model.{p}mlp.experts.down_proj", experts, hidden, inter),
+              spec(f"base_model.model.{p}mlp.gate.weight", experts, hidden)]
+        b += [spec(f"{p}block_sparse_moe.experts.{e}.{w}.weight", *(
+            (hidden, inter) if w == "w2" else (inter, hidden))) for e in range(experts) for w in ("w1", "w2", "w3")]
+        b.append(spec(f"{p}block_sparse_moe.gate.weight", experts, hidden))
+    report = diff_specs({s.name: s for s in a}, {s.name: s for s in b})
+    assert not any("stores no base weights" in note for note in report.notes), report.notes
+    assert [s.flag for s in report.suggested_renames][:1] == ["--rename '^base_model\\.model\\.='"]
+    assert report.matched_after_renames is not None and report.matched_after_renames >= 2 + 4 * layers // 2
+    assert not {i.reason for i in report.missing if i.name == "model.embed_tokens.weight"} & {"adapter-base"}
+
+
+def test_a_key_transformers_renames_per_model_is_not_a_random_head(tmp_path: Path) -> None:
+    """GPT-NeoX holds its output layer as `lm_head` (transformers 5) and saves it as `embed_out` (its conversion
+    mapping): `torch.save(model.state_dict())` against `save_pretrained` is one weight under two names, which
+    from_pretrained maps, not a head "initialised at random". Found by scripts/diff_pairs_sweep.py (gpt_neox/bin)."""
+    import transformers
+
+    torch.manual_seed(0)
+    model = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
+        vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4))
+    model.save_pretrained(tmp_path / "saved")
+    (tmp_path / "dumped").mkdir()
+    model.config.save_pretrained(tmp_path / "dumped")
+    torch.save(model.state_dict(), tmp_path / "dumped" / "pytorch_model.bin")
+    with open_checkpoint(str(tmp_path / "dumped")) as a, open_checkpoint(str(tmp_path / "saved")) as b:
+        report = diff_checkpoints(a, b)
+    assert [(i.name, i.reason, i.severity) for i in report.missing] == [("embed_out.weight", "renamed", "warn")]
+    assert [(i.name, i.reason, i.severity) for i in report.unexpected] == [("lm_head.weight", "renamed", "warn")]
+    assert "lm_head.weight" in report.missing[0].detail
+    note = next(n for n in report.notes if "conversion mapping" in n)
+    assert "embed_out.weight" in note and "--model-class GPTNeoXForCausalLM" in note
+
+
+def test_a_whole_peft_model_renamed_onto_its_base_is_no_adapter_that_stores_no_base_weights() -> None:
+    """A PEFT model's full state dict under the suggested renames (`^base_model\\.model\\.=`, `\\.base_layer\\.=.`)
+    against the merged model: every base weight matches, the LoRA pairs are left over. The matched keys are not in
+    `unexpected`, so diff-keys counted none of them and called A an adapter that "stores no base weights" (found by
+    scripts/diff_pairs_sweep.py, every */lora pair re-checked with its fix). Loading it drops the LoRA deltas: warn."""
+    def spec(name: str, *shape: int) -> KeySpec:
+        return KeySpec(name, shape, "float32")
+
+    a = [spec("base_model.model.embed.weight", 96, 32), spec("base_model.model.head.weight", 96, 32)]
+    b = [spec("embed.weight", 96, 32), spec("head.weight", 96, 32)]
+    for i in range(2):
+        a += [spec(f"base_model.model.layers.{i}.q.base_layer.weight", 32, 32),
+              spec(f"base_model.model.layers.{i}.q.lora_A.default.weight", 4, 32),
+              spec(f"base_model.model.layers.{i}.q.lora_B.default.weight", 32, 4)]
+        b.append(spec(f"layers.{i}.q.weight", 32, 32))
+    renames = [Rename(r"^base_model\.model\.", ""), Rename(r"\.base_layer\.", ".")]
+    report = diff_specs({s.name: s for s in a}, {s.name: s for s in b}, renames)
+    assert report.matched == len(b)
+    assert not any("stores no base weights" in note for note in report.notes), report.notes
+    assert {(i.reason, i.severity) for i in report.unexpected} == {("adapter", "warn")}

@@ -57,7 +57,8 @@ REASONS: dict[str, str] = {
                       "model. on a model whose base prefix is another) hides the keys",
     "base-model-prefix": "the base-model prefix (bert., model., transformer., ...) differs; from_pretrained adds or "
     "strips it, load_state_dict does not",
-    "renamed": "the same tensor under another name; the suggested rename maps it",
+    "renamed": "the same tensor under another name; the suggested rename maps it, or (a note says) transformers "
+               "renames it for this model on load",
     "legacy-name": "legacy name (LayerNorm.gamma/beta, weight_g/weight_v); from_pretrained renames it on load",
     "tied-weight": "tied to the input embeddings: not stored, re-tied on load",
     "buffer": "a buffer that is recomputed at init (position_ids, num_batches_tracked, attention masks, inv_freq)",
@@ -377,6 +378,12 @@ def adapter_fit(
     covered = sum(1 for name in others if _adapter_target(name) in specs_b)
     if covered * 2 >= len(specs_b):
         return {}, ""  # a whole wrapped model: most base weights are there under other names
+    # Or under another split of them: a PEFT-wrapped MoE holds its experts fused (as transformers 5 models do), B
+    # one tensor per expert (as save_pretrained writes them), so few names match, but A holds B's weights. Or they
+    # match already (a whole PEFT model under the suggested renames): every key of A but its LoRA pairs counts.
+    held = sum(math.prod(spec.shape) for name, spec in specs_a.items() if name not in lora_names)
+    if held * 2 >= sum(math.prod(spec.shape) for spec in specs_b.values()):
+        return {}, ""
     whys: dict[str, tuple[str, str, str]] = {}
     modules: dict[str, bool] = {}
     ranks: set[int] = set()
@@ -1467,6 +1474,7 @@ def diff_specs(
     tie_embeddings_a: bool | None = None,
     loader_prefix: Callable[[], str | None] | None = None,
     model_class_command: Callable[[], str | None] | None = None,
+    model_renamings: Callable[[], Sequence[tuple[str, str]]] | None = None,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -1491,6 +1499,8 @@ def diff_specs(
         model_class_command: gives the `diff-keys --model-class` check of B's class (`model_class_check`) or
             None; called only for a note on differences only from_pretrained resolves (it may import
             transformers).
+        model_renamings: gives the `(regex, replacement)` renames transformers applies to B's class on load
+            (`transformers_renamings`); called only when keys are left missing and unexpected with a shape in common.
 
     Raises:
         UsageError: the renames map two keys of A to the same name.
@@ -1500,7 +1510,7 @@ def diff_specs(
                            tied_groups_a=tied_groups_a, tied_groups_b=tied_groups_b,
                            tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads,
                            tie_embeddings_a=tie_embeddings_a, loader_prefix=loader_prefix,
-                           model_class_command=model_class_command)
+                           model_class_command=model_class_command, model_renamings=model_renamings)
 
 
 def _diff_specs(
@@ -1517,6 +1527,7 @@ def _diff_specs(
     tie_embeddings_a: bool | None = None,
     loader_prefix: Callable[[], str | None] | None = None,
     model_class_command: Callable[[], str | None] | None = None,
+    model_renamings: Callable[[], Sequence[tuple[str, str]]] | None = None,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -1543,6 +1554,11 @@ def _diff_specs(
             fixed = rename_all(list(shapes_a), [Rename(s.pattern, s.replacement) for s in suggestions])
             # Keys whose new name is one of B's with the same shape (a name not in B gets None: no match).
             after = sum(map(eq, map(shapes_b.get, fixed), shapes_a.values()))
+    if model_renamings is not None and diff.missing and diff.unexpected and not adapter_whys:
+        renamed_whys, renamed_note = per_model_renames(renamed_a, specs_b, diff.unexpected, diff.missing,
+                                                       suggestions, model_renamings, model_class_command)
+        layout_whys = {**renamed_whys, **layout_whys}
+        layout_note = "; ".join(filter(None, (layout_note, renamed_note)))
     return build_report(
         renamed_a, specs_b, diff.missing, diff.unexpected, mismatched, diff.common, suggestions,
         source_a=source_a, source_b=source_b, mode="checkpoints", renames_applied=renames,
@@ -1550,6 +1566,85 @@ def _diff_specs(
         tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads, tie_embeddings_a=tie_embeddings_a,
         layout_whys=layout_whys, notes=[layout_note] if layout_note else (), loader_prefix=loader_prefix,
     )
+
+
+def per_model_renames(
+    specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str],
+    missing: Sequence[str], suggestions: Sequence[SuggestedRename],
+    model_renamings: Callable[[], Sequence[tuple[str, str]]],
+    model_class_command: Callable[[], str | None] | None = None,
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """Keys left missing and unexpected (after the suggested renames) that are one weight under the two names
+    transformers maps for B's class on load and save (GPT-NeoX's `embed_out` saved, `lm_head` in memory): from
+    a model's `state_dict()` against its `save_pretrained`, from_pretrained loads them; load_state_dict does not.
+    Returns (reason, severity, detail) for those keys and a note; ({}, "") when there are none.
+
+    Example:
+        >>> a = {"lm_head.weight": KeySpec("lm_head.weight", (8, 4), "float32")}
+        >>> b = {"embed_out.weight": KeySpec("embed_out.weight", (8, 4), "float32")}
+        >>> whys, _ = per_model_renames(a, b, ["lm_head.weight"], ["embed_out.weight"], [],
+        ...                             lambda: [("^embed_out[.]", "lm_head.")])
+        >>> whys["embed_out.weight"][:2]
+        ('renamed', 'warn')
+    """
+    steps = [Rename(s.pattern, s.replacement) for s in suggestions]
+    left_a = dict(zip(rename_all(list(unexpected), steps), unexpected, strict=True)) if steps else \
+        dict(zip(unexpected, unexpected, strict=True))
+    left_a = {new: old for new, old in left_a.items() if new not in specs_b}
+    left_b = [name for name in missing if name not in left_a]
+    if not left_a or not left_b or not {specs_a[o].shape for o in left_a.values()} & \
+            {specs_b[n].shape for n in left_b}:
+        return {}, ""
+    found: list[tuple[str, str, str]] = []  # (A's name, B's name, rename)
+    for pattern, replacement in model_renamings():
+        try:
+            regex = re.compile(pattern)
+            # A in memory and B saved (B's name renamed onto A's), or A saved and B in memory
+            pairs = [(new_a, n) for n in left_b if (new_a := regex.sub(replacement, n, count=1)) != n] + \
+                [(a, new_b) for a in left_a if (new_b := regex.sub(replacement, a, count=1)) != a]
+        except (re.error, IndexError):  # a pattern of transformers' own syntax that re does not take
+            continue
+        for name_a, name_b in pairs:
+            old = left_a.get(name_a)
+            if old is not None and name_b in specs_b and specs_a[old].shape == specs_b[name_b].shape:
+                found.append((old, name_b, f"{pattern} -> {replacement}"))
+    whys: dict[str, tuple[str, str, str]] = {}
+    for old, name_b, rule in found:
+        detail = (f"the same weight as {name_b}: transformers renames it for this model ({rule}), "
+                  "load_state_dict does not")
+        whys[old] = ("renamed", "warn", detail)
+        whys[name_b] = ("renamed", "warn", detail.replace(name_b, old, 1))
+    if not found:
+        return {}, ""
+    shown = ", ".join(f"{old} ↔ {name_b}" for old, name_b, _ in found[:3]) + (" ..." if len(found) > 3 else "")
+    command = model_class_command() if model_class_command is not None else None
+    note = (f"transformers' conversion mapping for B's model renames {shown} on load and save (from_pretrained "
+            "loads them, load_state_dict does not)" + (f"; what from_pretrained reports: {command}" if command else ""))
+    return whys, note
+
+
+def transformers_renamings(config: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """The plain renames (`WeightRenaming`: one regex, one replacement) of transformers' conversion mapping for
+    the config's first architecture and its model_type, as from_pretrained applies them on load. Imports
+    transformers; [] when it is not installed or knows neither."""
+    if not config:
+        return []
+    try:
+        from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming
+    except Exception:  # noqa: BLE001 - no (or another) transformers: nothing to tell
+        return []
+    found: list[tuple[str, str]] = []
+    for key in (_first_architecture(config), config.get("model_type")):
+        for transform in (get_checkpoint_conversion_mapping(key) or []) if isinstance(key, str) else []:
+            if type(transform) is not WeightRenaming:
+                continue
+            sources = getattr(transform, "_original_source_patterns", transform.source_patterns)
+            targets = getattr(transform, "_original_target_patterns", transform.target_patterns)
+            sources, targets = ([x] if isinstance(x, str) else list(x) for x in (sources, targets))
+            if len(sources) == 1 and len(targets) == 1:
+                found.append((sources[0], targets[0]))
+    return found
 
 
 def _rename_all(name: str, renames: Sequence[Rename]) -> str:
@@ -1569,6 +1664,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         tie_embeddings_a=config_ties(a.config),
         loader_prefix=(lambda: base_model_prefix_of(b.config)) if b.config else None,
         model_class_command=check,
+        model_renamings=(lambda: transformers_renamings(b.config)) if b.config else None,
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location
