@@ -1008,9 +1008,15 @@ _VARIANT = re.compile(r"(?P<stem>.+)\.(?:fp16|bf16|fp32)(?P<rest>(?:-\d{5}-of-\d
 _VARIANT_OF_DTYPE = {"float16": ".fp16", "bfloat16": ".bf16"}
 
 
+# open_clip's Hub and `local-dir:` loader looks for these two names only (open_clip/constants.py: HF_WEIGHTS_NAME,
+# HF_SAFE_WEIGHTS_NAME); `open_clip_pytorch_model.safetensors` would be found by nothing.
+OPEN_CLIP_NAMES = {"safetensors": "open_clip_model.safetensors", "bin": "open_clip_pytorch_model.bin"}
+
+
 def default_output_name(source_file: str, fmt: str, dtype: str | None = None) -> str:
     """The output name of a converted weight file: `pytorch_model-00001-of-00002.bin` ->
-    `model-00001-of-00002.safetensors`, `model.safetensors` -> `pytorch_model.bin`, `x.pt` -> `x.safetensors`.
+    `model-00001-of-00002.safetensors`, `model.safetensors` -> `pytorch_model.bin`, `x.pt` -> `x.safetensors`,
+    open_clip's `open_clip_pytorch_model.bin` <-> `open_clip_model.safetensors`.
     Cast to `dtype`, a diffusers dtype variant follows it: `x.fp16.safetensors` -> `x.bf16.safetensors`
     (bfloat16), `x.safetensors` (float32 and others: the plain name diffusers reads without a variant)."""
     name = Path(source_file).name
@@ -1018,6 +1024,8 @@ def default_output_name(source_file: str, fmt: str, dtype: str | None = None) ->
         name = variant["stem"] + _VARIANT_OF_DTYPE.get(dtype, "") + variant["rest"]
     # transformers' names, a variant's too (`pytorch_model.fp16.bin` <-> `model.fp16.safetensors`, which
     # from_pretrained(variant="fp16") reads); diffusers keeps one stem for both formats.
+    if name in OPEN_CLIP_NAMES.values():
+        return OPEN_CLIP_NAMES[fmt]
     if fmt == "safetensors":
         match = re.fullmatch(r"pytorch_model((?:\.[^.]+)?(?:-\d{5}-of-\d{5})?)\.bin", name)
         if match:

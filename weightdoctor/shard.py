@@ -19,6 +19,7 @@ from weightdoctor.convert import drop_stale_hashes, nested_only_warning, output_
 from weightdoctor.errors import UsageError
 from weightdoctor.renames import Rename
 from weightdoctor.rewrite import (
+    OPEN_CLIP_NAMES,
     DroppedAlias,
     OutputFile,
     PlannedTensor,
@@ -48,7 +49,7 @@ OWN_SAFETENSORS_STEMS = ("consolidated",)
 
 def shard_pattern(checkpoint: Checkpoint, fmt: str) -> str:
     """The file-name pattern of `fmt` shards for `checkpoint`: transformers' names, or the source's own where its
-    library loads weights by another name (diffusers, PEFT).
+    library loads weights by another name (diffusers, PEFT, open_clip).
 
     Example:
         >>> shard_pattern(open_checkpoint("unet"), "safetensors")  # holds diffusion_pytorch_model.safetensors
@@ -57,6 +58,8 @@ def shard_pattern(checkpoint: Checkpoint, fmt: str) -> str:
     for file in checkpoint.files:
         if file.role in ("weights", "index"):
             name = Path(file.relpath).name
+            if name in OPEN_CLIP_NAMES.values():
+                return OPEN_CLIP_NAMES[fmt].replace(".", "{suffix}.", 1)
             for stem in OWN_STEMS:
                 if name.startswith((stem + ".", stem + "-")):
                     return stem + "{suffix}." + ("safetensors" if fmt == "safetensors" else "bin")
@@ -251,6 +254,9 @@ def plan_shard(
     index = index_name if len(files) > 1 else None
     if index is not None and pattern.startswith("adapter_model"):
         warnings.append("peft loads an adapter from one adapter_model file: it cannot load these shards")
+    if index is not None and pattern.startswith("open_clip_"):
+        warnings.append(f"open_clip loads one {OPEN_CLIP_NAMES[fmt]} (create_model_from_pretrained, hf-hub: and "
+                        "local-dir: alike): it reads no index and cannot load these shards")
     if index is not None:
         single = single_file_kind(checkpoint)
         if single:

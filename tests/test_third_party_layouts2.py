@@ -1,0 +1,65 @@
+"""More checkpoints as other libraries write them: open_clip, sentence-transformers, ... (convert and shard must
+write what the layout's own loader reads back)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from tests.helpers import run_cli, run_json
+
+
+def _open_clip_folder(folder: Path, weights: str) -> dict[str, torch.Tensor]:
+    """An open_clip Hub repo as open_clip's push_to_hf_hub writes it: `open_clip_config.json` and the weights under
+    HF_WEIGHTS_NAME (`open_clip_pytorch_model.bin`) or HF_SAFE_WEIGHTS_NAME (`open_clip_model.safetensors`)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    state = {"positional_embedding": torch.randn(16, 32), "text_projection": torch.randn(32, 32),
+             "logit_scale": torch.tensor(4.6052), "visual.conv1.weight": torch.randn(32, 3, 4, 4),
+             "transformer.resblocks.0.attn.in_proj_weight": torch.randn(96, 32),
+             "token_embedding.weight": torch.randn(100, 32)}
+    if weights.endswith(".bin"):
+        torch.save(state, folder / weights)
+    else:
+        save_file(state, folder / weights)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"embed_dim": 32}}))
+    return state
+
+
+def test_open_clip_weights_convert_to_the_names_open_clip_loads(tmp_path: Path) -> None:
+    """open_clip loads `open_clip_model.safetensors` or `open_clip_pytorch_model.bin` only: converting its .bin wrote
+    `open_clip_pytorch_model.safetensors`, a file no open_clip loader looks for."""
+    from safetensors.torch import load_file
+
+    state = _open_clip_folder(tmp_path / "oc-bin", "open_clip_pytorch_model.bin")
+    code, data = run_json("convert", str(tmp_path / "oc-bin"), "-o", str(tmp_path / "st"))
+    assert code == 0, data
+    assert sorted(p.name for p in (tmp_path / "st").iterdir()) == ["open_clip_config.json",
+                                                                   "open_clip_model.safetensors"]
+    back = load_file(tmp_path / "st" / "open_clip_model.safetensors")
+    assert all(torch.equal(back[k], v) for k, v in state.items()) and back.keys() == state.keys()
+
+    code, data = run_json("convert", str(tmp_path / "st"), "-o", str(tmp_path / "bin"), "--to", "bin")
+    assert code == 0, data
+    assert (tmp_path / "bin" / "open_clip_pytorch_model.bin").is_file()
+
+
+def test_open_clip_shards_keep_its_name_and_say_it_cannot_load_them(tmp_path: Path) -> None:
+    """`shard` of an open_clip folder wrote `model-*.safetensors` beside open_clip_config.json (and `model.safetensors`
+    with --single), none of which open_clip reads."""
+    _open_clip_folder(tmp_path / "oc", "open_clip_model.safetensors")
+    code, data = run_json("shard", str(tmp_path / "oc"), "--single", "-o", str(tmp_path / "one"))
+    assert code == 0, data
+    assert (tmp_path / "one" / "open_clip_model.safetensors").is_file()
+    assert not any("open_clip loads one" in w for w in data["plan"]["warnings"])
+
+    result = run_cli("shard", str(tmp_path / "oc"), "--max", "10KB", "-o", str(tmp_path / "many"))
+    assert result.exit_code == 0, result.stderr
+    names = sorted(p.name for p in (tmp_path / "many").iterdir())
+    assert "open_clip_model.safetensors.index.json" in names and "open_clip_model-00001-of-00004.safetensors" in names
+    assert not any(n.startswith("model") for n in names)
+    line = " ".join(result.stderr.split())
+    assert "open_clip loads one open_clip_model.safetensors" in line and "cannot load these shards" in line, line
