@@ -63,3 +63,40 @@ def test_open_clip_shards_keep_its_name_and_say_it_cannot_load_them(tmp_path: Pa
     assert not any(n.startswith("model") for n in names)
     line = " ".join(result.stderr.split())
     assert "open_clip loads one open_clip_model.safetensors" in line and "cannot load these shards" in line, line
+
+
+def _deepspeed_step(step: Path, module: dict[str, torch.Tensor], stage: int) -> None:
+    """global_stepN/ as DeepSpeed's save_checkpoint writes it: the model states (the module's state dict under
+    `module`, its real shapes under `param_shapes`) and one ZeRO optimizer partition per data-parallel rank."""
+    step.mkdir(parents=True)
+    shapes = {name: torch.Size([4, 8]) for name in module}
+    torch.save({"module": module, "buffer_names": [], "optimizer": None, "param_shapes": [shapes],
+                "frozen_param_shapes": None, "shared_params": {}, "lr_scheduler": None, "global_steps": 5,
+                "dp_world_size": 2, "mp_world_size": 1, "ds_config": {"zero_optimization": {"stage": stage}},
+                "ds_version": "0.14.0"}, step / "mp_rank_00_model_states.pt")
+    for rank in range(2):
+        torch.save({"optimizer_state_dict": {"zero_stage": stage, "fp32_flat_groups": [torch.zeros(32)]},
+                    "ds_version": "0.14.0"}, step / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt")
+    (step.parent / "latest").write_text(step.name)
+
+
+def test_zero3_model_states_are_placeholders_not_weights(tmp_path: Path) -> None:
+    """Under ZeRO-3 DeepSpeed saves each partitioned parameter as torch.empty(0): inspect said 0 parameters,
+    plan-devices planned 0 B, check-dtype called every cast safe and convert wrote (and verified) empty tensors."""
+    step = tmp_path / "run" / "global_step5"
+    _deepspeed_step(step, {"encoder.weight": torch.empty(0, dtype=torch.float16),
+                           "head.weight": torch.empty(0, dtype=torch.float16),
+                           "norm.running_mean": torch.zeros(8)}, stage=3)
+    for args in (["inspect", str(step)], ["plan-devices", str(step), "--gpu", "1GB"], ["check-dtype", str(step)],
+                 ["convert", str(step / "mp_rank_00_model_states.pt"), "-o", str(tmp_path / "out.safetensors")]):
+        result = run_cli(*args)
+        assert result.exit_code == 2 and result.stdout == "", (args, result.stdout)
+        line = " ".join(result.stderr.split())
+        assert "DeepSpeed ZeRO-3 model states file: placeholders, not weights (2 of 3 tensors are empty" in line, line
+        assert "zero_to_fp32.py" in line and "Traceback" not in line
+    assert not (tmp_path / "out.safetensors").exists()
+
+    stage2 = tmp_path / "run2" / "global_step5"  # ZeRO-1/2 keep whole weights in the model states: read as before
+    _deepspeed_step(stage2, {"encoder.weight": torch.ones(4, 8, dtype=torch.float16)}, stage=2)
+    code, data = run_json("inspect", str(stage2))
+    assert code == 0 and data["num_params"] == 32 and data["nested_key"] == "module"

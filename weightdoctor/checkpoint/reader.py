@@ -410,6 +410,7 @@ class _Builder:
                 self.non_tensor_keys.update(contents.non_tensor_keys)
                 self.notes += [f"{relpath}: {note}" for note in contents.notes]
                 infos = pytorch_format.tensor_infos(contents, relpath)
+                _refuse_zero3_placeholders(path, infos)
         except WeightDoctorError as exc:
             exc.path = exc.path or str(path)
             raise
@@ -422,6 +423,26 @@ class _Builder:
         self.files.append(CheckpointFile(path, relpath, "weights", fmt, size))
         self.tensors.extend(infos)
         return infos
+
+
+_DEEPSPEED_MODEL_STATES = re.compile(r"(?:zero_pp_rank_\d+_)?mp_rank_\d+_model_states\.pth?")
+
+
+def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
+    """Raise where a DeepSpeed model states file holds ZeRO-3's placeholders rather than weights: each partitioned
+    parameter is saved as `torch.empty(0)` (its values are spread over the zero_pp_rank_* optimizer partitions), so
+    the file read as weights gave 0 parameters, a plan that fit in 0 B and a convert that wrote empty tensors and
+    verified them. Buffers are not partitioned, hence "most", not "all"."""
+    if not _DEEPSPEED_MODEL_STATES.fullmatch(path.name) or not infos:
+        return
+    empty = sum(1 for info in infos if info.num_params == 0)
+    if empty * 2 < len(infos):
+        return
+    raise UnsupportedFormat(
+        f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of {len(infos)} tensors are empty: "
+        "ZeRO-3 spreads the parameters over the zero_pp_rank_*_optim_states.pt partitions); gather them into one "
+        "state dict with the zero_to_fp32.py DeepSpeed writes beside the global_step folders "
+        "(python zero_to_fp32.py CHECKPOINT_DIR OUTPUT), then read that", str(path))
 
 
 def is_training_state(name: str) -> bool:
