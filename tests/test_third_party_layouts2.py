@@ -100,3 +100,51 @@ def test_zero3_model_states_are_placeholders_not_weights(tmp_path: Path) -> None
     _deepspeed_step(stage2, {"encoder.weight": torch.ones(4, 8, dtype=torch.float16)}, stage=2)
     code, data = run_json("inspect", str(stage2))
     assert code == 0 and data["num_params"] == 32 and data["nested_key"] == "module"
+
+
+def _sentence_transformers_repo(folder: Path, dense_weights: str) -> None:
+    """A sentence-transformers repo: the Transformer module at the top (config.json, model.safetensors), then
+    modules.json's numbered module folders, `2_Dense/` with weights of its own (`pytorch_model.bin` before
+    sentence-transformers 2.3, `model.safetensors` since)."""
+    from safetensors.torch import save_file
+
+    (folder / "1_Pooling").mkdir(parents=True)
+    (folder / "2_Dense").mkdir()
+    save_file({"embeddings.word_embeddings.weight": torch.randn(100, 32)}, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 32}))
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]))
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32}))
+    (folder / "2_Dense" / "config.json").write_text(json.dumps({"in_features": 32, "out_features": 16}))
+    dense = {"linear.weight": torch.randn(16, 32), "linear.bias": torch.randn(16)}
+    if dense_weights.endswith(".bin"):
+        torch.save(dense, folder / "2_Dense" / dense_weights)
+    else:
+        save_file(dense, folder / "2_Dense" / dense_weights)
+
+
+def test_a_pickle_copied_into_a_safetensors_conversion_is_said(tmp_path: Path) -> None:
+    """Converting an older sentence-transformers repo to safetensors copied `2_Dense/pytorch_model.bin` with its module
+    folder: the output still held a pickle, and (without --dtype) nothing said so."""
+    _sentence_transformers_repo(tmp_path / "st", "pytorch_model.bin")
+    for command, extra in (("convert", []), ("shard", ["--single"])):
+        out = tmp_path / f"{command}-out"
+        result = run_cli(command, str(tmp_path / "st"), "-o", str(out), *extra)
+        assert result.exit_code == 0, result.stderr
+        assert (out / "2_Dense" / "pytorch_model.bin").is_file()  # copied, as before: the folder stays whole
+        line = " ".join(result.stderr.split())
+        assert "copied as they are, still PyTorch pickles: 2_Dense/pytorch_model.bin" in line, line
+        assert f"weightdoctor convert {tmp_path / 'st' / '2_Dense'}" in line, line
+
+    # The way out it names: the module folder converts to the name sentence-transformers' Dense loads first.
+    code, data = run_json("convert", str(tmp_path / "st" / "2_Dense"), "-o", str(tmp_path / "dense"))
+    assert code == 0 and (tmp_path / "dense" / "model.safetensors").is_file(), data
+
+    # Nothing to say where the module's weights are safetensors already, or the output is .bin anyway.
+    _sentence_transformers_repo(tmp_path / "st-new", "model.safetensors")
+    code, data = run_json("convert", str(tmp_path / "st-new"), "-o", str(tmp_path / "new-out"))
+    assert code == 0 and not any("pickle" in w for w in data["plan"]["warnings"]), data["plan"]["warnings"]
+    code, data = run_json("convert", str(tmp_path / "st"), "-o", str(tmp_path / "bin-out"), "--to", "bin")
+    assert code == 0 and not any("pickle" in w for w in data["plan"]["warnings"]), data["plan"]["warnings"]

@@ -22,6 +22,7 @@ from weightdoctor.rewrite import (
     check_not_input,
     default_index_name,
     default_output_name,
+    pickles_copied_note,
     plan_tensors,
     side_files,
     with_config_dtype,
@@ -264,6 +265,9 @@ def plan_convert(
     copy_paths, left_out = ([], []) if single_file else side_files(folder, weights, output=out)
     if left_out:
         warnings.append("not copied: " + ", ".join(left_out))
+    pickle_note = pickles_copied_note(copy_paths, fmt, folder)
+    if pickle_note:
+        warnings.append(pickle_note)
     copy_paths, config_note = with_config_dtype(copy_paths, dtype, len(selection.kept_fp32))
     if config_note:
         warnings.append(config_note)

@@ -579,6 +579,32 @@ def with_config_dtype(
     return out, note
 
 
+def pickles_copied_note(files: list[SideFile], fmt: str, folder: Path | None) -> str | None:
+    """A warning where a conversion to safetensors copies PyTorch pickles as they are (a sentence-transformers
+    `2_Dense/pytorch_model.bin`, copied with its module folder): the output was called safetensors and still held a
+    pickle, with nothing said unless a --dtype was given. None where there is none, or the output is .bin.
+
+    Example:
+        >>> pickles_copied_note([SideFile(Path("m/2_Dense/pytorch_model.bin"), "2_Dense/pytorch_model.bin")],
+        ...                     "safetensors", Path("m"))
+        'copied as they are, still PyTorch pickles: 2_Dense/pytorch_model.bin (convert each on its own: ...)'
+    """
+    from weightdoctor.checkpoint.reader import PICKLE_SUFFIXES
+
+    if fmt != "safetensors":
+        return None
+    pickles = [side.relpath for side in files if side.relpath.lower().endswith(PICKLE_SUFFIXES)
+               and not is_training_state(Path(side.relpath).name)]
+    if not pickles:
+        return None
+    listed = ", ".join(pickles[:4]) + (f" and {len(pickles) - 4} more" if len(pickles) > 4 else "")
+    how = "convert each on its own"
+    first = Path(pickles[0]).parent
+    if folder is not None and first != Path("."):
+        how += f": weightdoctor convert {folder / first} -o ..."
+    return f"copied as they are, still PyTorch pickles: {listed} ({how})"
+
+
 def side_files(
     folder: Path | None, converted: list[Path] | None = None, output: Path | None = None,
 ) -> tuple[list[SideFile], list[str]]:

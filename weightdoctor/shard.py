@@ -28,6 +28,7 @@ from weightdoctor.rewrite import (
     WriteResult,
     check_not_input,
     output_variant,
+    pickles_copied_note,
     plan_tensors,
     side_files,
     with_config_dtype,
@@ -280,6 +281,9 @@ def plan_shard(
         source_dir, [f.path for f in checkpoint.files if f.role != "config"], output=out)
     if left_out:
         warnings.append("not copied: " + ", ".join(left_out))
+    pickle_note = pickles_copied_note(copy_paths, fmt, source_dir)
+    if pickle_note:
+        warnings.append(pickle_note)
     copy_paths, config_note = with_config_dtype(copy_paths, dtype, len(selection.kept_fp32))
     if config_note:
         warnings.append(config_note)
