@@ -148,3 +148,27 @@ def test_a_pickle_copied_into_a_safetensors_conversion_is_said(tmp_path: Path) -
     assert code == 0 and not any("pickle" in w for w in data["plan"]["warnings"]), data["plan"]["warnings"]
     code, data = run_json("convert", str(tmp_path / "st"), "-o", str(tmp_path / "bin-out"), "--to", "bin")
     assert code == 0 and not any("pickle" in w for w in data["plan"]["warnings"]), data["plan"]["warnings"]
+
+
+def test_a_bitsandbytes_4bit_plan_names_its_bits_once(tmp_path: Path) -> None:
+    """A bitsandbytes-4bit repo (nf4 packed uint8 `weight` beside its absmax and quant_state): the plan's warning read
+    "(bitsandbytes 4-bit, 4-bit)"; GPTQ's still names method and bits."""
+    from safetensors.torch import save_file
+
+    bnb = {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}
+    for method, config in (("bnb", bnb), ("gptq", {"quant_method": "gptq", "bits": 4, "group_size": 32})):
+        folder = tmp_path / method
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({
+            "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 100,
+            "quantization_config": config}))
+        save_file({"model.embed_tokens.weight": torch.zeros(100, 32, dtype=torch.float16),
+                   "model.layers.0.self_attn.q_proj.weight": torch.zeros(512, 1, dtype=torch.uint8),
+                   "model.layers.0.self_attn.q_proj.weight.absmax": torch.zeros(16, dtype=torch.uint8)},
+                  folder / "model.safetensors")
+        code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
+        assert code == 0, data
+        said = next(w for w in data["warnings"] if w.startswith("the config quantizes the weights"))
+        expected = "(bitsandbytes 4-bit)" if method == "bnb" else "(gptq, 4-bit)"
+        assert said.startswith(f"the config quantizes the weights {expected}: planned as int4"), said
