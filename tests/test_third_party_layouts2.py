@@ -172,3 +172,34 @@ def test_a_bitsandbytes_4bit_plan_names_its_bits_once(tmp_path: Path) -> None:
         said = next(w for w in data["warnings"] if w.startswith("the config quantizes the weights"))
         expected = "(bitsandbytes 4-bit)" if method == "bnb" else "(gptq, 4-bit)"
         assert said.startswith(f"the config quantizes the weights {expected}: planned as int4"), said
+
+
+def test_shards_of_single_file_libraries_keep_their_name_and_say_so(tmp_path: Path) -> None:
+    """diffusers' save_lora_weights writes `pytorch_lora_weights.safetensors`, which load_lora_weights loads as one
+    file; timm writes `model.safetensors` + a config.json with `architecture`, which create_model loads as one file.
+    shard split both into `model-*.safetensors` with nothing said (and the LoRA lost its name under --single)."""
+    from safetensors.torch import save_file
+
+    lora = tmp_path / "lora"
+    lora.mkdir()
+    save_file({f"unet.down_blocks.0.attentions.0.transformer_blocks.{i}.attn1.to_q.lora_{ab}.weight":
+               torch.randn(4, 320) if ab == "A" else torch.zeros(320, 4) for i in range(3) for ab in "AB"},
+              lora / "pytorch_lora_weights.safetensors")
+    result = run_cli("shard", str(lora), "--max", "12KB", "-o", str(tmp_path / "lora-shards"))
+    assert result.exit_code == 0, result.stderr
+    names = sorted(p.name for p in (tmp_path / "lora-shards").iterdir())
+    assert "pytorch_lora_weights.safetensors.index.json" in names and not any(n.startswith("model") for n in names)
+    assert "diffusers' load_lora_weights loads one pytorch_lora_weights file" in " ".join(result.stderr.split())
+    code, data = run_json("shard", str(lora), "--single", "-o", str(tmp_path / "lora-one"))
+    assert code == 0 and [s["filename"] for s in data["plan"]["shards"]] == ["pytorch_lora_weights.safetensors"]
+    assert not any("load_lora_weights" in w for w in data["plan"]["warnings"])
+
+    timm = tmp_path / "timm"
+    timm.mkdir()
+    save_file({"conv1.weight": torch.randn(8, 3, 7, 7), "fc.weight": torch.randn(10, 8)}, timm / "model.safetensors")
+    (timm / "config.json").write_text(json.dumps({"architecture": "resnet18", "num_classes": 10}))
+    code, data = run_json("shard", str(timm), "--max", "2KB", "-o", str(tmp_path / "timm-shards"))
+    assert code == 0 and data["plan"]["index"] == "model.safetensors.index.json"
+    assert any(w.startswith("timm loads one model.safetensors") for w in data["plan"]["warnings"]), data["plan"]
+    code, data = run_json("shard", str(timm), "--single", "-o", str(tmp_path / "timm-one"))
+    assert code == 0 and not any(w.startswith("timm") for w in data["plan"]["warnings"])

@@ -39,8 +39,9 @@ from weightdoctor.units import format_bytes, parse_size, size_is_binary
 PATTERNS = {"safetensors": "model{suffix}.safetensors", "bin": "pytorch_model{suffix}.bin"}
 # Libraries whose loaders look for weights under their own name: diffusers' models
 # (`diffusion_pytorch_model{suffix}.safetensors` + `diffusion_pytorch_model.safetensors.index.json`, as its
-# save_pretrained writes them) and PEFT adapters (`adapter_model.safetensors`).
-OWN_STEMS = ("diffusion_pytorch_model", "adapter_model")
+# save_pretrained writes them), PEFT adapters (`adapter_model.safetensors`) and diffusers' LoRAs
+# (`pytorch_lora_weights.safetensors`, as save_lora_weights writes them and load_lora_weights looks for them).
+OWN_STEMS = ("diffusion_pytorch_model", "adapter_model", "pytorch_lora_weights")
 # Mistral's native checkpoints (`consolidated.safetensors` + `params.json`) shard as
 # `consolidated-00001-of-00051.safetensors` + `consolidated.safetensors.index.json` (Mistral-Large), the names
 # mistral-inference and vLLM's `--load-format mistral` look for; `model-*.safetensors` beside a params.json and no
@@ -107,6 +108,11 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
     if any(n.startswith(("model.diffusion_model.", "first_stage_model.")) for n in names):
         return "a single-file Stable Diffusion checkpoint"
     return None
+
+
+def timm_config(config: object) -> bool:
+    """Whether `config` is a timm config.json (its model named in `architecture`, no transformers `model_type`)."""
+    return isinstance(config, dict) and isinstance(config.get("architecture"), str) and "model_type" not in config
 
 
 @dataclass(frozen=True)
@@ -255,6 +261,12 @@ def plan_shard(
     index = index_name if len(files) > 1 else None
     if index is not None and pattern.startswith("adapter_model"):
         warnings.append("peft loads an adapter from one adapter_model file: it cannot load these shards")
+    if index is not None and pattern.startswith("pytorch_lora_weights"):
+        warnings.append("diffusers' load_lora_weights loads one pytorch_lora_weights file: it reads no index and "
+                        "cannot load these shards")
+    if index is not None and timm_config(checkpoint.config):
+        warnings.append("timm loads one model.safetensors or pytorch_model.bin (create_model(pretrained=True), from "
+                        "hf-hub: and local-dir: alike): it reads no index and cannot load these shards")
     if index is not None and pattern.startswith("open_clip_"):
         warnings.append(f"open_clip loads one {OPEN_CLIP_NAMES[fmt]} (create_model_from_pretrained, hf-hub: and "
                         "local-dir: alike): it reads no index and cannot load these shards")
