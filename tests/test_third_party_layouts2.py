@@ -203,3 +203,20 @@ def test_shards_of_single_file_libraries_keep_their_name_and_say_so(tmp_path: Pa
     assert any(w.startswith("timm loads one model.safetensors") for w in data["plan"]["warnings"]), data["plan"]
     code, data = run_json("shard", str(timm), "--single", "-o", str(tmp_path / "timm-one"))
     assert code == 0 and not any(w.startswith("timm") for w in data["plan"]["warnings"])
+
+
+def test_a_kohya_lora_at_init_is_named_as_a_lora(tmp_path: Path) -> None:
+    """kohya-ss sd-scripts start each `lora_up` at zero, as peft starts lora_B: inspect --stats called an untrained
+    kohya LoRA's lora_up "a layer that was never initialized or was zeroed", and a peft one an adapter at init."""
+    from safetensors.torch import save_file
+
+    name = "lora_unet_down_blocks_0_attentions_0_proj_in"
+    save_file({f"{name}.lora_down.weight": torch.randn(4, 32, dtype=torch.float16) * 0.02,
+               f"{name}.lora_up.weight": torch.zeros(32, 4, dtype=torch.float16),
+               f"{name}.alpha": torch.tensor(4.0, dtype=torch.float16)},
+              tmp_path / "my_lora.safetensors", metadata={"ss_network_module": "networks.lora", "ss_network_dim": "4"})
+    code, data = run_json("inspect", str(tmp_path / "my_lora.safetensors"), "--stats")
+    assert code == 0, data
+    zero = [f for f in data["findings"] if f["code"] == "all-zero"]
+    assert [f["tensor"] for f in zero] == [f"{name}.lora_up.weight"], zero
+    assert zero[0]["hint"].startswith("a LoRA adapter still at its initialization"), zero[0]
