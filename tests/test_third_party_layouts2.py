@@ -220,3 +220,25 @@ def test_a_kohya_lora_at_init_is_named_as_a_lora(tmp_path: Path) -> None:
     zero = [f for f in data["findings"] if f["code"] == "all-zero"]
     assert [f["tensor"] for f in zero] == [f"{name}.lora_up.weight"], zero
     assert zero[0]["hint"].startswith("a LoRA adapter still at its initialization"), zero[0]
+
+
+def test_a_dora_adapter_with_a_saved_head_is_said_plainly(tmp_path: Path) -> None:
+    """peft writes a SEQ_CLS adapter saved with modules_to_save=["classifier"] as ["classifier", "classifier",
+    "score"] (it appends its task's heads), and DoRA as use_dora: true beside peft_type LORA: the line read
+    "LORA r=4 ... saves classifier, classifier, score whole", the DoRA unsaid."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertConfig, BertForSequenceClassification
+
+    base = BertForSequenceClassification(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                    intermediate_size=64, vocab_size=100, num_labels=3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["query"], use_dora=True,
+                                                modules_to_save=["classifier"], task_type="SEQ_CLS"))
+        model.save_pretrained(tmp_path / "adapter")
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert saved["modules_to_save"].count("classifier") == 2 and saved["use_dora"] is True  # as peft writes it
+    line = " ".join(run_cli("inspect", str(tmp_path / "adapter")).stdout.replace("│", " ").split())
+    assert "PEFT adapter LORA (DoRA) r=4 alpha=8 on query; saves classifier, score whole (SEQ_CLS)" in line, line
