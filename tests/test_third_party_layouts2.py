@@ -242,3 +242,32 @@ def test_a_dora_adapter_with_a_saved_head_is_said_plainly(tmp_path: Path) -> Non
     assert saved["modules_to_save"].count("classifier") == 2 and saved["use_dora"] is True  # as peft writes it
     line = " ".join(run_cli("inspect", str(tmp_path / "adapter")).stdout.replace("│", " ").split())
     assert "PEFT adapter LORA (DoRA) r=4 alpha=8 on query; saves classifier, score whole (SEQ_CLS)" in line, line
+
+
+def test_an_accelerate_fsdp_state_folder_names_where_the_weights_are(tmp_path: Path) -> None:
+    """Accelerate's save_state under FSDP's SHARDED_STATE_DICT writes the model as a DCP folder
+    (pytorch_model_fsdp_0/), the optimizer as another (optimizer_0/), beside scheduler.bin and random_states_0.pkl:
+    the error said the folder "holds training state only ... not the model's weights"."""
+    import pickle
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    folder = tmp_path / "checkpoint"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no process group: DCP says it saves from one process
+        dcp.save({"model": {"w": torch.ones(2, 2)}}, checkpoint_id=str(folder / "pytorch_model_fsdp_0"))
+        dcp.save({"optimizer": {"state": {"w": {"exp_avg": torch.ones(2, 2)}}}},
+                 checkpoint_id=str(folder / "optimizer_0"))
+    torch.save({"last_epoch": 1}, folder / "scheduler.bin")
+    (folder / "random_states_0.pkl").write_bytes(pickle.dumps({"step": 1}))
+    result = run_cli("inspect", str(folder))
+    assert result.exit_code == 2 and result.stdout == ""
+    line = " ".join(result.stderr.split())
+    assert "not the model's weights" not in line, line
+    assert ("the model's weights are in pytorch_model_fsdp_0/, a torch.distributed.checkpoint (DCP) folder" in line
+            and f"accelerate merge-weights {folder / 'pytorch_model_fsdp_0'} OUTDIR" in line), line
+
+    (folder / "pytorch_model_fsdp_0" / ".metadata").unlink()  # no model DCP folder: training state only, as before
+    line = " ".join(run_cli("inspect", str(folder)).stderr.split())
+    assert "training state only" in line and "merge-weights" not in line, line

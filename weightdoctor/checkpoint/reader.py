@@ -489,13 +489,22 @@ def _no_weights_message(folder: Path) -> str:
                     "torch.save file to read here")
     try:
         state = sorted(p.name for p in folder.iterdir() if p.is_file() and is_training_state(p.name))
+        # Accelerate's save_state under FSDP's SHARDED_STATE_DICT (its default): the model in
+        # pytorch_model_fsdp_0/, its optimizer in optimizer_0/, both DCP folders, beside scheduler.bin and the RNG.
+        distributed = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("optimizer")
+                             and (p / ".metadata").is_file() and any(p.glob("*.distcp")))
     except OSError:
-        state = []
+        state, distributed = [], []
     if state:
         # A Trainer checkpoint-N saved without its model (DeepSpeed ZeRO-3 without a 16-bit save keeps it in
         # global_stepN/, to be gathered by the zero_to_fp32.py script beside it).
-        message += (f"; it holds training state only ({', '.join(state[:4])}{', ...' if len(state) > 4 else ''}: "
-                    "optimizer, scheduler, RNG; not the model's weights)")
+        listed = f"{', '.join(state[:4])}{', ...' if len(state) > 4 else ''}"
+        message += (f"; it holds training state ({listed}: optimizer, scheduler, RNG)" if distributed else
+                    f"; it holds training state only ({listed}: optimizer, scheduler, RNG; not the model's weights)")
+    if distributed:
+        message += (f"; the model's weights are in {distributed[0]}/, a torch.distributed.checkpoint (DCP) folder "
+                    f"(FSDP's sharded state dict): accelerate merge-weights {folder / distributed[0]} OUTDIR writes "
+                    "them as one model.safetensors to read here")
         if (folder / "zero_to_fp32.py").is_file():
             message += ("; DeepSpeed's zero_to_fp32.py beside it gathers the weights: python zero_to_fp32.py "
                         f"{folder} OUTDIR --safe_serialization")
