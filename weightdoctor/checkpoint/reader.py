@@ -501,13 +501,13 @@ def _no_weights_message(folder: Path) -> str:
         listed = f"{', '.join(state[:4])}{', ...' if len(state) > 4 else ''}"
         message += (f"; it holds training state ({listed}: optimizer, scheduler, RNG)" if distributed else
                     f"; it holds training state only ({listed}: optimizer, scheduler, RNG; not the model's weights)")
+        if (folder / "zero_to_fp32.py").is_file():
+            message += ("; DeepSpeed's zero_to_fp32.py beside it gathers the weights: python zero_to_fp32.py "
+                        f"{folder} OUTDIR --safe_serialization")
     if distributed:
         message += (f"; the model's weights are in {distributed[0]}/, a torch.distributed.checkpoint (DCP) folder "
                     f"(FSDP's sharded state dict): accelerate merge-weights {folder / distributed[0]} OUTDIR writes "
                     "them as one model.safetensors to read here")
-        if (folder / "zero_to_fp32.py").is_file():
-            message += ("; DeepSpeed's zero_to_fp32.py beside it gathers the weights: python zero_to_fp32.py "
-                        f"{folder} OUTDIR --safe_serialization")
     subfolders = _subfolders_with_weights(folder)
     if subfolders:
         shown = ", ".join(f"{name}/" for name in subfolders[:8]) + (", ..." if len(subfolders) > 8 else "")
