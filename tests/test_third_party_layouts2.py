@@ -271,3 +271,20 @@ def test_an_accelerate_fsdp_state_folder_names_where_the_weights_are(tmp_path: P
     (folder / "pytorch_model_fsdp_0" / ".metadata").unlink()  # no model DCP folder: training state only, as before
     line = " ".join(run_cli("inspect", str(folder)).stderr.split())
     assert "training state only" in line and "merge-weights" not in line, line
+
+
+def test_a_deepspeed_run_folder_points_at_the_step_latest_names(tmp_path: Path) -> None:
+    """A DeepSpeed run folder holds global_step900/, global_step1000/ and `latest` (the tag load_checkpoint resumes
+    from): the error's example was the first name sorted as text (global_step1000), whatever `latest` said."""
+    run = tmp_path / "run"
+    for step in (900, 1000):
+        (run / f"global_step{step}").mkdir(parents=True)
+        torch.save({"module": {"w": torch.ones(2, 2)}, "global_steps": step},
+                   run / f"global_step{step}" / "mp_rank_00_model_states.pt")
+    (run / "latest").write_text("global_step900")
+    line = " ".join(run_cli("inspect", str(run)).stderr.split())
+    assert ("weights are in subfolders (global_step900/, global_step1000/): point at one, e.g. "
+            f"{run / 'global_step900'} (the one DeepSpeed's `latest` file names)") in line, line
+    (run / "latest").unlink()
+    line = " ".join(run_cli("inspect", str(run)).stderr.split())
+    assert line.endswith(f"e.g. {run / 'global_step900'}") and "latest" not in line, line

@@ -510,9 +510,28 @@ def _no_weights_message(folder: Path) -> str:
                     "them as one model.safetensors to read here")
     subfolders = _subfolders_with_weights(folder)
     if subfolders:
+        subfolders.sort(key=natural_order)  # global_step500 before global_step1000
         shown = ", ".join(f"{name}/" for name in subfolders[:8]) + (", ..." if len(subfolders) > 8 else "")
-        message += f"; weights are in subfolders ({shown}): point at one, e.g. {folder / subfolders[0]}"
+        latest = _latest_tag(folder)
+        if latest in subfolders:  # DeepSpeed's `latest` names the step its load_checkpoint resumes from
+            message += (f"; weights are in subfolders ({shown}): point at one, e.g. {folder / latest} (the one "
+                        "DeepSpeed's `latest` file names)")
+        else:
+            message += f"; weights are in subfolders ({shown}): point at one, e.g. {folder / subfolders[0]}"
     return message
+
+
+def _latest_tag(folder: Path) -> str | None:
+    """The tag DeepSpeed's `latest` file names (`global_step1000`), or None: save_checkpoint writes it beside the
+    step folders, and load_checkpoint reads it to choose one."""
+    if not (folder / "latest").is_file():  # a FIFO named so would block the read
+        return None
+    try:
+        with open(folder / "latest", encoding="utf-8") as file:
+            text = file.read(256).strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text or None
 
 
 def _dangling_message(link: Path) -> str:
