@@ -288,3 +288,20 @@ def test_a_deepspeed_run_folder_points_at_the_step_latest_names(tmp_path: Path) 
     (run / "latest").unlink()
     line = " ".join(run_cli("inspect", str(run)).stderr.split())
     assert line.endswith(f"e.g. {run / 'global_step900'}") and "latest" not in line, line
+
+
+def test_a_pickle_beside_the_safetensors_file_read_is_named(tmp_path: Path) -> None:
+    """diffusers and open_clip repos keep both copies (diffusion_pytorch_model.bin beside .safetensors,
+    open_clip_pytorch_model.bin beside open_clip_model.safetensors): the safetensors one was read, the other
+    left unread with nothing said (from_pretrained's own names get a warning)."""
+    _open_clip_folder(tmp_path / "oc", "open_clip_model.safetensors")
+    torch.save({"logit_scale": torch.tensor(4.6)}, tmp_path / "oc" / "open_clip_pytorch_model.bin")
+    code, data = run_json("inspect", str(tmp_path / "oc"))
+    assert code == 0 and [f["path"] for f in data["files"] if f["role"] == "weights"] == ["open_clip_model.safetensors"]
+    assert any(w.startswith("open_clip_pytorch_model.bin ignored: open_clip_model.safetensors is read")
+               for w in data["warnings"]), data["warnings"]
+
+    single = tmp_path / "single"  # one safetensors file alone: nothing to say
+    _open_clip_folder(single, "open_clip_model.safetensors")
+    code, data = run_json("inspect", str(single))
+    assert code == 0 and not any("ignored" in w for w in data["warnings"]), data["warnings"]
