@@ -305,3 +305,24 @@ def test_a_pickle_beside_the_safetensors_file_read_is_named(tmp_path: Path) -> N
     _open_clip_folder(single, "open_clip_model.safetensors")
     code, data = run_json("inspect", str(single))
     assert code == 0 and not any("ignored" in w for w in data["warnings"]), data["warnings"]
+
+
+def test_key_reaches_an_int_keyed_entry(tmp_path: Path) -> None:
+    """AUTOMATIC1111's hypernetworks key their layers by the attention width, an int ({320: [state dict, ...], 640:
+    ..., "name": ...}): the error listed "entries: 320, 640, ..." and asked for --key, then `--key 320.0` answered
+    "no entry '320'"."""
+    def layers(width: int) -> list[dict[str, torch.Tensor]]:
+        return [{"linear.0.weight": torch.randn(2 * width, width), "linear.1.weight": torch.randn(width, 2 * width)}
+                for _ in range(2)]
+
+    torch.save({320: layers(8), 640: layers(16), "name": "hn", "step": 100, "layer_structure": [1, 2, 1],
+                True: "a bool key, never matched by 1"}, tmp_path / "hypernet.pt")
+    code, data = run_json("inspect", str(tmp_path / "hypernet.pt"), "--key", "640.1")
+    assert code == 0 and data["nested_key"] == "640.1", data
+    shapes = {t["name"]: t["shape"] for t in data["tensors"]}
+    assert shapes == {"linear.0.weight": [32, 16], "linear.1.weight": [16, 32]}
+    code, data = run_json("convert", str(tmp_path / "hypernet.pt"), "--key", "320.0", "-o", str(tmp_path / "hn.st"))
+    assert code == 0, data
+    for missing in ("321", "1"):
+        result = run_cli("inspect", str(tmp_path / "hypernet.pt"), "--key", missing)
+        assert result.exit_code == 2 and f"no entry '{missing}'" in result.stderr, result.stderr
