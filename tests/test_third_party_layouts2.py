@@ -326,3 +326,24 @@ def test_key_reaches_an_int_keyed_entry(tmp_path: Path) -> None:
     for missing in ("321", "1"):
         result = run_cli("inspect", str(tmp_path / "hypernet.pt"), "--key", missing)
         assert result.exit_code == 2 and f"no entry '{missing}'" in result.stderr, result.stderr
+
+
+def test_convert_a_file_into_a_folder_named_with_a_trailing_slash(tmp_path: Path) -> None:
+    """`convert v1-5-pruned.ckpt -o out/` (a folder, as cp reads it) wrote a file named `out`: Path() drops the
+    slash. The file now goes inside, under the name a folder's conversion gives it."""
+    from safetensors.torch import load_file
+
+    state = {"model.diffusion_model.out.2.weight": torch.randn(4, 8, 3, 3), "first_stage_model.quant_conv.bias":
+             torch.randn(8)}
+    torch.save({"state_dict": state, "global_step": 10}, tmp_path / "v1-5-pruned.ckpt")
+    (tmp_path / "out").mkdir()
+    code, data = run_json("convert", str(tmp_path / "v1-5-pruned.ckpt"), "-o", f"{tmp_path / 'out'}/")
+    assert code == 0, data
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["v1-5-pruned.safetensors"]
+    back = load_file(tmp_path / "out" / "v1-5-pruned.safetensors")
+    assert back.keys() == state.keys() and all(torch.equal(back[k], v) for k, v in state.items())
+
+    result = run_cli("convert", str(tmp_path / "v1-5-pruned.ckpt"), "-o", f"{tmp_path / 'missing'}/", "--to", "bin")
+    assert result.exit_code == 2 and not (tmp_path / "missing").exists()
+    assert f"{tmp_path / 'missing' / 'v1-5-pruned.bin'}: cannot write the output: the output folder does not exist" \
+        in " ".join(result.stderr.split()), result.stderr
