@@ -347,3 +347,26 @@ def test_convert_a_file_into_a_folder_named_with_a_trailing_slash(tmp_path: Path
     assert result.exit_code == 2 and not (tmp_path / "missing").exists()
     assert f"{tmp_path / 'missing' / 'v1-5-pruned.bin'}: cannot write the output: the output folder does not exist" \
         in " ".join(result.stderr.split()), result.stderr
+
+
+def test_shards_of_flux_and_diffusers_layout_loras_say_their_loaders_read_one_file(tmp_path: Path) -> None:
+    """Black Forest Labs' flux1-dev.safetensors (double_blocks.*, single_blocks.*, no prefix) and a Flux LoRA in
+    diffusers' layout under its own name (ai-toolkit: transformer.*.lora_A.weight) are loaded as one file (ComfyUI,
+    from_single_file, load_lora_weights): shard split them with nothing said."""
+    from safetensors.torch import save_file
+
+    save_file({"double_blocks.0.img_attn.qkv.weight": torch.randn(96, 32), "single_blocks.0.linear1.weight":
+               torch.randn(96, 32), "img_in.weight": torch.randn(32, 64)}, tmp_path / "flux1-dev.safetensors")
+    save_file({f"transformer.single_transformer_blocks.{i}.attn.to_k.lora_{ab}.weight": torch.randn(16, 64)
+               for i in range(3) for ab in "AB"}, tmp_path / "my_flux_lora.safetensors")
+    for name, kind in (("flux1-dev", "an original-layout Flux checkpoint"),
+                       ("my_flux_lora", "a LoRA in diffusers' layout")):
+        source = tmp_path / f"{name}.safetensors"
+        code, data = run_json("shard", str(source), "--max", "5KB", "-o", str(tmp_path / name))
+        assert code == 0 and data["plan"]["index"] is not None, data
+        assert any(w.startswith(f"{kind} is loaded from one file") for w in data["plan"]["warnings"]), data["plan"]
+
+    plain = tmp_path / "plain.safetensors"  # a transformers-style model: nothing to say
+    save_file({"model.layers.0.mlp.up_proj.weight": torch.randn(64, 32), "lm_head.weight": torch.randn(64, 32)}, plain)
+    code, data = run_json("shard", str(plain), "--max", "5KB", "-o", str(tmp_path / "plain"))
+    assert code == 0 and not any("one file" in w for w in data["plan"]["warnings"]), data["plan"]["warnings"]

@@ -8,6 +8,7 @@ in its own shard. Only the size units differ: `--max` takes decimal and binary u
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -97,16 +98,29 @@ def split_order(checkpoint: Checkpoint, tensors: list[PlannedTensor]) -> list[Pl
     return [tensor for _, tensor in sorted(enumerate(tensors), key=key)]
 
 
+_DIFFUSERS_LORA = re.compile(r"[._](lora_[AB]|lora\.(down|up)|lora_(down|up))\.weight$")
+
+
 def single_file_kind(checkpoint: Checkpoint) -> str | None:
-    """What single-file-only Stable Diffusion checkpoint `checkpoint` is (a kohya-style LoRA, an original-layout
-    model as CivitAI shares them), or None: the tools that load those read one .safetensors / .ckpt, no index."""
+    """What single-file-only Stable Diffusion checkpoint `checkpoint` is (a kohya-style or diffusers-layout LoRA, an
+    original-layout model as CivitAI shares them, Black Forest Labs' Flux), or None: the tools that load those read
+    one .safetensors / .ckpt, no index."""
     names = [t.name for t in checkpoint.tensors]
     metadata = checkpoint.metadata or {}
     if "ss_network_module" in metadata or any(n.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"))
                                               for n in names):
         return "a kohya-style LoRA"
+    # diffusers' LoRA layout under any file name (ai-toolkit's and the diffusers trainers' Flux / SDXL LoRAs):
+    # `transformer.single_transformer_blocks.0.attn.to_k.lora_A.weight`, `unet.<module>.lora.down.weight`.
+    if any(n.startswith(("unet.", "transformer.", "text_encoder.", "text_encoder_2."))
+           and _DIFFUSERS_LORA.search(n) for n in names):
+        return "a LoRA in diffusers' layout"
     if any(n.startswith(("model.diffusion_model.", "first_stage_model.")) for n in names):
         return "a single-file Stable Diffusion checkpoint"
+    # Black Forest Labs' original Flux release (flux1-dev.safetensors): its transformer with no prefix, as ComfyUI
+    # and diffusers' from_single_file read it.
+    if any(n.startswith("double_blocks.") for n in names) and any(n.startswith("single_blocks.") for n in names):
+        return "an original-layout Flux checkpoint"
     return None
 
 
@@ -270,8 +284,8 @@ def plan_shard(
     if index is not None and pattern.startswith("open_clip_"):
         warnings.append(f"open_clip loads one {OPEN_CLIP_NAMES[fmt]} (create_model_from_pretrained, hf-hub: and "
                         "local-dir: alike): it reads no index and cannot load these shards")
-    if index is not None:
-        single = single_file_kind(checkpoint)
+    if index is not None and not pattern.startswith(("adapter_model", "pytorch_lora_weights", "open_clip_")):
+        single = single_file_kind(checkpoint)  # the libraries above said already
         if single:
             warnings.append(f"{single} is loaded from one file (AUTOMATIC1111, ComfyUI, diffusers' "
                             "from_single_file / load_lora_weights): none of them reads an index or these shards")
