@@ -370,3 +370,25 @@ def test_shards_of_flux_and_diffusers_layout_loras_say_their_loaders_read_one_fi
     save_file({"model.layers.0.mlp.up_proj.weight": torch.randn(64, 32), "lm_head.weight": torch.randn(64, 32)}, plain)
     code, data = run_json("shard", str(plain), "--max", "5KB", "-o", str(tmp_path / "plain"))
     assert code == 0 and not any("one file" in w for w in data["plan"]["warnings"]), data["plan"]["warnings"]
+
+
+def test_a_zero3_step_folder_with_one_model_states_file_per_rank_says_how_to_gather(tmp_path: Path) -> None:
+    """Under ZeRO-3 DeepSpeed writes zero_pp_rank_<dp>_mp_rank_00_model_states.pt, one per data-parallel rank, beside
+    the bf16_zero_pp_rank_* optimizer partitions: the step folder was "several weight files and no index; name one",
+    and the run folder holding zero_to_fp32.py did not name it."""
+    run = tmp_path / "run"
+    step = run / "global_step5"
+    step.mkdir(parents=True)
+    for rank in range(2):
+        torch.save({"module": {"w": torch.empty(0, dtype=torch.bfloat16)}, "param_shapes": [{"w": torch.Size([4, 4])}],
+                    "ds_version": "0.14.0"}, step / f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt")
+        torch.save({"optimizer_state_dict": {"zero_stage": 3}},
+                   step / f"bf16_zero_pp_rank_{rank}_mp_rank_00_optim_states.pt")
+    (run / "latest").write_text("global_step5")
+    (run / "zero_to_fp32.py").write_text("# DeepSpeed's script\n")
+    result = run_cli("inspect", str(step))
+    line = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "folder holds DeepSpeed ZeRO-3 model states, one per data-parallel rank" in line
+    assert "zero_to_fp32.py" in line and "name one" not in line, line
+    line = " ".join(run_cli("inspect", str(run)).stderr.split())
+    assert f"python zero_to_fp32.py {run} OUTDIR --safe_serialization" in line, line

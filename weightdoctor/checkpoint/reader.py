@@ -501,9 +501,9 @@ def _no_weights_message(folder: Path) -> str:
         listed = f"{', '.join(state[:4])}{', ...' if len(state) > 4 else ''}"
         message += (f"; it holds training state ({listed}: optimizer, scheduler, RNG)" if distributed else
                     f"; it holds training state only ({listed}: optimizer, scheduler, RNG; not the model's weights)")
-        if (folder / "zero_to_fp32.py").is_file():
-            message += ("; DeepSpeed's zero_to_fp32.py beside it gathers the weights: python zero_to_fp32.py "
-                        f"{folder} OUTDIR --safe_serialization")
+    if (folder / "zero_to_fp32.py").is_file():  # beside training state, or beside the global_stepN/ folders
+        message += ("; DeepSpeed's zero_to_fp32.py beside it gathers the weights: python zero_to_fp32.py "
+                    f"{folder} OUTDIR --safe_serialization")
     if distributed:
         message += (f"; the model's weights are in {distributed[0]}/, a torch.distributed.checkpoint (DCP) folder "
                     f"(FSDP's sharded state dict): accelerate merge-weights {folder / distributed[0]} OUTDIR writes "
@@ -645,6 +645,14 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             raise CorruptCheckpoint(_dangling_message(dangling[0]), str(dangling[0]))
         raise SourceNotFound(_no_weights_message(folder), str(folder))
     names = ", ".join(p.name for p in weights[:6])
+    if all(re.fullmatch(r"zero_pp_rank_\d+_mp_rank_\d+_model_states\.pt", p.name) for p in weights):
+        # ZeRO-3 saves the model states once per data-parallel rank, each with placeholders for the partitioned
+        # parameters (see `_refuse_zero3_placeholders`).
+        raise UnsupportedFormat(
+            f"folder holds DeepSpeed ZeRO-3 model states, one per data-parallel rank ({names}): their parameters are "
+            "placeholders, the weights are partitioned over the *_optim_states.pt files; gather them into one state "
+            "dict with the zero_to_fp32.py DeepSpeed writes beside the global_step folders (python zero_to_fp32.py "
+            "CHECKPOINT_DIR OUTPUT), then read that", str(folder))
     if all(re.fullmatch(r"consolidated\.\d+\.pth", p.name) for p in weights):
         # Meta's original checkpoints of the larger models: one file per model-parallel rank, each holding a
         # slice of every tensor, so they cannot be read as shards of one state dict.
