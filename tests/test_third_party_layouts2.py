@@ -392,3 +392,27 @@ def test_a_zero3_step_folder_with_one_model_states_file_per_rank_says_how_to_gat
     assert "zero_to_fp32.py" in line and "name one" not in line, line
     line = " ".join(run_cli("inspect", str(run)).stderr.split())
     assert f"python zero_to_fp32.py {run} OUTDIR --safe_serialization" in line, line
+
+
+def test_a_megatron_torch_dist_checkpoint_is_named_as_its_dcp_shards(tmp_path: Path) -> None:
+    """Megatron-Core's torch_dist format writes iter_0001000/ as a DCP folder plus common.pt (the run's args,
+    iteration, RNG) and metadata.json: common.pt was read as the weights, "no state dict found ... pick one with
+    --key"."""
+    import argparse
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    folder = tmp_path / "iter_0001000"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save({"decoder.layers.self_attention.linear_qkv.weight": torch.ones(2, 4, 4)}, checkpoint_id=str(folder))
+    torch.save({"args": argparse.Namespace(num_layers=2), "checkpoint_version": 3.0, "iteration": 1000},
+               folder / "common.pt")
+    (folder / "metadata.json").write_text(json.dumps({"sharded_backend": "torch_dist", "common_backend": "torch"}))
+    result = run_cli("inspect", str(folder))
+    line = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "a Megatron-Core torch_dist checkpoint" in line and "--key" not in line, line
+    assert "dcp_to_torch_save" in line
+    code, _ = run_json("inspect", str(folder / "common.pt"))  # named itself: no state dict in it, as before
+    assert code == 2

@@ -474,6 +474,11 @@ def _subfolders_with_weights(folder: Path) -> list[str]:
     return found
 
 
+def _is_dcp_folder(folder: Path) -> bool:
+    """Whether `folder` is a torch.distributed.checkpoint save: a `.metadata` file beside `*.distcp` shards."""
+    return (folder / ".metadata").is_file() and any(folder.glob("*.distcp"))
+
+
 def _no_weights_message(folder: Path) -> str:
     """Why a folder has nothing to read: foreign weights, weights only in subfolders, or nothing at all."""
     from weightdoctor.checkpoint import foreign
@@ -482,7 +487,7 @@ def _no_weights_message(folder: Path) -> str:
     others = foreign.foreign_files_in(folder)
     if others:
         message += f"; it holds {', '.join(others[:6])}, which weightdoctor does not read (not PyTorch)"
-    if (folder / ".metadata").is_file() and any(folder.glob("*.distcp")):
+    if _is_dcp_folder(folder):
         # FSDP's sharded state dict (accelerate's pytorch_model_fsdp_0/): PyTorch weights, in a format of its own.
         message += ("; it is a torch.distributed.checkpoint (DCP) folder (*.distcp shards and .metadata): "
                     "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one "
@@ -632,6 +637,14 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     if indexes:
         return indexes[0], True
     weights = _weight_files_in(folder)
+    if weights and all(p.name == "common.pt" for p in weights) and _is_dcp_folder(folder):
+        # Megatron-Core's torch_dist checkpoint (iter_0001000/): the weights in the DCP shards, its common.pt
+        # holding only the run's arguments, iteration and RNG state.
+        raise UnsupportedFormat(
+            "a Megatron-Core torch_dist checkpoint: the weights are in its torch.distributed.checkpoint (DCP) shards "
+            "(*.distcp and .metadata), common.pt holds the run's arguments and RNG state only; "
+            "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one torch.save "
+            "file to read here", str(folder))
     safetensors_files = [p for p in weights if p.suffix == ".safetensors"]
     if len(safetensors_files) == 1 or (len(weights) == 1):
         return (safetensors_files or weights)[0], False
