@@ -301,6 +301,17 @@ def test_a_pickle_beside_the_safetensors_file_read_is_named(tmp_path: Path) -> N
     assert any(w.startswith("open_clip_pytorch_model.bin ignored: open_clip_model.safetensors is read")
                for w in data["warnings"]), data["warnings"]
 
+    peft = tmp_path / "peft"  # an adapter saved both ways: peft loads adapter_model.safetensors first
+    peft.mkdir()
+    (peft / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "target_modules": ["q"]}))
+    torch.save({"base_model.model.q.lora_A.weight": torch.zeros(4, 8)}, peft / "adapter_model.bin")
+    from safetensors.torch import save_file
+
+    save_file({"base_model.model.q.lora_A.weight": torch.zeros(4, 8)}, peft / "adapter_model.safetensors")
+    code, data = run_json("inspect", str(peft))
+    assert code == 0 and any(w.startswith("adapter_model.bin ignored: adapter_model.safetensors is read (")
+                             and "peft" in w for w in data["warnings"]), data["warnings"]
+
     single = tmp_path / "single"  # one safetensors file alone: nothing to say
     _open_clip_folder(single, "open_clip_model.safetensors")
     code, data = run_json("inspect", str(single))

@@ -852,14 +852,14 @@ def _ignored_beside(folder: Path, chosen: Path) -> list[str]:
                     "unless asked for a variant (name one to read it)")
     if chosen.name not in PREFERRED_FILES:
         if chosen.suffix == ".safetensors" and chosen.parent == folder:
-            # The one safetensors file beside pickles of other names: diffusers' and open_clip's folders keep both
-            # copies (diffusion_pytorch_model.bin, open_clip_pytorch_model.bin), and both libraries load the
-            # safetensors one first.
+            # The one safetensors file beside pickles of other names: diffusers', peft's and open_clip's folders can
+            # keep both copies (diffusion_pytorch_model.bin, adapter_model.bin, open_clip_pytorch_model.bin), and
+            # each library loads the safetensors one first.
             pickles = [p.name for p in _weight_files_in(folder) if p.suffix != ".safetensors"]
             if pickles:
                 said.append(f"{', '.join(pickles[:4])}{' and more' if len(pickles) > 4 else ''} ignored: "
-                            f"{chosen.name} is read (a folder's one safetensors file comes first, as diffusers and "
-                            "open_clip load it; name a file to read another)")
+                            f"{chosen.name} is read (a folder's one safetensors file comes first, as diffusers, "
+                            "peft and open_clip load it; name a file to read another)")
         return said
     # Variants of the other format (`model.fp16.safetensors.index.json` beside a pytorch_model.bin).
     others = sorted(p.name for p in folder.iterdir() if _OTHER_VARIANT.fullmatch(p.name) and p.name not in variants
