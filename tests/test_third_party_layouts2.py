@@ -427,3 +427,19 @@ def test_a_megatron_torch_dist_checkpoint_is_named_as_its_dcp_shards(tmp_path: P
     assert "dcp_to_torch_save" in line
     code, _ = run_json("inspect", str(folder / "common.pt"))  # named itself: no state dict in it, as before
     assert code == 2
+
+
+def test_a_deepspeed_pipeline_parallel_step_folder_says_what_it_is(tmp_path: Path) -> None:
+    """DeepSpeed's pipeline engine (GPT-NeoX) saves global_stepN/layer_00-model_00-model_states.pt, one per layer,
+    each under names without its layer number, beside an mp_rank_00 file whose module is None: the folder was
+    "several weight files and no index; name one"."""
+    step = tmp_path / "global_step10"
+    step.mkdir()
+    for layer in range(3):
+        torch.save({"attention.dense.weight": torch.randn(4, 4)}, step / f"layer_{layer:02d}-model_00-model_states.pt")
+    torch.save({"module": None, "global_steps": 10, "ds_version": "0.14.0"}, step / "mp_rank_00_model_states.pt")
+    result = run_cli("inspect", str(step))
+    line = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "a DeepSpeed pipeline-parallel checkpoint: 3 layer files" in line, line
+    code, data = run_json("inspect", str(step / "layer_01-model_00-model_states.pt"))  # one layer, as asked
+    assert code == 0 and data["num_params"] == 16

@@ -666,6 +666,15 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             "placeholders, the weights are partitioned over the *_optim_states.pt files; gather them into one state "
             "dict with the zero_to_fp32.py DeepSpeed writes beside the global_step folders (python zero_to_fp32.py "
             "CHECKPOINT_DIR OUTPUT), then read that", str(folder))
+    layers = [p for p in weights if re.fullmatch(r"layer_\d+-model_\d+-model_states\.pt", p.name)]
+    if layers and all(p in layers or _DEEPSPEED_MODEL_STATES.fullmatch(p.name) for p in weights):
+        # DeepSpeed's pipeline engine (GPT-NeoX, Megatron-DeepSpeed) saves each layer on its own, its names
+        # relative to the layer (`attention.query_key_value.weight`), beside an mp_rank file without weights.
+        raise UnsupportedFormat(
+            f"folder holds a DeepSpeed pipeline-parallel checkpoint: {len(layers)} layer files ({layers[0].name}, "
+            "...), each one layer's weights under names without its layer number, so they cannot be read as one "
+            "state dict; name one to see that layer, or convert the checkpoint with its framework's tools "
+            "(GPT-NeoX's convert_neox_to_hf.py, DeepSpeed's ds_to_universal.py)", str(folder))
     if all(re.fullmatch(r"consolidated\.\d+\.pth", p.name) for p in weights):
         # Meta's original checkpoints of the larger models: one file per model-parallel rank, each holding a
         # slice of every tensor, so they cannot be read as shards of one state dict.
