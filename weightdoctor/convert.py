@@ -6,6 +6,7 @@ through the writers, verifies what was written and commits it atomically (see `w
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from weightdoctor.rewrite import (
     check_not_input,
     default_index_name,
     default_output_name,
+    pickles_copied_note,
     plan_tensors,
     side_files,
     with_config_dtype,
@@ -221,6 +223,11 @@ def plan_convert(
     from_folder = checkpoint.path.is_dir()
     single_file = named_like_file or not (from_folder or checkpoint.sharded)
     fmt = _format_for(out, to, single_file)
+    if single_file and str(output).endswith(("/", os.sep)):
+        # `-o out/`: a folder, as `cp model.ckpt out/` reads it; Path() drops the slash, and a file named `out` was
+        # written. The file goes inside, under the name convert gives a folder's weight file.
+        source = next((f.relpath for f in checkpoint.files if f.role == "weights"), checkpoint.path.name)
+        out = out / default_output_name(source, fmt, dtype)
     check_not_input(checkpoint, out)
     selection = plan_tensors(checkpoint, dtype=dtype, keep_fp32=keep_fp32, renames=renames, fmt=fmt)
     warnings = list(checkpoint.warnings) + selection.warnings
@@ -264,6 +271,9 @@ def plan_convert(
     copy_paths, left_out = ([], []) if single_file else side_files(folder, weights, output=out)
     if left_out:
         warnings.append("not copied: " + ", ".join(left_out))
+    pickle_note = pickles_copied_note(copy_paths, fmt, folder)
+    if pickle_note:
+        warnings.append(pickle_note)
     copy_paths, config_note = with_config_dtype(copy_paths, dtype, len(selection.kept_fp32))
     if config_note:
         warnings.append(config_note)

@@ -101,7 +101,9 @@ def _initializer_range(config: dict[str, Any] | None) -> float | None:
     return None
 
 
-_LORA_ZERO_INIT = re.compile(r"(^|\.)(lora_B|lora_embedding_A)(\.|$)")
+# The half of a LoRA pair its trainer starts at zero: peft's lora_B (lora_embedding_A for embeddings), kohya-ss
+# sd-scripts' lora_up (`lora_unet_..._to_q.lora_up.weight`), diffusers' old attention processors' `to_q_lora.up`.
+_LORA_ZERO_INIT = re.compile(r"(^|\.)(lora_B|lora_embedding_A|lora_up)(\.|$)|_lora\.up(\.|$)")
 
 
 def _tensor_findings(item: TensorHealth) -> list[Finding]:
@@ -122,9 +124,11 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
     # min and max are over the finite values: with Inf or NaN beside zeros the matrix is not all zero.
     if matrix and s.min == 0 == s.max and not expected_constant and not (s.nan or s.inf):
         if _LORA_ZERO_INIT.search(name):
-            # peft starts lora_B (lora_embedding_A for embeddings) at zero: the adapter is where it began.
+            # The adapter is where it began (a kohya LoRA's lora_up read as "never initialized" sent users to
+            # look for a broken layer).
             found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero",
-                                 "a LoRA adapter still at its initialization (peft starts this half at zero): "
+                                 "a LoRA adapter still at its initialization (peft's lora_B and kohya's lora_up "
+                                 "start at zero): "
                                  "it changes nothing; saved before training, or its updates were lost"))
         else:
             found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero",

@@ -364,7 +364,8 @@ def build_planned_model(
                 + (f" (weightdoctor plan-devices {base} ...)" if isinstance(base, str) and base else "")
                 + " and add the adapter's size")
     if not dtype and (quantized := quantized_dtype(checkpoint.config)) is not None:
-        warnings.append(f"the config quantizes the weights ({quantized[1]}, {quantized[0][3:]}-bit): planned as "
+        how = quantized[1] if quantized[1].endswith("-bit") else f"{quantized[1]}, {quantized[0][3:]}-bit"
+        warnings.append(f"the config quantizes the weights ({how}): planned as "
                         f"{quantized[0]}, Linear weights at {quantized[0][3:]} bits (scales and zero points not "
                         "counted); --dtype overrides")
         if not quantized[1].startswith("bitsandbytes"):

@@ -579,6 +579,32 @@ def with_config_dtype(
     return out, note
 
 
+def pickles_copied_note(files: list[SideFile], fmt: str, folder: Path | None) -> str | None:
+    """A warning where a conversion to safetensors copies PyTorch pickles as they are (a sentence-transformers
+    `2_Dense/pytorch_model.bin`, copied with its module folder): the output was called safetensors and still held a
+    pickle, with nothing said unless a --dtype was given. None where there is none, or the output is .bin.
+
+    Example:
+        >>> pickles_copied_note([SideFile(Path("m/2_Dense/pytorch_model.bin"), "2_Dense/pytorch_model.bin")],
+        ...                     "safetensors", Path("m"))
+        'copied as they are, still PyTorch pickles: 2_Dense/pytorch_model.bin (convert each on its own: ...)'
+    """
+    from weightdoctor.checkpoint.reader import PICKLE_SUFFIXES
+
+    if fmt != "safetensors":
+        return None
+    pickles = [side.relpath for side in files if side.relpath.lower().endswith(PICKLE_SUFFIXES)
+               and not is_training_state(Path(side.relpath).name)]
+    if not pickles:
+        return None
+    listed = ", ".join(pickles[:4]) + (f" and {len(pickles) - 4} more" if len(pickles) > 4 else "")
+    how = "convert each on its own"
+    first = Path(pickles[0]).parent
+    if folder is not None and first != Path("."):
+        how += f": weightdoctor convert {folder / first} -o ..."
+    return f"copied as they are, still PyTorch pickles: {listed} ({how})"
+
+
 def side_files(
     folder: Path | None, converted: list[Path] | None = None, output: Path | None = None,
 ) -> tuple[list[SideFile], list[str]]:
@@ -1008,9 +1034,15 @@ _VARIANT = re.compile(r"(?P<stem>.+)\.(?:fp16|bf16|fp32)(?P<rest>(?:-\d{5}-of-\d
 _VARIANT_OF_DTYPE = {"float16": ".fp16", "bfloat16": ".bf16"}
 
 
+# open_clip's Hub and `local-dir:` loader looks for these two names only (open_clip/constants.py: HF_WEIGHTS_NAME,
+# HF_SAFE_WEIGHTS_NAME); `open_clip_pytorch_model.safetensors` would be found by nothing.
+OPEN_CLIP_NAMES = {"safetensors": "open_clip_model.safetensors", "bin": "open_clip_pytorch_model.bin"}
+
+
 def default_output_name(source_file: str, fmt: str, dtype: str | None = None) -> str:
     """The output name of a converted weight file: `pytorch_model-00001-of-00002.bin` ->
-    `model-00001-of-00002.safetensors`, `model.safetensors` -> `pytorch_model.bin`, `x.pt` -> `x.safetensors`.
+    `model-00001-of-00002.safetensors`, `model.safetensors` -> `pytorch_model.bin`, `x.pt` -> `x.safetensors`,
+    open_clip's `open_clip_pytorch_model.bin` <-> `open_clip_model.safetensors`.
     Cast to `dtype`, a diffusers dtype variant follows it: `x.fp16.safetensors` -> `x.bf16.safetensors`
     (bfloat16), `x.safetensors` (float32 and others: the plain name diffusers reads without a variant)."""
     name = Path(source_file).name
@@ -1018,6 +1050,8 @@ def default_output_name(source_file: str, fmt: str, dtype: str | None = None) ->
         name = variant["stem"] + _VARIANT_OF_DTYPE.get(dtype, "") + variant["rest"]
     # transformers' names, a variant's too (`pytorch_model.fp16.bin` <-> `model.fp16.safetensors`, which
     # from_pretrained(variant="fp16") reads); diffusers keeps one stem for both formats.
+    if name in OPEN_CLIP_NAMES.values():
+        return OPEN_CLIP_NAMES[fmt]
     if fmt == "safetensors":
         match = re.fullmatch(r"pytorch_model((?:\.[^.]+)?(?:-\d{5}-of-\d{5})?)\.bin", name)
         if match:

@@ -8,6 +8,7 @@ in its own shard. Only the size units differ: `--max` takes decimal and binary u
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from weightdoctor.convert import drop_stale_hashes, nested_only_warning, output_
 from weightdoctor.errors import UsageError
 from weightdoctor.renames import Rename
 from weightdoctor.rewrite import (
+    OPEN_CLIP_NAMES,
     DroppedAlias,
     OutputFile,
     PlannedTensor,
@@ -27,6 +29,7 @@ from weightdoctor.rewrite import (
     WriteResult,
     check_not_input,
     output_variant,
+    pickles_copied_note,
     plan_tensors,
     side_files,
     with_config_dtype,
@@ -37,8 +40,9 @@ from weightdoctor.units import format_bytes, parse_size, size_is_binary
 PATTERNS = {"safetensors": "model{suffix}.safetensors", "bin": "pytorch_model{suffix}.bin"}
 # Libraries whose loaders look for weights under their own name: diffusers' models
 # (`diffusion_pytorch_model{suffix}.safetensors` + `diffusion_pytorch_model.safetensors.index.json`, as its
-# save_pretrained writes them) and PEFT adapters (`adapter_model.safetensors`).
-OWN_STEMS = ("diffusion_pytorch_model", "adapter_model")
+# save_pretrained writes them), PEFT adapters (`adapter_model.safetensors`) and diffusers' LoRAs
+# (`pytorch_lora_weights.safetensors`, as save_lora_weights writes them and load_lora_weights looks for them).
+OWN_STEMS = ("diffusion_pytorch_model", "adapter_model", "pytorch_lora_weights")
 # Mistral's native checkpoints (`consolidated.safetensors` + `params.json`) shard as
 # `consolidated-00001-of-00051.safetensors` + `consolidated.safetensors.index.json` (Mistral-Large), the names
 # mistral-inference and vLLM's `--load-format mistral` look for; `model-*.safetensors` beside a params.json and no
@@ -48,7 +52,7 @@ OWN_SAFETENSORS_STEMS = ("consolidated",)
 
 def shard_pattern(checkpoint: Checkpoint, fmt: str) -> str:
     """The file-name pattern of `fmt` shards for `checkpoint`: transformers' names, or the source's own where its
-    library loads weights by another name (diffusers, PEFT).
+    library loads weights by another name (diffusers, PEFT, open_clip).
 
     Example:
         >>> shard_pattern(open_checkpoint("unet"), "safetensors")  # holds diffusion_pytorch_model.safetensors
@@ -57,6 +61,8 @@ def shard_pattern(checkpoint: Checkpoint, fmt: str) -> str:
     for file in checkpoint.files:
         if file.role in ("weights", "index"):
             name = Path(file.relpath).name
+            if name in OPEN_CLIP_NAMES.values():
+                return OPEN_CLIP_NAMES[fmt].replace(".", "{suffix}.", 1)
             for stem in OWN_STEMS:
                 if name.startswith((stem + ".", stem + "-")):
                     return stem + "{suffix}." + ("safetensors" if fmt == "safetensors" else "bin")
@@ -92,17 +98,35 @@ def split_order(checkpoint: Checkpoint, tensors: list[PlannedTensor]) -> list[Pl
     return [tensor for _, tensor in sorted(enumerate(tensors), key=key)]
 
 
+_DIFFUSERS_LORA = re.compile(r"[._](lora_[AB]|lora\.(down|up)|lora_(down|up))\.weight$")
+
+
 def single_file_kind(checkpoint: Checkpoint) -> str | None:
-    """What single-file-only Stable Diffusion checkpoint `checkpoint` is (a kohya-style LoRA, an original-layout
-    model as CivitAI shares them), or None: the tools that load those read one .safetensors / .ckpt, no index."""
+    """What single-file-only Stable Diffusion checkpoint `checkpoint` is (a kohya-style or diffusers-layout LoRA, an
+    original-layout model as CivitAI shares them, Black Forest Labs' Flux), or None: the tools that load those read
+    one .safetensors / .ckpt, no index."""
     names = [t.name for t in checkpoint.tensors]
     metadata = checkpoint.metadata or {}
     if "ss_network_module" in metadata or any(n.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"))
                                               for n in names):
         return "a kohya-style LoRA"
+    # diffusers' LoRA layout under any file name (ai-toolkit's and the diffusers trainers' Flux / SDXL LoRAs):
+    # `transformer.single_transformer_blocks.0.attn.to_k.lora_A.weight`, `unet.<module>.lora.down.weight`.
+    if any(n.startswith(("unet.", "transformer.", "text_encoder.", "text_encoder_2."))
+           and _DIFFUSERS_LORA.search(n) for n in names):
+        return "a LoRA in diffusers' layout"
     if any(n.startswith(("model.diffusion_model.", "first_stage_model.")) for n in names):
         return "a single-file Stable Diffusion checkpoint"
+    # Black Forest Labs' original Flux release (flux1-dev.safetensors): its transformer with no prefix, as ComfyUI
+    # and diffusers' from_single_file read it.
+    if any(n.startswith("double_blocks.") for n in names) and any(n.startswith("single_blocks.") for n in names):
+        return "an original-layout Flux checkpoint"
     return None
+
+
+def timm_config(config: object) -> bool:
+    """Whether `config` is a timm config.json (its model named in `architecture`, no transformers `model_type`)."""
+    return isinstance(config, dict) and isinstance(config.get("architecture"), str) and "model_type" not in config
 
 
 @dataclass(frozen=True)
@@ -251,8 +275,17 @@ def plan_shard(
     index = index_name if len(files) > 1 else None
     if index is not None and pattern.startswith("adapter_model"):
         warnings.append("peft loads an adapter from one adapter_model file: it cannot load these shards")
-    if index is not None:
-        single = single_file_kind(checkpoint)
+    if index is not None and pattern.startswith("pytorch_lora_weights"):
+        warnings.append("diffusers' load_lora_weights loads one pytorch_lora_weights file: it reads no index and "
+                        "cannot load these shards")
+    if index is not None and timm_config(checkpoint.config):
+        warnings.append("timm loads one model.safetensors or pytorch_model.bin (create_model(pretrained=True), from "
+                        "hf-hub: and local-dir: alike): it reads no index and cannot load these shards")
+    if index is not None and pattern.startswith("open_clip_"):
+        warnings.append(f"open_clip loads one {OPEN_CLIP_NAMES[fmt]} (create_model_from_pretrained, hf-hub: and "
+                        "local-dir: alike): it reads no index and cannot load these shards")
+    if index is not None and not pattern.startswith(("adapter_model", "pytorch_lora_weights", "open_clip_")):
+        single = single_file_kind(checkpoint)  # the libraries above said already
         if single:
             warnings.append(f"{single} is loaded from one file (AUTOMATIC1111, ComfyUI, diffusers' "
                             "from_single_file / load_lora_weights): none of them reads an index or these shards")
@@ -274,6 +307,9 @@ def plan_shard(
         source_dir, [f.path for f in checkpoint.files if f.role != "config"], output=out)
     if left_out:
         warnings.append("not copied: " + ", ".join(left_out))
+    pickle_note = pickles_copied_note(copy_paths, fmt, source_dir)
+    if pickle_note:
+        warnings.append(pickle_note)
     copy_paths, config_note = with_config_dtype(copy_paths, dtype, len(selection.kept_fp32))
     if config_note:
         warnings.append(config_note)

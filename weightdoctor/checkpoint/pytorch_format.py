@@ -257,6 +257,13 @@ def _follow_key(obj: Any, key: str) -> Mapping[str, Any]:
                 current, rest = current[candidate], ".".join(parts[cut:])
                 break
         else:
+            # An int key (A1111's hypernetworks: {320: [...], 640: [...], "name": ...}) typed as digits; never
+            # a bool key, which compares equal to 0 and 1.
+            number = int(parts[0]) if parts[0].isdigit() else None
+            found = next((k for k in current if type(k) is int and k == number), None)
+            if found is not None:
+                current, rest = current[found], ".".join(parts[1:])
+                continue
             available = ", ".join(str(k) for k in list(current)[:10])
             raise UsageError(f"--key {key!r}: no entry {parts[0]!r} (entries: {available})")
     if not _is_state_dict(current):

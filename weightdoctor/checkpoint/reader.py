@@ -410,6 +410,7 @@ class _Builder:
                 self.non_tensor_keys.update(contents.non_tensor_keys)
                 self.notes += [f"{relpath}: {note}" for note in contents.notes]
                 infos = pytorch_format.tensor_infos(contents, relpath)
+                _refuse_zero3_placeholders(path, infos)
         except WeightDoctorError as exc:
             exc.path = exc.path or str(path)
             raise
@@ -422,6 +423,26 @@ class _Builder:
         self.files.append(CheckpointFile(path, relpath, "weights", fmt, size))
         self.tensors.extend(infos)
         return infos
+
+
+_DEEPSPEED_MODEL_STATES = re.compile(r"(?:zero_pp_rank_\d+_)?mp_rank_\d+_model_states\.pth?")
+
+
+def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
+    """Raise where a DeepSpeed model states file holds ZeRO-3's placeholders rather than weights: each partitioned
+    parameter is saved as `torch.empty(0)` (its values are spread over the zero_pp_rank_* optimizer partitions), so
+    the file read as weights gave 0 parameters, a plan that fit in 0 B and a convert that wrote empty tensors and
+    verified them. Buffers are not partitioned, hence "most", not "all"."""
+    if not _DEEPSPEED_MODEL_STATES.fullmatch(path.name) or not infos:
+        return
+    empty = sum(1 for info in infos if info.num_params == 0)
+    if empty * 2 < len(infos):
+        return
+    raise UnsupportedFormat(
+        f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of {len(infos)} tensors are empty: "
+        "ZeRO-3 spreads the parameters over the zero_pp_rank_*_optim_states.pt partitions); gather them into one "
+        "state dict with the zero_to_fp32.py DeepSpeed writes beside the global_step folders "
+        "(python zero_to_fp32.py CHECKPOINT_DIR OUTPUT), then read that", str(path))
 
 
 def is_training_state(name: str) -> bool:
@@ -453,6 +474,11 @@ def _subfolders_with_weights(folder: Path) -> list[str]:
     return found
 
 
+def _is_dcp_folder(folder: Path) -> bool:
+    """Whether `folder` is a torch.distributed.checkpoint save: a `.metadata` file beside `*.distcp` shards."""
+    return (folder / ".metadata").is_file() and any(folder.glob("*.distcp"))
+
+
 def _no_weights_message(folder: Path) -> str:
     """Why a folder has nothing to read: foreign weights, weights only in subfolders, or nothing at all."""
     from weightdoctor.checkpoint import foreign
@@ -461,28 +487,56 @@ def _no_weights_message(folder: Path) -> str:
     others = foreign.foreign_files_in(folder)
     if others:
         message += f"; it holds {', '.join(others[:6])}, which weightdoctor does not read (not PyTorch)"
-    if (folder / ".metadata").is_file() and any(folder.glob("*.distcp")):
+    if _is_dcp_folder(folder):
         # FSDP's sharded state dict (accelerate's pytorch_model_fsdp_0/): PyTorch weights, in a format of its own.
         message += ("; it is a torch.distributed.checkpoint (DCP) folder (*.distcp shards and .metadata): "
                     "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one "
                     "torch.save file to read here")
     try:
         state = sorted(p.name for p in folder.iterdir() if p.is_file() and is_training_state(p.name))
+        # Accelerate's save_state under FSDP's SHARDED_STATE_DICT (its default): the model in
+        # pytorch_model_fsdp_0/, its optimizer in optimizer_0/, both DCP folders, beside scheduler.bin and the RNG.
+        distributed = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("optimizer")
+                             and (p / ".metadata").is_file() and any(p.glob("*.distcp")))
     except OSError:
-        state = []
+        state, distributed = [], []
     if state:
         # A Trainer checkpoint-N saved without its model (DeepSpeed ZeRO-3 without a 16-bit save keeps it in
         # global_stepN/, to be gathered by the zero_to_fp32.py script beside it).
-        message += (f"; it holds training state only ({', '.join(state[:4])}{', ...' if len(state) > 4 else ''}: "
-                    "optimizer, scheduler, RNG; not the model's weights)")
-        if (folder / "zero_to_fp32.py").is_file():
-            message += ("; DeepSpeed's zero_to_fp32.py beside it gathers the weights: python zero_to_fp32.py "
-                        f"{folder} OUTDIR --safe_serialization")
+        listed = f"{', '.join(state[:4])}{', ...' if len(state) > 4 else ''}"
+        message += (f"; it holds training state ({listed}: optimizer, scheduler, RNG)" if distributed else
+                    f"; it holds training state only ({listed}: optimizer, scheduler, RNG; not the model's weights)")
+    if (folder / "zero_to_fp32.py").is_file():  # beside training state, or beside the global_stepN/ folders
+        message += ("; DeepSpeed's zero_to_fp32.py beside it gathers the weights: python zero_to_fp32.py "
+                    f"{folder} OUTDIR --safe_serialization")
+    if distributed:
+        message += (f"; the model's weights are in {distributed[0]}/, a torch.distributed.checkpoint (DCP) folder "
+                    f"(FSDP's sharded state dict): accelerate merge-weights {folder / distributed[0]} OUTDIR writes "
+                    "them as one model.safetensors to read here")
     subfolders = _subfolders_with_weights(folder)
     if subfolders:
+        subfolders.sort(key=natural_order)  # global_step500 before global_step1000
         shown = ", ".join(f"{name}/" for name in subfolders[:8]) + (", ..." if len(subfolders) > 8 else "")
-        message += f"; weights are in subfolders ({shown}): point at one, e.g. {folder / subfolders[0]}"
+        latest = _latest_tag(folder)
+        if latest in subfolders:  # DeepSpeed's `latest` names the step its load_checkpoint resumes from
+            message += (f"; weights are in subfolders ({shown}): point at one, e.g. {folder / latest} (the one "
+                        "DeepSpeed's `latest` file names)")
+        else:
+            message += f"; weights are in subfolders ({shown}): point at one, e.g. {folder / subfolders[0]}"
     return message
+
+
+def _latest_tag(folder: Path) -> str | None:
+    """The tag DeepSpeed's `latest` file names (`global_step1000`), or None: save_checkpoint writes it beside the
+    step folders, and load_checkpoint reads it to choose one."""
+    if not (folder / "latest").is_file():  # a FIFO named so would block the read
+        return None
+    try:
+        with open(folder / "latest", encoding="utf-8") as file:
+            text = file.read(256).strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text or None
 
 
 def _dangling_message(link: Path) -> str:
@@ -583,6 +637,14 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     if indexes:
         return indexes[0], True
     weights = _weight_files_in(folder)
+    if weights and all(p.name == "common.pt" for p in weights) and _is_dcp_folder(folder):
+        # Megatron-Core's torch_dist checkpoint (iter_0001000/): the weights in the DCP shards, its common.pt
+        # holding only the run's arguments, iteration and RNG state.
+        raise UnsupportedFormat(
+            "a Megatron-Core torch_dist checkpoint: the weights are in its torch.distributed.checkpoint (DCP) shards "
+            "(*.distcp and .metadata), common.pt holds the run's arguments and RNG state only; "
+            "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one torch.save "
+            "file to read here", str(folder))
     safetensors_files = [p for p in weights if p.suffix == ".safetensors"]
     if len(safetensors_files) == 1 or (len(weights) == 1):
         return (safetensors_files or weights)[0], False
@@ -596,6 +658,23 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             raise CorruptCheckpoint(_dangling_message(dangling[0]), str(dangling[0]))
         raise SourceNotFound(_no_weights_message(folder), str(folder))
     names = ", ".join(p.name for p in weights[:6])
+    if all(re.fullmatch(r"zero_pp_rank_\d+_mp_rank_\d+_model_states\.pt", p.name) for p in weights):
+        # ZeRO-3 saves the model states once per data-parallel rank, each with placeholders for the partitioned
+        # parameters (see `_refuse_zero3_placeholders`).
+        raise UnsupportedFormat(
+            f"folder holds DeepSpeed ZeRO-3 model states, one per data-parallel rank ({names}): their parameters are "
+            "placeholders, the weights are partitioned over the *_optim_states.pt files; gather them into one state "
+            "dict with the zero_to_fp32.py DeepSpeed writes beside the global_step folders (python zero_to_fp32.py "
+            "CHECKPOINT_DIR OUTPUT), then read that", str(folder))
+    layers = [p for p in weights if re.fullmatch(r"layer_\d+-model_\d+-model_states\.pt", p.name)]
+    if layers and all(p in layers or _DEEPSPEED_MODEL_STATES.fullmatch(p.name) for p in weights):
+        # DeepSpeed's pipeline engine (GPT-NeoX, Megatron-DeepSpeed) saves each layer on its own, its names
+        # relative to the layer (`attention.query_key_value.weight`), beside an mp_rank file without weights.
+        raise UnsupportedFormat(
+            f"folder holds a DeepSpeed pipeline-parallel checkpoint: {len(layers)} layer files ({layers[0].name}, "
+            "...), each one layer's weights under names without its layer number, so they cannot be read as one "
+            "state dict; name one to see that layer, or convert the checkpoint with its framework's tools "
+            "(GPT-NeoX's convert_neox_to_hf.py, DeepSpeed's ds_to_universal.py)", str(folder))
     if all(re.fullmatch(r"consolidated\.\d+\.pth", p.name) for p in weights):
         # Meta's original checkpoints of the larger models: one file per model-parallel rank, each holding a
         # slice of every tensor, so they cannot be read as shards of one state dict.
@@ -781,6 +860,15 @@ def _ignored_beside(folder: Path, chosen: Path) -> list[str]:
         said.append(f"{', '.join(variants[:4])} ignored: variants of {chosen.name}, which from_pretrained reads "
                     "unless asked for a variant (name one to read it)")
     if chosen.name not in PREFERRED_FILES:
+        if chosen.suffix == ".safetensors" and chosen.parent == folder:
+            # The one safetensors file beside pickles of other names: diffusers', peft's and open_clip's folders can
+            # keep both copies (diffusion_pytorch_model.bin, adapter_model.bin, open_clip_pytorch_model.bin), and
+            # each library loads the safetensors one first.
+            pickles = [p.name for p in _weight_files_in(folder) if p.suffix != ".safetensors"]
+            if pickles:
+                said.append(f"{', '.join(pickles[:4])}{' and more' if len(pickles) > 4 else ''} ignored: "
+                            f"{chosen.name} is read (a folder's one safetensors file comes first, as diffusers, "
+                            "peft and open_clip load it; name a file to read another)")
         return said
     # Variants of the other format (`model.fp16.safetensors.index.json` beside a pytorch_model.bin).
     others = sorted(p.name for p in folder.iterdir() if _OTHER_VARIANT.fullmatch(p.name) and p.name not in variants

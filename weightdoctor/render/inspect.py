@@ -58,6 +58,8 @@ def summary_table(report: InspectReport) -> Table:
 def adapter_line(adapter: dict) -> str:
     """`LORA r=8 alpha=16 on q_proj, v_proj; base meta-llama/Llama-2-7b-hf (CAUSAL_LM)`."""
     text = str(adapter.get("peft_type", "?"))
+    if adapter.get("use_dora") is True:  # weight-decomposed LoRA: a magnitude vector beside each pair
+        text += " (DoRA)"
     if "r" in adapter:
         text += f" r={adapter['r']}"
     if "lora_alpha" in adapter:
@@ -75,8 +77,10 @@ def adapter_line(adapter: dict) -> str:
 
 
 def _listed(value: object) -> str:
-    """A config's list of names as text; a file may hold a string (a regex) or anything else there."""
-    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    """A config's list of names as text, each once (peft appends its task's heads to modules_to_save, so a
+    SEQ_CLS adapter saved with modules_to_save=["classifier"] lists classifier twice); a file may hold a string
+    (a regex) or anything else there."""
+    return ", ".join(dict.fromkeys(map(str, value))) if isinstance(value, (list, tuple)) else str(value)
 
 
 def quantized_line(quantized: QuantizedSummary) -> str:
