@@ -721,3 +721,19 @@ def test_kv_cache_of_zamba_reads_its_attention_head_dim() -> None:
                    for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if t is not None)
     kv = estimate_kv_cache(config.to_dict(), "fp32", batch=2, seq_len=13)
     assert (kv.num_layers, kv.head_dim) == (2, 16) and kv.total_bytes == measured == 2 * 2 * 4 * 16 * 4 * 2 * 13
+
+
+def test_offload_per_step_is_said_per_token_for_a_language_model_and_per_pass_otherwise(tmp_path: Path) -> None:
+    """Offloaded weights are streamed once per forward pass: a generated token for an LM, an image or a denoising
+    step for a UNet, VAE or classifier, which have no tokens to generate."""
+    from tests.helpers import run_cli
+
+    config = {"model_type": "bert", "architectures": ["BertForSequenceClassification"], "hidden_size": 256,
+              "num_hidden_layers": 8, "num_attention_heads": 4, "intermediate_size": 1024, "vocab_size": 30522}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    result = run_cli("plan-devices", str(tmp_path), "--gpu", "20MB", "--cpu", "1GB")
+    out = " ".join(result.stdout.split())
+    assert result.exit_code == 0 and "offload:" in out, out
+    assert "moved to the GPU for every forward pass" in out and "s/pass" in out and "token" not in out
+    llama = run_cli("plan-devices", "fixtures/configs/llama-2-70b", "--gpu", "24GB", "--cpu", "200GB")
+    assert "moved to the GPU for every generated token" in " ".join(llama.stdout.split())

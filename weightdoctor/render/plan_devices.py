@@ -115,9 +115,13 @@ def render_plan(report: PlanReport, console: Console) -> None:
     off = report.offload
     if off.bytes_per_token:
         seconds = off.cpu_bytes / HOST_TO_GPU_BYTES_PER_S + off.disk_bytes / DISK_BYTES_PER_S
+        # A language model streams the offloaded weights once per generated token; any other (an encoder, a UNet
+        # or VAE, a vision model) once per forward pass: per image, per denoising step.
+        step, unit = (("generated token", "token") if generates_tokens(report.model_class)
+                      else ("forward pass", "pass"))
         p(f"[bold red]offload:[/] {format_bytes(off.cpu_bytes)} in CPU RAM, {format_bytes(off.disk_bytes)} on disk: "
-          f"{format_bytes(off.bytes_per_token)} moved to the GPU for every generated token "
-          f"(≥ {seconds:.2f} s/token at an assumed 25 GB/s host→GPU and 3 GB/s disk)")
+          f"{format_bytes(off.bytes_per_token)} moved to the GPU for every {step} "
+          f"(≥ {seconds:.2f} s/{unit} at an assumed 25 GB/s host→GPU and 3 GB/s disk)")
     if report.kv_cache is not None:
         kv = report.kv_cache
         fit = "[green]fits[/]" if kv.fits_on_gpus else "[red]does not fit[/]"
@@ -146,3 +150,18 @@ def render_plan(report: PlanReport, console: Console) -> None:
         p(f"  smallest change: {escape(suggestion.description)}")
     if report.verdict not in ("fits-on-gpus", "fits-on-cpu") and not report.suggestions and not report.manual_map:
         p("  [dim]no lower dtype or extra GPU of that size (up to 64) fits[/]")
+
+
+# Class-name endings of transformers' generating heads (causal and seq2seq LMs, vision- and speech-to-text).
+_GENERATING_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration", "ForSeq2SeqLM", "ForVision2Seq",
+                     "ForImageTextToText", "ForSpeechSeq2Seq", "ForTextToSpeech", "ForTextToWaveform")
+
+
+def generates_tokens(model_class: str) -> bool:
+    """Whether a model of this class runs once per generated token (what "per token" figures assume).
+
+    Example:
+        >>> generates_tokens("LlamaForCausalLM"), generates_tokens("UNet2DConditionModel")
+        (True, False)
+    """
+    return model_class.endswith(_GENERATING_HEADS)
