@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sweep_common import print_table, quiet_libraries
+from sweep_common import print_table, quiet_libraries, summary
 
 GB = 10**9
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -233,10 +233,7 @@ def main() -> int:
                             rows.append((name + "/cli", _short(expected), _short(got), "",
                                          "equal" if same else "DIFFERENT"))
     print_table(("case", "expected", "got", "verdict"), [(n, e, g, v) for n, e, g, _, v in rows], (None, 34, 34, None))
-    total_cases = counts["equal"] + counts["different"] + counts["error"]
-    print(f"\ncases: {total_cases}  equal: {counts['equal']}  different: {counts['different']}  "
-          f"errors: {counts['error']}")
-    return 0 if counts["different"] == counts["error"] == 0 else 1
+    return summary(counts)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sweep_common import only_these, print_table, quiet_libraries
+from sweep_common import only_these, print_table, quiet_libraries, summary
 
 WINDOW = 8  # every sliding window of the sweep
 SEQ_LENS = (5, 13)  # below and above WINDOW
@@ -427,10 +427,7 @@ def main() -> int:
                     counts["equal" if not problems else "different"] += 1
                     rows.append((case, shown, _describe(got), verdict))
     print_table(("case", "expected", "got", "verdict"), rows, (None, 26, 26, None))
-    total_cases = counts["equal"] + counts["different"] + counts["error"]
-    print(f"\narchitectures: {len(archs)}  cases: {total_cases}  equal: {counts['equal']}  "
-          f"different: {counts['different']}  errors: {counts['error']}  ({time.monotonic() - started:.0f} s)")
-    return 0 if counts["different"] == counts["error"] == 0 else 1
+    return summary(counts, len(archs), started)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sweep_common import only_these, print_table, quiet_libraries
+from sweep_common import only_these, print_table, quiet_libraries, summary
 
 GB = 10**9
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -379,10 +379,7 @@ def main() -> int:
                             compare(name + "/cli", expected,
                                     _cli_map(folder, dtype, strategy, gpus, cpu, model_class, no_split))
     print_table(("case", "expected", "got", "verdict"), rows, (None, 30, 30, None))
-    total_cases = counts["equal"] + counts["different"] + counts["error"]
-    print(f"\narchitectures: {len(archs)}  cases: {total_cases}  equal: {counts['equal']}  "
-          f"different: {counts['different']}  errors: {counts['error']}  ({time.monotonic() - started:.0f} s)")
-    return 0 if counts["different"] == counts["error"] == 0 else 1
+    return summary(counts, len(archs), started)
 
 
 if __name__ == "__main__":

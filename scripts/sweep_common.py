@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
@@ -55,3 +56,15 @@ def unique_nbytes(tensors: Mapping[str, torch.Tensor]) -> int:
             seen.add(key)
             total += tensor.nbytes
     return total
+
+
+def summary(counts: Mapping[str, int], architectures: int | None = None, started: float | None = None) -> int:
+    """Print the closing line of an equal / different / error sweep; its exit status: 1 on any difference or error.
+
+    `architectures`, `started` (a `time.monotonic()` reading): said too when given."""
+    total = counts["equal"] + counts["different"] + counts["error"]
+    head = f"architectures: {architectures}  " if architectures is not None else ""
+    tail = f"  ({time.monotonic() - started:.0f} s)" if started is not None else ""
+    print(f"\n{head}cases: {total}  equal: {counts['equal']}  different: {counts['different']}  "
+          f"errors: {counts['error']}{tail}")
+    return 0 if counts["different"] == counts["error"] == 0 else 1
