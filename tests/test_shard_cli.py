@@ -74,7 +74,15 @@ def test_a_tensor_larger_than_max_gets_its_own_shard_with_a_warning(fx: dict[str
     big = [s for s in data["plan"]["shards"] if s["oversized"]]
     assert big and all(s["num_tensors"] == 1 for s in big)
     assert "bert.embeddings.word_embeddings.weight" in {s["first"] for s in big}
-    assert "larger than --max 5KB: it gets a shard of its own" in result.stderr
+    # One line for all of them, the largest named first, not one line per tensor.
+    lines = [line for line in result.stderr.splitlines() if "larger than --max" in line]
+    assert len(lines) == 1 and f"{len(big)} tensors are larger than --max 5KB: each gets a shard of its own" in lines[0]
+    assert "(bert.embeddings.word_embeddings.weight (" in lines[0]
+    sizes = sorted((s["size_bytes"] for s in data["plan"]["shards"]), reverse=True)
+    limit = str(sizes[1] + 1)  # only the largest tensor passes it
+    one = run_cli("shard", fx["bert"], "--max", limit, "-o", tmp_path / "one")
+    assert one.exit_code == 0, one.stderr
+    assert f"is larger than --max {limit}: it gets a shard of its own" in one.stderr, one.stderr
 
 
 def test_reshard_a_sharded_bin_source_and_merge_back_into_one_file(fx: dict[str, Path], tmp_path: Path) -> None:

@@ -261,16 +261,24 @@ def plan_shard(
     shards: list[ShardInfo] = []
     files: list[OutputFile] = []
     warnings = list(checkpoint.warnings) + selection.warnings
+    too_large: list[tuple[str, int]] = []
     for filename, names in by_file.items():
         size = sum(planned[n].nbytes for n in names if planned[n].alias_of is None)
         oversized = max_bytes is not None and size > max_bytes
         if oversized:
-            warnings.append(
-                f"{names[0]} ({format_bytes(size)}) is larger than --max {max_size}: it gets a shard of its own"
-            )
+            too_large.append((names[0], size))
         shards.append(ShardInfo(filename, size, len(names), names[0] if names else None,
                                 names[-1] if names else None, oversized))
         files.append(OutputFile(filename, names, size))
+    if len(too_large) == 1:
+        name, size = too_large[0]
+        warnings.append(f"{name} ({format_bytes(size)}) is larger than --max {max_size}: it gets a shard of its own")
+    elif too_large:  # one line, not one per tensor (a --max below most tensors of a model)
+        largest = sorted(too_large, key=lambda item: -item[1])
+        shown = ", ".join(f"{name} ({format_bytes(size)})" for name, size in largest[:3])
+        more = f" and {len(largest) - 3} more" if len(largest) > 3 else ""
+        warnings.append(f"{len(too_large)} tensors are larger than --max {max_size}: each gets a shard of its own "
+                        f"({shown}{more})")
     index_name = f"{stem}.{extension}.index.{variant}.json" if variant else f"{stem}.{extension}.index.json"
     index = index_name if len(files) > 1 else None
     if index is not None and pattern.startswith("adapter_model"):
