@@ -443,3 +443,17 @@ def test_a_deepspeed_pipeline_parallel_step_folder_says_what_it_is(tmp_path: Pat
     assert result.exit_code == 2 and "a DeepSpeed pipeline-parallel checkpoint: 3 layer files" in line, line
     code, data = run_json("inspect", str(step / "layer_01-model_00-model_states.pt"))  # one layer, as asked
     assert code == 0 and data["num_params"] == 16
+
+
+def test_a_folder_of_one_sft_file_is_read(tmp_path: Path) -> None:
+    """Flux's releases name safetensors files `.sft` (ae.sft): named directly it read fine, but a folder holding
+    only it said it held no weight file."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "flux-ae"
+    folder.mkdir()
+    save_file({"decoder.conv_in.weight": torch.ones(4, 2), "encoder.conv_in.bias": torch.zeros(4)}, folder / "ae.sft")
+    code, data = run_json("inspect", str(folder))
+    assert code == 0, data
+    assert data["num_tensors"] == 2 and data["format"] == "safetensors"
+    assert [f["path"] for f in data["files"]] == ["ae.sft"]

@@ -458,7 +458,8 @@ def is_training_state(name: str) -> bool:
 def _weight_files_in(folder: Path) -> list[Path]:
     return sorted(
         p for p in folder.iterdir()
-        if p.is_file() and (p.suffix == ".safetensors" or p.suffix in PICKLE_SUFFIXES)
+        # `.sft`: safetensors under the short suffix some releases use (Flux's ae.sft, flux1-dev.sft).
+        if p.is_file() and (p.suffix in (".safetensors", ".sft") or p.suffix in PICKLE_SUFFIXES)
         and not is_training_state(p.name)
     )
 
