@@ -472,3 +472,17 @@ def test_kv_cache_of_a_state_space_model_is_none_and_says_why(tmp_path: Path) ->
     result = run_cli("plan-devices", tmp_path / "mamba", "--gpu", "1GB", "--kv-cache", "--seq-len", "4096")
     out = " ".join(result.stdout.split())
     assert result.exit_code == 0 and "KV cache: none for batch 1 x 4096 tokens (no KV cache: all 3 layers" in out
+
+
+def test_a_config_of_an_unknown_model_type_is_not_said_to_have_none(tmp_path: Path) -> None:
+    """Planned from the tensors because transformers cannot build its model_type: the no-split warning said the
+    config had "no model_type", which it has."""
+    from safetensors.torch import save_file
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "totally_new_arch", "hidden_size": 64}))
+    save_file({f"model.layers.{i}.w": torch.ones(64, 64) for i in range(3)}, tmp_path / "model.safetensors")
+    result = run_cli("plan-devices", str(tmp_path), "--gpu", "1GB")
+    assert result.exit_code == 0, result.stderr
+    err = " ".join(result.stderr.split())
+    assert "does not know model_type 'totally_new_arch'" in err and "no model_type" not in err
+    assert "config.json (model_type 'totally_new_arch', which the model could not be built from) does not say" in err

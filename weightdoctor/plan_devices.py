@@ -657,6 +657,8 @@ def _no_transformers_config(config: dict[str, Any] | None) -> str:
         what = f"a diffusers {config['_class_name']} config, not a transformers one"
     elif isinstance(config.get("architecture"), str):
         what = f"a timm {config['architecture']} config, not a transformers one"
+    elif isinstance(config.get("model_type"), str) and config["model_type"]:
+        what = f"model_type {config['model_type']!r}, which the model could not be built from"
     else:
         what = "no model_type"
     return f"config.json ({what}) does not say"
