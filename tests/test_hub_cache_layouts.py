@@ -180,3 +180,20 @@ def test_inspect_json_names_the_commit_a_revision_resolved_to(tmp_path: Path, mo
     (plain / "model.safetensors").write_bytes(weights["model.safetensors"])
     result = run_cli("inspect", str(plain), "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["commit"] is None
+
+
+def test_a_snapshot_link_that_leads_back_to_itself_is_called_a_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blob link turned into a link to itself (a damaged cache): it was said not to exist, "deleted or never
+    downloaded"; it exists as a loop of links."""
+    snapshot = write_snapshot(tmp_path, "org/loop", commit_of("loop"),
+                              {"model.safetensors": save({"a": torch.zeros(2)})})
+    blob = (snapshot / "model.safetensors").resolve()
+    blob.unlink()
+    os.symlink(blob.name, blob)  # the blob now names itself
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    result = run_cli("inspect", "org/loop")
+    assert result.exit_code == 2
+    line = " ".join(result.stderr.split())
+    assert line.startswith("error: org/loop: model.safetensors: is a link to"), line
+    assert "leads back to itself (a loop of links)" in line and "does not exist" not in line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -546,12 +547,18 @@ def _dangling_message(link: Path) -> str:
     partial = target.with_name(target.name + ".incomplete").exists() or any(
         target.parent.glob(f"{glob_escape(target.name)}.*.incomplete"))
     why = "its download did not finish" if partial else "the file was deleted or never downloaded"
+    what = "which does not exist"
+    try:
+        os.stat(link)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # the link leads back to itself (directly or through other links)
+            what, why = "which leads back to itself (a loop of links)", "the cache is damaged"
     snapshot = next((p for p in link.parents if p.parent.name == "snapshots"), None)
     repo = snapshot.parent.parent.name if snapshot is not None else ""
     again = "hf download <repo id>"  # the command that exists (huggingface-cli is gone since huggingface_hub 1.0)
     if repo.startswith("models--"):
         again = download_command(repo.removeprefix("models--").replace("--", "/"), snapshot.name)
-    return (f"is a link to {target}, which does not exist ({why}); download it again "
+    return (f"is a link to {target}, {what} ({why}); download it again "
             f"with `{again}` or delete the snapshot")
 
 
