@@ -259,6 +259,18 @@ def test_manual_map_checks(fx) -> None:
 # ------------------------------------------------------------------------------------ estimates and helpers
 
 
+def _cache_bytes(model_class: type, config: object, input_ids: torch.Tensor,
+                 fields: tuple[str, ...] = ("keys", "values")) -> int:
+    """Bytes of the tensors transformers' own cache holds (per layer: `fields`, where a layer has them) after one
+    forward of a seeded model over `input_ids`: the oracle of the KV-cache estimate."""
+    torch.manual_seed(0)
+    model = model_class(config).eval()
+    with torch.no_grad():
+        cache = model(input_ids, use_cache=True).past_key_values
+    return sum(t.numel() * t.element_size() for layer in cache.layers
+               for t in (getattr(layer, name, None) for name in fields) if t is not None)
+
+
 def test_kv_cache_llama_70b() -> None:
     config = json.loads((Path("fixtures/configs/llama-2-70b/config.json")).read_text())
     kv = estimate_kv_cache(config, "fp16", batch=2, seq_len=4096)
@@ -296,11 +308,7 @@ def test_kv_cache_of_multi_head_latent_attention_is_what_transformers_caches() -
         num_attention_heads=4, num_key_value_heads=4, kv_lora_rank=8, q_lora_rank=None, qk_rope_head_dim=4,
         qk_nope_head_dim=8, v_head_dim=8, n_routed_experts=4, num_experts_per_tok=2, first_k_dense_replace=1,
         n_group=1, topk_group=1, max_position_embeddings=64)
-    torch.manual_seed(0)
-    model = transformers.DeepseekV3ForCausalLM(config).eval()
-    with torch.no_grad():
-        cache = model(torch.randint(0, 64, (2, 10)), use_cache=True).past_key_values
-    measured = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    measured = _cache_bytes(transformers.DeepseekV3ForCausalLM, config, torch.randint(0, 64, (2, 10)))
     kv = estimate_kv_cache(config.to_dict(), "fp32", batch=2, seq_len=10)
     assert kv.total_bytes == measured and "latent" in (kv.note or "")
     published = {"num_hidden_layers": 61, "num_attention_heads": 128, "num_key_value_heads": 128, "hidden_size": 7168,
@@ -646,12 +654,7 @@ def test_kv_cache_of_state_space_models_and_hybrids_counts_the_attention_layers(
         vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
         num_key_value_heads=2, num_experts=2, num_experts_per_tok=1, expert_layer_period=2, expert_layer_offset=1,
         attn_layer_period=2, attn_layer_offset=1, mamba_d_state=8, mamba_d_conv=4, mamba_expand=2)
-    torch.manual_seed(0)
-    model = transformers.JambaForCausalLM(config).eval()
-    with torch.no_grad():
-        cache = model(torch.randint(0, 64, (2, 10)), use_cache=True).past_key_values
-    measured = sum(t.numel() * t.element_size() for layer in cache.layers
-                   for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if t is not None)
+    measured = _cache_bytes(transformers.JambaForCausalLM, config, torch.randint(0, 64, (2, 10)))
     kv = estimate_kv_cache(config.to_dict(), "fp32", batch=2, seq_len=10)
     assert kv.total_bytes == measured == 2 * 2 * 2 * 8 * 4 * 2 * 10 and kv.num_layers == 2
     assert "2 of 4 layers keep a recurrent state" in (kv.note or "")
@@ -695,12 +698,8 @@ def test_kv_cache_of_deepseek_v32_counts_its_indexer_keys() -> None:
         num_key_value_heads=4, max_position_embeddings=64, moe_intermediate_size=16, kv_lora_rank=8, q_lora_rank=12,
         qk_rope_head_dim=4, qk_nope_head_dim=8, v_head_dim=8, n_routed_experts=4, num_experts_per_tok=2,
         first_k_dense_replace=1, n_group=1, topk_group=1, index_topk=4, index_head_dim=8, index_n_heads=2)
-    torch.manual_seed(0)
-    model = transformers.DeepseekV32ForCausalLM(config).eval()
-    with torch.no_grad():
-        cache = model(torch.randint(4, 100, (2, 13)), use_cache=True).past_key_values
-    measured = sum(t.numel() * t.element_size() for layer in cache.layers
-                   for t in (layer.keys, layer.values, layer.indexer_keys))
+    measured = _cache_bytes(transformers.DeepseekV32ForCausalLM, config, torch.randint(4, 100, (2, 13)),
+                            ("keys", "values", "indexer_keys"))
     kv = estimate_kv_cache(config.to_dict(), "fp32", batch=2, seq_len=13)
     assert kv.total_bytes == measured == 2 * (8 + 4 + 8) * 4 * 2 * 13 and "index_head_dim = 8" in (kv.note or "")
 
@@ -713,12 +712,7 @@ def test_kv_cache_of_zamba_reads_its_attention_head_dim() -> None:
     config = transformers.ZambaConfig(
         vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=12, num_attention_heads=4,
         num_key_value_heads=4, max_position_embeddings=64, mamba_d_state=8, n_mamba_heads=2, mamba_expand=2)
-    torch.manual_seed(0)
-    model = transformers.ZambaForCausalLM(config).eval()
-    with torch.no_grad():
-        cache = model(torch.randint(4, 100, (2, 13)), use_cache=True).past_key_values
-    measured = sum(t.numel() * t.element_size() for layer in cache.layers
-                   for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if t is not None)
+    measured = _cache_bytes(transformers.ZambaForCausalLM, config, torch.randint(4, 100, (2, 13)))
     kv = estimate_kv_cache(config.to_dict(), "fp32", batch=2, seq_len=13)
     assert (kv.num_layers, kv.head_dim) == (2, 16) and kv.total_bytes == measured == 2 * 2 * 4 * 16 * 4 * 2 * 13
 
