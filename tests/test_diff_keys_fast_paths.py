@@ -35,7 +35,7 @@ from weightdoctor.diff_keys import (
 from weightdoctor.findings import SEVERITIES
 from weightdoctor.renames import Rename, apply_renames, literal_prefix, rename_all, strip_prefix
 from weightdoctor.render.diff_keys_json import report_json
-from weightdoctor.render.json import dumps
+from weightdoctor.render.json import dumps_reference as dumps
 
 FAST = settings(max_examples=300, deadline=2000, derandomize=True)
 

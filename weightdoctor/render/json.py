@@ -9,6 +9,7 @@ import math
 import re
 import sys
 from enum import Enum
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,150 @@ def for_encoding(text: str, encoding: str | None) -> str:
         return _NON_ASCII.sub(_json_escape, text)
 
 
+class _NotPlain(Exception):
+    """A value `dumps_fast` does not model exactly: the caller takes the slow, reference path."""
+
+
+_ENCODE_STR = json.encoder.encode_basestring  # the C function where available (ensure_ascii=False)
+_INDENT = "  "
+_FIELDS_CACHE: dict[type, tuple[str, ...]] = {}
+
+
+def _json_fields(cls: type) -> tuple[str, ...]:
+    """The field names `to_jsonable` writes for dataclass type `cls`, in order (cached per class)."""
+    names = _FIELDS_CACHE.get(cls)
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(cls)
+                      if not f.name.startswith("_") and f.metadata.get("json", True))
+        _FIELDS_CACHE[cls] = names
+    return names
+
+
+def _scalar(value: Any) -> str | None:
+    """JSON text of a value of an exact built-in scalar type, as `json.dumps(to_jsonable(value))` writes it;
+    None for anything else."""
+    kind = type(value)
+    if kind is str:
+        return _ENCODE_STR(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float:
+        if value != value:
+            return '"nan"'
+        if value in (math.inf, -math.inf):
+            return '"inf"' if value > 0 else '"-inf"'
+        return float.__repr__(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return None
+
+
+_PLAIN_SCALARS = frozenset({str, int, float, bool, type(None)})
+_FLAT_ENCODERS: dict[int, json.JSONEncoder] = {}
+
+
+def _flat_dict(value: dict[str, Any], level: int) -> str | None:
+    """A dict of str keys to exact built-in scalars, indented at depth `level` by the C encoder (its item
+    separator carries the newline and the indent); None when a value is not such a scalar or not finite."""
+    if not set(map(type, value.values())) <= _PLAIN_SCALARS:
+        return None
+    encoder = _FLAT_ENCODERS.get(level)
+    if encoder is None:
+        inner = "\n" + _INDENT * (level + 1)
+        encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=("," + inner, ": "))
+        _FLAT_ENCODERS[level] = encoder
+    try:
+        text = encoder.encode(value)
+    except ValueError:  # a NaN or an infinity: to_jsonable writes them as strings
+        return None
+    if len(text) == 2:
+        return text
+    return text[0] + "\n" + _INDENT * (level + 1) + text[1:-1] + "\n" + _INDENT * level + text[-1]
+
+
+def _container(parts: list[str], level: int, opening: str, closing: str) -> str:
+    if not parts:
+        return opening + closing
+    inner = "\n" + _INDENT * (level + 1)
+    return opening + inner + ("," + inner).join(parts) + "\n" + _INDENT * level + closing
+
+
+def _encode(value: Any, level: int) -> str:
+    """`value` as `json.dumps(to_jsonable(value), indent=2, ensure_ascii=False)` would write it at depth `level`."""
+    text = _scalar(value)
+    if text is not None:
+        return text
+    scalar = _scalar
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = _json_fields(type(value))
+        if len(names) > 1:
+            flat = _flat_dict(dict(zip(names, attrgetter(*names)(value), strict=True)), level)
+            if flat is not None:
+                return flat
+        parts = []
+        for name in names:
+            field_value = getattr(value, name)
+            field_text = scalar(field_value)
+            if field_text is None:
+                field_text = _encode(field_value, level + 1)
+            parts.append(f"{_ENCODE_STR(name)}: {field_text}")
+        return _container(parts, level, "{", "}")
+    if isinstance(value, dict):
+        if type(value) is dict and all(type(key) is str for key in value):
+            flat = _flat_dict(value, level)
+            if flat is not None:
+                return flat
+        keys = list(value)
+        if not all(type(key) is str for key in keys):
+            keys = [str(key) for key in keys]
+            if len(set(keys)) != len(keys):  # to_jsonable's dict keeps one of the keys that print alike
+                raise _NotPlain
+        parts = []
+        for key, item in zip(keys, value.values(), strict=True):
+            item_text = scalar(item)
+            if item_text is None:
+                item_text = _encode(item, level + 1)
+            parts.append(f"{_ENCODE_STR(key)}: {item_text}")
+        return _container(parts, level, "{", "}")
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value) if isinstance(value, (set, frozenset)) else value
+        parts = []
+        for item in items:
+            item_text = scalar(item)
+            parts.append(item_text if item_text is not None else _encode(item, level + 1))
+        return _container(parts, level, "[", "]")
+    if isinstance(value, Path):
+        return _ENCODE_STR(str(value))
+    if isinstance(value, (Enum, float)) or hasattr(value, "item"):
+        # Rare (an enum's value, a float subclass, a numpy or torch scalar): as to_jsonable does, then encode.
+        plain = to_jsonable(value)
+        text = _scalar(plain)
+        if text is None:
+            raise _NotPlain
+        return text
+    raise _NotPlain  # json.dumps decides (a str or int subclass is written, anything else is a TypeError)
+
+
 def dumps(value: Any) -> str:
+    """`value` as indented JSON text (two spaces), exactly `json.dumps(to_jsonable(value), indent=2,
+    ensure_ascii=False)` run through `valid_text`.
+
+    The standard library's indenting encoder is pure Python (only the compact one is C): a report of 100,000
+    tensors took seconds in it and in `to_jsonable`'s copy. This walks the value once, writes each string with
+    the C string encoder and joins each container's lines; values it does not model (a str or int subclass,
+    keys that print alike) take the reference path. A test holds the two to the same text.
+    """
+    try:
+        text = _encode(value, 0)
+    except _NotPlain:
+        return dumps_reference(value)
+    return valid_text(text)
+
+
+def dumps_reference(value: Any) -> str:
+    """The reference for `dumps`: the standard library's encoder over `to_jsonable`'s copy."""
     return valid_text(json.dumps(to_jsonable(value), indent=2, ensure_ascii=False))
 
 
