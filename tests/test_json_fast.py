@@ -1,4 +1,5 @@
-"""`render.json.dumps` writes exactly what the reference (`json.dumps(to_jsonable(value), indent=2)`) writes.
+"""`render.json.dumps` writes exactly what the reference (`json.dumps(to_jsonable(value), indent=2)`) writes,
+and `to_jsonable` returns what its plain chain of checks returned.
 
 The fast encoder walks dataclasses directly and lets the C encoder write flat rows; these tests hold its text to
 the reference's on generated values (every kind `to_jsonable` handles) and on every command's real `--json`.
@@ -6,6 +7,7 @@ the reference's on generated values (every kind `to_jsonable` handles) and on ev
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from dataclasses import dataclass, field
@@ -74,6 +76,37 @@ def _values(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 
 VALUES = st.recursive(SCALARS, _values, max_leaves=30)
+
+
+def plain_to_jsonable(value: Any) -> Any:
+    """`to_jsonable` as it was written first: one chain of checks for every value (the oracle)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: plain_to_jsonable(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not f.name.startswith("_") and f.metadata.get("json", True)
+        }
+    if isinstance(value, dict):
+        return {str(k): plain_to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value) if isinstance(value, (set, frozenset)) else value
+        return [plain_to_jsonable(v) for v in items]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if hasattr(value, "item") and callable(value.item):
+        return plain_to_jsonable(value.item())
+    return value
+
+
+@settings(max_examples=400, deadline=None)
+@given(VALUES)
+def test_to_jsonable_returns_what_the_plain_checks_return(value: Any) -> None:
+    # repr tells True from 1 and 1.0 from 1, and shows the order of keys.
+    assert repr(render_json.to_jsonable(value)) == repr(plain_to_jsonable(value))
 
 
 @settings(max_examples=400, deadline=None)
