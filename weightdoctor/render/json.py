@@ -8,8 +8,9 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
-from operator import attrgetter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ def for_encoding(text: str, encoding: str | None) -> str:
 
 
 class _NotPlain(Exception):
-    """A value `dumps_fast` does not model exactly: the caller takes the slow, reference path."""
+    """A value `dumps` does not model exactly: the caller takes the slow, reference path."""
 
 
 _ENCODE_STR = json.encoder.encode_basestring  # the C function where available (ensure_ascii=False)
@@ -139,88 +140,128 @@ def _scalar(value: Any) -> str | None:
 
 
 _PLAIN_SCALARS = frozenset({str, int, float, bool, type(None)})
-_FLAT_ENCODERS: dict[int, json.JSONEncoder] = {}
+_FLAT_ENCODERS: dict[int, Callable[[Any], str]] = {}
 
 
-def _flat_dict(value: dict[str, Any], level: int) -> str | None:
-    """A dict of str keys to exact built-in scalars, indented at depth `level` by the C encoder (its item
-    separator carries the newline and the indent); None when a value is not such a scalar or not finite."""
-    if not set(map(type, value.values())) <= _PLAIN_SCALARS:
-        return None
-    encoder = _FLAT_ENCODERS.get(level)
-    if encoder is None:
-        inner = "\n" + _INDENT * (level + 1)
-        encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=("," + inner, ": "))
-        _FLAT_ENCODERS[level] = encoder
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _flat_encoder(level: int) -> Callable[[Any], str]:
+    """The C encoder for a flat dict or list whose items sit at depth `level + 1`: its item separator carries the
+    newline and the indent. Built on `json.encoder.c_make_encoder` when that takes the arguments it took up to
+    now (checked on a sample), else on `JSONEncoder.encode` (the same text, a little slower)."""
+    encode = _FLAT_ENCODERS.get(level)
+    if encode is None:
+        item_separator = ",\n" + _INDENT * (level + 1)
+        encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(item_separator, ": ")).encode
+        make = getattr(json.encoder, "c_make_encoder", None)
+        if make is not None:
+            try:
+                iterencode = make(None, _refuse, _ENCODE_STR, None, ": ", item_separator, False, False, False)
+                sample = {"a": [1, -0.0, 1e300, None, True, "é\"\n"], "b": 2}
+                if "".join(iterencode(sample, 0)) == encode(sample):
+                    encode = partial(_joined, iterencode)
+            except (TypeError, ValueError):
+                pass
+        _FLAT_ENCODERS[level] = encode
+    return encode
+
+
+def _joined(iterencode: Callable[[Any, int], Iterable[str]], value: Any) -> str:
+    return "".join(iterencode(value, 0))
+
+
+def _write_flat(value: dict[str, Any] | list[Any], values: Iterable[Any], level: int, out: list[str]) -> bool:
+    """Write a non-empty dict or list whose `values` are all exact built-in scalars in one C call; False (nothing
+    written) when one is not, or is a NaN or an infinity (which to_jsonable writes as strings)."""
+    if not set(map(type, values)) <= _PLAIN_SCALARS:
+        return False
     try:
-        text = encoder.encode(value)
-    except ValueError:  # a NaN or an infinity: to_jsonable writes them as strings
-        return None
-    if len(text) == 2:
-        return text
-    return text[0] + "\n" + _INDENT * (level + 1) + text[1:-1] + "\n" + _INDENT * level + text[-1]
+        text = _flat_encoder(level)(value)
+    except ValueError:
+        return False
+    out.append(f"{text[0]}\n{_INDENT * (level + 1)}{text[1:-1]}\n{_INDENT * level}{text[-1]}")
+    return True
 
 
-def _container(parts: list[str], level: int, opening: str, closing: str) -> str:
-    if not parts:
-        return opening + closing
+def _write_items(keys: Sequence[str], values: Sequence[Any], level: int, out: list[str]) -> None:
+    """Write an object of `keys` (all distinct) and `values` at depth `level`."""
+    if not keys:
+        out.append("{}")
+        return
+    if _write_flat(dict(zip(keys, values, strict=True)), values, level, out):
+        return
     inner = "\n" + _INDENT * (level + 1)
-    return opening + inner + ("," + inner).join(parts) + "\n" + _INDENT * level + closing
+    separator = "," + inner
+    out.append("{" + inner)
+    scalar, encode_str = _scalar, _ENCODE_STR
+    for index, (key, item) in enumerate(zip(keys, values, strict=True)):
+        if index:
+            out.append(separator)
+        text = scalar(item)
+        if text is not None:
+            out.append(f"{encode_str(key)}: {text}")
+        else:
+            out.append(f"{encode_str(key)}: ")
+            _write(item, level + 1, out)
+    out.append("\n" + _INDENT * level + "}")
 
 
-def _encode(value: Any, level: int) -> str:
-    """`value` as `json.dumps(to_jsonable(value), indent=2, ensure_ascii=False)` would write it at depth `level`."""
+def _write_list(items: Sequence[Any], level: int, out: list[str]) -> None:
+    """Write an array of `items` at depth `level`."""
+    if not items:
+        out.append("[]")
+        return
+    if _write_flat(list(items), items, level, out):
+        return
+    inner = "\n" + _INDENT * (level + 1)
+    separator = "," + inner
+    out.append("[" + inner)
+    scalar = _scalar
+    for index, item in enumerate(items):
+        if index:
+            out.append(separator)
+        text = scalar(item)
+        if text is not None:
+            out.append(text)
+        else:
+            _write(item, level + 1, out)
+    out.append("\n" + _INDENT * level + "]")
+
+
+def _write(value: Any, level: int, out: list[str]) -> None:
+    """Append `value`'s JSON text at depth `level`, as `json.dumps(to_jsonable(value), indent=2,
+    ensure_ascii=False)` writes it, to `out`."""
     text = _scalar(value)
     if text is not None:
-        return text
-    scalar = _scalar
+        out.append(text)
+        return
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         names = _json_fields(type(value))
-        if len(names) > 1:
-            flat = _flat_dict(dict(zip(names, attrgetter(*names)(value), strict=True)), level)
-            if flat is not None:
-                return flat
-        parts = []
-        for name in names:
-            field_value = getattr(value, name)
-            field_text = scalar(field_value)
-            if field_text is None:
-                field_text = _encode(field_value, level + 1)
-            parts.append(f"{_ENCODE_STR(name)}: {field_text}")
-        return _container(parts, level, "{", "}")
+        _write_items(names, [getattr(value, name) for name in names], level, out)
+        return
     if isinstance(value, dict):
-        if type(value) is dict and all(type(key) is str for key in value):
-            flat = _flat_dict(value, level)
-            if flat is not None:
-                return flat
         keys = list(value)
         if not all(type(key) is str for key in keys):
             keys = [str(key) for key in keys]
             if len(set(keys)) != len(keys):  # to_jsonable's dict keeps one of the keys that print alike
                 raise _NotPlain
-        parts = []
-        for key, item in zip(keys, value.values(), strict=True):
-            item_text = scalar(item)
-            if item_text is None:
-                item_text = _encode(item, level + 1)
-            parts.append(f"{_ENCODE_STR(key)}: {item_text}")
-        return _container(parts, level, "{", "}")
+        _write_items(keys, list(value.values()), level, out)
+        return
     if isinstance(value, (list, tuple, set, frozenset)):
-        items = sorted(value) if isinstance(value, (set, frozenset)) else value
-        parts = []
-        for item in items:
-            item_text = scalar(item)
-            parts.append(item_text if item_text is not None else _encode(item, level + 1))
-        return _container(parts, level, "[", "]")
+        _write_list(sorted(value) if isinstance(value, (set, frozenset)) else value, level, out)
+        return
     if isinstance(value, Path):
-        return _ENCODE_STR(str(value))
+        out.append(_ENCODE_STR(str(value)))
+        return
     if isinstance(value, (Enum, float)) or hasattr(value, "item"):
         # Rare (an enum's value, a float subclass, a numpy or torch scalar): as to_jsonable does, then encode.
-        plain = to_jsonable(value)
-        text = _scalar(plain)
+        text = _scalar(to_jsonable(value))
         if text is None:
             raise _NotPlain
-        return text
+        out.append(text)
+        return
     raise _NotPlain  # json.dumps decides (a str or int subclass is written, anything else is a TypeError)
 
 
@@ -229,15 +270,17 @@ def dumps(value: Any) -> str:
     ensure_ascii=False)` run through `valid_text`.
 
     The standard library's indenting encoder is pure Python (only the compact one is C): a report of 100,000
-    tensors took seconds in it and in `to_jsonable`'s copy. This walks the value once, writes each string with
-    the C string encoder and joins each container's lines; values it does not model (a str or int subclass,
-    keys that print alike) take the reference path. A test holds the two to the same text.
+    tensors took seconds in it and in `to_jsonable`'s copy. This walks the value once, writes each flat object
+    or array (a tensor's row, a shape) with the C encoder and the rest with the C string encoder, and joins the
+    pieces once. Values it does not model (a str or int subclass, keys that print alike) take the reference
+    path. A test holds the two to the same text.
     """
+    out: list[str] = []
     try:
-        text = _encode(value, 0)
+        _write(value, 0, out)
     except _NotPlain:
         return dumps_reference(value)
-    return valid_text(text)
+    return valid_text("".join(out))
 
 
 def dumps_reference(value: Any) -> str:
