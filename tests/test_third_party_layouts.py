@@ -580,8 +580,9 @@ def test_export_and_nemo_archives_say_what_they_are(tmp_path: Path) -> None:
 
 
 def test_a_deepspeed_step_folder_reads_the_model_states(tmp_path: Path) -> None:
-    """global_stepN/ holds mp_rank_00_model_states.pt and ZeRO optimizer partitions: the model states are read,
-    with a warning that under ZeRO-3 the partitions hold the weights; the run folder names its step folders."""
+    """global_stepN/ holds mp_rank_00_model_states.pt and ZeRO-1/2 optimizer partitions: the model states are read,
+    with a warning that the partitions hold the optimizer state and fp32 master weights (not ZeRO-3's wording:
+    its placeholders are refused before); the run folder names its step folders."""
     step = tmp_path / "run" / "global_step10"
     step.mkdir(parents=True)
     torch.save({"module": {"w": torch.ones(2, 2)}, "global_steps": 10}, step / "mp_rank_00_model_states.pt")
@@ -589,7 +590,8 @@ def test_a_deepspeed_step_folder_reads_the_model_states(tmp_path: Path) -> None:
     (tmp_path / "run" / "latest").write_text("global_step10")
     code, data = run_json("inspect", str(step))
     assert code == 0 and data["nested_key"] == "module" and data["num_tensors"] == 1
-    assert any("zero_to_fp32.py" in w for w in data["warnings"])
+    [warning] = [w for w in data["warnings"] if "zero_to_fp32.py" in w]
+    assert "fp32 master weights" in warning and "ZeRO-3" not in warning
     result = run_cli("inspect", str(tmp_path / "run"))
     assert result.exit_code == 2 and "weights are in subfolders (global_step10/)" in result.stderr
 

@@ -856,9 +856,12 @@ def _variant_last(path: Path) -> tuple[int, str]:
 def _ignored_beside(folder: Path, chosen: Path) -> list[str]:
     """A warning for each other preferred weight file of `folder`: from_pretrained reads `chosen` only."""
     if chosen.name.endswith("_model_states.pt") and any(folder.glob("zero_pp_rank_*_optim_states.pt")):
-        # Under ZeRO stage 3 the model states file holds placeholders; the weights are spread over the partitions.
-        return [f"{chosen.name} is read; the zero_pp_rank_*_optim_states.pt partitions beside it are not (under "
-                "ZeRO-3 they hold the weights: DeepSpeed's zero_to_fp32.py gathers them into one state dict)"]
+        # Shown only once the model states were read: ZeRO-3's placeholders are refused first
+        # (`_refuse_zero3_placeholders`), so this is a ZeRO-1/2 step, whose model states hold the weights in the
+        # training dtype and whose partitions hold the optimizer state with the fp32 master copies.
+        return [f"{chosen.name} is read: it holds the weights in the dtype they were trained in; the "
+                "zero_pp_rank_*_optim_states.pt partitions beside it (the optimizer state and the fp32 master "
+                "weights) are not read: DeepSpeed's zero_to_fp32.py gathers those into one fp32 state dict"]
     if _named_by_config(folder, chosen):
         return []  # said by `_folder_notes`
     stem = chosen.name.split(".")[0]
