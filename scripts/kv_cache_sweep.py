@@ -16,7 +16,9 @@ at fp32 and bf16, with S below and above the sliding window where the model has 
   `generate(cache_implementation="static")`): it allocates its sliding layers the whole window, and is held to the
   estimate with no token added;
 * conv and recurrent states of linear-attention / state-space layers (Mamba, Jamba, Falcon-H1, Qwen3-Next,
-  Bamba, ...), which are no KV cache: the estimate must leave them out and say so in its note.
+  Bamba, ...), which are no KV cache: the estimate leaves them out of `total_bytes`, sizes them apart as
+  `kv_cache.state_bytes`, which must equal their bytes (RecurrentGemma's, kept in its own blocks, too), and says
+  so in its note (where it leaves them unsized, `state_bytes` null, the note must say "not counted").
 
 It compares the figure with `kv_cache.total_bytes` of `plan-devices CONFIG --kv-cache --batch B --seq-len S
 --dtype D` (in-process `plan_devices` on the saved config folder; the CLI, `--json`, a subprocess, once per
@@ -327,7 +329,9 @@ def _cli_kv(folder: Path, dtype: str, batch: int, seq_len: int) -> dict[str, Any
 def _describe(kv: dict[str, Any] | None) -> str:
     if kv is None:
         return "-"
-    return f"{kv['total_bytes']} B ({kv['num_layers']}x{kv['num_kv_heads']}x{kv['head_dim']})"
+    state = kv.get("state_bytes")
+    return (f"{kv['total_bytes']} B ({kv['num_layers']}x{kv['num_kv_heads']}x{kv['head_dim']})"
+            + (f" + state {state} B" if state else " + state unsized" if state is None else ""))
 
 
 def main() -> int:
@@ -382,7 +386,8 @@ def main() -> int:
                         rows.append((case, "-", "-", f"ERROR model: {type(exc).__name__}: {exc}"[:200]))
                         continue
                     expected = measured.kv_bytes + measured.window_bytes
-                    shown = f"{expected} B ({measured.kv_layers} layers)"
+                    shown = f"{expected} B ({measured.kv_layers} layers)" + (
+                        f" + state {measured.state_bytes} B" if measured.state_bytes else "")
                     try:
                         with open_plan_source(str(folder)) as checkpoint:
                             planned = build_planned_model(checkpoint, dtype)
@@ -412,7 +417,15 @@ def main() -> int:
                                                 f"{per_token} B x {BATCH} x {encoder_tokens} encoder tokens")
                             if "cross-attention" not in note:
                                 problems.append("no cross-attention note")
-                        if measured.state_bytes and "state" not in note:
+                        sized = got.get("state_bytes")
+                        if sized is None:
+                            # unsized (a model whose meta run fails): the note must say so
+                            if not measured.state_bytes or "state" not in note or "not counted" not in note:
+                                problems.append(f"{measured.state_bytes} B of recurrent state, unsized and not "
+                                                "noted as not counted")
+                        elif sized != measured.state_bytes:
+                            problems.append(f"recurrent state {sized} vs {measured.state_bytes}")
+                        elif measured.state_bytes and "state" not in note:
                             problems.append(f"{measured.state_bytes} B of recurrent state not noted")
                         if measured.other_bytes:
                             problems.append(f"{measured.other_bytes} B of other cache tensors")
@@ -426,7 +439,7 @@ def main() -> int:
                         verdict += f"  [{got['note']}]"
                     counts["equal" if not problems else "different"] += 1
                     rows.append((case, shown, _describe(got), verdict))
-    print_table(("case", "expected", "got", "verdict"), rows, (None, 26, 26, None))
+    print_table(("case", "expected", "got", "verdict"), rows, (None, 40, 40, None))
     return summary(counts, len(archs), started)
 
 

@@ -474,6 +474,34 @@ def test_kv_cache_of_a_state_space_model_is_none_and_says_why(tmp_path: Path) ->
     assert result.exit_code == 0 and "KV cache: none for batch 1 x 4096 tokens (no KV cache: all 3 layers" in out
 
 
+def test_kv_cache_sizes_the_recurrent_states_of_mamba_and_hybrids(tmp_path: Path) -> None:
+    """The conv and SSM states a Mamba or hybrid model keeps per sequence were named "(not counted)"; they are sized
+    as `state_bytes` (apart from the keys and values), part of the fit, and shown. Mamba here: 3 layers x 2
+    sequences x 64 channels x (a conv window of 4 + an SSM state of 8) x 4 bytes = 18,432 at fp32; at bf16 the conv
+    window follows the dtype and transformers keeps the SSM state in float32: 3,072 + 12,288 = 15,360."""
+    import transformers
+
+    transformers.MambaConfig(vocab_size=64, hidden_size=32, state_size=8, num_hidden_layers=3, expand=2,
+                             conv_kernel=4, architectures=["MambaForCausalLM"]).save_pretrained(tmp_path / "mamba")
+    code, data = run_json("plan-devices", tmp_path / "mamba", "--gpu", "1GB", "--kv-cache", "--batch", "2",
+                          "--seq-len", "5", "--dtype", "fp32")
+    assert code == 0 and data["kv_cache"]["state_bytes"] == 18432 and data["kv_cache"]["total_bytes"] == 0
+    assert "not counted" not in data["kv_cache"]["note"]
+    code, data = run_json("plan-devices", tmp_path / "mamba", "--gpu", "1GB", "--kv-cache", "--batch", "2",
+                          "--seq-len", "5", "--dtype", "bf16")
+    assert data["kv_cache"]["state_bytes"] == 15360
+    # the fit counts the states: a batch whose states alone pass what the GPU has left does not fit
+    code, data = run_json("plan-devices", tmp_path / "mamba", "--gpu", "2MB", "--kv-cache", "--batch", "256",
+                          "--seq-len", "5", "--dtype", "fp32")
+    kv = data["kv_cache"]
+    assert kv["state_bytes"] == 128 * 18432 and kv["state_bytes"] > kv["gpu_free_bytes"] and not kv["fits_on_gpus"]
+    result = run_cli("plan-devices", tmp_path / "mamba", "--gpu", "1GB", "--kv-cache", "--batch", "2", "--seq-len",
+                     "5", "--dtype", "fp32")
+    out = " ".join(result.stdout.split())
+    assert "KV cache: none for batch 2 x 5 tokens" in out and "recurrent state 18.43 KB for the batch" in out
+    assert "fits in the" in out
+
+
 def test_a_config_of_an_unknown_model_type_is_not_said_to_have_none(tmp_path: Path) -> None:
     """Planned from the tensors because transformers cannot build its model_type: the no-split warning said the
     config had "no model_type", which it has."""

@@ -115,6 +115,9 @@ class KVCacheEstimate:
     gpu_free_bytes: int
     fits_on_gpus: bool
     note: str | None = None
+    # Conv and recurrent (SSM, linear-attention) states of the layers that keep them, for the whole batch: fixed
+    # in size whatever the sequence length. 0 without such layers; None where they could not be sized.
+    state_bytes: int | None = 0
 
 
 @dataclass(frozen=True)
@@ -1468,12 +1471,71 @@ def _decoder_layer_kinds(config: dict[str, Any], layers: int) -> list[tuple[str,
     return [(kind, kw.get("sliding_window")) for kind, kw in zip(kinds, kwargs, strict=True)]
 
 
+# The attributes in which transformers' cache layers (`LinearAttentionLayer`) keep the fixed-size states.
+_STATE_ATTRIBUTES = ("conv_states", "recurrent_states", "ssm_states")
+
+
+def recurrent_state_bytes(config: dict[str, Any], torch_dtype: str, batch: int) -> int | None:
+    """Bytes of the conv and recurrent states transformers' cache keeps for `batch` sequences of a state-space or
+    hybrid model (Mamba, Jamba, Qwen3-Next, LFM2, ...): fixed in size, whatever the sequence length.
+
+    Measured, not derived: the model is built from `config` on the meta device and run once on `batch` x 1 tokens
+    (meta tensors carry shapes and dtypes, no memory, no arithmetic), and the states its cache then holds are
+    counted, so every shape comes from transformers' own modeling code. The run is in bfloat16, the one dtype the
+    grouped-experts kernels of MoE hybrids accept on every device: a state that comes out in bfloat16 follows the
+    model's dtype (`torch_dtype`), one kept in float32 (Mamba's SSM states) stays float32. The states are those of
+    the cache's layers, and those a model keeps in its own blocks (RecurrentGemma). None when the model cannot be
+    built or run so, or holds no such state.
+    """
+    import torch
+
+    from weightdoctor.meta_model import build_meta_model
+
+    try:
+        with _quiet_libraries():
+            model = build_meta_model(config).to(torch.bfloat16)
+            ids = torch.zeros((batch, 1), dtype=torch.long, device="meta")
+            with torch.no_grad():
+                output = model(input_ids=ids, use_cache=True)
+    except Exception:  # noqa: BLE001 - model code can raise anything on a meta run: the states stay unsized
+        return None
+    cache = getattr(output, "past_key_values", None) or getattr(output, "cache", None)
+    element = getattr(torch, torch_dtype).itemsize
+    seen: set[int] = set()
+    total = 0
+
+    def count(value: Any) -> None:
+        nonlocal total
+        if isinstance(value, torch.Tensor):
+            if id(value) not in seen:
+                seen.add(id(value))
+                size = element if value.dtype == torch.bfloat16 else value.element_size()
+                total += value.numel() * size
+        elif isinstance(value, dict):
+            for item in value.values():
+                count(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                count(item)
+
+    for layer in getattr(cache, "layers", None) or []:
+        for name in _STATE_ATTRIBUTES:
+            count(getattr(layer, name, None))
+    # Some models keep them in their own blocks instead (RecurrentGemma: `conv1d_state`, `rg_lru.recurrent_states`):
+    # tensors a module holds as plain attributes named so, neither parameters nor buffers.
+    for module in model.modules():
+        for name, value in vars(module).items():
+            if name.endswith(("_state", "_states")) and isinstance(value, torch.Tensor):
+                count(value)
+    return total or None
+
+
 def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq_len: int) -> KVCacheEstimate:
     """KV cache of a decoder for `batch` sequences of `seq_len` tokens: 2 x layers x kv_heads x head_dim.
 
-    The layers counted are those transformers' cache keeps keys and values for (not the Mamba / linear-attention
-    layers of a hybrid, whose fixed-size recurrent state the note names); sliding-window layers keep at most
-    `sliding_window` tokens.
+    The layers counted are those transformers' cache keeps keys and values for; the fixed-size conv and recurrent
+    states of Mamba / linear-attention layers are `state_bytes` (see `recurrent_state_bytes`), apart from
+    `total_bytes`; sliding-window layers keep at most `sliding_window` tokens.
 
     Example:
         >>> estimate_kv_cache({"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -1501,11 +1563,13 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     attention = [k for k in kinds if k[0] in _KV_KINDS] if kinds is not None else None
     stateful = sum(1 for kind, _ in kinds if kind in _STATE_KINDS) if kinds is not None else 0
     torch_dtype = DTYPES[dtype][0]
+    state = recurrent_state_bytes(config, torch_dtype, batch) if stateful else 0
+    unsized = " (not counted)" if state is None else ""
     if attention == [] and isinstance(layers, int):
         # Mamba, Mamba-2, RWKV-like stacks: no layer attends, so nothing grows with the sequence
-        note = (f"no KV cache: all {layers} layers keep a recurrent state of fixed size per sequence instead "
-                "(not counted)" if stateful else "no KV cache: no layer attends")
-        return KVCacheEstimate(batch, seq_len, 0, 0, 0, torch_dtype, 0, 0, 0, False, note)
+        note = (f"no KV cache: all {layers} layers keep a recurrent state of fixed size per sequence "
+                f"instead{unsized}" if stateful else "no KV cache: no layer attends")
+        return KVCacheEstimate(batch, seq_len, 0, 0, 0, torch_dtype, 0, 0, 0, False, note, state)
     if not (isinstance(layers, int) and isinstance(heads, int) and isinstance(hidden, int)):
         raise UsageError("config has no num_hidden_layers / num_attention_heads / hidden_size; cannot size a KV cache")
     kv_heads = text.get("num_key_value_heads") or heads
@@ -1563,12 +1627,11 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     hybrid = sum(1 for kind, _ in kinds or [] if kind in _STATE_KINDS and kind in _KV_KINDS)
     if stateful - hybrid:
         notes.append(f"{stateful - hybrid} of {layers} layers keep a recurrent state of fixed size per sequence "
-                     "instead of keys and values (not counted)")
+                     f"instead of keys and values{unsized}")
     if hybrid:
-        notes.append(f"{hybrid} of {layers} layers also keep a recurrent state of fixed size per sequence "
-                     "(not counted)")
+        notes.append(f"{hybrid} of {layers} layers also keep a recurrent state of fixed size per sequence{unsized}")
     return KVCacheEstimate(batch, seq_len, len(attention), kv_heads, head_dim, torch_dtype, per_token, total, 0,
-                           False, "; ".join(notes) or None)
+                           False, "; ".join(notes) or None, state)
 
 
 def estimate_training(model: torch.nn.Module, dtype: str) -> TrainingEstimate:
@@ -1712,8 +1775,10 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         kv = estimate_kv_cache(planned.config, kv_dtype, *request.kv_cache)
         gpu_free = sum(max(0, capacities[k] - request.reserve - per_device.get(k, 0)) for k in capacities
                        if isinstance(k, int))
+        needed = kv.total_bytes + (kv.state_bytes or 0)
         kv = KVCacheEstimate(kv.batch, kv.seq_len, kv.num_layers, kv.num_kv_heads, kv.head_dim, kv.dtype,
-                             kv.bytes_per_token, kv.total_bytes, gpu_free, kv.total_bytes <= gpu_free, kv.note)
+                             kv.bytes_per_token, kv.total_bytes, gpu_free, needed <= gpu_free, kv.note,
+                             kv.state_bytes)
     training = estimate_training(planned.model, planned.dtype) if request.training else None
     return PlanReport(
         source=source,

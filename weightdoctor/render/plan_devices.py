@@ -125,13 +125,16 @@ def render_plan(report: PlanReport, console: Console) -> None:
     if report.kv_cache is not None:
         kv = report.kv_cache
         fit = "[green]fits[/]" if kv.fits_on_gpus else "[red]does not fit[/]"
+        state = (f"recurrent state {format_bytes(kv.state_bytes)} for the batch (conv and SSM / linear-attention "
+                 "states, fixed per sequence)") if kv.state_bytes else ""
+        room = f"{fit} in the {format_bytes(kv.gpu_free_bytes)} the GPUs have left"
         if not kv.num_layers:
             p(f"KV cache: none for batch {kv.batch} x {kv.seq_len} tokens"
-              + (f" ({escape(kv.note)})" if kv.note else ""))
+              + (f" ({escape(kv.note)})" if kv.note else "") + (f"; {state}; {room}" if state else ""))
         else:
             p(f"KV cache: {format_bytes(kv.total_bytes)} for batch {kv.batch} x {kv.seq_len} tokens "
               f"({format_bytes(kv.bytes_per_token)}/token, {kv.num_layers} layers x {kv.num_kv_heads} KV heads x "
-              f"{kv.head_dim} at {kv.dtype}); {fit} in the {format_bytes(kv.gpu_free_bytes)} the GPUs have left"
+              f"{kv.head_dim} at {kv.dtype})" + (f", plus {state}" if state else "") + f"; {room}"
               + (f" [dim]({escape(kv.note)})[/]" if kv.note else ""))
     if report.training is not None:
         tr = report.training
