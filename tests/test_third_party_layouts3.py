@@ -3,8 +3,10 @@ dicts, mlx-lm's quantized weights, folders of TensorFlow / Flax / ONNX weights o
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.helpers import run_cli, run_json
@@ -65,3 +67,62 @@ def test_an_ip_adapter_bin_is_read_whole_under_the_names_its_safetensors_has(tmp
 
     code, data = run_json("inspect", str(path), "--key", "ip_adapter")
     assert code == 0 and data["nested_key"] == "ip_adapter" and data["num_tensors"] == 4, data
+
+
+def _mlx_llama(folder: Path, both_keys: bool) -> None:
+    """A one-layer Llama as mlx_lm.convert(quantize=True) writes it: each Linear and the embedding as a uint32
+    `weight` (8 values of 4 bits each) with float16 `scales` and `biases` per group of 64; config.json names the
+    bits under `quantization` (newer mlx-lm copies them to `quantization_config`, without a quant_method)."""
+    from safetensors.torch import save_file
+
+    hidden, inner, vocab = 64, 128, 100
+    tensors: dict[str, torch.Tensor] = {"model.norm.weight": torch.ones(hidden, dtype=torch.float16),
+                                        "model.layers.0.input_layernorm.weight": torch.ones(hidden).half(),
+                                        "model.layers.0.post_attention_layernorm.weight": torch.ones(hidden).half()}
+    layers = {"model.embed_tokens": (vocab, hidden), "lm_head": (vocab, hidden),
+              **{f"model.layers.0.self_attn.{p}": (hidden, hidden) for p in ("q_proj", "k_proj", "v_proj", "o_proj")},
+              "model.layers.0.mlp.gate_proj": (inner, hidden), "model.layers.0.mlp.up_proj": (inner, hidden),
+              "model.layers.0.mlp.down_proj": (hidden, inner)}
+    for name, (rows, cols) in layers.items():
+        tensors[f"{name}.weight"] = torch.zeros(rows, cols // 8, dtype=torch.uint32)
+        tensors[f"{name}.scales"] = torch.full((rows, cols // 64), 0.01, dtype=torch.float16)
+        tensors[f"{name}.biases"] = torch.zeros(rows, cols // 64, dtype=torch.float16)
+    folder.mkdir()
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "mlx"})
+    quantization = {"group_size": 64, "bits": 4}
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
+              "intermediate_size": inner, "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 4,
+              "vocab_size": vocab, "torch_dtype": "float16", "tie_word_embeddings": False,
+              "quantization": quantization, **({"quantization_config": quantization} if both_keys else {})}
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("both_keys", [True, False])
+def test_an_mlx_quantized_checkpoint_is_not_planned_or_diffed_as_transformers_loads(
+        tmp_path: Path, both_keys: bool) -> None:
+    """transformers has no quantizer for mlx-lm's packing. plan-devices planned it as int4 "by the unknown
+    quantizer" (or, with `quantization` alone, as the fp16 model: three times its bytes); diff-keys --model-class
+    called each packed weight "packed by the unknown quantizer" and its biases "unknown: will not load"."""
+    folder = tmp_path / "Llama-4bit-mlx"
+    _mlx_llama(folder, both_keys)
+    for args in (("plan-devices", str(folder), "--gpu", "1GB"),
+                 ("diff-keys", str(folder), "--model-class", "LlamaForCausalLM")):
+        result = run_cli(*args)
+        line = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "an mlx-lm 4-bit, group size 64 checkpoint" in line and "transformers has no quantizer" in line, line
+        assert "mlx_lm.load" in line and "unknown" not in line, line
+
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB", "--dtype", "bf16")
+    assert code == 0 and data["dtype"] == "bf16", data
+    assert any("planned as the unquantized model at bf16" in w for w in data["warnings"]), data["warnings"]
+
+    result = run_cli("check-dtype", str(folder))
+    assert result.exit_code == 0, result.stderr
+    text = " ".join(result.stdout.replace("│", " ").split())
+    assert "an mlx-lm 4-bit, group size 64 checkpoint: stored float16 beside config float16 is by design" in text
+    assert "quant_method=unknown" not in text
+
+    code, data = run_json("diff-keys", str(folder), str(folder))
+    assert code == 0, data
+

@@ -507,6 +507,13 @@ def config_agreement(
                                "the model in float32 and load_state_dict copies the weights into it")
     if declared is None:
         return ConfigAgreement("not-set", "config.json sets no torch_dtype/dtype: dtype='auto' goes by the weights")
+    from weightdoctor.quantized import mlx_quantization
+
+    mlx = mlx_quantization(tensors, config)
+    if mlx is not None:
+        return ConfigAgreement(
+            "quantized", f"an {mlx} checkpoint: stored {', '.join(stored) or 'no floating'} beside config {declared} "
+            "is by design (transformers has no quantizer for it: mlx_lm.load reads it)")
     quant = config.get("quantization_config")
     if isinstance(quant, dict):
         method = quant.get("quant_method", "unknown")

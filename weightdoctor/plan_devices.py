@@ -351,6 +351,17 @@ def build_planned_model(
         UsageError: a config-only source whose config transformers cannot build.
     """
     warnings: list[str] = list(checkpoint.warnings)  # the reader's (a file left unread, --revision ignored)
+    from weightdoctor.quantized import mlx_not_loadable, mlx_quantization
+
+    mlx = mlx_quantization(checkpoint.tensors, checkpoint.config)
+    if mlx is not None and not dtype:
+        # Planned from the config, it came out as the unquantized model (fp16: 3 to 4 times the weights' bytes),
+        # or as int4 "by an unknown quantizer": neither is a load that happens.
+        raise UsageError(mlx_not_loadable(mlx, "it (no device map to plan)")
+                         + "; --dtype plans the unquantized model", path=checkpoint.source)
+    if mlx is not None:
+        warnings.append(f"planned as the unquantized model at {dtype}: this {mlx} checkpoint is not what "
+                        "from_pretrained loads (transformers has no quantizer for it)")
     if checkpoint.tensors:
         from weightdoctor.structure import adapter_summary
 
