@@ -126,3 +126,27 @@ def test_an_mlx_quantized_checkpoint_is_not_planned_or_diffed_as_transformers_lo
     code, data = run_json("diff-keys", str(folder), str(folder))
     assert code == 0, data
 
+
+@pytest.mark.parametrize("weights", ["tf_model.h5", "flax_model.msgpack", "onnx/model.onnx"])
+def test_a_folder_of_tensorflow_flax_or_onnx_weights_is_not_planned_as_loadable(tmp_path: Path, weights: str) -> None:
+    """A repo cloned with its TensorFlow, Flax or ONNX (Optimum's onnx/) weights only: plan-devices planned the
+    config's model without a word, though from_pretrained finds no PyTorch weights there and raises; inspect
+    did not name the onnx/ export at all."""
+    folder = tmp_path / "bert"
+    (folder / weights).parent.mkdir(parents=True, exist_ok=True)
+    (folder / weights).write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(56) if weights.endswith(".h5") else b"\x81\xa6params")
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["BertModel"], "model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "intermediate_size": 37, "vocab_size": 99}))
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert code == 0, data
+    warning = next((w for w in data["warnings"] if weights in w), "")
+    assert "(not PyTorch): from_pretrained(folder) finds no model.safetensors or pytorch_model.bin" in warning, data
+    assert "read from config.json alone" in warning
+
+    result = run_cli("inspect", str(folder))
+    assert result.exit_code == 2 and f"it holds {weights}, which weightdoctor does not read" in result.stderr
+
+    (folder / weights).unlink()
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert code == 0 and not any("not PyTorch" in w for w in data["warnings"]), data

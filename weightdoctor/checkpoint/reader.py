@@ -481,6 +481,20 @@ def _is_dcp_folder(folder: Path) -> bool:
     return (folder / ".metadata").is_file() and any(folder.glob("*.distcp"))
 
 
+def _foreign_weights_only(folder: Path) -> list[str]:
+    """What to say of a model folder whose weights are TensorFlow, Flax, ONNX or GGUF files only, read from its
+    config.json alone: from_pretrained finds no model.safetensors or pytorch_model.bin there and raises (the
+    transformers of today loads no TensorFlow or Flax weights either)."""
+    from weightdoctor.checkpoint import foreign
+
+    others = foreign.foreign_files_in(folder)
+    if not others:
+        return []
+    return [f"the folder's weights are {', '.join(others[:6])} (not PyTorch): from_pretrained(folder) finds no "
+            "model.safetensors or pytorch_model.bin there and raises; read from config.json alone, as the model "
+            "it describes"]
+
+
 def _no_weights_message(folder: Path) -> str:
     """Why a folder has nothing to read: foreign weights, weights only in subfolders, or nothing at all."""
     from weightdoctor.checkpoint import foreign
@@ -1090,6 +1104,8 @@ def _open_checkpoint(
         except SourceNotFound as exc:
             if allow_config_only and config_path.is_file():
                 target = config_path
+                # A Hub snapshot fetched for its config alone holds what was fetched, not what the repo has.
+                warnings += _foreign_weights_only(path) if repo_id is None else []
             elif repo_id is not None:  # named by the repo id it was reached by, not by its cache path
                 raise named_by_repo(exc, path, text, revision) from exc
             else:
