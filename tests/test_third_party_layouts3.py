@@ -150,3 +150,36 @@ def test_a_folder_of_tensorflow_flax_or_onnx_weights_is_not_planned_as_loadable(
     (folder / weights).unlink()
     code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
     assert code == 0 and not any("not PyTorch" in w for w in data["warnings"]), data
+
+
+def test_a_mamba_ssm_checkpoint_names_its_config_as_mamba_ssms(tmp_path: Path) -> None:
+    """state-spaces/mamba-* as mamba_ssm saves it: pytorch_model.bin beside its own config.json (d_model, n_layer,
+    ssm_cfg; no model_type). diff-keys --model-class said only "config.json has no model_type", and check-dtype that
+    "dtype='auto' goes by the weights", a transformers rule mamba_ssm's loader does not follow."""
+    folder = tmp_path / "mamba-130m"
+    folder.mkdir()
+    d, inner = 16, 32
+    torch.save({"backbone.embedding.weight": torch.randn(100, d),
+                "backbone.layers.0.mixer.A_log": torch.randn(inner, 4),
+                "backbone.layers.0.mixer.D": torch.ones(inner),
+                "backbone.layers.0.mixer.in_proj.weight": torch.randn(2 * inner, d),
+                "backbone.layers.0.mixer.out_proj.weight": torch.randn(d, inner),
+                "backbone.layers.0.norm.weight": torch.ones(d), "backbone.norm_f.weight": torch.ones(d),
+                "lm_head.weight": torch.randn(100, d)}, folder / "pytorch_model.bin")
+    (folder / "config.json").write_text(json.dumps({
+        "d_model": d, "n_layer": 1, "vocab_size": 100, "ssm_cfg": {}, "rms_norm": True, "residual_in_fp32": True,
+        "fused_add_norm": True, "pad_vocab_size_multiple": 8}))
+    result = run_cli("diff-keys", str(folder), "--model-class", "MambaForCausalLM")
+    line = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "config.json is mamba_ssm's own config (d_model, n_layer, ssm_cfg)" in line, line
+    assert "convert_mamba_ssm_checkpoint_to_pytorch" in line and "model_type 'mamba'" in line, line
+
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert code == 0 and any("mamba_ssm's own config, not a transformers one" in w for w in data["warnings"]), data
+
+    result = run_cli("check-dtype", str(folder))
+    text = " ".join(result.stdout.replace("│", " ").split())
+    assert "mamba_ssm's own config (no dtype field): MambaLMHeadModel.from_pretrained builds the model in float32" \
+        in text, text
+    assert "dtype='auto' goes by the weights" not in text

@@ -505,6 +505,13 @@ def config_agreement(
     if declared is None and isinstance(config.get("architecture"), str) and not config.get("model_type"):
         return ConfigAgreement("not-set", f"a timm {config['architecture']} config (no dtype field): timm builds "
                                "the model in float32 and load_state_dict copies the weights into it")
+    from weightdoctor.meta_model import is_mamba_ssm_config
+
+    if declared is None and is_mamba_ssm_config(config):
+        # mamba_ssm's MambaLMHeadModel(config, dtype=None) is built in torch's default dtype, and load_state_dict
+        # copies the weights into it.
+        return ConfigAgreement("not-set", "mamba_ssm's own config (no dtype field): MambaLMHeadModel.from_pretrained "
+                               "builds the model in float32 unless given dtype=, and copies the weights into it")
     if declared is None:
         return ConfigAgreement("not-set", "config.json sets no torch_dtype/dtype: dtype='auto' goes by the weights")
     from weightdoctor.quantized import mlx_quantization
