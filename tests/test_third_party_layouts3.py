@@ -183,3 +183,29 @@ def test_a_mamba_ssm_checkpoint_names_its_config_as_mamba_ssms(tmp_path: Path) -
     assert "mamba_ssm's own config (no dtype field): MambaLMHeadModel.from_pretrained builds the model in float32" \
         in text, text
     assert "dtype='auto' goes by the weights" not in text
+
+
+def test_a_torchscript_clip_archive_is_said_to_be_code_not_called_dangerous(tmp_path: Path) -> None:
+    """OpenAI CLIP's ViT-B-32.pt is a torch.jit.save archive. The refusal led with "dangerous:" and every scripted
+    class and list builder its pickles name (torch.jit._pickle.build_intlist, "dangerous"), the one thing that
+    matters (it is compiled code torch.jit.load runs; save its state_dict to read it) last."""
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ln_1 = torch.nn.LayerNorm(8)
+            self.mlp = torch.nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.mlp(self.ln_1(x))
+
+    path = tmp_path / "ViT-B-32.pt"
+    torch.jit.save(torch.jit.script(Block()), str(path))
+    for command in ("inspect", "convert"):
+        result = run_cli(command, str(path), *(("-o", str(tmp_path / "out.safetensors")) if command == "convert"
+                                              else ()))
+        line = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "this is a TorchScript archive, torch.jit.save" in line and "nothing was unpickled" in line, line
+        assert "compiled TorchScript code" in line and "torch.jit.load runs" in line, line
+        assert "torch.jit.load(path).state_dict()" in line and "dangerous" not in line, line

@@ -338,6 +338,8 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
     from weightdoctor.security import scan_file
 
     report = scan_file(path, label)
+    if report.unsafe and (scripted := _torchscript_only(report)) is not None:
+        raise UnsafePickle(scripted)
     if report.unsafe:
         hint = ""
         if any(g.module.startswith(("__torch__", "torch.jit")) for g in report.globals):
@@ -361,6 +363,22 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
             hint = " (this looks like a whole pickled model, torch.save(model): save model.state_dict() instead)"
         raise UnsafePickle(f"{report.summary()}; nothing was unpickled{hint}")
     return report
+
+
+def _torchscript_only(report: ScanReport) -> str | None:
+    """What to say of a TorchScript archive (torch.jit.save: OpenAI CLIP's .pt files) whose pickles name nothing but
+    its scripted classes (`__torch__.*`) and TorchScript's list builders (`torch.jit._pickle.*`); None for any other
+    file, a TorchScript archive with another global among them included, which the scan's verdict then names."""
+    flagged = [g for g in report.globals if g.safety != "safe"]
+    if not flagged or report.problems or not all(
+            g.module == "__torch__" or g.module.startswith("__torch__.") or g.module == "torch.jit._pickle"
+            for g in flagged):
+        return None
+    classes = sorted({g.qualified for g in flagged if g.module.split(".")[0] == "__torch__"})
+    shown = ", ".join(classes[:3]) + (f" and {len(classes) - 3} more" if len(classes) > 3 else "")
+    return ("this is a TorchScript archive, torch.jit.save: the model is compiled TorchScript code (its classes "
+            f"{shown or 'none'}) that torch.jit.load runs, not a state dict, so nothing was unpickled; where you trust "
+            "the file, torch.save(torch.jit.load(path).state_dict(), 'weights.pt') writes the weights to read here")
 
 
 def _inert_safe_globals(report: ScanReport) -> list[Any]:
