@@ -209,3 +209,20 @@ def test_a_torchscript_clip_archive_is_said_to_be_code_not_called_dangerous(tmp_
         assert "this is a TorchScript archive, torch.jit.save" in line and "nothing was unpickled" in line, line
         assert "compiled TorchScript code" in line and "torch.jit.load runs" in line, line
         assert "torch.jit.load(path).state_dict()" in line and "dangerous" not in line, line
+
+
+def test_a_textual_inversion_embedding_is_not_called_a_training_checkpoint(tmp_path: Path) -> None:
+    """An A1111 / SD-scripts embedding keeps its vectors under string_to_param["*"] beside name and step: inspect
+    said "state dict at string_to_param (a training checkpoint)"."""
+    path = tmp_path / "mystyle.pt"
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": torch.randn(4, 768)}, "name": "mystyle",
+                "step": 3000, "sd_checkpoint": "a9263745", "sd_checkpoint_name": "v1-5-pruned-emaonly"}, path)
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 0, result.stderr
+    text = " ".join(result.stdout.replace("│", " ").split())
+    assert "state dict at string_to_param (a textual-inversion embedding" in text, text
+    assert "a training checkpoint" not in text
+
+    torch.save({"epoch": 3, "model": {"w": torch.zeros(2)}}, tmp_path / "last.pt")
+    text = " ".join(run_cli("inspect", str(tmp_path / "last.pt")).stdout.replace("│", " ").split())
+    assert "state dict at model (a training checkpoint)" in text, text
