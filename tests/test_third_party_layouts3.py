@@ -226,3 +226,26 @@ def test_a_textual_inversion_embedding_is_not_called_a_training_checkpoint(tmp_p
     torch.save({"epoch": 3, "model": {"w": torch.zeros(2)}}, tmp_path / "last.pt")
     text = " ".join(run_cli("inspect", str(tmp_path / "last.pt")).stdout.replace("│", " ").split())
     assert "state dict at model (a training checkpoint)" in text, text
+
+
+def test_a_speechbrain_checkpoint_folder_names_its_modules_and_its_text_files(tmp_path: Path) -> None:
+    """SpeechBrain's Checkpointer writes CKPT+<time>/ with one <name>.ckpt per recoverable: torch.save files for
+    the modules, YAML for the Brain, a number for the epoch counter. The folder was "several weight files and no
+    index (brain.ckpt, counter.ckpt, model.ckpt, normalizer.ckpt)": text files called weights, SpeechBrain unnamed."""
+    folder = tmp_path / "CKPT+2024-05-01+10-00-00+00"
+    folder.mkdir()
+    torch.save(torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(16, 4)).state_dict(), folder / "model.ckpt")
+    torch.save({"count": 10, "glob_mean": torch.zeros(80), "glob_std": torch.ones(80)}, folder / "normalizer.ckpt")
+    torch.save({"state": {}, "param_groups": [{"lr": 1.0, "params": [0, 1, 2, 3]}]}, folder / "optimizer.ckpt")
+    (folder / "brain.ckpt").write_text("avg_train_loss: 0.5\nstep: 100\noptimizer_step: 100\n")
+    (folder / "counter.ckpt").write_text("5")
+    (folder / "CKPT.yaml").write_text("# yamllint disable\nWER: 12.3\nend-of-epoch: true\nunixtime: 1714557600.0\n")
+    for command in ("inspect", "plan-devices"):
+        result = run_cli(command, str(folder), *(("--gpu", "1GB") if command == "plan-devices" else ()))
+        line = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "a SpeechBrain checkpoint folder (CKPT.yaml)" in line, line
+        assert "(model.ckpt, normalizer.ckpt)" in line and "brain.ckpt, counter.ckpt are text" in line, line
+        assert f"e.g. {folder.name}/model.ckpt" in line and "several weight files" not in line, line
+    code, data = run_json("inspect", str(folder / "model.ckpt"))
+    assert code == 0 and data["num_tensors"] == 4, data

@@ -704,7 +704,30 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             f"folder holds {len(weights)} model-parallel parts of Meta's original checkpoint ({names}): each holds "
             "a slice of every tensor, not some of the tensors; name one to see one part, or convert the folder "
             "with transformers' convert_llama_weights_to_hf.py", str(folder))
+    if (folder / "CKPT.yaml").is_file():
+        # SpeechBrain's Checkpointer: one file per recoverable, `<name>.ckpt`; the Brain's step and an epoch
+        # counter are YAML / text under the same suffix.
+        pickled = [p.name for p in weights if _pickled(p)]
+        text = [p.name for p in weights if p.name not in pickled]
+        raise UnsupportedFormat(
+            f"a SpeechBrain checkpoint folder (CKPT.yaml): each module's state is a .ckpt file of its own "
+            f"({', '.join(pickled[:6]) or 'none here'})"
+            + (f", and {', '.join(text[:4])} {'is' if len(text) == 1 else 'are'} text (the Brain's step, the epoch "
+               "counter), not weights" if text else "")
+            + f"; name the module's file to read it (e.g. {folder.name}/{pickled[0] if pickled else 'model.ckpt'})",
+            str(folder))
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
+
+
+def _pickled(path: Path) -> bool:
+    """Whether a file starts as torch.save writes (a zip archive, or a legacy pickle), not as YAML or text."""
+    from weightdoctor.checkpoint.pytorch_format import detect_pickle_format
+
+    try:
+        with open(path, "rb") as handle:
+            return detect_pickle_format(handle.read(8)) is not None
+    except OSError:
+        return False
 
 
 def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision: str | None = None) -> Exception:
