@@ -249,3 +249,28 @@ def test_a_speechbrain_checkpoint_folder_names_its_modules_and_its_text_files(tm
         assert f"e.g. {folder.name}/model.ckpt" in line and "several weight files" not in line, line
     code, data = run_json("inspect", str(folder / "model.ckpt"))
     assert code == 0 and data["num_tensors"] == 4, data
+
+
+def test_the_smallest_cast_does_not_call_an_equally_exact_one_worse(tmp_path: Path) -> None:
+    """An FP8 checkpoint (DeepSeek-V3's layout: float8_e4m3fn weights, float32 weight_scale_inv) casts exactly to
+    both fp16 and bf16, yet the recommendation said "fp16 (same size as bf16, whose max relative error is larger)"."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "fp8"
+    folder.mkdir()
+    save_file({"model.layers.0.mlp.down_proj.weight": torch.randn(64, 128).to(torch.float8_e4m3fn),
+               "model.layers.0.mlp.down_proj.weight_scale_inv": torch.rand(1, 1),
+               "model.norm.weight": torch.ones(64, dtype=torch.bfloat16)}, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "llama", "torch_dtype": "bfloat16",
+        "quantization_config": {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                                "weight_block_size": [128, 128]}}))
+    code, data = run_json("check-dtype", str(folder))
+    assert code == 0 and data["targets"]["fp16"]["verdict"] == data["targets"]["bf16"]["verdict"] == "safe", data
+    [line] = [x for x in data["recommendation"]["lines"] if x.startswith("smallest plain cast")]
+    assert line.endswith("fp16 (bf16, the same size, does as well here)"), line
+
+    save_file({"w": torch.randn(64, 64, dtype=torch.float16)}, tmp_path / "half.safetensors")
+    code, data = run_json("check-dtype", str(tmp_path / "half.safetensors"))
+    [line] = [x for x in data["recommendation"]["lines"] if x.startswith("smallest plain cast")]
+    assert line.endswith("fp16 (same size as bf16, whose max relative error is larger)"), line

@@ -739,8 +739,18 @@ def recommend(
     if usable:
         usable.sort(key=lambda item: (item[1].memory_bytes, verdict_rank(item[1].verdict), item[1].max_rel_error))
         best = usable[0][0]
-        others = [n for n, r in usable[1:] if r.memory_bytes == usable[0][1].memory_bytes]
-        tail = f" (same size as {', '.join(others)}, whose max relative error is larger)" if others else ""
+        first = usable[0][1]
+        same_size = [(n, r) for n, r in usable[1:] if r.memory_bytes == first.memory_bytes]
+        # Of the casts as small: those that lose more, and those no worse, which the sort put second only by order
+        # (an fp8 or fp16 checkpoint casts exactly to both fp16 and bf16: neither error is larger).
+        larger = [n for n, r in same_size if r.max_rel_error > first.max_rel_error]
+        worse = [f"{n}, {r.verdict}" for n, r in same_size if n not in larger
+                 and verdict_rank(r.verdict) > verdict_rank(first.verdict)]
+        equal = [n for n, r in same_size if n not in larger and verdict_rank(r.verdict) <= verdict_rank(first.verdict)]
+        said = ([f"same size as {', '.join(larger)}, whose max relative error is larger"] if larger else []) + (
+            [f"same size as {'; '.join(worse)}"] if worse else []) + (
+            [f"{', '.join(equal)}, the same size, {'does' if len(equal) == 1 else 'do'} as well here"] if equal else [])
+        tail = f" ({'; '.join(said)})" if said else ""
         lines.append(f"smallest plain cast without overflow or mass underflow: {best}{tail}")
     text = "\n".join(lines)
     return Recommendation(text=text, best=best, lines=lines, commands=commands, memory_bytes=memory)
