@@ -274,3 +274,20 @@ def test_the_smallest_cast_does_not_call_an_equally_exact_one_worse(tmp_path: Pa
     code, data = run_json("check-dtype", str(tmp_path / "half.safetensors"))
     [line] = [x for x in data["recommendation"]["lines"] if x.startswith("smallest plain cast")]
     assert line.endswith("fp16 (same size as bf16, whose max relative error is larger)"), line
+
+
+def test_an_ip_adapter_written_flat_to_a_bin_is_warned_about(tmp_path: Path) -> None:
+    """diffusers' load_ip_adapter splits a .safetensors IP-Adapter by its image_proj. / ip_adapter. prefixes but
+    indexes a .bin's state_dict["image_proj"]: convert --to bin wrote the flat names without a word."""
+    from safetensors.torch import save_file
+
+    save_file({"image_proj.proj.weight": torch.randn(64, 16), "image_proj.norm.weight": torch.ones(16),
+               "ip_adapter.1.to_k_ip.weight": torch.randn(32, 16), "ip_adapter.1.to_v_ip.weight": torch.randn(32, 16)},
+              tmp_path / "ip-adapter_sd15.safetensors")
+    result = run_cli("convert", str(tmp_path / "ip-adapter_sd15.safetensors"), "-o", str(tmp_path / "ip.bin"))
+    line = " ".join(result.stderr.split())
+    assert result.exit_code == 0, result.stderr
+    assert "an IP-Adapter written flat (image_proj.*, ip_adapter.*) to a .bin" in line, line
+    assert "keep the .safetensors" in line, line
+    result = run_cli("convert", str(tmp_path / "ip.bin"), "-o", str(tmp_path / "back.safetensors"))
+    assert result.exit_code == 0 and "IP-Adapter written flat" not in result.stderr, result.stderr
