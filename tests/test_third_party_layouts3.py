@@ -291,3 +291,29 @@ def test_an_ip_adapter_written_flat_to_a_bin_is_warned_about(tmp_path: Path) -> 
     assert "keep the .safetensors" in line, line
     result = run_cli("convert", str(tmp_path / "ip.bin"), "-o", str(tmp_path / "back.safetensors"))
     assert result.exit_code == 0 and "IP-Adapter written flat" not in result.stderr, result.stderr
+
+
+def test_model_class_on_a_mistral_native_folder_says_what_its_params_json_is(tmp_path: Path) -> None:
+    """Mistral's own release: consolidated.safetensors beside params.json and tekken.json, no config.json.
+    diff-keys --model-class said only "pass --config", as if a config.json beside those names would do."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "Mistral-Nemo-Instruct-2407"
+    folder.mkdir()
+    save_file({"tok_embeddings.weight": torch.zeros(100, 32, dtype=torch.bfloat16),
+               "layers.0.attention.wq.weight": torch.zeros(32, 32, dtype=torch.bfloat16),
+               "norm.weight": torch.ones(32, dtype=torch.bfloat16),
+               "output.weight": torch.zeros(100, 32, dtype=torch.bfloat16)}, folder / "consolidated.safetensors")
+    (folder / "params.json").write_text(json.dumps({"dim": 32, "n_layers": 1, "head_dim": 8, "hidden_dim": 64,
+                                                    "n_heads": 4, "n_kv_heads": 2, "norm_eps": 1e-5,
+                                                    "vocab_size": 100, "rope_theta": 1e6}))
+    (folder / "tekken.json").write_text("{}")
+    result = run_cli("diff-keys", str(folder), "--model-class", "MistralForCausalLM")
+    line = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "pass --config; its params.json is Meta's / Mistral's own format" in line, line
+    assert "convert_mistral_weights_to_hf.py" in line, line
+
+    (folder / "params.json").unlink()
+    result = run_cli("diff-keys", str(folder), "--model-class", "MistralForCausalLM")
+    assert result.exit_code == 2 and "params.json" not in result.stderr, result.stderr

@@ -229,7 +229,15 @@ def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None
     """
     if config is None:
         if checkpoint.config is None:
-            raise UsageError("--model-class needs a config: A has no config.json next to it; pass --config")
+            from weightdoctor.structure import native_params_summary
+
+            native = native_params_summary(checkpoint)[0] if checkpoint.tensors else None
+            raise UsageError(
+                "--model-class needs a config: A has no config.json next to it; pass --config"
+                + ("; its params.json is Meta's / Mistral's own format, which transformers does not read, and its "
+                   "weights carry their own names (tok_embeddings, attention.wq): transformers' "
+                   "convert_llama_weights_to_hf.py or convert_mistral_weights_to_hf.py writes both the HF way"
+                   if native is not None else ""))
         return dict(checkpoint.config)
     path = Path(config).expanduser()
     if not path.exists():
