@@ -317,3 +317,19 @@ def test_model_class_on_a_mistral_native_folder_says_what_its_params_json_is(tmp
     (folder / "params.json").unlink()
     result = run_cli("diff-keys", str(folder), "--model-class", "MistralForCausalLM")
     assert result.exit_code == 2 and "params.json" not in result.stderr, result.stderr
+
+
+def test_shards_of_an_ip_adapter_say_its_loaders_read_one_file(tmp_path: Path) -> None:
+    """IP-Adapter loaders (diffusers' load_ip_adapter, ComfyUI) take one weight file: shard split it into
+    model-*.safetensors with nothing said, as it says for LoRAs and single-file Stable Diffusion checkpoints."""
+    path = tmp_path / "ip-adapter-plus_sd15.bin"
+    torch.save({"image_proj": {"latents": torch.randn(1, 16, 64), "proj_in.weight": torch.randn(64, 64)},
+                "ip_adapter": {"1.to_k_ip.weight": torch.randn(64, 64), "1.to_v_ip.weight": torch.randn(64, 64)}},
+               path)
+    result = run_cli("shard", str(path), "--max", "20KB", "-o", str(tmp_path / "shards"))
+    line = " ".join(result.stderr.split())
+    assert result.exit_code == 0, result.stderr
+    assert "an IP-Adapter is loaded from one file (diffusers' load_ip_adapter, ComfyUI's IPAdapter nodes)" in line
+    assert "from_single_file" not in line, line
+    code, data = run_json("shard", str(path), "--single", "-o", str(tmp_path / "one"))
+    assert code == 0 and not any("IP-Adapter is loaded" in w for w in data["plan"]["warnings"]), data
