@@ -333,3 +333,27 @@ def test_shards_of_an_ip_adapter_say_its_loaders_read_one_file(tmp_path: Path) -
     assert "from_single_file" not in line, line
     code, data = run_json("shard", str(path), "--single", "-o", str(tmp_path / "one"))
     assert code == 0 and not any("IP-Adapter is loaded" in w for w in data["plan"]["warnings"]), data
+
+
+def test_casting_an_awq_checkpoint_to_bf16_says_transformers_loads_it_in_fp16(tmp_path: Path) -> None:
+    """AutoAWQ's checkpoints (qweight, qzeros, fp16 scales; quant_method "awq"): transformers' AwqQuantizer casts a
+    bf16 dtype back to float16 when a GPU is present, so convert --dtype bf16 wrote a config nobody loads as such."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "llama-awq"
+    folder.mkdir()
+    layer = "model.layers.0.self_attn.q_proj"
+    save_file({f"{layer}.qweight": torch.zeros(64, 8, dtype=torch.int32),
+               f"{layer}.qzeros": torch.zeros(2, 8, dtype=torch.int32),
+               f"{layer}.scales": torch.ones(2, 64, dtype=torch.float16),
+               "model.norm.weight": torch.ones(64, dtype=torch.float16)}, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "llama", "torch_dtype": "float16",
+        "quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 32, "zero_point": True,
+                                "version": "gemm"}}))
+    code, data = run_json("convert", str(folder), "-o", str(tmp_path / "bf16"), "--dtype", "bf16")
+    assert code == 0, data
+    assert any("on an AWQ checkpoint: its CUDA kernels take no bf16" in w and "float16 anyway" in w
+               for w in data["plan"]["warnings"]), data["plan"]["warnings"]
+    code, data = run_json("convert", str(folder), "-o", str(tmp_path / "fp32"), "--dtype", "fp32")
+    assert code == 0 and not any("AWQ" in w for w in data["plan"]["warnings"]), data["plan"]["warnings"]
