@@ -357,3 +357,40 @@ def test_casting_an_awq_checkpoint_to_bf16_says_transformers_loads_it_in_fp16(tm
                for w in data["plan"]["warnings"]), data["plan"]["warnings"]
     code, data = run_json("convert", str(folder), "-o", str(tmp_path / "fp32"), "--dtype", "fp32")
     assert code == 0 and not any("AWQ" in w for w in data["plan"]["warnings"]), data["plan"]["warnings"]
+
+
+def test_the_module_tree_of_a_gptq_checkpoint_counts_its_unpacked_weights(tmp_path: Path) -> None:
+    """AutoGPTQ / GPTQModel store each Linear as qweight (int32, 8 values each), qzeros, fp16 scales and g_idx.
+    inspect's summary said "54.0K parameters once unpacked" while its module tree below counted the stored int32s
+    plus scales and g_idx as parameters: q_proj 720 where the layer holds 64 × 64 = 4096 weights."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "llama-gptq"
+    folder.mkdir()
+    hidden, group = 64, 32
+    tensors = {"model.norm.weight": torch.ones(hidden, dtype=torch.float16)}
+    for proj in ("q_proj", "k_proj"):
+        base = f"model.layers.0.self_attn.{proj}"
+        tensors[f"{base}.qweight"] = torch.zeros(hidden // 8, hidden, dtype=torch.int32)
+        tensors[f"{base}.qzeros"] = torch.zeros(hidden // group, hidden // 8, dtype=torch.int32)
+        tensors[f"{base}.scales"] = torch.ones(hidden // group, hidden, dtype=torch.float16)
+        tensors[f"{base}.g_idx"] = torch.arange(hidden, dtype=torch.int32) // group
+    save_file(tensors, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "llama", "torch_dtype": "float16",
+        "quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": group, "desc_act": False}}))
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and data["quantized"]["parameters"] == 2 * hidden * hidden + hidden, data["quantized"]
+
+    def find(nodes: list[dict], name: str) -> dict:
+        for node in nodes:
+            if node["name"] == name:
+                return node
+            found = find(node.get("children") or [], name)
+            if found:
+                return found
+        return {}
+
+    assert find(data["module_tree"], "q_proj")["num_params"] == hidden * hidden, data["module_tree"]
+    result = run_cli("inspect", str(tmp_path / "llama-gptq"))
+    assert "modules 8.3K parameters once unpacked" in result.stdout, result.stdout

@@ -179,7 +179,10 @@ def _add_nodes(tree: Tree, nodes: list[ModuleNode], depth: int, max_depth: int) 
 
 
 def module_tree(report: InspectReport, max_depth: int = 4) -> Tree:
-    tree = Tree(f"[bold]modules[/] [dim]{format_count(report.num_params)} parameters[/]")
+    quantized = report.quantized.parameters if report.quantized is not None else None
+    total = f"{format_count(quantized)} parameters once unpacked" if quantized is not None else (
+        f"{format_count(report.num_params)} parameters")
+    tree = Tree(f"[bold]modules[/] [dim]{total}[/]")
     _add_nodes(tree, report.module_tree, 1, max_depth)
     return tree
 
