@@ -394,3 +394,25 @@ def test_the_module_tree_of_a_gptq_checkpoint_counts_its_unpacked_weights(tmp_pa
     assert find(data["module_tree"], "q_proj")["num_params"] == hidden * hidden, data["module_tree"]
     result = run_cli("inspect", str(tmp_path / "llama-gptq"))
     assert "modules 8.3K parameters once unpacked" in result.stdout, result.stdout
+
+
+def test_check_dtype_does_not_call_a_gptq_checkpoints_fp16_scales_not_floating(tmp_path: Path) -> None:
+    """check-dtype leaves a quantizer's scales as stored, rightly, but counted them among the tensors "left as they
+    are (not floating)": GPTQ's scales are float16."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "gptq"
+    folder.mkdir()
+    base = "model.layers.0.self_attn.q_proj"
+    save_file({f"{base}.qweight": torch.zeros(8, 64, dtype=torch.int32),
+               f"{base}.qzeros": torch.zeros(2, 8, dtype=torch.int32),
+               f"{base}.scales": torch.ones(2, 64, dtype=torch.float16),
+               f"{base}.g_idx": torch.zeros(64, dtype=torch.int32),
+               "model.norm.weight": torch.ones(64, dtype=torch.float16)}, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "llama", "torch_dtype": "float16",
+        "quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 32}}))
+    result = run_cli("check-dtype", str(folder))
+    assert result.exit_code == 0, result.stderr
+    text = " ".join(result.stdout.replace("│", " ").split())
+    assert "1 floating tensor(s); 4 left as they are (3 not floating, 1 quantizer scale(s) or state(s))" in text, text
