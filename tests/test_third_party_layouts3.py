@@ -416,3 +416,35 @@ def test_check_dtype_does_not_call_a_gptq_checkpoints_fp16_scales_not_floating(t
     assert result.exit_code == 0, result.stderr
     text = " ".join(result.stdout.replace("│", " ").split())
     assert "1 floating tensor(s); 4 left as they are (3 not floating, 1 quantizer scale(s) or state(s))" in text, text
+
+
+def test_a_torchao_quantized_bin_says_what_its_unknown_classes_are(tmp_path: Path) -> None:
+    """transformers' TorchAoConfig models saved as pytorch_model.bin pickle each quantized weight as its torchao
+    tensor subclass. The refusal named "torchao.dtypes.affine_quantized_tensor.AffineQuantizedTensor (unknown)" and
+    nothing else: neither what it is nor what loads it. Written in a child interpreter with a stand-in torchao
+    (not installed here) whose class has the real one's module and name."""
+    import subprocess
+    import sys
+
+    package = tmp_path / "fake" / "torchao" / "dtypes"
+    package.mkdir(parents=True)
+    (package.parent / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "affine_quantized_tensor.py").write_text(
+        "import torch\n\n\nclass AffineQuantizedTensor(torch.Tensor):\n    pass\n")
+    folder = tmp_path / "llama-int4wo"
+    folder.mkdir()
+    script = ("import torch\nfrom torchao.dtypes.affine_quantized_tensor import AffineQuantizedTensor\n"
+              "weight = torch.randn(4, 4).as_subclass(AffineQuantizedTensor)\n"
+              f"torch.save({{'model.layers.0.self_attn.q_proj.weight': weight, 'model.norm.weight': torch.ones(4)}}, "
+              f"{str(folder / 'pytorch_model.bin')!r})\n")
+    subprocess.run([sys.executable, "-c", script], check=True, env={"PYTHONPATH": str(tmp_path / "fake")})
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "quantization_config": {
+        "quant_method": "torchao", "quant_type": {"default": {"_type": "Int4WeightOnlyConfig", "_version": 2,
+                                                              "_data": {"group_size": 128}}}}}))
+    result = run_cli("inspect", str(folder))
+    line = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "torchao.dtypes.affine_quantized_tensor.AffineQuantizedTensor" in line and "nothing was unpickled" in line
+    assert "these are torchao quantized tensors, each pickled as its torchao tensor subclass" in line, line
+    assert "quant_method torchao" in line, line

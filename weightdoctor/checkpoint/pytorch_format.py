@@ -358,6 +358,13 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
             hint = (" (this is an Ultralytics YOLO checkpoint: the model is pickled whole beside ema, optimizer and "
                     "train_args; where you trust the file, load it with ultralytics, YOLO(path).model.state_dict(), "
                     "and save that state dict to read the weights here)")
+        elif any(g.module.split(".")[0] == "torchao" for g in report.globals if g.safety != "safe"):
+            # transformers' TorchAoConfig checkpoints saved as .bin: each quantized weight pickled as its torchao
+            # tensor subclass (AffineQuantizedTensor, Int4Tensor, ...), which only torchao's classes rebuild.
+            hint = (" (these are torchao quantized tensors, each pickled as its torchao tensor subclass: only torchao "
+                    "rebuilds them, and weightdoctor reads no tensor subclass; from_pretrained loads such a "
+                    "checkpoint with torchao installed (its config.json's quantization_config: quant_method "
+                    "torchao))")
         elif any(g.module.startswith(("torch.nn.modules", "transformers.models")) for g in report.globals):
             # torch.save(model) pickles the classes themselves; only a state dict is data.
             hint = " (this looks like a whole pickled model, torch.save(model): save model.state_dict() instead)"
