@@ -127,7 +127,7 @@ def test_an_mlx_quantized_checkpoint_is_not_planned_or_diffed_as_transformers_lo
     assert code == 0, data
 
 
-@pytest.mark.parametrize("weights", ["tf_model.h5", "flax_model.msgpack", "onnx/model.onnx"])
+@pytest.mark.parametrize("weights", ["tf_model.h5", "flax_model.msgpack", "onnx/model.onnx", "bert-Q8_0.gguf"])
 def test_a_folder_of_tensorflow_flax_or_onnx_weights_is_not_planned_as_loadable(tmp_path: Path, weights: str) -> None:
     """A repo cloned with its TensorFlow, Flax or ONNX (Optimum's onnx/) weights only: plan-devices planned the
     config's model without a word, though from_pretrained finds no PyTorch weights there and raises; inspect
@@ -143,6 +143,8 @@ def test_a_folder_of_tensorflow_flax_or_onnx_weights_is_not_planned_as_loadable(
     warning = next((w for w in data["warnings"] if weights in w), "")
     assert "(not PyTorch): from_pretrained(folder) finds no model.safetensors or pytorch_model.bin" in warning, data
     assert "read from config.json alone" in warning
+    # transformers reads a GGUF file it is given by name (gguf_file=), dequantized.
+    assert ("gguf_file='bert-Q8_0.gguf'" in warning) is weights.endswith(".gguf"), warning
 
     result = run_cli("inspect", str(folder))
     assert result.exit_code == 2 and f"it holds {weights}, which weightdoctor does not read" in result.stderr

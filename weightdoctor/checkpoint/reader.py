@@ -490,9 +490,12 @@ def _foreign_weights_only(folder: Path) -> list[str]:
     others = foreign.foreign_files_in(folder)
     if not others:
         return []
+    gguf = next((name for name in others if name.lower().endswith(".gguf")), None)
+    # transformers reads a GGUF file when named (gguf_file=), dequantizing it to the floating dtype planned here.
+    named = f" (unless given gguf_file={gguf!r}, which it dequantizes)" if gguf else ""
     return [f"the folder's weights are {', '.join(others[:6])} (not PyTorch): from_pretrained(folder) finds no "
-            "model.safetensors or pytorch_model.bin there and raises; read from config.json alone, as the model "
-            "it describes"]
+            f"model.safetensors or pytorch_model.bin there and raises{named}; read from config.json alone, as the "
+            "model it describes"]
 
 
 def _no_weights_message(folder: Path) -> str:
