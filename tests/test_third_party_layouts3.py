@@ -450,3 +450,43 @@ def test_a_torchao_quantized_bin_says_what_its_unknown_classes_are(tmp_path: Pat
     assert "torchao.dtypes.affine_quantized_tensor.AffineQuantizedTensor" in line and "nothing was unpickled" in line
     assert "these are torchao quantized tensors, each pickled as its torchao tensor subclass" in line, line
     assert "quant_method torchao" in line, line
+
+
+def test_an_mmengine_checkpoint_reads_its_message_hub_as_inert_data(tmp_path: Path) -> None:
+    """mmengine's Runner (MMDetection, MMPretrain 3.x) saves `message_hub` beside `state_dict`: its log_scalars map
+    each name to a HistoryBuffer (numpy history arrays). The whole checkpoint was refused, "suspicious:
+    mmengine.logging.history_buffer.HistoryBuffer (unknown)", as torch.load(weights_only=True) refuses it. Written in
+    a child interpreter with mmengine's class as it is (a plain class, pickled by its __dict__); mmengine is not
+    installed here, and the reader must not need it."""
+    import subprocess
+    import sys
+
+    package = tmp_path / "fake" / "mmengine" / "logging"
+    package.mkdir(parents=True)
+    (package.parent / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "history_buffer.py").write_text(
+        "import numpy as np\n\n\nclass HistoryBuffer:\n    _statistics_methods: dict = dict()\n\n"
+        "    def __init__(self, log_history=[], count_history=[], max_length=1000000):\n"
+        "        self.max_length = max_length\n        self._log_history = np.array(log_history)\n"
+        "        self._count_history = np.array(count_history)\n")
+    path = tmp_path / "epoch_12.pth"
+    script = (
+        "import torch\nfrom mmengine.logging.history_buffer import HistoryBuffer\n"
+        "torch.save({'meta': {'epoch': 12, 'iter': 3000, 'mmengine_version': '0.10.3', 'seed': 42,\n"
+        "                     'dataset_meta': {'classes': ('person', 'car')}, 'experiment_name': 'rtmdet_tiny'},\n"
+        "            'state_dict': {'backbone.stem.0.conv.weight': torch.randn(8, 3, 3, 3),\n"
+        "                           'bbox_head.rtm_cls.0.weight': torch.randn(2, 8, 1, 1)},\n"
+        "            'message_hub': {'log_scalars': {'train/loss': HistoryBuffer([0.5, 0.4], [1, 1]),\n"
+        "                                            'train/lr': HistoryBuffer([0.01], [1])},\n"
+        "                            'runtime_info': {'epoch': 12, 'iter': 3000}, 'resumed_keys': {'epoch': True}},\n"
+        "            'optimizer': {'state': {}, 'param_groups': [{'lr': 0.01, 'params': [0, 1]}]},\n"
+        f"            'param_schedulers': [{{'last_epoch': 12}}]}}, {str(path)!r})\n")
+    subprocess.run([sys.executable, "-c", script], check=True, env={"PYTHONPATH": str(tmp_path / "fake")})
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "state_dict" and data["num_tensors"] == 2, data
+    assert "message_hub (dict, 3 entries)" in data["other_entries"], data["other_entries"]
+    inert = [g for g in data["security"]["globals"] if g["safety"] == "inert"]
+    assert [f"{g['module']}.{g['name']}" for g in inert] == ["mmengine.logging.history_buffer.HistoryBuffer"], inert
+    code, data = run_json("convert", str(path), "-o", str(tmp_path / "rtmdet.safetensors"))
+    assert code == 0, data
