@@ -490,3 +490,20 @@ def test_an_mmengine_checkpoint_reads_its_message_hub_as_inert_data(tmp_path: Pa
     assert [f"{g['module']}.{g['name']}" for g in inert] == ["mmengine.logging.history_buffer.HistoryBuffer"], inert
     code, data = run_json("convert", str(path), "-o", str(tmp_path / "rtmdet.safetensors"))
     assert code == 0, data
+
+
+def test_an_mlx_config_alone_is_not_planned_and_other_quantization_keys_are_left_alone(tmp_path: Path) -> None:
+    """plan-devices on an mlx-community repo fetches its config.json alone: its `quantization` says mlx-lm as
+    surely as the packed weights do. A `quantization` entry without bits or group size is not mlx-lm's."""
+    _mlx_llama(tmp_path / "full", both_keys=False)
+    folder = tmp_path / "config-only"
+    folder.mkdir()
+    (folder / "config.json").write_text((tmp_path / "full" / "config.json").read_text())
+    result = run_cli("plan-devices", str(folder), "--gpu", "1GB")
+    assert result.exit_code == 2 and "an mlx-lm 4-bit, group size 64 checkpoint" in result.stderr, result.stderr
+
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization"] = {"kv_cache": "fp8"}
+    (folder / "config.json").write_text(json.dumps(config))
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert code == 0 and data["dtype"] == "fp16", data

@@ -145,7 +145,8 @@ def mlx_quantization(tensors: Iterable[TensorInfo], config: Mapping[str, Any] | 
         summary = quantized_summary(unique, config)
         if summary is None or summary.method != "mlx":
             return None
-    elif not isinstance(own, Mapping) or (quantization is not None and quantization.get("quant_method")):
+    elif (not isinstance(own, Mapping) or not {"bits", "group_size"} & set(own)
+          or (quantization is not None and quantization.get("quant_method"))):
         return None  # a config alone: mlx-lm's `quantization`, and no quantizer transformers knows beside it
     settings = own if isinstance(own, Mapping) else quantization or {}
     bits, group = _bits(settings.get("bits")), settings.get("group_size")
