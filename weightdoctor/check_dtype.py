@@ -505,8 +505,22 @@ def config_agreement(
     if declared is None and isinstance(config.get("architecture"), str) and not config.get("model_type"):
         return ConfigAgreement("not-set", f"a timm {config['architecture']} config (no dtype field): timm builds "
                                "the model in float32 and load_state_dict copies the weights into it")
+    from weightdoctor.meta_model import is_mamba_ssm_config
+
+    if declared is None and is_mamba_ssm_config(config):
+        # mamba_ssm's MambaLMHeadModel(config, dtype=None) is built in torch's default dtype, and load_state_dict
+        # copies the weights into it.
+        return ConfigAgreement("not-set", "mamba_ssm's own config (no dtype field): MambaLMHeadModel.from_pretrained "
+                               "builds the model in float32 unless given dtype=, and copies the weights into it")
     if declared is None:
         return ConfigAgreement("not-set", "config.json sets no torch_dtype/dtype: dtype='auto' goes by the weights")
+    from weightdoctor.quantized import mlx_quantization
+
+    mlx = mlx_quantization(tensors, config)
+    if mlx is not None:
+        return ConfigAgreement(
+            "quantized", f"an {mlx} checkpoint: stored {', '.join(stored) or 'no floating'} beside config {declared} "
+            "is by design (transformers has no quantizer for it: mlx_lm.load reads it)")
     quant = config.get("quantization_config")
     if isinstance(quant, dict):
         method = quant.get("quant_method", "unknown")
@@ -725,8 +739,18 @@ def recommend(
     if usable:
         usable.sort(key=lambda item: (item[1].memory_bytes, verdict_rank(item[1].verdict), item[1].max_rel_error))
         best = usable[0][0]
-        others = [n for n, r in usable[1:] if r.memory_bytes == usable[0][1].memory_bytes]
-        tail = f" (same size as {', '.join(others)}, whose max relative error is larger)" if others else ""
+        first = usable[0][1]
+        same_size = [(n, r) for n, r in usable[1:] if r.memory_bytes == first.memory_bytes]
+        # Of the casts as small: those that lose more, and those no worse, which the sort put second only by order
+        # (an fp8 or fp16 checkpoint casts exactly to both fp16 and bf16: neither error is larger).
+        larger = [n for n, r in same_size if r.max_rel_error > first.max_rel_error]
+        worse = [f"{n}, {r.verdict}" for n, r in same_size if n not in larger
+                 and verdict_rank(r.verdict) > verdict_rank(first.verdict)]
+        equal = [n for n, r in same_size if n not in larger and verdict_rank(r.verdict) <= verdict_rank(first.verdict)]
+        said = ([f"same size as {', '.join(larger)}, whose max relative error is larger"] if larger else []) + (
+            [f"same size as {'; '.join(worse)}"] if worse else []) + (
+            [f"{', '.join(equal)}, the same size, {'does' if len(equal) == 1 else 'do'} as well here"] if equal else [])
+        tail = f" ({'; '.join(said)})" if said else ""
         lines.append(f"smallest plain cast without overflow or mass underflow: {best}{tail}")
     text = "\n".join(lines)
     return Recommendation(text=text, best=best, lines=lines, commands=commands, memory_bytes=memory)

@@ -264,6 +264,13 @@ def plan_convert(
     if not single_file and checkpoint.sharded:
         index_file = next(f for f in checkpoint.files if f.role == "index")
         index = default_index_name(index_file.relpath, fmt, dtype)
+    names = [t.name for t in selection.tensors]
+    if fmt == "bin" and names and {n.split(".", 1)[0] for n in names} == {"image_proj", "ip_adapter"}:
+        # diffusers' load_ip_adapter splits a .safetensors by these prefixes, but takes a .bin as it loads: there
+        # it indexes state_dict["image_proj"] and ["ip_adapter"], and raises on flat names.
+        warnings.append("an IP-Adapter written flat (image_proj.*, ip_adapter.*) to a .bin: diffusers' "
+                        "load_ip_adapter reads a .bin as {'image_proj': ..., 'ip_adapter': ...} and raises on these "
+                        "names; keep the .safetensors, which it reads flat")
     if fmt == "bin" and metadata and index is None:  # a sharded output keeps it in its index
         warnings.append("a .bin file holds no metadata: --metadata is ignored")
     folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent

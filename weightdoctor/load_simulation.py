@@ -229,7 +229,15 @@ def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None
     """
     if config is None:
         if checkpoint.config is None:
-            raise UsageError("--model-class needs a config: A has no config.json next to it; pass --config")
+            from weightdoctor.structure import native_params_summary
+
+            native = native_params_summary(checkpoint)[0] if checkpoint.tensors else None
+            raise UsageError(
+                "--model-class needs a config: A has no config.json next to it; pass --config"
+                + ("; its params.json is Meta's / Mistral's own format, which transformers does not read, and its "
+                   "weights carry their own names (tok_embeddings, attention.wq): transformers' "
+                   "convert_llama_weights_to_hf.py or convert_mistral_weights_to_hf.py writes both the HF way"
+                   if native is not None else ""))
         return dict(checkpoint.config)
     path = Path(config).expanduser()
     if not path.exists():
@@ -535,8 +543,14 @@ def diff_checkpoint_against_model(
 ) -> DiffReport:
     """`diff_against_model` for an opened checkpoint and a class name (built on the meta device)."""
     from weightdoctor.meta_model import build_meta_model, is_foreign_config
+    from weightdoctor.quantized import mlx_not_loadable, mlx_quantization
 
     config_dict = load_config(config, checkpoint, revision)
+    mlx = mlx_quantization(checkpoint.tensors, checkpoint.config if config is None else config_dict)
+    if mlx is not None:
+        # Every packed weight was "mismatched", its biases "unknown: will not load", all "by the unknown quantizer".
+        raise UsageError(f"A is {mlx_not_loadable(mlx, f'it into {model_class}')}; diff-keys A B compares it with "
+                         "another checkpoint", path=checkpoint.source)
     overrides: dict[str, Any] = {}
     if num_labels is not None:
         if num_labels < 1:

@@ -51,10 +51,14 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
         # whose they are, and what to compare against instead.
         owner = (f"a diffusers {config['_class_name']} config" if isinstance(config.get("_class_name"), str)
                  else f"a timm {config['architecture']} config" if isinstance(config.get("architecture"), str)
+                 else "mamba_ssm's own config (d_model, n_layer, ssm_cfg)" if is_mamba_ssm_config(config)
                  else None)
         if owner:
+            hf = (": transformers' Mamba classes read its conversion (the -hf repos; transformers' "
+                  "convert_mamba_ssm_checkpoint_to_pytorch.py writes one), with model_type 'mamba'"
+                  if is_mamba_ssm_config(config) else "")
             raise UsageError(f"config.json is {owner}, with no transformers model_type; cannot build the model "
-                             "from it (compare against a second checkpoint B of that library instead)")
+                             f"from it{hf} (compare against a second checkpoint B of that library instead)")
         raise UsageError("config.json has no model_type; cannot build the model from it")
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
@@ -67,6 +71,13 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
     except Exception as exc:  # config classes validate fields in their own ways (strict dataclasses, asserts)
         detail = " ".join(str(exc).split())[:200]
         raise UsageError(f"config.json cannot build a {model_type!r} config ({type(exc).__name__}: {detail})") from exc
+
+
+def is_mamba_ssm_config(config: Any) -> bool:
+    """Whether a config.json is mamba_ssm's MambaConfig (state-spaces/mamba-*: `d_model`, `n_layer`, `ssm_cfg`), which
+    its MambaLMHeadModel.from_pretrained reads, not transformers (no model_type)."""
+    return (isinstance(config, dict) and not config.get("model_type")
+            and {"d_model", "n_layer", "ssm_cfg"} <= set(config))
 
 
 def auto_model_class(mapping: Any, config: PretrainedConfig) -> type:

@@ -354,6 +354,17 @@ def build_planned_model(
         UsageError: a config-only source whose config transformers cannot build.
     """
     warnings: list[str] = list(checkpoint.warnings)  # the reader's (a file left unread, --revision ignored)
+    from weightdoctor.quantized import mlx_not_loadable, mlx_quantization
+
+    mlx = mlx_quantization(checkpoint.tensors, checkpoint.config)
+    if mlx is not None and not dtype:
+        # Planned from the config, it came out as the unquantized model (fp16: 3 to 4 times the weights' bytes),
+        # or as int4 "by an unknown quantizer": neither is a load that happens.
+        raise UsageError(mlx_not_loadable(mlx, "it (no device map to plan)")
+                         + "; --dtype plans the unquantized model", path=checkpoint.source)
+    if mlx is not None:
+        warnings.append(f"planned as the unquantized model at {dtype}: this {mlx} checkpoint is not what "
+                        "from_pretrained loads (transformers has no quantizer for it)")
     if checkpoint.tensors:
         from weightdoctor.structure import adapter_summary
 
@@ -654,12 +665,16 @@ def _no_transformers_config(config: dict[str, Any] | None) -> str:
         >>> _no_transformers_config({"_class_name": "UNet2DConditionModel"})
         'config.json (a diffusers UNet2DConditionModel config, not a transformers one) does not say'
     """
+    from weightdoctor.meta_model import is_mamba_ssm_config
+
     if config is None:
         return "no config.json to say"
     if isinstance(config.get("_class_name"), str):
         what = f"a diffusers {config['_class_name']} config, not a transformers one"
     elif isinstance(config.get("architecture"), str):
         what = f"a timm {config['architecture']} config, not a transformers one"
+    elif is_mamba_ssm_config(config):
+        what = "mamba_ssm's own config, not a transformers one"
     elif isinstance(config.get("model_type"), str) and config["model_type"]:
         what = f"model_type {config['model_type']!r}, which the model could not be built from"
     else:

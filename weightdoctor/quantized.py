@@ -126,6 +126,41 @@ def quantization_of(config: Mapping[str, Any] | None) -> tuple[str, int | None] 
     return None if quantization is None else _method_and_bits(quantization)
 
 
+def mlx_quantization(tensors: Iterable[TensorInfo], config: Mapping[str, Any] | None) -> str | None:
+    """mlx-lm's quantization in words ("mlx-lm 4-bit, group size 64") when the checkpoint is one, else None.
+
+    mlx-lm writes the bits and group size under the config's `quantization` (newer versions copy them to
+    `quantization_config`, without a quant_method) and packs each quantized layer's `weight` into uint32 beside
+    its `scales` and `biases`. transformers has no quantizer for it: from_pretrained raises on a
+    quantization_config without quant_method, and without one the packed weights do not fit its layers.
+
+    Example:
+        >>> mlx_quantization(checkpoint.tensors, {"quantization": {"group_size": 64, "bits": 4}})
+        'mlx-lm 4-bit, group size 64'
+    """
+    unique = list(tensors)
+    own = config.get("quantization") if isinstance(config, Mapping) else None
+    quantization = _config_of(config)
+    if unique:
+        summary = quantized_summary(unique, config)
+        if summary is None or summary.method != "mlx":
+            return None
+    elif (not isinstance(own, Mapping) or not {"bits", "group_size"} & set(own)
+          or (quantization is not None and quantization.get("quant_method"))):
+        return None  # a config alone: mlx-lm's `quantization`, and no quantizer transformers knows beside it
+    settings = own if isinstance(own, Mapping) else quantization or {}
+    bits, group = _bits(settings.get("bits")), settings.get("group_size")
+    words = "mlx-lm" + (f" {bits}-bit" if bits else " quantized")
+    return words + (f", group size {group}" if isinstance(group, int) and not isinstance(group, bool) else "")
+
+
+def mlx_not_loadable(what: str, target: str = "it") -> str:
+    """Why transformers cannot take an mlx-lm quantized checkpoint (`what`: `mlx_quantization`'s words), in a line."""
+    return (f"an {what} checkpoint (uint32-packed weights with per-group scales and biases): transformers has no "
+            f"quantizer for it, so from_pretrained cannot load {target}; mlx_lm.load runs it on Apple silicon, or "
+            "use the unquantized model it was converted from")
+
+
 def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] | None) -> QuantizedSummary | None:
     """The parameters a quantized checkpoint's tensors stand for; None for a checkpoint that is not quantized.
 

@@ -375,6 +375,14 @@ def plan_tensors(
             f"--dtype {dtype}: {len(kept_side)} quantizer scale/state tensor(s) kept as stored "
             f"({', '.join(kept_side[:3])}{', ...' if len(kept_side) > 3 else ''}): the quantized weights are read "
             "with them as they are")
+    if dtype in ("bfloat16", "bf16") and selection.cast:
+        from weightdoctor.quantized import quantization_of
+
+        if (quantization_of(checkpoint.config) or ("", None))[0] == "awq":
+            # transformers' AwqQuantizer.update_dtype: bf16 with a GPU present is cast back to float16.
+            selection.warnings.append(
+                "--dtype bfloat16 on an AWQ checkpoint: its CUDA kernels take no bf16, so from_pretrained on a GPU "
+                "loads it in float16 anyway (transformers casts it back and warns)")
     if fmt == "safetensors":
         # Under the output's names, as the metadata records them: `--rename '^module\.='` on a DDP T5 recorded
         # `module.lm_head.weight -> module.shared.weight`, names the written file does not hold.

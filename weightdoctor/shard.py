@@ -121,7 +121,14 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
     # and diffusers' from_single_file read it.
     if any(n.startswith("double_blocks.") for n in names) and any(n.startswith("single_blocks.") for n in names):
         return "an original-layout Flux checkpoint"
+    if names and {n.split(".", 1)[0] for n in names} == {"image_proj", "ip_adapter"}:
+        return IP_ADAPTER
     return None
+
+
+# IP-Adapter's weights (image_proj.*, ip_adapter.*), and the loaders that read them, one file each.
+IP_ADAPTER = "an IP-Adapter"
+_LOADERS = {IP_ADAPTER: "diffusers' load_ip_adapter, ComfyUI's IPAdapter nodes"}
 
 
 def timm_config(config: object) -> bool:
@@ -295,8 +302,9 @@ def plan_shard(
     if index is not None and not pattern.startswith(("adapter_model", "pytorch_lora_weights", "open_clip_")):
         single = single_file_kind(checkpoint)  # the libraries above said already
         if single:
-            warnings.append(f"{single} is loaded from one file (AUTOMATIC1111, ComfyUI, diffusers' "
-                            "from_single_file / load_lora_weights): none of them reads an index or these shards")
+            loaders = _LOADERS.get(single, "AUTOMATIC1111, ComfyUI, diffusers' from_single_file / load_lora_weights")
+            warnings.append(f"{single} is loaded from one file ({loaders}): none of them reads an index or these "
+                            "shards")
     carried, lost = source_metadata(checkpoint, fmt, renames)
     if lost:
         warnings.append(lost)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -265,12 +266,17 @@ def params_by_dtype(tensors: list[TensorInfo]) -> dict[str, int]:
 
 
 class _Trie:
-    __slots__ = ("children", "tensors", "aliases")
+    __slots__ = ("children", "tensors", "aliases", "counts")
 
-    def __init__(self, aliases: frozenset[str] = frozenset()) -> None:
+    def __init__(self, aliases: frozenset[str] = frozenset(), counts: Mapping[str, int] | None = None) -> None:
         self.children: dict[str, _Trie] = {}
         self.tensors: list[TensorInfo] = []
         self.aliases = aliases  # names of tensors counted under another name (tied weights)
+        # A quantized checkpoint's parameters per tensor once unpacked (side tensors 0); None: stored values.
+        self.counts = counts
+
+    def params(self, info: TensorInfo) -> int:
+        return info.num_params if self.counts is None else self.counts.get(info.name, info.num_params)
 
     def signature(self, prefix: str = "") -> tuple[Any, ...]:
         own = tuple(sorted((prefix + t.name.rsplit(".", 1)[-1], tuple(t.shape), t.dtype) for t in self.tensors))
@@ -279,8 +285,8 @@ class _Trie:
 
     def totals(self) -> tuple[int, int, int]:
         """(parameters, tensors, tied parameters) under this node."""
-        params = sum(t.num_params for t in self.tensors if t.name not in self.aliases)
-        tied = sum(t.num_params for t in self.tensors if t.name in self.aliases)
+        params = sum(self.params(t) for t in self.tensors if t.name not in self.aliases)
+        tied = sum(self.params(t) for t in self.tensors if t.name in self.aliases)
         count = len(self.tensors)
         for child in self.children.values():
             p, c, t = child.totals()
@@ -339,8 +345,11 @@ def _node(name: str, trie: _Trie) -> ModuleNode:
                       tied_params=tied)
 
 
-def build_module_tree(tensors: list[TensorInfo]) -> list[ModuleNode]:
+def build_module_tree(tensors: list[TensorInfo], counts: Mapping[str, int] | None = None) -> list[ModuleNode]:
     """Group tensors by their dotted names into modules, collapsing repeated blocks.
+
+    `counts`: a quantized checkpoint's parameters per tensor once unpacked (`QuantizedSummary.counts`), so that
+    a GPTQ `q_proj` counts its 4096 × 4096 weights, not the int32s that pack them plus its scales and g_idx.
 
     Example:
         `encoder.layer.0.*` ... `encoder.layer.11.*` with equal shapes become one node
@@ -348,19 +357,19 @@ def build_module_tree(tensors: list[TensorInfo]) -> list[ModuleNode]:
     """
     counted = {t.name for t in unique_tensors(tensors)}
     aliases = frozenset(t.name for t in tensors if t.name not in counted)
-    root = _Trie(aliases)
+    root = _Trie(aliases, counts)
     for info in tensors:
         node = root
         parts = info.name.split(".")[:-1]
         if len(parts) > MAX_TREE_DEPTH:
             parts = [*parts[:MAX_TREE_DEPTH - 1], ".".join(parts[MAX_TREE_DEPTH - 1:])]
         for part in parts:
-            node = node.children.setdefault(part, _Trie(aliases))
+            node = node.children.setdefault(part, _Trie(aliases, counts))
         node.tensors.append(info)
     return _to_nodes(root) + (
-        [ModuleNode(name="(top level)", num_params=sum(t.num_params for t in root.tensors if t.name not in aliases),
+        [ModuleNode(name="(top level)", num_params=sum(root.params(t) for t in root.tensors if t.name not in aliases),
                     num_tensors=len(root.tensors),
-                    tied_params=sum(t.num_params for t in root.tensors if t.name in aliases))]
+                    tied_params=sum(root.params(t) for t in root.tensors if t.name in aliases))]
         if root.tensors else []
     )
 
@@ -421,7 +430,8 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         config=checkpoint.config,
         config_summary=summarize_config(checkpoint.config),
         memory=memory_by_dtype(checkpoint.tensors, quantized),
-        module_tree=build_module_tree(checkpoint.tensors),
+        module_tree=build_module_tree(checkpoint.tensors, quantized.counts if quantized is not None
+                                      and quantized.parameters is not None else None),
         tensors=rows,
         filter=name_filter,
         warnings=[*checkpoint.warnings, *([adapter_problem] if adapter_problem else []), *params_problems,

@@ -97,8 +97,12 @@ def unsupported_message(kind: str) -> str:
     return f"this is {kind}; {_NOT_READ}"
 
 
+# Subfolders Hub repos keep exported weights in: Optimum's and transformers.js' `onnx/model.onnx`.
+_FOREIGN_SUBFOLDERS = ("onnx",)
+
+
 def foreign_files_in(folder: Path) -> list[str]:
-    """Names of recognised non-PyTorch weight files directly in `folder` (sorted)."""
+    """Names of recognised non-PyTorch weight files directly in `folder`, then in its `onnx/` (sorted)."""
     found = []
     for entry in sorted(folder.iterdir()):
         if not entry.is_file():
@@ -107,4 +111,9 @@ def foreign_files_in(folder: Path) -> list[str]:
         if name in FOREIGN_WEIGHT_NAMES or name.endswith((".gguf", ".onnx", ".h5", ".msgpack", ".tflite", ".npz")) \
                 or (".data-" in name and "-of-" in name):
             found.append(entry.name)
+    for sub in _FOREIGN_SUBFOLDERS:
+        try:
+            found += [f"{sub}/{p.name}" for p in sorted((folder / sub).glob("*.onnx")) if p.is_file()]
+        except OSError:
+            continue
     return found

@@ -37,9 +37,10 @@ if TYPE_CHECKING:
 MIN_TORCH = (2, 10)
 
 ZIP_MAGIC = b"PK\x03\x04"
-# Keys under which training scripts commonly store the weights, most specific first.
+# Keys under which training scripts commonly store the weights, most specific first. BasicSR (Real-ESRGAN, GFPGAN,
+# SwinIR, CodeFormer) saves `{"params": ..., "params_ema": ...}` and its inference loads `params_ema` when present.
 STATE_DICT_KEYS = (
-    "state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params",
+    "state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params_ema", "params",
     "model_ema", "ema", "ema_state_dict", "generator", "student", "teacher",
 )
 # Nested entries that hold tensors but are never the model's weights.
@@ -169,6 +170,9 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
     """
     if key is not None:
         return _follow_key(obj, key), key
+    parts = _parts_of_one_model(obj)
+    if parts is not None:
+        return parts, None
     if _is_state_dict(obj) or (isinstance(obj, Mapping) and not obj):
         return obj, None  # an empty dict is a state dict of 0 tensors, as a safetensors file may hold
     kind = training_state_kind(obj)
@@ -206,6 +210,22 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
         "no state dict (a mapping of names to tensors) found"
         + (f"; top-level entries: {top}; pick one with --key" if top else f"; the file holds {_what(obj)}")
     )
+
+
+# Files whose weights are state dicts side by side, all of them loaded: IP-Adapter's .bin (and InstantID's, FaceID's)
+# `{"image_proj": ..., "ip_adapter": ...}`, which its .safetensors stores flat as `image_proj.*` and `ip_adapter.*`
+# (diffusers' load_ip_adapter reads either).
+_ONE_MODEL_PARTS = (frozenset({"image_proj", "ip_adapter"}),)
+
+
+def _parts_of_one_model(obj: Any) -> dict[str, Any] | None:
+    """The state dicts of a file that splits one model over several (see `_ONE_MODEL_PARTS`), as one state dict
+    named `<part>.<name>`; None for any other file."""
+    if not isinstance(obj, Mapping) or frozenset(obj) not in _ONE_MODEL_PARTS:
+        return None
+    if not all(_is_state_dict(value) and value for value in obj.values()):
+        return None
+    return {f"{part}.{name}": value for part, state in obj.items() for name, value in state.items()}
 
 
 _RNG_KEYS = frozenset({"python", "numpy", "cpu", "cuda", "mps", "xpu", "npu", "hpu", "mlu", "musa", "xla"})
@@ -318,6 +338,8 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
     from weightdoctor.security import scan_file
 
     report = scan_file(path, label)
+    if report.unsafe and (scripted := _torchscript_only(report)) is not None:
+        raise UnsafePickle(scripted)
     if report.unsafe:
         hint = ""
         if any(g.module.startswith(("__torch__", "torch.jit")) for g in report.globals):
@@ -336,11 +358,34 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
             hint = (" (this is an Ultralytics YOLO checkpoint: the model is pickled whole beside ema, optimizer and "
                     "train_args; where you trust the file, load it with ultralytics, YOLO(path).model.state_dict(), "
                     "and save that state dict to read the weights here)")
+        elif any(g.module.split(".")[0] == "torchao" for g in report.globals if g.safety != "safe"):
+            # transformers' TorchAoConfig checkpoints saved as .bin: each quantized weight pickled as its torchao
+            # tensor subclass (AffineQuantizedTensor, Int4Tensor, ...), which only torchao's classes rebuild.
+            hint = (" (these are torchao quantized tensors, each pickled as its torchao tensor subclass: only torchao "
+                    "rebuilds them, and weightdoctor reads no tensor subclass; from_pretrained loads such a "
+                    "checkpoint with torchao installed (its config.json's quantization_config: quant_method "
+                    "torchao))")
         elif any(g.module.startswith(("torch.nn.modules", "transformers.models")) for g in report.globals):
             # torch.save(model) pickles the classes themselves; only a state dict is data.
             hint = " (this looks like a whole pickled model, torch.save(model): save model.state_dict() instead)"
         raise UnsafePickle(f"{report.summary()}; nothing was unpickled{hint}")
     return report
+
+
+def _torchscript_only(report: ScanReport) -> str | None:
+    """What to say of a TorchScript archive (torch.jit.save: OpenAI CLIP's .pt files) whose pickles name nothing but
+    its scripted classes (`__torch__.*`) and TorchScript's list builders (`torch.jit._pickle.*`); None for any other
+    file, a TorchScript archive with another global among them included, which the scan's verdict then names."""
+    flagged = [g for g in report.globals if g.safety != "safe"]
+    if not flagged or report.problems or not all(
+            g.module == "__torch__" or g.module.startswith("__torch__.") or g.module == "torch.jit._pickle"
+            for g in flagged):
+        return None
+    classes = sorted({g.qualified for g in flagged if g.module.split(".")[0] == "__torch__"})
+    shown = ", ".join(classes[:3]) + (f" and {len(classes) - 3} more" if len(classes) > 3 else "")
+    return ("this is a TorchScript archive, torch.jit.save: the model is compiled TorchScript code (its classes "
+            f"{shown or 'none'}) that torch.jit.load runs, not a state dict, so nothing was unpickled; where you trust "
+            "the file, torch.save(torch.jit.load(path).state_dict(), 'weights.pt') writes the weights to read here")
 
 
 def _inert_safe_globals(report: ScanReport) -> list[Any]:
@@ -675,6 +720,13 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         raise CorruptCheckpoint("the file changed while it was being scanned and loaded; nothing is trusted from it")
     _refuse_shadowed_methods(obj)
     state_dict, nested_key = find_state_dict(obj, key)
+    if key is None and isinstance(obj, Mapping) and nested_key is None and frozenset(obj) in _ONE_MODEL_PARTS:
+        notes.append(f"an IP-Adapter file: its {' and '.join(map(str, obj))} state dicts are read together, as "
+                     f"{', '.join(f'{part}.*' for part in obj)} (the names its .safetensors stores, which "
+                     "diffusers' load_ip_adapter reads too); --key reads one alone")
+    elif nested_key == "params_ema" and isinstance(obj, Mapping) and _is_state_dict(obj.get("params")):
+        notes.append("a BasicSR checkpoint (Real-ESRGAN, GFPGAN, SwinIR): params_ema is read, the averaged weights "
+                     "its inference loads; --key params reads the training weights beside them")
     other, beside = _entries_beside(obj, nested_key)
     if beside:
         # Megatron-LM keeps model.language_model.{embedding, encoder, output_layer} apart: one of them is read.

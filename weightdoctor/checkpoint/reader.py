@@ -481,6 +481,23 @@ def _is_dcp_folder(folder: Path) -> bool:
     return (folder / ".metadata").is_file() and any(folder.glob("*.distcp"))
 
 
+def _foreign_weights_only(folder: Path) -> list[str]:
+    """What to say of a model folder whose weights are TensorFlow, Flax, ONNX or GGUF files only, read from its
+    config.json alone: from_pretrained finds no model.safetensors or pytorch_model.bin there and raises (the
+    transformers of today loads no TensorFlow or Flax weights either)."""
+    from weightdoctor.checkpoint import foreign
+
+    others = foreign.foreign_files_in(folder)
+    if not others:
+        return []
+    gguf = next((name for name in others if name.lower().endswith(".gguf")), None)
+    # transformers reads a GGUF file when named (gguf_file=), dequantizing it to the floating dtype planned here.
+    named = f" (unless given gguf_file={gguf!r}, which it dequantizes)" if gguf else ""
+    return [f"the folder's weights are {', '.join(others[:6])} (not PyTorch): from_pretrained(folder) finds no "
+            f"model.safetensors or pytorch_model.bin there and raises{named}; read from config.json alone, as the "
+            "model it describes"]
+
+
 def _no_weights_message(folder: Path) -> str:
     """Why a folder has nothing to read: foreign weights, weights only in subfolders, or nothing at all."""
     from weightdoctor.checkpoint import foreign
@@ -690,7 +707,30 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             f"folder holds {len(weights)} model-parallel parts of Meta's original checkpoint ({names}): each holds "
             "a slice of every tensor, not some of the tensors; name one to see one part, or convert the folder "
             "with transformers' convert_llama_weights_to_hf.py", str(folder))
+    if (folder / "CKPT.yaml").is_file():
+        # SpeechBrain's Checkpointer: one file per recoverable, `<name>.ckpt`; the Brain's step and an epoch
+        # counter are YAML / text under the same suffix.
+        pickled = [p.name for p in weights if _pickled(p)]
+        text = [p.name for p in weights if p.name not in pickled]
+        raise UnsupportedFormat(
+            f"a SpeechBrain checkpoint folder (CKPT.yaml): each module's state is a .ckpt file of its own "
+            f"({', '.join(pickled[:6]) or 'none here'})"
+            + (f", and {', '.join(text[:4])} {'is' if len(text) == 1 else 'are'} text (the Brain's step, the epoch "
+               "counter), not weights" if text else "")
+            + f"; name the module's file to read it (e.g. {folder.name}/{pickled[0] if pickled else 'model.ckpt'})",
+            str(folder))
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
+
+
+def _pickled(path: Path) -> bool:
+    """Whether a file starts as torch.save writes (a zip archive, or a legacy pickle), not as YAML or text."""
+    from weightdoctor.checkpoint.pytorch_format import detect_pickle_format
+
+    try:
+        with open(path, "rb") as handle:
+            return detect_pickle_format(handle.read(8)) is not None
+    except OSError:
+        return False
 
 
 def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision: str | None = None) -> Exception:
@@ -1093,6 +1133,8 @@ def _open_checkpoint(
         except SourceNotFound as exc:
             if allow_config_only and config_path.is_file():
                 target = config_path
+                # A Hub snapshot fetched for its config alone holds what was fetched, not what the repo has.
+                warnings += _foreign_weights_only(path) if repo_id is None else []
             elif repo_id is not None:  # named by the repo id it was reached by, not by its cache path
                 raise named_by_repo(exc, path, text, revision) from exc
             else:

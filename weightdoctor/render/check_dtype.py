@@ -48,7 +48,12 @@ def summary_table(report: CheckDtypeReport) -> Table:
     if report.filter:
         checked += f" matching /{escape(report.filter)}/"
     if report.skipped:
-        checked += f"; {len(report.skipped)} left as they are (not floating)"
+        # A quantizer's floating scales are skipped too: "not floating" was said of GPTQ's fp16 scales.
+        side = sum(t.reason.startswith("a quantizer's") for t in report.skipped)
+        plain = len(report.skipped) - side
+        parts = [f"{plain} not floating"] if plain else []
+        parts += [f"{side} quantizer scale(s) or state(s)"] if side else []
+        checked += f"; {len(report.skipped)} left as they are ({', '.join(parts)})"
     table.add_row("checked", checked)
     if report.sample is not None:
         table.add_row("sample", f"[magenta]{escape(report.sample.note)}[/]")

@@ -12,6 +12,16 @@ from weightdoctor.render.text import escape, listed, wrapped_name
 from weightdoctor.structure import InspectReport, ModuleNode
 from weightdoctor.units import format_bytes, format_count
 
+# What a file keeping its weights under these keys is, where it is no training checkpoint.
+_NESTED_KINDS = {
+    "string_to_param": "a textual-inversion embedding: A1111's and the SD scripts' token vectors",
+    "params_ema": "a BasicSR checkpoint: its averaged weights",
+}
+
+
+def nested_kind(key: str) -> str:
+    """What holding the state dict at `key` makes the file, in words: `a training checkpoint` unless known."""
+    return _NESTED_KINDS.get(key, "a training checkpoint")
 
 def summary_table(report: InspectReport) -> Table:
     table = Table.grid(padding=(0, 2))
@@ -41,7 +51,7 @@ def summary_table(report: InspectReport) -> Table:
         # Names from the file: escaped (a pickle key `a[/]` was a MarkupError), and a few thousand of them clipped.
         table.add_row("shared storage", listed((" ≡ ".join(g) for g in report.shared_tensors), "; "))
     if report.nested_key:
-        table.add_row("state dict at", f"[cyan]{escape(report.nested_key)}[/] (a training checkpoint)")
+        table.add_row("state dict at", f"[cyan]{escape(report.nested_key)}[/] ({nested_kind(report.nested_key)})")
     if report.other_entries:
         table.add_row("other entries", listed(report.other_entries))
     if report.skipped_entries:
@@ -169,7 +179,10 @@ def _add_nodes(tree: Tree, nodes: list[ModuleNode], depth: int, max_depth: int) 
 
 
 def module_tree(report: InspectReport, max_depth: int = 4) -> Tree:
-    tree = Tree(f"[bold]modules[/] [dim]{format_count(report.num_params)} parameters[/]")
+    quantized = report.quantized.parameters if report.quantized is not None else None
+    total = f"{format_count(quantized)} parameters once unpacked" if quantized is not None else (
+        f"{format_count(report.num_params)} parameters")
+    tree = Tree(f"[bold]modules[/] [dim]{total}[/]")
     _add_nodes(tree, report.module_tree, 1, max_depth)
     return tree
 

@@ -38,6 +38,9 @@ INERT_GLOBALS: frozenset[str] = frozenset({
     # .ckpt files (CompVis sd-v1-4.ckpt) name ModelCheckpoint so, the class only, never built.
     "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
     "lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint",
+    # mmengine's Runner (MMDetection, MMPretrain, MMSegmentation 3.x) keeps its MessageHub's logged scalars beside
+    # the weights: `message_hub.log_scalars` maps each name to a HistoryBuffer (its numpy history arrays).
+    "mmengine.logging.history_buffer.HistoryBuffer",
 })
 
 # The types omegaconf's node metadata names as values (`ref_type=typing.Any`, `object_type=dict`, a resolver
