@@ -347,8 +347,11 @@ def test_a_quantized_config_is_planned_at_its_bits(tmp_path: Path, quantization:
     assert any(f"planned as {dtype}" in w for w in data["warnings"])
     code, full = run_json("plan-devices", str(tmp_path), "--gpu", "100GB", "--dtype", "fp16")
     assert full["dtype"] == "fp16" and full["weights_bytes"] > data["weights_bytes"]
-    # Not bitsandbytes: its 10% headroom is said to be bitsandbytes' own.
-    assert any("bitsandbytes' rules" in w for w in data["warnings"]) is (quantization["quant_method"] == "gptq")
+    # Not bitsandbytes: no 10% headroom (GPTQ's quantizer keeps none), and a config alone has no quantized
+    # tensors to size the layers from, which is said.
+    gptq = quantization["quant_method"] == "gptq"
+    assert any("keeps no headroom" in w for w in data["warnings"]) is gptq
+    assert any("the source holds no quantized tensors to size them from" in w for w in data["warnings"]) is gptq
 
 
 def test_an_fp8_config_says_which_gpus_the_plan_is_for(tmp_path: Path) -> None:

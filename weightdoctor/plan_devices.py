@@ -198,6 +198,12 @@ class PlannedModel:
     config: dict[str, Any] | None
     warnings: list[str] = field(default_factory=list)
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+    # A checkpoint quantized by its config (GPTQ, AWQ, compressed-tensors, ...), planned at its own int4/int8: the
+    # bytes the checkpoint stores for each Linear weight's module (packed weights, scales, zero points, group
+    # indexes), which the quantizer's layers hold once loaded; and whether that quantizer keeps 10% of every
+    # budget free (`adjust_max_memory`: bitsandbytes, bitnet, quanto and torchao do, GPTQ, AWQ and the rest not).
+    stored_bytes: dict[str, int] = field(default_factory=dict, repr=False)
+    quantizer_headroom: bool = True
 
     @property
     def is_transformers(self) -> bool:
@@ -377,14 +383,11 @@ def build_planned_model(
                 f"model PeftModel.from_pretrained loads it onto; plan the base"
                 + (f" (weightdoctor plan-devices {base} ...)" if isinstance(base, str) and base else "")
                 + " and add the adapter's size")
+    config_quantizer = None
     if not dtype and (quantized := quantized_dtype(checkpoint.config)) is not None:
+        config_quantizer = quantized[1]
         how = quantized[1] if quantized[1].endswith("-bit") else f"{quantized[1]}, {quantized[0][3:]}-bit"
-        warnings.append(f"the config quantizes the weights ({how}): planned as "
-                        f"{quantized[0]}, Linear weights at {quantized[0][3:]} bits (scales and zero points not "
-                        "counted); --dtype overrides")
-        if not quantized[1].startswith("bitsandbytes"):
-            warnings.append(f"the {quantized[0]} plan follows bitsandbytes' rules, which keep 10% of every budget "
-                            f"free; the {quantized[1]} quantizer keeps none, so it may fit a little more than planned")
+        warnings.append(f"the config quantizes the weights ({how}): planned as {quantized[0]}; --dtype overrides")
     elif not dtype:
         from weightdoctor.quantized import quantization_of
 
@@ -430,7 +433,10 @@ def build_planned_model(
                 warnings.append(f"config.json names no architecture: planned as {type(model).__name__}, the class "
                                 f"AutoModel loads, without a task head; from_pretrained of another class{example} "
                                 "places more: pass --model-class")
-            return PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
+            planned = PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
+            if config_quantizer is not None:
+                _size_config_quantization(planned, checkpoint, config_quantizer)
+            return planned
         except UsageError as exc:
             if not checkpoint.tensors or model_class is not None:
                 exc.path = exc.path or checkpoint.source
@@ -460,6 +466,64 @@ def build_planned_model(
     if dtype in ("int8", "int4"):
         warnings.append(f"{dtype} is planned for transformers models only; the tensors keep their own dtypes")
     return PlannedModel(model, "tensors", "module tree from tensor names", dtype, checkpoint.config, warnings)
+
+
+# transformers' quantizers whose `adjust_max_memory` keeps 10% of every budget free; the others (GPTQ, AWQ,
+# compressed-tensors, HQQ, ...) inherit the base class's, which keeps none.
+_HEADROOM_QUANTIZERS = ("bitsandbytes", "bitnet", "quanto", "torchao")
+
+
+def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, quantizer: str) -> None:
+    """Set how a checkpoint its config quantizes is sized: 10% headroom only for the quantizers that take it, and
+    (but for bitsandbytes, sized by its quantizer's own rule) each Linear weight at the bytes the checkpoint stores
+    for its module, as the quantizer's layer holds them.
+
+    A GPTQ or AWQ layer keeps `qweight`, `qzeros`, `scales` (and `g_idx`) where the model built from the config
+    has one `weight`; compressed-tensors keeps `weight_packed`, `weight_scale`, ...: the planner then counts those
+    buffers. Their bytes are the checkpoint's (every tensor directly under the module but its `bias`, counted as
+    its own parameter), so the weight is sized at stored bytes / its elements. A module the checkpoint holds
+    nothing for (other names, a config-only source) keeps the bitsandbytes-style size: its weight at 4 or 8 bits,
+    scales and zero points left out, which the warnings say.
+    """
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    from weightdoctor.checkpoint.model import unique_tensors
+
+    planned.quantizer_headroom = quantizer.lower().startswith(_HEADROOM_QUANTIZERS)
+    bits = planned.dtype[3:]
+    if quantizer.lower().startswith("bitsandbytes"):
+        # Its layers keep one packed `weight` each, sized so by its quantizer (`param_element_size`); the
+        # quantization state beside it is no parameter or buffer, so transformers' planner leaves it out too.
+        planned.warnings.append(f"Linear weights planned at {bits} bits, as transformers' planner sizes "
+                                "bitsandbytes layers (their small quantization state not counted)")
+        return
+    stored: dict[str, int] = {}
+    children: dict[str, int] = {}
+    for info in unique_tensors(checkpoint.tensors):
+        module, _, leaf = info.name.rpartition(".")
+        if leaf != "bias":
+            children[module] = children.get(module, 0) + info.nbytes
+    linears = 0
+    for name, module in planned.model.named_modules():
+        if name and (isinstance(module, Conv1D) or type(module) is torch.nn.Linear):
+            linears += 1
+            weight = getattr(module, "weight", None)
+            if name in children and isinstance(weight, torch.nn.Parameter) and weight.numel():
+                stored[f"{name}.weight"] = children[name]
+    planned.stored_bytes = stored
+    if stored:
+        left = linears - len(stored)
+        planned.warnings.append(
+            f"the quantized Linear layers are sized at the bytes the checkpoint stores for them (packed weights, "
+            f"scales, zero points: {len(stored)} of {linears})"
+            + (f"; the other {left} at {bits} bits a weight, scales and zero points not counted" if left else ""))
+    else:
+        planned.warnings.append(f"Linear weights planned at {bits} bits (scales and zero points not counted: "
+                                "the source holds no quantized tensors to size them from)")
+    if not planned.quantizer_headroom:
+        planned.warnings.append(f"the {quantizer} quantizer keeps no headroom in the budgets (bitsandbytes keeps "
+                                "10%): none is kept here")
 
 
 def _fp8_quantization(config: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -780,9 +844,13 @@ class _SizeOverride:
     `adjust_max_memory`); with `float_size` every floating parameter counts at that size instead of its own.
     """
 
-    def __init__(self, model: torch.nn.Module, quantized_size: float | None = None, float_size: int | None = None):
+    def __init__(self, model: torch.nn.Module, quantized_size: float | None = None, float_size: int | None = None,
+                 stored_bytes: dict[str, int] | None = None, headroom: bool = True):
         self.quantized_size = quantized_size
         self.float_size = float_size
+        # Weights sized at what the checkpoint stores for their module (see `_size_config_quantization`).
+        self.stored_bytes = stored_bytes or {}
+        self.headroom = headroom
         self._quantized: set[str] = set()
         if quantized_size is not None:
             self._quantized = _bnb_quantized_weights(model)
@@ -790,6 +858,9 @@ class _SizeOverride:
     def param_element_size(self, model: Any, name: str, param: torch.Tensor) -> float:
         import torch
 
+        stored = self.stored_bytes.get(name)
+        if stored is not None:
+            return stored / param.numel()
         if self.quantized_size is not None and name in self._quantized:
             return self.quantized_size
         if self.float_size is not None and param.is_floating_point() and isinstance(param, torch.nn.Parameter):
@@ -797,7 +868,7 @@ class _SizeOverride:
         return param.element_size()
 
     def adjust_max_memory(self, max_memory: dict[int | str, Any]) -> dict[int | str, Any]:
-        if self.quantized_size is None:
+        if self.quantized_size is None or not self.headroom:
             return max_memory
         return {key: value * 0.90 for key, value in max_memory.items()}
 
@@ -841,6 +912,9 @@ def _new_sizer(planned: PlannedModel, dtype: str) -> _SizeOverride | None:
     if quantized is not None:
         if not planned.is_transformers:
             return None
+        if dtype == planned.dtype:  # the checkpoint's own quantization, as its config sets it
+            return _SizeOverride(planned.model, quantized_size=quantized, stored_bytes=planned.stored_bytes,
+                                 headroom=planned.quantizer_headroom)
         return _SizeOverride(planned.model, quantized_size=quantized)
     if dtype == planned.dtype:
         return None
@@ -1300,7 +1374,7 @@ def explain_devices(
             left -= amount
         planner_cap = int(budgets.get(key, capacity))
         given = capacity - (reserve if isinstance(key, int) else 0)
-        if sizer is not None and sizer.quantized_size is not None:
+        if sizer is not None and sizer.quantized_size is not None and sizer.headroom:
             headroom = int(given - given * 0.9)
             if headroom > 0 and left > 0:
                 amount = min(headroom, left)

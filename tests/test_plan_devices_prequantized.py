@@ -1,0 +1,104 @@
+"""plan-devices on checkpoints their config quantizes with a quantizer other than bitsandbytes (GPTQ, AWQ).
+
+from_pretrained replaces each quantized Linear with the quantizer's layer (GPTQ: `qweight`, `qzeros`, `scales`,
+`g_idx` buffers) before it computes the device map, and GPTQ's quantizer keeps no headroom in the budgets
+(`adjust_max_memory` is the base class's). The plan was bitsandbytes' (int4 weights, scales and zero points left
+out, 10% of every budget kept free). The oracle here is transformers' own `_get_device_map` run on the model with
+its Linear layers replaced by modules holding the checkpoint's quantized tensors as buffers (what optimum's
+`convert_model` does; optimum and gptqmodel are not installed here).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.helpers import run_json
+
+HIDDEN, INTERMEDIATE, LAYERS, VOCAB, GROUP = 256, 512, 3, 1000, 128
+
+
+def write_gptq_llama(folder: Path) -> dict[str, torch.Tensor]:
+    """A 4-bit GPTQ Llama as AutoGPTQ / GPTQModel save it: packed int32 `qweight` (in/8 x out), `qzeros`, fp16
+    `scales` per group of 128 inputs, `g_idx`; embeddings, norms and lm_head in fp16."""
+    folder.mkdir(parents=True)
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": HIDDEN,
+              "intermediate_size": INTERMEDIATE, "num_hidden_layers": LAYERS, "num_attention_heads": 4,
+              "num_key_value_heads": 4, "vocab_size": VOCAB, "torch_dtype": "float16", "tie_word_embeddings": False,
+              "quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": GROUP, "desc_act": False,
+                                      "sym": True}}
+    (folder / "config.json").write_text(json.dumps(config))
+    half = torch.float16
+    tensors = {"model.embed_tokens.weight": torch.zeros(VOCAB, HIDDEN, dtype=half),
+               "lm_head.weight": torch.zeros(VOCAB, HIDDEN, dtype=half),
+               "model.norm.weight": torch.ones(HIDDEN, dtype=half)}
+
+    def quantized(name: str, inputs: int, outputs: int) -> None:
+        tensors[f"{name}.qweight"] = torch.zeros(inputs // 8, outputs, dtype=torch.int32)
+        tensors[f"{name}.qzeros"] = torch.zeros(inputs // GROUP, outputs // 8, dtype=torch.int32)
+        tensors[f"{name}.scales"] = torch.zeros(inputs // GROUP, outputs, dtype=half)
+        tensors[f"{name}.g_idx"] = torch.zeros(inputs, dtype=torch.int32)
+
+    for layer in range(LAYERS):
+        prefix = f"model.layers.{layer}"
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            quantized(f"{prefix}.self_attn.{proj}", HIDDEN, HIDDEN)
+        quantized(f"{prefix}.mlp.gate_proj", HIDDEN, INTERMEDIATE)
+        quantized(f"{prefix}.mlp.up_proj", HIDDEN, INTERMEDIATE)
+        quantized(f"{prefix}.mlp.down_proj", INTERMEDIATE, HIDDEN)
+        tensors[f"{prefix}.input_layernorm.weight"] = torch.ones(HIDDEN, dtype=half)
+        tensors[f"{prefix}.post_attention_layernorm.weight"] = torch.ones(HIDDEN, dtype=half)
+    save_file(tensors, folder / "model.safetensors")
+    return tensors
+
+
+class QuantLinearStandIn(torch.nn.Module):
+    """What a GPTQ QuantLinear holds, as buffers of the checkpoint's shapes and dtypes (on the meta device)."""
+
+    def __init__(self, stored: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        for name, tensor in stored.items():
+            self.register_buffer(name, torch.empty(tensor.shape, dtype=tensor.dtype, device="meta"))
+
+
+def transformers_map(folder: Path, tensors: dict[str, torch.Tensor], max_memory: dict[int | str, int]
+                     ) -> dict[str, int | str]:
+    """transformers' `_get_device_map` ("auto", GPTQ's quantizer: no budget adjustment, element sizes as stored)
+    on the model from_pretrained builds, its Linear layers replaced as optimum's convert_model replaces them."""
+    import transformers
+    from transformers.integrations.accelerate import _get_device_map
+
+    config = transformers.AutoConfig.from_pretrained(folder)
+    config.quantization_config = None
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(config).to(torch.float16)
+    for name, module in list(model.named_modules()):
+        if type(module) is torch.nn.Linear and f"{name}.qweight" in tensors:
+            stored = {key.rpartition(".")[2]: value for key, value in tensors.items()
+                      if key.rpartition(".")[0] == name}
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, QuantLinearStandIn(stored))
+    return dict(_get_device_map(model, "auto", dict(max_memory), None))
+
+
+@pytest.mark.parametrize("gpus", [[600_000], [1_100_000], [1_400_000, 700_000], [1_500_000, 400_000]])
+def test_a_gptq_plan_is_transformers_map_over_its_stored_layers(tmp_path: Path, gpus: list[int]) -> None:
+    """Budgets on which the old plan differed (all but the first): 10% kept back, and int4 weights without their
+    scales, put the layers elsewhere than transformers does; on a grid of 39 budgets, 11 differed before, none now."""
+    folder = tmp_path / "gptq"
+    tensors = write_gptq_llama(folder)
+    args = [arg for size in gpus for arg in ("--gpu", f"{size}B")]
+    code, data = run_json("plan-devices", str(folder), *args, "--cpu", "1GB", "--json")
+    assert code in (0, 1), data
+    expected = transformers_map(folder, tensors, {**dict(enumerate(gpus)), "cpu": 10**9})
+    assert data["device_map"] == expected
+    stored = sum(t.numel() * t.element_size() for t in tensors.values())
+    assert data["weights_bytes"] + data["buffers_bytes"] - 128 * 2 == stored  # but the rotary inv_freq buffer
+    warnings = " ".join(data["warnings"])
+    assert "packed weights, scales, zero points: 22 of 22" in warnings and "keeps no headroom" in warnings
+    assert not any(d.get("held_back") and any(h["reason"] == "quantizer-headroom" for h in d["held_back"])
+                   for d in data["devices"])
