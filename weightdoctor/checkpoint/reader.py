@@ -912,12 +912,14 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     builder.files.append(
         CheckpointFile(index_path, builder.relpath(index_path), "index", "json", index_path.stat().st_size)
     )
-    shards: list[str] = []
+    # A dict keeps the order of first appearance and finds a name in constant time: a list's `in` made an index
+    # of 80,000 distinct shard names (2.5 MB) take 26 s before the first shard was even looked at.
+    distinct: dict[str, None] = {}
     for name, shard in weight_map.items():
         if not isinstance(shard, str) or not shard:
             raise InvalidIndex(f"weight_map entry {name!r} is not a file name", str(index_path))
-        if shard not in shards:
-            shards.append(shard)
+        distinct[shard] = None
+    shards = list(distinct)
     # Shard after shard, as the writer laid the tensors out (model-00001-of-N first): the weight_map is sorted
     # by tensor name, so its order of first appearance mixes the shards. Numbers compare as numbers
     # (`part-2` before `part-10`), for shard names written without zero padding.
