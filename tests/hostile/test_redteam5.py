@@ -4,8 +4,11 @@ within bounded memory, and never write over its input."""
 from __future__ import annotations
 
 import json
+import struct
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.helpers import run_cli
 
@@ -22,3 +25,48 @@ def test_an_index_naming_tens_of_thousands_of_shards_is_read_in_linear_time(tmp_
     assert result.stderr.strip().splitlines() == [
         f"error: {index}: shard 's0.safetensors' named by the index does not exist"]
     assert elapsed < 8, elapsed
+
+
+def _long4(value: int) -> bytes:
+    data = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8b" + struct.pack("<I", len(data)) + data
+
+
+def _binunicode8(text: bytes) -> bytes:
+    return b"\x8d" + struct.pack("<Q", len(text)) + text
+
+
+_RECONSTRUCT = b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+PICKLED_VALUES_IN_MESSAGES = {
+    # bytearray(n) with n of 4,816 digits: str(n) raised ValueError (Python's int-to-text limit)
+    "integer of thousands of digits": (b"\x80\x02cbuiltins\nbytearray\n" + _long4((1 << 16_000) - 1) + b"\x85R.",
+                                       "builtins.bytearray(<an integer of 16,000 bits>)"),
+    # a shape tuple nested 200,000 deep: its repr raised RecursionError
+    "tuple nested 200,000 deep": (_RECONSTRUCT + b")" + b"\x85" * 200_000 + b"C\x01b\x87R.", "shape ((((...),),),)"),
+    # a shape of two million dimensions: a 6 MB error line
+    "two million dimensions": (_RECONSTRUCT + b"(" + b"K\x01" * 2_000_000 + b"tC\x01b\x87R.",
+                               "shape (1, 1, 1, 1, 1, 1, 1, 1, ...)"),
+    # a shape that is ten megabytes of text: a 10 MB error line
+    "ten megabytes of text": (b"\x80\x04" + _RECONSTRUCT[2:] + _binunicode8(b"A" * 10**7) + b"C\x01b\x87R.",
+                              "shape 'AAAA"),
+    # a STACK_GLOBAL naming a module of ten megabytes: a 10 MB error line
+    "global of ten megabytes": (b"\x80\x04" + _binunicode8(b"x" * 10**7) + b"\x8c\x01y\x93)R.",
+                                "... (9,999,802 more characters) (unknown, STACK_GLOBAL"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PICKLED_VALUES_IN_MESSAGES))
+def test_pickled_values_in_a_refusal_are_shown_bounded(tmp_path: Path, case: str) -> None:
+    """The refusal of a call to a safe global showed its argument with `repr`: a pickle chooses that value, and
+    an integer of 5,000 digits or a tuple nested 200,000 deep made the refusal an `unexpected ValueError` /
+    `RecursionError`; two million dimensions or 10 MB of text made a 6-10 MB error line, as did a global's name
+    of 10 MB. Values are shown by a bounded repr now, and names cut."""
+    body, expected = PICKLED_VALUES_IN_MESSAGES[case]
+    path = tmp_path / "value.pkl"
+    path.write_bytes(body)
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: suspicious: "), lines[0][:300]
+    assert expected in lines[0] and "unexpected" not in lines[0]
+    assert len(lines[0]) < 1000, len(lines[0])

@@ -118,15 +118,22 @@ class ScanReport:
         """One line: the verdict in words, each non-safe global and where it sits, the problems."""
         flagged = [g for g in self.globals if g.safety != SAFE]
         parts = [
-            f"{g.qualified} ({g.safety}, {g.opcode} in {g.member or 'the file'} at byte {g.offset})"
+            f"{_clip(g.qualified)} ({g.safety}, {g.opcode} in {_clip(g.member or 'the file')} at byte {g.offset})"
             for g in flagged[:limit]
         ]
         if len(flagged) > limit:
             parts.append(f"{len(flagged) - limit} more")
-        parts += [f"{p.member or 'the file'} at byte {p.offset}: {p.message}" for p in self.problems[:3]]
+        parts += [f"{_clip(p.member or 'the file')} at byte {p.offset}: {_clip(p.message, 600)}"
+                  for p in self.problems[:3]]
         if len(self.problems) > 3:
             parts.append(f"{len(self.problems) - 3} more problems")
         return f"{self.verdict}: " + "; ".join(parts) if parts else self.verdict
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    """`text` cut to about `limit` characters: a global's name is whatever the pickle wrote (a GLOBAL line of a
+    megabyte, a STACK_GLOBAL string of ten), and the summary is the one line a refused file gets."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit:,} more characters)"
 
 
 def compute_verdict(globals_: list[GlobalRef], problems: list[ScanProblem]) -> str:
