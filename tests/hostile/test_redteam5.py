@@ -3,12 +3,18 @@ within bounded memory, and never write over its input."""
 
 from __future__ import annotations
 
+import collections
+import io
 import json
+import pickle
 import struct
 import time
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 from tests.helpers import run_cli
 
@@ -70,3 +76,59 @@ def test_pickled_values_in_a_refusal_are_shown_bounded(tmp_path: Path, case: str
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}: suspicious: "), lines[0][:300]
     assert expected in lines[0] and "unexpected" not in lines[0]
     assert len(lines[0]) < 1000, len(lines[0])
+
+
+class _Storage:
+    """A storage of `numel` floats, pickled as torch pickles one (a persistent id)."""
+
+    def __init__(self, key: str, numel: int) -> None:
+        self.key, self.numel = key, numel
+
+
+class _View:
+    """A tensor of any offset, size and stride, pickled as torch's `_rebuild_tensor_v2` call."""
+
+    def __init__(self, storage: _Storage, offset: int, size: tuple[int, ...], stride: tuple[int, ...]) -> None:
+        self.args = (storage, offset, size, stride)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return torch._utils._rebuild_tensor_v2, (*self.args, False, collections.OrderedDict())
+
+
+class _TorchPickler(pickle.Pickler):
+    def persistent_id(self, obj: Any) -> Any:
+        return ("storage", torch.FloatStorage, obj.key, "cpu", obj.numel) if isinstance(obj, _Storage) else None
+
+
+def _torch_zip(path: Path, state: dict[str, Any], records: dict[str, bytes]) -> Path:
+    """A torch.save-like zip archive whose data.pkl pickles `state` (of `_View`s) and holds `records`."""
+    buffer = io.BytesIO()
+    _TorchPickler(buffer, protocol=2).dump(state)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", buffer.getvalue())
+        archive.writestr("archive/byteorder", "little")
+        for key, data in records.items():
+            archive.writestr(f"archive/data/{key}", data)
+        archive.writestr("archive/version", "3\n")
+    return path
+
+
+@pytest.mark.parametrize(("offset", "size", "stride"), [
+    (2**63, (0,), (1,)),  # an empty view at an offset past int64
+    (0, (1,), (2**70,)),  # one element, a stride past int64
+    (0, (0,), (2**70,)),  # an empty view, a stride past int64
+], ids=["offset", "stride", "empty-stride"])
+@pytest.mark.parametrize("command", [["inspect", "--stats"], ["check-dtype"]], ids=lambda c: c[0])
+def test_a_view_whose_offset_or_stride_passes_64_bits(tmp_path: Path, offset: int, size: tuple[int, ...],
+                                                      stride: tuple[int, ...], command: list[str]) -> None:
+    """The torch-free reader let an empty or single-element view through with an offset or stride beyond int64
+    (its extent is within the storage); reading its values then failed in `as_strided`: `unexpected ValueError:
+    Overflow when unpacking long long` / `unexpected TypeError`, with a C++ stack in the line. torch's loader
+    decides now, as for other views it cannot make, and says so."""
+    path = _torch_zip(tmp_path / "view.bin", {"w": _View(_Storage("0", 4), offset, size, stride)},
+                      {"0": bytes(16)})
+    result = run_cli(command[0], str(path), *command[1:])
+    assert result.exit_code == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: torch cannot read the file: "), lines
+    assert "unexpected" not in lines[0] and "Overflow when unpacking long long" in lines[0]
