@@ -132,3 +132,45 @@ def test_a_view_whose_offset_or_stride_passes_64_bits(tmp_path: Path, offset: in
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}: torch cannot read the file: "), lines
     assert "unexpected" not in lines[0] and "Overflow when unpacking long long" in lines[0]
+
+
+def _safetensors(path: Path, header: dict[str, Any], data: bytes = bytes(4)) -> Path:
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    return path
+
+
+_ENTRY = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
+LONG_MESSAGES = {
+    "shape of a million dimensions": ({"a": {**_ENTRY, "shape": [1] * 1_000_000 + [-1]}}, "1, 1, -1]"),
+    "a million offsets": ({"a": {**_ENTRY, "data_offsets": [0] * 1_000_000}}, "0, 0, 0]"),
+    "dtype of a megabyte": ({"a": {**_ENTRY, "dtype": "X" * 1_000_000}}, "XXX'"),
+    "name of a megabyte": ({"n" * (1 << 20): {**_ENTRY, "dtype": "X"}}, "nnn' has unknown dtype 'X'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LONG_MESSAGES))
+def test_an_error_line_quoting_the_file_is_bounded(tmp_path: Path, case: str) -> None:
+    """Error lines quote what the file holds: a shape of a million dimensions or a million offsets made a 3 MB line,
+    a dtype or a tensor name of a megabyte a 1 MB one. A line keeps its first 3,000 and last 1,000 characters."""
+    header, end = LONG_MESSAGES[case]
+    path = _safetensors(tmp_path / "long.safetensors", header)
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: tensor '"), lines[0][:200]
+    assert len(lines[0]) < 4200 and "characters left out) ..." in lines[0]
+    assert lines[0].endswith(end), lines[0][-100:]
+
+
+def test_a_warning_quoting_a_name_of_a_megabyte_is_bounded(tmp_path: Path) -> None:
+    """Warnings quote names too: a shard holding a tensor of a 1 MB name that the index does not list."""
+    long_name = "w" * (1 << 20)
+    _safetensors(tmp_path / "a.safetensors", {"a": _ENTRY, long_name: {**_ENTRY, "data_offsets": [4, 8]}}, bytes(8))
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"a": "a.safetensors"}}))
+    result = run_cli("inspect", str(index))
+    assert result.exit_code == 0
+    warnings = result.stderr.strip().splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("warning: a.safetensors holds 'www")
+    assert warnings[0].endswith("www', which the index does not list") and len(warnings[0]) < 4200
