@@ -14,7 +14,7 @@ def clip_middle(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
 
     Example:
         >>> clip_middle("a" * 30 + "b" * 30, 20)
-        'aaaaaaaaaaaaaaa ... (45 characters left out) ... bbbbb'
+        'aaaaaaaaaaaaaaa ... (40 characters left out) ... bbbbb'
     """
     if len(text) <= limit:
         return text
