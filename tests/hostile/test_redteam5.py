@@ -174,3 +174,19 @@ def test_a_warning_quoting_a_name_of_a_megabyte_is_bounded(tmp_path: Path) -> No
     warnings = result.stderr.strip().splitlines()
     assert len(warnings) == 1 and warnings[0].startswith("warning: a.safetensors holds 'www")
     assert warnings[0].endswith("www', which the index does not list") and len(warnings[0]) < 4200
+
+
+@pytest.mark.parametrize(("names", "refused"), [
+    (["__class__", "b.w"], "'__class__'"),  # a parameter name nn.Module has as an attribute
+    (["a.cuda.x", "b.w"], "'a.cuda.x'"),  # a module name nn.Module has as a method
+])
+def test_a_tensor_name_no_module_can_have_names_the_file(tmp_path: Path, names: list[str], refused: str) -> None:
+    """plan-devices refused a tensor name that collides with an `nn.Module` attribute in a line that named no file
+    (`error: tensor name '__class__' cannot be a module path (...)`), unlike every other refusal of a name."""
+    path = _safetensors(tmp_path / "names.safetensors",
+                        {name: {**_ENTRY, "data_offsets": [4 * i, 4 * i + 4]} for i, name in enumerate(names)},
+                        bytes(4 * len(names)))
+    result = run_cli("plan-devices", str(path), "--gpu", "1GB")
+    assert result.exit_code == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: tensor name {refused} cannot be a module path")
