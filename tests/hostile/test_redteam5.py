@@ -295,3 +295,26 @@ def test_verify_reads_a_record_listed_thousands_of_times_once(tmp_path: Path, mo
     report = json.loads(result.stdout)["verify"]
     assert report["members_checked"] > 3000 and report["mismatches"] == []
     assert reads["n"] < 20, reads
+
+
+@pytest.mark.parametrize("command", [["convert", "--dtype", "fp16"], ["shard", "--single"]], ids=lambda c: c[0])
+def test_side_files_that_are_no_regular_files_are_named_as_not_copied(tmp_path: Path, command: list[str]) -> None:
+    """A model folder's `tokenizer.json` that is a FIFO, a link to /dev/zero, or a FIFO in a subfolder was left out of
+    the output without a word (the output then lacked its tokenizer). Each is named in the `not copied` warning."""
+    import os
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    _safetensors(folder / "model.safetensors", {"a": _ENTRY})
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    os.mkfifo(folder / "tokenizer.json")
+    os.symlink("/dev/zero", folder / "vocab.txt")
+    (folder / "1_Pooling").mkdir()
+    os.mkfifo(folder / "1_Pooling" / "config.json")
+    output = tmp_path / "out"
+    result = run_cli(command[0], str(folder), "-o", str(output), *command[1:])
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "warning: not copied: 1_Pooling/config.json (a FIFO, not a regular file), tokenizer.json (a FIFO, not a "
+        "regular file), vocab.txt (a device, not a regular file)"]
+    assert sorted(p.name for p in output.iterdir()) == ["config.json", "model.safetensors"]
