@@ -318,3 +318,23 @@ def test_side_files_that_are_no_regular_files_are_named_as_not_copied(tmp_path: 
         "warning: not copied: 1_Pooling/config.json (a FIFO, not a regular file), tokenizer.json (a FIFO, not a "
         "regular file), vocab.txt (a device, not a regular file)"]
     assert sorted(p.name for p in output.iterdir()) == ["config.json", "model.safetensors"]
+
+
+@pytest.mark.parametrize("name", ["model.safetensors.index.json", "config.json"])
+def test_an_index_or_config_of_gigabytes_is_refused_unread(tmp_path: Path, name: str) -> None:
+    """An index or config.json was read whole and parsed whatever its size: a sparse file of 20 GB (nothing on disk)
+    took twice that in memory before `not valid JSON`. Over 100 MB (the safetensors header limit) is refused unread."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    if name == "config.json":
+        _safetensors(folder / "model.safetensors", {"a": _ENTRY})
+    big = folder / name
+    with open(big, "wb") as handle:
+        handle.truncate(1 << 30)
+    started = time.perf_counter()
+    result = run_cli("inspect", str(folder))
+    assert time.perf_counter() - started < 5
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"error: {big}: is 1,073,741,824 bytes, more than any index or config holds (the limit is 100,000,000); "
+        "not read"]

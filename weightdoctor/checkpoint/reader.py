@@ -55,6 +55,9 @@ PREFERRED_FILES = ("model.safetensors", SAFETENSORS_INDEX, "pytorch_model.bin", 
 MAX_NAME_CHARS = 1 << 20
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# The largest index or config JSON read, as the safetensors header limit: an index of 100,000 tensors is 10 MB. Read
+# whole and parsed, a sparse file of 20 GB (a few bytes on disk) took twice its size in memory before failing.
+MAX_JSON_BYTES = 100_000_000
 
 
 @dataclass
@@ -284,6 +287,13 @@ def _read_prefix(path: Path, size: int = 16) -> bytes:
 
 def _read_json(path: Path) -> Any:
     require_regular_file(path)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0  # opening it says what is wrong
+    if size > MAX_JSON_BYTES:
+        raise CorruptCheckpoint(f"is {size:,} bytes, more than any index or config holds (the limit is "
+                                f"{MAX_JSON_BYTES:,}); not read", path=str(path))
     try:
         return parse_json(path.read_text(encoding="utf-8"), max_depth=MAX_DEPTH)
     except (UnicodeDecodeError, ValueError) as exc:
