@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.errors import UsageError
@@ -115,10 +116,25 @@ _EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num
 MAX_EXPERTS = 4096
 
 
+# Stage lists whose sum is the number of layers built (Swin, ConvNeXt, ResNet and 20 more `depths`; Funnel's
+# `block_sizes`): `{"depths": [20000]}` built for over 90 s (ConvNeXt 78 s, and then failed). Any other list of
+# numbers longer than `MAX_LAYERS` is one entry per layer too (Wav2Vec2's `conv_dim`, Swin's `num_heads`,
+# HiFi-GAN's `upsample_rates`), unless it lists tokens or labels.
+_STAGE_KEYS = ("depths", "block_sizes", "block_repeats", "num_block_repeats")
+_NOT_PER_LAYER = re.compile(r"token|_ids?$|ids_|words|suppress|label|vocab")
+
+
 def _refuse_absurd_depth(config: dict[str, Any], where: str = "") -> None:
     """Raise UsageError when the config (or a sub-config: `text_config`, `encoder`, ...) asks for more than
     `MAX_LAYERS` layers or `MAX_EXPERTS` experts per layer."""
     for key, value in config.items():
+        if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            total = sum(v for v in value if isinstance(v, int) and v > 0) if key in _STAGE_KEYS else 0
+            if total > MAX_LAYERS or (len(value) > MAX_LAYERS and not _NOT_PER_LAYER.search(key)):
+                what = f"{total:,} layers in all" if total > MAX_LAYERS else f"{len(value):,} entries, one per layer"
+                raise UsageError(f"config.json lists {what} ({where}{key}); weightdoctor builds models of up to "
+                                 f"{MAX_LAYERS:,} layers")
+            continue
         if not isinstance(value, int) or isinstance(value, bool):
             if isinstance(value, dict) and where.count(".") <= 3:
                 _refuse_absurd_depth(value, f"{where}{key}.")

@@ -338,3 +338,40 @@ def test_an_index_or_config_of_gigabytes_is_refused_unread(tmp_path: Path, name:
     assert result.stderr.strip().splitlines() == [
         f"error: {big}: is 1,073,741,824 bytes, more than any index or config holds (the limit is 100,000,000); "
         "not read"]
+
+
+LIST_DEPTH_CONFIGS = {
+    "swin depths": ({"model_type": "swin", "architectures": ["SwinModel"], "depths": [1100], "num_heads": [1]},
+                    "config.json lists 1,100 layers in all (depths)"),
+    "funnel block_sizes": ({"model_type": "funnel", "architectures": ["FunnelModel"], "block_sizes": [600, 500],
+                            "block_repeats": [1, 1]}, "config.json lists 1,100 layers in all (block_sizes)"),
+    "wav2vec2 conv_dim": ({"model_type": "wav2vec2", "architectures": ["Wav2Vec2Model"], "conv_dim": [8] * 1100,
+                           "conv_kernel": [2] * 1100, "conv_stride": [1] * 1100, "num_feat_extract_layers": 1100},
+                          "config.json lists 1,100 entries, one per layer (conv_dim)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LIST_DEPTH_CONFIGS))
+def test_a_config_asking_for_thousands_of_layers_through_a_list_builds_nothing(tmp_path: Path, case: str) -> None:
+    """plan-devices refused `num_hidden_layers: 10000` but not the same depth given as a list: `{"depths": [20000]}`
+    (Swin) or `{"block_sizes": [20000]}` (Funnel) built for over 90 s from a 150-byte config, ConvNeXt's for 78 s
+    before failing, and 5,000 `conv_dim` entries built 5,000 conv layers. Stage lists count by their sum, other
+    lists of numbers by their length (one entry per layer)."""
+    config, expected = LIST_DEPTH_CONFIGS[case]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    result = run_cli("plan-devices", str(path), "--gpu", "1GB")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"error: {path}: {expected}; weightdoctor builds models of up to 1,024 layers"]
+
+
+def test_a_config_listing_thousands_of_tokens_still_builds(tmp_path: Path) -> None:
+    """The control: Whisper's `suppress_tokens` and the like list tokens, not layers."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": "whisper", "architectures": ["WhisperModel"], "encoder_layers": 1,
+                                "decoder_layers": 1, "d_model": 8, "encoder_attention_heads": 1,
+                                "decoder_attention_heads": 1, "encoder_ffn_dim": 8, "decoder_ffn_dim": 8,
+                                "suppress_tokens": list(range(3000)), "begin_suppress_tokens": list(range(2000))}))
+    result = run_cli("plan-devices", str(path), "--gpu", "1GB")
+    assert result.exit_code == 0, result.stderr
