@@ -124,6 +124,36 @@ _STAGE_KEYS = ("depths", "block_sizes", "block_repeats", "num_block_repeats")
 _NOT_PER_LAYER = re.compile(r"token|_ids?$|ids_|words|suppress|label|vocab")
 
 
+# The most submodules a model built from a config may register. The largest real ones register about 10,000
+# (NLLB-MoE 8,600, Switch Transformers 4,400, DeepSeek-V3 1,200), at about 8,000 a second here. Config keys
+# other than the ones counted above make layers too (ALBERT's `num_hidden_groups` and `inner_group_num`, Mimi's
+# `num_quantizers`, MusicGen's `num_codebooks`): 20,000 of them built for over a minute.
+MAX_MODULES = 50_000
+
+
+class _TooManyModules(BaseException):
+    """Raised from the registration hook; a BaseException, so that no `except Exception` of model code hides it."""
+
+
+@contextlib.contextmanager
+def _module_budget() -> Any:
+    """Count every submodule registered while the model is built; past `MAX_MODULES`, stop the build."""
+    from torch.nn.modules.module import register_module_module_registration_hook
+
+    count = [0]
+
+    def counted(module: Any, name: str, submodule: Any) -> None:
+        count[0] += 1
+        if count[0] > MAX_MODULES:
+            raise _TooManyModules
+
+    handle = register_module_module_registration_hook(counted)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def _refuse_absurd_depth(config: dict[str, Any], where: str = "") -> None:
     """Raise UsageError when the config (or a sub-config: `text_config`, `encoder`, ...) asks for more than
     `MAX_LAYERS` layers or `MAX_EXPERTS` experts per layer."""
@@ -232,8 +262,11 @@ def build_meta_model(
 
         untied = no_tie_weights()
     try:
-        with torch.device("meta"), untied:
+        with torch.device("meta"), untied, _module_budget():
             model = cls._from_config(cfg) if hasattr(cls, "_from_config") else cls(cfg)
+    except _TooManyModules:
+        raise UsageError(f"{cls.__name__} from this config.json registers more than {MAX_MODULES:,} modules (real "
+                         "models have up to about 10,000); weightdoctor does not build it") from None
     except Exception as exc:  # model code can raise anything on a config it was not written for
         expected = getattr(cls, "config_class", None)
         if isinstance(expected, type) and (not isinstance(cfg, expected) or is_foreign_config(cfg)):

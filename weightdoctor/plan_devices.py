@@ -608,13 +608,24 @@ def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: st
             # name (all_tied_weights_keys). Tied, named_parameters() yields a tensor once under its first name,
             # the tied copy's where the head is registered first (XLMRobertaForMaskedLM's lm_head), and the
             # planner would then count the embeddings nowhere.
-            return build_meta_model(config, model_class, dtype=torch_dtype, tie_weights=False,
-                                    other_config_hint="or give a config.json of that model type as SOURCE")
+            model = build_meta_model(config, model_class, dtype=torch_dtype, tie_weights=False,
+                                     other_config_hint="or give a config.json of that model type as SOURCE")
     except UsageError:
         raise
     except Exception as exc:  # third-party model code can raise anything on a hostile config
         detail = " ".join(str(exc).split())[:200]
         raise UsageError(f"transformers cannot build this config ({type(exc).__name__}: {detail})") from exc
+    # The planner's cost is the square of the entries one module holds side by side, in a built model as in a
+    # tree of names: MusicGen's `num_codebooks: 20000` (20,000 embeddings and heads in two lists) planned for over
+    # a minute from a 200-byte config.
+    for name, module in model.named_modules():
+        entries = len(module._modules) + len(module._parameters)
+        if entries > MAX_MODULE_ENTRIES:
+            raise UsageError(
+                f"{type(model).__name__} built from this config.json holds {entries:,} modules and tensors side by "
+                f"side in {name or 'its top level'!r} (the limit is {MAX_MODULE_ENTRIES:,}; real models hold some "
+                "hundreds): accelerate's placement takes time in the square of that")
+    return model
 
 
 NUMBERED_BLOCK = "NumberedBlock"
