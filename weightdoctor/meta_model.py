@@ -124,11 +124,16 @@ _STAGE_KEYS = ("depths", "block_sizes", "block_repeats", "num_block_repeats")
 _NOT_PER_LAYER = re.compile(r"token|_ids?$|ids_|words|suppress|label|vocab")
 
 
-# The most submodules a model built from a config may register. The largest real ones register about 10,000
-# (NLLB-MoE 8,600, Switch Transformers 4,400, DeepSeek-V3 1,200), at about 8,000 a second here. Config keys
+# The most submodules and tensors a model built from a config may register. The largest real ones register about
+# 16,000 (NLLB-MoE 8,600 modules and 7,100 tensors; Switch Transformers 4,400 modules, DeepSeek-V3 1,200), at about
+# 15,000 a second here. Config keys
 # other than the ones counted above make layers too (ALBERT's `num_hidden_groups` and `inner_group_num`, Mimi's
 # `num_quantizers`, MusicGen's `num_codebooks`): 20,000 of them built for over a minute.
-MAX_MODULES = 50_000
+MAX_MODULES = 60_000
+# Modules and tensors one module of a built model may hold side by side (as `plan_devices.MAX_MODULE_ENTRIES` for a
+# tree of tensor names): MusicGen's `num_codebooks: 20000` (two lists of 20,000) planned for over a minute, and
+# `inspect --stats` took 36 s over it, from a 200-byte config.
+MAX_MODULE_ENTRIES = 4096
 
 
 class _TooManyModules(BaseException):
@@ -137,21 +142,37 @@ class _TooManyModules(BaseException):
 
 @contextlib.contextmanager
 def _module_budget() -> Any:
-    """Count every submodule registered while the model is built; past `MAX_MODULES`, stop the build."""
-    from torch.nn.modules.module import register_module_module_registration_hook
+    """Count every submodule registered while the model is built; past `MAX_MODULES` in all, or
+    `MAX_MODULE_ENTRIES` in one module, stop the build."""
+    from torch.nn.modules.module import (
+        register_module_module_registration_hook,
+        register_module_parameter_registration_hook,
+    )
 
     count = [0]
 
     def counted(module: Any, name: str, submodule: Any) -> None:
         count[0] += 1
         if count[0] > MAX_MODULES:
-            raise _TooManyModules
+            raise _TooManyModules(f"registers more than {MAX_MODULES:,} modules and tensors (real models up to "
+                                  "about 16,000)")
+        if len(module._modules) >= MAX_MODULE_ENTRIES:
+            raise _TooManyModules(f"puts more than {MAX_MODULE_ENTRIES:,} modules side by side in one "
+                                  f"{type(module).__name__} (real models some hundreds)")
 
-    handle = register_module_module_registration_hook(counted)
+    def tensor_counted(module: Any, name: str, parameter: Any) -> None:
+        count[0] += 1
+        if count[0] > MAX_MODULES:
+            raise _TooManyModules(f"registers more than {MAX_MODULES:,} modules and tensors (real models up to "
+                                  "about 16,000)")
+
+    handles = [register_module_module_registration_hook(counted),
+               register_module_parameter_registration_hook(tensor_counted)]
     try:
         yield
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 def _refuse_absurd_depth(config: dict[str, Any], where: str = "") -> None:
@@ -264,9 +285,9 @@ def build_meta_model(
     try:
         with torch.device("meta"), untied, _module_budget():
             model = cls._from_config(cfg) if hasattr(cls, "_from_config") else cls(cfg)
-    except _TooManyModules:
-        raise UsageError(f"{cls.__name__} from this config.json registers more than {MAX_MODULES:,} modules (real "
-                         "models have up to about 10,000); weightdoctor does not build it") from None
+    except _TooManyModules as exc:
+        raise UsageError(f"{cls.__name__} from this config.json {exc.args[0]}; weightdoctor does not build it") \
+            from None
     except Exception as exc:  # model code can raise anything on a config it was not written for
         expected = getattr(cls, "config_class", None)
         if isinstance(expected, type) and (not isinstance(cfg, expected) or is_foreign_config(cfg)):
@@ -274,4 +295,17 @@ def build_meta_model(
             raise UsageError(foreign_class_message(cls, getattr(cfg, "model_type", None), other_config_hint)) from exc
         detail = " ".join(str(exc).split())[:200]
         raise UsageError(f"transformers cannot build {cls.__name__} from this config: {detail}") from exc
+    _refuse_flat_modules(model)
     return model.eval()
+
+
+def _refuse_flat_modules(model: torch.nn.Module) -> None:
+    """Raise UsageError when one module of `model` holds more than `MAX_MODULE_ENTRIES` modules and tensors."""
+    for name, module in model.named_modules():
+        entries = len(module._modules) + len(module._parameters)
+        if entries > MAX_MODULE_ENTRIES:
+            raise UsageError(
+                f"{type(model).__name__} built from this config.json holds {entries:,} modules and tensors side by "
+                f"side in {name or 'its top level'!r} (the limit is {MAX_MODULE_ENTRIES:,}; real models hold some "
+                "hundreds): accelerate's placement takes time in the square of that, and inspect --stats' "
+                "initialization check in proportion")

@@ -615,16 +615,6 @@ def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: st
     except Exception as exc:  # third-party model code can raise anything on a hostile config
         detail = " ".join(str(exc).split())[:200]
         raise UsageError(f"transformers cannot build this config ({type(exc).__name__}: {detail})") from exc
-    # The planner's cost is the square of the entries one module holds side by side, in a built model as in a
-    # tree of names: MusicGen's `num_codebooks: 20000` (20,000 embeddings and heads in two lists) planned for over
-    # a minute from a 200-byte config.
-    for name, module in model.named_modules():
-        entries = len(module._modules) + len(module._parameters)
-        if entries > MAX_MODULE_ENTRIES:
-            raise UsageError(
-                f"{type(model).__name__} built from this config.json holds {entries:,} modules and tensors side by "
-                f"side in {name or 'its top level'!r} (the limit is {MAX_MODULE_ENTRIES:,}; real models hold some "
-                "hundreds): accelerate's placement takes time in the square of that")
     return model
 
 
