@@ -322,8 +322,9 @@ def test_side_files_that_are_no_regular_files_are_named_as_not_copied(tmp_path: 
 
 @pytest.mark.parametrize("name", ["model.safetensors.index.json", "config.json"])
 def test_an_index_or_config_of_gigabytes_is_refused_unread(tmp_path: Path, name: str) -> None:
-    """An index or config.json was read whole and parsed whatever its size: a sparse file of 20 GB (nothing on disk)
-    took twice that in memory before `not valid JSON`. Over 100 MB (the safetensors header limit) is refused unread."""
+    """An index or config.json was read whole and parsed whatever its size: a sparse file of 1 GB (nothing on disk)
+    took 2 GB of memory before `not valid JSON`, one of 20 GB would take 40. Over 100 MB (the safetensors header
+    limit) is refused unread."""
     folder = tmp_path / "model"
     folder.mkdir()
     if name == "config.json":
