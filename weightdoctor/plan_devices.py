@@ -608,14 +608,13 @@ def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: st
             # name (all_tied_weights_keys). Tied, named_parameters() yields a tensor once under its first name,
             # the tied copy's where the head is registered first (XLMRobertaForMaskedLM's lm_head), and the
             # planner would then count the embeddings nowhere.
-            model = build_meta_model(config, model_class, dtype=torch_dtype, tie_weights=False,
-                                     other_config_hint="or give a config.json of that model type as SOURCE")
+            return build_meta_model(config, model_class, dtype=torch_dtype, tie_weights=False,
+                                    other_config_hint="or give a config.json of that model type as SOURCE")
     except UsageError:
         raise
     except Exception as exc:  # third-party model code can raise anything on a hostile config
         detail = " ".join(str(exc).split())[:200]
         raise UsageError(f"transformers cannot build this config ({type(exc).__name__}: {detail})") from exc
-    return model
 
 
 NUMBERED_BLOCK = "NumberedBlock"
