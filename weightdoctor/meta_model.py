@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.errors import UsageError
@@ -141,7 +142,7 @@ class _TooManyModules(BaseException):
 
 
 @contextlib.contextmanager
-def _module_budget() -> Any:
+def _module_budget() -> Iterator[None]:
     """Count every submodule registered while the model is built; past `MAX_MODULES` in all, or
     `MAX_MODULE_ENTRIES` in one module, stop the build."""
     from torch.nn.modules.module import (
