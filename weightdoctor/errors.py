@@ -2,6 +2,25 @@
 
 from __future__ import annotations
 
+# The longest message a line on stderr shows (`render.console.error` and `warn` cut it): text from a file (a
+# tensor name of a megabyte, a shape of a million dimensions, a dtype of a megabyte) made error lines of 1-3 MB.
+# The middle goes; what the line says at its end (what was refused, what to do) stays.
+MAX_MESSAGE_CHARS = 4000
+
+
+def clip_middle(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text`, or its beginning and end with a count of what was left out between them when it is longer than
+    `limit` characters.
+
+    Example:
+        >>> clip_middle("a" * 30 + "b" * 30, 20)
+        'aaaaaaaaaaaaaaa ... (40 characters left out) ... bbbbb'
+    """
+    if len(text) <= limit:
+        return text
+    head, tail = limit * 3 // 4, limit // 4
+    return f"{text[:head]} ... ({len(text) - head - tail:,} characters left out) ... {text[len(text) - tail:]}"
+
 
 class WeightDoctorError(Exception):
     """Base class of every error weightdoctor reports to a user.

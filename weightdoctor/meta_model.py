@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import re
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.errors import UsageError
@@ -126,10 +128,76 @@ _EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num
 MAX_EXPERTS = 4096
 
 
+# Stage lists whose sum is the number of layers built (Swin, ConvNeXt, ResNet and 20 more `depths`; Funnel's
+# `block_sizes`): `{"depths": [20000]}` built for over 90 s (ConvNeXt 78 s, and then failed). Any other list of
+# numbers longer than `MAX_LAYERS` is one entry per layer too (Wav2Vec2's `conv_dim`, Swin's `num_heads`,
+# HiFi-GAN's `upsample_rates`), unless it lists tokens or labels.
+_STAGE_KEYS = ("depths", "block_sizes", "block_repeats", "num_block_repeats")
+_NOT_PER_LAYER = re.compile(r"token|_ids?$|ids_|words|suppress|label|vocab")
+
+
+# The most submodules and tensors a model built from a config may register. The largest real ones register about
+# 16,000 (NLLB-MoE 8,600 modules and 7,100 tensors; Switch Transformers 4,400 modules, DeepSeek-V3 1,200), at about
+# 15,000 a second here. Config keys
+# other than the ones counted above make layers too (ALBERT's `num_hidden_groups` and `inner_group_num`, Mimi's
+# `num_quantizers`, MusicGen's `num_codebooks`): 20,000 of them built for over a minute.
+MAX_MODULES = 60_000
+# Modules and tensors one module of a built model may hold side by side (as `plan_devices.MAX_MODULE_ENTRIES` for a
+# tree of tensor names): MusicGen's `num_codebooks: 20000` (two lists of 20,000) planned for over a minute, and
+# `inspect --stats` took 36 s over it, from a 200-byte config.
+MAX_MODULE_ENTRIES = 4096
+
+
+class _TooManyModules(BaseException):
+    """Raised from the registration hook; a BaseException, so that no `except Exception` of model code hides it."""
+
+
+@contextlib.contextmanager
+def _module_budget() -> Iterator[None]:
+    """Count every submodule registered while the model is built; past `MAX_MODULES` in all, or
+    `MAX_MODULE_ENTRIES` in one module, stop the build."""
+    from torch.nn.modules.module import (
+        register_module_module_registration_hook,
+        register_module_parameter_registration_hook,
+    )
+
+    count = [0]
+
+    def counted(module: Any, name: str, submodule: Any) -> None:
+        count[0] += 1
+        if count[0] > MAX_MODULES:
+            raise _TooManyModules(f"registers more than {MAX_MODULES:,} modules and tensors (real models up to "
+                                  "about 16,000)")
+        if len(module._modules) >= MAX_MODULE_ENTRIES:
+            raise _TooManyModules(f"puts more than {MAX_MODULE_ENTRIES:,} modules side by side in one "
+                                  f"{type(module).__name__} (real models some hundreds)")
+
+    def tensor_counted(module: Any, name: str, parameter: Any) -> None:
+        count[0] += 1
+        if count[0] > MAX_MODULES:
+            raise _TooManyModules(f"registers more than {MAX_MODULES:,} modules and tensors (real models up to "
+                                  "about 16,000)")
+
+    handles = [register_module_module_registration_hook(counted),
+               register_module_parameter_registration_hook(tensor_counted)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def _refuse_absurd_depth(config: dict[str, Any], where: str = "") -> None:
     """Raise UsageError when the config (or a sub-config: `text_config`, `encoder`, ...) asks for more than
     `MAX_LAYERS` layers or `MAX_EXPERTS` experts per layer."""
     for key, value in config.items():
+        if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            total = sum(v for v in value if isinstance(v, int) and v > 0) if key in _STAGE_KEYS else 0
+            if total > MAX_LAYERS or (len(value) > MAX_LAYERS and not _NOT_PER_LAYER.search(key)):
+                what = f"{total:,} layers in all" if total > MAX_LAYERS else f"{len(value):,} entries, one per layer"
+                raise UsageError(f"config.json lists {what} ({where}{key}); weightdoctor builds models of up to "
+                                 f"{MAX_LAYERS:,} layers")
+            continue
         if not isinstance(value, int) or isinstance(value, bool):
             if isinstance(value, dict) and where.count(".") <= 3:
                 _refuse_absurd_depth(value, f"{where}{key}.")
@@ -227,8 +295,11 @@ def build_meta_model(
 
         untied = no_tie_weights()
     try:
-        with torch.device("meta"), untied:
+        with torch.device("meta"), untied, _module_budget():
             model = cls._from_config(cfg) if hasattr(cls, "_from_config") else cls(cfg)
+    except _TooManyModules as exc:
+        raise UsageError(f"{cls.__name__} from this config.json {exc.args[0]}; weightdoctor does not build it") \
+            from None
     except Exception as exc:  # model code can raise anything on a config it was not written for
         expected = getattr(cls, "config_class", None)
         if isinstance(expected, type) and (not isinstance(cfg, expected) or is_foreign_config(cfg)):
@@ -236,4 +307,17 @@ def build_meta_model(
             raise UsageError(foreign_class_message(cls, getattr(cfg, "model_type", None), other_config_hint)) from exc
         detail = " ".join(str(exc).split())[:200]
         raise UsageError(f"transformers cannot build {cls.__name__} from this config: {detail}") from exc
+    _refuse_flat_modules(model)
     return model.eval()
+
+
+def _refuse_flat_modules(model: torch.nn.Module) -> None:
+    """Raise UsageError when one module of `model` holds more than `MAX_MODULE_ENTRIES` modules and tensors."""
+    for name, module in model.named_modules():
+        entries = len(module._modules) + len(module._parameters)
+        if entries > MAX_MODULE_ENTRIES:
+            raise UsageError(
+                f"{type(model).__name__} built from this config.json holds {entries:,} modules and tensors side by "
+                f"side in {name or 'its top level'!r} (the limit is {MAX_MODULE_ENTRIES:,}; real models hold some "
+                "hundreds): accelerate's placement takes time in the square of that, and inspect --stats' "
+                "initialization check in proportion")

@@ -800,7 +800,8 @@ def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.
                 try:
                     module.add_module(part, child)
                 except (KeyError, TypeError) as exc:
-                    raise UsageError(f"tensor name {info.name!r} cannot be a module path ({exc})") from exc
+                    raise UsageError(f"tensor name {info.name!r} cannot be a module path ({exc})",
+                                     path=str(checkpoint.path)) from exc
             module = child
         # One tensor under several names (tied weights) is one Parameter; slices of one storage are not.
         # accelerate cannot place a tie that involves a top-level name (no module holds it): those are
@@ -819,7 +820,8 @@ def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.
         try:
             module.register_parameter(parts[-1], param)
         except (KeyError, TypeError) as exc:
-            raise UsageError(f"tensor name {info.name!r} cannot be a module path ({exc})") from exc
+            raise UsageError(f"tensor name {info.name!r} cannot be a module path ({exc})",
+                             path=str(checkpoint.path)) from exc
     for name, module in root.named_modules():
         entries = len(module._modules) + len(module._parameters)
         if entries > MAX_MODULE_ENTRIES:

@@ -655,6 +655,10 @@ def side_files(
                 continue
             for sub in sorted(item.rglob("*")):
                 parts = sub.relative_to(folder).parts
+                special = _special_kind(sub)
+                if special is not None and not any(part.startswith(".") for part in parts[:-1]):
+                    left_out.append(f"{'/'.join(parts)} ({special}, not a regular file)")
+                    continue
                 if sub.is_file() and not any(part.startswith(".") for part in parts[:-1]) and not is_output(sub):
                     if not inside(sub):
                         left_out.append(f"{'/'.join(parts)} (a link to a file outside the model folder)")
@@ -667,6 +671,12 @@ def side_files(
         if item.is_file() and not inside(item):
             left_out.append(f"{name} (a link to a file outside the model folder)")
             continue
+        special = _special_kind(item)
+        if special is not None:
+            # A FIFO would block the copy, a device never end it; skipped silently, a `tokenizer.json` that is one
+            # was missing from the output with no word said.
+            left_out.append(f"{name} ({special}, not a regular file)")
+            continue
         if not item.is_file() or item.absolute() in mine or item.resolve() in mine:
             continue
         if is_training_state(name):
@@ -678,6 +688,21 @@ def side_files(
             continue
         copies.append(SideFile(item, name))
     return copies, left_out
+
+
+def _special_kind(path: Path) -> str | None:
+    """What `path` is when it exists (through links) but is neither a regular file nor a folder: "a FIFO", "a
+    device", "a socket"; None otherwise."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a special file")
 
 
 def _links_inside(folder: Path) -> Callable[[Path], bool]:

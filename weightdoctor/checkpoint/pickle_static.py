@@ -178,6 +178,10 @@ def _rebuild_tensor(storage: tuple[StorageRecord, str | None], storage_offset: i
         # torch multiplies sizes in order in 64 bits and refuses an overflow even before a 0 ([2**40, 2**40, 0]):
         # as an empty stand-in it passed, and plan-devices or --stats then failed inside torch (unexpected errors).
         raise NeedsTorch("a tensor size whose product overflows 64 bits")
+    if storage_offset > _INT64_MAX or any(v > _INT64_MAX for v in stride):
+        # torch holds offsets and strides in 64 bits: an empty view or one of a single element passed the extent
+        # check below, and --stats, check-dtype and convert then failed in as_strided (unexpected errors).
+        raise NeedsTorch("a storage offset or stride beyond 64 bits")
     tensor = StaticTensor(record, element, size, stride, storage_offset)
     if storage_offset < 0:
         raise NeedsTorch("a negative storage offset")

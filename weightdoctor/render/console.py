@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from weightdoctor.errors import clip_middle
 from weightdoctor.render.text import escape
 
 
@@ -23,11 +24,11 @@ stderr = Console(stderr=True, highlight=False)
 
 
 def error(message: str) -> None:
-    stderr.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+    stderr.print(f"[bold red]error:[/] {escape(clip_middle(message))}", markup=True, highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    stderr.print(f"[yellow]warning:[/] {escape(message)}", markup=True, soft_wrap=True)
+    stderr.print(f"[yellow]warning:[/] {escape(clip_middle(message))}", markup=True, soft_wrap=True)
 
 
 @contextmanager

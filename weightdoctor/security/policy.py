@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import re
+import reprlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -281,19 +282,51 @@ def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]
     first = args[0] if isinstance(args, tuple) and args else None
     if full in ("builtins.bytearray", "builtins.bytes"):
         if isinstance(first, int):
-            return f"calls {full}({first}): a buffer sized by a number, which no pickled value needs"
+            return f"calls {full}({shown(first)}): a buffer sized by a number, which no pickled value needs"
         return None
     if full in _RECONSTRUCT:
         shape = args[1] if isinstance(args, tuple) and len(args) >= 2 else None
         if shape != (0,):
             # numpy pickles every array as _reconstruct(ndarray, (0,), b"b") and then sets its data (BUILD).
-            return f"calls {full} with shape {shape!r}: an array of memory nothing fills (numpy writes shape (0,))"
+            return f"calls {full} with shape {shown(shape)}: an array of memory nothing fills (numpy writes shape (0,))"
         return None
     if full == _FROM_TYPE:
         func = name_of(first)
         if func is None or not func.startswith("torch._utils._rebuild_"):
             return f"calls {func or 'a value'} through {full}, which torch only ever gives its own tensor rebuilds"
     return None
+
+
+class _BoundedRepr(reprlib.Repr):
+    """`reprlib`'s bounded repr, with integers of any size: a pickle's LONG4 can hold one of millions of digits,
+    which `repr` refuses past 4,300 (ValueError)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxtuple, self.maxlist, self.maxstring, self.maxother = 3, 8, 8, 60, 60
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:
+            return f"<an integer of {x.bit_length():,} bits>"
+        return repr(x)
+
+
+_BOUNDED = _BoundedRepr()
+
+
+def shown(value: Any) -> str:
+    """`repr(value)` for a message, bounded: a pickled value is anything its writer chose (a shape of two million
+    dimensions, ten megabytes of text, a tuple nested 200,000 deep, an integer of 5,000 digits), and its full
+    repr made a 10 MB error line, or failed (RecursionError, ValueError) instead of saying what was refused.
+
+    Example:
+        >>> shown(tuple(range(100)))
+        '(0, 1, 2, 3, 4, 5, 6, 7, ...)'
+    """
+    try:
+        return _BOUNDED.repr(value)
+    except Exception:  # a value whose own __repr__ fails (objects RestrictedPickle built): said by its type
+        return f"<a {type(value).__name__}>"
 
 
 def _loadable_name(qualified: str) -> str:
