@@ -380,9 +380,9 @@ def test_a_config_listing_thousands_of_tokens_still_builds(tmp_path: Path) -> No
 
 SMALL_CONFIGS_OF_HUGE_MODELS = {
     "albert inner_group_num": (
-        {"model_type": "albert", "architectures": ["AlbertModel"], "inner_group_num": 7000, "hidden_size": 8,
+        {"model_type": "albert", "architectures": ["AlbertModel"], "inner_group_num": 9000, "hidden_size": 8,
          "embedding_size": 8, "intermediate_size": 8, "num_attention_heads": 1},
-        "AlbertModel from this config.json registers more than 60,000 modules and tensors"),
+        "AlbertModel from this config.json registers more than 100,000 modules and tensors"),
     "musicgen num_codebooks": (
         {"model_type": "musicgen_decoder", "architectures": ["MusicgenForCausalLM"], "num_codebooks": 5000,
          "num_hidden_layers": 1, "hidden_size": 8, "ffn_dim": 8, "num_attention_heads": 1},
@@ -394,8 +394,9 @@ SMALL_CONFIGS_OF_HUGE_MODELS = {
 def test_a_config_making_tens_of_thousands_of_modules_otherwise_is_refused(tmp_path: Path, case: str) -> None:
     """The layer limit knows some keys; models make modules from others: ALBERT's `inner_group_num` or
     `num_hidden_groups`, Mimi's `num_quantizers`, MusicGen's `num_codebooks`. At 20,000 each planned for over a
-    minute (and `inspect --stats` took 36 s). A build is stopped when it registers more than 60,000 modules and
-    tensors (real models up to ~16,000) or puts more than 4,096 modules in one (as a tree of names is refused)."""
+    minute (and `inspect --stats` took 36 s). A build is stopped when it registers more than 100,000 modules and
+    tensors (the largest real model, Switch-C-2048, about 87,000) or puts more than 4,096 modules in one (as a tree
+    of names is refused)."""
     config, expected = SMALL_CONFIGS_OF_HUGE_MODELS[case]
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
