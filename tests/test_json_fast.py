@@ -33,6 +33,13 @@ class Level(enum.IntEnum):
     LOW = 1
 
 
+class Odd(float, enum.Enum):
+    """Enums whose values are non-finite floats: to_jsonable hands them on as they are, and json.dumps writes NaN."""
+
+    NAN = math.nan
+    INF = math.inf
+
+
 class Tag(str):
     """A str subclass: json writes it as a string; the fast encoder leaves it to the reference."""
 
@@ -58,7 +65,7 @@ FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
 TEXT = st.one_of(st.text(), st.sampled_from(['"quote"', "back\\slash", "ctl\x01\x1f", "±65504 → inf", "\ud800x",
                                              "😀", "%s %d", ""]))
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), FLOATS, TEXT,
-                    st.sampled_from([Colour.RED, Colour.PAIR, Level.LOW, Tag("sub"), Path("/a/b c"),
+                    st.sampled_from([Colour.RED, Colour.PAIR, Level.LOW, Odd.NAN, Odd.INF, Tag("sub"), Path("/a/b c"),
                                      torch.tensor(1.5), torch.tensor(float("nan")), torch.tensor(True)]))
 KEYS = st.one_of(TEXT, st.integers(-3, 3), st.booleans(), st.none(), st.sampled_from([Colour.RED, Level.LOW]))
 
@@ -121,6 +128,12 @@ def test_values_json_cannot_write_fail_alike() -> None:
             render_json.dumps_reference(value)
         with pytest.raises(TypeError):
             render_json.dumps(value)
+
+
+def test_an_enum_of_nan_is_written_as_the_reference_writes_it() -> None:
+    for value in ([Odd.NAN, 1], {"a": Odd.INF}, Odd.NAN):
+        assert render_json.dumps(value) == render_json.dumps_reference(value)
+    assert "NaN" in render_json.dumps([Odd.NAN])
 
 
 def test_flat_rows_with_infinities_are_written_as_strings() -> None:

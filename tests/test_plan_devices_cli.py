@@ -493,6 +493,10 @@ def test_kv_cache_sizes_the_recurrent_states_of_mamba_and_hybrids(tmp_path: Path
     code, data = run_json("plan-devices", tmp_path / "mamba", "--gpu", "1GB", "--kv-cache", "--batch", "2",
                           "--seq-len", "5", "--dtype", "bf16")
     assert data["kv_cache"]["state_bytes"] == 15360
+    # at fp64 every state is float64 (transformers' own run in float64 holds 36,864 bytes)
+    code, data = run_json("plan-devices", tmp_path / "mamba", "--gpu", "1GB", "--kv-cache", "--batch", "2",
+                          "--seq-len", "5", "--dtype", "fp64")
+    assert data["kv_cache"]["state_bytes"] == 36864
     # the fit counts the states: a batch whose states alone pass what the GPU has left does not fit
     code, data = run_json("plan-devices", tmp_path / "mamba", "--gpu", "2MB", "--kv-cache", "--batch", "256",
                           "--seq-len", "5", "--dtype", "fp32")

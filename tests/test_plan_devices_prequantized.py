@@ -102,3 +102,16 @@ def test_a_gptq_plan_is_transformers_map_over_its_stored_layers(tmp_path: Path, 
     assert "packed weights, scales, zero points: 22 of 22" in warnings and "keeps no headroom" in warnings
     assert not any(d.get("held_back") and any(h["reason"] == "quantizer-headroom" for h in d["held_back"])
                    for d in data["devices"])
+
+
+def test_a_gptq_checkpoint_whose_names_carry_another_prefix_says_so(tmp_path: Path) -> None:
+    """Names under another prefix (`base_model.model.`) match no Linear layer of the model: the layers keep the
+    4-bit size, and the warning said the source held no quantized tensors, which it does."""
+    folder = tmp_path / "gptq"
+    tensors = write_gptq_llama(folder)
+    save_file({f"base_model.model.{name}": tensor for name, tensor in tensors.items()}, folder / "model.safetensors")
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB", "--json")
+    assert code == 0, data
+    warnings = " ".join(data["warnings"])
+    assert "none of the checkpoint's 93 tensor names is under a Linear layer" in warnings
+    assert "holds no quantized tensors" not in warnings

@@ -596,6 +596,27 @@ def test_a_deepspeed_step_folder_reads_the_model_states(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "weights are in subfolders (global_step10/)" in result.stderr
 
 
+def test_a_zero3_step_of_a_small_model_is_refused_though_most_tensors_are_real(tmp_path: Path) -> None:
+    """ZeRO-3 leaves parameters under `stage3_param_persistence_threshold` (biases, norms) whole and saves the others
+    as empty placeholders: with more small tensors than large ones, the folder was read as weights (exit 0, the
+    empty ones included) under the ZeRO-1/2 wording. An empty `weight` marks the placeholders. bf16 runs name their
+    partitions `bf16_zero_pp_rank_*`."""
+    step = tmp_path / "global_step5"
+    step.mkdir()
+    module = {f"layer.{i}.dense.weight": torch.empty(0, dtype=torch.bfloat16) for i in range(12)}
+    module.update({f"layer.{i}.dense.bias": torch.zeros(8, dtype=torch.bfloat16) for i in range(12)})
+    module.update({f"layer.{i}.norm.weight": torch.ones(8, dtype=torch.bfloat16) for i in range(8)})
+    torch.save({"module": module}, step / "mp_rank_00_model_states.pt")
+    torch.save({"optimizer_state_dict": {}}, step / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    result = run_cli("inspect", str(step))
+    assert result.exit_code == 2 and "ZeRO-3 model states file: placeholders, not weights (12 of 32" in \
+        " ".join(result.stderr.split())
+    # a ZeRO-1/2 step of bf16 training: the partitions are named, the weights read
+    torch.save({"module": {"w.weight": torch.ones(4, 4, dtype=torch.bfloat16)}}, step / "mp_rank_00_model_states.pt")
+    code, data = run_json("inspect", str(step))
+    assert code == 0 and any("fp32 master weights" in w for w in data["warnings"]), data["warnings"]
+
+
 def test_folders_whose_weights_the_file_read_does_not_show_say_so(fx: dict[str, Path], tmp_path: Path) -> None:
     """Only a dtype variant (`model.fp16.safetensors`: from_pretrained needs variant="fp16"), and a
     sentence-transformers model whose `2_Dense/` module holds weights of its own."""

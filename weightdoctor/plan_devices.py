@@ -518,6 +518,10 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
             f"the quantized Linear layers are sized at the bytes the checkpoint stores for them (packed weights, "
             f"scales, zero points: {len(stored)} of {linears})"
             + (f"; the other {left} at {bits} bits a weight, scales and zero points not counted" if left else ""))
+    elif checkpoint.tensors:
+        planned.warnings.append(f"Linear weights planned at {bits} bits, scales and zero points not counted: none "
+                                f"of the checkpoint's {len(checkpoint.tensors):,} tensor names is under a Linear "
+                                "layer of the model built from its config (another prefix?)")
     else:
         planned.warnings.append(f"Linear weights planned at {bits} bits (scales and zero points not counted: "
                                 "the source holds no quantized tensors to size them from)")
@@ -1574,7 +1578,8 @@ def recurrent_state_bytes(config: dict[str, Any], torch_dtype: str, batch: int) 
     (meta tensors carry shapes and dtypes, no memory, no arithmetic), and the states its cache then holds are
     counted, so every shape comes from transformers' own modeling code. The run is in bfloat16, the one dtype the
     grouped-experts kernels of MoE hybrids accept on every device: a state that comes out in bfloat16 follows the
-    model's dtype (`torch_dtype`), one kept in float32 (Mamba's SSM states) stays float32. The states are those of
+    model's dtype (`torch_dtype`), one kept in float32 (Mamba's SSM states) stays float32 (float64 in a float64
+    model). The states are those of
     the cache's layers, and those a model keeps in its own blocks (RecurrentGemma). None when the model cannot be
     built or run so, or holds no such state.
     """
@@ -1600,7 +1605,9 @@ def recurrent_state_bytes(config: dict[str, Any], torch_dtype: str, batch: int) 
         if isinstance(value, torch.Tensor):
             if id(value) not in seen:
                 seen.add(id(value))
-                size = element if value.dtype == torch.bfloat16 else value.element_size()
+                # a float32 state stays float32 below that, and follows a float64 model up
+                size = (element if value.dtype == torch.bfloat16 else max(element, value.element_size())
+                        if value.is_floating_point() else value.element_size())
                 total += value.numel() * size
         elif isinstance(value, dict):
             for item in value.values():

@@ -443,11 +443,13 @@ def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
     """Raise where a DeepSpeed model states file holds ZeRO-3's placeholders rather than weights: each partitioned
     parameter is saved as `torch.empty(0)` (its values are spread over the zero_pp_rank_* optimizer partitions), so
     the file read as weights gave 0 parameters, a plan that fit in 0 B and a convert that wrote empty tensors and
-    verified them. Buffers are not partitioned, hence "most", not "all"."""
+    verified them. Buffers are not partitioned, nor are parameters under `stage3_param_persistence_threshold`
+    (100,000 elements by default: a small model's biases and norms), so most tensors may be real: an empty `weight`
+    (no model has one) marks the placeholders too."""
     if not _DEEPSPEED_MODEL_STATES.fullmatch(path.name) or not infos:
         return
     empty = sum(1 for info in infos if info.num_params == 0)
-    if empty * 2 < len(infos):
+    if empty * 2 < len(infos) and not any(info.num_params == 0 and info.name.endswith("weight") for info in infos):
         return
     raise UnsupportedFormat(
         f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of {len(infos)} tensors are empty: "
@@ -905,12 +907,12 @@ def _variant_last(path: Path) -> tuple[int, str]:
 
 def _ignored_beside(folder: Path, chosen: Path) -> list[str]:
     """A warning for each other preferred weight file of `folder`: from_pretrained reads `chosen` only."""
-    if chosen.name.endswith("_model_states.pt") and any(folder.glob("zero_pp_rank_*_optim_states.pt")):
+    if chosen.name.endswith("_model_states.pt") and any(folder.glob("*zero_pp_rank_*_optim_states.pt")):
         # Shown only once the model states were read: ZeRO-3's placeholders are refused first
         # (`_refuse_zero3_placeholders`), so this is a ZeRO-1/2 step, whose model states hold the weights in the
         # training dtype and whose partitions hold the optimizer state with the fp32 master copies.
         return [f"{chosen.name} is read: it holds the weights in the dtype they were trained in; the "
-                "zero_pp_rank_*_optim_states.pt partitions beside it (the optimizer state and the fp32 master "
+                "*zero_pp_rank_*_optim_states.pt partitions beside it (the optimizer state and the fp32 master "
                 "weights) are not read: DeepSpeed's zero_to_fp32.py gathers those into one fp32 state dict"]
     if _named_by_config(folder, chosen):
         return []  # said by `_folder_notes`

@@ -160,12 +160,22 @@ def _flat_encoder(level: int) -> Callable[[Any], str]:
             try:
                 iterencode = make(None, _refuse, _ENCODE_STR, None, ": ", item_separator, False, False, False)
                 sample = {"a": [1, -0.0, 1e300, None, True, "é\"\n"], "b": 2}
-                if "".join(iterencode(sample, 0)) == encode(sample):
+                if "".join(iterencode(sample, 0)) == encode(sample) and _refuses_nan(iterencode):
                     encode = partial(_joined, iterencode)
             except (TypeError, ValueError):
                 pass
         _FLAT_ENCODERS[level] = encode
     return encode
+
+
+def _refuses_nan(iterencode: Callable[[Any, int], Iterable[str]]) -> bool:
+    """Whether the encoder refuses a NaN (as built, allow_nan=False): `_write_flat` relies on it to leave NaNs to
+    the path that writes them as strings."""
+    try:
+        "".join(iterencode([math.nan], 0))
+    except ValueError:
+        return True
+    return False
 
 
 def _joined(iterencode: Callable[[Any, int], Iterable[str]], value: Any) -> str:
@@ -257,7 +267,10 @@ def _write(value: Any, level: int, out: list[str]) -> None:
         return
     if isinstance(value, (Enum, float)) or hasattr(value, "item"):
         # Rare (an enum's value, a float subclass, a numpy or torch scalar): as to_jsonable does, then encode.
-        text = _scalar(to_jsonable(value))
+        plain = to_jsonable(value)
+        if isinstance(plain, float) and not math.isfinite(plain):
+            raise _NotPlain  # an enum's NaN: to_jsonable hands it on as it is, and json.dumps writes NaN
+        text = _scalar(plain)
         if text is None:
             raise _NotPlain
         out.append(text)
