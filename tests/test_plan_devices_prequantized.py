@@ -115,3 +115,28 @@ def test_a_gptq_checkpoint_whose_names_carry_another_prefix_says_so(tmp_path: Pa
     warnings = " ".join(data["warnings"])
     assert "none of the checkpoint's 93 tensor names is under a Linear layer" in warnings
     assert "holds no quantized tensors" not in warnings
+
+
+def test_gptq_experts_the_model_builds_fused_are_said_to_be_planned_unquantized(tmp_path: Path) -> None:
+    """A GPTQ Mixtral stores each expert as its own quantized Linear (`experts.0.w1.qweight`); transformers 5 builds
+    the experts fused (3-D tensors), so those bytes size no layer and the experts are planned at fp16: said, not
+    passed over."""
+    folder = tmp_path / "gptq-moe"
+    tensors = write_gptq_llama(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="mixtral", architectures=["MixtralForCausalLM"], num_local_experts=2)
+    (folder / "config.json").write_text(json.dumps(config))
+    experts = {}
+    for name, tensor in tensors.items():
+        if ".mlp." in name:
+            for expert, proj in ((0, "w1"), (1, "w1")):
+                moved = name.replace(".mlp.gate_proj.", f".block_sparse_moe.experts.{expert}.{proj}.")
+                if moved != name:
+                    experts[moved] = tensor.clone()
+        else:
+            experts[name] = tensor
+    save_file(experts, folder / "model.safetensors")
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB", "--json")
+    assert code == 0, data
+    said = [w for w in data["warnings"] if "lie under no Linear layer or tensor of the model" in w]
+    assert len(said) == 1 and said[0].startswith(f"{LAYERS * 2 * 4:,} stored tensors") and "experts" in said[0]

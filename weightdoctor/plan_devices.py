@@ -512,6 +512,12 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
             if name in children and isinstance(weight, torch.nn.Parameter) and weight.numel():
                 stored[f"{name}.weight"] = children[name]
     planned.stored_bytes = stored
+    # Stored tensors that land on no Linear layer and on no parameter or buffer of the built model: MoE experts
+    # saved one Linear each (`experts.0.w1.qweight`) where transformers 5 builds them fused (3-D tensors).
+    known = set(planned.model.state_dict(keep_vars=True))
+    sized_modules = {name.removesuffix(".weight") for name in stored}
+    elsewhere = [info for info in unique_tensors(checkpoint.tensors)
+                 if info.name not in known and info.name.rpartition(".")[0] not in sized_modules]
     if stored:
         left = linears - len(stored)
         planned.warnings.append(
@@ -525,6 +531,14 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
     else:
         planned.warnings.append(f"Linear weights planned at {bits} bits (scales and zero points not counted: "
                                 "the source holds no quantized tensors to size them from)")
+    if stored and elsewhere:
+        from weightdoctor.units import format_bytes
+
+        planned.warnings.append(
+            f"{len(elsewhere):,} stored tensors ({format_bytes(sum(i.nbytes for i in elsewhere))}, e.g. "
+            f"{elsewhere[0].name}) lie under no Linear layer or tensor of the model built from its config (MoE "
+            "experts, which transformers 5 builds fused): the modules they belong to are planned unquantized, an "
+            "upper bound")
     if not planned.quantizer_headroom:
         planned.warnings.append(f"the {quantizer} quantizer keeps no headroom in the budgets (bitsandbytes keeps "
                                 "10%): none is kept here")
