@@ -446,3 +446,18 @@ def test_shards_without_zero_padding_are_read_in_numeric_order(tmp_path: Path) -
     with open_checkpoint(tmp_path) as checkpoint:
         order = [t.name for t in checkpoint.tensors]
     assert order == ["layer1.weight", "layer2.weight", "layer10.weight"]
+
+
+def test_an_index_spelling_one_shard_two_ways_reads_it_once(tmp_path: Path) -> None:
+    """`./a.safetensors` and `a.safetensors` are one file (transformers opens it under both names): it was read
+    twice and refused with "tensor 'a' is in both ./a.safetensors and a.safetensors"."""
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.ones(2), "a2": torch.ones(2)}, tmp_path / "a.safetensors")
+    save_file({"b": torch.ones(2)}, tmp_path / "b.safetensors")
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"a": "./a.safetensors", "a2": "a.safetensors", "b": ".//b.safetensors"}}))
+    code, data = run_json("inspect", str(tmp_path))
+    assert code == 0, data
+    assert data["num_tensors"] == 3 and data["warnings"] == []
+    assert [f["path"] for f in data["files"]] == ["model.safetensors.index.json", "a.safetensors", "b.safetensors"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import posixpath
 import re
 import stat
 from collections.abc import Iterable, Iterator
@@ -970,10 +971,18 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     # A dict keeps the order of first appearance and finds a name in constant time: a list's `in` made an index
     # of 80,000 distinct shard names (2.5 MB) take 26 s before the first shard was even looked at.
     distinct: dict[str, None] = {}
+    # One shard however the index spells it (`./a.safetensors` and `a.safetensors`: transformers opens both, the
+    # same file); a name that is no string is refused below.
+    spelled: dict[str, str] = {}
     for name, shard in weight_map.items():
         if not isinstance(shard, str) or not shard:
             raise InvalidIndex(f"weight_map entry {name!r} is not a file name", str(index_path))
-        distinct[shard] = None
+        same = spelled.get(shard)
+        if same is None:
+            # `.` and doubled slashes only: `x/..` is left for the file system to resolve, as it resolves it for
+            # transformers (through a link, or not at all where `x` is missing)
+            same = spelled[shard] = shard if ".." in shard.split("/") else posixpath.normpath(shard)
+        distinct[same] = None
     shards = list(distinct)
     # Shard after shard, as the writer laid the tensors out (model-00001-of-N first): the weight_map is sorted
     # by tensor name, so its order of first appearance mixes the shards. Numbers compare as numbers
@@ -999,6 +1008,7 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
                 raise InvalidIndex(f"tensor {info.name!r} is in both {seen[info.name]} and {shard}", str(index_path))
             seen[info.name] = shard
             listed = weight_map.get(info.name)
+            listed = spelled.get(listed, listed) if isinstance(listed, str) else listed
             if listed is None:
                 unlisted.setdefault(shard, []).append(info.name)
             elif listed != shard:
