@@ -53,3 +53,68 @@ def test_a_ctranslate2_model_bin_is_named_not_called_a_broken_pickle(tmp_path: P
         assert result.exit_code == 2, (args, result.stdout, result.stderr)
         assert f"a CTranslate2 model ({spec};" in message and "nor a PyTorch pickle" not in message, message
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def _llama_config(**extra: object) -> dict[str, object]:
+    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+            "num_attention_heads": 4, "num_key_value_heads": 4, "num_hidden_layers": 1, "vocab_size": 128,
+            "torch_dtype": "float16", "tie_word_embeddings": False, **extra}
+
+
+def _exl2_llama(folder: Path) -> None:
+    """A one-layer Llama as ExLlamaV2's convert.py -cf writes it: output.safetensors (no index, not model.*) with
+    each Linear as q_weight (int32, [packed rows, out]), q_scale (int32), q_scale_max (fp16), q_invperm (int16, one
+    per input feature) and q_groups (int16 bits / row pairs); config.json gains quantization_config exl2 with a
+    fractional `bits`; measurement.json beside it."""
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    shapes = {"self_attn.q_proj": (64, 64), "self_attn.k_proj": (64, 64), "self_attn.v_proj": (64, 64),
+              "self_attn.o_proj": (64, 64), "mlp.gate_proj": (128, 64), "mlp.up_proj": (128, 64),
+              "mlp.down_proj": (64, 128)}
+    tensors = {"model.embed_tokens.weight": torch.randn(128, 64).half(), "lm_head.weight": torch.randn(128, 64).half()}
+    for norm in ("model.norm", "model.layers.0.input_layernorm", "model.layers.0.post_attention_layernorm"):
+        tensors[norm + ".weight"] = torch.ones(64).half()
+    for module, (out, inp) in shapes.items():
+        base = f"model.layers.0.{module}."
+        tensors |= {base + "q_weight": torch.zeros(inp * 4 // 32, out, dtype=torch.int32),
+                    base + "q_scale": torch.zeros(inp // 32 * 4 // 32, out, dtype=torch.int32),
+                    base + "q_scale_max": torch.full((inp // 32,), 0.02).half(),
+                    base + "q_invperm": torch.arange(inp, dtype=torch.int16),
+                    base + "q_groups": torch.tensor([4, 0], dtype=torch.int16)}
+    save_file(tensors, str(folder / "output.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(_llama_config(quantization_config={
+        "quant_method": "exl2", "version": "0.2.3", "bits": 4.0, "head_bits": 6,
+        "calibration": {"rows": 115, "length": 2048, "dataset": "(default)"}})))
+    (folder / "measurement.json").write_text(json.dumps({"measurement": {}, "last_module_idx": 1}))
+
+
+def test_an_exl2_checkpoint_counts_its_weights_and_is_not_planned_as_transformers_loads(tmp_path: Path) -> None:
+    """ExLlamaV2's EXL2 quants. inspect said "exl2: 22,814 parameters once unpacked; 0 packed tensor(s)" (the stored
+    int32 counted as weights); plan-devices planned a clean fp16 load, diff-keys --model-class called every tensor
+    "unknown: will not load" under a note that the model is quantized on load. transformers has no exl2 quantizer:
+    it skips the quantization_config and builds the model unquantized, its weights not in the checkpoint. convert
+    --dtype bf16 cast the fp16 q_scale_max the kernels read."""
+    from safetensors import safe_open
+
+    folder = tmp_path / "Llama-3-8B-exl2-4.0bpw"
+    _exl2_llama(folder)
+    result = run_cli("inspect", str(folder), "--json")
+    quantized = json.loads(result.stdout)["quantized"]
+    assert quantized == {"method": "exl2", "bits": None, "packed_tensors": 7, "side_tensors": 28,
+                         "parameters": 128 * 64 + 128 * 64 + 3 * 64 + 4 * 64 * 64 + 3 * 128 * 64}, quantized
+
+    for args in (["plan-devices", str(folder), "--gpu", "24GB"], ["diff-keys", str(folder), "--model-class",
+                                                                   "LlamaForCausalLM"]):
+        result = run_cli(*args)
+        message = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and "quant_method 'exl2' is not one transformers has a quantizer for" in message
+        assert "builds the model unquantized" in message and "exllamav2" in message, message
+    result = run_cli("plan-devices", str(folder), "--gpu", "24GB", "--dtype", "fp16")
+    assert result.exit_code == 0 and "planned as the unquantized model at fp16" in " ".join(result.stderr.split())
+
+    result = run_cli("convert", str(folder), "-o", str(tmp_path / "bf16"), "--dtype", "bf16")
+    assert result.exit_code == 0, result.stderr
+    with safe_open(str(tmp_path / "bf16" / "output.safetensors"), "pt") as f:
+        assert f.get_slice("model.layers.0.mlp.up_proj.q_scale_max").get_dtype() == "F16"
+        assert f.get_slice("model.norm.weight").get_dtype() == "BF16"

@@ -543,7 +543,7 @@ def diff_checkpoint_against_model(
 ) -> DiffReport:
     """`diff_against_model` for an opened checkpoint and a class name (built on the meta device)."""
     from weightdoctor.meta_model import build_meta_model, is_foreign_config
-    from weightdoctor.quantized import mlx_not_loadable, mlx_quantization
+    from weightdoctor.quantized import mlx_not_loadable, mlx_quantization, quantizer_transformers_lacks
 
     config_dict = load_config(config, checkpoint, revision)
     mlx = mlx_quantization(checkpoint.tensors, checkpoint.config if config is None else config_dict)
@@ -551,6 +551,10 @@ def diff_checkpoint_against_model(
         # Every packed weight was "mismatched", its biases "unknown: will not load", all "by the unknown quantizer".
         raise UsageError(f"A is {mlx_not_loadable(mlx, f'it into {model_class}')}; diff-keys A B compares it with "
                          "another checkpoint", path=checkpoint.source)
+    lacks = quantizer_transformers_lacks(checkpoint.config if config is None else config_dict)
+    if lacks is not None:
+        # Every packed tensor "unexpected", every weight "missing", all "unknown: will not load".
+        raise UsageError(f"A's {lacks}; diff-keys A B compares it with another checkpoint", path=checkpoint.source)
     overrides: dict[str, Any] = {}
     if num_labels is not None:
         if num_labels < 1:

@@ -360,7 +360,7 @@ def build_planned_model(
         UsageError: a config-only source whose config transformers cannot build.
     """
     warnings: list[str] = list(checkpoint.warnings)  # the reader's (a file left unread, --revision ignored)
-    from weightdoctor.quantized import mlx_not_loadable, mlx_quantization
+    from weightdoctor.quantized import mlx_not_loadable, mlx_quantization, quantizer_transformers_lacks
 
     mlx = mlx_quantization(checkpoint.tensors, checkpoint.config)
     if mlx is not None and not dtype:
@@ -368,6 +368,12 @@ def build_planned_model(
         # or as int4 "by an unknown quantizer": neither is a load that happens.
         raise UsageError(mlx_not_loadable(mlx, "it (no device map to plan)")
                          + "; --dtype plans the unquantized model", path=checkpoint.source)
+    lacks = quantizer_transformers_lacks(checkpoint.config) if mlx is None else None
+    if lacks is not None and not dtype:
+        raise UsageError(f"{lacks}; no device map to plan; --dtype plans the unquantized model",
+                         path=checkpoint.source)
+    if lacks is not None:
+        warnings.append(f"planned as the unquantized model at {dtype}: {lacks}")
     if mlx is not None:
         warnings.append(f"planned as the unquantized model at {dtype}: this {mlx} checkpoint is not what "
                         "from_pretrained loads (transformers has no quantizer for it)")

@@ -22,6 +22,8 @@ _SIDE = re.compile(
     r"input_scale|input_global_scale|output_scale|k_scale|v_scale)$"
 )
 _PACKED_INT32 = (".qweight", ".weight_packed")
+# ExLlamaV2's EXL2 layers: `q_weight` (int32, rows of mixed bit widths) beside its scales, permutation and groups.
+_EXL2_SIDE = (".q_scale", ".q_scale_max", ".q_invperm", ".q_perm", ".q_groups", ".q_group_map")
 
 
 def quantizer_side_tensors(tensors: Iterable[TensorInfo], config: Mapping[str, Any] | None) -> set[str]:
@@ -37,8 +39,29 @@ def quantizer_side_tensors(tensors: Iterable[TensorInfo], config: Mapping[str, A
     summary = quantized_summary(unique, config)
     if summary is None:
         return set()
-    side = {t.name for t in unique if _SIDE.search(t.name)}
+    side = {t.name for t in unique if _SIDE.search(t.name)} | _exl2_layers(unique)[1]
     return side | _mlx_groups(unique)[1] if summary.method == "mlx" else side
+
+
+def _exl2_layers(tensors: Iterable[TensorInfo]) -> tuple[dict[str, int], set[str]]:
+    """ExLlamaV2's EXL2 layers: ({q_weight name: the weights it packs}, {their side tensor names}).
+
+    A `q_weight` is [packed rows, out_features] int32 whose rows mix bit widths (its `q_groups` say which), so its
+    own shape does not give the weights it holds; its `q_invperm` has one entry per input feature, which does.
+    """
+    infos = {t.name: t for t in tensors}
+    packed: dict[str, int] = {}
+    side: set[str] = set()
+    for name, info in infos.items():
+        if not name.endswith(".q_weight") or info.dtype not in ("int32", "uint32") or len(info.shape) != 2:
+            continue
+        base = name.removesuffix(".q_weight")
+        perm = infos.get(base + ".q_invperm") or infos.get(base + ".q_perm")
+        if perm is None or len(perm.shape) != 1:
+            continue
+        packed[name] = perm.shape[0] * info.shape[1]
+        side |= {base + suffix for suffix in _EXL2_SIDE if base + suffix in infos}
+    return packed, side
 
 
 def _mlx_groups(tensors: Iterable[TensorInfo]) -> tuple[set[str], set[str]]:
@@ -161,6 +184,35 @@ def mlx_not_loadable(what: str, target: str = "it") -> str:
             "use the unquantized model it was converted from")
 
 
+# What runs a checkpoint of a quantizer transformers has none for, by its quant_method.
+_OWN_RUNNERS = {"exl2": "exllamav2 (TabbyAPI, text-generation-webui) runs it"}
+
+
+def quantizer_transformers_lacks(config: Mapping[str, Any] | None) -> str | None:
+    """Why from_pretrained does not load this config's quantized weights, in a line, when its quant_method is one
+    transformers has no quantizer for (ExLlamaV2's "exl2"); None otherwise (no quant_method: `mlx_quantization`).
+
+    transformers logs "Unknown quantization type", skips the quantization_config and builds the model
+    unquantized: the checkpoint's packed tensors are unexpected keys and the layers' weights start from their init.
+    Imports transformers (the installed one decides).
+    """
+    quantization = _config_of(config)
+    method = quantization.get("quant_method") if quantization is not None else None
+    if not isinstance(method, str) or not method or quantization is None or quantization.get("load_in_4bit") \
+            or quantization.get("load_in_8bit"):
+        return None
+    try:
+        from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING
+    except ImportError:
+        return None
+    if method in AUTO_QUANTIZATION_CONFIG_MAPPING:
+        return None
+    runner = _OWN_RUNNERS.get(method, "the library that quantized it loads it")
+    return (f"quant_method {method!r} is not one transformers has a quantizer for: from_pretrained skips the "
+            "quantization_config (\"Unknown quantization type\") and builds the model unquantized, whose weights "
+            f"this checkpoint does not hold (they start from their init); {runner}")
+
+
 def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] | None) -> QuantizedSummary | None:
     """The parameters a quantized checkpoint's tensors stand for; None for a checkpoint that is not quantized.
 
@@ -180,6 +232,7 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
     # mlx-lm: 32 / bits values in each uint32 of a `weight`, with per-group `scales` and `biases` beside it; the
     # config's `quantization` (newer mlx-lm: `quantization_config` too, without quant_method) holds the bits.
     mlx_packed, mlx_side = _mlx_groups(unique)
+    exl2_packed, exl2_side = _exl2_layers(unique)
     mlx_config = config.get("quantization") if isinstance(config, Mapping) else None
     quantization = _config_of(config)
     if quantization is not None:
@@ -190,6 +243,8 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
             method = "mlx"
     elif mlx_packed and isinstance(mlx_config, Mapping):
         method, bits = "mlx", _bits(mlx_config.get("bits"))
+    elif exl2_packed:
+        method, bits = "exl2-like (no quantization_config)", None
     elif any(n.endswith(_PACKED_INT32) for n in names):
         method, bits = "gptq-like (no quantization_config)", None
     elif bnb4:
@@ -207,7 +262,11 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
         mlx_packed, mlx_side = set(), set()
     layer_bits = _mlx_layer_bits(mlx_packed, mlx_config if isinstance(mlx_config, Mapping) else quantization)
     for info in unique:
-        if _SIDE.search(info.name) or (info.name in mxfp4_scales and info.dtype == "uint8") or info.name in mlx_side:
+        if info.name in exl2_packed:
+            packed += 1
+            counts[info.name] = exl2_packed[info.name]
+        elif (info.name in exl2_side or _SIDE.search(info.name) or info.name in mlx_side
+              or (info.name in mxfp4_scales and info.dtype == "uint8")):
             counts[info.name], side = 0, side + 1
         elif (info.name in mxfp4 or info.name.endswith(".weight_packed")) and info.dtype in ("uint8", "int8"):
             # Values packed into bytes: MXFP4 blocks, compressed-tensors' NVFP4 `weight_packed` (8 / bits each).
