@@ -118,3 +118,78 @@ def test_an_exl2_checkpoint_counts_its_weights_and_is_not_planned_as_transformer
     with safe_open(str(tmp_path / "bf16" / "output.safetensors"), "pt") as f:
         assert f.get_slice("model.layers.0.mlp.up_proj.q_scale_max").get_dtype() == "F16"
         assert f.get_slice("model.norm.weight").get_dtype() == "BF16"
+
+
+_LINEARS = {"self_attn.q_proj": (64, 64), "self_attn.k_proj": (64, 64), "self_attn.v_proj": (64, 64),
+            "self_attn.o_proj": (64, 64), "mlp.gate_proj": (128, 64), "mlp.up_proj": (128, 64),
+            "mlp.down_proj": (64, 128)}
+# The one-layer Llama's parameters: embeddings and head, three norms, the seven Linears.
+_LLAMA_PARAMETERS = 2 * 128 * 64 + 3 * 64 + sum(out * inp for out, inp in _LINEARS.values())
+
+
+def _quantized_layer(method: str, out: int, inp: int) -> dict[str, torch.Tensor]:
+    """One Linear's tensors as each quantizer's transformers integration stores them."""
+    if method == "quanto":  # optimum-quanto qint8: WeightQBytesTensor's _data / _scale, the layer's I/O scales
+        return {"weight._data": torch.ones(out, inp, dtype=torch.int8), "weight._scale": torch.ones(out, 1).half(),
+                "input_scale": torch.ones(()).half(), "output_scale": torch.ones(()).half()}
+    if method == "eetq":  # EetqLinear: int8 weight [in, out], fp16 weight_scales
+        return {"weight": torch.ones(inp, out, dtype=torch.int8), "weight_scales": torch.ones(out).half()}
+    if method == "hqq":  # HQQLinear.state_dict: 4bit_u8 W_q, scale / zero per group of 64, its meta as tensors
+        groups = out * inp // 64
+        return {"W_q": torch.zeros(groups // 2, 64, dtype=torch.uint8), "scale": torch.ones(groups, 1).half(),
+                "zero": torch.ones(groups, 1).half(), "shape": torch.tensor([out, inp]), "nbits": torch.tensor(4),
+                "group_size": torch.tensor(64), "axis": torch.tensor(1), "channel_wise": torch.tensor(True),
+                "optimize": torch.tensor(True), "round_zero": torch.tensor(False), "offload_meta": torch.tensor(False)}
+    # AQLM 1x16: int16 codes [out, in / 8, 1] into an fp16 codebook of 8-wide vectors, fp16 scales per row
+    return {"codes": torch.zeros(out, inp // 8, 1, dtype=torch.int16), "codebooks": torch.randn(1, 64, 1, 8).half(),
+            "scales": torch.ones(out, 1, 1, 1).half()}
+
+
+_QUANTIZATION_CONFIGS: dict[str, dict[str, object]] = {
+    "quanto": {"quant_method": "quanto", "weights": "int8", "activations": None, "modules_to_not_convert": None},
+    "eetq": {"quant_method": "eetq", "weights": "int8", "modules_to_not_convert": ["lm_head"]},
+    "hqq": {"quant_method": "hqq", "skip_modules": ["lm_head"], "quant_config": {"weight_quant_params": {
+        "nbits": 4, "channel_wise": True, "group_size": 64, "optimize": True, "round_zero": True, "axis": 1,
+        "view_as_float": False}, "scale_quant_params": None, "zero_quant_params": None, "offload_meta": False}},
+    "aqlm": {"quant_method": "aqlm", "in_group_size": 8, "out_group_size": 1, "num_codebooks": 1,
+             "nbits_per_codebook": 16, "linear_weights_not_to_quantize": ["model.embed_tokens.weight",
+                                                                          "lm_head.weight"]},
+}
+
+
+@pytest.mark.parametrize(("method", "side", "planned"), [("quanto", 21, "int8"), ("eetq", 7, "int8"),
+                                                          ("hqq", 14, "int4"), ("aqlm", 14, "fp16")])
+def test_quanto_eetq_hqq_and_aqlm_checkpoints_count_and_plan_their_weights(
+        tmp_path: Path, method: str, side: int, planned: str) -> None:
+    """Models saved by transformers with QuantoConfig, EetqConfig, HqqConfig, or AQLM's own quantizer. inspect
+    counted stored values as the parameters once unpacked (AQLM's int16 codes an eighth of its weights, HQQ's
+    packed bytes half, the scales as weights), check-dtype would cast their fp16 scales, and plan-devices planned
+    every one as the fp16 model without a word."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / f"llama-{method}"
+    folder.mkdir()
+    tensors = {"model.embed_tokens.weight": torch.randn(128, 64).half(), "lm_head.weight": torch.randn(128, 64).half()}
+    for norm in ("model.norm", "model.layers.0.input_layernorm", "model.layers.0.post_attention_layernorm"):
+        tensors[norm + ".weight"] = torch.ones(64).half()
+    for module, (out, inp) in _LINEARS.items():
+        tensors |= {f"model.layers.0.{module}.{k}": v for k, v in _quantized_layer(method, out, inp).items()}
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(_llama_config(quantization_config=_QUANTIZATION_CONFIGS[method])))
+
+    quantized = json.loads(run_cli("inspect", str(folder), "--json").stdout)["quantized"]
+    assert quantized["parameters"] == _LLAMA_PARAMETERS and quantized["side_tensors"] >= side, quantized
+    skipped = json.loads(run_cli("check-dtype", str(folder), "--json").stdout)["skipped"]
+    kept = [s["name"] for s in skipped if s["reason"].startswith("a quantizer's scale or state")]
+    assert len(kept) == side and "model.norm.weight" not in kept, skipped
+
+    result = run_cli("plan-devices", str(folder), "--gpu", "24GB")
+    assert result.exit_code == 0, result.stderr
+    out, err = " ".join(result.stdout.split()), " ".join(result.stderr.split())
+    assert f"dtype {planned} ·" in out, out
+    if planned == "fp16":
+        assert "the config quantizes the weights (aqlm): planned at the floating dtype" in err, err
+        assert "upper bound" in err
+    else:
+        assert f"planned as {planned}" in err and "sized at the bytes the checkpoint stores" in err, err
+        assert "bitsandbytes keeps 10%" not in out, out

@@ -411,6 +411,11 @@ def build_planned_model(
             warnings.append(f"the config quantizes the weights ({found[0]}): planned at the floating dtype, which "
                             "over-sizes the Linear weights transformers keeps in 8 or 4 bits (about 2x or 4x); the "
                             "plan is an upper bound")
+        elif found is not None:
+            # AQLM (2 bits a weight), 2- and 3-bit GPTQ, torchao: no int8 / int4 to plan them as.
+            words = found[0] + (f", {found[1]}-bit" if found[1] else "")
+            warnings.append(f"the config quantizes the weights ({words}): planned at the floating dtype, which "
+                            "over-sizes the Linear weights its quantizer keeps packed; the plan is an upper bound")
     asked = dtype
     dtype = normalize_dtype(dtype) if dtype else default_dtype(checkpoint)
     if asked and DTYPES[dtype][1] is not None:
@@ -508,6 +513,8 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
     children: dict[str, int] = {}
     for info in unique_tensors(checkpoint.tensors):
         module, _, leaf = info.name.rpartition(".")
+        if leaf.startswith("_") and module.endswith(".weight"):  # optimum-quanto: `weight._data`, `weight._scale`
+            module = module.removesuffix(".weight")
         if leaf != "bias":
             children[module] = children.get(module, 0) + info.nbytes
     linears = 0
@@ -1387,7 +1394,8 @@ def explain_devices(
             if headroom > 0 and left > 0:
                 amount = min(headroom, left)
                 parts.append(HeldBack("quantizer-headroom", amount,
-                                      "bitsandbytes keeps 10% of every budget for quantization buffers"))
+                                      "the quantizer keeps 10% of every budget for quantization "
+                                      "buffers (bitsandbytes, quanto, bitnet and torchao do)"))
                 left -= amount
                 given -= headroom
         if isinstance(key, int) and strategy != "sequential" and planner_cap < given and left > 0:

@@ -22,6 +22,12 @@ _SIDE = re.compile(
     r"input_scale|input_global_scale|output_scale|k_scale|v_scale)$"
 )
 _PACKED_INT32 = (".qweight", ".weight_packed")
+# optimum-quanto's QTensor parts (`weight._data` is the weight): its scale and shift.
+_QUANTO_SIDE = (".weight._scale", ".weight._shift")
+# HQQ's HQQLinear.state_dict beside its packed `W_q`: scale and zero, then its meta data as small tensors.
+_HQQ_SIDE = (".scale", ".zero", ".shape", ".nbits", ".group_size", ".axis", ".packing", ".channel_wise", ".optimize",
+             ".round_zero", ".compute_dtype", ".view_as_float", ".unpack_view_dtype", ".encoded_state_dict",
+             ".offload_meta", ".stores_quant_config", ".quant_scale", ".quant_zero", ".meta_zero", ".meta_scale")
 # ExLlamaV2's EXL2 layers: `q_weight` (int32, rows of mixed bit widths) beside its scales, permutation and groups.
 _EXL2_SIDE = (".q_scale", ".q_scale_max", ".q_invperm", ".q_perm", ".q_groups", ".q_group_map")
 
@@ -40,6 +46,7 @@ def quantizer_side_tensors(tensors: Iterable[TensorInfo], config: Mapping[str, A
     if summary is None:
         return set()
     side = {t.name for t in unique if _SIDE.search(t.name)} | _exl2_layers(unique)[1]
+    side |= _method_layers(unique, summary.method, _config_of(config), summary.bits)[1]
     return side | _mlx_groups(unique)[1] if summary.method == "mlx" else side
 
 
@@ -128,6 +135,13 @@ def _method_and_bits(quantization: Mapping[str, Any]) -> tuple[str, int | None]:
             return "bitsandbytes 4-bit", 4
         if quantization.get("load_in_8bit"):
             return "bitsandbytes 8-bit", 8
+    if bits is None and method in ("quanto", "eetq"):  # QuantoConfig / EetqConfig: weights "int8", "int4", ...
+        weights = quantization.get("weights")
+        bits = {"int8": 8, "float8": 8, "int4": 4, "int2": 2}.get(weights) if isinstance(weights, str) else None
+    if bits is None and method == "hqq":  # HqqConfig: quant_config.weight_quant_params.nbits
+        settings = quantization.get("quant_config")
+        params = settings.get("weight_quant_params") if isinstance(settings, Mapping) else None
+        bits = _bits(params.get("nbits")) if isinstance(params, Mapping) else None
     groups = quantization.get("config_groups")
     if bits is None and isinstance(groups, Mapping):  # compressed-tensors: config_groups.<group>.weights.num_bits
         for group in groups.values():
@@ -186,6 +200,43 @@ def mlx_not_loadable(what: str, target: str = "it") -> str:
 
 # What runs a checkpoint of a quantizer transformers has none for, by its quant_method.
 _OWN_RUNNERS = {"exl2": "exllamav2 (TabbyAPI, text-generation-webui) runs it"}
+
+
+def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Mapping[str, Any] | None,
+                   bits: int | None) -> tuple[dict[str, int], set[str]]:
+    """AQLM, HQQ, optimum-quanto and EETQ layers: ({packed tensor: the weights it stands for}, {side tensor names}).
+
+    AQLM's `codes` [out groups, in groups, codebooks] index `codebooks`: each code stands for out_group_size x
+    in_group_size weights. HQQ's `W_q` (uint8) holds 8 / nbits weights a byte, 3-bit ones ten to an int32.
+    """
+    infos = list(tensors)
+    packed: dict[str, int] = {}
+    side: set[str] = set()
+    settings = quantization or {}
+    if method == "aqlm":
+        groups = [settings.get(key, default) for key, default in (("out_group_size", 1), ("in_group_size", 8))]
+        sizes = [g if isinstance(g, int) and not isinstance(g, bool) and g > 0 else None for g in groups]
+        bases = {t.name.removesuffix(".codes") for t in infos if t.name.endswith(".codes") and len(t.shape) == 3}
+        for info in infos:
+            base = info.name.rpartition(".")[0]
+            if base in bases and info.name.endswith(".codes") and None not in sizes:
+                packed[info.name] = info.shape[0] * sizes[0] * info.shape[1] * sizes[1]  # type: ignore[operator]
+            elif base in bases and info.name.endswith(".codebooks"):
+                side.add(info.name)
+    elif method == "hqq":
+        bases = {t.name.removesuffix(".W_q") for t in infos if t.name.endswith(".W_q")}
+        per = {"uint8": 8 // bits if bits in (1, 2, 4, 8) else None, "int32": 10 if bits == 3 else None}
+        for info in infos:
+            base, _, leaf = info.name.rpartition(".")
+            if base in bases and leaf == "W_q" and per.get(info.dtype):
+                packed[info.name] = info.num_params * per[info.dtype]  # type: ignore[operator]
+            elif base in bases and info.name.endswith(_HQQ_SIDE):
+                side.add(info.name)
+    elif method == "quanto":
+        side = {t.name for t in infos if t.name.endswith(_QUANTO_SIDE)}
+    elif method == "eetq":  # EetqLinear: an int8 `weight` [in, out] and its fp16 `weight_scales`
+        side = {t.name for t in infos if t.name.endswith(".weight_scales")}
+    return packed, side
 
 
 def quantizer_transformers_lacks(config: Mapping[str, Any] | None) -> str | None:
@@ -260,6 +311,8 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
     unknown = False
     if method != "mlx":
         mlx_packed, mlx_side = set(), set()
+    own_packed, own_side = _method_layers(unique, method, quantization, bits)
+    exl2_packed, exl2_side = {**exl2_packed, **own_packed}, exl2_side | own_side
     layer_bits = _mlx_layer_bits(mlx_packed, mlx_config if isinstance(mlx_config, Mapping) else quantization)
     for info in unique:
         if info.name in exl2_packed:
