@@ -193,3 +193,28 @@ def test_quanto_eetq_hqq_and_aqlm_checkpoints_count_and_plan_their_weights(
     else:
         assert f"planned as {planned}" in err and "sized at the bytes the checkpoint stores" in err, err
         assert "bitsandbytes keeps 10%" not in out, out
+
+
+def test_a_diffusers_fp16_variant_plan_says_diffusers_loads_float32_by_default(tmp_path: Path) -> None:
+    """A pipeline cloned with its fp16 variant only (unet/diffusion_pytorch_model.fp16.safetensors): plan-devices
+    on unet/ planned it at fp16 without a word, while diffusers' from_pretrained loads in float32 unless given
+    torch_dtype (check-dtype says so): the default load takes twice the memory planned."""
+    from safetensors.torch import save_file
+
+    unet = tmp_path / "stable-diffusion-v1-5" / "unet"
+    unet.mkdir(parents=True)
+    (unet.parent / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}))
+    (unet / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel",
+                                                  "_diffusers_version": "0.30.0", "in_channels": 4}))
+    save_file({"conv_in.weight": torch.randn(32, 4, 3, 3).half(), "conv_in.bias": torch.zeros(32).half(),
+               "conv_out.weight": torch.randn(4, 32, 3, 3).half()}, unet / "diffusion_pytorch_model.fp16.safetensors")
+    result = run_cli("plan-devices", str(unet), "--gpu", "8GB")
+    assert result.exit_code == 0, result.stderr
+    err = " ".join(result.stderr.split())
+    assert "a diffusers UNet2DConditionModel: its from_pretrained loads in float32 unless given torch_dtype" in err
+    assert "torch_dtype=torch.float16" in err and "--dtype fp32 plans the default" in err, err
+    assert "dtype fp16 ·" in " ".join(result.stdout.split())
+    result = run_cli("plan-devices", str(unet), "--gpu", "8GB", "--dtype", "fp32")
+    assert result.exit_code == 0 and "loads in float32 unless" not in result.stderr, result.stderr

@@ -418,6 +418,13 @@ def build_planned_model(
                             "over-sizes the Linear weights its quantizer keeps packed; the plan is an upper bound")
     asked = dtype
     dtype = normalize_dtype(dtype) if dtype else default_dtype(checkpoint)
+    config = checkpoint.config or {}
+    if not asked and dtype in ("fp16", "bf16") and isinstance(config.get("_class_name"), str) \
+            and not config.get("model_type"):
+        # diffusers' configs carry no dtype; its from_pretrained loads in float32 unless given torch_dtype.
+        warnings.append(f"a diffusers {config['_class_name']}: its from_pretrained loads in float32 unless given "
+                        f"torch_dtype; planned at the stored {dtype}, as torch_dtype=torch.{DTYPES[dtype][0]} loads "
+                        "it; --dtype fp32 plans the default (twice the memory)")
     if asked and DTYPES[dtype][1] is not None:
         from weightdoctor.quantized import quantization_of
 
