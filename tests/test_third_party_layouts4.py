@@ -218,3 +218,68 @@ def test_a_diffusers_fp16_variant_plan_says_diffusers_loads_float32_by_default(t
     assert "dtype fp16 ·" in " ".join(result.stdout.split())
     result = run_cli("plan-devices", str(unet), "--gpu", "8GB", "--dtype", "fp32")
     assert result.exit_code == 0 and "loads in float32 unless" not in result.stderr, result.stderr
+
+
+def _megatron_save(root: Path, ranks: int) -> Path:
+    """A Megatron-LM legacy save: latest_checkpointed_iteration.txt beside iter_0001000/mp_rank_0N/model_optim_rng.pt,
+    each {"args": Namespace, "checkpoint_version": 3.0, "iteration", "model": {"language_model": {"embedding":
+    {"word_embeddings": {"weight"}, ...}, "encoder": {flat names}, "output_layer": {"weight"}}}, "rng_state", ...}."""
+    import argparse
+
+    root.mkdir()
+    (root / "latest_checkpointed_iteration.txt").write_text("1000")
+    for rank in range(ranks):
+        folder = root / "iter_0001000" / f"mp_rank_{rank:02d}"
+        folder.mkdir(parents=True)
+        torch.save({
+            "args": argparse.Namespace(num_layers=1, hidden_size=8, tensor_model_parallel_size=ranks),
+            "checkpoint_version": 3.0, "iteration": 1000,
+            "model": {"language_model": {
+                "embedding": {"word_embeddings": {"weight": torch.zeros(50 // ranks, 8)},
+                              "position_embeddings": {"weight": torch.zeros(16, 8)}},
+                "encoder": {"layers.0.input_norm.weight": torch.ones(8),
+                            "layers.0.self_attention.query_key_value.weight": torch.zeros(24 // ranks, 8),
+                            "final_norm.weight": torch.ones(8)},
+                "output_layer": {"weight": torch.zeros(50 // ranks, 8)}}},
+            "rng_state": [{"torch_rng_state": torch.zeros(4, dtype=torch.uint8)}],
+            "opt_param_scheduler": {"max_lr": 1e-4, "num_steps": 1000}}, folder / "model_optim_rng.pt")
+    return root
+
+
+def test_a_megatron_lm_checkpoint_is_read_whole_and_its_save_folder_points_at_it(tmp_path: Path) -> None:
+    """Megatron-LM's model_optim_rng.pt nests model.language_model.{embedding, encoder, output_layer}. Only the
+    encoder was read: convert wrote a model without its embeddings or output layer (a warning said so), and the
+    plan left them out. The save folder itself said only "folder holds no weight file"."""
+    from safetensors.torch import load_file
+
+    root = _megatron_save(tmp_path / "gpt-345m", ranks=1)
+    path = root / "iter_0001000" / "mp_rank_00" / "model_optim_rng.pt"
+    result = run_cli("inspect", str(path), "--json")
+    data = json.loads(result.stdout)
+    assert data["nested_key"] == "model.language_model" and data["num_tensors"] == 6, data
+    assert {"embedding.word_embeddings.weight", "encoder.layers.0.self_attention.query_key_value.weight",
+            "output_layer.weight"} <= {t["name"] for t in data["tensors"]}
+    assert any("a Megatron-LM checkpoint: model.language_model's embedding, encoder and output_layer are read "
+               "together" in w for w in data["warnings"]), data["warnings"]
+    assert not any("beside the state dict are not read" in w or "model-parallel ranks" in w
+                   for w in data["warnings"]), data["warnings"]
+
+    result = run_cli("convert", str(path), "-o", str(tmp_path / "gpt.safetensors"))
+    assert result.exit_code == 0, result.stderr
+    assert len(load_file(tmp_path / "gpt.safetensors")) == 6
+
+    result = run_cli("inspect", str(root))
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "a Megatron-LM save folder: its latest_checkpointed_iteration.txt names " \
+        f"iter_0001000/, whose weights are in {path}" in message, message
+
+
+def test_one_rank_of_a_tensor_parallel_megatron_checkpoint_says_it_is_one(tmp_path: Path) -> None:
+    """mp_rank_00/ of a checkpoint saved with tensor parallelism holds slices of the split weights: converted
+    alone it is not the model, and nothing said so."""
+    root = _megatron_save(tmp_path / "gpt-tp2", ranks=2)
+    result = run_cli("convert", str(root / "iter_0001000" / "mp_rank_00"), "-o", str(tmp_path / "rank0"))
+    assert result.exit_code == 0, result.stderr
+    message = " ".join(result.stderr.split())
+    assert "mp_rank_00 is one of 2 model-parallel ranks (mp_rank_00 to mp_rank_01)" in message, message
+    assert "tools/checkpoint/convert.py" in message

@@ -542,6 +542,10 @@ def _no_weights_message(folder: Path) -> str:
         message += (f"; the model's weights are in {distributed[0]}/, a torch.distributed.checkpoint (DCP) folder "
                     f"(FSDP's sharded state dict): accelerate merge-weights {folder / distributed[0]} OUTDIR writes "
                     "them as one model.safetensors to read here")
+    megatron = _megatron_latest(folder)
+    if megatron is not None:
+        message += (f"; a Megatron-LM save folder: its latest_checkpointed_iteration.txt names "
+                    f"{megatron.parent.parent.name}/, whose weights are in {megatron}: point at that file")
     subfolders = _subfolders_with_weights(folder)
     if subfolders:
         subfolders.sort(key=natural_order)  # global_step500 before global_step1000
@@ -553,6 +557,24 @@ def _no_weights_message(folder: Path) -> str:
         else:
             message += f"; weights are in subfolders ({shown}): point at one, e.g. {folder / subfolders[0]}"
     return message
+
+
+def _megatron_latest(folder: Path) -> Path | None:
+    """The first rank's file of the iteration Megatron-LM's latest_checkpointed_iteration.txt names
+    (`iter_0001000/mp_rank_00/model_optim_rng.pt`; `release/` for a released model), or None."""
+    if not (folder / "latest_checkpointed_iteration.txt").is_file():
+        return None
+    try:
+        with open(folder / "latest_checkpointed_iteration.txt", encoding="utf-8") as file:
+            text = file.read(64).strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    tag = "release" if text == "release" else f"iter_{int(text):07d}" if text.isdigit() else None
+    if tag is None or not (folder / tag).is_dir():
+        return None
+    ranks = sorted(p for p in (folder / tag).glob("mp_rank_*") if p.is_dir())
+    files = [p for rank in ranks[:1] for p in sorted(rank.glob("*.pt")) if p.is_file()]
+    return files[0] if files else None
 
 
 def _latest_tag(folder: Path) -> str | None:
