@@ -283,3 +283,25 @@ def test_one_rank_of_a_tensor_parallel_megatron_checkpoint_says_it_is_one(tmp_pa
     message = " ".join(result.stderr.split())
     assert "mp_rank_00 is one of 2 model-parallel ranks (mp_rank_00 to mp_rank_01)" in message, message
     assert "tools/checkpoint/convert.py" in message
+
+
+def test_an_olmo_unsharded_checkpoint_folder_reads_its_model_pt(tmp_path: Path) -> None:
+    """OLMo's trainer saves step1000-unsharded/ as model.pt, optim.pt and train.pt beside config.yaml: every command
+    said "folder holds several weight files and no index (model.pt, optim.pt, train.pt); name one"."""
+    folder = tmp_path / "step1000-unsharded"
+    folder.mkdir()
+    torch.save({"transformer.wte.weight": torch.zeros(50, 8), "transformer.blocks.0.ff_out.weight": torch.zeros(8, 16),
+                "transformer.blocks.0.att_proj.weight": torch.zeros(24, 8)}, folder / "model.pt")
+    torch.save({"state": {0: {"exp_avg": torch.zeros(50, 8)}}, "param_groups": [{"lr": 1e-4, "params": [0]}]},
+               folder / "optim.pt")
+    torch.save({"global_step": 1000, "global_train_tokens_seen": 4_000_000, "rng": {"torch": torch.zeros(4)}},
+               folder / "train.pt")
+    (folder / "config.yaml").write_text("run_name: OLMo-1B\nmodel:\n  d_model: 8\n  n_layers: 1\n")
+    result = run_cli("inspect", str(folder), "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["num_tensors"] == 3 and [f["path"] for f in data["files"]] == ["model.pt"], data
+    result = run_cli("convert", str(folder), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.stderr
+    assert "optim.pt (training state, not part of the model)" in " ".join(result.stderr.split())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.yaml", "model.safetensors"]

@@ -459,11 +459,12 @@ def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
 def is_training_state(name: str) -> bool:
     """A file of training state kept beside the weights, not part of the model: optimizer, scheduler, RNG
     states and arguments (Trainer's `checkpoint-N/`, Accelerate's `save_state` folder: `optimizer.bin`,
-    `random_states_0.pkl`), and DeepSpeed's ZeRO optimizer partitions
-    (`zero_pp_rank_0_mp_rank_00_optim_states.pt` beside `mp_rank_00_model_states.pt`)."""
+    `random_states_0.pkl`), DeepSpeed's ZeRO optimizer partitions
+    (`zero_pp_rank_0_mp_rank_00_optim_states.pt` beside `mp_rank_00_model_states.pt`), and OLMo's unsharded
+    checkpoint (`optim.pt` and `train.pt` beside `model.pt`)."""
     return (name.endswith((".safetensors", *PICKLE_SUFFIXES))
             and (name.startswith(("optimizer", "scheduler", "rng_state", "training_args", "scaler", "random_states"))
-                 or name.endswith(("_optim_states.pt", "_optim_states.pth"))))
+                 or name.endswith(("_optim_states.pt", "_optim_states.pth")) or name in ("optim.pt", "train.pt")))
 
 
 def _weight_files_in(folder: Path) -> list[Path]:
