@@ -305,3 +305,73 @@ def test_an_olmo_unsharded_checkpoint_folder_reads_its_model_pt(tmp_path: Path) 
     assert result.exit_code == 0, result.stderr
     assert "optim.pt (training state, not part of the model)" in " ".join(result.stderr.split())
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.yaml", "model.safetensors"]
+
+
+def _llama_shards(folder: Path, shard_names: list[str]) -> dict[str, str]:
+    """The one-layer Llama (bf16) split over `shard_names` in order (written as named); its weight_map."""
+    from safetensors.torch import save_file
+
+    tensors = {"model.embed_tokens.weight": torch.randn(128, 64), "lm_head.weight": torch.randn(128, 64),
+               "model.norm.weight": torch.ones(64)}
+    tensors |= {f"model.layers.0.{module}.weight": torch.randn(out, inp) for module, (out, inp) in _LINEARS.items()}
+    names = sorted(tensors)
+    per = -(-len(names) // len(shard_names))
+    weight_map: dict[str, str] = {}
+    for number, shard in enumerate(shard_names):
+        part = {name: tensors[name].bfloat16() for name in names[number * per:(number + 1) * per]}
+        (folder / shard).parent.mkdir(parents=True, exist_ok=True)
+        if shard.endswith(".bin"):
+            torch.save(part, folder / shard)
+        else:
+            save_file(part, str(folder / shard), metadata={"format": "pt"})
+        weight_map |= {name: shard for name in part}
+    (folder / "config.json").write_text(json.dumps(_llama_config(torch_dtype="bfloat16")))
+    return weight_map
+
+
+def test_converting_shards_an_index_keeps_in_a_subfolder_does_not_copy_them_too(tmp_path: Path) -> None:
+    """An index whose weight_map names shards in a subfolder (`weights/model-00001-of-00002.safetensors`): convert
+    wrote the new shards and copied the old ones beside them as "side files", the weights twice over."""
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    weight_map = _llama_shards(folder, ["weights/model-00001-of-00002.safetensors",
+                                        "weights/model-00002-of-00002.safetensors"])
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    for command in (["convert", str(folder), "-o", str(tmp_path / "converted")],
+                    ["shard", str(folder), "--max", "20KB", "-o", str(tmp_path / "sharded")]):
+        result = run_cli(*command)
+        assert result.exit_code == 0, result.stderr
+        out = Path(command[-1])
+        assert not (out / "weights").exists(), sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+        assert "weights/model-00001" not in result.stdout, result.stdout
+
+
+def test_a_partly_downloaded_safetensors_index_names_the_complete_bin_index_beside_it(tmp_path: Path) -> None:
+    """A repo with both model.safetensors.index.json and pytorch_model.bin.index.json, downloaded with only some
+    .safetensors shards: the error named the missing shard, not the complete .bin set beside it."""
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    bins = _llama_shards(folder, ["pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin"])
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": bins}))
+    safetensors = _llama_shards(folder, ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"])
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": safetensors}))
+    (folder / "model-00002-of-00002.safetensors").unlink()
+    result = run_cli("inspect", str(folder))
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "'model-00002-of-00002.safetensors' named by the index does not exist; " \
+        "pytorch_model.bin.index.json beside it has all 2 of its shards here: name it" in message
+    assert "use_safetensors=False" in message, message
+    result = run_cli("inspect", str(folder / "pytorch_model.bin.index.json"), "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["num_tensors"] == 10
+
+
+def test_shards_without_their_index_are_named_as_such(tmp_path: Path) -> None:
+    """model-00001-of-00002.safetensors and model-00002-of-00002.safetensors with no index (a download of the
+    .safetensors files only): "several weight files and no index; name one", as if they were unrelated files."""
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    _llama_shards(folder, ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"])
+    result = run_cli("plan-devices", str(folder), "--gpu", "8GB")
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "folder holds the 2 shards of one checkpoint (model-00001-of-00002.safetensors " \
+        "to model-00002-of-00002.safetensors) but not their index (model.safetensors.index.json" in message, message

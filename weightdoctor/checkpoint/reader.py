@@ -752,7 +752,33 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
                "counter), not weights" if text else "")
             + f"; name the module's file to read it (e.g. {folder.name}/{pickled[0] if pickled else 'model.ckpt'})",
             str(folder))
+    shards = _shard_set(weights)
+    if shards is not None:
+        # Shards without their index (a download of `*.safetensors` only; ExLlamaV2's output-0000N-of-0000M, which
+        # it reads without one): from_pretrained looks for the index and finds nothing it can load.
+        stem, suffix, count = shards
+        index = "model.safetensors.index.json" if suffix == ".safetensors" else "pytorch_model.bin.index.json"
+        if stem in ("model", "pytorch_model", "diffusion_pytorch_model"):
+            index = f"{stem}{suffix}.index.json"
+        raise UnsupportedFormat(
+            f"folder holds the {count} shards of one checkpoint ({weights[0].name} to {weights[-1].name}) but not "
+            f"their index ({index}, which from_pretrained needs to load them): fetch it from where the shards came "
+            "from, or name one shard to read it alone", str(folder))
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
+
+
+def _shard_set(weights: list[Path]) -> tuple[str, str, int] | None:
+    """(stem, suffix, count) when `weights` are exactly the shards `<stem>-00001-of-0000N<suffix>` of one
+    checkpoint, all N of them; None otherwise."""
+    found = [re.fullmatch(r"(.+)-(\d+)-of-(\d+)(\.[a-z]+)", p.name) for p in weights]
+    if len(weights) < 2 or not all(found):
+        return None
+    keys = {(m.group(1), m.group(3), m.group(4)) for m in found if m}
+    if len(keys) != 1:
+        return None
+    stem, total, suffix = keys.pop()
+    numbers = sorted(int(m.group(2)) for m in found if m)
+    return (stem, suffix, len(weights)) if numbers == list(range(1, int(total) + 1)) else None
 
 
 def _pickled(path: Path) -> bool:
@@ -977,6 +1003,30 @@ def natural_order(name: str) -> tuple[str | int, ...]:
 _DIGIT_RUNS = re.compile(r"(\d+)")
 
 
+def _complete_index_beside(index_path: Path) -> str:
+    """Where an index misses shards: the other format's index beside it whose shards are all there (a repo with
+    both model.safetensors.index.json and pytorch_model.bin.index.json, partly downloaded), as a hint; else ""."""
+    name = index_path.name
+    other = (name.replace("model.safetensors.index", "pytorch_model.bin.index") if "safetensors" in name
+             else name.replace("pytorch_model.bin.index", "model.safetensors.index"))
+    if other == name or not (index_path.parent / other).is_file():
+        return ""
+    try:
+        index = _read_json(index_path.parent / other)
+    except (WeightDoctorError, OSError):
+        return ""
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        return ""
+    shards = {shard for shard in weight_map.values() if isinstance(shard, str) and shard}
+    if not shards or any(os.path.isabs(s) or ".." in Path(s).parts or _shard_problem(index_path.parent / s)
+                         for s in shards):
+        return ""
+    load = "from_pretrained reads them with use_safetensors=False" if "safetensors" in name else \
+        "from_pretrained prefers them"
+    return f"; {other} beside it has all {len(shards)} of its shards here: name it to read those ({load})"
+
+
 def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     index = _read_json(index_path)
     if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
@@ -1014,7 +1064,8 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
             raise InvalidIndex(f"index points outside its folder: {shard!r}", str(index_path))
         problem = _shard_problem(shard_path)
         if problem is not None:
-            raise InvalidIndex(f"shard {shard!r} named by the index {problem}", str(index_path))
+            raise InvalidIndex(f"shard {shard!r} named by the index {problem}" + _complete_index_beside(index_path),
+                               str(index_path))
         for info in builder.add_weight_file(shard_path):
             if info.name in seen:
                 raise InvalidIndex(f"tensor {info.name!r} is in both {seen[info.name]} and {shard}", str(index_path))
