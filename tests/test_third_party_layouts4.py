@@ -375,3 +375,32 @@ def test_shards_without_their_index_are_named_as_such(tmp_path: Path) -> None:
     message = " ".join(result.stderr.split())
     assert result.exit_code == 2 and "folder holds the 2 shards of one checkpoint (model-00001-of-00002.safetensors " \
         "to model-00002-of-00002.safetensors) but not their index (model.safetensors.index.json" in message, message
+
+
+def test_an_axolotl_adapter_folder_with_the_base_config_says_what_was_planned(tmp_path: Path) -> None:
+    """axolotl (and unsloth, and Trainer with PEFT) save the base model's config.json beside adapter_model and
+    adapter_config (here with modules_to_save). plan-devices built the full model from that config.json and said
+    "only its own weights are planned, not the base model": the opposite of what it planned."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "lora-out"
+    folder.mkdir()
+    tensors = {f"base_model.model.model.layers.0.self_attn.{m}.lora_{ab}.weight": torch.zeros(8, 64).bfloat16()
+               if ab == "A" else torch.zeros(64, 8).bfloat16() for m in ("q_proj", "v_proj") for ab in "AB"}
+    tensors |= {"base_model.model.model.embed_tokens.weight": torch.zeros(128, 64).bfloat16(),
+                "base_model.model.lm_head.weight": torch.zeros(128, 64).bfloat16()}
+    save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    (folder / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "base_model_name_or_path": "NousResearch/Llama-2-7b-hf", "r": 8, "lora_alpha": 16,
+        "target_modules": ["q_proj", "v_proj"], "modules_to_save": ["embed_tokens", "lm_head"],
+        "task_type": "CAUSAL_LM"}))
+    (folder / "config.json").write_text(json.dumps(_llama_config(torch_dtype="bfloat16")))
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": 100, "log_history": []}))
+    result = run_cli("plan-devices", str(folder), "--gpu", "8GB")
+    assert result.exit_code == 0, result.stderr
+    err, out = " ".join(result.stderr.split()), " ".join(result.stdout.split())
+    assert "LlamaForCausalLM (built from config" in out and f"{_LLAMA_PARAMETERS / 1000:.1f}K parameters" in out, out
+    assert "only its own weights are planned" not in err, err
+    assert "a PEFT adapter (LORA) beside a config.json: planned is the model that config describes (model_type " \
+        "'llama', built at full size), as PeftModel.from_pretrained loads the adapter onto " \
+        "NousResearch/Llama-2-7b-hf; add the adapter's own size" in err, err

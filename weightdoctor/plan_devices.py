@@ -384,11 +384,19 @@ def build_planned_model(
         if adapter is not None:
             # "Will my fine-tune fit?" asked of the adapter folder: its few MB are not the model that is loaded.
             base = adapter.get("base_model_name_or_path")
-            warnings.append(
-                f"this is a PEFT adapter ({adapter['peft_type']}): only its own weights are planned, not the base "
-                f"model PeftModel.from_pretrained loads it onto; plan the base"
-                + (f" (weightdoctor plan-devices {base} ...)" if isinstance(base, str) and base else "")
-                + " and add the adapter's size")
+            onto = f" onto {base}" if isinstance(base, str) and base else ""
+            if checkpoint.config is not None and checkpoint.config.get("model_type"):
+                # axolotl, unsloth and Trainer runs save the base model's config.json beside the adapter.
+                warnings.append(
+                    f"this is a PEFT adapter ({adapter['peft_type']}) beside a config.json: planned is the model "
+                    f"that config describes (model_type {checkpoint.config['model_type']!r}, built at full size), "
+                    f"as PeftModel.from_pretrained loads the adapter{onto}; add the adapter's own size")
+            else:
+                warnings.append(
+                    f"this is a PEFT adapter ({adapter['peft_type']}): only its own weights are planned, not the "
+                    f"base model PeftModel.from_pretrained loads it onto; plan the base"
+                    + (f" (weightdoctor plan-devices {base} ...)" if isinstance(base, str) and base else "")
+                    + " and add the adapter's size")
     config_quantizer = None
     if not dtype and (quantized := quantized_dtype(checkpoint.config)) is not None:
         config_quantizer = quantized[1]
