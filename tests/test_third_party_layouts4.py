@@ -404,3 +404,29 @@ def test_an_axolotl_adapter_folder_with_the_base_config_says_what_was_planned(tm
     assert "a PEFT adapter (LORA) beside a config.json: planned is the model that config describes (model_type " \
         "'llama', built at full size), as PeftModel.from_pretrained loads the adapter onto " \
         "NousResearch/Llama-2-7b-hf; add the adapter's own size" in err, err
+
+
+def test_a_nemo2_checkpoint_folder_names_its_megatron_weights_and_the_export(tmp_path: Path) -> None:
+    """NeMo 2.0 saves context/ (io.json, model.yaml, the tokenizer) beside weights/, a Megatron-Core torch_dist
+    checkpoint (DCP shards, common.pt, metadata.json). The folder was called FSDP's sharded state dict, to merge
+    with `accelerate merge-weights`, and then pointed at weights/ as a folder of weights."""
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    root = tmp_path / "llama3_8b_nemo2"
+    (root / "context" / "nemo_tokenizer").mkdir(parents=True)
+    (root / "context" / "io.json").write_text(json.dumps({"root": {"type": "ref", "key": "trainer_context_1"}}))
+    (root / "context" / "model.yaml").write_text("_target_: nemo.collections.llm.gpt.model.llama.LlamaModel\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save({"module.decoder.layers.self_attention.linear_qkv.weight": torch.ones(1, 24, 8)},
+                 checkpoint_id=str(root / "weights"))
+    torch.save({"optimizer": {}}, root / "weights" / "common.pt")
+    (root / "weights" / "metadata.json").write_text(json.dumps({"sharded_backend": "torch_dist",
+                                                                 "common_backend": "torch"}))
+    result = run_cli("inspect", str(root))
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "a NeMo 2.0 checkpoint: the model's weights are in weights/, a Megatron-Core " \
+        "torch_dist checkpoint" in message and "llm.export_ckpt" in message, message
+    assert "FSDP" not in message and "accelerate merge-weights" not in message and "point at one" not in message

@@ -539,7 +539,18 @@ def _no_weights_message(folder: Path) -> str:
     if (folder / "zero_to_fp32.py").is_file():  # beside training state, or beside the global_stepN/ folders
         message += ("; DeepSpeed's zero_to_fp32.py beside it gathers the weights: python zero_to_fp32.py "
                     f"{folder} OUTDIR --safe_serialization")
-    if distributed:
+    described = None
+    if distributed and _is_megatron_dist(folder / distributed[0]):
+        # NeMo 2.0's checkpoint (context/ beside weights/), Megatron-Core's torch_dist save: sharded tensors that
+        # accelerate's FSDP merge does not know.
+        nemo = (folder / "context").is_dir()
+        message += (f"; {'a NeMo 2.0 checkpoint: ' if nemo else ''}the model's weights are in {distributed[0]}/, a "
+                    "Megatron-Core torch_dist checkpoint (DCP shards, *.distcp and .metadata): "
+                    + ("NeMo's llm.export_ckpt(path=..., target='hf') writes a Hugging Face folder to read here"
+                       if nemo else "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, "
+                       "'model.pt') writes one torch.save file to read here"))
+        described = distributed[0]  # not pointed at again as a subfolder of weights (its common.pt is none)
+    elif distributed:
         message += (f"; the model's weights are in {distributed[0]}/, a torch.distributed.checkpoint (DCP) folder "
                     f"(FSDP's sharded state dict): accelerate merge-weights {folder / distributed[0]} OUTDIR writes "
                     "them as one model.safetensors to read here")
@@ -547,7 +558,7 @@ def _no_weights_message(folder: Path) -> str:
     if megatron is not None:
         message += (f"; a Megatron-LM save folder: its latest_checkpointed_iteration.txt names "
                     f"{megatron.parent.parent.name}/, whose weights are in {megatron}: point at that file")
-    subfolders = _subfolders_with_weights(folder)
+    subfolders = [name for name in _subfolders_with_weights(folder) if name != described]
     if subfolders:
         subfolders.sort(key=natural_order)  # global_step500 before global_step1000
         shown = ", ".join(f"{name}/" for name in subfolders[:8]) + (", ..." if len(subfolders) > 8 else "")
@@ -558,6 +569,18 @@ def _no_weights_message(folder: Path) -> str:
         else:
             message += f"; weights are in subfolders ({shown}): point at one, e.g. {folder / subfolders[0]}"
     return message
+
+
+def _is_megatron_dist(folder: Path) -> bool:
+    """Whether a DCP folder is Megatron-Core's torch_dist save: its metadata.json names the sharded backend, or a
+    common.pt (the run's arguments and RNG state) lies beside the shards."""
+    if (folder / "common.pt").is_file():
+        return True
+    try:
+        with open(folder / "metadata.json", encoding="utf-8") as file:
+            return '"sharded_backend"' in file.read(4096)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _megatron_latest(folder: Path) -> Path | None:
