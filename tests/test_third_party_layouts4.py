@@ -430,3 +430,69 @@ def test_a_nemo2_checkpoint_folder_names_its_megatron_weights_and_the_export(tmp
     assert result.exit_code == 2 and "a NeMo 2.0 checkpoint: the model's weights are in weights/, a Megatron-Core " \
         "torch_dist checkpoint" in message and "llm.export_ckpt" in message, message
     assert "FSDP" not in message and "accelerate merge-weights" not in message and "point at one" not in message
+
+
+def _torchao_llama(folder: Path) -> None:
+    """A one-layer Llama as transformers saves a TorchAoConfig model to safetensors: each quantized Linear's
+    Float8Tensor flattened into `_weight_qdata` (float8, the weight's shape) and `_weight_scale` (float32), the
+    subclass named per weight in the header's metadata."""
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    tensors = {"model.embed_tokens.weight": torch.randn(128, 64).bfloat16(),
+               "lm_head.weight": torch.randn(128, 64).bfloat16()}
+    for norm in ("model.norm", "model.layers.0.input_layernorm", "model.layers.0.post_attention_layernorm"):
+        tensors[norm + ".weight"] = torch.ones(64).bfloat16()
+    metadata = {"format": "pt"}
+    for module, (out, inp) in _LINEARS.items():
+        base = f"model.layers.0.{module}."
+        tensors |= {base + "_weight_qdata": torch.zeros(out, inp).to(torch.float8_e4m3fn),
+                    base + "_weight_scale": torch.ones(out, 1)}
+        metadata[base + "weight"] = json.dumps({"_type": "Float8Tensor", "_data": {}})
+    save_file(tensors, str(folder / "model.safetensors"), metadata=metadata)
+    (folder / "config.json").write_text(json.dumps(_llama_config(torch_dtype="bfloat16", quantization_config={
+        "quant_method": "torchao", "quant_type": {"default": {"_type": "Float8WeightOnlyConfig", "_data": {}}}})))
+
+
+def test_a_torchao_safetensors_checkpoint_is_read_as_its_quantizer_stores_it(tmp_path: Path) -> None:
+    """transformers' torchao safetensors: diff-keys --model-class suggested `--rename _weight_qdata=weight` as an
+    error (the quantizer reads those names itself), inspect counted the scales as parameters, and convert --dtype
+    bf16 cast the float32 scales the Float8Tensor is rebuilt with."""
+    from safetensors import safe_open
+
+    folder = tmp_path / "Llama-torchao-float8"
+    _torchao_llama(folder)
+    quantized = json.loads(run_cli("inspect", str(folder), "--json").stdout)["quantized"]
+    assert quantized["parameters"] == _LLAMA_PARAMETERS and quantized["side_tensors"] == 7, quantized
+
+    result = run_cli("diff-keys", str(folder), "--model-class", "LlamaForCausalLM", "--json")
+    data = json.loads(result.stdout)
+    rows = data["missing"] + data["unexpected"]
+    assert rows and {(r["reason"], r["severity"]) for r in rows} == {("quantization", "info")}, rows
+    assert not data["suggested_renames"] and "--rename" not in result.stdout
+
+    result = run_cli("convert", str(folder), "-o", str(tmp_path / "bf16"), "--dtype", "bf16")
+    assert result.exit_code == 0, result.stderr
+    with safe_open(str(tmp_path / "bf16" / "model.safetensors"), "pt") as f:
+        assert f.get_slice("model.layers.0.mlp.up_proj._weight_scale").get_dtype() == "F32"
+
+
+@pytest.mark.parametrize("method", ["quanto", "hqq", "aqlm", "eetq"])
+def test_diff_keys_against_the_model_reads_these_quantizers_names_as_theirs(tmp_path: Path, method: str) -> None:
+    """HQQ's meta tensors (nbits, group_size, shape, ...) beside W_q, AQLM's codes / codebooks, quanto's
+    weight._data / weight._scale, EETQ's weight_scales were "unknown: will not load" errors against the model
+    their quantization_config builds."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / method
+    folder.mkdir()
+    tensors = {"model.embed_tokens.weight": torch.randn(128, 64).half(), "lm_head.weight": torch.randn(128, 64).half()}
+    for norm in ("model.norm", "model.layers.0.input_layernorm", "model.layers.0.post_attention_layernorm"):
+        tensors[norm + ".weight"] = torch.ones(64).half()
+    for module, (out, inp) in _LINEARS.items():
+        tensors |= {f"model.layers.0.{module}.{k}": v for k, v in _quantized_layer(method, out, inp).items()}
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(_llama_config(quantization_config=_QUANTIZATION_CONFIGS[method])))
+    data = json.loads(run_cli("diff-keys", str(folder), "--model-class", "LlamaForCausalLM", "--json").stdout)
+    rows = data["missing"] + data["unexpected"] + data["mismatched"]
+    assert {(r["severity"]) for r in rows} == {"info"}, [r for r in rows if r["severity"] != "info"]

@@ -27,6 +27,7 @@ from weightdoctor.diff_keys import (
     adapter_fit,
     build_report,
     foreign_layout,
+    is_quantizer_name,
     specs_from_tensors,
     suggest_renames,
 )
@@ -345,8 +346,11 @@ def diff_against_model(
         # WeightConverter would merge into one unexpected name, not only the one recorded as its source).
         unexpected_sources = {sim.unexpected_sources.get(n, n) for n in sim.unexpected}
         ok = {n for n in renamed_a if n not in unexpected_sources and sim.renamed.get(n, n) not in sim.unexpected}
-        suggestions = suggest_renames({n: s.shape for n, s in renamed_a.items() if n not in foreign_in_a}, targets,
-                                      already_ok=ok)
+        # A quantizer's own names (torchao's `_weight_qdata`, shaped as the weight) are read by it, not renamed.
+        quantizer_names = is_quantizer_name if quantization_method(
+            getattr(model.config, "quantization_config", None)) else (lambda name: False)
+        suggestions = suggest_renames({n: s.shape for n, s in renamed_a.items()
+                                       if n not in foreign_in_a and not quantizer_names(n)}, targets, already_ok=ok)
         if suggestions:
             # Re-check with transformers' rules on a fresh model after each step: keep a step only when it makes
             # more of the model load than the steps kept before it (transformers' own renames may make a step

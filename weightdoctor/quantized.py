@@ -8,6 +8,7 @@ GPTQ Llama an eighth of its parameters, and memory estimates that are as far off
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ _QUANTO_SIDE = (".weight._scale", ".weight._shift")
 _HQQ_SIDE = (".scale", ".zero", ".shape", ".nbits", ".group_size", ".axis", ".packing", ".channel_wise", ".optimize",
              ".round_zero", ".compute_dtype", ".view_as_float", ".unpack_view_dtype", ".encoded_state_dict",
              ".offload_meta", ".stores_quant_config", ".quant_scale", ".quant_zero", ".meta_zero", ".meta_scale")
+# torchao's tensor subclasses as transformers flattens them into safetensors (TorchAoHfQuantizer.serialized_names).
+_TORCHAO_PART = re.compile(r"\._[a-z0-9]+_(qdata|scale_and_zero|per_tensor_scale|scale|zero_point|act_pre_scale)$")
 # ExLlamaV2's EXL2 layers: `q_weight` (int32, rows of mixed bit widths) beside its scales, permutation and groups.
 _EXL2_SIDE = (".q_scale", ".q_scale_max", ".q_invperm", ".q_perm", ".q_groups", ".q_group_map")
 
@@ -236,6 +239,18 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
         side = {t.name for t in infos if t.name.endswith(_QUANTO_SIDE)}
     elif method == "eetq":  # EetqLinear: an int8 `weight` [in, out] and its fp16 `weight_scales`
         side = {t.name for t in infos if t.name.endswith(".weight_scales")}
+    elif method == "torchao":
+        # transformers' torchao safetensors: each tensor subclass flattened into `_weight_qdata` beside its
+        # `_weight_scale` (and zero points); an Int4 qdata holds two weights a byte.
+        kind = json.dumps(settings.get("quant_type"))
+        for info in infos:
+            match = _TORCHAO_PART.search(info.name)
+            if match is None:
+                continue
+            if match.group(1) == "qdata":
+                packed[info.name] = info.num_params * (2 if "Int4" in kind and info.dtype == "uint8" else 1)
+            else:
+                side.add(info.name)
     return packed, side
 
 
