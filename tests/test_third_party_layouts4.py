@@ -496,3 +496,23 @@ def test_diff_keys_against_the_model_reads_these_quantizers_names_as_theirs(tmp_
     data = json.loads(run_cli("diff-keys", str(folder), "--model-class", "LlamaForCausalLM", "--json").stdout)
     rows = data["missing"] + data["unexpected"] + data["mismatched"]
     assert {(r["severity"]) for r in rows} == {"info"}, [r for r in rows if r["severity"] != "info"]
+
+
+def test_exl2_shards_without_an_index_are_named_as_exllamav2_reads_them(tmp_path: Path) -> None:
+    """ExLlamaV2 splits a large quant into output-00001-of-0000N.safetensors and writes no index (it reads every
+    .safetensors of the folder): the folder was "several weight files and no index; name one"."""
+    from safetensors.torch import load_file, save_file
+
+    whole = tmp_path / "whole"
+    _exl2_llama(whole)
+    tensors = load_file(whole / "output.safetensors")
+    folder = tmp_path / "Llama-3-70B-exl2"
+    folder.mkdir()
+    names = sorted(tensors)
+    save_file({n: tensors[n] for n in names[:20]}, str(folder / "output-00001-of-00002.safetensors"))
+    save_file({n: tensors[n] for n in names[20:]}, str(folder / "output-00002-of-00002.safetensors"))
+    (folder / "config.json").write_text((whole / "config.json").read_text())
+    result = run_cli("inspect", str(folder))
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "an ExLlamaV2 (EXL2) checkpoint in 2 shards (output-00001-of-00002." \
+        "safetensors to output-00002-of-00002.safetensors), which exllamav2 reads without an index" in message, message

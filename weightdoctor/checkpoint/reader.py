@@ -780,6 +780,11 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
         # Shards without their index (a download of `*.safetensors` only; ExLlamaV2's output-0000N-of-0000M, which
         # it reads without one): from_pretrained looks for the index and finds nothing it can load.
         stem, suffix, count = shards
+        if _quant_method(folder) == "exl2":
+            raise UnsupportedFormat(
+                f"an ExLlamaV2 (EXL2) checkpoint in {count} shards ({weights[0].name} to {weights[-1].name}), which "
+                "exllamav2 reads without an index and transformers does not load (it has no exl2 quantizer); name "
+                "one shard to read it alone", str(folder))
         index = "model.safetensors.index.json" if suffix == ".safetensors" else "pytorch_model.bin.index.json"
         if stem in ("model", "pytorch_model", "diffusion_pytorch_model"):
             index = f"{stem}{suffix}.index.json"
@@ -788,6 +793,17 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             f"their index ({index}, which from_pretrained needs to load them): fetch it from where the shards came "
             "from, or name one shard to read it alone", str(folder))
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
+
+
+def _quant_method(folder: Path) -> str | None:
+    """The quant_method of the folder's config.json, or None (no config, no quantization_config, unreadable)."""
+    try:
+        config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else None
+    except (WeightDoctorError, OSError):
+        return None
+    quantization = config.get("quantization_config") if isinstance(config, dict) else None
+    method = quantization.get("quant_method") if isinstance(quantization, dict) else None
+    return method if isinstance(method, str) else None
 
 
 def _shard_set(weights: list[Path]) -> tuple[str, str, int] | None:
