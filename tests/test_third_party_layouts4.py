@@ -516,3 +516,19 @@ def test_exl2_shards_without_an_index_are_named_as_exllamav2_reads_them(tmp_path
     message = " ".join(result.stderr.split())
     assert result.exit_code == 2 and "an ExLlamaV2 (EXL2) checkpoint in 2 shards (output-00001-of-00002." \
         "safetensors to output-00002-of-00002.safetensors), which exllamav2 reads without an index" in message, message
+
+
+def test_planning_a_comfyui_fp8_checkpoint_says_its_weights_are_stored_in_fp8(tmp_path: Path) -> None:
+    """flux1-dev-fp8.safetensors (ComfyUI's layout: model.diffusion_model.* in float8_e4m3fn, no config): planned
+    at fp32 without a word, four times the file's size, as if its weights were stored so."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "flux1-dev-fp8.safetensors"
+    save_file({"model.diffusion_model.double_blocks.0.img_attn.qkv.weight": torch.zeros(192, 64).to(
+        torch.float8_e4m3fn), "model.diffusion_model.img_in.weight": torch.zeros(64, 64).to(torch.float8_e4m3fn)},
+        str(path))
+    result = run_cli("plan-devices", str(path), "--gpu", "1GB")
+    assert result.exit_code == 0, result.stderr
+    err = " ".join(result.stderr.split())
+    assert "2 tensor(s) (100% of the parameters) are stored in float8_e4m3fn: planned at fp32" in err, err
+    assert "--dtype bf16 plans the usual compute dtype" in err

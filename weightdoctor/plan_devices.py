@@ -474,6 +474,14 @@ def build_planned_model(
         # the cache; `./m`, not its absolute path.
         raise UsageError(f"nothing to plan: the checkpoint holds no tensors and {what}", path=checkpoint.source)
     model = build_tensor_tree(checkpoint, None if dtype in ("int8", "int4") else DTYPES[dtype][0])
+    fp8 = [t for t in checkpoint.tensors if t.dtype.startswith("float8")]
+    if fp8 and dtype not in ("int8", "int4", "fp8"):
+        # A ComfyUI / Forge fp8 checkpoint (flux1-dev-fp8): planned as the floating dtype its loader up-casts to.
+        share = sum(t.num_params for t in fp8) / max(1, sum(t.num_params for t in checkpoint.tensors))
+        warnings.append(f"{len(fp8)} tensor(s) ({share:.0%} of the parameters) are stored in {fp8[0].dtype}: planned "
+                        f"at {dtype}, as a loader that up-casts them holds them ({DTYPES[dtype][0]}); one that keeps "
+                        "them in fp8 (ComfyUI's fp8 weight dtype) needs their stored size"
+                        + ("; --dtype bf16 plans the usual compute dtype" if dtype == "fp32" else ""))
     blocks = [name for name, module in model.named_modules() if type(module).__name__ == NUMBERED_BLOCK]
     if blocks:
         shown = ", ".join(blocks[:2]) + (", ..." if len(blocks) > 2 else "")
