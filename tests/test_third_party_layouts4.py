@@ -532,3 +532,21 @@ def test_planning_a_comfyui_fp8_checkpoint_says_its_weights_are_stored_in_fp8(tm
     err = " ".join(result.stderr.split())
     assert "2 tensor(s) (100% of the parameters) are stored in float8_e4m3fn: planned at fp32" in err, err
     assert "--dtype bf16 plans the usual compute dtype" in err
+
+
+def test_a_trl_value_head_beside_the_language_model_is_named(tmp_path: Path) -> None:
+    """TRL's AutoModelForCausalLMWithValueHead.save_pretrained writes the LM's weights plus v_head.summary.* in one
+    pytorch_model.bin: inspect listed them as any weights, and nothing said from_pretrained of GPT2LMHeadModel drops
+    the head a PPO / reward run trained."""
+    folder = tmp_path / "ppo-gpt2"
+    folder.mkdir()
+    wte = torch.randn(100, 32)
+    torch.save({"transformer.wte.weight": wte, "transformer.wpe.weight": torch.randn(16, 32),
+                "transformer.ln_f.weight": torch.ones(32), "transformer.ln_f.bias": torch.zeros(32),
+                "lm_head.weight": wte, "v_head.summary.weight": torch.randn(1, 32),
+                "v_head.summary.bias": torch.zeros(1)}, folder / "pytorch_model.bin")
+    (folder / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+                                                    "n_embd": 32, "n_head": 2, "n_layer": 0, "vocab_size": 100}))
+    data = json.loads(run_cli("inspect", str(folder), "--json").stdout)
+    assert any(w.startswith("a TRL value head (v_head.summary.bias, v_head.summary.weight) beside the language "
+                            "model: TRL's AutoModelForCausalLMWithValueHead loads it") for w in data["warnings"]), data

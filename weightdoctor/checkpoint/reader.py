@@ -1296,6 +1296,12 @@ def _open_checkpoint(
         # A snapshot's file: said of the repo id and revision typed, not only of a path deep in the cache.
         raise named_by_repo(exc, root, text, revision) from exc
     warnings += builder.notes
+    value_head = sorted(t.name for t in builder.tensors if t.name.startswith("v_head."))
+    if value_head and any(t.name.startswith(("transformer.", "model.", "lm_head.")) for t in builder.tensors):
+        # TRL's AutoModelForCausalLMWithValueHead.save_pretrained: the language model's state dict plus v_head.*.
+        warnings.append(f"a TRL value head ({', '.join(value_head[:2])}) beside the language model: TRL's "
+                        "AutoModelForCausalLMWithValueHead loads it; from_pretrained of the model class alone drops "
+                        "it (an unexpected key)")
 
     config, config_file = _load_config(config_path)
     if config_path is not None and config_path.is_symlink() and not config_path.exists():
