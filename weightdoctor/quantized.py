@@ -218,21 +218,25 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
     settings = quantization or {}
     if method == "aqlm":
         groups = [settings.get(key, default) for key, default in (("out_group_size", 1), ("in_group_size", 8))]
-        sizes = [g if isinstance(g, int) and not isinstance(g, bool) and g > 0 else None for g in groups]
+        sizes = [g for g in groups if isinstance(g, int) and not isinstance(g, bool) and g > 0]
         bases = {t.name.removesuffix(".codes") for t in infos if t.name.endswith(".codes") and len(t.shape) == 3}
         for info in infos:
             base = info.name.rpartition(".")[0]
-            if base in bases and info.name.endswith(".codes") and None not in sizes:
-                packed[info.name] = info.shape[0] * sizes[0] * info.shape[1] * sizes[1]  # type: ignore[operator]
+            if base in bases and info.name.endswith(".codes") and len(sizes) == 2:
+                packed[info.name] = info.shape[0] * sizes[0] * info.shape[1] * sizes[1]
             elif base in bases and info.name.endswith(".codebooks"):
                 side.add(info.name)
     elif method == "hqq":
         bases = {t.name.removesuffix(".W_q") for t in infos if t.name.endswith(".W_q")}
-        per = {"uint8": 8 // bits if bits in (1, 2, 4, 8) else None, "int32": 10 if bits == 3 else None}
+        per: dict[str, int] = {}
+        if bits in (1, 2, 4, 8):
+            per["uint8"] = 8 // bits
+        if bits == 3:
+            per["int32"] = 10
         for info in infos:
             base, _, leaf = info.name.rpartition(".")
-            if base in bases and leaf == "W_q" and per.get(info.dtype):
-                packed[info.name] = info.num_params * per[info.dtype]  # type: ignore[operator]
+            if base in bases and leaf == "W_q" and info.dtype in per:
+                packed[info.name] = info.num_params * per[info.dtype]
             elif base in bases and info.name.endswith(_HQQ_SIDE):
                 side.add(info.name)
     elif method == "quanto":
