@@ -1,4 +1,7 @@
-"""A fourth round of checkpoints as other tools write them: CTranslate2's model.bin (faster-whisper), ..."""
+"""A fourth round of checkpoints as other tools write them: CTranslate2's model.bin (faster-whisper), ExLlamaV2,
+quanto, EETQ, HQQ, AQLM and torchao quants, diffusers fp16 variants, Megatron-LM and NeMo 2.0 saves, OLMo step
+folders, sharding corner cases (shards in a subfolder, a partial download beside a complete index, shards without
+an index), axolotl adapters beside the base config, ComfyUI fp8 files, TRL value heads."""
 
 from __future__ import annotations
 
