@@ -729,7 +729,9 @@ def test_weights_split_over_nested_dicts_are_not_dropped_silently(tmp_path: Path
         "encoder": {"layers.0.input_layernorm.weight": torch.ones(hidden),
                     "final_layernorm.weight": torch.ones(hidden)},
         "output_layer": {"weight": torch.zeros(50, hidden)}}}}, path)
-    code, data = run_json("inspect", str(path))
+    code, data = run_json("inspect", str(path))  # read whole since (tests/test_third_party_layouts4.py)
+    assert code == 0 and data["nested_key"] == "model.language_model" and data["num_tensors"] == 4
+    code, data = run_json("inspect", str(path), "--key", "model.language_model.encoder")
     assert code == 0 and data["nested_key"] == "model.language_model.encoder" and data["num_tensors"] == 2
     other = ", ".join(data["other_entries"])
     assert "iteration (int: 10)" in other

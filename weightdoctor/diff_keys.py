@@ -111,12 +111,26 @@ _QUANT = _lazy_regex(
     r"(\.SCB|\.weight_format|\.absmax|\.quant_map|\.quant_state\.[\w.]+|\.nested_absmax|\.nested_quant_map|"
     r"\.qweight|\.qzeros|\.scales|\.g_idx|\.weight_scale(_inv)?|\.input_scale|\.output_scale|\.k_scale|\.v_scale|"
     r"\.weight_zero_point|\.weight_packed|\.weight_shape|\.zeros|\.scale|\.weight_g_idx|\.weight_global_scale|"
-    r"\.input_global_scale|_proj_blocks|_proj_scales)$"
+    r"\.input_global_scale|_proj_blocks|_proj_scales|"
+    # ExLlamaV2, AQLM, HQQ, optimum-quanto, EETQ; torchao's safetensors (`_weight_qdata`, `_weight_scale`, ...).
+    r"\.q_weight|\.q_scale|\.q_scale_max|\.q_invperm|\.q_perm|\.q_groups|\.codes|\.codebooks|\.W_q|\.zero|"
+    r"\.weight\._data|\.weight\._scale|\.weight\._shift|\.weight_scales|"
+    # HQQLinear's meta data, stored as small tensors beside its W_q.
+    r"\.nbits|\.group_size|\.axis|\.packing|\.channel_wise|\.optimize|\.round_zero|\.compute_dtype|\.shape|"
+    r"\.view_as_float|\.unpack_view_dtype|\.encoded_state_dict|\.offload_meta|\.stores_quant_config|"
+    r"\.quant_scale|\.quant_zero|"
+    r"\._[a-z0-9]+_(?:qdata|scale_and_zero|per_tensor_scale|scale|zero_point|act_pre_scale))$"
 )
+def is_quantizer_name(name: str) -> bool:
+    """Whether `name` is one a quantizer stores beside or in place of a weight (`.qweight`, `.scales`, torchao's
+    `._weight_qdata`): read by that quantizer, never a rename of a model's own weight."""
+    return _QUANT.search(name) is not None
+
+
 # Integer dtypes quantizers store weights in (bitsandbytes int8 / packed uint8, GPTQ int32, ...).
 _QUANTIZED_DTYPES = frozenset({"int8", "uint8", "int32", "int16", "uint16", "uint32"})
 # What a quantized layer stores in place of its `weight` (GPTQ / AWQ, compressed-tensors).
-_QUANTIZED_STORAGE = ("qweight", "weight_packed")
+_QUANTIZED_STORAGE = ("qweight", "weight_packed", "_weight_qdata", "weight._data", "W_q", "codes")
 _POSITION = _lazy_regex(r"(position_embeddings|wpe|embed_positions|pos_emb|position_embedding|positional)")
 # Tensors with one row (or, for `final_logits_bias`, one column) per vocabulary entry. By component, not by
 # substring: `model.decoder.layers.0.fc1` is no vocabulary, nor is every `bias`.

@@ -27,6 +27,7 @@ from weightdoctor.diff_keys import (
     adapter_fit,
     build_report,
     foreign_layout,
+    is_quantizer_name,
     specs_from_tensors,
     suggest_renames,
 )
@@ -345,8 +346,11 @@ def diff_against_model(
         # WeightConverter would merge into one unexpected name, not only the one recorded as its source).
         unexpected_sources = {sim.unexpected_sources.get(n, n) for n in sim.unexpected}
         ok = {n for n in renamed_a if n not in unexpected_sources and sim.renamed.get(n, n) not in sim.unexpected}
-        suggestions = suggest_renames({n: s.shape for n, s in renamed_a.items() if n not in foreign_in_a}, targets,
-                                      already_ok=ok)
+        # A quantizer's own names (torchao's `_weight_qdata`, shaped as the weight) are read by it, not renamed.
+        quantizer_names = is_quantizer_name if quantization_method(
+            getattr(model.config, "quantization_config", None)) else (lambda name: False)
+        suggestions = suggest_renames({n: s.shape for n, s in renamed_a.items()
+                                       if n not in foreign_in_a and not quantizer_names(n)}, targets, already_ok=ok)
         if suggestions:
             # Re-check with transformers' rules on a fresh model after each step: keep a step only when it makes
             # more of the model load than the steps kept before it (transformers' own renames may make a step
@@ -543,7 +547,7 @@ def diff_checkpoint_against_model(
 ) -> DiffReport:
     """`diff_against_model` for an opened checkpoint and a class name (built on the meta device)."""
     from weightdoctor.meta_model import build_meta_model, is_foreign_config
-    from weightdoctor.quantized import mlx_not_loadable, mlx_quantization
+    from weightdoctor.quantized import mlx_not_loadable, mlx_quantization, quantizer_transformers_lacks
 
     config_dict = load_config(config, checkpoint, revision)
     mlx = mlx_quantization(checkpoint.tensors, checkpoint.config if config is None else config_dict)
@@ -551,6 +555,10 @@ def diff_checkpoint_against_model(
         # Every packed weight was "mismatched", its biases "unknown: will not load", all "by the unknown quantizer".
         raise UsageError(f"A is {mlx_not_loadable(mlx, f'it into {model_class}')}; diff-keys A B compares it with "
                          "another checkpoint", path=checkpoint.source)
+    lacks = quantizer_transformers_lacks(checkpoint.config if config is None else config_dict)
+    if lacks is not None:
+        # Every packed tensor "unexpected", every weight "missing", all "unknown: will not load".
+        raise UsageError(f"A's {lacks}; diff-keys A B compares it with another checkpoint", path=checkpoint.source)
     overrides: dict[str, Any] = {}
     if num_labels is not None:
         if num_labels < 1:

@@ -360,7 +360,7 @@ def build_planned_model(
         UsageError: a config-only source whose config transformers cannot build.
     """
     warnings: list[str] = list(checkpoint.warnings)  # the reader's (a file left unread, --revision ignored)
-    from weightdoctor.quantized import mlx_not_loadable, mlx_quantization
+    from weightdoctor.quantized import mlx_not_loadable, mlx_quantization, quantizer_transformers_lacks
 
     mlx = mlx_quantization(checkpoint.tensors, checkpoint.config)
     if mlx is not None and not dtype:
@@ -368,6 +368,12 @@ def build_planned_model(
         # or as int4 "by an unknown quantizer": neither is a load that happens.
         raise UsageError(mlx_not_loadable(mlx, "it (no device map to plan)")
                          + "; --dtype plans the unquantized model", path=checkpoint.source)
+    lacks = quantizer_transformers_lacks(checkpoint.config) if mlx is None else None
+    if lacks is not None and not dtype:
+        raise UsageError(f"{lacks}; no device map to plan; --dtype plans the unquantized model",
+                         path=checkpoint.source)
+    if lacks is not None:
+        warnings.append(f"planned as the unquantized model at {dtype}: {lacks}")
     if mlx is not None:
         warnings.append(f"planned as the unquantized model at {dtype}: this {mlx} checkpoint is not what "
                         "from_pretrained loads (transformers has no quantizer for it)")
@@ -378,11 +384,19 @@ def build_planned_model(
         if adapter is not None:
             # "Will my fine-tune fit?" asked of the adapter folder: its few MB are not the model that is loaded.
             base = adapter.get("base_model_name_or_path")
-            warnings.append(
-                f"this is a PEFT adapter ({adapter['peft_type']}): only its own weights are planned, not the base "
-                f"model PeftModel.from_pretrained loads it onto; plan the base"
-                + (f" (weightdoctor plan-devices {base} ...)" if isinstance(base, str) and base else "")
-                + " and add the adapter's size")
+            onto = f" onto {base}" if isinstance(base, str) and base else ""
+            if checkpoint.config is not None and checkpoint.config.get("model_type"):
+                # axolotl, unsloth and Trainer runs save the base model's config.json beside the adapter.
+                warnings.append(
+                    f"this is a PEFT adapter ({adapter['peft_type']}) beside a config.json: planned is the model "
+                    f"that config describes (model_type {checkpoint.config['model_type']!r}, built at full size), "
+                    f"as PeftModel.from_pretrained loads the adapter{onto}; add the adapter's own size")
+            else:
+                warnings.append(
+                    f"this is a PEFT adapter ({adapter['peft_type']}): only its own weights are planned, not the "
+                    f"base model PeftModel.from_pretrained loads it onto; plan the base"
+                    + (f" (weightdoctor plan-devices {base} ...)" if isinstance(base, str) and base else "")
+                    + " and add the adapter's size")
     config_quantizer = None
     if not dtype and (quantized := quantized_dtype(checkpoint.config)) is not None:
         config_quantizer = quantized[1]
@@ -405,8 +419,20 @@ def build_planned_model(
             warnings.append(f"the config quantizes the weights ({found[0]}): planned at the floating dtype, which "
                             "over-sizes the Linear weights transformers keeps in 8 or 4 bits (about 2x or 4x); the "
                             "plan is an upper bound")
+        elif found is not None:
+            # AQLM (2 bits a weight), 2- and 3-bit GPTQ, torchao: no int8 / int4 to plan them as.
+            words = found[0] + (f", {found[1]}-bit" if found[1] else "")
+            warnings.append(f"the config quantizes the weights ({words}): planned at the floating dtype, which "
+                            "over-sizes the Linear weights its quantizer keeps packed; the plan is an upper bound")
     asked = dtype
     dtype = normalize_dtype(dtype) if dtype else default_dtype(checkpoint)
+    config = checkpoint.config or {}
+    if not asked and dtype in ("fp16", "bf16") and isinstance(config.get("_class_name"), str) \
+            and not config.get("model_type"):
+        # diffusers' configs carry no dtype; its from_pretrained loads in float32 unless given torch_dtype.
+        warnings.append(f"a diffusers {config['_class_name']}: its from_pretrained loads in float32 unless given "
+                        f"torch_dtype; planned at the stored {dtype}, as torch_dtype=torch.{DTYPES[dtype][0]} loads "
+                        "it; --dtype fp32 plans the default (twice the memory)")
     if asked and DTYPES[dtype][1] is not None:
         from weightdoctor.quantized import quantization_of
 
@@ -448,6 +474,14 @@ def build_planned_model(
         # the cache; `./m`, not its absolute path.
         raise UsageError(f"nothing to plan: the checkpoint holds no tensors and {what}", path=checkpoint.source)
     model = build_tensor_tree(checkpoint, None if dtype in ("int8", "int4") else DTYPES[dtype][0])
+    fp8 = [t for t in checkpoint.tensors if t.dtype.startswith("float8")]
+    if fp8 and dtype not in ("int8", "int4", "fp8"):
+        # A ComfyUI / Forge fp8 checkpoint (flux1-dev-fp8): planned as the floating dtype its loader up-casts to.
+        share = sum(t.num_params for t in fp8) / max(1, sum(t.num_params for t in checkpoint.tensors))
+        warnings.append(f"{len(fp8)} tensor(s) ({share:.0%} of the parameters) are stored in {fp8[0].dtype}: planned "
+                        f"at {dtype}, as a loader that up-casts them holds them ({DTYPES[dtype][0]}); one that keeps "
+                        "them in fp8 (ComfyUI's fp8 weight dtype) needs their stored size"
+                        + ("; --dtype bf16 plans the usual compute dtype" if dtype == "fp32" else ""))
     blocks = [name for name, module in model.named_modules() if type(module).__name__ == NUMBERED_BLOCK]
     if blocks:
         shown = ", ".join(blocks[:2]) + (", ..." if len(blocks) > 2 else "")
@@ -502,6 +536,8 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
     children: dict[str, int] = {}
     for info in unique_tensors(checkpoint.tensors):
         module, _, leaf = info.name.rpartition(".")
+        if leaf.startswith("_") and module.endswith(".weight"):  # optimum-quanto: `weight._data`, `weight._scale`
+            module = module.removesuffix(".weight")
         if leaf != "bias":
             children[module] = children.get(module, 0) + info.nbytes
     linears = 0
@@ -1399,7 +1435,8 @@ def explain_devices(
             if headroom > 0 and left > 0:
                 amount = min(headroom, left)
                 parts.append(HeldBack("quantizer-headroom", amount,
-                                      "bitsandbytes keeps 10% of every budget for quantization buffers"))
+                                      "the quantizer keeps 10% of every budget for quantization "
+                                      "buffers (bitsandbytes, quanto, bitnet and torchao do)"))
                 left -= amount
                 given -= headroom
         if isinstance(key, int) and strategy != "sequential" and planner_cap < given and left > 0:

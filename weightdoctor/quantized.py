@@ -8,6 +8,7 @@ GPTQ Llama an eighth of its parameters, and memory estimates that are as far off
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,16 @@ _SIDE = re.compile(
     r"input_scale|input_global_scale|output_scale|k_scale|v_scale)$"
 )
 _PACKED_INT32 = (".qweight", ".weight_packed")
+# optimum-quanto's QTensor parts (`weight._data` is the weight): its scale and shift.
+_QUANTO_SIDE = (".weight._scale", ".weight._shift")
+# HQQ's HQQLinear.state_dict beside its packed `W_q`: scale and zero, then its meta data as small tensors.
+_HQQ_SIDE = (".scale", ".zero", ".shape", ".nbits", ".group_size", ".axis", ".packing", ".channel_wise", ".optimize",
+             ".round_zero", ".compute_dtype", ".view_as_float", ".unpack_view_dtype", ".encoded_state_dict",
+             ".offload_meta", ".stores_quant_config", ".quant_scale", ".quant_zero", ".meta_zero", ".meta_scale")
+# torchao's tensor subclasses as transformers flattens them into safetensors (TorchAoHfQuantizer.serialized_names).
+_TORCHAO_PART = re.compile(r"\._[a-z0-9]+_(qdata|scale_and_zero|per_tensor_scale|scale|zero_point|act_pre_scale)$")
+# ExLlamaV2's EXL2 layers: `q_weight` (int32, rows of mixed bit widths) beside its scales, permutation and groups.
+_EXL2_SIDE = (".q_scale", ".q_scale_max", ".q_invperm", ".q_perm", ".q_groups", ".q_group_map")
 
 
 def quantizer_side_tensors(tensors: Iterable[TensorInfo], config: Mapping[str, Any] | None) -> set[str]:
@@ -37,8 +48,30 @@ def quantizer_side_tensors(tensors: Iterable[TensorInfo], config: Mapping[str, A
     summary = quantized_summary(unique, config)
     if summary is None:
         return set()
-    side = {t.name for t in unique if _SIDE.search(t.name)}
+    side = {t.name for t in unique if _SIDE.search(t.name)} | _exl2_layers(unique)[1]
+    side |= _method_layers(unique, summary.method, _config_of(config), summary.bits)[1]
     return side | _mlx_groups(unique)[1] if summary.method == "mlx" else side
+
+
+def _exl2_layers(tensors: Iterable[TensorInfo]) -> tuple[dict[str, int], set[str]]:
+    """ExLlamaV2's EXL2 layers: ({q_weight name: the weights it packs}, {their side tensor names}).
+
+    A `q_weight` is [packed rows, out_features] int32 whose rows mix bit widths (its `q_groups` say which), so its
+    own shape does not give the weights it holds; its `q_invperm` has one entry per input feature, which does.
+    """
+    infos = {t.name: t for t in tensors}
+    packed: dict[str, int] = {}
+    side: set[str] = set()
+    for name, info in infos.items():
+        if not name.endswith(".q_weight") or info.dtype not in ("int32", "uint32") or len(info.shape) != 2:
+            continue
+        base = name.removesuffix(".q_weight")
+        perm = infos.get(base + ".q_invperm") or infos.get(base + ".q_perm")
+        if perm is None or len(perm.shape) != 1:
+            continue
+        packed[name] = perm.shape[0] * info.shape[1]
+        side |= {base + suffix for suffix in _EXL2_SIDE if base + suffix in infos}
+    return packed, side
 
 
 def _mlx_groups(tensors: Iterable[TensorInfo]) -> tuple[set[str], set[str]]:
@@ -105,6 +138,13 @@ def _method_and_bits(quantization: Mapping[str, Any]) -> tuple[str, int | None]:
             return "bitsandbytes 4-bit", 4
         if quantization.get("load_in_8bit"):
             return "bitsandbytes 8-bit", 8
+    if bits is None and method in ("quanto", "eetq"):  # QuantoConfig / EetqConfig: weights "int8", "int4", ...
+        weights = quantization.get("weights")
+        bits = {"int8": 8, "float8": 8, "int4": 4, "int2": 2}.get(weights) if isinstance(weights, str) else None
+    if bits is None and method == "hqq":  # HqqConfig: quant_config.weight_quant_params.nbits
+        settings = quantization.get("quant_config")
+        params = settings.get("weight_quant_params") if isinstance(settings, Mapping) else None
+        bits = _bits(params.get("nbits")) if isinstance(params, Mapping) else None
     groups = quantization.get("config_groups")
     if bits is None and isinstance(groups, Mapping):  # compressed-tensors: config_groups.<group>.weights.num_bits
         for group in groups.values():
@@ -161,6 +201,88 @@ def mlx_not_loadable(what: str, target: str = "it") -> str:
             "use the unquantized model it was converted from")
 
 
+# What runs a checkpoint of a quantizer transformers has none for, by its quant_method.
+_OWN_RUNNERS = {"exl2": "exllamav2 (TabbyAPI, text-generation-webui) runs it"}
+
+
+def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Mapping[str, Any] | None,
+                   bits: int | None) -> tuple[dict[str, int], set[str]]:
+    """AQLM, HQQ, optimum-quanto and EETQ layers: ({packed tensor: the weights it stands for}, {side tensor names}).
+
+    AQLM's `codes` [out groups, in groups, codebooks] index `codebooks`: each code stands for out_group_size x
+    in_group_size weights. HQQ's `W_q` (uint8) holds 8 / nbits weights a byte, 3-bit ones ten to an int32.
+    """
+    infos = list(tensors)
+    packed: dict[str, int] = {}
+    side: set[str] = set()
+    settings = quantization or {}
+    if method == "aqlm":
+        groups = [settings.get(key, default) for key, default in (("out_group_size", 1), ("in_group_size", 8))]
+        sizes = [g for g in groups if isinstance(g, int) and not isinstance(g, bool) and g > 0]
+        bases = {t.name.removesuffix(".codes") for t in infos if t.name.endswith(".codes") and len(t.shape) == 3}
+        for info in infos:
+            base = info.name.rpartition(".")[0]
+            if base in bases and info.name.endswith(".codes") and len(sizes) == 2:
+                packed[info.name] = info.shape[0] * sizes[0] * info.shape[1] * sizes[1]
+            elif base in bases and info.name.endswith(".codebooks"):
+                side.add(info.name)
+    elif method == "hqq":
+        bases = {t.name.removesuffix(".W_q") for t in infos if t.name.endswith(".W_q")}
+        per: dict[str, int] = {}
+        if bits in (1, 2, 4, 8):
+            per["uint8"] = 8 // bits
+        if bits == 3:
+            per["int32"] = 10
+        for info in infos:
+            base, _, leaf = info.name.rpartition(".")
+            if base in bases and leaf == "W_q" and info.dtype in per:
+                packed[info.name] = info.num_params * per[info.dtype]
+            elif base in bases and info.name.endswith(_HQQ_SIDE):
+                side.add(info.name)
+    elif method == "quanto":
+        side = {t.name for t in infos if t.name.endswith(_QUANTO_SIDE)}
+    elif method == "eetq":  # EetqLinear: an int8 `weight` [in, out] and its fp16 `weight_scales`
+        side = {t.name for t in infos if t.name.endswith(".weight_scales")}
+    elif method == "torchao":
+        # transformers' torchao safetensors: each tensor subclass flattened into `_weight_qdata` beside its
+        # `_weight_scale` (and zero points); an Int4 qdata holds two weights a byte.
+        kind = json.dumps(settings.get("quant_type"))
+        for info in infos:
+            match = _TORCHAO_PART.search(info.name)
+            if match is None:
+                continue
+            if match.group(1) == "qdata":
+                packed[info.name] = info.num_params * (2 if "Int4" in kind and info.dtype == "uint8" else 1)
+            else:
+                side.add(info.name)
+    return packed, side
+
+
+def quantizer_transformers_lacks(config: Mapping[str, Any] | None) -> str | None:
+    """Why from_pretrained does not load this config's quantized weights, in a line, when its quant_method is one
+    transformers has no quantizer for (ExLlamaV2's "exl2"); None otherwise (no quant_method: `mlx_quantization`).
+
+    transformers logs "Unknown quantization type", skips the quantization_config and builds the model
+    unquantized: the checkpoint's packed tensors are unexpected keys and the layers' weights start from their init.
+    Imports transformers (the installed one decides).
+    """
+    quantization = _config_of(config)
+    method = quantization.get("quant_method") if quantization is not None else None
+    if not isinstance(method, str) or not method or quantization is None or quantization.get("load_in_4bit") \
+            or quantization.get("load_in_8bit"):
+        return None
+    try:
+        from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING
+    except ImportError:
+        return None
+    if method in AUTO_QUANTIZATION_CONFIG_MAPPING:
+        return None
+    runner = _OWN_RUNNERS.get(method, "the library that quantized it loads it")
+    return (f"quant_method {method!r} is not one transformers has a quantizer for: from_pretrained skips the "
+            "quantization_config (\"Unknown quantization type\") and builds the model unquantized, whose weights "
+            f"this checkpoint does not hold (they start from their init); {runner}")
+
+
 def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] | None) -> QuantizedSummary | None:
     """The parameters a quantized checkpoint's tensors stand for; None for a checkpoint that is not quantized.
 
@@ -180,6 +302,7 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
     # mlx-lm: 32 / bits values in each uint32 of a `weight`, with per-group `scales` and `biases` beside it; the
     # config's `quantization` (newer mlx-lm: `quantization_config` too, without quant_method) holds the bits.
     mlx_packed, mlx_side = _mlx_groups(unique)
+    exl2_packed, exl2_side = _exl2_layers(unique)
     mlx_config = config.get("quantization") if isinstance(config, Mapping) else None
     quantization = _config_of(config)
     if quantization is not None:
@@ -190,6 +313,8 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
             method = "mlx"
     elif mlx_packed and isinstance(mlx_config, Mapping):
         method, bits = "mlx", _bits(mlx_config.get("bits"))
+    elif exl2_packed:
+        method, bits = "exl2-like (no quantization_config)", None
     elif any(n.endswith(_PACKED_INT32) for n in names):
         method, bits = "gptq-like (no quantization_config)", None
     elif bnb4:
@@ -205,9 +330,15 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
     unknown = False
     if method != "mlx":
         mlx_packed, mlx_side = set(), set()
+    own_packed, own_side = _method_layers(unique, method, quantization, bits)
+    exl2_packed, exl2_side = {**exl2_packed, **own_packed}, exl2_side | own_side
     layer_bits = _mlx_layer_bits(mlx_packed, mlx_config if isinstance(mlx_config, Mapping) else quantization)
     for info in unique:
-        if _SIDE.search(info.name) or (info.name in mxfp4_scales and info.dtype == "uint8") or info.name in mlx_side:
+        if info.name in exl2_packed:
+            packed += 1
+            counts[info.name] = exl2_packed[info.name]
+        elif (info.name in exl2_side or _SIDE.search(info.name) or info.name in mlx_side
+              or (info.name in mxfp4_scales and info.dtype == "uint8")):
             counts[info.name], side = 0, side + 1
         elif (info.name in mxfp4 or info.name.endswith(".weight_packed")) and info.dtype in ("uint8", "int8"):
             # Values packed into bytes: MXFP4 blocks, compressed-tensors' NVFP4 `weight_packed` (8 / bits each).

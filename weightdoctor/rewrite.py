@@ -660,6 +660,8 @@ def side_files(
                     left_out.append(f"{'/'.join(parts)} ({special}, not a regular file)")
                     continue
                 if sub.is_file() and not any(part.startswith(".") for part in parts[:-1]) and not is_output(sub):
+                    if sub.absolute() in mine or sub.resolve() in mine:
+                        continue  # a shard the index names in a subfolder (`weights/model-00001-of-00002...`)
                     if not inside(sub):
                         left_out.append(f"{'/'.join(parts)} (a link to a file outside the model folder)")
                         continue

@@ -49,6 +49,28 @@ FOREIGN_WEIGHT_NAMES: tuple[str, ...] = (
 )
 
 
+def _ctranslate2_spec(path: Path, prefix: bytes) -> str | None:
+    """The spec name of a CTranslate2 model.bin ("WhisperSpec"), or None when the file is not one.
+
+    CTranslate2's ModelSpec._serialize writes a uint32 binary version, then the spec's name as a uint16 length
+    (counting its NUL), the name and a NUL byte: b"\\x06\\x00\\x00\\x00\\x0c\\x00WhisperSpec\\x00" for faster-whisper.
+    """
+    if len(prefix) < 8 or not 1 <= int.from_bytes(prefix[:4], "little") <= 64:
+        return None
+    length = int.from_bytes(prefix[4:6], "little")
+    if not 6 <= length <= 128:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(6 + length)
+    except OSError:
+        return None
+    name = head[6:6 + length - 1]
+    if len(head) < 6 + length or head[-1:] != b"\0" or not name.endswith(b"Spec") or not name.isalnum():
+        return None
+    return name.decode("ascii")
+
+
 def _zip_kind(path: Path) -> str | None:
     try:
         with zipfile.ZipFile(path) as archive:
@@ -76,6 +98,10 @@ def identify(path: Path, prefix: bytes) -> str | None:
     for magic, kind in _MAGICS:
         if prefix.startswith(magic):
             return kind
+    spec = _ctranslate2_spec(path, prefix)
+    if spec is not None:
+        return (f"a CTranslate2 model ({spec}; faster-whisper and ct2-*-converter write it), read by ctranslate2 "
+                "alone; its PyTorch weights are in the repo it was converted from")
     if prefix[4:8] == b"TFL3":
         return "a TensorFlow Lite model"
     if prefix.startswith(b"PK\x03\x04"):

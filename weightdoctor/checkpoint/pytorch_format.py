@@ -173,6 +173,9 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
     parts = _parts_of_one_model(obj)
     if parts is not None:
         return parts, None
+    megatron = _megatron_language_model(obj)
+    if megatron is not None:
+        return megatron, _MEGATRON_KEY
     if _is_state_dict(obj) or (isinstance(obj, Mapping) and not obj):
         return obj, None  # an empty dict is a state dict of 0 tensors, as a safetensors file may hold
     kind = training_state_kind(obj)
@@ -226,6 +229,37 @@ def _parts_of_one_model(obj: Any) -> dict[str, Any] | None:
     if not all(_is_state_dict(value) and value for value in obj.values()):
         return None
     return {f"{part}.{name}": value for part, state in obj.items() for name, value in state.items()}
+
+
+# Megatron-LM's legacy (non-distributed) model_optim_rng.pt: `model.language_model` holds one dict per part, nested
+# by module path (`embedding.word_embeddings.weight`), that Megatron's load_state_dict and the conversion scripts of
+# transformers and NeMo read together.
+_MEGATRON_PARTS = frozenset({"embedding", "encoder", "decoder", "transformer", "output_layer", "pooler", "lm_head"})
+_MEGATRON_KEY = "model.language_model"
+
+
+def _megatron_language_model(obj: Any) -> dict[str, Any] | None:
+    """Megatron-LM's `model.language_model` flattened to its modules' names (`encoder.layers.0.<...>.weight`), or None
+    for any other file."""
+    model = obj.get("model") if isinstance(obj, Mapping) else None
+    language = model.get("language_model") if isinstance(model, Mapping) else None
+    if not isinstance(language, Mapping) or not language or not set(language) <= _MEGATRON_PARTS:
+        return None
+    if not all(isinstance(part, Mapping) for part in language.values()):
+        return None
+    flat: dict[str, Any] = {}
+
+    def walk(value: Mapping[Any, Any], prefix: str, depth: int) -> None:
+        for name, item in value.items():
+            if isinstance(item, Mapping) and depth < 6 and not is_tensor(item):
+                walk(item, f"{prefix}{name}.", depth + 1)
+            else:
+                flat[f"{prefix}{name}"] = item
+
+    walk(language, "", 0)
+    tensors = sum(1 for value in flat.values() if is_tensor(value))
+    parts_with_tensors = sum(1 for part in language.values() if _count_tensors(part, set()))
+    return flat if parts_with_tensors >= 2 and tensors >= 0.9 * len(flat) else None
 
 
 _RNG_KEYS = frozenset({"python", "numpy", "cpu", "cuda", "mps", "xpu", "npu", "hpu", "mlu", "musa", "xla"})
@@ -727,6 +761,13 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
     elif nested_key == "params_ema" and isinstance(obj, Mapping) and _is_state_dict(obj.get("params")):
         notes.append("a BasicSR checkpoint (Real-ESRGAN, GFPGAN, SwinIR): params_ema is read, the averaged weights "
                      "its inference loads; --key params reads the training weights beside them")
+    elif nested_key == _MEGATRON_KEY and key is None:
+        parts = list(map(str, obj["model"]["language_model"]))
+        listed = ", ".join(parts[:-1]) + f" and {parts[-1]}"
+        notes.append(f"a Megatron-LM checkpoint: model.language_model's {listed} are read "
+                     "together, under their module paths (embedding.word_embeddings.weight, ...), as Megatron's "
+                     "load_state_dict and the conversion scripts read them; --key reads one alone"
+                     + _tensor_parallel_rank(path))
     other, beside = _entries_beside(obj, nested_key)
     if beside:
         # Megatron-LM keeps model.language_model.{embedding, encoder, output_layer} apart: one of them is read.
@@ -755,6 +796,25 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
     return PickleContents(state_dict=tensors, nested_key=nested_key, other_entries=other, skipped_entries=skipped,
                           non_tensor_keys=non_tensor_keys,
                           security=report, notes=notes)
+
+
+def _tensor_parallel_rank(path: Path) -> str:
+    """For a Megatron-LM file in `mp_rank_00/` (`mp_rank_00_000/` under pipeline parallelism) beside other ranks'
+    folders: that it holds one rank's slices of the split weights ("" otherwise)."""
+    import re
+
+    if not re.fullmatch(r"mp_rank_\d+(_\d+)?", path.parent.name):
+        return ""
+    try:
+        ranks = sorted(p.name for p in path.parent.parent.iterdir()
+                       if p.is_dir() and re.fullmatch(r"mp_rank_\d+(_\d+)?", p.name))
+    except OSError:
+        return ""
+    if len(ranks) < 2:
+        return ""
+    return (f"; {path.parent.name} is one of {len(ranks)} model-parallel ranks ({ranks[0]} to {ranks[-1]}): the "
+            "weights tensor parallelism splits are slices here, and pipeline stages hold other layers; Megatron's "
+            "checkpoint converter (tools/checkpoint/convert.py) merges them")
 
 
 def _entries_beside(obj: Any, nested_key: str | None) -> tuple[list[str], dict[str, int]]:

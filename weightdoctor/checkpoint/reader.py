@@ -462,11 +462,12 @@ def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
 def is_training_state(name: str) -> bool:
     """A file of training state kept beside the weights, not part of the model: optimizer, scheduler, RNG
     states and arguments (Trainer's `checkpoint-N/`, Accelerate's `save_state` folder: `optimizer.bin`,
-    `random_states_0.pkl`), and DeepSpeed's ZeRO optimizer partitions
-    (`zero_pp_rank_0_mp_rank_00_optim_states.pt` beside `mp_rank_00_model_states.pt`)."""
+    `random_states_0.pkl`), DeepSpeed's ZeRO optimizer partitions
+    (`zero_pp_rank_0_mp_rank_00_optim_states.pt` beside `mp_rank_00_model_states.pt`), and OLMo's unsharded
+    checkpoint (`optim.pt` and `train.pt` beside `model.pt`)."""
     return (name.endswith((".safetensors", *PICKLE_SUFFIXES))
             and (name.startswith(("optimizer", "scheduler", "rng_state", "training_args", "scaler", "random_states"))
-                 or name.endswith(("_optim_states.pt", "_optim_states.pth"))))
+                 or name.endswith(("_optim_states.pt", "_optim_states.pth")) or name in ("optim.pt", "train.pt")))
 
 
 def _weight_files_in(folder: Path) -> list[Path]:
@@ -541,11 +542,26 @@ def _no_weights_message(folder: Path) -> str:
     if (folder / "zero_to_fp32.py").is_file():  # beside training state, or beside the global_stepN/ folders
         message += ("; DeepSpeed's zero_to_fp32.py beside it gathers the weights: python zero_to_fp32.py "
                     f"{folder} OUTDIR --safe_serialization")
-    if distributed:
+    described = None
+    if distributed and _is_megatron_dist(folder / distributed[0]):
+        # NeMo 2.0's checkpoint (context/ beside weights/), Megatron-Core's torch_dist save: sharded tensors that
+        # accelerate's FSDP merge does not know.
+        nemo = (folder / "context").is_dir()
+        message += (f"; {'a NeMo 2.0 checkpoint: ' if nemo else ''}the model's weights are in {distributed[0]}/, a "
+                    "Megatron-Core torch_dist checkpoint (DCP shards, *.distcp and .metadata): "
+                    + ("NeMo's llm.export_ckpt(path=..., target='hf') writes a Hugging Face folder to read here"
+                       if nemo else "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, "
+                       "'model.pt') writes one torch.save file to read here"))
+        described = distributed[0]  # not pointed at again as a subfolder of weights (its common.pt is none)
+    elif distributed:
         message += (f"; the model's weights are in {distributed[0]}/, a torch.distributed.checkpoint (DCP) folder "
                     f"(FSDP's sharded state dict): accelerate merge-weights {folder / distributed[0]} OUTDIR writes "
                     "them as one model.safetensors to read here")
-    subfolders = _subfolders_with_weights(folder)
+    megatron = _megatron_latest(folder)
+    if megatron is not None:
+        message += (f"; a Megatron-LM save folder: its latest_checkpointed_iteration.txt names "
+                    f"{megatron.parent.parent.name}/, whose weights are in {megatron}: point at that file")
+    subfolders = [name for name in _subfolders_with_weights(folder) if name != described]
     if subfolders:
         subfolders.sort(key=natural_order)  # global_step500 before global_step1000
         shown = ", ".join(f"{name}/" for name in subfolders[:8]) + (", ..." if len(subfolders) > 8 else "")
@@ -556,6 +572,36 @@ def _no_weights_message(folder: Path) -> str:
         else:
             message += f"; weights are in subfolders ({shown}): point at one, e.g. {folder / subfolders[0]}"
     return message
+
+
+def _is_megatron_dist(folder: Path) -> bool:
+    """Whether a DCP folder is Megatron-Core's torch_dist save: its metadata.json names the sharded backend, or a
+    common.pt (the run's arguments and RNG state) lies beside the shards."""
+    if (folder / "common.pt").is_file():
+        return True
+    try:
+        with open(folder / "metadata.json", encoding="utf-8") as file:
+            return '"sharded_backend"' in file.read(4096)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _megatron_latest(folder: Path) -> Path | None:
+    """The first rank's file of the iteration Megatron-LM's latest_checkpointed_iteration.txt names
+    (`iter_0001000/mp_rank_00/model_optim_rng.pt`; `release/` for a released model), or None."""
+    if not (folder / "latest_checkpointed_iteration.txt").is_file():
+        return None
+    try:
+        with open(folder / "latest_checkpointed_iteration.txt", encoding="utf-8") as file:
+            text = file.read(64).strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    tag = "release" if text == "release" else f"iter_{int(text):07d}" if text.isdigit() else None
+    if tag is None or not (folder / tag).is_dir():
+        return None
+    ranks = sorted(p for p in (folder / tag).glob("mp_rank_*") if p.is_dir())
+    files = [p for rank in ranks[:1] for p in sorted(rank.glob("*.pt")) if p.is_file()]
+    return files[0] if files else None
 
 
 def _latest_tag(folder: Path) -> str | None:
@@ -732,7 +778,49 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
                "counter), not weights" if text else "")
             + f"; name the module's file to read it (e.g. {folder.name}/{pickled[0] if pickled else 'model.ckpt'})",
             str(folder))
+    shards = _shard_set(weights)
+    if shards is not None:
+        # Shards without their index (a download of `*.safetensors` only; ExLlamaV2's output-0000N-of-0000M, which
+        # it reads without one): from_pretrained looks for the index and finds nothing it can load.
+        stem, suffix, count = shards
+        if _quant_method(folder) == "exl2":
+            raise UnsupportedFormat(
+                f"an ExLlamaV2 (EXL2) checkpoint in {count} shards ({weights[0].name} to {weights[-1].name}), which "
+                "exllamav2 reads without an index and transformers does not load (it has no exl2 quantizer); name "
+                "one shard to read it alone", str(folder))
+        index = "model.safetensors.index.json" if suffix == ".safetensors" else "pytorch_model.bin.index.json"
+        if stem in ("model", "pytorch_model", "diffusion_pytorch_model"):
+            index = f"{stem}{suffix}.index.json"
+        raise UnsupportedFormat(
+            f"folder holds the {count} shards of one checkpoint ({weights[0].name} to {weights[-1].name}) but not "
+            f"their index ({index}, which from_pretrained needs to load them): fetch it from where the shards came "
+            "from, or name one shard to read it alone", str(folder))
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
+
+
+def _quant_method(folder: Path) -> str | None:
+    """The quant_method of the folder's config.json, or None (no config, no quantization_config, unreadable)."""
+    try:
+        config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else None
+    except (WeightDoctorError, OSError):
+        return None
+    quantization = config.get("quantization_config") if isinstance(config, dict) else None
+    method = quantization.get("quant_method") if isinstance(quantization, dict) else None
+    return method if isinstance(method, str) else None
+
+
+def _shard_set(weights: list[Path]) -> tuple[str, str, int] | None:
+    """(stem, suffix, count) when `weights` are exactly the shards `<stem>-00001-of-0000N<suffix>` of one
+    checkpoint, all N of them; None otherwise."""
+    found = [re.fullmatch(r"(.+)-(\d+)-of-(\d+)(\.[a-z]+)", p.name) for p in weights]
+    if len(weights) < 2 or not all(found):
+        return None
+    keys = {(m.group(1), m.group(3), m.group(4)) for m in found if m}
+    if len(keys) != 1:
+        return None
+    stem, total, suffix = keys.pop()
+    numbers = sorted(int(m.group(2)) for m in found if m)
+    return (stem, suffix, len(weights)) if numbers == list(range(1, int(total) + 1)) else None
 
 
 def _pickled(path: Path) -> bool:
@@ -957,6 +1045,30 @@ def natural_order(name: str) -> tuple[str | int, ...]:
 _DIGIT_RUNS = re.compile(r"(\d+)")
 
 
+def _complete_index_beside(index_path: Path) -> str:
+    """Where an index misses shards: the other format's index beside it whose shards are all there (a repo with
+    both model.safetensors.index.json and pytorch_model.bin.index.json, partly downloaded), as a hint; else ""."""
+    name = index_path.name
+    other = (name.replace("model.safetensors.index", "pytorch_model.bin.index") if "safetensors" in name
+             else name.replace("pytorch_model.bin.index", "model.safetensors.index"))
+    if other == name or not (index_path.parent / other).is_file():
+        return ""
+    try:
+        index = _read_json(index_path.parent / other)
+    except (WeightDoctorError, OSError):
+        return ""
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        return ""
+    shards = {shard for shard in weight_map.values() if isinstance(shard, str) and shard}
+    if not shards or any(os.path.isabs(s) or ".." in Path(s).parts or _shard_problem(index_path.parent / s)
+                         for s in shards):
+        return ""
+    load = "from_pretrained reads them with use_safetensors=False" if "safetensors" in name else \
+        "from_pretrained prefers them"
+    return f"; {other} beside it has all {len(shards)} of its shards here: name it to read those ({load})"
+
+
 def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     index = _read_json(index_path)
     if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
@@ -1002,7 +1114,8 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
             raise InvalidIndex(f"index points outside its folder: {shard!r}", str(index_path))
         problem = _shard_problem(shard_path)
         if problem is not None:
-            raise InvalidIndex(f"shard {shard!r} named by the index {problem}", str(index_path))
+            raise InvalidIndex(f"shard {shard!r} named by the index {problem}" + _complete_index_beside(index_path),
+                               str(index_path))
         for info in builder.add_weight_file(shard_path):
             if info.name in seen:
                 raise InvalidIndex(f"tensor {info.name!r} is in both {seen[info.name]} and {shard}", str(index_path))
@@ -1195,6 +1308,12 @@ def _open_checkpoint(
         # A snapshot's file: said of the repo id and revision typed, not only of a path deep in the cache.
         raise named_by_repo(exc, root, text, revision) from exc
     warnings += builder.notes
+    value_head = sorted(t.name for t in builder.tensors if t.name.startswith("v_head."))
+    if value_head and any(t.name.startswith(("transformer.", "model.", "lm_head.")) for t in builder.tensors):
+        # TRL's AutoModelForCausalLMWithValueHead.save_pretrained: the language model's state dict plus v_head.*.
+        warnings.append(f"a TRL value head ({', '.join(value_head[:2])}) beside the language model: TRL's "
+                        "AutoModelForCausalLMWithValueHead loads it; from_pretrained of the model class alone drops "
+                        "it (an unexpected key)")
 
     config, config_file = _load_config(config_path)
     if config_path is not None and config_path.is_symlink() and not config_path.exists():
