@@ -105,10 +105,17 @@ def format_bytes(num_bytes: int | float, binary: bool = False) -> str:
     """Format a byte count for people: `format_bytes(1_500_000)` is `"1.50 MB"`."""
     base = 1024.0 if binary else 1000.0
     units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"] if binary else ["B", "KB", "MB", "GB", "TB", "PB"]
+    if isinstance(num_bytes, int) and abs(num_bytes) >= 10**300:
+        # Past a float (`--kv-cache --batch 10**400`): float() raised OverflowError halfway through a report.
+        digits = str(abs(num_bytes))
+        return f"{'-' if num_bytes < 0 else ''}{digits[0]}.{digits[1:3]}e+{len(digits) - 1} B"
     value = float(num_bytes)
     for unit in units:
         if abs(value) < base or unit == units[-1]:
-            return f"{int(value)} B" if unit == "B" else f"{value:.2f} {unit}"
+            if unit == "B":
+                return f"{int(value)} B"
+            # Thousands of PB and more (`--seq-len 10**30`) in powers of ten, not in 40 digits.
+            return f"{value:.2f} {unit}" if abs(value) < 10**6 else f"{value:.3g} {unit}"
         value /= base
     raise AssertionError("unreachable")
 
