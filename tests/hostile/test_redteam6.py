@@ -150,3 +150,33 @@ def test_an_output_of_dash_or_nothing_writes_no_file(model: Path, tmp_path: Path
     assert len(result.stderr.splitlines()) == 1 and "--output" in result.stderr, result.stderr
     assert "give a file" in result.stderr
     assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["diff-keys", "{a}", "{a}"], ["convert", "{a}", "-o", "{out}"]])
+def test_renames_that_double_every_name_stop_at_the_name_limit(model: Path, tmp_path: Path,
+                                                               command: list[str]) -> None:
+    """24 `--rename '(.*)=\\1\\1'` doubled each name 24 times: 6 GB and over two minutes (killed) before any
+    output. A rename making a name longer than a file's name may be is refused, at the step that makes it."""
+    args = [c.format(a=model / "model.safetensors", out=tmp_path / "out.safetensors") for c in command]
+    started = time.perf_counter()
+    result = run_cli(*args, *["--rename", r"(.*)=\1\1"] * 24, "--json")
+    assert time.perf_counter() - started < 10
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        r"error: --rename '(.*)=\1\1' makes a name of 1,310,720 characters (the limit is 1,048,576): no model "
+        "names a tensor so"]
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_the_rename_limit_is_the_readers() -> None:
+    from weightdoctor.checkpoint.reader import MAX_NAME_CHARS
+    from weightdoctor.renames import MAX_NAME_CHARS as RENAME_LIMIT
+
+    assert RENAME_LIMIT == MAX_NAME_CHARS
+
+
+def test_the_entry_width_floor_is_the_consoles() -> None:
+    from weightdoctor import entry
+    from weightdoctor.render.console import MIN_WIDTH
+
+    assert entry._MIN_WIDTH == MIN_WIDTH
