@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -180,3 +181,29 @@ def test_the_entry_width_floor_is_the_consoles() -> None:
     from weightdoctor.render.console import MIN_WIDTH
 
     assert entry._MIN_WIDTH == MIN_WIDTH
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_a_device_map_that_never_ends_is_read_bounded(model: Path) -> None:
+    """`plan-devices --map /dev/zero` read the "file" whole: the memory filled until the process was killed
+    (exit 137). A map is read up to the size limit of a config, then refused."""
+    started = time.perf_counter()
+    result = run_cli("plan-devices", model, "--gpu", "1GB", "--map", "/dev/zero", "--json")
+    assert time.perf_counter() - started < 20
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: /dev/zero: is more than 100,000,000 bytes, more than any device map holds; not read"]
+
+
+def test_a_device_map_from_process_substitution_is_still_read(model: Path, tmp_path: Path) -> None:
+    """The bounded read still reads a FIFO (`--map <(jq ...)`), which a regular-file check would refuse."""
+    fifo = tmp_path / "map.json"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=('{"": 0}',))
+    writer.start()
+    try:
+        result = run_cli("plan-devices", model, "--gpu", "1GB", "--map", fifo, "--json")
+    finally:
+        writer.join(timeout=30)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["device_map"] == {"": 0}
