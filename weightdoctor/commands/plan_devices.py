@@ -107,6 +107,7 @@ def plan_devices(
         build_planned_model,
         load_manual_map,
         local_dtype,
+        normalize_dtype,
         open_plan_source,
         read_local_devices,
         verdict_exit_code,
@@ -127,6 +128,9 @@ def plan_devices(
         if shaping:
             raise UsageError(f"{', '.join(shaping)} shape{'s' if len(shaping) == 1 else ''} a computed plan; "
                              "--map is checked as written: drop one or the other")
+    if dtype is not None:
+        # Checked before reading: `--dtype ""` (an unset variable) was taken as "not given", as convert refuses it.
+        normalize_dtype(dtype)
     if model_class is not None and not model_class.strip():
         # `--model-class ""` (an unset variable) was taken as "no class given": the config's class was planned.
         raise UsageError("--model-class is empty: give a transformers class, e.g. LlamaForCausalLM")
