@@ -207,3 +207,12 @@ def test_a_device_map_from_process_substitution_is_still_read(model: Path, tmp_p
         writer.join(timeout=30)
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["device_map"] == {"": 0}
+
+
+def test_an_empty_dtype_is_refused_by_plan_devices_as_by_convert(model: Path) -> None:
+    """`plan-devices --dtype ""` was taken as "not given" and planned the checkpoint's own dtype (exit 0), while
+    `convert --dtype ""` refuses it."""
+    result = run_cli("plan-devices", model, "--gpu", "1GB", "--dtype", "", "--json")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: unknown dtype '': expected one of fp64, fp32, fp16, bf16, int8, int4, fp8"]
