@@ -39,7 +39,7 @@ def main() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
     except BrokenPipeError:
-        _exit_on_closed_pipe()
+        exit_on_closed_pipe()
     # Everything is written and the fast path leaves nothing to clean up (no threads, temporary files or
     # atexit work): skip the interpreter's teardown, which frees every object of a large diff one by one
     # (~5 ms of a 50 ms run, more for 10,000s of keys).
@@ -113,7 +113,7 @@ def _refuse_closed_streams() -> None:
         os._exit(2)
 
 
-def _exit_on_closed_pipe() -> None:
+def exit_on_closed_pipe() -> None:
     """The reader of stdout went away (`weightdoctor ... | head`): stop quietly, as Unix tools do (128 + SIGPIPE).
 
     Python would otherwise print an error while flushing stdout at exit; stdout is pointed at /dev/null first.
