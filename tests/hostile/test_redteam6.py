@@ -216,3 +216,18 @@ def test_an_empty_dtype_is_refused_by_plan_devices_as_by_convert(model: Path) ->
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.splitlines() == [
         "error: unknown dtype '': expected one of fp64, fp32, fp16, bf16, int8, int4, fp8"]
+
+
+@pytest.mark.parametrize("command", [["inspect", "{a}", "--json"], ["diff-keys", "{a}", "{a}", "--json"]])
+def test_a_reader_that_goes_away_is_exit_141_on_both_paths(model: Path, command: list[str]) -> None:
+    """`weightdoctor inspect x --json | head -c 1`: Typer caught the BrokenPipeError and exited 1, read as
+    "findings" (the fast path's diff-keys already exited 141); nothing may be printed either way."""
+    args = [c.format(a=model / "model.safetensors") for c in command]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "weightdoctor", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}, cwd=REPO_ROOT)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # before the child writes its first byte: it starts in a fraction of a second
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 141
+    assert stderr == b""
