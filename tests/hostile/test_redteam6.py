@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import REPO_ROOT, run_cli
+from tests.helpers import REPO_ROOT, run_cli, run_json
 
 NAMES = ("model.layer.0.weight", "model.layer.1.weight", "lm_head.weight")
 
@@ -231,3 +231,23 @@ def test_a_reader_that_goes_away_is_exit_141_on_both_paths(model: Path, command:
     stderr = process.stderr.read()
     assert process.wait(timeout=60) == 141
     assert stderr == b""
+
+
+def test_a_key_of_sixty_thousand_segments_is_answered_at_once(tmp_path: Path) -> None:
+    """`--key a.a.a...` (60,000 segments, as long as one argument may be): every dotted prefix of the key was
+    joined anew to be looked up, 11 s before saying that `a` is no entry. Dotted entries still match longest
+    first, and a digit still reaches an int key."""
+    path = tmp_path / "nested.bin"
+    torch.save({"model": {"ema.v1": {"w": torch.zeros(2)}, "ema": {"v1.x": {"w": torch.ones(2)}}},
+                "hyper": {320: {"w": torch.zeros(3)}}}, path)
+    started = time.perf_counter()
+    long_key = "a." * 60_000
+    result = run_cli("inspect", path, "--key", long_key, "--json")
+    assert time.perf_counter() - started < 5
+    assert result.exit_code == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.rstrip().endswith("no entry 'a' (entries: model, hyper)")
+    code, report = run_json("inspect", path, "--key", "model.ema.v1")
+    assert code == 0 and [t["shape"] for t in report["tensors"]] == [[2]]
+    code, report = run_json("inspect", path, "--key", "hyper.320")
+    assert code == 0 and [t["shape"] for t in report["tensors"]] == [[3]]
