@@ -251,3 +251,11 @@ def test_a_key_of_sixty_thousand_segments_is_answered_at_once(tmp_path: Path) ->
     assert code == 0 and [t["shape"] for t in report["tensors"]] == [[2]]
     code, report = run_json("inspect", path, "--key", "hyper.320")
     assert code == 0 and [t["shape"] for t in report["tensors"]] == [[3]]
+
+
+def test_an_empty_hist_is_refused_before_any_value_is_read(model: Path) -> None:
+    """`inspect --hist ""` implied --stats, read every value, and printed no histogram (exit 0)."""
+    result = run_cli("inspect", model, "--hist", "")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: --hist is empty: give a tensor name or a regular expression (at most 8 tensors are shown)"]
