@@ -72,9 +72,21 @@ def parse_size(text: str | int) -> int:
     if not math.isfinite(number) or number < 0:
         raise UsageError(f"cannot parse size {text!r}: a size is a finite number of bytes, not negative")
     size = int(number * factor)  # truncated, as both libraries do
+    if number == 0 and _nonzero(digits):
+        number = math.ulp(0)  # `1e-400` reads as the float 0: a size under one byte, not "0 means none"
     if number > 0 and size == 0:
         raise UsageError(f"size {text!r} is under one byte: give at least 1 byte (0 means none)")
     return size
+
+
+def _nonzero(digits: str) -> bool:
+    """Whether the number written is not zero, where float() rounds it to 0 (`1e-400`)."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        return Decimal(digits.strip()) != 0
+    except (InvalidOperation, ValueError):
+        return False
 
 
 def refuse_unitless_size(option: str, text: str) -> None:
