@@ -259,3 +259,17 @@ def test_an_empty_hist_is_refused_before_any_value_is_read(model: Path) -> None:
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.splitlines() == [
         "error: --hist is empty: give a tensor name or a regular expression (at most 8 tensors are shown)"]
+
+
+def test_a_size_that_rounds_to_zero_is_not_read_as_no_limit(model: Path, tmp_path: Path) -> None:
+    """`shard --max 1e-400GB`: float() reads 1e-400 as 0, and 0 means "merge into one file", so a request for
+    tiny shards wrote one file (exit 0). It is a size under one byte, refused as 0.5B is."""
+    out = tmp_path / "out"
+    result = run_cli("shard", model / "model.safetensors", "-o", out, "--max", "1e-400GB", "--json")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: size '1e-400GB' is under one byte: give at least 1 byte (0 means none)"]
+    assert not out.exists()
+    from weightdoctor.units import parse_size
+
+    assert parse_size("0GB") == parse_size("0.0e10MB") == parse_size("-0GB") == 0
