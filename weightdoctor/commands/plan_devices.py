@@ -15,6 +15,10 @@ SIZES_HELP = (
 )
 
 
+# The most GPUs a plan is made for: more than any one process sees, and the placement stays within seconds.
+MAX_GPUS = 1024
+
+
 @handle_errors
 def plan_devices(
     source: Annotated[
@@ -144,6 +148,9 @@ def plan_devices(
         raise UsageError(f"--batch {batch}: the KV cache needs at least 1 sequence")
     if seq_len is not None and seq_len < 1:
         raise UsageError(f"--seq-len {seq_len}: the KV cache needs at least 1 token")
+    if gpu is not None and len(gpu) > MAX_GPUS:
+        # The placement is quadratic in the devices: 5,000 `--gpu` took 25 s, the most a command line holds hours.
+        raise UsageError(f"{len(gpu):,} --gpu options: plan for at most {MAX_GPUS:,} GPUs (one per --gpu)")
     for option, given in [("--gpu", g) for g in gpu or []] + ([("--cpu", cpu)] if cpu is not None else []):
         refuse_unitless_size(option, given)
     gpus = [parse_size(g) for g in gpu or []]
