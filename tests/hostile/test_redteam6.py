@@ -273,3 +273,14 @@ def test_a_size_that_rounds_to_zero_is_not_read_as_no_limit(model: Path, tmp_pat
     from weightdoctor.units import parse_size
 
     assert parse_size("0GB") == parse_size("0.0e10MB") == parse_size("-0GB") == 0
+
+
+def test_thousands_of_gpus_are_refused_before_the_model_is_built(model: Path) -> None:
+    """5,000 `--gpu 2KB` took 25 s to place a 172K-parameter model (the placement is quadratic in devices); a
+    command line holds 170,000 of them. At most 1,024 GPUs are planned for."""
+    started = time.perf_counter()
+    result = run_cli("plan-devices", model, *["--gpu", "2KB"] * 1025, "--json")
+    assert time.perf_counter() - started < 5
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == ["error: 1,025 --gpu options: plan for at most 1,024 GPUs (one per --gpu)"]
+    assert run_cli("plan-devices", model, *["--gpu", "1GB"] * 16, "--json").exit_code == 0
