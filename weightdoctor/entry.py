@@ -14,7 +14,9 @@ import sys
 def main() -> None:
     from weightdoctor.commands._fast import parse_fast, run_fast
 
+    _refuse_closed_streams()
     _tolerate_lone_surrogates()
+    _widen_narrow_columns()
     # transformers' own log lines (a config's `bos_token_id` outside a tiny test vocabulary, deprecations)
     # are about its internals, not the checkpoint: weightdoctor says what matters itself. A user's own
     # TRANSFORMERS_VERBOSITY still wins.
@@ -37,7 +39,7 @@ def main() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
     except BrokenPipeError:
-        _exit_on_closed_pipe()
+        exit_on_closed_pipe()
     # Everything is written and the fast path leaves nothing to clean up (no threads, temporary files or
     # atexit work): skip the interpreter's teardown, which frees every object of a large diff one by one
     # (~5 ms of a 50 ms run, more for 10,000s of keys).
@@ -83,7 +85,35 @@ def _tolerate_lone_surrogates() -> None:
                 reconfigure(errors=_ERRORS)
 
 
-def _exit_on_closed_pipe() -> None:
+def _widen_narrow_columns() -> None:
+    """`COLUMNS=0` made Rich lay every report (and Typer its `--help`) out 0 columns wide: nothing printed, exit 0;
+    `COLUMNS=1` printed panel corners only. A width under `render.console.MIN_WIDTH` (kept in step by a test) is
+    raised to it before either reads the variable; the terminal wraps the longer lines."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) < _MIN_WIDTH:
+        os.environ["COLUMNS"] = str(_MIN_WIDTH)
+
+
+_MIN_WIDTH = 40  # weightdoctor.render.console.MIN_WIDTH, not imported: Rich is not needed on the fast path
+
+
+def _refuse_closed_streams() -> None:
+    """Started with stdout or stderr closed (`weightdoctor ... >&-`, a daemon without descriptors), Python sets
+    `sys.stdout` / `sys.stderr` to None: the first line written raised AttributeError, which left an uncaught
+    traceback and exit 1 (read as "findings") on the fast path, an "unexpected AttributeError" elsewhere.
+
+    A closed stderr is pointed at /dev/null (an error line is lost, its exit code is not); with stdout closed the
+    report has nowhere to go: one line on stderr and exit 2, before anything is read.
+    """
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 -- lives as long as the process
+    if sys.stdout is None:
+        sys.stderr.write("error: stdout is closed: the report has nowhere to go (redirect it, e.g. >/dev/null)\n")
+        sys.stderr.flush()
+        os._exit(2)
+
+
+def exit_on_closed_pipe() -> None:
     """The reader of stdout went away (`weightdoctor ... | head`): stop quietly, as Unix tools do (128 + SIGPIPE).
 
     Python would otherwise print an error while flushing stdout at exit; stdout is pointed at /dev/null first.

@@ -1490,9 +1490,18 @@ def load_manual_map(path: str | Path) -> dict[str, int | str]:
     Raises:
         UsageError: not JSON, not an object, or a value that is not a device.
     """
+    from weightdoctor.checkpoint.reader import MAX_JSON_BYTES
+
     file = Path(path)
     try:
-        data = parse_json(file.read_text(encoding="utf-8"), max_depth=MAX_DEPTH)
+        # Read bounded: `--map /dev/zero` (or a runaway generator behind `--map <(...)`, a FIFO that must still
+        # be read) filled the memory until the process was killed.
+        with open(file, "rb") as handle:
+            raw = handle.read(MAX_JSON_BYTES + 1)
+        if len(raw) > MAX_JSON_BYTES:
+            raise UsageError(f"is more than {MAX_JSON_BYTES:,} bytes, more than any device map holds; not read",
+                             path=str(file))
+        data = parse_json(raw.decode("utf-8"), max_depth=MAX_DEPTH)
     except FileNotFoundError:
         raise UsageError("no such file", path=str(file)) from None
     except (UnicodeDecodeError, ValueError) as exc:

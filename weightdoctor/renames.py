@@ -9,6 +9,17 @@ from dataclasses import dataclass
 
 from weightdoctor.errors import UsageError
 
+# The longest name a rename may make: the reader's limit for a name read from a file (checkpoint/reader.py
+# MAX_NAME_CHARS; a test holds them equal). 24 `--rename '(.*)=\1\1'` doubled every name 2**24 times: 6 GB and
+# minutes before the first line of the report.
+MAX_NAME_CHARS = 1 << 20
+
+
+def _refuse_long(rename: Rename, longest: int) -> None:
+    if longest > MAX_NAME_CHARS:
+        raise UsageError(f"{rename.as_flag()[:200]} makes a name of {longest:,} characters (the limit is "
+                         f"{MAX_NAME_CHARS:,}): no model names a tensor so")
+
 
 @dataclass(frozen=True)
 class Rename:
@@ -24,7 +35,9 @@ class Rename:
             raise UsageError(f"--rename {self.pattern!r}: bad regular expression ({exc})") from exc
 
     def apply(self, name: str) -> str:
-        return re.sub(self.pattern, self.replacement, name, count=1)
+        renamed = re.sub(self.pattern, self.replacement, name, count=1)
+        _refuse_long(self, len(renamed))
+        return renamed
 
     def as_flag(self) -> str:
         """The command-line flag that reproduces this rename, quoted for a POSIX shell."""
@@ -127,11 +140,13 @@ def rename_all(names: Iterable[str], renames: Iterable[Rename]) -> list[str]:
             sub = re.compile(rename.pattern).sub
             replacement = rename.replacement
             result = [sub(replacement, name, count=1) for name in result]
+            _refuse_long(rename, max(map(len, result), default=0))
             continue
         old, new, spared = literal
         cut = len(old)
         result = [new + name[cut:] if name.startswith(old) and not (spared and name.startswith(spared)) else name
                   for name in result]
+        _refuse_long(rename, max(map(len, result), default=0))
     return result
 
 

@@ -72,9 +72,21 @@ def parse_size(text: str | int) -> int:
     if not math.isfinite(number) or number < 0:
         raise UsageError(f"cannot parse size {text!r}: a size is a finite number of bytes, not negative")
     size = int(number * factor)  # truncated, as both libraries do
+    if number == 0 and _nonzero(digits):
+        number = math.ulp(0)  # `1e-400` reads as the float 0: a size under one byte, not "0 means none"
     if number > 0 and size == 0:
         raise UsageError(f"size {text!r} is under one byte: give at least 1 byte (0 means none)")
     return size
+
+
+def _nonzero(digits: str) -> bool:
+    """Whether the number written is not zero, where float() rounds it to 0 (`1e-400`)."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        return Decimal(digits.strip()) != 0
+    except (InvalidOperation, ValueError):
+        return False
 
 
 def refuse_unitless_size(option: str, text: str) -> None:
@@ -105,10 +117,17 @@ def format_bytes(num_bytes: int | float, binary: bool = False) -> str:
     """Format a byte count for people: `format_bytes(1_500_000)` is `"1.50 MB"`."""
     base = 1024.0 if binary else 1000.0
     units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"] if binary else ["B", "KB", "MB", "GB", "TB", "PB"]
+    if isinstance(num_bytes, int) and abs(num_bytes) >= 10**300:
+        # Past a float (`--kv-cache --batch 10**400`): float() raised OverflowError halfway through a report.
+        digits = str(abs(num_bytes))
+        return f"{'-' if num_bytes < 0 else ''}{digits[0]}.{digits[1:3]}e+{len(digits) - 1} B"
     value = float(num_bytes)
     for unit in units:
         if abs(value) < base or unit == units[-1]:
-            return f"{int(value)} B" if unit == "B" else f"{value:.2f} {unit}"
+            if unit == "B":
+                return f"{int(value)} B"
+            # Thousands of PB and more (`--seq-len 10**30`) in powers of ten, not in 40 digits.
+            return f"{value:.2f} {unit}" if abs(value) < 10**6 else f"{value:.3g} {unit}"
         value /= base
     raise AssertionError("unreachable")
 

@@ -26,6 +26,9 @@ def loader_renames(report: DiffReport) -> list[Rename]:
         return []
     return [Rename(s.pattern, s.replacement) for s in report.suggested_renames]
 
+# The most labels `--num-labels` builds a head for: 10 million took 15 s and 2 GB (a label name each).
+MAX_NUM_LABELS = 1_000_000
+
 
 def run_diff_keys(
     source_a: str,
@@ -56,6 +59,12 @@ def run_diff_keys(
         raise UsageError("--revision-b is B's revision; with --model-class, --revision applies to --config")
     if values and model_class is not None:
         raise UsageError("--values compares two checkpoints; it cannot be used with --model-class")
+    if model_class is not None and not model_class.strip():
+        # `--model-class ""` (an unset variable) was taken as "no class given" and A's own config class was built.
+        raise UsageError("--model-class is empty: give a transformers class, e.g. BertForSequenceClassification")
+    if num_labels is not None and not 1 <= num_labels <= MAX_NUM_LABELS:
+        # transformers' config names every label (id2label, label2id): --num-labels 10**12 filled the memory.
+        raise UsageError(f"--num-labels {num_labels}: give 1 to {MAX_NUM_LABELS:,} labels")
     parsed = [parse_rename(spec) for spec in renames or []]
 
     # Headers only unless --values: an uncached repo id is read from its remote headers, no weights fetched.

@@ -51,6 +51,15 @@ class OneLineErrorsGroup(TyperGroup):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except SystemExit as exc:
+            # Typer answers a closed stdout (`weightdoctor inspect x --json | head -c 1`, `--help | true`) by
+            # wrapping the streams in Click's PacifyFlushWrapper and exiting 1, which callers read as "findings":
+            # exit as the fast path does (141, 128 + SIGPIPE, nothing printed).
+            if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+                from weightdoctor.entry import exit_on_closed_pipe
+
+                exit_on_closed_pipe()
+            raise
         except click_exceptions.NoArgsIsHelpError as exc:
             from typer import rich_utils
 

@@ -17,6 +17,10 @@ def _not_empty(value: str) -> str:
     `--force`, the earlier weights of wherever the command ran would be replaced."""
     if value == "":
         raise typer.BadParameter("is empty; give a file or folder (`-o .` for the current folder)")
+    if value == "-":
+        # Read by most tools as stdout; here it made a file or folder named "-" beside the command.
+        raise typer.BadParameter("is '-', which here would be a file named '-', not stdout; give a file or folder "
+                                 "name (`-o ./-` for that name)")
     return value
 
 

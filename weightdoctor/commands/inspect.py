@@ -68,6 +68,11 @@ def inspect(
         from weightdoctor.errors import UsageError
 
         raise UsageError(f"--fail-on must be warn or error, not {fail_on!r}")
+    if hist == "":
+        # Taken as "not given" below (`if hist`): every value was read for --stats and no histogram printed.
+        from weightdoctor.errors import UsageError
+
+        raise UsageError("--hist is empty: give a tensor name or a regular expression (at most 8 tensors are shown)")
     if stats or sample is not None or fail_on is not None or plot is not None or hist is not None:
         from weightdoctor.commands._inspect_stats import inspect_with_stats
 

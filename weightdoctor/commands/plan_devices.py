@@ -15,6 +15,10 @@ SIZES_HELP = (
 )
 
 
+# The most GPUs a plan is made for: more than any one process sees, and the placement stays within seconds.
+MAX_GPUS = 1024
+
+
 @handle_errors
 def plan_devices(
     source: Annotated[
@@ -107,6 +111,7 @@ def plan_devices(
         build_planned_model,
         load_manual_map,
         local_dtype,
+        normalize_dtype,
         open_plan_source,
         read_local_devices,
         verdict_exit_code,
@@ -127,10 +132,25 @@ def plan_devices(
         if shaping:
             raise UsageError(f"{', '.join(shaping)} shape{'s' if len(shaping) == 1 else ''} a computed plan; "
                              "--map is checked as written: drop one or the other")
+    if dtype is not None:
+        # Checked before reading: `--dtype ""` (an unset variable) was taken as "not given", as convert refuses it.
+        normalize_dtype(dtype)
+    if model_class is not None and not model_class.strip():
+        # `--model-class ""` (an unset variable) was taken as "no class given": the config's class was planned.
+        raise UsageError("--model-class is empty: give a transformers class, e.g. LlamaForCausalLM")
     if local and (gpu or cpu):
         raise UsageError("--local reads this machine's devices; do not combine it with --gpu or --cpu")
     if (batch != 1 or seq_len is not None) and not kv_cache:
         raise UsageError("--batch and --seq-len size the KV cache: add --kv-cache")
+    # Checked before the model is built: `--seq-len 0` was read as "not given" (the config's length was used), and
+    # a negative --batch was refused only once the model had been built.
+    if batch < 1:
+        raise UsageError(f"--batch {batch}: the KV cache needs at least 1 sequence")
+    if seq_len is not None and seq_len < 1:
+        raise UsageError(f"--seq-len {seq_len}: the KV cache needs at least 1 token")
+    if gpu is not None and len(gpu) > MAX_GPUS:
+        # The placement is quadratic in the devices: 5,000 `--gpu` took 25 s, the most a command line holds hours.
+        raise UsageError(f"{len(gpu):,} --gpu options: plan for at most {MAX_GPUS:,} GPUs (one per --gpu)")
     for option, given in [("--gpu", g) for g in gpu or []] + ([("--cpu", cpu)] if cpu is not None else []):
         refuse_unitless_size(option, given)
     gpus = [parse_size(g) for g in gpu or []]
@@ -149,6 +169,9 @@ def plan_devices(
         raise UsageError("no devices: give --gpu SIZE (repeatable) and/or --cpu SIZE, or --local")
     mapping = load_manual_map(manual_map) if manual_map is not None else None
     target = None
+    if output in ("", "-"):
+        # "" is the current folder to the file system (an unset `--output "$MAP"`); "-" made a file named "-".
+        raise UsageError(f"--output {output!r}: give a file name (--json prints the plan on stdout)")
     if output is not None:
         from pathlib import Path
 
@@ -172,8 +195,8 @@ def plan_devices(
         text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
         # A decoder's length: max_target_positions for Whisper, the language model's for LLaVA and its kin,
         # n_positions for GPT-2 (whose config.json has no max_position_embeddings).
-        length = (seq_len or text.get("max_target_positions") or text.get("max_position_embeddings")
-                  or text.get("n_positions"))
+        length = seq_len if seq_len is not None else (
+            text.get("max_target_positions") or text.get("max_position_embeddings") or text.get("n_positions"))
         if not isinstance(length, int):
             raise UsageError("--kv-cache needs --seq-len (the config has no max_position_embeddings or n_positions)")
         kv = (batch, length)

@@ -19,8 +19,15 @@ class _Console(Console):
         raise BrokenPipeError
 
 
+# Below this many columns Rich drops a report's text (COLUMNS=0 printed nothing at all and exited 0, COLUMNS=1 only
+# the panel corners): the report is laid out this wide instead, and the terminal wraps its lines.
+MIN_WIDTH = 40
+
 stdout = _Console(highlight=False, soft_wrap=False)
 stderr = Console(stderr=True, highlight=False)
+for _console in (stdout, stderr):
+    if _console.width < MIN_WIDTH:
+        _console.width = MIN_WIDTH
 
 
 def error(message: str) -> None:
