@@ -147,6 +147,21 @@ def _quantized_layer(method: str, out: int, inp: int) -> dict[str, torch.Tensor]
     return {"codes": torch.zeros(out, inp // 8, 1, dtype=torch.int16), "codebooks": torch.randn(1, 64, 1, 8).half(),
             "scales": torch.ones(out, 1, 1, 1).half()}
 
+def _quantized_llama(folder: Path, method: str) -> Path:
+    """A one-layer Llama folder whose Linear layers are stored as `method` saves them, with its quantization_config."""
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    tensors = {"model.embed_tokens.weight": torch.randn(128, 64).half(), "lm_head.weight": torch.randn(128, 64).half()}
+    for norm in ("model.norm", "model.layers.0.input_layernorm", "model.layers.0.post_attention_layernorm"):
+        tensors[norm + ".weight"] = torch.ones(64).half()
+    for module, (out, inp) in _LINEARS.items():
+        tensors |= {f"model.layers.0.{module}.{k}": v for k, v in _quantized_layer(method, out, inp).items()}
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(_llama_config(quantization_config=_QUANTIZATION_CONFIGS[method])))
+    return folder
+
+
 
 _QUANTIZATION_CONFIGS: dict[str, dict[str, object]] = {
     "quanto": {"quant_method": "quanto", "weights": "int8", "activations": None, "modules_to_not_convert": None},
@@ -168,17 +183,8 @@ def test_quanto_eetq_hqq_and_aqlm_checkpoints_count_and_plan_their_weights(
     counted stored values as the parameters once unpacked (AQLM's int16 codes an eighth of its weights, HQQ's
     packed bytes half, the scales as weights), check-dtype would cast their fp16 scales, and plan-devices planned
     every one as the fp16 model without a word."""
-    from safetensors.torch import save_file
 
-    folder = tmp_path / f"llama-{method}"
-    folder.mkdir()
-    tensors = {"model.embed_tokens.weight": torch.randn(128, 64).half(), "lm_head.weight": torch.randn(128, 64).half()}
-    for norm in ("model.norm", "model.layers.0.input_layernorm", "model.layers.0.post_attention_layernorm"):
-        tensors[norm + ".weight"] = torch.ones(64).half()
-    for module, (out, inp) in _LINEARS.items():
-        tensors |= {f"model.layers.0.{module}.{k}": v for k, v in _quantized_layer(method, out, inp).items()}
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps(_llama_config(quantization_config=_QUANTIZATION_CONFIGS[method])))
+    folder = _quantized_llama(tmp_path / f"llama-{method}", method)
 
     quantized = json.loads(run_cli("inspect", str(folder), "--json").stdout)["quantized"]
     assert quantized["parameters"] == _LLAMA_PARAMETERS and quantized["side_tensors"] >= side, quantized
@@ -485,17 +491,8 @@ def test_diff_keys_against_the_model_reads_these_quantizers_names_as_theirs(tmp_
     """HQQ's meta tensors (nbits, group_size, shape, ...) beside W_q, AQLM's codes / codebooks, quanto's
     weight._data / weight._scale, EETQ's weight_scales were "unknown: will not load" errors against the model
     their quantization_config builds."""
-    from safetensors.torch import save_file
 
-    folder = tmp_path / method
-    folder.mkdir()
-    tensors = {"model.embed_tokens.weight": torch.randn(128, 64).half(), "lm_head.weight": torch.randn(128, 64).half()}
-    for norm in ("model.norm", "model.layers.0.input_layernorm", "model.layers.0.post_attention_layernorm"):
-        tensors[norm + ".weight"] = torch.ones(64).half()
-    for module, (out, inp) in _LINEARS.items():
-        tensors |= {f"model.layers.0.{module}.{k}": v for k, v in _quantized_layer(method, out, inp).items()}
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps(_llama_config(quantization_config=_QUANTIZATION_CONFIGS[method])))
+    folder = _quantized_llama(tmp_path / method, method)
     data = json.loads(run_cli("diff-keys", str(folder), "--model-class", "LlamaForCausalLM", "--json").stdout)
     rows = data["missing"] + data["unexpected"] + data["mismatched"]
     assert {(r["severity"]) for r in rows} == {"info"}, [r for r in rows if r["severity"] != "info"]
