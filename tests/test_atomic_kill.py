@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,10 +47,17 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if ".wdtmp-" in p.name or ".wdstage-" in p.name)
 
 
+def _default_disposition(number: int) -> Callable[[], None]:
+    """For preexec_fn: `number` at its default in the child. A suite run under `nohup` passes SIGHUP on ignored, and
+    weightdoctor rightly keeps an ignored SIGHUP ignored."""
+    return lambda: signal.signal(number, signal.SIG_DFL) and None
+
+
 def _run_paused_and_kill(args: list[str], tmp_path: Path, point: str, sig: int = signal.SIGKILL) -> int:
     marker = tmp_path / "paused"
     marker.unlink(missing_ok=True)
-    proc = _start(args, tmp_path, pause_at=point)
+    catchable = sig in (signal.SIGTERM, signal.SIGHUP)
+    proc = _start(args, tmp_path, pause_at=point, preexec_fn=_default_disposition(sig) if catchable else None)
     try:
         _wait_for_pause(proc, marker)
         proc.send_signal(sig)
