@@ -744,3 +744,13 @@ def test_allow_overflow_on_a_bin_output_names_every_tied_name_that_lost_values(t
     back = torch.load(tmp_path / "out.bin", weights_only=True)
     assert torch.isinf(back["lm_head.weight"]).sum() == 1 and back["lm_head.weight"].data_ptr() == \
         back["wte.weight"].data_ptr()
+
+
+def test_an_output_named_without_an_extension_is_said(fx: dict[str, Path], tmp_path: Path) -> None:
+    """`-o conv` wrote one safetensors file called `conv` without a word: no loader looks for that name."""
+    code, data = run_json("convert", str(fx["files"] / "bert.bin"), "-o", str(tmp_path / "conv"))
+    assert code == 0 and (tmp_path / "conv").is_file()
+    assert any(w.startswith("conv has no weight-file extension") and "conv.safetensors" in w
+               for w in data["plan"]["warnings"]), data["plan"]["warnings"]
+    code, data = run_json("convert", str(fx["files"] / "bert.bin"), "-o", str(tmp_path / "named.safetensors"))
+    assert code == 0 and not any("extension" in w for w in data["plan"]["warnings"])

@@ -229,6 +229,7 @@ def plan_convert(
         source = next((f.relpath for f in checkpoint.files if f.role == "weights"), checkpoint.path.name)
         out = out / default_output_name(source, fmt, dtype)
     check_not_input(checkpoint, out)
+    unnamed = single_file and not named_like_file and not str(output).endswith(("/", os.sep))
     selection = plan_tensors(checkpoint, dtype=dtype, keep_fp32=keep_fp32, renames=renames, fmt=fmt)
     warnings = list(checkpoint.warnings) + selection.warnings
     if checkpoint.skipped_entries:
@@ -242,6 +243,12 @@ def plan_convert(
     elif single_file and from_folder:
         warnings.append(f"writing the weights alone to {out.name}; config and tokenizer files are not copied "
                         "(name a folder as the output to convert the whole model folder)")
+    if unnamed:
+        # `-o conv`: one file named without an extension, which no loader looks for (from_pretrained reads
+        # model.safetensors, load_file any name but a user then has to know what it holds).
+        suffix = ".safetensors" if fmt == "safetensors" else ".bin"
+        warnings.append(f"{out.name} has no weight-file extension: it is written as one {fmt} file of that name; "
+                        f"name it {out.name}{suffix} (or end -o with / for a folder holding it)")
     if checkpoint.nested_key:
         warnings.append(nested_only_warning(checkpoint))
     carried, lost = source_metadata(checkpoint, fmt, renames)
