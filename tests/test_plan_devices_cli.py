@@ -521,3 +521,16 @@ def test_a_config_of_an_unknown_model_type_is_not_said_to_have_none(tmp_path: Pa
     err = " ".join(result.stderr.split())
     assert "does not know model_type 'totally_new_arch'" in err and "no model_type" not in err
     assert "config.json (model_type 'totally_new_arch', which the model could not be built from) does not say" in err
+
+
+def test_a_map_that_is_a_folder_or_missing_is_named_as_the_map(tmp_path: Path) -> None:
+    """`--map FOLDER` printed "is a directory: [Errno 21] Is a directory: ..." without naming the option."""
+    import transformers
+
+    transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                             num_attention_heads=4, architectures=["LlamaForCausalLM"]).save_pretrained(tmp_path / "m")
+    for given, said in ((tmp_path, "--map names a folder, not a device map JSON file"),
+                        (tmp_path / "nope.json", "--map: no such file")):
+        result = run_cli("plan-devices", str(tmp_path / "m"), "--gpu", "1GB", "--map", str(given))
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and lines == [f"error: {given}: {said}"], result.stderr

@@ -1503,7 +1503,11 @@ def load_manual_map(path: str | Path) -> dict[str, int | str]:
                              path=str(file))
         data = parse_json(raw.decode("utf-8"), max_depth=MAX_DEPTH)
     except FileNotFoundError:
-        raise UsageError("no such file", path=str(file)) from None
+        raise UsageError("--map: no such file", path=str(file)) from None
+    except IsADirectoryError:
+        raise UsageError("--map names a folder, not a device map JSON file", path=str(file)) from None
+    except PermissionError:
+        raise UsageError("--map: permission denied", path=str(file)) from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise UsageError(f"not valid JSON ({exc})", path=str(file)) from exc
     if not isinstance(data, dict) or not data:
