@@ -15,21 +15,14 @@ import argparse
 import os
 import platform
 import shutil
-import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+from benchmarks.timing import median_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def median_seconds(func: Callable[[], object], reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -13,15 +13,13 @@ Checkpoints are generated under bench-data/ (git-ignored) when missing. Rows, ea
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from benchmarks.synth import specs_for_size, write_bin
+from benchmarks.timing import median_seconds
 from weightdoctor.security import scan_file
 from weightdoctor.security.archive import verify_crcs
 from weightdoctor.units import format_bytes, parse_size
@@ -29,13 +27,6 @@ from weightdoctor.units import format_bytes, parse_size
 DATA = Path("bench-data")
 
 
-def _median(func: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _read_crc(path: Path) -> int:
@@ -70,15 +61,15 @@ def main() -> None:
     rows = []
     for path in (big, many):
         assert scan_file(path).verdict == "safe"
-        scan = _median(lambda p=path: scan_file(p), args.repeat)
-        torch_scan = _median(lambda p=path: torch.serialization.get_unsafe_globals_in_checkpoint(p), args.repeat)
-        load = _median(lambda p=path: torch.load(p, weights_only=True, mmap=True), args.repeat)
+        scan = median_seconds(lambda p=path: scan_file(p), args.repeat)
+        torch_scan = median_seconds(lambda p=path: torch.serialization.get_unsafe_globals_in_checkpoint(p), args.repeat)
+        load = median_seconds(lambda p=path: torch.load(p, weights_only=True, mmap=True), args.repeat)
         rows.append((path.name, format_bytes(path.stat().st_size), "scan_file", scan,
                      "torch get_unsafe_globals", torch_scan))
         rows.append((path.name, format_bytes(path.stat().st_size), "scan_file", scan,
                      "torch.load(weights_only, mmap)", load))
-        verify = _median(lambda p=path: _verify(p), args.repeat)
-        read = _median(lambda p=path: _read_crc(p), args.repeat)
+        verify = median_seconds(lambda p=path: _verify(p), args.repeat)
+        read = median_seconds(lambda p=path: _read_crc(p), args.repeat)
         rows.append((path.name, format_bytes(path.stat().st_size), "verify_crcs", verify, "read + crc32 of file", read))
 
     print(f"median of {args.repeat} runs, warm cache, torch {torch.__version__}")

@@ -1,4 +1,4 @@
-"""Measuring commands for the benchmarks: wall time and peak RSS of a child process."""
+"""Measuring for the benchmarks: wall time and peak RSS of a child process, and the median time of a call."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,3 +47,13 @@ def python_cmd(*args: str) -> list[str]:
 
 def weightdoctor_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "weightdoctor", *args]
+
+
+def median_seconds(func: Callable[[], object], reps: int) -> float:
+    """The median wall time of `reps` calls of `func` in this process."""
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
