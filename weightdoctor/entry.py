@@ -16,7 +16,7 @@ def main() -> None:
 
     _refuse_closed_streams()
     _tolerate_lone_surrogates()
-    _widen_narrow_columns()
+    _bound_columns()
     # transformers' own log lines (a config's `bos_token_id` outside a tiny test vocabulary, deprecations)
     # are about its internals, not the checkpoint: weightdoctor says what matters itself. A user's own
     # TRANSFORMERS_VERBOSITY still wins.
@@ -85,16 +85,23 @@ def _tolerate_lone_surrogates() -> None:
                 reconfigure(errors=_ERRORS)
 
 
-def _widen_narrow_columns() -> None:
+def _bound_columns() -> None:
     """`COLUMNS=0` made Rich lay every report (and Typer its `--help`) out 0 columns wide: nothing printed, exit 0;
     `COLUMNS=1` printed panel corners only. A width under `render.console.MIN_WIDTH` (kept in step by a test) is
-    raised to it before either reads the variable; the terminal wraps the longer lines."""
+    raised to it before either reads the variable; the terminal wraps the longer lines. `COLUMNS=100000` drew
+    every panel 100,000 columns wide, 3 MB of padding for a 3-tensor report: a width past `MAX_WIDTH` is lowered
+    to it."""
     columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) < _MIN_WIDTH:
-        os.environ["COLUMNS"] = str(_MIN_WIDTH)
+    if not (columns.isascii() and columns.isdigit()):
+        return
+    width = min(max(int(columns[:8]) if len(columns) <= 8 else _MAX_WIDTH, _MIN_WIDTH), _MAX_WIDTH)
+    if str(width) != columns:
+        os.environ["COLUMNS"] = str(width)
 
 
-_MIN_WIDTH = 40  # weightdoctor.render.console.MIN_WIDTH, not imported: Rich is not needed on the fast path
+# weightdoctor.render.console's MIN_WIDTH and MAX_WIDTH, not imported: Rich is not needed on the fast path.
+_MIN_WIDTH = 40
+_MAX_WIDTH = 1000
 
 
 def _refuse_closed_streams() -> None:

@@ -176,11 +176,25 @@ def test_the_rename_limit_is_the_readers() -> None:
     assert RENAME_LIMIT == MAX_NAME_CHARS
 
 
-def test_the_entry_width_floor_is_the_consoles() -> None:
+def test_the_entry_width_bounds_are_the_consoles() -> None:
     from weightdoctor import entry
-    from weightdoctor.render.console import MIN_WIDTH
+    from weightdoctor.render.console import MAX_WIDTH, MIN_WIDTH
 
-    assert entry._MIN_WIDTH == MIN_WIDTH
+    assert (entry._MIN_WIDTH, entry._MAX_WIDTH) == (MIN_WIDTH, MAX_WIDTH)
+
+
+@pytest.mark.parametrize("columns", ["100000", "9" * 5000])
+def test_a_terminal_wider_than_a_report_needs_is_laid_out_at_most_1000_columns(model: Path, columns: str) -> None:
+    """COLUMNS=100000 drew every panel 100,000 columns wide: 3 MB of padding for a three-tensor report (and a
+    5,000-digit COLUMNS is past what int() reads)."""
+    path = model / "model.safetensors"
+    for args, said in ((("inspect", path, "--all"), NAMES), (("diff-keys", path, path), ["3 keys"]),
+                       (("inspect", "--help"), ["--filter"])):
+        result = _run(*args, env={"COLUMNS": columns})
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        widths = [len(line) for line in result.stdout.splitlines()]
+        assert 100 < max(widths) <= 1000, (args, max(widths))
+        assert all(text in result.stdout for text in said), result.stdout[:2000]
 
 
 @pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")

@@ -22,12 +22,15 @@ class _Console(Console):
 # Below this many columns Rich drops a report's text (COLUMNS=0 printed nothing at all and exited 0, COLUMNS=1 only
 # the panel corners): the report is laid out this wide instead, and the terminal wraps its lines.
 MIN_WIDTH = 40
+# Past this many a panel, drawn as wide as the terminal, is mostly padding (COLUMNS=100000 printed 3 MB for three
+# tensors): the report is laid out this wide.
+MAX_WIDTH = 1000
 
 stdout = _Console(highlight=False, soft_wrap=False)
 stderr = Console(stderr=True, highlight=False)
 for _console in (stdout, stderr):
-    if _console.width < MIN_WIDTH:
-        _console.width = MIN_WIDTH
+    if not MIN_WIDTH <= _console.width <= MAX_WIDTH:
+        _console.width = min(max(_console.width, MIN_WIDTH), MAX_WIDTH)
 
 
 def error(message: str) -> None:
