@@ -197,3 +197,33 @@ def test_a_snapshot_link_that_leads_back_to_itself_is_called_a_loop(
     line = " ".join(result.stderr.split())
     assert line.startswith("error: org/loop: model.safetensors: is a link to"), line
     assert "leads back to itself (a loop of links)" in line and "does not exist" not in line
+
+
+@pytest.mark.parametrize(("variable", "make", "said"), [
+    ("HF_HUB_CACHE", None, "that cache folder does not exist (HF_HUB_CACHE names it)"),
+    ("HF_HOME", None, "that cache folder does not exist (HF_HOME names it)"),
+    ("HF_HUB_CACHE", "file", "that cache path is a file, not a folder (HF_HUB_CACHE names it)"),
+])
+def test_a_cache_folder_that_is_missing_or_a_file_is_said(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, make: str | None, said: str) -> None:
+    # A mistyped HF_HOME read as "not in the cache" alone: users looked for a download that had happened, elsewhere.
+    place = tmp_path / "hf-cache"
+    if make == "file":
+        place.write_text("not a folder")
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, str(place))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run_cli("inspect", "org/tiny-model")
+    assert result.exit_code == 2 and result.stdout == ""
+    line = " ".join(result.stderr.split())
+    cache = place / "hub" if variable == "HF_HOME" else place
+    assert f"is not in the Hugging Face cache at {cache} (HF_HUB_OFFLINE is set); {said}" in line, line
+
+
+def test_a_cache_folder_that_is_there_adds_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run_cli("inspect", "org/tiny-model")
+    assert result.exit_code == 2
+    assert " ".join(result.stderr.split()).endswith(f"cache at {tmp_path} (HF_HUB_OFFLINE is set)"), result.stderr

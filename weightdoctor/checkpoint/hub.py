@@ -115,18 +115,36 @@ def hub_reachable() -> bool:
     return not hub_offline() and hub_unreachable() is None
 
 
+def _cache_folder_problem() -> str:
+    """"; that cache folder does not exist (HF_HOME names it)" and the like when the cache folder itself is amiss
+    (a mistyped HF_HOME, a file, a folder this user cannot list), else "": "not in the cache" alone sent users
+    looking for a download that had happened, into another folder."""
+    folder = hub_cache_dir()
+    variable = next((name for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME")
+                     if os.environ.get(name)), None)
+    named = f" ({variable} names it)" if variable else ""
+    try:
+        if not folder.exists():
+            return f"; that cache folder does not exist{named}"
+        if not folder.is_dir():
+            return f"; that cache path is a file, not a folder{named}"
+        with os.scandir(folder):
+            pass
+    except OSError as exc:
+        return f"; that cache folder cannot be listed ({exc.strerror or type(exc).__name__}){named}"
+    return ""
+
+
 def _require_hub(repo_id: str, revision: str | None) -> None:
     """Raise SourceNotFound, in one line, when the Hub is offline (HF_HUB_OFFLINE) or unreachable."""
+    cache = f"the Hugging Face cache at {hub_cache_dir()}"
     if hub_offline():
-        raise _not_found(
-            repo_id, revision, f"is not in the Hugging Face cache at {hub_cache_dir()} ({_offline_variable()} is set)"
-        )
+        raise _not_found(repo_id, revision,
+                         f"is not in {cache} ({_offline_variable()} is set){_cache_folder_problem()}")
     why = hub_unreachable()
     if why is not None:
-        raise _not_found(
-            repo_id, revision,
-            f"is not in the Hugging Face cache at {hub_cache_dir()}, and the Hub is unreachable ({why})",
-        )
+        raise _not_found(repo_id, revision,
+                         f"is not in {cache}, and the Hub is unreachable ({why}){_cache_folder_problem()}")
 
 
 def _repo_dir(repo_id: str) -> Path:
