@@ -1028,6 +1028,14 @@ def _ignored_beside(folder: Path, chosen: Path) -> list[str]:
     if others:
         said.append(f"{', '.join(others[:4])} ignored: dtype variants, which from_pretrained reads only when asked "
                     "for one (variant=...)")
+    # Accelerate's save_state writes the i-th prepared model (i > 0) as model_i.safetensors / pytorch_model_i.bin
+    # beside the first model's model.safetensors: another model (a GAN's discriminator, an EMA copy), not a part.
+    more = sorted((p.name for p in folder.iterdir() if re.fullmatch(re.escape(stem) + r"_\d+" + re.escape(
+        chosen.name[len(stem):]), p.name) and p.is_file()), key=natural_order)
+    if more:
+        said.append(f"{', '.join(more[:4])}{' and more' if len(more) > 4 else ''} ignored: Accelerate's save_state "
+                    f"writes each prepared model to a file of its own ({chosen.name} the first, {more[0]} the "
+                    "next): only the first is read; name one to read it")
     return said + [f"{name} is ignored: {chosen.name} comes first, as from_pretrained chooses"
                    for name in PREFERRED_FILES if name != chosen.name and (folder / name).is_file()]
 
