@@ -3,6 +3,7 @@ adapters, DeepSpeed universal checkpoints, timm's train.py output folders, sente
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -49,3 +50,41 @@ def test_an_accelerate_state_with_two_models_names_the_second_models_file(tmp_pa
         # Named, the second model is read.
         code, data = run_json("inspect", str(folder / second))
         assert code == 0 and data["num_tensors"] == 4 and data["warnings"] == [], data
+
+
+def _ia3_adapter(folder: Path, trained: bool) -> None:
+    """peft's IA3Config on GPT-2 (target c_attn and mlp.c_proj, the latter a feedforward module): one `ia3_l` vector
+    per target, (out, 1) on attention, (1, in) on a feedforward module, initialized to ones (init_ia3_weights)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    torch.manual_seed(0)
+    weights = {}
+    for layer in range(2):
+        for module, shape in (("attn.c_attn", (96, 1)), ("mlp.c_proj", (1, 128))):
+            value = torch.ones(shape) + (0.05 * torch.randn(shape) if trained else 0)
+            weights[f"base_model.model.transformer.h.{layer}.{module}.ia3_l"] = value
+    save_file(weights, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    (folder / "adapter_config.json").write_text(json.dumps({
+        "auto_mapping": None, "base_model_name_or_path": "openai-community/gpt2", "fan_in_fan_out": True,
+        "feedforward_modules": ["mlp.c_proj"], "inference_mode": True, "init_ia3_weights": True,
+        "modules_to_save": None, "peft_type": "IA3", "peft_version": "0.13.2", "revision": None,
+        "target_modules": ["mlp.c_proj", "c_attn"], "task_type": "CAUSAL_LM"}, indent=2))
+
+
+def test_an_ia3_adapter_at_its_initialization_is_named_as_one(tmp_path: Path) -> None:
+    """peft starts every IA3 vector at ones (scaling by 1 changes nothing). inspect --stats said of each "every value
+    is 1 where variation is expected: a constant weight never breaks symmetry", as of a broken layer, and nothing
+    of the adapter as a whole."""
+    _ia3_adapter(tmp_path / "ia3", trained=False)
+    code, data = run_json("inspect", str(tmp_path / "ia3"), "--stats")
+    assert code == 0, data
+    findings = [f for f in data["findings"] if f["tensor"] is not None]
+    assert len(findings) == 4 and all(f["tensor"].endswith(".ia3_l") for f in findings), findings
+    for finding in findings:
+        assert "where variation is expected" not in finding["message"] and "symmetry" not in finding["hint"], finding
+        assert "an IA3 adapter still at its initialization" in finding["hint"], finding
+    # Trained, the vectors vary about 1: nothing to say of them.
+    _ia3_adapter(tmp_path / "ia3-trained", trained=True)
+    code, data = run_json("inspect", str(tmp_path / "ia3-trained"), "--stats")
+    assert code == 0 and not [f for f in data["findings"] if f["code"] == "constant"], data["findings"]

@@ -104,6 +104,8 @@ def _initializer_range(config: dict[str, Any] | None) -> float | None:
 # The half of a LoRA pair its trainer starts at zero: peft's lora_B (lora_embedding_A for embeddings), kohya-ss
 # sd-scripts' lora_up (`lora_unet_..._to_q.lora_up.weight`), diffusers' old attention processors' `to_q_lora.up`.
 _LORA_ZERO_INIT = re.compile(r"(^|\.)(lora_B|lora_embedding_A|lora_up)(\.|$)|_lora\.up(\.|$)")
+# peft's IA3 vectors (`<module>.ia3_l`, one scale per feature), which it starts at ones: the identity.
+_IA3_VECTOR = re.compile(r"(^|\.)ia3_l(\.|$)")
 
 
 def _tensor_findings(item: TensorHealth) -> list[Finding]:
@@ -135,6 +137,12 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
                                  "a layer that was never initialized or was zeroed; it passes nothing on"))
         return found
     confident_spread = item.expected is not None and item.expected.confident and s.min != 0
+    if s.min == s.max == 1 and _IA3_VECTOR.search(name):
+        # Ones are where peft's IA3 starts (init_ia3_weights), not a layer that failed to break symmetry.
+        found.append(Finding("warn", "constant", name, "every value is 1",
+                             "an IA3 adapter still at its initialization (peft starts ia3_l at ones): it scales "
+                             "nothing; saved before training, or its updates were lost"))
+        return found
     if s.min == s.max and not expected_constant and (matrix or confident_spread):
         found.append(Finding("warn", "constant", name, f"every value is {s.min:g} where variation is expected",
                              "a constant weight never breaks symmetry; check how it was produced"))
