@@ -88,3 +88,59 @@ def test_an_ia3_adapter_at_its_initialization_is_named_as_one(tmp_path: Path) ->
     _ia3_adapter(tmp_path / "ia3-trained", trained=True)
     code, data = run_json("inspect", str(tmp_path / "ia3-trained"), "--stats")
     assert code == 0 and not [f for f in data["findings"] if f["code"] == "constant"], data["findings"]
+
+
+_UNIVERSAL_PARAMETERS = {"embed.weight": (16, 8), "layers.0.attn.weight": (8, 8), "layers.0.attn.bias": (8,),
+                         "head.weight": (4, 8)}
+
+
+def _universal_checkpoint(run: Path, zero3: bool) -> Path:
+    """A step converted by DeepSpeed's ds_to_universal.py: global_step10_universal/ holds the model states files
+    copied from the step (mp_rank_00_model_states.pt; under ZeRO-3 its parameters are torch.empty(0) placeholders)
+    and zero/, one folder per parameter, named by it, holding fp32.pt ({"param": the fp32 value}), exp_avg.pt and
+    exp_avg_sq.pt (Adam's moments) and step.pt; zero/optimizer_state.pt holds the rest of the optimizer state. The
+    run folder gets latest_universal naming it."""
+    step = run / "global_step10_universal"
+    (step / "zero").mkdir(parents=True)
+    torch.manual_seed(0)
+    for name, shape in _UNIVERSAL_PARAMETERS.items():
+        folder = step / "zero" / name
+        folder.mkdir()
+        torch.save({"param": torch.randn(shape)}, folder / "fp32.pt")
+        for moment in ("exp_avg", "exp_avg_sq"):
+            torch.save({"param": torch.zeros(shape)}, folder / f"{moment}.pt")
+        torch.save(torch.tensor(10.0), folder / "step.pt")
+    torch.save({"optimizer_state_dict": {"param_groups": [{"lr": 1e-3, "params": [0, 1, 2, 3]}]}},
+               step / "zero" / "optimizer_state.pt")
+    module = {name: torch.empty(0, dtype=torch.bfloat16) if zero3 else torch.zeros(shape, dtype=torch.bfloat16)
+              for name, shape in _UNIVERSAL_PARAMETERS.items()}
+    torch.save({"module": module, "buffer_names": [], "optimizer": None, "ds_version": "0.14.4", "global_steps": 10,
+                "param_shapes": [{name: torch.Size(shape) for name, shape in _UNIVERSAL_PARAMETERS.items()}],
+                "dp_world_size": 2, "mp_world_size": 1}, step / "mp_rank_00_model_states.pt")
+    (run / "latest_universal").write_text("global_step10_universal")
+    return step
+
+
+def test_a_deepspeed_universal_checkpoint_says_where_its_weights_are(tmp_path: Path) -> None:
+    """ds_to_universal.py output. The ZeRO-3 step folder was sent to zero_pp_rank_*_optim_states.pt partitions and
+    zero_to_fp32.py, neither of which a universal checkpoint has; zero/ pointed at a parameter's folder, which was
+    "several weight files and no index (exp_avg.pt, exp_avg_sq.pt, fp32.pt, step.pt)", as if they were shards."""
+    step = _universal_checkpoint(tmp_path / "run", zero3=True)
+    for source in (step, step / "mp_rank_00_model_states.pt", step / "zero"):
+        result = run_cli("inspect", str(source))
+        message = " ".join(result.stderr.split())
+        assert result.exit_code == 2, (source, result.stdout)
+        assert "a DeepSpeed universal checkpoint (ds_to_universal.py)" in message, message
+        assert "zero/<name>/fp32.pt" in message and "4 parameters" in message, message
+        assert "zero_pp_rank" not in message and "zero_to_fp32" not in message, message
+        assert "point at one" not in message, message
+    result = run_cli("inspect", str(step / "zero" / "layers.0.attn.weight"))
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "several weight files and no index" not in message, message
+    assert "one parameter of a DeepSpeed universal checkpoint" in message and "fp32.pt" in message, message
+    # A parameter's fp32.pt, named, is read.
+    code, data = run_json("inspect", str(step / "zero" / "layers.0.attn.weight" / "fp32.pt"))
+    assert code == 0 and data["num_params"] == 64, data
+    # ZeRO-1/2: the model states hold the weights (in the training dtype): read as before.
+    code, data = run_json("inspect", str(_universal_checkpoint(tmp_path / "run2", zero3=False)))
+    assert code == 0 and data["num_params"] == 16 * 8 + 64 + 8 + 32 and data["nested_key"] == "module", data

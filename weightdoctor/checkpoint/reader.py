@@ -440,6 +440,24 @@ class _Builder:
 _DEEPSPEED_MODEL_STATES = re.compile(r"(?:zero_pp_rank_\d+_)?mp_rank_\d+_model_states\.pth?")
 
 
+def _universal_parameters(zero: Path) -> list[str]:
+    """The parameters of a DeepSpeed universal checkpoint's `zero/` folder: ds_to_universal.py writes one folder per
+    parameter, named by it, holding fp32.pt ({"param": its fp32 value}), exp_avg.pt and exp_avg_sq.pt. [] when
+    `zero` is no such folder."""
+    try:
+        return sorted((p.name for p in zero.iterdir() if p.is_dir() and (p / "fp32.pt").is_file()), key=natural_order)
+    except OSError:
+        return []
+
+
+def _universal_message(count: int) -> str:
+    return (f"a DeepSpeed universal checkpoint (ds_to_universal.py): its {count} parameters' fp32 values are in "
+            "zero/<name>/fp32.pt, one folder per parameter (beside Adam's exp_avg.pt and exp_avg_sq.pt), not one "
+            "state dict; name one fp32.pt to read that parameter, or gather them with torch.save({p.name: "
+            "torch.load(p / 'fp32.pt')['param'] for p in Path('zero').iterdir() if p.is_dir()}, 'model.pt') and read "
+            "that")
+
+
 def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
     """Raise where a DeepSpeed model states file holds ZeRO-3's placeholders rather than weights: each partitioned
     parameter is saved as `torch.empty(0)` (its values are spread over the zero_pp_rank_* optimizer partitions), so
@@ -452,6 +470,10 @@ def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
     empty = sum(1 for info in infos if info.num_params == 0)
     if empty * 2 < len(infos) and not any(info.num_params == 0 and info.name.endswith("weight") for info in infos):
         return
+    universal = _universal_parameters(path.parent / "zero")
+    if universal:  # no optimizer partitions here for zero_to_fp32.py: the fp32 values are in zero/
+        raise UnsupportedFormat(f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of "
+                                f"{len(infos)} tensors are empty), in {_universal_message(len(universal))}", str(path))
     raise UnsupportedFormat(
         f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of {len(infos)} tensors are empty: "
         "ZeRO-3 spreads the parameters over the zero_pp_rank_*_optim_states.pt partitions); gather them into one "
@@ -561,7 +583,10 @@ def _no_weights_message(folder: Path) -> str:
     if megatron is not None:
         message += (f"; a Megatron-LM save folder: its latest_checkpointed_iteration.txt names "
                     f"{megatron.parent.parent.name}/, whose weights are in {megatron}: point at that file")
-    subfolders = [name for name in _subfolders_with_weights(folder) if name != described]
+    universal = _universal_parameters(folder)
+    if universal:  # its subfolders are parameters, not models to point at
+        message += f"; {_universal_message(len(universal))}"
+    subfolders = [name for name in _subfolders_with_weights(folder) if name != described and name not in universal]
     if subfolders:
         subfolders.sort(key=natural_order)  # global_step500 before global_step1000
         shown = ", ".join(f"{name}/" for name in subfolders[:8]) + (", ..." if len(subfolders) > 8 else "")
@@ -778,6 +803,11 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
                "counter), not weights" if text else "")
             + f"; name the module's file to read it (e.g. {folder.name}/{pickled[0] if pickled else 'model.ckpt'})",
             str(folder))
+    if {p.name for p in weights} >= {"fp32.pt", "exp_avg.pt"} and _universal_parameters(folder.parent):
+        raise UnsupportedFormat(
+            f"one parameter of a DeepSpeed universal checkpoint ({folder.name}): fp32.pt holds its fp32 value, "
+            "exp_avg.pt and exp_avg_sq.pt Adam's moments; name fp32.pt to read it (inspect the zero/ folder above "
+            "for how to gather them all)", str(folder))
     shards = _shard_set(weights)
     if shards is not None:
         # Shards without their index (a download of `*.safetensors` only; ExLlamaV2's output-0000N-of-0000M, which
