@@ -144,3 +144,29 @@ def test_a_deepspeed_universal_checkpoint_says_where_its_weights_are(tmp_path: P
     # ZeRO-1/2: the model states hold the weights (in the training dtype): read as before.
     code, data = run_json("inspect", str(_universal_checkpoint(tmp_path / "run2", zero3=False)))
     assert code == 0 and data["num_params"] == 16 * 8 + 64 + 8 + 32 and data["nested_key"] == "module", data
+
+
+def test_a_timm_train_output_folder_names_its_pth_tar_checkpoints(tmp_path: Path) -> None:
+    """timm's train.py (its CheckpointSaver) writes checkpoint-N.pth.tar, last.pth.tar and model_best.pth.tar beside
+    args.yaml and summary.csv, as PyTorch's ImageNet example names them. Named, each reads; the folder was "holds no
+    weight file", as if the run had saved nothing."""
+    import argparse
+
+    folder = tmp_path / "20240101-120000-resnet18-224"
+    folder.mkdir()
+    torch.manual_seed(0)
+    state = {"conv1.weight": torch.randn(8, 3, 3, 3), "fc.weight": torch.randn(10, 8), "fc.bias": torch.zeros(10)}
+    saved = {"epoch": 10, "arch": "resnet18", "state_dict": state, "optimizer": {"state": {}, "param_groups": []},
+             "version": 2, "args": argparse.Namespace(model="resnet18", lr=0.1), "metric": 71.2,
+             "state_dict_ema": {k: v + 0.01 for k, v in state.items()}}
+    for name in ("checkpoint-9.pth.tar", "checkpoint-10.pth.tar", "last.pth.tar", "model_best.pth.tar"):
+        torch.save(saved, folder / name)
+    (folder / "args.yaml").write_text("model: resnet18\nlr: 0.1\n")
+    (folder / "summary.csv").write_text("epoch,train_loss,eval_top1\n10,1.2,71.2\n")
+    result = run_cli("inspect", str(folder))
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2, result.stdout
+    assert ("checkpoint-9.pth.tar, checkpoint-10.pth.tar, last.pth.tar, model_best.pth.tar" in message
+            and "name one to read it" in message), message
+    code, data = run_json("inspect", str(folder / "model_best.pth.tar"))
+    assert code == 0 and data["nested_key"] == "state_dict" and data["num_tensors"] == 3, data

@@ -542,6 +542,16 @@ def _no_weights_message(folder: Path) -> str:
     others = foreign.foreign_files_in(folder)
     if others:
         message += f"; it holds {', '.join(others[:6])}, which weightdoctor does not read (not PyTorch)"
+    try:
+        # torch.save files named .pth.tar, as timm's train.py (checkpoint-N, last, model_best) and PyTorch's ImageNet
+        # example save them: read when named, not looked for in a folder.
+        tarred = sorted((p.name for p in folder.iterdir() if p.name.endswith((".pth.tar", ".pt.tar")) and p.is_file()),
+                        key=natural_order)
+    except OSError:
+        tarred = []
+    if tarred:
+        message += (f"; it holds {', '.join(tarred[:6])}{', ...' if len(tarred) > 6 else ''} (torch.save checkpoints "
+                    "named .pth.tar, as timm's train.py saves them): name one to read it")
     if _is_dcp_folder(folder):
         # FSDP's sharded state dict (accelerate's pytorch_model_fsdp_0/): PyTorch weights, in a format of its own.
         message += ("; it is a torch.distributed.checkpoint (DCP) folder (*.distcp shards and .metadata): "
