@@ -170,3 +170,22 @@ def test_a_timm_train_output_folder_names_its_pth_tar_checkpoints(tmp_path: Path
             and "name one to read it" in message), message
     code, data = run_json("inspect", str(folder / "model_best.pth.tar"))
     assert code == 0 and data["nested_key"] == "state_dict" and data["num_tensors"] == 3, data
+
+
+def test_check_dtype_says_how_sentence_transformers_loads_a_dense_module(tmp_path: Path) -> None:
+    """A sentence-transformers Dense module folder (2_Dense/: its own config.json of in_features, out_features,
+    bias, activation_function, and model.safetensors): Dense.load builds the layer in float32 and copies the weights
+    in. check-dtype said "dtype='auto' goes by the weights", which is from_pretrained's rule, not this loader's."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "2_Dense"
+    folder.mkdir()
+    save_file({"linear.weight": torch.randn(16, 32).half(), "linear.bias": torch.zeros(16).half()},
+              str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps({"in_features": 32, "out_features": 16, "bias": True,
+                                                    "activation_function": "torch.nn.modules.activation.Tanh"}))
+    code, data = run_json("check-dtype", str(folder))
+    assert code == 0, data
+    message = data["config_agreement"]["message"]
+    assert "dtype='auto'" not in message and "a sentence-transformers Dense config" in message, message
+    assert "float32" in message and "float16 weights are up-cast" in message, message
