@@ -189,3 +189,40 @@ def test_check_dtype_says_how_sentence_transformers_loads_a_dense_module(tmp_pat
     message = data["config_agreement"]["message"]
     assert "dtype='auto'" not in message and "a sentence-transformers Dense config" in message, message
     assert "float32" in message and "float16 weights are up-cast" in message, message
+
+
+def test_shards_of_an_original_controlnet_or_vae_say_their_loaders_read_one_file(tmp_path: Path) -> None:
+    """lllyasviel's ControlNet 1.1 files (control_v11p_sd15_canny.pth: input_blocks.*, zero_convs.*,
+    input_hint_block.*, middle_block_out.*, no prefix), their extracted fp16 copies (control_model.*), and
+    Stability's original-layout VAE (vae-ft-mse-840000-ema-pruned: encoder.down.N.*, post_quant_conv.*) are loaded
+    as one file by AUTOMATIC1111, ComfyUI and from_single_file: shard split them into model-*.safetensors with
+    nothing said."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    controlnet = {"input_blocks.0.0.weight": torch.randn(32, 4, 3, 3), "zero_convs.0.0.weight":
+                  torch.zeros(32, 32, 1, 1), "input_hint_block.0.weight": torch.randn(16, 3, 3, 3),
+                  "middle_block_out.0.weight": torch.zeros(32, 32, 1, 1), "time_embed.0.weight": torch.randn(64, 32)}
+    vae = {"encoder.conv_in.weight": torch.randn(16, 3, 3, 3), "encoder.down.0.block.0.conv1.weight":
+           torch.randn(16, 16, 3, 3), "decoder.up.0.block.0.conv1.weight": torch.randn(16, 16, 3, 3),
+           "quant_conv.weight": torch.randn(8, 8, 1, 1), "post_quant_conv.weight": torch.randn(4, 4, 1, 1)}
+    torch.save(controlnet, tmp_path / "control_v11p_sd15_canny.pth")
+    save_file({f"control_model.{k}": v.half() for k, v in controlnet.items()},
+              tmp_path / "control_canny-fp16.safetensors")
+    save_file(vae, tmp_path / "vae-ft-mse-840000-ema-pruned.safetensors")
+    for name, kind in (("control_v11p_sd15_canny.pth", "an original-layout ControlNet"),
+                       ("control_canny-fp16.safetensors", "an original-layout ControlNet"),
+                       ("vae-ft-mse-840000-ema-pruned.safetensors", "an original-layout Stable Diffusion VAE")):
+        code, data = run_json("shard", str(tmp_path / name), "--max", "2KB", "-o", str(tmp_path / f"out-{name}"))
+        assert code == 0 and data["plan"]["index"] is not None, data
+        said = [w for w in data["plan"]["warnings"] if "one file" in w]
+        assert len(said) == 1 and said[0].startswith(f"{kind} is loaded from one file"), data["plan"]["warnings"]
+
+    # diffusers' own VAE layout (encoder.down_blocks.*) in a folder with its config: diffusers reads shards.
+    folder = tmp_path / "vae"
+    folder.mkdir()
+    save_file({"encoder.down_blocks.0.resnets.0.conv1.weight": torch.randn(16, 16, 3, 3), "post_quant_conv.weight":
+               torch.randn(4, 4, 1, 1)}, folder / "diffusion_pytorch_model.safetensors")
+    (folder / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL", "_diffusers_version": "0.30.0"}))
+    code, data = run_json("shard", str(folder), "--max", "2KB", "-o", str(tmp_path / "out-vae"))
+    assert code == 0 and not any("one file" in w for w in data["plan"]["warnings"]), data["plan"]["warnings"]

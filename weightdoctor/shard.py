@@ -121,6 +121,15 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
     # and diffusers' from_single_file read it.
     if any(n.startswith("double_blocks.") for n in names) and any(n.startswith("single_blocks.") for n in names):
         return "an original-layout Flux checkpoint"
+    # lllyasviel's ControlNet files: 1.1's (input_blocks, zero_convs, input_hint_block, no prefix) and the extracted
+    # copies A1111 / ComfyUI share (control_model.*).
+    if any(n.startswith("control_model.") for n in names) or (
+            any(n.startswith("zero_convs.") for n in names) and any(n.startswith("input_hint_block.") for n in names)):
+        return "an original-layout ControlNet"
+    # The original (ldm) VAE shared on its own (vae-ft-mse-840000-ema-pruned): encoder.down.N, not diffusers'
+    # encoder.down_blocks.N.
+    if any(n.startswith("post_quant_conv.") for n in names) and any(n.startswith("encoder.down.") for n in names):
+        return "an original-layout Stable Diffusion VAE"
     if names and {n.split(".", 1)[0] for n in names} == {"image_proj", "ip_adapter"}:
         return IP_ADAPTER
     return None
