@@ -226,3 +226,26 @@ def test_shards_of_an_original_controlnet_or_vae_say_their_loaders_read_one_file
     (folder / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL", "_diffusers_version": "0.30.0"}))
     code, data = run_json("shard", str(folder), "--max", "2KB", "-o", str(tmp_path / "out-vae"))
     assert code == 0 and not any("one file" in w for w in data["plan"]["warnings"]), data["plan"]["warnings"]
+
+
+def test_an_ia3_adapter_into_its_base_is_an_adapter_not_unknown_keys(tmp_path: Path) -> None:
+    """diff-keys ADAPTER BASE for a LoRA adapter calls the base weights `adapter-base` (info) and checks each pair
+    against its module; for an IA3 adapter every base weight was "unknown: no known cause: these weights will not
+    load" (error), exit 1, though PeftModel.from_pretrained(base, adapter) loads it."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=64, n_positions=32, bos_token_id=0,
+                               eos_token_id=0)).save_pretrained(tmp_path / "gpt2")
+    _ia3_adapter(tmp_path / "ia3", trained=True)
+    code, data = run_json("diff-keys", str(tmp_path / "ia3"), str(tmp_path / "gpt2"))
+    assert code == 0 and data["worst_severity"] == "info", data
+    reasons = {i["name"]: (i["reason"], i["severity"], i["detail"]) for i in data["missing"] + data["unexpected"]}
+    assert reasons["transformer.wte.weight"][:2] == ("adapter-base", "info"), reasons
+    assert reasons["base_model.model.transformer.h.1.mlp.c_proj.ia3_l"] == (
+        "adapter", "info", "IA3 on transformer.h.1.mlp.c_proj.weight"), reasons
+    assert any("PEFT adapter: IA3 on 4 module(s), 4 of them in B" in n for n in data["notes"]), data["notes"]
+    # An IA3 vector for a wider model does not fit.
+    GPT2LMHeadModel(GPT2Config(n_embd=48, n_layer=2, n_head=2, vocab_size=64, n_positions=32, bos_token_id=0,
+                               eos_token_id=0)).save_pretrained(tmp_path / "gpt2-wider")
+    code, data = run_json("diff-keys", str(tmp_path / "ia3"), str(tmp_path / "gpt2-wider"))
+    assert code == 1 and any(i["severity"] == "error" and "does not fit" in i["detail"] for i in data["unexpected"])
