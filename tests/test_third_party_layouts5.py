@@ -249,3 +249,33 @@ def test_an_ia3_adapter_into_its_base_is_an_adapter_not_unknown_keys(tmp_path: P
                                eos_token_id=0)).save_pretrained(tmp_path / "gpt2-wider")
     code, data = run_json("diff-keys", str(tmp_path / "ia3"), str(tmp_path / "gpt2-wider"))
     assert code == 1 and any(i["severity"] == "error" and "does not fit" in i["detail"] for i in data["unexpected"])
+
+
+def test_a_distributed_hugging_face_dcp_save_says_how_to_consolidate_it(tmp_path: Path) -> None:
+    """torch.distributed.checkpoint's HuggingFaceStorageWriter (torchtitan's HF export) with save_distributed=True
+    writes each rank's pieces of the tensors as shard-<rank>-model-<i>-of-<n>.safetensors (their offsets in the
+    DCP_SHARDING_INFO metadata) and no index: the folder was "the 2 shards of one checkpoint but not their index:
+    fetch it from where the shards came from, or name one shard to read it alone"; there is no index to fetch, and
+    one rank's file holds slices, not tensors."""
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageWriter
+
+    torch.manual_seed(0)
+    state = {"model.embed_tokens.weight": torch.randn(64, 16).bfloat16(), "lm_head.weight":
+             torch.randn(64, 16).bfloat16(), "model.layers.0.mlp.up_proj.weight": torch.randn(32, 16).bfloat16()}
+    mapping = {"model.embed_tokens.weight": 1, "model.layers.0.mlp.up_proj.weight": 2, "lm_head.weight": 2}
+    folder = tmp_path / "hf-dcp"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "torch.distributed is disabled ... assuming a single process"
+        dcp.save(state, storage_writer=HuggingFaceStorageWriter(str(folder), fqn_to_index_mapping=mapping,
+                                                                save_distributed=True), no_dist=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["shard-00001-model-00001-of-00002.safetensors",
+                                                        "shard-00001-model-00002-of-00002.safetensors"]
+    for args in (["inspect", str(folder)], ["convert", str(folder), "-o", str(tmp_path / "out")]):
+        result = run_cli(*args)
+        message = " ".join(result.stderr.split())
+        assert result.exit_code == 2, result.stdout
+        assert "HuggingFaceStorageWriter" in message and "consolidate_safetensors_files" in message, message
+        assert "fetch it from where the shards came from" not in message and "name one shard" not in message, message

@@ -818,6 +818,15 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             f"one parameter of a DeepSpeed universal checkpoint ({folder.name}): fp32.pt holds its fp32 value, "
             "exp_avg.pt and exp_avg_sq.pt Adam's moments; name fp32.pt to read it (inspect the zero/ folder above "
             "for how to gather them all)", str(folder))
+    if all(re.fullmatch(r"shard-\d+-model-\d+-of-\d+\.safetensors", p.name) for p in weights):
+        # torch.distributed.checkpoint's HuggingFaceStorageWriter(save_distributed=True) names each rank's file
+        # shard-<rank>-model-<i>-of-<n>: slices of the tensors at the offsets its DCP_SHARDING_INFO metadata gives.
+        raise UnsupportedFormat(
+            f"folder holds {len(weights)} per-rank files of a torch.distributed.checkpoint HuggingFaceStorageWriter "
+            f"save (save_distributed=True: {weights[0].name}, ...), each holding its rank's slices of the tensors, "
+            "and no index; torch.distributed.checkpoint._consolidate_hf_safetensors.consolidate_safetensors_files("
+            "input_dir, output_dir, fqn_to_index_mapping) writes the whole tensors as model-*.safetensors with their "
+            "index, to read here", str(folder))
     shards = _shard_set(weights)
     if shards is not None:
         # Shards without their index (a download of `*.safetensors` only; ExLlamaV2's output-0000N-of-0000M, which
