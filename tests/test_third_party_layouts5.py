@@ -312,3 +312,50 @@ def test_a_per_rank_state_dict_of_dtensors_says_what_it_holds(tmp_path: Path) ->
     assert result.exit_code == 2 and "torch.distributed.tensor.DTensor" in message, message
     assert "DTensors" in message and "fully_shard" in message, message
     assert "get_model_state_dict" in message and "full_state_dict=True" in message, message
+
+
+def _lora_adapter(folder: Path, trained: bool) -> None:
+    """peft's LoraConfig(r=8, target_modules=["c_attn", "c_proj"]) on GPT-2 (Conv1D: lora_A r×in, lora_B out×r):
+    lora_A starts kaiming_uniform(a=√5) as nn.Linear does, lora_B at zero. Trained (a few hundred AdamW steps),
+    lora_B holds small normal-looking values and lora_A has drifted off its uniform plateau."""
+    import math
+
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    torch.manual_seed(0)
+    weights = {}
+    for layer in range(2):
+        for module, (out, inp) in (("attn.c_attn", (96, 32)), ("attn.c_proj", (32, 32)), ("mlp.c_proj", (32, 128))):
+            prefix = f"base_model.model.transformer.h.{layer}.{module}"
+            bound = 1 / math.sqrt(inp)
+            lora_a = torch.empty(8, inp).uniform_(-bound, bound)
+            lora_b = torch.zeros(out, 8)
+            if trained:
+                lora_a += 0.05 * torch.randn(8, inp)
+                lora_b = 0.01 * torch.randn(out, 8)
+            weights[f"{prefix}.lora_A.weight"], weights[f"{prefix}.lora_B.weight"] = lora_a, lora_b
+    save_file(weights, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    (folder / "adapter_config.json").write_text(json.dumps({
+        "base_model_name_or_path": "openai-community/gpt2", "fan_in_fan_out": True, "init_lora_weights": True,
+        "lora_alpha": 16, "lora_dropout": 0.0, "peft_type": "LORA", "r": 8, "target_modules": ["c_attn", "c_proj"],
+        "task_type": "CAUSAL_LM", "use_dora": False}, indent=2))
+
+
+def test_a_trained_lora_is_not_called_untrained(tmp_path: Path) -> None:
+    """A LoRA's B half starts at zero, not at nn.Linear's kaiming_uniform: inspect --stats of a trained adapter said
+    of every lora_B "still matches its initialization kaiming_uniform(a=√5, fan_in) U(±0.35) (found normal(0,
+    0.011))", a normal at a thirtieth of that scale, and called the checkpoint mixed. The adapter at its init is
+    still named as one."""
+    _lora_adapter(tmp_path / "trained", trained=True)
+    code, data = run_json("inspect", str(tmp_path / "trained"), "--stats")
+    assert code == 0, data
+    assert data["weights"]["state"] == "trained" and data["findings"] == [], data["findings"]
+    expected = {t["name"]: t["init"]["expected"] for t in data["tensors"]}
+    assert expected["base_model.model.transformer.h.0.attn.c_attn.lora_B.weight"]["label"] == "zeros", expected
+
+    _lora_adapter(tmp_path / "init", trained=False)
+    code, data = run_json("inspect", str(tmp_path / "init"), "--stats")
+    codes = sorted({(f["severity"], f["code"]) for f in data["findings"]})
+    assert codes == [("error", "all-zero"), ("warn", "checkpoint-at-init")], data["findings"]
+    assert data["weights"]["state"] == "initialization", data["weights"]
