@@ -359,3 +359,62 @@ def test_a_trained_lora_is_not_called_untrained(tmp_path: Path) -> None:
     codes = sorted({(f["severity"], f["code"]) for f in data["findings"]})
     assert codes == [("error", "all-zero"), ("warn", "checkpoint-at-init")], data["findings"]
     assert data["weights"]["state"] == "initialization", data["weights"]
+
+
+def _tensorrt_llm_checkpoint(folder: Path, tp: int) -> None:
+    """A Llama as TensorRT-LLM's convert_checkpoint.py writes it (trtllm-build's input): config.json naming the model
+    in `architecture` with its `dtype`, `mapping` (world, tp and pp sizes) and `quantization`, no model_type; one
+    rank<N>.safetensors per rank, each holding that rank's slices (qkv fused, the head split by rows)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    torch.manual_seed(0)
+    hidden, inter, vocab = 64, 128, 128
+    for rank in range(tp):
+        weights = {"transformer.vocab_embedding.weight": torch.randn(vocab, hidden).half(),
+                   "transformer.ln_f.weight": torch.ones(hidden).half(),
+                   "lm_head.weight": torch.randn(vocab // tp, hidden).half()}
+        for layer in range(2):
+            prefix = f"transformer.layers.{layer}."
+            weights |= {prefix + "input_layernorm.weight": torch.ones(hidden).half(),
+                        prefix + "post_layernorm.weight": torch.ones(hidden).half(),
+                        prefix + "attention.qkv.weight": torch.randn(3 * hidden // tp, hidden).half(),
+                        prefix + "attention.dense.weight": torch.randn(hidden, hidden // tp).half(),
+                        prefix + "mlp.fc.weight": torch.randn(inter // tp, hidden).half(),
+                        prefix + "mlp.gate.weight": torch.randn(inter // tp, hidden).half(),
+                        prefix + "mlp.proj.weight": torch.randn(hidden, inter // tp).half()}
+        save_file(weights, str(folder / f"rank{rank}.safetensors"))
+    (folder / "config.json").write_text(json.dumps({
+        "architecture": "LlamaForCausalLM", "dtype": "float16", "logits_dtype": "float32", "vocab_size": vocab,
+        "max_position_embeddings": 4096, "hidden_size": hidden, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 4, "head_size": 16, "hidden_act": "silu", "intermediate_size": inter,
+        "norm_epsilon": 1e-05, "position_embedding_type": "rope_gpt_neox", "use_parallel_embedding": False,
+        "embedding_sharding_dim": 0, "share_embedding_table": False,
+        "mapping": {"world_size": tp, "tp_size": tp, "pp_size": 1},
+        "quantization": {"quant_algo": None, "kv_cache_quant_algo": None}, "rotary_base": 10000.0}, indent=4))
+
+
+def test_a_tensorrt_llm_checkpoint_is_not_called_a_timm_one(tmp_path: Path) -> None:
+    """TensorRT-LLM's checkpoint config names its model in `architecture` with no model_type, as timm's does: the
+    planner called it "a timm LlamaForCausalLM config", diff-keys --model-class refused it as one, and shard said
+    "timm loads one model.safetensors" where trtllm-build reads rank<N>.safetensors. Two ranks were "several weight
+    files and no index"."""
+    folder = tmp_path / "tllm_checkpoint_1gpu"
+    _tensorrt_llm_checkpoint(folder, tp=1)
+    result = run_cli("plan-devices", str(folder), "--gpu", "1GB")
+    assert result.exit_code == 0, result.stderr
+    assert "timm" not in result.stderr and "a TensorRT-LLM LlamaForCausalLM checkpoint config" in " ".join(
+        result.stderr.split()), result.stderr
+    result = run_cli("diff-keys", str(folder), "--model-class", "LlamaForCausalLM")
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "timm" not in message and "TensorRT-LLM" in message, message
+    code, data = run_json("shard", str(folder), "--max", "20KB", "-o", str(tmp_path / "sharded"))
+    assert code == 0 and not any("timm" in w for w in data["plan"]["warnings"]), data["plan"]["warnings"]
+    assert any(w.startswith("TensorRT-LLM reads rank0.safetensors") for w in data["plan"]["warnings"]), data["plan"]
+
+    folder = tmp_path / "tllm_checkpoint_2gpu_tp2"
+    _tensorrt_llm_checkpoint(folder, tp=2)
+    result = run_cli("inspect", str(folder))
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "several weight files and no index" not in message, message
+    assert "a TensorRT-LLM checkpoint of 2 ranks" in message and "name one" in message, message

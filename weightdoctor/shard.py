@@ -18,6 +18,7 @@ from weightdoctor.checkpoint import Checkpoint
 from weightdoctor.checkpoint.reader import natural_order
 from weightdoctor.convert import drop_stale_hashes, nested_only_warning, output_metadata, source_metadata
 from weightdoctor.errors import UsageError
+from weightdoctor.meta_model import is_tensorrt_llm_config
 from weightdoctor.renames import Rename
 from weightdoctor.rewrite import (
     OPEN_CLIP_NAMES,
@@ -141,8 +142,10 @@ _LOADERS = {IP_ADAPTER: "diffusers' load_ip_adapter, ComfyUI's IPAdapter nodes"}
 
 
 def timm_config(config: object) -> bool:
-    """Whether `config` is a timm config.json (its model named in `architecture`, no transformers `model_type`)."""
-    return isinstance(config, dict) and isinstance(config.get("architecture"), str) and "model_type" not in config
+    """Whether `config` is a timm config.json (its model named in `architecture`, no transformers `model_type`), not
+    a TensorRT-LLM checkpoint's, which names its model so too."""
+    return (isinstance(config, dict) and isinstance(config.get("architecture"), str) and "model_type" not in config
+            and not is_tensorrt_llm_config(config))
 
 
 @dataclass(frozen=True)
@@ -305,6 +308,9 @@ def plan_shard(
     if index is not None and timm_config(checkpoint.config):
         warnings.append("timm loads one model.safetensors or pytorch_model.bin (create_model(pretrained=True), from "
                         "hf-hub: and local-dir: alike): it reads no index and cannot load these shards")
+    if index is not None and is_tensorrt_llm_config(checkpoint.config):
+        warnings.append("TensorRT-LLM reads rank0.safetensors, one file per rank of its config's mapping (trtllm-build "
+                        "--checkpoint_dir): it reads no index and cannot load these shards")
     if index is not None and pattern.startswith("open_clip_"):
         warnings.append(f"open_clip loads one {OPEN_CLIP_NAMES[fmt]} (create_model_from_pretrained, hf-hub: and "
                         "local-dir: alike): it reads no index and cannot load these shards")

@@ -818,6 +818,13 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             f"one parameter of a DeepSpeed universal checkpoint ({folder.name}): fp32.pt holds its fp32 value, "
             "exp_avg.pt and exp_avg_sq.pt Adam's moments; name fp32.pt to read it (inspect the zero/ folder above "
             "for how to gather them all)", str(folder))
+    if all(re.fullmatch(r"rank\d+\.safetensors", p.name) for p in weights):
+        # TensorRT-LLM's checkpoint (convert_checkpoint.py): one file per rank of its mapping, each holding that
+        # rank's slices of the split tensors.
+        raise UnsupportedFormat(
+            f"a TensorRT-LLM checkpoint of {len(weights)} ranks ({', '.join(p.name for p in weights[:4])}"
+            f"{', ...' if len(weights) > 4 else ''}): each file holds its rank's slices of the tensors split by "
+            "tensor or pipeline parallelism, not some of the tensors; name one to read that rank", str(folder))
     if all(re.fullmatch(r"shard-\d+-model-\d+-of-\d+\.safetensors", p.name) for p in weights):
         # torch.distributed.checkpoint's HuggingFaceStorageWriter(save_distributed=True) names each rank's file
         # shard-<rank>-model-<i>-of-<n>: slices of the tensors at the offsets its DCP_SHARDING_INFO metadata gives.
