@@ -418,3 +418,30 @@ def test_a_tensorrt_llm_checkpoint_is_not_called_a_timm_one(tmp_path: Path) -> N
     message = " ".join(result.stderr.split())
     assert result.exit_code == 2 and "several weight files and no index" not in message, message
     assert "a TensorRT-LLM checkpoint of 2 ranks" in message and "name one" in message, message
+
+
+def test_torchserve_and_executorch_files_say_what_they_are(tmp_path: Path) -> None:
+    """A TorchServe .mar (torch-model-archiver: a zip of the weights file, its handler and MAR-INF/MANIFEST.json) was
+    "zip archive has no data.pkl record (not a torch.save file, or damaged)", as if damaged; an ExecuTorch .pte (a
+    FlatBuffer with file identifier ET12) was "not a safetensors file nor a PyTorch pickle"."""
+    import io
+    import zipfile
+
+    saved = io.BytesIO()
+    torch.save({"fc.weight": torch.randn(4, 4)}, saved)
+    with zipfile.ZipFile(tmp_path / "resnet-18.mar", "w") as archive:
+        archive.writestr("MAR-INF/MANIFEST.json", json.dumps({
+            "createdOn": "01/06/2024 10:00:00", "runtime": "python", "archiverVersion": "0.9.0",
+            "model": {"modelName": "resnet-18", "serializedFile": "resnet18-f37072fd.pth",
+                      "handler": "image_classifier", "modelFile": "model.py", "modelVersion": "1.0"}}))
+        archive.writestr("resnet18-f37072fd.pth", saved.getvalue())
+        archive.writestr("model.py", "import torchvision\n")
+        archive.writestr("index_to_name.json", "{}")
+    # The first bytes of a .pte: the FlatBuffer's root table offset, then its file identifier.
+    (tmp_path / "model.pte").write_bytes(b"\x1c\x00\x00\x00ET12eh00" + bytes(64))
+    for name, said in (("resnet-18.mar", "a TorchServe model archive (.mar, torch-model-archiver) holding "
+                        "resnet18-f37072fd.pth"), ("model.pte", "an ExecuTorch program (.pte")):
+        result = run_cli("inspect", str(tmp_path / name))
+        message = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and said in message, message
+        assert "damaged" not in message and "nor a PyTorch pickle" not in message, message
