@@ -445,3 +445,39 @@ def test_torchserve_and_executorch_files_say_what_they_are(tmp_path: Path) -> No
         message = " ".join(result.stderr.split())
         assert result.exit_code == 2 and said in message, message
         assert "damaged" not in message and "nor a PyTorch pickle" not in message, message
+
+
+def test_a_merged_model_beside_its_adapter_is_not_described_as_the_adapter(tmp_path: Path) -> None:
+    """torchtune's FullModelHFCheckpointer writes epoch_N/ with the merged model (model-0000i-of-0000N.safetensors, its
+    index, config.json) and, beside it, the LoRA it merged (adapter_model.safetensors, adapter_config.json). inspect
+    read the merged model and headed it "PEFT adapter LORA r=8 ... load it onto its base with
+    PeftModel.from_pretrained", and plan-devices said it planned an adapter's base: neither is what was read."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "epoch_0"
+    _lora_adapter(folder, trained=True)  # adapter_model.safetensors + adapter_config.json
+    torch.manual_seed(1)
+    names = {"transformer.wte.weight": (64, 32), "transformer.wpe.weight": (32, 32), "transformer.ln_f.weight": (32,),
+             "transformer.ln_f.bias": (32,)}
+    weights = {name: torch.randn(shape) for name, shape in names.items()}
+    save_file({k: weights[k] for k in list(weights)[:2]}, str(folder / "model-00001-of-00002.safetensors"),
+              metadata={"format": "pt"})
+    save_file({k: weights[k] for k in list(weights)[2:]}, str(folder / "model-00002-of-00002.safetensors"),
+              metadata={"format": "pt"})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": 9472}, "weight_map": {
+        name: f"model-0000{1 + (i >= 2)}-of-00002.safetensors" for i, name in enumerate(names)}}))
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_embd": 32, "n_layer": 1, "n_head": 2,
+        "vocab_size": 64, "n_positions": 32, "bos_token_id": 0, "eos_token_id": 0, "torch_dtype": "float32"}))
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and data["num_tensors"] == 4 and data["adapter"] is None, data
+    said = [w for w in data["warnings"] if "adapter_model.safetensors" in w]
+    assert len(said) == 1 and "not the weights read here" in said[0] and "loads the adapter onto" in said[0], data
+    result = run_cli("plan-devices", str(folder), "--gpu", "1GB")
+    assert result.exit_code == 0 and "this is a PEFT adapter" not in result.stderr, result.stderr
+    # The adapter folder alone is still described as one.
+    (tmp_path / "adapter").mkdir()
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        (tmp_path / "adapter" / name).write_bytes((folder / name).read_bytes())
+    code, data = run_json("inspect", str(tmp_path / "adapter"))
+    assert code == 0 and data["adapter"]["peft_type"] == "LORA" and data["warnings"] == [], data
