@@ -481,3 +481,25 @@ def test_a_merged_model_beside_its_adapter_is_not_described_as_the_adapter(tmp_p
         (tmp_path / "adapter" / name).write_bytes((folder / name).read_bytes())
     code, data = run_json("inspect", str(tmp_path / "adapter"))
     assert code == 0 and data["adapter"]["peft_type"] == "LORA" and data["warnings"] == [], data
+
+
+def test_a_megatron_save_with_the_distributed_optimizer_points_at_the_model_file(tmp_path: Path) -> None:
+    """Megatron-LM run with --use-distributed-optimizer saves distrib_optim.pt (the optimizer's flat fp32 buckets:
+    param, exp_avg, exp_avg_sq) beside each rank's model_optim_rng.pt. The save folder said "whose weights are in
+    .../mp_rank_00/distrib_optim.pt: point at that file" (the optimizer state, which then had "no state dict"), and
+    the rank folder was "several weight files and no index"."""
+    from tests.test_third_party_layouts4 import _megatron_save
+
+    root = _megatron_save(tmp_path / "megatron", ranks=1)
+    rank = root / "iter_0001000" / "mp_rank_00"
+    buckets = {(torch.bfloat16, torch.float32): [{"param": torch.zeros(720), "exp_avg": torch.zeros(720),
+                                                  "exp_avg_sq": torch.zeros(720)}]}
+    torch.save({"buckets_coalesced": True, "per_bucket_numel": [{(torch.bfloat16, torch.float32): [720]}],
+                "per_bucket_numel_unpadded": [{(torch.bfloat16, torch.float32): [708]}], 0: buckets},
+               rank / "distrib_optim.pt")
+    result = run_cli("inspect", str(root))
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and f"whose weights are in {rank / 'model_optim_rng.pt'}" in message, message
+    code, data = run_json("inspect", str(rank))
+    assert code == 0 and data["nested_key"] == "model.language_model" and data["num_tensors"] == 6, data
+    assert [f["path"] for f in data["files"] if f["role"] == "weights"] == ["model_optim_rng.pt"], data["files"]

@@ -486,10 +486,12 @@ def is_training_state(name: str) -> bool:
     states and arguments (Trainer's `checkpoint-N/`, Accelerate's `save_state` folder: `optimizer.bin`,
     `random_states_0.pkl`), DeepSpeed's ZeRO optimizer partitions
     (`zero_pp_rank_0_mp_rank_00_optim_states.pt` beside `mp_rank_00_model_states.pt`), and OLMo's unsharded
-    checkpoint (`optim.pt` and `train.pt` beside `model.pt`)."""
+    checkpoint (`optim.pt` and `train.pt` beside `model.pt`), and Megatron-LM's distributed optimizer
+    (`distrib_optim.pt` beside each rank's `model_optim_rng.pt`)."""
     return (name.endswith((".safetensors", *PICKLE_SUFFIXES))
             and (name.startswith(("optimizer", "scheduler", "rng_state", "training_args", "scaler", "random_states"))
-                 or name.endswith(("_optim_states.pt", "_optim_states.pth")) or name in ("optim.pt", "train.pt")))
+                 or name.endswith(("_optim_states.pt", "_optim_states.pth"))
+                 or name in ("optim.pt", "train.pt", "distrib_optim.pt")))
 
 
 def _weight_files_in(folder: Path) -> list[Path]:
@@ -635,7 +637,8 @@ def _megatron_latest(folder: Path) -> Path | None:
     if tag is None or not (folder / tag).is_dir():
         return None
     ranks = sorted(p for p in (folder / tag).glob("mp_rank_*") if p.is_dir())
-    files = [p for rank in ranks[:1] for p in sorted(rank.glob("*.pt")) if p.is_file()]
+    files = [p for rank in ranks[:1] for p in sorted(rank.glob("*.pt"))
+             if p.is_file() and not is_training_state(p.name)]  # not distrib_optim.pt beside it
     return files[0] if files else None
 
 
