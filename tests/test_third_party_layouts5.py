@@ -503,3 +503,26 @@ def test_a_megatron_save_with_the_distributed_optimizer_points_at_the_model_file
     code, data = run_json("inspect", str(rank))
     assert code == 0 and data["nested_key"] == "model.language_model" and data["num_tensors"] == 6, data
     assert [f["path"] for f in data["files"] if f["role"] == "weights"] == ["model_optim_rng.pt"], data["files"]
+
+
+def test_a_lightning_sharded_fsdp_checkpoint_is_named_not_read_as_its_meta_pt(tmp_path: Path) -> None:
+    """Lightning's FSDPStrategy(state_dict_type="sharded") saves epoch=N-step=M.ckpt as a folder: the model's and
+    optimizer's shards as a torch.distributed.checkpoint (.metadata, __<rank>_0.distcp) and meta.pt (epoch, loops,
+    callbacks, hyper_parameters). inspect read meta.pt as the checkpoint: "no state dict found; pick one with --key"."""
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    folder = tmp_path / "epoch=0-step=100.ckpt"
+    folder.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "torch.distributed is disabled ... assuming a single process"
+        dcp.save({"model": {"l1.weight": torch.randn(16, 8), "l1.bias": torch.zeros(16)},
+                  "optimizer_0": {"state": {}, "param_groups": []}}, checkpoint_id=str(folder), no_dist=True)
+    torch.save({"epoch": 0, "global_step": 100, "pytorch-lightning_version": "2.4.0", "loops": {}, "callbacks": {},
+                "lr_schedulers": [], "hparams_name": "kwargs", "hyper_parameters": {"lr": 1e-3}}, folder / "meta.pt")
+    for command in ("inspect", "check-dtype"):
+        result = run_cli(command, str(folder))
+        message = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and "no state dict" not in message and "--key" not in message, message
+        assert "a Lightning checkpoint saved sharded" in message and "consolidate_checkpoint" in message, message

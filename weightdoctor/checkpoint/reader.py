@@ -767,6 +767,15 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             "(*.distcp and .metadata), common.pt holds the run's arguments and RNG state only; "
             "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one torch.save "
             "file to read here", str(folder))
+    if weights and all(p.name == "meta.pt" for p in weights) and _is_dcp_folder(folder):
+        # Lightning's FSDP / ModelParallel strategies save a sharded checkpoint as a folder named like the file
+        # (epoch=0-step=100.ckpt/): the model and optimizer as DCP shards, the trainer's state in meta.pt.
+        raise UnsupportedFormat(
+            "a Lightning checkpoint saved sharded (FSDPStrategy or ModelParallelStrategy, state_dict_type='sharded'): "
+            "the model's and optimizer's weights are in its torch.distributed.checkpoint (DCP) shards (*.distcp and "
+            ".metadata), meta.pt holds the trainer's state only (epoch, loops, callbacks); python -m "
+            "lightning.pytorch.utilities.consolidate_checkpoint FOLDER writes them as one FOLDER.consolidated file "
+            "to read here", str(folder))
     safetensors_files = [p for p in weights if p.suffix == ".safetensors"]
     if len(safetensors_files) == 1 or (len(weights) == 1):
         return (safetensors_files or weights)[0], False
