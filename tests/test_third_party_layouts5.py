@@ -526,3 +526,39 @@ def test_a_lightning_sharded_fsdp_checkpoint_is_named_not_read_as_its_meta_pt(tm
         message = " ".join(result.stderr.split())
         assert result.exit_code == 2 and "no state dict" not in message and "--key" not in message, message
         assert "a Lightning checkpoint saved sharded" in message and "consolidate_checkpoint" in message, message
+
+
+def test_a_modelopt_nvfp4_checkpoint_counts_its_packed_weights(tmp_path: Path) -> None:
+    """NVIDIA ModelOpt's NVFP4 exports (nvidia/*-FP4, run by vLLM and TensorRT-LLM): each Linear's `weight` is uint8,
+    two FP4 values a byte, beside `weight_scale` (FP8, one per 16 values), `weight_scale_2` and `input_scale`
+    (float32 scalars); quantization_config {"quant_method": "modelopt", "quant_algo": "NVFP4"}. inspect counted the
+    packed bytes as the weights (half of them) and weight_scale_2 as parameters: "modelopt: 35,015 parameters"
+    where the model has 53,440."""
+    from safetensors.torch import save_file
+
+    from tests.test_third_party_layouts4 import _LINEARS, _llama_config
+
+    folder = tmp_path / "Llama-FP4"
+    folder.mkdir()
+    torch.manual_seed(0)
+    tensors = {"model.embed_tokens.weight": torch.randn(128, 64).bfloat16(),
+               "lm_head.weight": torch.randn(128, 64).bfloat16()}
+    for norm in ("model.norm", "model.layers.0.input_layernorm", "model.layers.0.post_attention_layernorm"):
+        tensors[norm + ".weight"] = torch.ones(64).bfloat16()
+    for module, (out, inp) in _LINEARS.items():
+        prefix = f"model.layers.0.{module}."
+        tensors |= {prefix + "weight": torch.randint(0, 255, (out, inp // 2), dtype=torch.uint8),
+                    prefix + "weight_scale": torch.rand(out, inp // 16).to(torch.float8_e4m3fn),
+                    prefix + "weight_scale_2": torch.tensor(0.01), prefix + "input_scale": torch.tensor(0.02)}
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(_llama_config(quantization_config={
+        "quant_method": "modelopt", "quant_algo": "NVFP4", "group_size": 16, "kv_cache_quant_algo": None,
+        "exclude_modules": ["lm_head"]})))
+    (folder / "hf_quant_config.json").write_text(json.dumps({"producer": {"name": "modelopt", "version": "0.29.0"},
+                                                             "quantization": {"quant_algo": "NVFP4", "group_size": 16,
+                                                                              "exclude_modules": ["lm_head"]}}))
+    code, data = run_json("inspect", str(folder))
+    assert code == 0, data
+    quantized = data["quantized"]
+    assert (quantized["bits"], quantized["packed_tensors"], quantized["side_tensors"]) == (4, 7, 21), quantized
+    assert quantized["parameters"] == 2 * 128 * 64 + 3 * 64 + sum(o * i for o, i in _LINEARS.values()), quantized
