@@ -562,3 +562,31 @@ def test_a_modelopt_nvfp4_checkpoint_counts_its_packed_weights(tmp_path: Path) -
     quantized = data["quantized"]
     assert (quantized["bits"], quantized["packed_tensors"], quantized["side_tensors"]) == (4, 7, 21), quantized
     assert quantized["parameters"] == 2 * 128 * 64 + 3 * 64 + sum(o * i for o, i in _LINEARS.values()), quantized
+
+
+def test_an_adapter_saving_a_tied_head_loads_into_a_base_that_stores_it_once(tmp_path: Path) -> None:
+    """LoraConfig(modules_to_save=["lm_head"]) on GPT-2 saves base_model.model.lm_head.weight whole; GPT-2's
+    model.safetensors stores lm_head only as the transformer.wte.weight it is tied to. diff-keys ADAPTER BASE called
+    it an error, "saved for lm_head.weight, which B does not have", and exited 1, though PeftModel loads it onto the
+    model's lm_head."""
+    from safetensors.torch import load_file, save_file
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=64, n_positions=32, bos_token_id=0,
+                               eos_token_id=0)).save_pretrained(tmp_path / "gpt2")
+    assert "lm_head.weight" not in load_file(tmp_path / "gpt2" / "model.safetensors")  # tied: stored as wte
+    adapter = tmp_path / "adapter"
+    _lora_adapter(adapter, trained=True)
+    weights = load_file(adapter / "adapter_model.safetensors")
+    weights["base_model.model.lm_head.weight"] = torch.randn(64, 32)
+    save_file(weights, str(adapter / "adapter_model.safetensors"), metadata={"format": "pt"})
+    code, data = run_json("diff-keys", str(adapter), str(tmp_path / "gpt2"))
+    assert code == 0 and data["worst_severity"] == "info", data
+    head = next(i for i in data["unexpected"] if i["name"] == "base_model.model.lm_head.weight")
+    assert (head["reason"], head["severity"]) == ("adapter", "info"), head
+    assert "transformer.wte.weight" in head["detail"], head
+    # A head of another size is still an error.
+    weights["base_model.model.lm_head.weight"] = torch.randn(80, 32)
+    save_file(weights, str(adapter / "adapter_model.safetensors"), metadata={"format": "pt"})
+    code, data = run_json("diff-keys", str(adapter), str(tmp_path / "gpt2"))
+    assert code == 1 and data["worst_severity"] == "error", data

@@ -433,7 +433,10 @@ def adapter_fit(
     for name in others:
         # Whole weights an adapter saves beside its pairs (modules_to_save heads, resized embeddings).
         target = specs_b.get(_adapter_target(name))
-        if target is None:
+        tied = _ties_to_embedding(_adapter_target(name), specs_a[name].shape, specs_b) if target is None else None
+        if tied is not None:  # B stores its output layer once, as the input embedding it is tied to (GPT-2)
+            whys[name] = ("adapter", "info", f"replaces {_adapter_target(name)}, stored in B as {tied} (tied)")
+        elif target is None:
             whys[name] = ("adapter", "error", f"saved for {_adapter_target(name)}, which B does not have")
         elif target.shape != specs_a[name].shape:
             whys[name] = ("adapter", "error", f"replaces {target.name}: "
