@@ -138,6 +138,12 @@ def test_a_deepspeed_universal_checkpoint_says_where_its_weights_are(tmp_path: P
     message = " ".join(result.stderr.split())
     assert result.exit_code == 2 and "several weight files and no index" not in message, message
     assert "one parameter of a DeepSpeed universal checkpoint" in message and "fp32.pt" in message, message
+    # ZeRO-3 on two data-parallel ranks: one model states file per rank beside zero/.
+    (step / "mp_rank_00_model_states.pt").rename(step / "zero_pp_rank_0_mp_rank_00_model_states.pt")
+    (step / "zero_pp_rank_1_mp_rank_00_model_states.pt").write_bytes(
+        (step / "zero_pp_rank_0_mp_rank_00_model_states.pt").read_bytes())
+    message = " ".join(run_cli("inspect", str(step)).stderr.split())
+    assert "a DeepSpeed universal checkpoint" in message and "zero_to_fp32" not in message, message
     # A parameter's fp32.pt, named, is read.
     code, data = run_json("inspect", str(step / "zero" / "layers.0.attn.weight" / "fp32.pt"))
     assert code == 0 and data["num_params"] == 64, data

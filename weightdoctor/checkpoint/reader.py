@@ -789,6 +789,11 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             raise CorruptCheckpoint(_dangling_message(dangling[0]), str(dangling[0]))
         raise SourceNotFound(_no_weights_message(folder), str(folder))
     names = ", ".join(p.name for p in weights[:6])
+    if all(re.fullmatch(r"zero_pp_rank_\d+_mp_rank_\d+_model_states\.pt", p.name) for p in weights) and (
+            universal := _universal_parameters(folder / "zero")):
+        # ds_to_universal.py copies them beside zero/, where the fp32 values are: no partitions to gather here.
+        raise UnsupportedFormat(f"folder holds DeepSpeed ZeRO-3 model states, one per data-parallel rank ({names}), "
+                                f"in {_universal_message(len(universal))}", str(folder))
     if all(re.fullmatch(r"zero_pp_rank_\d+_mp_rank_\d+_model_states\.pt", p.name) for p in weights):
         # ZeRO-3 saves the model states once per data-parallel rank, each with placeholders for the partitioned
         # parameters (see `_refuse_zero3_placeholders`).
