@@ -505,6 +505,15 @@ def config_agreement(
     if declared is None and isinstance(config.get("architecture"), str) and not config.get("model_type"):
         return ConfigAgreement("not-set", f"a timm {config['architecture']} config (no dtype field): timm builds "
                                "the model in float32 and load_state_dict copies the weights into it")
+    if declared is None and not config.get("model_type") and {"in_features", "out_features",
+                                                                "activation_function"} <= config.keys():
+        # sentence-transformers' Dense module (2_Dense/config.json): Dense.load builds the layer from these keys in
+        # torch's default float32 and load_state_dict copies the weights in.
+        low = [d for d in stored if d != "float32"]
+        cost = f": the {', '.join(low)} weights are up-cast at load" if low else ""
+        return ConfigAgreement("not-set", "a sentence-transformers Dense config (no dtype field): "
+                               "sentence-transformers builds the layer in float32 and load_state_dict copies the "
+                               f"weights into it{cost}")
     from weightdoctor.meta_model import is_mamba_ssm_config
 
     if declared is None and is_mamba_ssm_config(config):

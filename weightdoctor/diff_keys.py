@@ -341,9 +341,9 @@ def model_class_check(source_a: str, model_class: str, config: str, *, revision:
 
 # A PEFT adapter's own tensors: LoRA's low-rank pair on a module (`<module>.lora_A.weight`, `lora_B`, with the
 # adapter's name in between in an unsaved state dict), its embedding form (`lora_embedding_A`, a parameter), and
-# DoRA's `lora_magnitude_vector` beside them (one value per output feature).
+# DoRA's `lora_magnitude_vector` beside them (one value per output feature); IA3's `ia3_l` (one scale per feature).
 _LORA_PAIR = _lazy_regex(
-    r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)"
+    r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector|ia3_l)"
     r"(?:\.[^.]+)?(?:\.weight)?$")
 _PEFT_WRAPPER = "base_model.model."
 
@@ -382,7 +382,8 @@ def adapter_fit(
         >>> adapter_fit(a, b, list(a), list(b))[0]["q.weight"][:2]
         ('adapter-base', 'info')
     """
-    if ".lora_" not in "\n".join(unexpected):  # one substring test spares 10,000s of regex matches
+    joined = "\n".join(unexpected)
+    if ".lora_" not in joined and ".ia3_l" not in joined:  # one substring test spares 10,000s of regex matches
         return {}, ""
     pairs = [(name, match) for name in unexpected if (match := _LORA_PAIR.match(name))]
     if not pairs:
@@ -403,8 +404,9 @@ def adapter_fit(
     ranks: set[int] = set()
     for name, match in pairs:
         module, part = _adapter_target(match["module"]), match["part"]
+        kind = "IA3" if part == "ia3_l" else "LoRA"
         shape = specs_a[name].shape
-        if name.endswith(".bias") or part == "lora_magnitude_vector":
+        if name.endswith(".bias") or part in ("lora_magnitude_vector", "ia3_l"):  # IA3: (out, 1), or (1, in)
             # lora_B's bias (peft's lora_bias=True), DoRA's magnitude (1×out×1×1 on a Conv): out values, checked
             # as a 1-column B.
             part, shape = "lora_B", (math.prod(shape), 1) if shape else shape
@@ -426,12 +428,15 @@ def adapter_fit(
                           f"({'×'.join(map(str, weight.shape))} in B): an adapter for another model size")
             modules[module] = False
         else:
-            whys[name] = ("adapter", "info", f"LoRA on {module}.weight")
+            whys[name] = ("adapter", "info", f"{kind} on {module}.weight")
             modules.setdefault(module, True)
     for name in others:
         # Whole weights an adapter saves beside its pairs (modules_to_save heads, resized embeddings).
         target = specs_b.get(_adapter_target(name))
-        if target is None:
+        tied = _ties_to_embedding(_adapter_target(name), specs_a[name].shape, specs_b) if target is None else None
+        if tied is not None:  # B stores its output layer once, as the input embedding it is tied to (GPT-2)
+            whys[name] = ("adapter", "info", f"replaces {_adapter_target(name)}, stored in B as {tied} (tied)")
+        elif target is None:
             whys[name] = ("adapter", "error", f"saved for {_adapter_target(name)}, which B does not have")
         elif target.shape != specs_a[name].shape:
             whys[name] = ("adapter", "error", f"replaces {target.name}: "
@@ -447,8 +452,8 @@ def adapter_fit(
             else:
                 reason, severity, _ = whys[replaced[name]]
                 whys[name] = (reason, severity, f"the adapter stores it whole, as {replaced[name]}")
-    rank = "/".join(map(str, sorted(ranks)))
-    note = (f"A is a PEFT adapter: LoRA (rank {rank}) on {len(modules)} module(s), {fitting} of them in B with "
+    method = f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})" if ranks else "IA3"
+    note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B with "
             f"shapes that fit; it stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
             "or merge it (merge_and_unload) before comparing whole checkpoints")
     return whys, note

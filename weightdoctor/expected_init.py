@@ -33,6 +33,13 @@ INIT_FUNCTIONS = (
     "uniform_", "normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_", "xavier_uniform_",
     "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "trunc_normal_", "orthogonal_", "sparse_",
 )
+# The half of a LoRA pair its trainer starts at zero: peft's lora_B (lora_embedding_A for embeddings), kohya-ss
+# sd-scripts' lora_up (`lora_unet_..._to_q.lora_up.weight`), diffusers' old attention processors' `to_q_lora.up`.
+LORA_ZERO_INIT = re.compile(r"(^|\.)(lora_B|lora_embedding_A|lora_up)(\.|$)|_lora\.up(\.|$)")
+# The other half, which peft (lora_A) and kohya-ss (lora_down) start as nn.Linear does, kaiming_uniform(a=√5).
+LORA_KAIMING_INIT = re.compile(r"(^|\.)(lora_A|lora_down)(\.|$)|_lora\.down(\.|$)")
+# peft's IA3 vectors (`<module>.ia3_l`, one scale per feature), which it starts at ones: the identity.
+IA3_VECTOR = re.compile(r"(^|\.)ia3_l(\.|$)")
 NORM_NAME = re.compile(r"(norm|(^|[._])ln(_?\w*)?($|\.)|layer_?norm|rms)", re.IGNORECASE)
 EMBED_NAME = re.compile(r"(embed|wte|wpe|shared\.weight|word_embeddings|position_embeddings|tok_embeddings)",
                         re.IGNORECASE)
@@ -335,6 +342,12 @@ def guess_default(info: TensorInfo, siblings: dict[str, TensorInfo]) -> Expected
     from weightdoctor.init_classify import fans
 
     name, shape = info.name, tuple(info.shape)
+    if LORA_ZERO_INIT.search(name):
+        # Not a Linear's kaiming default: any value off zero is training's (a trained LoRA's B half was called
+        # "still at its initialization kaiming_uniform" for being normal-looking).
+        return ExpectedInit("zeros", {"value": 0.0}, "LoRA's B / up half starts at zero (guessed from the name)", True)
+    if IA3_VECTOR.search(name):
+        return ExpectedInit("ones", {"value": 1.0}, "peft's IA3 vector starts at ones (guessed from the name)", True)
     stem, _, leaf = name.rpartition(".")
     weight = siblings.get(f"{stem}.weight" if stem else "weight")
     if leaf == "bias" and len(shape) == 1:
@@ -357,9 +370,12 @@ def guess_default(info: TensorInfo, siblings: dict[str, TensorInfo]) -> Expected
         if fan[0] == 0:
             return None
         kind = "nn.Linear" if len(shape) == 2 else f"nn.Conv{len(shape) - 2}d"
+        # A LoRA's A half is set so by its trainer, not guessed: off that scale it has trained.
+        lora = LORA_KAIMING_INIT.search(name) is not None
         return ExpectedInit("kaiming_uniform", {"a": math.sqrt(5), "mode": "fan_in", "nonlinearity": "leaky_relu",
                                                 "gain": math.sqrt(1 / 3), "bound": 1.0 / math.sqrt(fan[0])},
-                            f"PyTorch {kind} default (guessed from the name)", False)
+                            "LoRA's A / down half, kaiming_uniform as peft and kohya-ss start it" if lora
+                            else f"PyTorch {kind} default (guessed from the name)", lora)
     return None
 
 

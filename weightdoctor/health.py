@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from weightdoctor.expected_init import IA3_VECTOR as _IA3_VECTOR
+from weightdoctor.expected_init import LORA_ZERO_INIT as _LORA_ZERO_INIT
 from weightdoctor.expected_init import ExpectedInit, matches_expected, reconcile
 from weightdoctor.findings import Finding
 from weightdoctor.init_classify import MIN_VALUES, InitResult, classify_init
@@ -101,9 +103,6 @@ def _initializer_range(config: dict[str, Any] | None) -> float | None:
     return None
 
 
-# The half of a LoRA pair its trainer starts at zero: peft's lora_B (lora_embedding_A for embeddings), kohya-ss
-# sd-scripts' lora_up (`lora_unet_..._to_q.lora_up.weight`), diffusers' old attention processors' `to_q_lora.up`.
-_LORA_ZERO_INIT = re.compile(r"(^|\.)(lora_B|lora_embedding_A|lora_up)(\.|$)|_lora\.up(\.|$)")
 
 
 def _tensor_findings(item: TensorHealth) -> list[Finding]:
@@ -122,8 +121,10 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
         return found
     expected_constant = item.expected is not None and item.expected.label in ("zeros", "ones", "constant")
     # min and max are over the finite values: with Inf or NaN beside zeros the matrix is not all zero.
-    if matrix and s.min == 0 == s.max and not expected_constant and not (s.nan or s.inf):
-        if _LORA_ZERO_INIT.search(name):
+    # A LoRA's B half is expected at zero, and still is: its adapter changes nothing, said as before.
+    lora_zero = _LORA_ZERO_INIT.search(name) is not None
+    if matrix and s.min == 0 == s.max and (lora_zero or not expected_constant) and not (s.nan or s.inf):
+        if lora_zero:
             # The adapter is where it began (a kohya LoRA's lora_up read as "never initialized" sent users to
             # look for a broken layer).
             found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero",
@@ -135,6 +136,12 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
                                  "a layer that was never initialized or was zeroed; it passes nothing on"))
         return found
     confident_spread = item.expected is not None and item.expected.confident and s.min != 0
+    if s.min == s.max == 1 and _IA3_VECTOR.search(name):
+        # Ones are where peft's IA3 starts (init_ia3_weights), not a layer that failed to break symmetry.
+        found.append(Finding("warn", "constant", name, "every value is 1",
+                             "an IA3 adapter still at its initialization (peft starts ia3_l at ones): it scales "
+                             "nothing; saved before training, or its updates were lost"))
+        return found
     if s.min == s.max and not expected_constant and (matrix or confident_spread):
         found.append(Finding("warn", "constant", name, f"every value is {s.min:g} where variation is expected",
                              "a constant weight never breaks symmetry; check how it was produced"))

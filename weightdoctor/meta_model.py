@@ -52,6 +52,7 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
         # diffusers' (`_class_name`) and timm's (`architecture`) config.json are not transformers configs: say
         # whose they are, and what to compare against instead.
         owner = (f"a diffusers {config['_class_name']} config" if isinstance(config.get("_class_name"), str)
+                 else f"a TensorRT-LLM {config['architecture']} checkpoint config" if is_tensorrt_llm_config(config)
                  else f"a timm {config['architecture']} config" if isinstance(config.get("architecture"), str)
                  else "mamba_ssm's own config (d_model, n_layer, ssm_cfg)" if is_mamba_ssm_config(config)
                  else None)
@@ -73,6 +74,13 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
     except Exception as exc:  # config classes validate fields in their own ways (strict dataclasses, asserts)
         detail = " ".join(str(exc).split())[:200]
         raise UsageError(f"config.json cannot build a {model_type!r} config ({type(exc).__name__}: {detail})") from exc
+
+
+def is_tensorrt_llm_config(config: Any) -> bool:
+    """Whether a config.json is a TensorRT-LLM checkpoint's (convert_checkpoint.py's, trtllm-build's input): its model
+    named in `architecture` as timm's is, beside the `mapping` of its ranks, and no model_type."""
+    return (isinstance(config, dict) and not config.get("model_type") and isinstance(config.get("architecture"), str)
+            and isinstance(config.get("mapping"), dict))
 
 
 def is_mamba_ssm_config(config: Any) -> bool:

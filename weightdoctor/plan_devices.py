@@ -783,12 +783,14 @@ def _no_transformers_config(config: dict[str, Any] | None) -> str:
         >>> _no_transformers_config({"_class_name": "UNet2DConditionModel"})
         'config.json (a diffusers UNet2DConditionModel config, not a transformers one) does not say'
     """
-    from weightdoctor.meta_model import is_mamba_ssm_config
+    from weightdoctor.meta_model import is_mamba_ssm_config, is_tensorrt_llm_config
 
     if config is None:
         return "no config.json to say"
     if isinstance(config.get("_class_name"), str):
         what = f"a diffusers {config['_class_name']} config, not a transformers one"
+    elif is_tensorrt_llm_config(config):  # `architecture` too, as timm's: told apart by its `mapping`
+        what = f"a TensorRT-LLM {config['architecture']} checkpoint config, not a transformers one"
     elif isinstance(config.get("architecture"), str):
         what = f"a timm {config['architecture']} config, not a transformers one"
     elif is_mamba_ssm_config(config):

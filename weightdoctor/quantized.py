@@ -19,7 +19,7 @@ from weightdoctor.checkpoint import TensorInfo
 # Side tensors of the quantizers transformers supports (names as their checkpoints store them).
 _SIDE = re.compile(
     r"\.(?:qzeros|scales|g_idx|SCB|weight_format|absmax|quant_map|nested_absmax|nested_quant_map|"
-    r"quant_state\.[\w.]+|weight_scale(?:_inv)?|weight_zero_point|weight_g_idx|weight_shape|weight_global_scale|"
+    r"quant_state\.[\w.]+|weight_scale(?:_inv|_2)?|weight_zero_point|weight_g_idx|weight_shape|weight_global_scale|"
     r"input_scale|input_global_scale|output_scale|k_scale|v_scale)$"
 )
 _PACKED_INT32 = (".qweight", ".weight_packed")
@@ -145,6 +145,9 @@ def _method_and_bits(quantization: Mapping[str, Any]) -> tuple[str, int | None]:
         settings = quantization.get("quant_config")
         params = settings.get("weight_quant_params") if isinstance(settings, Mapping) else None
         bits = _bits(params.get("nbits")) if isinstance(params, Mapping) else None
+    if bits is None and method == "modelopt":  # NVIDIA ModelOpt's exports: quant_algo NVFP4, FP8, W4A16_AWQ, ...
+        algo = str(quantization.get("quant_algo") or "").upper()
+        bits = 4 if "FP4" in algo or algo.startswith("W4") else 8 if "FP8" in algo or algo.startswith("W8") else None
     groups = quantization.get("config_groups")
     if bits is None and isinstance(groups, Mapping):  # compressed-tensors: config_groups.<group>.weights.num_bits
         for group in groups.values():
@@ -356,6 +359,11 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
             else:
                 counts[info.name], unknown = info.num_params, True
         elif info.name in bnb4 and info.dtype == "uint8":
+            packed += 1
+            counts[info.name] = info.num_params * 2
+        elif method == "modelopt" and bits == 4 and info.name.endswith(".weight") and info.dtype == "uint8":
+            # ModelOpt's NVFP4: two FP4 values in each byte of the Linear's own `weight`, beside its FP8
+            # `weight_scale` and float32 `weight_scale_2` / `input_scale`.
             packed += 1
             counts[info.name] = info.num_params * 2
         else:

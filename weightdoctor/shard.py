@@ -18,6 +18,7 @@ from weightdoctor.checkpoint import Checkpoint
 from weightdoctor.checkpoint.reader import natural_order
 from weightdoctor.convert import drop_stale_hashes, nested_only_warning, output_metadata, source_metadata
 from weightdoctor.errors import UsageError
+from weightdoctor.meta_model import is_tensorrt_llm_config
 from weightdoctor.renames import Rename
 from weightdoctor.rewrite import (
     OPEN_CLIP_NAMES,
@@ -121,6 +122,15 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
     # and diffusers' from_single_file read it.
     if any(n.startswith("double_blocks.") for n in names) and any(n.startswith("single_blocks.") for n in names):
         return "an original-layout Flux checkpoint"
+    # lllyasviel's ControlNet files: 1.1's (input_blocks, zero_convs, input_hint_block, no prefix) and the extracted
+    # copies A1111 / ComfyUI share (control_model.*).
+    if any(n.startswith("control_model.") for n in names) or (
+            any(n.startswith("zero_convs.") for n in names) and any(n.startswith("input_hint_block.") for n in names)):
+        return "an original-layout ControlNet"
+    # The original (ldm) VAE shared on its own (vae-ft-mse-840000-ema-pruned): encoder.down.N, not diffusers'
+    # encoder.down_blocks.N.
+    if any(n.startswith("post_quant_conv.") for n in names) and any(n.startswith("encoder.down.") for n in names):
+        return "an original-layout Stable Diffusion VAE"
     if names and {n.split(".", 1)[0] for n in names} == {"image_proj", "ip_adapter"}:
         return IP_ADAPTER
     return None
@@ -132,8 +142,10 @@ _LOADERS = {IP_ADAPTER: "diffusers' load_ip_adapter, ComfyUI's IPAdapter nodes"}
 
 
 def timm_config(config: object) -> bool:
-    """Whether `config` is a timm config.json (its model named in `architecture`, no transformers `model_type`)."""
-    return isinstance(config, dict) and isinstance(config.get("architecture"), str) and "model_type" not in config
+    """Whether `config` is a timm config.json (its model named in `architecture`, no transformers `model_type`), not
+    a TensorRT-LLM checkpoint's, which names its model so too."""
+    return (isinstance(config, dict) and isinstance(config.get("architecture"), str) and "model_type" not in config
+            and not is_tensorrt_llm_config(config))
 
 
 @dataclass(frozen=True)
@@ -296,6 +308,9 @@ def plan_shard(
     if index is not None and timm_config(checkpoint.config):
         warnings.append("timm loads one model.safetensors or pytorch_model.bin (create_model(pretrained=True), from "
                         "hf-hub: and local-dir: alike): it reads no index and cannot load these shards")
+    if index is not None and is_tensorrt_llm_config(checkpoint.config):
+        warnings.append("TensorRT-LLM reads rank0.safetensors, one file per rank of its config's mapping (trtllm-build "
+                        "--checkpoint_dir): it reads no index and cannot load these shards")
     if index is not None and pattern.startswith("open_clip_"):
         warnings.append(f"open_clip loads one {OPEN_CLIP_NAMES[fmt]} (create_model_from_pretrained, hf-hub: and "
                         "local-dir: alike): it reads no index and cannot load these shards")

@@ -233,6 +233,16 @@ def adapter_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str 
     peft_type = data.get("peft_type") if isinstance(data, dict) else None
     if not isinstance(peft_type, str) or not peft_type:  # absent, null, a number: PEFT knows no such type
         return None, "adapter_config.json beside the weights has no peft_type: PEFT cannot load this adapter"
+    read = [f.path.name for f in checkpoint.weight_files]
+    beside = [p.name for p in sorted(folder.glob("adapter_model.*")) if p.suffix in (".safetensors", ".bin", ".pt")]
+    if read and beside and not any(name.startswith("adapter_model") for name in read):
+        # torchtune's epoch_N/: the merged model read here, the LoRA it merged beside it. transformers'
+        # from_pretrained (maybe_load_adapters) loads a local folder's own weights, then the adapter onto them.
+        shown = f"{read[0]}{', ...' if len(read) > 1 else ''}"
+        return None, (f"{beside[0]} and adapter_config.json ({peft_type}) beside the model's weights are a PEFT "
+                      f"adapter, not the weights read here ({shown}): from_pretrained(folder), with peft installed, "
+                      "loads these weights and then loads the adapter onto them (a merged model gets its LoRA "
+                      f"twice); name {beside[0]} to read the adapter")
     return {key: data[key] for key in ADAPTER_FIELDS if data.get(key) is not None}, None
 
 

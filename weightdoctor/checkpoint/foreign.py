@@ -32,6 +32,7 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
     (".onnx", "an ONNX model"),
     (".ort", "an ONNX Runtime model"),
     (".tflite", "a TensorFlow Lite model"),
+    (".pte", "an ExecuTorch program (.pte), run by the ExecuTorch runtime"),
     (".msgpack", "a Flax msgpack checkpoint"),
     (".npy", "a NumPy .npy array"),
     (".npz", "a NumPy .npz archive"),
@@ -83,7 +84,28 @@ def _zip_kind(path: Path) -> str | None:
         return "a NumPy .npz archive"
     if any(n.endswith(".weights.h5") for n in names) or "metadata.json" in names and "config.json" in names:
         return "a Keras model archive (.keras)"
+    if "MAR-INF/MANIFEST.json" in names:
+        # TorchServe's torch-model-archiver zips the weights file (a torch.save or TorchScript file) with its handler
+        # and MAR-INF/MANIFEST.json, which names the weights as model.serializedFile.
+        weights = _mar_weights(path)
+        inside = f"holding {weights}" if weights else "holding the model's weights file"
+        return (f"a TorchServe model archive (.mar, torch-model-archiver) {inside} beside its handler: unzip it and "
+                "point weightdoctor at that file")
     return None
+
+
+def _mar_weights(path: Path) -> str | None:
+    """The weights file a TorchServe archive's manifest names (model.serializedFile), or None."""
+    import json
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            manifest = json.loads(archive.read("MAR-INF/MANIFEST.json")[:1 << 20])
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError, NotImplementedError, EOFError):
+        return None
+    model = manifest.get("model") if isinstance(manifest, dict) else None
+    name = model.get("serializedFile") if isinstance(model, dict) else None
+    return name if isinstance(name, str) and name else None
 
 
 def identify(path: Path, prefix: bytes) -> str | None:
@@ -104,6 +126,10 @@ def identify(path: Path, prefix: bytes) -> str | None:
                 "alone; its PyTorch weights are in the repo it was converted from")
     if prefix[4:8] == b"TFL3":
         return "a TensorFlow Lite model"
+    if prefix[4:6] == b"ET" and prefix[6:8].isdigit():
+        # ExecuTorch's .pte: a FlatBuffer whose file identifier is "ET" and the schema version ("ET12").
+        return ("an ExecuTorch program (.pte, torch.export lowered by executorch), run by the ExecuTorch runtime; "
+                "its weights are constants inside the program, not a state dict")
     if prefix.startswith(b"PK\x03\x04"):
         return _zip_kind(path)
     head = prefix.lstrip().lower()

@@ -401,6 +401,15 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
                     "rebuilds them, and weightdoctor reads no tensor subclass; from_pretrained loads such a "
                     "checkpoint with torchao installed (its config.json's quantization_config: quant_method "
                     "torchao))")
+        elif any(g.module.startswith(("torch.distributed.tensor", "torch.distributed._shard.sharded_tensor"))
+                 for g in report.globals if g.safety != "safe"):
+            # torch.save(model.state_dict()) on one rank of an FSDP2 (fully_shard), FSDP SHARDED_STATE_DICT or
+            # tensor-parallel run: DTensors (or ShardedTensors), this rank's shards and the mesh they came from.
+            hint = (" (these are DTensors or ShardedTensors, what model.state_dict() returns under FSDP2's "
+                    "fully_shard, FSDP's SHARDED_STATE_DICT or tensor parallelism: each rank's file holds its own "
+                    "shards, and weightdoctor reads no tensor subclass; save the whole weights instead, "
+                    "torch.distributed.checkpoint.state_dict.get_model_state_dict(model, options=StateDictOptions("
+                    "full_state_dict=True, cpu_offload=True)) on every rank, torch.save on rank 0)")
         elif any(g.module.startswith(("torch.nn.modules", "transformers.models")) for g in report.globals):
             # torch.save(model) pickles the classes themselves; only a state dict is data.
             hint = " (this looks like a whole pickled model, torch.save(model): save model.state_dict() instead)"

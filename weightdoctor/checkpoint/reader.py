@@ -440,6 +440,24 @@ class _Builder:
 _DEEPSPEED_MODEL_STATES = re.compile(r"(?:zero_pp_rank_\d+_)?mp_rank_\d+_model_states\.pth?")
 
 
+def _universal_parameters(zero: Path) -> list[str]:
+    """The parameters of a DeepSpeed universal checkpoint's `zero/` folder: ds_to_universal.py writes one folder per
+    parameter, named by it, holding fp32.pt ({"param": its fp32 value}), exp_avg.pt and exp_avg_sq.pt. [] when
+    `zero` is no such folder."""
+    try:
+        return sorted((p.name for p in zero.iterdir() if p.is_dir() and (p / "fp32.pt").is_file()), key=natural_order)
+    except OSError:
+        return []
+
+
+def _universal_message(count: int) -> str:
+    return (f"a DeepSpeed universal checkpoint (ds_to_universal.py): its {count} parameters' fp32 values are in "
+            "zero/<name>/fp32.pt, one folder per parameter (beside Adam's exp_avg.pt and exp_avg_sq.pt), not one "
+            "state dict; name one fp32.pt to read that parameter, or gather them with torch.save({p.name: "
+            "torch.load(p / 'fp32.pt')['param'] for p in Path('zero').iterdir() if p.is_dir()}, 'model.pt') and read "
+            "that")
+
+
 def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
     """Raise where a DeepSpeed model states file holds ZeRO-3's placeholders rather than weights: each partitioned
     parameter is saved as `torch.empty(0)` (its values are spread over the zero_pp_rank_* optimizer partitions), so
@@ -452,6 +470,10 @@ def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
     empty = sum(1 for info in infos if info.num_params == 0)
     if empty * 2 < len(infos) and not any(info.num_params == 0 and info.name.endswith("weight") for info in infos):
         return
+    universal = _universal_parameters(path.parent / "zero")
+    if universal:  # no optimizer partitions here for zero_to_fp32.py: the fp32 values are in zero/
+        raise UnsupportedFormat(f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of "
+                                f"{len(infos)} tensors are empty), in {_universal_message(len(universal))}", str(path))
     raise UnsupportedFormat(
         f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of {len(infos)} tensors are empty: "
         "ZeRO-3 spreads the parameters over the zero_pp_rank_*_optim_states.pt partitions); gather them into one "
@@ -464,10 +486,12 @@ def is_training_state(name: str) -> bool:
     states and arguments (Trainer's `checkpoint-N/`, Accelerate's `save_state` folder: `optimizer.bin`,
     `random_states_0.pkl`), DeepSpeed's ZeRO optimizer partitions
     (`zero_pp_rank_0_mp_rank_00_optim_states.pt` beside `mp_rank_00_model_states.pt`), and OLMo's unsharded
-    checkpoint (`optim.pt` and `train.pt` beside `model.pt`)."""
+    checkpoint (`optim.pt` and `train.pt` beside `model.pt`), and Megatron-LM's distributed optimizer
+    (`distrib_optim.pt` beside each rank's `model_optim_rng.pt`)."""
     return (name.endswith((".safetensors", *PICKLE_SUFFIXES))
             and (name.startswith(("optimizer", "scheduler", "rng_state", "training_args", "scaler", "random_states"))
-                 or name.endswith(("_optim_states.pt", "_optim_states.pth")) or name in ("optim.pt", "train.pt")))
+                 or name.endswith(("_optim_states.pt", "_optim_states.pth"))
+                 or name in ("optim.pt", "train.pt", "distrib_optim.pt")))
 
 
 def _weight_files_in(folder: Path) -> list[Path]:
@@ -520,6 +544,16 @@ def _no_weights_message(folder: Path) -> str:
     others = foreign.foreign_files_in(folder)
     if others:
         message += f"; it holds {', '.join(others[:6])}, which weightdoctor does not read (not PyTorch)"
+    try:
+        # torch.save files named .pth.tar, as timm's train.py (checkpoint-N, last, model_best) and PyTorch's ImageNet
+        # example save them: read when named, not looked for in a folder.
+        tarred = sorted((p.name for p in folder.iterdir() if p.name.endswith((".pth.tar", ".pt.tar")) and p.is_file()),
+                        key=natural_order)
+    except OSError:
+        tarred = []
+    if tarred:
+        message += (f"; it holds {', '.join(tarred[:6])}{', ...' if len(tarred) > 6 else ''} (torch.save checkpoints "
+                    "named .pth.tar, as timm's train.py saves them): name one to read it")
     if _is_dcp_folder(folder):
         # FSDP's sharded state dict (accelerate's pytorch_model_fsdp_0/): PyTorch weights, in a format of its own.
         message += ("; it is a torch.distributed.checkpoint (DCP) folder (*.distcp shards and .metadata): "
@@ -561,7 +595,10 @@ def _no_weights_message(folder: Path) -> str:
     if megatron is not None:
         message += (f"; a Megatron-LM save folder: its latest_checkpointed_iteration.txt names "
                     f"{megatron.parent.parent.name}/, whose weights are in {megatron}: point at that file")
-    subfolders = [name for name in _subfolders_with_weights(folder) if name != described]
+    universal = _universal_parameters(folder)
+    if universal:  # its subfolders are parameters, not models to point at
+        message += f"; {_universal_message(len(universal))}"
+    subfolders = [name for name in _subfolders_with_weights(folder) if name != described and name not in universal]
     if subfolders:
         subfolders.sort(key=natural_order)  # global_step500 before global_step1000
         shown = ", ".join(f"{name}/" for name in subfolders[:8]) + (", ..." if len(subfolders) > 8 else "")
@@ -600,7 +637,8 @@ def _megatron_latest(folder: Path) -> Path | None:
     if tag is None or not (folder / tag).is_dir():
         return None
     ranks = sorted(p for p in (folder / tag).glob("mp_rank_*") if p.is_dir())
-    files = [p for rank in ranks[:1] for p in sorted(rank.glob("*.pt")) if p.is_file()]
+    files = [p for rank in ranks[:1] for p in sorted(rank.glob("*.pt"))
+             if p.is_file() and not is_training_state(p.name)]  # not distrib_optim.pt beside it
     return files[0] if files else None
 
 
@@ -729,6 +767,15 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             "(*.distcp and .metadata), common.pt holds the run's arguments and RNG state only; "
             "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one torch.save "
             "file to read here", str(folder))
+    if weights and all(p.name == "meta.pt" for p in weights) and _is_dcp_folder(folder):
+        # Lightning's FSDP / ModelParallel strategies save a sharded checkpoint as a folder named like the file
+        # (epoch=0-step=100.ckpt/): the model and optimizer as DCP shards, the trainer's state in meta.pt.
+        raise UnsupportedFormat(
+            "a Lightning checkpoint saved sharded (FSDPStrategy or ModelParallelStrategy, state_dict_type='sharded'): "
+            "the model's and optimizer's weights are in its torch.distributed.checkpoint (DCP) shards (*.distcp and "
+            ".metadata), meta.pt holds the trainer's state only (epoch, loops, callbacks); python -m "
+            "lightning.pytorch.utilities.consolidate_checkpoint FOLDER writes them as one FOLDER.consolidated file "
+            "to read here", str(folder))
     safetensors_files = [p for p in weights if p.suffix == ".safetensors"]
     if len(safetensors_files) == 1 or (len(weights) == 1):
         return (safetensors_files or weights)[0], False
@@ -742,6 +789,11 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             raise CorruptCheckpoint(_dangling_message(dangling[0]), str(dangling[0]))
         raise SourceNotFound(_no_weights_message(folder), str(folder))
     names = ", ".join(p.name for p in weights[:6])
+    if all(re.fullmatch(r"zero_pp_rank_\d+_mp_rank_\d+_model_states\.pt", p.name) for p in weights) and (
+            universal := _universal_parameters(folder / "zero")):
+        # ds_to_universal.py copies them beside zero/, where the fp32 values are: no partitions to gather here.
+        raise UnsupportedFormat(f"folder holds DeepSpeed ZeRO-3 model states, one per data-parallel rank ({names}), "
+                                f"in {_universal_message(len(universal))}", str(folder))
     if all(re.fullmatch(r"zero_pp_rank_\d+_mp_rank_\d+_model_states\.pt", p.name) for p in weights):
         # ZeRO-3 saves the model states once per data-parallel rank, each with placeholders for the partitioned
         # parameters (see `_refuse_zero3_placeholders`).
@@ -778,6 +830,27 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
                "counter), not weights" if text else "")
             + f"; name the module's file to read it (e.g. {folder.name}/{pickled[0] if pickled else 'model.ckpt'})",
             str(folder))
+    if {p.name for p in weights} >= {"fp32.pt", "exp_avg.pt"} and _universal_parameters(folder.parent):
+        raise UnsupportedFormat(
+            f"one parameter of a DeepSpeed universal checkpoint ({folder.name}): fp32.pt holds its fp32 value, "
+            "exp_avg.pt and exp_avg_sq.pt Adam's moments; name fp32.pt to read it (inspect the zero/ folder above "
+            "for how to gather them all)", str(folder))
+    if all(re.fullmatch(r"rank\d+\.safetensors", p.name) for p in weights):
+        # TensorRT-LLM's checkpoint (convert_checkpoint.py): one file per rank of its mapping, each holding that
+        # rank's slices of the split tensors.
+        raise UnsupportedFormat(
+            f"a TensorRT-LLM checkpoint of {len(weights)} ranks ({', '.join(p.name for p in weights[:4])}"
+            f"{', ...' if len(weights) > 4 else ''}): each file holds its rank's slices of the tensors split by "
+            "tensor or pipeline parallelism, not some of the tensors; name one to read that rank", str(folder))
+    if all(re.fullmatch(r"shard-\d+-model-\d+-of-\d+\.safetensors", p.name) for p in weights):
+        # torch.distributed.checkpoint's HuggingFaceStorageWriter(save_distributed=True) names each rank's file
+        # shard-<rank>-model-<i>-of-<n>: slices of the tensors at the offsets its DCP_SHARDING_INFO metadata gives.
+        raise UnsupportedFormat(
+            f"folder holds {len(weights)} per-rank files of a torch.distributed.checkpoint HuggingFaceStorageWriter "
+            f"save (save_distributed=True: {weights[0].name}, ...), each holding its rank's slices of the tensors, "
+            "and no index; torch.distributed.checkpoint._consolidate_hf_safetensors.consolidate_safetensors_files("
+            "input_dir, output_dir, fqn_to_index_mapping) writes the whole tensors as model-*.safetensors with their "
+            "index, to read here", str(folder))
     shards = _shard_set(weights)
     if shards is not None:
         # Shards without their index (a download of `*.safetensors` only; ExLlamaV2's output-0000N-of-0000M, which
@@ -1028,6 +1101,14 @@ def _ignored_beside(folder: Path, chosen: Path) -> list[str]:
     if others:
         said.append(f"{', '.join(others[:4])} ignored: dtype variants, which from_pretrained reads only when asked "
                     "for one (variant=...)")
+    # Accelerate's save_state writes the i-th prepared model (i > 0) as model_i.safetensors / pytorch_model_i.bin
+    # beside the first model's model.safetensors: another model (a GAN's discriminator, an EMA copy), not a part.
+    more = sorted((p.name for p in folder.iterdir() if re.fullmatch(re.escape(stem) + r"_\d+" + re.escape(
+        chosen.name[len(stem):]), p.name) and p.is_file()), key=natural_order)
+    if more:
+        said.append(f"{', '.join(more[:4])}{' and more' if len(more) > 4 else ''} ignored: Accelerate's save_state "
+                    f"writes each prepared model to a file of its own ({chosen.name} the first, {more[0]} the "
+                    "next): only the first is read; name one to read it")
     return said + [f"{name} is ignored: {chosen.name} comes first, as from_pretrained chooses"
                    for name in PREFERRED_FILES if name != chosen.name and (folder / name).is_file()]
 
