@@ -54,6 +54,7 @@ PREFERRED_FILES = ("model.safetensors", SAFETENSORS_INDEX, "pytorch_model.bin", 
 # The longest tensor name read. Real names are under 200 characters; a safetensors header (up to 100 MB) can hold
 # a 40 MB one, which `inspect` took minutes to lay out in its table (linear, but 800,000 wrapped lines).
 MAX_NAME_CHARS = 1 << 20
+_NAME = attrgetter("name")
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # The largest index or config JSON read, as the safetensors header limit: an index of 100,000 tensors is 10 MB. Read
@@ -426,8 +427,10 @@ class _Builder:
         except WeightDoctorError as exc:
             exc.path = exc.path or str(path)
             raise
-        long_name = next((info.name for info in infos if len(info.name) > MAX_NAME_CHARS), None)
-        if long_name is not None:
+        # The longest name first, with C-level loops (a generator over 10,000s of tensors cost ~1 ms); the
+        # first name past the limit is looked for only when there is one.
+        if max(map(len, map(_NAME, infos)), default=0) > MAX_NAME_CHARS:
+            long_name = next(info.name for info in infos if len(info.name) > MAX_NAME_CHARS)
             raise CorruptCheckpoint(
                 f"tensor name {long_name[:60]!r}... is {len(long_name):,} characters long (the limit is "
                 f"{MAX_NAME_CHARS:,}): no model names a tensor so; printing it took minutes", path=str(path))
@@ -1308,7 +1311,10 @@ def _open_checkpoint(
         # A snapshot's file: said of the repo id and revision typed, not only of a path deep in the cache.
         raise named_by_repo(exc, root, text, revision) from exc
     warnings += builder.notes
-    value_head = sorted(t.name for t in builder.tensors if t.name.startswith("v_head."))
+    # A name that starts with "v_head." holds it: when the names joined hold none, no name does (one C-level
+    # search instead of a generator over every tensor).
+    value_head = sorted(t.name for t in builder.tensors if t.name.startswith("v_head.")) \
+        if "v_head." in "\n".join(map(_NAME, builder.tensors)) else []
     if value_head and any(t.name.startswith(("transformer.", "model.", "lm_head.")) for t in builder.tensors):
         # TRL's AutoModelForCausalLMWithValueHead.save_pretrained: the language model's state dict plus v_head.*.
         warnings.append(f"a TRL value head ({', '.join(value_head[:2])}) beside the language model: TRL's "
