@@ -167,6 +167,9 @@ class Checkpoint:
 
     def alias_groups(self) -> list[list[str]]:
         """Names that are one tensor (tied weights: same storage, offset, shape, strides), groups of two or more."""
+        view_ids = list(map(attrgetter("view_id"), self.tensors))
+        if view_ids.count(None) == len(view_ids):  # safetensors files never have any: C-level loops only
+            return []
         groups: dict[str, list[str]] = {}
         for info in self.tensors:
             if info.view_id is not None:

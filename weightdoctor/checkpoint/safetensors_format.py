@@ -197,8 +197,14 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
             f"header holds {braces - 1:,} JSON objects, so up to that many tensors (the limit is {MAX_TENSORS:,})"
         )
     try:
-        text = raw.decode("utf-8").rstrip(" ")
-        header = parse_json(text)
+        text = raw.decode("utf-8")
+        try:
+            header = parse_json(text)
+        except ValueError:
+            # The padding spaces at the end are whitespace to json.loads, so they change no verdict, only where
+            # an error says the text ended: read again without them (stripping them first copied 1 MB headers).
+            text = text.rstrip(" ")
+            header = parse_json(text)
     except (UnicodeDecodeError, ValueError) as exc:  # malformed, an integer past the digit limit, too deep
         raise CorruptCheckpoint(f"header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict):

@@ -1,0 +1,60 @@
+"""C-level shortcuts of the reader and of the diff held to the plain code they replace, on crafted inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from weightdoctor.checkpoint.safetensors_format import _parse_header
+from weightdoctor.diff_keys import KeySpec, build_report, raw_diff
+from weightdoctor.errors import CorruptCheckpoint
+
+names = st.lists(st.sampled_from(["a", "b", "c", "d", "e.0", "e.1"]), max_size=8)
+
+
+@settings(max_examples=300, deadline=2000, derandomize=True)
+@given(list_a=names, list_b=names, as_dicts=st.booleans())
+def test_raw_diff_is_the_set_arithmetic_in_order(list_a: list[str], list_b: list[str], as_dicts: bool) -> None:
+    set_a, set_b = set(list_a), set(list_b)
+    args = (dict.fromkeys(list_a), dict.fromkeys(list_b)) if as_dicts else (list_a, list_b)
+    expected_a, expected_b = (list(dict.fromkeys(list_a)), list(dict.fromkeys(list_b))) if as_dicts else args
+    diff = raw_diff(*args)
+    assert diff.missing == [n for n in expected_b if n not in set_a]
+    assert diff.unexpected == [n for n in expected_a if n not in set_b]
+    assert diff.common == [n for n in expected_b if n in set_a]
+
+
+@pytest.mark.parametrize("body", [
+    b'{"a": ', b'{"a": {"dtype": "F32"', b'{"a": "x', b'{"a": 1,}', b'{"a": 1} x', b'{"a": -}', b'{',
+])
+@pytest.mark.parametrize("padding", [0, 1, 7])
+def test_a_bad_header_is_named_where_its_text_ends_without_the_padding(body: bytes, padding: int) -> None:
+    # json.loads reads the padded text first; its error would count the padding, so the message is the one
+    # of the text without it, as before.
+    try:
+        json.loads(body.decode().rstrip(" "))
+    except ValueError as exc:
+        expected = f"header is not valid JSON ({exc})"
+    with pytest.raises(CorruptCheckpoint) as caught:
+        _parse_header(body + b" " * padding, "m.safetensors", 0)
+    assert str(caught.value) == expected
+
+
+def _spec(name: str, dtype: str, shape: tuple[int, ...] = (2,)) -> KeySpec:
+    return KeySpec(name, shape, dtype)
+
+
+def test_dtype_rows_with_and_without_the_bulk_pick() -> None:
+    specs_a = {"x": _spec("x", "float32"), "y": _spec("y", "bfloat16"), "z": _spec("z", "float16")}
+    specs_b = {"x": _spec("x", "float16"), "y": _spec("y", "bfloat16"), "z": _spec("z", "float16")}
+    report = build_report(specs_a, specs_b, [], [], [], ["x", "y", "z"], [], source_a="A", source_b="B",
+                          mode="checkpoints")
+    assert [(d.name, d.dtype_a, d.dtype_b) for d in report.dtype_differences] == [("x", "float32", "float16")]
+    # A common name one side lacks (not from raw_diff) is skipped, as before, and the others still compared.
+    report = build_report(specs_a, specs_b, [], [], [], ["w", "x", "y"], [], source_a="A", source_b="B",
+                          mode="checkpoints")
+    assert [d.name for d in report.dtype_differences] == ["x"]
+    assert report.matched == 3
