@@ -116,3 +116,16 @@ def test_rename_all_equals_rename_apply(names: list[str], rename: Rename) -> Non
 def test_sd_layout_shortcut_finds_what_the_regexes_find(unexpected: list[str], missing: list[str]) -> None:
     whys, note = _sd_single_file_layout(unexpected, missing)
     assert bool(note) == (_sides(unexpected, missing, _LDM_EVIDENCE, _DIFFUSERS_EVIDENCE) is not None)
+
+
+@pytest.mark.parametrize(("raw", "refused"), [
+    (b'{"a\\ud800":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}', True),  # an escape: backslash present
+    (b'{"a\\u00e9":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}', False),
+    (b'{"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}', False),  # no backslash: the regex is skipped
+])
+def test_lone_surrogate_escapes_are_still_found(raw: bytes, refused: bool) -> None:
+    if refused:
+        with pytest.raises(CorruptCheckpoint, match="unpaired UTF-16 surrogate"):
+            _parse_header(raw, "m.safetensors", 0)
+    else:
+        assert len(_parse_header(raw, "m.safetensors", 0)[1]) == 1

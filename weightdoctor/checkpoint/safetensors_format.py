@@ -213,7 +213,7 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
         # `-0` reads as the integer 0 here; the library refuses it (a float where a size belongs). Read again, with
         # `-0` as the float it is to the library, for the entry checks to name.
         header = json.loads(text, parse_int=_int_or_negative_zero)
-    if _SURROGATE_ESCAPE.search(raw):
+    if b"\\" in raw and _SURROGATE_ESCAPE.search(raw):  # every escape has a backslash: memchr rules them out
         _refuse_lone_surrogates(header)
     if _may_hide_duplicates(raw, header):
         # json.loads keeps the last of duplicate keys silently; re-parse slowly to name the duplicate.
