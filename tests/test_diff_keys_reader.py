@@ -21,6 +21,9 @@ from weightdoctor.checkpoint.safetensors_format import (
     _check_names,
     _checked_entries,
     _checked_entries_fast,
+    _colons_prove_no_duplicates,
+    _may_hide_duplicates,
+    _no_duplicates,
     read_header,
 )
 from weightdoctor.errors import CorruptCheckpoint
@@ -182,3 +185,62 @@ def test_name_checks_skipped_on_a_plain_text_reach_the_regex_verdict(
     raw = json.dumps(document, ensure_ascii=ascii_only).encode()
     assert json.loads(raw) == document
     assert _names_verdict(header, raw) == _names_verdict(header, None)
+
+
+def _has_duplicates(raw: bytes) -> bool:
+    try:
+        json.loads(raw, object_pairs_hook=_no_duplicates)
+    except CorruptCheckpoint:
+        return True
+    return False
+
+
+# A colon in a key or string now and then (it makes the colon count differ from the key count).
+json_keys = st.integers(0, 15).flatmap(lambda pick: st.sampled_from(["x:y", ":"]) if pick == 0 else st.text(
+    "abcd", min_size=1, max_size=2) | st.sampled_from(["dtype", "shape", "data_offsets", "__metadata__"]))
+json_leaves = st.none() | st.integers(-2, 9) | st.integers(0, 15).map(lambda pick: "a:b" if pick == 0 else "F32")
+json_values = st.recursive(json_leaves, lambda inner: st.lists(inner, max_size=3)
+                           | st.lists(st.tuples(json_keys, inner), max_size=3), max_leaves=8)
+# Mostly entry-like objects (a key may repeat), sometimes anything.
+entry_like = st.lists(st.tuples(json_keys, json_leaves | st.lists(json_leaves, max_size=2)), min_size=1, max_size=4)
+json_entries = st.integers(0, 7).flatmap(lambda pick: json_values if pick == 0 else entry_like)
+
+
+def _write(value: Any, draw: st.DrawFn) -> str:
+    """JSON text of `value`, where a list of (key, value) pairs is an object that may repeat keys; spaces
+    are drawn around colons (one before a colon hides it from a count of '":', which this test catches)."""
+    if isinstance(value, list) and value and all(isinstance(item, tuple) for item in value):
+        pairs = [json.dumps(key) + draw(st.sampled_from(["", " "])) + ":" + draw(st.sampled_from(["", " "]))
+                 + _write(item, draw) for key, item in value]
+        return "{" + ",".join(pairs) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_write(item, draw) for item in value) + "]"
+    return json.dumps(value)
+
+
+@settings(max_examples=600, deadline=2000, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), top=st.lists(st.tuples(json_keys, json_entries), max_size=5))
+def test_colons_prove_no_duplicates_only_when_there_are_none(data: st.DataObject, top: list[Any]) -> None:
+    # The colon proof may only clear a text that holds no repeated key at any depth: the slow re-parse
+    # must then find none either.
+    raw = ("{" + ",".join(json.dumps(key) + ":" + _write(value, data.draw) for key, value in top) + "}").encode()
+    if _colons_prove_no_duplicates(raw, json.loads(raw)):
+        assert not _has_duplicates(raw), raw
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"a":{"dtype":"F32","dtype" :"F16","shape":[],"data_offsets":[0,4]}}',  # a space hides one '":'
+    b'{"a":{"dtype":"F32","shape":[],"data_offsets":[0,4]},"a" : {"dtype":"F32","shape":[],"data_offsets":[0,4]}}',
+    b'{"__metadata__":{"k":"v","k":"w"},"a":{"dtype":"F32","shape":[],"data_offsets":[0,4]}}',
+    b'{"__metadata__":{"k:":"v"},"a":{"dtype":"F32","dtype":"F32","shape":[],"data_offsets":[0,4]}}',
+])
+def test_repeated_keys_are_never_cleared(raw: bytes) -> None:
+    assert _has_duplicates(raw)
+    assert not _colons_prove_no_duplicates(raw, json.loads(raw))
+
+
+def test_a_plain_header_is_cleared_by_its_colons() -> None:
+    raw = b'{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+    assert raw.count(b":") == 2 + 1 + 3
+    assert _colons_prove_no_duplicates(raw, json.loads(raw))
+    assert not _may_hide_duplicates(raw, json.loads(raw))

@@ -10,7 +10,6 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from glob import escape as glob_escape
-from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -115,7 +114,8 @@ class Checkpoint:
     _validated: set[str] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
-        self._by_name = dict(zip(map(attrgetter("name"), self.tensors), self.tensors, strict=True))  # C-level loops
+        # A comprehension: on Python 3.11 its specialised attribute reads of the slots beat attrgetter in C.
+        self._by_name = {info.name: info for info in self.tensors}
         if self.security is None and self._safetensors_only is not None:
             del self.security  # built by __getattr__ when first read
 

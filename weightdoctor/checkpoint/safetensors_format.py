@@ -44,6 +44,8 @@ MAX_RUNNING_PRODUCT = 2**64 - 1
 # A `\uXXXX` escape of a UTF-16 surrogate: JSON text that may hold one unpaired (Python accepts it, the library not).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 FP4 = "float4_e2m1fn_x2"
+# Bytes per element of the dtypes whose elements are whole bytes (for `_checked_entries_fast`).
+_BYTES_PER_ELEMENT = {dtype: bits // 8 for dtype, bits in BITS_PER_ELEMENT.items() if bits % 8 == 0}
 
 
 @dataclass(frozen=True)
@@ -84,13 +86,30 @@ _BAD_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]")
 _NAME_JOINER = "\ue000"
 
 
+def _colons_prove_no_duplicates(raw: bytes, header: dict[str, Any]) -> bool:
+    """True when the colons of `raw` prove that no key of any object of the JSON text was repeated.
+
+    In JSON every key of every object is followed by one colon outside strings, and a colon outside
+    strings is nothing else, so the text's colons are at least its keys, which are at least the keys
+    `json.loads` kept (one of duplicates), which are at least those of the top-level object and of its
+    dict values. When the colons are exactly that last count, every inequality is an equality: no key
+    anywhere was dropped. A colon in a name or value, or an object nested deeper, makes them differ.
+    One pass over the text, where the key-name proof of `_may_hide_duplicates` takes four.
+    """
+    values = header.values()
+    return set(map(type, values)) <= {dict} and raw.count(b":") == len(header) + sum(map(len, values))
+
+
 def _may_hide_duplicates(raw: bytes, header: dict[str, Any]) -> bool:
     """False when the key counts prove that no key (top-level or inside an entry) was repeated.
 
-    Each entry has one "dtype", "shape" and "data_offsets"; if the raw text holds exactly as many of
-    each as the parsed header has entries, and at most one "__metadata__", nothing was dropped. Any
-    mismatch (a repeat, or such a string inside a name or value) sends the caller to the slow check.
+    First by colons (`_colons_prove_no_duplicates`). Then by key names: each entry has one "dtype",
+    "shape" and "data_offsets"; if the raw text holds exactly as many of each as the parsed header has
+    entries, and at most one "__metadata__", nothing was dropped. Any mismatch (a repeat, or such a
+    string inside a name or value) sends the caller to the slow check.
     """
+    if _colons_prove_no_duplicates(raw, header):
+        return False
     entries = len(header) - ("__metadata__" in header)
     return (
         raw.count(b'"__metadata__"') > 1
@@ -178,17 +197,23 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
             f"header holds {braces - 1:,} JSON objects, so up to that many tensors (the limit is {MAX_TENSORS:,})"
         )
     try:
-        text = raw.decode("utf-8").rstrip(" ")
-        header = parse_json(text)
+        text = raw.decode("utf-8")
+        try:
+            header = parse_json(text)
+        except ValueError:
+            # The padding spaces at the end are whitespace to json.loads, so they change no verdict, only where
+            # an error says the text ended: read again without them (stripping them first copied 1 MB headers).
+            text = text.rstrip(" ")
+            header = parse_json(text)
     except (UnicodeDecodeError, ValueError) as exc:  # malformed, an integer past the digit limit, too deep
         raise CorruptCheckpoint(f"header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise CorruptCheckpoint("header is not a JSON object")
-    if b"-0" in raw:
+    if b"-" in raw and b"-0" in raw:  # a dash is rare: one memchr pass rules it out (searching "-0" cost 1 ms per MB)
         # `-0` reads as the integer 0 here; the library refuses it (a float where a size belongs). Read again, with
         # `-0` as the float it is to the library, for the entry checks to name.
         header = json.loads(text, parse_int=_int_or_negative_zero)
-    if _SURROGATE_ESCAPE.search(raw):
+    if b"\\" in raw and _SURROGATE_ESCAPE.search(raw):  # every escape has a backslash: memchr rules them out
         _refuse_lone_surrogates(header)
     if _may_hide_duplicates(raw, header):
         # json.loads keeps the last of duplicate keys silently; re-parse slowly to name the duplicate.
@@ -324,13 +349,21 @@ def _checked_entries_fast(header: dict[str, Any], relpath: str, data_size: int) 
     if 0 in num_params and any(not count and max(accumulate(shape, mul), default=0) > MAX_RUNNING_PRODUCT
                                for count, shape in zip(num_params, shapes, strict=True)):
         return None  # a non-empty shape's running product is at most its numel, bounded by the data size
-    nbytes = list(map(floordiv, map(mul, num_params, map(BITS_PER_ELEMENT.__getitem__, dtypes)), repeat(8)))
+    try:  # whole-byte dtypes (all but fp4): numel * (bits // 8) == numel * bits // 8, one C-level pass fewer
+        nbytes = list(map(mul, num_params, map(_BYTES_PER_ELEMENT.__getitem__, dtypes)))
+    except KeyError:
+        nbytes = list(map(floordiv, map(mul, num_params, map(BITS_PER_ELEMENT.__getitem__, dtypes)), repeat(8)))
     if list(map(sub, ends, begins)) != nbytes:
         return None
     # Covered exactly once, in order: sorted by (begin, end), each range starts where the last ended.
-    sorted_begins, sorted_ends = zip(*sorted(spans), strict=True)
-    if sorted_begins[0] != 0 or sorted_begins[1:] != sorted_ends[:-1] or sorted_ends[-1] != data_size:
-        return None
+    # Writers list the entries in file order, and there the chain can be checked without sorting: if
+    # each range starts where the one before it ends (and begin <= end, checked above), the begins never
+    # decrease and two equal begins belong to an empty range then the next, so the file order already is
+    # the (begin, end) order and the sorted check would see the same sequence. Otherwise, sort.
+    if begins[0] != 0 or begins[1:] != ends[:-1] or ends[-1] != data_size:
+        sorted_begins, sorted_ends = zip(*sorted(spans), strict=True)
+        if sorted_begins[0] != 0 or sorted_begins[1:] != sorted_ends[:-1] or sorted_ends[-1] != data_size:
+            return None
     return tensor_infos(names, list(map(tuple, shapes)), dtypes, relpath, spans, num_params, nbytes)
 
 
