@@ -191,6 +191,34 @@ def test_suggest_renames_apply_and_match_everything() -> None:
     assert len(found) == 2
 
 
+def test_the_two_wrappers_fsdp1_puts_inside_every_block_are_dropped_together(tmp_path: Path) -> None:
+    """FSDP1 with activation checkpointing, saved from the wrapped model: `_fsdp_wrapped_module.` in front and
+    `_fsdp_wrapped_module._checkpoint_wrapped_module.` inside every block. Dropping either inner wrapper alone
+    matches nothing, so only the prefix strip was suggested (3 of 30 keys)."""
+    import re
+
+    from safetensors.torch import save_file
+
+    from tests.helpers import run_cli
+
+    b = shapes(llama_keys(3))
+    a = {"_fsdp_wrapped_module." + re.sub(r"^(model\.layers\.\d+\.)",
+                                          r"\1_fsdp_wrapped_module._checkpoint_wrapped_module.", n): s
+         for n, s in b.items()}
+    found = suggest_renames(a, b)
+    assert [(r.pattern, r.replacement) for r in found] == [
+        (r"^_fsdp_wrapped_module\.", ""), (r"\._fsdp_wrapped_module\._checkpoint_wrapped_module\.", ".")]
+    mapping = apply_renames(a, [Rename(r.pattern, r.replacement) for r in found])
+    assert sorted(mapping.values()) == sorted(b)
+    # The flags re-check from the command line: everything loads.
+    for name, keys in (("a", a), ("b", b)):
+        save_file({key: torch.zeros(shape) for key, shape in keys.items()}, tmp_path / f"{name}.safetensors")
+    flags = [arg for r in found for arg in shlex.split(r.flag)]
+    result = run_cli("diff-keys", tmp_path / "a.safetensors", tmp_path / "b.safetensors", *flags, "--json")
+    report = json.loads(result.stdout)
+    assert result.exit_code == 0 and report["matched"] == len(b) and not report["missing"] + report["unexpected"]
+
+
 def test_suggest_legacy_names_win_over_lookalikes() -> None:
     b = {"enc.LayerNorm.weight": (8,), "enc.LayerNorm.bias": (8,)}
     a = {"enc.LayerNorm.gamma": (8,), "enc.LayerNorm.beta": (8,)}

@@ -881,10 +881,17 @@ def _candidate_renames(
                 for target_part in by_hole.get((".".join(parts[:i] + ["\0"] + parts[i + 1:]), i), ()):
                     if target_part != part:
                         votes[("segment", part, target_part)] += 1
-            # One dotted component dropped (`query.base_layer.weight` -> `query.weight`, PEFT's wrapped layers).
-            for i, part in enumerate(parts[:-1]):
-                if not part.isdigit() and ".".join(parts[:i] + parts[i + 1:]) in targets:
-                    votes[("drop", part, "")] += 1
+            # One dotted component dropped (`query.base_layer.weight` -> `query.weight`, PEFT's wrapped layers),
+            # or a run of up to three: FSDP1 with activation checkpointing wraps every block in two modules
+            # (`layers.0._fsdp_wrapped_module._checkpoint_wrapped_module.attn.weight`), and dropping either
+            # alone matches nothing. Not the first component (a prefix rename strips that) nor the last.
+            for i in range(1, len(parts) - 1):
+                for run in range(1, min(3, len(parts) - 1 - i) + 1):
+                    dropped = parts[i:i + run]
+                    if any(map(str.isdigit, dropped)):
+                        break
+                    if ".".join(parts[:i] + parts[i + run:]) in targets:
+                        votes[("drop", ".".join(dropped), "")] += 1
     renames: list[Rename] = []
     if not structural:
         # transformers' legacy renames first: on a tie (gamma->weight and gamma->bias fit equally) they win.
