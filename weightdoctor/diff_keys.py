@@ -399,6 +399,8 @@ def adapter_fit(
         >>> adapter_fit(a, b, list(a), list(b))[0]["q.weight"][:2]
         ('adapter-base', 'info')
     """
+    if "prompt_embeddings" in unexpected:
+        return _prompt_adapter_fit(specs_a, specs_b, unexpected, missing)
     joined = "\n".join(unexpected)
     if ".lora_" not in joined and ".ia3_l" not in joined:  # one substring test spares 10,000s of regex matches
         return {}, ""
@@ -473,6 +475,72 @@ def adapter_fit(
     note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B with "
             f"shapes that fit; it stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
             "or merge it (merge_and_unload) before comparing whole checkpoints")
+    return whys, note
+
+
+# What a PEFT prompt-learning adapter saves (prompt, p-, prefix tuning; multitask prompt tuning's task factors).
+_PROMPT_ADAPTER_KEYS = frozenset({"prompt_embeddings", "prefix_task_cols", "prefix_task_rows"})
+
+
+def _block_count(specs: Mapping[str, KeySpec]) -> int:
+    """How many repeated blocks the model has: the most distinct indices under one prefix (`model.layers.0`..)."""
+    indices: dict[str, set[str]] = defaultdict(set)
+    for name in specs:
+        match = _FIRST_INDEX.search(name)
+        if match:
+            indices[name[:match.start(1)]].add(match.group(1))
+    return max(map(len, indices.values()), default=0)
+
+
+_FIRST_INDEX = re.compile(r"(?:^|\.)(\d+)\.")
+_KEY_PROJECTION = re.compile(r"(?:^|\.)(?:k_proj|key|k|k_lin|wk)\.weight$")
+
+
+def _key_widths(specs: Mapping[str, KeySpec], width: int) -> set[int]:
+    """The widths a prefix-tuning key or value prefix can have in this model: its hidden width, and the rows of
+    its key projections (grouped-query attention shares fewer key/value heads: peft sizes the prefixes so)."""
+    return {width} | {spec.shape[0] for name, spec in specs.items()
+                      if len(spec.shape) == 2 and _KEY_PROJECTION.search(name)}
+
+
+def _prompt_adapter_fit(
+    specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """`adapter_fit` for a prompt-learning adapter: `prompt_embeddings` [virtual tokens, width] and nothing of B.
+
+    Prompt and p-tuning prepend virtual tokens as wide as B's input embedding; prefix tuning stores a key and a
+    value prefix for every layer in one row (width = layers x 2 x the attention width), not compared here.
+    """
+    if not specs_a.keys() <= _PROMPT_ADAPTER_KEYS:
+        return {}, ""  # beside other weights (a whole model that holds a prompt encoder): not the adapter alone
+    shape = specs_a["prompt_embeddings"].shape
+    embedding = next((spec for name, spec in specs_b.items()
+                      if _INPUT_EMBEDDING.search(name) and len(spec.shape) == 2), None)
+    width = embedding.shape[1] if embedding is not None else None
+    whys: dict[str, tuple[str, str, str]] = {}
+    if len(shape) != 2:
+        why = ("adapter", "error", f"prompt embeddings of shape {'×'.join(map(str, shape))}: PEFT saves "
+               "[virtual tokens, width]")
+    elif width is None or shape[1] == width:
+        why = ("adapter", "info", f"{shape[0]} virtual tokens of width {shape[1]}"
+               + (f", the width of B's {embedding.name}" if embedding is not None else ""))
+    elif (layers := _block_count(specs_b)) and shape[1] in {2 * layers * kv for kv in _key_widths(specs_b, width)}:
+        why = ("adapter", "info", f"{shape[0]} virtual tokens, {shape[1]} values each: prefix tuning's key and value "
+               f"prefixes for B's {layers} layers, {shape[1] // (2 * layers)} wide")
+    else:
+        assert embedding is not None
+        why = ("adapter", "error", f"{shape[0]} virtual tokens of width {shape[1]}, but B's {embedding.name} is "
+               f"{width} wide" + (f" and its {layers} layers take no prefix of that width" if layers else "")
+               + ": an adapter for another model")
+    for name in unexpected:
+        whys[name] = why if name == "prompt_embeddings" else ("adapter", "info", "multitask prompt tuning's task "
+                                                                                 "factors")
+    if why[1] == "info":
+        for name in missing:
+            whys[name] = ("adapter-base", "info", "")
+    tokens = shape[0] if shape else 0
+    note = (f"A is a PEFT prompt-learning adapter ({tokens} virtual tokens): it stores no base weights: load it "
+            "with PeftModel.from_pretrained(base, adapter)")
     return whys, note
 
 
