@@ -147,11 +147,15 @@ class StaticTensor(_NoState):
             base = torch.empty(0, dtype=dtype)
         else:
             mapping = self.storage.archive.mapping()
-            if self.storage.data_offset + count * self.itemsize > len(mapping):
+            # `len(mapping)` is the size when the map was made; `mapping.size()` is the file's size now. A file cut
+            # short after the map was made (between two tensors of a convert) raised SIGBUS on the first page
+            # past its new end, killing the process with no message and its temporary output left behind.
+            now = min(len(mapping), mapping.size())
+            if self.storage.data_offset + count * self.itemsize > now:
                 # The file was cut short after its records were listed (the map is made on the first value
                 # read): frombuffer's ValueError was an unexpected error line.
                 raise CorruptCheckpoint(
-                    f"file ended before the bytes of storage data/{self.storage.key} ({len(mapping):,} bytes now, "
+                    f"file ended before the bytes of storage data/{self.storage.key} ({now:,} bytes now, "
                     f"the record ends at {self.storage.data_offset + self.storage.nbytes:,}): truncated or changed "
                     "while reading")
             base = torch.frombuffer(mapping, dtype=dtype, count=count, offset=self.storage.data_offset)

@@ -218,6 +218,11 @@ class RangeComparer:
                     count = min(_CHUNK, source.length - done)
                     if self.crc:
                         crc = crc32_at(out_address + done, count, crc)
+                    if self.compare and source.offset + done + count > src_map.size():
+                        # The source was cut short since it was mapped (`size()` is the file's size now): reading
+                        # the map past the file's new end raised SIGBUS and killed the process without a word.
+                        raise CorruptCheckpoint(f"the source ends before the bytes of {name!r} (was it changed "
+                                                "while copying?)", path=str(source.path))
                     if self.compare and _MEMCMP(out_address + done, src_address + source.offset + done, count):
                         raise OutputError(f"verification failed: the bytes of {name!r} differ from the source",
                                           path=str(self.output))

@@ -1,0 +1,114 @@
+"""The writers and what surrounds them, found by the seventh red-team round: a source cut short while it is being
+copied or cast, output names near the file-name limit, and the other environments `convert` and `shard` write
+into. Each must exit 0 with a whole output, or exit 2 with one line and nothing left behind; never crash."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.helpers import REPO_ROOT
+
+
+def _weights(tmp_path: Path, kind: str) -> Path:
+    """Six 16 KiB tensors (each past the first pages of the file) as a safetensors file or a torch zip `.bin`."""
+    tensors = {f"layer.{i}.weight": torch.full((64, 64), float(i + 1)) for i in range(6)}
+    path = tmp_path / f"src.{kind}"
+    if kind == "safetensors":
+        save_file(tensors, str(path))
+    else:
+        torch.save(tensors, path)
+    return path
+
+
+def _run_patched(prelude: str, *args: str | Path, cwd: Path, cut: Path) -> subprocess.CompletedProcess[str]:
+    """`weightdoctor ARGS` in a fresh interpreter after `prelude` (which patches the write path): a crash there
+    (SIGBUS) must not take the test run with it."""
+    code = prelude + "\nimport sys\nfrom weightdoctor.entry import main\nsys.argv[0] = 'weightdoctor'\nmain()\n"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "CUT_SOURCE": str(cut)}
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, cwd=cwd, text=True,
+                          capture_output=True, timeout=120, check=False)
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".wdtmp-" in p.name or ".wdstage-" in p.name)
+
+
+# Cuts the source to nothing when the fourth tensor is about to be copied, once the comparing thread has mapped the
+# source and before it compares the first tensor: every page of the map now lies past the end of the file.
+_CUT_WHILE_COMPARING = """
+import os, threading
+from weightdoctor.writers import byte_copy, hooks
+source = os.environ["CUT_SOURCE"]
+mapped, cut, compared = threading.Event(), threading.Event(), threading.Event()
+real_reached, real_compare = hooks.reached, byte_copy.RangeComparer._compare
+
+def reached(point):
+    if point == "tensor-3":
+        mapped.wait(20)
+        os.truncate(source, 0)
+        cut.set()
+        compared.wait(20)
+    real_reached(point)
+
+def compare(self, name, where, offset):
+    if where.length and not cut.is_set():
+        self._source_map(where.path)
+        mapped.set()
+        cut.wait(20)
+        try:
+            real_compare(self, name, where, offset)
+        finally:
+            compared.set()
+    else:
+        real_compare(self, name, where, offset)
+
+hooks.reached, byte_copy.RangeComparer._compare = reached, compare
+"""
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "bin"])
+@pytest.mark.parametrize("output", ["out.safetensors", "out.bin"])
+def test_a_source_cut_short_while_its_copy_is_compared(tmp_path: Path, kind: str, output: str) -> None:
+    """The byte copy's comparing thread read the source through a map made at its old size: cut short meanwhile,
+    the first page past its new end raised SIGBUS, and the process died (exit 135) without a word, its temporary
+    output left behind."""
+    source = _weights(tmp_path, kind)
+    result = _run_patched(_CUT_WHILE_COMPARING, "convert", source, "-o", output, cwd=tmp_path, cut=source)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {source}") and "changed while copying" in lines[0]
+    assert not (tmp_path / output).exists() and _leftovers(tmp_path) == []
+
+
+_CUT_AT_TENSOR_1 = """
+import os
+from weightdoctor.writers import hooks
+real_reached = hooks.reached
+
+def reached(point):
+    if point == "tensor-1":
+        os.truncate(os.environ["CUT_SOURCE"], 1000)
+    real_reached(point)
+
+hooks.reached = reached
+"""
+
+
+@pytest.mark.parametrize("output", ["out.safetensors", "out.bin"])
+def test_a_pickle_cut_short_between_two_tensors_of_a_cast(tmp_path: Path, output: str) -> None:
+    """A torch zip checkpoint's values are read through a map of the whole file made at the first value; the file
+    cut short after that (before the second tensor of a `--dtype` cast) raised SIGBUS: exit 135, no message."""
+    source = _weights(tmp_path, "bin")
+    result = _run_patched(_CUT_AT_TENSOR_1, "convert", source, "-o", output, "--dtype", "fp16", cwd=tmp_path,
+                          cut=source)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {source}") and "truncated or changed" in lines[0]
+    assert not (tmp_path / output).exists() and _leftovers(tmp_path) == []
