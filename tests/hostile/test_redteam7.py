@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, run_cli
 
 
 def _weights(tmp_path: Path, kind: str) -> Path:
@@ -112,3 +112,38 @@ def test_a_pickle_cut_short_between_two_tensors_of_a_cast(tmp_path: Path, output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {source}") and "truncated or changed" in lines[0]
     assert not (tmp_path / output).exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("length", [240, 255])
+def test_an_output_named_near_the_file_name_limit(tmp_path: Path, length: int) -> None:
+    """A legal output name of 232 to 255 bytes failed: its temporary sibling (`.NAME.wdtmp-PID-TOKEN`) passed
+    NAME_MAX, and the error line ("File name too long") named that temporary, not the output."""
+    source = _weights(tmp_path, "safetensors")
+    name = "é" * ((length - len(".safetensors")) // 2) + "x" * ((length - len(".safetensors")) % 2) + ".safetensors"
+    assert len(os.fsencode(name)) == length
+    result = run_cli("convert", source, "-o", tmp_path / name)
+    assert result.exit_code == 0, result.stderr
+    assert set(load_file(tmp_path / name)) == {f"layer.{i}.weight" for i in range(6)}
+    folder = tmp_path / ("d" * length)
+    result = run_cli("shard", source, "--max", "40KB", "-o", folder)
+    assert result.exit_code == 0, result.stderr
+    assert (folder / "model.safetensors.index.json").is_file()
+    result = run_cli("shard", source, "--max", "20KB", "-o", folder, "--force")
+    assert result.exit_code == 0, result.stderr
+    assert _leftovers(tmp_path) == []
+
+
+def test_stale_siblings_of_a_long_output_are_still_removed(tmp_path: Path) -> None:
+    """The siblings of a long name carry a shortened name and a hash: the next run still finds those of a killed
+    run for the same destination, and leaves those of another one alone."""
+    from weightdoctor.writers.atomic import TEMP_MARK, _sibling, remove_stale_siblings
+
+    dest, other = tmp_path / ("a" * 250), tmp_path / ("a" * 249 + "b")
+    dead = 2**22 + 1  # past Linux's pid_max: no process has it
+    mine = _sibling(dest, TEMP_MARK).name.replace(f"-{os.getpid()}-", f"-{dead}-")
+    theirs = _sibling(other, TEMP_MARK).name.replace(f"-{os.getpid()}-", f"-{dead}-")
+    assert mine != theirs and max(len(mine), len(theirs)) <= 255
+    (tmp_path / mine).write_bytes(b"")
+    (tmp_path / theirs).write_bytes(b"")
+    assert remove_stale_siblings(dest) == [tmp_path / mine]
+    assert _leftovers(tmp_path) == [theirs]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import hashlib
 import os
 import re
 import secrets
@@ -67,8 +68,33 @@ def named(dest: Path) -> Path:
     return Path(os.path.abspath(dest)) if dest.name in ("", "..") else dest
 
 
+# A file name's limit in bytes (NAME_MAX on Linux and macOS), and what a sibling adds to the name it stands for:
+# the dot, the longest mark, a pid of up to 7 digits (Linux's pid_max), a dash and 8 hex digits.
+_NAME_MAX = 255
+_SIBLING_EXTRA = 1 + len(STAGE_MARK) + 7 + 1 + 8
+
+
+def _sibling_stem(name: str) -> str:
+    """What a sibling's name holds of `name`: all of it, or, where the sibling's name would pass NAME_MAX (an output
+    named with 230 to 255 bytes, legal itself, failed with "File name too long" about the temporary), a shortened
+    prefix and a hash of the whole name, so that the stale siblings of one destination are still told apart.
+
+    Example:
+        >>> _sibling_stem("model.safetensors"), len(_sibling_stem("x" * 250).encode())
+        ('model.safetensors', 229)
+    """
+    encoded = os.fsencode(name)
+    if len(encoded) + _SIBLING_EXTRA <= _NAME_MAX:
+        return name
+    digest = "~" + hashlib.sha256(encoded).hexdigest()[:8]
+    stem = name
+    while len(os.fsencode(stem + digest)) + _SIBLING_EXTRA > _NAME_MAX:
+        stem = stem[:-1]
+    return stem + digest
+
+
 def _sibling(dest: Path, mark: str) -> Path:
-    return dest.with_name(f".{dest.name}{mark}{os.getpid()}-{secrets.token_hex(4)}")
+    return dest.with_name(f".{_sibling_stem(dest.name)}{mark}{os.getpid()}-{secrets.token_hex(4)}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -94,7 +120,7 @@ def remove_stale_siblings(dest: Path) -> list[Path]:
         return removed
     for item in parent.iterdir():
         match = _SIBLING_RE.match(item.name)
-        if not match or match.group("name") != dest.name or _pid_alive(int(match.group("pid"))):
+        if not match or match.group("name") != _sibling_stem(dest.name) or _pid_alive(int(match.group("pid"))):
             continue
         remove_path(item)
         removed.append(item)
