@@ -324,7 +324,11 @@ def plan_tensors(
             aliased_to.update({n: owner for n in names if n != owner})
     names = [t.name for t in checkpoint.tensors if fmt == "bin" or t.name not in dropped]
     _refuse_renames_that_match_nothing(names, list(renames or []))
-    new_names = apply_renames(names, list(renames or []))
+    # Renamed over every name, dropped aliases too, so that a rename onto an alias's name is refused as two names
+    # made one: `--rename '^q$=head.weight'` beside tied `head.weight` = `emb.weight` wrote q under the name the
+    # metadata records as `head.weight -> emb.weight` (a .bin, which keeps every name, refused it already).
+    every_new = apply_renames([t.name for t in checkpoint.tensors], list(renames or []))
+    new_names = {name: every_new[name] for name in names}
     if fmt == "safetensors":
         _refuse_unreadable_names(new_names, checkpoint.source)
     selection.renamed = sum(old != new for old, new in new_names.items())

@@ -147,3 +147,17 @@ def test_stale_siblings_of_a_long_output_are_still_removed(tmp_path: Path) -> No
     (tmp_path / theirs).write_bytes(b"")
     assert remove_stale_siblings(dest) == [tmp_path / mine]
     assert _leftovers(tmp_path) == [theirs]
+
+
+@pytest.mark.parametrize("command", [["convert", "-o", "out.safetensors"], ["shard", "--max", "100B", "-o", "out"]])
+def test_a_rename_onto_the_name_of_a_dropped_tied_alias_is_refused(tmp_path: Path, command: list[str]) -> None:
+    """Tied `head.weight` = `emb.weight` drops `head.weight` from a safetensors output (recorded in the metadata as
+    `head.weight -> emb.weight`); `--rename '^q$=head.weight'` then wrote `q`'s values under that very name, beside
+    the record that calls it an alias of `emb.weight`. A .bin output, which keeps every name, refused it already."""
+    tied = torch.randn(4, 4)
+    torch.save({"emb.weight": tied, "head.weight": tied, "q": torch.randn(4, 4)}, tmp_path / "tied.bin")
+    result = run_cli(command[0], tmp_path / "tied.bin", *command[1:-1], tmp_path / command[-1],
+                     "--rename", "^q$=head.weight")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == ["error: renames map both 'head.weight' and 'q' to 'head.weight'"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tied.bin"]
