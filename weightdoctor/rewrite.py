@@ -840,6 +840,7 @@ def byte_sources(
     if not BYTE_COPY:
         return None
     sources: dict[str, ByteRange] = {}
+    identities: dict[str, tuple[int, int, int, int] | None] = {}
     for planned in selection.tensors:
         if planned.alias_of is not None:
             if fmt != "bin":
@@ -850,7 +851,9 @@ def byte_sources(
         found = checkpoint.byte_range(planned.source)
         if found is None or found[2] != planned.nbytes:
             return None
-        sources[planned.name] = ByteRange(*found)
+        if planned.source_file not in identities:
+            identities[planned.source_file] = checkpoint.structure_identity(planned.source_file)
+        sources[planned.name] = ByteRange(*found, identity=identities[planned.source_file])
     return sources
 
 

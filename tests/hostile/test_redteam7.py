@@ -27,12 +27,14 @@ def _weights(tmp_path: Path, kind: str) -> Path:
     return path
 
 
-def _run_patched(prelude: str, *args: str | Path, cwd: Path, cut: Path) -> subprocess.CompletedProcess[str]:
+def _run_patched(prelude: str, *args: str | Path, cwd: Path, cut: Path,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`weightdoctor ARGS` in a fresh interpreter after `prelude` (which patches the write path): a crash there
     (SIGBUS) must not take the test run with it."""
     code = prelude + "\nimport sys\nfrom weightdoctor.entry import main\nsys.argv[0] = 'weightdoctor'\nmain()\n"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "CUT_SOURCE": str(cut)}
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, cwd=cwd, text=True,
+    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "CUT_SOURCE": str(cut),
+                **(env or {})}
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], env=full_env, cwd=cwd, text=True,
                           capture_output=True, timeout=120, check=False)
 
 
@@ -161,3 +163,67 @@ def test_a_rename_onto_the_name_of_a_dropped_tied_alias_is_refused(tmp_path: Pat
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == ["error: renames map both 'head.weight' and 'q' to 'head.weight'"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tied.bin"]
+
+
+# At the point named, the source is replaced by another file (`os.replace`, as a download or a save finishing does),
+# or written in place.
+_CHANGE_AT = """
+import os
+from weightdoctor.writers import hooks
+real_reached = hooks.reached
+
+def reached(point):
+    if point == os.environ["CHANGE_AT"]:
+        source = os.environ["CUT_SOURCE"]
+        if os.environ.get("CHANGE_WITH"):
+            os.replace(os.environ["CHANGE_WITH"], source)
+        else:
+            with open(source, "r+b") as handle:
+                handle.seek(-8, os.SEEK_END)
+                handle.write(handle.read(8)[::-1])
+    real_reached(point)
+
+hooks.reached = reached
+"""
+
+
+def _run_changed(tmp_path: Path, source: Path, at: str, replacement: Path | None, *args: str) -> (
+        subprocess.CompletedProcess[str]):
+    return _run_patched(_CHANGE_AT, *args, cwd=tmp_path, cut=source,
+                        env={"CHANGE_AT": at, "CHANGE_WITH": str(replacement or "")})
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "bin"])
+@pytest.mark.parametrize("cast", [[], ["--dtype", "fp16"]])
+@pytest.mark.parametrize("output", ["out.safetensors", "out.bin"])
+def test_a_source_replaced_after_its_header_was_read(tmp_path: Path, kind: str, cast: list[str], output: str) -> None:
+    """The byte copy opened the source by name when it began copying: a file put in its place after the header was
+    read (here: the same tensors behind a longer header, or one more record) had its bytes copied at the old file's
+    offsets, "verified, byte for byte equal to the source", exit 0, every value garbage (4e33 for 1.0). A cast of a
+    torch zip file mapped the new file the same way and reported the garbage as values lost to the cast."""
+    source = _weights(tmp_path, kind)
+    other = tmp_path / "other"
+    other.mkdir()
+    tensors = {f"layer.{i}.weight": torch.full((64, 64), float(i + 1)) for i in range(6)}
+    replacement = other / source.name
+    if kind == "safetensors":
+        save_file(tensors, str(replacement), metadata={"format": "pt", "pad": "x" * 50})
+    else:
+        torch.save({**tensors, "extra": torch.zeros(1)}, replacement)
+    result = _run_changed(tmp_path, source, "tensor-0", replacement, "convert", source, "-o", output, *cast)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {source}: the file changed since its"), lines
+    assert not (tmp_path / output).exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "bin"])
+@pytest.mark.parametrize("output", ["out.safetensors", "out.bin"])
+def test_a_source_written_in_place_while_it_is_copied(tmp_path: Path, kind: str, output: str) -> None:
+    """Bytes the copy had already passed, changed in place meanwhile: the output mixed old and new bytes."""
+    source = _weights(tmp_path, kind)
+    result = _run_changed(tmp_path, source, "tensor-5", None, "convert", source, "-o", output)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {source}: the file changed since its"), lines
+    assert not (tmp_path / output).exists() and _leftovers(tmp_path) == []

@@ -76,18 +76,34 @@ class _Dtype(_NoState):
 class StaticArchive:
     """A torch zip file whose records are read in place; the memory map is made on first use."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, identity: tuple[int, int, int, int] | None = None) -> None:
         self.path = path
+        # (st_dev, st_ino, st_size, st_mtime_ns) when the records were listed: the map, made later by path, must be
+        # of that same file (a file replaced in between had its bytes read at the old file's offsets).
+        self.identity = identity
         self._map: mmap.mmap | None = None
         self._lock = threading.Lock()
 
     def mapping(self) -> mmap.mmap:
-        """A private, copy-on-write map of the whole file (as torch.load(mmap=True) maps it)."""
+        """A private, copy-on-write map of the whole file (as torch.load(mmap=True) maps it).
+
+        Raises:
+            CorruptCheckpoint: the file is no longer the one whose records were listed (replaced or rewritten).
+        """
         with self._lock:
             if self._map is None:
                 with open(self.path, "rb") as handle:
+                    if self.identity is not None and file_identity(os.fstat(handle.fileno())) != self.identity:
+                        raise CorruptCheckpoint(
+                            "the file changed since its records were read (replaced, or its size or modification "
+                            "time changed); nothing more is read from it", path=str(self.path))
                     self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
             return self._map
+
+
+def file_identity(stat: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells one version of a file from another: (st_dev, st_ino, st_size, st_mtime_ns)."""
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -303,8 +319,9 @@ def load_static(path: Path) -> Any:
     """
     from weightdoctor.security import archive as zip_archive
 
-    size = os.path.getsize(path)
     with open(path, "rb") as handle:
+        identity = file_identity(os.fstat(handle.fileno()))
+        size = identity[2]
         try:
             layout = zip_archive.read_layout(handle, size)
         except (ValueError, OSError) as exc:
@@ -348,7 +365,7 @@ def load_static(path: Path) -> Any:
                 records[member.name[len(prefix) + len("data/"):]] = (member.data_offset, member.size)
         data = zip_archive.read_member(handle, pickles[0], MAX_DATA_PKL)
     try:
-        return _StaticUnpickler(data, StaticArchive(path), records).load()
+        return _StaticUnpickler(data, StaticArchive(path, identity), records).load()
     except (NeedsTorch, CorruptCheckpoint):
         raise
     except Exception as exc:  # a malformed pickle: torch's loader gives the error users know

@@ -444,7 +444,7 @@ def write_bin_by_copy(
                 on_tensor(slot.name)
             source = sources[slot.name]
             if source.path not in inputs:
-                inputs[source.path] = os.open(source.path, os.O_RDONLY)
+                inputs[source.path] = byte_copy.open_source(source)
             _pwrite_all(fd, record.local_header, record.header_offset)
             try:
                 byte_copy.copy_range(inputs[source.path], fd, source.offset, record.data_offset, source.length)
@@ -457,6 +457,7 @@ def write_bin_by_copy(
                 advance(source.length)
         comparer.finish()
         compared = comparer.compared
+        byte_copy.check_sources_unchanged(inputs, sources)
         settle(len(owners))
         crcs[version_record.name] = zlib.crc32(FILE_FORMAT_VERSION)
         heads[version_record.name] = FILE_FORMAT_VERSION[:8]

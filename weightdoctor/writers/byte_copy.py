@@ -43,6 +43,41 @@ class ByteRange:
     path: Path
     offset: int
     length: int
+    # (st_dev, st_ino, st_size, st_mtime_ns) of `path` when its structure was read, where the reader knows it: the
+    # bytes are copied only from that same file, unchanged (see `check_unchanged`).
+    identity: tuple[int, int, int, int] | None = None
+
+
+def check_unchanged(fd: int, source: ByteRange) -> None:
+    """Refuse to copy from (or compare with) a source that is no longer the file whose structure was read.
+
+    A file replaced between the header read and the copy (a download or save finishing meanwhile) had its bytes
+    copied at the old file's offsets, and the copy was then "verified" against the new file, exit 0.
+
+    Raises:
+        CorruptCheckpoint: the open file's device, inode, size or modification time differ from `source.identity`.
+    """
+    if source.identity is None:
+        return
+    stat = os.fstat(fd)
+    if (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns) != source.identity:
+        raise CorruptCheckpoint("the file changed since its header was read (replaced, or its size or modification "
+                                "time changed); its bytes are not copied", path=str(source.path))
+
+
+def open_source(source: ByteRange) -> int:
+    """Open a source file for copying, checked with `check_unchanged`.
+
+    Raises:
+        OSError: it cannot be opened; CorruptCheckpoint: it changed since its structure was read.
+    """
+    fd = os.open(source.path, os.O_RDONLY)
+    try:
+        check_unchanged(fd, source)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _sync_file_range() -> object | None:
@@ -203,6 +238,7 @@ class RangeComparer:
         if source.length:
             if self.compare:
                 src_map, src_address = self._source_map(source.path)
+                check_unchanged(self._maps[source.path][0], source)
                 if src_map is None or source.offset + source.length > len(src_map):
                     raise OutputError(f"verification failed: the source of {name!r} ends early",
                                       path=str(self.output))
@@ -296,6 +332,18 @@ class RangeComparer:
                     self._fd = -1
 
 
+def check_sources_unchanged(inputs: dict[Path, int], sources: dict[str, ByteRange]) -> None:
+    """After the copy: each source file still unchanged (one written in place while it was copied gave a mix of
+    its old and new bytes).
+
+    Raises:
+        CorruptCheckpoint: see `check_unchanged`.
+    """
+    by_path = {source.path: source for source in sources.values()}
+    for path, fd in inputs.items():
+        check_unchanged(fd, by_path[path])
+
+
 def close_all(comparer: RangeComparer | None, inputs: dict[Path, int], fd: int) -> None:
     """Stop the comparing thread and close the source and output descriptors of a copy."""
     if comparer is not None:
@@ -345,7 +393,7 @@ def write_safetensors_by_copy(
                 on_tensor(slot.name)
             source = sources[slot.name]
             if source.path not in inputs:
-                inputs[source.path] = os.open(source.path, os.O_RDONLY)
+                inputs[source.path] = open_source(source)
             try:
                 copy_range(inputs[source.path], fd, source.offset, position, source.length)
             except CorruptCheckpoint as exc:
@@ -360,6 +408,7 @@ def write_safetensors_by_copy(
             if advance is not None:
                 advance(source.length)
         compared = comparer.finish() if comparer is not None else 0
+        check_sources_unchanged(inputs, sources)
         if os.fstat(fd).st_size != position:
             raise OutputError("verification failed: the file is not the size its header gives", path=str(path))
         return compared
