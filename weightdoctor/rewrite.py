@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import time
@@ -1069,6 +1070,37 @@ def check_not_input(checkpoint: Checkpoint, dest: Path) -> None:
                 raise OutputError("output would overwrite the input; choose another path", path=str(dest))
     if checkpoint.path.is_dir() and checkpoint.path.resolve() in (target, resolved):
         raise OutputError("output is the input folder; choose another path", path=str(dest))
+    _refuse_the_input_under_another_name(checkpoint, dest, target)
+
+
+def _refuse_the_input_under_another_name(checkpoint: Checkpoint, dest: Path, target: Path) -> None:
+    """Refuse an output that is an input file or folder by device and inode, whatever its path: a bind mount of the
+    input folder (or a hard link of an input file) passed the path comparison, and `--force` then put the output in
+    the input's place (`convert model.safetensors -o /mnt/alias/model.safetensors --dtype fp16 --force` left no
+    fp32 weights), or swapped the input folder out and deleted its weight files.
+
+    Raises:
+        OutputError: `dest` is an input file, the input folder, or a folder holding an input file.
+    """
+    try:
+        taken = os.stat(target)
+    except OSError:
+        return  # nothing there yet (or nothing that can be looked at): it cannot be an input
+    mine = (taken.st_dev, taken.st_ino)
+    seen: set[Path] = set()  # the files of one folder share their parents: each is looked at once
+    for item in checkpoint.files:
+        path = item.path.resolve()
+        for candidate in (path, *path.parents):
+            if candidate in seen:
+                break
+            seen.add(candidate)
+            try:
+                found = os.stat(candidate)
+            except OSError:
+                continue
+            if (found.st_dev, found.st_ino) == mine:
+                raise OutputError("output would overwrite the input (the same file or folder under another path); "
+                                  "choose another path", path=str(dest))
 
 
 # diffusers' dtype variants (`diffusion_pytorch_model.fp16.safetensors`): the name says what the file holds.

@@ -227,3 +227,53 @@ def test_a_source_written_in_place_while_it_is_copied(tmp_path: Path, kind: str,
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {source}: the file changed since its"), lines
     assert not (tmp_path / output).exists() and _leftovers(tmp_path) == []
+
+
+def _in_a_bind_mount(tmp_path: Path, folder: Path, alias: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """`weightdoctor ARGS` where `alias` is `folder` bind-mounted, in a mount namespace of its own (nothing outlives
+    the command); skipped where this user cannot mount."""
+    import shlex
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare here")
+    alias.mkdir()
+    command = " ".join(shlex.quote(str(a)) for a in (sys.executable, "-m", "weightdoctor", *args))
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind {shlex.quote(str(folder))} "
+                            f"{shlex.quote(str(alias))}"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip("cannot bind-mount here (needs root, or user namespaces)")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind {shlex.quote(str(folder))} "
+                           f"{shlex.quote(str(alias))} && exec {command}"], env=env, cwd=tmp_path, text=True,
+                          capture_output=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("command", [
+    ["convert", "{folder}/model.safetensors", "-o", "{alias}/model.safetensors", "--dtype", "fp16", "--force"],
+    ["shard", "{alias}", "--max", "40KB", "-o", "{folder}", "--force"],
+    ["shard", "{folder}", "--max", "40KB", "-o", "{alias}", "--force"],
+])
+def test_the_input_under_another_path_is_never_replaced(tmp_path: Path, command: list[str]) -> None:
+    """The output was compared with the input by path only: through a bind mount of the input folder, `--force`
+    renamed the fp16 output over the fp32 input, or swapped the input folder out and deleted its weights."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    source = _weights(folder, "safetensors").rename(folder / "model.safetensors")
+    before = source.read_bytes()
+    alias = tmp_path / "alias"
+    args = [part.format(folder=folder, alias=alias) for part in command]
+    result = _in_a_bind_mount(tmp_path, folder, alias, *args)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "output would overwrite the input" in lines[0], lines
+    assert source.read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["model.safetensors"]
+
+
+def test_a_hard_link_of_the_input_is_the_input(tmp_path: Path) -> None:
+    """The same file under a second name is the input too (same device and inode), as a bind mount's path is."""
+    source = _weights(tmp_path, "safetensors")
+    os.link(source, tmp_path / "link.safetensors")
+    result = run_cli("convert", source, "-o", tmp_path / "link.safetensors", "--force", "--dtype", "fp16")
+    assert result.exit_code == 2 and "output would overwrite the input" in result.stderr
+    assert os.path.samefile(source, tmp_path / "link.safetensors")
