@@ -277,3 +277,18 @@ def test_a_hard_link_of_the_input_is_the_input(tmp_path: Path) -> None:
     result = run_cli("convert", source, "-o", tmp_path / "link.safetensors", "--force", "--dtype", "fp16")
     assert result.exit_code == 2 and "output would overwrite the input" in result.stderr
     assert os.path.samefile(source, tmp_path / "link.safetensors")
+
+
+@pytest.mark.parametrize("command", [["shard", "--max", "10B"], ["convert"]])
+def test_a_folder_output_that_fails_leaves_no_folders_it_made(tmp_path: Path, command: list[str]) -> None:
+    """A folder output makes the folders above it (`-o new/deep/out`): when the write then failed ("casting to
+    float16 would lose values ... Nothing was written"), `new/deep/` stayed behind."""
+    source = tmp_path / "model"
+    source.mkdir()
+    save_file({"a": torch.full((4,), 1e6), "b": torch.ones(4)}, str(source / "model.safetensors"))
+    result = run_cli(command[0], source, *command[1:], "-o", tmp_path / "new" / "deep" / "out", "--dtype", "fp16")
+    assert result.exit_code == 2 and "Nothing was written" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    (tmp_path / "kept").mkdir()
+    result = run_cli(command[0], source, *command[1:], "-o", tmp_path / "kept" / "deep" / "out", "--dtype", "fp16")
+    assert result.exit_code == 2 and list((tmp_path / "kept").iterdir()) == []

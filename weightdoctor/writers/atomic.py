@@ -279,6 +279,9 @@ class StagingDir:
         self.carried: list[str] = []
         self.dropped: list[str] = []
         self.committed = False
+        # Folders above `dest` that this run made (deepest first): removed again when nothing is committed, so that
+        # a write that fails (a cast that would overflow, a full disk, Ctrl-C) leaves no empty `a/b/` behind.
+        self._made: list[Path] = []
 
     def __enter__(self) -> StagingDir:
         remove_stale_siblings(self.dest)
@@ -287,12 +290,25 @@ class StagingDir:
                 raise OutputError("output exists; pass --force to replace it", path=str(self.dest))
             if not self.dest.is_dir():
                 raise OutputError("output exists and is not a folder", path=str(self.dest))
+        for parent in (self.dest.parent, *self.dest.parent.parents):
+            if parent.exists() or parent.is_symlink():
+                break
+            self._made.append(parent)
         try:
             self.dest.parent.mkdir(parents=True, exist_ok=True)
             self.path.mkdir()
         except OSError as exc:
+            self._remove_made()
             raise output_error(exc, self.dest) from exc
         return self
+
+    def _remove_made(self) -> None:
+        """Remove the folders above `dest` that this run made, as long as they are empty."""
+        for folder in self._made:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
     def commit(self) -> None:
         """fsync every staged file, carry unrelated files of the old destination over, and swap."""
@@ -341,3 +357,5 @@ class StagingDir:
 
     def __exit__(self, *exc: object) -> None:
         remove_path(self.path)
+        if not self.committed:
+            self._remove_made()
