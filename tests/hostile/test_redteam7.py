@@ -292,3 +292,22 @@ def test_a_folder_output_that_fails_leaves_no_folders_it_made(tmp_path: Path, co
     (tmp_path / "kept").mkdir()
     result = run_cli(command[0], source, *command[1:], "-o", tmp_path / "kept" / "deep" / "out", "--dtype", "fp16")
     assert result.exit_code == 2 and list((tmp_path / "kept").iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json"])
+def test_plan_devices_never_writes_its_map_over_the_input_under_another_path(tmp_path: Path, name: str) -> None:
+    """`plan-devices --output` compared paths only: through a bind mount of the model folder it replaced the
+    weights (or the config) with a 12-byte device map, exit 0."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(REPO_ROOT / "fixtures" / "example", folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    alias = tmp_path / "alias"
+    result = _in_a_bind_mount(tmp_path, folder, alias, "plan-devices", folder, "--gpu", "1GB",
+                              "--output", alias / name)
+    assert result.returncode == 2, result
+    assert result.stderr.strip().splitlines() == [
+        f"error: --output {alias / name} would overwrite an input (the same file under another path); "
+        "choose another file"]
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

@@ -45,6 +45,23 @@ def resolve_output(path: Path, shown: str | None = None) -> Path:
                           path=shown or str(path)) from exc
 
 
+def is_one_of(path: Path, others: list[Path]) -> bool:
+    """Whether `path` is, by device and inode, one of `others`: the same file under another path (a bind mount of
+    its folder, a hard link), which comparing resolved paths does not see. False where `path` does not exist."""
+    try:
+        mine = os.stat(path)
+    except OSError:
+        return False
+    for other in others:
+        try:
+            found = os.stat(other)
+        except OSError:
+            continue
+        if (found.st_dev, found.st_ino) == (mine.st_dev, mine.st_ino):
+            return True
+    return False
+
+
 def fsync_path(path: Path) -> None:
     """fsync a file or a directory (directories: so that a rename inside it is durable)."""
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
