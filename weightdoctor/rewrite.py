@@ -658,6 +658,11 @@ def side_files(
             if item.is_symlink():  # a Hub snapshot links files, never folders; `up -> ..` would copy its siblings
                 left_out.append(f"{name}/ (a link to a folder)")
                 continue
+            if name.endswith(WEIGHT_SUFFIXES) or name.endswith(".index.json"):
+                # Copied, it took the name of an output shard or index: the write failed with "File exists" or
+                # "Is a directory", which said nothing of this folder.
+                left_out.append(f"{name}/ (a folder named like a weight file or index)")
+                continue
             for sub in sorted(item.rglob("*")):
                 parts = sub.relative_to(folder).parts
                 special = _special_kind(sub)

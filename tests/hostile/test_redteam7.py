@@ -311,3 +311,23 @@ def test_plan_devices_never_writes_its_map_over_the_input_under_another_path(tmp
         f"error: --output {alias / name} would overwrite an input (the same file under another path); "
         "choose another file"]
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+@pytest.mark.parametrize("command", [["convert", "--to", "bin"], ["shard", "--max", "40KB", "--format", "bin"]])
+def test_a_subfolder_named_like_an_output_weight_file_is_not_copied(tmp_path: Path, command: list[str]) -> None:
+    """Subfolders are copied whole; one named `pytorch_model.bin.index.json/` or `pytorch_model-00001-of-00002.bin/`
+    took the name of a file the output writes, and the write failed with "cannot write the output: File exists"
+    (or "Is a directory"), which did not say why."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    _weights(folder, "safetensors").rename(folder / "model.safetensors")
+    for name in ("pytorch_model.bin.index.json", "pytorch_model-00001-of-00002.bin", "pytorch_model.bin"):
+        (folder / name).mkdir()
+        (folder / name / "notes.txt").write_text("x")
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text("{}")
+    result = run_cli(command[0], folder, "-o", tmp_path / "out", *command[1:])
+    assert result.exit_code == 0, result.stderr
+    assert "pytorch_model.bin.index.json/ (a folder named like a weight file or index)" in result.stderr
+    assert (tmp_path / "out" / "1_Pooling" / "config.json").is_file()
+    assert not (tmp_path / "out" / "pytorch_model.bin").is_dir()
