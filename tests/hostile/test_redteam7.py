@@ -331,3 +331,21 @@ def test_a_subfolder_named_like_an_output_weight_file_is_not_copied(tmp_path: Pa
     assert "pytorch_model.bin.index.json/ (a folder named like a weight file or index)" in result.stderr
     assert (tmp_path / "out" / "1_Pooling" / "config.json").is_file()
     assert not (tmp_path / "out" / "pytorch_model.bin").is_dir()
+
+
+@pytest.mark.parametrize("points_to", ["/proc/self/fd/1", "fifo"])
+def test_force_never_replaces_a_link_to_a_stream(tmp_path: Path, points_to: str) -> None:
+    """`-o /dev/stdout --force` as root replaced the system's `/dev/stdout -> /proc/self/fd/1` with a regular file
+    of the output (the link itself was renamed over, as for any link); a link to a FIFO likewise."""
+    if points_to == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+        points_to = str(tmp_path / "fifo")
+    link = tmp_path / "stdout"
+    link.symlink_to(points_to)
+    source = _weights(tmp_path, "safetensors")
+    result = run_cli("convert", source, "-o", link, "--force")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {link}: output exists and is a link to a device, FIFO, socket or /proc (such as /dev/stdout); "
+        "it is never replaced")
+    assert link.is_symlink() and os.readlink(link) == points_to and _leftovers(tmp_path) == []

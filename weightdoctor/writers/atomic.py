@@ -220,6 +220,18 @@ def refuse_special(dest: Path) -> None:
     if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
         raise OutputError("output exists and is not a regular file (a device, FIFO or socket); it is never replaced",
                           path=str(dest))
+    if stat.S_ISLNK(mode):
+        # `--force` replaces a link itself, not what it points to: `-o /dev/stdout --force` (as root) put a regular
+        # file in the place of the system's `/dev/stdout -> /proc/self/fd/1`. A link to a device, FIFO or socket,
+        # or into /proc (whatever fd 1 is at the moment), is refused as the device itself is.
+        try:
+            target_mode = os.stat(dest).st_mode
+            into_proc = os.readlink(dest).startswith("/proc/")
+        except OSError:
+            return  # a dangling link (or a loop): nothing of the system's is behind it
+        if into_proc or not (stat.S_ISREG(target_mode) or stat.S_ISDIR(target_mode)):
+            raise OutputError("output exists and is a link to a device, FIFO, socket or /proc (such as /dev/stdout); "
+                              "it is never replaced", path=str(dest))
 
 
 # Outputs committed in this process: a Ctrl-C that lands after the commit can then say they are complete.
