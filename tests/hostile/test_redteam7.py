@@ -349,3 +349,26 @@ def test_force_never_replaces_a_link_to_a_stream(tmp_path: Path, points_to: str)
         f"error: {link}: output exists and is a link to a device, FIFO, socket or /proc (such as /dev/stdout); "
         "it is never replaced")
     assert link.is_symlink() and os.readlink(link) == points_to and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(("output", "reason"), [
+    ("{file}/sub", "a part of the output's path is a file, not a folder"),
+    ("{file}/sub/deeper", "a part of the output's path is a file, not a folder"),
+    ("{long}", "a name on the output's path is too long (255 bytes at most)"),
+    ("{long}/x", "a name on the output's path is too long (255 bytes at most)"),
+])
+@pytest.mark.parametrize("command", [["convert"], ["shard", "--max", "40KB"]])
+def test_an_output_path_that_cannot_be_is_said_in_words(tmp_path: Path, output: str, reason: str,
+                                                        command: list[str]) -> None:
+    """A path under a file said "cannot write the output: File exists" (or "Not a directory"); one with a 256-byte
+    name said "cannot read or write: [Errno 36] File name too long: '...'", the OS error as it came."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    _weights(folder, "safetensors").rename(folder / "model.safetensors")
+    (tmp_path / "file").write_text("x")
+    dest = output.format(file=tmp_path / "file", long=tmp_path / ("z" * 256))
+    result = run_cli(command[0], folder, *command[1:], "-o", dest)
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {dest}: cannot write the output: {reason}; nothing was left behind"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "model"]

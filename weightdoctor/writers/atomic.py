@@ -165,6 +165,8 @@ def output_error(exc: OSError, path: Path) -> OutputError:
         errno.EPERM: "operation not permitted",
         errno.EROFS: "read-only file system",
         errno.ENOENT: "the output folder does not exist",
+        errno.ENOTDIR: "a part of the output's path is a file, not a folder",
+        errno.ENAMETOOLONG: "a name on the output's path is too long (255 bytes at most)",
     }
     reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
     return OutputError(f"cannot write the output: {reason}; nothing was left behind", path=str(path))
@@ -184,10 +186,13 @@ def atomic_file(dest: Path, *, replace: bool = False) -> Iterator[Path]:
         OutputError: `dest` exists and `replace` is False, or the file cannot be written.
     """
     dest = named(dest)
-    if (dest.exists() or dest.is_symlink()) and not replace:
-        raise OutputError("output exists; pass --force to replace it", path=str(dest))
-    refuse_special(dest)
-    remove_stale_siblings(dest)
+    try:
+        if (dest.exists() or dest.is_symlink()) and not replace:
+            raise OutputError("output exists; pass --force to replace it", path=str(dest))
+        refuse_special(dest)
+        remove_stale_siblings(dest)
+    except OSError as exc:  # a name of 256 bytes on the way (exists() lets ENAMETOOLONG through)
+        raise output_error(exc, dest) from exc
     tmp = _sibling(dest, TEMP_MARK)
     try:
         try:
@@ -313,14 +318,21 @@ class StagingDir:
         self._made: list[Path] = []
 
     def __enter__(self) -> StagingDir:
-        remove_stale_siblings(self.dest)
-        if self.dest.exists() or self.dest.is_symlink():
+        try:
+            remove_stale_siblings(self.dest)
+            exists = self.dest.exists() or self.dest.is_symlink()
+        except OSError as exc:  # a name of 256 bytes on the way (exists() lets ENAMETOOLONG through)
+            raise output_error(exc, self.dest) from exc
+        if exists:
             if not self.replace:
                 raise OutputError("output exists; pass --force to replace it", path=str(self.dest))
             if not self.dest.is_dir():
                 raise OutputError("output exists and is not a folder", path=str(self.dest))
         for parent in (self.dest.parent, *self.dest.parent.parents):
             if parent.exists() or parent.is_symlink():
+                if not parent.is_dir():
+                    # mkdir(parents=True) said "File exists" of it, which did not say which or why.
+                    raise output_error(OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)), self.dest)
                 break
             self._made.append(parent)
         try:
