@@ -372,3 +372,16 @@ def test_an_output_path_that_cannot_be_is_said_in_words(tmp_path: Path, output: 
     assert result.stderr.strip().splitlines() == [
         f"error: {dest}: cannot write the output: {reason}; nothing was left behind"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "model"]
+
+
+@pytest.mark.parametrize("command", [["convert", "-o", "out.safetensors"], ["shard", "--max", "0", "-o", "out"]])
+def test_every_strip_and_add_prefix_given_is_applied_in_order(tmp_path: Path, command: list[str]) -> None:
+    """`--strip-prefix module. --strip-prefix model.` (a DDP-wrapped transformers state dict) kept the last one only,
+    without a word: the output still had `module.` names, exit 0."""
+    source = tmp_path / "ddp.safetensors"
+    save_file({"module.model.embed.weight": torch.ones(2), "module.model.norm.weight": torch.ones(2)}, str(source))
+    result = run_cli(command[0], source, *command[1:-1], tmp_path / command[-1], "--strip-prefix", "module.",
+                     "--strip-prefix", "model.", "--add-prefix", "base.", "--add-prefix", "text.")
+    assert result.exit_code == 0, result.stderr
+    written = tmp_path / "out.safetensors" if command[0] == "convert" else tmp_path / "out" / "model.safetensors"
+    assert sorted(load_file(written)) == ["text.base.embed.weight", "text.base.norm.weight"]
