@@ -14,6 +14,7 @@ each chunk.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
 import mmap
@@ -30,6 +31,10 @@ from weightdoctor.writers import hooks
 from weightdoctor.writers.safetensors_writer import TensorSlot, _write_all, layout
 
 _CHUNK = 8 << 20
+# Source files held open at once by a copy, and apart by its comparing thread (each map holds a descriptor too):
+# merging a checkpoint of hundreds of shards into one file held every shard open three times over, and failed with
+# "Too many open files" under the usual limit of 1,024 descriptors.
+MAX_OPEN_SOURCES = 64
 _COPY_CHUNK = 64 << 20
 SYNC_FILE_RANGE_WRITE = 2
 # Writeback is started every this many bytes copied (in larger steps than tensors, which may be tiny).
@@ -220,6 +225,13 @@ class RangeComparer:
 
     def _source_map(self, path: Path) -> tuple[mmap.mmap, int]:
         """A private map of a whole source file, and its address (the maps are never written to)."""
+        if path in self._maps:
+            self._maps[path] = self._maps.pop(path)  # the most recently used last
+        while path not in self._maps and len(self._maps) >= MAX_OPEN_SOURCES:
+            old_fd, old_map, _ = self._maps.pop(next(iter(self._maps)))  # the least recently used
+            if old_map is not None:
+                old_map.close()
+            os.close(old_fd)
         if path not in self._maps:
             fd = os.open(path, os.O_RDONLY)
             try:
@@ -332,24 +344,45 @@ class RangeComparer:
                     self._fd = -1
 
 
-def check_sources_unchanged(inputs: dict[Path, int], sources: dict[str, ByteRange]) -> None:
-    """After the copy: each source file still unchanged (one written in place while it was copied gave a mix of
-    its old and new bytes).
+class SourceFiles:
+    """The open descriptors of a copy's source files: at most `MAX_OPEN_SOURCES` at once, the least recently used
+    closed first, each checked with `check_unchanged` as it is closed (and the rest by `check_unchanged` at the end:
+    a file written in place while it was copied gave a mix of its old and new bytes)."""
 
-    Raises:
-        CorruptCheckpoint: see `check_unchanged`.
-    """
-    by_path = {source.path: source for source in sources.values()}
-    for path, fd in inputs.items():
-        check_unchanged(fd, by_path[path])
+    def __init__(self) -> None:
+        self._open: collections.OrderedDict[Path, tuple[int, ByteRange]] = collections.OrderedDict()
+
+    def fd(self, source: ByteRange) -> int:
+        """The descriptor of `source.path`, opened with `open_source` if it is not open."""
+        held = self._open.get(source.path)
+        if held is not None:
+            self._open.move_to_end(source.path)
+            return held[0]
+        while len(self._open) >= MAX_OPEN_SOURCES:
+            _, (old, old_source) = self._open.popitem(last=False)
+            try:
+                check_unchanged(old, old_source)
+            finally:
+                os.close(old)
+        handle = open_source(source)
+        self._open[source.path] = (handle, source)
+        return handle
+
+    def check_unchanged(self) -> None:
+        """Raises CorruptCheckpoint: a source still open changed (see `check_unchanged`)."""
+        for handle, source in self._open.values():
+            check_unchanged(handle, source)
+
+    def close(self) -> None:
+        while self._open:
+            os.close(self._open.popitem()[1][0])
 
 
-def close_all(comparer: RangeComparer | None, inputs: dict[Path, int], fd: int) -> None:
+def close_all(comparer: RangeComparer | None, inputs: SourceFiles, fd: int) -> None:
     """Stop the comparing thread and close the source and output descriptors of a copy."""
     if comparer is not None:
         comparer.close()
-    for handle in inputs.values():
-        os.close(handle)
+    inputs.close()
     os.close(fd)
 
 
@@ -381,7 +414,7 @@ def write_safetensors_by_copy(
         if sources[slot.name].length != slot.nbytes:
             raise ValueError(f"tensor {slot.name!r}: {sources[slot.name].length} source bytes, {slot.nbytes} needed")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    inputs: dict[Path, int] = {}
+    inputs = SourceFiles()
     comparer: RangeComparer | None = None
     try:
         _write_all(fd, header)
@@ -392,10 +425,8 @@ def write_safetensors_by_copy(
             if on_tensor is not None:
                 on_tensor(slot.name)
             source = sources[slot.name]
-            if source.path not in inputs:
-                inputs[source.path] = open_source(source)
             try:
-                copy_range(inputs[source.path], fd, source.offset, position, source.length)
+                copy_range(inputs.fd(source), fd, source.offset, position, source.length)
             except CorruptCheckpoint as exc:
                 exc.path = exc.path or str(source.path)
                 raise
@@ -408,7 +439,7 @@ def write_safetensors_by_copy(
             if advance is not None:
                 advance(source.length)
         compared = comparer.finish() if comparer is not None else 0
-        check_sources_unchanged(inputs, sources)
+        inputs.check_unchanged()
         if os.fstat(fd).st_size != position:
             raise OutputError("verification failed: the file is not the size its header gives", path=str(path))
         return compared
