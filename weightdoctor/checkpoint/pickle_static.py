@@ -26,6 +26,7 @@ import operator
 import os
 import pickle
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +92,8 @@ class StaticArchive:
             CorruptCheckpoint: the file is no longer the one whose records were listed (replaced or rewritten).
         """
         with self._lock:
-            if self._map is None:
+            mapped = self._map
+            if mapped is None:
                 with open(self.path, "rb") as handle:
                     now = file_identity(os.fstat(handle.fileno()))
                     # Cut short in place: `to_torch` says which record the file now ends before.
@@ -100,8 +102,34 @@ class StaticArchive:
                         raise CorruptCheckpoint(
                             "the file changed since its records were read (replaced, or its size or modification "
                             "time changed); nothing more is read from it", path=str(self.path))
-                    self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
-            return self._map
+                    mapped = self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+        _hold(self)
+        return mapped
+
+    def drop_map(self) -> None:
+        """Let go of the map: it is unmapped (and its descriptor closed) once no tensor views it any more; the next
+        value read maps the file again."""
+        self._map = None
+
+
+# The archives whose maps are held, the most recently used last: each map holds a descriptor of its own, so that
+# reading the values of a checkpoint of hundreds of .bin shards (inspect --stats, check-dtype, a cast) failed with
+# "Too many open files" once their number passed the limit (1,024 on Linux, 256 on macOS).
+# Weak references: an archive no checkpoint holds any more goes, its map with it, as before.
+_MAPS_HELD = 32
+_HELD: collections.OrderedDict[int, weakref.ref[StaticArchive]] = collections.OrderedDict()
+_HELD_LOCK = threading.Lock()
+
+
+def _hold(archive: StaticArchive) -> None:
+    """Count `archive` as just used; drop the maps of the least recently used beyond `_MAPS_HELD`."""
+    with _HELD_LOCK:
+        _HELD.pop(id(archive), None)
+        _HELD[id(archive)] = weakref.ref(archive)
+        dropped = [_HELD.popitem(last=False)[1]() for _ in range(len(_HELD) - _MAPS_HELD)]
+    for old in dropped:
+        if old is not None:
+            old.drop_map()
 
 
 def file_identity(stat: os.stat_result) -> tuple[int, int, int, int]:
