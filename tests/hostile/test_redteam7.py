@@ -450,3 +450,19 @@ def test_reading_the_values_of_hundreds_of_bin_shards_holds_a_bounded_number_of_
     if command[0] == "convert":
         tensors = load_file(tmp_path / "out.safetensors")
         assert len(tensors) == count and all(float(tensors[f"l{i}.w"][0]) == i for i in range(count))
+
+
+@pytest.mark.parametrize("name", ["a\nb.safetensors", "a\nb"])
+def test_what_a_killed_run_left_for_a_name_with_a_newline_is_removed(tmp_path: Path, name: str) -> None:
+    """The next run for a destination removes what a killed one left beside it: not where the name held a newline
+    (the pattern that finds those siblings stopped at it)."""
+    from weightdoctor.writers.atomic import STAGE_MARK, TEMP_MARK
+
+    source = _weights(tmp_path, "safetensors")
+    mark = TEMP_MARK if name.endswith(".safetensors") else STAGE_MARK
+    stale = tmp_path / f".{name}{mark}{2**22 + 1}-deadbeef"  # past Linux's pid_max: that process is gone
+    (stale.mkdir if mark == STAGE_MARK else stale.touch)()
+    command = ["convert"] if mark == TEMP_MARK else ["shard", "--max", "40KB"]
+    result = run_cli(command[0], source, *command[1:], "-o", tmp_path / name)
+    assert result.exit_code == 0, result.stderr
+    assert not stale.exists() and _leftovers(tmp_path) == []

@@ -26,7 +26,8 @@ from weightdoctor.errors import OutputError
 TEMP_MARK = ".wdtmp-"
 STAGE_MARK = ".wdstage-"
 OLD_MARK = ".wdold-"
-_SIBLING_RE = re.compile(r"^\.(?P<name>.+)\.(?:wdtmp|wdstage|wdold)-(?P<pid>\d+)-[0-9a-f]+$")
+# DOTALL: a name may hold a newline (`-o $'a\nb.safetensors'`), whose siblings were then never found again.
+_SIBLING_RE = re.compile(r"^\.(?P<name>.+)\.(?:wdtmp|wdstage|wdold)-(?P<pid>\d+)-[0-9a-f]+\Z", re.DOTALL)
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
