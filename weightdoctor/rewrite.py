@@ -1076,6 +1076,16 @@ def check_not_input(checkpoint: Checkpoint, dest: Path) -> None:
     if checkpoint.path.is_dir() and checkpoint.path.resolve() in (target, resolved):
         raise OutputError("output is the input folder; choose another path", path=str(dest))
     _refuse_the_input_under_another_name(checkpoint, dest, target)
+    from weightdoctor.writers.atomic import named, stale_siblings
+
+    # What a killed run for this output left (`.model.safetensors.wdtmp-PID-TOKEN`, a `.out.wdstage-...` folder of
+    # whole shards) is removed before writing: read as the input, to salvage it, it was deleted unread.
+    inputs = {p for item in checkpoint.files for p in (item.path.absolute(), item.path.resolve())}
+    for stale in stale_siblings(named(target)):
+        for candidate in {stale.absolute(), stale.resolve()}:
+            if any(candidate == p or candidate in p.parents for p in inputs):
+                raise OutputError(f"the input {stale.name!r} is what an earlier, killed run for this output left, "
+                                  "and would be removed before writing: rename it first", path=str(dest))
 
 
 def _refuse_the_input_under_another_name(checkpoint: Checkpoint, dest: Path, target: Path) -> None:

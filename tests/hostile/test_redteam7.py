@@ -466,3 +466,26 @@ def test_what_a_killed_run_left_for_a_name_with_a_newline_is_removed(tmp_path: P
     result = run_cli(command[0], source, *command[1:], "-o", tmp_path / name)
     assert result.exit_code == 0, result.stderr
     assert not stale.exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", ["file", "stage"])
+def test_what_a_killed_run_left_read_as_the_input_is_not_removed_unread(tmp_path: Path, kind: str) -> None:
+    """A run killed before its rename leaves `.model.safetensors.wdtmp-PID-TOKEN` (or a `.out.wdstage-...` folder of
+    whole shards); converting that very file to the output it was meant for removed it as a stale sibling before
+    anything was read: the input was gone, and the run failed."""
+    dead = 2**22 + 1  # past Linux's pid_max: that process is gone
+    if kind == "file":
+        source = tmp_path / f".model.safetensors.wdtmp-{dead}-abcd"
+        _weights(tmp_path, "safetensors").rename(source)
+        command = ["convert", str(source), "-o", str(tmp_path / "model.safetensors")]
+    else:
+        source = tmp_path / f".out.wdstage-{dead}-abcd"
+        source.mkdir()
+        _weights(tmp_path, "safetensors").rename(source / "model.safetensors")
+        command = ["shard", str(source), "--max", "40KB", "-o", str(tmp_path / "out")]
+    before = sorted(p.name for p in source.rglob("*")) if source.is_dir() else source.read_bytes()
+    result = run_cli(*command)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is what an earlier, killed run for this output left" in lines[0], lines
+    assert (sorted(p.name for p in source.rglob("*")) if source.is_dir() else source.read_bytes()) == before

@@ -127,21 +127,25 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_siblings(dest: Path) -> list[Path]:
-    """Remove temp files and staging folders for `dest` left behind by runs that were killed.
-
-    Only siblings named by this module for this exact destination, whose process no longer runs.
-    """
-    removed: list[Path] = []
+def stale_siblings(dest: Path) -> list[Path]:
+    """The temp files and staging folders for `dest` left behind by runs that were killed: only siblings named by
+    this module for this exact destination, whose process no longer runs."""
     parent = dest.parent
     if not parent.is_dir():
-        return removed
+        return []
+    found: list[Path] = []
     for item in parent.iterdir():
         match = _SIBLING_RE.match(item.name)
-        if not match or match.group("name") != _sibling_stem(dest.name) or _pid_alive(int(match.group("pid"))):
-            continue
+        if match and match.group("name") == _sibling_stem(dest.name) and not _pid_alive(int(match.group("pid"))):
+            found.append(item)
+    return found
+
+
+def remove_stale_siblings(dest: Path) -> list[Path]:
+    """Remove what `stale_siblings` finds."""
+    removed = stale_siblings(dest)
+    for item in removed:
         remove_path(item)
-        removed.append(item)
     return removed
 
 
