@@ -130,11 +130,12 @@ def _pid_alive(pid: int) -> bool:
 def stale_siblings(dest: Path) -> list[Path]:
     """The temp files and staging folders for `dest` left behind by runs that were killed: only siblings named by
     this module for this exact destination, whose process no longer runs."""
-    parent = dest.parent
-    if not parent.is_dir():
-        return []
+    try:
+        items = list(dest.parent.iterdir())
+    except OSError:
+        return []  # no folder there (or a name of 256 bytes on the way): nothing was left in it
     found: list[Path] = []
-    for item in parent.iterdir():
+    for item in items:
         match = _SIBLING_RE.match(item.name)
         if match and match.group("name") == _sibling_stem(dest.name) and not _pid_alive(int(match.group("pid"))):
             found.append(item)
