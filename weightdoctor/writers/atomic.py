@@ -94,7 +94,7 @@ _SIBLING_EXTRA = 1 + len(STAGE_MARK) + 7 + 1 + 8
 
 def _sibling_stem(name: str) -> str:
     """What a sibling's name holds of `name`: all of it, or, where the sibling's name would pass NAME_MAX (an output
-    named with 230 to 255 bytes, legal itself, failed with "File name too long" about the temporary), a shortened
+    named with some 232 to 255 bytes, legal itself, failed with "File name too long" about the temporary), a shortened
     prefix and a hash of the whole name, so that the stale siblings of one destination are still told apart.
 
     Example:
