@@ -8,11 +8,11 @@ shared reader and compares the hashes before anything is renamed into place.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -933,6 +933,38 @@ def verify_output(path: Path, expected: dict[str, tuple[str, tuple[int, ...], st
     return len(to_hash)
 
 
+def copy_side_file(source: Path, target: Path) -> None:
+    """Copy a side file as `shutil.copyfile` does, except that the holes of a sparse file stay holes (as `cp`
+    keeps them): a model folder's `README.md` of 1 TB that takes no disk (`truncate -s 1T`) was written out in
+    full, a terabyte of zeros, before the copy could end.
+
+    Raises:
+        OSError: reading or writing fails.
+    """
+    from weightdoctor.writers.byte_copy import copy_range
+
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        size = os.fstat(src.fileno()).st_size
+        offset = 0
+        while offset < size:
+            try:
+                data = os.lseek(src.fileno(), offset, os.SEEK_DATA)
+                end = os.lseek(src.fileno(), data, os.SEEK_HOLE)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    break  # nothing but a hole from `offset` on
+                if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                data, end = offset, size  # a file system that does not say where its holes are
+            try:
+                copy_range(src.fileno(), dst.fileno(), data, data, min(end, size) - data)
+            except WeightDoctorError as exc:  # cut short while copied
+                exc.path = exc.path or str(source)
+                raise
+            offset = end
+        os.ftruncate(dst.fileno(), size)
+
+
 def write_index(path: Path, files: list[OutputFile], metadata: dict[str, object]) -> None:
     """Write a Hugging Face index (`weight_map` sorted, as transformers writes it)."""
     weight_map = {name: f.filename for f in files for name in f.tensors}
@@ -1034,7 +1066,7 @@ def write_outputs(
                     if item.content is not None:
                         target.write_bytes(item.content)
                     else:
-                        shutil.copyfile(item.path, target)
+                        copy_side_file(item.path, target)
                     result.copied.append(item.relpath)
                 hooks.reached("before-index")
                 if index_name is not None:

@@ -489,3 +489,25 @@ def test_what_a_killed_run_left_read_as_the_input_is_not_removed_unread(tmp_path
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "is what an earlier, killed run for this output left" in lines[0], lines
     assert (sorted(p.name for p in source.rglob("*")) if source.is_dir() else source.read_bytes()) == before
+
+
+@pytest.mark.parametrize("command", [["convert"], ["shard", "--max", "40KB"]])
+def test_a_sparse_side_file_is_copied_sparse(tmp_path: Path, command: list[str]) -> None:
+    """A model folder's `README.md` of 1 GiB that takes no disk (`truncate -s 1G`: a tarball can carry one) was
+    written out in full, 1 GiB of zeros (a terabyte one, likewise, until the disk was full)."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    _weights(folder, "safetensors").rename(folder / "model.safetensors")
+    with open(folder / "README.md", "wb") as handle:
+        handle.write(b"# head\n")
+        handle.truncate(1 << 30)
+        handle.seek(0, os.SEEK_END)
+        handle.write(b"tail\n")
+    if os.stat(folder / "README.md").st_blocks * 512 > 1 << 20:
+        pytest.skip("this file system keeps no holes")
+    result = run_cli(command[0], folder, *command[1:], "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    copied = tmp_path / "out" / "README.md"
+    assert copied.stat().st_size == (1 << 30) + 5 and copied.stat().st_blocks * 512 <= 1 << 20
+    with open(copied, "rb") as handle:
+        assert handle.read(7) == b"# head\n" and (handle.seek(-5, os.SEEK_END), handle.read())[1] == b"tail\n"
