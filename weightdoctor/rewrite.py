@@ -8,10 +8,11 @@ shared reader and compares the hashes before anything is renamed into place.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -324,7 +325,11 @@ def plan_tensors(
             aliased_to.update({n: owner for n in names if n != owner})
     names = [t.name for t in checkpoint.tensors if fmt == "bin" or t.name not in dropped]
     _refuse_renames_that_match_nothing(names, list(renames or []))
-    new_names = apply_renames(names, list(renames or []))
+    # Renamed over every name, dropped aliases too, so that a rename onto an alias's name is refused as two names
+    # made one: `--rename '^q$=head.weight'` beside tied `head.weight` = `emb.weight` wrote q under the name the
+    # metadata records as `head.weight -> emb.weight` (a .bin, which keeps every name, refused it already).
+    every_new = apply_renames([t.name for t in checkpoint.tensors], list(renames or []))
+    new_names = {name: every_new[name] for name in names}
     if fmt == "safetensors":
         _refuse_unreadable_names(new_names, checkpoint.source)
     selection.renamed = sum(old != new for old, new in new_names.items())
@@ -653,6 +658,11 @@ def side_files(
             if item.is_symlink():  # a Hub snapshot links files, never folders; `up -> ..` would copy its siblings
                 left_out.append(f"{name}/ (a link to a folder)")
                 continue
+            if name.endswith(WEIGHT_SUFFIXES) or name.endswith(".index.json"):
+                # Copied, it took the name of an output shard or index: the write failed with "File exists" or
+                # "Is a directory", which said nothing of this folder.
+                left_out.append(f"{name}/ (a folder named like a weight file or index)")
+                continue
             for sub in sorted(item.rglob("*")):
                 parts = sub.relative_to(folder).parts
                 special = _special_kind(sub)
@@ -836,6 +846,7 @@ def byte_sources(
     if not BYTE_COPY:
         return None
     sources: dict[str, ByteRange] = {}
+    identities: dict[str, tuple[int, int, int, int] | None] = {}
     for planned in selection.tensors:
         if planned.alias_of is not None:
             if fmt != "bin":
@@ -846,7 +857,9 @@ def byte_sources(
         found = checkpoint.byte_range(planned.source)
         if found is None or found[2] != planned.nbytes:
             return None
-        sources[planned.name] = ByteRange(*found)
+        if planned.source_file not in identities:
+            identities[planned.source_file] = checkpoint.structure_identity(planned.source_file)
+        sources[planned.name] = ByteRange(*found, identity=identities[planned.source_file])
     return sources
 
 
@@ -918,6 +931,38 @@ def verify_output(path: Path, expected: dict[str, tuple[str, tuple[int, ...], st
             if got != expected[info.name][2]:
                 raise OutputError(f"verification failed: the bytes of {info.name!r} differ from the source", str(path))
     return len(to_hash)
+
+
+def copy_side_file(source: Path, target: Path) -> None:
+    """Copy a side file as `shutil.copyfile` does, except that the holes of a sparse file stay holes (as `cp`
+    keeps them): a model folder's `README.md` of 1 TB that takes no disk (`truncate -s 1T`) was written out in
+    full, a terabyte of zeros, before the copy could end.
+
+    Raises:
+        OSError: reading or writing fails.
+    """
+    from weightdoctor.writers.byte_copy import copy_range
+
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        size = os.fstat(src.fileno()).st_size
+        offset = 0
+        while offset < size:
+            try:
+                data = os.lseek(src.fileno(), offset, os.SEEK_DATA)
+                end = os.lseek(src.fileno(), data, os.SEEK_HOLE)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    break  # nothing but a hole from `offset` on
+                if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                data, end = offset, size  # a file system that does not say where its holes are
+            try:
+                copy_range(src.fileno(), dst.fileno(), data, data, min(end, size) - data)
+            except WeightDoctorError as exc:  # cut short while copied
+                exc.path = exc.path or str(source)
+                raise
+            offset = end
+        os.ftruncate(dst.fileno(), size)
 
 
 def write_index(path: Path, files: list[OutputFile], metadata: dict[str, object]) -> None:
@@ -1021,7 +1066,7 @@ def write_outputs(
                     if item.content is not None:
                         target.write_bytes(item.content)
                     else:
-                        shutil.copyfile(item.path, target)
+                        copy_side_file(item.path, target)
                     result.copied.append(item.relpath)
                 hooks.reached("before-index")
                 if index_name is not None:
@@ -1062,6 +1107,47 @@ def check_not_input(checkpoint: Checkpoint, dest: Path) -> None:
                 raise OutputError("output would overwrite the input; choose another path", path=str(dest))
     if checkpoint.path.is_dir() and checkpoint.path.resolve() in (target, resolved):
         raise OutputError("output is the input folder; choose another path", path=str(dest))
+    _refuse_the_input_under_another_name(checkpoint, dest, target)
+    from weightdoctor.writers.atomic import named, stale_siblings
+
+    # What a killed run for this output left (`.model.safetensors.wdtmp-PID-TOKEN`, a `.out.wdstage-...` folder of
+    # whole shards) is removed before writing: read as the input, to salvage it, it was deleted unread.
+    inputs = {p for item in checkpoint.files for p in (item.path.absolute(), item.path.resolve())}
+    for stale in stale_siblings(named(target)):
+        for candidate in {stale.absolute(), stale.resolve()}:
+            if any(candidate == p or candidate in p.parents for p in inputs):
+                raise OutputError(f"the input {stale.name!r} is what an earlier, killed run for this output left, "
+                                  "and would be removed before writing: rename it first", path=str(dest))
+
+
+def _refuse_the_input_under_another_name(checkpoint: Checkpoint, dest: Path, target: Path) -> None:
+    """Refuse an output that is an input file or folder by device and inode, whatever its path: a bind mount of the
+    input folder (or a hard link of an input file) passed the path comparison, and `--force` then put the output in
+    the input's place (`convert model.safetensors -o /mnt/alias/model.safetensors --dtype fp16 --force` left no
+    fp32 weights), or swapped the input folder out and deleted its weight files.
+
+    Raises:
+        OutputError: `dest` is an input file, the input folder, or a folder holding an input file.
+    """
+    try:
+        taken = os.stat(target)
+    except OSError:
+        return  # nothing there yet (or nothing that can be looked at): it cannot be an input
+    mine = (taken.st_dev, taken.st_ino)
+    seen: set[Path] = set()  # the files of one folder share their parents: each is looked at once
+    for item in checkpoint.files:
+        path = item.path.resolve()
+        for candidate in (path, *path.parents):
+            if candidate in seen:
+                break
+            seen.add(candidate)
+            try:
+                found = os.stat(candidate)
+            except OSError:
+                continue
+            if (found.st_dev, found.st_ino) == mine:
+                raise OutputError("output would overwrite the input (the same file or folder under another path); "
+                                  "choose another path", path=str(dest))
 
 
 # diffusers' dtype variants (`diffusion_pytorch_model.fp16.safetensors`): the name says what the file holds.

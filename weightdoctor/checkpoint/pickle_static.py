@@ -26,6 +26,7 @@ import operator
 import os
 import pickle
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,18 +77,64 @@ class _Dtype(_NoState):
 class StaticArchive:
     """A torch zip file whose records are read in place; the memory map is made on first use."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, identity: tuple[int, int, int, int] | None = None) -> None:
         self.path = path
+        # (st_dev, st_ino, st_size, st_mtime_ns) when the records were listed: the map, made later by path, must be
+        # of that same file (a file replaced in between had its bytes read at the old file's offsets).
+        self.identity = identity
         self._map: mmap.mmap | None = None
         self._lock = threading.Lock()
 
     def mapping(self) -> mmap.mmap:
-        """A private, copy-on-write map of the whole file (as torch.load(mmap=True) maps it)."""
+        """A private, copy-on-write map of the whole file (as torch.load(mmap=True) maps it).
+
+        Raises:
+            CorruptCheckpoint: the file is no longer the one whose records were listed (replaced or rewritten).
+        """
         with self._lock:
-            if self._map is None:
+            mapped = self._map
+            if mapped is None:
                 with open(self.path, "rb") as handle:
-                    self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
-            return self._map
+                    now = file_identity(os.fstat(handle.fileno()))
+                    # Cut short in place: `to_torch` says which record the file now ends before.
+                    shorter = self.identity is not None and now[:2] == self.identity[:2] and now[2] < self.identity[2]
+                    if self.identity is not None and now != self.identity and not shorter:
+                        raise CorruptCheckpoint(
+                            "the file changed since its records were read (replaced, or its size or modification "
+                            "time changed); nothing more is read from it", path=str(self.path))
+                    mapped = self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+        _hold(self)
+        return mapped
+
+    def drop_map(self) -> None:
+        """Let go of the map: it is unmapped (and its descriptor closed) once no tensor views it any more; the next
+        value read maps the file again."""
+        self._map = None
+
+
+# The archives whose maps are held, the most recently used last: each map holds a descriptor of its own, so that
+# reading the values of a checkpoint of hundreds of .bin shards (inspect --stats, check-dtype, a cast) failed with
+# "Too many open files" once their number passed the limit (1,024 on Linux, 256 on macOS).
+# Weak references: an archive no checkpoint holds any more goes, its map with it, as before.
+_MAPS_HELD = 32
+_HELD: collections.OrderedDict[int, weakref.ref[StaticArchive]] = collections.OrderedDict()
+_HELD_LOCK = threading.Lock()
+
+
+def _hold(archive: StaticArchive) -> None:
+    """Count `archive` as just used; drop the maps of the least recently used beyond `_MAPS_HELD`."""
+    with _HELD_LOCK:
+        _HELD.pop(id(archive), None)
+        _HELD[id(archive)] = weakref.ref(archive)
+        dropped = [_HELD.popitem(last=False)[1]() for _ in range(len(_HELD) - _MAPS_HELD)]
+    for old in dropped:
+        if old is not None:
+            old.drop_map()
+
+
+def file_identity(stat: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells one version of a file from another: (st_dev, st_ino, st_size, st_mtime_ns)."""
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -147,11 +194,15 @@ class StaticTensor(_NoState):
             base = torch.empty(0, dtype=dtype)
         else:
             mapping = self.storage.archive.mapping()
-            if self.storage.data_offset + count * self.itemsize > len(mapping):
+            # `len(mapping)` is the size when the map was made; `mapping.size()` is the file's size now. A file cut
+            # short after the map was made (between two tensors of a convert) raised SIGBUS on the first page
+            # past its new end, killing the process with no message and its temporary output left behind.
+            now = min(len(mapping), mapping.size())
+            if self.storage.data_offset + count * self.itemsize > now:
                 # The file was cut short after its records were listed (the map is made on the first value
                 # read): frombuffer's ValueError was an unexpected error line.
                 raise CorruptCheckpoint(
-                    f"file ended before the bytes of storage data/{self.storage.key} ({len(mapping):,} bytes now, "
+                    f"file ended before the bytes of storage data/{self.storage.key} ({now:,} bytes now, "
                     f"the record ends at {self.storage.data_offset + self.storage.nbytes:,}): truncated or changed "
                     "while reading")
             base = torch.frombuffer(mapping, dtype=dtype, count=count, offset=self.storage.data_offset)
@@ -299,8 +350,9 @@ def load_static(path: Path) -> Any:
     """
     from weightdoctor.security import archive as zip_archive
 
-    size = os.path.getsize(path)
     with open(path, "rb") as handle:
+        identity = file_identity(os.fstat(handle.fileno()))
+        size = identity[2]
         try:
             layout = zip_archive.read_layout(handle, size)
         except (ValueError, OSError) as exc:
@@ -344,7 +396,7 @@ def load_static(path: Path) -> Any:
                 records[member.name[len(prefix) + len("data/"):]] = (member.data_offset, member.size)
         data = zip_archive.read_member(handle, pickles[0], MAX_DATA_PKL)
     try:
-        return _StaticUnpickler(data, StaticArchive(path), records).load()
+        return _StaticUnpickler(data, StaticArchive(path, identity), records).load()
     except (NeedsTorch, CorruptCheckpoint):
         raise
     except Exception as exc:  # a malformed pickle: torch's loader gives the error users know

@@ -229,6 +229,21 @@ class Checkpoint:
         found = pytorch_format.byte_range(contents.state_dict.get(name))
         return (self.file_path(info.file), *found) if found is not None else None
 
+    def structure_identity(self, relpath: str) -> tuple[int, int, int, int] | None:
+        """(st_dev, st_ino, st_size, st_mtime_ns) of a weight file when its structure was read, where it was read
+        in place (a safetensors header, a torch zip read without torch); None otherwise. A byte copy checks the file
+        it copies from against it."""
+        header = self._headers.get(relpath)
+        if header is not None:
+            return header.identity
+        contents = self._pickles.get(relpath)
+        from weightdoctor.checkpoint.pickle_static import StaticTensor
+
+        for value in (contents.state_dict.values() if contents is not None else ()):
+            if isinstance(value, StaticTensor):
+                return value.storage.archive.identity
+        return None
+
     def _check_views(self, relpath: str) -> None:
         """Before a pickle's first value is read (or copied): its views may not claim far more than its storages
         (`pytorch_format.refuse_amplified_views`); once per file."""

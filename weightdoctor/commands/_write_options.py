@@ -38,8 +38,12 @@ AllowOverflowOpt = Annotated[
     bool,
     typer.Option("--allow-overflow", help="With --dtype: cast even where finite values become inf or many become 0."),
 ]
-StripPrefixOpt = Annotated[str | None, typer.Option("--strip-prefix", help="Remove this prefix from every name.")]
-AddPrefixOpt = Annotated[str | None, typer.Option("--add-prefix", help="Put this prefix before every name.")]
+# Repeatable, applied in the order given: as single options, `--strip-prefix module. --strip-prefix model.` kept the
+# last one only, without a word.
+StripPrefixOpt = Annotated[list[str] | None, typer.Option(
+    "--strip-prefix", help="Remove this prefix from every name (repeatable, in order).")]
+AddPrefixOpt = Annotated[list[str] | None, typer.Option(
+    "--add-prefix", help="Put this prefix before every name (repeatable, in order).")]
 RenameOpt = Annotated[
     list[str] | None,
     typer.Option("--rename", metavar="REGEX=REPL", help="Rename keys (first match, re.sub syntax); repeatable."),
@@ -56,16 +60,18 @@ NoVerifyOpt = Annotated[
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan and write nothing.")]
 
 
-def build_renames(strip_prefix: str | None, renames: list[str] | None, add_prefix: str | None) -> list[Rename]:
-    """--strip-prefix first, then each --rename in order, then --add-prefix."""
+def build_renames(strip_prefix: list[str] | str | None, renames: list[str] | None,
+                  add_prefix: list[str] | str | None) -> list[Rename]:
+    """Each --strip-prefix in order first, then each --rename in order, then each --add-prefix in order."""
     from weightdoctor.renames import add_prefix as add
     from weightdoctor.renames import parse_rename
     from weightdoctor.renames import strip_prefix as strip
 
-    result = [strip(strip_prefix)] if strip_prefix else []
+    strips = [strip_prefix] if isinstance(strip_prefix, str) else strip_prefix or []
+    adds = [add_prefix] if isinstance(add_prefix, str) else add_prefix or []
+    result = [strip(prefix) for prefix in strips if prefix]
     result += [parse_rename(spec) for spec in renames or []]
-    if add_prefix:
-        result.append(add(add_prefix))
+    result += [add(prefix) for prefix in adds if prefix]
     return result
 
 

@@ -175,7 +175,7 @@ def plan_devices(
     if output is not None:
         from pathlib import Path
 
-        from weightdoctor.writers.atomic import resolve_output
+        from weightdoctor.writers.atomic import is_one_of, resolve_output
 
         target = resolve_output(Path(output).expanduser(), output)
         inputs = [Path(p).resolve() for p in (source, manual_map) if p is not None]
@@ -186,6 +186,10 @@ def plan_devices(
         if output is not None and target in {f.path.resolve() for f in checkpoint.files}:
             # A folder's weight files, shards or index (its config.json is refused above, before reading).
             raise UsageError(f"--output {output} would overwrite an input; choose another file")
+        if target is not None and is_one_of(target, [f.path for f in checkpoint.files] + inputs):
+            # The same file under another path (a bind mount of the input folder): the map replaced the weights.
+            raise UsageError(f"--output {output} would overwrite an input (the same file under another path); "
+                             "choose another file")
         if local_info is not None and dtype is None:
             dtype = local_dtype(local_info, checkpoint.config)
         planned = build_planned_model(checkpoint, dtype, model_class)

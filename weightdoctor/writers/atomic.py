@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import hashlib
 import os
 import re
 import secrets
@@ -25,7 +26,8 @@ from weightdoctor.errors import OutputError
 TEMP_MARK = ".wdtmp-"
 STAGE_MARK = ".wdstage-"
 OLD_MARK = ".wdold-"
-_SIBLING_RE = re.compile(r"^\.(?P<name>.+)\.(?:wdtmp|wdstage|wdold)-(?P<pid>\d+)-[0-9a-f]+$")
+# DOTALL: a name may hold a newline (`-o $'a\nb.safetensors'`), whose siblings were then never found again.
+_SIBLING_RE = re.compile(r"^\.(?P<name>.+)\.(?:wdtmp|wdstage|wdold)-(?P<pid>\d+)-[0-9a-f]+\Z", re.DOTALL)
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -42,6 +44,23 @@ def resolve_output(path: Path, shown: str | None = None) -> Path:
     except (RuntimeError, OSError) as exc:
         raise OutputError(f"output is a symbolic link that does not resolve ({exc}); choose another path",
                           path=shown or str(path)) from exc
+
+
+def is_one_of(path: Path, others: list[Path]) -> bool:
+    """Whether `path` is, by device and inode, one of `others`: the same file under another path (a bind mount of
+    its folder, a hard link), which comparing resolved paths does not see. False where `path` does not exist."""
+    try:
+        mine = os.stat(path)
+    except OSError:
+        return False
+    for other in others:
+        try:
+            found = os.stat(other)
+        except OSError:
+            continue
+        if (found.st_dev, found.st_ino) == (mine.st_dev, mine.st_ino):
+            return True
+    return False
 
 
 def fsync_path(path: Path) -> None:
@@ -67,8 +86,33 @@ def named(dest: Path) -> Path:
     return Path(os.path.abspath(dest)) if dest.name in ("", "..") else dest
 
 
+# A file name's limit in bytes (NAME_MAX on Linux and macOS), and what a sibling adds to the name it stands for:
+# the dot, the longest mark, a pid of up to 7 digits (Linux's pid_max), a dash and 8 hex digits.
+_NAME_MAX = 255
+_SIBLING_EXTRA = 1 + len(STAGE_MARK) + 7 + 1 + 8
+
+
+def _sibling_stem(name: str) -> str:
+    """What a sibling's name holds of `name`: all of it, or, where the sibling's name would pass NAME_MAX (an output
+    named with some 232 to 255 bytes, legal itself, failed with "File name too long" about the temporary), a shortened
+    prefix and a hash of the whole name, so that the stale siblings of one destination are still told apart.
+
+    Example:
+        >>> _sibling_stem("model.safetensors"), len(_sibling_stem("x" * 250).encode())
+        ('model.safetensors', 229)
+    """
+    encoded = os.fsencode(name)
+    if len(encoded) + _SIBLING_EXTRA <= _NAME_MAX:
+        return name
+    digest = "~" + hashlib.sha256(encoded).hexdigest()[:8]
+    stem = name
+    while len(os.fsencode(stem + digest)) + _SIBLING_EXTRA > _NAME_MAX:
+        stem = stem[:-1]
+    return stem + digest
+
+
 def _sibling(dest: Path, mark: str) -> Path:
-    return dest.with_name(f".{dest.name}{mark}{os.getpid()}-{secrets.token_hex(4)}")
+    return dest.with_name(f".{_sibling_stem(dest.name)}{mark}{os.getpid()}-{secrets.token_hex(4)}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -83,21 +127,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_siblings(dest: Path) -> list[Path]:
-    """Remove temp files and staging folders for `dest` left behind by runs that were killed.
-
-    Only siblings named by this module for this exact destination, whose process no longer runs.
-    """
-    removed: list[Path] = []
-    parent = dest.parent
-    if not parent.is_dir():
-        return removed
-    for item in parent.iterdir():
+def stale_siblings(dest: Path) -> list[Path]:
+    """The temp files and staging folders for `dest` left behind by runs that were killed: only siblings named by
+    this module for this exact destination, whose process no longer runs."""
+    try:
+        items = list(dest.parent.iterdir())
+    except OSError:
+        return []  # no folder there (or a name of 256 bytes on the way): nothing was left in it
+    found: list[Path] = []
+    for item in items:
         match = _SIBLING_RE.match(item.name)
-        if not match or match.group("name") != dest.name or _pid_alive(int(match.group("pid"))):
-            continue
+        if match and match.group("name") == _sibling_stem(dest.name) and not _pid_alive(int(match.group("pid"))):
+            found.append(item)
+    return found
+
+
+def remove_stale_siblings(dest: Path) -> list[Path]:
+    """Remove what `stale_siblings` finds."""
+    removed = stale_siblings(dest)
+    for item in removed:
         remove_path(item)
-        removed.append(item)
     return removed
 
 
@@ -122,6 +171,8 @@ def output_error(exc: OSError, path: Path) -> OutputError:
         errno.EPERM: "operation not permitted",
         errno.EROFS: "read-only file system",
         errno.ENOENT: "the output folder does not exist",
+        errno.ENOTDIR: "a part of the output's path is a file, not a folder",
+        errno.ENAMETOOLONG: "a name on the output's path is too long (255 bytes at most)",
     }
     reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
     return OutputError(f"cannot write the output: {reason}; nothing was left behind", path=str(path))
@@ -141,10 +192,13 @@ def atomic_file(dest: Path, *, replace: bool = False) -> Iterator[Path]:
         OutputError: `dest` exists and `replace` is False, or the file cannot be written.
     """
     dest = named(dest)
-    if (dest.exists() or dest.is_symlink()) and not replace:
-        raise OutputError("output exists; pass --force to replace it", path=str(dest))
-    refuse_special(dest)
-    remove_stale_siblings(dest)
+    try:
+        if (dest.exists() or dest.is_symlink()) and not replace:
+            raise OutputError("output exists; pass --force to replace it", path=str(dest))
+        refuse_special(dest)
+        remove_stale_siblings(dest)
+    except OSError as exc:  # a name of 256 bytes on the way (exists() lets ENAMETOOLONG through)
+        raise output_error(exc, dest) from exc
     tmp = _sibling(dest, TEMP_MARK)
     try:
         try:
@@ -177,6 +231,18 @@ def refuse_special(dest: Path) -> None:
     if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
         raise OutputError("output exists and is not a regular file (a device, FIFO or socket); it is never replaced",
                           path=str(dest))
+    if stat.S_ISLNK(mode):
+        # `--force` replaces a link itself, not what it points to: `-o /dev/stdout --force` (as root) put a regular
+        # file in the place of the system's `/dev/stdout -> /proc/self/fd/1`. A link to a device, FIFO or socket,
+        # or into /proc (whatever fd 1 is at the moment), is refused as the device itself is.
+        try:
+            target_mode = os.stat(dest).st_mode
+            into_proc = os.readlink(dest).startswith("/proc/")
+        except OSError:
+            return  # a dangling link (or a loop): nothing of the system's is behind it
+        if into_proc or not (stat.S_ISREG(target_mode) or stat.S_ISDIR(target_mode)):
+            raise OutputError("output exists and is a link to a device, FIFO, socket or /proc (such as /dev/stdout); "
+                              "it is never replaced", path=str(dest))
 
 
 # Outputs committed in this process: a Ctrl-C that lands after the commit can then say they are complete.
@@ -253,20 +319,43 @@ class StagingDir:
         self.carried: list[str] = []
         self.dropped: list[str] = []
         self.committed = False
+        # Folders above `dest` that this run made (deepest first): removed again when nothing is committed, so that
+        # a write that fails (a cast that would overflow, a full disk, Ctrl-C) leaves no empty `a/b/` behind.
+        self._made: list[Path] = []
 
     def __enter__(self) -> StagingDir:
-        remove_stale_siblings(self.dest)
-        if self.dest.exists() or self.dest.is_symlink():
+        try:
+            remove_stale_siblings(self.dest)
+            exists = self.dest.exists() or self.dest.is_symlink()
+        except OSError as exc:  # a name of 256 bytes on the way (exists() lets ENAMETOOLONG through)
+            raise output_error(exc, self.dest) from exc
+        if exists:
             if not self.replace:
                 raise OutputError("output exists; pass --force to replace it", path=str(self.dest))
             if not self.dest.is_dir():
                 raise OutputError("output exists and is not a folder", path=str(self.dest))
+        for parent in (self.dest.parent, *self.dest.parent.parents):
+            if parent.exists() or parent.is_symlink():
+                if not parent.is_dir():
+                    # mkdir(parents=True) said "File exists" of it, which did not say which or why.
+                    raise output_error(OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)), self.dest)
+                break
+            self._made.append(parent)
         try:
             self.dest.parent.mkdir(parents=True, exist_ok=True)
             self.path.mkdir()
         except OSError as exc:
+            self._remove_made()
             raise output_error(exc, self.dest) from exc
         return self
+
+    def _remove_made(self) -> None:
+        """Remove the folders above `dest` that this run made, as long as they are empty."""
+        for folder in self._made:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
     def commit(self) -> None:
         """fsync every staged file, carry unrelated files of the old destination over, and swap."""
@@ -315,3 +404,5 @@ class StagingDir:
 
     def __exit__(self, *exc: object) -> None:
         remove_path(self.path)
+        if not self.committed:
+            self._remove_made()

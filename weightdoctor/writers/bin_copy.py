@@ -407,7 +407,7 @@ def write_bin_by_copy(
     central_offset = offset
 
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-    inputs: dict[Path, int] = {}
+    inputs = byte_copy.SourceFiles()
     comparer: RangeComparer | None = None
     crcs: dict[bytes, int] = {}
     heads: dict[bytes, bytes] = {}
@@ -443,11 +443,9 @@ def write_bin_by_copy(
             if on_tensor is not None:
                 on_tensor(slot.name)
             source = sources[slot.name]
-            if source.path not in inputs:
-                inputs[source.path] = os.open(source.path, os.O_RDONLY)
             _pwrite_all(fd, record.local_header, record.header_offset)
             try:
-                byte_copy.copy_range(inputs[source.path], fd, source.offset, record.data_offset, source.length)
+                byte_copy.copy_range(inputs.fd(source), fd, source.offset, record.data_offset, source.length)
             except CorruptCheckpoint as exc:
                 exc.path = exc.path or str(source.path)
                 raise
@@ -457,6 +455,7 @@ def write_bin_by_copy(
                 advance(source.length)
         comparer.finish()
         compared = comparer.compared
+        inputs.check_unchanged()
         settle(len(owners))
         crcs[version_record.name] = zlib.crc32(FILE_FORMAT_VERSION)
         heads[version_record.name] = FILE_FORMAT_VERSION[:8]

@@ -14,6 +14,7 @@ each chunk.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
 import mmap
@@ -30,6 +31,10 @@ from weightdoctor.writers import hooks
 from weightdoctor.writers.safetensors_writer import TensorSlot, _write_all, layout
 
 _CHUNK = 8 << 20
+# Source files held open at once by a copy, and apart by its comparing thread (each map holds a descriptor too):
+# merging a checkpoint of hundreds of shards into one file held every shard open three times over, and failed with
+# "Too many open files" under the usual limit of 1,024 descriptors.
+MAX_OPEN_SOURCES = 64
 _COPY_CHUNK = 64 << 20
 SYNC_FILE_RANGE_WRITE = 2
 # Writeback is started every this many bytes copied (in larger steps than tensors, which may be tiny).
@@ -43,6 +48,41 @@ class ByteRange:
     path: Path
     offset: int
     length: int
+    # (st_dev, st_ino, st_size, st_mtime_ns) of `path` when its structure was read, where the reader knows it: the
+    # bytes are copied only from that same file, unchanged (see `check_unchanged`).
+    identity: tuple[int, int, int, int] | None = None
+
+
+def check_unchanged(fd: int, source: ByteRange) -> None:
+    """Refuse to copy from (or compare with) a source that is no longer the file whose structure was read.
+
+    A file replaced between the header read and the copy (a download or save finishing meanwhile) had its bytes
+    copied at the old file's offsets, and the copy was then "verified" against the new file, exit 0.
+
+    Raises:
+        CorruptCheckpoint: the open file's device, inode, size or modification time differ from `source.identity`.
+    """
+    if source.identity is None:
+        return
+    stat = os.fstat(fd)
+    if (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns) != source.identity:
+        raise CorruptCheckpoint("the file changed since its header was read (replaced, or its size or modification "
+                                "time changed); its bytes are not copied", path=str(source.path))
+
+
+def open_source(source: ByteRange) -> int:
+    """Open a source file for copying, checked with `check_unchanged`.
+
+    Raises:
+        OSError: it cannot be opened; CorruptCheckpoint: it changed since its structure was read.
+    """
+    fd = os.open(source.path, os.O_RDONLY)
+    try:
+        check_unchanged(fd, source)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _sync_file_range() -> object | None:
@@ -185,6 +225,13 @@ class RangeComparer:
 
     def _source_map(self, path: Path) -> tuple[mmap.mmap, int]:
         """A private map of a whole source file, and its address (the maps are never written to)."""
+        if path in self._maps:
+            self._maps[path] = self._maps.pop(path)  # the most recently used last
+        while path not in self._maps and len(self._maps) >= MAX_OPEN_SOURCES:
+            old_fd, old_map, _ = self._maps.pop(next(iter(self._maps)))  # the least recently used
+            if old_map is not None:
+                old_map.close()
+            os.close(old_fd)
         if path not in self._maps:
             fd = os.open(path, os.O_RDONLY)
             try:
@@ -203,6 +250,7 @@ class RangeComparer:
         if source.length:
             if self.compare:
                 src_map, src_address = self._source_map(source.path)
+                check_unchanged(self._maps[source.path][0], source)
                 if src_map is None or source.offset + source.length > len(src_map):
                     raise OutputError(f"verification failed: the source of {name!r} ends early",
                                       path=str(self.output))
@@ -218,6 +266,11 @@ class RangeComparer:
                     count = min(_CHUNK, source.length - done)
                     if self.crc:
                         crc = crc32_at(out_address + done, count, crc)
+                    if self.compare and source.offset + done + count > src_map.size():
+                        # The source was cut short since it was mapped (`size()` is the file's size now): reading
+                        # the map past the file's new end raised SIGBUS and killed the process without a word.
+                        raise CorruptCheckpoint(f"the source ends before the bytes of {name!r} (was it changed "
+                                                "while copying?)", path=str(source.path))
                     if self.compare and _MEMCMP(out_address + done, src_address + source.offset + done, count):
                         raise OutputError(f"verification failed: the bytes of {name!r} differ from the source",
                                           path=str(self.output))
@@ -291,12 +344,45 @@ class RangeComparer:
                     self._fd = -1
 
 
-def close_all(comparer: RangeComparer | None, inputs: dict[Path, int], fd: int) -> None:
+class SourceFiles:
+    """The open descriptors of a copy's source files: at most `MAX_OPEN_SOURCES` at once, the least recently used
+    closed first, each checked with `check_unchanged` as it is closed (and the rest by `check_unchanged` at the end:
+    a file written in place while it was copied gave a mix of its old and new bytes)."""
+
+    def __init__(self) -> None:
+        self._open: collections.OrderedDict[Path, tuple[int, ByteRange]] = collections.OrderedDict()
+
+    def fd(self, source: ByteRange) -> int:
+        """The descriptor of `source.path`, opened with `open_source` if it is not open."""
+        held = self._open.get(source.path)
+        if held is not None:
+            self._open.move_to_end(source.path)
+            return held[0]
+        while len(self._open) >= MAX_OPEN_SOURCES:
+            _, (old, old_source) = self._open.popitem(last=False)
+            try:
+                check_unchanged(old, old_source)
+            finally:
+                os.close(old)
+        handle = open_source(source)
+        self._open[source.path] = (handle, source)
+        return handle
+
+    def check_unchanged(self) -> None:
+        """Raises CorruptCheckpoint: a source still open changed (see `check_unchanged`)."""
+        for handle, source in self._open.values():
+            check_unchanged(handle, source)
+
+    def close(self) -> None:
+        while self._open:
+            os.close(self._open.popitem()[1][0])
+
+
+def close_all(comparer: RangeComparer | None, inputs: SourceFiles, fd: int) -> None:
     """Stop the comparing thread and close the source and output descriptors of a copy."""
     if comparer is not None:
         comparer.close()
-    for handle in inputs.values():
-        os.close(handle)
+    inputs.close()
     os.close(fd)
 
 
@@ -328,7 +414,7 @@ def write_safetensors_by_copy(
         if sources[slot.name].length != slot.nbytes:
             raise ValueError(f"tensor {slot.name!r}: {sources[slot.name].length} source bytes, {slot.nbytes} needed")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    inputs: dict[Path, int] = {}
+    inputs = SourceFiles()
     comparer: RangeComparer | None = None
     try:
         _write_all(fd, header)
@@ -339,10 +425,8 @@ def write_safetensors_by_copy(
             if on_tensor is not None:
                 on_tensor(slot.name)
             source = sources[slot.name]
-            if source.path not in inputs:
-                inputs[source.path] = os.open(source.path, os.O_RDONLY)
             try:
-                copy_range(inputs[source.path], fd, source.offset, position, source.length)
+                copy_range(inputs.fd(source), fd, source.offset, position, source.length)
             except CorruptCheckpoint as exc:
                 exc.path = exc.path or str(source.path)
                 raise
@@ -355,6 +439,7 @@ def write_safetensors_by_copy(
             if advance is not None:
                 advance(source.length)
         compared = comparer.finish() if comparer is not None else 0
+        inputs.check_unchanged()
         if os.fstat(fd).st_size != position:
             raise OutputError("verification failed: the file is not the size its header gives", path=str(path))
         return compared
