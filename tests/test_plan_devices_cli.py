@@ -57,7 +57,34 @@ def test_output_json_loads_through_from_pretrained(fx: dict[str, Path], tmp_path
     assert set(device_map.values()) == {"cpu", "disk"}
     model = load_with_device_map(fx["bert"], device_map, tmp_path / "offload")
     assert model.hf_device_map == device_map
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".device_map")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("kept", ['{"bos_token": "<s>", "eos_token": "</s>"}', "notes\n", '{"a": 0, "b": true}'])
+def test_output_never_replaces_a_file_that_is_not_a_device_map_without_force(
+        fx: dict[str, Path], tmp_path: Path, kept: str) -> None:
+    """`--output` replaced whatever file had the name (a tokenizer's special_tokens_map.json, notes, another
+    model's config) with the map, exit 0; now only an earlier device map, or any file with --force."""
+    target = tmp_path / "special_tokens_map.json"
+    target.write_text(kept)
+    result = run_cli("plan-devices", fx["bert"], "--gpu", "1GB", "--output", target)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip() == (f"error: {target}: output exists and is not a device map (a JSON object of module "
+                                     "names to devices): pass --force to replace it")
+    assert target.read_text() == kept
+    forced = run_cli("plan-devices", fx["bert"], "--gpu", "1GB", "--output", target, "--force")
+    assert forced.exit_code == 0 and json.loads(target.read_text()) == {"": 0}
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_output_replaces_the_device_map_an_earlier_run_wrote(fx: dict[str, Path], tmp_path: Path) -> None:
+    target = tmp_path / "device_map.json"
+    assert run_cli("plan-devices", fx["bert"], "--gpu", "1GB", "--output", target).exit_code == 0
+    assert json.loads(target.read_text()) == {"": 0}
+    again = run_cli("plan-devices", fx["bert"], "--cpu", "50KB", "--disk", "--output", target)
+    assert again.exit_code == 0, again.stderr
+    assert set(json.loads(target.read_text()).values()) == {"cpu", "disk"}
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
 
 
 def test_manual_map_valid_and_invalid(fx: dict[str, Path], tmp_path: Path) -> None:

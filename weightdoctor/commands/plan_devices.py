@@ -64,8 +64,12 @@ def plan_devices(
     ] = None,
     output: Annotated[
         str | None,
-        typer.Option("--output", help="Write the device_map JSON that from_pretrained(device_map=...) accepts."),
+        typer.Option("--output", help="Write the device_map JSON that from_pretrained(device_map=...) accepts "
+                     "(replaces an earlier device map; any other file only with --force)."),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Let --output replace an existing file that is not a device map.")
+    ] = False,
     local: Annotated[
         bool,
         typer.Option("--local", help="Use this machine's devices: free memory of each visible GPU, available RAM."),
@@ -215,7 +219,7 @@ def plan_devices(
     if output is not None:
         from weightdoctor.render.plan_devices import write_device_map
 
-        write_device_map(report.device_map, output)
+        write_device_map(report.device_map, output, force=force)
     if json_output:
         from weightdoctor.render.json import print_json
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
 from pathlib import Path
 
 from rich.console import Console
@@ -27,30 +27,49 @@ VERDICT_TEXT = {
 }
 
 
-def write_device_map(device_map: dict[str, int | str], path: str | os.PathLike[str]) -> None:
-    """Write `device_map` as JSON atomically (a temporary file renamed into place).
+def write_device_map(device_map: dict[str, int | str], path: str | os.PathLike[str], *, force: bool = False) -> None:
+    """Write `device_map` as JSON, whole or not at all (a synced temporary sibling renamed into place).
+
+    An existing file is replaced when it is a device map (the same command run again) or with `force`: another
+    file there (a config, weights, notes) is someone's, and `--output` given by mistake would have destroyed it.
 
     Raises:
-        OutputError: the folder does not exist or cannot be written.
+        OutputError: the folder does not exist or cannot be written, or the file there is not a device map.
     """
+    from weightdoctor.writers.atomic import atomic_file
+
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError("the output folder does not exist", path=str(target))
-    from weightdoctor.writers.atomic import refuse_special
+    replace = force or is_device_map_file(target)
+    if not replace and target.is_file() and not target.is_symlink():
+        raise OutputError("output exists and is not a device map (a JSON object of module names to devices): "
+                          "pass --force to replace it", path=str(target))
+    with atomic_file(target, replace=replace) as tmp:
+        tmp.write_text(json.dumps(device_map, indent=2) + "\n", encoding="utf-8")
 
-    refuse_special(target)
+
+# A device map of 100,000 modules is a few MB; a file much larger is not one.
+_MAX_DEVICE_MAP_BYTES = 64 << 20
+
+
+def is_device_map_file(path: Path) -> bool:
+    """Whether `path` is a regular file holding a device map: a JSON object whose values are devices (an int, or
+    a device name: "cpu", "disk", "cuda:0", ...). False for anything else (a tokenizer's special_tokens_map.json
+    maps names to strings too), a link included (it is not followed)."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".device_map.", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(device_map, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, target)
-    except OSError as exc:
-        with_tmp = locals().get("tmp")
-        if with_tmp and os.path.exists(with_tmp):
-            os.unlink(with_tmp)
-        raise OutputError(f"cannot write the device map ({exc.strerror or exc})", path=str(target)) from exc
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > _MAX_DEVICE_MAP_BYTES:
+            return False
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and all(
+        (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or (isinstance(v, str) and _DEVICE.fullmatch(v))
+        for v in data.values())
+
+
+_DEVICE = re.compile(r"(?:cpu|disk|meta|mps|cuda|xpu|npu|mlu|hpu|musa|sdaa)(?::\d+)?")
 
 
 def _bar(used: int, capacity: int | None) -> str:
