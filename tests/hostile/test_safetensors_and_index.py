@@ -259,3 +259,22 @@ def test_sharded_repo_from_hub_cache_follows_blob_links(fx: dict[str, Path], tmp
         code, data = run_json("inspect", repo)
         assert code == 0 and data["sharded"] and data["num_params"] == 20077
         assert data["security"]["verdict"] == "safe"
+
+
+def test_a_tensorflow_safetensors_file_is_named_as_such(tmp_path: Path) -> None:
+    """transformers' TF save_pretrained(safe_serialization=True) writes Keras variable names (`bert/embeddings/...`)
+    with metadata format "tf": refused as "contains a path separator", as if the file were damaged."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "model.safetensors"
+    save_file({"bert/embeddings/word_embeddings/weight:0": np.zeros((4, 2), np.float32),
+               "bert/pooler/dense/bias:0": np.zeros(2, np.float32)}, str(path), metadata={"format": "tf"})
+    for command in (["inspect", str(path)], ["check-dtype", str(tmp_path)], ["convert", str(path), "-o",
+                                                                              str(tmp_path / "out.bin")]):
+        result = run_cli(*command)
+        assert result.exit_code == 2 and result.stdout == ""
+        line = " ".join(result.stderr.split())
+        assert "a TensorFlow checkpoint (safetensors metadata format \"tf\", Keras variable names such as " \
+               "'bert/embeddings/word_embeddings/weight:0')" in line and "transformers 5 cannot load it" in line, line
+    assert not (tmp_path / "out.bin").exists()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from weightdoctor.checkpoint.model import TensorInfo, tensor_infos
 from weightdoctor.dtypes import BITS_PER_ELEMENT, SAFETENSORS_TO_CANONICAL
-from weightdoctor.errors import CorruptCheckpoint
+from weightdoctor.errors import CorruptCheckpoint, UnsupportedFormat
 from weightdoctor.gcpause import gc_paused
 from weightdoctor.jsontext import parse_json
 
@@ -225,6 +225,15 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
         raise CorruptCheckpoint("__metadata__ must map strings to strings")
     if len(header) > MAX_TENSORS:
         raise CorruptCheckpoint(f"header lists {len(header)} tensors (the limit is {MAX_TENSORS})")
+    if metadata is not None and metadata.get("format") == "tf" and b"/" in raw:
+        # transformers' TF save_pretrained(safe_serialization=True): Keras variable names, `bert/embeddings/
+        # word_embeddings/weight:0`, not state-dict keys; said as what it is, not as a name with a path separator.
+        example = next((name for name in header if "/" in name), "")
+        raise UnsupportedFormat(
+            f"a TensorFlow checkpoint (safetensors metadata format \"tf\", Keras variable names such as "
+            f"{example[:80]!r}), written by transformers' TF save_pretrained: transformers 4's PyTorch "
+            "from_pretrained converts it on load (it reads the format; TensorFlow must be installed), transformers 5 "
+            "cannot load it")
     _check_names(header, raw)
 
     tensors = _checked_entries_fast(header, relpath, data_size)
