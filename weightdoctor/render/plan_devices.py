@@ -36,12 +36,13 @@ def write_device_map(device_map: dict[str, int | str], path: str | os.PathLike[s
     Raises:
         OutputError: the folder does not exist or cannot be written, or the file there is not a device map.
     """
-    from weightdoctor.writers.atomic import atomic_file
+    from weightdoctor.writers.atomic import atomic_file, refuse_special
 
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError("the output folder does not exist", path=str(target))
+    refuse_special(target)  # a device, FIFO or folder is never replaced, --force or not: said first
     replace = force or is_device_map_file(target)
     if not replace and target.is_file() and not target.is_symlink():
         raise OutputError("output exists and is not a device map (a JSON object of module names to devices): "
