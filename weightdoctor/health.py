@@ -128,8 +128,8 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
             # The adapter is where it began (a kohya LoRA's lora_up read as "never initialized" sent users to
             # look for a broken layer).
             found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero",
-                                 "a LoRA adapter still at its initialization (peft's lora_B and kohya's lora_up "
-                                 "start at zero): "
+                                 "a LoRA adapter still at its initialization (peft's lora_B, lora_embedding_A on "
+                                 "an embedding, and kohya's lora_up start at zero): "
                                  "it changes nothing; saved before training, or its updates were lost"))
         else:
             found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero",
