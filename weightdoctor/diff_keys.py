@@ -1927,6 +1927,9 @@ def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 
         unknown = 0.0 if same else math.nan
         return ValueDiff(name, same, unknown, unknown, dtype_a, dtype_b), 0.0, 0.0
     flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+    # 64-bit integers past 2**53 are not all float64 values (2**53 + 1 becomes 2**53): those are compared as
+    # they are stored, and a difference float64 would round away is taken from the integers themselves.
+    exact = a.dtype == b.dtype and a.dtype in (torch.int64, torch.uint64)
     max_abs = 0.0
     diff_sq = 0.0
     ref_sq = 0.0
@@ -1935,8 +1938,16 @@ def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 
         part_a = flat_a[start:start + chunk].to(torch.float64)
         part_b = flat_b[start:start + chunk].to(torch.float64)
         delta = part_a - part_b
-        # Equal values differ by 0, infinities included (inf − inf is NaN), and so do NaNs on both sides.
-        same = (part_a == part_b) | (torch.isnan(part_a) & torch.isnan(part_b))
+        if exact:
+            # Wrapping int64 subtraction (uint64 read as int64) is the exact difference whenever it is below
+            # 2**63; float64 rounds by at most 2**11 here, so any float64 difference under 2**62 is one of those.
+            stored_a, stored_b = flat_a[start:start + chunk], flat_b[start:start + chunk]
+            wrapped = stored_a.view(torch.int64) - stored_b.view(torch.int64)
+            delta = torch.where(delta.abs() < 2.0 ** 62, wrapped.to(torch.float64), delta)
+            same = stored_a == stored_b
+        else:
+            # Equal values differ by 0, infinities included (inf − inf is NaN), and so do NaNs on both sides.
+            same = (part_a == part_b) | (torch.isnan(part_a) & torch.isnan(part_b))
         delta = torch.where(same, torch.zeros_like(delta), delta)
         if identical and not bool(torch.all(same)):
             identical = False

@@ -72,3 +72,33 @@ def test_float64_subnormal_spread_keeps_its_std(tmp_path: Path) -> None:
     assert stats["std"] == pytest.approx(1e-170, rel=1e-12)
     assert stats["zero_fraction"] == 0.0
     assert math.isfinite(stats["kurtosis"])
+
+
+@pytest.mark.parametrize(("dtype", "a", "b", "diff"), [
+    (torch.int64, 2 ** 53 + 1, 2 ** 53, 1.0),
+    (torch.int64, 2 ** 63 - 1, 2 ** 63 - 2, 1.0),
+    (torch.int64, -(2 ** 63), 2 ** 63 - 1, float(2 ** 64 - 1)),
+    (torch.uint64, 2 ** 64 - 1, 2 ** 64 - 3, 2.0),
+])
+def test_integers_that_float64_cannot_tell_apart_are_not_identical(tmp_path: Path, dtype: torch.dtype, a: int,
+                                                                   b: int, diff: float) -> None:
+    # Compared in float64, 2**53 + 1 and 2**53 were one value: a changed seed or step counter was "identical".
+    save_file({"seed": torch.tensor([a, 7], dtype=dtype)}, str(tmp_path / "a.safetensors"))
+    save_file({"seed": torch.tensor([b, 7], dtype=dtype)}, str(tmp_path / "b.safetensors"))
+    result = run_cli("diff-keys", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"), "--values",
+                     "--json")
+    assert result.exit_code == 0, result.stderr
+    (row,) = _strict_json(result.stdout)["values"]
+    assert row["identical"] is False
+    assert row["max_abs_diff"] == diff
+    assert row["rel_change"] == pytest.approx(diff / math.hypot(float(b), 7.0), rel=1e-12)
+
+
+def test_equal_integers_past_2_53_stay_identical(tmp_path: Path) -> None:
+    values = torch.tensor([2 ** 62 + 1, -(2 ** 63), 2 ** 63 - 1])
+    save_file({"ids": values}, str(tmp_path / "a.safetensors"))
+    save_file({"ids": values.clone()}, str(tmp_path / "b.safetensors"))
+    result = run_cli("diff-keys", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"), "--values",
+                     "--json")
+    (row,) = _strict_json(result.stdout)["values"]
+    assert (row["identical"], row["max_abs_diff"], row["rel_change"]) == (True, 0.0, 0.0)
