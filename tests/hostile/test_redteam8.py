@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +103,19 @@ def test_equal_integers_past_2_53_stay_identical(tmp_path: Path) -> None:
                      "--json")
     (row,) = _strict_json(result.stdout)["values"]
     assert (row["identical"], row["max_abs_diff"], row["rel_change"]) == (True, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["inspect", "--stats"], ["check-dtype"]])
+def test_a_nested_tensor_in_a_bin_is_named_as_one(tmp_path: Path, command: list[str]) -> None:
+    # It reached torch's "Internal error: NestedTensorImpl doesn't support sizes. Please file an issue."
+    path = tmp_path / "nested.bin"
+    with warnings.catch_warnings():  # nested tensors are a prototype (said once per process)
+        warnings.simplefilter("ignore", UserWarning)
+        nested = torch.nested.nested_tensor([torch.ones(2), torch.ones(3)])
+    torch.save({"w": torch.ones(2, 2), "nt": nested}, path)
+    result = run_cli(*command, str(path))
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert str(path) in lines[0] and "tensor 'nt' is a nested" in lines[0]
+    assert "Internal error" not in lines[0] and "Traceback" not in result.stderr

@@ -1084,9 +1084,14 @@ def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
                                     view_id=_view_id(storage_id, tensor.storage_offset, tensor.shape, tensor.stride,
                                                      tensor.dtype)))
             continue
-        if tensor.layout is not _strided() or tensor.is_quantized:
-            kind, fix = (("quantized (torch.quantize_per_*)", ".dequantize()") if tensor.is_quantized
-                         else (f"sparse ({str(tensor.layout).removeprefix('torch.')})", ".to_dense()"))
+        # A nested tensor has the strided layout but no sizes: asking for its shape is torch's "Internal error".
+        if tensor.layout is not _strided() or tensor.is_quantized or tensor.is_nested:
+            if tensor.is_nested:
+                kind, fix = "nested (torch.nested)", "its parts as separate tensors (.unbind())"
+            elif tensor.is_quantized:
+                kind, fix = "quantized (torch.quantize_per_*)", ".dequantize()"
+            else:
+                kind, fix = f"sparse ({str(tensor.layout).removeprefix('torch.')})", ".to_dense()"
             raise UnsupportedFormat(
                 f"tensor {name!r} is a {kind} tensor; weightdoctor reads dense tensors only (save it with {fix})"
             )
