@@ -119,3 +119,47 @@ def test_a_nested_tensor_in_a_bin_is_named_as_one(tmp_path: Path, command: list[
     assert len(lines) == 1
     assert str(path) in lines[0] and "tensor 'nt' is a nested" in lines[0]
     assert "Internal error" not in lines[0] and "Traceback" not in result.stderr
+
+
+def _fnuz_tensors() -> dict[str, torch.Tensor]:
+    values = torch.tensor([[0.5, -1.0, 2.0], [4.0, 96.0, 0.015625]])
+    return {"e4": values.to(torch.float8_e4m3fnuz), "e5": values.to(torch.float8_e5m2fnuz),
+            "fn": values.to(torch.float8_e4m3fn), "w": values}
+
+
+def test_the_fnuz_float8_kinds_safetensors_writes_are_read(tmp_path: Path) -> None:
+    # The installed safetensors writes F8_E4M3FNUZ / F8_E5M2FNUZ and reads them back; every command refused the
+    # file: "tensor 'e4' has unknown dtype 'F8_E4M3FNUZ'".
+    path = tmp_path / "fnuz.safetensors"
+    save_file(_fnuz_tensors(), str(path))
+    code, report = _stats_of(path)
+    assert code == 0
+    by_name = {t["name"]: t for t in report["tensors"]}
+    assert (by_name["e4"]["dtype"], by_name["e5"]["dtype"]) == ("float8_e4m3fnuz", "float8_e5m2fnuz")
+    for name in ("e4", "e5"):
+        reference = _fnuz_tensors()[name].double()
+        stats = by_name[name]["stats"]
+        assert (stats["min"], stats["max"]) == (float(reference.min()), float(reference.max()))
+        assert stats["mean"] == pytest.approx(float(reference.mean()), rel=1e-12)
+    result = run_cli("check-dtype", str(path), "--json")
+    assert result.exit_code == 0, result.stderr
+    checked = {t["name"] for t in _strict_json(result.stdout)["targets"]["fp16"]["tensors"]}
+    assert {"e4", "e5"} <= checked
+
+
+def test_fnuz_tensors_convert_to_the_bytes_safetensors_writes(tmp_path: Path) -> None:
+    source, out, reference = tmp_path / "src.bin", tmp_path / "out.safetensors", tmp_path / "ref.safetensors"
+    torch.save(_fnuz_tensors(), source)
+    save_file(_fnuz_tensors(), str(reference))
+    result = run_cli("convert", str(source), "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    # The layout safetensors itself gives them (its dtype order), metadata aside.
+    assert _layout(out) == _layout(reference)
+
+
+def _layout(path: Path) -> tuple[dict[str, Any], bytes]:
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    header.pop("__metadata__", None)
+    return header, data[8 + size:]
