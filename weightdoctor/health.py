@@ -147,7 +147,8 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
                              "an IA3 adapter still at its initialization (peft starts ia3_l at ones): it scales "
                              "nothing; saved before training, or its updates were lost"))
         return found
-    if s.min == s.max and not expected_constant and (matrix or confident_spread):
+    # One value (a (1, 1) FP8 scale) cannot vary: it is no constant that failed to break symmetry.
+    if s.min == s.max and s.finite_count > 1 and not expected_constant and (matrix or confident_spread):
         found.append(Finding("warn", "constant", name, f"every value is {s.min:g} where variation is expected",
                              "a constant weight never breaks symmetry; check how it was produced"))
         return found

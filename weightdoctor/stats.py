@@ -202,6 +202,9 @@ def _equal_lines(matrix: torch.Tensor, keys: torch.Tensor, skip: torch.Tensor, b
 
 
 MIN_LINE = 4  # rows / columns shorter than this are not checked for duplicates
+# float8 values of a normal weight carry ~4-6 bits each: four of them repeat by chance among a few thousand
+# rows, sixteen (~80 bits) do not.
+MIN_LINE_1_BYTE = 16
 SUM_PIECE = 1 << 14  # float32 sums over at most this many values, added in float64 (measured: 6e-10 relative)
 HUGE = 1e16  # above this, SUM_PIECE squares (of values up to twice it, once centred) can overflow float32
 
@@ -465,9 +468,10 @@ def _summarize_narrowed(flat: torch.Tensor, sampled: bool = False,
         if variance > 0:
             # Short lines repeat by chance (single bf16 values do, all the time): only lines of at least
             # MIN_LINE values are compared; the others stay None ("not checked").
-            if matrix.shape[1] >= MIN_LINE:
+            min_line = MIN_LINE_1_BYTE if matrix.element_size() == 1 else MIN_LINE
+            if matrix.shape[1] >= min_line:
                 duplicate_rows = _equal_lines(matrix, keys, dead, by_row=True)
-            if matrix.shape[0] >= MIN_LINE:
+            if matrix.shape[0] >= min_line:
                 duplicate_cols = _equal_lines(matrix, col_keys, zero_cols, by_row=False)
     return TensorStats(
         count=count,

@@ -163,3 +163,39 @@ def _layout(path: Path) -> tuple[dict[str, Any], bytes]:
     header = json.loads(data[8:8 + size])
     header.pop("__metadata__", None)
     return header, data[8 + size:]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 1, 1)])
+def test_a_single_value_is_not_a_constant_where_variation_is_expected(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    # An FP8 layer's per-tensor `weight_scale_inv` stored as (1, 1): one number cannot vary, and was warned
+    # about as "every value is 0.000204 where variation is expected".
+    path = tmp_path / "scale.safetensors"
+    save_file({"model.layers.0.mlp.up_proj.weight_scale_inv": torch.full(shape, 0.000204)}, str(path))
+    code, report = _stats_of(path, "--fail-on", "warn")
+    assert report["findings"] == [] and code == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_short_float8_lines_that_repeat_by_chance_are_not_duplicates(tmp_path: Path, dtype: torch.dtype,
+                                                                     transpose: bool) -> None:
+    # Four float8 values of a normal weight take ~2**22 (e4m3) or ~2**18 (e5m2) likely forms: among 4,096 random
+    # rows, a few repeat by chance alone, and were reported as rows that never broke symmetry.
+    weight = torch.randn(4096, 4, generator=torch.Generator().manual_seed(0)) * 0.02
+    weight = (weight.T.contiguous() if transpose else weight).to(dtype)
+    path = tmp_path / "fp8.safetensors"
+    save_file({"model.layers.0.mlp.down_proj.weight": weight}, str(path))
+    code, report = _stats_of(path)
+    stats = report["tensors"][0]["stats"]
+    assert not {"duplicate-rows", "duplicate-columns"} & {f["code"] for f in report["findings"]}
+    assert not stats["duplicate_rows"] and not stats["duplicate_cols"]
+
+
+def test_repeated_float8_rows_long_enough_to_tell_are_still_found(tmp_path: Path) -> None:
+    weight = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
+    weight[10] = weight[3]
+    path = tmp_path / "fp8.safetensors"
+    save_file({"model.layers.0.mlp.down_proj.weight": weight.to(torch.float8_e4m3fn)}, str(path))
+    code, report = _stats_of(path)
+    assert report["tensors"][0]["stats"]["duplicate_rows"] == 1
+    assert "duplicate-rows" in {f["code"] for f in report["findings"]}
