@@ -199,3 +199,18 @@ def test_repeated_float8_rows_long_enough_to_tell_are_still_found(tmp_path: Path
     code, report = _stats_of(path)
     assert report["tensors"][0]["stats"]["duplicate_rows"] == 1
     assert "duplicate-rows" in {f["code"] for f in report["findings"]}
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-200])
+def test_float64_weights_outside_float32_range_are_classified_without_overflow(tmp_path: Path, scale: float) -> None:
+    # Read in float64 (not narrowed to inf or 0), the init classifier's moments overflowed (std² of 1e300) or
+    # took the log of an underflowed variance (1e-200): "unexpected OverflowError" / "math domain error".
+    weight = torch.randn(128, 128, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * scale
+    path = tmp_path / "wide.safetensors"
+    save_file({"layer.weight": weight}, str(path))
+    code, report = _stats_of(path, "--hist", "layer")
+    assert code == 0
+    (tensor,) = report["tensors"]
+    assert tensor["init"]["label"] == "undetermined" and "float32 range" in tensor["init"]["reason"]
+    assert tensor["stats"]["std"] == pytest.approx(float((weight / scale).std(unbiased=False)) * scale, rel=1e-9)
+    assert sum(tensor["histogram"]["counts"]) == tensor["histogram"]["n"] > 0
