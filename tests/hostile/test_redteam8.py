@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_subprocess
 
 
 def _strict_json(text: str) -> Any:
@@ -214,3 +214,21 @@ def test_float64_weights_outside_float32_range_are_classified_without_overflow(t
     assert tensor["init"]["label"] == "undetermined" and "float32 range" in tensor["init"]["reason"]
     assert tensor["stats"]["std"] == pytest.approx(float((weight / scale).std(unbiased=False)) * scale, rel=1e-9)
     assert sum(tensor["histogram"]["counts"]) == tensor["histogram"]["n"] > 0
+
+
+@pytest.mark.parametrize("layout", ["sparse_csr", "sparse_csc", "sparse_bsr"])
+def test_a_compressed_sparse_tensor_is_refused_in_one_line(tmp_path: Path, layout: str) -> None:
+    # torch's "Sparse CSR tensor support is in beta state" UserWarning, raised as the file is read, came first:
+    # three lines on stderr where the contract is one.
+    dense = torch.eye(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        sparse = {"sparse_csr": dense.to_sparse_csr, "sparse_csc": dense.to_sparse_csc,
+                  "sparse_bsr": lambda: dense.to_sparse_bsr((2, 2))}[layout]()
+    path = tmp_path / "sparse.bin"
+    torch.save({"w": dense, "s": sparse}, path)
+    result = run_subprocess("inspect", str(path), "--json")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"error: {path}: tensor 's' is a sparse ({layout}) tensor; weightdoctor reads dense tensors only "
+        "(save it with .to_dense())"]

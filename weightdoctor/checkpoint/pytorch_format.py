@@ -984,6 +984,9 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             # torch's deprecation notices (TypedStorage, quantized tensors) are not about the file: not shown.
             warnings.filterwarnings("ignore", category=UserWarning, message=".*deprecated")
+            # Nor its notices that a layout is experimental (sparse CSR/CSC/BSR "in beta state", nested tensors
+            # "in prototype stage"): such a tensor is refused below in one line of its own.
+            warnings.filterwarnings("ignore", category=UserWarning, message=".*(beta state|prototype stage)")
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=(fmt == "pytorch-zip"))
     except pickle.UnpicklingError as exc:
         message = _weights_only_message(exc)
