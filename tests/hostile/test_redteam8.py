@@ -232,3 +232,23 @@ def test_a_compressed_sparse_tensor_is_refused_in_one_line(tmp_path: Path, layou
     assert result.stderr.strip().splitlines() == [
         f"error: {path}: tensor 's' is a sparse ({layout}) tensor; weightdoctor reads dense tensors only "
         "(save it with .to_dense())"]
+
+
+def test_a_refused_cast_names_each_tensors_own_target(tmp_path: Path) -> None:
+    # With --keep-fp32, kept tensors are cast to float32 and the others to --dtype: the refusal said "casting to
+    # float32 would lose values in 2 tensor(s)" of a float16 overflow, and offered --keep-fp32 for a float64
+    # tensor that float32 cannot hold either.
+    path, out = tmp_path / "src.safetensors", tmp_path / "out.safetensors"
+    save_file({"huge": torch.full((4,), 1e300, dtype=torch.float64), "big": torch.full((4,), 1e5)}, str(path))
+    result = run_cli("convert", str(path), "-o", str(out), "--dtype", "fp16", "--keep-fp32", "huge")
+    assert result.exit_code == 2 and not out.exists()
+    (line,) = result.stderr.strip().splitlines()
+    assert "casting to float16 would lose values in 2 tensor(s)" in line
+    assert "huge (4 values become inf) in float32" in line and "big (4 values become inf)" in line
+    assert "--target fp16" in line
+
+    result = run_cli("convert", str(path), "-o", str(out), "--dtype", "bf16", "--keep-fp32", "huge")
+    assert result.exit_code == 2 and not out.exists()
+    (line,) = result.stderr.strip().splitlines()
+    assert "casting to float32 would lose values in 1 tensor(s): huge (4 values become inf)." in line
+    assert "--keep-fp32" not in line.split("Nothing was written.")[1]  # keeping it in float32 is what failed
