@@ -252,3 +252,18 @@ def test_a_refused_cast_names_each_tensors_own_target(tmp_path: Path) -> None:
     (line,) = result.stderr.strip().splitlines()
     assert "casting to float32 would lose values in 1 tensor(s): huge (4 values become inf)." in line
     assert "--keep-fp32" not in line.split("Nothing was written.")[1]  # keeping it in float32 is what failed
+
+
+@pytest.mark.parametrize(("command", "option"), [
+    (["inspect", "--filter"], "--filter"), (["inspect", "--stats", "--filter"], "--filter"),
+    (["check-dtype", "--filter"], "--filter"), (["inspect", "--hist"], "--hist"),
+])
+def test_a_bad_regular_expression_names_its_option(tmp_path: Path, command: list[str], option: str) -> None:
+    # "error: bad regular expression: unterminated character set at position 0" said neither which option
+    # nor which text (--keep-fp32 and --rename say both).
+    path = tmp_path / "w.safetensors"
+    save_file({"w": torch.ones(2, 2)}, str(path))
+    result = run_cli(*command[:1], str(path), *command[1:], "w[")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {option} 'w[': bad regular expression (unterminated character set at position 1)"]
