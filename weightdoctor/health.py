@@ -90,7 +90,8 @@ def _histogram(values: Any, low: float, high: float) -> dict[str, Any]:
         return {}
     # A float64 tensor's sample and range stay float64: its bounds may lie beyond float32's, and their
     # difference beyond float64's (1e308 − −1e308); binned scaled by a power of two (exact) below 1.
-    exponent = -math.frexp(max(abs(low), abs(high)))[1]
+    # Only scaled down: 2**1074 for a subnormal range does not exist, and a tiny range overflows nothing.
+    exponent = min(0, -math.frexp(max(abs(low), abs(high)))[1])
     scale = math.ldexp(1.0, exponent)
     wide = values.double() * scale
     counts = torch.histc(wide, bins=HIST_BINS, min=low * scale, max=high * scale)

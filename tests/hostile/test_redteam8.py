@@ -267,3 +267,15 @@ def test_a_bad_regular_expression_names_its_option(tmp_path: Path, command: list
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {option} 'w[': bad regular expression (unterminated character set at position 1)"]
+
+
+def test_a_histogram_of_float64_subnormals(tmp_path: Path) -> None:
+    # Scaling the range up to 1 asked for 2**1073: "unexpected OverflowError: math range error".
+    path = tmp_path / "sub.safetensors"
+    values = torch.tensor([5e-324, 1e-323, 1.5e-323, 1e-323] * 4, dtype=torch.float64)
+    save_file({"layer.weight": values}, str(path))
+    code, report = _stats_of(path, "--hist", "layer.weight")
+    assert code == 0
+    (tensor,) = report["tensors"]
+    assert (tensor["stats"]["min"], tensor["stats"]["max"], tensor["stats"]["zero_fraction"]) == (5e-324, 1.5e-323, 0.0)
+    assert tensor["histogram"]["low"] == 5e-324 and sum(tensor["histogram"]["counts"]) == 16
