@@ -279,3 +279,15 @@ def test_a_histogram_of_float64_subnormals(tmp_path: Path) -> None:
     (tensor,) = report["tensors"]
     assert (tensor["stats"]["min"], tensor["stats"]["max"], tensor["stats"]["zero_fraction"]) == (5e-324, 1.5e-323, 0.0)
     assert tensor["histogram"]["low"] == 5e-324 and sum(tensor["histogram"]["counts"]) == 16
+
+
+def test_a_plot_of_a_float64_range_wider_than_float64(tmp_path: Path) -> None:
+    # From -1e308 to 1e308 the bars were inf wide: matplotlib's "invalid value encountered" warnings on stderr
+    # and a plot of nothing.
+    pytest.importorskip("matplotlib")
+    path, image = tmp_path / "wide.safetensors", tmp_path / "plot.png"
+    weight = torch.randn(16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 4e307
+    save_file({"layer.weight": weight}, str(path))
+    result = run_subprocess("inspect", str(path), "--plot", str(image))
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr and image.stat().st_size > 0
