@@ -17,7 +17,7 @@ from weightdoctor.expected_init import IA3_VECTOR as _IA3_VECTOR
 from weightdoctor.expected_init import LORA_ZERO_INIT as _LORA_ZERO_INIT
 from weightdoctor.expected_init import ExpectedInit, matches_expected, reconcile
 from weightdoctor.findings import Finding
-from weightdoctor.init_classify import MIN_VALUES, InitResult, classify_init
+from weightdoctor.init_classify import FLOAT32_MAX, MIN_VALUES, InitResult, classify_init
 from weightdoctor.stats import StatsResult, TensorStats
 
 if TYPE_CHECKING:
@@ -359,12 +359,14 @@ LAYER_INDEX = re.compile(r"\.(\d+)\.")
 def depth_profile(report: StatsReport) -> dict[str, list[tuple[int, float]]]:
     """Std of each kind of weight across layer depth: `layers.{i}.mlp.up_proj.weight` -> [(i, std), ...].
 
-    Only matrices of kinds that occur in at least two layers.
+    Only matrices of kinds that occur in at least two layers, and stds float32 holds: a float64 layer's 1e298
+    leaves its log axis no room (matplotlib's margins overflow past 1e308, and the axis is drawn empty).
     """
     kinds: dict[str, list[tuple[int, float]]] = {}
     for item in report.tensors:
         match = LAYER_INDEX.search(item.name)
-        if match is None or len(item.shape) < 2 or not math.isfinite(item.stats.std):
+        if match is None or len(item.shape) < 2 or not (math.isfinite(item.stats.std)
+                                                        and item.stats.std <= FLOAT32_MAX):
             continue
         kind = item.name[: match.start()] + ".{i}." + item.name[match.end():]
         kinds.setdefault(kind, []).append((int(match.group(1)), item.stats.std))

@@ -291,3 +291,19 @@ def test_a_plot_of_a_float64_range_wider_than_float64(tmp_path: Path) -> None:
     result = run_subprocess("inspect", str(path), "--plot", str(image))
     assert result.returncode == 0, result.stderr
     assert "Warning" not in result.stderr and image.stat().st_size > 0
+
+
+def test_a_depth_profile_with_a_float64_layer_beyond_float32(tmp_path: Path) -> None:
+    # A layer's std of 1e298 beside 0.02 ones: matplotlib's log axis overflowed ("overflow encountered in exp"
+    # on stderr) and the profile was drawn empty. Such a layer is left out, as the classifier leaves it out.
+    pytest.importorskip("matplotlib")
+    generator = torch.Generator().manual_seed(0)
+    tensors = {f"model.layers.{i}.mlp.up_proj.weight": torch.randn(64, 32, generator=generator) * 0.02
+               for i in range(3)}
+    tensors["model.layers.3.mlp.up_proj.weight"] = torch.randn(64, 32, generator=generator,
+                                                               dtype=torch.float64) * 1e298
+    path, image = tmp_path / "layers.safetensors", tmp_path / "plot.png"
+    save_file(tensors, str(path))
+    result = run_subprocess("inspect", str(path), "--plot", str(image))
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr and image.stat().st_size > 0
