@@ -307,3 +307,21 @@ def test_a_depth_profile_with_a_float64_layer_beyond_float32(tmp_path: Path) -> 
     result = run_subprocess("inspect", str(path), "--plot", str(image))
     assert result.returncode == 0, result.stderr
     assert "Warning" not in result.stderr and image.stat().st_size > 0
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ([1e308, -1e308, 3.0], [-1e308, 1e308, 3.0]),  # ‖A−B‖ itself is beyond float64: the ratio is not
+    ([1e200 * 1.0001, 5e199, 1.0], [1e200, 5e199, 1.0]),  # squares of 1e200 overflow; the change is 1e-4
+])
+def test_rel_change_of_float64_values_whose_squares_overflow(tmp_path: Path, a: list[float], b: list[float]) -> None:
+    # Σ(A−B)² and ΣB² were summed as they come: inf / inf gave "rel_change": "nan" for a change of 2 or 1e-4.
+    save_file({"w": torch.tensor(a, dtype=torch.float64)}, str(tmp_path / "a.safetensors"))
+    save_file({"w": torch.tensor(b, dtype=torch.float64)}, str(tmp_path / "b.safetensors"))
+    result = run_cli("diff-keys", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"), "--values",
+                     "--json")
+    assert result.exit_code == 0, result.stderr
+    (row,) = _strict_json(result.stdout)["values"]
+    scale = 2.0 ** -1000  # the float64 reference, computed where nothing overflows
+    ta, tb = torch.tensor(a, dtype=torch.float64) * scale, torch.tensor(b, dtype=torch.float64) * scale
+    assert row["identical"] is False
+    assert row["rel_change"] == pytest.approx(float((ta - tb).norm() / tb.norm()), rel=1e-12)
