@@ -1927,6 +1927,9 @@ def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 
         unknown = 0.0 if same else math.nan
         return ValueDiff(name, same, unknown, unknown, dtype_a, dtype_b), 0.0, 0.0
     flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+    # 64-bit integers past 2**53 are not all float64 values (2**53 + 1 becomes 2**53): those are compared as
+    # they are stored, and a difference float64 would round away is taken from the integers themselves.
+    exact = a.dtype == b.dtype and a.dtype in (torch.int64, torch.uint64)
     max_abs = 0.0
     diff_sq = 0.0
     ref_sq = 0.0
@@ -1935,8 +1938,16 @@ def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 
         part_a = flat_a[start:start + chunk].to(torch.float64)
         part_b = flat_b[start:start + chunk].to(torch.float64)
         delta = part_a - part_b
-        # Equal values differ by 0, infinities included (inf − inf is NaN), and so do NaNs on both sides.
-        same = (part_a == part_b) | (torch.isnan(part_a) & torch.isnan(part_b))
+        if exact:
+            # Wrapping int64 subtraction (uint64 read as int64) is the exact difference whenever it is below
+            # 2**63; float64 rounds by at most 2**11 here, so any float64 difference under 2**62 is one of those.
+            stored_a, stored_b = flat_a[start:start + chunk], flat_b[start:start + chunk]
+            wrapped = stored_a.view(torch.int64) - stored_b.view(torch.int64)
+            delta = torch.where(delta.abs() < 2.0 ** 62, wrapped.to(torch.float64), delta)
+            same = stored_a == stored_b
+        else:
+            # Equal values differ by 0, infinities included (inf − inf is NaN), and so do NaNs on both sides.
+            same = (part_a == part_b) | (torch.isnan(part_a) & torch.isnan(part_b))
         delta = torch.where(same, torch.zeros_like(delta), delta)
         if identical and not bool(torch.all(same)):
             identical = False
@@ -1950,9 +1961,36 @@ def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 
         rel = 0.0
     elif ref_sq == 0.0:
         rel = math.inf
+    elif math.isinf(diff_sq) or math.isinf(ref_sq):
+        # Squares of float64 values beyond ~1e154 overflow (inf / inf is NaN): the ratio again, from values
+        # scaled by a power of two (exact). An inf among the values still gives inf or NaN, as it should.
+        rel = _scaled_rel_change(flat_a, flat_b, chunk)
     else:
         rel = math.sqrt(diff_sq) / math.sqrt(ref_sq)
     return ValueDiff(name, identical, max_abs, rel, dtype_a, dtype_b), diff_sq, ref_sq
+
+
+def _scaled_rel_change(flat_a: torch.Tensor, flat_b: torch.Tensor, chunk: int) -> float:
+    """‖A−B‖/‖B‖ of two flat tensors, their values scaled so that the largest finite one is below 1."""
+    import torch
+
+    peak = 0.0
+    for start in range(0, flat_a.numel(), chunk):
+        for part in (flat_a[start:start + chunk], flat_b[start:start + chunk]):
+            wide = part.to(torch.float64).abs()
+            wide = wide[torch.isfinite(wide)]
+            if wide.numel():
+                peak = max(peak, float(wide.max()))
+    scale = math.ldexp(1.0, -math.frexp(peak)[1]) if peak > 0 else 1.0
+    diff_sq = ref_sq = 0.0
+    for start in range(0, flat_a.numel(), chunk):
+        part_a = flat_a[start:start + chunk].to(torch.float64) * scale
+        part_b = flat_b[start:start + chunk].to(torch.float64) * scale
+        same = (part_a == part_b) | (torch.isnan(part_a) & torch.isnan(part_b))
+        delta = torch.where(same, torch.zeros_like(part_a), part_a - part_b)
+        diff_sq += float((delta * delta).sum())
+        ref_sq += float((part_b * part_b).sum())
+    return math.sqrt(diff_sq) / math.sqrt(ref_sq) if ref_sq else math.inf
 
 
 def compare_values(

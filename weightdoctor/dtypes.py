@@ -22,6 +22,9 @@ SAFETENSORS_TO_CANONICAL: dict[str, str] = {
     "F8_E4M3": "float8_e4m3fn",
     "F8_E5M2": "float8_e5m2",
     "F8_E8M0": "float8_e8m0fnu",
+    # The AMD (fnuz) float8 kinds: safetensors' Python library writes and reads them (0.6 and later).
+    "F8_E4M3FNUZ": "float8_e4m3fnuz",
+    "F8_E5M2FNUZ": "float8_e5m2fnuz",
     "F4": "float4_e2m1fn_x2",
 }
 CANONICAL_TO_SAFETENSORS: dict[str, str] = {v: k for k, v in SAFETENSORS_TO_CANONICAL.items()}

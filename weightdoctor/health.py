@@ -17,7 +17,7 @@ from weightdoctor.expected_init import IA3_VECTOR as _IA3_VECTOR
 from weightdoctor.expected_init import LORA_ZERO_INIT as _LORA_ZERO_INIT
 from weightdoctor.expected_init import ExpectedInit, matches_expected, reconcile
 from weightdoctor.findings import Finding
-from weightdoctor.init_classify import MIN_VALUES, InitResult, classify_init
+from weightdoctor.init_classify import FLOAT32_MAX, MIN_VALUES, InitResult, classify_init
 from weightdoctor.stats import StatsResult, TensorStats
 
 if TYPE_CHECKING:
@@ -88,7 +88,13 @@ def _histogram(values: Any, low: float, high: float) -> dict[str, Any]:
 
     if values.numel() == 0 or not (math.isfinite(low) and math.isfinite(high)) or low == high:
         return {}
-    counts = torch.histc(values.float(), bins=HIST_BINS, min=low, max=high)
+    # A float64 tensor's sample and range stay float64: its bounds may lie beyond float32's, and their
+    # difference beyond float64's (1e308 − −1e308); binned scaled by a power of two (exact) below 1.
+    # Only scaled down: 2**1074 for a subnormal range does not exist, and a tiny range overflows nothing.
+    exponent = min(0, -math.frexp(max(abs(low), abs(high)))[1])
+    scale = math.ldexp(1.0, exponent)
+    wide = values.double() * scale
+    counts = torch.histc(wide, bins=HIST_BINS, min=low * scale, max=high * scale)
     return {"low": low, "high": high, "counts": [int(c) for c in counts.tolist()], "n": int(values.numel())}
 
 
@@ -142,7 +148,8 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
                              "an IA3 adapter still at its initialization (peft starts ia3_l at ones): it scales "
                              "nothing; saved before training, or its updates were lost"))
         return found
-    if s.min == s.max and not expected_constant and (matrix or confident_spread):
+    # One value (a (1, 1) FP8 scale) cannot vary: it is no constant that failed to break symmetry.
+    if s.min == s.max and s.finite_count > 1 and not expected_constant and (matrix or confident_spread):
         found.append(Finding("warn", "constant", name, f"every value is {s.min:g} where variation is expected",
                              "a constant weight never breaks symmetry; check how it was produced"))
         return found
@@ -352,12 +359,14 @@ LAYER_INDEX = re.compile(r"\.(\d+)\.")
 def depth_profile(report: StatsReport) -> dict[str, list[tuple[int, float]]]:
     """Std of each kind of weight across layer depth: `layers.{i}.mlp.up_proj.weight` -> [(i, std), ...].
 
-    Only matrices of kinds that occur in at least two layers.
+    Only matrices of kinds that occur in at least two layers, and stds float32 holds: a float64 layer's 1e298
+    leaves its log axis no room (matplotlib's margins overflow past 1e308, and the axis is drawn empty).
     """
     kinds: dict[str, list[tuple[int, float]]] = {}
     for item in report.tensors:
         match = LAYER_INDEX.search(item.name)
-        if match is None or len(item.shape) < 2 or not math.isfinite(item.stats.std):
+        if match is None or len(item.shape) < 2 or not (math.isfinite(item.stats.std)
+                                                        and item.stats.std <= FLOAT32_MAX):
             continue
         kind = item.name[: match.start()] + ".{i}." + item.name[match.end():]
         kinds.setdefault(kind, []).append((int(match.group(1)), item.stats.std))

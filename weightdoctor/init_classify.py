@@ -32,6 +32,8 @@ LABELS = (
     "kaiming_uniform", "kaiming_normal", "orthogonal", "trained", "undetermined", "ambiguous",
 )
 MIN_VALUES = 64  # below this, too few values to tell a distribution
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINIEST = 1.401298464324817e-45  # the smallest float32 subnormal
 SQRT5 = math.sqrt(5.0)
 # Gains of torch.nn.init.calculate_gain for the nonlinearities people initialise for.
 # (name, a, gain): leaky_relu with a=0 is relu; a=√5 is PyTorch's nn.Linear / nn.Conv default.
@@ -494,6 +496,11 @@ def classify_init(
         if value == 1:
             return InitResult("ones", {"value": 1.0})
         return InitResult("constant", {"value": value})
+    if not FLOAT32_TINIEST <= stats.abs_max <= FLOAT32_MAX:
+        # Only a float64 tensor holds these; no init scheme gives them, and the fits' moments would overflow
+        # (or, for values of 1e-200, underflow to a zero variance).
+        return InitResult("undetermined", {"mean": stats.mean, "std": stats.std},
+                          reason=f"values outside the float32 range (abs max {stats.abs_max:.4g})")
     if expected_constant is not None:
         return InitResult(
             "trained", {"mean": stats.mean, "std": stats.std},

@@ -68,10 +68,15 @@ def write_plot(report: StatsReport, path: str, selected: bool, inputs: list[Path
     for index, item in enumerate(tensors):
         axes = figure.add_subplot(grid[index // columns, index % columns])
         hist = item.histogram
-        width = (hist["high"] - hist["low"]) / len(hist["counts"])
-        edges = [hist["low"] + i * width for i in range(len(hist["counts"]))]
+        # A float64 range of ±1e308 has no finite width: it is drawn in units of its largest magnitude.
+        unit = 1.0 if math.isfinite(hist["high"] - hist["low"]) else max(abs(hist["low"]), abs(hist["high"]))
+        low, high = hist["low"] / unit, hist["high"] / unit
+        width = (high - low) / len(hist["counts"])
+        edges = [low + i * width for i in range(len(hist["counts"]))]
         axes.bar(edges, hist["counts"], width=width, align="edge", color="#4477aa")
         axes.set_title(f"{item.name}\n{item.init.describe()}", fontsize=8)
+        if unit != 1.0:
+            axes.set_xlabel(f"× {unit:.3g}", fontsize=7)
         axes.tick_params(labelsize=7)
     if profile:
         axes = figure.add_subplot(grid[rows - 1, :])

@@ -798,15 +798,19 @@ def _write_one(
 
 
 def _overflow_error(problems: list[CastProblem], checkpoint: Checkpoint) -> CastOverflow:
-    target = problems[0].target
+    # Tensors --keep-fp32 matched are cast to float32, the others to --dtype: the message is about --dtype's
+    # target, and a problem of the other says its own.
+    targets = [p.target for p in problems]
+    target = next((t for t in targets if t != "float32"), targets[0])
     short = {"float16": "fp16", "bfloat16": "bf16"}.get(target, target)
-    names = "; ".join(p.describe() for p in problems[:5])
+    names = "; ".join(p.describe() + ("" if p.target == target else f" in {p.target}") for p in problems[:5])
     if len(problems) > 5:
         names += f"; and {len(problems) - 5} more"
+    # Keeping in float32 saves only what float32 holds: not offered when float32 is what lost the values.
+    keep = "keep them with --keep-fp32 REGEX, " if any(t != "float32" for t in targets) else ""
     return CastOverflow(
         f"casting to {target} would lose values in {len(problems)} tensor(s): {names}. Nothing was written. "
-        f"See `weightdoctor check-dtype {checkpoint.source} --target {short}`, keep them with --keep-fp32 REGEX, "
-        "or pass --allow-overflow",
+        f"See `weightdoctor check-dtype {checkpoint.source} --target {short}`, {keep}or pass --allow-overflow",
         path=str(checkpoint.path),
     )
 

@@ -17,7 +17,7 @@ import math
 import os
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from weightdoctor.dtypes import FLOATING
@@ -79,7 +79,8 @@ class TensorSample:
     """Bounded views of one tensor for the classifier (float32, CPU).
 
     Attributes:
-        values: up to `CLASSIFIER_SAMPLE` finite values drawn at random (all values when fewer).
+        values: up to `CLASSIFIER_SAMPLE` finite values drawn at random (all values when fewer; float64 for a
+            float64 tensor).
         rows: up to `ROW_BLOCK` whole rows of the tensor seen as a matrix (shape[0], rest), or None.
         cols: up to `COL_BLOCK` whole columns, or None (not read under --sample).
         sub: a random sub-matrix (at most `SUB_ROWS` × `SUB_COLS`), or None for 1-D tensors.
@@ -114,6 +115,13 @@ def _as_float32(tensor: torch.Tensor) -> torch.Tensor:
     if tensor.dtype == torch.float32:
         return tensor
     return tensor.to(torch.float32)
+
+
+def _widen_to_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """float32, except float64 values, which stay float64 (statistics of values float32 cannot hold)."""
+    import torch
+
+    return tensor if tensor.dtype == torch.float64 else _as_float32(tensor)
 
 
 _SCRATCH: dict[str, torch.Tensor] = {}
@@ -194,6 +202,9 @@ def _equal_lines(matrix: torch.Tensor, keys: torch.Tensor, skip: torch.Tensor, b
 
 
 MIN_LINE = 4  # rows / columns shorter than this are not checked for duplicates
+# float8 values of a normal weight carry ~4-6 bits each: four of them repeat by chance among a few thousand
+# rows, sixteen (~80 bits) do not.
+MIN_LINE_1_BYTE = 16
 SUM_PIECE = 1 << 14  # float32 sums over at most this many values, added in float64 (measured: 6e-10 relative)
 HUGE = 1e16  # above this, SUM_PIECE squares (of values up to twice it, once centred) can overflow float32
 
@@ -232,7 +243,94 @@ def _sample_kurtosis(flat: torch.Tensor, count: int, has_nonfinite: bool) -> flo
     return float(centred.pow(4).mean()) / (m2 * m2) - 3.0 if m2 > 0 else float("nan")
 
 
+def _float64_figures(flat: torch.Tensor) -> dict[str, float | int]:
+    """The moments, extremes and counts of a 1-D float64 tensor, reduced in float64.
+
+    The float32 passes would turn values beyond ±3.4e38 into inf (a finite tensor reported as Inf, an error
+    finding) and merge values closer than float32's resolution (a spread reported as a constant). Values are
+    scaled by a power of two (exact) so that the largest is below 1: neither sums nor squares can overflow,
+    nor squares of tiny values underflow. Kurtosis is exact here (float64 tensors are rare and this is cheap).
+    """
+    import torch
+
+    step = 1 << 20  # float64 pieces of 8 MB: the temporaries of a pass (masks, scaled, centred, squares) stay small
+    n = nans = infs = nonzero = 0
+    low, high = math.inf, -math.inf
+    for start in range(0, flat.numel(), step):
+        piece = flat[start : start + step]
+        finite = torch.isfinite(piece)
+        finite_count = int(finite.sum())
+        block_nans = int(torch.isnan(piece).sum())
+        nans += block_nans
+        infs += piece.numel() - finite_count - block_nans
+        if finite_count < piece.numel():
+            piece = piece[finite]
+        if piece.numel():
+            lo, hi = torch.aminmax(piece)
+            low, high = min(low, float(lo)), max(high, float(hi))
+            n += piece.numel()
+            nonzero += int(torch.count_nonzero(piece))
+    if n == 0:
+        nan_value = float("nan")
+        return {"mean": nan_value, "std": nan_value, "min": nan_value, "max": nan_value, "abs_max": nan_value,
+                "zero_fraction": nan_value, "nan": nans, "inf": infs, "kurtosis": nan_value}
+    peak = max(abs(low), abs(high))
+    exponent = -math.frexp(peak)[1] if peak > 0 else 0
+    # Two factors: 2**exponent alone overflows for subnormal peaks (exponent up to 1075).
+    up_a, up_b = math.ldexp(1.0, exponent // 2), math.ldexp(1.0, exponent - exponent // 2)
+
+    def scaled() -> Iterator[torch.Tensor]:
+        for start in range(0, flat.numel(), step):
+            piece = flat[start : start + step]
+            if nans or infs:
+                piece = piece[torch.isfinite(piece)]
+            yield piece * up_a * up_b
+
+    mean_scaled = sum(float(piece.sum()) for piece in scaled()) / n
+    m1 = m2 = m3 = m4 = 0.0
+    for piece in scaled():
+        centred = piece - mean_scaled
+        squares = centred * centred
+        m1 += float(centred.sum())
+        m2 += float(squares.sum())
+        m3 += float((squares * centred).sum())
+        m4 += float(torch.dot(squares, squares))
+    shift = m1 / n
+    variance = max(m2 / n - shift * shift, 0.0)
+    if variance > 0:
+        fourth = m4 / n - 4 * shift * m3 / n + 6 * shift * shift * m2 / n - 3 * shift ** 4
+        kurtosis = fourth / (variance * variance) - 3.0
+    else:
+        kurtosis = float("nan")
+    return {
+        "mean": math.ldexp(mean_scaled + shift, -exponent),
+        "std": math.ldexp(math.sqrt(variance), -exponent),
+        "min": low,
+        "max": high,
+        "abs_max": peak,
+        "zero_fraction": (n - nonzero) / n,
+        "nan": nans,
+        "inf": infs,
+        "kurtosis": kurtosis,
+    }
+
+
 def summarize_values(flat: torch.Tensor, sampled: bool = False, shape: tuple[int, ...] | None = None) -> TensorStats:
+    """Statistics of a floating tensor (see `_summarize_narrowed`); a float64 tensor's figures are its own.
+
+    The row and column checks of a float64 tensor still come from its float32 blocks, but compare the stored
+    values exactly.
+    """
+    import torch
+
+    stats = _summarize_narrowed(flat, sampled, shape)
+    if flat.dtype == torch.float64 and flat.numel():
+        stats = replace(stats, **_float64_figures(flat))
+    return stats
+
+
+def _summarize_narrowed(flat: torch.Tensor, sampled: bool = False,
+                        shape: tuple[int, ...] | None = None) -> TensorStats:
     """Statistics of a floating tensor, reduced block by block in two passes (mean, then central moments).
 
     With a `shape` of two or more dimensions (and not `sampled`), the tensor is also seen as a
@@ -370,9 +468,10 @@ def summarize_values(flat: torch.Tensor, sampled: bool = False, shape: tuple[int
         if variance > 0:
             # Short lines repeat by chance (single bf16 values do, all the time): only lines of at least
             # MIN_LINE values are compared; the others stay None ("not checked").
-            if matrix.shape[1] >= MIN_LINE:
+            min_line = MIN_LINE_1_BYTE if matrix.element_size() == 1 else MIN_LINE
+            if matrix.shape[1] >= min_line:
                 duplicate_rows = _equal_lines(matrix, keys, dead, by_row=True)
-            if matrix.shape[0] >= MIN_LINE:
+            if matrix.shape[0] >= min_line:
                 duplicate_cols = _equal_lines(matrix, col_keys, zero_cols, by_row=False)
     return TensorStats(
         count=count,
@@ -415,14 +514,15 @@ class _Lines:
                 # Pickles are memory-mapped by the reader: indexing touches only the pages it needs.
                 self._lazy = checkpoint.load_tensor(info.name).reshape(-1)
 
-    def read(self, start: int, count: int) -> torch.Tensor:
-        """Elements [start, start+count) as float32."""
+    def read(self, start: int, count: int, keep_float64: bool = False) -> torch.Tensor:
+        """Elements [start, start+count) as float32 (float64 ones kept as they are with `keep_float64`)."""
         import torch
 
+        narrow = _as_float32 if not keep_float64 else _widen_to_float32
         if self.whole is not None:
-            return _as_float32(self.whole[start : start + count])
+            return narrow(self.whole[start : start + count])
         if self._lazy is not None:
-            return _as_float32(self._lazy[start : start + count])
+            return narrow(self._lazy[start : start + count])
         assert self._file is not None
         path, base, itemsize = self._file
         buffer = bytearray(count * itemsize)
@@ -433,10 +533,11 @@ class _Lines:
             os.close(fd)
         if got != len(buffer):
             raise CorruptCheckpoint(f"file ended while reading tensor {self.info.name!r}", path=path)
-        return _as_float32(torch.frombuffer(buffer, dtype=getattr(torch, self.info.dtype)))
+        return narrow(torch.frombuffer(buffer, dtype=getattr(torch, self.info.dtype)))
 
-    def read_many(self, starts: list[int], count: int) -> torch.Tensor:
-        """Concatenate `count` elements from each start (a (len(starts), count) float32 tensor)."""
+    def read_many(self, starts: list[int], count: int, keep_float64: bool = False) -> torch.Tensor:
+        """Concatenate `count` elements from each start (a (len(starts), count) float32 tensor; float64 with
+        `keep_float64` when the tensor is float64)."""
         import torch
 
         if not starts:
@@ -445,8 +546,8 @@ class _Lines:
             source = self.whole if self.whole is not None else self._lazy
             assert source is not None
             index = torch.tensor(starts).unsqueeze(1) + torch.arange(count).unsqueeze(0)
-            return _as_float32(source[index])
-        return torch.stack([self.read(s, count) for s in starts])
+            return (_as_float32 if not keep_float64 else _widen_to_float32)(source[index])
+        return torch.stack([self.read(s, count, keep_float64) for s in starts])
 
 
 def _pick(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
@@ -480,11 +581,12 @@ def gather_sample(lines: _Lines, info: TensorInfo, whole: bool) -> TensorSample:
     if whole and lines.whole is not None:
         flat = lines.whole
         index = _pick(n, CLASSIFIER_SAMPLE, generator)
-        values = _as_float32(flat[index] if index.numel() < n else flat)
+        # float64 values stay float64: narrowed, those beyond ±3.4e38 would be dropped as inf.
+        values = _widen_to_float32(flat[index] if index.numel() < n else flat)
     else:
         block = min(SAMPLE_BLOCK, n)
         slots = _pick(max(n // block, 1), max(1, CLASSIFIER_SAMPLE // block), generator)
-        values = lines.read_many((slots * block).tolist(), block).reshape(-1)
+        values = lines.read_many((slots * block).tolist(), block, keep_float64=True).reshape(-1)
     values = values[torch.isfinite(values)].clone()
     shape = _matrix_shape(info.shape)
     if shape is None:
@@ -561,7 +663,8 @@ def tensor_stats(checkpoint: Checkpoint, info: TensorInfo, sample: int | None = 
         block = SAMPLE_BLOCK
         # Aligned, non-overlapping blocks, so that no value is read twice.
         slots = _pick(max(info.num_params // block, 1), -(-sample // block), generator)
-        values = lines.read_many((slots * block).tolist(), min(block, info.num_params)).reshape(-1)[:sample]
+        values = lines.read_many((slots * block).tolist(), min(block, info.num_params),
+                                 keep_float64=True).reshape(-1)[:sample]
         stats = summarize_values(values, sampled=True)
         return StatsResult(info, stats, gather_sample(lines, info, whole=False))
     tensor = _read_whole(checkpoint, info)

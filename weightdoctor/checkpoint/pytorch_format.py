@@ -984,6 +984,9 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             # torch's deprecation notices (TypedStorage, quantized tensors) are not about the file: not shown.
             warnings.filterwarnings("ignore", category=UserWarning, message=".*deprecated")
+            # Nor its notices that a layout is experimental (sparse CSR/CSC/BSR "in beta state", nested tensors
+            # "in prototype stage"): such a tensor is refused below in one line of its own.
+            warnings.filterwarnings("ignore", category=UserWarning, message=".*(beta state|prototype stage)")
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=(fmt == "pytorch-zip"))
     except pickle.UnpicklingError as exc:
         message = _weights_only_message(exc)
@@ -1084,9 +1087,14 @@ def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
                                     view_id=_view_id(storage_id, tensor.storage_offset, tensor.shape, tensor.stride,
                                                      tensor.dtype)))
             continue
-        if tensor.layout is not _strided() or tensor.is_quantized:
-            kind, fix = (("quantized (torch.quantize_per_*)", ".dequantize()") if tensor.is_quantized
-                         else (f"sparse ({str(tensor.layout).removeprefix('torch.')})", ".to_dense()"))
+        # A nested tensor has the strided layout but no sizes: asking for its shape is torch's "Internal error".
+        if tensor.layout is not _strided() or tensor.is_quantized or tensor.is_nested:
+            if tensor.is_nested:
+                kind, fix = "nested (torch.nested)", "its parts as separate tensors (.unbind())"
+            elif tensor.is_quantized:
+                kind, fix = "quantized (torch.quantize_per_*)", ".dequantize()"
+            else:
+                kind, fix = f"sparse ({str(tensor.layout).removeprefix('torch.')})", ".to_dense()"
             raise UnsupportedFormat(
                 f"tensor {name!r} is a {kind} tensor; weightdoctor reads dense tensors only (save it with {fix})"
             )

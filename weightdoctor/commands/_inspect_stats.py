@@ -6,6 +6,7 @@ import re
 
 import typer
 
+from weightdoctor.commands._options import check_regex
 from weightdoctor.errors import UsageError
 
 
@@ -79,6 +80,7 @@ def _hist_names(hist: str, names: list[str]) -> list[str]:
     """`--hist` as an exact name, else as a regular expression (at most 8 tensors)."""
     if hist in names:
         return [hist]
+    check_regex("--hist", hist)
     pattern = re.compile(hist)
     hits = [n for n in names if pattern.search(n)]
     if not hits:

@@ -25,3 +25,19 @@ KeyOpt = Annotated[
 FilterOpt = Annotated[
     str | None, typer.Option("--filter", help="Regular expression: only tensors whose name matches.")
 ]
+
+
+def check_regex(option: str, pattern: str) -> None:
+    """Fail before any file is read when `pattern`, given to `option`, is no regular expression.
+
+    Raises:
+        UsageError: naming the option and the text, as `--keep-fp32` and `--rename` do.
+    """
+    import re
+
+    from weightdoctor.errors import UsageError
+
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise UsageError(f"{option} {pattern!r}: bad regular expression ({exc})") from exc

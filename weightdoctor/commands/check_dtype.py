@@ -69,9 +69,9 @@ def check_dtype(
     if worst < 0:
         raise UsageError(f"--worst must be 0 or more tensors, not {worst}")
     if name_filter is not None:
-        import re
+        from weightdoctor.commands._options import check_regex
 
-        re.compile(name_filter)
+        check_regex("--filter", name_filter)
     if target is not None:
         parse_targets(target)  # a bad target fails before the checkpoint is opened
     with open_checkpoint(source, revision=revision, key=key) as checkpoint:

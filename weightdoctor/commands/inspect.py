@@ -61,9 +61,9 @@ def inspect(
     from weightdoctor.structure import inspect_checkpoint
 
     if name_filter is not None:
-        import re
+        from weightdoctor.commands._options import check_regex
 
-        re.compile(name_filter)
+        check_regex("--filter", name_filter)
     if fail_on is not None and fail_on not in ("warn", "error"):
         from weightdoctor.errors import UsageError
 

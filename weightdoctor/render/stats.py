@@ -147,7 +147,7 @@ def render_histogram(item: TensorHealth, console: Console, width: int = 40) -> N
         return
     counts = hist["counts"]
     low, high = hist["low"], hist["high"]
-    step = (high - low) / len(counts)
+    step = high / len(counts) - low / len(counts)  # (high − low) overflows for float64 ranges of ±1e308
     peak = max(counts) or 1
     table = Table.grid(padding=(0, 1))
     table.add_column(justify="right", style="dim")
