@@ -1,0 +1,61 @@
+"""A sixth round of checkpoints as other tools write them: LyCORIS' and peft's LoHa / LoKr adapters, image and
+video generation single files and pipelines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from tests.helpers import run_json
+
+
+def _lycoris_loha(path: Path) -> None:
+    """A LoHa as LyCORIS 3.x (kohya sd-scripts' `--network_module lycoris.kohya --network_args algo=loha`) saves it
+    before any step: per module `lora_unet_<path>.hada_w1_a` (out×r, normal std 0.1), `hada_w1_b` (r×in, normal std
+    1), `hada_w2_a` (out×r, constant 0), `hada_w2_b` (r×in, normal std 1) and the `alpha` buffer, in fp16, with
+    sd-scripts' ss_* metadata; a LoKr module beside it (lokr_w1 kaiming, lokr_w2_a kaiming, lokr_w2_b zero)."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    tensors: dict[str, torch.Tensor] = {}
+    for module in ("lora_unet_down_blocks_0_attentions_0_proj_in", "lora_te_text_model_encoder_layers_0_mlp_fc1"):
+        tensors[f"{module}.hada_w1_a"] = torch.randn(64, 4) * 0.1
+        tensors[f"{module}.hada_w1_b"] = torch.randn(4, 64)
+        tensors[f"{module}.hada_w2_a"] = torch.zeros(64, 4)
+        tensors[f"{module}.hada_w2_b"] = torch.randn(4, 64)
+        tensors[f"{module}.alpha"] = torch.tensor(4.0)
+    lokr = "lora_unet_mid_block_attentions_0_proj_out"
+    tensors[f"{lokr}.lokr_w1"] = torch.empty(8, 8).uniform_(-0.35, 0.35)
+    tensors[f"{lokr}.lokr_w2_a"] = torch.empty(40, 4).uniform_(-0.5, 0.5)
+    tensors[f"{lokr}.lokr_w2_b"] = torch.zeros(4, 40)
+    tensors[f"{lokr}.alpha"] = torch.tensor(4.0)
+    save_file({k: v.half() for k, v in tensors.items()}, str(path),
+              metadata={"ss_network_module": "lycoris.kohya", "ss_network_dim": "4", "ss_network_alpha": "4",
+                        "ss_network_args": json.dumps({"algo": "loha"})})
+
+
+def test_a_loha_or_lokr_adapter_at_init_is_named_as_an_adapter(tmp_path: Path) -> None:
+    """LoHa and LoKr start one factor of their product at zero (LyCORIS: hada_w2_a, lokr_w2_b; peft 0.x:
+    hada_w2_b, lokr_w1). inspect --stats called it "a layer that was never initialized or was zeroed; it passes
+    nothing on", as it once did of kohya's lora_up, sending users to look for a broken layer."""
+    from peft import LoHaConfig, LoKrConfig, get_peft_model
+
+    lycoris = tmp_path / "loha.safetensors"
+    _lycoris_loha(lycoris)
+    sources = [lycoris]
+    for name, config in (("peft-loha", LoHaConfig(r=4, target_modules=["q", "v"])),
+                         ("peft-lokr", LoKrConfig(r=4, target_modules=["q", "v"]))):
+        torch.manual_seed(0)
+        base = torch.nn.ModuleDict({"q": torch.nn.Linear(64, 64), "v": torch.nn.Linear(64, 64)})
+        get_peft_model(base, config).save_pretrained(str(tmp_path / name))
+        sources.append(tmp_path / name)
+    for source in sources:
+        code, data = run_json("inspect", str(source), "--stats")
+        assert code == 0, source
+        zero = [f for f in data["findings"] if f["code"] == "all-zero"]
+        assert zero, (source, data["findings"])
+        for finding in zero:
+            assert "LoHa / LoKr adapter still at its initialization" in finding["hint"], finding
+            assert "never initialized" not in finding["hint"], finding
