@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
-from tests.helpers import run_json
+from tests.helpers import run_cli, run_json
 
 
 def _lycoris_loha(path: Path) -> None:
@@ -59,3 +60,32 @@ def test_a_loha_or_lokr_adapter_at_init_is_named_as_an_adapter(tmp_path: Path) -
         for finding in zero:
             assert "LoHa / LoKr adapter still at its initialization" in finding["hint"], finding
             assert "never initialized" not in finding["hint"], finding
+
+
+def test_a_yolov5_checkpoint_is_not_sent_to_the_ultralytics_package(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """yolov5s.pt as github.com/ultralytics/yolov5's train.py saves it: {"epoch", "best_fitness", "model": its
+    models.yolo.Model pickled whole (fp16), "ema", "updates", "optimizer", "opt", "git", "date"}. The refusal told the
+    user to load it with ultralytics' YOLO(path), which raises on exactly these files ("appears to be an Ultralytics
+    YOLOv5 model ... NOT forwards compatible with YOLOv8", torch_safe_load on ModuleNotFoundError 'models')."""
+    import sys
+    import types
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+
+    Model.__module__, Model.__qualname__ = "models.yolo", "Model"
+    yolo = types.ModuleType("models.yolo")
+    yolo.Model = Model  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "models", types.ModuleType("models"))
+    monkeypatch.setitem(sys.modules, "models.yolo", yolo)
+    path = tmp_path / "yolov5s.pt"
+    torch.save({"epoch": -1, "best_fitness": None, "model": Model().half(), "ema": None, "updates": None,
+                "optimizer": None, "opt": {"epochs": 300}, "git": None, "date": "2022-02-22T12:00:00"}, path)
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 2 and result.stdout == ""
+    text = " ".join(result.stderr.split())
+    assert "models.yolo.Model" in text and "this is a YOLOv5 checkpoint" in text, text
+    assert "YOLO(path)" not in text and "ultralytics package refuses" in text and "clone of ultralytics/yolov5" in text

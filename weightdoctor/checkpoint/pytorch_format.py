@@ -387,9 +387,17 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
             # Trainer saves its arguments object whole beside each checkpoint: settings, not weights.
             hint = (" (this is a Trainer's training_args.bin: its TrainingArguments object, pickled, not weights; "
                     "the model's weights are in model.safetensors or pytorch_model.bin beside it)")
-        elif any(g.module == "ultralytics" or g.module.startswith("ultralytics.")
-                 or g.module in ("models.yolo", "models.common") for g in report.globals):
-            # Ultralytics' (and YOLOv5's) .pt: {"model": the DetectionModel pickled whole, "ema", "optimizer",
+        elif not any(g.module == "ultralytics" or g.module.startswith("ultralytics.") for g in report.globals) \
+                and any(g.module in ("models.yolo", "models.common") for g in report.globals):
+            # YOLOv5's .pt (github.com/ultralytics/yolov5 train.py: {"model", "ema", "updates", "optimizer", "opt",
+            # "git", "date"}) pickles classes of that repo's top-level `models` package; the ultralytics package
+            # refuses it ("not forwards compatible with YOLOv8"), so YOLO(path) is no way to its weights.
+            hint = (" (this is a YOLOv5 checkpoint, saved by github.com/ultralytics/yolov5: the model is pickled whole "
+                    "as that repo's models.yolo classes, which the ultralytics package refuses to load; where you "
+                    "trust the file, load it from a clone of ultralytics/yolov5, torch.load(path, weights_only=False)"
+                    "['model'].float().state_dict(), and save that state dict to read the weights here)")
+        elif any(g.module == "ultralytics" or g.module.startswith("ultralytics.") for g in report.globals):
+            # Ultralytics' .pt: {"model": the DetectionModel pickled whole, "ema", "optimizer",
             # "train_args", ...}; its classes run on load, so only ultralytics itself reads it.
             hint = (" (this is an Ultralytics YOLO checkpoint: the model is pickled whole beside ema, optimizer and "
                     "train_args; where you trust the file, load it with ultralytics, YOLO(path).model.state_dict(), "
