@@ -89,3 +89,47 @@ def test_a_yolov5_checkpoint_is_not_sent_to_the_ultralytics_package(tmp_path: Pa
     text = " ".join(result.stderr.split())
     assert "models.yolo.Model" in text and "this is a YOLOv5 checkpoint" in text, text
     assert "YOLO(path)" not in text and "ultralytics package refuses" in text and "clone of ultralytics/yolov5" in text
+
+
+def _orbax_run(root: Path) -> None:
+    """A run folder as orbax-checkpoint 0.11's CheckpointManager saves it (openpi's and MaxText's checkpoints): one
+    folder per step, each with _CHECKPOINT_METADATA beside its items; the `params` item an OCDBT tree (_METADATA,
+    _sharding, array_metadatas/process_0, manifest.ocdbt, ocdbt.process_0/d/<hash>, d/<hash>)."""
+    for step in ("1000", "2000"):
+        item = root / step / "params"
+        (item / "ocdbt.process_0" / "d").mkdir(parents=True)
+        (item / "d").mkdir()
+        (item / "array_metadatas").mkdir()
+        (root / step / "_CHECKPOINT_METADATA").write_text(json.dumps(
+            {"item_handlers": {"params": "orbax.checkpoint._src.handlers.standard_checkpoint_handler."
+                                         "StandardCheckpointHandler"}, "metrics": {}, "performance_metrics": {},
+             "init_timestamp_nsecs": 1700000000000000000, "commit_timestamp_nsecs": 1700000001000000000,
+             "custom_metadata": {}}))
+        (item / "_METADATA").write_text(json.dumps({"tree_metadata": {
+            "('params', 'Dense_0', 'kernel')": {"key_metadata": [{"key": "params", "key_type": 2}],
+                                                "value_metadata": {"value_type": "jax.Array", "skip_deserialize": False,
+                                                                   "write_shape": [64, 64]}}},
+            "use_zarr3": False, "store_array_data_equal_to_fill_value": True}))
+        (item / "_sharding").write_text("{}")
+        (item / "array_metadatas" / "process_0").write_text("{}")
+        (item / "manifest.ocdbt").write_bytes(b"\x00" * 64)
+        (item / "ocdbt.process_0" / "d" / "24d1d89bac0128c13875f30189d41d5e").write_bytes(b"\x00" * 128)
+        (item / "d" / "cfae78e20e3d1ca493b14df122a61d03").write_bytes(b"\x00" * 32)
+
+
+def test_an_orbax_checkpoint_is_named_as_one(tmp_path: Path) -> None:
+    """JAX runs (Flax, MaxText, openpi) save through Orbax: every command said only "folder holds no weight file",
+    at the run folder, at a step and at an item, leaving the user to guess what the folder is and what to do."""
+    root = tmp_path / "checkpoints"
+    _orbax_run(root)
+    for source in (root, root / "2000", root / "2000" / "params"):
+        for command in (["inspect"], ["plan-devices", "--gpu", "1GB"], ["check-dtype"]):
+            result = run_cli(*command, str(source))
+            assert result.exit_code == 2 and result.stdout == "", (command, source)
+            text = " ".join(result.stderr.split())
+            assert "an Orbax (JAX) checkpoint" in text and "orbax.checkpoint" in text, (command, source, text)
+    # A folder of PyTorch weights that merely holds a file named like Orbax's is not called one.
+    other = tmp_path / "plain"
+    other.mkdir()
+    (other / "_METADATA").write_text("{}")
+    assert "Orbax" not in run_cli("inspect", str(other)).stderr

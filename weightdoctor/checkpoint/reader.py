@@ -551,6 +551,25 @@ def _foreign_weights_only(folder: Path) -> list[str]:
             "model it describes"]
 
 
+def _is_orbax_checkpoint(folder: Path) -> bool:
+    """Whether `folder` is an Orbax (JAX) checkpoint, one of its items, or a root of step folders holding them.
+
+    A step (CheckpointManager's `1000/`) holds `_CHECKPOINT_METADATA` (V0 API) or an empty `orbax.checkpoint` file
+    (V1), beside one folder per item (`default/`, `params/`, `state/`); an item holds `_METADATA`, and under OCDBT
+    `manifest.ocdbt` with `ocdbt.process_0/`, else one zarr folder per array.
+    """
+    def step(path: Path) -> bool:
+        return (path / "_CHECKPOINT_METADATA").is_file() or (path / "orbax.checkpoint").is_file()
+
+    try:
+        if step(folder) or (folder / "_METADATA").is_file() and (
+                (folder / "manifest.ocdbt").is_file() or (folder / "_sharding").is_file()):
+            return True
+        return any(p.is_dir() and p.name.isdigit() and step(p) for p in folder.iterdir())
+    except OSError:
+        return False
+
+
 def _no_weights_message(folder: Path) -> str:
     """Why a folder has nothing to read: foreign weights, weights only in subfolders, or nothing at all."""
     from weightdoctor.checkpoint import foreign
@@ -569,6 +588,12 @@ def _no_weights_message(folder: Path) -> str:
     if tarred:
         message += (f"; it holds {', '.join(tarred[:6])}{', ...' if len(tarred) > 6 else ''} (torch.save checkpoints "
                     "named .pth.tar, as timm's train.py saves them): name one to read it")
+    if _is_orbax_checkpoint(folder):
+        # JAX training (Flax, MaxText, openpi, T5X's successors) saves through Orbax: tensorstore arrays, no torch.
+        message += ("; it is an Orbax (JAX) checkpoint (_CHECKPOINT_METADATA, _METADATA, manifest.ocdbt), which "
+                    "weightdoctor does not read (not PyTorch): restore it with orbax.checkpoint "
+                    "(ocp.StandardCheckpointer().restore(path)) and save the arrays with safetensors, or use the "
+                    "model's own JAX-to-PyTorch conversion script")
     if _is_dcp_folder(folder):
         # FSDP's sharded state dict (accelerate's pytorch_model_fsdp_0/): PyTorch weights, in a format of its own.
         message += ("; it is a torch.distributed.checkpoint (DCP) folder (*.distcp shards and .metadata): "
