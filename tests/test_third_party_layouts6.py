@@ -133,3 +133,106 @@ def test_an_orbax_checkpoint_is_named_as_one(tmp_path: Path) -> None:
     other.mkdir()
     (other / "_METADATA").write_text("{}")
     assert "Orbax" not in run_cli("inspect", str(other)).stderr
+
+
+def _flux_pair(tmp_path: Path, dim: int = 16, mlp: int = 64) -> tuple[Path, Path]:
+    """A two-block Flux transformer twice: as Black Forest Labs' flux1-dev.safetensors names it (their flux package's
+    Flux module: double_blocks.N.img_attn.qkv, single_blocks.N.linear1 fusing qkv and the MLP's input, img_in, txt_in,
+    time_in / vector_in / guidance_in, final_layer) and as diffusers 0.30's FluxTransformer2DModel saves it to
+    transformer/diffusion_pytorch_model.safetensors (transformer_blocks.N.attn.to_q, single_transformer_blocks.N,
+    x_embedder, context_embedder, time_text_embed, norm_out, proj_out), beside its config.json."""
+    from safetensors.torch import save_file
+
+    def t(*shape: int) -> torch.Tensor:
+        return (torch.randn(*shape) * 0.02).bfloat16()
+
+    torch.manual_seed(0)
+    bfl: dict[str, torch.Tensor] = {"img_in.weight": t(dim, 64), "img_in.bias": t(dim), "txt_in.weight": t(dim, 32),
+                                    "txt_in.bias": t(dim), "time_in.in_layer.weight": t(dim, 256),
+                                    "vector_in.in_layer.weight": t(dim, 24), "guidance_in.in_layer.weight": t(dim, 256),
+                                    "final_layer.linear.weight": t(64, dim),
+                                    "final_layer.adaLN_modulation.1.weight": t(2 * dim, dim)}
+    diffusers: dict[str, torch.Tensor] = {
+        "x_embedder.weight": t(dim, 64), "x_embedder.bias": t(dim), "context_embedder.weight": t(dim, 32),
+        "context_embedder.bias": t(dim), "time_text_embed.timestep_embedder.linear_1.weight": t(dim, 256),
+        "time_text_embed.text_embedder.linear_1.weight": t(dim, 24),
+        "time_text_embed.guidance_embedder.linear_1.weight": t(dim, 256), "proj_out.weight": t(64, dim),
+        "norm_out.linear.weight": t(2 * dim, dim)}
+    for i in range(2):
+        for side in ("img", "txt"):
+            bfl[f"double_blocks.{i}.{side}_attn.qkv.weight"] = t(3 * dim, dim)
+            bfl[f"double_blocks.{i}.{side}_attn.proj.weight"] = t(dim, dim)
+            bfl[f"double_blocks.{i}.{side}_attn.norm.query_norm.scale"] = t(dim // 2)
+            bfl[f"double_blocks.{i}.{side}_mlp.0.weight"] = t(mlp, dim)
+            bfl[f"double_blocks.{i}.{side}_mod.lin.weight"] = t(6 * dim, dim)
+        bfl[f"single_blocks.{i}.linear1.weight"] = t(3 * dim + mlp, dim)
+        bfl[f"single_blocks.{i}.linear2.weight"] = t(dim, dim + mlp)
+        bfl[f"single_blocks.{i}.norm.query_norm.scale"] = t(dim // 2)
+        bfl[f"single_blocks.{i}.modulation.lin.weight"] = t(3 * dim, dim)
+        for proj in ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj"):
+            diffusers[f"transformer_blocks.{i}.attn.{proj}.weight"] = t(dim, dim)
+        diffusers[f"transformer_blocks.{i}.attn.to_out.0.weight"] = t(dim, dim)
+        diffusers[f"transformer_blocks.{i}.attn.to_add_out.weight"] = t(dim, dim)
+        diffusers[f"transformer_blocks.{i}.attn.norm_q.weight"] = t(dim // 2)
+        diffusers[f"transformer_blocks.{i}.attn.norm_added_q.weight"] = t(dim // 2)
+        diffusers[f"transformer_blocks.{i}.ff.net.0.proj.weight"] = t(mlp, dim)
+        diffusers[f"transformer_blocks.{i}.ff_context.net.0.proj.weight"] = t(mlp, dim)
+        diffusers[f"transformer_blocks.{i}.norm1.linear.weight"] = t(6 * dim, dim)
+        diffusers[f"transformer_blocks.{i}.norm1_context.linear.weight"] = t(6 * dim, dim)
+        for proj in ("to_q", "to_k", "to_v"):
+            diffusers[f"single_transformer_blocks.{i}.attn.{proj}.weight"] = t(dim, dim)
+        diffusers[f"single_transformer_blocks.{i}.attn.norm_q.weight"] = t(dim // 2)
+        diffusers[f"single_transformer_blocks.{i}.proj_mlp.weight"] = t(mlp, dim)
+        diffusers[f"single_transformer_blocks.{i}.proj_out.weight"] = t(dim, dim + mlp)
+        diffusers[f"single_transformer_blocks.{i}.norm.linear.weight"] = t(3 * dim, dim)
+    original = tmp_path / "flux1-dev.safetensors"
+    save_file(bfl, str(original))
+    folder = tmp_path / "FLUX.1-dev" / "transformer"
+    folder.mkdir(parents=True)
+    save_file(diffusers, str(folder / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps({
+        "_class_name": "FluxTransformer2DModel", "_diffusers_version": "0.30.0.dev0", "attention_head_dim": 8,
+        "guidance_embeds": True, "in_channels": 64, "joint_attention_dim": 32, "num_attention_heads": 2,
+        "num_layers": 2, "num_single_layers": 2, "patch_size": 1, "pooled_projection_dim": 24}))
+    return original, folder
+
+
+def test_an_original_flux_or_sd3_transformer_against_diffusers_is_a_foreign_layout(tmp_path: Path) -> None:
+    """diff-keys flux1-dev.safetensors FLUX.1-dev/transformer listed every key `unknown` and offered as "suggested
+    fix" the one pair a rename can match (img_in → x_embedder, proj_out ← final_layer.linear): the fused qkv (and
+    single blocks' fused MLP) need diffusers' from_single_file. The same for SD3's joint_blocks, ComfyUI-prefixed."""
+    from safetensors.torch import save_file
+
+    original, folder = _flux_pair(tmp_path)
+    for a, b, side in ((original, folder, "A"), (folder, original, "B")):
+        code, data = run_json("diff-keys", str(a), str(b))
+        assert code == 1 and data["matched"] == 0
+        assert data["suggested_renames"] == [] and data["python_snippet"] is None, data["suggested_renames"]
+        assert len(data["notes"]) == 1 and data["notes"][0].startswith(f"{side} is a diffusion transformer in its "
+                                                                        "original single-file layout"), data["notes"]
+        assert ("from_single_file" in data["notes"][0]) == (side == "A")
+        reasons = {entry["reason"] for entry in data["missing"] + data["unexpected"]}
+        assert reasons == {"foreign-layout"}, reasons
+    # SD3 (Stability's sd3_medium.safetensors, under ComfyUI's prefix) against SD3Transformer2DModel.
+    torch.manual_seed(0)
+    sd3 = {"model.diffusion_model.pos_embed": torch.randn(1, 16, 16).half(),
+           "model.diffusion_model.x_embedder.proj.weight": torch.randn(16, 16, 2, 2).half(),
+           "model.diffusion_model.context_embedder.weight": torch.randn(16, 32).half()}
+    mmdit = {"pos_embed.proj.weight": torch.randn(16, 16, 2, 2).half(),
+             "context_embedder.weight": torch.randn(16, 32).half()}
+    for i in range(2):
+        for block in ("x_block", "context_block"):
+            sd3[f"model.diffusion_model.joint_blocks.{i}.{block}.attn.qkv.weight"] = torch.randn(48, 16).half()
+            sd3[f"model.diffusion_model.joint_blocks.{i}.{block}.adaLN_modulation.1.weight"] = \
+                torch.randn(96, 16).half()
+        for proj in ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj"):
+            mmdit[f"transformer_blocks.{i}.attn.{proj}.weight"] = torch.randn(16, 16).half()
+        mmdit[f"transformer_blocks.{i}.norm1.linear.weight"] = torch.randn(96, 16).half()
+        mmdit[f"transformer_blocks.{i}.norm1_context.linear.weight"] = torch.randn(96, 16).half()
+    save_file(sd3, str(tmp_path / "sd3_medium.safetensors"))
+    save_file(mmdit, str(tmp_path / "sd3_transformer.safetensors"))
+    code, data = run_json("diff-keys", str(tmp_path / "sd3_medium.safetensors"),
+                          str(tmp_path / "sd3_transformer.safetensors"))
+    assert code == 1 and data["suggested_renames"] == [], data["suggested_renames"]
+    assert len(data["notes"]) == 1 and "SD3: joint_blocks" in data["notes"][0], data["notes"]
+    assert {entry["reason"] for entry in data["missing"] + data["unexpected"]} == {"foreign-layout"}

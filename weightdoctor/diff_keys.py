@@ -75,7 +75,8 @@ REASONS: dict[str, str] = {
     "expert-layout": "MoE experts one tensor per expert on one side, fused per projection on the other: "
                      "from_pretrained converts between them, load_state_dict does not",
     "foreign-layout": "another code base's layout (Meta's original Llama/Mistral, a single-file Stable Diffusion "
-    "checkpoint): convert with that library's converter, a rename alone loads wrong values",
+    "checkpoint, an original Flux / SD3 transformer): convert with that library's converter, a rename alone "
+    "loads wrong values",
     "unused-part": "a part of A that B does not have at all, while B gets every weight it needs (another tower "
     "of a composite model, a module of another task): dropped",
     "not-a-tensor": "an entry of A's state dict that is no tensor (a version number, a string): from_pretrained "
@@ -242,6 +243,51 @@ def _sd_single_file_layout(unexpected: Sequence[str], missing: Sequence[str], jo
     return whys, note
 
 
+# A single-file diffusion transformer in its authors' layout (Black Forest Labs' Flux and Tencent's HunyuanVideo:
+# `double_blocks.N.img_attn.qkv`, `single_blocks.N.linear1`; Stability's SD3 / SD3.5 MMDiT: `joint_blocks.N.x_block`;
+# bare, or under ComfyUI's `model.diffusion_model.` / a LoRA trainer's `diffusion_model.`) against diffusers' model of
+# it (FluxTransformer2DModel, SD3Transformer2DModel, HunyuanVideoTransformer3DModel: `transformer_blocks.N.attn.to_q`,
+# `single_transformer_blocks.N`). diffusers' from_single_file converts: q, k and v are split out of one fused qkv
+# (Flux's single blocks fuse the MLP in too), so no rename loads them; a rename search found only the odd
+# one-to-one pair (img_in → x_embedder) and offered it as the fix.
+_ORIGINAL_DIT_PREFIX = r"^(?:(?:model\.)?diffusion_model\.)?"
+_ORIGINAL_DIT_LAYOUT = _lazy_regex(
+    _ORIGINAL_DIT_PREFIX + r"(?:(?:double_blocks|single_blocks|joint_blocks|img_in|txt_in|time_in|vector_in|"
+    r"guidance_in|final_layer|x_embedder|context_embedder|t_embedder|y_embedder)\.|pos_embed$)")
+_ORIGINAL_DIT_EVIDENCE = _lazy_regex(_ORIGINAL_DIT_PREFIX + r"(?:double_blocks|single_blocks|joint_blocks)\.\d+\.")
+_DIFFUSERS_DIT_LAYOUT = _lazy_regex(
+    r"^(?:transformer\.)?(?:transformer_blocks|single_transformer_blocks|x_embedder|context_embedder|"
+    r"time_text_embed|time_guidance_embed|norm_out|proj_out|pos_embed|context_refiner)\.")
+_DIFFUSERS_DIT_EVIDENCE = _lazy_regex(r"^(?:transformer\.)?(?:single_)?transformer_blocks\.\d+\.")
+
+
+def _dit_single_file_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
+                            joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """foreign_layout's whys and note for a Flux / SD3 / HunyuanVideo transformer in its original layout against
+    diffusers' model of it (either way round); ({}, "") when the keys show no such pair."""
+    words = ("double_blocks.", "single_blocks.", "joint_blocks.")
+    original_a, original_b = (any(map(joined.__contains__, words)) for joined in (joined_unexpected, joined_missing))
+    diffusers_a, diffusers_b = ("transformer_blocks." in joined for joined in (joined_unexpected, joined_missing))
+    if not ((original_a and diffusers_b) or (original_b and diffusers_a)):
+        return {}, ""
+    sides = _sides(unexpected, missing, _ORIGINAL_DIT_EVIDENCE, _DIFFUSERS_DIT_EVIDENCE)
+    if sides is None:
+        return {}, ""
+    original_side, diffusers_side, original_names, diffusers_names = sides
+    note = (f"{original_side} is a diffusion transformer in its original single-file layout (Black Forest Labs' Flux "
+            "or HunyuanVideo: double_blocks / single_blocks; Stability's SD3: joint_blocks) and "
+            f"{diffusers_side} in diffusers' layout (transformer_blocks.N.attn.to_q): "
+            + ("load A with diffusers' from_single_file (e.g. FluxTransformer2DModel.from_single_file, "
+               "SD3Transformer2DModel.from_single_file)" if original_side == "A" else
+               "code written for the original layout (ComfyUI, Black Forest Labs' flux) needs A converted back")
+            + "; q, k and v are split out of one fused qkv tensor, which no rename does")
+    whys = _errors_for(original_names, _ORIGINAL_DIT_LAYOUT, "foreign-layout",
+                       f"original single-file transformer layout (in {original_side})")
+    whys.update(_errors_for(diffusers_names, _DIFFUSERS_DIT_LAYOUT, "foreign-layout",
+                            f"diffusers' layout (in {diffusers_side})"))
+    return whys, note
+
+
 def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[dict[str, tuple[str, str, str]], str]:
     """(reason, severity, detail) for the keys that differ because A and B are in two known layouts of one model
     (Meta's original Llama / Mistral layout against Hugging Face's, either way round), and a note saying what to
@@ -263,7 +309,10 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
     meta_in_b = not meta_in_a and holds(joined_missing, ".attention.w", _META_EVIDENCE) and \
         holds(joined_unexpected, ".self_attn.", _HF_EVIDENCE)
     if not (meta_in_a or meta_in_b):
-        return _sd_single_file_layout(unexpected, missing, joined_unexpected, joined_missing)
+        whys, note = _sd_single_file_layout(unexpected, missing, joined_unexpected, joined_missing)
+        if whys:
+            return whys, note
+        return _dit_single_file_layout(unexpected, missing, joined_unexpected, joined_missing)
     meta_side, hf_side = ("A", "B") if meta_in_a else ("B", "A")
     meta_names, hf_names = (unexpected, missing) if meta_in_a else (missing, unexpected)
     if meta_in_a:
