@@ -236,3 +236,29 @@ def test_an_original_flux_or_sd3_transformer_against_diffusers_is_a_foreign_layo
     assert code == 1 and data["suggested_renames"] == [], data["suggested_renames"]
     assert len(data["notes"]) == 1 and "SD3: joint_blocks" in data["notes"][0], data["notes"]
     assert {entry["reason"] for entry in data["missing"] + data["unexpected"]} == {"foreign-layout"}
+
+
+def test_an_sdxl_single_file_against_a_diffusers_unet_names_the_sdxl_pipeline(tmp_path: Path) -> None:
+    """sd_xl_base_1.0.safetensors (Stability's generative-models layout: conditioner.embedders.0 CLIP-L,
+    conditioner.embedders.1 OpenCLIP-G, model.diffusion_model with label_emb, first_stage_model) against a diffusers
+    unet/: the note sent the user to StableDiffusionPipeline.from_single_file, the SD 1.x/2.x pipeline."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    sdxl = {"conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight":
+            torch.randn(100, 16).half(),
+            "conditioner.embedders.1.model.token_embedding.weight": torch.randn(100, 24).half(),
+            "conditioner.embedders.1.model.text_projection": torch.randn(24, 24).half(),
+            "model.diffusion_model.input_blocks.0.0.weight": torch.randn(32, 4, 3, 3).half(),
+            "model.diffusion_model.label_emb.0.0.weight": torch.randn(32, 64).half(),
+            "model.diffusion_model.time_embed.0.weight": torch.randn(32, 8).half(),
+            "first_stage_model.decoder.conv_out.weight": torch.randn(3, 16, 3, 3).half()}
+    save_file(sdxl, str(tmp_path / "sd_xl_base_1.0.safetensors"))
+    unet = {"conv_in.weight": torch.randn(32, 4, 3, 3).half(),
+            "add_embedding.linear_1.weight": torch.randn(32, 64).half(),
+            "time_embedding.linear_1.weight": torch.randn(32, 8).half(),
+            "down_blocks.0.resnets.0.conv1.weight": torch.randn(32, 32, 3, 3).half()}
+    save_file(unet, str(tmp_path / "unet.safetensors"))
+    code, data = run_json("diff-keys", str(tmp_path / "sd_xl_base_1.0.safetensors"), str(tmp_path / "unet.safetensors"))
+    assert code == 1 and len(data["notes"]) == 1, data["notes"]
+    assert "StableDiffusionXLPipeline.from_single_file" in data["notes"][0], data["notes"]

@@ -229,10 +229,13 @@ def _sd_single_file_layout(unexpected: Sequence[str], missing: Sequence[str], jo
         return {}, ""
     ldm_side, diffusers_side, ldm_names, diffusers_names = sides
     ldm_in_a = ldm_side == "A"
+    # SDXL's single files hold their two text encoders under `conditioner.embedders`: its pipeline class is another.
+    pipeline = ("StableDiffusionXLPipeline" if any(name.startswith("conditioner.embedders.") for name in ldm_names)
+                else "StableDiffusionPipeline")
     note = (f"{ldm_side} is a single-file Stable Diffusion checkpoint in the original (LDM) layout "
             "(model.diffusion_model = UNet, first_stage_model = VAE, cond_stage_model / conditioner = text "
             f"encoders) and {diffusers_side} in diffusers' layout: "
-            + ("load A with diffusers' from_single_file (e.g. StableDiffusionPipeline.from_single_file) or its "
+            + (f"load A with diffusers' from_single_file (e.g. {pipeline}.from_single_file) or its "
                "convert_original_stable_diffusion_to_diffusers.py" if ldm_in_a else
                "diffusers' convert_diffusers_to_original_stable_diffusion.py writes the single-file layout")
             + "; blocks are renumbered and the VAE's attention reshaped, which no rename does")
