@@ -262,3 +262,55 @@ def test_an_sdxl_single_file_against_a_diffusers_unet_names_the_sdxl_pipeline(tm
     code, data = run_json("diff-keys", str(tmp_path / "sd_xl_base_1.0.safetensors"), str(tmp_path / "unet.safetensors"))
     assert code == 1 and len(data["notes"]) == 1, data["notes"]
     assert "StableDiffusionXLPipeline.from_single_file" in data["notes"][0], data["notes"]
+
+
+def _openai_whisper(path: Path) -> dict[str, int]:
+    """A one-layer Whisper as openai-whisper 20240930 saves it (tiny.pt's layout): {"dims": ModelDimensions as a
+    dict, "model_state_dict": fp16 tensors named as whisper.model.Whisper names them}. Returns the dims."""
+    dims = {"n_mels": 8, "n_vocab": 64, "n_audio_ctx": 10, "n_audio_state": 8, "n_audio_head": 2,
+            "n_audio_layer": 1, "n_text_ctx": 12, "n_text_state": 8, "n_text_head": 2, "n_text_layer": 1}
+    torch.manual_seed(0)
+    sd = {"encoder.positional_embedding": torch.randn(10, 8), "encoder.conv1.weight": torch.randn(8, 8, 3),
+          "encoder.conv1.bias": torch.randn(8), "encoder.conv2.weight": torch.randn(8, 8, 3),
+          "encoder.conv2.bias": torch.randn(8), "encoder.ln_post.weight": torch.ones(8),
+          "encoder.ln_post.bias": torch.zeros(8), "decoder.token_embedding.weight": torch.randn(64, 8),
+          "decoder.positional_embedding": torch.randn(12, 8), "decoder.ln.weight": torch.ones(8),
+          "decoder.ln.bias": torch.zeros(8)}
+    for side in ("encoder", "decoder"):
+        block = f"{side}.blocks.0"
+        for attn in ("attn", "cross_attn") if side == "decoder" else ("attn",):
+            for proj in ("query", "key", "value", "out"):
+                sd[f"{block}.{attn}.{proj}.weight"] = torch.randn(8, 8)
+                if proj != "key":
+                    sd[f"{block}.{attn}.{proj}.bias"] = torch.randn(8)
+            sd[f"{block}.{attn}_ln.weight"], sd[f"{block}.{attn}_ln.bias"] = torch.ones(8), torch.zeros(8)
+        sd[f"{block}.mlp.0.weight"], sd[f"{block}.mlp.0.bias"] = torch.randn(16, 8), torch.randn(16)
+        sd[f"{block}.mlp.2.weight"], sd[f"{block}.mlp.2.bias"] = torch.randn(8, 16), torch.randn(8)
+        sd[f"{block}.mlp_ln.weight"], sd[f"{block}.mlp_ln.bias"] = torch.ones(8), torch.zeros(8)
+    torch.save({"dims": dims, "model_state_dict": {k: v.half() for k, v in sd.items()}}, path)
+    return dims
+
+
+def test_an_openai_whisper_checkpoint_against_transformers_whisper_names_the_converter(tmp_path: Path) -> None:
+    """diff-keys tiny.pt against transformers' Whisper (a saved model, or --model-class) offered three renames that
+    match 10 of its keys (one of them decoder.token_embedding → the tied proj_out) and called the rest unknown;
+    transformers' convert_openai_to_hf.py renames them all and builds the config from `dims`."""
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    dims = _openai_whisper(tmp_path / "tiny.pt")
+    config = WhisperConfig(vocab_size=dims["n_vocab"], num_mel_bins=dims["n_mels"], d_model=8, encoder_layers=1,
+                           decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=16,
+                           decoder_ffn_dim=16, max_source_positions=10, max_target_positions=12, pad_token_id=62,
+                           bos_token_id=62, eos_token_id=62, decoder_start_token_id=63, suppress_tokens=None,
+                           begin_suppress_tokens=None)
+    torch.manual_seed(0)
+    WhisperForConditionalGeneration(config).save_pretrained(str(tmp_path / "whisper-hf"))
+    for extra in ([str(tmp_path / "whisper-hf")],
+                  ["--model-class", "WhisperForConditionalGeneration", "--config", str(tmp_path / "whisper-hf")]):
+        code, data = run_json("diff-keys", str(tmp_path / "tiny.pt"), *extra)
+        assert code == 1, extra
+        said = [note for note in data["notes"] if "openai-whisper's own layout" in note]
+        assert len(said) == 1 and "convert_openai_to_hf.py" in said[0] and "dims" in said[0], data["notes"]
+    # transformers' Whisper against itself: no such note.
+    code, data = run_json("diff-keys", str(tmp_path / "whisper-hf"), str(tmp_path / "whisper-hf"))
+    assert code == 0 and not any("openai-whisper" in note for note in data["notes"])

@@ -291,6 +291,29 @@ def _dit_single_file_layout(unexpected: Sequence[str], missing: Sequence[str], j
     return whys, note
 
 
+# openai-whisper's own checkpoint (tiny.pt ... large-v3.pt: {"dims", "model_state_dict"}) names its blocks
+# `encoder.blocks.N.attn.query`, `decoder.blocks.N.cross_attn.key`, `mlp.0`, `positional_embedding`; transformers'
+# Whisper `model.encoder.layers.N.self_attn.q_proj`. transformers' convert_openai_to_hf.py renames them (its
+# WHISPER_MAPPING) and builds the config from `dims`: the rename search found only a few of its pairs and offered them
+# as the fix, one of them onto the tied `proj_out`.
+_OPENAI_WHISPER_EVIDENCE = _lazy_regex(r"^(?:encoder|decoder)\.blocks\.\d+\.(?:attn|cross_attn)\.(?:query|key|value)\.")
+_HF_WHISPER_EVIDENCE = _lazy_regex(
+    r"^(?:model\.)?(?:encoder|decoder)\.layers\.\d+\.(?:self_attn|encoder_attn)\.q_proj\.")
+
+
+def _openai_whisper_note(unexpected: Sequence[str], joined_unexpected: str, missing: Sequence[str],
+                         joined_missing: str) -> str:
+    """The note for openai-whisper's own layout in A against transformers' Whisper in B, or ""."""
+    if ".blocks." not in joined_unexpected or ".layers." not in joined_missing:
+        return ""
+    if not (any(map(_OPENAI_WHISPER_EVIDENCE.search, unexpected)) and any(map(_HF_WHISPER_EVIDENCE.search, missing))):
+        return ""
+    return ("A is in openai-whisper's own layout (encoder.blocks.N.attn.query, mlp.0, positional_embedding) and B in "
+            "transformers' Whisper layout (model.encoder.layers.N.self_attn.q_proj, fc1, embed_positions): convert A "
+            "with transformers' models/whisper/convert_openai_to_hf.py --checkpoint_path A --pytorch_dump_folder_path "
+            "OUT, which renames every key and builds config.json from the checkpoint's dims")
+
+
 def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[dict[str, tuple[str, str, str]], str]:
     """(reason, severity, detail) for the keys that differ because A and B are in two known layouts of one model
     (Meta's original Llama / Mistral layout against Hugging Face's, either way round), and a note saying what to
@@ -315,7 +338,11 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
         whys, note = _sd_single_file_layout(unexpected, missing, joined_unexpected, joined_missing)
         if whys:
             return whys, note
-        return _dit_single_file_layout(unexpected, missing, joined_unexpected, joined_missing)
+        whys, note = _dit_single_file_layout(unexpected, missing, joined_unexpected, joined_missing)
+        if whys:
+            return whys, note
+        # Renames alone convert it (no key is left a foreign-layout error), but not the few the search finds.
+        return {}, _openai_whisper_note(unexpected, joined_unexpected, missing, joined_missing)
     meta_side, hf_side = ("A", "B") if meta_in_a else ("B", "A")
     meta_names, hf_names = (unexpected, missing) if meta_in_a else (missing, unexpected)
     if meta_in_a:
