@@ -314,3 +314,34 @@ def test_an_openai_whisper_checkpoint_against_transformers_whisper_names_the_con
     # transformers' Whisper against itself: no such note.
     code, data = run_json("diff-keys", str(tmp_path / "whisper-hf"), str(tmp_path / "whisper-hf"))
     assert code == 0 and not any("openai-whisper" in note for note in data["notes"])
+
+
+def test_shards_of_a_hunyuanvideo_single_file_are_not_called_flux(tmp_path: Path) -> None:
+    """hunyuan_video_t2v_720p_bf16.safetensors (Tencent's HunyuanVideo transformer as ComfyUI loads it: double_blocks
+    with img_attn_qkv / img_mlp.fc1 / img_mod.linear, single_blocks with linear1 / modulation.linear,
+    txt_in.individual_token_refiner, img_in.proj a Conv3d): shard said "an original-layout Flux checkpoint is loaded
+    from one file"."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    weights = {"img_in.proj.weight": torch.randn(16, 16, 1, 2, 2), "txt_in.input_embedder.weight": torch.randn(16, 32),
+               "txt_in.individual_token_refiner.blocks.0.self_attn_qkv.weight": torch.randn(48, 16),
+               "time_in.mlp.0.weight": torch.randn(16, 256), "vector_in.in_layer.weight": torch.randn(16, 24),
+               "guidance_in.mlp.0.weight": torch.randn(16, 256), "final_layer.linear.weight": torch.randn(64, 16)}
+    for i in range(2):
+        for side in ("img", "txt"):
+            weights[f"double_blocks.{i}.{side}_attn_qkv.weight"] = torch.randn(48, 16)
+            weights[f"double_blocks.{i}.{side}_mlp.fc1.weight"] = torch.randn(64, 16)
+            weights[f"double_blocks.{i}.{side}_mod.linear.weight"] = torch.randn(96, 16)
+        weights[f"single_blocks.{i}.linear1.weight"] = torch.randn(112, 16)
+        weights[f"single_blocks.{i}.modulation.linear.weight"] = torch.randn(48, 16)
+    source = tmp_path / "hunyuan_video_t2v_720p_bf16.safetensors"
+    save_file({k: v.bfloat16() for k, v in weights.items()}, str(source))
+    code, data = run_json("shard", str(source), "-o", str(tmp_path / "out"), "--max", "20KB")
+    assert code == 0, data
+    said = [w for w in data["plan"]["warnings"] if "is loaded from one file" in w]
+    assert len(said) == 1 and said[0].startswith("an original-layout HunyuanVideo checkpoint"), data["plan"]["warnings"]
+    # Black Forest Labs' Flux is still named so.
+    flux, _ = _flux_pair(tmp_path)
+    code, data = run_json("shard", str(flux), "-o", str(tmp_path / "flux-out"), "--max", "10KB")
+    assert code == 0 and any(w.startswith("an original-layout Flux checkpoint") for w in data["plan"]["warnings"])
