@@ -345,3 +345,40 @@ def test_shards_of_a_hunyuanvideo_single_file_are_not_called_flux(tmp_path: Path
     flux, _ = _flux_pair(tmp_path)
     code, data = run_json("shard", str(flux), "-o", str(tmp_path / "flux-out"), "--max", "10KB")
     assert code == 0 and any(w.startswith("an original-layout Flux checkpoint") for w in data["plan"]["warnings"])
+
+
+def test_a_comfyui_scaled_fp8_checkpoint_keeps_its_scales_when_cast(tmp_path: Path) -> None:
+    """ComfyUI's scaled-FP8 files (flux1-dev-fp8-scaled, t5xxl_fp8_e4m3fn_scaled): each Linear's weight in float8_e4m3fn
+    with a 0-d float32 `scale_weight` (and `scale_input`) beside it, a `scaled_fp8` marker tensor, no config. ComfyUI
+    multiplies each fp8 weight by its scale_weight: `convert --dtype bf16` rounded every scale to bf16 (up to 0.4 %
+    on every weight it dequantizes) without a word, as it does not for DeepSeek's weight_scale_inv."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    weights: dict[str, torch.Tensor] = {"img_in.weight": torch.randn(16, 64).bfloat16(),
+                                        "scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}
+    for i in range(2):
+        for layer in (f"double_blocks.{i}.img_attn.qkv", f"single_blocks.{i}.linear1"):
+            weights[f"{layer}.weight"] = (torch.randn(48, 16) * 8).to(torch.float8_e4m3fn)
+            weights[f"{layer}.scale_weight"] = torch.tensor(0.0123456789)
+            weights[f"{layer}.bias"] = torch.zeros(48).bfloat16()
+        weights[f"single_blocks.{i}.linear1.scale_input"] = torch.tensor(1.0009765625)
+    source = tmp_path / "flux1-dev-fp8-scaled.safetensors"
+    save_file(weights, str(source))
+    out = tmp_path / "bf16.safetensors"
+    code, data = run_json("convert", str(source), "-o", str(out), "--dtype", "bf16")
+    assert code == 0, data
+    written = load_file(str(out))
+    scales = [n for n in weights if n.endswith((".scale_weight", ".scale_input"))]
+    assert len(scales) == 6
+    for name in scales:
+        assert written[name].dtype == torch.float32 and torch.equal(written[name], weights[name]), name
+    assert written["scaled_fp8"].dtype == torch.float8_e4m3fn
+    assert any("quantizer scale/state tensor(s) kept as stored" in w for w in data["plan"]["warnings"])
+    code, data = run_json("check-dtype", str(source))
+    assert code == 0 and {s["name"] for s in data["skipped"]} >= set(scales), data["skipped"]
+    # A tensor merely named scale_weight beside a weight that is not float8 is an ordinary weight, cast.
+    save_file({"norm.weight": torch.randn(8), "norm.scale_weight": torch.randn(8)}, str(tmp_path / "plain.safetensors"))
+    plain = tmp_path / "plain-bf16.safetensors"
+    code, data = run_json("convert", str(tmp_path / "plain.safetensors"), "-o", str(plain), "--dtype", "bf16")
+    assert code == 0 and load_file(str(plain))["norm.scale_weight"].dtype == torch.bfloat16
