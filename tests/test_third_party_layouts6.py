@@ -382,3 +382,44 @@ def test_a_comfyui_scaled_fp8_checkpoint_keeps_its_scales_when_cast(tmp_path: Pa
     plain = tmp_path / "plain-bf16.safetensors"
     code, data = run_json("convert", str(tmp_path / "plain.safetensors"), "-o", str(plain), "--dtype", "bf16")
     assert code == 0 and load_file(str(plain))["norm.scale_weight"].dtype == torch.bfloat16
+
+
+def test_a_diffusers_model_index_or_model_config_given_as_the_source_says_what_it_is(tmp_path: Path) -> None:
+    """stabilityai/stable-diffusion-xl-base-1.0 as diffusers 0.19 saves it: model_index.json at the root naming
+    StableDiffusionXLPipeline and its parts, one folder per model (unet/ with its config.json and
+    diffusion_pytorch_model.safetensors, vae/, text_encoder_2/), scheduler/scheduler_config.json. Given any of these
+    JSON files, every command said "JSON file is neither an index (weight_map) nor a model config"."""
+    from safetensors.torch import save_file
+
+    root = tmp_path / "stable-diffusion-xl-base-1.0"
+    components = {"unet": "UNet2DConditionModel", "vae": "AutoencoderKL"}
+    for folder, class_name in components.items():
+        (root / folder).mkdir(parents=True)
+        (root / folder / "config.json").write_text(json.dumps({"_class_name": class_name,
+                                                               "_diffusers_version": "0.19.0.dev0"}))
+        save_file({"conv_in.weight": torch.zeros(4, 4, 3, 3)},
+                  str(root / folder / "diffusion_pytorch_model.safetensors"))
+    (root / "scheduler").mkdir()
+    (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"_class_name": "EulerDiscreteScheduler", "_diffusers_version": "0.19.0.dev0", "num_train_timesteps": 1000}))
+    (root / "model_index.json").write_text(json.dumps(
+        {"_class_name": "StableDiffusionXLPipeline", "_diffusers_version": "0.19.0.dev0",
+         "scheduler": ["diffusers", "EulerDiscreteScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+         "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}))
+
+    def said(*args: str) -> str:
+        result = run_cli(*args)
+        assert result.exit_code == 2 and result.stdout == "", args
+        return " ".join(result.stderr.split())
+
+    for command in (["inspect"], ["plan-devices", "--gpu", "1GB"]):
+        text = said(*command, str(root / "model_index.json"))
+        assert "diffusers pipeline's model_index.json (StableDiffusionXLPipeline)" in text, text
+        assert "(unet/, vae/)" in text and f"e.g. {root / 'unet'}" in text, text
+    text = said("inspect", str(root / "unet" / "config.json"))
+    assert f"a diffusers UNet2DConditionModel config, not weights; point at the model folder ({root / 'unet'})" \
+        in text, text
+    assert "a scheduler holds no weights" in said("inspect", str(root / "scheduler" / "scheduler_config.json"))
+    # The folder the message points at is read.
+    code, data = run_json("inspect", str(root / "unet"))
+    assert code == 0 and data["num_tensors"] == 1

@@ -346,6 +346,26 @@ def _is_config(data: Any) -> bool:
     return isinstance(data, dict) and ("model_type" in data or "architectures" in data)
 
 
+def _other_json_message(path: Path, data: Any) -> str:
+    """Why a JSON file given as the source is not read: what it is, where diffusers' own files are concerned.
+
+    A diffusers pipeline's model_index.json names the pipeline class and one subfolder per model (unet/, vae/, ...);
+    a diffusers model's config.json names its class in `_class_name`. Both were "neither an index nor a model config".
+    """
+    class_name = data.get("_class_name") if isinstance(data, dict) else None
+    if isinstance(class_name, str):
+        if path.name == "model_index.json" or class_name.endswith("Pipeline"):
+            folders = _subfolders_with_weights(path.parent) if path.parent.is_dir() else []
+            example = f", e.g. {path.parent / folders[0]}" if folders else ""
+            listed = f" ({', '.join(f'{name}/' for name in folders[:8])})" if folders else ""
+            return (f"this is a diffusers pipeline's model_index.json ({class_name}), not weights: each of its models "
+                    f"is in a subfolder of its own{listed}; point at one{example}")
+        if path.name == "scheduler_config.json" or class_name.endswith("Scheduler"):
+            return f"this is a diffusers scheduler's config ({class_name}): a scheduler holds no weights"
+        return f"this is a diffusers {class_name} config, not weights; point at the model folder ({path.parent})"
+    return "JSON file is neither an index (weight_map) nor a model config"
+
+
 class _Builder:
     """Accumulates files and tensors while a source is read."""
 
@@ -1411,7 +1431,7 @@ def _open_checkpoint(
                 raise UnsupportedFormat("this is a model config, not weights; point at the model folder", text)
             config_path = path
         else:
-            raise UnsupportedFormat("JSON file is neither an index (weight_map) nor a model config", text)
+            raise UnsupportedFormat(_other_json_message(path, data), text)
     else:
         config_path = path.parent / "config.json"
 
