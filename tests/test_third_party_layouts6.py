@@ -423,3 +423,32 @@ def test_a_diffusers_model_index_or_model_config_given_as_the_source_says_what_i
     # The folder the message points at is read.
     code, data = run_json("inspect", str(root / "unet"))
     assert code == 0 and data["num_tensors"] == 1
+
+
+def test_a_unet_folder_of_variants_only_names_them_as_variants(tmp_path: Path) -> None:
+    """runwayml/stable-diffusion-v1-5's unet/ holds diffusion_pytorch_model.{fp16,non_ema}.{safetensors,bin} beside
+    the plain files; fetched with its variants only (allow_patterns=["*.fp16.*", "*.non_ema.*"]), every command said
+    "folder holds several weight files and no index; name one", as if they were unrelated files."""
+    from safetensors.torch import save_file
+
+    unet = tmp_path / "stable-diffusion-v1-5" / "unet"
+    unet.mkdir(parents=True)
+    (unet / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel",
+                                                  "_diffusers_version": "0.6.0"}))
+    weights = {"conv_in.weight": torch.randn(32, 4, 3, 3), "conv_in.bias": torch.zeros(32)}
+    for variant, dtype in (("fp16", torch.float16), ("non_ema", torch.float32)):
+        cast = {k: v.to(dtype) for k, v in weights.items()}
+        save_file(cast, str(unet / f"diffusion_pytorch_model.{variant}.safetensors"), metadata={"format": "pt"})
+        torch.save(cast, unet / f"diffusion_pytorch_model.{variant}.bin")
+    for command in (["inspect"], ["check-dtype"], ["plan-devices", "--gpu", "1GB"]):
+        result = run_cli(*command, str(unet))
+        assert result.exit_code == 2 and result.stdout == "", command
+        text = " ".join(result.stderr.split())
+        assert "only variants of diffusion_pytorch_model" in text, text
+        assert "variant='fp16' or variant='non_ema'" in text, text
+    # Files that are not one model's variants are still "several weight files".
+    other = tmp_path / "other"
+    other.mkdir()
+    torch.save(weights, other / "a.pt")
+    torch.save(weights, other / "b.pt")
+    assert "several weight files and no index" in run_cli("inspect", str(other)).stderr

@@ -928,6 +928,17 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             f"folder holds the {count} shards of one checkpoint ({weights[0].name} to {weights[-1].name}) but not "
             f"their index ({index}, which from_pretrained needs to load them): fetch it from where the shards came "
             "from, or name one shard to read it alone", str(folder))
+    variants = {p.name: _variant_of(p.name) for p in weights}
+    stems = {p.name.split(".", 1)[0] for p in weights}
+    if all(variants.values()) and len(stems) == 1:
+        # A diffusers repo fetched with its variants only (SD 1.5's unet/ holds .fp16 and .non_ema copies of
+        # diffusion_pytorch_model): from_pretrained reads none of them unless given variant=; a bare "several weight
+        # files, name one" did not say they are one model's variants.
+        kinds = sorted(set(filter(None, variants.values())))
+        asked = " or ".join(f"variant={kind!r}" for kind in kinds)
+        raise UnsupportedFormat(
+            f"folder holds only variants of {stems.pop()} ({names}) and no plain file: from_pretrained reads one only "
+            f"when asked, {asked} (diffusers and transformers alike); name a file to read it", str(folder))
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
 
 
