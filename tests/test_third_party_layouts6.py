@@ -452,3 +452,39 @@ def test_a_unet_folder_of_variants_only_names_them_as_variants(tmp_path: Path) -
     torch.save(weights, other / "a.pt")
     torch.save(weights, other / "b.pt")
     assert "several weight files and no index" in run_cli("inspect", str(other)).stderr
+
+
+def test_a_diffusers_layout_lora_against_its_component_is_an_adapter_that_fits(tmp_path: Path) -> None:
+    """pytorch_lora_weights.safetensors as diffusers' save_lora_weights writes it (and ai-toolkit's Flux LoRAs): peft's
+    lora_A / lora_B pairs under the pipeline component they adapt, `transformer.transformer_blocks.0.attn.to_q.lora_A.
+    weight`, `unet.…`, `text_encoder.…`. Against that component's weights (FLUX.1-dev/transformer) diff-keys found "0
+    of them in B with shapes that fit" and called every pair an error; load_lora_weights strips the prefix."""
+    from safetensors.torch import save_file
+
+    _, transformer = _flux_pair(tmp_path)
+    torch.manual_seed(0)
+    lora = {}
+    for i in range(2):
+        for proj in ("to_q", "to_k", "to_v"):
+            module = f"transformer.transformer_blocks.{i}.attn.{proj}"
+            lora[f"{module}.lora_A.weight"] = torch.randn(4, 16).bfloat16()
+            lora[f"{module}.lora_B.weight"] = (torch.randn(16, 4) * 0.01).bfloat16()
+        module = f"transformer.single_transformer_blocks.{i}.proj_mlp"
+        lora[f"{module}.lora_A.weight"] = torch.randn(4, 16).bfloat16()
+        lora[f"{module}.lora_B.weight"] = (torch.randn(64, 4) * 0.01).bfloat16()
+    # A text-encoder part, as SD / SDXL LoRAs trained with --train_text_encoder save it beside.
+    lora["text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight"] = torch.randn(4, 32).bfloat16()
+    lora["text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight"] = torch.zeros(32, 4).bfloat16()
+    path = tmp_path / "pytorch_lora_weights.safetensors"
+    save_file(lora, str(path))
+    code, data = run_json("diff-keys", str(path), str(transformer))
+    assert code == 0 and data["worst_severity"] == "info", data["groups"]
+    assert len(data["notes"]) == 1 and data["notes"][0].startswith("A is a LoRA in diffusers' layout"), data["notes"]
+    assert "8 of them in B with shapes that fit" in data["notes"][0] and "load_lora_weights" in data["notes"][0]
+    text_encoder = [e for e in data["unexpected"] if e["name"].startswith("text_encoder.")]
+    assert len(text_encoder) == 2 and all("for the pipeline's text_encoder, not B" in e["detail"] for e in text_encoder)
+    # A pair that does not fit the component (a LoRA for another model size) is still an error.
+    lora["transformer.transformer_blocks.0.attn.to_q.lora_A.weight"] = torch.randn(4, 24).bfloat16()
+    save_file(lora, str(path))
+    code, data = run_json("diff-keys", str(path), str(transformer))
+    assert code == 1 and "7 of them in B with shapes that fit" in data["notes"][0], data["notes"]

@@ -450,6 +450,20 @@ def _adapter_target(name: str) -> str:
     return name.removeprefix(_PEFT_WRAPPER).replace(".base_layer.", ".")
 
 
+# diffusers' LoRA files (save_lora_weights' pytorch_lora_weights.safetensors, and the ai-toolkit / SimpleTuner Flux
+# LoRAs in its layout) name each pair under the pipeline component it adapts: `transformer.transformer_blocks.0.attn.
+# to_q.lora_A.weight`, `unet.down_blocks...`, `text_encoder.text_model...`. The pipeline's load_lora_weights strips
+# that prefix and loads each part into its component: against the component's own weights (a transformer/ or unet/
+# folder), no pair was found in B and every one was an error.
+_DIFFUSERS_LORA_COMPONENTS = ("transformer.", "unet.", "text_encoder.", "text_encoder_2.", "text_encoder_3.",
+                              "prior.")
+
+
+def _diffusers_component(module: str) -> str | None:
+    """The pipeline component prefix (`transformer.`) a diffusers-layout LoRA module name starts with, or None."""
+    return next((prefix for prefix in _DIFFUSERS_LORA_COMPONENTS if module.startswith(prefix)), None)
+
+
 def _lora_fits(part: str, shape: tuple[int, ...], weight: tuple[int, ...]) -> bool:
     """Whether a LoRA tensor of `shape` fits a base `weight` of that shape (Linear / Conv out×in..., GPT-2's
     Conv1D in×out, Embedding rows×dim)."""
@@ -500,8 +514,20 @@ def adapter_fit(
     whys: dict[str, tuple[str, str, str]] = {}
     modules: dict[str, bool] = {}
     ranks: set[int] = set()
+    # The diffusers pipeline components whose pairs land in B once their prefix is stripped (B is that component).
+    # peft's own files wrap every name in base_model.model. (GPT-2's transformer.h.0 is no pipeline component).
+    components = {component for _, match in pairs if not match["module"].startswith(_PEFT_WRAPPER)
+                  and (component := _diffusers_component(module := _adapter_target(match["module"]))) is not None
+                  and module + ".weight" not in specs_b and module[len(component):] + ".weight" in specs_b}
     for name, match in pairs:
         module, part = _adapter_target(match["module"]), match["part"]
+        component = _diffusers_component(module) if components else None
+        if component in components:
+            module = module[len(component):]
+        elif component is not None:
+            whys[name] = ("adapter", "info", f"for the pipeline's {component[:-1]}, not B: diffusers' "
+                          "load_lora_weights loads it there")
+            continue
         kind = "IA3" if part == "ia3_l" else "LoRA"
         shape = specs_a[name].shape
         if name.endswith(".bias") or part in ("lora_magnitude_vector", "ia3_l"):  # IA3: (out, 1), or (1, in)
@@ -551,9 +577,15 @@ def adapter_fit(
                 reason, severity, _ = whys[replaced[name]]
                 whys[name] = (reason, severity, f"the adapter stores it whole, as {replaced[name]}")
     method = f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})" if ranks else "IA3"
-    note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B with "
-            f"shapes that fit; it stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
-            "or merge it (merge_and_unload) before comparing whole checkpoints")
+    if components:
+        named = ", ".join(sorted(component[:-1] for component in components))
+        note = (f"A is a LoRA in diffusers' layout: {method} on {len(modules)} module(s) of the pipeline's {named} "
+                f"(B), {fitting} of them in B with shapes that fit; it stores no base weights: load it with the "
+                "pipeline's load_lora_weights(adapter), or fuse it (fuse_lora) before comparing whole checkpoints")
+    else:
+        note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B with "
+                f"shapes that fit; it stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
+                "or merge it (merge_and_unload) before comparing whole checkpoints")
     return whys, note
 
 
