@@ -488,3 +488,58 @@ def test_a_diffusers_layout_lora_against_its_component_is_an_adapter_that_fits(t
     save_file(lora, str(path))
     code, data = run_json("diff-keys", str(path), str(transformer))
     assert code == 1 and "7 of them in B with shapes that fit" in data["notes"][0], data["notes"]
+
+
+def test_a_kohya_lora_against_the_model_it_adapts_is_an_adapter_that_fits(tmp_path: Path) -> None:
+    """kohya-ss sd-scripts' train_network.py writes one flat name per module, its diffusers path with `_` for `.`
+    (`lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight`, `lora_up`, `alpha`; the
+    text encoder under lora_te_), with ss_* metadata. Against the UNet it adapts, diff-keys called every key an
+    unknown error, with no word of what the file is; a LoCon conv pair and Black Forest Labs' Flux names alike."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    unet = {"conv_in.weight": torch.randn(32, 4, 3, 3).half(), "conv_in.bias": torch.zeros(32).half(),
+            "down_blocks.0.resnets.0.conv1.weight": torch.randn(32, 32, 3, 3).half()}
+    for attn in ("attn1", "attn2"):
+        for proj in ("to_q", "to_k", "to_v"):
+            unet[f"down_blocks.0.attentions.0.transformer_blocks.0.{attn}.{proj}.weight"] = torch.randn(32, 32).half()
+    save_file(unet, str(tmp_path / "unet.safetensors"))
+    lora: dict[str, torch.Tensor] = {}
+    for attn in ("attn1", "attn2"):
+        for proj in ("to_q", "to_k", "to_v"):
+            module = f"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_{attn}_{proj}"
+            lora[f"{module}.lora_down.weight"] = torch.randn(4, 32).half()
+            lora[f"{module}.lora_up.weight"] = (torch.randn(32, 4) * 0.01).half()
+            lora[f"{module}.alpha"] = torch.tensor(4.0).half()
+    conv = "lora_unet_down_blocks_0_resnets_0_conv1"  # LoCon (conv_dim=4): a 3×3 down, a 1×1 up
+    lora[f"{conv}.lora_down.weight"] = torch.randn(4, 32, 3, 3).half()
+    lora[f"{conv}.lora_up.weight"] = (torch.randn(32, 4, 1, 1) * 0.01).half()
+    lora[f"{conv}.alpha"] = torch.tensor(1.0).half()
+    te = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+    lora[f"{te}.lora_down.weight"], lora[f"{te}.lora_up.weight"] = torch.randn(4, 16).half(), torch.zeros(16, 4).half()
+    lora[f"{te}.alpha"] = torch.tensor(4.0).half()
+    path = tmp_path / "my_lora.safetensors"
+    save_file(lora, str(path), metadata={"ss_network_module": "networks.lora", "ss_network_dim": "4",
+                                         "ss_network_alpha": "4.0", "ss_base_model_version": "sd_v1"})
+    code, data = run_json("diff-keys", str(path), str(tmp_path / "unet.safetensors"))
+    assert code == 0 and data["worst_severity"] == "info", data["groups"]
+    assert len(data["notes"]) == 1 and data["notes"][0].startswith("A is a kohya-style LoRA"), data["notes"]
+    assert "LoRA (rank 4) on 7 module(s)" in data["notes"][0] and "7 of them in B" in data["notes"][0]
+    text_encoder = [e for e in data["unexpected"] if e["name"].startswith("lora_te_")]
+    assert len(text_encoder) == 3 and all("for the text encoder, not B" in e["detail"] for e in text_encoder)
+    # The Flux LoRAs kohya's flux_train_network.py writes, against Black Forest Labs' flux1-dev.safetensors.
+    flux, _ = _flux_pair(tmp_path)
+    flux_lora = {"lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": torch.randn(4, 16).bfloat16(),
+                 "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight": torch.randn(48, 4).bfloat16(),
+                 "lora_unet_double_blocks_0_img_attn_qkv.alpha": torch.tensor(4.0).bfloat16(),
+                 "lora_unet_single_blocks_1_linear1.lora_down.weight": torch.randn(4, 16).bfloat16(),
+                 "lora_unet_single_blocks_1_linear1.lora_up.weight": torch.randn(112, 4).bfloat16(),
+                 "lora_unet_single_blocks_1_linear1.alpha": torch.tensor(4.0).bfloat16()}
+    save_file(flux_lora, str(tmp_path / "flux_lora.safetensors"))
+    code, data = run_json("diff-keys", str(tmp_path / "flux_lora.safetensors"), str(flux))
+    assert code == 0 and "2 of them in B with shapes that fit" in data["notes"][0], data["notes"]
+    # One for another model size is said to be.
+    flux_lora["lora_unet_single_blocks_1_linear1.lora_up.weight"] = torch.randn(96, 4).bfloat16()
+    save_file(flux_lora, str(tmp_path / "flux_lora.safetensors"))
+    code, data = run_json("diff-keys", str(tmp_path / "flux_lora.safetensors"), str(flux))
+    assert code == 1 and "1 of them in B with shapes that fit" in data["notes"][0], data["notes"]

@@ -499,7 +499,7 @@ def adapter_fit(
         return {}, ""
     pairs = [(name, match) for name in unexpected if (match := _LORA_PAIR.match(name))]
     if not pairs:
-        return {}, ""
+        return _kohya_adapter_fit(specs_a, specs_b, unexpected, missing) if "lora_" in joined else ({}, "")
     lora_names = {name for name, _ in pairs}
     others = [name for name in unexpected if name not in lora_names]
     covered = sum(1 for name in others if _adapter_target(name) in specs_b)
@@ -586,6 +586,75 @@ def adapter_fit(
         note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B with "
                 f"shapes that fit; it stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
                 "or merge it (merge_and_unload) before comparing whole checkpoints")
+    return whys, note
+
+
+# kohya-ss sd-scripts' LoRA files (and LyCORIS', OneTrainer's and A1111's, which share them): one flat name per
+# module, its path with `_` for `.` after a prefix naming the part of the pipeline (`lora_unet_down_blocks_0_
+# attentions_0_transformer_blocks_0_attn1_to_q`, `lora_te1_text_model_encoder_layers_0_self_attn_q_proj`), then
+# lora_down (r × in), lora_up (out × r) and the scalar alpha. Loaders (diffusers' load_lora_weights, ComfyUI, A1111)
+# map the flat name back to the module: against that module's model every key was an unknown error.
+_KOHYA_PAIR = _lazy_regex(
+    r"^(?P<prefix>lora_(?:unet|te\d?|transformer))_(?P<module>[^.]+)\.(?P<part>lora_down|lora_up|alpha|dora_scale)"
+    r"(?:\.weight)?$")
+_KOHYA_PARTS = {"lora_unet": "UNet / transformer", "lora_transformer": "transformer", "lora_te": "text encoder",
+                "lora_te1": "first text encoder", "lora_te2": "second text encoder", "lora_te3": "third text encoder"}
+
+
+def _kohya_adapter_fit(
+    specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """adapter_fit for a kohya-style LoRA: each flat module name looked up among B's modules with `_` for `.`;
+    ({}, "") when A is none, or none of its modules is in B (B is another layout, which loaders convert to)."""
+    pairs = [(name, match) for name in unexpected if (match := _KOHYA_PAIR.match(name))]
+    if not pairs or len(pairs) < len(unexpected):
+        return {}, ""
+    flat = {name[: -len(".weight")].replace(".", "_"): name[: -len(".weight")]
+            for name in specs_b if name.endswith(".weight")}
+    found = {match["prefix"] for _, match in pairs if match["module"] in flat}
+    if not found:
+        return {}, ""
+    whys: dict[str, tuple[str, str, str]] = {}
+    modules: dict[str, bool] = {}
+    ranks: set[int] = set()
+    for name, match in pairs:
+        prefix, part = match["prefix"], match["part"]
+        if prefix not in found:
+            whys[name] = ("adapter", "info", f"for the {_KOHYA_PARTS.get(prefix, prefix)}, not B: its loader puts "
+                                             "it there")
+            continue
+        module = flat.get(match["module"])
+        if module is None:
+            whys[name] = ("adapter", "error", f"targets {match['module']}, which B does not have (with _ for .): the "
+                                              "adapter's weights for it are dropped")
+            modules[f"{prefix}_{match['module']}"] = False
+            continue
+        weight = specs_b[module + ".weight"]
+        shape = specs_a[name].shape
+        if part in ("alpha", "dora_scale"):
+            whys[name] = ("adapter", "info", f"the {part} of the LoRA on {module}")
+            continue
+        if len(shape) >= 2:
+            ranks.add(shape[0] if part == "lora_down" else shape[1])
+        if weight.dtype not in FLOATING:
+            whys[name] = ("adapter", "info", f"on {module} (stored quantized in B: shapes not compared)")
+            modules.setdefault(module, True)
+        elif not _lora_fits("lora_A" if part == "lora_down" else "lora_B", shape, weight.shape):
+            whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {module}.weight "
+                          f"({'×'.join(map(str, weight.shape))} in B): an adapter for another model size")
+            modules[module] = False
+        else:
+            whys[name] = ("adapter", "info", f"LoRA on {module}.weight")
+            modules.setdefault(module, True)
+    for name in missing:
+        whys.setdefault(name, ("adapter-base", "info", ""))
+    fitting = sum(modules.values())
+    method = f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})" if ranks else "LoRA"
+    parts = ", ".join(_KOHYA_PARTS.get(prefix, prefix) for prefix in sorted(found))
+    note = (f"A is a kohya-style LoRA (lora_down / lora_up / alpha under flat lora_unet_ / lora_te_ names): {method} "
+            f"on {len(modules)} module(s) of the {parts} (B), {fitting} of them in B with shapes that fit; it stores "
+            "no base weights: load it with diffusers' load_lora_weights, ComfyUI or AUTOMATIC1111, which map its "
+            "names to the modules")
     return whys, note
 
 
