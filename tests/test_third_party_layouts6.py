@@ -543,3 +543,26 @@ def test_a_kohya_lora_against_the_model_it_adapts_is_an_adapter_that_fits(tmp_pa
     save_file(flux_lora, str(tmp_path / "flux_lora.safetensors"))
     code, data = run_json("diff-keys", str(tmp_path / "flux_lora.safetensors"), str(flux))
     assert code == 1 and "1 of them in B with shapes that fit" in data["notes"][0], data["notes"]
+
+
+def test_an_espnet_model_zip_names_the_weight_file_inside(tmp_path: Path) -> None:
+    """espnet_model_zoo's packed models (espnet2's `pack` command): a zip of exp/<run>/valid.acc.ave_10best.pth, its
+    config.yaml and a meta.yaml naming them (asr_model_file, asr_train_config). Every command called it "zip
+    archive has no data.pkl record (not a torch.save file, or damaged)", as if the download were broken."""
+    import zipfile
+
+    run = "exp/asr_train_asr_conformer_raw_en_bpe5000"
+    weights = tmp_path / "valid.acc.ave_10best.pth"
+    torch.save({"encoder.embed.conv.0.weight": torch.randn(16, 1, 3, 3)}, weights)
+    archive = tmp_path / "asr_conformer.zip"
+    with zipfile.ZipFile(archive, "w") as package:
+        package.write(weights, f"{run}/valid.acc.ave_10best.pth")
+        package.writestr(f"{run}/config.yaml", "encoder: conformer\nfrontend: default\n")
+        package.writestr("meta.yaml", f"espnet: '202301'\nfiles:\n  asr_model_file: {run}/valid.acc.ave_10best.pth\n"
+                                      f"yaml_files:\n  asr_train_config: {run}/config.yaml\n")
+    for command in ("inspect", "check-dtype"):
+        result = run_cli(command, str(archive))
+        assert result.exit_code == 2 and result.stdout == ""
+        text = " ".join(result.stderr.split())
+        assert f"it holds the weight file(s) {run}/valid.acc.ave_10best.pth" in text and "meta.yaml" in text, text
+        assert "damaged" not in text

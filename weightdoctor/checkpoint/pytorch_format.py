@@ -985,6 +985,15 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
                     "a torch.export archive (torch.export.save, .pt2), not a torch.save file: its weights live in "
                     "the exported program; torch.export.load(path).state_dict holds them (loading it builds the "
                     "program: do it only if you trust the file), saved with safetensors they can be read here")
+            inside = [n for n in names if n.lower().endswith((".pth", ".pt", ".bin", ".ckpt", ".safetensors"))]
+            if inside:
+                # A package zipped around weight files (ESPnet's model zoo zip: exp/.../valid.acc.ave.pth beside
+                # config.yaml and meta.yaml) was called a damaged torch.save file.
+                shown = ", ".join(inside[:4]) + (", ..." if len(inside) > 4 else "")
+                raise UnsupportedFormat(
+                    f"a zip archive of files, not a torch.save file: it holds the weight file(s) {shown}"
+                    + (" (its meta.yaml, as ESPnet's model zips have, says which the model reads)"
+                       if "meta.yaml" in names else "") + "; unzip it and point at one")
             raise CorruptCheckpoint("zip archive has no data.pkl record (not a torch.save file, or damaged)")
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals(report) + _inert_safe_globals(report)), \
