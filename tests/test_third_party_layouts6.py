@@ -566,3 +566,30 @@ def test_an_espnet_model_zip_names_the_weight_file_inside(tmp_path: Path) -> Non
         text = " ".join(result.stderr.split())
         assert f"it holds the weight file(s) {run}/valid.acc.ave_10best.pth" in text and "meta.yaml" in text, text
         assert "damaged" not in text
+
+
+def test_a_demucs_model_package_is_refused_with_the_way_to_its_state_dict(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Demucs' pretrained files (955717e8-8726e21a.th: demucs.states.serialize_model then save_with_checksum) pickle
+    the model's class itself under 'klass' beside 'args', 'kwargs', the fp16 state dict under 'state' and
+    'training_args'. The refusal named an unknown global and nothing else; nothing may be unpickled."""
+    import sys
+    import types
+
+    class HTDemucs(torch.nn.Module):
+        pass
+
+    HTDemucs.__module__, HTDemucs.__qualname__ = "demucs.htdemucs", "HTDemucs"
+    module = types.ModuleType("demucs.htdemucs")
+    module.HTDemucs = HTDemucs  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "demucs", types.ModuleType("demucs"))
+    monkeypatch.setitem(sys.modules, "demucs.htdemucs", module)
+    path = tmp_path / "955717e8-8726e21a.th"
+    torch.save({"klass": HTDemucs, "args": (), "kwargs": {"sources": ["drums", "bass", "other", "vocals"]},
+                "state": {"encoder.0.conv.weight": torch.randn(48, 4, 8).half()}, "training_args": {"epochs": 360}},
+               path)
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 2 and result.stdout == ""
+    text = " ".join(result.stderr.split())
+    assert "demucs.htdemucs.HTDemucs" in text and "nothing was unpickled (this is a Demucs model package" in text
+    assert "['state'] is the state dict" in text, text

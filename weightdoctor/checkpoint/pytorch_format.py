@@ -402,6 +402,14 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
             hint = (" (this is an Ultralytics YOLO checkpoint: the model is pickled whole beside ema, optimizer and "
                     "train_args; where you trust the file, load it with ultralytics, YOLO(path).model.state_dict(), "
                     "and save that state dict to read the weights here)")
+        elif any(g.module.split(".")[0] == "demucs" for g in report.globals):
+            # Demucs' .th files (demucs.states.serialize_model + save_with_checksum, `<name>-<sha8>.th`): the model
+            # class itself under 'klass' beside its args and its state dict under 'state'. Said bare, the refusal
+            # named an unknown global and no way to the weights.
+            hint = (" (this is a Demucs model package: the model's class under 'klass', its constructor's args and "
+                    "kwargs, its state dict under 'state'; where you trust the file, with demucs installed, "
+                    "torch.load(path, weights_only=False)['state'] is the state dict (demucs' load_model builds "
+                    "the model from the package): save it with safetensors to read the weights here)")
         elif any(g.module.split(".")[0] == "torchao" for g in report.globals if g.safety != "safe"):
             # transformers' TorchAoConfig checkpoints saved as .bin: each quantized weight pickled as its torchao
             # tensor subclass (AffineQuantizedTensor, Int4Tensor, ...), which only torchao's classes rebuild.
