@@ -593,3 +593,38 @@ def test_a_demucs_model_package_is_refused_with_the_way_to_its_state_dict(tmp_pa
     text = " ".join(result.stderr.split())
     assert "demucs.htdemucs.HTDemucs" in text and "nothing was unpickled (this is a Demucs model package" in text
     assert "['state'] is the state dict" in text, text
+
+
+def test_a_wan_config_with_its_own_model_type_is_named_as_diffusers(tmp_path: Path) -> None:
+    """Wan-AI/Wan2.1-T2V-1.3B as Wan's own code saves it (WanModel, a diffusers ModelMixin): config.json names
+    `_class_name: WanModel` and `model_type: "t2v"` (Wan's task, not a transformers type) beside
+    diffusion_pytorch_model.safetensors (blocks.N.self_attn.q, patch_embedding, head.head). plan-devices warned
+    "transformers 5.x does not know model_type 't2v'", and diff-keys --model-class said the same, as if an upgrade
+    would help."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "Wan2.1-T2V-1.3B"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "_class_name": "WanModel", "_diffusers_version": "0.30.0", "dim": 16, "eps": 1e-06, "ffn_dim": 32,
+        "freq_dim": 8, "in_dim": 16, "model_type": "t2v", "num_heads": 2, "num_layers": 2, "out_dim": 16,
+        "text_len": 512}))
+    torch.manual_seed(0)
+    weights = {"patch_embedding.weight": torch.randn(16, 16, 1, 2, 2), "head.head.weight": torch.randn(64, 16)}
+    for i in range(2):
+        for proj in "qkvo":
+            weights[f"blocks.{i}.self_attn.{proj}.weight"] = torch.randn(16, 16) * 0.02
+        weights[f"blocks.{i}.ffn.0.weight"] = torch.randn(32, 16) * 0.02
+        weights[f"blocks.{i}.modulation"] = torch.randn(1, 6, 16) * 0.02
+    save_file({k: v.bfloat16() for k, v in weights.items()}, str(folder / "diffusion_pytorch_model.safetensors"))
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert code == 0, data
+    assert not any("does not know model_type" in w for w in data["warnings"]), data["warnings"]
+    assert any("a diffusers WanModel config, not a transformers one" in w for w in data["warnings"]), data["warnings"]
+    result = run_cli("plan-devices", str(folder / "config.json"), "--gpu", "1GB")
+    assert result.exit_code == 2 and "a diffusers WanModel config, which transformers cannot build" in \
+        " ".join(result.stderr.split())
+    result = run_cli("diff-keys", str(folder), "--model-class", "WanModel")
+    text = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "config.json is a diffusers WanModel config" in text, text
+    assert "does not know model_type" not in text
