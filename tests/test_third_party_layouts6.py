@@ -628,3 +628,36 @@ def test_a_wan_config_with_its_own_model_type_is_named_as_diffusers(tmp_path: Pa
     text = " ".join(result.stderr.split())
     assert result.exit_code == 2 and "config.json is a diffusers WanModel config" in text, text
     assert "does not know model_type" not in text
+
+
+def test_an_openvino_export_is_named_not_read_as_a_broken_pickle(tmp_path: Path) -> None:
+    """A repo as Optimum Intel's OVModelForCausalLM.save_pretrained writes it (the OpenVINO/* repos): config.json
+    (transformers'), openvino_model.xml (the graph, root <net>) and openvino_model.bin (raw weight bytes, no header).
+    The folder was read as a PyTorch .bin: "not a safetensors file nor a PyTorch pickle (zip or legacy)"."""
+    import os
+
+    folder = tmp_path / "gpt2-int8-ov"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_embd": 16, "n_layer": 1, "n_head": 2,
+        "vocab_size": 64, "n_positions": 32}))
+    (folder / "openvino_model.xml").write_text('<?xml version="1.0"?>\n<net name="Model0" version="11">\n'
+                                               "\t<layers>\n\t</layers>\n</net>\n")
+    (folder / "openvino_model.bin").write_bytes(os.urandom(4096))
+    (folder / "openvino_config.json").write_text(json.dumps({"dtype": "int8", "quantization_config": {"bits": 8}}))
+    for source in (folder, folder / "openvino_model.bin"):
+        result = run_cli("inspect", str(source))
+        assert result.exit_code == 2 and result.stdout == ""
+        text = " ".join(result.stderr.split())
+        assert "openvino_model.bin" in text and "not a safetensors file nor a PyTorch pickle" not in text, text
+    assert "an OpenVINO IR model's weights" in " ".join(run_cli("inspect", str(folder / "openvino_model.bin"))
+                                                       .stderr.split())
+    # plan-devices plans the model its config.json describes, saying the weights there are not PyTorch.
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert code == 0 and any("openvino_model.bin" in w and "not PyTorch" in w for w in data["warnings"]), data
+    # A plain .bin beside an unrelated .xml is still read as PyTorch.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    torch.save({"w": torch.zeros(2)}, plain / "pytorch_model.bin")
+    (plain / "pytorch_model.xml").write_text("<notes/>")
+    assert run_json("inspect", str(plain))[0] == 0

@@ -530,11 +530,13 @@ def is_training_state(name: str) -> bool:
 
 
 def _weight_files_in(folder: Path) -> list[Path]:
+    from weightdoctor.checkpoint import foreign  # an OpenVINO IR's .bin is raw bytes, named by its .xml
+
     return sorted(
         p for p in folder.iterdir()
         # `.sft`: safetensors under the short suffix some releases use (Flux's ae.sft, flux1-dev.sft).
         if p.is_file() and (p.suffix in (".safetensors", ".sft") or p.suffix in PICKLE_SUFFIXES)
-        and not is_training_state(p.name)
+        and not is_training_state(p.name) and not foreign.is_openvino_weights(p)
     )
 
 
