@@ -661,3 +661,29 @@ def test_an_openvino_export_is_named_not_read_as_a_broken_pickle(tmp_path: Path)
     torch.save({"w": torch.zeros(2)}, plain / "pytorch_model.bin")
     (plain / "pytorch_model.xml").write_text("<notes/>")
     assert run_json("inspect", str(plain))[0] == 0
+
+
+def test_a_nemo_repo_folder_names_its_nemo_archive(tmp_path: Path) -> None:
+    """nvidia/parakeet-tdt-0.6b-v2 (and the other NeMo repos) hold one .nemo file beside README.md: a tar of
+    model_config.yaml and model_weights.ckpt, which NeMo's save_to writes. The file named is explained; the folder (what
+    a user downloads and points at) said only "folder holds no weight file"."""
+    import io
+    import tarfile
+
+    folder = tmp_path / "parakeet-tdt-0.6b-v2"
+    folder.mkdir()
+    weights = io.BytesIO()
+    torch.save({"encoder.pre_encode.conv.0.weight": torch.randn(4, 1, 3, 3)}, weights)
+    with tarfile.open(folder / "parakeet-tdt-0.6b-v2.nemo", "w") as archive:
+        for name, data in (("./model_config.yaml", b"target: nemo.collections.asr.models.EncDecRNNTBPEModel\n"),
+                           ("./model_weights.ckpt", weights.getvalue())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    (folder / "README.md").write_text("# Parakeet TDT 0.6B V2\n")
+    for command in (["inspect"], ["plan-devices", "--gpu", "1GB"], ["check-dtype"]):
+        result = run_cli(*command, str(folder))
+        assert result.exit_code == 2 and result.stdout == "", command
+        text = " ".join(result.stderr.split())
+        assert "it holds parakeet-tdt-0.6b-v2.nemo, a NeMo archive" in text, text
+        assert "tar -xf parakeet-tdt-0.6b-v2.nemo" in text and "model_weights.ckpt" in text

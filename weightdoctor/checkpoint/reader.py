@@ -610,6 +610,15 @@ def _no_weights_message(folder: Path) -> str:
     if tarred:
         message += (f"; it holds {', '.join(tarred[:6])}{', ...' if len(tarred) > 6 else ''} (torch.save checkpoints "
                     "named .pth.tar, as timm's train.py saves them): name one to read it")
+    try:
+        nemo = sorted(p.name for p in folder.iterdir() if p.name.endswith(".nemo") and p.is_file())
+    except OSError:
+        nemo = []
+    if nemo:
+        # NVIDIA's NeMo repos (nvidia/parakeet-*, canary-*) hold one .nemo file: a tar around model_weights.ckpt
+        # and model_config.yaml, read when named but not looked for in a folder.
+        message += (f"; it holds {', '.join(nemo[:4])}, a NeMo archive (a tar around model_weights.ckpt): extract it "
+                    f"(tar -xf {nemo[0]}) and point at model_weights.ckpt")
     if _is_orbax_checkpoint(folder):
         # JAX training (Flax, MaxText, openpi, T5X's successors) saves through Orbax: tensorstore arrays, no torch.
         message += ("; it is an Orbax (JAX) checkpoint (_CHECKPOINT_METADATA, _METADATA, manifest.ocdbt), which "
