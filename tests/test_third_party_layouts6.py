@@ -687,3 +687,20 @@ def test_a_nemo_repo_folder_names_its_nemo_archive(tmp_path: Path) -> None:
         text = " ".join(result.stderr.split())
         assert "it holds parakeet-tdt-0.6b-v2.nemo, a NeMo archive" in text, text
         assert "tar -xf parakeet-tdt-0.6b-v2.nemo" in text and "model_weights.ckpt" in text
+
+
+def test_a_keras_repo_folder_names_its_keras_archive(tmp_path: Path) -> None:
+    """A Keras 3 Hub repo (keras-io/*, saved with model.save("model.keras") and pushed): model.keras, a zip of
+    metadata.json, config.json and model.weights.h5. Named, the file is said to be a Keras archive; the folder said
+    only "folder holds no weight file"."""
+    import zipfile
+
+    folder = tmp_path / "keras-io-mnist"
+    folder.mkdir()
+    with zipfile.ZipFile(folder / "model.keras", "w") as archive:
+        archive.writestr("metadata.json", json.dumps({"keras_version": "3.6.0", "date_saved": "2024-10-01@12:00:00"}))
+        archive.writestr("config.json", json.dumps({"module": "keras", "class_name": "Sequential", "config": {}}))
+        archive.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n" + b"\x00" * 64)
+    result = run_cli("inspect", str(folder))
+    assert result.exit_code == 2
+    assert "it holds model.keras, which weightdoctor does not read (not PyTorch)" in " ".join(result.stderr.split())

@@ -170,6 +170,9 @@ def unsupported_message(kind: str) -> str:
 _FOREIGN_SUBFOLDERS = ("onnx",)
 
 
+_FOREIGN_SUFFIXES = (".gguf", ".onnx", ".h5", ".keras", ".msgpack", ".tflite", ".npz")
+
+
 def foreign_files_in(folder: Path) -> list[str]:
     """Names of recognised non-PyTorch weight files directly in `folder`, then in its `onnx/` (sorted)."""
     found = []
@@ -177,7 +180,8 @@ def foreign_files_in(folder: Path) -> list[str]:
         if not entry.is_file():
             continue
         name = entry.name.lower()
-        if name in FOREIGN_WEIGHT_NAMES or name.endswith((".gguf", ".onnx", ".h5", ".msgpack", ".tflite", ".npz")) \
+        # Keras 3's .keras archive too: keras-io's Hub repos hold model.keras (or model.weights.h5) alone.
+        if name in FOREIGN_WEIGHT_NAMES or name.endswith(_FOREIGN_SUFFIXES) \
                 or (".data-" in name and "-of-" in name) or is_openvino_weights(entry):
             found.append(entry.name)
     for sub in _FOREIGN_SUBFOLDERS:
