@@ -75,7 +75,8 @@ REASONS: dict[str, str] = {
     "expert-layout": "MoE experts one tensor per expert on one side, fused per projection on the other: "
                      "from_pretrained converts between them, load_state_dict does not",
     "foreign-layout": "another code base's layout (Meta's original Llama/Mistral, a single-file Stable Diffusion "
-    "checkpoint): convert with that library's converter, a rename alone loads wrong values",
+    "checkpoint, an original Flux / SD3 transformer): convert with that library's converter, a rename alone "
+    "loads wrong values",
     "unused-part": "a part of A that B does not have at all, while B gets every weight it needs (another tower "
     "of a composite model, a module of another task): dropped",
     "not-a-tensor": "an entry of A's state dict that is no tensor (a version number, a string): from_pretrained "
@@ -228,10 +229,13 @@ def _sd_single_file_layout(unexpected: Sequence[str], missing: Sequence[str], jo
         return {}, ""
     ldm_side, diffusers_side, ldm_names, diffusers_names = sides
     ldm_in_a = ldm_side == "A"
+    # SDXL's single files hold their two text encoders under `conditioner.embedders`: its pipeline class is another.
+    pipeline = ("StableDiffusionXLPipeline" if any(name.startswith("conditioner.embedders.") for name in ldm_names)
+                else "StableDiffusionPipeline")
     note = (f"{ldm_side} is a single-file Stable Diffusion checkpoint in the original (LDM) layout "
             "(model.diffusion_model = UNet, first_stage_model = VAE, cond_stage_model / conditioner = text "
             f"encoders) and {diffusers_side} in diffusers' layout: "
-            + ("load A with diffusers' from_single_file (e.g. StableDiffusionPipeline.from_single_file) or its "
+            + (f"load A with diffusers' from_single_file (e.g. {pipeline}.from_single_file) or its "
                "convert_original_stable_diffusion_to_diffusers.py" if ldm_in_a else
                "diffusers' convert_diffusers_to_original_stable_diffusion.py writes the single-file layout")
             + "; blocks are renumbered and the VAE's attention reshaped, which no rename does")
@@ -240,6 +244,74 @@ def _sd_single_file_layout(unexpected: Sequence[str], missing: Sequence[str], jo
     whys.update(_errors_for(diffusers_names, _DIFFUSERS_LAYOUT, "foreign-layout",
                             f"diffusers' layout (in {diffusers_side})"))
     return whys, note
+
+
+# A single-file diffusion transformer in its authors' layout (Black Forest Labs' Flux and Tencent's HunyuanVideo:
+# `double_blocks.N.img_attn.qkv`, `single_blocks.N.linear1`; Stability's SD3 / SD3.5 MMDiT: `joint_blocks.N.x_block`;
+# bare, or under ComfyUI's `model.diffusion_model.` / a LoRA trainer's `diffusion_model.`) against diffusers' model of
+# it (FluxTransformer2DModel, SD3Transformer2DModel, HunyuanVideoTransformer3DModel: `transformer_blocks.N.attn.to_q`,
+# `single_transformer_blocks.N`). diffusers' from_single_file converts: q, k and v are split out of one fused qkv
+# (Flux's single blocks fuse the MLP in too), so no rename loads them; a rename search found only the odd
+# one-to-one pair (img_in → x_embedder) and offered it as the fix.
+_ORIGINAL_DIT_PREFIX = r"^(?:(?:model\.)?diffusion_model\.)?"
+_ORIGINAL_DIT_LAYOUT = _lazy_regex(
+    _ORIGINAL_DIT_PREFIX + r"(?:(?:double_blocks|single_blocks|joint_blocks|img_in|txt_in|time_in|vector_in|"
+    r"guidance_in|final_layer|x_embedder|context_embedder|t_embedder|y_embedder)\.|pos_embed$)")
+_ORIGINAL_DIT_EVIDENCE = _lazy_regex(_ORIGINAL_DIT_PREFIX + r"(?:double_blocks|single_blocks|joint_blocks)\.\d+\.")
+_DIFFUSERS_DIT_LAYOUT = _lazy_regex(
+    r"^(?:transformer\.)?(?:transformer_blocks|single_transformer_blocks|x_embedder|context_embedder|"
+    r"time_text_embed|time_guidance_embed|norm_out|proj_out|pos_embed|context_refiner)\.")
+_DIFFUSERS_DIT_EVIDENCE = _lazy_regex(r"^(?:transformer\.)?(?:single_)?transformer_blocks\.\d+\.")
+
+
+def _dit_single_file_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
+                            joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """foreign_layout's whys and note for a Flux / SD3 / HunyuanVideo transformer in its original layout against
+    diffusers' model of it (either way round); ({}, "") when the keys show no such pair."""
+    words = ("double_blocks.", "single_blocks.", "joint_blocks.")
+    original_a, original_b = (any(map(joined.__contains__, words)) for joined in (joined_unexpected, joined_missing))
+    diffusers_a, diffusers_b = ("transformer_blocks." in joined for joined in (joined_unexpected, joined_missing))
+    if not ((original_a and diffusers_b) or (original_b and diffusers_a)):
+        return {}, ""
+    sides = _sides(unexpected, missing, _ORIGINAL_DIT_EVIDENCE, _DIFFUSERS_DIT_EVIDENCE)
+    if sides is None:
+        return {}, ""
+    original_side, diffusers_side, original_names, diffusers_names = sides
+    note = (f"{original_side} is a diffusion transformer in its original single-file layout (Black Forest Labs' Flux "
+            "or HunyuanVideo: double_blocks / single_blocks; Stability's SD3: joint_blocks) and "
+            f"{diffusers_side} in diffusers' layout (transformer_blocks.N.attn.to_q): "
+            + ("load A with diffusers' from_single_file (e.g. FluxTransformer2DModel.from_single_file, "
+               "SD3Transformer2DModel.from_single_file)" if original_side == "A" else
+               "code written for the original layout (ComfyUI, Black Forest Labs' flux) needs A converted back")
+            + "; q, k and v are split out of one fused qkv tensor, which no rename does")
+    whys = _errors_for(original_names, _ORIGINAL_DIT_LAYOUT, "foreign-layout",
+                       f"original single-file transformer layout (in {original_side})")
+    whys.update(_errors_for(diffusers_names, _DIFFUSERS_DIT_LAYOUT, "foreign-layout",
+                            f"diffusers' layout (in {diffusers_side})"))
+    return whys, note
+
+
+# openai-whisper's own checkpoint (tiny.pt ... large-v3.pt: {"dims", "model_state_dict"}) names its blocks
+# `encoder.blocks.N.attn.query`, `decoder.blocks.N.cross_attn.key`, `mlp.0`, `positional_embedding`; transformers'
+# Whisper `model.encoder.layers.N.self_attn.q_proj`. transformers' convert_openai_to_hf.py renames them (its
+# WHISPER_MAPPING) and builds the config from `dims`: the rename search found only a few of its pairs and offered them
+# as the fix, one of them onto the tied `proj_out`.
+_OPENAI_WHISPER_EVIDENCE = _lazy_regex(r"^(?:encoder|decoder)\.blocks\.\d+\.(?:attn|cross_attn)\.(?:query|key|value)\.")
+_HF_WHISPER_EVIDENCE = _lazy_regex(
+    r"^(?:model\.)?(?:encoder|decoder)\.layers\.\d+\.(?:self_attn|encoder_attn)\.q_proj\.")
+
+
+def _openai_whisper_note(unexpected: Sequence[str], joined_unexpected: str, missing: Sequence[str],
+                         joined_missing: str) -> str:
+    """The note for openai-whisper's own layout in A against transformers' Whisper in B, or ""."""
+    if ".blocks." not in joined_unexpected or ".layers." not in joined_missing:
+        return ""
+    if not (any(map(_OPENAI_WHISPER_EVIDENCE.search, unexpected)) and any(map(_HF_WHISPER_EVIDENCE.search, missing))):
+        return ""
+    return ("A is in openai-whisper's own layout (encoder.blocks.N.attn.query, mlp.0, positional_embedding) and B in "
+            "transformers' Whisper layout (model.encoder.layers.N.self_attn.q_proj, fc1, embed_positions): convert A "
+            "with transformers' models/whisper/convert_openai_to_hf.py --checkpoint_path A --pytorch_dump_folder_path "
+            "OUT, which renames every key and builds config.json from the checkpoint's dims")
 
 
 def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[dict[str, tuple[str, str, str]], str]:
@@ -263,7 +335,14 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
     meta_in_b = not meta_in_a and holds(joined_missing, ".attention.w", _META_EVIDENCE) and \
         holds(joined_unexpected, ".self_attn.", _HF_EVIDENCE)
     if not (meta_in_a or meta_in_b):
-        return _sd_single_file_layout(unexpected, missing, joined_unexpected, joined_missing)
+        whys, note = _sd_single_file_layout(unexpected, missing, joined_unexpected, joined_missing)
+        if whys:
+            return whys, note
+        whys, note = _dit_single_file_layout(unexpected, missing, joined_unexpected, joined_missing)
+        if whys:
+            return whys, note
+        # Renames alone convert it (no key is left a foreign-layout error), but not the few the search finds.
+        return {}, _openai_whisper_note(unexpected, joined_unexpected, missing, joined_missing)
     meta_side, hf_side = ("A", "B") if meta_in_a else ("B", "A")
     meta_names, hf_names = (unexpected, missing) if meta_in_a else (missing, unexpected)
     if meta_in_a:
@@ -371,6 +450,20 @@ def _adapter_target(name: str) -> str:
     return name.removeprefix(_PEFT_WRAPPER).replace(".base_layer.", ".")
 
 
+# diffusers' LoRA files (save_lora_weights' pytorch_lora_weights.safetensors, and the ai-toolkit / SimpleTuner Flux
+# LoRAs in its layout) name each pair under the pipeline component it adapts: `transformer.transformer_blocks.0.attn.
+# to_q.lora_A.weight`, `unet.down_blocks...`, `text_encoder.text_model...`. The pipeline's load_lora_weights strips
+# that prefix and loads each part into its component: against the component's own weights (a transformer/ or unet/
+# folder), no pair was found in B and every one was an error.
+_DIFFUSERS_LORA_COMPONENTS = ("transformer.", "unet.", "text_encoder.", "text_encoder_2.", "text_encoder_3.",
+                              "prior.")
+
+
+def _diffusers_component(module: str) -> str | None:
+    """The pipeline component prefix (`transformer.`) a diffusers-layout LoRA module name starts with, or None."""
+    return next((prefix for prefix in _DIFFUSERS_LORA_COMPONENTS if module.startswith(prefix)), None)
+
+
 def _lora_fits(part: str, shape: tuple[int, ...], weight: tuple[int, ...]) -> bool:
     """Whether a LoRA tensor of `shape` fits a base `weight` of that shape (Linear / Conv out×in..., GPT-2's
     Conv1D in×out, Embedding rows×dim)."""
@@ -406,7 +499,7 @@ def adapter_fit(
         return {}, ""
     pairs = [(name, match) for name in unexpected if (match := _LORA_PAIR.match(name))]
     if not pairs:
-        return {}, ""
+        return _kohya_adapter_fit(specs_a, specs_b, unexpected, missing) if "lora_" in joined else ({}, "")
     lora_names = {name for name, _ in pairs}
     others = [name for name in unexpected if name not in lora_names]
     covered = sum(1 for name in others if _adapter_target(name) in specs_b)
@@ -421,8 +514,20 @@ def adapter_fit(
     whys: dict[str, tuple[str, str, str]] = {}
     modules: dict[str, bool] = {}
     ranks: set[int] = set()
+    # The diffusers pipeline components whose pairs land in B once their prefix is stripped (B is that component).
+    # peft's own files wrap every name in base_model.model. (GPT-2's transformer.h.0 is no pipeline component).
+    components = {component for _, match in pairs if not match["module"].startswith(_PEFT_WRAPPER)
+                  and (component := _diffusers_component(module := _adapter_target(match["module"]))) is not None
+                  and module + ".weight" not in specs_b and module[len(component):] + ".weight" in specs_b}
     for name, match in pairs:
         module, part = _adapter_target(match["module"]), match["part"]
+        component = _diffusers_component(module) if components else None
+        if component in components:
+            module = module[len(component):]
+        elif component is not None:
+            whys[name] = ("adapter", "info", f"for the pipeline's {component[:-1]}, not B: diffusers' "
+                          "load_lora_weights loads it there")
+            continue
         kind = "IA3" if part == "ia3_l" else "LoRA"
         shape = specs_a[name].shape
         if name.endswith(".bias") or part in ("lora_magnitude_vector", "ia3_l"):  # IA3: (out, 1), or (1, in)
@@ -472,9 +577,84 @@ def adapter_fit(
                 reason, severity, _ = whys[replaced[name]]
                 whys[name] = (reason, severity, f"the adapter stores it whole, as {replaced[name]}")
     method = f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})" if ranks else "IA3"
-    note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B with "
-            f"shapes that fit; it stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
-            "or merge it (merge_and_unload) before comparing whole checkpoints")
+    if components:
+        named = ", ".join(sorted(component[:-1] for component in components))
+        note = (f"A is a LoRA in diffusers' layout: {method} on {len(modules)} module(s) of the pipeline's {named} "
+                f"(B), {fitting} of them in B with shapes that fit; it stores no base weights: load it with the "
+                "pipeline's load_lora_weights(adapter), or fuse it (fuse_lora) before comparing whole checkpoints")
+    else:
+        note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B with "
+                f"shapes that fit; it stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
+                "or merge it (merge_and_unload) before comparing whole checkpoints")
+    return whys, note
+
+
+# kohya-ss sd-scripts' LoRA files (and LyCORIS', OneTrainer's and A1111's, which share them): one flat name per
+# module, its path with `_` for `.` after a prefix naming the part of the pipeline (`lora_unet_down_blocks_0_
+# attentions_0_transformer_blocks_0_attn1_to_q`, `lora_te1_text_model_encoder_layers_0_self_attn_q_proj`), then
+# lora_down (r × in), lora_up (out × r) and the scalar alpha. Loaders (diffusers' load_lora_weights, ComfyUI, A1111)
+# map the flat name back to the module: against that module's model every key was an unknown error.
+_KOHYA_PAIR = _lazy_regex(
+    r"^(?P<prefix>lora_(?:unet|te\d?|transformer))_(?P<module>[^.]+)\.(?P<part>lora_down|lora_up|alpha|dora_scale)"
+    r"(?:\.weight)?$")
+_KOHYA_PARTS = {"lora_unet": "UNet / transformer", "lora_transformer": "transformer", "lora_te": "text encoder",
+                "lora_te1": "first text encoder", "lora_te2": "second text encoder", "lora_te3": "third text encoder"}
+
+
+def _kohya_adapter_fit(
+    specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """adapter_fit for a kohya-style LoRA: each flat module name looked up among B's modules with `_` for `.`;
+    ({}, "") when A is none, or none of its modules is in B (B is another layout, which loaders convert to)."""
+    pairs = [(name, match) for name in unexpected if (match := _KOHYA_PAIR.match(name))]
+    if not pairs or len(pairs) < len(unexpected):
+        return {}, ""
+    flat = {name[: -len(".weight")].replace(".", "_"): name[: -len(".weight")]
+            for name in specs_b if name.endswith(".weight")}
+    found = {match["prefix"] for _, match in pairs if match["module"] in flat}
+    if not found:
+        return {}, ""
+    whys: dict[str, tuple[str, str, str]] = {}
+    modules: dict[str, bool] = {}
+    ranks: set[int] = set()
+    for name, match in pairs:
+        prefix, part = match["prefix"], match["part"]
+        if prefix not in found:
+            whys[name] = ("adapter", "info", f"for the {_KOHYA_PARTS.get(prefix, prefix)}, not B: its loader puts "
+                                             "it there")
+            continue
+        module = flat.get(match["module"])
+        if module is None:
+            whys[name] = ("adapter", "error", f"targets {match['module']}, which B does not have (with _ for .): the "
+                                              "adapter's weights for it are dropped")
+            modules[f"{prefix}_{match['module']}"] = False
+            continue
+        weight = specs_b[module + ".weight"]
+        shape = specs_a[name].shape
+        if part in ("alpha", "dora_scale"):
+            whys[name] = ("adapter", "info", f"the {part} of the LoRA on {module}")
+            continue
+        if len(shape) >= 2:
+            ranks.add(shape[0] if part == "lora_down" else shape[1])
+        if weight.dtype not in FLOATING:
+            whys[name] = ("adapter", "info", f"on {module} (stored quantized in B: shapes not compared)")
+            modules.setdefault(module, True)
+        elif not _lora_fits("lora_A" if part == "lora_down" else "lora_B", shape, weight.shape):
+            whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {module}.weight "
+                          f"({'×'.join(map(str, weight.shape))} in B): an adapter for another model size")
+            modules[module] = False
+        else:
+            whys[name] = ("adapter", "info", f"LoRA on {module}.weight")
+            modules.setdefault(module, True)
+    for name in missing:
+        whys.setdefault(name, ("adapter-base", "info", ""))
+    fitting = sum(modules.values())
+    method = f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})" if ranks else "LoRA"
+    parts = ", ".join(_KOHYA_PARTS.get(prefix, prefix) for prefix in sorted(found))
+    note = (f"A is a kohya-style LoRA (lora_down / lora_up / alpha under flat lora_unet_ / lora_te_ names): {method} "
+            f"on {len(modules)} module(s) of the {parts} (B), {fitting} of them in B with shapes that fit; it stores "
+            "no base weights: load it with diffusers' load_lora_weights, ComfyUI or AUTOMATIC1111, which map its "
+            "names to the modules")
     return whys, note
 
 

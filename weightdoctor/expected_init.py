@@ -38,6 +38,11 @@ INIT_FUNCTIONS = (
 LORA_ZERO_INIT = re.compile(r"(^|\.)(lora_B|lora_embedding_A|lora_up)(\.|$)|_lora\.up(\.|$)")
 # The other half, which peft (lora_A) and kohya-ss (lora_down) start as nn.Linear does, kaiming_uniform(a=√5).
 LORA_KAIMING_INIT = re.compile(r"(^|\.)(lora_A|lora_down)(\.|$)|_lora\.down(\.|$)")
+# The factors of a LoHa (Hadamard product) or LoKr (Kronecker product) adapter, kohya/LyCORIS' `lora_unet_..._to_q.
+# hada_w2_a` and peft's `base_model.model....hada_w2_b`: each trainer starts one factor at zero so the product, the
+# adapter's update, is zero, but which one differs (LyCORIS: hada_w2_a, lokr_w2 or lokr_w2_b; peft: hada_w2_b, lokr_w1
+# or lokr_w1_a, or lokr_w2). Any of them all zero means the update is zero: the adapter is where it began.
+PRODUCT_ADAPTER_FACTOR = re.compile(r"(^|\.)(hada_w[12]_[ab]|hada_t[12]|lokr_w[12](_[ab])?|lokr_t2)(\.|$)")
 # peft's IA3 vectors (`<module>.ia3_l`, one scale per feature), which it starts at ones: the identity.
 IA3_VECTOR = re.compile(r"(^|\.)ia3_l(\.|$)")
 NORM_NAME = re.compile(r"(norm|(^|[._])ln(_?\w*)?($|\.)|layer_?norm|rms)", re.IGNORECASE)

@@ -48,7 +48,8 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
     config = decode_special_floats(config)
 
     model_type = config.get("model_type")
-    if not model_type:
+    # A diffusers config may carry a model_type of its own (Wan2.1's WanModel: "t2v"): still no transformers one.
+    if not model_type or isinstance(config.get("_class_name"), str):
         # diffusers' (`_class_name`) and timm's (`architecture`) config.json are not transformers configs: say
         # whose they are, and what to compare against instead.
         owner = (f"a diffusers {config['_class_name']} config" if isinstance(config.get("_class_name"), str)

@@ -443,7 +443,11 @@ def build_planned_model(
                             f"bitsandbytes' {dtype} on it (two quantization configs); it loads with its own")
     if dtype == "fp8":
         return _planned_fp8(checkpoint, model_class, warnings)
-    if checkpoint.config is not None and checkpoint.config.get("model_type"):
+    # A diffusers config (`_class_name`) may carry a model_type of its own (Wan2.1's WanModel: "t2v"), which is no
+    # transformers model type: trying it said "transformers does not know model_type 't2v'", as if an upgrade
+    # would help.
+    diffusers = checkpoint.config is not None and isinstance(checkpoint.config.get("_class_name"), str)
+    if checkpoint.config is not None and checkpoint.config.get("model_type") and not diffusers:
         try:
             model = _build_from_config(checkpoint.config, DTYPES[dtype][0], model_class)
             if dtype in FLOAT_DTYPES and _fp8_embeddings(checkpoint.config):
@@ -469,7 +473,9 @@ def build_planned_model(
                 raise
             warnings.append(f"cannot build the model from config.json ({exc.message}); planned from the tensors")
     elif not checkpoint.tensors:
-        what = "its config.json has no model_type" if checkpoint.config is not None else "there is no config.json"
+        what = ("there is no config.json" if checkpoint.config is None else
+                f"its config.json is a diffusers {checkpoint.config['_class_name']} config, which transformers "
+                "cannot build" if diffusers else "its config.json has no model_type")
         # Named as typed, as every other error names its source: `org/pipe/vae`, not its snapshot's path deep in
         # the cache; `./m`, not its absolute path.
         raise UsageError(f"nothing to plan: the checkpoint holds no tensors and {what}", path=checkpoint.source)

@@ -45,12 +45,31 @@ def quantizer_side_tensors(tensors: Iterable[TensorInfo], config: Mapping[str, A
         {'model.layers.0.mlp.up_proj.scales', 'model.layers.0.mlp.up_proj.qzeros', ...}
     """
     unique = list(tensors)
+    comfy = comfyui_scaled_fp8_side(unique)
     summary = quantized_summary(unique, config)
     if summary is None:
-        return set()
-    side = {t.name for t in unique if _SIDE.search(t.name)} | _exl2_layers(unique)[1]
+        return comfy
+    side = comfy | {t.name for t in unique if _SIDE.search(t.name)} | _exl2_layers(unique)[1]
     side |= _method_layers(unique, summary.method, _config_of(config), summary.bits)[1]
     return side | _mlx_groups(unique)[1] if summary.method == "mlx" else side
+
+
+def comfyui_scaled_fp8_side(tensors: Iterable[TensorInfo]) -> set[str]:
+    """ComfyUI's (legacy) scaled-FP8 checkpoints' scales and marker: `<layer>.scale_weight` (and `scale_input`) beside
+    a float8 `<layer>.weight`, and the `scaled_fp8` marker whose dtype ComfyUI reads as the weights' float8 type (a
+    float32 marker meaning e4m3fn), under any prefix (flux1-dev-fp8-scaled, t5xxl_fp8_e4m3fn_scaled, Wan's and
+    HunyuanVideo's fp8_scaled files). There is no quantization_config: ComfyUI multiplies each fp8 weight by its
+    scale_weight, so a cast scale changes every weight it dequantizes, and a cast marker the fp8 type it reads.
+    """
+    infos = {t.name: t for t in tensors}
+    side: set[str] = set()
+    for name in infos:
+        if name.endswith((".scale_weight", ".scale_input")):
+            weight = infos.get(name.rsplit(".", 1)[0] + ".weight")
+            if weight is not None and weight.dtype.startswith("float8"):
+                side.add(name)
+    markers = {n for n in infos if n == "scaled_fp8" or n.endswith(".scaled_fp8")}
+    return side | markers if side else set()
 
 
 def _exl2_layers(tensors: Iterable[TensorInfo]) -> tuple[dict[str, int], set[str]]:

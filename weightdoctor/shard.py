@@ -121,6 +121,11 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
     # Black Forest Labs' original Flux release (flux1-dev.safetensors): its transformer with no prefix, as ComfyUI
     # and diffusers' from_single_file read it.
     if any(n.startswith("double_blocks.") for n in names) and any(n.startswith("single_blocks.") for n in names):
+        # Tencent's HunyuanVideo (hunyuan_video_t2v_720p_bf16.safetensors, as ComfyUI loads it) has double and single
+        # blocks too, but names their parts with underscores (img_attn_qkv, not img_attn.qkv) and refines its text
+        # tokens in txt_in.individual_token_refiner: it was called a Flux checkpoint.
+        if any(n.startswith("txt_in.individual_token_refiner.") or ".img_attn_qkv." in n for n in names):
+            return "an original-layout HunyuanVideo checkpoint"
         return "an original-layout Flux checkpoint"
     # lllyasviel's ControlNet files: 1.1's (input_blocks, zero_convs, input_hint_block, no prefix) and the extracted
     # copies A1111 / ComfyUI share (control_model.*).

@@ -46,7 +46,7 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
 # Names of non-PyTorch weights commonly found in a Hugging Face repo.
 FOREIGN_WEIGHT_NAMES: tuple[str, ...] = (
     "tf_model.h5", "flax_model.msgpack", "model.onnx", "saved_model.pb", "model.ckpt.index", "model.tflite",
-    "model.weights.h5",
+    "model.weights.h5", "openvino_model.xml", "openvino_model.bin",
 )
 
 
@@ -70,6 +70,19 @@ def _ctranslate2_spec(path: Path, prefix: bytes) -> str | None:
     if len(head) < 6 + length or head[-1:] != b"\0" or not name.endswith(b"Spec") or not name.isalnum():
         return None
     return name.decode("ascii")
+
+
+def is_openvino_weights(path: Path) -> bool:
+    """Whether `path` is the weights half of an OpenVINO IR model: a `.bin` beside an `.xml` of the same stem whose
+    root is `<net` (Optimum Intel's openvino_model.bin / .xml, OpenVINO's own model.bin / model.xml). The .bin is
+    raw bytes with no header: named by the XML beside it, or it was read as a broken PyTorch pickle."""
+    if path.suffix != ".bin":
+        return False
+    try:
+        with open(path.with_suffix(".xml"), "rb") as handle:
+            return b"<net " in handle.read(1024)
+    except OSError:
+        return False
 
 
 def _zip_kind(path: Path) -> str | None:
@@ -120,6 +133,10 @@ def identify(path: Path, prefix: bytes) -> str | None:
     for magic, kind in _MAGICS:
         if prefix.startswith(magic):
             return kind
+    if is_openvino_weights(path):
+        return (f"an OpenVINO IR model's weights ({path.with_suffix('.xml').name} beside it holds the graph; Optimum "
+                "Intel's export writes them), read by OpenVINO alone; its PyTorch weights are in the repo it was "
+                "exported from")
     spec = _ctranslate2_spec(path, prefix)
     if spec is not None:
         return (f"a CTranslate2 model ({spec}; faster-whisper and ct2-*-converter write it), read by ctranslate2 "
@@ -153,6 +170,9 @@ def unsupported_message(kind: str) -> str:
 _FOREIGN_SUBFOLDERS = ("onnx",)
 
 
+_FOREIGN_SUFFIXES = (".gguf", ".onnx", ".h5", ".keras", ".msgpack", ".tflite", ".npz")
+
+
 def foreign_files_in(folder: Path) -> list[str]:
     """Names of recognised non-PyTorch weight files directly in `folder`, then in its `onnx/` (sorted)."""
     found = []
@@ -160,8 +180,9 @@ def foreign_files_in(folder: Path) -> list[str]:
         if not entry.is_file():
             continue
         name = entry.name.lower()
-        if name in FOREIGN_WEIGHT_NAMES or name.endswith((".gguf", ".onnx", ".h5", ".msgpack", ".tflite", ".npz")) \
-                or (".data-" in name and "-of-" in name):
+        # Keras 3's .keras archive too: keras-io's Hub repos hold model.keras (or model.weights.h5) alone.
+        if name in FOREIGN_WEIGHT_NAMES or name.endswith(_FOREIGN_SUFFIXES) \
+                or (".data-" in name and "-of-" in name) or is_openvino_weights(entry):
             found.append(entry.name)
     for sub in _FOREIGN_SUBFOLDERS:
         try:

@@ -387,13 +387,29 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
             # Trainer saves its arguments object whole beside each checkpoint: settings, not weights.
             hint = (" (this is a Trainer's training_args.bin: its TrainingArguments object, pickled, not weights; "
                     "the model's weights are in model.safetensors or pytorch_model.bin beside it)")
-        elif any(g.module == "ultralytics" or g.module.startswith("ultralytics.")
-                 or g.module in ("models.yolo", "models.common") for g in report.globals):
-            # Ultralytics' (and YOLOv5's) .pt: {"model": the DetectionModel pickled whole, "ema", "optimizer",
+        elif not any(g.module == "ultralytics" or g.module.startswith("ultralytics.") for g in report.globals) \
+                and any(g.module in ("models.yolo", "models.common") for g in report.globals):
+            # YOLOv5's .pt (github.com/ultralytics/yolov5 train.py: {"model", "ema", "updates", "optimizer", "opt",
+            # "git", "date"}) pickles classes of that repo's top-level `models` package; the ultralytics package
+            # refuses it ("not forwards compatible with YOLOv8"), so YOLO(path) is no way to its weights.
+            hint = (" (this is a YOLOv5 checkpoint, saved by github.com/ultralytics/yolov5: the model is pickled whole "
+                    "as that repo's models.yolo classes, which the ultralytics package refuses to load; where you "
+                    "trust the file, load it from a clone of ultralytics/yolov5, torch.load(path, weights_only=False)"
+                    "['model'].float().state_dict(), and save that state dict to read the weights here)")
+        elif any(g.module == "ultralytics" or g.module.startswith("ultralytics.") for g in report.globals):
+            # Ultralytics' .pt: {"model": the DetectionModel pickled whole, "ema", "optimizer",
             # "train_args", ...}; its classes run on load, so only ultralytics itself reads it.
             hint = (" (this is an Ultralytics YOLO checkpoint: the model is pickled whole beside ema, optimizer and "
                     "train_args; where you trust the file, load it with ultralytics, YOLO(path).model.state_dict(), "
                     "and save that state dict to read the weights here)")
+        elif any(g.module.split(".")[0] == "demucs" for g in report.globals):
+            # Demucs' .th files (demucs.states.serialize_model + save_with_checksum, `<name>-<sha8>.th`): the model
+            # class itself under 'klass' beside its args and its state dict under 'state'. Said bare, the refusal
+            # named an unknown global and no way to the weights.
+            hint = (" (this is a Demucs model package: the model's class under 'klass', its constructor's args and "
+                    "kwargs, its state dict under 'state'; where you trust the file, with demucs installed, "
+                    "torch.load(path, weights_only=False)['state'] is the state dict (demucs' load_model builds "
+                    "the model from the package): save it with safetensors to read the weights here)")
         elif any(g.module.split(".")[0] == "torchao" for g in report.globals if g.safety != "safe"):
             # transformers' TorchAoConfig checkpoints saved as .bin: each quantized weight pickled as its torchao
             # tensor subclass (AffineQuantizedTensor, Int4Tensor, ...), which only torchao's classes rebuild.
@@ -977,6 +993,15 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
                     "a torch.export archive (torch.export.save, .pt2), not a torch.save file: its weights live in "
                     "the exported program; torch.export.load(path).state_dict holds them (loading it builds the "
                     "program: do it only if you trust the file), saved with safetensors they can be read here")
+            inside = [n for n in names if n.lower().endswith((".pth", ".pt", ".bin", ".ckpt", ".safetensors"))]
+            if inside:
+                # A package zipped around weight files (ESPnet's model zoo zip: exp/.../valid.acc.ave.pth beside
+                # config.yaml and meta.yaml) was called a damaged torch.save file.
+                shown = ", ".join(inside[:4]) + (", ..." if len(inside) > 4 else "")
+                raise UnsupportedFormat(
+                    f"a zip archive of files, not a torch.save file: it holds the weight file(s) {shown}"
+                    + (" (its meta.yaml, as ESPnet's model zips have, says which the model reads)"
+                       if "meta.yaml" in names else "") + "; unzip it and point at one")
             raise CorruptCheckpoint("zip archive has no data.pkl record (not a torch.save file, or damaged)")
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals(report) + _inert_safe_globals(report)), \

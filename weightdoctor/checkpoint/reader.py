@@ -346,6 +346,26 @@ def _is_config(data: Any) -> bool:
     return isinstance(data, dict) and ("model_type" in data or "architectures" in data)
 
 
+def _other_json_message(path: Path, data: Any) -> str:
+    """Why a JSON file given as the source is not read: what it is, where diffusers' own files are concerned.
+
+    A diffusers pipeline's model_index.json names the pipeline class and one subfolder per model (unet/, vae/, ...);
+    a diffusers model's config.json names its class in `_class_name`. Both were "neither an index nor a model config".
+    """
+    class_name = data.get("_class_name") if isinstance(data, dict) else None
+    if isinstance(class_name, str):
+        if path.name == "model_index.json" or class_name.endswith("Pipeline"):
+            folders = _subfolders_with_weights(path.parent) if path.parent.is_dir() else []
+            example = f", e.g. {path.parent / folders[0]}" if folders else ""
+            listed = f" ({', '.join(f'{name}/' for name in folders[:8])})" if folders else ""
+            return (f"this is a diffusers pipeline's model_index.json ({class_name}), not weights: each of its models "
+                    f"is in a subfolder of its own{listed}; point at one{example}")
+        if path.name == "scheduler_config.json" or class_name.endswith("Scheduler"):
+            return f"this is a diffusers scheduler's config ({class_name}): a scheduler holds no weights"
+        return f"this is a diffusers {class_name} config, not weights; point at the model folder ({path.parent})"
+    return "JSON file is neither an index (weight_map) nor a model config"
+
+
 class _Builder:
     """Accumulates files and tensors while a source is read."""
 
@@ -510,11 +530,13 @@ def is_training_state(name: str) -> bool:
 
 
 def _weight_files_in(folder: Path) -> list[Path]:
+    from weightdoctor.checkpoint import foreign  # an OpenVINO IR's .bin is raw bytes, named by its .xml
+
     return sorted(
         p for p in folder.iterdir()
         # `.sft`: safetensors under the short suffix some releases use (Flux's ae.sft, flux1-dev.sft).
         if p.is_file() and (p.suffix in (".safetensors", ".sft") or p.suffix in PICKLE_SUFFIXES)
-        and not is_training_state(p.name)
+        and not is_training_state(p.name) and not foreign.is_openvino_weights(p)
     )
 
 
@@ -551,6 +573,25 @@ def _foreign_weights_only(folder: Path) -> list[str]:
             "model it describes"]
 
 
+def _is_orbax_checkpoint(folder: Path) -> bool:
+    """Whether `folder` is an Orbax (JAX) checkpoint, one of its items, or a root of step folders holding them.
+
+    A step (CheckpointManager's `1000/`) holds `_CHECKPOINT_METADATA` (V0 API) or an empty `orbax.checkpoint` file
+    (V1), beside one folder per item (`default/`, `params/`, `state/`); an item holds `_METADATA`, and under OCDBT
+    `manifest.ocdbt` with `ocdbt.process_0/`, else one zarr folder per array.
+    """
+    def step(path: Path) -> bool:
+        return (path / "_CHECKPOINT_METADATA").is_file() or (path / "orbax.checkpoint").is_file()
+
+    try:
+        if step(folder) or (folder / "_METADATA").is_file() and (
+                (folder / "manifest.ocdbt").is_file() or (folder / "_sharding").is_file()):
+            return True
+        return any(p.is_dir() and p.name.isdigit() and step(p) for p in folder.iterdir())
+    except OSError:
+        return False
+
+
 def _no_weights_message(folder: Path) -> str:
     """Why a folder has nothing to read: foreign weights, weights only in subfolders, or nothing at all."""
     from weightdoctor.checkpoint import foreign
@@ -569,6 +610,21 @@ def _no_weights_message(folder: Path) -> str:
     if tarred:
         message += (f"; it holds {', '.join(tarred[:6])}{', ...' if len(tarred) > 6 else ''} (torch.save checkpoints "
                     "named .pth.tar, as timm's train.py saves them): name one to read it")
+    try:
+        nemo = sorted(p.name for p in folder.iterdir() if p.name.endswith(".nemo") and p.is_file())
+    except OSError:
+        nemo = []
+    if nemo:
+        # NVIDIA's NeMo repos (nvidia/parakeet-*, canary-*) hold one .nemo file: a tar around model_weights.ckpt
+        # and model_config.yaml, read when named but not looked for in a folder.
+        message += (f"; it holds {', '.join(nemo[:4])}, a NeMo archive (a tar around model_weights.ckpt): extract it "
+                    f"(tar -xf {nemo[0]}) and point at model_weights.ckpt")
+    if _is_orbax_checkpoint(folder):
+        # JAX training (Flax, MaxText, openpi, T5X's successors) saves through Orbax: tensorstore arrays, no torch.
+        message += ("; it is an Orbax (JAX) checkpoint (_CHECKPOINT_METADATA, _METADATA, manifest.ocdbt), which "
+                    "weightdoctor does not read (not PyTorch): restore it with orbax.checkpoint "
+                    "(ocp.StandardCheckpointer().restore(path)) and save the arrays with safetensors, or use the "
+                    "model's own JAX-to-PyTorch conversion script")
     if _is_dcp_folder(folder):
         # FSDP's sharded state dict (accelerate's pytorch_model_fsdp_0/): PyTorch weights, in a format of its own.
         message += ("; it is a torch.distributed.checkpoint (DCP) folder (*.distcp shards and .metadata): "
@@ -883,6 +939,17 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             f"folder holds the {count} shards of one checkpoint ({weights[0].name} to {weights[-1].name}) but not "
             f"their index ({index}, which from_pretrained needs to load them): fetch it from where the shards came "
             "from, or name one shard to read it alone", str(folder))
+    variants = {p.name: _variant_of(p.name) for p in weights}
+    stems = {p.name.split(".", 1)[0] for p in weights}
+    if all(variants.values()) and len(stems) == 1:
+        # A diffusers repo fetched with its variants only (SD 1.5's unet/ holds .fp16 and .non_ema copies of
+        # diffusion_pytorch_model): from_pretrained reads none of them unless given variant=; a bare "several weight
+        # files, name one" did not say they are one model's variants.
+        kinds = sorted(set(filter(None, variants.values())))
+        asked = " or ".join(f"variant={kind!r}" for kind in kinds)
+        raise UnsupportedFormat(
+            f"folder holds only variants of {stems.pop()} ({names}) and no plain file: from_pretrained reads one only "
+            f"when asked, {asked} (diffusers and transformers alike); name a file to read it", str(folder))
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
 
 
@@ -1386,7 +1453,7 @@ def _open_checkpoint(
                 raise UnsupportedFormat("this is a model config, not weights; point at the model folder", text)
             config_path = path
         else:
-            raise UnsupportedFormat("JSON file is neither an index (weight_map) nor a model config", text)
+            raise UnsupportedFormat(_other_json_message(path, data), text)
     else:
         config_path = path.parent / "config.json"
 
