@@ -387,6 +387,19 @@ def test_every_strip_and_add_prefix_given_is_applied_in_order(tmp_path: Path, co
     assert sorted(load_file(written)) == ["text.base.embed.weight", "text.base.norm.weight"]
 
 
+def _run_with_256_descriptors(command: list[str], folder: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m weightdoctor COMMAND[0] FOLDER COMMAND[1:]` limited to 256 open descriptors (macOS's default)."""
+    import resource
+
+    def few_descriptors() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "weightdoctor", command[0], str(folder), *command[1:]], env=env,
+                          cwd=cwd, text=True, capture_output=True, timeout=300, check=False,
+                          preexec_fn=few_descriptors)
+
+
 @pytest.mark.parametrize("command", [["convert", "-o", "merged.safetensors"], ["convert", "-o", "merged.bin"],
                                      ["shard", "--max", "0", "-o", "merged"]])
 def test_merging_hundreds_of_shards_holds_a_bounded_number_of_files_open(tmp_path: Path, command: list[str]) -> None:
@@ -394,7 +407,6 @@ def test_merging_hundreds_of_shards_holds_a_bounded_number_of_files_open(tmp_pat
     of its own, and the map's): merging 600 shards into one file failed with "cannot write the output: Too many open
     files" under the usual limit of 1,024 descriptors (here 300 shards under 256)."""
     import json
-    import resource
 
     folder = tmp_path / "many"
     folder.mkdir()
@@ -406,13 +418,7 @@ def test_merging_hundreds_of_shards_holds_a_bounded_number_of_files_open(tmp_pat
         weight_map[f"l{i}.w"] = name
     (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
 
-    def few_descriptors() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
-
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "weightdoctor", command[0], str(folder), *command[1:]], env=env,
-                            cwd=tmp_path, text=True, capture_output=True, timeout=300, check=False,
-                            preexec_fn=few_descriptors)
+    result = _run_with_256_descriptors(command, folder, tmp_path)
     assert result.returncode == 0, result.stderr
     written = tmp_path / "merged" / "model.safetensors" if command[0] == "shard" else tmp_path / command[-1]
     tensors = load_file(written) if written.suffix == ".safetensors" else torch.load(written, weights_only=True)
@@ -427,7 +433,6 @@ def test_reading_the_values_of_hundreds_of_bin_shards_holds_a_bounded_number_of_
     checkpoint was closed: the values of 300 `.bin` shards under a limit of 256 descriptors (macOS's default; 1,024
     on Linux) failed with "Too many open files"."""
     import json
-    import resource
 
     folder = tmp_path / "many"
     folder.mkdir()
@@ -439,13 +444,7 @@ def test_reading_the_values_of_hundreds_of_bin_shards_holds_a_bounded_number_of_
         weight_map[f"l{i}.w"] = name
     (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
 
-    def few_descriptors() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
-
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "weightdoctor", command[0], str(folder), *command[1:]], env=env,
-                            cwd=tmp_path, text=True, capture_output=True, timeout=300, check=False,
-                            preexec_fn=few_descriptors)
+    result = _run_with_256_descriptors(command, folder, tmp_path)
     assert result.returncode == 0, result.stderr
     if command[0] == "convert":
         tensors = load_file(tmp_path / "out.safetensors")
