@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -731,3 +732,20 @@ def test_offload_per_step_is_said_per_token_for_a_language_model_and_per_pass_ot
     assert "moved to the GPU for every forward pass" in out and "s/pass" in out and "token" not in out
     llama = run_cli("plan-devices", "fixtures/configs/llama-2-70b", "--gpu", "24GB", "--cpu", "200GB")
     assert "moved to the GPU for every generated token" in " ".join(llama.stdout.split())
+
+
+def test_a_small_offload_time_is_said_in_its_own_unit_not_as_zero_seconds(tmp_path: Path) -> None:
+    """~1.5 MB offloaded at 25 GB/s is ~60 µs per token; `≥ 0.00 s/token` read as if the offload cost nothing."""
+    from tests.helpers import run_cli, run_subprocess
+
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_hidden_layers": 4,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 1000}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    args = ("plan-devices", str(tmp_path), "--gpu", "300KB", "--cpu", "1GB")
+    out = " ".join(run_cli(*args).stdout.split())
+    assert "0.00 s" not in out
+    match = re.search(r"≥ ([\d.]+) µs/token", out)
+    assert match and 10 < float(match.group(1)) < 200, out
+    # An ASCII console gets `us`, not an escape.
+    ascii_out = run_subprocess(*args, env={"PYTHONIOENCODING": "ascii", "COLUMNS": "200"}).stdout
+    assert re.search(r">= [\d.]+ us/token", ascii_out) and "\\xb5" not in ascii_out, ascii_out

@@ -141,7 +141,7 @@ def render_plan(report: PlanReport, console: Console) -> None:
                       else ("forward pass", "pass"))
         p(f"[bold red]offload:[/] {format_bytes(off.cpu_bytes)} in CPU RAM, {format_bytes(off.disk_bytes)} on disk: "
           f"{format_bytes(off.bytes_per_token)} moved to the GPU for every {step} "
-          f"(≥ {seconds:.2f} s/{unit} at an assumed 25 GB/s host→GPU and 3 GB/s disk)")
+          f"(≥ {_format_seconds(seconds)}/{unit} at an assumed 25 GB/s host→GPU and 3 GB/s disk)")
     if report.kv_cache is not None:
         kv = report.kv_cache
         fit = "[green]fits[/]" if kv.fits_on_gpus else "[red]does not fit[/]"
@@ -178,6 +178,15 @@ def render_plan(report: PlanReport, console: Console) -> None:
 # Class-name endings of transformers' generating heads (causal and seq2seq LMs, vision- and speech-to-text).
 _GENERATING_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration", "ForSeq2SeqLM", "ForVision2Seq",
                      "ForImageTextToText", "ForSpeechSeq2Seq", "ForTextToSpeech", "ForTextToWaveform")
+
+
+def _format_seconds(seconds: float) -> str:
+    """`2.42 s`, `34 ms`, `34 µs`: a small offload would otherwise read `0.00 s`, as if it cost nothing."""
+    if seconds >= 0.1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds * 1e6:.3g} µs"
 
 
 def generates_tokens(model_class: str) -> bool:
