@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -368,3 +369,13 @@ def test_a_buffer_the_model_initializes_to_zeros_is_not_an_all_zero_error(tmp_pa
     code, data = run_json("inspect", tmp_path / "bart", "--stats", "--fail-on", "error")
     assert code == 0, _codes(data)
     assert not [f for f in data["findings"] if f["tensor"] == "final_logits_bias" and f["severity"] != "info"]
+
+
+def test_the_fitted_init_and_its_note_read_as_two_things(tmp_path: Path) -> None:
+    """The `found` cell held `normal(8.443e-05, 0.02022) normal(0, 0.02) = initializer_range`: without colour the
+    fit and the note ran together as if one distribution were followed by another."""
+    from tests.helpers import run_subprocess
+
+    out = run_subprocess("inspect", "fixtures/example", "--stats", "--filter", r"layer\.0\.attention\.self\.key\.w",
+                         env={"COLUMNS": "200", "NO_COLOR": "1"}).stdout
+    assert re.search(r"normal\(-?[\d.e-]+, [\d.]+\); normal\(0, 0\.02\) = initializer_range", out), out

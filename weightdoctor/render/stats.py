@@ -97,7 +97,7 @@ def init_table(report: StatsReport, limit: int | None) -> Table:
         elif item.init.label == "undetermined":
             found = f"undetermined [dim]({escape(item.init.reason or '')})[/]"
         if item.init.note:
-            found += f" [green]{escape(item.init.note)}[/]"
+            found += f"; [green]{escape(item.init.note)}[/]"
         if s.nan or s.inf:
             found += f" [bold red]{s.nan} NaN, {s.inf} Inf[/]"
         expected = escape(item.expected.describe()) if item.expected is not None else "[dim]-[/]"
