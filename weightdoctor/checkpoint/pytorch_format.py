@@ -1230,8 +1230,16 @@ def ensure_pickle_file(path: Path, prefix: bytes) -> str:
                 # A protocol 0 or 1 pickle.dump (no PROTO opcode to recognise it by): read as a plain pickle,
                 # after the same scan again in `load_pickle`.
                 return "pytorch-legacy"
-        raise UnsupportedFormat("not a safetensors file nor a PyTorch pickle (zip or legacy)" + _archive_hint(path))
+        hint = _archive_hint(path)
+        if hint is TORCH_TAR:
+            raise UnsupportedFormat(TORCH_TAR)
+        raise UnsupportedFormat("not a safetensors file nor a PyTorch pickle (zip or legacy)" + hint)
     return fmt
+
+
+TORCH_TAR = ("a PyTorch checkpoint in its oldest format, a tar of storages, tensors and pickle (torch.save of PyTorch "
+             "0.1), which weightdoctor does not read: torch.load(path, weights_only=False) still reads it, for a file "
+             "you trust; torch.save what it returns and point weightdoctor at that file")
 
 
 def _archive_hint(path: Path) -> str:
@@ -1248,6 +1256,10 @@ def _archive_hint(path: Path) -> str:
                     break
     except (tarfile.TarError, OSError, EOFError, ValueError):
         return ""
+    if {"storages", "tensors", "pickle"} <= set(names):
+        # torch.load still reads it (serialization.legacy_load), but never under weights_only, which refuses
+        # the tar format outright; its pickles were scanned like any other before this was said.
+        return TORCH_TAR
     weights = [n for n in names if n.endswith((".ckpt", ".pt", ".pth", ".bin", ".safetensors"))]
     if not weights:
         return ""

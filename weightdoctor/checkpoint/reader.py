@@ -410,7 +410,7 @@ class _Builder:
             if pytorch_format.detect_pickle_format(prefix) != "pytorch-legacy":
                 kind = foreign.identify(path, prefix)
                 if kind is not None:
-                    raise UnsupportedFormat(foreign.unsupported_message(kind), path=str(path))
+                    raise UnsupportedFormat(foreign.unsupported_message(kind, path.name), path=str(path))
         looks_safetensors = safetensors_format.looks_like_safetensors(prefix)
         misnamed_pickle = False
         if not looks_safetensors and path.suffix == ".safetensors":

@@ -1,0 +1,190 @@
+"""A seventh round of checkpoints as other tools write them: llama.cpp's legacy GGML files and GGUF, MindSpore's
+protobuf .ckpt, PaddlePaddle's inference files, PyTorch's oldest tar format. Each one weightdoctor cannot read is
+refused by name, with the tool that reads or converts it."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import run_cli
+
+
+def _refusal(*args: str) -> str:
+    """The one-line error of a refused source, whitespace folded (Rich wraps long lines)."""
+    result = run_cli(*args)
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    return " ".join(result.stderr.split())
+
+
+def _ggml_file(path: Path, magic: int) -> None:
+    """A legacy GGML model as old llama.cpp (convert-pth-to-ggml.py, quantize) wrote it: the magic as a little-endian
+    uint32 (struct.pack("i", 0x67676a74), so the file starts "tjgg"), the version, then the hyperparameters
+    (n_vocab, n_embd, n_mult, n_head, n_layer, n_rot, ftype) and the vocabulary and tensors."""
+    hparams = struct.pack("<7i", 32000, 4096, 256, 32, 32, 128, 2)
+    path.write_bytes(struct.pack("<I", magic) + struct.pack("<I", 3) + hparams + bytes(64))
+
+
+@pytest.mark.parametrize(("magic", "name", "said"), [
+    (0x67676A74, "ggml-model-q4_0.bin", "a legacy GGML (ggjt) file of old llama.cpp"),
+    (0x67676D66, "ggml-model-f16.bin", "a legacy GGML (ggmf) file of old llama.cpp"),
+    (0x67676D6C, "ggml-base.en.bin", "a legacy GGML file (unversioned 'ggml' magic: old llama.cpp, whisper.cpp"),
+    (0x67676C61, "ggml-adapter-model.bin", "a legacy GGML LoRA adapter (ggla) of old llama.cpp")])
+def test_a_legacy_ggml_file_is_named_with_its_converter(tmp_path: Path, magic: int, name: str, said: str) -> None:
+    """llama.cpp wrote its legacy magics as little-endian uint32s: the bytes on disk are the letters reversed
+    ("tjgg"), which the reader did not know (it matched "ggjt" only), so a real GGML file was "not a safetensors
+    file nor a PyTorch pickle (zip or legacy)", as if it were broken."""
+    path = tmp_path / name
+    _ggml_file(path, magic)
+    assert path.read_bytes()[:4] == struct.pack("<I", magic)  # "tjgg" for ggjt: what the reader must match
+    for command in (("inspect", str(path)), ("convert", str(path), "-o", str(tmp_path / "out.safetensors"))):
+        message = _refusal(*command)
+        assert f"this is {said}" in message and "nor a PyTorch pickle" not in message, message
+        assert ("convert_llama_ggml_to_gguf.py" in message) is (magic != 0x67676C61), message
+    assert not (tmp_path / "out.safetensors").exists()
+    # The way in: a file read for the model in a folder is refused by name too.
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    _ggml_file(folder / name, magic)
+    assert f"this is {said}" in _refusal("plan-devices", str(folder), "--gpu", "1GB")
+
+
+def test_a_gguf_file_names_the_loader_that_converts_it(tmp_path: Path) -> None:
+    """A GGUF file was named, but nothing said how to get from it to what weightdoctor reads: transformers loads a
+    GGUF file given by name, dequantized, and save_pretrained writes safetensors."""
+    path = tmp_path / "tinyllama-1.1b-chat.Q4_K_M.gguf"
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 0))
+    message = _refusal("inspect", str(path))
+    assert "this is a GGUF file (llama.cpp / ggml); weightdoctor reads safetensors and PyTorch" in message
+    assert "from_pretrained(folder, gguf_file='tinyllama-1.1b-chat.Q4_K_M.gguf')" in message, message
+    assert "save_pretrained then writes safetensors" in message
+
+
+def _varint(value: int) -> bytes:
+    out = b""
+    while True:
+        low, value = value & 0x7F, value >> 7
+        if not value:
+            return out + bytes([low])
+        out += bytes([low | 0x80])
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _mindspore_ckpt(path: Path, params: dict[str, np.ndarray]) -> None:
+    """A checkpoint as mindspore.save_checkpoint writes it: the protobuf `Checkpoint { repeated Value value = 1 }`,
+    each Value `{ string tag = 1; TensorProto tensor = 2 }`, each TensorProto `{ repeated int64 dims = 1; string
+    tensor_type = 2; bytes tensor_content = 3 }` (proto2: dims unpacked), as mindspore/ccsrc/utils/checkpoint.proto
+    declares."""
+    data = b""
+    for name, value in params.items():
+        dims = b"".join(_varint(1 << 3) + _varint(d) for d in value.shape)
+        tensor = dims + _field(2, b"Float32") + _field(3, value.astype("<f4").tobytes())
+        data += _field(1, _field(1, name.encode()) + _field(2, tensor))
+    path.write_bytes(data)
+
+
+def test_a_mindspore_checkpoint_is_named_not_called_an_unknown_file(tmp_path: Path) -> None:
+    """A MindSpore .ckpt (the protobuf mindspore.save_checkpoint writes; MindSpore's model zoo and MindNLP ship
+    them) was "not a safetensors file nor a PyTorch pickle (zip or legacy)", the words for a damaged file."""
+    path = tmp_path / "resnet50_ascend_v190_imagenet2012_official_cv_top1acc77.ckpt"
+    _mindspore_ckpt(path, {"conv1.weight": np.ones((8, 3, 7, 7)), "bn1.moving_mean": np.zeros(8),
+                           "global_step": np.zeros(())})
+    for command in (("inspect", str(path)), ("check-dtype", str(path), "--target", "fp16"),
+                    ("diff-keys", str(path), str(path)),
+                    ("shard", str(path), "-o", str(tmp_path / "out"), "--max", "1MB")):
+        message = _refusal(*command)
+        assert ("this is a MindSpore checkpoint (mindspore.save_checkpoint: a protobuf of named tensors, the first "
+                "'conv1.weight'), read by mindspore.load_checkpoint") in message, message
+        assert "nor a PyTorch pickle" not in message
+    assert not (tmp_path / "out").exists()
+    # Other bytes that open with a newline are not taken for one.
+    (tmp_path / "notes.ckpt").write_bytes(b"\n\nnot a checkpoint\n")
+    message = _refusal("inspect", str(tmp_path / "notes.ckpt"))
+    assert "MindSpore" not in message and "not a safetensors file nor a PyTorch pickle" in message, message
+
+
+def test_paddle_inference_files_are_named(tmp_path: Path) -> None:
+    """paddle.jit.save writes the program (.pdmodel, a ProgramDesc protobuf) and its weights (.pdiparams, raw
+    LoDTensors): both were "not a safetensors file nor a PyTorch pickle"."""
+    (tmp_path / "inference.pdmodel").write_bytes(_field(1, _field(1, b"\x08\x00\x10\xff\xff\xff\xff\x0f")))
+    # save_combine: per tensor a uint32 version, the LoD levels (uint64 0), a uint32 version, the TensorDesc's
+    # length and protobuf, then the data.
+    desc = b"\x08\x05\x10\x04"  # data_type FP32, dims [4]
+    (tmp_path / "inference.pdiparams").write_bytes(
+        struct.pack("<IQI", 0, 0, 0) + struct.pack("<i", len(desc)) + desc + np.ones(4, "<f4").tobytes())
+    message = _refusal("inspect", str(tmp_path / "inference.pdmodel"))
+    assert "this is a PaddlePaddle inference program (.pdmodel, paddle.jit.save; its weights are in the .pdiparams" \
+        in message, message
+    message = _refusal("convert", str(tmp_path / "inference.pdiparams"), "-o", str(tmp_path / "out.safetensors"))
+    assert "this is a PaddlePaddle inference weights file (.pdiparams, paddle.jit.save)" in message, message
+
+
+def _torch_tar(path: Path, tensors: dict[str, np.ndarray], extra_global: object = None) -> None:
+    """A checkpoint in PyTorch's first format, as serialization.legacy_load reads it: a tar of `storages` (a count,
+    then per storage a pickled (key, location, storage class) and its int64 size and raw data, then the views),
+    `tensors` (a count, then per tensor a pickled (key, storage key, tensor class), ndim, 4 padding bytes, sizes,
+    strides, offset) and `pickle` (the object, tensors as persistent ids)."""
+    storages = pickle.dumps(len(tensors), protocol=2)
+    records = pickle.dumps(len(tensors), protocol=2)
+    for i, value in enumerate(tensors.values()):
+        storages += pickle.dumps((i, "cpu", torch.FloatStorage), protocol=2)
+        storages += struct.pack("<q", value.size) + value.astype("<f4").tobytes()
+        strides = [s // 4 for s in value.astype("<f4").strides]
+        records += pickle.dumps((100 + i, i, torch.FloatTensor), protocol=2) + struct.pack("<i", value.ndim)
+        records += bytes(4) + struct.pack(f"<{value.ndim}q", *value.shape) + struct.pack(f"<{value.ndim}q", *strides)
+        records += struct.pack("<q", 0)
+    storages += pickle.dumps([], protocol=2)
+
+    class Ref:
+        def __init__(self, key: int) -> None:
+            self.key = key
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj: object) -> str | None:
+            return str(obj.key) if isinstance(obj, Ref) else None
+
+    saved = io.BytesIO()
+    state: dict[str, object] = {name: Ref(100 + i) for i, name in enumerate(tensors)}
+    if extra_global is not None:
+        state["hook"] = extra_global
+    Pickler(saved, protocol=2).dump(state)
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for member, data in (("storages", storages), ("tensors", records), ("pickle", saved.getvalue())):
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(archive.getvalue())
+
+
+def test_a_checkpoint_in_pytorchs_tar_format_says_how_torch_reads_it(tmp_path: Path) -> None:
+    """PyTorch 0.1's torch.save wrote a tar of storages, tensors and pickle. torch.load still reads it (never with
+    weights_only); weightdoctor said "not a safetensors file nor a PyTorch pickle (zip or legacy)"."""
+    path = tmp_path / "model_best.pth"
+    _torch_tar(path, {"fc.weight": np.ones((3, 4), np.float32), "fc.bias": np.zeros(3, np.float32)})
+    loaded = torch.load(path, weights_only=False)  # the reference: torch reads it
+    assert torch.equal(loaded["fc.weight"], torch.ones(3, 4)) and loaded["fc.bias"].shape == (3,)
+    for command in (("inspect", str(path)), ("convert", str(path), "-o", str(tmp_path / "out.safetensors"))):
+        message = _refusal(*command)
+        assert ("a PyTorch checkpoint in its oldest format, a tar of storages, tensors and pickle (torch.save of "
+                "PyTorch 0.1), which weightdoctor does not read: torch.load(path, weights_only=False) still reads "
+                "it, for a file you trust") in message, message
+        assert "nor a PyTorch pickle" not in message
+    assert not (tmp_path / "out.safetensors").exists()
+    # Its pickles are scanned first: one that imports a dangerous global is refused as such, never suggested to torch.
+    import os
+
+    _torch_tar(tmp_path / "evil.pth", {"w": np.ones(2, np.float32)}, extra_global=os.system)
+    message = _refusal("inspect", str(tmp_path / "evil.pth"))
+    assert "system" in message and "torch.load(path, weights_only=False)" not in message, message
