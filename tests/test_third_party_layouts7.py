@@ -1,10 +1,11 @@
 """A seventh round of checkpoints as other tools write them: llama.cpp's legacy GGML files and GGUF, MindSpore's
-protobuf .ckpt, PaddlePaddle's inference files, PyTorch's oldest tar format. Each one weightdoctor cannot read is
-refused by name, with the tool that reads or converts it."""
+protobuf .ckpt, PaddlePaddle's inference files, PyTorch's oldest tar format, AdapterHub (adapter-transformers)
+adapters. Each one weightdoctor cannot read is refused by name, with the tool that reads or converts it."""
 
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import struct
 import tarfile
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_json
 
 
 def _refusal(*args: str) -> str:
@@ -188,3 +189,48 @@ def test_a_checkpoint_in_pytorchs_tar_format_says_how_torch_reads_it(tmp_path: P
     _torch_tar(tmp_path / "evil.pth", {"w": np.ones(2, np.float32)}, extra_global=os.system)
     message = _refusal("inspect", str(tmp_path / "evil.pth"))
     assert "system" in message and "torch.load(path, weights_only=False)" not in message, message
+
+
+def _adapterhub_folder(folder: Path) -> None:
+    """An adapter as AdapterHub's save_adapter writes it (adapter-transformers 3.x, adapters 1.x): adapter_config.json
+    (the adapter's architecture under "config", beside model_class, model_name, name, version), pytorch_adapter.bin,
+    and with a head head_config.json and pytorch_model_head.bin."""
+    folder.mkdir()
+    prefix = "bert.encoder.layer.0.output.adapters.sst-2"
+    torch.save({f"{prefix}.adapter_down.0.weight": torch.randn(2, 8), f"{prefix}.adapter_down.0.bias": torch.zeros(2),
+                f"{prefix}.adapter_up.weight": torch.randn(8, 2), f"{prefix}.adapter_up.bias": torch.zeros(8)},
+               folder / "pytorch_adapter.bin")
+    (folder / "adapter_config.json").write_text(json.dumps({
+        "config": {"architecture": None, "reduction_factor": 4, "non_linearity": "relu", "mh_adapter": False,
+                   "output_adapter": True}, "hidden_size": 8, "model_class": "BertModelWithHeads",
+        "model_name": "bert-base-uncased", "model_type": "bert", "name": "sst-2", "version": "3.2.1"}))
+    (folder / "head_config.json").write_text(json.dumps({
+        "config": {"head_type": "classification", "num_labels": 2, "layers": 2, "activation_function": "tanh"},
+        "hidden_size": 8, "model_class": "BertModelWithHeads", "model_name": "bert-base-uncased",
+        "model_type": "bert", "name": "sst-2", "version": "3.2.1"}))
+    torch.save({"heads.sst-2.1.weight": torch.randn(8, 8), "heads.sst-2.4.weight": torch.randn(2, 8)},
+               folder / "pytorch_model_head.bin")
+
+
+def test_an_adapterhub_adapter_is_named_not_called_a_broken_peft_adapter(tmp_path: Path) -> None:
+    """An AdapterHub adapter's adapter_config.json has no peft_type: inspect warned "PEFT cannot load this adapter"
+    as if it were a damaged PEFT one, and its folder was "several weight files and no index; name one"."""
+    folder = tmp_path / "bert-base-uncased-pf-sst2"
+    _adapterhub_folder(folder)
+    message = _refusal("inspect", str(folder))
+    assert ("folder holds an AdapterHub adapter ('sst-2', for bert-base-uncased), saved by adapter-transformers or "
+            "adapters: pytorch_adapter.bin holds the adapter's weights, pytorch_model_head.bin its prediction head "
+            "(head_config.json)") in message, message
+    assert "model.load_adapter(folder)" in message and "bert-base-uncased-pf-sst2/pytorch_adapter.bin" in message
+
+    code, data = run_json("inspect", str(folder / "pytorch_adapter.bin"))
+    assert code == 0 and data["num_params"] == 2 * 8 + 2 + 8 * 2 + 8, data
+    assert data["warnings"] == ["adapter_config.json beside the weights is an AdapterHub adapter ('sst-2', for "
+                                "bert-base-uncased), saved by adapter-transformers or adapters: the adapters library "
+                                "loads it (model.load_adapter(folder)), PEFT cannot"], data["warnings"]
+    # A config that is neither keeps its plain warning.
+    (folder / "adapter_config.json").write_text(json.dumps({"r": 4}))
+    code, data = run_json("inspect", str(folder / "pytorch_adapter.bin"))
+    assert data["warnings"] == ["adapter_config.json beside the weights has no peft_type: PEFT cannot load this "
+                                "adapter"], data["warnings"]
+    assert "several weight files and no index" in _refusal("inspect", str(folder))

@@ -950,6 +950,9 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
         raise UnsupportedFormat(
             f"folder holds only variants of {stems.pop()} ({names}) and no plain file: from_pretrained reads one only "
             f"when asked, {asked} (diffusers and transformers alike); name a file to read it", str(folder))
+    adapterhub = _adapterhub_folder(folder, weights)
+    if adapterhub is not None:
+        raise UnsupportedFormat(adapterhub, str(folder))
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
 
 
@@ -962,6 +965,46 @@ def _quant_method(folder: Path) -> str | None:
     quantization = config.get("quantization_config") if isinstance(config, dict) else None
     method = quantization.get("quant_method") if isinstance(quantization, dict) else None
     return method if isinstance(method, str) else None
+
+
+# The files AdapterHub's save_adapter writes (adapter-transformers, and its successor the adapters library).
+ADAPTERHUB_WEIGHTS = ("pytorch_adapter.bin", "adapter.safetensors")
+ADAPTERHUB_HEADS = ("pytorch_model_head.bin", "model_head.safetensors")
+
+
+def adapterhub_adapter(config: Any) -> str | None:
+    """What an AdapterHub adapter_config.json describes ("an AdapterHub adapter ('sst-2', for bert-base-uncased)"),
+    or None when `config` is not one.
+
+    save_adapter writes the adapter's architecture under "config" beside model_class / model_name / name: no
+    peft_type, so PEFT refuses it, though the adapters library loads it.
+    """
+    if not isinstance(config, dict) or "peft_type" in config or not isinstance(config.get("config"), dict):
+        return None
+    if not any(isinstance(config.get(key), str) for key in ("model_class", "model_name", "model_type")):
+        return None
+    name, model = config.get("name"), config.get("model_name")
+    said = ", ".join(part for part in (repr(name) if isinstance(name, str) else "",
+                                       f"for {model}" if isinstance(model, str) else "") if part)
+    return f"an AdapterHub adapter{f' ({said})' if said else ''}, saved by adapter-transformers or adapters"
+
+
+def _adapterhub_folder(folder: Path, weights: list[Path]) -> str | None:
+    """The refusal for a save_adapter folder holding both the adapter and its prediction head, or None."""
+    names = {p.name for p in weights}
+    adapter = next((n for n in ADAPTERHUB_WEIGHTS if n in names), None)
+    head = next((n for n in ADAPTERHUB_HEADS if n in names), None)
+    if adapter is None or head is None or not (folder / "adapter_config.json").is_file():
+        return None
+    try:
+        described = adapterhub_adapter(_read_json(folder / "adapter_config.json"))
+    except (WeightDoctorError, OSError):
+        return None
+    if described is None:
+        return None
+    return (f"folder holds {described}: {adapter} holds the adapter's weights, {head} its prediction head "
+            "(head_config.json); the adapters library's model.load_adapter(folder) loads both into the model, "
+            f"PEFT loads neither; name one to read it (e.g. {folder.name}/{adapter})")
 
 
 def _shard_set(weights: list[Path]) -> tuple[str, str, int] | None:
