@@ -234,3 +234,33 @@ def test_an_adapterhub_adapter_is_named_not_called_a_broken_peft_adapter(tmp_pat
     assert data["warnings"] == ["adapter_config.json beside the weights has no peft_type: PEFT cannot load this "
                                 "adapter"], data["warnings"]
     assert "several weight files and no index" in _refusal("inspect", str(folder))
+
+
+def test_a_paddle_checkpoint_says_its_names_and_linear_weights_are_paddles(tmp_path: Path) -> None:
+    """paddle.save(layer.state_dict()) pickles numpy arrays under the structured names, beside a
+    StructuredToParameterName@@ table (protocol 4). It was read as "a plain Python pickle", and convert wrote its
+    Linear weights, stored [in, out], to a safetensors file as if a PyTorch Linear ([out, in]) could load them; a
+    PaddleNLP folder holding it was "folder holds no weight file" without a word of it."""
+    folder = tmp_path / "ernie-3.0-nano-zh"
+    folder.mkdir()
+    state = {"ernie.embeddings.word_embeddings.weight": np.ones((10, 8), np.float32),
+             "ernie.encoder.layers.0.linear1.weight": np.ones((8, 16), np.float32),  # [in, out]
+             "ernie.encoder.layers.0.linear1.bias": np.zeros(16, np.float32)}
+    table = {"ernie.embeddings.word_embeddings.weight": "embedding_0.w_0",
+             "ernie.encoder.layers.0.linear1.weight": "linear_0.w_0",
+             "ernie.encoder.layers.0.linear1.bias": "linear_0.b_0"}
+    (folder / "model_state.pdparams").write_bytes(pickle.dumps({**state, "StructuredToParameterName@@": table},
+                                                               protocol=4))
+    code, data = run_json("inspect", str(folder / "model_state.pdparams"))
+    assert code == 0 and data["num_params"] == 80 + 128 + 16, data
+    assert data["skipped_entries"] == ["StructuredToParameterName@@ (dict, 3 entries)"]
+    assert any("a PaddlePaddle checkpoint (paddle.save: a pickle of numpy arrays)" in w
+               and "Paddle stores a Linear layer's weight as [in, out], the transpose of PyTorch's [out, in]" in w
+               for w in data["warnings"]), data["warnings"]
+    result = run_cli("convert", str(folder / "model_state.pdparams"), "-o", str(tmp_path / "out.safetensors"))
+    assert result.exit_code == 0 and "the transpose of PyTorch's" in " ".join(result.stderr.split()), result.stderr
+
+    message = _refusal("inspect", str(folder))
+    assert ("it holds model_state.pdparams, a PaddlePaddle checkpoint (paddle.save, not PyTorch), read when named "
+            "(ernie-3.0-nano-zh/model_state.pdparams)") in message, message
+    assert "which weightdoctor does not read" not in message

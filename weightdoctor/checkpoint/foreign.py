@@ -248,7 +248,9 @@ def unsupported_message(kind: str, name: str = "NAME") -> str:
 _FOREIGN_SUBFOLDERS = ("onnx",)
 
 
-_FOREIGN_SUFFIXES = (".gguf", ".onnx", ".h5", ".keras", ".msgpack", ".tflite", ".npz")
+_FOREIGN_SUFFIXES = (".gguf", ".onnx", ".h5", ".keras", ".msgpack", ".tflite", ".npz", ".pdparams", ".pdiparams")
+# Foreign weights weightdoctor still reads when the file is named: paddle.save's pickle of numpy arrays.
+READ_WHEN_NAMED = (".pdparams",)
 
 
 def foreign_files_in(folder: Path) -> list[str]:

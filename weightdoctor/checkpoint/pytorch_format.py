@@ -748,6 +748,9 @@ def _inert_names(report: ScanReport) -> frozenset[str]:
     return frozenset(g.qualified for g in report.globals if g.safety == INERT)
 
 
+_PADDLE_NAME_TABLE = "StructuredToParameterName@@"
+
+
 def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None = None) -> PickleContents:
     """Scan a pickle-based checkpoint, then load it with torch's restricted loader and find its state dict.
 
@@ -772,8 +775,15 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
     notes: list[str] = []
     if obj is None and report.container == "pickle":
         obj = _load_plain_pickle(path, _inert_names(report))
-        notes.append("a plain Python pickle (pickle.dump), not a torch.save file: torch.load cannot read it; "
-                     "its numpy arrays were read as tensors")
+        if path.suffix in (".pdparams", ".pdopt") or isinstance(obj, Mapping) and _PADDLE_NAME_TABLE in obj:
+            # paddle.save pickles a state dict as numpy arrays beside this table of Paddle's parameter names.
+            notes.append("a PaddlePaddle checkpoint (paddle.save: a pickle of numpy arrays), not a torch.save file: "
+                         "torch.load cannot read it; its arrays were read as tensors, under Paddle's names, and "
+                         "Paddle stores a Linear layer's weight as [in, out], the transpose of PyTorch's [out, in]: "
+                         "a PyTorch model loads them only through a conversion that renames and transposes them")
+        else:
+            notes.append("a plain Python pickle (pickle.dump), not a torch.save file: torch.load cannot read it; "
+                         "its numpy arrays were read as tensors")
     if obj is None:
         obj = _load_with_torch(path, fmt, report)
     if _identity(path) != before:

@@ -597,9 +597,15 @@ def _no_weights_message(folder: Path) -> str:
     from weightdoctor.checkpoint import foreign
 
     message = "folder holds no weight file (.safetensors, .bin, .pt, .pth, .ckpt)"
-    others = foreign.foreign_files_in(folder)
+    found = foreign.foreign_files_in(folder)
+    others = [name for name in found if not name.endswith(foreign.READ_WHEN_NAMED)]
     if others:
         message += f"; it holds {', '.join(others[:6])}, which weightdoctor does not read (not PyTorch)"
+    paddle = [name for name in found if name.endswith(foreign.READ_WHEN_NAMED)]
+    if paddle:
+        # PaddleNLP / PaddleOCR repos: model_state.pdparams, a pickle of numpy arrays read when named.
+        message += (f"; it holds {', '.join(paddle[:4])}, a PaddlePaddle checkpoint (paddle.save, not PyTorch), "
+                    f"read when named ({folder.name}/{paddle[0]})")
     try:
         # torch.save files named .pth.tar, as timm's train.py (checkpoint-N, last, model_best) and PyTorch's ImageNet
         # example save them: read when named, not looked for in a folder.
