@@ -264,3 +264,26 @@ def test_a_paddle_checkpoint_says_its_names_and_linear_weights_are_paddles(tmp_p
     assert ("it holds model_state.pdparams, a PaddlePaddle checkpoint (paddle.save, not PyTorch), read when named "
             "(ernie-3.0-nano-zh/model_state.pdparams)") in message, message
     assert "which weightdoctor does not read" not in message
+
+
+def test_numpy_and_flax_files_say_how_to_get_safetensors_from_them(tmp_path: Path) -> None:
+    """np.savez / MLX's mx.savez archives, np.save arrays and flax_model.msgpack were named, but nothing said how to
+    reach a file weightdoctor reads. The npz route given is followed here to the end."""
+    from safetensors.numpy import save_file
+
+    state = {"model.layers.0.self_attn.q_proj.weight": np.ones((4, 4), np.float32), "lm_head.weight": np.ones((8, 4))}
+    np.savez(tmp_path / "weights.npz", **state)
+    message = _refusal("inspect", str(tmp_path / "weights.npz"))
+    assert ("this is a NumPy .npz archive; weightdoctor reads safetensors and PyTorch (torch.save) checkpoints only; "
+            "numpy.load(path) gives its arrays by name; safetensors.numpy.save_file(dict(numpy.load(path)), "
+            "'model.safetensors') writes them to read here") in message, message
+    save_file(dict(np.load(tmp_path / "weights.npz")), str(tmp_path / "model.safetensors"))
+    code, data = run_json("inspect", str(tmp_path / "model.safetensors"))
+    assert code == 0 and data["num_params"] == 16 + 32, data
+
+    np.save(tmp_path / "state.npy", np.array(state, dtype=object), allow_pickle=True)
+    message = _refusal("inspect", str(tmp_path / "state.npy"))
+    assert "this is a NumPy .npy array" in message and "allow_pickle=True, only for a file you trust" in message
+    (tmp_path / "flax_model.msgpack").write_bytes(b"\x81\xa6params\x80")
+    message = _refusal("inspect", str(tmp_path / "flax_model.msgpack"))
+    assert "this is a Flax msgpack checkpoint" in message and "flax.serialization.msgpack_restore" in message

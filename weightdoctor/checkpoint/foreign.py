@@ -21,12 +21,22 @@ _GGMF = "a legacy GGML (ggmf) file of old llama.cpp"
 _GGJT = "a legacy GGML (ggjt) file of old llama.cpp"
 _GGLA = "a legacy GGML LoRA adapter (ggla) of old llama.cpp, converted from a PEFT adapter_model.bin"
 _GGML_TO_GGUF = "llama.cpp's convert_llama_ggml_to_gguf.py turns a LLaMA one into GGUF"
+# np.savez (and MLX's mx.savez) write a zip of .npy files; flax.serialization's msgpack holds nested arrays.
+_NPZ = "a NumPy .npz archive"
+_NPY = "a NumPy .npy array"
+_MSGPACK = "a Flax msgpack checkpoint"
 # What reads or converts a recognised format into what weightdoctor reads, said after the refusal.
 _CONVERTERS: dict[str, str] = {
     _GGUF: ("transformers reads it into PyTorch, dequantized (from_pretrained(folder, gguf_file={name!r}), with "
             "the gguf package), and save_pretrained then writes safetensors"),
     _GGML: _GGML_TO_GGUF, _GGMF: _GGML_TO_GGUF, _GGJT: _GGML_TO_GGUF,
     _GGLA: "the PEFT adapter it was converted from is what weightdoctor reads",
+    _NPZ: ("numpy.load(path) gives its arrays by name; safetensors.numpy.save_file(dict(numpy.load(path)), "
+           "'model.safetensors') writes them to read here"),
+    _NPY: ("numpy.load(path) reads it (a dict saved with np.save needs allow_pickle=True, only for a file you trust, "
+           "then .item()); save its arrays with safetensors.numpy.save_file to read them here"),
+    _MSGPACK: ("flax.serialization.msgpack_restore reads its nested arrays; transformers 4's from_pretrained(folder, "
+               "from_flax=True) converts a transformers model's to PyTorch, and save_pretrained writes safetensors"),
 }
 # (magic at offset 0, what the file is)
 _MAGICS: tuple[tuple[bytes, str], ...] = (
@@ -36,7 +46,7 @@ _MAGICS: tuple[tuple[bytes, str], ...] = (
     (b"ggmf", _GGMF), (b"fmgg", _GGMF),
     (b"ggla", _GGLA), (b"algg", _GGLA),
     (b"\x89HDF\r\n\x1a\n", "an HDF5 file (Keras / TensorFlow .h5 weights)"),
-    (b"\x93NUMPY", "a NumPy .npy array"),
+    (b"\x93NUMPY", _NPY),
     (b"version https://git-lfs", "a Git LFS pointer, not the weights (run `git lfs pull` in the clone)"),
 )
 
@@ -50,9 +60,9 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
     (".ort", "an ONNX Runtime model"),
     (".tflite", "a TensorFlow Lite model"),
     (".pte", "an ExecuTorch program (.pte), run by the ExecuTorch runtime"),
-    (".msgpack", "a Flax msgpack checkpoint"),
-    (".npy", "a NumPy .npy array"),
-    (".npz", "a NumPy .npz archive"),
+    (".msgpack", _MSGPACK),
+    (".npy", _NPY),
+    (".npz", _NPZ),
     (".pb", "a TensorFlow protobuf (SavedModel or frozen graph)"),
     (".index", "a TensorFlow checkpoint index"),
     (".mlmodel", "a Core ML model"),
@@ -165,7 +175,7 @@ def _zip_kind(path: Path) -> str | None:
     if any(n.endswith("data.pkl") for n in names):
         return None  # a torch.save archive
     if names and all(n.endswith(".npy") for n in names):
-        return "a NumPy .npz archive"
+        return _NPZ
     if any(n.endswith(".weights.h5") for n in names) or "metadata.json" in names and "config.json" in names:
         return "a Keras model archive (.keras)"
     if "MAR-INF/MANIFEST.json" in names:
