@@ -287,3 +287,32 @@ def test_numpy_and_flax_files_say_how_to_get_safetensors_from_them(tmp_path: Pat
     (tmp_path / "flax_model.msgpack").write_bytes(b"\x81\xa6params\x80")
     message = _refusal("inspect", str(tmp_path / "flax_model.msgpack"))
     assert "this is a Flax msgpack checkpoint" in message and "flax.serialization.msgpack_restore" in message
+
+
+def test_an_adapterhub_adapter_against_its_base_model_is_an_adapter_that_fits(tmp_path: Path) -> None:
+    """diff-keys ADAPTER BASE for an AdapterHub adapter called every base weight "unknown: these weights will not
+    load" (error, exit 1) and told to load the adapter "through PEFT", which cannot; the adapters library loads it."""
+    from transformers import BertConfig, BertModel
+
+    def bert(hidden: int, where: Path) -> None:
+        torch.manual_seed(0)
+        BertModel(BertConfig(hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                             vocab_size=30, max_position_embeddings=16)).save_pretrained(where)
+
+    _adapterhub_folder(tmp_path / "adapter")
+    bert(8, tmp_path / "bert")
+    code, data = run_json("diff-keys", str(tmp_path / "adapter" / "pytorch_adapter.bin"), str(tmp_path / "bert"))
+    assert code == 0 and data["worst_severity"] == "info", data
+    reasons = {i["name"]: (i["reason"], i["severity"], i["detail"]) for i in data["missing"] + data["unexpected"]}
+    assert reasons["embeddings.word_embeddings.weight"] == ("adapter-base", "info", ""), reasons
+    assert reasons["bert.encoder.layer.0.output.adapters.sst-2.adapter_up.weight"] == (
+        "adapter", "info", "bottleneck adapter 'sst-2' on encoder.layer.0.output"), reasons
+    assert any(n.startswith("A is an AdapterHub adapter (sst-2; adapter-transformers or adapters) on 1 module(s), 1 "
+                            "of them in B with shapes that fit") and "model.load_adapter(folder)" in n
+               for n in data["notes"]), data["notes"]
+    # A base of another width does not take it.
+    bert(16, tmp_path / "bert-wider")
+    code, data = run_json("diff-keys", str(tmp_path / "adapter" / "pytorch_adapter.bin"), str(tmp_path / "bert-wider"))
+    assert code == 1, data
+    assert any(i["severity"] == "error" and i["detail"] == "2×8 does not fit encoder.layer.0.output in B"
+               for i in data["unexpected"]), data["unexpected"]
