@@ -316,3 +316,22 @@ def test_an_adapterhub_adapter_against_its_base_model_is_an_adapter_that_fits(tm
     assert code == 1, data
     assert any(i["severity"] == "error" and i["detail"] == "2×8 does not fit encoder.layer.0.output in B"
                for i in data["unexpected"]), data["unexpected"]
+
+
+def test_a_folder_of_ggml_quantizations_is_named_not_called_variants(tmp_path: Path) -> None:
+    """TheBloke's GGML repos hold one .bin per quantization (llama-2-7b-chat.ggmlv3.q4_0.bin, ...q5_K_M.bin): the
+    folder was "only variants of llama-2-7b-chat ... from_pretrained reads one only when asked, variant='q4_0'",
+    which no loader does with GGML files."""
+    folder = tmp_path / "Llama-2-7B-Chat-GGML"
+    folder.mkdir()
+    for quant in ("q4_0", "q5_K_M"):
+        _ggml_file(folder / f"llama-2-7b-chat.ggmlv3.{quant}.bin", 0x67676A74)
+    (folder / "README.md").write_text("# Llama 2 7B Chat - GGML\n")
+    for command in (("inspect", str(folder)), ("plan-devices", str(folder), "--gpu", "1GB")):
+        message = _refusal(*command)
+        assert ("folder's weight files (llama-2-7b-chat.ggmlv3.q4_0.bin, llama-2-7b-chat.ggmlv3.q5_K_M.bin) are not "
+                "PyTorch checkpoints: each is a legacy GGML (ggjt) file of old llama.cpp") in message, message
+        assert "convert_llama_ggml_to_gguf.py" in message and "variant" not in message
+    # Beside a PyTorch file they are not in the way of the usual "name one".
+    torch.save({"w": torch.ones(2)}, folder / "consolidated.bin")
+    assert "several weight files and no index" in _refusal("inspect", str(folder))

@@ -866,6 +866,15 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             raise CorruptCheckpoint(_dangling_message(dangling[0]), str(dangling[0]))
         raise SourceNotFound(_no_weights_message(folder), str(folder))
     names = ", ".join(p.name for p in weights[:6])
+    foreign_kinds = _foreign_kinds(weights)
+    if foreign_kinds is not None:
+        # TheBloke's GGML repos: one .bin per quantization (llama-2-7b.ggmlv3.q4_0.bin, ...), none of them a pickle;
+        # their names read like variants, and were said to be ones.
+        from weightdoctor.checkpoint import foreign
+
+        said = foreign.unsupported_message(foreign_kinds[0], weights[0].name).removeprefix("this is ")
+        said = f"each is {said}" if len(set(foreign_kinds)) == 1 else f"{weights[0].name} is {said}"
+        raise UnsupportedFormat(f"folder's weight files ({names}) are not PyTorch checkpoints: {said}", str(folder))
     if all(re.fullmatch(r"zero_pp_rank_\d+_mp_rank_\d+_model_states\.pt", p.name) for p in weights) and (
             universal := _universal_parameters(folder / "zero")):
         # ds_to_universal.py copies them beside zero/, where the fp32 values are: no partitions to gather here.
@@ -960,6 +969,24 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     if adapterhub is not None:
         raise UnsupportedFormat(adapterhub, str(folder))
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
+
+
+def _foreign_kinds(weights: list[Path]) -> list[str] | None:
+    """What each file is when every one is a recognised foreign format (GGML, GGUF, ... under .bin names), else
+    None. Reads 32 bytes of each file."""
+    from weightdoctor.checkpoint import foreign
+
+    kinds = []
+    for path in weights:
+        try:
+            prefix = _read_prefix(path, 32)
+        except OSError:
+            return None
+        kind = foreign.identify(path, prefix) if not safetensors_format.looks_like_safetensors(prefix) else None
+        if kind is None:
+            return None
+        kinds.append(kind)
+    return kinds
 
 
 def _quant_method(folder: Path) -> str | None:
