@@ -335,3 +335,18 @@ def test_a_folder_of_ggml_quantizations_is_named_not_called_variants(tmp_path: P
     # Beside a PyTorch file they are not in the way of the usual "name one".
     torch.save({"w": torch.ones(2)}, folder / "consolidated.bin")
     assert "several weight files and no index" in _refusal("inspect", str(folder))
+
+
+def test_planning_an_adapterhub_adapter_says_the_base_is_not_planned(tmp_path: Path) -> None:
+    """plan-devices on an AdapterHub adapter folder planned its few kB as the model, "fits on the GPUs", without the
+    word it says for a PEFT adapter: the base model it is loaded into is what needs the memory."""
+    folder = tmp_path / "bert-base-uncased-pf-sst2"
+    _adapterhub_folder(folder)
+    (folder / "pytorch_model_head.bin").unlink()
+    (folder / "head_config.json").unlink()
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert code == 0, data
+    assert ("this is an AdapterHub adapter ('sst-2', for bert-base-uncased), saved by adapter-transformers or "
+            "adapters: only its own weights are planned, not the base model the adapters library loads it into "
+            "(model.load_adapter); plan the base (weightdoctor plan-devices bert-base-uncased ...) and add the "
+            "adapter's size") in data["warnings"], data["warnings"]

@@ -1022,17 +1022,25 @@ def adapterhub_adapter(config: Any) -> str | None:
     return f"an AdapterHub adapter{f' ({said})' if said else ''}, saved by adapter-transformers or adapters"
 
 
+def adapterhub_config(folder: Path) -> dict[str, Any] | None:
+    """The folder's adapter_config.json when AdapterHub wrote it (see `adapterhub_adapter`), else None."""
+    path = folder / "adapter_config.json"
+    try:
+        if not path.is_file() or path.stat().st_size > 1 << 20:  # a config, not data
+            return None
+        config = _read_json(path)
+    except (WeightDoctorError, OSError):
+        return None
+    return config if adapterhub_adapter(config) is not None else None
+
+
 def _adapterhub_folder(folder: Path, weights: list[Path]) -> str | None:
     """The refusal for a save_adapter folder holding both the adapter and its prediction head, or None."""
     names = {p.name for p in weights}
     adapter = next((n for n in ADAPTERHUB_WEIGHTS if n in names), None)
     head = next((n for n in ADAPTERHUB_HEADS if n in names), None)
-    if adapter is None or head is None or not (folder / "adapter_config.json").is_file():
-        return None
-    try:
-        described = adapterhub_adapter(_read_json(folder / "adapter_config.json"))
-    except (WeightDoctorError, OSError):
-        return None
+    config = adapterhub_config(folder) if adapter is not None and head is not None else None
+    described = adapterhub_adapter(config)
     if described is None:
         return None
     return (f"folder holds {described}: {adapter} holds the adapter's weights, {head} its prediction head "
