@@ -601,6 +601,10 @@ def _no_weights_message(folder: Path) -> str:
     others = [name for name in found if not name.endswith(foreign.READ_WHEN_NAMED)]
     if others:
         message += f"; it holds {', '.join(others[:6])}, which weightdoctor does not read (not PyTorch)"
+        gguf = next((name for name in others if name.lower().endswith(".gguf")), None)
+        if gguf is not None:  # the way to PyTorch weights, as the file's own refusal says it
+            message += (f"; transformers reads {gguf} into PyTorch, dequantized (from_pretrained(folder, "
+                        f"gguf_file={gguf!r})), and save_pretrained then writes safetensors")
     paddle = [name for name in found if name.endswith(foreign.READ_WHEN_NAMED)]
     if paddle:
         # PaddleNLP / PaddleOCR repos: model_state.pdparams, a pickle of numpy arrays read when named.
