@@ -358,3 +358,26 @@ def test_planning_an_adapterhub_adapter_says_the_base_is_not_planned(tmp_path: P
             "adapters: only its own weights are planned, not the base model the adapters library loads it into "
             "(model.load_adapter); plan the base (weightdoctor plan-devices bert-base-uncased ...) and add the "
             "adapter's size") in data["warnings"], data["warnings"]
+
+
+def test_a_speechbrain_hub_model_names_its_module_files(tmp_path: Path) -> None:
+    """A SpeechBrain model as the Hub holds it (speechbrain/spkrec-ecapa-voxceleb: hyperparams.yaml, whose
+    Pretrainer loads embedding_model.ckpt, classifier.ckpt and mean_var_norm_emb.ckpt, each torch.save'd on its own)
+    was "several weight files and no index; name one", as if they were stray files."""
+    folder = tmp_path / "spkrec-ecapa-voxceleb"
+    folder.mkdir()
+    torch.save({"blocks.0.conv.conv.weight": torch.randn(8, 4, 5), "fc.conv.weight": torch.randn(16, 8, 1)},
+               folder / "embedding_model.ckpt")
+    torch.save({"out.w.weight": torch.randn(10, 16)}, folder / "classifier.ckpt")
+    torch.save({"count": 5, "glob_mean": torch.zeros(16), "glob_std": torch.ones(16)},
+               folder / "mean_var_norm_emb.ckpt")
+    (folder / "hyperparams.yaml").write_text("pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
+                                             "  loadables:\n    embedding_model: !ref <embedding_model>\n")
+    (folder / "label_encoder.txt").write_text("'id10001' => 0\n")
+    message = _refusal("inspect", str(folder))
+    assert ("a SpeechBrain pretrained model (hyperparams.yaml, which from_hparams reads): its Pretrainer loads each "
+            "module from a .ckpt file of its own (classifier.ckpt, embedding_model.ckpt, mean_var_norm_emb.ckpt)") \
+        in message, message
+    assert "(e.g. spkrec-ecapa-voxceleb/embedding_model.ckpt)" in message and "several weight files" not in message
+    code, data = run_json("inspect", str(folder / "embedding_model.ckpt"))
+    assert code == 0 and data["num_params"] == 8 * 4 * 5 + 16 * 8, data

@@ -920,6 +920,14 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
                "counter), not weights" if text else "")
             + f"; name the module's file to read it (e.g. {folder.name}/{pickled[0] if pickled else 'model.ckpt'})",
             str(folder))
+    if (folder / "hyperparams.yaml").is_file() and all(p.suffix == ".ckpt" for p in weights):
+        # A SpeechBrain model on the Hub (speechbrain/spkrec-ecapa-voxceleb): from_hparams reads hyperparams.yaml,
+        # whose Pretrainer loads one .ckpt per module (embedding_model.ckpt, classifier.ckpt, mean_var_norm_emb.ckpt).
+        example = next((p.name for p in weights if "model" in p.name), weights[0].name)
+        raise UnsupportedFormat(
+            f"a SpeechBrain pretrained model (hyperparams.yaml, which from_hparams reads): its Pretrainer loads each "
+            f"module from a .ckpt file of its own ({names}), not the shards of one state dict; name the module's file "
+            f"to read it (e.g. {folder.name}/{example})", str(folder))
     if {p.name for p in weights} >= {"fp32.pt", "exp_avg.pt"} and _universal_parameters(folder.parent):
         raise UnsupportedFormat(
             f"one parameter of a DeepSpeed universal checkpoint ({folder.name}): fp32.pt holds its fp32 value, "
