@@ -237,10 +237,11 @@ def test_an_adapterhub_adapter_is_named_not_called_a_broken_peft_adapter(tmp_pat
                                 "bert-base-uncased), saved by adapter-transformers or adapters: the adapters library "
                                 "loads it (model.load_adapter(folder)), PEFT cannot"], data["warnings"]
     # A config that is neither keeps its plain warning.
-    (folder / "adapter_config.json").write_text(json.dumps({"r": 4}))
-    code, data = run_json("inspect", str(folder / "pytorch_adapter.bin"))
-    assert data["warnings"] == ["adapter_config.json beside the weights has no peft_type: PEFT cannot load this "
-                                "adapter"], data["warnings"]
+    for other in ({"r": 4}, {"config": {"hidden": 8}, "model_type": "bert"}):
+        (folder / "adapter_config.json").write_text(json.dumps(other))
+        code, data = run_json("inspect", str(folder / "pytorch_adapter.bin"))
+        assert data["warnings"] == ["adapter_config.json beside the weights has no peft_type: PEFT cannot load this "
+                                    "adapter"], data["warnings"]
     assert "several weight files and no index" in _refusal("inspect", str(folder))
 
 

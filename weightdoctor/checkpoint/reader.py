@@ -1028,6 +1028,8 @@ def adapterhub_adapter(config: Any) -> str | None:
         return None
     if not any(isinstance(config.get(key), str) for key in ("model_class", "model_name", "model_type")):
         return None
+    if "architecture" not in config["config"] and not isinstance(config.get("version"), str):
+        return None  # every AdapterConfig's to_dict has its architecture; save_adapter adds the library's version
     name, model = config.get("name"), config.get("model_name")
     said = ", ".join(part for part in (repr(name) if isinstance(name, str) else "",
                                        f"for {model}" if isinstance(model, str) else "") if part)
