@@ -1,6 +1,7 @@
 """A seventh round of checkpoints as other tools write them: llama.cpp's legacy GGML files and GGUF, MindSpore's
-protobuf .ckpt, PaddlePaddle's inference files, PyTorch's oldest tar format, AdapterHub (adapter-transformers)
-adapters. Each one weightdoctor cannot read is refused by name, with the tool that reads or converts it."""
+protobuf .ckpt, PaddlePaddle's files, NumPy and Flax files, PyTorch's oldest tar format, AdapterHub
+(adapter-transformers) adapters, SpeechBrain Hub folders. Each one weightdoctor cannot read is refused by name, with
+the tool that reads or converts it."""
 
 from __future__ import annotations
 
