@@ -495,6 +495,10 @@ def adapter_fit(
     if "prompt_embeddings" in unexpected:
         return _prompt_adapter_fit(specs_a, specs_b, unexpected, missing)
     joined = "\n".join(unexpected)
+    if ".adapters." in joined or ".loras." in joined:
+        whys, note = _adapterhub_fit(specs_a, specs_b, unexpected, missing)
+        if whys:
+            return whys, note
     if ".lora_" not in joined and ".ia3_l" not in joined:  # one substring test spares 10,000s of regex matches
         return {}, ""
     pairs = [(name, match) for name in unexpected if (match := _LORA_PAIR.match(name))]
@@ -586,6 +590,66 @@ def adapter_fit(
         note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B with "
                 f"shapes that fit; it stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
                 "or merge it (merge_and_unload) before comparing whole checkpoints")
+    return whys, note
+
+
+# AdapterHub's save_adapter (adapter-transformers, adapters) stores each adapter under the module it follows, named:
+# `bert.encoder.layer.0.output.adapters.sst-2.adapter_down.0.weight` (bottleneck × hidden) and `.adapter_up.weight`
+# (hidden × bottleneck) for a bottleneck adapter, `...attention.self.query.loras.NAME.lora_A` (r × in) and `lora_B`
+# (out × r) for its LoRA. The names carry the model's base prefix (`bert.`), which a bare base model lacks.
+_ADAPTERHUB_KEY = _lazy_regex(
+    r"^(?P<module>.+?)\.(?P<kind>adapters|loras)\.(?P<adapter>[^.]+)\.(?P<part>adapter_down\.0|adapter_up|lora_A|lora_B)"
+    r"\.?(?P<param>weight|bias)?$")
+
+
+def _adapterhub_fit(
+    specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """`adapter_fit` for an AdapterHub adapter: each bottleneck or LoRA module's target in B and whether its width
+    fits; ({}, "") when A is none, or holds most of B's weights (a whole model with adapters added)."""
+    found = [(name, match) for name in unexpected if (match := _ADAPTERHUB_KEY.match(name))]
+    if not found:
+        return {}, ""
+    names = {name for name, _ in found}
+    held = sum(math.prod(spec.shape) for name, spec in specs_a.items() if name not in names)
+    if held * 2 >= sum(math.prod(spec.shape) for spec in specs_b.values()):
+        return {}, ""
+    # Every module path of B (a prefix of its keys), to find a target in one look-up.
+    b_modules = {key.rsplit(".", i)[0] for key in specs_b for i in range(1, key.count(".") + 1)}
+
+    def in_b(module: str) -> str | None:
+        # The module as B names it: as saved, or without the head model's base prefix (`bert.`).
+        return next((c for c in (module, module.split(".", 1)[-1]) if c in b_modules), None)
+
+    whys: dict[str, tuple[str, str, str]] = {}
+    modules: dict[str, bool] = {}
+    adapters: set[str] = set()
+    for name, match in found:
+        module, part, adapter = match["module"], match["part"], match["adapter"]
+        adapters.add(adapter)
+        target = in_b(module)
+        shape = specs_a[name].shape
+        if target is None:
+            whys[name] = ("adapter", "error", f"adapter {adapter!r} follows {module}, which B does not have")
+            modules[module] = False
+            continue
+        fits = True
+        if part in ("lora_A", "lora_B") and f"{target}.weight" in specs_b:
+            fits = _lora_fits(part, shape, specs_b[f"{target}.weight"].shape)
+        elif part == "adapter_down.0" and len(shape) == 2 and f"{target}.dense.weight" in specs_b:
+            # A bottleneck reads the module's output: as wide as its dense layer's out features (BERT, RoBERTa, ...).
+            fits = shape[1] == specs_b[f"{target}.dense.weight"].shape[0]
+        modules[module] = modules.get(module, True) and fits
+        kind = "LoRA" if match["kind"] == "loras" else "bottleneck adapter"
+        whys[name] = (("adapter", "info", f"{kind} {adapter!r} on {target}") if fits else
+                      ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {target} in B"))
+    for name in missing:
+        whys.setdefault(name, ("adapter-base", "info", ""))
+    fitting = sum(modules.values())
+    note = (f"A is an AdapterHub adapter ({', '.join(sorted(adapters))}; adapter-transformers or adapters) on "
+            f"{len(modules)} module(s), {fitting} of them in B with shapes that fit; it stores no base weights: the "
+            "adapters library loads it into the base model (adapters.init(model), then model.load_adapter(folder)), "
+            "PEFT cannot")
     return whys, note
 
 

@@ -397,6 +397,19 @@ def build_planned_model(
                     f"base model PeftModel.from_pretrained loads it onto; plan the base"
                     + (f" (weightdoctor plan-devices {base} ...)" if isinstance(base, str) and base else "")
                     + " and add the adapter's size")
+        else:
+            from weightdoctor.checkpoint.reader import adapterhub_adapter, adapterhub_config
+
+            folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
+            hub = adapterhub_config(folder)
+            if hub is not None:
+                # Its few kB were planned as if they were the model: the adapters library adds them to a base.
+                base = hub.get("model_name")
+                warnings.append(
+                    f"this is {adapterhub_adapter(hub)}: only its own weights are planned, not the base model the "
+                    "adapters library loads it into (model.load_adapter); plan the base"
+                    + (f" (weightdoctor plan-devices {base} ...)" if isinstance(base, str) and base else "")
+                    + " and add the adapter's size")
     config_quantizer = None
     if not dtype and (quantized := quantized_dtype(checkpoint.config)) is not None:
         config_quantizer = quantized[1]

@@ -232,6 +232,12 @@ def adapter_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str 
         return None, f"adapter_config.json beside the weights cannot be read ({exc}): PEFT cannot load this adapter"
     peft_type = data.get("peft_type") if isinstance(data, dict) else None
     if not isinstance(peft_type, str) or not peft_type:  # absent, null, a number: PEFT knows no such type
+        from weightdoctor.checkpoint.reader import adapterhub_adapter
+
+        described = adapterhub_adapter(data)
+        if described is not None:  # not a broken PEFT config: another library's
+            return None, (f"adapter_config.json beside the weights is {described}: the adapters library loads it "
+                          "(model.load_adapter(folder)), PEFT cannot")
         return None, "adapter_config.json beside the weights has no peft_type: PEFT cannot load this adapter"
     read = [f.path.name for f in checkpoint.weight_files]
     beside = [p.name for p in sorted(folder.glob("adapter_model.*")) if p.suffix in (".safetensors", ".bin", ".pt")]

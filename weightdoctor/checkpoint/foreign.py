@@ -13,19 +13,46 @@ from pathlib import Path
 
 _NOT_READ = "weightdoctor reads safetensors and PyTorch (torch.save) checkpoints only"
 
+_GGUF = "a GGUF file (llama.cpp / ggml)"
+# Old llama.cpp, whisper.cpp and ggml's examples write their magic as a little-endian uint32 (0x67676a74, "ggjt"),
+# so the file starts with the letters reversed ("tjgg"); both orders are named.
+_GGML = "a legacy GGML file (unversioned 'ggml' magic: old llama.cpp, whisper.cpp or ggml's examples)"
+_GGMF = "a legacy GGML (ggmf) file of old llama.cpp"
+_GGJT = "a legacy GGML (ggjt) file of old llama.cpp"
+_GGLA = "a legacy GGML LoRA adapter (ggla) of old llama.cpp, converted from a PEFT adapter_model.bin"
+_GGML_TO_GGUF = "llama.cpp's convert_llama_ggml_to_gguf.py turns a LLaMA one into GGUF"
+# np.savez (and MLX's mx.savez) write a zip of .npy files; flax.serialization's msgpack holds nested arrays.
+_NPZ = "a NumPy .npz archive"
+_NPY = "a NumPy .npy array"
+_MSGPACK = "a Flax msgpack checkpoint"
+# What reads or converts a recognised format into what weightdoctor reads, said after the refusal.
+_CONVERTERS: dict[str, str] = {
+    _GGUF: ("transformers reads it into PyTorch, dequantized (from_pretrained(folder, gguf_file={name!r}), with "
+            "the gguf package), and save_pretrained then writes safetensors"),
+    _GGML: _GGML_TO_GGUF, _GGMF: _GGML_TO_GGUF, _GGJT: _GGML_TO_GGUF,
+    _GGLA: "the PEFT adapter it was converted from is what weightdoctor reads",
+    _NPZ: ("numpy.load(path) gives its arrays by name; safetensors.numpy.save_file(dict(numpy.load(path)), "
+           "'model.safetensors') writes them to read here"),
+    _NPY: ("numpy.load(path) reads it (a dict saved with np.save needs allow_pickle=True, only for a file you trust, "
+           "then .item()); save its arrays with safetensors.numpy.save_file to read them here"),
+    _MSGPACK: ("flax.serialization.msgpack_restore reads its nested arrays; transformers 4's from_pretrained(folder, "
+               "from_flax=True) converts a transformers model's to PyTorch, and save_pretrained writes safetensors"),
+}
 # (magic at offset 0, what the file is)
 _MAGICS: tuple[tuple[bytes, str], ...] = (
-    (b"GGUF", "a GGUF file (llama.cpp / ggml)"),
-    (b"ggjt", "a GGML (ggjt) file (old llama.cpp)"),
-    (b"ggml", "a GGML file (old llama.cpp)"),
+    (b"GGUF", _GGUF),
+    (b"ggjt", _GGJT), (b"tjgg", _GGJT),
+    (b"ggml", _GGML), (b"lmgg", _GGML),
+    (b"ggmf", _GGMF), (b"fmgg", _GGMF),
+    (b"ggla", _GGLA), (b"algg", _GGLA),
     (b"\x89HDF\r\n\x1a\n", "an HDF5 file (Keras / TensorFlow .h5 weights)"),
-    (b"\x93NUMPY", "a NumPy .npy array"),
+    (b"\x93NUMPY", _NPY),
     (b"version https://git-lfs", "a Git LFS pointer, not the weights (run `git lfs pull` in the clone)"),
 )
 
 # (file name suffix, what the file is), for formats without a reliable magic number.
 _SUFFIXES: tuple[tuple[str, str], ...] = (
-    (".gguf", "a GGUF file (llama.cpp / ggml)"),
+    (".gguf", _GGUF),
     (".h5", "an HDF5 file (Keras / TensorFlow .h5 weights)"),
     (".hdf5", "an HDF5 file (Keras / TensorFlow .h5 weights)"),
     (".keras", "a Keras model archive"),
@@ -33,14 +60,20 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
     (".ort", "an ONNX Runtime model"),
     (".tflite", "a TensorFlow Lite model"),
     (".pte", "an ExecuTorch program (.pte), run by the ExecuTorch runtime"),
-    (".msgpack", "a Flax msgpack checkpoint"),
-    (".npy", "a NumPy .npy array"),
-    (".npz", "a NumPy .npz archive"),
+    (".msgpack", _MSGPACK),
+    (".npy", _NPY),
+    (".npz", _NPZ),
     (".pb", "a TensorFlow protobuf (SavedModel or frozen graph)"),
     (".index", "a TensorFlow checkpoint index"),
     (".mlmodel", "a Core ML model"),
     (".engine", "a TensorRT engine"),
     (".pdparams", "a PaddlePaddle checkpoint"),
+    # paddle.jit.save / save_inference_model: the program (a ProgramDesc protobuf, or PIR's JSON in Paddle 3) and
+    # its parameters serialized as raw LoDTensors; neither is a pickle.
+    (".pdmodel", "a PaddlePaddle inference program (.pdmodel, paddle.jit.save; its weights are in the .pdiparams "
+                 "beside it)"),
+    (".pdiparams", "a PaddlePaddle inference weights file (.pdiparams, paddle.jit.save), read by paddle.load or "
+                   "Paddle Inference alone"),
 )
 
 # Names of non-PyTorch weights commonly found in a Hugging Face repo.
@@ -72,6 +105,54 @@ def _ctranslate2_spec(path: Path, prefix: bytes) -> str | None:
     return name.decode("ascii")
 
 
+def _varint(data: bytes, at: int) -> tuple[int, int] | None:
+    """A protobuf varint at `at`: (value, the offset after it), or None when the bytes end first."""
+    value, shift = 0, 0
+    while at < len(data) and shift < 64:
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at += 1
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+    return None
+
+
+def _mindspore_first_tag(path: Path, prefix: bytes) -> str | None:
+    """The first parameter name of a MindSpore checkpoint, or None when the file is not one.
+
+    mindspore.save_checkpoint writes a protobuf `Checkpoint { repeated Value value = 1 }` whose Value is
+    `{ string tag = 1; TensorProto tensor = 2 }`: the file opens with 0x0a, the Value's length, 0x0a, the tag's
+    length, the tag ("conv1.weight"), then 0x12 and the TensorProto, whose first field is its dims (0x08) or, for a
+    scalar, its type name (0x12). No pickle starts with 0x0a.
+    """
+    if not prefix.startswith(b"\x0a"):
+        return None
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return None
+    value = _varint(head, 1)
+    if value is None or head[value[1]:value[1] + 1] != b"\x0a":
+        return None
+    tag = _varint(head, value[1] + 1)
+    if tag is None or not 1 <= tag[0] <= 1024:
+        return None
+    name_end = tag[1] + tag[0]
+    tensor = _varint(head, name_end + 1)
+    if head[name_end:name_end + 1] != b"\x12" or tensor is None or head[tensor[1]:tensor[1] + 1] not in (b"\x08",
+                                                                                                       b"\x12"):
+        return None
+    if value[0] < tensor[1] - value[1] + tensor[0]:  # the Value must hold its tag and tensor
+        return None
+    try:
+        name = head[tag[1]:name_end].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return name if name.isprintable() else None
+
+
 def is_openvino_weights(path: Path) -> bool:
     """Whether `path` is the weights half of an OpenVINO IR model: a `.bin` beside an `.xml` of the same stem whose
     root is `<net` (Optimum Intel's openvino_model.bin / .xml, OpenVINO's own model.bin / model.xml). The .bin is
@@ -94,7 +175,7 @@ def _zip_kind(path: Path) -> str | None:
     if any(n.endswith("data.pkl") for n in names):
         return None  # a torch.save archive
     if names and all(n.endswith(".npy") for n in names):
-        return "a NumPy .npz archive"
+        return _NPZ
     if any(n.endswith(".weights.h5") for n in names) or "metadata.json" in names and "config.json" in names:
         return "a Keras model archive (.keras)"
     if "MAR-INF/MANIFEST.json" in names:
@@ -137,6 +218,11 @@ def identify(path: Path, prefix: bytes) -> str | None:
         return (f"an OpenVINO IR model's weights ({path.with_suffix('.xml').name} beside it holds the graph; Optimum "
                 "Intel's export writes them), read by OpenVINO alone; its PyTorch weights are in the repo it was "
                 "exported from")
+    tag = _mindspore_first_tag(path, prefix)
+    if tag is not None:
+        shown = tag if len(tag) <= 80 else tag[:77] + "..."
+        return (f"a MindSpore checkpoint (mindspore.save_checkpoint: a protobuf of named tensors, the first "
+                f"{shown!r}), read by mindspore.load_checkpoint")
     spec = _ctranslate2_spec(path, prefix)
     if spec is not None:
         return (f"a CTranslate2 model ({spec}; faster-whisper and ct2-*-converter write it), read by ctranslate2 "
@@ -161,16 +247,20 @@ def identify(path: Path, prefix: bytes) -> str | None:
     return None
 
 
-def unsupported_message(kind: str) -> str:
-    """The one-line explanation for a recognised foreign file."""
-    return f"this is {kind}; {_NOT_READ}"
+def unsupported_message(kind: str, name: str = "NAME") -> str:
+    """The one-line explanation for a recognised foreign file (`name`, its file name, fills in the converter's
+    command where one is said)."""
+    converter = _CONVERTERS.get(kind)
+    return f"this is {kind}; {_NOT_READ}" + (f"; {converter.format(name=name)}" if converter else "")
 
 
 # Subfolders Hub repos keep exported weights in: Optimum's and transformers.js' `onnx/model.onnx`.
 _FOREIGN_SUBFOLDERS = ("onnx",)
 
 
-_FOREIGN_SUFFIXES = (".gguf", ".onnx", ".h5", ".keras", ".msgpack", ".tflite", ".npz")
+_FOREIGN_SUFFIXES = (".gguf", ".onnx", ".h5", ".keras", ".msgpack", ".tflite", ".npz", ".pdparams", ".pdiparams")
+# Foreign weights weightdoctor still reads when the file is named: paddle.save's pickle of numpy arrays.
+READ_WHEN_NAMED = (".pdparams",)
 
 
 def foreign_files_in(folder: Path) -> list[str]:

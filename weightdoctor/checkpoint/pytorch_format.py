@@ -748,6 +748,9 @@ def _inert_names(report: ScanReport) -> frozenset[str]:
     return frozenset(g.qualified for g in report.globals if g.safety == INERT)
 
 
+_PADDLE_NAME_TABLE = "StructuredToParameterName@@"
+
+
 def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None = None) -> PickleContents:
     """Scan a pickle-based checkpoint, then load it with torch's restricted loader and find its state dict.
 
@@ -772,8 +775,15 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
     notes: list[str] = []
     if obj is None and report.container == "pickle":
         obj = _load_plain_pickle(path, _inert_names(report))
-        notes.append("a plain Python pickle (pickle.dump), not a torch.save file: torch.load cannot read it; "
-                     "its numpy arrays were read as tensors")
+        if path.suffix in (".pdparams", ".pdopt") or isinstance(obj, Mapping) and _PADDLE_NAME_TABLE in obj:
+            # paddle.save pickles a state dict as numpy arrays beside this table of Paddle's parameter names.
+            notes.append("a PaddlePaddle checkpoint (paddle.save: a pickle of numpy arrays), not a torch.save file: "
+                         "torch.load cannot read it; its arrays were read as tensors, under Paddle's names, and "
+                         "Paddle stores a Linear layer's weight as [in, out], the transpose of PyTorch's [out, in]: "
+                         "a PyTorch model loads them only through a conversion that renames and transposes them")
+        else:
+            notes.append("a plain Python pickle (pickle.dump), not a torch.save file: torch.load cannot read it; "
+                         "its numpy arrays were read as tensors")
     if obj is None:
         obj = _load_with_torch(path, fmt, report)
     if _identity(path) != before:
@@ -1230,8 +1240,16 @@ def ensure_pickle_file(path: Path, prefix: bytes) -> str:
                 # A protocol 0 or 1 pickle.dump (no PROTO opcode to recognise it by): read as a plain pickle,
                 # after the same scan again in `load_pickle`.
                 return "pytorch-legacy"
-        raise UnsupportedFormat("not a safetensors file nor a PyTorch pickle (zip or legacy)" + _archive_hint(path))
+        hint = _archive_hint(path)
+        if hint is TORCH_TAR:
+            raise UnsupportedFormat(TORCH_TAR)
+        raise UnsupportedFormat("not a safetensors file nor a PyTorch pickle (zip or legacy)" + hint)
     return fmt
+
+
+TORCH_TAR = ("a PyTorch checkpoint in its oldest format, a tar of storages, tensors and pickle (torch.save of PyTorch "
+             "0.1), which weightdoctor does not read: torch.load(path, weights_only=False) still reads it, for a file "
+             "you trust; torch.save what it returns and point weightdoctor at that file")
 
 
 def _archive_hint(path: Path) -> str:
@@ -1248,6 +1266,10 @@ def _archive_hint(path: Path) -> str:
                     break
     except (tarfile.TarError, OSError, EOFError, ValueError):
         return ""
+    if {"storages", "tensors", "pickle"} <= set(names):
+        # torch.load still reads it (serialization.legacy_load), but never under weights_only, which refuses
+        # the tar format outright; its pickles were scanned like any other before this was said.
+        return TORCH_TAR
     weights = [n for n in names if n.endswith((".ckpt", ".pt", ".pth", ".bin", ".safetensors"))]
     if not weights:
         return ""

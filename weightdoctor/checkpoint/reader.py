@@ -410,7 +410,7 @@ class _Builder:
             if pytorch_format.detect_pickle_format(prefix) != "pytorch-legacy":
                 kind = foreign.identify(path, prefix)
                 if kind is not None:
-                    raise UnsupportedFormat(foreign.unsupported_message(kind), path=str(path))
+                    raise UnsupportedFormat(foreign.unsupported_message(kind, path.name), path=str(path))
         looks_safetensors = safetensors_format.looks_like_safetensors(prefix)
         misnamed_pickle = False
         if not looks_safetensors and path.suffix == ".safetensors":
@@ -597,9 +597,19 @@ def _no_weights_message(folder: Path) -> str:
     from weightdoctor.checkpoint import foreign
 
     message = "folder holds no weight file (.safetensors, .bin, .pt, .pth, .ckpt)"
-    others = foreign.foreign_files_in(folder)
+    found = foreign.foreign_files_in(folder)
+    others = [name for name in found if not name.endswith(foreign.READ_WHEN_NAMED)]
     if others:
         message += f"; it holds {', '.join(others[:6])}, which weightdoctor does not read (not PyTorch)"
+        gguf = next((name for name in others if name.lower().endswith(".gguf")), None)
+        if gguf is not None:  # the way to PyTorch weights, as the file's own refusal says it
+            message += (f"; transformers reads {gguf} into PyTorch, dequantized (from_pretrained(folder, "
+                        f"gguf_file={gguf!r})), and save_pretrained then writes safetensors")
+    paddle = [name for name in found if name.endswith(foreign.READ_WHEN_NAMED)]
+    if paddle:
+        # PaddleNLP / PaddleOCR repos: model_state.pdparams, a pickle of numpy arrays read when named.
+        message += (f"; it holds {', '.join(paddle[:4])}, a PaddlePaddle checkpoint (paddle.save, not PyTorch), "
+                    f"read when named ({folder.name}/{paddle[0]})")
     try:
         # torch.save files named .pth.tar, as timm's train.py (checkpoint-N, last, model_best) and PyTorch's ImageNet
         # example save them: read when named, not looked for in a folder.
@@ -860,6 +870,15 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             raise CorruptCheckpoint(_dangling_message(dangling[0]), str(dangling[0]))
         raise SourceNotFound(_no_weights_message(folder), str(folder))
     names = ", ".join(p.name for p in weights[:6])
+    foreign_kinds = _foreign_kinds(weights)
+    if foreign_kinds is not None:
+        # TheBloke's GGML repos: one .bin per quantization (llama-2-7b.ggmlv3.q4_0.bin, ...), none of them a pickle;
+        # their names read like variants, and were said to be ones.
+        from weightdoctor.checkpoint import foreign
+
+        said = foreign.unsupported_message(foreign_kinds[0], weights[0].name).removeprefix("this is ")
+        said = f"each is {said}" if len(set(foreign_kinds)) == 1 else f"{weights[0].name} is {said}"
+        raise UnsupportedFormat(f"folder's weight files ({names}) are not PyTorch checkpoints: {said}", str(folder))
     if all(re.fullmatch(r"zero_pp_rank_\d+_mp_rank_\d+_model_states\.pt", p.name) for p in weights) and (
             universal := _universal_parameters(folder / "zero")):
         # ds_to_universal.py copies them beside zero/, where the fp32 values are: no partitions to gather here.
@@ -901,6 +920,14 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
                "counter), not weights" if text else "")
             + f"; name the module's file to read it (e.g. {folder.name}/{pickled[0] if pickled else 'model.ckpt'})",
             str(folder))
+    if (folder / "hyperparams.yaml").is_file() and all(p.suffix == ".ckpt" for p in weights):
+        # A SpeechBrain model on the Hub (speechbrain/spkrec-ecapa-voxceleb): from_hparams reads hyperparams.yaml,
+        # whose Pretrainer loads one .ckpt per module (embedding_model.ckpt, classifier.ckpt, mean_var_norm_emb.ckpt).
+        example = next((p.name for p in weights if "model" in p.name), weights[0].name)
+        raise UnsupportedFormat(
+            f"a SpeechBrain pretrained model (hyperparams.yaml, which from_hparams reads): its Pretrainer loads each "
+            f"module from a .ckpt file of its own ({names}), not the shards of one state dict; name the module's file "
+            f"to read it (e.g. {folder.name}/{example})", str(folder))
     if {p.name for p in weights} >= {"fp32.pt", "exp_avg.pt"} and _universal_parameters(folder.parent):
         raise UnsupportedFormat(
             f"one parameter of a DeepSpeed universal checkpoint ({folder.name}): fp32.pt holds its fp32 value, "
@@ -950,7 +977,28 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
         raise UnsupportedFormat(
             f"folder holds only variants of {stems.pop()} ({names}) and no plain file: from_pretrained reads one only "
             f"when asked, {asked} (diffusers and transformers alike); name a file to read it", str(folder))
+    adapterhub = _adapterhub_folder(folder, weights)
+    if adapterhub is not None:
+        raise UnsupportedFormat(adapterhub, str(folder))
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
+
+
+def _foreign_kinds(weights: list[Path]) -> list[str] | None:
+    """What each file is when every one is a recognised foreign format (GGML, GGUF, ... under .bin names), else
+    None. Reads 32 bytes of each file."""
+    from weightdoctor.checkpoint import foreign
+
+    kinds = []
+    for path in weights:
+        try:
+            prefix = _read_prefix(path, 32)
+        except OSError:
+            return None
+        kind = foreign.identify(path, prefix) if not safetensors_format.looks_like_safetensors(prefix) else None
+        if kind is None:
+            return None
+        kinds.append(kind)
+    return kinds
 
 
 def _quant_method(folder: Path) -> str | None:
@@ -962,6 +1010,56 @@ def _quant_method(folder: Path) -> str | None:
     quantization = config.get("quantization_config") if isinstance(config, dict) else None
     method = quantization.get("quant_method") if isinstance(quantization, dict) else None
     return method if isinstance(method, str) else None
+
+
+# The files AdapterHub's save_adapter writes (adapter-transformers, and its successor the adapters library).
+ADAPTERHUB_WEIGHTS = ("pytorch_adapter.bin", "adapter.safetensors")
+ADAPTERHUB_HEADS = ("pytorch_model_head.bin", "model_head.safetensors")
+
+
+def adapterhub_adapter(config: Any) -> str | None:
+    """What an AdapterHub adapter_config.json describes ("an AdapterHub adapter ('sst-2', for bert-base-uncased)"),
+    or None when `config` is not one.
+
+    save_adapter writes the adapter's architecture under "config" beside model_class / model_name / name: no
+    peft_type, so PEFT refuses it, though the adapters library loads it.
+    """
+    if not isinstance(config, dict) or "peft_type" in config or not isinstance(config.get("config"), dict):
+        return None
+    if not any(isinstance(config.get(key), str) for key in ("model_class", "model_name", "model_type")):
+        return None
+    if "architecture" not in config["config"] and not isinstance(config.get("version"), str):
+        return None  # every AdapterConfig's to_dict has its architecture; save_adapter adds the library's version
+    name, model = config.get("name"), config.get("model_name")
+    said = ", ".join(part for part in (repr(name) if isinstance(name, str) else "",
+                                       f"for {model}" if isinstance(model, str) else "") if part)
+    return f"an AdapterHub adapter{f' ({said})' if said else ''}, saved by adapter-transformers or adapters"
+
+
+def adapterhub_config(folder: Path) -> dict[str, Any] | None:
+    """The folder's adapter_config.json when AdapterHub wrote it (see `adapterhub_adapter`), else None."""
+    path = folder / "adapter_config.json"
+    try:
+        if not path.is_file() or path.stat().st_size > 1 << 20:  # a config, not data
+            return None
+        config = _read_json(path)
+    except (WeightDoctorError, OSError):
+        return None
+    return config if adapterhub_adapter(config) is not None else None
+
+
+def _adapterhub_folder(folder: Path, weights: list[Path]) -> str | None:
+    """The refusal for a save_adapter folder holding both the adapter and its prediction head, or None."""
+    names = {p.name for p in weights}
+    adapter = next((n for n in ADAPTERHUB_WEIGHTS if n in names), None)
+    head = next((n for n in ADAPTERHUB_HEADS if n in names), None)
+    config = adapterhub_config(folder) if adapter is not None and head is not None else None
+    described = adapterhub_adapter(config)
+    if described is None:
+        return None
+    return (f"folder holds {described}: {adapter} holds the adapter's weights, {head} its prediction head "
+            "(head_config.json); the adapters library's model.load_adapter(folder) loads both into the model, "
+            f"PEFT loads neither; name one to read it (e.g. {folder.name}/{adapter})")
 
 
 def _shard_set(weights: list[Path]) -> tuple[str, str, int] | None:
