@@ -346,6 +346,37 @@ def default_dtype(checkpoint: Checkpoint) -> str:
     return DTYPE_ALIASES.get(chosen, "fp32")
 
 
+def unsaid_dtype_warning(checkpoint: Checkpoint) -> str | None:
+    """The warning for a plan from a config alone whose config names no dtype, else None.
+
+    With no weights read, nothing says the dtype: the plan is at fp32, but `from_pretrained(dtype="auto")` of the
+    model takes the dtype of its first weight file, half the bytes for a bf16 / fp16 checkpoint (a 2x error the
+    plan did not mention). A config.json given as a path beside its weights is the usual way to end up here.
+
+    Example:
+        >>> unsaid_dtype_warning(config_only_gpt2)  # gpt2's config.json names no dtype
+        'config.json names no dtype and no weights were read: planned at fp32 (torch's default), ...'
+    """
+    config = checkpoint.config
+    if checkpoint.tensors or not config or not config.get("model_type") or _config_dtype(config):
+        return None
+    if quantized_dtype(config) is not None or _fp8_quantization(config) is not None:
+        return None  # the quantizer's own dtype rule, warned about where it is applied
+    from weightdoctor.checkpoint.reader import _weight_files_in
+
+    source = Path(checkpoint.source).expanduser()
+    folder = source.parent if source.suffix == ".json" and source.is_file() else source
+    try:
+        beside = _weight_files_in(folder) if folder.is_dir() else []
+    except OSError:
+        beside = []
+    hint = (f"; its folder holds the weights ({beside[0].name}): give the folder as SOURCE to plan at their dtype"
+            if beside and folder != source else "")
+    return ("config.json names no dtype and no weights were read: planned at fp32 (torch's default), but "
+            "from_pretrained(dtype=\"auto\") loads the model at the dtype of its first weight file (half the bytes "
+            "for bf16 / fp16 weights); --dtype bf16 or fp16 plans that" + hint)
+
+
 def build_planned_model(
     checkpoint: Checkpoint, dtype: str | None = None, model_class: str | None = None
 ) -> PlannedModel:
@@ -427,6 +458,9 @@ def build_planned_model(
     asked = dtype
     dtype = normalize_dtype(dtype) if dtype else default_dtype(checkpoint)
     config = checkpoint.config or {}
+    unsaid = unsaid_dtype_warning(checkpoint) if not asked else None
+    if unsaid:
+        warnings.append(unsaid)
     if not asked and dtype in ("fp16", "bf16") and isinstance(config.get("_class_name"), str) \
             and not config.get("model_type"):
         # diffusers' configs carry no dtype; its from_pretrained loads in float32 unless given torch_dtype.
