@@ -299,3 +299,27 @@ def test_a_config_json_without_dtype_beside_half_precision_weights_is_warned(tmp
     (alone / "config.json").write_text(json.dumps({**config, "dtype": "bfloat16"}))
     code, data = run_json("plan-devices", alone, *sizes)
     assert code == 0 and data["dtype"] == "bf16" and not [w for w in data["warnings"] if "no dtype" in w]
+
+
+@pytest.mark.parametrize(("strategy", "gpus", "cpu"), [
+    ("auto", ["8GB"], "0GB"),  # a CPU budget of 0: everything past the GPU to disk
+    ("balanced", ["1KiB", "8GB"], "20GB"),  # a first GPU too small for any layer
+    ("balanced_low_0", ["1KiB", "8GB", "8GB"], "20GB"),
+    ("balanced_low_0", ["8GB", "1KiB"], None),  # no CPU budget: the rest to disk
+    ("auto", ["1KiB", "1KiB"], "1KiB"),  # nothing fits anywhere: all on disk
+    ("balanced", ["20GB", "20GB"], None),  # room to spare: balanced over both
+    ("sequential", [], "1KiB"),
+])
+def test_extreme_budgets_on_a_published_config_equal_from_pretrained(
+    strategy: str, gpus: list[str], cpu: str | None, tmp_path: Path
+) -> None:
+    from fixtures.plan_devices import config_folder
+
+    folder = config_folder("mistral-7b", tmp_path)
+    memory: dict[int | str, int | str] = {**dict(enumerate(gpus)), **({"cpu": cpu} if cpu else {})}
+    args = [a for g in gpus for a in ("--gpu", g)] + (["--cpu", cpu] if cpu else [])
+    code, data = run_json("plan-devices", folder, "--strategy", strategy, "--disk", *args)
+    assert code == 0 and data["device_map"] == from_pretrained_device_map(folder, strategy, memory)
+    where = set(data["device_map"].values())
+    assert data["verdict"] == ("needs-disk-offload" if "disk" in where else "fits-on-cpu" if not gpus else
+                               "needs-cpu-offload" if "cpu" in where else "fits-on-gpus")
