@@ -323,3 +323,52 @@ def test_extreme_budgets_on_a_published_config_equal_from_pretrained(
     where = set(data["device_map"].values())
     assert data["verdict"] == ("needs-disk-offload" if "disk" in where else "fits-on-cpu" if not gpus else
                                "needs-cpu-offload" if "cpu" in where else "fits-on-gpus")
+
+
+@pytest.mark.parametrize(("strategy", "gpu_shares", "ram_share"), [
+    ("auto", [1.05], 0.33), ("balanced", [1.05], 0.33), ("sequential", [1.05], 0.33),  # a GPU with < 10% to spare
+    ("auto", [0.525, 0.525], 0.33), ("balanced_low_0", [0.35, 0.7], 0.33),  # several GPUs: none is scaled
+    ("sequential", [0.3], 1.0),  # RAM for the rest with < 10% to spare: the real load offloads to disk
+])
+def test_local_plans_as_from_pretrained_without_max_memory_on_the_same_machine(
+    strategy: str, gpu_shares: list[float], ram_share: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--local read the machine and planned on 100% of it; from_pretrained(device_map=...) without max_memory
+    plans on 90% of the RAM and, balancing over a lone GPU, 90% of it: a model --local said fits on the GPU
+    was offloaded by the real load."""
+    import transformers as T
+    import transformers.integrations.accelerate as hf_accelerate
+
+    from weightdoctor import plan_devices as wd
+
+    folder = _save(lambda: T.LlamaConfig(**_llama(), architectures=["LlamaForCausalLM"]), "bf16", tmp_path / "m")
+    total = _oracle_bytes(folder, torch.bfloat16)
+    gpus = [int(total * share) for share in gpu_shares]
+    ram = int(total * ram_share)
+    machine: dict[int | str, int] = {**dict(enumerate(gpus)), "cpu": ram}
+    reads = hf_accelerate.accelerate_max_memory
+
+    def accelerate_reads_this_machine(max_memory: Any = None) -> Any:
+        return dict(machine) if max_memory is None else reads(max_memory)
+
+    monkeypatch.setattr(hf_accelerate, "accelerate_max_memory", accelerate_reads_this_machine)
+    expected = from_pretrained_device_map(folder, strategy, None)  # type: ignore[arg-type]
+    monkeypatch.setattr(wd, "read_local_devices", lambda: wd.LocalDevices(gpus, ["Fake GPU"] * len(gpus), ram, True,
+                                                                          "bf16", False))
+    code, data = run_json("plan-devices", folder, "--local", "--strategy", strategy, "--disk")
+    assert code == 0 and data["dtype"] == "bf16" and data["device_map"] == expected
+    devices = {d["key"]: d for d in data["devices"]}
+    assert devices["cpu"]["capacity_bytes"] == ram and devices[0]["capacity_bytes"] == gpus[0]
+    kept = {k: [h for h in d["held_back"] if h["reason"] == "unset-max-memory"] for k, d in devices.items()}
+    assert kept["cpu"] == [] or kept["cpu"][0]["bytes"] <= ram - int(ram * 0.9)
+    if ram_share == 1.0:
+        assert "disk" in set(expected.values()) and kept["cpu"][0]["bytes"] == ram - int(ram * 0.9)
+        assert "90% of the RAM available" in kept["cpu"][0]["detail"] and data["verdict"] == "needs-disk-offload"
+    if len(gpus) == 1 and strategy != "sequential":
+        # the lone GPU's 10%: named, and the reasons still add up to what it leaves free
+        assert "cpu" in set(expected.values()) and kept[0][0]["bytes"] == gpus[0] - int(gpus[0] * 0.9)
+        assert "90% of the free memory of a lone GPU" in kept[0][0]["detail"]
+        assert sum(h["bytes"] for h in devices[0]["held_back"]) == gpus[0] - devices[0]["used_bytes"]
+        assert data["verdict"] == "needs-cpu-offload"
+    else:
+        assert all(not kept[k] for k in devices if isinstance(k, int))
