@@ -326,7 +326,8 @@ def test_extreme_budgets_on_a_published_config_equal_from_pretrained(
 
 
 @pytest.mark.parametrize(("strategy", "gpu_shares", "ram_share"), [
-    ("auto", [1.05], 0.33), ("balanced", [1.05], 0.33), ("sequential", [1.05], 0.33),  # a GPU with < 10% to spare
+    ("auto", [1.05], 0.33), ("balanced", [1.05], 0.33), ("balanced_low_0", [1.05], 0.33),  # a GPU with < 10% to spare
+    ("sequential", [1.05], 0.33),
     ("auto", [0.525, 0.525], 0.33), ("balanced_low_0", [0.35, 0.7], 0.33),  # several GPUs: none is scaled
     ("sequential", [0.3], 1.0),  # RAM for the rest with < 10% to spare: the real load offloads to disk
 ])
