@@ -601,17 +601,95 @@ _KOHYA_PARTS = {"lora_unet": "UNet / transformer", "lora_transformer": "transfor
                 "lora_te1": "first text encoder", "lora_te2": "second text encoder", "lora_te3": "third text encoder"}
 
 
+# The parts of a single-file (LDM) Stable Diffusion checkpoint a kohya LoRA's prefixes name: its modules are B's
+# names after these prefixes, with `_` for `.` (SDXL's second text encoder is OpenCLIP's, q/k/v fused: not mapped).
+_KOHYA_LDM_PARTS = (("lora_unet", "model.diffusion_model."), ("lora_te", "cond_stage_model.transformer."),
+                    ("lora_te1", "conditioner.embedders.0.transformer."))
+# kohya's SD 1.x / 2.x LoRAs name UNet modules as diffusers does (`down_blocks_0_attentions_0_proj_in`), while the
+# single file numbers its blocks (`input_blocks.1.1.proj_in`): diffusers' convert_diffusers_to_original_stable_
+# diffusion.py's block map, read backwards, gives each LDM block its diffusers name.
+_LDM_UNET_BLOCK = _lazy_regex(r"^(input_blocks|output_blocks)\.(\d+)\.(\d+)\.")
+_LDM_MIDDLE_BLOCK = {"middle_block.0.": "mid_block.resnets.0.", "middle_block.1.": "mid_block.attentions.0.",
+                     "middle_block.2.": "mid_block.resnets.1."}
+_LDM_RESNET_PARTS = {"in_layers.0.": "norm1.", "in_layers.2.": "conv1.", "emb_layers.1.": "time_emb_proj.",
+                     "out_layers.0.": "norm2.", "out_layers.3.": "conv2.", "skip_connection.": "conv_shortcut."}
+_LDM_UNET_TOP = {"time_embed.0.": "time_embedding.linear_1.", "time_embed.2.": "time_embedding.linear_2.",
+                 "input_blocks.0.0.": "conv_in.", "out.0.": "conv_norm_out.", "out.2.": "conv_out.",
+                 "label_emb.0.0.": "add_embedding.linear_1.", "label_emb.0.2.": "add_embedding.linear_2."}
+
+
+def _ldm_unet_to_diffusers(name: str) -> str | None:
+    """The diffusers UNet2DConditionModel name of an LDM UNet name (without `model.diffusion_model.`), both
+    ending in `.`, or None where the block map has none.
+
+    Example:
+        >>> _ldm_unet_to_diffusers("output_blocks.5.1.transformer_blocks.0.attn2.to_k.")
+        'up_blocks.1.attentions.2.transformer_blocks.0.attn2.to_k.'
+    """
+    for ldm, diffusers in _LDM_UNET_TOP.items():
+        if name.startswith(ldm):
+            return diffusers + name[len(ldm):]
+    middle = name[: len("middle_block.0.")]
+    match = _LDM_UNET_BLOCK.match(name)
+    if middle not in _LDM_MIDDLE_BLOCK and match is None:
+        return None
+    rest = name[len(middle):] if middle in _LDM_MIDDLE_BLOCK else name[match.end():]
+    resnet = next((diffusers + rest[len(ldm):] for ldm, diffusers in _LDM_RESNET_PARTS.items()
+                   if rest.startswith(ldm)), None)
+    if middle in _LDM_MIDDLE_BLOCK:
+        attention = middle == "middle_block.1."
+        return _LDM_MIDDLE_BLOCK[middle] + rest if attention else (
+            _LDM_MIDDLE_BLOCK[middle] + resnet if resnet else None)
+    kind, block, layer = match[1], int(match[2]), int(match[3])
+    if kind == "input_blocks":
+        level, index = divmod(block - 1, 3)
+        if index == 2:  # input_blocks.3.0.op: the downsampler closing level 0
+            return f"down_blocks.{level}.downsamplers.0.conv.{rest[len('op.'):]}" if rest.startswith("op.") else None
+        prefix = f"down_blocks.{level}."
+    else:
+        level, index = divmod(block, 3)
+        if index == 2 and rest.startswith("conv.") and layer > 0:  # the upsampler closing each level
+            return f"up_blocks.{level}.upsamplers.0.{rest}"
+        prefix = f"up_blocks.{level}."
+    if layer == 0:
+        return prefix + f"resnets.{index}.{resnet}" if resnet else None
+    return prefix + f"attentions.{index}.{rest}" if layer == 1 else None
+
+
+def _kohya_ldm_modules(specs_b: Mapping[str, KeySpec]) -> dict[str, dict[str, str]]:
+    """For B a single-file (LDM) Stable Diffusion checkpoint: per kohya prefix, B's modules by their kohya flat
+    name (LDM and diffusers UNet names both); {} when B is no such checkpoint."""
+    if not any(map(_LDM_EVIDENCE.match, specs_b)):
+        return {}
+    tables: dict[str, dict[str, str]] = {prefix: {} for prefix, _ in _KOHYA_LDM_PARTS}
+    for name in specs_b:
+        if not name.endswith(".weight"):
+            continue
+        module = name[: -len(".weight")]
+        for prefix, ldm in _KOHYA_LDM_PARTS:
+            if module.startswith(ldm):
+                inner = module[len(ldm):]
+                tables[prefix][inner.replace(".", "_")] = module
+                if prefix == "lora_unet" and (diffusers := _ldm_unet_to_diffusers(inner + ".")) is not None:
+                    tables[prefix].setdefault(diffusers[:-1].replace(".", "_"), module)
+    return {prefix: table for prefix, table in tables.items() if table}
+
+
 def _kohya_adapter_fit(
     specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
-    """adapter_fit for a kohya-style LoRA: each flat module name looked up among B's modules with `_` for `.`;
-    ({}, "") when A is none, or none of its modules is in B (B is another layout, which loaders convert to)."""
+    """adapter_fit for a kohya-style LoRA: each flat module name looked up among B's modules with `_` for `.`
+    (in a single-file Stable Diffusion B, among those of the part its prefix names); ({}, "") when A is none, or
+    none of its modules is in B (B is another layout, which loaders convert to)."""
     pairs = [(name, match) for name in unexpected if (match := _KOHYA_PAIR.match(name))]
     if not pairs or len(pairs) < len(unexpected):
         return {}, ""
+    ldm = _kohya_ldm_modules(specs_b)
     flat = {name[: -len(".weight")].replace(".", "_"): name[: -len(".weight")]
             for name in specs_b if name.endswith(".weight")}
-    found = {match["prefix"] for _, match in pairs if match["module"] in flat}
+    # B a single file: a prefix for a part it holds in another layout (SDXL's OpenCLIP encoder) finds nothing.
+    tables: dict[str, dict[str, str]] = defaultdict(dict, ldm) if ldm else defaultdict(lambda: flat)
+    found = {match["prefix"] for _, match in pairs if match["module"] in tables[match["prefix"]]}
     if not found:
         return {}, ""
     whys: dict[str, tuple[str, str, str]] = {}
@@ -620,10 +698,10 @@ def _kohya_adapter_fit(
     for name, match in pairs:
         prefix, part = match["prefix"], match["part"]
         if prefix not in found:
-            whys[name] = ("adapter", "info", f"for the {_KOHYA_PARTS.get(prefix, prefix)}, not B: its loader puts "
-                                             "it there")
+            whys[name] = ("adapter", "info", f"for the {_KOHYA_PARTS.get(prefix, prefix)}, " + (
+                "which B holds in another layout: not checked" if ldm else "not B: its loader puts it there"))
             continue
-        module = flat.get(match["module"])
+        module = tables[prefix].get(match["module"])
         if module is None:
             whys[name] = ("adapter", "error", f"targets {match['module']}, which B does not have (with _ for .): the "
                                               "adapter's weights for it are dropped")
@@ -652,7 +730,9 @@ def _kohya_adapter_fit(
     method = f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})" if ranks else "LoRA"
     parts = ", ".join(_KOHYA_PARTS.get(prefix, prefix) for prefix in sorted(found))
     note = (f"A is a kohya-style LoRA (lora_down / lora_up / alpha under flat lora_unet_ / lora_te_ names): {method} "
-            f"on {len(modules)} module(s) of the {parts} (B), {fitting} of them in B with shapes that fit; it stores "
+            f"on {len(modules)} module(s) of the {parts} "
+            f"({'in B, a single-file Stable Diffusion checkpoint' if ldm else 'B'}), {fitting} of them in B with "
+            "shapes that fit; it stores "
             "no base weights: load it with diffusers' load_lora_weights, ComfyUI or AUTOMATIC1111, which map its "
             "names to the modules")
     return whys, note

@@ -1,0 +1,88 @@
+"""Fix list 9: small gaps earlier rounds left out (kohya LoRA against a single file, PiSSA / OLoRA init, singular
+wording, an undeletable destination, float4 values, legacy .bin dtypes, a rename onto a dropped tied alias)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tests.helpers import run_json
+
+
+def _kohya_lora(modules: dict[str, tuple[int, int]], path: Path, rank: int = 2) -> None:
+    """A kohya-style LoRA file: lora_down (r × in), lora_up (out × r) and alpha for each flat module name."""
+    from safetensors.torch import save_file
+
+    state: dict[str, torch.Tensor] = {}
+    for module, (out, inp) in modules.items():
+        state[f"{module}.lora_down.weight"] = torch.zeros(rank, inp)
+        state[f"{module}.lora_up.weight"] = torch.zeros(out, rank)
+        state[f"{module}.alpha"] = torch.tensor(float(rank))
+    save_file(state, path)
+
+
+def test_a_kohya_lora_against_a_single_file_stable_diffusion_checkpoint_is_checked_module_by_module(
+        tmp_path: Path) -> None:
+    """A kohya LoRA (diffusers-named UNet modules, as sd-scripts names SD 1.x ones, or LDM-named, as SDXL's) against
+    the original single file it adapts (`model.diffusion_model.*`, `cond_stage_model.*`): every key was an
+    "unknown" error and no note said what A is."""
+    from safetensors.torch import save_file
+
+    single = tmp_path / "v1-5.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(8, 4, 3, 3),
+               "model.diffusion_model.input_blocks.1.0.in_layers.2.weight": torch.zeros(8, 8, 3, 3),
+               "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight": torch.zeros(8, 8),
+               "model.diffusion_model.middle_block.1.proj_out.weight": torch.zeros(8, 8, 1, 1),
+               "model.diffusion_model.output_blocks.3.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(8, 6),
+               "model.diffusion_model.time_embed.0.weight": torch.zeros(32, 8),
+               "first_stage_model.encoder.conv_in.weight": torch.zeros(8, 3, 3, 3),
+               "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight": torch.zeros(6, 6)},
+              single)
+    lora = tmp_path / "style.safetensors"
+    _kohya_lora({"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q": (8, 8),
+                 "lora_unet_up_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k": (8, 6),
+                 "lora_unet_mid_block_attentions_0_proj_out": (8, 8),
+                 "lora_unet_down_blocks_0_resnets_0_conv1": (8, 8),
+                 "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q": (8, 8),
+                 "lora_te_text_model_encoder_layers_0_self_attn_q_proj": (6, 6)}, lora)
+    code, data = run_json("diff-keys", str(lora), str(single))
+    assert code == 0 and len(data["notes"]) == 1
+    assert data["notes"][0].startswith("A is a kohya-style LoRA") and \
+        "on 5 module(s) of the text encoder, UNet / transformer (in B, a single-file Stable Diffusion checkpoint), " \
+        "5 of them in B with shapes that fit" in data["notes"][0]  # input_blocks_1_1 is down_blocks_0_attentions_0
+    details = {item["name"]: (item["reason"], item["severity"], item["detail"]) for item in data["unexpected"]}
+    assert details["lora_unet_up_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k.lora_up.weight"] == (
+        "adapter", "info", "LoRA on model.diffusion_model.output_blocks.3.1.transformer_blocks.0.attn2.to_k.weight")
+    assert details["lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight"][2] == \
+        "LoRA on model.diffusion_model.input_blocks.1.0.in_layers.2.weight"
+    assert details["lora_unet_mid_block_attentions_0_proj_out.alpha"][2] == \
+        "the alpha of the LoRA on model.diffusion_model.middle_block.1.proj_out"
+    assert details["lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"][2] == \
+        "LoRA on cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight"
+    assert {item["reason"] for item in data["missing"]} == {"adapter-base"}
+
+    # An SDXL single file: te1 is CLIP under conditioner.embedders.0, te2 OpenCLIP's (fused q/k/v, not mapped); a
+    # LoRA for a wider model does not fit, and a module the file lacks is dropped.
+    sdxl = tmp_path / "sdxl.safetensors"
+    save_file({"model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight": torch.zeros(8, 8),
+               "conditioner.embedders.0.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight":
+                   torch.zeros(6, 6),
+               "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight": torch.zeros(18, 6)}, sdxl)
+    lora_xl = tmp_path / "xl.safetensors"
+    _kohya_lora({"lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q": (16, 16),
+                 "lora_unet_input_blocks_5_1_transformer_blocks_0_attn1_to_q": (8, 8),
+                 "lora_te1_text_model_encoder_layers_0_self_attn_q_proj": (6, 6),
+                 "lora_te2_text_model_encoder_layers_0_self_attn_q_proj": (6, 6)}, lora_xl)
+    code, data = run_json("diff-keys", str(lora_xl), str(sdxl))
+    assert code == 1 and "3 module(s) of the first text encoder, UNet / transformer (in B, a single-file Stable " \
+        "Diffusion checkpoint), 1 of them in B with shapes that fit" in data["notes"][0]
+    details = {item["name"]: (item["severity"], item["detail"]) for item in data["unexpected"]}
+    assert details["lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_up.weight"] == (
+        "error", "16×2 does not fit model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight "
+                 "(8×8 in B): an adapter for another model size")
+    assert details["lora_unet_input_blocks_5_1_transformer_blocks_0_attn1_to_q.lora_down.weight"][0] == "error"
+    assert details["lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"] == (
+        "info", "for the second text encoder, which B holds in another layout: not checked")
+    assert details["lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight"] == (
+        "info", "LoRA on conditioner.embedders.0.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight")
