@@ -86,3 +86,61 @@ def test_a_kohya_lora_against_a_single_file_stable_diffusion_checkpoint_is_check
         "info", "for the second text encoder, which B holds in another layout: not checked")
     assert details["lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight"] == (
         "info", "LoRA on conditioner.embedders.0.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight")
+
+
+def _peft_adapter(out: Path, init: str | bool) -> Path:
+    """A peft LoRA adapter on a tiny Llama's q_proj and v_proj, saved at its initialization."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    from fixtures.diff_pairs import tiny_llama
+
+    torch.manual_seed(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = get_peft_model(tiny_llama(0), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                         init_lora_weights=init))  # type: ignore[arg-type]
+        model.save_pretrained(out)
+    return out
+
+
+def test_pissa_and_olora_adapters_are_not_called_trained_or_at_a_default_init(tmp_path: Path) -> None:
+    """PiSSA and OLoRA start lora_A and lora_B from the base weights' SVD / QR: inspect --stats called such an
+    adapter, saved before any step, "trained" (100% of matrix parameters moved from kaiming / zeros)."""
+    for init in ("pissa", "olora"):
+        adapter = _peft_adapter(tmp_path / init, init)
+        code, data = run_json("inspect", str(adapter), "--stats")
+        assert code == 0, data
+        assert (data["weights"]["state"], data["weights"]["trained_share"]) == ("unknown", None)
+        assert data["weights"]["warnings"] == [
+            f'adapter_config.json says init_lora_weights="{init}": peft sets these LoRA halves from the base model '
+            "(not at random, not at zero), so whether they trained is not judged from the adapter alone; compare it "
+            "with the adapter saved at initialization (diff-keys --values) to tell"]
+        lora = [t for t in data["tensors"] if ".lora_" in t["name"]]
+        assert len(lora) == 8 and {t["init"]["label"] for t in lora} == {"undetermined"}
+        assert {t["init"]["at_init"] for t in lora} == {None}
+        assert {t["init"]["expected"]["description"] for t in lora} == {f"{init} (set from the base model's weights)"}
+        assert data["findings"] == []
+    # A PiSSA lora_B all zero is no adapter at its init (PiSSA never starts one at zero): said so.
+    from safetensors.torch import load_file, save_file
+
+    weights = tmp_path / "pissa" / "adapter_model.safetensors"
+    state = load_file(weights)
+    zeroed = next(name for name in state if ".lora_B." in name)
+    state[zeroed] = torch.zeros_like(state[zeroed])
+    save_file(state, weights)
+    code, data = run_json("inspect", str(tmp_path / "pissa"), "--stats")
+    assert [(f["code"], f["tensor"]) for f in data["findings"]] == [("all-zero", zeroed)]
+    assert data["findings"][0]["hint"] == ('adapter_config.json init_lora_weights="pissa" starts it from the base '
+                                           "model's weights, never at zero: it was zeroed, or its values were lost "
+                                           "on save")
+
+
+def test_a_gaussian_initialised_lora_at_init_is_at_init(tmp_path: Path) -> None:
+    """init_lora_weights="gaussian" starts lora_A at normal(0, 1/r), not kaiming_uniform: an adapter saved before
+    training was called "trained"."""
+    code, data = run_json("inspect", str(_peft_adapter(tmp_path / "g", "gaussian")), "--stats")
+    assert code == 0 and data["weights"]["state"] == "initialization", data["weights"]
+    lora_a = [t["init"] for t in data["tensors"] if ".lora_A." in t["name"]]
+    assert {(i["at_init"], i["expected"]["description"]) for i in lora_a} == {(True, "normal(0, 0.25)")}
