@@ -144,3 +144,40 @@ def test_a_gaussian_initialised_lora_at_init_is_at_init(tmp_path: Path) -> None:
     assert code == 0 and data["weights"]["state"] == "initialization", data["weights"]
     lora_a = [t["init"] for t in data["tensors"] if ".lora_A." in t["name"]]
     assert {(i["at_init"], i["expected"]["description"]) for i in lora_a} == {(True, "normal(0, 0.25)")}
+
+
+def test_counts_of_one_take_the_singular(tmp_path: Path) -> None:
+    """Messages said "1 keys", "a state dict of 1 tensors", "dict, 1 entries", "1 values become inf", "file is 1
+    bytes", "1 of 4 rows are all zero (dead units: 2)": one helper (weightdoctor.wording) now picks the word."""
+    from safetensors.torch import save_file
+
+    from tests.helpers import run_cli
+    from weightdoctor.wording import counted, plural
+
+    assert [counted(1, "key"), counted(0, "key"), counted(1500, "value"), counted(1500, "byte", grouped=False)] == [
+        "1 key", "0 keys", "1,500 values", "1500 bytes"]
+    assert [plural(1, "entry", "entries"), plural(2, "entry", "entries"), plural(1, "is", "are")] == [
+        "entry", "entries", "is"]
+    # diff-keys' header: two one-tensor files.
+    save_file({"w": torch.zeros(2)}, tmp_path / "a.safetensors")
+    save_file({"v": torch.zeros(2)}, tmp_path / "b.safetensors")
+    text = " ".join(run_cli("diff-keys", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")
+                            ).stdout.replace("│", " ").split())
+    assert "a.safetensors 1 key" in text and "0 of 1 key of B" in text and "1 keys" not in text, text
+    assert "with these renames 1 of 1 key matches (now 0)" in text, text
+    # inspect's other entries: a nested state dict of one tensor, a dict of one entry, a list of one item.
+    torch.save({"model": {"w": torch.ones(2)}, "ema": {"v": torch.ones(2)}, "meta": {"epoch": 3}, "steps": [1]},
+               tmp_path / "ckpt.pt")
+    code, data = run_json("inspect", str(tmp_path / "ckpt.pt"))
+    assert "ema (a state dict of 1 tensor: pick it with --key)" in data["other_entries"], data["other_entries"]
+    assert "meta (dict, 1 entry)" in data["other_entries"] and "steps (list, 1 item)" in data["other_entries"]
+    # A one-byte file is no safetensors file.
+    (tmp_path / "one.safetensors").write_bytes(b"\0")
+    result = run_cli("inspect", str(tmp_path / "one.safetensors"))
+    assert result.exit_code == 2 and "file is 1 byte, too short to be safetensors" in result.stderr, result.stderr
+    # inspect --stats: one dead row of four.
+    weight = torch.randn(4, 64)
+    weight[2] = 0
+    save_file({"layer.weight": weight}, tmp_path / "dead.safetensors")
+    code, data = run_json("inspect", str(tmp_path / "dead.safetensors"), "--stats")
+    assert "1 of 4 rows is all zero (dead unit: 2)" in [f["message"] for f in data["findings"]], data["findings"]

@@ -22,6 +22,7 @@ from weightdoctor.errors import UsageError
 from weightdoctor.findings import SEVERITIES, severity_rank
 from weightdoctor.gcpause import gc_paused
 from weightdoctor.renames import Rename, add_prefix, apply_renames, python_snippet, rename_all, strip_prefix
+from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
     import torch
@@ -782,15 +783,18 @@ def _prompt_adapter_fit(
         why = ("adapter", "error", f"prompt embeddings of shape {'×'.join(map(str, shape))}: PEFT saves "
                "[virtual tokens, width]")
     elif width is None or shape[1] == width:
-        why = ("adapter", "info", f"{shape[0]} virtual tokens of width {shape[1]}"
+        why = ("adapter", "info", f"{counted(shape[0], 'virtual token', grouped=False)} of width {shape[1]}"
                + (f", the width of B's {embedding.name}" if embedding is not None else ""))
     elif (layers := _block_count(specs_b)) and shape[1] in {2 * layers * kv for kv in _key_widths(specs_b, width)}:
-        why = ("adapter", "info", f"{shape[0]} virtual tokens, {shape[1]} values each: prefix tuning's key and value "
-               f"prefixes for B's {layers} layers, {shape[1] // (2 * layers)} wide")
+        why = ("adapter", "info", f"{counted(shape[0], 'virtual token', grouped=False)}, {shape[1]} values "
+               f"each: prefix tuning's key and value prefixes for B's {counted(layers, 'layer', grouped=False)}, "
+               f"{shape[1] // (2 * layers)} wide")
     else:
         assert embedding is not None
-        why = ("adapter", "error", f"{shape[0]} virtual tokens of width {shape[1]}, but B's {embedding.name} is "
-               f"{width} wide" + (f" and its {layers} layers take no prefix of that width" if layers else "")
+        why = ("adapter", "error", f"{counted(shape[0], 'virtual token', grouped=False)} of width {shape[1]}, but B's "
+               f"{embedding.name} is {width} wide" + (f" and its {counted(layers, 'layer', grouped=False)} "
+                                                      f"{plural(layers, 'takes', 'take')} no prefix of that width"
+                                                      if layers else "")
                + ": an adapter for another model")
     for name in unexpected:
         whys[name] = why if name == "prompt_embeddings" else ("adapter", "info", "multitask prompt tuning's task "
@@ -799,7 +803,8 @@ def _prompt_adapter_fit(
         for name in missing:
             whys[name] = ("adapter-base", "info", "")
     tokens = shape[0] if shape else 0
-    note = (f"A is a PEFT prompt-learning adapter ({tokens} virtual tokens): it stores no base weights: load it "
+    note = (f"A is a PEFT prompt-learning adapter ({counted(tokens, 'virtual token', grouped=False)}): "
+            "it stores no base weights: load it "
             "with PeftModel.from_pretrained(base, adapter)")
     return whys, note
 

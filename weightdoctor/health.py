@@ -20,6 +20,7 @@ from weightdoctor.expected_init import ExpectedInit, matches_expected, reconcile
 from weightdoctor.findings import Finding
 from weightdoctor.init_classify import FLOAT32_MAX, MIN_VALUES, InitResult, classify_init
 from weightdoctor.stats import StatsResult, TensorStats
+from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
     from weightdoctor.checkpoint import Checkpoint
@@ -177,14 +178,17 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
         if count and not guessed_embedding:  # one zero row of an embedding is its padding row
             shown = ", ".join(map(str, dead[:8])) + (" …" if count > 8 else "")
             found.append(Finding("warn", "dead-rows", name,
-                                 f"{count} of {item.shape[0]} rows are all zero (dead units: {shown})",
+                                 f"{count} of {counted(item.shape[0], 'row', grouped=False)} "
+                                 f"{plural(count, 'is', 'are')} all zero (dead {plural(count, 'unit')}: {shown})",
                                  "these units output nothing; check pruning or an init that skipped them"))
     if s.zero_cols and len(item.shape) == 2 and s.zero_cols < item.shape[1]:
         # A column of a Linear weight is one input: all zero, nothing this layer computes reads it (a unit
         # of the layer before that died, or pruning). Conv kernels are left out: masked convolutions zero
         # kernel positions by design.
         found.append(Finding("warn", "dead-columns", name,
-                             f"{s.zero_cols} of {item.shape[1]} columns are all zero (inputs this layer ignores)",
+                             f"{s.zero_cols} of {counted(item.shape[1], 'column', grouped=False)} "
+                             f"{plural(s.zero_cols, 'is', 'are')} all zero "
+                             f"({plural(s.zero_cols, 'an input', 'inputs')} this layer ignores)",
                              "check pruning, or the unit of the layer before that feeds them"))
     if s.duplicate_rows:
         found.append(Finding("warn", "duplicate-rows", name,

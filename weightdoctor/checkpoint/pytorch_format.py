@@ -27,6 +27,7 @@ from weightdoctor.checkpoint.model import TensorInfo
 from weightdoctor.checkpoint.pickle_static import NeedsTorch, StaticTensor, load_static
 from weightdoctor.dtypes import canonical_dtype, values_shape
 from weightdoctor.errors import CorruptCheckpoint, UnsafePickle, UnsupportedEnvironment, UnsupportedFormat, UsageError
+from weightdoctor.wording import counted
 
 if TYPE_CHECKING:
     import torch
@@ -81,22 +82,22 @@ def _describe(value: Any) -> str:
     if isinstance(value, Mapping):
         tensors = sum(map(is_tensor, value.values()))
         if tensors and _is_state_dict(value):
-            return f"a state dict of {tensors} tensors: pick it with --key"
-        return f"dict, {len(value)} entries"
+            return f"a state dict of {counted(tensors, 'tensor', grouped=False)}: pick it with --key"
+        return f"dict, {counted(len(value), 'entry', 'entries', grouped=False)}"
     if isinstance(value, (list, tuple, set, frozenset)):
-        return f"{type(value).__name__}, {len(value)} items"
+        return f"{type(value).__name__}, {counted(len(value), 'item', grouped=False)}"
     if isinstance(value, (str, bytes, bytearray)):
         # Never the repr of a long one: a pickle can hold a string or buffer of gigabytes.
         if len(value) <= 40:
             return f"{type(value).__name__}: {value!r}"
-        return f"{type(value).__name__} of {len(value):,} {'characters' if isinstance(value, str) else 'bytes'}"
+        return f"{type(value).__name__} of {counted(len(value), 'character' if isinstance(value, str) else 'byte')}"
     if is_tensor(value):
         return f"tensor {list(value.shape)} {canonical_dtype(str(value.dtype))}"
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         return f"{type(value).__module__.split('.')[0]} array {list(value.shape)} {value.dtype}"
     nbytes = getattr(value, "nbytes", None)
     if callable(nbytes) and type(value).__name__.endswith("Storage"):
-        return f"{type(value).__name__} of {nbytes():,} bytes"  # a storage's repr lists every element
+        return f"{type(value).__name__} of {counted(nbytes(), 'byte')}"  # a storage's repr lists every element
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
         return f"int of {value.bit_length():,} bits"  # repr() refuses past 4,300 digits; too long to show anyway
     try:
