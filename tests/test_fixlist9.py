@@ -163,7 +163,8 @@ def test_counts_of_one_take_the_singular(tmp_path: Path) -> None:
     save_file({"v": torch.zeros(2)}, tmp_path / "b.safetensors")
     text = " ".join(run_cli("diff-keys", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")
                             ).stdout.replace("│", " ").split())
-    assert "a.safetensors 1 key" in text and "0 of 1 key of B" in text and "1 keys" not in text, text
+    # (A's and B's rows end "1 key"; a long tmp path may fold, so they are counted, not matched with the path)
+    assert text.count(" 1 key ") >= 2 and "0 of 1 key of B" in text and "1 keys" not in text, text
     assert "with these renames 1 of 1 key matches (now 0)" in text, text
     # inspect's other entries: a nested state dict of one tensor, a dict of one entry, a list of one item.
     torch.save({"model": {"w": torch.ones(2)}, "ema": {"v": torch.ones(2)}, "meta": {"epoch": 3}, "steps": [1]},
