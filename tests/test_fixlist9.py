@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.helpers import run_json
@@ -182,3 +183,78 @@ def test_counts_of_one_take_the_singular(tmp_path: Path) -> None:
     save_file({"layer.weight": weight}, tmp_path / "dead.safetensors")
     code, data = run_json("inspect", str(tmp_path / "dead.safetensors"), "--stats")
     assert "1 of 4 rows is all zero (dead unit: 2)" in [f["message"] for f in data["findings"]], data["findings"]
+
+
+def _hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_a_force_over_an_output_that_cannot_be_deleted_says_why_and_leaves_no_stage(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """shard --force over a folder whose earlier save holds an immutable file swapped the new save in, could not
+    delete the old one and left it, hidden, in `.out.wdstage-*`, while saying every old shard was "replaced";
+    convert --force over an immutable file said only "operation not permitted". The inode flags are faked here
+    (chattr needs root); the real flag is tried in the test below."""
+    from safetensors.torch import save_file
+
+    from tests.helpers import run_cli
+    from weightdoctor.writers import atomic
+
+    save_file({f"l{i}.weight": torch.randn(64, 64) for i in range(4)}, tmp_path / "src.safetensors")
+    out = tmp_path / "out"
+    assert run_cli("shard", str(tmp_path / "src.safetensors"), "-o", str(out), "--max", "20KB").exit_code == 0
+    before = sorted(p.name for p in out.iterdir())
+    stuck = out / "model-00001-of-00004.safetensors"
+    real_flags = atomic._inode_flags
+    monkeypatch.setattr(atomic, "_inode_flags", lambda path: 0x10 if Path(path) == stuck else real_flags(path))
+    result = run_cli("shard", str(tmp_path / "src.safetensors"), "-o", str(out), "--max", "40KB", "--force")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert " ".join(result.stderr.split()) == (
+        f"error: {out}: cannot replace the existing output: {stuck} is immutable (chattr +i): it cannot be renamed "
+        "or deleted; it was left as it is, and nothing was left behind")
+    assert sorted(p.name for p in out.iterdir()) == before and _hidden(tmp_path) == []
+
+    # A file output: os.replace fails (as it does over an immutable file) and the flag says why.
+    assert run_cli("convert", str(tmp_path / "src.safetensors"), "-o", str(tmp_path / "c.safetensors"),
+                   "--dtype", "fp16").exit_code == 0
+    target = tmp_path / "c.safetensors"
+    monkeypatch.setattr(atomic, "_inode_flags", lambda path: 0x20 if Path(path) == target else 0)
+
+    def refuse(src: object, dst: object) -> None:
+        raise PermissionError(1, "Operation not permitted", str(dst))
+
+    monkeypatch.setattr(atomic.os, "replace", refuse)
+    result = run_cli("convert", str(tmp_path / "src.safetensors"), "-o", str(target), "--dtype", "bf16", "--force")
+    assert result.exit_code == 2 and " ".join(result.stderr.split()) == (
+        f"error: {target}: cannot replace the existing output: {target} is append-only (chattr +a): it cannot be "
+        "renamed or deleted; it was left as it is, and nothing was left behind")
+    assert _hidden(tmp_path) == []
+
+
+def test_a_force_over_a_really_immutable_folder_or_its_parent(tmp_path: Path) -> None:
+    """The same with chattr +i, where this system allows it (root, a file system with inode flags)."""
+    import shutil
+    import subprocess
+
+    from safetensors.torch import save_file
+
+    from tests.helpers import run_cli
+
+    save_file({f"l{i}.weight": torch.randn(64, 64) for i in range(4)}, tmp_path / "src.safetensors")
+    parent = tmp_path / "p"
+    out = parent / "out"
+    assert run_cli("shard", str(tmp_path / "src.safetensors"), "-o", str(out), "--max", "20KB").exit_code == 0
+    old = out / "model-00002-of-00004.safetensors"
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(old)], capture_output=True).returncode:
+        pytest.skip("chattr +i is not allowed here")
+    try:
+        for stuck, words in [(old, f"{old} is immutable (chattr +i): it cannot be renamed or deleted"),
+                             (parent, f"the folder {parent} is immutable (chattr +i): nothing in it can be renamed "
+                                      "or deleted")]:
+            subprocess.run(["chattr", "+i", str(stuck)], check=True)
+            result = run_cli("shard", str(tmp_path / "src.safetensors"), "-o", str(out), "--max", "40KB", "--force")
+            subprocess.run(["chattr", "-i", str(stuck)], check=True)
+            assert result.exit_code == 2 and words in " ".join(result.stderr.split()), result.stderr
+            assert _hidden(parent) == [] and old.exists()
+    finally:
+        subprocess.run(["chattr", "-i", str(old), str(parent)], capture_output=True)
