@@ -258,3 +258,26 @@ def test_a_force_over_a_really_immutable_folder_or_its_parent(tmp_path: Path) ->
             assert _hidden(parent) == [] and old.exists()
     finally:
         subprocess.run(["chattr", "-i", str(old), str(parent)], capture_output=True)
+
+
+def test_float4_values_are_compared_by_what_they_decode_to(tmp_path: Path) -> None:
+    """diff-keys --values gave NaN for max_abs_diff and rel_change of any changed float4_e2m1fn_x2 tensor (torch
+    cannot cast it); its 16 codes decode exactly, so the change has a size."""
+    from safetensors.torch import save_file
+
+    def f4(*codes: int) -> torch.Tensor:
+        return torch.tensor(codes, dtype=torch.uint8).view(torch.float4_e2m1fn_x2)
+
+    # 0x21: 0.5 and 1.0; 0x31: 0.5 and 1.5; 0x9A: -1.0 and -0.5 (sign bit 8).
+    save_file({"blocks.0.w": f4(0x21, 0x9A), "blocks.1.w": f4(0x21, 0x9A)}, tmp_path / "a.safetensors")
+    save_file({"blocks.0.w": f4(0x31, 0x9A), "blocks.1.w": f4(0x21, 0x9A)}, tmp_path / "b.safetensors")
+    code, data = run_json("diff-keys", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"), "--values")
+    assert code == 0, data
+    rows = {row["name"]: row for row in data["values"]}
+    assert rows["blocks.0.w"]["identical"] is False and rows["blocks.0.w"]["max_abs_diff"] == 0.5
+    assert rows["blocks.0.w"]["rel_change"] == pytest.approx(0.5 / 3.75 ** 0.5)
+    assert (rows["blocks.1.w"]["identical"], rows["blocks.1.w"]["max_abs_diff"], rows["blocks.1.w"]["rel_change"]) \
+        == (True, 0.0, 0.0)
+    assert rows["blocks.0.w"]["dtype_a"] == rows["blocks.0.w"]["dtype_b"] == "float4_e2m1fn_x2"
+    layers = {layer["layer"]: layer for layer in data["layers_changed_most"]}
+    assert layers["blocks.0"]["rel_change"] == pytest.approx(0.5 / 3.75 ** 0.5) and layers["blocks.1"]["identical"]

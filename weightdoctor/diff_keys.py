@@ -2176,6 +2176,20 @@ def _bytes_of(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.contiguous().reshape(-1).view(torch.uint8)
 
 
+# float4_e2m1fn_x2's codes (sign, 2 exponent bits, 1 mantissa bit), each value doubled: all are integers in int8.
+_FLOAT4_DOUBLED = (0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12)
+
+
+def _float4_doubled(tensor: torch.Tensor) -> torch.Tensor:
+    """Twice the values of a float4_e2m1fn_x2 tensor, flat, as int8: both nibbles of each byte, low then high
+    (A's and B's in the same order, which is all a comparison needs)."""
+    import torch
+
+    codes = _bytes_of(tensor)
+    table = torch.tensor(_FLOAT4_DOUBLED, dtype=torch.int8)
+    return torch.stack([table[(codes & 0x0F).long()], table[(codes >> 4).long()]], -1).reshape(-1)
+
+
 def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 22) -> tuple[ValueDiff, float, float]:
     """Compare two same-shaped tensors in float64 chunks; also return Σ(A−B)² and ΣB² for layer totals."""
     import torch
@@ -2186,8 +2200,15 @@ def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 
         # Compared as (real, imaginary) pairs: a cast to float64 would drop the imaginary parts.
         a = torch.view_as_real(a.to(torch.complex128)) if a.is_complex() else torch.stack([a, torch.zeros_like(a)], -1)
         b = torch.view_as_real(b.to(torch.complex128)) if b.is_complex() else torch.stack([b, torch.zeros_like(b)], -1)
+    if a.dtype == b.dtype and dtype_a == "float4_e2m1fn_x2" and a.shape == b.shape:
+        # Torch has no arithmetic for float4 (its cast raises), so a changed tensor got NaN for the size of its
+        # change. Its 16 codes decode exactly: compared as twice their values in int8 (two values a byte, half
+        # the memory of float16), then halved; the relative change is the same either way.
+        diff, diff_sq, ref_sq = compare_pair(name, _float4_doubled(a), _float4_doubled(b), chunk)
+        return (ValueDiff(name, diff.identical, diff.max_abs_diff / 2, diff.rel_change, dtype_a, dtype_b),
+                diff_sq / 4, ref_sq / 4)
     if not (_computable(a) and _computable(b)):
-        # Packed formats torch has no arithmetic for (float4_e2m1fn_x2, ...): equal bytes, or an unknown change.
+        # Packed formats torch has no arithmetic for (bits8, uint1..uint7): equal bytes, or an unknown change.
         same = a.dtype == b.dtype and a.shape == b.shape and torch.equal(_bytes_of(a), _bytes_of(b))
         unknown = 0.0 if same else math.nan
         return ValueDiff(name, same, unknown, unknown, dtype_a, dtype_b), 0.0, 0.0
