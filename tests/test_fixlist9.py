@@ -281,3 +281,25 @@ def test_float4_values_are_compared_by_what_they_decode_to(tmp_path: Path) -> No
     assert rows["blocks.0.w"]["dtype_a"] == rows["blocks.0.w"]["dtype_b"] == "float4_e2m1fn_x2"
     layers = {layer["layer"]: layer for layer in data["layers_changed_most"]}
     assert layers["blocks.0"]["rel_change"] == pytest.approx(0.5 / 3.75 ** 0.5) and layers["blocks.1"]["identical"]
+
+
+def test_a_legacy_bin_with_uint64_or_float8_storages_is_one_clear_line(tmp_path: Path) -> None:
+    """torch.save(..., _use_new_zipfile_serialization=False) of uint64 / float8 tensors writes untyped storages
+    its own legacy reader cannot rebuild: the refusal was torch's "AttributeError: type object 'torch.storage.
+    UntypedStorage' has no attribute 'dtype'"."""
+    from tests.helpers import run_cli
+
+    for dtype, name in [(torch.uint64, "uint64"), (torch.float8_e4m3fn, "float8_e4m3fn")]:
+        path = tmp_path / f"{name}.bin"
+        torch.save({"ok": torch.ones(2), "w": torch.ones(4).to(dtype)}, path, _use_new_zipfile_serialization=False)
+        result = run_cli("inspect", str(path))
+        assert result.exit_code == 2 and result.stdout == "" and len(result.stderr.strip().splitlines()) == 1
+        assert " ".join(result.stderr.split()) == (
+            f"error: {path}: a legacy-format (non-zip) torch.save file holding {name} tensors, whose storages torch "
+            "reads only from its zip format (no torch.load reads this file); re-save the weights in torch >= 2.x's "
+            "default zip format (torch.save without _use_new_zipfile_serialization=False) or as safetensors")
+    # A legacy file of float32 and bfloat16 (storage classes of their own) still reads.
+    torch.save({"w": torch.ones(2), "b": torch.ones(2, dtype=torch.bfloat16)}, tmp_path / "old.bin",
+               _use_new_zipfile_serialization=False)
+    code, data = run_json("inspect", str(tmp_path / "old.bin"))
+    assert code == 0 and data["format"] == "pytorch-legacy" and data["num_tensors"] == 2

@@ -974,6 +974,27 @@ def _array_as_tensor(value: Any, numpy: Any) -> Any:
         return value
 
 
+# Dtypes torch has no typed storage class for (uint16/32/64 since 2.3, the float8 family, ...): a legacy (non-zip)
+# torch.save records their storages as `torch.storage.UntypedStorage`, which torch's legacy reader cannot rebuild
+# (AttributeError: type object 'UntypedStorage' has no attribute 'dtype'). Only the zip format holds them.
+_UNTYPED_STORAGE = "torch.storage.UntypedStorage"
+_NO_STORAGE_CLASS = re.compile(r"^torch\.(uint(?:16|32|64)|float8_\w+|float4_\w+|bits\w+|uint[1-7]|int[1-7])$")
+
+
+def _legacy_untyped_storage(path: Path, report: ScanReport) -> UnsupportedFormat | None:
+    """The one-line refusal of a legacy torch.save file whose storages are untyped (dtypes without a storage
+    class), naming those dtypes; None when the file records none."""
+    qualified = {g.qualified for g in report.globals}
+    if _UNTYPED_STORAGE not in qualified:
+        return None
+    dtypes = sorted(m[1] for name in qualified if (m := _NO_STORAGE_CLASS.match(name)))
+    what = f"{', '.join(dtypes)} tensors" if dtypes else "tensors of a dtype without a storage class"
+    return UnsupportedFormat(
+        f"a legacy-format (non-zip) torch.save file holding {what}, whose storages torch reads only from its zip "
+        "format (no torch.load reads this file); re-save the weights in torch >= 2.x's default zip format "
+        "(torch.save without _use_new_zipfile_serialization=False) or as safetensors", str(path))
+
+
 def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
     """`torch.load(weights_only=True, mmap=True)`, with its errors turned into the project's."""
     check_torch_version()
@@ -1037,12 +1058,18 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
                 f"{type(inner).__name__}: {' '.join(str(inner).split())[:160]}"
             ) from inner
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
+        refusal = _legacy_untyped_storage(path, report) if fmt == "pytorch-legacy" else None
+        if refusal is not None:  # (torch raises AttributeError here today; a RuntimeError would say the same)
+            raise refusal from exc
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         if fmt == "pytorch-zip" and names is None:
             # Neither zipfile nor torch can read the archive: most often a download cut short.
             raise CorruptCheckpoint(f"the zip archive is damaged or truncated (torch: {text[:200]})") from exc
         raise CorruptCheckpoint(f"torch cannot read the file: {text[:200]}") from exc
     except Exception as exc:  # torch raises many kinds of errors on hostile bytes
+        refusal = _legacy_untyped_storage(path, report) if fmt == "pytorch-legacy" else None
+        if refusal is not None:
+            raise refusal from exc
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
         raise CorruptCheckpoint(f"torch cannot read the file: {type(exc).__name__}: {text[:200]}") from exc
     if fmt == "pytorch-zip":
