@@ -303,3 +303,41 @@ def test_a_legacy_bin_with_uint64_or_float8_storages_is_one_clear_line(tmp_path:
                _use_new_zipfile_serialization=False)
     code, data = run_json("inspect", str(tmp_path / "old.bin"))
     assert code == 0 and data["format"] == "pytorch-legacy" and data["num_tensors"] == 2
+
+
+def test_a_rename_written_for_a_tied_output_layer_that_was_not_saved_is_explained(tmp_path: Path) -> None:
+    """A tied GPT-2 saved by save_pretrained stores transformer.wte.weight only (lm_head.weight is dropped):
+    --rename '^lm_head\\.=output.' renamed nothing, and B's output.weight was an "unknown" error, unexplained."""
+    import warnings
+
+    from safetensors.torch import save_file
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=32,
+                                           bos_token_id=0, eos_token_id=0))
+        model.save_pretrained(tmp_path / "gpt2")
+    state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    state["output.weight"] = state.pop("lm_head.weight")  # a model that stores its output layer on its own
+    save_file(state, tmp_path / "untied.safetensors")
+    flag = r"--rename '^lm_head\.=output.'"
+    code, data = run_json("diff-keys", str(tmp_path / "gpt2"), str(tmp_path / "untied.safetensors"),
+                          "--rename", r"^lm_head\.=output.")
+    assert code == 1 and data["unexpected"] == []
+    assert data["missing"] == [{"name": "output.weight", "reason": "tied-weight", "severity": "error", "detail":
+                                f"{flag} names it after lm_head.weight, which A does not store: A ties it to "
+                                "transformer.wte.weight"}]
+    assert data["notes"] == [
+        f"{flag} renames no key of A onto output.weight: A ties its lm_head.weight to transformer.wte.weight "
+        "(tie_word_embeddings), so it was stored once, as transformer.wte.weight, and lm_head.weight was left out "
+        "on save; B stores output.weight on its own: fill it with a copy (state_dict['output.weight'] = "
+        "state_dict['transformer.wte.weight']), or load into a model that ties them"]
+    # A that stores its lm_head: the rename does its work, nothing to explain.
+    stored = dict(state)
+    stored["lm_head.weight"] = stored.pop("output.weight")
+    save_file(stored, tmp_path / "stored.safetensors")
+    code, data = run_json("diff-keys", str(tmp_path / "stored.safetensors"), str(tmp_path / "untied.safetensors"),
+                          "--rename", r"^lm_head\.=output.")
+    assert code == 0 and data["missing"] == [] and data["notes"] == []

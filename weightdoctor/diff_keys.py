@@ -1907,6 +1907,56 @@ def diff_specs(
                            model_class_command=model_class_command, model_renamings=model_renamings)
 
 
+def _dropped_tie_aliases(specs_a: Mapping[str, KeySpec]) -> list[str]:
+    """The tied names save_pretrained leaves out of a checkpoint that ties its embeddings (the output layer,
+    T5's per-stack copies of `shared`), where A stores none of them."""
+    aliases = ["lm_head.weight"]
+    if "shared.weight" in specs_a:
+        aliases += ["encoder.embed_tokens.weight", "decoder.embed_tokens.weight"]
+    return [alias for alias in aliases if alias not in specs_a]
+
+
+def renames_onto_dropped_ties(
+    specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], renames: Sequence[Rename],
+    missing: Sequence[str], tie_embeddings_a: bool | None,
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """A `--rename` written for a tied alias A does not store (`lm_head.weight`, tied to `transformer.wte.weight`
+    and dropped on save): it renames nothing, and the key of B it was meant to fill was an "unknown" error. Returns
+    (reason, severity, detail) for those keys of B and a note; ({}, "") when no rename is such.
+
+    Example:
+        >>> a = {"wte.weight": KeySpec("wte.weight", (50, 16), "float32")}
+        >>> b = {"output.weight": KeySpec("output.weight", (50, 16), "float32")}
+        >>> renames_onto_dropped_ties(a, b, [Rename("^lm_head", "output")], ["output.weight"], None)[0][
+        ...     "output.weight"][:2]
+        ('tied-weight', 'error')
+    """
+    if not renames or not missing or tie_embeddings_a is False:
+        return {}, ""
+    embeddings = [name for name in specs_a if _INPUT_EMBEDDING.search(name) and "position" not in name]
+    whys: dict[str, tuple[str, str, str]] = {}
+    notes: list[str] = []
+    for alias in _dropped_tie_aliases(specs_a) if embeddings else ():
+        for rename in renames:
+            target = rename.apply(alias)
+            spec = specs_b.get(target)
+            if target == alias or spec is None or target not in missing:
+                continue
+            source = next((name for name in embeddings if specs_a[name].shape == spec.shape), None)
+            if source is None:
+                continue
+            # A config that says tie_word_embeddings settles it; without one, an absent output layer most likely is.
+            ties = "ties" if tie_embeddings_a else "most likely ties"
+            whys[target] = ("tied-weight", "error", f"{rename.as_flag()} names it after {alias}, which A does not "
+                            f"store: A {ties} it to {source}")
+            notes.append(f"{rename.as_flag()} renames no key of A onto {target}: A {ties} its {alias} to {source} "
+                         f"(tie_word_embeddings), so it was stored once, as {source}, and {alias} was left out on "
+                         f"save; B stores {target} on its own: fill it with a copy (state_dict[{target!r}] = "
+                         f"state_dict[{source!r}]), or load into a model that ties them")
+            break
+    return whys, "; ".join(notes)
+
+
 def _diff_specs(
     specs_a: Mapping[str, KeySpec],
     specs_b: Mapping[str, KeySpec],
@@ -1932,6 +1982,10 @@ def _diff_specs(
     suggestions: list[SuggestedRename] = []
     after: int | None = None
     layout_whys, layout_note = foreign_layout(diff.unexpected, diff.missing)
+    tie_whys, tie_note = renames_onto_dropped_ties(specs_a, specs_b, renames, diff.missing, tie_embeddings_a)
+    if tie_whys:
+        layout_whys = {**layout_whys, **tie_whys}
+        layout_note = "; ".join(filter(None, (layout_note, tie_note)))
     expert_whys, expert_note = expert_layout(diff.unexpected, diff.missing, model_class_command)
     if expert_whys:
         layout_whys = {**expert_whys, **layout_whys}
