@@ -256,6 +256,15 @@ def test_a_force_over_a_really_immutable_folder_or_its_parent(tmp_path: Path) ->
             subprocess.run(["chattr", "-i", str(stuck)], check=True)
             assert result.exit_code == 2 and words in " ".join(result.stderr.split()), result.stderr
             assert _hidden(parent) == [] and old.exists()
+        # A file output whose folder is immutable: its temp file cannot be made beside it, and that is why.
+        single = parent / "one.safetensors"
+        assert run_cli("convert", str(tmp_path / "src.safetensors"), "-o", str(single)).exit_code == 0
+        subprocess.run(["chattr", "+i", str(parent)], check=True)
+        result = run_cli("convert", str(tmp_path / "src.safetensors"), "-o", str(single), "--dtype", "fp16", "--force")
+        subprocess.run(["chattr", "-i", str(parent)], check=True)
+        assert result.exit_code == 2 and " ".join(result.stderr.split()) == (
+            f"error: {single}: cannot replace the existing output: the folder {parent} is immutable (chattr +i): "
+            "nothing in it can be renamed or deleted; it was left as it is, and nothing was left behind")
     finally:
         subprocess.run(["chattr", "-i", str(old), str(parent)], capture_output=True)
 

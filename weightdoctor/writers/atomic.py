@@ -269,7 +269,16 @@ def atomic_file(dest: Path, *, replace: bool = False) -> Iterator[Path]:
     tmp = _sibling(dest, TEMP_MARK)
     try:
         try:
-            yield tmp
+            try:
+                yield tmp
+            except OutputError as err:
+                # The temp file beside an existing output could not be made: an immutable or read-only folder,
+                # which also keeps the output from being replaced; said so, not only "operation not permitted".
+                cause = err.__cause__
+                if replace and isinstance(cause, OSError) and cause.errno in (errno.EPERM, errno.EACCES) and \
+                        (dest.exists() or dest.is_symlink()) and (blocker := removal_blocker(dest)) is not None:
+                    raise replace_error(cause, dest, blocker) from cause
+                raise
             fsync_path(tmp)
             from weightdoctor.writers import hooks
 
