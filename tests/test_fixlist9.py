@@ -173,6 +173,10 @@ def test_counts_of_one_take_the_singular(tmp_path: Path) -> None:
     code, data = run_json("inspect", str(tmp_path / "ckpt.pt"))
     assert "ema (a state dict of 1 tensor: pick it with --key)" in data["other_entries"], data["other_entries"]
     assert "meta (dict, 1 entry)" in data["other_entries"] and "steps (list, 1 item)" in data["other_entries"]
+    # check-dtype's stored dtypes: one tensor of one parameter.
+    save_file({"s": torch.ones(1)}, tmp_path / "one.pt.safetensors")
+    text = " ".join(run_cli("check-dtype", str(tmp_path / "one.pt.safetensors")).stdout.replace("│", " ").split())
+    assert "float32: 1 tensor, 1 param," in text, text
     # A one-byte file is no safetensors file.
     (tmp_path / "one.safetensors").write_bytes(b"\0")
     result = run_cli("inspect", str(tmp_path / "one.safetensors"))

@@ -89,7 +89,7 @@ def render_shard(result: object, console: Console) -> None:
     if plan.max_bytes is None:
         limit = "none: one file (--max 0 / --single)"
     else:
-        limit = f"{plan.max_text} = {plan.max_bytes:,} bytes ({plan.units} units)"
+        limit = f"{plan.max_text} = {counted(plan.max_bytes, 'byte')} ({plan.units} units)"
     verb = "would write" if result.dry_run else "wrote"  # type: ignore[attr-defined]
     rows = [
         ("format", plan.format),
