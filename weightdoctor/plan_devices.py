@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from weightdoctor.errors import UsageError, WeightDoctorError
 from weightdoctor.findings import Finding
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
+from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
     import torch
@@ -653,8 +654,9 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
         from weightdoctor.units import format_bytes
 
         planned.warnings.append(
-            f"{len(elsewhere):,} stored tensors ({format_bytes(sum(i.nbytes for i in elsewhere))}, e.g. "
-            f"{elsewhere[0].name}) lie under no Linear layer or tensor of the model built from its config (MoE "
+            f"{counted(len(elsewhere), 'stored tensor')} ({format_bytes(sum(i.nbytes for i in elsewhere))}, e.g. "
+            f"{elsewhere[0].name}) {plural(len(elsewhere), 'lies', 'lie')} under no Linear layer "
+            "or tensor of the model built from its config (MoE "
             "experts, which transformers 5 builds fused): the modules they belong to are planned unquantized, an "
             "upper bound")
     if not planned.quantizer_headroom:
@@ -1824,8 +1826,9 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     unsized = " (not counted)" if state is None else ""
     if attention == [] and isinstance(layers, int):
         # Mamba, Mamba-2, RWKV-like stacks: no layer attends, so nothing grows with the sequence
-        note = (f"no KV cache: all {layers} layers keep a recurrent state of fixed size per sequence "
-                f"instead{unsized}" if stateful else "no KV cache: no layer attends")
+        note = (f"no KV cache: {'its' if layers == 1 else 'all'} {counted(layers, 'layer', grouped=False)} "
+                f"{plural(layers, 'keeps', 'keep')} a recurrent state of fixed size per sequence instead{unsized}"
+                if stateful else "no KV cache: no layer attends")
         return KVCacheEstimate(batch, seq_len, 0, 0, 0, torch_dtype, 0, 0, 0, False, note, state)
     if not (isinstance(layers, int) and isinstance(heads, int) and isinstance(hidden, int)):
         raise UsageError("config has no num_hidden_layers / num_attention_heads / hidden_size; cannot size a KV cache")
@@ -1872,21 +1875,26 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
                 windowed.add(window)
         total += layer_token * tokens * batch
     if indexer and any(kind == "indexed_attention" for kind, _ in attention):
-        notes.append(f"plus the indexer's key of each token, index_head_dim = {index_dim} values per layer")
+        notes.append("plus the indexer's key of each token, "
+                     f"index_head_dim = {counted(index_dim, 'value', grouped=False)} per layer")
     if windowed:
         sliding = sum(1 for _kind, window in attention if window in windowed)
-        which = "" if sliding == len(attention) else f" ({sliding} of {layers} layers)"
+        which = "" if sliding == len(attention) else f" ({sliding} of {counted(layers, 'layer', grouped=False)})"
         notes.append(f"sliding-window layers{which} keep at most {', '.join(map(str, sorted(windowed)))} tokens")
     shared = sum(1 for kind, _ in kinds or [] if kind == "dummy")
     if shared:
-        notes.append(f"{shared} of {layers} layers cache nothing (they reuse earlier layers' keys and values, or "
-                     "do not attend)")
+        notes.append(f"{shared} of {counted(layers, 'layer', grouped=False)} "
+                     f"{plural(shared, 'caches', 'cache')} nothing "
+                     f"({plural(shared, 'it reuses', 'they reuse')} earlier layers' keys and values, or "
+                     f"{plural(shared, 'does', 'do')} not attend)")
     hybrid = sum(1 for kind, _ in kinds or [] if kind in _STATE_KINDS and kind in _KV_KINDS)
     if stateful - hybrid:
-        notes.append(f"{stateful - hybrid} of {layers} layers keep a recurrent state of fixed size per sequence "
+        notes.append(f"{stateful - hybrid} of {counted(layers, 'layer', grouped=False)} "
+                     f"{plural(stateful - hybrid, 'keeps', 'keep')} a recurrent state of fixed size per sequence "
                      f"instead of keys and values{unsized}")
     if hybrid:
-        notes.append(f"{hybrid} of {layers} layers also keep a recurrent state of fixed size per sequence{unsized}")
+        notes.append(f"{hybrid} of {counted(layers, 'layer', grouped=False)} also {plural(hybrid, 'keeps', 'keep')} a "
+                     f"recurrent state of fixed size per sequence{unsized}")
     return KVCacheEstimate(batch, seq_len, len(attention), kv_heads, head_dim, torch_dtype, per_token, total, 0,
                            False, "; ".join(notes) or None, state)
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from weightdoctor.dtypes import BITS_PER_ELEMENT
 from weightdoctor.errors import CorruptCheckpoint
+from weightdoctor.wording import counted
 
 if TYPE_CHECKING:
     import torch
@@ -202,7 +203,7 @@ class StaticTensor(_NoState):
                 # The file was cut short after its records were listed (the map is made on the first value
                 # read): frombuffer's ValueError was an unexpected error line.
                 raise CorruptCheckpoint(
-                    f"file ended before the bytes of storage data/{self.storage.key} ({now:,} bytes now, "
+                    f"file ended before the bytes of storage data/{self.storage.key} ({counted(now, 'byte')} now, "
                     f"the record ends at {self.storage.data_offset + self.storage.nbytes:,}): truncated or changed "
                     "while reading")
             base = torch.frombuffer(mapping, dtype=dtype, count=count, offset=self.storage.data_offset)
@@ -326,7 +327,8 @@ def record_size_error(key: str, nbytes: int, numel: int, itemsize: int) -> Corru
     reference gives and refuses the file ("record size does not match expected size"); only its mmap=True
     path reads it regardless, handing out whatever bytes lie there."""
     return CorruptCheckpoint(
-        f"storage record data/{key} holds {nbytes} bytes, but the pickle declares a storage of "
+        f"storage record data/{key} holds {counted(nbytes, 'byte', grouped=False)}, but "
+        "the pickle declares a storage of "
         f"{numel} x {itemsize} = {numel * itemsize} bytes (damaged archive: torch.load refuses it)"
     )
 

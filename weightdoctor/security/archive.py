@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from weightdoctor.wording import counted
+
 LOCAL_SIGNATURE = b"PK\x03\x04"
 DESCRIPTOR_SIGNATURE = b"PK\x07\x08"
 EOCD_SIGNATURE = b"PK\x05\x06"
@@ -319,7 +321,7 @@ def iter_member_chunks(handle: BinaryIO, member: ZipMember, limit: int | None = 
         elif left > 0:
             raw = _read_at(handle, position, min(_CHUNK, left))
             if not raw:
-                raise ValueError(f"data ends {left} bytes early (truncated)")
+                raise ValueError(f"data ends {counted(left, 'byte', grouped=False)} early (truncated)")
             position += len(raw)
             left -= len(raw)
         else:

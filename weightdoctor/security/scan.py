@@ -32,6 +32,7 @@ from weightdoctor.security.policy import (
     classify,
     inert_in_context,
 )
+from weightdoctor.wording import counted, plural
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PICKLES = ("magic number", "protocol version", "sys_info", "data", "storage keys")
@@ -244,9 +245,11 @@ def _scan_trailing(handle: BinaryIO, start: int, end: int, collector: _Collector
     handle.seek(start)
     first = _walk(handle, end)
     if first.error is not None and not first.imports:
-        collector.problem(member, start, f"{end - start} bytes follow the end of the checkpoint (not a pickle)")
+        trailing = f"{counted(end - start, 'byte', grouped=False)} {plural(end - start, 'follows', 'follow')}"
+        collector.problem(member, start, f"{trailing} the end of the checkpoint (not a pickle)")
         return
-    collector.problem(member, start, f"{end - start} bytes follow the end of the checkpoint, holding a pickle")
+    trailing = f"{counted(end - start, 'byte', grouped=False)} {plural(end - start, 'follows', 'follow')}"
+    collector.problem(member, start, f"{trailing} the end of the checkpoint, holding a pickle")
     _walk_stream(handle, start, end, collector, member)
 
 
