@@ -1528,14 +1528,14 @@ def explain_devices(
             left -= amount
         given -= kept
         if sizer is not None and sizer.quantized_size is not None and sizer.headroom:
-            headroom = int(given - given * 0.9)
-            if headroom > 0 and left > 0:
-                amount = min(headroom, left)
+            quantizer_kept = int(given - given * 0.9)
+            if quantizer_kept > 0 and left > 0:
+                amount = min(quantizer_kept, left)
                 parts.append(HeldBack("quantizer-headroom", amount,
                                       "the quantizer keeps 10% of every budget for quantization "
                                       "buffers (bitsandbytes, quanto, bitnet and torchao do)"))
                 left -= amount
-                given -= headroom
+                given -= quantizer_kept
         if isinstance(key, int) and strategy != "sequential" and planner_cap < given and left > 0:
             amount = min(given - planner_cap, left)
             parts.append(HeldBack(
