@@ -204,6 +204,8 @@ class _Collector:
             message = call_problem(f"{call.callee.module}.{call.callee.name}", call.args, _global_name)
             if message is not None:
                 self.problems.append(ScanProblem(where, call.offset - base, f"{call.opcode} {message}"))
+        for offset, message in walk.problems:
+            self.problems.append(ScanProblem(where, offset - base, message))
         if walk.error is not None:
             offset = (walk.error_offset if walk.error_offset is not None else walk.end) - base
             before = ", ".join(sorted({f"{g.module}.{g.name}" for g in walk.imports})) or "no globals"
