@@ -80,3 +80,38 @@ def test_memo_indexes_of_real_pickles_are_not_flagged(tmp_path: Path) -> None:
         torch.save(state, buffer, pickle_protocol=protocol, _use_new_zipfile_serialization=False)
         assert scan_bytes(buffer.getvalue()).verdict == "safe", protocol
         assert scan_bytes(pickle.dumps([[i] for i in range(1000)], protocol=protocol)).verdict == "safe"
+
+
+def _with_comment(path: Path, comment: bytes, out: Path) -> Path:
+    """`path`, a zip, with `comment` as its end record's comment (bytes no zip writer checks)."""
+    data = path.read_bytes()
+    end = data.rfind(b"PK\x05\x06")
+    out.write_bytes(data[:end + 20] + struct.pack("<H", len(comment)) + comment)
+    return out
+
+
+def test_a_second_archive_in_the_zip_comment_is_not_read_in_place_of_the_first(tmp_path: Path) -> None:
+    """torch.save's archive of two tensors, its comment holding another torch.save archive: Python's zipfile takes
+    the last end record, the hidden archive's, and moves its offsets to where that archive lies; miniz takes them as
+    written and refuses the file. inspect listed the hidden archive's one tensor, exit 0, as the checkpoint's."""
+    torch.save({"a": torch.arange(4.0), "b": torch.ones(2, 3)}, tmp_path / "outer.bin")
+    torch.save({"hidden": torch.zeros(3)}, tmp_path / "hidden.bin")
+    path = _with_comment(tmp_path / "outer.bin", (tmp_path / "hidden.bin").read_bytes(), tmp_path / "comment.bin")
+    joined = tmp_path / "joined.bin"
+    joined.write_bytes((tmp_path / "outer.bin").read_bytes() + (tmp_path / "hidden.bin").read_bytes())
+    for crafted in (path, joined):
+        with zipfile.ZipFile(crafted) as archive:
+            assert any(name.startswith("hidden/") for name in archive.namelist())  # what zipfile shows
+        try:
+            torch.load(crafted, weights_only=True)
+        except RuntimeError as exc:
+            assert "invalid header or archive is corrupted" in str(exc)
+        else:
+            raise AssertionError("torch.load read the file")
+        line = _one_line_exit_2("inspect", crafted, "--json", expected=crafted.name)
+        assert "different contents to different readers" in line and "torch.load refuses the file" in line, line
+    # A comment of text, as zip tools write one, changes nothing.
+    plain = _with_comment(tmp_path / "outer.bin", b"written by hand", tmp_path / "text-comment.bin")
+    result = run_cli("inspect", str(plain), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert '"num_tensors": 2' in result.stdout

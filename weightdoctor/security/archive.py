@@ -285,6 +285,16 @@ def read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
             known.add((member.name, member.header_offset))
             extra.append(member)
     problems: list[str] = []
+    if strict is not None and strict.members and not raw_members:
+        # zipfile moves every offset when the end record's numbers do not add up; miniz does not. A second archive
+        # in the comment of the first (or two archives joined) is read whole by zipfile and not at all by torch:
+        # inspect listed the hidden archive's tensors, exit 0, for a file torch.load refuses.
+        problems.append(
+            "Python's zipfile finds the central directory only by moving every offset the end record gives (as if "
+            "the archive came after other bytes: a second archive in the first's comment, or two files joined); "
+            "PyTorch's reader takes the offsets as written and finds no record there (torch.load refuses the file): "
+            "the archive shows different contents to different readers"
+        )
     if strict is not None:
         notes += strict.notes
         if extra:
