@@ -115,3 +115,74 @@ def test_a_second_archive_in_the_zip_comment_is_not_read_in_place_of_the_first(t
     result = run_cli("inspect", str(plain), "--json")
     assert result.exit_code == 0, result.stderr
     assert '"num_tensors": 2' in result.stdout
+
+
+class _Storage:
+    """Pickled as the legacy format's persistent id of a float32 storage of `count` elements under `key`."""
+
+    def __init__(self, key: str, count: int) -> None:
+        self.key, self.count = key, count
+
+
+class _Tensor:
+    """Pickled as torch's `_rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())`."""
+
+    def __init__(self, storage: _Storage, offset: int, size: tuple[int, ...], stride: tuple[int, ...]) -> None:
+        self.args = (storage, offset, size, stride, False, __import__("collections").OrderedDict())
+
+    def __reduce__(self) -> tuple:
+        return (torch._utils._rebuild_tensor_v2, self.args)
+
+
+class _LegacyPickler(pickle.Pickler):
+    def persistent_id(self, obj: object) -> tuple | None:
+        if isinstance(obj, _Storage):
+            return ("storage", torch.FloatStorage, obj.key, "cpu", obj.count, None)
+        return None
+
+
+def _legacy(path: Path, tensor: _Tensor, records: dict[str, bytes]) -> Path:
+    """A legacy (non-zip) torch file, as torch.save(_use_new_zipfile_serialization=False) lays it out: magic number,
+    protocol, system info, the data pickle, the storage keys, then each record as its element count and bytes."""
+    buffer = io.BytesIO()
+    for value in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True,
+                                                 "type_sizes": {"short": 2, "int": 4, "long": 4}}):
+        pickle.dump(value, buffer, protocol=2)
+    _LegacyPickler(buffer, protocol=2).dump({"w": tensor})
+    pickle.dump(list(records), buffer, protocol=2)
+    for data in records.values():
+        buffer.write(struct.pack("<q", len(data) // 4) + data)
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def test_a_legacy_storage_record_of_another_size_than_its_pickle_declares(tmp_path: Path) -> None:
+    """A legacy file whose pickle declares a storage of 2**33 floats over a record of four: torch.load tried to
+    allocate 32 GB and the line read "DefaultCPUAllocator: can't allocate memory" (a damaged file, not a small
+    machine); declaring two, the line was torch's unfilled "storage has wrong byte size: expected %ld got %ld168".
+    The scan compares each record with the count its pickle declares and names both."""
+    values = struct.pack("<4f", 1, 2, 3, 4)
+    good = _legacy(tmp_path / "good.bin", _Tensor(_Storage("0", 4), 0, (4,), (1,)), {"0": values})
+    assert torch.load(good, weights_only=True)["w"].tolist() == [1, 2, 3, 4]
+    result = run_cli("inspect", str(good), "--json")
+    assert result.exit_code == 0 and '"format": "pytorch-legacy"' in result.stdout, result.stderr
+    for declared in (2**33, 2):
+        path = _legacy(tmp_path / f"declares-{declared}.bin", _Tensor(_Storage("0", declared), 0, (2,), (1,)),
+                       {"0": values})
+        try:
+            torch.load(path, weights_only=True)
+        except RuntimeError as exc:
+            assert "allocate" in str(exc) or "%ld" in str(exc)
+        else:
+            raise AssertionError("torch.load read the file")
+        line = _one_line_exit_2("inspect", path, expected=path.name)
+        assert f"storage '0' holds 4 elements, but the pickle declares {declared:,}" in line, line
+        assert "torch.load refuses it" in line and "%ld" not in line and "allocate" not in line, line
+
+
+def test_a_legacy_view_past_its_storage_is_said_in_words(tmp_path: Path) -> None:
+    """A view of four elements from offset 10 of a four-element storage: torch's legacy loader grows the storage
+    to fit, then finds the record too short, and its message keeps its unfilled format (`expected %ld got %ld`)."""
+    path = _legacy(tmp_path / "past.bin", _Tensor(_Storage("0", 4), 10, (4,), (1,)), {"0": bytes(16)})
+    line = _one_line_exit_2("inspect", path, expected=path.name)
+    assert "%ld" not in line and "view reaches past the end of its storage" in line, line

@@ -1037,6 +1037,12 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
             ) from inner
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        if "storage has wrong byte size: expected %ld" in text:
+            # torch's legacy loader leaves its format unfilled ("expected %ld got %ld1656"). The scan compares each
+            # record with the size its pickle declares where it knows the storage type: most often a tensor's view
+            # past its storage's end grew the storage beyond its record.
+            text = ("a tensor's view reaches past the end of its storage, or a storage record holds another size "
+                    "than its pickle declares (torch: storage has wrong byte size)")
         if fmt == "pytorch-zip" and names is None:
             # Neither zipfile nor torch can read the archive: most often a download cut short.
             raise CorruptCheckpoint(f"the zip archive is damaged or truncated (torch: {text[:200]})") from exc

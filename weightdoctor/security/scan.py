@@ -378,6 +378,16 @@ def _storage_sizes(data_walk: PickleWalk) -> dict[str, int]:
     return sizes
 
 
+def _storage_counts(data_walk: PickleWalk) -> dict[str, int]:
+    """Legacy format: storage key -> the element count the data pickle declares (the first reference's)."""
+    counts: dict[str, int] = {}
+    for pid in data_walk.persistent_ids:
+        if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] in ("storage", b"storage") \
+                and isinstance(pid[2], (str, bytes)) and isinstance(pid[4], int) and not isinstance(pid[4], bool):
+            counts.setdefault(pid[2] if isinstance(pid[2], str) else pid[2].decode("latin-1"), pid[4])
+    return counts
+
+
 def _scan_pickle_file(handle: BinaryIO, size: int, collector: _Collector) -> str:
     """Scan a legacy torch file or a plain pickle; return which of the two it is."""
     handle.seek(0)
@@ -401,6 +411,7 @@ def _scan_pickle_file(handle: BinaryIO, size: int, collector: _Collector) -> str
         position = walk.end
     keys = walks[4].value
     sizes = _storage_sizes(walks[3])
+    declared = _storage_counts(walks[3])
     if not isinstance(keys, list) or not all(isinstance(k, str) and k in sizes for k in keys):
         # The storage layout cannot be followed: look for pickles hidden anywhere in what follows.
         _carve(handle, position, size, collector, "storage data")
@@ -412,6 +423,13 @@ def _scan_pickle_file(handle: BinaryIO, size: int, collector: _Collector) -> str
             collector.problem("storage data", position, f"storage {key!r} is cut short (truncated file)")
             return "pytorch-legacy"
         (count,) = struct.unpack("<q", header)
+        if count >= 0 and declared.get(key, count) != count:
+            # torch.load allocates the size the pickle declares (a 1 KB file asked for 32 GB: "can't allocate
+            # memory"), then refuses the record with "storage has wrong byte size: expected %ld got %ld", unformatted.
+            collector.problem("storage data", position, f"storage {key!r} holds {count:,} elements, but the pickle "
+                              f"declares {declared[key]:,} (a damaged file: torch.load refuses it, storage has wrong "
+                              "byte size)")
+            return "pytorch-legacy"
         position += 8 + max(0, count) * sizes[key]
         if count < 0 or position > size:
             collector.problem("storage data", position, f"storage {key!r} runs past the end of the file")
