@@ -118,10 +118,10 @@ def test_a_second_archive_in_the_zip_comment_is_not_read_in_place_of_the_first(t
 
 
 class _Storage:
-    """Pickled as the legacy format's persistent id of a float32 storage of `count` elements under `key`."""
+    """Pickled as the persistent id of a storage of `count` elements of `kind` (a torch storage type) under `key`."""
 
-    def __init__(self, key: str, count: int) -> None:
-        self.key, self.count = key, count
+    def __init__(self, key: str, count: int, kind: type = torch.FloatStorage) -> None:
+        self.key, self.count, self.kind = key, count, kind
 
 
 class _Tensor:
@@ -137,18 +137,34 @@ class _Tensor:
 class _LegacyPickler(pickle.Pickler):
     def persistent_id(self, obj: object) -> tuple | None:
         if isinstance(obj, _Storage):
-            return ("storage", torch.FloatStorage, obj.key, "cpu", obj.count, None)
+            return ("storage", obj.kind, obj.key, "cpu", obj.count, None)
         return None
 
 
-def _legacy(path: Path, tensor: _Tensor, records: dict[str, bytes]) -> Path:
+class _ZipPickler(pickle.Pickler):
+    def persistent_id(self, obj: object) -> tuple | None:
+        if isinstance(obj, _Storage):
+            return ("storage", obj.kind, obj.key, "cpu", obj.count)
+        return None
+
+
+def _zip(path: Path, state: dict[str, _Tensor], records: dict[str, bytes]) -> Path:
+    """A torch zip archive of `state` (the records torch.save writes around data.pkl, and `records` as data/)."""
+    buffer = io.BytesIO()
+    _ZipPickler(buffer, protocol=2).dump(state)
+    return _rewrite(path, [("archive/data.pkl", buffer.getvalue()), ("archive/byteorder", b"little"),
+                           *((f"archive/data/{key}", data) for key, data in records.items()),
+                           ("archive/version", b"3\n")])
+
+
+def _legacy(path: Path, tensor: _Tensor | dict[str, _Tensor], records: dict[str, bytes]) -> Path:
     """A legacy (non-zip) torch file, as torch.save(_use_new_zipfile_serialization=False) lays it out: magic number,
     protocol, system info, the data pickle, the storage keys, then each record as its element count and bytes."""
     buffer = io.BytesIO()
     for value in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True,
                                                  "type_sizes": {"short": 2, "int": 4, "long": 4}}):
         pickle.dump(value, buffer, protocol=2)
-    _LegacyPickler(buffer, protocol=2).dump({"w": tensor})
+    _LegacyPickler(buffer, protocol=2).dump(tensor if isinstance(tensor, dict) else {"w": tensor})
     pickle.dump(list(records), buffer, protocol=2)
     for data in records.values():
         buffer.write(struct.pack("<q", len(data) // 4) + data)
@@ -186,3 +202,43 @@ def test_a_legacy_view_past_its_storage_is_said_in_words(tmp_path: Path) -> None
     path = _legacy(tmp_path / "past.bin", _Tensor(_Storage("0", 4), 10, (4,), (1,)), {"0": bytes(16)})
     line = _one_line_exit_2("inspect", path, expected=path.name)
     assert "%ld" not in line and "view reaches past the end of its storage" in line, line
+
+
+def test_a_storage_referenced_again_under_another_type_is_read_as_torch_reads_it(tmp_path: Path) -> None:
+    """torch.load types a storage at its first reference and gives later ones that storage as it is. A second
+    reference as a DoubleStorage of two elements was read by the torch-free reader as two float64 values over the
+    first's four floats (mean 257.0, where torch gives float32 [1, 2], mean 1.5); one declaring another size was
+    refused as a damaged archive "torch.load refuses", which torch.load reads; the reverse order, which torch
+    refuses (a float32 view of four elements over a float64 storage of two), was listed with exit 0."""
+    values = struct.pack("<4f", 1, 2, 3, 4)
+    first = _Tensor(_Storage("0", 4), 0, (4,), (1,))
+    # The last one has its size as a list, which the torch-free reader leaves to torch.load: the record sizes were
+    # then compared for every reference alike.
+    for second in (_Tensor(_Storage("0", 2, torch.DoubleStorage), 0, (2,), (1,)),
+                   _Tensor(_Storage("0", 2), 0, (2,), (1,)), _Tensor(_Storage("0", 2), 0, [2], [1])):  # type: ignore[arg-type]
+        path = _zip(tmp_path / "shared.bin", {"a": first, "b": second}, {"0": values})
+        loaded = torch.load(path, weights_only=True)
+        assert loaded["b"].dtype == torch.float32 and loaded["b"].tolist() == [1.0, 2.0]
+        result = run_cli("inspect", str(path), "--stats", "--json")
+        assert result.exit_code == 0, result.stderr
+        tensors = {t["name"]: t for t in __import__("json").loads(result.stdout)["tensors"]}
+        assert (tensors["b"]["dtype"], tensors["b"]["shape"]) == ("float32", [2])
+        assert (tensors["b"]["stats"]["mean"], tensors["a"]["stats"]["mean"]) == (1.5, 2.5)
+    reverse = _zip(tmp_path / "reverse.bin", {"b": _Tensor(_Storage("0", 2, torch.DoubleStorage), 0, (2,), (1,)),
+                                              "a": first}, {"0": values})
+    try:
+        torch.load(reverse, weights_only=True)
+    except RuntimeError as exc:
+        assert "not resizable" in str(exc)
+    else:
+        raise AssertionError("torch.load read the file")
+    line = _one_line_exit_2("inspect", reverse, expected=reverse.name)
+    assert "not resizable" in line, line
+    # The legacy format's scan walked the records at the element size of the last reference: 8 bytes each for
+    # four floats ran past the end of the file, and a file torch.load reads was refused as suspicious.
+    legacy = _legacy(tmp_path / "legacy.bin", {"a": first, "b": _Tensor(_Storage("0", 2, torch.DoubleStorage), 0,
+                                                                         (2,), (1,))}, {"0": values})
+    assert torch.load(legacy, weights_only=True)["b"].tolist() == [1.0, 2.0]
+    result = run_cli("inspect", str(legacy), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert [t["dtype"] for t in __import__("json").loads(result.stdout)["tensors"]] == ["float32", "float32"]

@@ -1087,9 +1087,13 @@ def check_record_sizes(path: Path) -> None:
             data = zip_archive.read_member(handle, pickles[0], MAX_DATA_PKL)
         except ValueError:
             return
+    compared: set[Any] = set()
     for pid in walk_pickle(io.BytesIO(bytes(data)), len(data)).persistent_ids:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
             continue
+        if not isinstance(pid[2], (str, int)) or pid[2] in compared:
+            continue  # torch loads a storage at its first reference and hands it to the later ones unchecked
+        compared.add(pid[2])
         itemsize = STORAGE_ELEMENT_SIZE.get(getattr(pid[1], "name", ""))
         key, numel = pid[2], pid[4]
         member = members.get(f"{prefix}data/{key}")

@@ -374,7 +374,9 @@ def _storage_sizes(data_walk: PickleWalk) -> dict[str, int]:
             storage_type = getattr(pid[1], "name", None)
             key = pid[2]
             if isinstance(key, (str, bytes)) and storage_type in STORAGE_ELEMENT_SIZE:
-                sizes[key if isinstance(key, str) else key.decode("latin-1")] = STORAGE_ELEMENT_SIZE[storage_type]
+                # torch's legacy loader types a storage at its first reference; later ones share it as it is.
+                name = key if isinstance(key, str) else key.decode("latin-1")
+                sizes.setdefault(name, STORAGE_ELEMENT_SIZE[storage_type])
     return sizes
 
 
