@@ -242,3 +242,31 @@ def test_a_storage_referenced_again_under_another_type_is_read_as_torch_reads_it
     result = run_cli("inspect", str(legacy), "--json")
     assert result.exit_code == 0, result.stderr
     assert [t["dtype"] for t in __import__("json").loads(result.stdout)["tensors"]] == ["float32", "float32"]
+
+
+def test_an_index_naming_a_shard_with_a_trailing_slash(tmp_path: Path) -> None:
+    """`a.safetensors/` was read as `a.safetensors` (normpath drops the slash), exit 0, where transformers joins
+    the name as written and safetensors cannot open it; `./a.safetensors` beside `a.safetensors` is still one
+    shard, as transformers opens the same file under both."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    save_file({"a.weight": torch.ones(2, 2), "b.weight": torch.zeros(3)}, str(tmp_path / "a.safetensors"))
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"a.weight": "./a.safetensors", "b.weight": "a.safetensors/"}}))
+    try:
+        safe_open(f"{tmp_path}/a.safetensors/", "pt")  # as os.path.join(folder, shard) spells it
+    except OSError:
+        pass
+    else:
+        raise AssertionError("safetensors opened a name ending in '/'")
+    line = _one_line_exit_2("inspect", index, expected="model.safetensors.index.json")
+    assert "'a.safetensors/'" in line and "'b.weight'" in line and "ends in '/'" in line, line
+    index.write_text(json.dumps({"weight_map": {"a.weight": "./a.safetensors", "b.weight": "a.safetensors"}}))
+    result = run_cli("inspect", str(index), "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [f["path"] for f in report["files"] if f["role"] == "weights"] == ["a.safetensors"]
+    assert report["num_tensors"] == 2 and report["warnings"] == []
