@@ -118,6 +118,10 @@ def _from_central_directory(handle: BinaryIO, file_size: int) -> ZipLayout:
             problems.append(f"member {info.filename!r}: no local header at byte {info.header_offset}")
             continue
         data_offset = header[5]
+        if info.flag_bits & 0x1:
+            # Read in place here, the bytes were taken as values; miniz refuses the record in every mode
+            # ("unsupported encryption"), so torch.load refuses the file.
+            problems.append(f"member {info.filename!r} is flagged as encrypted (PyTorch's reader refuses it)")
         if header[7] != info.filename:
             problems.append(
                 f"member {info.filename!r}: its local header names it {header[7]!r} (PyTorch reads it anyway)"
