@@ -272,8 +272,8 @@ def test_an_index_naming_a_shard_with_a_trailing_slash(tmp_path: Path) -> None:
     assert report["num_tensors"] == 2 and report["warnings"] == []
 
 
-def _flag_encrypted(path: Path, member: str, out: Path) -> Path:
-    """`path` with the encryption bit set in `member`'s local header and central directory entry."""
+def _flag(path: Path, member: str, out: Path, bit: int = 0x1) -> Path:
+    """`path` with flag `bit` (0x1: encrypted) set in `member`'s local header and central directory entry."""
     data = bytearray(path.read_bytes())
     name = member.encode()
     for signature, flags_at, name_length_at, name_at in ((b"PK\x03\x04", 6, 26, 30), (b"PK\x01\x02", 8, 28, 46)):
@@ -281,7 +281,7 @@ def _flag_encrypted(path: Path, member: str, out: Path) -> Path:
         while at >= 0:
             (length,) = struct.unpack_from("<H", data, at + name_length_at)
             if bytes(data[at + name_at:at + name_at + length]) == name:
-                data[at + flags_at] |= 0x1
+                struct.pack_into("<H", data, at + flags_at, struct.unpack_from("<H", data, at + flags_at)[0] | bit)
             at = data.find(signature, at + 4)
     out.write_bytes(bytes(data))
     return out
@@ -292,14 +292,18 @@ def test_a_storage_record_flagged_as_encrypted_is_not_read_as_values(tmp_path: P
     encryption"), and zipfile asks for a password; the torch-free reader, which reads records in place, took its
     bytes as the tensor's values and printed their statistics, exit 0."""
     torch.save({"a": torch.arange(4.0), "b": torch.ones(2, 3)}, tmp_path / "plain.bin")
-    path = _flag_encrypted(tmp_path / "plain.bin", "plain/data/0", tmp_path / "encrypted.bin")
-    for mmap in (False, True):
-        try:
-            torch.load(path, weights_only=True, mmap=mmap)
-        except RuntimeError as exc:
-            assert "unsupported encryption" in str(exc)
-        else:
-            raise AssertionError("torch.load read the file")
-    for command in (["inspect"], ["inspect", "--stats"]):
-        line = _one_line_exit_2(*command, path, expected=path.name)
-        assert "unsupported encryption" in line, line
+    # Strong encryption, compressed patch data and a masked local header are refused by miniz as well.
+    for bit, said in ((0x1, "unsupported encryption"), (0x40, "unsupported encryption"),
+                      (0x20, "unsupported feature"), (0x2000, "unsupported encryption")):
+        for member in ("plain/data/0", "plain/data.pkl"):
+            path = _flag(tmp_path / "plain.bin", member, tmp_path / "flagged.bin", bit)
+            for mmap in (False, True):
+                try:
+                    torch.load(path, weights_only=True, mmap=mmap)
+                except RuntimeError as exc:
+                    assert said in str(exc)
+                else:
+                    raise AssertionError("torch.load read the file")
+            for command in (["inspect"], ["inspect", "--stats"]):
+                line = _one_line_exit_2(*command, path, expected=path.name)
+                assert said in line, (bit, member, line)

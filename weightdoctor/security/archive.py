@@ -106,6 +106,11 @@ def _find_end_record(handle: BinaryIO, file_size: int) -> int:
     return min(file_size, file_size - window + at + 22 + comment_len)
 
 
+# General-purpose flag bits miniz refuses a record for: (bit, what it says).
+_REFUSED_FLAGS = ((0x1, "encrypted"), (0x20, "compressed patch data"), (0x40, "strongly encrypted"),
+                  (0x2000, "having its local header masked"))
+
+
 def _from_central_directory(handle: BinaryIO, file_size: int) -> ZipLayout:
     problems: list[str] = []
     handle.seek(0)
@@ -118,10 +123,12 @@ def _from_central_directory(handle: BinaryIO, file_size: int) -> ZipLayout:
             problems.append(f"member {info.filename!r}: no local header at byte {info.header_offset}")
             continue
         data_offset = header[5]
-        if info.flag_bits & 0x1:
-            # Read in place here, the bytes were taken as values; miniz refuses the record in every mode
-            # ("unsupported encryption"), so torch.load refuses the file.
-            problems.append(f"member {info.filename!r} is flagged as encrypted (PyTorch's reader refuses it)")
+        refused = [what for bit, what in _REFUSED_FLAGS if info.flag_bits & bit]
+        if refused:
+            # Read in place here, the bytes were taken as values; miniz refuses such a record in every mode
+            # ("unsupported encryption", "unsupported feature"), so torch.load refuses the file.
+            problems.append(f"member {info.filename!r} is flagged as {' and '.join(refused)} (PyTorch's reader "
+                            "refuses it)")
         if header[7] != info.filename:
             problems.append(
                 f"member {info.filename!r}: its local header names it {header[7]!r} (PyTorch reads it anyway)"
