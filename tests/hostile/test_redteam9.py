@@ -307,3 +307,25 @@ def test_a_storage_record_flagged_as_encrypted_is_not_read_as_values(tmp_path: P
             for command in (["inspect"], ["inspect", "--stats"]):
                 line = _one_line_exit_2(*command, path, expected=path.name)
                 assert said in line, (bit, member, line)
+
+
+def test_a_config_size_past_64_bits_is_said_without_torchs_source_frames(tmp_path: Path) -> None:
+    """`vocab_size: 10**30` in config.json (json reads any integer): building the model fails inside torch, whose
+    message goes on with the C++ frame it came from; the warning ended in the middle of a source path of torch's
+    build machine ("Exception raised from THPUtils_unpackLong at /__w/pytorch/pytorch/torch/csrc/utils/python_nu")."""
+    import json
+
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    save_file({"transformer.wte.weight": torch.ones(100, 64)}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 2, "vocab_size": 10**30, "n_positions": 64,
+        "architectures": ["GPT2LMHeadModel"]}))
+    result = run_cli("plan-devices", str(folder), "--gpu", "1GB", "--json")
+    assert result.exit_code == 0, result.stderr
+    warnings = json.loads(result.stdout)["warnings"]
+    built = [w for w in warnings if "cannot build the model from config.json" in w]
+    assert len(built) == 1 and "Overflow" in built[0], warnings
+    assert "Exception raised from" not in built[0] and "/__w/" not in built[0], built[0]
