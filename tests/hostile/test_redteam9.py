@@ -329,3 +329,25 @@ def test_a_config_size_past_64_bits_is_said_without_torchs_source_frames(tmp_pat
     built = [w for w in warnings if "cannot build the model from config.json" in w]
     assert len(built) == 1 and "Overflow" in built[0], warnings
     assert "Exception raised from" not in built[0] and "/__w/" not in built[0], built[0]
+
+
+def test_a_pickle_walked_from_a_file_does_not_ask_the_file_its_position_at_every_opcode(tmp_path: Path) -> None:
+    """Legacy files are walked from the file (their pickles' ends are not known before): the reader asked the file
+    for its position at every opcode and every read, a third of the scan; a legacy file of 200,000 storages took
+    23 s to scan (14.8 s of CPU against 8.6 s now), more than torch.load itself."""
+    from weightdoctor.security.opcodes import walk_pickle
+
+    path = tmp_path / "legacy.bin"
+    torch.save({f"layer.{i}": torch.zeros(1) for i in range(2000)}, path, _use_new_zipfile_serialization=False)
+    asked = {"tell": 0}
+
+    class Counting(io.BufferedReader):
+        def tell(self) -> int:
+            asked["tell"] += 1
+            return super().tell()
+
+    with open(path, "rb", buffering=0) as raw:
+        handle = Counting(raw)
+        walks = [walk_pickle(handle, path.stat().st_size) for _ in range(4)]
+    assert [w.error for w in walks] == [None] * 4 and len(walks[3].persistent_ids) == 2000
+    assert asked["tell"] < 100, asked

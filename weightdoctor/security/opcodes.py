@@ -97,17 +97,24 @@ class _LineBoundedReader:
     def __init__(self, handle: BinaryIO, end: int) -> None:
         self._handle = handle
         self._end = end
+        # The position is counted here: pickletools asks for it at every opcode, and the file's own tell() made
+        # up a third of a legacy file's scan (200,000 storages: 23 s, past what torch.load itself takes).
+        self._position = handle.tell()
 
     def read(self, n: int = -1) -> bytes:
-        left = max(0, self._end - self._handle.tell())
-        return self._handle.read(left if n < 0 else min(n, left))
+        left = max(0, self._end - self._position)
+        data = self._handle.read(left if n < 0 else min(n, left))
+        self._position += len(data)
+        return data
 
     def readline(self, limit: int = -1) -> bytes:
-        left = max(0, self._end - self._handle.tell())
-        return self._handle.readline(min(left, MAX_LINE))
+        left = max(0, self._end - self._position)
+        data = self._handle.readline(min(left, MAX_LINE))
+        self._position += len(data)
+        return data
 
     def tell(self) -> int:
-        return self._handle.tell()
+        return self._position
 
 
 class _FastReader:
