@@ -351,3 +351,26 @@ def test_a_pickle_walked_from_a_file_does_not_ask_the_file_its_position_at_every
         walks = [walk_pickle(handle, path.stat().st_size) for _ in range(4)]
     assert [w.error for w in walks] == [None] * 4 and len(walks[3].persistent_ids) == 2000
     assert asked["tell"] < 100, asked
+
+
+def test_a_byteorder_record_torch_does_not_know_is_not_read_as_little(tmp_path: Path) -> None:
+    """torch.load compares the byteorder record with "little" and "big" as they are; "little\\n" (as `echo` writes
+    it) and " little" were stripped and read as little-endian by the torch-free reader, exit 0, for a file torch.load
+    refuses ("Unknown endianness type"). "little" itself still reads."""
+    source = tmp_path / "plain.bin"
+    torch.save({"w": torch.arange(4.0)}, source)
+    records = _records(source)
+    for order in (b"little\n", b" little", b"little"):
+        path = _rewrite(tmp_path / "order.bin", [(n, order if n.endswith("/byteorder") else d) for n, d in records])
+        if order == b"little":
+            result = run_cli("inspect", str(path), "--json")
+            assert result.exit_code == 0 and '"num_tensors": 1' in result.stdout, result.stderr
+            continue
+        try:
+            torch.load(path, weights_only=True)
+        except ValueError as exc:
+            assert "Unknown endianness type" in str(exc)
+        else:
+            raise AssertionError("torch.load read the file")
+        line = _one_line_exit_2("inspect", path, expected=path.name)
+        assert "Unknown endianness type" in line, line

@@ -387,8 +387,10 @@ def load_static(path: Path) -> Any:
             raise NeedsTorch("a version record torch does not support")
         byteorder = by_name.get(prefix + "byteorder")
         if byteorder is not None and (byteorder.size > 16
-                                      or zip_archive.read_member(handle, byteorder, 16).strip() != b"little"):
+                                      or zip_archive.read_member(handle, byteorder, 16) != b"little"):
             # Longer than any byte order torch writes: read_member would refuse it; torch's reader says why.
+            # Compared as it is, as torch compares it: "little\n" was read here, and torch.load refuses it
+            # ("Unknown endianness type").
             raise NeedsTorch("a big-endian checkpoint, or a byteorder record torch does not know")
         records: dict[str, tuple[int, int]] = {}
         for member in layout.members:
