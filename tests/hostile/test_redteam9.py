@@ -374,3 +374,31 @@ def test_a_byteorder_record_torch_does_not_know_is_not_read_as_little(tmp_path: 
             raise AssertionError("torch.load read the file")
         line = _one_line_exit_2("inspect", path, expected=path.name)
         assert "Unknown endianness type" in line, line
+
+
+def test_a_kv_cache_of_a_config_asking_for_1e30_layers_is_refused_at_once(tmp_path: Path) -> None:
+    """`num_hidden_layers: 10**30`: plan-devices plans from the tensors (the model is not built past 1,024 layers),
+    but --kv-cache counted the layers one by one and never ended (killed after 25 s, its list of layers growing)."""
+    import json
+    import time
+
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    save_file({"model.embed_tokens.weight": torch.ones(100, 64)}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 10**30, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100,
+        "max_position_embeddings": 64}))
+    code = ("import sys\nfrom weightdoctor.cli import app\n"
+            "app(['plan-devices', sys.argv[1], '--gpu', '1GB', '--kv-cache', '--json'])\n")
+    started = time.monotonic()
+    # Bounded, so that a regression fails in a minute and within 3 GB instead of filling the machine's memory.
+    proc = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=60,
+                          cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30)))
+    assert time.monotonic() - started < 60
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert f"asks for {10**30:,} decoder layers" in lines[0] and "config.json" in lines[0], lines
