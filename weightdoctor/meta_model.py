@@ -315,7 +315,9 @@ def build_meta_model(
         if isinstance(expected, type) and (not isinstance(cfg, expected) or is_foreign_config(cfg)):
             # A class of another model type (BertModel on a GPT-2 config): say so, not the AttributeError.
             raise UsageError(foreign_class_message(cls, getattr(cfg, "model_type", None), other_config_hint)) from exc
-        detail = " ".join(str(exc).split())[:200]
+        # torch's C++ errors go on with the frame they came from ("Exception raised from THPUtils_unpackLong at
+        # /__w/pytorch/..."): a size of 1e30 in config.json cut the line in the middle of a source path.
+        detail = " ".join(str(exc).split("Exception raised from", 1)[0].split()).rstrip(' "')[:200]
         raise UsageError(f"transformers cannot build {cls.__name__} from this config: {detail}") from exc
     _refuse_flat_modules(model)
     return model.eval()

@@ -1832,6 +1832,12 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
         return KVCacheEstimate(batch, seq_len, 0, 0, 0, torch_dtype, 0, 0, 0, False, note, state)
     if not (isinstance(layers, int) and isinstance(heads, int) and isinstance(hidden, int)):
         raise UsageError("config has no num_hidden_layers / num_attention_heads / hidden_size; cannot size a KV cache")
+    from weightdoctor.meta_model import MAX_LAYERS
+
+    if layers > MAX_LAYERS:
+        # The layers are counted one by one below: num_hidden_layers 1e30 (json reads any integer) never ended.
+        raise UsageError(f"config.json asks for {layers:,} decoder layers; weightdoctor sizes the KV cache of up to "
+                         f"{MAX_LAYERS:,} layers")
     kv_heads = text.get("num_key_value_heads") or heads
     # Zamba's shared attention runs on the hidden state concatenated with the embeddings: attention_head_dim is
     # 2 x hidden_size / heads there (HunyuanVL spells head_dim so too)

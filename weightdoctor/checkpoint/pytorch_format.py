@@ -1072,6 +1072,12 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
         if refusal is not None:  # (torch raises AttributeError here today; a RuntimeError would say the same)
             raise refusal from exc
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        if "storage has wrong byte size: expected %ld" in text:
+            # torch's legacy loader leaves its format unfilled ("expected %ld got %ld1656"). The scan compares each
+            # record with the size its pickle declares where it knows the storage type: most often a tensor's view
+            # past its storage's end grew the storage beyond its record.
+            text = ("a tensor's view reaches past the end of its storage, or a storage record holds another size "
+                    "than its pickle declares (torch: storage has wrong byte size)")
         if fmt == "pytorch-zip" and names is None:
             # Neither zipfile nor torch can read the archive: most often a download cut short.
             raise CorruptCheckpoint(f"the zip archive is damaged or truncated (torch: {text[:200]})") from exc
@@ -1119,9 +1125,13 @@ def check_record_sizes(path: Path) -> None:
             data = zip_archive.read_member(handle, pickles[0], MAX_DATA_PKL)
         except ValueError:
             return
+    compared: set[Any] = set()
     for pid in walk_pickle(io.BytesIO(bytes(data)), len(data)).persistent_ids:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
             continue
+        if not isinstance(pid[2], (str, int)) or pid[2] in compared:
+            continue  # torch loads a storage at its first reference and hands it to the later ones unchecked
+        compared.add(pid[2])
         itemsize = STORAGE_ELEMENT_SIZE.get(getattr(pid[1], "name", ""))
         key, numel = pid[2], pid[4]
         member = members.get(f"{prefix}data/{key}")

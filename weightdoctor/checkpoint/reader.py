@@ -1356,6 +1356,11 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     for name, shard in weight_map.items():
         if not isinstance(shard, str) or not shard:
             raise InvalidIndex(f"weight_map entry {name!r} is not a file name", str(index_path))
+        if shard.endswith("/"):
+            # normpath (and Path) drop the slash and the shard was read; transformers joins the name as it is and
+            # opening "a.safetensors/" fails (No such file or directory).
+            raise InvalidIndex(f"shard {shard!r} named by the index (for {name!r}) ends in '/', which names a folder: "
+                               "from_pretrained cannot open it", str(index_path))
         same = spelled.get(shard)
         if same is None:
             # `.` and doubled slashes only: `x/..` is left for the file system to resolve, as it resolves it for
