@@ -238,8 +238,10 @@ def _sub_config_for(cls: type, config: dict[str, Any], built: Any, overrides: di
     if key and isinstance(config.get(key), dict):
         chosen = config[key]
     if wanted and chosen.get("model_type") != wanted:
-        chosen = next((value for value in chosen.values() if isinstance(value, dict)
-                       and value.get("model_type") == wanted), chosen)
+        # transformers' loop does not stop at the first match: of two sub-configs of the class's type (a BERT
+        # encoder-decoder's `decoder` and `encoder`, in the file's sorted order) the last one wins
+        matches = [value for value in chosen.values() if isinstance(value, dict) and value.get("model_type") == wanted]
+        chosen = matches[-1] if matches else chosen
     if chosen is config and not foreign:
         return built
     return expected.from_dict(dict(chosen), **overrides)

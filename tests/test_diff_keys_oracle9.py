@@ -1,0 +1,297 @@
+"""diff-keys --model-class against from_pretrained's own loading report, on cases scripts/diff_keys_sweep.py lacks.
+
+Composite models (encoder-decoder, vision / speech encoder-decoder) and their sub-models, architectures the
+sweep leaves out (GPT-OSS, Jamba, Mamba2, ModernBERT, Beit, DETR, MobileNetV2, InternVL, ...), checkpoints in
+the names older transformers versions wrote (LLaVA's `language_model.model.`, GPT-2's `attn.bias` buffers, T5's
+decoder relative bias, Mixtral experts one key each, some of them missing or mixed with the fused layout), and
+`--num-labels` on heads whose size is not num_labels (DETR's num_labels + 1, X-vector). Each case saves a tiny
+seeded model, loads it for real with `output_loading_info=True`, and compares the three key sets with the CLI's
+`--json`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+KV = {"vocab_size": 96, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+      "max_position_embeddings": 64, "num_key_value_heads": 2}
+ENC = {**{k: v for k, v in KV.items() if k != "num_key_value_heads"}, "type_vocab_size": 2}
+VIT = {"image_size": 32, "patch_size": 8, "num_channels": 3, "hidden_size": 32, "num_hidden_layers": 2,
+       "num_attention_heads": 4, "intermediate_size": 64}
+GPT2 = {"vocab_size": 96, "n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64}
+WAV2VEC2 = {"vocab_size": 32, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": 64, "conv_dim": [16, 16], "conv_stride": [4, 4], "conv_kernel": [8, 8],
+            "num_conv_pos_embeddings": 8, "num_conv_pos_embedding_groups": 4}
+
+Sets = tuple[set[str], set[str], set[tuple[str, tuple[int, ...], tuple[int, ...]]]]
+
+
+@dataclass
+class Case:
+    a: Path
+    model_class: str
+    config: Path | None = None  # None: A's own config
+    num_labels: int | None = None
+
+
+def _save(folder: Path, class_name: str, config: Any) -> Path:
+    import transformers
+
+    torch.manual_seed(0)
+    getattr(transformers, class_name)(config).save_pretrained(folder)
+    return folder
+
+
+def _write(folder: Path, weights: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
+    """A hand-made checkpoint: `weights` in model.safetensors beside `config` (the layout older versions wrote)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    save_file({k: v.detach().clone().contiguous() for k, v in weights.items()}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def _config(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "config.json").read_text())
+
+
+def _bert2bert() -> Any:
+    import transformers as T
+
+    config = T.EncoderDecoderConfig.from_encoder_decoder_configs(
+        T.BertConfig(**ENC), T.BertConfig(**ENC, is_decoder=True, add_cross_attention=True))
+    config.decoder_start_token_id = config.pad_token_id = 0
+    return config
+
+
+def _vit2gpt2() -> Any:
+    import transformers as T
+
+    config = T.VisionEncoderDecoderConfig.from_encoder_decoder_configs(
+        T.ViTConfig(**VIT), T.GPT2Config(**GPT2, is_decoder=True, add_cross_attention=True))
+    config.decoder_start_token_id = config.pad_token_id = 0
+    return config
+
+
+def _wav2vec2bert() -> Any:
+    import transformers as T
+
+    config = T.SpeechEncoderDecoderConfig.from_encoder_decoder_configs(
+        T.Wav2Vec2Config(**WAV2VEC2), T.BertConfig(**ENC, is_decoder=True, add_cross_attention=True))
+    config.decoder_start_token_id = config.pad_token_id = 0
+    return config
+
+
+def _mixtral(tmp: Path) -> Path:
+    import transformers as T
+
+    # transformers 5 fuses the experts in memory but saves them one key each (w1 / w2 / w3), as older versions did
+    return _save(tmp / "mixtral", "MixtralForCausalLM",
+                 T.MixtralConfig(**KV, num_local_experts=4, num_experts_per_tok=2))
+
+
+def _llava_legacy(tmp: Path) -> Path:
+    """LLaVA as transformers 4.4x saved it: `language_model.model.*`, `language_model.lm_head`, `vision_tower.*`."""
+    import transformers as T
+
+    config = T.LlavaConfig(text_config={"model_type": "llama", **KV},
+                           vision_config={"model_type": "clip_vision_model", **VIT}, image_token_index=95)
+    torch.manual_seed(0)
+    state = T.LlavaForConditionalGeneration(config).state_dict()
+
+    def legacy(key: str) -> str:
+        if key.startswith("model.language_model."):
+            return "language_model.model." + key.removeprefix("model.language_model.")
+        if key.startswith("lm_head."):
+            return "language_model." + key
+        return key.removeprefix("model.")
+
+    return _write(tmp / "llava-legacy", {legacy(k): v for k, v in state.items()}, config.to_dict())
+
+
+def _gpt2_legacy_buffers(tmp: Path) -> Path:
+    """GPT-2 as the original checkpoints hold it: no `transformer.` prefix, `attn.bias` / `attn.masked_bias`."""
+    import transformers as T
+
+    config = T.GPT2Config(**GPT2)
+    torch.manual_seed(0)
+    state = T.GPT2Model(config).state_dict()
+    for layer in range(2):
+        state[f"h.{layer}.attn.bias"] = torch.tril(torch.ones(64, 64)).view(1, 1, 64, 64)
+        state[f"h.{layer}.attn.masked_bias"] = torch.tensor(-1e4)
+    return _write(tmp / "gpt2-legacy", state, config.to_dict())
+
+
+def _t5_legacy(tmp: Path) -> Path:
+    """T5 with every tied copy and the decoder's cross-attention relative bias older versions saved."""
+    import transformers as T
+
+    config = T.T5Config(vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                        decoder_start_token_id=0)
+    torch.manual_seed(0)
+    state = dict(T.T5ForConditionalGeneration(config).state_dict())
+    state["decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"] = torch.zeros(32, 4)
+    return _write(tmp / "t5-legacy", state, config.to_dict())
+
+
+def _mixtral_edited(tmp: Path, edit: Callable[[dict[str, torch.Tensor], Any], dict[str, torch.Tensor]]) -> Path:
+    saved = _mixtral(tmp)
+    import transformers as T
+
+    torch.manual_seed(0)
+    model = T.MixtralForCausalLM(T.AutoConfig.from_pretrained(saved))
+    return _write(tmp / "edited", edit(_weights(saved), model), _config(saved))
+
+
+def _with_config(tmp: Path, a: Path, **changes: Any) -> Path:
+    folder = tmp / "config"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**_config(a), **changes}))
+    return folder
+
+
+def _arch(class_name: str, config: Callable[[], Any], load_as: str, **case: Any) -> Callable[[Path], Case]:
+    return lambda tmp: Case(_save(tmp / class_name, class_name, config()), load_as, **case)
+
+
+def _cases() -> dict[str, Callable[[Path], Case]]:
+    import transformers as T
+
+    detr = {"use_timm_backbone": False, "use_pretrained_backbone": False, "d_model": 32, "encoder_layers": 1,
+            "decoder_layers": 1, "encoder_attention_heads": 4, "decoder_attention_heads": 4, "encoder_ffn_dim": 32,
+            "decoder_ffn_dim": 32, "num_queries": 4, "num_labels": 3,
+            "backbone_config": {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16],
+                                "depths": [1, 1], "out_features": ["stage2"]}}
+    return {
+        # a composite's sub-model: two sub-configs are BERT ones, from_pretrained takes the last (`encoder`)
+        "bert2bert->BertModel": _arch("EncoderDecoderModel", _bert2bert, "BertModel"),
+        "bert2bert->BertLMHeadModel": _arch("EncoderDecoderModel", _bert2bert, "BertLMHeadModel"),
+        "bert2bert->Seq2SeqLM": _arch("EncoderDecoderModel", _bert2bert, "AutoModelForSeq2SeqLM"),
+        "vit2gpt2->GPT2LMHeadModel": _arch("VisionEncoderDecoderModel", _vit2gpt2, "GPT2LMHeadModel"),
+        "vit2gpt2->ViTModel": _arch("VisionEncoderDecoderModel", _vit2gpt2, "ViTModel"),
+        "wav2vec2bert->Wav2Vec2Model": _arch("SpeechEncoderDecoderModel", _wav2vec2bert, "Wav2Vec2Model"),
+        "bert->bert2bert": lambda tmp: Case(_save(tmp / "bert", "BertModel", T.BertConfig(**ENC)),
+                                            "EncoderDecoderModel", _save(tmp / "ed", "EncoderDecoderModel",
+                                                                         _bert2bert())),
+        # architectures the sweep has not
+        "gpt_oss:head->base": _arch("GptOssForCausalLM", lambda: T.GptOssConfig(
+            **KV, head_dim=8, num_local_experts=4, num_experts_per_tok=2), "GptOssModel"),
+        "jamba:base->head": _arch("JambaModel", lambda: T.JambaConfig(
+            **KV, num_experts=2, num_experts_per_tok=1, mamba_d_state=4, mamba_d_conv=4, mamba_expand=2,
+            attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2, expert_layer_offset=1),
+            "JambaForCausalLM"),
+        "mamba2:head->base": _arch("Mamba2ForCausalLM", lambda: T.Mamba2Config(
+            vocab_size=96, hidden_size=32, state_size=8, num_hidden_layers=2, expand=2, num_heads=4, head_dim=16,
+            n_groups=1, conv_kernel=4), "Mamba2Model"),
+        "modernbert:mlm->cls": _arch("ModernBertForMaskedLM", lambda: T.ModernBertConfig(
+            **{k: v for k, v in ENC.items() if k != "type_vocab_size"}, pad_token_id=0),
+            "ModernBertForSequenceClassification", num_labels=3),
+        "beit:legacy-names->cls": _arch("BeitModel", lambda: T.BeitConfig(**VIT, use_relative_position_bias=True),
+                                        "BeitForImageClassification", num_labels=4),
+        "mobilenet_v2:batchnorm->base": _arch("MobileNetV2ForImageClassification", lambda: T.MobileNetV2Config(
+            image_size=32, depth_multiplier=0.25), "MobileNetV2Model"),
+        "detr:num-labels+1": _arch("DetrForObjectDetection", lambda: T.DetrConfig(**detr),
+                                   "DetrForObjectDetection", num_labels=5),
+        "wav2vec2:xvector-num-labels": _arch("Wav2Vec2ForAudioFrameClassification", lambda: T.Wav2Vec2Config(
+            **WAV2VEC2, num_labels=3), "Wav2Vec2ForXVector", num_labels=5),
+        "internvl:head->base": _arch("InternVLForConditionalGeneration", lambda: T.InternVLConfig(
+            text_config={"model_type": "qwen2", **KV}, image_token_id=95, downsample_ratio=0.5,
+            vision_config={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                           "intermediate_size": 64, "image_size": [32, 32], "patch_size": [8, 8]}),
+            "InternVLModel"),
+        # keys older transformers versions wrote
+        "llava-4.4x->head": lambda tmp: Case(_llava_legacy(tmp), "LlavaForConditionalGeneration"),
+        "llava-4.4x->base": lambda tmp: Case(_llava_legacy(tmp), "LlavaModel"),
+        "llava-4.4x->LlamaForCausalLM": lambda tmp: Case(_llava_legacy(tmp), "LlamaForCausalLM"),
+        "gpt2-buffers->lm": lambda tmp: Case(_gpt2_legacy_buffers(tmp), "GPT2LMHeadModel"),
+        "gpt2-buffers->cls": lambda tmp: Case(_gpt2_legacy_buffers(tmp), "GPT2ForSequenceClassification"),
+        "t5-legacy->encoder": lambda tmp: Case(_t5_legacy(tmp), "T5EncoderModel"),
+        "t5-legacy->cls": lambda tmp: Case(_t5_legacy(tmp), "T5ForSequenceClassification"),
+        # Mixtral's per-expert keys, edited
+        "mixtral:expert-dropped": lambda tmp: Case(_mixtral_edited(tmp, lambda w, _: {
+            k: v for k, v in w.items() if not k.startswith("model.layers.0.block_sparse_moe.experts.3.")}),
+            "MixtralForCausalLM"),
+        "mixtral:one-layer-fused": lambda tmp: Case(_mixtral_edited(tmp, lambda w, model: {
+            **{k: v for k, v in w.items() if not k.startswith("model.layers.0.block_sparse_moe.experts.")},
+            **{k: v for k, v in model.state_dict().items() if k.startswith("model.layers.0.mlp.experts.")}}),
+            "MixtralForCausalLM"),
+        "mixtral:config-8-experts": lambda tmp: Case(_mixtral(tmp), "MixtralForCausalLM",
+                                                     _with_config(tmp, tmp / "mixtral", num_local_experts=8)),
+        "mixtral:legacy-base->head": lambda tmp: Case(_mixtral_edited(tmp, lambda w, _: {
+            k.removeprefix("model."): v for k, v in w.items() if not k.startswith("lm_head.")}),
+            "MixtralForCausalLM"),
+    }
+
+
+CASES = _cases()
+
+
+def _from_pretrained(case: Case) -> Sets:
+    import transformers
+
+    kwargs: dict[str, Any] = {"output_loading_info": True, "ignore_mismatched_sizes": True}
+    if case.config is not None:
+        kwargs["config"] = transformers.AutoConfig.from_pretrained(case.config)
+    if case.num_labels is not None:
+        kwargs["num_labels"] = case.num_labels
+    _, info = getattr(transformers, case.model_class).from_pretrained(case.a, **kwargs)
+    return (set(info["missing_keys"]), set(info["unexpected_keys"]),
+            {(k, tuple(a), tuple(b)) for k, a, b in info["mismatched_keys"]})
+
+
+def _diff_keys_json(case: Case) -> dict[str, Any]:
+    args = ["diff-keys", str(case.a), "--model-class", case.model_class, "--json"]
+    if case.config is not None:
+        args += ["--config", str(case.config)]
+    if case.num_labels is not None:
+        args += ["--num-labels", str(case.num_labels)]
+    result = run_cli(*args)
+    assert result.exit_code in (0, 1), result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_diff_keys_model_class_equals_from_pretrained(name: str, tmp_path: Path) -> None:
+    """The missing / unexpected / mismatched sets of `diff-keys A --model-class X --json` are from_pretrained's."""
+    from transformers.utils import logging as hf_logging
+
+    case = CASES[name](tmp_path)
+    hf_logging.set_verbosity_error()
+    try:
+        expected = _from_pretrained(case)
+    finally:
+        hf_logging.set_verbosity_warning()
+    data = _diff_keys_json(case)
+    got = ({i["name"] for i in data["missing"]}, {i["name"] for i in data["unexpected"]},
+           {(m["name"], tuple(m["shape_a"]), tuple(m["shape_b"])) for m in data["mismatched"]})
+    assert got[0] == expected[0], f"missing: transformers only {expected[0] - got[0]}, ours only {got[0] - expected[0]}"
+    assert got[1] == expected[1], f"unexpected: transformers only {expected[1] - got[1]}, ours {got[1] - expected[1]}"
+    assert got[2] == expected[2]
+
+
+def test_composite_sub_model_takes_the_last_matching_sub_config(tmp_path: Path) -> None:
+    """BertModel from a bert2bert checkpoint: transformers builds it from the `encoder` sub-config (the last BERT
+    one in config.json), so it has no cross-attention; the `decoder` one (first in the file) has."""
+    case = CASES["bert2bert->BertModel"](tmp_path)
+    missing = {i["name"] for i in _diff_keys_json(case)["missing"]}
+    assert "encoder.layer.0.attention.self.query.weight" in missing  # A's keys are all under `encoder.`
+    assert not [k for k in missing if "crossattention" in k]
