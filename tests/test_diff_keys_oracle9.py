@@ -101,6 +101,22 @@ def _wav2vec2bert() -> Any:
     return config
 
 
+def _bert2bert_labelled(tmp: Path) -> Path:
+    """A bert2bert checkpoint whose two BERT sub-configs say different label counts (3 and 4)."""
+    import transformers as T
+
+    config = T.EncoderDecoderConfig.from_encoder_decoder_configs(
+        T.BertConfig(**ENC, num_labels=3), T.BertConfig(**ENC, is_decoder=True, add_cross_attention=True, num_labels=4))
+    config.decoder_start_token_id = config.pad_token_id = 0
+    return _save(tmp / "bert2bert", "EncoderDecoderModel", config)
+
+
+def _bert_classifier(tmp: Path) -> Path:
+    import transformers as T
+
+    return _save(tmp / "bert-cls", "BertForSequenceClassification", T.BertConfig(**ENC, num_labels=2))
+
+
 def _mixtral(tmp: Path) -> Path:
     import transformers as T
 
@@ -189,6 +205,12 @@ def _cases() -> dict[str, Callable[[Path], Case]]:
         "vit2gpt2->GPT2LMHeadModel": _arch("VisionEncoderDecoderModel", _vit2gpt2, "GPT2LMHeadModel"),
         "vit2gpt2->ViTModel": _arch("VisionEncoderDecoderModel", _vit2gpt2, "ViTModel"),
         "wav2vec2bert->Wav2Vec2Model": _arch("SpeechEncoderDecoderModel", _wav2vec2bert, "Wav2Vec2Model"),
+        "bert2bert-labels->BertForSequenceClassification": lambda tmp: Case(
+            _bert2bert_labelled(tmp), "BertForSequenceClassification"),
+        "bert-cls--config-bert2bert": lambda tmp: Case(_bert_classifier(tmp), "BertForSequenceClassification",
+                                                       _bert2bert_labelled(tmp)),
+        "bert-cls--config-bert2bert--num-labels": lambda tmp: Case(
+            _bert_classifier(tmp), "BertForSequenceClassification", _bert2bert_labelled(tmp), num_labels=6),
         "bert->bert2bert": lambda tmp: Case(_save(tmp / "bert", "BertModel", T.BertConfig(**ENC)),
                                             "EncoderDecoderModel", _save(tmp / "ed", "EncoderDecoderModel",
                                                                          _bert2bert())),
@@ -250,7 +272,8 @@ def _from_pretrained(case: Case) -> Sets:
 
     kwargs: dict[str, Any] = {"output_loading_info": True, "ignore_mismatched_sizes": True}
     if case.config is not None:
-        kwargs["config"] = transformers.AutoConfig.from_pretrained(case.config)
+        # a path, as --config takes it: from_pretrained reads it with the class's own config class
+        kwargs["config"] = str(case.config)
     if case.num_labels is not None:
         kwargs["num_labels"] = case.num_labels
     _, info = getattr(transformers, case.model_class).from_pretrained(case.a, **kwargs)
