@@ -83,11 +83,11 @@ def _bert2bert() -> Any:
     return config
 
 
-def _vit2gpt2() -> Any:
+def _vit2gpt2(tie: bool = True) -> Any:
     import transformers as T
 
     config = T.VisionEncoderDecoderConfig.from_encoder_decoder_configs(
-        T.ViTConfig(**VIT), T.GPT2Config(**GPT2, is_decoder=True, add_cross_attention=True))
+        T.ViTConfig(**VIT), T.GPT2Config(**GPT2, is_decoder=True, add_cross_attention=True, tie_word_embeddings=tie))
     config.decoder_start_token_id = config.pad_token_id = 0
     return config
 
@@ -155,6 +155,37 @@ def _gpt2_legacy_buffers(tmp: Path) -> Path:
         state[f"h.{layer}.attn.bias"] = torch.tril(torch.ones(64, 64)).view(1, 1, 64, 64)
         state[f"h.{layer}.attn.masked_bias"] = torch.tensor(-1e4)
     return _write(tmp / "gpt2-legacy", state, config.to_dict())
+
+
+def _gpt_neox_legacy_buffers(tmp: Path) -> Path:
+    """Pythia as older versions saved it: each layer's causal mask, `masked_bias` and rotary `inv_freq`."""
+    import transformers as T
+
+    config = T.GPTNeoXConfig(**{k: v for k, v in KV.items() if k != "num_key_value_heads"})
+    torch.manual_seed(0)
+    state = dict(T.GPTNeoXForCausalLM(config).state_dict())
+    for layer in range(2):
+        state[f"gpt_neox.layers.{layer}.attention.bias"] = torch.tril(torch.ones(64, 64)).view(1, 1, 64, 64).bool()
+        state[f"gpt_neox.layers.{layer}.attention.masked_bias"] = torch.tensor(-1e9)
+        state[f"gpt_neox.layers.{layer}.attention.rotary_emb.inv_freq"] = torch.ones(4)
+    return _write(tmp / "gpt-neox-legacy", state, config.to_dict())
+
+
+def _without(tmp: Path, saved: Path, *dropped: str) -> Path:
+    """A copy of a saved checkpoint without some keys (tied ones a writer left out)."""
+    weights = _weights(saved)
+    assert set(dropped) <= set(weights)
+    return _write(tmp / "dropped", {k: v for k, v in weights.items() if k not in dropped}, _config(saved))
+
+
+def _state_without(tmp: Path, class_name: str, config: Any, *dropped: str) -> Path:
+    """A model's whole state dict (tied copies too, as `torch.save(model.state_dict())` keeps them) less some keys."""
+    import transformers
+
+    torch.manual_seed(0)
+    state = getattr(transformers, class_name)(config).state_dict()
+    assert set(dropped) <= set(state)
+    return _write(tmp / "state-dict", {k: v for k, v in state.items() if k not in dropped}, config.to_dict())
 
 
 def _t5_legacy(tmp: Path) -> Path:
@@ -240,7 +271,30 @@ def _cases() -> dict[str, Callable[[Path], Case]]:
             vision_config={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
                            "intermediate_size": 64, "image_size": [32, 32], "patch_size": [8, 8]}),
             "InternVLModel"),
+        "dinov2:legacy-names->backbone": _arch("Dinov2ForImageClassification", lambda: T.Dinov2Config(**VIT),
+                                               "Dinov2Backbone"),
+        "zamba2:shared-blocks-tied": _arch("Zamba2ForCausalLM", lambda: T.Zamba2Config(
+            **{**KV, "num_hidden_layers": 4}, mamba_d_state=8, mamba_d_conv=4, mamba_expand=2, mamba_headdim=16,
+            mamba_ngroups=1, n_mamba_heads=4, num_mem_blocks=1, use_shared_attention_adapter=True, adapter_rank=4,
+            layers_block_type=["mamba", "hybrid", "mamba", "hybrid"], attention_head_dim=16), "Zamba2Model"),
+        "t5gemma:head->base": _arch("T5GemmaForConditionalGeneration", lambda: T.T5GemmaConfig(
+            encoder={"model_type": "t5_gemma_module", **KV, "head_dim": 8},
+            decoder={"model_type": "t5_gemma_module", **KV, "head_dim": 8}, vocab_size=96), "T5GemmaModel"),
+        "qwen2_audio->Qwen2ForCausalLM": _arch("Qwen2AudioForConditionalGeneration", lambda: T.Qwen2AudioConfig(
+            text_config={"model_type": "qwen2", **KV}, audio_token_index=95,
+            audio_config={"num_mel_bins": 8, "encoder_layers": 2, "encoder_attention_heads": 4,
+                          "encoder_ffn_dim": 64, "d_model": 32, "max_source_positions": 16}), "Qwen2ForCausalLM"),
+        "vit2gpt2-untied:lm-head-dropped": lambda tmp: Case(_without(
+            tmp, _save(tmp / "ved", "VisionEncoderDecoderModel", _vit2gpt2(tie=False)), "decoder.lm_head.weight"),
+            "VisionEncoderDecoderModel"),
+        "vit2gpt2-tied:wte-dropped": lambda tmp: Case(_without(
+            tmp, _save(tmp / "ved", "VisionEncoderDecoderModel", _vit2gpt2()), "decoder.transformer.wte.weight"),
+            "VisionEncoderDecoderModel"),
         # keys older transformers versions wrote
+        "gpt_neox-buffers->cls": lambda tmp: Case(_gpt_neox_legacy_buffers(tmp), "GPTNeoXForSequenceClassification"),
+        "bert-predictions-bias-only->mlm": lambda tmp: Case(_state_without(
+            tmp, "BertForPreTraining", T.BertConfig(**ENC), "cls.predictions.decoder.bias",
+            "cls.predictions.decoder.weight"), "BertForMaskedLM"),
         "llava-4.4x->head": lambda tmp: Case(_llava_legacy(tmp), "LlavaForConditionalGeneration"),
         "llava-4.4x->base": lambda tmp: Case(_llava_legacy(tmp), "LlavaModel"),
         "llava-4.4x->LlamaForCausalLM": lambda tmp: Case(_llava_legacy(tmp), "LlamaForCausalLM"),
@@ -318,3 +372,16 @@ def test_composite_sub_model_takes_the_last_matching_sub_config(tmp_path: Path) 
     missing = {i["name"] for i in _diff_keys_json(case)["missing"]}
     assert "encoder.layer.0.attention.self.query.weight" in missing  # A's keys are all under `encoder.`
     assert not [k for k in missing if "crossattention" in k]
+
+
+def test_a_failed_expert_merge_is_reported_as_from_pretrained_raising(tmp_path: Path) -> None:
+    """Mixtral with one expert's w1 left out: transformers' MergeModulelist gets 3 tensors beside 4 and
+    from_pretrained raises; diff-keys says so on the fused key instead of calling it merely missing."""
+    import transformers
+
+    a = _without(tmp_path, _mixtral(tmp_path), "model.layers.0.block_sparse_moe.experts.3.w1.weight")
+    with pytest.raises(RuntimeError, match="conversion"):
+        transformers.MixtralForCausalLM.from_pretrained(a)
+    data = _diff_keys_json(Case(a, "MixtralForCausalLM"))
+    assert [i["name"] for i in data["missing"]] == ["model.layers.0.mlp.experts.gate_up_proj"]
+    assert data["missing"][0]["detail"].startswith("from_pretrained raises")
