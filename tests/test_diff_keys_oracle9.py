@@ -117,6 +117,14 @@ def _bert_classifier(tmp: Path) -> Path:
     return _save(tmp / "bert-cls", "BertForSequenceClassification", T.BertConfig(**ENC, num_labels=2))
 
 
+def _no_model_type(folder: Path) -> Path:
+    """The config.json as transformers 2 wrote it: every value, no `model_type`."""
+    config = _config(folder)
+    del config["model_type"]
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
 def _mixtral(tmp: Path) -> Path:
     import transformers as T
 
@@ -298,6 +306,14 @@ def _cases() -> dict[str, Callable[[Path], Case]]:
         "llava-4.4x->head": lambda tmp: Case(_llava_legacy(tmp), "LlavaForConditionalGeneration"),
         "llava-4.4x->base": lambda tmp: Case(_llava_legacy(tmp), "LlavaModel"),
         "llava-4.4x->LlamaForCausalLM": lambda tmp: Case(_llava_legacy(tmp), "LlamaForCausalLM"),
+        "bert-cls-no-model_type->BertModel": lambda tmp: Case(_no_model_type(_bert_classifier(tmp)), "BertModel"),
+        "bert-cls-no-model_type--num-labels": lambda tmp: Case(_no_model_type(_bert_classifier(tmp)),
+                                                               "BertForSequenceClassification", num_labels=5),
+        "gpt2-buffers-no-model_type->lm": lambda tmp: Case(_no_model_type(_gpt2_legacy_buffers(tmp)),
+                                                           "GPT2LMHeadModel"),
+        "bert--config-3-layers-no-model_type": lambda tmp: Case(
+            _save(tmp / "bert", "BertModel", T.BertConfig(**ENC)), "BertModel",
+            _no_model_type(_save(tmp / "other", "BertModel", T.BertConfig(**{**ENC, "num_hidden_layers": 3})))),
         "gpt2-buffers->lm": lambda tmp: Case(_gpt2_legacy_buffers(tmp), "GPT2LMHeadModel"),
         "gpt2-buffers->cls": lambda tmp: Case(_gpt2_legacy_buffers(tmp), "GPT2ForSequenceClassification"),
         "t5-legacy->encoder": lambda tmp: Case(_t5_legacy(tmp), "T5EncoderModel"),
@@ -385,3 +401,16 @@ def test_a_failed_expert_merge_is_reported_as_from_pretrained_raising(tmp_path: 
     data = _diff_keys_json(Case(a, "MixtralForCausalLM"))
     assert [i["name"] for i in data["missing"]] == ["model.layers.0.mlp.experts.gate_up_proj"]
     assert data["missing"][0]["detail"].startswith("from_pretrained raises")
+
+
+def test_a_config_without_model_type_is_read_with_the_named_class_config(tmp_path: Path) -> None:
+    """A config.json from before transformers 3 has no model_type: `BertModel.from_pretrained` reads it with
+    BertConfig all the same; diff-keys refused it ("config.json has no model_type"). It now builds the class named,
+    and says so; an Auto class still needs the field, as AutoConfig does."""
+    a = _no_model_type(_bert_classifier(tmp_path))
+    data = _diff_keys_json(Case(a, "BertModel"))
+    assert {i["name"] for i in data["unexpected"]} == {"classifier.weight", "classifier.bias"}
+    assert data["missing"] == [] and data["matched"] > 0
+    assert any("no model_type" in note and "BertConfig" in note for note in data["notes"]), data["notes"]
+    result = run_cli("diff-keys", str(a), "--model-class", "AutoModel")
+    assert result.exit_code == 2 and "no model_type" in result.stderr
