@@ -125,6 +125,12 @@ def _no_model_type(folder: Path) -> Path:
     return folder
 
 
+def _model_type(folder: Path, model_type: str) -> Path:
+    """The config.json with a model type this transformers does not know (remote code's own, an old name)."""
+    (folder / "config.json").write_text(json.dumps({**_config(folder), "model_type": model_type}))
+    return folder
+
+
 def _mixtral(tmp: Path) -> Path:
     import transformers as T
 
@@ -228,6 +234,11 @@ def _arch(class_name: str, config: Callable[[], Any], load_as: str, **case: Any)
     return lambda tmp: Case(_save(tmp / class_name, class_name, config()), load_as, **case)
 
 
+def _arch_typed(class_name: str, config: Callable[[], Any], model_type: str, load_as: str,
+                **case: Any) -> Callable[[Path], Case]:
+    return lambda tmp: Case(_model_type(_save(tmp / class_name, class_name, config()), model_type), load_as, **case)
+
+
 def _cases() -> dict[str, Callable[[Path], Case]]:
     import transformers as T
 
@@ -314,6 +325,12 @@ def _cases() -> dict[str, Callable[[Path], Case]]:
         "bert--config-3-layers-no-model_type": lambda tmp: Case(
             _save(tmp / "bert", "BertModel", T.BertConfig(**ENC)), "BertModel",
             _no_model_type(_save(tmp / "other", "BertModel", T.BertConfig(**{**ENC, "num_hidden_layers": 3})))),
+        # a remote-code model type: read with the class's config, its conversion mapping (per model type) not used
+        "llama-custom-model_type->lm": _arch_typed("LlamaForCausalLM", lambda: T.LlamaConfig(**KV), "my_llama",
+                                                   "LlamaForCausalLM"),
+        "llama-custom-model_type->cls": _arch_typed("LlamaForCausalLM", lambda: T.LlamaConfig(**KV), "my_llama",
+                                                    "LlamaForSequenceClassification", num_labels=3),
+        "mixtral-custom-model_type->lm": lambda tmp: Case(_model_type(_mixtral(tmp), "my_moe"), "MixtralForCausalLM"),
         "gpt2-buffers->lm": lambda tmp: Case(_gpt2_legacy_buffers(tmp), "GPT2LMHeadModel"),
         "gpt2-buffers->cls": lambda tmp: Case(_gpt2_legacy_buffers(tmp), "GPT2ForSequenceClassification"),
         "t5-legacy->encoder": lambda tmp: Case(_t5_legacy(tmp), "T5EncoderModel"),
@@ -414,3 +431,20 @@ def test_a_config_without_model_type_is_read_with_the_named_class_config(tmp_pat
     assert any("no model_type" in note and "BertConfig" in note for note in data["notes"]), data["notes"]
     result = run_cli("diff-keys", str(a), "--model-class", "AutoModel")
     assert result.exit_code == 2 and "no model_type" in result.stderr
+
+
+def test_a_model_type_transformers_does_not_know_is_read_with_the_named_class_config(tmp_path: Path) -> None:
+    """A remote-code checkpoint ("my_moe": Mixtral's weights, its own model type) into MixtralForCausalLM:
+    from_pretrained reads the config with MixtralConfig and warns, and as no conversion mapping is registered for
+    "my_moe" the per-expert keys stay unexpected and the fused ones missing. diff-keys refused it ("this
+    transformers does not know model_type 'my_moe'"); it now reports that, with a note."""
+    a = _model_type(_mixtral(tmp_path), "my_moe")
+    data = _diff_keys_json(Case(a, "MixtralForCausalLM"))
+    assert {i["name"] for i in data["missing"]} == {f"model.layers.{n}.mlp.experts.{p}" for n in (0, 1)
+                                                    for p in ("gate_up_proj", "down_proj")} | {
+        f"model.layers.{n}.mlp.gate.weight" for n in (0, 1)}
+    assert "model.layers.0.block_sparse_moe.experts.3.w2.weight" in {i["name"] for i in data["unexpected"]}
+    assert any("MixtralConfig" in note and "'my_moe'" in note for note in data["notes"]), data["notes"]
+    for model_class in ("AutoModelForCausalLM", "BertModel"):  # Auto needs a known type; nothing of A fits BERT
+        result = run_cli("diff-keys", str(a), "--model-class", model_class)
+        assert result.exit_code == 2 and "'my_moe'" in result.stderr, result.stderr
