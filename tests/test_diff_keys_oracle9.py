@@ -158,6 +158,19 @@ def _llava_legacy(tmp: Path) -> Path:
     return _write(tmp / "llava-legacy", {legacy(k): v for k, v in state.items()}, config.to_dict())
 
 
+def _llava_duplicate_model(tmp: Path) -> Path:
+    """LLaVA as transformers 5.10 to 5.23 saved it: `model.language_model.model.*` (transformers' legacy mapping)."""
+    import transformers as T
+
+    config = T.LlavaConfig(text_config={"model_type": "llama", **KV},
+                           vision_config={"model_type": "clip_vision_model", **VIT}, image_token_index=95)
+    torch.manual_seed(0)
+    state = T.LlavaForConditionalGeneration(config).state_dict()
+    prefix = "model.language_model."
+    return _write(tmp / "llava-5.10", {prefix + "model." + k.removeprefix(prefix) if k.startswith(prefix) else k: v
+                                       for k, v in state.items()}, config.to_dict())
+
+
 def _gpt2_legacy_buffers(tmp: Path) -> Path:
     """GPT-2 as the original checkpoints hold it: no `transformer.` prefix, `attn.bias` / `attn.masked_bias`."""
     import transformers as T
@@ -309,7 +322,35 @@ def _cases() -> dict[str, Callable[[Path], Case]]:
         "vit2gpt2-tied:wte-dropped": lambda tmp: Case(_without(
             tmp, _save(tmp / "ved", "VisionEncoderDecoderModel", _vit2gpt2()), "decoder.transformer.wte.weight"),
             "VisionEncoderDecoderModel"),
+        "mllama:head->base": _arch("MllamaForConditionalGeneration", lambda: T.MllamaConfig(
+            text_config={**KV, "cross_attention_layers": [1], "pad_token_id": 0}, image_token_index=95,
+            vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
+                           "num_global_layers": 1, "attention_heads": 4, "intermediate_size": 64,
+                           "vision_output_dim": 64, "intermediate_layers_indices": [0], "max_num_tiles": 2,
+                           "supported_aspect_ratios": [[1, 1], [1, 2]]}), "MllamaModel"),
+        "rt_detr:num-labels": _arch("RTDetrForObjectDetection", lambda: T.RTDetrConfig(
+            backbone_config={"model_type": "rt_detr_resnet", "embedding_size": 8, "hidden_sizes": [8, 16, 32, 64],
+                             "depths": [1, 1, 1, 1], "out_features": ["stage2", "stage3", "stage4"]},
+            encoder_hidden_dim=16, encoder_in_channels=[16, 32, 64], d_model=16, encoder_ffn_dim=32,
+            decoder_ffn_dim=32, decoder_layers=1, encoder_layers=1, num_queries=4, num_labels=3,
+            encoder_attention_heads=2, decoder_attention_heads=2, decoder_in_channels=[16, 16, 16],
+            num_feature_levels=3, decoder_n_points=2), "RTDetrForObjectDetection", num_labels=6),
+        "musicgen->T5EncoderModel": _arch("MusicgenForConditionalGeneration", lambda: T.MusicgenConfig(
+            text_encoder={"model_type": "t5", "vocab_size": 96, "d_model": 32, "d_kv": 8, "d_ff": 64,
+                          "num_layers": 2, "num_heads": 4},
+            audio_encoder={"model_type": "encodec", "hidden_size": 8, "num_filters": 4, "codebook_size": 16,
+                           "upsampling_ratios": [2, 2], "num_residual_layers": 1, "codebook_dim": 8},
+            decoder={"vocab_size": 16, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                     "ffn_dim": 64, "max_position_embeddings": 64, "num_codebooks": 2}), "T5EncoderModel"),
         # keys older transformers versions wrote
+        "llava-v5.10-duplicate-model.model->head": lambda tmp: Case(_llava_duplicate_model(tmp),
+                                                                    "LlavaForConditionalGeneration"),
+        "whisper-proj-out-only": lambda tmp: Case(_state_without(
+            tmp, "WhisperForConditionalGeneration", T.WhisperConfig(
+                vocab_size=96, num_mel_bins=8, d_model=32, encoder_layers=2, decoder_layers=2,
+                encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                max_source_positions=16, max_target_positions=32, pad_token_id=1, decoder_start_token_id=2),
+            "model.decoder.embed_tokens.weight"), "WhisperForConditionalGeneration"),
         "gpt_neox-buffers->cls": lambda tmp: Case(_gpt_neox_legacy_buffers(tmp), "GPTNeoXForSequenceClassification"),
         "bert-predictions-bias-only->mlm": lambda tmp: Case(_state_without(
             tmp, "BertForPreTraining", T.BertConfig(**ENC), "cls.predictions.decoder.bias",
