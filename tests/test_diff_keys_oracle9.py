@@ -118,7 +118,7 @@ def _bert_classifier(tmp: Path) -> Path:
 
 
 def _no_model_type(folder: Path) -> Path:
-    """The config.json as transformers 2 wrote it: every value, no `model_type`."""
+    """The config.json as older transformers versions wrote it: every value, no `model_type`."""
     config = _config(folder)
     del config["model_type"]
     (folder / "config.json").write_text(json.dumps(config))

@@ -540,7 +540,7 @@ def concrete_class_name(config: dict[str, Any], model_class: str, **overrides: A
 def model_type_of_class(config: dict[str, Any], model_class: str) -> str | None:
     """The model type to read a config.json without one with: `model_class`'s own, as its from_pretrained reads it.
 
-    Configs written before transformers 3 have no `model_type`; `BertModel.from_pretrained` reads them with
+    Configs older transformers versions wrote have no `model_type`; `BertModel.from_pretrained` reads them with
     BertConfig all the same (only AutoConfig needs the field). None for an Auto class, an unknown class, or the
     config of another library (diffusers' `_class_name`, timm's and TensorRT-LLM's `architecture`, mamba_ssm's),
     which `config_from_dict` names when it refuses it.
@@ -622,8 +622,8 @@ def diff_checkpoint_against_model(
             "as this report does")
     if own_type is not None:
         report.notes.append(
-            f"{'--config' if config else 'A'}'s config.json has no model_type (transformers before 3 wrote none): "
-            f"from_pretrained reads it with {type(model.config).__name__}, as this report does")
+            f"{'--config' if config else 'A'}'s config.json has no model_type (older transformers versions wrote "
+            f"none): from_pretrained reads it with {type(model.config).__name__}, as this report does")
     unread = _file_from_pretrained_skips(checkpoint)
     report.from_pretrained_reads_a = checkpoint.nested_key is None and unread is None
     if checkpoint.nested_key is not None:
