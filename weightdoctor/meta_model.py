@@ -107,15 +107,30 @@ def auto_model_class(mapping: Any, config: PretrainedConfig) -> type:
                 classes[0])
 
 
+def _unknown_model_type(config: Any) -> str | None:
+    """A config.json's `model_type` when this transformers has no config for it (and no other library owns it)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if not isinstance(config, dict) or isinstance(config.get("_class_name"), str):
+        return None
+    model_type = config.get("model_type")
+    return model_type if isinstance(model_type, str) and model_type and model_type not in CONFIG_MAPPING else None
+
+
 def resolve_model_class(config: PretrainedConfig, model_class: str | None = None) -> type:
     """The class to build: `model_class` by name, else the config's first architecture, else AutoModel's."""
-    import transformers
-
     name = model_class or next(iter(getattr(config, "architectures", None) or []), None)
     if name is None:
         from transformers import AutoModel
 
         return auto_model_class(AutoModel._model_mapping, config)
+    return _class_by_name(name)
+
+
+def _class_by_name(name: str) -> type:
+    """transformers' model class `name`; only a PreTrainedModel subclass (the name may come from a config.json)."""
+    import transformers
+
     cls = getattr(transformers, name, None)
     if cls is None or not isinstance(cls, type):
         raise UsageError(f"transformers has no model class {name!r}")
@@ -238,8 +253,10 @@ def _sub_config_for(cls: type, config: dict[str, Any], built: Any, overrides: di
     if key and isinstance(config.get(key), dict):
         chosen = config[key]
     if wanted and chosen.get("model_type") != wanted:
-        chosen = next((value for value in chosen.values() if isinstance(value, dict)
-                       and value.get("model_type") == wanted), chosen)
+        # transformers' loop does not stop at the first match: of two sub-configs of the class's type (a BERT
+        # encoder-decoder's `decoder` and `encoder`, in the file's sorted order) the last one wins
+        matches = [value for value in chosen.values() if isinstance(value, dict) and value.get("model_type") == wanted]
+        chosen = matches[-1] if matches else chosen
     if chosen is config and not foreign:
         return built
     return expected.from_dict(dict(chosen), **overrides)
@@ -291,8 +308,18 @@ def build_meta_model(
     if isinstance(config, dict):
         _refuse_absurd_depth(config)
         config = decode_special_floats(config)
-    cfg = config_from_dict(config, **overrides) if isinstance(config, dict) else config
-    cls = resolve_model_class(cfg, model_class)
+    unknown = _unknown_model_type(config) if foreign_config and model_class else None
+    if unknown is not None and model_class is not None and not model_class.startswith("Auto"):
+        # A model type this transformers does not know (remote code's, an old name): the named class's
+        # from_pretrained reads the values with its own config class all the same, and the type stays the file's.
+        cls = _class_by_name(model_class)
+        try:
+            cfg = cls.config_class.from_dict(dict(config), **overrides)
+        except Exception as exc:  # the class's config class validates the other type's values its own way
+            raise UsageError(foreign_class_message(cls, unknown, other_config_hint)) from exc
+    else:
+        cfg = config_from_dict(config, **overrides) if isinstance(config, dict) else config
+        cls = resolve_model_class(cfg, model_class)
     given = getattr(cfg, "model_type", None)
     try:
         cfg = _sub_config_for(cls, config if isinstance(config, dict) else cfg.to_dict(), cfg, overrides,
