@@ -487,8 +487,8 @@ def _universal_parameters(zero: Path) -> list[str]:
 
 
 def _universal_message(count: int) -> str:
-    return (f"a DeepSpeed universal checkpoint (ds_to_universal.py): its {count} "
-            f"{plural(count, 'parameter', 'parameters')}' fp32 values are in "
+    whose = plural(count, "parameter's", "parameters'")  # the possessive of each number
+    return (f"a DeepSpeed universal checkpoint (ds_to_universal.py): its {count} {whose} fp32 values are in "
             "zero/<name>/fp32.pt, one folder per parameter (beside Adam's exp_avg.pt and exp_avg_sq.pt), not one "
             "state dict; name one fp32.pt to read that parameter, or gather them with torch.save({p.name: "
             "torch.load(p / 'fp32.pt')['param'] for p in Path('zero').iterdir() if p.is_dir()}, 'model.pt') and read "
