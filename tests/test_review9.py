@@ -61,3 +61,25 @@ def _raises_on_attribute(cls: object) -> bool:
     except ImportError:
         return True
     return False
+
+
+def test_a_folder_of_several_paddle_checkpoints_says_each_is_one(tmp_path: Path) -> None:
+    """A folder holding two paddle.save files said "it holds a.pdparams, b.pdparams, a PaddlePaddle checkpoint", a
+    list whose last item read as a third thing; the one-file wording stays."""
+    import pickle
+
+    import numpy as np
+
+    folder = tmp_path / "paddle"
+    folder.mkdir()
+    for name in ("model_state.pdparams", "ema.pdparams"):
+        with open(folder / name, "wb") as handle:
+            pickle.dump({"linear.weight": np.ones((3, 2), dtype=np.float32)}, handle, protocol=4)
+    result = run_cli("inspect", folder)
+    assert result.exit_code == 2
+    text = " ".join(result.stderr.split())
+    assert "it holds ema.pdparams, model_state.pdparams, each a PaddlePaddle checkpoint (paddle.save" in text
+
+    (folder / "ema.pdparams").unlink()
+    text = " ".join(run_cli("inspect", folder).stderr.split())
+    assert "it holds model_state.pdparams, a PaddlePaddle checkpoint (paddle.save, not PyTorch), read when" in text

@@ -612,8 +612,10 @@ def _no_weights_message(folder: Path) -> str:
     paddle = [name for name in found if name.endswith(foreign.READ_WHEN_NAMED)]
     if paddle:
         # PaddleNLP / PaddleOCR repos: model_state.pdparams, a pickle of numpy arrays read when named.
-        message += (f"; it holds {', '.join(paddle[:4])}, a PaddlePaddle checkpoint (paddle.save, not PyTorch), "
-                    f"read when named ({folder.name}/{paddle[0]})")
+        # Two or more read as a list whose last item is "a PaddlePaddle checkpoint": each is one.
+        what = "a PaddlePaddle checkpoint" if len(paddle) == 1 else "each a PaddlePaddle checkpoint"
+        message += (f"; it holds {', '.join(paddle[:4])}{', ...' if len(paddle) > 4 else ''}, {what} (paddle.save, "
+                    f"not PyTorch), read when named ({folder.name}/{paddle[0]})")
     try:
         # torch.save files named .pth.tar, as timm's train.py (checkpoint-N, last, model_best) and PyTorch's ImageNet
         # example save them: read when named, not looked for in a folder.
