@@ -83,3 +83,23 @@ def test_a_folder_of_several_paddle_checkpoints_says_each_is_one(tmp_path: Path)
     (folder / "ema.pdparams").unlink()
     text = " ".join(run_cli("inspect", folder).stderr.split())
     assert "it holds model_state.pdparams, a PaddlePaddle checkpoint (paddle.save, not PyTorch), read when" in text
+
+
+def test_a_legacy_torch_save_of_pickle_protocol_0_or_1_is_named_as_one(tmp_path: Path) -> None:
+    """torch.save(pickle_protocol=0 or 1, _use_new_zipfile_serialization=False) writes no PROTO opcode: the file was
+    refused as "not a safetensors file nor a PyTorch pickle", though it is one (torch.load(weights_only=False) reads
+    protocol 1). Protocol 2 and the zip format stay read."""
+    state = {"w": torch.ones(2, 3)}
+    for protocol in (0, 1):
+        path = tmp_path / f"p{protocol}.pt"
+        torch.save(state, path, pickle_protocol=protocol, _use_new_zipfile_serialization=False)
+        result = run_cli("inspect", path)
+        assert result.exit_code == 2
+        text = " ".join(result.stderr.split())
+        assert f"p{protocol}.pt: a legacy-format (non-zip) torch.save file pickled with protocol 0 or 1" in text
+        assert "not a PyTorch pickle" not in text
+    path = tmp_path / "p2.pt"
+    torch.save(state, path, pickle_protocol=2, _use_new_zipfile_serialization=False)
+    result = run_cli("inspect", path, "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["num_tensors"] == 1
