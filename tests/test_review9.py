@@ -103,3 +103,20 @@ def test_a_legacy_torch_save_of_pickle_protocol_0_or_1_is_named_as_one(tmp_path:
     result = run_cli("inspect", path, "--json")
     assert result.exit_code == 0
     assert json.loads(result.stdout)["num_tensors"] == 1
+
+
+def test_a_legacy_file_of_bare_untyped_storages_is_not_said_to_hold_tensors(tmp_path: Path) -> None:
+    """A legacy torch.save of untyped storages (no tensor in it) was refused as "holding tensors of a dtype without a
+    storage class"; it holds storages. A uint16 tensor's file still names its dtype."""
+    path = tmp_path / "storages.pt"
+    torch.save({"s": torch.zeros(3).untyped_storage()}, path, _use_new_zipfile_serialization=False)
+    result = run_cli("inspect", path)
+    assert result.exit_code == 2
+    text = " ".join(result.stderr.split())
+    assert "torch.save file holding untyped storages (torch.UntypedStorage), whose storages torch reads only" in text
+    assert "holding tensors" not in text
+
+    path = tmp_path / "u16.pt"
+    torch.save({"u": torch.zeros(3, dtype=torch.uint16)}, path, _use_new_zipfile_serialization=False)
+    text = " ".join(run_cli("inspect", path).stderr.split())
+    assert "torch.save file holding uint16 tensors, whose storages" in text

@@ -998,7 +998,8 @@ def _legacy_untyped_storage(path: Path, report: ScanReport) -> UnsupportedFormat
     if _UNTYPED_STORAGE not in qualified:
         return None
     dtypes = sorted(m[1] for name in qualified if (m := _NO_STORAGE_CLASS.match(name)))
-    what = f"{', '.join(dtypes)} tensors" if dtypes else "tensors of a dtype without a storage class"
+    # No such dtype named: the untyped storages were saved as they are (torch.save of tensor.untyped_storage()).
+    what = f"{', '.join(dtypes)} tensors" if dtypes else "untyped storages (torch.UntypedStorage)"
     return UnsupportedFormat(
         f"a legacy-format (non-zip) torch.save file holding {what}, whose storages torch reads only from its zip "
         "format (no torch.load reads this file); re-save the weights in torch >= 2.x's default zip format "
