@@ -120,3 +120,25 @@ def test_a_legacy_file_of_bare_untyped_storages_is_not_said_to_hold_tensors(tmp_
     torch.save({"u": torch.zeros(3, dtype=torch.uint16)}, path, _use_new_zipfile_serialization=False)
     text = " ".join(run_cli("inspect", path).stderr.split())
     assert "torch.save file holding uint16 tensors, whose storages" in text
+
+
+def test_an_abstract_pretrained_model_class_is_refused_in_one_line(tmp_path: Path) -> None:
+    """--model-class BertPreTrainedModel (the base of BERT's models, which builds no layer) ended in "unexpected
+    AttributeError: ... all_tied_weights_keys" (diff-keys) or "_get_device_map fails on these budgets ... try other
+    --gpu" (plan-devices)."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "bert"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 16, "num_hidden_layers": 1,
+                                                    "num_attention_heads": 2, "intermediate_size": 32,
+                                                    "vocab_size": 30}))
+    save_file({"embeddings.word_embeddings.weight": torch.zeros(30, 16)}, folder / "model.safetensors")
+    for args in (("diff-keys", folder), ("plan-devices", folder, "--gpu", "1GB")):
+        result = run_cli(*args, "--model-class", "BertPreTrainedModel")
+        assert result.exit_code == 2
+        text = " ".join(result.stderr.split())
+        assert "transformers' BertPreTrainedModel builds no layers" in text
+        assert "AttributeError" not in text
+    result = run_cli("diff-keys", folder, "--model-class", "BertModel", "--json")
+    assert json.loads(result.stdout)["matched"] == 1
