@@ -557,8 +557,12 @@ def model_type_of_class(config: dict[str, Any], model_class: str) -> str | None:
     import transformers
 
     cls = getattr(transformers, model_class, None)
+    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+        # Checked before config_class is read: a placeholder for a missing backend (a feature extractor needing
+        # torchaudio) raises ImportError on any attribute; `concrete_class_name` names what is wrong with it.
+        return None
     model_type = getattr(getattr(cls, "config_class", None), "model_type", None)
-    return model_type if isinstance(cls, type) and isinstance(model_type, str) and model_type else None
+    return model_type if isinstance(model_type, str) and model_type else None
 
 
 def diff_checkpoint_against_model(

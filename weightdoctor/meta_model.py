@@ -347,6 +347,13 @@ def build_meta_model(
         detail = " ".join(str(exc).split("Exception raised from", 1)[0].split()).rstrip(' "')[:200]
         raise UsageError(f"transformers cannot build {cls.__name__} from this config: {detail}") from exc
     _refuse_flat_modules(model)
+    if not model._modules and not model._parameters:
+        # An abstract base (BertPreTrainedModel) builds nothing and skips post_init: the load simulation and
+        # accelerate's placement then raised AttributeError (all_tied_weights_keys), reported as unexpected, or as
+        # budgets to change. No model class transformers loads weights into is empty.
+        raise UsageError(f"transformers' {cls.__name__} builds no layers (the abstract base class of a family's "
+                         "models): from_pretrained loads no weights into it; name a model class, such as one of "
+                         "the config's architectures")
     return model.eval()
 
 

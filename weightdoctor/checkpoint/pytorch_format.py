@@ -998,7 +998,8 @@ def _legacy_untyped_storage(path: Path, report: ScanReport) -> UnsupportedFormat
     if _UNTYPED_STORAGE not in qualified:
         return None
     dtypes = sorted(m[1] for name in qualified if (m := _NO_STORAGE_CLASS.match(name)))
-    what = f"{', '.join(dtypes)} tensors" if dtypes else "tensors of a dtype without a storage class"
+    # No such dtype named: the untyped storages were saved as they are (torch.save of tensor.untyped_storage()).
+    what = f"{', '.join(dtypes)} tensors" if dtypes else "untyped storages (torch.UntypedStorage)"
     return UnsupportedFormat(
         f"a legacy-format (non-zip) torch.save file holding {what}, whose storages torch reads only from its zip "
         "format (no torch.load reads this file); re-save the weights in torch >= 2.x's default zip format "
@@ -1278,12 +1279,23 @@ def ensure_pickle_file(path: Path, prefix: bytes) -> str:
                 # A protocol 0 or 1 pickle.dump (no PROTO opcode to recognise it by): read as a plain pickle,
                 # after the same scan again in `load_pickle`.
                 return "pytorch-legacy"
+            if report.container == "pytorch-legacy":
+                # The scan found torch's legacy magic number: torch.save(pickle_protocol=0 or 1) wrote it, with no
+                # PROTO opcode for `detect_pickle_format` to see. "Not a PyTorch pickle" said the opposite.
+                raise UnsupportedFormat(LEGACY_LOW_PROTOCOL)
         hint = _archive_hint(path)
         if hint is TORCH_TAR:
             raise UnsupportedFormat(TORCH_TAR)
         raise UnsupportedFormat("not a safetensors file nor a PyTorch pickle (zip or legacy)" + hint)
     return fmt
 
+
+LEGACY_LOW_PROTOCOL = (
+    "a legacy-format (non-zip) torch.save file pickled with protocol 0 or 1 (torch.save(..., pickle_protocol=0 or 1, "
+    "_use_new_zipfile_serialization=False)), which torch.load's weights_only loader refuses, and weightdoctor reads "
+    "torch files only through it; torch.load(path, weights_only=False) reads a protocol 1 file (for a file you "
+    "trust), no torch.load a protocol 0 one (its storage references were written as text); torch.save what it "
+    "returns with the defaults and point weightdoctor at that file")
 
 TORCH_TAR = ("a PyTorch checkpoint in its oldest format, a tar of storages, tensors and pickle (torch.save of PyTorch "
              "0.1), which weightdoctor does not read: torch.load(path, weights_only=False) still reads it, for a file "

@@ -487,8 +487,8 @@ def _universal_parameters(zero: Path) -> list[str]:
 
 
 def _universal_message(count: int) -> str:
-    return (f"a DeepSpeed universal checkpoint (ds_to_universal.py): its {count} "
-            f"{plural(count, 'parameter', 'parameters')}' fp32 values are in "
+    whose = plural(count, "parameter's", "parameters'")  # the possessive of each number
+    return (f"a DeepSpeed universal checkpoint (ds_to_universal.py): its {count} {whose} fp32 values are in "
             "zero/<name>/fp32.pt, one folder per parameter (beside Adam's exp_avg.pt and exp_avg_sq.pt), not one "
             "state dict; name one fp32.pt to read that parameter, or gather them with torch.save({p.name: "
             "torch.load(p / 'fp32.pt')['param'] for p in Path('zero').iterdir() if p.is_dir()}, 'model.pt') and read "
@@ -612,8 +612,10 @@ def _no_weights_message(folder: Path) -> str:
     paddle = [name for name in found if name.endswith(foreign.READ_WHEN_NAMED)]
     if paddle:
         # PaddleNLP / PaddleOCR repos: model_state.pdparams, a pickle of numpy arrays read when named.
-        message += (f"; it holds {', '.join(paddle[:4])}, a PaddlePaddle checkpoint (paddle.save, not PyTorch), "
-                    f"read when named ({folder.name}/{paddle[0]})")
+        # Two or more read as a list whose last item is "a PaddlePaddle checkpoint": each is one.
+        what = "a PaddlePaddle checkpoint" if len(paddle) == 1 else "each a PaddlePaddle checkpoint"
+        message += (f"; it holds {', '.join(paddle[:4])}{', ...' if len(paddle) > 4 else ''}, {what} (paddle.save, "
+                    f"not PyTorch), read when named ({folder.name}/{paddle[0]})")
     try:
         # torch.save files named .pth.tar, as timm's train.py (checkpoint-N, last, model_best) and PyTorch's ImageNet
         # example save them: read when named, not looked for in a folder.
