@@ -103,6 +103,27 @@ def test_module_tree_visits_each_tensor_once(deepseek: Path, monkeypatch: pytest
     assert calls["trie"] == len(distinct_modules) + 1  # one node per module, plus the root
 
 
+def test_module_tree_and_rows_built_with_the_collector_paused(deepseek: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # 62k nodes and 92k rows that all stay alive: with the cyclic GC running, its collections walked them again
+    # and again (more than half of the tree's time at full scale).
+    import gc
+
+    seen: set[bool] = set()
+    init = structure._Trie.__init__
+
+    def noting_init(self: structure._Trie, *args: Any, **kwargs: Any) -> None:
+        seen.add(gc.isenabled())
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(structure._Trie, "__init__", noting_init)
+    assert gc.isenabled()
+    with open_checkpoint(deepseek) as checkpoint:
+        report = structure.inspect_checkpoint(checkpoint)
+    assert seen == {False} and gc.isenabled()  # paused while building, running again after
+    assert len(report.tensors) == TENSORS and report.module_tree[0].num_tensors == TENSORS - 1
+
+
 def test_convert_dry_run_names_each_shard_once(deepseek: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from weightdoctor import convert
