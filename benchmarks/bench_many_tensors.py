@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -45,16 +46,22 @@ def commands(folder: Path, scratch: Path) -> list[tuple[str, list[str]]]:
     ]
 
 
-def run_once(tree: Path, args: list[str]) -> tuple[float, bytes, int]:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_once(tree: Path, args: list[str]) -> tuple[float, float, bytes, int]:
+    """Wall and CPU seconds (the child's user + system: less disturbed by other work on a shared machine)."""
     env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1", "COLUMNS": "120"}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu()
     # Run from the tree itself: `-m` puts the working directory first on sys.path, ahead of PYTHONPATH.
     done = subprocess.run([sys.executable, "-m", "weightdoctor", *args], capture_output=True, env=env, cwd=tree,
                           check=False)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, _children_cpu() - cpu
     if done.returncode not in (0, 1):
         raise RuntimeError(f"{tree}: {' '.join(args[:3])} exited {done.returncode}: {done.stderr.decode()[-400:]}")
-    return wall, done.stdout, done.returncode
+    return wall, cpu, done.stdout, done.returncode
 
 
 def main() -> None:
@@ -76,24 +83,30 @@ def main() -> None:
     print(f"{count} tensors, {args.shards} shards; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
           f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", file=sys.stderr)
-    head = "| command | " + " | ".join(f"{name} (s)" for name, _ in trees) + (" | speed-up | same stdout |"
-                                                                              if args.before else "")
+    head = ("| command | " + " | ".join(f"{name} wall (s) | {name} CPU (s)" for name, _ in trees)
+            + (" | CPU speed-up | same stdout |" if args.before else " |"))
     print(head)
     print("|" + " --- |" * (head.count("|") - 1))
     for label, argv in commands(folder, scratch):
         if args.only and args.only not in label:
             continue
         walls: dict[str, list[float]] = {name: [] for name, _ in trees}
+        cpus: dict[str, list[float]] = {name: [] for name, _ in trees}
         outputs: dict[str, tuple[bytes, int]] = {}
         for _ in range(args.reps):
             for name, tree in trees:
-                wall, out, code = run_once(tree, argv)
+                wall, cpu, out, code = run_once(tree, argv)
                 walls[name].append(wall)
+                cpus[name].append(cpu)
                 outputs[name] = (out, code)
-        medians = [statistics.median(walls[name]) for name, _ in trees]
-        row = f"| `{label}` | " + " | ".join(f"{m:.2f}" for m in medians)
+        wall_m = [statistics.median(walls[name]) for name, _ in trees]
+        cpu_m = [statistics.median(cpus[name]) for name, _ in trees]
+        row = f"| `{label}` | " + " | ".join(f"{w:.2f} | {c:.2f}" for w, c in zip(wall_m, cpu_m, strict=True))
         if args.before:
-            row += f" | {medians[0] / medians[1]:.2f}x | {'yes' if outputs['before'] == outputs['after'] else 'NO'} |"
+            same = "yes" if outputs["before"] == outputs["after"] else "NO"
+            row += f" | {cpu_m[0] / cpu_m[1]:.2f}x | {same} |"
+        else:
+            row += " |"
         print(row, flush=True)
 
 
