@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--only", help="run only the commands whose label contains this")
     args = parser.parse_args()
 
-    folder = ROOT / "bench-data" / f"deepseek-v3-{args.layers}x{args.experts}"
+    folder = ROOT / "bench-data" / f"deepseek-v3-{args.layers}x{args.experts}-{args.shards}shards"
     if not (folder / "model.safetensors.index.json").exists():
         write_deepseek_v3(folder, args.layers, args.experts, args.shards)
     scratch = ROOT / "bench-data" / "many-tensors-out"
