@@ -263,8 +263,16 @@ def plan_convert(
     user_metadata = {**carried, **(metadata or {})}
     by_file: dict[str, list[str]] = {}
     sizes: dict[str, int] = {}
+    # One output name per source file, not per tensor: the name is a function of the file alone, and working it
+    # out (Path, regular expressions) for each of 92k tensors took a second.
+    output_names: dict[str, str] = {}
     for tensor in selection.tensors:
-        name = out.name if single_file else default_output_name(tensor.source_file, fmt, dtype)
+        if single_file:
+            name = out.name
+        elif tensor.source_file in output_names:
+            name = output_names[tensor.source_file]
+        else:
+            name = output_names[tensor.source_file] = default_output_name(tensor.source_file, fmt, dtype)
         by_file.setdefault(name, []).append(tensor.name)
         sizes[name] = sizes.get(name, 0) + (tensor.nbytes if tensor.alias_of is None else 0)
     if not by_file:

@@ -156,7 +156,11 @@ def simulate_from_pretrained(
                         sim.conversion_errors[renamed] = (f"{original} has shape {list(shapes[original])}, which "
                                                           f"torch cannot make a tensor of: {reason}")
                         continue
-                    mapping = to_convert.setdefault(renamed, copy.deepcopy(pattern_to_converter[source_pattern]))
+                    # Copied only for a target not collected yet: setdefault's argument would deepcopy the
+                    # converter once per source key (DeepSeek-V3's 44k expert weights: seconds) to throw it away.
+                    mapping = to_convert.get(renamed)
+                    if mapping is None:
+                        mapping = to_convert[renamed] = copy.deepcopy(pattern_to_converter[source_pattern])
                     mapping.add_tensor(renamed, original, source_pattern, stand_in)
                     continue
                 module_path, _, param_name = renamed.rpartition(".")

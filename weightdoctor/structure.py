@@ -11,6 +11,7 @@ from weightdoctor.checkpoint import Checkpoint, TensorInfo
 from weightdoctor.checkpoint.hub import snapshot_commit
 from weightdoctor.checkpoint.model import unique_tensors
 from weightdoctor.dtypes import FLOATING
+from weightdoctor.gcpause import gc_paused
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.quantized import QuantizedSummary, quantized_summary
 from weightdoctor.wording import counted, plural
@@ -300,7 +301,7 @@ def params_by_dtype(tensors: list[TensorInfo]) -> dict[str, int]:
 
 
 class _Trie:
-    __slots__ = ("children", "tensors", "aliases", "counts")
+    __slots__ = ("children", "tensors", "aliases", "counts", "_signature", "_totals")
 
     def __init__(self, aliases: frozenset[str] = frozenset(), counts: Mapping[str, int] | None = None) -> None:
         self.children: dict[str, _Trie] = {}
@@ -308,24 +309,38 @@ class _Trie:
         self.aliases = aliases  # names of tensors counted under another name (tied weights)
         # A quantized checkpoint's parameters per tensor once unpacked (side tensors 0); None: stored values.
         self.counts = counts
+        # Both are asked for at every level of the tree (each node's totals, each sibling's signature in a
+        # run): computed once per node, or a many-tensor checkpoint (DeepSeek-V3's 92k) pays depth x tensors.
+        self._signature: tuple[Any, ...] | None = None
+        self._totals: tuple[int, int, int] | None = None
 
     def params(self, info: TensorInfo) -> int:
         return info.num_params if self.counts is None else self.counts.get(info.name, info.num_params)
 
-    def signature(self, prefix: str = "") -> tuple[Any, ...]:
-        own = tuple(sorted((prefix + t.name.rsplit(".", 1)[-1], tuple(t.shape), t.dtype) for t in self.tensors))
-        nested = tuple(child.signature(f"{prefix}{key}.") for key, child in sorted(self.children.items()))
-        return own + nested
+    def signature(self) -> tuple[Any, ...]:
+        """The subtree's structure: its own tensors' (leaf name, shape, dtype), then each child's, under its key.
+
+        Relative (a child's signature does not hold its parent's path), so each node's is built once and reused
+        by every ancestor; two subtrees have equal signatures exactly when their dotted names below the node,
+        shapes and dtypes agree.
+        """
+        if self._signature is None:
+            own = tuple(sorted((t.name.rsplit(".", 1)[-1], tuple(t.shape), t.dtype) for t in self.tensors))
+            nested = tuple((key, child.signature()) for key, child in sorted(self.children.items()))
+            self._signature = (own, nested)
+        return self._signature
 
     def totals(self) -> tuple[int, int, int]:
         """(parameters, tensors, tied parameters) under this node."""
-        params = sum(self.params(t) for t in self.tensors if t.name not in self.aliases)
-        tied = sum(self.params(t) for t in self.tensors if t.name in self.aliases)
-        count = len(self.tensors)
-        for child in self.children.values():
-            p, c, t = child.totals()
-            params, count, tied = params + p, count + c, tied + t
-        return params, count, tied
+        if self._totals is None:
+            params = sum(self.params(t) for t in self.tensors if t.name not in self.aliases)
+            tied = sum(self.params(t) for t in self.tensors if t.name in self.aliases)
+            count = len(self.tensors)
+            for child in self.children.values():
+                p, c, t = child.totals()
+                params, count, tied = params + p, count + c, tied + t
+            self._totals = (params, count, tied)
+        return self._totals
 
 
 def _to_nodes(trie: _Trie) -> list[ModuleNode]:
@@ -389,6 +404,13 @@ def build_module_tree(tensors: list[TensorInfo], counts: Mapping[str, int] | Non
         `encoder.layer.0.*` ... `encoder.layer.11.*` with equal shapes become one node
         `encoder.layer.{0..11}` with `repeat=12`.
     """
+    # One node, dict and list per module and a signature tuple per node, all alive until the tree is returned:
+    # the collector walked them again and again (two thirds of the tree's time on DeepSeek-V3's 92k tensors).
+    with gc_paused():
+        return _module_tree(tensors, counts)
+
+
+def _module_tree(tensors: list[TensorInfo], counts: Mapping[str, int] | None) -> list[ModuleNode]:
     counted = {t.name for t in unique_tensors(tensors)}
     aliases = frozenset(t.name for t in tensors if t.name not in counted)
     root = _Trie(aliases, counts)
@@ -398,7 +420,11 @@ def build_module_tree(tensors: list[TensorInfo], counts: Mapping[str, int] | Non
         if len(parts) > MAX_TREE_DEPTH:
             parts = [*parts[:MAX_TREE_DEPTH - 1], ".".join(parts[MAX_TREE_DEPTH - 1:])]
         for part in parts:
-            node = node.children.setdefault(part, _Trie(aliases, counts))
+            # get-then-create: setdefault would build a throwaway node for every part of every name
+            child = node.children.get(part)
+            if child is None:
+                child = node.children[part] = _Trie(aliases, counts)
+            node = child
         node.tensors.append(info)
     return _to_nodes(root) + (
         [ModuleNode(name="(top level)", num_params=sum(root.params(t) for t in root.tensors if t.name not in aliases),
@@ -434,11 +460,12 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
     shared = checkpoint.shared_groups()
     partners = {name: [n for n in group[:MAX_SHARED_WITH + 1] if n != name][:MAX_SHARED_WITH]
                 for group in shared for name in group}
-    rows = [
-        TensorRow(t.name, list(t.shape), t.dtype, t.num_params, t.nbytes, t.file, partners.get(t.name, []))
-        for t in checkpoint.tensors
-        if pattern is None or pattern.search(t.name)
-    ]
+    with gc_paused():  # a row and two lists per tensor, all kept: see weightdoctor.gcpause
+        rows = [
+            TensorRow(t.name, list(t.shape), t.dtype, t.num_params, t.nbytes, t.file, partners.get(t.name, []))
+            for t in checkpoint.tensors
+            if pattern is None or pattern.search(t.name)
+        ]
     if pattern is not None and not rows:
         raise_no_match(name_filter, checkpoint.tensors)
     quantized = quantized_summary(unique_tensors(checkpoint.tensors), checkpoint.config)
