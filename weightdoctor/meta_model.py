@@ -118,13 +118,30 @@ def resolve_model_class(config: PretrainedConfig, model_class: str | None = None
         return auto_model_class(AutoModel._model_mapping, config)
     cls = getattr(transformers, name, None)
     if cls is None or not isinstance(cls, type):
-        raise UsageError(f"transformers has no model class {name!r}")
+        # A misspelled --model-class (`BertForSequenceClasification`, `bertmodel`, `transformers.BertModel`) is
+        # the usual cause: name the class meant, as a user would otherwise search transformers' docs for it.
+        hint = _close_class_names(name) if model_class else []
+        meant = f"; did you mean {' or '.join(map(repr, hint))}?" if hint else ""
+        raise UsageError(f"transformers has no model class {name!r}{meant}")
     if not issubclass(cls, transformers.PreTrainedModel) or cls is transformers.PreTrainedModel:
         # The name comes from an untrusted config.json (`architectures`): any other class transformers exports
         # (Trainer, TextStreamer, a pipeline, a callback) would be constructed with the config as its argument.
         raise UsageError(f"transformers' {name!r} is not a model class (a subclass of PreTrainedModel); "
                          "nothing was built from it")
     return cls
+
+
+def _close_class_names(name: str) -> list[str]:
+    """transformers' exported names closest to `name` (case aside, a `transformers.` prefix aside), best first."""
+    import difflib
+
+    import transformers
+
+    exported = {export.lower(): export for export in dir(transformers) if export[:1].isupper()}
+    wanted = name.rpartition(".")[2].lower()
+    if wanted in exported:
+        return [exported[wanted]]
+    return [exported[match] for match in difflib.get_close_matches(wanted, list(exported), n=3, cutoff=0.85)]
 
 
 # Layer-count keys of transformers configs, and the most layers built: real models have up to ~130, and
