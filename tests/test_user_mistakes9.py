@@ -1,6 +1,8 @@
 """Round 9 of the common mistakes users make, and the one line weightdoctor answers each with.
 
-Covers: a misspelled --model-class (the close name is suggested).
+Covers: a misspelled --model-class (the close name is suggested); a tokenizer's, a Trainer's or an adapter's JSON
+given as the source (what it is, and the weights beside it); a Hub repo whose cache holds its config only (the
+weights were never downloaded: the `hf download` that fetches them).
 """
 
 from __future__ import annotations
@@ -34,3 +36,43 @@ def test_misspelled_model_class_names_the_close_one(model: Path, typed: str, mea
     line = result.stderr.strip()
     assert "\n" not in line
     assert f"no model class {typed!r}; did you mean {meant}" in line
+
+
+@pytest.mark.parametrize(("name", "kind"), [
+    ("tokenizer.json", "a tokenizer file"),
+    ("tokenizer_config.json", "a tokenizer file"),
+    ("trainer_state.json", "a Trainer's training log"),
+])
+def test_a_json_beside_the_weights_points_at_them(model: Path, name: str, kind: str) -> None:
+    (model / name).write_text('{"version": "1.0"}')
+    result = run_cli("inspect", model / name)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {model / name}: JSON file is neither an index (weight_map) nor a model config ({kind}); "
+        "point at the weights beside it (model.safetensors) or at the folder that holds them")
+
+
+def test_a_lone_json_says_what_to_give(tmp_path: Path) -> None:
+    (tmp_path / "notes.json").write_text('{"lr": 0.1}')
+    result = run_cli("inspect", tmp_path / "notes.json")
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith(
+        "nor a model config; give a weights file (.safetensors, .bin, .pt) or the model folder")
+
+
+def test_a_cached_repo_with_its_config_only_says_the_weights_were_never_downloaded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fixtures.hub_cache import commit_of, write_snapshot
+
+    cache = tmp_path / "hub"
+    write_snapshot(cache, "acme/tiny-bert", commit_of("cfg"), {"config.json": (EXAMPLE / "config.json").read_bytes()})
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for command in ("inspect", "check-dtype"):
+        result = run_cli(command, "acme/tiny-bert")
+        assert result.exit_code == 2
+        line = result.stderr.strip()
+        assert "\n" not in line
+        assert line.startswith("error: acme/tiny-bert: folder holds no weight file")
+        assert ("; the snapshot holds config.json only: the weights were never downloaded; fetch them with "
+                "`hf download acme/tiny-bert`") in line

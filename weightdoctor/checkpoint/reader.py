@@ -363,7 +363,28 @@ def _other_json_message(path: Path, data: Any) -> str:
         if path.name == "scheduler_config.json" or class_name.endswith("Scheduler"):
             return f"this is a diffusers scheduler's config ({class_name}): a scheduler holds no weights"
         return f"this is a diffusers {class_name} config, not weights; point at the model folder ({path.parent})"
-    return "JSON file is neither an index (weight_map) nor a model config"
+    # The JSON files of a model folder that are not weights (a tokenizer's, a Trainer's state, an adapter's config):
+    # users tab-complete to one of them. Say what it is, and where the weights are.
+    kind = next((what for names, what in _OTHER_JSON_KINDS if path.name in names), None)
+    try:
+        beside = [p.name for p in _weight_files_in(path.parent)]
+    except OSError:
+        beside = []
+    if beside:
+        shown = ", ".join(beside[:3]) + (f" and {len(beside) - 3} more" if len(beside) > 3 else "")
+        where = f"; point at the weights beside it ({shown}) or at the folder that holds them"
+    else:
+        where = "; give a weights file (.safetensors, .bin, .pt) or the model folder"
+    return f"JSON file is neither an index (weight_map) nor a model config{f' ({kind})' if kind else ''}{where}"
+
+
+_OTHER_JSON_KINDS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "added_tokens.json"),
+     "a tokenizer file"),
+    (("trainer_state.json",), "a Trainer's training log"),
+    (("adapter_config.json",), "a PEFT adapter's config"),
+    (("preprocessor_config.json", "processor_config.json"), "a processor's config"),
+)
 
 
 class _Builder:
@@ -592,11 +613,14 @@ def _is_orbax_checkpoint(folder: Path) -> bool:
         return False
 
 
+NO_WEIGHT_FILE = "folder holds no weight file (.safetensors, .bin, .pt, .pth, .ckpt)"
+
+
 def _no_weights_message(folder: Path) -> str:
     """Why a folder has nothing to read: foreign weights, weights only in subfolders, or nothing at all."""
     from weightdoctor.checkpoint import foreign
 
-    message = "folder holds no weight file (.safetensors, .bin, .pt, .pth, .ckpt)"
+    message = NO_WEIGHT_FILE
     found = foreign.foreign_files_in(folder)
     others = [name for name in found if not name.endswith(foreign.READ_WHEN_NAMED)]
     if others:
@@ -1119,10 +1143,25 @@ def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision:
         shown = ", ".join(f"{commit[:12]}" + (f" ({', '.join(refs)})" if refs else "") for commit, refs in others[:3])
         pick = others[0][1][0] if others[0][1] else others[0][0][:12]
         message += f"; other cached revisions hold weights: {shown}: read one with --revision {pick}"
+    if hint is None and not others and exc.message == NO_WEIGHT_FILE:
+        # A snapshot holding only what was fetched (a config read by `AutoConfig`, a tokenizer): the weights
+        # were never downloaded, which "folder holds no weight file" alone did not say.
+        held = _snapshot_files(snapshot)
+        if held:
+            hint = (f"the snapshot holds {', '.join(held[:4])}{', ...' if len(held) > 4 else ''} only: the weights "
+                    f"were never downloaded; fetch them with `{again}`")
     if hint:
         message += f"; {hint}"
     at = f"revision {revision!r}, " if revision else ""
     return type(exc)(f"{message} ({at}the cached snapshot {snapshot})", source)
+
+
+def _snapshot_files(snapshot: Path) -> list[str]:
+    """The file names at the top of a cached snapshot (links to whole blobs), sorted."""
+    try:
+        return sorted(p.name for p in snapshot.iterdir() if p.is_file())
+    except OSError:
+        return []
 
 
 def _unfinished_downloads(snapshot: Path) -> int:
