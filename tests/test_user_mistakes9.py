@@ -2,7 +2,8 @@
 
 Covers: a misspelled --model-class (the close name is suggested); a tokenizer's, a Trainer's or an adapter's JSON
 given as the source (what it is, and the weights beside it); a Hub repo whose cache holds its config only (the
-weights were never downloaded: the `hf download` that fetches them).
+weights were never downloaded: the `hf download` that fetches them); several sizes in one --gpu
+(`24GB,24GB`, `2x24GB`: repeat the option).
 """
 
 from __future__ import annotations
@@ -76,3 +77,13 @@ def test_a_cached_repo_with_its_config_only_says_the_weights_were_never_download
         assert line.startswith("error: acme/tiny-bert: folder holds no weight file")
         assert ("; the snapshot holds config.json only: the weights were never downloaded; fetch them with "
                 "`hf download acme/tiny-bert`") in line
+
+
+@pytest.mark.parametrize(("typed", "repeated"), [
+    ("24GB,24GB", "holds 2 sizes: --gpu takes one, repeat it for each (--gpu 24GB --gpu 24GB)"),
+    ("2x24GiB", "holds 2 sizes: --gpu takes one, repeat it for each (--gpu 24GiB --gpu 24GiB)"),
+])
+def test_several_gpus_in_one_gpu_option_say_to_repeat_it(model: Path, typed: str, repeated: str) -> None:
+    result = run_cli("plan-devices", model, "--gpu", typed)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: --gpu {typed!r} {repeated}"

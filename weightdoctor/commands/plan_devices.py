@@ -123,7 +123,7 @@ def plan_devices(
     from weightdoctor.plan_devices import (
         plan_devices as run_plan,
     )
-    from weightdoctor.units import parse_size, refuse_unitless_size
+    from weightdoctor.units import parse_size, refuse_size_list, refuse_unitless_size
 
     if fail_on is not None and fail_on not in FAIL_ON:
         raise UsageError(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}")
@@ -156,6 +156,8 @@ def plan_devices(
         # The placement is quadratic in the devices: 5,000 `--gpu` took 25 s, the most a command line holds hours.
         raise UsageError(f"{len(gpu):,} --gpu options: plan for at most {MAX_GPUS:,} GPUs (one per --gpu)")
     for option, given in [("--gpu", g) for g in gpu or []] + ([("--cpu", cpu)] if cpu is not None else []):
+        if option == "--gpu":
+            refuse_size_list(option, given)
         refuse_unitless_size(option, given)
     gpus = [parse_size(g) for g in gpu or []]
     if 0 in gpus:
