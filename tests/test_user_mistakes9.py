@@ -3,7 +3,7 @@
 Covers: a misspelled --model-class (the close name is suggested); a tokenizer's, a Trainer's or an adapter's JSON
 given as the source (what it is, and the weights beside it); a Hub repo whose cache holds its config only (the
 weights were never downloaded: the `hf download` that fetches them); several sizes in one --gpu
-(`24GB,24GB`, `2x24GB`: repeat the option).
+(`24GB,24GB`, `2x24GB`: repeat the option); convert/shard -o at an existing folder (what it holds, before --force).
 """
 
 from __future__ import annotations
@@ -87,3 +87,17 @@ def test_several_gpus_in_one_gpu_option_say_to_repeat_it(model: Path, typed: str
     result = run_cli("plan-devices", model, "--gpu", typed)
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: --gpu {typed!r} {repeated}"
+
+
+def test_an_existing_output_folder_shows_what_it_holds_before_force(model: Path, tmp_path: Path) -> None:
+    other = tmp_path / "gpt2-finetuned"
+    other.mkdir()
+    for name in ("config.json", "model.safetensors", "optimizer.pt"):
+        (other / name).write_bytes(b"{}")
+    for command in (("convert", model, "-o", other), ("shard", model, "-o", other, "--max", "1MB")):
+        result = run_cli(*command)
+        assert result.exit_code == 2
+        assert result.stderr.strip() == (
+            f"error: {other}: output exists; pass --force to replace it, or choose a new path: it is a folder "
+            "holding config.json, model.safetensors, optimizer.pt")
+        assert (other / "model.safetensors").read_bytes() == b"{}"

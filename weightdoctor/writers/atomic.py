@@ -299,6 +299,20 @@ def _link_tree(src: Path, dst: Path) -> None:
             shutil.copy2(src, dst)
 
 
+def _folder_contents(folder: Path) -> str:
+    """`: it is a folder holding config.json, model.safetensors, ...`, or "" for what is no readable folder: an
+    existing output is most often another model's folder, which its file names show before --force is typed."""
+    try:
+        if not folder.is_dir() or folder.is_symlink():
+            return ""
+        names = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in folder.iterdir())
+    except OSError:
+        return ""
+    if not names:
+        return ": it is an empty folder"
+    return f": it is a folder holding {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"
+
+
 class StagingDir:
     """A staging folder beside a destination folder, swapped in whole by `commit`.
 
@@ -331,7 +345,8 @@ class StagingDir:
             raise output_error(exc, self.dest) from exc
         if exists:
             if not self.replace:
-                raise OutputError("output exists; pass --force to replace it", path=str(self.dest))
+                raise OutputError(f"output exists; pass --force to replace it, or choose a new path"
+                                  f"{_folder_contents(self.dest)}", path=str(self.dest))
             if not self.dest.is_dir():
                 raise OutputError("output exists and is not a folder", path=str(self.dest))
         for parent in (self.dest.parent, *self.dest.parent.parents):
