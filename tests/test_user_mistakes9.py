@@ -2,8 +2,9 @@
 
 Covers: a misspelled --model-class (the close name is suggested); a tokenizer's, a Trainer's or an adapter's JSON
 given as the source (what it is, and the weights beside it); a Hub repo whose cache holds its config only (the
-weights were never downloaded: the `hf download` that fetches them); several sizes in one --gpu
-(`24GB,24GB`, `2x24GB`: repeat the option); convert/shard -o at an existing folder (what it holds, before --force).
+weights were never downloaded: the `hf download` that fetches them); several sizes in one --gpu (`24GB,24GB`,
+`2x24GB`: repeat the option); convert/shard -o at an existing folder (what it holds, before --force); a mistyped
+local path, a Windows path, a mistyped repo id (the close name that exists).
 """
 
 from __future__ import annotations
@@ -101,3 +102,55 @@ def test_an_existing_output_folder_shows_what_it_holds_before_force(model: Path,
             f"error: {other}: output exists; pass --force to replace it, or choose a new path: it is a folder "
             "holding config.json, model.safetensors, optimizer.pt")
         assert (other / "model.safetensors").read_bytes() == b"{}"
+
+
+@pytest.fixture
+def offline_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hub cache, offline, and the working folder `tmp_path/work` holding models/bert-base-uncased/."""
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    work = tmp_path / "work"
+    shutil.copytree(EXAMPLE, work / "models" / "bert-base-uncased")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(work)
+    return cache
+
+
+@pytest.mark.parametrize(("typed", "meant"), [
+    ("./models/bert-base", "./models/bert-base-uncased"),
+    ("./models/bert-base-uncsed", "./models/bert-base-uncased"),
+    ("models\\bert-base-uncased", "models/bert-base-uncased? (\\ does not separate folders here, / does)"),
+])
+def test_a_mistyped_local_path_names_the_close_one(offline_cache: Path, typed: str, meant: str) -> None:
+    result = run_cli("inspect", typed)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {typed}: no such file or directory; did you mean {meant}" + (
+        "" if meant.endswith(")") else "?")
+
+
+def test_a_windows_drive_path_is_named_as_one(offline_cache: Path) -> None:
+    result = run_cli("inspect", "C:\\models\\bert")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: C:\\models\\bert: no such file or directory; a Windows path: here "
+                                     "folders are separated by / (under WSL, C:\\ is /mnt/c/)")
+
+
+def test_a_mistyped_path_that_reads_as_a_repo_id_names_the_local_folder(offline_cache: Path) -> None:
+    result = run_cli("inspect", "models/bert-base")
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith(
+        "(HF_HUB_OFFLINE is set); did you mean 'models/bert-base-uncased'?")
+
+
+def test_a_mistyped_repo_id_names_the_cached_one(offline_cache: Path) -> None:
+    from fixtures.hub_cache import commit_of, write_snapshot
+
+    write_snapshot(offline_cache, "acme/tiny-bert", commit_of("full"),
+                   {"config.json": (EXAMPLE / "config.json").read_bytes(),
+                    "model.safetensors": (EXAMPLE / "model.safetensors").read_bytes()})
+    result = run_cli("diff-keys", "acme/tiny-brt", "acme/tiny-bert")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: 'acme/tiny-brt' is not a local path and is not in the Hugging Face cache at {offline_cache} "
+        "(HF_HUB_OFFLINE is set); did you mean 'acme/tiny-bert'?")

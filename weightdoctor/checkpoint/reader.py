@@ -18,6 +18,7 @@ from weightdoctor.checkpoint.hub import (
     RemoteStructure,
     cache_folder_snapshot,
     cached_snapshot,
+    close_local_paths,
     download_command,
     download_file,
     holds_weights,
@@ -1156,6 +1157,19 @@ def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision:
     return type(exc)(f"{message} ({at}the cached snapshot {snapshot})", source)
 
 
+def _missing_path_hint(text: str) -> str:
+    """What the user most likely meant by a path that does not exist: the same path with `/` for a Windows `\\`,
+    or a close name beside it (`./bert-base` for `./bert-base-uncased`)."""
+    if "\\" in text:
+        slashed = text.replace("\\", "/")
+        if Path(slashed).expanduser().exists():
+            return f"; did you mean {slashed}? (\\ does not separate folders here, / does)"
+        if re.match(r"[A-Za-z]:[\\/]", text):
+            return "; a Windows path: here folders are separated by / (under WSL, C:\\ is /mnt/c/)"
+    close = close_local_paths(text)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
 def _snapshot_files(snapshot: Path) -> list[str]:
     """The file names at the top of a cached snapshot (links to whole blobs), sorted."""
     try:
@@ -1543,7 +1557,7 @@ def _open_checkpoint(
             if not path.is_dir():
                 raise SourceNotFound(f"{repo_id} has no folder {subfolder} (its snapshot is {snapshot})", text)
         else:
-            raise SourceNotFound("no such file or directory", path=text)
+            raise SourceNotFound(f"no such file or directory{_missing_path_hint(text)}", path=text)
 
     cache_note = None
     if repo_id is None and path.is_dir():
