@@ -4,11 +4,13 @@ Covers: a misspelled --model-class (the close name is suggested); a tokenizer's,
 given as the source (what it is, and the weights beside it); a Hub repo whose cache holds its config only (the
 weights were never downloaded: the `hf download` that fetches them); several sizes in one --gpu (`24GB,24GB`,
 `2x24GB`: repeat the option); convert/shard -o at an existing folder (what it holds, before --force); a mistyped
-local path, a Windows path, a mistyped repo id (the close name that exists).
+local path, a Windows path, a mistyped repo id (the close name that exists); a local index with some shards missing
+(how many).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -154,3 +156,23 @@ def test_a_mistyped_repo_id_names_the_cached_one(offline_cache: Path) -> None:
     assert result.stderr.strip() == (
         f"error: 'acme/tiny-brt' is not a local path and is not in the Hugging Face cache at {offline_cache} "
         "(HF_HUB_OFFLINE is set); did you mean 'acme/tiny-bert'?")
+
+
+def test_a_local_index_with_shards_missing_says_how_many(model: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(model / "model.safetensors")
+    names = sorted(tensors)
+    folder = tmp_path / "half"
+    folder.mkdir()
+    shard_of = {name: f"model-0000{1 + i * 3 // len(names)}-of-00003.safetensors" for i, name in enumerate(names)}
+    save_file({n: tensors[n] for n in names if shard_of[n].startswith("model-00001")},
+              str(folder / "model-00001-of-00003.safetensors"))
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": shard_of}))
+    result = run_cli("inspect", folder)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {folder}/model.safetensors.index.json: shard 'model-00002-of-00003.safetensors' named by the index "
+        "does not exist (2 of its 3 shards are missing: 'model-00002-of-00003.safetensors', "
+        "'model-00003-of-00003.safetensors'; a download or copy that stopped between shards? fetch or copy them "
+        "beside the index)")

@@ -27,6 +27,7 @@ from weightdoctor.checkpoint.hub import (
     looks_like_repo_id,
     remote_structure,
     resolve_repo_id,
+    snapshot_commit,
     split_repo_subfolder,
 )
 from weightdoctor.checkpoint.model import CheckpointFile, TensorInfo, unique_tensors
@@ -1359,6 +1360,21 @@ def natural_order(name: str) -> tuple[str | int, ...]:
 _DIGIT_RUNS = re.compile(r"(\d+)")
 
 
+def _missing_shards(index_path: Path, shards: list[str]) -> str:
+    """How many of a local index's shards are missing, when some are and some are not (a download or copy stopped
+    between shards), as a hint; "" in a Hub cache snapshot, whose error says the `hf download` that fetches them
+    (`named_by_repo`)."""
+    if snapshot_commit(index_path) is not None:
+        return ""
+    # os.path.exists, not Path.exists: a name too long to open raises from the latter.
+    missing = [shard for shard in shards if not os.path.exists(index_path.parent / shard)]
+    if not missing or len(missing) == len(shards):
+        return ""  # none missing, or the index alone: the shard named says as much
+    named = f": {_first(missing)}{', ...' if len(missing) > 3 else ''}" if len(missing) > 1 else ""
+    return (f" ({len(missing)} of its {len(shards)} shards are missing{named}; a download or copy that stopped "
+            "between shards? fetch or copy them beside the index)")
+
+
 def _complete_index_beside(index_path: Path) -> str:
     """Where an index misses shards: the other format's index beside it whose shards are all there (a repo with
     both model.safetensors.index.json and pytorch_model.bin.index.json, partly downloaded), as a hint; else ""."""
@@ -1428,8 +1444,9 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
             raise InvalidIndex(f"index points outside its folder: {shard!r}", str(index_path))
         problem = _shard_problem(shard_path)
         if problem is not None:
-            raise InvalidIndex(f"shard {shard!r} named by the index {problem}" + _complete_index_beside(index_path),
-                               str(index_path))
+            beside = _complete_index_beside(index_path)  # the better answer, where there is one
+            raise InvalidIndex(f"shard {shard!r} named by the index {problem}"
+                               + (beside or _missing_shards(index_path, shards)), str(index_path))
         for info in builder.add_weight_file(shard_path):
             if info.name in seen:
                 raise InvalidIndex(f"tensor {info.name!r} is in both {seen[info.name]} and {shard}", str(index_path))
