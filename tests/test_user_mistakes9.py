@@ -5,7 +5,7 @@ given as the source (what it is, and the weights beside it); a Hub repo whose ca
 weights were never downloaded: the `hf download` that fetches them); several sizes in one --gpu (`24GB,24GB`,
 `2x24GB`: repeat the option); convert/shard -o at an existing folder (what it holds, before --force); a mistyped
 local path, a Windows path, a mistyped repo id (the close name that exists); a local index with some shards missing
-(how many).
+(how many); a quantized type (int8, int4) given to check-dtype --target or convert --dtype.
 """
 
 from __future__ import annotations
@@ -176,3 +176,17 @@ def test_a_local_index_with_shards_missing_says_how_many(model: Path, tmp_path: 
         "does not exist (2 of its 3 shards are missing: 'model-00002-of-00003.safetensors', "
         "'model-00003-of-00003.safetensors'; a download or copy that stopped between shards? fetch or copy them "
         "beside the index)")
+
+
+@pytest.mark.parametrize(("command", "said"), [
+    (("check-dtype", "{m}", "--target", "int8"),
+     "; int8 is quantization (a scale per block or row), not a cast: check-dtype simulates casts only; "),
+    (("convert", "{m}", "-o", "{m}-int4", "--dtype", "int4"),
+     "; int4 is quantization (a scale per block or row), not a cast: convert and shard cast floating tensors only; "),
+])
+def test_a_quantized_dtype_asked_of_a_cast_says_it_is_quantization(model: Path, command: tuple[str, ...],
+                                                                    said: str) -> None:
+    result = run_cli(*(part.format(m=model) for part in command))
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith(said + "plan-devices --dtype int8 or int4 gives the memory of a "
+                                          "bitsandbytes load")

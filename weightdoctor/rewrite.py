@@ -64,7 +64,10 @@ def parse_dtype(text: str | None) -> str | None:
         return None
     name = CAST_TARGETS.get(text.lower()) or ALIASES.get(text.lower())
     if name not in CAST_TARGETS.values():
-        raise UsageError(f"--dtype {text!r}: unknown dtype (choose fp16, bf16 or fp32)")
+        from weightdoctor.dtypes import quantization_hint
+
+        raise UsageError(f"--dtype {text!r}: unknown dtype (choose fp16, bf16 or fp32)"
+                         + quantization_hint(text, "convert and shard cast floating tensors only"))
     return name
 
 
