@@ -5,7 +5,8 @@ given as the source (what it is, and the weights beside it); a Hub repo whose ca
 weights were never downloaded: the `hf download` that fetches them); several sizes in one --gpu (`24GB,24GB`,
 `2x24GB`: repeat the option); convert/shard -o at an existing folder (what it holds, before --force); a mistyped
 local path, a Windows path, a mistyped repo id (the close name that exists); a local index with some shards missing
-(how many); a quantized type (int8, int4) given to check-dtype --target or convert --dtype.
+(how many); a quantized type (int8, int4) given to check-dtype --target or convert --dtype; a mistyped choice
+(`--fail-on warning`, `--strategy balanced-low-0`: the one meant).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO_ROOT, run_cli
+from tests.helpers import REPO_ROOT, run_cli, run_subprocess
 
 EXAMPLE = REPO_ROOT / "fixtures" / "example"
 
@@ -190,3 +191,28 @@ def test_a_quantized_dtype_asked_of_a_cast_says_it_is_quantization(model: Path, 
     assert result.exit_code == 2
     assert result.stderr.strip().endswith(said + "plan-devices --dtype int8 or int4 gives the memory of a "
                                           "bitsandbytes load")
+
+
+@pytest.mark.parametrize(("command", "said"), [
+    (("inspect", "{m}", "--fail-on", "warning"),
+     "--fail-on must be warn or error, not 'warning'; did you mean 'warn'?"),
+    (("diff-keys", "{m}", "{m}", "--fail-on", "warning"),
+     "--fail-on 'warning': choose one of info, warn, error; did you mean 'warn'?"),
+    (("check-dtype", "{m}", "--fail-on", "Unsafe"), "--fail-on must be unsafe or lossy, not 'Unsafe'; did you mean "
+                                                    "'unsafe'?"),
+    (("plan-devices", "{m}", "--gpu", "1GB", "--fail-on", "offloaded"),
+     "--fail-on 'offloaded': expected one of offload, no-fit; did you mean 'offload'?"),
+    (("plan-devices", "{m}", "--gpu", "1GB", "--strategy", "balanced-low-0"),
+     "unknown strategy 'balanced-low-0': expected one of auto, balanced, balanced_low_0, sequential; did you mean "
+     "'balanced_low_0'?"),
+])
+def test_a_mistyped_choice_names_the_one_meant(model: Path, command: tuple[str, ...], said: str) -> None:
+    result = run_cli(*(part.format(m=model) for part in command))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {said}"
+
+
+def test_the_fast_diff_keys_path_names_the_choice_meant_too(model: Path) -> None:
+    proc = run_subprocess("diff-keys", model, model, "--fail-on", "warning")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: --fail-on 'warning': choose one of info, warn, error; did you mean 'warn'?"
