@@ -6,7 +6,8 @@ weights were never downloaded: the `hf download` that fetches them); several siz
 `2x24GB`: repeat the option); convert/shard -o at an existing folder (what it holds, before --force); a mistyped
 local path, a Windows path, a mistyped repo id (the close name that exists); a local index with some shards missing
 (how many); a quantized type (int8, int4) given to check-dtype --target or convert --dtype; a mistyped choice
-(`--fail-on warning`, `--strategy balanced-low-0`: the one meant).
+(`--fail-on warning`, `--strategy balanced-low-0`: the one meant); --model-class on a config of a type transformers does
+not know (custom code or too new, and the --config to pass).
 """
 
 from __future__ import annotations
@@ -216,3 +217,40 @@ def test_the_fast_diff_keys_path_names_the_choice_meant_too(model: Path) -> None
     proc = run_subprocess("diff-keys", model, model, "--fail-on", "warning")
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: --fail-on 'warning': choose one of info, warn, error; did you mean 'warn'?"
+
+
+def _custom_type(model: Path, auto_map: bool) -> Path:
+    """The model folder with its config turned into one of a type transformers does not know."""
+    config = json.loads((model / "config.json").read_text())
+    config.update(model_type="acme_fancy", architectures=["AcmeFancyModel"])
+    if auto_map:
+        config["auto_map"] = {"AutoModel": "modeling_acme.AcmeFancyModel"}
+    (model / "config.json").write_text(json.dumps(config))
+    return model
+
+
+@pytest.mark.parametrize(("auto_map", "why"), [
+    (True, "its config names code of its own (auto_map, trust_remote_code), which weightdoctor never runs"),
+    (False, "a model newer than transformers {v}? upgrade transformers"),
+])
+def test_model_class_on_a_config_of_an_unknown_type_says_to_pass_config(model: Path, auto_map: bool,
+                                                                         why: str) -> None:
+    import transformers
+
+    result = run_cli("diff-keys", _custom_type(model, auto_map), "--model-class", "BertModel")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {model}: this transformers does not know model_type 'acme_fancy'; "
+        f"{why.format(v=transformers.__version__)}; --model-class BertModel is built from this config: pass "
+        "--config of BertModel's model type")
+
+
+def test_plan_devices_model_class_on_an_unknown_type_says_which_config_to_give(model: Path) -> None:
+    import transformers
+
+    result = run_cli("plan-devices", _custom_type(model, True), "--model-class", "BertModel", "--gpu", "1GB")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {model}: transformers {transformers.__version__} does not know model_type 'acme_fancy'; "
+        "--model-class BertModel is built from the source's config: give a config.json of BertModel's model type "
+        "as SOURCE")

@@ -68,7 +68,14 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
 
     if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
         # transformers' own message lists every known type on one very long line; say it shortly.
-        raise UsageError(f"this transformers does not know model_type {model_type!r}")
+        import transformers
+
+        # What to do differs: code of the repo's own is never run; a type newer than this transformers needs it
+        # upgraded.
+        why = ("; its config names code of its own (auto_map, trust_remote_code), which weightdoctor never runs"
+               if isinstance(config.get("auto_map"), dict) else
+               f"; a model newer than transformers {transformers.__version__}? upgrade transformers")
+        raise UsageError(f"this transformers does not know model_type {model_type!r}{why}")
     values = {k: v for k, v in {**config, **overrides}.items() if k != "model_type"}
     try:
         return AutoConfig.for_model(model_type, **values)
@@ -308,7 +315,14 @@ def build_meta_model(
     if isinstance(config, dict):
         _refuse_absurd_depth(config)
         config = decode_special_floats(config)
-    cfg = config_from_dict(config, **overrides) if isinstance(config, dict) else config
+    try:
+        cfg = config_from_dict(config, **overrides) if isinstance(config, dict) else config
+    except UsageError as exc:
+        if model_class is None or "does not know model_type" not in exc.message:
+            raise
+        # `--model-class BertModel` on a checkpoint of a custom type: the class is known, the config is not.
+        raise UsageError(f"{exc.message}; --model-class {model_class} is built from this config: "
+                         f"{other_config_hint.removeprefix('or ')} of {model_class}'s model type") from exc
     cls = resolve_model_class(cfg, model_class)
     given = getattr(cfg, "model_type", None)
     try:
