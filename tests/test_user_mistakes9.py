@@ -7,7 +7,8 @@ weights were never downloaded: the `hf download` that fetches them); several siz
 local path, a Windows path, a mistyped repo id (the close name that exists); a local index with some shards missing
 (how many); a quantized type (int8, int4) given to check-dtype --target or convert --dtype; a mistyped choice
 (`--fail-on warning`, `--strategy balanced-low-0`: the one meant); --model-class on a config of a type transformers does
-not know (custom code or too new, and the --config to pass).
+not know (custom code or too new, and the --config to pass); a shell glob given as a regular
+expression (the regex meant).
 """
 
 from __future__ import annotations
@@ -254,3 +255,21 @@ def test_plan_devices_model_class_on_an_unknown_type_says_which_config_to_give(m
         f"error: {model}: transformers {transformers.__version__} does not know model_type 'acme_fancy'; "
         "--model-class BertModel is built from the source's config: give a config.json of BertModel's model type "
         "as SOURCE")
+
+
+@pytest.mark.parametrize(("command", "said"), [
+    (("convert", "{m}", "-o", "{m}-bf16", "--dtype", "bf16", "--keep-fp32", "*LayerNorm*"),
+     "--keep-fp32 '*LayerNorm*': bad regular expression (nothing to repeat at position 0); a regular expression, "
+     "not a shell glob: write 'LayerNorm'"),
+    (("inspect", "{m}", "--filter", "*.bias"),
+     "--filter '*.bias': bad regular expression (nothing to repeat at position 0); a regular expression, not a "
+     "shell glob: write '\\.bias$'"),
+    (("diff-keys", "{m}", "{m}", "--rename", "*attention*=attn"),
+     "--rename '*attention*': bad regular expression (nothing to repeat at position 0); a regular expression, not a "
+     "shell glob: write 'attention'"),
+])
+def test_a_shell_glob_given_as_a_regex_names_the_regex_meant(model: Path, command: tuple[str, ...],
+                                                              said: str) -> None:
+    result = run_cli(*(part.format(m=model) for part in command))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {said}"

@@ -42,6 +42,28 @@ def did_you_mean(value: str, choices: tuple[str, ...] | list[str]) -> str:
     return f"; did you mean {by_plain[close[0]]!r}?" if close else ""
 
 
+def glob_hint(pattern: str) -> str:
+    """For a shell glob given where a regular expression is expected (`*LayerNorm*`, which re refuses: "nothing to
+    repeat"), the expression meant; else "".
+
+    Example:
+        >>> glob_hint("*LayerNorm*"), glob_hint("[0")
+        ("; a regular expression, not a shell glob: write 'LayerNorm'", '')
+    """
+    if "*" not in pattern and "?" not in pattern:
+        return ""
+    import re
+
+    # A search matches anywhere: stars at the ends mean nothing; inside, `*` is `.*`, `?` is `.`, a dot is literal.
+    core = pattern.strip("*")
+    meant = re.escape(core).replace(r"\*", ".*").replace(r"\?", ".")
+    if core and not pattern.endswith("*"):
+        meant += "$"
+    if core and not pattern.startswith("*"):
+        meant = "^" + meant
+    return f"; a regular expression, not a shell glob: write '{meant}'" if core else ""
+
+
 class WeightDoctorError(Exception):
     """Base class of every error weightdoctor reports to a user.
 

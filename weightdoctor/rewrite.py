@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
 from weightdoctor.checkpoint.reader import is_training_state
 from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, torch_shape
-from weightdoctor.errors import OutputError, UsageError, WeightDoctorError
+from weightdoctor.errors import OutputError, UsageError, WeightDoctorError, glob_hint
 from weightdoctor.jsontext import parse_json
 from weightdoctor.renames import Rename, apply_renames, rename_all
 
@@ -300,7 +300,7 @@ def plan_tensors(
     try:
         keep = re.compile(keep_fp32) if keep_fp32 else None
     except re.error as exc:
-        raise UsageError(f"--keep-fp32 {keep_fp32!r}: bad regular expression ({exc})") from exc
+        raise UsageError(f"--keep-fp32 {keep_fp32!r}: bad regular expression ({exc})" + glob_hint(keep_fp32)) from exc
     selection = TensorSelection(tensors=[])
     dropped: dict[str, str] = {}
     if checkpoint.shared_groups():

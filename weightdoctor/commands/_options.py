@@ -35,9 +35,9 @@ def check_regex(option: str, pattern: str) -> None:
     """
     import re
 
-    from weightdoctor.errors import UsageError
+    from weightdoctor.errors import UsageError, glob_hint
 
     try:
         re.compile(pattern)
     except re.error as exc:
-        raise UsageError(f"{option} {pattern!r}: bad regular expression ({exc})") from exc
+        raise UsageError(f"{option} {pattern!r}: bad regular expression ({exc})" + glob_hint(pattern)) from exc
