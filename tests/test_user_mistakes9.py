@@ -8,7 +8,7 @@ local path, a Windows path, a mistyped repo id (the close name that exists); a l
 (how many); a quantized type (int8, int4) given to check-dtype --target or convert --dtype; a mistyped choice
 (`--fail-on warning`, `--strategy balanced-low-0`: the one meant); --model-class on a config of a type transformers does
 not know (custom code or too new, and the --config to pass); a shell glob given as a regular
-expression (the regex meant).
+expression (the regex meant); a server's error reply saved as the weights (its text).
 """
 
 from __future__ import annotations
@@ -273,3 +273,30 @@ def test_a_shell_glob_given_as_a_regex_names_the_regex_meant(model: Path, comman
     result = run_cli(*(part.format(m=model) for part in command))
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: {said}"
+
+
+@pytest.mark.parametrize(("name", "body"), [
+    ("model.safetensors", '{"error":"Repository not found"}'),
+    ("pytorch_model.bin", "Entry not found"),
+])
+def test_a_servers_error_reply_saved_as_the_weights_is_named(tmp_path: Path, name: str, body: str) -> None:
+    (tmp_path / name).write_text(body)
+    result = run_cli("inspect", tmp_path / name)
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert line.startswith(f"error: {tmp_path / name}: not a safetensors file")
+    assert line.endswith(f"; it is a short text file that reads {body!r} (a server's error reply saved in place of "
+                         "the file? download it again)")
+
+
+def test_a_protocol_0_pickle_is_still_read_as_a_pickle(tmp_path: Path) -> None:
+    import pickle
+
+    import numpy as np
+
+    with open(tmp_path / "weights.pkl", "wb") as handle:
+        pickle.dump({"w": np.zeros(2, dtype=np.float32)}, handle, protocol=0)
+    result = run_cli("inspect", tmp_path / "weights.pkl", "--json")
+    assert "short text file" not in result.stderr
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["num_params"] == 2

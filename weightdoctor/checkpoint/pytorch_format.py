@@ -1243,6 +1243,10 @@ def ensure_pickle_file(path: Path, prefix: bytes) -> str:
         hint = _archive_hint(path)
         if hint is TORCH_TAR:
             raise UnsupportedFormat(TORCH_TAR)
+        if not hint:
+            from weightdoctor.checkpoint.foreign import text_reply_hint
+
+            hint = text_reply_hint(path)
         raise UnsupportedFormat("not a safetensors file nor a PyTorch pickle (zip or legacy)" + hint)
     return fmt
 
