@@ -8,7 +8,7 @@ local path, a Windows path, a mistyped repo id (the close name that exists); a l
 (how many); a quantized type (int8, int4) given to check-dtype --target or convert --dtype; a mistyped choice
 (`--fail-on warning`, `--strategy balanced-low-0`: the one meant); --model-class on a config of a type transformers does
 not know (custom code or too new, and the --config to pass); a shell glob given as a regular
-expression (the regex meant); a server's error reply saved as the weights (its text).
+expression (the regex meant); a server's error reply or a Hub web page (/blob/) saved as the weights.
 """
 
 from __future__ import annotations
@@ -300,3 +300,13 @@ def test_a_protocol_0_pickle_is_still_read_as_a_pickle(tmp_path: Path) -> None:
     assert "short text file" not in result.stderr
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["num_params"] == 2
+
+
+def test_a_hub_web_page_saved_as_the_weights_says_resolve_not_blob(tmp_path: Path) -> None:
+    page = tmp_path / "model.safetensors"
+    page.write_text('<!DOCTYPE html>\n<html class=""><head><title>model.safetensors · acme/tiny at main</title>')
+    result = run_cli("inspect", page)
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith(
+        f"error: {page}: this is an HTML page, not weights (a failed download? a Hub URL with /blob/ fetches the "
+        "file's web page, one with /resolve/ the file itself; or use hf download)")

@@ -272,7 +272,9 @@ def identify(path: Path, prefix: bytes) -> str | None:
         return _zip_kind(path)
     head = prefix.lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")):
-        return "an HTML page (a failed download?)"
+        # The usual cause: `wget https://huggingface.co/ORG/NAME/blob/main/model.safetensors`, the file's page.
+        return ("an HTML page, not weights (a failed download? a Hub URL with /blob/ fetches the file's web page, one "
+                "with /resolve/ the file itself; or use hf download)")
     name = path.name.lower()
     if ".data-" in name and "-of-" in name:
         return "a TensorFlow checkpoint data shard"
