@@ -8,7 +8,8 @@ local path, a Windows path, a mistyped repo id (the close name that exists); a l
 (how many); a quantized type (int8, int4) given to check-dtype --target or convert --dtype; a mistyped choice
 (`--fail-on warning`, `--strategy balanced-low-0`: the one meant); --model-class on a config of a type transformers does
 not know (custom code or too new, and the --config to pass); a shell glob given as a regular
-expression (the regex meant); a server's error reply or a Hub web page (/blob/) saved as the weights.
+expression (the regex meant); a server's error reply or a Hub web page (/blob/) saved as the weights; a list
+holding a state dict (the --key that reads it).
 """
 
 from __future__ import annotations
@@ -310,3 +311,17 @@ def test_a_hub_web_page_saved_as_the_weights_says_resolve_not_blob(tmp_path: Pat
     assert result.stderr.strip().startswith(
         f"error: {page}: this is an HTML page, not weights (a failed download? a Hub URL with /blob/ fetches the "
         "file's web page, one with /resolve/ the file itself; or use hf download)")
+
+
+def test_a_list_holding_a_state_dict_says_which_key_reads_it(tmp_path: Path) -> None:
+    import torch
+
+    path = tmp_path / "ensemble.pt"
+    torch.save([{"note": "fold 0"}, {"linear.weight": torch.zeros(2, 2)}], path)
+    result = run_cli("inspect", path)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {path}: no state dict (a mapping of names to tensors) found; the file holds a list, 2 items; item 1 "
+        "is a state dict: pick it with --key 1")
+    code = run_cli("inspect", path, "--key", "1", "--json")
+    assert code.exit_code == 0 and json.loads(code.stdout)["num_params"] == 4
