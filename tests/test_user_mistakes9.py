@@ -9,7 +9,8 @@ local path, a Windows path, a mistyped repo id (the close name that exists); a l
 (`--fail-on warning`, `--strategy balanced-low-0`: the one meant); --model-class on a config of a type transformers does
 not know (custom code or too new, and the --config to pass); a shell glob given as a regular
 expression (the regex meant); a server's error reply or a Hub web page (/blob/) saved as the weights; a list
-holding a state dict (the --key that reads it).
+holding a state dict (the --key that reads it); one file into a folder that does not exist (mkdir -p); shard -o
+merged.safetensors (a folder is written).
 """
 
 from __future__ import annotations
@@ -325,3 +326,19 @@ def test_a_list_holding_a_state_dict_says_which_key_reads_it(tmp_path: Path) -> 
         "is a state dict: pick it with --key 1")
     code = run_cli("inspect", path, "--key", "1", "--json")
     assert code.exit_code == 0 and json.loads(code.stdout)["num_params"] == 4
+
+
+def test_one_file_into_a_folder_that_does_not_exist_says_how_to_make_it(model: Path, tmp_path: Path) -> None:
+    result = run_cli("convert", model / "model.safetensors", "-o", f"{tmp_path / 'new'}/")
+    assert result.exit_code == 2 and not (tmp_path / "new").exists()
+    assert result.stderr.strip() == (
+        f"error: {tmp_path / 'new' / 'model.safetensors'}: cannot write the output: the output folder does not exist "
+        f"(create it first: mkdir -p {tmp_path / 'new'}); nothing was left behind")
+
+
+def test_shard_to_a_file_name_says_it_writes_a_folder(model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "merged.safetensors"
+    result = run_cli("shard", model, "-o", out, "--max", "300KB")
+    assert result.exit_code == 0 and out.is_dir()
+    assert ("warning: merged.safetensors is written as a folder holding the shards, not as one file: name it merged/ "
+            "for a folder; for one file, use weightdoctor convert -o merged.safetensors") in result.stderr

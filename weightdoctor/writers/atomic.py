@@ -175,6 +175,11 @@ def output_error(exc: OSError, path: Path) -> OutputError:
         errno.ENAMETOOLONG: "a name on the output's path is too long (255 bytes at most)",
     }
     reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
+    if exc.errno == errno.ENOENT and str(path.parent) not in ("", ".") and not path.parent.exists():
+        # `-o newdir/` for one file: the folder is not made (as `cp` does not make it); say which, and how.
+        import shlex
+
+        reason = f"the output folder does not exist (create it first: mkdir -p {shlex.quote(str(path.parent))})"
     return OutputError(f"cannot write the output: {reason}; nothing was left behind", path=str(path))
 
 
