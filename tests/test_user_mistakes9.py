@@ -10,7 +10,7 @@ local path, a Windows path, a mistyped repo id (the close name that exists); a l
 not know (custom code or too new, and the --config to pass); a shell glob given as a regular
 expression (the regex meant); a server's error reply or a Hub web page (/blob/) saved as the weights; a list
 holding a state dict (the --key that reads it); one file into a folder that does not exist (mkdir -p); shard -o
-merged.safetensors (a folder is written).
+merged.safetensors (a folder is written); --config given the weights file.
 """
 
 from __future__ import annotations
@@ -342,3 +342,11 @@ def test_shard_to_a_file_name_says_it_writes_a_folder(model: Path, tmp_path: Pat
     assert result.exit_code == 0 and out.is_dir()
     assert ("warning: merged.safetensors is written as a folder holding the shards, not as one file: name it merged/ "
             "for a folder; for one file, use weightdoctor convert -o merged.safetensors") in result.stderr
+
+
+def test_config_given_the_weights_file_says_what_config_takes(model: Path) -> None:
+    result = run_cli("diff-keys", model, "--model-class", "BertModel", "--config", model / "model.safetensors")
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert line.startswith(f"error: {model / 'model.safetensors'}: not valid JSON (")
+    assert line.endswith("(a weights file?): --config takes a config.json, the folder holding one, or a repo id")
