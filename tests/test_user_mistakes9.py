@@ -10,7 +10,8 @@ local path, a Windows path, a mistyped repo id (the close name that exists); a l
 not know (custom code or too new, and the --config to pass); a shell glob given as a regular
 expression (the regex meant); a server's error reply or a Hub web page (/blob/) saved as the weights; a list
 holding a state dict (the --key that reads it); one file into a folder that does not exist (mkdir -p); shard -o
-merged.safetensors (a folder is written); --config given the weights file.
+merged.safetensors (a folder is written); --config given the weights file; an empty folder; a download left under a
+longer name (.crdownload, .part, .1).
 """
 
 from __future__ import annotations
@@ -350,3 +351,20 @@ def test_config_given_the_weights_file_says_what_config_takes(model: Path) -> No
     line = result.stderr.strip()
     assert line.startswith(f"error: {model / 'model.safetensors'}: not valid JSON (")
     assert line.endswith("(a weights file?): --config takes a config.json, the folder holding one, or a repo id")
+
+
+def test_an_empty_folder_says_it_is_empty(tmp_path: Path) -> None:
+    result = run_cli("inspect", tmp_path)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: {tmp_path}: folder holds no weight file (.safetensors, .bin, .pt, .pth, "
+                                     ".ckpt); the folder is empty")
+
+
+@pytest.mark.parametrize("left", ["model.safetensors.crdownload", "pytorch_model.bin.part", "model.safetensors.1"])
+def test_a_download_left_under_a_longer_name_is_named(model: Path, left: str) -> None:
+    (model / "model.safetensors").rename(model / left)
+    result = run_cli("inspect", model)
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith(
+        f"; it holds {left}, named like weights with a suffix after it (a download still running, stopped, or "
+        "saved twice?): finish the download, or rename the file to end in its weight suffix")

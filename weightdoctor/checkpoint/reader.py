@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import posixpath
 import re
@@ -715,7 +716,30 @@ def _no_weights_message(folder: Path) -> str:
                         "DeepSpeed's `latest` file names)")
         else:
             message += f"; weights are in subfolders ({shown}): point at one, e.g. {folder / subfolders[0]}"
+    if message == NO_WEIGHT_FILE:
+        message += _unfinished_or_empty(folder)
     return message
+
+
+# A weight file's name with something after it: what browsers (.crdownload, .part), wget (.1) and download tools
+# (.download, .tmp, .aria2) leave while, or after, a download ran.
+_AFTER_WEIGHT_NAME = re.compile(r"\.(safetensors|bin|pt|pth|ckpt)\.[^/]+$")
+
+
+def _unfinished_or_empty(folder: Path) -> str:
+    """"; the folder is empty", or the weight files it holds under a name with something after the suffix."""
+    try:
+        names = sorted(p.name for p in itertools.islice(folder.iterdir(), 10000))
+    except OSError:
+        return ""
+    if not names:
+        return "; the folder is empty"
+    unfinished = [name for name in names if _AFTER_WEIGHT_NAME.search(name) and not name.endswith(".index.json")]
+    if not unfinished:
+        return ""
+    shown = ", ".join(unfinished[:3]) + (", ..." if len(unfinished) > 3 else "")
+    return (f"; it holds {shown}, named like weights with a suffix after it (a download still running, stopped, "
+            "or saved twice?): finish the download, or rename the file to end in its weight suffix")
 
 
 def _is_megatron_dist(folder: Path) -> bool:
