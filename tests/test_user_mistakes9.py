@@ -11,7 +11,7 @@ not know (custom code or too new, and the --config to pass); a shell glob given 
 expression (the regex meant); a server's error reply or a Hub web page (/blob/) saved as the weights; a list
 holding a state dict (the --key that reads it); one file into a folder that does not exist (mkdir -p); shard -o
 merged.safetensors (a folder is written); --config given the weights file; an empty folder; a download left under a
-longer name (.crdownload, .part, .1).
+longer name (.crdownload, .part, .1); a --strip-prefix that matches nothing (how the names start).
 """
 
 from __future__ import annotations
@@ -368,3 +368,11 @@ def test_a_download_left_under_a_longer_name_is_named(model: Path, left: str) ->
     assert result.stderr.strip().endswith(
         f"; it holds {left}, named like weights with a suffix after it (a download still running, stopped, or "
         "saved twice?): finish the download, or rename the file to end in its weight suffix")
+
+
+def test_a_strip_prefix_that_matches_nothing_shows_how_names_start(model: Path, tmp_path: Path) -> None:
+    result = run_cli("convert", model, "-o", tmp_path / "out", "--strip-prefix", "module.")
+    assert result.exit_code == 2 and not (tmp_path / "out").exists()
+    assert result.stderr.strip() == (
+        "error: the rename --rename '^module\\.=' changes no tensor name (from --strip-prefix, --rename or "
+        "--add-prefix): nothing was written; the names start with 'bert.' (71), 'classifier.' (2)")

@@ -251,8 +251,15 @@ def _refuse_renames_that_match_nothing(names: list[str], renames: list[Rename]) 
     for rename in renames:
         renamed = rename_all(current, [rename])
         if renamed == current:
+            # The names' first parts show the prefix meant (`model.` for `module.`) without another command.
+            heads: dict[str, int] = {}
+            for name in current:
+                head = name.split(".", 1)[0] + ("." if "." in name else "")
+                heads[head] = heads.get(head, 0) + 1
+            shown = ", ".join(f"{head!r} ({count})" for head, count in list(heads.items())[:5])
+            more = ", ..." if len(heads) > 5 else ""
             raise UsageError(f"the rename {rename.as_flag()} changes no tensor name (from --strip-prefix, --rename or "
-                             "--add-prefix): nothing was written; see the names with `weightdoctor inspect`")
+                             f"--add-prefix): nothing was written; the names start with {shown}{more}")
         current = renamed
 
 
