@@ -11,7 +11,7 @@ not know (custom code or too new, and the --config to pass); a shell glob given 
 expression (the regex meant); a server's error reply or a Hub web page (/blob/) saved as the weights; a list
 holding a state dict (the --key that reads it); one file into a folder that does not exist (mkdir -p); shard -o
 merged.safetensors (a folder is written); --config given the weights file; an empty folder; a download left under a
-longer name (.crdownload, .part, .1); a --strip-prefix that matches nothing (how the names start).
+longer name (.crdownload, .part, .1); a --strip-prefix that matches nothing (how the names start); `-` for stdin.
 """
 
 from __future__ import annotations
@@ -376,3 +376,10 @@ def test_a_strip_prefix_that_matches_nothing_shows_how_names_start(model: Path, 
     assert result.stderr.strip() == (
         "error: the rename --rename '^module\\.=' changes no tensor name (from --strip-prefix, --rename or "
         "--add-prefix): nothing was written; the names start with 'bert.' (71), 'classifier.' (2)")
+
+
+def test_a_dash_for_standard_input_says_a_file_is_needed(offline_cache: Path) -> None:
+    result = run_cli("inspect", "-")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: -: no such file or directory; a checkpoint is not read from standard "
+                                     "input: save it to a file and give its path")

@@ -1185,6 +1185,8 @@ def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision:
 def _missing_path_hint(text: str) -> str:
     """What the user most likely meant by a path that does not exist: the same path with `/` for a Windows `\\`,
     or a close name beside it (`./bert-base` for `./bert-base-uncased`)."""
+    if text == "-":  # the Unix "standard input": a checkpoint is read by offsets and memory maps, not as a stream
+        return "; a checkpoint is not read from standard input: save it to a file and give its path"
     if "\\" in text:
         slashed = text.replace("\\", "/")
         if Path(slashed).expanduser().exists():
