@@ -11,7 +11,8 @@ not know (custom code or too new, and the --config to pass); a shell glob given 
 expression (the regex meant); a server's error reply or a Hub web page (/blob/) saved as the weights; a list
 holding a state dict (the --key that reads it); one file into a folder that does not exist (mkdir -p); shard -o
 merged.safetensors (a folder is written); --config given the weights file; an empty folder; a download left under a
-longer name (.crdownload, .part, .1); a --strip-prefix that matches nothing (how the names start); `-` for stdin.
+longer name (.crdownload, .part, .1); a --strip-prefix that matches nothing (how the names start); `-` for stdin;
+--key help (a number picks a list item).
 """
 
 from __future__ import annotations
@@ -383,3 +384,11 @@ def test_a_dash_for_standard_input_says_a_file_is_needed(offline_cache: Path) ->
     assert result.exit_code == 2
     assert result.stderr.strip() == ("error: -: no such file or directory; a checkpoint is not read from standard "
                                      "input: save it to a file and give its path")
+
+
+@pytest.mark.parametrize("command", ["inspect", "diff-keys", "convert"])
+def test_key_help_says_a_number_picks_a_list_item(command: str) -> None:
+    proc = run_subprocess(command, "--help", env={"COLUMNS": "300"})
+    assert proc.returncode == 0
+    line = next(line for line in proc.stdout.splitlines() if "--key" in line)
+    assert "(e.g. model.module; a number picks an item of a list: 0)." in line

@@ -20,7 +20,8 @@ RevisionOpt = Annotated[
 ]
 KeyOpt = Annotated[
     str | None,
-    typer.Option("--key", help="Dotted path of the state dict inside a training checkpoint (e.g. model.module)."),
+    typer.Option("--key", help="Dotted path of the state dict inside a training checkpoint (e.g. model.module; a "
+                                "number picks an item of a list: 0)."),
 ]
 FilterOpt = Annotated[
     str | None, typer.Option("--filter", help="Regular expression: only tensors whose name matches.")
