@@ -12,7 +12,7 @@ expression (the regex meant); a server's error reply or a Hub web page (/blob/) 
 holding a state dict (the --key that reads it); one file into a folder that does not exist (mkdir -p); shard -o
 merged.safetensors (a folder is written); --config given the weights file; an empty folder; a download left under a
 longer name (.crdownload, .part, .1); a --strip-prefix that matches nothing (how the names start); `-` for stdin;
---key help (a number picks a list item).
+--key help (a number picks a list item); a config.json given as the source (its folder and weights).
 """
 
 from __future__ import annotations
@@ -392,3 +392,17 @@ def test_key_help_says_a_number_picks_a_list_item(command: str) -> None:
     assert proc.returncode == 0
     line = next(line for line in proc.stdout.splitlines() if "--key" in line)
     assert "(e.g. model.module; a number picks an item of a list: 0)." in line
+
+
+def test_a_config_given_as_the_source_names_the_folder_and_its_weights(model: Path, tmp_path: Path) -> None:
+    result = run_cli("check-dtype", model / "config.json")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: {model / 'config.json'}: this is a model config, not weights; point at "
+                                     f"the model folder ({model}, which holds model.safetensors)")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(model / "config.json", alone)
+    result = run_cli("inspect", alone / "config.json")
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith("this is a model config, not weights, and no weight file is beside it; "
+                                          "point at the weights (plan-devices plans from a config alone)")

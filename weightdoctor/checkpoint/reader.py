@@ -381,6 +381,21 @@ def _other_json_message(path: Path, data: Any) -> str:
     return f"JSON file is neither an index (weight_map) nor a model config{f' ({kind})' if kind else ''}{where}"
 
 
+def _config_given_message(path: Path) -> str:
+    """Why a config.json given as the source is not read, and where its weights are, when they are beside it."""
+    try:
+        beside = [p.name for p in _weight_files_in(path.parent)]
+    except OSError:
+        beside = []
+    if beside:
+        shown = ", ".join(beside[:3]) + (", ..." if len(beside) > 3 else "")
+        folder = str(path.parent) if str(path.parent) not in ("", ".") else "the current folder, ."
+        return f"this is a model config, not weights; point at the model folder ({folder}, which holds {shown})"
+    # Only plan-devices takes a config alone (allow_config_only): the others need the weights themselves.
+    return ("this is a model config, not weights, and no weight file is beside it; point at the weights (plan-devices "
+            "plans from a config alone)")
+
+
 _OTHER_JSON_KINDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "added_tokens.json"),
      "a tokenizer file"),
@@ -1644,7 +1659,7 @@ def _open_checkpoint(
             config_path = path.parent / "config.json"
         elif _is_config(data):
             if not allow_config_only:
-                raise UnsupportedFormat("this is a model config, not weights; point at the model folder", text)
+                raise UnsupportedFormat(_config_given_message(path), text)
             config_path = path
         else:
             raise UnsupportedFormat(_other_json_message(path, data), text)
