@@ -736,11 +736,11 @@ def test_allow_overflow_on_a_bin_output_names_every_tied_name_that_lost_values(t
     torch.save({"wte.weight": shared, "lm_head.weight": shared, "ok": torch.ones(2)}, tmp_path / "in.bin")
     refused = run_cli("convert", tmp_path / "in.bin", "-o", tmp_path / "no.bin", "--dtype", "fp16")
     assert refused.exit_code == 2
-    assert "wte.weight (and lm_head.weight: one storage) (1 values become inf)" in " ".join(refused.stderr.split())
+    assert "wte.weight (and lm_head.weight: one storage) (1 value becomes inf)" in " ".join(refused.stderr.split())
     code, data = run_json("convert", tmp_path / "in.bin", "-o", tmp_path / "out.bin", "--dtype", "fp16",
                           "--allow-overflow")
     assert code == 0, data
-    assert data["write"]["lost"] == ["wte.weight (and lm_head.weight: one storage) (1 values become inf)"]
+    assert data["write"]["lost"] == ["wte.weight (and lm_head.weight: one storage) (1 value becomes inf)"]
     back = torch.load(tmp_path / "out.bin", weights_only=True)
     assert torch.isinf(back["lm_head.weight"]).sum() == 1 and back["lm_head.weight"].data_ptr() == \
         back["wte.weight"].data_ptr()

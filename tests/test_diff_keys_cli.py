@@ -244,7 +244,7 @@ def test_head_lookalike_is_not_a_rename() -> None:
 
 
 def test_values_of_packed_and_complex_tensors(tmp_path: Path) -> None:
-    """float4 (no arithmetic in torch): equal bytes or an unknown change, never a crash; complex tensors that
+    """float4 (no arithmetic in torch): compared by its decoded values, never a crash; complex tensors that
     differ only in their imaginary parts are not identical (a float64 cast would drop those parts)."""
     from safetensors.torch import save_file
 
@@ -257,7 +257,8 @@ def test_values_of_packed_and_complex_tensors(tmp_path: Path) -> None:
     assert code == 0, data
     rows = {row["name"]: row for row in data["values"]}
     assert rows["p"]["identical"] is True and rows["p"]["max_abs_diff"] == 0.0
-    assert rows["q"]["identical"] is False and rows["q"]["max_abs_diff"] == rows["q"]["rel_change"] == "nan"
+    # float4 decodes exactly (tests/test_fixlist9.py checks the numbers): a change of known size, not NaN.
+    assert rows["q"]["identical"] is False and rows["q"]["max_abs_diff"] > 0 and rows["q"]["rel_change"] > 0
     assert rows["c"]["identical"] is False and rows["c"]["max_abs_diff"] == pytest.approx(1.0)
     assert rows["c"]["rel_change"] == pytest.approx(1 / 2 ** 0.5)
 

@@ -185,7 +185,7 @@ def test_what_is_not_a_state_dict_is_named_plainly(tmp_path: Path) -> None:
     torch.save({"encoder": {"a.w": torch.ones(2)}, "decoder": {"b.w": torch.ones(2)}}, tmp_path / "gan.bin")
     code, data = run_json("inspect", str(tmp_path / "gan.bin"))
     assert data["nested_key"] == "encoder"
-    assert data["other_entries"] == ["decoder (a state dict of 1 tensors: pick it with --key)"]
+    assert data["other_entries"] == ["decoder (a state dict of 1 tensor: pick it with --key)"]
 
 
 def test_the_training_state_of_a_trainer_checkpoint_is_named_not_read_as_weights(tmp_path: Path) -> None:
@@ -735,8 +735,8 @@ def test_weights_split_over_nested_dicts_are_not_dropped_silently(tmp_path: Path
     assert code == 0 and data["nested_key"] == "model.language_model.encoder" and data["num_tensors"] == 2
     other = ", ".join(data["other_entries"])
     assert "iteration (int: 10)" in other
-    assert "model.language_model.embedding (dict, 1 entries)" in other
-    assert "model.language_model.output_layer (a state dict of 1 tensors: pick it with --key)" in other
+    assert "model.language_model.embedding (dict, 1 entry)" in other
+    assert "model.language_model.output_layer (a state dict of 1 tensor: pick it with --key)" in other
     assert any("2 tensor(s) beside the state dict are not read" in w and "model.language_model.embedding" in w
                for w in data["warnings"]), data["warnings"]
 
@@ -987,7 +987,7 @@ def test_an_original_stable_diffusion_ckpt_with_lightning_callbacks_is_read(
     code, data = run_json("inspect", str(source))
     assert code == 0, data
     assert data["nested_key"] == "state_dict" and data["num_tensors"] == 2
-    assert "callbacks (dict, 1 entries)" in data["other_entries"]
+    assert "callbacks (dict, 1 entry)" in data["other_entries"]
     code, data = run_json("convert", str(source), "-o", str(tmp_path / "out.safetensors"))
     assert code == 0, data
     written = load_file(tmp_path / "out.safetensors")

@@ -18,6 +18,7 @@ from weightdoctor.checkpoint import Checkpoint, TensorInfo
 from weightdoctor.checkpoint.model import unique_tensors
 from weightdoctor.dtypes import FLOATING, bits_per_element, quantization_hint
 from weightdoctor.errors import UsageError
+from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
     import torch
@@ -666,7 +667,8 @@ def recommend(
         lines.append(f"only tensors matching /{name_filter}/ were checked: run without --filter before converting")
     if sample is not None:
         lines.append(
-            f"only {sample:,} values per tensor were checked: a value outside the sample can still overflow, "
+            f"only {counted(sample, 'value')} per tensor {plural(sample, 'was', 'were')} "
+            "checked: a value outside the sample can still overflow, "
             "so run without --sample before converting"
         )
     commands: dict[str, str] = {}
@@ -1028,7 +1030,8 @@ def check_dtype(
     if sample is not None:
         sample_info = SampleInfo(
             values_per_tensor=sample, seed=seed,
-            note=f"sampled: at most {sample:,} values per tensor, drawn uniformly with replacement (seed {seed}); "
+            note=f"sampled: at most {counted(sample, 'value')} per tensor, "
+                 f"drawn uniformly with replacement (seed {seed}); "
             "tensors are still read whole, only the casts are bounded",
         )
     return CheckDtypeReport(

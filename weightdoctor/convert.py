@@ -29,6 +29,7 @@ from weightdoctor.rewrite import (
     with_config_dtype,
     write_plan,
 )
+from weightdoctor.wording import counted, plural
 
 FORMATS = ("safetensors", "bin")
 
@@ -233,7 +234,9 @@ def plan_convert(
     selection = plan_tensors(checkpoint, dtype=dtype, keep_fp32=keep_fp32, renames=renames, fmt=fmt)
     warnings = list(checkpoint.warnings) + selection.warnings
     if checkpoint.skipped_entries:
-        warnings.append(f"{len(checkpoint.skipped_entries)} non-tensor entries of the state dict are not written: "
+        skipped = len(checkpoint.skipped_entries)
+        warnings.append(f"{counted(skipped, 'non-tensor entry', 'non-tensor entries', grouped=False)} "
+                        f"of the state dict {plural(skipped, 'is', 'are')} not written: "
                         + ", ".join(checkpoint.skipped_entries[:3]))
     if single_file and checkpoint.sharded:
         shards = sum(f.role == "weights" for f in checkpoint.files)

@@ -22,6 +22,7 @@ from weightdoctor.errors import UsageError, did_you_mean
 from weightdoctor.findings import SEVERITIES, severity_rank
 from weightdoctor.gcpause import gc_paused
 from weightdoctor.renames import Rename, add_prefix, apply_renames, python_snippet, rename_all, strip_prefix
+from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
     import torch
@@ -665,17 +666,95 @@ _KOHYA_PARTS = {"lora_unet": "UNet / transformer", "lora_transformer": "transfor
                 "lora_te1": "first text encoder", "lora_te2": "second text encoder", "lora_te3": "third text encoder"}
 
 
+# The parts of a single-file (LDM) Stable Diffusion checkpoint a kohya LoRA's prefixes name: its modules are B's
+# names after these prefixes, with `_` for `.` (SDXL's second text encoder is OpenCLIP's, q/k/v fused: not mapped).
+_KOHYA_LDM_PARTS = (("lora_unet", "model.diffusion_model."), ("lora_te", "cond_stage_model.transformer."),
+                    ("lora_te1", "conditioner.embedders.0.transformer."))
+# kohya's SD 1.x / 2.x LoRAs name UNet modules as diffusers does (`down_blocks_0_attentions_0_proj_in`), while the
+# single file numbers its blocks (`input_blocks.1.1.proj_in`): diffusers' convert_diffusers_to_original_stable_
+# diffusion.py's block map, read backwards, gives each LDM block its diffusers name.
+_LDM_UNET_BLOCK = _lazy_regex(r"^(input_blocks|output_blocks)\.(\d+)\.(\d+)\.")
+_LDM_MIDDLE_BLOCK = {"middle_block.0.": "mid_block.resnets.0.", "middle_block.1.": "mid_block.attentions.0.",
+                     "middle_block.2.": "mid_block.resnets.1."}
+_LDM_RESNET_PARTS = {"in_layers.0.": "norm1.", "in_layers.2.": "conv1.", "emb_layers.1.": "time_emb_proj.",
+                     "out_layers.0.": "norm2.", "out_layers.3.": "conv2.", "skip_connection.": "conv_shortcut."}
+_LDM_UNET_TOP = {"time_embed.0.": "time_embedding.linear_1.", "time_embed.2.": "time_embedding.linear_2.",
+                 "input_blocks.0.0.": "conv_in.", "out.0.": "conv_norm_out.", "out.2.": "conv_out.",
+                 "label_emb.0.0.": "add_embedding.linear_1.", "label_emb.0.2.": "add_embedding.linear_2."}
+
+
+def _ldm_unet_to_diffusers(name: str) -> str | None:
+    """The diffusers UNet2DConditionModel name of an LDM UNet name (without `model.diffusion_model.`), both
+    ending in `.`, or None where the block map has none.
+
+    Example:
+        >>> _ldm_unet_to_diffusers("output_blocks.5.1.transformer_blocks.0.attn2.to_k.")
+        'up_blocks.1.attentions.2.transformer_blocks.0.attn2.to_k.'
+    """
+    for ldm, diffusers in _LDM_UNET_TOP.items():
+        if name.startswith(ldm):
+            return diffusers + name[len(ldm):]
+    middle = name[: len("middle_block.0.")]
+    match = _LDM_UNET_BLOCK.match(name)
+    if middle not in _LDM_MIDDLE_BLOCK and match is None:
+        return None
+    rest = name[len(middle):] if middle in _LDM_MIDDLE_BLOCK else name[match.end():]
+    resnet = next((diffusers + rest[len(ldm):] for ldm, diffusers in _LDM_RESNET_PARTS.items()
+                   if rest.startswith(ldm)), None)
+    if middle in _LDM_MIDDLE_BLOCK:
+        attention = middle == "middle_block.1."
+        return _LDM_MIDDLE_BLOCK[middle] + rest if attention else (
+            _LDM_MIDDLE_BLOCK[middle] + resnet if resnet else None)
+    kind, block, layer = match[1], int(match[2]), int(match[3])
+    if kind == "input_blocks":
+        level, index = divmod(block - 1, 3)
+        if index == 2:  # input_blocks.3.0.op: the downsampler closing level 0
+            return f"down_blocks.{level}.downsamplers.0.conv.{rest[len('op.'):]}" if rest.startswith("op.") else None
+        prefix = f"down_blocks.{level}."
+    else:
+        level, index = divmod(block, 3)
+        if index == 2 and rest.startswith("conv.") and layer > 0:  # the upsampler closing each level
+            return f"up_blocks.{level}.upsamplers.0.{rest}"
+        prefix = f"up_blocks.{level}."
+    if layer == 0:
+        return prefix + f"resnets.{index}.{resnet}" if resnet else None
+    return prefix + f"attentions.{index}.{rest}" if layer == 1 else None
+
+
+def _kohya_ldm_modules(specs_b: Mapping[str, KeySpec]) -> dict[str, dict[str, str]]:
+    """For B a single-file (LDM) Stable Diffusion checkpoint: per kohya prefix, B's modules by their kohya flat
+    name (LDM and diffusers UNet names both); {} when B is no such checkpoint."""
+    if not any(map(_LDM_EVIDENCE.match, specs_b)):
+        return {}
+    tables: dict[str, dict[str, str]] = {prefix: {} for prefix, _ in _KOHYA_LDM_PARTS}
+    for name in specs_b:
+        if not name.endswith(".weight"):
+            continue
+        module = name[: -len(".weight")]
+        for prefix, ldm in _KOHYA_LDM_PARTS:
+            if module.startswith(ldm):
+                inner = module[len(ldm):]
+                tables[prefix][inner.replace(".", "_")] = module
+                if prefix == "lora_unet" and (diffusers := _ldm_unet_to_diffusers(inner + ".")) is not None:
+                    tables[prefix].setdefault(diffusers[:-1].replace(".", "_"), module)
+    return {prefix: table for prefix, table in tables.items() if table}
+
+
 def _kohya_adapter_fit(
     specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
-    """adapter_fit for a kohya-style LoRA: each flat module name looked up among B's modules with `_` for `.`;
-    ({}, "") when A is none, or none of its modules is in B (B is another layout, which loaders convert to)."""
+    """adapter_fit for a kohya-style LoRA: each flat module name looked up among B's modules with `_` for `.`
+    (in a single-file Stable Diffusion B, among those of the part its prefix names); ({}, "") when A is none, or
+    none of its modules is in B (B is another layout, which loaders convert to)."""
     pairs = [(name, match) for name in unexpected if (match := _KOHYA_PAIR.match(name))]
     if not pairs or len(pairs) < len(unexpected):
         return {}, ""
+    ldm = _kohya_ldm_modules(specs_b)
     flat = {name[: -len(".weight")].replace(".", "_"): name[: -len(".weight")]
             for name in specs_b if name.endswith(".weight")}
-    found = {match["prefix"] for _, match in pairs if match["module"] in flat}
+    # B a single file: a prefix for a part it holds in another layout (SDXL's OpenCLIP encoder) finds nothing.
+    tables: dict[str, dict[str, str]] = defaultdict(dict, ldm) if ldm else defaultdict(lambda: flat)
+    found = {match["prefix"] for _, match in pairs if match["module"] in tables[match["prefix"]]}
     if not found:
         return {}, ""
     whys: dict[str, tuple[str, str, str]] = {}
@@ -684,10 +763,10 @@ def _kohya_adapter_fit(
     for name, match in pairs:
         prefix, part = match["prefix"], match["part"]
         if prefix not in found:
-            whys[name] = ("adapter", "info", f"for the {_KOHYA_PARTS.get(prefix, prefix)}, not B: its loader puts "
-                                             "it there")
+            whys[name] = ("adapter", "info", f"for the {_KOHYA_PARTS.get(prefix, prefix)}, " + (
+                "which B holds in another layout: not checked" if ldm else "not B: its loader puts it there"))
             continue
-        module = flat.get(match["module"])
+        module = tables[prefix].get(match["module"])
         if module is None:
             whys[name] = ("adapter", "error", f"targets {match['module']}, which B does not have (with _ for .): the "
                                               "adapter's weights for it are dropped")
@@ -716,7 +795,9 @@ def _kohya_adapter_fit(
     method = f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})" if ranks else "LoRA"
     parts = ", ".join(_KOHYA_PARTS.get(prefix, prefix) for prefix in sorted(found))
     note = (f"A is a kohya-style LoRA (lora_down / lora_up / alpha under flat lora_unet_ / lora_te_ names): {method} "
-            f"on {len(modules)} module(s) of the {parts} (B), {fitting} of them in B with shapes that fit; it stores "
+            f"on {len(modules)} module(s) of the {parts} "
+            f"({'in B, a single-file Stable Diffusion checkpoint' if ldm else 'B'}), {fitting} of them in B with "
+            "shapes that fit; it stores "
             "no base weights: load it with diffusers' load_lora_weights, ComfyUI or AUTOMATIC1111, which map its "
             "names to the modules")
     return whys, note
@@ -766,15 +847,18 @@ def _prompt_adapter_fit(
         why = ("adapter", "error", f"prompt embeddings of shape {'×'.join(map(str, shape))}: PEFT saves "
                "[virtual tokens, width]")
     elif width is None or shape[1] == width:
-        why = ("adapter", "info", f"{shape[0]} virtual tokens of width {shape[1]}"
+        why = ("adapter", "info", f"{counted(shape[0], 'virtual token', grouped=False)} of width {shape[1]}"
                + (f", the width of B's {embedding.name}" if embedding is not None else ""))
     elif (layers := _block_count(specs_b)) and shape[1] in {2 * layers * kv for kv in _key_widths(specs_b, width)}:
-        why = ("adapter", "info", f"{shape[0]} virtual tokens, {shape[1]} values each: prefix tuning's key and value "
-               f"prefixes for B's {layers} layers, {shape[1] // (2 * layers)} wide")
+        why = ("adapter", "info", f"{counted(shape[0], 'virtual token', grouped=False)}, {shape[1]} values "
+               f"each: prefix tuning's key and value prefixes for B's {counted(layers, 'layer', grouped=False)}, "
+               f"{shape[1] // (2 * layers)} wide")
     else:
         assert embedding is not None
-        why = ("adapter", "error", f"{shape[0]} virtual tokens of width {shape[1]}, but B's {embedding.name} is "
-               f"{width} wide" + (f" and its {layers} layers take no prefix of that width" if layers else "")
+        why = ("adapter", "error", f"{counted(shape[0], 'virtual token', grouped=False)} of width {shape[1]}, but B's "
+               f"{embedding.name} is {width} wide" + (f" and its {counted(layers, 'layer', grouped=False)} "
+                                                      f"{plural(layers, 'takes', 'take')} no prefix of that width"
+                                                      if layers else "")
                + ": an adapter for another model")
     for name in unexpected:
         whys[name] = why if name == "prompt_embeddings" else ("adapter", "info", "multitask prompt tuning's task "
@@ -783,7 +867,8 @@ def _prompt_adapter_fit(
         for name in missing:
             whys[name] = ("adapter-base", "info", "")
     tokens = shape[0] if shape else 0
-    note = (f"A is a PEFT prompt-learning adapter ({tokens} virtual tokens): it stores no base weights: load it "
+    note = (f"A is a PEFT prompt-learning adapter ({counted(tokens, 'virtual token', grouped=False)}): "
+            "it stores no base weights: load it "
             "with PeftModel.from_pretrained(base, adapter)")
     return whys, note
 
@@ -1887,6 +1972,56 @@ def diff_specs(
                            model_class_command=model_class_command, model_renamings=model_renamings)
 
 
+def _dropped_tie_aliases(specs_a: Mapping[str, KeySpec]) -> list[str]:
+    """The tied names save_pretrained leaves out of a checkpoint that ties its embeddings (the output layer,
+    T5's per-stack copies of `shared`), where A stores none of them."""
+    aliases = ["lm_head.weight"]
+    if "shared.weight" in specs_a:
+        aliases += ["encoder.embed_tokens.weight", "decoder.embed_tokens.weight"]
+    return [alias for alias in aliases if alias not in specs_a]
+
+
+def renames_onto_dropped_ties(
+    specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], renames: Sequence[Rename],
+    missing: Sequence[str], tie_embeddings_a: bool | None,
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """A `--rename` written for a tied alias A does not store (`lm_head.weight`, tied to `transformer.wte.weight`
+    and dropped on save): it renames nothing, and the key of B it was meant to fill was an "unknown" error. Returns
+    (reason, severity, detail) for those keys of B and a note; ({}, "") when no rename is such.
+
+    Example:
+        >>> a = {"wte.weight": KeySpec("wte.weight", (50, 16), "float32")}
+        >>> b = {"output.weight": KeySpec("output.weight", (50, 16), "float32")}
+        >>> renames_onto_dropped_ties(a, b, [Rename("^lm_head", "output")], ["output.weight"], None)[0][
+        ...     "output.weight"][:2]
+        ('tied-weight', 'error')
+    """
+    if not renames or not missing or tie_embeddings_a is False:
+        return {}, ""
+    embeddings = [name for name in specs_a if _INPUT_EMBEDDING.search(name) and "position" not in name]
+    whys: dict[str, tuple[str, str, str]] = {}
+    notes: list[str] = []
+    for alias in _dropped_tie_aliases(specs_a) if embeddings else ():
+        for rename in renames:
+            target = rename.apply(alias)
+            spec = specs_b.get(target)
+            if target == alias or spec is None or target not in missing:
+                continue
+            source = next((name for name in embeddings if specs_a[name].shape == spec.shape), None)
+            if source is None:
+                continue
+            # A config that says tie_word_embeddings settles it; without one, an absent output layer most likely is.
+            ties = "ties" if tie_embeddings_a else "most likely ties"
+            whys[target] = ("tied-weight", "error", f"{rename.as_flag()} names it after {alias}, which A does not "
+                            f"store: A {ties} it to {source}")
+            notes.append(f"{rename.as_flag()} renames no key of A onto {target}: A {ties} its {alias} to {source} "
+                         f"(tie_word_embeddings), so it was stored once, as {source}, and {alias} was left out on "
+                         f"save; B stores {target} on its own: fill it with a copy (state_dict[{target!r}] = "
+                         f"state_dict[{source!r}]), or load into a model that ties them")
+            break
+    return whys, "; ".join(notes)
+
+
 def _diff_specs(
     specs_a: Mapping[str, KeySpec],
     specs_b: Mapping[str, KeySpec],
@@ -1912,6 +2047,10 @@ def _diff_specs(
     suggestions: list[SuggestedRename] = []
     after: int | None = None
     layout_whys, layout_note = foreign_layout(diff.unexpected, diff.missing)
+    tie_whys, tie_note = renames_onto_dropped_ties(specs_a, specs_b, renames, diff.missing, tie_embeddings_a)
+    if tie_whys:
+        layout_whys = {**layout_whys, **tie_whys}
+        layout_note = "; ".join(filter(None, (layout_note, tie_note)))
     expert_whys, expert_note = expert_layout(diff.unexpected, diff.missing, model_class_command)
     if expert_whys:
         layout_whys = {**expert_whys, **layout_whys}
@@ -2156,6 +2295,20 @@ def _bytes_of(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.contiguous().reshape(-1).view(torch.uint8)
 
 
+# float4_e2m1fn_x2's codes (sign, 2 exponent bits, 1 mantissa bit), each value doubled: all are integers in int8.
+_FLOAT4_DOUBLED = (0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12)
+
+
+def _float4_doubled(tensor: torch.Tensor) -> torch.Tensor:
+    """Twice the values of a float4_e2m1fn_x2 tensor, flat, as int8: both nibbles of each byte, low then high
+    (A's and B's in the same order, which is all a comparison needs)."""
+    import torch
+
+    codes = _bytes_of(tensor)
+    table = torch.tensor(_FLOAT4_DOUBLED, dtype=torch.int8)
+    return torch.stack([table[(codes & 0x0F).long()], table[(codes >> 4).long()]], -1).reshape(-1)
+
+
 def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 22) -> tuple[ValueDiff, float, float]:
     """Compare two same-shaped tensors in float64 chunks; also return Σ(A−B)² and ΣB² for layer totals."""
     import torch
@@ -2166,8 +2319,15 @@ def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 
         # Compared as (real, imaginary) pairs: a cast to float64 would drop the imaginary parts.
         a = torch.view_as_real(a.to(torch.complex128)) if a.is_complex() else torch.stack([a, torch.zeros_like(a)], -1)
         b = torch.view_as_real(b.to(torch.complex128)) if b.is_complex() else torch.stack([b, torch.zeros_like(b)], -1)
+    if a.dtype == b.dtype and dtype_a == "float4_e2m1fn_x2" and a.shape == b.shape:
+        # Torch has no arithmetic for float4 (its cast raises), so a changed tensor got NaN for the size of its
+        # change. Its 16 codes decode exactly: compared as twice their values in int8 (two values a byte, half
+        # the memory of float16), then halved; the relative change is the same either way.
+        diff, diff_sq, ref_sq = compare_pair(name, _float4_doubled(a), _float4_doubled(b), chunk)
+        return (ValueDiff(name, diff.identical, diff.max_abs_diff / 2, diff.rel_change, dtype_a, dtype_b),
+                diff_sq / 4, ref_sq / 4)
     if not (_computable(a) and _computable(b)):
-        # Packed formats torch has no arithmetic for (float4_e2m1fn_x2, ...): equal bytes, or an unknown change.
+        # Packed formats torch has no arithmetic for (bits8, uint1..uint7): equal bytes, or an unknown change.
         same = a.dtype == b.dtype and a.shape == b.shape and torch.equal(_bytes_of(a), _bytes_of(b))
         unknown = 0.0 if same else math.nan
         return ValueDiff(name, same, unknown, unknown, dtype_a, dtype_b), 0.0, 0.0

@@ -38,6 +38,13 @@ INIT_FUNCTIONS = (
 LORA_ZERO_INIT = re.compile(r"(^|\.)(lora_B|lora_embedding_A|lora_up)(\.|$)|_lora\.up(\.|$)")
 # The other half, which peft (lora_A) and kohya-ss (lora_down) start as nn.Linear does, kaiming_uniform(a=√5).
 LORA_KAIMING_INIT = re.compile(r"(^|\.)(lora_A|lora_down)(\.|$)|_lora\.down(\.|$)")
+# peft's lora_A / lora_B of Linear and Conv layers (not lora_embedding_*), which `init_lora_weights` sets.
+PEFT_LORA_HALF = re.compile(r"(^|\.)lora_(?P<half>[AB])(\.|$)")
+# peft's `init_lora_weights` schemes that set LoRA halves from data, not at random, and which halves: PiSSA (also
+# "pissa_niter_N") and CorDA from the base weight's SVD, OLoRA from its QR, LoftQ from its quantization residual (both
+# halves off zero), EVA's lora_A from the activations' SVD (lora_B stays at zero). What they start at is the base
+# model's, so the adapter alone cannot say whether they trained.
+DATA_DERIVED_LORA_INIT = {"pissa": "AB", "olora": "AB", "corda": "AB", "loftq": "AB", "eva": "A"}
 # The factors of a LoHa (Hadamard product) or LoKr (Kronecker product) adapter, kohya/LyCORIS' `lora_unet_..._to_q.
 # hada_w2_a` and peft's `base_model.model....hada_w2_b`: each trainer starts one factor at zero so the product, the
 # adapter's update, is zero, but which one differs (LyCORIS: hada_w2_a, lokr_w2 or lokr_w2_b; peft: hada_w2_b, lokr_w1
@@ -381,6 +388,31 @@ def guess_default(info: TensorInfo, siblings: dict[str, TensorInfo]) -> Expected
                                                 "gain": math.sqrt(1 / 3), "bound": 1.0 / math.sqrt(fan[0])},
                             "LoRA's A / down half, kaiming_uniform as peft and kohya-ss start it" if lora
                             else f"PyTorch {kind} default (guessed from the name)", lora)
+    return None
+
+
+def peft_lora_init(setting: str | None, info: TensorInfo) -> ExpectedInit | None:
+    """What a peft LoRA half starts at under an adapter_config.json `init_lora_weights` scheme other than the
+    default: normal(0, 1/r) for "gaussian"'s lora_A, an `other` init taken from the base model for the
+    data-derived schemes (`params["derived_from"]` says from what); None where the default rules hold.
+
+    Example:
+        >>> info = TensorInfo("m.q.lora_B.weight", (8, 4), ...)                       # doctest: +SKIP
+        >>> peft_lora_init("pissa", info).params["derived_from"]                       # doctest: +SKIP
+        "the base model's weights"
+    """
+    match = PEFT_LORA_HALF.search(info.name) if setting else None
+    if match is None or setting is None:
+        return None
+    scheme = "pissa" if setting.startswith("pissa_niter_") else setting
+    source = f'adapter_config.json init_lora_weights="{setting}"'
+    if match["half"] in DATA_DERIVED_LORA_INIT.get(scheme, ""):
+        origin = "the activations" if scheme == "eva" else "the base model's weights"
+        return ExpectedInit("other", {"function": f"{scheme} (set from {origin})", "derived_from": origin},
+                            source, True)
+    if scheme == "gaussian" and match["half"] == "A" and len(info.shape) >= 2 and info.shape[0]:
+        # peft: nn.init.normal_(lora_A, std=1 / r), and r is lora_A's first dimension (rank_pattern included).
+        return ExpectedInit("normal", {"mean": 0.0, "std": 1 / info.shape[0]}, source + ": normal(0, 1/r)", True)
     return None
 
 

@@ -20,6 +20,7 @@ from weightdoctor.expected_init import ExpectedInit, matches_expected, reconcile
 from weightdoctor.findings import Finding
 from weightdoctor.init_classify import FLOAT32_MAX, MIN_VALUES, InitResult, classify_init
 from weightdoctor.stats import StatsResult, TensorStats
+from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
     from weightdoctor.checkpoint import Checkpoint
@@ -138,6 +139,10 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
                                  "a LoHa / LoKr adapter still at its initialization (LyCORIS and peft start one "
                                  "factor of the product at zero): it changes nothing; saved before training, or its "
                                  "updates were lost"))
+        elif item.expected is not None and "derived_from" in item.expected.params:
+            found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero",
+                                 f"{item.expected.source} starts it from {item.expected.params['derived_from']}, "
+                                 "never at zero: it was zeroed, or its values were lost on save"))
         elif lora_zero:
             # The adapter is where it began (a kohya LoRA's lora_up read as "never initialized" sent users to
             # look for a broken layer).
@@ -173,14 +178,17 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
         if count and not guessed_embedding:  # one zero row of an embedding is its padding row
             shown = ", ".join(map(str, dead[:8])) + (" …" if count > 8 else "")
             found.append(Finding("warn", "dead-rows", name,
-                                 f"{count} of {item.shape[0]} rows are all zero (dead units: {shown})",
+                                 f"{count} of {counted(item.shape[0], 'row', grouped=False)} "
+                                 f"{plural(count, 'is', 'are')} all zero (dead {plural(count, 'unit')}: {shown})",
                                  "these units output nothing; check pruning or an init that skipped them"))
     if s.zero_cols and len(item.shape) == 2 and s.zero_cols < item.shape[1]:
         # A column of a Linear weight is one input: all zero, nothing this layer computes reads it (a unit
         # of the layer before that died, or pruning). Conv kernels are left out: masked convolutions zero
         # kernel positions by design.
         found.append(Finding("warn", "dead-columns", name,
-                             f"{s.zero_cols} of {item.shape[1]} columns are all zero (inputs this layer ignores)",
+                             f"{s.zero_cols} of {counted(item.shape[1], 'column', grouped=False)} "
+                             f"{plural(s.zero_cols, 'is', 'are')} all zero "
+                             f"({plural(s.zero_cols, 'an input', 'inputs')} this layer ignores)",
                              "check pruning, or the unit of the layer before that feeds them"))
     if s.duplicate_rows:
         found.append(Finding("warn", "duplicate-rows", name,
@@ -290,6 +298,11 @@ def _tensor_health(result: StatsResult, want: ExpectedInit | None, initializer_r
         "zeros", "ones", "constant") else None
     init = classify_init(tuple(info.shape), stats, result.sample, initializer_range, constant)
     init = reconcile(init, want, stats.finite_count, result.sample.values, _value_range(stats))
+    if want is not None and "derived_from" in want.params and not (stats.nan or stats.inf):
+        # PiSSA / OLoRA start both LoRA halves from the base model's weights: off the default inits from the first
+        # step, so "trained" (or a normal init) read from the adapter alone would be a guess.
+        init = InitResult("undetermined", {"mean": stats.mean, "std": stats.std},
+                          reason=f"{want.describe()}: not judged from the adapter alone")
     item = TensorHealth(info.name, list(info.shape), info.dtype, stats, init, want, None,
                         _histogram(result.sample.values, stats.min, stats.max))
     item.at_init = _still_at_init(item)
@@ -332,6 +345,13 @@ def analyze_weights(
     floating_names = {t.name for t in every_floating}
     skipped = [t.name for t in chosen if t.name not in floating_names]
     expected = expected_inits(checkpoint.tensors, checkpoint.config)
+    from weightdoctor.expected_init import DATA_DERIVED_LORA_INIT, peft_lora_init
+    from weightdoctor.structure import lora_init_setting
+
+    lora_init = lora_init_setting(checkpoint)
+    for info in checkpoint.tensors if lora_init else ():
+        if (want := peft_lora_init(lora_init, info)) is not None:
+            expected.by_name[info.name] = want
     initializer_range = _initializer_range(checkpoint.config)
     items: list[TensorHealth] = []
     import torch
@@ -357,6 +377,13 @@ def analyze_weights(
     findings += whole
     findings.sort(key=lambda f: -severity_rank(f.severity))
     warnings = [expected.warning] if expected.warning else []
+    scheme = "pissa" if lora_init and lora_init.startswith("pissa_niter_") else lora_init
+    if scheme in DATA_DERIVED_LORA_INIT and any(item.expected is not None and "derived_from" in item.expected.params
+                                                for item in items):
+        warnings.append(f'adapter_config.json says init_lora_weights="{lora_init}": peft sets these LoRA halves '
+                        "from the base model (not at random, not at zero), so whether they trained is not judged "
+                        "from the adapter alone; compare it with the adapter saved at initialization "
+                        "(diff-keys --values) to tell")
     return StatsReport(items, findings, sample, expected.method, expected.model_class, share, state, skipped,
                        warnings, aliases)
 

@@ -540,6 +540,30 @@ def concrete_class_name(config: dict[str, Any], model_class: str, **overrides: A
         raise UsageError(f"{model_class} has no model for model_type {cfg.model_type!r}") from None
 
 
+def model_type_of_class(config: dict[str, Any], model_class: str) -> str | None:
+    """The model type to read a config.json without one with: `model_class`'s own, as its from_pretrained reads it.
+
+    Configs older transformers versions wrote have no `model_type`; `BertModel.from_pretrained` reads them with
+    BertConfig all the same (only AutoConfig needs the field). None for an Auto class, an unknown class, or the
+    config of another library (diffusers' `_class_name`, timm's and TensorRT-LLM's `architecture`, mamba_ssm's),
+    which `config_from_dict` names when it refuses it.
+
+    Example:
+        >>> model_type_of_class({"hidden_size": 768}, "BertModel")
+        'bert'
+    """
+    from weightdoctor.meta_model import is_mamba_ssm_config
+
+    if (config.get("model_type") or model_class.startswith("Auto") or isinstance(config.get("_class_name"), str)
+            or isinstance(config.get("architecture"), str) or is_mamba_ssm_config(config)):
+        return None
+    import transformers
+
+    cls = getattr(transformers, model_class, None)
+    model_type = getattr(getattr(cls, "config_class", None), "model_type", None)
+    return model_type if isinstance(cls, type) and isinstance(model_type, str) and model_type else None
+
+
 def diff_checkpoint_against_model(
     checkpoint: Checkpoint,
     model_class: str,
@@ -569,6 +593,9 @@ def diff_checkpoint_against_model(
         overrides["num_labels"] = num_labels
         config_dict.pop("id2label", None)
         config_dict.pop("label2id", None)
+    own_type = model_type_of_class(config_dict, model_class)
+    if own_type is not None:
+        config_dict["model_type"] = own_type
     try:
         model = build_meta_model(config_dict, concrete_class_name(config_dict, model_class, **overrides),
                                  foreign_config=True, **overrides)
@@ -596,6 +623,10 @@ def diff_checkpoint_against_model(
             f"{type(model).__name__} is no {model.config.model_type!r} model: from_pretrained builds its "
             f"{type(model.config).__name__} from the {model.config.model_type!r} config's values (and warns), "
             "as this report does")
+    if own_type is not None:
+        report.notes.append(
+            f"{'--config' if config else 'A'}'s config.json has no model_type (older transformers versions wrote "
+            f"none): from_pretrained reads it with {type(model.config).__name__}, as this report does")
     unread = _file_from_pretrained_skips(checkpoint)
     report.from_pretrained_reads_a = checkpoint.nested_key is None and unread is None
     if checkpoint.nested_key is not None:

@@ -114,20 +114,36 @@ def auto_model_class(mapping: Any, config: PretrainedConfig) -> type:
                 classes[0])
 
 
+def _unknown_model_type(config: Any) -> str | None:
+    """A config.json's `model_type` when this transformers has no config for it (and no other library owns it)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if not isinstance(config, dict) or isinstance(config.get("_class_name"), str):
+        return None
+    model_type = config.get("model_type")
+    return model_type if isinstance(model_type, str) and model_type and model_type not in CONFIG_MAPPING else None
+
+
 def resolve_model_class(config: PretrainedConfig, model_class: str | None = None) -> type:
     """The class to build: `model_class` by name, else the config's first architecture, else AutoModel's."""
-    import transformers
-
     name = model_class or next(iter(getattr(config, "architectures", None) or []), None)
     if name is None:
         from transformers import AutoModel
 
         return auto_model_class(AutoModel._model_mapping, config)
+    return _class_by_name(name, typed=model_class is not None)
+
+
+def _class_by_name(name: str, typed: bool = False) -> type:
+    """transformers' model class `name`; only a PreTrainedModel subclass (the name may come from a config.json).
+    `typed`: the name was typed (--model-class), so a close name is suggested when it is not found."""
+    import transformers
+
     cls = getattr(transformers, name, None)
     if cls is None or not isinstance(cls, type):
         # A misspelled --model-class (`BertForSequenceClasification`, `bertmodel`, `transformers.BertModel`) is
         # the usual cause: name the class meant, as a user would otherwise search transformers' docs for it.
-        hint = _close_class_names(name) if model_class else []
+        hint = _close_class_names(name) if typed else []
         meant = f"; did you mean {' or '.join(map(repr, hint))}?" if hint else ""
         raise UsageError(f"transformers has no model class {name!r}{meant}")
     if not issubclass(cls, transformers.PreTrainedModel) or cls is transformers.PreTrainedModel:
@@ -262,8 +278,10 @@ def _sub_config_for(cls: type, config: dict[str, Any], built: Any, overrides: di
     if key and isinstance(config.get(key), dict):
         chosen = config[key]
     if wanted and chosen.get("model_type") != wanted:
-        chosen = next((value for value in chosen.values() if isinstance(value, dict)
-                       and value.get("model_type") == wanted), chosen)
+        # transformers' loop does not stop at the first match: of two sub-configs of the class's type (a BERT
+        # encoder-decoder's `decoder` and `encoder`, in the file's sorted order) the last one wins
+        matches = [value for value in chosen.values() if isinstance(value, dict) and value.get("model_type") == wanted]
+        chosen = matches[-1] if matches else chosen
     if chosen is config and not foreign:
         return built
     return expected.from_dict(dict(chosen), **overrides)
@@ -315,15 +333,25 @@ def build_meta_model(
     if isinstance(config, dict):
         _refuse_absurd_depth(config)
         config = decode_special_floats(config)
-    try:
-        cfg = config_from_dict(config, **overrides) if isinstance(config, dict) else config
-    except UsageError as exc:
-        if model_class is None or "does not know model_type" not in exc.message:
-            raise
-        # `--model-class BertModel` on a checkpoint of a custom type: the class is known, the config is not.
-        raise UsageError(f"{exc.message}; --model-class {model_class} is built from this config: "
-                         f"{other_config_hint.removeprefix('or ')} of {model_class}'s model type") from exc
-    cls = resolve_model_class(cfg, model_class)
+    unknown = _unknown_model_type(config) if foreign_config and model_class else None
+    if unknown is not None and model_class is not None and not model_class.startswith("Auto"):
+        # A model type this transformers does not know (remote code's, an old name): the named class's
+        # from_pretrained reads the values with its own config class all the same, and the type stays the file's.
+        cls = _class_by_name(model_class, typed=True)
+        try:
+            cfg = cls.config_class.from_dict(dict(config), **overrides)
+        except Exception as exc:  # the class's config class validates the other type's values its own way
+            raise UsageError(foreign_class_message(cls, unknown, other_config_hint)) from exc
+    else:
+        try:
+            cfg = config_from_dict(config, **overrides) if isinstance(config, dict) else config
+        except UsageError as exc:
+            if model_class is None or "does not know model_type" not in exc.message:
+                raise
+            # `--model-class AutoModel` on a checkpoint of a custom type: the class is known, the config is not.
+            raise UsageError(f"{exc.message}; --model-class {model_class} is built from this config: "
+                             f"{other_config_hint.removeprefix('or ')} of {model_class}'s model type") from exc
+        cls = resolve_model_class(cfg, model_class)
     given = getattr(cfg, "model_type", None)
     try:
         cfg = _sub_config_for(cls, config if isinstance(config, dict) else cfg.to_dict(), cfg, overrides,
@@ -346,7 +374,9 @@ def build_meta_model(
         if isinstance(expected, type) and (not isinstance(cfg, expected) or is_foreign_config(cfg)):
             # A class of another model type (BertModel on a GPT-2 config): say so, not the AttributeError.
             raise UsageError(foreign_class_message(cls, getattr(cfg, "model_type", None), other_config_hint)) from exc
-        detail = " ".join(str(exc).split())[:200]
+        # torch's C++ errors go on with the frame they came from ("Exception raised from THPUtils_unpackLong at
+        # /__w/pytorch/..."): a size of 1e30 in config.json cut the line in the middle of a source path.
+        detail = " ".join(str(exc).split("Exception raised from", 1)[0].split()).rstrip(' "')[:200]
         raise UsageError(f"transformers cannot build {cls.__name__} from this config: {detail}") from exc
     _refuse_flat_modules(model)
     return model.eval()

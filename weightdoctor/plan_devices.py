@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from weightdoctor.errors import UsageError, WeightDoctorError
 from weightdoctor.findings import Finding
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
+from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
     import torch
@@ -69,7 +70,9 @@ class ModuleRange:
 class HeldBack:
     """One reason, in bytes, why a device holds less than its capacity."""
 
-    reason: str  # "reserve", "balanced-cap", "quantizer-headroom", "largest-layer", "next-module-too-big", "unused"
+    # "reserve", "unset-max-memory", "balanced-cap", "quantizer-headroom", "largest-layer", "next-module-too-big",
+    # "unused"
+    reason: str
     bytes: int
     detail: str
 
@@ -264,6 +267,33 @@ def build_max_memory(gpus: list[int], cpu: int | None, reserve: int = 0) -> dict
     return memory
 
 
+# The share of the memory it reads that from_pretrained plans on when it is given no max_memory: transformers'
+# get_max_memory keeps 10% of the host RAM back (for the memory spikes of weight conversions), and its
+# get_balanced_memory 10% of a lone GPU (for the buffers), except with device_map="sequential".
+UNSET_MAX_MEMORY_SHARE = 0.9
+
+
+def unset_max_memory_headroom(max_memory: dict[int | str, int], strategy: str) -> dict[int | str, int]:
+    """The bytes `from_pretrained(device_map=strategy)` without `max_memory` keeps back of what it reads.
+
+    `--local` reads the machine as accelerate's `get_max_memory()` does; from_pretrained then plans on 90% of
+    the RAM and, when exactly one GPU has memory and the strategy balances, 90% of that GPU (the first GPU
+    key, as transformers scales it). Truncated to whole bytes: the planner compares whole byte counts with
+    these caps, so the floor places exactly as transformers' float does.
+
+    Example:
+        >>> unset_max_memory_headroom({0: 1000, "cpu": 5000}, "auto")
+        {'cpu': 500, 0: 100}
+    """
+    held: dict[int | str, int] = {}
+    if "cpu" in max_memory:
+        held["cpu"] = max_memory["cpu"] - int(max_memory["cpu"] * UNSET_MAX_MEMORY_SHARE)
+    gpus = [key for key in max_memory if isinstance(key, int)]
+    if strategy != "sequential" and sum(1 for key in gpus if max_memory[key] > 0) == 1:
+        held[gpus[0]] = max_memory[gpus[0]] - int(max_memory[gpus[0]] * UNSET_MAX_MEMORY_SHARE)
+    return {key: amount for key, amount in held.items() if amount > 0}
+
+
 def read_local_devices() -> LocalDevices:
     """Free memory of each visible GPU (`torch.cuda.mem_get_info`) and available host RAM (psutil)."""
     import psutil
@@ -344,6 +374,37 @@ def default_dtype(checkpoint: Checkpoint) -> str:
         return DTYPE_ALIASES[resolved]
     chosen = _config_dtype(checkpoint.config or {}) or _checkpoint_float_dtype(checkpoint) or "float32"
     return DTYPE_ALIASES.get(chosen, "fp32")
+
+
+def unsaid_dtype_warning(checkpoint: Checkpoint) -> str | None:
+    """The warning for a plan from a config alone whose config names no dtype, else None.
+
+    With no weights read, nothing says the dtype: the plan is at fp32, but `from_pretrained(dtype="auto")` of the
+    model takes the dtype of its first weight file, half the bytes for a bf16 / fp16 checkpoint (a 2x error the
+    plan did not mention). A config.json given as a path beside its weights is the usual way to end up here.
+
+    Example:
+        >>> unsaid_dtype_warning(config_only_gpt2)  # gpt2's config.json names no dtype
+        'config.json names no dtype and no weights were read: planned at fp32 (torch's default), ...'
+    """
+    config = checkpoint.config
+    if checkpoint.tensors or not config or not config.get("model_type") or _config_dtype(config):
+        return None
+    if quantized_dtype(config) is not None or _fp8_quantization(config) is not None:
+        return None  # the quantizer's own dtype rule, warned about where it is applied
+    from weightdoctor.checkpoint.reader import _weight_files_in
+
+    source = Path(checkpoint.source).expanduser()
+    folder = source.parent if source.suffix == ".json" and source.is_file() else source
+    try:
+        beside = _weight_files_in(folder) if folder.is_dir() else []
+    except OSError:
+        beside = []
+    hint = (f"; its folder holds the weights ({beside[0].name}): give the folder as SOURCE to plan at their dtype"
+            if beside and folder != source else "")
+    return ("config.json names no dtype and no weights were read: planned at fp32 (torch's default), but "
+            "from_pretrained(dtype=\"auto\") loads the model at the dtype of its first weight file (half the bytes "
+            "for bf16 / fp16 weights); --dtype bf16 or fp16 plans that" + hint)
 
 
 def build_planned_model(
@@ -440,6 +501,9 @@ def build_planned_model(
     asked = dtype
     dtype = normalize_dtype(dtype) if dtype else default_dtype(checkpoint)
     config = checkpoint.config or {}
+    unsaid = unsaid_dtype_warning(checkpoint) if not asked else None
+    if unsaid:
+        warnings.append(unsaid)
     if not asked and dtype in ("fp16", "bf16") and isinstance(config.get("_class_name"), str) \
             and not config.get("model_type"):
         # diffusers' configs carry no dtype; its from_pretrained loads in float32 unless given torch_dtype.
@@ -590,8 +654,9 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
         from weightdoctor.units import format_bytes
 
         planned.warnings.append(
-            f"{len(elsewhere):,} stored tensors ({format_bytes(sum(i.nbytes for i in elsewhere))}, e.g. "
-            f"{elsewhere[0].name}) lie under no Linear layer or tensor of the model built from its config (MoE "
+            f"{counted(len(elsewhere), 'stored tensor')} ({format_bytes(sum(i.nbytes for i in elsewhere))}, e.g. "
+            f"{elsewhere[0].name}) {plural(len(elsewhere), 'lies', 'lie')} under no Linear layer "
+            "or tensor of the model built from its config (MoE "
             "experts, which transformers 5 builds fused): the modules they belong to are planned unquantized, an "
             "upper bound")
     if not planned.quantizer_headroom:
@@ -1427,11 +1492,13 @@ def explain_devices(
     strategy: str,
     sizer: _SizeOverride | None,
     visited: list[str] | None = None,
+    headroom: dict[int | str, int] | None = None,
 ) -> dict[int | str, list[HeldBack]]:
     """Why each GPU (and the CPU) holds less than its capacity, in bytes that add up to the gap.
 
     "The next module" is the first module the planner tried after the device's last one (`visited`: the
     entries in the order it placed them, before merging): the one that did not fit, not a merged entry.
+    `headroom`: what from_pretrained without max_memory keeps back of each device (`--local`).
     """
     from weightdoctor.units import format_bytes
 
@@ -1454,15 +1521,24 @@ def explain_devices(
             left -= amount
         planner_cap = int(budgets.get(key, capacity))
         given = capacity - (reserve if isinstance(key, int) else 0)
+        kept = (headroom or {}).get(key, 0)
+        if kept and left > 0:
+            amount = min(kept, left)
+            what = "the RAM available" if key == "cpu" else "the free memory of a lone GPU"
+            parts.append(HeldBack("unset-max-memory", amount,
+                                  f"from_pretrained without max_memory plans on 90% of {what} "
+                                  "(--local: transformers keeps 10% back)"))
+            left -= amount
+        given -= kept
         if sizer is not None and sizer.quantized_size is not None and sizer.headroom:
-            headroom = int(given - given * 0.9)
-            if headroom > 0 and left > 0:
-                amount = min(headroom, left)
+            quantizer_kept = int(given - given * 0.9)
+            if quantizer_kept > 0 and left > 0:
+                amount = min(quantizer_kept, left)
                 parts.append(HeldBack("quantizer-headroom", amount,
                                       "the quantizer keeps 10% of every budget for quantization "
                                       "buffers (bitsandbytes, quanto, bitnet and torchao do)"))
                 left -= amount
-                given -= headroom
+                given -= quantizer_kept
         if isinstance(key, int) and strategy != "sequential" and planner_cap < given and left > 0:
             amount = min(given - planner_cap, left)
             parts.append(HeldBack(
@@ -1753,11 +1829,18 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     unsized = " (not counted)" if state is None else ""
     if attention == [] and isinstance(layers, int):
         # Mamba, Mamba-2, RWKV-like stacks: no layer attends, so nothing grows with the sequence
-        note = (f"no KV cache: all {layers} layers keep a recurrent state of fixed size per sequence "
-                f"instead{unsized}" if stateful else "no KV cache: no layer attends")
+        note = (f"no KV cache: {'its' if layers == 1 else 'all'} {counted(layers, 'layer', grouped=False)} "
+                f"{plural(layers, 'keeps', 'keep')} a recurrent state of fixed size per sequence instead{unsized}"
+                if stateful else "no KV cache: no layer attends")
         return KVCacheEstimate(batch, seq_len, 0, 0, 0, torch_dtype, 0, 0, 0, False, note, state)
     if not (isinstance(layers, int) and isinstance(heads, int) and isinstance(hidden, int)):
         raise UsageError("config has no num_hidden_layers / num_attention_heads / hidden_size; cannot size a KV cache")
+    from weightdoctor.meta_model import MAX_LAYERS
+
+    if layers > MAX_LAYERS:
+        # The layers are counted one by one below: num_hidden_layers 1e30 (json reads any integer) never ended.
+        raise UsageError(f"config.json asks for {layers:,} decoder layers; weightdoctor sizes the KV cache of up to "
+                         f"{MAX_LAYERS:,} layers")
     kv_heads = text.get("num_key_value_heads") or heads
     # Zamba's shared attention runs on the hidden state concatenated with the embeddings: attention_head_dim is
     # 2 x hidden_size / heads there (HunyuanVL spells head_dim so too)
@@ -1801,21 +1884,26 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
                 windowed.add(window)
         total += layer_token * tokens * batch
     if indexer and any(kind == "indexed_attention" for kind, _ in attention):
-        notes.append(f"plus the indexer's key of each token, index_head_dim = {index_dim} values per layer")
+        notes.append("plus the indexer's key of each token, "
+                     f"index_head_dim = {counted(index_dim, 'value', grouped=False)} per layer")
     if windowed:
         sliding = sum(1 for _kind, window in attention if window in windowed)
-        which = "" if sliding == len(attention) else f" ({sliding} of {layers} layers)"
+        which = "" if sliding == len(attention) else f" ({sliding} of {counted(layers, 'layer', grouped=False)})"
         notes.append(f"sliding-window layers{which} keep at most {', '.join(map(str, sorted(windowed)))} tokens")
     shared = sum(1 for kind, _ in kinds or [] if kind == "dummy")
     if shared:
-        notes.append(f"{shared} of {layers} layers cache nothing (they reuse earlier layers' keys and values, or "
-                     "do not attend)")
+        notes.append(f"{shared} of {counted(layers, 'layer', grouped=False)} "
+                     f"{plural(shared, 'caches', 'cache')} nothing "
+                     f"({plural(shared, 'it reuses', 'they reuse')} earlier layers' keys and values, or "
+                     f"{plural(shared, 'does', 'do')} not attend)")
     hybrid = sum(1 for kind, _ in kinds or [] if kind in _STATE_KINDS and kind in _KV_KINDS)
     if stateful - hybrid:
-        notes.append(f"{stateful - hybrid} of {layers} layers keep a recurrent state of fixed size per sequence "
+        notes.append(f"{stateful - hybrid} of {counted(layers, 'layer', grouped=False)} "
+                     f"{plural(stateful - hybrid, 'keeps', 'keep')} a recurrent state of fixed size per sequence "
                      f"instead of keys and values{unsized}")
     if hybrid:
-        notes.append(f"{hybrid} of {layers} layers also keep a recurrent state of fixed size per sequence{unsized}")
+        notes.append(f"{hybrid} of {counted(layers, 'layer', grouped=False)} also {plural(hybrid, 'keeps', 'keep')} a "
+                     f"recurrent state of fixed size per sequence{unsized}")
     return KVCacheEstimate(batch, seq_len, len(attention), kv_heads, head_dim, torch_dtype, per_token, total, 0,
                            False, "; ".join(notes) or None, state)
 
@@ -1857,6 +1945,9 @@ class PlanRequest:
     kv_cache: tuple[int, int] | None = None  # (batch, seq_len)
     training: bool = False
     suggest: bool = True
+    # --local: the sizes are what the machine has, planned as from_pretrained plans without max_memory
+    # (`unset_max_memory_headroom`), not as a max_memory the user wrote
+    unset_max_memory: bool = False
 
 
 def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") -> PlanReport:
@@ -1876,6 +1967,10 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     no_split = no_split_classes(planned, request.no_split)
     sizer = _sizer_for(planned, planned.dtype)
     max_memory = build_max_memory(request.gpus, request.cpu, request.reserve)
+    headroom = (unset_max_memory_headroom(max_memory, request.strategy)
+                if request.unset_max_memory and request.manual_map is None else {})
+    for key, amount in headroom.items():
+        max_memory[key] -= amount
     capacities: dict[int | str, int] = {i: size for i, size in enumerate(request.gpus)}
     if request.cpu is not None:
         capacities["cpu"] = request.cpu
@@ -1899,7 +1994,7 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     held: dict[int | str, list[HeldBack]] = {}
     if request.manual_map is None:
         held = explain_devices(planned, device_map, capacities, request.reserve, budgets, entry_bytes, per_device,
-                               sizes, no_split, request.strategy, sizer, visited)
+                               sizes, no_split, request.strategy, sizer, visited, headroom)
     ranges = module_ranges(device_map, entry_bytes) + [
         ModuleRange(f"{name} (in no map entry)", device_name(device), [name], tensor_sizes.get(name, 0))
         for name, device in unplaced.items()
@@ -2153,6 +2248,9 @@ def _replan_verdict(
 ) -> str:
     sizer = _sizer_for(planned, dtype)
     max_memory = build_max_memory(gpus, request.cpu, request.reserve)
+    if request.unset_max_memory:
+        for key, amount in unset_max_memory_headroom(max_memory, request.strategy).items():
+            max_memory[key] -= amount
     try:
         device_map = place(planned, max_memory, request.strategy, no_split, sizer).device_map
     except UsageError:

@@ -25,6 +25,7 @@ from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, torch_shape
 from weightdoctor.errors import OutputError, UsageError, WeightDoctorError, glob_hint
 from weightdoctor.jsontext import parse_json
 from weightdoctor.renames import Rename, apply_renames, rename_all
+from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
     import torch
@@ -437,7 +438,7 @@ class CastProblem:
     def describe(self) -> str:
         parts = []
         if self.overflow:
-            parts.append(f"{self.overflow:,} values become inf")
+            parts.append(f"{counted(self.overflow, 'value')} {plural(self.overflow, 'becomes', 'become')} inf")
         if self.flushed_share >= FLUSH_SHARE_LIMIT:
             parts.append(f"{self.flushed_share:.1%} of non-zero values become 0")
         return f"{self.tensor} ({', '.join(parts)})"

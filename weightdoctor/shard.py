@@ -37,6 +37,7 @@ from weightdoctor.rewrite import (
     write_plan,
 )
 from weightdoctor.units import format_bytes, parse_size, size_is_binary
+from weightdoctor.wording import counted, plural
 
 PATTERNS = {"safetensors": "model{suffix}.safetensors", "bin": "pytorch_model{suffix}.bin"}
 # Libraries whose loaders look for weights under their own name: diffusers' models
@@ -308,7 +309,8 @@ def plan_shard(
         largest = sorted(too_large, key=lambda item: -item[1])
         shown = ", ".join(f"{name} ({format_bytes(size)})" for name, size in largest[:3])
         more = f" and {len(largest) - 3} more" if len(largest) > 3 else ""
-        warnings.append(f"{len(too_large)} tensors are larger than --max {max_size}: each gets a shard of its own "
+        warnings.append(f"{counted(len(too_large), 'tensor')} {plural(len(too_large), 'is', 'are')} "
+                        f"larger than --max {max_size}: each gets a shard of its own "
                         f"({shown}{more})")
     index_name = f"{stem}.{extension}.index.{variant}.json" if variant else f"{stem}.{extension}.index.json"
     index = index_name if len(files) > 1 else None

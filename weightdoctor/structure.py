@@ -13,6 +13,7 @@ from weightdoctor.checkpoint.model import unique_tensors
 from weightdoctor.dtypes import FLOATING
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.quantized import QuantizedSummary, quantized_summary
+from weightdoctor.wording import counted, plural
 
 # Bytes per parameter when the floating weights are stored at each dtype.
 MEMORY_DTYPES: dict[str, float] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "int4": 0.5}
@@ -169,14 +170,15 @@ def native_params_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None
     layers = {int(m.group(1)) for t in checkpoint.tensors if (m := _LAYER_INDEX.match(t.name))}
     n_layers = data.get("n_layers")
     if layers and isinstance(n_layers, int) and not isinstance(n_layers, bool) and len(layers) != n_layers:
-        warnings.append(f"params.json says n_layers={n_layers}, the weights hold {len(layers)} layers "
+        warnings.append(f"params.json says n_layers={n_layers}, the weights hold {counted(len(layers), 'layer')} "
                         f"(layers.{min(layers)} to layers.{max(layers)})")
     vocab = data.get("vocab_size")
     embedding = next((t for t in checkpoint.tensors if t.name == "tok_embeddings.weight"), None)
     # Llama 1/2's params.json says vocab_size -1 (the tokenizer decides): only a positive count is compared.
     if embedding is not None and isinstance(vocab, int) and not isinstance(vocab, bool) and vocab > 0 \
             and len(embedding.shape) == 2 and embedding.shape[0] != vocab:
-        warnings.append(f"params.json says vocab_size={vocab}, tok_embeddings.weight has {embedding.shape[0]} rows")
+        warnings.append(f"params.json says vocab_size={vocab}, tok_embeddings.weight has "
+                        f"{counted(embedding.shape[0], 'row', grouped=False)}")
     return summary, warnings
 
 
@@ -201,7 +203,8 @@ def timm_head_warning(checkpoint: Checkpoint) -> str | None:
     for head in [heads] if isinstance(heads, str) else heads if isinstance(heads, list) else []:
         weight = by_name.get(f"{head}.weight") if isinstance(head, str) else None
         if weight is not None and len(weight.shape) >= 1 and weight.shape[0] != num_classes:
-            return (f"config.json says num_classes={num_classes} (timm), {head}.weight has {weight.shape[0]} rows: "
+            return (f"config.json says num_classes={num_classes} (timm), {head}.weight has "
+                    f"{counted(weight.shape[0], 'row', grouped=False)}: "
                     f"timm.create_model('{config['architecture']}', pretrained=True) builds {num_classes} outputs, "
                     f"which these head weights do not fit; set num_classes={weight.shape[0]}")
     return None
@@ -250,6 +253,21 @@ def adapter_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str 
                       "loads these weights and then loads the adapter onto them (a merged model gets its LoRA "
                       f"twice); name {beside[0]} to read the adapter")
     return {key: data[key] for key in ADAPTER_FIELDS if data.get(key) is not None}, None
+
+
+def lora_init_setting(checkpoint: Checkpoint) -> str | None:
+    """A PEFT LoRA adapter's `init_lora_weights` when it names a scheme ("pissa", "olora", "gaussian", ...), or
+    None (the default, True; no LoRA adapter config beside the weights)."""
+    adapter, _ = adapter_summary(checkpoint)
+    if adapter is None or adapter.get("peft_type") != "LORA":
+        return None
+    folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
+    try:  # adapter_summary read it a moment ago (and checked its size)
+        data = parse_json((folder / "adapter_config.json").read_text(encoding="utf-8"), max_depth=MAX_DEPTH)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    value = data.get("init_lora_weights") if isinstance(data, dict) else None
+    return value.lower() if isinstance(value, str) else None
 
 
 def memory_by_dtype(tensors: list[TensorInfo], quantized: QuantizedSummary | None = None) -> dict[str, int]:
@@ -400,7 +418,8 @@ def raise_no_match(name_filter: str | None, tensors: list[TensorInfo]) -> None:
 
     names = ", ".join(t.name for t in tensors[:3]) + (", ..." if len(tensors) > 3 else "")
     raise UsageError(f"--filter {name_filter!r} matches no tensor name"
-                     + (f" (the checkpoint's {len(tensors):,} tensors include {names})" if tensors else ""))
+                     + (f" (the checkpoint's {counted(len(tensors), 'tensor')} {plural(len(tensors), 'is', 'include')} "
+                        f"{names})" if tensors else ""))
 
 
 def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -> InspectReport:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from weightdoctor.dtypes import BITS_PER_ELEMENT
 from weightdoctor.errors import CorruptCheckpoint
+from weightdoctor.wording import counted
 
 if TYPE_CHECKING:
     import torch
@@ -202,7 +203,7 @@ class StaticTensor(_NoState):
                 # The file was cut short after its records were listed (the map is made on the first value
                 # read): frombuffer's ValueError was an unexpected error line.
                 raise CorruptCheckpoint(
-                    f"file ended before the bytes of storage data/{self.storage.key} ({now:,} bytes now, "
+                    f"file ended before the bytes of storage data/{self.storage.key} ({counted(now, 'byte')} now, "
                     f"the record ends at {self.storage.data_offset + self.storage.nbytes:,}): truncated or changed "
                     "while reading")
             base = torch.frombuffer(mapping, dtype=dtype, count=count, offset=self.storage.data_offset)
@@ -287,7 +288,9 @@ class _StaticUnpickler(pickle.Unpickler):
         super().__init__(io.BytesIO(data))
         self.archive = archive
         self.records = records
-        self.storages: dict[str, StorageRecord] = {}
+        # key -> what its first reference made: torch.load keeps the storage its first reference loads and hands
+        # it to every later one, whatever type and size that one declares.
+        self.storages: dict[str, tuple[StorageRecord, str | None]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _FUNCTIONS:
@@ -308,17 +311,19 @@ class _StaticUnpickler(pickle.Unpickler):
         storage_type, key, numel = pid[1], pid[2], pid[4]
         if key not in self.records:
             raise NeedsTorch(f"storage {key} has no record")
-        record = self.storages.get(key)
-        if record is None:
-            offset, nbytes = self.records[key]
-            record = StorageRecord(self.archive, key, offset, nbytes)
-            self.storages[key] = record
+        if key in self.storages:
+            # A later reference of another type (DoubleStorage after FloatStorage) read the same bytes as float64
+            # here, where torch gives the float32 storage of the first: other values, other dtype.
+            return self.storages[key]
+        offset, nbytes = self.records[key]
+        record = StorageRecord(self.archive, key, offset, nbytes)
         itemsize = 1 if storage_type.dtype is None else BITS_PER_ELEMENT[storage_type.dtype] // 8
         if not isinstance(numel, int):
             raise NeedsTorch(f"storage {key} has no integer size")
         if numel * itemsize != record.nbytes:
             raise record_size_error(key, record.nbytes, numel, itemsize)
-        return record, storage_type.dtype
+        self.storages[key] = (record, storage_type.dtype)
+        return self.storages[key]
 
 
 def record_size_error(key: str, nbytes: int, numel: int, itemsize: int) -> CorruptCheckpoint:
@@ -326,7 +331,8 @@ def record_size_error(key: str, nbytes: int, numel: int, itemsize: int) -> Corru
     reference gives and refuses the file ("record size does not match expected size"); only its mmap=True
     path reads it regardless, handing out whatever bytes lie there."""
     return CorruptCheckpoint(
-        f"storage record data/{key} holds {nbytes} bytes, but the pickle declares a storage of "
+        f"storage record data/{key} holds {counted(nbytes, 'byte', grouped=False)}, but "
+        "the pickle declares a storage of "
         f"{numel} x {itemsize} = {numel * itemsize} bytes (damaged archive: torch.load refuses it)"
     )
 
@@ -383,8 +389,10 @@ def load_static(path: Path) -> Any:
             raise NeedsTorch("a version record torch does not support")
         byteorder = by_name.get(prefix + "byteorder")
         if byteorder is not None and (byteorder.size > 16
-                                      or zip_archive.read_member(handle, byteorder, 16).strip() != b"little"):
+                                      or zip_archive.read_member(handle, byteorder, 16) != b"little"):
             # Longer than any byte order torch writes: read_member would refuse it; torch's reader says why.
+            # Compared as it is, as torch compares it: "little\n" was read here, and torch.load refuses it
+            # ("Unknown endianness type").
             raise NeedsTorch("a big-endian checkpoint, or a byteorder record torch does not know")
         records: dict[str, tuple[int, int]] = {}
         for member in layout.members:

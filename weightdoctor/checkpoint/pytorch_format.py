@@ -27,6 +27,7 @@ from weightdoctor.checkpoint.model import TensorInfo
 from weightdoctor.checkpoint.pickle_static import NeedsTorch, StaticTensor, load_static
 from weightdoctor.dtypes import canonical_dtype, values_shape
 from weightdoctor.errors import CorruptCheckpoint, UnsafePickle, UnsupportedEnvironment, UnsupportedFormat, UsageError
+from weightdoctor.wording import counted
 
 if TYPE_CHECKING:
     import torch
@@ -81,22 +82,22 @@ def _describe(value: Any) -> str:
     if isinstance(value, Mapping):
         tensors = sum(map(is_tensor, value.values()))
         if tensors and _is_state_dict(value):
-            return f"a state dict of {tensors} tensors: pick it with --key"
-        return f"dict, {len(value)} entries"
+            return f"a state dict of {counted(tensors, 'tensor', grouped=False)}: pick it with --key"
+        return f"dict, {counted(len(value), 'entry', 'entries', grouped=False)}"
     if isinstance(value, (list, tuple, set, frozenset)):
-        return f"{type(value).__name__}, {len(value)} items"
+        return f"{type(value).__name__}, {counted(len(value), 'item', grouped=False)}"
     if isinstance(value, (str, bytes, bytearray)):
         # Never the repr of a long one: a pickle can hold a string or buffer of gigabytes.
         if len(value) <= 40:
             return f"{type(value).__name__}: {value!r}"
-        return f"{type(value).__name__} of {len(value):,} {'characters' if isinstance(value, str) else 'bytes'}"
+        return f"{type(value).__name__} of {counted(len(value), 'character' if isinstance(value, str) else 'byte')}"
     if is_tensor(value):
         return f"tensor {list(value.shape)} {canonical_dtype(str(value.dtype))}"
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         return f"{type(value).__module__.split('.')[0]} array {list(value.shape)} {value.dtype}"
     nbytes = getattr(value, "nbytes", None)
     if callable(nbytes) and type(value).__name__.endswith("Storage"):
-        return f"{type(value).__name__} of {nbytes():,} bytes"  # a storage's repr lists every element
+        return f"{type(value).__name__} of {counted(nbytes(), 'byte')}"  # a storage's repr lists every element
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
         return f"int of {value.bit_length():,} bits"  # repr() refuses past 4,300 digits; too long to show anyway
     try:
@@ -987,6 +988,27 @@ def _array_as_tensor(value: Any, numpy: Any) -> Any:
         return value
 
 
+# Dtypes torch has no typed storage class for (uint16/32/64 since 2.3, the float8 family, ...): a legacy (non-zip)
+# torch.save records their storages as `torch.storage.UntypedStorage`, which torch's legacy reader cannot rebuild
+# (AttributeError: type object 'UntypedStorage' has no attribute 'dtype'). Only the zip format holds them.
+_UNTYPED_STORAGE = "torch.storage.UntypedStorage"
+_NO_STORAGE_CLASS = re.compile(r"^torch\.(uint(?:16|32|64)|float8_\w+|float4_\w+|bits\w+|uint[1-7]|int[1-7])$")
+
+
+def _legacy_untyped_storage(path: Path, report: ScanReport) -> UnsupportedFormat | None:
+    """The one-line refusal of a legacy torch.save file whose storages are untyped (dtypes without a storage
+    class), naming those dtypes; None when the file records none."""
+    qualified = {g.qualified for g in report.globals}
+    if _UNTYPED_STORAGE not in qualified:
+        return None
+    dtypes = sorted(m[1] for name in qualified if (m := _NO_STORAGE_CLASS.match(name)))
+    what = f"{', '.join(dtypes)} tensors" if dtypes else "tensors of a dtype without a storage class"
+    return UnsupportedFormat(
+        f"a legacy-format (non-zip) torch.save file holding {what}, whose storages torch reads only from its zip "
+        "format (no torch.load reads this file); re-save the weights in torch >= 2.x's default zip format "
+        "(torch.save without _use_new_zipfile_serialization=False) or as safetensors", str(path))
+
+
 def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
     """`torch.load(weights_only=True, mmap=True)`, with its errors turned into the project's."""
     check_torch_version()
@@ -1050,12 +1072,24 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
                 f"{type(inner).__name__}: {' '.join(str(inner).split())[:160]}"
             ) from inner
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
+        refusal = _legacy_untyped_storage(path, report) if fmt == "pytorch-legacy" else None
+        if refusal is not None:  # (torch raises AttributeError here today; a RuntimeError would say the same)
+            raise refusal from exc
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        if "storage has wrong byte size: expected %ld" in text:
+            # torch's legacy loader leaves its format unfilled ("expected %ld got %ld1656"). The scan compares each
+            # record with the size its pickle declares where it knows the storage type: most often a tensor's view
+            # past its storage's end grew the storage beyond its record.
+            text = ("a tensor's view reaches past the end of its storage, or a storage record holds another size "
+                    "than its pickle declares (torch: storage has wrong byte size)")
         if fmt == "pytorch-zip" and names is None:
             # Neither zipfile nor torch can read the archive: most often a download cut short.
             raise CorruptCheckpoint(f"the zip archive is damaged or truncated (torch: {text[:200]})") from exc
         raise CorruptCheckpoint(f"torch cannot read the file: {text[:200]}") from exc
     except Exception as exc:  # torch raises many kinds of errors on hostile bytes
+        refusal = _legacy_untyped_storage(path, report) if fmt == "pytorch-legacy" else None
+        if refusal is not None:
+            raise refusal from exc
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
         raise CorruptCheckpoint(f"torch cannot read the file: {type(exc).__name__}: {text[:200]}") from exc
     if fmt == "pytorch-zip":
@@ -1095,9 +1129,13 @@ def check_record_sizes(path: Path) -> None:
             data = zip_archive.read_member(handle, pickles[0], MAX_DATA_PKL)
         except ValueError:
             return
+    compared: set[Any] = set()
     for pid in walk_pickle(io.BytesIO(bytes(data)), len(data)).persistent_ids:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
             continue
+        if not isinstance(pid[2], (str, int)) or pid[2] in compared:
+            continue  # torch loads a storage at its first reference and hands it to the later ones unchecked
+        compared.add(pid[2])
         itemsize = STORAGE_ELEMENT_SIZE.get(getattr(pid[1], "name", ""))
         key, numel = pid[2], pid[4]
         member = members.get(f"{prefix}data/{key}")

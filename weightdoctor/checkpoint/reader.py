@@ -42,6 +42,7 @@ from weightdoctor.errors import (
     WeightDoctorError,
 )
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
+from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
     import torch
@@ -525,7 +526,8 @@ def _universal_parameters(zero: Path) -> list[str]:
 
 
 def _universal_message(count: int) -> str:
-    return (f"a DeepSpeed universal checkpoint (ds_to_universal.py): its {count} parameters' fp32 values are in "
+    return (f"a DeepSpeed universal checkpoint (ds_to_universal.py): its {count} "
+            f"{plural(count, 'parameter', 'parameters')}' fp32 values are in "
             "zero/<name>/fp32.pt, one folder per parameter (beside Adam's exp_avg.pt and exp_avg_sq.pt), not one "
             "state dict; name one fp32.pt to read that parameter, or gather them with torch.save({p.name: "
             "torch.load(p / 'fp32.pt')['param'] for p in Path('zero').iterdir() if p.is_dir()}, 'model.pt') and read "
@@ -547,9 +549,11 @@ def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
     universal = _universal_parameters(path.parent / "zero")
     if universal:  # no optimizer partitions here for zero_to_fp32.py: the fp32 values are in zero/
         raise UnsupportedFormat(f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of "
-                                f"{len(infos)} tensors are empty), in {_universal_message(len(universal))}", str(path))
+                                f"{counted(len(infos), 'tensor', grouped=False)} {plural(empty, 'is', 'are')} "
+                                f"empty), in {_universal_message(len(universal))}", str(path))
     raise UnsupportedFormat(
-        f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of {len(infos)} tensors are empty: "
+        f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of "
+        f"{counted(len(infos), 'tensor', grouped=False)} {plural(empty, 'is', 'are')} empty: "
         "ZeRO-3 spreads the parameters over the zero_pp_rank_*_optim_states.pt partitions); gather them into one "
         "state dict with the zero_to_fp32.py DeepSpeed writes beside the global_step folders "
         "(python zero_to_fp32.py CHECKPOINT_DIR OUTPUT), then read that", str(path))
@@ -962,7 +966,8 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
         # DeepSpeed's pipeline engine (GPT-NeoX, Megatron-DeepSpeed) saves each layer on its own, its names
         # relative to the layer (`attention.query_key_value.weight`), beside an mp_rank file without weights.
         raise UnsupportedFormat(
-            f"folder holds a DeepSpeed pipeline-parallel checkpoint: {len(layers)} layer files ({layers[0].name}, "
+            "folder holds a DeepSpeed pipeline-parallel checkpoint: "
+            f"{counted(len(layers), 'layer file', grouped=False)} ({layers[0].name}, "
             "...), each one layer's weights under names without its layer number, so they cannot be read as one "
             "state dict; name one to see that layer, or convert the checkpoint with its framework's tools "
             "(GPT-NeoX's convert_neox_to_hf.py, DeepSpeed's ds_to_universal.py)", str(folder))
@@ -1009,7 +1014,8 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
         # torch.distributed.checkpoint's HuggingFaceStorageWriter(save_distributed=True) names each rank's file
         # shard-<rank>-model-<i>-of-<n>: slices of the tensors at the offsets its DCP_SHARDING_INFO metadata gives.
         raise UnsupportedFormat(
-            f"folder holds {len(weights)} per-rank files of a torch.distributed.checkpoint HuggingFaceStorageWriter "
+            f"folder holds {counted(len(weights), 'per-rank file', grouped=False)} "
+            "of a torch.distributed.checkpoint HuggingFaceStorageWriter "
             f"save (save_distributed=True: {weights[0].name}, ...), each holding its rank's slices of the tensors, "
             "and no index; torch.distributed.checkpoint._consolidate_hf_safetensors.consolidate_safetensors_files("
             "input_dir, output_dir, fqn_to_index_mapping) writes the whole tensors as model-*.safetensors with their "
@@ -1173,7 +1179,7 @@ def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision:
     cut = f"the repo's cache holds {unfinished} unfinished download{'s' if unfinished > 1 else ''} (blobs/*.incomplete)"
     hint = None
     if missing:
-        hint = (f"the snapshot lacks {len(missing)} of the index's {len(shards)} shards"
+        hint = (f"the snapshot lacks {len(missing)} of the index's {counted(len(shards), 'shard', grouped=False)}"
                 + (f" and {cut}" if unfinished else "") + f": fetch them with `{again}`")
     elif unfinished:
         hint = f"{cut}: run `{again}` again"
@@ -1460,6 +1466,11 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     for name, shard in weight_map.items():
         if not isinstance(shard, str) or not shard:
             raise InvalidIndex(f"weight_map entry {name!r} is not a file name", str(index_path))
+        if shard.endswith("/"):
+            # normpath (and Path) drop the slash and the shard was read; transformers joins the name as it is and
+            # opening "a.safetensors/" fails (No such file or directory).
+            raise InvalidIndex(f"shard {shard!r} named by the index (for {name!r}) ends in '/', which names a folder: "
+                               "from_pretrained cannot open it", str(index_path))
         same = spelled.get(shard)
         if same is None:
             # `.` and doubled slashes only: `x/..` is left for the file system to resolve, as it resolves it for

@@ -25,6 +25,7 @@ from weightdoctor.dtypes import BITS_PER_ELEMENT, SAFETENSORS_TO_CANONICAL
 from weightdoctor.errors import CorruptCheckpoint, UnsupportedFormat
 from weightdoctor.gcpause import gc_paused
 from weightdoctor.jsontext import parse_json
+from weightdoctor.wording import counted
 
 if TYPE_CHECKING:
     import torch
@@ -168,7 +169,7 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
         identity = _identity(stat)
         prefix = handle.read(8)
         if len(prefix) < 8:
-            raise CorruptCheckpoint(f"file is {file_size} bytes, too short to be safetensors")
+            raise CorruptCheckpoint(f"file is {counted(file_size, 'byte', grouped=False)}, too short to be safetensors")
         (header_size,) = struct.unpack("<Q", prefix)
         if header_size > MAX_HEADER_BYTES:
             from weightdoctor.checkpoint.foreign import text_reply_hint
@@ -179,7 +180,8 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
             )
         if 8 + header_size > file_size:
             raise CorruptCheckpoint(
-                f"header claims {header_size} bytes but the file has only {file_size - 8} after the prefix"
+                f"header claims {counted(header_size, 'byte', grouped=False)} "
+                f"but the file has only {file_size - 8} after the prefix"
                 " (truncated?)"
             )
         raw = handle.read(header_size)
@@ -295,7 +297,8 @@ def _checked_entries(header: dict[str, Any], relpath: str, data_size: int) -> li
             raise CorruptCheckpoint(f"tensor {name!r} has invalid data_offsets {offsets!r}")
         expected = numel * BITS_PER_ELEMENT[dtype] // 8
         if end - begin != expected:
-            raise CorruptCheckpoint(f"tensor {name!r} spans {end - begin} bytes but {st_dtype}{shape} needs {expected}")
+            raise CorruptCheckpoint(f"tensor {name!r} spans {counted(end - begin, 'byte', grouped=False)} "
+                                    f"but {st_dtype}{shape} needs {expected}")
         if end > data_size:
             raise CorruptCheckpoint(
                 f"tensor {name!r} ends at byte {end} of a {data_size}-byte data section (truncated?)"
@@ -313,7 +316,8 @@ def _checked_entries(header: dict[str, Any], relpath: str, data_size: int) -> li
         position = end
     if position != data_size:
         raise CorruptCheckpoint(
-            f"the tensors cover {position} bytes but the data section has {data_size} (extra or missing bytes)"
+            f"the tensors cover {counted(position, 'byte', grouped=False)} "
+            f"but the data section has {data_size} (extra or missing bytes)"
         )
     return tensors
 

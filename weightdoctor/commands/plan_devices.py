@@ -213,7 +213,8 @@ def plan_devices(
             raise UsageError("--kv-cache needs --seq-len (the config has no max_position_embeddings or n_positions)")
         kv = (batch, length)
     request = PlanRequest(gpus=gpus, cpu=cpu_bytes, disk=disk, strategy=strategy, no_split=no_split or None,
-                          reserve=reserve_bytes, manual_map=mapping, kv_cache=kv, training=training)
+                          reserve=reserve_bytes, manual_map=mapping, kv_cache=kv, training=training,
+                          unset_max_memory=local)
     report = run_plan(planned, request, source=source)
     if local_info is not None:
         report.local = {"gpu_free_bytes": local_info.gpu_free_bytes, "gpu_names": local_info.gpu_names,

@@ -12,6 +12,7 @@ from rich.text import Text
 from weightdoctor.check_dtype import CheckDtypeReport, TargetReport, TensorCast, share_text, verdict_rank
 from weightdoctor.render.text import escape, wrapped_name
 from weightdoctor.units import format_bytes, format_count
+from weightdoctor.wording import counted, plural
 
 VERDICT_STYLE = {"safe": "green", "lossy": "yellow", "unsafe": "bold red"}
 
@@ -34,7 +35,8 @@ def summary_table(report: CheckDtypeReport) -> Table:
     table.add_row("source", source)
     table.add_row("format", report.format)
     stored = ", ".join(
-        f"{dtype}: {c.num_tensors} tensor(s), {format_count(c.num_params)} params, {format_bytes(c.bytes)}"
+        f"{dtype}: {counted(c.num_tensors, 'tensor')}, {format_count(c.num_params)} {plural(c.num_params, 'param')}, "
+        f"{format_bytes(c.bytes)}"
         for dtype, c in report.stored_dtypes.items()
     )
     table.add_row("stored", escape(stored) or "-")

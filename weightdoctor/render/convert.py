@@ -7,18 +7,21 @@ from rich.table import Table
 
 from weightdoctor.render.text import escape
 from weightdoctor.units import format_bytes
+from weightdoctor.wording import counted
 
 
 def _common_rows(plan: object) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     cast = plan.cast
     if cast:
-        rows.append(("cast", _Ours(", ".join(f"{k.replace('->', ' → ')}: {v} tensors" for k, v in cast.items()))))
+        rows.append(("cast", _Ours(", ".join(f"{k.replace('->', ' → ')}: {counted(v, 'tensor', grouped=False)}"
+                                             for k, v in cast.items()))))
     kept = plan.kept_fp32
     if kept:
-        rows.append(("kept fp32", f"{len(kept)} tensors ({', '.join(kept[:3])}{', …' if len(kept) > 3 else ''})"))
+        rows.append(("kept fp32", f"{counted(len(kept), 'tensor', grouped=False)} "
+                                  f"({', '.join(kept[:3])}{', …' if len(kept) > 3 else ''})"))
     if plan.renamed:
-        rows.append(("renamed", f"{plan.renamed} tensors"))  # type: ignore[attr-defined]
+        rows.append(("renamed", counted(plan.renamed, "tensor", grouped=False)))  # type: ignore[attr-defined]
     dropped = plan.dropped_aliases
     if dropped:
         rows.append(("tied", "; ".join(f"dropped {d.name} (kept {d.kept})" for d in dropped)))
@@ -33,7 +36,7 @@ def _written_rows(result: object) -> list[tuple[str, str]]:
     if write is None:
         return [("written", "nothing (dry run)")]
     how = "byte for byte equal to the source" if write.method == "copy" else "sha256 equal to the source"
-    rows = [("verified", f"{write.tensors_verified} tensors re-read, {how}" if write.verified
+    rows = [("verified", f"{counted(write.tensors_verified, 'tensor', grouped=False)} re-read, {how}" if write.verified
              else "skipped (--no-verify)")]
     if write.lost:
         listed = "; ".join(write.lost[:5]) + (f"; and {len(write.lost) - 5} more" if len(write.lost) > 5 else "")
@@ -72,7 +75,8 @@ def render_convert(result: object, console: Console) -> None:
         *_common_rows(plan),
     ]
     for item in plan.files:
-        rows.append(("file", f"{item.filename}  {format_bytes(item.nbytes)}, {len(item.tensors)} tensors"))
+        rows.append(("file", f"{item.filename}  {format_bytes(item.nbytes)}, "
+                            f"{counted(len(item.tensors), 'tensor', grouped=False)}"))
     if plan.index:
         rows.append(("index", plan.index))
     rows += _written_rows(result)
@@ -85,7 +89,7 @@ def render_shard(result: object, console: Console) -> None:
     if plan.max_bytes is None:
         limit = "none: one file (--max 0 / --single)"
     else:
-        limit = f"{plan.max_text} = {plan.max_bytes:,} bytes ({plan.units} units)"
+        limit = f"{plan.max_text} = {counted(plan.max_bytes, 'byte')} ({plan.units} units)"
     verb = "would write" if result.dry_run else "wrote"  # type: ignore[attr-defined]
     rows = [
         ("format", plan.format),

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from weightdoctor.diff_keys import REASONS, DiffReport, KeyGroup
 from weightdoctor.render.text import escape, printable, wrap_at_dots, wrapped_name
+from weightdoctor.wording import counted, plural
 
 SEVERITY_STYLE = {"info": "cyan", "warn": "yellow", "error": "bold red"}
 KIND_TITLES = {
@@ -31,11 +32,13 @@ def header(report: DiffReport) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column(overflow="fold")  # a path longer than the panel: folded, not cut with …
-    table.add_row("A", escape(report.source_a) + _revision(report.revision_a) + f"  [dim]{report.total_a:,} keys[/]")
-    table.add_row("B", escape(report.source_b) + _revision(report.revision_b) + f"  [dim]{report.total_b:,} keys[/]")
+    table.add_row("A", escape(report.source_a) + _revision(report.revision_a)
+                  + f"  [dim]{counted(report.total_a, 'key')}[/]")
+    table.add_row("B", escape(report.source_b) + _revision(report.revision_b)
+                  + f"  [dim]{counted(report.total_b, 'key')}[/]")
     if report.renames_applied:
         table.add_row("renames", escape(" ".join(report.renames_applied)))
-    table.add_row("matched", f"[green]{report.matched:,}[/] of {report.total_b:,} keys of B")
+    table.add_row("matched", f"[green]{report.matched:,}[/] of {counted(report.total_b, 'key')} of B")
     counts = (
         f"missing {len(report.missing):,} · unexpected {len(report.unexpected):,} · "
         f"mismatched {len(report.mismatched):,} · dtype differences {len(report.dtype_differences):,}"
@@ -178,7 +181,8 @@ def fix_panel(report: DiffReport) -> Panel | None:
     lines = [f"[bold]{escape(flags)}[/]"]
     if report.matched_after_renames is not None:
         lines.append(
-            f"[dim]with these renames {report.matched_after_renames:,} of {report.total_b:,} keys match "
+            f"[dim]with these renames {report.matched_after_renames:,} of {counted(report.total_b, 'key')} "
+            f"{plural(report.matched_after_renames, 'matches', 'match')} "
             f"(now {report.matched:,}); re-check with: weightdoctor diff-keys {_recheck(report)} "
             f"{escape(' '.join([*report.renames_applied, flags]))}[/]"
         )
@@ -209,7 +213,8 @@ def values_tables(report: DiffReport, show_all: bool) -> list[Table]:
         return []
     identical = sum(1 for v in report.values if v.identical)
     table = Table(
-        title=f"Values: {identical:,} of {len(report.values):,} common tensors identical", title_justify="left"
+        title=f"Values: {identical:,} of {len(report.values):,} "
+              f"common {plural(len(report.values), 'tensor')} identical", title_justify="left"
     )
     table.add_column("tensor", overflow="fold")
     table.add_column("max |A−B|", justify="right")

@@ -11,6 +11,7 @@ from weightdoctor.quantized import QuantizedSummary
 from weightdoctor.render.text import escape, listed, wrapped_name
 from weightdoctor.structure import InspectReport, ModuleNode
 from weightdoctor.units import format_bytes, format_count
+from weightdoctor.wording import counted, plural
 
 # What a file keeping its weights under these keys is, where it is no training checkpoint.
 _NESTED_KINDS = {
@@ -100,7 +101,8 @@ def quantized_line(quantized: QuantizedSummary) -> str:
     parts = f"{quantized.packed_tensors} packed tensor(s), {quantized.side_tensors} side tensor(s)"
     if quantized.parameters is None:
         return f"{method}: bits per value unknown, packed tensors counted as stored; {parts}"
-    return (f"{method}: {quantized.parameters:,} parameters ({format_count(quantized.parameters)}) once unpacked; "
+    return (f"{method}: {counted(quantized.parameters, 'parameter')} "
+            f"({format_count(quantized.parameters)}) once unpacked; "
             f"{parts} (scales, zero points: not parameters)")
 
 
@@ -180,8 +182,8 @@ def _add_nodes(tree: Tree, nodes: list[ModuleNode], depth: int, max_depth: int) 
 
 def module_tree(report: InspectReport, max_depth: int = 4) -> Tree:
     quantized = report.quantized.parameters if report.quantized is not None else None
-    total = f"{format_count(quantized)} parameters once unpacked" if quantized is not None else (
-        f"{format_count(report.num_params)} parameters")
+    total = f"{format_count(quantized)} {plural(quantized, 'parameter')} once unpacked" if quantized is not None \
+        else f"{format_count(report.num_params)} {plural(report.num_params, 'parameter')}"
     tree = Tree(f"[bold]modules[/] [dim]{total}[/]")
     _add_nodes(tree, report.module_tree, 1, max_depth)
     return tree

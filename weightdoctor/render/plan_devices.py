@@ -13,6 +13,7 @@ from weightdoctor.errors import OutputError
 from weightdoctor.plan_devices import DeviceUse, PlanReport
 from weightdoctor.render.text import escape
 from weightdoctor.units import format_bytes, format_count
+from weightdoctor.wording import counted, plural
 
 # Assumed transfer rates for the per-token slowdown line (stated in the output as assumptions, not measured).
 HOST_TO_GPU_BYTES_PER_S = 25e9  # PCIe 4.0 x16, in practice
@@ -116,7 +117,7 @@ def render_plan(report: PlanReport, console: Console) -> None:
         console.print(text, soft_wrap=True)  # one line per item, never cut: easy to grep
     p(f"[bold]{escape(report.source)}[/]  {escape(report.model_class)} (built from {report.built_from} on the "
       f"meta device)")
-    p(f"  dtype {report.dtype} · {format_count(report.num_params)} parameters · weights "
+    p(f"  dtype {report.dtype} · {format_count(report.num_params)} {plural(report.num_params, 'parameter')} · weights "
       f"{format_bytes(report.weights_bytes)}" + (f" + buffers {format_bytes(report.buffers_bytes)}"
                                                  if report.buffers_bytes else ""))
     if report.manual_map:
@@ -152,11 +153,13 @@ def render_plan(report: PlanReport, console: Console) -> None:
                  "states, fixed per sequence)") if kv.state_bytes else ""
         room = f"{fit} in the {format_bytes(kv.gpu_free_bytes)} the GPUs have left"
         if not kv.num_layers:
-            p(f"KV cache: none for batch {kv.batch} x {kv.seq_len} tokens"
+            p(f"KV cache: none for batch {kv.batch} x {counted(kv.seq_len, 'token', grouped=False)}"
               + (f" ({escape(kv.note)})" if kv.note else "") + (f"; {state}; {room}" if state else ""))
         else:
-            p(f"KV cache: {format_bytes(kv.total_bytes)} for batch {kv.batch} x {kv.seq_len} tokens "
-              f"({format_bytes(kv.bytes_per_token)}/token, {kv.num_layers} layers x {kv.num_kv_heads} KV heads x "
+            p(f"KV cache: {format_bytes(kv.total_bytes)} for batch {kv.batch} "
+              f"x {counted(kv.seq_len, 'token', grouped=False)} "
+              f"({format_bytes(kv.bytes_per_token)}/token, {counted(kv.num_layers, 'layer', grouped=False)} x "
+              f"{kv.num_kv_heads} KV {plural(kv.num_kv_heads, 'head')} x "
               f"{kv.head_dim} at {kv.dtype})" + (f", plus {state}" if state else "") + f"; {room}"
               + (f" [dim]({escape(kv.note)})[/]" if kv.note else ""))
     if report.training is not None:

@@ -10,6 +10,7 @@ from rich.table import Table
 from weightdoctor.health import StatsReport, TensorHealth
 from weightdoctor.render.json import to_jsonable
 from weightdoctor.render.text import escape
+from weightdoctor.wording import counted, plural
 
 SHORT_REASONS = {"ks": "shape", "row_spread": "row norms", "col_spread": "column norms", "top_singular": "spectrum",
                  "outliers": "outliers", "kurtosis": "tails"}
@@ -78,7 +79,7 @@ def _num(value: float) -> str:
 
 
 def init_table(report: StatsReport, limit: int | None) -> Table:
-    sampled = f" (sample of {report.sample:,} values per tensor)" if report.sample else ""
+    sampled = f" (sample of {counted(report.sample, 'value')} per tensor)" if report.sample else ""
     table = Table(title=f"Weights: statistics and initialization{sampled}", title_justify="left")
     table.add_column("name", overflow="fold")
     table.add_column("mean", justify="right")
@@ -159,8 +160,8 @@ def render_histogram(item: TensorHealth, console: Console, width: int = 40) -> N
     console.print(table)
     drawn, count, finite = hist["n"], item.stats.count, item.stats.finite_count
     if drawn == count:
-        console.print(f"[dim]all {count:,} values[/]")
+        console.print(f"[dim]all {counted(count, 'value')}[/]")
     elif drawn == finite:
-        console.print(f"[dim]the {drawn:,} finite values of {count:,}[/]")
+        console.print(f"[dim]the {drawn:,} finite {plural(drawn, 'value')} of {count:,}[/]")
     else:
-        console.print(f"[dim]{drawn:,} values sampled of {count:,}[/]")
+        console.print(f"[dim]{counted(drawn, 'value')} sampled of {count:,}[/]")

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from weightdoctor.wording import counted
+
 LOCAL_SIGNATURE = b"PK\x03\x04"
 DESCRIPTOR_SIGNATURE = b"PK\x07\x08"
 EOCD_SIGNATURE = b"PK\x05\x06"
@@ -106,6 +108,11 @@ def _find_end_record(handle: BinaryIO, file_size: int) -> int:
     return min(file_size, file_size - window + at + 22 + comment_len)
 
 
+# General-purpose flag bits miniz refuses a record for: (bit, what it says).
+_REFUSED_FLAGS = ((0x1, "encrypted"), (0x20, "compressed patch data"), (0x40, "strongly encrypted"),
+                  (0x2000, "having its local header masked"))
+
+
 def _from_central_directory(handle: BinaryIO, file_size: int) -> ZipLayout:
     problems: list[str] = []
     handle.seek(0)
@@ -118,6 +125,12 @@ def _from_central_directory(handle: BinaryIO, file_size: int) -> ZipLayout:
             problems.append(f"member {info.filename!r}: no local header at byte {info.header_offset}")
             continue
         data_offset = header[5]
+        refused = [what for bit, what in _REFUSED_FLAGS if info.flag_bits & bit]
+        if refused:
+            # Read in place here, the bytes were taken as values; miniz refuses such a record in every mode
+            # ("unsupported encryption", "unsupported feature"), so torch.load refuses the file.
+            problems.append(f"member {info.filename!r} is flagged as {' and '.join(refused)} (PyTorch's reader "
+                            "refuses it)")
         if header[7] != info.filename:
             problems.append(
                 f"member {info.filename!r}: its local header names it {header[7]!r} (PyTorch reads it anyway)"
@@ -285,6 +298,16 @@ def read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
             known.add((member.name, member.header_offset))
             extra.append(member)
     problems: list[str] = []
+    if strict is not None and strict.members and not raw_members:
+        # zipfile moves every offset when the end record's numbers do not add up; miniz does not. A second archive
+        # in the comment of the first (or two archives joined) is read whole by zipfile and not at all by torch:
+        # inspect listed the hidden archive's tensors, exit 0, for a file torch.load refuses.
+        problems.append(
+            "Python's zipfile finds the central directory only by moving every offset the end record gives (as if "
+            "the archive came after other bytes: a second archive in the first's comment, or two files joined); "
+            "PyTorch's reader takes the offsets as written and finds no record there (torch.load refuses the file): "
+            "the archive shows different contents to different readers"
+        )
     if strict is not None:
         notes += strict.notes
         if extra:
@@ -319,7 +342,7 @@ def iter_member_chunks(handle: BinaryIO, member: ZipMember, limit: int | None = 
         elif left > 0:
             raw = _read_at(handle, position, min(_CHUNK, left))
             if not raw:
-                raise ValueError(f"data ends {left} bytes early (truncated)")
+                raise ValueError(f"data ends {counted(left, 'byte', grouped=False)} early (truncated)")
             position += len(raw)
             left -= len(raw)
         else:

@@ -76,6 +76,7 @@ class PickleWalk:
         value: the pickled value, when it is a literal (the legacy format's magic number, its storage keys).
         persistent_ids: literal persistent ids (the legacy format's storage records).
         calls: the calls made to globals named in `watch` (see `walk_pickle`), in stream order.
+        problems: (offset, message) of what no pickler writes but the walk could go past (a crafted memo index).
     """
 
     start: int
@@ -87,6 +88,7 @@ class PickleWalk:
     value: Any = OPAQUE
     persistent_ids: list[Any] = field(default_factory=list)
     calls: list[GlobalCall] = field(default_factory=list)
+    problems: list[tuple[int, str]] = field(default_factory=list)
 
 
 class _LineBoundedReader:
@@ -95,17 +97,24 @@ class _LineBoundedReader:
     def __init__(self, handle: BinaryIO, end: int) -> None:
         self._handle = handle
         self._end = end
+        # The position is counted here: pickletools asks for it at every opcode, and the file's own tell() made
+        # up a third of a legacy file's scan (200,000 storages: 23 s, past what torch.load itself takes).
+        self._position = handle.tell()
 
     def read(self, n: int = -1) -> bytes:
-        left = max(0, self._end - self._handle.tell())
-        return self._handle.read(left if n < 0 else min(n, left))
+        left = max(0, self._end - self._position)
+        data = self._handle.read(left if n < 0 else min(n, left))
+        self._position += len(data)
+        return data
 
     def readline(self, limit: int = -1) -> bytes:
-        left = max(0, self._end - self._handle.tell())
-        return self._handle.readline(min(left, MAX_LINE))
+        left = max(0, self._end - self._position)
+        data = self._handle.readline(min(left, MAX_LINE))
+        self._position += len(data)
+        return data
 
     def tell(self) -> int:
-        return self._handle.tell()
+        return self._position
 
 
 class _FastReader:
@@ -234,6 +243,14 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
             elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
                 if arg < 0:
                     raise _StackError("negative memo index")
+                if arg > position - start and not walk.problems:
+                    # A pickler numbers its memo from 0, one entry per PUT, so no index passes the bytes before
+                    # it. C unpicklers (pickle.load, torch.load(weights_only=False), the torch-free reader) hold
+                    # the memo in an array grown to twice the index and filled: a 400-byte file with index 3e8
+                    # took 4.6 GB of memory.
+                    walk.problems.append((position, f"memo index {arg:,}, a number no pickler reaches this early "
+                                          "in a pickle (built to exhaust memory: C unpicklers such as pickle.load "
+                                          f"set aside {16 * arg / 1e9:,.1f} GB for it)"))
                 memo[arg] = _top(stack)
             elif name == "MEMOIZE":
                 memo[len(memo)] = _top(stack)

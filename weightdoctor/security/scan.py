@@ -32,6 +32,7 @@ from weightdoctor.security.policy import (
     classify,
     inert_in_context,
 )
+from weightdoctor.wording import counted, plural
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PICKLES = ("magic number", "protocol version", "sys_info", "data", "storage keys")
@@ -204,6 +205,8 @@ class _Collector:
             message = call_problem(f"{call.callee.module}.{call.callee.name}", call.args, _global_name)
             if message is not None:
                 self.problems.append(ScanProblem(where, call.offset - base, f"{call.opcode} {message}"))
+        for offset, message in walk.problems:
+            self.problems.append(ScanProblem(where, offset - base, message))
         if walk.error is not None:
             offset = (walk.error_offset if walk.error_offset is not None else walk.end) - base
             before = ", ".join(sorted({f"{g.module}.{g.name}" for g in walk.imports})) or "no globals"
@@ -244,9 +247,11 @@ def _scan_trailing(handle: BinaryIO, start: int, end: int, collector: _Collector
     handle.seek(start)
     first = _walk(handle, end)
     if first.error is not None and not first.imports:
-        collector.problem(member, start, f"{end - start} bytes follow the end of the checkpoint (not a pickle)")
+        trailing = f"{counted(end - start, 'byte', grouped=False)} {plural(end - start, 'follows', 'follow')}"
+        collector.problem(member, start, f"{trailing} the end of the checkpoint (not a pickle)")
         return
-    collector.problem(member, start, f"{end - start} bytes follow the end of the checkpoint, holding a pickle")
+    trailing = f"{counted(end - start, 'byte', grouped=False)} {plural(end - start, 'follows', 'follow')}"
+    collector.problem(member, start, f"{trailing} the end of the checkpoint, holding a pickle")
     _walk_stream(handle, start, end, collector, member)
 
 
@@ -372,8 +377,20 @@ def _storage_sizes(data_walk: PickleWalk) -> dict[str, int]:
             storage_type = getattr(pid[1], "name", None)
             key = pid[2]
             if isinstance(key, (str, bytes)) and storage_type in STORAGE_ELEMENT_SIZE:
-                sizes[key if isinstance(key, str) else key.decode("latin-1")] = STORAGE_ELEMENT_SIZE[storage_type]
+                # torch's legacy loader types a storage at its first reference; later ones share it as it is.
+                name = key if isinstance(key, str) else key.decode("latin-1")
+                sizes.setdefault(name, STORAGE_ELEMENT_SIZE[storage_type])
     return sizes
+
+
+def _storage_counts(data_walk: PickleWalk) -> dict[str, int]:
+    """Legacy format: storage key -> the element count the data pickle declares (the first reference's)."""
+    counts: dict[str, int] = {}
+    for pid in data_walk.persistent_ids:
+        if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] in ("storage", b"storage") \
+                and isinstance(pid[2], (str, bytes)) and isinstance(pid[4], int) and not isinstance(pid[4], bool):
+            counts.setdefault(pid[2] if isinstance(pid[2], str) else pid[2].decode("latin-1"), pid[4])
+    return counts
 
 
 def _scan_pickle_file(handle: BinaryIO, size: int, collector: _Collector) -> str:
@@ -399,6 +416,7 @@ def _scan_pickle_file(handle: BinaryIO, size: int, collector: _Collector) -> str
         position = walk.end
     keys = walks[4].value
     sizes = _storage_sizes(walks[3])
+    declared = _storage_counts(walks[3])
     if not isinstance(keys, list) or not all(isinstance(k, str) and k in sizes for k in keys):
         # The storage layout cannot be followed: look for pickles hidden anywhere in what follows.
         _carve(handle, position, size, collector, "storage data")
@@ -410,6 +428,13 @@ def _scan_pickle_file(handle: BinaryIO, size: int, collector: _Collector) -> str
             collector.problem("storage data", position, f"storage {key!r} is cut short (truncated file)")
             return "pytorch-legacy"
         (count,) = struct.unpack("<q", header)
+        if count >= 0 and declared.get(key, count) != count:
+            # torch.load allocates the size the pickle declares (a 1 KB file asked for 32 GB: "can't allocate
+            # memory"), then refuses the record with "storage has wrong byte size: expected %ld got %ld", unformatted.
+            collector.problem("storage data", position, f"storage {key!r} holds {count:,} elements, but the pickle "
+                              f"declares {declared[key]:,} (a damaged file: torch.load refuses it, storage has wrong "
+                              "byte size)")
+            return "pytorch-legacy"
         position += 8 + max(0, count) * sizes[key]
         if count < 0 or position > size:
             collector.problem("storage data", position, f"storage {key!r} runs past the end of the file")

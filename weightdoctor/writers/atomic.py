@@ -183,6 +183,73 @@ def output_error(exc: OSError, path: Path) -> OutputError:
     return OutputError(f"cannot write the output: {reason}; nothing was left behind", path=str(path))
 
 
+# Linux inode flags (FS_IOC_GETFLAGS): an immutable or append-only file or folder cannot be renamed or deleted, even
+# by root; chattr sets them, lsattr shows them.
+_FS_IOC_GETFLAGS = 0x80086601
+_FLAGS = ((0x00000010, "immutable (chattr +i)"), (0x00000020, "append-only (chattr +a)"))
+
+
+def _inode_flags(path: Path) -> int:
+    """The inode flags of `path` (0 where the system or the file system does not say)."""
+    import array
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return 0
+    try:
+        buffer = array.array("l", [0])
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buffer, True)
+        return int(buffer[0])
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+
+
+def _flag_words(path: Path) -> str | None:
+    flags = _inode_flags(path)
+    return next((words for bit, words in _FLAGS if flags & bit), None)
+
+
+def removal_blocker(path: Path) -> str | None:
+    """Why `path` (a file, or a folder with everything in it) cannot be renamed or deleted, as words for a
+    message; None when nothing is seen to stop it (writing may still fail, with its own error).
+
+    A replaced output is renamed (a file) or swapped and then deleted (a folder): an immutable file in an earlier
+    save left the staging folder, holding that save, behind, hidden, after a --force that said all was replaced.
+    """
+    if path.is_dir() and not path.is_symlink() and os.path.ismount(path):
+        return f"{path} is a mount point, which cannot be renamed: write into a folder inside it"
+    folders = [path.parent]
+    if path.is_dir() and not path.is_symlink():
+        folders += [Path(root) / name for root, names, _ in os.walk(path) for name in names]
+        folders.insert(1, path)
+    for folder in folders:
+        words = _flag_words(folder)
+        if words is not None:
+            return f"the folder {folder} is {words}: nothing in it can be renamed or deleted"
+        if os.geteuid() != 0 and not os.access(folder, os.W_OK | os.X_OK):
+            return f"the folder {folder} is not writable: nothing in it can be renamed or deleted"
+    entries = [path]
+    if path.is_dir() and not path.is_symlink():
+        entries += [Path(root) / name for root, _, names in os.walk(path) for name in names]
+    for entry in entries:
+        words = None if entry.is_symlink() else _flag_words(entry)
+        if words is not None:
+            return f"{entry} is {words}: it cannot be renamed or deleted"
+    return None
+
+
+def replace_error(exc: OSError | None, dest: Path, blocker: str | None) -> OutputError:
+    """Why an existing output could not be replaced, as one line that says it was left as it was."""
+    why = blocker or (output_error(exc, dest).message if exc is not None else "it cannot be replaced")
+    why = why.removeprefix("cannot write the output: ").removesuffix("; nothing was left behind")
+    return OutputError(f"cannot replace the existing output: {why}; it was left as it is, and nothing was left "
+                       "behind", path=str(dest))
+
+
 @contextlib.contextmanager
 def atomic_file(dest: Path, *, replace: bool = False) -> Iterator[Path]:
     """Yield a temp sibling of `dest` to write; on normal exit it is fsynced and renamed to `dest`.
@@ -207,13 +274,27 @@ def atomic_file(dest: Path, *, replace: bool = False) -> Iterator[Path]:
     tmp = _sibling(dest, TEMP_MARK)
     try:
         try:
-            yield tmp
+            try:
+                yield tmp
+            except OutputError as err:
+                # The temp file beside an existing output could not be made: an immutable or read-only folder,
+                # which also keeps the output from being replaced; said so, not only "operation not permitted".
+                cause = err.__cause__
+                if replace and isinstance(cause, OSError) and cause.errno in (errno.EPERM, errno.EACCES) and \
+                        (dest.exists() or dest.is_symlink()) and (blocker := removal_blocker(dest)) is not None:
+                    raise replace_error(cause, dest, blocker) from cause
+                raise
             fsync_path(tmp)
             from weightdoctor.writers import hooks
 
             hooks.reached("before-rename")
             if replace:
-                os.replace(tmp, dest)
+                try:
+                    os.replace(tmp, dest)
+                except OSError as exc:
+                    if not (dest.exists() or dest.is_symlink()):
+                        raise
+                    raise replace_error(exc, dest, removal_blocker(dest)) from exc
             else:
                 _place_new(tmp, dest)
             COMMITTED.append(dest)
@@ -366,6 +447,8 @@ class StagingDir:
             self.path.mkdir()
         except OSError as exc:
             self._remove_made()
+            if exists:  # the new folder is built beside the old one, in its parent
+                raise replace_error(exc, self.dest, removal_blocker(self.dest)) from exc
             raise output_error(exc, self.dest) from exc
         return self
 
@@ -397,6 +480,11 @@ class StagingDir:
                     _link_tree(item, self.path / item.name)
                     self.carried.append(item.name)
             fsync_path(self.path)
+            if self.replace and self.dest.is_dir():
+                # After the swap the earlier save is deleted: what cannot be would stay, hidden, in the staging folder.
+                blocker = removal_blocker(self.dest)
+                if blocker is not None:
+                    raise replace_error(None, self.dest, blocker)
             hooks.reached("before-swap")
             if self.replace and self.dest.is_dir():
                 if not _exchange(self.path, self.dest):

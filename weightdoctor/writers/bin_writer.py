@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from weightdoctor.wording import counted, plural
 from weightdoctor.writers.safetensors_writer import TensorSlot, hash_pool, tensor_bytes
 
 if TYPE_CHECKING:
@@ -233,7 +234,7 @@ class BinWriter:
             flat = flat.clone()  # a view into a larger storage: store only its own elements
         data = tensor_bytes(flat)
         if len(data) != slot.nbytes:
-            raise ValueError(f"tensor {name!r} has {len(data)} bytes, expected {slot.nbytes}")
+            raise ValueError(f"tensor {name!r} has {counted(len(data), 'byte', grouped=False)}, expected {slot.nbytes}")
         record = f"data/{self.keys[name]}"
         future = hash_pool().submit(_sha256_and_crc, data)
         if len(data):
@@ -270,7 +271,8 @@ class BinWriter:
             return
         if self._next != len(self.order):
             self.abandon()
-            raise ValueError(f"only {self._next} of {len(self.order)} tensors were written to {self.path}")
+            raise ValueError(f"only {self._next} of {counted(len(self.order), 'tensor', grouped=False)} "
+                             f"{plural(self._next, 'was', 'were')} written to {self.path}")
         try:
             self._zip.write_end_of_file()
             self._handle.flush()

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from weightdoctor.errors import CorruptCheckpoint, OutputError
+from weightdoctor.wording import counted
 from weightdoctor.writers import hooks
 from weightdoctor.writers.safetensors_writer import TensorSlot, _write_all, layout
 
@@ -189,7 +190,8 @@ def copy_range(src: int, dst: int, src_offset: int, dst_offset: int, length: int
             got = os.pwrite(dst, data, dst_offset + done) if data else 0
         if got == 0:
             # The source was truncated after its structure was read: nothing is trusted from it.
-            raise CorruptCheckpoint(f"the source ends {length - done} bytes early (was it changed while copying?)")
+            raise CorruptCheckpoint(f"the source ends {counted(length - done, 'byte', grouped=False)} "
+                                    "early (was it changed while copying?)")
         done += got
 
 

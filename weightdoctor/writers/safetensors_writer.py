@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from weightdoctor.dtypes import CANONICAL_TO_SAFETENSORS, bits_per_element
 from weightdoctor.errors import OutputError
+from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
     import torch
@@ -155,7 +156,7 @@ class SafetensorsWriter:
             )
         data = tensor_bytes(tensor)
         if len(data) != slot.nbytes:
-            raise ValueError(f"tensor {name!r} has {len(data)} bytes, expected {slot.nbytes}")
+            raise ValueError(f"tensor {name!r} has {counted(len(data), 'byte', grouped=False)}, expected {slot.nbytes}")
         future = hash_pool().submit(_sha256, data)
         _write_all(self._fd, data)
         digest = future.result()
@@ -169,7 +170,8 @@ class SafetensorsWriter:
         fd, self._fd = self._fd, -1
         os.close(fd)
         if self._next != len(self.order):
-            raise ValueError(f"only {self._next} of {len(self.order)} tensors were written to {self.path}")
+            raise ValueError(f"only {self._next} of {counted(len(self.order), 'tensor', grouped=False)} "
+                             f"{plural(self._next, 'was', 'were')} written to {self.path}")
 
     def __enter__(self) -> SafetensorsWriter:
         return self
