@@ -6,8 +6,8 @@ weights were never downloaded: the `hf download` that fetches them); several siz
 `2x24GB`: repeat the option); convert/shard -o at an existing folder (what it holds, before --force); a mistyped
 local path, a Windows path, a mistyped repo id (the close name that exists); a local index with some shards missing
 (how many); a quantized type (int8, int4) given to check-dtype --target or convert --dtype; a mistyped choice
-(`--fail-on warning`, `--strategy balanced-low-0`: the one meant); --model-class on a config of a type transformers does
-not know (custom code or too new, and the --config to pass); a shell glob given as a regular
+(`--fail-on warning`, `--strategy balanced-low-0`: the one meant); a config of a type transformers does not know
+(custom code or too new; plan-devices --model-class: the config to give); a shell glob given as a regular
 expression (the regex meant); a server's error reply or a Hub web page (/blob/) saved as the weights; a list
 holding a state dict (the --key that reads it); one file into a folder that does not exist (mkdir -p); shard -o
 merged.safetensors (a folder is written); --config given the weights file; an empty folder; a download left under a
