@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
 from weightdoctor.checkpoint.model import unique_tensors
-from weightdoctor.dtypes import FLOATING, bits_per_element
+from weightdoctor.dtypes import FLOATING, bits_per_element, quantization_hint
 from weightdoctor.errors import UsageError
 from weightdoctor.wording import counted, plural
 
@@ -96,7 +96,8 @@ def parse_targets(text: str | None, stored: Iterable[str] = ()) -> list[str]:
         else:
             short = TARGET_ALIASES.get(item, item)
             if short not in TARGETS:
-                raise UsageError(f"unknown target dtype {raw.strip()!r} (choose from {', '.join(TARGETS)}, or all)")
+                raise UsageError(f"unknown target dtype {raw.strip()!r} (choose from {', '.join(TARGETS)}, or all)"
+                                 + quantization_hint(item, "check-dtype simulates casts only"))
             if getattr(torch, TARGETS[short], None) is None:
                 raise UsageError(
                     f"this torch ({torch.__version__}) has no {TARGETS[short]}, so {short} cannot be checked"

@@ -84,3 +84,16 @@ def values_shape(shape: tuple[int, ...], dtype: str) -> tuple[int, ...]:
     if dtype == PACKED_PAIRS and shape:
         return (*shape[:-1], shape[-1] * 2)
     return shape
+
+
+# dtypes people ask a cast for that are quantization (a scale per block or row, chosen by a method), not a cast.
+QUANTIZED_NAMES = ("int8", "int4", "uint8", "nf4", "fp4", "q8_0", "q4_0", "q4_k_m")
+
+
+def quantization_hint(name: str, refused: str) -> str:
+    """Why a cast to `name` (`--target int8`, `--dtype int4`) is refused, and what answers the question behind it;
+    "" for a name that is no quantized type. `refused` says what the command does instead."""
+    if name.strip().lower() not in QUANTIZED_NAMES:
+        return ""
+    return (f"; {name.strip().lower()} is quantization (a scale per block or row), not a cast: {refused}; "
+            "plan-devices --dtype int8 or int4 gives the memory of a bitsandbytes load")

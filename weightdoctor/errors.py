@@ -22,6 +22,48 @@ def clip_middle(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return f"{text[:head]} ... ({len(text) - head - tail:,} characters left out) ... {text[len(text) - tail:]}"
 
 
+def did_you_mean(value: str, choices: tuple[str, ...] | list[str]) -> str:
+    """`"; did you mean 'warn'?"` for a choice mistyped (`warning`, `Auto`, `balanced-low-0`), else "".
+
+    Example:
+        >>> did_you_mean("warning", ("info", "warn", "error")), did_you_mean("zzz", ("info",))
+        ("; did you mean 'warn'?", '')
+    """
+    import difflib
+
+    def plain(text: str) -> str:
+        return text.strip().lower().replace("-", "_")
+
+    by_plain = {plain(choice): choice for choice in choices}
+    wanted = plain(value)
+    if wanted in by_plain:
+        return f"; did you mean {by_plain[wanted]!r}?"
+    close = difflib.get_close_matches(wanted, list(by_plain), n=1, cutoff=0.6)
+    return f"; did you mean {by_plain[close[0]]!r}?" if close else ""
+
+
+def glob_hint(pattern: str) -> str:
+    """For a shell glob given where a regular expression is expected (`*LayerNorm*`, which re refuses: "nothing to
+    repeat"), the expression meant; else "".
+
+    Example:
+        >>> glob_hint("*LayerNorm*"), glob_hint("[0")
+        ("; a regular expression, not a shell glob: write 'LayerNorm'", '')
+    """
+    if "*" not in pattern and "?" not in pattern:
+        return ""
+    import re
+
+    # A search matches anywhere: stars at the ends mean nothing; inside, `*` is `.*`, `?` is `.`, a dot is literal.
+    core = pattern.strip("*")
+    meant = re.escape(core).replace(r"\*", ".*").replace(r"\?", ".")
+    if core and not pattern.endswith("*"):
+        meant += "$"
+    if core and not pattern.startswith("*"):
+        meant = "^" + meant
+    return f"; a regular expression, not a shell glob: write '{meant}'" if core else ""
+
+
 class WeightDoctorError(Exception):
     """Base class of every error weightdoctor reports to a user.
 

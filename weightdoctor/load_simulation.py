@@ -262,7 +262,10 @@ def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None
     try:
         data = parse_json(path.read_text(encoding="utf-8"), max_depth=MAX_DEPTH)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise UsageError(f"not valid JSON ({exc})", path=str(path)) from exc
+        # `--config model.safetensors` (the weights beside the config, tab-completed): say what --config takes.
+        weights = " (a weights file?)" if path.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt") else ""
+        raise UsageError(f"not valid JSON ({exc}){weights}: --config takes a config.json, the folder holding one, "
+                         "or a repo id", path=str(path)) from exc
     if not isinstance(data, dict):
         raise UsageError("config.json is not a JSON object", path=str(path))
     return data

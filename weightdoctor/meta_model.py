@@ -68,7 +68,14 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
 
     if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
         # transformers' own message lists every known type on one very long line; say it shortly.
-        raise UsageError(f"this transformers does not know model_type {model_type!r}")
+        import transformers
+
+        # What to do differs: code of the repo's own is never run; a type newer than this transformers needs it
+        # upgraded.
+        why = ("; its config names code of its own (auto_map, trust_remote_code), which weightdoctor never runs"
+               if isinstance(config.get("auto_map"), dict) else
+               f"; a model newer than transformers {transformers.__version__}? upgrade transformers")
+        raise UsageError(f"this transformers does not know model_type {model_type!r}{why}")
     values = {k: v for k, v in {**config, **overrides}.items() if k != "model_type"}
     try:
         return AutoConfig.for_model(model_type, **values)
@@ -124,22 +131,40 @@ def resolve_model_class(config: PretrainedConfig, model_class: str | None = None
         from transformers import AutoModel
 
         return auto_model_class(AutoModel._model_mapping, config)
-    return _class_by_name(name)
+    return _class_by_name(name, typed=model_class is not None)
 
 
-def _class_by_name(name: str) -> type:
-    """transformers' model class `name`; only a PreTrainedModel subclass (the name may come from a config.json)."""
+def _class_by_name(name: str, typed: bool = False) -> type:
+    """transformers' model class `name`; only a PreTrainedModel subclass (the name may come from a config.json).
+    `typed`: the name was typed (--model-class), so a close name is suggested when it is not found."""
     import transformers
 
     cls = getattr(transformers, name, None)
     if cls is None or not isinstance(cls, type):
-        raise UsageError(f"transformers has no model class {name!r}")
+        # A misspelled --model-class (`BertForSequenceClasification`, `bertmodel`, `transformers.BertModel`) is
+        # the usual cause: name the class meant, as a user would otherwise search transformers' docs for it.
+        hint = _close_class_names(name) if typed else []
+        meant = f"; did you mean {' or '.join(map(repr, hint))}?" if hint else ""
+        raise UsageError(f"transformers has no model class {name!r}{meant}")
     if not issubclass(cls, transformers.PreTrainedModel) or cls is transformers.PreTrainedModel:
         # The name comes from an untrusted config.json (`architectures`): any other class transformers exports
         # (Trainer, TextStreamer, a pipeline, a callback) would be constructed with the config as its argument.
         raise UsageError(f"transformers' {name!r} is not a model class (a subclass of PreTrainedModel); "
                          "nothing was built from it")
     return cls
+
+
+def _close_class_names(name: str) -> list[str]:
+    """transformers' exported names closest to `name` (case aside, a `transformers.` prefix aside), best first."""
+    import difflib
+
+    import transformers
+
+    exported = {export.lower(): export for export in dir(transformers) if export[:1].isupper()}
+    wanted = name.rpartition(".")[2].lower()
+    if wanted in exported:
+        return [exported[wanted]]
+    return [exported[match] for match in difflib.get_close_matches(wanted, list(exported), n=3, cutoff=0.85)]
 
 
 # Layer-count keys of transformers configs, and the most layers built: real models have up to ~130, and
@@ -312,13 +337,20 @@ def build_meta_model(
     if unknown is not None and model_class is not None and not model_class.startswith("Auto"):
         # A model type this transformers does not know (remote code's, an old name): the named class's
         # from_pretrained reads the values with its own config class all the same, and the type stays the file's.
-        cls = _class_by_name(model_class)
+        cls = _class_by_name(model_class, typed=True)
         try:
             cfg = cls.config_class.from_dict(dict(config), **overrides)
         except Exception as exc:  # the class's config class validates the other type's values its own way
             raise UsageError(foreign_class_message(cls, unknown, other_config_hint)) from exc
     else:
-        cfg = config_from_dict(config, **overrides) if isinstance(config, dict) else config
+        try:
+            cfg = config_from_dict(config, **overrides) if isinstance(config, dict) else config
+        except UsageError as exc:
+            if model_class is None or "does not know model_type" not in exc.message:
+                raise
+            # `--model-class AutoModel` on a checkpoint of a custom type: the class is known, the config is not.
+            raise UsageError(f"{exc.message}; --model-class {model_class} is built from this config: "
+                             f"{other_config_hint.removeprefix('or ')} of {model_class}'s model type") from exc
         cls = resolve_model_class(cfg, model_class)
     given = getattr(cfg, "model_type", None)
     try:

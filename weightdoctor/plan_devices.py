@@ -814,7 +814,10 @@ def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: st
 
     model_type = config.get("model_type")
     if isinstance(model_type, str) and model_type not in CONFIG_MAPPING:
-        raise UsageError(f"transformers {transformers.__version__} does not know model_type {model_type!r}")
+        # With --model-class, this is an error (not a fallback to the tensors): say how to give a config it knows.
+        hint = (f"; --model-class {model_class} is built from the source's config: give a config.json of "
+                f"{model_class}'s model type as SOURCE" if model_class else "")
+        raise UsageError(f"transformers {transformers.__version__} does not know model_type {model_type!r}{hint}")
     if model_class:
         # AutoModelForCausalLM.from_pretrained builds the class its mapping gives for the config's type
         model_class = concrete_class_name(config, model_class)

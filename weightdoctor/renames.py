@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from operator import getitem
 
-from weightdoctor.errors import UsageError
+from weightdoctor.errors import UsageError, glob_hint
 
 # The longest name a rename may make: the reader's limit for a name read from a file (checkpoint/reader.py
 # MAX_NAME_CHARS; a test holds them equal). 24 `--rename '(.*)=\1\1'` doubled every name 2**24 times: 6 GB and
@@ -34,7 +34,8 @@ class Rename:
         try:
             re.compile(self.pattern)
         except re.error as exc:
-            raise UsageError(f"--rename {self.pattern!r}: bad regular expression ({exc})") from exc
+            raise UsageError(f"--rename {self.pattern!r}: bad regular expression ({exc})"
+                             + glob_hint(self.pattern)) from exc
 
     def apply(self, name: str) -> str:
         renamed = re.sub(self.pattern, self.replacement, name, count=1)

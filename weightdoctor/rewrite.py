@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
 from weightdoctor.checkpoint.reader import is_training_state
 from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, torch_shape
-from weightdoctor.errors import OutputError, UsageError, WeightDoctorError
+from weightdoctor.errors import OutputError, UsageError, WeightDoctorError, glob_hint
 from weightdoctor.jsontext import parse_json
 from weightdoctor.renames import Rename, apply_renames, rename_all
 from weightdoctor.wording import counted, plural
@@ -65,7 +65,10 @@ def parse_dtype(text: str | None) -> str | None:
         return None
     name = CAST_TARGETS.get(text.lower()) or ALIASES.get(text.lower())
     if name not in CAST_TARGETS.values():
-        raise UsageError(f"--dtype {text!r}: unknown dtype (choose fp16, bf16 or fp32)")
+        from weightdoctor.dtypes import quantization_hint
+
+        raise UsageError(f"--dtype {text!r}: unknown dtype (choose fp16, bf16 or fp32)"
+                         + quantization_hint(text, "convert and shard cast floating tensors only"))
     return name
 
 
@@ -249,8 +252,15 @@ def _refuse_renames_that_match_nothing(names: list[str], renames: list[Rename]) 
     for rename in renames:
         renamed = rename_all(current, [rename])
         if renamed == current:
+            # The names' first parts show the prefix meant (`model.` for `module.`) without another command.
+            heads: dict[str, int] = {}
+            for name in current:
+                head = name.split(".", 1)[0] + ("." if "." in name else "")
+                heads[head] = heads.get(head, 0) + 1
+            shown = ", ".join(f"{head!r} ({count})" for head, count in list(heads.items())[:5])
+            more = ", ..." if len(heads) > 5 else ""
             raise UsageError(f"the rename {rename.as_flag()} changes no tensor name (from --strip-prefix, --rename or "
-                             "--add-prefix): nothing was written; see the names with `weightdoctor inspect`")
+                             f"--add-prefix): nothing was written; the names start with {shown}{more}")
         current = renamed
 
 
@@ -298,7 +308,7 @@ def plan_tensors(
     try:
         keep = re.compile(keep_fp32) if keep_fp32 else None
     except re.error as exc:
-        raise UsageError(f"--keep-fp32 {keep_fp32!r}: bad regular expression ({exc})") from exc
+        raise UsageError(f"--keep-fp32 {keep_fp32!r}: bad regular expression ({exc})" + glob_hint(keep_fp32)) from exc
     selection = TensorSelection(tensors=[])
     dropped: dict[str, str] = {}
     if checkpoint.shared_groups():

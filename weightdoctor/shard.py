@@ -286,6 +286,13 @@ def plan_shard(
     shards: list[ShardInfo] = []
     files: list[OutputFile] = []
     warnings = list(checkpoint.warnings) + selection.warnings
+    named = Path(output).name
+    if named.endswith((".safetensors", ".bin", ".pt", ".pth")):
+        # `-o merged.safetensors` reads as one file, but shard always writes a folder (shards, index, config):
+        # a folder with a weight file's name is what the user then finds.
+        warnings.append(f"{named} is written as a folder holding the shards, not as a single file: name it "
+                        f"{named.rsplit('.', 1)[0]}/ for a folder; for a single file, use weightdoctor convert "
+                        f"-o {named}")
     too_large: list[tuple[str, int]] = []
     for filename, names in by_file.items():
         size = sum(planned[n].nbytes for n in names if planned[n].alias_of is None)

@@ -107,6 +107,24 @@ def refuse_unitless_size(option: str, text: str) -> None:
                          f"{number}GB (decimal) or {number}GiB (binary)")
 
 
+def refuse_size_list(option: str, text: str) -> None:
+    """Refuse several sizes given to an option that takes one (`--gpu 24GB,24GB`, `--gpu 2x24GB`, as other tools
+    write a machine's GPUs): parse_size said "'24GB,24' is not a number", which hid that the option repeats.
+
+    Raises:
+        UsageError: naming the option and the repeated form that says the same.
+    """
+    parts = [part for part in re.split(r"[,;]", text) if part.strip()]
+    times = re.fullmatch(r"\s*(\d+)\s*[x\u00d7*]\s*(\S.*?)\s*", text)
+    if times is not None and int(times.group(1)) > 0 and _split_size(times.group(2)) is not None:
+        parts = [times.group(2)] * int(times.group(1))
+    if len(parts) < 2:
+        return
+    shown = " ".join(f"{option} {part.strip()}" for part in parts[:4]) + (" ..." if len(parts) > 4 else "")
+    raise UsageError(f"{option} {text!r} holds {len(parts)} sizes: {option} takes one, repeat it for each "
+                     f"({shown})")
+
+
 def size_is_binary(text: str) -> bool:
     """True when a size string uses a binary unit (KiB, MiB, ...), for messages that say which was used."""
     parts = _split_size(text)

@@ -202,6 +202,41 @@ def _mar_weights(path: Path) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
+def _short_text(path: Path, limit: int = 4096) -> str | None:
+    """The text of a small file that is printable text and no pickle (protocol 0 is ASCII too), its whitespace
+    collapsed and cut at 120 characters; None otherwise. A download that failed leaves the server's reply under the
+    weights' name (`Entry not found`, `{"error":"Repository not found"}`), which read as a damaged checkpoint."""
+    import pickletools
+
+    try:
+        if path.stat().st_size > limit:
+            return None
+        with open(path, "rb") as handle:
+            data = handle.read(limit)
+        text = data.decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.strip() or not all(char.isprintable() or char in "\t\r\n" for char in text):
+        return None
+    try:
+        for _ in pickletools.genops(data):
+            pass
+        return None  # a whole pickle: read as one
+    except Exception:  # noqa: BLE001 - any opcode error means "not a pickle"
+        pass
+    flat = " ".join(text.split())
+    return flat if len(flat) <= 120 else flat[:117] + "..."
+
+
+def text_reply_hint(path: Path) -> str:
+    """"; it is a short text file that reads '...' (...)" for a small text file read as weights, else ""."""
+    reply = _short_text(path)
+    if reply is None:
+        return ""
+    return (f"; it is a short text file that reads {reply!r} (a server's error reply saved in place of the file? "
+            "download it again)")
+
+
 def identify(path: Path, prefix: bytes) -> str | None:
     """What a non-checkpoint file is ("a GGUF file (llama.cpp / ggml)"), or None when it is not recognised.
 
@@ -237,7 +272,9 @@ def identify(path: Path, prefix: bytes) -> str | None:
         return _zip_kind(path)
     head = prefix.lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")):
-        return "an HTML page (a failed download?)"
+        # The usual cause: `wget https://huggingface.co/ORG/NAME/blob/main/model.safetensors`, the file's page.
+        return ("an HTML page, not weights (a failed download? a Hub URL with /blob/ fetches the file's web page, one "
+                "with /resolve/ the file itself; or use hf download)")
     name = path.name.lower()
     if ".data-" in name and "-of-" in name:
         return "a TensorFlow checkpoint data shard"

@@ -178,6 +178,40 @@ def _cached_in_other_case(repo_id: str) -> list[str]:
         return []
 
 
+def _cached_close_to(repo_id: str) -> list[str]:
+    """Repo ids in the cache spelled close to `repo_id` (`org/ful` for org/full, `bert-base-uncase`), best first."""
+    import difflib
+
+    try:
+        cached = {name.lower(): name for name in (p.name.removeprefix("models--").replace("--", "/")
+                                                   for p in hub_cache_dir().iterdir() if p.name.startswith("models--"))}
+    except OSError:
+        return []
+    return [cached[match] for match in difflib.get_close_matches(repo_id.lower(), list(cached), n=3, cutoff=0.8)]
+
+
+def close_local_paths(text: str) -> list[str]:
+    """Entries beside a path that does not exist whose names are close to its last part, written as the path was
+    (`./bert-base` -> `./bert-base-uncased`): a typo in a local path is the usual reason it is missing."""
+    import difflib
+    import itertools
+
+    head, name = os.path.split(text.rstrip("/"))
+    if not name:
+        return []
+    try:
+        folder = Path(head or ".").expanduser()
+        # At most 10,000 names: a folder of millions (a dataset's images) is not listed whole for a hint.
+        entries = [entry.name for entry in itertools.islice(folder.iterdir(), 10000)] if folder.is_dir() else []
+    except OSError:
+        return []
+    # A name cut short (`bert-base` for bert-base-uncased) is far from the whole one by difflib's ratio.
+    longer = sorted(entry for entry in entries if entry.startswith(name) and len(name) >= 3)
+    close = longer + [match for match in difflib.get_close_matches(name, entries, n=3, cutoff=0.75)
+                      if match not in longer]
+    return [os.path.join(head, match) for match in close[:3]]
+
+
 def _not_found(repo_id: str, revision: str | None, reason: str) -> SourceNotFound:
     where = f"revision {revision!r} of " if revision else ""
     cached = cached_revisions(repo_id)
@@ -186,6 +220,12 @@ def _not_found(repo_id: str, revision: str | None, reason: str) -> SourceNotFoun
         reason += f"; the cache holds {', '.join(cached[:6])}" + (", ..." if len(cached) > 6 else "")
     elif other := _cached_in_other_case(repo_id):
         reason += f"; the cache holds {', '.join(map(repr, other))} (repo ids in the cache are case-sensitive)"
+    else:
+        # A mistyped local folder reads as a repo id (`bert-base`, `runs/exp1`), a mistyped repo id is not cached:
+        # the close names of both say which was meant.
+        close = close_local_paths(repo_id) + [name for name in _cached_close_to(repo_id) if name != repo_id]
+        if close:
+            reason += f"; did you mean {' or '.join(map(repr, close[:4]))}?"
     return SourceNotFound(f"{where}{repo_id!r} is not a local path and {reason}")
 
 

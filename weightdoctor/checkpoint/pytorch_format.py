@@ -210,9 +210,13 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
         # those tensors are the weights; the other entries are reported as such.
         return obj, None
     top = ", ".join(f"{k} ({_describe(v)})" for k, v in list(obj.items())[:8]) if isinstance(obj, Mapping) else ""
+    # `torch.save([model.state_dict()])`, an ensemble's list of state dicts: `--key N` reads one (_follow_key).
+    listed = (next((i for i, item in enumerate(obj[:64]) if _is_state_dict(item)), None)
+              if isinstance(obj, (list, tuple)) else None)
+    pick = f"; item {listed} is a state dict: pick it with --key {listed}" if listed is not None else ""
     raise CorruptCheckpoint(
         "no state dict (a mapping of names to tensors) found"
-        + (f"; top-level entries: {top}; pick one with --key" if top else f"; the file holds {_what(obj)}")
+        + (f"; top-level entries: {top}; pick one with --key" if top else f"; the file holds {_what(obj)}{pick}")
     )
 
 
@@ -1286,6 +1290,10 @@ def ensure_pickle_file(path: Path, prefix: bytes) -> str:
         hint = _archive_hint(path)
         if hint is TORCH_TAR:
             raise UnsupportedFormat(TORCH_TAR)
+        if not hint:
+            from weightdoctor.checkpoint.foreign import text_reply_hint
+
+            hint = text_reply_hint(path)
         raise UnsupportedFormat("not a safetensors file nor a PyTorch pickle (zip or legacy)" + hint)
     return fmt
 

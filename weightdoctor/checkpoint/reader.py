@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import posixpath
 import re
@@ -18,6 +19,7 @@ from weightdoctor.checkpoint.hub import (
     RemoteStructure,
     cache_folder_snapshot,
     cached_snapshot,
+    close_local_paths,
     download_command,
     download_file,
     holds_weights,
@@ -26,6 +28,7 @@ from weightdoctor.checkpoint.hub import (
     looks_like_repo_id,
     remote_structure,
     resolve_repo_id,
+    snapshot_commit,
     split_repo_subfolder,
 )
 from weightdoctor.checkpoint.model import CheckpointFile, TensorInfo, unique_tensors
@@ -364,7 +367,43 @@ def _other_json_message(path: Path, data: Any) -> str:
         if path.name == "scheduler_config.json" or class_name.endswith("Scheduler"):
             return f"this is a diffusers scheduler's config ({class_name}): a scheduler holds no weights"
         return f"this is a diffusers {class_name} config, not weights; point at the model folder ({path.parent})"
-    return "JSON file is neither an index (weight_map) nor a model config"
+    # The JSON files of a model folder that are not weights (a tokenizer's, a Trainer's state, an adapter's config):
+    # users tab-complete to one of them. Say what it is, and where the weights are.
+    kind = next((what for names, what in _OTHER_JSON_KINDS if path.name in names), None)
+    try:
+        beside = [p.name for p in _weight_files_in(path.parent)]
+    except OSError:
+        beside = []
+    if beside:
+        shown = ", ".join(beside[:3]) + (f" and {len(beside) - 3} more" if len(beside) > 3 else "")
+        where = f"; point at the weights beside it ({shown}) or at the folder that holds them"
+    else:
+        where = "; give a weights file (.safetensors, .bin, .pt) or the model folder"
+    return f"JSON file is neither an index (weight_map) nor a model config{f' ({kind})' if kind else ''}{where}"
+
+
+def _config_given_message(path: Path) -> str:
+    """Why a config.json given as the source is not read, and where its weights are, when they are beside it."""
+    try:
+        beside = [p.name for p in _weight_files_in(path.parent)]
+    except OSError:
+        beside = []
+    if beside:
+        shown = ", ".join(beside[:3]) + (", ..." if len(beside) > 3 else "")
+        folder = str(path.parent) if str(path.parent) not in ("", ".") else "the current folder, ."
+        return f"this is a model config, not weights; point at the model folder ({folder}, which holds {shown})"
+    # Only plan-devices takes a config alone (allow_config_only): the others need the weights themselves.
+    return ("this is a model config, not weights, and no weight file is beside it; point at the weights (plan-devices "
+            "plans from a config alone)")
+
+
+_OTHER_JSON_KINDS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "added_tokens.json"),
+     "a tokenizer file"),
+    (("trainer_state.json",), "a Trainer's training log"),
+    (("adapter_config.json",), "a PEFT adapter's config"),
+    (("preprocessor_config.json", "processor_config.json"), "a processor's config"),
+)
 
 
 class _Builder:
@@ -596,11 +635,14 @@ def _is_orbax_checkpoint(folder: Path) -> bool:
         return False
 
 
+NO_WEIGHT_FILE = "folder holds no weight file (.safetensors, .bin, .pt, .pth, .ckpt)"
+
+
 def _no_weights_message(folder: Path) -> str:
     """Why a folder has nothing to read: foreign weights, weights only in subfolders, or nothing at all."""
     from weightdoctor.checkpoint import foreign
 
-    message = "folder holds no weight file (.safetensors, .bin, .pt, .pth, .ckpt)"
+    message = NO_WEIGHT_FILE
     found = foreign.foreign_files_in(folder)
     others = [name for name in found if not name.endswith(foreign.READ_WHEN_NAMED)]
     if others:
@@ -695,7 +737,30 @@ def _no_weights_message(folder: Path) -> str:
                         "DeepSpeed's `latest` file names)")
         else:
             message += f"; weights are in subfolders ({shown}): point at one, e.g. {folder / subfolders[0]}"
+    if message == NO_WEIGHT_FILE:
+        message += _unfinished_or_empty(folder)
     return message
+
+
+# A weight file's name with something after it: what browsers (.crdownload, .part), wget (.1) and download tools
+# (.download, .tmp, .aria2) leave while, or after, a download ran.
+_AFTER_WEIGHT_NAME = re.compile(r"\.(safetensors|bin|pt|pth|ckpt)\.[^/]+$")
+
+
+def _unfinished_or_empty(folder: Path) -> str:
+    """"; the folder is empty", or the weight files it holds under a name with something after the suffix."""
+    try:
+        names = sorted(p.name for p in itertools.islice(folder.iterdir(), 10000))
+    except OSError:
+        return ""
+    if not names:
+        return "; the folder is empty"
+    unfinished = [name for name in names if _AFTER_WEIGHT_NAME.search(name) and not name.endswith(".index.json")]
+    if not unfinished:
+        return ""
+    shown = ", ".join(unfinished[:3]) + (", ..." if len(unfinished) > 3 else "")
+    return (f"; it holds {shown}, named like weights with a suffix after it (a download still running, stopped, "
+            "or saved twice?): finish the download, or rename the file to end in its weight suffix")
 
 
 def _is_megatron_dist(folder: Path) -> bool:
@@ -1127,10 +1192,40 @@ def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision:
         shown = ", ".join(f"{commit[:12]}" + (f" ({', '.join(refs)})" if refs else "") for commit, refs in others[:3])
         pick = others[0][1][0] if others[0][1] else others[0][0][:12]
         message += f"; other cached revisions hold weights: {shown}: read one with --revision {pick}"
+    if hint is None and not others and exc.message == NO_WEIGHT_FILE:
+        # A snapshot holding only what was fetched (a config read by `AutoConfig`, a tokenizer): the weights
+        # were never downloaded, which "folder holds no weight file" alone did not say.
+        held = _snapshot_files(snapshot)
+        if held:
+            hint = (f"the snapshot holds {', '.join(held[:4])}{', ...' if len(held) > 4 else ''} only: the weights "
+                    f"were never downloaded; fetch them with `{again}`")
     if hint:
         message += f"; {hint}"
     at = f"revision {revision!r}, " if revision else ""
     return type(exc)(f"{message} ({at}the cached snapshot {snapshot})", source)
+
+
+def _missing_path_hint(text: str) -> str:
+    """What the user most likely meant by a path that does not exist: the same path with `/` for a Windows `\\`,
+    or a close name beside it (`./bert-base` for `./bert-base-uncased`)."""
+    if text == "-":  # the Unix "standard input": a checkpoint is read by offsets and memory maps, not as a stream
+        return "; a checkpoint is not read from standard input: save it to a file and give its path"
+    if "\\" in text:
+        slashed = text.replace("\\", "/")
+        if Path(slashed).expanduser().exists():
+            return f"; did you mean {slashed}? (\\ does not separate folders here, / does)"
+        if re.match(r"[A-Za-z]:[\\/]", text):
+            return "; a Windows path: here folders are separated by / (under WSL, C:\\ is /mnt/c/)"
+    close = close_local_paths(text)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+def _snapshot_files(snapshot: Path) -> list[str]:
+    """The file names at the top of a cached snapshot (links to whole blobs), sorted."""
+    try:
+        return sorted(p.name for p in snapshot.iterdir() if p.is_file())
+    except OSError:
+        return []
 
 
 def _unfinished_downloads(snapshot: Path) -> int:
@@ -1314,6 +1409,21 @@ def natural_order(name: str) -> tuple[str | int, ...]:
 _DIGIT_RUNS = re.compile(r"(\d+)")
 
 
+def _missing_shards(index_path: Path, shards: list[str]) -> str:
+    """How many of a local index's shards are missing, when some are and some are not (a download or copy stopped
+    between shards), as a hint; "" in a Hub cache snapshot, whose error says the `hf download` that fetches them
+    (`named_by_repo`)."""
+    if snapshot_commit(index_path) is not None:
+        return ""
+    # os.path.exists, not Path.exists: a name too long to open raises from the latter.
+    missing = [shard for shard in shards if not os.path.exists(index_path.parent / shard)]
+    if not missing or len(missing) == len(shards):
+        return ""  # none missing, or the index alone: the shard named says as much
+    named = f": {_first(missing)}{', ...' if len(missing) > 3 else ''}" if len(missing) > 1 else ""
+    return (f" ({len(missing)} of its {len(shards)} shards are missing{named}; a download or copy that stopped "
+            "between shards? fetch or copy them beside the index)")
+
+
 def _complete_index_beside(index_path: Path) -> str:
     """Where an index misses shards: the other format's index beside it whose shards are all there (a repo with
     both model.safetensors.index.json and pytorch_model.bin.index.json, partly downloaded), as a hint; else ""."""
@@ -1388,8 +1498,9 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
             raise InvalidIndex(f"index points outside its folder: {shard!r}", str(index_path))
         problem = _shard_problem(shard_path)
         if problem is not None:
-            raise InvalidIndex(f"shard {shard!r} named by the index {problem}" + _complete_index_beside(index_path),
-                               str(index_path))
+            beside = _complete_index_beside(index_path)  # the better answer, where there is one
+            raise InvalidIndex(f"shard {shard!r} named by the index {problem}"
+                               + (beside or _missing_shards(index_path, shards)), str(index_path))
         for info in builder.add_weight_file(shard_path):
             if info.name in seen:
                 raise InvalidIndex(f"tensor {info.name!r} is in both {seen[info.name]} and {shard}", str(index_path))
@@ -1517,7 +1628,7 @@ def _open_checkpoint(
             if not path.is_dir():
                 raise SourceNotFound(f"{repo_id} has no folder {subfolder} (its snapshot is {snapshot})", text)
         else:
-            raise SourceNotFound("no such file or directory", path=text)
+            raise SourceNotFound(f"no such file or directory{_missing_path_hint(text)}", path=text)
 
     cache_note = None
     if repo_id is None and path.is_dir():
@@ -1561,7 +1672,7 @@ def _open_checkpoint(
             config_path = path.parent / "config.json"
         elif _is_config(data):
             if not allow_config_only:
-                raise UnsupportedFormat("this is a model config, not weights; point at the model folder", text)
+                raise UnsupportedFormat(_config_given_message(path), text)
             config_path = path
         else:
             raise UnsupportedFormat(_other_json_message(path, data), text)

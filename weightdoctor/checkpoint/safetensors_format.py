@@ -172,9 +172,11 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
             raise CorruptCheckpoint(f"file is {counted(file_size, 'byte', grouped=False)}, too short to be safetensors")
         (header_size,) = struct.unpack("<Q", prefix)
         if header_size > MAX_HEADER_BYTES:
+            from weightdoctor.checkpoint.foreign import text_reply_hint
+
             raise CorruptCheckpoint(
                 f"not a safetensors file, or a damaged one: its first 8 bytes give a header of {header_size} bytes"
-                f" (the limit is {MAX_HEADER_BYTES})"
+                f" (the limit is {MAX_HEADER_BYTES}){text_reply_hint(Path(path))}"
             )
         if 8 + header_size > file_size:
             raise CorruptCheckpoint(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from weightdoctor.checkpoint import open_checkpoint
 from weightdoctor.diff_keys import DiffReport, diff_checkpoints, exit_code
-from weightdoctor.errors import UsageError
+from weightdoctor.errors import UsageError, did_you_mean
 from weightdoctor.renames import Rename, parse_rename
 
 FAIL_ON_CHOICES = ("info", "warn", "error")
@@ -50,7 +50,8 @@ def run_diff_keys(
     the exit code (0, or 1 when a difference reaches `fail_on`). Bad input raises; the caller reports it.
     """
     if fail_on not in FAIL_ON_CHOICES:
-        raise UsageError(f"--fail-on {fail_on!r}: choose one of {', '.join(FAIL_ON_CHOICES)}")
+        raise UsageError(f"--fail-on {fail_on!r}: choose one of {', '.join(FAIL_ON_CHOICES)}"
+                         + did_you_mean(fail_on, FAIL_ON_CHOICES))
     if (source_b is None) == (model_class is None):
         raise UsageError("give either a second checkpoint B or --model-class CLASS (not both, not neither)")
     if model_class is None and (config is not None or num_labels is not None):

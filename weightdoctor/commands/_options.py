@@ -20,7 +20,8 @@ RevisionOpt = Annotated[
 ]
 KeyOpt = Annotated[
     str | None,
-    typer.Option("--key", help="Dotted path of the state dict inside a training checkpoint (e.g. model.module)."),
+    typer.Option("--key", help="Dotted path of the state dict inside a training checkpoint (e.g. model.module; a "
+                                "number picks an item of a list: 0)."),
 ]
 FilterOpt = Annotated[
     str | None, typer.Option("--filter", help="Regular expression: only tensors whose name matches.")
@@ -35,9 +36,9 @@ def check_regex(option: str, pattern: str) -> None:
     """
     import re
 
-    from weightdoctor.errors import UsageError
+    from weightdoctor.errors import UsageError, glob_hint
 
     try:
         re.compile(pattern)
     except re.error as exc:
-        raise UsageError(f"{option} {pattern!r}: bad regular expression ({exc})") from exc
+        raise UsageError(f"{option} {pattern!r}: bad regular expression ({exc})" + glob_hint(pattern)) from exc

@@ -59,11 +59,12 @@ def check_dtype(
     from weightdoctor.check_dtype import VERDICTS, parse_targets, select_tensors, verdict_rank
     from weightdoctor.check_dtype import check_dtype as analyse
     from weightdoctor.checkpoint import open_checkpoint
-    from weightdoctor.errors import UsageError
+    from weightdoctor.errors import UsageError, did_you_mean
     from weightdoctor.render import console
 
     if fail_on is not None and fail_on not in VERDICTS[1:]:
-        raise UsageError(f"--fail-on must be unsafe or lossy, not {fail_on!r}")
+        raise UsageError(f"--fail-on must be unsafe or lossy, not {fail_on!r}"
+                         + did_you_mean(fail_on, ("unsafe", "lossy")))
     if sample is not None and sample <= 0:
         raise UsageError(f"--sample must be a positive number of values, not {sample}")
     if worst < 0:

@@ -61,7 +61,8 @@ def diff_keys(
     json_output: JsonOpt = False,
     key: Annotated[
         str | None,
-        typer.Option("--key", help="Dotted path of A's state dict inside a training checkpoint (e.g. model.module)."),
+        typer.Option("--key", help="Dotted path of A's state dict inside a training checkpoint (e.g. model.module; a "
+                                   "number picks an item of a list: 0)."),
     ] = None,
     revision: RevisionOpt = None,
     revision_b: Annotated[

@@ -65,9 +65,10 @@ def inspect(
 
         check_regex("--filter", name_filter)
     if fail_on is not None and fail_on not in ("warn", "error"):
-        from weightdoctor.errors import UsageError
+        from weightdoctor.errors import UsageError, did_you_mean
 
-        raise UsageError(f"--fail-on must be warn or error, not {fail_on!r}")
+        raise UsageError(f"--fail-on must be warn or error, not {fail_on!r}"
+                         + did_you_mean(fail_on, ("warn", "error")))
     if hist == "":
         # Taken as "not given" below (`if hist`): every value was read for --stats and no histogram printed.
         from weightdoctor.errors import UsageError

@@ -107,7 +107,7 @@ def plan_devices(
 
     Exit codes: 0 planned; 1 offload / no fit with --fail-on, or an invalid --map; 2 bad input.
     """
-    from weightdoctor.errors import UsageError
+    from weightdoctor.errors import UsageError, did_you_mean
     from weightdoctor.plan_devices import (
         FAIL_ON,
         STRATEGIES,
@@ -123,12 +123,14 @@ def plan_devices(
     from weightdoctor.plan_devices import (
         plan_devices as run_plan,
     )
-    from weightdoctor.units import parse_size, refuse_unitless_size
+    from weightdoctor.units import parse_size, refuse_size_list, refuse_unitless_size
 
     if fail_on is not None and fail_on not in FAIL_ON:
-        raise UsageError(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}")
+        raise UsageError(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}"
+                         + did_you_mean(fail_on, FAIL_ON))
     if strategy not in STRATEGIES:  # checked here too: with --map no placement runs to check it
-        raise UsageError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+        raise UsageError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}"
+                         + did_you_mean(strategy, STRATEGIES))
     if manual_map is not None:
         # A hand-written map is checked as written, against the full --gpu/--cpu sizes: these would be ignored.
         shaping = [flag for flag, given in (("--strategy", strategy != "auto"), ("--no-split", bool(no_split)),
@@ -156,6 +158,8 @@ def plan_devices(
         # The placement is quadratic in the devices: 5,000 `--gpu` took 25 s, the most a command line holds hours.
         raise UsageError(f"{len(gpu):,} --gpu options: plan for at most {MAX_GPUS:,} GPUs (one per --gpu)")
     for option, given in [("--gpu", g) for g in gpu or []] + ([("--cpu", cpu)] if cpu is not None else []):
+        if option == "--gpu":
+            refuse_size_list(option, given)
         refuse_unitless_size(option, given)
     gpus = [parse_size(g) for g in gpu or []]
     if 0 in gpus:

@@ -175,6 +175,11 @@ def output_error(exc: OSError, path: Path) -> OutputError:
         errno.ENAMETOOLONG: "a name on the output's path is too long (255 bytes at most)",
     }
     reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
+    if exc.errno == errno.ENOENT and str(path.parent) not in ("", ".") and not path.parent.exists():
+        # `-o newdir/` for one file: the folder is not made (as `cp` does not make it); say which, and how.
+        import shlex
+
+        reason = f"the output folder does not exist (create it first: mkdir -p {shlex.quote(str(path.parent))})"
     return OutputError(f"cannot write the output: {reason}; nothing was left behind", path=str(path))
 
 
@@ -380,6 +385,20 @@ def _link_tree(src: Path, dst: Path) -> None:
             shutil.copy2(src, dst)
 
 
+def _folder_contents(folder: Path) -> str:
+    """`: it is a folder holding config.json, model.safetensors, ...`, or "" for what is no readable folder: an
+    existing output is most often another model's folder, which its file names show before --force is typed."""
+    try:
+        if not folder.is_dir() or folder.is_symlink():
+            return ""
+        names = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in folder.iterdir())
+    except OSError:
+        return ""
+    if not names:
+        return ": it is an empty folder"
+    return f": it is a folder holding {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"
+
+
 class StagingDir:
     """A staging folder beside a destination folder, swapped in whole by `commit`.
 
@@ -412,7 +431,8 @@ class StagingDir:
             raise output_error(exc, self.dest) from exc
         if exists:
             if not self.replace:
-                raise OutputError("output exists; pass --force to replace it", path=str(self.dest))
+                raise OutputError(f"output exists; pass --force to replace it, or choose a new path"
+                                  f"{_folder_contents(self.dest)}", path=str(self.dest))
             if not self.dest.is_dir():
                 raise OutputError("output exists and is not a folder", path=str(self.dest))
         for parent in (self.dest.parent, *self.dest.parent.parents):
