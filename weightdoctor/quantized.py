@@ -261,8 +261,9 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
                 packed[info.name] = info.num_params * per[info.dtype]
             elif base in bases and info.name.endswith(_HQQ_SIDE):
                 side.add(info.name)
-    elif method == "quanto":
+    elif method.startswith("quanto"):
         side = {t.name for t in infos if t.name.endswith(_QUANTO_SIDE)}
+        packed = _quanto_packed(infos, bits)
     elif method == "eetq":  # EetqLinear: an int8 `weight` [in, out] and its fp16 `weight_scales`
         side = {t.name for t in infos if t.name.endswith(".weight_scales")}
     elif method == "torchao":
@@ -278,6 +279,29 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
             else:
                 side.add(info.name)
     return packed, side
+
+
+def _quanto_packed(tensors: list[TensorInfo], bits: int | None) -> dict[str, int]:
+    """optimum-quanto's int4 / int2 weights: {`<layer>.weight._data._data`: the weights it unpacks to}.
+
+    A WeightQBitsTensor groups its [out, in] weight into [out x in / group_size, group_size] rows (axis 0; the
+    whole [out, in] without a group size), one `_scale` and `_shift` row each, then its PackedTensor stores
+    8 / bits rows in each byte row: uint8 [ceil(rows x bits / 8), cols], serialized one level deeper
+    (`_data._data`). Unpacking drops the padding rows, so the scale's rows, not the bytes, give the count.
+    """
+    infos = {t.name: t for t in tensors}
+    packed: dict[str, int] = {}
+    for name, info in infos.items():
+        if not name.endswith(".weight._data._data") or info.dtype != "uint8" or len(info.shape) != 2:
+            continue
+        scale = infos.get(name.removesuffix("._data._data") + "._scale")
+        rows, cols = info.shape
+        if scale is not None and len(scale.shape) == 2 and scale.shape[1] == 1 and (
+                -(-scale.shape[0] * (bits or 8) // 8) == rows if bits in (2, 4) else rows < scale.shape[0]):
+            packed[name] = scale.shape[0] * cols
+        elif bits in (2, 4):  # no per-row scale to read the padding from: every packed row counts
+            packed[name] = rows * (8 // bits) * cols
+    return packed
 
 
 def quantizer_transformers_lacks(config: Mapping[str, Any] | None) -> str | None:
@@ -337,6 +361,11 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
         method, bits = "mlx", _bits(mlx_config.get("bits"))
     elif exl2_packed:
         method, bits = "exl2-like (no quantization_config)", None
+    elif any(n.endswith((".weight._data", ".weight._data._data")) for n in names) and any(
+            n.endswith(".weight._scale") for n in names):
+        # optimum-quanto's own save (QuantizedModelForCausalLM.save_pretrained, or `quantization_map` beside a
+        # plain state_dict): no quantization_config, its qtypes in a quanto_qmap.json that this does not read.
+        method, bits = "quanto-like (no quantization_config)", None
     elif any(n.endswith(_PACKED_INT32) for n in names):
         method, bits = "gptq-like (no quantization_config)", None
     elif bnb4:
