@@ -543,12 +543,16 @@ def build_planned_model(
             planned = PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
             if config_quantizer is not None:
                 _size_config_quantization(planned, checkpoint, config_quantizer)
-            return planned
+            dropped = _quantized_experts_not_loaded(model, checkpoint)
         except UsageError as exc:
             if not checkpoint.tensors or model_class is not None:
                 exc.path = exc.path or checkpoint.source
                 raise
             warnings.append(f"cannot build the model from config.json ({exc.message}); planned from the tensors")
+        else:
+            if dropped is not None:
+                raise UsageError(f"{dropped}; no device map to plan", path=checkpoint.source)
+            return planned
     elif not checkpoint.tensors:
         what = ("there is no config.json" if checkpoint.config is None else
                 f"its config.json is a diffusers {checkpoint.config['_class_name']} config, which transformers "
@@ -662,6 +666,72 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
     if not planned.quantizer_headroom:
         planned.warnings.append(f"the {quantizer} quantizer keeps no headroom in the budgets (bitsandbytes keeps "
                                 "10%): none is kept here")
+
+
+# GPTQ's and AWQ's stored tensors for one quantized Linear layer (its `bias` aside).
+_LINEAR_QUANT_LEAVES = ("qweight", "qzeros", "scales", "g_idx")
+
+
+def _quantized_experts_not_loaded(model: Any, checkpoint: Checkpoint) -> str | None:
+    """Why from_pretrained does not load a GPTQ or AWQ checkpoint's MoE experts, in a line; None when it does.
+
+    GPTQ (optimum's `convert_model`) and AWQ (`replace_with_awq_linear`) replace `nn.Linear` layers only. The
+    checkpoint stores each expert as its own quantized Linear (`experts.0.w1.qweight`), while transformers 5
+    builds Mixtral's, Qwen-MoE's, ... experts fused (3-D `experts.gate_up_proj`): its conversion mapping merges
+    `experts.*.w1.weight` into them, and no `qweight`. So the experts' tensors are unexpected keys, the fused
+    experts missing (left at their init), and the load yields a broken model whatever the device map. Asked of
+    transformers' own conversion mapping: a stored quantized tensor whose layer's `.weight` would be merged into
+    a fused tensor of the model. Experts transformers swaps back to Linear layers for this quantizer
+    (`MODULES_TO_PATCH_FOR_QUANTIZATION`) load, and are left to the plan.
+    """
+    from weightdoctor.quantized import quantization_of
+
+    found = quantization_of(checkpoint.config)
+    if found is None or found[0] not in ("gptq", "awq") or not checkpoint.tensors:
+        return None
+    try:
+        import transformers
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+        from transformers.quantizers.base import MODULES_TO_PATCH_FOR_QUANTIZATION
+    except ImportError:  # transformers 4 loads experts as Linear layers, which the quantizers replace
+        return None
+    from weightdoctor.checkpoint.model import unique_tensors
+
+    known = set(model.state_dict(keep_vars=True))
+    bases = {}
+    for info in unique_tensors(checkpoint.tensors):
+        base, _, leaf = info.name.rpartition(".")
+        if leaf in _LINEAR_QUANT_LEAVES and info.name not in known:
+            bases.setdefault(base, info.name)
+    if not bases:
+        return None
+    patched = {name for name, entry in MODULES_TO_PATCH_FOR_QUANTIZATION.items()
+               if found[0] in [str(getattr(m, "value", m)) for m in entry["quantization_methods"]]}
+    with _quiet_libraries():
+        mapping = get_model_conversion_mapping(model, None, None)
+    renamings = [entry for entry in mapping if isinstance(entry, WeightRenaming)]
+    converters = [entry for entry in mapping if isinstance(entry, WeightConverter)]
+    state = model.state_dict()
+    fused: dict[str, str] = {}  # a stored tensor -> the fused tensor of the model its layer's weight merges into
+    for base, stored in bases.items():
+        target, pattern = rename_source_key(f"{base}.weight", renamings, converters, model.base_model_prefix, state)
+        if pattern is None or target not in state:
+            continue
+        owner = target.rpartition(".")[0]
+        if type(model.get_submodule(owner) if owner else model).__name__ not in patched:
+            fused[stored] = target
+    if not fused:
+        return None
+    stored, target = next(iter(fused.items()))
+    count = sum(1 for info in unique_tensors(checkpoint.tensors) if info.name.rpartition(".")[0] in
+                {name.rpartition(".")[0] for name in fused})
+    return (f"this {found[0].upper()} checkpoint stores its MoE experts as quantized Linear layers ({count:,} "
+            f"tensors, e.g. {stored}), but transformers {transformers.__version__} builds "
+            f"{type(model).__name__}'s experts fused ({target}, {len(state[target].shape)}-D) and its "
+            f"{found[0].upper()} quantizer replaces nn.Linear layers only: from_pretrained leaves those tensors "
+            "unexpected and the experts' weights missing (left at their init), a broken model on any device map; "
+            "GPTQModel and vLLM load such checkpoints with their own model code")
 
 
 def _fp8_quantization(config: dict[str, Any] | None) -> dict[str, Any] | None:
