@@ -745,6 +745,9 @@ def _no_weights_message(folder: Path) -> str:
 # A weight file's name with something after it: what browsers (.crdownload, .part), wget (.1) and download tools
 # (.download, .tmp, .aria2) leave while, or after, a download ran.
 _AFTER_WEIGHT_NAME = re.compile(r"\.(safetensors|bin|pt|pth|ckpt)\.[^/]+$")
+# ... except TensorFlow's own names after `.ckpt` (bert_model.ckpt.index, .meta, .data-00000-of-00001): a TF
+# checkpoint, not a download left unfinished.
+_TENSORFLOW_CKPT_PART = re.compile(r"\.ckpt(-\d+)?\.(index|meta|data-\d+-of-\d+)$")
 
 
 def _unfinished_or_empty(folder: Path) -> str:
@@ -755,7 +758,8 @@ def _unfinished_or_empty(folder: Path) -> str:
         return ""
     if not names:
         return "; the folder is empty"
-    unfinished = [name for name in names if _AFTER_WEIGHT_NAME.search(name) and not name.endswith(".index.json")]
+    unfinished = [name for name in names if _AFTER_WEIGHT_NAME.search(name) and not name.endswith(".index.json")
+                  and not _TENSORFLOW_CKPT_PART.search(name)]
     if not unfinished:
         return ""
     shown = ", ".join(unfinished[:3]) + (", ..." if len(unfinished) > 3 else "")
