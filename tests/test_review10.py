@@ -90,3 +90,27 @@ def test_a_decimal_comma_in_gpu_is_not_read_as_two_gpus(model: Path, typed: str,
     assert "--gpu 1 " not in line and "holds 2 sizes" not in line
     assert line == (f"error: --gpu {typed!r}: a size takes a decimal point ({meant}); for several GPUs, repeat "
                     "--gpu with one size each")
+
+
+def test_an_existing_output_folder_is_listed_without_a_stat_per_entry(model: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`convert -o data/` at a folder of 100,000 files: the "it is a folder holding ..." hint stat()ed every
+    entry to mark folders (0.7 s here, seconds on a network disk) to show five names."""
+    out = tmp_path / "dataset"
+    (out / "a_subfolder").mkdir(parents=True)
+    for i in range(300):
+        (out / f"img_{i:04d}.png").write_bytes(b"")
+    calls = {"n": 0}
+    real_is_dir = Path.is_dir
+
+    def counting_is_dir(self: Path) -> bool:
+        calls["n"] += 1
+        return real_is_dir(self)
+
+    monkeypatch.setattr(Path, "is_dir", counting_is_dir)
+    result = run_cli("convert", model, "-o", out)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: {out}: output exists; pass --force to replace it, or choose a new path: "
+                                     "it is a folder holding a_subfolder/, img_0000.png, img_0001.png, img_0002.png, "
+                                     "img_0003.png, ...")
+    assert calls["n"] < 50
