@@ -114,3 +114,19 @@ def test_an_existing_output_folder_is_listed_without_a_stat_per_entry(model: Pat
                                      "it is a folder holding a_subfolder/, img_0000.png, img_0001.png, img_0002.png, "
                                      "img_0003.png, ...")
     assert calls["n"] < 50
+
+
+@pytest.mark.parametrize("name", ["pytorch_model.bin.gz", "model.safetensors.zst", "model.pt.xz",
+                                  "model.safetensors.tar.gz", "model.ckpt.zip"])
+def test_a_compressed_weight_file_is_not_told_to_be_renamed(tmp_path: Path, name: str) -> None:
+    """A folder holding `pytorch_model.bin.gz` (weights shared compressed) was told "a download still running ...
+    rename the file to end in its weight suffix": a gzip stream renamed .bin is still no checkpoint."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    (folder / name).write_bytes(b"\x1f\x8b\x08\x00" + bytes(40))
+    result = run_cli("inspect", folder)
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert "rename the file" not in line and "download" not in line
+    assert line == (f"error: {folder}: folder holds no weight file (.safetensors, .bin, .pt, .pth, .ckpt); it holds "
+                    f"{name}, a compressed or archived weight file: unpack it, and point at the file it unpacks to")
