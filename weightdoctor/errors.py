@@ -52,16 +52,47 @@ def glob_hint(pattern: str) -> str:
     """
     if "*" not in pattern and "?" not in pattern:
         return ""
+    if any(char in pattern for char in _REGEX_ONLY):
+        # Written in regex syntax (a group, an alternation, an escape, an anchor): a mistake in the regex, which
+        # "not a shell glob: write '^\\(.<name>x\\)$'" only hid.
+        return ""
     import re
 
-    # A search matches anywhere: stars at the ends mean nothing; inside, `*` is `.*`, `?` is `.`, a dot is literal.
+    # A search matches anywhere: stars at the ends mean nothing; inside, `*` is `.*`, `?` is `.`, a dot is literal,
+    # and a glob's `[0-3]` (`[!0]`) is a regex's `[0-3]` (`[^0]`).
     core = pattern.strip("*")
-    meant = re.escape(core).replace(r"\*", ".*").replace(r"\?", ".")
+    meant = "".join(re.escape(part) if kind is None else kind for part, kind in _glob_parts(core))
     if core and not pattern.endswith("*"):
         meant += "$"
     if core and not pattern.startswith("*"):
         meant = "^" + meant
     return f"; a regular expression, not a shell glob: write '{meant}'" if core else ""
+
+
+# Characters a shell glob does not use and a regular expression does.
+_REGEX_ONLY = frozenset("()|+{}\\^$")
+
+
+def _glob_parts(glob: str) -> list[tuple[str, str | None]]:
+    """`glob` as (text, its regex) pairs: None for literal text, which the caller escapes."""
+    parts: list[tuple[str, str | None]] = []
+    i = 0
+    while i < len(glob):
+        char = glob[i]
+        # `[]x]`, `[!]x]`: a ] first in the class (after a `!`) belongs to it
+        end = glob.find("]", i + 2 + (glob[i + 1:i + 2] == "!")) if char == "[" else -1
+        if char == "*":
+            parts.append((char, ".*"))
+        elif char == "?":
+            parts.append((char, "."))
+        elif end != -1:
+            inner = glob[i + 1:end]
+            parts.append((glob[i:end + 1], "[" + ("^" + inner[1:] if inner.startswith("!") else inner) + "]"))
+            i = end
+        else:
+            parts.append((char, None))
+        i += 1
+    return parts
 
 
 class WeightDoctorError(Exception):

@@ -114,6 +114,11 @@ def refuse_size_list(option: str, text: str) -> None:
     Raises:
         UsageError: naming the option and the repeated form that says the same.
     """
+    decimal = re.fullmatch(r"\s*(\d+),(\d+\s*[A-Za-z]+)\s*", text)
+    if decimal is not None:
+        # `1,5GB`, `7,5 GiB`: a decimal comma, as many locales write 1.5, not a 1-byte GPU and a 5 GB one.
+        raise UsageError(f"{option} {text!r}: a size takes a decimal point ({decimal.group(1)}.{decimal.group(2)}); "
+                         f"for several GPUs, repeat {option} with one size each")
     parts = [part for part in re.split(r"[,;]", text) if part.strip()]
     times = re.fullmatch(r"\s*(\d+)\s*[x\u00d7*]\s*(\S.*?)\s*", text)
     if times is not None and int(times.group(1)) > 0 and _split_size(times.group(2)) is not None:

@@ -745,6 +745,12 @@ def _no_weights_message(folder: Path) -> str:
 # A weight file's name with something after it: what browsers (.crdownload, .part), wget (.1) and download tools
 # (.download, .tmp, .aria2) leave while, or after, a download ran.
 _AFTER_WEIGHT_NAME = re.compile(r"\.(safetensors|bin|pt|pth|ckpt)\.[^/]+$")
+# ... except TensorFlow's own names after `.ckpt` (bert_model.ckpt.index, .meta, .data-00000-of-00001): a TF
+# checkpoint, not a download left unfinished.
+_TENSORFLOW_CKPT_PART = re.compile(r"\.ckpt(-\d+)?\.(index|meta|data-\d+-of-\d+)$")
+# ... and what compressed or archived it (`pytorch_model.bin.gz`, `model.safetensors.zst`, `.tar.gz`): renamed, a
+# gzip stream is still no checkpoint; unpacked, it is one.
+_PACKED_SUFFIX = re.compile(r"\.(gz|tgz|xz|zst|zstd|bz2|lz4|zip|7z|rar|tar)$", re.IGNORECASE)
 
 
 def _unfinished_or_empty(folder: Path) -> str:
@@ -755,12 +761,22 @@ def _unfinished_or_empty(folder: Path) -> str:
         return ""
     if not names:
         return "; the folder is empty"
-    unfinished = [name for name in names if _AFTER_WEIGHT_NAME.search(name) and not name.endswith(".index.json")]
-    if not unfinished:
-        return ""
-    shown = ", ".join(unfinished[:3]) + (", ..." if len(unfinished) > 3 else "")
-    return (f"; it holds {shown}, named like weights with a suffix after it (a download still running, stopped, "
-            "or saved twice?): finish the download, or rename the file to end in its weight suffix")
+    after = [name for name in names if _AFTER_WEIGHT_NAME.search(name) and not name.endswith(".index.json")
+             and not _TENSORFLOW_CKPT_PART.search(name)]
+    packed = [name for name in after if _PACKED_SUFFIX.search(name)]
+    unfinished = [name for name in after if name not in packed]
+    hint = ""
+    if unfinished:
+        shown = ", ".join(unfinished[:3]) + (", ..." if len(unfinished) > 3 else "")
+        hint += (f"; it holds {shown}, named like weights with a suffix after it (a download still running, "
+                 "stopped, or saved twice?): finish the download, or rename the file to end in its weight suffix")
+    if packed:
+        shown = ", ".join(packed[:3]) + (", ..." if len(packed) > 3 else "")
+        hint += (f"; it holds {shown}, a compressed or archived weight file: unpack it, and point at the file it "
+                 "unpacks to" if len(packed) == 1 else
+                 f"; it holds {shown}, compressed or archived weight files: unpack them, and point at what they "
+                 "unpack to")
+    return hint
 
 
 def _is_megatron_dist(folder: Path) -> bool:

@@ -65,9 +65,16 @@ def _code_point(point: int) -> str:
     return f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}" if point < 0x10000 else f"\\U{point:08x}"
 
 
+# A `[` that starts no tag (`[0-3]`, `[!0]`: a tag starts with a letter, #, / or @) right after a backslash.
+# Rich turns every backslash-bracket of plain text into a bare `[`, tag or not, while its `escape` doubles only
+# the backslashes before a tag: a regex quoted in a message (`layer\.\[0\-3\]`) lost a backslash, and read as
+# another expression.
+_BACKSLASH_BEFORE_NON_TAG = re.compile(r"(?<=\\)\[(?![a-z#/@][^[]*?])")
+
+
 def escape(text: str) -> str:
     """`printable(text)`, escaped for Rich markup: what every render module uses for text it did not write."""
-    return escape_markup(printable(text))
+    return _BACKSLASH_BEFORE_NON_TAG.sub(r"\\[", escape_markup(printable(text)))
 
 
 _DOTTED_SEGMENT = re.compile(r"[^.]*\.|[^.]+$")
