@@ -214,3 +214,16 @@ def test_a_long_path_is_folded_in_the_summary_not_cut(tmp_path: Path, command: s
     panel = out[:out.index("╰")]
     assert "…" not in panel, panel
     assert str(source) in "".join(panel.replace("│", "").split())
+
+
+@pytest.mark.parametrize("command", [
+    ["inspect"], ["check-dtype"], ["plan-devices", "--gpu", "1GB"], ["convert", "-o", "{tmp}/out.safetensors"],
+    ["shard", "--max", "1MB", "-o", "{tmp}/shards"], ["diff-keys", str(EXAMPLE)],
+], ids=["inspect", "check-dtype", "plan-devices", "convert", "shard", "diff-keys"])
+def test_a_home_folder_of_no_known_user_is_a_missing_path_not_a_crash(tmp_path: Path, command: list[str]) -> None:
+    # pathlib's expanduser() raises RuntimeError for `~nouser/x`: it reached the user as "unexpected RuntimeError".
+    source = "~no-such-user-weightdoctor/x"
+    args = [command[0], source, *(a.format(tmp=tmp_path) for a in command[1:])]
+    result = run_cli(*args)
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.strip() == f"error: {source}: no such file or directory"

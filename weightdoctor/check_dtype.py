@@ -18,6 +18,7 @@ from weightdoctor.checkpoint import Checkpoint, TensorInfo
 from weightdoctor.checkpoint.model import unique_tensors
 from weightdoctor.dtypes import FLOATING, bits_per_element, quantization_hint
 from weightdoctor.errors import UsageError
+from weightdoctor.paths import expand_user
 from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
@@ -627,7 +628,7 @@ def _output_name(source: str, target: str) -> str:
     (`org/name`, `org/pipe/unet`), a folder named after the model in the working directory (`org/name-fp16`
     would create a folder `org/` there)."""
     path = Path(source)
-    if not path.expanduser().exists() and not source.startswith((".", "/", "~")):
+    if not expand_user(path).exists() and not source.startswith((".", "/", "~")):
         return f"{source.rstrip('/').rsplit('/', 1)[-1]}-{target}"
     if path.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt"):
         return str(path.with_name(f"{path.stem}-{target}.safetensors"))

@@ -34,6 +34,7 @@ from weightdoctor.diff_keys import (
 from weightdoctor.dtypes import FLOATING
 from weightdoctor.errors import SourceNotFound, UsageError
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
+from weightdoctor.paths import expand_user
 from weightdoctor.renames import Rename, apply_renames
 
 if TYPE_CHECKING:
@@ -244,7 +245,7 @@ def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None
                    "convert_llama_weights_to_hf.py or convert_mistral_weights_to_hf.py writes both the HF way"
                    if native is not None else ""))
         return dict(checkpoint.config)
-    path = Path(config).expanduser()
+    path = expand_user(config)
     if not path.exists():
         from weightdoctor.checkpoint.hub import looks_like_repo_id, resolve_repo_id, split_repo_subfolder
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from weightdoctor.errors import UsageError, WeightDoctorError
 from weightdoctor.findings import Finding
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
+from weightdoctor.paths import expand_user
 from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
@@ -394,7 +395,7 @@ def unsaid_dtype_warning(checkpoint: Checkpoint) -> str | None:
         return None  # the quantizer's own dtype rule, warned about where it is applied
     from weightdoctor.checkpoint.reader import _weight_files_in
 
-    source = Path(checkpoint.source).expanduser()
+    source = expand_user(checkpoint.source)
     folder = source.parent if source.suffix == ".json" and source.is_file() else source
     try:
         beside = _weight_files_in(folder) if folder.is_dir() else []
@@ -2340,7 +2341,7 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
     from weightdoctor.checkpoint import open_checkpoint
     from weightdoctor.checkpoint.hub import looks_like_repo_id, resolve_repo_id
 
-    path = Path(source).expanduser()
+    path = expand_user(source)
     if not path.exists() and looks_like_repo_id(source) and not source.endswith(".json"):
         folder = resolve_repo_id(source, revision, weights=False)
         try:

@@ -24,6 +24,7 @@ from weightdoctor.checkpoint.reader import is_training_state
 from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, torch_shape
 from weightdoctor.errors import OutputError, UsageError, WeightDoctorError, glob_hint
 from weightdoctor.jsontext import parse_json
+from weightdoctor.paths import expand_user
 from weightdoctor.renames import Rename, apply_renames, rename_all
 from weightdoctor.wording import counted, plural
 
@@ -1114,7 +1115,7 @@ def check_not_input(checkpoint: Checkpoint, dest: Path) -> None:
     """
     from weightdoctor.writers.atomic import resolve_output
 
-    target = dest.expanduser().absolute()
+    target = expand_user(dest).absolute()
     resolved = resolve_output(target, str(dest))
     for item in checkpoint.files:
         for candidate in {item.path.absolute(), item.path.resolve()}:

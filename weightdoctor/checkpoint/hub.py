@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.errors import SourceNotFound
+from weightdoctor.paths import expand_user
 
 if TYPE_CHECKING:
     from huggingface_hub.utils._safetensors import SafetensorsRepoMetadata
@@ -200,7 +201,7 @@ def close_local_paths(text: str) -> list[str]:
     if not name:
         return []
     try:
-        folder = Path(head or ".").expanduser()
+        folder = expand_user(head or ".")
         # At most 10,000 names: a folder of millions (a dataset's images) is not listed whole for a hint.
         entries = [entry.name for entry in itertools.islice(folder.iterdir(), 10000)] if folder.is_dir() else []
     except OSError:

@@ -42,6 +42,7 @@ from weightdoctor.errors import (
     WeightDoctorError,
 )
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
+from weightdoctor.paths import expand_user
 from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
@@ -1228,7 +1229,7 @@ def _missing_path_hint(text: str) -> str:
         return "; a checkpoint is not read from standard input: save it to a file and give its path"
     if "\\" in text:
         slashed = text.replace("\\", "/")
-        if Path(slashed).expanduser().exists():
+        if expand_user(slashed).exists():
             return f"; did you mean {slashed}? (\\ does not separate folders here, / does)"
         if re.match(r"[A-Za-z]:[\\/]", text):
             return "; a Windows path: here folders are separated by / (under WSL, C:\\ is /mnt/c/)"
@@ -1607,7 +1608,7 @@ def _open_checkpoint(
     if not text.strip():
         # Path("") is the current folder: `weightdoctor inspect "$MODEL"` with MODEL unset must not read it.
         raise UsageError("the source is an empty string: give a checkpoint file, a folder or a Hub repo id")
-    path = Path(text).expanduser()
+    path = expand_user(text)
     repo_id = None
     if not path.exists() and path.is_symlink():
         # Not a repo id to look up: a link that leads nowhere (its target is gone, or links loop).
