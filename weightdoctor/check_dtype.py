@@ -6,6 +6,7 @@ bounded chunks, and the result compared with the stored values. Nothing here pri
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import zlib
@@ -241,6 +242,67 @@ def cast_counts(
     return results
 
 
+def _mantissa_bits(dtype: torch.dtype) -> int:
+    """Explicit mantissa bits of `dtype`, measured with torch's own cast: the largest k for which 1 + 2^-k is held.
+
+    Measured rather than read from `torch.finfo(dtype).eps`, which torch 2.13 gets wrong for float8_e5m2fnuz
+    (0.125, where its 2 mantissa bits make 0.25): a target's mantissa taken too wide would pass a lossy cast.
+    """
+    import torch
+
+    probes = torch.tensor([1.0 + 2.0 ** -k for k in range(1, 53)], dtype=torch.float64)
+    held = probes.to(dtype).to(torch.float64) == probes
+    return int(held.long().cumprod(0).sum())  # the run of exact probes from k = 1
+
+
+def _non_finite_kept(stored: torch.dtype, target: torch.dtype) -> bool:
+    """Whether the cast turns each of `stored`'s inf / NaN into the same inf / NaN: nothing `changed` or overflowed.
+
+    Measured on the values `stored` makes of ±inf and NaN (float8_e4m3fn has no inf: NaN all three).
+    """
+    import torch
+
+    specials = torch.tensor([float("inf"), float("-inf"), float("nan")], dtype=torch.float64).to(stored)
+    before = specials.to(torch.float64)
+    after = specials.to(target).to(torch.float64)
+    return bool(torch.all((before == after) | (torch.isnan(before) & torch.isnan(after))))
+
+
+@functools.cache
+def casts_exactly(stored: str, target: str) -> bool:
+    """Whether every value `stored` can hold casts to `target` exactly, as a normal number or zero.
+
+    Then the counts of such a cast are known without reading the tensor: nothing overflows, clamps,
+    underflows, turns subnormal or changes. Derived from the two formats, never from a list of pairs:
+    `stored`'s mantissa fits in `target`'s, its largest value is within `target`'s largest, its smallest
+    non-zero value (the smallest subnormal, smallest normal · 2^-mantissa) is at least `target`'s smallest
+    normal, and inf / NaN stay inf / NaN. A same-dtype "cast" never qualifies (its subnormals stay subnormal),
+    nor does float8_e5m2 → float16 (e5m2's subnormals are fp16 subnormals); a dtype torch cannot describe
+    (packed fp4) is read.
+
+    Example:
+        >>> casts_exactly("float8_e4m3fn", "float16"), casts_exactly("bfloat16", "float32")
+        (True, False)
+
+    Args:
+        stored / target: torch dtype names ("float8_e4m3fn", "bfloat16").
+    """
+    import torch
+
+    source, dest = getattr(torch, stored, None), getattr(torch, target, None)
+    if source is None or dest is None:
+        return False
+    try:
+        source_info, dest_info = torch.finfo(source), torch.finfo(dest)
+        source_mantissa, dest_mantissa = _mantissa_bits(source), _mantissa_bits(dest)
+        kept = _non_finite_kept(source, dest)
+    except (TypeError, RuntimeError):  # a dtype without finfo or casts (float4_e2m1fn_x2): read it
+        return False
+    smallest_nonzero = float(source_info.smallest_normal) * 2.0 ** -source_mantissa
+    return (source_mantissa <= dest_mantissa and float(source_info.max) <= float(dest_info.max)
+            and smallest_nonzero >= float(dest_info.smallest_normal) and kept)
+
+
 def sample_indices(numel: int, count: int, name: str, seed: int = SAMPLE_SEED) -> torch.Tensor:
     """`count` positions in a flattened tensor, drawn uniformly with replacement.
 
@@ -291,9 +353,12 @@ class TensorCast:
     changed: int
     max_rel_error: float
     mean_rel_error: float
-    nan: int
-    inf: int
+    nan: int | None  # None: not measured (the tensor was not read)
+    inf: int | None
     reason: str
+    # False where the stored dtype casts exactly to every target (`casts_exactly`): its counts follow from the
+    # dtypes, so the tensor was never loaded.
+    read: bool = True
 
 
 def tensor_verdict(counts: CastCounts, eps: float) -> tuple[str, str]:
@@ -949,6 +1014,22 @@ def check_dtype(
     warnings = list(checkpoint.warnings)
     checked = 0
     for info in castable:
+        extra_names = ["float32"] if fp32_too and info.dtype == "float64" else []
+        if all(casts_exactly(info.dtype, t) for t in [*(TARGETS[n] for n in targets), *extra_names]):
+            # Every value this dtype can hold casts exactly to each target: nothing to read (an fp8 checkpoint's
+            # weights, hundreds of GB, against fp16 / bf16 / fp32). Every value counts, sampled or not.
+            for name in targets:
+                per_tensor[name].append(TensorCast(
+                    name=info.name, dtype=info.dtype, verdict="safe", values=info.num_params, overflow=0,
+                    saturated=0, underflow=0, subnormal=0, changed=0, max_rel_error=0.0, mean_rel_error=0.0,
+                    nan=None, inf=None, reason=f"every {info.dtype} value is exactly representable (not read)",
+                    read=False,
+                ))
+                totals[name].add(CastCounts(values=info.num_params))
+            checked += 1
+            if on_tensor is not None:
+                on_tensor(1)
+            continue
         tensor = checkpoint.load_tensor(info.name)
         if getattr(torch, info.dtype, None) is None or not tensor.is_floating_point():
             skipped.append(SkippedTensor(info.name, info.dtype, "this torch cannot cast it"))

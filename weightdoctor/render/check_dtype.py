@@ -49,6 +49,9 @@ def summary_table(report: CheckDtypeReport) -> Table:
     checked = f"{report.tensors_checked} floating tensor(s)"
     if report.filter:
         checked += f" matching /{escape(report.filter)}/"
+    rows = next(iter(report.targets.values())).tensors if report.targets else []
+    if unread := sum(not row.read for row in rows):
+        checked += f", {unread} not read (their dtype casts exactly to every target)"
     if report.skipped:
         # A quantizer's floating scales are skipped too: "not floating" was said of GPTQ's fp16 scales.
         side = sum(t.reason.startswith("a quantizer's") for t in report.skipped)
