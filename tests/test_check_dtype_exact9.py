@@ -176,7 +176,9 @@ def test_sample_and_filter_keep_working(
     code, data = run_json("check-dtype", str(path), "--sample", "10")
     assert code == 0 and len(loaded) == 2
     rows = _rows(data, "fp16")
-    assert rows["layers.0.mlp.weight"]["values"] == 2048 and rows["layers.0.mlp.weight"]["read"] is False
+    # Not read, yet counted as the 10 values a read tensor gives: the totals' shares weigh every tensor alike.
+    assert rows["layers.0.mlp.weight"]["values"] == 10 and rows["layers.0.mlp.weight"]["read"] is False
+    assert data["targets"]["fp16"]["values"] == sum(row["values"] for row in rows.values())
     assert rows["layers.0.mlp.weight_scale_inv"]["values"] == 2  # smaller than the sample: all of it
     assert data["sample"]["values_per_tensor"] == 10
 

@@ -1017,15 +1017,17 @@ def check_dtype(
         extra_names = ["float32"] if fp32_too and info.dtype == "float64" else []
         if all(casts_exactly(info.dtype, t) for t in [*(TARGETS[n] for n in targets), *extra_names]):
             # Every value this dtype can hold casts exactly to each target: nothing to read (an fp8 checkpoint's
-            # weights, hundreds of GB, against fp16 / bf16 / fp32). Every value counts, sampled or not.
+            # weights, hundreds of GB, against fp16 / bf16 / fp32). With --sample it counts as many values as a
+            # read tensor would, so the totals' shares weigh each tensor as before.
+            counted_values = info.num_params if sample is None else min(info.num_params, sample)
             for name in targets:
                 per_tensor[name].append(TensorCast(
-                    name=info.name, dtype=info.dtype, verdict="safe", values=info.num_params, overflow=0,
+                    name=info.name, dtype=info.dtype, verdict="safe", values=counted_values, overflow=0,
                     saturated=0, underflow=0, subnormal=0, changed=0, max_rel_error=0.0, mean_rel_error=0.0,
                     nan=None, inf=None, reason=f"every {info.dtype} value is exactly representable (not read)",
                     read=False,
                 ))
-                totals[name].add(CastCounts(values=info.num_params))
+                totals[name].add(CastCounts(values=counted_values))
             checked += 1
             if on_tensor is not None:
                 on_tensor(1)
@@ -1114,7 +1116,7 @@ def check_dtype(
             values_per_tensor=sample, seed=seed,
             note=f"sampled: at most {counted(sample, 'value')} per tensor, "
                  f"drawn uniformly with replacement (seed {seed}); "
-            "tensors are still read whole, only the casts are bounded",
+            "the tensors cast are still read whole, only the casts are bounded",
         )
     return CheckDtypeReport(
         source=checkpoint.source,
