@@ -1018,7 +1018,9 @@ def check_dtype(
         if all(casts_exactly(info.dtype, t) for t in [*(TARGETS[n] for n in targets), *extra_names]):
             # Every value this dtype can hold casts exactly to each target: nothing to read (an fp8 checkpoint's
             # weights, hundreds of GB, against fp16 / bf16 / fp32). With --sample it counts as many values as a
-            # read tensor would, so the totals' shares weigh each tensor as before.
+            # read tensor would, so the totals' shares weigh each tensor as before. What a read refuses (a meta
+            # tensor, overlapping views) is refused all the same.
+            checkpoint.check_readable(info.name)
             counted_values = info.num_params if sample is None else min(info.num_params, sample)
             for name in targets:
                 per_tensor[name].append(TensorCast(

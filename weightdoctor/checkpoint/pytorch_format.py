@@ -122,16 +122,26 @@ def as_tensor(value: Any, name: str = "") -> torch.Tensor:
         CorruptCheckpoint: the tensor has no values to read (saved on the meta device), or its strides repeat
             far more values than its storage holds (`MAX_EXPANDED_BYTES`).
     """
+    refuse_unreadable(value, name)
+    return value.to_torch() if isinstance(value, StaticTensor) else value
+
+
+def refuse_unreadable(value: Any, name: str = "") -> None:
+    """Raise what `as_tensor` raises for this value, without reading it: a caller that knows a tensor's counts
+    from its dtype alone (check-dtype's exact casts) still refuses what a read would.
+
+    Raises:
+        CorruptCheckpoint: as `as_tensor`.
+    """
     if isinstance(value, StaticTensor):
         # Checked where values are read (--stats, --values, check-dtype, convert, shard), not where the
         # structure is listed: inspect and plan-devices describe such a view as torch.load would.
         _refuse_expanded(name, value.numel * value.itemsize, value.storage.nbytes)
-        return value.to_torch()
+        return
     if value.is_meta:
         raise CorruptCheckpoint(f"tensor {name!r} is on the meta device: the file holds its shape and dtype but no "
                                 "values (saved from a model that was never materialised)")
     _refuse_expanded(name, value.numel() * value.element_size(), value.untyped_storage().nbytes())
-    return value
 
 
 def byte_range(value: Any) -> tuple[int, int] | None:

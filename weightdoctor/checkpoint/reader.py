@@ -210,6 +210,29 @@ class Checkpoint:
             exc.path = exc.path or str(self.file_path(info.file))
             raise
 
+    def check_readable(self, name: str) -> None:
+        """Every check `load_tensor` makes before it reads a tensor, without reading it (nor downloading it): for a
+        caller that knows the tensor's counts from its dtype (check-dtype's exact casts), so that a file a read
+        refuses (safetensors' own validation; a pickle's overlapping views, expanded view or meta tensor) is
+        refused all the same rather than judged from its header.
+
+        Raises:
+            WeightDoctorError: as `load_tensor` would, naming the file.
+        """
+        info = self.tensor_info(name)
+        if self._remote is not None and info.file not in self._headers:
+            return  # a Hub file not downloaded: its header was parsed and checked where it was fetched
+        if self.safetensors_header(info.file) is not None:
+            return
+        from weightdoctor.checkpoint import pytorch_format
+
+        try:
+            self._check_views(info.file)
+            pytorch_format.refuse_unreadable(self._pickles[info.file].state_dict[name], name)
+        except WeightDoctorError as exc:
+            exc.path = exc.path or str(self.file_path(info.file))
+            raise
+
     def byte_range(self, name: str) -> tuple[Path, int, int] | None:
         """Where a tensor's bytes lie, when they are one run of its file stored as they are (safetensors;
         contiguous tensors of a regular torch zip checkpoint): `(path, offset, length)`, else None.
