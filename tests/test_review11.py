@@ -56,3 +56,25 @@ def test_exact_skip_still_skips_a_sound_pickle(tmp_path: Path) -> None:
     assert code == 0
     row, = data["targets"]["fp16"]["tensors"]
     assert (row["name"], row["read"], row["verdict"], row["values"], row["nan"]) == ("w", False, "safe", 256, None)
+
+
+# expand_user -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", [("convert", "--dtype", "fp16"), ("shard", "--max", "1KB")])
+def test_an_output_under_an_unknown_user_is_refused_not_written_in_a_folder_named_tilde(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]) -> None:
+    # pathlib raised for `~nouser/x` ("unexpected RuntimeError"); os.path.expanduser keeps it, so shard wrote
+    # ./~nouser/x in the working directory and convert said "create it first: mkdir -p '~nouser'".
+    from safetensors.torch import save_file
+
+    source = tmp_path / "model.safetensors"
+    save_file({"w": torch.ones(4, 4)}, str(source))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    output = "~no-such-user-review11/out" + (".safetensors" if command[0] == "convert" else "")
+    result = run_cli(command[0], str(source), *command[1:], "-o", output)
+    assert result.exit_code == 2, result.stdout
+    said = " ".join(result.stderr.split())
+    assert f"{output}: ~no-such-user-review11 names no user of this machine" in said, said
+    assert "mkdir" not in said and "Traceback" not in said
+    assert list(work.iterdir()) == []

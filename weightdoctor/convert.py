@@ -13,7 +13,7 @@ from pathlib import Path
 
 from weightdoctor.checkpoint import Checkpoint
 from weightdoctor.errors import UsageError
-from weightdoctor.paths import expand_user
+from weightdoctor.paths import expand_output
 from weightdoctor.renames import Rename
 from weightdoctor.rewrite import (
     DroppedAlias,
@@ -217,7 +217,7 @@ def plan_convert(
     Raises:
         UsageError: bad --to / --keep-fp32 / renames; OutputError: the output is the input.
     """
-    out = expand_user(output)  # as a source is: a quoted "~/x" must not become a folder named ~
+    out = expand_output(output)  # as a source is: a quoted "~/x" must not become a folder named ~
     # A folder converts to a folder, unless the output is named like a weight file (`-o model.safetensors`):
     # then its weights are written there, as the name asks (a sharded model's shards merged into that one file,
     # rather than a folder named like a file that every reader of the name then fails on).

@@ -17,3 +17,23 @@ def expand_user(path: str | os.PathLike[str]) -> Path:
         '~no-such-user-here/x'
     """
     return Path(os.path.expanduser(os.fspath(path)))
+
+
+def expand_output(path: str | os.PathLike[str]) -> Path:
+    """`expand_user` for a path to write: a leading `~name` of no known user is refused rather than kept.
+
+    Kept as typed, `-o ~alcie/model` (a typo) would be written under a folder named `~alcie` in the working
+    directory, or asked to be made with `mkdir -p '~alcie'`; as a source it is only named as missing.
+
+    Raises:
+        UsageError: the path starts with `~name` and no user of this machine has that name.
+    """
+    expanded = expand_user(path)
+    text = os.fspath(path)
+    if text.startswith("~") and os.fspath(expanded) == text:
+        from weightdoctor.errors import UsageError
+
+        user = text[1:].split(os.sep, 1)[0]
+        raise UsageError(f"{text}: ~{user} names no user of this machine, so it cannot be expanded (nothing written); "
+                         "give the output's full path")
+    return expanded

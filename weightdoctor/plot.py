@@ -12,7 +12,7 @@ from pathlib import Path
 
 from weightdoctor.errors import OutputError, UsageError
 from weightdoctor.health import StatsReport, TensorHealth, depth_profile
-from weightdoctor.paths import expand_user
+from weightdoctor.paths import expand_output
 
 MAX_PANELS = 12
 FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
@@ -44,7 +44,7 @@ def write_plot(report: StatsReport, path: str, selected: bool, inputs: list[Path
         UsageError: matplotlib is missing, the suffix is not an image format, or `path` is an input file.
         OutputError: the file could not be written.
     """
-    target = expand_user(path)
+    target = expand_output(path)
     if target.suffix.lower() not in FORMATS:
         raise UsageError(f"--plot {path}: give a file name ending in {', '.join(FORMATS)}")
     if inputs and any(target.resolve() == p.resolve() for p in inputs):

@@ -19,7 +19,7 @@ from weightdoctor.checkpoint.reader import natural_order
 from weightdoctor.convert import drop_stale_hashes, nested_only_warning, output_metadata, source_metadata
 from weightdoctor.errors import UsageError
 from weightdoctor.meta_model import is_tensorrt_llm_config
-from weightdoctor.paths import expand_user
+from weightdoctor.paths import expand_output
 from weightdoctor.renames import Rename
 from weightdoctor.rewrite import (
     OPEN_CLIP_NAMES,
@@ -265,7 +265,7 @@ def plan_shard(
     units = None
     if max_size is not None and limit:
         units = "binary" if size_is_binary(max_size) else "decimal"
-    out = expand_user(output)  # as a source is: a quoted "~/x" must not become a folder named ~
+    out = expand_output(output)  # as a source is: a quoted "~/x" must not become a folder named ~
     check_not_input(checkpoint, out)
     selection = plan_tensors(checkpoint, dtype=dtype, keep_fp32=keep_fp32, renames=renames, fmt=fmt)
     selection.tensors = split_order(checkpoint, selection.tensors)

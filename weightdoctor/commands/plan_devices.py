@@ -8,7 +8,7 @@ import typer
 
 from weightdoctor.commands._errors import handle_errors
 from weightdoctor.commands._options import DebugOpt, JsonOpt, KeyOpt, RevisionOpt
-from weightdoctor.paths import expand_user
+from weightdoctor.paths import expand_output
 
 SIZES_HELP = (
     "Sizes: 24GB is decimal (24x10^9 bytes), 24GiB binary (24x2^30), truncated to whole bytes, as accelerate and "
@@ -186,7 +186,7 @@ def plan_devices(
 
         from weightdoctor.writers.atomic import is_one_of, resolve_output
 
-        target = resolve_output(expand_user(output), output)
+        target = resolve_output(expand_output(output), output)
         inputs = [Path(p).resolve() for p in (source, manual_map) if p is not None]
         if any(target == p or (p.is_dir() and p in target.parents and target.name == "config.json") for p in inputs):
             raise UsageError(f"--output {output} would overwrite an input; choose another file")
