@@ -266,6 +266,8 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
         packed = _quanto_packed(infos, bits)
     elif method == "eetq":  # EetqLinear: an int8 `weight` [in, out] and its fp16 `weight_scales`
         side = {t.name for t in infos if t.name.endswith(".weight_scales")}
+    elif method == "compressed-tensors":
+        packed, side = _sparse_bitmask_layers(infos)
     elif method == "torchao":
         # transformers' torchao safetensors: each tensor subclass flattened into `_weight_qdata` beside its
         # `_weight_scale` (and zero points); an Int4 qdata holds two weights a byte.
@@ -278,6 +280,34 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
                 packed[info.name] = info.num_params * (2 if "Int4" in kind and info.dtype == "uint8" else 1)
             else:
                 side.add(info.name)
+    return packed, side
+
+
+def _sparse_bitmask_layers(tensors: list[TensorInfo]) -> tuple[dict[str, int], set[str]]:
+    """compressed-tensors' sparse layers: ({`<layer>.compressed`: the weights it stands for}, {their side tensors}).
+
+    The sparsity compressors store a Linear's `weight` as `<layer>.compressed` (its kept values) beside a
+    `<layer>.bitmask` (uint8, one bit per dense value: [rows, ceil(cols / 8)]), `<layer>.shape` (the dense shape)
+    and, unstructured (`sparse-bitmask`), `<layer>.row_offsets`. sparse-24-bitmask keeps two values of four:
+    `compressed` is [rows, cols / 2], so twice its count is exact; unstructured keeps a 1-D run of values whose
+    length says nothing of the dense shape, so the bitmask's bits are counted (exact when cols is a multiple of 8).
+    """
+    infos = {t.name: t for t in tensors}
+    packed: dict[str, int] = {}
+    side: set[str] = set()
+    for name, info in infos.items():
+        if not name.endswith(".compressed"):
+            continue
+        base = name.removesuffix(".compressed")
+        mask = infos.get(base + ".bitmask")
+        if mask is None or mask.dtype not in ("uint8", "int8", "bool") or len(mask.shape) != 2:
+            continue
+        rows, mask_cols = mask.shape
+        if len(info.shape) == 2 and info.shape[0] == rows and -(-2 * info.shape[1] // 8) == mask_cols:
+            packed[name] = 2 * info.num_params
+        else:
+            packed[name] = rows * mask_cols * 8
+        side |= {base + suffix for suffix in (".bitmask", ".shape", ".row_offsets") if base + suffix in infos}
     return packed, side
 
 
@@ -327,6 +357,30 @@ def quantizer_transformers_lacks(config: Mapping[str, Any] | None) -> str | None
     return (f"quant_method {method!r} is not one transformers has a quantizer for: from_pretrained skips the "
             "quantization_config (\"Unknown quantization type\") and builds the model unquantized, whose weights "
             f"this checkpoint does not hold (they start from their init); {runner}")
+
+
+# Packages transformers' quantizers import to load a quant_method's checkpoints (the ones checked here):
+# quant_method -> (import name, pip name). Without it from_pretrained raises ImportError before loading a weight.
+_QUANTIZER_PACKAGES = {"compressed-tensors": ("compressed_tensors", "compressed-tensors")}
+
+
+def quantizer_package_missing(method: str | None) -> str | None:
+    """Why from_pretrained cannot load a checkpoint of this quant_method here, in a line, when its quantizer's
+    package is not installed (compressed-tensors: transformers' CompressedTensorsConfig imports it as it reads
+    the config); else None.
+
+    Example:
+        >>> quantizer_package_missing("compressed-tensors")
+        "the compressed-tensors package is not installed here: from_pretrained raises ImportError ..."
+    """
+    import importlib.util
+
+    package = _QUANTIZER_PACKAGES.get(method) if isinstance(method, str) else None
+    if package is None or importlib.util.find_spec(package[0]) is not None:
+        return None
+    return (f"the {package[1]} package is not installed here: from_pretrained raises ImportError on this config "
+            f"before it loads a weight (pip install {package[1]}); the keys are compared as its quantizer would "
+            "load them")
 
 
 def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] | None) -> QuantizedSummary | None:
