@@ -124,3 +124,40 @@ def test_diff_keys_says_from_pretrained_needs_the_compressed_tensors_package(tmp
     assert notes and "from_pretrained raises ImportError" in notes[0], data["notes"]
     # The packed layout itself is still read: 4-bit, the dense count from weight_packed.
     assert run_json("inspect", str(folder))[1]["quantized"]["parameters"] == DENSE
+
+
+def test_marlin_24_layers_count_their_dense_weights_and_convert_keeps_their_fp16_scales(tmp_path: Path) -> None:
+    """format "marlin-24" keeps two values of four, then packs eight 4-bit ones in each int32
+    ([in / 32, out x 2] once tiled), beside `scale_packed` (fp16, what the Marlin kernel reads) and `meta` (int16
+    2:4 indexes). inspect counted half of each Linear and the scales and indexes as parameters; convert --dtype
+    bf16 cast `scale_packed` like a weight."""
+    from safetensors import safe_open
+
+    torch.manual_seed(0)
+    tensors = _dense_rest()
+    for name, (rows, cols) in LINEARS.items():
+        prefix = f"model.layers.0.{name}."
+        tensors[prefix + "weight_packed"] = torch.randint(-2**31, 2**31 - 1, (cols // 32, rows * 2), dtype=torch.int32)
+        tensors[prefix + "scale_packed"] = (torch.rand(1, rows) * 0.01).half()
+        tensors[prefix + "meta"] = torch.randint(-2**15, 2**15 - 1, (cols // 32, rows * 2), dtype=torch.int16)
+    folder = tmp_path / "marlin24"
+    folder.mkdir()
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    group = {"targets": ["Linear"], "weights": {"num_bits": 4, "type": "int", "symmetric": True,
+                                                "strategy": "channel"}}
+    (folder / "config.json").write_text(json.dumps(_config({
+        "quant_method": "compressed-tensors", "format": "marlin-24", "quantization_status": "compressed",
+        "config_groups": {"group_0": group}, "ignore": ["lm_head"],
+        "sparsity_config": {"format": "dense", "sparsity_structure": "2:4", "targets": ["Linear"]}})))
+    code, data = run_json("inspect", str(folder))
+    assert code == 0, data
+    summary = data["quantized"]
+    assert (summary["parameters"], summary["packed_tensors"], summary["side_tensors"]) == (
+        DENSE, len(LINEARS), 2 * len(LINEARS)), summary
+
+    out = tmp_path / "bf16"
+    code, data = run_json("convert", str(folder), "-o", str(out), "--dtype", "bf16")
+    assert code == 0, data
+    with safe_open(out / "model.safetensors", "pt") as written:
+        assert written.get_slice("model.layers.0.mlp.up_proj.scale_packed").get_dtype() == "F16"
+        assert written.get_slice("model.layers.0.mlp.up_proj.meta").get_dtype() == "I16"

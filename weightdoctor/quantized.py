@@ -268,6 +268,9 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
         side = {t.name for t in infos if t.name.endswith(".weight_scales")}
     elif method == "compressed-tensors":
         packed, side = _sparse_bitmask_layers(infos)
+        if settings.get("format") == "marlin-24":
+            marlin_packed, marlin_side = _marlin24_layers(infos, bits)
+            packed, side = {**packed, **marlin_packed}, side | marlin_side
     elif method == "torchao":
         # transformers' torchao safetensors: each tensor subclass flattened into `_weight_qdata` beside its
         # `_weight_scale` (and zero points); an Int4 qdata holds two weights a byte.
@@ -308,6 +311,27 @@ def _sparse_bitmask_layers(tensors: list[TensorInfo]) -> tuple[dict[str, int], s
         else:
             packed[name] = rows * mask_cols * 8
         side |= {base + suffix for suffix in (".bitmask", ".shape", ".row_offsets") if base + suffix in infos}
+    return packed, side
+
+
+def _marlin24_layers(tensors: list[TensorInfo], bits: int | None) -> tuple[dict[str, int], set[str]]:
+    """compressed-tensors' marlin-24 layers (format "marlin-24": 2:4 sparse, then quantized for vLLM's Marlin 2:4
+    kernel): ({`<layer>.weight_packed`: the weights it stands for}, {`scale_packed`, `meta`}).
+
+    The compressor keeps two values of every four, then packs 32 / bits of the kept ones in each int32: the dense
+    weight is twice what the packing holds. Its `scale_packed` (fp16 scales in Marlin's order) and `meta` (int16
+    2:4 indexes) are side tensors.
+    """
+    infos = {t.name: t for t in tensors}
+    packed: dict[str, int] = {}
+    side: set[str] = set()
+    for name, info in infos.items():
+        base = name.removesuffix(".weight_packed")
+        if (base == name or info.dtype not in ("int32", "uint32") or base + ".scale_packed" not in infos
+                or base + ".meta" not in infos or not bits or info.num_params * 32 % bits):
+            continue
+        packed[name] = 2 * info.num_params * 32 // bits
+        side |= {base + ".scale_packed", base + ".meta"}
     return packed, side
 
 
