@@ -126,7 +126,9 @@ def test_diff_keys_says_from_pretrained_needs_the_compressed_tensors_package(tmp
     assert run_json("inspect", str(folder))[1]["quantized"]["parameters"] == DENSE
 
 
-def test_marlin_24_layers_count_their_dense_weights_and_convert_keeps_their_fp16_scales(tmp_path: Path) -> None:
+@pytest.mark.parametrize("per_group", [False, True], ids=["config-format", "group-format"])
+def test_marlin_24_layers_count_their_dense_weights_and_convert_keeps_their_fp16_scales(
+        tmp_path: Path, per_group: bool) -> None:
     """format "marlin-24" keeps two values of four, then packs eight 4-bit ones in each int32
     ([in / 32, out x 2] once tiled), beside `scale_packed` (fp16, what the Marlin kernel reads) and `meta` (int16
     2:4 indexes). inspect counted half of each Linear and the scales and indexes as parameters; convert --dtype
@@ -145,8 +147,11 @@ def test_marlin_24_layers_count_their_dense_weights_and_convert_keeps_their_fp16
     save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
     group = {"targets": ["Linear"], "weights": {"num_bits": 4, "type": "int", "symmetric": True,
                                                 "strategy": "channel"}}
+    if per_group:  # newer compressed-tensors: the format of each group, "mixed-precision" for the config
+        group["format"] = "marlin-24"
     (folder / "config.json").write_text(json.dumps(_config({
-        "quant_method": "compressed-tensors", "format": "marlin-24", "quantization_status": "compressed",
+        "quant_method": "compressed-tensors", "format": "mixed-precision" if per_group else "marlin-24",
+        "quantization_status": "compressed",
         "config_groups": {"group_0": group}, "ignore": ["lm_head"],
         "sparsity_config": {"format": "dense", "sparsity_structure": "2:4", "targets": ["Linear"]}})))
     code, data = run_json("inspect", str(folder))
@@ -161,3 +166,38 @@ def test_marlin_24_layers_count_their_dense_weights_and_convert_keeps_their_fp16
     with safe_open(out / "model.safetensors", "pt") as written:
         assert written.get_slice("model.layers.0.mlp.up_proj.scale_packed").get_dtype() == "F16"
         assert written.get_slice("model.layers.0.mlp.up_proj.meta").get_dtype() == "I16"
+
+
+def test_a_mixed_bits_recipe_counts_each_packed_layer_at_its_own_groups_bits(tmp_path: Path) -> None:
+    """llm-compressor's mixed recipes quantize attention at 8 bits and the MLP at 4, one config group each,
+    both pack-quantized (32 / bits values an int32). Every `weight_packed` was counted at the first group's
+    bits: the MLP at 8, half its weights."""
+    torch.manual_seed(0)
+    tensors = _dense_rest()
+    for name, (rows, cols) in LINEARS.items():
+        prefix = f"model.layers.0.{name}."
+        bits = 8 if name.startswith("self_attn") else 4
+        tensors[prefix + "weight_packed"] = torch.randint(-2**31, 2**31 - 1, (rows, cols * bits // 32),
+                                                          dtype=torch.int32)
+        tensors[prefix + "weight_shape"] = torch.tensor([rows, cols])
+        tensors[prefix + "weight_scale"] = (torch.rand(rows, 1) * 0.01).bfloat16()
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+
+    def group(bits: int, pattern: str) -> dict:
+        return {"targets": [pattern], "format": "pack-quantized",
+                "weights": {"num_bits": bits, "type": "int", "symmetric": True, "strategy": "channel"}}
+
+    (folder / "config.json").write_text(json.dumps(_config({
+        "quant_method": "compressed-tensors", "format": "mixed-precision", "quantization_status": "compressed",
+        "config_groups": {"group_0": group(8, "re:.*self_attn.*"), "group_1": group(4, "re:.*mlp.*")},
+        "ignore": ["lm_head"]})))
+    code, data = run_json("inspect", str(folder))
+    assert code == 0, data
+    assert data["quantized"]["parameters"] == DENSE, data["quantized"]
+    # A layer two groups claim at different bits, by the same kind of target, is not guessed.
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"]["config_groups"]["group_1"]["targets"] = ["re:.*proj.*"]
+    (folder / "config.json").write_text(json.dumps(config))
+    assert run_json("inspect", str(folder))[1]["quantized"]["parameters"] is None

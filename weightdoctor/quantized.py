@@ -115,6 +115,47 @@ def _mlx_layer_bits(packed: set[str], quantization: Mapping[str, Any] | None) ->
     return found
 
 
+def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[str, Any] | None
+                                   ) -> dict[str, int | None]:
+    """The bits of each compressed-tensors `<layer>.weight_packed` when its config groups quantize layers at
+    different bits (a mixed recipe: attention W8, MLP W4); {} when they agree. None: no group or several at
+    different bits claim the layer.
+
+    A group claims a layer by its `targets`, as compressed-tensors matches them: the layer's own name first,
+    then a `re:` pattern matching it (re.match), then a class name ("Linear"), which claims every packed layer.
+    """
+    groups = quantization.get("config_groups") if quantization is not None else None
+    if not isinstance(groups, Mapping):
+        return {}
+    schemes: list[tuple[int | None, list[str]]] = []
+    for group in groups.values():
+        weights = group.get("weights") if isinstance(group, Mapping) else None
+        targets = group.get("targets") if isinstance(group, Mapping) else None
+        if isinstance(weights, Mapping) and isinstance(targets, list):
+            schemes.append((_bits(weights.get("num_bits")), [t for t in targets if isinstance(t, str)]))
+    if len({bits for bits, _ in schemes}) < 2:
+        return {}
+    found: dict[str, int | None] = {}
+    for name in packed:
+        layer = name.removesuffix(".weight_packed")
+        ranked: list[set[int | None]] = [set(), set(), set()]  # by name, by pattern, by class
+        for bits, targets in schemes:
+            for target in targets:
+                if target == layer:
+                    ranked[0].add(bits)
+                elif target.startswith("re:"):
+                    try:
+                        if re.match(target[3:], layer):
+                            ranked[1].add(bits)
+                    except re.error:  # a pattern Python cannot compile: it claims nothing it can be shown to
+                        pass
+                elif target[:1].isupper():  # a class name (Linear, Embedding), not a layer
+                    ranked[2].add(bits)
+        claimed = next((found_bits for found_bits in ranked if found_bits), set())
+        found[name] = claimed.pop() if len(claimed) == 1 else None
+    return found
+
+
 @dataclass(frozen=True)
 class QuantizedSummary:
     """What a quantized checkpoint's tensors stand for.
@@ -268,7 +309,12 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
         side = {t.name for t in infos if t.name.endswith(".weight_scales")}
     elif method == "compressed-tensors":
         packed, side = _sparse_bitmask_layers(infos)
-        if settings.get("format") == "marlin-24":
+        groups = settings.get("config_groups")
+        # The format is the config's, or each group's in a mixed-precision one.
+        formats = {settings.get("format")}
+        if isinstance(groups, Mapping):
+            formats |= {group.get("format") for group in groups.values() if isinstance(group, Mapping)}
+        if "marlin-24" in formats:
             marlin_packed, marlin_side = _marlin24_layers(infos, bits)
             packed, side = {**packed, **marlin_packed}, side | marlin_side
     elif method == "torchao":
@@ -461,7 +507,12 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
         mlx_packed, mlx_side = set(), set()
     own_packed, own_side = _method_layers(unique, method, quantization, bits)
     exl2_packed, exl2_side = {**exl2_packed, **own_packed}, exl2_side | own_side
-    layer_bits = _mlx_layer_bits(mlx_packed, mlx_config if isinstance(mlx_config, Mapping) else quantization)
+    layer_bits: dict[str, int | None] = {
+        **_mlx_layer_bits(mlx_packed, mlx_config if isinstance(mlx_config, Mapping) else quantization)}
+    if method == "compressed-tensors":
+        layer_bits.update(_compressed_tensors_layer_bits(
+            (t.name for t in unique if t.name.endswith(".weight_packed") and t.dtype in ("int32", "uint32")),
+            quantization))
     for info in unique:
         if info.name in exl2_packed:
             packed += 1
