@@ -201,3 +201,15 @@ def test_a_mixed_bits_recipe_counts_each_packed_layer_at_its_own_groups_bits(tmp
     config["quantization_config"]["config_groups"]["group_1"]["targets"] = ["re:.*proj.*"]
     (folder / "config.json").write_text(json.dumps(config))
     assert run_json("inspect", str(folder))[1]["quantized"]["parameters"] is None
+
+
+def test_plan_devices_does_not_call_a_sparse_only_plan_an_upper_bound(tmp_path: Path) -> None:
+    """A compressed-tensors config with a sparsity_config and no quantized group: the model's Linear weights are
+    dense at the floating dtype, so the dense plan is the size. plan-devices warned that it over-sized "the Linear
+    weights its quantizer keeps packed" and called the plan an upper bound."""
+    folder = _sparse_checkpoint(tmp_path / "sparse", two_four=True)
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert code == 0, data
+    assert (data["dtype"], data["weights_bytes"]) == ("bf16", DENSE * 2)
+    assert not [w for w in data["warnings"] if "upper bound" in w], data["warnings"]
+    assert any("only sparsifies the weights (sparse-24-bitmask)" in w for w in data["warnings"]), data["warnings"]
