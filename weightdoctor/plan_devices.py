@@ -217,6 +217,20 @@ class PlannedModel:
 # ----------------------------------------------------------------------------------------------- inputs
 
 
+def _sparsity_only(config: dict[str, Any] | None) -> str | None:
+    """A compressed-tensors config's sparsity format ("sparse-24-bitmask") when it quantizes nothing (no config
+    group with weights); else None."""
+    quantization = config.get("quantization_config") if isinstance(config, dict) else None
+    if not isinstance(quantization, dict) or quantization.get("quant_method") != "compressed-tensors":
+        return None
+    sparsity = quantization.get("sparsity_config")
+    groups = quantization.get("config_groups")
+    if not isinstance(sparsity, dict) or (isinstance(groups, dict) and any(
+            isinstance(group, dict) and group.get("weights") for group in groups.values())):
+        return None
+    return str(sparsity.get("format") or "sparse")
+
+
 def normalize_dtype(text: str) -> str:
     """`"bfloat16"` or `"bf16"` -> `"bf16"`.
 
@@ -494,6 +508,11 @@ def build_planned_model(
             warnings.append(f"the config quantizes the weights ({found[0]}): planned at the floating dtype, which "
                             "over-sizes the Linear weights transformers keeps in 8 or 4 bits (about 2x or 4x); the "
                             "plan is an upper bound")
+        elif found is not None and (sparsity := _sparsity_only(checkpoint.config)) is not None:
+            # compressed-tensors' sparsity alone (2:4, unstructured bitmask) stores fewer values, but the model's
+            # Linear weights stay dense at the floating dtype: nothing is over-sized.
+            warnings.append(f"the config's compressed-tensors quantization_config only sparsifies the weights "
+                            f"({sparsity}): the model holds them dense, planned at the floating dtype")
         elif found is not None:
             # AQLM (2 bits a weight), 2- and 3-bit GPTQ, torchao: no int8 / int4 to plan them as.
             words = found[0] + (f", {found[1]}-bit" if found[1] else "")

@@ -115,6 +115,47 @@ def _mlx_layer_bits(packed: set[str], quantization: Mapping[str, Any] | None) ->
     return found
 
 
+def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[str, Any] | None
+                                   ) -> dict[str, int | None]:
+    """The bits of each compressed-tensors `<layer>.weight_packed` when its config groups quantize layers at
+    different bits (a mixed recipe: attention W8, MLP W4); {} when they agree. None: no group or several at
+    different bits claim the layer.
+
+    A group claims a layer by its `targets`, as compressed-tensors matches them: the layer's own name first,
+    then a `re:` pattern matching it (re.match), then a class name ("Linear"), which claims every packed layer.
+    """
+    groups = quantization.get("config_groups") if quantization is not None else None
+    if not isinstance(groups, Mapping):
+        return {}
+    schemes: list[tuple[int | None, list[str]]] = []
+    for group in groups.values():
+        weights = group.get("weights") if isinstance(group, Mapping) else None
+        targets = group.get("targets") if isinstance(group, Mapping) else None
+        if isinstance(weights, Mapping) and isinstance(targets, list):
+            schemes.append((_bits(weights.get("num_bits")), [t for t in targets if isinstance(t, str)]))
+    if len({bits for bits, _ in schemes}) < 2:
+        return {}
+    found: dict[str, int | None] = {}
+    for name in packed:
+        layer = name.removesuffix(".weight_packed")
+        ranked: list[set[int | None]] = [set(), set(), set()]  # by name, by pattern, by class
+        for bits, targets in schemes:
+            for target in targets:
+                if target == layer:
+                    ranked[0].add(bits)
+                elif target.startswith("re:"):
+                    try:
+                        if re.match(target[3:], layer):
+                            ranked[1].add(bits)
+                    except re.error:  # a pattern Python cannot compile: it claims nothing it can be shown to
+                        pass
+                elif target[:1].isupper():  # a class name (Linear, Embedding), not a layer
+                    ranked[2].add(bits)
+        claimed = next((found_bits for found_bits in ranked if found_bits), set())
+        found[name] = claimed.pop() if len(claimed) == 1 else None
+    return found
+
+
 @dataclass(frozen=True)
 class QuantizedSummary:
     """What a quantized checkpoint's tensors stand for.
@@ -266,6 +307,16 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
         packed = _quanto_packed(infos, bits)
     elif method == "eetq":  # EetqLinear: an int8 `weight` [in, out] and its fp16 `weight_scales`
         side = {t.name for t in infos if t.name.endswith(".weight_scales")}
+    elif method == "compressed-tensors":
+        packed, side = _sparse_bitmask_layers(infos)
+        groups = settings.get("config_groups")
+        # The format is the config's, or each group's in a mixed-precision one.
+        formats = {settings.get("format")}
+        if isinstance(groups, Mapping):
+            formats |= {group.get("format") for group in groups.values() if isinstance(group, Mapping)}
+        if "marlin-24" in formats:
+            marlin_packed, marlin_side = _marlin24_layers(infos, bits)
+            packed, side = {**packed, **marlin_packed}, side | marlin_side
     elif method == "torchao":
         # transformers' torchao safetensors: each tensor subclass flattened into `_weight_qdata` beside its
         # `_weight_scale` (and zero points); an Int4 qdata holds two weights a byte.
@@ -278,6 +329,55 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
                 packed[info.name] = info.num_params * (2 if "Int4" in kind and info.dtype == "uint8" else 1)
             else:
                 side.add(info.name)
+    return packed, side
+
+
+def _sparse_bitmask_layers(tensors: list[TensorInfo]) -> tuple[dict[str, int], set[str]]:
+    """compressed-tensors' sparse layers: ({`<layer>.compressed`: the weights it stands for}, {their side tensors}).
+
+    The sparsity compressors store a Linear's `weight` as `<layer>.compressed` (its kept values) beside a
+    `<layer>.bitmask` (uint8, one bit per dense value: [rows, ceil(cols / 8)]), `<layer>.shape` (the dense shape)
+    and, unstructured (`sparse-bitmask`), `<layer>.row_offsets`. sparse-24-bitmask keeps two values of four:
+    `compressed` is [rows, cols / 2], so twice its count is exact; unstructured keeps a 1-D run of values whose
+    length says nothing of the dense shape, so the bitmask's bits are counted (exact when cols is a multiple of 8).
+    """
+    infos = {t.name: t for t in tensors}
+    packed: dict[str, int] = {}
+    side: set[str] = set()
+    for name, info in infos.items():
+        if not name.endswith(".compressed"):
+            continue
+        base = name.removesuffix(".compressed")
+        mask = infos.get(base + ".bitmask")
+        if mask is None or mask.dtype not in ("uint8", "int8", "bool") or len(mask.shape) != 2:
+            continue
+        rows, mask_cols = mask.shape
+        if len(info.shape) == 2 and info.shape[0] == rows and -(-2 * info.shape[1] // 8) == mask_cols:
+            packed[name] = 2 * info.num_params
+        else:
+            packed[name] = rows * mask_cols * 8
+        side |= {base + suffix for suffix in (".bitmask", ".shape", ".row_offsets") if base + suffix in infos}
+    return packed, side
+
+
+def _marlin24_layers(tensors: list[TensorInfo], bits: int | None) -> tuple[dict[str, int], set[str]]:
+    """compressed-tensors' marlin-24 layers (format "marlin-24": 2:4 sparse, then quantized for vLLM's Marlin 2:4
+    kernel): ({`<layer>.weight_packed`: the weights it stands for}, {`scale_packed`, `meta`}).
+
+    The compressor keeps two values of every four, then packs 32 / bits of the kept ones in each int32: the dense
+    weight is twice what the packing holds. Its `scale_packed` (fp16 scales in Marlin's order) and `meta` (int16
+    2:4 indexes) are side tensors.
+    """
+    infos = {t.name: t for t in tensors}
+    packed: dict[str, int] = {}
+    side: set[str] = set()
+    for name, info in infos.items():
+        base = name.removesuffix(".weight_packed")
+        if (base == name or info.dtype not in ("int32", "uint32") or base + ".scale_packed" not in infos
+                or base + ".meta" not in infos or not bits or info.num_params * 32 % bits):
+            continue
+        packed[name] = 2 * info.num_params * 32 // bits
+        side |= {base + ".scale_packed", base + ".meta"}
     return packed, side
 
 
@@ -327,6 +427,30 @@ def quantizer_transformers_lacks(config: Mapping[str, Any] | None) -> str | None
     return (f"quant_method {method!r} is not one transformers has a quantizer for: from_pretrained skips the "
             "quantization_config (\"Unknown quantization type\") and builds the model unquantized, whose weights "
             f"this checkpoint does not hold (they start from their init); {runner}")
+
+
+# Packages transformers' quantizers import to load a quant_method's checkpoints (the ones checked here):
+# quant_method -> (import name, pip name). Without it from_pretrained raises ImportError before loading a weight.
+_QUANTIZER_PACKAGES = {"compressed-tensors": ("compressed_tensors", "compressed-tensors")}
+
+
+def quantizer_package_missing(method: str | None) -> str | None:
+    """Why from_pretrained cannot load a checkpoint of this quant_method here, in a line, when its quantizer's
+    package is not installed (compressed-tensors: transformers' CompressedTensorsConfig imports it as it reads
+    the config); else None.
+
+    Example:
+        >>> quantizer_package_missing("compressed-tensors")
+        "the compressed-tensors package is not installed here: from_pretrained raises ImportError ..."
+    """
+    import importlib.util
+
+    package = _QUANTIZER_PACKAGES.get(method) if isinstance(method, str) else None
+    if package is None or importlib.util.find_spec(package[0]) is not None:
+        return None
+    return (f"the {package[1]} package is not installed here: from_pretrained raises ImportError on this config "
+            f"before it loads a weight (pip install {package[1]}); the keys are compared as its quantizer would "
+            "load them")
 
 
 def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] | None) -> QuantizedSummary | None:
@@ -383,7 +507,12 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
         mlx_packed, mlx_side = set(), set()
     own_packed, own_side = _method_layers(unique, method, quantization, bits)
     exl2_packed, exl2_side = {**exl2_packed, **own_packed}, exl2_side | own_side
-    layer_bits = _mlx_layer_bits(mlx_packed, mlx_config if isinstance(mlx_config, Mapping) else quantization)
+    layer_bits: dict[str, int | None] = {
+        **_mlx_layer_bits(mlx_packed, mlx_config if isinstance(mlx_config, Mapping) else quantization)}
+    if method == "compressed-tensors":
+        layer_bits.update(_compressed_tensors_layer_bits(
+            (t.name for t in unique if t.name.endswith(".weight_packed") and t.dtype in ("int32", "uint32")),
+            quantization))
     for info in unique:
         if info.name in exl2_packed:
             packed += 1
