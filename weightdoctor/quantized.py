@@ -315,7 +315,9 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
         if isinstance(groups, Mapping):
             formats |= {group.get("format") for group in groups.values() if isinstance(group, Mapping)}
         if "marlin-24" in formats:
-            marlin_packed, marlin_side = _marlin24_layers(infos, bits)
+            # Each layer at its own group's bits: a mixed recipe's first group (W8 attention) is not the MLP's.
+            marlin_packed, marlin_side = _marlin24_layers(infos, bits, _compressed_tensors_layer_bits(
+                (t.name for t in infos if t.name.endswith(".weight_packed")), quantization))
             packed, side = {**packed, **marlin_packed}, side | marlin_side
     elif method == "torchao":
         # transformers' torchao safetensors: each tensor subclass flattened into `_weight_qdata` beside its
@@ -360,13 +362,15 @@ def _sparse_bitmask_layers(tensors: list[TensorInfo]) -> tuple[dict[str, int], s
     return packed, side
 
 
-def _marlin24_layers(tensors: list[TensorInfo], bits: int | None) -> tuple[dict[str, int], set[str]]:
+def _marlin24_layers(tensors: list[TensorInfo], bits: int | None, layer_bits: Mapping[str, int | None]
+                     ) -> tuple[dict[str, int], set[str]]:
     """compressed-tensors' marlin-24 layers (format "marlin-24": 2:4 sparse, then quantized for vLLM's Marlin 2:4
     kernel): ({`<layer>.weight_packed`: the weights it stands for}, {`scale_packed`, `meta`}).
 
     The compressor keeps two values of every four, then packs 32 / bits of the kept ones in each int32: the dense
     weight is twice what the packing holds. Its `scale_packed` (fp16 scales in Marlin's order) and `meta` (int16
-    2:4 indexes) are side tensors.
+    2:4 indexes) are side tensors. `layer_bits` (`_compressed_tensors_layer_bits`) overrides `bits` per layer; a
+    layer of unknown bits is left out of the packed ones (counted as unknown there), its side tensors kept.
     """
     infos = {t.name: t for t in tensors}
     packed: dict[str, int] = {}
@@ -374,10 +378,12 @@ def _marlin24_layers(tensors: list[TensorInfo], bits: int | None) -> tuple[dict[
     for name, info in infos.items():
         base = name.removesuffix(".weight_packed")
         if (base == name or info.dtype not in ("int32", "uint32") or base + ".scale_packed" not in infos
-                or base + ".meta" not in infos or not bits or info.num_params * 32 % bits):
+                or base + ".meta" not in infos):
             continue
-        packed[name] = 2 * info.num_params * 32 // bits
         side |= {base + ".scale_packed", base + ".meta"}
+        own_bits = layer_bits.get(name, bits)
+        if own_bits and info.num_params * 32 % own_bits == 0:
+            packed[name] = 2 * info.num_params * 32 // own_bits
     return packed, side
 
 
@@ -511,8 +517,7 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
         **_mlx_layer_bits(mlx_packed, mlx_config if isinstance(mlx_config, Mapping) else quantization)}
     if method == "compressed-tensors":
         layer_bits.update(_compressed_tensors_layer_bits(
-            (t.name for t in unique if t.name.endswith(".weight_packed") and t.dtype in ("int32", "uint32")),
-            quantization))
+            (t.name for t in unique if t.name.endswith(".weight_packed")), quantization))
     for info in unique:
         if info.name in exl2_packed:
             packed += 1
@@ -523,8 +528,10 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
         elif (info.name in mxfp4 or info.name.endswith(".weight_packed")) and info.dtype in ("uint8", "int8"):
             # Values packed into bytes: MXFP4 blocks, compressed-tensors' NVFP4 `weight_packed` (8 / bits each).
             packed += 1
-            if bits and 8 % bits == 0:
-                counts[info.name] = info.num_params * (8 // bits)
+            # A mixed recipe's NVFP4 MLP beside FP8 attention: its own group's bits, not the first group's 8.
+            own_bits = layer_bits.get(info.name, bits)
+            if own_bits and 8 % own_bits == 0:
+                counts[info.name] = info.num_params * (8 // own_bits)
             else:
                 counts[info.name], unknown = info.num_params, True
         elif (info.name.endswith(_PACKED_INT32) or info.name in mlx_packed) and info.dtype in ("int32", "uint32"):
