@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -71,3 +72,26 @@ def test_an_nvfp4_mlp_beside_fp8_attention_is_counted_at_four_bits(tmp_path: Pat
     code, data = run_json("inspect", str(folder))
     assert code == 0, data
     assert data["quantized"]["parameters"] == DENSE, data["quantized"]
+
+
+def test_an_output_under_a_bare_tilde_with_no_home_is_not_called_an_unknown_user(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-o ~/out` with HOME unset and the user not in the password database (a container's arbitrary uid): the
+    path cannot be expanded, and the refusal said "~ names no user of this machine" (an empty user name)."""
+    import pwd
+
+    from weightdoctor.errors import UsageError
+    from weightdoctor.paths import expand_output
+
+    monkeypatch.delenv("HOME", raising=False)
+
+    def no_entry(uid: int) -> pwd.struct_passwd:
+        raise KeyError(uid)
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    with pytest.raises(UsageError) as refused:
+        expand_output("~/out")
+    assert "names no user" not in str(refused.value) and "HOME is not set" in str(refused.value), refused.value
+    # A HOME still expands `~` alone and `~/x` for the current user.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert (expand_output("~"), expand_output("~/x")) == (tmp_path, tmp_path / "x")

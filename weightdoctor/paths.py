@@ -34,6 +34,9 @@ def expand_output(path: str | os.PathLike[str]) -> Path:
         from weightdoctor.errors import UsageError
 
         user = text[1:].split(os.sep, 1)[0]
+        if not user:  # `~` or `~/x`: no HOME, and this process's user has no home in the password database
+            raise UsageError(f"{text}: ~ cannot be expanded (HOME is not set and this user has no home directory "
+                             "listed), nothing written; give the output's full path")
         raise UsageError(f"{text}: ~{user} names no user of this machine, so it cannot be expanded (nothing written); "
                          "give the output's full path")
     return expanded
