@@ -2053,7 +2053,15 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     if not request.gpus and request.cpu is None:
         raise UsageError("no devices: give --gpu SIZE (repeatable) and/or --cpu SIZE, or --local")
     if request.reserve and any(size <= request.reserve for size in request.gpus):
-        raise UsageError("--reserve is as large as a GPU budget: nothing would be left to place")
+        # Both sizes, so a slip (--reserve 20GiB meant as 2GiB) shows in the message itself; in binary units when
+        # both were whole binary ones (24GiB reads 24.00 GiB, not 25.77 GB).
+        from weightdoctor.units import format_bytes
+
+        smallest = min(size for size in request.gpus if size <= request.reserve)
+        binary = all(size % 2**20 == 0 and size % 10**6 for size in (smallest, request.reserve))
+        raise UsageError(f"--reserve {format_bytes(request.reserve, binary)} is as large as a GPU budget (--gpu "
+                         f"{format_bytes(smallest, binary)}): nothing would be left to place; give a --reserve "
+                         "smaller than every --gpu")
     no_split = no_split_classes(planned, request.no_split)
     sizer = _sizer_for(planned, planned.dtype)
     max_memory = build_max_memory(request.gpus, request.cpu, request.reserve)
