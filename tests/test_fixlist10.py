@@ -113,3 +113,59 @@ def test_a_path_suggestion_does_not_depend_on_listing_order(
     assert close[0] == str(folder / "bert-base-uncased")
     listed(crowded[::-1])
     assert close_local_paths(typed) == close
+
+
+@pytest.mark.parametrize("field", ["dtype", "torch_dtype"])
+def test_a_config_dtype_of_auto_is_planned_with_a_warning_naming_the_field(model: Path, field: str) -> None:
+    """`"dtype": "auto"` in config.json: transformers' config reads it as getattr(torch, "auto") and from_pretrained
+    raises AttributeError; the plan went on at the weights' dtype and said nothing. It still plans (what loads once
+    the field is fixed) and the warning names the field, what from_pretrained does, and the fix."""
+    import json
+
+    from tests.helpers import run_json
+
+    config = json.loads((model / "config.json").read_text())
+    config.pop("dtype", None)
+    config.pop("torch_dtype", None)
+    config[field] = "auto"
+    (model / "config.json").write_text(json.dumps(config))
+    code, data = run_json("plan-devices", model, "--gpu", "1GB")
+    assert code == 0 and data["dtype"] == "fp32"  # the example's weights are float32
+    auto = [line for line in data["warnings"] if '"auto"' in line]
+    assert len(auto) == 1
+    assert auto[0].startswith(f'config.json sets "{field}": "auto", which transformers ')
+    assert auto[0].endswith(": AutoConfig.from_pretrained and from_pretrained raise AttributeError (module 'torch' "
+                            "has no attribute 'auto') whatever dtype they are given; planned at fp32; set "
+                            f'"{field}" to "float32" in config.json (or remove it) to load it')
+    # The claim, checked against the installed transformers.
+    import transformers
+
+    with pytest.raises(AttributeError, match="has no attribute 'auto'"):
+        transformers.AutoConfig.from_pretrained(model)
+    # A real dtype is not warned about.
+    config[field] = "float32"
+    (model / "config.json").write_text(json.dumps(config))
+    assert not [line for line in run_json("plan-devices", model, "--gpu", "1GB")[1]["warnings"] if "auto" in line]
+
+
+def test_a_float_dtype_on_a_pre_quantized_checkpoint_warns_that_it_sizes_the_dense_weights(tmp_path: Path) -> None:
+    """--dtype bf16 on a 4-bit GPTQ checkpoint planned the dense model with no word that from_pretrained keeps the
+    packed weights packed (dtype sets only the unquantized rest)."""
+    from tests.helpers import run_json
+    from tests.test_plan_devices_prequantized import write_gptq_llama
+
+    folder = tmp_path / "gptq"
+    tensors = write_gptq_llama(folder)
+    stored = sum(t.numel() * t.element_size() for t in tensors.values())
+    from weightdoctor.units import format_bytes
+
+    code, dense = run_json("plan-devices", folder, "--gpu", "1GB", "--dtype", "bf16")
+    assert code == 0 and dense["dtype"] == "bf16"
+    assert (f"--dtype bf16 on a pre-quantized checkpoint (gptq, 4-bit) sizes the dense weights, every Linear at "
+            f"bf16: from_pretrained keeps them packed (int4; dtype sets only the unquantized rest), so this "
+            f"over-sizes them; the checkpoint stores {format_bytes(stored)}; without --dtype it is planned as int4, "
+            "as it loads") in dense["warnings"]
+    code, default = run_json("plan-devices", folder, "--gpu", "1GB")
+    assert code == 0 and default["dtype"] == "int4"
+    assert not [line for line in default["warnings"] if line.startswith("--dtype")]
+    assert default["weights_bytes"] < dense["weights_bytes"]  # the over-sizing the warning speaks of

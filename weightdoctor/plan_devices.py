@@ -391,6 +391,33 @@ def default_dtype(checkpoint: Checkpoint) -> str:
     return DTYPE_ALIASES.get(chosen, "fp32")
 
 
+def auto_dtype_field_warning(config: dict[str, Any], dtype: str) -> str | None:
+    """The warning for a config.json whose `dtype` / `torch_dtype` is "auto", else None.
+
+    "auto" is an argument of from_pretrained, not a dtype a config can hold: transformers' config reads it as
+    `getattr(torch, "auto")`, so `AutoConfig.from_pretrained` and `from_pretrained` raise AttributeError whatever
+    dtype they are given. The plan goes on at `dtype` (what loads once the field is fixed); the warning says what
+    to fix, which is what the user needs (an error would hide the plan and name the same one-line fix).
+
+    Example:
+        >>> auto_dtype_field_warning({"dtype": "auto"}, "bf16")
+        'config.json sets "dtype": "auto", which transformers cannot read: ...'
+    """
+    field = next((name for name in ("dtype", "torch_dtype") if config.get(name) == "auto"), None)
+    if field is None:
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        which = f"transformers {version('transformers')}"
+    except PackageNotFoundError:  # pragma: no cover - transformers is a dependency
+        which = "transformers"
+    return (f'config.json sets "{field}": "auto", which {which} cannot read: AutoConfig.from_pretrained and '
+            f"from_pretrained raise AttributeError (module 'torch' has no attribute 'auto') whatever dtype they are "
+            f'given; planned at {dtype}; set "{field}" to "{DTYPES[dtype][0]}" in config.json (or remove it) to '
+            "load it")
+
+
 def unsaid_dtype_warning(checkpoint: Checkpoint) -> str | None:
     """The warning for a plan from a config alone whose config names no dtype, else None.
 
@@ -530,6 +557,21 @@ def build_planned_model(
         warnings.append(f"a diffusers {config['_class_name']}: its from_pretrained loads in float32 unless given "
                         f"torch_dtype; planned at the stored {dtype}, as torch_dtype=torch.{DTYPES[dtype][0]} loads "
                         "it; --dtype fp32 plans the default (twice the memory)")
+    if auto := auto_dtype_field_warning(config, dtype):
+        warnings.append(auto)
+    if asked and dtype in FLOAT_DTYPES and mlx is None and lacks is None \
+            and (quantized := quantized_dtype(checkpoint.config)) is not None:
+        # --dtype overrides the quantized plan (by design: "what if it were dense"), but it is no load that happens:
+        # from_pretrained's quantizer keeps the stored 4 / 8-bit weights packed whatever dtype it is given.
+        from weightdoctor.units import format_bytes
+
+        how = quantized[1] if quantized[1].endswith("-bit") else f"{quantized[1]}, {quantized[0][3:]}-bit"
+        stored = sum(info.nbytes for info in checkpoint.tensors)
+        warnings.append(f"--dtype {dtype} on a pre-quantized checkpoint ({how}) sizes the dense weights, every "
+                        f"Linear at {dtype}: from_pretrained keeps them packed ({quantized[0]}; dtype sets only the "
+                        "unquantized rest), so this over-sizes them"
+                        + (f"; the checkpoint stores {format_bytes(stored)}" if stored else "")
+                        + f"; without --dtype it is planned as {quantized[0]}, as it loads")
     if asked and DTYPES[dtype][1] is not None:
         from weightdoctor.quantized import quantization_of
 
