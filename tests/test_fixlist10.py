@@ -169,3 +169,23 @@ def test_a_float_dtype_on_a_pre_quantized_checkpoint_warns_that_it_sizes_the_den
     assert code == 0 and default["dtype"] == "int4"
     assert not [line for line in default["warnings"] if line.startswith("--dtype")]
     assert default["weights_bytes"] < dense["weights_bytes"]  # the over-sizing the warning speaks of
+
+
+def test_a_config_alone_with_dtype_auto_names_no_dtype_it_did_not_read(model: Path, tmp_path: Path) -> None:
+    """A config.json planned alone (no weights read): the fix cannot name the weights' dtype, and "config.json
+    names no dtype ... from_pretrained(dtype="auto") loads at the first weight file's dtype" was not true of it."""
+    import json
+
+    from tests.helpers import run_json
+
+    config = json.loads((model / "config.json").read_text())
+    config["dtype"] = "auto"
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "config.json").write_text(json.dumps(config))
+    code, data = run_json("plan-devices", alone / "config.json", "--gpu", "1GB")
+    assert code == 0 and data["dtype"] == "fp32"
+    assert not [line for line in data["warnings"] if "names no dtype" in line]
+    assert [line for line in data["warnings"] if '"auto"' in line][0].endswith(
+        "whatever dtype they are given; planned at fp32 (no weights were read; --dtype plans another); set \"dtype\" "
+        "to the weights' dtype in config.json (or remove it) to load it")

@@ -391,13 +391,14 @@ def default_dtype(checkpoint: Checkpoint) -> str:
     return DTYPE_ALIASES.get(chosen, "fp32")
 
 
-def auto_dtype_field_warning(config: dict[str, Any], dtype: str) -> str | None:
+def auto_dtype_field_warning(config: dict[str, Any], dtype: str, weights_read: bool = True) -> str | None:
     """The warning for a config.json whose `dtype` / `torch_dtype` is "auto", else None.
 
     "auto" is an argument of from_pretrained, not a dtype a config can hold: transformers' config reads it as
     `getattr(torch, "auto")`, so `AutoConfig.from_pretrained` and `from_pretrained` raise AttributeError whatever
     dtype they are given. The plan goes on at `dtype` (what loads once the field is fixed); the warning says what
-    to fix, which is what the user needs (an error would hide the plan and name the same one-line fix).
+    to fix, which is what the user needs (an error would hide the plan and name the same one-line fix). With no
+    weights read (a config.json alone) their dtype is unknown: the fix names none.
 
     Example:
         >>> auto_dtype_field_warning({"dtype": "auto"}, "bf16")
@@ -412,10 +413,11 @@ def auto_dtype_field_warning(config: dict[str, Any], dtype: str) -> str | None:
         which = f"transformers {version('transformers')}"
     except PackageNotFoundError:  # pragma: no cover - transformers is a dependency
         which = "transformers"
+    planned, value = ((dtype, f'"{DTYPES[dtype][0]}"') if weights_read else
+                      (f"{dtype} (no weights were read; --dtype plans another)", "the weights' dtype"))
     return (f'config.json sets "{field}": "auto", which {which} cannot read: AutoConfig.from_pretrained and '
             f"from_pretrained raise AttributeError (module 'torch' has no attribute 'auto') whatever dtype they are "
-            f'given; planned at {dtype}; set "{field}" to "{DTYPES[dtype][0]}" in config.json (or remove it) to '
-            "load it")
+            f'given; planned at {planned}; set "{field}" to {value} in config.json (or remove it) to load it')
 
 
 def unsaid_dtype_warning(checkpoint: Checkpoint) -> str | None:
@@ -432,6 +434,8 @@ def unsaid_dtype_warning(checkpoint: Checkpoint) -> str | None:
     config = checkpoint.config
     if checkpoint.tensors or not config or not config.get("model_type") or _config_dtype(config):
         return None
+    if "auto" in (config.get("dtype"), config.get("torch_dtype")):
+        return None  # not "names no dtype": transformers cannot load it at all (`auto_dtype_field_warning`)
     if quantized_dtype(config) is not None or _fp8_quantization(config) is not None:
         return None  # the quantizer's own dtype rule, warned about where it is applied
     from weightdoctor.checkpoint.reader import _weight_files_in
@@ -557,7 +561,7 @@ def build_planned_model(
         warnings.append(f"a diffusers {config['_class_name']}: its from_pretrained loads in float32 unless given "
                         f"torch_dtype; planned at the stored {dtype}, as torch_dtype=torch.{DTYPES[dtype][0]} loads "
                         "it; --dtype fp32 plans the default (twice the memory)")
-    if auto := auto_dtype_field_warning(config, dtype):
+    if auto := auto_dtype_field_warning(config, dtype, bool(checkpoint.tensors)):
         warnings.append(auto)
     if asked and dtype in FLOAT_DTYPES and mlx is None and lacks is None \
             and (quantized := quantized_dtype(checkpoint.config)) is not None:

@@ -206,9 +206,10 @@ def close_local_paths(text: str) -> list[str]:
         # runs, and so did the hint); only a folder of millions (a dataset's images) is cut, at 1,000,000 names.
         # Kept: names that start with `name`, and those whose length difflib's 0.75 cutoff allows (a ratio of
         # 2·matches/(len a + len b) needs the shorter at least 0.6 of the longer): a cheap filter before the cap.
-        low, high = len(name) * 0.6, len(name) / 0.6
+        size = len(name)
         entries = [entry.name for entry in itertools.islice(folder.iterdir(), 1_000_000)
-                   if entry.name.startswith(name) or low <= len(entry.name) <= high] if folder.is_dir() else []
+                   if entry.name.startswith(name) or 5 * min(size, len(entry.name)) >= 3 * max(size, len(entry.name))
+                   ] if folder.is_dir() else []
     except OSError:
         return []
     if len(entries) > 10000:
