@@ -391,6 +391,35 @@ def default_dtype(checkpoint: Checkpoint) -> str:
     return DTYPE_ALIASES.get(chosen, "fp32")
 
 
+def auto_dtype_field_warning(config: dict[str, Any], dtype: str, weights_read: bool = True) -> str | None:
+    """The warning for a config.json whose `dtype` / `torch_dtype` is "auto", else None.
+
+    "auto" is an argument of from_pretrained, not a dtype a config can hold: transformers' config reads it as
+    `getattr(torch, "auto")`, so `AutoConfig.from_pretrained` and `from_pretrained` raise AttributeError whatever
+    dtype they are given. The plan goes on at `dtype` (what loads once the field is fixed); the warning says what
+    to fix, which is what the user needs (an error would hide the plan and name the same one-line fix). With no
+    weights read (a config.json alone) their dtype is unknown: the fix names none.
+
+    Example:
+        >>> auto_dtype_field_warning({"dtype": "auto"}, "bf16")
+        'config.json sets "dtype": "auto", which transformers cannot read: ...'
+    """
+    field = next((name for name in ("dtype", "torch_dtype") if config.get(name) == "auto"), None)
+    if field is None:
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        which = f"transformers {version('transformers')}"
+    except PackageNotFoundError:  # pragma: no cover - transformers is a dependency
+        which = "transformers"
+    planned, value = ((dtype, f'"{DTYPES[dtype][0]}"') if weights_read else
+                      (f"{dtype} (no weights were read; --dtype plans another)", "the weights' dtype"))
+    return (f'config.json sets "{field}": "auto", which {which} cannot read: AutoConfig.from_pretrained and '
+            f"from_pretrained raise AttributeError (module 'torch' has no attribute 'auto') whatever dtype they are "
+            f'given; planned at {planned}; set "{field}" to {value} in config.json (or remove it) to load it')
+
+
 def unsaid_dtype_warning(checkpoint: Checkpoint) -> str | None:
     """The warning for a plan from a config alone whose config names no dtype, else None.
 
@@ -405,6 +434,8 @@ def unsaid_dtype_warning(checkpoint: Checkpoint) -> str | None:
     config = checkpoint.config
     if checkpoint.tensors or not config or not config.get("model_type") or _config_dtype(config):
         return None
+    if "auto" in (config.get("dtype"), config.get("torch_dtype")):
+        return None  # not "names no dtype": transformers cannot load it at all (`auto_dtype_field_warning`)
     if quantized_dtype(config) is not None or _fp8_quantization(config) is not None:
         return None  # the quantizer's own dtype rule, warned about where it is applied
     from weightdoctor.checkpoint.reader import _weight_files_in
@@ -530,6 +561,21 @@ def build_planned_model(
         warnings.append(f"a diffusers {config['_class_name']}: its from_pretrained loads in float32 unless given "
                         f"torch_dtype; planned at the stored {dtype}, as torch_dtype=torch.{DTYPES[dtype][0]} loads "
                         "it; --dtype fp32 plans the default (twice the memory)")
+    if auto := auto_dtype_field_warning(config, dtype, bool(checkpoint.tensors)):
+        warnings.append(auto)
+    if asked and dtype in FLOAT_DTYPES and mlx is None and lacks is None \
+            and (quantized := quantized_dtype(checkpoint.config)) is not None:
+        # --dtype overrides the quantized plan (by design: "what if it were dense"), but it is no load that happens:
+        # from_pretrained's quantizer keeps the stored 4 / 8-bit weights packed whatever dtype it is given.
+        from weightdoctor.units import format_bytes
+
+        how = quantized[1] if quantized[1].endswith("-bit") else f"{quantized[1]}, {quantized[0][3:]}-bit"
+        stored = sum(info.nbytes for info in checkpoint.tensors)
+        warnings.append(f"--dtype {dtype} on a pre-quantized checkpoint ({how}) sizes the dense weights, every "
+                        f"Linear at {dtype}: from_pretrained keeps them packed ({quantized[0]}; dtype sets only the "
+                        "unquantized rest), so this over-sizes them"
+                        + (f"; the checkpoint stores {format_bytes(stored)}" if stored else "")
+                        + f"; without --dtype it is planned as {quantized[0]}, as it loads")
     if asked and DTYPES[dtype][1] is not None:
         from weightdoctor.quantized import quantization_of
 
@@ -2053,7 +2099,15 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     if not request.gpus and request.cpu is None:
         raise UsageError("no devices: give --gpu SIZE (repeatable) and/or --cpu SIZE, or --local")
     if request.reserve and any(size <= request.reserve for size in request.gpus):
-        raise UsageError("--reserve is as large as a GPU budget: nothing would be left to place")
+        # Both sizes, so a slip (--reserve 20GiB meant as 2GiB) shows in the message itself; in binary units when
+        # both were whole binary ones (24GiB reads 24.00 GiB, not 25.77 GB).
+        from weightdoctor.units import format_bytes
+
+        smallest = min(size for size in request.gpus if size <= request.reserve)
+        binary = all(size % 2**20 == 0 and size % 10**6 for size in (smallest, request.reserve))
+        raise UsageError(f"--reserve {format_bytes(request.reserve, binary)} is as large as a GPU budget (--gpu "
+                         f"{format_bytes(smallest, binary)}): nothing would be left to place; give a --reserve "
+                         "smaller than every --gpu")
     no_split = no_split_classes(planned, request.no_split)
     sizer = _sizer_for(planned, planned.dtype)
     max_memory = build_max_memory(request.gpus, request.cpu, request.reserve)

@@ -1236,9 +1236,14 @@ def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision:
         # A snapshot holding only what was fetched (a config read by `AutoConfig`, a tokenizer): the weights
         # were never downloaded, which "folder holds no weight file" alone did not say.
         held = _snapshot_files(snapshot)
-        if held:
-            hint = (f"the snapshot holds {', '.join(held[:4])}{', ...' if len(held) > 4 else ''} only: the weights "
-                    f"were never downloaded; fetch them with `{again}`")
+        shown = f"{', '.join(held[:4])}{', ...' if len(held) > 4 else ''}"
+        if set(held) & _MODEL_CONFIG_NAMES:
+            hint = f"the snapshot holds {shown} only: the weights were never downloaded; fetch them with `{again}`"
+        elif held:
+            # No model config either (tokenizer files, a README): the repo may well have no weights at all (a
+            # tokenizer-only or dataset-like repo), so "never downloaded" would be a guess.
+            hint = (f"the snapshot holds {shown} only, no model config nor weights: the repo may have no weights "
+                    f"(a tokenizer-only or dataset-like repo?); if it has some, fetch them with `{again}`")
     if hint:
         message += f"; {hint}"
     at = f"revision {revision!r}, " if revision else ""
@@ -1258,6 +1263,10 @@ def _missing_path_hint(text: str) -> str:
             return "; a Windows path: here folders are separated by / (under WSL, C:\\ is /mnt/c/)"
     close = close_local_paths(text)
     return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+# The config of a model (transformers, a PEFT adapter, a diffusers pipeline): a repo that has one has weights too.
+_MODEL_CONFIG_NAMES = {"config.json", "adapter_config.json", "model_index.json"}
 
 
 def _snapshot_files(snapshot: Path) -> list[str]:
