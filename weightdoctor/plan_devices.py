@@ -404,8 +404,10 @@ def auto_dtype_field_warning(config: dict[str, Any], dtype: str, weights_read: b
         >>> auto_dtype_field_warning({"dtype": "auto"}, "bf16")
         'config.json sets "dtype": "auto", which transformers cannot read: ...'
     """
-    field = next((name for name in ("dtype", "torch_dtype") if config.get(name) == "auto"), None)
-    if field is None:
+    # transformers reads `torch_dtype` only where `dtype` is unset (None): a "torch_dtype": "auto" beside a real
+    # "dtype" loads, and a "dtype": "auto" is not saved by a real "torch_dtype".
+    field = "dtype" if config.get("dtype") is not None else "torch_dtype"
+    if config.get(field) != "auto":
         return None
     from importlib.metadata import PackageNotFoundError, version
 
@@ -564,6 +566,7 @@ def build_planned_model(
     if auto := auto_dtype_field_warning(config, dtype, bool(checkpoint.tensors)):
         warnings.append(auto)
     if asked and dtype in FLOAT_DTYPES and mlx is None and lacks is None \
+            and not _compressed_tensors_loads_dense(checkpoint.config) \
             and (quantized := quantized_dtype(checkpoint.config)) is not None:
         # --dtype overrides the quantized plan (by design: "what if it were dense"), but it is no load that happens:
         # from_pretrained's quantizer keeps the stored 4 / 8-bit weights packed whatever dtype it is given.
@@ -810,6 +813,21 @@ def _is_fine_grained_fp8(config: dict[str, Any] | None) -> bool:
     """Whether transformers' fine-grained FP8 quantizer loads this config (`quant_method: fp8`, not dequantized)."""
     quantization = _fp8_quantization(config)
     return quantization is not None and not quantization.get("dequantize")
+
+
+def _compressed_tensors_loads_dense(config: dict[str, Any] | None) -> bool:
+    """A compressed-tensors config that from_pretrained loads as dense Linear weights at the dtype it is given.
+
+    transformers' CompressedTensorsConfig reads `dequantize: true` (or the deprecated `run_compressed: false`) from
+    config.json and then dequantizes every weight at load; a `quantization_status` other than "compressed" means the
+    stored weights were never packed, and it leaves them dense (fake-quantized).
+    """
+    quantization = (config or {}).get("quantization_config")
+    if not isinstance(quantization, dict) or quantization.get("quant_method") != "compressed-tensors":
+        return False
+    status = quantization.get("quantization_status")
+    return (quantization.get("dequantize") is True or quantization.get("run_compressed") is False
+            or (isinstance(status, str) and status != "compressed"))
 
 
 def _fp8_dequantized(config: dict[str, Any] | None) -> bool:

@@ -1,0 +1,72 @@
+"""Review 13: the plan-devices warnings of fix list 10 (a config dtype "auto", --dtype over a pre-quantized
+checkpoint), the --reserve message, and the path suggestions over a large folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_json
+
+# A tiny Llama config: built on the meta device, no weights needed.
+LLAMA = {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+         "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 64, "architectures": ["LlamaForCausalLM"]}
+
+
+def _config_folder(tmp_path: Path, name: str, **fields: object) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**LLAMA, **fields}))
+    return folder
+
+
+def test_torch_dtype_auto_beside_a_real_dtype_is_not_warned_about(tmp_path: Path) -> None:
+    """transformers reads `torch_dtype` only where `dtype` is unset: "torch_dtype": "auto" beside "dtype":
+    "bfloat16" loads, yet the warning said transformers cannot read it; "dtype": "auto" beside a real
+    "torch_dtype" does raise, and is warned about by its own field."""
+    import transformers
+
+    loads = _config_folder(tmp_path, "loads", dtype="bfloat16", torch_dtype="auto")
+    assert str(transformers.AutoConfig.from_pretrained(loads).dtype) == "torch.bfloat16"
+    code, data = run_json("plan-devices", loads, "--gpu", "1GB")
+    assert code == 0 and data["dtype"] == "bf16"
+    assert not [line for line in data["warnings"] if '"auto"' in line]
+
+    raises = _config_folder(tmp_path, "raises", dtype="auto", torch_dtype="bfloat16")
+    with pytest.raises(AttributeError, match="has no attribute 'auto'"):
+        transformers.AutoConfig.from_pretrained(raises)
+    code, data = run_json("plan-devices", raises, "--gpu", "1GB")
+    assert code == 0
+    auto = [line for line in data["warnings"] if '"auto"' in line]
+    assert len(auto) == 1 and auto[0].startswith('config.json sets "dtype": "auto", which transformers ')
+
+
+def _compressed_tensors(**extra: object) -> dict[str, object]:
+    return {"quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed",
+            "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
+                "num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": 16}}},
+            **extra}
+
+
+@pytest.mark.parametrize("extra", [{"dequantize": True}, {"run_compressed": False},
+                                   {"quantization_status": "frozen"}])
+def test_dtype_on_a_compressed_tensors_checkpoint_loaded_dense_is_not_said_to_stay_packed(
+        tmp_path: Path, extra: dict[str, object]) -> None:
+    """compressed-tensors with `dequantize: true` (or `run_compressed: false`) in config.json is dequantized by
+    from_pretrained to the dtype it is given, and a checkpoint never compressed stays dense: --dtype bf16 plans
+    what loads, but the warning said from_pretrained keeps the weights packed and that the plan over-sizes them."""
+    folder = _config_folder(tmp_path, "ct", torch_dtype="bfloat16", quantization_config=_compressed_tensors(**extra))
+    code, data = run_json("plan-devices", folder, "--gpu", "1GB", "--dtype", "bf16")
+    assert code == 0 and data["dtype"] == "bf16"
+    assert not [line for line in data["warnings"] if "keeps them packed" in line]
+
+
+def test_dtype_on_a_packed_compressed_tensors_checkpoint_still_warns(tmp_path: Path) -> None:
+    """The packed case (status "compressed", no dequantize) keeps its warning."""
+    folder = _config_folder(tmp_path, "ct", torch_dtype="bfloat16", quantization_config=_compressed_tensors())
+    code, data = run_json("plan-devices", folder, "--gpu", "1GB", "--dtype", "bf16")
+    assert code == 0
+    assert [line for line in data["warnings"] if line.startswith(
+        "--dtype bf16 on a pre-quantized checkpoint (compressed-tensors, 4-bit) sizes the dense weights")]
