@@ -63,6 +63,19 @@ def test_dtype_on_a_compressed_tensors_checkpoint_loaded_dense_is_not_said_to_st
     assert not [line for line in data["warnings"] if "keeps them packed" in line]
 
 
+def test_dtype_on_a_metal_checkpoint_with_dequantize_is_not_said_to_stay_packed(tmp_path: Path) -> None:
+    """transformers' MetalConfig reads `dequantize: true` too: the weights load dense at the --dtype given."""
+    metal = {"quant_method": "metal", "bits": 4, "group_size": 64}
+    folder = _config_folder(tmp_path, "metal", torch_dtype="bfloat16",
+                            quantization_config={**metal, "dequantize": True})
+    code, data = run_json("plan-devices", folder, "--gpu", "1GB", "--dtype", "bf16")
+    assert code == 0 and data["dtype"] == "bf16"
+    assert not [line for line in data["warnings"] if "keeps them packed" in line]
+    packed = _config_folder(tmp_path, "packed", torch_dtype="bfloat16", quantization_config=metal)
+    assert [line for line in run_json("plan-devices", packed, "--gpu", "1GB", "--dtype", "bf16")[1]["warnings"]
+            if "keeps them packed" in line]
+
+
 def test_dtype_on_a_packed_compressed_tensors_checkpoint_still_warns(tmp_path: Path) -> None:
     """The packed case (status "compressed", no dequantize) keeps its warning."""
     folder = _config_folder(tmp_path, "ct", torch_dtype="bfloat16", quantization_config=_compressed_tensors())

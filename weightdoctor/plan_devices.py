@@ -566,7 +566,7 @@ def build_planned_model(
     if auto := auto_dtype_field_warning(config, dtype, bool(checkpoint.tensors)):
         warnings.append(auto)
     if asked and dtype in FLOAT_DTYPES and mlx is None and lacks is None \
-            and not _compressed_tensors_loads_dense(checkpoint.config) \
+            and not _loads_dense(checkpoint.config) \
             and (quantized := quantized_dtype(checkpoint.config)) is not None:
         # --dtype overrides the quantized plan (by design: "what if it were dense"), but it is no load that happens:
         # from_pretrained's quantizer keeps the stored 4 / 8-bit weights packed whatever dtype it is given.
@@ -815,19 +815,22 @@ def _is_fine_grained_fp8(config: dict[str, Any] | None) -> bool:
     return quantization is not None and not quantization.get("dequantize")
 
 
-def _compressed_tensors_loads_dense(config: dict[str, Any] | None) -> bool:
-    """A compressed-tensors config that from_pretrained loads as dense Linear weights at the dtype it is given.
+def _loads_dense(config: dict[str, Any] | None) -> bool:
+    """A quantized config that from_pretrained loads as dense Linear weights at the dtype it is given.
 
-    transformers' CompressedTensorsConfig reads `dequantize: true` (or the deprecated `run_compressed: false`) from
-    config.json and then dequantizes every weight at load; a `quantization_status` other than "compressed" means the
-    stored weights were never packed, and it leaves them dense (fake-quantized).
+    transformers' CompressedTensorsConfig and MetalConfig read `dequantize: true` (compressed-tensors also the
+    deprecated `run_compressed: false`) from config.json and dequantize every weight at load; a compressed-tensors
+    `quantization_status` other than "compressed" means the weights were never packed, and they stay dense.
     """
     quantization = (config or {}).get("quantization_config")
-    if not isinstance(quantization, dict) or quantization.get("quant_method") != "compressed-tensors":
+    if not isinstance(quantization, dict) or quantization.get("quant_method") not in ("compressed-tensors", "metal"):
         return False
+    method = quantization["quant_method"]
+    if quantization.get("dequantize") is True:
+        return True
     status = quantization.get("quantization_status")
-    return (quantization.get("dequantize") is True or quantization.get("run_compressed") is False
-            or (isinstance(status, str) and status != "compressed"))
+    return method == "compressed-tensors" and (quantization.get("run_compressed") is False
+                                               or (isinstance(status, str) and status != "compressed"))
 
 
 def _fp8_dequantized(config: dict[str, Any] | None) -> bool:
