@@ -87,14 +87,19 @@ def test_a_path_suggestion_does_not_depend_on_listing_order(
     folder.mkdir()
     (folder / "bert-base-uncased").mkdir()
     names = [f"img_{i:06d}.png" for i in range(12_000)] + ["bert-base-uncased"]
-    real_iterdir = Path.iterdir
+    import contextlib
+    import os
+    from types import SimpleNamespace
+
+    real_scandir = os.scandir
 
     def listed(order: list[str]) -> None:
-        def iterdir(self: Path) -> Iterator[Path]:
-            if self == folder:
-                return (self / name for name in order)
-            return real_iterdir(self)
-        monkeypatch.setattr(Path, "iterdir", iterdir)
+        # close_local_paths lists with os.scandir (streamed, so the cap bounds what is read): fake its order.
+        def scandir(path: str | os.PathLike[str] = ".") -> contextlib.AbstractContextManager[Iterator[object]]:
+            if Path(path) == folder:
+                return contextlib.nullcontext(SimpleNamespace(name=name) for name in order)
+            return real_scandir(path)
+        monkeypatch.setattr(os, "scandir", scandir)
 
     typed = str(folder / "bert-base-uncsed")
     for order in (names, names[::-1]):

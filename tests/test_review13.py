@@ -83,3 +83,33 @@ def test_dtype_on_a_packed_compressed_tensors_checkpoint_still_warns(tmp_path: P
     assert code == 0
     assert [line for line in data["warnings"] if line.startswith(
         "--dtype bf16 on a pre-quantized checkpoint (compressed-tensors, 4-bit) sizes the dense weights")]
+
+
+def test_path_suggestions_do_not_hold_the_whole_listing(tmp_path: Path) -> None:
+    """close_local_paths listed the folder with Path.iterdir, which before Python 3.13 is os.listdir: every name
+    read and held before the 1,000,000 cap (a folder of millions on a network mount, all of it in memory). Names
+    the length filter drops are now never held: a folder of 20,000 long names costs no list of them."""
+    import os
+    import tracemalloc
+
+    from weightdoctor.checkpoint.hub import close_local_paths
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(20000):
+        os.close(os.open(folder / f"frame-{index:07d}-of-the-long-recording-session.jpg", os.O_CREAT | os.O_WRONLY))
+    (folder / "checkpoint").mkdir()
+    tracemalloc.start()
+    try:
+        close = close_local_paths(str(folder / "checkpint"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert close == [str(folder / "checkpoint")]
+    assert peak < 500_000  # the 20,000 names alone, as a list of str, hold over 2 MB
+    # A folder without read permission has no suggestion, and no traceback.
+    folder.chmod(0)
+    try:
+        assert close_local_paths(str(folder / "checkpint")) == [] or os.geteuid() == 0
+    finally:
+        folder.chmod(0o755)

@@ -206,10 +206,15 @@ def close_local_paths(text: str) -> list[str]:
         # runs, and so did the hint); only a folder of millions (a dataset's images) is cut, at 1,000,000 names.
         # Kept: names that start with `name`, and those whose length difflib's 0.75 cutoff allows (a ratio of
         # 2·matches/(len a + len b) needs the shorter at least 0.6 of the longer): a cheap filter before the cap.
+        # os.scandir, not Path.iterdir: iterdir is os.listdir before Python 3.13, which reads and holds every name
+        # (10,000,000 on a network mount) before the cap, and makes a Path of each name kept.
         size = len(name)
-        entries = [entry.name for entry in itertools.islice(folder.iterdir(), 1_000_000)
-                   if entry.name.startswith(name) or 5 * min(size, len(entry.name)) >= 3 * max(size, len(entry.name))
-                   ] if folder.is_dir() else []
+        entries: list[str] = []
+        if folder.is_dir():
+            with os.scandir(folder) as listing:
+                entries = [entry.name for entry in itertools.islice(listing, 1_000_000)
+                           if entry.name.startswith(name)
+                           or 5 * min(size, len(entry.name)) >= 3 * max(size, len(entry.name))]
     except OSError:
         return []
     if len(entries) > 10000:
