@@ -61,8 +61,9 @@ def test_a_cached_repo_with_no_model_config_does_not_claim_the_weights_were_neve
         line = result.stderr.strip()
         assert "\n" not in line and "never downloaded" not in line
         assert line.startswith("error: acme/thing: folder holds no weight file")
-        assert (f"; the snapshot holds {held} only, no model config nor weights: the repo may have no weights (a "
-                "tokenizer-only or dataset-like repo?); if it has some, fetch them with `hf download acme/thing`") \
+        assert (f"; the snapshot holds {held} only, neither a model config nor weights: the repo may have no "
+                "weights (a tokenizer-only or dataset-like repo?); if it has some, fetch them with "
+                "`hf download acme/thing`") \
             in line
 
 

@@ -113,3 +113,25 @@ def test_path_suggestions_do_not_hold_the_whole_listing(tmp_path: Path) -> None:
         assert close_local_paths(str(folder / "checkpint")) == [] or os.geteuid() == 0
     finally:
         folder.chmod(0o755)
+
+
+def test_a_cached_mistral_native_repo_without_weights_says_they_were_never_downloaded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mistral's native layout has params.json (its model config) beside consolidated.safetensors: with only
+    params.json and the tokenizer fetched, the line said the repo "may have no weights" and lacked "a model
+    config", which it has. Without any model config it reads "neither a model config nor weights"."""
+    from fixtures.hub_cache import commit_of, write_snapshot
+
+    cache = tmp_path / "hub"
+    write_snapshot(cache, "acme/native", commit_of("native"),
+                   {"params.json": b'{"dim": 16, "n_layers": 1}', "tekken.json": b"{}"})
+    write_snapshot(cache, "acme/tokenizer", commit_of("tokenizer"), {"tokenizer.json": b"{}"})
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from tests.helpers import run_cli
+
+    line = run_cli("inspect", "acme/native").stderr.strip()
+    assert ("; the snapshot holds params.json, tekken.json only: the weights were never downloaded; fetch them "
+            "with `hf download acme/native`") in line
+    line = run_cli("inspect", "acme/tokenizer").stderr.strip()
+    assert "; the snapshot holds tokenizer.json only, neither a model config nor weights: the repo may" in line

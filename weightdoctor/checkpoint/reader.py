@@ -1242,8 +1242,8 @@ def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision:
         elif held:
             # No model config either (tokenizer files, a README): the repo may well have no weights at all (a
             # tokenizer-only or dataset-like repo), so "never downloaded" would be a guess.
-            hint = (f"the snapshot holds {shown} only, no model config nor weights: the repo may have no weights "
-                    f"(a tokenizer-only or dataset-like repo?); if it has some, fetch them with `{again}`")
+            hint = (f"the snapshot holds {shown} only, neither a model config nor weights: the repo may have no "
+                    f"weights (a tokenizer-only or dataset-like repo?); if it has some, fetch them with `{again}`")
     if hint:
         message += f"; {hint}"
     at = f"revision {revision!r}, " if revision else ""
@@ -1265,8 +1265,9 @@ def _missing_path_hint(text: str) -> str:
     return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
-# The config of a model (transformers, a PEFT adapter, a diffusers pipeline): a repo that has one has weights too.
-_MODEL_CONFIG_NAMES = {"config.json", "adapter_config.json", "model_index.json"}
+# The config of a model (transformers, a PEFT adapter, a diffusers pipeline, Mistral's native params.json beside
+# consolidated.safetensors): a repo that has one has weights too.
+_MODEL_CONFIG_NAMES = {"config.json", "adapter_config.json", "model_index.json", "params.json"}
 
 
 def _snapshot_files(snapshot: Path) -> list[str]:
