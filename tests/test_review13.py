@@ -135,3 +135,28 @@ def test_a_cached_mistral_native_repo_without_weights_says_they_were_never_downl
             "with `hf download acme/native`") in line
     line = run_cli("inspect", "acme/tokenizer").stderr.strip()
     assert "; the snapshot holds tokenizer.json only, neither a model config nor weights: the repo may" in line
+
+
+def test_dtype_auto_on_a_gptq_checkpoint_names_the_weights_dtype_not_float16(tmp_path: Path) -> None:
+    """Planned at int4, the fix said `set "dtype" to "float16"` (the placeholder dtype of the int4 plan) for a
+    GPTQ checkpoint whose embeddings, norms and lm_head are bf16: the value to set is the weights' bfloat16."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from tests.test_plan_devices_prequantized import write_gptq_llama
+
+    folder = tmp_path / "gptq"
+    write_gptq_llama(folder)
+    for file in folder.glob("*.safetensors"):
+        tensors = load_file(file)
+        save_file({name: t.to(torch.bfloat16) if t.dtype == torch.float16 else t for name, t in tensors.items()},
+                  file)
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("torch_dtype")
+    config["dtype"] = "auto"
+    (folder / "config.json").write_text(json.dumps(config))
+    code, data = run_json("plan-devices", folder, "--gpu", "1GB")
+    assert code == 0 and data["dtype"] == "int4"
+    auto = [line for line in data["warnings"] if '"auto"' in line]
+    assert len(auto) == 1 and auto[0].endswith('planned at int4; set "dtype" to "bfloat16" in config.json (or remove '
+                                               'it) to load it')

@@ -391,14 +391,16 @@ def default_dtype(checkpoint: Checkpoint) -> str:
     return DTYPE_ALIASES.get(chosen, "fp32")
 
 
-def auto_dtype_field_warning(config: dict[str, Any], dtype: str, weights_read: bool = True) -> str | None:
+def auto_dtype_field_warning(config: dict[str, Any], dtype: str, weights_read: bool = True,
+                             stored: str | None = None) -> str | None:
     """The warning for a config.json whose `dtype` / `torch_dtype` is "auto", else None.
 
     "auto" is an argument of from_pretrained, not a dtype a config can hold: transformers' config reads it as
     `getattr(torch, "auto")`, so `AutoConfig.from_pretrained` and `from_pretrained` raise AttributeError whatever
     dtype they are given. The plan goes on at `dtype` (what loads once the field is fixed); the warning says what
     to fix, which is what the user needs (an error would hide the plan and name the same one-line fix). With no
-    weights read (a config.json alone) their dtype is unknown: the fix names none.
+    weights read (a config.json alone) their dtype is unknown: the fix names none. A plan at int4 / int8 / fp8
+    names `stored` (the weights' floating dtype), the one the unquantized rest is kept at, not DTYPES' float16.
 
     Example:
         >>> auto_dtype_field_warning({"dtype": "auto"}, "bf16")
@@ -415,7 +417,8 @@ def auto_dtype_field_warning(config: dict[str, Any], dtype: str, weights_read: b
         which = f"transformers {version('transformers')}"
     except PackageNotFoundError:  # pragma: no cover - transformers is a dependency
         which = "transformers"
-    planned, value = ((dtype, f'"{DTYPES[dtype][0]}"') if weights_read else
+    floating = DTYPES[dtype][0] if dtype in FLOAT_DTYPES else stored or DTYPES[dtype][0]
+    planned, value = ((dtype, f'"{floating}"') if weights_read else
                       (f"{dtype} (no weights were read; --dtype plans another)", "the weights' dtype"))
     return (f'config.json sets "{field}": "auto", which {which} cannot read: AutoConfig.from_pretrained and '
             f"from_pretrained raise AttributeError (module 'torch' has no attribute 'auto') whatever dtype they are "
@@ -563,7 +566,7 @@ def build_planned_model(
         warnings.append(f"a diffusers {config['_class_name']}: its from_pretrained loads in float32 unless given "
                         f"torch_dtype; planned at the stored {dtype}, as torch_dtype=torch.{DTYPES[dtype][0]} loads "
                         "it; --dtype fp32 plans the default (twice the memory)")
-    if auto := auto_dtype_field_warning(config, dtype, bool(checkpoint.tensors)):
+    if auto := auto_dtype_field_warning(config, dtype, bool(checkpoint.tensors), _checkpoint_float_dtype(checkpoint)):
         warnings.append(auto)
     if asked and dtype in FLOAT_DTYPES and mlx is None and lacks is None \
             and not _loads_dense(checkpoint.config) \
