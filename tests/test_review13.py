@@ -160,3 +160,22 @@ def test_dtype_auto_on_a_gptq_checkpoint_names_the_weights_dtype_not_float16(tmp
     auto = [line for line in data["warnings"] if '"auto"' in line]
     assert len(auto) == 1 and auto[0].endswith('planned at int4; set "dtype" to "bfloat16" in config.json (or remove '
                                                'it) to load it')
+
+
+@pytest.mark.parametrize(("extra", "why"), [
+    ({"dequantize": True}, "its compressed-tensors quantization_config sets dequantize: true"),
+    ({"quantization_status": "frozen"},
+     "its compressed-tensors quantization_status is 'frozen', not \"compressed\": the weights are stored dense"),
+])
+def test_a_compressed_tensors_checkpoint_loaded_dense_is_planned_dense_by_default(
+        tmp_path: Path, extra: dict[str, object], why: str) -> None:
+    """Without --dtype the same checkpoints were planned at int4, a quarter of the dense Linear weights that
+    from_pretrained holds once it dequantizes them: they are planned at the config's floating dtype."""
+    folder = _config_folder(tmp_path, "ct", torch_dtype="bfloat16", quantization_config=_compressed_tensors(**extra))
+    code, data = run_json("plan-devices", folder, "--gpu", "1GB")
+    assert code == 0 and data["dtype"] == "bf16"
+    assert (f"the config quantizes the weights (compressed-tensors), but {why}: transformers loads them dense, at the "
+            "floating dtype planned here") in data["warnings"]
+    code, packed = run_json("plan-devices", _config_folder(tmp_path, "packed", torch_dtype="bfloat16",
+                                                           quantization_config=_compressed_tensors()), "--gpu", "1GB")
+    assert code == 0 and packed["dtype"] == "int4" and packed["weights_bytes"] < data["weights_bytes"]

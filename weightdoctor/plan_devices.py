@@ -355,11 +355,12 @@ def _config_dtype(config: dict[str, Any]) -> str | None:
 
 def quantized_dtype(config: dict[str, Any] | None) -> tuple[str, str] | None:
     """("int4" or "int8", the quantizer in words) when the config's `quantization_config` stores weights in 4 or
-    8 bits (GPTQ, AWQ, bitsandbytes, compressed-tensors): what `from_pretrained` keeps them in; else None."""
+    8 bits (GPTQ, AWQ, bitsandbytes, compressed-tensors): what `from_pretrained` keeps them in; else None (also
+    where it dequantizes them at load: `_loads_dense`)."""
     from weightdoctor.quantized import quantization_of
 
     found = quantization_of(config)
-    if found is None:
+    if found is None or _loads_dense(config):  # dequantized at load: the floating dtype, as a dense model
         return None
     method, bits = found
     if bits == 4:
@@ -544,6 +545,9 @@ def build_planned_model(
             warnings.append(f"the config quantizes the weights ({found[0]}): planned at the floating dtype, which "
                             "over-sizes the Linear weights transformers keeps in 8 or 4 bits (about 2x or 4x); the "
                             "plan is an upper bound")
+        elif found is not None and (dense := _loads_dense(checkpoint.config)):
+            warnings.append(f"the config quantizes the weights ({found[0]}), but {dense}: transformers loads them "
+                            "dense, at the floating dtype planned here")
         elif found is not None and (sparsity := _sparsity_only(checkpoint.config)) is not None:
             # compressed-tensors' sparsity alone (2:4, unstructured bitmask) stores fewer values, but the model's
             # Linear weights stay dense at the floating dtype: nothing is over-sized.
@@ -569,7 +573,6 @@ def build_planned_model(
     if auto := auto_dtype_field_warning(config, dtype, bool(checkpoint.tensors), _checkpoint_float_dtype(checkpoint)):
         warnings.append(auto)
     if asked and dtype in FLOAT_DTYPES and mlx is None and lacks is None \
-            and not _loads_dense(checkpoint.config) \
             and (quantized := quantized_dtype(checkpoint.config)) is not None:
         # --dtype overrides the quantized plan (by design: "what if it were dense"), but it is no load that happens:
         # from_pretrained's quantizer keeps the stored 4 / 8-bit weights packed whatever dtype it is given.
@@ -818,8 +821,9 @@ def _is_fine_grained_fp8(config: dict[str, Any] | None) -> bool:
     return quantization is not None and not quantization.get("dequantize")
 
 
-def _loads_dense(config: dict[str, Any] | None) -> bool:
-    """A quantized config that from_pretrained loads as dense Linear weights at the dtype it is given.
+def _loads_dense(config: dict[str, Any] | None) -> str | None:
+    """Why from_pretrained loads this quantized config's Linear weights dense, at the dtype it is given (in words,
+    for a warning), else None.
 
     transformers' CompressedTensorsConfig and MetalConfig read `dequantize: true` (compressed-tensors also the
     deprecated `run_compressed: false`) from config.json and dequantize every weight at load; a compressed-tensors
@@ -827,13 +831,19 @@ def _loads_dense(config: dict[str, Any] | None) -> bool:
     """
     quantization = (config or {}).get("quantization_config")
     if not isinstance(quantization, dict) or quantization.get("quant_method") not in ("compressed-tensors", "metal"):
-        return False
+        return None
     method = quantization["quant_method"]
     if quantization.get("dequantize") is True:
-        return True
+        return f"its {method} quantization_config sets dequantize: true"
+    if method != "compressed-tensors":
+        return None
+    if quantization.get("run_compressed") is False:
+        return "its compressed-tensors quantization_config sets run_compressed: false (dequantize: true)"
     status = quantization.get("quantization_status")
-    return method == "compressed-tensors" and (quantization.get("run_compressed") is False
-                                               or (isinstance(status, str) and status != "compressed"))
+    if isinstance(status, str) and status != "compressed":
+        return (f"its compressed-tensors quantization_status is {status!r}, not \"compressed\": the weights are "
+                "stored dense")
+    return None
 
 
 def _fp8_dequantized(config: dict[str, Any] | None) -> bool:
