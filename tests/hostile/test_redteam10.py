@@ -1,0 +1,72 @@
+"""Round 10 of the red team: hostile inputs against the detectors and messages added in round 10 (patterns taken
+from a checkpoint's own config, quoted file text, did-you-mean suggestions, format detectors by magic). Each command
+must exit 0 with a truthful report or 2 with one line naming the file; never a hang, a traceback or escapes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from tests.helpers import run_subprocess
+from tests.test_compressed_tensors9 import DENSE, LINEARS, _config, _dense_rest
+
+
+def _mixed_recipe(folder: Path, groups: dict) -> Path:
+    """A pack-quantized Llama layer, attention at 8 bits and the MLP at 4, under the given config groups."""
+    torch.manual_seed(0)
+    tensors = _dense_rest()
+    for name, (rows, cols) in LINEARS.items():
+        prefix = f"model.layers.0.{name}."
+        bits = 8 if name.startswith("self_attn") else 4
+        tensors[prefix + "weight_packed"] = torch.randint(-2**31, 2**31 - 1, (rows, cols * bits // 32),
+                                                          dtype=torch.int32)
+        tensors[prefix + "weight_shape"] = torch.tensor([rows, cols])
+        tensors[prefix + "weight_scale"] = (torch.rand(rows, 1) * 0.01).bfloat16()
+    folder.mkdir()
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(_config({
+        "quant_method": "compressed-tensors", "format": "mixed-precision", "quantization_status": "compressed",
+        "config_groups": groups, "ignore": ["lm_head"]})))
+    return folder
+
+
+def _group(bits: int, *targets: str) -> dict:
+    return {"targets": list(targets), "format": "pack-quantized",
+            "weights": {"num_bits": bits, "type": "int", "symmetric": True, "strategy": "channel"}}
+
+
+def _inspect_json_within(folder: Path, seconds: float = 20) -> dict:
+    """`inspect --json` in a fresh interpreter, killed past `seconds` (re.match cannot be interrupted in-process)."""
+    started = time.monotonic()
+    try:
+        result = run_subprocess("inspect", str(folder), "--json", timeout=seconds)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"inspect ran past {seconds} s") from exc
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < seconds
+    return json.loads(result.stdout)
+
+
+def test_a_catastrophic_target_pattern_does_not_hang_and_named_layers_keep_their_bits(tmp_path: Path) -> None:
+    """compressed-tensors targets `re:(.+)+_never$`: re.match backtracks 2**n times over a layer name of n
+    characters (28 for model.layers.0.mlp.up_proj: minutes per layer), and Python's re cannot be interrupted.
+    inspect never returned. Such a pattern is not evaluated; the MLP layers its group names exactly keep 4 bits."""
+    mlp = [f"model.layers.0.{name}" for name in LINEARS if name.startswith("mlp")]
+    folder = _mixed_recipe(tmp_path / "evil", {"group_0": _group(8, "re:.*self_attn.*"),
+                                               "group_1": _group(4, *mlp, "re:(.+)+_never$")})
+    assert _inspect_json_within(folder)["quantized"]["parameters"] == DENSE
+
+
+def test_a_layer_a_catastrophic_pattern_might_claim_gets_unknown_bits_not_a_guess(tmp_path: Path) -> None:
+    """The attention layers are claimed at 8 bits by `re:.*self_attn.*`; a 4-bit group's `re:(.*)*q_proj$` may
+    claim them too (a tie: bits unknown by compressed-tensors' own ranking) and cannot be evaluated in bounded time
+    (inspect never returned): the count is unknown, not the attention at 8 bits as if the pattern had not matched.
+    Its literal text rules out the layers without `q_proj` (the MLP keeps its 4 bits, no hang there either)."""
+    folder = _mixed_recipe(tmp_path / "evil", {"group_0": _group(8, "re:.*self_attn.*"),
+                                               "group_1": _group(4, "re:.*mlp.*", "re:(.*)*q_proj$")})
+    assert _inspect_json_within(folder)["quantized"]["parameters"] is None
