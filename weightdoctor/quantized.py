@@ -118,6 +118,9 @@ def _mlx_layer_bits(packed: set[str], quantization: Mapping[str, Any] | None) ->
 # The backtracking steps a config's `re:` targets may cost, all layers together (about a second of sre's time):
 # Python's re cannot be interrupted, and a target such as `re:(a+)+$` over a long layer name never returns.
 _PATTERN_BUDGET = 20_000_000
+# The (layer, pattern) pairs looked at, all layers together (a few seconds): 10,000 config groups over as many
+# layers would be 10**8 pairs; past this, the layers left get unknown bits wherever a pattern could claim them.
+_PATTERN_PAIRS = 20_000_000
 
 
 def _match_cost(pattern: str) -> tuple[int, int] | None:
@@ -167,7 +170,8 @@ def _match_cost(pattern: str) -> tuple[int, int] | None:
                 return None
             else:
                 continue
-            total = (total[0] * part[0], total[1] + part[1])
+            # Clamped: `a?` 100,000 times would multiply big integers for as long as it would backtrack.
+            total = (min(total[0] * part[0], 1 << 64), min(total[1] + part[1], 64))
         return total
 
     try:
@@ -258,7 +262,8 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
             patterns.append((re.compile(text), bits_set, _match_cost(text), _required_text(text)))
         except (re.error, RecursionError, OverflowError):
             continue
-    budget = _PATTERN_BUDGET
+    budget, pairs = _PATTERN_BUDGET, _PATTERN_PAIRS
+    every_pattern_bits: set[int | None] = set().union(*(bits_set for _, bits_set, _, _ in patterns))
     found: dict[str, int | None] = {}
     for name in packed:
         layer = name.removesuffix(".weight_packed")
@@ -268,7 +273,10 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
             continue
         matched: set[int | None] = set()
         unsure: set[int | None] = set()  # bits of patterns not evaluated: they may or may not claim the layer
-        for compiled, bits_set, pattern_cost, required in patterns:
+        pairs -= len(patterns)
+        if pairs < 0:
+            unsure = set(every_pattern_bits)
+        for compiled, bits_set, pattern_cost, required in patterns if pairs >= 0 else ():
             if not all(map(layer.__contains__, required)):  # it cannot match: no need to run it
                 continue
             steps = None if pattern_cost is None else pattern_cost[0] * (len(layer) + 1) ** pattern_cost[1]

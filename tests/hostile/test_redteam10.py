@@ -70,3 +70,23 @@ def test_a_layer_a_catastrophic_pattern_might_claim_gets_unknown_bits_not_a_gues
     folder = _mixed_recipe(tmp_path / "evil", {"group_0": _group(8, "re:.*self_attn.*"),
                                                "group_1": _group(4, "re:.*mlp.*", "re:(.*)*q_proj$")})
     assert _inspect_json_within(folder)["quantized"]["parameters"] is None
+
+
+def test_ten_thousand_config_groups_are_matched_in_seconds_and_counted(tmp_path: Path) -> None:
+    """10,000 config groups, each a `re:` pattern and a layer name, over 300 packed layers: every target was
+    re.match'ed against every layer, each pattern compiled again (re's cache holds 512): inspect ran past a minute.
+    Names are looked up, each pattern compiled once and skipped where its literal text is absent."""
+    folder = tmp_path / "groups"
+    folder.mkdir()
+    layers = 300
+    tensors = {}
+    for i in range(layers):
+        tensors[f"model.layers.{i}.mlp.weight_packed"] = torch.zeros(2, 1, dtype=torch.int32)
+        tensors[f"model.layers.{i}.mlp.weight_scale"] = torch.zeros(2, 1, dtype=torch.float16)
+    save_file(tensors, folder / "model.safetensors")
+    groups = {f"group_{j}": {"targets": [f"re:.*layers\\.{j}\\..*", f"model.layers.{j}.self_attn"],
+                             "weights": {"num_bits": 4 if j % 2 else 8}} for j in range(10_000)}
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "quantization_config": {
+        "quant_method": "compressed-tensors", "format": "pack-quantized", "config_groups": groups}}))
+    # Each layer's 2 int32 hold 32 / bits values each: odd layers 4-bit (16 values each), even ones 8-bit (8).
+    assert _inspect_json_within(folder)["quantized"]["parameters"] == layers // 2 * (2 * 8 + 2 * 4)
