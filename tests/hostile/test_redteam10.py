@@ -90,3 +90,20 @@ def test_ten_thousand_config_groups_are_matched_in_seconds_and_counted(tmp_path:
         "quant_method": "compressed-tensors", "format": "pack-quantized", "config_groups": groups}}))
     # Each layer's 2 int32 hold 32 / bits values each: odd layers 4-bit (16 values each), even ones 8-bit (8).
     assert _inspect_json_within(folder)["quantized"]["parameters"] == layers // 2 * (2 * 8 + 2 * 4)
+
+
+def test_emoji_codes_in_names_and_quoted_replies_are_printed_as_they_read(tmp_path: Path) -> None:
+    """Rich's consoles replace `:smile:` with an emoji: a tensor named `enc.x:smile:y.weight` was listed as
+    `enc.x😄y.weight` (a name the file does not hold), and the quoted server reply read back as something else."""
+    weights = tmp_path / "names.safetensors"
+    save_file({"enc.x:smile:y.weight": torch.zeros(2)}, weights)
+    result = run_subprocess("inspect", str(weights), env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "enc.x:smile:y.weight" in result.stdout and "\N{SMILING FACE WITH OPEN MOUTH AND SMILING EYES}" \
+        not in result.stdout
+    reply = tmp_path / "model.safetensors"
+    reply.write_text("Entry not found :thumbs_up: [bold]x[/]")
+    result = run_subprocess("inspect", str(reply))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert str(reply) in lines[0] and "reads 'Entry not found :thumbs_up: [bold]x[/]'" in lines[0], lines[0]
