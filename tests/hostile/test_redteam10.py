@@ -107,3 +107,37 @@ def test_emoji_codes_in_names_and_quoted_replies_are_printed_as_they_read(tmp_pa
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert str(reply) in lines[0] and "reads 'Entry not found :thumbs_up: [bold]x[/]'" in lines[0], lines[0]
+
+
+def _legacy_save_opening_with(tmp_path: Path, opening: bytes) -> Path:
+    """A legacy torch.save file whose first pickle opens with a BINFLOAT: `opening` (b"G" and 8 bytes) pushes a
+    float the magic number's pickle leaves below it, so torch.load(weights_only=True) still reads the file."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"w": torch.arange(4.0)}, buffer, _use_new_zipfile_serialization=False)
+    path = tmp_path / "model.bin"
+    path.write_bytes(opening + buffer.getvalue())
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(4.0))  # the oracle: torch reads it
+    return path
+
+
+def test_a_torch_save_opening_with_the_gguf_magic_is_read_not_called_gguf(tmp_path: Path) -> None:
+    """b"GGUF\\x03\\x00\\x00\\x00\\x00" before a legacy torch.save: a BINFLOAT whose bytes spell GGUF version 3.
+    It was refused as 'a GGUF file (llama.cpp / ggml)'; its tensor count (the pickle's bytes, about 1e19) cannot
+    fit a file of 400 bytes. It is read as the torch.save file it is."""
+    path = _legacy_save_opening_with(tmp_path, b"GGUF\x03\x00\x00\x00\x00")
+    result = run_subprocess("inspect", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["format"], data["num_tensors"], data["num_params"]) == ("pytorch-legacy", 1, 4), data
+
+
+def test_a_torch_save_with_protocol_1_opcodes_before_its_protocol_2_is_not_called_protocol_1(tmp_path: Path) -> None:
+    """A BINFLOAT before the magic number's PROTO 2 (the file opens b"Gggml..."): refused as 'pickled with protocol
+    0 or 1, which torch.load's weights_only loader refuses' while that loader reads it."""
+    path = _legacy_save_opening_with(tmp_path, b"Gggml\x00\x00\x00\x00")
+    result = run_subprocess("inspect", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["format"], data["num_tensors"], data["num_params"]) == ("pytorch-legacy", 1, 4), data

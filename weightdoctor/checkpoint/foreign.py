@@ -237,6 +237,25 @@ def text_reply_hint(path: Path) -> str:
             "download it again)")
 
 
+def _plausible_gguf(path: Path, prefix: bytes) -> bool:
+    """Whether a file opening with b"GGUF" has a GGUF header: a version, then its tensor and metadata counts (uint32
+    in version 1, uint64 after), each entry taking bytes of the file. "GGUF" also opens a legacy torch.save file
+    whose pickle starts with a BINFLOAT (its 8 bytes "GUF\x03..."), which torch.load reads."""
+    import struct
+
+    if len(prefix) < 24:  # too little to tell: the magic alone
+        return True
+    version = struct.unpack_from("<I", prefix, 4)[0]
+    if not 1 <= version <= 0xFFFF:  # the version is read as little- or big-endian by llama.cpp: either is small
+        return version.to_bytes(4, "little") in (b"\x00\x00\x00\x01", b"\x00\x00\x00\x02", b"\x00\x00\x00\x03")
+    counts = struct.unpack_from("<II" if version == 1 else "<QQ", prefix, 8)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return True
+    return all(count <= size for count in counts)
+
+
 def identify(path: Path, prefix: bytes) -> str | None:
     """What a non-checkpoint file is ("a GGUF file (llama.cpp / ggml)"), or None when it is not recognised.
 
@@ -247,7 +266,7 @@ def identify(path: Path, prefix: bytes) -> str | None:
         'a GGUF file (llama.cpp / ggml)'
     """
     for magic, kind in _MAGICS:
-        if prefix.startswith(magic):
+        if prefix.startswith(magic) and (magic != b"GGUF" or _plausible_gguf(path, prefix)):
             return kind
     if is_openvino_weights(path):
         return (f"an OpenVINO IR model's weights ({path.with_suffix('.xml').name} beside it holds the graph; Optimum "

@@ -1293,6 +1293,10 @@ def ensure_pickle_file(path: Path, prefix: bytes) -> str:
                 # A protocol 0 or 1 pickle.dump (no PROTO opcode to recognise it by): read as a plain pickle,
                 # after the same scan again in `load_pickle`.
                 return "pytorch-legacy"
+            if report.container == "pytorch-legacy" and _first_pickle_protocol(path) >= 2:
+                # Opcodes of protocol 1 (a BINFLOAT: the file may open with GGUF) before the magic number's PROTO 2:
+                # torch.load(weights_only=True) reads the file as torch.save's own.
+                return "pytorch-legacy"
             if report.container == "pytorch-legacy":
                 # The scan found torch's legacy magic number: torch.save(pickle_protocol=0 or 1) wrote it, with no
                 # PROTO opcode for `detect_pickle_format` to see. "Not a PyTorch pickle" said the opposite.
@@ -1306,6 +1310,23 @@ def ensure_pickle_file(path: Path, prefix: bytes) -> str:
             hint = text_reply_hint(path)
         raise UnsupportedFormat("not a safetensors file nor a PyTorch pickle (zip or legacy)" + hint)
     return fmt
+
+
+def _first_pickle_protocol(path: Path, limit: int = 4096) -> int:
+    """The highest PROTO opcode of the file's first pickle (torch's magic number: a few bytes), 0 for none or for
+    bytes that are no pickle within `limit`."""
+    import pickletools
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(limit)
+        highest = 0
+        for opcode, argument, _ in pickletools.genops(head):
+            if opcode.name == "PROTO" and isinstance(argument, int):
+                highest = max(highest, argument)
+        return highest  # genops stops at the first STOP
+    except Exception:  # noqa: BLE001 - any opcode error means "no pickle of a known protocol"
+        return 0
 
 
 LEGACY_LOW_PROTOCOL = (
