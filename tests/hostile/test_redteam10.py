@@ -141,3 +141,31 @@ def test_a_torch_save_with_protocol_1_opcodes_before_its_protocol_2_is_not_calle
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert (data["format"], data["num_tensors"], data["num_params"]) == ("pytorch-legacy", 1, 4), data
+
+
+def test_a_bzip2_tar_declaring_gigabytes_is_named_without_decompressing_them(tmp_path: Path) -> None:
+    """A .bin that is a bzip2 tar: its first member declares 10 GB of zeros, 11 KB of bzip2 streams. Looking for
+    a second member header, tarfile's seekable "r:*" decompressed all 10 GB (minutes). The member headers are read
+    from a stream of a bounded number of decompressed bytes: the names seen by then are said."""
+    import bz2
+    import tarfile
+
+    def header(name: str, size: int) -> bytes:
+        info = tarfile.TarInfo(name)
+        info.size = size
+        return info.tobuf(format=tarfile.GNU_FORMAT)
+
+    chunk = 10 << 20
+    path = tmp_path / "pytorch_model.bin"
+    path.write_bytes(bz2.compress(header("big.safetensors", 1000 * chunk)) + bz2.compress(bytes(chunk)) * 1000
+                     + bz2.compress(header("model_weights.ckpt", 0) + bytes(1024)))
+    assert path.stat().st_size < 200_000
+    started = time.monotonic()
+    try:
+        result = run_subprocess("inspect", str(path), timeout=20)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError("inspect ran past 20 s") from exc
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert str(path) in lines[0] and "it is a tar archive holding big.safetensors" in lines[0], lines[0]
+    assert time.monotonic() - started < 20

@@ -1341,19 +1341,63 @@ TORCH_TAR = ("a PyTorch checkpoint in its oldest format, a tar of storages, tens
              "you trust; torch.save what it returns and point weightdoctor at that file")
 
 
+class _DecompressionBudgetSpent(OSError):
+    """More bytes decompressed than a look at member headers needs."""
+
+
+class _CappedReader:
+    """A file object that refuses to read past `budget` bytes (raising _DecompressionBudgetSpent)."""
+
+    def __init__(self, stream: Any, budget: int) -> None:
+        self._stream, self._left = stream, budget
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            raise _DecompressionBudgetSpent
+        data = self._stream.read(self._left if size is None or size < 0 else min(size, self._left))
+        self._left -= len(data)
+        return data
+
+
+def _tar_member_names(path: Path, limit: int = 64, budget: int = 64 << 20) -> list[str] | None:
+    """The names of a tar archive's first `limit` members, None for a file that is no tar. A compressed tar is read
+    as a stream of at most `budget` decompressed bytes: skipping a member decompresses its data, and 100 KB of
+    bzip2 declare gigabytes (tarfile's seekable "r:*" ran for minutes); the names found by then are returned."""
+    import bz2
+    import gzip
+    import lzma
+    import tarfile
+    import zlib
+    from contextlib import ExitStack
+
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(6)
+    except OSError:
+        return None
+    opener = {b"\x1f\x8b": gzip.open, b"BZ": bz2.open, b"\xfd7": lzma.open}.get(magic[:2])
+    names: list[str] = []
+    try:
+        with ExitStack() as stack:
+            if opener is None:  # uncompressed: headers are read by seeking, not by reading data
+                archive = stack.enter_context(tarfile.open(path, "r:"))
+            else:
+                stream = _CappedReader(stack.enter_context(opener(path, "rb")), budget)
+                archive = stack.enter_context(tarfile.open(fileobj=stream, mode="r|"))  # type: ignore[call-overload]
+            for member in archive:
+                names.append(member.name.removeprefix("./"))
+                if len(names) >= limit:
+                    break
+    except (_DecompressionBudgetSpent, tarfile.TarError, OSError, EOFError, ValueError, lzma.LZMAError, zlib.error):
+        return names or None  # the names read before the budget was spent or the damage met
+    return names
+
+
 def _archive_hint(path: Path) -> str:
     """For a tar archive (a NeMo `.nemo`: model_config.yaml beside model_weights.ckpt): what it holds and what
     to do; "" for anything else. Reads member headers only, at most 64."""
-    import tarfile
-
-    try:
-        with tarfile.open(path, "r:*") as archive:
-            names = []
-            for member in archive:
-                names.append(member.name.removeprefix("./"))
-                if len(names) >= 64:
-                    break
-    except (tarfile.TarError, OSError, EOFError, ValueError):
+    names = _tar_member_names(path)
+    if names is None:
         return ""
     if {"storages", "tensors", "pickle"} <= set(names):
         # torch.load still reads it (serialization.legacy_load), but never under weights_only, which refuses
