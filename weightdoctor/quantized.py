@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,9 +116,12 @@ def _mlx_layer_bits(packed: set[str], quantization: Mapping[str, Any] | None) ->
     return found
 
 
-# The backtracking steps a config's `re:` targets may cost, all layers together (about a second of sre's time):
-# Python's re cannot be interrupted, and a target such as `re:(a+)+$` over a long layer name never returns.
-_PATTERN_BUDGET = 20_000_000
+# The backtracking steps one re.match of a config's `re:` target may take at worst (a tenth of a second of sre's
+# time): Python's re cannot be interrupted, and a target such as `re:(a+)+$` over a long layer name never returns.
+_PATTERN_STEPS = 10_000_000
+# The seconds all the matching may take: the worst case above is far from what a pattern with literal text between
+# its repeats costs (`re:.*layers\.\d+\.mlp\.experts\.\d+\..*` over 50,000 expert layers: a fraction of a second).
+_PATTERN_SECONDS = 3.0
 # The (layer, pattern) pairs looked at, all layers together (a few seconds): 10,000 config groups over as many
 # layers would be 10**8 pairs; past this, the layers left get unknown bits wherever a pattern could claim them.
 _PATTERN_PAIRS = 20_000_000
@@ -227,8 +231,9 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
 
     A group claims a layer by its `targets`, as compressed-tensors matches them: the layer's own name first,
     then a `re:` pattern matching it (re.match), then a class name ("Linear"), which claims every packed layer.
-    A pattern that cannot be matched in bounded time (nested repeats, a backreference, or past a total budget of
-    steps) is not evaluated: the layers it might claim get unknown bits, unless their own name claims them.
+    A pattern that cannot be matched in bounded time (nested repeats, a backreference, a high power of the name's
+    length; or past a few seconds of matching, all layers together) is not evaluated: the layers it might claim get
+    unknown bits, unless their own name claims them.
     """
     groups = quantization.get("config_groups") if quantization is not None else None
     if not isinstance(groups, Mapping):
@@ -262,7 +267,7 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
             patterns.append((re.compile(text), bits_set, _match_cost(text), _required_text(text)))
         except (re.error, RecursionError, OverflowError):
             continue
-    budget, pairs = _PATTERN_BUDGET, _PATTERN_PAIRS
+    deadline, pairs = time.monotonic() + _PATTERN_SECONDS, _PATTERN_PAIRS
     every_pattern_bits: set[int | None] = set().union(*(bits_set for _, bits_set, _, _ in patterns))
     found: dict[str, int | None] = {}
     for name in packed:
@@ -274,16 +279,16 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
         matched: set[int | None] = set()
         unsure: set[int | None] = set()  # bits of patterns not evaluated: they may or may not claim the layer
         pairs -= len(patterns)
-        if pairs < 0:
+        if pairs < 0 or (patterns and time.monotonic() > deadline):
+            pairs = -1
             unsure = set(every_pattern_bits)
         for compiled, bits_set, pattern_cost, required in patterns if pairs >= 0 else ():
             if not all(map(layer.__contains__, required)):  # it cannot match: no need to run it
                 continue
             steps = None if pattern_cost is None else pattern_cost[0] * (len(layer) + 1) ** pattern_cost[1]
-            if steps is None or steps > budget:
+            if steps is None or steps > _PATTERN_STEPS or time.monotonic() > deadline:
                 unsure |= bits_set
                 continue
-            budget -= max(steps, len(layer) + 1)
             if compiled.match(layer):
                 matched |= bits_set
         claimed = matched or by_class

@@ -169,3 +169,20 @@ def test_a_bzip2_tar_declaring_gigabytes_is_named_without_decompressing_them(tmp
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert str(path) in lines[0] and "it is a tar archive holding big.safetensors" in lines[0], lines[0]
     assert time.monotonic() - started < 20
+
+
+def test_a_mixed_moe_recipe_of_thousands_of_expert_layers_is_counted_in_full() -> None:
+    """The bounds on pattern matching must not give up on a real recipe: 6,000 expert layers (a DeepSeek-sized
+    layer count) under llm-compressor's usual targets, repeats between literal text (`.*`, `\\d+`), all matched."""
+    from weightdoctor.quantized import _compressed_tensors_layer_bits
+
+    names = [f"model.layers.{layer}.mlp.experts.{expert}.{proj}_proj.weight_packed"
+             for layer in range(20) for expert in range(100) for proj in ("gate", "up", "down")]
+    names += [f"model.layers.{layer}.self_attn.{p}_proj.weight_packed" for layer in range(20) for p in "qkvo"]
+    groups = {"attention": {"targets": [r"re:.*self_attn\.(q|k|v|o)_proj$"], "weights": {"num_bits": 8}},
+              "experts": {"targets": [r"re:.*\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj$"],
+                          "weights": {"num_bits": 4}}}
+    started = time.monotonic()
+    bits = _compressed_tensors_layer_bits(names, {"config_groups": groups})
+    assert time.monotonic() - started < 3
+    assert [bits[n] for n in names] == [4] * 6000 + [8] * 80
