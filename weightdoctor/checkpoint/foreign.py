@@ -237,23 +237,26 @@ def text_reply_hint(path: Path) -> str:
             "download it again)")
 
 
-def _plausible_gguf(path: Path, prefix: bytes) -> bool:
-    """Whether a file opening with b"GGUF" has a GGUF header: a version, then its tensor and metadata counts (uint32
-    in version 1, uint64 after), each entry taking bytes of the file. "GGUF" also opens a legacy torch.save file
-    whose pickle starts with a BINFLOAT (its 8 bytes "GUF\x03..."), which torch.load reads."""
-    import struct
+# torch.save's legacy format opens with this number, pickled (serialization.MAGIC_NUMBER).
+_TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
-    if len(prefix) < 24:  # too little to tell: the magic alone
-        return True
-    version = struct.unpack_from("<I", prefix, 4)[0]
-    if not 1 <= version <= 0xFFFF:  # the version is read as little- or big-endian by llama.cpp: either is small
-        return version.to_bytes(4, "little") in (b"\x00\x00\x00\x01", b"\x00\x00\x00\x02", b"\x00\x00\x00\x03")
-    counts = struct.unpack_from("<II" if version == 1 else "<QQ", prefix, 8)
+
+def _torch_legacy_pickle(path: Path) -> bool:
+    """Whether the file's first pickle is torch.save's legacy magic number, pickled with protocol 2 or later: a file
+    torch.load reads, whatever magic of another format its first bytes spell (b"GGUF\x03..." is a BINFLOAT)."""
+    import pickletools
+
     try:
-        size = path.stat().st_size
-    except OSError:
-        return True
-    return all(count <= size for count in counts)
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+        protocol, magic = 0, False
+        for opcode, argument, _ in pickletools.genops(head):  # stops after the first pickle's STOP
+            if opcode.name == "PROTO" and isinstance(argument, int):
+                protocol = max(protocol, argument)
+            magic = magic or argument == _TORCH_LEGACY_MAGIC
+        return protocol >= 2 and magic
+    except Exception:  # noqa: BLE001 - any opcode error means "not a pickle"
+        return False
 
 
 def identify(path: Path, prefix: bytes) -> str | None:
@@ -266,7 +269,7 @@ def identify(path: Path, prefix: bytes) -> str | None:
         'a GGUF file (llama.cpp / ggml)'
     """
     for magic, kind in _MAGICS:
-        if prefix.startswith(magic) and (magic != b"GGUF" or _plausible_gguf(path, prefix)):
+        if prefix.startswith(magic) and not _torch_legacy_pickle(path):
             return kind
     if is_openvino_weights(path):
         return (f"an OpenVINO IR model's weights ({path.with_suffix('.xml').name} beside it holds the graph; Optimum "
