@@ -186,3 +186,17 @@ def test_a_mixed_moe_recipe_of_thousands_of_expert_layers_is_counted_in_full() -
     bits = _compressed_tensors_layer_bits(names, {"config_groups": groups})
     assert time.monotonic() - started < 3
     assert [bits[n] for n in names] == [4] * 6000 + [8] * 80
+
+
+def test_a_target_pattern_nested_too_deep_to_compile_claims_nothing(tmp_path: Path) -> None:
+    """`re:` and 5,000 nested groups: re.match raised RecursionError, not re.error, and inspect said 'unexpected
+    RecursionError'. A pattern Python cannot compile claims no layer (compressed-tensors could not match it either);
+    a 1 MB pattern of plain text is matched as text."""
+    from tests.helpers import run_json
+
+    folder = _mixed_recipe(tmp_path / "deep", {
+        "group_0": _group(8, "re:.*self_attn.*"),
+        "group_1": _group(4, "re:.*mlp.*", "re:" + "(" * 5000 + "x" + ")" * 5000, "re:" + "a" * 1_000_000)})
+    code, data = run_json("inspect", str(folder))
+    assert code == 0, data
+    assert data["quantized"]["parameters"] == DENSE
