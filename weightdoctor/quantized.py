@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,6 +116,113 @@ def _mlx_layer_bits(packed: set[str], quantization: Mapping[str, Any] | None) ->
     return found
 
 
+# The backtracking steps one re.match of a config's `re:` target may take at worst (a tenth of a second of sre's
+# time): Python's re cannot be interrupted, and a target such as `re:(a+)+$` over a long layer name never returns.
+_PATTERN_STEPS = 10_000_000
+# The seconds all the matching may take: the worst case above is far from what a pattern with literal text between
+# its repeats costs (`re:.*layers\.\d+\.mlp\.experts\.\d+\..*` over 50,000 expert layers: a fraction of a second).
+_PATTERN_SECONDS = 3.0
+# The (layer, pattern) pairs looked at, all layers together (a few seconds): 10,000 config groups over as many
+# layers would be 10**8 pairs; past this, the layers left get unknown bits wherever a pattern could claim them.
+_PATTERN_PAIRS = 20_000_000
+
+
+def _match_cost(pattern: str) -> tuple[int, int] | None:
+    """An upper bound on re.match's backtracking steps for `pattern`, as (c, d): c x n**d over a name of n
+    characters; None when none is known (a variable repeat inside a repeat, a backreference): such a pattern can
+    take exponential time, and is not evaluated.
+
+    Example:
+        >>> _match_cost(r"model\\.layers\\.\\d+\\.mlp"), _match_cost("(a+)+$")
+        ((1, 1), None)
+    """
+    import re._constants as sre_constants  # noqa: PLC0415 (the parser's opcodes; only a config pattern needs them)
+    import re._parser as sre_parse  # noqa: PLC0415
+
+    def cost(items: Any) -> tuple[int, int] | None:
+        total = (1, 0)
+        for op, arg in items:
+            if op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT):
+                low, high, sub = arg
+                inner = cost(sub)
+                if inner is None:
+                    return None
+                if high <= 1:  # optional: two ways through it
+                    part = (2 * inner[0], inner[1])
+                elif inner != (1, 0):  # a repeat of something that can itself match several ways
+                    return None
+                elif high == sre_constants.MAXREPEAT:
+                    part = (1, 1)
+                else:
+                    part = (high - low + 1, 0)
+            elif op == sre_constants.BRANCH:
+                alternatives = [cost(alt) for alt in arg[1]]
+                if any(alt is None for alt in alternatives):
+                    return None
+                part = (sum(alt[0] for alt in alternatives if alt), max(alt[1] for alt in alternatives if alt))
+            elif op == sre_constants.SUBPATTERN:
+                found = cost(arg[3])
+                if found is None:
+                    return None
+                part = found
+            elif op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+                found = cost(arg[1])
+                if found is None:
+                    return None
+                part = found
+            elif op in (sre_constants.GROUPREF, sre_constants.GROUPREF_EXISTS, sre_constants.ATOMIC_GROUP):
+                return None
+            else:
+                continue
+            # Clamped: `a?` 100,000 times would multiply big integers for as long as it would backtrack.
+            total = (min(total[0] * part[0], 1 << 64), min(total[1] + part[1], 64))
+        return total
+
+    try:
+        return cost(sre_parse.parse(pattern))
+    except (re.error, RecursionError, OverflowError, ValueError, TypeError):
+        return None
+
+
+def _required_text(pattern: str) -> list[str]:
+    """The runs of literal text every match of `pattern` holds (outside repeats, branches and lookarounds): a name
+    without one of them cannot match, which is known without running re.match. [] when none is known.
+
+    Example:
+        >>> _required_text("(.+)+_never$")
+        ['_never']
+    """
+    import re._constants as sre_constants  # noqa: PLC0415
+    import re._parser as sre_parse  # noqa: PLC0415
+
+    try:
+        parsed = sre_parse.parse(pattern)
+    except (re.error, RecursionError, OverflowError, ValueError, TypeError):
+        return []
+    if parsed.state.flags & (re.IGNORECASE | re.VERBOSE):  # the literals are not the text matched
+        return []
+    runs: list[str] = []
+    current: list[str] = []
+
+    def walk(items: Any) -> None:
+        for op, arg in items:
+            if op == sre_constants.LITERAL:
+                current.append(chr(arg))
+            elif op == sre_constants.SUBPATTERN and not arg[1] and not arg[2]:  # a group without inline flags
+                walk(arg[3])
+            elif op == sre_constants.AT:  # an anchor takes no text: the run goes on
+                continue
+            else:
+                if current:
+                    runs.append("".join(current))
+                current.clear()
+
+    walk(parsed)
+    if current:
+        runs.append("".join(current))
+    return runs
+
+
 def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[str, Any] | None
                                    ) -> dict[str, int | None]:
     """The bits of each compressed-tensors `<layer>.weight_packed` when its config groups quantize layers at
@@ -123,36 +231,70 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
 
     A group claims a layer by its `targets`, as compressed-tensors matches them: the layer's own name first,
     then a `re:` pattern matching it (re.match), then a class name ("Linear"), which claims every packed layer.
+    A pattern that cannot be matched in bounded time (nested repeats, a backreference, a high power of the name's
+    length; or past a few seconds of matching, all layers together) is not evaluated: the layers it might claim get
+    unknown bits, unless their own name claims them.
     """
     groups = quantization.get("config_groups") if quantization is not None else None
     if not isinstance(groups, Mapping):
         return {}
-    schemes: list[tuple[int | None, list[str]]] = []
+    by_name: dict[str, set[int | None]] = {}
+    by_class: set[int | None] = set()
+    raw_patterns: dict[str, set[int | None]] = {}
+    every_bits: set[int | None] = set()
     for group in groups.values():
         weights = group.get("weights") if isinstance(group, Mapping) else None
         targets = group.get("targets") if isinstance(group, Mapping) else None
-        if isinstance(weights, Mapping) and isinstance(targets, list):
-            schemes.append((_bits(weights.get("num_bits")), [t for t in targets if isinstance(t, str)]))
-    if len({bits for bits, _ in schemes}) < 2:
+        if not (isinstance(weights, Mapping) and isinstance(targets, list)):
+            continue
+        bits = _bits(weights.get("num_bits"))
+        every_bits.add(bits)
+        for target in targets:
+            if not isinstance(target, str):
+                continue
+            if target.startswith("re:"):
+                raw_patterns.setdefault(target[3:], set()).add(bits)
+            elif target[:1].isupper():  # a class name (Linear, Embedding), not a layer
+                by_class.add(bits)
+            else:
+                by_name.setdefault(target, set()).add(bits)
+    if len(every_bits) < 2:
         return {}
+    # Each distinct pattern compiled once (re's own cache holds 512); one Python cannot compile claims nothing.
+    patterns: list[tuple[re.Pattern[str], set[int | None], tuple[int, int] | None, list[str]]] = []
+    for text, bits_set in raw_patterns.items():
+        try:
+            patterns.append((re.compile(text), bits_set, _match_cost(text), _required_text(text)))
+        except (re.error, RecursionError, OverflowError):
+            continue
+    deadline, pairs = time.monotonic() + _PATTERN_SECONDS, _PATTERN_PAIRS
+    every_pattern_bits: set[int | None] = set().union(*(bits_set for _, bits_set, _, _ in patterns))
     found: dict[str, int | None] = {}
     for name in packed:
         layer = name.removesuffix(".weight_packed")
-        ranked: list[set[int | None]] = [set(), set(), set()]  # by name, by pattern, by class
-        for bits, targets in schemes:
-            for target in targets:
-                if target == layer:
-                    ranked[0].add(bits)
-                elif target.startswith("re:"):
-                    try:
-                        if re.match(target[3:], layer):
-                            ranked[1].add(bits)
-                    except re.error:  # a pattern Python cannot compile: it claims nothing it can be shown to
-                        pass
-                elif target[:1].isupper():  # a class name (Linear, Embedding), not a layer
-                    ranked[2].add(bits)
-        claimed = next((found_bits for found_bits in ranked if found_bits), set())
-        found[name] = claimed.pop() if len(claimed) == 1 else None
+        named = by_name.get(layer)
+        if named:
+            found[name] = next(iter(named)) if len(named) == 1 else None
+            continue
+        matched: set[int | None] = set()
+        unsure: set[int | None] = set()  # bits of patterns not evaluated: they may or may not claim the layer
+        pairs -= len(patterns)
+        if pairs < 0 or (patterns and time.monotonic() > deadline):
+            pairs = -1
+            unsure = set(every_pattern_bits)
+        for compiled, bits_set, pattern_cost, required in patterns if pairs >= 0 else ():
+            if not all(map(layer.__contains__, required)):  # it cannot match: no need to run it
+                continue
+            steps = None if pattern_cost is None else pattern_cost[0] * (len(layer) + 1) ** pattern_cost[1]
+            if steps is None or steps > _PATTERN_STEPS or time.monotonic() > deadline:
+                unsure |= bits_set
+                continue
+            if compiled.match(layer):
+                matched |= bits_set
+        claimed = matched or by_class
+        if unsure:  # what the layer gets if they claim it, or if they do not
+            claimed = matched | unsure if matched else unsure | (by_class or {None})
+        found[name] = next(iter(claimed)) if len(claimed) == 1 else None
     return found
 
 

@@ -237,6 +237,28 @@ def text_reply_hint(path: Path) -> str:
             "download it again)")
 
 
+# torch.save's legacy format opens with this number, pickled (serialization.MAGIC_NUMBER).
+_TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def _torch_legacy_pickle(path: Path) -> bool:
+    """Whether the file's first pickle is torch.save's legacy magic number, pickled with protocol 2 or later: a file
+    torch.load reads, whatever magic of another format its first bytes spell (b"GGUF\x03..." is a BINFLOAT)."""
+    import pickletools
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+        protocol, magic = 0, False
+        for opcode, argument, _ in pickletools.genops(head):  # stops after the first pickle's STOP
+            if opcode.name == "PROTO" and isinstance(argument, int):
+                protocol = max(protocol, argument)
+            magic = magic or argument == _TORCH_LEGACY_MAGIC
+        return protocol >= 2 and magic
+    except Exception:  # noqa: BLE001 - any opcode error means "not a pickle"
+        return False
+
+
 def identify(path: Path, prefix: bytes) -> str | None:
     """What a non-checkpoint file is ("a GGUF file (llama.cpp / ggml)"), or None when it is not recognised.
 
@@ -247,7 +269,7 @@ def identify(path: Path, prefix: bytes) -> str | None:
         'a GGUF file (llama.cpp / ggml)'
     """
     for magic, kind in _MAGICS:
-        if prefix.startswith(magic):
+        if prefix.startswith(magic) and not _torch_legacy_pickle(path):
             return kind
     if is_openvino_weights(path):
         return (f"an OpenVINO IR model's weights ({path.with_suffix('.xml').name} beside it holds the graph; Optimum "

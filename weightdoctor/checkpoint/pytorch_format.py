@@ -1293,6 +1293,10 @@ def ensure_pickle_file(path: Path, prefix: bytes) -> str:
                 # A protocol 0 or 1 pickle.dump (no PROTO opcode to recognise it by): read as a plain pickle,
                 # after the same scan again in `load_pickle`.
                 return "pytorch-legacy"
+            if report.container == "pytorch-legacy" and _first_pickle_protocol(path) >= 2:
+                # Opcodes of protocol 1 (a BINFLOAT: the file may open with GGUF) before the magic number's PROTO 2:
+                # torch.load(weights_only=True) reads the file as torch.save's own.
+                return "pytorch-legacy"
             if report.container == "pytorch-legacy":
                 # The scan found torch's legacy magic number: torch.save(pickle_protocol=0 or 1) wrote it, with no
                 # PROTO opcode for `detect_pickle_format` to see. "Not a PyTorch pickle" said the opposite.
@@ -1308,6 +1312,23 @@ def ensure_pickle_file(path: Path, prefix: bytes) -> str:
     return fmt
 
 
+def _first_pickle_protocol(path: Path, limit: int = 4096) -> int:
+    """The highest PROTO opcode of the file's first pickle (torch's magic number: a few bytes), 0 for none or for
+    bytes that are no pickle within `limit`."""
+    import pickletools
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(limit)
+        highest = 0
+        for opcode, argument, _ in pickletools.genops(head):
+            if opcode.name == "PROTO" and isinstance(argument, int):
+                highest = max(highest, argument)
+        return highest  # genops stops at the first STOP
+    except Exception:  # noqa: BLE001 - any opcode error means "no pickle of a known protocol"
+        return 0
+
+
 LEGACY_LOW_PROTOCOL = (
     "a legacy-format (non-zip) torch.save file pickled with protocol 0 or 1 (torch.save(..., pickle_protocol=0 or 1, "
     "_use_new_zipfile_serialization=False)), which torch.load's weights_only loader refuses, and weightdoctor reads "
@@ -1320,19 +1341,63 @@ TORCH_TAR = ("a PyTorch checkpoint in its oldest format, a tar of storages, tens
              "you trust; torch.save what it returns and point weightdoctor at that file")
 
 
+class _DecompressionBudgetSpent(OSError):
+    """More bytes decompressed than a look at member headers needs."""
+
+
+class _CappedReader:
+    """A file object that refuses to read past `budget` bytes (raising _DecompressionBudgetSpent)."""
+
+    def __init__(self, stream: Any, budget: int) -> None:
+        self._stream, self._left = stream, budget
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            raise _DecompressionBudgetSpent
+        data = self._stream.read(self._left if size is None or size < 0 else min(size, self._left))
+        self._left -= len(data)
+        return data
+
+
+def _tar_member_names(path: Path, limit: int = 64, budget: int = 64 << 20) -> list[str] | None:
+    """The names of a tar archive's first `limit` members, None for a file that is no tar. A compressed tar is read
+    as a stream of at most `budget` decompressed bytes: skipping a member decompresses its data, and 100 KB of
+    bzip2 declare gigabytes (tarfile's seekable "r:*" ran for minutes); the names found by then are returned."""
+    import bz2
+    import gzip
+    import lzma
+    import tarfile
+    import zlib
+    from contextlib import ExitStack
+
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(6)
+    except OSError:
+        return None
+    opener = {b"\x1f\x8b": gzip.open, b"BZ": bz2.open, b"\xfd7": lzma.open}.get(magic[:2])
+    names: list[str] = []
+    try:
+        with ExitStack() as stack:
+            if opener is None:  # uncompressed: headers are read by seeking, not by reading data
+                archive = stack.enter_context(tarfile.open(path, "r:"))
+            else:
+                stream = _CappedReader(stack.enter_context(opener(path, "rb")), budget)
+                archive = stack.enter_context(tarfile.open(fileobj=stream, mode="r|"))  # type: ignore[call-overload]
+            for member in archive:
+                names.append(member.name.removeprefix("./"))
+                if len(names) >= limit:
+                    break
+    except (_DecompressionBudgetSpent, tarfile.TarError, OSError, EOFError, ValueError, lzma.LZMAError, zlib.error):
+        return names or None  # the names read before the budget was spent or the damage met
+    return names
+
+
 def _archive_hint(path: Path) -> str:
     """For a tar archive (a NeMo `.nemo`: model_config.yaml beside model_weights.ckpt): what it holds and what
     to do; "" for anything else. Reads member headers only, at most 64."""
-    import tarfile
-
-    try:
-        with tarfile.open(path, "r:*") as archive:
-            names = []
-            for member in archive:
-                names.append(member.name.removeprefix("./"))
-                if len(names) >= 64:
-                    break
-    except (tarfile.TarError, OSError, EOFError, ValueError):
+    names = _tar_member_names(path)
+    if names is None:
         return ""
     if {"storages", "tensors", "pickle"} <= set(names):
         # torch.load still reads it (serialization.legacy_load), but never under weights_only, which refuses

@@ -26,8 +26,9 @@ MIN_WIDTH = 40
 # tensors): the report is laid out this wide.
 MAX_WIDTH = 1000
 
-stdout = _Console(highlight=False, soft_wrap=False)
-stderr = Console(stderr=True, highlight=False)
+# emoji=False: a tensor name, a folder name or a server's reply quoted as it reads (`x:smile:y` printed `x😄y`).
+stdout = _Console(highlight=False, soft_wrap=False, emoji=False)
+stderr = Console(stderr=True, highlight=False, emoji=False)
 for _console in (stdout, stderr):
     if not MIN_WIDTH <= _console.width <= MAX_WIDTH:
         _console.width = min(max(_console.width, MIN_WIDTH), MAX_WIDTH)
