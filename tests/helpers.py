@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,10 @@ def flip_a_bit_in_the_third_copy(monkeypatch: Any) -> dict[str, int]:
 
     monkeypatch.setattr(byte_copy, "copy_range", copy_then_flip_a_bit)
     return calls
+
+
+def copy_example(tmp_path: Path) -> Path:
+    """A copy of the tiny BERT example folder (config.json + model.safetensors) under `tmp_path`, to be changed."""
+    folder = tmp_path / "bert"
+    shutil.copytree(REPO_ROOT / "fixtures" / "example", folder)
+    return folder

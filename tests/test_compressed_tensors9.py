@@ -168,10 +168,8 @@ def test_marlin_24_layers_count_their_dense_weights_and_convert_keeps_their_fp16
         assert written.get_slice("model.layers.0.mlp.up_proj.meta").get_dtype() == "I16"
 
 
-def test_a_mixed_bits_recipe_counts_each_packed_layer_at_its_own_groups_bits(tmp_path: Path) -> None:
-    """llm-compressor's mixed recipes quantize attention at 8 bits and the MLP at 4, one config group each,
-    both pack-quantized (32 / bits values an int32). Every `weight_packed` was counted at the first group's
-    bits: the MLP at 8, half its weights."""
+def mixed_recipe_tensors() -> dict[str, torch.Tensor]:
+    """A pack-quantized Llama layer as a mixed recipe stores it: attention at 8 bits, the MLP at 4 (seeded)."""
     torch.manual_seed(0)
     tensors = _dense_rest()
     for name, (rows, cols) in LINEARS.items():
@@ -181,6 +179,14 @@ def test_a_mixed_bits_recipe_counts_each_packed_layer_at_its_own_groups_bits(tmp
                                                           dtype=torch.int32)
         tensors[prefix + "weight_shape"] = torch.tensor([rows, cols])
         tensors[prefix + "weight_scale"] = (torch.rand(rows, 1) * 0.01).bfloat16()
+    return tensors
+
+
+def test_a_mixed_bits_recipe_counts_each_packed_layer_at_its_own_groups_bits(tmp_path: Path) -> None:
+    """llm-compressor's mixed recipes quantize attention at 8 bits and the MLP at 4, one config group each,
+    both pack-quantized (32 / bits values an int32). Every `weight_packed` was counted at the first group's
+    bits: the MLP at 8, half its weights."""
+    tensors = mixed_recipe_tensors()
     folder = tmp_path / "mixed"
     folder.mkdir()
     save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})

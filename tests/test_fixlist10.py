@@ -3,23 +3,19 @@ no weights, path suggestions that hung on listing order, dtype "auto" and --dtyp
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO_ROOT, run_cli
+from tests.helpers import REPO_ROOT, copy_example, run_cli
 
 EXAMPLE = REPO_ROOT / "fixtures" / "example"
 
 
 @pytest.fixture
 def model(tmp_path: Path) -> Path:
-    """A copy of the tiny BERT model folder (config.json + model.safetensors)."""
-    folder = tmp_path / "bert"
-    shutil.copytree(EXAMPLE, folder)
-    return folder
+    return copy_example(tmp_path)
 
 
 @pytest.mark.parametrize(("reserve", "gpus", "sizes"), [

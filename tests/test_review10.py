@@ -4,22 +4,16 @@ its fix."""
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO_ROOT, run_cli
-
-EXAMPLE = REPO_ROOT / "fixtures" / "example"
+from tests.helpers import copy_example, run_cli
 
 
 @pytest.fixture
 def model(tmp_path: Path) -> Path:
-    """A copy of the tiny BERT model folder (config.json + model.safetensors)."""
-    folder = tmp_path / "bert"
-    shutil.copytree(EXAMPLE, folder)
-    return folder
+    return copy_example(tmp_path)
 
 
 def test_a_backslash_before_a_bracket_reaches_the_terminal() -> None:

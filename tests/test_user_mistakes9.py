@@ -23,17 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO_ROOT, run_cli, run_subprocess
+from tests.helpers import REPO_ROOT, copy_example, run_cli, run_subprocess
 
 EXAMPLE = REPO_ROOT / "fixtures" / "example"
 
 
 @pytest.fixture
 def model(tmp_path: Path) -> Path:
-    """A copy of the tiny BERT model folder (config.json + model.safetensors)."""
-    folder = tmp_path / "bert"
-    shutil.copytree(EXAMPLE, folder)
-    return folder
+    return copy_example(tmp_path)
 
 
 @pytest.mark.parametrize(("typed", "meant"), [

@@ -9,24 +9,17 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
 from tests.helpers import run_subprocess
-from tests.test_compressed_tensors9 import DENSE, LINEARS, _config, _dense_rest
+from tests.test_compressed_tensors9 import DENSE, LINEARS, _config, mixed_recipe_tensors
 
 
 def _mixed_recipe(folder: Path, groups: dict) -> Path:
     """A pack-quantized Llama layer, attention at 8 bits and the MLP at 4, under the given config groups."""
-    torch.manual_seed(0)
-    tensors = _dense_rest()
-    for name, (rows, cols) in LINEARS.items():
-        prefix = f"model.layers.0.{name}."
-        bits = 8 if name.startswith("self_attn") else 4
-        tensors[prefix + "weight_packed"] = torch.randint(-2**31, 2**31 - 1, (rows, cols * bits // 32),
-                                                          dtype=torch.int32)
-        tensors[prefix + "weight_shape"] = torch.tensor([rows, cols])
-        tensors[prefix + "weight_scale"] = (torch.rand(rows, 1) * 0.01).bfloat16()
+    tensors = mixed_recipe_tensors()
     folder.mkdir()
     save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(_config({
@@ -122,21 +115,17 @@ def _legacy_save_opening_with(tmp_path: Path, opening: bytes) -> Path:
     return path
 
 
-def test_a_torch_save_opening_with_the_gguf_magic_is_read_not_called_gguf(tmp_path: Path) -> None:
-    """b"GGUF\\x03\\x00\\x00\\x00\\x00" before a legacy torch.save: a BINFLOAT whose bytes spell GGUF version 3.
-    It was refused as 'a GGUF file (llama.cpp / ggml)'; its tensor count (the pickle's bytes, about 1e19) cannot
-    fit a file of 400 bytes. It is read as the torch.save file it is."""
-    path = _legacy_save_opening_with(tmp_path, b"GGUF\x03\x00\x00\x00\x00")
-    result = run_subprocess("inspect", str(path), "--json")
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
-    assert (data["format"], data["num_tensors"], data["num_params"]) == ("pytorch-legacy", 1, 4), data
-
-
-def test_a_torch_save_with_protocol_1_opcodes_before_its_protocol_2_is_not_called_protocol_1(tmp_path: Path) -> None:
-    """A BINFLOAT before the magic number's PROTO 2 (the file opens b"Gggml..."): refused as 'pickled with protocol
-    0 or 1, which torch.load's weights_only loader refuses' while that loader reads it."""
-    path = _legacy_save_opening_with(tmp_path, b"Gggml\x00\x00\x00\x00")
+@pytest.mark.parametrize("opening", [b"GGUF\x03\x00\x00\x00\x00", b"Gggml\x00\x00\x00\x00"], ids=["gguf", "ggml"])
+def test_a_torch_save_opening_with_a_foreign_magic_is_read_as_the_torch_save_it_is(
+    tmp_path: Path, opening: bytes
+) -> None:
+    """A BINFLOAT before a legacy torch.save's magic number, its bytes spelling a foreign magic:
+    - b"GGUF\x03...": refused as 'a GGUF file (llama.cpp / ggml)', though its tensor count (the pickle's bytes,
+      about 1e19) cannot fit a file of 400 bytes;
+    - b"Gggml...": refused as 'pickled with protocol 0 or 1, which torch.load's weights_only loader refuses',
+      while that loader reads it (its PROTO 2 follows).
+    Both are read as the torch.save file they are."""
+    path = _legacy_save_opening_with(tmp_path, opening)
     result = run_subprocess("inspect", str(path), "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
