@@ -19,8 +19,8 @@ def model(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(("reserve", "gpus", "sizes"), [
-    ("30GiB", ["24GiB"], "--reserve 30.00 GiB is as large as a GPU budget (--gpu 24.00 GiB)"),
-    ("20GB", ["80GB", "16GB", "12GB"], "--reserve 20.00 GB is as large as a GPU budget (--gpu 12.00 GB)"),
+    ("30GiB", ["24GiB"], "--reserve 30.00 GiB is larger than a GPU budget (--gpu 24.00 GiB)"),
+    ("20GB", ["80GB", "16GB", "12GB"], "--reserve 20.00 GB is larger than a GPU budget (--gpu 12.00 GB)"),
     ("8GB", ["8GB"], "--reserve 8.00 GB is as large as a GPU budget (--gpu 8.00 GB)"),
 ])
 def test_a_reserve_past_a_gpu_names_both_sizes(model: Path, reserve: str, gpus: list[str], sizes: str) -> None:

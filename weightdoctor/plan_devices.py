@@ -2139,7 +2139,8 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
 
         smallest = min(size for size in request.gpus if size <= request.reserve)
         binary = all(size % 2**20 == 0 and size % 10**6 for size in (smallest, request.reserve))
-        raise UsageError(f"--reserve {format_bytes(request.reserve, binary)} is as large as a GPU budget (--gpu "
+        than = "as large as" if request.reserve == smallest else "larger than"
+        raise UsageError(f"--reserve {format_bytes(request.reserve, binary)} is {than} a GPU budget (--gpu "
                          f"{format_bytes(smallest, binary)}): nothing would be left to place; give a --reserve "
                          "smaller than every --gpu")
     no_split = no_split_classes(planned, request.no_split)
