@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 # The longest message a line on stderr shows (`render.console.error` and `warn` cut it): text from a file (a
 # tensor name of a megabyte, a shape of a million dimensions, a dtype of a megabyte) made error lines of 1-3 MB.
 # The middle goes; what the line says at its end (what was refused, what to do) stays.
@@ -22,6 +24,24 @@ def clip_middle(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return f"{text[:head]} ... ({len(text) - head - tail:,} characters left out) ... {text[len(text) - tail:]}"
 
 
+def closest(wanted: str, candidates: Iterable[str], *, key: Callable[[str], str] = str.lower, n: int = 1,
+            cutoff: float = 0.6) -> list[str]:
+    """The candidates spelled closest to `wanted`, best first, compared through `key` (case aside by default):
+    the one equal to it under `key` alone, else up to `n` that difflib finds at `cutoff` or above.
+
+    Example:
+        >>> closest("bertmodel", ["BertModel", "BertConfig"]), closest("zzz", ["info"])
+        (['BertModel'], [])
+    """
+    import difflib
+
+    by_key = {key(candidate): candidate for candidate in candidates}
+    wanted = key(wanted)
+    if wanted in by_key:
+        return [by_key[wanted]]
+    return [by_key[match] for match in difflib.get_close_matches(wanted, list(by_key), n=n, cutoff=cutoff)]
+
+
 def did_you_mean(value: str, choices: tuple[str, ...] | list[str]) -> str:
     """`"; did you mean 'warn'?"` for a choice mistyped (`warning`, `Auto`, `balanced-low-0`), else "".
 
@@ -29,17 +49,8 @@ def did_you_mean(value: str, choices: tuple[str, ...] | list[str]) -> str:
         >>> did_you_mean("warning", ("info", "warn", "error")), did_you_mean("zzz", ("info",))
         ("; did you mean 'warn'?", '')
     """
-    import difflib
-
-    def plain(text: str) -> str:
-        return text.strip().lower().replace("-", "_")
-
-    by_plain = {plain(choice): choice for choice in choices}
-    wanted = plain(value)
-    if wanted in by_plain:
-        return f"; did you mean {by_plain[wanted]!r}?"
-    close = difflib.get_close_matches(wanted, list(by_plain), n=1, cutoff=0.6)
-    return f"; did you mean {by_plain[close[0]]!r}?" if close else ""
+    close = closest(value, choices, key=lambda text: text.strip().lower().replace("-", "_"))
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def glob_hint(pattern: str) -> str:

@@ -156,15 +156,12 @@ def _class_by_name(name: str, typed: bool = False) -> type:
 
 def _close_class_names(name: str) -> list[str]:
     """transformers' exported names closest to `name` (case aside, a `transformers.` prefix aside), best first."""
-    import difflib
-
     import transformers
 
-    exported = {export.lower(): export for export in dir(transformers) if export[:1].isupper()}
-    wanted = name.rpartition(".")[2].lower()
-    if wanted in exported:
-        return [exported[wanted]]
-    return [exported[match] for match in difflib.get_close_matches(wanted, list(exported), n=3, cutoff=0.85)]
+    from weightdoctor.errors import closest
+
+    exported = [export for export in dir(transformers) if export[:1].isupper()]
+    return closest(name.rpartition(".")[2], exported, n=3, cutoff=0.85)
 
 
 # Layer-count keys of transformers configs, and the most layers built: real models have up to ~130, and

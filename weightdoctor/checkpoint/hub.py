@@ -181,14 +181,14 @@ def _cached_in_other_case(repo_id: str) -> list[str]:
 
 def _cached_close_to(repo_id: str) -> list[str]:
     """Repo ids in the cache spelled close to `repo_id` (`org/ful` for org/full, `bert-base-uncase`), best first."""
-    import difflib
+    from weightdoctor.errors import closest
 
     try:
-        cached = {name.lower(): name for name in (p.name.removeprefix("models--").replace("--", "/")
-                                                   for p in hub_cache_dir().iterdir() if p.name.startswith("models--"))}
+        cached = [p.name.removeprefix("models--").replace("--", "/")
+                  for p in hub_cache_dir().iterdir() if p.name.startswith("models--")]
     except OSError:
         return []
-    return [cached[match] for match in difflib.get_close_matches(repo_id.lower(), list(cached), n=3, cutoff=0.8)]
+    return closest(repo_id, cached, n=3, cutoff=0.8)
 
 
 def close_local_paths(text: str) -> list[str]:
