@@ -392,25 +392,75 @@ def default_dtype(checkpoint: Checkpoint) -> str:
     return DTYPE_ALIASES.get(chosen, "fp32")
 
 
+def _auto_dtype_field(config: dict[str, Any]) -> str | None:
+    """The field of one config dict that transformers reads as its dtype, where it is "auto", else None."""
+    # transformers reads `torch_dtype` only where `dtype` is unset (None): a "torch_dtype": "auto" beside a real
+    # "dtype" loads, and a "dtype": "auto" is not saved by a real "torch_dtype".
+    field = "dtype" if config.get("dtype") is not None else "torch_dtype"
+    return field if config.get(field) == "auto" else None
+
+
+def sub_config_auto_dtypes(config: dict[str, Any], prefix: str = "", depth: int = 0) -> list[str]:
+    """The dotted fields of a config's sub-configs (llava's `text_config`, ...) whose dtype is "auto".
+
+    A sub-config is a nested dict with a `model_type` (what `to_dict` saves for one): transformers builds it as a
+    config of its own, which reads "auto" as `getattr(torch, "auto")` as the top level does.
+
+    Example:
+        >>> sub_config_auto_dtypes({"text_config": {"model_type": "llama", "dtype": "auto"}})
+        ['text_config.dtype']
+    """
+    found: list[str] = []
+    if depth > 8:  # configs nest two or three deep; a hostile one is refused elsewhere (_refuse_absurd_depth)
+        return found
+    for key, value in config.items():
+        if isinstance(value, dict) and isinstance(value.get("model_type"), str):
+            if (field := _auto_dtype_field(value)) is not None:
+                found.append(f"{prefix}{key}.{field}")
+            found += sub_config_auto_dtypes(value, f"{prefix}{key}.", depth + 1)
+    return found
+
+
+def without_sub_config_auto_dtypes(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `config` without its sub-configs' "auto" dtype fields: the config once they are fixed (removed),
+    which transformers can build; `config` itself when it has none."""
+    if not sub_config_auto_dtypes(config):
+        return config
+
+    def strip(value: dict[str, Any], depth: int) -> dict[str, Any]:
+        out = {}
+        for key, item in value.items():
+            if isinstance(item, dict) and isinstance(item.get("model_type"), str) and depth <= 8:
+                item = strip(item, depth + 1)
+                if (field := _auto_dtype_field(item)) is not None:
+                    item = {k: v for k, v in item.items() if k != field}
+            out[key] = item
+        return out
+
+    return strip(config, 0)
+
+
 def auto_dtype_field_warning(config: dict[str, Any], dtype: str, weights_read: bool = True,
                              stored: str | None = None) -> str | None:
-    """The warning for a config.json whose `dtype` / `torch_dtype` is "auto", else None.
+    """The warning for a config.json whose `dtype` / `torch_dtype` is "auto" (at its top or in a sub-config such as
+    llava's `text_config`), else None.
 
     "auto" is an argument of from_pretrained, not a dtype a config can hold: transformers' config reads it as
-    `getattr(torch, "auto")`, so `AutoConfig.from_pretrained` and `from_pretrained` raise AttributeError whatever
-    dtype they are given. The plan goes on at `dtype` (what loads once the field is fixed); the warning says what
-    to fix, which is what the user needs (an error would hide the plan and name the same one-line fix). With no
-    weights read (a config.json alone) their dtype is unknown: the fix names none. A plan at int4 / int8 / fp8
-    names `stored` (the weights' floating dtype), the one the unquantized rest is kept at, not DTYPES' float16.
+    `getattr(torch, "auto")`, so `AutoConfig.from_pretrained` and `from_pretrained` raise AttributeError. At the top
+    level a real `dtype=` given to from_pretrained replaces the field and loads (transformers 5.25); in a
+    sub-config nothing does. Both are planned the same way, at `dtype` (what loads once the field is fixed): the
+    warning says what to fix, which is what the user needs (an error would hide the plan and name the same
+    one-line fix). With no weights read (a config.json alone) their dtype is unknown: the fix names none. A plan
+    at int4 / int8 / fp8 names `stored` (the weights' floating dtype), the one the unquantized rest is kept at,
+    not DTYPES' float16.
 
     Example:
         >>> auto_dtype_field_warning({"dtype": "auto"}, "bf16")
         'config.json sets "dtype": "auto", which transformers cannot read: ...'
     """
-    # transformers reads `torch_dtype` only where `dtype` is unset (None): a "torch_dtype": "auto" beside a real
-    # "dtype" loads, and a "dtype": "auto" is not saved by a real "torch_dtype".
-    field = "dtype" if config.get("dtype") is not None else "torch_dtype"
-    if config.get(field) != "auto":
+    top = _auto_dtype_field(config)
+    fields = ([top] if top else []) + sub_config_auto_dtypes(config)
+    if not fields:
         return None
     from importlib.metadata import PackageNotFoundError, version
 
@@ -421,9 +471,16 @@ def auto_dtype_field_warning(config: dict[str, Any], dtype: str, weights_read: b
     floating = DTYPES[dtype][0] if dtype in FLOAT_DTYPES else stored or DTYPES[dtype][0]
     planned, value = ((dtype, f'"{floating}"') if weights_read else
                       (f"{dtype} (no weights were read; --dtype plans another)", "the weights' dtype"))
-    return (f'config.json sets "{field}": "auto", which {which} cannot read: AutoConfig.from_pretrained and '
-            f"from_pretrained raise AttributeError (module 'torch' has no attribute 'auto') whatever dtype they are "
-            f'given; planned at {planned}; set "{field}" to {value} in config.json (or remove it) to load it')
+    named = ", ".join(f'"{field}"' for field in fields)
+    # Checked against transformers 5.25: from_pretrained(dtype=torch.float16) overrides a top-level "auto" and
+    # loads, but a sub-config's "auto" raises whatever dtype is given.
+    when = (f"unless from_pretrained is given a real dtype (dtype=torch.{floating} replaces the field)"
+            if fields == [top] and weights_read else "unless from_pretrained is given a real dtype, which replaces "
+            "the field" if fields == [top] else "whatever dtype they are given")
+    sets = ", ".join(f'"{field}": "auto"' for field in fields)
+    return (f"config.json sets {sets}, which {which} cannot read: AutoConfig.from_pretrained and from_pretrained "
+            f"raise AttributeError (module 'torch' has no attribute 'auto') {when}; planned at {planned}; set "
+            f"{named} to {value} in config.json (or remove {'it' if len(fields) == 1 else 'them'}) to load it")
 
 
 def unsaid_dtype_warning(checkpoint: Checkpoint) -> str | None:
@@ -997,7 +1054,10 @@ def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: st
             # name (all_tied_weights_keys). Tied, named_parameters() yields a tensor once under its first name,
             # the tied copy's where the head is registered first (XLMRobertaForMaskedLM's lm_head), and the
             # planner would then count the embeddings nowhere.
-            return build_meta_model(config, model_class, dtype=torch_dtype, tie_weights=False,
+            # A sub-config's dtype "auto" is planned as once fixed (removed), as a top-level one is, replaced by
+            # `dtype` here: `auto_dtype_field_warning` says so.
+            return build_meta_model(without_sub_config_auto_dtypes(config), model_class, dtype=torch_dtype,
+                                    tie_weights=False,
                                     other_config_hint="or give a config.json of that model type as SOURCE")
     except UsageError:
         raise

@@ -1,0 +1,79 @@
+"""Fix list 11: a sub-config's dtype "auto", FP8 labels, --revision with a trailing slash, next steps for ONNX and
+Keras files, hostile user regexes, check-dtype --sample totals, GPTQModel's `dynamic` overrides."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_json
+
+# Tiny configs: built on the meta device, no weights needed.
+LLAMA = {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+         "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 64}
+CLIP_VISION = {"model_type": "clip_vision_model", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+               "num_attention_heads": 2, "image_size": 32, "patch_size": 16}
+
+
+def _llava(tmp_path: Path, text_dtype: str) -> Path:
+    folder = tmp_path / f"llava-{text_dtype}"
+    folder.mkdir()
+    config = {"model_type": "llava", "architectures": ["LlavaForConditionalGeneration"], "dtype": "float32",
+              "text_config": {**LLAMA, "dtype": text_dtype}, "vision_config": CLIP_VISION}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_sub_config_dtype_of_auto_is_planned_like_a_top_level_one(tmp_path: Path) -> None:
+    """llava's `text_config.dtype: "auto"` was refused in one line (exit 2: "config.json cannot build a 'llava'
+    config"), or planned from the tensors, while the same value at the top level was planned from the config with a
+    warning. Both are now planned from the config, each warning saying truthfully what from_pretrained does: a
+    real dtype given to it replaces a top-level "auto", nothing saves a sub-config's."""
+    import torch
+    import transformers
+
+    folder = _llava(tmp_path, "auto")
+    # The claims, checked against the installed transformers.
+    with pytest.raises(AttributeError, match="has no attribute 'auto'"):
+        transformers.AutoConfig.from_pretrained(folder, dtype=torch.float32)
+    code, data = run_json("plan-devices", folder / "config.json", "--gpu", "1GB")
+    assert code == 0 and data["built_from"] == "config"
+    assert data["model_class"] == "LlavaForConditionalGeneration" and data["dtype"] == "fp32"
+    auto = [line for line in data["warnings"] if '"auto"' in line]
+    assert auto == [
+        'config.json sets "text_config.dtype": "auto", which transformers ' + transformers.__version__
+        + " cannot read: AutoConfig.from_pretrained and from_pretrained raise AttributeError (module 'torch' has no "
+        "attribute 'auto') whatever dtype they are given; planned at fp32 (no weights were read; --dtype plans "
+        "another); set \"text_config.dtype\" to the weights' dtype in config.json (or remove it) to load it"]
+    # The plan is the model once the field is fixed.
+    fixed = _llava(tmp_path, "float32")
+    same = run_json("plan-devices", fixed / "config.json", "--gpu", "1GB")[1]
+    assert (same["num_params"], same["weights_bytes"]) == (data["num_params"], data["weights_bytes"])
+    assert not [line for line in same["warnings"] if '"auto"' in line]
+
+
+def test_a_top_level_dtype_auto_loads_when_from_pretrained_is_given_a_dtype(tmp_path: Path) -> None:
+    """The top-level warning said from_pretrained raises "whatever dtype it is given": transformers 5.25 loads such
+    a checkpoint with dtype=torch.float32 (the argument replaces the field)."""
+    import torch
+    import transformers
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "top"
+    folder.mkdir()
+    config = transformers.LlamaConfig(**{k: v for k, v in LLAMA.items() if k != "model_type"})
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({**LLAMA, "architectures": ["LlamaForCausalLM"],
+                                                    "dtype": "auto"}))
+    with pytest.raises(AttributeError, match="has no attribute 'auto'"):
+        transformers.AutoModelForCausalLM.from_pretrained(folder)
+    assert transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).dtype == torch.float32
+    code, data = run_json("plan-devices", folder, "--gpu", "1GB")
+    assert code == 0 and data["dtype"] == "fp32"
+    auto = [line for line in data["warnings"] if '"auto"' in line]
+    assert len(auto) == 1 and "whatever dtype" not in auto[0]
+    assert "unless from_pretrained is given a real dtype (dtype=torch.float32 replaces the field)" in auto[0]
