@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_json
+from tests.helpers import run_cli, run_json
 
 # Tiny configs: built on the meta device, no weights needed.
 LLAMA = {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
@@ -77,3 +77,42 @@ def test_a_top_level_dtype_auto_loads_when_from_pretrained_is_given_a_dtype(tmp_
     auto = [line for line in data["warnings"] if '"auto"' in line]
     assert len(auto) == 1 and "whatever dtype" not in auto[0]
     assert "unless from_pretrained is given a real dtype (dtype=torch.float32 replaces the field)" in auto[0]
+
+
+def _quantized_folder(tmp_path: Path, name: str, quantization: dict[str, object]) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    config = {**LLAMA, "architectures": ["LlamaForCausalLM"], "dtype": "bfloat16",
+              "quantization_config": quantization}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _compressed_tensors_8bit(kind: str) -> dict[str, object]:
+    return {"quant_method": "compressed-tensors", "quantization_status": "compressed", "ignore": ["lm_head"],
+            "format": "float-quantized" if kind == "float" else "int-quantized",
+            "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
+                "num_bits": 8, "type": kind, "symmetric": True, "strategy": "channel"}}}}
+
+
+@pytest.mark.parametrize(("name", "quantization", "how"), [
+    ("ct-fp8", _compressed_tensors_8bit("float"), "compressed-tensors, 8-bit"),
+    ("quanto-fp8", {"quant_method": "quanto", "weights": "float8", "activations": None}, "quanto, 8-bit"),
+])
+def test_fp8_quantized_checkpoints_are_labelled_float8_not_int8(
+        tmp_path: Path, name: str, quantization: dict[str, object], how: str) -> None:
+    """FP8 compressed-tensors (float-quantized) and optimum-quanto float8 weights were labelled int8 in the dtype
+    line, the JSON `dtype` and the warning (their one byte a weight was right): they are float8_e4m3fn."""
+    code, data = run_json("plan-devices", _quantized_folder(tmp_path, name, quantization), "--gpu", "1GB")
+    assert code == 0 and data["dtype"] == "float8_e4m3fn"
+    assert f"the config quantizes the weights ({how}): planned as float8_e4m3fn; --dtype overrides" \
+        in data["warnings"]
+    assert not [line for line in data["warnings"] if "int8" in line]
+    human = run_cli("plan-devices", _quantized_folder(tmp_path, name + "-again", quantization), "--gpu", "1GB")
+    assert "  dtype float8_e4m3fn · " in human.stdout
+    # The bytes are an int8 checkpoint's: one byte a weight.
+    int8 = _quantized_folder(tmp_path, name + "-int8", _compressed_tensors_8bit("int"))
+    code, same = run_json("plan-devices", int8, "--gpu", "1GB")
+    assert same["dtype"] == "int8" and same["weights_bytes"] == data["weights_bytes"]
+    assert "the config quantizes the weights (compressed-tensors, 8-bit): planned as int8; --dtype overrides" \
+        in same["warnings"]

@@ -208,6 +208,9 @@ class PlannedModel:
     # budget free (`adjust_max_memory`: bitsandbytes, bitnet, quanto and torchao do, GPTQ, AWQ and the rest not).
     stored_bytes: dict[str, int] = field(default_factory=dict, repr=False)
     quantizer_headroom: bool = True
+    # What the report calls `dtype` where the --dtype spelling planned is not what the weights are: an FP8
+    # checkpoint sized as "int8" (one byte a weight) is labelled float8_e4m3fn (`quantized_float_label`).
+    label: str | None = None
 
     @property
     def is_transformers(self) -> bool:
@@ -367,6 +370,37 @@ def quantized_dtype(config: dict[str, Any] | None) -> tuple[str, str] | None:
         return "int4", method
     if bits == 8 and "fp8" not in method:
         return "int8", method
+    return None
+
+
+def quantized_float_label(config: dict[str, Any] | None) -> str | None:
+    """The float8 dtype an 8-bit `quantization_config` stores its weights in when they are floats, else None.
+
+    `quantized_dtype` plans them as "int8" (one byte a weight, right for the sizes), but an FP8 checkpoint is not
+    int8: compressed-tensors' float-quantized groups (`"type": "float"`, num_bits 8: llm-compressor's FP8 schemes,
+    stored in float8_e4m3fn), optimum-quanto's `weights: "float8"` (its qfloat8, which is qfloat8_e4m3fn) and
+    ModelOpt's FP8 exports. The label names what they are; the plan is unchanged.
+
+    Example:
+        >>> quantized_float_label({"quantization_config": {"quant_method": "quanto", "weights": "float8"}})
+        'float8_e4m3fn'
+    """
+    quantized = quantized_dtype(config)
+    if quantized is None or quantized[0] != "int8":
+        return None
+    settings = (config or {}).get("quantization_config") or {}
+    method = settings.get("quant_method")
+    if method in ("quanto", "eetq"):
+        return "float8_e4m3fn" if settings.get("weights") == "float8" else None
+    if method == "modelopt":
+        return "float8_e4m3fn" if "FP8" in str(settings.get("quant_algo") or "").upper() else None
+    groups = settings.get("config_groups")
+    weights = [group.get("weights") for group in groups.values() if isinstance(group, dict)] \
+        if isinstance(groups, dict) else []
+    weights = [w for w in weights if isinstance(w, dict) and w.get("num_bits") is not None]
+    # Every group FP8: a mixed recipe (FP8 attention, NVFP4 or int4 MLP) is no one dtype to name.
+    if weights and all(w.get("type") == "float" and w.get("num_bits") == 8 for w in weights):
+        return "float8_e4m3fn"
     return None
 
 
@@ -584,7 +618,8 @@ def build_planned_model(
     if not dtype and (quantized := quantized_dtype(checkpoint.config)) is not None:
         config_quantizer = quantized[1]
         how = quantized[1] if quantized[1].endswith("-bit") else f"{quantized[1]}, {quantized[0][3:]}-bit"
-        warnings.append(f"the config quantizes the weights ({how}): planned as {quantized[0]}; --dtype overrides")
+        label = quantized_float_label(checkpoint.config) or quantized[0]
+        warnings.append(f"the config quantizes the weights ({how}): planned as {label}; --dtype overrides")
     elif not dtype:
         from weightdoctor.quantized import quantization_of
 
@@ -675,6 +710,7 @@ def build_planned_model(
             planned = PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
             if config_quantizer is not None:
                 _size_config_quantization(planned, checkpoint, config_quantizer)
+                planned.label = quantized_float_label(checkpoint.config)
             dropped = _quantized_experts_not_loaded(model, checkpoint)
         except UsageError as exc:
             if not checkpoint.tensors or model_class is not None:
@@ -2306,7 +2342,7 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         built_from=planned.built_from,
         placement=placement,
         strategy=request.strategy,
-        dtype=planned.dtype,
+        dtype=planned.label or planned.dtype,
         num_params=num_params,
         weights_bytes=weights_bytes,
         buffers_bytes=buffers_bytes,
