@@ -116,3 +116,30 @@ def test_fp8_quantized_checkpoints_are_labelled_float8_not_int8(
     assert same["dtype"] == "int8" and same["weights_bytes"] == data["weights_bytes"]
     assert "the config quantizes the weights (compressed-tensors, 8-bit): planned as int8; --dtype overrides" \
         in same["warnings"]
+
+
+def test_a_revision_with_a_trailing_slash_reads_a_repo_id_as_it_reads_its_cache_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--revision main/` (a shell's completion of refs/main) read a Hub cache folder at refs/main but, for the
+    repo id, said "revision 'main/' of 'org/moving' is not ... in the Hugging Face cache". A git ref never ends in
+    "/": both read `main` now, and the JSON names the revision so."""
+    import torch
+    from safetensors.torch import save
+
+    from fixtures.hub_cache import commit_of, write_snapshot
+
+    old, new = commit_of("old"), commit_of("new")
+    weights = {"model.safetensors": save({"a": torch.zeros(2)})}
+    write_snapshot(tmp_path, "org/moving", old, weights, refs=("v1",))
+    write_snapshot(tmp_path, "org/moving", new, weights, refs=("main",))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    for args, revision, commit in ((["org/moving", "--revision", "main/"], "main", new),
+                                   (["org/moving", "--revision", "v1/"], "v1", old),
+                                   ([str(tmp_path / "models--org--moving"), "--revision", "v1/"], None, old)):
+        result = run_cli("inspect", *args, "--json")
+        assert result.exit_code == 0, result.stderr
+        data = json.loads(result.stdout)
+        assert (data["revision"], data["commit"]) == (revision, commit), args
+    # A revision that is nothing but slashes is still no revision: the usual one line.
+    result = run_cli("inspect", "org/moving", "--revision", "/", "--json")
+    assert result.exit_code == 2 and "revision '/' of 'org/moving'" in result.stderr
