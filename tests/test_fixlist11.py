@@ -143,3 +143,40 @@ def test_a_revision_with_a_trailing_slash_reads_a_repo_id_as_it_reads_its_cache_
     # A revision that is nothing but slashes is still no revision: the usual one line.
     result = run_cli("inspect", "org/moving", "--revision", "/", "--json")
     assert result.exit_code == 2 and "revision '/' of 'org/moving'" in result.stderr
+
+
+@pytest.mark.parametrize(("name", "head", "kind", "step"), [
+    ("model.onnx", b"\x08\x07\x12\x07pytorch", "an ONNX model",
+     "; the onnx package reads its weights (onnx.numpy_helper.to_array of each tensor in onnx.load(path)"
+     ".graph.initializer)"),
+    ("tf_model.h5", b"\x89HDF\r\n\x1a\n" + bytes(64), "an HDF5 file (Keras / TensorFlow .h5 weights)",
+     "; h5py.File(path) holds its arrays by layer (visititems walks them), and safetensors.numpy.save_file writes "
+     "them to read here; a transformers TensorFlow model's tf_model.h5 converts with transformers 4's "
+     "from_pretrained(folder, from_tf=True) (TensorFlow installed; transformers 5 ignores from_tf)"),
+    ("model.weights.h5", b"\x89HDF\r\n\x1a\n" + bytes(64), "an HDF5 file (Keras / TensorFlow .h5 weights)",
+     "; h5py.File(path) holds its arrays by layer"),
+])
+def test_onnx_and_keras_files_are_refused_with_a_next_step(
+        tmp_path: Path, name: str, head: bytes, kind: str, step: str) -> None:
+    """`.onnx` and Keras / TF `.h5` files were refused with no next step ("this is an ONNX model; weightdoctor
+    reads safetensors and PyTorch (torch.save) checkpoints only"). The step named is one that exists: the onnx
+    package's initializers, h5py's datasets, transformers 4's from_tf (transformers 5 drops the argument unread)."""
+    path = tmp_path / name
+    path.write_bytes(head)
+    result = run_cli("inspect", path)
+    assert result.exit_code == 2 and result.stdout == ""
+    line = result.stderr.strip()
+    assert "\n" not in line
+    assert line.startswith(f"error: {path}: this is {kind}; weightdoctor reads safetensors and PyTorch "
+                           f"(torch.save) checkpoints only{step}")
+
+
+def test_transformers_5_ignores_from_tf() -> None:
+    """The claim the .h5 step makes of the installed transformers: from_pretrained pops from_tf unread."""
+    import inspect
+
+    import transformers
+    from transformers import modeling_utils
+
+    assert transformers.__version__.startswith("5.")
+    assert '"from_tf", "from_flax"' in inspect.getsource(modeling_utils.PreTrainedModel.from_pretrained)

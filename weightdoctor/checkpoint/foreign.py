@@ -25,6 +25,8 @@ _GGML_TO_GGUF = "llama.cpp's convert_llama_ggml_to_gguf.py turns a LLaMA one int
 _NPZ = "a NumPy .npz archive"
 _NPY = "a NumPy .npy array"
 _MSGPACK = "a Flax msgpack checkpoint"
+_HDF5 = "an HDF5 file (Keras / TensorFlow .h5 weights)"
+_ONNX = "an ONNX model"
 # What reads or converts a recognised format into what weightdoctor reads, said after the refusal.
 _CONVERTERS: dict[str, str] = {
     _GGUF: ("transformers reads it into PyTorch, dequantized (from_pretrained(folder, gguf_file={name!r}), with "
@@ -37,6 +39,15 @@ _CONVERTERS: dict[str, str] = {
            "then .item()); save its arrays with safetensors.numpy.save_file to read them here"),
     _MSGPACK: ("flax.serialization.msgpack_restore reads its nested arrays; transformers 4's from_pretrained(folder, "
                "from_flax=True) converts a transformers model's to PyTorch, and save_pretrained writes safetensors"),
+    # transformers 5 pops from_tf unread (modeling_utils: "Not used anymore"); 4.x converts with TensorFlow installed.
+    _HDF5: ("h5py.File(path) holds its arrays by layer (visititems walks them), and safetensors.numpy.save_file "
+            "writes them to read here; a transformers TensorFlow model's tf_model.h5 converts with transformers 4's "
+            "from_pretrained(folder, from_tf=True) (TensorFlow installed; transformers 5 ignores from_tf), and "
+            "save_pretrained then writes safetensors"),
+    _ONNX: ("the onnx package reads its weights (onnx.numpy_helper.to_array of each tensor in onnx.load(path)"
+            ".graph.initializer), named as the exporter left them, not always as the PyTorch modules; an export of "
+            "a Hub model (Optimum's onnx/model.onnx) usually sits beside the PyTorch weights it came from, which "
+            "weightdoctor reads"),
 }
 # (magic at offset 0, what the file is)
 _MAGICS: tuple[tuple[bytes, str], ...] = (
@@ -45,7 +56,7 @@ _MAGICS: tuple[tuple[bytes, str], ...] = (
     (b"ggml", _GGML), (b"lmgg", _GGML),
     (b"ggmf", _GGMF), (b"fmgg", _GGMF),
     (b"ggla", _GGLA), (b"algg", _GGLA),
-    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (Keras / TensorFlow .h5 weights)"),
+    (b"\x89HDF\r\n\x1a\n", _HDF5),
     (b"\x93NUMPY", _NPY),
     (b"version https://git-lfs", "a Git LFS pointer, not the weights (run `git lfs pull` in the clone)"),
 )
@@ -53,10 +64,10 @@ _MAGICS: tuple[tuple[bytes, str], ...] = (
 # (file name suffix, what the file is), for formats without a reliable magic number.
 _SUFFIXES: tuple[tuple[str, str], ...] = (
     (".gguf", _GGUF),
-    (".h5", "an HDF5 file (Keras / TensorFlow .h5 weights)"),
-    (".hdf5", "an HDF5 file (Keras / TensorFlow .h5 weights)"),
+    (".h5", _HDF5),
+    (".hdf5", _HDF5),
     (".keras", "a Keras model archive"),
-    (".onnx", "an ONNX model"),
+    (".onnx", _ONNX),
     (".ort", "an ONNX Runtime model"),
     (".tflite", "a TensorFlow Lite model"),
     (".pte", "an ExecuTorch program (.pte), run by the ExecuTorch runtime"),
