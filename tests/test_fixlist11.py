@@ -180,3 +180,59 @@ def test_transformers_5_ignores_from_tf() -> None:
 
     assert transformers.__version__.startswith("5.")
     assert '"from_tf", "from_flax"' in inspect.getsource(modeling_utils.PreTrainedModel.from_pretrained)
+
+
+@pytest.fixture
+def long_named(tmp_path: Path) -> Path:
+    """Three tensors, one named by a 5,000-letter run: `(a+)+$` over it backtracks for hours."""
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "long.safetensors"
+    save_file({"a" * 5000 + ".weight": torch.zeros(2), "model.layers.0.mlp.weight": torch.zeros(2),
+               "model.norm.weight": torch.zeros(2)}, path)
+    return path
+
+
+UNBOUNDED = ("a repeat inside a repeat (or a backreference) can backtrack for hours over one long tensor name, and "
+             "Python's re cannot be stopped: not run; write it without one (a character class: [\\d.]+ for "
+             "(\\d+\\.)+)")
+
+
+@pytest.mark.parametrize("args", [
+    ("inspect", "{src}", "--filter", "(a+)+$"),
+    ("check-dtype", "{src}", "--filter", "(.+)+_never$"),
+    ("inspect", "{src}", "--stats", "--hist", "(a|aa)+$"),
+    ("convert", "{src}", "-o", "{out}", "--dtype", "fp16", "--keep-fp32", "(\\w+\\.?)+$#"),
+    ("diff-keys", "{src}", "{src}", "--rename", "(a+)+$=x"),
+])
+def test_a_user_regex_without_a_backtracking_bound_is_refused_before_it_runs(
+        long_named: Path, tmp_path: Path, args: tuple[str, ...]) -> None:
+    """A catastrophic user pattern ran over every tensor name: `--filter '(a+)+$'` over a 5,000-letter name did not
+    return in 20 s (Python's re cannot be interrupted). quantized.py's bound on config regexes now refuses it in one
+    line, before any name is matched; --keep-fp32 and --rename alike."""
+    import time
+
+    argv = [a.format(src=long_named, out=tmp_path / "out.safetensors") for a in args]
+    start = time.perf_counter()
+    result = run_cli(*argv)
+    assert time.perf_counter() - start < 10
+    option, pattern = argv[-2], argv[-1].removesuffix("=x")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip().endswith(f"{option} {pattern!r}: {UNBOUNDED}")
+    assert "\n" not in result.stderr.strip()
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+@pytest.mark.parametrize(("pattern", "names"), [
+    (r"layers\.\d+\.mlp", ["model.layers.0.mlp.weight"]),
+    ("norm|mlp", ["model.layers.0.mlp.weight", "model.norm.weight"]),
+    (r"(q|k|v)_proj|norm\.weight$", ["model.norm.weight"]),
+    (r".*layers.*mlp.*weight", ["model.layers.0.mlp.weight"]),
+    (r"(?i)^MODEL\.", ["model.layers.0.mlp.weight", "model.norm.weight"]),
+])
+def test_normal_filters_still_run_over_a_long_name(long_named: Path, pattern: str, names: list[str]) -> None:
+    """Patterns of bounded backtracking, the usual ones, select as before."""
+    code, data = run_json("inspect", long_named, "--filter", pattern)
+    assert code == 0
+    assert sorted(t["name"] for t in data["tensors"]) == names

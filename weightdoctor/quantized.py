@@ -184,6 +184,29 @@ def _match_cost(pattern: str) -> tuple[int, int] | None:
         return None
 
 
+def refuse_unbounded_regex(option: str, pattern: str) -> None:
+    """Refuse a user's regular expression whose backtracking has no known bound (`_match_cost`: a variable repeat
+    inside a repeat, a backreference), before it runs over every tensor name.
+
+    Python's re cannot be interrupted: `--filter '(a+)+$'` over a name with a long run of one letter, or
+    `'(.+)+_never$'` over any name, backtracks for hours. A pattern of bounded cost runs as before.
+
+    Example:
+        >>> refuse_unbounded_regex("--filter", "(a+)+$")
+        Traceback (most recent call last):
+        UsageError: --filter '(a+)+$': a repeat inside a repeat ...
+
+    Raises:
+        UsageError: naming the option and the pattern, and how to write one that runs.
+    """
+    if _match_cost(pattern) is None:
+        from weightdoctor.errors import UsageError
+
+        raise UsageError(f"{option} {pattern!r}: a repeat inside a repeat (or a backreference) can backtrack for "
+                         "hours over one long tensor name, and Python's re cannot be stopped: not run; write it "
+                         "without one (a character class: [\\d.]+ for (\\d+\\.)+)")
+
+
 def _required_text(pattern: str) -> list[str]:
     """The runs of literal text every match of `pattern` holds (outside repeats, branches and lookarounds): a name
     without one of them cannot match, which is known without running re.match. [] when none is known.

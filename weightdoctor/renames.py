@@ -70,6 +70,9 @@ def parse_rename(spec: str) -> Rename:
             compile_template(rename.replacement, compiled)
     except (re.error, IndexError) as exc:
         raise UsageError(f"--rename {spec!r}: {exc}") from exc
+    from weightdoctor.quantized import refuse_unbounded_regex
+
+    refuse_unbounded_regex("--rename", rename.pattern)  # the user's patterns; the built-in ones are not parsed here
     return rename
 
 

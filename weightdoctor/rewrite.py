@@ -310,6 +310,10 @@ def plan_tensors(
         keep = re.compile(keep_fp32) if keep_fp32 else None
     except re.error as exc:
         raise UsageError(f"--keep-fp32 {keep_fp32!r}: bad regular expression ({exc})" + glob_hint(keep_fp32)) from exc
+    if keep_fp32:
+        from weightdoctor.quantized import refuse_unbounded_regex
+
+        refuse_unbounded_regex("--keep-fp32", keep_fp32)
     selection = TensorSelection(tensors=[])
     dropped: dict[str, str] = {}
     if checkpoint.shared_groups():

@@ -29,7 +29,8 @@ FilterOpt = Annotated[
 
 
 def check_regex(option: str, pattern: str) -> None:
-    """Fail before any file is read when `pattern`, given to `option`, is no regular expression.
+    """Fail before any file is read when `pattern`, given to `option`, is no regular expression, or one whose
+    backtracking over a long tensor name has no bound (`refuse_unbounded_regex`).
 
     Raises:
         UsageError: naming the option and the text, as `--keep-fp32` and `--rename` do.
@@ -42,3 +43,6 @@ def check_regex(option: str, pattern: str) -> None:
         re.compile(pattern)
     except re.error as exc:
         raise UsageError(f"{option} {pattern!r}: bad regular expression ({exc})" + glob_hint(pattern)) from exc
+    from weightdoctor.quantized import refuse_unbounded_regex
+
+    refuse_unbounded_regex(option, pattern)
