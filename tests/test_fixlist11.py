@@ -236,3 +236,28 @@ def test_normal_filters_still_run_over_a_long_name(long_named: Path, pattern: st
     code, data = run_json("inspect", long_named, "--filter", pattern)
     assert code == 0
     assert sorted(t["name"] for t in data["tensors"]) == names
+
+
+@pytest.mark.parametrize("sample", [None, "16"])
+def test_check_dtype_totals_mean_rel_error_is_over_the_values_read(tmp_path: Path, sample: str | None) -> None:
+    """A float8_e4m3fn tensor casts exactly to fp16 and is not read (`read: false`), yet the totals' mean_rel_error
+    counted its values as measured non-zero values of error 0: beside one fp32 tensor of as many values, the mean
+    came out half of what was measured. It is now the mean over the values read, the fp32 tensor's own."""
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    path = tmp_path / "mixed.safetensors"
+    save_file({"exact": (torch.rand(64) + 0.5).to(torch.float8_e4m3fn),
+               "lossy": torch.rand(64, dtype=torch.float64).float() + 0.5}, path)
+    code, data = run_json("check-dtype", path, "--target", "fp16", *(["--sample", sample] if sample else []))
+    assert code == 0
+    fp16 = data["targets"]["fp16"]
+    rows = {row["name"]: row for row in fp16["tensors"]}
+    assert rows["exact"]["read"] is False and rows["lossy"]["read"] is True
+    measured = rows["lossy"]["mean_rel_error"]
+    assert measured > 0
+    assert fp16["mean_rel_error"] == pytest.approx(measured, rel=1e-9)
+    # The other totals keep counting the tensor not read: its values are cast exactly, none changed.
+    assert fp16["values"] == rows["exact"]["values"] + rows["lossy"]["values"]
+    assert fp16["changed"] == rows["lossy"]["changed"]

@@ -141,6 +141,9 @@ class CastCounts:
     changed: int = 0
     max_rel_error: float = 0.0
     rel_error_sum: float = 0.0
+    # Values counted without being read (a tensor whose dtype casts exactly to every target): their zeros, NaN and
+    # inf are not known, so the mean relative error, over what was measured, leaves them out.
+    unread: int = 0
 
     @property
     def nonzero_finite(self) -> int:
@@ -148,7 +151,7 @@ class CastCounts:
 
     @property
     def rel_error_count(self) -> int:
-        return self.nonzero_finite - self.overflow
+        return self.nonzero_finite - self.overflow - self.unread
 
     @property
     def mean_rel_error(self) -> float:
@@ -156,7 +159,8 @@ class CastCounts:
         return self.rel_error_sum / count if count > 0 else 0.0
 
     def add(self, other: CastCounts) -> None:
-        for name in ("values", "zeros", "nan", "inf", "overflow", "saturated", "underflow", "subnormal", "changed"):
+        for name in ("values", "zeros", "nan", "inf", "overflow", "saturated", "underflow", "subnormal", "changed",
+                     "unread"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.rel_error_sum += other.rel_error_sum
         self.max_rel_error = max(self.max_rel_error, other.max_rel_error)
@@ -1029,7 +1033,7 @@ def check_dtype(
                     nan=None, inf=None, reason=f"every {info.dtype} value is exactly representable (not read)",
                     read=False,
                 ))
-                totals[name].add(CastCounts(values=counted_values))
+                totals[name].add(CastCounts(values=counted_values, unread=counted_values))
             checked += 1
             if on_tensor is not None:
                 on_tensor(1)
