@@ -261,3 +261,86 @@ def test_check_dtype_totals_mean_rel_error_is_over_the_values_read(tmp_path: Pat
     # The other totals keep counting the tensor not read: its values are cast exactly, none changed.
     assert fp16["values"] == rows["exact"]["values"] + rows["lossy"]["values"]
     assert fp16["changed"] == rows["lossy"]["changed"]
+
+
+def _gptq_dynamic(folder: Path, dynamic: dict[str, object]) -> int:
+    """A 2-layer GPTQ Llama at 4 bits whose `dynamic` keeps attention at 8 bits and layer 1's MLP unquantized
+    (fp16 `weight`), as GPTQModel saves such a recipe; returns the model's parameter count."""
+    import torch
+    from safetensors.torch import save_file
+
+    hidden, inter, vocab, group = 256, 512, 64, 128
+    folder.mkdir()
+    config = {**LLAMA, "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": vocab,
+              "architectures": ["LlamaForCausalLM"], "torch_dtype": "float16", "tie_word_embeddings": False,
+              "quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": group, "desc_act": False,
+                                      "sym": True, "dynamic": dynamic}}
+    (folder / "config.json").write_text(json.dumps(config))
+    half = torch.float16
+    tensors = {"model.embed_tokens.weight": torch.zeros(vocab, hidden, dtype=half),
+               "lm_head.weight": torch.zeros(vocab, hidden, dtype=half),
+               "model.norm.weight": torch.ones(hidden, dtype=half)}
+    params = 2 * vocab * hidden + hidden
+
+    def linear(name: str, inputs: int, outputs: int, bits: int | None) -> None:
+        if bits is None:
+            tensors[f"{name}.weight"] = torch.zeros(outputs, inputs, dtype=half)
+            return
+        tensors[f"{name}.qweight"] = torch.zeros(inputs * bits // 32, outputs, dtype=torch.int32)
+        tensors[f"{name}.qzeros"] = torch.zeros(inputs // group, outputs * bits // 32, dtype=torch.int32)
+        tensors[f"{name}.scales"] = torch.zeros(inputs // group, outputs, dtype=half)
+        tensors[f"{name}.g_idx"] = torch.zeros(inputs, dtype=torch.int32)
+
+    for layer in range(2):
+        prefix = f"model.layers.{layer}"
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            linear(f"{prefix}.self_attn.{proj}", hidden, hidden, 8)
+        mlp_bits = None if layer == 1 else 4
+        linear(f"{prefix}.mlp.gate_proj", hidden, inter, mlp_bits)
+        linear(f"{prefix}.mlp.up_proj", hidden, inter, mlp_bits)
+        linear(f"{prefix}.mlp.down_proj", inter, hidden, mlp_bits)
+        tensors[f"{prefix}.input_layernorm.weight"] = torch.ones(hidden, dtype=half)
+        tensors[f"{prefix}.post_attention_layernorm.weight"] = torch.ones(hidden, dtype=half)
+        params += 4 * hidden * hidden + 3 * hidden * inter + 2 * hidden
+    save_file(tensors, folder / "model.safetensors")
+    return params
+
+
+DYNAMIC = {r"-:model\.layers\.1\.mlp\..*": {}, r".*\.self_attn\..*": {"bits": 8, "group_size": 128}}
+
+
+def test_gptqmodel_dynamic_bits_are_counted_per_layer_by_inspect(tmp_path: Path) -> None:
+    """inspect counted every qweight at the top-level 4 bits: attention stored at 8 bits by a `dynamic` override
+    (4 values an int32, not 8) came out as twice its parameters. Each layer now takes the first pattern that
+    matches it, as GPTQModel reads them; a pattern with no backtracking bound leaves the count unknown."""
+    params = _gptq_dynamic(tmp_path / "dyn", DYNAMIC)
+    code, data = run_json("inspect", tmp_path / "dyn")
+    assert code == 0
+    assert data["quantized"]["method"] == "gptq" and data["quantized"]["parameters"] == params
+    hostile = _gptq_dynamic(tmp_path / "hostile", {"(a+)+$": {"bits": 8}, **DYNAMIC})
+    assert hostile == params
+    code, data = run_json("inspect", tmp_path / "hostile")
+    assert code == 0 and data["quantized"]["parameters"] is None
+
+
+def test_plan_devices_warns_that_transformers_ignores_gptqmodel_dynamic(tmp_path: Path) -> None:
+    """transformers 5.25's GPTQConfig drops `dynamic` (checked below), so from_pretrained builds every Linear of the
+    blocks at 4 bits; the plan said nothing of the overrides it does not apply."""
+    from transformers import GPTQConfig
+
+    assert "dynamic" not in GPTQConfig.from_dict(
+        {"quant_method": "gptq", "bits": 4, "dynamic": DYNAMIC}).to_dict_optimum()
+    _gptq_dynamic(tmp_path / "dyn", DYNAMIC)
+    code, data = run_json("plan-devices", tmp_path / "dyn", "--gpu", "1GB")
+    assert code == 0 and data["dtype"] == "int4"
+    import transformers
+
+    assert ("quantization_config.dynamic holds GPTQModel's per-module overrides (2 pattern(s), 1 leaving modules "
+            f"unquantized with '-:'), which transformers {transformers.__version__} does not read (its GPTQConfig "
+            "drops `dynamic`): from_pretrained builds every Linear of the blocks at the top-level 4 bits, unlike "
+            "what the checkpoint stores for the modules they name; GPTQModel's loader and vLLM honour them"
+            ) in data["warnings"]
+    _gptq_dynamic(tmp_path / "plain", {})
+    assert not [line for line in run_json("plan-devices", tmp_path / "plain", "--gpu", "1GB")[1]["warnings"]
+                if "dynamic" in line]

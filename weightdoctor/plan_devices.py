@@ -620,6 +620,10 @@ def build_planned_model(
         how = quantized[1] if quantized[1].endswith("-bit") else f"{quantized[1]}, {quantized[0][3:]}-bit"
         label = quantized_float_label(checkpoint.config) or quantized[0]
         warnings.append(f"the config quantizes the weights ({how}): planned as {label}; --dtype overrides")
+        from weightdoctor.quantized import gptq_dynamic_warning
+
+        if dynamic := gptq_dynamic_warning(checkpoint.config):
+            warnings.append(dynamic)
     elif not dtype:
         from weightdoctor.quantized import quantization_of
 

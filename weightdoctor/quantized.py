@@ -321,6 +321,75 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
     return found
 
 
+def _gptq_dynamic_layer_bits(packed: Iterable[str], quantization: Mapping[str, Any] | None
+                             ) -> dict[str, int | None]:
+    """The bits of each GPTQ `<layer>.qweight` that GPTQModel's `dynamic` overrides name; {} without overrides.
+    None: unknown (a pattern that cannot be matched in bounded time comes first, or a `-:` pattern, "not
+    quantized", names a layer that holds a qweight all the same).
+
+    `dynamic` maps a regex over module names to overrides ({"bits": 8, "group_size": 32}); GPTQModel (and vLLM)
+    take the first key that re.match-es the module, in the config's order: a `-:` key leaves it unquantized, a
+    `+:` key or a bare one overrides the top-level settings. Patterns are bounded as compressed-tensors' are
+    (`_match_cost`, the same step and time limits).
+    """
+    dynamic = quantization.get("dynamic") if quantization is not None else None
+    if not isinstance(dynamic, Mapping) or not dynamic:
+        return {}
+    rules: list[tuple[re.Pattern[str], tuple[int, int] | None, bool, int | None]] = []
+    for key, overrides in dynamic.items():
+        if not isinstance(key, str):
+            continue
+        text = key[2:] if key.startswith(("-:", "+:")) else key
+        try:
+            compiled = re.compile(text)
+        except (re.error, RecursionError, OverflowError):
+            continue  # one Python cannot compile claims nothing, as for compressed-tensors' targets
+        bits = _bits(overrides.get("bits")) if isinstance(overrides, Mapping) else None
+        rules.append((compiled, _match_cost(text), key.startswith("-:"), bits))
+    deadline = time.monotonic() + _PATTERN_SECONDS
+    found: dict[str, int | None] = {}
+    for name in packed:
+        layer = name.removesuffix(".qweight")
+        for compiled, cost, negative, bits in rules:
+            steps = None if cost is None else cost[0] * (len(layer) + 1) ** cost[1]
+            if steps is None or steps > _PATTERN_STEPS or time.monotonic() > deadline:
+                found[name] = None  # it might claim the layer: the bits are not known
+                break
+            if compiled.match(layer):
+                if negative or bits is not None:
+                    found[name] = None if negative else bits
+                break
+    return found
+
+
+def gptq_dynamic_warning(config: Mapping[str, Any] | None) -> str | None:
+    """The warning for a GPTQ config whose `dynamic` (GPTQModel's per-module overrides) transformers ignores.
+
+    transformers 5's GPTQConfig keeps no `dynamic` (from_dict drops it; verified on 5.25): its GPTQ quantizer
+    (optimum's convert_model) replaces every Linear of the blocks by a QuantLinear of the top-level bits and
+    group size, whatever the overrides say. GPTQModel's own loader and vLLM honour them.
+    """
+    quantization = _config_of(config)
+    dynamic = quantization.get("dynamic") if quantization is not None else None
+    if quantization is None or quantization.get("quant_method") != "gptq" or not isinstance(dynamic, Mapping) \
+            or not dynamic:
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        which = f"transformers {version('transformers')}"
+    except PackageNotFoundError:  # pragma: no cover - transformers is a dependency
+        which = "transformers"
+    keys = [key for key in dynamic if isinstance(key, str)]
+    skipped = sum(key.startswith("-:") for key in keys)
+    bits = _bits(quantization.get("bits"))
+    return (f"quantization_config.dynamic holds GPTQModel's per-module overrides ({len(keys)} pattern(s)"
+            + (f", {skipped} leaving modules unquantized with '-:'" if skipped else "")
+            + f"), which {which} does not read (its GPTQConfig drops `dynamic`): from_pretrained builds every "
+            f"Linear of the blocks at the top-level {bits or '?'} bits, unlike what the checkpoint stores for the "
+            "modules they name; GPTQModel's loader and vLLM honour them")
+
+
 @dataclass(frozen=True)
 class QuantizedSummary:
     """What a quantized checkpoint's tensors stand for.
@@ -683,6 +752,9 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
     if method == "compressed-tensors":
         layer_bits.update(_compressed_tensors_layer_bits(
             (t.name for t in unique if t.name.endswith(".weight_packed")), quantization))
+    if method == "gptq":
+        layer_bits.update(_gptq_dynamic_layer_bits((t.name for t in unique if t.name.endswith(".qweight")),
+                                                   quantization))
     for info in unique:
         if info.name in exl2_packed:
             packed += 1
