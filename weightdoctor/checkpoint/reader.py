@@ -785,11 +785,17 @@ def _unfinished_or_empty(folder: Path) -> str:
         return ""
     if not names:
         return "; the folder is empty"
+    hint = ""
+    local_dir = _local_dir_unfinished(folder)
+    if local_dir:
+        # `hf download --local-dir` moves a file into place only once it is whole: a download cut short leaves
+        # nothing at the top, only a partial file under the folder's .cache/huggingface/download/.
+        hint += (f"; it holds {counted(local_dir, 'unfinished download', grouped=False)} of `hf download --local-dir` "
+                 "(.cache/huggingface/download/*.incomplete): run that download again")
     after = [name for name in names if _AFTER_WEIGHT_NAME.search(name) and not name.endswith(".index.json")
              and not _TENSORFLOW_CKPT_PART.search(name)]
     packed = [name for name in after if _PACKED_SUFFIX.search(name)]
     unfinished = [name for name in after if name not in packed]
-    hint = ""
     if unfinished:
         shown = ", ".join(unfinished[:3]) + (", ..." if len(unfinished) > 3 else "")
         hint += (f"; it holds {shown}, named like weights with a suffix after it (a download still running, "
@@ -801,6 +807,18 @@ def _unfinished_or_empty(folder: Path) -> str:
                  f"; it holds {shown}, compressed or archived weight files: unpack them, and point at what they "
                  "unpack to")
     return hint
+
+
+def _local_dir_unfinished(folder: Path) -> int:
+    """How many partial files `hf download --local-dir` left in `folder`: huggingface_hub downloads each file into
+    `.cache/huggingface/download/[<subfolder>/]<hash>.<etag>.incomplete` and moves it into place once whole."""
+    downloads = folder / ".cache" / "huggingface" / "download"
+    if not downloads.is_dir():
+        return 0
+    try:
+        return sum(1 for _ in itertools.islice(downloads.rglob("*.incomplete"), 10000))
+    except OSError:
+        return 0
 
 
 def _is_megatron_dist(folder: Path) -> bool:
