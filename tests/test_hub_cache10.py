@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from fixtures.hub_cache import commit_of
+from fixtures.hub_cache import commit_of, write_snapshot
 from tests.helpers import run_cli
 
 
@@ -50,3 +50,113 @@ def test_a_whole_local_dir_download_reads_its_top_and_warns_of_nothing(tmp_path:
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["warnings"] == [] and data["resolved_path"] == str(folder)
+
+
+def _weights(label: str) -> bytes:
+    return save({label: torch.zeros(2)})
+
+
+def _cache_dataset(cache: Path, repo_id: str) -> dict[str, str]:
+    """A dataset repo cached as `hf download org/data --repo-type dataset` writes it (`datasets--org--data`): the
+    layout of a model's, under the dataset's folder name; returns label -> commit."""
+    from huggingface_hub.file_download import repo_folder_name
+
+    commits = {"main": commit_of("data-main"), "v1": commit_of("data-v1")}
+    write_snapshot(cache, repo_id, commits["v1"], {"model.safetensors": _weights("old")}, refs=("v1",))
+    write_snapshot(cache, repo_id, commits["main"], {"model.safetensors": _weights("new"),
+                                                     "ckpt/model.safetensors": _weights("inner")})
+    storage = cache / repo_folder_name(repo_id=repo_id, repo_type="model")
+    storage.rename(cache / repo_folder_name(repo_id=repo_id, repo_type="dataset"))  # relative links still hold
+    return commits
+
+
+@pytest.mark.parametrize(("source", "revision", "inside"), [
+    ("datasets/org/data", None, ""),
+    ("datasets/org/data/", "v1", ""),
+    ("datasets/org/data/ckpt", None, "ckpt"),
+    ("hf://datasets/org/data", None, ""),
+    ("hf://datasets/org/data@v1", None, ""),
+    ("https://huggingface.co/datasets/org/data/tree/main/ckpt", None, "ckpt"),
+])
+def test_a_dataset_repo_is_read_from_the_cache_as_huggingface_hub_finds_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, revision: str | None, inside: str) -> None:
+    # Checkpoints kept in a dataset repo (`hf download org/data --repo-type dataset`), named as the Hub's addresses
+    # name them: `datasets/org/data` was read as folder `data` of a model repo `datasets/org` ("'datasets/org' is
+    # not a local path ..."), `hf://` URIs and web addresses as missing local paths.
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import parse_hf_uri
+
+    _cache_dataset(tmp_path, "org/data")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    asked = revision or (parse_hf_uri(source).revision if "://" in source else None)
+    expected = Path(snapshot_download("org/data", repo_type="dataset", revision=asked, cache_dir=tmp_path,
+                                      local_files_only=True)) / inside
+    result = run_cli("inspect", source, "--json", *(["--revision", revision] if revision else []))
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["resolved_path"] == str(expected) and data["commit"] == expected.relative_to(tmp_path).parts[2]
+    assert data["warnings"] == []  # no "--revision ignored: a local path"
+
+
+def test_a_dataset_repo_not_cached_says_how_to_download_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _cache_dataset(tmp_path, "org/data")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run_cli("inspect", "datasets/org/data", "--revision", "v9")
+    assert result.exit_code == 2 and result.stdout == ""
+    line = _one_line(result.stderr)
+    assert line.startswith("error: datasets/org/data: revision 'v9' of the dataset repo org/data is not in the "
+                           f"Hugging Face cache at {tmp_path}; its cached snapshots: ")
+    assert "hf download org/data --repo-type dataset --revision v9" in line
+    # The plain repo id names a model, which huggingface_hub does not find either: the dataset is pointed at.
+    result = run_cli("inspect", "org/data")
+    assert result.exit_code == 2
+    assert "the cache holds a dataset repo of that name: give it as datasets/org/data" in _one_line(result.stderr)
+
+
+@pytest.mark.parametrize(("source", "revision", "inside"), [
+    ("hf://org/m@refs/pr/3", "refs/pr/3", ""),
+    ("hf://models/org/m@v1.0/unet", "v1.0", "unet"),
+    ("hf://org/m@refs/pr/3/unet/diffusion_pytorch_model.safetensors", "refs/pr/3",
+     "unet/diffusion_pytorch_model.safetensors"),
+    ("https://huggingface.co/org/m", None, ""),
+    ("https://huggingface.co/org/m/blob/v1.0/model.safetensors", "v1.0", "model.safetensors"),
+    ("https://huggingface.co/org/m/tree/main/unet", "main", "unet"),
+])
+def test_a_model_uri_or_web_address_reads_what_huggingface_hub_resolves(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, revision: str | None, inside: str) -> None:
+    # `hf download hf://org/m@v1.0` takes these, and a repo's page is what users copy: weightdoctor said
+    # "no such file or directory".
+    from huggingface_hub import snapshot_download, try_to_load_from_cache
+
+    files = {"model.safetensors": _weights("top"), "unet/diffusion_pytorch_model.safetensors": _weights("unet")}
+    write_snapshot(tmp_path, "org/m", commit_of("m-main"), files)
+    write_snapshot(tmp_path, "org/m", commit_of("m-v1"), files, refs=("v1.0",))
+    write_snapshot(tmp_path, "org/m", commit_of("m-pr3"), files, refs=("refs/pr/3",))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    expected = Path(snapshot_download("org/m", revision=revision, cache_dir=tmp_path, local_files_only=True)) / inside
+    if inside.endswith(".safetensors"):
+        assert try_to_load_from_cache("org/m", inside, cache_dir=tmp_path, revision=revision) == str(expected)
+    result = run_cli("inspect", source, "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["resolved_path"] == str(expected) and data["repo_id"] == "org/m" and data["revision"] == revision
+    assert data["warnings"] == []
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["hf://org/m@main", "--revision", "v1.0"],
+     "hf://org/m@main names revision 'main' and --revision 'v1.0': give one"),
+    (["hf://buckets/org/b"], "hf://buckets/org/b names a bucket, not a repo"),
+    (["hf://gpt2"], "Invalid HF URI 'hf://gpt2'"),
+    (["https://huggingface.co/org/m/commit/abc"], "unsupported '/commit/' route"),
+])
+def test_a_hub_address_that_names_no_repo_to_read_is_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], said: str) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run_cli("inspect", *args)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert said in _one_line(result.stderr) and "Traceback" not in result.stderr

@@ -19,10 +19,12 @@ from weightdoctor.checkpoint.hub import (
     RemoteStructure,
     cache_folder_snapshot,
     cached_snapshot,
+    cached_typed_snapshot,
     close_local_paths,
     download_command,
     download_file,
     holds_weights,
+    hub_location,
     hub_reachable,
     index_shards,
     looks_like_repo_id,
@@ -1665,13 +1667,31 @@ def _open_checkpoint(
         # Not a repo id to look up: a link that leads nowhere (its target is gone, or links loop).
         raise SourceNotFound(f"a symbolic link to {os.readlink(path)} that does not resolve (missing target, or "
                              "a loop of links)", text)
+    located = hub_location(text) if not path.exists() else None
+    file_in_repo = ""
+    if located is not None:
+        # `hf://org/name@v1/unet`, a repo's web address, `datasets/org/name`: huggingface_hub's own parse of it.
+        if located.revision is not None and revision is not None and located.revision != revision:
+            raise UsageError(f"{text} names revision {located.revision!r} and --revision {revision!r}: give one")
+        revision = located.revision or revision
+        inside = located.path_in_repo
+        if located.repo_type != "model":
+            path = cached_typed_snapshot(located, revision, text) / inside
+            if not path.exists():
+                raise SourceNotFound(f"the {located.repo_type} repo {located.repo_id} has no {inside} (its cached "
+                                     f"snapshot is {path.parents[inside.count('/')]})", text)
+        else:
+            if inside.rpartition("/")[2].endswith((".safetensors", ".json") + PICKLE_SUFFIXES):
+                inside, _, file_in_repo = inside.rpartition("/")  # a file: its folder is resolved, then it is read
+            text = located.repo_id + (f"/{inside}" if inside else "")
     if not path.exists():
         if text.endswith("/") and "/" in text.rstrip("/") and looks_like_repo_id(text.rstrip("/")):
             text = text.rstrip("/")  # `org/name/`, as a shell completes a folder name
         if looks_like_repo_id(text) and not text.endswith((".safetensors", ".json") + PICKLE_SUFFIXES):
             repo_id = text
             cached = cached_snapshot(text, revision) if structure_only else None
-            if structure_only and (cached is None or (not holds_weights(cached) and hub_reachable())):
+            if structure_only and not file_in_repo and (
+                    cached is None or (not holds_weights(cached) and hub_reachable())):
                 # Headers over the network rather than the weights (also to complete a snapshot that holds
                 # only what plan-devices fetched, its config).
                 remote = remote_structure(text, revision)
@@ -1697,6 +1717,11 @@ def _open_checkpoint(
                 raise SourceNotFound(f"{repo_id} has no folder {subfolder} (its snapshot is {snapshot})", text)
         else:
             raise SourceNotFound(f"no such file or directory{_missing_path_hint(text)}", path=text)
+    if file_in_repo:
+        path = path / file_in_repo
+        if not path.is_file():
+            raise SourceNotFound(f"{text} has no file {file_in_repo} (its folder in the snapshot: {path.parent})",
+                                 f"{text}/{file_in_repo}")
 
     cache_note = None
     if repo_id is None and path.is_dir():
@@ -1711,7 +1736,7 @@ def _open_checkpoint(
     config_path: Path | None = None
     sharded = False
     warnings: list[str] = [cache_note] if cache_note else []
-    if repo_id is None and revision is not None and cache_note is None:
+    if repo_id is None and revision is not None and cache_note is None and located is None:
         warnings.append(f"--revision {revision} ignored: {text} is a local path, not a Hub repo id")
     target = path
     is_index = False
