@@ -143,6 +143,7 @@ def test_a_model_uri_or_web_address_reads_what_huggingface_hub_resolves(
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["resolved_path"] == str(expected) and data["repo_id"] == "org/m" and data["revision"] == revision
+    assert data["source"] == source  # as typed, not the repo id it was read as
     assert data["warnings"] == []
 
 
@@ -160,3 +161,39 @@ def test_a_hub_address_that_names_no_repo_to_read_is_one_line(
     result = run_cli("inspect", *args)
     assert result.exit_code == 2 and result.stdout == ""
     assert said in _one_line(result.stderr) and "Traceback" not in result.stderr
+
+
+def test_the_ids_hf_cache_ls_prints_read_the_repos_it_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `hf cache ls` lists `model/org/m`, `model/gpt2` and `dataset/org/data` (scan_cache_dir's cache_id), and `hf cache
+    # rm` takes them back; given to weightdoctor, `model/org/m` was read as folder `m` of a repo `model/org`.
+    from huggingface_hub import scan_cache_dir, snapshot_download
+
+    write_snapshot(tmp_path, "org/m", commit_of("m"), {"model.safetensors": _weights("m")})
+    write_snapshot(tmp_path, "gpt2", commit_of("gpt2"), {"model.safetensors": _weights("g"),
+                                                         "unet/model.safetensors": _weights("u")})
+    _cache_dataset(tmp_path, "org/data")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    repos = scan_cache_dir(tmp_path).repos
+    assert {repo.cache_id for repo in repos} == {"model/org/m", "model/gpt2", "dataset/org/data"}
+    for repo in repos:
+        expected = snapshot_download(repo.repo_id, repo_type=repo.repo_type, cache_dir=tmp_path, local_files_only=True)
+        result = run_cli("inspect", repo.cache_id, "--json")
+        assert result.exit_code == 0, (repo.cache_id, result.stderr)
+        data = json.loads(result.stdout)
+        assert data["resolved_path"] == expected and data["source"] == repo.cache_id
+    result = run_cli("inspect", "model/org/m/", "--json")  # as a shell completes it
+    assert result.exit_code == 0 and json.loads(result.stdout)["repo_id"] == "org/m"
+
+
+def test_a_repo_of_an_org_named_like_a_type_keeps_its_plain_reading(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An org called `model` owns `model/org`: `model/org/unet` is that repo's folder, as before, even with an
+    # `org/unet` repo cached too.
+    write_snapshot(tmp_path, "model/org", commit_of("owned"), {"unet/model.safetensors": _weights("owned")})
+    write_snapshot(tmp_path, "org/unet", commit_of("other"), {"model.safetensors": _weights("other")})
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run_cli("inspect", "model/org/unet", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "/models--model--org/snapshots/" in json.loads(result.stdout)["resolved_path"]

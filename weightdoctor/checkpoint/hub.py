@@ -382,8 +382,8 @@ _READ_TYPES = ("model", "dataset", "space")
 
 
 def hub_location(text: str) -> HubLocation | None:
-    """The Hub place `text` names with a repo type or an address, parsed as huggingface_hub parses it; None for a
-    plain repo id, a path, or a web address of another site.
+    """The Hub place `text` names with a repo type or an address, parsed as huggingface_hub parses it (or a cached
+    repo's id as `hf cache ls` writes it); None for a plain repo id, a path, or a web address of another site.
 
     Example:
         >>> hub_location("datasets/org/data/ckpt")
@@ -420,6 +420,17 @@ def hub_location(text: str) -> HubLocation | None:
     if head in _TYPE_PREFIXES and len(parts) >= 2 and looks_like_repo_id("/".join(parts[:2])) \
             and not any(part in ("", ".", "..") for part in parts):
         return HubLocation(_TYPE_PREFIXES[head], "/".join(parts[:2]), None, "/".join(parts[2:]))
+    if head in _READ_TYPES and not any(part in ("", ".", "..") for part in parts) \
+            and not _repo_dir(f"{head}/{parts[0]}").is_dir():
+        # `hf cache ls` names repos by their type and id (`model/org/name`, `dataset/org/name`, `model/gpt2`), and
+        # `hf cache rm` takes those ids back. An org named `model` could own `model/org` too: read as the cache's id
+        # only when that repo is cached and `model/<org>` is not.
+        # A folder of a repo without an org (`model/gpt2/unet`) is left out: `gpt2/unet` reads as a repo id.
+        for size in (2, 1):
+            repo_id = "/".join(parts[:size])
+            if (len(parts) >= size if size == 2 else len(parts) == 1) and looks_like_repo_id(repo_id) \
+                    and _repo_dir(repo_id, head).is_dir():
+                return HubLocation(head, repo_id, None, "/".join(parts[size:]))
     return None
 
 

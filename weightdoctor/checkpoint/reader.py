@@ -1668,6 +1668,7 @@ def _open_checkpoint(
         raise SourceNotFound(f"a symbolic link to {os.readlink(path)} that does not resolve (missing target, or "
                              "a loop of links)", text)
     located = hub_location(text) if not path.exists() else None
+    given = text  # the source as typed (`hf://org/name@v1`), which `source` keeps once it is read as `org/name`
     file_in_repo = ""
     if located is not None:
         # `hf://org/name@v1/unet`, a repo's web address, `datasets/org/name`: huggingface_hub's own parse of it.
@@ -1696,7 +1697,7 @@ def _open_checkpoint(
                 # only what plan-devices fetched, its config).
                 remote = remote_structure(text, revision)
                 if remote is not None:
-                    return _remote_checkpoint(text, remote)
+                    return _remote_checkpoint(given if located is not None else text, remote)
             path = resolve_repo_id(text, revision, weights=True)
         elif (inside := split_repo_subfolder(text)) is not None and not text.endswith(
                 (".safetensors", ".json") + PICKLE_SUFFIXES):
@@ -1820,7 +1821,7 @@ def _open_checkpoint(
     elif builder.safetensors_files:
         safetensors_only = builder.safetensors_files
     return Checkpoint(
-        source=text,
+        source=given if located is not None else text,
         path=path.resolve() if repo_id is None else path,
         format=fmt,
         sharded=sharded,
