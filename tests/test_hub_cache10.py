@@ -35,8 +35,40 @@ def test_a_local_dir_download_cut_short_is_said(tmp_path: Path, monkeypatch: pyt
     assert result.exit_code == 2 and result.stdout == ""
     line = _one_line(result.stderr)
     assert line.startswith(f"error: {folder}: folder holds no weight file")
-    assert "it holds 1 unfinished download of `hf download --local-dir` (.cache/huggingface/download/*.incomplete)" \
+    assert "`hf download --local-dir` left 1 unfinished download for it (.cache/huggingface/download/*.incomplete)" \
         in line and "run that download again" in line
+
+
+def test_a_local_dir_download_cut_in_a_pipeline_folder_or_a_shard_is_said(tmp_path: Path) -> None:
+    # A pipeline's unet/ keeps its partial file under the downloaded folder's .cache (download/unet/), and a shard
+    # cut short leaves the index naming a file that is not there: neither error mentioned the unfinished download.
+    from huggingface_hub._local_folder import get_local_download_paths
+
+    pipe = tmp_path / "pipe"
+    (pipe / "unet").mkdir(parents=True)
+    (pipe / "unet" / "config.json").write_text("{}")
+    get_local_download_paths(pipe, "unet/diffusion_pytorch_model.safetensors").incomplete_path("b" * 64).write_bytes(
+        b"partial")
+    result = run_cli("inspect", str(pipe / "unet"))
+    assert result.exit_code == 2
+    line = _one_line(result.stderr)
+    assert line.startswith(f"error: {pipe / 'unet'}: folder holds no weight file")
+    assert "`hf download --local-dir` left 1 unfinished download for it" in line
+
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors",
+                                            "b": "model-00002-of-00002.safetensors"}}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    (sharded / "model-00001-of-00002.safetensors").write_bytes(save({"a": torch.zeros(2)}))
+    get_local_download_paths(sharded, "model-00002-of-00002.safetensors").incomplete_path("c" * 64).write_bytes(
+        b"partial")
+    result = run_cli("inspect", str(sharded))
+    assert result.exit_code == 2
+    line = _one_line(result.stderr)
+    assert "shard 'model-00002-of-00002.safetensors' named by the index does not exist (1 of its 2 shards" in line
+    assert "`hf download --local-dir` left 1 unfinished download here (.cache/huggingface/download/*.incomplete)" \
+        in line
 
 
 def test_a_whole_local_dir_download_reads_its_top_and_warns_of_nothing(tmp_path: Path) -> None:

@@ -792,8 +792,8 @@ def _unfinished_or_empty(folder: Path) -> str:
     if local_dir:
         # `hf download --local-dir` moves a file into place only once it is whole: a download cut short leaves
         # nothing at the top, only a partial file under the folder's .cache/huggingface/download/.
-        hint += (f"; it holds {counted(local_dir, 'unfinished download', grouped=False)} of `hf download --local-dir` "
-                 "(.cache/huggingface/download/*.incomplete): run that download again")
+        hint += (f"; `hf download --local-dir` left {counted(local_dir, 'unfinished download', grouped=False)} for "
+                 "it (.cache/huggingface/download/*.incomplete): run that download again")
     after = [name for name in names if _AFTER_WEIGHT_NAME.search(name) and not name.endswith(".index.json")
              and not _TENSORFLOW_CKPT_PART.search(name)]
     packed = [name for name in after if _PACKED_SUFFIX.search(name)]
@@ -812,15 +812,17 @@ def _unfinished_or_empty(folder: Path) -> str:
 
 
 def _local_dir_unfinished(folder: Path) -> int:
-    """How many partial files `hf download --local-dir` left in `folder`: huggingface_hub downloads each file into
-    `.cache/huggingface/download/[<subfolder>/]<hash>.<etag>.incomplete` and moves it into place once whole."""
-    downloads = folder / ".cache" / "huggingface" / "download"
-    if not downloads.is_dir():
-        return 0
-    try:
-        return sum(1 for _ in itertools.islice(downloads.rglob("*.incomplete"), 10000))
-    except OSError:
-        return 0
+    """How many partial files `hf download --local-dir` left for `folder`: huggingface_hub downloads each file into
+    `<local dir>/.cache/huggingface/download/[<subfolder>/]<hash>.<etag>.incomplete` and moves it into place once
+    whole, so a pipeline's `unet/` finds its own under the downloaded folder's .cache (or deeper, its parents')."""
+    for base in [folder, *itertools.islice(folder.parents, 3)]:
+        downloads = base / ".cache" / "huggingface" / "download" / folder.relative_to(base)
+        try:
+            if downloads.is_dir():
+                return sum(1 for _ in itertools.islice(downloads.glob("*.incomplete"), 10000))
+        except OSError:
+            return 0
+    return 0
 
 
 def _is_megatron_dist(folder: Path) -> bool:
@@ -1487,11 +1489,15 @@ def _missing_shards(index_path: Path, shards: list[str]) -> str:
         return ""
     # os.path.exists, not Path.exists: a name too long to open raises from the latter.
     missing = [shard for shard in shards if not os.path.exists(index_path.parent / shard)]
+    unfinished = _local_dir_unfinished(index_path.parent) if missing else 0
+    # `hf download --local-dir` cut short in a shard: its partial file is in the folder's .cache/huggingface/.
+    cut = (f"; `hf download --local-dir` left {counted(unfinished, 'unfinished download', grouped=False)} here "
+           "(.cache/huggingface/download/*.incomplete): run that download again") if unfinished else ""
     if not missing or len(missing) == len(shards):
-        return ""  # none missing, or the index alone: the shard named says as much
+        return f" ({cut[2:]})" if cut else ""  # none missing, or the index alone: the shard named says as much
     named = f": {_first(missing)}{', ...' if len(missing) > 3 else ''}" if len(missing) > 1 else ""
     return (f" ({len(missing)} of its {len(shards)} shards are missing{named}; a download or copy that stopped "
-            "between shards? fetch or copy them beside the index)")
+            f"between shards? fetch or copy them beside the index{cut})")
 
 
 def _complete_index_beside(index_path: Path) -> str:
