@@ -106,6 +106,7 @@ def _cache_dataset(cache: Path, repo_id: str) -> dict[str, str]:
     ("datasets/org/data", None, ""),
     ("datasets/org/data/", "v1", ""),
     ("datasets/org/data/ckpt", None, "ckpt"),
+    ("datasets/org/data@v1", None, ""),
     ("hf://datasets/org/data", None, ""),
     ("hf://datasets/org/data@v1", None, ""),
     ("https://huggingface.co/datasets/org/data/tree/main/ckpt", None, "ckpt"),
@@ -121,7 +122,7 @@ def test_a_dataset_repo_is_read_from_the_cache_as_huggingface_hub_finds_it(
     _cache_dataset(tmp_path, "org/data")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    asked = revision or (parse_hf_uri(source).revision if "://" in source else None)
+    asked = revision or (parse_hf_uri(source if "://" in source else f"hf://{source}").revision)
     expected = Path(snapshot_download("org/data", repo_type="dataset", revision=asked, cache_dir=tmp_path,
                                       local_files_only=True)) / inside
     result = run_cli("inspect", source, "--json", *(["--revision", revision] if revision else []))
@@ -155,6 +156,8 @@ def test_a_dataset_repo_not_cached_says_how_to_download_it(tmp_path: Path, monke
     ("https://huggingface.co/org/m", None, ""),
     ("https://huggingface.co/org/m/blob/v1.0/model.safetensors", "v1.0", "model.safetensors"),
     ("https://huggingface.co/org/m/tree/main/unet", "main", "unet"),
+    ("org/m@v1.0", "v1.0", ""),  # an hf:// URI without its scheme, as `hf cache` writes a repo at a revision
+    ("org/m@refs/pr/3/unet", "refs/pr/3", "unet"),
 ])
 def test_a_model_uri_or_web_address_reads_what_huggingface_hub_resolves(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, revision: str | None, inside: str) -> None:
@@ -229,3 +232,9 @@ def test_a_repo_of_an_org_named_like_a_type_keeps_its_plain_reading(
     result = run_cli("inspect", "model/org/unet", "--json")
     assert result.exit_code == 0, result.stderr
     assert "/models--model--org/snapshots/" in json.loads(result.stdout)["resolved_path"]
+
+
+def test_a_path_with_an_at_sign_that_is_no_repo_stays_a_missing_path(tmp_path: Path) -> None:
+    result = run_cli("inspect", str(tmp_path / "runs@2"))
+    assert result.exit_code == 2
+    assert _one_line(result.stderr) == f"error: {tmp_path / 'runs@2'}: no such file or directory"

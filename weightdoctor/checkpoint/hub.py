@@ -415,6 +415,18 @@ def hub_location(text: str) -> HubLocation | None:
             raise UsageError(f"{text} names a {uri.type}, not a repo: weightdoctor reads model, dataset and Space "
                              "repos")
         return HubLocation(uri.type, uri.id, uri.revision, uri.path_in_repo.strip("/"))
+    if "@" in text and "/" in text.partition("@")[0] and not text.startswith(("/", ".", "~")):
+        # `org/name@v1.0`, `datasets/org/name@main/ckpt`: an hf:// URI without its scheme, as `hf cache` and the
+        # Hub's docs write a repo at a revision; anything huggingface_hub does not parse so stays a path.
+        from huggingface_hub.errors import HfUriError
+        from huggingface_hub.utils import parse_hf_uri
+
+        try:
+            uri = parse_hf_uri(f"hf://{text}")
+        except HfUriError:
+            return None
+        return HubLocation(uri.type, uri.id, uri.revision, uri.path_in_repo.strip("/")) \
+            if uri.type in _READ_TYPES else None
     head, _, rest = text.partition("/")
     parts = rest.strip("/").split("/")
     if head in _TYPE_PREFIXES and len(parts) >= 2 and looks_like_repo_id("/".join(parts[:2])) \
