@@ -238,3 +238,20 @@ def test_a_path_with_an_at_sign_that_is_no_repo_stays_a_missing_path(tmp_path: P
     result = run_cli("inspect", str(tmp_path / "runs@2"))
     assert result.exit_code == 2
     assert _one_line(result.stderr) == f"error: {tmp_path / 'runs@2'}: no such file or directory"
+
+
+def test_a_dataset_ref_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # huggingface_hub reads a ref whole: a FIFO there would wait forever, as for a model's refs (checked before).
+    import os
+
+    _cache_dataset(tmp_path, "org/data")
+    ref = tmp_path / "datasets--org--data" / "refs" / "main"
+    ref.unlink()
+    os.mkfifo(ref)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run_cli("inspect", "datasets/org/data")
+    assert result.exit_code == 2
+    line = _one_line(result.stderr)
+    assert "the Hub cache's refs/main of org/data is not a regular file" in line
+    assert "hf download org/data --repo-type dataset" in line

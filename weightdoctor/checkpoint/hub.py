@@ -306,8 +306,9 @@ def _check_ref_file(repo_id: str, revision: str | None, repo_type: str = "model"
         return  # no such ref (a commit hash, or not cached): huggingface_hub says so
     if not stat.S_ISREG(mode.st_mode) or mode.st_size > MAX_REF_BYTES:
         what = "not a regular file" if not stat.S_ISREG(mode.st_mode) else f"{mode.st_size:,} bytes long"
+        again = download_command(repo_id, revision) + (f" --repo-type {repo_type}" if repo_type != "model" else "")
         raise SourceNotFound(f"the Hub cache's refs/{revision or 'main'} of {repo_id} is {what}, not a commit hash; "
-                             f"download it again with `{download_command(repo_id, revision)}` or delete that ref",
+                             f"download it again with `{again}` or delete that ref",
                              path=str(ref))
 
 
