@@ -130,6 +130,7 @@ def test_a_dataset_repo_is_read_from_the_cache_as_huggingface_hub_finds_it(
     data = json.loads(result.stdout)
     assert data["resolved_path"] == str(expected) and data["commit"] == expected.relative_to(tmp_path).parts[2]
     assert data["warnings"] == []  # no "--revision ignored: a local path"
+    assert data["repo_id"] == "datasets/org/data" and data["revision"] == asked
 
 
 def test_a_dataset_repo_not_cached_says_how_to_download_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -255,3 +256,36 @@ def test_a_dataset_ref_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path, m
     line = _one_line(result.stderr)
     assert "the Hub cache's refs/main of org/data is not a regular file" in line
     assert "hf download org/data --repo-type dataset" in line
+
+
+@pytest.mark.parametrize("config", ["hf://org/bert@v1.0", "org/bert@v1.0",
+                                    "https://huggingface.co/org/bert/blob/v1.0/config.json",
+                                    "datasets/org/bert-data/v1"])
+def test_model_class_config_takes_the_hub_sources_that_source_takes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: str) -> None:
+    # `--config` read repo ids and `org/pipe/text_encoder`, but `hf://org/bert@v1.0`, a config's page and
+    # `datasets/...` were "no such file or directory". v1.0's config has A's one layer, main's two.
+    from huggingface_hub.file_download import repo_folder_name
+    from transformers import BertConfig, BertModel
+
+    small = {"vocab_size": 40, "hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 16,
+             "max_position_embeddings": 8}
+    torch.manual_seed(0)
+    BertModel(BertConfig(num_hidden_layers=1, **small)).save_pretrained(tmp_path / "a")
+    one = (tmp_path / "a" / "config.json").read_bytes()
+    two = BertConfig(num_hidden_layers=2, architectures=["BertModel"], **small).to_json_string().encode()
+    write_snapshot(tmp_path / "hub", "org/bert", commit_of("v1"), {"config.json": one}, refs=("v1.0",))
+    write_snapshot(tmp_path / "hub", "org/bert", commit_of("main"), {"config.json": two})
+    write_snapshot(tmp_path / "hub", "org/bert-data", commit_of("data"), {"v1/config.json": one, "config.json": two})
+    (tmp_path / "hub" / repo_folder_name(repo_id="org/bert-data", repo_type="model")).rename(
+        tmp_path / "hub" / repo_folder_name(repo_id="org/bert-data", repo_type="dataset"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run_cli("diff-keys", str(tmp_path / "a"), "--model-class", "BertModel", "--config", config, "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["missing"], data["unexpected"], data["matched"]) == ([], [], data["total_a"])
+    # The same with main's config: the second layer's weights are missing, so the revision was the one read.
+    result = run_cli("diff-keys", str(tmp_path / "a"), "--model-class", "BertModel", "--config", "org/bert", "--json")
+    assert result.exit_code == 1
+    assert any(".layer.1." in item["name"] for item in json.loads(result.stdout)["missing"])

@@ -1839,8 +1839,10 @@ def _open_checkpoint(
         other_entries=builder.other_entries,
         skipped_entries=builder.skipped_entries,
         non_tensor_keys=builder.non_tensor_keys,
-        repo_id=repo_id,
-        revision=revision if repo_id is not None else None,
+        # A dataset or Space repo is named as it reads back (`datasets/org/name`): a bare `org/name` is a model.
+        repo_id=repo_id if located is None or located.repo_type == "model" else
+        f"{located.repo_type}s/{located.repo_id}",
+        revision=revision if repo_id is not None or located is not None else None,
         warnings=warnings,
         security=security,
         _safetensors_only=safetensors_only,
