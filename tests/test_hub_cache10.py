@@ -235,10 +235,19 @@ def test_a_repo_of_an_org_named_like_a_type_keeps_its_plain_reading(
     assert "/models--model--org/snapshots/" in json.loads(result.stdout)["resolved_path"]
 
 
-def test_a_path_with_an_at_sign_that_is_no_repo_stays_a_missing_path(tmp_path: Path) -> None:
-    result = run_cli("inspect", str(tmp_path / "runs@2"))
-    assert result.exit_code == 2
-    assert _one_line(result.stderr) == f"error: {tmp_path / 'runs@2'}: no such file or directory"
+def test_a_path_with_an_at_sign_that_is_no_repo_stays_a_missing_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `runs/exp@2` parses as revision 2 of a repo runs/exp: offline and with no such repo cached, it is the
+    # mistyped local folder it looks like (the error said "revision '2' of 'runs/exp' is not ... in the cache").
+    (tmp_path / "runs" / "exp@1").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for source in ("runs/exp@2", str(tmp_path / "runs@2")):
+        result = run_cli("inspect", source)
+        assert result.exit_code == 2
+        assert _one_line(result.stderr).startswith(f"error: {source}: no such file or directory"), result.stderr
+    assert "did you mean runs/exp@1?" in _one_line(run_cli("inspect", "runs/exp@2").stderr)
 
 
 def test_a_dataset_ref_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

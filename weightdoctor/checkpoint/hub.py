@@ -426,8 +426,12 @@ def hub_location(text: str) -> HubLocation | None:
             uri = parse_hf_uri(f"hf://{text}")
         except HfUriError:
             return None
-        return HubLocation(uri.type, uri.id, uri.revision, uri.path_in_repo.strip("/")) \
-            if uri.type in _READ_TYPES else None
+        if uri.type not in _READ_TYPES:
+            return None
+        # `runs/exp@2` is as likely a mistyped local folder: a repo only when cached, or a model the Hub may hold.
+        if not _repo_dir(uri.id, uri.type).is_dir() and (uri.type != "model" or not hub_reachable()):
+            return None
+        return HubLocation(uri.type, uri.id, uri.revision, uri.path_in_repo.strip("/"))
     head, _, rest = text.partition("/")
     parts = rest.strip("/").split("/")
     if head in _TYPE_PREFIXES and len(parts) >= 2 and looks_like_repo_id("/".join(parts[:2])) \
