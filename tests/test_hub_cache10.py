@@ -298,3 +298,41 @@ def test_model_class_config_takes_the_hub_sources_that_source_takes(
     result = run_cli("diff-keys", str(tmp_path / "a"), "--model-class", "BertModel", "--config", "org/bert", "--json")
     assert result.exit_code == 1
     assert any(".layer.1." in item["name"] for item in json.loads(result.stdout)["missing"])
+
+
+def test_a_file_named_by_its_address_is_fetched_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `https://huggingface.co/org/m/blob/main/model.fp16.safetensors`, not cached: the folder's fetch took the
+    # repo's default weights (model.safetensors, one format, no variant), then said the variant was not there.
+    # Now that one file is fetched by name, as `hf download org/m model.fp16.safetensors` fetches it.
+    import huggingface_hub
+
+    real_snapshot_download = huggingface_hub.snapshot_download
+    fetched: list[tuple[str, str, str | None]] = []
+
+    def hf_hub_download(repo_id: str, filename: str, revision: str | None = None, **_: object) -> str:
+        fetched.append((repo_id, filename, revision))
+        snapshot = write_snapshot(tmp_path, repo_id, commit_of("remote"), {filename: _weights("fp16")})
+        return str(snapshot / filename)
+
+    def snapshot_download(*args: object, local_files_only: bool = False, **kwargs: object) -> str:
+        assert local_files_only, "a whole folder was fetched for one file"
+        return real_snapshot_download(*args, local_files_only=True, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr("weightdoctor.checkpoint.hub.hub_unreachable", lambda: None)  # the fake Hub is "up"
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    result = run_cli("inspect", "https://huggingface.co/org/m/blob/main/model.fp16.safetensors", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert fetched == [("org/m", "model.fp16.safetensors", "main")]
+    assert data["resolved_path"].endswith("/model.fp16.safetensors") and data["repo_id"] == "org/m"
+    # Offline, a cached snapshot without that file says so, with the download that fetches it.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run_cli("inspect", "hf://org/m/model.bf16.safetensors")
+    assert result.exit_code == 2
+    assert _one_line(result.stderr) == (
+        "error: org/m/model.bf16.safetensors: org/m's cached snapshot has no model.bf16.safetensors, and the Hub "
+        "cannot be reached (HF_HUB_OFFLINE is set): fetch it with `hf download org/m model.bf16.safetensors`")

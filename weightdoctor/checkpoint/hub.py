@@ -646,6 +646,26 @@ def remote_structure(repo_id: str, revision: str | None = None) -> RemoteStructu
     return RemoteStructure(repo_id, revision, metadata, config, sizes)
 
 
+def hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
+    """One file of a model repo (`hf://org/name/model.fp16.safetensors`): from its cached snapshot, else fetched by
+    name alone when the Hub can be reached, as `hf_hub_download` fetches it.
+
+    Raises:
+        SourceNotFound: neither cached nor fetchable (offline, unreachable, no such file).
+    """
+    cached = cached_snapshot(repo_id, revision)
+    if cached is not None and (cached / filename).is_file():
+        return cached / filename
+    if not hub_reachable():
+        if cached is None:
+            _require_hub(repo_id, revision)  # says why (offline, unreachable) and what the cache holds
+        why = f"{_offline_variable()} is set" if hub_offline() else hub_unreachable()
+        raise SourceNotFound(f"{repo_id}'s cached snapshot has no {filename}, and the Hub cannot be reached "
+                             f"({why}): fetch it with `{download_command(repo_id, revision)} {filename}`",
+                             f"{repo_id}/{filename}")
+    return download_file(repo_id, filename, revision)
+
+
 def download_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
     """Download one file of a repo into the cache (used when a remote-structure tensor's values are needed)."""
     from huggingface_hub import hf_hub_download

@@ -24,6 +24,7 @@ from weightdoctor.checkpoint.hub import (
     download_command,
     download_file,
     holds_weights,
+    hub_file,
     hub_location,
     hub_reachable,
     index_shards,
@@ -1675,7 +1676,6 @@ def _open_checkpoint(
                              "a loop of links)", text)
     located = hub_location(text) if not path.exists() else None
     given = text  # the source as typed (`hf://org/name@v1`), which `source` keeps once it is read as `org/name`
-    file_in_repo = ""
     if located is not None:
         # `hf://org/name@v1/unet`, a repo's web address, `datasets/org/name`: huggingface_hub's own parse of it.
         if located.revision is not None and revision is not None and located.revision != revision:
@@ -1687,9 +1687,12 @@ def _open_checkpoint(
             if not path.exists():
                 raise SourceNotFound(f"the {located.repo_type} repo {located.repo_id} has no {inside} (its cached "
                                      f"snapshot is {path.parents[inside.count('/')]})", text)
+        elif inside.rpartition("/")[2].endswith((".safetensors", ".json") + PICKLE_SUFFIXES):
+            # A file named by its address: that file, not the weights its folder's fetch would pick (one format,
+            # no variant).
+            repo_id, text = located.repo_id, located.repo_id
+            path = hub_file(located.repo_id, inside, revision)
         else:
-            if inside.rpartition("/")[2].endswith((".safetensors", ".json") + PICKLE_SUFFIXES):
-                inside, _, file_in_repo = inside.rpartition("/")  # a file: its folder is resolved, then it is read
             text = located.repo_id + (f"/{inside}" if inside else "")
     if not path.exists():
         if text.endswith("/") and "/" in text.rstrip("/") and looks_like_repo_id(text.rstrip("/")):
@@ -1697,8 +1700,7 @@ def _open_checkpoint(
         if looks_like_repo_id(text) and not text.endswith((".safetensors", ".json") + PICKLE_SUFFIXES):
             repo_id = text
             cached = cached_snapshot(text, revision) if structure_only else None
-            if structure_only and not file_in_repo and (
-                    cached is None or (not holds_weights(cached) and hub_reachable())):
+            if structure_only and (cached is None or (not holds_weights(cached) and hub_reachable())):
                 # Headers over the network rather than the weights (also to complete a snapshot that holds
                 # only what plan-devices fetched, its config).
                 remote = remote_structure(text, revision)
@@ -1724,11 +1726,6 @@ def _open_checkpoint(
                 raise SourceNotFound(f"{repo_id} has no folder {subfolder} (its snapshot is {snapshot})", text)
         else:
             raise SourceNotFound(f"no such file or directory{_missing_path_hint(text)}", path=text)
-    if file_in_repo:
-        path = path / file_in_repo
-        if not path.is_file():
-            raise SourceNotFound(f"{text} has no file {file_in_repo} (its folder in the snapshot: {path.parent})",
-                                 f"{text}/{file_in_repo}")
 
     cache_note = None
     if repo_id is None and path.is_dir():
