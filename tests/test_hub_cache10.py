@@ -336,3 +336,29 @@ def test_a_file_named_by_its_address_is_fetched_alone(tmp_path: Path, monkeypatc
     assert _one_line(result.stderr) == (
         "error: org/m/model.bf16.safetensors: org/m's cached snapshot has no model.bf16.safetensors, and the Hub "
         "cannot be reached (HF_HUB_OFFLINE is set): fetch it with `hf download org/m model.bf16.safetensors`")
+
+
+@pytest.mark.parametrize("source", ["hf://org/m@v1.0", "https://huggingface.co/org/m/tree/v1.0"])
+def test_plan_devices_asks_a_hub_address_for_its_config_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str) -> None:
+    # plan-devices reads a repo id's config only (resolve_repo_id(weights=False)): an `hf://` URI or a repo's page
+    # went through the weights reader instead, which fetches the weights of an uncached repo.
+    from weightdoctor.checkpoint import hub
+
+    config = {"model_type": "bert", "architectures": ["BertModel"], "vocab_size": 40, "hidden_size": 8,
+              "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16,
+              "max_position_embeddings": 8}
+    snapshot = write_snapshot(tmp_path, "org/m", commit_of("m"), {"config.json": json.dumps(config).encode()},
+                              refs=("v1.0",))
+    asked: list[tuple[str, str | None, bool]] = []
+
+    def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = True, **_: object) -> Path:
+        asked.append((repo_id, revision, weights))
+        return snapshot
+
+    monkeypatch.setattr(hub, "resolve_repo_id", resolve_repo_id)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run_cli("plan-devices", source, "--gpu", "1GB", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert asked == [("org/m", "v1.0", False)]
