@@ -186,7 +186,8 @@ def test_a_model_uri_or_web_address_reads_what_huggingface_hub_resolves(
 @pytest.mark.parametrize(("args", "said"), [
     (["hf://org/m@main", "--revision", "v1.0"],
      "hf://org/m@main names revision 'main' and --revision 'v1.0': give one"),
-    (["hf://buckets/org/b"], "hf://buckets/org/b names a bucket, not a repo"),
+    (["hf://buckets/org/b"], "hf://buckets/org/b names a bucket: weightdoctor reads model, dataset and Space repos"),
+    (["hf://kernels/org/k"], "hf://kernels/org/k names a kernel: weightdoctor reads model, dataset and Space repos"),
     (["hf://gpt2"], "Invalid HF URI 'hf://gpt2'"),
     (["https://huggingface.co/org/m/commit/abc"], "unsupported '/commit/' route"),
 ])

@@ -413,8 +413,7 @@ def hub_location(text: str) -> HubLocation | None:
             raise UsageError(f"{why} (weightdoctor reads the Hub addresses huggingface_hub parses: "
                              "hf://[datasets/]org/name[@revision][/path], or a repo's page)") from exc
         if uri.type not in _READ_TYPES:
-            raise UsageError(f"{text} names a {uri.type}, not a repo: weightdoctor reads model, dataset and Space "
-                             "repos")
+            raise UsageError(f"{text} names a {uri.type}: weightdoctor reads model, dataset and Space repos")
         return HubLocation(uri.type, uri.id, uri.revision, uri.path_in_repo.strip("/"))
     if "@" in text and "/" in text.partition("@")[0] and not text.startswith(("/", ".", "~")):
         # `org/name@v1.0`, `datasets/org/name@main/ckpt`: an hf:// URI without its scheme, as `hf cache` and the
