@@ -363,3 +363,29 @@ def test_plan_devices_asks_a_hub_address_for_its_config_alone(
     result = run_cli("plan-devices", source, "--gpu", "1GB", "--json")
     assert result.exit_code == 0, result.stderr
     assert asked == [("org/m", "v1.0", False)]
+
+
+def test_a_uri_at_a_tag_reads_the_weights_from_pretrained_loads_at_that_tag(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The transformers oracle: `AutoModel.from_pretrained("org/bert", revision="v1.0", local_files_only=True)`
+    # loads v1.0's weights (main's differ); `hf://org/bert@v1.0` must be read as those same values.
+    from transformers import AutoModel, BertConfig, BertModel
+
+    config = BertConfig(vocab_size=40, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=8)
+    for seed, label, ref in ((0, "v1", "v1.0"), (1, "main", "main")):
+        torch.manual_seed(seed)
+        BertModel(config).save_pretrained(tmp_path / label)
+        files = {p.name: p.read_bytes() for p in (tmp_path / label).iterdir()}
+        write_snapshot(tmp_path / "hub", "org/bert", commit_of(label), files, refs=(ref,))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loaded = AutoModel.from_pretrained("org/bert", revision="v1.0", local_files_only=True,
+                                       cache_dir=tmp_path / "hub")
+    loaded.save_pretrained(tmp_path / "loaded")
+    result = run_cli("diff-keys", "hf://org/bert@v1.0", str(tmp_path / "loaded"), "--values", "--json")
+    assert result.exit_code == 0, result.stderr
+    values = json.loads(result.stdout)["values"]
+    assert values and all(item["identical"] for item in values)
+    result = run_cli("diff-keys", "hf://org/bert", str(tmp_path / "loaded"), "--values", "--json")
+    assert not all(item["identical"] for item in json.loads(result.stdout)["values"])  # main's differ
