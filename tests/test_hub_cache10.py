@@ -189,6 +189,7 @@ def test_a_model_uri_or_web_address_reads_what_huggingface_hub_resolves(
     (["hf://buckets/org/b"], "hf://buckets/org/b names a bucket: weightdoctor reads model, dataset and Space repos"),
     (["hf://kernels/org/k"], "hf://kernels/org/k names a kernel: weightdoctor reads model, dataset and Space repos"),
     (["hf://gpt2"], "Invalid HF URI 'hf://gpt2'"),
+    (["hf://org/m/../../x"], "hf://org/m/../../x: the path in the repo, '../../x', has a '.' or '..' part"),
     (["https://huggingface.co/org/m/commit/abc"], "unsupported '/commit/' route"),
 ])
 def test_a_hub_address_that_names_no_repo_to_read_is_one_line(

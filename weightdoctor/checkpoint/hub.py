@@ -414,7 +414,7 @@ def hub_location(text: str) -> HubLocation | None:
                              "hf://[datasets/]org/name[@revision][/path], or a repo's page)") from exc
         if uri.type not in _READ_TYPES:
             raise UsageError(f"{text} names a {uri.type}: weightdoctor reads model, dataset and Space repos")
-        return HubLocation(uri.type, uri.id, uri.revision, uri.path_in_repo.strip("/"))
+        return _located(text, uri.type, uri.id, uri.revision, uri.path_in_repo)
     if "@" in text and "/" in text.partition("@")[0] and not text.startswith(("/", ".", "~")):
         # `org/name@v1.0`, `datasets/org/name@main/ckpt`: an hf:// URI without its scheme, as `hf cache` and the
         # Hub's docs write a repo at a revision; anything huggingface_hub does not parse so stays a path.
@@ -430,7 +430,7 @@ def hub_location(text: str) -> HubLocation | None:
         # `runs/exp@2` is as likely a mistyped local folder: a repo only when cached, or a model the Hub may hold.
         if not _repo_dir(uri.id, uri.type).is_dir() and (uri.type != "model" or not hub_reachable()):
             return None
-        return HubLocation(uri.type, uri.id, uri.revision, uri.path_in_repo.strip("/"))
+        return _located(text, uri.type, uri.id, uri.revision, uri.path_in_repo)
     head, _, rest = text.partition("/")
     parts = rest.strip("/").split("/")
     if head in _TYPE_PREFIXES and len(parts) >= 2 and looks_like_repo_id("/".join(parts[:2])) \
@@ -448,6 +448,18 @@ def hub_location(text: str) -> HubLocation | None:
                     and _repo_dir(repo_id, head).is_dir():
                 return HubLocation(head, repo_id, None, "/".join(parts[size:]))
     return None
+
+
+def _located(text: str, repo_type: str, repo_id: str, revision: str | None, inside: str) -> HubLocation:
+    """A parsed Hub place whose path stays inside its repo: parse_hf_uri keeps `..` (`hf://org/m/../../x`), which
+    joined to a snapshot would leave it."""
+    from weightdoctor.errors import UsageError
+
+    inside = inside.strip("/")
+    if any(part in (".", "..") for part in inside.split("/")):
+        raise UsageError(f"{text}: the path in the repo, {inside!r}, has a '.' or '..' part; name the folder or "
+                         "file itself")
+    return HubLocation(repo_type, repo_id, revision, inside)
 
 
 def cached_typed_snapshot(location: HubLocation, revision: str | None, source: str) -> Path:
