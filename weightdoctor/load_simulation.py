@@ -248,10 +248,25 @@ def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None
         return dict(checkpoint.config)
     path = expand_user(config)
     if not path.exists():
-        from weightdoctor.checkpoint.hub import looks_like_repo_id, resolve_repo_id, split_repo_subfolder
+        from weightdoctor.checkpoint.hub import (
+            cached_typed_snapshot,
+            hub_location,
+            looks_like_repo_id,
+            resolve_repo_id,
+            split_repo_subfolder,
+        )
 
         inside = split_repo_subfolder(config.rstrip("/"))
-        if looks_like_repo_id(config.rstrip("/")):
+        located = hub_location(config)  # `hf://org/name@v1`, a repo's page, `datasets/org/name`: as SOURCE takes them
+        if located is not None:
+            at, folder = located.revision or revision, located.path_in_repo
+            folder = folder.rpartition("/")[0] if folder.endswith(".json") else folder  # a config named whole
+            if located.repo_type != "model":
+                path = cached_typed_snapshot(located, at, config) / located.path_in_repo
+            else:
+                path = resolve_repo_id(located.repo_id, at, weights=False, subfolder=folder or None)
+                path = path / located.path_in_repo
+        elif looks_like_repo_id(config.rstrip("/")):
             path = resolve_repo_id(config.rstrip("/"), revision, weights=False)
         elif inside is not None:  # `org/pipe/text_encoder`, as SOURCE takes it
             path = resolve_repo_id(inside[0], revision, weights=False, subfolder=inside[1]) / inside[1]

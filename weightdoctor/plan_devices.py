@@ -2547,18 +2547,24 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
     A repo id is resolved without downloading weights: a config is enough to plan.
     """
     from weightdoctor.checkpoint import open_checkpoint
-    from weightdoctor.checkpoint.hub import looks_like_repo_id, resolve_repo_id
+    from weightdoctor.checkpoint.hub import hub_location, looks_like_repo_id, resolve_repo_id
 
     path = expand_user(source)
-    if not path.exists() and looks_like_repo_id(source) and not source.endswith(".json"):
-        folder = resolve_repo_id(source, revision, weights=False)
+    repo = source
+    located = hub_location(source) if not path.exists() else None
+    if located is not None and located.repo_type == "model" and not located.path_in_repo \
+            and (located.revision is None or revision in (None, located.revision)):
+        # `hf://org/name@v1`, a repo's page: the repo id it names, whose config is enough (not its weights).
+        repo, revision = located.repo_id, located.revision or revision
+    if not path.exists() and looks_like_repo_id(repo) and not repo.endswith(".json"):
+        folder = resolve_repo_id(repo, revision, weights=False)
         try:
             checkpoint = open_checkpoint(folder, key=key, allow_config_only=True)
         except WeightDoctorError as exc:  # an index's missing shard too: said of the repo id, not the cache path
             from weightdoctor.checkpoint.reader import named_by_repo
 
-            raise named_by_repo(exc, folder, source, revision) from exc
+            raise named_by_repo(exc, folder, repo, revision) from exc
         # Opened by its snapshot's path: named by the repo id typed, as open_checkpoint names one it resolves.
-        checkpoint.source, checkpoint.repo_id, checkpoint.revision = source, source, revision
+        checkpoint.source, checkpoint.repo_id, checkpoint.revision = source, repo, revision
         return checkpoint
     return open_checkpoint(source, revision=revision, key=key, allow_config_only=True)

@@ -148,9 +148,9 @@ def _require_hub(repo_id: str, revision: str | None) -> None:
                          f"is not in {cache}, and the Hub is unreachable ({why}){_cache_folder_problem()}")
 
 
-def _repo_dir(repo_id: str) -> Path:
-    """The cache folder of a repo, as huggingface_hub names it (`models--org--name`)."""
-    return hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+def _repo_dir(repo_id: str, repo_type: str = "model") -> Path:
+    """The cache folder of a repo, as huggingface_hub names it (`models--org--name`, `datasets--org--name`)."""
+    return hub_cache_dir() / (f"{repo_type}s--" + repo_id.replace("/", "--"))
 
 
 def cached_revisions(repo_id: str) -> list[str]:
@@ -237,6 +237,10 @@ def _not_found(repo_id: str, revision: str | None, reason: str) -> SourceNotFoun
         reason += f"; the cache holds {', '.join(cached[:6])}" + (", ..." if len(cached) > 6 else "")
     elif other := _cached_in_other_case(repo_id):
         reason += f"; the cache holds {', '.join(map(repr, other))} (repo ids in the cache are case-sensitive)"
+    elif typed := [prefix for prefix, kind in _TYPE_PREFIXES.items() if _repo_dir(repo_id, kind).is_dir()]:
+        # `hf download org/name --repo-type dataset` caches it as a dataset; a plain repo id names a model.
+        reason += (f"; the cache holds a {_TYPE_PREFIXES[typed[0]]} repo of that name: give it as "
+                   f"{typed[0]}/{repo_id}")
     else:
         # A mistyped local folder reads as a repo id (`bert-base`, `runs/exp1`), a mistyped repo id is not cached:
         # the close names of both say which was meant.
@@ -289,10 +293,10 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
     return path
 
 
-def _check_ref_file(repo_id: str, revision: str | None) -> None:
+def _check_ref_file(repo_id: str, revision: str | None, repo_type: str = "model") -> None:
     """Refuse a ref that is no small regular file: huggingface_hub reads it whole, so a FIFO there waits forever and a
     link to /dev/zero fills the memory."""
-    refs = _repo_dir(repo_id) / "refs"
+    refs = _repo_dir(repo_id, repo_type) / "refs"
     ref = refs / (revision or "main")
     if not os.path.normpath(ref).startswith(os.path.normpath(refs) + os.sep):
         return  # not a ref name (huggingface_hub refuses it itself)
@@ -302,8 +306,9 @@ def _check_ref_file(repo_id: str, revision: str | None) -> None:
         return  # no such ref (a commit hash, or not cached): huggingface_hub says so
     if not stat.S_ISREG(mode.st_mode) or mode.st_size > MAX_REF_BYTES:
         what = "not a regular file" if not stat.S_ISREG(mode.st_mode) else f"{mode.st_size:,} bytes long"
+        again = download_command(repo_id, revision) + (f" --repo-type {repo_type}" if repo_type != "model" else "")
         raise SourceNotFound(f"the Hub cache's refs/{revision or 'main'} of {repo_id} is {what}, not a commit hash; "
-                             f"download it again with `{download_command(repo_id, revision)}` or delete that ref",
+                             f"download it again with `{again}` or delete that ref",
                              path=str(ref))
 
 
@@ -358,6 +363,133 @@ def cache_folder_snapshot(folder: Path, revision: str | None = None) -> tuple[Pa
         raise SourceNotFound(f"a Hub cache folder (of {repo_id}), {wanted}; its snapshots: {held}. Give the repo id "
                              f"{repo_id!r} (with --revision) or a snapshot folder", str(folder))
     return snapshots / commit, f"{how}, {commit[:10]}"
+
+
+@dataclass(frozen=True)
+class HubLocation:
+    """A place in a Hub repo named with its type: `hf://datasets/org/name@v1/data`, a Hub web address, or
+    `datasets/org/name` as those addresses write a dataset."""
+
+    repo_type: str  # "model", "dataset" or "space"
+    repo_id: str
+    revision: str | None
+    path_in_repo: str  # "" for the repo's top
+
+
+# The Hub's addresses name a dataset or a Space under these (huggingface_hub's REPO_TYPES_URL_PREFIXES); no model
+# repo can be named so, as the Hub keeps these names for its routes.
+_TYPE_PREFIXES = {"datasets": "dataset", "spaces": "space"}
+_READ_TYPES = ("model", "dataset", "space")
+
+
+def hub_location(text: str) -> HubLocation | None:
+    """The Hub place `text` names with a repo type or an address, parsed as huggingface_hub parses it (or a cached
+    repo's id as `hf cache ls` writes it); None for a plain repo id, a path, or a web address of another site.
+
+    Example:
+        >>> hub_location("datasets/org/data/ckpt")
+        HubLocation(repo_type='dataset', repo_id='org/data', revision=None, path_in_repo='ckpt')
+
+    Raises:
+        UsageError: an `hf://` URI or a Hub web address huggingface_hub cannot parse, or one of a bucket.
+    """
+    from weightdoctor.errors import UsageError
+
+    if text.startswith(("hf://", "https://", "http://")):
+        from urllib.parse import urlsplit
+
+        from huggingface_hub import constants
+        from huggingface_hub.errors import HfUriError
+        from huggingface_hub.utils import parse_hf_uri
+
+        host = urlsplit(text).hostname or ""
+        hub_hosts = {"huggingface.co", "www.huggingface.co", "hf.co", urlsplit(constants.ENDPOINT).hostname}
+        if not text.startswith("hf://") and host not in hub_hosts:
+            return None
+        try:
+            uri = parse_hf_uri(text)
+        except HfUriError as exc:
+            why = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise UsageError(f"{why} (weightdoctor reads the Hub addresses huggingface_hub parses: "
+                             "hf://[datasets/]org/name[@revision][/path], or a repo's page)") from exc
+        if uri.type not in _READ_TYPES:
+            raise UsageError(f"{text} names a {uri.type}: weightdoctor reads model, dataset and Space repos")
+        return _located(text, uri.type, uri.id, uri.revision, uri.path_in_repo)
+    if "@" in text and "/" in text.partition("@")[0] and not text.startswith(("/", ".", "~")):
+        # `org/name@v1.0`, `datasets/org/name@main/ckpt`: an hf:// URI without its scheme, as `hf cache` and the
+        # Hub's docs write a repo at a revision; anything huggingface_hub does not parse so stays a path.
+        from huggingface_hub.errors import HfUriError
+        from huggingface_hub.utils import parse_hf_uri
+
+        try:
+            uri = parse_hf_uri(f"hf://{text}")
+        except HfUriError:
+            return None
+        if uri.type not in _READ_TYPES:
+            return None
+        # `runs/exp@2` is as likely a mistyped local folder: a repo only when cached, or a model the Hub may hold.
+        if not _repo_dir(uri.id, uri.type).is_dir() and (uri.type != "model" or not hub_reachable()):
+            return None
+        return _located(text, uri.type, uri.id, uri.revision, uri.path_in_repo)
+    head, _, rest = text.partition("/")
+    parts = rest.strip("/").split("/")
+    if head in _TYPE_PREFIXES and len(parts) >= 2 and looks_like_repo_id("/".join(parts[:2])) \
+            and not any(part in ("", ".", "..") for part in parts):
+        return HubLocation(_TYPE_PREFIXES[head], "/".join(parts[:2]), None, "/".join(parts[2:]))
+    if head in _READ_TYPES and not any(part in ("", ".", "..") for part in parts) \
+            and not _repo_dir(f"{head}/{parts[0]}").is_dir():
+        # `hf cache ls` names repos by their type and id (`model/org/name`, `dataset/org/name`, `model/gpt2`), and
+        # `hf cache rm` takes those ids back. An org named `model` could own `model/org` too: read as the cache's id
+        # only when that repo is cached and `model/<org>` is not.
+        # A folder of a repo without an org (`model/gpt2/unet`) is left out: `gpt2/unet` reads as a repo id.
+        for size in (2, 1):
+            repo_id = "/".join(parts[:size])
+            if (len(parts) >= size if size == 2 else len(parts) == 1) and looks_like_repo_id(repo_id) \
+                    and _repo_dir(repo_id, head).is_dir():
+                return HubLocation(head, repo_id, None, "/".join(parts[size:]))
+    return None
+
+
+def _located(text: str, repo_type: str, repo_id: str, revision: str | None, inside: str) -> HubLocation:
+    """A parsed Hub place whose path stays inside its repo: parse_hf_uri keeps `..` (`hf://org/m/../../x`), which
+    joined to a snapshot would leave it."""
+    from weightdoctor.errors import UsageError
+
+    inside = inside.strip("/")
+    if any(part in (".", "..") for part in inside.split("/")):
+        raise UsageError(f"{text}: the path in the repo, {inside!r}, has a '.' or '..' part; name the folder or "
+                         "file itself")
+    return HubLocation(repo_type, repo_id, revision, inside)
+
+
+def cached_typed_snapshot(location: HubLocation, revision: str | None, source: str) -> Path:
+    """The cached snapshot of a dataset or Space repo, as `snapshot_download(repo_type=..., local_files_only=True)`
+    finds it: weightdoctor reads those repos from the cache only (it fetches a model's files, not a dataset's).
+
+    Raises:
+        SourceNotFound: not cached, or not at that revision.
+    """
+    from huggingface_hub import snapshot_download
+
+    kind, repo_id = location.repo_type, location.repo_id
+    folder = _repo_dir(repo_id, kind)
+    again = f"hf download {repo_id} --repo-type {kind}" + (f" --revision {revision}" if revision else "")
+    where = f"revision {revision!r} of " if revision else ""
+    _check_ref_file(repo_id, revision, kind)
+    try:
+        path = Path(snapshot_download(repo_id, repo_type=kind, revision=revision, cache_dir=hub_cache_dir(),
+                                      local_files_only=True))
+    except Exception as exc:  # LocalEntryNotFoundError, a bad revision: not cached at that revision
+        held = sorted(p.name[:10] for p in (folder / "snapshots").iterdir() if p.is_dir()) \
+            if (folder / "snapshots").is_dir() else []
+        cached = f"; its cached snapshots: {', '.join(held[:6])}" if held else _cache_folder_problem()
+        raise SourceNotFound(f"{where}the {kind} repo {repo_id} is not in the Hugging Face cache at {hub_cache_dir()}"
+                             f"{cached} (weightdoctor reads {kind} repos from the cache only): download it with "
+                             f"`{again}`", source) from exc
+    if path.resolve().parent != (folder / "snapshots").resolve():  # an empty ref, or one holding a path
+        raise SourceNotFound(f"the Hub cache's refs/{revision or 'main'} of the {kind} repo {repo_id} does not "
+                             f"name a snapshot: download it again with `{again}`", source)
+    return path
 
 
 def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = True,
@@ -523,6 +655,26 @@ def remote_structure(repo_id: str, revision: str | None = None) -> RemoteStructu
     except Exception as exc:
         raise _hub_error(repo_id, revision, exc) from exc
     return RemoteStructure(repo_id, revision, metadata, config, sizes)
+
+
+def hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
+    """One file of a model repo (`hf://org/name/model.fp16.safetensors`): from its cached snapshot, else fetched by
+    name alone when the Hub can be reached, as `hf_hub_download` fetches it.
+
+    Raises:
+        SourceNotFound: neither cached nor fetchable (offline, unreachable, no such file).
+    """
+    cached = cached_snapshot(repo_id, revision)
+    if cached is not None and (cached / filename).is_file():
+        return cached / filename
+    if not hub_reachable():
+        if cached is None:
+            _require_hub(repo_id, revision)  # says why (offline, unreachable) and what the cache holds
+        why = f"{_offline_variable()} is set" if hub_offline() else hub_unreachable()
+        raise SourceNotFound(f"{repo_id}'s cached snapshot has no {filename}, and the Hub cannot be reached "
+                             f"({why}): fetch it with `{download_command(repo_id, revision)} {filename}`",
+                             f"{repo_id}/{filename}")
+    return download_file(repo_id, filename, revision)
 
 
 def download_file(repo_id: str, filename: str, revision: str | None = None) -> Path:

@@ -19,10 +19,13 @@ from weightdoctor.checkpoint.hub import (
     RemoteStructure,
     cache_folder_snapshot,
     cached_snapshot,
+    cached_typed_snapshot,
     close_local_paths,
     download_command,
     download_file,
     holds_weights,
+    hub_file,
+    hub_location,
     hub_reachable,
     index_shards,
     looks_like_repo_id,
@@ -785,11 +788,17 @@ def _unfinished_or_empty(folder: Path) -> str:
         return ""
     if not names:
         return "; the folder is empty"
+    hint = ""
+    local_dir = _local_dir_unfinished(folder)
+    if local_dir:
+        # `hf download --local-dir` moves a file into place only once it is whole: a download cut short leaves
+        # nothing at the top, only a partial file under the folder's .cache/huggingface/download/.
+        hint += (f"; `hf download --local-dir` left {counted(local_dir, 'unfinished download', grouped=False)} for "
+                 "it (.cache/huggingface/download/*.incomplete): run that download again")
     after = [name for name in names if _AFTER_WEIGHT_NAME.search(name) and not name.endswith(".index.json")
              and not _TENSORFLOW_CKPT_PART.search(name)]
     packed = [name for name in after if _PACKED_SUFFIX.search(name)]
     unfinished = [name for name in after if name not in packed]
-    hint = ""
     if unfinished:
         shown = ", ".join(unfinished[:3]) + (", ..." if len(unfinished) > 3 else "")
         hint += (f"; it holds {shown}, named like weights with a suffix after it (a download still running, "
@@ -801,6 +810,20 @@ def _unfinished_or_empty(folder: Path) -> str:
                  f"; it holds {shown}, compressed or archived weight files: unpack them, and point at what they "
                  "unpack to")
     return hint
+
+
+def _local_dir_unfinished(folder: Path) -> int:
+    """How many partial files `hf download --local-dir` left for `folder`: huggingface_hub downloads each file into
+    `<local dir>/.cache/huggingface/download/[<subfolder>/]<hash>.<etag>.incomplete` and moves it into place once
+    whole, so a pipeline's `unet/` finds its own under the downloaded folder's .cache (or deeper, its parents')."""
+    for base in [folder, *itertools.islice(folder.parents, 3)]:
+        downloads = base / ".cache" / "huggingface" / "download" / folder.relative_to(base)
+        try:
+            if downloads.is_dir():
+                return sum(1 for _ in itertools.islice(downloads.glob("*.incomplete"), 10000))
+        except OSError:
+            return 0
+    return 0
 
 
 def _is_megatron_dist(folder: Path) -> bool:
@@ -1467,11 +1490,15 @@ def _missing_shards(index_path: Path, shards: list[str]) -> str:
         return ""
     # os.path.exists, not Path.exists: a name too long to open raises from the latter.
     missing = [shard for shard in shards if not os.path.exists(index_path.parent / shard)]
+    unfinished = _local_dir_unfinished(index_path.parent) if missing else 0
+    # `hf download --local-dir` cut short in a shard: its partial file is in the folder's .cache/huggingface/.
+    cut = (f"; `hf download --local-dir` left {counted(unfinished, 'unfinished download', grouped=False)} here "
+           "(.cache/huggingface/download/*.incomplete): run that download again") if unfinished else ""
     if not missing or len(missing) == len(shards):
-        return ""  # none missing, or the index alone: the shard named says as much
+        return f" ({cut[2:]})" if cut else ""  # none missing, or the index alone: the shard named says as much
     named = f": {_first(missing)}{', ...' if len(missing) > 3 else ''}" if len(missing) > 1 else ""
     return (f" ({len(missing)} of its {len(shards)} shards are missing{named}; a download or copy that stopped "
-            "between shards? fetch or copy them beside the index)")
+            f"between shards? fetch or copy them beside the index{cut})")
 
 
 def _complete_index_beside(index_path: Path) -> str:
@@ -1651,6 +1678,26 @@ def _open_checkpoint(
         # Not a repo id to look up: a link that leads nowhere (its target is gone, or links loop).
         raise SourceNotFound(f"a symbolic link to {os.readlink(path)} that does not resolve (missing target, or "
                              "a loop of links)", text)
+    located = hub_location(text) if not path.exists() else None
+    given = text  # the source as typed (`hf://org/name@v1`), which `source` keeps once it is read as `org/name`
+    if located is not None:
+        # `hf://org/name@v1/unet`, a repo's web address, `datasets/org/name`: huggingface_hub's own parse of it.
+        if located.revision is not None and revision is not None and located.revision != revision:
+            raise UsageError(f"{text} names revision {located.revision!r} and --revision {revision!r}: give one")
+        revision = located.revision or revision
+        inside = located.path_in_repo
+        if located.repo_type != "model":
+            path = cached_typed_snapshot(located, revision, text) / inside
+            if not path.exists():
+                raise SourceNotFound(f"the {located.repo_type} repo {located.repo_id} has no {inside} (its cached "
+                                     f"snapshot is {path.parents[inside.count('/')]})", text)
+        elif inside.rpartition("/")[2].endswith((".safetensors", ".json") + PICKLE_SUFFIXES):
+            # A file named by its address: that file, not the weights its folder's fetch would pick (one format,
+            # no variant).
+            repo_id, text = located.repo_id, located.repo_id
+            path = hub_file(located.repo_id, inside, revision)
+        else:
+            text = located.repo_id + (f"/{inside}" if inside else "")
     if not path.exists():
         if text.endswith("/") and "/" in text.rstrip("/") and looks_like_repo_id(text.rstrip("/")):
             text = text.rstrip("/")  # `org/name/`, as a shell completes a folder name
@@ -1662,7 +1709,7 @@ def _open_checkpoint(
                 # only what plan-devices fetched, its config).
                 remote = remote_structure(text, revision)
                 if remote is not None:
-                    return _remote_checkpoint(text, remote)
+                    return _remote_checkpoint(given if located is not None else text, remote)
             path = resolve_repo_id(text, revision, weights=True)
         elif (inside := split_repo_subfolder(text)) is not None and not text.endswith(
                 (".safetensors", ".json") + PICKLE_SUFFIXES):
@@ -1697,7 +1744,7 @@ def _open_checkpoint(
     config_path: Path | None = None
     sharded = False
     warnings: list[str] = [cache_note] if cache_note else []
-    if repo_id is None and revision is not None and cache_note is None:
+    if repo_id is None and revision is not None and cache_note is None and located is None:
         warnings.append(f"--revision {revision} ignored: {text} is a local path, not a Hub repo id")
     target = path
     is_index = False
@@ -1781,7 +1828,7 @@ def _open_checkpoint(
     elif builder.safetensors_files:
         safetensors_only = builder.safetensors_files
     return Checkpoint(
-        source=text,
+        source=given if located is not None else text,
         path=path.resolve() if repo_id is None else path,
         format=fmt,
         sharded=sharded,
@@ -1793,8 +1840,10 @@ def _open_checkpoint(
         other_entries=builder.other_entries,
         skipped_entries=builder.skipped_entries,
         non_tensor_keys=builder.non_tensor_keys,
-        repo_id=repo_id,
-        revision=revision if repo_id is not None else None,
+        # A dataset or Space repo is named as it reads back (`datasets/org/name`): a bare `org/name` is a model.
+        repo_id=repo_id if located is None or located.repo_type == "model" else
+        f"{located.repo_type}s/{located.repo_id}",
+        revision=revision if repo_id is not None or located is not None else None,
         warnings=warnings,
         security=security,
         _safetensors_only=safetensors_only,
