@@ -129,8 +129,9 @@ _PATTERN_PAIRS = 20_000_000
 
 def _match_cost(pattern: str) -> tuple[int, int] | None:
     """An upper bound on re.match's backtracking steps for `pattern`, as (c, d): c x n**d over a name of n
-    characters; None when none is known (a variable repeat inside a repeat, a backreference): such a pattern can
-    take exponential time, and is not evaluated.
+    characters; None when none is known (a repeat of a group that can match one text several ways, `(a+)+` or
+    `(a|ab)+`; a backreference): such a pattern can take exponential time, and is not evaluated. A repeated group
+    that matches one way from each start (`_unambiguous`: `(\\w+\\.)+`, `(q_proj|mlp)+`) is bounded.
 
     Example:
         >>> _match_cost(r"model\\.layers\\.\\d+\\.mlp"), _match_cost("(a+)+$")
@@ -150,7 +151,11 @@ def _match_cost(pattern: str) -> tuple[int, int] | None:
                 if high <= 1:  # optional: two ways through it
                     part = (2 * inner[0], inner[1])
                 elif inner != (1, 0):  # a repeat of something that can itself match several ways
-                    return None
+                    if op == sre_constants.POSSESSIVE_REPEAT or not _unambiguous(sub, flags):
+                        return None
+                    # One way through each iteration: it stops after any of at most n of them, and the last one's
+                    # final run (`(\\.\\d+)+`) anywhere in it: n**2 ways at most, each scanned once.
+                    part = (1, 2)
                 elif high == sre_constants.MAXREPEAT:
                     part = (1, 1)
                 else:
@@ -179,14 +184,147 @@ def _match_cost(pattern: str) -> tuple[int, int] | None:
         return total
 
     try:
-        return cost(sre_parse.parse(pattern))
+        parsed = sre_parse.parse(pattern)
+        flags = parsed.state.flags
+        return cost(parsed)
     except (re.error, RecursionError, OverflowError, ValueError, TypeError):
         return None
 
 
+def _takes(item: tuple[Any, Any], char: str, flags: int) -> bool:
+    """Whether the one-character item `item` of a parsed pattern (a literal, a class, `.`) may match `char`; True
+    where unsure, so that a caller proving two items disjoint errs towards "they overlap"."""
+    import re._constants as sre_constants  # noqa: PLC0415
+
+    op, arg = item
+    if op == sre_constants.LITERAL:
+        return ord(char) == arg
+    if op == sre_constants.NOT_LITERAL:
+        return ord(char) != arg
+    if op == sre_constants.ANY:
+        return char != "\n" or bool(flags & re.DOTALL)
+    if op != sre_constants.IN:
+        return True
+    categories = {sre_constants.CATEGORY_DIGIT: r"\d", sre_constants.CATEGORY_NOT_DIGIT: r"\D",
+                  sre_constants.CATEGORY_SPACE: r"\s", sre_constants.CATEGORY_NOT_SPACE: r"\S",
+                  sre_constants.CATEGORY_WORD: r"\w", sre_constants.CATEGORY_NOT_WORD: r"\W"}
+    negate, hit = False, False
+    for sub_op, sub_arg in arg:
+        if sub_op == sre_constants.NEGATE:
+            negate = True
+        elif sub_op == sre_constants.LITERAL:
+            hit |= ord(char) == sub_arg
+        elif sub_op == sre_constants.RANGE:
+            hit |= sub_arg[0] <= ord(char) <= sub_arg[1]
+        elif sub_op == sre_constants.CATEGORY and sub_arg in categories:
+            hit |= re.fullmatch(categories[sub_arg], char, flags & re.ASCII) is not None
+        else:
+            return True
+    return hit != negate
+
+
+def _spelled_out(item: tuple[Any, Any]) -> list[str] | None:
+    """The characters a one-character item matches when they are few and listed (`\\.`, `[._]`, `[a-z]`), else
+    None (`\\w`, `[^.]`, `.`)."""
+    import re._constants as sre_constants  # noqa: PLC0415
+
+    op, arg = item
+    if op == sre_constants.LITERAL:
+        return [chr(arg)]
+    if op != sre_constants.IN:
+        return None
+    chars: list[str] = []
+    for sub_op, sub_arg in arg:
+        if sub_op == sre_constants.LITERAL:
+            chars.append(chr(sub_arg))
+        elif sub_op == sre_constants.RANGE and sub_arg[1] - sub_arg[0] < 256:
+            chars += map(chr, range(sub_arg[0], sub_arg[1] + 1))
+        else:
+            return None
+    return chars if len(chars) <= 256 else None
+
+
+def _disjoint(a: tuple[Any, Any], b: tuple[Any, Any], flags: int) -> bool:
+    """Whether no character matches both one-character items; False where that is not known (both unlisted
+    classes, `\\w` and `\\W`; any case-insensitive pattern, whose folds `_takes` does not model)."""
+    if flags & re.IGNORECASE:
+        return False
+    for listed, other in ((_spelled_out(b), a), (_spelled_out(a), b)):
+        if listed is not None:
+            return not any(_takes(other, char, flags) for char in listed)
+    return False
+
+
+def _unambiguous(items: Any, flags: int) -> bool:
+    """Whether a repeated group's body matches at most one way from each start, so that repeating it backtracks
+    polynomially: one-character items, fixed or repeated, where each variable repeat is followed (the last one by
+    the body's first item, the next iteration) by an item that takes at least one character it cannot take, and
+    alternatives of fixed text starting with different characters. `(\\w+\\.)+`, `(\\.\\d+)+`, `(self_attn|mlp)+`
+    are; `(a+)+`, `(\\w+\\.?)+`, `(a|ab)+`, `(\\d{1,2})+` are not.
+
+    Example:
+        >>> _unambiguous(sre_parse.parse(r"\\w+\\."), 0), _unambiguous(sre_parse.parse(r"\\w+\\.?"), 0)
+        (True, False)
+    """
+    import re._constants as sre_constants  # noqa: PLC0415
+
+    one_char = (sre_constants.LITERAL, sre_constants.NOT_LITERAL, sre_constants.IN, sre_constants.ANY)
+    repeats = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT)
+
+    def single(sub: Any) -> tuple[Any, Any] | None:
+        if len(sub) != 1:
+            return None
+        op, arg = sub[0]
+        if op in one_char:
+            return op, arg
+        return single(arg[3]) if op == sre_constants.SUBPATTERN and not arg[1] and not arg[2] else None
+
+    # Each element: (the one-character items it may start with, min count, max count); alternatives count once.
+    def elements(sub: Any) -> list[tuple[list[tuple[Any, Any]], int, int]] | None:
+        out: list[tuple[list[tuple[Any, Any]], int, int]] = []
+        for op, arg in sub:
+            if op in one_char:
+                out.append(([(op, arg)], 1, 1))
+            elif op in repeats:
+                item = single(arg[2])
+                if item is None:
+                    return None
+                if arg[1] > 0:
+                    out.append(([item], arg[0], arg[1]))
+            elif op == sre_constants.SUBPATTERN and not arg[1] and not arg[2]:  # inline flags: not modelled
+                inner = elements(arg[3])
+                if inner is None:
+                    return None
+                out += inner
+            elif op == sre_constants.AT:  # an anchor takes nothing and only narrows the ways through
+                continue
+            elif op == sre_constants.BRANCH:
+                alternatives = [elements(alt) for alt in arg[1]]
+                # Fixed text each (`self_attn`, `mlp`): with different first characters, at most one matches.
+                if any(not alt or any(low != high for _, low, high in alt) for alt in alternatives):
+                    return None
+                firsts = [item for alt in alternatives if alt for item in alt[0][0]]
+                if any(not _disjoint(x, y, flags) for i, x in enumerate(firsts) for y in firsts[i + 1:]):
+                    return None
+                out.append((firsts, 1, 1))
+            else:
+                return None
+        return out
+
+    found = elements(items)
+    if not found or not any(low >= 1 for _, low, _ in found):  # a body that can match nothing repeats forever
+        return False
+    for index, (starts, low, high) in enumerate(found):
+        if low != high:
+            after, after_low, _ = found[(index + 1) % len(found)]
+            if after_low < 1 or not all(_disjoint(starts[0], item, flags) for item in after):
+                return False
+    return True
+
+
 def refuse_unbounded_regex(option: str, pattern: str) -> None:
-    """Refuse a user's regular expression whose backtracking has no known bound (`_match_cost`: a variable repeat
-    inside a repeat, a backreference), before it runs over every tensor name.
+    """Refuse a user's regular expression whose backtracking has no known bound (`_match_cost`: a repeated group
+    that can match one text several ways, a backreference), before it runs over every tensor name.
 
     Python's re cannot be interrupted: `--filter '(a+)+$'` over a name with a long run of one letter, or
     `'(.+)+_never$'` over any name, backtracks for hours. A pattern of bounded cost runs as before.
@@ -194,7 +332,7 @@ def refuse_unbounded_regex(option: str, pattern: str) -> None:
     Example:
         >>> refuse_unbounded_regex("--filter", "(a+)+$")
         Traceback (most recent call last):
-        UsageError: --filter '(a+)+$': a repeat inside a repeat ...
+        UsageError: --filter '(a+)+$': a repeat of a group that can match the same text more than one way ...
 
     Raises:
         UsageError: naming the option and the pattern, and how to write one that runs.
@@ -202,9 +340,11 @@ def refuse_unbounded_regex(option: str, pattern: str) -> None:
     if _match_cost(pattern) is None:
         from weightdoctor.errors import UsageError
 
-        raise UsageError(f"{option} {pattern!r}: a repeat inside a repeat (or a backreference) can backtrack for "
-                         "hours over one long tensor name, and Python's re cannot be stopped: not run; write it "
-                         "without one (a character class: [\\d.]+ for (\\d+\\.)+)")
+        raise UsageError(f"{option} {pattern!r}: a repeat of a group that can match the same text more than one "
+                         "way (as (a+)+ or (a|ab)+ can), or a backreference, can backtrack for hours over one long "
+                         "tensor name, and Python's re cannot be stopped: not run; end each inner repeat with a "
+                         "character it cannot take ((\\w+\\.)+ runs) or use a character class ([\\w.]+ for "
+                         "(\\w+\\.?)+)")
 
 
 def _required_text(pattern: str) -> list[str]:

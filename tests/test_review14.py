@@ -1,0 +1,73 @@
+"""Review of fix list 11 (review14): user regexes with a repeated group, ..."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_cli, run_json
+
+
+@pytest.fixture
+def long_named(tmp_path: Path) -> Path:
+    """A Llama-like checkpoint with one 5,000-character name, a run of word characters and dots that makes a
+    catastrophic pattern backtrack for hours."""
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "long.safetensors"
+    save_file({"model.layers.0.self_attn.q_proj.weight": torch.zeros(2), "model.layers.0.mlp.up_proj.weight":
+               torch.zeros(2), "model.norm.weight": torch.zeros(2), "ab." * 1666 + "x": torch.zeros(2)}, path)
+    return path
+
+
+@pytest.mark.parametrize(("pattern", "names"), [
+    (r"layers\.(\d+\.)+self", ["model.layers.0.self_attn.q_proj.weight"]),
+    (r"^(\w+\.)*norm\.weight$", ["model.norm.weight"]),
+    (r"^(?:\w+\.){4}q_proj", ["model.layers.0.self_attn.q_proj.weight"]),
+    (r"(self_attn|mlp)+\.", ["model.layers.0.mlp.up_proj.weight", "model.layers.0.self_attn.q_proj.weight"]),
+    (r"([a-z]+_)+proj", ["model.layers.0.mlp.up_proj.weight", "model.layers.0.self_attn.q_proj.weight"]),
+    (r"(\.\d+)+\.mlp", ["model.layers.0.mlp.up_proj.weight"]),
+])
+def test_a_repeated_group_that_matches_one_way_is_not_refused(long_named: Path, pattern: str,
+                                                              names: list[str]) -> None:
+    """`--filter 'layers\\.(\\d+\\.)+'`, `'(\\w+\\.)*weight'`, `'(self_attn|mlp)+'` were refused as "a repeat inside a
+    repeat" that "can backtrack for hours", the refusal itself suggesting `[\\d.]+ for (\\d+\\.)+`: each iteration of
+    such a group matches one way (the inner repeat ends at a character it cannot take, the alternatives start
+    differently), so it backtracks polynomially. They run, fast even over a 5,000-character name."""
+    start = time.perf_counter()
+    code, data = run_json("inspect", long_named, "--filter", pattern)
+    assert time.perf_counter() - start < 10
+    assert code == 0, pattern
+    assert sorted(t["name"] for t in data["tensors"]) == names
+
+
+def test_a_rename_with_a_repeated_group_runs(tmp_path: Path) -> None:
+    """`diff-keys --rename '^(\\w+\\.){2}=...'` (drop the first two levels) was refused before it ran."""
+    import torch
+    from safetensors.torch import save_file
+
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_file({"module.model.norm.weight": torch.zeros(2)}, a)
+    save_file({"norm.weight": torch.zeros(2)}, b)
+    code, data = run_json("diff-keys", a, b, "--rename", r"^(\w+\.){2}=")
+    assert code == 0, data
+    assert (data["matched"], data["missing"], data["unexpected"]) == (1, [], [])
+
+
+@pytest.mark.parametrize("pattern", [
+    r"(a+)+$", r"(\w+\.?)+$", r"(a|ab)+$", r"(\d{1,2})+$", r"(\w+[._])+$", r"(?i)(\w+\.)+$", r"(\w+\W)+$",
+    r"(.*\.)+x$",
+])
+def test_a_repeated_group_that_can_match_several_ways_is_still_refused(long_named: Path, pattern: str) -> None:
+    """The refusal stays for what backtracks exponentially (or is not proven not to), and says what is wrong in
+    words that fit the pattern: `(a|ab)+` holds no "repeat inside a repeat"."""
+    result = run_cli("inspect", long_named, "--filter", pattern)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip().endswith(
+        f"--filter {pattern!r}: a repeat of a group that can match the same text more than one way (as (a+)+ or "
+        "(a|ab)+ can), or a backreference, can backtrack for hours over one long tensor name, and Python's re cannot "
+        "be stopped: not run; end each inner repeat with a character it cannot take ((\\w+\\.)+ runs) or use a "
+        "character class ([\\w.]+ for (\\w+\\.?)+)")
