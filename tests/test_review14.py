@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -71,3 +72,35 @@ def test_a_repeated_group_that_can_match_several_ways_is_still_refused(long_name
         "(a|ab)+ can), or a backreference, can backtrack for hours over one long tensor name, and Python's re cannot "
         "be stopped: not run; end each inner repeat with a character it cannot take ((\\w+\\.)+ runs) or use a "
         "character class ([\\w.]+ for (\\w+\\.?)+)")
+
+
+LLAMA = {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+         "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 64, "architectures": ["LlamaForCausalLM"],
+         "dtype": "float32"}
+
+
+def test_a_revision_with_a_trailing_slash_reads_a_config_only_repo_id(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--revision v1/` was stripped for open_checkpoint's sources only: plan-devices of a repo id (resolved
+    config-only) and diff-keys' `--config org/name` still said "revision 'v1/' of 'org/m' is not ... in the Hugging
+    Face cache". Both read v1 now, as `--revision v1` does."""
+    import torch
+    from safetensors.torch import save_file
+
+    from fixtures.hub_cache import commit_of, write_snapshot
+
+    write_snapshot(tmp_path, "org/m", commit_of("old"),
+                   {"config.json": json.dumps({**LLAMA, "num_hidden_layers": 2}).encode()}, refs=("v1",))
+    write_snapshot(tmp_path, "org/m", commit_of("new"), {"config.json": json.dumps(LLAMA).encode()})
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    plans = {rev: run_json("plan-devices", "org/m", "--gpu", "1GB", *(["--revision", rev] if rev else []))
+             for rev in ("v1/", "v1", None)}
+    assert plans["v1/"][0] == 0 and plans["v1/"][1]["num_params"] == plans["v1"][1]["num_params"]
+    assert plans["v1"][1]["num_params"] > plans[None][1]["num_params"]  # two layers at v1, one at main
+    weights = tmp_path / "sd.safetensors"
+    save_file({"model.norm.weight": torch.zeros(16)}, weights)
+    diffs = {rev: run_json("diff-keys", weights, "--model-class", "LlamaForCausalLM", "--config", "org/m",
+                           "--revision", rev) for rev in ("v1/", "v1")}
+    assert diffs["v1/"][0] == 1 and diffs["v1/"][1]["total_b"] == diffs["v1"][1]["total_b"]
+    assert diffs["v1"][1]["total_b"] == 21  # LlamaForCausalLM's keys at v1's two layers

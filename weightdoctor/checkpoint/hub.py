@@ -58,6 +58,21 @@ def hub_cache_dir() -> Path:
     return Path(os.path.expandvars(os.path.expanduser(folder)))
 
 
+def normalize_revision(revision: str | None) -> str | None:
+    """`--revision` as the Hub names it: without trailing slashes (`main/`, as a shell completes refs/main).
+
+    A git ref never ends in "/", so `main/` can only mean `main`; a Hub cache folder read it so (refs/main/ is
+    refs/main) while a repo id looked up 'main/'. Nothing but slashes is left as typed: no revision to guess.
+
+    Example:
+        >>> normalize_revision("refs/pr/1/"), normalize_revision("/")
+        ('refs/pr/1', '/')
+    """
+    if revision is not None and revision.endswith("/") and revision.rstrip("/"):
+        return revision.rstrip("/")
+    return revision
+
+
 def download_command(repo_id: str, revision: str | None = None) -> str:
     """The command that downloads `repo_id` into the Hub cache (`hf`; `huggingface-cli` is gone since 1.0)."""
     import shlex

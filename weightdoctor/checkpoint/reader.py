@@ -29,6 +29,7 @@ from weightdoctor.checkpoint.hub import (
     hub_reachable,
     index_shards,
     looks_like_repo_id,
+    normalize_revision,
     remote_structure,
     resolve_repo_id,
     snapshot_commit,
@@ -1665,10 +1666,7 @@ def _open_checkpoint(
     structure_only: bool,
 ) -> Checkpoint:
     text = os.fspath(source)
-    if revision is not None and revision.endswith("/") and revision.rstrip("/"):
-        # `--revision main/`, as a shell completes refs/main: a git ref never ends in "/", so it can only mean
-        # `main`. A Hub cache folder read it so (refs/main/ is refs/main) while a repo id looked up 'main/'.
-        revision = revision.rstrip("/")
+    revision = normalize_revision(revision)
     if not text.strip():
         # Path("") is the current folder: `weightdoctor inspect "$MODEL"` with MODEL unset must not read it.
         raise UsageError("the source is an empty string: give a checkpoint file, a folder or a Hub repo id")
