@@ -104,3 +104,33 @@ def test_a_revision_with_a_trailing_slash_reads_a_config_only_repo_id(tmp_path: 
                            "--revision", rev) for rev in ("v1/", "v1")}
     assert diffs["v1/"][0] == 1 and diffs["v1/"][1]["total_b"] == diffs["v1"][1]["total_b"]
     assert diffs["v1"][1]["total_b"] == 21  # LlamaForCausalLM's keys at v1's two layers
+
+
+FP8 = {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "tensor", "dynamic": False}
+
+
+@pytest.mark.parametrize(("quantization", "what"), [
+    ({"config_groups": {}, "kv_cache_scheme": FP8}, "the KV cache"),
+    ({"kv_cache_scheme": FP8}, "the KV cache"),
+    ({"config_groups": {"group_0": {"targets": ["Linear"], "weights": None, "input_activations": FP8}}},
+     "activations"),
+])
+def test_an_fp8_kv_cache_scheme_alone_is_not_said_to_pack_the_weights(
+        tmp_path: Path, quantization: dict[str, object], what: str) -> None:
+    """A compressed-tensors config with an FP8 `kv_cache_scheme` and no weight scheme (llm-compressor's KV-cache
+    recipe) was planned with "the config quantizes the weights (compressed-tensors): planned at the floating dtype,
+    which over-sizes the Linear weights its quantizer keeps packed; the plan is an upper bound": no weight is
+    quantized, none is packed, and the plan is the dense one. It is neither int8 nor float8_e4m3fn."""
+    folder = tmp_path / "kv"
+    folder.mkdir()
+    config = {**LLAMA, "dtype": "bfloat16", "quantization_config": {
+        "quant_method": "compressed-tensors", "quantization_status": "compressed", "format": "float-quantized",
+        **quantization}}
+    (folder / "config.json").write_text(json.dumps(config))
+    code, data = run_json("plan-devices", folder, "--gpu", "1GB")
+    assert code == 0 and data["dtype"] == "bf16"
+    assert not [line for line in data["warnings"] if "upper bound" in line or "packed" in line]
+    assert (f"the config's compressed-tensors quantization_config quantizes {what} only, not the weights: the model "
+            "holds them dense, planned at the floating dtype") in data["warnings"]
+    (folder / "config.json").write_text(json.dumps({**LLAMA, "dtype": "bfloat16"}))
+    assert run_json("plan-devices", folder, "--gpu", "1GB")[1]["weights_bytes"] == data["weights_bytes"]

@@ -234,6 +234,23 @@ def _sparsity_only(config: dict[str, Any] | None) -> str | None:
     return str(sparsity.get("format") or "sparse")
 
 
+def _weights_not_quantized(config: dict[str, Any] | None) -> str | None:
+    """What a compressed-tensors config quantizes when it is not the weights ("the KV cache", "activations"): an
+    FP8 KV-cache scheme alone (llm-compressor's `kv_cache_scheme`, `config_groups` empty) or groups of input
+    activations without `weights`; else None."""
+    quantization = config.get("quantization_config") if isinstance(config, dict) else None
+    if not isinstance(quantization, dict) or quantization.get("quant_method") != "compressed-tensors":
+        return None
+    groups = quantization.get("config_groups")
+    groups = [group for group in groups.values() if isinstance(group, dict)] if isinstance(groups, dict) else []
+    if any(isinstance(group.get("weights"), dict) for group in groups):
+        return None
+    what = (["the KV cache"] if isinstance(quantization.get("kv_cache_scheme"), dict) else []) + (
+        ["activations"] if any(isinstance(group.get(key), dict) for group in groups
+                               for key in ("input_activations", "output_activations")) else [])
+    return " and ".join(what) or None
+
+
 def normalize_dtype(text: str) -> str:
     """`"bfloat16"` or `"bf16"` -> `"bf16"`.
 
@@ -649,6 +666,11 @@ def build_planned_model(
             # Linear weights stay dense at the floating dtype: nothing is over-sized.
             warnings.append(f"the config's compressed-tensors quantization_config only sparsifies the weights "
                             f"({sparsity}): the model holds them dense, planned at the floating dtype")
+        elif found is not None and (other := _weights_not_quantized(checkpoint.config)) is not None:
+            # An FP8 KV-cache scheme alone was said to over-size "the Linear weights its quantizer keeps packed":
+            # there are none, the weights load dense and the plan is exact.
+            warnings.append(f"the config's compressed-tensors quantization_config quantizes {other} only, not the "
+                            "weights: the model holds them dense, planned at the floating dtype")
         elif found is not None:
             # AQLM (2 bits a weight), 2- and 3-bit GPTQ, torchao: no int8 / int4 to plan them as.
             words = found[0] + (f", {found[1]}-bit" if found[1] else "")
