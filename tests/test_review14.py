@@ -134,3 +134,28 @@ def test_an_fp8_kv_cache_scheme_alone_is_not_said_to_pack_the_weights(
             "holds them dense, planned at the floating dtype") in data["warnings"]
     (folder / "config.json").write_text(json.dumps({**LLAMA, "dtype": "bfloat16"}))
     assert run_json("plan-devices", folder, "--gpu", "1GB")[1]["weights_bytes"] == data["weights_bytes"]
+
+
+def test_an_fp8_config_planned_from_its_tensors_is_labelled_as_its_warning_says(tmp_path: Path) -> None:
+    """Where the model could not be built from an FP8 compressed-tensors config (a model_type transformers does not
+    know), the plan from the tensors said "planned as float8_e4m3fn" in one warning, then "dtype int8" in the JSON
+    and the dtype line, and "int8 is planned for transformers models only": one label now, float8_e4m3fn."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "fp8"
+    folder.mkdir()
+    quantization = {"quant_method": "compressed-tensors", "quantization_status": "compressed",
+                    "format": "float-quantized", "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
+                        "num_bits": 8, "type": "float", "symmetric": True, "strategy": "channel"}}}}
+    (folder / "config.json").write_text(json.dumps({"model_type": "nosuchmodel", "dtype": "bfloat16",
+                                                    "quantization_config": quantization}))
+    save_file({"layers.0.proj.weight": torch.zeros(8, 8).to(torch.float8_e4m3fn),
+               "layers.0.proj.weight_scale": torch.ones(8, 1)}, folder / "model.safetensors")
+    code, data = run_json("plan-devices", folder, "--gpu", "1GB")
+    assert code == 0 and data["built_from"] == "tensors"
+    assert data["dtype"] == "float8_e4m3fn" and data["weights_bytes"] == 64 + 8 * 4
+    assert "float8_e4m3fn is planned for transformers models only; the tensors keep their own dtypes" \
+        in data["warnings"]
+    assert not [line for line in data["warnings"] if "int8" in line]
+    assert "  dtype float8_e4m3fn · " in run_cli("plan-devices", folder, "--gpu", "1GB").stdout

@@ -778,9 +778,14 @@ def build_planned_model(
             + ") are planned as separate copies, since accelerate cannot tie top-level names: their memory counts"
             " once per name"
         )
+    # An FP8 config's plan is labelled as its warning above names it, from the tensors as from the config.
+    label = quantized_float_label(checkpoint.config) if config_quantizer is not None else None
     if dtype in ("int8", "int4"):
-        warnings.append(f"{dtype} is planned for transformers models only; the tensors keep their own dtypes")
-    return PlannedModel(model, "tensors", "module tree from tensor names", dtype, checkpoint.config, warnings)
+        warnings.append(f"{label or dtype} is planned for transformers models only; the tensors keep their own "
+                        "dtypes")
+    planned = PlannedModel(model, "tensors", "module tree from tensor names", dtype, checkpoint.config, warnings)
+    planned.label = label
+    return planned
 
 
 # transformers' quantizers whose `adjust_max_memory` keeps 10% of every budget free; the others (GPTQ, AWQ,
