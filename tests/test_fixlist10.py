@@ -137,7 +137,7 @@ def test_a_config_dtype_of_auto_is_planned_with_a_warning_naming_the_field(model
     assert len(auto) == 1
     assert auto[0].startswith(f'config.json sets "{field}": "auto", which transformers ')
     assert auto[0].endswith(": AutoConfig.from_pretrained and from_pretrained raise AttributeError (module 'torch' "
-                            "has no attribute 'auto') unless from_pretrained is given a real dtype "
+                            "has no attribute 'auto') unless they are given a real dtype "
                             "(dtype=torch.float32 replaces the field); planned at fp32; set "
                             f'"{field}" to "float32" in config.json (or remove it) to load it')
     # The claim, checked against the installed transformers.
@@ -190,6 +190,6 @@ def test_a_config_alone_with_dtype_auto_names_no_dtype_it_did_not_read(model: Pa
     assert code == 0 and data["dtype"] == "fp32"
     assert not [line for line in data["warnings"] if "names no dtype" in line]
     assert [line for line in data["warnings"] if '"auto"' in line][0].endswith(
-        "unless from_pretrained is given a real dtype, which replaces the field; planned at fp32 (no weights were "
+        "unless they are given a real dtype, which replaces the field; planned at fp32 (no weights were "
         "read; --dtype plans another); set \"dtype\" "
         "to the weights' dtype in config.json (or remove it) to load it")

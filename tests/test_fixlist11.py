@@ -76,7 +76,7 @@ def test_a_top_level_dtype_auto_loads_when_from_pretrained_is_given_a_dtype(tmp_
     assert code == 0 and data["dtype"] == "fp32"
     auto = [line for line in data["warnings"] if '"auto"' in line]
     assert len(auto) == 1 and "whatever dtype" not in auto[0]
-    assert "unless from_pretrained is given a real dtype (dtype=torch.float32 replaces the field)" in auto[0]
+    assert "unless they are given a real dtype (dtype=torch.float32 replaces the field)" in auto[0]
 
 
 def _quantized_folder(tmp_path: Path, name: str, quantization: dict[str, object]) -> Path:

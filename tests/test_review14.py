@@ -159,3 +159,36 @@ def test_an_fp8_config_planned_from_its_tensors_is_labelled_as_its_warning_says(
         in data["warnings"]
     assert not [line for line in data["warnings"] if "int8" in line]
     assert "  dtype float8_e4m3fn · " in run_cli("plan-devices", folder, "--gpu", "1GB").stdout
+
+
+def test_the_dtype_auto_warning_says_autoconfig_loads_with_a_dtype_and_lists_fields_with_and(tmp_path: Path) -> None:
+    """The top-level warning said "AutoConfig.from_pretrained and from_pretrained raise AttributeError ... unless
+    from_pretrained is given a real dtype", as if AutoConfig raised whatever it is given: given dtype=, it loads
+    too (checked below). Several fields were listed "a", "b", "c" with no "and"."""
+    import torch
+    import transformers
+
+    folder = tmp_path / "top"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**LLAMA, "dtype": "auto"}))
+    with pytest.raises(AttributeError, match="has no attribute 'auto'"):
+        transformers.AutoConfig.from_pretrained(folder)
+    assert transformers.AutoConfig.from_pretrained(folder, dtype=torch.float16).dtype == torch.float16
+    code, data = run_json("plan-devices", folder / "config.json", "--gpu", "1GB")
+    assert code == 0
+    assert [line for line in data["warnings"] if '"auto"' in line][0].split(" cannot read: ")[1].startswith(
+        "AutoConfig.from_pretrained and from_pretrained raise AttributeError (module 'torch' has no attribute "
+        "'auto') unless they are given a real dtype, which replaces the field; planned at fp32")
+    clip = {"model_type": "clip_vision_model", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "image_size": 32, "patch_size": 16, "dtype": "auto"}
+    llava = {"model_type": "llava", "architectures": ["LlavaForConditionalGeneration"], "torch_dtype": "auto",
+             "text_config": {**LLAMA, "dtype": None, "torch_dtype": "auto"}, "vision_config": clip}
+    (folder / "config.json").write_text(json.dumps(llava))
+    code, data = run_json("plan-devices", folder / "config.json", "--gpu", "1GB")
+    assert code == 0 and data["model_class"] == "LlavaForConditionalGeneration"
+    line = [line for line in data["warnings"] if '"auto"' in line][0]
+    assert line.startswith('config.json sets "torch_dtype": "auto", "text_config.torch_dtype": "auto" and '
+                           '"vision_config.dtype": "auto", which transformers ')
+    assert line.endswith("whatever dtype they are given; planned at fp32 (no weights were read; --dtype plans "
+                         'another); set "torch_dtype", "text_config.torch_dtype" and "vision_config.dtype" to the '
+                         "weights' dtype in config.json (or remove them) to load it")

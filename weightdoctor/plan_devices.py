@@ -522,13 +522,16 @@ def auto_dtype_field_warning(config: dict[str, Any], dtype: str, weights_read: b
     floating = DTYPES[dtype][0] if dtype in FLOAT_DTYPES else stored or DTYPES[dtype][0]
     planned, value = ((dtype, f'"{floating}"') if weights_read else
                       (f"{dtype} (no weights were read; --dtype plans another)", "the weights' dtype"))
-    named = ", ".join(f'"{field}"' for field in fields)
-    # Checked against transformers 5.25: from_pretrained(dtype=torch.float16) overrides a top-level "auto" and
-    # loads, but a sub-config's "auto" raises whatever dtype is given.
-    when = (f"unless from_pretrained is given a real dtype (dtype=torch.{floating} replaces the field)"
-            if fields == [top] and weights_read else "unless from_pretrained is given a real dtype, which replaces "
-            "the field" if fields == [top] else "whatever dtype they are given")
-    sets = ", ".join(f'"{field}": "auto"' for field in fields)
+    def listed(items: list[str]) -> str:
+        return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+    named = listed([f'"{field}"' for field in fields])
+    # Checked against transformers 5.25: AutoConfig.from_pretrained and from_pretrained given dtype=torch.float16
+    # override a top-level "auto" and load, but a sub-config's "auto" raises whatever dtype is given.
+    when = (f"unless they are given a real dtype (dtype=torch.{floating} replaces the field)"
+            if fields == [top] and weights_read else "unless they are given a real dtype, which replaces the field"
+            if fields == [top] else "whatever dtype they are given")
+    sets = listed([f'"{field}": "auto"' for field in fields])
     return (f"config.json sets {sets}, which {which} cannot read: AutoConfig.from_pretrained and from_pretrained "
             f"raise AttributeError (module 'torch' has no attribute 'auto') {when}; planned at {planned}; set "
             f"{named} to {value} in config.json (or remove {'it' if len(fields) == 1 else 'them'}) to load it")
