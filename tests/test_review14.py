@@ -192,3 +192,31 @@ def test_the_dtype_auto_warning_says_autoconfig_loads_with_a_dtype_and_lists_fie
     assert line.endswith("whatever dtype they are given; planned at fp32 (no weights were read; --dtype plans "
                          'another); set "torch_dtype", "text_config.torch_dtype" and "vision_config.dtype" to the '
                          "weights' dtype in config.json (or remove them) to load it")
+
+
+def test_a_sub_config_without_model_type_whose_dtype_is_auto_is_planned(tmp_path: Path) -> None:
+    """A hand-written llava `text_config` without `model_type` (LlavaConfig builds it as llama's all the same) and
+    `"dtype": "auto"` was refused ("config.json cannot build a 'llava' config (AttributeError: module 'torch' has no
+    attribute 'auto')"), while the same sub-config with a model_type was planned with the fix named."""
+    import torch
+    import transformers
+
+    folder = tmp_path / "llava"
+    folder.mkdir()
+    text = {k: v for k, v in LLAMA.items() if k not in ("model_type", "architectures")} | {"dtype": "auto"}
+    clip = {"model_type": "clip_vision_model", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "image_size": 32, "patch_size": 16}
+    config = {"model_type": "llava", "architectures": ["LlavaForConditionalGeneration"], "dtype": "float32",
+              "text_config": text, "vision_config": clip}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(AttributeError, match="has no attribute 'auto'"):
+        transformers.AutoConfig.from_pretrained(folder, dtype=torch.float32)
+    code, data = run_json("plan-devices", folder / "config.json", "--gpu", "1GB")
+    assert code == 0 and data["built_from"] == "config"
+    line = [line for line in data["warnings"] if '"auto"' in line]
+    assert len(line) == 1 and line[0].startswith('config.json sets "text_config.dtype": "auto", which transformers ')
+    assert 'set "text_config.dtype" to the weights\' dtype in config.json (or remove it) to load it' in line[0]
+    del text["dtype"]
+    (folder / "config.json").write_text(json.dumps(config))
+    fixed = run_json("plan-devices", folder / "config.json", "--gpu", "1GB")[1]
+    assert (fixed["num_params"], fixed["weights_bytes"]) == (data["num_params"], data["weights_bytes"])

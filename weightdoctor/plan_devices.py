@@ -451,11 +451,19 @@ def _auto_dtype_field(config: dict[str, Any]) -> str | None:
     return field if config.get(field) == "auto" else None
 
 
+def _is_sub_config(key: Any, value: Any) -> bool:
+    """Whether `config[key]` is one transformers builds as a config of its own: a nested dict with a `model_type`
+    (what `to_dict` saves for one), or a `*_config` one without (a hand-written llava `text_config`, which
+    LlavaConfig builds as a llama config all the same; Qwen2-VL's `vision_config` saves none)."""
+    return isinstance(value, dict) and (isinstance(value.get("model_type"), str) or (
+        isinstance(key, str) and key.endswith("_config") and key != "quantization_config"))
+
+
 def sub_config_auto_dtypes(config: dict[str, Any], prefix: str = "", depth: int = 0) -> list[str]:
     """The dotted fields of a config's sub-configs (llava's `text_config`, ...) whose dtype is "auto".
 
-    A sub-config is a nested dict with a `model_type` (what `to_dict` saves for one): transformers builds it as a
-    config of its own, which reads "auto" as `getattr(torch, "auto")` as the top level does.
+    A sub-config (`_is_sub_config`) is built by transformers as a config of its own, which reads "auto" as
+    `getattr(torch, "auto")` as the top level does.
 
     Example:
         >>> sub_config_auto_dtypes({"text_config": {"model_type": "llama", "dtype": "auto"}})
@@ -465,7 +473,7 @@ def sub_config_auto_dtypes(config: dict[str, Any], prefix: str = "", depth: int 
     if depth > 8:  # configs nest two or three deep; a hostile one is refused elsewhere (_refuse_absurd_depth)
         return found
     for key, value in config.items():
-        if isinstance(value, dict) and isinstance(value.get("model_type"), str):
+        if _is_sub_config(key, value):
             if (field := _auto_dtype_field(value)) is not None:
                 found.append(f"{prefix}{key}.{field}")
             found += sub_config_auto_dtypes(value, f"{prefix}{key}.", depth + 1)
@@ -481,7 +489,7 @@ def without_sub_config_auto_dtypes(config: dict[str, Any]) -> dict[str, Any]:
     def strip(value: dict[str, Any], depth: int) -> dict[str, Any]:
         out = {}
         for key, item in value.items():
-            if isinstance(item, dict) and isinstance(item.get("model_type"), str) and depth <= 8:
+            if _is_sub_config(key, item) and depth <= 8:
                 item = strip(item, depth + 1)
                 if (field := _auto_dtype_field(item)) is not None:
                     item = {k: v for k, v in item.items() if k != field}
