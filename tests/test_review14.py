@@ -220,3 +220,19 @@ def test_a_sub_config_without_model_type_whose_dtype_is_auto_is_planned(tmp_path
     (folder / "config.json").write_text(json.dumps(config))
     fixed = run_json("plan-devices", folder / "config.json", "--gpu", "1GB")[1]
     assert (fixed["num_params"], fixed["weights_bytes"]) == (data["num_params"], data["weights_bytes"])
+
+
+@pytest.mark.parametrize("name", ["model.onnx_data", "model.onnx.data"])
+def test_an_onnx_external_data_file_is_named_with_its_next_step(tmp_path: Path, name: str) -> None:
+    """An ONNX export over 2 GB keeps its weights beside model.onnx, in model.onnx_data (Optimum) or model.onnx.data
+    (torch.onnx.export): given that file, inspect said "not a safetensors file nor a PyTorch pickle (zip or
+    legacy)", while model.onnx itself got the next step."""
+    path = tmp_path / name
+    path.write_bytes(bytes(range(256)) * 4)
+    result = run_cli("inspect", path)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip() == (
+        f"error: {path}: this is an ONNX model's external data (the raw tensor bytes its .onnx file locates by "
+        "offset); weightdoctor reads safetensors and PyTorch (torch.save) checkpoints only; onnx.load of the .onnx "
+        "file beside it reads them as that model's initializers (onnx.numpy_helper.to_array of each tensor in "
+        "onnx.load(path).graph.initializer)")

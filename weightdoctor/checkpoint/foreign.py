@@ -27,6 +27,7 @@ _NPY = "a NumPy .npy array"
 _MSGPACK = "a Flax msgpack checkpoint"
 _HDF5 = "an HDF5 file (Keras / TensorFlow .h5 weights)"
 _ONNX = "an ONNX model"
+_ONNX_DATA = "an ONNX model's external data (the raw tensor bytes its .onnx file locates by offset)"
 # What reads or converts a recognised format into what weightdoctor reads, said after the refusal.
 _CONVERTERS: dict[str, str] = {
     _GGUF: ("transformers reads it into PyTorch, dequantized (from_pretrained(folder, gguf_file={name!r}), with "
@@ -44,6 +45,10 @@ _CONVERTERS: dict[str, str] = {
             "writes them to read here; a transformers TensorFlow model's tf_model.h5 converts with transformers 4's "
             "from_pretrained(folder, from_tf=True) (TensorFlow installed; transformers 5 ignores from_tf), and "
             "save_pretrained then writes safetensors"),
+    # Exporters write a model over 2 GB as model.onnx beside model.onnx_data (Optimum, onnx's save_model) or
+    # model.onnx.data (torch.onnx.export): the bytes alone name no tensor.
+    _ONNX_DATA: ("onnx.load of the .onnx file beside it reads them as that model's initializers "
+                 "(onnx.numpy_helper.to_array of each tensor in onnx.load(path).graph.initializer)"),
     _ONNX: ("the onnx package reads its weights (onnx.numpy_helper.to_array of each tensor in onnx.load(path)"
             ".graph.initializer), named as the exporter left them, not always as the PyTorch modules; an export of "
             "a Hub model (Optimum's onnx/model.onnx) usually sits beside the PyTorch weights it came from, which "
@@ -68,6 +73,8 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
     (".hdf5", _HDF5),
     (".keras", "a Keras model archive"),
     (".onnx", _ONNX),
+    (".onnx_data", _ONNX_DATA),
+    (".onnx.data", _ONNX_DATA),
     (".ort", "an ONNX Runtime model"),
     (".tflite", "a TensorFlow Lite model"),
     (".pte", "an ExecuTorch program (.pte), run by the ExecuTorch runtime"),
