@@ -194,7 +194,7 @@ def long_named(tmp_path: Path) -> Path:
     return path
 
 
-UNBOUNDED = ("a repeat of a group that can match the same text more than one way (as (a+)+ or (a|ab)+ can), or a "
+UNBOUNDED = ("a repeat of a group that can match the same text more than one way (as (a+)+ or (a|aa)+ can), or a "
              "backreference, can backtrack for hours over one long tensor name, and Python's re cannot be stopped: "
              "not run; end each inner repeat with a character it cannot take ((\\w+\\.)+ runs) or use a character "
              "class ([\\w.]+ for (\\w+\\.?)+)")

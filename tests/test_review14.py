@@ -59,17 +59,17 @@ def test_a_rename_with_a_repeated_group_runs(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("pattern", [
-    r"(a+)+$", r"(\w+\.?)+$", r"(a|ab)+$", r"(\d{1,2})+$", r"(\w+[._])+$", r"(?i)(\w+\.)+$", r"(\w+\W)+$",
+    r"(a+)+$", r"(\w+\.?)+$", r"(a|aa)+$", r"(ab|abab)+$", r"(\d{1,2})+$", r"(\w+[._])+$",
     r"(.*\.)+x$",
 ])
 def test_a_repeated_group_that_can_match_several_ways_is_still_refused(long_named: Path, pattern: str) -> None:
     """The refusal stays for what backtracks exponentially (or is not proven not to), and says what is wrong in
-    words that fit the pattern: `(a|ab)+` holds no "repeat inside a repeat"."""
+    words that fit the pattern: `(a|aa)+` holds no "repeat inside a repeat"."""
     result = run_cli("inspect", long_named, "--filter", pattern)
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.strip().endswith(
         f"--filter {pattern!r}: a repeat of a group that can match the same text more than one way (as (a+)+ or "
-        "(a|ab)+ can), or a backreference, can backtrack for hours over one long tensor name, and Python's re cannot "
+        "(a|aa)+ can), or a backreference, can backtrack for hours over one long tensor name, and Python's re cannot "
         "be stopped: not run; end each inner repeat with a character it cannot take ((\\w+\\.)+ runs) or use a "
         "character class ([\\w.]+ for (\\w+\\.?)+)")
 

@@ -130,7 +130,7 @@ _PATTERN_PAIRS = 20_000_000
 def _match_cost(pattern: str) -> tuple[int, int] | None:
     """An upper bound on re.match's backtracking steps for `pattern`, as (c, d): c x n**d over a name of n
     characters; None when none is known (a repeat of a group that can match one text several ways, `(a+)+` or
-    `(a|ab)+`; a backreference): such a pattern can take exponential time, and is not evaluated. A repeated group
+    `(a|aa)+`; a backreference): such a pattern can take exponential time, and is not evaluated. A repeated group
     that matches one way from each start (`_unambiguous`: `(\\w+\\.)+`, `(q_proj|mlp)+`) is bounded.
 
     Example:
@@ -260,7 +260,7 @@ def _unambiguous(items: Any, flags: int) -> bool:
     polynomially: one-character items, fixed or repeated, where each variable repeat is followed (the last one by
     the body's first item, the next iteration) by an item that takes at least one character it cannot take, and
     alternatives of fixed text starting with different characters. `(\\w+\\.)+`, `(\\.\\d+)+`, `(self_attn|mlp)+`
-    are; `(a+)+`, `(\\w+\\.?)+`, `(a|ab)+`, `(\\d{1,2})+` are not.
+    are; `(a+)+`, `(\\w+\\.?)+`, `(a|aa)+`, `(\\d{1,2})+` are not.
 
     Example:
         >>> _unambiguous(sre_parse.parse(r"\\w+\\."), 0), _unambiguous(sre_parse.parse(r"\\w+\\.?"), 0)
@@ -341,7 +341,7 @@ def refuse_unbounded_regex(option: str, pattern: str) -> None:
         from weightdoctor.errors import UsageError
 
         raise UsageError(f"{option} {pattern!r}: a repeat of a group that can match the same text more than one "
-                         "way (as (a+)+ or (a|ab)+ can), or a backreference, can backtrack for hours over one long "
+                         "way (as (a+)+ or (a|aa)+ can), or a backreference, can backtrack for hours over one long "
                          "tensor name, and Python's re cannot be stopped: not run; end each inner repeat with a "
                          "character it cannot take ((\\w+\\.)+ runs) or use a character class ([\\w.]+ for "
                          "(\\w+\\.?)+)")
