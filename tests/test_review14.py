@@ -1,4 +1,6 @@
-"""Review of fix list 11 (review14): user regexes with a repeated group, ..."""
+"""Review of fix list 11 (review14): user regexes with a repeated group that matches one way, `--revision v1/` on the
+config-only paths, an FP8 KV-cache scheme alone, the FP8 label from the tensors, the dtype "auto" warning's words
+and sub-configs without model_type, ONNX external data files."""
 
 from __future__ import annotations
 
