@@ -195,8 +195,9 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
         # (`state.<name>`: step, exp_avg, exp_avg_sq), and a Trainer's RNG states a tensor at the top (`cpu`).
         raise CorruptCheckpoint(
             f"no model weights: the file holds {kind}. A training checkpoint keeps the model's weights beside it "
-            "(Trainer: model.safetensors or pytorch_model.bin in the same checkpoint-N folder): point weightdoctor "
-            "at that file or at the folder"
+            "(Trainer: model.safetensors or pytorch_model.bin in the same checkpoint-N folder; torchtune: its "
+            "hf_model_*, meta_model_* or torchtune_model_* files, or the epoch_N/ folder): point weightdoctor at that "
+            "file or at the folder"
         )
     # Breadth-first, trying the usual keys first at each level.
     queue: list[tuple[Any, tuple[str, ...]]] = [(obj, ())]
@@ -297,6 +298,10 @@ def training_state_kind(obj: Any) -> str | None:
         return f"random-number generator states ({', '.join(map(str, obj))}: a Trainer's rng_state.pth)"
     if {"random_state", "numpy_random_seed", "torch_manual_seed"} <= keys:
         return "random-number generator states (Accelerate's random_states_N.pkl)"
+    if {"seed", "epochs_run", "total_epochs"} <= keys:
+        # torchtune's recipe state (training.SEED_KEY, EPOCHS_KEY, TOTAL_EPOCHS_KEY, OPT_KEY): what a recipe
+        # resumes from; its checkpointer writes the model's weights to files of their own.
+        return "torchtune's recipe state (seed, epochs_run, total_epochs, the optimizer: its recipe_state.pt)"
     return None
 
 

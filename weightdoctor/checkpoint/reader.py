@@ -588,10 +588,12 @@ def is_training_state(name: str) -> bool:
     states and arguments (Trainer's `checkpoint-N/`, Accelerate's `save_state` folder: `optimizer.bin`,
     `random_states_0.pkl`), DeepSpeed's ZeRO optimizer partitions
     (`zero_pp_rank_0_mp_rank_00_optim_states.pt` beside `mp_rank_00_model_states.pt`), and OLMo's unsharded
-    checkpoint (`optim.pt` and `train.pt` beside `model.pt`), and Megatron-LM's distributed optimizer
-    (`distrib_optim.pt` beside each rank's `model_optim_rng.pt`)."""
+    checkpoint (`optim.pt` and `train.pt` beside `model.pt`), Megatron-LM's distributed optimizer
+    (`distrib_optim.pt` beside each rank's `model_optim_rng.pt`), and torchtune's `recipe_state.pt` (seed, epochs
+    run, optimizer) beside each epoch's model files."""
     return (name.endswith((".safetensors", *PICKLE_SUFFIXES))
-            and (name.startswith(("optimizer", "scheduler", "rng_state", "training_args", "scaler", "random_states"))
+            and (name.startswith(("optimizer", "scheduler", "rng_state", "training_args", "scaler", "random_states",
+                                  "recipe_state"))
                  or name.endswith(("_optim_states.pt", "_optim_states.pth"))
                  or name in ("optim.pt", "train.pt", "distrib_optim.pt")))
 
@@ -1093,6 +1095,9 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     adapterhub = _adapterhub_folder(folder, weights)
     if adapterhub is not None:
         raise UnsupportedFormat(adapterhub, str(folder))
+    torchtune = _torchtune_folder(folder, weights)
+    if torchtune is not None:
+        raise UnsupportedFormat(torchtune, str(folder))
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
 
 
@@ -1173,6 +1178,62 @@ def _adapterhub_folder(folder: Path, weights: list[Path]) -> str | None:
     return (f"folder holds {described}: {adapter} holds the adapter's weights, {head} its prediction head "
             "(head_config.json); the adapters library's model.load_adapter(folder) loads both into the model, "
             f"PEFT loads neither; name one to read it (e.g. {folder.name}/{adapter})")
+
+
+# The model files torchtune's checkpointers (up to 0.3) write into output_dir, each ending in the epoch it closes:
+# FullModelHFCheckpointer `hf_model_<part>_<epoch>.pt` (`model-0<part>-of-0<n>_<epoch>.safetensors` with
+# safe_serialization), FullModelMetaCheckpointer `meta_model_<epoch>.pt`, FullModelTorchTuneCheckpointer
+# `torchtune_model_<epoch>.pt`; and, for LoRA, `adapter_<epoch>.pt` under torchtune's own names.
+_TORCHTUNE_MODEL_FILES = (
+    (re.compile(r"hf_model_(\d+)_(\d+)\.pt"), "Hugging Face names"),
+    (re.compile(r"model-0*(\d+)-of-\d+_(\d+)\.safetensors"), "Hugging Face names"),
+    (re.compile(r"meta_model_()(\d+)\.pt"), "Meta's original names"),
+    (re.compile(r"torchtune_model_()(\d+)\.pt"), "torchtune's own names"),
+)
+_TORCHTUNE_ADAPTER = re.compile(r"adapter_(\d+)\.pt")
+
+
+def _torchtune_folder(folder: Path, weights: list[Path]) -> str | None:
+    """The refusal for a torchtune output_dir whose files are its checkpointers' (see `_TORCHTUNE_MODEL_FILES`),
+    or None. Each epoch's files lie side by side with no index, and a model of several parts is split as the
+    checkpoint it was fine-tuned from was: "several weight files, name one" did not say which is the model."""
+    epochs: dict[int, dict[str, list[str]]] = {}  # epoch -> what the files hold -> the files
+    peft = [p.name for p in weights if p.name in ("adapter_model.bin", "adapter_model.safetensors")]
+    for path in weights:
+        if path.name in peft:
+            continue  # the LoRA under PEFT's names, written beside adapter_<epoch>.pt: said below
+        adapter = _TORCHTUNE_ADAPTER.fullmatch(path.name)
+        found = next(((match, names) for pattern, names in _TORCHTUNE_MODEL_FILES
+                      if (match := pattern.fullmatch(path.name))), None)
+        if adapter is not None:
+            epochs.setdefault(int(adapter.group(1)), {}).setdefault("LoRA weights under torchtune's names",
+                                                                    []).append(path.name)
+        elif found is not None:
+            epochs.setdefault(int(found[0].group(2)), {}).setdefault(f"the model under {found[1]}",
+                                                                     []).append(path.name)
+        else:
+            return None
+    with_model = [epoch for epoch, held in epochs.items() if any(what.startswith("the model") for what in held)]
+    if not with_model:
+        return None
+    last = max(with_model)
+    said, split, example = [], False, ""
+    for what, names in sorted(epochs[last].items(), key=lambda item: item[1]):
+        names.sort()
+        if what.startswith("the model") and len(names) > 1:
+            # The HF checkpointer splits the tuned model as the checkpoint it read was split, without an index.
+            under = what.removeprefix("the model under ")
+            what, split = f"the model in {len(names)} parts, each some of its tensors, under {under}", True
+        said.append(f"{', '.join(names)} ({what})")
+        example = example or (names[0] if what.startswith("the model") else "")
+    if peft:
+        said.append(f"{', '.join(peft)} (the LoRA under PEFT's names, for PeftModel.from_pretrained)")
+    earlier = sorted(set(epochs) - {last})
+    return (f"a torchtune output folder: its checkpointer writes each epoch's files side by side, under names "
+            f"from_pretrained does not look for; epoch {last}: {'; '.join(said)}"
+            + (f"; earlier epochs: {', '.join(map(str, earlier))}" if earlier else "")
+            + ("; the parts have no index, so they are not read as one checkpoint" if split else "")
+            + f"; name a file to read it (e.g. {folder.name}/{example})")
 
 
 def _shard_set(weights: list[Path]) -> tuple[str, str, int] | None:

@@ -1,0 +1,106 @@
+"""An eighth round of checkpoints as other tools write them: torchtune's output folders (up to 0.3: one file per
+epoch, side by side) and its recipe_state.pt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from tests.helpers import run_cli, run_json
+
+_LLAMA_CONFIG = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 8,
+                 "num_hidden_layers": 2, "num_attention_heads": 2, "vocab_size": 32, "intermediate_size": 16}
+
+
+def _recipe_state(path: Path) -> None:
+    """torchtune's recipe_state.pt: what a recipe resumes from (training.SEED_KEY, EPOCHS_KEY, TOTAL_EPOCHS_KEY,
+    MAX_STEPS_KEY, OPT_KEY), no model weights."""
+    torch.save({"seed": 1234, "epochs_run": 1, "total_epochs": 2, "max_steps_per_epoch": None,
+                "optimizer": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(4, 8)}},
+                              "param_groups": [{"lr": 3e-4, "params": [0]}]}}, path)
+
+
+def _torchtune_lora_output(folder: Path, epochs: int = 1) -> None:
+    """A LoRA fine-tune's output_dir as FullModelHFCheckpointer (torchtune 0.2 / 0.3) writes it: per epoch N the
+    merged model split as the checkpoint it read was (`hf_model_0001_N.pt`, `hf_model_0002_N.pt`: torch.save of
+    each part's state dict under Hugging Face names), `adapter_N.pt` (the LoRA under torchtune's names), and the
+    same LoRA for PEFT (adapter_model.bin, adapter_config.json); config.json copied from the input; after an epoch
+    that is not the last, recipe_state.pt."""
+    folder.mkdir()
+    torch.manual_seed(0)
+    for epoch in range(epochs):
+        torch.save({"model.embed_tokens.weight": torch.randn(32, 8),
+                    "model.layers.0.self_attn.q_proj.weight": torch.randn(8, 8)}, folder / f"hf_model_0001_{epoch}.pt")
+        torch.save({"model.layers.1.self_attn.q_proj.weight": torch.randn(8, 8), "model.norm.weight": torch.ones(8),
+                    "lm_head.weight": torch.randn(32, 8)}, folder / f"hf_model_0002_{epoch}.pt")
+        torch.save({"layers.0.attn.q_proj.lora_a.weight": torch.randn(4, 8),
+                    "layers.0.attn.q_proj.lora_b.weight": torch.randn(8, 4)}, folder / f"adapter_{epoch}.pt")
+    torch.save({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.randn(4, 8),
+                "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.randn(8, 4)},
+               folder / "adapter_model.bin")
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+                                                            "target_modules": ["q_proj"]}))
+    (folder / "config.json").write_text(json.dumps(_LLAMA_CONFIG))
+    _recipe_state(folder / "recipe_state.pt")
+
+
+def _refusal(*args: str) -> str:
+    result = run_cli(*args)
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    return " ".join(result.stderr.split())
+
+
+def test_a_torchtune_output_folder_names_each_epochs_model_files(tmp_path: Path) -> None:
+    """The folder was refused as "several weight files and no index (adapter_0.pt, adapter_model.bin, ...,
+    recipe_state.pt); name one", listing the optimizer's file among the weights and not saying which is the model,
+    that it is in two parts, or which epoch is the last."""
+    folder = tmp_path / "llama-lora-out"
+    _torchtune_lora_output(folder, epochs=2)
+    for command in (("inspect", str(folder)), ("plan-devices", str(folder), "--gpu", "1GB")):
+        message = _refusal(*command)
+        assert "a torchtune output folder" in message and "epoch 1: " in message, message
+        assert ("hf_model_0001_1.pt, hf_model_0002_1.pt (the model in 2 parts, each some of its tensors, under "
+                "Hugging Face names)") in message, message
+        assert "adapter_1.pt (LoRA weights under torchtune's names)" in message, message
+        assert "adapter_model.bin (the LoRA under PEFT's names" in message and "earlier epochs: 0" in message
+        assert "recipe_state.pt" not in message, message  # training state, not one of the weight files
+        assert message.endswith("name a file to read it (e.g. llama-lora-out/hf_model_0001_1.pt)"), message
+
+    # What it names reads as the part it is.
+    code, data = run_json("inspect", str(folder / "hf_model_0002_1.pt"))
+    assert code == 0 and data["num_tensors"] == 3 and data["num_params"] == 8 * 8 + 8 + 32 * 8, data
+
+
+def test_a_torchtune_folder_of_one_model_file_and_its_recipe_state_reads_the_model(tmp_path: Path) -> None:
+    """A full fine-tune's output after its first epoch: hf_model_0001_0.pt beside recipe_state.pt. It was refused
+    as "several weight files and no index", though only one of them holds weights; convert now leaves the recipe
+    state out as training state."""
+    folder = tmp_path / "full-ft"
+    folder.mkdir()
+    state = {"model.embed_tokens.weight": torch.randn(32, 8), "lm_head.weight": torch.randn(32, 8)}
+    torch.save(state, folder / "hf_model_0001_0.pt")
+    _recipe_state(folder / "recipe_state.pt")
+    (folder / "config.json").write_text(json.dumps(_LLAMA_CONFIG))
+    code, data = run_json("inspect", str(folder))
+    assert code == 0, data
+    assert Path(data["files"][0]["path"]).name == "hf_model_0001_0.pt" and data["num_params"] == 512, data["files"]
+
+    result = run_cli("convert", str(folder), "-o", str(tmp_path / "st"))
+    assert result.exit_code == 0, result.stderr
+    assert "recipe_state.pt (training state, not part of the model)" in " ".join(result.stderr.split())
+    assert sorted(p.name for p in (tmp_path / "st").iterdir()) == ["config.json", "hf_model_0001_0.safetensors"]
+
+
+def test_torchtune_recipe_state_given_as_the_source_says_what_it_is(tmp_path: Path) -> None:
+    """recipe_state.pt was "no state dict found; top-level entries: seed (int: 1234), ...; pick one with --key", as
+    if some entry held the weights."""
+    path = tmp_path / "recipe_state.pt"
+    _recipe_state(path)
+    message = _refusal("inspect", str(path))
+    assert "no model weights: the file holds torchtune's recipe state (seed, epochs_run, total_epochs, the " \
+           "optimizer: its recipe_state.pt)" in message, message
+    assert "torchtune: its hf_model_*, meta_model_* or torchtune_model_* files, or the epoch_N/ folder" in message
+    assert "pick one with --key" not in message
