@@ -104,3 +104,54 @@ def test_torchtune_recipe_state_given_as_the_source_says_what_it_is(tmp_path: Pa
            "optimizer: its recipe_state.pt)" in message, message
     assert "torchtune: its hf_model_*, meta_model_* or torchtune_model_* files, or the epoch_N/ folder" in message
     assert "pick one with --key" not in message
+
+
+def _burn_record(path: Path) -> None:
+    """What Burn's NamedMpkFileRecorder writes: its BurnRecord (metadata, item) as MessagePack with field names, a
+    map of two entries; NamedMpkGzFileRecorder gzips the same bytes."""
+    import gzip
+
+    record = (b"\x82\xa8metadata\x84\xa6format\xa3mpk\xa7version\xa60.16.0\xa8settings\xa4Full\xa4name\xa5Model"
+              b"\xa4item\x81\xa6linear\x81\xa6weight\x82\xa5param\xc4\x10" + bytes(16) + b"\xa2id\xa5abcde")
+    path.write_bytes(gzip.compress(record) if path.name.endswith(".gz") else record)
+
+
+def test_burn_records_and_gzipped_files_are_named_with_what_reads_them(tmp_path: Path) -> None:
+    """A Burn (Rust) model saved with its default recorder (model.mpk) or the gzipped one (model.mpk.gz), and a
+    torch.save file gzipped for upload: each was "not a safetensors file nor a PyTorch pickle (zip or legacy)"."""
+    for name, said in (("model.mpk", "a Burn (Rust) record saved by NamedMpkFileRecorder (.mpk: named MessagePack"),
+                       ("model.mpk.gz", "a Burn (Rust) record saved by NamedMpkGzFileRecorder (.mpk.gz: "
+                                        "gzip-compressed named MessagePack)")):
+        _burn_record(tmp_path / name)
+        for command in ("inspect", "check-dtype"):
+            message = _refusal(command, str(tmp_path / name))
+            assert f"this is {said}" in message, message
+            assert "save it with burn-store's SafetensorsStore" in message, message
+
+    import gzip
+
+    buffer = tmp_path / "raw.pth"
+    torch.save({"w": torch.ones(2)}, buffer)
+    (tmp_path / "model.pth.gz").write_bytes(gzip.compress(buffer.read_bytes()))
+    message = _refusal("inspect", str(tmp_path / "model.pth.gz"))
+    assert "this is a gzip-compressed file" in message and "gunzip -k model.pth.gz" in message, message
+
+
+def test_planning_a_folder_of_another_frameworks_weights_names_them(tmp_path: Path) -> None:
+    """A Burn artifact folder (model.mpk beside Burn's own config.json) or a keras-io repo (model.keras beside
+    Keras' config.json): plan-devices planned from that config alone and said "nothing to plan: the checkpoint
+    holds no tensors and its config.json has no model_type", never naming the weights the folder holds, which
+    inspect names."""
+    burn = tmp_path / "artifact"
+    burn.mkdir()
+    _burn_record(burn / "model.mpk")
+    (burn / "config.json").write_text(json.dumps({"model": {"d_model": 8, "n_layer": 2}, "num_epochs": 10}))
+    message = _refusal("plan-devices", str(burn), "--gpu", "1GB")
+    assert "it holds model.mpk, which weightdoctor does not read (not PyTorch)" in message, message
+    assert "nothing to plan" not in message
+
+    # A transformers config beside them is still planned from, as the model it describes.
+    (burn / "config.json").write_text(json.dumps(_LLAMA_CONFIG))
+    result = run_cli("plan-devices", str(burn), "--gpu", "1GB")
+    assert result.exit_code == 0, result.stderr
+    assert "the folder's weights are model.mpk (not PyTorch)" in " ".join(result.stderr.split())

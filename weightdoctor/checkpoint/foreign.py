@@ -25,6 +25,15 @@ _GGML_TO_GGUF = "llama.cpp's convert_llama_ggml_to_gguf.py turns a LLaMA one int
 _NPZ = "a NumPy .npz archive"
 _NPY = "a NumPy .npy array"
 _MSGPACK = "a Flax msgpack checkpoint"
+# Burn (Rust) saves a module's record with a FileRecorder, whose file_extension() names the file: NamedMpk ("mpk",
+# its DefaultRecorder and CompactRecorder) and NamedMpkGz ("mpk.gz"), MessagePack that holds Burn's own record
+# structure; the Bin / Json recorders write ".bin" / ".json", which cannot be told apart by name.
+_BURN_MPK = "a Burn (Rust) record saved by NamedMpkFileRecorder (.mpk: named MessagePack, Burn's default recorder)"
+_BURN_MPK_GZ = "a Burn (Rust) record saved by NamedMpkGzFileRecorder (.mpk.gz: gzip-compressed named MessagePack)"
+_BURN_CONVERTER = ("Burn reads PyTorch and safetensors files but does not write torch.save ones: load the record into "
+                   "its module in Burn and save it with burn-store's SafetensorsStore (Burn 0.19 and later) to read "
+                   "it here")
+_GZIP = "a gzip-compressed file"
 # What reads or converts a recognised format into what weightdoctor reads, said after the refusal.
 _CONVERTERS: dict[str, str] = {
     _GGUF: ("transformers reads it into PyTorch, dequantized (from_pretrained(folder, gguf_file={name!r}), with "
@@ -35,6 +44,9 @@ _CONVERTERS: dict[str, str] = {
            "'model.safetensors') writes them to read here"),
     _NPY: ("numpy.load(path) reads it (a dict saved with np.save needs allow_pickle=True, only for a file you trust, "
            "then .item()); save its arrays with safetensors.numpy.save_file to read them here"),
+    _BURN_MPK: _BURN_CONVERTER, _BURN_MPK_GZ: _BURN_CONVERTER,
+    # A checkpoint gzipped for upload or by a training script (model.pth.gz): what it holds is unknown until opened.
+    _GZIP: "decompress it (gunzip -k {name}) and point weightdoctor at the file it holds",
     _MSGPACK: ("flax.serialization.msgpack_restore reads its nested arrays; transformers 4's from_pretrained(folder, "
                "from_flax=True) converts a transformers model's to PyTorch, and save_pretrained writes safetensors"),
 }
@@ -61,6 +73,8 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
     (".tflite", "a TensorFlow Lite model"),
     (".pte", "an ExecuTorch program (.pte), run by the ExecuTorch runtime"),
     (".msgpack", _MSGPACK),
+    (".mpk.gz", _BURN_MPK_GZ),
+    (".mpk", _BURN_MPK),
     (".npy", _NPY),
     (".npz", _NPZ),
     (".pb", "a TensorFlow protobuf (SavedModel or frozen graph)"),
@@ -303,6 +317,8 @@ def identify(path: Path, prefix: bytes) -> str | None:
     for suffix, kind in _SUFFIXES:
         if name.endswith(suffix):
             return kind
+    if prefix.startswith(b"\x1f\x8b"):  # after the names: a Burn .mpk.gz is gzip too, and says more
+        return _GZIP
     return None
 
 
@@ -317,7 +333,8 @@ def unsupported_message(kind: str, name: str = "NAME") -> str:
 _FOREIGN_SUBFOLDERS = ("onnx",)
 
 
-_FOREIGN_SUFFIXES = (".gguf", ".onnx", ".h5", ".keras", ".msgpack", ".tflite", ".npz", ".pdparams", ".pdiparams")
+_FOREIGN_SUFFIXES = (".gguf", ".onnx", ".h5", ".keras", ".msgpack", ".tflite", ".npz", ".pdparams", ".pdiparams",
+                     ".mpk", ".mpk.gz")
 # Foreign weights weightdoctor still reads when the file is named: paddle.save's pickle of numpy arrays.
 READ_WHEN_NAMED = (".pdparams",)
 

@@ -642,6 +642,22 @@ def _foreign_weights_only(folder: Path) -> list[str]:
             "model it describes"]
 
 
+def _foreign_weights_beside_other_config(folder: Path) -> bool:
+    """Whether a folder without PyTorch weights holds another framework's (model.keras, model.mpk, a GGUF) beside a
+    config.json that describes no transformers or diffusers model (Keras' own, Burn's): planned from that config,
+    plan-devices said only "nothing to plan: the checkpoint holds no tensors and its config.json has no model_type",
+    never naming the weights the folder does hold, which the folder's own refusal names."""
+    from weightdoctor.checkpoint import foreign
+
+    if not foreign.foreign_files_in(folder):
+        return False
+    try:
+        config = _read_json(folder / "config.json")
+    except (WeightDoctorError, OSError):
+        return False
+    return isinstance(config, dict) and not config.get("model_type") and "_class_name" not in config
+
+
 def _is_orbax_checkpoint(folder: Path) -> bool:
     """Whether `folder` is an Orbax (JAX) checkpoint, one of its items, or a root of step folders holding them.
 
@@ -1764,7 +1780,7 @@ def _open_checkpoint(
             target, is_index = _choose_in_folder(path)
             warnings += _ignored_beside(path, target) + _folder_notes(path, target)
         except SourceNotFound as exc:
-            if allow_config_only and config_path.is_file():
+            if allow_config_only and config_path.is_file() and not _foreign_weights_beside_other_config(path):
                 target = config_path
                 # A Hub snapshot fetched for its config alone holds what was fetched, not what the repo has.
                 warnings += _foreign_weights_only(path) if repo_id is None else []
