@@ -155,3 +155,31 @@ def test_planning_a_folder_of_another_frameworks_weights_names_them(tmp_path: Pa
     result = run_cli("plan-devices", str(burn), "--gpu", "1GB")
     assert result.exit_code == 0, result.stderr
     assert "the folder's weights are model.mpk (not PyTorch)" in " ".join(result.stderr.split())
+
+
+def test_an_original_stable_diffusion_ckpt_with_its_ema_says_the_unet_is_stored_twice(tmp_path: Path) -> None:
+    """CompVis' sd-v1-4-full-ema.ckpt: {"state_dict", "global_step", "epoch"}, the state dict holding the UNet
+    under model.diffusion_model.* and LitEma's copy of it as buffers under model_ema.<name without dots>. inspect
+    counted both in the parameters and said nothing, though the loaders build one UNet of the two."""
+    unet = {"model.diffusion_model.input_blocks.0.0.weight": torch.randn(8, 4, 3, 3),
+            "model.diffusion_model.out.2.weight": torch.randn(4, 8, 3, 3)}
+    state = {**unet, "first_stage_model.encoder.conv_in.weight": torch.randn(8, 3, 3, 3),
+             "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": torch.randn(32, 8),
+             "model_ema.decay": torch.tensor(0.9999), "model_ema.num_updates": torch.tensor(470000, dtype=torch.int32),
+             "model_ema.diffusion_modelinput_blocks00weight": torch.randn(8, 4, 3, 3),
+             "model_ema.diffusion_modelout2weight": torch.randn(4, 8, 3, 3)}
+    path = tmp_path / "sd-v1-4-full-ema.ckpt"
+    torch.save({"state_dict": state, "global_step": 470000, "epoch": 6}, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "state_dict", data
+    assert data["num_params"] == sum(v.numel() for v in state.values())  # what the file holds, EMA included
+    said = [w for w in data["warnings"] if w.startswith("the UNet is stored twice")]
+    assert said == ["the UNet is stored twice: model_ema.* holds an EMA copy of 2 tensors of model.diffusion_model.* "
+                    "(576 parameters, counted in the total above); the loaders build one UNet: diffusers' "
+                    "from_single_file and the original inference configs (use_ema: False) take the non-EMA weights, "
+                    "diffusers' conversion script with --extract_ema the EMA ones"], data["warnings"]
+
+    # Without the EMA copy (sd-v1-4.ckpt, what A1111 and CivitAI share), nothing is said.
+    torch.save({"state_dict": {k: v for k, v in state.items() if not k.startswith("model_ema")}}, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and not any("stored twice" in w for w in data["warnings"]), data["warnings"]
