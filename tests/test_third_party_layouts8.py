@@ -183,3 +183,37 @@ def test_an_original_stable_diffusion_ckpt_with_its_ema_says_the_unet_is_stored_
     torch.save({"state_dict": {k: v for k, v in state.items() if not k.startswith("model_ema")}}, path)
     code, data = run_json("inspect", str(path))
     assert code == 0 and not any("stored twice" in w for w in data["warnings"]), data["warnings"]
+
+
+def test_an_original_controlnet_against_diffusers_controlnet_is_a_foreign_layout(tmp_path: Path) -> None:
+    """lllyasviel's control_v11p_sd15_canny (control_model.input_blocks / input_hint_block / zero_convs) against
+    a diffusers ControlNetModel folder: diff-keys offered renames (`^control_model\\.zero_convs\\.0\\.` →
+    `controlnet_down_blocks.`) as the fix, though from_single_file renumbers the blocks."""
+    from safetensors.torch import save_file
+
+    original = tmp_path / "control_v11p_sd15_canny.safetensors"
+    save_file({"control_model.input_blocks.0.0.weight": torch.randn(8, 4, 3, 3),
+               "control_model.input_hint_block.0.weight": torch.randn(16, 3, 3, 3),
+               "control_model.zero_convs.0.0.weight": torch.zeros(8, 8, 1, 1),
+               "control_model.middle_block_out.0.weight": torch.zeros(8, 8, 1, 1)}, str(original))
+    folder = tmp_path / "controlnet-canny"
+    folder.mkdir()
+    save_file({"conv_in.weight": torch.randn(8, 4, 3, 3),
+               "controlnet_cond_embedding.conv_in.weight": torch.randn(16, 3, 3, 3),
+               "controlnet_down_blocks.0.weight": torch.zeros(8, 8, 1, 1),
+               "down_blocks.0.resnets.0.conv1.weight": torch.randn(8, 8, 3, 3),
+               "controlnet_mid_block.weight": torch.zeros(8, 8, 1, 1)},
+              str(folder / "diffusion_pytorch_model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"_class_name": "ControlNetModel", "in_channels": 4}))
+
+    code, data = run_json("diff-keys", str(original), str(folder))
+    assert code == 1, data
+    assert data["suggested_renames"] == [], data["suggested_renames"]
+    assert any(note.startswith("A is a ControlNet in its original single-file layout") and
+               "load A with diffusers' ControlNetModel.from_single_file" in note for note in data["notes"]), data
+    reasons = {entry["name"]: entry["reason"] for entry in data["unexpected"]}
+    assert reasons["control_model.zero_convs.0.0.weight"] == "foreign-layout", reasons
+
+    code, data = run_json("diff-keys", str(folder), str(original))
+    assert any(note.startswith("B is a ControlNet in its original single-file layout") and
+               "code written for the original layout needs A converted back" in note for note in data["notes"]), data
