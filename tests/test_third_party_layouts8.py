@@ -217,3 +217,27 @@ def test_an_original_controlnet_against_diffusers_controlnet_is_a_foreign_layout
     code, data = run_json("diff-keys", str(folder), str(original))
     assert any(note.startswith("B is a ControlNet in its original single-file layout") and
                "code written for the original layout needs A converted back" in note for note in data["notes"]), data
+
+
+def test_keras_3_files_name_how_to_get_their_arrays_out(tmp_path: Path) -> None:
+    """Keras 3's model.save("model.keras") (a zip of metadata.json, config.json and model.weights.h5) and
+    model.save_weights("model.weights.h5") (HDF5): refused by format, but with no way to their weights, where every
+    other format it names (GGUF, NumPy, Flax) says what converts it."""
+    import zipfile
+
+    hdf5 = b"\x89HDF\r\n\x1a\n" + bytes(504)
+    with zipfile.ZipFile(tmp_path / "model.keras", "w") as archive:
+        archive.writestr("metadata.json", json.dumps({"keras_version": "3.3.3", "date_saved": "2024-05-01@00:00:00"}))
+        archive.writestr("config.json", json.dumps({"module": "keras", "class_name": "Sequential", "config": {}}))
+        archive.writestr("model.weights.h5", hdf5)
+    (tmp_path / "model.weights.h5").write_bytes(hdf5)
+
+    message = _refusal("inspect", str(tmp_path / "model.keras"))
+    assert "model.keras: this is a Keras model archive (.keras);" in message, message
+    assert "keras.saving.load_model('model.keras') rebuilds the model in Keras 3" in message, message
+    assert "safetensors.numpy.save_file({v.path: v.numpy() for v in model.weights}, 'model.safetensors')" in message
+
+    message = _refusal("convert", str(tmp_path / "model.weights.h5"), "-o", str(tmp_path / "out.safetensors"))
+    assert "this is an HDF5 file (Keras / TensorFlow .h5 weights)" in message, message
+    assert "model.load_weights('model.weights.h5')" in message and "from_pretrained(folder, from_tf=True)" in message
+    assert not (tmp_path / "out.safetensors").exists()

@@ -34,6 +34,11 @@ _BURN_CONVERTER = ("Burn reads PyTorch and safetensors files but does not write 
                    "its module in Burn and save it with burn-store's SafetensorsStore (Burn 0.19 and later) to read "
                    "it here")
 _GZIP = "a gzip-compressed file"
+_HDF5 = "an HDF5 file (Keras / TensorFlow .h5 weights)"
+_KERAS = "a Keras model archive (.keras)"
+# Keras 3 keeps no PyTorch names: what reads a file gives its arrays, which safetensors.numpy writes as they are.
+_KERAS_ARRAYS = ("safetensors.numpy.save_file({{v.path: v.numpy() for v in model.weights}}, 'model.safetensors') "
+                 "writes its arrays under Keras' variable paths to read here")
 # What reads or converts a recognised format into what weightdoctor reads, said after the refusal.
 _CONVERTERS: dict[str, str] = {
     _GGUF: ("transformers reads it into PyTorch, dequantized (from_pretrained(folder, gguf_file={name!r}), with "
@@ -45,6 +50,10 @@ _CONVERTERS: dict[str, str] = {
     _NPY: ("numpy.load(path) reads it (a dict saved with np.save needs allow_pickle=True, only for a file you trust, "
            "then .item()); save its arrays with safetensors.numpy.save_file to read them here"),
     _BURN_MPK: _BURN_CONVERTER, _BURN_MPK_GZ: _BURN_CONVERTER,
+    _HDF5: ("a transformers model's tf_model.h5 converts with transformers 4's from_pretrained(folder, from_tf=True) "
+            "(TensorFlow installed), then save_pretrained writes safetensors; Keras weights (.weights.h5) load with "
+            "model.load_weights({name!r}) into the model built in Keras, and " + _KERAS_ARRAYS),
+    _KERAS: "keras.saving.load_model({name!r}) rebuilds the model in Keras 3, and " + _KERAS_ARRAYS,
     # A checkpoint gzipped for upload or by a training script (model.pth.gz): what it holds is unknown until opened.
     _GZIP: "decompress it (gunzip -k {name}) and point weightdoctor at the file it holds",
     _MSGPACK: ("flax.serialization.msgpack_restore reads its nested arrays; transformers 4's from_pretrained(folder, "
@@ -57,7 +66,7 @@ _MAGICS: tuple[tuple[bytes, str], ...] = (
     (b"ggml", _GGML), (b"lmgg", _GGML),
     (b"ggmf", _GGMF), (b"fmgg", _GGMF),
     (b"ggla", _GGLA), (b"algg", _GGLA),
-    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (Keras / TensorFlow .h5 weights)"),
+    (b"\x89HDF\r\n\x1a\n", _HDF5),
     (b"\x93NUMPY", _NPY),
     (b"version https://git-lfs", "a Git LFS pointer, not the weights (run `git lfs pull` in the clone)"),
 )
@@ -65,9 +74,9 @@ _MAGICS: tuple[tuple[bytes, str], ...] = (
 # (file name suffix, what the file is), for formats without a reliable magic number.
 _SUFFIXES: tuple[tuple[str, str], ...] = (
     (".gguf", _GGUF),
-    (".h5", "an HDF5 file (Keras / TensorFlow .h5 weights)"),
-    (".hdf5", "an HDF5 file (Keras / TensorFlow .h5 weights)"),
-    (".keras", "a Keras model archive"),
+    (".h5", _HDF5),
+    (".hdf5", _HDF5),
+    (".keras", _KERAS),
     (".onnx", "an ONNX model"),
     (".ort", "an ONNX Runtime model"),
     (".tflite", "a TensorFlow Lite model"),
@@ -191,7 +200,7 @@ def _zip_kind(path: Path) -> str | None:
     if names and all(n.endswith(".npy") for n in names):
         return _NPZ
     if any(n.endswith(".weights.h5") for n in names) or "metadata.json" in names and "config.json" in names:
-        return "a Keras model archive (.keras)"
+        return _KERAS
     if "MAR-INF/MANIFEST.json" in names:
         # TorchServe's torch-model-archiver zips the weights file (a torch.save or TorchScript file) with its handler
         # and MAR-INF/MANIFEST.json, which names the weights as model.serializedFile.
