@@ -241,3 +241,30 @@ def test_keras_3_files_name_how_to_get_their_arrays_out(tmp_path: Path) -> None:
     assert "this is an HDF5 file (Keras / TensorFlow .h5 weights)" in message, message
     assert "model.load_weights('model.weights.h5')" in message and "from_pretrained(folder, from_tf=True)" in message
     assert not (tmp_path / "out.safetensors").exists()
+
+
+class _Net(torch.nn.Module):
+    """A user's own model class, pickled by name by torch.save(model)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 2)
+
+
+def test_a_whole_pickled_model_says_how_whoever_has_the_file_gets_its_state_dict(tmp_path: Path) -> None:
+    """torch.save(model), bare or in a dict beside a state dict: refused unread, as it must be, with "save
+    model.state_dict() instead", which only the model's owner can do; the one who downloaded the .pt was not told
+    how to get from the file to a state dict, as the YOLO and Demucs refusals say it."""
+    torch.save(_Net(), tmp_path / "net.pt")
+    message = _refusal("inspect", str(tmp_path / "net.pt"))
+    assert "nothing was unpickled (this looks like a whole pickled model, torch.save(model)" in message, message
+    assert "with the code that defines its classes (tests.test_third_party_layouts8._Net) importable, " \
+           "torch.load(path, weights_only=False) rebuilds the model (or the dict that holds it: take the model " \
+           "from its entry), and torch.save(model.state_dict(), 'weights.pt') writes the weights to read here" \
+           in message, message
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU())
+    torch.save({"epoch": 3, "model": model, "state_dict": model.state_dict()}, tmp_path / "both.pt")
+    message = _refusal("convert", str(tmp_path / "both.pt"), "-o", str(tmp_path / "out.safetensors"))
+    assert "with the library that defines its classes installed, torch.load(path, weights_only=False)" in message
+    assert not (tmp_path / "out.safetensors").exists()

@@ -447,8 +447,17 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
                     "torch.distributed.checkpoint.state_dict.get_model_state_dict(model, options=StateDictOptions("
                     "full_state_dict=True, cpu_offload=True)) on every rank, torch.save on rank 0)")
         elif any(g.module.startswith(("torch.nn.modules", "transformers.models")) for g in report.globals):
-            # torch.save(model) pickles the classes themselves; only a state dict is data.
-            hint = " (this looks like a whole pickled model, torch.save(model): save model.state_dict() instead)"
+            # torch.save(model) pickles the classes themselves; only a state dict is data. Who has the file and not
+            # the model object (a downloaded .pt) needs the way from one to the other, as the YOLO hints give it.
+            custom = sorted({g.qualified for g in report.globals if g.safety != "safe"
+                             and not g.module.startswith(("torch.", "transformers.", "collections"))})
+            code = (f"the code that defines its classes ({custom[0]}{', ...' if len(custom) > 1 else ''}) importable"
+                    if custom else "the library that defines its classes installed")
+            hint = (" (this looks like a whole pickled model, torch.save(model): the model's classes are pickled by "
+                    "name and only their code rebuilds it; its owner can save model.state_dict() instead, and where "
+                    f"you trust the file, with {code}, torch.load(path, weights_only=False) rebuilds the model (or "
+                    "the dict that holds it: take the model from its entry), and torch.save(model.state_dict(), "
+                    "'weights.pt') writes the weights to read here)")
         raise UnsafePickle(f"{report.summary()}; nothing was unpickled{hint}")
     return report
 
