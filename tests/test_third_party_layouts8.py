@@ -136,6 +136,19 @@ def test_burn_records_and_gzipped_files_are_named_with_what_reads_them(tmp_path:
     message = _refusal("inspect", str(tmp_path / "model.pth.gz"))
     assert "this is a gzip-compressed file" in message and "gunzip -k model.pth.gz" in message, message
 
+    # A gzipped tar (an older NeMo .nemo) is still named by its members, not as "a gzip-compressed file".
+    import io
+    import tarfile
+
+    with tarfile.open(tmp_path / "asr.nemo", "w:gz") as archive:
+        config = b"model: {}\n"
+        info = tarfile.TarInfo("./model_config.yaml")
+        info.size = len(config)
+        archive.addfile(info, io.BytesIO(config))
+        archive.add(buffer, arcname="./model_weights.ckpt")
+    message = _refusal("inspect", str(tmp_path / "asr.nemo"))
+    assert "it is a NeMo archive (.nemo), a tar holding model_weights.ckpt: extract it (tar -xf)" in message, message
+
 
 def test_planning_a_folder_of_another_frameworks_weights_names_them(tmp_path: Path) -> None:
     """A Burn artifact folder (model.mpk beside Burn's own config.json) or a keras-io repo (model.keras beside

@@ -326,9 +326,24 @@ def identify(path: Path, prefix: bytes) -> str | None:
     for suffix, kind in _SUFFIXES:
         if name.endswith(suffix):
             return kind
-    if prefix.startswith(b"\x1f\x8b"):  # after the names: a Burn .mpk.gz is gzip too, and says more
+    if prefix.startswith(b"\x1f\x8b") and not _gzipped_tar(path):
+        # After the names: a Burn .mpk.gz is gzip too, and says more; a .tar.gz (a NeMo .nemo) is named by the
+        # archive's members, as the reader's refusal lists them.
         return _GZIP
     return None
+
+
+def _gzipped_tar(path: Path) -> bool:
+    """Whether a gzip file holds a tar archive: "ustar" at offset 257 of its first decompressed block. At most 4 KB
+    of the file is decompressed, into at most 1 KB."""
+    import zlib
+
+    try:
+        with open(path, "rb") as handle:
+            data = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(handle.read(4096), 1024)
+    except (OSError, zlib.error):
+        return False
+    return data[257:262] == b"ustar"
 
 
 def unsupported_message(kind: str, name: str = "NAME") -> str:
