@@ -281,3 +281,31 @@ def test_a_whole_pickled_model_says_how_whoever_has_the_file_gets_its_state_dict
     message = _refusal("convert", str(tmp_path / "both.pt"), "-o", str(tmp_path / "out.safetensors"))
     assert "with the library that defines its classes installed, torch.load(path, weights_only=False)" in message
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_sharded_lightning_fabric_checkpoint_names_fabrics_consolidation(tmp_path: Path) -> None:
+    """fabric.save("ckpt", {"model": model, "optimizer": optimizer, "iter": 10}) under FSDPStrategy's default
+    state_dict_type="sharded": the modules and optimizers as DCP shards, the other entries in meta.pt. It was named
+    a Trainer checkpoint with the Trainer's script (lightning.pytorch.utilities.consolidate_checkpoint), which
+    renames "model" to "state_dict" for the Trainer; Fabric's is lightning.fabric.utilities.consolidate_checkpoint."""
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    folder = tmp_path / "step-10.ckpt"
+    folder.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "torch.distributed is disabled ... assuming a single process"
+        dcp.save({"model": {"l1.weight": torch.randn(16, 8)}, "optimizer": {"state": {}, "param_groups": []}},
+                 checkpoint_id=str(folder), no_dist=True)
+    torch.save({"iter": 10, "hparams": {"lr": 3e-4}}, folder / "meta.pt")
+    for command in ("inspect", "convert"):
+        message = _refusal(command, str(folder), *(["-o", str(tmp_path / "out")] if command == "convert" else []))
+        assert "a Lightning Fabric checkpoint saved sharded (fabric.save with FSDPStrategy" in message, message
+        assert "python -m lightning.fabric.utilities.consolidate_checkpoint FOLDER" in message, message
+        assert "lightning.pytorch" not in message, message
+
+    # The Trainer's own (its meta.pt holds pytorch-lightning_version) keeps the Trainer's script.
+    torch.save({"epoch": 0, "global_step": 10, "pytorch-lightning_version": "2.4.0", "loops": {}}, folder / "meta.pt")
+    message = _refusal("inspect", str(folder))
+    assert "python -m lightning.pytorch.utilities.consolidate_checkpoint FOLDER" in message, message

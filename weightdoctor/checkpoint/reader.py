@@ -620,6 +620,18 @@ def _subfolders_with_weights(folder: Path) -> list[str]:
     return found
 
 
+def _saved_by_the_trainer(meta: Path) -> bool:
+    """Whether a sharded Lightning checkpoint's meta.pt is the Trainer's (it holds `pytorch-lightning_version` beside
+    the loops and callbacks), not Fabric's. torch.save stores its pickle uncompressed, so the key is in the bytes;
+    a meta.pt that cannot be read is taken as the Trainer's, the more common writer."""
+    try:
+        with open(meta, "rb") as handle:
+            head = handle.read(1 << 20)
+    except OSError:
+        return True
+    return b"pytorch-lightning_version" in head or len(head) == 1 << 20
+
+
 def _is_dcp_folder(folder: Path) -> bool:
     """Whether `folder` is a torch.distributed.checkpoint save: a `.metadata` file beside `*.distcp` shards."""
     return (folder / ".metadata").is_file() and any(folder.glob("*.distcp"))
@@ -977,6 +989,17 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             "(*.distcp and .metadata), common.pt holds the run's arguments and RNG state only; "
             "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one torch.save "
             "file to read here", str(folder))
+    if weights and all(p.name == "meta.pt" for p in weights) and _is_dcp_folder(folder) \
+            and not _saved_by_the_trainer(weights[0]):
+        # Lightning Fabric's fabric.save(path, state) under the same strategies: the modules and optimizers in the
+        # DCP shards, every other entry of `state` in meta.pt; the Trainer's consolidation script expects the
+        # Trainer's keys, Fabric has its own.
+        raise UnsupportedFormat(
+            "a Lightning Fabric checkpoint saved sharded (fabric.save with FSDPStrategy or ModelParallelStrategy, "
+            "state_dict_type='sharded'): the weights of the modules and optimizers saved are in its "
+            "torch.distributed.checkpoint (DCP) shards (*.distcp and .metadata), meta.pt holds the state's other "
+            "entries only; python -m lightning.fabric.utilities.consolidate_checkpoint FOLDER writes them as one "
+            "FOLDER.consolidated file to read here", str(folder))
     if weights and all(p.name == "meta.pt" for p in weights) and _is_dcp_folder(folder):
         # Lightning's FSDP / ModelParallel strategies save a sharded checkpoint as a folder named like the file
         # (epoch=0-step=100.ckpt/): the model and optimizer as DCP shards, the trainer's state in meta.pt.
