@@ -309,3 +309,35 @@ def test_a_sharded_lightning_fabric_checkpoint_names_fabrics_consolidation(tmp_p
     torch.save({"epoch": 0, "global_step": 10, "pytorch-lightning_version": "2.4.0", "loops": {}}, folder / "meta.pt")
     message = _refusal("inspect", str(folder))
     assert "python -m lightning.pytorch.utilities.consolidate_checkpoint FOLDER" in message, message
+
+
+def test_planning_a_folder_whose_weights_from_pretrained_does_not_look_for_says_so(tmp_path: Path) -> None:
+    """A Mistral repo fetched with consolidated.safetensors (Mistral's own names) and params.json but not the HF
+    model.safetensors beside config.json, and a torchtune output (hf_model_0001_0.pt beside config.json): the plan
+    said "fits", silent that from_pretrained(folder) finds no weights there and raises, which diff-keys says."""
+    from safetensors.torch import save_file
+
+    mistral = tmp_path / "Mistral-7B-v0.3"
+    mistral.mkdir()
+    save_file({"tok_embeddings.weight": torch.randn(32, 8), "layers.0.attention.wq.weight": torch.randn(8, 8),
+               "norm.weight": torch.ones(8), "output.weight": torch.randn(32, 8)},
+              str(mistral / "consolidated.safetensors"))
+    (mistral / "params.json").write_text(json.dumps({"dim": 8, "n_layers": 1, "head_dim": 4, "hidden_dim": 16,
+                                                     "n_heads": 2, "n_kv_heads": 2, "vocab_size": 32}))
+    (mistral / "config.json").write_text(json.dumps({**_LLAMA_CONFIG, "model_type": "mistral",
+                                                     "architectures": ["MistralForCausalLM"]}))
+    torchtune = tmp_path / "full-ft"
+    torchtune.mkdir()
+    torch.save({"model.embed_tokens.weight": torch.randn(32, 8)}, torchtune / "hf_model_0001_0.pt")
+    (torchtune / "config.json").write_text(json.dumps(_LLAMA_CONFIG))
+    for folder, read in ((mistral, "consolidated.safetensors"), (torchtune, "hf_model_0001_0.pt")):
+        code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
+        assert code == 0, data
+        assert f"from_pretrained(folder) looks for model.safetensors or pytorch_model.bin (or their sharded index) " \
+               f"and raises here: the weights read are {read}; planned as the model config.json describes" \
+               in " ".join(data["warnings"]), data["warnings"]
+
+    # Where from_pretrained finds its file, nothing is said.
+    (mistral / "consolidated.safetensors").rename(mistral / "model.safetensors")
+    code, data = run_json("plan-devices", str(mistral), "--gpu", "1GB")
+    assert code == 0 and not any("from_pretrained(folder) looks for" in w for w in data["warnings"]), data
