@@ -341,3 +341,38 @@ def test_planning_a_folder_whose_weights_from_pretrained_does_not_look_for_says_
     (mistral / "consolidated.safetensors").rename(mistral / "model.safetensors")
     code, data = run_json("plan-devices", str(mistral), "--gpu", "1GB")
     assert code == 0 and not any("from_pretrained(folder) looks for" in w for w in data["warnings"]), data
+
+
+def _dcp_save(folder: Path, state: dict[str, object]) -> None:
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    folder.mkdir(parents=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "torch.distributed is disabled ... assuming a single process"
+        dcp.save(state, checkpoint_id=str(folder), no_dist=True)
+
+
+def test_one_file_of_a_distributed_checkpoint_and_a_run_of_step_folders_say_what_they_are(tmp_path: Path) -> None:
+    """torchtitan saves checkpoint/step-N/ (__0_0.distcp ... and .metadata). Named alone, __0_0.distcp (several
+    torch.save archives back to back) was called "suspicious: ... the archive shows different contents to
+    different readers", and .metadata "suspicious: torch.distributed.checkpoint.metadata.Metadata (unknown...)";
+    the checkpoint/ folder of steps was said to hold "the model's weights ... (FSDP's sharded state dict):
+    accelerate merge-weights", accelerate's merge of its own single-model folder."""
+    steps = tmp_path / "checkpoint"
+    for step in (2, 10):
+        _dcp_save(steps / f"step-{step}", {"model": {"tok_embeddings.weight": torch.randn(32, 8)},
+                                           "train_state": {"step": torch.tensor(step)}})
+    for name, what in (("__0_0.distcp", "one rank's shard"), (".metadata", "the metadata")):
+        for command in ("inspect", "diff-keys"):
+            args = (command, str(steps / "step-10" / name)) + ((str(steps / "step-2" / name),)
+                                                              if command == "diff-keys" else ())
+            message = _refusal(*args)
+            assert f"this is {what}" in message and "of a torch.distributed.checkpoint (DCP) folder" in message
+            assert "suspicious" not in message and "dcp_to_torch_save(folder, 'model.pt')" in message, message
+
+    message = _refusal("inspect", str(steps))
+    assert "its subfolders step-2/, step-10/ are torch.distributed.checkpoint (DCP) folders" in message, message
+    assert f"dcp_to_torch_save({str(steps / 'step-10')!r}, 'model.pt')" in message, message
+    assert "accelerate merge-weights" not in message, message

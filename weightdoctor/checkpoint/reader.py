@@ -467,6 +467,8 @@ class _Builder:
             raise SourceNotFound(f"cannot read: {exc.strerror}", path=str(path)) from exc
         if size == 0:
             raise CorruptCheckpoint("file is empty (0 bytes)", path=str(path))
+        if path.suffix == ".distcp" or (path.name == ".metadata" and _is_dcp_folder(path.parent)):
+            raise UnsupportedFormat(_dcp_file_message(path), path=str(path))
         if not safetensors_format.looks_like_safetensors(prefix):
             # Imported here: safetensors files need neither (nor the zipfile module they import).
             from weightdoctor.checkpoint import foreign, pytorch_format
@@ -632,6 +634,19 @@ def _saved_by_the_trainer(meta: Path) -> bool:
     return b"pytorch-lightning_version" in head or len(head) == 1 << 20
 
 
+def _dcp_file_message(path: Path) -> str:
+    """The refusal for one file of a torch.distributed.checkpoint folder named alone. A `.distcp` shard is the
+    concatenation of the byte ranges its rank wrote (each tensor a torch.save archive of its own, one after the
+    other), which read as a zip whose central directories disagree ("suspicious"); `.metadata` is the pickled
+    index of DCP's classes that places them (its globals unknown to weights_only). Neither is a state dict."""
+    what = ("the metadata (the pickled index of every tensor's chunks and where they lie)" if path.name == ".metadata"
+            else "one rank's shard (byte ranges placed only by the .metadata beside it)")
+    return (f"this is {what} of a torch.distributed.checkpoint (DCP) folder, as FSDP, torchtitan and Lightning save "
+            f"one ({path.parent.name or '.'}/: *.distcp shards and .metadata); no file of it is read alone: "
+            "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one torch.save "
+            "file to read here")
+
+
 def _is_dcp_folder(folder: Path) -> bool:
     """Whether `folder` is a torch.distributed.checkpoint save: a `.metadata` file beside `*.distcp` shards."""
     return (folder / ".metadata").is_file() and any(folder.glob("*.distcp"))
@@ -770,10 +785,19 @@ def _no_weights_message(folder: Path) -> str:
                        if nemo else "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, "
                        "'model.pt') writes one torch.save file to read here"))
         described = distributed[0]  # not pointed at again as a subfolder of weights (its common.pt is none)
-    elif distributed:
+    elif distributed and distributed[0].startswith("pytorch_model_fsdp"):
         message += (f"; the model's weights are in {distributed[0]}/, a torch.distributed.checkpoint (DCP) folder "
                     f"(FSDP's sharded state dict): accelerate merge-weights {folder / distributed[0]} OUTDIR writes "
                     "them as one model.safetensors to read here")
+    elif distributed:
+        # A run's step folders (torchtitan's checkpoint/step-N/, a DCP save per step): accelerate's merge unwraps
+        # its own single-model folder only, where a step holds the model beside optimizer, scheduler, dataloader.
+        distributed.sort(key=natural_order)
+        shown = ", ".join(f"{name}/" for name in distributed[:6]) + (", ..." if len(distributed) > 6 else "")
+        message += (f"; its subfolders {shown} are torch.distributed.checkpoint (DCP) folders (*.distcp and "
+                     ".metadata, as torchtitan saves each step): torch.distributed.checkpoint.format_utils."
+                     f"dcp_to_torch_save({str(folder / distributed[-1])!r}, 'model.pt') writes one torch.save file "
+                     "to read here")
     megatron = _megatron_latest(folder)
     if megatron is not None:
         message += (f"; a Megatron-LM save folder: its latest_checkpointed_iteration.txt names "
