@@ -376,3 +376,29 @@ def test_one_file_of_a_distributed_checkpoint_and_a_run_of_step_folders_say_what
     assert "its subfolders step-2/, step-10/ are torch.distributed.checkpoint (DCP) folders" in message, message
     assert f"dcp_to_torch_save({str(steps / 'step-10')!r}, 'model.pt')" in message, message
     assert "accelerate merge-weights" not in message, message
+
+
+def test_an_mlx_convolution_against_pytorchs_is_the_same_kernel_with_channels_last(tmp_path: Path) -> None:
+    """mlx-examples' whisper conversion writes weights.safetensors with each Conv1d weight as MLX holds it,
+    (out, kernel, in), where openai-whisper's .pt has PyTorch's (out, in, kernel). diff-keys said "same name,
+    different shape: the architecture differs"."""
+    from safetensors.torch import save_file
+
+    mlx = tmp_path / "whisper-tiny-mlx"
+    mlx.mkdir()
+    conv = torch.randn(8, 80, 3)
+    save_file({"encoder.conv1.weight": conv.movedim(1, -1).contiguous().half(), "encoder.conv1.bias": torch.zeros(8),
+               "encoder.blocks.0.attn.query.weight": torch.randn(8, 8)}, str(mlx / "weights.safetensors"),
+              metadata={"format": "mlx"})
+    (mlx / "config.json").write_text(json.dumps({"n_mels": 80, "n_audio_state": 8, "n_audio_layer": 1}))
+    torch.save({"dims": {"n_mels": 80, "n_audio_state": 8, "n_audio_layer": 1},
+                "model_state_dict": {"encoder.conv1.weight": conv.half(), "encoder.conv1.bias": torch.zeros(8),
+                                     "encoder.blocks.0.attn.query.weight": torch.randn(8, 8)}}, tmp_path / "tiny.pt")
+    for a, b, last, first in ((mlx, tmp_path / "tiny.pt", "A", "B"), (tmp_path / "tiny.pt", mlx, "B", "A")):
+        code, data = run_json("diff-keys", str(a), str(b))
+        assert code == 1, data
+        [row] = data["mismatched"]
+        assert (row["name"], row["reason"], row["severity"]) == ("encoder.conv1.weight", "channels-last", "error")
+        assert f"the same kernel, input channels last in {last} (as MLX stores convolutions), second in {first} " \
+               f"(PyTorch's order); torch.movedim(w, -1, 1) turns {last}'s into {first}'s" in row["detail"], row
+    assert torch.equal(conv.movedim(1, -1).movedim(-1, 1), conv)  # what the detail says, checked

@@ -73,6 +73,8 @@ REASONS: dict[str, str] = {
     "shape": "same name, different shape: the architecture differs",
     "transposed": "the same matrix transposed (nn.Linear out×in against GPT-2's Conv1D in×out): transpose it "
     "when converting",
+    "channels-last": "the same convolution kernel with its input channels last (out, *kernel, in), as MLX stores "
+    "convolutions, against PyTorch's (out, in, *kernel): move that axis when converting",
     "expert-layout": "MoE experts one tensor per expert on one side, fused per projection on the other: "
                      "from_pretrained converts between them, load_state_dict does not",
     "foreign-layout": "another code base's layout (Meta's original Llama/Mistral, a single-file Stable Diffusion "
@@ -1690,6 +1692,20 @@ def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, .
     if len(shape_a) == 2 and shape_a == shape_b[::-1]:
         # nanoGPT / Megatron (nn.Linear, out×in) against GPT-2's Conv1D (in×out): the same weights, transposed.
         return "transposed", "error", f"{detail}: transpose it (nn.Linear is out×in, Conv1D in×out)"
+    if len(shape_a) >= 3 and shape_a[0] == shape_b[0] and shape_a[1] != shape_a[-1]:
+        # MLX's Conv1d / Conv2d keep (out, *kernel, in) where torch keeps (out, in, *kernel): mlx-examples'
+        # converters (whisper, stable diffusion, encodec) move the axis; said "the architecture differs".
+        # Which side is channels-last: the one whose moved axis matches, and, as a 1-D kernel's two orders are each
+        # other's swap, whose channels outnumber its kernel (80 mel bins against a width of 3).
+        sides = [(last, first) for last, first, channels_last, channels_first in
+                 (("A", "B", shape_a, shape_b), ("B", "A", shape_b, shape_a))
+                 if channels_last[1:] == channels_first[2:] + channels_first[1:2]
+                 and channels_last[-1] > channels_last[1]]
+        if len(sides) == 1:
+            last, first = sides[0]
+            return "channels-last", "error", (f"{detail}: the same kernel, input channels last in {last} (as MLX "
+                                              f"stores convolutions), second in {first} (PyTorch's order); "
+                                              f"torch.movedim(w, -1, 1) turns {last}'s into {first}'s")
     return "shape", "error", detail
 
 
