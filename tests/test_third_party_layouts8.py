@@ -402,3 +402,20 @@ def test_an_mlx_convolution_against_pytorchs_is_the_same_kernel_with_channels_la
         assert f"the same kernel, input channels last in {last} (as MLX stores convolutions), second in {first} " \
                f"(PyTorch's order); torch.movedim(w, -1, 1) turns {last}'s into {first}'s" in row["detail"], row
     assert torch.equal(conv.movedim(1, -1).movedim(-1, 1), conv)  # what the detail says, checked
+
+
+def test_a_params_json_or_generation_config_given_as_the_source_says_what_it_is(tmp_path: Path) -> None:
+    """Tab-completing to params.json in a Mistral folder (or to generation_config.json) said only "JSON file is
+    neither an index (weight_map) nor a model config", where the other side files of a model folder are named."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "Mistral-7B-v0.3"
+    folder.mkdir()
+    save_file({"tok_embeddings.weight": torch.randn(32, 8)}, str(folder / "consolidated.safetensors"))
+    (folder / "params.json").write_text(json.dumps({"dim": 8, "n_layers": 1, "n_heads": 2, "vocab_size": 32}))
+    (folder / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
+    message = _refusal("inspect", str(folder / "params.json"))
+    assert "(params.json, the model's shape for Meta's and Mistral's own code, shipped beside their consolidated " \
+           "weights); point at the weights beside it (consolidated.safetensors)" in message, message
+    message = _refusal("plan-devices", str(folder / "generation_config.json"), "--gpu", "1GB")
+    assert "(a generation config: decoding settings)" in message, message

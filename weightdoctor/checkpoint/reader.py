@@ -427,6 +427,10 @@ _OTHER_JSON_KINDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("trainer_state.json",), "a Trainer's training log"),
     (("adapter_config.json",), "a PEFT adapter's config"),
     (("preprocessor_config.json", "processor_config.json"), "a processor's config"),
+    # Meta's and Mistral's releases: the model's shape for their own code, beside consolidated.*.
+    (("params.json",), "params.json, the model's shape for Meta's and Mistral's own code, shipped beside their "
+                       "consolidated weights"),
+    (("generation_config.json",), "a generation config: decoding settings"),
 )
 
 
