@@ -419,3 +419,25 @@ def test_a_params_json_or_generation_config_given_as_the_source_says_what_it_is(
            "weights); point at the weights beside it (consolidated.safetensors)" in message, message
     message = _refusal("plan-devices", str(folder / "generation_config.json"), "--gpu", "1GB")
     assert "(a generation config: decoding settings)" in message, message
+
+
+def test_a_controlnet_saved_with_its_whole_stable_diffusion_model_says_which_part_loads(tmp_path: Path) -> None:
+    """ControlNet 1.0's control_sd15_canny.pth holds the SD 1.5 model it was trained on (model.diffusion_model,
+    first_stage_model, cond_stage_model) beside control_model.*: 5.7 GB counted as the ControlNet, though every
+    loader of it reads control_model.* alone."""
+    state = {"model.diffusion_model.input_blocks.0.0.weight": torch.randn(8, 4, 3, 3),
+             "first_stage_model.encoder.conv_in.weight": torch.randn(8, 3, 3, 3),
+             "control_model.input_blocks.0.0.weight": torch.randn(8, 4, 3, 3),
+             "control_model.zero_convs.0.0.weight": torch.zeros(8, 8, 1, 1)}
+    torch.save(state, tmp_path / "control_sd15_canny.pth")
+    code, data = run_json("inspect", str(tmp_path / "control_sd15_canny.pth"))
+    assert code == 0 and data["num_params"] == sum(v.numel() for v in state.values()), data
+    assert "the file holds a whole Stable Diffusion checkpoint beside its ControlNet: control_model.* is the " \
+           "ControlNet (2 tensors, 352 parameters), the rest the model it was trained on; A1111's ControlNet " \
+           "extension, ComfyUI and diffusers' ControlNetModel.from_single_file read control_model.* alone" \
+           in data["warnings"], data["warnings"]
+
+    # A ControlNet alone (control_v11p_sd15_canny.pth) says nothing of the kind.
+    torch.save({k: v for k, v in state.items() if k.startswith("control_model.")}, tmp_path / "control_v11.pth")
+    code, data = run_json("inspect", str(tmp_path / "control_v11.pth"))
+    assert code == 0 and not any("ControlNet" in w for w in data["warnings"]), data["warnings"]

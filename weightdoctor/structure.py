@@ -233,6 +233,25 @@ def ldm_ema_copy_warning(checkpoint: Checkpoint) -> str | None:
             "the non-EMA weights, diffusers' conversion script with --extract_ema the EMA ones")
 
 
+def controlnet_beside_sd_warning(checkpoint: Checkpoint) -> str | None:
+    """An original ControlNet saved with the whole Stable Diffusion model it was trained on (ControlNet 1.0's
+    control_sd15_*.pth: model.diffusion_model, first_stage_model, cond_stage_model beside control_model): its
+    loaders take `control_model.*` alone, so most of what is counted here is not the ControlNet.
+
+    Example:
+        >>> controlnet_beside_sd_warning(open_checkpoint("control_sd15_canny.pth"))
+        'the file holds a whole Stable Diffusion checkpoint beside its ControlNet: ...'
+    """
+    control = [t for t in checkpoint.tensors if t.name.startswith("control_model.")]
+    if not control or not any(t.name.startswith("model.diffusion_model.") for t in checkpoint.tensors):
+        return None
+    params = sum(t.num_params for t in control)
+    return (f"the file holds a whole Stable Diffusion checkpoint beside its ControlNet: control_model.* is the "
+            f"ControlNet ({counted(len(control), 'tensor')}, {counted(params, 'parameter')}), the rest the model it "
+            "was trained on; A1111's ControlNet extension, ComfyUI and diffusers' ControlNetModel.from_single_file "
+            "read control_model.* alone")
+
+
 ADAPTER_FIELDS = ("peft_type", "base_model_name_or_path", "task_type", "r", "lora_alpha", "target_modules",
                   "modules_to_save", "use_dora")
 
@@ -519,7 +538,8 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         tensors=rows,
         filter=name_filter,
         warnings=[*checkpoint.warnings, *([adapter_problem] if adapter_problem else []), *params_problems,
-                  *filter(None, [timm_head_warning(checkpoint), ldm_ema_copy_warning(checkpoint)])],
+                  *filter(None, [timm_head_warning(checkpoint), ldm_ema_copy_warning(checkpoint),
+                                 controlnet_beside_sd_warning(checkpoint)])],
         security=checkpoint.security,
         quantized=quantized,
         adapter=adapter,
