@@ -337,10 +337,20 @@ def test_planning_a_folder_whose_weights_from_pretrained_does_not_look_for_says_
                f"and raises here: the weights read are {read}; planned as the model config.json describes" \
                in " ".join(data["warnings"]), data["warnings"]
 
-    # Where from_pretrained finds its file, nothing is said.
+    # Where from_pretrained finds its file, nothing is said; nor of an adapter beside its base's config (axolotl,
+    # unsloth), which PEFT loads onto the base it names.
     (mistral / "consolidated.safetensors").rename(mistral / "model.safetensors")
-    code, data = run_json("plan-devices", str(mistral), "--gpu", "1GB")
-    assert code == 0 and not any("from_pretrained(folder) looks for" in w for w in data["warnings"]), data
+    adapter = tmp_path / "lora-out"
+    adapter.mkdir()
+    save_file({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.randn(4, 8),
+               "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(8, 4)},
+              str(adapter / "adapter_model.safetensors"))
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"],
+                                                             "base_model_name_or_path": "org/llama"}))
+    (adapter / "config.json").write_text(json.dumps(_LLAMA_CONFIG))
+    for folder in (mistral, adapter):
+        code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
+        assert code == 0 and not any("from_pretrained(folder) looks for" in w for w in data["warnings"]), data
 
 
 def _dcp_save(folder: Path, state: dict[str, object]) -> None:

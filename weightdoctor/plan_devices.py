@@ -617,7 +617,9 @@ def build_planned_model(
                                 "places more: pass --model-class")
             from weightdoctor.load_simulation import file_from_pretrained_skips
 
-            if (unread := file_from_pretrained_skips(checkpoint)) is not None:
+            # An adapter beside its base's config is loaded by PEFT onto the base it names (said above), not raised.
+            if (unread := file_from_pretrained_skips(checkpoint)) is not None \
+                    and not (checkpoint.path / "adapter_config.json").is_file():
                 # A Mistral repo fetched without its HF weights (consolidated.safetensors beside config.json), a
                 # torchtune output (hf_model_0001_0.pt): the plan is the model's, but from_pretrained loads nothing.
                 warnings.append(f"from_pretrained(folder) looks for model.safetensors or pytorch_model.bin (or their "
