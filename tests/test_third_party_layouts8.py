@@ -348,7 +348,12 @@ def test_planning_a_folder_whose_weights_from_pretrained_does_not_look_for_says_
     (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"],
                                                              "base_model_name_or_path": "org/llama"}))
     (adapter / "config.json").write_text(json.dumps(_LLAMA_CONFIG))
-    for folder in (mistral, adapter):
+    # Nor of a dtype variant alone, which the reader's warning already says from_pretrained reads with variant=.
+    variant = tmp_path / "fp16-only"
+    variant.mkdir()
+    save_file({"model.embed_tokens.weight": torch.randn(32, 8).half()}, str(variant / "model.fp16.safetensors"))
+    (variant / "config.json").write_text(json.dumps(_LLAMA_CONFIG))
+    for folder in (mistral, adapter, variant):
         code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
         assert code == 0 and not any("from_pretrained(folder) looks for" in w for w in data["warnings"]), data
 
