@@ -73,6 +73,8 @@ REASONS: dict[str, str] = {
     "shape": "same name, different shape: the architecture differs",
     "transposed": "the same matrix transposed (nn.Linear out×in against GPT-2's Conv1D in×out): transpose it "
     "when converting",
+    "channels-last": "the same convolution kernel with its input channels last (out, *kernel, in), as MLX stores "
+    "convolutions, against PyTorch's (out, in, *kernel): move that axis when converting",
     "expert-layout": "MoE experts one tensor per expert on one side, fused per projection on the other: "
                      "from_pretrained converts between them, load_state_dict does not",
     "foreign-layout": "another code base's layout (Meta's original Llama/Mistral, a single-file Stable Diffusion "
@@ -247,6 +249,44 @@ def _sd_single_file_layout(unexpected: Sequence[str], missing: Sequence[str], jo
     return whys, note
 
 
+# An original ControlNet (lllyasviel's control_*.pth / control_v11*.safetensors, as A1111's sd-webui-controlnet and
+# ComfyUI load them: the UNet encoder copy under `control_model.input_blocks.N`, its hint encoder
+# `control_model.input_hint_block`, one zero conv per block `control_model.zero_convs.N.0`) against diffusers'
+# ControlNetModel (`down_blocks`, `controlnet_cond_embedding`, `controlnet_down_blocks.N`). diffusers' from_single_file
+# converts it as it does the UNet: blocks renumbered; the rename search offered a few one-to-one pairs as the fix.
+_CONTROLNET_LAYOUT = _lazy_regex(r"^control_model\.")
+_CONTROLNET_EVIDENCE = _lazy_regex(r"^control_model\.(?:input_blocks|middle_block|input_hint_block|zero_convs)\.")
+_DIFFUSERS_CONTROLNET_LAYOUT = _lazy_regex(
+    r"^(?:conv_in|time_embedding|add_embedding|down_blocks|mid_block|controlnet_cond_embedding|controlnet_down_blocks|"
+    r"controlnet_mid_block)\.")
+_DIFFUSERS_CONTROLNET_EVIDENCE = _lazy_regex(r"^(?:controlnet_down_blocks|controlnet_cond_embedding)\.")
+
+
+def _controlnet_single_file_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
+                                   joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """foreign_layout's whys and note for an original ControlNet against diffusers' ControlNetModel (either way
+    round); ({}, "") when the keys show no such pair."""
+    if not ("control_model." in joined_unexpected + joined_missing and "controlnet_" in joined_unexpected
+            + joined_missing):
+        return {}, ""
+    sides = _sides(unexpected, missing, _CONTROLNET_EVIDENCE, _DIFFUSERS_CONTROLNET_EVIDENCE)
+    if sides is None:
+        return {}, ""
+    original_side, diffusers_side, original_names, diffusers_names = sides
+    note = (f"{original_side} is a ControlNet in its original single-file layout (control_model.input_blocks, "
+            f"input_hint_block, zero_convs: what A1111's ControlNet extension and ComfyUI load) and {diffusers_side} "
+            "in diffusers' ControlNetModel layout (down_blocks, controlnet_cond_embedding, controlnet_down_blocks): "
+            + ("load A with diffusers' ControlNetModel.from_single_file or its convert_original_controlnet_to_"
+               "diffusers.py" if original_side == "A" else
+               "code written for the original layout needs A converted back")
+            + "; blocks are renumbered, which no rename does")
+    whys = _errors_for(original_names, _CONTROLNET_LAYOUT, "foreign-layout",
+                       f"original ControlNet layout (in {original_side})")
+    whys.update(_errors_for(diffusers_names, _DIFFUSERS_CONTROLNET_LAYOUT, "foreign-layout",
+                            f"diffusers' ControlNetModel layout (in {diffusers_side})"))
+    return whys, note
+
+
 # A single-file diffusion transformer in its authors' layout (Black Forest Labs' Flux and Tencent's HunyuanVideo:
 # `double_blocks.N.img_attn.qkv`, `single_blocks.N.linear1`; Stability's SD3 / SD3.5 MMDiT: `joint_blocks.N.x_block`;
 # bare, or under ComfyUI's `model.diffusion_model.` / a LoRA trainer's `diffusion_model.`) against diffusers' model of
@@ -340,6 +380,9 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
         if whys:
             return whys, note
         whys, note = _dit_single_file_layout(unexpected, missing, joined_unexpected, joined_missing)
+        if whys:
+            return whys, note
+        whys, note = _controlnet_single_file_layout(unexpected, missing, joined_unexpected, joined_missing)
         if whys:
             return whys, note
         # Renames alone convert it (no key is left a foreign-layout error), but not the few the search finds.
@@ -1649,6 +1692,20 @@ def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, .
     if len(shape_a) == 2 and shape_a == shape_b[::-1]:
         # nanoGPT / Megatron (nn.Linear, out×in) against GPT-2's Conv1D (in×out): the same weights, transposed.
         return "transposed", "error", f"{detail}: transpose it (nn.Linear is out×in, Conv1D in×out)"
+    if len(shape_a) >= 3 and shape_a[0] == shape_b[0] and shape_a[1] != shape_a[-1]:
+        # MLX's Conv1d / Conv2d keep (out, *kernel, in) where torch keeps (out, in, *kernel): mlx-examples'
+        # converters (whisper, stable diffusion, encodec) move the axis; said "the architecture differs".
+        # Which side is channels-last: the one whose moved axis matches, and, as a 1-D kernel's two orders are each
+        # other's swap, whose channels outnumber its kernel (80 mel bins against a width of 3).
+        sides = [(last, first) for last, first, channels_last, channels_first in
+                 (("A", "B", shape_a, shape_b), ("B", "A", shape_b, shape_a))
+                 if channels_last[1:] == channels_first[2:] + channels_first[1:2]
+                 and channels_last[-1] > channels_last[1]]
+        if len(sides) == 1:
+            last, first = sides[0]
+            return "channels-last", "error", (f"{detail}: the same kernel, input channels last in {last} (as MLX "
+                                              f"stores convolutions), second in {first} (PyTorch's order); "
+                                              f"torch.movedim(w, -1, 1) turns {last}'s into {first}'s")
     return "shape", "error", detail
 
 

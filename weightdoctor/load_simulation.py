@@ -493,7 +493,7 @@ def _state_dict_command(checkpoint: Checkpoint) -> str:
     return f"weightdoctor convert {shlex.quote(checkpoint.source)} -o model.safetensors"
 
 
-def _file_from_pretrained_skips(checkpoint: Checkpoint) -> str | None:
+def file_from_pretrained_skips(checkpoint: Checkpoint) -> str | None:
     """The weight file (or index) read from a model folder A that from_pretrained(A) does not look for, so that it
     raises (`model.pt`, `weights.safetensors`, `consolidated.safetensors`); None when it reads the same one."""
     if not checkpoint.path.is_dir():
@@ -658,7 +658,7 @@ def diff_checkpoint_against_model(
         report.notes.append(
             f"{'--config' if config else 'A'}'s config.json has no model_type (older transformers versions wrote "
             f"none): from_pretrained reads it with {type(model.config).__name__}, as this report does")
-    unread = _file_from_pretrained_skips(checkpoint)
+    unread = file_from_pretrained_skips(checkpoint)
     report.from_pretrained_reads_a = checkpoint.nested_key is None and unread is None
     if checkpoint.nested_key is not None:
         # from_pretrained reads the file's top-level dict as the state dict: `state_dict`, `epoch`... are its keys.

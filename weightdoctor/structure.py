@@ -211,6 +211,47 @@ def timm_head_warning(checkpoint: Checkpoint) -> str | None:
     return None
 
 
+def ldm_ema_copy_warning(checkpoint: Checkpoint) -> str | None:
+    """An original Stable Diffusion checkpoint saved with its EMA (CompVis' `*-full-ema.ckpt`, a training run's
+    last.ckpt): LitEma keeps a copy of every UNet tensor as a buffer named `model_ema.` + the name without its
+    first part and dots (`model.diffusion_model.out.2.weight` -> `model_ema.diffusion_modelout2weight`). The
+    loaders build one UNet from it, so the parameter count here, which holds both, is not what they load.
+
+    Example:
+        >>> ldm_ema_copy_warning(open_checkpoint("sd-v1-4-full-ema.ckpt"))
+        'the UNet is stored twice: model_ema.* holds an EMA copy of 686 model.diffusion_model.* tensors ...'
+    """
+    names = {t.name for t in checkpoint.tensors}
+    unet = [t for t in checkpoint.tensors if t.name.startswith("model.diffusion_model.")]
+    copies = [t for t in unet if "model_ema." + "".join(t.name.split(".")[1:]) in names]
+    if not copies:
+        return None
+    params = sum(t.num_params for t in copies)
+    return (f"the UNet is stored twice: model_ema.* holds an EMA copy of {counted(len(copies), 'tensor')} of "
+            f"model.diffusion_model.* ({counted(params, 'parameter')}, counted in the total above); the loaders "
+            "build one UNet: diffusers' from_single_file and the original inference configs (use_ema: False) take "
+            "the non-EMA weights, diffusers' conversion script with --extract_ema the EMA ones")
+
+
+def controlnet_beside_sd_warning(checkpoint: Checkpoint) -> str | None:
+    """An original ControlNet saved with the whole Stable Diffusion model it was trained on (ControlNet 1.0's
+    control_sd15_*.pth: model.diffusion_model, first_stage_model, cond_stage_model beside control_model): its
+    loaders take `control_model.*` alone, so most of what is counted here is not the ControlNet.
+
+    Example:
+        >>> controlnet_beside_sd_warning(open_checkpoint("control_sd15_canny.pth"))
+        'the file holds a whole Stable Diffusion checkpoint beside its ControlNet: ...'
+    """
+    control = [t for t in checkpoint.tensors if t.name.startswith("control_model.")]
+    if not control or not any(t.name.startswith("model.diffusion_model.") for t in checkpoint.tensors):
+        return None
+    params = sum(t.num_params for t in control)
+    return (f"the file holds a whole Stable Diffusion checkpoint beside its ControlNet: control_model.* is the "
+            f"ControlNet ({counted(len(control), 'tensor')}, {counted(params, 'parameter')}), the rest the model it "
+            "was trained on; A1111's ControlNet extension, ComfyUI and diffusers' ControlNetModel.from_single_file "
+            "read control_model.* alone")
+
+
 ADAPTER_FIELDS = ("peft_type", "base_model_name_or_path", "task_type", "r", "lora_alpha", "target_modules",
                   "modules_to_save", "use_dora")
 
@@ -497,7 +538,8 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         tensors=rows,
         filter=name_filter,
         warnings=[*checkpoint.warnings, *([adapter_problem] if adapter_problem else []), *params_problems,
-                  *filter(None, [timm_head_warning(checkpoint)])],
+                  *filter(None, [timm_head_warning(checkpoint), ldm_ema_copy_warning(checkpoint),
+                                 controlnet_beside_sd_warning(checkpoint)])],
         security=checkpoint.security,
         quantized=quantized,
         adapter=adapter,

@@ -25,9 +25,22 @@ _GGML_TO_GGUF = "llama.cpp's convert_llama_ggml_to_gguf.py turns a LLaMA one int
 _NPZ = "a NumPy .npz archive"
 _NPY = "a NumPy .npy array"
 _MSGPACK = "a Flax msgpack checkpoint"
-_HDF5 = "an HDF5 file (Keras / TensorFlow .h5 weights)"
 _ONNX = "an ONNX model"
 _ONNX_DATA = "an ONNX model's external data (the raw tensor bytes its .onnx file locates by offset)"
+# Burn (Rust) saves a module's record with a FileRecorder, whose file_extension() names the file: NamedMpk ("mpk",
+# its DefaultRecorder and CompactRecorder) and NamedMpkGz ("mpk.gz"), MessagePack that holds Burn's own record
+# structure; the Bin / Json recorders write ".bin" / ".json", which cannot be told apart by name.
+_BURN_MPK = "a Burn (Rust) record saved by NamedMpkFileRecorder (.mpk: named MessagePack, Burn's default recorder)"
+_BURN_MPK_GZ = "a Burn (Rust) record saved by NamedMpkGzFileRecorder (.mpk.gz: gzip-compressed named MessagePack)"
+_BURN_CONVERTER = ("Burn reads PyTorch and safetensors files but does not write torch.save ones: load the record into "
+                   "its module in Burn and save it with burn-store's SafetensorsStore (Burn 0.19 and later) to read "
+                   "it here")
+_GZIP = "a gzip-compressed file"
+_HDF5 = "an HDF5 file (Keras / TensorFlow .h5 weights)"
+_KERAS = "a Keras model archive (.keras)"
+# Keras 3 keeps no PyTorch names: what reads a file gives its arrays, which safetensors.numpy writes as they are.
+_KERAS_ARRAYS = ("safetensors.numpy.save_file({{v.path: v.numpy() for v in model.weights}}, 'model.safetensors') "
+                 "writes its arrays under Keras' variable paths to read here")
 # What reads or converts a recognised format into what weightdoctor reads, said after the refusal.
 _CONVERTERS: dict[str, str] = {
     _GGUF: ("transformers reads it into PyTorch, dequantized (from_pretrained(folder, gguf_file={name!r}), with "
@@ -38,13 +51,18 @@ _CONVERTERS: dict[str, str] = {
            "'model.safetensors') writes them to read here"),
     _NPY: ("numpy.load(path) reads it (a dict saved with np.save needs allow_pickle=True, only for a file you trust, "
            "then .item()); save its arrays with safetensors.numpy.save_file to read them here"),
+    _BURN_MPK: _BURN_CONVERTER, _BURN_MPK_GZ: _BURN_CONVERTER,
+    _KERAS: "keras.saving.load_model({name!r}) rebuilds the model in Keras 3, and " + _KERAS_ARRAYS,
+    # A checkpoint gzipped for upload or by a training script (model.pth.gz): what it holds is unknown until opened.
+    _GZIP: "decompress it (gunzip -k {name}) and point weightdoctor at the file it holds",
     _MSGPACK: ("flax.serialization.msgpack_restore reads its nested arrays; transformers 4's from_pretrained(folder, "
                "from_flax=True) converts a transformers model's to PyTorch, and save_pretrained writes safetensors"),
     # transformers 5 pops from_tf unread (modeling_utils: "Not used anymore"); 4.x converts with TensorFlow installed.
     _HDF5: ("h5py.File(path) holds its arrays by layer (visititems walks them), and safetensors.numpy.save_file "
             "writes them to read here; a transformers TensorFlow model's tf_model.h5 converts with transformers 4's "
             "from_pretrained(folder, from_tf=True) (TensorFlow installed; transformers 5 ignores from_tf), and "
-            "save_pretrained then writes safetensors"),
+            "save_pretrained then writes safetensors; Keras 3 weights (.weights.h5) load with "
+            "model.load_weights({name!r}) into the model built in Keras, and " + _KERAS_ARRAYS),
     # Exporters write a model over 2 GB as model.onnx beside model.onnx_data (Optimum, onnx's save_model) or
     # model.onnx.data (torch.onnx.export): the bytes alone name no tensor.
     _ONNX_DATA: ("onnx.load of the .onnx file beside it reads them as that model's initializers "
@@ -71,7 +89,7 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
     (".gguf", _GGUF),
     (".h5", _HDF5),
     (".hdf5", _HDF5),
-    (".keras", "a Keras model archive"),
+    (".keras", _KERAS),
     (".onnx", _ONNX),
     (".onnx_data", _ONNX_DATA),
     (".onnx.data", _ONNX_DATA),
@@ -79,6 +97,8 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
     (".tflite", "a TensorFlow Lite model"),
     (".pte", "an ExecuTorch program (.pte), run by the ExecuTorch runtime"),
     (".msgpack", _MSGPACK),
+    (".mpk.gz", _BURN_MPK_GZ),
+    (".mpk", _BURN_MPK),
     (".npy", _NPY),
     (".npz", _NPZ),
     (".pb", "a TensorFlow protobuf (SavedModel or frozen graph)"),
@@ -195,7 +215,7 @@ def _zip_kind(path: Path) -> str | None:
     if names and all(n.endswith(".npy") for n in names):
         return _NPZ
     if any(n.endswith(".weights.h5") for n in names) or "metadata.json" in names and "config.json" in names:
-        return "a Keras model archive (.keras)"
+        return _KERAS
     if "MAR-INF/MANIFEST.json" in names:
         # TorchServe's torch-model-archiver zips the weights file (a torch.save or TorchScript file) with its handler
         # and MAR-INF/MANIFEST.json, which names the weights as model.serializedFile.
@@ -321,7 +341,24 @@ def identify(path: Path, prefix: bytes) -> str | None:
     for suffix, kind in _SUFFIXES:
         if name.endswith(suffix):
             return kind
+    if prefix.startswith(b"\x1f\x8b") and not _gzipped_tar(path):
+        # After the names: a Burn .mpk.gz is gzip too, and says more; a .tar.gz (a NeMo .nemo) is named by the
+        # archive's members, as the reader's refusal lists them.
+        return _GZIP
     return None
+
+
+def _gzipped_tar(path: Path) -> bool:
+    """Whether a gzip file holds a tar archive: "ustar" at offset 257 of its first decompressed block. At most 4 KB
+    of the file is decompressed, into at most 1 KB."""
+    import zlib
+
+    try:
+        with open(path, "rb") as handle:
+            data = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(handle.read(4096), 1024)
+    except (OSError, zlib.error):
+        return False
+    return data[257:262] == b"ustar"
 
 
 def unsupported_message(kind: str, name: str = "NAME") -> str:
@@ -335,7 +372,8 @@ def unsupported_message(kind: str, name: str = "NAME") -> str:
 _FOREIGN_SUBFOLDERS = ("onnx",)
 
 
-_FOREIGN_SUFFIXES = (".gguf", ".onnx", ".h5", ".keras", ".msgpack", ".tflite", ".npz", ".pdparams", ".pdiparams")
+_FOREIGN_SUFFIXES = (".gguf", ".onnx", ".h5", ".keras", ".msgpack", ".tflite", ".npz", ".pdparams", ".pdiparams",
+                     ".mpk", ".mpk.gz")
 # Foreign weights weightdoctor still reads when the file is named: paddle.save's pickle of numpy arrays.
 READ_WHEN_NAMED = (".pdparams",)
 

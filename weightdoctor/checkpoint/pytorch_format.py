@@ -195,8 +195,9 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
         # (`state.<name>`: step, exp_avg, exp_avg_sq), and a Trainer's RNG states a tensor at the top (`cpu`).
         raise CorruptCheckpoint(
             f"no model weights: the file holds {kind}. A training checkpoint keeps the model's weights beside it "
-            "(Trainer: model.safetensors or pytorch_model.bin in the same checkpoint-N folder): point weightdoctor "
-            "at that file or at the folder"
+            "(Trainer: model.safetensors or pytorch_model.bin in the same checkpoint-N folder; torchtune: its "
+            "hf_model_*, meta_model_* or torchtune_model_* files, or the epoch_N/ folder): point weightdoctor at that "
+            "file or at the folder"
         )
     # Breadth-first, trying the usual keys first at each level.
     queue: list[tuple[Any, tuple[str, ...]]] = [(obj, ())]
@@ -297,6 +298,10 @@ def training_state_kind(obj: Any) -> str | None:
         return f"random-number generator states ({', '.join(map(str, obj))}: a Trainer's rng_state.pth)"
     if {"random_state", "numpy_random_seed", "torch_manual_seed"} <= keys:
         return "random-number generator states (Accelerate's random_states_N.pkl)"
+    if {"seed", "epochs_run", "total_epochs"} <= keys:
+        # torchtune's recipe state (training.SEED_KEY, EPOCHS_KEY, TOTAL_EPOCHS_KEY, OPT_KEY): what a recipe
+        # resumes from; its checkpointer writes the model's weights to files of their own.
+        return "torchtune's recipe state (seed, epochs_run, total_epochs, the optimizer: its recipe_state.pt)"
     return None
 
 
@@ -442,8 +447,17 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
                     "torch.distributed.checkpoint.state_dict.get_model_state_dict(model, options=StateDictOptions("
                     "full_state_dict=True, cpu_offload=True)) on every rank, torch.save on rank 0)")
         elif any(g.module.startswith(("torch.nn.modules", "transformers.models")) for g in report.globals):
-            # torch.save(model) pickles the classes themselves; only a state dict is data.
-            hint = " (this looks like a whole pickled model, torch.save(model): save model.state_dict() instead)"
+            # torch.save(model) pickles the classes themselves; only a state dict is data. Who has the file and not
+            # the model object (a downloaded .pt) needs the way from one to the other, as the YOLO hints give it.
+            custom = sorted({g.qualified for g in report.globals if g.safety != "safe"
+                             and not g.module.startswith(("torch.", "transformers.", "collections"))})
+            code = (f"the code that defines its classes ({custom[0]}{', ...' if len(custom) > 1 else ''}) importable"
+                    if custom else "the library that defines its classes installed")
+            hint = (" (this looks like a whole pickled model, torch.save(model): the model's classes are pickled by "
+                    "name and only their code rebuilds it; its owner can save model.state_dict() instead, and where "
+                    f"you trust the file, with {code}, torch.load(path, weights_only=False) rebuilds the model (or "
+                    "the dict that holds it: take the model from its entry), and torch.save(model.state_dict(), "
+                    "'weights.pt') writes the weights to read here)")
         raise UnsafePickle(f"{report.summary()}; nothing was unpickled{hint}")
     return report
 

@@ -431,6 +431,10 @@ _OTHER_JSON_KINDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("trainer_state.json",), "a Trainer's training log"),
     (("adapter_config.json",), "a PEFT adapter's config"),
     (("preprocessor_config.json", "processor_config.json"), "a processor's config"),
+    # Meta's and Mistral's releases: the model's shape for their own code, beside consolidated.*.
+    (("params.json",), "params.json, the model's shape for Meta's and Mistral's own code, shipped beside their "
+                       "consolidated weights"),
+    (("generation_config.json",), "a generation config: decoding settings"),
 )
 
 
@@ -471,6 +475,8 @@ class _Builder:
             raise SourceNotFound(f"cannot read: {exc.strerror}", path=str(path)) from exc
         if size == 0:
             raise CorruptCheckpoint("file is empty (0 bytes)", path=str(path))
+        if path.suffix == ".distcp" or (path.name == ".metadata" and _is_dcp_folder(path.parent)):
+            raise UnsupportedFormat(_dcp_file_message(path), path=str(path))
         if not safetensors_format.looks_like_safetensors(prefix):
             # Imported here: safetensors files need neither (nor the zipfile module they import).
             from weightdoctor.checkpoint import foreign, pytorch_format
@@ -592,10 +598,12 @@ def is_training_state(name: str) -> bool:
     states and arguments (Trainer's `checkpoint-N/`, Accelerate's `save_state` folder: `optimizer.bin`,
     `random_states_0.pkl`), DeepSpeed's ZeRO optimizer partitions
     (`zero_pp_rank_0_mp_rank_00_optim_states.pt` beside `mp_rank_00_model_states.pt`), and OLMo's unsharded
-    checkpoint (`optim.pt` and `train.pt` beside `model.pt`), and Megatron-LM's distributed optimizer
-    (`distrib_optim.pt` beside each rank's `model_optim_rng.pt`)."""
+    checkpoint (`optim.pt` and `train.pt` beside `model.pt`), Megatron-LM's distributed optimizer
+    (`distrib_optim.pt` beside each rank's `model_optim_rng.pt`), and torchtune's `recipe_state.pt` (seed, epochs
+    run, optimizer) beside each epoch's model files."""
     return (name.endswith((".safetensors", *PICKLE_SUFFIXES))
-            and (name.startswith(("optimizer", "scheduler", "rng_state", "training_args", "scaler", "random_states"))
+            and (name.startswith(("optimizer", "scheduler", "rng_state", "training_args", "scaler", "random_states",
+                                  "recipe_state"))
                  or name.endswith(("_optim_states.pt", "_optim_states.pth"))
                  or name in ("optim.pt", "train.pt", "distrib_optim.pt")))
 
@@ -622,6 +630,31 @@ def _subfolders_with_weights(folder: Path) -> list[str]:
     return found
 
 
+def _saved_by_the_trainer(meta: Path) -> bool:
+    """Whether a sharded Lightning checkpoint's meta.pt is the Trainer's (it holds `pytorch-lightning_version` beside
+    the loops and callbacks), not Fabric's. torch.save stores its pickle uncompressed, so the key is in the bytes;
+    a meta.pt that cannot be read is taken as the Trainer's, the more common writer."""
+    try:
+        with open(meta, "rb") as handle:
+            head = handle.read(1 << 20)
+    except OSError:
+        return True
+    return b"pytorch-lightning_version" in head or len(head) == 1 << 20
+
+
+def _dcp_file_message(path: Path) -> str:
+    """The refusal for one file of a torch.distributed.checkpoint folder named alone. A `.distcp` shard is the
+    concatenation of the byte ranges its rank wrote (each tensor a torch.save archive of its own, one after the
+    other), which read as a zip whose central directories disagree ("suspicious"); `.metadata` is the pickled
+    index of DCP's classes that places them (its globals unknown to weights_only). Neither is a state dict."""
+    what = ("the metadata (the pickled index of every tensor's chunks and where they lie)" if path.name == ".metadata"
+            else "one rank's shard (byte ranges placed only by the .metadata beside it)")
+    return (f"this is {what} of a torch.distributed.checkpoint (DCP) folder, as FSDP, torchtitan and Lightning save "
+            f"one ({path.parent.name or '.'}/: *.distcp shards and .metadata); no file of it is read alone: "
+            "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one torch.save "
+            "file to read here")
+
+
 def _is_dcp_folder(folder: Path) -> bool:
     """Whether `folder` is a torch.distributed.checkpoint save: a `.metadata` file beside `*.distcp` shards."""
     return (folder / ".metadata").is_file() and any(folder.glob("*.distcp"))
@@ -642,6 +675,22 @@ def _foreign_weights_only(folder: Path) -> list[str]:
     return [f"the folder's weights are {', '.join(others[:6])} (not PyTorch): from_pretrained(folder) finds no "
             f"model.safetensors or pytorch_model.bin there and raises{named}; read from config.json alone, as the "
             "model it describes"]
+
+
+def _foreign_weights_beside_other_config(folder: Path) -> bool:
+    """Whether a folder without PyTorch weights holds another framework's (model.keras, model.mpk, a GGUF) beside a
+    config.json that describes no transformers or diffusers model (Keras' own, Burn's): planned from that config,
+    plan-devices said only "nothing to plan: the checkpoint holds no tensors and its config.json has no model_type",
+    never naming the weights the folder does hold, which the folder's own refusal names."""
+    from weightdoctor.checkpoint import foreign
+
+    if not foreign.foreign_files_in(folder):
+        return False
+    try:
+        config = _read_json(folder / "config.json")
+    except (WeightDoctorError, OSError):
+        return False
+    return isinstance(config, dict) and not config.get("model_type") and "_class_name" not in config
 
 
 def _is_orbax_checkpoint(folder: Path) -> bool:
@@ -744,10 +793,19 @@ def _no_weights_message(folder: Path) -> str:
                        if nemo else "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, "
                        "'model.pt') writes one torch.save file to read here"))
         described = distributed[0]  # not pointed at again as a subfolder of weights (its common.pt is none)
-    elif distributed:
+    elif distributed and distributed[0].startswith("pytorch_model_fsdp"):
         message += (f"; the model's weights are in {distributed[0]}/, a torch.distributed.checkpoint (DCP) folder "
                     f"(FSDP's sharded state dict): accelerate merge-weights {folder / distributed[0]} OUTDIR writes "
                     "them as one model.safetensors to read here")
+    elif distributed:
+        # A run's step folders (torchtitan's checkpoint/step-N/, a DCP save per step): accelerate's merge unwraps
+        # its own single-model folder only, where a step holds the model beside optimizer, scheduler, dataloader.
+        distributed.sort(key=natural_order)
+        shown = ", ".join(f"{name}/" for name in distributed[:6]) + (", ..." if len(distributed) > 6 else "")
+        message += (f"; its subfolders {shown} are torch.distributed.checkpoint (DCP) folders (*.distcp and "
+                     ".metadata, as torchtitan saves each step): torch.distributed.checkpoint.format_utils."
+                     f"dcp_to_torch_save({str(folder / distributed[-1])!r}, 'model.pt') writes one torch.save file "
+                     "to read here")
     megatron = _megatron_latest(folder)
     if megatron is not None:
         message += (f"; a Megatron-LM save folder: its latest_checkpointed_iteration.txt names "
@@ -983,6 +1041,17 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             "(*.distcp and .metadata), common.pt holds the run's arguments and RNG state only; "
             "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one torch.save "
             "file to read here", str(folder))
+    if weights and all(p.name == "meta.pt" for p in weights) and _is_dcp_folder(folder) \
+            and not _saved_by_the_trainer(weights[0]):
+        # Lightning Fabric's fabric.save(path, state) under the same strategies: the modules and optimizers in the
+        # DCP shards, every other entry of `state` in meta.pt; the Trainer's consolidation script expects the
+        # Trainer's keys, Fabric has its own.
+        raise UnsupportedFormat(
+            "a Lightning Fabric checkpoint saved sharded (fabric.save with FSDPStrategy or ModelParallelStrategy, "
+            "state_dict_type='sharded'): the weights of the modules and optimizers saved are in its "
+            "torch.distributed.checkpoint (DCP) shards (*.distcp and .metadata), meta.pt holds the state's other "
+            "entries only; python -m lightning.fabric.utilities.consolidate_checkpoint FOLDER writes them as one "
+            "FOLDER.consolidated file to read here", str(folder))
     if weights and all(p.name == "meta.pt" for p in weights) and _is_dcp_folder(folder):
         # Lightning's FSDP / ModelParallel strategies save a sharded checkpoint as a folder named like the file
         # (epoch=0-step=100.ckpt/): the model and optimizer as DCP shards, the trainer's state in meta.pt.
@@ -1117,6 +1186,9 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     adapterhub = _adapterhub_folder(folder, weights)
     if adapterhub is not None:
         raise UnsupportedFormat(adapterhub, str(folder))
+    torchtune = _torchtune_folder(folder, weights)
+    if torchtune is not None:
+        raise UnsupportedFormat(torchtune, str(folder))
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
 
 
@@ -1197,6 +1269,62 @@ def _adapterhub_folder(folder: Path, weights: list[Path]) -> str | None:
     return (f"folder holds {described}: {adapter} holds the adapter's weights, {head} its prediction head "
             "(head_config.json); the adapters library's model.load_adapter(folder) loads both into the model, "
             f"PEFT loads neither; name one to read it (e.g. {folder.name}/{adapter})")
+
+
+# The model files torchtune's checkpointers (up to 0.3) write into output_dir, each ending in the epoch it closes:
+# FullModelHFCheckpointer `hf_model_<part>_<epoch>.pt` (`model-0<part>-of-0<n>_<epoch>.safetensors` with
+# safe_serialization), FullModelMetaCheckpointer `meta_model_<epoch>.pt`, FullModelTorchTuneCheckpointer
+# `torchtune_model_<epoch>.pt`; and, for LoRA, `adapter_<epoch>.pt` under torchtune's own names.
+_TORCHTUNE_MODEL_FILES = (
+    (re.compile(r"hf_model_(\d+)_(\d+)\.pt"), "Hugging Face names"),
+    (re.compile(r"model-0*(\d+)-of-\d+_(\d+)\.safetensors"), "Hugging Face names"),
+    (re.compile(r"meta_model_()(\d+)\.pt"), "Meta's original names"),
+    (re.compile(r"torchtune_model_()(\d+)\.pt"), "torchtune's own names"),
+)
+_TORCHTUNE_ADAPTER = re.compile(r"adapter_(\d+)\.pt")
+
+
+def _torchtune_folder(folder: Path, weights: list[Path]) -> str | None:
+    """The refusal for a torchtune output_dir whose files are its checkpointers' (see `_TORCHTUNE_MODEL_FILES`),
+    or None. Each epoch's files lie side by side with no index, and a model of several parts is split as the
+    checkpoint it was fine-tuned from was: "several weight files, name one" did not say which is the model."""
+    epochs: dict[int, dict[str, list[str]]] = {}  # epoch -> what the files hold -> the files
+    peft = [p.name for p in weights if p.name in ("adapter_model.bin", "adapter_model.safetensors")]
+    for path in weights:
+        if path.name in peft:
+            continue  # the LoRA under PEFT's names, written beside adapter_<epoch>.pt: said below
+        adapter = _TORCHTUNE_ADAPTER.fullmatch(path.name)
+        found = next(((match, names) for pattern, names in _TORCHTUNE_MODEL_FILES
+                      if (match := pattern.fullmatch(path.name))), None)
+        if adapter is not None:
+            epochs.setdefault(int(adapter.group(1)), {}).setdefault("LoRA weights under torchtune's names",
+                                                                    []).append(path.name)
+        elif found is not None:
+            epochs.setdefault(int(found[0].group(2)), {}).setdefault(f"the model under {found[1]}",
+                                                                     []).append(path.name)
+        else:
+            return None
+    with_model = [epoch for epoch, held in epochs.items() if any(what.startswith("the model") for what in held)]
+    if not with_model:
+        return None
+    last = max(with_model)
+    said, split, example = [], False, ""
+    for what, names in sorted(epochs[last].items(), key=lambda item: item[1]):
+        names.sort()
+        if what.startswith("the model") and len(names) > 1:
+            # The HF checkpointer splits the tuned model as the checkpoint it read was split, without an index.
+            under = what.removeprefix("the model under ")
+            what, split = f"the model in {len(names)} parts, each some of its tensors, under {under}", True
+        said.append(f"{', '.join(names)} ({what})")
+        example = example or (names[0] if what.startswith("the model") else "")
+    if peft:
+        said.append(f"{', '.join(peft)} (the LoRA under PEFT's names, for PeftModel.from_pretrained)")
+    earlier = sorted(set(epochs) - {last})
+    return (f"a torchtune output folder: its checkpointer writes each epoch's files side by side, under names "
+            f"from_pretrained does not look for; epoch {last}: {'; '.join(said)}"
+            + (f"; earlier epochs: {', '.join(map(str, earlier))}" if earlier else "")
+            + ("; the parts have no index, so they are not read as one checkpoint" if split else "")
+            + f"; name a file to read it (e.g. {folder.name}/{example})")
 
 
 def _shard_set(weights: list[Path]) -> tuple[str, str, int] | None:
@@ -1752,7 +1880,7 @@ def _open_checkpoint(
             target, is_index = _choose_in_folder(path)
             warnings += _ignored_beside(path, target) + _folder_notes(path, target)
         except SourceNotFound as exc:
-            if allow_config_only and config_path.is_file():
+            if allow_config_only and config_path.is_file() and not _foreign_weights_beside_other_config(path):
                 target = config_path
                 # A Hub snapshot fetched for its config alone holds what was fetched, not what the repo has.
                 warnings += _foreign_weights_only(path) if repo_id is None else []
