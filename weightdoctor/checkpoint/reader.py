@@ -1465,8 +1465,17 @@ def _missing_shards(index_path: Path, shards: list[str]) -> str:
     (`named_by_repo`)."""
     if snapshot_commit(index_path) is not None:
         return ""
-    # os.path.exists, not Path.exists: a name too long to open raises from the latter.
-    missing = [shard for shard in shards if not os.path.exists(index_path.parent / shard)]
+    # A name the folder does not list is missing without a stat: one stat (and one Path) per shard made an index
+    # of a million shard names take seconds for this hint alone. Names in subfolders, and names listed (a link
+    # may dangle), are still looked at; os.path.exists, not Path.exists: a name too long to open raises from the latter.
+    folder = str(index_path.parent)
+    try:
+        listed: set[str] | None = set(os.listdir(folder))
+    except OSError:
+        listed = None
+    missing = [shard for shard in shards
+               if (listed is not None and "/" not in shard and shard not in listed)
+               or not os.path.exists(os.path.join(folder, shard))]
     if not missing or len(missing) == len(shards):
         return ""  # none missing, or the index alone: the shard named says as much
     named = f": {_first(missing)}{', ...' if len(missing) > 3 else ''}" if len(missing) > 1 else ""

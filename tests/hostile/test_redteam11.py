@@ -1,0 +1,61 @@
+"""Round 11 of the red team: index JSONs, safetensors headers and Hub cache folders built to mislead or to stall
+the reader, and the lines that answer them. Each command must exit 0 with a truthful report or 2 with one line
+naming the file and what is wrong; never a traceback, a hang, or advice meant for a programmer."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.helpers import run_cli
+
+
+def _one_error_line(result: object) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]  # type: ignore[attr-defined]
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr  # type: ignore[attr-defined]
+    return lines[0]
+
+
+def test_an_index_naming_a_million_missing_shards_is_answered_without_a_stat_per_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An index naming 200,000 shards of which one is here: the hint counting the missing ones looked at every name
+    on disk (a Path and a stat each), most of the time of an index of a million names (12 s, past the 10 s a doctor
+    may take). The folder is listed once; the names it does not list are missing without a stat."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_file({"a.weight": torch.ones(2)}, folder / "model-00001.safetensors")
+    shards = 200_000
+    weight_map = {f"x.{i}.weight": f"model-{i + 2:06d}.safetensors" for i in range(shards)}
+    weight_map["a.weight"] = "model-00001.safetensors"
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    looked_at = {"n": 0}
+    real_exists = os.path.exists
+
+    def counting_exists(path: object) -> bool:
+        looked_at["n"] += 1
+        return real_exists(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os.path, "exists", counting_exists)
+    line = _one_error_line(run_cli("inspect", folder))
+    assert "model.safetensors.index.json" in line and "named by the index does not exist" in line
+    assert f"({shards} of its {shards + 1} shards are missing: 'model-000002.safetensors'" in line
+    assert looked_at["n"] < 1_000, looked_at
+
+
+def test_a_missing_shard_that_is_a_dangling_link_is_still_counted_missing(tmp_path: Path) -> None:
+    """Listed by the folder is not there: a link to nothing is missing, as transformers would find it."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_file({"a.weight": torch.ones(2)}, folder / "model-00001-of-00003.safetensors")
+    (folder / "model-00002-of-00003.safetensors").symlink_to(tmp_path / "gone.safetensors")
+    weight_map = {"a.weight": "model-00001-of-00003.safetensors", "b.weight": "model-00002-of-00003.safetensors",
+                  "c.weight": "model-00003-of-00003.safetensors"}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    line = _one_error_line(run_cli("inspect", folder))
+    assert "(2 of its 3 shards are missing: 'model-00002-of-00003.safetensors', " \
+           "'model-00003-of-00003.safetensors'" in line, line
