@@ -59,3 +59,32 @@ def test_a_missing_shard_that_is_a_dangling_link_is_still_counted_missing(tmp_pa
     line = _one_error_line(run_cli("inspect", folder))
     assert "(2 of its 3 shards are missing: 'model-00002-of-00003.safetensors', " \
            "'model-00003-of-00003.safetensors'" in line, line
+
+
+def _cached_repo(cache: Path, ref: bytes) -> Path:
+    """org/name in a Hub cache: one snapshot, its refs/main holding `ref`."""
+    from fixtures.build import write_hub_cache
+
+    weights = cache.parent / "weights"
+    weights.mkdir()
+    save_file({"a.weight": torch.ones(2)}, weights / "model.safetensors")
+    snapshot = write_hub_cache(cache, "org/name", weights)
+    (cache / "models--org--name" / "refs" / "main").write_bytes(ref)
+    return snapshot
+
+
+@pytest.mark.parametrize("ref", [b"\xff\xfe\x00", b"\x1b]8;;http://e\x1b\\junk\n"])
+def test_a_ref_holding_no_commit_hash_is_quoted_beside_the_snapshots_the_cache_holds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ref: bytes) -> None:
+    """refs/main of bytes that are no UTF-8 made the list of cached revisions empty (the error said the repo was
+    not cached and named none), and junk text was cut to ten characters as if it were a commit. The ref is
+    quoted as what it holds, the snapshot still named, and no escape reaches the terminal."""
+    cache = tmp_path / "hub"
+    snapshot = _cached_repo(cache, ref)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    line = _one_error_line(run_cli("inspect", "org/name"))
+    assert "'org/name'" in line and ", not a commit hash, " in line, line
+    assert line.endswith(f"the cache holds main -> {ref.decode('utf-8', 'replace').strip()[:20]!r}, "
+                         f"not a commit hash, {snapshot.name[:10]}"), line
+    assert "\x1b" not in line

@@ -160,11 +160,16 @@ def cached_revisions(repo_id: str) -> list[str]:
     try:
         for ref in sorted((repo_dir / "refs").rglob("*")):
             if ref.is_file() and ref.stat().st_size <= MAX_REF_BYTES:
-                refs[ref.relative_to(repo_dir / "refs").as_posix()] = ref.read_text(encoding="utf-8").strip()
+                # One ref of bytes that are no text (a damaged cache) is shown as such: it dropped every revision
+                # from the answer, which then said the repo was not cached at all.
+                text = ref.read_bytes().decode("utf-8", errors="replace").strip()
+                refs[ref.relative_to(repo_dir / "refs").as_posix()] = text
         snapshots = sorted(p.name for p in (repo_dir / "snapshots").iterdir() if p.is_dir())
-    except (OSError, UnicodeDecodeError):
+    except OSError:
         snapshots = []
+    # A ref holds a commit hash; anything else in it is quoted (bounded), not cut to look like one.
     shown = [f"{name} -> {commit[:10]}" + ("" if commit in snapshots else " (snapshot missing)")
+             if _COMMIT.fullmatch(commit) else f"{name} -> {commit[:20]!r}, not a commit hash"
              for name, commit in refs.items()]
     return shown + [commit[:10] for commit in snapshots if commit not in refs.values()]
 
