@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,17 @@ def test_a_ref_holding_no_commit_hash_is_quoted_beside_the_snapshots_the_cache_h
     assert line.endswith(f"the cache holds main -> {ref.decode('utf-8', 'replace').strip()[:20]!r}, "
                          f"not a commit hash, {snapshot.name[:10]}"), line
     assert "\x1b" not in line
+
+
+def test_an_integer_past_the_digit_limit_is_said_without_pythons_advice(tmp_path: Path) -> None:
+    """A header offset of 5,000 digits: the line ended in Python's "use sys.set_int_max_str_digits() to increase
+    the limit", advice for a programmer. It says how long the integer is and how long one may be."""
+    header = b'{"a.weight":{"dtype":"F32","shape":[4],"data_offsets":[0,' + b"9" * 5000 + b"]}}"
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(16))
+    line = _one_error_line(run_cli("inspect", path))
+    assert line == f"error: {path}: header is not valid JSON (an integer of 5,000 digits; at most 4,300 are read)"
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text('{"metadata": {"total_size": ' + "1" * 5000 + '}, "weight_map": {"a.weight": "x.safetensors"}}')
+    line = _one_error_line(run_cli("inspect", index))
+    assert "an integer of 5,000 digits; at most 4,300 are read" in line and "set_int_max_str_digits" not in line
