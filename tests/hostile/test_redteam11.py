@@ -103,3 +103,17 @@ def test_an_integer_past_the_digit_limit_is_said_without_pythons_advice(tmp_path
     index.write_text('{"metadata": {"total_size": ' + "1" * 5000 + '}, "weight_map": {"a.weight": "x.safetensors"}}')
     line = _one_error_line(run_cli("inspect", index))
     assert "an integer of 5,000 digits; at most 4,300 are read" in line and "set_int_max_str_digits" not in line
+
+
+def test_an_index_that_names_itself_as_a_shard_is_said_so(tmp_path: Path) -> None:
+    """`"b.weight": "model.safetensors.index.json"`: the index was read as a weight file and refused as "not a
+    safetensors file nor a PyTorch pickle", as if the user had named it by mistake."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_file({"a.weight": torch.ones(2)}, folder / "model-00001-of-00001.safetensors")
+    index = folder / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": {
+        "a.weight": "model-00001-of-00001.safetensors", "b.weight": "./model.safetensors.index.json"}}))
+    line = _one_error_line(run_cli("inspect", folder))
+    assert line == (f"error: {index}: shard 'model.safetensors.index.json' named by the index is the index itself, "
+                    "not a weight file")

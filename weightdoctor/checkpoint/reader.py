@@ -1560,6 +1560,10 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
             beside = _complete_index_beside(index_path)  # the better answer, where there is one
             raise InvalidIndex(f"shard {shard!r} named by the index {problem}"
                                + (beside or _missing_shards(index_path, shards)), str(index_path))
+        if os.path.samefile(shard_path, index_path):
+            # Read as a weight file, the index was said to be "not a safetensors file", as if it were named by mistake.
+            raise InvalidIndex(f"shard {shard!r} named by the index is the index itself, not a weight file",
+                               str(index_path))
         for info in builder.add_weight_file(shard_path):
             if info.name in seen:
                 raise InvalidIndex(f"tensor {info.name!r} is in both {seen[info.name]} and {shard}", str(index_path))
