@@ -117,3 +117,25 @@ def test_an_index_that_names_itself_as_a_shard_is_said_so(tmp_path: Path) -> Non
     line = _one_error_line(run_cli("inspect", folder))
     assert line == (f"error: {index}: shard 'model.safetensors.index.json' named by the index is the index itself, "
                     "not a weight file")
+
+
+def test_a_snapshot_folder_that_is_a_link_out_of_the_cache_is_said_so_not_blamed_on_the_ref(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """refs/main holds the commit and snapshots/<commit> is a link to where the files were moved: the error said
+    refs/main was "empty, or a path out of its snapshots/ folder" (it is neither) and to delete that ref. The
+    snapshot is still not read (a folder linking out of a snapshot is not the repo's), and the line says why."""
+    import shutil
+
+    cache = tmp_path / "hub"
+    snapshot = _cached_repo(cache, b"")
+    (cache / "models--org--name" / "refs" / "main").write_text(snapshot.name)
+    moved = tmp_path / "moved"
+    shutil.copytree(snapshot, moved)  # the links to ../../blobs become the files they name
+    shutil.rmtree(snapshot)
+    snapshot.symlink_to(moved, target_is_directory=True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    line = _one_error_line(run_cli("inspect", "org/name"))
+    assert line == (f"error: {snapshot}: the Hub cache's snapshot {snapshot.name!r} of org/name, which refs/main "
+                    f"names, is a link out of its snapshots/ folder (to {moved}): not read; remove that link and "
+                    "download it again with `hf download org/name`"), line

@@ -286,6 +286,13 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
     snapshots = (_repo_dir(repo_id) / "snapshots").resolve()
     if path.resolve().parent != snapshots:
         ref = f"refs/{revision or 'main'}"
+        if Path(os.path.abspath(path)).parent == Path(os.path.abspath(_repo_dir(repo_id) / "snapshots")):
+            # The ref names a snapshot, but that folder is a link out of snapshots/ (a cache moved by hand): said
+            # as such, not as an empty ref or one holding a path, which sent users to a ref that is fine.
+            raise SourceNotFound(
+                f"the Hub cache's snapshot {path.name[:40]!r} of {repo_id}, which {ref} names, is a link out of its "
+                f"snapshots/ folder (to {path.resolve()}): not read; remove that link and download it again with "
+                f"`{download_command(repo_id, revision)}`", path=str(path))
         raise SourceNotFound(
             f"the Hub cache's {ref} of {repo_id} does not name a snapshot (empty, or a path out of its snapshots/ "
             f"folder); download it again with `{download_command(repo_id, revision)}` or delete that ref",
