@@ -139,3 +139,20 @@ def test_a_snapshot_folder_that_is_a_link_out_of_the_cache_is_said_so_not_blamed
     assert line == (f"error: {snapshot}: the Hub cache's snapshot {snapshot.name!r} of org/name, which refs/main "
                     f"names, is a link out of its snapshots/ folder (to {moved}): not read; remove that link and "
                     "download it again with `hf download org/name`"), line
+
+
+@pytest.mark.parametrize("command", ["inspect", "diff-keys", "check-dtype"])
+def test_a_c1_control_in_a_tensor_name_is_escaped_in_json(tmp_path: Path, command: str) -> None:
+    """U+009B is CSI to a terminal, as ESC [ is: a pickled name `e\\x9b31m.weight` reached stdout raw in `--json`
+    (JSON escapes U+0000-U+001F only), so `inspect x.bin --json` on a console printed in red. It is written as
+    its `\\u009b` escape, which decodes to the same name."""
+    source = tmp_path / "model.bin"
+    torch.save({"e\x9b31m.weight": torch.ones(2), "ok.weight": torch.ones(2)}, source)
+    other = tmp_path / "other.bin"
+    torch.save({"ok.weight": torch.ones(2)}, other)
+    args = [command, str(source)] + ([str(other)] if command == "diff-keys" else [])
+    result = run_cli(*args, "--json")
+    assert result.exit_code in (0, 1), result.stderr
+    assert not any("\x80" <= char <= "\x9f" for char in result.stdout), result.stdout
+    assert "\\u009b" in result.stdout and "e\x9b31m.weight" in json.dumps(json.loads(result.stdout),
+                                                                          ensure_ascii=False)
