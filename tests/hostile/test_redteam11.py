@@ -115,7 +115,7 @@ def test_an_index_that_names_itself_as_a_shard_is_said_so(tmp_path: Path) -> Non
     index.write_text(json.dumps({"metadata": {}, "weight_map": {
         "a.weight": "model-00001-of-00001.safetensors", "b.weight": "./model.safetensors.index.json"}}))
     line = _one_error_line(run_cli("inspect", folder))
-    assert line == (f"error: {index}: shard 'model.safetensors.index.json' named by the index is the index itself, "
+    assert line == (f"error: {index}: shard './model.safetensors.index.json' named by the index is the index itself, "
                     "not a weight file")
 
 
@@ -156,3 +156,17 @@ def test_a_c1_control_in_a_tensor_name_is_escaped_in_json(tmp_path: Path, comman
     assert not any("\x80" <= char <= "\x9f" for char in result.stdout), result.stdout
     assert "\\u009b" in result.stdout and "e\x9b31m.weight" in json.dumps(json.loads(result.stdout),
                                                                           ensure_ascii=False)
+
+
+def test_a_shard_named_by_url_is_quoted_as_the_index_spells_it(tmp_path: Path) -> None:
+    """`https://huggingface.co/...` in a weight_map: the error quoted `https:/huggingface.co/...` (the name with its
+    slashes collapsed, which the index does not hold) and said only that it does not exist."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_file({"b.weight": torch.ones(2)}, folder / "model-00002-of-00002.safetensors")
+    url = "https://huggingface.co/org/name/resolve/main/model-00001-of-00002.safetensors"
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {
+        "a.weight": url, "b.weight": "model-00002-of-00002.safetensors"}}))
+    line = _one_error_line(run_cli("inspect", folder))
+    assert f"shard {url!r} named by the index does not exist (it is a URL: an index names files beside it, " \
+           "which from_pretrained opens there) (1 of its 2 shards are missing" in line, line

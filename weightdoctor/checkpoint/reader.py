@@ -1520,7 +1520,9 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     )
     # A dict keeps the order of first appearance and finds a name in constant time: a list's `in` made an index
     # of 80,000 distinct shard names (2.5 MB) take 26 s before the first shard was even looked at.
-    distinct: dict[str, None] = {}
+    # Each shard's first spelling in the index, what an error quotes: `https://x/a.safetensors` was quoted as
+    # `https:/x/a.safetensors`, a name the index does not hold.
+    distinct: dict[str, str] = {}
     # One shard however the index spells it (`./a.safetensors` and `a.safetensors`: transformers opens both, the
     # same file); a name that is no string is refused below.
     spelled: dict[str, str] = {}
@@ -1537,7 +1539,7 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
             # `.` and doubled slashes only: `x/..` is left for the file system to resolve, as it resolves it for
             # transformers (through a link, or not at all where `x` is missing)
             same = spelled[shard] = shard if ".." in shard.split("/") else posixpath.normpath(shard)
-        distinct[same] = None
+        distinct.setdefault(same, shard)
     shards = list(distinct)
     # Shard after shard, as the writer laid the tensors out (model-00001-of-N first): the weight_map is sorted
     # by tensor name, so its order of first appearance mixes the shards. Numbers compare as numbers
@@ -1554,15 +1556,18 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
         # Judged on the names, not through symlinks: a Hub cache snapshot links every shard to ../../blobs.
         lexical = os.path.normpath(os.path.abspath(shard_path))
         if os.path.isabs(shard) or not lexical.startswith(folder + os.sep):
-            raise InvalidIndex(f"index points outside its folder: {shard!r}", str(index_path))
+            raise InvalidIndex(f"index points outside its folder: {distinct[shard]!r}", str(index_path))
         problem = _shard_problem(shard_path)
         if problem is not None:
             beside = _complete_index_beside(index_path)  # the better answer, where there is one
-            raise InvalidIndex(f"shard {shard!r} named by the index {problem}"
-                               + (beside or _missing_shards(index_path, shards)), str(index_path))
+            if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", distinct[shard]):
+                problem += " (it is a URL: an index names files beside it, which from_pretrained opens there)"
+            spellings = [distinct[name] for name in shards]
+            raise InvalidIndex(f"shard {distinct[shard]!r} named by the index {problem}"
+                               + (beside or _missing_shards(index_path, spellings)), str(index_path))
         if os.path.samefile(shard_path, index_path):
             # Read as a weight file, the index was said to be "not a safetensors file", as if it were named by mistake.
-            raise InvalidIndex(f"shard {shard!r} named by the index is the index itself, not a weight file",
+            raise InvalidIndex(f"shard {distinct[shard]!r} named by the index is the index itself, not a weight file",
                                str(index_path))
         for info in builder.add_weight_file(shard_path):
             if info.name in seen:
