@@ -170,3 +170,29 @@ def test_a_shard_named_by_url_is_quoted_as_the_index_spells_it(tmp_path: Path) -
     line = _one_error_line(run_cli("inspect", folder))
     assert f"shard {url!r} named by the index does not exist (it is a URL: an index names files beside it, " \
            "which from_pretrained opens there) (1 of its 2 shards are missing" in line, line
+
+
+def test_one_shard_under_two_spellings_is_read_once(tmp_path: Path) -> None:
+    """`a.weight` in `model-00001-of-00001.safetensors`, `b.weight` in `sub/../model-00001-of-00001.safetensors`
+    and `c.weight` in a link to it: the same file, which transformers opens under each name. The index was refused
+    as "tensor 'a.weight' is in both ...", naming two spellings of one file. It is read once, with one warning."""
+    folder = tmp_path / "model"
+    (folder / "sub").mkdir(parents=True)
+    tensors = {"a.weight": torch.ones(2), "b.weight": torch.zeros(3), "c.weight": torch.full((4,), 2.0)}
+    save_file(tensors, folder / "model-00001-of-00001.safetensors")
+    (folder / "link.safetensors").symlink_to("model-00001-of-00001.safetensors")
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {
+        "a.weight": "model-00001-of-00001.safetensors", "b.weight": "sub/../model-00001-of-00001.safetensors",
+        "c.weight": "link.safetensors"}}))
+    result = run_cli("inspect", folder, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["num_tensors"] == 3 and report["num_params"] == 9
+    assert [f["path"] for f in report["files"] if f["role"] == "weights"] == ["link.safetensors"]
+    assert report["warnings"] == ["the index names 'link.safetensors' also as 'model-00001-of-00001.safetensors', "
+                                  "'sub/../model-00001-of-00001.safetensors': the same file, read once"]
+    out = tmp_path / "out"
+    result = run_cli("convert", folder, "-o", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"]) == set(tensors) and len(set(index["weight_map"].values())) == 1

@@ -1551,6 +1551,11 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     # printed 300,000 warnings).
     unlisted: dict[str, list[str]] = {}
     misplaced: dict[tuple[str, str], list[str]] = {}
+    # One file under several spellings (`sub/../a.safetensors`, a link beside it): transformers opens each name and
+    # loads the same tensors again; it was refused as "tensor 'x' is in both a and sub/../a". Read once, said once.
+    index_stat = os.stat(index_path)
+    read_as: dict[tuple[int, int], str] = {(index_stat.st_dev, index_stat.st_ino): ""}
+    aliases: dict[str, str] = {}
     for shard in shards:
         shard_path = (index_path.parent / shard)
         # Judged on the names, not through symlinks: a Hub cache snapshot links every shard to ../../blobs.
@@ -1565,10 +1570,15 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
             spellings = [distinct[name] for name in shards]
             raise InvalidIndex(f"shard {distinct[shard]!r} named by the index {problem}"
                                + (beside or _missing_shards(index_path, spellings)), str(index_path))
-        if os.path.samefile(shard_path, index_path):
+        shard_stat = os.stat(shard_path)
+        first = read_as.setdefault((shard_stat.st_dev, shard_stat.st_ino), shard)
+        if first == "":
             # Read as a weight file, the index was said to be "not a safetensors file", as if it were named by mistake.
             raise InvalidIndex(f"shard {distinct[shard]!r} named by the index is the index itself, not a weight file",
                                str(index_path))
+        if first != shard:
+            aliases[shard] = first
+            continue
         for info in builder.add_weight_file(shard_path):
             if info.name in seen:
                 raise InvalidIndex(f"tensor {info.name!r} is in both {seen[info.name]} and {shard}", str(index_path))
@@ -1579,10 +1589,18 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
                 unlisted.setdefault(shard, []).append(info.name)
             elif listed != shard:
                 misplaced.setdefault((listed, shard), []).append(info.name)
+    also: dict[str, list[str]] = {}
+    for other, first in aliases.items():
+        also.setdefault(first, []).append(distinct[other])
+    for first, others in also.items():
+        warnings.append(f"the index names {distinct[first]!r} also as {_first(others)}"
+                        f"{f' and {len(others) - 3:,} more' if len(others) > 3 else ''}: the same file, read once")
     for shard, names in unlisted.items():
         warnings.append(f"{shard} holds {names[0]!r}, which the index does not list" if len(names) == 1 else
                         f"{shard} holds {len(names):,} tensors the index does not list, e.g. {_first(names)}")
     for (listed, shard), names in misplaced.items():
+        if aliases.get(listed) == shard:
+            continue  # listed under another spelling of the file it is in (known only once both were looked at)
         warnings.append(f"the index puts {names[0]!r} in {listed} but it is in {shard}" if len(names) == 1 else
                         f"the index puts {len(names):,} tensors in {listed} but they are in {shard}, "
                         f"e.g. {_first(names)}")
