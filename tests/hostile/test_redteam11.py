@@ -196,3 +196,35 @@ def test_one_shard_under_two_spellings_is_read_once(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     index = json.loads((out / "model.safetensors.index.json").read_text())
     assert set(index["weight_map"]) == set(tensors) and len(set(index["weight_map"].values())) == 1
+
+
+@pytest.mark.parametrize("how", ["absolute", "dotdot"])
+def test_a_revision_that_is_a_path_reads_no_file_out_of_a_cache_folders_refs(tmp_path: Path, how: str) -> None:
+    """`inspect models--org--name --revision /some/file` (or `../../../some/file`): pathlib joined the revision to
+    refs/ as a path, read that file and quoted its first forty characters as the commit it named."""
+    cache = tmp_path / "hub"
+    snapshot = _cached_repo(cache, b"")
+    (cache / "models--org--name" / "refs" / "main").write_text(snapshot.name)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOKEN=hf_not_for_the_terminal\n")
+    folder = cache / "models--org--name"
+    revision = str(secret) if how == "absolute" else os.path.relpath(secret, folder / "refs")
+    line = _one_error_line(run_cli("inspect", folder, "--revision", revision))
+    assert line == (f"error: {folder}: a Hub cache folder (of org/name), no snapshot for revision {revision}; its "
+                    f"snapshots: {snapshot.name[:10]}. Give the repo id 'org/name' (with --revision) or a snapshot "
+                    "folder"), line
+    assert "TOKEN" not in line
+
+
+def test_an_empty_revision_is_refused_naming_the_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--revision "$REV"` with REV unset: the repo id was said not to be cached (the cache holds main -> ...),
+    while its cache folder read refs/main as if no revision had been given."""
+    cache = tmp_path / "hub"
+    snapshot = _cached_repo(cache, b"")
+    (cache / "models--org--name" / "refs" / "main").write_text(snapshot.name)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for args in (("inspect", "org/name"), ("inspect", str(cache / "models--org--name")),
+                 ("plan-devices", "org/name", "--gpu", "1GB")):
+        line = _one_error_line(run_cli(*args, "--revision", ""))
+        assert line == "error: --revision is empty: give a branch, tag or commit, or leave it out for main", args

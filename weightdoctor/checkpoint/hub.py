@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.errors import SourceNotFound
+from weightdoctor.errors import SourceNotFound, UsageError
 from weightdoctor.paths import expand_user
 
 if TYPE_CHECKING:
@@ -348,9 +348,14 @@ def cache_folder_snapshot(folder: Path, revision: str | None = None) -> tuple[Pa
         return None
     repo_id = name.split("--", 1)[1].replace("--", "/")
     ref = folder / "refs" / (revision or "main")
+    # A revision is a ref's name under refs/ or a commit prefix, never a path: `/etc/passwd` (pathlib joins an
+    # absolute name as itself) or `../../x` read that file and quoted its first line as the "commit" it names;
+    # a name too long to open said the refs could not be read.
+    is_ref_name = os.path.normpath(ref).startswith(os.path.normpath(folder / "refs") + os.sep) and \
+        len(os.fsencode(ref.name)) <= 255 and len(os.fsencode(os.path.abspath(ref))) < 4096
     try:
         # A ref is a commit hash: a bigger "ref" (a link to a large file) is not read whole.
-        commit = ref.read_text(encoding="utf-8").strip() if ref.is_file() and \
+        commit = ref.read_text(encoding="utf-8").strip() if is_ref_name and ref.is_file() and \
             ref.stat().st_size <= MAX_REF_BYTES else None
         found = sorted(p.name for p in snapshots.iterdir() if p.is_dir())
     except (OSError, UnicodeDecodeError) as exc:
@@ -372,6 +377,17 @@ def cache_folder_snapshot(folder: Path, revision: str | None = None) -> tuple[Pa
     return snapshots / commit, f"{how}, {commit[:10]}"
 
 
+def check_revision(revision: str | None) -> None:
+    """Refuse an empty `--revision` (`--revision "$REV"` with REV unset): a repo id was said not to be cached at
+    all (huggingface_hub finds no ref ""), while its cache folder read refs/main.
+
+    Raises:
+        UsageError: `revision` is empty or blank.
+    """
+    if revision is not None and not revision.strip():
+        raise UsageError("--revision is empty: give a branch, tag or commit, or leave it out for main")
+
+
 def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = True,
                     subfolder: str | None = None) -> Path:
     """Return a local snapshot folder for `repo_id`, from the cache or else from the Hub.
@@ -385,6 +401,7 @@ def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = T
     Raises:
         SourceNotFound: not cached and the Hub is offline, unreachable or has no such repo.
     """
+    check_revision(revision)
     cached = cached_snapshot(repo_id, revision)
     folder_in_cache = cached / subfolder if cached is not None and subfolder else cached
     if folder_in_cache is not None and (holds_weights(folder_in_cache) if weights

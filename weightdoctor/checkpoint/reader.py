@@ -19,6 +19,7 @@ from weightdoctor.checkpoint.hub import (
     RemoteStructure,
     cache_folder_snapshot,
     cached_snapshot,
+    check_revision,
     close_local_paths,
     download_command,
     download_file,
@@ -1677,6 +1678,7 @@ def _open_checkpoint(
     if not text.strip():
         # Path("") is the current folder: `weightdoctor inspect "$MODEL"` with MODEL unset must not read it.
         raise UsageError("the source is an empty string: give a checkpoint file, a folder or a Hub repo id")
+    check_revision(revision)
     path = expand_user(text)
     repo_id = None
     if not path.exists() and path.is_symlink():
