@@ -1469,13 +1469,20 @@ def _missing_shards(index_path: Path, shards: list[str]) -> str:
     # A name the folder does not list is missing without a stat: one stat (and one Path) per shard made an index
     # of a million shard names take seconds for this hint alone. Names in subfolders, and names listed (a link
     # may dangle), are still looked at; os.path.exists, not Path.exists: a name too long to open raises from the latter.
+    # Compared case-folded and NFC-normalized: a case-insensitive (or normalizing, macOS) file system opens
+    # `Model.safetensors` by a name it lists as `model.safetensors`, so only a name that differs otherwise is missing.
+    import unicodedata
+
+    def folded(name: str) -> str:
+        return unicodedata.normalize("NFC", name).casefold()
+
     folder = str(index_path.parent)
     try:
-        listed: set[str] | None = set(os.listdir(folder))
+        listed: set[str] | None = {folded(name) for name in os.listdir(folder)}
     except OSError:
         listed = None
     missing = [shard for shard in shards
-               if (listed is not None and "/" not in shard and shard not in listed)
+               if (listed is not None and "/" not in shard and folded(shard) not in listed)
                or not os.path.exists(os.path.join(folder, shard))]
     if not missing or len(missing) == len(shards):
         return ""  # none missing, or the index alone: the shard named says as much
