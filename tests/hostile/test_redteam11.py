@@ -228,3 +228,18 @@ def test_an_empty_revision_is_refused_naming_the_option(tmp_path: Path, monkeypa
                  ("plan-devices", "org/name", "--gpu", "1GB")):
         line = _one_error_line(run_cli(*args, "--revision", ""))
         assert line == "error: --revision is empty: give a branch, tag or commit, or leave it out for main", args
+
+
+@pytest.mark.parametrize("command", ["convert", "shard"])
+def test_metadata_given_as_bytes_that_are_no_utf8_is_refused_naming_the_option(tmp_path: Path, command: str) -> None:
+    """`--metadata $'k=\\xff'`: Python keeps the byte as a lone surrogate, which no safetensors header can encode;
+    the line was "unexpected UnicodeEncodeError ... (run with --debug for the traceback)", after the plan."""
+    from tests.helpers import copy_example
+
+    folder = copy_example(tmp_path)
+    out = tmp_path / "out"
+    extra = ["--max", "1MB"] if command == "shard" else []
+    line = _one_error_line(run_cli(command, folder, "-o", out, *extra, "--metadata", "k=\udcff"))
+    assert line == ("error: --metadata 'k=\\udcff': not UTF-8 text (the command line held bytes that are not); "
+                    "a safetensors header holds UTF-8 only")
+    assert not out.exists()
