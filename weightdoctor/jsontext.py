@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+# json.loads' error for an integer longer than sys.get_int_max_str_digits() allows.
+_TOO_MANY_DIGITS = re.compile(r"Exceeds the limit \((?P<limit>\d+) digits\).*?value has (?P<has>\d+) digits")
 
 # Deeper values are refused where asked: whatever later walks a config (its JSON rendering, transformers)
 # recurses, and Python's recursion limit stops such walks at a few hundred levels.
@@ -25,6 +29,14 @@ def parse_json(text: str | bytes, max_depth: int | None = None) -> Any:
         value = json.loads(text)
     except RecursionError:
         raise ValueError("nested too deeply to read") from None
+    except ValueError as exc:
+        # Python's own wording ends "use sys.set_int_max_str_digits() to increase the limit": advice for a
+        # programmer, not for someone whose file holds such a number. Said in the file's terms instead.
+        digits = _TOO_MANY_DIGITS.search(str(exc))
+        if digits is None:
+            raise
+        raise ValueError(f"an integer of {int(digits['has']):,} digits; at most {int(digits['limit']):,} are read"
+                         ) from None
     if max_depth is not None and _deeper_than(value, max_depth):
         raise ValueError(f"nested more than {max_depth} levels deep")
     return value

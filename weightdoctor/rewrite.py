@@ -77,13 +77,18 @@ def parse_metadata(items: list[str] | None) -> dict[str, str]:
     """`["k=v", ...]` -> dict; `format` is reserved (always "pt"), and `total_size` (an index's, computed).
 
     Raises:
-        UsageError: an item without `=`, an empty key, `format` or `total_size`.
+        UsageError: an item without `=`, an empty key, `format` or `total_size`, or text that is not UTF-8.
     """
     result: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--metadata {item!r}: expected KEY=VALUE")
+        if re.search("[\ud800-\udfff]", item):
+            # Bytes that are no UTF-8 on the command line (Python keeps them as lone surrogates): the safetensors
+            # header could not be encoded, said as "unexpected UnicodeEncodeError" after the tensors were planned.
+            raise UsageError(f"--metadata {item!r}: not UTF-8 text (the command line held bytes that are not); "
+                             "a safetensors header holds UTF-8 only")
         if key.strip() == "format":
             raise UsageError("--metadata format=... is reserved: outputs always say format=pt")
         if key.strip() == "total_size":

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.errors import SourceNotFound
+from weightdoctor.errors import SourceNotFound, UsageError
 from weightdoctor.paths import expand_user
 
 if TYPE_CHECKING:
@@ -175,11 +175,16 @@ def cached_revisions(repo_id: str) -> list[str]:
     try:
         for ref in sorted((repo_dir / "refs").rglob("*")):
             if ref.is_file() and ref.stat().st_size <= MAX_REF_BYTES:
-                refs[ref.relative_to(repo_dir / "refs").as_posix()] = ref.read_text(encoding="utf-8").strip()
+                # One ref of bytes that are no text (a damaged cache) is shown as such: it dropped every revision
+                # from the answer, which then said the repo was not cached at all.
+                text = ref.read_bytes().decode("utf-8", errors="replace").strip()
+                refs[ref.relative_to(repo_dir / "refs").as_posix()] = text
         snapshots = sorted(p.name for p in (repo_dir / "snapshots").iterdir() if p.is_dir())
-    except (OSError, UnicodeDecodeError):
+    except OSError:
         snapshots = []
+    # A ref holds a commit hash; anything else in it is quoted (bounded), not cut to look like one.
     shown = [f"{name} -> {commit[:10]}" + ("" if commit in snapshots else " (snapshot missing)")
+             if _COMMIT.fullmatch(commit) else f"{name} -> {commit[:20]!r}, not a commit hash"
              for name, commit in refs.items()]
     return shown + [commit[:10] for commit in snapshots if commit not in refs.values()]
 
@@ -300,6 +305,13 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
     snapshots = (_repo_dir(repo_id) / "snapshots").resolve()
     if path.resolve().parent != snapshots:
         ref = f"refs/{revision or 'main'}"
+        if Path(os.path.abspath(path)).parent == Path(os.path.abspath(_repo_dir(repo_id) / "snapshots")):
+            # The ref names a snapshot, but that folder is a link out of snapshots/ (a cache moved by hand): said
+            # as such, not as an empty ref or one holding a path, which sent users to a ref that is fine.
+            raise SourceNotFound(
+                f"the Hub cache's snapshot {path.name[:40]!r} of {repo_id}, which {ref} names, is a link out of its "
+                f"snapshots/ folder (to {path.resolve()}): not read; remove that link and download it again with "
+                f"`{download_command(repo_id, revision)}`", path=str(path))
         raise SourceNotFound(
             f"the Hub cache's {ref} of {repo_id} does not name a snapshot (empty, or a path out of its snapshots/ "
             f"folder); download it again with `{download_command(repo_id, revision)}` or delete that ref",
@@ -356,9 +368,14 @@ def cache_folder_snapshot(folder: Path, revision: str | None = None) -> tuple[Pa
         return None
     repo_id = name.split("--", 1)[1].replace("--", "/")
     ref = folder / "refs" / (revision or "main")
+    # A revision is a ref's name under refs/ or a commit prefix, never a path: `/etc/passwd` (pathlib joins an
+    # absolute name as itself) or `../../x` read that file and quoted its first line as the "commit" it names;
+    # a name too long to open said the refs could not be read.
+    is_ref_name = os.path.normpath(ref).startswith(os.path.normpath(folder / "refs") + os.sep) and \
+        len(os.fsencode(ref.name)) <= 255 and len(os.fsencode(os.path.abspath(ref))) < 4096
     try:
         # A ref is a commit hash: a bigger "ref" (a link to a large file) is not read whole.
-        commit = ref.read_text(encoding="utf-8").strip() if ref.is_file() and \
+        commit = ref.read_text(encoding="utf-8").strip() if is_ref_name and ref.is_file() and \
             ref.stat().st_size <= MAX_REF_BYTES else None
         found = sorted(p.name for p in snapshots.iterdir() if p.is_dir())
     except (OSError, UnicodeDecodeError) as exc:
@@ -507,6 +524,17 @@ def cached_typed_snapshot(location: HubLocation, revision: str | None, source: s
     return path
 
 
+def check_revision(revision: str | None) -> None:
+    """Refuse an empty `--revision` (`--revision "$REV"` with REV unset): a repo id was said not to be cached at
+    all (huggingface_hub finds no ref ""), while its cache folder read refs/main.
+
+    Raises:
+        UsageError: `revision` is empty or blank.
+    """
+    if revision is not None and not revision.strip():
+        raise UsageError("--revision is empty: give a branch, tag or commit, or leave it out for main")
+
+
 def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = True,
                     subfolder: str | None = None) -> Path:
     """Return a local snapshot folder for `repo_id`, from the cache or else from the Hub.
@@ -520,6 +548,7 @@ def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = T
     Raises:
         SourceNotFound: not cached and the Hub is offline, unreachable or has no such repo.
     """
+    check_revision(revision)
     cached = cached_snapshot(repo_id, revision)
     folder_in_cache = cached / subfolder if cached is not None and subfolder else cached
     if folder_in_cache is not None and (holds_weights(folder_in_cache) if weights

@@ -20,6 +20,7 @@ from weightdoctor.checkpoint.hub import (
     cache_folder_snapshot,
     cached_snapshot,
     cached_typed_snapshot,
+    check_revision,
     close_local_paths,
     download_command,
     download_file,
@@ -1617,8 +1618,24 @@ def _missing_shards(index_path: Path, shards: list[str]) -> str:
     (`named_by_repo`)."""
     if snapshot_commit(index_path) is not None:
         return ""
-    # os.path.exists, not Path.exists: a name too long to open raises from the latter.
-    missing = [shard for shard in shards if not os.path.exists(index_path.parent / shard)]
+    # A name the folder does not list is missing without a stat: one stat (and one Path) per shard made an index
+    # of a million shard names take seconds for this hint alone. Names in subfolders, and names listed (a link
+    # may dangle), are still looked at; os.path.exists, not Path.exists: a name too long to open raises from the latter.
+    # Compared case-folded and NFC-normalized: a case-insensitive (or normalizing, macOS) file system opens
+    # `Model.safetensors` by a name it lists as `model.safetensors`, so only a name that differs otherwise is missing.
+    import unicodedata
+
+    def folded(name: str) -> str:
+        return unicodedata.normalize("NFC", name).casefold()
+
+    folder = str(index_path.parent)
+    try:
+        listed: set[str] | None = {folded(name) for name in os.listdir(folder)}
+    except OSError:
+        listed = None
+    missing = [shard for shard in shards
+               if (listed is not None and "/" not in shard and folded(shard) not in listed)
+               or not os.path.exists(os.path.join(folder, shard))]
     unfinished = _local_dir_unfinished(index_path.parent) if missing else 0
     # `hf download --local-dir` cut short in a shard: its partial file is in the folder's .cache/huggingface/.
     cut = (f"; `hf download --local-dir` left {counted(unfinished, 'unfinished download', grouped=False)} here "
@@ -1667,7 +1684,9 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     )
     # A dict keeps the order of first appearance and finds a name in constant time: a list's `in` made an index
     # of 80,000 distinct shard names (2.5 MB) take 26 s before the first shard was even looked at.
-    distinct: dict[str, None] = {}
+    # Each shard's first spelling in the index, what an error quotes: `https://x/a.safetensors` was quoted as
+    # `https:/x/a.safetensors`, a name the index does not hold.
+    distinct: dict[str, str] = {}
     # One shard however the index spells it (`./a.safetensors` and `a.safetensors`: transformers opens both, the
     # same file); a name that is no string is refused below.
     spelled: dict[str, str] = {}
@@ -1684,7 +1703,7 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
             # `.` and doubled slashes only: `x/..` is left for the file system to resolve, as it resolves it for
             # transformers (through a link, or not at all where `x` is missing)
             same = spelled[shard] = shard if ".." in shard.split("/") else posixpath.normpath(shard)
-        distinct[same] = None
+        distinct.setdefault(same, shard)
     shards = list(distinct)
     # Shard after shard, as the writer laid the tensors out (model-00001-of-N first): the weight_map is sorted
     # by tensor name, so its order of first appearance mixes the shards. Numbers compare as numbers
@@ -1696,17 +1715,34 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     # printed 300,000 warnings).
     unlisted: dict[str, list[str]] = {}
     misplaced: dict[tuple[str, str], list[str]] = {}
+    # One file under several spellings (`sub/../a.safetensors`, a link beside it): transformers opens each name and
+    # loads the same tensors again; it was refused as "tensor 'x' is in both a and sub/../a". Read once, said once.
+    index_stat = os.stat(index_path)
+    read_as: dict[tuple[int, int], str] = {(index_stat.st_dev, index_stat.st_ino): ""}
+    aliases: dict[str, str] = {}
     for shard in shards:
         shard_path = (index_path.parent / shard)
         # Judged on the names, not through symlinks: a Hub cache snapshot links every shard to ../../blobs.
         lexical = os.path.normpath(os.path.abspath(shard_path))
         if os.path.isabs(shard) or not lexical.startswith(folder + os.sep):
-            raise InvalidIndex(f"index points outside its folder: {shard!r}", str(index_path))
+            raise InvalidIndex(f"index points outside its folder: {distinct[shard]!r}", str(index_path))
         problem = _shard_problem(shard_path)
         if problem is not None:
             beside = _complete_index_beside(index_path)  # the better answer, where there is one
-            raise InvalidIndex(f"shard {shard!r} named by the index {problem}"
-                               + (beside or _missing_shards(index_path, shards)), str(index_path))
+            if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", distinct[shard]):
+                problem += " (it is a URL: an index names files beside it, which from_pretrained opens there)"
+            spellings = [distinct[name] for name in shards]
+            raise InvalidIndex(f"shard {distinct[shard]!r} named by the index {problem}"
+                               + (beside or _missing_shards(index_path, spellings)), str(index_path))
+        shard_stat = os.stat(shard_path)
+        first = read_as.setdefault((shard_stat.st_dev, shard_stat.st_ino), shard)
+        if first == "":
+            # Read as a weight file, the index was said to be "not a safetensors file", as if it were named by mistake.
+            raise InvalidIndex(f"shard {distinct[shard]!r} named by the index is the index itself, not a weight file",
+                               str(index_path))
+        if first != shard:
+            aliases[shard] = first
+            continue
         for info in builder.add_weight_file(shard_path):
             if info.name in seen:
                 raise InvalidIndex(f"tensor {info.name!r} is in both {seen[info.name]} and {shard}", str(index_path))
@@ -1717,10 +1753,18 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
                 unlisted.setdefault(shard, []).append(info.name)
             elif listed != shard:
                 misplaced.setdefault((listed, shard), []).append(info.name)
+    also: dict[str, list[str]] = {}
+    for other, first in aliases.items():
+        also.setdefault(first, []).append(distinct[other])
+    for first, others in also.items():
+        warnings.append(f"the index names {distinct[first]!r} also as {_first(others)}"
+                        f"{f' and {len(others) - 3:,} more' if len(others) > 3 else ''}: the same file, read once")
     for shard, names in unlisted.items():
         warnings.append(f"{shard} holds {names[0]!r}, which the index does not list" if len(names) == 1 else
                         f"{shard} holds {len(names):,} tensors the index does not list, e.g. {_first(names)}")
     for (listed, shard), names in misplaced.items():
+        if aliases.get(listed) == shard:
+            continue  # listed under another spelling of the file it is in (known only once both were looked at)
         warnings.append(f"the index puts {names[0]!r} in {listed} but it is in {shard}" if len(names) == 1 else
                         f"the index puts {len(names):,} tensors in {listed} but they are in {shard}, "
                         f"e.g. {_first(names)}")
@@ -1798,6 +1842,7 @@ def _open_checkpoint(
     if not text.strip():
         # Path("") is the current folder: `weightdoctor inspect "$MODEL"` with MODEL unset must not read it.
         raise UsageError("the source is an empty string: give a checkpoint file, a folder or a Hub repo id")
+    check_revision(revision)
     path = expand_user(text)
     repo_id = None
     if not path.exists() and path.is_symlink():

@@ -56,15 +56,18 @@ def _non_finite(value: float) -> str:
     return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# Lone surrogates, and the C1 control characters, which JSON need not escape (only U+0000-U+001F) but a terminal
+# reads: U+009B is CSI, so a tensor name `e\x9b31m` turned `--json` output red, as ESC [ would.
+_RAW_IN_JSON_NOT_ON_A_TERMINAL = re.compile("[\ud800-\udfff\x80-\x9f]")
 
 
 def valid_text(text: str) -> str:
-    """JSON text that encodes to valid UTF-8: a lone surrogate (a file name's non-UTF-8 byte, as Python
-    decodes it) is written as its `\\udcXX` escape, which JSON allows, instead of a raw byte on stdout."""
+    """JSON text that encodes to valid UTF-8 and holds no control character a terminal obeys: a lone surrogate
+    (a file name's non-UTF-8 byte, as Python decodes it) and a C1 control are written as their `\\uXXXX` escape,
+    which JSON allows and decodes to the same string, instead of raw bytes on stdout."""
     if text.isascii():
         return text
-    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+    return _RAW_IN_JSON_NOT_ON_A_TERMINAL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 _NON_ASCII = re.compile("[^\x00-\x7f]")
