@@ -25,6 +25,64 @@ def looks_like_repo_id(source: str) -> bool:
     return bool(REPO_ID_RE.match(source)) and not source.startswith(".") and ".." not in source
 
 
+_HUB_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
+# What follows `org/name` in a Hub page's address: `/tree/REV[/folder]`, `/blob/REV/file`, `/resolve/REV/file`.
+# What follows `org/name` in a Hub page's address: `/tree/REV[/folder]`, `/blob/REV/file`, `/resolve/REV/file`,
+# `/commit/SHA`; other pages of a repo (`/discussions/3`) name no revision.
+_HUB_URL_FILES = ("blob", "resolve", "raw")
+_HUB_URL_VIEWS = ("tree", "commit", *_HUB_URL_FILES)
+_HUB_URL_PAGES = ("commits", "discussions", "edit", "settings", "blame")
+
+
+def url_source_hint(text: str) -> str | None:
+    """What to type instead of a web address given as a source (a Hub page's, an `hf://` URI, any other URL),
+    which was read as a local path ("no such file or directory"); None when `text` is not one.
+
+    Example:
+        >>> url_source_hint("https://huggingface.co/org/name/tree/v1.0")
+        'a web address, not a local path: give the repo id instead: org/name --revision v1.0'
+    """
+    from urllib.parse import unquote, urlsplit
+
+    scheme, _, rest = text.partition("://")
+    if not rest:
+        scheme, rest = "", text
+        if not rest.lower().startswith(tuple(f"{host}/" for host in _HUB_HOSTS)):
+            return None
+    scheme = scheme.lower()
+    if scheme == "hf":
+        # huggingface_hub's HfFileSystem form: hf://[datasets/|spaces/]org/name[@revision][/path]
+        parts = [unquote(part) for part in rest.split("/") if part]
+    elif scheme in ("", "http", "https") and (urlsplit(f"https://{rest}").hostname or "") in _HUB_HOSTS:
+        parts = [unquote(part) for part in urlsplit(f"https://{rest}").path.split("/") if part]
+    else:
+        return ("a URL, not a local path: weightdoctor reads local files and Hub repo ids; download it first and "
+                "give its path")
+    if parts and parts[0] in ("datasets", "spaces"):
+        return f"a Hub {parts[0][:-1]} repo, not a model repo: weightdoctor reads model checkpoints"
+    if not parts:
+        return "a Hub address without a repo: give the repo id (org/name)"
+    # `bert-base-uncased/tree/main`: a repo without an org, as the Hub still serves the oldest ones.
+    width = 1 if len(parts) == 1 or parts[1] in _HUB_URL_VIEWS + _HUB_URL_PAGES else 2
+    repo, view, tail = "/".join(parts[:width]), "", parts[width:]
+    revision = None
+    if "@" in repo:  # hf://org/name@v1.0
+        repo, _, revision = repo.partition("@")
+    if tail and tail[0] in _HUB_URL_VIEWS + _HUB_URL_PAGES:
+        view, tail = tail[0], tail[1:]
+        if view in _HUB_URL_PAGES:
+            tail = []
+        elif tail:
+            revision, tail = tail[0], tail[1:]
+    flag = f" --revision {revision}" if revision and revision != "main" else ""
+    if view in _HUB_URL_FILES and tail:
+        return (f"a web address of one file, not a local path: download it (hf download {repo} {'/'.join(tail)}"
+                f"{flag}) and give its path, or give the repo id: {repo}{flag}")
+    # A folder of the repo (`tree/main/unet`, `hf://org/name/unet`): a diffusers pipeline keeps one model per folder.
+    folder = "".join(f"/{part}" for part in tail)
+    return f"a web address, not a local path: give the repo id instead: {repo}{folder}{flag}"
+
+
 _REPO_SUBFOLDER_RE = re.compile(r"^([A-Za-z0-9][\w.-]*/[\w.-]+)/((?:[\w.-]+/)*[\w.-]+)/?\Z")
 
 

@@ -30,6 +30,7 @@ from weightdoctor.checkpoint.hub import (
     resolve_repo_id,
     snapshot_commit,
     split_repo_subfolder,
+    url_source_hint,
 )
 from weightdoctor.checkpoint.model import CheckpointFile, TensorInfo, unique_tensors
 from weightdoctor.checkpoint.remote import remote_tensors
@@ -1648,6 +1649,9 @@ def _open_checkpoint(
         raise SourceNotFound(f"a symbolic link to {os.readlink(path)} that does not resolve (missing target, or "
                              "a loop of links)", text)
     if not path.exists():
+        if (url_hint := url_source_hint(text)) is not None:
+            # Pasted from a browser or a script: read as a local path, it was "no such file or directory".
+            raise SourceNotFound(url_hint, path=text)
         if text.endswith("/") and "/" in text.rstrip("/") and looks_like_repo_id(text.rstrip("/")):
             text = text.rstrip("/")  # `org/name/`, as a shell completes a folder name
         if looks_like_repo_id(text) and not text.endswith((".safetensors", ".json") + PICKLE_SUFFIXES):
