@@ -2448,9 +2448,13 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
     """
     from weightdoctor.checkpoint import open_checkpoint
     from weightdoctor.checkpoint.hub import looks_like_repo_id, resolve_repo_id
+    from weightdoctor.checkpoint.reader import PICKLE_SUFFIXES
 
     path = expand_user(source)
-    if not path.exists() and looks_like_repo_id(source) and not source.endswith(".json"):
+    # A missing `model.safetensors` is a mistyped file, as the other commands read it: not a repo id to look up
+    # (which named the Hub cache and the network instead of the path).
+    if not path.exists() and looks_like_repo_id(source) and not source.endswith(
+            (".json", ".safetensors", *PICKLE_SUFFIXES)):
         folder = resolve_repo_id(source, revision, weights=False)
         try:
             checkpoint = open_checkpoint(folder, key=key, allow_config_only=True)
