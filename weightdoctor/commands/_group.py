@@ -22,7 +22,39 @@ def usage_line(exc: click_exceptions.UsageError, command_path: str | None = None
     """
     where = exc.ctx.command_path if exc.ctx is not None else command_path or "weightdoctor"
     message = " ".join(exc.format_message().split())
+    if isinstance(exc, click_exceptions.NoSuchOption) and exc.ctx is not None:
+        elsewhere = _option_elsewhere(exc.ctx, exc.option_name)
+        if elsewhere:
+            # Click's own guess for an option of another command misled (`inspect --target`: "Possible options:
+            # --stats", `convert --format`: "--force"); what takes it, or what this command calls it, does not.
+            return f"error: {where}: No such option: {exc.option_name}; {elsewhere} (see {where} --help)"
     return f"error: {where}: {message} (see {where} --help)"
+
+
+# An option that another command names differently from this one: (command, option typed) -> this command's name.
+_SAME_OPTION_HERE = {
+    ("check-dtype", "--dtype"): "--target",
+    ("convert", "--target"): "--dtype", ("shard", "--target"): "--dtype", ("plan-devices", "--target"): "--dtype",
+    ("convert", "--format"): "--to", ("shard", "--to"): "--format",
+}
+
+
+def _option_elsewhere(ctx: click_core.Context, option: str) -> str:
+    """For an option this command lacks: this command's name for it, else the other commands that take it
+    (`--gpu is an option of plan-devices`); "" when none does."""
+    group = ctx.parent.command if ctx.parent is not None else None
+    name = ctx.info_name or ""
+    if (name, option) in _SAME_OPTION_HERE:
+        return f"{name} calls it {_SAME_OPTION_HERE[(name, option)]}"
+    commands = getattr(group, "commands", None)
+    if not isinstance(commands, Mapping):
+        return ""
+    owners = [other for other in commands if other != name
+              and any(option in (*param.opts, *param.secondary_opts) for param in commands[other].params)]
+    if not owners:
+        return ""
+    listed = owners[0] if len(owners) == 1 else f"{', '.join(owners[:-1])} and {owners[-1]}"
+    return f"{option} is an option of {listed}"
 
 
 class OneLineErrorsGroup(TyperGroup):
