@@ -1,0 +1,161 @@
+"""Round 10 of the common mistakes users make, and the one line weightdoctor answers each with.
+
+Covers: a Hub page's address, an `hf://` URI or another URL pasted as the source (the repo id, --revision and folder
+to type instead; was "no such file or directory"); a mistyped weight file given to plan-devices (was looked up on the
+Hub); `shard --max 10` without a unit (10 bytes: a shard per tensor); an option of another command (`inspect
+--target`: which command takes it, or this command's name for it; Click guessed `--stats`); `--to` / `--format` typed
+in capitals, without its last letter or as a file suffix (`pt`: the format meant).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import copy_example, run_cli, run_subprocess
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    return copy_example(tmp_path)
+
+
+@pytest.mark.parametrize(("url", "said"), [
+    ("https://huggingface.co/google-bert/bert-base-uncased",
+     "a web address, not a local path: give the repo id instead: google-bert/bert-base-uncased"),
+    ("https://huggingface.co/bert-base-uncased/tree/main",
+     "a web address, not a local path: give the repo id instead: bert-base-uncased"),
+    ("https://huggingface.co/org/name/tree/v1.0",
+     "a web address, not a local path: give the repo id instead: org/name --revision v1.0"),
+    ("https://huggingface.co/stabilityai/sd-turbo/tree/main/unet",
+     "a web address, not a local path: give the repo id instead: stabilityai/sd-turbo/unet"),
+    ("https://huggingface.co/org/name/tree/refs%2Fpr%2F1",
+     "a web address, not a local path: give the repo id instead: org/name --revision refs/pr/1"),
+    ("huggingface.co/org/name", "a web address, not a local path: give the repo id instead: org/name"),
+    ("hf://org/name", "a web address, not a local path: give the repo id instead: org/name"),
+    ("hf://org/name@v2/vae", "a web address, not a local path: give the repo id instead: org/name/vae --revision v2"),
+    ("https://huggingface.co/org/name/resolve/main/model.safetensors?download=true",
+     "a web address of one file, not a local path: download it (hf download org/name model.safetensors) and give "
+     "its path, or give the repo id: org/name"),
+    ("https://hf.co/org/name/blob/v2/onnx/model.onnx",
+     "a web address of one file, not a local path: download it (hf download org/name onnx/model.onnx --revision v2) "
+     "and give its path, or give the repo id: org/name --revision v2"),
+    ("hf://datasets/org/data", "a Hub dataset repo, not a model repo: weightdoctor reads model checkpoints"),
+    ("https://github.com/org/repo/releases/download/v1/model.pt",
+     "a URL, not a local path: weightdoctor reads local files and Hub repo ids; download it first and give its path"),
+])
+def test_a_pasted_url_names_the_repo_id_to_type(url: str, said: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each was "URL: no such file or directory" (`huggingface.co/org/name`: "not a folder 'name' of a Hub repo")."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run_cli("inspect", url)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.strip() == f"error: {url}: {said}"
+
+
+@pytest.mark.parametrize("command", [("diff-keys", "{u}", "{m}"), ("diff-keys", "{m}", "{u}"),
+                                     ("plan-devices", "{u}", "--gpu", "1GB"), ("check-dtype", "{u}"),
+                                     ("convert", "{u}", "-o", "{o}"), ("shard", "{u}", "-o", "{o}", "--single")])
+def test_every_command_names_the_repo_id_of_a_url(model: Path, tmp_path: Path, command: tuple[str, ...],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    url = "https://huggingface.co/org/name/tree/v1"
+    result = run_cli(*(part.format(u=url, m=model, o=tmp_path / "out") for part in command))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {url}: a web address, not a local path: give the repo id instead: org/name --revision v1")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_fast_diff_keys_path_names_the_repo_id_of_a_url(model: Path) -> None:
+    proc = run_subprocess("diff-keys", "hf://org/name", model, "--json", env={"HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.strip() == (
+        "error: hf://org/name: a web address, not a local path: give the repo id instead: org/name")
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "pytorch_model.bin", "model-v1.pt"])
+def test_plan_devices_says_a_missing_weight_file_is_missing(tmp_path: Path, name: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """It looked the name up as a Hub repo id ("... is not in the Hugging Face cache at ..., and the Hub is
+    unreachable"), where the five other commands say the file does not exist."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("plan-devices", name, "--gpu", "1GB")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {name}: no such file or directory"
+    assert run_cli("inspect", name).stderr == result.stderr
+
+
+def test_plan_devices_suggests_the_weight_file_beside_a_mistyped_one(model: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(model)
+    result = run_cli("plan-devices", "modle.safetensors", "--gpu", "1GB")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: modle.safetensors: no such file or directory; did you mean "
+                                     "model.safetensors?")
+
+
+@pytest.mark.parametrize(("size", "said"), [
+    ("10", "--max 10 is 10 bytes: give a unit, e.g. 10GB (decimal) or 10GiB (binary)"),
+    ("5.5", "--max 5.5 is 5 bytes: give a unit, e.g. 5.5GB (decimal) or 5.5GiB (binary)"),
+])
+def test_shard_refuses_a_max_without_a_unit(model: Path, tmp_path: Path, size: str, said: str) -> None:
+    """`--max 10` planned 73 shards of one tensor each (10 bytes a shard), where plan-devices refuses `--gpu 10`."""
+    result = run_cli("shard", model, "-o", tmp_path / "out", "--max", size, "--dry-run")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.strip() == f"error: {said}"
+
+
+def test_shard_still_takes_max_0_and_a_byte_count(model: Path, tmp_path: Path) -> None:
+    merged = run_cli("shard", model, "-o", tmp_path / "one", "--max", "0", "--dry-run", "--json")
+    assert merged.exit_code == 0, merged.stderr
+    split = run_cli("shard", model, "-o", tmp_path / "two", "--max", "600000", "--dry-run", "--json")
+    assert split.exit_code == 0, split.stderr
+    assert '"max_bytes": 600000' in split.stdout
+
+
+@pytest.mark.parametrize(("command", "said"), [
+    (("inspect", "{m}", "--target", "fp16"), "No such option: --target; --target is an option of check-dtype"),
+    (("check-dtype", "{m}", "--gpu", "24GB"), "No such option: --gpu; --gpu is an option of plan-devices"),
+    (("inspect", "{m}", "--values"), "No such option: --values; --values is an option of diff-keys"),
+    (("diff-keys", "{m}", "{m}", "--dry-run"),
+     "No such option: --dry-run; --dry-run is an option of convert and shard"),
+    (("check-dtype", "{m}", "--dtype", "fp16"), "No such option: --dtype; check-dtype calls it --target"),
+    (("convert", "{m}", "-o", "{o}", "--format", "bin"), "No such option: --format; convert calls it --to"),
+    (("shard", "{m}", "-o", "{o}", "--to", "bin"), "No such option: --to; shard calls it --format"),
+])
+def test_an_option_of_another_command_says_which_takes_it(model: Path, tmp_path: Path, command: tuple[str, ...],
+                                                           said: str) -> None:
+    """Click guessed from this command's options alone: `inspect --target` "Possible options: --stats", `convert
+    --format` "--force", `shard --to` "--json"."""
+    result = run_cli(*(part.format(m=model, o=tmp_path / "out") for part in command))
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert "\n" not in line
+    assert f": {said} (see " in line
+    assert "Possible options" not in line
+
+
+def test_an_unknown_option_of_no_command_keeps_clicks_guess(model: Path) -> None:
+    result = run_cli("inspect", model, "--fial-on", "warn")
+    assert result.exit_code == 2
+    assert "No such option: --fial-on (Possible options: --fail-on)" in result.stderr
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("SAFETENSORS", "safetensors"), ("safetensor", "safetensors"),
+                                              (".bin", "bin"), ("pt", "bin"), ("PyTorch", "bin")])
+def test_a_mistyped_output_format_names_the_one_meant(model: Path, tmp_path: Path, typed: str, meant: str) -> None:
+    """Both said only "choose safetensors or bin", where every other choice (--fail-on, --strategy) names the
+    close one."""
+    convert = run_cli("convert", model, "-o", tmp_path / "a", "--to", typed)
+    assert convert.exit_code == 2
+    assert convert.stderr.strip() == f"error: --to {typed!r}: choose safetensors or bin; did you mean {meant!r}?"
+    shard = run_cli("shard", model, "-o", tmp_path / "b", "--single", "--format", typed)
+    assert shard.exit_code == 2
+    assert shard.stderr.strip() == f"error: --format {typed!r}: choose safetensors or bin; did you mean {meant!r}?"
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
