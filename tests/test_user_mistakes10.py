@@ -4,16 +4,18 @@ Covers: a Hub page's address, an `hf://` URI or another URL pasted as the source
 to type instead; was "no such file or directory"); a mistyped weight file given to plan-devices (was looked up on the
 Hub); `shard --max 10` without a unit (10 bytes: a shard per tensor); an option of another command (`inspect
 --target`: which command takes it, or this command's name for it; Click guessed `--stats`); `--to` / `--format` typed
-in capitals, without its last letter or as a file suffix (`pt`: the format meant).
+in capitals, without its last letter or as a file suffix (`pt`: the format meant); Ctrl-C swallowed by a library's
+import (said as "unexpected RecursionError", exit 2; now "interrupted", 130).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import copy_example, run_cli, run_subprocess
+from tests.helpers import REPO_ROOT, copy_example, run_cli, run_subprocess
 
 
 @pytest.fixture
@@ -159,3 +161,38 @@ def test_a_mistyped_output_format_names_the_one_meant(model: Path, tmp_path: Pat
     assert shard.exit_code == 2
     assert shard.stderr.strip() == f"error: --format {typed!r}: choose safetensors or bin; did you mean {meant!r}?"
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+_SWALLOWED_INTERRUPT = """
+import os, signal, sys
+import weightdoctor.plan_devices as plan
+
+def interrupted_inside_an_import(checkpoint):
+    # What numpy's import did under transformers when Ctrl-C landed in it: the KeyboardInterrupt is lost there and
+    # the half-imported module then fails with another error.
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(10_000):
+            pass
+    except BaseException:
+        pass
+    raise RecursionError("maximum recursion depth exceeded")
+
+plan.default_dtype = interrupted_inside_an_import
+sys.argv = ["weightdoctor", *sys.argv[1:]]
+from weightdoctor.entry import main
+main()
+"""
+
+
+def test_ctrl_c_that_a_library_swallows_is_still_an_interrupt(model: Path) -> None:
+    """Ctrl-C one second into `plan-devices` said "unexpected RecursionError: maximum recursion depth exceeded"
+    and exited 2 about one run in five: the interrupt had landed in numpy's import under transformers."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _SWALLOWED_INTERRUPT, "plan-devices", str(model), "--gpu", "1GB"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.strip() == "error: interrupted"
