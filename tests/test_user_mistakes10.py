@@ -196,3 +196,48 @@ def test_ctrl_c_that_a_library_swallows_is_still_an_interrupt(model: Path) -> No
     assert proc.returncode == 130, proc.stderr
     assert proc.stdout == ""
     assert proc.stderr.strip() == "error: interrupted"
+
+
+def _cache_repo(tmp_path: Path, model: Path, refs: list[str]) -> None:
+    """`acme/tiny-bert` in a Hub cache under tmp_path, one snapshot named by each of `refs`."""
+    import shutil
+
+    commit = "1" * 40
+    repo = tmp_path / "hub" / "models--acme--tiny-bert"
+    shutil.copytree(model, repo / "snapshots" / commit)
+    for ref in refs:
+        (repo / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / ref).write_text(commit)
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("mian", "main"), ("v1", "v1.0"), ("V1.0", "v1.0"), ("main/", "main")])
+def test_a_mistyped_revision_names_the_cached_ref_meant(model: Path, tmp_path: Path, typed: str, meant: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said "revision 'mian' of 'acme/tiny-bert' is not a local path and is not in the cache" (a revision is
+    never a local path) and listed the refs without naming the one meant."""
+    _cache_repo(tmp_path, model, ["main", "v1.0"])
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for command in (("inspect", "acme/tiny-bert"), ("plan-devices", "acme/tiny-bert", "--gpu", "1GB")):
+        result = run_cli(*command, "--revision", typed)
+        assert result.exit_code == 2
+        assert result.stderr.strip() == (
+            f"error: revision {typed!r} of 'acme/tiny-bert' is not in the Hugging Face cache at {tmp_path / 'hub'} "
+            "(HF_HUB_OFFLINE is set); the cache holds main -> 1111111111, v1.0 -> 1111111111; did you mean "
+            f"--revision {meant} (cached)?")
+
+
+@pytest.mark.parametrize(("typed", "refs", "listed"), [
+    ("experimental", ["main"], "main -> 1111111111"),
+    ("v1.1", ["main", "v1.0"], "main -> 1111111111, v1.0 -> 1111111111"),  # another release, not a typo
+    ("refs/pr/2", ["main", "refs/pr/1"], "main -> 1111111111, refs/pr/1 -> 1111111111"),
+])
+def test_a_revision_close_to_no_ref_lists_the_refs_only(model: Path, tmp_path: Path, typed: str, refs: list[str],
+                                                        listed: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _cache_repo(tmp_path, model, refs)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run_cli("inspect", "acme/tiny-bert", "--revision", typed)
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith(f"(HF_HUB_OFFLINE is set); the cache holds {listed}")
+    assert run_cli("inspect", "acme/tiny-bert", "--revision", "main", "--json").exit_code == 0

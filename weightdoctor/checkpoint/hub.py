@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.errors import SourceNotFound
+from weightdoctor.errors import SourceNotFound, closest
 from weightdoctor.paths import expand_user
 
 if TYPE_CHECKING:
@@ -293,6 +293,14 @@ def _not_found(repo_id: str, revision: str | None, reason: str) -> SourceNotFoun
     if cached:
         # The repo is in the cache, only not at this revision (or its ref points at a missing snapshot).
         reason += f"; the cache holds {', '.join(cached[:6])}" + (", ..." if len(cached) > 6 else "")
+        if revision:
+            # `--revision mian`, `--revision V1.0`: the ref meant, as a mistyped repo id gets the one cached.
+            refs = [entry.partition(" -> ")[0] for entry in cached if " -> " in entry]
+            close = [ref for ref in closest(revision, refs) if ref != revision and not _other_number(revision, ref)]
+            if close:
+                reason += f"; did you mean --revision {close[0]} (cached)?"
+            # The repo id is cached, so it was read as one: "not a local path" said of a revision misled.
+            return SourceNotFound(f"{where}{repo_id!r} {reason}")
     elif other := _cached_in_other_case(repo_id):
         reason += f"; the cache holds {', '.join(map(repr, other))} (repo ids in the cache are case-sensitive)"
     else:
@@ -302,6 +310,15 @@ def _not_found(repo_id: str, revision: str | None, reason: str) -> SourceNotFoun
         if close:
             reason += f"; did you mean {' or '.join(map(repr, close[:4]))}?"
     return SourceNotFound(f"{where}{repo_id!r} is not a local path and {reason}")
+
+
+def _other_number(typed: str, ref: str) -> bool:
+    """Whether two refs differ only in their numbers (`v1.1` and `v1.0`, `refs/pr/2` and `pr/1`): another
+    release or pull request, not a typo of it."""
+    def shape(text: str) -> str:
+        return re.sub(r"\d+", "#", text.lower().removeprefix("refs/"))
+
+    return shape(typed) == shape(ref) and re.findall(r"\d+", typed) != re.findall(r"\d+", ref)
 
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
