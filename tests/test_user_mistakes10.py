@@ -241,3 +241,23 @@ def test_a_revision_close_to_no_ref_lists_the_refs_only(model: Path, tmp_path: P
     assert result.exit_code == 2
     assert result.stderr.strip().endswith(f"(HF_HUB_OFFLINE is set); the cache holds {listed}")
     assert run_cli("inspect", "acme/tiny-bert", "--revision", "main", "--json").exit_code == 0
+
+
+@pytest.mark.parametrize("command", [("convert", "{m}", "-o", "{o}"), ("shard", "{m}", "-o", "{o}", "--single"),
+                                     ("convert", "{m}", "-o", "{o}", "--dry-run")])
+def test_a_prefix_stripped_without_its_dot_names_the_prefix_meant(model: Path, tmp_path: Path,
+                                                                  command: tuple[str, ...]) -> None:
+    """`--strip-prefix bert` wrote 71 tensors named `.embeddings...` (no model loads them) and exited 0."""
+    result = run_cli(*(part.format(m=model, o=tmp_path / "out") for part in command), "--strip-prefix", "bert")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: stripping the prefix 'bert' leaves 71 tensor names starting with '.' ('.embeddings.LayerNorm.bias'): "
+        "nothing was written; did you mean --strip-prefix 'bert.'?")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_prefix_stripped_with_its_dot_still_converts(model: Path, tmp_path: Path) -> None:
+    result = run_cli("convert", model, "-o", tmp_path / "out", "--strip-prefix", "bert.", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert '"embeddings.LayerNorm.bias"' in (tmp_path / "out" / "model.safetensors").read_bytes()[:8192].decode(
+        "utf-8", "replace")
