@@ -261,3 +261,27 @@ def test_a_prefix_stripped_with_its_dot_still_converts(model: Path, tmp_path: Pa
     assert result.exit_code == 0, result.stderr
     assert '"embeddings.LayerNorm.bias"' in (tmp_path / "out" / "model.safetensors").read_bytes()[:8192].decode(
         "utf-8", "replace")
+
+
+@pytest.mark.parametrize(("command", "said"), [
+    (("plan-devices", "{m}", "--gpu", "24", "GB"), "--gpu 24 GB: a size is one word, --gpu 24GB"),
+    (("plan-devices", "{m}", "--gpu", "8GB", "--cpu", "1.5", "TiB"), "--cpu 1.5 TiB: a size is one word, --cpu 1.5TiB"),
+    (("shard", "{m}", "-o", "{o}", "--max", "200", "MB"), "--max 200 MB: a size is one word, --max 200MB"),
+])
+def test_a_size_split_by_the_shell_says_to_join_it(model: Path, tmp_path: Path, command: tuple[str, ...],
+                                                   said: str) -> None:
+    """`--gpu 24 GB` said only "Got unexpected extra argument(s) (GB)"."""
+    result = run_cli(*(part.format(m=model, o=tmp_path / "out") for part in command))
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert "\n" not in line
+    assert f": {said} (the shell split it in two) (see " in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_extra_unit_after_a_whole_size_is_not_blamed_on_a_default(model: Path) -> None:
+    """`--gpu 24GB GB`: no option was typed as a bare number (--reserve's default 0 was not typed)."""
+    result = run_cli("plan-devices", model, "--gpu", "24GB", "GB")
+    assert result.exit_code == 2
+    assert "Got unexpected extra argument(s) (GB)" in result.stderr
+    assert "--reserve" not in result.stderr

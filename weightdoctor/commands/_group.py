@@ -28,7 +28,34 @@ def usage_line(exc: click_exceptions.UsageError, command_path: str | None = None
             # Click's own guess for an option of another command misled (`inspect --target`: "Possible options:
             # --stats", `convert --format`: "--force"); what takes it, or what this command calls it, does not.
             return f"error: {where}: No such option: {exc.option_name}; {elsewhere} (see {where} --help)"
+    if message.startswith("Got unexpected extra argument") and exc.ctx is not None:
+        split = _size_split_in_two(exc.ctx, message)
+        if split:
+            return f"error: {where}: {split} (see {where} --help)"
     return f"error: {where}: {message} (see {where} --help)"
+
+
+def _size_split_in_two(ctx: click_core.Context, message: str) -> str:
+    """For `--gpu 24 GB` (the shell splits it: `24` went to --gpu, `GB` was left over as an extra argument), the
+    size as one word; "" for any other extra argument."""
+    import re
+
+    from weightdoctor.units import _BINARY, _DECIMAL
+
+    extra = re.search(r"\(([^()]*)\)$", message)
+    unit = extra.group(1).split()[0] if extra and extra.group(1).split() else ""
+    if unit.upper() not in {*_DECIMAL, *_BINARY} - {""}:
+        return ""
+    for param in ctx.command.params:
+        if ctx.get_parameter_source(param.name or "") is not click_core.ParameterSource.COMMANDLINE:
+            continue  # a default (`--reserve 0`) was not typed
+        value = ctx.params.get(param.name or "")
+        for given in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(given, str) and re.fullmatch(r"\d+(\.\d+)?", given.strip()) and param.opts:
+                option = max(param.opts, key=len)
+                return (f"{option} {given} {unit}: a size is one word, {option} {given}{unit} (the shell split "
+                        f"it in two)")
+    return ""
 
 
 # An option that another command names differently from this one: (command, option typed) -> this command's name.
