@@ -285,3 +285,24 @@ def test_an_extra_unit_after_a_whole_size_is_not_blamed_on_a_default(model: Path
     assert result.exit_code == 2
     assert "Got unexpected extra argument(s) (GB)" in result.stderr
     assert "--reserve" not in result.stderr
+
+
+@pytest.mark.parametrize(("command", "sentence"), [
+    ("inspect", "and a memory map for PyTorch pickles, which are first scanned statically"),
+    ("convert", "a model folder converts every weight file and copies config and tokenizer files."),
+    ("shard", "re-shards an already sharded source;"),
+    ("check-dtype", "Verdicts: safe (every value exact), lossy (rounding only)"),
+])
+def test_command_help_is_not_broken_mid_sentence(command: str, sentence: str) -> None:
+    """Typer kept the docstrings' line breaks (wrapped at 110 columns): in an 80-column terminal every `--help` but
+    plan-devices' printed ragged lines ("..., which" / "are first scanned ...")."""
+    proc = run_subprocess(command, "--help", env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert proc.returncode == 0
+    assert sentence in proc.stdout
+
+
+def test_help_keeps_the_lines_that_end_a_sentence() -> None:
+    proc = run_subprocess("diff-keys", "--help", env={"COLUMNS": "200", "NO_COLOR": "1"})
+    lines = [line.strip() for line in proc.stdout.splitlines()]
+    assert "Direction: load A into a model shaped like B." in lines
+    assert "Reads headers only unless --values." in lines

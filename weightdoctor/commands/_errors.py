@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from weightdoctor.errors import WeightDoctorError
+from weightdoctor.wording import reflow_help
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -120,4 +121,6 @@ def handle_errors(command: F) -> F:
         except (KeyboardInterrupt, Exception) as exc:
             raise typer.Exit(report_failure(exc, bool(kwargs.get("debug")), _source(kwargs))) from None
 
+    # Typer prints a docstring's line breaks as they are: joined here, `--help` is not ragged at 80 columns.
+    wrapper.__doc__ = reflow_help(command.__doc__)
     return wrapper  # type: ignore[return-value]
