@@ -306,3 +306,19 @@ def test_help_keeps_the_lines_that_end_a_sentence() -> None:
     lines = [line.strip() for line in proc.stdout.splitlines()]
     assert "Direction: load A into a model shaped like B." in lines
     assert "Reads headers only unless --values." in lines
+
+
+@pytest.mark.parametrize("args", [["inspect", "--help"], ["--help"], ["plan-devices", "--help"]])
+def test_help_into_a_closed_pipe_ends_with_141(args: list[str]) -> None:
+    """`weightdoctor inspect --help | head -1` exited 1 (Rich's own answer to a broken pipe), which the exit codes
+    table reads as "findings"; a report into a closed pipe ends with 141, as Unix tools do."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "weightdoctor", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the help is written
+    stderr = proc.stderr.read().decode()
+    assert proc.wait() == 141, stderr
+    assert stderr == ""

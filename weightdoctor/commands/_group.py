@@ -114,7 +114,10 @@ class OneLineErrorsGroup(TyperGroup):
             # Typer answers a closed stdout (`weightdoctor inspect x --json | head -c 1`, `--help | true`) by
             # wrapping the streams in Click's PacifyFlushWrapper and exiting 1, which callers read as "findings":
             # exit as the fast path does (141, 128 + SIGPIPE, nothing printed).
-            if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            # Rich answers it the same way while printing `--help` (`weightdoctor inspect --help | head -1`):
+            # SystemExit(1) raised while handling the BrokenPipeError.
+            if exc.code == 1 and (type(sys.stdout).__name__ == "PacifyFlushWrapper"
+                                  or isinstance(exc.__context__, BrokenPipeError)):
                 from weightdoctor.entry import exit_on_closed_pipe
 
                 exit_on_closed_pipe()
