@@ -322,3 +322,12 @@ def test_help_into_a_closed_pipe_ends_with_141(args: list[str]) -> None:
     stderr = proc.stderr.read().decode()
     assert proc.wait() == 141, stderr
     assert stderr == ""
+
+
+@pytest.mark.parametrize("args", [["-h"], ["inspect", "-h"], ["diff-keys", "-h"], ["shard", "-h"]])
+def test_dash_h_shows_the_help(args: list[str]) -> None:
+    """`weightdoctor inspect -h` said "No such option: -h" (exit 2)."""
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.stderr
+    assert f"Usage: weightdoctor {' '.join(args[:-1])}".rstrip() + " [OPTIONS]" in result.stdout
+    assert "Show this message and exit." in result.stdout
