@@ -331,3 +331,20 @@ def test_dash_h_shows_the_help(args: list[str]) -> None:
     assert result.exit_code == 0, result.stderr
     assert f"Usage: weightdoctor {' '.join(args[:-1])}".rstrip() + " [OPTIONS]" in result.stdout
     assert "Show this message and exit." in result.stdout
+
+
+@pytest.mark.parametrize(("config", "said"), [
+    ("https://huggingface.co/org/name/tree/v2",
+     "a web address, not a local path: give the repo id instead: org/name --revision v2"),
+    ("hf://org/name", "a web address, not a local path: give the repo id instead: org/name"),
+    ("my_config.json", "no such file or directory"),
+])
+def test_a_config_given_as_a_url_or_a_missing_file_says_so(model: Path, config: str, said: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--config https://...` said "no such file or directory"; `--config my_config.json` (missing) was looked up
+    as a Hub repo id ("... is not in the Hugging Face cache ... and the Hub is unreachable")."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("diff-keys", model, "--model-class", "BertModel", "--config", config)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {config}: {said}"

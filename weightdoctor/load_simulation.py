@@ -248,10 +248,20 @@ def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None
         return dict(checkpoint.config)
     path = expand_user(config)
     if not path.exists():
-        from weightdoctor.checkpoint.hub import looks_like_repo_id, resolve_repo_id, split_repo_subfolder
+        from weightdoctor.checkpoint.hub import (
+            looks_like_repo_id,
+            resolve_repo_id,
+            split_repo_subfolder,
+            url_source_hint,
+        )
+        from weightdoctor.checkpoint.reader import PICKLE_SUFFIXES
 
+        if (url_hint := url_source_hint(config)) is not None:
+            raise SourceNotFound(url_hint, path=config)  # a web address, as SOURCE says of one
         inside = split_repo_subfolder(config.rstrip("/"))
-        if looks_like_repo_id(config.rstrip("/")):
+        # A missing `my_config.json` is a mistyped file, as SOURCE says of one: not a repo id to look up.
+        if looks_like_repo_id(config.rstrip("/")) and not config.endswith((".json", ".safetensors",
+                                                                           *PICKLE_SUFFIXES)):
             path = resolve_repo_id(config.rstrip("/"), revision, weights=False)
         elif inside is not None:  # `org/pipe/text_encoder`, as SOURCE takes it
             path = resolve_repo_id(inside[0], revision, weights=False, subfolder=inside[1]) / inside[1]
