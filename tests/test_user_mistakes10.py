@@ -348,3 +348,34 @@ def test_a_config_given_as_a_url_or_a_missing_file_says_so(model: Path, config: 
     result = run_cli("diff-keys", model, "--model-class", "BertModel", "--config", config)
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: {config}: {said}"
+
+
+def _three_shards(tmp_path: Path, model: Path) -> list[Path]:
+    import shutil
+
+    shards = [tmp_path / f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+    for shard in shards:
+        shutil.copy(model / "model.safetensors", shard)
+    return shards
+
+
+@pytest.mark.parametrize("command", ["inspect", "check-dtype", "plan-devices"])
+def test_a_glob_of_shards_says_what_reads_them_together(model: Path, tmp_path: Path, command: str) -> None:
+    """`inspect model-*.safetensors` (the shell expands it to every shard) said "Got unexpected extra argument(s)"."""
+    result = run_cli(command, *_three_shards(tmp_path, model))
+    assert result.exit_code == 2
+    assert f": {command} reads one checkpoint, not 3 (a shell glob?): the folder or the index JSON reads every shard " \
+        "of a sharded checkpoint; diff-keys A B compares two (see " in result.stderr
+
+
+def test_diff_keys_given_three_checkpoints_says_it_compares_two(model: Path, tmp_path: Path) -> None:
+    proc = run_subprocess("diff-keys", *_three_shards(tmp_path, model))
+    assert proc.returncode == 2
+    assert ": diff-keys compares two checkpoints, A and B, not 3 (see " in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_an_extra_word_that_is_no_path_keeps_clicks_message(model: Path) -> None:
+    result = run_cli("inspect", model, "extra")
+    assert result.exit_code == 2
+    assert "Got unexpected extra argument(s) (extra)" in result.stderr

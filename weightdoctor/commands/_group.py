@@ -29,7 +29,7 @@ def usage_line(exc: click_exceptions.UsageError, command_path: str | None = None
             # --stats", `convert --format`: "--force"); what takes it, or what this command calls it, does not.
             return f"error: {where}: No such option: {exc.option_name}; {elsewhere} (see {where} --help)"
     if message.startswith("Got unexpected extra argument") and exc.ctx is not None:
-        split = _size_split_in_two(exc.ctx, message)
+        split = _size_split_in_two(exc.ctx, message) or _several_sources(exc.ctx, message)
         if split:
             return f"error: {where}: {split} (see {where} --help)"
     return f"error: {where}: {message} (see {where} --help)"
@@ -56,6 +56,23 @@ def _size_split_in_two(ctx: click_core.Context, message: str) -> str:
                 return (f"{option} {given} {unit}: a size is one word, {option} {given}{unit} (the shell split "
                         f"it in two)")
     return ""
+
+
+def _several_sources(ctx: click_core.Context, message: str) -> str:
+    """For more checkpoints than the command reads (`inspect model-*.safetensors`, which the shell expands to every
+    shard): what reads them together; "" when the extra argument is not a path that exists."""
+    import os
+    import re
+
+    extra = re.search(r"\(([^()]*)\)$", message)
+    extras = extra.group(1).split() if extra else []
+    if not extras or not os.path.lexists(os.path.expanduser(extras[0])):
+        return ""
+    name = ctx.info_name or ""
+    if name == "diff-keys":
+        return f"diff-keys compares two checkpoints, A and B, not {2 + len(extras)}"
+    return (f"{name} reads one checkpoint, not {1 + len(extras)} (a shell glob?): the folder or the index JSON reads "
+            "every shard of a sharded checkpoint; diff-keys A B compares two")
 
 
 # An option that another command names differently from this one: (command, option typed) -> this command's name.
