@@ -1,11 +1,14 @@
 """Round 10 of the common mistakes users make, and the one line weightdoctor answers each with.
 
-Covers: a Hub page's address, an `hf://` URI or another URL pasted as the source (the repo id, --revision and folder
-to type instead; was "no such file or directory"); a mistyped weight file given to plan-devices (was looked up on the
-Hub); `shard --max 10` without a unit (10 bytes: a shard per tensor); an option of another command (`inspect
---target`: which command takes it, or this command's name for it; Click guessed `--stats`); `--to` / `--format` typed
-in capitals, without its last letter or as a file suffix (`pt`: the format meant); Ctrl-C swallowed by a library's
-import (said as "unexpected RecursionError", exit 2; now "interrupted", 130).
+Covers: a Hub page's address, an `hf://` URI or another URL pasted as the source or --config (the repo id, --revision
+and folder to type instead; was "no such file or directory"); a mistyped weight file or config.json given to
+plan-devices or --config (was looked up on the Hub); `shard --max 10` without a unit (10 bytes: a shard per tensor);
+an option of another command (`inspect --target`: which command takes it, or this command's name for it; Click
+guessed `--stats`); `--to` / `--format` typed in capitals, without its last letter or as a suffix (`pt`); Ctrl-C
+swallowed by a library's import (was "unexpected RecursionError", exit 2; now "interrupted", 130); a mistyped
+--revision of a cached repo (the ref meant); `--strip-prefix bert` for `bert.` (names starting with '.'); a size the
+shell split in two (`--gpu 24 GB`); --help broken mid-sentence at 80 columns; `--help | head` exiting 1; `-h`; a
+shell glob of shards given to a one-checkpoint command (`inspect model-*.safetensors`).
 """
 
 from __future__ import annotations
