@@ -22,7 +22,8 @@ COMMAND_MODULES = {name: spec.partition(":")[0] for name, spec in _Commands.lazy
 def _eager_app() -> typer.Typer:
     """The same app as weightdoctor.cli's, with every command registered (and built) up front, as before."""
     eager = typer.Typer(name=app.info.name, help=app.info.help, no_args_is_help=True, add_completion=False,
-                        pretty_exceptions_enable=False, cls=OneLineErrorsGroup)
+                        pretty_exceptions_enable=False, cls=OneLineErrorsGroup,
+                        context_settings=app.info.context_settings)
     for name, spec in _Commands.lazy_commands.items():
         module_name, _, function_name = spec.partition(":")
         eager.command(name)(getattr(importlib.import_module(module_name), function_name))

@@ -188,9 +188,10 @@ def test_a_model_uri_or_web_address_reads_what_huggingface_hub_resolves(
      "hf://org/m@main names revision 'main' and --revision 'v1.0': give one"),
     (["hf://buckets/org/b"], "hf://buckets/org/b names a bucket: weightdoctor reads model, dataset and Space repos"),
     (["hf://kernels/org/k"], "hf://kernels/org/k names a kernel: weightdoctor reads model, dataset and Space repos"),
-    (["hf://gpt2"], "Invalid HF URI 'hf://gpt2'"),
+    # Addresses parse_hf_uri does not parse, of a repo without an org or a commit's page: the repo id to type.
+    (["hf://gpt2"], "hf://gpt2: a web address, not a local path: give the repo id instead: gpt2"),
     (["hf://org/m/../../x"], "hf://org/m/../../x: the path in the repo, '../../x', has a '.' or '..' part"),
-    (["https://huggingface.co/org/m/commit/abc"], "unsupported '/commit/' route"),
+    (["https://huggingface.co/org/m/commit/abc"], "give the repo id instead: org/m --revision abc"),
 ])
 def test_a_hub_address_that_names_no_repo_to_read_is_one_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], said: str) -> None:
@@ -336,7 +337,7 @@ def test_a_file_named_by_its_address_is_fetched_alone(tmp_path: Path, monkeypatc
     result = run_cli("inspect", "hf://org/m/model.bf16.safetensors")
     assert result.exit_code == 2
     assert _one_line(result.stderr) == (
-        "error: org/m/model.bf16.safetensors: org/m's cached snapshot has no model.bf16.safetensors, and the Hub "
+        "error: hf://org/m/model.bf16.safetensors: org/m's cached snapshot has no model.bf16.safetensors, and the Hub "
         "cannot be reached (HF_HUB_OFFLINE is set): fetch it with `hf download org/m model.bf16.safetensors`")
 
 

@@ -290,11 +290,11 @@ def test_the_index_total_size_is_always_the_bytes_written(tmp_path: Path) -> Non
     source = tmp_path / "meta.safetensors"
     save_file({"a.weight": torch.zeros(16), "b.weight": torch.zeros(16)}, source,
               metadata={"format": "pt", "total_size": "5", "note": "kept"})
-    code, data = run_json("shard", source, "--max", "70", "-o", tmp_path / "out")
+    code, data = run_json("shard", source, "--max", "70B", "-o", tmp_path / "out")
     assert code == 0, data
     index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
     assert index["metadata"]["total_size"] == 128 and index["metadata"]["note"] == "kept"
-    result = run_cli("shard", source, "--max", "70", "-o", tmp_path / "other", "--metadata", "total_size=1")
+    result = run_cli("shard", source, "--max", "70B", "-o", tmp_path / "other", "--metadata", "total_size=1")
     assert result.exit_code == 2 and "total_size=... is reserved" in result.stderr
 
 

@@ -31,6 +31,8 @@ app = typer.Typer(
     "Exit codes: 0 healthy, 1 findings at or above --fail-on (or a failed --verify or --map check), 2 bad or "
     "unsafe input or usage.",
     no_args_is_help=True,
+    # `-h` as most tools take it (it said "No such option: -h"); every command inherits it from this context.
+    context_settings={"help_option_names": ["-h", "--help"]},
     add_completion=False,
     pretty_exceptions_enable=False,
     cls=_Commands,

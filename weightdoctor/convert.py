@@ -33,6 +33,18 @@ from weightdoctor.rewrite import (
 from weightdoctor.wording import counted, plural
 
 FORMATS = ("safetensors", "bin")
+# What people call the pickle format (its file suffixes, torch.save's library): `--to pt` is `--to bin`.
+_PICKLE_NAMES = ("pt", "pth", "ckpt", "pkl", "pickle", "torch", "pytorch", "pytorch_model")
+
+
+def format_choice(option: str, value: str) -> str:
+    """The one line refusing an unknown `--to` / `--format`, with the format meant (`SAFETENSORS`, `safetensor`,
+    `.bin`, `pt`: torch.save's format is written as .bin)."""
+    from weightdoctor.errors import did_you_mean
+
+    typed = value.strip().lower().lstrip(".")
+    hint = "; did you mean 'bin'?" if typed in _PICKLE_NAMES else did_you_mean(typed, FORMATS)
+    return f"{option} {value!r}: choose safetensors or bin{hint}"
 
 
 @dataclass
@@ -85,7 +97,7 @@ def _format_for(output: Path, to: str | None, single_file: bool) -> str:
     implied = {".safetensors": "safetensors", ".bin": "bin", ".pt": "bin", ".pth": "bin"}.get(suffix)
     if to is not None:
         if to not in FORMATS:
-            raise UsageError(f"--to {to!r}: choose safetensors or bin")
+            raise UsageError(format_choice("--to", to))
         if single_file and implied is not None and implied != to:
             raise UsageError(f"--to {to} but the output name ends in {suffix}")
         return to

@@ -12,8 +12,10 @@ import sys
 
 
 def main() -> None:
+    from weightdoctor.commands._errors import record_interrupts
     from weightdoctor.commands._fast import parse_fast, run_fast
 
+    record_interrupts()
     _refuse_closed_streams()
     _tolerate_lone_surrogates()
     _bound_columns()

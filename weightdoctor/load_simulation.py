@@ -255,7 +255,9 @@ def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None
             normalize_revision,
             resolve_repo_id,
             split_repo_subfolder,
+            url_source_hint,
         )
+        from weightdoctor.checkpoint.reader import PICKLE_SUFFIXES
 
         revision = normalize_revision(revision)  # `--revision main/`, as open_checkpoint reads it for SOURCE
 
@@ -269,7 +271,11 @@ def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None
             else:
                 path = resolve_repo_id(located.repo_id, at, weights=False, subfolder=folder or None)
                 path = path / located.path_in_repo
-        elif looks_like_repo_id(config.rstrip("/")):
+        elif (url_hint := url_source_hint(config)) is not None:
+            raise SourceNotFound(url_hint, path=config)  # a web address the Hub does not serve, as SOURCE says
+        # A missing `my_config.json` is a mistyped file, as SOURCE says of one: not a repo id to look up.
+        elif looks_like_repo_id(config.rstrip("/")) and not config.endswith((".json", ".safetensors",
+                                                                             *PICKLE_SUFFIXES)):
             path = resolve_repo_id(config.rstrip("/"), revision, weights=False)
         elif inside is not None:  # `org/pipe/text_encoder`, as SOURCE takes it
             path = resolve_repo_id(inside[0], revision, weights=False, subfolder=inside[1]) / inside[1]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.errors import UsageError, WeightDoctorError
+from weightdoctor.errors import SourceNotFound, UsageError, WeightDoctorError
 from weightdoctor.findings import Finding
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.paths import expand_user
@@ -2599,6 +2599,7 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
     """
     from weightdoctor.checkpoint import open_checkpoint
     from weightdoctor.checkpoint.hub import hub_location, looks_like_repo_id, normalize_revision, resolve_repo_id
+    from weightdoctor.checkpoint.reader import PICKLE_SUFFIXES
 
     revision = normalize_revision(revision)  # as open_checkpoint does: the config-only path below bypasses it
     path = expand_user(source)
@@ -2608,8 +2609,18 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
             and (located.revision is None or revision in (None, located.revision)):
         # `hf://org/name@v1`, a repo's page: the repo id it names, whose config is enough (not its weights).
         repo, revision = located.repo_id, located.revision or revision
-    if not path.exists() and looks_like_repo_id(repo) and not repo.endswith(".json"):
-        folder = resolve_repo_id(repo, revision, weights=False)
+    # A missing `model.safetensors` is a mistyped file, as the other commands read it: not a repo id to look up
+    # (which named the Hub cache and the network instead of the path).
+    if not path.exists() and looks_like_repo_id(repo) and not repo.endswith((".json", ".safetensors",
+                                                                            *PICKLE_SUFFIXES)):
+        try:
+            folder = resolve_repo_id(repo, revision, weights=False)
+        except SourceNotFound as exc:
+            if repo == source:
+                raise
+            from weightdoctor.checkpoint.reader import said_of_address
+
+            raise said_of_address(exc, source) from exc
         try:
             checkpoint = open_checkpoint(folder, key=key, allow_config_only=True)
         except WeightDoctorError as exc:  # an index's missing shard too: said of the repo id, not the cache path

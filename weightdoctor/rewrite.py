@@ -267,7 +267,23 @@ def _refuse_renames_that_match_nothing(names: list[str], renames: list[Rename]) 
             more = ", ..." if len(heads) > 5 else ""
             raise UsageError(f"the rename {rename.as_flag()} changes no tensor name (from --strip-prefix, --rename or "
                              f"--add-prefix): nothing was written; the names start with {shown}{more}")
+        _refuse_a_prefix_cut_before_its_dot(current, renamed, rename)
         current = renamed
+
+
+def _refuse_a_prefix_cut_before_its_dot(before: list[str], after: list[str], rename: Rename) -> None:
+    """`--strip-prefix module` (for `module.`) wrote names such as `.encoder.weight`, which no model loads,
+    and exited 0: refused, with the prefix meant."""
+    from weightdoctor.renames import literal_prefix
+
+    literal = literal_prefix(rename)
+    if literal is None or literal[1] != "" or not literal[0] or literal[0].endswith("."):
+        return
+    cut = [new for old, new in zip(before, after, strict=True) if new != old]
+    if cut and all(name.startswith(".") for name in cut):
+        raise UsageError(f"stripping the prefix {literal[0]!r} leaves {counted(len(cut), 'tensor name')} starting "
+                         f"with '.' ({cut[0]!r}): nothing was written; did you mean --strip-prefix "
+                         f"{literal[0] + '.'!r}?")
 
 
 def _refuse_unreadable_names(new_names: dict[str, str], source: str) -> None:

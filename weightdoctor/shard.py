@@ -16,7 +16,13 @@ from pathlib import Path
 
 from weightdoctor.checkpoint import Checkpoint
 from weightdoctor.checkpoint.reader import natural_order
-from weightdoctor.convert import drop_stale_hashes, nested_only_warning, output_metadata, source_metadata
+from weightdoctor.convert import (
+    drop_stale_hashes,
+    format_choice,
+    nested_only_warning,
+    output_metadata,
+    source_metadata,
+)
 from weightdoctor.errors import UsageError
 from weightdoctor.meta_model import is_tensorrt_llm_config
 from weightdoctor.paths import expand_output
@@ -259,7 +265,7 @@ def plan_shard(
         OutputError: the output is (or holds) the input.
     """
     if fmt not in PATTERNS:
-        raise UsageError(f"--format {fmt!r}: choose safetensors or bin")
+        raise UsageError(format_choice("--format", fmt))
     limit = parse_size(max_size) if max_size is not None else 0
     max_bytes = limit or None
     units = None

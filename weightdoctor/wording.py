@@ -1,4 +1,4 @@
-"""Counts in messages: "1 tensor", "2 tensors", never "1 tensors" (and the verb that agrees: "1 row is")."""
+"""Wording: counts in messages ("1 tensor", "2 tensors", never "1 tensors"; "1 row is"), and command help text."""
 
 from __future__ import annotations
 
@@ -27,3 +27,27 @@ def counted(count: int, singular: str, plural_form: str | None = None, *, groupe
     """
     return f"{count:,} {plural(count, singular, plural_form)}" if grouped else \
         f"{count} {plural(count, singular, plural_form)}"
+
+
+def reflow_help(text: str | None) -> str | None:
+    r"""A command's docstring with each sentence that runs on to the next line joined into one line.
+
+    Typer's help keeps every line break of a docstring, so a docstring wrapped at 110 columns printed ragged in an
+    80-column terminal ("... a memory map for PyTorch pickles, which" / "are first scanned ..."). A line that ends
+    a sentence (`.`, `:`, `!`, `?`) still ends its line, and blank lines still separate paragraphs.
+
+    Example:
+        >>> reflow_help("Convert a file.\n\nA file converts to a file; a folder\nto a folder.\nTied tensors stay.")
+        'Convert a file.\n\nA file converts to a file; a folder to a folder.\nTied tensors stay.'
+    """
+    if not text:
+        return text
+    lines = text.strip("\n").split("\n")
+    joined: list[str] = []
+    for line in lines:
+        previous = joined[-1].rstrip() if joined else ""
+        if previous and line.strip() and not previous.endswith((".", ":", "!", "?")):
+            joined[-1] = f"{previous} {line.strip()}"
+        else:
+            joined.append(line)
+    return "\n".join(joined)

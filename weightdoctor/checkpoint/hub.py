@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.errors import SourceNotFound, UsageError
+from weightdoctor.errors import SourceNotFound, UsageError, closest
 from weightdoctor.paths import expand_user
 
 if TYPE_CHECKING:
@@ -23,6 +23,64 @@ REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?\Z")  # \Z: "$" would ac
 def looks_like_repo_id(source: str) -> bool:
     """True for `bert-base-chinese` or `org/name`; False for anything that reads as a path."""
     return bool(REPO_ID_RE.match(source)) and not source.startswith(".") and ".." not in source
+
+
+_HUB_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
+# What follows `org/name` in a Hub page's address: `/tree/REV[/folder]`, `/blob/REV/file`, `/resolve/REV/file`.
+# What follows `org/name` in a Hub page's address: `/tree/REV[/folder]`, `/blob/REV/file`, `/resolve/REV/file`,
+# `/commit/SHA`; other pages of a repo (`/discussions/3`) name no revision.
+_HUB_URL_FILES = ("blob", "resolve", "raw")
+_HUB_URL_VIEWS = ("tree", "commit", *_HUB_URL_FILES)
+_HUB_URL_PAGES = ("commits", "discussions", "edit", "settings", "blame")
+
+
+def url_source_hint(text: str) -> str | None:
+    """What to type instead of a web address given as a source (a Hub page's, an `hf://` URI, any other URL),
+    which was read as a local path ("no such file or directory"); None when `text` is not one.
+
+    Example:
+        >>> url_source_hint("https://huggingface.co/org/name/tree/v1.0")
+        'a web address, not a local path: give the repo id instead: org/name --revision v1.0'
+    """
+    from urllib.parse import unquote, urlsplit
+
+    scheme, _, rest = text.partition("://")
+    if not rest:
+        scheme, rest = "", text
+        if not rest.lower().startswith(tuple(f"{host}/" for host in _HUB_HOSTS)):
+            return None
+    scheme = scheme.lower()
+    if scheme == "hf":
+        # huggingface_hub's HfFileSystem form: hf://[datasets/|spaces/]org/name[@revision][/path]
+        parts = [unquote(part) for part in rest.split("/") if part]
+    elif scheme in ("", "http", "https") and (urlsplit(f"https://{rest}").hostname or "") in _HUB_HOSTS:
+        parts = [unquote(part) for part in urlsplit(f"https://{rest}").path.split("/") if part]
+    else:
+        return ("a URL, not a local path: weightdoctor reads local files and Hub repo ids; download it first and "
+                "give its path")
+    if parts and parts[0] in ("datasets", "spaces"):
+        return f"a Hub {parts[0][:-1]} repo, not a model repo: weightdoctor reads model checkpoints"
+    if not parts:
+        return "a Hub address without a repo: give the repo id (org/name)"
+    # `bert-base-uncased/tree/main`: a repo without an org, as the Hub still serves the oldest ones.
+    width = 1 if len(parts) == 1 or parts[1] in _HUB_URL_VIEWS + _HUB_URL_PAGES else 2
+    repo, view, tail = "/".join(parts[:width]), "", parts[width:]
+    revision = None
+    if "@" in repo:  # hf://org/name@v1.0
+        repo, _, revision = repo.partition("@")
+    if tail and tail[0] in _HUB_URL_VIEWS + _HUB_URL_PAGES:
+        view, tail = tail[0], tail[1:]
+        if view in _HUB_URL_PAGES:
+            tail = []
+        elif tail:
+            revision, tail = tail[0], tail[1:]
+    flag = f" --revision {revision}" if revision and revision != "main" else ""
+    if view in _HUB_URL_FILES and tail:
+        return (f"a web address of one file, not a local path: download it (hf download {repo} {'/'.join(tail)}"
+                f"{flag}) and give its path, or give the repo id: {repo}{flag}")
+    # A folder of the repo (`tree/main/unet`, `hf://org/name/unet`): a diffusers pipeline keeps one model per folder.
+    folder = "".join(f"/{part}" for part in tail)
+    return f"a web address, not a local path: give the repo id instead: {repo}{folder}{flag}"
 
 
 _REPO_SUBFOLDER_RE = re.compile(r"^([A-Za-z0-9][\w.-]*/[\w.-]+)/((?:[\w.-]+/)*[\w.-]+)/?\Z")
@@ -255,6 +313,14 @@ def _not_found(repo_id: str, revision: str | None, reason: str) -> SourceNotFoun
     if cached:
         # The repo is in the cache, only not at this revision (or its ref points at a missing snapshot).
         reason += f"; the cache holds {', '.join(cached[:6])}" + (", ..." if len(cached) > 6 else "")
+        if revision:
+            # `--revision mian`, `--revision V1.0`: the ref meant, as a mistyped repo id gets the one cached.
+            refs = [entry.partition(" -> ")[0] for entry in cached if " -> " in entry]
+            close = [ref for ref in closest(revision, refs) if ref != revision and not _other_number(revision, ref)]
+            if close:
+                reason += f"; did you mean --revision {close[0]} (cached)?"
+            # The repo id is cached, so it was read as one: "not a local path" said of a revision misled.
+            return SourceNotFound(f"{where}{repo_id!r} {reason}")
     elif other := _cached_in_other_case(repo_id):
         reason += f"; the cache holds {', '.join(map(repr, other))} (repo ids in the cache are case-sensitive)"
     elif typed := [prefix for prefix, kind in _TYPE_PREFIXES.items() if _repo_dir(repo_id, kind).is_dir()]:
@@ -268,6 +334,15 @@ def _not_found(repo_id: str, revision: str | None, reason: str) -> SourceNotFoun
         if close:
             reason += f"; did you mean {' or '.join(map(repr, close[:4]))}?"
     return SourceNotFound(f"{where}{repo_id!r} is not a local path and {reason}")
+
+
+def _other_number(typed: str, ref: str) -> bool:
+    """Whether two refs differ only in their numbers (`v1.1` and `v1.0`, `refs/pr/2` and `pr/1`): another
+    release or pull request, not a typo of it."""
+    def shape(text: str) -> str:
+        return re.sub(r"\d+", "#", text.lower().removeprefix("refs/"))
+
+    return shape(typed) == shape(ref) and re.findall(r"\d+", typed) != re.findall(r"\d+", ref)
 
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -441,6 +516,10 @@ def hub_location(text: str) -> HubLocation | None:
         try:
             uri = parse_hf_uri(text)
         except HfUriError as exc:
+            # huggingface_hub parses no page of a repo without an org (`/bert-base-uncased/tree/main`), which the
+            # Hub still serves: the repo id to type, as url_source_hint reads the address.
+            if (hint := url_source_hint(text)) is not None and "give the repo id" in hint:
+                raise UsageError(f"{text}: {hint}") from exc
             why = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
             raise UsageError(f"{why} (weightdoctor reads the Hub addresses huggingface_hub parses: "
                              "hf://[datasets/]org/name[@revision][/path], or a repo's page)") from exc

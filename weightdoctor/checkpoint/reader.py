@@ -7,6 +7,7 @@ import itertools
 import os
 import posixpath
 import re
+import shlex
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from weightdoctor.checkpoint.hub import (
     resolve_repo_id,
     snapshot_commit,
     split_repo_subfolder,
+    url_source_hint,
 )
 from weightdoctor.checkpoint.model import CheckpointFile, TensorInfo, unique_tensors
 from weightdoctor.checkpoint.remote import remote_tensors
@@ -1790,6 +1792,12 @@ def _first(names: list[str], count: int = 3) -> str:
     return ", ".join(map(repr, names[:count]))
 
 
+def said_of_address(exc: SourceNotFound, typed: str, what: str = "") -> SourceNotFound:
+    """A repo named by a Hub address or URI (`hf://org/name@v1`, a repo's web page) that was not found: said of the
+    address as typed, without "is not a local path" (the address was read as the repo it names, not as a path)."""
+    return SourceNotFound(what + exc.message.replace(" is not a local path and ", " ", 1), path=typed)
+
+
 def open_checkpoint(
     source: str | os.PathLike[str],
     *,
@@ -1866,22 +1874,39 @@ def _open_checkpoint(
             # A file named by its address: that file, not the weights its folder's fetch would pick (one format,
             # no variant).
             repo_id, text = located.repo_id, located.repo_id
-            path = hub_file(located.repo_id, inside, revision)
+            try:
+                path = hub_file(located.repo_id, inside, revision)
+            except SourceNotFound as exc:
+                if "hf download" in exc.message:  # already says what is missing and the command that fetches it
+                    raise SourceNotFound(exc.message, path=given) from exc
+                fetch = download_command(located.repo_id, revision).replace(
+                    f"hf download {shlex.quote(located.repo_id)}",
+                    f"hf download {shlex.quote(located.repo_id)} {shlex.quote(inside)}", 1)
+                raise said_of_address(SourceNotFound(f"{exc.message}: `{fetch}` fetches it"), given,
+                                       f"file {inside!r} of ") from exc
         else:
             text = located.repo_id + (f"/{inside}" if inside else "")
     if not path.exists():
+        if (url_hint := url_source_hint(text)) is not None:
+            # Pasted from a browser or a script: read as a local path, it was "no such file or directory".
+            raise SourceNotFound(url_hint, path=text)
         if text.endswith("/") and "/" in text.rstrip("/") and looks_like_repo_id(text.rstrip("/")):
             text = text.rstrip("/")  # `org/name/`, as a shell completes a folder name
         if looks_like_repo_id(text) and not text.endswith((".safetensors", ".json") + PICKLE_SUFFIXES):
             repo_id = text
-            cached = cached_snapshot(text, revision) if structure_only else None
-            if structure_only and (cached is None or (not holds_weights(cached) and hub_reachable())):
-                # Headers over the network rather than the weights (also to complete a snapshot that holds
-                # only what plan-devices fetched, its config).
-                remote = remote_structure(text, revision)
-                if remote is not None:
-                    return _remote_checkpoint(given if located is not None else text, remote)
-            path = resolve_repo_id(text, revision, weights=True)
+            try:
+                cached = cached_snapshot(text, revision) if structure_only else None
+                if structure_only and (cached is None or (not holds_weights(cached) and hub_reachable())):
+                    # Headers over the network rather than the weights (also to complete a snapshot that holds
+                    # only what plan-devices fetched, its config).
+                    remote = remote_structure(text, revision)
+                    if remote is not None:
+                        return _remote_checkpoint(given if located is not None else text, remote)
+                path = resolve_repo_id(text, revision, weights=True)
+            except SourceNotFound as exc:
+                if located is None:
+                    raise
+                raise said_of_address(exc, given) from exc
         elif (inside := split_repo_subfolder(text)) is not None and not text.endswith(
                 (".safetensors", ".json") + PICKLE_SUFFIXES):
             # `org/name/unet`: one model folder of a repo (a diffusers pipeline keeps one per component).
@@ -1889,6 +1914,8 @@ def _open_checkpoint(
             try:
                 snapshot = resolve_repo_id(repo_id, revision, weights=True, subfolder=subfolder)
             except SourceNotFound as exc:
+                if located is not None:
+                    raise said_of_address(exc, given, f"folder {subfolder!r} of ") from exc
                 # Most often a mistyped deep local path (`runs/exp1/final`): name it as typed, then the repo.
                 raise SourceNotFound(f"{text!r} is not a local path, nor folder {subfolder!r} of a Hub repo: "
                                      f"{exc.message}") from exc

@@ -6,6 +6,7 @@ Importing this module imports no Typer: the fast path (`weightdoctor.commands._f
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from weightdoctor.errors import WeightDoctorError
+from weightdoctor.wording import reflow_help
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,6 +41,29 @@ def debugging(debug: bool) -> bool:
     return debug or os.environ.get("WEIGHTDOCTOR_DEBUG") == "1"
 
 
+_interrupted = False
+
+
+def record_interrupts() -> None:
+    """Make Ctrl-C raise KeyboardInterrupt as Python's own handler does, and remember that it came.
+
+    An interrupt that lands inside a library's import (numpy's, under transformers) can be swallowed there and
+    resurface as another error: numpy half-imported then recursed ("unexpected RecursionError", exit 2).
+    `report_failure` reads the record and says "interrupted", exit 130, whatever the error became.
+    """
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        global _interrupted
+        _interrupted = True
+        signal.default_int_handler(signum, frame)
+
+    # Ctrl-C set to be ignored (a background job of a script) stays ignored; off the main thread nothing changes.
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGINT, handler)
+
+
 def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str | None = None) -> int:
     """Print the one line that says what went wrong and return the exit code (2; 130 on Ctrl-C).
 
@@ -46,7 +71,7 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
     a finding). `where` (the source being read) is named in a line about an unexpected error, which knows
     no file of its own.
     """
-    if isinstance(exc, KeyboardInterrupt):
+    if isinstance(exc, KeyboardInterrupt) or _interrupted:
         import sys
 
         atomic = sys.modules.get("weightdoctor.writers.atomic")
@@ -96,4 +121,6 @@ def handle_errors(command: F) -> F:
         except (KeyboardInterrupt, Exception) as exc:
             raise typer.Exit(report_failure(exc, bool(kwargs.get("debug")), _source(kwargs))) from None
 
+    # Typer prints a docstring's line breaks as they are: joined here, `--help` is not ragged at 80 columns.
+    wrapper.__doc__ = reflow_help(command.__doc__)
     return wrapper  # type: ignore[return-value]

@@ -22,7 +22,83 @@ def usage_line(exc: click_exceptions.UsageError, command_path: str | None = None
     """
     where = exc.ctx.command_path if exc.ctx is not None else command_path or "weightdoctor"
     message = " ".join(exc.format_message().split())
+    if isinstance(exc, click_exceptions.NoSuchOption) and exc.ctx is not None:
+        elsewhere = _option_elsewhere(exc.ctx, exc.option_name)
+        if elsewhere:
+            # Click's own guess for an option of another command misled (`inspect --target`: "Possible options:
+            # --stats", `convert --format`: "--force"); what takes it, or what this command calls it, does not.
+            return f"error: {where}: No such option: {exc.option_name}; {elsewhere} (see {where} --help)"
+    if message.startswith("Got unexpected extra argument") and exc.ctx is not None:
+        split = _size_split_in_two(exc.ctx, message) or _several_sources(exc.ctx, message)
+        if split:
+            return f"error: {where}: {split} (see {where} --help)"
     return f"error: {where}: {message} (see {where} --help)"
+
+
+def _size_split_in_two(ctx: click_core.Context, message: str) -> str:
+    """For `--gpu 24 GB` (the shell splits it: `24` went to --gpu, `GB` was left over as an extra argument), the
+    size as one word; "" for any other extra argument."""
+    import re
+
+    from weightdoctor.units import _BINARY, _DECIMAL
+
+    extra = re.search(r"\(([^()]*)\)$", message)
+    unit = extra.group(1).split()[0] if extra and extra.group(1).split() else ""
+    if unit.upper() not in {*_DECIMAL, *_BINARY} - {""}:
+        return ""
+    for param in ctx.command.params:
+        if ctx.get_parameter_source(param.name or "") is not click_core.ParameterSource.COMMANDLINE:
+            continue  # a default (`--reserve 0`) was not typed
+        value = ctx.params.get(param.name or "")
+        for given in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(given, str) and re.fullmatch(r"\d+(\.\d+)?", given.strip()) and param.opts:
+                option = max(param.opts, key=len)
+                return (f"{option} {given} {unit}: a size is one word, {option} {given}{unit} (the shell split "
+                        f"it in two)")
+    return ""
+
+
+def _several_sources(ctx: click_core.Context, message: str) -> str:
+    """For more checkpoints than the command reads (`inspect model-*.safetensors`, which the shell expands to every
+    shard): what reads them together; "" when the extra argument is not a path that exists."""
+    import os
+    import re
+
+    extra = re.search(r"\(([^()]*)\)$", message)
+    extras = extra.group(1).split() if extra else []
+    if not extras or not os.path.lexists(os.path.expanduser(extras[0])):
+        return ""
+    name = ctx.info_name or ""
+    if name == "diff-keys":
+        return f"diff-keys compares two checkpoints, A and B, not {2 + len(extras)}"
+    return (f"{name} reads one checkpoint, not {1 + len(extras)} (a shell glob?): the folder or the index JSON reads "
+            "every shard of a sharded checkpoint; diff-keys A B compares two")
+
+
+# An option that another command names differently from this one: (command, option typed) -> this command's name.
+_SAME_OPTION_HERE = {
+    ("check-dtype", "--dtype"): "--target",
+    ("convert", "--target"): "--dtype", ("shard", "--target"): "--dtype", ("plan-devices", "--target"): "--dtype",
+    ("convert", "--format"): "--to", ("shard", "--to"): "--format",
+}
+
+
+def _option_elsewhere(ctx: click_core.Context, option: str) -> str:
+    """For an option this command lacks: this command's name for it, else the other commands that take it
+    (`--gpu is an option of plan-devices`); "" when none does."""
+    group = ctx.parent.command if ctx.parent is not None else None
+    name = ctx.info_name or ""
+    if (name, option) in _SAME_OPTION_HERE:
+        return f"{name} calls it {_SAME_OPTION_HERE[(name, option)]}"
+    commands = getattr(group, "commands", None)
+    if not isinstance(commands, Mapping):
+        return ""
+    owners = [other for other in commands if other != name
+              and any(option in (*param.opts, *param.secondary_opts) for param in commands[other].params)]
+    if not owners:
+        return ""
+    listed = owners[0] if len(owners) == 1 else f"{', '.join(owners[:-1])} and {owners[-1]}"
+    return f"{option} is an option of {listed}"
 
 
 class OneLineErrorsGroup(TyperGroup):
@@ -55,7 +131,10 @@ class OneLineErrorsGroup(TyperGroup):
             # Typer answers a closed stdout (`weightdoctor inspect x --json | head -c 1`, `--help | true`) by
             # wrapping the streams in Click's PacifyFlushWrapper and exiting 1, which callers read as "findings":
             # exit as the fast path does (141, 128 + SIGPIPE, nothing printed).
-            if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            # Rich answers it the same way while printing `--help` (`weightdoctor inspect --help | head -1`):
+            # SystemExit(1) raised while handling the BrokenPipeError.
+            if exc.code == 1 and (type(sys.stdout).__name__ == "PacifyFlushWrapper"
+                                  or isinstance(exc.__context__, BrokenPipeError)):
                 from weightdoctor.entry import exit_on_closed_pipe
 
                 exit_on_closed_pipe()

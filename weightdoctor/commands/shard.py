@@ -71,9 +71,11 @@ def shard(
     refuse_overflow_without_cast(allow_overflow, target)
     extra = parse_metadata(metadata)
     renames = build_renames(strip_prefix, rename, add_prefix)
-    from weightdoctor.units import parse_size
+    from weightdoctor.units import parse_size, refuse_unitless_size
 
     if max_size is not None:
+        # `--max 10` meant 10GB and wrote one shard per tensor (of 10 bytes each), as plan-devices refuses `--gpu 10`.
+        refuse_unitless_size("--max", max_size)
         parse_size(max_size)  # a bad size is refused before the checkpoint is read
     with open_checkpoint(source, revision=revision, key=key) as checkpoint:
         plan = plan_shard(checkpoint, output, max_size=None if single else max_size, fmt=fmt, dtype=target,
