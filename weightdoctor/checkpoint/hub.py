@@ -402,7 +402,10 @@ def hub_location(text: str) -> HubLocation | None:
         from huggingface_hub.errors import HfUriError
         from huggingface_hub.utils import parse_hf_uri
 
-        host = urlsplit(text).hostname or ""
+        try:
+            host = urlsplit(text).hostname or ""
+        except ValueError:  # `https://[::1`: urlsplit refuses a bracket left open; no Hub host, so no Hub address
+            host = ""
         hub_hosts = {"huggingface.co", "www.huggingface.co", "hf.co", urlsplit(constants.ENDPOINT).hostname}
         if not text.startswith("hf://") and host not in hub_hosts:
             return None
