@@ -667,6 +667,7 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
     Raises:
         SourceNotFound: neither cached nor fetchable (offline, unreachable, no such file).
     """
+    named = f"{repo_id}/{filename}"
     cached = cached_snapshot(repo_id, revision)
     if cached is not None and (cached / filename).is_file():
         return cached / filename
@@ -675,9 +676,19 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
             _require_hub(repo_id, revision)  # says why (offline, unreachable) and what the cache holds
         why = f"{_offline_variable()} is set" if hub_offline() else hub_unreachable()
         raise SourceNotFound(f"{repo_id}'s cached snapshot has no {filename}, and the Hub cannot be reached "
-                             f"({why}): fetch it with `{download_command(repo_id, revision)} {filename}`",
-                             f"{repo_id}/{filename}")
-    return download_file(repo_id, filename, revision)
+                             f"({why}): fetch it with `{download_command(repo_id, revision)} {filename}`", named)
+    if cached is None:
+        return download_file(repo_id, filename, revision)
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=hub_cache_dir()))
+    except Exception as exc:
+        # The repo is cached: what failed is this file (a 404 for a name the repo lacks, most often), which
+        # download_file's "not in the cache" would have blamed on the repo.
+        reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise SourceNotFound(f"{repo_id}'s cached snapshot has no {filename}, and the Hub could not provide it: "
+                             f"{reason[:160]}", named) from exc
 
 
 def download_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
