@@ -252,10 +252,12 @@ def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None
             cached_typed_snapshot,
             hub_location,
             looks_like_repo_id,
+            plain_revision,
             resolve_repo_id,
             split_repo_subfolder,
         )
 
+        revision = plain_revision(revision)  # `--revision main/`, as the checkpoint itself was read
         inside = split_repo_subfolder(config.rstrip("/"))
         located = hub_location(config)  # `hf://org/name@v1`, a repo's page, `datasets/org/name`: as SOURCE takes them
         if located is not None:

@@ -2547,8 +2547,10 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
     A repo id is resolved without downloading weights: a config is enough to plan.
     """
     from weightdoctor.checkpoint import open_checkpoint
-    from weightdoctor.checkpoint.hub import hub_location, looks_like_repo_id, resolve_repo_id
+    from weightdoctor.checkpoint.hub import hub_location, looks_like_repo_id, plain_revision, resolve_repo_id
 
+    # `--revision main/` as open_checkpoint reads it: this path resolves a repo id itself.
+    revision = plain_revision(revision)
     path = expand_user(source)
     repo = source
     located = hub_location(source) if not path.exists() else None

@@ -65,6 +65,19 @@ def download_command(repo_id: str, revision: str | None = None) -> str:
     return f"hf download {shlex.quote(repo_id)}" + (f" --revision {shlex.quote(revision)}" if revision else "")
 
 
+def plain_revision(revision: str | None) -> str | None:
+    """`--revision main/` (a shell's completion of refs/main) as `main`: a git ref never ends in "/". A revision of
+    slashes alone stays as given, for the lookup to refuse.
+
+    Example:
+        >>> plain_revision("main/"), plain_revision("/")
+        ('main', '/')
+    """
+    if revision is not None and revision.endswith("/") and revision.rstrip("/"):
+        return revision.rstrip("/")
+    return revision
+
+
 def _offline_variable() -> str | None:
     """The variable that puts huggingface_hub offline, or None: HF_HUB_OFFLINE, or else TRANSFORMERS_OFFLINE
     (huggingface_hub reads the second only when the first is unset or empty, as here)."""
