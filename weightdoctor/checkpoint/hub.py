@@ -478,6 +478,11 @@ def _located(text: str, repo_type: str, repo_id: str, revision: str | None, insi
     return HubLocation(repo_type, repo_id, revision, inside)
 
 
+def repo_cached(repo_id: str, repo_type: str = "model") -> bool:
+    """Whether the Hub cache holds a folder for the repo (at some revision, or none whole)."""
+    return _repo_dir(repo_id, repo_type).is_dir()
+
+
 def cached_typed_snapshot(location: HubLocation, revision: str | None, source: str) -> Path:
     """The cached snapshot of a dataset or Space repo, as `snapshot_download(repo_type=..., local_files_only=True)`
     finds it: weightdoctor reads those repos from the cache only (it fetches a model's files, not a dataset's).
