@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,31 +39,40 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def _no_fetch(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Make every huggingface_hub call that would reach the Hub fail the test; returns the names called."""
+@pytest.fixture
+def no_fetch(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Make every huggingface_hub call that would reach the Hub fail the test; yields the names called."""
     import huggingface_hub
     from huggingface_hub import hf_api
 
     called: list[str] = []
 
-    def refuse(name: str):  # noqa: ANN202
+    def refuse(name: str) -> Callable[..., object]:
         def call(*args: object, **kwargs: object) -> object:
             called.append(name)
             raise AssertionError(f"{name} reached for the Hub: {args} {kwargs}")
         return call
 
-    real_snapshot = huggingface_hub.snapshot_download
+    def local_only(name: str, real: Callable[..., object]) -> Callable[..., object]:
+        def call(*args: object, **kwargs: object) -> object:
+            return real(*args, **kwargs) if kwargs.get("local_files_only") else refuse(name)(*args, **kwargs)
+        return call
 
-    def local_snapshot(*args: object, **kwargs: object) -> object:
-        if not kwargs.get("local_files_only"):
-            return refuse("snapshot_download")(*args, **kwargs)
-        return real_snapshot(*args, **kwargs)
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", local_snapshot)
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", refuse("hf_hub_download"))
+    reals = {"snapshot_download": huggingface_hub.snapshot_download,
+             "hf_hub_download": huggingface_hub.hf_hub_download}
+    fakes = {name: local_only(name, real) for name, real in reals.items()}
+    for name, fake in fakes.items():
+        monkeypatch.setattr(huggingface_hub, name, fake)
     for method in ("list_repo_files", "get_safetensors_metadata", "get_paths_info"):
         monkeypatch.setattr(hf_api.HfApi, method, refuse(method))
-    return called
+    yield called
+    # A module first imported during the test (transformers' hub helpers) bound a fake by name: give it the real one.
+    for module in list(sys.modules.values()):
+        namespace = getattr(module, "__dict__", None) or {}
+        for attribute, value in list(namespace.items()):
+            for name, fake in fakes.items():
+                if value is fake:
+                    setattr(module, attribute, reals[name])
 
 
 @pytest.mark.parametrize("source", ["hf://[::1", "https://[::1"])
@@ -107,16 +117,16 @@ def test_a_file_the_hub_lacks_of_a_cached_repo_is_named_not_the_repo(
 
 
 def test_a_blob_page_of_a_cached_file_of_another_format_is_refused_as_that_format(
-        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        cache: Path, monkeypatch: pytest.MonkeyPatch, no_fetch: list[str]) -> None:
     # The blob page of model.onnx in a cached snapshot said "org/m has no folder model.onnx".
-    called = _no_fetch(monkeypatch)
+    called = no_fetch
     result = run_cli("inspect", "https://huggingface.co/org/m/blob/main/model.onnx")
     assert result.exit_code == 2 and called == []
     line = _one_line(result.stderr)
     assert "has no folder" not in line and "this is an ONNX model" in line
 
 
-def test_a_dataset_file_reports_its_snapshot_and_commit(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dataset_file_reports_its_snapshot_and_commit(cache: Path, no_fetch: list[str]) -> None:
     # hf://datasets/org/d/model.safetensors resolved to its blob (blobs/<sha256>): `resolved_path` was no file name
     # and `commit` was null, where the same file of a model repo reports its snapshot and commit.
     storage = repo_storage(cache, "org/m")
@@ -124,7 +134,7 @@ def test_a_dataset_file_reports_its_snapshot_and_commit(cache: Path, monkeypatch
     import shutil
 
     shutil.copytree(storage, dataset, symlinks=True)
-    called = _no_fetch(monkeypatch)
+    called = no_fetch
     for source, commit in (("hf://datasets/org/d/model.safetensors", MAIN), ("datasets/org/d@v1/model.safetensors", V1),
                            ("hf://org/m/model.safetensors", MAIN)):
         result = run_cli("inspect", source, "--json")
@@ -155,7 +165,7 @@ def test_a_missing_local_path_under_a_datasets_folder_is_said_missing_first(cach
 
 @pytest.mark.parametrize("source", ["org/c", "hf://org/c", "hf://org/c@main"])
 def test_plan_devices_reads_revision_with_a_trailing_slash_as_inspect_does(
-        cache: Path, monkeypatch: pytest.MonkeyPatch, source: str) -> None:
+        cache: Path, monkeypatch: pytest.MonkeyPatch, source: str, no_fetch: list[str]) -> None:
     # `inspect org/c --revision main/` reads main (fixlist11); plan-devices resolves a repo id itself and asked the
     # Hub for revision 'main/' (offline: "revision 'main/' of 'org/c' is not ... in the Hugging Face cache"), and
     # hf://org/c@main went through the weights reader, which fetches what a snapshot of a config alone lacks.
@@ -164,7 +174,7 @@ def test_plan_devices_reads_revision_with_a_trailing_slash_as_inspect_does(
     write_snapshot(cache, "org/c", MAIN, {"config.json": CONFIG})
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(hub, "hub_unreachable", lambda timeout=5.0: None)
-    called = _no_fetch(monkeypatch)
+    called = no_fetch
     result = run_cli("plan-devices", source, "--revision", "main/", "--cpu", "1GB", "--json")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
@@ -174,9 +184,9 @@ def test_plan_devices_reads_revision_with_a_trailing_slash_as_inspect_does(
 
 @pytest.mark.parametrize("config", ["org/m", "hf://org/m"])
 def test_diff_keys_config_reads_revision_with_a_trailing_slash(
-        cache: Path, monkeypatch: pytest.MonkeyPatch, config: str) -> None:
+        cache: Path, monkeypatch: pytest.MonkeyPatch, config: str, no_fetch: list[str]) -> None:
     # A read at main (`--revision main/`), its --config said "revision 'main/' of 'org/m' is not ... cached".
-    called = _no_fetch(monkeypatch)
+    called = no_fetch
     result = run_cli("diff-keys", "org/m", "--model-class", "BertModel", "--config", config, "--revision", "main/",
                      "--json")
     assert "revision 'main/'" not in result.stderr
@@ -206,7 +216,7 @@ def test_a_local_dir_download_is_said_from_inside_the_pipeline_folder(
 
 @pytest.mark.parametrize("name", ["datasets/x/y", "model/a/b", "runs/exp@2", "spaces/a/b", "hf:/org/m"])
 def test_an_existing_local_path_wins_over_every_hub_reading(
-        cache: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+        cache: Path, monkeypatch: pytest.MonkeyPatch, name: str, no_fetch: list[str]) -> None:
     # Checked fine: each of these, as a local folder, is read as the folder, though the Hub reading's repo is
     # cached too (a dataset x/y, models a/b and runs/exp at revision 2).
     write_snapshot(cache, "a/b", commit_of("ab"), {"model.safetensors": save({"hub": torch.zeros(2)})})
@@ -214,7 +224,7 @@ def test_an_existing_local_path_wins_over_every_hub_reading(
                    refs=("main", "2"))
     write_snapshot(cache, "x/y", commit_of("xy"), {"model.safetensors": save({"hub": torch.zeros(2)})})
     repo_storage(cache, "x/y").rename(cache / "datasets--x--y")
-    called = _no_fetch(monkeypatch)
+    called = no_fetch
     Path(name).mkdir(parents=True)
     (Path(name) / "model.safetensors").write_bytes(save({"local": torch.zeros(4)}))
     source = "hf://org/m" if name == "hf:/org/m" else name
@@ -238,3 +248,25 @@ def test_a_local_safetensors_imports_no_huggingface_hub(tmp_path: Path) -> None:
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
                           timeout=120)
     assert done.stdout.strip() == "[0, 0] []", done.stderr
+
+
+def test_a_missing_path_inside_an_existing_local_at_folder_stays_local(
+        cache: Path, monkeypatch: pytest.MonkeyPatch, no_fetch: list[str]) -> None:
+    # `runs/exp@2/fnal` (a typo inside the local folder runs/exp@2) was read as folder `fnal` of Hub repo runs/exp
+    # at revision 2 whenever the Hub could be reached (or runs/exp was cached): online, a repo listing was asked for.
+    from weightdoctor.checkpoint import hub
+
+    final = Path("runs/exp@2/final")
+    final.mkdir(parents=True)
+    (final / "model.safetensors").write_bytes(save({"local": torch.zeros(2)}))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "hub_unreachable", lambda timeout=5.0: None)
+    called = no_fetch
+    result = run_cli("inspect", "runs/exp@2/fnal")
+    assert result.exit_code == 2
+    assert _one_line(result.stderr) == ("error: runs/exp@2/fnal: no such file or directory; did you mean "
+                                        "runs/exp@2/final?")
+    assert called == []
+    # The local folder and its files are read as ever.
+    data = json.loads(run_cli("inspect", "runs/exp@2/final", "--json").stdout)
+    assert [t["name"] for t in data["tensors"]] == ["local"] and data["repo_id"] is None

@@ -434,6 +434,9 @@ def hub_location(text: str) -> HubLocation | None:
     if "@" in text and "/" in text.partition("@")[0] and not text.startswith(("/", ".", "~")):
         # `org/name@v1.0`, `datasets/org/name@main/ckpt`: an hf:// URI without its scheme, as `hf cache` and the
         # Hub's docs write a repo at a revision; anything huggingface_hub does not parse so stays a path.
+        at, slash, _ = text.partition("@")[2].partition("/")
+        if slash and expand_user(text[:text.index("@") + 1 + len(at)]).exists():
+            return None  # `runs/exp@2/fnal` where local `runs/exp@2` exists: a path mistyped in that folder
         from huggingface_hub.errors import HfUriError
         from huggingface_hub.utils import parse_hf_uri
 
