@@ -270,3 +270,21 @@ def test_a_missing_path_inside_an_existing_local_at_folder_stays_local(
     # The local folder and its files are read as ever.
     data = json.loads(run_cli("inspect", "runs/exp@2/final", "--json").stdout)
     assert [t["name"] for t in data["tensors"]] == ["local"] and data["repo_id"] is None
+
+
+def test_a_dataset_reads_at_the_short_commit_its_error_lists(cache: Path, no_fetch: list[str]) -> None:
+    # "revision 'b28b7af' of the dataset repo org/d is not in the Hugging Face cache ...; its cached snapshots:
+    # <10 hex>, ...": the short commits listed were refused when given back (a model's are read).
+    import shutil
+
+    shutil.copytree(repo_storage(cache, "org/m"), cache / "datasets--org--d", symlinks=True)
+    result = run_cli("inspect", "datasets/org/d", "--revision", "nope")
+    listed = _one_line(result.stderr).partition("its cached snapshots: ")[2].replace(",", "").split()[:2]
+    assert result.exit_code == 2 and sorted(listed) == sorted([MAIN[:10], V1[:10]])
+    for source, revision in (("datasets/org/d", V1[:10]), (f"hf://datasets/org/d@{MAIN[:7]}", None)):
+        result = run_cli("inspect", source, *(["--revision", revision] if revision else []), "--json")
+        assert result.exit_code == 0, result.stderr
+        data = json.loads(result.stdout)
+        assert data["commit"] == (V1 if revision else MAIN) and data["repo_id"] == "datasets/org/d"
+        assert data["revision"] == (revision or MAIN[:7])
+    assert no_fetch == []

@@ -325,12 +325,12 @@ def _check_ref_file(repo_id: str, revision: str | None, repo_type: str = "model"
                              path=str(ref))
 
 
-def _full_commit(repo_id: str, revision: str | None) -> str | None:
+def _full_commit(repo_id: str, revision: str | None, repo_type: str = "model") -> str | None:
     """The one cached snapshot whose commit starts with `revision` (a short sha, `86f7e43`, as git and the Hub's
     web pages show it); None when it is no hex prefix or matches none or several."""
     if revision is None or not re.fullmatch(r"[0-9a-f]{7,39}", revision):
         return None
-    snapshots = _repo_dir(repo_id) / "snapshots"
+    snapshots = _repo_dir(repo_id, repo_type) / "snapshots"
     try:
         found = [p.name for p in snapshots.iterdir() if p.is_dir() and p.name.startswith(revision)]
     except OSError:
@@ -500,8 +500,10 @@ def cached_typed_snapshot(location: HubLocation, revision: str | None, source: s
     again = f"hf download {repo_id} --repo-type {kind}" + (f" --revision {revision}" if revision else "")
     where = f"revision {revision!r} of " if revision else ""
     _check_ref_file(repo_id, revision, kind)
+    # A short commit (`b28b7af`, as the error below lists the cached ones) reads its snapshot, as a model's does.
+    full = _full_commit(repo_id, revision, kind) if revision and not (folder / "refs" / revision).is_file() else None
     try:
-        path = Path(snapshot_download(repo_id, repo_type=kind, revision=revision, cache_dir=hub_cache_dir(),
+        path = Path(snapshot_download(repo_id, repo_type=kind, revision=full or revision, cache_dir=hub_cache_dir(),
                                       local_files_only=True))
     except Exception as exc:  # LocalEntryNotFoundError, a bad revision: not cached at that revision
         held = sorted(p.name[:10] for p in (folder / "snapshots").iterdir() if p.is_dir()) \
