@@ -260,7 +260,6 @@ def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None
         from weightdoctor.checkpoint.reader import PICKLE_SUFFIXES
 
         revision = normalize_revision(revision)  # `--revision main/`, as open_checkpoint reads it for SOURCE
-
         inside = split_repo_subfolder(config.rstrip("/"))
         located = hub_location(config)  # `hf://org/name@v1`, a repo's page, `datasets/org/name`: as SOURCE takes them
         if located is not None:

@@ -34,6 +34,16 @@ _HUB_URL_VIEWS = ("tree", "commit", *_HUB_URL_FILES)
 _HUB_URL_PAGES = ("commits", "discussions", "edit", "settings", "blame")
 
 
+def _hostname(url: str) -> str | None:
+    """The host of `url`, or None where Python's URL parser refuses it (`https://[::1`: an unclosed IPv6 host)."""
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
 def url_source_hint(text: str) -> str | None:
     """What to type instead of a web address given as a source (a Hub page's, an `hf://` URI, any other URL),
     which was read as a local path ("no such file or directory"); None when `text` is not one.
@@ -53,7 +63,7 @@ def url_source_hint(text: str) -> str | None:
     if scheme == "hf":
         # huggingface_hub's HfFileSystem form: hf://[datasets/|spaces/]org/name[@revision][/path]
         parts = [unquote(part) for part in rest.split("/") if part]
-    elif scheme in ("", "http", "https") and (urlsplit(f"https://{rest}").hostname or "") in _HUB_HOSTS:
+    elif scheme in ("", "http", "https") and (_hostname(f"https://{rest}") or "") in _HUB_HOSTS:
         parts = [unquote(part) for part in urlsplit(f"https://{rest}").path.split("/") if part]
     else:
         return ("a URL, not a local path: weightdoctor reads local files and Hub repo ids; download it first and "
@@ -414,12 +424,12 @@ def _check_ref_file(repo_id: str, revision: str | None, repo_type: str = "model"
                              path=str(ref))
 
 
-def _full_commit(repo_id: str, revision: str | None) -> str | None:
+def _full_commit(repo_id: str, revision: str | None, repo_type: str = "model") -> str | None:
     """The one cached snapshot whose commit starts with `revision` (a short sha, `86f7e43`, as git and the Hub's
     web pages show it); None when it is no hex prefix or matches none or several."""
     if revision is None or not re.fullmatch(r"[0-9a-f]{7,39}", revision):
         return None
-    snapshots = _repo_dir(repo_id) / "snapshots"
+    snapshots = _repo_dir(repo_id, repo_type) / "snapshots"
     try:
         found = [p.name for p in snapshots.iterdir() if p.is_dir() and p.name.startswith(revision)]
     except OSError:
@@ -509,7 +519,10 @@ def hub_location(text: str) -> HubLocation | None:
         from huggingface_hub.errors import HfUriError
         from huggingface_hub.utils import parse_hf_uri
 
-        host = urlsplit(text).hostname or ""
+        try:
+            host = urlsplit(text).hostname or ""
+        except ValueError:  # `https://[::1`: urlsplit refuses a bracket left open; no Hub host, so no Hub address
+            host = ""
         hub_hosts = {"huggingface.co", "www.huggingface.co", "hf.co", urlsplit(constants.ENDPOINT).hostname}
         if not text.startswith("hf://") and host not in hub_hosts:
             return None
@@ -518,7 +531,8 @@ def hub_location(text: str) -> HubLocation | None:
         except HfUriError as exc:
             # huggingface_hub parses no page of a repo without an org (`/bert-base-uncased/tree/main`), which the
             # Hub still serves: the repo id to type, as url_source_hint reads the address.
-            if (hint := url_source_hint(text)) is not None and "give the repo id" in hint:
+            hint = url_source_hint(text) or ""
+            if looks_like_repo_id(hint.partition("give the repo id instead: ")[2].partition(" ")[0].rstrip("/")):
                 raise UsageError(f"{text}: {hint}") from exc
             why = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
             raise UsageError(f"{why} (weightdoctor reads the Hub addresses huggingface_hub parses: "
@@ -529,6 +543,9 @@ def hub_location(text: str) -> HubLocation | None:
     if "@" in text and "/" in text.partition("@")[0] and not text.startswith(("/", ".", "~")):
         # `org/name@v1.0`, `datasets/org/name@main/ckpt`: an hf:// URI without its scheme, as `hf cache` and the
         # Hub's docs write a repo at a revision; anything huggingface_hub does not parse so stays a path.
+        at, slash, _ = text.partition("@")[2].partition("/")
+        if slash and expand_user(text[:text.index("@") + 1 + len(at)]).exists():
+            return None  # `runs/exp@2/fnal` where local `runs/exp@2` exists: a path mistyped in that folder
         from huggingface_hub.errors import HfUriError
         from huggingface_hub.utils import parse_hf_uri
 
@@ -573,6 +590,11 @@ def _located(text: str, repo_type: str, repo_id: str, revision: str | None, insi
     return HubLocation(repo_type, repo_id, revision, inside)
 
 
+def repo_cached(repo_id: str, repo_type: str = "model") -> bool:
+    """Whether the Hub cache holds a folder for the repo (at some revision, or none whole)."""
+    return _repo_dir(repo_id, repo_type).is_dir()
+
+
 def cached_typed_snapshot(location: HubLocation, revision: str | None, source: str) -> Path:
     """The cached snapshot of a dataset or Space repo, as `snapshot_download(repo_type=..., local_files_only=True)`
     finds it: weightdoctor reads those repos from the cache only (it fetches a model's files, not a dataset's).
@@ -587,8 +609,10 @@ def cached_typed_snapshot(location: HubLocation, revision: str | None, source: s
     again = f"hf download {repo_id} --repo-type {kind}" + (f" --revision {revision}" if revision else "")
     where = f"revision {revision!r} of " if revision else ""
     _check_ref_file(repo_id, revision, kind)
+    # A short commit (`b28b7af`, as the error below lists the cached ones) reads its snapshot, as a model's does.
+    full = _full_commit(repo_id, revision, kind) if revision and not (folder / "refs" / revision).is_file() else None
     try:
-        path = Path(snapshot_download(repo_id, repo_type=kind, revision=revision, cache_dir=hub_cache_dir(),
+        path = Path(snapshot_download(repo_id, repo_type=kind, revision=full or revision, cache_dir=hub_cache_dir(),
                                       local_files_only=True))
     except Exception as exc:  # LocalEntryNotFoundError, a bad revision: not cached at that revision
         held = sorted(p.name[:10] for p in (folder / "snapshots").iterdir() if p.is_dir()) \
@@ -787,6 +811,7 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
     Raises:
         SourceNotFound: neither cached nor fetchable (offline, unreachable, no such file).
     """
+    named = f"{repo_id}/{filename}"
     cached = cached_snapshot(repo_id, revision)
     if cached is not None and (cached / filename).is_file():
         return cached / filename
@@ -795,9 +820,19 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
             _require_hub(repo_id, revision)  # says why (offline, unreachable) and what the cache holds
         why = f"{_offline_variable()} is set" if hub_offline() else hub_unreachable()
         raise SourceNotFound(f"{repo_id}'s cached snapshot has no {filename}, and the Hub cannot be reached "
-                             f"({why}): fetch it with `{download_command(repo_id, revision)} {filename}`",
-                             f"{repo_id}/{filename}")
-    return download_file(repo_id, filename, revision)
+                             f"({why}): fetch it with `{download_command(repo_id, revision)} {filename}`", named)
+    if cached is None:
+        return download_file(repo_id, filename, revision)
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=hub_cache_dir()))
+    except Exception as exc:
+        # The repo is cached: what failed is this file (a 404 for a name the repo lacks, most often), which
+        # download_file's "not in the cache" would have blamed on the repo.
+        reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise SourceNotFound(f"{repo_id}'s cached snapshot has no {filename}, and the Hub could not provide it: "
+                             f"{reason[:160]}", named) from exc
 
 
 def download_file(repo_id: str, filename: str, revision: str | None = None) -> Path:

@@ -33,6 +33,7 @@ from weightdoctor.checkpoint.hub import (
     looks_like_repo_id,
     normalize_revision,
     remote_structure,
+    repo_cached,
     resolve_repo_id,
     snapshot_commit,
     split_repo_subfolder,
@@ -874,10 +875,17 @@ def _unfinished_or_empty(folder: Path) -> str:
     return hint
 
 
+def _cached_file(repo_id: str, inside: str, revision: str | None) -> bool:
+    """Whether the cached snapshot of a model repo holds `inside` as a file."""
+    snapshot = cached_snapshot(repo_id, revision)
+    return snapshot is not None and (snapshot / inside).is_file()
+
+
 def _local_dir_unfinished(folder: Path) -> int:
     """How many partial files `hf download --local-dir` left for `folder`: huggingface_hub downloads each file into
     `<local dir>/.cache/huggingface/download/[<subfolder>/]<hash>.<etag>.incomplete` and moves it into place once
     whole, so a pipeline's `unet/` finds its own under the downloaded folder's .cache (or deeper, its parents')."""
+    folder = folder.absolute()  # `.` (run inside a pipeline's unet/) has no parents to find the download's .cache in
     for base in [folder, *itertools.islice(folder.parents, 3)]:
         downloads = base / ".cache" / "huggingface" / "download" / folder.relative_to(base)
         try:
@@ -1866,18 +1874,29 @@ def _open_checkpoint(
         revision = located.revision or revision
         inside = located.path_in_repo
         if located.repo_type != "model":
-            path = cached_typed_snapshot(located, revision, text) / inside
+            try:
+                path = cached_typed_snapshot(located, revision, text) / inside
+            except SourceNotFound as exc:
+                if text.startswith(("hf://", "https://", "http://")) or repo_cached(located.repo_id,
+                                                                                    located.repo_type):
+                    raise
+                # `datasets/mnist/ckpt` without a scheme, of a repo not cached at all, is as likely a mistyped path
+                # in a local `datasets/` folder: say so first, with its close local names, as for any missing path.
+                raise SourceNotFound(f"no such file or directory{_missing_path_hint(text)}; read as a Hub "
+                                     f"address, {exc.message}", text) from exc
             if not path.exists():
                 raise SourceNotFound(f"the {located.repo_type} repo {located.repo_id} has no {inside} (its cached "
                                      f"snapshot is {path.parents[inside.count('/')]})", text)
-        elif inside.rpartition("/")[2].endswith((".safetensors", ".json") + PICKLE_SUFFIXES):
+        elif inside and (inside.rpartition("/")[2].endswith((".safetensors", ".json") + PICKLE_SUFFIXES)
+                         or _cached_file(located.repo_id, inside, revision)):
             # A file named by its address: that file, not the weights its folder's fetch would pick (one format,
-            # no variant).
+            # no variant); one of another format too (a blob page of `model.onnx`, `model.gguf`) once cached, so
+            # it is refused as that format rather than as "no folder".
             repo_id, text = located.repo_id, located.repo_id
             try:
                 path = hub_file(located.repo_id, inside, revision)
             except SourceNotFound as exc:
-                if "hf download" in exc.message:  # already says what is missing and the command that fetches it
+                if inside in exc.message:  # says what is missing (and how to fetch it, or the Hub's reply)
                     raise SourceNotFound(exc.message, path=given) from exc
                 fetch = download_command(located.repo_id, revision).replace(
                     f"hf download {shlex.quote(located.repo_id)}",
@@ -2027,7 +2046,8 @@ def _open_checkpoint(
         safetensors_only = builder.safetensors_files
     return Checkpoint(
         source=given if located is not None else text,
-        path=path.resolve() if repo_id is None else path,
+        # A dataset's file is kept in its snapshot as a model's is (not resolved to its blob), so `commit` names it.
+        path=path.resolve() if repo_id is None and located is None else path,
         format=fmt,
         sharded=sharded,
         files=builder.files,
