@@ -224,3 +224,12 @@ def test_inspect_stats_json_is_json_ready_and_counts_as_torch(tmp_path: Path) ->
         assert stats["nan"] == int(torch.isnan(wide).sum()), name
         assert stats["max"] == pytest.approx(float(finite.max()), rel=1e-6), name
         assert stats["min"] == pytest.approx(float(finite.min()), rel=1e-6), name
+
+
+def test_valid_text_escapes_lone_surrogates_only() -> None:
+    """valid_text now asks the UTF-8 encoder whether a lone surrogate is there before its regular expression."""
+    from weightdoctor.render.json import valid_text
+
+    assert valid_text('{"a": "modèl ±"}') == '{"a": "modèl ±"}'
+    assert valid_text('{"a": "x\udcffy ±"}') == '{"a": "x\\udcffy ±"}'
+    assert valid_text("\ud83d\ude00") == "\\ud83d\\ude00"  # two lone surrogates in a str, not a pair

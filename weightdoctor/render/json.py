@@ -64,7 +64,13 @@ def valid_text(text: str) -> str:
     decodes it) is written as its `\\udcXX` escape, which JSON allows, instead of a raw byte on stdout."""
     if text.isascii():
         return text
-    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+    try:
+        # Encoding fails exactly where a lone surrogate is, and in C it is ~20x faster than the regular expression
+        # scanning tens of MB of report for one (check-dtype's 50,000 rows hold a "±"); the bytes are dropped.
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 _NON_ASCII = re.compile("[^\x00-\x7f]")
