@@ -233,3 +233,29 @@ def test_valid_text_escapes_lone_surrogates_only() -> None:
     assert valid_text('{"a": "modèl ±"}') == '{"a": "modèl ±"}'
     assert valid_text('{"a": "x\udcffy ±"}') == '{"a": "x\\udcffy ±"}'
     assert valid_text("\ud83d\ude00") == "\\ud83d\\ude00"  # two lone surrogates in a str, not a pair
+
+
+def test_compare_values_holds_small_pairs_up_to_the_batch_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small pairs are held to be compared together, but never more than BATCH_ELEMENTS values of them."""
+    import gc
+    import weakref
+
+    from weightdoctor import diff_keys
+
+    monkeypatch.setattr(diff_keys, "BATCH_ELEMENTS", 1000)
+    alive: list[tuple[weakref.ref, int]] = []
+    peak = 0
+
+    def pairs() -> Any:
+        nonlocal peak
+        for index in range(400):
+            gc.collect()
+            peak = max(peak, sum(size for ref, size in alive if ref() is not None))
+            a, b = torch.randn(30), torch.randn(30)
+            alive.extend([(weakref.ref(a), 30), (weakref.ref(b), 0)])  # values counted once per pair
+            yield f"layers.{index}.w", a, b
+            del a, b
+
+    rows, _ = diff_keys.compare_values(pairs())
+    assert len(rows) == 400 and not any(row.identical for row in rows)
+    assert 900 <= peak <= 1000  # batches did form, and stayed within the bound

@@ -2467,6 +2467,9 @@ def compare_values(
 ) -> tuple[list[ValueDiff], list[LayerChange]]:
     """Compare tensor pairs as they stream in (hold one pair at a time); rank layers by relative change.
 
+    Pairs of at most `BATCH_PAIR_ELEMENTS` float values are the exception: up to `BATCH_ELEMENTS` values of them
+    (a few MB) are held and compared together, with the same results.
+
     Args:
         pairs: `(name, tensor_from_A, tensor_from_B)`, same shapes; produced lazily by the caller.
         top: how many layers to return, most changed first.
