@@ -338,7 +338,9 @@ def test_compare_values_holds_one_pair_at_a_time() -> None:
         for i in range(5):
             gc.collect()
             assert all(ref() is None for ref in alive), "an earlier pair is still referenced"
-            a, b = torch.randn(64, 64), torch.randn(64, 64)
+            # Larger than diff_keys.BATCH_PAIR_ELEMENTS: smaller pairs are held together, up to a bound
+            # (tests/test_perf10.py).
+            a, b = torch.randn(160, 160), torch.randn(160, 160)
             alive.extend([weakref.ref(a), weakref.ref(b)])
             yield f"layers.{i}.w", a, b
             del a, b

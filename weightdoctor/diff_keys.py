@@ -2419,17 +2419,81 @@ def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 
             max_abs = math.nan if math.isnan(largest) or math.isnan(max_abs) else max(max_abs, largest)
         diff_sq += float((delta * delta).sum())
         ref_sq += float((part_b * part_b).sum())
+    rel = _rel_change(identical, diff_sq, ref_sq, flat_a, flat_b, chunk)
+    return ValueDiff(name, identical, max_abs, rel, dtype_a, dtype_b), diff_sq, ref_sq
+
+
+def _rel_change(identical: bool, diff_sq: float, ref_sq: float, flat_a: torch.Tensor, flat_b: torch.Tensor,
+                chunk: int) -> float:
+    """‖A−B‖/‖B‖ from the two sums of squares: 0 when identical, inf when B is all zeros."""
     if identical:
-        rel = 0.0
-    elif ref_sq == 0.0:
-        rel = math.inf
-    elif math.isinf(diff_sq) or math.isinf(ref_sq):
+        return 0.0
+    if ref_sq == 0.0:
+        return math.inf
+    if math.isinf(diff_sq) or math.isinf(ref_sq):
         # Squares of float64 values beyond ~1e154 overflow (inf / inf is NaN): the ratio again, from values
         # scaled by a power of two (exact). An inf among the values still gives inf or NaN, as it should.
-        rel = _scaled_rel_change(flat_a, flat_b, chunk)
-    else:
-        rel = math.sqrt(diff_sq) / math.sqrt(ref_sq)
-    return ValueDiff(name, identical, max_abs, rel, dtype_a, dtype_b), diff_sq, ref_sq
+        return _scaled_rel_change(flat_a, flat_b, chunk)
+    return math.sqrt(diff_sq) / math.sqrt(ref_sq)
+
+
+# Pairs of float tensors up to this many values are compared together (`compare_pairs_batch`): for 100,000 tiny
+# tensors the ~25 torch calls per pair, not the values, were the time.
+BATCH_PAIR_ELEMENTS = 1 << 14
+BATCH_ELEMENTS = 1 << 20
+_BATCH_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _batchable(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """A pair `compare_pairs_batch` compares as `compare_pair` would: plain floats, non-empty, within one chunk."""
+    return (0 < a.numel() == b.numel() <= BATCH_PAIR_ELEMENTS
+            and str(a.dtype).removeprefix("torch.") in _BATCH_DTYPES
+            and str(b.dtype).removeprefix("torch.") in _BATCH_DTYPES)
+
+
+def compare_pairs_batch(pairs: list[tuple[str, torch.Tensor, torch.Tensor]]) -> list[tuple[ValueDiff, float, float]]:
+    """`compare_pair` of each of `pairs` (each `_batchable`), computed on all their values at once.
+
+    The same numbers: the element-wise steps are the same, `identical` and the NaN test are counts per pair
+    (prefix sums of int64), the largest difference is a maximum per pair, and each pair's sums of squares are
+    torch's own sums over that pair's slice, as `compare_pair` sums a pair that fits in one chunk.
+    """
+    import torch
+
+    lengths = [a.numel() for _, a, _ in pairs]
+    # torch.cat promotes float16 / bfloat16 / float32 to a float type that holds each exactly, so the float64
+    # values are the ones each tensor's own cast gives.
+    all_a = torch.cat([a.reshape(-1) for _, a, _ in pairs]).to(torch.float64)
+    all_b = torch.cat([b.reshape(-1) for _, _, b in pairs]).to(torch.float64)
+    bounds = [0]
+    for length in lengths:
+        bounds.append(bounds[-1] + length)
+    ends, starts = torch.tensor(bounds[1:]), torch.tensor(bounds[:-1])
+    segment = torch.repeat_interleave(torch.arange(len(pairs)), torch.tensor(lengths))
+
+    def per_pair(mask: torch.Tensor) -> list[int]:
+        prefix = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(mask, 0, dtype=torch.int64)])
+        return (prefix[ends] - prefix[starts]).tolist()
+
+    same = (all_a == all_b) | (torch.isnan(all_a) & torch.isnan(all_b))
+    delta = torch.where(same, torch.zeros_like(all_a), all_a - all_b)
+    differing = per_pair(~same)
+    size = delta.abs()
+    unknown = torch.isnan(size)
+    nan_count = per_pair(unknown)
+    # compare_pair's max() keeps a NaN; here the NaNs are counted apart and the maximum taken over the rest.
+    largest = torch.zeros(len(pairs), dtype=torch.float64).scatter_reduce_(
+        0, segment, torch.where(unknown, torch.zeros_like(size), size), "amax", include_self=True).tolist()
+    diff_sq = torch.stack([piece.sum() for piece in torch.split(delta * delta, lengths)]).tolist()
+    ref_sq = torch.stack([piece.sum() for piece in torch.split(all_b * all_b, lengths)]).tolist()
+    results = []
+    for i, (name, a, b) in enumerate(pairs):
+        identical = differing[i] == 0
+        max_abs = math.nan if nan_count[i] else largest[i]
+        rel = _rel_change(identical, diff_sq[i], ref_sq[i], a.reshape(-1), b.reshape(-1), 1 << 22)
+        results.append((ValueDiff(name, identical, max_abs, rel, str(a.dtype).removeprefix("torch."),
+                                  str(b.dtype).removeprefix("torch.")), diff_sq[i], ref_sq[i]))
+    return results
 
 
 def _scaled_rel_change(flat_a: torch.Tensor, flat_b: torch.Tensor, chunk: int) -> float:
@@ -2460,21 +2524,48 @@ def compare_values(
 ) -> tuple[list[ValueDiff], list[LayerChange]]:
     """Compare tensor pairs as they stream in (hold one pair at a time); rank layers by relative change.
 
+    Pairs of at most `BATCH_PAIR_ELEMENTS` float values are the exception: up to `BATCH_ELEMENTS` values of them
+    (a few MB) are held and compared together, with the same results.
+
     Args:
         pairs: `(name, tensor_from_A, tensor_from_B)`, same shapes; produced lazily by the caller.
         top: how many layers to return, most changed first.
     """
     results: list[ValueDiff] = []
     layers: dict[str, list[float]] = {}
-    for name, a, b in pairs:
-        row, diff_sq, ref_sq = compare_pair(name, a, b)
+
+    def record(row: ValueDiff, diff_sq: float, ref_sq: float) -> None:
         results.append(row)
-        total = layers.setdefault(layer_of(name), [0.0, 0.0, 0.0, 1.0])
+        total = layers.setdefault(layer_of(row.name), [0.0, 0.0, 0.0, 1.0])
         total[0] += diff_sq
         total[1] += ref_sq
         total[2] += 1
         total[3] = total[3] if row.identical else 0.0
+
+    # Small float pairs wait here (a few MB at most) and are compared together, then recorded in their order:
+    # the batch is flushed before any other pair is recorded.
+    pending: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+    pending_elements = 0
+
+    def flush() -> None:
+        nonlocal pending_elements
+        if pending:
+            for outcome in compare_pairs_batch(pending):
+                record(*outcome)
+            pending.clear()
+            pending_elements = 0
+
+    for name, a, b in pairs:
+        if _batchable(a, b):
+            if pending_elements + a.numel() > BATCH_ELEMENTS:
+                flush()
+            pending.append((name, a, b))
+            pending_elements += a.numel()
+            continue
+        flush()
+        record(*compare_pair(name, a, b))
         del a, b
+    flush()
     ranked = []
     for layer, (diff_sq, ref_sq, count, same) in layers.items():
         rel = 0.0 if same else (math.inf if ref_sq == 0 else math.sqrt(diff_sq) / math.sqrt(ref_sq))

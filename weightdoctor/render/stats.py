@@ -48,21 +48,25 @@ def merge_stats_json(inspect_json: dict[str, Any], report: StatsReport, histogra
         dict[str, Any]:
     """Add `stats` and `init` to each entry of `tensors`, and `findings` and `weights` at the top level.
 
-    Tensors without statistics (integer dtypes) get `stats: null` and `init: null`.
+    Tensors without statistics (integer dtypes) get `stats: null` and `init: null`. `inspect_json` must be
+    `to_jsonable` of the inspect report (JSON-ready already); it is filled in place and returned.
     """
+    # `inspect_json` is already JSON-ready (`to_jsonable` of the inspect report, as both callers pass it): only what
+    # is added here is converted, rather than the whole object again (for 100,000 tensors that second walk of every
+    # row took longer than writing the text). `to_jsonable` of a JSON-ready value is that value.
     by_name = {item.name: item for item in report.tensors}
     by_name.update({alias: by_name[name] for alias, name in report.aliases.items() if name in by_name})
     for entry in inspect_json.get("tensors", []):
         item = by_name.get(entry["name"])
-        entry["stats"] = None if item is None else tensor_stats_json(item)
-        entry["init"] = None if item is None else tensor_init_json(item)
+        entry["stats"] = None if item is None else to_jsonable(tensor_stats_json(item))
+        entry["init"] = None if item is None else to_jsonable(tensor_init_json(item))
         if item is not None and histograms and item.name in histograms:
-            entry["histogram"] = item.histogram or None  # null: no finite spread of values to draw
-    inspect_json["findings"] = [
+            entry["histogram"] = to_jsonable(item.histogram or None)  # null: no finite spread of values to draw
+    inspect_json["findings"] = to_jsonable([
         {"severity": f.severity, "code": f.code, "tensor": f.tensor, "message": f.message, "hint": f.hint}
         for f in report.findings
-    ]
-    inspect_json["weights"] = {
+    ])
+    inspect_json["weights"] = to_jsonable({
         "sample": report.sample,
         "expected_from": report.expected_from,
         "model_class": report.model_class,
@@ -70,8 +74,8 @@ def merge_stats_json(inspect_json: dict[str, Any], report: StatsReport, histogra
         "state": report.state,
         "skipped": report.skipped,
         "warnings": report.warnings,
-    }
-    return to_jsonable(inspect_json)
+    })
+    return inspect_json
 
 
 def _num(value: float) -> str:
