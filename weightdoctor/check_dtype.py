@@ -1168,7 +1168,9 @@ def check_dtype(
         if 0 < numel <= min(BATCH_TENSOR_ELEMENTS, chunk_elements):
             if pending and (pending[0][1].dtype != values.dtype or pending_elements + numel > BATCH_ELEMENTS):
                 flush()
-            pending.append((info, values))
+            # A copy (16,384 values at most): a view would keep its file's memory map, and the descriptor a map
+            # holds, open until the flush (hundreds of .bin shards then ran out of descriptors).
+            pending.append((info, values.clone()))
             pending_elements += numel
             del tensor, values
             continue

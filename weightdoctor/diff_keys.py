@@ -2559,8 +2559,10 @@ def compare_values(
         if _batchable(a, b):
             if pending_elements + a.numel() > BATCH_ELEMENTS:
                 flush()
-            pending.append((name, a, b))
+            # Copies, not views: a view keeps its file's memory map (and descriptor) open until the flush.
+            pending.append((name, a.clone(), b.clone()))
             pending_elements += a.numel()
+            del a, b
             continue
         flush()
         record(*compare_pair(name, a, b))

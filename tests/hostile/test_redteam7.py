@@ -426,7 +426,8 @@ def test_merging_hundreds_of_shards_holds_a_bounded_number_of_files_open(tmp_pat
 
 
 @pytest.mark.parametrize("command", [["convert", "-o", "out.safetensors", "--dtype", "fp16"],
-                                     ["check-dtype", "--target", "fp16"], ["inspect", "--stats"]])
+                                     ["check-dtype", "--target", "fp16"], ["inspect", "--stats"],
+                                     ["diff-keys", "many", "--values"]])
 def test_reading_the_values_of_hundreds_of_bin_shards_holds_a_bounded_number_of_files_open(
         tmp_path: Path, command: list[str]) -> None:
     """Each torch zip file read without torch kept its memory map (and the descriptor a map holds) until the
