@@ -1,0 +1,45 @@
+"""Review of the thirdparty8, redteam11 and ux10 merges: false positives on ordinary inputs.
+
+- diff-keys: MoE experts stored fused with each matrix transposed ((E, in, out) against (E, out, in)) were given
+  reason channels-last, "as MLX stores convolutions", which they are not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tests.helpers import run_json
+
+
+def test_moe_experts_transposed_are_not_called_an_mlx_convolution(tmp_path: Path) -> None:
+    """Fused expert weights (num_experts, hidden, 2 * intermediate) against (num_experts, 2 * intermediate,
+    hidden), as transformers versions and other code bases store them, are a batched transpose; the 3-dim
+    swap looked like a channels-last Conv1d kernel."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    gate_up = torch.randn(4, 16, 32)
+    save_file({"model.layers.0.mlp.experts.gate_up_proj": gate_up.contiguous()}, str(tmp_path / "a.safetensors"))
+    save_file({"model.layers.0.mlp.experts.gate_up_proj": gate_up.transpose(1, 2).contiguous()},
+              str(tmp_path / "b.safetensors"))
+    code, data = run_json("diff-keys", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"))
+    assert code == 1, data
+    [row] = data["mismatched"]
+    assert row["reason"] != "channels-last", row
+    assert "MLX" not in row["detail"] and "movedim" not in row["detail"], row
+    assert row["reason"] == "shape" and row["detail"] == ("4×16×32 in A, 4×32×16 in B: the last two axes swapped, "
+                                                          "each of the 4 matrices transposed"), row
+
+
+def test_a_conv1d_kernel_stored_channels_last_is_still_said_so() -> None:
+    """The MLX case the reason is for keeps it: whisper's conv1 (384 out, 80 mel bins in, width 3)."""
+    from weightdoctor.diff_keys import classify_mismatch
+
+    reason, _, detail = classify_mismatch("encoder.conv1.weight", (384, 3, 80), (384, 80, 3))
+    assert reason == "channels-last" and "input channels last in A" in detail, detail
+    reason, _, _ = classify_mismatch("encoder.conv2.weight", (384, 384, 3), (384, 3, 384))
+    assert reason == "channels-last"
+    reason, _, _ = classify_mismatch("unet.conv_in.weight", (320, 4, 3, 3), (320, 3, 3, 4))
+    assert reason == "channels-last"
