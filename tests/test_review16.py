@@ -2,15 +2,19 @@
 
 - diff-keys: MoE experts stored fused with each matrix transposed ((E, in, out) against (E, out, in)) were given
   reason channels-last, "as MLX stores convolutions", which they are not.
+- A Hub cache whose branch has a slash (refs/feature/x) read with --revision feature (or org/m@feature/x, which
+  is revision feature and file x) was told refs/feature "is not a regular file" and to delete that ref, which
+  deletes the branch's ref.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
-from tests.helpers import run_json
+from tests.helpers import run_cli, run_json
 
 
 def test_moe_experts_transposed_are_not_called_an_mlx_convolution(tmp_path: Path) -> None:
@@ -43,3 +47,33 @@ def test_a_conv1d_kernel_stored_channels_last_is_still_said_so() -> None:
     assert reason == "channels-last"
     reason, _, _ = classify_mismatch("unet.conv_in.weight", (320, 4, 3, 3), (320, 3, 3, 4))
     assert reason == "channels-last"
+
+
+def _cache_with_a_slashed_branch(cache: Path) -> None:
+    from safetensors.torch import save_file
+
+    repo = cache / "models--org--m"
+    for ref, commit, name in (("main", "a" * 40, "w_main"), ("feature/x", "d" * 40, "w_feature")):
+        (repo / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / ref).write_text(commit)
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        save_file({name: torch.zeros(2)}, str(repo / "snapshots" / commit / "model.safetensors"))
+
+
+def test_a_revision_naming_a_folder_of_refs_is_not_a_broken_ref(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """refs/feature/ is the folder huggingface_hub keeps branch feature/x's ref in: --revision feature is a
+    revision that is not cached, not a broken ref to delete (deleting it deletes feature/x's ref)."""
+    _cache_with_a_slashed_branch(tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, data = run_json("inspect", "org/m", "--revision", "feature/x")
+    assert code == 0 and [t["name"] for t in data["tensors"]] == ["w_feature"], data
+    for args in (["org/m", "--revision", "feature"], ["org/m@feature/x"]):
+        result = run_cli("inspect", *args)
+        message = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and "Traceback" not in message, message
+        assert "delete that ref" not in message and "not a regular file" not in message, message
+        assert "revision 'feature' of 'org/m' is not in the Hugging Face cache" in message, message
+        assert "feature/x -> dddddddddd" in message, message
+    assert (tmp_path / "models--org--m" / "refs" / "feature" / "x").read_text() == "d" * 40

@@ -406,12 +406,25 @@ def _check_ref_file(repo_id: str, revision: str | None, repo_type: str = "model"
         mode = ref.stat()
     except (OSError, ValueError):
         return  # no such ref (a commit hash, or not cached): huggingface_hub says so
+    if stat.S_ISDIR(mode.st_mode) and _holds_anything(ref):
+        # refs/feature/ holds the ref of branch feature/x (refs/refs/ those of PRs): no broken ref, and deleting it
+        # as advised deleted theirs. huggingface_hub reads no ref there; the revision is said not to be cached.
+        return
     if not stat.S_ISREG(mode.st_mode) or mode.st_size > MAX_REF_BYTES:
         what = "not a regular file" if not stat.S_ISREG(mode.st_mode) else f"{mode.st_size:,} bytes long"
         again = download_command(repo_id, revision) + (f" --repo-type {repo_type}" if repo_type != "model" else "")
         raise SourceNotFound(f"the Hub cache's refs/{revision or 'main'} of {repo_id} is {what}, not a commit hash; "
                              f"download it again with `{again}` or delete that ref",
                              path=str(ref))
+
+
+def _holds_anything(folder: Path) -> bool:
+    """Whether `folder` lists any entry (False when it cannot be listed)."""
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is not None
+    except OSError:
+        return False
 
 
 def _full_commit(repo_id: str, revision: str | None) -> str | None:
