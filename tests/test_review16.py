@@ -77,3 +77,24 @@ def test_a_revision_naming_a_folder_of_refs_is_not_a_broken_ref(tmp_path: Path,
         assert "revision 'feature' of 'org/m' is not in the Hugging Face cache" in message, message
         assert "feature/x -> dddddddddd" in message, message
     assert (tmp_path / "models--org--m" / "refs" / "feature" / "x").read_text() == "d" * 40
+
+
+@pytest.mark.parametrize("address", ["https://huggingface.co/docs/transformers/index", "https://huggingface.co/blog/moe",
+                                     "https://huggingface.co/models?search=llama", "huggingface.co/papers/2401.00001"])
+def test_a_page_of_the_hub_website_is_not_offered_as_a_repo_id(address: str, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A documentation or blog page pasted as the source was answered 'give the repo id instead:
+    docs/transformers/index' (no repo id has three parts, and the Hub keeps docs/ for its own pages), or read as
+    repo blog/moe and said not to be cached."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run_cli("inspect", address)
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "Traceback" not in message, message
+    assert message == (f"error: {address}: a page of the Hugging Face website, not of a repo: give the id "
+                       "(org/name) of the model repo to read"), message
+    # A repo's own address keeps its reading, a repo without an org too.
+    from weightdoctor.checkpoint.hub import url_source_hint
+
+    assert url_source_hint("https://huggingface.co/bert-base-uncased/tree/main") == \
+        "a web address, not a local path: give the repo id instead: bert-base-uncased"
