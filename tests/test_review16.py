@@ -5,6 +5,8 @@
 - A Hub cache whose branch has a slash (refs/feature/x) read with --revision feature (or org/m@feature/x, which
   is revision feature and file x) was told refs/feature "is not a regular file" and to delete that ref, which
   deletes the branch's ref.
+- A page of the Hub's website (huggingface.co/docs/transformers/index, /blog/moe) had its path offered as the
+  repo id to type, or was read as repo blog/moe.
 """
 
 from __future__ import annotations
