@@ -7,6 +7,7 @@
   deletes the branch's ref.
 - A page of the Hub's website (huggingface.co/docs/transformers/index, /blog/moe) had its path offered as the
   repo id to type, or was read as repo blog/moe.
+- convert --to fp16 / shard --format bf16 (a dtype given to the format option) did not say --dtype casts.
 """
 
 from __future__ import annotations
@@ -100,3 +101,21 @@ def test_a_page_of_the_hub_website_is_not_offered_as_a_repo_id(address: str, tmp
 
     assert url_source_hint("https://huggingface.co/bert-base-uncased/tree/main") == \
         "a web address, not a local path: give the repo id instead: bert-base-uncased"
+
+
+def test_a_dtype_given_to_the_format_option_names_dtype(tmp_path: Path) -> None:
+    """`convert --to fp16` ('convert it to fp16') was told only "choose safetensors or bin", which does not say
+    that the cast it asked for is --dtype's."""
+    torch.save({"w": torch.zeros(2, 2)}, tmp_path / "m.pt")
+    for command, option, value in (("convert", "--to", "fp16"), ("shard", "--format", "bfloat16")):
+        args = [command, str(tmp_path / "m.pt"), "-o", str(tmp_path / f"out-{command}"), option, value]
+        result = run_cli(*args, *(["--max", "1GB"] if command == "shard" else []))
+        message = " ".join(result.stderr.split())
+        assert result.exit_code == 2, message
+        assert message == (f"error: {option} {value!r}: choose safetensors or bin; {value} is a dtype: --dtype {value} "
+                           "casts to it"), message
+        assert not (tmp_path / f"out-{command}").exists()
+    # What was said before stays: a pickle's suffix is 'bin', a typo the format meant.
+    from weightdoctor.convert import format_choice
+
+    assert format_choice("--to", "pt") == "--to 'pt': choose safetensors or bin; did you mean 'bin'?"
