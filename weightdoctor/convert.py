@@ -40,10 +40,15 @@ _PICKLE_NAMES = ("pt", "pth", "ckpt", "pkl", "pickle", "torch", "pytorch", "pyto
 def format_choice(option: str, value: str) -> str:
     """The one line refusing an unknown `--to` / `--format`, with the format meant (`SAFETENSORS`, `safetensor`,
     `.bin`, `pt`: torch.save's format is written as .bin)."""
+    from weightdoctor.dtypes import ALIASES
     from weightdoctor.errors import did_you_mean
+    from weightdoctor.rewrite import CAST_TARGETS
 
     typed = value.strip().lower().lstrip(".")
     hint = "; did you mean 'bin'?" if typed in _PICKLE_NAMES else did_you_mean(typed, FORMATS)
+    if (CAST_TARGETS.get(typed) or ALIASES.get(typed)) in CAST_TARGETS.values():
+        # `convert --to fp16`: the format option given the dtype meant (`--dtype fp16` casts, the file format stays).
+        hint = f"; {value.strip()} is a dtype: --dtype {value.strip()} casts to it"
     return f"{option} {value!r}: choose safetensors or bin{hint}"
 
 

@@ -1700,12 +1700,18 @@ def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, .
         sides = [(last, first) for last, first, channels_last, channels_first in
                  (("A", "B", shape_a, shape_b), ("B", "A", shape_b, shape_a))
                  if channels_last[1:] == channels_first[2:] + channels_first[1:2]
-                 and channels_last[-1] > channels_last[1]]
+                 and channels_last[-1] > channels_last[1]
+                 # A 3-dim swap is also a stack of matrices transposed (MoE experts fused per projection,
+                 # (experts, in, out) against (experts, out, in)): a Conv1d's width is under its output channels,
+                 # an expert matrix's side above the expert count.
+                 and (len(channels_last) > 3 or channels_last[1] < channels_last[0])]
         if len(sides) == 1:
             last, first = sides[0]
             return "channels-last", "error", (f"{detail}: the same kernel, input channels last in {last} (as MLX "
                                               f"stores convolutions), second in {first} (PyTorch's order); "
                                               f"torch.movedim(w, -1, 1) turns {last}'s into {first}'s")
+    if len(shape_a) == 3 and shape_a[0] == shape_b[0] and shape_a[1:] == shape_b[:0:-1]:
+        return "shape", "error", f"{detail}: the last two axes swapped, each of the {shape_a[0]} matrices transposed"
     return "shape", "error", detail
 
 

@@ -32,6 +32,14 @@ _HUB_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
 _HUB_URL_FILES = ("blob", "resolve", "raw")
 _HUB_URL_VIEWS = ("tree", "commit", *_HUB_URL_FILES)
 _HUB_URL_PAGES = ("commits", "discussions", "edit", "settings", "blame")
+# The Hub website's own routes, which no user or org may be named (`huggingface.co/docs/transformers/index`): a page
+# of one is no repo, where its path was offered as the repo id to type (`docs/transformers/index`).
+_HUB_SITE_PAGES = frozenset((
+    "docs", "blog", "models", "settings", "papers", "collections", "api", "learn", "tasks", "posts", "join",
+    "login", "logout", "pricing", "organizations", "new", "new-dataset", "new-space", "chat", "search",
+    "notifications", "enterprise", "inference-endpoints", "changelog", "welcome", "privacy", "terms-of-service"))
+_SITE_PAGE_HINT = ("a page of the Hugging Face website, not of a repo: give the id (org/name) of the model repo to "
+                   "read")
 
 
 def _hostname(url: str) -> str | None:
@@ -72,6 +80,8 @@ def url_source_hint(text: str) -> str | None:
         return f"a Hub {parts[0][:-1]} repo, not a model repo: weightdoctor reads model checkpoints"
     if not parts:
         return "a Hub address without a repo: give the repo id (org/name)"
+    if scheme != "hf" and parts[0] in _HUB_SITE_PAGES:
+        return _SITE_PAGE_HINT
     # `bert-base-uncased/tree/main`: a repo without an org, as the Hub still serves the oldest ones.
     width = 1 if len(parts) == 1 or parts[1] in _HUB_URL_VIEWS + _HUB_URL_PAGES else 2
     repo, view, tail = "/".join(parts[:width]), "", parts[width:]
@@ -416,12 +426,25 @@ def _check_ref_file(repo_id: str, revision: str | None, repo_type: str = "model"
         mode = ref.stat()
     except (OSError, ValueError):
         return  # no such ref (a commit hash, or not cached): huggingface_hub says so
+    if stat.S_ISDIR(mode.st_mode) and _holds_anything(ref):
+        # refs/feature/ holds the ref of branch feature/x (refs/refs/ those of PRs): no broken ref, and deleting it
+        # as advised deleted theirs. huggingface_hub reads no ref there; the revision is said not to be cached.
+        return
     if not stat.S_ISREG(mode.st_mode) or mode.st_size > MAX_REF_BYTES:
         what = "not a regular file" if not stat.S_ISREG(mode.st_mode) else f"{mode.st_size:,} bytes long"
         again = download_command(repo_id, revision) + (f" --repo-type {repo_type}" if repo_type != "model" else "")
         raise SourceNotFound(f"the Hub cache's refs/{revision or 'main'} of {repo_id} is {what}, not a commit hash; "
                              f"download it again with `{again}` or delete that ref",
                              path=str(ref))
+
+
+def _holds_anything(folder: Path) -> bool:
+    """Whether `folder` lists any entry (False when it cannot be listed)."""
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is not None
+    except OSError:
+        return False
 
 
 def _full_commit(repo_id: str, revision: str | None, repo_type: str = "model") -> str | None:
@@ -526,6 +549,9 @@ def hub_location(text: str) -> HubLocation | None:
         hub_hosts = {"huggingface.co", "www.huggingface.co", "hf.co", urlsplit(constants.ENDPOINT).hostname}
         if not text.startswith("hf://") and host not in hub_hosts:
             return None
+        if not text.startswith("hf://") and url_source_hint(text) == _SITE_PAGE_HINT:
+            # parse_hf_uri reads `huggingface.co/blog/moe` as repo blog/moe, then said not to be cached.
+            raise UsageError(f"{text}: {_SITE_PAGE_HINT}")
         try:
             uri = parse_hf_uri(text)
         except HfUriError as exc:
