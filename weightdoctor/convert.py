@@ -96,8 +96,9 @@ def _format_for(output: Path, to: str | None, single_file: bool) -> str:
     suffix = output.suffix.lower()
     implied = {".safetensors": "safetensors", ".bin": "bin", ".pt": "bin", ".pth": "bin"}.get(suffix)
     if to is not None:
-        if to not in FORMATS:
+        if to.strip().lower() not in FORMATS:
             raise UsageError(format_choice("--to", to))
+        to = to.strip().lower()  # `--to SAFETENSORS`, as every choice is read whatever its case
         if single_file and implied is not None and implied != to:
             raise UsageError(f"--to {to} but the output name ends in {suffix}")
         return to

@@ -1511,8 +1511,9 @@ def place(
     accelerate's `get_balanced_memory` + `infer_auto_device_map`, as `load_checkpoint_and_dispatch` does.
     The budgets are the caps the planner worked with (balanced strategies lower them).
     """
-    if strategy not in STRATEGIES:
-        raise UsageError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    from weightdoctor.errors import choose
+
+    strategy = choose("--strategy", strategy, STRATEGIES)
     model = planned.model
     with _quiet_libraries():
         if planned.is_transformers:
@@ -1771,9 +1772,9 @@ def verdict_exit_code(verdict: str, fail_on: str | None, findings: list[Finding]
         return 1
     if fail_on is None:
         return 0
-    if fail_on not in FAIL_ON:
-        raise UsageError(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}")
-    if fail_on == "no-fit":
+    from weightdoctor.errors import choose
+
+    if choose("--fail-on", fail_on, FAIL_ON) == "no-fit":
         return 1 if verdict == "does-not-fit" else 0
     return 0 if verdict == "fits-on-gpus" else 1
 

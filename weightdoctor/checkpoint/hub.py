@@ -603,15 +603,16 @@ def cached_typed_snapshot(location: HubLocation, revision: str | None, source: s
     return path
 
 
-def check_revision(revision: str | None) -> None:
+def check_revision(revision: str | None, option: str = "--revision", unset: str = "main") -> None:
     """Refuse an empty `--revision` (`--revision "$REV"` with REV unset): a repo id was said not to be cached at
-    all (huggingface_hub finds no ref ""), while its cache folder read refs/main.
+    all (huggingface_hub finds no ref ""), while its cache folder read refs/main. `option` names the flag it came
+    from (diff-keys' `--revision-b`), `unset` what leaving it out reads.
 
     Raises:
         UsageError: `revision` is empty or blank.
     """
     if revision is not None and not revision.strip():
-        raise UsageError("--revision is empty: give a branch, tag or commit, or leave it out for main")
+        raise UsageError(f"{option} is empty: give a branch, tag or commit, or leave it out for {unset}")
 
 
 def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = True,

@@ -1,0 +1,105 @@
+"""Fix list 12: choices in any case and one refusal for them, one message for a number option out of range, an
+empty --revision-b named as itself, a Hub address naming a file, GPTQModel's `dynamic` without `bits`, an output
+folder inside its input, torchtune's latest epoch, and weights under a name from_pretrained skips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import copy_example, run_cli, run_json
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    return copy_example(tmp_path)
+
+
+def _line(result: object) -> str:
+    stderr = result.stderr.strip()  # type: ignore[attr-defined]
+    assert "\n" not in stderr
+    return stderr
+
+
+UPPER = ("WARN", "Unsafe", "FP16", "Error", "OFFLOAD", "Balanced")
+
+
+@pytest.mark.parametrize("command", [
+    ("inspect", "{m}", "--fail-on", "WARN"),
+    ("check-dtype", "{m}", "--fail-on", "Unsafe", "--target", "FP16"),
+    ("diff-keys", "{m}", "{m}", "--fail-on", "Error"),
+    ("plan-devices", "{m}", "--gpu", "1GB", "--fail-on", "OFFLOAD", "--strategy", "Balanced"),
+])
+def test_a_choice_in_upper_case_is_read_as_the_choice(model: Path, command: tuple[str, ...]) -> None:
+    """`--dtype FP16` and `--target FP16` were accepted while `--fail-on WARN` and `--strategy Balanced` were refused
+    with "did you mean 'warn'?": a choice is now the same whatever its case."""
+    result = run_cli(*(part.format(m=model) for part in command), "--json")
+    lower = run_cli(*(part.lower() if part in UPPER else part.format(m=model)
+                      for part in command), "--json")
+    assert result.exit_code in (0, 1) and "error:" not in result.stderr, result.stderr
+    assert (result.exit_code, sorted(json.loads(result.stdout))) == (lower.exit_code, sorted(json.loads(lower.stdout)))
+
+
+def test_a_choice_in_upper_case_is_planned_as_typed_in_lower_case(model: Path) -> None:
+    upper = run_json("plan-devices", model, "--gpu", "1GB", "--gpu", "1GB", "--strategy", "BALANCED")
+    lower = run_json("plan-devices", model, "--gpu", "1GB", "--gpu", "1GB", "--strategy", "balanced")
+    assert upper == lower and upper[0] == 0
+
+
+def test_an_output_format_in_upper_case_is_written(model: Path, tmp_path: Path) -> None:
+    """`convert --to SAFETENSORS` and `shard --format BIN` were refused ("did you mean 'safetensors'?")."""
+    code, data = run_json("convert", model, "-o", tmp_path / "a", "--to", "SAFETENSORS")
+    assert code == 0 and data["plan"]["format"] == "safetensors"
+    assert (tmp_path / "a" / "model.safetensors").is_file()
+    code, data = run_json("shard", model, "-o", tmp_path / "b", "--single", "--format", "BIN")
+    assert code == 0 and (tmp_path / "b" / "pytorch_model.bin").is_file()
+
+
+@pytest.mark.parametrize(("command", "said"), [
+    (("inspect", "{m}", "--fail-on", "warning"), "--fail-on 'warning': choose one of warn, error; did you mean 'warn'?"),
+    (("diff-keys", "{m}", "{m}", "--fail-on", "warning"),
+     "--fail-on 'warning': choose one of info, warn, error; did you mean 'warn'?"),
+    (("check-dtype", "{m}", "--fail-on", "unsave"),
+     "--fail-on 'unsave': choose one of unsafe, lossy; did you mean 'unsafe'?"),
+    (("plan-devices", "{m}", "--gpu", "1GB", "--fail-on", "offloaded"),
+     "--fail-on 'offloaded': choose one of offload, no-fit; did you mean 'offload'?"),
+    (("plan-devices", "{m}", "--gpu", "1GB", "--strategy", "greedy"),
+     "--strategy 'greedy': choose one of auto, balanced, balanced_low_0, sequential"),
+])
+def test_every_choice_is_refused_in_one_message(model: Path, command: tuple[str, ...], said: str) -> None:
+    """The four --fail-on refusals were worded four ways ("must be warn or error, not", "expected one of", "choose
+    one of"), and --strategy's did not name its option ("unknown strategy")."""
+    result = run_cli(*(part.format(m=model) for part in command))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert _line(result) == f"error: {said}"
+
+
+@pytest.mark.parametrize("command", [("inspect", "{m}", "--sample", "0"), ("check-dtype", "{m}", "--sample", "0")])
+def test_sample_zero_is_refused_in_one_message(model: Path, command: tuple[str, ...]) -> None:
+    """inspect gave Click's "Invalid value for '--sample': 0 is not in the range x>=1." in a box, check-dtype its
+    own line."""
+    result = run_cli(*(part.format(m=model) for part in command))
+    assert result.exit_code == 2
+    assert _line(result) == "error: --sample must be a positive number of values, not 0"
+
+
+def test_a_negative_depth_is_refused_as_worst_is(model: Path) -> None:
+    result = run_cli("inspect", model, "--depth", "-1")
+    assert result.exit_code == 2
+    assert _line(result) == "error: --depth must be 0 or more levels, not -1"
+    result = run_cli("check-dtype", model, "--worst", "-1")
+    assert result.exit_code == 2 and _line(result) == "error: --worst must be 0 or more tensors, not -1"
+    assert run_cli("inspect", model, "--depth", "0").exit_code == 0
+
+
+@pytest.mark.parametrize("blank", ["", " "])
+def test_an_empty_revision_b_is_named_as_itself(model: Path, blank: str) -> None:
+    """`diff-keys A B --revision-b " "` was refused as "--revision is empty", an option not given."""
+    result = run_cli("diff-keys", model, "org/name", "--revision-b", blank)
+    assert result.exit_code == 2
+    assert _line(result) == ("error: --revision-b is empty: give a branch, tag or commit, or leave it out for B to "
+                             "take --revision (or main)")
+    result = run_cli("diff-keys", model, "org/name", "--revision", blank)
+    assert _line(result) == "error: --revision is empty: give a branch, tag or commit, or leave it out for main"
