@@ -58,7 +58,8 @@ def test_an_output_format_in_upper_case_is_written(model: Path, tmp_path: Path) 
 
 
 @pytest.mark.parametrize(("command", "said"), [
-    (("inspect", "{m}", "--fail-on", "warning"), "--fail-on 'warning': choose one of warn, error; did you mean 'warn'?"),
+    (("inspect", "{m}", "--fail-on", "warning"),
+     "--fail-on 'warning': choose one of warn, error; did you mean 'warn'?"),
     (("diff-keys", "{m}", "{m}", "--fail-on", "warning"),
      "--fail-on 'warning': choose one of info, warn, error; did you mean 'warn'?"),
     (("check-dtype", "{m}", "--fail-on", "unsave"),
@@ -103,3 +104,25 @@ def test_an_empty_revision_b_is_named_as_itself(model: Path, blank: str) -> None
                              "take --revision (or main)")
     result = run_cli("diff-keys", model, "org/name", "--revision", blank)
     assert _line(result) == "error: --revision is empty: give a branch, tag or commit, or leave it out for main"
+
+
+@pytest.mark.parametrize(("bits", "given"), [(None, "has no top-level `bits`"), ("4", "sets top-level `bits` to '4'")])
+def test_gptqmodel_dynamic_without_top_level_bits_says_from_pretrained_raises(bits: str | None, given: str) -> None:
+    """The `dynamic` warning said from_pretrained builds every Linear "at the top-level ? bits": without a valid
+    `bits` transformers' GPTQConfig raises (checked below), so from_pretrained builds nothing."""
+    import transformers
+    from transformers import GPTQConfig
+
+    from weightdoctor.quantized import gptq_dynamic_warning
+
+    quantization: dict[str, object] = {"quant_method": "gptq", "dynamic": {r".*\.self_attn\..*": {"bits": 8}}}
+    if bits is not None:
+        quantization["bits"] = bits
+    with pytest.raises((TypeError, ValueError), match="bits"):
+        GPTQConfig.from_dict(dict(quantization))
+    warning = gptq_dynamic_warning({"quantization_config": quantization})
+    assert warning == (
+        "quantization_config.dynamic holds GPTQModel's per-module overrides (1 pattern(s)), which transformers "
+        f"{transformers.__version__} does not read (its GPTQConfig drops `dynamic`), and the config {given}: "
+        "GPTQConfig needs 2, 3, 4 or 8 there, so from_pretrained raises before building any Linear; GPTQModel's "
+        "loader and vLLM honour them")
