@@ -126,3 +126,37 @@ def test_gptqmodel_dynamic_without_top_level_bits_says_from_pretrained_raises(bi
         f"{transformers.__version__} does not read (its GPTQConfig drops `dynamic`), and the config {given}: "
         "GPTQConfig needs 2, 3, 4 or 8 there, so from_pretrained raises before building any Linear; GPTQModel's "
         "loader and vLLM honour them")
+
+
+ONNX_PAGE = "https://hf.co/org/name/blob/v2/onnx/model.onnx"
+
+
+def test_a_hub_address_of_a_file_with_another_suffix_is_said_to_name_a_file(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A /blob/ (or /resolve/) page names a file: not cached, it was said to be "folder 'onnx/model.onnx' of revision
+    'v2'", since only .safetensors, .json and pickle suffixes were read as files; /tree/ still names a folder."""
+    (tmp_path / "hub").mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    for page in (ONNX_PAGE, ONNX_PAGE.replace("/blob/", "/resolve/")):
+        result = run_cli("inspect", page)
+        assert result.exit_code == 2
+        assert _line(result) == (
+            f"error: {page}: file 'onnx/model.onnx' of revision 'v2' of 'org/name' is not in the Hugging Face cache "
+            f"at {tmp_path / 'hub'} (HF_HUB_OFFLINE is set): `hf download org/name onnx/model.onnx --revision v2` "
+            "fetches it")
+    tree = run_cli("inspect", "https://hf.co/org/name/tree/v2/onnx")
+    assert "folder 'onnx' of revision 'v2'" in _line(tree)
+
+
+def test_a_cached_file_named_by_its_hub_address_is_read_as_that_file(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from fixtures.build import write_hub_cache
+
+    files = tmp_path / "files"
+    (files / "onnx").mkdir(parents=True)
+    (files / "onnx" / "model.onnx").write_bytes(b"\x08\x07\x12\x07pytorch")
+    (files / "config.json").write_text('{"model_type": "bert"}')
+    write_hub_cache(tmp_path / "hub", "org/name", files, revision="v2")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    line = _line(run_cli("inspect", ONNX_PAGE))
+    assert "ONNX" in line and "folder" not in line and "model.onnx" in line

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -481,6 +481,9 @@ class HubLocation:
     repo_id: str
     revision: str | None
     path_in_repo: str  # "" for the repo's top
+    # A web address's /blob/ or /resolve/ page names a file whatever its suffix (`.../blob/v2/onnx/model.onnx`);
+    # parse_hf_uri returns the same path for it as for the /tree/ page of a folder.
+    names_file: bool = False
 
 
 # The Hub's addresses name a dataset or a Space under these (huggingface_hub's REPO_TYPES_URL_PREFIXES); no model
@@ -495,7 +498,7 @@ def hub_location(text: str) -> HubLocation | None:
 
     Example:
         >>> hub_location("datasets/org/data/ckpt")
-        HubLocation(repo_type='dataset', repo_id='org/data', revision=None, path_in_repo='ckpt')
+        HubLocation(repo_type='dataset', repo_id='org/data', revision=None, path_in_repo='ckpt', names_file=False)
 
     Raises:
         UsageError: an `hf://` URI or a Hub web address huggingface_hub cannot parse, or one of a bucket.
@@ -525,7 +528,13 @@ def hub_location(text: str) -> HubLocation | None:
                              "hf://[datasets/]org/name[@revision][/path], or a repo's page)") from exc
         if uri.type not in _READ_TYPES:
             raise UsageError(f"{text} names a {uri.type}: weightdoctor reads model, dataset and Space repos")
-        return _located(text, uri.type, uri.id, uri.revision, uri.path_in_repo)
+        located = _located(text, uri.type, uri.id, uri.revision, uri.path_in_repo)
+        if text.startswith("hf://") or not located.path_in_repo:
+            return located
+        # The page's kind follows org/name in the address (after `datasets/` or `spaces/` for those repos).
+        parts = urlsplit(text).path.strip("/").split("/")
+        page = parts[3 if parts[0] in _TYPE_PREFIXES else 2] if len(parts) > 3 else ""
+        return replace(located, names_file=page in ("blob", "resolve"))
     if "@" in text and "/" in text.partition("@")[0] and not text.startswith(("/", ".", "~")):
         # `org/name@v1.0`, `datasets/org/name@main/ckpt`: an hf:// URI without its scheme, as `hf cache` and the
         # Hub's docs write a repo at a revision; anything huggingface_hub does not parse so stays a path.

@@ -1870,7 +1870,7 @@ def _open_checkpoint(
             if not path.exists():
                 raise SourceNotFound(f"the {located.repo_type} repo {located.repo_id} has no {inside} (its cached "
                                      f"snapshot is {path.parents[inside.count('/')]})", text)
-        elif inside.rpartition("/")[2].endswith((".safetensors", ".json") + PICKLE_SUFFIXES):
+        elif located.names_file or inside.rpartition("/")[2].endswith((".safetensors", ".json") + PICKLE_SUFFIXES):
             # A file named by its address: that file, not the weights its folder's fetch would pick (one format,
             # no variant).
             repo_id, text = located.repo_id, located.repo_id
