@@ -160,3 +160,25 @@ def test_a_cached_file_named_by_its_hub_address_is_read_as_that_file(tmp_path: P
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     line = _line(run_cli("inspect", ONNX_PAGE))
     assert "ONNX" in line and "folder" not in line and "model.onnx" in line
+
+
+def test_an_output_inside_the_model_folder_does_not_copy_an_earlier_output(model: Path, tmp_path: Path) -> None:
+    """`convert m -o m/sub2` copied the earlier output `m/sub` whole as a side folder (and the next run both, one
+    level deeper): inside the model folder, a subfolder holding weight files is left out, by name; other subfolders
+    are copied, and an output elsewhere still copies a module's own weights (sentence-transformers' 2_Dense/)."""
+    (model / "1_Pooling").mkdir()
+    (model / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    assert run_cli("convert", model, "-o", model / "sub").exit_code == 0
+    code, data = run_json("convert", model, "-o", model / "sub2")
+    assert code == 0
+    assert sorted(data["plan"]["copied"]) == ["1_Pooling/config.json", "config.json"]
+    assert ("not copied: sub/ (holds weight files, as an earlier output does: not copied into an output inside the "
+            "model folder; write the output elsewhere to copy it)") in data["plan"]["warnings"]
+    assert sorted(p.name for p in (model / "sub2").iterdir()) == ["1_Pooling", "config.json", "model.safetensors"]
+    # shard takes the same side files.
+    code, data = run_json("shard", model, "-o", model / "shards", "--max", "200KB")
+    assert code == 0 and not (model / "shards" / "sub").exists() and not (model / "shards" / "sub2").exists()
+    # Outside the model folder a subfolder with weights is part of the model (sentence-transformers' 2_Dense/).
+    (model / "sub2").rename(model / "2_Dense")
+    code, data = run_json("convert", model, "-o", tmp_path / "elsewhere")
+    assert code == 0 and "2_Dense/model.safetensors" in data["plan"]["copied"]
