@@ -824,6 +824,12 @@ def _no_weights_message(folder: Path) -> str:
         if latest in subfolders:  # DeepSpeed's `latest` names the step its load_checkpoint resumes from
             message += (f"; weights are in subfolders ({shown}): point at one, e.g. {folder / latest} (the one "
                         "DeepSpeed's `latest` file names)")
+        elif len(subfolders) > 1 and len({re.sub(r"\d+$", "", name) for name in subfolders}) == 1 \
+                and all(name[-1:].isdigit() for name in subfolders):
+            # One run's saves (torchtune's epoch_0/ ... epoch_9/, a Trainer's checkpoint-N/): the first named was
+            # the earliest, where the latest is the one wanted.
+            message += (f"; weights are in subfolders ({shown}): point at one, e.g. {folder / subfolders[-1]} (the "
+                        "highest-numbered, the run's latest save)")
         else:
             message += f"; weights are in subfolders ({shown}): point at one, e.g. {folder / subfolders[0]}"
     if message == NO_WEIGHT_FILE:
