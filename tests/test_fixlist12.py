@@ -182,3 +182,102 @@ def test_an_output_inside_the_model_folder_does_not_copy_an_earlier_output(model
     (model / "sub2").rename(model / "2_Dense")
     code, data = run_json("convert", model, "-o", tmp_path / "elsewhere")
     assert code == 0 and "2_Dense/model.safetensors" in data["plan"]["copied"]
+
+
+LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 16, "intermediate_size": 32,
+         "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 64}
+
+
+def _llama_folder(folder: Path, weights_name: str) -> Path:
+    """A tiny Llama's config.json and its weights under `weights_name` (seeded)."""
+    import torch
+    import transformers
+
+    folder.mkdir()
+    config = transformers.LlamaConfig(**{k: v for k, v in LLAMA.items() if k not in ("model_type", "architectures")})
+    torch.manual_seed(0)
+    state = {k: v.contiguous() for k, v in transformers.LlamaForCausalLM(config).state_dict().items()}
+    if weights_name.endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        save_file(state, folder / weights_name)
+    else:
+        torch.save(state, folder / weights_name)
+    (folder / "config.json").write_text(json.dumps(LLAMA))
+    return folder
+
+
+@pytest.mark.parametrize("weights_name", ["consolidated.safetensors", "hf_model_0001_0.pt"])
+def test_inspect_says_from_pretrained_skips_the_only_weight_file(tmp_path: Path, weights_name: str) -> None:
+    """plan-devices and diff-keys said from_pretrained(folder) raises on a folder whose only weights are under a name
+    it does not look for; inspect said nothing. It now gives plan-devices' words, from the same function."""
+    import transformers
+
+    folder = _llama_folder(tmp_path / "m", weights_name)
+    with pytest.raises(OSError, match="no file named model.safetensors"):
+        transformers.AutoModelForCausalLM.from_pretrained(folder)
+    said = ("from_pretrained(folder) looks for model.safetensors or pytorch_model.bin (or their sharded index) and "
+            f"raises here: the weights read are {weights_name}")
+    code, data = run_json("inspect", folder)
+    assert code == 0
+    assert [w for w in data["warnings"] if "from_pretrained(folder)" in w] == [
+        f"{said}; from_pretrained loads them once saved under its names (save_pretrained)"]
+    plan = run_json("plan-devices", folder, "--gpu", "1GB")[1]
+    assert [w for w in plan["warnings"] if w.startswith(said)] != []
+    # Under from_pretrained's own name, nothing is said.
+    (folder / weights_name).rename(folder / ("model.safetensors" if weights_name.endswith(".safetensors")
+                                             else "pytorch_model.bin"))
+    assert not [w for w in run_json("inspect", folder)[1]["warnings"] if "from_pretrained(folder)" in w]
+
+
+def test_inspect_says_nothing_of_a_diffusers_models_own_name(tmp_path: Path) -> None:
+    """diffusers reads diffusion_pytorch_model.safetensors itself: no word of transformers' from_pretrained."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "unet"
+    folder.mkdir()
+    save_file({"conv_in.weight": torch.zeros(2, 2)}, folder / "diffusion_pytorch_model.safetensors")
+    (folder / "config.json").write_text('{"_class_name": "UNet2DConditionModel"}')
+    code, data = run_json("inspect", folder)
+    assert code == 0 and not [w for w in data["warnings"] if "from_pretrained(folder)" in w]
+
+
+def test_a_folder_of_numbered_saves_points_at_the_latest(tmp_path: Path) -> None:
+    """torchtune's output_dir holds epoch_0/ ... epoch_10/: the example was epoch_0, the earliest."""
+    import torch
+    from safetensors.torch import save_file
+
+    run = tmp_path / "out"
+    for epoch in (0, 1, 2, 10):
+        (run / f"epoch_{epoch}").mkdir(parents=True)
+        save_file({"a.weight": torch.zeros(2, 2)}, run / f"epoch_{epoch}" / "model-00001-of-00001.safetensors")
+    line = _line(run_cli("inspect", run))
+    assert line.endswith("weights are in subfolders (epoch_0/, epoch_1/, epoch_2/, epoch_10/): point at one, e.g. "
+                         f"{run / 'epoch_10'} (the highest-numbered, the run's latest save)")
+    # Folders of no one series keep the first as the example.
+    (run / "epoch_10").rename(run / "final")
+    assert _line(run_cli("inspect", run)).endswith(f"e.g. {run / 'epoch_0'}")
+
+
+def test_convert_says_the_output_keeps_a_name_from_pretrained_skips(tmp_path: Path) -> None:
+    """Converting torchtune's hf_model_0001_0.pt folder wrote hf_model_0001_0.safetensors, which from_pretrained does
+    not look for either, without a word."""
+    import transformers
+
+    folder = _llama_folder(tmp_path / "tt", "hf_model_0001_0.pt")
+    code, data = run_json("convert", folder, "-o", tmp_path / "st")
+    assert code == 0 and [f["filename"] for f in data["plan"]["files"]] == ["hf_model_0001_0.safetensors"]
+    assert ("from_pretrained(folder) looks for model.safetensors or pytorch_model.bin (or their sharded index) and "
+            "raises here: the weights read are hf_model_0001_0.pt; the output keeps the name "
+            "(hf_model_0001_0.safetensors), which it does not look for either: rename it to model.safetensors where "
+            "its tensors are under transformers' names (torchtune's hf_model_*), else load and save it with "
+            "save_pretrained") in data["plan"]["warnings"]
+    with pytest.raises(OSError, match="no file named model.safetensors"):
+        transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "st")
+    # The fix it names loads.
+    (tmp_path / "st" / "hf_model_0001_0.safetensors").rename(tmp_path / "st" / "model.safetensors")
+    assert transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "st").num_parameters() > 0
+    # A folder saved under from_pretrained's names converts without the warning.
+    code, data = run_json("convert", tmp_path / "st", "-o", tmp_path / "bin", "--to", "bin")
+    assert code == 0 and not [w for w in data["plan"]["warnings"] if "from_pretrained(folder)" in w]
