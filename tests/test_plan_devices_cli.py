@@ -106,7 +106,7 @@ def test_manual_map_valid_and_invalid(fx: dict[str, Path], tmp_path: Path) -> No
     ("args", "message"),
     [
         (["--gpu", "24XB"], "cannot parse size '24XB'"),
-        (["--gpu", "1GB", "--strategy", "greedy"], "unknown strategy 'greedy'"),
+        (["--gpu", "1GB", "--strategy", "greedy"], "--strategy 'greedy': choose one of"),
         ([], "no devices"),
         (["--local", "--gpu", "1GB"], "--local"),
         (["--gpu", "1GB", "--fail-on", "warn"], "--fail-on 'warn'"),

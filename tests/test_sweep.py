@@ -158,7 +158,7 @@ def test_model_class_of_another_type_is_a_usage_error(fx: dict[str, Path]) -> No
 
 
 @pytest.mark.parametrize(("args", "words"), [
-    (["inspect", "{bert}", "--sample", "0"], "Invalid value for '--sample'"),
+    (["inspect", "{bert}", "--sample", "many"], "Invalid value for '--sample'"),
     (["inspect"], "Missing argument 'source'"),
     (["inspect", "{bert}", "--no-such-option"], "No such option: --no-such-option"),
     (["convert", "{bert}"], "Missing option '--output'"),

@@ -287,7 +287,9 @@ def test_a_deepspeed_run_folder_points_at_the_step_latest_names(tmp_path: Path) 
             f"{run / 'global_step900'} (the one DeepSpeed's `latest` file names)") in line, line
     (run / "latest").unlink()
     line = " ".join(run_cli("inspect", str(run)).stderr.split())
-    assert line.endswith(f"e.g. {run / 'global_step900'}") and "latest" not in line, line
+    # Without `latest`, the highest step (fixlist12: it was the first, the earliest).
+    assert line.endswith(f"e.g. {run / 'global_step1000'} (the highest-numbered, the run's latest save)"), line
+    assert "DeepSpeed" not in line, line
 
 
 def test_a_pickle_beside_the_safetensors_file_read_is_named(tmp_path: Path) -> None:

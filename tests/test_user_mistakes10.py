@@ -150,7 +150,7 @@ def test_an_unknown_option_of_no_command_keeps_clicks_guess(model: Path) -> None
     assert "No such option: --fial-on (Possible options: --fail-on)" in result.stderr
 
 
-@pytest.mark.parametrize(("typed", "meant"), [("SAFETENSORS", "safetensors"), ("safetensor", "safetensors"),
+@pytest.mark.parametrize(("typed", "meant"), [("safetensor", "safetensors"),
                                               (".bin", "bin"), ("pt", "bin"), ("PyTorch", "bin")])
 def test_a_mistyped_output_format_names_the_one_meant(model: Path, tmp_path: Path, typed: str, meant: str) -> None:
     """Both said only "choose safetensors or bin", where every other choice (--fail-on, --strategy) names the

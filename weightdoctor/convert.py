@@ -101,8 +101,9 @@ def _format_for(output: Path, to: str | None, single_file: bool) -> str:
     suffix = output.suffix.lower()
     implied = {".safetensors": "safetensors", ".bin": "bin", ".pt": "bin", ".pth": "bin"}.get(suffix)
     if to is not None:
-        if to not in FORMATS:
+        if to.strip().lower() not in FORMATS:
             raise UsageError(format_choice("--to", to))
+        to = to.strip().lower()  # `--to SAFETENSORS`, as every choice is read whatever its case
         if single_file and implied is not None and implied != to:
             raise UsageError(f"--to {to} but the output name ends in {suffix}")
         return to
@@ -309,6 +310,20 @@ def plan_convert(
                         "names; keep the .safetensors, which it reads flat")
     if fmt == "bin" and metadata and index is None:  # a sharded output keeps it in its index
         warnings.append("a .bin file holds no metadata: --metadata is ignored")
+    if not single_file:
+        from weightdoctor.load_simulation import from_pretrained_skips_warning
+
+        if (skipped := from_pretrained_skips_warning(checkpoint)) is not None:
+            # A file keeps its stem (`hf_model_0001_0.pt` -> `hf_model_0001_0.safetensors`, as diffusers' and
+            # open_clip's names must), so the output folder fails from_pretrained as the input does. Not renamed
+            # here: under Meta's names (`consolidated.safetensors`) a model.safetensors would load as random weights.
+            plain = "model.safetensors" if fmt == "safetensors" else "pytorch_model.bin"
+            written = [f.filename for f in files]
+            fix = (f"rename it to {plain} where its tensors are under transformers' names (torchtune's hf_model_*), "
+                   "else load and save it with save_pretrained" if len(written) == 1 and index is None
+                   else "save it with save_pretrained")
+            warnings.append(f"{skipped}; the output keeps the name ({', '.join(written[:3])}"
+                            f"{', ...' if len(written) > 3 else ''}), which it does not look for either: {fix}")
     folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
     weights = [f.path for f in checkpoint.files if f.role != "config"]
     copy_paths, left_out = ([], []) if single_file else side_files(folder, weights, output=out)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from weightdoctor.dtypes import FLOATING
-from weightdoctor.errors import UsageError, did_you_mean
+from weightdoctor.errors import choose
 from weightdoctor.findings import SEVERITIES, severity_rank
 from weightdoctor.gcpause import gc_paused
 from weightdoctor.renames import Rename, add_prefix, apply_renames, python_snippet, rename_all, strip_prefix
@@ -1080,10 +1080,7 @@ def exit_code(report: DiffReport, fail_on: str) -> int:
         >>> exit_code(diff_specs({}, {"classifier.weight": KeySpec("classifier.weight", (2,), "float32")}), "error")
         0
     """
-    if fail_on not in SEVERITIES:
-        raise UsageError(f"--fail-on {fail_on!r}: choose one of {', '.join(SEVERITIES)}"
-                         + did_you_mean(fail_on, SEVERITIES))
-    threshold = severity_rank(fail_on)
+    threshold = severity_rank(choose("--fail-on", fail_on, SEVERITIES))
     return 1 if any(severity_rank(s) >= threshold for s in set(report.severities())) else 0
 
 

@@ -53,6 +53,24 @@ def did_you_mean(value: str, choices: tuple[str, ...] | list[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def choose(option: str, value: str, choices: tuple[str, ...]) -> str:
+    """The one of `choices` that `value` names, case and surrounding spaces aside (`--fail-on WARN`, `--strategy
+    Balanced`, as `--dtype FP16` was always read); every choice option refuses anything else in one message.
+
+    Example:
+        >>> choose("--fail-on", "WARN", ("info", "warn", "error"))
+        'warn'
+
+    Raises:
+        UsageError: `"--fail-on 'warning': choose one of info, warn, error; did you mean 'warn'?"`.
+    """
+    typed = value.strip().lower()
+    match = next((choice for choice in choices if choice.lower() == typed), None)
+    if match is None:
+        raise UsageError(f"{option} {value!r}: choose one of {', '.join(choices)}" + did_you_mean(value, choices))
+    return match
+
+
 def glob_hint(pattern: str) -> str:
     """For a shell glob given where a regular expression is expected (`*LayerNorm*`, which re refuses: "nothing to
     repeat"), the expression meant; else "".

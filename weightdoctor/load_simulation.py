@@ -514,6 +514,29 @@ def file_from_pretrained_skips(checkpoint: Checkpoint) -> str | None:
     return read[0].relpath
 
 
+def from_pretrained_skips_warning(checkpoint: Checkpoint) -> str | None:
+    """What from_pretrained(folder) does with a transformers model folder whose weights are under a name it does not
+    look for (`consolidated.safetensors` beside config.json, torchtune's `hf_model_0001_0.pt`): it raises. None
+    otherwise: a dtype variant (variant= reads it, the reader says so), an adapter (PEFT loads it onto its base), a
+    folder of another library (diffusers' `_class_name`, which reads its own names), no config.json.
+
+    Example:
+        >>> from_pretrained_skips_warning(open_checkpoint("mistral-consolidated/"))
+        'from_pretrained(folder) looks for model.safetensors or pytorch_model.bin (or their sharded index) and raises
+        here: the weights read are consolidated.safetensors'
+    """
+    config = checkpoint.config
+    if not isinstance(config, Mapping) or "_class_name" in config:
+        return None
+    unread = file_from_pretrained_skips(checkpoint)
+    from weightdoctor.checkpoint.reader import _variant_of
+
+    if unread is None or _variant_of(unread) is not None or (checkpoint.path / "adapter_config.json").is_file():
+        return None
+    return (f"from_pretrained(folder) looks for model.safetensors or pytorch_model.bin (or their sharded index) and "
+            f"raises here: the weights read are {unread}")
+
+
 def _head_names(model: Any, names: Sequence[str]) -> set[str]:
     """Of `names`, those outside the model's base model: what a transformers task class adds to its base
     (`classifier`, `projector`, BART's `classification_head`, ELECTRA's `generator_predictions`, ...)."""

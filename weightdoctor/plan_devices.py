@@ -744,19 +744,13 @@ def build_planned_model(
                 warnings.append(f"config.json names no architecture: planned as {type(model).__name__}, the class "
                                 f"AutoModel loads, without a task head; from_pretrained of another class{example} "
                                 "places more: pass --model-class")
-            from weightdoctor.checkpoint.reader import _variant_of
-            from weightdoctor.load_simulation import file_from_pretrained_skips
+            from weightdoctor.load_simulation import from_pretrained_skips_warning
 
-            # An adapter beside its base's config is loaded by PEFT onto the base it names (said above), and a dtype
-            # variant with variant= (the reader's own warning says so): neither raises.
-            if (unread := file_from_pretrained_skips(checkpoint)) is not None and _variant_of(unread) is None \
-                    and not (checkpoint.path / "adapter_config.json").is_file():
+            if (skipped := from_pretrained_skips_warning(checkpoint)) is not None:
                 # A Mistral repo fetched without its HF weights (consolidated.safetensors beside config.json), a
                 # torchtune output (hf_model_0001_0.pt): the plan is the model's, but from_pretrained loads nothing.
-                warnings.append(f"from_pretrained(folder) looks for model.safetensors or pytorch_model.bin (or their "
-                                f"sharded index) and raises here: the weights read are {unread}; planned as the model "
-                                "config.json describes, which from_pretrained loads once the weights are saved under "
-                                "its names (save_pretrained)")
+                warnings.append(f"{skipped}; planned as the model config.json describes, which from_pretrained loads "
+                                "once the weights are saved under its names (save_pretrained)")
             planned = PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
             if config_quantizer is not None:
                 _size_config_quantization(planned, checkpoint, config_quantizer)
@@ -1511,8 +1505,9 @@ def place(
     accelerate's `get_balanced_memory` + `infer_auto_device_map`, as `load_checkpoint_and_dispatch` does.
     The budgets are the caps the planner worked with (balanced strategies lower them).
     """
-    if strategy not in STRATEGIES:
-        raise UsageError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    from weightdoctor.errors import choose
+
+    strategy = choose("--strategy", strategy, STRATEGIES)
     model = planned.model
     with _quiet_libraries():
         if planned.is_transformers:
@@ -1771,9 +1766,9 @@ def verdict_exit_code(verdict: str, fail_on: str | None, findings: list[Finding]
         return 1
     if fail_on is None:
         return 0
-    if fail_on not in FAIL_ON:
-        raise UsageError(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}")
-    if fail_on == "no-fit":
+    from weightdoctor.errors import choose
+
+    if choose("--fail-on", fail_on, FAIL_ON) == "no-fit":
         return 1 if verdict == "does-not-fit" else 0
     return 0 if verdict == "fits-on-gpus" else 1
 

@@ -523,11 +523,20 @@ def gptq_dynamic_warning(config: Mapping[str, Any] | None) -> str | None:
     keys = [key for key in dynamic if isinstance(key, str)]
     skipped = sum(key.startswith("-:") for key in keys)
     bits = _bits(quantization.get("bits"))
+    if bits is not None:
+        builds = (f"from_pretrained builds every Linear of the blocks at the top-level {bits} bits, unlike what the "
+                  "checkpoint stores for the modules they name")
+    else:
+        # Said "at the top-level ? bits": GPTQConfig takes `bits` as a required argument (2, 3, 4 or 8), so
+        # from_pretrained raises on such a config before building any Linear (verified on 5.25).
+        given = ("has no top-level `bits`" if "bits" not in quantization
+                 else f"sets top-level `bits` to {quantization['bits']!r}")
+        builds = (f"and the config {given}: GPTQConfig needs 2, 3, 4 or 8 there, so from_pretrained raises before "
+                  "building any Linear")
     return (f"quantization_config.dynamic holds GPTQModel's per-module overrides ({len(keys)} pattern(s)"
             + (f", {skipped} leaving modules unquantized with '-:'" if skipped else "")
-            + f"), which {which} does not read (its GPTQConfig drops `dynamic`): from_pretrained builds every "
-            f"Linear of the blocks at the top-level {bits or '?'} bits, unlike what the checkpoint stores for the "
-            "modules they name; GPTQModel's loader and vLLM honour them")
+            + f"), which {which} does not read (its GPTQConfig drops `dynamic`){',' if bits is None else ':'} "
+            f"{builds}; GPTQModel's loader and vLLM honour them")
 
 
 @dataclass(frozen=True)

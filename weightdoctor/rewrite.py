@@ -667,7 +667,9 @@ def side_files(
     another format: they are not converted, and would no longer match after renames or casts), training
     state (a Trainer's `optimizer.pt`, `scheduler.pt`, `rng_state.pth`, `training_args.bin`), hidden folders
     (`.git`, `.cache`), and `output` itself when it lies inside `folder` (`shard m -o m/shards`
-    run twice would otherwise copy the first run's shards into the second's, one level deeper each time).
+    run twice would otherwise copy the first run's shards into the second's, one level deeper each time); with
+    such an output, also every subfolder holding weight files at its top (`convert m -o m/st2` copied an
+    earlier `m/st` whole, and the next run both, nested).
     Links are followed only where they stay inside the folder or, in a Hub snapshot, the repo's `blobs/`
     (`_links_inside`): a folder from a git clone or a tarball may hold `tokenizer.json -> ~/.ssh/id_rsa`, and the
     output is what gets uploaded.
@@ -676,6 +678,7 @@ def side_files(
         return [], []
     mine = {p.resolve() for p in converted or []} | {p.absolute() for p in converted or []}
     target = output.resolve() if output is not None else None
+    output_inside = target is not None and folder.resolve() in target.parents
     inside = _links_inside(folder)
 
     def is_output(path: Path) -> bool:
@@ -699,6 +702,13 @@ def side_files(
                 # Copied, it took the name of an output shard or index: the write failed with "File exists" or
                 # "Is a directory", which said nothing of this folder.
                 left_out.append(f"{name}/ (a folder named like a weight file or index)")
+                continue
+            if output_inside and _holds_weight_files(item):
+                # No mark tells an earlier output (or a Trainer's checkpoint-N/) from a module's own weights
+                # (sentence-transformers' 2_Dense/): inside the model folder, copying either nests copies on every
+                # run, so both are left out, by name; an output elsewhere copies them.
+                left_out.append(f"{name}/ (holds weight files, as an earlier output does: not copied into an output "
+                                "inside the model folder; write the output elsewhere to copy it)")
                 continue
             for sub in sorted(item.rglob("*")):
                 parts = sub.relative_to(folder).parts
@@ -737,6 +747,15 @@ def side_files(
             continue
         copies.append(SideFile(item, name))
     return copies, left_out
+
+
+def _holds_weight_files(folder: Path) -> bool:
+    """Whether `folder`'s top holds a weight file or an index (`model.safetensors`, `pytorch_model.bin.index.json`)."""
+    try:
+        return any(item.name.endswith(WEIGHT_SUFFIXES) or item.name.endswith(".index.json") for item in folder.iterdir()
+                   if item.is_file())
+    except OSError:
+        return False
 
 
 def _special_kind(path: Path) -> str | None:

@@ -264,8 +264,9 @@ def plan_shard(
         UsageError: a size that does not parse, a negative size, an unknown format.
         OutputError: the output is (or holds) the input.
     """
-    if fmt not in PATTERNS:
+    if fmt.strip().lower() not in PATTERNS:
         raise UsageError(format_choice("--format", fmt))
+    fmt = fmt.strip().lower()  # `--format SAFETENSORS`, as every choice is read whatever its case
     limit = parse_size(max_size) if max_size is not None else 0
     max_bytes = limit or None
     units = None

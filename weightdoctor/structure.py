@@ -512,6 +512,10 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
     quantized = quantized_summary(unique_tensors(checkpoint.tensors), checkpoint.config)
     adapter, adapter_problem = adapter_summary(checkpoint)
     native_params, params_problems = native_params_summary(checkpoint)
+    from weightdoctor.load_simulation import from_pretrained_skips_warning
+
+    # As plan-devices and diff-keys say it: the folder reads here, but from_pretrained(folder) raises.
+    skipped = from_pretrained_skips_warning(checkpoint)
     return InspectReport(
         source=checkpoint.source,
         resolved_path=checkpoint.location,
@@ -539,7 +543,9 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         filter=name_filter,
         warnings=[*checkpoint.warnings, *([adapter_problem] if adapter_problem else []), *params_problems,
                   *filter(None, [timm_head_warning(checkpoint), ldm_ema_copy_warning(checkpoint),
-                                 controlnet_beside_sd_warning(checkpoint)])],
+                                 controlnet_beside_sd_warning(checkpoint)]),
+                  *([f"{skipped}; from_pretrained loads them once saved under its names (save_pretrained)"] if skipped
+                    else [])],
         security=checkpoint.security,
         quantized=quantized,
         adapter=adapter,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -514,6 +514,9 @@ class HubLocation:
     repo_id: str
     revision: str | None
     path_in_repo: str  # "" for the repo's top
+    # A web address's /blob/ or /resolve/ page names a file whatever its suffix (`.../blob/v2/onnx/model.onnx`);
+    # parse_hf_uri returns the same path for it as for the /tree/ page of a folder.
+    names_file: bool = False
 
 
 # The Hub's addresses name a dataset or a Space under these (huggingface_hub's REPO_TYPES_URL_PREFIXES); no model
@@ -528,7 +531,7 @@ def hub_location(text: str) -> HubLocation | None:
 
     Example:
         >>> hub_location("datasets/org/data/ckpt")
-        HubLocation(repo_type='dataset', repo_id='org/data', revision=None, path_in_repo='ckpt')
+        HubLocation(repo_type='dataset', repo_id='org/data', revision=None, path_in_repo='ckpt', names_file=False)
 
     Raises:
         UsageError: an `hf://` URI or a Hub web address huggingface_hub cannot parse, or one of a bucket.
@@ -565,7 +568,13 @@ def hub_location(text: str) -> HubLocation | None:
                              "hf://[datasets/]org/name[@revision][/path], or a repo's page)") from exc
         if uri.type not in _READ_TYPES:
             raise UsageError(f"{text} names a {uri.type}: weightdoctor reads model, dataset and Space repos")
-        return _located(text, uri.type, uri.id, uri.revision, uri.path_in_repo)
+        located = _located(text, uri.type, uri.id, uri.revision, uri.path_in_repo)
+        if text.startswith("hf://") or not located.path_in_repo:
+            return located
+        # The page's kind follows org/name in the address (after `datasets/` or `spaces/` for those repos).
+        parts = urlsplit(text).path.strip("/").split("/")
+        page = parts[3 if parts[0] in _TYPE_PREFIXES else 2] if len(parts) > 3 else ""
+        return replace(located, names_file=page in ("blob", "resolve"))
     if "@" in text and "/" in text.partition("@")[0] and not text.startswith(("/", ".", "~")):
         # `org/name@v1.0`, `datasets/org/name@main/ckpt`: an hf:// URI without its scheme, as `hf cache` and the
         # Hub's docs write a repo at a revision; anything huggingface_hub does not parse so stays a path.
@@ -653,15 +662,16 @@ def cached_typed_snapshot(location: HubLocation, revision: str | None, source: s
     return path
 
 
-def check_revision(revision: str | None) -> None:
+def check_revision(revision: str | None, option: str = "--revision", unset: str = "main") -> None:
     """Refuse an empty `--revision` (`--revision "$REV"` with REV unset): a repo id was said not to be cached at
-    all (huggingface_hub finds no ref ""), while its cache folder read refs/main.
+    all (huggingface_hub finds no ref ""), while its cache folder read refs/main. `option` names the flag it came
+    from (diff-keys' `--revision-b`), `unset` what leaving it out reads.
 
     Raises:
         UsageError: `revision` is empty or blank.
     """
     if revision is not None and not revision.strip():
-        raise UsageError("--revision is empty: give a branch, tag or commit, or leave it out for main")
+        raise UsageError(f"{option} is empty: give a branch, tag or commit, or leave it out for {unset}")
 
 
 def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = True,

@@ -825,6 +825,12 @@ def _no_weights_message(folder: Path) -> str:
         if latest in subfolders:  # DeepSpeed's `latest` names the step its load_checkpoint resumes from
             message += (f"; weights are in subfolders ({shown}): point at one, e.g. {folder / latest} (the one "
                         "DeepSpeed's `latest` file names)")
+        elif len(subfolders) > 1 and len({re.sub(r"\d+$", "", name) for name in subfolders}) == 1 \
+                and all(name[-1:].isdigit() for name in subfolders):
+            # One run's saves (torchtune's epoch_0/ ... epoch_9/, a Trainer's checkpoint-N/): the first named was
+            # the earliest, where the latest is the one wanted.
+            message += (f"; weights are in subfolders ({shown}): point at one, e.g. {folder / subfolders[-1]} (the "
+                        "highest-numbered, the run's latest save)")
         else:
             message += f"; weights are in subfolders ({shown}): point at one, e.g. {folder / subfolders[0]}"
     if message == NO_WEIGHT_FILE:
@@ -1887,7 +1893,8 @@ def _open_checkpoint(
             if not path.exists():
                 raise SourceNotFound(f"the {located.repo_type} repo {located.repo_id} has no {inside} (its cached "
                                      f"snapshot is {path.parents[inside.count('/')]})", text)
-        elif inside and (inside.rpartition("/")[2].endswith((".safetensors", ".json") + PICKLE_SUFFIXES)
+        elif inside and (located.names_file
+                         or inside.rpartition("/")[2].endswith((".safetensors", ".json") + PICKLE_SUFFIXES)
                          or _cached_file(located.repo_id, inside, revision)):
             # A file named by its address: that file, not the weights its folder's fetch would pick (one format,
             # no variant); one of another format too (a blob page of `model.onnx`, `model.gguf`) once cached, so

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from weightdoctor.checkpoint import open_checkpoint
 from weightdoctor.diff_keys import DiffReport, diff_checkpoints, exit_code
-from weightdoctor.errors import UsageError, did_you_mean
+from weightdoctor.errors import UsageError, choose
 from weightdoctor.renames import Rename, parse_rename
 
 FAIL_ON_CHOICES = ("info", "warn", "error")
@@ -49,13 +49,16 @@ def run_diff_keys(
     """Diff A against B (or `model_class`), print the report (tables, or JSON with `json_output`), return
     the exit code (0, or 1 when a difference reaches `fail_on`). Bad input raises; the caller reports it.
     """
-    if fail_on not in FAIL_ON_CHOICES:
-        raise UsageError(f"--fail-on {fail_on!r}: choose one of {', '.join(FAIL_ON_CHOICES)}"
-                         + did_you_mean(fail_on, FAIL_ON_CHOICES))
+    fail_on = choose("--fail-on", fail_on, FAIL_ON_CHOICES)
     if (source_b is None) == (model_class is None):
         raise UsageError("give either a second checkpoint B or --model-class CLASS (not both, not neither)")
     if model_class is None and (config is not None or num_labels is not None):
         raise UsageError("--config and --num-labels only apply with --model-class")
+    from weightdoctor.checkpoint.hub import check_revision
+
+    # Both before anything is read, each by its own name: B's blank revision was refused as "--revision is empty".
+    check_revision(revision)
+    check_revision(revision_b, "--revision-b", "B to take --revision (or main)")
     if revision_b is not None and model_class is not None:
         raise UsageError("--revision-b is B's revision; with --model-class, --revision applies to --config")
     if values and model_class is not None:

@@ -28,6 +28,25 @@ FilterOpt = Annotated[
 ]
 
 
+def check_count(option: str, value: int | None, least: int, what: str) -> None:
+    """Refuse a number option below `least` in one line, the same for every command (`--sample 0`).
+
+    Example:
+        >>> check_count("--sample", 0, 1, "values")
+        Traceback (most recent call last):
+        UsageError: --sample must be a positive number of values, not 0
+
+    Raises:
+        UsageError: `value` is given and below `least`.
+    """
+    if value is None or value >= least:
+        return
+    from weightdoctor.errors import UsageError
+
+    wanted = "a positive number of" if least == 1 else f"{least} or more"
+    raise UsageError(f"{option} must be {wanted} {what}, not {value}")
+
+
 def check_regex(option: str, pattern: str) -> None:
     """Fail before any file is read when `pattern`, given to `option`, is no regular expression, or one whose
     backtracking over a long tensor name has no bound (`refuse_unbounded_regex`).

@@ -59,16 +59,15 @@ def check_dtype(
     from weightdoctor.check_dtype import VERDICTS, parse_targets, select_tensors, verdict_rank
     from weightdoctor.check_dtype import check_dtype as analyse
     from weightdoctor.checkpoint import open_checkpoint
-    from weightdoctor.errors import UsageError, did_you_mean
+    from weightdoctor.errors import choose
     from weightdoctor.render import console
 
-    if fail_on is not None and fail_on not in VERDICTS[1:]:
-        raise UsageError(f"--fail-on must be unsafe or lossy, not {fail_on!r}"
-                         + did_you_mean(fail_on, ("unsafe", "lossy")))
-    if sample is not None and sample <= 0:
-        raise UsageError(f"--sample must be a positive number of values, not {sample}")
-    if worst < 0:
-        raise UsageError(f"--worst must be 0 or more tensors, not {worst}")
+    if fail_on is not None:
+        fail_on = choose("--fail-on", fail_on, VERDICTS[:0:-1])  # unsafe, lossy
+    from weightdoctor.commands._options import check_count
+
+    check_count("--sample", sample, 1, "values")
+    check_count("--worst", worst, 0, "tensors")
     if name_filter is not None:
         from weightdoctor.commands._options import check_regex
 

@@ -9,12 +9,14 @@ import typer
 from weightdoctor.commands._errors import handle_errors
 from weightdoctor.commands._options import DebugOpt, FilterOpt, JsonOpt, KeyOpt, RevisionOpt, SourceArg
 
-# `inspect --stats` options; --sample, --fail-on, --plot and --hist imply --stats.
+# `inspect --stats` options; --sample, --fail-on, --plot and --hist imply --stats. Numbers are checked in the command
+# rather than by Click's `min=`, whose "is not in the range x>=1" differed from check-dtype's line for the same
+# `--sample 0`.
 StatsOpt = Annotated[bool, typer.Option("--stats", help="Read every value: statistics, init table, findings "
                                 "(implied by --sample, --fail-on, --plot and --hist).")]
 SampleOpt = Annotated[
     int | None, typer.Option("--sample", help="Read only N values per tensor (deterministic random sample).",
-                             min=1, show_default=False),
+                             show_default=False),
 ]
 StatsFailOnOpt = Annotated[
     str | None, typer.Option("--fail-on", help="Exit 1 when a finding reaches this severity: warn or error.",
@@ -37,7 +39,7 @@ def inspect(
     name_filter: FilterOpt = None,
     key: KeyOpt = None,
     revision: RevisionOpt = None,
-    depth: Annotated[int, typer.Option("--depth", min=0, help="Levels of the module tree to show.")] = 4,
+    depth: Annotated[int, typer.Option("--depth", help="Levels of the module tree to show.")] = 4,
     show_all: Annotated[bool, typer.Option("--all", help="List every tensor (default: the first 50).")] = False,
     verify: Annotated[
         bool, typer.Option("--verify", help="Recompute the CRC-32 of every zip member (exit 1 on a mismatch).")
@@ -64,11 +66,14 @@ def inspect(
         from weightdoctor.commands._options import check_regex
 
         check_regex("--filter", name_filter)
-    if fail_on is not None and fail_on not in ("warn", "error"):
-        from weightdoctor.errors import UsageError, did_you_mean
+    from weightdoctor.commands._options import check_count
 
-        raise UsageError(f"--fail-on must be warn or error, not {fail_on!r}"
-                         + did_you_mean(fail_on, ("warn", "error")))
+    check_count("--sample", sample, 1, "values")
+    check_count("--depth", depth, 0, "levels")
+    if fail_on is not None:
+        from weightdoctor.errors import choose
+
+        fail_on = choose("--fail-on", fail_on, ("warn", "error"))
     if hist == "":
         # Taken as "not given" below (`if hist`): every value was read for --stats and no histogram printed.
         from weightdoctor.errors import UsageError

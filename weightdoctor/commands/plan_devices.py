@@ -108,7 +108,7 @@ def plan_devices(
 
     Exit codes: 0 planned; 1 offload / no fit with --fail-on, or an invalid --map; 2 bad input.
     """
-    from weightdoctor.errors import UsageError, did_you_mean
+    from weightdoctor.errors import UsageError, choose
     from weightdoctor.plan_devices import (
         FAIL_ON,
         STRATEGIES,
@@ -126,12 +126,9 @@ def plan_devices(
     )
     from weightdoctor.units import parse_size, refuse_size_list, refuse_unitless_size
 
-    if fail_on is not None and fail_on not in FAIL_ON:
-        raise UsageError(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}"
-                         + did_you_mean(fail_on, FAIL_ON))
-    if strategy not in STRATEGIES:  # checked here too: with --map no placement runs to check it
-        raise UsageError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}"
-                         + did_you_mean(strategy, STRATEGIES))
+    if fail_on is not None:
+        fail_on = choose("--fail-on", fail_on, FAIL_ON)
+    strategy = choose("--strategy", strategy, STRATEGIES)  # checked here too: with --map no placement runs to check it
     if manual_map is not None:
         # A hand-written map is checked as written, against the full --gpu/--cpu sizes: these would be ignored.
         shaping = [flag for flag, given in (("--strategy", strategy != "auto"), ("--no-split", bool(no_split)),
