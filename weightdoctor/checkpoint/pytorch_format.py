@@ -187,6 +187,9 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
     megatron = _megatron_language_model(obj)
     if megatron is not None:
         return megatron, _MEGATRON_KEY
+    best = _audiocraft_best_state(obj)
+    if best is not None:
+        return obj[best]["model"], f"{best}.model"
     if _is_state_dict(obj) or (isinstance(obj, Mapping) and not obj):
         return obj, None  # an empty dict is a state dict of 0 tensors, as a safetensors file may hold
     kind = training_state_kind(obj)
@@ -252,6 +255,19 @@ def _parts_of_one_model(obj: Any) -> dict[str, Any] | None:
 # transformers and NeMo read together.
 _MEGATRON_PARTS = frozenset({"embedding", "encoder", "decoder", "transformer", "output_layer", "pooler", "lm_head"})
 _MEGATRON_KEY = "model.language_model"
+
+
+def _audiocraft_best_state(obj: Any) -> str | None:
+    """In an audiocraft solver checkpoint (checkpoint.th: `model` beside `best_state`, `xp.cfg`, `optimizer`), the
+    entry whose `model` audiocraft's export writes to a release: `fsdp_best_state` when FSDP filled it, else
+    `best_state` (audiocraft.utils.export's export_lm and export_encodec); None for any other file."""
+    if not isinstance(obj, Mapping) or "xp.cfg" not in obj or not _is_state_dict(obj.get("model")):
+        return None
+    for entry in ("fsdp_best_state", "best_state"):
+        value = obj.get(entry)
+        if isinstance(value, Mapping) and _is_state_dict(value.get("model")) and value["model"]:
+            return entry
+    return None
 
 
 def _megatron_language_model(obj: Any) -> dict[str, Any] | None:
@@ -827,6 +843,10 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
     elif nested_key == "params_ema" and isinstance(obj, Mapping) and _is_state_dict(obj.get("params")):
         notes.append("a BasicSR checkpoint (Real-ESRGAN, GFPGAN, SwinIR): params_ema is read, the averaged weights "
                      "its inference loads; --key params reads the training weights beside them")
+    elif key is None and nested_key is not None and nested_key == f"{_audiocraft_best_state(obj)}.model":
+        notes.append(f"an audiocraft solver checkpoint: {nested_key} is read, the best epoch's weights that "
+                     "audiocraft's export (export_lm, export_encodec) writes to the release file; --key model reads "
+                     "the last epoch's weights beside them")
     elif nested_key == _MEGATRON_KEY and key is None:
         parts = list(map(str, obj["model"]["language_model"]))
         listed = ", ".join(parts[:-1]) + f" and {parts[-1]}"

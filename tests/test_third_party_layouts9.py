@@ -1,0 +1,101 @@
+"""A ninth round of checkpoints as other tools write them: audiocraft's solver checkpoints (checkpoint.th) and
+their exports, OpenMMLab 1.x checkpoints trained with mmcv's EMAHook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import run_cli, run_json
+
+
+def _audiocraft_checkpoint(path: Path, fsdp: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """audiocraft's checkpoint.th as its StandardSolver saves it: `model` (the last epoch's weights) beside
+    `best_state` ({"model": the best validation epoch's}), `fsdp_best_state` (filled only under FSDP, where
+    export_lm reads it first), the optimizer, the epoch, the history and `xp.cfg` (an omegaconf DictConfig)."""
+    from omegaconf import OmegaConf
+
+    torch.manual_seed(0)
+    last = {"encoder.model.0.conv.conv.weight": torch.randn(4, 1, 7),
+            "quantizer.vq.layers.0._codebook.embed": torch.randn(16, 4)}
+    best = {name: value + 1.0 for name, value in last.items()}
+    torch.save({"model": last, "best_state": {"model": {} if fsdp else best},
+                "fsdp_best_state": {"model": best} if fsdp else {},
+                "optimizer": {"state": {}, "param_groups": [{"lr": 3e-4, "params": [0, 1]}]}, "epoch": 3,
+                "history": [{"train": {"loss": 1.0}, "valid": {"loss": 1.2}}],
+                "xp.cfg": OmegaConf.create({"solver": "compression", "sample_rate": 16000})}, path)
+    return last, best
+
+
+@pytest.mark.parametrize("fsdp", [False, True])
+def test_an_audiocraft_solver_checkpoint_reads_the_best_state_its_export_writes(tmp_path: Path, fsdp: bool) -> None:
+    """audiocraft.utils.export (export_encodec, export_lm) writes `best_state["model"]` (or, under FSDP,
+    `fsdp_best_state["model"]`) to the release file. `model`, the last epoch's weights, was read, so convert wrote
+    weights that no audiocraft release holds, without a word."""
+    from safetensors.torch import load_file
+
+    path = tmp_path / "checkpoint.th"
+    last, best = _audiocraft_checkpoint(path, fsdp)
+    where = "fsdp_best_state.model" if fsdp else "best_state.model"
+    code, data = run_json("inspect", str(path))
+    assert code == 0
+    assert data["nested_key"] == where
+    assert any("model (a state dict of 2 tensors" in entry for entry in data["other_entries"])
+    assert any(f"audiocraft solver checkpoint: {where} is read" in w and "--key model" in w
+               for w in data["warnings"]), data["warnings"]
+    result = run_cli("convert", str(path), "-o", str(tmp_path / "best.safetensors"))
+    assert result.exit_code == 0, result.stderr
+    written = load_file(tmp_path / "best.safetensors")
+    assert all(torch.equal(written[name], value) for name, value in best.items())
+    # The last epoch's weights are still one --key away.
+    code, data = run_json("inspect", str(path), "--key", "model")
+    assert code == 0 and data["nested_key"] == "model"
+    assert not any("audiocraft" in w for w in data["warnings"])
+    assert sorted(last) == sorted(t["name"] for t in data["tensors"])
+
+
+def test_an_audiocraft_export_and_a_plain_model_beside_a_best_state_are_read_as_they_were(tmp_path: Path) -> None:
+    """The release file export_encodec writes ({"best_state": weights, "xp.cfg": YAML text, "version",
+    "exported"}) reads its one state dict; a file with `best_state` but no `xp.cfg` is not taken for audiocraft's."""
+    torch.save({"best_state": {"decoder.weight": torch.ones(2, 3)}, "xp.cfg": "solver: compression\n",
+                "version": "1.3.0", "exported": True}, tmp_path / "compression_state_dict.bin")
+    code, data = run_json("inspect", str(tmp_path / "compression_state_dict.bin"))
+    assert code == 0 and data["nested_key"] == "best_state" and data["num_params"] == 6
+    torch.save({"model": {"w": torch.ones(2)}, "best_state": {"model": {"w": torch.zeros(2)}}}, tmp_path / "other.pt")
+    code, data = run_json("inspect", str(tmp_path / "other.pt"))
+    assert code == 0 and data["nested_key"] == "model"
+
+
+def _mmdet_checkpoint(path: Path, ema: bool) -> None:
+    """An mmdet 2.x checkpoint as mmcv's save_checkpoint writes it ({"meta", "state_dict", "optimizer"}); with
+    mmcv's EMAHook (YOLOX, RTMDet configs) the model holds a buffer `ema_` + name.replace(".", "_") per parameter
+    (named_parameters only: BatchNorm's running stats get none)."""
+    torch.manual_seed(0)
+    params = {"backbone.stem.conv.weight": torch.randn(8, 3, 3, 3), "backbone.stem.bn.weight": torch.ones(8),
+              "bbox_head.multi_level_conv_cls.0.weight": torch.randn(10, 8, 1, 1),
+              "bbox_head.multi_level_conv_cls.0.bias": torch.zeros(10)}
+    buffers = {"backbone.stem.bn.running_mean": torch.zeros(8), "backbone.stem.bn.running_var": torch.ones(8),
+               "backbone.stem.bn.num_batches_tracked": torch.tensor(100)}
+    copies = {"ema_" + name.replace(".", "_"): value.clone() for name, value in params.items()} if ema else {}
+    torch.save({"meta": {"mmcv_version": "1.7.1", "epoch": 300, "iter": 1000, "CLASSES": ("a", "b")},
+                "state_dict": {**params, **buffers, **copies},
+                "optimizer": {"state": {}, "param_groups": [{"lr": 0.01, "params": [0, 1, 2, 3]}]}}, path)
+
+
+def test_an_mmcv_ema_hook_checkpoint_says_its_parameters_are_stored_twice(tmp_path: Path) -> None:
+    """The ema_* buffers doubled the parameter count without a word: a model built for testing has none of them."""
+    path = tmp_path / "yolox_s_8x8_300e_coco.pth"
+    _mmdet_checkpoint(path, ema=True)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "state_dict"
+    named = 8 * 27 + 8 + 10 * 8 + 10
+    assert data["num_params"] == 2 * named + 8 + 8 + 1
+    warning = next(w for w in data["warnings"] if "stored twice" in w)
+    assert f"a copy of 4 tensors ({named} parameters" in warning
+    assert "EMAHook" in warning and "unexpected keys" in warning
+    plain = tmp_path / "without_ema.pth"
+    _mmdet_checkpoint(plain, ema=False)
+    code, data = run_json("inspect", str(plain))
+    assert code == 0 and not any("stored twice" in w for w in data["warnings"])
