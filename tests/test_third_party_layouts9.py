@@ -99,3 +99,35 @@ def test_an_mmcv_ema_hook_checkpoint_says_its_parameters_are_stored_twice(tmp_pa
     _mmdet_checkpoint(plain, ema=False)
     code, data = run_json("inspect", str(plain))
     assert code == 0 and not any("stored twice" in w for w in data["warnings"])
+
+
+def test_a_fastai_export_pkl_is_refused_as_a_learner_with_the_way_to_its_weights(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fastai's learn.export() torch.saves the whole Learner (protocol 2) as export.pkl. It was refused as an unknown
+    whole pickled model, naming neither fastai's Learner nor load_learner; learn.save()'s {"model", "opt"} .pth
+    reads as a state dict."""
+    import sys
+    import types
+
+    package, module = types.ModuleType("fastai"), types.ModuleType("fastai.learner")
+    learner_class = type("Learner", (), {"__module__": "fastai.learner"})
+    module.Learner = learner_class  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fastai", package)
+    monkeypatch.setitem(sys.modules, "fastai.learner", module)
+    learner = learner_class()
+    learner.model = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    torch.save(learner, tmp_path / "export.pkl", pickle_protocol=2)
+    for command in ("inspect", "convert"):
+        args = ["-o", str(tmp_path / "out.safetensors")] if command == "convert" else []
+        result = run_cli(command, str(tmp_path / "export.pkl"), *args)
+        assert result.exit_code == 2 and "Traceback" not in result.stderr
+        line = " ".join(result.stderr.split())
+        assert line.startswith(f"error: {tmp_path / 'export.pkl'}: suspicious: fastai.learner.Learner") \
+            and "nothing was unpickled" in line
+        assert "fastai Learner exported with learn.export()" in line
+        assert "load_learner(path).model.state_dict()" in line
+    assert not (tmp_path / "out.safetensors").exists()
+    torch.save({"model": learner.model.state_dict(), "opt": {"state": {}, "param_groups": [{"lr": 1e-3}]}},
+               tmp_path / "model.pth")
+    code, data = run_json("inspect", str(tmp_path / "model.pth"))
+    assert code == 0 and data["nested_key"] == "model" and data["num_params"] == 10

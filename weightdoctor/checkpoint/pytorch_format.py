@@ -446,6 +446,15 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
                     "kwargs, its state dict under 'state'; where you trust the file, with demucs installed, "
                     "torch.load(path, weights_only=False)['state'] is the state dict (demucs' load_model builds "
                     "the model from the package): save it with safetensors to read the weights here)")
+        elif any(g.module.split(".")[0] == "fastai" for g in report.globals if g.safety != "safe"):
+            # fastai's learn.export() torch.saves the whole Learner (model, loss function, the data loaders'
+            # transforms) as export.pkl; load_learner unpickles it with fastai's classes. The generic whole-model
+            # hint named neither the Learner nor load_learner, the one way fastai users have to its weights.
+            hint = (" (this is a fastai Learner exported with learn.export(): the whole Learner pickled, its model "
+                    "beside the loss function and the data transforms, as fastai's classes; where you trust the file, "
+                    "with fastai installed, load_learner(path).model.state_dict() is the state dict (learn.save() "
+                    "writes it as models/<name>.pth, {'model', 'opt'}, which weightdoctor reads): save it with "
+                    "safetensors or torch.save to read the weights here)")
         elif any(g.module.split(".")[0] == "torchao" for g in report.globals if g.safety != "safe"):
             # transformers' TorchAoConfig checkpoints saved as .bin: each quantized weight pickled as its torchao
             # tensor subclass (AffineQuantizedTensor, Int4Tensor, ...), which only torchao's classes rebuild.
