@@ -131,3 +131,29 @@ def test_a_fastai_export_pkl_is_refused_as_a_learner_with_the_way_to_its_weights
                tmp_path / "model.pth")
     code, data = run_json("inspect", str(tmp_path / "model.pth"))
     assert code == 0 and data["nested_key"] == "model" and data["num_params"] == 10
+
+
+@pytest.mark.parametrize("kernel", [(3,), (3, 5)])
+def test_a_keras_or_flax_kernel_against_pytorchs_is_the_same_kernel_with_channels_last(
+        tmp_path: Path, kernel: tuple[int, ...]) -> None:
+    """A Keras (TensorFlow) or Flax Conv kernel is (*kernel, in, out), HWIO; PyTorch's is (out, in, *kernel). A
+    hand conversion that kept the names but not the order was said "same name, different shape: the architecture
+    differs"; the permutation the detail gives is checked to turn one into the other."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    conv = torch.randn(32, 16, *kernel)  # PyTorch's (out, in, *kernel)
+    n = conv.dim()
+    hwio = conv.permute(*range(2, n), 1, 0).contiguous()  # what Keras' Conv2D.kernel holds
+    save_file({"features.0.weight": hwio, "features.0.bias": torch.zeros(32)}, str(tmp_path / "keras.safetensors"))
+    save_file({"features.0.weight": conv, "features.0.bias": torch.zeros(32)}, str(tmp_path / "torch.safetensors"))
+    order = ", ".join(map(str, (n - 1, n - 2, *range(n - 2))))
+    assert torch.equal(hwio.permute(*map(int, order.split(", "))), conv)
+    for a, b, last, first in (("keras", "torch", "A", "B"), ("torch", "keras", "B", "A")):
+        code, data = run_json("diff-keys", str(tmp_path / f"{a}.safetensors"), str(tmp_path / f"{b}.safetensors"))
+        assert code == 1, data
+        [row] = data["mismatched"]
+        assert (row["name"], row["reason"], row["severity"]) == ("features.0.weight", "channels-last", "error")
+        assert f"the same kernel, (*kernel, in, out) in {last} (as TensorFlow / Keras and Flax store convolutions), " \
+               f"(out, in, *kernel) in {first} (PyTorch's order); w.permute({order}) turns {last}'s into {first}'s" \
+               in row["detail"], row

@@ -74,7 +74,8 @@ REASONS: dict[str, str] = {
     "transposed": "the same matrix transposed (nn.Linear out×in against GPT-2's Conv1D in×out): transpose it "
     "when converting",
     "channels-last": "the same convolution kernel with its input channels last (out, *kernel, in), as MLX stores "
-    "convolutions, against PyTorch's (out, in, *kernel): move that axis when converting",
+    "convolutions, or both channel axes last (*kernel, in, out), as TensorFlow / Keras and Flax do, against "
+    "PyTorch's (out, in, *kernel): move those axes when converting",
     "expert-layout": "MoE experts one tensor per expert on one side, fused per projection on the other: "
                      "from_pretrained converts between them, load_state_dict does not",
     "foreign-layout": "another code base's layout (Meta's original Llama/Mistral, a single-file Stable Diffusion "
@@ -1706,6 +1707,21 @@ def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, .
             return "channels-last", "error", (f"{detail}: the same kernel, input channels last in {last} (as MLX "
                                               f"stores convolutions), second in {first} (PyTorch's order); "
                                               f"torch.movedim(w, -1, 1) turns {last}'s into {first}'s")
+    if len(shape_a) >= 3 and len(shape_a) == len(shape_b):
+        # TensorFlow / Keras and Flax keep a ConvNd kernel as (*kernel, in, out) (HWIO), PyTorch as (out, in,
+        # *kernel); a hand conversion that forgot the permute was said "the architecture differs". A 1-D kernel's
+        # two orders are each other's reverse, so the HWIO side is also the one whose channels outnumber its kernel.
+        sides = [(last, first) for last, first, hwio, oihw in
+                 (("A", "B", shape_a, shape_b), ("B", "A", shape_b, shape_a))
+                 if hwio == oihw[2:] + (oihw[1], oihw[0]) and hwio[-1] > hwio[0]]
+        if len(sides) == 1:
+            last, first = sides[0]
+            n = len(shape_a)
+            order = ", ".join(map(str, (n - 1, n - 2, *range(n - 2))))
+            return "channels-last", "error", (f"{detail}: the same kernel, (*kernel, in, out) in {last} (as "
+                                              f"TensorFlow / Keras and Flax store convolutions), (out, in, *kernel) "
+                                              f"in {first} (PyTorch's order); w.permute({order}) turns {last}'s "
+                                              f"into {first}'s")
     return "shape", "error", detail
 
 
