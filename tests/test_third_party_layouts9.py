@@ -157,3 +157,52 @@ def test_a_keras_or_flax_kernel_against_pytorchs_is_the_same_kernel_with_channel
         assert f"the same kernel, (*kernel, in, out) in {last} (as TensorFlow / Keras and Flax store convolutions), " \
                f"(out, in, *kernel) in {first} (PyTorch's order); w.permute({order}) turns {last}'s into {first}'s" \
                in row["detail"], row
+
+
+def _t2i_adapters(tmp_path: Path) -> tuple[Path, Path]:
+    """TencentARC's original T2I-Adapter (ldm/modules/encoders/adapter.py's Adapter: conv_in, then body.K for
+    K = stage * num_res_blocks + block, each ResnetBlock's block1 (3×3) and block2 (1×1), a stage's first block an
+    in_conv where the channels change) and the same weights as diffusers' T2IAdapter (full_adapter) saves them:
+    adapter.conv_in, adapter.body.S.resnets.B.block1, adapter.body.S.in_conv."""
+    import json
+
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    channels, blocks = [8, 16, 32, 32], 2
+    original = {"conv_in.weight": torch.randn(8, 12, 3, 3), "conv_in.bias": torch.zeros(8)}
+    diffusers = {"adapter.conv_in.weight": original["conv_in.weight"], "adapter.conv_in.bias": torch.zeros(8)}
+    for stage, width in enumerate(channels):
+        if stage and channels[stage - 1] != width:
+            weight = torch.randn(width, channels[stage - 1], 1, 1)
+            original[f"body.{stage * blocks}.in_conv.weight"] = weight
+            diffusers[f"adapter.body.{stage}.in_conv.weight"] = weight
+        for block in range(blocks):
+            for conv, size in (("block1", 3), ("block2", 1)):
+                weight = torch.randn(width, width, size, size)
+                original[f"body.{stage * blocks + block}.{conv}.weight"] = weight
+                diffusers[f"adapter.body.{stage}.resnets.{block}.{conv}.weight"] = weight
+    torch.save(original, tmp_path / "t2iadapter_canny_sd15v2.pth")
+    folder = tmp_path / "t2i-adapter-canny-sd15"
+    folder.mkdir()
+    save_file(diffusers, str(folder / "diffusion_pytorch_model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({
+        "_class_name": "T2IAdapter", "_diffusers_version": "0.21.0", "adapter_type": "full_adapter",
+        "channels": channels, "downscale_factor": 2, "in_channels": 3, "num_res_blocks": blocks}))
+    return tmp_path / "t2iadapter_canny_sd15v2.pth", folder
+
+
+def test_an_original_t2i_adapter_against_diffusers_is_a_foreign_layout_not_a_rename(tmp_path: Path) -> None:
+    """diff-keys suggested `--rename '^=adapter.'` (which maps body.2.in_conv onto stage 2's in_conv, not stage 1's)
+    and called diffusers' adapter.* weights PEFT adapter weights; the blocks are renumbered per stage."""
+    original, diffusers = _t2i_adapters(tmp_path)
+    for a, b, side in ((original, diffusers, "A"), (diffusers, original, "B")):
+        code, data = run_json("diff-keys", str(a), str(b))
+        assert code == 1, data
+        assert data["suggested_renames"] == [], data["suggested_renames"]
+        rows = data["missing"] + data["unexpected"]
+        assert rows and {row["reason"] for row in rows} == {"foreign-layout"}, rows
+        assert any(f"original T2I-Adapter layout (in {side})" in row["detail"] for row in rows)
+        [note] = [n for n in data["notes"] if "T2I-Adapter" in n]
+        assert note.startswith(f"{side} is a T2I-Adapter in TencentARC's original layout")
+        assert ("convert_original_t2i_adapter.py" in note) == (side == "A"), note

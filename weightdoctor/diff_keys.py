@@ -333,6 +333,42 @@ def _dit_single_file_layout(unexpected: Sequence[str], missing: Sequence[str], j
     return whys, note
 
 
+# TencentARC's original T2I-Adapter (t2iadapter_*_sd14v1.pth, *_sd15v2.pth, as ComfyUI and A1111's ControlNet
+# extension load them: `conv_in`, then one flat `body.K` list of ResnetBlocks, K = stage * num_res_blocks + block, a
+# stage's first block holding its `in_conv`) against diffusers' T2IAdapter (`adapter.conv_in`, `adapter.body.S.
+# resnets.B.block1`, the stage's `adapter.body.S.in_conv`). diffusers' convert_original_t2i_adapter.py renumbers the
+# blocks; the rename search offered `^=adapter.`, which maps body.2.in_conv onto another stage's, and the keys under
+# `adapter.` were called PEFT adapter weights.
+_ORIGINAL_T2I_LAYOUT = _lazy_regex(r"^(?:conv_in|body\.\d+\.(?:block1|block2|in_conv|skep))\.")
+_ORIGINAL_T2I_EVIDENCE = _lazy_regex(r"^body\.\d+\.block[12]\.")
+_DIFFUSERS_T2I_LAYOUT = _lazy_regex(r"^adapter\.(?:conv_in|body)\.")
+_DIFFUSERS_T2I_EVIDENCE = _lazy_regex(r"^adapter\.body\.\d+\.resnets\.\d+\.block[12]\.")
+
+
+def _t2i_adapter_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
+                        joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """foreign_layout's whys and note for an original T2I-Adapter against diffusers' T2IAdapter (either way round);
+    ({}, "") when the keys show no such pair."""
+    if ".resnets." not in joined_unexpected + joined_missing or "body." not in joined_unexpected + joined_missing:
+        return {}, ""
+    sides = _sides(unexpected, missing, _ORIGINAL_T2I_EVIDENCE, _DIFFUSERS_T2I_EVIDENCE)
+    if sides is None:
+        return {}, ""
+    original_side, diffusers_side, original_names, diffusers_names = sides
+    note = (f"{original_side} is a T2I-Adapter in TencentARC's original layout (conv_in, body.K.block1: one flat "
+            f"list of blocks, what ComfyUI and A1111's ControlNet extension load) and {diffusers_side} in diffusers' "
+            "T2IAdapter layout (adapter.body.S.resnets.B.block1): "
+            + ("convert A with diffusers' scripts/convert_original_t2i_adapter.py --checkpoint_path A "
+               "--output_path OUT" if original_side == "A" else
+               "code written for the original layout needs A converted back")
+            + "; the blocks are renumbered per stage, which no rename does")
+    whys = _errors_for(original_names, _ORIGINAL_T2I_LAYOUT, "foreign-layout",
+                       f"original T2I-Adapter layout (in {original_side})")
+    whys.update(_errors_for(diffusers_names, _DIFFUSERS_T2I_LAYOUT, "foreign-layout",
+                            f"diffusers' T2IAdapter layout (in {diffusers_side})"))
+    return whys, note
+
+
 # openai-whisper's own checkpoint (tiny.pt ... large-v3.pt: {"dims", "model_state_dict"}) names its blocks
 # `encoder.blocks.N.attn.query`, `decoder.blocks.N.cross_attn.key`, `mlp.0`, `positional_embedding`; transformers'
 # Whisper `model.encoder.layers.N.self_attn.q_proj`. transformers' convert_openai_to_hf.py renames them (its
@@ -384,6 +420,9 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
         if whys:
             return whys, note
         whys, note = _controlnet_single_file_layout(unexpected, missing, joined_unexpected, joined_missing)
+        if whys:
+            return whys, note
+        whys, note = _t2i_adapter_layout(unexpected, missing, joined_unexpected, joined_missing)
         if whys:
             return whys, note
         # Renames alone convert it (no key is left a foreign-layout error), but not the few the search finds.
