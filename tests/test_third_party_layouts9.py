@@ -206,3 +206,36 @@ def test_an_original_t2i_adapter_against_diffusers_is_a_foreign_layout_not_a_ren
         [note] = [n for n in data["notes"] if "T2I-Adapter" in n]
         assert note.startswith(f"{side} is a T2I-Adapter in TencentARC's original layout")
         assert ("convert_original_t2i_adapter.py" in note) == (side == "A"), note
+
+
+@pytest.mark.parametrize("layout", ["pyg-2.4", "pyg-2.0"])
+def test_a_pytorch_geometric_data_file_is_named_as_graphs_not_weights(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
+    """PyG's InMemoryDataset saves processed/data.pt as (data.to_dict(), slices, Data) since 2.4, (Data, slices)
+    before: refused as "suspicious" with an unknown global and no word that it holds a data set's graphs."""
+    import sys
+    import types
+
+    for name in ("torch_geometric", "torch_geometric.data"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    module = types.ModuleType("torch_geometric.data.data")
+    data_class = type("Data", (), {"__module__": "torch_geometric.data.data"})
+    module.Data = data_class  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torch_geometric.data.data", module)
+    x, edges = torch.randn(5, 3), torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])
+    slices = {"x": torch.tensor([0, 5]), "edge_index": torch.tensor([0, 4])}
+    if layout == "pyg-2.4":
+        saved: object = ({"x": x, "edge_index": edges}, slices, data_class)
+    else:
+        data = data_class()
+        data.x, data.edge_index = x, edges
+        saved = (data, slices)
+    (tmp_path / "processed").mkdir()
+    path = tmp_path / "processed" / "data.pt"
+    torch.save(saved, path)
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    line = " ".join(result.stderr.split())
+    assert line.startswith(f"error: {path}: suspicious: torch_geometric.data.data.Data"), line
+    assert "(this is a PyTorch Geometric data file, what InMemoryDataset saves as processed/data.pt: the data " \
+           "set's graphs" in line and "not a model's weights" in line, line

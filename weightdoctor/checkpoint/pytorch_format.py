@@ -455,6 +455,14 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
                     "with fastai installed, load_learner(path).model.state_dict() is the state dict (learn.save() "
                     "writes it as models/<name>.pth, {'model', 'opt'}, which weightdoctor reads): save it with "
                     "safetensors or torch.save to read the weights here)")
+        elif (pyg := [g for g in report.globals if g.safety != "safe"]) and all(
+                g.module == "torch_geometric.data" or g.module.startswith("torch_geometric.data.") for g in pyg):
+            # PyG's InMemoryDataset.process() saves its collated graphs as processed/data.pt ((data, slices), or
+            # (data.to_dict(), slices, Data) since 2.4): a torch.save file of the data set, named "suspicious" with no
+            # word that it is graphs, not weights.
+            hint = (" (this is a PyTorch Geometric data file, what InMemoryDataset saves as processed/data.pt: the "
+                    "data set's graphs, as torch_geometric.data classes and their slices, not a model's weights; "
+                    "a PyG model's weights are what torch.save(model.state_dict()) writes)")
         elif any(g.module.split(".")[0] == "torchao" for g in report.globals if g.safety != "safe"):
             # transformers' TorchAoConfig checkpoints saved as .bin: each quantized weight pickled as its torchao
             # tensor subclass (AffineQuantizedTensor, Int4Tensor, ...), which only torchao's classes rebuild.
