@@ -239,3 +239,39 @@ def test_a_pytorch_geometric_data_file_is_named_as_graphs_not_weights(
     assert line.startswith(f"error: {path}: suspicious: torch_geometric.data.data.Data"), line
     assert "(this is a PyTorch Geometric data file, what InMemoryDataset saves as processed/data.pt: the data " \
            "set's graphs" in line and "not a model's weights" in line, line
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_verify_checks_the_sha256_prefix_a_torch_hub_name_carries(tmp_path: Path, legacy: bool) -> None:
+    """torchvision's weights download as `<name>-<first 8 hex digits of the sha256>.pth` (resnet50-0676ba61.pth),
+    which torch.hub's check_hash compares. --verify recomputed only the zip CRCs: a copy re-saved (or cut short and
+    re-zipped) under the published name passed, though it is not the file its name promises."""
+    import hashlib
+
+    torch.manual_seed(0)
+    state = {"conv1.weight": torch.randn(8, 3, 7, 7), "fc.weight": torch.randn(10, 8), "fc.bias": torch.zeros(10)}
+    made = tmp_path / "made.pth"
+    torch.save(state, made, _use_new_zipfile_serialization=not legacy)
+    prefix = hashlib.sha256(made.read_bytes()).hexdigest()[:8]
+    published = tmp_path / f"resnet18-{prefix}.pth"
+    made.rename(published)
+    code, data = run_json("inspect", str(published), "--verify")
+    assert code == 0 and data["verify"]["hash_mismatches"] == []
+    assert f"resnet18-{prefix}.pth: its sha256 starts with {prefix}, the prefix its name carries" \
+           in " ".join(data["verify"]["notes"]), data["verify"]
+    # The same weights saved again: every CRC is right, the file is not the published one.
+    state["fc.bias"] += 1
+    torch.save(state, published, _use_new_zipfile_serialization=not legacy)
+    actual = hashlib.sha256(published.read_bytes()).hexdigest()[:8]
+    code, data = run_json("inspect", str(published), "--verify")
+    assert code == 1 and data["verify"]["mismatches"] == []
+    [line] = data["verify"]["hash_mismatches"]
+    assert line.startswith(f"resnet18-{prefix}.pth: the name carries sha256 prefix {prefix}, the file's sha256 "
+                           f"starts with {actual}: not the file published under that name"), line
+    result = run_cli("inspect", str(published), "--verify")
+    assert result.exit_code == 1 and "1 sha256 mismatch(es)" in " ".join(result.stdout.split())
+    # Shards and other dashed names are not read as hashes.
+    torch.save(state, tmp_path / "pytorch_model-00001-of-00002.pth")
+    code, data = run_json("inspect", str(tmp_path / "pytorch_model-00001-of-00002.pth"), "--verify")
+    assert code == 0 and data["verify"]["hash_mismatches"] == [] and not any(
+        "sha256" in note for note in data["verify"]["notes"])
