@@ -275,3 +275,37 @@ def test_verify_checks_the_sha256_prefix_a_torch_hub_name_carries(tmp_path: Path
     code, data = run_json("inspect", str(tmp_path / "pytorch_model-00001-of-00002.pth"), "--verify")
     assert code == 0 and data["verify"]["hash_mismatches"] == [] and not any(
         "sha256" in note for note in data["verify"]["notes"])
+
+
+def test_a_fair_esm_checkpoint_against_transformers_esm_names_the_converter(tmp_path: Path) -> None:
+    """fair-esm's .pt ({"model": encoder.sentence_encoder.layers.N.self_attn.q_proj ..., "cfg"}) against
+    transformers' EsmForMaskedLM: diff-keys offered three prefix renames that match 6 keys, with no word that
+    transformers' convert_esm.py is the conversion."""
+    from transformers import EsmConfig, EsmForMaskedLM
+
+    torch.manual_seed(0)
+    config = EsmConfig(vocab_size=33, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                       position_embedding_type="rotary", pad_token_id=1, mask_token_id=32, token_dropout=True,
+                       emb_layer_norm_before=False)
+    EsmForMaskedLM(config).save_pretrained(tmp_path / "esm_hf")
+    prefix = "encoder.sentence_encoder."
+    model = {prefix + "embed_tokens.weight": torch.randn(33, 8)}
+    for name, shape in (("self_attn.q_proj", (8, 8)), ("self_attn.k_proj", (8, 8)), ("self_attn.v_proj", (8, 8)),
+                        ("self_attn.out_proj", (8, 8)), ("fc1", (16, 8)), ("fc2", (8, 16))):
+        model[f"{prefix}layers.0.{name}.weight"] = torch.randn(*shape)
+        model[f"{prefix}layers.0.{name}.bias"] = torch.zeros(shape[0])
+    for norm in ("layers.0.self_attn_layer_norm", "layers.0.final_layer_norm", "emb_layer_norm_after"):
+        model[f"{prefix}{norm}.weight"], model[f"{prefix}{norm}.bias"] = torch.ones(8), torch.zeros(8)
+    model.update({"encoder.lm_head.dense.weight": torch.randn(8, 8), "encoder.lm_head.bias": torch.zeros(33),
+                  "encoder.lm_head.weight": model[prefix + "embed_tokens.weight"]})
+    torch.save({"model": model, "cfg": {"model": {"_name": "ESM2", "encoder_layers": 1, "encoder_embed_dim": 8}}},
+               tmp_path / "esm2_t1_tiny.pt")
+    code, data = run_json("diff-keys", str(tmp_path / "esm2_t1_tiny.pt"), str(tmp_path / "esm_hf"))
+    assert code == 1
+    [note] = [n for n in data["notes"] if "fair-esm" in n]
+    assert note.startswith("A is in fair-esm's own layout (encoder.sentence_encoder.layers.N.self_attn.q_proj")
+    assert "convert_esm.py --model NAME --pytorch_dump_folder_path OUT" in note
+    # transformers' ESM against itself, and fair-esm against itself: no such note.
+    for a, b in (("esm_hf", "esm_hf"), ("esm2_t1_tiny.pt", "esm2_t1_tiny.pt")):
+        code, data = run_json("diff-keys", str(tmp_path / a), str(tmp_path / b))
+        assert code == 0 and not any("fair-esm" in n for n in data["notes"])

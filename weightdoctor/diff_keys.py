@@ -392,6 +392,31 @@ def _openai_whisper_note(unexpected: Sequence[str], joined_unexpected: str, miss
             "OUT, which renames every key and builds config.json from the checkpoint's dims")
 
 
+# fair-esm's own checkpoints (esm2_t6_8M_UR50D.pt, esm1b_t33_650M_UR50S.pt: {"model", "args" or "cfg"}) name their
+# blocks `encoder.sentence_encoder.layers.N.self_attn.q_proj`, `fc1`, `emb_layer_norm_after`; transformers' ESM
+# `esm.encoder.layer.N.attention.self.query`, `intermediate.dense`, `esm.encoder.emb_layer_norm_after`.
+# transformers' convert_esm.py copies each weight to its new name: the rename search found a few prefixes and
+# offered them as the fix, with no word of the converter.
+_FAIR_ESM_EVIDENCE = _lazy_regex(r"(?:^|\.)layers\.\d+\.self_attn\.[qkv]_proj\.")
+_HF_ESM_EVIDENCE = _lazy_regex(r"(?:^|\.)encoder\.layer\.\d+\.attention\.self\.(?:query|key|value)\.")
+
+
+def _fair_esm_note(unexpected: Sequence[str], joined_unexpected: str, missing: Sequence[str],
+                   joined_missing: str) -> str:
+    """The note for fair-esm's own layout in A against transformers' ESM in B, or ""."""
+    if "emb_layer_norm_after" not in joined_unexpected or "emb_layer_norm_after" not in joined_missing:
+        return ""
+    if not (any(map(_FAIR_ESM_EVIDENCE.search, unexpected)) and any(map(_HF_ESM_EVIDENCE.search, missing))):
+        return ""
+    return ("A is in fair-esm's own layout (encoder.sentence_encoder.layers.N.self_attn.q_proj, fc1, "
+            "emb_layer_norm_after: the esm package's .pt) and B in transformers' ESM layout "
+            "(esm.encoder.layer.N.attention.self.query, intermediate.dense): transformers' models/esm/convert_esm.py "
+            "--model NAME --pytorch_dump_folder_path OUT converts fair-esm's pretrained models (NAME one of "
+            "the models it lists, e.g. esm2_t6_8M_UR50D, which the esm package loads), copying each weight to its "
+            "transformers name and saving the model with its config; the renames suggested here cover a few keys "
+            "only")
+
+
 def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[dict[str, tuple[str, str, str]], str]:
     """(reason, severity, detail) for the keys that differ because A and B are in two known layouts of one model
     (Meta's original Llama / Mistral layout against Hugging Face's, either way round), and a note saying what to
@@ -426,7 +451,8 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
         if whys:
             return whys, note
         # Renames alone convert it (no key is left a foreign-layout error), but not the few the search finds.
-        return {}, _openai_whisper_note(unexpected, joined_unexpected, missing, joined_missing)
+        return {}, (_openai_whisper_note(unexpected, joined_unexpected, missing, joined_missing)
+                    or _fair_esm_note(unexpected, joined_unexpected, missing, joined_missing))
     meta_side, hf_side = ("A", "B") if meta_in_a else ("B", "A")
     meta_names, hf_names = (unexpected, missing) if meta_in_a else (missing, unexpected)
     if meta_in_a:
