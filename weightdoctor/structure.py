@@ -241,7 +241,7 @@ def mmcv_ema_copy_warning(checkpoint: Checkpoint) -> str | None:
 
     Example:
         >>> mmcv_ema_copy_warning(open_checkpoint("yolox_s_8x8_300e_coco.pth"))
-        'the parameters are stored twice: ema_* holds a copy of 24 of them ...'
+        'the parameters are stored twice: ema_* holds a copy of 24 tensors (...), the buffers mmcv's EMAHook adds ...'
     """
     names = {t.name for t in checkpoint.tensors}
     copies = [t for t in checkpoint.tensors
