@@ -74,7 +74,8 @@ REASONS: dict[str, str] = {
     "transposed": "the same matrix transposed (nn.Linear out×in against GPT-2's Conv1D in×out): transpose it "
     "when converting",
     "channels-last": "the same convolution kernel with its input channels last (out, *kernel, in), as MLX stores "
-    "convolutions, against PyTorch's (out, in, *kernel): move that axis when converting",
+    "convolutions, or both channel axes last (*kernel, in, out), as TensorFlow / Keras and Flax do, against "
+    "PyTorch's (out, in, *kernel): move those axes when converting",
     "expert-layout": "MoE experts one tensor per expert on one side, fused per projection on the other: "
                      "from_pretrained converts between them, load_state_dict does not",
     "foreign-layout": "another code base's layout (Meta's original Llama/Mistral, a single-file Stable Diffusion "
@@ -332,6 +333,42 @@ def _dit_single_file_layout(unexpected: Sequence[str], missing: Sequence[str], j
     return whys, note
 
 
+# TencentARC's original T2I-Adapter (t2iadapter_*_sd14v1.pth, *_sd15v2.pth, as ComfyUI and A1111's ControlNet
+# extension load them: `conv_in`, then one flat `body.K` list of ResnetBlocks, K = stage * num_res_blocks + block, a
+# stage's first block holding its `in_conv`) against diffusers' T2IAdapter (`adapter.conv_in`, `adapter.body.S.
+# resnets.B.block1`, the stage's `adapter.body.S.in_conv`). diffusers' convert_original_t2i_adapter.py renumbers the
+# blocks; the rename search offered `^=adapter.`, which maps body.2.in_conv onto another stage's, and the keys under
+# `adapter.` were called PEFT adapter weights.
+_ORIGINAL_T2I_LAYOUT = _lazy_regex(r"^(?:conv_in|body\.\d+\.(?:block1|block2|in_conv|skep))\.")
+_ORIGINAL_T2I_EVIDENCE = _lazy_regex(r"^body\.\d+\.block[12]\.")
+_DIFFUSERS_T2I_LAYOUT = _lazy_regex(r"^adapter\.(?:conv_in|body)\.")
+_DIFFUSERS_T2I_EVIDENCE = _lazy_regex(r"^adapter\.body\.\d+\.resnets\.\d+\.block[12]\.")
+
+
+def _t2i_adapter_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
+                        joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """foreign_layout's whys and note for an original T2I-Adapter against diffusers' T2IAdapter (either way round);
+    ({}, "") when the keys show no such pair."""
+    if ".resnets." not in joined_unexpected + joined_missing or "body." not in joined_unexpected + joined_missing:
+        return {}, ""
+    sides = _sides(unexpected, missing, _ORIGINAL_T2I_EVIDENCE, _DIFFUSERS_T2I_EVIDENCE)
+    if sides is None:
+        return {}, ""
+    original_side, diffusers_side, original_names, diffusers_names = sides
+    note = (f"{original_side} is a T2I-Adapter in TencentARC's original layout (conv_in, body.K.block1: one flat "
+            f"list of blocks, what ComfyUI and A1111's ControlNet extension load) and {diffusers_side} in diffusers' "
+            "T2IAdapter layout (adapter.body.S.resnets.B.block1): "
+            + ("convert A with diffusers' scripts/convert_original_t2i_adapter.py --checkpoint_path A "
+               "--output_path OUT" if original_side == "A" else
+               "code written for the original layout needs A converted back")
+            + "; the blocks are renumbered per stage, which no rename does")
+    whys = _errors_for(original_names, _ORIGINAL_T2I_LAYOUT, "foreign-layout",
+                       f"original T2I-Adapter layout (in {original_side})")
+    whys.update(_errors_for(diffusers_names, _DIFFUSERS_T2I_LAYOUT, "foreign-layout",
+                            f"diffusers' T2IAdapter layout (in {diffusers_side})"))
+    return whys, note
+
+
 # openai-whisper's own checkpoint (tiny.pt ... large-v3.pt: {"dims", "model_state_dict"}) names its blocks
 # `encoder.blocks.N.attn.query`, `decoder.blocks.N.cross_attn.key`, `mlp.0`, `positional_embedding`; transformers'
 # Whisper `model.encoder.layers.N.self_attn.q_proj`. transformers' convert_openai_to_hf.py renames them (its
@@ -353,6 +390,31 @@ def _openai_whisper_note(unexpected: Sequence[str], joined_unexpected: str, miss
             "transformers' Whisper layout (model.encoder.layers.N.self_attn.q_proj, fc1, embed_positions): convert A "
             "with transformers' models/whisper/convert_openai_to_hf.py --checkpoint_path A --pytorch_dump_folder_path "
             "OUT, which renames every key and builds config.json from the checkpoint's dims")
+
+
+# fair-esm's own checkpoints (esm2_t6_8M_UR50D.pt, esm1b_t33_650M_UR50S.pt: {"model", "args" or "cfg"}) name their
+# blocks `encoder.sentence_encoder.layers.N.self_attn.q_proj`, `fc1`, `emb_layer_norm_after`; transformers' ESM
+# `esm.encoder.layer.N.attention.self.query`, `intermediate.dense`, `esm.encoder.emb_layer_norm_after`.
+# transformers' convert_esm.py copies each weight to its new name: the rename search found a few prefixes and
+# offered them as the fix, with no word of the converter.
+_FAIR_ESM_EVIDENCE = _lazy_regex(r"(?:^|\.)layers\.\d+\.self_attn\.[qkv]_proj\.")
+_HF_ESM_EVIDENCE = _lazy_regex(r"(?:^|\.)encoder\.layer\.\d+\.attention\.self\.(?:query|key|value)\.")
+
+
+def _fair_esm_note(unexpected: Sequence[str], joined_unexpected: str, missing: Sequence[str],
+                   joined_missing: str) -> str:
+    """The note for fair-esm's own layout in A against transformers' ESM in B, or ""."""
+    if "emb_layer_norm_after" not in joined_unexpected or "emb_layer_norm_after" not in joined_missing:
+        return ""
+    if not (any(map(_FAIR_ESM_EVIDENCE.search, unexpected)) and any(map(_HF_ESM_EVIDENCE.search, missing))):
+        return ""
+    return ("A is in fair-esm's own layout (encoder.sentence_encoder.layers.N.self_attn.q_proj, fc1, "
+            "emb_layer_norm_after: the esm package's .pt) and B in transformers' ESM layout "
+            "(esm.encoder.layer.N.attention.self.query, intermediate.dense): transformers' models/esm/convert_esm.py "
+            "--model NAME --pytorch_dump_folder_path OUT converts fair-esm's pretrained models (NAME one of "
+            "the models it lists, e.g. esm2_t6_8M_UR50D, which the esm package loads), copying each weight to its "
+            "transformers name and saving the model with its config; the renames suggested here cover a few keys "
+            "only")
 
 
 def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[dict[str, tuple[str, str, str]], str]:
@@ -385,8 +447,12 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
         whys, note = _controlnet_single_file_layout(unexpected, missing, joined_unexpected, joined_missing)
         if whys:
             return whys, note
+        whys, note = _t2i_adapter_layout(unexpected, missing, joined_unexpected, joined_missing)
+        if whys:
+            return whys, note
         # Renames alone convert it (no key is left a foreign-layout error), but not the few the search finds.
-        return {}, _openai_whisper_note(unexpected, joined_unexpected, missing, joined_missing)
+        return {}, (_openai_whisper_note(unexpected, joined_unexpected, missing, joined_missing)
+                    or _fair_esm_note(unexpected, joined_unexpected, missing, joined_missing))
     meta_side, hf_side = ("A", "B") if meta_in_a else ("B", "A")
     meta_names, hf_names = (unexpected, missing) if meta_in_a else (missing, unexpected)
     if meta_in_a:
@@ -1709,6 +1775,21 @@ def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, .
                                               f"torch.movedim(w, -1, 1) turns {last}'s into {first}'s")
     if len(shape_a) == 3 and shape_a[0] == shape_b[0] and shape_a[1:] == shape_b[:0:-1]:
         return "shape", "error", f"{detail}: the last two axes swapped, each of the {shape_a[0]} matrices transposed"
+    if len(shape_a) >= 3 and len(shape_a) == len(shape_b):
+        # TensorFlow / Keras and Flax keep a ConvNd kernel as (*kernel, in, out) (HWIO), PyTorch as (out, in,
+        # *kernel); a hand conversion that forgot the permute was said "the architecture differs". A 1-D kernel's
+        # two orders are each other's reverse, so the HWIO side is also the one whose channels outnumber its kernel.
+        sides = [(last, first) for last, first, hwio, oihw in
+                 (("A", "B", shape_a, shape_b), ("B", "A", shape_b, shape_a))
+                 if hwio == oihw[2:] + (oihw[1], oihw[0]) and hwio[-1] > hwio[0]]
+        if len(sides) == 1:
+            last, first = sides[0]
+            n = len(shape_a)
+            order = ", ".join(map(str, (n - 1, n - 2, *range(n - 2))))
+            return "channels-last", "error", (f"{detail}: the same kernel, (*kernel, in, out) in {last} (as "
+                                              f"TensorFlow / Keras and Flax store convolutions), (out, in, *kernel) "
+                                              f"in {first} (PyTorch's order); w.permute({order}) turns {last}'s "
+                                              f"into {first}'s")
     return "shape", "error", detail
 
 

@@ -233,6 +233,28 @@ def ldm_ema_copy_warning(checkpoint: Checkpoint) -> str | None:
             "the non-EMA weights, diffusers' conversion script with --extract_ema the EMA ones")
 
 
+def mmcv_ema_copy_warning(checkpoint: Checkpoint) -> str | None:
+    """An OpenMMLab 1.x checkpoint (mmdet 2.x, mmseg, mmcls) trained with mmcv's EMAHook: the hook registers a
+    buffer `ema_` + the parameter's name with `_` for `.` (`backbone.conv1.weight` -> `ema_backbone_conv1_weight`) for
+    every parameter, so the state dict holds each parameter twice. A model built for inference has no such buffers:
+    load_checkpoint loads the named weights and reports the ema_* ones as unexpected keys.
+
+    Example:
+        >>> mmcv_ema_copy_warning(open_checkpoint("yolox_s_8x8_300e_coco.pth"))
+        'the parameters are stored twice: ema_* holds a copy of 24 tensors (...), the buffers mmcv's EMAHook adds ...'
+    """
+    names = {t.name for t in checkpoint.tensors}
+    copies = [t for t in checkpoint.tensors
+              if not t.name.startswith("ema_") and "ema_" + t.name.replace(".", "_") in names]
+    if not copies:
+        return None
+    params = sum(t.num_params for t in copies)
+    return (f"the parameters are stored twice: ema_* holds a copy of {counted(len(copies), 'tensor')} "
+            f"({counted(params, 'parameter')}, counted in the total above), the buffers mmcv's EMAHook adds (ema_ + "
+            "the name with _ for .); a model built without the hook loads the named weights alone and "
+            "load_checkpoint reports the ema_* ones as unexpected keys")
+
+
 def controlnet_beside_sd_warning(checkpoint: Checkpoint) -> str | None:
     """An original ControlNet saved with the whole Stable Diffusion model it was trained on (ControlNet 1.0's
     control_sd15_*.pth: model.diffusion_model, first_stage_model, cond_stage_model beside control_model): its
@@ -543,7 +565,7 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         filter=name_filter,
         warnings=[*checkpoint.warnings, *([adapter_problem] if adapter_problem else []), *params_problems,
                   *filter(None, [timm_head_warning(checkpoint), ldm_ema_copy_warning(checkpoint),
-                                 controlnet_beside_sd_warning(checkpoint)]),
+                                 controlnet_beside_sd_warning(checkpoint), mmcv_ema_copy_warning(checkpoint)]),
                   *([f"{skipped}; from_pretrained loads them once saved under its names (save_pretrained)"] if skipped
                     else [])],
         security=checkpoint.security,

@@ -187,6 +187,9 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
     megatron = _megatron_language_model(obj)
     if megatron is not None:
         return megatron, _MEGATRON_KEY
+    best = _audiocraft_best_state(obj)
+    if best is not None:
+        return obj[best]["model"], f"{best}.model"
     if _is_state_dict(obj) or (isinstance(obj, Mapping) and not obj):
         return obj, None  # an empty dict is a state dict of 0 tensors, as a safetensors file may hold
     kind = training_state_kind(obj)
@@ -252,6 +255,19 @@ def _parts_of_one_model(obj: Any) -> dict[str, Any] | None:
 # transformers and NeMo read together.
 _MEGATRON_PARTS = frozenset({"embedding", "encoder", "decoder", "transformer", "output_layer", "pooler", "lm_head"})
 _MEGATRON_KEY = "model.language_model"
+
+
+def _audiocraft_best_state(obj: Any) -> str | None:
+    """In an audiocraft solver checkpoint (checkpoint.th: `model` beside `best_state`, `xp.cfg`, `optimizer`), the
+    entry whose `model` audiocraft's export writes to a release: `fsdp_best_state` when FSDP filled it, else
+    `best_state` (audiocraft.utils.export's export_lm and export_encodec); None for any other file."""
+    if not isinstance(obj, Mapping) or "xp.cfg" not in obj or not _is_state_dict(obj.get("model")):
+        return None
+    for entry in ("fsdp_best_state", "best_state"):
+        value = obj.get(entry)
+        if isinstance(value, Mapping) and _is_state_dict(value.get("model")) and value["model"]:
+            return entry
+    return None
 
 
 def _megatron_language_model(obj: Any) -> dict[str, Any] | None:
@@ -430,6 +446,23 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
                     "kwargs, its state dict under 'state'; where you trust the file, with demucs installed, "
                     "torch.load(path, weights_only=False)['state'] is the state dict (demucs' load_model builds "
                     "the model from the package): save it with safetensors to read the weights here)")
+        elif any(g.module.split(".")[0] == "fastai" for g in report.globals if g.safety != "safe"):
+            # fastai's learn.export() torch.saves the whole Learner (model, loss function, the data loaders'
+            # transforms) as export.pkl; load_learner unpickles it with fastai's classes. The generic whole-model
+            # hint named neither the Learner nor load_learner, the one way fastai users have to its weights.
+            hint = (" (this is a fastai Learner exported with learn.export(): the whole Learner pickled, its model "
+                    "beside the loss function and the data transforms, as fastai's classes; where you trust the file, "
+                    "with fastai installed, load_learner(path).model.state_dict() is the state dict (learn.save() "
+                    "writes it as models/<name>.pth, {'model', 'opt'}, which weightdoctor reads): save it with "
+                    "safetensors or torch.save to read the weights here)")
+        elif (pyg := [g for g in report.globals if g.safety != "safe"]) and all(
+                g.module == "torch_geometric.data" or g.module.startswith("torch_geometric.data.") for g in pyg):
+            # PyG's InMemoryDataset.process() saves its collated graphs as processed/data.pt ((data, slices), or
+            # (data.to_dict(), slices, Data) since 2.4): a torch.save file of the data set, named "suspicious" with no
+            # word that it is graphs, not weights.
+            hint = (" (this is a PyTorch Geometric data file, what InMemoryDataset saves as processed/data.pt: the "
+                    "data set's graphs, as torch_geometric.data classes and their slices, not a model's weights; "
+                    "a PyG model's weights are what torch.save(model.state_dict()) writes)")
         elif any(g.module.split(".")[0] == "torchao" for g in report.globals if g.safety != "safe"):
             # transformers' TorchAoConfig checkpoints saved as .bin: each quantized weight pickled as its torchao
             # tensor subclass (AffineQuantizedTensor, Int4Tensor, ...), which only torchao's classes rebuild.
@@ -827,6 +860,10 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
     elif nested_key == "params_ema" and isinstance(obj, Mapping) and _is_state_dict(obj.get("params")):
         notes.append("a BasicSR checkpoint (Real-ESRGAN, GFPGAN, SwinIR): params_ema is read, the averaged weights "
                      "its inference loads; --key params reads the training weights beside them")
+    elif key is None and nested_key is not None and nested_key == f"{_audiocraft_best_state(obj)}.model":
+        notes.append(f"an audiocraft solver checkpoint: {nested_key} is read, the best epoch's weights that "
+                     "audiocraft's export (export_lm, export_encodec) writes to the release file; --key model reads "
+                     "the last epoch's weights beside them")
     elif nested_key == _MEGATRON_KEY and key is None:
         parts = list(map(str, obj["model"]["language_model"]))
         listed = ", ".join(parts[:-1]) + f" and {parts[-1]}"

@@ -130,6 +130,9 @@ def verify_line(verify: object) -> str:
     if mismatches:
         listed = ", ".join(f"{m.file}:{m.member}" for m in mismatches[:4])
         return f"[bold red]{len(mismatches)} CRC mismatch(es)[/]: {escape(listed)}"
+    hashes = getattr(verify, "hash_mismatches", [])
+    if hashes:
+        return f"[bold red]{len(hashes)} sha256 mismatch(es)[/]: {escape('; '.join(hashes))}"
     text = f"[green]{getattr(verify, 'members_checked', 0)} member(s) checked, all match[/]"
     notes = getattr(verify, "notes", [])
     return text + (f" [dim]({escape('; '.join(notes))})[/]" if notes else "")

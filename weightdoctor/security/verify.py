@@ -1,8 +1,12 @@
-"""`inspect --verify`: recompute the CRC-32 of every zip member (torch.load never checks them)."""
+"""`inspect --verify`: recompute the CRC-32 of every zip member (torch.load never checks them), and the sha256 prefix
+that a torch.hub file name carries."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from weightdoctor.checkpoint import Checkpoint
 from weightdoctor.security import archive
@@ -27,10 +31,26 @@ class VerifyReport:
     mismatches: list[MemberMismatch] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Files named `<name>-<sha256 prefix>.pth` (torch.hub's convention) whose sha256 does not start with it.
+    hash_mismatches: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.mismatches and not self.unreadable
+        return not self.mismatches and not self.unreadable and not self.hash_mismatches
+
+
+# torch.hub names a download `<name>-<first hex digits of its sha256>.<ext>` (torchvision's resnet50-0676ba61.pth,
+# Demucs' <name>-<sha8>.th) and load_state_dict_from_url(check_hash=True) compares them. At least 8 digits, so that a
+# shard's `-00002.` is not read as one.
+_HUB_HASH_NAME = re.compile(r"^.+-([0-9a-f]{8,64})\.(?:pth|pt|th)$")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def verify_checkpoint(checkpoint: Checkpoint) -> VerifyReport:
@@ -43,6 +63,18 @@ def verify_checkpoint(checkpoint: Checkpoint) -> VerifyReport:
     report = VerifyReport()
     formats: set[str] = set()
     for item in checkpoint.weight_files:
+        named = _HUB_HASH_NAME.match(item.path.name)
+        if named is not None:
+            prefix, actual = named.group(1), _sha256(item.path)
+            if actual.startswith(prefix):
+                report.notes.append(f"{item.relpath}: its sha256 starts with {prefix}, the prefix its name carries "
+                                    "(torch.hub's check_hash)")
+            else:
+                report.hash_mismatches.append(
+                    f"{item.relpath}: the name carries sha256 prefix {prefix}, the file's sha256 starts with "
+                    f"{actual[:len(prefix)]}: not the file published under that name (a partial, altered or re-saved "
+                    "copy); a download checked with torch.hub's check_hash=True, as torchvision's weights are, "
+                    "is rejected for it")
         if item.format != "pytorch-zip":
             formats.add(item.format)
             continue
