@@ -1,0 +1,59 @@
+"""review17: the fixlist12 and thirdparty9 merges reviewed for false positives.
+
+Covered: `inspect --verify` read a date or a zero-padded step count (`model-20240115.pt`, `ckpt-00050000.pt`) and a
+git commit or md5 digest (`model-<40 hex>.pt`) in a file name as torch.hub's sha256 prefix and exited 1 on an ordinary
+training checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import run_json
+
+
+def _save(path: Path) -> Path:
+    torch.manual_seed(0)
+    torch.save({"fc.weight": torch.randn(4, 3), "fc.bias": torch.zeros(4)}, path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["model-20240115.pt", "ckpt-00050000.pt", "checkpoint-12345678.pth",
+                                  "model-" + "3f2a9c1b" * 5 + ".pt", "model-" + "0123abcd" * 4 + ".pth"])
+def test_verify_does_not_read_a_date_step_or_commit_in_a_name_as_a_torch_hub_hash(tmp_path: Path, name: str) -> None:
+    """A number (a date, a zero-padded step) or a git commit / md5 digest after the last dash is no sha256 prefix
+    torch.hub wrote: a file whose sha256 does not start with it is an ordinary save, not an altered download."""
+    path = _save(tmp_path / name)
+    code, data = run_json("inspect", str(path), "--verify")
+    assert data["verify"]["hash_mismatches"] == [], data["verify"]
+    assert code == 0 and data["verify"]["mismatches"] == []
+
+
+def test_verify_still_confirms_an_all_digit_hash_prefix_that_matches(tmp_path: Path) -> None:
+    """torchvision's vgg13-19584684.pth carries an all-digit prefix: when the file's sha256 does start with the digits
+    of its name, the note says so, as for any other prefix."""
+    import io
+
+    for bias in range(5000):  # about 1 in 170 sha256 digests starts with 8 decimal digits
+        buffer = io.BytesIO()
+        torch.save({"fc.weight": torch.ones(4, 3), "fc.bias": torch.full((4,), float(bias))}, buffer)
+        digest = hashlib.sha256(buffer.getvalue()).hexdigest()
+        if digest[:8].isdigit():
+            break
+    assert digest[:8].isdigit()
+    named = tmp_path / f"vgg13-{digest[:8]}.pth"
+    named.write_bytes(buffer.getvalue())
+    code, data = run_json("inspect", str(named), "--verify")
+    assert code == 0 and f"its sha256 starts with {digest[:8]}" in " ".join(data["verify"]["notes"]), data["verify"]
+
+
+def test_verify_still_fails_a_hex_prefix_that_does_not_match(tmp_path: Path) -> None:
+    """resnet18-0676ba61.pth whose sha256 starts elsewhere is still a mismatch and exit 1."""
+    path = _save(tmp_path / "resnet18-0676ba61.pth")
+    code, data = run_json("inspect", str(path), "--verify")
+    [line] = data["verify"]["hash_mismatches"]
+    assert code == 1 and line.startswith("resnet18-0676ba61.pth: the name carries sha256 prefix 0676ba61"), line
