@@ -57,3 +57,15 @@ def test_verify_still_fails_a_hex_prefix_that_does_not_match(tmp_path: Path) -> 
     code, data = run_json("inspect", str(path), "--verify")
     [line] = data["verify"]["hash_mismatches"]
     assert code == 1 and line.startswith("resnet18-0676ba61.pth: the name carries sha256 prefix 0676ba61"), line
+
+
+def test_a_raw_hub_address_names_a_file_as_blob_and_resolve_do() -> None:
+    """huggingface_hub parses the /raw/ page as it does /blob/ and /resolve/: each names one file, so a file with no
+    weight suffix there (`.../raw/main/weights`) is a file, not a folder of the repo."""
+    from weightdoctor.checkpoint.hub import hub_location
+
+    for page in ("raw", "blob", "resolve"):
+        located = hub_location(f"https://huggingface.co/org/m/{page}/main/weights")
+        assert located is not None and located.path_in_repo == "weights" and located.names_file, (page, located)
+    located = hub_location("https://huggingface.co/org/m/tree/main/weights")
+    assert located is not None and not located.names_file
