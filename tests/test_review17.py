@@ -69,3 +69,24 @@ def test_a_raw_hub_address_names_a_file_as_blob_and_resolve_do() -> None:
         assert located is not None and located.path_in_repo == "weights" and located.names_file, (page, located)
     located = hub_location("https://huggingface.co/org/m/tree/main/weights")
     assert located is not None and not located.names_file
+
+
+def test_a_config_json_of_another_library_is_no_from_pretrained_folder(tmp_path: Path) -> None:
+    """A Coqui TTS folder (config.json of its own, no model_type, beside best_model.pth) is not a transformers
+    folder: inspect and convert said from_pretrained(folder) raises and that save_pretrained names would fix it."""
+    import json
+
+    folder = tmp_path / "tts"
+    folder.mkdir()
+    torch.save({"model": {"enc.weight": torch.ones(4, 4)}}, folder / "best_model.pth")
+    (folder / "config.json").write_text(json.dumps({"model": "vits", "run_name": "ljspeech",
+                                                    "audio": {"sample_rate": 22050}}))
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and not any("from_pretrained" in w for w in data["warnings"]), data["warnings"]
+    code, data = run_json("convert", str(folder), "-o", str(tmp_path / "out"))
+    warnings = data["plan"]["warnings"]
+    assert code == 0 and warnings and not any("from_pretrained" in w for w in warnings), warnings
+    # A transformers config (model_type) beside the same file is still warned of.
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    code, data = run_json("inspect", str(folder))
+    assert any("from_pretrained(folder) looks for model.safetensors" in w for w in data["warnings"]), data["warnings"]
