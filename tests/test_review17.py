@@ -90,3 +90,21 @@ def test_a_config_json_of_another_library_is_no_from_pretrained_folder(tmp_path:
     (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
     code, data = run_json("inspect", str(folder))
     assert any("from_pretrained(folder) looks for model.safetensors" in w for w in data["warnings"]), data["warnings"]
+
+
+@pytest.mark.parametrize("bits", [5, 16])
+def test_gptqmodel_dynamic_with_bits_gptqconfig_refuses_says_from_pretrained_raises(bits: int) -> None:
+    """`bits: 5` (or 16) is a number of bits a packed int32 holds, but not one GPTQConfig takes (2, 3, 4 or 8, checked
+    below): the warning said from_pretrained builds every Linear "at the top-level 5 bits", where it raises."""
+    from transformers import GPTQConfig
+
+    from weightdoctor.quantized import gptq_dynamic_warning
+
+    quantization: dict[str, object] = {"quant_method": "gptq", "bits": bits,
+                                       "dynamic": {r".*\.self_attn\..*": {"bits": 8}}}
+    with pytest.raises(ValueError, match="bits"):
+        GPTQConfig.from_dict(dict(quantization))
+    warning = gptq_dynamic_warning({"quantization_config": quantization})
+    assert warning is not None and f"and the config sets top-level `bits` to {bits}: GPTQConfig needs 2, 3, 4 or 8 " \
+           "there, so from_pretrained raises before building any Linear" in warning, warning
+    assert "builds every Linear of the blocks at" not in warning
