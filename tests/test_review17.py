@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import run_json
+from tests.helpers import run_cli, run_json
 
 
 def _save(path: Path) -> Path:
@@ -108,3 +108,35 @@ def test_gptqmodel_dynamic_with_bits_gptqconfig_refuses_says_from_pretrained_rai
     assert warning is not None and f"and the config sets top-level `bits` to {bits}: GPTQConfig needs 2, 3, 4 or 8 " \
            "there, so from_pretrained raises before building any Linear" in warning, warning
     assert "builds every Linear of the blocks at" not in warning
+
+
+def _folders_of_weights(folder: Path, names: list[str]) -> Path:
+    from safetensors.torch import save_file
+
+    for name in names:
+        (folder / name).mkdir(parents=True)
+        save_file({"a.weight": torch.zeros(2, 2)}, folder / name / "model.safetensors")
+    return folder
+
+
+@pytest.mark.parametrize("names", [["mp_rank_00", "mp_rank_01"], ["rank0", "rank1", "rank2"], ["fp16", "fp32"],
+                                   ["int4", "int8"]])
+def test_parts_or_variants_with_numbers_are_not_called_the_runs_latest_save(tmp_path: Path,
+                                                                             names: list[str]) -> None:
+    """Megatron's tensor-parallel mp_rank_00/ mp_rank_01/ (parts of one save) and fp16/ fp32/ (variants of one model)
+    end in numbers as a run's saves do: the last was said to be "the highest-numbered, the run's latest save"."""
+    folder = _folders_of_weights(tmp_path / "m", names)
+    line = " ".join(run_cli("inspect", str(folder)).output.split())
+    assert "weights are in subfolders" in line and "latest save" not in line, line
+    assert line.endswith(f"e.g. {folder / names[0]}"), line
+
+
+@pytest.mark.parametrize(("names", "latest"), [(["v1", "v2", "v10"], "v10"),
+                                               (["checkpoint-500", "checkpoint-1000"], "checkpoint-1000"),
+                                               (["iter_0000500", "iter_0001000"], "iter_0001000"),
+                                               (["step-90", "step-100"], "step-100")])
+def test_a_runs_saves_still_point_at_the_highest_number(tmp_path: Path, names: list[str], latest: str) -> None:
+    """v1/ v2/ v10/ and checkpoint-500/ checkpoint-1000/: by number, not by text (v10 sorts before v2 as text)."""
+    folder = _folders_of_weights(tmp_path / "m", names)
+    line = " ".join(run_cli("inspect", str(folder)).output.split())
+    assert line.endswith(f"e.g. {folder / latest} (the highest-numbered, the run's latest save)"), line
