@@ -2,7 +2,10 @@
 
 Covered: `inspect --verify` read a date or a zero-padded step count (`model-20240115.pt`, `ckpt-00050000.pt`) and a
 git commit or md5 digest (`model-<40 hex>.pt`) in a file name as torch.hub's sha256 prefix and exited 1 on an ordinary
-training checkpoint.
+training checkpoint; a /raw/ Hub address was read as a folder where /blob/ and /resolve/ name a file; a config.json
+of another library (Coqui TTS: no model_type, no architectures) got the from_pretrained(folder)-raises warning; GPTQ
+`dynamic` beside a top-level bits GPTQConfig refuses (5, 16) was said to build every Linear at it; numbered parts or
+variants (mp_rank_00/ mp_rank_01/, fp16/ fp32/) were called a run's saves, the last its latest.
 """
 
 from __future__ import annotations
