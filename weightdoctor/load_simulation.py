@@ -518,7 +518,8 @@ def from_pretrained_skips_warning(checkpoint: Checkpoint) -> str | None:
     """What from_pretrained(folder) does with a transformers model folder whose weights are under a name it does not
     look for (`consolidated.safetensors` beside config.json, torchtune's `hf_model_0001_0.pt`): it raises. None
     otherwise: a dtype variant (variant= reads it, the reader says so), an adapter (PEFT loads it onto its base), a
-    folder of another library (diffusers' `_class_name`, which reads its own names), no config.json.
+    folder of another library (diffusers' `_class_name`, which reads its own names; a config.json with neither
+    `model_type` nor `architectures`, as Coqui TTS writes beside best_model.pth), no config.json.
 
     Example:
         >>> from_pretrained_skips_warning(open_checkpoint("mistral-consolidated/"))
@@ -528,6 +529,8 @@ def from_pretrained_skips_warning(checkpoint: Checkpoint) -> str | None:
     config = checkpoint.config
     if not isinstance(config, Mapping) or "_class_name" in config:
         return None
+    if not config.get("model_type") and not config.get("architectures"):
+        return None  # not transformers' config: from_pretrained is not how that folder loads
     unread = file_from_pretrained_skips(checkpoint)
     from weightdoctor.checkpoint.reader import _variant_of
 

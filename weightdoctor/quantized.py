@@ -523,6 +523,8 @@ def gptq_dynamic_warning(config: Mapping[str, Any] | None) -> str | None:
     keys = [key for key in dynamic if isinstance(key, str)]
     skipped = sum(key.startswith("-:") for key in keys)
     bits = _bits(quantization.get("bits"))
+    if bits not in (2, 3, 4, 8):  # GPTQConfig's post_init refuses any other (5 and 16 hold in an int32 all the same)
+        bits = None
     if bits is not None:
         builds = (f"from_pretrained builds every Linear of the blocks at the top-level {bits} bits, unlike what the "
                   "checkpoint stores for the modules they name")

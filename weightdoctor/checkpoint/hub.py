@@ -26,7 +26,6 @@ def looks_like_repo_id(source: str) -> bool:
 
 
 _HUB_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
-# What follows `org/name` in a Hub page's address: `/tree/REV[/folder]`, `/blob/REV/file`, `/resolve/REV/file`.
 # What follows `org/name` in a Hub page's address: `/tree/REV[/folder]`, `/blob/REV/file`, `/resolve/REV/file`,
 # `/commit/SHA`; other pages of a repo (`/discussions/3`) name no revision.
 _HUB_URL_FILES = ("blob", "resolve", "raw")
@@ -514,7 +513,7 @@ class HubLocation:
     repo_id: str
     revision: str | None
     path_in_repo: str  # "" for the repo's top
-    # A web address's /blob/ or /resolve/ page names a file whatever its suffix (`.../blob/v2/onnx/model.onnx`);
+    # A web address's /blob/, /resolve/ or /raw/ page names a file whatever its suffix (`.../blob/v2/onnx/model.onnx`);
     # parse_hf_uri returns the same path for it as for the /tree/ page of a folder.
     names_file: bool = False
 
@@ -574,7 +573,7 @@ def hub_location(text: str) -> HubLocation | None:
         # The page's kind follows org/name in the address (after `datasets/` or `spaces/` for those repos).
         parts = urlsplit(text).path.strip("/").split("/")
         page = parts[3 if parts[0] in _TYPE_PREFIXES else 2] if len(parts) > 3 else ""
-        return replace(located, names_file=page in ("blob", "resolve"))
+        return replace(located, names_file=page in _HUB_URL_FILES)
     if "@" in text and "/" in text.partition("@")[0] and not text.startswith(("/", ".", "~")):
         # `org/name@v1.0`, `datasets/org/name@main/ckpt`: an hf:// URI without its scheme, as `hf cache` and the
         # Hub's docs write a repo at a revision; anything huggingface_hub does not parse so stays a path.

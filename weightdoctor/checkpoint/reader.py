@@ -719,6 +719,12 @@ def _is_orbax_checkpoint(folder: Path) -> bool:
 NO_WEIGHT_FILE = "folder holds no weight file (.safetensors, .bin, .pt, .pth, .ckpt)"
 
 
+# What a run's numbered saves are named before their number (epoch_3, checkpoint-500, global_step500, iter_0001000,
+# step-100, v10): a counter of saves, not of ranks or bits.
+_SAVE_SERIES = re.compile(r"(?:^|[^a-z])(?:checkpoint|ckpt|epoch|ep|step|steps|iter|iteration|v|version|save|"
+                          r"snapshot)[-_=.]?$", re.IGNORECASE)
+
+
 def _no_weights_message(folder: Path) -> str:
     """Why a folder has nothing to read: foreign weights, weights only in subfolders, or nothing at all."""
     from weightdoctor.checkpoint import foreign
@@ -825,10 +831,11 @@ def _no_weights_message(folder: Path) -> str:
         if latest in subfolders:  # DeepSpeed's `latest` names the step its load_checkpoint resumes from
             message += (f"; weights are in subfolders ({shown}): point at one, e.g. {folder / latest} (the one "
                         "DeepSpeed's `latest` file names)")
-        elif len(subfolders) > 1 and len({re.sub(r"\d+$", "", name) for name in subfolders}) == 1 \
-                and all(name[-1:].isdigit() for name in subfolders):
+        elif len(subfolders) > 1 and len(prefixes := {re.sub(r"\d+$", "", name) for name in subfolders}) == 1 \
+                and all(name[-1:].isdigit() for name in subfolders) and _SAVE_SERIES.search(prefixes.pop()):
             # One run's saves (torchtune's epoch_0/ ... epoch_9/, a Trainer's checkpoint-N/): the first named was
-            # the earliest, where the latest is the one wanted.
+            # the earliest, where the latest is the one wanted. Only under a save's name: Megatron's mp_rank_00/
+            # mp_rank_01/ are parts of one save, fp16/ fp32/ variants of one model, numbered all the same.
             message += (f"; weights are in subfolders ({shown}): point at one, e.g. {folder / subfolders[-1]} (the "
                         "highest-numbered, the run's latest save)")
         else:

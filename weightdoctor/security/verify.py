@@ -45,6 +45,19 @@ class VerifyReport:
 _HUB_HASH_NAME = re.compile(r"^.+-([0-9a-f]{8,64})\.(?:pth|pt|th)$")
 
 
+def _read_as_hash(digits: str) -> bool:
+    """Whether a name's `-<hex>` run is taken as torch.hub's sha256 prefix when the file's digest does not start with
+    it. All decimal digits read as a date or a zero-padded step (`model-20240115.pt`, `ckpt-00050000.pt`), 32 or 40
+    hex digits as an md5 or a git commit: ordinary saves are named so, and a false mismatch exits 1. Such a run is
+    still confirmed when the digest does start with it (torchvision's vgg13-19584684.pth).
+
+    Example:
+        >>> _read_as_hash("0676ba61"), _read_as_hash("20240115")
+        (True, False)
+    """
+    return not digits.isdigit() and len(digits) not in (32, 40)
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -69,7 +82,7 @@ def verify_checkpoint(checkpoint: Checkpoint) -> VerifyReport:
             if actual.startswith(prefix):
                 report.notes.append(f"{item.relpath}: its sha256 starts with {prefix}, the prefix its name carries "
                                     "(torch.hub's check_hash)")
-            else:
+            elif _read_as_hash(prefix):
                 report.hash_mismatches.append(
                     f"{item.relpath}: the name carries sha256 prefix {prefix}, the file's sha256 starts with "
                     f"{actual[:len(prefix)]}: not the file published under that name (a partial, altered or re-saved "
