@@ -56,7 +56,8 @@ def test_verify_still_confirms_an_all_digit_hash_prefix_that_matches(tmp_path: P
 
 def test_verify_still_fails_a_hex_prefix_that_does_not_match(tmp_path: Path) -> None:
     """resnet18-0676ba61.pth whose sha256 starts elsewhere is still a mismatch and exit 1."""
-    path = _save(tmp_path / "resnet18-0676ba61.pth")
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)  # torch.hub's download folder
+    path = _save(tmp_path / "hub" / "checkpoints" / "resnet18-0676ba61.pth")
     code, data = run_json("inspect", str(path), "--verify")
     [line] = data["verify"]["hash_mismatches"]
     assert code == 1 and line.startswith("resnet18-0676ba61.pth: the name carries sha256 prefix 0676ba61"), line

@@ -259,10 +259,17 @@ def test_verify_checks_the_sha256_prefix_a_torch_hub_name_carries(tmp_path: Path
     assert code == 0 and data["verify"]["hash_mismatches"] == []
     assert f"resnet18-{prefix}.pth: its sha256 starts with {prefix}, the prefix its name carries" \
            in " ".join(data["verify"]["notes"]), data["verify"]
-    # The same weights saved again: every CRC is right, the file is not the published one.
+    # The same weights saved again: every CRC is right, the file is not the published one. Outside torch.hub's
+    # download folder the name may be the user's own: a note, exit 0; inside it, a mismatch and exit 1.
     state["fc.bias"] += 1
     torch.save(state, published, _use_new_zipfile_serialization=not legacy)
     actual = hashlib.sha256(published.read_bytes()).hexdigest()[:8]
+    code, data = run_json("inspect", str(published), "--verify")
+    assert code == 0 and data["verify"]["hash_mismatches"] == []
+    assert f"the name ends as a torch.hub download's does (-{prefix}), but the file's sha256 starts with {actual}" \
+           in " ".join(data["verify"]["notes"]), data["verify"]
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    published = published.rename(tmp_path / "hub" / "checkpoints" / published.name)
     code, data = run_json("inspect", str(published), "--verify")
     assert code == 1 and data["verify"]["mismatches"] == []
     [line] = data["verify"]["hash_mismatches"]

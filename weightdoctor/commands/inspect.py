@@ -43,7 +43,8 @@ def inspect(
     show_all: Annotated[bool, typer.Option("--all", help="List every tensor (default: the first 50).")] = False,
     verify: Annotated[
         bool, typer.Option("--verify", help="Recompute the CRC-32 of every zip member, and the sha256 prefix a "
-                                            "torch.hub name carries (resnet50-0676ba61.pth); exit 1 on a mismatch.")
+                                            "torch.hub download's name carries (resnet50-0676ba61.pth); exit 1 on "
+                                            "a mismatch.")
     ] = False,
     stats: StatsOpt = False,
     sample: SampleOpt = None,

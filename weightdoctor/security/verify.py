@@ -58,6 +58,18 @@ def _read_as_hash(digits: str) -> bool:
     return not digits.isdigit() and len(digits) not in (32, 40)
 
 
+def _in_torch_hub_cache(path: Path) -> bool:
+    """Whether `path` lies in torch.hub's download folder (`<TORCH_HOME>/hub/checkpoints/`, where
+    load_state_dict_from_url keeps what it fetched), where a `-<hex>` name is torch.hub's own.
+
+    Example:
+        >>> _in_torch_hub_cache(Path("/root/.cache/torch/hub/checkpoints/resnet50-0676ba61.pth"))
+        True
+    """
+    parts = path.resolve().parts
+    return any(parts[i:i + 2] == ("hub", "checkpoints") for i in range(len(parts) - 2))
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -82,12 +94,19 @@ def verify_checkpoint(checkpoint: Checkpoint) -> VerifyReport:
             if actual.startswith(prefix):
                 report.notes.append(f"{item.relpath}: its sha256 starts with {prefix}, the prefix its name carries "
                                     "(torch.hub's check_hash)")
-            elif _read_as_hash(prefix):
+            elif _read_as_hash(prefix) and _in_torch_hub_cache(item.path):
                 report.hash_mismatches.append(
                     f"{item.relpath}: the name carries sha256 prefix {prefix}, the file's sha256 starts with "
                     f"{actual[:len(prefix)]}: not the file published under that name (a partial, altered or re-saved "
                     "copy); a download checked with torch.hub's check_hash=True, as torchvision's weights are, "
                     "is rejected for it")
+            elif _read_as_hash(prefix):
+                # Outside torch.hub's cache the name may be the user's own (a run id, a short git sha): said, and
+                # not a failure, since a false exit 1 would stop a pipeline over a file name.
+                report.notes.append(
+                    f"{item.relpath}: the name ends as a torch.hub download's does (-{prefix}), but the file's sha256 "
+                    f"starts with {actual[:len(prefix)]}: if it was downloaded under this name it is not the published "
+                    "file (torch.hub's check_hash=True rejects it); a name of your own needs nothing")
         if item.format != "pytorch-zip":
             formats.add(item.format)
             continue
