@@ -521,12 +521,9 @@ def auto_dtype_field_warning(config: dict[str, Any], dtype: str, weights_read: b
     fields = ([top] if top else []) + sub_config_auto_dtypes(config)
     if not fields:
         return None
-    from importlib.metadata import PackageNotFoundError, version
+    from weightdoctor.quantized import transformers_label
 
-    try:
-        which = f"transformers {version('transformers')}"
-    except PackageNotFoundError:  # pragma: no cover - transformers is a dependency
-        which = "transformers"
+    which = transformers_label()
     floating = DTYPES[dtype][0] if dtype in FLOAT_DTYPES else stored or DTYPES[dtype][0]
     planned, value = ((dtype, f'"{floating}"') if weights_read else
                       (f"{dtype} (no weights were read; --dtype plans another)", "the weights' dtype"))

@@ -514,12 +514,7 @@ def gptq_dynamic_warning(config: Mapping[str, Any] | None) -> str | None:
     if quantization is None or quantization.get("quant_method") != "gptq" or not isinstance(dynamic, Mapping) \
             or not dynamic:
         return None
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        which = f"transformers {version('transformers')}"
-    except PackageNotFoundError:  # pragma: no cover - transformers is a dependency
-        which = "transformers"
+    which = transformers_label()
     keys = [key for key in dynamic if isinstance(key, str)]
     skipped = sum(key.startswith("-:") for key in keys)
     bits = _bits(quantization.get("bits"))
@@ -942,3 +937,14 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
             counts[info.name] = info.num_params
     return QuantizedSummary(method=method, bits=bits, packed_tensors=packed, side_tensors=side,
                             parameters=None if unknown else sum(counts.values()), counts=counts)
+
+
+def transformers_label() -> str:
+    """`transformers 5.25.0`, the installed version that warnings say what they checked against, read from the
+    package's metadata (no import of transformers)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"transformers {version('transformers')}"
+    except PackageNotFoundError:  # pragma: no cover - transformers is a dependency
+        return "transformers"
