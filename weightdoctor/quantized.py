@@ -322,6 +322,12 @@ def _unambiguous(items: Any, flags: int) -> bool:
     return True
 
 
+# The ways through a user's pattern that do not grow with the name (`_match_cost`'s constant): re.search tries
+# them from each of a name's n starts, so 2**13 of them (`a?` 13 times, then `a` 13 times) took 2 s over a
+# 10,000-letter name; a real pattern's alternatives and counted repeats (`(q|k|v)_proj`, `\d{1,3}`) are far fewer.
+_USER_PATTERN_WAYS = 4096
+
+
 def refuse_unbounded_regex(option: str, pattern: str) -> None:
     """Refuse a user's regular expression whose backtracking has no known bound (`_match_cost`: a repeated group
     that can match one text several ways, a backreference), before it runs over every tensor name.
@@ -337,7 +343,17 @@ def refuse_unbounded_regex(option: str, pattern: str) -> None:
     Raises:
         UsageError: naming the option and the pattern, and how to write one that runs.
     """
-    if _match_cost(pattern) is None:
+    cost = _match_cost(pattern)
+    if cost is not None and cost[0] > _USER_PATTERN_WAYS:
+        from weightdoctor.errors import UsageError
+
+        # Ways through that do not grow with the name: `a?` 30 times then `a` 30 times, or `(a|a)` written out 40
+        # times, fails on a 60-letter name only after 2**30 or more tries (minutes), a bound but no usable one.
+        raise UsageError(f"{option} {pattern!r}: its optional parts, alternatives and counted repeats can be tried "
+                         f"in about {cost[0]:.1e} ways on one tensor name before it fails, and Python's re cannot "
+                         "be stopped: not run; write fewer optional parts in a row (a{0,30} for 30 a? in a row) or "
+                         "alternatives that start with different characters")
+    if cost is None:
         from weightdoctor.errors import UsageError
 
         raise UsageError(f"{option} {pattern!r}: a repeat of a group that can match the same text more than one "
