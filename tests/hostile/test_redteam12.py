@@ -43,3 +43,62 @@ def test_a_pattern_of_exponentially_many_ways_without_a_repeated_group_is_refuse
     assert lines[0].startswith(f"error: {option} ") and "ways on one tensor name" in lines[0], lines[0]
     ordinary = _cli("inspect", path, "--filter", r"layers\.\d{1,3}\.(q|k|v|o)_proj\.(weight|bias)", "--json")
     assert ordinary.returncode == 0 and '"layers.1.q_proj.weight"' in ordinary.stdout, ordinary.stderr
+
+
+def _one_error_line(result: object) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]  # type: ignore[attr-defined]
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr  # type: ignore[attr-defined]
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["plan-devices", "--local"], ["convert", "-o", "out.safetensors"]])
+@pytest.mark.parametrize("address", ["hf://org/" + "a" * 5000, "https://huggingface.co/org/" + "a" * 5000])
+def test_a_hub_address_too_long_for_a_file_name_is_read_as_the_address_it_is(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], address: str) -> None:
+    """`hf://org/` and 5,000 letters was looked up as a local path first, and pathlib's ENAMETOOLONG ended the run:
+    'cannot read or write: [Errno 36] File name too long: 'hf:/org/aaa...'' (the address with its '//' collapsed,
+    and no word of what is wrong with it). It is huggingface_hub's refusal of the repo id, quoting the address."""
+    from tests.helpers import run_cli
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    line = _one_error_line(run_cli(*command, address))
+    assert line.startswith(f"error: Invalid HF URI '{address[:40]}"), line[:300]
+    assert "File name too long" not in line and "hf:/org" not in line, line[:300]
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_revision_too_long_for_a_file_name_is_said_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """`hf://datasets/org/name@` and 5,000 letters: the dataset's refs/<revision> was asked is_file() and the OS
+    refused the name ('cannot read or write: [Errno 36] File name too long', naming a cache path). It names the
+    address and says that revision is not in the cache, with the download to run, as of a short unknown one."""
+    from tests.helpers import run_cli
+
+    (tmp_path / "hub" / "datasets--org--name" / "refs").mkdir(parents=True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    line = _one_error_line(run_cli("inspect", "hf://datasets/org/name@" + "a" * 5000))
+    assert line.startswith("error: hf://datasets/org/name@aaa") and "File name too long" not in line, line[:300]
+    short = _one_error_line(run_cli("inspect", "hf://datasets/org/name@nope"))
+    assert "the dataset repo org/name is not in the Hugging Face cache" in short, short
+    # The long one is elided in the middle (the revision is quoted twice); it ends as the short one does, with
+    # the download that fetches it.
+    assert line.endswith("`") and short.endswith("--repo-type dataset --revision nope`"), line[-300:]
+
+
+def test_a_repo_name_past_the_hubs_96_characters_is_not_given_back_as_the_repo_id_to_type(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hf://org/` and 300 letters (no file name limit hit): huggingface_hub refused the id, and the fallback meant
+    for pages of repos without an org answered 'a web address, not a local path: give the repo id instead:
+    org/aaa...', an id the Hub refuses too. huggingface_hub's own reason is given: its maximum length is 96."""
+    from tests.helpers import run_cli
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    line = _one_error_line(run_cli("inspect", "hf://org/" + "b" * 300))
+    assert "the maximum length is 96" in line and "give the repo id instead" not in line, line
+    # The fallback still answers a page of a repo without an org, which huggingface_hub does not parse.
+    page = _one_error_line(run_cli("inspect", "https://huggingface.co/bert-base-uncased/tree/main"))
+    assert "bert-base-uncased" in page and "Invalid HF URI" not in page, page

@@ -560,8 +560,16 @@ def hub_location(text: str) -> HubLocation | None:
         except HfUriError as exc:
             # huggingface_hub parses no page of a repo without an org (`/bert-base-uncased/tree/main`), which the
             # Hub still serves: the repo id to type, as url_source_hint reads the address.
+            from huggingface_hub.errors import HFValidationError
+            from huggingface_hub.utils import validate_repo_id
+
             hint = url_source_hint(text) or ""
-            if looks_like_repo_id(hint.partition("give the repo id instead: ")[2].partition(" ")[0].rstrip("/")):
+            typed = hint.partition("give the repo id instead: ")[2].partition(" ")[0].rstrip("/")
+            try:  # a name past the Hub's 96 characters is no repo id to give, whatever its characters
+                validate_repo_id(typed.split("/", 2)[0] if typed.count("/") > 1 else typed)
+            except HFValidationError:
+                typed = ""
+            if looks_like_repo_id(typed):
                 raise UsageError(f"{text}: {hint}") from exc
             why = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
             raise UsageError(f"{why} (weightdoctor reads the Hub addresses huggingface_hub parses: "
@@ -645,7 +653,11 @@ def cached_typed_snapshot(location: HubLocation, revision: str | None, source: s
     where = f"revision {revision!r} of " if revision else ""
     _check_ref_file(repo_id, revision, kind)
     # A short commit (`b28b7af`, as the error below lists the cached ones) reads its snapshot, as a model's does.
-    full = _full_commit(repo_id, revision, kind) if revision and not (folder / "refs" / revision).is_file() else None
+    try:
+        named_ref = bool(revision) and (folder / "refs" / str(revision)).is_file()
+    except OSError:  # a revision of thousands of characters (ENAMETOOLONG) names no ref
+        named_ref = False
+    full = _full_commit(repo_id, revision, kind) if revision and not named_ref else None
     try:
         path = Path(snapshot_download(repo_id, repo_type=kind, revision=full or revision, cache_dir=hub_cache_dir(),
                                       local_files_only=True))
