@@ -491,24 +491,37 @@ def _gptq_dynamic_layer_bits(packed: Iterable[str], quantization: Mapping[str, A
     dynamic = quantization.get("dynamic") if quantization is not None else None
     if not isinstance(dynamic, Mapping) or not dynamic:
         return {}
-    rules: list[tuple[re.Pattern[str], tuple[int, int] | None, bool, int | None]] = []
-    for key, overrides in dynamic.items():
-        if not isinstance(key, str):
-            continue
-        text = key[2:] if key.startswith(("-:", "+:")) else key
-        try:
-            compiled = re.compile(text)
-        except (re.error, RecursionError, OverflowError):
-            continue  # one Python cannot compile claims nothing, as for compressed-tensors' targets
-        bits = _bits(overrides.get("bits")) if isinstance(overrides, Mapping) else None
-        rules.append((compiled, _match_cost(text), key.startswith("-:"), bits))
+    keys = [(key, overrides) for key, overrides in dynamic.items() if isinstance(key, str)]
+    # Compiled (and bounded) as the layers reach them, under the deadline: 100,000 patterns parsed twice each up
+    # front took 12 s before any layer was looked at, though each layer stops at the first pattern it matches.
+    rules: list[tuple[re.Pattern[str] | None, tuple[int, int] | None, bool, int | None]] = []
+
+    def rule(index: int) -> tuple[re.Pattern[str] | None, tuple[int, int] | None, bool, int | None]:
+        while len(rules) <= index:
+            key, overrides = keys[len(rules)]
+            text = key[2:] if key.startswith(("-:", "+:")) else key
+            try:
+                compiled: re.Pattern[str] | None = re.compile(text)
+            except (re.error, RecursionError, OverflowError):
+                compiled = None  # one Python cannot compile claims nothing, as for compressed-tensors' targets
+            bits = _bits(overrides.get("bits")) if isinstance(overrides, Mapping) else None
+            rules.append((compiled, _match_cost(text) if compiled is not None else (1, 0), key.startswith("-:"),
+                          bits))
+        return rules[index]
+
     deadline = time.monotonic() + _PATTERN_SECONDS
     found: dict[str, int | None] = {}
     for name in packed:
         layer = name.removesuffix(".qweight")
-        for compiled, cost, negative, bits in rules:
+        for index in range(len(keys)):
+            if time.monotonic() > deadline:
+                found[name] = None  # a pattern not looked at might claim the layer: the bits are not known
+                break
+            compiled, cost, negative, bits = rule(index)
+            if compiled is None:
+                continue
             steps = None if cost is None else cost[0] * (len(layer) + 1) ** cost[1]
-            if steps is None or steps > _PATTERN_STEPS or time.monotonic() > deadline:
+            if steps is None or steps > _PATTERN_STEPS:
                 found[name] = None  # it might claim the layer: the bits are not known
                 break
             if compiled.match(layer):

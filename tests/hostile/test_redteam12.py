@@ -102,3 +102,24 @@ def test_a_repo_name_past_the_hubs_96_characters_is_not_given_back_as_the_repo_i
     # The fallback still answers a page of a repo without an org, which huggingface_hub does not parse.
     page = _one_error_line(run_cli("inspect", "https://huggingface.co/bert-base-uncased/tree/main"))
     assert "bert-base-uncased" in page and "Invalid HF URI" not in page, page
+
+
+def test_a_hundred_thousand_dynamic_patterns_are_compiled_only_as_far_as_the_layers_read_them() -> None:
+    """GPTQModel's `dynamic` of 100,000 patterns: every one was compiled and parsed for its bound before any layer
+    was looked at (12 s for inspect), though a layer stops at the first pattern that matches it. The first pattern
+    claims every layer here at 8 bits, at once; layers that no pattern in reach claims are unknown, not guessed,
+    within the matching's own time limit."""
+    import time
+
+    from weightdoctor.quantized import _PATTERN_SECONDS, _gptq_dynamic_layer_bits
+
+    packed = [f"model.layers.{i}.mlp.down_proj.qweight" for i in range(200)]
+    rest = {f"+:model\\.layers\\.{i}x\\.(up|down)_proj{i}": {"bits": 2} for i in range(100_000)}
+    started = time.monotonic()
+    found = _gptq_dynamic_layer_bits(packed, {"dynamic": {r"+:model\.layers\.\d+\.mlp\.": {"bits": 8}, **rest}})
+    assert time.monotonic() - started < 2.0
+    assert found == dict.fromkeys(packed, 8)
+    started = time.monotonic()
+    found = _gptq_dynamic_layer_bits(packed, {"dynamic": rest})
+    assert time.monotonic() - started < _PATTERN_SECONDS + 2.0
+    assert set(found.values()) == {None} and len(found) == len(packed)
