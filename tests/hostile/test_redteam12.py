@@ -123,3 +123,23 @@ def test_a_hundred_thousand_dynamic_patterns_are_compiled_only_as_far_as_the_lay
     found = _gptq_dynamic_layer_bits(packed, {"dynamic": rest})
     assert time.monotonic() - started < _PATTERN_SECONDS + 2.0
     assert set(found.values()) == {None} and len(found) == len(packed)
+
+
+@pytest.mark.parametrize("source", ["dataset/" + "a" * 300, "a" * 300 + "x/datasets/org/name",
+                                    "model/org/" + "a" * 300])
+def test_a_name_too_long_for_a_cache_folder_is_no_repo_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          source: str) -> None:
+    """`dataset/` and 300 letters (as `hf cache ls` writes a dataset's id) was looked for as the cache folder
+    `models--dataset--aaa...`, past a file name's 255 bytes: 'cannot read or write: [Errno 36] File name too long'
+    naming a cache folder the user never typed. No Hub repo name is longer than 96 characters: such a part is no
+    repo id, and the source is a missing path or a repo without that folder."""
+    from tests.helpers import run_cli
+
+    (tmp_path / "hub").mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    line = _one_error_line(run_cli("inspect", source))
+    assert "File name too long" not in line and str(tmp_path / "hub" / "models--") not in line, line[:300]
+    assert line.startswith((f"error: {source}: no such file or directory", f"error: {source!r} is not a local path")
+                           ), line[:300]

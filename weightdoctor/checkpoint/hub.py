@@ -20,9 +20,15 @@ MAX_REF_BYTES = 4096
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?\Z")  # \Z: "$" would accept a trailing newline
 
 
+# The Hub's longest repo name (huggingface_hub's validate_repo_id); no org is longer. A longer part is no repo, and
+# its cache folder (`datasets--org--` and 300 letters) is past a file name's 255 bytes: stat raised ENAMETOOLONG.
+MAX_REPO_NAME = 96
+
+
 def looks_like_repo_id(source: str) -> bool:
     """True for `bert-base-chinese` or `org/name`; False for anything that reads as a path."""
-    return bool(REPO_ID_RE.match(source)) and not source.startswith(".") and ".." not in source
+    return bool(REPO_ID_RE.match(source)) and not source.startswith(".") and ".." not in source \
+        and all(len(part) <= MAX_REPO_NAME for part in source.split("/"))
 
 
 _HUB_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
@@ -115,7 +121,8 @@ def split_repo_subfolder(source: str) -> tuple[str, str] | None:
         (('stabilityai/sd-turbo', 'unet'), None)
     """
     match = _REPO_SUBFOLDER_RE.match(source)
-    if match is None or source.startswith(".") or any(part in (".", "..") for part in source.split("/")):
+    if match is None or source.startswith(".") or any(part in (".", "..") for part in source.split("/")) \
+            or not looks_like_repo_id(match.group(1)):
         return None
     return match.group(1), match.group(2)
 
@@ -608,7 +615,7 @@ def hub_location(text: str) -> HubLocation | None:
             and not any(part in ("", ".", "..") for part in parts):
         return HubLocation(_TYPE_PREFIXES[head], "/".join(parts[:2]), None, "/".join(parts[2:]))
     if head in _READ_TYPES and not any(part in ("", ".", "..") for part in parts) \
-            and not _repo_dir(f"{head}/{parts[0]}").is_dir():
+            and not (looks_like_repo_id(f"{head}/{parts[0]}") and _repo_dir(f"{head}/{parts[0]}").is_dir()):
         # `hf cache ls` names repos by their type and id (`model/org/name`, `dataset/org/name`, `model/gpt2`), and
         # `hf cache rm` takes those ids back. An org named `model` could own `model/org` too: read as the cache's id
         # only when that repo is cached and `model/<org>` is not.
