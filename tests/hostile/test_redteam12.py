@@ -143,3 +143,18 @@ def test_a_name_too_long_for_a_cache_folder_is_no_repo_id(tmp_path: Path, monkey
     assert "File name too long" not in line and str(tmp_path / "hub" / "models--") not in line, line[:300]
     assert line.startswith((f"error: {source}: no such file or directory", f"error: {source!r} is not a local path")
                            ), line[:300]
+
+
+@pytest.mark.parametrize("address", ["hf://org/na\nme", "https://huggingface.co/org/name/tree/ma\tin"])
+def test_a_control_character_in_a_hub_address_is_named_with_the_address_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+    """`hf://org/na<newline>me` (a pasted line break): the refusal kept the first line of huggingface_hub's message,
+    cut at the newline inside the address it quotes ("Invalid HF URI 'hf://org/na", and no reason). It quotes the
+    address whole, escaped, and says what is wrong with it."""
+    from tests.helpers import run_cli
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    line = _one_error_line(run_cli("inspect", address))
+    assert line == f"error: {address!r}: a Hub address holds no control characters (a newline, a tab): no repo id, " \
+                   "revision or file name of the Hub does", line

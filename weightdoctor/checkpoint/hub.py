@@ -559,6 +559,11 @@ def hub_location(text: str) -> HubLocation | None:
         hub_hosts = {"huggingface.co", "www.huggingface.co", "hf.co", urlsplit(constants.ENDPOINT).hostname}
         if not text.startswith("hf://") and host not in hub_hosts:
             return None
+        if any(char < " " or char == "\x7f" for char in text):
+            # huggingface_hub's refusal quotes the address on its first line, which a newline in it cut short
+            # ("Invalid HF URI 'hf://org/na"): what is wrong with it is said here, the address escaped whole.
+            raise UsageError(f"{text!r}: a Hub address holds no control characters (a newline, a tab): no repo id, "
+                             "revision or file name of the Hub does")
         if not text.startswith("hf://") and url_source_hint(text) == _SITE_PAGE_HINT:
             # parse_hf_uri reads `huggingface.co/blog/moe` as repo blog/moe, then said not to be cached.
             raise UsageError(f"{text}: {_SITE_PAGE_HINT}")
