@@ -158,8 +158,10 @@ def _match_cost(pattern: str) -> tuple[int, int] | None:
                     part = (1, 2)
                 elif high == sre_constants.MAXREPEAT:
                     part = (1, 1)
-                else:
+                elif high - low < 64:
                     part = (high - low + 1, 0)
+                else:  # `\w{0,5000}`: it stops after at most n + 1 counts over a name of n characters, as `\w*` does
+                    part = (1, 1)
             elif op == sre_constants.BRANCH:
                 alternatives = [cost(alt) for alt in arg[1]]
                 if any(alt is None for alt in alternatives):
