@@ -163,3 +163,34 @@ def test_a_control_character_in_a_hub_address_is_named_with_the_address_whole(
     line = _one_error_line(run_cli("inspect", address))
     assert line == f"error: {address!r}: a Hub address holds no control characters (a newline, a tab): no repo id, " \
                    "revision or file name of the Hub does", line
+
+
+def test_a_torchserve_manifest_that_inflates_to_gigabytes_is_read_bounded(tmp_path: Path) -> None:
+    """A .mar whose MAR-INF/MANIFEST.json is 3 GB of spaces (3 MB deflated): the manifest was inflated whole by
+    zipfile's read() and only then cut to 1 MB, 15 s and 6 GB of memory to name the archive. It is read 1 MB at
+    most; a real manifest still names its weights file."""
+    import json
+    import tracemalloc
+    import zipfile
+
+    from weightdoctor.checkpoint.foreign import identify
+
+    bomb = tmp_path / "bomb.mar"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("MAR-INF/MANIFEST.json", "w", force_zip64=True) as member:
+            for _ in range(200):
+                member.write(b" " * (1 << 20))
+        archive.writestr("handler.py", "")
+    tracemalloc.start()
+    try:
+        kind = identify(bomb, bomb.read_bytes()[:32])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert kind is not None and "holding the model's weights file beside its handler" in kind
+    assert peak < 50 << 20, peak
+    real = tmp_path / "real.mar"
+    with zipfile.ZipFile(real, "w") as archive:
+        archive.writestr("MAR-INF/MANIFEST.json", json.dumps({"model": {"serializedFile": "model.pt"}}))
+        archive.writestr("model.pt", b"")
+    assert "holding model.pt beside its handler" in (identify(real, real.read_bytes()[:32]) or "")
