@@ -194,3 +194,40 @@ def test_a_torchserve_manifest_that_inflates_to_gigabytes_is_read_bounded(tmp_pa
         archive.writestr("MAR-INF/MANIFEST.json", json.dumps({"model": {"serializedFile": "model.pt"}}))
         archive.writestr("model.pt", b"")
     assert "holding model.pt beside its handler" in (identify(real, real.read_bytes()[:32]) or "")
+
+
+def test_a_cached_index_of_gigabytes_is_not_read_to_see_whether_the_snapshot_holds_weights(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached snapshot's model.safetensors.index.json of 3 GB (sparse): the reader refuses it unread, but the repo
+    id's lookup first read it whole to list its shards (holds_weights: 16 s and 6 GB of memory for `inspect
+    org/name`). The lookup skips an index the reader would not read; the refusal is the reader's, as before."""
+    import json
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--org--name"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with open(snapshot / "model.safetensors.index.json", "wb") as handle:
+        handle.truncate(3 << 30)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from weightdoctor.checkpoint import hub
+
+    read = []
+    real_read_text = Path.read_text
+
+    def counting_read_text(self: Path, *args: object, **kwargs: object) -> str:
+        read.append(self.name)
+        return real_read_text(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", counting_read_text)
+    assert hub.index_shards(snapshot / "model.safetensors.index.json") == []
+    assert read == []
+    from tests.helpers import run_cli
+
+    monkeypatch.setattr(Path, "read_text", real_read_text)
+    line = _one_error_line(run_cli("inspect", "org/name"))
+    assert "model.safetensors.index.json: is 3,221,225,472 bytes, more than any index or config holds" in line
