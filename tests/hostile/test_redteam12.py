@@ -231,3 +231,28 @@ def test_a_cached_index_of_gigabytes_is_not_read_to_see_whether_the_snapshot_hol
     monkeypatch.setattr(Path, "read_text", real_read_text)
     line = _one_error_line(run_cli("inspect", "org/name"))
     assert "model.safetensors.index.json: is 3,221,225,472 bytes, more than any index or config holds" in line
+
+
+class _System:
+    """Pickled as a call of os.system (never run: the scan refuses the file before anything is unpickled)."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, ("true",)
+
+
+def test_a_pickled_model_that_also_calls_os_system_is_not_told_to_be_loaded_unwarned(tmp_path: Path) -> None:
+    """torch.save({'model': model, 'x': <os.system call>}): the whole-model refusal said 'where you trust the file,
+    with the code that defines its classes (posix.system) importable, torch.load(path, weights_only=False) rebuilds
+    the model', calling os.system one of the model's classes and the load that runs it the way to the weights. The
+    hint no longer counts it among the classes, and ends by naming it as what unpickling may call."""
+    from tests.helpers import run_cli
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    torch.save({"model": model, "x": _System()}, tmp_path / "evil.pt")
+    line = _one_error_line(run_cli("inspect", tmp_path / "evil.pt"))
+    assert "(posix.system) importable" not in line and "defines its classes installed" in line, line
+    assert line.endswith("; beware: it also names posix.system, which unpickling may call (torch.load with "
+                         "weights_only=False, or any loader of it): load it only if you know why that is there)"), line
+    torch.save(model, tmp_path / "plain.pt")
+    plain = _one_error_line(run_cli("inspect", tmp_path / "plain.pt"))
+    assert "this looks like a whole pickled model" in plain and "beware" not in plain, plain
