@@ -256,3 +256,20 @@ def test_a_pickled_model_that_also_calls_os_system_is_not_told_to_be_loaded_unwa
     torch.save(model, tmp_path / "plain.pt")
     plain = _one_error_line(run_cli("inspect", tmp_path / "plain.pt"))
     assert "this looks like a whole pickled model" in plain and "beware" not in plain, plain
+
+
+def test_a_shard_named_with_a_lone_surrogate_is_not_said_to_hold_a_nul(tmp_path: Path) -> None:
+    """An index naming the shard `"\\ud800.safetensors"` (valid JSON, no valid file name): os.stat's
+    UnicodeEncodeError is a ValueError, which was read as a NUL in the name: 'is not a file name (it holds a NUL
+    character)'. It says what the name holds; a NUL is still said to be one."""
+    from tests.helpers import run_cli
+
+    for shard, why in (("\\ud800.safetensors", "an unpaired UTF-16 surrogate, not valid Unicode"),
+                       ("x\\u0000y.safetensors", "a NUL character")):
+        folder = tmp_path / why.split()[1]
+        folder.mkdir()
+        save_file({"a.weight": torch.ones(2)}, folder / "model-00001.safetensors")
+        (folder / "model.safetensors.index.json").write_text(
+            '{"metadata": {}, "weight_map": {"a.weight": "model-00001.safetensors", "b.weight": "' + shard + '"}}')
+        line = _one_error_line(run_cli("inspect", folder))
+        assert f"named by the index is not a file name (it holds {why})" in line, line

@@ -1510,6 +1510,8 @@ def _shard_problem(path: Path) -> str | None:
 
     try:
         mode = path.stat().st_mode
+    except UnicodeEncodeError:  # `\ud800` in the index's JSON: a lone surrogate, which no file name encodes
+        return "is not a file name (it holds an unpaired UTF-16 surrogate, not valid Unicode)"
     except ValueError:  # a NUL in the name: no file can have it
         return "is not a file name (it holds a NUL character)"
     except OSError as exc:
