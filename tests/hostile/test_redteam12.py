@@ -273,3 +273,33 @@ def test_a_shard_named_with_a_lone_surrogate_is_not_said_to_hold_a_nul(tmp_path:
             '{"metadata": {}, "weight_map": {"a.weight": "model-00001.safetensors", "b.weight": "' + shard + '"}}')
         line = _one_error_line(run_cli("inspect", folder))
         assert f"named by the index is not a file name (it holds {why})" in line, line
+
+
+@pytest.mark.parametrize(("source", "said"), [
+    ("hf://org/name/" + "a" * 300, "the path in the repo has a part of more than 255 bytes, longer than any file"),
+    ("https://huggingface.co/org/name/tree/main/" + "a" * 300 + "/unet", "the path in the repo has a part of more"),
+    ("datasets/org/name/" + "a" * 300, "no such file or directory"),
+    ("a" * 300 + "x/y@main/z", "no such file or directory"),
+])
+def test_a_path_in_a_cached_repo_past_a_file_names_255_bytes_is_said_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, said: str) -> None:
+    """`hf://org/name/` and 300 letters, of a cached repo: the snapshot's folder of that name was looked at (a stat
+    in holds_weights, in _cached_file, in the dataset's snapshot) and ENAMETOOLONG ended the run, 'cannot read or
+    write: [Errno 36] File name too long' naming a cache path. An address is refused for its path; the same text
+    without a scheme, which may be a mistyped local path, is a missing one."""
+    from tests.helpers import run_cli
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    for kind in ("models", "datasets"):
+        repo = tmp_path / "hub" / f"{kind}--org--name"
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(commit)
+        save_file({"a.weight": torch.ones(2)}, repo / "snapshots" / commit / "model.safetensors")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    for command in (["inspect"], ["plan-devices", "--local"]):
+        line = _one_error_line(run_cli(*command, source))
+        assert line.startswith(f"error: {source[:30]}") and said in line, line[:400]
+        assert "File name too long" not in line, line[:400]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.errors import SourceNotFound, UsageError, closest
+from weightdoctor.paths import exists as path_exists
 from weightdoctor.paths import expand_user
 
 if TYPE_CHECKING:
@@ -122,7 +123,8 @@ def split_repo_subfolder(source: str) -> tuple[str, str] | None:
     """
     match = _REPO_SUBFOLDER_RE.match(source)
     if match is None or source.startswith(".") or any(part in (".", "..") for part in source.split("/")) \
-            or not looks_like_repo_id(match.group(1)):
+            or not looks_like_repo_id(match.group(1)) or any(len(os.fsencode(part)) > 255
+                                                             for part in match.group(2).split("/")):
         return None
     return match.group(1), match.group(2)
 
@@ -599,7 +601,7 @@ def hub_location(text: str) -> HubLocation | None:
         # `org/name@v1.0`, `datasets/org/name@main/ckpt`: an hf:// URI without its scheme, as `hf cache` and the
         # Hub's docs write a repo at a revision; anything huggingface_hub does not parse so stays a path.
         at, slash, _ = text.partition("@")[2].partition("/")
-        if slash and expand_user(text[:text.index("@") + 1 + len(at)]).exists():
+        if slash and path_exists(expand_user(text[:text.index("@") + 1 + len(at)])):
             return None  # `runs/exp@2/fnal` where local `runs/exp@2` exists: a path mistyped in that folder
         from huggingface_hub.errors import HfUriError
         from huggingface_hub.utils import parse_hf_uri
@@ -617,9 +619,9 @@ def hub_location(text: str) -> HubLocation | None:
     head, _, rest = text.partition("/")
     parts = rest.strip("/").split("/")
     if head in _TYPE_PREFIXES and len(parts) >= 2 and looks_like_repo_id("/".join(parts[:2])) \
-            and not any(part in ("", ".", "..") for part in parts):
+            and not any(part in ("", ".", "..") or len(os.fsencode(part)) > 255 for part in parts):
         return HubLocation(_TYPE_PREFIXES[head], "/".join(parts[:2]), None, "/".join(parts[2:]))
-    if head in _READ_TYPES and not any(part in ("", ".", "..") for part in parts) \
+    if head in _READ_TYPES and not any(part in ("", ".", "..") or len(os.fsencode(part)) > 255 for part in parts) \
             and not (looks_like_repo_id(f"{head}/{parts[0]}") and _repo_dir(f"{head}/{parts[0]}").is_dir()):
         # `hf cache ls` names repos by their type and id (`model/org/name`, `dataset/org/name`, `model/gpt2`), and
         # `hf cache rm` takes those ids back. An org named `model` could own `model/org` too: read as the cache's id
@@ -642,6 +644,10 @@ def _located(text: str, repo_type: str, repo_id: str, revision: str | None, insi
     if any(part in (".", "..") for part in inside.split("/")):
         raise UsageError(f"{text}: the path in the repo, {inside!r}, has a '.' or '..' part; name the folder or "
                          "file itself")
+    if any(len(os.fsencode(part)) > 255 for part in inside.split("/")):
+        # No file system holds such a name, nor the cache's snapshot of it: each look at it raised ENAMETOOLONG.
+        raise UsageError(f"{text}: the path in the repo has a part of more than 255 bytes, longer than any file or "
+                         "folder name")
     return HubLocation(repo_type, repo_id, revision, inside)
 
 
