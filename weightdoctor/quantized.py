@@ -443,13 +443,20 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
         return {}
     # Each distinct pattern compiled once (re's own cache holds 512); one Python cannot compile claims nothing.
     patterns: list[tuple[re.Pattern[str], set[int | None], tuple[int, int] | None, list[str]]] = []
+    # Compiling has the same time limit as matching: 100,000 groups' patterns took 10 s to compile and bound before
+    # any layer was looked at. Those left when the time is up are not evaluated: the bits they give are unknown.
+    deadline = time.monotonic() + _PATTERN_SECONDS
+    not_compiled: set[int | None] = set()
     for text, bits_set in raw_patterns.items():
+        if time.monotonic() > deadline:
+            not_compiled |= bits_set
+            continue
         try:
             patterns.append((re.compile(text), bits_set, _match_cost(text), _required_text(text)))
         except (re.error, RecursionError, OverflowError):
             continue
     deadline, pairs = time.monotonic() + _PATTERN_SECONDS, _PATTERN_PAIRS
-    every_pattern_bits: set[int | None] = set().union(*(bits_set for _, bits_set, _, _ in patterns))
+    every_pattern_bits: set[int | None] = set().union(not_compiled, *(bits_set for _, bits_set, _, _ in patterns))
     found: dict[str, int | None] = {}
     for name in packed:
         layer = name.removesuffix(".weight_packed")
@@ -458,7 +465,7 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
             found[name] = next(iter(named)) if len(named) == 1 else None
             continue
         matched: set[int | None] = set()
-        unsure: set[int | None] = set()  # bits of patterns not evaluated: they may or may not claim the layer
+        unsure = set(not_compiled)  # bits of patterns not evaluated: they may or may not claim the layer
         pairs -= len(patterns)
         if pairs < 0 or (patterns and time.monotonic() > deadline):
             pairs = -1

@@ -303,3 +303,23 @@ def test_a_path_in_a_cached_repo_past_a_file_names_255_bytes_is_said_so(
         line = _one_error_line(run_cli(*command, source))
         assert line.startswith(f"error: {source[:30]}") and said in line, line[:400]
         assert "File name too long" not in line, line[:400]
+
+
+def test_a_hundred_thousand_config_group_patterns_are_compiled_within_the_matchings_time() -> None:
+    """compressed-tensors config groups with 100,000 `re:` targets: each was compiled and bounded before the
+    matching's deadline was even set (10 s for inspect). Compiling has a time limit of its own, the matching's; the
+    patterns left when the time is up are not evaluated, so the layers they might claim get unknown bits, and a
+    layer named outright keeps its group's."""
+    import time
+
+    from weightdoctor.quantized import _PATTERN_SECONDS, _compressed_tensors_layer_bits
+
+    packed = [f"model.layers.{i}.mlp.weight_packed" for i in range(300)]
+    groups = {f"g{j}": {"targets": [f"re:.*layers\\.{j}x\\..*"], "weights": {"num_bits": 4 if j % 2 else 8}}
+              for j in range(100_000)}
+    groups["named"] = {"targets": ["model.layers.0.mlp"], "weights": {"num_bits": 4}}
+    started = time.monotonic()
+    found = _compressed_tensors_layer_bits(packed, {"config_groups": groups})
+    assert time.monotonic() - started < 2 * _PATTERN_SECONDS + 1.0
+    assert found[packed[0]] == 4
+    assert {found[name] for name in packed[1:]} == {None}
