@@ -323,3 +323,21 @@ def test_a_hundred_thousand_config_group_patterns_are_compiled_within_the_matchi
     assert time.monotonic() - started < 2 * _PATTERN_SECONDS + 1.0
     assert found[packed[0]] == 4
     assert {found[name] for name in packed[1:]} == {None}
+
+
+@pytest.mark.parametrize("shard", [".", "sub/.."])
+def test_an_index_naming_its_own_folder_as_a_shard_is_not_said_to_point_outside_it(tmp_path: Path, shard: str
+                                                                                   ) -> None:
+    """`"b.weight": "."` in an index: the refusal said 'index points outside its folder: '.'', of the folder the
+    index lies in. It says the index names its own folder as a shard; a name out of it is still said to be."""
+    from tests.helpers import run_cli
+
+    folder = tmp_path / "model"
+    (folder / "sub").mkdir(parents=True)
+    save_file({"a.weight": torch.ones(2)}, folder / "model-00001.safetensors")
+    index = folder / "model.safetensors.index.json"
+    index.write_text('{"weight_map": {"a.weight": "model-00001.safetensors", "b.weight": "' + shard + '"}}')
+    line = _one_error_line(run_cli("inspect", folder))
+    assert line == f"error: {index}: index names its own folder as a shard: {shard!r}", line
+    index.write_text('{"weight_map": {"a.weight": "model-00001.safetensors", "b.weight": "../x.safetensors"}}')
+    assert "index points outside its folder: '../x.safetensors'" in _one_error_line(run_cli("inspect", folder))

@@ -1743,6 +1743,8 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
         shard_path = (index_path.parent / shard)
         # Judged on the names, not through symlinks: a Hub cache snapshot links every shard to ../../blobs.
         lexical = os.path.normpath(os.path.abspath(shard_path))
+        if lexical == folder:  # `.`, `sub/..`: the index's own folder, which is no file and not outside it
+            raise InvalidIndex(f"index names its own folder as a shard: {distinct[shard]!r}", str(index_path))
         if os.path.isabs(shard) or not lexical.startswith(folder + os.sep):
             raise InvalidIndex(f"index points outside its folder: {distinct[shard]!r}", str(index_path))
         problem = _shard_problem(shard_path)
