@@ -247,7 +247,9 @@ def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None
                    if native is not None else ""))
         return dict(checkpoint.config)
     path = expand_user(config)
-    if not path.exists():
+    from weightdoctor.paths import exists as path_exists
+
+    if not path_exists(path):
         from weightdoctor.checkpoint.hub import (
             cached_typed_snapshot,
             hub_location,

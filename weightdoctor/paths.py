@@ -19,6 +19,20 @@ def expand_user(path: str | os.PathLike[str]) -> Path:
     return Path(os.path.expanduser(os.fspath(path)))
 
 
+def exists(path: Path, *, link: bool = False) -> bool:
+    """Path.exists (Path.is_symlink with `link`), False for a name the file system cannot hold: a source typed as a
+    Hub address (`hf://org/` and 5,000 letters) was looked up as a local path first, and pathlib raised
+    ENAMETOOLONG ("cannot read or write") before the text was read as the address it is."""
+    import errno
+
+    try:
+        return path.is_symlink() if link else path.exists()
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return False
+        raise
+
+
 def expand_output(path: str | os.PathLike[str]) -> Path:
     """`expand_user` for a path to write: a leading `~name` of no known user is refused rather than kept.
 

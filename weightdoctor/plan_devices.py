@@ -2592,18 +2592,19 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
     from weightdoctor.checkpoint import open_checkpoint
     from weightdoctor.checkpoint.hub import hub_location, looks_like_repo_id, normalize_revision, resolve_repo_id
     from weightdoctor.checkpoint.reader import PICKLE_SUFFIXES
+    from weightdoctor.paths import exists as path_exists
 
     revision = normalize_revision(revision)  # as open_checkpoint does: the config-only path below bypasses it
     path = expand_user(source)
     repo = source
-    located = hub_location(source) if not path.exists() else None
+    located = hub_location(source) if not path_exists(path) else None
     if located is not None and located.repo_type == "model" and not located.path_in_repo \
             and (located.revision is None or revision in (None, located.revision)):
         # `hf://org/name@v1`, a repo's page: the repo id it names, whose config is enough (not its weights).
         repo, revision = located.repo_id, located.revision or revision
     # A missing `model.safetensors` is a mistyped file, as the other commands read it: not a repo id to look up
     # (which named the Hub cache and the network instead of the path).
-    if not path.exists() and looks_like_repo_id(repo) and not repo.endswith((".json", ".safetensors",
+    if not path_exists(path) and looks_like_repo_id(repo) and not repo.endswith((".json", ".safetensors",
                                                                             *PICKLE_SUFFIXES)):
         try:
             folder = resolve_repo_id(repo, revision, weights=False)

@@ -158,8 +158,10 @@ def _match_cost(pattern: str) -> tuple[int, int] | None:
                     part = (1, 2)
                 elif high == sre_constants.MAXREPEAT:
                     part = (1, 1)
-                else:
+                elif high - low < 64:
                     part = (high - low + 1, 0)
+                else:  # `\w{0,5000}`: it stops after at most n + 1 counts over a name of n characters, as `\w*` does
+                    part = (1, 1)
             elif op == sre_constants.BRANCH:
                 alternatives = [cost(alt) for alt in arg[1]]
                 if any(alt is None for alt in alternatives):
@@ -322,6 +324,12 @@ def _unambiguous(items: Any, flags: int) -> bool:
     return True
 
 
+# The ways through a user's pattern that do not grow with the name (`_match_cost`'s constant): re.search tries
+# them from each of a name's n starts, so 2**13 of them (`a?` 13 times, then `a` 13 times) took 2 s over a
+# 10,000-letter name; a real pattern's alternatives and counted repeats (`(q|k|v)_proj`, `\d{1,3}`) are far fewer.
+_USER_PATTERN_WAYS = 4096
+
+
 def refuse_unbounded_regex(option: str, pattern: str) -> None:
     """Refuse a user's regular expression whose backtracking has no known bound (`_match_cost`: a repeated group
     that can match one text several ways, a backreference), before it runs over every tensor name.
@@ -337,7 +345,17 @@ def refuse_unbounded_regex(option: str, pattern: str) -> None:
     Raises:
         UsageError: naming the option and the pattern, and how to write one that runs.
     """
-    if _match_cost(pattern) is None:
+    cost = _match_cost(pattern)
+    if cost is not None and cost[0] > _USER_PATTERN_WAYS:
+        from weightdoctor.errors import UsageError
+
+        # Ways through that do not grow with the name: `a?` 30 times then `a` 30 times, or `(a|a)` written out 40
+        # times, fails on a 60-letter name only after 2**30 or more tries (minutes), a bound but no usable one.
+        raise UsageError(f"{option} {pattern!r}: its optional parts, alternatives and counted repeats can be tried "
+                         f"in about {cost[0]:.1e} ways on one tensor name before it fails, and Python's re cannot "
+                         "be stopped: not run; write fewer optional parts in a row (a{0,30} for 30 a? in a row) or "
+                         "alternatives that start with different characters")
+    if cost is None:
         from weightdoctor.errors import UsageError
 
         raise UsageError(f"{option} {pattern!r}: a repeat of a group that can match the same text more than one "
@@ -425,13 +443,20 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
         return {}
     # Each distinct pattern compiled once (re's own cache holds 512); one Python cannot compile claims nothing.
     patterns: list[tuple[re.Pattern[str], set[int | None], tuple[int, int] | None, list[str]]] = []
+    # Compiling has the same time limit as matching: 100,000 groups' patterns took 10 s to compile and bound before
+    # any layer was looked at. Those left when the time is up are not evaluated: the bits they give are unknown.
+    deadline = time.monotonic() + _PATTERN_SECONDS
+    not_compiled: set[int | None] = set()
     for text, bits_set in raw_patterns.items():
+        if time.monotonic() > deadline:
+            not_compiled |= bits_set
+            continue
         try:
             patterns.append((re.compile(text), bits_set, _match_cost(text), _required_text(text)))
         except (re.error, RecursionError, OverflowError):
             continue
     deadline, pairs = time.monotonic() + _PATTERN_SECONDS, _PATTERN_PAIRS
-    every_pattern_bits: set[int | None] = set().union(*(bits_set for _, bits_set, _, _ in patterns))
+    every_pattern_bits: set[int | None] = set().union(not_compiled, *(bits_set for _, bits_set, _, _ in patterns))
     found: dict[str, int | None] = {}
     for name in packed:
         layer = name.removesuffix(".weight_packed")
@@ -440,7 +465,7 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
             found[name] = next(iter(named)) if len(named) == 1 else None
             continue
         matched: set[int | None] = set()
-        unsure: set[int | None] = set()  # bits of patterns not evaluated: they may or may not claim the layer
+        unsure = set(not_compiled)  # bits of patterns not evaluated: they may or may not claim the layer
         pairs -= len(patterns)
         if pairs < 0 or (patterns and time.monotonic() > deadline):
             pairs = -1
@@ -475,24 +500,37 @@ def _gptq_dynamic_layer_bits(packed: Iterable[str], quantization: Mapping[str, A
     dynamic = quantization.get("dynamic") if quantization is not None else None
     if not isinstance(dynamic, Mapping) or not dynamic:
         return {}
-    rules: list[tuple[re.Pattern[str], tuple[int, int] | None, bool, int | None]] = []
-    for key, overrides in dynamic.items():
-        if not isinstance(key, str):
-            continue
-        text = key[2:] if key.startswith(("-:", "+:")) else key
-        try:
-            compiled = re.compile(text)
-        except (re.error, RecursionError, OverflowError):
-            continue  # one Python cannot compile claims nothing, as for compressed-tensors' targets
-        bits = _bits(overrides.get("bits")) if isinstance(overrides, Mapping) else None
-        rules.append((compiled, _match_cost(text), key.startswith("-:"), bits))
+    keys = [(key, overrides) for key, overrides in dynamic.items() if isinstance(key, str)]
+    # Compiled (and bounded) as the layers reach them, under the deadline: 100,000 patterns parsed twice each up
+    # front took 12 s before any layer was looked at, though each layer stops at the first pattern it matches.
+    rules: list[tuple[re.Pattern[str] | None, tuple[int, int] | None, bool, int | None]] = []
+
+    def rule(index: int) -> tuple[re.Pattern[str] | None, tuple[int, int] | None, bool, int | None]:
+        while len(rules) <= index:
+            key, overrides = keys[len(rules)]
+            text = key[2:] if key.startswith(("-:", "+:")) else key
+            try:
+                compiled: re.Pattern[str] | None = re.compile(text)
+            except (re.error, RecursionError, OverflowError):
+                compiled = None  # one Python cannot compile claims nothing, as for compressed-tensors' targets
+            bits = _bits(overrides.get("bits")) if isinstance(overrides, Mapping) else None
+            rules.append((compiled, _match_cost(text) if compiled is not None else (1, 0), key.startswith("-:"),
+                          bits))
+        return rules[index]
+
     deadline = time.monotonic() + _PATTERN_SECONDS
     found: dict[str, int | None] = {}
     for name in packed:
         layer = name.removesuffix(".qweight")
-        for compiled, cost, negative, bits in rules:
+        for index in range(len(keys)):
+            if time.monotonic() > deadline:
+                found[name] = None  # a pattern not looked at might claim the layer: the bits are not known
+                break
+            compiled, cost, negative, bits = rule(index)
+            if compiled is None:
+                continue
             steps = None if cost is None else cost[0] * (len(layer) + 1) ** cost[1]
-            if steps is None or steps > _PATTERN_STEPS or time.monotonic() > deadline:
+            if steps is None or steps > _PATTERN_STEPS:
                 found[name] = None  # it might claim the layer: the bits are not known
                 break
             if compiled.match(layer):

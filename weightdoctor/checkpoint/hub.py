@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.errors import SourceNotFound, UsageError, closest
+from weightdoctor.paths import exists as path_exists
 from weightdoctor.paths import expand_user
 
 if TYPE_CHECKING:
@@ -20,9 +21,15 @@ MAX_REF_BYTES = 4096
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?\Z")  # \Z: "$" would accept a trailing newline
 
 
+# The Hub's longest repo name (huggingface_hub's validate_repo_id); no org is longer. A longer part is no repo, and
+# its cache folder (`datasets--org--` and 300 letters) is past a file name's 255 bytes: stat raised ENAMETOOLONG.
+MAX_REPO_NAME = 96
+
+
 def looks_like_repo_id(source: str) -> bool:
     """True for `bert-base-chinese` or `org/name`; False for anything that reads as a path."""
-    return bool(REPO_ID_RE.match(source)) and not source.startswith(".") and ".." not in source
+    return bool(REPO_ID_RE.match(source)) and not source.startswith(".") and ".." not in source \
+        and all(len(part) <= MAX_REPO_NAME for part in source.split("/"))
 
 
 _HUB_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
@@ -114,7 +121,9 @@ def split_repo_subfolder(source: str) -> tuple[str, str] | None:
         (('stabilityai/sd-turbo', 'unet'), None)
     """
     match = _REPO_SUBFOLDER_RE.match(source)
-    if match is None or source.startswith(".") or any(part in (".", "..") for part in source.split("/")):
+    if match is None or source.startswith(".") or any(part in (".", "..") for part in source.split("/")) \
+            or not looks_like_repo_id(match.group(1)) or any(len(os.fsencode(part)) > 255
+                                                             for part in match.group(2).split("/")):
         return None
     return match.group(1), match.group(2)
 
@@ -551,6 +560,11 @@ def hub_location(text: str) -> HubLocation | None:
         hub_hosts = {"huggingface.co", "www.huggingface.co", "hf.co", urlsplit(constants.ENDPOINT).hostname}
         if not text.startswith("hf://") and host not in hub_hosts:
             return None
+        if any(char < " " or char == "\x7f" for char in text):
+            # huggingface_hub's refusal quotes the address on its first line, which a newline in it cut short
+            # ("Invalid HF URI 'hf://org/na"): what is wrong with it is said here, the address escaped whole.
+            raise UsageError(f"{text!r}: a Hub address holds no control characters (a newline, a tab): no repo id, "
+                             "revision or file name of the Hub does")
         if not text.startswith("hf://") and url_source_hint(text) == _SITE_PAGE_HINT:
             # parse_hf_uri reads `huggingface.co/blog/moe` as repo blog/moe, then said not to be cached.
             raise UsageError(f"{text}: {_SITE_PAGE_HINT}")
@@ -559,8 +573,16 @@ def hub_location(text: str) -> HubLocation | None:
         except HfUriError as exc:
             # huggingface_hub parses no page of a repo without an org (`/bert-base-uncased/tree/main`), which the
             # Hub still serves: the repo id to type, as url_source_hint reads the address.
+            from huggingface_hub.errors import HFValidationError
+            from huggingface_hub.utils import validate_repo_id
+
             hint = url_source_hint(text) or ""
-            if looks_like_repo_id(hint.partition("give the repo id instead: ")[2].partition(" ")[0].rstrip("/")):
+            typed = hint.partition("give the repo id instead: ")[2].partition(" ")[0].rstrip("/")
+            try:  # a name past the Hub's 96 characters is no repo id to give, whatever its characters
+                validate_repo_id(typed.split("/", 2)[0] if typed.count("/") > 1 else typed)
+            except HFValidationError:
+                typed = ""
+            if looks_like_repo_id(typed):
                 raise UsageError(f"{text}: {hint}") from exc
             why = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
             raise UsageError(f"{why} (weightdoctor reads the Hub addresses huggingface_hub parses: "
@@ -578,7 +600,7 @@ def hub_location(text: str) -> HubLocation | None:
         # `org/name@v1.0`, `datasets/org/name@main/ckpt`: an hf:// URI without its scheme, as `hf cache` and the
         # Hub's docs write a repo at a revision; anything huggingface_hub does not parse so stays a path.
         at, slash, _ = text.partition("@")[2].partition("/")
-        if slash and expand_user(text[:text.index("@") + 1 + len(at)]).exists():
+        if slash and path_exists(expand_user(text[:text.index("@") + 1 + len(at)])):
             return None  # `runs/exp@2/fnal` where local `runs/exp@2` exists: a path mistyped in that folder
         from huggingface_hub.errors import HfUriError
         from huggingface_hub.utils import parse_hf_uri
@@ -596,10 +618,10 @@ def hub_location(text: str) -> HubLocation | None:
     head, _, rest = text.partition("/")
     parts = rest.strip("/").split("/")
     if head in _TYPE_PREFIXES and len(parts) >= 2 and looks_like_repo_id("/".join(parts[:2])) \
-            and not any(part in ("", ".", "..") for part in parts):
+            and not any(part in ("", ".", "..") or len(os.fsencode(part)) > 255 for part in parts):
         return HubLocation(_TYPE_PREFIXES[head], "/".join(parts[:2]), None, "/".join(parts[2:]))
-    if head in _READ_TYPES and not any(part in ("", ".", "..") for part in parts) \
-            and not _repo_dir(f"{head}/{parts[0]}").is_dir():
+    if head in _READ_TYPES and not any(part in ("", ".", "..") or len(os.fsencode(part)) > 255 for part in parts) \
+            and not (looks_like_repo_id(f"{head}/{parts[0]}") and _repo_dir(f"{head}/{parts[0]}").is_dir()):
         # `hf cache ls` names repos by their type and id (`model/org/name`, `dataset/org/name`, `model/gpt2`), and
         # `hf cache rm` takes those ids back. An org named `model` could own `model/org` too: read as the cache's id
         # only when that repo is cached and `model/<org>` is not.
@@ -621,6 +643,10 @@ def _located(text: str, repo_type: str, repo_id: str, revision: str | None, insi
     if any(part in (".", "..") for part in inside.split("/")):
         raise UsageError(f"{text}: the path in the repo, {inside!r}, has a '.' or '..' part; name the folder or "
                          "file itself")
+    if any(len(os.fsencode(part)) > 255 for part in inside.split("/")):
+        # No file system holds such a name, nor the cache's snapshot of it: each look at it raised ENAMETOOLONG.
+        raise UsageError(f"{text}: the path in the repo has a part of more than 255 bytes, longer than any file or "
+                         "folder name")
     return HubLocation(repo_type, repo_id, revision, inside)
 
 
@@ -644,7 +670,11 @@ def cached_typed_snapshot(location: HubLocation, revision: str | None, source: s
     where = f"revision {revision!r} of " if revision else ""
     _check_ref_file(repo_id, revision, kind)
     # A short commit (`b28b7af`, as the error below lists the cached ones) reads its snapshot, as a model's does.
-    full = _full_commit(repo_id, revision, kind) if revision and not (folder / "refs" / revision).is_file() else None
+    try:
+        named_ref = bool(revision) and (folder / "refs" / str(revision)).is_file()
+    except OSError:  # a revision of thousands of characters (ENAMETOOLONG) names no ref
+        named_ref = False
+    full = _full_commit(repo_id, revision, kind) if revision and not named_ref else None
     try:
         path = Path(snapshot_download(repo_id, repo_type=kind, revision=full or revision, cache_dir=hub_cache_dir(),
                                       local_files_only=True))
@@ -762,7 +792,13 @@ def index_shards(index: Path) -> list[str]:
     """The shard files an index names (its `weight_map` values), in order; [] when it cannot be read."""
     import json
 
+    from weightdoctor.checkpoint.reader import MAX_JSON_BYTES
+
     try:
+        # No bigger than the reader reads one: a 3 GB index was read whole here, 6 GB of memory, before the reader
+        # refused it as too big, "not read".
+        if index.stat().st_size > MAX_JSON_BYTES:
+            return []
         data = json.loads(index.read_text(encoding="utf-8"))
         weight_map = data.get("weight_map") if isinstance(data, dict) else None
     except (OSError, UnicodeDecodeError, ValueError):

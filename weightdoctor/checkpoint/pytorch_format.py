@@ -482,7 +482,7 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
         elif any(g.module.startswith(("torch.nn.modules", "transformers.models")) for g in report.globals):
             # torch.save(model) pickles the classes themselves; only a state dict is data. Who has the file and not
             # the model object (a downloaded .pt) needs the way from one to the other, as the YOLO hints give it.
-            custom = sorted({g.qualified for g in report.globals if g.safety != "safe"
+            custom = sorted({g.qualified for g in report.globals if g.safety not in ("safe", "dangerous")
                              and not g.module.startswith(("torch.", "transformers.", "collections"))})
             code = (f"the code that defines its classes ({custom[0]}{', ...' if len(custom) > 1 else ''}) importable"
                     if custom else "the library that defines its classes installed")
@@ -491,6 +491,13 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
                     f"you trust the file, with {code}, torch.load(path, weights_only=False) rebuilds the model (or "
                     "the dict that holds it: take the model from its entry), and torch.save(model.state_dict(), "
                     "'weights.pt') writes the weights to read here)")
+        dangerous = sorted({g.qualified for g in report.globals if g.safety == "dangerous"})
+        if hint and dangerous:
+            # The ways to the weights above are for a file that is what it looks like: one that also named
+            # posix.system was told to be loaded with weights_only=False, which calls it, and no word of it.
+            shown = f"{dangerous[0]}{f' and {len(dangerous) - 1} more' if len(dangerous) > 1 else ''}"
+            hint = (f"{hint[:-1]}; beware: it also names {shown}, which unpickling may call (torch.load with "
+                    "weights_only=False, or any loader of it): load it only if you know why that is there)")
         raise UnsafePickle(f"{report.summary()}; nothing was unpickled{hint}")
     return report
 

@@ -50,6 +50,7 @@ from weightdoctor.errors import (
     WeightDoctorError,
 )
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
+from weightdoctor.paths import exists as path_exists
 from weightdoctor.paths import expand_user
 from weightdoctor.wording import counted, plural
 
@@ -1516,6 +1517,8 @@ def _shard_problem(path: Path) -> str | None:
 
     try:
         mode = path.stat().st_mode
+    except UnicodeEncodeError:  # `\ud800` in the index's JSON: a lone surrogate, which no file name encodes
+        return "is not a file name (it holds an unpaired UTF-16 surrogate, not valid Unicode)"
     except ValueError:  # a NUL in the name: no file can have it
         return "is not a file name (it holds a NUL character)"
     except OSError as exc:
@@ -1747,6 +1750,8 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
         shard_path = (index_path.parent / shard)
         # Judged on the names, not through symlinks: a Hub cache snapshot links every shard to ../../blobs.
         lexical = os.path.normpath(os.path.abspath(shard_path))
+        if lexical == folder:  # `.`, `sub/..`: the index's own folder, which is no file and not outside it
+            raise InvalidIndex(f"index names its own folder as a shard: {distinct[shard]!r}", str(index_path))
         if os.path.isabs(shard) or not lexical.startswith(folder + os.sep):
             raise InvalidIndex(f"index points outside its folder: {distinct[shard]!r}", str(index_path))
         problem = _shard_problem(shard_path)
@@ -1874,11 +1879,11 @@ def _open_checkpoint(
     check_revision(revision)
     path = expand_user(text)
     repo_id = None
-    if not path.exists() and path.is_symlink():
+    if not path_exists(path) and path_exists(path, link=True):
         # Not a repo id to look up: a link that leads nowhere (its target is gone, or links loop).
         raise SourceNotFound(f"a symbolic link to {os.readlink(path)} that does not resolve (missing target, or "
                              "a loop of links)", text)
-    located = hub_location(text) if not path.exists() else None
+    located = hub_location(text) if not path_exists(path) else None
     given = text  # the source as typed (`hf://org/name@v1`), which `source` keeps once it is read as `org/name`
     if located is not None:
         # `hf://org/name@v1/unet`, a repo's web address, `datasets/org/name`: huggingface_hub's own parse of it.
@@ -1919,7 +1924,7 @@ def _open_checkpoint(
                                        f"file {inside!r} of ") from exc
         else:
             text = located.repo_id + (f"/{inside}" if inside else "")
-    if not path.exists():
+    if not path_exists(path):
         if (url_hint := url_source_hint(text)) is not None:
             # Pasted from a browser or a script: read as a local path, it was "no such file or directory".
             raise SourceNotFound(url_hint, path=text)
