@@ -101,6 +101,37 @@ def _option_elsewhere(ctx: click_core.Context, option: str) -> str:
     return f"{option} is an option of {listed}"
 
 
+def _refuse_repeated_options(command: click_core.Command, args: Sequence[str]) -> None:
+    """Refuse an option that takes one value given twice with different values (`--filter a --filter b`): Click
+    keeps the last one without a word, so the first was silently ignored. Options that collect several values
+    (`--gpu`, `--rename`) and flags are left to Click.
+
+    Raises:
+        click.UsageError: naming the option and both values.
+    """
+    single: dict[str, str] = {}
+    for param in command.params:
+        if param.param_type_name == "option" and not param.multiple and not getattr(param, "is_flag", False) \
+                and not getattr(param, "count", False):
+            for opt in (*param.opts, *param.secondary_opts):
+                single[opt] = param.opts[0]
+    seen: dict[str, tuple[str, str]] = {}
+    tokens = iter(args)
+    for token in tokens:
+        if token == "--":
+            break
+        option, has_value, value = token.partition("=")
+        if option not in single or not option.startswith("-"):
+            continue
+        if not has_value:
+            value = next(tokens, "")
+        name = single[option]
+        if name in seen and seen[name][1] != value:
+            raise click_exceptions.UsageError(
+                f"{name} is given twice ({seen[name][1]!r}, then {value!r}); it takes one value: give it once")
+        seen[name] = (option, value)
+
+
 class OneLineErrorsGroup(TyperGroup):
     """A TyperGroup whose bad-usage errors (missing argument, bad option value, unknown option) print one
     line instead of Typer's multi-line usage panel. Help (including a bare `weightdoctor`) is unchanged."""
@@ -113,6 +144,8 @@ class OneLineErrorsGroup(TyperGroup):
         name, command, rest = super().resolve_command(ctx, args)
         if name is not None:
             self._subcommand_path = f"{ctx.command_path} {name}"
+        if command is not None:
+            _refuse_repeated_options(command, rest)
         return name, command, rest
 
     def main(  # type: ignore[override]

@@ -9,12 +9,13 @@ import typer
 from weightdoctor.commands._errors import handle_errors
 from weightdoctor.commands._options import DebugOpt, FilterOpt, JsonOpt, KeyOpt, RevisionOpt, SourceArg
 
+# Repeatable as well as comma-separated: `--target fp16 --target bf16` kept only bf16 (Click's last value wins).
 TargetOpt = Annotated[
-    str | None,
+    list[str] | None,
     typer.Option(
         "--target",
-        help="Comma-separated dtypes to check: fp16, bf16, fp32, fp8_e4m3, fp8_e5m2 (where torch has them), "
-        "or all. Default: fp16,bf16 (plus fp32 for a source stored below 32 bits).",
+        help="Dtypes to check, comma-separated or repeated: fp16, bf16, fp32, fp8_e4m3, fp8_e5m2 (where torch has "
+        "them), or all. Default: fp16,bf16 (plus fp32 for a source stored below 32 bits).",
         show_default=False,
     ),
 ]
@@ -72,10 +73,11 @@ def check_dtype(
         from weightdoctor.commands._options import check_regex
 
         check_regex("--filter", name_filter)
-    if target is not None:
-        parse_targets(target)  # a bad target fails before the checkpoint is opened
+    target_text = ",".join(target) if target else None
+    if target_text is not None:
+        parse_targets(target_text)  # a bad target fails before the checkpoint is opened
     with open_checkpoint(source, revision=revision, key=key) as checkpoint:
-        targets = parse_targets(target, (t.dtype for t in checkpoint.tensors))
+        targets = parse_targets(target_text, (t.dtype for t in checkpoint.tensors))
         total = len(select_tensors(checkpoint, name_filter)[0])
         with console.progress(total, "casting", enabled=not json_output) as advance:
             report = analyse(checkpoint, targets, sample=sample, name_filter=name_filter, local=local,
