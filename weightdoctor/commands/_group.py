@@ -101,35 +101,55 @@ def _option_elsewhere(ctx: click_core.Context, option: str) -> str:
     return f"{option} is an option of {listed}"
 
 
-def _refuse_repeated_options(command: click_core.Command, args: Sequence[str]) -> None:
+def _refuse_repeated_options(command: click_core.Command, args: Sequence[str],
+                             help_names: Sequence[str] = ()) -> None:
     """Refuse an option that takes one value given twice with different values (`--filter a --filter b`): Click
     keeps the last one without a word, so the first was silently ignored. Options that collect several values
-    (`--gpu`, `--rename`) and flags are left to Click.
+    (`--gpu`, `--rename`) and flags are left to Click; so is a run that asks for help (`help_names`), which
+    Click answers before any value.
+
+    The tokens are read as Click's parser reads them: every option that takes a value takes the next token
+    whatever it looks like (`--metadata --output=x` gives --metadata the text `--output=x`), and `-oDIR` is -o
+    with DIR.
 
     Raises:
         click.UsageError: naming the option and both values.
     """
     single: dict[str, str] = {}
+    takes_value: set[str] = set()
     for param in command.params:
-        if param.param_type_name == "option" and not param.multiple and not getattr(param, "is_flag", False) \
-                and not getattr(param, "count", False):
-            for opt in (*param.opts, *param.secondary_opts):
+        if param.param_type_name != "option" or getattr(param, "is_flag", False) or getattr(param, "count", False):
+            continue
+        for opt in (*param.opts, *param.secondary_opts):
+            takes_value.add(opt)
+            if not param.multiple:
                 single[opt] = param.opts[0]
-    seen: dict[str, tuple[str, str]] = {}
+    seen: dict[str, str] = {}
+    repeated = ""
     tokens = iter(args)
     for token in tokens:
         if token == "--":
             break
-        option, has_value, value = token.partition("=")
-        if option not in single or not option.startswith("-"):
+        if token in help_names:
+            return
+        if token.startswith("--"):
+            option, has_value, value = token.partition("=")
+        elif token[:2] in takes_value:  # a short option, its value attached or the next token
+            option, has_value, value = token[:2], len(token) > 2, token[2:]
+        else:
+            continue
+        if option not in takes_value:
             continue
         if not has_value:
             value = next(tokens, "")
-        name = single[option]
-        if name in seen and seen[name][1] != value:
-            raise click_exceptions.UsageError(
-                f"{name} is given twice ({seen[name][1]!r}, then {value!r}); it takes one value: give it once")
-        seen[name] = (option, value)
+        name = single.get(option)
+        if name is None:
+            continue
+        if name in seen and seen[name] != value and not repeated:
+            repeated = f"{name} is given twice ({seen[name]!r}, then {value!r}); it takes one value: give it once"
+        seen[name] = value
+    if repeated:
+        raise click_exceptions.UsageError(repeated)
 
 
 class OneLineErrorsGroup(TyperGroup):
@@ -145,7 +165,7 @@ class OneLineErrorsGroup(TyperGroup):
         if name is not None:
             self._subcommand_path = f"{ctx.command_path} {name}"
         if command is not None:
-            _refuse_repeated_options(command, rest)
+            _refuse_repeated_options(command, rest, ctx.help_option_names)
         return name, command, rest
 
     def main(  # type: ignore[override]
