@@ -127,15 +127,21 @@ _PATTERN_SECONDS = 3.0
 _PATTERN_PAIRS = 20_000_000
 
 
-def _match_cost(pattern: str) -> tuple[int, int] | None:
+def _match_cost(pattern: str, search: bool = False) -> tuple[int, int] | None:
     """An upper bound on re.match's backtracking steps for `pattern`, as (c, d): c x n**d over a name of n
     characters; None when none is known (a repeat of a group that can match one text several ways, `(a+)+` or
     `(a|aa)+`; a backreference): such a pattern can take exponential time, and is not evaluated. A repeated group
     that matches one way from each start (`_unambiguous`: `(\\w+\\.)+`, `(q_proj|mlp)+`) is bounded.
 
+    `search`: the bound for re.search and re.sub, which stop at the first way through: the parts at the end that
+    cannot fail (`(attn)?`, `\\d*`, `(q|k|v)?`: each can match nothing, with no anchor after) are tried once from
+    where the rest ends, never again for another way through the rest, so their ways add up instead of multiplying.
+
     Example:
         >>> _match_cost(r"model\\.layers\\.\\d+\\.mlp"), _match_cost("(a+)+$")
         ((1, 1), None)
+        >>> _match_cost("(a|b)?(c|d)?" * 10), _match_cost("(a|b)?(c|d)?" * 10, search=True)
+        ((1048576, 0), (41, 0))
     """
     import re._constants as sre_constants  # noqa: PLC0415 (the parser's opcodes; only a config pattern needs them)
     import re._parser as sre_parse  # noqa: PLC0415
@@ -185,10 +191,29 @@ def _match_cost(pattern: str) -> tuple[int, int] | None:
             total = (min(total[0] * part[0], 1 << 64), min(total[1] + part[1], 64))
         return total
 
+    def never_fails(item: tuple[Any, Any]) -> bool:
+        op, arg = item
+        if op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT):
+            return arg[0] == 0  # it can always take no count
+        if op == sre_constants.SUBPATTERN:
+            return all(map(never_fails, arg[3]))
+        if op == sre_constants.BRANCH:
+            return any(all(map(never_fails, alt)) for alt in arg[1])
+        return False
+
     try:
         parsed = sre_parse.parse(pattern)
         flags = parsed.state.flags
-        return cost(parsed)
+        if not search:
+            return cost(parsed)
+        items = list(parsed)
+        end = len(items)
+        while end and never_fails(items[end - 1]):
+            end -= 1
+        parts = [cost(items[:end]), *(cost([item]) for item in items[end:])]
+        if any(part is None for part in parts):
+            return None
+        return (min(sum(part[0] for part in parts if part), 1 << 64), max(part[1] for part in parts if part))
     except (re.error, RecursionError, OverflowError, ValueError, TypeError):
         return None
 
@@ -345,7 +370,7 @@ def refuse_unbounded_regex(option: str, pattern: str) -> None:
     Raises:
         UsageError: naming the option and the pattern, and how to write one that runs.
     """
-    cost = _match_cost(pattern)
+    cost = _match_cost(pattern, search=True)  # every user pattern is used by re.search or re.sub
     if cost is not None and cost[0] > _USER_PATTERN_WAYS:
         from weightdoctor.errors import UsageError
 
