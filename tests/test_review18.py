@@ -8,6 +8,8 @@ Mistakes covered:
 - `shard x -o a -ob` (-o with its value attached) was not seen as --output given twice: Click kept b without a word.
 - `--filter '(encoder|decoder)?\\.?(layer|block)s?\\.?\\d*...'`, optional parts at the end of a pattern, were refused
   as thousands of ways through: re.search stops at the first way, so parts that cannot fail at the end are tried once.
+- a .mar whose manifest is encrypted or its deflate stream damaged ended inspect with "unexpected RuntimeError" /
+  "unexpected error: Error -3 while decompressing data" instead of saying it is a TorchServe archive.
 """
 
 from __future__ import annotations
@@ -73,3 +75,34 @@ def test_optional_parts_followed_by_text_that_can_fail_are_still_refused() -> No
             refuse_unbounded_regex("--filter", pattern)
     with pytest.raises(UsageError, match="more than one way"):
         refuse_unbounded_regex("--filter", "x((a+)+b)?")  # at the end, but its own backtracking has no bound
+
+
+def _mar(path: Path, damage: str) -> Path:
+    """A TorchServe archive whose manifest is encrypted (the flag zipfile refuses without a password) or whose
+    deflate stream is damaged."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("MAR-INF/MANIFEST.json", json.dumps({"model": {"serializedFile": "w.pt", "pad": "x" * 500}}))
+        archive.writestr("w.pt", b"x" * 10)
+    data = bytearray(path.read_bytes())
+    local = data.find(b"PK\x03\x04")
+    if damage == "encrypted":
+        data[local + 6] |= 1
+        data[data.find(b"PK\x01\x02") + 8] |= 1
+    else:
+        start = local + 30 + int.from_bytes(data[local + 26:local + 28], "little") \
+            + int.from_bytes(data[local + 28:local + 30], "little")
+        data[start:start + 8] = b"\xff" * 8
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("damage", ["encrypted", "deflate"])
+def test_a_torchserve_archive_whose_manifest_cannot_be_read_is_still_said_to_be_one(tmp_path: Path, damage: str
+                                                                                   ) -> None:
+    path = _mar(tmp_path / "model.mar", damage)
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "TorchServe model archive" in result.stderr and "unexpected" not in result.stderr, result.stderr

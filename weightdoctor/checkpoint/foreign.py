@@ -229,13 +229,17 @@ def _zip_kind(path: Path) -> str | None:
 def _mar_weights(path: Path) -> str | None:
     """The weights file a TorchServe archive's manifest names (model.serializedFile), or None."""
     import json
+    import zlib
 
     try:
         # At most 1 MB decompressed: archive.read inflated the whole member first, and a manifest of 3 GB of spaces
         # (3 MB deflated) took 6 GB of memory before the cut.
         with zipfile.ZipFile(path) as archive, archive.open("MAR-INF/MANIFEST.json") as member:
             manifest = json.loads(member.read(1 << 20))
-    except (zipfile.BadZipFile, OSError, ValueError, KeyError, NotImplementedError, EOFError):
+    # RuntimeError: an encrypted member (zipfile wants a password); zlib.error: a damaged deflate stream. Either
+    # ended inspect with "unexpected error" where the archive is still a TorchServe one.
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError, NotImplementedError, EOFError, RuntimeError,
+            zlib.error):
         return None
     model = manifest.get("model") if isinstance(manifest, dict) else None
     name = model.get("serializedFile") if isinstance(model, dict) else None
