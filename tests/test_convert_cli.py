@@ -246,7 +246,7 @@ def test_force_never_replaces_a_fifo_a_folder_or_a_device_map_target_that_is_one
         (["--keep-fp32", "LayerNorm"], "--keep-fp32 keeps the tensors it matches in fp32 while --dtype casts"),
         (["--rename", "nothing"], "expected REGEX=REPLACEMENT"),
         (["--metadata", "novalue"], "--metadata 'novalue': expected KEY=VALUE"),
-        (["--to", "onnx"], "--to 'onnx': choose safetensors or bin"),
+        (["--to", "onnx"], "--to 'onnx': choose one of safetensors, bin"),
         (["--rename", "^.*=same"], "renames map both"),
     ],
 )

@@ -112,10 +112,10 @@ def test_a_dtype_given_to_the_format_option_names_dtype(tmp_path: Path) -> None:
         result = run_cli(*args, *(["--max", "1GB"] if command == "shard" else []))
         message = " ".join(result.stderr.split())
         assert result.exit_code == 2, message
-        assert message == (f"error: {option} {value!r}: choose safetensors or bin; {value} is a dtype: --dtype {value} "
-                           "casts to it"), message
+        assert message == (f"error: {option} {value!r}: choose one of safetensors, bin; {value} is a dtype: "
+                           f"--dtype {value} casts to it"), message
         assert not (tmp_path / f"out-{command}").exists()
     # What was said before stays: a pickle's suffix is 'bin', a typo the format meant.
     from weightdoctor.convert import format_choice
 
-    assert format_choice("--to", "pt") == "--to 'pt': choose safetensors or bin; did you mean 'bin'?"
+    assert format_choice("--to", "pt") == "--to 'pt': choose one of safetensors, bin; did you mean 'bin'?"

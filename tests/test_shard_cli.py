@@ -135,7 +135,7 @@ def test_bad_sizes_and_flag_combinations_exit_2_with_one_line(fx: dict[str, Path
         (["--max", "10XB"], "unknown unit 'XB'"),
         (["--max", "10MB", "--single"], "--single and --max disagree"),
         ([], "give --max SIZE"),
-        (["--max", "1MB", "--format", "gguf"], "--format 'gguf': choose safetensors or bin"),
+        (["--max", "1MB", "--format", "gguf"], "--format 'gguf': choose one of safetensors, bin"),
     ):
         result = run_cli("shard", fx["bert"], "-o", tmp_path / "o", *args)
         assert result.exit_code == 2, args

@@ -302,13 +302,13 @@ def test_a_sharded_lightning_fabric_checkpoint_names_fabrics_consolidation(tmp_p
     for command in ("inspect", "convert"):
         message = _refusal(command, str(folder), *(["-o", str(tmp_path / "out")] if command == "convert" else []))
         assert "a Lightning Fabric checkpoint saved sharded (fabric.save with FSDPStrategy" in message, message
-        assert "python -m lightning.fabric.utilities.consolidate_checkpoint FOLDER" in message, message
+        assert f"python -m lightning.fabric.utilities.consolidate_checkpoint {folder}" in message, message
         assert "lightning.pytorch" not in message, message
 
     # The Trainer's own (its meta.pt holds pytorch-lightning_version) keeps the Trainer's script.
     torch.save({"epoch": 0, "global_step": 10, "pytorch-lightning_version": "2.4.0", "loops": {}}, folder / "meta.pt")
     message = _refusal("inspect", str(folder))
-    assert "python -m lightning.pytorch.utilities.consolidate_checkpoint FOLDER" in message, message
+    assert f"python -m lightning.pytorch.utilities.consolidate_checkpoint {folder}" in message, message
 
 
 def test_planning_a_folder_whose_weights_from_pretrained_does_not_look_for_says_so(tmp_path: Path) -> None:

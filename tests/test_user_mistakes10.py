@@ -157,10 +157,10 @@ def test_a_mistyped_output_format_names_the_one_meant(model: Path, tmp_path: Pat
     close one."""
     convert = run_cli("convert", model, "-o", tmp_path / "a", "--to", typed)
     assert convert.exit_code == 2
-    assert convert.stderr.strip() == f"error: --to {typed!r}: choose safetensors or bin; did you mean {meant!r}?"
+    assert convert.stderr.strip() == f"error: --to {typed!r}: choose one of safetensors, bin; did you mean {meant!r}?"
     shard = run_cli("shard", model, "-o", tmp_path / "b", "--single", "--format", typed)
     assert shard.exit_code == 2
-    assert shard.stderr.strip() == f"error: --format {typed!r}: choose safetensors or bin; did you mean {meant!r}?"
+    assert shard.stderr.strip() == f"error: --format {typed!r}: choose one of safetensors, bin; did you mean {meant!r}?"
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 

@@ -49,7 +49,7 @@ def format_choice(option: str, value: str) -> str:
     if (CAST_TARGETS.get(typed) or ALIASES.get(typed)) in CAST_TARGETS.values():
         # `convert --to fp16`: the format option given the dtype meant (`--dtype fp16` casts, the file format stays).
         hint = f"; {value.strip()} is a dtype: --dtype {value.strip()} casts to it"
-    return f"{option} {value!r}: choose safetensors or bin{hint}"
+    return f"{option} {value!r}: choose one of {', '.join(FORMATS)}{hint}"
 
 
 @dataclass

@@ -127,12 +127,17 @@ def security_line(scan: object) -> str:
 
 def verify_line(verify: object) -> str:
     mismatches = getattr(verify, "mismatches", [])
+    hashes = getattr(verify, "hash_mismatches", [])
+    found = []
     if mismatches:
         listed = ", ".join(f"{m.file}:{m.member}" for m in mismatches[:4])
-        return f"[bold red]{len(mismatches)} CRC mismatch(es)[/]: {escape(listed)}"
-    hashes = getattr(verify, "hash_mismatches", [])
+        found.append(f"[bold red]{len(mismatches)} CRC mismatch(es)[/]: {escape(listed)}")
     if hashes:
-        return f"[bold red]{len(hashes)} sha256 mismatch(es)[/]: {escape('; '.join(hashes))}"
+        # Shown beside the CRC mismatches, not hidden by them: a file whose sha256 differs from the index's is a
+        # second, separate finding (the JSON always listed both).
+        found.append(f"[bold red]{len(hashes)} sha256 mismatch(es)[/]: {escape('; '.join(hashes))}")
+    if found:
+        return "; ".join(found)
     text = f"[green]{getattr(verify, 'members_checked', 0)} member(s) checked, all match[/]"
     notes = getattr(verify, "notes", [])
     return text + (f" [dim]({escape('; '.join(notes))})[/]" if notes else "")

@@ -1,0 +1,77 @@
+"""fixlist13: small known gaps (verify's two kinds of mismatch, format choices, Lightning's consolidation folder,
+mmcv EMA buffers, --config's revision, a mistyped @revision, a size with a space)."""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from tests.helpers import run_cli
+
+
+def _refusal(*args: str) -> str:
+    result = run_cli(*args)
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    return " ".join(result.stderr.split())
+
+
+def test_verify_shows_sha256_mismatches_beside_crc_mismatches() -> None:
+    """Human output showed only the CRC mismatches when both kinds were found; --json had both."""
+    from weightdoctor.render.inspect import verify_line
+
+    verify = SimpleNamespace(mismatches=[SimpleNamespace(file="a.bin", member="archive/data/0")],
+                             hash_mismatches=["model.safetensors: sha256 abc, the index says def"],
+                             members_checked=3, notes=[])
+    line = verify_line(verify)
+    assert "1 CRC mismatch(es)[/]: a.bin:archive/data/0" in line, line
+    assert "1 sha256 mismatch(es)[/]: model.safetensors: sha256 abc, the index says def" in line, line
+    only_hash = verify_line(SimpleNamespace(mismatches=[], hash_mismatches=["x: y"], members_checked=1, notes=[]))
+    assert only_hash == "[bold red]1 sha256 mismatch(es)[/]: x: y"
+
+
+@pytest.fixture
+def small_model(tmp_path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    path = tmp_path / "m.safetensors"
+    save_file({"w": torch.randn(4, 4)}, str(path))
+    return path
+
+
+@pytest.mark.parametrize(("command", "option"), [("convert", "--to"), ("shard", "--format")])
+def test_an_unknown_output_format_is_refused_as_every_other_choice(small_model: Path, tmp_path: Path,
+                                                                   command: str, option: str) -> None:
+    """Said "choose safetensors or bin" where --fail-on, --strategy... say "choose one of ...; did you mean"."""
+    extra = ["--single"] if command == "shard" else []
+    message = _refusal(command, str(small_model), "-o", str(tmp_path / "out"), *extra, option, "safetensorz")
+    assert message == f"error: {option} 'safetensorz': choose one of safetensors, bin; did you mean 'safetensors'?"
+    assert not (tmp_path / "out").exists()
+
+
+def test_lightning_sharded_checkpoints_name_the_real_folder_to_consolidate(tmp_path: Path) -> None:
+    """Both the Fabric and the Trainer message said `consolidate_checkpoint FOLDER` and `FOLDER.consolidated`."""
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    folder = tmp_path / "epoch=0 step=10.ckpt"
+    folder.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save({"model": {"l1.weight": torch.randn(4, 2)}}, checkpoint_id=str(folder), no_dist=True)
+    torch.save({"iter": 10}, folder / "meta.pt")
+    quoted, out = shlex.quote(str(folder)), shlex.quote(str(folder) + ".consolidated")
+    message = _refusal("inspect", str(folder))
+    assert f"python -m lightning.fabric.utilities.consolidate_checkpoint {quoted} writes them as one {out} file" \
+        in message, message
+    assert "FOLDER" not in message, message
+    torch.save({"epoch": 0, "global_step": 10, "pytorch-lightning_version": "2.4.0", "loops": {}}, folder / "meta.pt")
+    message = _refusal("inspect", str(folder))
+    assert f"python -m lightning.pytorch.utilities.consolidate_checkpoint {quoted} writes them as one {out} file" \
+        in message, message
+    assert "FOLDER" not in message, message
