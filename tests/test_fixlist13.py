@@ -75,3 +75,33 @@ def test_lightning_sharded_checkpoints_name_the_real_folder_to_consolidate(tmp_p
     assert f"python -m lightning.pytorch.utilities.consolidate_checkpoint {quoted} writes them as one {out} file" \
         in message, message
     assert "FOLDER" not in message, message
+
+
+def _cache_repo(tmp_path: Path, refs: list[str]) -> None:
+    """`acme/tiny` in a Hub cache under tmp_path (one safetensors file), one snapshot named by each of `refs`."""
+    from safetensors.torch import save_file
+
+    commit = "1" * 40
+    repo = tmp_path / "hub" / "models--acme--tiny"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    torch.manual_seed(0)
+    save_file({"w": torch.randn(4, 4)}, str(repo / "snapshots" / commit / "model.safetensors"))
+    for ref in refs:
+        (repo / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / ref).write_text(commit)
+
+
+@pytest.mark.parametrize("address", ["hf://acme/tiny@mian", "acme/tiny@mian"])
+def test_a_mistyped_revision_in_an_address_is_corrected_in_the_address(tmp_path: Path, address: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hf://acme/tiny@mian` suggested `--revision main`, which beside @mian is refused as two revisions."""
+    _cache_repo(tmp_path, ["main"])
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    meant = address.replace("@mian", "@main")
+    message = _refusal("inspect", address)
+    assert message.endswith(f"; did you mean {meant} (cached)?"), message
+    assert "--revision main" not in message, message
+    # Given as --revision, the hint stays --revision.
+    message = _refusal("inspect", "acme/tiny", "--revision", "mian")
+    assert message.endswith("; did you mean --revision main (cached)?"), message

@@ -1832,7 +1832,15 @@ def _first(names: list[str], count: int = 3) -> str:
 def said_of_address(exc: SourceNotFound, typed: str, what: str = "") -> SourceNotFound:
     """A repo named by a Hub address or URI (`hf://org/name@v1`, a repo's web page) that was not found: said of the
     address as typed, without "is not a local path" (the address was read as the repo it names, not as a path)."""
-    return SourceNotFound(what + exc.message.replace(" is not a local path and ", " ", 1), path=typed)
+    message = exc.message.replace(" is not a local path and ", " ", 1)
+    located = hub_location(typed)
+    if located is not None and located.revision and (typed_at := f"@{located.revision}") in typed:
+        # The revision was typed in the address (`hf://org/name@mian`): the ref meant goes in the same place, as
+        # `--revision main` beside an address naming @mian would be refused as two revisions.
+        message = re.sub(r"did you mean --revision (\S+) \(cached\)\?",
+                         lambda match: f"did you mean {typed.replace(typed_at, '@' + match[1], 1)} (cached)?",
+                         message)
+    return SourceNotFound(what + message, path=typed)
 
 
 def open_checkpoint(
