@@ -105,3 +105,13 @@ def test_a_mistyped_revision_in_an_address_is_corrected_in_the_address(tmp_path:
     # Given as --revision, the hint stays --revision.
     message = _refusal("inspect", "acme/tiny", "--revision", "mian")
     assert message.endswith("; did you mean --revision main (cached)?"), message
+
+
+@pytest.mark.parametrize(("unit", "meant"), [("Gb", "24GB"), ("gb", "24GB"), ("GiB", "24GiB"), ("gib", "24gib")])
+def test_a_size_split_in_two_is_joined_as_a_size_that_parses(small_model: Path, unit: str, meant: str) -> None:
+    """`--gpu 24 Gb` suggested `--gpu 24Gb`, which parse_size then refuses as bits."""
+    from weightdoctor.units import parse_size
+
+    message = _refusal("plan-devices", str(small_model), "--gpu", "24", unit)
+    assert f"--gpu 24 {unit}: a size is one word, --gpu {meant} (the shell split it in two)" in message, message
+    assert parse_size(meant) in (24 * 10**9, 24 * 2**30)

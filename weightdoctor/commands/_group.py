@@ -53,9 +53,24 @@ def _size_split_in_two(ctx: click_core.Context, message: str) -> str:
         for given in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(given, str) and re.fullmatch(r"\d+(\.\d+)?", given.strip()) and param.opts:
                 option = max(param.opts, key=len)
-                return (f"{option} {given} {unit}: a size is one word, {option} {given}{unit} (the shell split "
-                        f"it in two)")
+                return (f"{option} {given} {unit}: a size is one word, {option} {_joined_size(given, unit)} (the "
+                        f"shell split it in two)")
     return ""
+
+
+def _joined_size(number: str, unit: str) -> str:
+    """`number` and `unit` as one size that parse_size reads: `24 Gb` joined as written is 24Gb, refused as bits
+    (accelerate's reading), so a decimal unit is upper-cased (24GB, the bytes meant); 2 GiB stays as typed."""
+    from weightdoctor.errors import UsageError
+    from weightdoctor.units import parse_size
+
+    for candidate in (f"{number}{unit}", f"{number}{unit.upper()}"):
+        try:
+            parse_size(candidate)
+        except UsageError:
+            continue
+        return candidate
+    return f"{number}{unit}"  # neither parses (a size under one byte): parse_size says why when it is typed
 
 
 def _several_sources(ctx: click_core.Context, message: str) -> str:
