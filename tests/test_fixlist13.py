@@ -115,3 +115,17 @@ def test_a_size_split_in_two_is_joined_as_a_size_that_parses(small_model: Path, 
     message = _refusal("plan-devices", str(small_model), "--gpu", "24", unit)
     assert f"--gpu 24 {unit}: a size is one word, --gpu {meant} (the shell split it in two)" in message, message
     assert parse_size(meant) in (24 * 10**9, 24 * 2**30)
+
+
+def test_config_naming_a_revision_and_another_revision_flag_is_refused(small_model: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--config hf://org/m@v1 --revision main` read v1 without a word, where SOURCE refuses the same conflict."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(small_model.parent / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    message = _refusal("diff-keys", str(small_model), "--model-class", "BertModel", "--config", "hf://acme/tiny@v1",
+                       "--revision", "main")
+    assert message == "error: --config hf://acme/tiny@v1 names revision 'v1' and --revision 'main': give one", message
+    # The same revision twice is no conflict: it goes on to look for the config (not cached here).
+    message = _refusal("diff-keys", str(small_model), "--model-class", "BertModel", "--config", "hf://acme/tiny@v1",
+                       "--revision", "v1")
+    assert "give one" not in message and "'acme/tiny'" in message, message

@@ -265,6 +265,10 @@ def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None
         inside = split_repo_subfolder(config.rstrip("/"))
         located = hub_location(config)  # `hf://org/name@v1`, a repo's page, `datasets/org/name`: as SOURCE takes them
         if located is not None:
+            if located.revision is not None and revision is not None and located.revision != revision:
+                # As SOURCE refuses the same: the address's revision was read and --revision dropped without a word.
+                raise UsageError(f"--config {config} names revision {located.revision!r} and --revision "
+                                 f"{revision!r}: give one")
             at, folder = located.revision or revision, located.path_in_repo
             folder = folder.rpartition("/")[0] if folder.endswith(".json") else folder  # a config named whole
             if located.repo_type != "model":
