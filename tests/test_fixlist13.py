@@ -129,3 +129,51 @@ def test_config_naming_a_revision_and_another_revision_flag_is_refused(small_mod
     message = _refusal("diff-keys", str(small_model), "--model-class", "BertModel", "--config", "hf://acme/tiny@v1",
                        "--revision", "v1")
     assert "give one" not in message and "'acme/tiny'" in message, message
+
+
+def _quantized_model(folder: Path, quantization: dict[str, object], names: list[str], dtype: torch.dtype) -> Path:
+    import json
+
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "quantization_config": quantization}))
+    save_file({name: torch.zeros(8, 4, dtype=dtype) for name in names}, str(folder / "model.safetensors"))
+    return folder
+
+
+@pytest.mark.parametrize("method", ["compressed-tensors", "gptq"])
+def test_a_pattern_time_limit_reached_is_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    """When the time limit for matching the config's patterns ran out (a slow CI box), the output said only "bits
+    per value unknown": now a warning says the limit was reached and how many patterns / layers were left."""
+    import json
+
+    import weightdoctor.quantized as quantized
+
+    if method == "gptq":
+        quantization = {"quant_method": "gptq", "bits": 4, "group_size": 128,
+                        "dynamic": {r"+:.*mlp.*": {"bits": 8}, r"+:.*attn.*": {"bits": 2}}}
+        names = ["model.layers.0.mlp.up_proj.qweight", "model.layers.0.self_attn.q_proj.qweight"]
+        dtype, what = torch.int32, "quantization_config.dynamic's patterns"
+    else:
+        quantization = {"quant_method": "compressed-tensors", "config_groups": {
+            "g0": {"weights": {"num_bits": 4}, "targets": ["re:.*mlp.*"]},
+            "g1": {"weights": {"num_bits": 8}, "targets": ["re:.*attn.*"]}}}
+        names = ["model.layers.0.mlp.up_proj.weight_packed", "model.layers.0.self_attn.q_proj.weight_packed"]
+        dtype, what = torch.uint8, "quantization_config.config_groups' `re:` targets"
+    folder = _quantized_model(tmp_path / "q", quantization, names, dtype)
+    result = run_cli("inspect", str(folder), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert not any("time limit" in w for w in json.loads(result.stdout)["warnings"])  # in time: nothing said
+    monkeypatch.setattr(quantized, "_PATTERN_SECONDS", -1.0)  # the limit reached before the first pattern
+    result = run_cli("inspect", str(folder), "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["quantized"]["parameters"] is None and "warnings" not in data["quantized"]  # no new key
+    patterns = "2 of 2 pattern(s) not compiled, "  # none compiled before the limit: every layer left
+    [warning] = [w for w in data["warnings"] if "time limit" in w]
+    assert warning == (f"{what}: the -1 s time limit for matching them was reached; {patterns}2 of 2 packed "
+                       "layer(s) left unmatched, their bits per value unknown (a slower or busier machine reaches "
+                       "the limit sooner, so it may answer differently)")
+    human = run_cli("inspect", str(folder))
+    assert "time limit for matching them was reached" in " ".join(human.stdout.split() + human.stderr.split())

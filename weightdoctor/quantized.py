@@ -429,7 +429,8 @@ def _required_text(pattern: str) -> list[str]:
     return runs
 
 
-def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[str, Any] | None
+def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[str, Any] | None,
+                                   notes: list[str] | None = None
                                    ) -> dict[str, int | None]:
     """The bits of each compressed-tensors `<layer>.weight_packed` when its config groups quantize layers at
     different bits (a mixed recipe: attention W8, MLP W4); {} when they agree. None: no group or several at
@@ -472,9 +473,11 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
     # any layer was looked at. Those left when the time is up are not evaluated: the bits they give are unknown.
     deadline = time.monotonic() + _PATTERN_SECONDS
     not_compiled: set[int | None] = set()
+    not_compiled_texts: list[str] = []
     for text, bits_set in raw_patterns.items():
         if time.monotonic() > deadline:
             not_compiled |= bits_set
+            not_compiled_texts.append(text)
             continue
         try:
             patterns.append((re.compile(text), bits_set, _match_cost(text), _required_text(text)))
@@ -483,6 +486,9 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
     deadline, pairs = time.monotonic() + _PATTERN_SECONDS, _PATTERN_PAIRS
     every_pattern_bits: set[int | None] = set().union(not_compiled, *(bits_set for _, bits_set, _, _ in patterns))
     found: dict[str, int | None] = {}
+    # Layers some pattern was not evaluated for because the time ran out: on a slower machine, more of them.
+    out_of_time: set[str] = set()
+    timed_out = False
     for name in packed:
         layer = name.removesuffix(".weight_packed")
         named = by_name.get(layer)
@@ -491,8 +497,13 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
             continue
         matched: set[int | None] = set()
         unsure = set(not_compiled)  # bits of patterns not evaluated: they may or may not claim the layer
+        if not_compiled or timed_out:
+            out_of_time.add(name)
         pairs -= len(patterns)
         if pairs < 0 or (patterns and time.monotonic() > deadline):
+            if pairs >= 0:  # the time ran out, not the (machine-independent) budget of pairs
+                timed_out = True
+                out_of_time.add(name)
             pairs = -1
             unsure = set(every_pattern_bits)
         for compiled, bits_set, pattern_cost, required in patterns if pairs >= 0 else ():
@@ -500,6 +511,8 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
                 continue
             steps = None if pattern_cost is None else pattern_cost[0] * (len(layer) + 1) ** pattern_cost[1]
             if steps is None or steps > _PATTERN_STEPS or time.monotonic() > deadline:
+                if steps is not None and steps <= _PATTERN_STEPS:
+                    out_of_time.add(name)
                 unsure |= bits_set
                 continue
             if compiled.match(layer):
@@ -508,11 +521,17 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
         if unsure:  # what the layer gets if they claim it, or if they do not
             claimed = matched | unsure if matched else unsure | (by_class or {None})
         found[name] = next(iter(claimed)) if len(claimed) == 1 else None
+    unknown = sum(found[name] is None for name in out_of_time)
+    if notes is not None and unknown:
+        left = len(not_compiled_texts)
+        notes.append(_time_limit_note("quantization_config.config_groups' `re:` targets",
+                                      f"{left:,} of {len(raw_patterns):,} pattern(s) not compiled, " if left else "",
+                                      unknown, len(found)))
     return found
 
 
-def _gptq_dynamic_layer_bits(packed: Iterable[str], quantization: Mapping[str, Any] | None
-                             ) -> dict[str, int | None]:
+def _gptq_dynamic_layer_bits(packed: Iterable[str], quantization: Mapping[str, Any] | None,
+                             notes: list[str] | None = None) -> dict[str, int | None]:
     """The bits of each GPTQ `<layer>.qweight` that GPTQModel's `dynamic` overrides name; {} without overrides.
     None: unknown (a pattern that cannot be matched in bounded time comes first, or a `-:` pattern, "not
     quantized", names a layer that holds a qweight all the same).
@@ -545,11 +564,13 @@ def _gptq_dynamic_layer_bits(packed: Iterable[str], quantization: Mapping[str, A
 
     deadline = time.monotonic() + _PATTERN_SECONDS
     found: dict[str, int | None] = {}
+    out_of_time = 0
     for name in packed:
         layer = name.removesuffix(".qweight")
         for index in range(len(keys)):
             if time.monotonic() > deadline:
                 found[name] = None  # a pattern not looked at might claim the layer: the bits are not known
+                out_of_time += 1
                 break
             compiled, cost, negative, bits = rule(index)
             if compiled is None:
@@ -562,7 +583,20 @@ def _gptq_dynamic_layer_bits(packed: Iterable[str], quantization: Mapping[str, A
                 if negative or bits is not None:
                     found[name] = None if negative else bits
                 break
+    if notes is not None and out_of_time:
+        left = len(keys) - len(rules)
+        notes.append(_time_limit_note("quantization_config.dynamic's patterns",
+                                      f"{left:,} of {len(keys):,} pattern(s) not compiled, " if left else "",
+                                      out_of_time, len(found)))
     return found
+
+
+def _time_limit_note(what: str, patterns_left: str, layers: int, of: int) -> str:
+    """The warning for a time limit reached while matching a config's patterns against the packed layers: why the
+    bits are unknown here, where a faster machine (or one less busy) may have matched them all."""
+    return (f"{what}: the {_PATTERN_SECONDS:g} s time limit for matching them was reached; {patterns_left}"
+            f"{layers:,} of {of:,} packed layer(s) left unmatched, their bits per value unknown (a slower or busier "
+            "machine reaches the limit sooner, so it may answer differently)")
 
 
 def gptq_dynamic_warning(config: Mapping[str, Any] | None) -> str | None:
@@ -620,6 +654,8 @@ class QuantizedSummary:
     parameters: int | None
     # Tensor name -> the parameters it stands for (0 for a side tensor): what memory estimates count.
     counts: dict[str, int] = field(default_factory=dict, metadata={"json": False}, repr=False)
+    # Why bits are unknown when a time limit cut the matching short: said in the report's warnings (not a JSON key).
+    warnings: list[str] = field(default_factory=list, metadata={"json": False}, repr=False)
 
 
 def _config_of(config: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -958,12 +994,13 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
     exl2_packed, exl2_side = {**exl2_packed, **own_packed}, exl2_side | own_side
     layer_bits: dict[str, int | None] = {
         **_mlx_layer_bits(mlx_packed, mlx_config if isinstance(mlx_config, Mapping) else quantization)}
+    warnings: list[str] = []
     if method == "compressed-tensors":
         layer_bits.update(_compressed_tensors_layer_bits(
-            (t.name for t in unique if t.name.endswith(".weight_packed")), quantization))
+            (t.name for t in unique if t.name.endswith(".weight_packed")), quantization, warnings))
     if method == "gptq":
         layer_bits.update(_gptq_dynamic_layer_bits((t.name for t in unique if t.name.endswith(".qweight")),
-                                                   quantization))
+                                                   quantization, warnings))
     for info in unique:
         if info.name in exl2_packed:
             packed += 1
@@ -999,7 +1036,7 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
         else:
             counts[info.name] = info.num_params
     return QuantizedSummary(method=method, bits=bits, packed_tensors=packed, side_tensors=side,
-                            parameters=None if unknown else sum(counts.values()), counts=counts)
+                            parameters=None if unknown else sum(counts.values()), counts=counts, warnings=warnings)
 
 
 def transformers_label() -> str:

@@ -567,7 +567,7 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
                   *filter(None, [timm_head_warning(checkpoint), ldm_ema_copy_warning(checkpoint),
                                  controlnet_beside_sd_warning(checkpoint), mmcv_ema_copy_warning(checkpoint)]),
                   *([f"{skipped}; from_pretrained loads them once saved under its names (save_pretrained)"] if skipped
-                    else [])],
+                    else []), *(quantized.warnings if quantized is not None else [])],
         security=checkpoint.security,
         quantized=quantized,
         adapter=adapter,
