@@ -177,3 +177,26 @@ def test_a_pattern_time_limit_reached_is_said(tmp_path: Path, monkeypatch: pytes
                        "the limit sooner, so it may answer differently)")
     human = run_cli("inspect", str(folder))
     assert "time limit for matching them was reached" in " ".join(human.stdout.split() + human.stderr.split())
+
+
+def test_mmcv_ema_buffers_missing_from_a_plain_checkpoint_are_buffers(tmp_path: Path) -> None:
+    """B trained with mmcv's EMAHook (`ema_backbone_conv1_weight` beside `backbone.conv1.weight`), A plain: the
+    ema_* keys were `unknown` errors, though the hook re-creates them from the parameters A has."""
+    import json
+
+    torch.manual_seed(0)
+    plain = {"backbone.conv1.weight": torch.randn(4, 3, 3, 3), "backbone.bn1.running_mean": torch.zeros(4),
+             "head.fc.weight": torch.randn(2, 4)}
+    ema = {**plain, **{"ema_" + name.replace(".", "_"): value.clone() for name, value in plain.items()
+                       if not name.endswith("running_mean")}, "ema_stray_weight": torch.randn(2)}
+    torch.save({"state_dict": plain}, tmp_path / "a.pth")
+    torch.save({"state_dict": ema}, tmp_path / "b.pth")
+    result = run_cli("diff-keys", str(tmp_path / "a.pth"), str(tmp_path / "b.pth"), "--json")
+    data = json.loads(result.stdout)
+    missing = {item["name"]: item for item in data["missing"]}
+    for buffer, param in [("ema_backbone_conv1_weight", "backbone.conv1.weight"), ("ema_head_fc_weight",
+                                                                                   "head.fc.weight")]:
+        assert (missing[buffer]["reason"], missing[buffer]["severity"]) == ("buffer", "info"), missing[buffer]
+        assert f"mmcv EMAHook's copy of {param}, which A has" in missing[buffer]["detail"], missing[buffer]
+    # An ema_ name that copies no parameter is no EMAHook buffer: still unknown.
+    assert missing["ema_stray_weight"]["reason"] == "unknown", missing["ema_stray_weight"]

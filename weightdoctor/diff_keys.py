@@ -2196,6 +2196,18 @@ def _diff_specs(
     if expert_whys:
         layout_whys = {**expert_whys, **layout_whys}
         layout_note = "; ".join(filter(None, (layout_note, expert_note)))
+    if any(name.startswith("ema_") for name in diff.missing):
+        from weightdoctor.structure import mmcv_ema_buffers
+
+        missing_b = set(diff.missing)
+
+        # B trained with mmcv's EMAHook (`ema_<name with _>` buffers beside each parameter), A without: the hook
+        # registers the buffers as copies of the parameters when it starts, so A's parameters are all they need.
+        ema_whys = {buffer: ("buffer", "info", f"mmcv EMAHook's copy of {param}, which A has: the hook re-creates "
+                             "it from the parameter (the EMA restarts from A's weights)")
+                    for buffer, param in mmcv_ema_buffers(specs_b).items()
+                    if buffer in missing_b and param in renamed_a}
+        layout_whys = {**ema_whys, **layout_whys}
     adapter_whys, adapter_note = adapter_fit(renamed_a, specs_b, diff.unexpected, diff.missing)
     if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
         layout_whys, layout_note = adapter_whys, adapter_note

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,6 +233,19 @@ def ldm_ema_copy_warning(checkpoint: Checkpoint) -> str | None:
             "the non-EMA weights, diffusers' conversion script with --extract_ema the EMA ones")
 
 
+def mmcv_ema_buffers(names: Iterable[str]) -> dict[str, str]:
+    """mmcv EMAHook's buffers among `names`, each mapped to the parameter it copies: `ema_` + the parameter's name
+    with `_` for `.`, beside that parameter.
+
+    Example:
+        >>> mmcv_ema_buffers(["conv1.weight", "ema_conv1_weight", "ema_x"])
+        {'ema_conv1_weight': 'conv1.weight'}
+    """
+    listed = set(names)
+    return {"ema_" + name.replace(".", "_"): name for name in sorted(listed)
+            if not name.startswith("ema_") and "ema_" + name.replace(".", "_") in listed}
+
+
 def mmcv_ema_copy_warning(checkpoint: Checkpoint) -> str | None:
     """An OpenMMLab 1.x checkpoint (mmdet 2.x, mmseg, mmcls) trained with mmcv's EMAHook: the hook registers a
     buffer `ema_` + the parameter's name with `_` for `.` (`backbone.conv1.weight` -> `ema_backbone_conv1_weight`) for
@@ -243,9 +256,8 @@ def mmcv_ema_copy_warning(checkpoint: Checkpoint) -> str | None:
         >>> mmcv_ema_copy_warning(open_checkpoint("yolox_s_8x8_300e_coco.pth"))
         'the parameters are stored twice: ema_* holds a copy of 24 tensors (...), the buffers mmcv's EMAHook adds ...'
     """
-    names = {t.name for t in checkpoint.tensors}
-    copies = [t for t in checkpoint.tensors
-              if not t.name.startswith("ema_") and "ema_" + t.name.replace(".", "_") in names]
+    of_param = set(mmcv_ema_buffers(t.name for t in checkpoint.tensors).values())
+    copies = [t for t in checkpoint.tensors if t.name in of_param]
     if not copies:
         return None
     params = sum(t.num_params for t in copies)
