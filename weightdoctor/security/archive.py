@@ -395,11 +395,11 @@ def _read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
         except (ValueError, OSError, struct.error):
             continue
     members: list[ZipMember] = list(strict.members) if strict is not None else []
-    known = {(m.name, m.header_offset) for m in members}
+    known = read  # the same keys as zipfile's members: not a second million-entry set
     extra: list[ZipMember] = []
     for member in raw_members:
         if (member.name, member.header_offset) not in known:
-            known.add((member.name, member.header_offset))
+            known[(member.name, member.header_offset)] = member.data_offset
             extra.append(member)
     problems: list[str] = []
     if strict is not None and strict.members and not raw_members:
