@@ -206,8 +206,9 @@ def is_openvino_weights(path: Path) -> bool:
 
 def _zip_kind(path: Path) -> str | None:
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+        from weightdoctor.security.archive import zipfile_names
+
+        names = zipfile_names(path)  # parsed once for the whole command: the scan reads it again
     except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError):
         return None
     if any(n.endswith("data.pkl") for n in names):

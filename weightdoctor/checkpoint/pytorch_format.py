@@ -1086,8 +1086,9 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
     names: list[str] | None = None
     if fmt == "pytorch-zip":
         try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
+            from weightdoctor.security.archive import zipfile_names
+
+            names = zipfile_names(path)  # parsed once for the whole command (the scan read it already)
         except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError, EOFError):
             # PyTorch's own reader is more lenient than zipfile; let it decide below.
             names = None

@@ -114,8 +114,11 @@ def handle_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         import typer  # already imported: this wraps Typer commands
 
+        from weightdoctor.security.archive import command_cache
+
         try:
-            return command(*args, **kwargs)
+            with command_cache():  # each zip's central directory parsed once per command, not once per check
+                return command(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit, BrokenPipeError):
             raise  # a closed stdout is handled by `weightdoctor.entry.main` (exit 141, nothing printed)
         except (KeyboardInterrupt, Exception) as exc:

@@ -10,10 +10,12 @@ each member's bytes are read straight from its local header, without CRC, flag o
 
 from __future__ import annotations
 
+import os
 import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -113,11 +115,77 @@ _REFUSED_FLAGS = ((0x1, "encrypted"), (0x20, "compressed patch data"), (0x40, "s
                   (0x2000, "having its local header masked"))
 
 
-def _from_central_directory(handle: BinaryIO, file_size: int) -> ZipLayout:
-    problems: list[str] = []
+# The layouts read during one command, by file version: one `inspect` reads the same archive's layout in the scan,
+# the static loader and the checks after torch.load; a 54 MB zip listing a million entries took 72 s, most of it
+# parsing the central directory again and again. Only a command (`command_cache`) keeps them, and it drops them
+# when it ends: a file rewritten in place within one mtime tick (same inode, same size) keeps its key, so a
+# process-wide cache could hand a later command a stale view.
+_CACHE_DEPTH = 0
+_LAYOUT_CACHE: dict[tuple[int, ...], ZipLayout] = {}
+_LAYOUT_CACHE_SIZE = 4
+
+
+@contextmanager
+def command_cache() -> Iterator[None]:
+    """Within this block each archive's central directory is parsed once (per file version); dropped at the end."""
+    global _CACHE_DEPTH
+    _CACHE_DEPTH += 1
+    try:
+        yield
+    finally:
+        _CACHE_DEPTH -= 1
+        if _CACHE_DEPTH == 0:
+            _LAYOUT_CACHE.clear()
+            _INFOS_CACHE.clear()
+
+
+def _handle_identity(handle: BinaryIO, file_size: int) -> tuple[int, ...] | None:
+    if _CACHE_DEPTH == 0:
+        return None  # outside a command: every call reads the file afresh
+    try:
+        stat = os.fstat(handle.fileno())
+    except (AttributeError, OSError, ValueError):  # an in-memory buffer: nothing tells its versions apart
+        return None
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, file_size)
+
+
+# Python zipfile's member list, by file version (see `_LAYOUT_CACHE`): format detection, the scan and the
+# torch.export check each asked zipfile to parse the same central directory.
+_INFOS_CACHE: dict[tuple[int, ...], list[zipfile.ZipInfo]] = {}
+
+
+def _zipfile_infos(handle: BinaryIO) -> list[zipfile.ZipInfo]:
+    """`zipfile.ZipFile(handle).infolist()`, parsed once per file version.
+
+    Raises:
+        whatever `zipfile.ZipFile` raises (BadZipFile, ...); a failure is not cached.
+    """
+    identity = _handle_identity(handle, -1)
+    if identity is not None and identity in _INFOS_CACHE:
+        return _INFOS_CACHE[identity]
     handle.seek(0)
     with zipfile.ZipFile(handle) as archive:
         infos = archive.infolist()
+    if identity is not None:
+        if len(_INFOS_CACHE) >= _LAYOUT_CACHE_SIZE:
+            _INFOS_CACHE.pop(next(iter(_INFOS_CACHE)))
+        _INFOS_CACHE[identity] = infos
+    return infos
+
+
+def zipfile_names(path: str | os.PathLike[str]) -> list[str]:
+    """The member names Python's zipfile lists (`ZipFile(path).namelist()`), parsed once per file version.
+
+    Raises:
+        whatever `zipfile.ZipFile` raises: BadZipFile, OSError, ValueError, NotImplementedError, EOFError, ...
+    """
+    with open(path, "rb") as handle:
+        return [info.filename for info in _zipfile_infos(handle)]
+
+
+def _from_central_directory(handle: BinaryIO, file_size: int) -> ZipLayout:
+    problems: list[str] = []
+    infos = _zipfile_infos(handle)
     members: list[ZipMember] = []
     for info in infos:
         header = _local_header(handle, info.header_offset)
@@ -224,8 +292,13 @@ def _central_directory_locations(handle: BinaryIO, file_size: int) -> list[tuple
     return locations
 
 
-def _raw_central_directory(handle: BinaryIO, file_size: int, offset: int, size: int) -> list[ZipMember]:
-    """The members a central directory at `offset` lists, parsed as miniz would (no offset shifting)."""
+def _raw_central_directory(handle: BinaryIO, file_size: int, offset: int, size: int,
+                           known: dict[tuple[str, int], int] | None = None) -> list[ZipMember]:
+    """The members a central directory at `offset` lists, parsed as miniz would (no offset shifting).
+
+    `known` maps (name, header offset) to the data offset of local headers already read: the same bytes
+    give the same answer, so a million-entry directory's local headers are not read a second time.
+    """
     if offset >= file_size:
         return []
     raw = _read_at(handle, offset, min(size, file_size - offset, 1 << 28))
@@ -245,9 +318,12 @@ def _raw_central_directory(handle: BinaryIO, file_size: int, offset: int, size: 
                 csize = values.pop(0)
             if header_offset == 0xFFFFFFFF and values:
                 header_offset = values.pop(0)
-        header = _local_header(handle, header_offset)
-        if header is not None:
-            members.append(ZipMember(name, header_offset, header[5], csize, usize, method, crc))
+        data_offset = known.get((name, header_offset)) if known is not None else None
+        if data_offset is None:
+            header = _local_header(handle, header_offset)
+            data_offset = header[5] if header is not None else None
+        if data_offset is not None:
+            members.append(ZipMember(name, header_offset, data_offset, csize, usize, method, crc))
         position += 46 + name_len + extra_len + comment_len
     return members
 
@@ -263,7 +339,33 @@ def _zip64_values(extra: bytes) -> list[int]:
     return []
 
 
+def _copy(layout: ZipLayout) -> ZipLayout:
+    """A layout whose lists a caller may change without changing the cached one."""
+    return ZipLayout(list(layout.members), layout.source, layout.end, list(layout.notes), list(layout.problems))
+
+
 def read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
+    """List a zip archive's members the way both Python's zipfile and PyTorch's reader see them (cached per file
+    version; see `_read_layout`).
+
+    Example:
+        >>> with open("model.bin", "rb") as handle:
+        ...     [m.name for m in read_layout(handle, os.path.getsize("model.bin")).members][:2]
+        ['archive/data.pkl', 'archive/.format_version']
+    """
+    identity = _handle_identity(handle, file_size)
+    if identity is not None and identity in _LAYOUT_CACHE:
+        return _copy(_LAYOUT_CACHE[identity])
+    layout = _read_layout(handle, file_size)
+    if identity is not None:
+        if len(_LAYOUT_CACHE) >= _LAYOUT_CACHE_SIZE:
+            _LAYOUT_CACHE.pop(next(iter(_LAYOUT_CACHE)))
+        _LAYOUT_CACHE[identity] = layout
+        return _copy(layout)
+    return layout
+
+
+def _read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
     """List a zip archive's members the way both Python's zipfile and PyTorch's reader see them.
 
     The union of zipfile's central directory, the central directory read at the end record's raw
@@ -285,17 +387,19 @@ def read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
         reason = " ".join(str(exc).split())[:120] or type(exc).__name__
         notes.append(f"zipfile cannot read the central directory ({reason}); it was read as PyTorch reads it")
     raw_members: list[ZipMember] = []
-    for offset, size in _central_directory_locations(handle, file_size):
+    read = {(m.name, m.header_offset): m.data_offset for m in strict.members} if strict is not None else {}
+    # The classic and zip64 end records usually give the same place: that directory is parsed once.
+    for offset, size in dict.fromkeys(_central_directory_locations(handle, file_size)):
         try:
-            raw_members += _raw_central_directory(handle, file_size, offset, size)
+            raw_members += _raw_central_directory(handle, file_size, offset, size, read)
         except (ValueError, OSError, struct.error):
             continue
     members: list[ZipMember] = list(strict.members) if strict is not None else []
-    known = {(m.name, m.header_offset) for m in members}
+    known = read  # the same keys as zipfile's members: not a second million-entry set
     extra: list[ZipMember] = []
     for member in raw_members:
         if (member.name, member.header_offset) not in known:
-            known.add((member.name, member.header_offset))
+            known[(member.name, member.header_offset)] = member.data_offset
             extra.append(member)
     problems: list[str] = []
     if strict is not None and strict.members and not raw_members:
