@@ -1128,6 +1128,9 @@ class DiffReport:
     # --model-class: False when from_pretrained(A) itself does not read what this report compares (a training
     # checkpoint's nested state dict, a weights file it does not look for; a note says which); None for two checkpoints.
     from_pretrained_reads_a: bool | None = None
+    # The `diff-keys` arguments that read A and B as this run read them (shell-quoted; --rename flags apart), for
+    # the re-check line: without --config, --key or --revision, the pasted command failed or read other files.
+    recheck_args: str = field(default="", metadata={"json": False}, repr=False)
 
     def severities(self) -> list[str]:
         """Every severity this report carries (one per key problem and dtype difference)."""
