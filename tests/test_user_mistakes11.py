@@ -1,7 +1,8 @@
 """Round 11 of the common mistakes users make: whole workflows, one command's output pasted into the next.
 
 Covers: diff-keys' "re-check with" line pasted as given (a path with a space was left unquoted, and --config,
---key and --revision were dropped, so the pasted command failed or read other files).
+--key and --revision were dropped, so the pasted command failed or read other files); check-dtype on the file its
+own suggested `convert --keep-fp32` wrote (it suggested the same convert again, to '<name>-fp16-fp16').
 """
 
 from __future__ import annotations
@@ -75,3 +76,33 @@ def test_recheck_line_pastes_with_spaces_config_and_key(tmp_path: Path, monkeypa
     after = run_cli("diff-keys", "fixed.safetensors", "--model-class", "BertForSequenceClassification",
                     "--config", "base", "--json")
     assert json.loads(after.stdout)["matched"] == 41 and after.exit_code == 0
+
+
+# Workflow (4): check-dtype --target fp16 → its convert --keep-fp32 pasted → check-dtype on the output.
+def test_check_dtype_on_its_own_keep_fp32_output_says_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    _tiny_bert(tmp_path / "base")
+    state = load_file(tmp_path / "base" / "model.safetensors")
+    state["bert.encoder.layer.0.output.LayerNorm.weight"] *= 1e5  # beyond fp16's 65504
+    (tmp_path / "my model").mkdir()
+    shutil.copy(tmp_path / "base" / "config.json", tmp_path / "my model" / "config.json")
+    save_file(state, tmp_path / "my model" / "model.safetensors", metadata={"format": "pt"})
+    monkeypatch.chdir(tmp_path)
+
+    first = json.loads(run_cli("check-dtype", "my model", "--target", "fp16", "--json").stdout)
+    command = first["recommendation"]["commands"]["fp16"]
+    words = shlex.split(command)
+    assert words[:2] == ["weightdoctor", "convert"]
+    converted = run_cli(*words[1:])
+    assert converted.exit_code == 0, converted.stderr
+
+    again = run_cli("check-dtype", words[words.index("-o") + 1], "--target", "fp16", "--json")
+    report = json.loads(again.stdout)
+    assert report["targets"]["fp16"]["keep_fp32"] == first["targets"]["fp16"]["keep_fp32"]
+    # The output already is what that convert writes: no second convert (to 'my model-fp16-fp16') is suggested.
+    assert report["recommendation"]["commands"] == {}
+    assert "already keeps it in fp32 and every other tensor in fp16" in report["recommendation"]["text"]
+    assert "nothing to convert" in report["recommendation"]["text"]
