@@ -2,12 +2,15 @@
 
 Covers: diff-keys' "re-check with" line pasted as given (a path with a space was left unquoted, and --config,
 --key and --revision were dropped, so the pasted command failed or read other files); check-dtype on the file its
-own suggested `convert --keep-fp32` wrote (it suggested the same convert again, to '<name>-fp16-fp16').
+own suggested `convert --keep-fp32` wrote (it suggested the same convert again, to '<name>-fp16-fp16'); convert's
+overflow refusal and plan-devices' adapter warning naming a path with a space unquoted (`check-dtype my model`,
+`plan-devices my base`: two words when pasted).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -106,3 +109,69 @@ def test_check_dtype_on_its_own_keep_fp32_output_says_done(tmp_path: Path, monke
     assert report["recommendation"]["commands"] == {}
     assert "already keeps it in fp32 and every other tensor in fp16" in report["recommendation"]["text"]
     assert "nothing to convert" in report["recommendation"]["text"]
+
+
+def _overflowing_model(tmp_path: Path) -> Path:
+    """'my model': the tiny Bert with one LayerNorm beyond fp16's range, in a folder whose name has a space."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    if not (tmp_path / "base").exists():
+        _tiny_bert(tmp_path / "base")
+    state = load_file(tmp_path / "base" / "model.safetensors")
+    state["bert.encoder.layer.0.output.LayerNorm.weight"] *= 1e5
+    folder = tmp_path / "my model"
+    folder.mkdir()
+    shutil.copy(tmp_path / "base" / "config.json", folder / "config.json")
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def _backticked(message: str, command: str) -> list[str]:
+    """The `weightdoctor COMMAND ...` a message quotes in backticks, as the shell splits it (program name dropped)."""
+    found = re.search(rf"`weightdoctor ({command} [^`]*)`", message)
+    assert found, message
+    return shlex.split(found.group(1))
+
+
+# Workflow (4) the other way round: convert --dtype fp16 first, refused; the check-dtype it names, pasted.
+def test_convert_overflow_names_a_check_dtype_that_pastes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _overflowing_model(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    refused = run_cli("convert", "my model", "-o", "out16", "--dtype", "fp16")
+    assert refused.exit_code == 2 and not (tmp_path / "out16").exists()
+    args = _backticked(" ".join(refused.stderr.split()), "check-dtype")
+    assert args == ["check-dtype", "my model", "--target", "fp16"]
+    pasted = run_cli(*args, "--json")
+    assert pasted.exit_code in (0, 1), pasted.stderr
+    assert json.loads(pasted.stdout)["targets"]["fp16"]["verdict"] == "unsafe"
+
+
+# Workflow (3): a LoRA adapter whose base was saved as a local path with a space → plan-devices on the adapter
+# names the base to plan; that command, pasted, plans the base.
+def test_adapter_plan_names_a_base_that_pastes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    _tiny_bert(tmp_path / "my base")
+    adapter = tmp_path / "my lora"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "base_model_name_or_path": "my base", "task_type": "SEQ_CLS", "r": 4,
+        "lora_alpha": 8, "target_modules": ["query", "value"]}))
+    prefix = "base_model.model.bert.encoder.layer.0.attention.self.query"
+    save_file({f"{prefix}.lora_A.weight": torch.zeros(4, 32), f"{prefix}.lora_B.weight": torch.zeros(32, 4)},
+              adapter / "adapter_model.safetensors")
+    monkeypatch.chdir(tmp_path)
+
+    planned = run_cli("plan-devices", "my lora", "--gpu", "1GB")
+    assert planned.exit_code == 0, planned.stderr
+    said = " ".join(planned.stderr.split())
+    found = re.search(r"\(weightdoctor (plan-devices .*?) \.\.\.\)", said)
+    assert found, said
+    args = shlex.split(found.group(1))
+    assert args == ["plan-devices", "my base"]
+    base = run_cli(*args, "--gpu", "1GB", "--json")
+    assert base.exit_code == 0, base.stderr
+    assert json.loads(base.stdout)["model_class"] == "BertForSequenceClassification"
