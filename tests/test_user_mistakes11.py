@@ -4,7 +4,9 @@ Covers: diff-keys' "re-check with" line pasted as given (a path with a space was
 --key and --revision were dropped, so the pasted command failed or read other files); check-dtype on the file its
 own suggested `convert --keep-fp32` wrote (it suggested the same convert again, to '<name>-fp16-fp16'); convert's
 overflow refusal and plan-devices' adapter warning naming a path with a space unquoted (`check-dtype my model`,
-`plan-devices my base`: two words when pasted).
+`plan-devices my base`: two words when pasted); a torch.save'd GPT-2 state dict converted without a config.json
+(lm_head.weight kept) said by diff-keys to miss transformer.wte.weight "unknown: will not load" (from_pretrained
+fills it from lm_head).
 """
 
 from __future__ import annotations
@@ -175,3 +177,35 @@ def test_adapter_plan_names_a_base_that_pastes(tmp_path: Path, monkeypatch: pyte
     base = run_cli(*args, "--gpu", "1GB", "--json")
     assert base.exit_code == 0, base.stderr
     assert json.loads(base.stdout)["model_class"] == "BertForSequenceClassification"
+
+
+# Workflow (2), a language model: torch.save(model.state_dict()) keeps both names of the tied embedding; convert
+# without a config.json keeps lm_head.weight (sorted order, as huggingface_hub does); diff-keys against the
+# save_pretrained folder said transformer.wte.weight "unknown: will not load" (error) while from_pretrained fills it.
+def test_converted_tied_lm_head_is_not_said_to_lose_its_embedding(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=32,
+                                     bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(config)
+    model.save_pretrained(tmp_path / "base")
+    monkeypatch.chdir(tmp_path)
+    torch.save(model.state_dict(), "sd.pt")
+    (tmp_path / "out").mkdir()
+    converted = run_cli("convert", "sd.pt", "-o", "out/model.safetensors", "--json")
+    assert converted.exit_code == 0, converted.stderr
+    assert json.loads(converted.stdout)["plan"]["dropped_aliases"] == [
+        {"name": "transformer.wte.weight", "kept": "lm_head.weight"}]
+
+    report = json.loads(run_cli("diff-keys", "out/model.safetensors", "base", "--json").stdout)
+    missing = {issue["name"]: issue for issue in report["missing"]}
+    assert missing["transformer.wte.weight"]["reason"] == "tied-weight"
+    assert missing["transformer.wte.weight"]["severity"] == "info"
+    assert report["worst_severity"] == "info"
+    # What from_pretrained says of the same folder once config.json is beside it: nothing missing.
+    (tmp_path / "out" / "config.json").write_text((tmp_path / "base" / "config.json").read_text())
+    _, info = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert not info["missing_keys"]
