@@ -6,7 +6,7 @@ own suggested `convert --keep-fp32` wrote (it suggested the same convert again, 
 overflow refusal and plan-devices' adapter warning naming a path with a space unquoted (`check-dtype my model`,
 `plan-devices my base`: two words when pasted); a torch.save'd GPT-2 state dict converted without a config.json
 (lm_head.weight kept) said by diff-keys to miss transformer.wte.weight "unknown: will not load" (from_pretrained
-fills it from lm_head).
+fills it from lm_head); `check-dtype .` inside the model folder suggesting `-o .-fp16` (a hidden folder inside it).
 """
 
 from __future__ import annotations
@@ -209,3 +209,17 @@ def test_converted_tied_lm_head_is_not_said_to_lose_its_embedding(tmp_path: Path
     (tmp_path / "out" / "config.json").write_text((tmp_path / "base" / "config.json").read_text())
     _, info = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "out", output_loading_info=True)
     assert not info["missing_keys"]
+
+
+# Workflow (4) from inside the model's folder: `check-dtype .` named `-o .-fp16`, a hidden folder written inside
+# the very folder it converts (and read back by the next `inspect .`'s neighbours); now beside it, as for `..`/name.
+def test_check_dtype_dot_suggests_an_output_beside_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _overflowing_model(tmp_path)
+    monkeypatch.chdir(folder)
+    report = json.loads(run_cli("check-dtype", ".", "--target", "fp16", "--json").stdout)
+    words = shlex.split(report["recommendation"]["commands"]["fp16"])
+    assert words[words.index("-o") + 1] == "../my model-fp16"
+    converted = run_cli(*words[1:])
+    assert converted.exit_code == 0, converted.stderr
+    assert (tmp_path / "my model-fp16" / "model.safetensors").is_file()
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]

@@ -789,6 +789,11 @@ def _output_name(source: str, target: str) -> str:
         if str(folder) in ("", "."):
             return str(Path("..") / f"{Path.cwd().name}-{target}")
         return f"{folder}-{target}"
+    if path.name in ("", ".", ".."):
+        # `check-dtype .` in the model's folder: '.-fp16' was a hidden folder inside the very folder converted.
+        import os
+
+        return os.path.normpath(os.path.join(source, "..", f"{expand_user(path).resolve().name}-{target}"))
     return f"{source.rstrip('/')}-{target}"
 
 
