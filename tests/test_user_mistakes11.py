@@ -6,7 +6,8 @@ own suggested `convert --keep-fp32` wrote (it suggested the same convert again, 
 overflow refusal and plan-devices' adapter warning naming a path with a space unquoted (`check-dtype my model`,
 `plan-devices my base`: two words when pasted); a torch.save'd GPT-2 state dict converted without a config.json
 (lm_head.weight kept) said by diff-keys to miss transformer.wte.weight "unknown: will not load" (from_pretrained
-fills it from lm_head); `check-dtype .` inside the model folder suggesting `-o .-fp16` (a hidden folder inside it).
+fills it from lm_head); `check-dtype .` inside the model folder suggesting `-o .-fp16` (a hidden folder inside it); one
+shard of `shard`'s output read alone without a word (its tensors counted as the checkpoint, the rest "will not load").
 """
 
 from __future__ import annotations
@@ -223,3 +224,36 @@ def test_check_dtype_dot_suggests_an_output_beside_the_folder(tmp_path: Path, mo
     assert converted.exit_code == 0, converted.stderr
     assert (tmp_path / "my model-fp16" / "model.safetensors").is_file()
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+
+
+# Workflow (1): a Trainer checkpoint → convert --dtype fp16 → shard → inspect one shard. One shard read alone counted
+# its own tensors without a word, and diff-keys said the other shards' tensors "unknown: will not load".
+def test_one_shard_after_shard_says_it_is_one_of_several(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import torch
+
+    _tiny_bert(tmp_path / "base")
+    run = tmp_path / "run" / "checkpoint-500"
+    run.mkdir(parents=True)
+    for name in ("model.safetensors", "config.json"):
+        shutil.copy(tmp_path / "base" / name, run / name)
+    torch.save({"state": {}, "param_groups": []}, run / "optimizer.pt")
+    torch.save({"last_epoch": 500}, run / "scheduler.pt")
+    (run / "trainer_state.json").write_text(json.dumps({"global_step": 500, "log_history": []}))
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("convert", "run/checkpoint-500", "-o", "run/fp16", "--dtype", "fp16").exit_code == 0
+    assert run_cli("shard", "run/fp16", "--max", "20KB", "-o", "run/sharded").exit_code == 0
+
+    whole = json.loads(run_cli("inspect", "run/sharded", "--json").stdout)
+    assert whole["sharded"] and whole["num_tensors"] == 41 and whole["warnings"] == []
+    first = json.loads(run_cli("inspect", "run/sharded/model-00001-of-00003.safetensors", "--json").stdout)
+    assert first["num_tensors"] < 41
+    assert first["warnings"] == [
+        "model-00001-of-00003.safetensors is shard 1 of 3: only its own tensors are read; its index "
+        "run/sharded/model.safetensors.index.json (or the folder) reads the whole checkpoint"]
+    diff = json.loads(run_cli("diff-keys", "run/sharded/model-00002-of-00003.safetensors", "base", "--json").stdout)
+    assert any("is shard 2 of 3" in w for w in diff["warnings"])
+    # The folder itself, planned: every tensor, the fp16 bytes convert wrote.
+    plan = json.loads(run_cli("plan-devices", "run/sharded", "--gpu", "1GB", "--json").stdout)
+    assert plan["num_params"] == whole["num_params"] and plan["weights_bytes"] == whole["total_bytes"]
