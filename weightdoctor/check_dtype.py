@@ -863,9 +863,10 @@ def recommend(
             unsafe_tensors = [t for t in report.tensors if t.verdict == "unsafe"]
             # A file `convert --keep-fp32` already wrote: the unsafe tensors stored in float32, every other one at
             # the target. The same convert again (to '<name>-fp16-fp16') would change nothing: say it is done.
-            already_kept = bool(report.keep_fp32) and unsafe_tensors and all(
-                t.dtype == "float32" for t in unsafe_tensors) and all(
-                t.dtype == TARGETS[name] for t in report.tensors if t.verdict != "unsafe")
+            others = [t for t in report.tensors if t.verdict != "unsafe"]
+            # Some tensor at the target is needed: a file whose every tensor is unsafe fp32 has not been converted.
+            already_kept = bool(report.keep_fp32) and bool(unsafe_tensors) and bool(others) and all(
+                t.dtype == "float32" for t in unsafe_tensors) and all(t.dtype == TARGETS[name] for t in others)
             if already_kept:
                 line += (f": this file already keeps {plural(len(unsafe_tensors), 'it', 'them')} in fp32 and every "
                          f"other tensor in {name} (what `convert --dtype {name} --keep-fp32` writes): nothing "
