@@ -789,6 +789,11 @@ def _output_name(source: str, target: str) -> str:
         if str(folder) in ("", "."):
             return str(Path("..") / f"{Path.cwd().name}-{target}")
         return f"{folder}-{target}"
+    if path.name in ("", ".", ".."):
+        # `check-dtype .` in the model's folder: '.-fp16' was a hidden folder inside the very folder converted.
+        import os
+
+        return os.path.normpath(os.path.join(source, "..", f"{expand_user(path).resolve().name}-{target}"))
     return f"{source.rstrip('/')}-{target}"
 
 
@@ -855,7 +860,21 @@ def recommend(
             # from_pretrained keeps these in float32 at this dtype: its load does not hit what the cast does to them.
             kept_at_load = set(report.kept_fp32_at_load or ())
             kept_unsafe = [t.name for t in report.tensors if t.verdict == "unsafe" and t.name in kept_at_load]
-            if report.keep_fp32 and name in ("fp16", "bf16"):
+            unsafe_tensors = [t for t in report.tensors if t.verdict == "unsafe"]
+            # A file `convert --keep-fp32` already wrote: the unsafe tensors stored in float32, every other one at
+            # the target. The same convert again (to '<name>-fp16-fp16') would change nothing: say it is done.
+            others = [t for t in report.tensors if t.verdict != "unsafe"]
+            # Some tensor at the target is needed: a file whose every tensor is unsafe fp32 has not been converted.
+            already_kept = bool(report.keep_fp32) and bool(unsafe_tensors) and bool(others) and all(
+                t.dtype == "float32" for t in unsafe_tensors) and all(t.dtype == TARGETS[name] for t in others)
+            if already_kept:
+                line += (f": this file already keeps {plural(len(unsafe_tensors), 'it', 'them')} in fp32 and every "
+                         f"other tensor in {name} (what `convert --dtype {name} --keep-fp32` writes): nothing "
+                         "to convert")
+                if has_config:
+                    line += (f"; from_pretrained loads every tensor as {name} all the same (only its class's "
+                             "_keep_in_fp32_modules stay fp32)")
+            elif report.keep_fp32 and name in ("fp16", "bf16"):
                 output = _output_name(source, name)
                 command = (
                     f"weightdoctor convert {shlex.quote(source)} -o {shlex.quote(output)} --dtype {name} "

@@ -1128,6 +1128,9 @@ class DiffReport:
     # --model-class: False when from_pretrained(A) itself does not read what this report compares (a training
     # checkpoint's nested state dict, a weights file it does not look for; a note says which); None for two checkpoints.
     from_pretrained_reads_a: bool | None = None
+    # The `diff-keys` arguments that read A and B as this run read them (shell-quoted; --rename flags apart), for
+    # the re-check line: without --config, --key or --revision, the pasted command failed or read other files.
+    recheck_args: str = field(default="", metadata={"json": False}, repr=False)
 
     def severities(self) -> list[str]:
         """Every severity this report carries (one per key problem and dtype difference)."""
@@ -1667,6 +1670,21 @@ def _ties_to_embedding(name: str, shape: tuple[int, ...], other: Mapping[str, Ke
     return None
 
 
+def _filled_by_output_embedding(name: str, shape: tuple[int, ...], other: Mapping[str, KeySpec]) -> str | None:
+    """The output embedding (in `other`, A's keys) that fills the missing input embedding `name` on load, if any.
+
+    The other way round from `_ties_to_embedding`: a state dict torch.save wrote keeps both names of a tied pair, and
+    a convert without a config.json keeps the first in sorted order, `lm_head.weight`; from_pretrained ties
+    `transformer.wte.weight` to it and reports nothing missing, where this was said "unknown: will not load".
+    """
+    if not _INPUT_EMBEDDING.search(name) or "position" in name:
+        return None
+    for candidate in other.values():
+        if _OUTPUT_EMBEDDING.search(candidate.name) and candidate.shape == shape:
+            return candidate.name
+    return None
+
+
 def tied_index(groups: Sequence[Sequence[str]]) -> dict[str, Sequence[str]]:
     """Each name of `groups` mapped to its group (the first one that holds it), for `classify_key`.
 
@@ -1712,6 +1730,10 @@ def classify_key(
     tied = _ties_to_embedding(name, spec.shape, this_side) if tie_embeddings is not False else None
     if tied is not None:
         return "tied-weight", "info", f"tied to {tied}"
+    filler = (_filled_by_output_embedding(name, spec.shape, this_side)
+              if kind == "missing" and tie_embeddings is not False else None)
+    if filler is not None:
+        return "tied-weight", "info", f"tied to {filler}, which A has: filled from it on load"
     if _ADAPTER.search(name):
         return "adapter", "warn", ""
     if _QUANT.search(name):

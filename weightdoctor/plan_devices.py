@@ -624,7 +624,7 @@ def build_planned_model(
                 warnings.append(
                     f"this is a PEFT adapter ({adapter['peft_type']}): only its own weights are planned, not the "
                     f"base model PeftModel.from_pretrained loads it onto; plan the base"
-                    + (f" (weightdoctor plan-devices {base} ...)" if isinstance(base, str) and base else "")
+                    + (f" (weightdoctor plan-devices {_quoted(base)} ...)" if isinstance(base, str) and base else "")
                     + " and add the adapter's size")
         else:
             from weightdoctor.checkpoint.reader import adapterhub_adapter, adapterhub_config
@@ -637,7 +637,7 @@ def build_planned_model(
                 warnings.append(
                     f"this is {adapterhub_adapter(hub)}: only its own weights are planned, not the base model the "
                     "adapters library loads it into (model.load_adapter); plan the base"
-                    + (f" (weightdoctor plan-devices {base} ...)" if isinstance(base, str) and base else "")
+                    + (f" (weightdoctor plan-devices {_quoted(base)} ...)" if isinstance(base, str) and base else "")
                     + " and add the adapter's size")
     config_quantizer = None
     if not dtype and (quantized := quantized_dtype(checkpoint.config)) is not None:
@@ -2624,3 +2624,10 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
         checkpoint.source, checkpoint.repo_id, checkpoint.revision = source, repo, revision
         return checkpoint
     return open_checkpoint(source, revision=revision, key=key, allow_config_only=True)
+
+
+def _quoted(word: str) -> str:
+    """`word` as a shell reads it back whole: a base model saved as a local path with a space was two words."""
+    import shlex
+
+    return shlex.quote(word)

@@ -1882,6 +1882,19 @@ def open_checkpoint(
         raise
 
 
+def _one_shard_of_several(path: Path) -> list[str]:
+    """A warning when `path` is one shard (`model-00001-of-00003.safetensors`) of a sharded checkpoint: after
+    `shard`, inspecting one shard counted its tensors alone and diff-keys said the others "will not load"."""
+    found = re.fullmatch(r"(.+)-0*(\d+)-of-0*(\d+)(\.[A-Za-z]+)", path.name)
+    if found is None or int(found.group(3)) < 2:
+        return []
+    index = path.with_name(f"{found.group(1)}{found.group(4)}.index.json")
+    whole = (f"its index {shlex.quote(str(index))} (or the folder) reads the whole checkpoint" if index.is_file()
+             else f"give the folder {shlex.quote(str(path.parent))} to read them all")
+    return [f"{path.name} is shard {int(found.group(2))} of {int(found.group(3))}: only its own tensors are read; "
+            + whole]
+
+
 def _open_checkpoint(
     source: str | os.PathLike[str],
     *,
@@ -2043,6 +2056,7 @@ def _open_checkpoint(
             pass
         else:
             builder.add_weight_file(target)
+            warnings += _one_shard_of_several(target)
     except WeightDoctorError as exc:
         if repo_id is None:
             raise

@@ -109,6 +109,8 @@ def run_diff_keys(
                         report.notes.append(f"no tensor has the same name in A and B, so no values were compared: "
                                             f"add the suggested fix ({flags}) to compare them under it")
 
+    report.recheck_args = _recheck_args(source_a, source_b, model_class=model_class, config=config,
+                                        num_labels=num_labels, key=key, revision=revision, revision_b=revision_b)
     code = exit_code(report, fail_on)
     if json_output:
         from weightdoctor.gcpause import gc_paused
@@ -129,3 +131,29 @@ def run_diff_keys(
             for warning in report.warnings:
                 warn(warning)
     return code
+
+
+def _recheck_args(source_a: str, source_b: str | None, *, model_class: str | None, config: str | None,
+                  num_labels: int | None, key: str | None, revision: str | None, revision_b: str | None) -> str:
+    """This run's own arguments, shell-quoted, less its --rename flags (the fix panel adds them with its own).
+
+    Example:
+        >>> _recheck_args("train ckpt.pt", None, model_class="BertModel", config="base", num_labels=None,
+        ...               key="model", revision=None, revision_b=None)
+        "'train ckpt.pt' --model-class BertModel --config base --key model"
+    """
+    import shlex
+
+    words = [shlex.quote(source_a)]
+    if model_class is not None:
+        words.append(f"--model-class {shlex.quote(model_class)}")
+        if config is not None:
+            words.append(f"--config {shlex.quote(config)}")
+        if num_labels is not None:
+            words.append(f"--num-labels {num_labels}")
+    elif source_b is not None:
+        words.append(shlex.quote(source_b))
+    for flag, value in (("--key", key), ("--revision", revision), ("--revision-b", revision_b)):
+        if value is not None:
+            words.append(f"{flag} {shlex.quote(value)}")
+    return " ".join(words)

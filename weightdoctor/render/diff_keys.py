@@ -195,9 +195,14 @@ def fix_panel(report: DiffReport) -> Panel | None:
 
 
 def _recheck(report: DiffReport) -> str:
+    if report.recheck_args:
+        return escape(report.recheck_args)
+    import shlex
+
+    # Quoted: a path with a space ("train ckpt.pt") pasted unquoted was read as two arguments.
     if report.mode == "model-class":
-        return f"{escape(report.source_a)} --model-class {report.model_class}"
-    return f"{escape(report.source_a)} {escape(report.source_b)}"
+        return f"{escape(shlex.quote(report.source_a))} --model-class {report.model_class}"
+    return f"{escape(shlex.quote(report.source_a))} {escape(shlex.quote(report.source_b))}"
 
 
 def _fmt(value: float) -> str:
