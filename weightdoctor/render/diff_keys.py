@@ -8,7 +8,6 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape as escape_markup
 from rich.panel import Panel
-from rich.syntax import Syntax
 from rich.table import Table
 
 from weightdoctor.diff_keys import REASONS, DiffReport, KeyGroup
@@ -174,24 +173,24 @@ def reasons_legend(report: DiffReport) -> Table | None:
     return table
 
 
-def fix_panel(report: DiffReport) -> Panel | None:
+def print_fix(report: DiffReport, console: Console) -> None:
+    """The suggested fix under a rule, not in a panel: its flags, its re-check command and its Python snippet are
+    copied from the terminal into a shell or into training code, and a panel's borders came along with them, as did
+    the line breaks Rich put into a long command to fit it (soft wrapping leaves breaking to the terminal)."""
     if not report.suggested_renames:
-        return None
+        return
     flags = " ".join(r.flag for r in report.suggested_renames)
-    lines = [f"[bold]{escape(flags)}[/]"]
+    console.rule("[bold]suggested fix[/]", align="left")
+    console.print(f"[bold]{escape(flags)}[/]", soft_wrap=True)
     if report.matched_after_renames is not None:
-        lines.append(
+        console.print(
             f"[dim]with these renames {report.matched_after_renames:,} of {counted(report.total_b, 'key')} "
-            f"{plural(report.matched_after_renames, 'matches', 'match')} "
-            f"(now {report.matched:,}); re-check with: weightdoctor diff-keys {_recheck(report)} "
-            f"{escape(' '.join([*report.renames_applied, flags]))}[/]"
-        )
-    from rich.console import Group
-
-    parts: list[object] = [*lines, ""]
+            f"{plural(report.matched_after_renames, 'matches', 'match')} (now {report.matched:,}); re-check "
+            f"with:[/] weightdoctor diff-keys {_recheck(report)} "
+            f"{escape(' '.join([*report.renames_applied, flags]))}", soft_wrap=True, highlight=False)
     if report.python_snippet:
-        parts.append(Syntax(report.python_snippet, "python", theme="ansi_dark", background_color="default"))
-    return Panel(Group(*parts), title="[bold]suggested fix[/]", title_align="left")
+        console.print()
+        console.print(report.python_snippet, soft_wrap=True, highlight=False, markup=False)
 
 
 def _recheck(report: DiffReport) -> str:
@@ -257,9 +256,7 @@ def render_diff_keys(report: DiffReport, console: Console, show_all: bool = Fals
     legend = reasons_legend(report)
     if legend is not None:
         console.print(Panel(legend, title="reasons", title_align="left"))
-    panel = fix_panel(report)
-    if panel is not None:
-        console.print(panel)
+    print_fix(report, console)
     for table in values_tables(report, show_all):
         console.print(table)
     for note in report.notes:
