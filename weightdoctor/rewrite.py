@@ -667,7 +667,8 @@ def side_files(
     snapshot is made of them). Left out: the converted weight files and indexes themselves, weight files
     of other formats at the top (`tf_model.h5`, `flax_model.msgpack`, `model.onnx`, a second copy in
     another format: they are not converted, and would no longer match after renames or casts), training
-    state (a Trainer's `optimizer.pt`, `scheduler.pt`, `rng_state.pth`, `training_args.bin`), hidden folders
+    state (a Trainer's `optimizer.pt`, `scheduler.pt`, `rng_state.pth`, `training_args.bin`, and its progress in
+    `trainer_state.json`), hidden folders
     (`.git`, `.cache`), and `output` itself when it lies inside `folder` (`shard m -o m/shards`
     run twice would otherwise copy the first run's shards into the second's, one level deeper each time); with
     such an output, also every subfolder holding weight files at its top (`convert m -o m/st2` copied an
@@ -743,6 +744,12 @@ def side_files(
         if is_training_state(name):
             # Trainer's checkpoint-N/: optimizer.pt, scheduler.pt, rng_state.pth, training_args.bin.
             left_out.append(f"{name} (training state, not part of the model)")
+            continue
+        if name == "trainer_state.json":
+            # Trainer's progress (global step, log history): copied without the optimizer and scheduler, it made the
+            # output look like a checkpoint to resume from, which would restart them from scratch at that step.
+            left_out.append(f"{name} (Trainer's progress, training state like the optimizer's: the output is a "
+                            "model, not a checkpoint to resume from)")
             continue
         if name.endswith(WEIGHT_SUFFIXES) or name.endswith(".index.json"):
             left_out.append(f"{name} (weights in another file or format, not converted)")
