@@ -243,10 +243,11 @@ def _sd_single_file_layout(unexpected: Sequence[str], missing: Sequence[str], jo
                "convert_original_stable_diffusion_to_diffusers.py" if ldm_in_a else
                "diffusers' convert_diffusers_to_original_stable_diffusion.py writes the single-file layout")
             + "; blocks are renumbered and the VAE's attention reshaped, which no rename does")
-    whys = _errors_for(ldm_names, _LDM_LAYOUT, "foreign-layout",
-                       f"single-file Stable Diffusion layout (in {ldm_side})")
-    whys.update(_errors_for(diffusers_names, _DIFFUSERS_LAYOUT, "foreign-layout",
-                            f"diffusers' layout (in {diffusers_side})"))
+    whys = _layout_errors("foreign-layout",
+                          (ldm_names, _LDM_LAYOUT,
+                           f"single-file Stable Diffusion layout (in {ldm_side})"),
+                          (diffusers_names, _DIFFUSERS_LAYOUT,
+                           f"diffusers' layout (in {diffusers_side})"))
     return whys, note
 
 
@@ -281,10 +282,11 @@ def _controlnet_single_file_layout(unexpected: Sequence[str], missing: Sequence[
                "diffusers.py" if original_side == "A" else
                "code written for the original layout needs A converted back")
             + "; blocks are renumbered, which no rename does")
-    whys = _errors_for(original_names, _CONTROLNET_LAYOUT, "foreign-layout",
-                       f"original ControlNet layout (in {original_side})")
-    whys.update(_errors_for(diffusers_names, _DIFFUSERS_CONTROLNET_LAYOUT, "foreign-layout",
-                            f"diffusers' ControlNetModel layout (in {diffusers_side})"))
+    whys = _layout_errors("foreign-layout",
+                          (original_names, _CONTROLNET_LAYOUT,
+                           f"original ControlNet layout (in {original_side})"),
+                          (diffusers_names, _DIFFUSERS_CONTROLNET_LAYOUT,
+                           f"diffusers' ControlNetModel layout (in {diffusers_side})"))
     return whys, note
 
 
@@ -326,10 +328,11 @@ def _dit_single_file_layout(unexpected: Sequence[str], missing: Sequence[str], j
                "SD3Transformer2DModel.from_single_file)" if original_side == "A" else
                "code written for the original layout (ComfyUI, Black Forest Labs' flux) needs A converted back")
             + "; q, k and v are split out of one fused qkv tensor, which no rename does")
-    whys = _errors_for(original_names, _ORIGINAL_DIT_LAYOUT, "foreign-layout",
-                       f"original single-file transformer layout (in {original_side})")
-    whys.update(_errors_for(diffusers_names, _DIFFUSERS_DIT_LAYOUT, "foreign-layout",
-                            f"diffusers' layout (in {diffusers_side})"))
+    whys = _layout_errors("foreign-layout",
+                          (original_names, _ORIGINAL_DIT_LAYOUT,
+                           f"original single-file transformer layout (in {original_side})"),
+                          (diffusers_names, _DIFFUSERS_DIT_LAYOUT,
+                           f"diffusers' layout (in {diffusers_side})"))
     return whys, note
 
 
@@ -362,10 +365,11 @@ def _t2i_adapter_layout(unexpected: Sequence[str], missing: Sequence[str], joine
                "--output_path OUT" if original_side == "A" else
                "code written for the original layout needs A converted back")
             + "; the blocks are renumbered per stage, which no rename does")
-    whys = _errors_for(original_names, _ORIGINAL_T2I_LAYOUT, "foreign-layout",
-                       f"original T2I-Adapter layout (in {original_side})")
-    whys.update(_errors_for(diffusers_names, _DIFFUSERS_T2I_LAYOUT, "foreign-layout",
-                            f"diffusers' T2IAdapter layout (in {diffusers_side})"))
+    whys = _layout_errors("foreign-layout",
+                          (original_names, _ORIGINAL_T2I_LAYOUT,
+                           f"original T2I-Adapter layout (in {original_side})"),
+                          (diffusers_names, _DIFFUSERS_T2I_LAYOUT,
+                           f"diffusers' T2IAdapter layout (in {diffusers_side})"))
     return whys, note
 
 
@@ -463,14 +467,19 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
     else:
         note = ("A is in Hugging Face's Llama/Mistral layout and B in Meta's original one: Meta's code needs "
                 "q_proj and k_proj permuted back to interleaved rotary pairs, which no rename does")
-    whys = _errors_for(meta_names, _META_LAYOUT, "foreign-layout", f"Meta's original layout (in {meta_side})")
-    whys.update(_errors_for(hf_names, _HF_LAYOUT, "foreign-layout", f"Hugging Face's layout (in {hf_side})"))
+    whys = _layout_errors("foreign-layout",
+                          (meta_names, _META_LAYOUT,
+                           f"Meta's original layout (in {meta_side})"),
+                          (hf_names, _HF_LAYOUT,
+                           f"Hugging Face's layout (in {hf_side})"))
     return whys, note
 
 
-def _errors_for(names: Sequence[str], pattern: Any, reason: str, detail: str) -> dict[str, tuple[str, str, str]]:
-    """(reason, "error", detail) for each of `names` that `pattern` finds."""
-    return {name: (reason, "error", detail) for name in names if pattern.search(name)}
+def _layout_errors(reason: str, *sides: tuple[Sequence[str], Any, str]) -> dict[str, tuple[str, str, str]]:
+    """(reason, "error", detail) for each name a side's pattern finds, for each side's (names, pattern, detail):
+    the keys of two layouts that no rename maps onto each other (one side's, then the other's)."""
+    return {name: (reason, "error", detail) for names, pattern, detail in sides for name in names
+            if pattern.search(name)}
 
 
 # MoE experts as the Hub's checkpoints store them (`experts.3.w1.weight`, `experts.3.gate_proj.weight`) and as
@@ -500,9 +509,11 @@ def expert_layout(unexpected: Sequence[str], missing: Sequence[str],
     if sides is None:
         return {}, ""
     split_side, fused_side, split_names, fused_names = sides
-    whys = _errors_for(split_names, _PER_EXPERT, "expert-layout", f"one tensor per expert (in {split_side})")
-    whys.update(_errors_for(fused_names, _FUSED_EXPERTS, "expert-layout",
-                            f"experts fused per projection (in {fused_side})"))
+    whys = _layout_errors("expert-layout",
+                          (split_names, _PER_EXPERT,
+                           f"one tensor per expert (in {split_side})"),
+                          (fused_names, _FUSED_EXPERTS,
+                           f"experts fused per projection (in {fused_side})"))
     note = (f"{split_side} stores the MoE experts one tensor per expert (as checkpoints on the Hub do) and "
             f"{fused_side} fused per projection (as transformers 5 models hold them, e.g. model.state_dict()): no "
             "rename joins or splits tensors. from_pretrained converts between the two layouts, load_state_dict "
