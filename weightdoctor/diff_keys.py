@@ -1718,6 +1718,8 @@ def classify_key(
     tied_groups: Sequence[Sequence[str]] | Mapping[str, Sequence[str]] = (),
     tie_embeddings: bool | None = None,
     quantization: str | None = None,
+    target: Mapping[str, KeySpec] | None = None,
+    tie_embeddings_a: bool | None = None,
 ) -> tuple[str, str, str]:
     """(reason, severity, detail) for a key that is missing (`kind="missing"`) or unexpected.
 
@@ -1742,8 +1744,11 @@ def classify_key(
     if tied is not None:
         return "tied-weight", "info", f"tied to {tied}"
     filler = (_filled_by_output_embedding(name, spec.shape, this_side)
-              if kind == "missing" and tie_embeddings is not False else None)
-    if filler is not None:
+              if kind == "missing" and tie_embeddings is not False
+              and not (tie_embeddings is None and tie_embeddings_a is False) else None)
+    # B stores the output embedding beside the input one, not as one tensor (a tied group returned above): B's model
+    # keeps two, so A's output embedding loads into B's and the input embedding starts at random.
+    if filler is not None and (target is None or filler not in target):
         return "tied-weight", "info", f"tied to {filler}, which A has: filled from it on load"
     if _ADAPTER.search(name):
         return "adapter", "warn", ""
@@ -1935,7 +1940,8 @@ def build_report(
 
     def classify(name: str, kind: str) -> tuple[str, str, str]:
         if kind == "missing":
-            why = classify_key(name, specs_b[name], kind, specs_a, supplied_ties, tie_embeddings, quantization)
+            why = classify_key(name, specs_b[name], kind, specs_a, supplied_ties, tie_embeddings, quantization,
+                               target=specs_b, tie_embeddings_a=tie_embeddings_a)
             if why[0] == "unknown" and head_names and name in head_names:
                 return "task-head", "info", "new, initialised at random (outside the base model)"
             return why
