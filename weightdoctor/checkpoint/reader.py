@@ -1889,8 +1889,22 @@ def _one_shard_of_several(path: Path) -> list[str]:
     if found is None or int(found.group(3)) < 2:
         return []
     index = path.with_name(f"{found.group(1)}{found.group(4)}.index.json")
-    whole = (f"its index {shlex.quote(str(index))} (or the folder) reads the whole checkpoint" if index.is_file()
-             else f"give the folder {shlex.quote(str(path.parent))} to read them all")
+    # The name alone says "shard" only in the Hub's own spelling (`-00001-of-00003`, five digits each, as
+    # transformers, diffusers and `shard` write it): `fold-1-of-5.pt`, a whole model of a 5-fold cross-validation,
+    # is not one. Without that spelling, an index beside it has to say so.
+    if not index.is_file() and re.search(r"-\d{5}-of-\d{5}\.[A-Za-z]+$", path.name) is None:
+        return []
+    siblings = [p for p in path.parent.glob(f"{glob_escape(found.group(1))}-*-of-*{found.group(4)}")
+                if p != path and re.fullmatch(rf"{re.escape(found.group(1))}-0*\d+-of-0*{int(found.group(3))}"
+                                              rf"{re.escape(found.group(4))}", p.name)]
+    if index.is_file():
+        whole = f"its index {shlex.quote(str(index))} (or the folder) reads the whole checkpoint"
+    elif siblings:
+        # The folder without the index is refused (from_pretrained needs it): naming the folder would not help.
+        whole = (f"the other shards are beside it but not their index {index.name}, which reading them all needs: "
+                 "fetch it from where the shards came from")
+    else:
+        whole = "the other shards are not beside it"
     return [f"{path.name} is shard {int(found.group(2))} of {int(found.group(3))}: only its own tensors are read; "
             + whole]
 
