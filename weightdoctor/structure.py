@@ -233,17 +233,26 @@ def ldm_ema_copy_warning(checkpoint: Checkpoint) -> str | None:
             "the non-EMA weights, diffusers' conversion script with --extract_ema the EMA ones")
 
 
+# Buffers a model registers itself (BatchNorm's statistics): EMAHook copies parameters only, so they have no twin.
+_MODULE_BUFFER = re.compile(r"(^|\.)(running_mean|running_var|num_batches_tracked)$")
+
+
 def mmcv_ema_buffers(names: Iterable[str]) -> dict[str, str]:
     """mmcv EMAHook's buffers among `names`, each mapped to the parameter it copies: `ema_` + the parameter's name
-    with `_` for `.`, beside that parameter.
+    with `_` for `.`, beside that parameter; {} when too few names have such a copy to be the hook's.
+
+    The hook registers one buffer per parameter of the model, so most of the names (BatchNorm's statistics apart)
+    have one: a model with a learned `ema_decay` beside its own `decay` is not an EMAHook checkpoint.
 
     Example:
         >>> mmcv_ema_buffers(["conv1.weight", "ema_conv1_weight", "ema_x"])
         {'ema_conv1_weight': 'conv1.weight'}
     """
     listed = set(names)
-    return {"ema_" + name.replace(".", "_"): name for name in sorted(listed)
-            if not name.startswith("ema_") and "ema_" + name.replace(".", "_") in listed}
+    found = {"ema_" + name.replace(".", "_"): name for name in sorted(listed)
+             if not name.startswith("ema_") and "ema_" + name.replace(".", "_") in listed}
+    weights = sum(1 for name in listed if not name.startswith("ema_") and not _MODULE_BUFFER.search(name))
+    return found if 2 * len(found) >= weights else {}
 
 
 def mmcv_ema_copy_warning(checkpoint: Checkpoint) -> str | None:
