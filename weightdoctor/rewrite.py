@@ -667,8 +667,8 @@ def side_files(
     snapshot is made of them). Left out: the converted weight files and indexes themselves, weight files
     of other formats at the top (`tf_model.h5`, `flax_model.msgpack`, `model.onnx`, a second copy in
     another format: they are not converted, and would no longer match after renames or casts), training
-    state (a Trainer's `optimizer.pt`, `scheduler.pt`, `rng_state.pth`, `training_args.bin`, and its progress in
-    `trainer_state.json`), hidden folders
+    state (a Trainer's `optimizer.pt`, `scheduler.pt`, `rng_state.pth`, `training_args.bin`, and beside them its
+    progress in `trainer_state.json`), hidden folders
     (`.git`, `.cache`), and `output` itself when it lies inside `folder` (`shard m -o m/shards`
     run twice would otherwise copy the first run's shards into the second's, one level deeper each time); with
     such an output, also every subfolder holding weight files at its top (`convert m -o m/st2` copied an
@@ -690,6 +690,10 @@ def side_files(
 
     copies: list[SideFile] = []
     left_out: list[str] = []
+    # A checkpoint to resume from: optimizer, scheduler or RNG state beside the weights (training_args.bin alone is
+    # what Trainer.save_model writes into a final model's folder too, as save_state writes trainer_state.json).
+    resumable = re.fullmatch(r"checkpoint-\d+", folder.resolve().name) is not None or any(
+        is_training_state(p.name) and not p.name.startswith("training_args") for p in folder.iterdir())
     for item in sorted(folder.iterdir()):
         name = item.name
         if is_output(item):
@@ -745,7 +749,7 @@ def side_files(
             # Trainer's checkpoint-N/: optimizer.pt, scheduler.pt, rng_state.pth, training_args.bin.
             left_out.append(f"{name} (training state, not part of the model)")
             continue
-        if name == "trainer_state.json":
+        if name == "trainer_state.json" and resumable:
             # Trainer's progress (global step, log history): copied without the optimizer and scheduler, it made the
             # output look like a checkpoint to resume from, which would restart them from scratch at that step.
             left_out.append(f"{name} (Trainer's progress, training state like the optimizer's: the output is a "
