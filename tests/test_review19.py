@@ -124,3 +124,24 @@ def test_trainer_state_stays_with_a_final_model_and_leaves_a_checkpoint(tmp_path
     assert "training_args.bin" not in written
     left_out = " ".join(data["plan"]["warnings"])
     assert ("trainer_state.json (Trainer's progress" in left_out) is resumable, left_out
+
+
+@pytest.mark.parametrize("page", ["https://huggingface.co/acme/tiny/tree/mian",
+                                  "https://huggingface.co/acme/tiny/blob/mian/model.safetensors"])
+def test_a_mistyped_revision_in_a_web_page_address_is_corrected_in_the_address(
+        tmp_path: Path, page: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`/tree/mian` suggested `--revision main`, which beside the page's own revision is refused ('give one'): as
+    for `hf://org/name@mian`, the ref meant goes into the address, and that address reads."""
+    from tests.helpers import run_cli
+    from tests.test_fixlist13 import _cache_repo
+
+    _cache_repo(tmp_path, ["main"])
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    refused = run_cli("inspect", page)
+    assert refused.exit_code == 2
+    meant = page.replace("/mian", "/main")
+    assert f"did you mean {meant} (cached)?" in refused.stderr, refused.stderr
+    assert "--revision main" not in refused.stderr, refused.stderr
+    code, report = run_json("inspect", meant)
+    assert code == 0 and report["num_tensors"] == 1, report

@@ -1834,11 +1834,16 @@ def said_of_address(exc: SourceNotFound, typed: str, what: str = "") -> SourceNo
     address as typed, without "is not a local path" (the address was read as the repo it names, not as a path)."""
     message = exc.message.replace(" is not a local path and ", " ", 1)
     located = hub_location(typed)
-    if located is not None and located.revision and (typed_at := f"@{located.revision}") in typed:
-        # The revision was typed in the address (`hf://org/name@mian`): the ref meant goes in the same place, as
-        # `--revision main` beside an address naming @mian would be refused as two revisions.
+    # Where the revision was typed in the address: `hf://org/name@mian`, or a web page's `/tree/mian`,
+    # `/blob/mian/...`, `/resolve/mian/...` (the web page's form said `--revision main`, refused beside it too).
+    spot = re.search(rf"(@|/(?:tree|blob|resolve)/){re.escape(located.revision)}(?=[/?#]|$)", typed) if (
+        located is not None and located.revision) else None
+    if spot is not None:
+        # The ref meant goes in the same place, as `--revision main` beside an address naming @mian would be
+        # refused as two revisions.
         message = re.sub(r"did you mean --revision (\S+) \(cached\)\?",
-                         lambda match: f"did you mean {typed.replace(typed_at, '@' + match[1], 1)} (cached)?",
+                         lambda match: f"did you mean {typed[:spot.start()]}{spot[1]}{match[1]}{typed[spot.end():]} "
+                                       "(cached)?",
                          message)
     return SourceNotFound(what + message, path=typed)
 
