@@ -145,3 +145,29 @@ def test_a_mistyped_revision_in_a_web_page_address_is_corrected_in_the_address(
     assert "--revision main" not in refused.stderr, refused.stderr
     code, report = run_json("inspect", meant)
     assert code == 0 and report["num_tensors"] == 1, report
+
+
+def test_a_sharded_lightning_checkpoint_read_as_dot_is_named_in_the_consolidate_command(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`inspect .` inside Lightning's sharded `epoch=0 step=10.ckpt/`: `.` has no name to add `.consolidated` to,
+    and the message ended in "unexpected ValueError"; the command it gives now names the folder from beside it."""
+    import shlex
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    from tests.helpers import run_cli
+
+    folder = tmp_path / "epoch=0 step=10.ckpt"
+    folder.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save({"model": {"l1.weight": torch.randn(4, 2)}}, checkpoint_id=str(folder), no_dist=True)
+    torch.save({"epoch": 0, "global_step": 10, "pytorch-lightning_version": "2.4.0", "loops": {}}, folder / "meta.pt")
+    monkeypatch.chdir(folder)
+    result = run_cli("inspect", ".")
+    assert result.exit_code == 2
+    assert "unexpected" not in result.stderr, result.stderr
+    named = shlex.quote("../epoch=0 step=10.ckpt")
+    assert (f"consolidate_checkpoint {named} writes them as one {shlex.quote('../epoch=0 step=10.ckpt.consolidated')}"
+            in result.stderr), result.stderr

@@ -671,6 +671,14 @@ def _consolidated(folder: Path) -> Path:
     return folder.with_name(folder.name + ".consolidated")
 
 
+def _by_name(folder: Path) -> Path:
+    """`folder` named by its own name (`.` inside it: `../epoch=0-step=100.ckpt`): `.` has no name to add
+    `.consolidated` to (ValueError, said as "unexpected"), nor has Lightning's script, which adds it the same way."""
+    if folder.name not in ("", ".", ".."):
+        return folder
+    return Path(os.path.normpath(folder / ".." / folder.resolve().name))
+
+
 def _is_dcp_folder(folder: Path) -> bool:
     """Whether `folder` is a torch.distributed.checkpoint save: a `.metadata` file beside `*.distcp` shards."""
     return (folder / ".metadata").is_file() and any(folder.glob("*.distcp"))
@@ -1086,8 +1094,9 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             "a Lightning Fabric checkpoint saved sharded (fabric.save with FSDPStrategy or ModelParallelStrategy, "
             "state_dict_type='sharded'): the weights of the modules and optimizers saved are in its "
             "torch.distributed.checkpoint (DCP) shards (*.distcp and .metadata), meta.pt holds the state's other "
-            f"entries only; python -m lightning.fabric.utilities.consolidate_checkpoint {_shell_word(folder)} writes "
-            f"them as one {_shell_word(_consolidated(folder))} file to read here", str(folder))
+            "entries only; python -m lightning.fabric.utilities.consolidate_checkpoint "
+            f"{_shell_word(_by_name(folder))} writes them as one {_shell_word(_consolidated(_by_name(folder)))} file "
+            "to read here", str(folder))
     if weights and all(p.name == "meta.pt" for p in weights) and _is_dcp_folder(folder):
         # Lightning's FSDP / ModelParallel strategies save a sharded checkpoint as a folder named like the file
         # (epoch=0-step=100.ckpt/): the model and optimizer as DCP shards, the trainer's state in meta.pt.
@@ -1095,8 +1104,8 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             "a Lightning checkpoint saved sharded (FSDPStrategy or ModelParallelStrategy, state_dict_type='sharded'): "
             "the model's and optimizer's weights are in its torch.distributed.checkpoint (DCP) shards (*.distcp and "
             ".metadata), meta.pt holds the trainer's state only (epoch, loops, callbacks); python -m "
-            f"lightning.pytorch.utilities.consolidate_checkpoint {_shell_word(folder)} writes them as one "
-            f"{_shell_word(_consolidated(folder))} file to read here", str(folder))
+            f"lightning.pytorch.utilities.consolidate_checkpoint {_shell_word(_by_name(folder))} writes them as one "
+            f"{_shell_word(_consolidated(_by_name(folder)))} file to read here", str(folder))
     safetensors_files = [p for p in weights if p.suffix == ".safetensors"]
     if len(safetensors_files) == 1 or (len(weights) == 1):
         return (safetensors_files or weights)[0], False
