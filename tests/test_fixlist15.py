@@ -31,3 +31,34 @@ def test_an_option_given_twice_with_values_its_type_reads_alike_runs(tmp_path: P
     # The same bad value twice: Click's own refusal of the value, not a word about the repetition.
     bad = run_cli("check-dtype", str(path), "--sample", "x", "--sample", "x")
     assert bad.exit_code == 2 and "Invalid value for '--sample': 'x' is not a valid int" in bad.stderr, bad.stderr
+
+
+# 2. Safe user regexes refused by the backtracking bound.
+
+@pytest.mark.parametrize("pattern", [r"(?i)(\w+\.)+", r".{0,20}layers.{0,20}attn.{0,20}proj",
+                                     r"(?i)layers\.(\d+\.)+self_attn"])
+def test_a_safe_pattern_with_counted_repeats_or_ignorecase_runs(tmp_path: Path, pattern: str) -> None:
+    import re
+    import time
+
+    path = tmp_path / "m.safetensors"
+    names = ["model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.up_proj.weight", "lm_head.weight"]
+    save_file({name: torch.zeros(2) for name in names}, path)
+    code, data = run_json("inspect", str(path), "--filter", pattern, "--all")
+    assert code == 0 and data["filter"] == pattern, data
+    assert [t["name"] for t in data["tensors"]] == [n for n in sorted(names) if re.search(pattern, n)]
+    # What the bound guards against stays fast for these: names of 10,000 characters.
+    compiled = re.compile(pattern)
+    started = time.monotonic()
+    for name in ("layers." * 1400, "a" * 10_000, "attn" * 2500 + "!"):
+        compiled.search(name)
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("pattern", ["a{0,40}" * 6 + "x", ".{0,20}" * 5 + "x", r"(?i)(\w+k)+$", r"(?i)(a+A)+$"])
+def test_patterns_of_many_ways_are_still_refused(pattern: str) -> None:
+    from weightdoctor.errors import UsageError
+    from weightdoctor.quantized import refuse_unbounded_regex
+
+    with pytest.raises(UsageError, match="ways on one tensor name|more than one way"):
+        refuse_unbounded_regex("--filter", pattern)
