@@ -62,3 +62,19 @@ def test_patterns_of_many_ways_are_still_refused(pattern: str) -> None:
 
     with pytest.raises(UsageError, match="ways on one tensor name|more than one way"):
         refuse_unbounded_regex("--filter", pattern)
+
+
+# 3. convert / shard --json: the warnings at the top level, as the other commands put them.
+
+@pytest.mark.parametrize("command", [["convert"], ["shard", "--max", "1KB"]])
+def test_convert_and_shard_json_carry_warnings_at_the_top_level(tmp_path: Path, command: list[str]) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    save_file({"a.weight": torch.ones(2, 2)}, folder / "model.safetensors")
+    torch.save({"a.weight": torch.ones(2, 2)}, folder / "pytorch_model.bin")
+    result = run_cli(command[0], str(folder), *command[1:], "-o", str(tmp_path / "out"), "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert isinstance(data["warnings"], list) and data["warnings"] == data["plan"]["warnings"]
+    assert any("pytorch_model.bin is ignored" in warning for warning in data["warnings"]), data["warnings"]
+    assert "warning: pytorch_model.bin is ignored" in result.stderr
