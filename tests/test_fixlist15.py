@@ -78,3 +78,54 @@ def test_convert_and_shard_json_carry_warnings_at_the_top_level(tmp_path: Path, 
     assert isinstance(data["warnings"], list) and data["warnings"] == data["plan"]["warnings"]
     assert any("pytorch_model.bin is ignored" in warning for warning in data["warnings"]), data["warnings"]
     assert "warning: pytorch_model.bin is ignored" in result.stderr
+
+
+# 4. NVFP4 (4-bit floats, e2m1) was labelled int4.
+
+_LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+          "num_attention_heads": 4, "num_key_value_heads": 4, "num_hidden_layers": 1, "vocab_size": 128,
+          "dtype": "bfloat16", "tie_word_embeddings": False}
+
+
+def _compressed_tensors_4bit(kind: str) -> dict[str, object]:
+    """llm-compressor's NVFP4 scheme (`type: float`, 16-value groups, FP8 scales) or its W4A16 (`type: int`)."""
+    return {"quant_method": "compressed-tensors", "quantization_status": "compressed", "ignore": ["lm_head"],
+            "format": "nvfp4-pack-quantized" if kind == "float" else "pack-quantized",
+            "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
+                "num_bits": 4, "type": kind, "symmetric": True, "strategy": "tensor_group", "group_size": 16}}}}
+
+
+def _config_folder(tmp_path: Path, name: str, quantization: dict[str, object]) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**_LLAMA, "quantization_config": quantization}))
+    return folder
+
+
+def test_an_nvfp4_checkpoint_is_planned_as_float4_not_int4(tmp_path: Path) -> None:
+    nvfp4 = _config_folder(tmp_path, "nvfp4", _compressed_tensors_4bit("float"))
+    code, data = run_json("plan-devices", str(nvfp4), "--gpu", "1GB")
+    assert code == 0 and data["dtype"] == "float4_e2m1fn_x2", data["dtype"]
+    assert ("the config quantizes the weights (compressed-tensors, 4-bit): planned as float4_e2m1fn_x2; --dtype "
+            "overrides") in data["warnings"], data["warnings"]
+    assert not [line for line in data["warnings"] if "int4" in line], data["warnings"]
+    human = run_cli("plan-devices", str(nvfp4), "--gpu", "1GB")
+    assert "  dtype float4_e2m1fn_x2 · " in human.stdout, human.stdout
+    # The sizes are an int4 checkpoint's; integer 4-bit weights keep their int4 label.
+    int4 = _config_folder(tmp_path, "w4a16", _compressed_tensors_4bit("int"))
+    code, same = run_json("plan-devices", str(int4), "--gpu", "1GB")
+    assert same["dtype"] == "int4" and same["weights_bytes"] == data["weights_bytes"], same
+
+
+@pytest.mark.parametrize(("quantization", "label"), [
+    ({"quant_method": "modelopt", "quant_algo": "NVFP4", "group_size": 16}, "float4_e2m1fn_x2"),
+    ({"quant_method": "modelopt", "quant_algo": "FP8"}, "float8_e4m3fn"),
+    ({"quant_method": "modelopt", "quant_algo": "W4A16_AWQ", "group_size": 128}, None),
+    ({"quant_method": "compressed-tensors", "config_groups": {
+        "attn": {"weights": {"num_bits": 8, "type": "float"}}, "mlp": {"weights": {"num_bits": 4, "type": "float"}}}},
+     None),
+])
+def test_the_float_label_of_modelopt_and_mixed_recipes(quantization: dict[str, object], label: str | None) -> None:
+    from weightdoctor.plan_devices import quantized_float_label
+
+    assert quantized_float_label({**_LLAMA, "quantization_config": quantization}) == label
