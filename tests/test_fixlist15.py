@@ -129,3 +129,28 @@ def test_the_float_label_of_modelopt_and_mixed_recipes(quantization: dict[str, o
     from weightdoctor.plan_devices import quantized_float_label
 
     assert quantized_float_label({**_LLAMA, "quantization_config": quantization}) == label
+
+
+# 5. plan-devices (and load_simulation behind it) imported the reader's private helpers.
+
+def test_no_module_outside_the_readers_imports_a_private_reader_helper() -> None:
+    import ast
+
+    private = []
+    for path in sorted((REPO_ROOT / "weightdoctor").rglob("*.py")):
+        if path.parent.name == "checkpoint":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "weightdoctor.checkpoint.reader":
+                private += [f"{path.name}: {alias.name}" for alias in node.names if alias.name.startswith("_")]
+    assert private == []
+
+
+def test_the_public_variant_and_weight_file_helpers(tmp_path: Path) -> None:
+    from weightdoctor.checkpoint.reader import variant_of, weight_files_in
+
+    assert [variant_of(name) for name in ("model.fp16.safetensors", "model.safetensors.index.ema.json",
+                                          "model.safetensors", "pytorch_model.bin")] == ["fp16", "ema", None, None]
+    for name in ("model.safetensors", "pytorch_model.bin", "optimizer.pt", "config.json"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in weight_files_in(tmp_path)] == ["model.safetensors", "pytorch_model.bin"]

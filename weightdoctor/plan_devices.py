@@ -566,12 +566,12 @@ def unsaid_dtype_warning(checkpoint: Checkpoint) -> str | None:
         return None  # not "names no dtype": transformers cannot load it at all (`auto_dtype_field_warning`)
     if quantized_dtype(config) is not None or _fp8_quantization(config) is not None:
         return None  # the quantizer's own dtype rule, warned about where it is applied
-    from weightdoctor.checkpoint.reader import _weight_files_in
+    from weightdoctor.checkpoint.reader import weight_files_in
 
     source = expand_user(checkpoint.source)
     folder = source.parent if source.suffix == ".json" and source.is_file() else source
     try:
-        beside = _weight_files_in(folder) if folder.is_dir() else []
+        beside = weight_files_in(folder) if folder.is_dir() else []
     except OSError:
         beside = []
     hint = (f"; its folder holds the weights ({beside[0].name}): give the folder as SOURCE to plan at their dtype"
