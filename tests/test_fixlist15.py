@@ -111,6 +111,11 @@ def test_an_nvfp4_checkpoint_is_planned_as_float4_not_int4(tmp_path: Path) -> No
     assert not [line for line in data["warnings"] if "int4" in line], data["warnings"]
     human = run_cli("plan-devices", str(nvfp4), "--gpu", "1GB")
     assert "  dtype float4_e2m1fn_x2 · " in human.stdout, human.stdout
+    # --dtype bf16 sizes the dense weights, and says what the load keeps them packed as.
+    code, dense = run_json("plan-devices", str(nvfp4), "--gpu", "1GB", "--dtype", "bf16")
+    said = next(line for line in dense["warnings"] if line.startswith("--dtype bf16 on a pre-quantized checkpoint"))
+    assert "keeps them packed (float4_e2m1fn_x2; " in said and said.endswith(
+        "without --dtype it is planned as float4_e2m1fn_x2, as it loads"), said
     # The sizes are an int4 checkpoint's; integer 4-bit weights keep their int4 label.
     int4 = _config_folder(tmp_path, "w4a16", _compressed_tensors_4bit("int"))
     code, same = run_json("plan-devices", str(int4), "--gpu", "1GB")
@@ -154,3 +159,12 @@ def test_the_public_variant_and_weight_file_helpers(tmp_path: Path) -> None:
     for name in ("model.safetensors", "pytorch_model.bin", "optimizer.pt", "config.json"):
         (tmp_path / name).write_bytes(b"")
     assert [p.name for p in weight_files_in(tmp_path)] == ["model.safetensors", "pytorch_model.bin"]
+
+
+def test_an_fp8_checkpoint_planned_dense_says_it_loads_as_float8_not_int8(tmp_path: Path) -> None:
+    fp8 = _config_folder(tmp_path, "fp8", {
+        "quant_method": "compressed-tensors", "quantization_status": "compressed", "format": "float-quantized",
+        "config_groups": {"group_0": {"targets": ["Linear"], "weights": {"num_bits": 8, "type": "float"}}}})
+    code, data = run_json("plan-devices", str(fp8), "--gpu", "1GB", "--dtype", "bf16")
+    said = next(line for line in data["warnings"] if line.startswith("--dtype bf16 on a pre-quantized checkpoint"))
+    assert "keeps them packed (float8_e4m3fn; " in said and "int8" not in said, said

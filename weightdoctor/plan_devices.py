@@ -712,11 +712,12 @@ def build_planned_model(
 
         how = quantized[1] if quantized[1].endswith("-bit") else f"{quantized[1]}, {quantized[0][3:]}-bit"
         stored = sum(info.nbytes for info in checkpoint.tensors)
+        packed = quantized_float_label(checkpoint.config) or quantized[0]  # FP8 / NVFP4 named as the floats they are
         warnings.append(f"--dtype {dtype} on a pre-quantized checkpoint ({how}) sizes the dense weights, every "
-                        f"Linear at {dtype}: from_pretrained keeps them packed ({quantized[0]}; dtype sets only the "
+                        f"Linear at {dtype}: from_pretrained keeps them packed ({packed}; dtype sets only the "
                         "unquantized rest), so this over-sizes them"
                         + (f"; the checkpoint stores {format_bytes(stored)}" if stored else "")
-                        + f"; without --dtype it is planned as {quantized[0]}, as it loads")
+                        + f"; without --dtype it is planned as {packed}, as it loads")
     if asked and DTYPES[dtype][1] is not None:
         from weightdoctor.quantized import quantization_of
 
