@@ -538,9 +538,9 @@ def from_pretrained_skips_warning(checkpoint: Checkpoint) -> str | None:
     if not config.get("model_type") and not config.get("architectures"):
         return None  # not transformers' config: from_pretrained is not how that folder loads
     unread = file_from_pretrained_skips(checkpoint)
-    from weightdoctor.checkpoint.reader import _variant_of
+    from weightdoctor.checkpoint.reader import variant_of
 
-    if unread is None or _variant_of(unread) is not None or (checkpoint.path / "adapter_config.json").is_file():
+    if unread is None or variant_of(unread) is not None or (checkpoint.path / "adapter_config.json").is_file():
         return None
     return (f"from_pretrained(folder) looks for model.safetensors or pytorch_model.bin (or their sharded index) and "
             f"raises here: the weights read are {unread}")

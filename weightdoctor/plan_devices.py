@@ -391,33 +391,39 @@ def quantized_dtype(config: dict[str, Any] | None) -> tuple[str, str] | None:
 
 
 def quantized_float_label(config: dict[str, Any] | None) -> str | None:
-    """The float8 dtype an 8-bit `quantization_config` stores its weights in when they are floats, else None.
+    """The float dtype an 8- or 4-bit `quantization_config` stores its weights in when they are floats, else None.
 
-    `quantized_dtype` plans them as "int8" (one byte a weight, right for the sizes), but an FP8 checkpoint is not
-    int8: compressed-tensors' float-quantized groups (`"type": "float"`, num_bits 8: llm-compressor's FP8 schemes,
-    stored in float8_e4m3fn), optimum-quanto's `weights: "float8"` (its qfloat8, which is qfloat8_e4m3fn) and
-    ModelOpt's FP8 exports. The label names what they are; the plan is unchanged.
+    `quantized_dtype` plans them as "int8" / "int4" (one byte, half a byte a weight: right for the sizes), but an
+    FP8 checkpoint is not int8: compressed-tensors' float-quantized groups (`"type": "float"`, num_bits 8:
+    llm-compressor's FP8 schemes, stored in float8_e4m3fn), optimum-quanto's `weights: "float8"` (its qfloat8,
+    which is qfloat8_e4m3fn) and ModelOpt's FP8 exports. Nor is NVFP4 int4: its weights are 4-bit floats (e2m1,
+    two a byte, with FP8 block scales), torch's float4_e2m1fn_x2: ModelOpt's `quant_algo: NVFP4` and
+    compressed-tensors' nvfp4 scheme (`"type": "float"`, num_bits 4). The label names what they are; the plan is
+    unchanged.
 
     Example:
         >>> quantized_float_label({"quantization_config": {"quant_method": "quanto", "weights": "float8"}})
         'float8_e4m3fn'
+        >>> quantized_float_label({"quantization_config": {"quant_method": "modelopt", "quant_algo": "NVFP4"}})
+        'float4_e2m1fn_x2'
     """
     quantized = quantized_dtype(config)
-    if quantized is None or quantized[0] != "int8":
+    if quantized is None or quantized[0] not in ("int8", "int4"):
         return None
+    bits, label = (8, "float8_e4m3fn") if quantized[0] == "int8" else (4, "float4_e2m1fn_x2")
     settings = (config or {}).get("quantization_config") or {}
     method = settings.get("quant_method")
     if method in ("quanto", "eetq"):
-        return "float8_e4m3fn" if settings.get("weights") == "float8" else None
+        return label if bits == 8 and settings.get("weights") == "float8" else None
     if method == "modelopt":
-        return "float8_e4m3fn" if "FP8" in str(settings.get("quant_algo") or "").upper() else None
+        return label if f"FP{bits}" in str(settings.get("quant_algo") or "").upper() else None
     groups = settings.get("config_groups")
     weights = [group.get("weights") for group in groups.values() if isinstance(group, dict)] \
         if isinstance(groups, dict) else []
     weights = [w for w in weights if isinstance(w, dict) and w.get("num_bits") is not None]
-    # Every group FP8: a mixed recipe (FP8 attention, NVFP4 or int4 MLP) is no one dtype to name.
-    if weights and all(w.get("type") == "float" and w.get("num_bits") == 8 for w in weights):
-        return "float8_e4m3fn"
+    # Every group FP8 (or every one FP4): a mixed recipe (FP8 attention, NVFP4 or int4 MLP) is no one dtype to name.
+    if weights and all(w.get("type") == "float" and w.get("num_bits") == bits for w in weights):
+        return label
     return None
 
 
@@ -560,12 +566,12 @@ def unsaid_dtype_warning(checkpoint: Checkpoint) -> str | None:
         return None  # not "names no dtype": transformers cannot load it at all (`auto_dtype_field_warning`)
     if quantized_dtype(config) is not None or _fp8_quantization(config) is not None:
         return None  # the quantizer's own dtype rule, warned about where it is applied
-    from weightdoctor.checkpoint.reader import _weight_files_in
+    from weightdoctor.checkpoint.reader import weight_files_in
 
     source = expand_user(checkpoint.source)
     folder = source.parent if source.suffix == ".json" and source.is_file() else source
     try:
-        beside = _weight_files_in(folder) if folder.is_dir() else []
+        beside = weight_files_in(folder) if folder.is_dir() else []
     except OSError:
         beside = []
     hint = (f"; its folder holds the weights ({beside[0].name}): give the folder as SOURCE to plan at their dtype"
@@ -706,11 +712,12 @@ def build_planned_model(
 
         how = quantized[1] if quantized[1].endswith("-bit") else f"{quantized[1]}, {quantized[0][3:]}-bit"
         stored = sum(info.nbytes for info in checkpoint.tensors)
+        packed = quantized_float_label(checkpoint.config) or quantized[0]  # FP8 / NVFP4 named as the floats they are
         warnings.append(f"--dtype {dtype} on a pre-quantized checkpoint ({how}) sizes the dense weights, every "
-                        f"Linear at {dtype}: from_pretrained keeps them packed ({quantized[0]}; dtype sets only the "
+                        f"Linear at {dtype}: from_pretrained keeps them packed ({packed}; dtype sets only the "
                         "unquantized rest), so this over-sizes them"
                         + (f"; the checkpoint stores {format_bytes(stored)}" if stored else "")
-                        + f"; without --dtype it is planned as {quantized[0]}, as it loads")
+                        + f"; without --dtype it is planned as {packed}, as it loads")
     if asked and DTYPES[dtype][1] is not None:
         from weightdoctor.quantized import quantization_of
 

@@ -127,7 +127,7 @@ _PATTERN_SECONDS = 3.0
 _PATTERN_PAIRS = 20_000_000
 
 
-def _match_cost(pattern: str, search: bool = False) -> tuple[int, int] | None:
+def _match_cost(pattern: str, search: bool = False, counts_as_star: bool = False) -> tuple[int, int] | None:
     """An upper bound on re.match's backtracking steps for `pattern`, as (c, d): c x n**d over a name of n
     characters; None when none is known (a repeat of a group that can match one text several ways, `(a+)+` or
     `(a|aa)+`; a backreference): such a pattern can take exponential time, and is not evaluated. A repeated group
@@ -137,6 +137,10 @@ def _match_cost(pattern: str, search: bool = False) -> tuple[int, int] | None:
     cannot fail (`(attn)?`, `\\d*`, `(q|k|v)?`: each can match nothing, with no anchor after) are tried once from
     where the rest ends, never again for another way through the rest, so their ways add up instead of multiplying.
 
+    `counts_as_star`: a counted repeat of one character (`.{0,20}`, `\\w{2,9}`) costs n, as `.*` does, instead of
+    its number of counts: sre runs both as one REPEAT_ONE, which stops after at most n + 1 counts over a name of n
+    characters, so both bounds hold and a caller may take the smaller.
+
     Example:
         >>> _match_cost(r"model\\.layers\\.\\d+\\.mlp"), _match_cost("(a+)+$")
         ((1, 1), None)
@@ -145,6 +149,8 @@ def _match_cost(pattern: str, search: bool = False) -> tuple[int, int] | None:
     """
     import re._constants as sre_constants  # noqa: PLC0415 (the parser's opcodes; only a config pattern needs them)
     import re._parser as sre_parse  # noqa: PLC0415
+
+    one_char = (sre_constants.LITERAL, sre_constants.NOT_LITERAL, sre_constants.IN, sre_constants.ANY)
 
     def cost(items: Any) -> tuple[int, int] | None:
         total = (1, 0)
@@ -164,7 +170,7 @@ def _match_cost(pattern: str, search: bool = False) -> tuple[int, int] | None:
                     part = (1, 2)
                 elif high == sre_constants.MAXREPEAT:
                     part = (1, 1)
-                elif high - low < 64:
+                elif high - low < 64 and not (counts_as_star and len(sub) == 1 and sub[0][0] in one_char):
                     part = (high - low + 1, 0)
                 else:  # `\w{0,5000}`: it stops after at most n + 1 counts over a name of n characters, as `\w*` does
                     part = (1, 1)
@@ -273,13 +279,25 @@ def _spelled_out(item: tuple[Any, Any]) -> list[str] | None:
 
 def _disjoint(a: tuple[Any, Any], b: tuple[Any, Any], flags: int) -> bool:
     """Whether no character matches both one-character items; False where that is not known (both unlisted
-    classes, `\\w` and `\\W`; any case-insensitive pattern, whose folds `_takes` does not model)."""
-    if flags & re.IGNORECASE:
-        return False
+    classes, `\\w` and `\\W`; a case-insensitive pattern's letters, whose folds `_takes` does not model).
+
+    A case-insensitive pattern is judged by an item whose listed characters have no case (`\\.`, `[._0-9]`): such an
+    item matches only those characters, and another item takes one of them exactly when it does without the flag
+    (no fold maps a cased character onto an uncased one), so `(?i)(\\w+\\.)+` is as unambiguous as `(\\w+\\.)+`.
+    """
+    if flags & re.LOCALE:
+        return False  # the locale's folds are unknown here
     for listed, other in ((_spelled_out(b), a), (_spelled_out(a), b)):
+        if listed is not None and flags & re.IGNORECASE and not all(map(_uncased, listed)):
+            continue
         if listed is not None:
             return not any(_takes(other, char, flags) for char in listed)
     return False
+
+
+def _uncased(char: str) -> bool:
+    """Whether `char` has no other case (`.`, `_`, `7`): re.IGNORECASE matches it as itself alone."""
+    return char.lower() == char == char.upper() and char.casefold() == char
 
 
 def _unambiguous(items: Any, flags: int) -> bool:
@@ -353,6 +371,10 @@ def _unambiguous(items: Any, flags: int) -> bool:
 # them from each of a name's n starts, so 2**13 of them (`a?` 13 times, then `a` 13 times) took 2 s over a
 # 10,000-letter name; a real pattern's alternatives and counted repeats (`(q|k|v)_proj`, `\d{1,3}`) are far fewer.
 _USER_PATTERN_WAYS = 4096
+# The power of the name's length a pattern's ways may grow by when its counted one-character repeats are costed as
+# `.*` (`_match_cost(counts_as_star=True)`): `.{0,20}layers.{0,20}attn.{0,20}proj` has 21**3 ways, over the bound
+# above, but no more than `.*layers.*attn.*proj` (n**3), which runs; `a{0,40}` six times (n**6, 41**6) stays refused.
+_USER_PATTERN_DEGREE = 3
 
 
 def refuse_unbounded_regex(option: str, pattern: str) -> None:
@@ -372,6 +394,9 @@ def refuse_unbounded_regex(option: str, pattern: str) -> None:
     """
     cost = _match_cost(pattern, search=True)  # every user pattern is used by re.search or re.sub
     if cost is not None and cost[0] > _USER_PATTERN_WAYS:
+        as_star = _match_cost(pattern, search=True, counts_as_star=True)
+        if as_star is not None and as_star[0] <= _USER_PATTERN_WAYS and as_star[1] <= _USER_PATTERN_DEGREE:
+            return  # its counted repeats are bounded by the name as `.*` is, and no worse than `.*` there
         from weightdoctor.errors import UsageError
 
         # Ways through that do not grow with the name: `a?` 30 times then `a` 30 times, or `(a|a)` written out 40

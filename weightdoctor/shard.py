@@ -218,6 +218,12 @@ class ShardResult:
     plan: ShardPlan
     write: WriteResult | None
     dry_run: bool
+    # The plan's warnings again, at the top level where inspect, diff-keys, check-dtype and plan-devices put
+    # theirs, so that one `jq .warnings` reads every command's; `plan.warnings` stays as it was.
+    warnings: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.warnings = self.plan.warnings
 
 
 def split_sizes(

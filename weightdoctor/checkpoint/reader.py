@@ -404,7 +404,7 @@ def _other_json_message(path: Path, data: Any) -> str:
     # users tab-complete to one of them. Say what it is, and where the weights are.
     kind = next((what for names, what in _OTHER_JSON_KINDS if path.name in names), None)
     try:
-        beside = [p.name for p in _weight_files_in(path.parent)]
+        beside = [p.name for p in weight_files_in(path.parent)]
     except OSError:
         beside = []
     if beside:
@@ -418,7 +418,7 @@ def _other_json_message(path: Path, data: Any) -> str:
 def _config_given_message(path: Path) -> str:
     """Why a config.json given as the source is not read, and where its weights are, when they are beside it."""
     try:
-        beside = [p.name for p in _weight_files_in(path.parent)]
+        beside = [p.name for p in weight_files_in(path.parent)]
     except OSError:
         beside = []
     if beside:
@@ -613,7 +613,19 @@ def is_training_state(name: str) -> bool:
                  or name in ("optim.pt", "train.pt", "distrib_optim.pt")))
 
 
-def _weight_files_in(folder: Path) -> list[Path]:
+def weight_files_in(folder: Path) -> list[Path]:
+    """The weight files directly in `folder`, sorted: safetensors (`.sft` too) and pickles, not a Trainer's
+    optimizer or scheduler state nor an OpenVINO IR's raw `.bin`.
+
+    Public because plan-devices names them too (a config read alone whose folder holds the weights).
+
+    Example:
+        >>> [p.name for p in weight_files_in(Path("bert"))]
+        ['model.safetensors', 'pytorch_model.bin']
+
+    Raises:
+        OSError: the folder cannot be listed.
+    """
     from weightdoctor.checkpoint import foreign  # an OpenVINO IR's .bin is raw bytes, named by its .xml
 
     return sorted(
@@ -628,7 +640,7 @@ def _subfolders_with_weights(folder: Path) -> list[str]:
     found = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
-            if _weight_files_in(sub) or any(sub.glob("*.index.json")):
+            if weight_files_in(sub) or any(sub.glob("*.index.json")):
                 found.append(sub.name)
         except OSError:
             continue
@@ -1076,7 +1088,7 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
                + sorted(folder.glob(f"*{suffix}.index.*.json"))]
     if indexes:
         return indexes[0], True
-    weights = _weight_files_in(folder)
+    weights = weight_files_in(folder)
     if weights and all(p.name == "common.pt" for p in weights) and _is_dcp_folder(folder):
         # Megatron-Core's torch_dist checkpoint (iter_0001000/): the weights in the DCP shards, its common.pt
         # holding only the run's arguments, iteration and RNG state.
@@ -1217,7 +1229,7 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             f"folder holds the {count} shards of one checkpoint ({weights[0].name} to {weights[-1].name}) but not "
             f"their index ({index}, which from_pretrained needs to load them): fetch it from where the shards came "
             "from, or name one shard to read it alone", str(folder))
-    variants = {p.name: _variant_of(p.name) for p in weights}
+    variants = {p.name: variant_of(p.name) for p in weights}
     stems = {p.name.split(".", 1)[0] for p in weights}
     if all(variants.values()) and len(stems) == 1:
         # A diffusers repo fetched with its variants only (SD 1.5's unet/ holds .fp16 and .non_ema copies of
@@ -1509,16 +1521,31 @@ def _other_snapshots_with_weights(snapshot: Path) -> list[tuple[str, list[str]]]
         for other in snapshots.iterdir():
             if other.name == snapshot.name or not other.is_dir() or not (other / folder).is_dir():
                 continue
-            if _weight_files_in(other / folder) or any((other / folder).glob("*.index.json")):
+            if weight_files_in(other / folder) or any((other / folder).glob("*.index.json")):
                 found.append((other.stat().st_mtime, other.name))
     except (OSError, UnicodeDecodeError):
         return []
     return [(name, refs.get(name, [])) for _, name in sorted(found, reverse=True)]
 
 
-def _variant_of(name: str) -> str | None:
-    """`model.fp16.safetensors` (or its index, `model.safetensors.index.fp16.json`) -> "fp16"; None for a plain
-    weight file name."""
+def variant_of(name: str) -> str | None:
+    """The variant a weight file's name carries, as from_pretrained's `variant=` names it; None for a plain name.
+
+    Public because load_simulation (behind plan-devices' warnings) needs it as the reader does: a variant file
+    (`model.fp16.safetensors`) is one from_pretrained reads only with `variant="fp16"`, not a file it skips.
+
+    Example:
+        >>> variant_of("model.fp16.safetensors"), variant_of("model.safetensors.index.fp16.json")
+        ('fp16', 'fp16')
+        >>> variant_of("model.safetensors") is None
+        True
+
+    Args:
+        name: a file name, without its folder.
+
+    Returns:
+        The variant ("fp16", "ema"), or None.
+    """
     sharded = _VARIANT_INDEX.fullmatch(name)
     if sharded:
         return sharded.group(1)
@@ -1574,7 +1601,7 @@ def _folder_notes(folder: Path, chosen: Path) -> list[str]:
         notes.append(f"config.json names {chosen.relative_to(folder).as_posix()} as transformers_weights: it is read, "
                      "as from_pretrained reads it" + (f" ({', '.join(others)} beside it ignored)" if others else ""))
         return notes
-    variant = _variant_of(chosen.name)
+    variant = variant_of(chosen.name)
     if variant is not None and chosen.parent == folder:
         notes.append(f"{chosen.name} is the {variant!r} variant and there is no plain file: from_pretrained reads "
                      f"it only with variant={variant!r} (diffusers and transformers alike)")
@@ -1613,7 +1640,7 @@ def _ignored_beside(folder: Path, chosen: Path) -> list[str]:
     stem = chosen.name.split(".")[0]
     variants = sorted(p.name for p in folder.glob(f"{stem}.*.safetensors") if p != chosen and p.name != chosen.name)
     said: list[str] = []
-    if variants and "." not in chosen.name.split(".safetensors")[0] and _variant_of(chosen.name) is None:
+    if variants and "." not in chosen.name.split(".safetensors")[0] and variant_of(chosen.name) is None:
         said.append(f"{', '.join(variants[:4])} ignored: variants of {chosen.name}, which from_pretrained reads "
                     "unless asked for a variant (name one to read it)")
     if chosen.name not in PREFERRED_FILES:
@@ -1621,7 +1648,7 @@ def _ignored_beside(folder: Path, chosen: Path) -> list[str]:
             # The one safetensors file beside pickles of other names: diffusers', peft's and open_clip's folders can
             # keep both copies (diffusion_pytorch_model.bin, adapter_model.bin, open_clip_pytorch_model.bin), and
             # each library loads the safetensors one first.
-            pickles = [p.name for p in _weight_files_in(folder) if p.suffix != ".safetensors"]
+            pickles = [p.name for p in weight_files_in(folder) if p.suffix != ".safetensors"]
             if pickles:
                 said.append(f"{', '.join(pickles[:4])}{' and more' if len(pickles) > 4 else ''} ignored: "
                             f"{chosen.name} is read (a folder's one safetensors file comes first, as diffusers, "

@@ -131,6 +131,7 @@ def _refuse_repeated_options(command: click_core.Command, args: Sequence[str],
         click.UsageError: naming the option and both values.
     """
     single: dict[str, str] = {}
+    params: dict[str, click_core.Parameter] = {}
     takes_value: set[str] = set()
     for param in command.params:
         if param.param_type_name != "option" or getattr(param, "is_flag", False) or getattr(param, "count", False):
@@ -139,6 +140,7 @@ def _refuse_repeated_options(command: click_core.Command, args: Sequence[str],
             takes_value.add(opt)
             if not param.multiple:
                 single[opt] = param.opts[0]
+                params[param.opts[0]] = param
     seen: dict[str, str] = {}
     repeated = ""
     tokens = iter(args)
@@ -160,11 +162,23 @@ def _refuse_repeated_options(command: click_core.Command, args: Sequence[str],
         name = single.get(option)
         if name is None:
             continue
-        if name in seen and seen[name] != value and not repeated:
+        if name in seen and not repeated and not _same_value(params[name], seen[name], value):
             repeated = f"{name} is given twice ({seen[name]!r}, then {value!r}); it takes one value: give it once"
         seen[name] = value
     if repeated:
         raise click_exceptions.UsageError(repeated)
+
+
+def _same_value(param: click_core.Parameter, first: str, second: str) -> bool:
+    """Whether two typed values of `param` mean the same once its type converts them (`--sample 5` and
+    `--sample 05` are both 5; a case-insensitive choice's `FP16` and `fp16` one choice). A value the type
+    refuses is compared as typed: Click reports the bad value itself once the repetition passes."""
+    if first == second:
+        return True
+    try:
+        return bool(param.type.convert(first, param, None) == param.type.convert(second, param, None))
+    except (click_exceptions.BadParameter, ValueError, TypeError):
+        return False
 
 
 class OneLineErrorsGroup(TyperGroup):
