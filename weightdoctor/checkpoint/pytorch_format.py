@@ -190,6 +190,8 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
     best = _audiocraft_best_state(obj)
     if best is not None:
         return obj[best]["model"], f"{best}.model"
+    if _k_diffusion_ema(obj):
+        return obj["model_ema"], "model_ema"
     if _is_state_dict(obj) or (isinstance(obj, Mapping) and not obj):
         return obj, None  # an empty dict is a state dict of 0 tensors, as a safetensors file may hold
     kind = training_state_kind(obj)
@@ -268,6 +270,18 @@ def _audiocraft_best_state(obj: Any) -> str | None:
         if isinstance(value, Mapping) and _is_state_dict(value.get("model")) and value["model"]:
             return entry
     return None
+
+
+def _k_diffusion_ema(obj: Any) -> bool:
+    """Whether `obj` is a k-diffusion training checkpoint (train.py's `{"model", "model_ema", "opt", "sched",
+    "ema_sched", "epoch", "step", ...}`) with a non-empty `model_ema`: the EMA weights that k-diffusion's sampling,
+    demos and evaluation load (`inner_model.load_state_dict(ckpt["model_ema"])`), not `model`, the raw training
+    weights that resuming alone reads. `ema_sched` is k-diffusion's own key: a plain {model, model_ema} (DeiT,
+    ConvNeXt), whose own tools load `model` by default, is not taken for one."""
+    if not isinstance(obj, Mapping) or "ema_sched" not in obj:
+        return False
+    ema = obj.get("model_ema")
+    return _is_state_dict(obj.get("model")) and _is_state_dict(ema) and bool(ema)
 
 
 def _megatron_language_model(obj: Any) -> dict[str, Any] | None:
@@ -479,6 +493,16 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
                     "shards, and weightdoctor reads no tensor subclass; save the whole weights instead, "
                     "torch.distributed.checkpoint.state_dict.get_model_state_dict(model, options=StateDictOptions("
                     "full_state_dict=True, cpu_offload=True)) on every rank, torch.save on rank 0)")
+        elif any(g.module.split(".")[0] == "flair" for g in report.globals if g.safety != "safe"):
+            # flair's Model.save (SequenceTagger, TextClassifier: final-model.pt, best-model.pt, a flair Hub repo's
+            # pytorch_model.bin) torch.saves a dict: the state dict under 'state_dict' beside flair's own objects
+            # (the label Dictionary; whole embeddings in flair < 0.12), which only flair's classes rebuild. The
+            # generic whole-model hint, or none at all, named neither flair nor where its weights are.
+            hint = (" (this is a flair model, what flair's Model.save writes: the state dict under 'state_dict' "
+                    "beside flair's own objects (the label Dictionary, the embeddings), pickled by class; where you "
+                    "trust the file, with flair installed, torch.load(path, weights_only=False)['state_dict'] is the "
+                    "state dict (flair's Model.load builds the model from the file): save it with safetensors to "
+                    "read the weights here)")
         elif any(g.module.startswith(("torch.nn.modules", "transformers.models")) for g in report.globals):
             # torch.save(model) pickles the classes themselves; only a state dict is data. Who has the file and not
             # the model object (a downloaded .pt) needs the way from one to the other, as the YOLO hints give it.
@@ -871,6 +895,9 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         notes.append(f"an audiocraft solver checkpoint: {nested_key} is read, the best epoch's weights that "
                      "audiocraft's export (export_lm, export_encodec) writes to the release file; --key model reads "
                      "the last epoch's weights beside them")
+    elif key is None and nested_key == "model_ema" and _k_diffusion_ema(obj):
+        notes.append("a k-diffusion training checkpoint: model_ema is read, the EMA weights that k-diffusion's "
+                     "sampling and evaluation load; --key model reads the raw training weights beside them")
     elif nested_key == _MEGATRON_KEY and key is None:
         parts = list(map(str, obj["model"]["language_model"]))
         listed = ", ".join(parts[:-1]) + f" and {parts[-1]}"
