@@ -201,3 +201,36 @@ def test_a_nanogpt_ckpt_counts_its_tied_head_once_and_names_the_compile_prefix(t
     code, data = run_json("diff-keys", str(path), "--model-class", "GPT2LMHeadModel", "--config",
                           str(tmp_path / "gpt2"))
     assert code == 1 and any(r["flag"] == "--rename '^_orig_mod\\.='" for r in data["suggested_renames"]), data
+
+
+def test_a_models_own_prompt_encoder_is_not_called_an_adapter(tmp_path: Path) -> None:
+    """transformers' SamModel has a prompt_encoder of its own (point_embed, mask_embed, shared_embedding). A SAM
+    checkpoint saved without it (a fine-tune that kept the vision encoder and mask decoder) against the full model
+    called its 16 missing weights "adapter / PEFT weights", a warning: exit 0, where loading leaves them at random.
+    PEFT's prompt learning keeps its encoder under prompt_encoder.<adapter name>.embedding / mlp_head: still one."""
+    from safetensors.torch import load_file, save_file
+    from transformers import SamConfig, SamModel
+
+    config = SamConfig(vision_config={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                      "output_channels": 8, "image_size": 64, "patch_size": 16, "mlp_dim": 32,
+                                      "global_attn_indexes": [0]},
+                       prompt_encoder_config={"hidden_size": 8, "image_size": 64, "patch_size": 16},
+                       mask_decoder_config={"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                            "mlp_dim": 16, "iou_head_hidden_dim": 16})
+    torch.manual_seed(0)
+    SamModel(config).save_pretrained(str(tmp_path / "sam"))
+    state = load_file(tmp_path / "sam" / "model.safetensors")
+    kept = {name: value for name, value in state.items() if not name.startswith("prompt_encoder.")}
+    save_file(kept, str(tmp_path / "no_prompt_encoder.safetensors"))
+    code, data = run_json("diff-keys", str(tmp_path / "no_prompt_encoder.safetensors"), str(tmp_path / "sam"))
+    missing = [item for item in data["missing"] if item["name"].startswith("prompt_encoder.")]
+    assert len(missing) == len(state) - len(kept) and missing, data["missing"]
+    assert code == 1 and data["worst_severity"] == "error", data
+    assert all(item["reason"] != "adapter" and item["severity"] == "error" for item in missing), missing
+    prompt_tuned = {**state, "prompt_encoder.default.embedding.weight": torch.zeros(4, 8),
+                    "prompt_encoder.default.mlp_head.0.weight": torch.zeros(8, 8)}
+    save_file(prompt_tuned, str(tmp_path / "p_tuning.safetensors"))
+    code, data = run_json("diff-keys", str(tmp_path / "p_tuning.safetensors"), str(tmp_path / "sam"))
+    reasons = {item["name"]: item["reason"] for item in data["unexpected"]}
+    assert reasons == {"prompt_encoder.default.embedding.weight": "adapter",
+                       "prompt_encoder.default.mlp_head.0.weight": "adapter"}, data["unexpected"]
