@@ -234,3 +234,30 @@ def test_a_models_own_prompt_encoder_is_not_called_an_adapter(tmp_path: Path) ->
     reasons = {item["name"]: item["reason"] for item in data["unexpected"]}
     assert reasons == {"prompt_encoder.default.embedding.weight": "adapter",
                        "prompt_encoder.default.mlp_head.0.weight": "adapter"}, data["unexpected"]
+
+
+def test_a_models_own_adapter_module_is_not_called_an_adapter(tmp_path: Path) -> None:
+    """Wav2Vec2 with add_adapter=True (what XLS-R / MMS fine-tunes and speech encoder-decoders use) has its own
+    `adapter.layers.N.conv`: a checkpoint saved without them, against the model, called them "adapter / PEFT
+    weights", a warning (exit 0), where loading leaves them at random. AdapterHub's `adapters.<name>.` stays one."""
+    from safetensors.torch import load_file, save_file
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                            conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=4,
+                            num_conv_pos_embedding_groups=2, add_adapter=True, num_adapter_layers=2,
+                            output_hidden_size=16, vocab_size=10)
+    torch.manual_seed(0)
+    Wav2Vec2Model(config).save_pretrained(str(tmp_path / "w2v"))
+    state = load_file(tmp_path / "w2v" / "model.safetensors")
+    save_file({name: value for name, value in state.items() if not name.startswith("adapter.")},
+              str(tmp_path / "without_adapter.safetensors"))
+    code, data = run_json("diff-keys", str(tmp_path / "without_adapter.safetensors"), str(tmp_path / "w2v"))
+    assert code == 1 and data["worst_severity"] == "error", data
+    missing = [item for item in data["missing"] if item["name"].startswith("adapter.layers.")]
+    assert len(missing) == 4 and all(item["reason"] != "adapter" for item in missing), data["missing"]
+    hub = {**state, "encoder.layers.0.output.adapters.sst-2.adapter_up.weight": torch.zeros(16, 4),
+           "encoder.layers.0.output.adapters.sst-2.bias": torch.zeros(16)}
+    save_file(hub, str(tmp_path / "adapterhub.safetensors"))
+    code, data = run_json("diff-keys", str(tmp_path / "adapterhub.safetensors"), str(tmp_path / "w2v"))
+    assert {item["reason"] for item in data["unexpected"]} == {"adapter"} and len(data["unexpected"]) == 2, data

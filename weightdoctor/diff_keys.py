@@ -109,13 +109,14 @@ _BUFFER = _lazy_regex(
     r"attn_mask|bias_mask|original_inv_freq|cos_cached|sin_cached|_cos_cached|_sin_cached|attn\.embed_positions)$"
 )
 # PEFT's prompt learning keeps its encoders in `prompt_encoder.<adapter name>.` (embedding, mlp_head, lstm_head,
-# transform): a bare `prompt_encoder.` is also a model's own module (SAM's, whose missing weights were called an
-# adapter's, a warning, where a load leaves them at random).
+# transform), AdapterHub its bottlenecks in `adapters.<name>.`: a bare `prompt_encoder.` or `adapter.` is also a
+# model's own module (SamModel's prompt encoder, Wav2Vec2's `adapter.layers.N` with add_adapter=True), whose missing
+# weights were called an adapter's, a warning, where a load leaves them at random.
 _ADAPTER = _lazy_regex(
     r"(^|\.)(lora_[AB]|lora_embedding_[AB]|lora_magnitude_vector|lora_dropout|prefix_encoder|"
     r"prompt_encoder\.[^.]+\.(?:embedding|delta_embedding|mlp_head|lstm_head|transform|prefix_task_cols|"
     r"prefix_task_rows)|"
-    r"modules_to_save|original_module|ia3_l|hada_w\d_[ab]|lokr_w\d|adapter_(up|down)|adapters?)(\.|$)"
+    r"modules_to_save|original_module|ia3_l|hada_w\d_[ab]|lokr_w\d|adapter_(up|down)|adapters)(\.|$)"
 )
 _QUANT = _lazy_regex(
     r"(\.SCB|\.weight_format|\.absmax|\.quant_map|\.quant_state\.[\w.]+|\.nested_absmax|\.nested_quant_map|"
