@@ -261,3 +261,40 @@ def test_a_models_own_adapter_module_is_not_called_an_adapter(tmp_path: Path) ->
     save_file(hub, str(tmp_path / "adapterhub.safetensors"))
     code, data = run_json("diff-keys", str(tmp_path / "adapterhub.safetensors"), str(tmp_path / "w2v"))
     assert {item["reason"] for item in data["unexpected"]} == {"adapter"} and len(data["unexpected"]) == 2, data
+
+
+def test_a_detectron_caffe2_pickle_leaves_out_its_momentum_blobs(tmp_path: Path) -> None:
+    """Detectron's (Caffe2) model_final.pkl, which detectron2 still loads (its Caffe2 branch of
+    DetectionCheckpointer), is a plain pickle of {"blobs": {name: numpy array}, "cfg": ...} where every trained blob
+    has its SGD momentum beside it as `<name>_momentum`; detectron2 drops those when it loads the file. They were
+    read as weights: the parameters doubled, and convert wrote the momentum into the safetensors file."""
+    import pickle
+
+    import numpy as np
+    from safetensors.torch import load_file
+
+    rng = np.random.default_rng(0)
+    blobs = {"conv1_w": rng.standard_normal((8, 3, 7, 7)).astype(np.float32),
+             "res_conv1_bn_s": np.ones(8, np.float32), "res_conv1_bn_b": np.zeros(8, np.float32),
+             "res2_0_branch2a_w": rng.standard_normal((8, 8, 1, 1)).astype(np.float32),
+             "cls_score_w": rng.standard_normal((81, 8)).astype(np.float32), "cls_score_b": np.zeros(81, np.float32)}
+    momentum = {f"{name}_momentum": np.zeros_like(value) for name, value in blobs.items()}
+    path = tmp_path / "model_final.pkl"
+    with path.open("wb") as handle:
+        pickle.dump({"blobs": {**blobs, **momentum}, "cfg": "MODEL:\n  TYPE: generalized_rcnn\n"}, handle, protocol=2)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "blobs", data
+    assert data["num_tensors"] == len(blobs) and data["num_params"] == sum(v.size for v in blobs.values()), data
+    assert any("a Detectron (Caffe2) pickle: 6 blobs ending in _momentum" in w and "detectron2" in w
+               for w in data["warnings"]), data["warnings"]
+    out = tmp_path / "model_final.safetensors"
+    assert run_cli("convert", str(path), "-o", str(out)).exit_code == 0
+    assert set(load_file(out)) == set(blobs)
+    # detectron2's own model zoo .pkl ({"model", "__author__", "matching_heuristics"}) is read as it was.
+    zoo = tmp_path / "model_final_f10217.pkl"
+    with zoo.open("wb") as handle:
+        pickle.dump({"model": {"backbone.bottom_up.stem.conv1.weight": blobs["conv1_w"]},
+                     "__author__": "Detectron2 Model Zoo", "matching_heuristics": True}, handle, protocol=4)
+    code, data = run_json("inspect", str(zoo))
+    assert code == 0 and data["nested_key"] == "model" and data["num_tensors"] == 1, data
+    assert not any("Caffe2" in w for w in data["warnings"]), data["warnings"]

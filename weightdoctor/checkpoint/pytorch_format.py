@@ -275,7 +275,7 @@ def _audiocraft_best_state(obj: Any) -> str | None:
 def _k_diffusion_ema(obj: Any) -> bool:
     """Whether `obj` is a k-diffusion training checkpoint (train.py's `{"model", "model_ema", "opt", "sched",
     "ema_sched", "epoch", "step", ...}`) with a non-empty `model_ema`: the EMA weights that k-diffusion's sampling,
-    demos and evaluation load (`inner_model.load_state_dict(ckpt["model_ema"])`), not `model`, the raw training
+    demos and convert_for_inference.py load (`ckpt["model_ema"]`), not `model`, the raw training
     weights that resuming alone reads. `ema_sched` is k-diffusion's own key: a plain {model, model_ema} (DeiT,
     ConvNeXt), whose own tools load `model` by default, is not taken for one."""
     if not isinstance(obj, Mapping) or "ema_sched" not in obj:
@@ -897,7 +897,8 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
                      "the last epoch's weights beside them")
     elif key is None and nested_key == "model_ema" and _k_diffusion_ema(obj):
         notes.append("a k-diffusion training checkpoint: model_ema is read, the EMA weights that k-diffusion's "
-                     "sampling and evaluation load; --key model reads the raw training weights beside them")
+                     "sampling loads and its convert_for_inference.py writes to a slim checkpoint; --key model reads "
+                     "the raw training weights beside them")
     elif nested_key == _MEGATRON_KEY and key is None:
         parts = list(map(str, obj["model"]["language_model"]))
         listed = ", ".join(parts[:-1]) + f" and {parts[-1]}"
@@ -905,6 +906,17 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
                      "together, under their module paths (embedding.word_embeddings.weight, ...), as Megatron's "
                      "load_state_dict and the conversion scripts read them; --key reads one alone"
                      + _tensor_parallel_rank(path))
+    if report.container == "pickle" and nested_key in (None, "blobs"):
+        # Detectron's (Caffe2) pickles keep SGD's momentum beside each weight as `<blob>_momentum`, and detectron2's
+        # checkpointer drops every such blob when it loads one: counted, they doubled the parameters.
+        momentum = {name for name in state_dict if isinstance(name, str) and name.endswith("_momentum")
+                    and is_tensor(state_dict[name])}
+        if momentum:
+            state_dict = {name: value for name, value in state_dict.items() if name not in momentum}
+            example = min(momentum)
+            notes.append(f"a Detectron (Caffe2) pickle: {counted(len(momentum), 'blob')} ending in _momentum "
+                         f"({example}{', ...' if len(momentum) > 1 else ''}) hold SGD's momentum, not weights: left "
+                         "out, as detectron2's checkpointer drops them when it loads the file")
     other, beside = _entries_beside(obj, nested_key)
     if beside:
         # Megatron-LM keeps model.language_model.{embedding, encoder, output_layer} apart: one of them is read.
