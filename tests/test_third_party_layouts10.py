@@ -3,6 +3,7 @@ training checkpoints, Segment Anything's own .pth against transformers' SamModel
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import types
@@ -31,7 +32,9 @@ def _flair_model(path: Path, monkeypatch: pytest.MonkeyPatch, whole_embeddings: 
     torch.manual_seed(0)
     state_dict = {"embeddings.model.embeddings.word_embeddings.weight": torch.randn(50, 8),
                   "linear.weight": torch.randn(2, 8), "linear.bias": torch.zeros(2)}
-    embeddings: object = {"__cls__": "TransformerWordEmbeddings", "model": "xlm-roberta-large", "layers": "-1"}
+    # TransformerWordEmbeddings' to_params: its settings, and the tokenizer's files zipped into an io.BytesIO.
+    embeddings: object = {"__cls__": "TransformerWordEmbeddings", "model": "xlm-roberta-large", "layers": "-1",
+                          "tokenizer_data": io.BytesIO(b"PK\x05\x06" + bytes(18))}
     if whole_embeddings:
         embeddings_module = types.ModuleType("flair.embeddings")
         embeddings_class = type("WordEmbeddings", (torch.nn.Module,), {"__module__": "flair.embeddings"})
@@ -49,8 +52,10 @@ def _flair_model(path: Path, monkeypatch: pytest.MonkeyPatch, whole_embeddings: 
 def test_a_flair_model_is_refused_by_name_with_the_way_to_its_state_dict(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whole_embeddings: bool) -> None:
     """flair's Model.save pickles its label Dictionary (and, before flair 0.12, the embeddings module) by class beside
-    the state dict. The refusal named flair.data.Dictionary "unknown" and no way to the weights (or, with the
-    embeddings pickled whole, a generic torch.save(model) hint that named neither flair nor its 'state_dict')."""
+    the state dict, and transformer embeddings' tokenizer as a zip in an io.BytesIO. The refusal named
+    flair.data.Dictionary "unknown" and no way to the weights, then told to load it "only if you know why" BytesIO is
+    there (or, with the embeddings pickled whole, gave a generic torch.save(model) hint naming neither flair nor its
+    'state_dict')."""
     path = tmp_path / "final-model.pt"
     _flair_model(path, monkeypatch, whole_embeddings)
     for command, extra in (("inspect", []), ("convert", ["-o", str(tmp_path / "out.safetensors")]),
@@ -58,11 +63,14 @@ def test_a_flair_model_is_refused_by_name_with_the_way_to_its_state_dict(
         result = run_cli(command, str(path), *extra)
         assert result.exit_code == 2 and "Traceback" not in result.stderr, (command, result.stderr)
         line = " ".join(result.stderr.split())
-        assert line.startswith(f"error: {path}: suspicious: ") and "flair.data.Dictionary" in line, line
+        verdict = "dangerous: _io.BytesIO" if not whole_embeddings else "suspicious: flair.embeddings.WordEmbeddings"
+        assert line.startswith(f"error: {path}: {verdict}") and "flair.data.Dictionary" in line, line
         assert "nothing was unpickled" in line and "corrupt" not in line, line
         assert "this is a flair model, what flair's Model.save writes" in line, line
         assert "torch.load(path, weights_only=False)['state_dict']" in line, line
         assert "whole pickled model" not in line, line
+        # The BytesIO a TransformerWordEmbeddings carries is said for what it is, beside the warning about it.
+        assert ("keep their tokenizer as a zip in an io.BytesIO" in line) is not whole_embeddings, line
     assert not (tmp_path / "out.safetensors").exists()
 
 

@@ -502,7 +502,13 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
                     "beside flair's own objects (the label Dictionary, the embeddings), pickled by class; where you "
                     "trust the file, with flair installed, torch.load(path, weights_only=False)['state_dict'] is the "
                     "state dict (flair's Model.load builds the model from the file): save it with safetensors to "
-                    "read the weights here)")
+                    "read the weights here"
+                    # Its transformer embeddings keep the tokenizer's files as a zip in an io.BytesIO: the one
+                    # "dangerous" name a genuine flair model carries, which the warning below would leave unexplained.
+                    + ("; flair's transformer embeddings keep their tokenizer as a zip in an io.BytesIO, which is "
+                       "why a flair model names _io.BytesIO"
+                       if any(g.qualified in ("_io.BytesIO", "io.BytesIO") for g in report.globals) else "")
+                    + ")")
         elif any(g.module.startswith(("torch.nn.modules", "transformers.models")) for g in report.globals):
             # torch.save(model) pickles the classes themselves; only a state dict is data. Who has the file and not
             # the model object (a downloaded .pt) needs the way from one to the other, as the YOLO hints give it.
