@@ -306,3 +306,9 @@ def test_a_detectron_caffe2_pickle_leaves_out_its_momentum_blobs(tmp_path: Path)
     code, data = run_json("inspect", str(zoo))
     assert code == 0 and data["nested_key"] == "model" and data["num_tensors"] == 1, data
     assert not any("Caffe2" in w for w in data["warnings"]), data["warnings"]
+    # A `*_momentum` array with no weight of that name beside it is some other pickle's own tensor: read.
+    other = tmp_path / "ema.pkl"
+    with other.open("wb") as handle:
+        pickle.dump({"w": blobs["conv1_w"], "running_momentum": np.ones(8, np.float32)}, handle, protocol=4)
+    code, data = run_json("inspect", str(other))
+    assert code == 0 and data["num_tensors"] == 2 and not any("Caffe2" in w for w in data["warnings"]), data

@@ -915,8 +915,9 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
     if report.container == "pickle" and nested_key in (None, "blobs"):
         # Detectron's (Caffe2) pickles keep SGD's momentum beside each weight as `<blob>_momentum`, and detectron2's
         # checkpointer drops every such blob when it loads one: counted, they doubled the parameters.
+        # Only a blob whose weight is beside it: another pickle's own `*_momentum` tensor is not taken for one.
         momentum = {name for name in state_dict if isinstance(name, str) and name.endswith("_momentum")
-                    and is_tensor(state_dict[name])}
+                    and is_tensor(state_dict[name]) and is_tensor(state_dict.get(name[: -len("_momentum")]))}
         if momentum:
             state_dict = {name: value for name, value in state_dict.items() if name not in momentum}
             example = min(momentum)
