@@ -432,7 +432,7 @@ def _fair_esm_note(unexpected: Sequence[str], joined_unexpected: str, missing: S
 # `mask_downscaling.N`; transformers' SamModel `vision_encoder.layers.N`, `neck.conv1`, `shared_image_embedding`,
 # `point_embed`, `mask_embed.conv1`. transformers' convert_sam_to_hf.py renames them by substring (its
 # KEYS_TO_MODIFY_MAPPING) and stores pe_layer's matrix under two names: the rename search offered two prefixes
-# that match a few keys, and called pe_layer an adapter's key.
+# that match a few keys, and no word of the converter.
 _SAM_EVIDENCE = _lazy_regex(r"^image_encoder\.blocks\.\d+\.attn\.qkv\.|^prompt_encoder\.pe_layer\.")
 _HF_SAM_EVIDENCE = _lazy_regex(
     r"^(?:sam\.)?vision_encoder\.layers\.\d+\.attn\.qkv\.|^(?:sam\.)?shared_image_embedding\.")
