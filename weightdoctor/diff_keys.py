@@ -108,9 +108,15 @@ _BUFFER = _lazy_regex(
     r"attn\.bias|attention\.bias|crossattention\.bias|_float_tensor|relative_position_index|causal_mask|"
     r"attn_mask|bias_mask|original_inv_freq|cos_cached|sin_cached|_cos_cached|_sin_cached|attn\.embed_positions)$"
 )
+# PEFT's prompt learning keeps its encoders in `prompt_encoder.<adapter name>.` (embedding, mlp_head, lstm_head,
+# transform), AdapterHub its bottlenecks in `adapters.<name>.`: a bare `prompt_encoder.` or `adapter.` is also a
+# model's own module (SamModel's prompt encoder, Wav2Vec2's `adapter.layers.N` with add_adapter=True), whose missing
+# weights were called an adapter's, a warning, where a load leaves them at random.
 _ADAPTER = _lazy_regex(
-    r"(^|\.)(lora_[AB]|lora_embedding_[AB]|lora_magnitude_vector|lora_dropout|prefix_encoder|prompt_encoder|"
-    r"modules_to_save|original_module|ia3_l|hada_w\d_[ab]|lokr_w\d|adapter_(up|down)|adapters?)(\.|$)"
+    r"(^|\.)(lora_[AB]|lora_embedding_[AB]|lora_magnitude_vector|lora_dropout|prefix_encoder|"
+    r"prompt_encoder\.[^.]+\.(?:embedding|delta_embedding|mlp_head|lstm_head|transform|prefix_task_cols|"
+    r"prefix_task_rows)|"
+    r"modules_to_save|original_module|ia3_l|hada_w\d_[ab]|lokr_w\d|adapter_(up|down)|adapters)(\.|$)"
 )
 _QUANT = _lazy_regex(
     r"(\.SCB|\.weight_format|\.absmax|\.quant_map|\.quant_state\.[\w.]+|\.nested_absmax|\.nested_quant_map|"
@@ -421,6 +427,36 @@ def _fair_esm_note(unexpected: Sequence[str], joined_unexpected: str, missing: S
             "only")
 
 
+# Segment Anything's own checkpoints (sam_vit_b_01ec64.pth ...: a bare state dict) name the image encoder
+# `image_encoder.blocks.N.attn.qkv`, `neck.0`, the prompt encoder's `pe_layer`, `point_embeddings.N`,
+# `mask_downscaling.N`; transformers' SamModel `vision_encoder.layers.N`, `neck.conv1`, `shared_image_embedding`,
+# `point_embed`, `mask_embed.conv1`. transformers' convert_sam_to_hf.py renames them by substring (its
+# KEYS_TO_MODIFY_MAPPING) and stores pe_layer's matrix under two names: the rename search offered two prefixes
+# that match a few keys, and no word of the converter.
+_SAM_EVIDENCE = _lazy_regex(r"^image_encoder\.blocks\.\d+\.attn\.qkv\.|^prompt_encoder\.pe_layer\.")
+_HF_SAM_EVIDENCE = _lazy_regex(
+    r"^(?:sam\.)?vision_encoder\.layers\.\d+\.attn\.qkv\.|^(?:sam\.)?shared_image_embedding\.")
+
+
+def _segment_anything_note(unexpected: Sequence[str], joined_unexpected: str, missing: Sequence[str],
+                           joined_missing: str) -> str:
+    """The note for Segment Anything's own layout in A against transformers' SamModel in B, or ""."""
+    if "image_encoder." not in joined_unexpected and "prompt_encoder.pe_layer." not in joined_unexpected:
+        return ""
+    if "vision_encoder." not in joined_missing and "shared_image_embedding." not in joined_missing:
+        return ""
+    if not (any(map(_SAM_EVIDENCE.search, unexpected)) and any(map(_HF_SAM_EVIDENCE.search, missing))):
+        return ""
+    return ("A is in Segment Anything's own layout (image_encoder.blocks.N, neck.0, prompt_encoder.pe_layer, "
+            "mask_decoder.output_upscaling: segment-anything's sam_vit_*.pth) and B in transformers' SamModel layout "
+            "(vision_encoder.layers.N, neck.conv1, shared_image_embedding, mask_decoder.upscale_conv1): "
+            "transformers' models/sam/convert_sam_to_hf.py --model_name sam_vit_b_01ec64 (or sam_vit_l_0b3195, "
+            "sam_vit_h_4b8939) --pytorch_dump_folder_path OUT converts Meta's released checkpoints (it downloads "
+            "them itself), renaming every key by its KEYS_TO_MODIFY_MAPPING and storing pe_layer's matrix under "
+            "two names; a fine-tuned A needs that script's replace_keys applied to it; the renames suggested "
+            "here cover a few keys only")
+
+
 def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[dict[str, tuple[str, str, str]], str]:
     """(reason, severity, detail) for the keys that differ because A and B are in two known layouts of one model
     (Meta's original Llama / Mistral layout against Hugging Face's, either way round), and a note saying what to
@@ -456,7 +492,8 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
             return whys, note
         # Renames alone convert it (no key is left a foreign-layout error), but not the few the search finds.
         return {}, (_openai_whisper_note(unexpected, joined_unexpected, missing, joined_missing)
-                    or _fair_esm_note(unexpected, joined_unexpected, missing, joined_missing))
+                    or _fair_esm_note(unexpected, joined_unexpected, missing, joined_missing)
+                    or _segment_anything_note(unexpected, joined_unexpected, missing, joined_missing))
     meta_side, hf_side = ("A", "B") if meta_in_a else ("B", "A")
     meta_names, hf_names = (unexpected, missing) if meta_in_a else (missing, unexpected)
     if meta_in_a:

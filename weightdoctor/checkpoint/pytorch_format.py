@@ -190,6 +190,8 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
     best = _audiocraft_best_state(obj)
     if best is not None:
         return obj[best]["model"], f"{best}.model"
+    if _k_diffusion_ema(obj):
+        return obj["model_ema"], "model_ema"
     if _is_state_dict(obj) or (isinstance(obj, Mapping) and not obj):
         return obj, None  # an empty dict is a state dict of 0 tensors, as a safetensors file may hold
     kind = training_state_kind(obj)
@@ -268,6 +270,18 @@ def _audiocraft_best_state(obj: Any) -> str | None:
         if isinstance(value, Mapping) and _is_state_dict(value.get("model")) and value["model"]:
             return entry
     return None
+
+
+def _k_diffusion_ema(obj: Any) -> bool:
+    """Whether `obj` is a k-diffusion training checkpoint (train.py's `{"model", "model_ema", "opt", "sched",
+    "ema_sched", "epoch", "step", ...}`) with a non-empty `model_ema`: the EMA weights that k-diffusion's sampling,
+    demos and convert_for_inference.py load (`ckpt["model_ema"]`), not `model`, the raw training
+    weights that resuming alone reads. `ema_sched` is k-diffusion's own key: a plain {model, model_ema} (DeiT,
+    ConvNeXt), whose own tools load `model` by default, is not taken for one."""
+    if not isinstance(obj, Mapping) or "ema_sched" not in obj:
+        return False
+    ema = obj.get("model_ema")
+    return _is_state_dict(obj.get("model")) and _is_state_dict(ema) and bool(ema)
 
 
 def _megatron_language_model(obj: Any) -> dict[str, Any] | None:
@@ -479,6 +493,22 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
                     "shards, and weightdoctor reads no tensor subclass; save the whole weights instead, "
                     "torch.distributed.checkpoint.state_dict.get_model_state_dict(model, options=StateDictOptions("
                     "full_state_dict=True, cpu_offload=True)) on every rank, torch.save on rank 0)")
+        elif any(g.module.split(".")[0] == "flair" for g in report.globals if g.safety != "safe"):
+            # flair's Model.save (SequenceTagger, TextClassifier: final-model.pt, best-model.pt, a flair Hub repo's
+            # pytorch_model.bin) torch.saves a dict: the state dict under 'state_dict' beside flair's own objects
+            # (the label Dictionary; whole embeddings in flair < 0.12), which only flair's classes rebuild. The
+            # generic whole-model hint, or none at all, named neither flair nor where its weights are.
+            hint = (" (this is a flair model, what flair's Model.save writes: the state dict under 'state_dict' "
+                    "beside flair's own objects (the label Dictionary, the embeddings), pickled by class; where you "
+                    "trust the file, with flair installed, torch.load(path, weights_only=False)['state_dict'] is the "
+                    "state dict (flair's Model.load builds the model from the file): save it with safetensors to "
+                    "read the weights here"
+                    # Its transformer embeddings keep the tokenizer's files as a zip in an io.BytesIO: the one
+                    # "dangerous" name a genuine flair model carries, which the warning below would leave unexplained.
+                    + ("; flair's transformer embeddings keep their tokenizer as a zip in an io.BytesIO, which is "
+                       "why a flair model names _io.BytesIO"
+                       if any(g.qualified in ("_io.BytesIO", "io.BytesIO") for g in report.globals) else "")
+                    + ")")
         elif any(g.module.startswith(("torch.nn.modules", "transformers.models")) for g in report.globals):
             # torch.save(model) pickles the classes themselves; only a state dict is data. Who has the file and not
             # the model object (a downloaded .pt) needs the way from one to the other, as the YOLO hints give it.
@@ -871,6 +901,10 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         notes.append(f"an audiocraft solver checkpoint: {nested_key} is read, the best epoch's weights that "
                      "audiocraft's export (export_lm, export_encodec) writes to the release file; --key model reads "
                      "the last epoch's weights beside them")
+    elif key is None and nested_key == "model_ema" and _k_diffusion_ema(obj):
+        notes.append("a k-diffusion training checkpoint: model_ema is read, the EMA weights that k-diffusion's "
+                     "sampling loads and its convert_for_inference.py writes to a slim checkpoint; --key model reads "
+                     "the raw training weights beside them")
     elif nested_key == _MEGATRON_KEY and key is None:
         parts = list(map(str, obj["model"]["language_model"]))
         listed = ", ".join(parts[:-1]) + f" and {parts[-1]}"
@@ -878,6 +912,18 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
                      "together, under their module paths (embedding.word_embeddings.weight, ...), as Megatron's "
                      "load_state_dict and the conversion scripts read them; --key reads one alone"
                      + _tensor_parallel_rank(path))
+    if report.container == "pickle" and nested_key in (None, "blobs"):
+        # Detectron's (Caffe2) pickles keep SGD's momentum beside each weight as `<blob>_momentum`, and detectron2's
+        # checkpointer drops every such blob when it loads one: counted, they doubled the parameters.
+        # Only a blob whose weight is beside it: another pickle's own `*_momentum` tensor is not taken for one.
+        momentum = {name for name in state_dict if isinstance(name, str) and name.endswith("_momentum")
+                    and is_tensor(state_dict[name]) and is_tensor(state_dict.get(name[: -len("_momentum")]))}
+        if momentum:
+            state_dict = {name: value for name, value in state_dict.items() if name not in momentum}
+            example = min(momentum)
+            notes.append(f"a Detectron (Caffe2) pickle: {counted(len(momentum), 'blob')} ending in _momentum "
+                         f"({example}{', ...' if len(momentum) > 1 else ''}) hold SGD's momentum, not weights: left "
+                         "out, as detectron2's checkpointer drops them when it loads the file")
     other, beside = _entries_beside(obj, nested_key)
     if beside:
         # Megatron-LM keeps model.language_model.{embedding, encoder, output_layer} apart: one of them is read.
