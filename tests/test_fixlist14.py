@@ -192,6 +192,52 @@ def test_an_empty_cache_variable_is_read_as_huggingface_hub_reads_it(
         in _one_line(result.stderr)
 
 
+# 6. `inspect --verify` and torch.hub's download folder.
+
+def _save_hub_named(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    path = folder / "resnet18-0676ba61.pth"  # torch.hub's `<name>-<sha256 prefix>`, which this file's is not
+    torch.save({"fc.weight": torch.randn(4, 3)}, path)
+    return path
+
+
+def test_verify_finds_torch_hubs_folder_through_a_link_to_another_disk(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # ~/.cache/torch/hub/checkpoints linked to a big disk: resolved, the file lay outside any hub/checkpoints, so a
+    # download whose sha256 does not match its name was a note and exit 0.
+    import torch.hub
+
+    store = tmp_path / "big-disk" / "torch-downloads"
+    _save_hub_named(store)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    (tmp_path / "torch-home" / "hub").mkdir(parents=True)
+    (tmp_path / "torch-home" / "hub" / "checkpoints").symlink_to(store, target_is_directory=True)
+    assert Path(torch.hub.get_dir()) == tmp_path / "torch-home" / "hub"
+    for source in (tmp_path / "torch-home" / "hub" / "checkpoints" / "resnet18-0676ba61.pth",
+                   store / "resnet18-0676ba61.pth"):
+        code, data = run_json("inspect", str(source), "--verify")
+        assert code == 1, data["verify"]
+        [line] = data["verify"]["hash_mismatches"]
+        assert line.startswith("resnet18-0676ba61.pth: the name carries sha256 prefix 0676ba61")
+
+
+def test_verify_finds_torch_hubs_folder_set_by_set_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch.hub.set_dir("/data/weights") keeps downloads in /data/weights/checkpoints, with no hub/ in the path.
+    import torch.hub
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    torch.hub.set_dir(str(tmp_path / "weights"))
+    path = _save_hub_named(Path(torch.hub.get_dir()) / "checkpoints")
+    code, data = run_json("inspect", str(path), "--verify")
+    assert code == 1 and len(data["verify"]["hash_mismatches"]) == 1, data["verify"]
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "elsewhere"))
+    code, data = run_json("inspect", str(path), "--verify")  # no longer torch.hub's folder: a note only
+    assert code == 0 and data["verify"]["hash_mismatches"] == [], data["verify"]
+
+
 # 7. A snapshot folder linked out of snapshots/ (the model case is in tests/hostile/test_redteam11.py).
 
 def test_a_dataset_snapshot_linked_out_of_the_cache_is_read_as_huggingface_hub_reads_it(cache: Path) -> None:
