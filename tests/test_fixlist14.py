@@ -259,3 +259,67 @@ def test_a_dataset_snapshot_linked_out_of_the_cache_is_read_as_huggingface_hub_r
     assert f"the cached snapshot {MAIN[:10]} is a link out of the cache's snapshots/ folder, to {moved}: read " \
         "there, as huggingface_hub reads it" in data["warnings"]
 
+
+# 8. plan-devices of a pipeline's folder not cached: its config and headers, not its weights.
+
+def test_plan_devices_of_a_pipeline_folder_reads_its_headers_remotely_not_its_weights(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `org/pipe/unet` went through resolve_repo_id(weights=True), which downloaded the unet's weights (gigabytes)
+    # where `org/pipe` reads its config alone; a diffusers config cannot be built by transformers, so the plan needs
+    # the tensor names and shapes: the safetensors headers, read with range requests as huggingface_hub reads them.
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.utils._safetensors import SafetensorsFileMetadata
+    from huggingface_hub.utils._safetensors import TensorInfo as HubTensorInfo
+
+    from weightdoctor.checkpoint.safetensors_format import read_header
+    from weightdoctor.dtypes import CANONICAL_TO_SAFETENSORS
+
+    repo = tmp_path / "served"
+    (repo / "unet").mkdir(parents=True)
+    (repo / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
+                                                       "unet": ["diffusers", "UNet2DConditionModel"]}))
+    (repo / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel", "in_channels": 4}))
+    torch.manual_seed(0)
+    weights = {"conv_in.weight": torch.randn(8, 4, 3, 3), "conv_in.bias": torch.zeros(8),
+               "conv_out.weight": torch.randn(4, 8, 3, 3)}
+    (repo / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(save(weights))
+    (repo / "unet" / "diffusion_pytorch_model.fp16.safetensors").write_bytes(
+        save({k: v.half() for k, v in weights.items()}))
+    fetched: list[str] = []
+
+    def parse_header(self: object, repo_id: str, filename: str, **_: object) -> SafetensorsFileMetadata:
+        header = read_header(repo / filename, filename)
+        return SafetensorsFileMetadata(metadata=header.metadata or {}, tensors={
+            t.name: HubTensorInfo(CANONICAL_TO_SAFETENSORS[t.dtype], list(t.shape), t.data_offsets)
+            for t in header.tensors})
+
+    def download(repo_id: str, filename: str, **_: object) -> str:
+        fetched.append(filename)
+        target = tmp_path / "downloads" / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(repo / filename, target)
+        return str(target)
+
+    def snapshot(repo_id: str, local_files_only: bool = False, allow_patterns: object = None, **_: object) -> str:
+        if local_files_only:
+            raise LocalEntryNotFoundError("not cached")
+        fetched.append(f"snapshot {allow_patterns}")
+        shutil.copytree(repo, tmp_path / "snapshot", dirs_exist_ok=True)
+        return str(tmp_path / "snapshot")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, *a, **k: sorted(
+        p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file()))
+    monkeypatch.setattr(huggingface_hub.HfApi, "parse_safetensors_file_metadata", parse_header)
+    monkeypatch.setattr(huggingface_hub.HfApi, "get_paths_info", lambda self, repo_id, paths, **k: [
+        type("Info", (), {"path": p, "size": (repo / p).stat().st_size})() for p in paths])
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    monkeypatch.setattr("weightdoctor.checkpoint.hub.hub_unreachable", lambda: None)  # the served repo is "up"
+    code, data = run_json("plan-devices", "org/pipe/unet", "--gpu", "1GB")
+    assert fetched == ["unet/config.json"], fetched  # no weights, no variant, no snapshot of the folder
+    assert code == 0, data
+    assert data["device_map"] == {"": 0}, data["device_map"]  # the whole unet on GPU 0, as accelerate writes it
+    assert data["num_params"] == sum(t.numel() for t in weights.values())

@@ -887,8 +887,10 @@ class RemoteStructure:
     file_sizes: dict[str, int]
 
 
-def remote_structure(repo_id: str, revision: str | None = None) -> RemoteStructure | None:
-    """Read the safetensors headers of an uncached repo from the Hub; None if it has no safetensors weights.
+def remote_structure(repo_id: str, revision: str | None = None,
+                     subfolder: str | None = None) -> RemoteStructure | None:
+    """Read the safetensors headers of an uncached repo (or of one folder of it, a pipeline's `unet/`) from the Hub;
+    None if it has no safetensors weights there.
 
     Raises:
         SourceNotFound: the Hub is offline or unreachable, or has no such repo.
@@ -899,14 +901,20 @@ def remote_structure(repo_id: str, revision: str | None = None) -> RemoteStructu
     from huggingface_hub import HfApi, hf_hub_download
 
     api = HfApi()
+    prefix = f"{subfolder.strip('/')}/" if subfolder else ""
     try:
         files = api.list_repo_files(repo_id, revision=revision)
-        if not any(f.endswith(".safetensors") for f in files):
+        if not any(f.startswith(prefix) and f.endswith(".safetensors") for f in files):
             return None
-        metadata = api.get_safetensors_metadata(repo_id, revision=revision)
+        if prefix:
+            metadata = _folder_safetensors_metadata(api, repo_id, revision, files, prefix)
+            if metadata is None:
+                return None
+        else:
+            metadata = api.get_safetensors_metadata(repo_id, revision=revision)
         config = None
-        if "config.json" in files:
-            path = hf_hub_download(repo_id, "config.json", revision=revision, cache_dir=hub_cache_dir())
+        if f"{prefix}config.json" in files:
+            path = hf_hub_download(repo_id, f"{prefix}config.json", revision=revision, cache_dir=hub_cache_dir())
             config = json.loads(Path(path).read_text(encoding="utf-8"))
         sizes = {
             info.path: int(getattr(info, "size", 0) or 0)
@@ -915,6 +923,32 @@ def remote_structure(repo_id: str, revision: str | None = None) -> RemoteStructu
     except Exception as exc:
         raise _hub_error(repo_id, revision, exc) from exc
     return RemoteStructure(repo_id, revision, metadata, config, sizes)
+
+
+def _folder_safetensors_metadata(api: Any, repo_id: str, revision: str | None, files: list[str],
+                                 prefix: str) -> SafetensorsRepoMetadata | None:
+    """The safetensors headers of the weights the reader would read in one folder of a repo (its index's shards, else
+    its plain safetensors file), each read with a range request as get_safetensors_metadata reads a repo's top,
+    which it cannot do for a folder (`unet/diffusion_pytorch_model.safetensors`); None when that folder's weights are
+    no safetensors. Files are named by their path in the repo, which fetches their values later."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils._safetensors import SafetensorsRepoMetadata
+
+    wanted, index = files_to_fetch(files, prefix.rstrip("/"), True)
+    if index is not None:
+        if not index.endswith(".safetensors.index.json"):
+            return None
+        base = index.rpartition("/")[0]
+        local = Path(hf_hub_download(repo_id, index, revision=revision, cache_dir=hub_cache_dir()))
+        weights = [f"{base}/{shard}" if base else shard for shard in index_shards(local)]
+    else:
+        weights = [f for f in wanted if f.endswith(".safetensors") and "/" not in f[len(prefix):]]
+    if not weights:
+        return None
+    files_metadata = {name: api.parse_safetensors_file_metadata(repo_id, name, revision=revision) for name in weights}
+    weight_map = {tensor: name for name, meta in files_metadata.items() for tensor in meta.tensors}
+    return SafetensorsRepoMetadata(metadata=None, sharded=index is not None, weight_map=weight_map,
+                                   files_metadata=files_metadata)
 
 
 def hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path:

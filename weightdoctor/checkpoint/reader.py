@@ -2006,6 +2006,13 @@ def _open_checkpoint(
             # `org/name/unet`: one model folder of a repo (a diffusers pipeline keeps one per component).
             repo_id, subfolder = inside
             try:
+                cached = cached_snapshot(repo_id, revision) if structure_only else None
+                if structure_only and (cached is None or (not holds_weights(cached / subfolder) and hub_reachable())):
+                    # The folder's headers over the network rather than its weights, as for a whole repo: plan-devices
+                    # and inspect of `org/pipe/unet` downloaded the unet's gigabytes.
+                    remote = remote_structure(repo_id, revision, subfolder)
+                    if remote is not None:
+                        return _remote_checkpoint(given if located is not None else text, remote)
                 snapshot = resolve_repo_id(repo_id, revision, weights=True, subfolder=subfolder)
             except SourceNotFound as exc:
                 if located is not None:
