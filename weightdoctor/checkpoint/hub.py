@@ -679,7 +679,7 @@ def _located(text: str, repo_type: str, repo_id: str, revision: str | None, insi
         if query:
             part = "the revision" if revision and query in revision else "the file name"
             raise UsageError(f"{text}: {query!r} is a web address's query string, not part of {part}: give "
-                             f"{text[:text.rindex(query)]}")
+                             f"{text.replace(query, '', 1)}")
     inside = inside.strip("/")
     if any(part in (".", "..") for part in inside.split("/")):
         raise UsageError(f"{text}: the path in the repo, {inside!r}, has a '.' or '..' part; name the folder or "
