@@ -316,10 +316,21 @@ def test_plan_devices_of_a_pipeline_folder_reads_its_headers_remotely_not_its_we
     monkeypatch.setattr(huggingface_hub.HfApi, "parse_safetensors_file_metadata", parse_header)
     monkeypatch.setattr(huggingface_hub.HfApi, "get_paths_info", lambda self, repo_id, paths, **k: [
         type("Info", (), {"path": p, "size": (repo / p).stat().st_size})() for p in paths])
+    reals = {"hf_hub_download": huggingface_hub.hf_hub_download, "snapshot_download": huggingface_hub.snapshot_download}
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
     monkeypatch.setattr("weightdoctor.checkpoint.hub.hub_unreachable", lambda: None)  # the served repo is "up"
-    code, data = run_json("plan-devices", "org/pipe/unet", "--gpu", "1GB")
+    try:
+        code, data = run_json("plan-devices", "org/pipe/unet", "--gpu", "1GB")
+    finally:
+        # A module first imported during the run (transformers' hub helpers) bound a fake by name: the real one back.
+        fakes = {"hf_hub_download": download, "snapshot_download": snapshot}
+        for module in list(sys.modules.values()):
+            namespace = getattr(module, "__dict__", None) or {}
+            for attribute, value in list(namespace.items()):
+                for name, fake in fakes.items():
+                    if value is fake:
+                        setattr(module, attribute, reals[name])
     assert fetched == ["unet/config.json"], fetched  # no weights, no variant, no snapshot of the folder
     assert code == 0, data
     assert data["device_map"] == {"": 0}, data["device_map"]  # the whole unet on GPU 0, as accelerate writes it
