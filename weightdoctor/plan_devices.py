@@ -2630,7 +2630,9 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
         # Opened by its snapshot's path: named by the repo id typed, as open_checkpoint names one it resolves.
         checkpoint.source, checkpoint.repo_id, checkpoint.revision = source, repo, revision
         return checkpoint
-    return open_checkpoint(source, revision=revision, key=key, allow_config_only=True)
+    # A folder of a repo (`org/pipe/unet`: a diffusers model, whose config transformers cannot build) is planned from
+    # its config and safetensors headers, read remotely when not cached: its weights are not downloaded.
+    return open_checkpoint(source, revision=revision, key=key, allow_config_only=True, structure_only=True)
 
 
 def _quoted(word: str) -> str:

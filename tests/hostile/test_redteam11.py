@@ -119,12 +119,16 @@ def test_an_index_that_names_itself_as_a_shard_is_said_so(tmp_path: Path) -> Non
                     "not a weight file")
 
 
-def test_a_snapshot_folder_that_is_a_link_out_of_the_cache_is_said_so_not_blamed_on_the_ref(
+def test_a_snapshot_folder_that_is_a_link_out_of_the_cache_is_read_as_huggingface_hub_reads_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """refs/main holds the commit and snapshots/<commit> is a link to where the files were moved: the error said
-    refs/main was "empty, or a path out of its snapshots/ folder" (it is neither) and to delete that ref. The
-    snapshot is still not read (a folder linking out of a snapshot is not the repo's), and the line says why."""
+    refs/main was "empty, or a path out of its snapshots/ folder" (it is neither) and to delete that ref; later the
+    snapshot was refused as a link out of snapshots/. huggingface_hub reads it (snapshot_download(local_files_only)
+    returns it, and from_pretrained loads it), so it is read, with a warning saying where it leads (fixlist14)."""
+    import json
     import shutil
+
+    from huggingface_hub import snapshot_download
 
     cache = tmp_path / "hub"
     snapshot = _cached_repo(cache, b"")
@@ -135,10 +139,13 @@ def test_a_snapshot_folder_that_is_a_link_out_of_the_cache_is_said_so_not_blamed
     snapshot.symlink_to(moved, target_is_directory=True)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    line = _one_error_line(run_cli("inspect", "org/name"))
-    assert line == (f"error: {snapshot}: the Hub cache's snapshot {snapshot.name!r} of org/name, which refs/main "
-                    f"names, is a link out of its snapshots/ folder (to {moved}): not read; remove that link and "
-                    "download it again with `hf download org/name`"), line
+    assert snapshot_download("org/name", cache_dir=cache, local_files_only=True) == str(snapshot)
+    result = run_cli("inspect", "org/name", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["resolved_path"] == str(snapshot) and data["commit"] == snapshot.name
+    assert data["warnings"] == [f"the cached snapshot {snapshot.name[:10]} is a link out of the cache's snapshots/ "
+                                f"folder, to {moved}: read there, as huggingface_hub reads it"]
 
 
 @pytest.mark.parametrize("command", ["inspect", "diff-keys", "check-dtype"])

@@ -131,15 +131,18 @@ def split_repo_subfolder(source: str) -> tuple[str, str] | None:
 def hub_cache_dir() -> Path:
     """The Hub cache folder, read from the environment at call time as huggingface_hub reads it at import:
     HF_HUB_CACHE, then HUGGINGFACE_HUB_CACHE, then HF_HOME/hub, then XDG_CACHE_HOME/huggingface/hub, with `~`
-    and `$VARS` expanded (a `$SCRATCH/hf` that a Dockerfile ENV or a systemd unit leaves unexpanded)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        folder = os.environ["HF_HUB_CACHE"]
-    elif os.environ.get("HUGGINGFACE_HUB_CACHE"):
-        folder = os.environ["HUGGINGFACE_HUB_CACHE"]
-    else:
-        home = os.environ.get("HF_HOME") or os.path.join(
-            os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"
-        )
+    and `$VARS` expanded (a `$SCRATCH/hf` that a Dockerfile ENV or a systemd unit leaves unexpanded).
+
+    A variable set to "" counts as set, as huggingface_hub's `os.getenv(name, default)` counts it: `HF_HOME=""` is the
+    cache `hub/` of the current folder, where `hf download` and from_pretrained then put and find repos (read as
+    unset, the default cache was looked in instead).
+    """
+    if (folder := os.environ.get("HF_HUB_CACHE")) is None:
+        folder = os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if folder is None:
+        home = os.environ.get("HF_HOME")
+        if home is None:
+            home = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface")
         folder = os.path.join(os.path.expandvars(os.path.expanduser(home)), "hub")
     return Path(os.path.expandvars(os.path.expanduser(folder)))
 
@@ -223,8 +226,11 @@ def _cache_folder_problem() -> str:
     looking for a download that had happened, into another folder."""
     folder = hub_cache_dir()
     variable = next((name for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME")
-                     if os.environ.get(name)), None)
+                     if os.environ.get(name) is not None), None)
     named = f" ({variable} names it)" if variable else ""
+    if variable is not None and not os.environ[variable]:
+        # Most often `HF_HOME="$UNSET_VAR"`: huggingface_hub reads the current folder then, and so is it read here.
+        return f"; {variable} is set but empty, which huggingface_hub reads as a folder relative to the current one"
     try:
         if not folder.exists():
             return f"; that cache folder does not exist{named}"
@@ -408,19 +414,38 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
     snapshots = (_repo_dir(repo_id) / "snapshots").resolve()
     if path.resolve().parent != snapshots:
         ref = f"refs/{revision or 'main'}"
-        if Path(os.path.abspath(path)).parent == Path(os.path.abspath(_repo_dir(repo_id) / "snapshots")):
-            # The ref names a snapshot, but that folder is a link out of snapshots/ (a cache moved by hand): said
-            # as such, not as an empty ref or one holding a path, which sent users to a ref that is fine.
-            raise SourceNotFound(
-                f"the Hub cache's snapshot {path.name[:40]!r} of {repo_id}, which {ref} names, is a link out of its "
-                f"snapshots/ folder (to {path.resolve()}): not read; remove that link and download it again with "
-                f"`{download_command(repo_id, revision)}`", path=str(path))
+        if _names_a_snapshot(path, _repo_dir(repo_id)):
+            # The ref names a snapshot, and that folder is a link out of snapshots/ (a cache moved by hand, a
+            # snapshot kept on another disk): huggingface_hub reads it there, so does the reader (which says so).
+            return path
         raise SourceNotFound(
             f"the Hub cache's {ref} of {repo_id} does not name a snapshot (empty, or a path out of its snapshots/ "
             f"folder); download it again with `{download_command(repo_id, revision)}` or delete that ref",
             path=str(snapshots.parent / "refs" / (revision or "main")),
         )
     return path
+
+
+def _names_a_snapshot(path: Path, repo_dir: Path) -> bool:
+    """Whether `path` is `snapshots/<commit>` of `repo_dir` by its name (a link to elsewhere included), as
+    huggingface_hub joins a ref's commit to snapshots/: not the snapshots folder itself (an empty ref) nor a path
+    out of it (a ref holding `../..`)."""
+    return Path(os.path.abspath(path)).parent == Path(os.path.abspath(repo_dir / "snapshots"))
+
+
+def linked_snapshot_note(path: Path) -> str | None:
+    """A warning when the Hub cache snapshot that holds `path` is a link out of its repo's snapshots/ folder: read
+    where it leads, as huggingface_hub reads it, and said, since the files are not where the cache keeps them."""
+    commit = snapshot_commit(path)
+    if commit is None:
+        return None
+    parts = path.parts
+    at = max(i for i in range(2, len(parts)) if parts[i] == commit and parts[i - 1] == "snapshots")
+    snapshot = Path(*parts[:at + 1])
+    if not snapshot.is_symlink():
+        return None
+    return (f"the cached snapshot {commit[:10]} is a link out of the cache's snapshots/ folder, to "
+            f"{snapshot.resolve()}: read there, as huggingface_hub reads it")
 
 
 def _check_ref_file(repo_id: str, revision: str | None, repo_type: str = "model") -> None:
@@ -612,7 +637,9 @@ def hub_location(text: str) -> HubLocation | None:
         if uri.type not in _READ_TYPES:
             return None
         # `runs/exp@2` is as likely a mistyped local folder: a repo only when cached, or a model the Hub may hold.
-        if not _repo_dir(uri.id, uri.type).is_dir() and (uri.type != "model" or not hub_reachable()):
+        # `datasets/org/d@v1` names its repo's type, as `datasets/org/d` does, which is read as a Hub address
+        # cached or not: the reader says "no such file or directory" first, then how to download it.
+        if not _repo_dir(uri.id, uri.type).is_dir() and uri.type == "model" and not hub_reachable():
             return None
         return _located(text, uri.type, uri.id, uri.revision, uri.path_in_repo)
     head, _, rest = text.partition("/")
@@ -634,11 +661,25 @@ def hub_location(text: str) -> HubLocation | None:
     return None
 
 
+# `?download=true`, `?a=1&b=2` at the end of a path in a repo: a query string, not a name a file was given.
+_QUERY_AT_END = re.compile(r"\?[A-Za-z_][\w.-]*=[^/?]*(?:&[A-Za-z_][\w.-]*=[^/?]*)*\Z")
+
+
 def _located(text: str, repo_type: str, repo_id: str, revision: str | None, inside: str) -> HubLocation:
     """A parsed Hub place whose path stays inside its repo: parse_hf_uri keeps `..` (`hf://org/m/../../x`), which
     joined to a snapshot would leave it."""
     from weightdoctor.errors import UsageError
 
+    if not text.startswith(("https://", "http://")):
+        # A web address's query (`?download=true`, copied with a /resolve/ link) parse_hf_uri drops; in an hf:// URI
+        # it kept it in the revision (`v1?download=true`, which no git ref can be: git refuses '?') or the file name,
+        # then said that revision was not cached. Refused, with the address to give instead.
+        query = revision[revision.index("?"):] if revision and "?" in revision else \
+            (found[0] if (found := _QUERY_AT_END.search(inside)) else "")
+        if query:
+            part = "the revision" if revision and query in revision else "the file name"
+            raise UsageError(f"{text}: {query!r} is a web address's query string, not part of {part}: give "
+                             f"{text.replace(query, '', 1)}")
     inside = inside.strip("/")
     if any(part in (".", "..") for part in inside.split("/")):
         raise UsageError(f"{text}: the path in the repo, {inside!r}, has a '.' or '..' part; name the folder or "
@@ -685,7 +726,8 @@ def cached_typed_snapshot(location: HubLocation, revision: str | None, source: s
         raise SourceNotFound(f"{where}the {kind} repo {repo_id} is not in the Hugging Face cache at {hub_cache_dir()}"
                              f"{cached} (weightdoctor reads {kind} repos from the cache only): download it with "
                              f"`{again}`", source) from exc
-    if path.resolve().parent != (folder / "snapshots").resolve():  # an empty ref, or one holding a path
+    if path.resolve().parent != (folder / "snapshots").resolve() and not _names_a_snapshot(path, folder):
+        # an empty ref, or one holding a path (a snapshot folder linked elsewhere is read, as huggingface_hub does)
         raise SourceNotFound(f"the Hub cache's refs/{revision or 'main'} of the {kind} repo {repo_id} does not "
                              f"name a snapshot: download it again with `{again}`", source)
     return path
@@ -845,8 +887,10 @@ class RemoteStructure:
     file_sizes: dict[str, int]
 
 
-def remote_structure(repo_id: str, revision: str | None = None) -> RemoteStructure | None:
-    """Read the safetensors headers of an uncached repo from the Hub; None if it has no safetensors weights.
+def remote_structure(repo_id: str, revision: str | None = None,
+                     subfolder: str | None = None) -> RemoteStructure | None:
+    """Read the safetensors headers of an uncached repo (or of one folder of it, a pipeline's `unet/`) from the Hub;
+    None if it has no safetensors weights there.
 
     Raises:
         SourceNotFound: the Hub is offline or unreachable, or has no such repo.
@@ -857,14 +901,20 @@ def remote_structure(repo_id: str, revision: str | None = None) -> RemoteStructu
     from huggingface_hub import HfApi, hf_hub_download
 
     api = HfApi()
+    prefix = f"{subfolder.strip('/')}/" if subfolder else ""
     try:
         files = api.list_repo_files(repo_id, revision=revision)
-        if not any(f.endswith(".safetensors") for f in files):
+        if not any(f.startswith(prefix) and f.endswith(".safetensors") for f in files):
             return None
-        metadata = api.get_safetensors_metadata(repo_id, revision=revision)
+        if prefix:
+            metadata = _folder_safetensors_metadata(api, repo_id, revision, files, prefix)
+            if metadata is None:
+                return None
+        else:
+            metadata = api.get_safetensors_metadata(repo_id, revision=revision)
         config = None
-        if "config.json" in files:
-            path = hf_hub_download(repo_id, "config.json", revision=revision, cache_dir=hub_cache_dir())
+        if f"{prefix}config.json" in files:
+            path = hf_hub_download(repo_id, f"{prefix}config.json", revision=revision, cache_dir=hub_cache_dir())
             config = json.loads(Path(path).read_text(encoding="utf-8"))
         sizes = {
             info.path: int(getattr(info, "size", 0) or 0)
@@ -873,6 +923,32 @@ def remote_structure(repo_id: str, revision: str | None = None) -> RemoteStructu
     except Exception as exc:
         raise _hub_error(repo_id, revision, exc) from exc
     return RemoteStructure(repo_id, revision, metadata, config, sizes)
+
+
+def _folder_safetensors_metadata(api: Any, repo_id: str, revision: str | None, files: list[str],
+                                 prefix: str) -> SafetensorsRepoMetadata | None:
+    """The safetensors headers of the weights the reader would read in one folder of a repo (its index's shards, else
+    its plain safetensors file), each read with a range request as get_safetensors_metadata reads a repo's top,
+    which it cannot do for a folder (`unet/diffusion_pytorch_model.safetensors`); None when that folder's weights are
+    no safetensors. Files are named by their path in the repo, which fetches their values later."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils._safetensors import SafetensorsRepoMetadata
+
+    wanted, index = files_to_fetch(files, prefix.rstrip("/"), True)
+    if index is not None:
+        if not index.endswith(".safetensors.index.json"):
+            return None
+        base = index.rpartition("/")[0]
+        local = Path(hf_hub_download(repo_id, index, revision=revision, cache_dir=hub_cache_dir()))
+        weights = [f"{base}/{shard}" if base else shard for shard in index_shards(local)]
+    else:
+        weights = [f for f in wanted if f.endswith(".safetensors") and "/" not in f[len(prefix):]]
+    if not weights:
+        return None
+    files_metadata = {name: api.parse_safetensors_file_metadata(repo_id, name, revision=revision) for name in weights}
+    weight_map = {tensor: name for name, meta in files_metadata.items() for tensor in meta.tensors}
+    return SafetensorsRepoMetadata(metadata=None, sharded=index is not None, weight_map=weight_map,
+                                   files_metadata=files_metadata)
 
 
 def hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
@@ -890,6 +966,10 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
         if cached is None:
             _require_hub(repo_id, revision)  # says why (offline, unreachable) and what the cache holds
         why = f"{_offline_variable()} is set" if hub_offline() else hub_unreachable()
+        broken = broken_cache_entry(cached / filename, why)
+        if broken is not None:
+            # The file was cached (its link is there) and its blob is gone: no "has no" file, a damaged cache entry.
+            raise SourceNotFound(broken, named)
         raise SourceNotFound(f"{repo_id}'s cached snapshot has no {filename}, and the Hub cannot be reached "
                              f"({why}): fetch it with `{download_command(repo_id, revision)} {filename}`", named)
     if cached is None:
@@ -904,6 +984,35 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
         reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise SourceNotFound(f"{repo_id}'s cached snapshot has no {filename}, and the Hub could not provide it: "
                              f"{reason[:160]}", named) from exc
+
+
+def broken_cache_entry(pointer: Path, unreachable: str | None = None) -> str | None:
+    """What is wrong with a Hub cache snapshot's file whose link leads to a blob that is gone (deleted by hand, a
+    cleaner that removed blobs, a copy of the cache without them), with the command that fetches it again; None for
+    anything else. huggingface_hub itself sees no file there, and downloads the blob again when online; `unreachable`
+says why it cannot now.
+
+    Example:
+        >>> broken_cache_entry(Path("hub/models--org--m/snapshots/" + "a" * 40 + "/config.json")) is None  # no link
+        True
+    """
+    import shlex
+
+    commit = snapshot_commit(pointer)
+    if commit is None or not pointer.is_symlink() or pointer.exists():
+        return None
+    parts = pointer.parts
+    at = max(i for i in range(2, len(parts)) if parts[i] == commit and parts[i - 1] == "snapshots"
+             and parts[i - 2].startswith(("models--", "datasets--", "spaces--")))
+    storage, inside = Path(*parts[:at - 1]), "/".join(parts[at + 1:])
+    kind, _, name = storage.name.partition("--")
+    repo_id = name.replace("--", "/")
+    command = f"hf download {shlex.quote(repo_id)} {shlex.quote(inside)}" + (
+        f" --repo-type {kind[:-1]}" if kind != "models" else "") + f" --revision {commit} --force-download"
+    return (f"the Hub cache entry of {inside} (repo {repo_id}, commit {commit[:10]}) is broken: it links to "
+            f"{os.readlink(pointer)}, a blob that is missing (deleted, or the cache damaged)"
+            + (f", and the Hub cannot be reached ({unreachable})" if unreachable else "")
+            + f": fetch it again with `{command}`")
 
 
 def download_file(repo_id: str, filename: str, revision: str | None = None) -> Path:

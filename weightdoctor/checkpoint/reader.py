@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from weightdoctor.checkpoint import safetensors_format
 from weightdoctor.checkpoint.hub import (
+    HubLocation,
     RemoteStructure,
+    broken_cache_entry,
     cache_folder_snapshot,
     cached_snapshot,
     cached_typed_snapshot,
@@ -30,6 +32,7 @@ from weightdoctor.checkpoint.hub import (
     hub_location,
     hub_reachable,
     index_shards,
+    linked_snapshot_note,
     looks_like_repo_id,
     normalize_revision,
     remote_structure,
@@ -1884,6 +1887,24 @@ def said_of_address(exc: SourceNotFound, typed: str, what: str = "") -> SourceNo
     return SourceNotFound(what + message, path=typed)
 
 
+def _address_of(located: HubLocation, revision: str | None, inside: str) -> str:
+    """The hf:// address of a place in a repo (`hf://datasets/org/d@v1/ckpt`), as weightdoctor reads it back.
+
+    Example:
+        >>> _address_of(HubLocation("model", "org/m", None, "unet/config.json"), "v1", "unet")
+        'hf://org/m@v1/unet'
+    """
+    kind = "" if located.repo_type == "model" else f"{located.repo_type}s/"
+    return f"hf://{kind}{located.repo_id}" + (f"@{revision}" if revision else "") + (f"/{inside}" if inside else "")
+
+
+def _said_as_typed(exc: WeightDoctorError, file: Path, typed: str, folder_address: str) -> WeightDoctorError:
+    """An error about a repo's file named by its Hub address: said of the address typed, its folder (which a config's
+    error points at) by that folder's address, and the cached file it was read from kept at the end."""
+    message = exc.message.replace(f"({file.parent}, ", f"({folder_address}, ")
+    return type(exc)(f"{message} (read from the cached file {file})", typed)
+
+
 def open_checkpoint(
     source: str | os.PathLike[str],
     *,
@@ -1967,7 +1988,10 @@ def _open_checkpoint(
     path = expand_user(text)
     repo_id = None
     if not path_exists(path) and path_exists(path, link=True):
-        # Not a repo id to look up: a link that leads nowhere (its target is gone, or links loop).
+        # Not a repo id to look up: a link that leads nowhere (its target is gone, or links loop). In a Hub cache's
+        # snapshot, a file whose blob is gone: a damaged cache entry, and the download that mends it.
+        if (broken := broken_cache_entry(path)) is not None:
+            raise SourceNotFound(broken, text)
         raise SourceNotFound(f"a symbolic link to {os.readlink(path)} that does not resolve (missing target, or "
                              "a loop of links)", text)
     located = hub_location(text) if not path_exists(path) else None
@@ -2037,6 +2061,13 @@ def _open_checkpoint(
             # `org/name/unet`: one model folder of a repo (a diffusers pipeline keeps one per component).
             repo_id, subfolder = inside
             try:
+                cached = cached_snapshot(repo_id, revision) if structure_only else None
+                if structure_only and (cached is None or (not holds_weights(cached / subfolder) and hub_reachable())):
+                    # The folder's headers over the network rather than its weights, as for a whole repo: plan-devices
+                    # and inspect of `org/pipe/unet` downloaded the unet's gigabytes.
+                    remote = remote_structure(repo_id, revision, subfolder)
+                    if remote is not None:
+                        return _remote_checkpoint(given if located is not None else text, remote)
                 snapshot = resolve_repo_id(repo_id, revision, weights=True, subfolder=subfolder)
             except SourceNotFound as exc:
                 if located is not None:
@@ -2054,6 +2085,10 @@ def _open_checkpoint(
         else:
             raise SourceNotFound(f"no such file or directory{_missing_path_hint(text)}", path=text)
 
+    # A file of a Hub repo named by its address (`hf://org/m/config.json`): what fails in it is said of the address
+    # typed and of its folder's address, not of the repo id alone and the snapshot's path deep in the cache.
+    typed_file = (given, _address_of(located, revision, located.path_in_repo.rpartition("/")[0])) \
+        if located is not None and located.path_in_repo and path.is_file() else None
     cache_note = None
     if repo_id is None and path.is_dir():
         # `~/.cache/huggingface/hub/models--org--name` as a path: read the snapshot its ref names, as the repo
@@ -2067,6 +2102,8 @@ def _open_checkpoint(
     config_path: Path | None = None
     sharded = False
     warnings: list[str] = [cache_note] if cache_note else []
+    if (repo_id is not None or located is not None) and (linked := linked_snapshot_note(path)) is not None:
+        warnings.append(linked)
     if repo_id is None and revision is not None and cache_note is None and located is None:
         warnings.append(f"--revision {revision} ignored: {text} is a local path, not a Hub repo id")
     target = path
@@ -2090,16 +2127,21 @@ def _open_checkpoint(
                 raise
             raise named_by_repo(exc, path, text, revision) from exc
     elif path.suffix == ".json":
-        data = _read_json(path)
-        if isinstance(data, dict) and "weight_map" in data:
-            is_index = True
-            config_path = path.parent / "config.json"
-        elif _is_config(data):
-            if not allow_config_only:
-                raise UnsupportedFormat(_config_given_message(path), text)
-            config_path = path
-        else:
-            raise UnsupportedFormat(_other_json_message(path, data), text)
+        try:
+            data = _read_json(path)
+            if isinstance(data, dict) and "weight_map" in data:
+                is_index = True
+                config_path = path.parent / "config.json"
+            elif _is_config(data):
+                if not allow_config_only:
+                    raise UnsupportedFormat(_config_given_message(path), text)
+                config_path = path
+            else:
+                raise UnsupportedFormat(_other_json_message(path, data), text)
+        except WeightDoctorError as exc:
+            if typed_file is None:
+                raise
+            raise _said_as_typed(exc, path, *typed_file) from exc
     else:
         config_path = path.parent / "config.json"
 
@@ -2113,6 +2155,8 @@ def _open_checkpoint(
             builder.add_weight_file(target)
             warnings += _one_shard_of_several(target)
     except WeightDoctorError as exc:
+        if typed_file is not None:
+            raise _said_as_typed(exc, path, *typed_file) from exc
         if repo_id is None:
             raise
         # A snapshot's file: said of the repo id and revision typed, not only of a path deep in the cache.

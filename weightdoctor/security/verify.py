@@ -58,16 +58,40 @@ def _read_as_hash(digits: str) -> bool:
     return not digits.isdigit() and len(digits) not in (32, 40)
 
 
+def _torch_hub_dir() -> str:
+    """torch.hub.get_dir(): the folder set by torch.hub.set_dir in this process (torch imported already), else
+    `$TORCH_HOME/hub`, TORCH_HOME defaulting to `$XDG_CACHE_HOME/torch` (`~/.cache/torch`), as torch.hub reads them;
+    torch is not imported for it (inspect imports no torch)."""
+    import os
+    import sys
+
+    hub = sys.modules.get("torch.hub")
+    if hub is not None:
+        return str(hub.get_dir())
+    home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return os.path.join(os.path.expanduser(home), "hub")
+
+
 def _in_torch_hub_cache(path: Path) -> bool:
-    """Whether `path` lies in torch.hub's download folder (`<TORCH_HOME>/hub/checkpoints/`, where
-    load_state_dict_from_url keeps what it fetched), where a `-<hex>` name is torch.hub's own.
+    """Whether `path` lies in torch.hub's download folder (`torch.hub.get_dir()/checkpoints/`, where
+    load_state_dict_from_url keeps what it fetched; `<...>/hub/checkpoints/` of any TORCH_HOME), where a `-<hex>`
+    name is torch.hub's own. The path as given and as resolved are both looked at, and so is the folder: a
+    hub/checkpoints folder that is a link to another disk was missed once resolved.
 
     Example:
         >>> _in_torch_hub_cache(Path("/root/.cache/torch/hub/checkpoints/resnet50-0676ba61.pth"))
         True
     """
-    parts = path.resolve().parts
-    return any(parts[i:i + 2] == ("hub", "checkpoints") for i in range(len(parts) - 2))
+    import os
+
+    downloads = Path(_torch_hub_dir(), "checkpoints")
+    folders = {Path(os.path.abspath(downloads)), downloads.resolve()}
+    for candidate in (Path(os.path.abspath(path)), path.resolve()):
+        parts = candidate.parts
+        if any(parts[i:i + 2] == ("hub", "checkpoints") for i in range(len(parts) - 2)) \
+                or any(candidate.is_relative_to(folder) for folder in folders):
+            return True
+    return False
 
 
 def _sha256(path: Path) -> str:
