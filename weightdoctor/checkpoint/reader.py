@@ -750,6 +750,9 @@ def _no_weights_message(folder: Path) -> str:
         if gguf is not None:  # the way to PyTorch weights, as the file's own refusal says it
             message += (f"; transformers reads {gguf} into PyTorch, dequantized (from_pretrained(folder, "
                         f"gguf_file={gguf!r})), and save_pretrained then writes safetensors")
+        elif (said := foreign.what_it_is(folder / others[0])) is not None:
+            # An export folder (a repo's onnx/, openvino/): what reads its first file, as that file's refusal says.
+            message += f"; {said}"
     paddle = [name for name in found if name.endswith(foreign.READ_WHEN_NAMED)]
     if paddle:
         # PaddleNLP / PaddleOCR repos: model_state.pdparams, a pickle of numpy arrays read when named.
@@ -782,6 +785,15 @@ def _no_weights_message(folder: Path) -> str:
                     "weightdoctor does not read (not PyTorch): restore it with orbax.checkpoint "
                     "(ocp.StandardCheckpointer().restore(path)) and save the arrays with safetensors, or use the "
                     "model's own JAX-to-PyTorch conversion script")
+    package = foreign.coreml_package(folder)
+    packages = [] if package is not None else foreign.coreml_packages_in(folder)
+    if package is not None or packages:
+        # A Hub repo's coreml/ export (Apple's and Optimum's): a folder per model, no tensor file weightdoctor reads.
+        what = (f"it is {'in ' if package != folder else ''}a Core ML package ({package.name})" if package is not None
+                else f"it holds Core ML packages ({', '.join(packages[:4])}{', ...' if len(packages) > 4 else ''})")
+        message += (f"; {what}, which weightdoctor does not read (not PyTorch): coremltools.models.MLModel(path) "
+                    "loads one (macOS runs it); the PyTorch or safetensors weights it was converted from (in the "
+                    "repo it came from) are what to read here")
     if _is_dcp_folder(folder):
         # FSDP's sharded state dict (accelerate's pytorch_model_fsdp_0/): PyTorch weights, in a format of its own.
         message += ("; it is a torch.distributed.checkpoint (DCP) folder (*.distcp shards and .metadata): "
@@ -1578,6 +1590,58 @@ def _folder_notes(folder: Path, chosen: Path) -> list[str]:
     return notes
 
 
+def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[str]:
+    """One warning naming the other formats a model folder holds, which neither this read nor from_pretrained(folder)
+    loads: another framework's copy (gpt2's tf_model.h5, flax_model.msgpack, rust_model.ot, 64-8bits.tflite), a
+    model's own release format (Mistral's consolidated.safetensors beside the shards), and subfolders of exports
+    (onnx/, openvino/, coreml/, Llama 3's original/); [] when there is none. Names another warning already gives
+    (`said`) are left to it; other PyTorch weights (pytorch_model.bin, variants, modules) have warnings of their own."""
+    from weightdoctor.checkpoint import foreign
+
+    def already_said(name: str) -> bool:
+        return any(re.search(r"(?<![\w./-])" + re.escape(name) + r"(?![\w.-])", line) for line in said)
+
+    read_names = {p.resolve() for p in read}
+    found: list[str] = []
+    try:
+        for name in foreign.foreign_files_in(folder):
+            if "/" not in name and not already_said(name):
+                kind = foreign.sibling_format(name)
+                found.append(f"{name} ({kind})" if kind else name)
+        for path in _weight_files_in(folder):
+            native = _native_format(path)
+            if native is not None and path.resolve() not in read_names and not already_said(path.name):
+                found.append(f"{path.name} ({native})")
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if already_said(sub.name + "/") or any(q.resolve().is_relative_to(sub.resolve()) for q in read):
+                continue
+            others = foreign.foreign_files_in(sub)
+            kinds = sorted({foreign.sibling_format(name) for name in others} - {""})
+            if foreign.coreml_packages_in(sub):
+                kinds.append("Core ML")
+            if kinds:
+                found.append(f"{sub.name}/ ({', '.join(kinds)})")
+            elif native := [kind for w in _weight_files_in(sub) if (kind := _native_format(w)) is not None]:
+                found.append(f"{sub.name}/ ({native[0]})")  # Llama 3's original/
+    except OSError:
+        return []
+    if not found:
+        return []
+    shown = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
+    return [f"not read, and not loaded by from_pretrained(folder) either: {shown}; name one to read or identify it"]
+
+
+def _native_format(path: Path) -> str | None:
+    """What a weight file of a model's own release format is (Meta's and Mistral's `consolidated.*` with a
+    params.json, kept beside the Hugging Face files), for `_siblings_not_read`; None for any other file."""
+    if not path.name.startswith("consolidated.") or not (path.parent / "params.json").is_file():
+        return None
+    if path.suffix == ".safetensors":
+        return "Mistral's own format, with params.json: mistral_inference and vLLM's --load-format mistral read it"
+    return ("Meta's original format, with params.json: Meta's llama code reads it, transformers' "
+            "convert_llama_weights_to_hf.py converts it")
+
+
 def _named_by_config(folder: Path, chosen: Path) -> bool:
     """Whether `chosen` is the file folder's config.json names with `transformers_weights`."""
     try:
@@ -2063,6 +2127,9 @@ def _open_checkpoint(
         # A snapshot's file: said of the repo id and revision typed, not only of a path deep in the cache.
         raise named_by_repo(exc, root, text, revision) from exc
     warnings += builder.notes
+    if path.is_dir() and target != config_path:
+        # What the folder holds beside what was read: said once, as from_pretrained leaves it too.
+        warnings += _siblings_not_read(path, {f.path for f in builder.files}, warnings)
     value_head = sorted(t.name for t in builder.tensors if t.name.startswith("v_head."))
     if value_head and any(t.name.startswith(("transformer.", "model.", "lm_head.")) for t in builder.tensors):
         # TRL's AutoModelForCausalLMWithValueHead.save_pretrained: the language model's state dict plus v_head.*.
