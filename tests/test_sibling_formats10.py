@@ -221,3 +221,19 @@ def test_an_export_folder_names_what_reads_its_files(tmp_path: Path) -> None:
         "inspect", tmp_path / "onnx")
     assert "openvino_model.bin is an OpenVINO IR model's weights" in _error("inspect", tmp_path / "openvino")
 
+
+def test_convert_leaves_other_formats_out_and_calls_no_export_a_pickle(tmp_path: Path) -> None:
+    root = tmp_path / "gpt2"
+    _gpt2_repo(root)
+    (root / "model.onnx").write_bytes(_onnx_bytes())
+    (root / "model.onnx_data").write_bytes(b"\0" * 64)
+    out = tmp_path / "out"
+    result = run_cli("convert", root, "-o", out)
+    assert result.exit_code == 0, result.stderr
+    stderr = _flat(result.stderr)
+    for name in ("rust_model.ot", "model.onnx_data", "model.onnx"):
+        assert not (out / name).exists()
+        assert f"{name} (weights in another file or format, not converted)" in stderr
+    # openvino/ and coreml/ are copied whole, as subfolders are: their .bin files are no PyTorch pickles.
+    assert (out / "openvino" / "openvino_model.bin").is_file()
+    assert "still PyTorch pickles" not in stderr
