@@ -10,6 +10,7 @@ import json
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -227,11 +228,13 @@ def test_convert_leaves_other_formats_out_and_calls_no_export_a_pickle(tmp_path:
     _gpt2_repo(root)
     (root / "model.onnx").write_bytes(_onnx_bytes())
     (root / "model.onnx_data").write_bytes(b"\0" * 64)
+    with (root / "weights.npz").open("wb") as handle:  # MLX's mx.savez: a zip of .npy arrays
+        np.savez(handle, **{"transformer.ln_f.weight": np.ones(8, dtype=np.float32)})
     out = tmp_path / "out"
     result = run_cli("convert", root, "-o", out)
     assert result.exit_code == 0, result.stderr
     stderr = _flat(result.stderr)
-    for name in ("rust_model.ot", "model.onnx_data", "model.onnx"):
+    for name in ("rust_model.ot", "model.onnx_data", "model.onnx", "weights.npz"):
         assert not (out / name).exists()
         assert f"{name} (weights in another file or format, not converted)" in stderr
     # openvino/ and coreml/ are copied whole, as subfolders are: their .bin files are no PyTorch pickles.
