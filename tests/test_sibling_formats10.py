@@ -161,6 +161,25 @@ def test_the_ignored_index_shards_are_not_listed_again(tmp_path: Path) -> None:
     assert "pytorch_model-00001-of-00001.bin" not in left_out[0]
 
 
+def test_weight_files_under_other_names_are_named_once_together(tmp_path: Path) -> None:
+    """open_clip's repos keep open_clip_model.safetensors and open_clip_pytorch_model.bin beside the transformers
+    files; from_pretrained reads model.safetensors and nothing was said of the others."""
+    root = tmp_path / "clip"
+    root.mkdir()
+    (root / "config.json").write_text(json.dumps({"model_type": "clip", "architectures": ["CLIPModel"]}))
+    hf = {"text_model.embeddings.token_embedding.weight": torch.randn(4, 4)}
+    native = {"token_embedding.weight": torch.randn(4, 4)}
+    save_file(hf, root / "model.safetensors")
+    torch.save(hf, root / "pytorch_model.bin")
+    save_file(native, root / "open_clip_model.safetensors")
+    torch.save(native, root / "open_clip_pytorch_model.bin")
+    warnings = json.loads(run_cli("inspect", root, "--json").stdout)["warnings"]
+    assert [w for w in warnings if w.startswith("not read")] == [
+        "not read, and not loaded by from_pretrained(folder) either: open_clip_model.safetensors, "
+        "open_clip_pytorch_model.bin (weight files under names from_pretrained(folder) does not look for); name one "
+        "to read or identify it"]
+
+
 @pytest.mark.parametrize("command", [("inspect",), ("check-dtype",), ("plan-devices", "--gpu", "1GB"),
                                      ("convert", "-o", "OUT")])
 def test_an_openvino_graph_named_is_said_as_one_in_every_command(tmp_path: Path, command: tuple[str, ...]) -> None:

@@ -1593,25 +1593,42 @@ def _folder_notes(folder: Path, chosen: Path) -> list[str]:
 def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[str]:
     """One warning naming the other formats a model folder holds, which neither this read nor from_pretrained(folder)
     loads: another framework's copy (gpt2's tf_model.h5, flax_model.msgpack, rust_model.ot, 64-8bits.tflite), a
-    model's own release format (Mistral's consolidated.safetensors beside the shards), and subfolders of exports
-    (onnx/, openvino/, coreml/, Llama 3's original/); [] when there is none. Names another warning already gives
-    (`said`) are left to it; other PyTorch weights (pytorch_model.bin, variants, modules) have warnings of their own."""
+    model's own release format (Mistral's consolidated.safetensors beside the shards), a weight file under another
+    name (open_clip_model.safetensors), and subfolders of exports (onnx/, openvino/, coreml/, Llama 3's original/);
+    [] when there is none. Names another warning already gives (`said`: pytorch_model.bin, variants, Accelerate's
+    model_1) are left to it; subfolders of PyTorch weights (modules, components, runs) are not listed."""
     from weightdoctor.checkpoint import foreign
 
     def already_said(name: str) -> bool:
         return any(re.search(r"(?<![\w./-])" + re.escape(name) + r"(?![\w.-])", line) for line in said)
 
+    def a_shard_of_an_index(name: str) -> bool:  # read with its index, or said with it (an index ignored)
+        shard = _SHARD_NAME.fullmatch(name)
+        return shard is not None and any(folder.glob(f"{glob_escape(shard.group(1).split('.')[0])}."
+                                                      f"{shard.group(2)}.index*.json"))
+
     read_names = {p.resolve() for p in read}
     found: list[str] = []
+    other_names: list[str] = []
     try:
         for name in foreign.foreign_files_in(folder):
             if "/" not in name and not already_said(name):
                 kind = foreign.sibling_format(name)
                 found.append(f"{name} ({kind})" if kind else name)
         for path in _weight_files_in(folder):
+            if path.resolve() in read_names or already_said(path.name) or path.name.startswith("adapter_model.") \
+                    or a_shard_of_an_index(path.name):
+                continue  # a PEFT adapter beside its merged model is said where the adapter is looked at
             native = _native_format(path)
-            if native is not None and path.resolve() not in read_names and not already_said(path.name):
+            if native is not None:
                 found.append(f"{path.name} ({native})")
+            else:
+                other_names.append(path.name)
+        if other_names:
+            found.append(f"{', '.join(other_names[:4])}{' and more' if len(other_names) > 4 else ''} (weight "
+                         f"{'file' if len(other_names) == 1 else 'files'} under "
+                         f"{'a name' if len(other_names) == 1 else 'names'} from_pretrained(folder) does not look "
+                         "for)")
         for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
             if already_said(sub.name + "/") or any(q.resolve().is_relative_to(sub.resolve()) for q in read):
                 continue
@@ -1629,6 +1646,9 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
         return []
     shown = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
     return [f"not read, and not loaded by from_pretrained(folder) either: {shown}; name one to read or identify it"]
+
+
+_SHARD_NAME = re.compile(r"(.+)-\d+-of-\d+\.(safetensors|bin)")
 
 
 def _native_format(path: Path) -> str | None:
