@@ -180,6 +180,18 @@ def test_weight_files_under_other_names_are_named_once_together(tmp_path: Path) 
         "to read or identify it"]
 
 
+def test_rust_bert_rust_model_ot_is_said_as_tensors_without_code(tmp_path: Path) -> None:
+    """tch's VarStore::save writes a libtorch OutputArchive: one `__torch__.Module`, each tensor registered on it
+    under its dotted name, no methods. It was called "compiled TorchScript code that torch.jit.load runs"."""
+    module = torch._C.ScriptModule("__torch__.Module", torch._C.CompilationUnit(), True)
+    module._register_attribute("transformer.h.0.attn.c_attn.weight", torch._C.TensorType.get(), torch.ones(2, 2))
+    module.save(str(tmp_path / "rust_model.ot"))
+    said = _error("inspect", tmp_path / "rust_model.ot")
+    assert "TorchScript archive of named tensors and no code (libtorch's torch::serialize::OutputArchive" in said
+    assert "rust-bert's rust_model.ot" in said and "torch.jit.load(path).state_dict()" in said
+    assert "compiled TorchScript code" not in said
+
+
 @pytest.mark.parametrize("command", [("inspect",), ("check-dtype",), ("plan-devices", "--gpu", "1GB"),
                                      ("convert", "-o", "OUT")])
 def test_an_openvino_graph_named_is_said_as_one_in_every_command(tmp_path: Path, command: tuple[str, ...]) -> None:
