@@ -231,6 +231,18 @@ def test_tensorrt_and_tflite_files_name_what_runs_them(tmp_path: Path) -> None:
     assert "TensorFlow Lite model" in said and "tf.lite.Interpreter(model_path='64-8bits.tflite')" in said
 
 
+def test_tensorflow_and_onnx_runtime_files_name_what_reads_them(tmp_path: Path) -> None:
+    """Original BERT releases (bert_model.ckpt.index + .data-00000-of-00001), a SavedModel's saved_model.pb and an
+    ONNX Runtime .ort were named with no way onward."""
+    (tmp_path / "bert_model.ckpt.index").write_bytes(b"\x00\x00\x00\x00" * 4)  # a TF table (SSTable) of keys
+    (tmp_path / "bert_model.ckpt.data-00000-of-00001").write_bytes(b"\x00" * 32)  # raw tensor bytes
+    (tmp_path / "saved_model.pb").write_bytes(b"\x08\x01\x12\x00")  # SavedModel: saved_model_schema_version 1
+    (tmp_path / "model.ort").write_bytes(b"\x10\x00\x00\x00ORTM" + b"\0" * 24)  # FlatBuffer, identifier ORTM
+    for name in ("bert_model.ckpt.index", "bert_model.ckpt.data-00000-of-00001", "saved_model.pb"):
+        assert "tf.train.load_checkpoint(prefix) reads its variables by name" in _error("inspect", tmp_path / name)
+    assert "onnxruntime.InferenceSession('model.ort') runs it" in _error("inspect", tmp_path / "model.ort")
+
+
 def test_a_file_of_an_orbax_checkpoint_is_said_as_one(tmp_path: Path) -> None:
     item = tmp_path / "1000" / "default"
     (item / "ocdbt.process_0" / "d").mkdir(parents=True)

@@ -50,8 +50,19 @@ _OPENVINO_XML = ("an OpenVINO IR model's graph (.xml; its weights are in the .bi
                  "writes both), read by OpenVINO alone")
 # Exports keep no state dict to recover: what runs them, then where the PyTorch weights are.
 _EXPORT_SOURCE = "the PyTorch or safetensors weights it was made from (in the repo it came from) are what to read here"
+_ORT = "an ONNX Runtime model"
+_TF_PROTOBUF = "a TensorFlow protobuf (SavedModel or frozen graph)"
+_TF_INDEX = "a TensorFlow checkpoint index"
+_TF_DATA = "a TensorFlow checkpoint data shard"
+# A TensorFlow checkpoint (bert_model.ckpt.index beside its .data-00000-of-00001) is read whole, by its prefix.
+_TF_CHECKPOINT_READ = ("tf.train.load_checkpoint(prefix) reads its variables by name (the prefix: the file name "
+                       "before .index / .data-...), and safetensors.numpy.save_file of them writes a file to read here")
 # What reads or converts a recognised format into what weightdoctor reads, said after the refusal.
 _CONVERTERS: dict[str, str] = {
+    _ORT: "onnxruntime.InferenceSession({name!r}) runs it; " + _EXPORT_SOURCE,
+    _TF_PROTOBUF: ("tf.saved_model.load of the folder holding it loads a SavedModel, whose weights are the TensorFlow "
+                   "checkpoint in its variables/ folder; " + _TF_CHECKPOINT_READ),
+    _TF_INDEX: _TF_CHECKPOINT_READ, _TF_DATA: _TF_CHECKPOINT_READ,
     _TFLITE: ("tf.lite.Interpreter(model_path={name!r}) runs it (get_tensor_details lists its tensors, quantized as "
               "the converter left them); " + _EXPORT_SOURCE),
     _TENSORRT: ("TensorRT's runtime (trt.Runtime(logger).deserialize_cuda_engine, trtexec --loadEngine) runs it; "
@@ -108,7 +119,7 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
     (".onnx", _ONNX),
     (".onnx_data", _ONNX_DATA),
     (".onnx.data", _ONNX_DATA),
-    (".ort", "an ONNX Runtime model"),
+    (".ort", _ORT),
     (".tflite", _TFLITE),
     (".pte", "an ExecuTorch program (.pte), run by the ExecuTorch runtime"),
     (".msgpack", _MSGPACK),
@@ -116,8 +127,8 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
     (".mpk", _BURN_MPK),
     (".npy", _NPY),
     (".npz", _NPZ),
-    (".pb", "a TensorFlow protobuf (SavedModel or frozen graph)"),
-    (".index", "a TensorFlow checkpoint index"),
+    (".pb", _TF_PROTOBUF),
+    (".index", _TF_INDEX),
     (".mlmodel", _COREML),
     (".engine", _TENSORRT),
     (".plan", _TENSORRT),  # Triton's model repository names a TensorRT engine model.plan
@@ -444,7 +455,7 @@ def identify(path: Path, prefix: bytes) -> str | None:
                 "with /resolve/ the file itself; or use hf download)")
     name = path.name.lower()
     if ".data-" in name and "-of-" in name:
-        return "a TensorFlow checkpoint data shard"
+        return _TF_DATA
     for suffix, kind in _SUFFIXES:
         if name.endswith(suffix):
             return kind
