@@ -213,6 +213,13 @@ def test_core_ml_packages_and_their_files_are_said_as_core_ml(tmp_path: Path) ->
         said = _error("inspect", inner)
         assert f"this is a file of a Core ML package (float32_model.mlpackage: {inner.name}" in said
         assert "not a safetensors file nor a PyTorch pickle" not in said
+    # A package at a model folder's top, beside the weights read, is named as Core ML too.
+    model = tmp_path / "model"
+    model.mkdir()
+    save_file({"w": torch.ones(2)}, model / "model.safetensors")
+    _coreml_package(model)
+    warnings = json.loads(run_cli("inspect", model, "--json").stdout)["warnings"]
+    assert any("float32_model.mlpackage/ (Core ML)" in w for w in warnings), warnings
     # The weight blob alone (copied out of its package): told by its MILBlob header.
     lone = tmp_path / "weight.bin"
     lone.write_bytes(_coreml_blob())
