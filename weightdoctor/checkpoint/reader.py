@@ -1634,7 +1634,7 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
                 continue
             others = foreign.foreign_files_in(sub)
             kinds = sorted({foreign.sibling_format(name) for name in others} - {""})
-            if foreign.coreml_package(sub) == sub or foreign.coreml_packages_in(sub):  # model.mlpackage/ at the top too
+            if foreign.coreml_package(sub) == sub or foreign.coreml_packages_in(sub, depth=2):  # at the top too
                 kinds.append("Core ML")
             if kinds:
                 found.append(f"{sub.name}/ ({', '.join(kinds)})")
