@@ -7,6 +7,7 @@ container layout."""
 from __future__ import annotations
 
 import json
+import pickle
 import struct
 from pathlib import Path
 
@@ -173,6 +174,8 @@ def test_weight_files_under_other_names_are_named_once_together(tmp_path: Path) 
     torch.save(hf, root / "pytorch_model.bin")
     save_file(native, root / "open_clip_model.safetensors")
     torch.save(native, root / "open_clip_pytorch_model.bin")
+    with (root / "label_encoder.pkl").open("wb") as handle:  # a plain pickle of labels: no weights to name
+        pickle.dump({"classes": ["cat", "dog"]}, handle)
     warnings = json.loads(run_cli("inspect", root, "--json").stdout)["warnings"]
     assert [w for w in warnings if w.startswith("not read")] == [
         "not read, and not loaded by from_pretrained(folder) either: open_clip_model.safetensors, "

@@ -1616,9 +1616,11 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
                 kind = foreign.sibling_format(name)
                 found.append(f"{name} ({kind})" if kind else name)
         for path in _weight_files_in(folder):
+            # Left to others: a PEFT adapter beside its merged model (said where the adapter is looked at), and a
+            # .pkl, as often a tokenizer's or a scaler's pickle as weights.
             if path.resolve() in read_names or already_said(path.name) or path.name.startswith("adapter_model.") \
-                    or a_shard_of_an_index(path.name):
-                continue  # a PEFT adapter beside its merged model is said where the adapter is looked at
+                    or path.suffix == ".pkl" or a_shard_of_an_index(path.name):
+                continue
             native = _native_format(path)
             if native is not None:
                 found.append(f"{path.name} ({native})")
