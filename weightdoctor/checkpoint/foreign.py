@@ -274,6 +274,9 @@ def _coreml_weight_blob(path: Path) -> bool:
     return len(head) == 68 and head[4:8] == b"\x02\x00\x00\x00" and head[64:68] == b"\xef\xbe\xad\xde"
 
 
+_COREML_READ = "which coremltools.models.MLModel loads whole"
+
+
 def _coreml_kind(path: Path) -> str | None:
     """What a file inside a Core ML package is, or a lone MIL weight blob; None for anything else."""
     package = coreml_package(path.parent)
@@ -283,9 +286,6 @@ def _coreml_kind(path: Path) -> str | None:
     if _coreml_weight_blob(path):
         return f"a Core ML ML program's weight blob (an .mlpackage's weights/weight.bin; {_COREML_READ})"
     return None
-
-
-_COREML_READ = "which coremltools.models.MLModel loads whole"
 
 
 def _orbax_item(path: Path) -> Path | None:
@@ -522,7 +522,9 @@ _SIBLING_FORMATS: tuple[tuple[str, str], ...] = (
     (".tflite", "TensorFlow Lite"), (".onnx", "ONNX"), (".onnx_data", "ONNX external data"),
     (".onnx.data", "ONNX external data"), (".ort", "ONNX Runtime"), (".gguf", "GGUF"), (".npz", "NumPy / MLX"),
     (".engine", "TensorRT"), (".pte", "ExecuTorch"), (".mlmodel", "Core ML"), (".pdparams", "PaddlePaddle"),
-    (".pdiparams", "PaddlePaddle"), (".mpk", "Burn"), (".mpk.gz", "Burn"), (".xml", "OpenVINO"), (".bin", "OpenVINO"),
+    (".pdiparams", "PaddlePaddle"), (".mpk", "Burn"), (".mpk.gz", "Burn"),
+    # A .xml or .bin is a foreign sibling only as an OpenVINO IR's (`foreign_files_in` lists no other).
+    (".xml", "OpenVINO"), (".bin", "OpenVINO"),
 )
 
 
@@ -532,6 +534,8 @@ def sibling_format(name: str) -> str:
     if ".data-" in lowered and "-of-" in lowered:
         return "TensorFlow"
     return next((kind for end, kind in _SIBLING_FORMATS if lowered.endswith(end)), "")
+
+
 # Foreign weights weightdoctor still reads when the file is named: paddle.save's pickle of numpy arrays.
 READ_WHEN_NAMED = (".pdparams",)
 
