@@ -265,6 +265,10 @@ def test_a_file_of_an_orbax_checkpoint_is_said_as_one(tmp_path: Path) -> None:
         said = _error("inspect", inner)
         assert "a file of an Orbax (JAX) checkpoint, whose folder default/ is read whole" in said
         assert "ocp.StandardCheckpointer().restore(" in said
+    for inner_folder in (item / "ocdbt.process_0", item / "ocdbt.process_0" / "d"):
+        said = _error("inspect", inner_folder)
+        assert "it is inside an Orbax (JAX) checkpoint (default/, read whole)" in said
+        assert f"ocp.StandardCheckpointer().restore({str(item)!r})" in said
 
 
 def test_an_export_folder_names_what_reads_its_files(tmp_path: Path) -> None:

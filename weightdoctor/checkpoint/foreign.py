@@ -288,7 +288,7 @@ def _coreml_kind(path: Path) -> str | None:
     return None
 
 
-def _orbax_item(path: Path) -> Path | None:
+def orbax_item(path: Path) -> Path | None:
     """The Orbax (JAX) checkpoint folder a file lies in (`default/checkpoint`, `manifest.ocdbt`,
     `ocdbt.process_0/d/...`, a step's `_CHECKPOINT_METADATA`), looked for up to three folders up; None otherwise.
     An item holds `_METADATA` beside `manifest.ocdbt` or `_sharding`; a step holds `_CHECKPOINT_METADATA`."""
@@ -417,7 +417,7 @@ def identify(path: Path, prefix: bytes) -> str | None:
     coreml = _coreml_kind(path)
     if coreml is not None:
         return coreml
-    orbax = _orbax_item(path)
+    orbax = orbax_item(path)
     if orbax is not None and not prefix.startswith(b"PK\x03\x04"):
         return (f"a file of an Orbax (JAX) checkpoint, whose folder {orbax.name}/ is read whole (tensorstore arrays "
                 f"under _METADATA), not file by file: orbax.checkpoint restores it "

@@ -785,6 +785,11 @@ def _no_weights_message(folder: Path) -> str:
                     "weightdoctor does not read (not PyTorch): restore it with orbax.checkpoint "
                     "(ocp.StandardCheckpointer().restore(path)) and save the arrays with safetensors, or use the "
                     "model's own JAX-to-PyTorch conversion script")
+    elif (item := foreign.orbax_item(folder / "_")) is not None:
+        # A folder inside an item (ocdbt.process_0/, its d/): the item's arrays, restored through the item alone.
+        message += (f"; it is inside an Orbax (JAX) checkpoint ({item.name}/, read whole), which weightdoctor does "
+                    f"not read (not PyTorch): orbax.checkpoint restores it (ocp.StandardCheckpointer().restore("
+                    f"{str(item)!r})) and safetensors can save the arrays")
     package = foreign.coreml_package(folder)
     packages = [] if package is not None else foreign.coreml_packages_in(folder)
     if package is not None or packages:
