@@ -280,6 +280,25 @@ def test_an_export_folder_names_what_reads_its_files(tmp_path: Path) -> None:
     assert "openvino_model.bin is an OpenVINO IR model's weights" in _error("inspect", tmp_path / "openvino")
 
 
+def test_an_exports_only_repo_says_from_pretrained_finds_no_weights(tmp_path: Path) -> None:
+    """A repo of OpenVINO and Core ML exports beside the config (no PyTorch weights): plan-devices planned from the
+    config in silence, where an onnx/ export alone got "from_pretrained(folder) ... raises"."""
+    root = tmp_path / "exports"
+    root.mkdir()
+    (root / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+                                                  "n_embd": 8, "n_layer": 1, "n_head": 2, "vocab_size": 16}))
+    _openvino(root / "openvino")
+    _coreml_package(root / "coreml" / "text-generation")
+    result = run_cli("plan-devices", root, "--gpu", "1GB", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert ("the folder's weights are openvino/openvino_model.bin, coreml/text-generation/float32_model.mlpackage/ "
+            "(not PyTorch): from_pretrained(folder) finds no model.safetensors or pytorch_model.bin there and raises"
+            ) in " ".join(json.loads(result.stdout)["warnings"])
+    said = _error("inspect", root)
+    assert "it holds openvino/openvino_model.bin, which weightdoctor does not read" in said
+    assert "it holds Core ML packages (coreml/text-generation/float32_model.mlpackage)" in said
+
+
 def test_convert_leaves_other_formats_out_and_calls_no_export_a_pickle(tmp_path: Path) -> None:
     root = tmp_path / "gpt2"
     _gpt2_repo(root)

@@ -8,6 +8,7 @@ by the usual file names second; nothing here parses more than the first bytes (a
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
 from pathlib import Path
 
@@ -549,7 +550,8 @@ def is_foreign_weight_name(name: str) -> bool:
 
 
 def foreign_files_in(folder: Path) -> list[str]:
-    """Names of recognised non-PyTorch weight files directly in `folder`, then in its `onnx/` (sorted)."""
+    """Names of recognised non-PyTorch weight files directly in `folder`, then in its `onnx/` and `openvino/`
+    (sorted)."""
     found = []
     for entry in sorted(folder.iterdir()):
         if not entry.is_file():
@@ -561,4 +563,8 @@ def foreign_files_in(folder: Path) -> list[str]:
             found += [f"{sub}/{p.name}" for p in sorted((folder / sub).glob("*.onnx")) if p.is_file()]
         except OSError:
             continue
+    with contextlib.suppress(OSError):
+        # Optimum Intel's openvino/openvino_model.bin (the .xml beside it names it): an exports-only repo may hold
+        # nothing else, and from_pretrained(folder) raises there.
+        found += [f"openvino/{p.name}" for p in sorted((folder / "openvino").glob("*.bin")) if is_openvino_weights(p)]
     return found

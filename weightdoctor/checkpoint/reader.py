@@ -682,7 +682,8 @@ def _foreign_weights_only(folder: Path) -> list[str]:
     transformers of today loads no TensorFlow or Flax weights either)."""
     from weightdoctor.checkpoint import foreign
 
-    others = foreign.foreign_files_in(folder)
+    # Core ML packages too (coreml/<task>/*.mlpackage): folders, which the folder's own refusal says apart.
+    others = foreign.foreign_files_in(folder) + [f"{name}/" for name in foreign.coreml_packages_in(folder)]
     if not others:
         return []
     gguf = next((name for name in others if name.lower().endswith(".gguf")), None)
