@@ -644,7 +644,7 @@ def pickles_copied_note(files: list[SideFile], fmt: str, folder: Path | None) ->
     if fmt != "safetensors":
         return None
     pickles = [side.relpath for side in files if side.relpath.lower().endswith(PICKLE_SUFFIXES)
-               and not is_training_state(Path(side.relpath).name)]
+               and not is_training_state(Path(side.relpath).name) and not _foreign_file(side.path)]
     if not pickles:
         return None
     listed = ", ".join(pickles[:4]) + (f" and {len(pickles) - 4} more" if len(pickles) > 4 else "")
@@ -655,6 +655,20 @@ def pickles_copied_note(files: list[SideFile], fmt: str, folder: Path | None) ->
 
         how += f": weightdoctor convert {shlex.quote(str(folder / first))} -o ..."
     return f"copied as they are, still PyTorch pickles: {listed} ({how})"
+
+
+def _foreign_file(path: Path) -> bool:
+    """Whether a `.bin` (or other pickle-named) file is another format's, no pickle: an OpenVINO IR's
+    openvino_model.bin, a Core ML package's weights/weight.bin, a GGML file. Reads its first 32 bytes."""
+    from weightdoctor.checkpoint import foreign
+    from weightdoctor.checkpoint.pytorch_format import detect_pickle_format
+
+    try:
+        with open(path, "rb") as handle:
+            prefix = handle.read(32)
+    except OSError:
+        return False
+    return detect_pickle_format(prefix) is None and foreign.identify(path, prefix) is not None
 
 
 def side_files(
@@ -677,6 +691,8 @@ def side_files(
     (`_links_inside`): a folder from a git clone or a tarball may hold `tokenizer.json -> ~/.ssh/id_rsa`, and the
     output is what gets uploaded.
     """
+    from weightdoctor.checkpoint import foreign
+
     if folder is None or not folder.is_dir():
         return [], []
     mine = {p.resolve() for p in converted or []} | {p.absolute() for p in converted or []}
@@ -755,7 +771,8 @@ def side_files(
             left_out.append(f"{name} (Trainer's progress, training state like the optimizer's: the output is a "
                             "model, not a checkpoint to resume from)")
             continue
-        if name.endswith(WEIGHT_SUFFIXES) or name.endswith(".index.json"):
+        if name.endswith(WEIGHT_SUFFIXES) or name.endswith(".index.json") or foreign.is_foreign_weight_name(name):
+            # rust_model.ot, weights.npz, model.onnx_data (whose model.onnx is left out) too: stale once cast.
             left_out.append(f"{name} (weights in another file or format, not converted)")
             continue
         copies.append(SideFile(item, name))

@@ -8,6 +8,7 @@ by the usual file names second; nothing here parses more than the first bytes (a
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
 from pathlib import Path
 
@@ -41,8 +42,34 @@ _KERAS = "a Keras model archive (.keras)"
 # Keras 3 keeps no PyTorch names: what reads a file gives its arrays, which safetensors.numpy writes as they are.
 _KERAS_ARRAYS = ("safetensors.numpy.save_file({{v.path: v.numpy() for v in model.weights}}, 'model.safetensors') "
                  "writes its arrays under Keras' variable paths to read here")
+_TFLITE = "a TensorFlow Lite model"
+# A serialized TensorRT engine (trtexec --saveEngine, Triton's model.plan) opens with the plan's magic tag "ftrt";
+# it is built for one GPU and one TensorRT version, its weights folded into kernels.
+_TENSORRT = "a TensorRT engine (a serialized plan, built for one GPU and TensorRT version)"
+_COREML = "a Core ML model"
+_OPENVINO_XML = ("an OpenVINO IR model's graph (.xml; its weights are in the .bin beside it; Optimum Intel's export "
+                 "writes both), read by OpenVINO alone")
+# Exports keep no state dict to recover: what runs them, then where the PyTorch weights are.
+_EXPORT_SOURCE = "the PyTorch or safetensors weights it was made from (in the repo it came from) are what to read here"
+_ORT = "an ONNX Runtime model"
+_TF_PROTOBUF = "a TensorFlow protobuf (SavedModel or frozen graph)"
+_TF_INDEX = "a TensorFlow checkpoint index"
+_TF_DATA = "a TensorFlow checkpoint data shard"
+# A TensorFlow checkpoint (bert_model.ckpt.index beside its .data-00000-of-00001) is read whole, by its prefix.
+_TF_CHECKPOINT_READ = ("tf.train.load_checkpoint(prefix) reads its variables by name (the prefix: the file name "
+                       "before .index / .data-...), and safetensors.numpy.save_file of them writes a file to read here")
 # What reads or converts a recognised format into what weightdoctor reads, said after the refusal.
 _CONVERTERS: dict[str, str] = {
+    _ORT: "onnxruntime.InferenceSession({name!r}) runs it; " + _EXPORT_SOURCE,
+    _TF_PROTOBUF: ("tf.saved_model.load of the folder holding it loads a SavedModel, whose weights are the TensorFlow "
+                   "checkpoint in its variables/ folder; " + _TF_CHECKPOINT_READ),
+    _TF_INDEX: _TF_CHECKPOINT_READ, _TF_DATA: _TF_CHECKPOINT_READ,
+    _TFLITE: ("tf.lite.Interpreter(model_path={name!r}) runs it (get_tensor_details lists its tensors, quantized as "
+              "the converter left them); " + _EXPORT_SOURCE),
+    _TENSORRT: ("TensorRT's runtime (trt.Runtime(logger).deserialize_cuda_engine, trtexec --loadEngine) runs it; "
+                "its weights cannot be read back as a state dict: " + _EXPORT_SOURCE),
+    _COREML: "coremltools.models.MLModel(path) loads it (macOS runs it); " + _EXPORT_SOURCE,
+    _OPENVINO_XML: "openvino.Core().read_model({name!r}) loads it; " + _EXPORT_SOURCE,
     _GGUF: ("transformers reads it into PyTorch, dequantized (from_pretrained(folder, gguf_file={name!r}), with "
             "the gguf package), and save_pretrained then writes safetensors"),
     _GGML: _GGML_TO_GGUF, _GGMF: _GGML_TO_GGUF, _GGJT: _GGML_TO_GGUF,
@@ -93,18 +120,19 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
     (".onnx", _ONNX),
     (".onnx_data", _ONNX_DATA),
     (".onnx.data", _ONNX_DATA),
-    (".ort", "an ONNX Runtime model"),
-    (".tflite", "a TensorFlow Lite model"),
+    (".ort", _ORT),
+    (".tflite", _TFLITE),
     (".pte", "an ExecuTorch program (.pte), run by the ExecuTorch runtime"),
     (".msgpack", _MSGPACK),
     (".mpk.gz", _BURN_MPK_GZ),
     (".mpk", _BURN_MPK),
     (".npy", _NPY),
     (".npz", _NPZ),
-    (".pb", "a TensorFlow protobuf (SavedModel or frozen graph)"),
-    (".index", "a TensorFlow checkpoint index"),
-    (".mlmodel", "a Core ML model"),
-    (".engine", "a TensorRT engine"),
+    (".pb", _TF_PROTOBUF),
+    (".index", _TF_INDEX),
+    (".mlmodel", _COREML),
+    (".engine", _TENSORRT),
+    (".plan", _TENSORRT),  # Triton's model repository names a TensorRT engine model.plan
     (".pdparams", "a PaddlePaddle checkpoint"),
     # paddle.jit.save / save_inference_model: the program (a ProgramDesc protobuf, or PIR's JSON in Paddle 3) and
     # its parameters serialized as raw LoDTensors; neither is a pickle.
@@ -118,6 +146,8 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
 FOREIGN_WEIGHT_NAMES: tuple[str, ...] = (
     "tf_model.h5", "flax_model.msgpack", "model.onnx", "saved_model.pb", "model.ckpt.index", "model.tflite",
     "model.weights.h5", "openvino_model.xml", "openvino_model.bin",
+    # rust-bert's copy of a Hub model (tch's VarStore::save: a TorchScript archive of the parameters alone).
+    "rust_model.ot",
 )
 
 
@@ -202,6 +232,75 @@ def is_openvino_weights(path: Path) -> bool:
             return b"<net " in handle.read(1024)
     except OSError:
         return False
+
+
+# Core ML keeps a model as a folder: an .mlpackage (Manifest.json, Data/com.apple.CoreML/model.mlmodel and its
+# weights/weight.bin) or a compiled .mlmodelc; Hub repos keep them under coreml/ (Apple's and Optimum's exports).
+COREML_FOLDER_SUFFIXES = (".mlpackage", ".mlmodelc")
+
+
+def coreml_package(path: Path) -> Path | None:
+    """The Core ML package folder (`*.mlpackage`, `*.mlmodelc`) that `path` is or lies in, else None."""
+    for candidate in (path, *path.parents):
+        if candidate.name.lower().endswith(COREML_FOLDER_SUFFIXES):
+            return candidate
+    return None
+
+
+def coreml_packages_in(folder: Path, depth: int = 3) -> list[str]:
+    """Core ML package folders under `folder` (at most `depth` levels down; sorted, relative, '/'-joined):
+    `coreml/text-generation/float32_model.mlpackage` in a Hub repo."""
+    found: list[str] = []
+    try:
+        entries = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return found
+    for entry in entries:
+        if entry.name.lower().endswith(COREML_FOLDER_SUFFIXES):
+            found.append(entry.name)
+        elif depth > 1:
+            found += [f"{entry.name}/{name}" for name in coreml_packages_in(entry, depth - 1)]
+    return found
+
+
+def _coreml_weight_blob(path: Path) -> bool:
+    """Whether `path` is a Core ML MIL weight blob file (an ML program's weights/weight.bin): its 64-byte storage
+    header (blob count, then format version 2) is followed by the first blob's metadata, which opens with the
+    sentinel 0xDEADBEEF (little-endian) at offset 64. Nothing else in it names the format."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(68)
+    except OSError:
+        return False
+    return len(head) == 68 and head[4:8] == b"\x02\x00\x00\x00" and head[64:68] == b"\xef\xbe\xad\xde"
+
+
+_COREML_READ = "which coremltools.models.MLModel loads whole"
+
+
+def _coreml_kind(path: Path) -> str | None:
+    """What a file inside a Core ML package is, or a lone MIL weight blob; None for anything else."""
+    package = coreml_package(path.parent)
+    if package is not None:
+        return (f"a file of a Core ML package ({package.name}: {path.name}; the package folder is the model, "
+                f"{_COREML_READ})")
+    if _coreml_weight_blob(path):
+        return f"a Core ML ML program's weight blob (an .mlpackage's weights/weight.bin; {_COREML_READ})"
+    return None
+
+
+def orbax_item(path: Path) -> Path | None:
+    """The Orbax (JAX) checkpoint folder a file lies in (`default/checkpoint`, `manifest.ocdbt`,
+    `ocdbt.process_0/d/...`, a step's `_CHECKPOINT_METADATA`), looked for up to three folders up; None otherwise.
+    An item holds `_METADATA` beside `manifest.ocdbt` or `_sharding`; a step holds `_CHECKPOINT_METADATA`."""
+    for folder in list(path.parents)[:3]:
+        try:
+            if (folder / "_CHECKPOINT_METADATA").is_file() or (folder / "_METADATA").is_file() and (
+                    (folder / "manifest.ocdbt").is_file() or (folder / "_sharding").is_file()):
+                return folder
+        except OSError:
+            return None
+    return None
 
 
 def _zip_kind(path: Path) -> str | None:
@@ -316,10 +415,21 @@ def identify(path: Path, prefix: bytes) -> str | None:
     for magic, kind in _MAGICS:
         if prefix.startswith(magic) and not _torch_legacy_pickle(path):
             return kind
+    coreml = _coreml_kind(path)
+    if coreml is not None:
+        return coreml
+    orbax = orbax_item(path)
+    if orbax is not None and not prefix.startswith(b"PK\x03\x04"):
+        return (f"a file of an Orbax (JAX) checkpoint, whose folder {orbax.name}/ is read whole (tensorstore arrays "
+                f"under _METADATA), not file by file: orbax.checkpoint restores it "
+                f"(ocp.StandardCheckpointer().restore({str(orbax)!r})) and safetensors can save the arrays, or the "
+                "model's own JAX-to-PyTorch conversion script converts it")
+    if path.name.lower().endswith(".xml") and b"<net " in _head(path, 1024):
+        return _OPENVINO_XML
     if is_openvino_weights(path):
         return (f"an OpenVINO IR model's weights ({path.with_suffix('.xml').name} beside it holds the graph; Optimum "
-                "Intel's export writes them), read by OpenVINO alone; its PyTorch weights are in the repo it was "
-                "exported from")
+                "Intel's export writes them), read by OpenVINO alone (openvino.Core().read_model of the .xml); its "
+                "PyTorch weights are in the repo it was exported from")
     tag = _mindspore_first_tag(path, prefix)
     if tag is not None:
         shown = tag if len(tag) <= 80 else tag[:77] + "..."
@@ -330,7 +440,9 @@ def identify(path: Path, prefix: bytes) -> str | None:
         return (f"a CTranslate2 model ({spec}; faster-whisper and ct2-*-converter write it), read by ctranslate2 "
                 "alone; its PyTorch weights are in the repo it was converted from")
     if prefix[4:8] == b"TFL3":
-        return "a TensorFlow Lite model"
+        return _TFLITE
+    if prefix.startswith(b"ftrt"):
+        return _TENSORRT
     if prefix[4:6] == b"ET" and prefix[6:8].isdigit():
         # ExecuTorch's .pte: a FlatBuffer whose file identifier is "ET" and the schema version ("ET12").
         return ("an ExecuTorch program (.pte, torch.export lowered by executorch), run by the ExecuTorch runtime; "
@@ -344,7 +456,7 @@ def identify(path: Path, prefix: bytes) -> str | None:
                 "with /resolve/ the file itself; or use hf download)")
     name = path.name.lower()
     if ".data-" in name and "-of-" in name:
-        return "a TensorFlow checkpoint data shard"
+        return _TF_DATA
     for suffix, kind in _SUFFIXES:
         if name.endswith(suffix):
             return kind
@@ -353,6 +465,14 @@ def identify(path: Path, prefix: bytes) -> str | None:
         # archive's members, as the reader's refusal lists them.
         return _GZIP
     return None
+
+
+def _head(path: Path, size: int) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return b""
 
 
 def _gzipped_tar(path: Path) -> bool:
@@ -375,30 +495,76 @@ def unsupported_message(kind: str, name: str = "NAME") -> str:
     return f"this is {kind}; {_NOT_READ}" + (f"; {converter.format(name=name)}" if converter else "")
 
 
+def what_it_is(path: Path) -> str | None:
+    """"NAME is KIND: what reads it" for a recognised foreign file (the first of a folder's, in the folder's
+    refusal), or None when it is not recognised or cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            prefix = handle.read(32)
+    except OSError:
+        return None
+    kind = identify(path, prefix)
+    if kind is None:
+        return None
+    converter = _CONVERTERS.get(kind)
+    return f"{path.name} is {kind}" + (f": {converter.format(name=path.name)}" if converter else "")
+
+
 # Subfolders Hub repos keep exported weights in: Optimum's and transformers.js' `onnx/model.onnx`.
 _FOREIGN_SUBFOLDERS = ("onnx",)
 
 
 _FOREIGN_SUFFIXES = (".gguf", ".onnx", ".h5", ".keras", ".msgpack", ".tflite", ".npz", ".pdparams", ".pdiparams",
-                     ".mpk", ".mpk.gz")
+                     ".mpk", ".mpk.gz", ".onnx_data", ".onnx.data", ".engine", ".pte", ".mlmodel", ".ort")
+
+# What a sibling of another framework is, by the end of its name, said where a model folder's reading leaves it out.
+_SIBLING_FORMATS: tuple[tuple[str, str], ...] = (
+    ("rust_model.ot", "rust-bert"), (".h5", "TensorFlow / Keras"), (".keras", "Keras"), (".msgpack", "Flax"),
+    (".tflite", "TensorFlow Lite"), (".onnx", "ONNX"), (".onnx_data", "ONNX external data"),
+    (".onnx.data", "ONNX external data"), (".ort", "ONNX Runtime"), (".gguf", "GGUF"), (".npz", "NumPy / MLX"),
+    (".engine", "TensorRT"), (".pte", "ExecuTorch"), (".mlmodel", "Core ML"), (".pdparams", "PaddlePaddle"),
+    (".pdiparams", "PaddlePaddle"), (".mpk", "Burn"), (".mpk.gz", "Burn"),
+    # A .xml or .bin is a foreign sibling only as an OpenVINO IR's (`foreign_files_in` lists no other).
+    (".xml", "OpenVINO"), (".bin", "OpenVINO"),
+)
+
+
+def sibling_format(name: str) -> str:
+    """The framework a foreign sibling file belongs to ("Flax" for flax_model.msgpack), "" when not known."""
+    lowered = name.lower()
+    if ".data-" in lowered and "-of-" in lowered:
+        return "TensorFlow"
+    return next((kind for end, kind in _SIBLING_FORMATS if lowered.endswith(end)), "")
+
+
 # Foreign weights weightdoctor still reads when the file is named: paddle.save's pickle of numpy arrays.
 READ_WHEN_NAMED = (".pdparams",)
 
 
+def is_foreign_weight_name(name: str) -> bool:
+    """Whether a file name is that of another framework's weights (tf_model.h5, weights.npz, model.onnx_data,
+    rust_model.ot, a TensorFlow checkpoint's data shard), by its name alone."""
+    name = name.lower()
+    # Keras 3's .keras archive too: keras-io's Hub repos hold model.keras (or model.weights.h5) alone.
+    return name in FOREIGN_WEIGHT_NAMES or name.endswith(_FOREIGN_SUFFIXES) or (".data-" in name and "-of-" in name)
+
+
 def foreign_files_in(folder: Path) -> list[str]:
-    """Names of recognised non-PyTorch weight files directly in `folder`, then in its `onnx/` (sorted)."""
+    """Names of recognised non-PyTorch weight files directly in `folder`, then in its `onnx/` and `openvino/`
+    (sorted)."""
     found = []
     for entry in sorted(folder.iterdir()):
         if not entry.is_file():
             continue
-        name = entry.name.lower()
-        # Keras 3's .keras archive too: keras-io's Hub repos hold model.keras (or model.weights.h5) alone.
-        if name in FOREIGN_WEIGHT_NAMES or name.endswith(_FOREIGN_SUFFIXES) \
-                or (".data-" in name and "-of-" in name) or is_openvino_weights(entry):
+        if is_foreign_weight_name(entry.name) or is_openvino_weights(entry):
             found.append(entry.name)
     for sub in _FOREIGN_SUBFOLDERS:
         try:
             found += [f"{sub}/{p.name}" for p in sorted((folder / sub).glob("*.onnx")) if p.is_file()]
         except OSError:
             continue
+    with contextlib.suppress(OSError):
+        # Optimum Intel's openvino/openvino_model.bin (the .xml beside it names it): an exports-only repo may hold
+        # nothing else, and from_pretrained(folder) raises there.
+        found += [f"openvino/{p.name}" for p in sorted((folder / "openvino").glob("*.bin")) if is_openvino_weights(p)]
     return found

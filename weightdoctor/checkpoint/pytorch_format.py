@@ -542,6 +542,14 @@ def _torchscript_only(report: ScanReport) -> str | None:
             for g in flagged):
         return None
     classes = sorted({g.qualified for g in flagged if g.module.split(".")[0] == "__torch__"})
+    if classes == ["__torch__.Module"]:
+        # libtorch's torch::serialize::OutputArchive names its module __torch__.Module and registers each tensor
+        # as a parameter of it, with no code: what tch's VarStore::save writes (rust-bert's rust_model.ot).
+        return ("this is a TorchScript archive of named tensors and no code (libtorch's torch::serialize::"
+                "OutputArchive, as tch's VarStore::save writes rust-bert's rust_model.ot), not a torch.save state "
+                "dict, so nothing was unpickled; where you trust the file, torch.save(torch.jit.load(path)"
+                ".state_dict(), 'weights.pt') writes its tensors to read here (a Hub repo's model.safetensors or "
+                "pytorch_model.bin beside it holds the same model under transformers' names)")
     shown = ", ".join(classes[:3]) + (f" and {len(classes) - 3} more" if len(classes) > 3 else "")
     return ("this is a TorchScript archive, torch.jit.save: the model is compiled TorchScript code (its classes "
             f"{shown or 'none'}) that torch.jit.load runs, not a state dict, so nothing was unpickled; where you trust "

@@ -705,7 +705,8 @@ def _foreign_weights_only(folder: Path) -> list[str]:
     transformers of today loads no TensorFlow or Flax weights either)."""
     from weightdoctor.checkpoint import foreign
 
-    others = foreign.foreign_files_in(folder)
+    # Core ML packages too (coreml/<task>/*.mlpackage): folders, which the folder's own refusal says apart.
+    others = foreign.foreign_files_in(folder) + [f"{name}/" for name in foreign.coreml_packages_in(folder)]
     if not others:
         return []
     gguf = next((name for name in others if name.lower().endswith(".gguf")), None)
@@ -773,6 +774,9 @@ def _no_weights_message(folder: Path) -> str:
         if gguf is not None:  # the way to PyTorch weights, as the file's own refusal says it
             message += (f"; transformers reads {gguf} into PyTorch, dequantized (from_pretrained(folder, "
                         f"gguf_file={gguf!r})), and save_pretrained then writes safetensors")
+        elif (said := foreign.what_it_is(folder / others[0])) is not None:
+            # An export folder (a repo's onnx/, openvino/): what reads its first file, as that file's refusal says.
+            message += f"; {said}"
     paddle = [name for name in found if name.endswith(foreign.READ_WHEN_NAMED)]
     if paddle:
         # PaddleNLP / PaddleOCR repos: model_state.pdparams, a pickle of numpy arrays read when named.
@@ -805,6 +809,20 @@ def _no_weights_message(folder: Path) -> str:
                     "weightdoctor does not read (not PyTorch): restore it with orbax.checkpoint "
                     "(ocp.StandardCheckpointer().restore(path)) and save the arrays with safetensors, or use the "
                     "model's own JAX-to-PyTorch conversion script")
+    elif (item := foreign.orbax_item(folder / "_")) is not None:
+        # A folder inside an item (ocdbt.process_0/, its d/): the item's arrays, restored through the item alone.
+        message += (f"; it is inside an Orbax (JAX) checkpoint ({item.name}/, read whole), which weightdoctor does "
+                    f"not read (not PyTorch): orbax.checkpoint restores it (ocp.StandardCheckpointer().restore("
+                    f"{str(item)!r})) and safetensors can save the arrays")
+    package = foreign.coreml_package(folder)
+    packages = [] if package is not None else foreign.coreml_packages_in(folder)
+    if package is not None or packages:
+        # A Hub repo's coreml/ export (Apple's and Optimum's): a folder per model, no tensor file weightdoctor reads.
+        what = (f"it is {'in ' if package != folder else ''}a Core ML package ({package.name})" if package is not None
+                else f"it holds Core ML packages ({', '.join(packages[:4])}{', ...' if len(packages) > 4 else ''})")
+        message += (f"; {what}, which weightdoctor does not read (not PyTorch): coremltools.models.MLModel(path) "
+                    "loads one (macOS runs it); the PyTorch or safetensors weights it was converted from (in the "
+                    "repo it came from) are what to read here")
     if _is_dcp_folder(folder):
         # FSDP's sharded state dict (accelerate's pytorch_model_fsdp_0/): PyTorch weights, in a format of its own.
         message += ("; it is a torch.distributed.checkpoint (DCP) folder (*.distcp shards and .metadata): "
@@ -1617,6 +1635,80 @@ def _folder_notes(folder: Path, chosen: Path) -> list[str]:
     return notes
 
 
+def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[str]:
+    """One warning naming the other formats a model folder holds, which neither this read nor from_pretrained(folder)
+    loads: another framework's copy (gpt2's tf_model.h5, flax_model.msgpack, rust_model.ot, 64-8bits.tflite), a
+    model's own release format (Mistral's consolidated.safetensors beside the shards), a weight file under another
+    name (open_clip_model.safetensors), and subfolders of exports (onnx/, openvino/, coreml/, Llama 3's original/);
+    [] when there is none. Names another warning already gives (`said`: pytorch_model.bin, variants, Accelerate's
+    model_1) are left to it; subfolders of PyTorch weights (modules, components, runs) are not listed."""
+    from weightdoctor.checkpoint import foreign
+
+    def already_said(name: str) -> bool:
+        return any(re.search(r"(?<![\w./-])" + re.escape(name) + r"(?![\w.-])", line) for line in said)
+
+    def a_shard_of_an_index(name: str) -> bool:  # read with its index, or said with it (an index ignored)
+        shard = _SHARD_NAME.fullmatch(name)
+        return shard is not None and any(folder.glob(f"{glob_escape(shard.group(1).split('.')[0])}."
+                                                      f"{shard.group(2)}.index*.json"))
+
+    read_names = {p.resolve() for p in read}
+    found: list[str] = []
+    other_names: list[str] = []
+    try:
+        for name in foreign.foreign_files_in(folder):
+            if "/" not in name and not already_said(name):
+                kind = foreign.sibling_format(name)
+                found.append(f"{name} ({kind})" if kind else name)
+        for path in _weight_files_in(folder):
+            # Left to others: a PEFT adapter beside its merged model (said where the adapter is looked at), and a
+            # .pkl, as often a tokenizer's or a scaler's pickle as weights.
+            if path.resolve() in read_names or already_said(path.name) or path.name.startswith("adapter_model.") \
+                    or path.suffix == ".pkl" or a_shard_of_an_index(path.name):
+                continue
+            native = _native_format(path)
+            if native is not None:
+                found.append(f"{path.name} ({native})")
+            else:
+                other_names.append(path.name)
+        if other_names:
+            found.append(f"{', '.join(other_names[:4])}{' and more' if len(other_names) > 4 else ''} (weight "
+                         f"{'file' if len(other_names) == 1 else 'files'} under "
+                         f"{'a name' if len(other_names) == 1 else 'names'} from_pretrained(folder) does not look "
+                         "for)")
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if already_said(sub.name + "/") or any(q.resolve().is_relative_to(sub.resolve()) for q in read):
+                continue
+            others = foreign.foreign_files_in(sub)
+            kinds = sorted({foreign.sibling_format(name) for name in others} - {""})
+            if foreign.coreml_package(sub) == sub or foreign.coreml_packages_in(sub, depth=2):  # at the top too
+                kinds.append("Core ML")
+            if kinds:
+                found.append(f"{sub.name}/ ({', '.join(kinds)})")
+            elif native := [kind for w in _weight_files_in(sub) if (kind := _native_format(w)) is not None]:
+                found.append(f"{sub.name}/ ({native[0]})")  # Llama 3's original/
+    except OSError:
+        return []
+    if not found:
+        return []
+    shown = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
+    return [f"not read, and not loaded by from_pretrained(folder) either: {shown}; name one to read or identify it"]
+
+
+_SHARD_NAME = re.compile(r"(.+)-\d+-of-\d+\.(safetensors|bin)")
+
+
+def _native_format(path: Path) -> str | None:
+    """What a weight file of a model's own release format is (Meta's and Mistral's `consolidated.*` with a
+    params.json, kept beside the Hugging Face files), for `_siblings_not_read`; None for any other file."""
+    if not path.name.startswith("consolidated.") or not (path.parent / "params.json").is_file():
+        return None
+    if path.suffix == ".safetensors":
+        return "Mistral's own format, with params.json: mistral_inference and vLLM's --load-format mistral read it"
+    return ("Meta's original format, with params.json: Meta's llama code reads it, transformers' "
+            "convert_llama_weights_to_hf.py converts it")
+
+
 def _named_by_config(folder: Path, chosen: Path) -> bool:
     """Whether `chosen` is the file folder's config.json names with `transformers_weights`."""
     try:
@@ -2162,6 +2254,9 @@ def _open_checkpoint(
         # A snapshot's file: said of the repo id and revision typed, not only of a path deep in the cache.
         raise named_by_repo(exc, root, text, revision) from exc
     warnings += builder.notes
+    if path.is_dir() and target != config_path:
+        # What the folder holds beside what was read: said once, as from_pretrained leaves it too.
+        warnings += _siblings_not_read(path, {f.path for f in builder.files}, warnings)
     value_head = sorted(t.name for t in builder.tensors if t.name.startswith("v_head."))
     if value_head and any(t.name.startswith(("transformer.", "model.", "lm_head.")) for t in builder.tensors):
         # TRL's AutoModelForCausalLMWithValueHead.save_pretrained: the language model's state dict plus v_head.*.
