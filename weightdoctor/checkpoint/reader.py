@@ -1660,7 +1660,7 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
             if "/" not in name and not already_said(name):
                 kind = foreign.sibling_format(name)
                 found.append(f"{name} ({kind})" if kind else name)
-        for path in _weight_files_in(folder):
+        for path in weight_files_in(folder):
             # Left to others: a PEFT adapter beside its merged model (said where the adapter is looked at), and a
             # .pkl, as often a tokenizer's or a scaler's pickle as weights.
             if path.resolve() in read_names or already_said(path.name) or path.name.startswith("adapter_model.") \
@@ -1685,7 +1685,7 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
                 kinds.append("Core ML")
             if kinds:
                 found.append(f"{sub.name}/ ({', '.join(kinds)})")
-            elif native := [kind for w in _weight_files_in(sub) if (kind := _native_format(w)) is not None]:
+            elif native := [kind for w in weight_files_in(sub) if (kind := _native_format(w)) is not None]:
                 found.append(f"{sub.name}/ ({native[0]})")  # Llama 3's original/
     except OSError:
         return []
