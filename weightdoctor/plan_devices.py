@@ -2628,6 +2628,6 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
 
 def _quoted(word: str) -> str:
     """`word` as a shell reads it back whole: a base model saved as a local path with a space was two words."""
-    import shlex
+    from weightdoctor.paths import shell_word
 
-    return shlex.quote(word)
+    return shell_word(word, argument=True)

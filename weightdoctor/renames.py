@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import repeat
@@ -47,7 +46,9 @@ class Rename:
         # parse_rename splits at the first `=` not after a backslash and unescapes `\=`: a `=` of the pattern
         # goes back escaped, or the flag would split there (`a=b` -> pattern `a`, replacement `=b=...`).
         pattern = self.pattern.replace("=", "\\=")
-        return f"--rename {shlex.quote(f'{pattern}={self.replacement}')}"
+        from weightdoctor.paths import shell_word
+
+        return f"--rename {shell_word(f'{pattern}={self.replacement}')}"
 
 
 def parse_rename(spec: str) -> Rename:

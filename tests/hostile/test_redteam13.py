@@ -5,13 +5,19 @@ command must run, pasted into bash, as the command it names."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
-from tests.helpers import run_cli
+from tests.helpers import REPO_ROOT, run_cli
 
 
 def _one_error_line(result: object) -> str:
@@ -55,3 +61,75 @@ def test_a_record_the_torch_free_reader_cannot_read_is_left_to_torch(tmp_path: P
     assert "unexpected" not in line and "model.bin" in line, line
     assert "torch cannot read the file" in line and record.strip("/") in line, line
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def _paste(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`command` as a user pastes it into bash in `cwd`, `weightdoctor` on the PATH being this checkout's."""
+    shim = cwd.parent / "bin"
+    shim.mkdir(exist_ok=True)
+    (shim / "weightdoctor").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m weightdoctor "$@"\n')
+    (shim / "weightdoctor").chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, env=env, timeout=120,
+                          check=False)
+
+
+@pytest.mark.parametrize(("name_a", "name_b"), [("-a.safetensors", "b.safetensors"),
+                                                ("a.safetensors", "new\nline $(touch CANARY).safetensors"),
+                                                ("a\u202e.safetensors", "b\t.safetensors")])
+def test_the_re_check_line_pasted_into_bash_reads_the_same_two_files(tmp_path: Path, name_a: str, name_b: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """diff-keys' re-check line quoted its sources with shlex.quote alone: a source typed after `--` that starts with
+    a dash (`-a.safetensors`) was read by the pasted command as an option (`No such option: -a`), and a newline or
+    an invisible character in a name, which the report prints as an escape (`\\x0a`), was pasted inside single
+    quotes as those four characters: another file. Both now paste as the same file (`./-a...`, `$'new\\x0aline'`);
+    the suggested renames and the Python snippet, run as printed, still match every key."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    names = ["enc.0.weight", "enc.1.weight", "head.weight"]
+    hostile = "$(touch CANARY)`touch CANARY`'\"x=y."
+    save_file({hostile + n: torch.ones(2) for n in names}, str(folder / name_a))
+    save_file({n: torch.ones(2) for n in names}, str(folder / name_b))
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("COLUMNS", "400")
+    result = run_cli("diff-keys", "--", name_a, name_b)
+    lines = [line for line in result.stdout.splitlines() if "re-check with: " in line]
+    assert result.exit_code in (0, 1) and len(lines) == 1, result.stdout + result.stderr
+    pasted = _paste(lines[0].split("re-check with: ", 1)[1] + " --json", folder)
+    assert pasted.returncode in (0, 1), pasted.stderr
+    report = json.loads(pasted.stdout)
+    assert (report["source_a"], report["source_b"]) == ((f"./{name_a}" if name_a.startswith("-") else name_a), name_b)
+    assert report["matched"] == 3 and not report["missing"] and not report["unexpected"], report
+    assert sorted(os.listdir(folder)) == sorted([name_a, name_b])  # no canary: nothing the shell ran
+    snippet = result.stdout[result.stdout.index("import re"):]
+    scope: dict = {"state_dict": {hostile + n: None for n in names}}
+    exec(snippet, scope)  # noqa: S102 - the snippet printed to be pasted into training code
+    assert sorted(scope["state_dict"]) == sorted(names)
+
+
+@pytest.mark.parametrize("folder_name", ["-m", "x\ny", "tab\tand\u200bzero-width"])
+def test_check_dtypes_convert_command_pasted_into_bash_converts_that_folder(tmp_path: Path, folder_name: str,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """check-dtype's `convert ... --keep-fp32` for a folder `-m` (typed after `--`) printed `convert -m -o ...`,
+    which pasted was `No such option: -m`; for a folder whose name holds a newline or a tab it printed
+    `'x\\x0ay'`, which bash reads as another folder. The command printed now converts that very folder."""
+    work = tmp_path / "work"
+    (work / folder_name).mkdir(parents=True)
+    save_file({"a.weight": torch.tensor([1e-9, 70000.0, 1.0]), "b.weight": torch.ones(3)},
+              str(work / folder_name / "model.safetensors"))
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("COLUMNS", "400")  # the report's line whole: the command is copied from the terminal
+    result = run_cli("check-dtype", "--", folder_name)
+    assert result.exit_code in (0, 1), result.stderr
+    commands = re.findall(r"\(`(weightdoctor convert [^`]*)`\)", result.stdout)
+    assert len(commands) == 1, result.stdout
+    command = commands[0]
+    pasted = _paste(command, work)
+    assert pasted.returncode == 0, (command, pasted.stderr)
+    written = work / f"{folder_name}-fp16" / "model.safetensors"
+    assert written.is_file(), (command, os.listdir(work))
+    from safetensors import safe_open
+
+    with safe_open(str(written), "pt") as handle:
+        assert handle.get_tensor("a.weight").dtype == torch.float32  # kept, as --keep-fp32 asks
+        assert handle.get_tensor("b.weight").dtype == torch.float16

@@ -51,7 +51,7 @@ from weightdoctor.errors import (
 )
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.paths import exists as path_exists
-from weightdoctor.paths import expand_user
+from weightdoctor.paths import expand_user, shell_word
 from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
@@ -662,7 +662,7 @@ def _dcp_file_message(path: Path) -> str:
 
 def _shell_word(path: Path) -> str:
     """`path` as one shell word, to paste into the command a message suggests."""
-    return shlex.quote(str(path))
+    return shell_word(str(path), argument=True)
 
 
 def _consolidated(folder: Path) -> Path:
@@ -1889,8 +1889,8 @@ def _one_shard_of_several(path: Path) -> list[str]:
     if found is None or int(found.group(3)) < 2:
         return []
     index = path.with_name(f"{found.group(1)}{found.group(4)}.index.json")
-    whole = (f"its index {shlex.quote(str(index))} (or the folder) reads the whole checkpoint" if index.is_file()
-             else f"give the folder {shlex.quote(str(path.parent))} to read them all")
+    whole = (f"its index {shell_word(str(index), argument=True)} (or the folder) reads the whole checkpoint"
+             if index.is_file() else f"give the folder {shell_word(str(path.parent), argument=True)} to read them all")
     return [f"{path.name} is shard {int(found.group(2))} of {int(found.group(3))}: only its own tensors are read; "
             + whole]
 
