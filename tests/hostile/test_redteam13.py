@@ -133,3 +133,40 @@ def test_check_dtypes_convert_command_pasted_into_bash_converts_that_folder(tmp_
     with safe_open(str(written), "pt") as handle:
         assert handle.get_tensor("a.weight").dtype == torch.float32  # kept, as --keep-fp32 asks
         assert handle.get_tensor("b.weight").dtype == torch.float16
+
+
+def _raw_safetensors(path: Path, header: bytes, data: bytes = bytes(16)) -> Path:
+    path.write_bytes(struct.pack("<Q", len(header)) + header + data)
+    return path
+
+
+ENTRY = b'{"dtype":"F32","shape":[4],"data_offsets":[0,16]}'
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    (b'{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16],"dtype":"F64"}}', "tensor 'a' gives its 'dtype' twice"),
+    (b'{"__metadata__":{"format":"pt"},"__metadata__":{"x":"y"},"a":' + ENTRY + b"}",
+     "header gives __metadata__ twice"),
+    (b'{"a":' + ENTRY + b',"a":' + ENTRY + b"}", "header lists tensor 'a' twice"),
+])
+def test_a_key_given_twice_is_named_where_it_is(tmp_path: Path, header: bytes, expected: str) -> None:
+    """Any key given twice anywhere in a safetensors header was refused as `header lists tensor 'dtype' twice`: a
+    field of tensor a's entry, or __metadata__ itself, was called a tensor that does not exist."""
+    line = _one_error_line(run_cli("inspect", str(_raw_safetensors(tmp_path / "model.safetensors", header))))
+    assert line.endswith(f"model.safetensors: {expected}"), line
+
+
+def test_a_metadata_key_given_twice_is_read_as_the_library_reads_it(tmp_path: Path) -> None:
+    """A key given twice inside __metadata__: the safetensors library reads the file (keeping the last value), and so
+    did weightdoctor, unless anything sent the header down the slow duplicate check (here the word "dtype" as a
+    metadata value), which refused it as `header lists tensor 'format' twice`. Read alike now, whatever the path."""
+    from safetensors import safe_open
+
+    path = _raw_safetensors(tmp_path / "model.safetensors",
+                            b'{"__metadata__":{"format":"pt","format":"pt","note":"dtype"},"a":' + ENTRY + b"}")
+    with safe_open(str(path), "pt") as handle:
+        assert handle.metadata() == {"format": "pt", "note": "dtype"}
+    result = run_cli("inspect", str(path), "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["metadata"] == {"format": "pt", "note": "dtype"} and report["num_tensors"] == 1
