@@ -170,3 +170,38 @@ def test_a_metadata_key_given_twice_is_read_as_the_library_reads_it(tmp_path: Pa
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["metadata"] == {"format": "pt", "note": "dtype"} and report["num_tensors"] == 1
+
+
+def _zip64_counting(path: Path, entries: int) -> Path:
+    """A torch.save zip (torch writes the zip64 end records) whose zip64 end record counts `entries` entries."""
+    torch.save({"w": torch.ones(4, 4), "b": torch.zeros(4)}, path)
+    data = bytearray(path.read_bytes())
+    at = data.rfind(b"PK\x06\x06")
+    assert at > 0
+    struct.pack_into("<QQ", data, at + 24, entries, entries)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("entries", [9, 10**6])
+@pytest.mark.parametrize("command", [["inspect"], ["convert", "-o"]])
+def test_a_zip64_end_record_counting_entries_the_directory_lacks_is_what_torch_refuses(
+        tmp_path: Path, entries: int, command: list[str]) -> None:
+    """The zip64 end record is what miniz (torch.load's reader) goes by: counting more entries than the central
+    directory holds, torch.load refuses the file ('archive is corrupted'). Python's zipfile counts nothing, so the
+    torch-free reader listed the 8 records, inspect called the file healthy (exit 0) and convert wrote it out. The
+    count that disagrees is now an irregularity the torch-free reader leaves to torch.load."""
+    path = _zip64_counting(tmp_path / "model.bin", entries)
+    output = tmp_path / "out.safetensors"
+    line = _one_error_line(run_cli(command[0], str(path), *([command[1], str(output)] if command[1:] else [])))
+    assert "model.bin: torch cannot read the file" in line and "corrupted" in line, line
+    assert not output.exists()
+
+
+def test_a_zip64_end_record_counting_fewer_entries_is_read_and_said(tmp_path: Path) -> None:
+    """Counting fewer entries (7 of 8), torch.load reads the first 7 and loads: so does inspect, with a note."""
+    result = run_cli("inspect", str(_zip64_counting(tmp_path / "model.bin", 7)), "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["num_tensors"] == 2 and report["num_params"] == 20
+    assert any("the end record counts 7 entries" in note and "holds 8" in note for note in report["security"]["notes"])
