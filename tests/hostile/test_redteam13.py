@@ -205,3 +205,23 @@ def test_a_zip64_end_record_counting_fewer_entries_is_read_and_said(tmp_path: Pa
     report = json.loads(result.stdout)
     assert report["num_tensors"] == 2 and report["num_params"] == 20
     assert any("the end record counts 7 entries" in note and "holds 8" in note for note in report["security"]["notes"])
+
+
+@pytest.mark.parametrize(("args", "typed", "meant"), [
+    (["inspect", "\u2014json", "{model}"], "\u2014json", "--json"),
+    (["inspect", "{model}", "\u2013-filter", "a"], "\u2013-filter", "--filter"),
+    (["convert", "{model}", "\u2212o", "{out}"], "\u2212o", "-o"),
+    (["diff-keys", "{model}", "{model}", "\u2014json"], "\u2014json", "--json"),
+])
+def test_an_option_typed_with_a_typographic_dash_is_named_as_the_option_meant(tmp_path: Path, args: list[str],
+                                                                             typed: str, meant: str) -> None:
+    """`inspect —json model.safetensors` (--json turned into an em dash by the page it was copied from) was told
+    `inspect reads one checkpoint, not 2 (a shell glob?)`, and `convert m −o out` that --output was missing: Click
+    took the dashed word for a source. The word is named now, with its dash and the option meant."""
+    model = tmp_path / "model.safetensors"
+    save_file({"a": torch.ones(2)}, str(model))
+    out = tmp_path / "out.safetensors"
+    line = _one_error_line(run_cli(*[arg.format(model=model, out=out) for arg in args]))
+    assert f"{typed!r} starts with" in line and f"type {meant} " in line, line
+    assert "shell glob" not in line and "Missing option" not in line
+    assert not out.exists()
