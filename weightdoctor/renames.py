@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from operator import getitem
 
-from weightdoctor.errors import UsageError, glob_hint
+from weightdoctor.errors import UsageError, compile_user_regex
 
 # The longest name a rename may make: the reader's limit for a name read from a file (checkpoint/reader.py
 # MAX_NAME_CHARS; a test holds them equal). 24 `--rename '(.*)=\1\1'` doubled every name 2**24 times: 6 GB and
@@ -30,11 +30,7 @@ class Rename:
     replacement: str
 
     def __post_init__(self) -> None:
-        try:
-            re.compile(self.pattern)
-        except re.error as exc:
-            raise UsageError(f"--rename {self.pattern!r}: bad regular expression ({exc})"
-                             + glob_hint(self.pattern)) from exc
+        compile_user_regex("--rename", self.pattern)
 
     def apply(self, name: str) -> str:
         renamed = re.sub(self.pattern, self.replacement, name, count=1)

@@ -225,3 +225,28 @@ def test_an_option_typed_with_a_typographic_dash_is_named_as_the_option_meant(tm
     assert f"{typed!r} starts with" in line and f"type {meant} " in line, line
     assert "shell glob" not in line and "Missing option" not in line
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("pattern", "reason"), [("(" * 5000, "groups nested too deeply for Python's re to read"),
+                                                 ("(" * 600 + "a" + ")" * 600, "nested too deeply"),
+                                                 ("a{4294967295}", "the repetition number is too large")])
+@pytest.mark.parametrize(("option", "command"), [
+    ("--filter", ["inspect", "{model}", "--filter", "{pattern}"]),
+    ("--filter", ["check-dtype", "{model}", "--filter", "{pattern}"]),
+    ("--hist", ["inspect", "{model}", "--stats", "--hist", "{pattern}"]),
+    ("--keep-fp32", ["convert", "{model}", "-o", "{out}", "--dtype", "fp16", "--keep-fp32", "{pattern}"]),
+    ("--rename", ["convert", "{model}", "-o", "{out}", "--rename", "{pattern}=x"]),
+    ("--rename", ["diff-keys", "{model}", "{model}", "--rename", "{pattern}=x"]),
+])
+def test_a_regex_pythons_re_cannot_compile_is_named_with_its_option(tmp_path: Path, pattern: str, reason: str,
+                                                                   option: str, command: list[str]) -> None:
+    """Groups nested thousands deep overflow the recursive parser of Python's re (RecursionError), and a count past
+    its limit raises OverflowError: neither is re.error, and every user regex option ended its command with
+    'unexpected RecursionError' / 'unexpected OverflowError'. Both are a bad regular expression, named with the
+    option that gave it."""
+    model = tmp_path / "model.safetensors"
+    save_file({"a.weight": torch.ones(2)}, str(model))
+    out = tmp_path / "out.safetensors"
+    line = _one_error_line(run_cli(*[arg.format(model=model, out=out, pattern=pattern) for arg in command]))
+    assert line.startswith(f"error: {option} '") and "bad regular expression" in line and reason in line, line
+    assert "unexpected" not in line and not out.exists()
