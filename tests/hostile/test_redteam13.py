@@ -250,3 +250,15 @@ def test_a_regex_pythons_re_cannot_compile_is_named_with_its_option(tmp_path: Pa
     line = _one_error_line(run_cli(*[arg.format(model=model, out=out, pattern=pattern) for arg in command]))
     assert line.startswith(f"error: {option} '") and "bad regular expression" in line and reason in line, line
     assert "unexpected" not in line and not out.exists()
+
+
+def test_a_model_class_plan_devices_cannot_build_is_said_to_be_unused(tmp_path: Path) -> None:
+    """plan-devices --model-class on weights without a transformers config.json planned from the tensor names and
+    dropped the class without a word (a misspelt class too): the plan read as the class's. A warning says so."""
+    model = tmp_path / "model.safetensors"
+    save_file({"layer.0.weight": torch.ones(4, 4)}, str(model))
+    result = run_cli("plan-devices", str(model), "--gpu", "1GB", "--model-class", "BertModelx", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    said = "--model-class BertModelx is not used: there is no config.json"
+    assert any(warning.startswith(said) for warning in report["warnings"]), report["warnings"]
