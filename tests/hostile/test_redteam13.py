@@ -262,3 +262,23 @@ def test_a_model_class_plan_devices_cannot_build_is_said_to_be_unused(tmp_path: 
     report = json.loads(result.stdout)
     said = "--model-class BertModelx is not used: there is no config.json"
     assert any(warning.startswith(said) for warning in report["warnings"]), report["warnings"]
+
+
+@pytest.mark.parametrize("offset", [2**63 + 5, 2**64 - 1, "past the end"])
+@pytest.mark.parametrize("command", [["inspect"], ["convert", "-o"]])
+def test_a_zip64_locator_pointing_past_the_file_is_what_torch_refuses(tmp_path: Path, offset: int | str,
+                                                                      command: list[str]) -> None:
+    """The zip64 end locator gives where the zip64 end record lies. Past 2**63 the reader's seek raised ('unexpected
+    ValueError: cannot fit int into an offset-sized integer', or 'cannot read or write: Invalid argument'); past the
+    end of the file, torch.load refuses the archive ('not a ZIP archive') while the torch-free reader ignored the
+    locator and read the file as healthy (exit 0, and convert wrote it). Both are left to torch.load now."""
+    path = tmp_path / "model.bin"
+    torch.save({"w": torch.ones(4, 4)}, path)
+    data = bytearray(path.read_bytes())
+    locator = data.rfind(b"PK\x06\x07")
+    struct.pack_into("<Q", data, locator + 8, len(data) + 100 if offset == "past the end" else offset)
+    path.write_bytes(data)
+    output = tmp_path / "out.safetensors"
+    line = _one_error_line(run_cli(command[0], str(path), *([command[1], str(output)] if command[1:] else [])))
+    assert "model.bin: torch cannot read the file" in line and "not a ZIP archive" in line, line
+    assert not output.exists()

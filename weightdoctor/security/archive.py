@@ -62,6 +62,8 @@ class ZipLayout:
 
 
 def _read_at(handle: BinaryIO, offset: int, size: int) -> bytes:
+    if not 0 <= offset < 1 << 63:
+        return b""  # an offset a crafted record gives past what seek takes: past the end of any file
     handle.seek(offset)
     return handle.read(size)
 
@@ -267,13 +269,15 @@ def _from_local_headers(handle: BinaryIO, file_size: int, reason: str) -> ZipLay
 _CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
 
 
-def _central_directory_locations(handle: BinaryIO, file_size: int) -> list[tuple[int, int, tuple[int, int] | None]]:
+def _central_directory_locations(handle: BinaryIO, file_size: int, notes: list[str]
+                                 ) -> list[tuple[int, int, tuple[int, int] | None]]:
     """(offset, size, entries) of the central directory as the end records state them, without adjustment.
 
     Python's zipfile shifts every offset when the end record's numbers do not add up (it assumes
     data was prepended); miniz, PyTorch's reader, takes them as written. Both the classic and the zip64
     end records are honoured. `entries` (on this disk, in all) are the counts miniz goes by, given for the one
-    directory it reads (the zip64 record's where there is one), None for the other.
+    directory it reads (the zip64 record's where there is one), None for the other. What PyTorch's reader refuses
+    in them is added to `notes`.
     """
     window = min(file_size, 65536 + 22)
     base = file_size - window
@@ -286,6 +290,11 @@ def _central_directory_locations(handle: BinaryIO, file_size: int) -> list[tuple
     locator = base + at - 20
     if locator >= 0 and _read_at(handle, locator, 4) == b"PK\x06\x07":
         (z64_offset,) = struct.unpack("<Q", _read_at(handle, locator + 8, 8))
+        if z64_offset > file_size - 56:
+            # miniz refuses the archive ("not a ZIP archive"); seeking there raised OverflowError past 2**63 bytes.
+            notes.append(f"the zip64 end locator places its record at byte {z64_offset:,}, past the end of the "
+                         f"{file_size:,}-byte file (PyTorch's reader refuses the archive)")
+            return locations
         record = _read_at(handle, z64_offset, 56)
         if len(record) == 56 and record[:4] == b"PK\x06\x06":
             z64_n_disk, z64_n, z64_size, z64_cd_offset = struct.unpack_from("<QQQQ", record, 24)
@@ -394,7 +403,7 @@ def _read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
     raw_members: list[ZipMember] = []
     read = {(m.name, m.header_offset): m.data_offset for m in strict.members} if strict is not None else {}
     # The classic and zip64 end records usually give the same place: that directory is parsed once.
-    for offset, size, declared in dict.fromkeys(_central_directory_locations(handle, file_size)):
+    for offset, size, declared in dict.fromkeys(_central_directory_locations(handle, file_size, notes)):
         try:
             found, entries = _raw_central_directory(handle, file_size, offset, size, read)
         except (ValueError, OSError, struct.error):
