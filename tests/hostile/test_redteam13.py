@@ -282,3 +282,20 @@ def test_a_zip64_locator_pointing_past_the_file_is_what_torch_refuses(tmp_path: 
     line = _one_error_line(run_cli(command[0], str(path), *([command[1], str(output)] if command[1:] else [])))
     assert "model.bin: torch cannot read the file" in line and "not a ZIP archive" in line, line
     assert not output.exists()
+
+
+def test_an_io_error_naming_no_file_is_said_of_the_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An OSError that carries no file name (EIO from a failing disk, EINVAL from a seek a crafted offset sent past
+    2**63) was said as `cannot read or write: [Errno 5] Input/output error`, naming no file; the source read is
+    named now, as every other error line names its file."""
+    from weightdoctor.checkpoint import safetensors_format
+
+    model = tmp_path / "model.safetensors"
+    save_file({"a": torch.ones(2)}, str(model))
+
+    def failing_disk(path: Path, relpath: str) -> object:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(safetensors_format, "read_header", failing_disk)
+    line = _one_error_line(run_cli("inspect", str(model)))
+    assert line == f"error: {model}: cannot read or write: [Errno 5] Input/output error", line
