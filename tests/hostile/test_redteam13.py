@@ -299,3 +299,16 @@ def test_an_io_error_naming_no_file_is_said_of_the_source(tmp_path: Path, monkey
     monkeypatch.setattr(safetensors_format, "read_header", failing_disk)
     line = _one_error_line(run_cli("inspect", str(model)))
     assert line == f"error: {model}: cannot read or write: [Errno 5] Input/output error", line
+
+
+def test_a_shard_whose_index_name_would_pass_255_bytes_is_read(tmp_path: Path) -> None:
+    """`name-1-of-2.safetensors` read alone: the hint looks for `name.safetensors.index.json` beside it, 4 bytes longer
+    (`.index.json` against `-1-of-2`), and a shard named near the 255-byte limit made that look-up raise: the shard
+    itself was refused with 'cannot read or write: [Errno 36] File name too long'. It is read, with the hint."""
+    shard = tmp_path / ("a" * 234 + "-1-of-2.safetensors")
+    save_file({"a": torch.ones(2)}, str(shard))
+    result = run_cli("inspect", str(shard), "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["num_tensors"] == 1
+    assert any("is shard 1 of 2" in warning and "give the folder" in warning for warning in report["warnings"])

@@ -968,7 +968,7 @@ def _latest_tag(folder: Path) -> str | None:
 def _dangling_message(link: Path) -> str:
     target = Path(os.path.normpath(link.parent / os.readlink(link)))
     # huggingface_hub downloads into `<etag>.incomplete`, since 1.x into `<etag>.<8 hex>.incomplete` (one per process).
-    partial = target.with_name(target.name + ".incomplete").exists() or any(
+    partial = path_exists(target.with_name(target.name + ".incomplete")) or any(
         target.parent.glob(f"{glob_escape(target.name)}.*.incomplete"))
     why = "its download did not finish" if partial else "the file was deleted or never downloaded"
     what = "which does not exist"
@@ -1889,8 +1889,12 @@ def _one_shard_of_several(path: Path) -> list[str]:
     if found is None or int(found.group(3)) < 2:
         return []
     index = path.with_name(f"{found.group(1)}{found.group(4)}.index.json")
+    try:
+        has_index = index.is_file()
+    except OSError:  # the index's name is longer than the shard's ("-1-of-2" < ".index.json"): past 255 bytes
+        has_index = False
     whole = (f"its index {shell_word(str(index), argument=True)} (or the folder) reads the whole checkpoint"
-             if index.is_file() else f"give the folder {shell_word(str(path.parent), argument=True)} to read them all")
+             if has_index else f"give the folder {shell_word(str(path.parent), argument=True)} to read them all")
     return [f"{path.name} is shard {int(found.group(2))} of {int(found.group(3))}: only its own tensors are read; "
             + whole]
 
