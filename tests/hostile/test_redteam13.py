@@ -312,3 +312,15 @@ def test_a_shard_whose_index_name_would_pass_255_bytes_is_read(tmp_path: Path) -
     report = json.loads(result.stdout)
     assert report["num_tensors"] == 1
     assert any("is shard 1 of 2" in warning and "give the folder" in warning for warning in report["warnings"])
+
+
+@pytest.mark.parametrize("size", ["1e400GB", "9" * 400 + "MB"])
+def test_a_size_past_floats_range_is_said_too_large(size: str) -> None:
+    """A size whose number is past float's range (1e400, 400 nines) was refused as 'a size is a finite number of
+    bytes, not negative': a positive number, written out in full, read as if it were infinite or negative."""
+    from weightdoctor.errors import UsageError
+    from weightdoctor.units import parse_size
+
+    with pytest.raises(UsageError) as refused:
+        parse_size(size)
+    assert "the number is too large for a size" in str(refused.value) and "negative" not in str(refused.value)
