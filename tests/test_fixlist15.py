@@ -49,10 +49,11 @@ def test_a_safe_pattern_with_counted_repeats_or_ignorecase_runs(tmp_path: Path, 
     assert [t["name"] for t in data["tensors"]] == [n for n in sorted(names) if re.search(pattern, n)]
     # What the bound guards against stays fast for these: names of 10,000 characters.
     compiled = re.compile(pattern)
-    started = time.monotonic()
+    # CPU time, with room: a busy machine stretches wall time; exponential backtracking would take hours.
+    started = time.process_time()
     for name in ("layers." * 1400, "a" * 10_000, "attn" * 2500 + "!"):
         compiled.search(name)
-    assert time.monotonic() - started < 1.0
+    assert time.process_time() - started < 5.0
 
 
 @pytest.mark.parametrize("pattern", ["a{0,40}" * 6 + "x", ".{0,20}" * 5 + "x", r"(?i)(\w+k)+$", r"(?i)(a+A)+$"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import re
-import shlex
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from weightdoctor.checkpoint import Checkpoint, TensorInfo
 from weightdoctor.checkpoint.model import unique_tensors
 from weightdoctor.dtypes import FLOATING, bits_per_element, quantization_hint
 from weightdoctor.errors import UsageError
-from weightdoctor.paths import expand_user
+from weightdoctor.paths import expand_user, shell_word
 from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
@@ -877,10 +876,10 @@ def recommend(
             elif report.keep_fp32 and name in ("fp16", "bf16"):
                 output = _output_name(source, name)
                 command = (
-                    f"weightdoctor convert {shlex.quote(source)} -o {shlex.quote(output)} --dtype {name} "
-                    f"--keep-fp32 {shlex.quote(report.keep_fp32)}"
-                    + (f" --revision {shlex.quote(revision)}" if revision else "")
-                    + (f" --key {shlex.quote(key)}" if key else "")
+                    f"weightdoctor convert {shell_word(source, argument=True)} -o {shell_word(output)} "
+                    f"--dtype {name} --keep-fp32 {shell_word(report.keep_fp32)}"
+                    + (f" --revision {shell_word(revision)}" if revision else "")
+                    + (f" --key {shell_word(key)}" if key else "")
                 )
                 commands[name] = command
                 kept = report.keep_fp32_memory_bytes or 0

@@ -581,14 +581,14 @@ def model_class_check(source_a: str, model_class: str, config: str, *, revision:
         >>> print(model_class_check("sd.pt", "BertModel", "hub", key="state_dict", renames=[Rename("^net_", "")]))
         weightdoctor diff-keys sd.pt --model-class BertModel --config hub --key state_dict --rename '^net_='
     """
-    import shlex
+    from weightdoctor.paths import shell_word
 
-    words = [f"weightdoctor diff-keys {shlex.quote(source_a)} --model-class {model_class}",
-             f"--config {shlex.quote(config)}"]
+    words = [f"weightdoctor diff-keys {shell_word(source_a, argument=True)} --model-class {model_class}",
+             f"--config {shell_word(config)}"]
     if revision is not None:
-        words.append(f"--revision {shlex.quote(revision)}")
+        words.append(f"--revision {shell_word(revision)}")
     if key is not None:
-        words.append(f"--key {shlex.quote(key)}")
+        words.append(f"--key {shell_word(key)}")
     words.extend(rename.as_flag() for rename in renames)
     return " ".join(words)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 
 # The longest message a line on stderr shows (`render.console.error` and `warn` cut it): text from a file (a
@@ -69,6 +70,32 @@ def choose(option: str, value: str, choices: tuple[str, ...]) -> str:
     if match is None:
         raise UsageError(f"{option} {value!r}: choose one of {', '.join(choices)}" + did_you_mean(value, choices))
     return match
+
+
+def compile_user_regex(option: str, pattern: str) -> re.Pattern[str]:
+    """`re.compile(pattern)` for a regular expression the user gave to `option`.
+
+    re refuses some with neither re.error nor a message a user reads as one: groups nested thousands deep
+    (`((((...`) overflow its recursive parser (RecursionError), and a count past its limit (`a{4294967295}`)
+    raises OverflowError; each ended a command with 'unexpected RecursionError'.
+
+    Example:
+        >>> compile_user_regex("-f", "a{4294967295}")
+        Traceback (most recent call last):
+        weightdoctor.errors.UsageError: -f 'a{4294967295}': bad regular expression (the repetition number is too large)
+
+    Raises:
+        UsageError: naming the option and the pattern, and what is wrong with it.
+    """
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        reason = str(exc)
+    except RecursionError:
+        reason = "groups nested too deeply for Python's re to read"
+    except OverflowError as exc:  # "the repetition number is too large"
+        reason = str(exc)
+    raise UsageError(f"{option} {pattern!r}: bad regular expression ({reason})" + glob_hint(pattern))
 
 
 def glob_hint(pattern: str) -> str:

@@ -54,3 +54,34 @@ def expand_output(path: str | os.PathLike[str]) -> Path:
         raise UsageError(f"{text}: ~{user} names no user of this machine, so it cannot be expanded (nothing written); "
                          "give the output's full path")
     return expanded
+
+
+def shell_word(word: str, *, argument: bool = False) -> str:
+    """`word` as one word a shell reads back exactly, for a command a message prints to be pasted (bash and zsh, the
+    shells people paste into, and any sh of POSIX.1-2024, which added `$'...'`).
+
+    `shlex.quote` alone fell short twice. A control or invisible character inside its single quotes (a newline in a
+    file name) is printed as an escape (`\\x0a`, render/text.py), which single quotes keep as four characters: the
+    pasted command named another file; such a word is written in `$'...'` quotes, each of those characters as the
+    `\\xHH` escapes of its bytes. And a positional `argument` that starts with `-` (a folder `-m`, typed after `--`)
+    was read as an option by the command pasted: it is written `./-m`, the same file.
+
+    Example:
+        >>> shell_word("train ckpt.pt"), shell_word("-m", argument=True), shell_word("a\\nb")
+        ("'train ckpt.pt'", './-m', "$'a\\\\x0ab'")
+    """
+    import shlex
+
+    if argument and word.startswith("-"):
+        word = "./" + word
+    if word.isprintable():
+        return shlex.quote(word)
+    quoted = []
+    for char in word:
+        if not char.isprintable():
+            # A lone surrogate is a byte of a file name that is not UTF-8 (os.fsencode gives that byte back).
+            raw = char.encode("utf-8", "surrogateescape" if "\udc80" <= char <= "\udcff" else "surrogatepass")
+            quoted.append("".join(f"\\x{byte:02x}" for byte in raw))
+        else:
+            quoted.append("\\" + char if char in "\\'" else char)
+    return "$'" + "".join(quoted) + "'"

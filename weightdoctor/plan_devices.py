@@ -776,6 +776,13 @@ def build_planned_model(
         # Named as typed, as every other error names its source: `org/pipe/vae`, not its snapshot's path deep in
         # the cache; `./m`, not its absolute path.
         raise UsageError(f"nothing to plan: the checkpoint holds no tensors and {what}", path=checkpoint.source)
+    if model_class is not None:
+        # The class is built from a transformers config, which this checkpoint lacks: planned from the tensor names,
+        # --model-class was dropped without a word (a typo in it too).
+        missing = ("there is no config.json" if checkpoint.config is None
+                   else "config.json is not a transformers model's (no model_type)")
+        warnings.append(f"--model-class {model_class} is not used: {missing} to build it from; the plan is made from "
+                        "the tensor names")
     model = build_tensor_tree(checkpoint, None if dtype in ("int8", "int4") else DTYPES[dtype][0])
     fp8 = [t for t in checkpoint.tensors if t.dtype.startswith("float8")]
     if fp8 and dtype not in ("int8", "int4", "fp8"):
@@ -2637,6 +2644,6 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
 
 def _quoted(word: str) -> str:
     """`word` as a shell reads it back whole: a base model saved as a local path with a space was two words."""
-    import shlex
+    from weightdoctor.paths import shell_word
 
-    return shlex.quote(word)
+    return shell_word(word, argument=True)

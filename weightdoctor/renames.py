@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import repeat
 from operator import getitem
 
-from weightdoctor.errors import UsageError, glob_hint
+from weightdoctor.errors import UsageError, compile_user_regex
 
 # The longest name a rename may make: the reader's limit for a name read from a file (checkpoint/reader.py
 # MAX_NAME_CHARS; a test holds them equal). 24 `--rename '(.*)=\1\1'` doubled every name 2**24 times: 6 GB and
@@ -31,11 +30,7 @@ class Rename:
     replacement: str
 
     def __post_init__(self) -> None:
-        try:
-            re.compile(self.pattern)
-        except re.error as exc:
-            raise UsageError(f"--rename {self.pattern!r}: bad regular expression ({exc})"
-                             + glob_hint(self.pattern)) from exc
+        compile_user_regex("--rename", self.pattern)
 
     def apply(self, name: str) -> str:
         renamed = re.sub(self.pattern, self.replacement, name, count=1)
@@ -47,7 +42,9 @@ class Rename:
         # parse_rename splits at the first `=` not after a backslash and unescapes `\=`: a `=` of the pattern
         # goes back escaped, or the flag would split there (`a=b` -> pattern `a`, replacement `=b=...`).
         pattern = self.pattern.replace("=", "\\=")
-        return f"--rename {shlex.quote(f'{pattern}={self.replacement}')}"
+        from weightdoctor.paths import shell_word
+
+        return f"--rename {shell_word(f'{pattern}={self.replacement}')}"
 
 
 def parse_rename(spec: str) -> Rename:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
 from weightdoctor.checkpoint.reader import is_training_state
 from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, torch_shape
-from weightdoctor.errors import OutputError, UsageError, WeightDoctorError, glob_hint
+from weightdoctor.errors import OutputError, UsageError, WeightDoctorError, compile_user_regex
 from weightdoctor.jsontext import parse_json
 from weightdoctor.paths import expand_user
 from weightdoctor.renames import Rename, apply_renames, rename_all
@@ -327,10 +327,7 @@ def plan_tensors(
         # Alone it would only upcast what it matches (fp16 to fp32) and downcast float64: not what "keep" says.
         raise UsageError("--keep-fp32 keeps the tensors it matches in fp32 while --dtype casts the others: "
                          "give --dtype too")
-    try:
-        keep = re.compile(keep_fp32) if keep_fp32 else None
-    except re.error as exc:
-        raise UsageError(f"--keep-fp32 {keep_fp32!r}: bad regular expression ({exc})" + glob_hint(keep_fp32)) from exc
+    keep = compile_user_regex("--keep-fp32", keep_fp32) if keep_fp32 else None
     if keep_fp32:
         from weightdoctor.quantized import refuse_unbounded_regex
 

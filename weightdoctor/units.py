@@ -69,7 +69,12 @@ def parse_size(text: str | int) -> int:
         number = float(digits)
     except ValueError:
         raise UsageError(f"cannot parse size {text!r}: {digits!r} is not a number") from None
-    if not math.isfinite(number) or number < 0:
+    if not math.isfinite(number):
+        # `inf` and `nan` are refused above as no number: this is a number past float's range (1e400, 5,000 nines),
+        # which was told "a size is a finite number of bytes, not negative", as if it were neither.
+        raise UsageError(f"cannot parse size {text!r}: the number is too large for a size (more bytes than any "
+                         "machine holds)")
+    if number < 0:
         raise UsageError(f"cannot parse size {text!r}: a size is a finite number of bytes, not negative")
     size = int(number * factor)  # truncated, as both libraries do
     if number == 0 and _nonzero(digits):

@@ -37,7 +37,11 @@ from weightdoctor.errors import CorruptCheckpoint
 from weightdoctor.wording import counted
 
 if TYPE_CHECKING:
+    from typing import BinaryIO
+
     import torch
+
+    from weightdoctor.security.archive import ZipMember
 
 # torch's legacy typed storages -> the dtype of their elements (quantized storages are left to torch).
 STORAGE_DTYPES = {
@@ -345,6 +349,17 @@ def _supported_version(text: bytes) -> bool:
         return False
 
 
+def _read_record(handle: BinaryIO, member: ZipMember, limit: int) -> bytearray:
+    """`read_member`, its refusal (a record cut short, a deflate stream that does not inflate) left to torch.load,
+    whose reader says what is wrong with the file: a ValueError here ended inspect with 'unexpected ValueError'."""
+    from weightdoctor.security import archive as zip_archive
+
+    try:
+        return zip_archive.read_member(handle, member, limit)
+    except ValueError as exc:
+        raise NeedsTorch(f"record {member.name} cannot be read here ({exc})") from exc
+
+
 def load_static(path: Path) -> Any:
     """Unpickle a torch zip checkpoint into dicts of `StaticTensor`, without torch.
 
@@ -385,11 +400,11 @@ def load_static(path: Path) -> Any:
             raise NeedsTorch("no version record (torch.load requires one)")
         # torch refuses a version it cannot parse or does not support (caffe2/serialize/versions.h: 1 to 10): a
         # file written by a later torch may not mean what this reader takes it to mean.
-        if version.size > 16 or not _supported_version(zip_archive.read_member(handle, version, 16)):
+        if version.size > 16 or not _supported_version(_read_record(handle, version, 16)):
             raise NeedsTorch("a version record torch does not support")
         byteorder = by_name.get(prefix + "byteorder")
         if byteorder is not None and (byteorder.size > 16
-                                      or zip_archive.read_member(handle, byteorder, 16) != b"little"):
+                                      or _read_record(handle, byteorder, 16) != b"little"):
             # Longer than any byte order torch writes: read_member would refuse it; torch's reader says why.
             # Compared as it is, as torch compares it: "little\n" was read here, and torch.load refuses it
             # ("Unknown endianness type").
@@ -402,7 +417,7 @@ def load_static(path: Path) -> Any:
                 if member.data_offset + member.size > size:
                     raise NeedsTorch("a record beyond the end of the file")
                 records[member.name[len(prefix) + len("data/"):]] = (member.data_offset, member.size)
-        data = zip_archive.read_member(handle, pickles[0], MAX_DATA_PKL)
+        data = _read_record(handle, pickles[0], MAX_DATA_PKL)
     try:
         return _StaticUnpickler(data, StaticArchive(path, identity), records).load()
     except (NeedsTorch, CorruptCheckpoint):

@@ -54,7 +54,7 @@ from weightdoctor.errors import (
 )
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.paths import exists as path_exists
-from weightdoctor.paths import expand_user
+from weightdoctor.paths import expand_user, shell_word
 from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
@@ -677,7 +677,7 @@ def _dcp_file_message(path: Path) -> str:
 
 def _shell_word(path: Path) -> str:
     """`path` as one shell word, to paste into the command a message suggests."""
-    return shlex.quote(str(path))
+    return shell_word(str(path), argument=True)
 
 
 def _consolidated(folder: Path) -> Path:
@@ -1009,7 +1009,7 @@ def _latest_tag(folder: Path) -> str | None:
 def _dangling_message(link: Path) -> str:
     target = Path(os.path.normpath(link.parent / os.readlink(link)))
     # huggingface_hub downloads into `<etag>.incomplete`, since 1.x into `<etag>.<8 hex>.incomplete` (one per process).
-    partial = target.with_name(target.name + ".incomplete").exists() or any(
+    partial = path_exists(target.with_name(target.name + ".incomplete")) or any(
         target.parent.glob(f"{glob_escape(target.name)}.*.incomplete"))
     why = "its download did not finish" if partial else "the file was deleted or never downloaded"
     what = "which does not exist"
@@ -2043,16 +2043,20 @@ def _one_shard_of_several(path: Path) -> list[str]:
     if found is None or int(found.group(3)) < 2:
         return []
     index = path.with_name(f"{found.group(1)}{found.group(4)}.index.json")
+    try:
+        has_index = index.is_file()
+    except OSError:  # the index's name is longer than the shard's ("-1-of-2" < ".index.json"): past 255 bytes
+        has_index = False
     # The name alone says "shard" only in the Hub's own spelling (`-00001-of-00003`, five digits each, as
     # transformers, diffusers and `shard` write it): `fold-1-of-5.pt`, a whole model of a 5-fold cross-validation,
     # is not one. Without that spelling, an index beside it has to say so.
-    if not index.is_file() and re.search(r"-\d{5}-of-\d{5}\.[A-Za-z]+$", path.name) is None:
+    if not has_index and re.search(r"-\d{5}-of-\d{5}\.[A-Za-z]+$", path.name) is None:
         return []
     siblings = [p for p in path.parent.glob(f"{glob_escape(found.group(1))}-*-of-*{found.group(4)}")
                 if p != path and re.fullmatch(rf"{re.escape(found.group(1))}-0*\d+-of-0*{int(found.group(3))}"
                                               rf"{re.escape(found.group(4))}", p.name)]
-    if index.is_file():
-        whole = f"its index {shlex.quote(str(index))} (or the folder) reads the whole checkpoint"
+    if has_index:
+        whole = f"its index {shell_word(str(index), argument=True)} (or the folder) reads the whole checkpoint"
     elif siblings:
         # The folder without the index is refused (from_pretrained needs it): naming the folder would not help.
         whole = (f"the other shards are beside it but not their index {index.name}, which reading them all needs: "

@@ -73,13 +73,53 @@ def looks_like_safetensors(prefix: bytes) -> bool:
     return 2 <= size <= MAX_HEADER_BYTES and prefix[8:9] in (b"{", b" ")
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise CorruptCheckpoint(f"header lists tensor {key!r} twice")
-        result[key] = value
-    return result
+class _Repeated(dict):  # type: ignore[type-arg]
+    """An object of the header that gave `repeated` twice (json.loads keeps the last one without a word)."""
+
+    repeated: str
+
+
+def _refuse_repeated_keys(text: str) -> None:
+    """Parse `text` again and refuse a key given twice where the safetensors library refuses it: a tensor's name,
+    `__metadata__`, or a field of a tensor's entry (`dtype`, `shape`, `data_offsets`).
+
+    Every repeated key of any object was refused as `header lists tensor 'dtype' twice`: a field of one entry was
+    called a tensor, and a key repeated inside `__metadata__` (which the library reads, keeping the last, as the
+    fast path here does) refused the file whenever anything else sent it down this path (a colon in a name).
+    json.loads builds inner objects first and cannot say where one sits: each is marked, and the header is looked
+    at once it is whole.
+
+    Raises:
+        CorruptCheckpoint: naming the key and the tensor or header that repeats it.
+    """
+    marked: list[_Repeated] = []
+
+    def mark(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        repeated = None
+        for key, value in pairs:
+            if key in result and repeated is None:
+                repeated = key
+            result[key] = value
+        if repeated is None:
+            return result
+        marked.append(_Repeated(result))
+        marked[-1].repeated = repeated
+        return marked[-1]
+
+    header = json.loads(text, object_pairs_hook=mark)
+    if not marked or not isinstance(header, dict):
+        return
+    if isinstance(header, _Repeated):
+        key = header.repeated
+        raise CorruptCheckpoint("header gives __metadata__ twice" if key == "__metadata__"
+                                else f"header lists tensor {key!r} twice")
+    for name, entry in header.items():
+        if name != "__metadata__" and isinstance(entry, _Repeated) and entry.repeated in _ENTRY_FIELDS:
+            raise CorruptCheckpoint(f"tensor {name!r} gives its {entry.repeated!r} twice")
+
+
+_ENTRY_FIELDS = ("dtype", "shape", "data_offsets")
 
 
 _BAD_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]")
@@ -221,7 +261,7 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
         _refuse_lone_surrogates(header)
     if _may_hide_duplicates(raw, header):
         # json.loads keeps the last of duplicate keys silently; re-parse slowly to name the duplicate.
-        json.loads(text, object_pairs_hook=_no_duplicates)
+        _refuse_repeated_keys(text)
     metadata = header.pop("__metadata__", None)
     if metadata is not None and not (
         isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())

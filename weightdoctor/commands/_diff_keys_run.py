@@ -142,18 +142,18 @@ def _recheck_args(source_a: str, source_b: str | None, *, model_class: str | Non
         ...               key="model", revision=None, revision_b=None)
         "'train ckpt.pt' --model-class BertModel --config base --key model"
     """
-    import shlex
+    from weightdoctor.paths import shell_word
 
-    words = [shlex.quote(source_a)]
+    words = [shell_word(source_a, argument=True)]
     if model_class is not None:
-        words.append(f"--model-class {shlex.quote(model_class)}")
+        words.append(f"--model-class {shell_word(model_class)}")
         if config is not None:
-            words.append(f"--config {shlex.quote(config)}")
+            words.append(f"--config {shell_word(config)}")
         if num_labels is not None:
             words.append(f"--num-labels {num_labels}")
     elif source_b is not None:
-        words.append(shlex.quote(source_b))
+        words.append(shell_word(source_b, argument=True))
     for flag, value in (("--key", key), ("--revision", revision), ("--revision-b", revision_b)):
         if value is not None:
-            words.append(f"{flag} {shlex.quote(value)}")
+            words.append(f"{flag} {shell_word(value)}")
     return " ".join(words)

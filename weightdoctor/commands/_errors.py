@@ -95,6 +95,11 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
         reading = f"{where}: " if where else ""
         _console().error(f"{reading}unexpected {type(exc).__name__}: {detail} (run with --debug for the traceback)")
     else:
+        if isinstance(exc, OSError) and exc.filename is None:
+            # An I/O error of a read that names no file (EIO on a failing disk, EINVAL from a seek): the line said
+            # "cannot read or write: [Errno 5] Input/output error", of no file.
+            where = getattr(exc, "weightdoctor_source", where)
+            prefix = f"{where}: {prefix}" if where else prefix
         _console().error(f"{prefix}: {detail}")
     return 2
 

@@ -133,6 +133,8 @@ def _refuse_repeated_options(command: click_core.Command, args: Sequence[str],
     single: dict[str, str] = {}
     params: dict[str, click_core.Parameter] = {}
     takes_value: set[str] = set()
+    names = {opt for param in command.params if param.param_type_name == "option"
+             for opt in (*param.opts, *param.secondary_opts)}
     for param in command.params:
         if param.param_type_name != "option" or getattr(param, "is_flag", False) or getattr(param, "count", False):
             continue
@@ -154,6 +156,7 @@ def _refuse_repeated_options(command: click_core.Command, args: Sequence[str],
         elif token[:2] in takes_value:  # a short option, its value attached or the next token
             option, has_value, value = token[:2], len(token) > 2, token[2:]
         else:
+            _refuse_typographic_dash(token, names)
             continue
         if option not in takes_value:
             continue
@@ -179,6 +182,37 @@ def _same_value(param: click_core.Parameter, first: str, second: str) -> bool:
         return bool(param.type.convert(first, param, None) == param.type.convert(second, param, None))
     except (click_exceptions.BadParameter, ValueError, TypeError):
         return False
+
+
+# Dashes a word processor or a chat client puts in place of `--` or `-` (en and em dash, minus sign, ...).
+_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
+
+
+def _refuse_typographic_dash(token: str, options: set[str]) -> None:
+    """Refuse a word that is one of `options` but for a typographic dash in place of its hyphens (`—json`, pasted
+    from a page that set `--json` as an em dash): Click took it for a source, and said `—json: no such file`, or,
+    beside the real source, `inspect reads one checkpoint, not 2 (a shell glob?)`.
+
+    Raises:
+        click.UsageError: naming the word, its dash and the option meant.
+    """
+    stripped = token.lstrip(_DASHES + "-")
+    if not stripped or token[0] not in _DASHES:
+        return
+    name, _, _value = stripped.partition("=")
+    meant = next((opt for opt in (f"--{name}", f"-{name}") if opt in options), None)
+    if meant is None:
+        return
+    import os
+    import unicodedata
+
+    if os.path.lexists(token):
+        return  # a file of that name, given as the source
+    dash = token[0]
+    raise click_exceptions.UsageError(
+        f"{token!r} starts with {unicodedata.name(dash, 'a dash').lower()} (U+{ord(dash):04X}), not hyphens: "
+        f"type {meant}" + (f"={_value}" if _ else "") + " (text pasted from a document or chat often has its -- "
+        "turned into a dash)")
 
 
 class OneLineErrorsGroup(TyperGroup):

@@ -54,14 +54,9 @@ def check_regex(option: str, pattern: str) -> None:
     Raises:
         UsageError: naming the option and the text, as `--keep-fp32` and `--rename` do.
     """
-    import re
+    from weightdoctor.errors import compile_user_regex
 
-    from weightdoctor.errors import UsageError, glob_hint
-
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise UsageError(f"{option} {pattern!r}: bad regular expression ({exc})" + glob_hint(pattern)) from exc
+    compile_user_regex(option, pattern)
     from weightdoctor.quantized import refuse_unbounded_regex
 
     refuse_unbounded_regex(option, pattern)

@@ -196,12 +196,12 @@ def print_fix(report: DiffReport, console: Console) -> None:
 def _recheck(report: DiffReport) -> str:
     if report.recheck_args:
         return escape(report.recheck_args)
-    import shlex
+    from weightdoctor.paths import shell_word
 
     # Quoted: a path with a space ("train ckpt.pt") pasted unquoted was read as two arguments.
     if report.mode == "model-class":
-        return f"{escape(shlex.quote(report.source_a))} --model-class {report.model_class}"
-    return f"{escape(shlex.quote(report.source_a))} {escape(shlex.quote(report.source_b))}"
+        return f"{escape(shell_word(report.source_a, argument=True))} --model-class {report.model_class}"
+    return f"{escape(shell_word(report.source_a, argument=True))} {escape(shell_word(report.source_b, argument=True))}"
 
 
 def _fmt(value: float) -> str:

@@ -62,6 +62,8 @@ class ZipLayout:
 
 
 def _read_at(handle: BinaryIO, offset: int, size: int) -> bytes:
+    if not 0 <= offset < 1 << 63:
+        return b""  # an offset a crafted record gives past what seek takes: past the end of any file
     handle.seek(offset)
     return handle.read(size)
 
@@ -267,12 +269,15 @@ def _from_local_headers(handle: BinaryIO, file_size: int, reason: str) -> ZipLay
 _CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
 
 
-def _central_directory_locations(handle: BinaryIO, file_size: int) -> list[tuple[int, int]]:
-    """(offset, size) of the central directory as the end records state them, without adjustment.
+def _central_directory_locations(handle: BinaryIO, file_size: int, notes: list[str]
+                                 ) -> list[tuple[int, int, tuple[int, int] | None]]:
+    """(offset, size, entries) of the central directory as the end records state them, without adjustment.
 
     Python's zipfile shifts every offset when the end record's numbers do not add up (it assumes
     data was prepended); miniz, PyTorch's reader, takes them as written. Both the classic and the zip64
-    end records are honoured.
+    end records are honoured. `entries` (on this disk, in all) are the counts miniz goes by, given for the one
+    directory it reads (the zip64 record's where there is one), None for the other. What PyTorch's reader refuses
+    in them is added to `notes`.
     """
     window = min(file_size, 65536 + 22)
     base = file_size - window
@@ -280,29 +285,37 @@ def _central_directory_locations(handle: BinaryIO, file_size: int) -> list[tuple
     at = tail.rfind(EOCD_SIGNATURE)
     if at < 0 or at + 22 > len(tail):
         return []
-    _sig, _disk, _cd_disk, _n_disk, _n, cd_size, cd_offset, _comment = struct.unpack_from("<4sHHHHIIH", tail, at)
-    locations = [(cd_offset, cd_size)]
+    _sig, _disk, _cd_disk, n_disk, n, cd_size, cd_offset, _comment = struct.unpack_from("<4sHHHHIIH", tail, at)
+    locations: list[tuple[int, int, tuple[int, int] | None]] = [(cd_offset, cd_size, (n_disk, n))]
     locator = base + at - 20
     if locator >= 0 and _read_at(handle, locator, 4) == b"PK\x06\x07":
         (z64_offset,) = struct.unpack("<Q", _read_at(handle, locator + 8, 8))
+        if z64_offset > file_size - 56:
+            # miniz refuses the archive ("not a ZIP archive"); seeking there raised OverflowError past 2**63 bytes.
+            notes.append(f"the zip64 end locator places its record at byte {z64_offset:,}, past the end of the "
+                         f"{file_size:,}-byte file (PyTorch's reader refuses the archive)")
+            return locations
         record = _read_at(handle, z64_offset, 56)
         if len(record) == 56 and record[:4] == b"PK\x06\x06":
-            z64_size, z64_cd_offset = struct.unpack_from("<QQ", record, 40)
-            locations.append((z64_cd_offset, z64_size))
+            z64_n_disk, z64_n, z64_size, z64_cd_offset = struct.unpack_from("<QQQQ", record, 24)
+            # miniz then goes by the zip64 record alone (its counts too): the classic one's are not checked.
+            locations = [(cd_offset, cd_size, None), (z64_cd_offset, z64_size, (z64_n_disk, z64_n))]
     return locations
 
 
 def _raw_central_directory(handle: BinaryIO, file_size: int, offset: int, size: int,
-                           known: dict[tuple[str, int], int] | None = None) -> list[ZipMember]:
-    """The members a central directory at `offset` lists, parsed as miniz would (no offset shifting).
+                           known: dict[tuple[str, int], int] | None = None) -> tuple[list[ZipMember], int]:
+    """The members a central directory at `offset` lists, parsed as miniz would (no offset shifting), and the
+    number of its entries (those without a local header included).
 
     `known` maps (name, header offset) to the data offset of local headers already read: the same bytes
     give the same answer, so a million-entry directory's local headers are not read a second time.
     """
     if offset >= file_size:
-        return []
+        return [], 0
     raw = _read_at(handle, offset, min(size, file_size - offset, 1 << 28))
     members: list[ZipMember] = []
+    entries = 0
     position = 0
     while position + _CENTRAL.size <= len(raw) and raw[position:position + 4] == b"PK\x01\x02":
         fields = _CENTRAL.unpack_from(raw, position)
@@ -324,8 +337,9 @@ def _raw_central_directory(handle: BinaryIO, file_size: int, offset: int, size: 
             data_offset = header[5] if header is not None else None
         if data_offset is not None:
             members.append(ZipMember(name, header_offset, data_offset, csize, usize, method, crc))
+        entries += 1
         position += 46 + name_len + extra_len + comment_len
-    return members
+    return members, entries
 
 
 def _zip64_values(extra: bytes) -> list[int]:
@@ -389,11 +403,18 @@ def _read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
     raw_members: list[ZipMember] = []
     read = {(m.name, m.header_offset): m.data_offset for m in strict.members} if strict is not None else {}
     # The classic and zip64 end records usually give the same place: that directory is parsed once.
-    for offset, size in dict.fromkeys(_central_directory_locations(handle, file_size)):
+    for offset, size, declared in dict.fromkeys(_central_directory_locations(handle, file_size, notes)):
         try:
-            raw_members += _raw_central_directory(handle, file_size, offset, size, read)
+            found, entries = _raw_central_directory(handle, file_size, offset, size, read)
         except (ValueError, OSError, struct.error):
             continue
+        raw_members += found
+        if declared is not None and entries and declared != (entries, entries):
+            # miniz reads as many entries as the end record counts: more than the directory holds and torch.load
+            # refuses the file ("archive is corrupted"), fewer and it sees only the first ones. zipfile counts
+            # nothing, so the torch-free reader listed every record and called the file healthy.
+            notes.append(f"the end record counts {declared[1]:,} entries ({declared[0]:,} on this disk), but the "
+                         f"central directory PyTorch reads holds {entries:,}")
     members: list[ZipMember] = list(strict.members) if strict is not None else []
     known = read  # the same keys as zipfile's members: not a second million-entry set
     extra: list[ZipMember] = []
