@@ -116,6 +116,15 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
     one .safetensors / .ckpt, no index."""
     names = [t.name for t in checkpoint.tensors]
     metadata = checkpoint.metadata or {}
+    # kohya's ControlNet-LLLite (sdxl_train_control_net_lllite.py): `lllite_unet_<module>.conditioning1 / down / mid /
+    # up`, with sd-scripts' ss_* metadata; it was called a kohya-style LoRA, which LoRA loaders do not read.
+    if any(n.startswith("lllite_unet_") for n in names) or "lllite" in str(metadata.get("ss_network_module", "")):
+        return CONTROLNET_LLLITE
+    # Textual-inversion embeddings: kohya's and A1111's safetensors (`emb_params`), SDXL's (`clip_l` + `clip_g`), the
+    # .pt's `string_to_param` (read as its `*`); A1111, ComfyUI and diffusers' load_textual_inversion read one file.
+    if set(names) in ({"emb_params"}, {"clip_l", "clip_g"}) or (
+            checkpoint.nested_key == "string_to_param" and names == ["*"]):
+        return TEXTUAL_INVERSION
     if "ss_network_module" in metadata or any(n.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"))
                                               for n in names):
         return "a kohya-style LoRA"
@@ -151,7 +160,12 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
 
 # IP-Adapter's weights (image_proj.*, ip_adapter.*), and the loaders that read them, one file each.
 IP_ADAPTER = "an IP-Adapter"
-_LOADERS = {IP_ADAPTER: "diffusers' load_ip_adapter, ComfyUI's IPAdapter nodes"}
+CONTROLNET_LLLITE = "a ControlNet-LLLite"
+TEXTUAL_INVERSION = "a textual-inversion embedding"
+_LOADERS = {IP_ADAPTER: "diffusers' load_ip_adapter, ComfyUI's IPAdapter nodes",
+            CONTROLNET_LLLITE: "sd-scripts' sdxl_gen_img.py --control_net_lllite_models, kohya's "
+                               "ControlNet-LLLite-ComfyUI nodes",
+            TEXTUAL_INVERSION: "AUTOMATIC1111's and ComfyUI's embeddings folders, diffusers' load_textual_inversion"}
 
 
 def timm_config(config: object) -> bool:

@@ -1,0 +1,145 @@
+"""An eleventh round of checkpoints as image-generation and RLHF tools write them: kohya's ControlNet-LLLite,
+textual-inversion embeddings, LitGPT's lit_model.pth, a TRL reward model started from a causal LM."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import run_json
+
+
+def _header_metadata(path: Path) -> dict[str, str] | None:
+    """A safetensors file's `__metadata__`, read from its header."""
+    with path.open("rb") as handle:
+        size = struct.unpack("<Q", handle.read(8))[0]
+        return json.loads(handle.read(size)).get("__metadata__")
+
+
+def _lllite(path: Path) -> None:
+    """A ControlNet-LLLite as sd-scripts' sdxl_train_control_net_lllite.py saves it: per U-Net module
+    `lllite_unet_<module>.conditioning1.N` (the conditioning image embedding, a 4x4 stride-4 conv first), `down.0`,
+    `mid.0`, `up.0` (zero at init), with sd-scripts' ss_* metadata."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    tensors: dict[str, torch.Tensor] = {}
+    for module in ("lllite_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q",
+                   "lllite_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_q"):
+        tensors |= {f"{module}.conditioning1.0.weight": torch.randn(8, 3, 4, 4),
+                    f"{module}.conditioning1.0.bias": torch.randn(8),
+                    f"{module}.down.0.weight": torch.randn(16, 64), f"{module}.down.0.bias": torch.randn(16),
+                    f"{module}.mid.0.weight": torch.randn(16, 24), f"{module}.mid.0.bias": torch.randn(16),
+                    f"{module}.up.0.weight": torch.zeros(64, 16), f"{module}.up.0.bias": torch.zeros(64)}
+    save_file({k: v.half() for k, v in tensors.items()}, path,
+              metadata={"ss_network_module": "networks.control_net_lllite", "ss_network_dim": "16",
+                        "modelspec.architecture": "stable-diffusion-xl-v1-base/controlnet-lllite"})
+
+
+def test_shards_of_a_controlnet_lllite_name_it_and_its_loaders_and_keep_its_metadata(tmp_path: Path) -> None:
+    """A ControlNet-LLLite carries sd-scripts' ss_network_module, so shard called it "a kohya-style LoRA ... loaded
+    by AUTOMATIC1111, ComfyUI, diffusers' load_lora_weights", none of which load it."""
+    source = tmp_path / "controllllite_canny.safetensors"
+    _lllite(source)
+    code, data = run_json("shard", str(source), "--max", "2KB", "-o", str(tmp_path / "shards"))
+    assert code == 0 and data["plan"]["index"] is not None, data
+    said = " ".join(data["plan"]["warnings"])
+    assert "a ControlNet-LLLite is loaded from one file" in said, said
+    assert "--control_net_lllite_models" in said and "ControlNet-LLLite-ComfyUI" in said, said
+    assert "kohya-style LoRA" not in said and "load_lora_weights" not in said, said
+    # sd-scripts and ComfyUI read ss_* / modelspec.* back from each file's header: every shard keeps them.
+    for shard in (tmp_path / "shards").glob("*.safetensors"):
+        metadata = _header_metadata(shard) or {}
+        assert metadata.get("ss_network_module") == "networks.control_net_lllite", (shard, metadata)
+        assert metadata.get("modelspec.architecture") == "stable-diffusion-xl-v1-base/controlnet-lllite"
+
+
+def test_shards_of_an_sdxl_textual_inversion_embedding_say_its_loaders_read_one_file(tmp_path: Path) -> None:
+    """An SDXL embedding (kohya's sdxl_train_textual_inversion.py: `clip_l` and `clip_g`, one vector row per token)
+    was split into model-00001-of-00002.safetensors and model-00002-of-00002.safetensors with nothing said:
+    AUTOMATIC1111, ComfyUI and diffusers' load_textual_inversion each read one file."""
+    from safetensors.torch import save_file
+
+    source = tmp_path / "my_style.safetensors"
+    save_file({"clip_l": torch.randn(2, 768), "clip_g": torch.randn(2, 1280)}, source)
+    code, data = run_json("shard", str(source), "--max", "8KB", "-o", str(tmp_path / "shards"))
+    assert code == 0 and data["plan"]["index"] is not None, data
+    said = " ".join(data["plan"]["warnings"])
+    assert "a textual-inversion embedding is loaded from one file" in said, said
+    assert "load_textual_inversion" in said, said
+    code, data = run_json("shard", str(source), "--single", "-o", str(tmp_path / "one"))
+    assert code == 0 and not any("textual-inversion" in w for w in data["plan"]["warnings"]), data["plan"]
+
+
+def _tiny_llama(folder: Path) -> dict[str, torch.Tensor]:
+    """A tiny LlamaForCausalLM saved with save_pretrained (untied head, as Llama's config says); its state dict."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         tie_word_embeddings=False)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(folder)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _litgpt_state(hf: dict[str, torch.Tensor], legacy: bool) -> dict[str, torch.Tensor]:
+    """LitGPT's names for a Llama (what `litgpt convert_to_litgpt` writes into lit_model.pth): q, k and v fused into
+    `attn.qkv` (`attn.attn` before litgpt 0.5), norm_1 / norm_2, mlp.fc_1 / fc_2 / proj, wte, ln_f."""
+    lit = {"transformer.wte.weight": hf["model.embed_tokens.weight"],
+           "transformer.ln_f.weight": hf["model.norm.weight"], "lm_head.weight": hf["lm_head.weight"]}
+    for layer in range(2):
+        hf_prefix, lit_prefix = f"model.layers.{layer}.", f"transformer.h.{layer}."
+        qkv = torch.cat([hf[f"{hf_prefix}self_attn.{p}_proj.weight"] for p in "qkv"])
+        lit |= {f"{lit_prefix}norm_1.weight": hf[f"{hf_prefix}input_layernorm.weight"],
+                f"{lit_prefix}norm_2.weight": hf[f"{hf_prefix}post_attention_layernorm.weight"],
+                f"{lit_prefix}attn.{'attn' if legacy else 'qkv'}.weight": qkv,
+                f"{lit_prefix}attn.proj.weight": hf[f"{hf_prefix}self_attn.o_proj.weight"],
+                f"{lit_prefix}mlp.fc_1.weight": hf[f"{hf_prefix}mlp.gate_proj.weight"],
+                f"{lit_prefix}mlp.fc_2.weight": hf[f"{hf_prefix}mlp.up_proj.weight"],
+                f"{lit_prefix}mlp.proj.weight": hf[f"{hf_prefix}mlp.down_proj.weight"]}
+    return lit
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_litgpt_checkpoint_against_transformers_names_litgpts_converter(tmp_path: Path, legacy: bool) -> None:
+    """LitGPT's lit_model.pth against the transformers model it came from: diff-keys offered `transformer.wte. →
+    model.embed_tokens.` and `transformer.ln_f. → model.norm.` as the fix and called the rest "unknown", with no word
+    that q, k and v are fused or of `litgpt convert_from_litgpt`."""
+    hf = tmp_path / "hf"
+    lit_folder = tmp_path / "out" / "finetune" / "full" / "final"
+    lit_folder.mkdir(parents=True)
+    torch.save(_litgpt_state(_tiny_llama(hf), legacy), lit_folder / "lit_model.pth")
+    (lit_folder / "model_config.yaml").write_text("name: tiny-llama\nn_layer: 2\nn_embd: 32\nn_head: 4\n")
+    code, data = run_json("diff-keys", str(lit_folder / "lit_model.pth"), str(hf))
+    assert code == 1 and data["worst_severity"] == "error", data  # errors fail by default
+    assert data["suggested_renames"] == [], data["suggested_renames"]
+    assert {k["reason"] for k in data["unexpected"]} == {"foreign-layout"}, data["unexpected"]
+    assert {k["reason"] for k in data["missing"]} == {"foreign-layout"}, data["missing"]
+    note = " ".join(data["notes"])
+    assert "A is in LitGPT's own layout" in note and "litgpt convert_from_litgpt" in note, note
+    # The other way round: code written for LitGPT needs convert_to_litgpt, not a rename.
+    code, data = run_json("diff-keys", str(hf), str(lit_folder / "lit_model.pth"))
+    note = " ".join(data["notes"])
+    assert "B is in LitGPT's own layout" in note and "litgpt convert_to_litgpt" in note, note
+    assert {k["reason"] for k in data["missing"]} == {"foreign-layout"}, data["missing"]
+
+
+def test_a_trl_reward_model_from_a_causal_lm_does_not_call_its_dropped_head_tied(tmp_path: Path) -> None:
+    """TRL's reward training starts from AutoModelForSequenceClassification.from_pretrained(sft_model, num_labels=1):
+    the causal LM's trained lm_head is dropped and `score` is new. diff-keys --model-class said the untied lm_head
+    was "tied to model.embed_tokens.weight" though the config says tie_word_embeddings: false."""
+    folder = tmp_path / "sft"
+    _tiny_llama(folder)
+    code, data = run_json("diff-keys", str(folder), "--model-class", "LlamaForSequenceClassification",
+                          "--num-labels", "1")
+    assert code == 0, data
+    head = {k["name"]: k for k in data["unexpected"]}["lm_head.weight"]
+    assert head["reason"] != "tied-weight" and "tied" not in head["detail"], head
+    assert head["reason"] == "task-head" and "dropped" in head["detail"], head
+    assert [(k["name"], k["reason"]) for k in data["missing"]] == [("score.weight", "task-head")], data["missing"]
