@@ -455,6 +455,9 @@ def diff_against_model(
         mode="model-class", model_class=model_class or type(model).__name__, renames_applied=renames,
         matched_after_renames=after, tied_groups_a=tied_groups_a, compare_dtypes=expected is not None,
         notes=notes, tie_embeddings=getattr(model.config, "tie_word_embeddings", None), quantization=quantization,
+        # A's keys are read with the same config: an untied output layer A stores (a causal LM's lm_head loaded
+        # into its ForSequenceClassification, as TRL's reward models start) is no tie to B's embeddings.
+        tie_embeddings_a=getattr(model.config, "tie_word_embeddings", None),
         layout_whys=layout_whys, head_names=_head_names(model, missing),
         # Keys transformers would add or strip a prefix for are not unexpected here: a prefix left to fix is
         # one from_pretrained does not fix (Lightning's `model.` on BERT, whose base prefix is `bert.`).
