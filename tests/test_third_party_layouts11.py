@@ -143,3 +143,26 @@ def test_a_trl_reward_model_from_a_causal_lm_does_not_call_its_dropped_head_tied
     assert head["reason"] != "tied-weight" and "tied" not in head["detail"], head
     assert head["reason"] == "task-head" and "dropped" in head["detail"], head
     assert [(k["name"], k["reason"]) for k in data["missing"]] == [("score.weight", "task-head")], data["missing"]
+
+
+def test_an_ip_adapter_bin_already_stored_flat_is_warned_about_when_read(tmp_path: Path) -> None:
+    """convert warned when it wrote an IP-Adapter's flat names to a .bin, but a flat .bin from elsewhere (a training
+    script's torch.save of the merged state dict) was read with no word: inspect and diff-keys called it clean, though
+    diffusers' load_ip_adapter and ComfyUI's IPAdapter nodes raise on it (they index state_dict["image_proj"])."""
+    flat = {"image_proj.proj.weight": torch.randn(64, 16), "image_proj.norm.weight": torch.ones(16),
+            "ip_adapter.1.to_k_ip.weight": torch.randn(32, 16), "ip_adapter.1.to_v_ip.weight": torch.randn(32, 16)}
+    torch.save(flat, tmp_path / "ip-adapter_flat.bin")
+    torch.save({part: {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(part + ".")}
+                for part in ("image_proj", "ip_adapter")}, tmp_path / "ip-adapter_sd15.bin")
+    code, data = run_json("inspect", str(tmp_path / "ip-adapter_flat.bin"))
+    assert code == 0 and data["num_params"] == sum(t.numel() for t in flat.values()), data
+    said = " ".join(data["warnings"])
+    assert "an IP-Adapter stored flat (image_proj.*, ip_adapter.*) in a pickle" in said, said
+    assert "load_ip_adapter" in said and "IPAdapter nodes" in said and "raise" in said, said
+    # The layout its loaders read (two state dicts) is not warned about, nor the flat names in a .safetensors.
+    code, data = run_json("inspect", str(tmp_path / "ip-adapter_sd15.bin"))
+    assert code == 0 and not any("stored flat" in w for w in data["warnings"]), data["warnings"]
+    code, data = run_json("convert", str(tmp_path / "ip-adapter_flat.bin"), "-o", str(tmp_path / "ip.safetensors"))
+    assert code == 0, data
+    code, data = run_json("inspect", str(tmp_path / "ip.safetensors"))
+    assert code == 0 and not any("stored flat" in w for w in data["warnings"]), data["warnings"]

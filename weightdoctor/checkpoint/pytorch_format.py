@@ -239,7 +239,8 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
 # Files whose weights are state dicts side by side, all of them loaded: IP-Adapter's .bin (and InstantID's, FaceID's)
 # `{"image_proj": ..., "ip_adapter": ...}`, which its .safetensors stores flat as `image_proj.*` and `ip_adapter.*`
 # (diffusers' load_ip_adapter reads either).
-_ONE_MODEL_PARTS = (frozenset({"image_proj", "ip_adapter"}),)
+_IP_ADAPTER_PARTS = ("image_proj", "ip_adapter")
+_ONE_MODEL_PARTS = (frozenset(_IP_ADAPTER_PARTS),)
 
 
 def _parts_of_one_model(obj: Any) -> dict[str, Any] | None:
@@ -894,6 +895,14 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         notes.append(f"an IP-Adapter file: its {' and '.join(map(str, obj))} state dicts are read together, as "
                      f"{', '.join(f'{part}.*' for part in obj)} (the names its .safetensors stores, which "
                      "diffusers' load_ip_adapter reads too); --key reads one alone")
+    elif key is None and nested_key is None and isinstance(state_dict, Mapping) and state_dict and {
+            name.split(".", 1)[0] if isinstance(name, str) else None for name in state_dict} == set(_IP_ADAPTER_PARTS):
+        # Read here under the very names of an IP-Adapter .safetensors, so nothing looked wrong; but diffusers'
+        # load_ip_adapter and ComfyUI's IPAdapter nodes split only a .safetensors by prefix, and index a pickle's
+        # state_dict["image_proj"] / ["ip_adapter"]: this file raises in both.
+        notes.append("an IP-Adapter stored flat (image_proj.*, ip_adapter.*) in a pickle: diffusers' load_ip_adapter "
+                     "and ComfyUI's IPAdapter nodes read a .bin as {'image_proj': ..., 'ip_adapter': ...} and raise "
+                     "on these names; as a .safetensors (weightdoctor convert -o NAME.safetensors) both read it flat")
     elif nested_key == "params_ema" and isinstance(obj, Mapping) and _is_state_dict(obj.get("params")):
         notes.append("a BasicSR checkpoint (Real-ESRGAN, GFPGAN, SwinIR): params_ema is read, the averaged weights "
                      "its inference loads; --key params reads the training weights beside them")
