@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import run_json
+from tests.helpers import run_cli, run_json
 
 
 def _header_metadata(path: Path) -> dict[str, str] | None:
@@ -166,3 +166,28 @@ def test_an_ip_adapter_bin_already_stored_flat_is_warned_about_when_read(tmp_pat
     assert code == 0, data
     code, data = run_json("inspect", str(tmp_path / "ip.safetensors"))
     assert code == 0 and not any("stored flat" in w for w in data["warnings"]), data["warnings"]
+
+
+def test_an_a1111_hypernetwork_is_refused_by_name_with_the_key_that_reads_a_network(tmp_path: Path) -> None:
+    """AUTOMATIC1111's Hypernetwork.save: per attention width an int key holding the key and value networks' state
+    dicts, beside layer_structure, activation_func, step, sd_checkpoint. inspect said only "no state dict found;
+    top-level entries: 768 (list, 2 items), ...; pick one with --key", and `--key 768` is no state dict."""
+    def network(width: int) -> dict[str, torch.Tensor]:
+        return {"linear.0.weight": torch.randn(2 * width, width), "linear.0.bias": torch.zeros(2 * width),
+                "linear.1.weight": torch.randn(width, 2 * width), "linear.1.bias": torch.zeros(width)}
+
+    torch.save({768: [network(8), network(8)], 1280: [network(16), network(16)], "step": 2000, "name": "my_hn",
+                "layer_structure": [1, 2, 1], "activation_func": "relu", "is_layer_norm": False,
+                "weight_initialization": "Normal", "use_dropout": False, "sd_checkpoint": "e1441589",
+                "sd_checkpoint_name": "v1-5-pruned-emaonly", "activate_output": False,
+                "last_layer_dropout": False}, tmp_path / "my_hn.pt")
+    for command in ("inspect", "diff-keys"):
+        args = [command, str(tmp_path / "my_hn.pt")] + ([str(tmp_path / "my_hn.pt")] if command == "diff-keys" else [])
+        result = run_cli(*args)
+        line = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and "Traceback" not in result.stderr, (result.exit_code, result.stderr)
+        assert "an AUTOMATIC1111 hypernetwork (layer_structure [1, 2, 1])" in line, line
+        assert "(768, 1280)" in line and "--key 768.0 reads one of them" in line, line
+        assert "pick one with --key" not in line and "corrupt" not in line.lower(), line
+    code, data = run_json("inspect", str(tmp_path / "my_hn.pt"), "--key", "768.0")
+    assert code == 0 and data["num_params"] == 2 * 16 * 8 + 16 + 8, data

@@ -225,6 +225,9 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
         # No nested state dict, but tensors beside a few other values at the top (`{"w": ..., "epoch": 3}`):
         # those tensors are the weights; the other entries are reported as such.
         return obj, None
+    hypernetwork = _a1111_hypernetwork(obj)
+    if hypernetwork:
+        raise UnsupportedFormat(hypernetwork)
     top = ", ".join(f"{k} ({_describe(v)})" for k, v in list(obj.items())[:8]) if isinstance(obj, Mapping) else ""
     # `torch.save([model.state_dict()])`, an ensemble's list of state dicts: `--key N` reads one (_follow_key).
     listed = (next((i for i, item in enumerate(obj[:64]) if _is_state_dict(item)), None)
@@ -234,6 +237,30 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
         "no state dict (a mapping of names to tensors) found"
         + (f"; top-level entries: {top}; pick one with --key" if top else f"; the file holds {_what(obj)}{pick}")
     )
+
+
+def _a1111_hypernetwork(obj: Any) -> str:
+    """What to say of an AUTOMATIC1111 hypernetwork .pt, or "" when `obj` is none.
+
+    A1111's Hypernetwork.save writes its layers keyed by the attention width they act on, an int (`{768: [key
+    network's state dict, value network's], ...}`), beside `layer_structure`, `activation_func` and the training
+    step: no one state dict. It was refused as "no state dict found ... pick one with --key", which named neither
+    the format nor the --key that reads a network.
+    """
+    if not (isinstance(obj, Mapping) and "layer_structure" in obj):
+        return ""
+    widths = [k for k, v in obj.items() if isinstance(k, int) and not isinstance(k, bool)
+              and isinstance(v, (list, tuple)) and any(_is_state_dict(item) for item in v)]
+    if not widths:
+        return ""
+    structure = obj["layer_structure"]
+    # An untrusted file's value: quoted only when it is the short list of numbers A1111 writes.
+    shown = (f" (layer_structure {list(structure)!r})" if isinstance(structure, (list, tuple)) and len(structure) <= 8
+             and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in structure) else "")
+    return (f"an AUTOMATIC1111 hypernetwork{shown}: no one state dict but, "
+            f"for each attention width ({', '.join(map(str, sorted(widths)))}), the small networks applied to the "
+            "attention's key and value, which A1111's and ComfyUI's hypernetwork loaders read from this .pt as it "
+            f"is; --key {min(widths)}.0 reads one of them")
 
 
 # Files whose weights are state dicts side by side, all of them loaded: IP-Adapter's .bin (and InstantID's, FaceID's)
