@@ -191,3 +191,50 @@ def test_an_a1111_hypernetwork_is_refused_by_name_with_the_key_that_reads_a_netw
         assert "pick one with --key" not in line and "corrupt" not in line.lower(), line
     code, data = run_json("inspect", str(tmp_path / "my_hn.pt"), "--key", "768.0")
     assert code == 0 and data["num_params"] == 2 * 16 * 8 + 16 + 8, data
+
+
+@pytest.mark.parametrize(("tensors", "parts"), [
+    # SD 1.5 as v1-5-pruned-emaonly.safetensors holds it (A1111, ComfyUI, from_single_file).
+    ({"model.diffusion_model.input_blocks.0.0.weight": (8, 4, 3, 3),
+      "model.diffusion_model.out.2.weight": (4, 8, 3, 3), "first_stage_model.encoder.conv_in.weight": (8, 3, 3, 3),
+      "first_stage_model.post_quant_conv.weight": (4, 4, 1, 1),
+      "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": (50, 8)},
+     {"model.diffusion_model": "UNet", "first_stage_model": "VAE", "cond_stage_model": "text encoder"}),
+    # SD3 as sd3_medium_incl_clips.safetensors holds it: an MMDiT, not a UNet, and three text encoders.
+    ({"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight": (24, 8),
+      "model.diffusion_model.x_embedder.proj.weight": (8, 16, 2, 2),
+      "first_stage_model.decoder.conv_in.weight": (8, 16, 3, 3),
+      "text_encoders.clip_l.transformer.text_model.embeddings.token_embedding.weight": (50, 8),
+      "text_encoders.t5xxl.transformer.shared.weight": (50, 8)},
+     {"model.diffusion_model": "transformer", "first_stage_model": "VAE", "text_encoders": "text encoders"}),
+])
+def test_the_parts_of_a_single_file_stable_diffusion_checkpoint_are_named(
+        tmp_path: Path, tensors: dict[str, tuple[int, ...]], parts: dict[str, str]) -> None:
+    """inspect's module tree of a single-file checkpoint showed model.diffusion_model, first_stage_model and
+    cond_stage_model (or conditioner.embedders, text_encoders) by those names alone: which is the UNet, the VAE or the
+    text encoder was left to the reader."""
+    from safetensors.torch import save_file
+
+    source = tmp_path / "single_file.safetensors"
+    save_file({name: torch.randn(*shape).half() for name, shape in tensors.items()}, source,
+              metadata={"modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": "stable-diffusion-v1"})
+    result = run_cli("inspect", str(source), "--depth", "1")
+    assert result.exit_code == 0, result.stderr
+    tree = result.stdout[result.stdout.index("modules "):result.stdout.index("Tensors")]
+    # A tiny file's one-child chains are collapsed into one node (cond_stage_model.transformer.text_model...).
+    lines = {line.split()[1]: line for line in tree.splitlines() if line.startswith(("├", "└"))}
+    for name, part in parts.items():
+        line = next(line for node, line in lines.items() if node == name or node.startswith(name + "."))
+        assert line.rstrip().endswith(f"  {part}"), (name, line)
+    assert "UNet" not in tree or parts["model.diffusion_model"] == "UNet", tree
+
+
+def test_a_model_with_a_diffusion_model_module_alone_gets_no_part_names(tmp_path: Path) -> None:
+    """The part names are those of a single-file Stable Diffusion checkpoint only: a lone diffusion_model module
+    (k-diffusion's, a standalone UNet extracted by a script) is not called one."""
+    from safetensors.torch import save_file
+
+    save_file({"model.diffusion_model.out.2.weight": torch.randn(4, 8, 3, 3), "model.head.weight": torch.randn(2, 2)},
+              tmp_path / "unet_only.safetensors")
+    result = run_cli("inspect", str(tmp_path / "unet_only.safetensors"), "--depth", "1")
+    assert result.exit_code == 0 and "UNet" not in result.stdout, result.stdout
