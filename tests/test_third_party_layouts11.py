@@ -238,3 +238,25 @@ def test_a_model_with_a_diffusion_model_module_alone_gets_no_part_names(tmp_path
               tmp_path / "unet_only.safetensors")
     result = run_cli("inspect", str(tmp_path / "unet_only.safetensors"), "--depth", "1")
     assert result.exit_code == 0 and "UNet" not in result.stdout, result.stdout
+
+
+def test_planning_a_kohya_lora_or_lllite_says_the_model_it_is_applied_to_is_not_planned(tmp_path: Path) -> None:
+    """plan-devices on a kohya LoRA (or a ControlNet-LLLite) planned its few kB as "(whole model) → cuda:0 ... fits on
+    the GPUs", with nothing said; a PEFT adapter's plan says only the adapter was planned, not its base."""
+    from safetensors.torch import save_file
+
+    name = "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q"
+    save_file({f"{name}.lora_down.weight": torch.randn(4, 64).half(),
+               f"{name}.lora_up.weight": torch.zeros(64, 4).half(), f"{name}.alpha": torch.tensor(4.0).half()},
+              tmp_path / "style.safetensors",
+              metadata={"ss_network_module": "networks.lora", "ss_base_model_version": "sdxl_base_v1-0"})
+    _lllite(tmp_path / "lllite.safetensors")
+    code, data = run_json("plan-devices", str(tmp_path / "style.safetensors"), "--gpu", "1GB")
+    assert code == 0, data
+    said = " ".join(data["warnings"])
+    assert "this is a kohya-style LoRA: only its own weights are planned" in said, said
+    assert "its metadata names sdxl_base_v1-0" in said, said
+    code, data = run_json("plan-devices", str(tmp_path / "lllite.safetensors"), "--gpu", "1GB")
+    said = " ".join(data["warnings"])
+    assert code == 0 and "this is a ControlNet-LLLite: only its own weights are planned" in said, said
+    assert "stable-diffusion-xl-v1-base/controlnet-lllite" in said, said

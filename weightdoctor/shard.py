@@ -127,12 +127,12 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
         return TEXTUAL_INVERSION
     if "ss_network_module" in metadata or any(n.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"))
                                               for n in names):
-        return "a kohya-style LoRA"
+        return KOHYA_LORA
     # diffusers' LoRA layout under any file name (ai-toolkit's and the diffusers trainers' Flux / SDXL LoRAs):
     # `transformer.single_transformer_blocks.0.attn.to_k.lora_A.weight`, `unet.<module>.lora.down.weight`.
     if any(n.startswith(("unet.", "transformer.", "text_encoder.", "text_encoder_2."))
            and _DIFFUSERS_LORA.search(n) for n in names):
-        return "a LoRA in diffusers' layout"
+        return DIFFUSERS_LORA
     if any(n.startswith(("model.diffusion_model.", "first_stage_model.")) for n in names):
         return "a single-file Stable Diffusion checkpoint"
     # Black Forest Labs' original Flux release (flux1-dev.safetensors): its transformer with no prefix, as ComfyUI
@@ -162,6 +162,10 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
 IP_ADAPTER = "an IP-Adapter"
 CONTROLNET_LLLITE = "a ControlNet-LLLite"
 TEXTUAL_INVERSION = "a textual-inversion embedding"
+KOHYA_LORA = "a kohya-style LoRA"
+DIFFUSERS_LORA = "a LoRA in diffusers' layout"
+# The kinds above that are applied to a model loaded apart, not loaded as one.
+ADD_ONS = frozenset({KOHYA_LORA, DIFFUSERS_LORA, CONTROLNET_LLLITE, TEXTUAL_INVERSION, IP_ADAPTER})
 _LOADERS = {IP_ADAPTER: "diffusers' load_ip_adapter, ComfyUI's IPAdapter nodes",
             CONTROLNET_LLLITE: "sd-scripts' sdxl_gen_img.py --control_net_lllite_models, kohya's "
                                "ControlNet-LLLite-ComfyUI nodes",
