@@ -260,3 +260,23 @@ def test_planning_a_kohya_lora_or_lllite_says_the_model_it_is_applied_to_is_not_
     said = " ".join(data["warnings"])
     assert code == 0 and "this is a ControlNet-LLLite: only its own weights are planned" in said, said
     assert "stable-diffusion-xl-v1-base/controlnet-lllite" in said, said
+
+
+def test_a_litgpt_lora_output_folder_is_not_called_an_unfinished_download(tmp_path: Path) -> None:
+    """LitGPT's finetune_lora saves the LoRA alone as final/lit_model.pth.lora ({"model": its lora_A / lora_B}) beside
+    model_config.yaml and hyperparameters.yaml; merged or not, that name is by design. The folder was refused as
+    holding "lit_model.pth.lora, named like weights with a suffix after it (a download still running, stopped, or
+    saved twice?): ... rename the file", which LitGPT's merge_lora would then not find."""
+    final = tmp_path / "out" / "finetune" / "lora" / "final"
+    final.mkdir(parents=True)
+    torch.save({"model": {"transformer.h.0.attn.qkv.lora_A": torch.randn(8, 32),
+                          "transformer.h.0.attn.qkv.lora_B": torch.zeros(96, 8)}}, final / "lit_model.pth.lora")
+    (final / "model_config.yaml").write_text("name: tiny-llama\nn_layer: 1\nn_embd: 32\n")
+    (final / "hyperparameters.yaml").write_text("checkpoint_dir: checkpoints/tiny-llama\nlora_r: 8\n")
+    result = run_cli("inspect", str(final))
+    line = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "lit_model.pth.lora, LitGPT's LoRA weights alone" in line, line
+    assert "litgpt merge_lora" in line and "download" not in line and "rename the file" not in line, line
+    code, data = run_json("inspect", str(final / "lit_model.pth.lora"))
+    assert code == 0 and data["nested_key"] == "model" and data["num_params"] == 8 * 32 + 96 * 8, data
