@@ -280,3 +280,50 @@ def test_a_litgpt_lora_output_folder_is_not_called_an_unfinished_download(tmp_pa
     assert "litgpt merge_lora" in line and "download" not in line and "rename the file" not in line, line
     code, data = run_json("inspect", str(final / "lit_model.pth.lora"))
     assert code == 0 and data["nested_key"] == "model" and data["num_params"] == 8 * 32 + 96 * 8, data
+
+
+def _data_hash(path: Path) -> str:
+    """kohya sd-scripts' sshs_model_hash (train_util.addnet_hash_safetensors): sha256 of the bytes after the
+    header, i.e. of the tensors' data in file order."""
+    import hashlib
+
+    raw = path.read_bytes()
+    return hashlib.sha256(raw[8 + struct.unpack("<Q", raw[:8])[0]:]).hexdigest()
+
+
+def test_a_kohya_data_hash_is_kept_only_where_the_data_stays_as_it_was_hashed(tmp_path: Path) -> None:
+    """sd-scripts records sshs_model_hash, a hash of the file's tensor data, which A1111 and CivitAI name a LoRA by.
+    convert --rename laid the tensors out anew (by their new names) and shard split them among files, yet both kept
+    the source's hash: a stale one, which misnames the file. A plain convert keeps the data and its hash."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for module, width in (("lora_unet_mid_block_attentions_0_proj_in", 64),
+                          ("lora_te1_text_model_encoder_layers_0_self_attn_q_proj", 32)):
+        tensors |= {f"{module}.lora_down.weight": torch.randn(4, width).half(),
+                    f"{module}.lora_up.weight": torch.randn(width, 4).half(),
+                    f"{module}.alpha": torch.tensor(4.0).half()}
+    source = tmp_path / "style.safetensors"
+    save_file(tensors, source)
+    model_hash = _data_hash(source)
+    save_file(tensors, source, metadata={"sshs_model_hash": model_hash, "ss_network_module": "networks.lora"})
+
+    code, data = run_json("convert", str(source), "-o", str(tmp_path / "copy.safetensors"))
+    assert code == 0 and not any("sshs_model_hash" in w for w in data["plan"]["warnings"]), data["plan"]["warnings"]
+    metadata = _header_metadata(tmp_path / "copy.safetensors") or {}
+    assert metadata.get("sshs_model_hash") == model_hash == _data_hash(tmp_path / "copy.safetensors"), metadata
+
+    # lora_te1 renamed after lora_unet: its data now comes last.
+    code, data = run_json("convert", str(source), "-o", str(tmp_path / "renamed.safetensors"),
+                          "--rename", "^lora_te1_=lora_zz_te1_")
+    assert code == 0 and _data_hash(tmp_path / "renamed.safetensors") != model_hash, data
+    metadata = _header_metadata(tmp_path / "renamed.safetensors") or {}
+    assert "sshs_model_hash" not in metadata and metadata.get("ss_network_module") == "networks.lora", metadata
+    assert any("sshs_model_hash is a hash of its tensor data, which the renames may reorder" in w
+               for w in data["plan"]["warnings"]), data["plan"]["warnings"]
+
+    code, data = run_json("shard", str(source), "--max", "400B", "-o", str(tmp_path / "shards"))
+    assert code == 0 and data["plan"]["index"] is not None, data
+    for shard in (tmp_path / "shards").glob("*.safetensors"):
+        assert "sshs_model_hash" not in (_header_metadata(shard) or {}), shard
+    assert any("which the split divides among the shards" in w for w in data["plan"]["warnings"]), data["plan"]

@@ -17,6 +17,7 @@ from pathlib import Path
 from weightdoctor.checkpoint import Checkpoint
 from weightdoctor.checkpoint.reader import natural_order
 from weightdoctor.convert import (
+    data_changes,
     drop_stale_hashes,
     format_choice,
     nested_only_warning,
@@ -369,7 +370,7 @@ def plan_shard(
     carried, lost = source_metadata(checkpoint, fmt, renames)
     if lost:
         warnings.append(lost)
-    carried, stale = drop_stale_hashes(carried, selection.cast)
+    carried, stale = drop_stale_hashes(carried, selection.cast, data_changes(selection, single_output=index is None))
     if stale:
         warnings.append(stale)
     user_metadata = {**carried, **(metadata or {})}
