@@ -23,7 +23,7 @@ def _header_metadata(path: Path) -> dict[str, str] | None:
 def _lllite(path: Path) -> None:
     """A ControlNet-LLLite as sd-scripts' sdxl_train_control_net_lllite.py saves it: per U-Net module
     `lllite_unet_<module>.conditioning1.N` (the conditioning image embedding, a 4x4 stride-4 conv first), `down.0`,
-    `mid.0`, `up.0` (zero at init), with sd-scripts' ss_* metadata."""
+    `mid.0`, `up.0` (its weight zero at init: LLLiteModule's "zero conv"), with sd-scripts' ss_* metadata."""
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
@@ -34,7 +34,7 @@ def _lllite(path: Path) -> None:
                     f"{module}.conditioning1.0.bias": torch.randn(8),
                     f"{module}.down.0.weight": torch.randn(16, 64), f"{module}.down.0.bias": torch.randn(16),
                     f"{module}.mid.0.weight": torch.randn(16, 24), f"{module}.mid.0.bias": torch.randn(16),
-                    f"{module}.up.0.weight": torch.zeros(64, 16), f"{module}.up.0.bias": torch.zeros(64)}
+                    f"{module}.up.0.weight": torch.zeros(64, 16), f"{module}.up.0.bias": torch.randn(64) * 0.1}
     save_file({k: v.half() for k, v in tensors.items()}, path,
               metadata={"ss_network_module": "networks.control_net_lllite", "ss_network_dim": "16",
                         "modelspec.architecture": "stable-diffusion-xl-v1-base/controlnet-lllite"})
@@ -327,3 +327,24 @@ def test_a_kohya_data_hash_is_kept_only_where_the_data_stays_as_it_was_hashed(tm
     for shard in (tmp_path / "shards").glob("*.safetensors"):
         assert "sshs_model_hash" not in (_header_metadata(shard) or {}), shard
     assert any("which the split divides among the shards" in w for w in data["plan"]["warnings"]), data["plan"]
+
+
+def test_an_untrained_controlnet_lllite_is_named_as_its_zero_conv_not_a_broken_layer(tmp_path: Path) -> None:
+    """LLLiteModule starts each `up` Linear's weight at zero (its "zero conv", as ControlNet's zero_convs): inspect
+    --stats called an untrained one's up.0.weight "a layer that was never initialized or was zeroed", which sent users
+    looking for a broken layer. A trained one's up is no finding at all."""
+    _lllite(tmp_path / "untrained.safetensors")
+    code, data = run_json("inspect", str(tmp_path / "untrained.safetensors"), "--stats")
+    assert code == 0, data
+    zeros = [f for f in data["findings"] if f["code"] == "all-zero"]
+    assert {f["tensor"].rsplit(".", 3)[1] for f in zeros} == {"up"} and len(zeros) == 2, zeros
+    for finding in zeros:
+        assert "zero convolution still at its initialization" in finding["hint"], finding
+        assert "never initialized" not in finding["hint"], finding
+    from safetensors.torch import load_file, save_file
+
+    trained = {name: torch.randn_like(value.float()).half() * 0.01 if ".up.0.weight" in name else value
+               for name, value in load_file(tmp_path / "untrained.safetensors").items()}
+    save_file(trained, tmp_path / "trained.safetensors")
+    code, data = run_json("inspect", str(tmp_path / "trained.safetensors"), "--stats")
+    assert code == 0 and not [f for f in data["findings"] if f["code"] == "all-zero"], data["findings"]
