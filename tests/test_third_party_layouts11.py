@@ -348,3 +348,22 @@ def test_an_untrained_controlnet_lllite_is_named_as_its_zero_conv_not_a_broken_l
     save_file(trained, tmp_path / "trained.safetensors")
     code, data = run_json("inspect", str(tmp_path / "trained.safetensors"), "--stats")
     assert code == 0 and not [f for f in data["findings"] if f["code"] == "all-zero"], data["findings"]
+
+
+def test_a_litgpt_folder_with_its_copied_config_is_not_told_to_rename_lit_model_pth(tmp_path: Path) -> None:
+    """litgpt's finetune output copies the Hugging Face config.json beside lit_model.pth. diff-keys --model-class on
+    that folder said "rename it so, or write it with save_pretrained": renamed to pytorch_model.bin, LitGPT's keys
+    still load nothing."""
+    import shutil
+
+    hf = tmp_path / "hf"
+    folder = tmp_path / "final"
+    folder.mkdir()
+    torch.save(_litgpt_state(_tiny_llama(hf), legacy=False), folder / "lit_model.pth")
+    shutil.copy(hf / "config.json", folder / "config.json")
+    code, data = run_json("diff-keys", str(folder), "--model-class", "LlamaForCausalLM")
+    assert code == 1 and data["worst_severity"] == "error", data
+    notes = " ".join(data["notes"])
+    assert "litgpt convert_from_litgpt" in notes, notes
+    assert "renaming the file would not do: convert it as the note above says" in notes, notes
+    assert "rename it so" not in notes, notes

@@ -711,8 +711,12 @@ def diff_checkpoint_against_model(
             "loads none of these weights (or raises): write the state dict on its own first "
             f"({_state_dict_command(checkpoint)})")
     elif unread is not None:
+        # Keys of another code base's layout (LitGPT's lit_model.pth beside the config.json it copies) load under no
+        # file name: "rename it so" would send the user to a second failure.
+        foreign = any(key.reason == "foreign-layout" for key in [*report.missing, *report.unexpected])
         report.notes.append(
             f"from_pretrained(A) looks for model.safetensors or pytorch_model.bin (or their sharded index) in a "
-            f"folder and raises here (no such file): this report is what loading {unread} gives; rename it so, or "
-            "write it with save_pretrained")
+            f"folder and raises here (no such file): this report is what loading {unread} gives; "
+            + ("its keys are in another layout, so renaming the file would not do: convert it as the note above "
+               "says" if foreign else "rename it so, or write it with save_pretrained"))
     return report
