@@ -207,6 +207,11 @@ def test_an_a1111_hypernetwork_is_refused_by_name_with_the_key_that_reads_a_netw
       "text_encoders.clip_l.transformer.text_model.embeddings.token_embedding.weight": (50, 8),
       "text_encoders.t5xxl.transformer.shared.weight": (50, 8)},
      {"model.diffusion_model": "transformer", "first_stage_model": "VAE", "text_encoders": "text encoders"}),
+    # ComfyUI's all-in-one Flux file (flux1-dev-fp8.safetensors): its VAE under vae.
+    ({"model.diffusion_model.double_blocks.0.img_attn.qkv.weight": (24, 8),
+      "model.diffusion_model.single_blocks.0.linear1.weight": (24, 8), "vae.decoder.conv_in.weight": (8, 16, 3, 3),
+      "text_encoders.t5xxl.transformer.shared.weight": (50, 8)},
+     {"model.diffusion_model": "transformer", "vae": "VAE", "text_encoders": "text encoders"}),
 ])
 def test_the_parts_of_a_single_file_stable_diffusion_checkpoint_are_named(
         tmp_path: Path, tensors: dict[str, tuple[int, ...]], parts: dict[str, str]) -> None:

@@ -173,11 +173,13 @@ def memory_table(report: InspectReport) -> Table:
 
 # The parts of a single-file Stable Diffusion checkpoint (the original LDM / sgm layout that A1111, ComfyUI and
 # diffusers' from_single_file read), by their top-level names: the tree showed the names alone, which say nothing
-# of which is the UNet and which the VAE. SD3's single files keep their three text encoders under text_encoders.
+# of which is the UNet and which the VAE. SD3's and ComfyUI's Flux single files keep their text encoders under
+# text_encoders.
 _SD_SINGLE_FILE_PARTS = {
     "model.diffusion_model": "UNet", "first_stage_model": "VAE", "cond_stage_model": "text encoder",
     "conditioner.embedders": "text encoders", "conditioner": "text encoders", "text_encoders": "text encoders",
     "model_ema": "EMA copy of the UNet",
+    "vae": "VAE",  # ComfyUI's all-in-one Flux files (flux1-dev-fp8.safetensors) name it so
 }
 # Child names of an MMDiT / Flux transformer (SD3's joint_blocks, Flux's double and single blocks), not a UNet.
 _TRANSFORMER_BLOCKS = ("joint_blocks", "double_blocks", "single_blocks")
