@@ -372,3 +372,32 @@ def test_a_litgpt_folder_with_its_copied_config_is_not_told_to_rename_lit_model_
     assert "litgpt convert_from_litgpt" in notes, notes
     assert "renaming the file would not do: convert it as the note above says" in notes, notes
     assert "rename it so" not in notes, notes
+
+
+def test_an_axolotl_output_folder_names_the_merged_model_beside_the_adapter(tmp_path: Path) -> None:
+    """axolotl's output_dir: adapter_model.safetensors, adapter_config.json, the base's config.json, and after
+    `axolotl merge-lora` the merged model in merged/. inspect and plan-devices on output_dir read the adapter (as
+    AutoPeftModel does) and said nothing of the whole model one folder down."""
+    from safetensors.torch import save_file
+
+    output = tmp_path / "lora-out"
+    _tiny_llama(output / "merged")
+    save_file({f"base_model.model.model.layers.0.self_attn.{p}_proj.lora_{ab}.weight":
+               torch.randn(8, 32) if ab == "A" else torch.randn(32, 8) * 0.01 for p in "qv" for ab in "AB"},
+              output / "adapter_model.safetensors")
+    (output / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"],
+        "base_model_name_or_path": "NousResearch/Llama-3.2-1B", "task_type": "CAUSAL_LM"}))
+    (output / "config.json").write_bytes((output / "merged" / "config.json").read_bytes())
+    code, data = run_json("inspect", str(output))
+    assert code == 0 and data["adapter"]["peft_type"] == "LORA", data
+    said = " ".join(data["warnings"])
+    assert "merged/ beside this adapter holds a whole model" in said and "lora-out/merged" in said, said
+    code, data = run_json("inspect", str(output / "merged"))
+    assert code == 0 and data["adapter"] is None and not any("merged/" in w for w in data["warnings"]), data
+    # Without merged/ (before merge-lora): nothing said of it.
+    import shutil
+
+    shutil.rmtree(output / "merged")
+    code, data = run_json("inspect", str(output))
+    assert code == 0 and not any("merged/" in w for w in data["warnings"]), data["warnings"]

@@ -1616,6 +1616,14 @@ def _folder_notes(folder: Path, chosen: Path) -> list[str]:
     if variant is not None and chosen.parent == folder:
         notes.append(f"{chosen.name} is the {variant!r} variant and there is no plain file: from_pretrained reads "
                      f"it only with variant={variant!r} (diffusers and transformers alike)")
+    merged = folder / "merged"
+    if chosen.name.startswith("adapter_model") and merged.is_dir() and any(
+            (merged / name).is_file() for name in PREFERRED_FILES):
+        # axolotl's merge-lora saves the base with the adapter merged in to <output_dir>/merged, beside the adapter:
+        # the report of the adapter's few MB did not say that the model a user most often wants is one folder down.
+        notes.append(f"merged/ beside this adapter holds a whole model (where axolotl's merge-lora saves the base "
+                     f"with the adapter merged in): this reads the adapter; point at {folder.name}/merged to read "
+                     "the merged model")
     if (folder / "modules.json").is_file():
         modules = sorted(p.name for p in folder.iterdir() if p.is_dir() and re.match(r"\d+_", p.name)
                          and any(q.suffix in (".safetensors", ".bin") for q in p.iterdir() if q.is_file()))
