@@ -178,21 +178,35 @@ def source_metadata(checkpoint: Checkpoint, fmt: str, renames: list[Rename] | No
 DATA_HASH_KEYS = ("sshs_model_hash", "sshs_legacy_hash", "modelspec.hash_sha256")
 
 
-def drop_stale_hashes(carried: dict[str, str], cast: dict[str, int]) -> tuple[dict[str, str], str]:
-    """`carried` without the records of the source's data hash when `cast` changes the data, and a warning naming
-    them; unchanged when nothing is cast.
+def drop_stale_hashes(carried: dict[str, str], cast: dict[str, int], changed: str = "") -> tuple[dict[str, str], str]:
+    """`carried` without the records of the source's data hash when `cast` (or what `changed` says, e.g. "the
+    renames reorder") changes the data, and a warning naming them; unchanged when nothing changes it.
+
+    kohya's sshs_model_hash / sshs_legacy_hash hash the bytes after the header: the tensors' data in file order,
+    which a rename can reorder (the writer lays tensors out by name) and a split divides among the shards.
 
     Example:
         >>> drop_stale_hashes({"sshs_model_hash": "ab12", "ss_network_dim": "4"}, {"float32->float16": 6})[0]
         {'ss_network_dim': '4'}
     """
     stale = [key for key in DATA_HASH_KEYS if key in carried]
-    if not stale or not any(cast.values()):
+    why = "the cast changes" if any(cast.values()) else changed
+    if not stale or not why:
         return carried, ""
     return {k: v for k, v in carried.items() if k not in stale}, (
         f"the source's {', '.join(stale)} {'is a hash' if len(stale) == 1 else 'are hashes'} of its tensor data, "
-        "which the cast changes: not carried (a stale one would misname the file in A1111 / CivitAI; they hash "
+        f"which {why}: not carried (a stale one would misname the file in A1111 / CivitAI; they hash "
         "the file when it is absent)")
+
+
+def data_changes(selection: TensorSelection, single_output: bool) -> str:
+    """What, besides a cast, makes the output's tensor data differ from the source's bytes ("" when nothing does):
+    renamed tensors (laid out anew by name), aliases dropped, a split into several files."""
+    if selection.renamed:
+        return "the renames may reorder"
+    if selection.dropped:
+        return "dropping the aliases changes"
+    return "" if single_output else "the split divides among the shards"
 
 
 def nested_only_warning(checkpoint: Checkpoint) -> str:
@@ -282,7 +296,7 @@ def plan_convert(
     carried, lost = source_metadata(checkpoint, fmt, renames)
     if lost:
         warnings.append(lost)
-    carried, stale = drop_stale_hashes(carried, selection.cast)
+    carried, stale = drop_stale_hashes(carried, selection.cast, data_changes(selection, single_output=True))
     if stale:
         warnings.append(stale)
     user_metadata = {**carried, **(metadata or {})}

@@ -79,7 +79,7 @@ REASONS: dict[str, str] = {
     "expert-layout": "MoE experts one tensor per expert on one side, fused per projection on the other: "
                      "from_pretrained converts between them, load_state_dict does not",
     "foreign-layout": "another code base's layout (Meta's original Llama/Mistral, a single-file Stable Diffusion "
-    "checkpoint, an original Flux / SD3 transformer): convert with that library's converter, a rename alone "
+    "checkpoint, an original Flux / SD3 transformer, LitGPT's): convert with that library's converter, a rename alone "
     "loads wrong values",
     "unused-part": "a part of A that B does not have at all, while B gets every weight it needs (another tower "
     "of a composite model, a module of another task): dropped",
@@ -457,6 +457,46 @@ def _segment_anything_note(unexpected: Sequence[str], joined_unexpected: str, mi
             "here cover a few keys only")
 
 
+# LitGPT's own checkpoint (lit_model.pth, as `litgpt download` / convert_to_litgpt and its finetune / pretrain scripts
+# write it beside model_config.yaml): `transformer.wte`, `transformer.h.N.norm_1`, q, k and v fused in one
+# `attn.qkv` (`attn.attn` before litgpt 0.5), `mlp.fc_1` / `fc_2` / `proj`, `transformer.ln_f`. Against transformers'
+# model of it the rename search found wte and ln_f only and offered them as the fix, the rest "unknown"; `litgpt
+# convert_from_litgpt` splits qkv per query group and renames every key.
+_LITGPT_LAYOUT = _lazy_regex(r"^(?:transformer\.(?:wte|ln_f|h\.\d+)\.|lm_head\.)")
+_LITGPT_EVIDENCE = _lazy_regex(r"^transformer\.h\.\d+\.(?:norm_1\.|attn\.(?:qkv|attn)\.)")
+# transformers' decoder models that LitGPT converts (Llama / Mistral / Qwen / Gemma / Phi: model.layers.N;
+# GPT-NeoX / Pythia: gpt_neox.layers.N; Falcon: transformer.h.N.self_attention), their embeddings, norms and head.
+_HF_DECODER_LAYOUT = _lazy_regex(
+    r"^(?:(?:model|gpt_neox|transformer)\.)?(?:layers\.\d+\.|h\.\d+\.|embed_tokens\.|embed_in\.|word_embeddings\.|"
+    r"norm\.|final_layernorm\.|final_layer_norm\.|ln_f\.)|^(?:lm_head|embed_out)\.")
+_HF_DECODER_EVIDENCE = _lazy_regex(
+    r"(?:^|\.)(?:layers|h)\.\d+\.(?:self_attn\.[qkv]_proj|attention\.query_key_value|self_attention\."
+    r"query_key_value)\.")
+
+
+def _litgpt_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
+                   joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """foreign_layout's whys and note for LitGPT's own layout against transformers' model of it (either way
+    round); ({}, "") when the keys show no such pair."""
+    if "norm_1." not in joined_unexpected + joined_missing and ".attn.qkv." not in joined_unexpected + joined_missing:
+        return {}, ""
+    sides = _sides(unexpected, missing, _LITGPT_EVIDENCE, _HF_DECODER_EVIDENCE)
+    if sides is None:
+        return {}, ""
+    litgpt_side, hf_side, litgpt_names, hf_names = sides
+    note = (f"{litgpt_side} is in LitGPT's own layout (transformer.h.N.norm_1, q, k and v fused in attn.qkv, "
+            f"mlp.fc_1: its lit_model.pth) and {hf_side} in transformers' layout: "
+            + ("`litgpt convert_from_litgpt CHECKPOINT_DIR OUT_DIR` (the folder of lit_model.pth and "
+               "model_config.yaml) writes OUT_DIR/model.pth under transformers' names, which "
+               "from_pretrained(config folder, state_dict=torch.load(that file)) loads" if litgpt_side == "A" else
+               "`litgpt convert_to_litgpt` converts a transformers checkpoint to LitGPT's layout")
+            + "; q, k and v are split from (or fused into) qkv per query group, which no rename does")
+    whys = _layout_errors("foreign-layout",
+                          (litgpt_names, _LITGPT_LAYOUT, f"LitGPT's layout (in {litgpt_side})"),
+                          (hf_names, _HF_DECODER_LAYOUT, f"transformers' layout (in {hf_side})"))
+    return whys, note
+
+
 def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[dict[str, tuple[str, str, str]], str]:
     """(reason, severity, detail) for the keys that differ because A and B are in two known layouts of one model
     (Meta's original Llama / Mistral layout against Hugging Face's, either way round), and a note saying what to
@@ -488,6 +528,9 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
         if whys:
             return whys, note
         whys, note = _t2i_adapter_layout(unexpected, missing, joined_unexpected, joined_missing)
+        if whys:
+            return whys, note
+        whys, note = _litgpt_layout(unexpected, missing, joined_unexpected, joined_missing)
         if whys:
             return whys, note
         # Renames alone convert it (no key is left a foreign-layout error), but not the few the search finds.

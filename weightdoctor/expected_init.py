@@ -36,6 +36,12 @@ INIT_FUNCTIONS = (
 # The half of a LoRA pair its trainer starts at zero: peft's lora_B (lora_embedding_A for embeddings), kohya-ss
 # sd-scripts' lora_up (`lora_unet_..._to_q.lora_up.weight`), diffusers' old attention processors' `to_q_lora.up`.
 LORA_ZERO_INIT = re.compile(r"(^|\.)(lora_B|lora_embedding_A|lora_up)(\.|$)|_lora\.up(\.|$)")
+# Zero convolutions, which start at zero so that a control adds nothing before training: kohya's ControlNet-LLLite
+# (`lllite_unet_<module>.up.0.weight`, its "zero conv"), lllyasviel's ControlNet (`zero_convs.N.0`,
+# `middle_block_out.0`) and diffusers' ControlNetModel (`controlnet_down_blocks.N`, `controlnet_mid_block`). An
+# untrained one was called "a layer that was never initialized or was zeroed".
+ZERO_CONV_INIT = re.compile(r"^lllite_\w+\.up\.0\.weight$|(^|\.)(zero_convs\.\d+\.0|middle_block_out\.0|"
+                            r"controlnet_down_blocks\.\d+|controlnet_mid_block)\.weight$")
 # The other half, which peft (lora_A) and kohya-ss (lora_down) start as nn.Linear does, kaiming_uniform(a=√5).
 LORA_KAIMING_INIT = re.compile(r"(^|\.)(lora_A|lora_down)(\.|$)|_lora\.down(\.|$)")
 # peft's lora_A / lora_B of Linear and Conv layers (not lora_embedding_*), which `init_lora_weights` sets.
@@ -358,6 +364,9 @@ def guess_default(info: TensorInfo, siblings: dict[str, TensorInfo]) -> Expected
         # Not a Linear's kaiming default: any value off zero is training's (a trained LoRA's B half was called
         # "still at its initialization kaiming_uniform" for being normal-looking).
         return ExpectedInit("zeros", {"value": 0.0}, "LoRA's B / up half starts at zero (guessed from the name)", True)
+    if ZERO_CONV_INIT.search(name):
+        return ExpectedInit("zeros", {"value": 0.0}, "a ControlNet's zero convolution starts at zero (guessed from the "
+                            "name)", True)
     if IA3_VECTOR.search(name):
         return ExpectedInit("ones", {"value": 1.0}, "peft's IA3 vector starts at ones (guessed from the name)", True)
     stem, _, leaf = name.rpartition(".")

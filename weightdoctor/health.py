@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from weightdoctor.expected_init import IA3_VECTOR as _IA3_VECTOR
 from weightdoctor.expected_init import LORA_ZERO_INIT as _LORA_ZERO_INIT
 from weightdoctor.expected_init import PRODUCT_ADAPTER_FACTOR as _PRODUCT_ADAPTER_FACTOR
+from weightdoctor.expected_init import ZERO_CONV_INIT as _ZERO_CONV_INIT
 from weightdoctor.expected_init import ExpectedInit, matches_expected, reconcile
 from weightdoctor.findings import Finding
 from weightdoctor.init_classify import FLOAT32_MAX, MIN_VALUES, InitResult, classify_init
@@ -131,7 +132,8 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
     # min and max are over the finite values: with Inf or NaN beside zeros the matrix is not all zero.
     # A LoRA's B half is expected at zero, and still is: its adapter changes nothing, said as before.
     lora_zero = _LORA_ZERO_INIT.search(name) is not None
-    if matrix and s.min == 0 == s.max and (lora_zero or not expected_constant) and not (s.nan or s.inf):
+    zero_conv = _ZERO_CONV_INIT.search(name) is not None
+    if matrix and s.min == 0 == s.max and (lora_zero or zero_conv or not expected_constant) and not (s.nan or s.inf):
         if _PRODUCT_ADAPTER_FACTOR.search(name):
             # A LoHa / LoKr factor: one of them starts at zero, which one depends on the trainer (peft's hada_w2_b was
             # called "a layer that was never initialized", as kohya's lora_up once was).
@@ -143,6 +145,11 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
             found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero",
                                  f"{item.expected.source} starts it from {item.expected.params['derived_from']}, "
                                  "never at zero: it was zeroed, or its values were lost on save"))
+        elif zero_conv:
+            found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero",
+                                 "a ControlNet (or ControlNet-LLLite) zero convolution still at its initialization "
+                                 "(it starts at zero so that the control adds nothing before training): it changes "
+                                 "nothing; saved before training, or its updates were lost"))
         elif lora_zero:
             # The adapter is where it began (a kohya LoRA's lora_up read as "never initialized" sent users to
             # look for a broken layer).

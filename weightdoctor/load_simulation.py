@@ -455,6 +455,9 @@ def diff_against_model(
         mode="model-class", model_class=model_class or type(model).__name__, renames_applied=renames,
         matched_after_renames=after, tied_groups_a=tied_groups_a, compare_dtypes=expected is not None,
         notes=notes, tie_embeddings=getattr(model.config, "tie_word_embeddings", None), quantization=quantization,
+        # A's keys are read with the same config: an untied output layer A stores (a causal LM's lm_head loaded
+        # into its ForSequenceClassification, as TRL's reward models start) is no tie to B's embeddings.
+        tie_embeddings_a=getattr(model.config, "tie_word_embeddings", None),
         layout_whys=layout_whys, head_names=_head_names(model, missing),
         # Keys transformers would add or strip a prefix for are not unexpected here: a prefix left to fix is
         # one from_pretrained does not fix (Lightning's `model.` on BERT, whose base prefix is `bert.`).
@@ -708,8 +711,12 @@ def diff_checkpoint_against_model(
             "loads none of these weights (or raises): write the state dict on its own first "
             f"({_state_dict_command(checkpoint)})")
     elif unread is not None:
+        # Keys of another code base's layout (LitGPT's lit_model.pth beside the config.json it copies) load under no
+        # file name: "rename it so" would send the user to a second failure.
+        foreign = any(key.reason == "foreign-layout" for key in [*report.missing, *report.unexpected])
         report.notes.append(
             f"from_pretrained(A) looks for model.safetensors or pytorch_model.bin (or their sharded index) in a "
-            f"folder and raises here (no such file): this report is what loading {unread} gives; rename it so, or "
-            "write it with save_pretrained")
+            f"folder and raises here (no such file): this report is what loading {unread} gives; "
+            + ("its keys are in another layout, so renaming the file would not do: convert it as the note above "
+               "says" if foreign else "rename it so, or write it with save_pretrained"))
     return report

@@ -645,6 +645,8 @@ def build_planned_model(
                     "adapters library loads it into (model.load_adapter); plan the base"
                     + (f" (weightdoctor plan-devices {_quoted(base)} ...)" if isinstance(base, str) and base else "")
                     + " and add the adapter's size")
+            elif (add_on := _image_model_add_on(checkpoint)) is not None:
+                warnings.append(add_on)
     config_quantizer = None
     if not dtype and (quantized := quantized_dtype(checkpoint.config)) is not None:
         config_quantizer = quantized[1]
@@ -2640,6 +2642,22 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
     # A folder of a repo (`org/pipe/unet`: a diffusers model, whose config transformers cannot build) is planned from
     # its config and safetensors headers, read remotely when not cached: its weights are not downloaded.
     return open_checkpoint(source, revision=revision, key=key, allow_config_only=True, structure_only=True)
+
+
+def _image_model_add_on(checkpoint: Checkpoint) -> str | None:
+    """The warning for a file that image-generation tools apply to a model they load apart (a kohya or diffusers
+    LoRA, a ControlNet-LLLite, a textual-inversion embedding, an IP-Adapter), or None: its own few MB were planned,
+    with "fits on the GPUs", as if they were what is loaded."""
+    from weightdoctor.shard import ADD_ONS, single_file_kind
+
+    kind = single_file_kind(checkpoint)
+    if kind not in ADD_ONS:
+        return None
+    metadata = checkpoint.metadata or {}
+    base = next((str(metadata[k]) for k in ("ss_base_model_version", "modelspec.architecture", "ss_sd_model_name")
+                 if metadata.get(k)), None)
+    return (f"this is {kind}: only its own weights are planned, not the Stable Diffusion / Flux model it is applied "
+            "to" + (f" (its metadata names {base})" if base else "") + "; plan that model and add this file's size")
 
 
 def _quoted(word: str) -> str:

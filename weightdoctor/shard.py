@@ -17,6 +17,7 @@ from pathlib import Path
 from weightdoctor.checkpoint import Checkpoint
 from weightdoctor.checkpoint.reader import natural_order
 from weightdoctor.convert import (
+    data_changes,
     drop_stale_hashes,
     format_choice,
     nested_only_warning,
@@ -116,14 +117,23 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
     one .safetensors / .ckpt, no index."""
     names = [t.name for t in checkpoint.tensors]
     metadata = checkpoint.metadata or {}
+    # kohya's ControlNet-LLLite (sdxl_train_control_net_lllite.py): `lllite_unet_<module>.conditioning1 / down / mid /
+    # up`, with sd-scripts' ss_* metadata; it was called a kohya-style LoRA, which LoRA loaders do not read.
+    if any(n.startswith("lllite_unet_") for n in names) or "lllite" in str(metadata.get("ss_network_module", "")):
+        return CONTROLNET_LLLITE
+    # Textual-inversion embeddings: kohya's and A1111's safetensors (`emb_params`), SDXL's (`clip_l` + `clip_g`), the
+    # .pt's `string_to_param` (read as its `*`); A1111, ComfyUI and diffusers' load_textual_inversion read one file.
+    if set(names) in ({"emb_params"}, {"clip_l", "clip_g"}) or (
+            checkpoint.nested_key == "string_to_param" and names == ["*"]):
+        return TEXTUAL_INVERSION
     if "ss_network_module" in metadata or any(n.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"))
                                               for n in names):
-        return "a kohya-style LoRA"
+        return KOHYA_LORA
     # diffusers' LoRA layout under any file name (ai-toolkit's and the diffusers trainers' Flux / SDXL LoRAs):
     # `transformer.single_transformer_blocks.0.attn.to_k.lora_A.weight`, `unet.<module>.lora.down.weight`.
     if any(n.startswith(("unet.", "transformer.", "text_encoder.", "text_encoder_2."))
            and _DIFFUSERS_LORA.search(n) for n in names):
-        return "a LoRA in diffusers' layout"
+        return DIFFUSERS_LORA
     if any(n.startswith(("model.diffusion_model.", "first_stage_model.")) for n in names):
         return "a single-file Stable Diffusion checkpoint"
     # Black Forest Labs' original Flux release (flux1-dev.safetensors): its transformer with no prefix, as ComfyUI
@@ -151,7 +161,16 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
 
 # IP-Adapter's weights (image_proj.*, ip_adapter.*), and the loaders that read them, one file each.
 IP_ADAPTER = "an IP-Adapter"
-_LOADERS = {IP_ADAPTER: "diffusers' load_ip_adapter, ComfyUI's IPAdapter nodes"}
+CONTROLNET_LLLITE = "a ControlNet-LLLite"
+TEXTUAL_INVERSION = "a textual-inversion embedding"
+KOHYA_LORA = "a kohya-style LoRA"
+DIFFUSERS_LORA = "a LoRA in diffusers' layout"
+# The kinds above that are applied to a model loaded apart, not loaded as one.
+ADD_ONS = frozenset({KOHYA_LORA, DIFFUSERS_LORA, CONTROLNET_LLLITE, TEXTUAL_INVERSION, IP_ADAPTER})
+_LOADERS = {IP_ADAPTER: "diffusers' load_ip_adapter, ComfyUI's IPAdapter nodes",
+            CONTROLNET_LLLITE: "sd-scripts' sdxl_gen_img.py --control_net_lllite_models, kohya's "
+                               "ControlNet-LLLite-ComfyUI nodes",
+            TEXTUAL_INVERSION: "AUTOMATIC1111's and ComfyUI's embeddings folders, diffusers' load_textual_inversion"}
 
 
 def timm_config(config: object) -> bool:
@@ -351,7 +370,7 @@ def plan_shard(
     carried, lost = source_metadata(checkpoint, fmt, renames)
     if lost:
         warnings.append(lost)
-    carried, stale = drop_stale_hashes(carried, selection.cast)
+    carried, stale = drop_stale_hashes(carried, selection.cast, data_changes(selection, single_output=index is None))
     if stale:
         warnings.append(stale)
     user_metadata = {**carried, **(metadata or {})}

@@ -225,6 +225,9 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
         # No nested state dict, but tensors beside a few other values at the top (`{"w": ..., "epoch": 3}`):
         # those tensors are the weights; the other entries are reported as such.
         return obj, None
+    hypernetwork = _a1111_hypernetwork(obj)
+    if hypernetwork:
+        raise UnsupportedFormat(hypernetwork)
     top = ", ".join(f"{k} ({_describe(v)})" for k, v in list(obj.items())[:8]) if isinstance(obj, Mapping) else ""
     # `torch.save([model.state_dict()])`, an ensemble's list of state dicts: `--key N` reads one (_follow_key).
     listed = (next((i for i, item in enumerate(obj[:64]) if _is_state_dict(item)), None)
@@ -236,10 +239,35 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
     )
 
 
+def _a1111_hypernetwork(obj: Any) -> str:
+    """What to say of an AUTOMATIC1111 hypernetwork .pt, or "" when `obj` is none.
+
+    A1111's Hypernetwork.save writes its layers keyed by the attention width they act on, an int (`{768: [key
+    network's state dict, value network's], ...}`), beside `layer_structure`, `activation_func` and the training
+    step: no one state dict. It was refused as "no state dict found ... pick one with --key", which named neither
+    the format nor the --key that reads a network.
+    """
+    if not (isinstance(obj, Mapping) and "layer_structure" in obj):
+        return ""
+    widths = [k for k, v in obj.items() if isinstance(k, int) and not isinstance(k, bool)
+              and isinstance(v, (list, tuple)) and any(_is_state_dict(item) for item in v)]
+    if not widths:
+        return ""
+    structure = obj["layer_structure"]
+    # An untrusted file's value: quoted only when it is the short list of numbers A1111 writes.
+    shown = (f" (layer_structure {list(structure)!r})" if isinstance(structure, (list, tuple)) and len(structure) <= 8
+             and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in structure) else "")
+    return (f"an AUTOMATIC1111 hypernetwork{shown}: no one state dict but, "
+            f"for each attention width ({', '.join(map(str, sorted(widths)))}), the small networks applied to the "
+            "attention's key and value, which A1111's and ComfyUI's hypernetwork loaders read from this .pt as it "
+            f"is; --key {min(widths)}.0 reads one of them")
+
+
 # Files whose weights are state dicts side by side, all of them loaded: IP-Adapter's .bin (and InstantID's, FaceID's)
 # `{"image_proj": ..., "ip_adapter": ...}`, which its .safetensors stores flat as `image_proj.*` and `ip_adapter.*`
 # (diffusers' load_ip_adapter reads either).
-_ONE_MODEL_PARTS = (frozenset({"image_proj", "ip_adapter"}),)
+_IP_ADAPTER_PARTS = ("image_proj", "ip_adapter")
+_ONE_MODEL_PARTS = (frozenset(_IP_ADAPTER_PARTS),)
 
 
 def _parts_of_one_model(obj: Any) -> dict[str, Any] | None:
@@ -902,6 +930,14 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         notes.append(f"an IP-Adapter file: its {' and '.join(map(str, obj))} state dicts are read together, as "
                      f"{', '.join(f'{part}.*' for part in obj)} (the names its .safetensors stores, which "
                      "diffusers' load_ip_adapter reads too); --key reads one alone")
+    elif key is None and nested_key is None and isinstance(state_dict, Mapping) and state_dict and {
+            name.split(".", 1)[0] if isinstance(name, str) else None for name in state_dict} == set(_IP_ADAPTER_PARTS):
+        # Read here under the very names of an IP-Adapter .safetensors, so nothing looked wrong; but diffusers'
+        # load_ip_adapter and ComfyUI's IPAdapter nodes split only a .safetensors by prefix, and index a pickle's
+        # state_dict["image_proj"] / ["ip_adapter"]: this file raises in both.
+        notes.append("an IP-Adapter stored flat (image_proj.*, ip_adapter.*) in a pickle: diffusers' load_ip_adapter "
+                     "and ComfyUI's IPAdapter nodes read a .bin as {'image_proj': ..., 'ip_adapter': ...} and raise "
+                     "on these names; as a .safetensors (weightdoctor convert -o NAME.safetensors) both read it flat")
     elif nested_key == "params_ema" and isinstance(obj, Mapping) and _is_state_dict(obj.get("params")):
         notes.append("a BasicSR checkpoint (Real-ESRGAN, GFPGAN, SwinIR): params_ema is read, the averaged weights "
                      "its inference loads; --key params reads the training weights beside them")

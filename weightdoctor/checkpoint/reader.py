@@ -907,6 +907,9 @@ _TENSORFLOW_CKPT_PART = re.compile(r"\.ckpt(-\d+)?\.(index|meta|data-\d+-of-\d+)
 # ... and what compressed or archived it (`pytorch_model.bin.gz`, `model.safetensors.zst`, `.tar.gz`): renamed, a
 # gzip stream is still no checkpoint; unpacked, it is one.
 _PACKED_SUFFIX = re.compile(r"\.(gz|tgz|xz|zst|zstd|bz2|lz4|zip|7z|rar|tar)$", re.IGNORECASE)
+# ... and LitGPT's fine-tuning outputs (finetune_lora's final/lit_model.pth.lora, finetune_adapter's
+# lit_model.pth.adapter / .adapter_v2): the trained weights alone, by design, not a download left unfinished.
+_LITGPT_PEFT_FILE = re.compile(r"^lit_model\.pth\.(lora|adapter|adapter_v2)$")
 
 
 def _unfinished_or_empty(folder: Path) -> str:
@@ -924,8 +927,16 @@ def _unfinished_or_empty(folder: Path) -> str:
         # nothing at the top, only a partial file under the folder's .cache/huggingface/download/.
         hint += (f"; `hf download --local-dir` left {counted(local_dir, 'unfinished download', grouped=False)} for "
                  "it (.cache/huggingface/download/*.incomplete): run that download again")
+    litgpt = [name for name in names if _LITGPT_PEFT_FILE.match(name)]
+    if litgpt:
+        kinds = {"lora": "LoRA", "adapter": "adapter", "adapter_v2": "adapter v2"}
+        what = " and ".join(kinds[name.rsplit(".", 1)[1]] for name in litgpt)
+        hint += (f"; it holds {', '.join(litgpt)}, LitGPT's {what} weights alone, as its finetune scripts save them: "
+                 "give the file itself to read them"
+                 + ("; `litgpt merge_lora` on this folder merges the LoRA into its base and writes lit_model.pth"
+                    if "lit_model.pth.lora" in litgpt else ""))
     after = [name for name in names if _AFTER_WEIGHT_NAME.search(name) and not name.endswith(".index.json")
-             and not _TENSORFLOW_CKPT_PART.search(name)]
+             and not _TENSORFLOW_CKPT_PART.search(name) and name not in litgpt]
     packed = [name for name in after if _PACKED_SUFFIX.search(name)]
     unfinished = [name for name in after if name not in packed]
     if unfinished:
@@ -1626,6 +1637,14 @@ def _folder_notes(folder: Path, chosen: Path) -> list[str]:
     if variant is not None and chosen.parent == folder:
         notes.append(f"{chosen.name} is the {variant!r} variant and there is no plain file: from_pretrained reads "
                      f"it only with variant={variant!r} (diffusers and transformers alike)")
+    merged = folder / "merged"
+    if chosen.name.startswith("adapter_model") and merged.is_dir() and any(
+            (merged / name).is_file() for name in PREFERRED_FILES):
+        # axolotl's merge-lora saves the base with the adapter merged in to <output_dir>/merged, beside the adapter:
+        # the report of the adapter's few MB did not say that the model a user most often wants is one folder down.
+        notes.append(f"merged/ beside this adapter holds a whole model (where axolotl's merge-lora saves the base "
+                     f"with the adapter merged in): this reads the adapter; point at {folder.name}/merged to read "
+                     "the merged model")
     if (folder / "modules.json").is_file():
         modules = sorted(p.name for p in folder.iterdir() if p.is_dir() and re.match(r"\d+_", p.name)
                          and any(q.suffix in (".safetensors", ".bin") for q in p.iterdir() if q.is_file()))

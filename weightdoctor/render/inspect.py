@@ -171,7 +171,40 @@ def memory_table(report: InspectReport) -> Table:
     return table
 
 
+# The parts of a single-file Stable Diffusion checkpoint (the original LDM / sgm layout that A1111, ComfyUI and
+# diffusers' from_single_file read), by their top-level names: the tree showed the names alone, which say nothing
+# of which is the UNet and which the VAE. SD3's and ComfyUI's Flux single files keep their text encoders under
+# text_encoders.
+_SD_SINGLE_FILE_PARTS = {
+    "model.diffusion_model": "UNet", "first_stage_model": "VAE", "cond_stage_model": "text encoder",
+    "conditioner.embedders": "text encoders", "conditioner": "text encoders", "text_encoders": "text encoders",
+    "model_ema": "EMA copy of the UNet",
+    "vae": "VAE",  # ComfyUI's all-in-one Flux files (flux1-dev-fp8.safetensors) name it so
+}
+# Child names of an MMDiT / Flux transformer (SD3's joint_blocks, Flux's double and single blocks), not a UNet.
+_TRANSFORMER_BLOCKS = ("joint_blocks", "double_blocks", "single_blocks")
+
+
+def _part_names(nodes: list[ModuleNode]) -> dict[str, str]:
+    """What each top-level node of a single-file Stable Diffusion checkpoint is; {} for any other checkpoint."""
+    # A node may be a chain collapsed into one (`cond_stage_model.transformer.text_model` where each holds one child).
+    by_part: dict[str, ModuleNode] = {}
+    for node in nodes:
+        part = max((p for p in _SD_SINGLE_FILE_PARTS if node.name == p or node.name.startswith(p + ".")),
+                   key=len, default=None)
+        if part is not None:
+            by_part[part] = node
+    if "model.diffusion_model" not in by_part or not by_part.keys() & {
+            "first_stage_model", "cond_stage_model", "conditioner", "conditioner.embedders", "text_encoders"}:
+        return {}
+    denoiser = by_part["model.diffusion_model"]
+    names = [denoiser.name + "." + child.name for child in denoiser.children] + [denoiser.name]
+    unet = "transformer" if any(f".{block}" in name for name in names for block in _TRANSFORMER_BLOCKS) else "UNet"
+    return {node.name: _SD_SINGLE_FILE_PARTS[part].replace("UNet", unet) for part, node in by_part.items()}
+
+
 def _add_nodes(tree: Tree, nodes: list[ModuleNode], depth: int, max_depth: int) -> None:
+    parts = _part_names(nodes) if depth == 1 else {}
     for node in nodes:
         label = f"[bold]{escape(node.name)}[/]"
         if node.repeat > 1:
@@ -181,6 +214,8 @@ def _add_nodes(tree: Tree, nodes: list[ModuleNode], depth: int, max_depth: int) 
             label += f" [dim]({format_count(node.num_params // node.repeat)} each)[/]"
         if node.tied_params:
             label += f" [dim]+ {format_count(node.tied_params)} tied (another name of a tensor counted once)[/]"
+        if node.name in parts:
+            label += f"  [cyan]{parts[node.name]}[/]"
         branch = tree.add(label)
         if depth < max_depth:
             _add_nodes(branch, node.children, depth + 1, max_depth)
