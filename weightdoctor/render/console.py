@@ -18,6 +18,17 @@ class _Console(Console):
         self.quiet = True
         raise BrokenPipeError
 
+    def _write_buffer(self) -> None:
+        try:
+            super()._write_buffer()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            # stdout on a full disk or `> /dev/full`: said of stdout, not as an unnamed "cannot read or write".
+            from weightdoctor.writers.atomic import report_error
+
+            raise report_error(exc) from exc
+
 
 # Below this many columns Rich drops a report's text (COLUMNS=0 printed nothing at all and exited 0, COLUMNS=1 only
 # the panel corners): the report is laid out this wide instead, and the terminal wraps its lines.
