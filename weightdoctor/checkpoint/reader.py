@@ -51,7 +51,7 @@ from weightdoctor.errors import (
 )
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.paths import exists as path_exists
-from weightdoctor.paths import expand_user
+from weightdoctor.paths import expand_user, too_long, unicode_form_hint, variable_hint
 from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
@@ -1449,6 +1449,9 @@ def _missing_path_hint(text: str) -> str:
             return f"; did you mean {slashed}? (\\ does not separate folders here, / does)"
         if re.match(r"[A-Za-z]:[\\/]", text):
             return "; a Windows path: here folders are separated by / (under WSL, C:\\ is /mnt/c/)"
+    hint = variable_hint(text) or unicode_form_hint(text)
+    if hint:
+        return hint
     close = close_local_paths(text)
     return f"; did you mean {' or '.join(close)}?" if close else ""
 
@@ -1895,6 +1898,19 @@ def _one_shard_of_several(path: Path) -> list[str]:
             + whole]
 
 
+def dangling_link(path: Path, text: str) -> SourceNotFound:
+    """The error for a path that is a symbolic link leading nowhere, which is no repo id to look up either."""
+    return SourceNotFound(f"a symbolic link to {os.readlink(path)} that does not resolve (missing target, or a loop "
+                          "of links)", text)
+
+
+def missing_path_message(text: str) -> str:
+    """Why the local path `text` (no repo id, no address) cannot be read: too long for the system to open, or
+    "no such file or directory" with what was most likely meant."""
+    length = too_long(os.fspath(expand_user(text)))
+    return f"cannot be opened: {length}" if length else f"no such file or directory{_missing_path_hint(text)}"
+
+
 def _open_checkpoint(
     source: str | os.PathLike[str],
     *,
@@ -1913,8 +1929,7 @@ def _open_checkpoint(
     repo_id = None
     if not path_exists(path) and path_exists(path, link=True):
         # Not a repo id to look up: a link that leads nowhere (its target is gone, or links loop).
-        raise SourceNotFound(f"a symbolic link to {os.readlink(path)} that does not resolve (missing target, or "
-                             "a loop of links)", text)
+        raise dangling_link(path, text)
     located = hub_location(text) if not path_exists(path) else None
     given = text  # the source as typed (`hf://org/name@v1`), which `source` keeps once it is read as `org/name`
     if located is not None:
@@ -1997,7 +2012,8 @@ def _open_checkpoint(
             if not path.is_dir():
                 raise SourceNotFound(f"{repo_id} has no folder {subfolder} (its snapshot is {snapshot})", text)
         else:
-            raise SourceNotFound(f"no such file or directory{_missing_path_hint(text)}", path=text)
+            # A folder nested past PATH_MAX may well exist: said so, not "no such file or directory".
+            raise SourceNotFound(missing_path_message(text), path=text)
 
     cache_note = None
     if repo_id is None and path.is_dir():
