@@ -431,7 +431,14 @@ class StagingDir:
     """
 
     def __init__(self, dest: Path, *, replace: bool = False, drop_old: object = None) -> None:
-        self.dest = dest = named(dest)
+        dest = named(dest)
+        with contextlib.suppress(OSError):
+            if dest.is_symlink() and dest.is_dir():
+                # `-o ~/llama` where ~/llama links to a folder on a larger disk: the new save goes into that folder,
+                # as `cp -r` writes into it. Swapped for the link, it landed on the link's disk (the earlier files
+                # copied over, across devices), the link was gone and the target kept the old weights.
+                dest = Path(os.path.realpath(dest))
+        self.dest = dest
         self.replace = replace
         self.drop_old = drop_old
         self.path = _sibling(dest, STAGE_MARK)
