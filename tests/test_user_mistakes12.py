@@ -192,3 +192,23 @@ def test_paths_past_path_max_say_so(tmp_path: Path) -> None:
         assert "past the system's limit of 4,095 (PATH_MAX)" in line and "255" not in line
     finally:
         shutil.rmtree(root)  # walks by file descriptors: no path past PATH_MAX is given to the system
+
+
+def test_force_into_a_symlinked_output_folder_writes_into_its_target(tmp_path: Path) -> None:
+    folder = copy_example(tmp_path)
+    big_disk = tmp_path / "big" / "bert-fp16"
+    shutil.copytree(folder, big_disk)
+    (big_disk / "README.md").write_text("notes\n")
+    link = tmp_path / "bert-fp16"
+    link.symlink_to(big_disk, target_is_directory=True)
+
+    done = _run("convert", folder, "-o", link, "--dtype", "fp16", "--force", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    # Was: the link swapped for a real folder beside it (the earlier files copied in), the target left with the
+    # old fp32 weights.
+    assert link.is_symlink() and link.resolve() == big_disk
+    assert sorted(p.name for p in big_disk.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    inspected = json.loads(_run("inspect", big_disk, "--json", cwd=tmp_path).stdout)
+    assert inspected["dtypes"] == {"float16": 276674}
+    assert (big_disk / "README.md").read_text() == "notes\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
