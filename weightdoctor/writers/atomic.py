@@ -187,7 +187,21 @@ def output_error(exc: OSError, path: Path) -> OutputError:
         import shlex
 
         reason = f"the output folder does not exist (create it first: mkdir -p {shlex.quote(str(path.parent))})"
+    if exc.errno in (errno.EPERM, errno.EACCES):
+        reason += _unwritable_folder(path)
     return OutputError(f"cannot write the output: {reason}; nothing was left behind", path=str(path))
+
+
+def _unwritable_folder(path: Path) -> str:
+    """`: the folder /x is immutable (chattr +i)` (or not writable) for the folder a new output would be made in:
+    "operation not permitted" alone did not say which folder (the working directory, for `-o out`) or why."""
+    folder = Path(os.path.abspath(path)).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # `-o a/b/out`: the first folder that exists is the one the rest is made in
+    words = _flag_words(folder)
+    if words is None and os.geteuid() != 0 and not os.access(folder, os.W_OK | os.X_OK):
+        words = "not writable"
+    return f": the folder {folder} is {words}" if words else ""
 
 
 def report_error(exc: OSError) -> OutputError:
