@@ -212,3 +212,30 @@ def test_force_into_a_symlinked_output_folder_writes_into_its_target(tmp_path: P
     assert inspected["dtypes"] == {"float16": 276674}
     assert (big_disk / "README.md").read_text() == "notes\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_an_output_in_a_read_only_working_directory_names_the_folder(tmp_path: Path) -> None:
+    folder = copy_example(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    if os.geteuid() == 0:
+        # root ignores permission bits; the immutable attribute stops it too.
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", work]).returncode != 0:
+            pytest.skip("cannot make a folder read-only for root here")
+        why = "operation not permitted: the folder {} is immutable (chattr +i)"
+    else:
+        work.chmod(0o555)
+        why = "permission denied: the folder {} is not writable"
+    try:
+        for args in (["convert", folder, "-o", "out"], ["shard", folder, "-o", "a/b", "--max", "1MB"]):
+            done = _run(*args, cwd=work)
+            assert done.returncode == 2
+            # Was "operation not permitted" alone: which folder (the working directory, `-o out` being relative)?
+            assert _one_line(done.stderr) == (f"error: {args[3]}: cannot write the output: {why.format(work)}; "
+                                              "nothing was left behind")
+        assert list(work.iterdir()) == []
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", work])
+        else:
+            work.chmod(0o755)
