@@ -137,9 +137,10 @@ def _refuse_deleted_cwd() -> None:
         # The shell's $PWD names it, where it is the folder that is gone (not one left over from a parent shell).
         shown = os.environ.get("PWD", "")
         named = f"{shown}: " if shown.startswith("/") and not os.path.isdir(shown) else ""
-        sys.stderr.write(f"error: {named}the current folder no longer exists (it was deleted or moved): cd into an "
-                         "existing folder and run the command again; nothing was read or written\n")
-        sys.stderr.flush()
+        with contextlib.suppress(OSError):  # stderr full or closed by its reader: the exit code still says it
+            sys.stderr.write(f"error: {named}the current folder no longer exists (it was deleted or moved): cd into "
+                             "an existing folder and run the command again; nothing was read or written\n")
+            sys.stderr.flush()
         os._exit(2)
 
 
