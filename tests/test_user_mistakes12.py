@@ -34,8 +34,9 @@ def _run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None, stdout
          **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """`python -m weightdoctor ARGS` in a fresh interpreter, offline, with `env` added."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "weightdoctor", *map(str, args)], stdout=stdout,
-                          stderr=subprocess.PIPE, text=True, env=full_env, cwd=cwd, timeout=300, **kwargs)
+    kwargs.setdefault("stderr", subprocess.PIPE)
+    return subprocess.run([sys.executable, "-m", "weightdoctor", *map(str, args)], stdout=stdout, text=True,
+                          env=full_env, cwd=cwd, timeout=300, **kwargs)
 
 
 def _one_line(stderr: str) -> str:
@@ -239,3 +240,16 @@ def test_an_output_in_a_read_only_working_directory_names_the_folder(tmp_path: P
             subprocess.run(["chattr", "-i", work])
         else:
             work.chmod(0o755)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_stderr_loses_lines_never_the_report_or_the_exit_code(tmp_path: Path) -> None:
+    folder = copy_example(tmp_path)
+    with open("/dev/full", "w") as full:
+        # A warning on stderr (config.json follows the cast): was exit 1, read as findings, and no JSON on stdout.
+        done = _run("shard", folder, "-o", tmp_path / "out", "--max", "100KB", "--json", cwd=tmp_path, stderr=full)
+        assert done.returncode == 0
+        assert json.loads(done.stdout)["plan"]["output"] == str(tmp_path / "out")
+        # An error (exit 2) and a usage error (exit 2), whose lines cannot be written: were exit 1.
+        assert _run("inspect", tmp_path / "nope", cwd=tmp_path, stderr=full).returncode == 2
+        assert _run("inspect", folder, "--bogus", cwd=tmp_path, stderr=full).returncode == 2
