@@ -172,3 +172,23 @@ def _limit(name: str, default: int) -> int:
         return os.pathconf("/", name)
     except (OSError, ValueError):
         return default
+
+
+def shell_quote(text: str) -> str:
+    """`text` as one shell word, as `shlex.quote` writes it, or in bash's `$'...'` form where it holds a control
+    character: a newline inside '...' is folded into a space by the one-line error, and the pasted command then named
+    another path (`mkdir -p 'x y'` for the folder `x<newline>y`).
+
+    Example:
+        >>> shell_quote("my model"), shell_quote("x\\ny")
+        ("'my model'", "$'x\\\\ny'")
+    """
+    import shlex
+
+    if text.isprintable():
+        return shlex.quote(text)
+    escaped = "".join({"\\": "\\\\", "'": "\\'", "\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(char)
+                      or (char if char.isprintable() else f"\\x{ord(char):02x}" if ord(char) < 256
+                          else f"\\u{ord(char):04x}" if ord(char) < 0x10000 else f"\\U{ord(char):08x}")
+                      for char in text)
+    return f"$'{escaped}'"

@@ -184,9 +184,9 @@ def output_error(exc: OSError, path: Path) -> OutputError:
         reason = too_long(os.path.abspath(path)) or reason
     if exc.errno == errno.ENOENT and str(path.parent) not in ("", ".") and not path.parent.exists():
         # `-o newdir/` for one file: the folder is not made (as `cp` does not make it); say which, and how.
-        import shlex
+        from weightdoctor.paths import shell_quote
 
-        reason = f"the output folder does not exist (create it first: mkdir -p {shlex.quote(str(path.parent))})"
+        reason = f"the output folder does not exist (create it first: mkdir -p {shell_quote(str(path.parent))})"
     if exc.errno in (errno.EPERM, errno.EACCES):
         reason += _unwritable_folder(path)
     return OutputError(f"cannot write the output: {reason}; nothing was left behind", path=str(path))
