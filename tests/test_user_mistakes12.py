@@ -253,3 +253,15 @@ def test_a_full_stderr_loses_lines_never_the_report_or_the_exit_code(tmp_path: P
         # An error (exit 2) and a usage error (exit 2), whose lines cannot be written: were exit 1.
         assert _run("inspect", tmp_path / "nope", cwd=tmp_path, stderr=full).returncode == 2
         assert _run("inspect", folder, "--bogus", cwd=tmp_path, stderr=full).returncode == 2
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_the_mkdir_hint_for_a_folder_with_a_newline_makes_that_folder(tmp_path: Path) -> None:
+    folder = copy_example(tmp_path)
+    done = _run("convert", folder / "model.safetensors", "-o", "x\ny/m.safetensors", cwd=tmp_path)
+    assert done.returncode == 2
+    line = _one_line(done.stderr)
+    hint = line.split("(create it first: ", 1)[1].split("); nothing was left behind", 1)[0]
+    assert hint == "mkdir -p $'x\\ny'"  # was `mkdir -p 'x y'`: the newline folded into a space by the one line
+    subprocess.run(["bash", "-c", hint], cwd=tmp_path, check=True)
+    assert (tmp_path / "x\ny").is_dir() and not (tmp_path / "x y").exists()
