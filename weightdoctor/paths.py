@@ -69,6 +69,13 @@ def refuse_foreign_output(text: str) -> None:
     """
     from weightdoctor.errors import UsageError
 
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if scheme:
+        # `-o s3://bucket/model`, `-o hf://org/name`: made here as the folders `s3:/bucket/model` (pathlib folds `//`).
+        local = f": give the path itself: {shell_quote(text[len('file://'):])}" \
+            if scheme.group(1).lower() == "file" else ""
+        raise UsageError(f"{text}: a URL, which would be written here as the folders {scheme.group(1)}:/...; outputs "
+                         f"are written to local paths only{local}; nothing written")
     if "\\" in text:
         slashed = text.replace("\\", "/")
         if re.match(r"[A-Za-z]:[\\/]", text):
