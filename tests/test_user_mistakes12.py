@@ -265,3 +265,21 @@ def test_the_mkdir_hint_for_a_folder_with_a_newline_makes_that_folder(tmp_path: 
     assert hint == "mkdir -p $'x\\ny'"  # was `mkdir -p 'x y'`: the newline folded into a space by the one line
     subprocess.run(["bash", "-c", hint], cwd=tmp_path, check=True)
     assert (tmp_path / "x\ny").is_dir() and not (tmp_path / "x y").exists()
+
+
+def test_a_url_as_output_or_a_file_url_as_source(tmp_path: Path) -> None:
+    folder = copy_example(tmp_path)
+    done = _run("shard", folder, "-o", "s3://bucket/model", "--max", "1MB", cwd=tmp_path)
+    assert done.returncode == 2
+    # Was: written, as the folders ./s3:/bucket/model.
+    assert _one_line(done.stderr) == ("error: s3://bucket/model: a URL, which would be written here as the folders "
+                                      "s3:/...; outputs are written to local paths only; nothing written")
+    done = _run("convert", folder, "-o", f"file://{tmp_path}/out", cwd=tmp_path)
+    assert _one_line(done.stderr).endswith(f"local paths only: give the path itself: {tmp_path}/out; nothing written")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bert"]
+
+    # A file:// source: the path it names, not "download it first".
+    done = _run("inspect", "file://" + str(folder).replace(" ", "%20"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert _one_line(done.stderr) == (f"error: file://{folder}: a file:// URL, not a path: give the path itself: "
+                                      f"{folder}")
