@@ -283,3 +283,23 @@ def test_a_url_as_output_or_a_file_url_as_source(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert _one_line(done.stderr) == (f"error: file://{folder}: a file:// URL, not a path: give the path itself: "
                                       f"{folder}")
+
+
+def test_torch_that_cannot_load_under_a_memory_limit_is_not_blamed_on_the_checkpoint(tmp_path: Path) -> None:
+    import resource
+
+    folder = copy_example(tmp_path)
+    limit = 300 * 2**20  # `ulimit -v 307200`: Python starts, torch's libraries cannot be mapped
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    done = _run("check-dtype", folder, cwd=tmp_path, preexec_fn=limit_memory)
+    if done.returncode == 0:
+        pytest.skip("torch loads within 300 MB of address space here")
+    assert done.returncode == 2
+    line = _one_line(done.stderr)
+    # Was "<folder>: unexpected ImportError: libtorch_cpu.so: failed to map segment ...", said of the checkpoint.
+    assert line.startswith("error: cannot import torch: ") and "unexpected" not in line and str(folder) not in line
+    if "failed to map segment" in line:
+        assert line.endswith("(a memory limit, such as ulimit -v, leaves too little to load it)")
