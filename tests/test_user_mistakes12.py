@@ -7,7 +7,12 @@ libtorch_cpu.so"); a symbolic link loop given to plan-devices or --config (looke
 'loopa'?", the link's own name); `'$HOME/m'` in single quotes (as a source: "no such file"; as -o: a folder named
 `$HOME` made in the working directory); a Windows path as -o (a file named `C:\\models\\m.safetensors` made here);
 a name typed in another Unicode normal form (NFD, as copied from macOS) than the one on disk; a folder nested past
-PATH_MAX (said to be "no such file or directory") and an output path past it (said to hold a name over 255 bytes).
+PATH_MAX (said to be "no such file or directory") and an output path past it (said to hold a name over 255 bytes);
+`--force` into an output folder that is a symlink (the link was swapped for a real folder, the target kept the old
+weights); a relative -o in a read-only working directory ("operation not permitted", naming no folder); stderr on a
+full disk (exit 1, the --json report lost); the `mkdir -p` hint for a folder named with a newline (made `x y`); a URL
+as -o (`s3://bucket/m` written as the folders `./s3:/bucket/m`) and a file:// source ("download it first"); torch
+unable to load under `ulimit -v` ("<source>: unexpected ImportError", blaming the checkpoint).
 Checked and already right (no test here): LANG=C / LC_ALL=C / PYTHONIOENCODING=ascii / PYTHONUTF8=0 with unicode
 tensor names and paths, NO_COLOR, FORCE_COLOR with --json piped, TERM=dumb, COLUMNS=20 / 400, `| head -1`, `>&-`,
 `2>&-`, stdin not a tty, HOME unset, TMPDIR unwritable, RLIMIT_FSIZE during convert / shard, `~` quoted, trailing
