@@ -76,11 +76,14 @@ def refuse_foreign_output(text: str) -> None:
             if scheme.group(1).lower() == "file" else ""
         raise UsageError(f"{text}: a URL, which would be written here as the folders {scheme.group(1)}:/...; outputs "
                          f"are written to local paths only{local}; nothing written")
+    if re.match(r"[A-Za-z]:[\\/]", text) and not exists(expand_user(text[:2])):
+        # `C:/models/m` too (Python on Windows takes it): a folder `C:` was made here. One that exists is the user's.
+        how = ("folders are separated by / (under WSL, C:\\ is /mnt/c/)" if text[2] == "\\" else
+               f"there are no drive letters here (under WSL, {text[:2]}/ is /mnt/{text[0].lower()}/)")
+        raise UsageError(f"{text}: a Windows path, which would be written here as a file or folder of that literal "
+                         f"name (nothing written): {how}")
     if "\\" in text:
         slashed = text.replace("\\", "/")
-        if re.match(r"[A-Za-z]:[\\/]", text):
-            raise UsageError(f"{text}: a Windows path, which would be written here as a file or folder of that literal "
-                             "name (nothing written): folders are separated by / (under WSL, C:\\ is /mnt/c/)")
         if "/" in slashed.rstrip("/") and expand_user(slashed.rstrip("/")).parent.is_dir():
             raise UsageError(f"{text}: \\ does not separate folders here, / does: did you mean {slashed}? (nothing "
                              "written)")

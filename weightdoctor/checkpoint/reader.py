@@ -1447,8 +1447,10 @@ def _missing_path_hint(text: str) -> str:
         slashed = text.replace("\\", "/")
         if expand_user(slashed).exists():
             return f"; did you mean {slashed}? (\\ does not separate folders here, / does)"
-        if re.match(r"[A-Za-z]:[\\/]", text):
-            return "; a Windows path: here folders are separated by / (under WSL, C:\\ is /mnt/c/)"
+    if re.match(r"[A-Za-z]:\\", text):
+        return "; a Windows path: here folders are separated by / (under WSL, C:\\ is /mnt/c/)"
+    if re.match(r"[A-Za-z]:/", text):  # as Python on Windows writes one
+        return f"; a Windows path: there are no drive letters here (under WSL, {text[:2]}/ is /mnt/{text[0].lower()}/)"
     hint = variable_hint(text) or unicode_form_hint(text)
     if hint:
         return hint
