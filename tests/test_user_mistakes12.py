@@ -130,12 +130,14 @@ def test_an_unexpanded_variable_or_windows_path_as_output_makes_nothing(tmp_path
         "/mnt/c/)",
         ("convert", "-o", r"out\m.safetensors"): r"out\m.safetensors: \ does not separate folders here, / does: did "
         "you mean out/m.safetensors? (nothing written)",
+        ("convert", "-o", "D:/models/m"): "D:/models/m: a Windows path, which would be written here as a file or "
+        "folder of that literal name (nothing written): there are no drive letters here (under WSL, D:/ is /mnt/d/)",
     }
     for (command, *args), message in cases.items():
         done = _run(command, folder, *args, cwd=work, env=env)
         assert done.returncode == 2, done.stderr
         assert _one_line(done.stderr) == f"error: {message}"
-    # Was: a folder named `$HOME`, a folder named `C:\models\m`, a file named `out\m.safetensors` in `work`.
+    # Was: a folder named `$HOME`, a folder named `C:\models\m`, a file named `out\m.safetensors`, a folder `D:`.
     assert sorted(p.name for p in work.iterdir()) == ["out"] and not any((work / "out").iterdir())
 
     # A folder that is literally named `$x` is the user's own: written into.
@@ -143,6 +145,14 @@ def test_an_unexpanded_variable_or_windows_path_as_output_makes_nothing(tmp_path
     done = _run("convert", folder / "model.safetensors", "-o", "$x/m.safetensors", cwd=work)
     assert done.returncode == 0, done.stderr
     assert (work / "$x" / "m.safetensors").is_file()
+
+
+def test_a_windows_path_with_forward_slashes_as_source(tmp_path: Path) -> None:
+    done = _run("inspect", "C:/models/m", cwd=tmp_path)
+    assert done.returncode == 2
+    # Was "no such file or directory" alone: the `\\` hint was given for `C:\\models` only.
+    assert _one_line(done.stderr) == ("error: C:/models/m: no such file or directory; a Windows path: there are no "
+                                      "drive letters here (under WSL, C:/ is /mnt/c/)")
 
 
 def test_a_name_in_another_unicode_form_is_suggested(tmp_path: Path) -> None:
