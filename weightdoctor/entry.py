@@ -18,6 +18,7 @@ def main() -> None:
     record_interrupts()
     _refuse_closed_streams()
     _tolerate_lone_surrogates()
+    _refuse_deleted_cwd()
     _bound_columns()
     # transformers' own log lines (a config's `bos_token_id` outside a tiny test vocabulary, deprecations)
     # are about its internals, not the checkpoint: weightdoctor says what matters itself. A user's own
@@ -119,6 +120,27 @@ def _refuse_closed_streams() -> None:
     if sys.stdout is None:
         sys.stderr.write("error: stdout is closed: the report has nowhere to go (redirect it, e.g. >/dev/null)\n")
         sys.stderr.flush()
+        os._exit(2)
+
+
+def _refuse_deleted_cwd() -> None:
+    """Run from a folder that was deleted (another shell's `rm -rf`, a checkout switched under it), every relative
+    path failed with "file not found: [Errno 2] No such file or directory", naming no file, and importing torch
+    killed the process ("Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so"). One line and exit 2 instead, as
+    git does, before anything is read; `--help` and `--version` still answer.
+    """
+    if any(arg in ("-h", "--help", "--version") for arg in sys.argv[1:]):
+        return
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        # The shell's $PWD names it, where it is the folder that is gone (not one left over from a parent shell).
+        shown = os.environ.get("PWD", "")
+        named = f"{shown}: " if shown.startswith("/") and not os.path.isdir(shown) else ""
+        with contextlib.suppress(OSError):  # stderr full or closed by its reader: the exit code still says it
+            sys.stderr.write(f"error: {named}the current folder no longer exists (it was deleted or moved): cd into "
+                             "an existing folder and run the command again; nothing was read or written\n")
+            sys.stderr.flush()
         os._exit(2)
 
 

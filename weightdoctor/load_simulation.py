@@ -259,8 +259,10 @@ def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None
             split_repo_subfolder,
             url_source_hint,
         )
-        from weightdoctor.checkpoint.reader import PICKLE_SUFFIXES
+        from weightdoctor.checkpoint.reader import PICKLE_SUFFIXES, dangling_link
 
+        if path_exists(path, link=True):
+            raise dangling_link(path, config)  # was looked up as a repo id, which suggested the link's own name
         revision = normalize_revision(revision)  # `--revision main/`, as open_checkpoint reads it for SOURCE
         inside = split_repo_subfolder(config.rstrip("/"))
         located = hub_location(config)  # `hf://org/name@v1`, a repo's page, `datasets/org/name`: as SOURCE takes them
@@ -285,7 +287,10 @@ def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None
         elif inside is not None:  # `org/pipe/text_encoder`, as SOURCE takes it
             path = resolve_repo_id(inside[0], revision, weights=False, subfolder=inside[1]) / inside[1]
         else:
-            raise SourceNotFound("no such file or directory", path=config)
+            from weightdoctor.checkpoint.reader import missing_path_message
+
+            # with SOURCE's hints: a Windows path, an unexpanded $HOME, a name in another Unicode form
+            raise SourceNotFound(missing_path_message(config), path=config)
     if path.is_dir():
         path = path / "config.json"
     if not path.is_file():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
@@ -53,6 +54,7 @@ def expand_output(path: str | os.PathLike[str]) -> Path:
                              "listed), nothing written; give the output's full path")
         raise UsageError(f"{text}: ~{user} names no user of this machine, so it cannot be expanded (nothing written); "
                          "give the output's full path")
+    refuse_foreign_output(text)
     return expanded
 
 
@@ -85,3 +87,129 @@ def shell_word(word: str, *, argument: bool = False) -> str:
         else:
             quoted.append("\\" + char if char in "\\'" else char)
     return "$'" + "".join(quoted) + "'"
+
+
+def refuse_foreign_output(text: str) -> None:
+    """Refuse an output path written for another shell or system, which would be made here under a literal name:
+    `-o 'C:\\models\\m'` (a file or folder named `C:\\models\\m` in the working directory), `-o 'out\\m.bin'`
+    beside a folder `out`, `-o '$HOME/m'` in single quotes (a folder named `$HOME`). A `$NAME` folder that exists
+    as such is the user's own and is written into.
+
+    Raises:
+        UsageError: naming the path, what it would have made, and the path meant where it is known.
+    """
+    from weightdoctor.errors import UsageError
+
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if scheme:
+        # `-o s3://bucket/model`, `-o hf://org/name`: made here as the folders `s3:/bucket/model` (pathlib folds `//`).
+        local = f": give the path itself: {shell_word(text[len('file://'):])}" \
+            if scheme.group(1).lower() == "file" else ""
+        raise UsageError(f"{text}: a URL, which would be written here as the folders {scheme.group(1)}:/...; outputs "
+                         f"are written to local paths only{local}; nothing written")
+    if re.match(r"[A-Za-z]:[\\/]", text) and not exists(expand_user(text[:2])):
+        # `C:/models/m` too (Python on Windows takes it): a folder `C:` was made here. One that exists is the user's.
+        how = ("folders are separated by / (under WSL, C:\\ is /mnt/c/)" if text[2] == "\\" else
+               f"there are no drive letters here (under WSL, {text[:2]}/ is /mnt/{text[0].lower()}/)")
+        raise UsageError(f"{text}: a Windows path, which would be written here as a file or folder of that literal "
+                         f"name (nothing written): {how}")
+    if "\\" in text:
+        slashed = text.replace("\\", "/")
+        if "/" in slashed.rstrip("/") and expand_user(slashed.rstrip("/")).parent.is_dir():
+            raise UsageError(f"{text}: \\ does not separate folders here, / does: did you mean {slashed}? (nothing "
+                             "written)")
+    variable = unexpanded_variable(text)
+    if variable is None:
+        return
+    # The path up to the part that holds the variable: a file or folder of that literal name there is the user's.
+    parts = text.split("/")
+    at = next(i for i, part in enumerate(parts) if unexpanded_variable(part))
+    literal = expand_user("/".join(parts[:at + 1]))
+    if exists(literal) or exists(literal, link=True):
+        return
+    expanded = os.path.expandvars(text)
+    meant = f": did you mean {expanded}?" if expanded != text else " (and it is not set here either)"
+    raise UsageError(f"{text}: {variable} was not expanded (the shell replaces it only outside single quotes), so a "
+                     f"file or folder named {parts[at]} would be made; nothing written{meant}")
+
+
+# `$HOME`, `${MODEL_DIR}`: a shell variable, as a shell writes one.
+_VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
+
+
+def unexpanded_variable(text: str) -> str | None:
+    """The shell variable `text` holds as typed (`'$HOME/m'` in single quotes, a path read from a file or a
+    config), which the shell would have replaced; None when it holds none.
+
+    Example:
+        >>> unexpanded_variable("$HOME/m"), unexpanded_variable("${MODEL}/x"), unexpanded_variable("a$1")
+        ('$HOME', '${MODEL}', None)
+    """
+    found = _VARIABLE.search(text)
+    return found.group(0) if found else None
+
+
+def variable_hint(text: str) -> str:
+    """For a path that does not exist because a shell variable in it was never expanded: the path meant where it
+    exists, else what happened; "" when `text` holds no variable.
+
+    Example:
+        >>> variable_hint("$NO_SUCH_VARIABLE_HERE/m").split(":")[0]
+        '; $NO_SUCH_VARIABLE_HERE was not expanded (it is not set here either)'
+    """
+    variable = unexpanded_variable(text)
+    if variable is None:
+        return ""
+    why = "the shell replaces it only outside single quotes"
+    expanded = os.path.expandvars(text)
+    if expanded == text:
+        return f"; {variable} was not expanded (it is not set here either): {why}"
+    if exists(expand_user(expanded)):
+        return f"; did you mean {expanded}? ({variable} was not expanded: {why})"
+    return f"; {variable} was not expanded: {why} (and {expanded} does not exist either)"
+
+
+def unicode_form_hint(text: str) -> str:
+    """For a path that does not exist as typed but does with its accented letters composed (NFC) or decomposed (NFD),
+    as a name copied from macOS or a web page may be written: that path; else "".
+
+    The two forms look the same on screen, and Linux file systems hold a name's bytes as written.
+    """
+    if text.isascii():
+        return ""
+    import unicodedata
+
+    for form in ("NFC", "NFD"):
+        other = unicodedata.normalize(form, text)
+        if other != text and exists(expand_user(other)):
+            return (f"; the same name exists with its accented letters written in Unicode form {form}, which looks "
+                    f"the same: did you mean {other!r}?")
+    return ""
+
+
+def too_long(text: str) -> str | None:
+    """Why the system cannot open `text` at all, whether or not it exists: a name past NAME_MAX (255 bytes on
+    Linux) or a path past PATH_MAX (4,096), for which it answers ENAMETOOLONG; None for a path of a length it takes.
+
+    A folder that exists deeper than PATH_MAX was said to be "no such file or directory".
+
+    Example:
+        >>> too_long("a" * 300)
+        'a name on the path is 300 bytes long, past the limit of 255 bytes a file name may have'
+    """
+    encoded = os.fsencode(text)
+    name_max, path_max = _limit("PC_NAME_MAX", 255), _limit("PC_PATH_MAX", 4096)
+    longest = max(len(part) for part in encoded.split(b"/"))
+    if longest > name_max:
+        return f"a name on the path is {longest:,} bytes long, past the limit of {name_max} bytes a file name may have"
+    if len(encoded) >= path_max:
+        return (f"the path is {len(encoded):,} bytes long, past the system's limit of {path_max - 1:,} (PATH_MAX): "
+                "cd into a folder on the way and give the rest of the path from there")
+    return None
+
+
+def _limit(name: str, default: int) -> int:
+    try:
+        return os.pathconf("/", name)
+    except (OSError, ValueError):
+        return default

@@ -2620,8 +2620,10 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
         repo, revision = located.repo_id, located.revision or revision
     # A missing `model.safetensors` is a mistyped file, as the other commands read it: not a repo id to look up
     # (which named the Hub cache and the network instead of the path).
-    if not path_exists(path) and looks_like_repo_id(repo) and not repo.endswith((".json", ".safetensors",
-                                                                            *PICKLE_SUFFIXES)):
+    # A link that leads nowhere (its target gone, or links that loop) is no repo id either: open_checkpoint says
+    # so, where the Hub lookup said "not a local path" and suggested the link's own name.
+    if not path_exists(path) and not path_exists(path, link=True) and looks_like_repo_id(repo) \
+            and not repo.endswith((".json", ".safetensors", *PICKLE_SUFFIXES)):
         try:
             folder = resolve_repo_id(repo, revision, weights=False)
         except SourceNotFound as exc:

@@ -74,6 +74,13 @@ def url_source_hint(text: str) -> str | None:
         if not rest.lower().startswith(tuple(f"{host}/" for host in _HUB_HOSTS)):
             return None
     scheme = scheme.lower()
+    if scheme == "file":
+        # Copied from a browser's address bar or a file manager: the path is right there, nothing to download.
+        from weightdoctor.paths import shell_word
+
+        local = unquote(urlsplit(text).path)
+        return f"a file:// URL, not a path: give the path itself: {shell_word(local)}" if local else \
+            "a file:// URL without a path"
     if scheme == "hf":
         # huggingface_hub's HfFileSystem form: hf://[datasets/|spaces/]org/name[@revision][/path]
         parts = [unquote(part) for part in rest.split("/") if part]

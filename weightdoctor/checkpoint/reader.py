@@ -54,7 +54,7 @@ from weightdoctor.errors import (
 )
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.paths import exists as path_exists
-from weightdoctor.paths import expand_user, shell_word
+from weightdoctor.paths import expand_user, shell_word, too_long, unicode_form_hint, variable_hint
 from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
@@ -1500,8 +1500,13 @@ def _missing_path_hint(text: str) -> str:
         slashed = text.replace("\\", "/")
         if expand_user(slashed).exists():
             return f"; did you mean {slashed}? (\\ does not separate folders here, / does)"
-        if re.match(r"[A-Za-z]:[\\/]", text):
-            return "; a Windows path: here folders are separated by / (under WSL, C:\\ is /mnt/c/)"
+    if re.match(r"[A-Za-z]:\\", text):
+        return "; a Windows path: here folders are separated by / (under WSL, C:\\ is /mnt/c/)"
+    if re.match(r"[A-Za-z]:/", text):  # as Python on Windows writes one
+        return f"; a Windows path: there are no drive letters here (under WSL, {text[:2]}/ is /mnt/{text[0].lower()}/)"
+    hint = variable_hint(text) or unicode_form_hint(text)
+    if hint:
+        return hint
     close = close_local_paths(text)
     return f"; did you mean {' or '.join(close)}?" if close else ""
 
@@ -2086,6 +2091,22 @@ def _one_shard_of_several(path: Path) -> list[str]:
             + whole]
 
 
+def dangling_link(path: Path, text: str) -> SourceNotFound:
+    """The error for a path that is a symbolic link leading nowhere, which is no repo id to look up either. In a Hub
+    cache's snapshot, a file whose blob is gone: a damaged cache entry, and the download that mends it."""
+    if (broken := broken_cache_entry(path)) is not None:
+        return SourceNotFound(broken, text)
+    return SourceNotFound(f"a symbolic link to {os.readlink(path)} that does not resolve (missing target, or a loop "
+                          "of links)", text)
+
+
+def missing_path_message(text: str) -> str:
+    """Why the local path `text` (no repo id, no address) cannot be read: too long for the system to open, or
+    "no such file or directory" with what was most likely meant."""
+    length = too_long(os.fspath(expand_user(text)))
+    return f"cannot be opened: {length}" if length else f"no such file or directory{_missing_path_hint(text)}"
+
+
 def _open_checkpoint(
     source: str | os.PathLike[str],
     *,
@@ -2103,12 +2124,8 @@ def _open_checkpoint(
     path = expand_user(text)
     repo_id = None
     if not path_exists(path) and path_exists(path, link=True):
-        # Not a repo id to look up: a link that leads nowhere (its target is gone, or links loop). In a Hub cache's
-        # snapshot, a file whose blob is gone: a damaged cache entry, and the download that mends it.
-        if (broken := broken_cache_entry(path)) is not None:
-            raise SourceNotFound(broken, text)
-        raise SourceNotFound(f"a symbolic link to {os.readlink(path)} that does not resolve (missing target, or "
-                             "a loop of links)", text)
+        # Not a repo id to look up: a link that leads nowhere (its target is gone, or links loop).
+        raise dangling_link(path, text)
     located = hub_location(text) if not path_exists(path) else None
     given = text  # the source as typed (`hf://org/name@v1`), which `source` keeps once it is read as `org/name`
     if located is not None:
@@ -2198,7 +2215,8 @@ def _open_checkpoint(
             if not path.is_dir():
                 raise SourceNotFound(f"{repo_id} has no folder {subfolder} (its snapshot is {snapshot})", text)
         else:
-            raise SourceNotFound(f"no such file or directory{_missing_path_hint(text)}", path=text)
+            # A folder nested past PATH_MAX may well exist: said so, not "no such file or directory".
+            raise SourceNotFound(missing_path_message(text), path=text)
 
     # A file of a Hub repo named by its address (`hf://org/m/config.json`): what fails in it is said of the address
     # typed and of its folder's address, not of the repo id alone and the snapshot's path deep in the cache.

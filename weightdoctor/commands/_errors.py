@@ -90,6 +90,13 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
         return exc.exit_code
     prefix = next((text for kind, text in FOREIGN_ERRORS if isinstance(exc, kind)), None)
     detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+    if prefix is None and isinstance(exc, ImportError):
+        # Not the checkpoint's fault, so not said of it: a library that is missing or broken, or that cannot be
+        # mapped into memory under a limit (`ulimit -v` on a shared machine: "failed to map segment").
+        memory = any(text in detail for text in ("failed to map segment", "annot allocate memory"))
+        _console().error(f"cannot import {_library(exc) or exc.name or 'a library weightdoctor needs'}: {detail}"
+                         + (" (a memory limit, such as ulimit -v, leaves too little to load it)" if memory else ""))
+        return 2
     if prefix is None:
         where = getattr(exc, "weightdoctor_source", where)  # set by the reader: the source that failed
         reading = f"{where}: " if where else ""
@@ -102,6 +109,18 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
             prefix = f"{where}: {prefix}" if where else prefix
         _console().error(f"{prefix}: {detail}")
     return 2
+
+
+def _library(exc: BaseException) -> str | None:
+    """The installed package an import failed in (`torch`, where the ImportError names only `_C`): the first frame
+    of the traceback under site-packages."""
+    traceback = exc.__traceback__
+    while traceback is not None:
+        parts = traceback.tb_frame.f_code.co_filename.replace(os.sep, "/").split("/site-packages/", 1)
+        if len(parts) == 2:
+            return parts[1].split("/", 1)[0].removesuffix(".py")
+        traceback = traceback.tb_next
+    return None
 
 
 def _source(kwargs: dict[str, Any]) -> str | None:

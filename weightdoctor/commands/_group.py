@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -261,7 +262,9 @@ class OneLineErrorsGroup(TyperGroup):
             rich_utils.rich_format_error(exc)  # the help text, as Typer shows it
             sys.exit(exc.exit_code)
         except click_exceptions.UsageError as exc:
-            typer.echo(usage_line(exc, self._subcommand_path), err=True)
+            # stderr on a full disk or closed by its reader: the line is lost, the exit code is not (it was 1).
+            with contextlib.suppress(OSError):
+                typer.echo(usage_line(exc, self._subcommand_path), err=True)
             sys.exit(2)
         except click_exceptions.ClickException as exc:
             exc.show()

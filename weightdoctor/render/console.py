@@ -18,6 +18,28 @@ class _Console(Console):
         self.quiet = True
         raise BrokenPipeError
 
+    def _write_buffer(self) -> None:
+        try:
+            super()._write_buffer()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            # stdout on a full disk or `> /dev/full`: said of stdout, not as an unnamed "cannot read or write".
+            from weightdoctor.writers.atomic import report_error
+
+            raise report_error(exc) from exc
+
+
+class _ErrorConsole(Console):
+    def _write_buffer(self) -> None:
+        try:
+            super()._write_buffer()
+        except OSError:
+            # stderr on a full disk (`2>>log`, `2>/dev/full`) or its reader gone: the warning or error line is lost,
+            # never the report on stdout or the exit code. Raised, it ended the run with exit 1 (read as findings),
+            # a --json report unwritten and an error's exit 2 lost; Rich's own broken-pipe handling exited 1 too.
+            del self._buffer[:]
+
 
 # Below this many columns Rich drops a report's text (COLUMNS=0 printed nothing at all and exited 0, COLUMNS=1 only
 # the panel corners): the report is laid out this wide instead, and the terminal wraps its lines.
@@ -28,7 +50,7 @@ MAX_WIDTH = 1000
 
 # emoji=False: a tensor name, a folder name or a server's reply quoted as it reads (`x:smile:y` printed `x😄y`).
 stdout = _Console(highlight=False, soft_wrap=False, emoji=False)
-stderr = Console(stderr=True, highlight=False, emoji=False)
+stderr = _ErrorConsole(stderr=True, highlight=False, emoji=False)
 for _console in (stdout, stderr):
     if not MIN_WIDTH <= _console.width <= MAX_WIDTH:
         _console.width = min(max(_console.width, MIN_WIDTH), MAX_WIDTH)

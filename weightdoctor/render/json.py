@@ -315,9 +315,16 @@ def dumps_reference(value: Any) -> str:
 
 def write_json_text(text: str) -> None:
     """Write JSON text and a newline to stdout, escaped where stdout's encoding cannot hold a character."""
-    sys.stdout.write(for_encoding(text, getattr(sys.stdout, "encoding", None)))
-    sys.stdout.write("\n")  # not `text + "\n"`: a copy of megabytes for a large report
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(for_encoding(text, getattr(sys.stdout, "encoding", None)))
+        sys.stdout.write("\n")  # not `text + "\n"`: a copy of megabytes for a large report
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise  # the reader went away: exit 141, quietly (`weightdoctor.entry`)
+    except OSError as exc:
+        from weightdoctor.writers.atomic import report_error
+
+        raise report_error(exc) from exc
 
 
 def print_json(value: Any) -> None:

@@ -161,26 +161,57 @@ def remove_path(path: Path) -> None:
         pass
 
 
+_WRITE_REASONS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EFBIG: "file too large (disk quota or file-size limit reached)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOENT: "the output folder does not exist",
+    errno.ENOTDIR: "a part of the output's path is a file, not a folder",
+    errno.ENAMETOOLONG: "a name on the output's path is too long (255 bytes at most)",
+}
+
+
 def output_error(exc: OSError, path: Path) -> OutputError:
     """An OSError met while writing, as one line that says what happened (disk full, read-only, ...)."""
-    reasons = {
-        errno.ENOSPC: "no space left on the device",
-        errno.EFBIG: "file too large (disk quota or file-size limit reached)",
-        errno.EDQUOT: "disk quota exceeded",
-        errno.EACCES: "permission denied",
-        errno.EPERM: "operation not permitted",
-        errno.EROFS: "read-only file system",
-        errno.ENOENT: "the output folder does not exist",
-        errno.ENOTDIR: "a part of the output's path is a file, not a folder",
-        errno.ENAMETOOLONG: "a name on the output's path is too long (255 bytes at most)",
-    }
-    reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
+    reason = _WRITE_REASONS.get(exc.errno or 0, exc.strerror or str(exc))
+    if exc.errno == errno.ENAMETOOLONG:
+        from weightdoctor.paths import too_long
+
+        # A path past PATH_MAX whose every name is short was said to hold a name "too long (255 bytes at most)".
+        reason = too_long(os.path.abspath(path)) or reason
     if exc.errno == errno.ENOENT and str(path.parent) not in ("", ".") and not path.parent.exists():
         # `-o newdir/` for one file: the folder is not made (as `cp` does not make it); say which, and how.
-        import shlex
+        from weightdoctor.paths import shell_word
 
-        reason = f"the output folder does not exist (create it first: mkdir -p {shlex.quote(str(path.parent))})"
+        make = shell_word(str(path.parent), argument=True)
+        reason = f"the output folder does not exist (create it first: mkdir -p {make})"
+    if exc.errno in (errno.EPERM, errno.EACCES):
+        reason += _unwritable_folder(path)
     return OutputError(f"cannot write the output: {reason}; nothing was left behind", path=str(path))
+
+
+def _unwritable_folder(path: Path) -> str:
+    """`: the folder /x is immutable (chattr +i)` (or not writable) for the folder a new output would be made in:
+    "operation not permitted" alone did not say which folder (the working directory, for `-o out`) or why."""
+    folder = Path(os.path.abspath(path)).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # `-o a/b/out`: the first folder that exists is the one the rest is made in
+    words = _flag_words(folder)
+    if words is None and os.geteuid() != 0 and not os.access(folder, os.W_OK | os.X_OK):
+        words = "not writable"
+    return f": the folder {folder} is {words}" if words else ""
+
+
+def report_error(exc: OSError) -> OutputError:
+    """An OSError met while writing the report to stdout (`> /dev/full`, a full disk, `ulimit -f`), as one line
+    that names stdout, and the outputs already committed whole: it said "cannot read or write: [Errno 28] No space
+    left on device", which named no file, and after convert or shard read as if their output had failed too."""
+    reason = _WRITE_REASONS.get(exc.errno or 0, exc.strerror or str(exc))
+    done = f"; {', '.join(map(str, COMMITTED))} was written whole" if COMMITTED else ""
+    return OutputError(f"cannot write the report: {reason}{done}", path="stdout")
 
 
 # Linux inode flags (FS_IOC_GETFLAGS): an immutable or append-only file or folder cannot be renamed or deleted, even
@@ -415,7 +446,14 @@ class StagingDir:
     """
 
     def __init__(self, dest: Path, *, replace: bool = False, drop_old: object = None) -> None:
-        self.dest = dest = named(dest)
+        dest = named(dest)
+        with contextlib.suppress(OSError):
+            if dest.is_symlink() and dest.is_dir():
+                # `-o ~/llama` where ~/llama links to a folder on a larger disk: the new save goes into that folder,
+                # as `cp -r` writes into it. Swapped for the link, it landed on the link's disk (the earlier files
+                # copied over, across devices), the link was gone and the target kept the old weights.
+                dest = Path(os.path.realpath(dest))
+        self.dest = dest
         self.replace = replace
         self.drop_old = drop_old
         self.path = _sibling(dest, STAGE_MARK)
