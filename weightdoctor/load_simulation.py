@@ -489,8 +489,7 @@ _FROM_PRETRAINED_FILES = ("model.safetensors", "model.safetensors.index.json", "
 def _state_dict_command(checkpoint: Checkpoint) -> str:
     """The `convert` that writes a training checkpoint's state dict where from_pretrained reads it: a folder A (or
     a repo id) converts to a folder (config copied, weights in model.safetensors), a file to model.safetensors."""
-    import shlex
-
+    from weightdoctor.paths import shell_word
     from weightdoctor.rewrite import default_output_name
 
     if checkpoint.path.is_dir():
@@ -501,15 +500,16 @@ def _state_dict_command(checkpoint: Checkpoint) -> str:
             # `.` or `..`: beside that folder, by its name (not a hidden `.-state-dict` inside the source)
             source = os.path.join(source, os.pardir, checkpoint.path.resolve().name)
         target = os.path.normpath(source) + "-state-dict"
-        command = f"weightdoctor convert {shlex.quote(checkpoint.source)} -o {shlex.quote(target)}"
+        quoted_source, quoted_target = shell_word(checkpoint.source, argument=True), shell_word(target, argument=True)
+        command = f"weightdoctor convert {quoted_source} -o {quoted_target}"
         weights = [f.relpath for f in checkpoint.files if f.role == "weights"]
         # convert keeps a file's stem (`checkpoint.pt` -> `checkpoint.safetensors`): from_pretrained reads no such name
         written = default_output_name(weights[0], "safetensors") if len(weights) == 1 else "model.safetensors"
         if written != "model.safetensors":
-            command += (f" && mv {shlex.quote(f'{target}/{written}')} "
-                        f"{shlex.quote(f'{target}/model.safetensors')}")
+            command += (f" && mv {shell_word(f'{target}/{written}', argument=True)} "
+                        f"{shell_word(f'{target}/model.safetensors', argument=True)}")
         return f"{command}, a folder from_pretrained reads"
-    return f"weightdoctor convert {shlex.quote(checkpoint.source)} -o model.safetensors"
+    return f"weightdoctor convert {shell_word(checkpoint.source, argument=True)} -o model.safetensors"
 
 
 def file_from_pretrained_skips(checkpoint: Checkpoint) -> str | None:

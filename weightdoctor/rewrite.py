@@ -648,9 +648,9 @@ def pickles_copied_note(files: list[SideFile], fmt: str, folder: Path | None) ->
     how = "convert each on its own"
     first = Path(pickles[0]).parent
     if folder is not None and first != Path("."):
-        import shlex
+        from weightdoctor.paths import shell_word
 
-        how += f": weightdoctor convert {shlex.quote(str(folder / first))} -o ..."
+        how += f": weightdoctor convert {shell_word(str(folder / first), argument=True)} -o ..."
     return f"copied as they are, still PyTorch pickles: {listed} ({how})"
 
 
@@ -891,11 +891,11 @@ def _overflow_error(problems: list[CastProblem], checkpoint: Checkpoint) -> Cast
         names += f"; and {len(problems) - 5} more"
     # Keeping in float32 saves only what float32 holds: not offered when float32 is what lost the values.
     keep = "keep them with --keep-fp32 REGEX, " if any(t != "float32" for t in targets) else ""
-    import shlex
+    from weightdoctor.paths import shell_word
 
     # Quoted and with the --revision read, as pasted: `check-dtype my model` read a folder 'my' and failed.
-    check = f"weightdoctor check-dtype {shlex.quote(checkpoint.source)} --target {short}" + (
-        f" --revision {shlex.quote(checkpoint.revision)}" if checkpoint.revision else "")
+    check = f"weightdoctor check-dtype {shell_word(checkpoint.source, argument=True)} --target {short}" + (
+        f" --revision {shell_word(checkpoint.revision)}" if checkpoint.revision else "")
     return CastOverflow(
         f"casting to {target} would lose values in {len(problems)} tensor(s): {names}. Nothing was written. "
         f"See `{check}`, {keep}or pass --allow-overflow",

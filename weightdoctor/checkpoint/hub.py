@@ -171,9 +171,9 @@ def normalize_revision(revision: str | None) -> str | None:
 
 def download_command(repo_id: str, revision: str | None = None) -> str:
     """The command that downloads `repo_id` into the Hub cache (`hf`; `huggingface-cli` is gone since 1.0)."""
-    import shlex
+    from weightdoctor.paths import shell_word
 
-    return f"hf download {shlex.quote(repo_id)}" + (f" --revision {shlex.quote(revision)}" if revision else "")
+    return f"hf download {shell_word(repo_id)}" + (f" --revision {shell_word(revision)}" if revision else "")
 
 
 def _offline_variable() -> str | None:
@@ -1003,7 +1003,7 @@ says why it cannot now.
         >>> broken_cache_entry(Path("hub/models--org--m/snapshots/" + "a" * 40 + "/config.json")) is None  # no link
         True
     """
-    import shlex
+    from weightdoctor.paths import shell_word
 
     commit = snapshot_commit(pointer)
     if commit is None or not pointer.is_symlink() or pointer.exists():
@@ -1014,7 +1014,7 @@ says why it cannot now.
     storage, inside = Path(*parts[:at - 1]), "/".join(parts[at + 1:])
     kind, _, name = storage.name.partition("--")
     repo_id = name.replace("--", "/")
-    command = f"hf download {shlex.quote(repo_id)} {shlex.quote(inside)}" + (
+    command = f"hf download {shell_word(repo_id)} {shell_word(inside)}" + (
         f" --repo-type {kind[:-1]}" if kind != "models" else "") + f" --revision {commit} --force-download"
     return (f"the Hub cache entry of {inside} (repo {repo_id}, commit {commit[:10]}) is broken: it links to "
             f"{os.readlink(pointer)}, a blob that is missing (deleted, or the cache damaged)"

@@ -7,7 +7,6 @@ import itertools
 import os
 import posixpath
 import re
-import shlex
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -2161,8 +2160,8 @@ def _open_checkpoint(
                 if inside in exc.message:  # says what is missing (and how to fetch it, or the Hub's reply)
                     raise SourceNotFound(exc.message, path=given) from exc
                 fetch = download_command(located.repo_id, revision).replace(
-                    f"hf download {shlex.quote(located.repo_id)}",
-                    f"hf download {shlex.quote(located.repo_id)} {shlex.quote(inside)}", 1)
+                    f"hf download {shell_word(located.repo_id)}",
+                    f"hf download {shell_word(located.repo_id)} {shell_word(inside)}", 1)
                 raise said_of_address(SourceNotFound(f"{exc.message}: `{fetch}` fetches it"), given,
                                        f"file {inside!r} of ") from exc
         else:

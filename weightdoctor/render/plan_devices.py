@@ -42,9 +42,10 @@ def write_device_map(device_map: dict[str, int | str], path: str | os.PathLike[s
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
-        import shlex
+        from weightdoctor.paths import shell_word
 
-        how = f" (create it first: mkdir -p {shlex.quote(str(folder))})" if not folder.exists() else ""
+        make = shell_word(str(folder), argument=True)
+        how = f" (create it first: mkdir -p {make})" if not folder.exists() else ""
         raise OutputError(f"the output folder does not exist{how}", path=str(target))
     refuse_special(target)  # a device, FIFO or folder is never replaced, --force or not: said first
     replace = force or is_device_map_file(target)
