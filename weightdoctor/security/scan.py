@@ -56,6 +56,10 @@ MAX_CARVED_CANDIDATES = 10_000
 # candidate walk far (thousands of PROTO bytes before a long run of valid opcodes) would otherwise
 # cost candidates x length.
 MAX_CARVED_BYTES = 16 << 20  # about 7 s of walking on this machine
+# A legacy torch file or plain pickle up to this size is scanned from memory: pickletools reads one opcode at a
+# time, and an in-memory stream serves those reads about twice as fast as a file (a legacy file of 100,000 tensors:
+# 3.6 s of scan, 1.3 s of it the file's reads). Larger files keep the file reader, so a scan's memory stays bounded.
+MAX_IN_MEMORY_SCAN = 64 << 20
 
 VERDICTS = ("safe", "suspicious", "dangerous")
 
@@ -470,6 +474,10 @@ def scan_file(path: str | os.PathLike[str], label: str | None = None) -> ScanRep
         elif _is_tar(handle):
             container = "pytorch-tar"
             _scan_tar(handle, size, collector)
+        elif size <= MAX_IN_MEMORY_SCAN:
+            # The same bytes the file reader would see (a file cut short since its stat ends early either way).
+            handle.seek(0)
+            container = _scan_pickle_file(io.BytesIO(handle.read(size)), size, collector)
         else:
             container = _scan_pickle_file(handle, size, collector)
     return ScanReport(format="pickle", container=container, files=[label or path.name], pickles=collector.pickles,
