@@ -415,7 +415,9 @@ def identify(path: Path, prefix: bytes) -> str | None:
     for magic, kind in _MAGICS:
         if prefix.startswith(magic) and not _torch_legacy_pickle(path):
             return kind
-    coreml = _coreml_kind(path)
+    # A zip is no file of a Core ML package (Manifest.json, a protobuf, raw weight blobs): a torch.save archive kept
+    # in a folder named like one (`run.mlpackage/best.pt`) was refused by the folder's name.
+    coreml = _coreml_kind(path) if not prefix.startswith(b"PK\x03\x04") else None
     if coreml is not None:
         return coreml
     orbax = orbax_item(path)

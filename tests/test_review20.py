@@ -1,0 +1,52 @@
+"""Review of review19, fixlist15, thirdparty10, fixlist14 and formats10: answers that were false.
+
+Covers: a torch.save archive kept in a folder named like a Core ML package (`run.mlpackage/best.pt`) refused as
+"a file of a Core ML package" by the folder's name alone; convert calling a Wav2Vec2ProcessorWithLM's KenLM
+`language_model/5gram.bin` (no pickle) "still PyTorch pickles" and "not cast, convert them on their own".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from tests.helpers import run_json
+
+# The first bytes of a KenLM binary language model (what pyctcdecode's language_model/5gram.bin holds).
+_KENLM_HEAD = b"mmap lm http://kheafield.com/code format version 5\n\x00\x00\x00\x00"
+
+
+def test_a_pytorch_file_in_a_folder_named_like_a_core_ml_package_is_read(tmp_path: Path) -> None:
+    """The folder's name says Core ML; the file is a torch.save zip, which no Core ML package holds."""
+    folder = tmp_path / "run.mlpackage"
+    folder.mkdir()
+    torch.manual_seed(0)
+    torch.save({"fc.weight": torch.randn(2, 3)}, folder / "best.pt")
+    code, report = run_json("inspect", str(folder / "best.pt"))
+    assert code == 0, report
+    assert report["format"] == "pytorch-zip" and report["num_tensors"] == 1
+
+
+def test_convert_does_not_call_a_kenlm_binary_a_pytorch_pickle(tmp_path: Path) -> None:
+    """Wav2Vec2ProcessorWithLM keeps language_model/5gram.bin (KenLM) beside the model: copied, it is no pickle and
+    no weights to convert on their own; a real pickle in a module folder is still named."""
+    model = tmp_path / "w2v"
+    (model / "language_model").mkdir(parents=True)
+    (model / "2_Dense").mkdir()
+    torch.manual_seed(0)
+    save_file({"lm_head.weight": torch.randn(4, 4)}, model / "model.safetensors")
+    (model / "config.json").write_text(json.dumps({"model_type": "wav2vec2"}))
+    (model / "language_model" / "5gram.bin").write_bytes(_KENLM_HEAD + b"\x01" * 200)
+    (model / "language_model" / "attrs.json").write_text("{}")
+    torch.save({"linear.weight": torch.randn(2, 2)}, model / "2_Dense" / "pytorch_model.bin")
+    code, report = run_json("convert", str(model), "-o", str(tmp_path / "out"), "--dtype", "fp16")
+    assert code == 0, report
+    warnings = "\n".join(report["warnings"])
+    assert "language_model/5gram.bin" not in warnings, warnings
+    assert "still PyTorch pickles: 2_Dense/pytorch_model.bin" in warnings, warnings
+    assert "not cast to float16: 2_Dense/pytorch_model.bin" in warnings, warnings
+    # Copied all the same: the processor needs it.
+    assert (tmp_path / "out" / "language_model" / "5gram.bin").read_bytes().startswith(_KENLM_HEAD)
