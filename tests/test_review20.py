@@ -50,3 +50,25 @@ def test_convert_does_not_call_a_kenlm_binary_a_pytorch_pickle(tmp_path: Path) -
     assert "not cast to float16: 2_Dense/pytorch_model.bin" in warnings, warnings
     # Copied all the same: the processor needs it.
     assert (tmp_path / "out" / "language_model" / "5gram.bin").read_bytes().startswith(_KENLM_HEAD)
+
+
+def test_convert_copies_an_npz_of_arrays_that_are_no_weights(tmp_path: Path) -> None:
+    """mel_filters.npz (mel_80) and ESPnet's feats_stats.npz (count, sum, sum_square) are files the model's code
+    loads, not weights in another format: copied. An npz of module-path names (MLX's weights.npz) is left out."""
+    import numpy as np
+
+    model = tmp_path / "m"
+    model.mkdir()
+    torch.manual_seed(0)
+    save_file({"proj.weight": torch.randn(4, 4)}, model / "model.safetensors")
+    (model / "config.json").write_text(json.dumps({"model_type": "whisper"}))
+    np.savez(model / "mel_filters.npz", mel_80=np.ones((80, 201), dtype=np.float32))
+    np.savez(model / "feats_stats.npz", count=np.array(3), sum=np.zeros(4), sum_square=np.zeros(4))
+    np.savez(model / "weights.npz", **{"proj.weight": np.ones((4, 4), dtype=np.float32)})
+    code, report = run_json("convert", str(model), "-o", str(tmp_path / "out"))
+    assert code == 0, report
+    warnings = "\n".join(report["warnings"])
+    assert (tmp_path / "out" / "mel_filters.npz").is_file() and (tmp_path / "out" / "feats_stats.npz").is_file()
+    assert "mel_filters.npz (weights" not in warnings and "feats_stats.npz (weights" not in warnings, warnings
+    assert not (tmp_path / "out" / "weights.npz").exists()
+    assert "weights.npz (weights in another file or format, not converted)" in warnings, warnings
