@@ -2,7 +2,9 @@
 
 Covers: a torch.save archive kept in a folder named like a Core ML package (`run.mlpackage/best.pt`) refused as
 "a file of a Core ML package" by the folder's name alone; convert calling a Wav2Vec2ProcessorWithLM's KenLM
-`language_model/5gram.bin` (no pickle) "still PyTorch pickles" and "not cast, convert them on their own".
+`language_model/5gram.bin` (no pickle) "still PyTorch pickles" and "not cast, convert them on their own"; convert
+leaving out an .npz of arrays that are no weights (mel_filters.npz); a scripted `class Module(nn.Module)` with its
+forward said to be "named tensors and no code" (rust-bert's OutputArchive), its one class being `__torch__.Module`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import run_json
+from tests.helpers import run_cli, run_json
 
 # The first bytes of a KenLM binary language model (what pyctcdecode's language_model/5gram.bin holds).
 _KENLM_HEAD = b"mmap lm http://kheafield.com/code format version 5\n\x00\x00\x00\x00"
@@ -72,3 +74,28 @@ def test_convert_copies_an_npz_of_arrays_that_are_no_weights(tmp_path: Path) -> 
     assert "mel_filters.npz (weights" not in warnings and "feats_stats.npz (weights" not in warnings, warnings
     assert not (tmp_path / "out" / "weights.npz").exists()
     assert "weights.npz (weights in another file or format, not converted)" in warnings, warnings
+
+
+class Module(torch.nn.Module):
+    """A script's own model class named Module: scripted from __main__, its class is `__torch__.Module`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(2, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.w
+
+
+Module.__module__ = "__main__"  # TorchScript names a class by its module: a script's own is __torch__.<name>
+
+
+def test_a_scripted_module_named_module_is_said_as_code_not_as_tensors_alone(tmp_path: Path) -> None:
+    scripted = torch.jit.script(Module())
+    assert scripted._c._type().qualified_name() == "__torch__.Module"  # as a script's own class is named
+    torch.jit.save(scripted, str(tmp_path / "model.pt"))
+    result = run_cli("inspect", str(tmp_path / "model.pt"))
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 2, said
+    assert "named tensors and no code" not in said, said
+    assert "compiled TorchScript code" in said, said
