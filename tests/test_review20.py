@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -99,3 +100,33 @@ def test_a_scripted_module_named_module_is_said_as_code_not_as_tensors_alone(tmp
     assert result.exit_code == 2, said
     assert "named tensors and no code" not in said, said
     assert "compiled TorchScript code" in said, said
+
+
+# Counted one-character repeats costed as `.*` (fixlist15) only where nothing multiplies their counts and a literal
+# after each lets sre skip the places it cannot match: each of these took 2 s or more over one 10,000-letter name
+# (measured: `.{0,60}.{0,60}.{0,60}x` 2 s, `(?:ab){1,43}\w{0,50}.?.{3,56}$` 4 s, the (?i) one over 6 s) and ran.
+@pytest.mark.parametrize("pattern", [r".{0,60}.{0,60}.{0,60}x", r"(?:ab){1,43}\w{0,50}.?.{3,56}$",
+                                     r"(?i)\w{3,52}.{1,47}[ab]{1,20}\w_never$", r"[ab]{1,18}.{1,11}[ab]{0,45}$"])
+def test_counted_repeats_that_multiply_are_refused(tmp_path: Path, pattern: str) -> None:
+    save_file({"model.layers.0.self_attn.q_proj.weight": torch.zeros(2)}, tmp_path / "m.safetensors")
+    result = run_cli("inspect", str(tmp_path / "m.safetensors"), "--filter", pattern)
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 2, said
+    assert f"--filter {pattern!r}: its optional parts, alternatives and counted repeats can be tried" in said, said
+
+
+@pytest.mark.parametrize("pattern", [r".{0,20}layers.{0,20}attn.{0,20}proj", r"\w{2,9}\.\d{1,3}\.self_attn",
+                                     r"^.{0,30}layers\.\d{1,3}\..{0,40}proj"])
+def test_counted_repeats_before_a_literal_still_run(tmp_path: Path, pattern: str) -> None:
+    import re
+    import time
+
+    names = ["model.layers.0.self_attn.q_proj.weight", "lm_head.weight"]
+    save_file({name: torch.zeros(2) for name in names}, tmp_path / "m.safetensors")
+    code, data = run_json("inspect", str(tmp_path / "m.safetensors"), "--filter", pattern, "--all")
+    assert code == 0 and [t["name"] for t in data["tensors"]] == [n for n in names if re.search(pattern, n)], data
+    compiled = re.compile(pattern)
+    started = time.monotonic()
+    for name in ("layers." * 1400, "a" * 10_000, "attn" * 2500 + "!"):
+        compiled.search(name)
+    assert time.monotonic() - started < 1.0
