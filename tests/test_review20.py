@@ -75,6 +75,11 @@ def test_convert_copies_an_npz_of_arrays_that_are_no_weights(tmp_path: Path) -> 
     assert "mel_filters.npz (weights" not in warnings and "feats_stats.npz (weights" not in warnings, warnings
     assert not (tmp_path / "out" / "weights.npz").exists()
     assert "weights.npz (weights in another file or format, not converted)" in warnings, warnings
+    # The folder's listing of other formats names weights.npz alone, as convert leaves it alone out.
+    code, report = run_json("inspect", str(model))
+    listing = "\n".join(report["warnings"])
+    assert code == 0 and "weights.npz (NumPy / MLX)" in listing, listing
+    assert "mel_filters.npz" not in listing and "feats_stats.npz" not in listing, listing
 
 
 class Module(torch.nn.Module):

@@ -689,24 +689,6 @@ def _holds_tensors(path: Path) -> bool:
     return looks_like_safetensors(prefix) or _pickle_file(path)
 
 
-def _arrays_not_weights(path: Path) -> bool:
-    """Whether an `.npz` holds arrays that are no model's weights: none of its arrays is named by a module path
-    (`mel_80`, ESPnet's `count` / `sum` / `sum_square` of feats_stats.npz), where MLX's and numpy exports of a state
-    dict name each `encoder.conv1.weight`. Such a file (mel filters, normalisation statistics) is one the model's
-    code loads: it was left out of convert's output as 'weights in another format'. False for any other file, or
-    an archive that cannot be listed (left out, as weights)."""
-    if not path.name.lower().endswith(".npz"):
-        return False
-    from weightdoctor.security.archive import zipfile_names
-
-    try:
-        names = zipfile_names(path)
-    except Exception:  # noqa: BLE001 - zipfile raises many types (BadZipFile, ValueError, EOFError, ...)
-        return False
-    arrays = [name.removesuffix(".npy") for name in names]
-    return bool(arrays) and not any("." in name for name in arrays)
-
-
 def side_files(
     folder: Path | None, converted: list[Path] | None = None, output: Path | None = None,
 ) -> tuple[list[SideFile], list[str]]:
@@ -808,7 +790,7 @@ def side_files(
                             "model, not a checkpoint to resume from)")
             continue
         if name.endswith(WEIGHT_SUFFIXES) or name.endswith(".index.json") or (
-                foreign.is_foreign_weight_name(name) and not _arrays_not_weights(item)):
+                foreign.is_foreign_weight_name(name) and not foreign.arrays_not_weights(item)):
             # rust_model.ot, weights.npz, model.onnx_data (whose model.onnx is left out) too: stale once cast.
             left_out.append(f"{name} (weights in another file or format, not converted)")
             continue
