@@ -590,7 +590,8 @@ def with_config_dtype(
     out: list[SideFile] = []
     note = None
     # Weights of other modules (a sentence-transformers `2_Dense/model.safetensors`) are copied, not cast.
-    uncast = [side.relpath for side in files if side.relpath.lower().endswith(WEIGHT_SUFFIXES)]
+    uncast = [side.relpath for side in files if side.relpath.lower().endswith(WEIGHT_SUFFIXES)
+              and _holds_tensors(side.path)]
     for side in files:
         if side.relpath != "config.json":
             out.append(side)
@@ -641,7 +642,7 @@ def pickles_copied_note(files: list[SideFile], fmt: str, folder: Path | None) ->
     if fmt != "safetensors":
         return None
     pickles = [side.relpath for side in files if side.relpath.lower().endswith(PICKLE_SUFFIXES)
-               and not is_training_state(Path(side.relpath).name) and not _foreign_file(side.path)]
+               and not is_training_state(Path(side.relpath).name) and _pickle_file(side.path)]
     if not pickles:
         return None
     listed = ", ".join(pickles[:4]) + (f" and {len(pickles) - 4} more" if len(pickles) > 4 else "")
@@ -654,9 +655,11 @@ def pickles_copied_note(files: list[SideFile], fmt: str, folder: Path | None) ->
     return f"copied as they are, still PyTorch pickles: {listed} ({how})"
 
 
-def _foreign_file(path: Path) -> bool:
-    """Whether a `.bin` (or other pickle-named) file is another format's, no pickle: an OpenVINO IR's
-    openvino_model.bin, a Core ML package's weights/weight.bin, a GGML file. Reads its first 32 bytes."""
+def _pickle_file(path: Path) -> bool:
+    """Whether a `.bin` (or other pickle-named) file is a pickle (torch.save's zip or legacy format) of no other
+    format: not an OpenVINO IR's openvino_model.bin, a Core ML package's weights/weight.bin, a GGML file, nor a
+    file of bytes no format names (a Wav2Vec2ProcessorWithLM's KenLM language_model/5gram.bin, said to be 'still
+    PyTorch pickles'). Reads its first 32 bytes; True when it cannot be read (said as named)."""
     from weightdoctor.checkpoint import foreign
     from weightdoctor.checkpoint.pytorch_format import detect_pickle_format
 
@@ -664,8 +667,23 @@ def _foreign_file(path: Path) -> bool:
         with open(path, "rb") as handle:
             prefix = handle.read(32)
     except OSError:
-        return False
-    return detect_pickle_format(prefix) is None and foreign.identify(path, prefix) is not None
+        return True
+    return detect_pickle_format(prefix) is not None and foreign.identify(path, prefix) is None
+
+
+def _holds_tensors(path: Path) -> bool:
+    """Whether a weight-named file copied beside converted weights is one weightdoctor could convert (a pickle or
+    a safetensors file), so that 'not cast, convert them on their own' is true of it; True when it cannot be read."""
+    from weightdoctor.checkpoint.safetensors_format import looks_like_safetensors
+
+    if not path.name.lower().endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl")):
+        return True  # .safetensors, and other formats' names (.h5, .onnx): said as named, as before
+    try:
+        with open(path, "rb") as handle:
+            prefix = handle.read(32)
+    except OSError:
+        return True
+    return looks_like_safetensors(prefix) or _pickle_file(path)
 
 
 def side_files(
@@ -768,7 +786,8 @@ def side_files(
             left_out.append(f"{name} (Trainer's progress, training state like the optimizer's: the output is a "
                             "model, not a checkpoint to resume from)")
             continue
-        if name.endswith(WEIGHT_SUFFIXES) or name.endswith(".index.json") or foreign.is_foreign_weight_name(name):
+        if name.endswith(WEIGHT_SUFFIXES) or name.endswith(".index.json") or (
+                foreign.is_foreign_weight_name(name) and not foreign.arrays_not_weights(item)):
             # rust_model.ot, weights.npz, model.onnx_data (whose model.onnx is left out) too: stale once cast.
             left_out.append(f"{name} (weights in another file or format, not converted)")
             continue

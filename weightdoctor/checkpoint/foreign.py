@@ -415,7 +415,9 @@ def identify(path: Path, prefix: bytes) -> str | None:
     for magic, kind in _MAGICS:
         if prefix.startswith(magic) and not _torch_legacy_pickle(path):
             return kind
-    coreml = _coreml_kind(path)
+    # A zip is no file of a Core ML package (Manifest.json, a protobuf, raw weight blobs): a torch.save archive kept
+    # in a folder named like one (`run.mlpackage/best.pt`) was refused by the folder's name.
+    coreml = _coreml_kind(path) if not prefix.startswith(b"PK\x03\x04") else None
     if coreml is not None:
         return coreml
     orbax = orbax_item(path)
@@ -549,6 +551,24 @@ def is_foreign_weight_name(name: str) -> bool:
     return name in FOREIGN_WEIGHT_NAMES or name.endswith(_FOREIGN_SUFFIXES) or (".data-" in name and "-of-" in name)
 
 
+def arrays_not_weights(path: Path) -> bool:
+    """Whether an `.npz` holds arrays that are no model's weights: none of its arrays is named by a module path
+    (`mel_80`, ESPnet's `count` / `sum` / `sum_square` of feats_stats.npz), where MLX's and numpy exports of a state
+    dict name each `encoder.conv1.weight`. Such a file (mel filters, normalisation statistics) is one the model's
+    code loads: convert left it out as 'weights in another format', and a folder's listing named it among them.
+    False for any other file, or an archive that cannot be listed (taken as weights)."""
+    if not path.name.lower().endswith(".npz"):
+        return False
+    try:
+        from weightdoctor.security.archive import zipfile_names
+
+        names = zipfile_names(path)
+    except Exception:  # noqa: BLE001 - zipfile raises many types (BadZipFile, ValueError, EOFError, ...)
+        return False
+    arrays = [name.removesuffix(".npy") for name in names]
+    return bool(arrays) and not any("." in name for name in arrays)
+
+
 def foreign_files_in(folder: Path) -> list[str]:
     """Names of recognised non-PyTorch weight files directly in `folder`, then in its `onnx/` and `openvino/`
     (sorted)."""
@@ -556,7 +576,7 @@ def foreign_files_in(folder: Path) -> list[str]:
     for entry in sorted(folder.iterdir()):
         if not entry.is_file():
             continue
-        if is_foreign_weight_name(entry.name) or is_openvino_weights(entry):
+        if (is_foreign_weight_name(entry.name) and not arrays_not_weights(entry)) or is_openvino_weights(entry):
             found.append(entry.name)
     for sub in _FOREIGN_SUBFOLDERS:
         try:

@@ -312,6 +312,25 @@ def _k_diffusion_ema(obj: Any) -> bool:
     return _is_state_dict(obj.get("model")) and _is_state_dict(ema) and bool(ema)
 
 
+def _scripted_methods(path: Path) -> bool:
+    """Whether a TorchScript archive's top-level code (`<archive>/code/__torch__.py`) defines a method: a scripted
+    class named `Module` (`class Module(nn.Module)` in a script's __main__) is `__torch__.Module` too, with its
+    forward, where libtorch's OutputArchive defines none. True when the code cannot be read (said as code)."""
+    import zlib
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = next((n for n in archive.namelist() if n.endswith("/code/__torch__.py")), None)
+            if member is None:
+                return True
+            with archive.open(member) as handle:
+                text = handle.read(1 << 20).decode("utf-8", "replace")  # at most 1 MB inflated, whatever it claims
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError, NotImplementedError, EOFError, RuntimeError,
+            zlib.error):
+        return True
+    return re.search(r"^\s+def \w", text, re.MULTILINE) is not None
+
+
 def _megatron_language_model(obj: Any) -> dict[str, Any] | None:
     """Megatron-LM's `model.language_model` flattened to its modules' names (`encoder.layers.0.<...>.weight`), or None
     for any other file."""
@@ -452,7 +471,7 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
     from weightdoctor.security import scan_file
 
     report = scan_file(path, label)
-    if report.unsafe and (scripted := _torchscript_only(report)) is not None:
+    if report.unsafe and (scripted := _torchscript_only(report, path)) is not None:
         raise UnsafePickle(scripted)
     if report.unsafe:
         hint = ""
@@ -560,7 +579,7 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
     return report
 
 
-def _torchscript_only(report: ScanReport) -> str | None:
+def _torchscript_only(report: ScanReport, path: Path) -> str | None:
     """What to say of a TorchScript archive (torch.jit.save: OpenAI CLIP's .pt files) whose pickles name nothing but
     its scripted classes (`__torch__.*`) and TorchScript's list builders (`torch.jit._pickle.*`); None for any other
     file, a TorchScript archive with another global among them included, which the scan's verdict then names."""
@@ -570,7 +589,7 @@ def _torchscript_only(report: ScanReport) -> str | None:
             for g in flagged):
         return None
     classes = sorted({g.qualified for g in flagged if g.module.split(".")[0] == "__torch__"})
-    if classes == ["__torch__.Module"]:
+    if classes == ["__torch__.Module"] and not _scripted_methods(path):
         # libtorch's torch::serialize::OutputArchive names its module __torch__.Module and registers each tensor
         # as a parameter of it, with no code: what tch's VarStore::save writes (rust-bert's rust_model.ot).
         return ("this is a TorchScript archive of named tensors and no code (libtorch's torch::serialize::"

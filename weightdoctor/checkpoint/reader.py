@@ -1700,7 +1700,8 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
                          f"{'a name' if len(other_names) == 1 else 'names'} from_pretrained(folder) does not look "
                          "for)")
         for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if already_said(sub.name + "/") or any(q.resolve().is_relative_to(sub.resolve()) for q in read):
+            if already_said(sub.name + "/") or any(q.resolve().is_relative_to(sub.resolve()) for q in read) \
+                    or not _few_entries(sub):
                 continue
             others = foreign.foreign_files_in(sub)
             kinds = sorted({foreign.sibling_format(name) for name in others} - {""})
@@ -1716,6 +1717,17 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
         return []
     shown = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
     return [f"not read, and not loaded by from_pretrained(folder) either: {shown}; name one to read or identify it"]
+
+
+# An export folder (onnx/, openvino/, coreml/, original/) holds a few files; a folder of more is a data set's, a
+# run's logs or images beside the model, whose listing (every .bin's .xml looked for) took seconds on each read.
+_SIBLING_FOLDER_ENTRIES = 1000
+
+
+def _few_entries(folder: Path) -> bool:
+    """Whether `folder` lists at most `_SIBLING_FOLDER_ENTRIES` entries (read no further than one past them)."""
+    with os.scandir(folder) as entries:
+        return sum(1 for _ in itertools.islice(entries, _SIBLING_FOLDER_ENTRIES + 1)) <= _SIBLING_FOLDER_ENTRIES
 
 
 _SHARD_NAME = re.compile(r"(.+)-\d+-of-\d+\.(safetensors|bin)")
