@@ -1,4 +1,4 @@
-"""Oracle sweep of plan-devices over ordinary (non-quantized) checkpoints of 74 architectures.
+"""Oracle sweep of plan-devices over ordinary (non-quantized) checkpoints of 73 architectures.
 
 For tiny seeded models of encoders, seq2seq, decoders (dense and MoE), vision and multimodal models, each saved as
 a real checkpoint (one safetensors file, sharded safetensors or a pytorch_model.bin; fp32 or bf16; a config with
