@@ -379,6 +379,30 @@ def _t2i_adapter_layout(unexpected: Sequence[str], missing: Sequence[str], joine
     return whys, note
 
 
+@dataclass(frozen=True)
+class _RenamedLayout:
+    """A model's own layout in A against transformers' layout of it in B that a converter renames key by key: the
+    rename search finds a few of its pairs only, so the note names the converter. `a_words` / `b_words`: one of them
+    must be in A's unexpected / B's missing keys (a substring test first: this runs on every diff); the evidence
+    regexes must then match one key on each side."""
+
+    a_words: tuple[str, ...]
+    b_words: tuple[str, ...]
+    a_evidence: Any
+    b_evidence: Any
+    note: str
+
+    def note_for(self, unexpected: Sequence[str], joined_unexpected: str, missing: Sequence[str],
+                 joined_missing: str) -> str:
+        """The note when the keys show this pair of layouts, else ""."""
+        if not (any(word in joined_unexpected for word in self.a_words)
+                and any(word in joined_missing for word in self.b_words)):
+            return ""
+        if not (any(map(self.a_evidence.search, unexpected)) and any(map(self.b_evidence.search, missing))):
+            return ""
+        return self.note
+
+
 # openai-whisper's own checkpoint (tiny.pt ... large-v3.pt: {"dims", "model_state_dict"}) names its blocks
 # `encoder.blocks.N.attn.query`, `decoder.blocks.N.cross_attn.key`, `mlp.0`, `positional_embedding`; transformers'
 # Whisper `model.encoder.layers.N.self_attn.q_proj`. transformers' convert_openai_to_hf.py renames them (its
@@ -389,19 +413,6 @@ _HF_WHISPER_EVIDENCE = _lazy_regex(
     r"^(?:model\.)?(?:encoder|decoder)\.layers\.\d+\.(?:self_attn|encoder_attn)\.q_proj\.")
 
 
-def _openai_whisper_note(unexpected: Sequence[str], joined_unexpected: str, missing: Sequence[str],
-                         joined_missing: str) -> str:
-    """The note for openai-whisper's own layout in A against transformers' Whisper in B, or ""."""
-    if ".blocks." not in joined_unexpected or ".layers." not in joined_missing:
-        return ""
-    if not (any(map(_OPENAI_WHISPER_EVIDENCE.search, unexpected)) and any(map(_HF_WHISPER_EVIDENCE.search, missing))):
-        return ""
-    return ("A is in openai-whisper's own layout (encoder.blocks.N.attn.query, mlp.0, positional_embedding) and B in "
-            "transformers' Whisper layout (model.encoder.layers.N.self_attn.q_proj, fc1, embed_positions): convert A "
-            "with transformers' models/whisper/convert_openai_to_hf.py --checkpoint_path A --pytorch_dump_folder_path "
-            "OUT, which renames every key and builds config.json from the checkpoint's dims")
-
-
 # fair-esm's own checkpoints (esm2_t6_8M_UR50D.pt, esm1b_t33_650M_UR50S.pt: {"model", "args" or "cfg"}) name their
 # blocks `encoder.sentence_encoder.layers.N.self_attn.q_proj`, `fc1`, `emb_layer_norm_after`; transformers' ESM
 # `esm.encoder.layer.N.attention.self.query`, `intermediate.dense`, `esm.encoder.emb_layer_norm_after`.
@@ -409,22 +420,6 @@ def _openai_whisper_note(unexpected: Sequence[str], joined_unexpected: str, miss
 # offered them as the fix, with no word of the converter.
 _FAIR_ESM_EVIDENCE = _lazy_regex(r"(?:^|\.)layers\.\d+\.self_attn\.[qkv]_proj\.")
 _HF_ESM_EVIDENCE = _lazy_regex(r"(?:^|\.)encoder\.layer\.\d+\.attention\.self\.(?:query|key|value)\.")
-
-
-def _fair_esm_note(unexpected: Sequence[str], joined_unexpected: str, missing: Sequence[str],
-                   joined_missing: str) -> str:
-    """The note for fair-esm's own layout in A against transformers' ESM in B, or ""."""
-    if "emb_layer_norm_after" not in joined_unexpected or "emb_layer_norm_after" not in joined_missing:
-        return ""
-    if not (any(map(_FAIR_ESM_EVIDENCE.search, unexpected)) and any(map(_HF_ESM_EVIDENCE.search, missing))):
-        return ""
-    return ("A is in fair-esm's own layout (encoder.sentence_encoder.layers.N.self_attn.q_proj, fc1, "
-            "emb_layer_norm_after: the esm package's .pt) and B in transformers' ESM layout "
-            "(esm.encoder.layer.N.attention.self.query, intermediate.dense): transformers' models/esm/convert_esm.py "
-            "--model NAME --pytorch_dump_folder_path OUT converts fair-esm's pretrained models (NAME one of "
-            "the models it lists, e.g. esm2_t6_8M_UR50D, which the esm package loads), copying each weight to its "
-            "transformers name and saving the model with its config; the renames suggested here cover a few keys "
-            "only")
 
 
 # Segment Anything's own checkpoints (sam_vit_b_01ec64.pth ...: a bare state dict) name the image encoder
@@ -437,24 +432,34 @@ _SAM_EVIDENCE = _lazy_regex(r"^image_encoder\.blocks\.\d+\.attn\.qkv\.|^prompt_e
 _HF_SAM_EVIDENCE = _lazy_regex(
     r"^(?:sam\.)?vision_encoder\.layers\.\d+\.attn\.qkv\.|^(?:sam\.)?shared_image_embedding\.")
 
-
-def _segment_anything_note(unexpected: Sequence[str], joined_unexpected: str, missing: Sequence[str],
-                           joined_missing: str) -> str:
-    """The note for Segment Anything's own layout in A against transformers' SamModel in B, or ""."""
-    if "image_encoder." not in joined_unexpected and "prompt_encoder.pe_layer." not in joined_unexpected:
-        return ""
-    if "vision_encoder." not in joined_missing and "shared_image_embedding." not in joined_missing:
-        return ""
-    if not (any(map(_SAM_EVIDENCE.search, unexpected)) and any(map(_HF_SAM_EVIDENCE.search, missing))):
-        return ""
-    return ("A is in Segment Anything's own layout (image_encoder.blocks.N, neck.0, prompt_encoder.pe_layer, "
-            "mask_decoder.output_upscaling: segment-anything's sam_vit_*.pth) and B in transformers' SamModel layout "
-            "(vision_encoder.layers.N, neck.conv1, shared_image_embedding, mask_decoder.upscale_conv1): "
-            "transformers' models/sam/convert_sam_to_hf.py --model_name sam_vit_b_01ec64 (or sam_vit_l_0b3195, "
-            "sam_vit_h_4b8939) --pytorch_dump_folder_path OUT converts Meta's released checkpoints (it downloads "
-            "them itself), renaming every key by its KEYS_TO_MODIFY_MAPPING and storing pe_layer's matrix under "
-            "two names; a fine-tuned A needs that script's replace_keys applied to it; the renames suggested "
-            "here cover a few keys only")
+_RENAMED_LAYOUTS = (
+    _RenamedLayout(
+        (".blocks.",), (".layers.",), _OPENAI_WHISPER_EVIDENCE, _HF_WHISPER_EVIDENCE,
+        ("A is in openai-whisper's own layout (encoder.blocks.N.attn.query, mlp.0, positional_embedding) and B in "
+         "transformers' Whisper layout (model.encoder.layers.N.self_attn.q_proj, fc1, embed_positions): convert A "
+         "with transformers' models/whisper/convert_openai_to_hf.py --checkpoint_path A --pytorch_dump_folder_path "
+         "OUT, which renames every key and builds config.json from the checkpoint's dims")),
+    _RenamedLayout(
+        ("emb_layer_norm_after",), ("emb_layer_norm_after",), _FAIR_ESM_EVIDENCE, _HF_ESM_EVIDENCE,
+        ("A is in fair-esm's own layout (encoder.sentence_encoder.layers.N.self_attn.q_proj, fc1, "
+         "emb_layer_norm_after: the esm package's .pt) and B in transformers' ESM layout "
+         "(esm.encoder.layer.N.attention.self.query, intermediate.dense): transformers' models/esm/convert_esm.py "
+         "--model NAME --pytorch_dump_folder_path OUT converts fair-esm's pretrained models (NAME one of "
+         "the models it lists, e.g. esm2_t6_8M_UR50D, which the esm package loads), copying each weight to its "
+         "transformers name and saving the model with its config; the renames suggested here cover a few keys "
+         "only")),
+    _RenamedLayout(
+        ("image_encoder.", "prompt_encoder.pe_layer."), ("vision_encoder.", "shared_image_embedding."), _SAM_EVIDENCE,
+        _HF_SAM_EVIDENCE,
+        ("A is in Segment Anything's own layout (image_encoder.blocks.N, neck.0, prompt_encoder.pe_layer, "
+         "mask_decoder.output_upscaling: segment-anything's sam_vit_*.pth) and B in transformers' SamModel layout "
+         "(vision_encoder.layers.N, neck.conv1, shared_image_embedding, mask_decoder.upscale_conv1): "
+         "transformers' models/sam/convert_sam_to_hf.py --model_name sam_vit_b_01ec64 (or sam_vit_l_0b3195, "
+         "sam_vit_h_4b8939) --pytorch_dump_folder_path OUT converts Meta's released checkpoints (it downloads "
+         "them itself), renaming every key by its KEYS_TO_MODIFY_MAPPING and storing pe_layer's matrix under "
+         "two names; a fine-tuned A needs that script's replace_keys applied to it; the renames suggested "
+         "here cover a few keys only")),
+)
 
 
 # LitGPT's own checkpoint (lit_model.pth, as `litgpt download` / convert_to_litgpt and its finetune / pretrain scripts
@@ -518,25 +523,14 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
     meta_in_b = not meta_in_a and holds(joined_missing, ".attention.w", _META_EVIDENCE) and \
         holds(joined_unexpected, ".self_attn.", _HF_EVIDENCE)
     if not (meta_in_a or meta_in_b):
-        whys, note = _sd_single_file_layout(unexpected, missing, joined_unexpected, joined_missing)
-        if whys:
-            return whys, note
-        whys, note = _dit_single_file_layout(unexpected, missing, joined_unexpected, joined_missing)
-        if whys:
-            return whys, note
-        whys, note = _controlnet_single_file_layout(unexpected, missing, joined_unexpected, joined_missing)
-        if whys:
-            return whys, note
-        whys, note = _t2i_adapter_layout(unexpected, missing, joined_unexpected, joined_missing)
-        if whys:
-            return whys, note
-        whys, note = _litgpt_layout(unexpected, missing, joined_unexpected, joined_missing)
-        if whys:
-            return whys, note
+        for detect in (_sd_single_file_layout, _dit_single_file_layout, _controlnet_single_file_layout,
+                       _t2i_adapter_layout, _litgpt_layout):
+            whys, note = detect(unexpected, missing, joined_unexpected, joined_missing)
+            if whys:
+                return whys, note
         # Renames alone convert it (no key is left a foreign-layout error), but not the few the search finds.
-        return {}, (_openai_whisper_note(unexpected, joined_unexpected, missing, joined_missing)
-                    or _fair_esm_note(unexpected, joined_unexpected, missing, joined_missing)
-                    or _segment_anything_note(unexpected, joined_unexpected, missing, joined_missing))
+        return {}, next((note for layout in _RENAMED_LAYOUTS
+                         if (note := layout.note_for(unexpected, joined_unexpected, missing, joined_missing))), "")
     meta_side, hf_side = ("A", "B") if meta_in_a else ("B", "A")
     meta_names, hf_names = (unexpected, missing) if meta_in_a else (missing, unexpected)
     if meta_in_a:
