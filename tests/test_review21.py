@@ -23,8 +23,10 @@ from tests.helpers import REPO_ROOT, run_json
 
 def _run(*args: str | Path, cwd: Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "weightdoctor", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300, **kwargs)
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    kwargs.setdefault("stderr", subprocess.PIPE)
+    return subprocess.run([sys.executable, "-m", "weightdoctor", *map(str, args)], text=True, env=env, cwd=cwd,
+                          timeout=300, **kwargs)
 
 
 def test_a_deleted_working_directory_still_reads_absolute_paths(tmp_path: Path) -> None:
@@ -99,3 +101,15 @@ def test_an_output_layer_is_tied_by_either_sides_config(tmp_path: Path, tie: boo
         assert (missing["reason"], missing["severity"]) == ("task-head", "warn")
         assert missing["detail"] == "the language-model output layer, initialised at random (not tied)"
         assert (unexpected["reason"], unexpected["detail"]) == ("task-head", "not used by B, dropped")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_debug_on_a_full_stderr_keeps_the_exit_code(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not json")
+    with open("/dev/full", "w") as full:
+        plain = _run("inspect", broken, cwd=tmp_path, stderr=full)
+        debug = _run("inspect", broken, "--debug", cwd=tmp_path, stderr=full)
+    assert plain.returncode == 2
+    assert debug.returncode == 2  # was 1: the traceback's write to the full stderr raised
+    assert debug.stdout == ""
