@@ -113,3 +113,21 @@ def test_debug_on_a_full_stderr_keeps_the_exit_code(tmp_path: Path) -> None:
     assert plain.returncode == 2
     assert debug.returncode == 2  # was 1: the traceback's write to the full stderr raised
     assert debug.stdout == ""
+
+
+def test_an_output_named_with_a_backslash_that_exists_is_the_users_own(tmp_path: Path) -> None:
+    model = tmp_path / "m.safetensors"
+    save_file({"a.weight": torch.zeros(4, 4)}, str(model))
+    (tmp_path / "runs").mkdir()
+    done = _run("convert", model, "-o", "runs\\best.safetensors", cwd=tmp_path)
+    assert done.returncode == 2  # not there yet: the Windows separator it most likely is
+    assert "did you mean runs/best.safetensors?" in done.stderr
+    # A file of that literal name (an earlier save): replaced with --force, as a `C:` or `$NAME` folder is written
+    # into. It was refused whatever the user did.
+    literal = tmp_path / "runs\\best.safetensors"
+    save_file({"old": torch.ones(1)}, str(literal))
+    done = _run("convert", model, "-o", "runs\\best.safetensors", "--force", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    _code, report = run_json("inspect", str(literal))
+    assert [t["name"] for t in report["tensors"]] == ["a.weight"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == []
