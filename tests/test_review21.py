@@ -2,7 +2,9 @@
 
 Covers: a deleted working directory refused every run, `inspect /abs/model` too (nothing relative is read there);
 the tie of an output layer read from one side's config only (file against folder: B's missing lm_head "tied to"
-A's embedding where A's config says untied, and A's unexpected lm_head "tied to" B's where B's says untied).
+A's embedding where A's config says untied, and A's unexpected lm_head "tied to" B's where B's says untied);
+--debug with stderr full (exit 1, not 2); an output whose literal name holds a backslash and exists (refused as a
+Windows separator even with --force, so it could not be named).
 """
 
 from __future__ import annotations
