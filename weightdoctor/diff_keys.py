@@ -1803,7 +1803,9 @@ def classify_key(
     `quantization` names the quantizer the target config's `quantization_config` asks for (e.g.
     "bitsandbytes 4-bit"): side tensors are then expected (info), not a quantizer to go and find (warn).
     `tied_groups`: the groups, or each name's group (`tied_index`): a caller classifying every key of a large
-    group passes the index, as scanning the groups for each key costs n² for n tied names.
+    group passes the index, as scanning the groups for each key costs n² for n tied names. `tie_embeddings_a`: the
+    other side's `tie_word_embeddings` (A's for a missing key, B's for an unexpected one), taken where
+    `tie_embeddings` is None.
     """
     if _BUFFER.search(name):
         return "buffer", "info", ""
@@ -1814,12 +1816,16 @@ def classify_key(
         if kind == "missing" and other is not None:
             return "tied-weight", "info", f"one tensor with {other} in B, which A has: tied on load"
         return "tied-weight", "info", f"shares storage with {other}" if other is not None else ""
-    tied = _ties_to_embedding(name, spec.shape, this_side) if tie_embeddings is not False else None
+    # One side's config calls the output layer untied and the other side has none (a plain state dict): untied, as
+    # the filler below always took it. The tie itself took the untied config of one direction only: B's missing
+    # lm_head was "tied to" A's embedding where A's config says untied (it starts at random: warn), and A's
+    # unexpected lm_head "tied to" B's embedding where B's config says so.
+    untied = tie_embeddings is False or (tie_embeddings is None and tie_embeddings_a is False)
+    tied = _ties_to_embedding(name, spec.shape, this_side) if not untied else None
     if tied is not None:
         return "tied-weight", "info", f"tied to {tied}"
     filler = (_filled_by_output_embedding(name, spec.shape, this_side)
-              if kind == "missing" and tie_embeddings is not False
-              and not (tie_embeddings is None and tie_embeddings_a is False) else None)
+              if kind == "missing" and not untied else None)
     # B stores the output embedding beside the input one, not as one tensor (a tied group returned above): B's model
     # keeps two, so A's output embedding loads into B's and the input embedding starts at random.
     if filler is not None and (target is None or filler not in target):
@@ -2020,7 +2026,8 @@ def build_report(
                 return "task-head", "info", "new, initialised at random (outside the base model)"
             return why
         spec = specs_a.get(name) or KeySpec(name, (), "float32")
-        why = classify_key(name, spec, kind, specs_b, tied_a, tie_embeddings_a, quantization=quantization)
+        why = classify_key(name, spec, kind, specs_b, tied_a, tie_embeddings_a, quantization=quantization,
+                           tie_embeddings_a=tie_embeddings)  # the other side's config, as for a missing key
         head = name.split(".", 1)[0]
         if why[0] == "unknown" and fully_supplied and head not in heads_of_b():
             # B gets every weight it has, and this part of A is not in B at all: the other tower of a composite

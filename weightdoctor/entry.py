@@ -134,6 +134,12 @@ def _refuse_deleted_cwd() -> None:
     try:
         os.getcwd()
     except FileNotFoundError:
+        if _no_relative_path(sys.argv[1:]):
+            # `inspect /abs/model`: nothing typed is read against the folder that is gone, so the run goes on from
+            # / (where torch's import works again). A relative word would be looked up there instead: refused below.
+            with contextlib.suppress(OSError):
+                os.chdir("/")
+                return
         # The shell's $PWD names it, where it is the folder that is gone (not one left over from a parent shell).
         shown = os.environ.get("PWD", "")
         named = f"{shown}: " if shown.startswith("/") and not os.path.isdir(shown) else ""
@@ -142,6 +148,33 @@ def _refuse_deleted_cwd() -> None:
                              "an existing folder and run the command again; nothing was read or written\n")
             sys.stderr.flush()
         os._exit(2)
+
+
+def _no_relative_path(args: list[str]) -> bool:
+    """Whether no word of `args` can be a relative path: the command's name, options (a value attached to one,
+    `--output=/x` or `-o/x`, absolute) and absolute paths only. An option's value given as the next word
+    (`--dtype bf16`) is not told apart from a relative path here, so it counts as one.
+
+    Example:
+        >>> _no_relative_path(["inspect", "/m", "--json"]), _no_relative_path(["convert", "/m", "-o", "out"])
+        (True, False)
+    """
+    command_seen = options_done = False
+    for arg in args:
+        if not options_done and arg == "--":
+            options_done = True
+        elif not options_done and arg.startswith("--"):
+            _, has_value, value = arg.partition("=")
+            if has_value and not value.startswith(("/", "~")):
+                return False
+        elif not options_done and arg.startswith("-") and len(arg) > 1:
+            if len(arg) > 2 and not arg[2:].startswith(("/", "~")):
+                return False
+        elif not command_seen and not options_done and arg and "/" not in arg:
+            command_seen = True
+        elif not arg.startswith(("/", "~")):
+            return False
+    return True
 
 
 def exit_on_closed_pipe() -> None:

@@ -113,7 +113,9 @@ def refuse_foreign_output(text: str) -> None:
                f"there are no drive letters here (under WSL, {text[:2]}/ is /mnt/{text[0].lower()}/)")
         raise UsageError(f"{text}: a Windows path, which would be written here as a file or folder of that literal "
                          f"name (nothing written): {how}")
-    if "\\" in text:
+    # A file or folder of that literal name is the user's own (an earlier output, replaced with --force), as a `C:`
+    # or `$NAME` folder is: refused, `a\\b` beside a folder `a` could not be named at all.
+    if "\\" in text and not (exists(expand_user(text)) or exists(expand_user(text), link=True)):
         slashed = text.replace("\\", "/")
         if "/" in slashed.rstrip("/") and expand_user(slashed.rstrip("/")).parent.is_dir():
             raise UsageError(f"{text}: \\ does not separate folders here, / does: did you mean {slashed}? (nothing "

@@ -84,7 +84,10 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
         import sys
         import traceback
 
-        traceback.print_exception(exc, file=sys.stderr)
+        # stderr full (`2>/dev/full`): the traceback is lost as the error line is (render.console), not the exit
+        # code, which the OSError from here turned into 1 (read as findings).
+        with contextlib.suppress(OSError):
+            traceback.print_exception(exc, file=sys.stderr)
     if isinstance(exc, WeightDoctorError):
         _console().error(exc.one_line())
         return exc.exit_code
