@@ -69,3 +69,79 @@ def test_a_distillation_checkpoint_without_a_self_distillation_loss_keeps_the_ke
     code, data = run_json("inspect", str(path))
     assert code == 0 and data["nested_key"] == "student", data
     assert not any("DINO" in w for w in data["warnings"])
+
+
+def _fairseq_speech(prefix: str, layers: int, extra: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """fairseq's Wav2Vec2Model / HubertModel names (a tiny one): the front end's conv_layers.N.0 (conv) and .2
+    (GroupNorm, first layer only), post_extract_proj, the feature layer_norm, mask_emb, the weight-normed
+    encoder.pos_conv.0, the blocks' self_attn, self_attn_layer_norm, fc1, fc2, final_layer_norm."""
+    state = {f"{prefix}feature_extractor.conv_layers.0.0.weight": torch.randn(8, 1, 10),
+             f"{prefix}feature_extractor.conv_layers.0.2.weight": torch.ones(8),
+             f"{prefix}feature_extractor.conv_layers.0.2.bias": torch.zeros(8),
+             f"{prefix}feature_extractor.conv_layers.1.0.weight": torch.randn(8, 8, 3),
+             f"{prefix}post_extract_proj.weight": torch.randn(16, 8),
+             f"{prefix}post_extract_proj.bias": torch.zeros(16),
+             f"{prefix}layer_norm.weight": torch.ones(8), f"{prefix}layer_norm.bias": torch.zeros(8),
+             f"{prefix}mask_emb": torch.rand(16), f"{prefix}encoder.pos_conv.0.bias": torch.zeros(16),
+             f"{prefix}encoder.pos_conv.0.weight_g": torch.ones(1, 1, 4),
+             f"{prefix}encoder.pos_conv.0.weight_v": torch.randn(16, 8, 4),
+             f"{prefix}encoder.layer_norm.weight": torch.ones(16), f"{prefix}encoder.layer_norm.bias": torch.zeros(16)}
+    for i in range(layers):
+        block = f"{prefix}encoder.layers.{i}."
+        for proj in ("k_proj", "v_proj", "q_proj", "out_proj"):
+            state[f"{block}self_attn.{proj}.weight"] = torch.randn(16, 16)
+            state[f"{block}self_attn.{proj}.bias"] = torch.zeros(16)
+        for norm in ("self_attn_layer_norm", "final_layer_norm"):
+            state[f"{block}{norm}.weight"], state[f"{block}{norm}.bias"] = torch.ones(16), torch.zeros(16)
+        state[f"{block}fc1.weight"], state[f"{block}fc1.bias"] = torch.randn(32, 16), torch.zeros(32)
+        state[f"{block}fc2.weight"], state[f"{block}fc2.bias"] = torch.randn(16, 32), torch.zeros(16)
+    return {**state, **extra}
+
+
+def _fairseq_checkpoint(path: Path, model: dict[str, torch.Tensor], name: str) -> None:
+    """A fairseq (v1, Hydra era) checkpoint as checkpoint_utils.save_state writes it: the model's state dict beside
+    `args` (None), `cfg` (a plain dict), `optimizer_history`, `extra_state` and `last_optimizer_state`."""
+    torch.save({"args": None, "cfg": {"model": {"_name": name}, "task": {"_name": "audio_pretraining"}},
+                "model": model, "optimizer_history": [{"criterion_name": "CtcCriterion", "optimizer_name": "Adam",
+                                                       "lr_scheduler_state": {"best": None}, "num_updates": 320000}],
+                "extra_state": {"metric": {}, "train_iterator": {"epoch": 1}}, "last_optimizer_state": None}, path)
+
+
+@pytest.mark.parametrize("family", ["wav2vec2-ctc", "wav2vec2-pretraining", "hubert"])
+def test_fairseq_speech_checkpoints_against_transformers_name_the_converter(tmp_path: Path, family: str) -> None:
+    """wav2vec_small_960h.pt (fine-tuned: w2v_encoder.w2v_model.*), wav2vec_small.pt (pretraining: quantizer,
+    project_q, final_proj) and hubert_base_ls960.pt (label_embs_concat) against transformers' models of them: the
+    rename search offered a few renames as the fix and called fc1, pos_conv and the convolutions unknown, with no
+    word of transformers' conversion scripts."""
+    from transformers import HubertConfig, HubertForCTC, Wav2Vec2Config, Wav2Vec2ForCTC
+
+    torch.manual_seed(0)
+    sizes = {"hidden_size": 16, "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 32,
+             "conv_dim": (8, 8), "conv_stride": (5, 2), "conv_kernel": (10, 3), "num_feat_extract_layers": 2,
+             "vocab_size": 12, "num_conv_pos_embeddings": 4, "num_conv_pos_embedding_groups": 2}
+    if family == "hubert":
+        HubertForCTC(HubertConfig(**sizes)).save_pretrained(tmp_path / "hf")
+        model = _fairseq_speech("", 3, {"label_embs_concat": torch.randn(504, 8),
+                                        "final_proj.weight": torch.randn(8, 16), "final_proj.bias": torch.zeros(8)})
+        script = "models/hubert/convert_hubert_original_pytorch_checkpoint_to_pytorch.py"
+    else:
+        Wav2Vec2ForCTC(Wav2Vec2Config(**sizes)).save_pretrained(tmp_path / "hf")
+        if family == "wav2vec2-ctc":
+            model = _fairseq_speech("w2v_encoder.w2v_model.", 3, {"w2v_encoder.proj.weight": torch.randn(12, 16),
+                                                                  "w2v_encoder.proj.bias": torch.zeros(12)})
+        else:
+            model = _fairseq_speech("", 3, {"quantizer.vars": torch.randn(1, 8, 4),
+                                            "project_q.weight": torch.randn(8, 4),
+                                            "final_proj.weight": torch.randn(8, 16)})
+        script = "models/wav2vec2/convert_wav2vec2_original_pytorch_checkpoint_to_pytorch.py"
+    path = tmp_path / "checkpoint_best.pt"
+    _fairseq_checkpoint(path, model, family)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "model" and data["num_params"] == sum(v.numel() for v in model.values())
+    code, data = run_json("diff-keys", str(path), str(tmp_path / "hf"))
+    assert code == 1, data
+    notes = " ".join(data["notes"])
+    assert f"fairseq's own {'HuBERT' if family == 'hubert' else 'wav2vec 2.0'} layout" in notes, notes
+    assert f"transformers' {script} --checkpoint_path A" in notes and "--not_finetuned" in notes
+    other = "wav2vec2" if family == "hubert" else "hubert"
+    assert f"convert_{other}_original" not in notes

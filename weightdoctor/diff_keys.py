@@ -427,6 +427,38 @@ def _fair_esm_note(unexpected: Sequence[str], joined_unexpected: str, missing: S
             "only")
 
 
+# fairseq's own wav2vec 2.0 and HuBERT checkpoints (wav2vec_small.pt, wav2vec_small_960h.pt, hubert_base_ls960.pt:
+# {"model", "cfg" or "args", "optimizer_history", "extra_state", ...}) name the convolutional front end
+# `feature_extractor.conv_layers.N.0`, its projection `post_extract_proj`, the positional convolution
+# `encoder.pos_conv.0`, the blocks' `self_attn`, `fc1`, `fc2`; a fine-tuned one keeps them under
+# `w2v_encoder.w2v_model.` beside `w2v_encoder.proj`. transformers' `feature_projection.projection`,
+# `encoder.pos_conv_embed.conv`, `feed_forward.intermediate_dense`: its conversion scripts copy each weight by their
+# MAPPING. The rename search offered a handful of renames as the fix and called the rest "unknown" (fc1, pos_conv, the
+# front end's convolutions), with no word of the converter.
+_FAIRSEQ_W2V_EVIDENCE = _lazy_regex(r"(?:^|\.)encoder\.pos_conv\.0\.|(?:^|\.)post_extract_proj\.")
+_HF_W2V_EVIDENCE = _lazy_regex(r"(?:^|\.)encoder\.pos_conv_embed\.conv\.|(?:^|\.)feature_projection\.projection\.")
+
+
+def _fairseq_wav2vec2_note(unexpected: Sequence[str], joined_unexpected: str, missing: Sequence[str],
+                           joined_missing: str) -> str:
+    """The note for fairseq's own wav2vec 2.0 / HuBERT layout in A against transformers' model of it in B, or ""."""
+    if "pos_conv" not in joined_unexpected and "post_extract_proj" not in joined_unexpected:
+        return ""
+    if not (any(map(_FAIRSEQ_W2V_EVIDENCE.search, unexpected)) and any(map(_HF_W2V_EVIDENCE.search, missing))):
+        return ""
+    # HuBERT's own checkpoints keep its cluster embeddings (`label_embs_concat`); transformers' Hubert* `hubert.`.
+    hubert = "label_embs_concat" in joined_unexpected or any(name.startswith("hubert.") for name in missing)
+    family, model = ("HuBERT", "hubert") if hubert else ("wav2vec 2.0", "wav2vec2")
+    script = f"models/{model}/convert_{model}_original_pytorch_checkpoint_to_pytorch.py"
+    return (f"A is in fairseq's own {family} layout (feature_extractor.conv_layers.N.0, post_extract_proj, "
+            "encoder.pos_conv.0, self_attn, fc1; w2v_encoder.w2v_model.* in a fine-tuned one) and B in transformers' "
+            "(feature_projection.projection, encoder.pos_conv_embed.conv, attention, feed_forward.intermediate_dense): "
+            f"convert A with transformers' {script} --checkpoint_path A --pytorch_dump_folder_path OUT --config_path "
+            "B's config.json (--not_finetuned for a pretraining checkpoint; --dict_path the dict.ltr.txt of a "
+            "fine-tuned one), which loads A through fairseq and copies each weight by its MAPPING; the renames "
+            "suggested here cover a few keys only")
+
+
 # Segment Anything's own checkpoints (sam_vit_b_01ec64.pth ...: a bare state dict) name the image encoder
 # `image_encoder.blocks.N.attn.qkv`, `neck.0`, the prompt encoder's `pe_layer`, `point_embeddings.N`,
 # `mask_downscaling.N`; transformers' SamModel `vision_encoder.layers.N`, `neck.conv1`, `shared_image_embedding`,
@@ -536,7 +568,8 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
         # Renames alone convert it (no key is left a foreign-layout error), but not the few the search finds.
         return {}, (_openai_whisper_note(unexpected, joined_unexpected, missing, joined_missing)
                     or _fair_esm_note(unexpected, joined_unexpected, missing, joined_missing)
-                    or _segment_anything_note(unexpected, joined_unexpected, missing, joined_missing))
+                    or _segment_anything_note(unexpected, joined_unexpected, missing, joined_missing)
+                    or _fairseq_wav2vec2_note(unexpected, joined_unexpected, missing, joined_missing))
     meta_side, hf_side = ("A", "B") if meta_in_a else ("B", "A")
     meta_names, hf_names = (unexpected, missing) if meta_in_a else (missing, unexpected)
     if meta_in_a:
