@@ -145,3 +145,30 @@ def test_fairseq_speech_checkpoints_against_transformers_name_the_converter(tmp_
     assert f"transformers' {script} --checkpoint_path A" in notes and "--not_finetuned" in notes
     other = "wav2vec2" if family == "hubert" else "hubert"
     assert f"convert_{other}_original" not in notes
+
+
+@pytest.mark.parametrize(("base", "momentum", "loader"), [("base_encoder", "momentum_encoder", "convert_to_deit.py"),
+                                                          ("encoder_q", "encoder_k", "convert-pretrain-to-detectron2")])
+def test_a_moco_checkpoint_says_its_encoder_is_stored_twice(tmp_path: Path, base: str, momentum: str,
+                                                            loader: str) -> None:
+    """MoCo v3's main_moco.py saves {"epoch", "arch", "state_dict", "optimizer", "scaler"}, the state dict under
+    DistributedDataParallel's `module.`: base_encoder, its momentum copy and (v3) the predictor; v1 / v2 encoder_q and
+    encoder_k. Their linear evaluation loads module.base_encoder.* alone; the total, twice the encoder, was not said
+    to be."""
+    torch.manual_seed(0)
+    state = {**_vit(f"module.{base}."), **_vit(f"module.{momentum}."), "module.predictor.0.weight": torch.randn(8, 16)}
+    path = tmp_path / "checkpoint_0299.pth.tar"
+    torch.save({"epoch": 300, "arch": "vit_small", "state_dict": state,
+                "optimizer": {"state": {}, "param_groups": []}, "scaler": {"scale": 65536.0}}, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "state_dict", data
+    encoder = sum(v.numel() for k, v in state.items() if k.startswith(f"module.{base}."))
+    assert data["num_params"] == sum(v.numel() for v in state.values())
+    said = " ".join(data["warnings"])
+    assert (f"module.{momentum}.* holds the momentum copy of 5 tensors of module.{base}.* ({encoder:,} parameters, "
+            "counted in the total above)") in said, said
+    assert loader in said
+    # A model with one encoder alone says nothing of the kind.
+    torch.save({"state_dict": _vit(f"module.{base}.")}, tmp_path / "one.pth.tar")
+    code, data = run_json("inspect", str(tmp_path / "one.pth.tar"))
+    assert code == 0 and not any("stored twice" in w for w in data["warnings"]), data
