@@ -172,3 +172,46 @@ def test_a_moco_checkpoint_says_its_encoder_is_stored_twice(tmp_path: Path, base
     torch.save({"state_dict": _vit(f"module.{base}.")}, tmp_path / "one.pth.tar")
     code, data = run_json("inspect", str(tmp_path / "one.pth.tar"))
     assert code == 0 and not any("stored twice" in w for w in data["warnings"]), data
+
+
+def _espnet_state() -> dict[str, torch.Tensor]:
+    """A few of an espnet2 ESPnetASRModel's names: the conformer encoder's subsampling, the decoder, the CTC head and
+    the global feature normalisation's statistics."""
+    return {"frontend.logmel.melmat": torch.randn(257, 8), "normalize.mean": torch.zeros(8),
+            "encoder.embed.conv.0.weight": torch.randn(8, 1, 3, 3), "decoder.embed.0.weight": torch.randn(10, 8),
+            "ctc.ctc_lo.weight": torch.randn(10, 8), "ctc.ctc_lo.bias": torch.zeros(10)}
+
+
+def test_an_espnet_experiment_folder_names_the_averaged_model_its_recipes_decode_with(tmp_path: Path) -> None:
+    """espnet2's Trainer writes exp/asr_train_*/ as NNepoch.pth per epoch, checkpoint.pth (model, reporter,
+    optimizers, schedulers, scaler) to resume from and, at the end, valid.acc.ave_10best.pth with its link
+    valid.acc.ave.pth, which asr.sh decodes with and packs: "several weight files, name one" did not say which."""
+    folder = tmp_path / "exp" / "asr_train_asr_conformer_raw_en_bpe30"
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("encoder: conformer\ndecoder: transformer\nfrontend: default\n")
+    torch.manual_seed(0)
+    for epoch in (9, 10):
+        torch.save(_espnet_state(), folder / f"{epoch}epoch.pth")
+    torch.save({"model": _espnet_state(), "reporter": {"epoch": 10}, "optimizers": [{"state": {}, "param_groups": []}],
+                "schedulers": [None], "scaler": None}, folder / "checkpoint.pth")
+    torch.save(_espnet_state(), folder / "valid.acc.ave_10best.pth")
+    (folder / "valid.acc.ave.pth").symlink_to("valid.acc.ave_10best.pth")
+    for command in ("inspect", "plan-devices"):
+        result = run_cli(command, str(folder), *(["--gpu", "1GB"] if command == "plan-devices" else []))
+        assert result.exit_code == 2, result.stdout
+        said = " ".join(result.stderr.split())
+        assert "an ESPnet experiment folder (config.yaml beside 5 weight files)" in said, said
+        assert "valid.acc.ave.pth, valid.acc.ave_10best.pth are the model averaged over its best epochs" in said
+        assert "9epoch.pth to 10epoch.pth one epoch's weights each" in said
+        assert "checkpoint.pth the training state it resumes from" in said
+        assert f"(e.g. {folder / 'valid.acc.ave.pth'})" in said
+    # The named file reads, and so does the resume state's model.
+    code, data = run_json("inspect", str(folder / "valid.acc.ave.pth"))
+    assert code == 0 and data["num_tensors"] == 6, data
+    code, data = run_json("inspect", str(folder / "checkpoint.pth"))
+    assert code == 0 and data["nested_key"] == "model", data
+    # Other .pth files beside a config.yaml keep the plain refusal.
+    torch.save(_espnet_state(), folder / "mine.pth")
+    result = run_cli("inspect", str(folder))
+    assert result.exit_code == 2 and "several weight files and no index" in result.stderr, result.stderr
+    assert "ESPnet" not in result.stderr
