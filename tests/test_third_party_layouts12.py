@@ -215,3 +215,37 @@ def test_an_espnet_experiment_folder_names_the_averaged_model_its_recipes_decode
     result = run_cli("inspect", str(folder))
     assert result.exit_code == 2 and "several weight files and no index" in result.stderr, result.stderr
     assert "ESPnet" not in result.stderr
+
+
+_SAM2_NAMES = (
+    "image_encoder.trunk.pos_embed", "image_encoder.trunk.patch_embed.proj.weight",
+    "image_encoder.trunk.blocks.0.norm1.weight", "image_encoder.trunk.blocks.0.attn.qkv.weight",
+    "image_encoder.trunk.blocks.0.mlp.layers.0.weight", "image_encoder.trunk.blocks.1.proj.weight",
+    "image_encoder.neck.convs.0.conv.weight", "memory_attention.layers.0.self_attn.q_proj.weight",
+    "memory_encoder.pix_feat_proj.weight", "maskmem_tpos_enc", "no_mem_embed", "obj_ptr_proj.layers.0.weight",
+    "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix", "sam_prompt_encoder.point_embeddings.0.weight",
+    "sam_prompt_encoder.mask_downscaling.0.weight", "sam_mask_decoder.transformer.layers.0.self_attn.q_proj.weight",
+    "sam_mask_decoder.iou_token.weight", "sam_mask_decoder.output_upscaling.0.weight",
+    "sam_mask_decoder.conv_s0.weight", "sam_mask_decoder.pred_obj_score_head.layers.0.weight")
+
+
+def test_a_sam2_checkpoint_against_transformers_sam2_names_the_converter(tmp_path: Path) -> None:
+    """sam2.1_hiera_tiny.pt as Meta releases it ({"model": state dict}, the sam2 package's names) against
+    transformers' Sam2Model: every key was "unknown", with no word of convert_sam2_to_hf.py; SAM 1's note looks for
+    image_encoder.blocks, not SAM 2's image_encoder.trunk.blocks."""
+    from transformers import Sam2Config
+
+    torch.manual_seed(0)
+    path = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": {name: torch.randn(4, 4) for name in _SAM2_NAMES}}, path)
+    config = Sam2Config()
+    config.architectures = ["Sam2Model"]
+    config.save_pretrained(tmp_path / "sam2")
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "model" and data["num_tensors"] == len(_SAM2_NAMES), data
+    code, data = run_json("diff-keys", str(path), "--model-class", "Sam2Model", "--config", str(tmp_path / "sam2"))
+    assert code == 1, data
+    notes = " ".join(data["notes"])
+    assert "A is in SAM 2's own layout (image_encoder.trunk.blocks.N" in notes, notes
+    assert "transformers' models/sam2/convert_sam2_to_hf.py" in notes
+    assert "Segment Anything's own layout" not in notes

@@ -427,6 +427,30 @@ def _fair_esm_note(unexpected: Sequence[str], joined_unexpected: str, missing: S
             "only")
 
 
+# SAM 2's own checkpoints (sam2_hiera_tiny.pt, sam2.1_hiera_large.pt: {"model": state dict}) name the Hiera image
+# encoder `image_encoder.trunk.blocks.N`, `image_encoder.neck.convs.N.conv`, the prompt encoder and mask decoder
+# `sam_prompt_encoder.*` / `sam_mask_decoder.*`, beside the video tracker's memory_attention, memory_encoder and
+# maskmem_tpos_enc; transformers' Sam2Model `vision_encoder.backbone.blocks.N`, `prompt_encoder`, `mask_decoder`. Every
+# key was "unknown", with no word of the converter (the Segment Anything note above looks for SAM 1's names).
+_SAM2_EVIDENCE = _lazy_regex(r"^image_encoder\.trunk\.blocks\.\d+\.|^sam_(?:prompt_encoder|mask_decoder)\.")
+_HF_SAM2_EVIDENCE = _lazy_regex(r"^(?:sam2\.)?vision_encoder\.backbone\.blocks\.\d+\.")
+
+
+def _sam2_note(unexpected: Sequence[str], joined_unexpected: str, missing: Sequence[str],
+               joined_missing: str) -> str:
+    """The note for SAM 2's own layout in A against transformers' Sam2Model / Sam2VideoModel in B, or ""."""
+    if "image_encoder.trunk." not in joined_unexpected and "sam_mask_decoder." not in joined_unexpected:
+        return ""
+    if "vision_encoder.backbone." not in joined_missing:
+        return ""
+    if not (any(map(_SAM2_EVIDENCE.search, unexpected)) and any(map(_HF_SAM2_EVIDENCE.search, missing))):
+        return ""
+    return ("A is in SAM 2's own layout (image_encoder.trunk.blocks.N, sam_prompt_encoder, sam_mask_decoder: the sam2 "
+            "package's sam2*_hiera_*.pt, read by its build_sam2) and B in transformers' (vision_encoder.backbone."
+            "blocks.N, prompt_encoder, mask_decoder): transformers' models/sam2/convert_sam2_to_hf.py converts Meta's "
+            "released checkpoints, renaming every key; the renames suggested here cover a few keys only")
+
+
 # fairseq's own wav2vec 2.0 and HuBERT checkpoints (wav2vec_small.pt, wav2vec_small_960h.pt, hubert_base_ls960.pt:
 # {"model", "cfg" or "args", "optimizer_history", "extra_state", ...}) name the convolutional front end
 # `feature_extractor.conv_layers.N.0`, its projection `post_extract_proj`, the positional convolution
@@ -569,7 +593,8 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
         return {}, (_openai_whisper_note(unexpected, joined_unexpected, missing, joined_missing)
                     or _fair_esm_note(unexpected, joined_unexpected, missing, joined_missing)
                     or _segment_anything_note(unexpected, joined_unexpected, missing, joined_missing)
-                    or _fairseq_wav2vec2_note(unexpected, joined_unexpected, missing, joined_missing))
+                    or _fairseq_wav2vec2_note(unexpected, joined_unexpected, missing, joined_missing)
+                    or _sam2_note(unexpected, joined_unexpected, missing, joined_missing))
     meta_side, hf_side = ("A", "B") if meta_in_a else ("B", "A")
     meta_names, hf_names = (unexpected, missing) if meta_in_a else (missing, unexpected)
     if meta_in_a:
