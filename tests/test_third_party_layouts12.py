@@ -249,3 +249,55 @@ def test_a_sam2_checkpoint_against_transformers_sam2_names_the_converter(tmp_pat
     assert "A is in SAM 2's own layout (image_encoder.trunk.blocks.N" in notes, notes
     assert "transformers' models/sam2/convert_sam2_to_hf.py" in notes
     assert "Segment Anything's own layout" not in notes
+
+
+def _openai_clip_state(width: int = 16, layers: int = 2) -> dict[str, torch.Tensor]:
+    """OpenAI CLIP's state dict (clip.load(..., jit=False).state_dict(), open_clip's names too): the text tower at the
+    top (transformer.resblocks.N, token_embedding, ln_final, text_projection), the vision tower under visual."""
+    state = {"positional_embedding": torch.randn(8, width), "text_projection": torch.randn(width, 8),
+             "logit_scale": torch.tensor(4.6052), "token_embedding.weight": torch.randn(50, width),
+             "ln_final.weight": torch.ones(width), "ln_final.bias": torch.zeros(width),
+             "visual.class_embedding": torch.randn(width), "visual.positional_embedding": torch.randn(5, width),
+             "visual.proj": torch.randn(width, 8), "visual.conv1.weight": torch.randn(width, 3, 4, 4),
+             "visual.ln_pre.weight": torch.ones(width), "visual.ln_pre.bias": torch.zeros(width),
+             "visual.ln_post.weight": torch.ones(width), "visual.ln_post.bias": torch.zeros(width)}
+    for tower in ("transformer.", "visual.transformer."):
+        for i in range(layers):
+            block = f"{tower}resblocks.{i}."
+            state.update({f"{block}attn.in_proj_weight": torch.randn(3 * width, width),
+                          f"{block}attn.in_proj_bias": torch.zeros(3 * width),
+                          f"{block}attn.out_proj.weight": torch.randn(width, width),
+                          f"{block}attn.out_proj.bias": torch.zeros(width),
+                          f"{block}ln_1.weight": torch.ones(width), f"{block}ln_1.bias": torch.zeros(width),
+                          f"{block}ln_2.weight": torch.ones(width), f"{block}ln_2.bias": torch.zeros(width),
+                          f"{block}mlp.c_fc.weight": torch.randn(2 * width, width),
+                          f"{block}mlp.c_fc.bias": torch.zeros(2 * width),
+                          f"{block}mlp.c_proj.weight": torch.randn(width, 2 * width),
+                          f"{block}mlp.c_proj.bias": torch.zeros(width)})
+    return state
+
+
+def test_an_openai_clip_state_dict_against_transformers_clip_names_the_converter_not_crossed_renames(
+        tmp_path: Path) -> None:
+    """The rename search paired names by shape alone: ln_final (the text tower's last norm) onto the vision tower's
+    pre_layrnorm and visual.ln_pre onto the text tower's final_layer_norm, offered as the fix; q, k and v fused in
+    in_proj_weight need convert_clip_original_pytorch_to_hf.py, which splits them."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(0)
+    tower = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+    CLIPModel(CLIPConfig(text_config={**tower, "vocab_size": 50, "max_position_embeddings": 8},
+                         vision_config={**tower, "image_size": 8, "patch_size": 4},
+                         projection_dim=8)).save_pretrained(tmp_path / "hf")
+    torch.save(_openai_clip_state(), tmp_path / "ViT-B-32.state_dict.pt")
+    code, data = run_json("diff-keys", str(tmp_path / "ViT-B-32.state_dict.pt"), str(tmp_path / "hf"))
+    assert code == 1, data
+    assert data["suggested_renames"] == [], data["suggested_renames"]
+    notes = " ".join(data["notes"])
+    assert "A is in OpenAI CLIP's own layout" in notes and "convert_clip_original_pytorch_to_hf.py" in notes, notes
+    reasons = {row["name"]: row["reason"] for row in data["unexpected"] + data["missing"]}
+    assert reasons["ln_final.weight"] == reasons["vision_model.pre_layrnorm.weight"] == "foreign-layout", reasons
+    # The other way round: B is the original, which its own packages load.
+    code, data = run_json("diff-keys", str(tmp_path / "hf"), str(tmp_path / "ViT-B-32.state_dict.pt"))
+    assert code == 1 and data["suggested_renames"] == [], data
+    assert "B is in OpenAI CLIP's own layout" in " ".join(data["notes"])

@@ -553,6 +553,47 @@ def _litgpt_layout(unexpected: Sequence[str], missing: Sequence[str], joined_une
     return whys, note
 
 
+# OpenAI CLIP's own layout (clip.load's ViT-B-32.pt once read with jit=False, or its state_dict(); open_clip's
+# checkpoints keep it): `transformer.resblocks.N` for the text tower, `visual.transformer.resblocks.N`, `visual.conv1`,
+# `token_embedding`, `ln_final`, each attention's q, k and v fused in `attn.in_proj_weight`; transformers' CLIPModel
+# `text_model.encoder.layers.N.self_attn.q_proj`, `vision_model.embeddings.patch_embedding`. The rename search
+# matched names by shape alone and offered the text tower's final norm as the vision tower's pre-norm and the
+# reverse; transformers' convert_clip_original_pytorch_to_hf.py splits in_proj_weight, which no rename does.
+_CLIP_LAYOUT = _lazy_regex(
+    r"^(?:visual\.)?transformer\.resblocks\.\d+\.|^visual\.(?:conv1|class_embedding|positional_embedding|proj|ln_pre|"
+    r"ln_post)\b|^(?:token_embedding\.|positional_embedding$|ln_final\.|text_projection$)")
+_CLIP_EVIDENCE = _lazy_regex(r"^(?:visual\.)?transformer\.resblocks\.\d+\.attn\.in_proj_weight$")
+_HF_CLIP_LAYOUT = _lazy_regex(r"^(?:text_model|vision_model)\.|^(?:visual_projection|text_projection)\.weight$")
+_HF_CLIP_EVIDENCE = _lazy_regex(r"^(?:text_model|vision_model)\.encoder\.layers\.\d+\.self_attn\.[qkv]_proj\.")
+
+
+def _openai_clip_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
+                        joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """foreign_layout's whys and note for OpenAI CLIP's (and open_clip's) own layout against transformers' CLIP,
+    either way round; ({}, "") when the keys show no such pair."""
+    joined = joined_unexpected + joined_missing
+    if ".resblocks." not in joined or "_model.encoder.layers." not in joined:
+        return {}, ""
+    sides = _sides(unexpected, missing, _CLIP_EVIDENCE, _HF_CLIP_EVIDENCE)
+    if sides is None:
+        return {}, ""
+    clip_side, hf_side, clip_names, hf_names = sides
+    note = (f"{clip_side} is in OpenAI CLIP's own layout (transformer.resblocks.N, visual.conv1, ln_final, q, k and v "
+            "fused in attn.in_proj_weight: the clip package's and open_clip's checkpoints) and "
+            f"{hf_side} in transformers' CLIPModel layout (text_model.encoder.layers.N.self_attn.q_proj, "
+            "vision_model.embeddings.patch_embedding): "
+            + ("convert A with transformers' models/clip/convert_clip_original_pytorch_to_hf.py --checkpoint_path A "
+               "--pytorch_dump_folder_path OUT, which loads it with clip.load and splits each in_proj_weight into "
+               "q_proj, k_proj and v_proj, which no rename does" if clip_side == "A" else
+               "the clip package and open_clip load their own layout, with q, k and v fused in in_proj_weight, "
+               "which no rename does")
+            + "; renaming by shape pairs the two towers' same-sized norms wrongly")
+    whys = _layout_errors("foreign-layout",
+                          (clip_names, _CLIP_LAYOUT, f"OpenAI CLIP's layout (in {clip_side})"),
+                          (hf_names, _HF_CLIP_LAYOUT, f"transformers' CLIPModel layout (in {hf_side})"))
+    return whys, note
+
+
 def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[dict[str, tuple[str, str, str]], str]:
     """(reason, severity, detail) for the keys that differ because A and B are in two known layouts of one model
     (Meta's original Llama / Mistral layout against Hugging Face's, either way round), and a note saying what to
@@ -587,6 +628,9 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
         if whys:
             return whys, note
         whys, note = _litgpt_layout(unexpected, missing, joined_unexpected, joined_missing)
+        if whys:
+            return whys, note
+        whys, note = _openai_clip_layout(unexpected, missing, joined_unexpected, joined_missing)
         if whys:
             return whys, note
         # Renames alone convert it (no key is left a foreign-layout error), but not the few the search finds.
