@@ -301,3 +301,40 @@ def test_an_openai_clip_state_dict_against_transformers_clip_names_the_converter
     code, data = run_json("diff-keys", str(tmp_path / "hf"), str(tmp_path / "ViT-B-32.state_dict.pt"))
     assert code == 1 and data["suggested_renames"] == [], data
     assert "B is in OpenAI CLIP's own layout" in " ".join(data["notes"])
+
+
+def _dinov2_backbone(width: int = 16, layers: int = 2) -> dict[str, torch.Tensor]:
+    """dinov2_vits14_pretrain.pth as DINOv2 releases it (a bare state dict of its DinoVisionTransformer): q, k and v
+    fused in blocks.N.attn.qkv, LayerScale's ls1.gamma / ls2.gamma."""
+    state = {"cls_token": torch.randn(1, 1, width), "pos_embed": torch.randn(1, 5, width),
+             "mask_token": torch.zeros(1, width), "patch_embed.proj.weight": torch.randn(width, 3, 14, 14),
+             "patch_embed.proj.bias": torch.zeros(width), "norm.weight": torch.ones(width),
+             "norm.bias": torch.zeros(width)}
+    shapes = {"norm1.weight": (width,), "norm1.bias": (width,), "attn.qkv.weight": (3 * width, width),
+              "attn.qkv.bias": (3 * width,), "attn.proj.weight": (width, width), "attn.proj.bias": (width,),
+              "ls1.gamma": (width,), "norm2.weight": (width,), "norm2.bias": (width,),
+              "mlp.fc1.weight": (4 * width, width), "mlp.fc1.bias": (4 * width,), "mlp.fc2.weight": (width, 4 * width),
+              "mlp.fc2.bias": (width,), "ls2.gamma": (width,)}
+    for i in range(layers):
+        state.update({f"blocks.{i}.{name}": torch.randn(shape) for name, shape in shapes.items()})
+    return state
+
+
+def test_a_dinov2_backbone_against_transformers_dinov2_says_qkv_is_fused(tmp_path: Path) -> None:
+    """Against transformers' Dinov2Model the rename search offered renames of the blocks, norms and embeddings and
+    left the fused qkv "unknown", with no word that it must be split, nor of convert_dinov2_to_hf.py."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    Dinov2Model(Dinov2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                             image_size=28, patch_size=14)).save_pretrained(tmp_path / "hf")
+    torch.save(_dinov2_backbone(), tmp_path / "dinov2_vits14_pretrain.pth")
+    code, data = run_json("diff-keys", str(tmp_path / "dinov2_vits14_pretrain.pth"), str(tmp_path / "hf"))
+    assert code == 1, data
+    notes = " ".join(data["notes"])
+    assert "A is a timm-style ViT (blocks.N.attn.qkv" in notes and "Dinov2Model" in notes, notes
+    assert "models/dinov2/convert_dinov2_to_hf.py" in notes
+    reasons = {row["name"]: row["reason"] for row in data["unexpected"] + data["missing"]}
+    assert reasons["blocks.0.attn.qkv.weight"] == "foreign-layout", reasons
+    assert reasons["encoder.layer.0.attention.attention.query.weight"] == "foreign-layout", reasons
+    assert any(r["flag"] == "--rename '^blocks\\.=encoder.layer.'" for r in data["suggested_renames"])

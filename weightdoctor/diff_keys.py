@@ -594,6 +594,41 @@ def _openai_clip_layout(unexpected: Sequence[str], missing: Sequence[str], joine
     return whys, note
 
 
+# A timm-style ViT (DINO's and DINOv2's own checkpoints, dinov2_vits14_pretrain.pth, a DINO teacher's backbone, timm's
+# vit_*): q, k and v fused in `blocks.N.attn.qkv`, which transformers' ViTModel / Dinov2Model split into
+# `encoder.layer.N.attention.attention.query` / `key` / `value`. The rename search found the blocks, norms and
+# embeddings and said nothing of the fused matrices, which its renames leave "unknown"; the conversion scripts split
+# them.
+_VIT_QKV = _lazy_regex(r"(?:^|\.)blocks\.\d+\.attn\.qkv\.(?:weight|bias)$")
+_HF_VIT_QKV = _lazy_regex(r"(?:^|\.)encoder\.layer\.\d+\.attention\.attention\.(?:query|key|value)\.(?:weight|bias)$")
+
+
+def _vit_fused_qkv_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
+                          joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """foreign_layout's whys (the fused and split attention matrices only) and note for a timm-style ViT against
+    transformers' ViTModel or Dinov2Model, either way round; ({}, "") when the keys show no such pair."""
+    joined = joined_unexpected + joined_missing
+    if ".attn.qkv." not in joined or ".attention.attention." not in joined:
+        return {}, ""
+    sides = _sides(unexpected, missing, _VIT_QKV, _HF_VIT_QKV)
+    if sides is None:
+        return {}, ""
+    fused_side, hf_side, fused_names, hf_names = sides
+    dinov2 = ".ls1.gamma" in joined or ".layer_scale1.lambda1" in joined
+    script = ("models/dinov2/convert_dinov2_to_hf.py converts DINOv2's releases" if dinov2 else
+              "models/vit/convert_dino_to_pytorch.py converts DINO's releases, convert_vit_timm_to_pytorch.py timm's")
+    note = (f"{fused_side} is a timm-style ViT (blocks.N.attn.qkv: DINO's, DINOv2's and timm's own checkpoints) and "
+            f"{hf_side} transformers' {'Dinov2Model' if dinov2 else 'ViTModel'} layout "
+            "(encoder.layer.N.attention.attention.query, key, value): q, k and v are fused in one qkv matrix on one "
+            "side and split on the other, which no rename does"
+            + (f"; transformers' {script}, built by name (--model_name), splitting qkv" if fused_side == "A" else "")
+            + "; the renames suggested here cover some of the other keys")
+    whys = _layout_errors("foreign-layout",
+                          (fused_names, _VIT_QKV, f"q, k and v fused in one matrix (in {fused_side})"),
+                          (hf_names, _HF_VIT_QKV, f"q, k and v split (in {hf_side})"))
+    return whys, note
+
+
 def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[dict[str, tuple[str, str, str]], str]:
     """(reason, severity, detail) for the keys that differ because A and B are in two known layouts of one model
     (Meta's original Llama / Mistral layout against Hugging Face's, either way round), and a note saying what to
@@ -631,6 +666,9 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
         if whys:
             return whys, note
         whys, note = _openai_clip_layout(unexpected, missing, joined_unexpected, joined_missing)
+        if whys:
+            return whys, note
+        whys, note = _vit_fused_qkv_layout(unexpected, missing, joined_unexpected, joined_missing)
         if whys:
             return whys, note
         # Renames alone convert it (no key is left a foreign-layout error), but not the few the search finds.
