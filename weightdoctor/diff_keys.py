@@ -422,6 +422,47 @@ _FAIR_ESM_EVIDENCE = _lazy_regex(r"(?:^|\.)layers\.\d+\.self_attn\.[qkv]_proj\."
 _HF_ESM_EVIDENCE = _lazy_regex(r"(?:^|\.)encoder\.layer\.\d+\.attention\.self\.(?:query|key|value)\.")
 
 
+# SAM 2's own checkpoints (sam2_hiera_tiny.pt, sam2.1_hiera_large.pt: {"model": state dict}) name the Hiera image
+# encoder `image_encoder.trunk.blocks.N`, `image_encoder.neck.convs.N.conv`, the prompt encoder and mask decoder
+# `sam_prompt_encoder.*` / `sam_mask_decoder.*`, beside the video tracker's memory_attention, memory_encoder and
+# maskmem_tpos_enc; transformers' Sam2Model `vision_encoder.backbone.blocks.N`, `prompt_encoder`, `mask_decoder`. Every
+# key was "unknown", with no word of the converter (the Segment Anything row looks for SAM 1's names).
+_SAM2_EVIDENCE = _lazy_regex(r"^image_encoder\.trunk\.blocks\.\d+\.|^sam_(?:prompt_encoder|mask_decoder)\.")
+_HF_SAM2_EVIDENCE = _lazy_regex(r"^(?:sam2\.)?vision_encoder\.backbone\.blocks\.\d+\.")
+
+
+# fairseq's own wav2vec 2.0 and HuBERT checkpoints (wav2vec_small.pt, wav2vec_small_960h.pt, hubert_base_ls960.pt:
+# {"model", "cfg" or "args", "optimizer_history", "extra_state", ...}) name the convolutional front end
+# `feature_extractor.conv_layers.N.0`, its projection `post_extract_proj`, the positional convolution
+# `encoder.pos_conv.0`, the blocks' `self_attn`, `fc1`, `fc2`; a fine-tuned one keeps them under
+# `w2v_encoder.w2v_model.` beside `w2v_encoder.proj`. transformers' `feature_projection.projection`,
+# `encoder.pos_conv_embed.conv`, `feed_forward.intermediate_dense`: its conversion scripts copy each weight by their
+# MAPPING. The rename search offered a handful of renames as the fix and called the rest "unknown" (fc1, pos_conv, the
+# front end's convolutions), with no word of the converter.
+_FAIRSEQ_W2V_EVIDENCE = _lazy_regex(r"(?:^|\.)encoder\.pos_conv\.0\.|(?:^|\.)post_extract_proj\.")
+_HF_W2V_EVIDENCE = _lazy_regex(r"(?:^|\.)encoder\.pos_conv_embed\.conv\.|(?:^|\.)feature_projection\.projection\.")
+
+
+def _fairseq_wav2vec2_note(unexpected: Sequence[str], joined_unexpected: str, missing: Sequence[str],
+                           joined_missing: str) -> str:
+    """The note for fairseq's own wav2vec 2.0 / HuBERT layout in A against transformers' model of it in B, or ""."""
+    if "pos_conv" not in joined_unexpected and "post_extract_proj" not in joined_unexpected:
+        return ""
+    if not (any(map(_FAIRSEQ_W2V_EVIDENCE.search, unexpected)) and any(map(_HF_W2V_EVIDENCE.search, missing))):
+        return ""
+    # HuBERT's own checkpoints keep its cluster embeddings (`label_embs_concat`); transformers' Hubert* `hubert.`.
+    hubert = "label_embs_concat" in joined_unexpected or any(name.startswith("hubert.") for name in missing)
+    family, model = ("HuBERT", "hubert") if hubert else ("wav2vec 2.0", "wav2vec2")
+    script = f"models/{model}/convert_{model}_original_pytorch_checkpoint_to_pytorch.py"
+    return (f"A is in fairseq's own {family} layout (feature_extractor.conv_layers.N.0, post_extract_proj, "
+            "encoder.pos_conv.0, self_attn, fc1; w2v_encoder.w2v_model.* in a fine-tuned one) and B in transformers' "
+            "(feature_projection.projection, encoder.pos_conv_embed.conv, attention, feed_forward.intermediate_dense): "
+            f"convert A with transformers' {script} --checkpoint_path A --pytorch_dump_folder_path OUT --config_path "
+            "B's config.json (--not_finetuned for a pretraining checkpoint; --dict_path the dict.ltr.txt of a "
+            "fine-tuned one), which loads A through fairseq and copies each weight by its MAPPING; the renames "
+            "suggested here cover a few keys only")
+
+
 # Segment Anything's own checkpoints (sam_vit_b_01ec64.pth ...: a bare state dict) name the image encoder
 # `image_encoder.blocks.N.attn.qkv`, `neck.0`, the prompt encoder's `pe_layer`, `point_embeddings.N`,
 # `mask_downscaling.N`; transformers' SamModel `vision_encoder.layers.N`, `neck.conv1`, `shared_image_embedding`,
@@ -459,6 +500,12 @@ _RENAMED_LAYOUTS = (
          "them itself), renaming every key by its KEYS_TO_MODIFY_MAPPING and storing pe_layer's matrix under "
          "two names; a fine-tuned A needs that script's replace_keys applied to it; the renames suggested "
          "here cover a few keys only")),
+    _RenamedLayout(
+        ("image_encoder.trunk.", "sam_mask_decoder."), ("vision_encoder.backbone.",), _SAM2_EVIDENCE, _HF_SAM2_EVIDENCE,
+        ("A is in SAM 2's own layout (image_encoder.trunk.blocks.N, sam_prompt_encoder, sam_mask_decoder: the sam2 "
+         "package's sam2*_hiera_*.pt, read by its build_sam2) and B in transformers' (vision_encoder.backbone."
+         "blocks.N, prompt_encoder, mask_decoder): transformers' models/sam2/convert_sam2_to_hf.py converts Meta's "
+         "released checkpoints, renaming every key; the renames suggested here cover a few keys only")),
 )
 
 
@@ -502,6 +549,82 @@ def _litgpt_layout(unexpected: Sequence[str], missing: Sequence[str], joined_une
     return whys, note
 
 
+# OpenAI CLIP's own layout (clip.load's ViT-B-32.pt once read with jit=False, or its state_dict(); open_clip's
+# checkpoints keep it): `transformer.resblocks.N` for the text tower, `visual.transformer.resblocks.N`, `visual.conv1`,
+# `token_embedding`, `ln_final`, each attention's q, k and v fused in `attn.in_proj_weight`; transformers' CLIPModel
+# `text_model.encoder.layers.N.self_attn.q_proj`, `vision_model.embeddings.patch_embedding`. The rename search
+# matched names by shape alone and offered the text tower's final norm as the vision tower's pre-norm and the
+# reverse; transformers' convert_clip_original_pytorch_to_hf.py splits in_proj_weight, which no rename does.
+_CLIP_LAYOUT = _lazy_regex(
+    r"^(?:visual\.)?transformer\.resblocks\.\d+\.|^visual\.(?:conv1|class_embedding|positional_embedding|proj|ln_pre|"
+    r"ln_post)\b|^(?:token_embedding\.|positional_embedding$|ln_final\.|text_projection$)")
+_CLIP_EVIDENCE = _lazy_regex(r"^(?:visual\.)?transformer\.resblocks\.\d+\.attn\.in_proj_weight$")
+_HF_CLIP_LAYOUT = _lazy_regex(r"^(?:text_model|vision_model)\.|^(?:visual_projection|text_projection)\.weight$")
+_HF_CLIP_EVIDENCE = _lazy_regex(r"^(?:text_model|vision_model)\.encoder\.layers\.\d+\.self_attn\.[qkv]_proj\.")
+
+
+def _openai_clip_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
+                        joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """foreign_layout's whys and note for OpenAI CLIP's (and open_clip's) own layout against transformers' CLIP,
+    either way round; ({}, "") when the keys show no such pair."""
+    joined = joined_unexpected + joined_missing
+    if ".resblocks." not in joined or "_model.encoder.layers." not in joined:
+        return {}, ""
+    sides = _sides(unexpected, missing, _CLIP_EVIDENCE, _HF_CLIP_EVIDENCE)
+    if sides is None:
+        return {}, ""
+    clip_side, hf_side, clip_names, hf_names = sides
+    note = (f"{clip_side} is in OpenAI CLIP's own layout (transformer.resblocks.N, visual.conv1, ln_final, q, k and v "
+            "fused in attn.in_proj_weight: the clip package's and open_clip's checkpoints) and "
+            f"{hf_side} in transformers' CLIPModel layout (text_model.encoder.layers.N.self_attn.q_proj, "
+            "vision_model.embeddings.patch_embedding): "
+            + ("convert A with transformers' models/clip/convert_clip_original_pytorch_to_hf.py --checkpoint_path A "
+               "--pytorch_dump_folder_path OUT, which loads it with clip.load and splits each in_proj_weight into "
+               "q_proj, k_proj and v_proj, which no rename does" if clip_side == "A" else
+               "the clip package and open_clip load their own layout, with q, k and v fused in in_proj_weight, "
+               "which no rename does")
+            + "; renaming by shape pairs the two towers' same-sized norms wrongly")
+    whys = _layout_errors("foreign-layout",
+                          (clip_names, _CLIP_LAYOUT, f"OpenAI CLIP's layout (in {clip_side})"),
+                          (hf_names, _HF_CLIP_LAYOUT, f"transformers' CLIPModel layout (in {hf_side})"))
+    return whys, note
+
+
+# A timm-style ViT (DINO's and DINOv2's own checkpoints, dinov2_vits14_pretrain.pth, a DINO teacher's backbone, timm's
+# vit_*): q, k and v fused in `blocks.N.attn.qkv`, which transformers' ViTModel / Dinov2Model split into
+# `encoder.layer.N.attention.attention.query` / `key` / `value`. The rename search found the blocks, norms and
+# embeddings and said nothing of the fused matrices, which its renames leave "unknown"; the conversion scripts split
+# them.
+_VIT_QKV = _lazy_regex(r"(?:^|\.)blocks\.\d+\.attn\.qkv\.(?:weight|bias)$")
+_HF_VIT_QKV = _lazy_regex(r"(?:^|\.)encoder\.layer\.\d+\.attention\.attention\.(?:query|key|value)\.(?:weight|bias)$")
+
+
+def _vit_fused_qkv_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
+                          joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """foreign_layout's whys (the fused and split attention matrices only) and note for a timm-style ViT against
+    transformers' ViTModel or Dinov2Model, either way round; ({}, "") when the keys show no such pair."""
+    joined = joined_unexpected + joined_missing
+    if ".attn.qkv." not in joined or ".attention.attention." not in joined:
+        return {}, ""
+    sides = _sides(unexpected, missing, _VIT_QKV, _HF_VIT_QKV)
+    if sides is None:
+        return {}, ""
+    fused_side, hf_side, fused_names, hf_names = sides
+    dinov2 = ".ls1.gamma" in joined or ".layer_scale1.lambda1" in joined
+    script = ("models/dinov2/convert_dinov2_to_hf.py converts DINOv2's releases" if dinov2 else
+              "models/vit/convert_dino_to_pytorch.py converts DINO's releases, convert_vit_timm_to_pytorch.py timm's")
+    note = (f"{fused_side} is a timm-style ViT (blocks.N.attn.qkv: DINO's, DINOv2's and timm's own checkpoints) and "
+            f"{hf_side} transformers' {'Dinov2Model' if dinov2 else 'ViTModel'} layout "
+            "(encoder.layer.N.attention.attention.query, key, value): q, k and v are fused in one qkv matrix on one "
+            "side and split on the other, which no rename does"
+            + (f"; transformers' {script}, built by name (--model_name), splitting qkv" if fused_side == "A" else "")
+            + "; the renames suggested here cover some of the other keys")
+    whys = _layout_errors("foreign-layout",
+                          (fused_names, _VIT_QKV, f"q, k and v fused in one matrix (in {fused_side})"),
+                          (hf_names, _HF_VIT_QKV, f"q, k and v split (in {hf_side})"))
+    return whys, note
+
+
 def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[dict[str, tuple[str, str, str]], str]:
     """(reason, severity, detail) for the keys that differ because A and B are in two known layouts of one model
     (Meta's original Llama / Mistral layout against Hugging Face's, either way round), and a note saying what to
@@ -524,13 +647,14 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
         holds(joined_unexpected, ".self_attn.", _HF_EVIDENCE)
     if not (meta_in_a or meta_in_b):
         for detect in (_sd_single_file_layout, _dit_single_file_layout, _controlnet_single_file_layout,
-                       _t2i_adapter_layout, _litgpt_layout):
+                       _t2i_adapter_layout, _litgpt_layout, _openai_clip_layout, _vit_fused_qkv_layout):
             whys, note = detect(unexpected, missing, joined_unexpected, joined_missing)
             if whys:
                 return whys, note
         # Renames alone convert it (no key is left a foreign-layout error), but not the few the search finds.
-        return {}, next((note for layout in _RENAMED_LAYOUTS
-                         if (note := layout.note_for(unexpected, joined_unexpected, missing, joined_missing))), "")
+        return {}, (next((note for layout in _RENAMED_LAYOUTS
+                          if (note := layout.note_for(unexpected, joined_unexpected, missing, joined_missing))), "")
+                    or _fairseq_wav2vec2_note(unexpected, joined_unexpected, missing, joined_missing))
     meta_side, hf_side = ("A", "B") if meta_in_a else ("B", "A")
     meta_names, hf_names = (unexpected, missing) if meta_in_a else (missing, unexpected)
     if meta_in_a:

@@ -276,6 +276,37 @@ def mmcv_ema_copy_warning(checkpoint: Checkpoint) -> str | None:
             "load_checkpoint reports the ema_* ones as unexpected keys")
 
 
+# MoCo's two encoders, the trained one and its momentum (EMA) copy: v3's base_encoder / momentum_encoder, v1 / v2's
+# encoder_q / encoder_k, under DistributedDataParallel's `module.` as their main_moco.py saves them.
+_MOMENTUM_PAIRS = (("base_encoder.", "momentum_encoder.", "moco-v3's main_lincls.py and convert_to_deit.py"),
+                   ("encoder_q.", "encoder_k.", "moco's main_lincls.py and convert-pretrain-to-detectron2.py"))
+
+
+def momentum_encoder_copy_warning(checkpoint: Checkpoint) -> str | None:
+    """A MoCo pretraining checkpoint (`{"epoch", "arch", "state_dict", "optimizer"}`, its state dict
+    `module.base_encoder.*` beside `module.momentum_encoder.*`, v1 / v2 `module.encoder_q.*` beside `encoder_k.*`): the
+    encoder is stored twice, and MoCo's main_lincls.py and its converters (moco-v3's convert_to_deit.py, v2's
+    convert-pretrain-to-detectron2.py) load the first encoder alone, its prefix stripped and its head left out; the
+    parameter count, which holds both, is not what they load.
+
+    Example:
+        >>> momentum_encoder_copy_warning(open_checkpoint("r-50-1000ep.pth.tar"))
+        'the encoder is stored twice: module.momentum_encoder.* holds the momentum copy of 161 tensors of ...'
+    """
+    by_name = {t.name: t for t in checkpoint.tensors}
+    for base, momentum, loaders in _MOMENTUM_PAIRS:
+        for wrapper in ("module.", ""):
+            copies = [t for name, t in by_name.items() if name.startswith(wrapper + base)
+                      and wrapper + momentum + name[len(wrapper + base):] in by_name]
+            if copies:
+                params = sum(t.num_params for t in copies)
+                return (f"the encoder is stored twice: {wrapper}{momentum}* holds the momentum copy of "
+                        f"{counted(len(copies), 'tensor')} of {wrapper}{base}* ({counted(params, 'parameter')}, "
+                        f"counted in the total above); {loaders} load {wrapper}{base}* alone, the prefix stripped "
+                        "and the head left out")
+    return None
+
+
 def controlnet_beside_sd_warning(checkpoint: Checkpoint) -> str | None:
     """An original ControlNet saved with the whole Stable Diffusion model it was trained on (ControlNet 1.0's
     control_sd15_*.pth: model.diffusion_model, first_stage_model, cond_stage_model beside control_model): its
@@ -586,7 +617,8 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         filter=name_filter,
         warnings=[*checkpoint.warnings, *([adapter_problem] if adapter_problem else []), *params_problems,
                   *filter(None, [timm_head_warning(checkpoint), ldm_ema_copy_warning(checkpoint),
-                                 controlnet_beside_sd_warning(checkpoint), mmcv_ema_copy_warning(checkpoint)]),
+                                 controlnet_beside_sd_warning(checkpoint), mmcv_ema_copy_warning(checkpoint),
+                                 momentum_encoder_copy_warning(checkpoint)]),
                   *([f"{skipped}; from_pretrained loads them once saved under its names (save_pretrained)"] if skipped
                     else []), *(quantized.warnings if quantized is not None else [])],
         security=checkpoint.security,

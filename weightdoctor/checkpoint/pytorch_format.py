@@ -192,6 +192,8 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
         return obj[best]["model"], f"{best}.model"
     if _k_diffusion_ema(obj):
         return obj["model_ema"], "model_ema"
+    if _self_distillation_teacher(obj):
+        return obj["teacher"], "teacher"
     if _is_state_dict(obj) or (isinstance(obj, Mapping) and not obj):
         return obj, None  # an empty dict is a state dict of 0 tensors, as a safetensors file may hold
     kind = training_state_kind(obj)
@@ -329,6 +331,20 @@ def _scripted_methods(path: Path) -> bool:
             zlib.error):
         return True
     return re.search(r"^\s+def \w", text, re.MULTILINE) is not None
+
+
+def _self_distillation_teacher(obj: Any) -> bool:
+    """Whether `obj` is a DINO or iBOT training checkpoint (main_dino.py's `{"student", "teacher", "optimizer",
+    "epoch", "args", "dino_loss"}`, iBOT's `ibot_loss`) with a non-empty `teacher`: the weights their evaluation
+    (eval_linear.py, eval_knn.py: `--checkpoint_key teacher` by default) and their released backbones come from.
+    `student` came first in the key search and was read, silently. The loss's own state dict (its `center` buffer)
+    marks a self-distillation run: a knowledge-distillation checkpoint of a student and a teacher, whose product is
+    the student, has none and keeps the key search's order."""
+    if not isinstance(obj, Mapping):
+        return False
+    losses = [k for k, v in obj.items() if isinstance(k, str) and k.endswith("_loss") and isinstance(v, Mapping)]
+    teacher = obj.get("teacher")
+    return bool(losses) and _is_state_dict(obj.get("student")) and _is_state_dict(teacher) and bool(teacher)
 
 
 def _megatron_language_model(obj: Any) -> dict[str, Any] | None:
@@ -968,6 +984,14 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         notes.append("a k-diffusion training checkpoint: model_ema is read, the EMA weights that k-diffusion's "
                      "sampling loads and its convert_for_inference.py writes to a slim checkpoint; --key model reads "
                      "the raw training weights beside them")
+    elif key is None and nested_key == "teacher" and _self_distillation_teacher(obj):
+        backbone = any(isinstance(name, str) and name.startswith(("backbone.", "module.backbone."))
+                       for name in state_dict)
+        notes.append("a DINO / iBOT self-distillation checkpoint: teacher is read, the weights their evaluation "
+                     "(eval_linear.py, eval_knn.py: --checkpoint_key teacher by default) and released backbones "
+                     "come from; --key student reads the student beside it"
+                     + ("; their load_pretrained_weights strips module. and backbone. and loads the backbone alone "
+                        "(head.* is the projection head, used in training only)" if backbone else ""))
     elif nested_key == _MEGATRON_KEY and key is None:
         parts = list(map(str, obj["model"]["language_model"]))
         listed = ", ".join(parts[:-1]) + f" and {parts[-1]}"

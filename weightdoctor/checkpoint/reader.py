@@ -1277,7 +1277,40 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     torchtune = _torchtune_folder(folder, weights)
     if torchtune is not None:
         raise UnsupportedFormat(torchtune, str(folder))
+    espnet = _espnet_exp_folder(folder, weights)
+    if espnet is not None:
+        raise UnsupportedFormat(espnet, str(folder))
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
+
+
+# The files espnet2's Trainer writes to an experiment folder (exp/asr_train_*/): `<N>epoch.pth` per epoch, the
+# averaged `valid.acc.ave_10best.pth` with its links `valid.acc.ave.pth` / `valid.acc.best.pth` (any phase, metric,
+# `ave`, `best`, `ave_<N>best`), and `checkpoint.pth` / `latest.pth`, the state it resumes from.
+_ESPNET_WEIGHTS = re.compile(
+    r"\d+epoch\.pth|(train|valid)\.\w+\.(ave|best|ave_\d+best)\.pth|checkpoint\.pth|latest\.pth")
+
+
+def _espnet_exp_folder(folder: Path, weights: list[Path]) -> str | None:
+    """The refusal for an espnet2 experiment folder (config.yaml beside the Trainer's files, `_ESPNET_WEIGHTS`), or
+    None: "several weight files, name one" did not say which of them is the model its recipes decode with."""
+    if not (folder / "config.yaml").is_file() or not all(_ESPNET_WEIGHTS.fullmatch(p.name) for p in weights):
+        return None
+    averaged = sorted(p.name for p in weights if re.fullmatch(r"(train|valid)\.\w+\.ave(_\d+best)?\.pth", p.name))
+    if not averaged:
+        return None
+    # asr.sh decodes and packs valid.acc.ave.pth by default (inference_asr_model), tts.sh train.loss.ave.pth.
+    model = next((name for name in ("valid.acc.ave.pth", "train.loss.ave.pth") if name in averaged), averaged[0])
+    epochs = sorted((p.name for p in weights if re.fullmatch(r"\d+epoch\.pth", p.name)), key=lambda n: int(n[:-9]))
+    resume = [name for name in ("checkpoint.pth", "latest.pth") if name in {p.name for p in weights}]
+    return (f"an ESPnet experiment folder (config.yaml beside {counted(len(weights), 'weight file', grouped=False)}): "
+            f"{', '.join(averaged)} {'is' if len(averaged) == 1 else 'are'} the model averaged over its best epochs "
+            "that its recipes decode with and pack (asr.sh's inference_asr_model is valid.acc.ave.pth by default, "
+            "tts.sh's train.loss.ave.pth)"
+            + (f", {epochs[0]}{f' to {epochs[-1]}' if len(epochs) > 1 else ''} one epoch's weights each"
+               if epochs else "")
+            + (f", {' and '.join(resume)} the training state it resumes from (the model beside the optimizers)"
+               if resume else "")
+            + f"; name one to read it (e.g. {_shell_word(_by_name(folder) / model)})")
 
 
 def _foreign_kinds(weights: list[Path]) -> list[str] | None:
