@@ -354,8 +354,8 @@ def test_force_never_replaces_a_link_to_a_stream(tmp_path: Path, points_to: str)
 @pytest.mark.parametrize(("output", "reason"), [
     ("{file}/sub", "a part of the output's path is a file, not a folder"),
     ("{file}/sub/deeper", "a part of the output's path is a file, not a folder"),
-    ("{long}", "a name on the output's path is too long (255 bytes at most)"),
-    ("{long}/x", "a name on the output's path is too long (255 bytes at most)"),
+    ("{long}", "a name on the path is 256 bytes long, past the limit of 255 bytes a file name may have"),
+    ("{long}/x", "a name on the path is 256 bytes long, past the limit of 255 bytes a file name may have"),
 ])
 @pytest.mark.parametrize("command", [["convert"], ["shard", "--max", "40KB"]])
 def test_an_output_path_that_cannot_be_is_said_in_words(tmp_path: Path, output: str, reason: str,
