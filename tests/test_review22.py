@@ -46,3 +46,28 @@ def test_self_distillation_checkpoints_still_read_the_teacher(student_prefix: st
            loss: {"center": torch.zeros(1, 8)}}
     state_dict, where = find_state_dict(obj)
     assert where == "teacher" and set(state_dict) == set(_vit(""))
+
+
+_HF_VIT = ["embeddings.cls_token", "embeddings.patch_embeddings.projection.weight",
+           *(f"encoder.layer.0.attention.attention.{part}.{kind}" for part in ("query", "key", "value")
+             for kind in ("weight", "bias")),
+           "encoder.layer.0.layernorm_before.weight", "layernorm.weight"]
+_TIMM_VIT = ["cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.norm1.weight", "blocks.0.attn.qkv.weight",
+             "blocks.0.attn.qkv.bias", "blocks.0.attn.proj.weight", "norm.weight"]
+
+
+def test_fused_qkv_note_names_the_transformers_side_by_its_own_keys() -> None:
+    """A timm ViT with layer scale (DeiT III, `blocks.N.ls1.gamma`) against transformers' ViTModel: the note called
+    B a Dinov2Model, from A's ls1.gamma, and pointed at DINOv2's converter; B has no layer_scale1 of Dinov2Model."""
+    from weightdoctor.diff_keys import foreign_layout
+
+    deit3 = [*_TIMM_VIT, "blocks.0.ls1.gamma", "blocks.0.ls2.gamma"]
+    for a, b, fused in ((deit3, _HF_VIT, "A"), (_HF_VIT, deit3, "B")):
+        unexpected, missing = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+        whys, note = foreign_layout(unexpected, missing)
+        assert note.startswith(f"{fused} is a timm-style ViT") and "transformers' ViTModel layout" in note
+        assert "Dinov2" not in note and "dinov2" not in note
+        assert set(whys) == {n for n in unexpected + missing if ".qkv." in n or ".attention.attention." in n}
+    dinov2 = [n.replace("layernorm_before", "layer_scale1.lambda1") for n in _HF_VIT]  # Dinov2Model's own key
+    whys, note = foreign_layout(sorted(set(deit3) - set(dinov2)), sorted(set(dinov2) - set(deit3)))
+    assert "transformers' Dinov2Model layout" in note and "convert_dinov2_to_hf.py" in note

@@ -610,7 +610,9 @@ def _vit_fused_qkv_layout(unexpected: Sequence[str], missing: Sequence[str], joi
     if sides is None:
         return {}, ""
     fused_side, hf_side, fused_names, hf_names = sides
-    dinov2 = ".ls1.gamma" in joined or ".layer_scale1.lambda1" in joined
+    # The transformers side's own key says which class it is: a timm ViT with layer scale (DeiT III's ls1.gamma) made
+    # a ViTModel B "Dinov2Model", with DINOv2's converter.
+    dinov2 = any(".layer_scale1.lambda1" in name for name in hf_names)
     script = ("models/dinov2/convert_dinov2_to_hf.py converts DINOv2's releases" if dinov2 else
               "models/vit/convert_dino_to_pytorch.py converts DINO's releases, convert_vit_timm_to_pytorch.py timm's")
     note = (f"{fused_side} is a timm-style ViT (blocks.N.attn.qkv: DINO's, DINOv2's and timm's own checkpoints) and "
