@@ -71,3 +71,29 @@ def test_fused_qkv_note_names_the_transformers_side_by_its_own_keys() -> None:
     dinov2 = [n.replace("layernorm_before", "layer_scale1.lambda1") for n in _HF_VIT]  # Dinov2Model's own key
     whys, note = foreign_layout(sorted(set(deit3) - set(dinov2)), sorted(set(dinov2) - set(deit3)))
     assert "transformers' Dinov2Model layout" in note and "convert_dinov2_to_hf.py" in note
+
+
+def test_pattern_time_limit_counts_this_threads_cpu_time_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The limit was counted in process CPU time, which adds up every thread of the process: torch's intra-op
+    threads or a caller's own threads busy meanwhile used it up (here: a second of other threads' CPU time per
+    look at the clock), and a two-group config got unknown bits that the matching itself needs microseconds for."""
+    import itertools
+    import time
+
+    from weightdoctor import quantized
+
+    calls = itertools.count()
+    real = time.process_time
+    monkeypatch.setattr(time, "process_time", lambda: real() + next(calls))  # 1 s of other threads per look
+    quantization = {"quant_method": "compressed-tensors", "config_groups": {
+        "g0": {"weights": {"num_bits": 4}, "targets": ["re:.*mlp.*"]},
+        "g1": {"weights": {"num_bits": 8}, "targets": ["re:.*attn.*"]}}}
+    names = [f"model.layers.{i}.{part}.weight_packed" for i in range(4)
+             for part in ("mlp.up_proj", "self_attn.q_proj")]
+    notes: list[str] = []
+    bits = quantized._compressed_tensors_layer_bits(names, quantization, notes)
+    assert bits == {name: 4 if ".mlp." in name else 8 for name in names} and notes == []
+    gptq = {"quant_method": "gptq", "bits": 4, "dynamic": {r"+:.*mlp.*": {"bits": 8}}}
+    qweights = [name.replace("weight_packed", "qweight") for name in names]
+    assert quantized._gptq_dynamic_layer_bits(qweights, gptq, notes) == {
+        name: 8 for name in qweights if ".mlp." in name}
