@@ -3,6 +3,7 @@ move to /, CPU-time pattern limits) on inputs next to the ones they were written
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import pytest
 import torch
@@ -97,3 +98,41 @@ def test_pattern_time_limit_counts_this_threads_cpu_time_only(monkeypatch: pytes
     qweights = [name.replace("weight_packed", "qweight") for name in names]
     assert quantized._gptq_dynamic_layer_bits(qweights, gptq, notes) == {
         name: 8 for name in qweights if ".mlp." in name}
+
+
+def test_deleted_cwd_does_not_take_a_home_that_is_relative_for_absolute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`HOME=relhome weightdoctor convert /m -o ~/x` from a deleted folder: `~/x` was taken as absolute and the run
+    moved to /, where it is relhome/x: the output was written under / (relhome/x of the folder that is gone before)."""
+    from weightdoctor.entry import _no_relative_path
+
+    monkeypatch.setenv("HOME", "relhome")
+    assert not _no_relative_path(["convert", "/m.pt", "-o", "~/x.safetensors"])
+    assert not _no_relative_path(["convert", "/m.pt", "--output=~/x.safetensors"])
+    assert not _no_relative_path(["convert", "/m.pt", "-o~/x.safetensors"])
+    monkeypatch.setenv("HOME", "/home/someone")
+    assert _no_relative_path(["convert", "/m.pt", "-o", "~/x.safetensors"])
+    assert _no_relative_path(["convert", "/m.pt", "--output=~/x.safetensors"])
+
+
+def test_deleted_cwd_with_a_relative_home_is_refused(tmp_path: Path) -> None:
+    """The whole path: from a deleted folder, with HOME relative, the run stops with the deleted-folder line, writing
+    nothing (it went on from / before and tried to write relhome/x.safetensors there)."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    source = tmp_path / "m.safetensors"
+    save_file({"w": torch.ones(2)}, str(source))
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = (f"import os, sys; os.chdir({str(gone)!r}); os.rmdir({str(gone)!r}); "
+              "sys.argv = ['weightdoctor', 'convert', sys.argv[1], '-o', '~/x.safetensors']; "
+              "from weightdoctor.entry import main; main()")
+    env = {**os.environ, "HOME": "relhome-review22", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run([sys.executable, "-c", script, str(source)], capture_output=True, text=True, env=env,
+                            timeout=120, check=False)
+    assert result.returncode == 2
+    assert "the current folder no longer exists" in result.stderr
+    assert "relhome-review22" not in result.stderr  # not the output folder at / it looked for
