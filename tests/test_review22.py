@@ -136,3 +136,39 @@ def test_deleted_cwd_with_a_relative_home_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "the current folder no longer exists" in result.stderr
     assert "relhome-review22" not in result.stderr  # not the output folder at / it looked for
+
+
+def _transformers_keys(model_class: str, config_class: str) -> list[str]:
+    import transformers
+
+    small = {"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8}
+    config = getattr(transformers, config_class)(
+        text_config={**small, "vocab_size": 10, "max_position_embeddings": 8},
+        vision_config={**small, "image_size": 8, "patch_size": 4})
+    torch.manual_seed(0)
+    return list(getattr(transformers, model_class)(config).state_dict())
+
+
+_OPEN_CLIP = ["positional_embedding", "text_projection", "logit_scale", "token_embedding.weight", "ln_final.weight",
+              "transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.0.attn.out_proj.weight",
+              "visual.class_embedding", "visual.positional_embedding", "visual.proj", "visual.conv1.weight",
+              "visual.ln_pre.weight", "visual.transformer.resblocks.0.attn.in_proj_weight"]
+
+
+def test_openai_clip_layout_against_siglip_does_not_call_it_clipmodel() -> None:
+    """open_clip's ViT-B-32 (OpenAI CLIP's layout) against transformers' SiglipModel: the note called B a CLIPModel
+    and offered the CLIP converter, whose CLIPModel output a SiglipModel does not load (logit_bias, the pooling
+    head). Against a CLIPModel the note and the converter stay."""
+    from weightdoctor.diff_keys import foreign_layout
+
+    siglip = _transformers_keys("SiglipModel", "SiglipConfig")
+    for a, b, hf_side, clip_side in ((_OPEN_CLIP, siglip, "B", "A"), (siglip, _OPEN_CLIP, "A", "B")):
+        whys, note = foreign_layout(sorted(set(a) - set(b)), sorted(set(b) - set(a)))
+        assert f"{hf_side} in transformers' SiglipModel layout" in note and "CLIPModel" not in note
+        assert "convert_clip_original_pytorch_to_hf" not in note and "another model than CLIP" in note
+        assert {detail for _, _, detail in whys.values()} == {
+            f"OpenAI CLIP's layout (in {clip_side})", f"transformers' SiglipModel layout (in {hf_side})"}
+    clip = _transformers_keys("CLIPModel", "CLIPConfig")
+    whys, note = foreign_layout(sorted(set(_OPEN_CLIP) - set(clip)), sorted(set(clip) - set(_OPEN_CLIP)))
+    assert "B in transformers' CLIPModel layout" in note and "convert_clip_original_pytorch_to_hf.py" in note
+    assert "SiglipModel" not in note

@@ -574,11 +574,17 @@ def _openai_clip_layout(unexpected: Sequence[str], missing: Sequence[str], joine
     if sides is None:
         return {}, ""
     clip_side, hf_side, clip_names, hf_names = sides
+    # transformers' SiglipModel shares CLIPModel's names but for its logit_bias and attention-pooling head: B was
+    # called a CLIPModel and A's CLIP converter offered, whose output (a CLIPModel) B's class does not load.
+    siglip = any(name == "logit_bias" or name.startswith("vision_model.head.") for name in hf_names)
     note = (f"{clip_side} is in OpenAI CLIP's own layout (transformer.resblocks.N, visual.conv1, ln_final, q, k and v "
             "fused in attn.in_proj_weight: the clip package's and open_clip's checkpoints) and "
-            f"{hf_side} in transformers' CLIPModel layout (text_model.encoder.layers.N.self_attn.q_proj, "
-            "vision_model.embeddings.patch_embedding): "
-            + ("convert A with transformers' models/clip/convert_clip_original_pytorch_to_hf.py --checkpoint_path A "
+            f"{hf_side} in transformers' {'SiglipModel' if siglip else 'CLIPModel'} layout "
+            "(text_model.encoder.layers.N.self_attn.q_proj, vision_model.embeddings.patch_embedding"
+            + ("; logit_bias and the attention-pooling vision_model.head: SigLIP, another model than CLIP, which "
+               "no converter makes of a CLIP checkpoint" if siglip else "") + "): "
+            + ("q, k and v are fused on one side and split on the other, which no rename does" if siglip else
+               "convert A with transformers' models/clip/convert_clip_original_pytorch_to_hf.py --checkpoint_path A "
                "--pytorch_dump_folder_path OUT, which loads it with clip.load and splits each in_proj_weight into "
                "q_proj, k_proj and v_proj, which no rename does" if clip_side == "A" else
                "the clip package and open_clip load their own layout, with q, k and v fused in in_proj_weight, "
@@ -586,7 +592,8 @@ def _openai_clip_layout(unexpected: Sequence[str], missing: Sequence[str], joine
             + "; renaming by shape pairs the two towers' same-sized norms wrongly")
     whys = _layout_errors("foreign-layout",
                           (clip_names, _CLIP_LAYOUT, f"OpenAI CLIP's layout (in {clip_side})"),
-                          (hf_names, _HF_CLIP_LAYOUT, f"transformers' CLIPModel layout (in {hf_side})"))
+                          (hf_names, _HF_CLIP_LAYOUT,
+                           f"transformers' {'SiglipModel' if siglip else 'CLIPModel'} layout (in {hf_side})"))
     return whys, note
 
 
