@@ -172,3 +172,27 @@ def test_openai_clip_layout_against_siglip_does_not_call_it_clipmodel() -> None:
     whys, note = foreign_layout(sorted(set(_OPEN_CLIP) - set(clip)), sorted(set(clip) - set(_OPEN_CLIP)))
     assert "B in transformers' CLIPModel layout" in note and "convert_clip_original_pytorch_to_hf.py" in note
     assert "SiglipModel" not in note
+
+
+@pytest.mark.parametrize(("model_class", "config_class", "name"), [("ViTModel", "ViTConfig", "ViTModel"),
+                                                                   ("Dinov2Model", "Dinov2Config", "Dinov2Model")])
+def test_fused_qkv_note_against_the_model_transformers_builds(model_class: str, config_class: str,
+                                                              name: str) -> None:
+    """A timm ViT against the class as the installed transformers builds it (`--model-class ViTModel`): transformers
+    5 names its attention `layers.N.attention.q_proj`, which the detector did not know (the Hub's
+    `attention.attention.query` only): no note, the split matrices "unknown"."""
+    import transformers
+
+    from weightdoctor.diff_keys import foreign_layout
+
+    config = getattr(transformers, config_class)(hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                                 intermediate_size=8, image_size=8, patch_size=4)
+    torch.manual_seed(0)
+    hf = list(getattr(transformers, model_class)(config).state_dict())
+    for a, b, fused in ((_TIMM_VIT, hf, "A"), (hf, _TIMM_VIT, "B")):
+        unexpected, missing = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+        whys, note = foreign_layout(unexpected, missing)
+        assert note.startswith(f"{fused} is a timm-style ViT") and f"transformers' {name} layout" in note
+        split = {n for n in hf if any(f"attention.{part}" in n for part in ("q_proj", "k_proj", "v_proj", "query",
+                                                                             "key.", "value"))}
+        assert set(whys) == split | {n for n in _TIMM_VIT if ".qkv." in n}

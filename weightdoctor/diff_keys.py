@@ -601,9 +601,12 @@ def _openai_clip_layout(unexpected: Sequence[str], missing: Sequence[str], joine
 # vit_*): q, k and v fused in `blocks.N.attn.qkv`, which transformers' ViTModel / Dinov2Model split into
 # `encoder.layer.N.attention.attention.query` / `key` / `value`. The rename search found the blocks, norms and
 # embeddings and said nothing of the fused matrices, which its renames leave "unknown"; the conversion scripts split
-# them.
+# them. transformers 5 builds them (`--model-class ViTModel`) as `layers.N.attention.q_proj` (ViTModel) and
+# `encoder.layer.N.attention.q_proj` (Dinov2Model), which its conversion mapping renames the Hub's names to: the note
+# was missing against such a model.
 _VIT_QKV = _lazy_regex(r"(?:^|\.)blocks\.\d+\.attn\.qkv\.(?:weight|bias)$")
-_HF_VIT_QKV = _lazy_regex(r"(?:^|\.)encoder\.layer\.\d+\.attention\.attention\.(?:query|key|value)\.(?:weight|bias)$")
+_HF_VIT_QKV = _lazy_regex(r"(?:^|\.)(?:encoder\.layer|layers)\.\d+\.attention\."
+                          r"(?:attention\.(?:query|key|value)|[qkv]_proj)\.(?:weight|bias)$")
 
 
 def _vit_fused_qkv_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
@@ -611,7 +614,7 @@ def _vit_fused_qkv_layout(unexpected: Sequence[str], missing: Sequence[str], joi
     """foreign_layout's whys (the fused and split attention matrices only) and note for a timm-style ViT against
     transformers' ViTModel or Dinov2Model, either way round; ({}, "") when the keys show no such pair."""
     joined = joined_unexpected + joined_missing
-    if ".attn.qkv." not in joined or ".attention.attention." not in joined:
+    if ".attn.qkv." not in joined or (".attention.attention." not in joined and ".attention.q_proj." not in joined):
         return {}, ""
     sides = _sides(unexpected, missing, _VIT_QKV, _HF_VIT_QKV)
     if sides is None:
@@ -624,7 +627,8 @@ def _vit_fused_qkv_layout(unexpected: Sequence[str], missing: Sequence[str], joi
               "models/vit/convert_dino_to_pytorch.py converts DINO's releases, convert_vit_timm_to_pytorch.py timm's")
     note = (f"{fused_side} is a timm-style ViT (blocks.N.attn.qkv: DINO's, DINOv2's and timm's own checkpoints) and "
             f"{hf_side} transformers' {'Dinov2Model' if dinov2 else 'ViTModel'} layout "
-            "(encoder.layer.N.attention.attention.query, key, value): q, k and v are fused in one qkv matrix on one "
+            "(encoder.layer.N.attention.attention.query, key, value; attention.q_proj, k_proj, v_proj as "
+            "transformers 5 builds it): q, k and v are fused in one qkv matrix on one "
             "side and split on the other, which no rename does"
             + (f"; transformers' {script}, built by name (--model_name), splitting qkv" if fused_side == "A" else "")
             + "; the renames suggested here cover some of the other keys")
