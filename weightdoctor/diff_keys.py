@@ -574,11 +574,17 @@ def _openai_clip_layout(unexpected: Sequence[str], missing: Sequence[str], joine
     if sides is None:
         return {}, ""
     clip_side, hf_side, clip_names, hf_names = sides
+    # transformers' SiglipModel shares CLIPModel's names but for its logit_bias and attention-pooling head: B was
+    # called a CLIPModel and A's CLIP converter offered, whose output (a CLIPModel) B's class does not load.
+    siglip = any(name == "logit_bias" or name.startswith("vision_model.head.") for name in hf_names)
     note = (f"{clip_side} is in OpenAI CLIP's own layout (transformer.resblocks.N, visual.conv1, ln_final, q, k and v "
             "fused in attn.in_proj_weight: the clip package's and open_clip's checkpoints) and "
-            f"{hf_side} in transformers' CLIPModel layout (text_model.encoder.layers.N.self_attn.q_proj, "
-            "vision_model.embeddings.patch_embedding): "
-            + ("convert A with transformers' models/clip/convert_clip_original_pytorch_to_hf.py --checkpoint_path A "
+            f"{hf_side} in transformers' {'SiglipModel' if siglip else 'CLIPModel'} layout "
+            "(text_model.encoder.layers.N.self_attn.q_proj, vision_model.embeddings.patch_embedding"
+            + ("; logit_bias and the attention-pooling vision_model.head: SigLIP, another model than CLIP, which "
+               "no converter makes of a CLIP checkpoint" if siglip else "") + "): "
+            + ("q, k and v are fused on one side and split on the other, which no rename does" if siglip else
+               "convert A with transformers' models/clip/convert_clip_original_pytorch_to_hf.py --checkpoint_path A "
                "--pytorch_dump_folder_path OUT, which loads it with clip.load and splits each in_proj_weight into "
                "q_proj, k_proj and v_proj, which no rename does" if clip_side == "A" else
                "the clip package and open_clip load their own layout, with q, k and v fused in in_proj_weight, "
@@ -586,7 +592,8 @@ def _openai_clip_layout(unexpected: Sequence[str], missing: Sequence[str], joine
             + "; renaming by shape pairs the two towers' same-sized norms wrongly")
     whys = _layout_errors("foreign-layout",
                           (clip_names, _CLIP_LAYOUT, f"OpenAI CLIP's layout (in {clip_side})"),
-                          (hf_names, _HF_CLIP_LAYOUT, f"transformers' CLIPModel layout (in {hf_side})"))
+                          (hf_names, _HF_CLIP_LAYOUT,
+                           f"transformers' {'SiglipModel' if siglip else 'CLIPModel'} layout (in {hf_side})"))
     return whys, note
 
 
@@ -594,9 +601,12 @@ def _openai_clip_layout(unexpected: Sequence[str], missing: Sequence[str], joine
 # vit_*): q, k and v fused in `blocks.N.attn.qkv`, which transformers' ViTModel / Dinov2Model split into
 # `encoder.layer.N.attention.attention.query` / `key` / `value`. The rename search found the blocks, norms and
 # embeddings and said nothing of the fused matrices, which its renames leave "unknown"; the conversion scripts split
-# them.
+# them. transformers 5 builds them (`--model-class ViTModel`) as `layers.N.attention.q_proj` (ViTModel) and
+# `encoder.layer.N.attention.q_proj` (Dinov2Model), which its conversion mapping renames the Hub's names to: the note
+# was missing against such a model.
 _VIT_QKV = _lazy_regex(r"(?:^|\.)blocks\.\d+\.attn\.qkv\.(?:weight|bias)$")
-_HF_VIT_QKV = _lazy_regex(r"(?:^|\.)encoder\.layer\.\d+\.attention\.attention\.(?:query|key|value)\.(?:weight|bias)$")
+_HF_VIT_QKV = _lazy_regex(r"(?:^|\.)(?:encoder\.layer|layers)\.\d+\.attention\."
+                          r"(?:attention\.(?:query|key|value)|[qkv]_proj)\.(?:weight|bias)$")
 
 
 def _vit_fused_qkv_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
@@ -604,18 +614,21 @@ def _vit_fused_qkv_layout(unexpected: Sequence[str], missing: Sequence[str], joi
     """foreign_layout's whys (the fused and split attention matrices only) and note for a timm-style ViT against
     transformers' ViTModel or Dinov2Model, either way round; ({}, "") when the keys show no such pair."""
     joined = joined_unexpected + joined_missing
-    if ".attn.qkv." not in joined or ".attention.attention." not in joined:
+    if ".attn.qkv." not in joined or (".attention.attention." not in joined and ".attention.q_proj." not in joined):
         return {}, ""
     sides = _sides(unexpected, missing, _VIT_QKV, _HF_VIT_QKV)
     if sides is None:
         return {}, ""
     fused_side, hf_side, fused_names, hf_names = sides
-    dinov2 = ".ls1.gamma" in joined or ".layer_scale1.lambda1" in joined
+    # The transformers side's own key says which class it is: a timm ViT with layer scale (DeiT III's ls1.gamma) made
+    # a ViTModel B "Dinov2Model", with DINOv2's converter.
+    dinov2 = any(".layer_scale1.lambda1" in name for name in hf_names)
     script = ("models/dinov2/convert_dinov2_to_hf.py converts DINOv2's releases" if dinov2 else
               "models/vit/convert_dino_to_pytorch.py converts DINO's releases, convert_vit_timm_to_pytorch.py timm's")
     note = (f"{fused_side} is a timm-style ViT (blocks.N.attn.qkv: DINO's, DINOv2's and timm's own checkpoints) and "
             f"{hf_side} transformers' {'Dinov2Model' if dinov2 else 'ViTModel'} layout "
-            "(encoder.layer.N.attention.attention.query, key, value): q, k and v are fused in one qkv matrix on one "
+            "(encoder.layer.N.attention.attention.query, key, value; attention.q_proj, k_proj, v_proj as "
+            "transformers 5 builds it): q, k and v are fused in one qkv matrix on one "
             "side and split on the other, which no rename does"
             + (f"; transformers' {script}, built by name (--model_name), splitting qkv" if fused_side == "A" else "")
             + "; the renames suggested here cover some of the other keys")

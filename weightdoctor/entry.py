@@ -165,16 +165,22 @@ def _no_relative_path(args: list[str]) -> bool:
             options_done = True
         elif not options_done and arg.startswith("--"):
             _, has_value, value = arg.partition("=")
-            if has_value and not value.startswith(("/", "~")):
+            if has_value and not _absolute(value):
                 return False
         elif not options_done and arg.startswith("-") and len(arg) > 1:
-            if len(arg) > 2 and not arg[2:].startswith(("/", "~")):
+            if len(arg) > 2 and not _absolute(arg[2:]):
                 return False
         elif not command_seen and not options_done and arg and "/" not in arg:
             command_seen = True
-        elif not arg.startswith(("/", "~")):
+        elif not _absolute(arg):
             return False
     return True
+
+
+def _absolute(word: str) -> bool:
+    """Whether `word` names an absolute path once `~` is expanded: a HOME that is relative (`HOME=relhome`) or a
+    `~name` of no known user leaves a relative path, which from / was `/relhome/x`: an output written under /."""
+    return os.path.isabs(os.path.expanduser(word))
 
 
 def exit_on_closed_pipe() -> None:

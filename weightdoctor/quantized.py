@@ -119,9 +119,10 @@ def _mlx_layer_bits(packed: set[str], quantization: Mapping[str, Any] | None) ->
 # The backtracking steps one re.match of a config's `re:` target may take at worst (a tenth of a second of sre's
 # time): Python's re cannot be interrupted, and a target such as `re:(a+)+$` over a long layer name never returns.
 _PATTERN_STEPS = 10_000_000
-# The seconds of CPU time (not wall time: a machine busy with other work must give the same answer) all the
-# matching may take: the worst case above is far from what a pattern with literal text between
-# its repeats costs (`re:.*layers\.\d+\.mlp\.experts\.\d+\..*` over 50,000 expert layers: a fraction of a second).
+# The seconds of this thread's CPU time all the matching may take (not wall time: a machine busy with other work must
+# give the same answer; not the process's: torch's intra-op threads or a caller's threads busy meanwhile add theirs):
+# the worst case above is far from what a pattern with literal text between its repeats costs
+# (`re:.*layers\.\d+\.mlp\.experts\.\d+\..*` over 50,000 expert layers: a fraction of a second).
 _PATTERN_SECONDS = 3.0
 # The (layer, pattern) pairs looked at, all layers together (a few seconds): 10,000 config groups over as many
 # layers would be 10**8 pairs; past this, the layers left get unknown bits wherever a pattern could claim them.
@@ -511,11 +512,11 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
     patterns: list[tuple[re.Pattern[str], set[int | None], tuple[int, int] | None, list[str]]] = []
     # Compiling has the same time limit as matching: 100,000 groups' patterns took 10 s to compile and bound before
     # any layer was looked at. Those left when the time is up are not evaluated: the bits they give are unknown.
-    deadline = time.process_time() + _PATTERN_SECONDS
+    deadline = time.thread_time() + _PATTERN_SECONDS
     not_compiled: set[int | None] = set()
     not_compiled_texts: list[str] = []
     for text, bits_set in raw_patterns.items():
-        if time.process_time() > deadline:
+        if time.thread_time() > deadline:
             not_compiled |= bits_set
             not_compiled_texts.append(text)
             continue
@@ -523,7 +524,7 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
             patterns.append((re.compile(text), bits_set, _match_cost(text), _required_text(text)))
         except (re.error, RecursionError, OverflowError):
             continue
-    deadline, pairs = time.process_time() + _PATTERN_SECONDS, _PATTERN_PAIRS
+    deadline, pairs = time.thread_time() + _PATTERN_SECONDS, _PATTERN_PAIRS
     every_pattern_bits: set[int | None] = set().union(not_compiled, *(bits_set for _, bits_set, _, _ in patterns))
     found: dict[str, int | None] = {}
     # Layers some pattern was not evaluated for because the time ran out: on a slower machine, more of them.
@@ -540,7 +541,7 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
         if not_compiled or timed_out:
             out_of_time.add(name)
         pairs -= len(patterns)
-        if pairs < 0 or (patterns and time.process_time() > deadline):
+        if pairs < 0 or (patterns and time.thread_time() > deadline):
             if pairs >= 0:  # the time ran out, not the (machine-independent) budget of pairs
                 timed_out = True
                 out_of_time.add(name)
@@ -550,7 +551,7 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
             if not all(map(layer.__contains__, required)):  # it cannot match: no need to run it
                 continue
             steps = None if pattern_cost is None else pattern_cost[0] * (len(layer) + 1) ** pattern_cost[1]
-            if steps is None or steps > _PATTERN_STEPS or time.process_time() > deadline:
+            if steps is None or steps > _PATTERN_STEPS or time.thread_time() > deadline:
                 if steps is not None and steps <= _PATTERN_STEPS:
                     out_of_time.add(name)
                 unsure |= bits_set
@@ -602,13 +603,13 @@ def _gptq_dynamic_layer_bits(packed: Iterable[str], quantization: Mapping[str, A
                           bits))
         return rules[index]
 
-    deadline = time.process_time() + _PATTERN_SECONDS
+    deadline = time.thread_time() + _PATTERN_SECONDS
     found: dict[str, int | None] = {}
     out_of_time = 0
     for name in packed:
         layer = name.removesuffix(".qweight")
         for index in range(len(keys)):
-            if time.process_time() > deadline:
+            if time.thread_time() > deadline:
                 found[name] = None  # a pattern not looked at might claim the layer: the bits are not known
                 out_of_time += 1
                 break

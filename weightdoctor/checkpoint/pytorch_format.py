@@ -339,12 +339,18 @@ def _self_distillation_teacher(obj: Any) -> bool:
     (eval_linear.py, eval_knn.py: `--checkpoint_key teacher` by default) and their released backbones come from.
     `student` came first in the key search and was read, silently. The loss's own state dict (its `center` buffer)
     marks a self-distillation run: a knowledge-distillation checkpoint of a student and a teacher, whose product is
-    the student, has none and keeps the key search's order."""
+    the student, has none and keeps the key search's order. The teacher is the student's own copy (its EMA), so its
+    names are the student's, `module.` (DistributedDataParallel, on one side only) aside; iBOT's student alone holds
+    `masked_embed`. A distillation run whose loss keeps a state dict has a teacher of other names: its student is
+    read, as before this rule."""
     if not isinstance(obj, Mapping):
         return False
     losses = [k for k, v in obj.items() if isinstance(k, str) and k.endswith("_loss") and isinstance(v, Mapping)]
-    teacher = obj.get("teacher")
-    return bool(losses) and _is_state_dict(obj.get("student")) and _is_state_dict(teacher) and bool(teacher)
+    student, teacher = obj.get("student"), obj.get("teacher")
+    if not (losses and _is_state_dict(student) and _is_state_dict(teacher) and teacher):
+        return False
+    student_names = {name.removeprefix("module.") for name in student if isinstance(name, str)}
+    return all(isinstance(name, str) and name.removeprefix("module.") in student_names for name in teacher)
 
 
 def _megatron_language_model(obj: Any) -> dict[str, Any] | None:
