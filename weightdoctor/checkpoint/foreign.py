@@ -9,6 +9,7 @@ by the usual file names second; nothing here parses more than the first bytes (a
 from __future__ import annotations
 
 import contextlib
+import os
 import zipfile
 from pathlib import Path
 
@@ -553,11 +554,13 @@ def foreign_files_in(folder: Path) -> list[str]:
     """Names of recognised non-PyTorch weight files directly in `folder`, then in its `onnx/` and `openvino/`
     (sorted)."""
     found = []
-    for entry in sorted(folder.iterdir()):
-        if not entry.is_file():
-            continue
-        if is_foreign_weight_name(entry.name) or is_openvino_weights(entry):
-            found.append(entry.name)
+    # The directory's own file types (a stat only for a link) and names, not a stat and a Path of each: a folder of
+    # 100,000 other files took 8 s in stats and in sorting Paths, which compare slower than their names.
+    with os.scandir(folder) as entries:
+        files = sorted(entry.name for entry in entries if entry.is_file())
+    for name in files:
+        if is_foreign_weight_name(name) or name.endswith(".bin") and is_openvino_weights(folder / name):
+            found.append(name)
     for sub in _FOREIGN_SUBFOLDERS:
         try:
             found += [f"{sub}/{p.name}" for p in sorted((folder / sub).glob("*.onnx")) if p.is_file()]
