@@ -1,0 +1,102 @@
+"""Round 14 of the red team: today's detectors of sibling formats and third-party layouts, fed hostile files. A
+folder of a hundred thousand sibling-format files, a pickle keying its dicts (or an A1111 hypernetwork's widths and
+layer_structure) by an int past Python's 4,300-digit str() limit, a --key of thousands of digits. Each command must
+exit 0 with a truthful report or 2 with one line naming the file, never 'unexpected ValueError' nor seconds of stats.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.helpers import run_cli
+
+_HUGE = 10 ** 5000  # past sys.get_int_max_str_digits(): str() raises ValueError
+
+
+def _one_error_line(result: Any) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_a_folder_of_thousands_of_sibling_format_files_is_listed_without_a_stat_of_each(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model folder beside 100,000 files of another format (m0.onnx ... m99999.onnx): the listing of the other
+    formats stat'ed each file (twice: once as a sibling, once as a weight file under another name) and sorted them
+    as Paths, 8 s before the report. The directory's own file types and names serve; a file's stat is taken only
+    where its name is one to look at."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_file({"w": torch.ones(2)}, str(folder / "model.safetensors"))
+    for i in range(3000):
+        (folder / f"m{i}.onnx").touch()
+    calls = {"n": 0}
+    real_stat = Path.stat
+
+    def counting_stat(self: Path, *args: Any, **kwargs: Any) -> os.stat_result:
+        if self.parent == folder:
+            calls["n"] += 1
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", counting_stat)
+    result = run_cli("inspect", folder)
+    assert result.exit_code == 0, result.stderr
+    said = " ".join(result.stderr.split())
+    assert "m0.onnx (ONNX), m1.onnx (ONNX)" in said and "and 2992 more" in said
+    assert calls["n"] < 300, calls
+
+
+def _hypernetwork(widths: list[Any], structure: list[Any]) -> dict[Any, Any]:
+    state_dict = {"linear.0.weight": torch.ones(2, 2)}
+    return {**{width: [state_dict, state_dict] for width in widths}, "layer_structure": structure, "name": "h"}
+
+
+@pytest.mark.parametrize(("obj", "expected"), [
+    # No state dict: the refusal lists the top-level entries by their keys.
+    ({_HUGE: 1}, "no state dict (a mapping of names to tensors) found; top-level entries: <int of 16,610 bits> "
+                 "(int: 1); pick one with --key"),
+    # An A1111 hypernetwork whose layer_structure holds a huge number: the structure is left unquoted.
+    (_hypernetwork([320], [1, _HUGE, 1]), "an AUTOMATIC1111 hypernetwork: no one state dict but, for each attention "
+                                          "width (320),"),
+    (_hypernetwork([_HUGE], [1, 2, 1]), "an AUTOMATIC1111 hypernetwork (layer_structure [1, 2, 1]): no one state "
+                                        "dict but, for each attention width (<int of 16,610 bits>),"),
+])
+@pytest.mark.parametrize("command", ["inspect", "check-dtype"])
+def test_a_pickle_keyed_by_an_int_past_the_digit_limit_is_refused_naming_it(tmp_path: Path, obj: Any, expected: str,
+                                                                             command: str) -> None:
+    """torch.save keeps a dict keyed by any int, and str() of one past 4,300 digits raises ValueError: every command
+    ended in 'unexpected ValueError: Exceeds the limit (4300 digits)'. The key is named by its size."""
+    path = tmp_path / "hyper.pt"
+    torch.save(obj, path)
+    line = _one_error_line(run_cli(command, path))
+    assert expected in line and "unexpected" not in line, line
+
+
+@pytest.mark.parametrize("layout", ["beside", "inside"])
+def test_a_state_dict_beside_or_holding_an_int_key_past_the_digit_limit_is_read(tmp_path: Path, layout: str) -> None:
+    """The entry under the huge key is said among the other (or non-tensor) entries, and the weights are read."""
+    path = tmp_path / "model.pt"
+    weights = {"w": torch.ones(2)}
+    torch.save({_HUGE: weights, "model": weights} if layout == "beside" else {**weights, _HUGE: torch.ones(2)}, path)
+    result = run_cli("inspect", path, "--key", "model") if layout == "beside" else run_cli("inspect", path)
+    assert result.exit_code == 0, result.stderr
+    said = " ".join(result.stdout.replace("│", " ").split())
+    assert "<int of 16,610 bits>" in said, said
+    assert "tensors 1" in said
+
+
+@pytest.mark.parametrize("key", ["1" * 5000, "0." + "1" * 5000])
+def test_a_key_of_thousands_of_digits_is_said_to_name_no_entry(tmp_path: Path, key: str) -> None:
+    """--key 111...1 (5,000 digits) was turned into an int to look for an A1111 width or a list's index, which int()
+    refuses past 4,300 digits: 'unexpected ValueError'. It names no entry, as any other key would."""
+    path = tmp_path / "model.pt"
+    torch.save([{"w": torch.ones(2)}, {"v": torch.ones(2)}], path)
+    line = _one_error_line(run_cli("inspect", path, "--key", key))
+    # The key is quoted cut in its middle; the line ends with what it names.
+    assert line.endswith("is not an index of a list of 2 item(s)" if key[0] == "1" else "(entries: w)"), line
