@@ -6,6 +6,7 @@ exit 0 with a truthful report or 2 with one line naming the file, never 'unexpec
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_json, run_subprocess
 
 _HUGE = 10 ** 5000  # past sys.get_int_max_str_digits(): str() raises ValueError
 
@@ -100,3 +101,35 @@ def test_a_key_of_thousands_of_digits_is_said_to_name_no_entry(tmp_path: Path, k
     line = _one_error_line(run_cli("inspect", path, "--key", key))
     # The key is quoted cut in its middle; the line ends with what it names.
     assert line.endswith("is not an index of a list of 2 item(s)" if key[0] == "1" else "(entries: w)"), line
+
+
+@pytest.mark.parametrize("given", ["folder", "file", "export subfolder"])
+def test_a_fifo_where_an_openvino_xml_would_be_does_not_hang(tmp_path: Path, given: str) -> None:
+    """pytorch_model.bin beside a FIFO named pytorch_model.xml (or an openvino/ folder holding one beside its .bin):
+    looking for OpenVINO's `<net` opened the .xml, and open() of a FIFO waits for a writer forever. The FIFO is no
+    OpenVINO graph; the PyTorch weights are read."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    torch.save({"w": torch.ones(2)}, folder / "pytorch_model.bin")
+    if given == "export subfolder":
+        (folder / "openvino").mkdir()
+        (folder / "openvino" / "openvino_model.bin").write_bytes(b"\0" * 16)
+        os.mkfifo(folder / "openvino" / "openvino_model.xml")
+    else:
+        os.mkfifo(folder / "pytorch_model.xml")
+    result = run_subprocess("inspect", folder / "pytorch_model.bin" if given == "file" else folder, "--json",
+                            timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["num_tensors"] == 1
+
+
+def test_a_torch_save_zip_beside_an_openvino_xml_of_its_name_is_read_as_the_torch_file_it_is(tmp_path: Path) -> None:
+    """An OpenVINO IR's .bin is raw bytes, named only by the .xml beside it; torch.save's zip opens with a zip's
+    local header, which no raw weights do. Beside a `<net` .xml of its stem it was refused as OpenVINO's weights."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    torch.save({"w": torch.ones(2)}, folder / "pytorch_model.bin")
+    (folder / "pytorch_model.xml").write_text('<?xml version="1.0"?>\n<net name="x" version="11"></net>\n')
+    for source in (folder, folder / "pytorch_model.bin"):
+        code, report = run_json("inspect", source)
+        assert code == 0 and report["num_tensors"] == 1, report

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import zipfile
 from pathlib import Path
 
@@ -226,13 +227,11 @@ def is_openvino_weights(path: Path) -> bool:
     """Whether `path` is the weights half of an OpenVINO IR model: a `.bin` beside an `.xml` of the same stem whose
     root is `<net` (Optimum Intel's openvino_model.bin / .xml, OpenVINO's own model.bin / model.xml). The .bin is
     raw bytes with no header: named by the XML beside it, or it was read as a broken PyTorch pickle."""
-    if path.suffix != ".bin":
+    if path.suffix != ".bin" or b"<net " not in _head(path.with_suffix(".xml"), 1024):
         return False
-    try:
-        with open(path.with_suffix(".xml"), "rb") as handle:
-            return b"<net " in handle.read(1024)
-    except OSError:
-        return False
+    # Raw bytes never open as a zip's local header: an .xml beside a real pytorch_model.bin (torch.save's zip) had
+    # the file refused as OpenVINO's weights.
+    return _head(path, 4) != b"PK\x03\x04"
 
 
 # Core ML keeps a model as a folder: an .mlpackage (Manifest.json, Data/com.apple.CoreML/model.mlmodel and its
@@ -469,11 +468,19 @@ def identify(path: Path, prefix: bytes) -> str | None:
 
 
 def _head(path: Path, size: int) -> bytes:
+    """The first `size` bytes of a regular file; b"" for anything else. A file beside the one read (an OpenVINO .bin's
+    .xml) may be a FIFO, whose open() waited forever for a writer: opened without blocking, and its type checked on
+    the opened file itself, not on the name before opening it."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read(size)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return b""
+    try:
+        return os.read(fd, size) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
 
 
 def _gzipped_tar(path: Path) -> bool:
