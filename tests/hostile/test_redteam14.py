@@ -133,3 +133,24 @@ def test_a_torch_save_zip_beside_an_openvino_xml_of_its_name_is_read_as_the_torc
     for source in (folder, folder / "pytorch_model.bin"):
         code, report = run_json("inspect", source)
         assert code == 0 and report["num_tensors"] == 1, report
+
+
+@pytest.mark.parametrize("command", ["inspect", "check-dtype"])
+def test_a_cached_index_nested_thousands_deep_is_refused_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    command: str) -> None:
+    """A cached repo whose model.safetensors.index.json nests an array 200,000 deep beside its weight_map: the look at
+    which shards the snapshot holds parsed it with json.loads, whose RecursionError ended every command given the
+    repo id in 'unexpected RecursionError'. The reader's own refusal names the index."""
+    commit = "d" * 40
+    repo = tmp_path / "hub" / "models--org--deep"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    (snapshot / "model.safetensors.index.json").write_text(
+        '{"weight_map": {"w": "model-00001-of-00001.safetensors"}, "x": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    save_file({"w": torch.ones(2)}, str(snapshot / "model-00001-of-00001.safetensors"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    line = _one_error_line(run_cli(command, "org/deep"))
+    assert "model.safetensors.index.json: not valid JSON (nested too deeply to read)" in line, line
