@@ -154,3 +154,31 @@ def test_a_cached_index_nested_thousands_deep_is_refused_naming_it(tmp_path: Pat
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     line = _one_error_line(run_cli(command, "org/deep"))
     assert "model.safetensors.index.json: not valid JSON (nested too deeply to read)" in line, line
+
+
+def test_converting_a_folder_beside_thousands_of_sibling_format_files_resolves_only_its_links(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """convert of a model folder beside 100,000 .onnx files took over 10 s choosing what to copy: each file was
+    resolved three times (is it the output, a link out of the folder, a converted file?), a stat per part of its
+    path each time. An entry that is no link is itself in the resolved folder; only links are resolved. The .onnx
+    files are still left out, by name, and nothing is copied over the input."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_file({"w": torch.ones(2)}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text("{}")
+    for i in range(2000):
+        (folder / f"m{i}.onnx").touch()
+    calls = {"n": 0}
+    real_resolve = Path.resolve
+
+    def counting_resolve(self: Path, *args: Any, **kwargs: Any) -> Path:
+        if self.parent == folder:
+            calls["n"] += 1
+        return real_resolve(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "resolve", counting_resolve)
+    result = run_cli("convert", folder, "-o", tmp_path / "out", "--dtype", "fp16")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors"]
+    assert "m0.onnx (weights in another file or format, not converted)" in " ".join(result.stderr.split())
+    assert calls["n"] < 200, calls
