@@ -839,16 +839,17 @@ def files_to_fetch(files: list[str], subfolder: str | None, weights: bool) -> tu
 
 def index_shards(index: Path) -> list[str]:
     """The shard files an index names (its `weight_map` values), in order; [] when it cannot be read."""
-    import json
-
     from weightdoctor.checkpoint.reader import MAX_JSON_BYTES
+    from weightdoctor.jsontext import parse_json
 
     try:
         # No bigger than the reader reads one: a 3 GB index was read whole here, 6 GB of memory, before the reader
         # refused it as too big, "not read".
         if index.stat().st_size > MAX_JSON_BYTES:
             return []
-        data = json.loads(index.read_text(encoding="utf-8"))
+        # parse_json: an index nested thousands deep raised RecursionError through json.loads, and every command on
+        # the repo id ended in 'unexpected RecursionError' before the reader's own refusal of it.
+        data = parse_json(index.read_text(encoding="utf-8"))
         weight_map = data.get("weight_map") if isinstance(data, dict) else None
     except (OSError, UnicodeDecodeError, ValueError):
         return []

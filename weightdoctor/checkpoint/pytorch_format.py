@@ -230,7 +230,8 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
     hypernetwork = _a1111_hypernetwork(obj)
     if hypernetwork:
         raise UnsupportedFormat(hypernetwork)
-    top = ", ".join(f"{k} ({_describe(v)})" for k, v in list(obj.items())[:8]) if isinstance(obj, Mapping) else ""
+    top = ", ".join(f"{_key_text(k)} ({_describe(v)})" for k, v in list(obj.items())[:8]) \
+        if isinstance(obj, Mapping) else ""
     # `torch.save([model.state_dict()])`, an ensemble's list of state dicts: `--key N` reads one (_follow_key).
     listed = (next((i for i, item in enumerate(obj[:64]) if _is_state_dict(item)), None)
               if isinstance(obj, (list, tuple)) else None)
@@ -257,12 +258,25 @@ def _a1111_hypernetwork(obj: Any) -> str:
         return ""
     structure = obj["layer_structure"]
     # An untrusted file's value: quoted only when it is the short list of numbers A1111 writes.
+    # Short numbers only: repr() of an int past 4,300 digits raises ValueError.
     shown = (f" (layer_structure {list(structure)!r})" if isinstance(structure, (list, tuple)) and len(structure) <= 8
-             and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in structure) else "")
+             and all(isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) < 1e16 for x in structure)
+             else "")
     return (f"an AUTOMATIC1111 hypernetwork{shown}: no one state dict but, "
-            f"for each attention width ({', '.join(map(str, sorted(widths)))}), the small networks applied to the "
-            "attention's key and value, which A1111's and ComfyUI's hypernetwork loaders read from this .pt as it "
-            f"is; --key {min(widths)}.0 reads one of them")
+            f"for each attention width ({', '.join(map(_key_text, sorted(widths)))}), the small networks applied to "
+            "the attention's key and value, which A1111's and ComfyUI's hypernetwork loaders read from this .pt as it "
+            f"is; --key {_key_text(min(widths))}.0 reads one of them")
+
+
+def _key_text(key: Any) -> str:
+    """A top-level key as a refusal names it. A pickle may key a dict by an int of any size, which str() refuses past
+    4,300 digits (ValueError, and the command ended in 'unexpected ValueError'); a tuple holding one, too."""
+    if isinstance(key, int) and not isinstance(key, bool) and key.bit_length() > 128:
+        return f"<int of {key.bit_length():,} bits>"
+    try:
+        return str(key)
+    except ValueError:
+        return f"<{type(key).__name__} too long to show>"
 
 
 # Files whose weights are state dicts side by side, all of them loaded: IP-Adapter's .bin (and InstantID's, FaceID's)
@@ -415,7 +429,8 @@ def _follow_key(obj: Any, key: str) -> Mapping[str, Any]:
         if isinstance(current, (list, tuple)):
             # `optimizer_states.0`: an index into a list, as Lightning keeps one entry per optimizer.
             head, _, tail = rest.partition(".")
-            if not head.isdigit() or int(head) >= len(current):
+            # Digits past 4,300 are no index, and int() refuses them (ValueError): compared by length first.
+            if not head.isdigit() or len(head) > 20 or int(head) >= len(current):
                 raise UsageError(f"--key {key!r}: {head!r} is not an index of a {type(current).__name__} of "
                                  f"{len(current)} item(s)")
             current, rest = current[int(head)], tail
@@ -434,12 +449,12 @@ def _follow_key(obj: Any, key: str) -> Mapping[str, Any]:
         head, _, tail = rest.partition(".")
         # An int key (A1111's hypernetworks: {320: [...], 640: [...], "name": ...}) typed as digits; never
         # a bool key, which compares equal to 0 and 1.
-        number = int(head) if head.isdigit() else None
+        number = int(head) if head.isdigit() and len(head) <= 20 else None
         found = next((k for k in current if type(k) is int and k == number), None)
         if found is not None:
             current, rest = current[found], tail
             continue
-        available = ", ".join(str(k) for k in list(current)[:10])
+        available = ", ".join(_key_text(k) for k in list(current)[:10])
         raise UsageError(f"--key {key!r}: no entry {head!r} (entries: {available})")
     if not _is_state_dict(current):
         kind = training_state_kind(current)
@@ -1032,9 +1047,10 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
                 value = value.detach()
             tensors[name] = value
         elif is_tensor(value):
-            skipped.append(f"{name!r} ({_describe(value)}, under a key that is not a string: load_state_dict cannot)")
+            shown = repr(name) if isinstance(name, str) else _key_text(name)
+            skipped.append(f"{shown} ({_describe(value)}, under a key that is not a string: load_state_dict cannot)")
         else:
-            skipped.append(f"{name} ({_describe(value)})")
+            skipped.append(f"{_key_text(name)} ({_describe(value)})")
             if isinstance(name, str):
                 non_tensor_keys[name] = _describe(value)
     meta = [name for name, value in tensors.items() if not isinstance(value, StaticTensor) and value.is_meta]
@@ -1080,7 +1096,7 @@ def _entries_beside(obj: Any, nested_key: str | None) -> tuple[list[str], dict[s
             break
         for name, value in current.items():
             if name != head:
-                other.append(f"{prefix}{name} ({_describe(value)})")
+                other.append(f"{prefix}{_key_text(name)} ({_describe(value)})")
                 count = _count_tensors(value, set()) if prefix else 0  # optimizer states at the top hold some too
                 if count:
                     beside[f"{prefix}{name}"] = count
