@@ -173,8 +173,8 @@ def test_a_pattern_time_limit_reached_is_said(tmp_path: Path, monkeypatch: pytes
     patterns = "2 of 2 pattern(s) not compiled, "  # none compiled before the limit: every layer left
     [warning] = [w for w in data["warnings"] if "time limit" in w]
     assert warning == (f"{what}: the -1 s time limit for matching them was reached; {patterns}2 of 2 packed "
-                       "layer(s) left unmatched, their bits per value unknown (a slower or busier machine reaches "
-                       "the limit sooner, so it may answer differently)")
+                       "layer(s) left unmatched, their bits per value unknown (a slower machine reaches the limit "
+                       "sooner, so it may answer differently)")
     human = run_cli("inspect", str(folder))
     assert "time limit for matching them was reached" in " ".join(human.stdout.split() + human.stderr.split())
 

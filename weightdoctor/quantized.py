@@ -634,10 +634,11 @@ def _gptq_dynamic_layer_bits(packed: Iterable[str], quantization: Mapping[str, A
 
 def _time_limit_note(what: str, patterns_left: str, layers: int, of: int) -> str:
     """The warning for a time limit reached while matching a config's patterns against the packed layers: why the
-    bits are unknown here, where a faster machine (or one less busy) may have matched them all."""
+    bits are unknown here, where a faster machine may have matched them all (the limit is CPU time of the matching
+    thread: a machine busy with other work takes as long)."""
     return (f"{what}: the {_PATTERN_SECONDS:g} s time limit for matching them was reached; {patterns_left}"
-            f"{layers:,} of {of:,} packed layer(s) left unmatched, their bits per value unknown (a slower or busier "
-            "machine reaches the limit sooner, so it may answer differently)")
+            f"{layers:,} of {of:,} packed layer(s) left unmatched, their bits per value unknown (a slower machine "
+            "reaches the limit sooner, so it may answer differently)")
 
 
 def gptq_dynamic_warning(config: Mapping[str, Any] | None) -> str | None:

@@ -120,13 +120,14 @@ def test_a_hundred_thousand_dynamic_patterns_are_compiled_only_as_far_as_the_lay
 
     packed = [f"model.layers.{i}.mlp.down_proj.qweight" for i in range(200)]
     rest = {f"+:model\\.layers\\.{i}x\\.(up|down)_proj{i}": {"bits": 2} for i in range(100_000)}
-    started = time.monotonic()
+    # CPU time of this thread, as the limit counts it: a machine busy with other work stretches wall time.
+    started = time.thread_time()
     found = _gptq_dynamic_layer_bits(packed, {"dynamic": {r"+:model\.layers\.\d+\.mlp\.": {"bits": 8}, **rest}})
-    assert time.monotonic() - started < 2.0
+    assert time.thread_time() - started < 2.0
     assert found == dict.fromkeys(packed, 8)
-    started = time.monotonic()
+    started = time.thread_time()
     found = _gptq_dynamic_layer_bits(packed, {"dynamic": rest})
-    assert time.monotonic() - started < _PATTERN_SECONDS + 2.0
+    assert time.thread_time() - started < _PATTERN_SECONDS + 2.0
     assert set(found.values()) == {None} and len(found) == len(packed)
 
 
