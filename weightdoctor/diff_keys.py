@@ -625,6 +625,57 @@ def _vit_fused_qkv_layout(unexpected: Sequence[str], missing: Sequence[str], joi
     return whys, note
 
 
+# Flax's names for a model's parameters (transformers 4's Flax models' save_pretrained(safe_serialization=True):
+# flatten_dict(params, sep=".") with safetensors metadata format "flax"; flax.linen's Dense / Conv `kernel`, Embed
+# `embedding`, LayerNorm / BatchNorm `scale`) against PyTorch's `weight`. The rename search offered
+# `kernel=weight`, `scale=weight`, `embedding=weight` as the fix: a Dense kernel is [in, out], the transpose of
+# nn.Linear's weight, so the renamed square matrices load transposed without a word.
+_FLAX_PARAM = _lazy_regex(r"\.(?:kernel|embedding|scale)$")
+
+
+def _flax_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
+                 joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """foreign_layout's whys and note for Flax's parameter names (`.kernel`, `.embedding`, `.scale`) against
+    PyTorch's `.weight` of the same modules, either way round; ({}, "") when the keys show no such pair: a kernel
+    and an embedding or a scale must each pair with a `.weight` of the other side."""
+    for flax_side, flax_names, other in (("A", unexpected, missing), ("B", missing, unexpected)):
+        if ".kernel" not in (joined_unexpected if flax_side == "A" else joined_missing):
+            continue
+        weights = {name for name in other if name.endswith(".weight")}
+        pairs = {name: name.rsplit(".", 1)[0] + ".weight" for name in flax_names if _FLAX_PARAM.search(name)}
+        pairs = {name: weight for name, weight in pairs.items() if weight in weights}
+        kinds = {name.rsplit(".", 1)[1] for name in pairs}
+        if "kernel" not in kinds or not kinds & {"embedding", "scale"}:
+            continue
+        torch_side = "B" if flax_side == "A" else "A"
+        if flax_side == "A":
+            how = ("transformers 4's PyTorch from_pretrained converted such a file on load (it reads the safetensors "
+                   "format \"flax\", or from_flax=True for flax_model.msgpack, with flax installed), transposing each "
+                   "kernel; transformers 5 has no Flax support and loads the names as they are, so none of these "
+                   "weights load: convert A with transformers 4 (from_pretrained(A, from_flax=True), then "
+                   "save_pretrained)")
+        else:
+            how = ("Flax loads its own names: transformers 4's Flax from_pretrained(A, from_pt=True) converted A, "
+                   "transposing each kernel (transformers 5 has no Flax models)")
+        note = (f"{flax_side} is in Flax's layout (.kernel, .embedding, .scale: a transformers 4 Flax model's "
+                "save_pretrained, format \"flax\" in a .safetensors, or flax params flattened) and "
+                f"{torch_side} in PyTorch's (.weight): a Dense kernel is [in, out], the transpose of nn.Linear's "
+                "[out, in], and a convolution's (*kernel, in, out), so a rename alone loads the square ones "
+                f"transposed without an error; {how}")
+        whys: dict[str, tuple[str, str, str]] = {}
+        for name, weight in pairs.items():
+            if name.endswith(".kernel"):
+                detail = (f"Flax's Dense / Conv kernel (in {flax_side}): [in, out], the transpose of {torch_side}'s "
+                          f"{weight.rsplit('.', 2)[-2]}.weight")
+            else:
+                detail = f"Flax's name of {torch_side}'s {weight.rsplit('.', 2)[-2]}.weight (in {flax_side})"
+            whys[name] = ("foreign-layout", "error", detail)
+            whys[weight] = ("foreign-layout", "error", f"PyTorch's name (in {torch_side}); {flax_side} holds it as "
+                            f"{name.rsplit('.', 1)[1]} in Flax's layout")
+        return whys, note
+    return {}, ""
+
+
 def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[dict[str, tuple[str, str, str]], str]:
     """(reason, severity, detail) for the keys that differ because A and B are in two known layouts of one model
     (Meta's original Llama / Mistral layout against Hugging Face's, either way round), and a note saying what to
@@ -647,7 +698,8 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
         holds(joined_unexpected, ".self_attn.", _HF_EVIDENCE)
     if not (meta_in_a or meta_in_b):
         for detect in (_sd_single_file_layout, _dit_single_file_layout, _controlnet_single_file_layout,
-                       _t2i_adapter_layout, _litgpt_layout, _openai_clip_layout, _vit_fused_qkv_layout):
+                       _t2i_adapter_layout, _litgpt_layout, _openai_clip_layout, _vit_fused_qkv_layout,
+                       _flax_layout):
             whys, note = detect(unexpected, missing, joined_unexpected, joined_missing)
             if whys:
                 return whys, note
