@@ -195,3 +195,35 @@ def test_a_jax_tree_flattened_with_slashes_is_named_not_called_a_path(tmp_path: 
     save_file({"../escape/w": np.ones(2, np.float32), "a/b": np.ones(2, np.float32)}, str(tmp_path / "bad.safetensors"))
     result = run_cli("inspect", str(tmp_path / "bad.safetensors"))
     assert result.exit_code == 2 and "contains a path separator" in result.stderr
+
+
+def test_llama_cpp_tensor_names_against_transformers_name_the_gguf_loader(tmp_path: Path) -> None:
+    """A dequantized safetensors copy of a GGUF file keeps llama.cpp's names (token_embd, blk.N.attn_q, ffn_gate,
+    output_norm): against transformers' Llama every key was "unknown", with no word of what they are, nor of the
+    attn_q / attn_k permutation that transformers' GGUF loader reverses and no rename does."""
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    model.save_pretrained(tmp_path / "llama")
+    state = model.state_dict()
+    gguf = {"token_embd.weight": state["model.embed_tokens.weight"], "output_norm.weight": state["model.norm.weight"],
+            "output.weight": state["lm_head.weight"].clone()}
+    for ours, theirs in (("attn_q", "self_attn.q_proj"), ("attn_k", "self_attn.k_proj"), ("attn_v", "self_attn.v_proj"),
+                         ("attn_output", "self_attn.o_proj"), ("ffn_gate", "mlp.gate_proj"), ("ffn_up", "mlp.up_proj"),
+                         ("ffn_down", "mlp.down_proj"), ("attn_norm", "input_layernorm"),
+                         ("ffn_norm", "post_attention_layernorm")):
+        gguf[f"blk.0.{ours}.weight"] = state[f"model.layers.0.{theirs}.weight"].clone()
+    save_file(gguf, str(tmp_path / "dequantized.safetensors"))
+    for args, side in (((str(tmp_path / "dequantized.safetensors"), str(tmp_path / "llama")), "A"),
+                       ((str(tmp_path / "llama"), str(tmp_path / "dequantized.safetensors")), "B"),
+                       ((str(tmp_path / "dequantized.safetensors"), "--model-class", "LlamaForCausalLM", "--config",
+                         str(tmp_path / "llama")), "A")):
+        code, data = run_json("diff-keys", *args)
+        assert code == 1 and data["suggested_renames"] == [], data
+        assert {row["reason"] for row in data["missing"] + data["unexpected"]} == {"foreign-layout"}, data
+        [note] = [n for n in data["notes"] if "llama.cpp's GGUF tensor names" in n]
+        assert note.startswith(f"{side} is in llama.cpp's GGUF tensor names (token_embd, blk.N.attn_q"), note
+        assert ("from_pretrained(folder, gguf_file=NAME.gguf)" in note) is (side == "A"), note

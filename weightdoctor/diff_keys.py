@@ -549,6 +549,40 @@ def _litgpt_layout(unexpected: Sequence[str], missing: Sequence[str], joined_une
     return whys, note
 
 
+# llama.cpp's GGUF tensor names (`token_embd`, `blk.N.attn_q`, `ffn_gate`, `output_norm`, `output`), as a GGUF file
+# holds them and a dequantized safetensors copy of one keeps them; transformers' `model.layers.N.self_attn.q_proj`.
+# Every key was "unknown", with no word of what they are. transformers reads the GGUF file itself (gguf_file=),
+# renaming each tensor and, for Llama / Mistral, reversing the permutation of attn_q / attn_k that llama.cpp's
+# convert_hf_to_gguf.py applies.
+_GGUF_LAYOUT = _lazy_regex(r"^(?:blk\.\d+\.|token_embd\.|output_norm\.|output\.|rope_freqs\.|token_types\.)")
+_GGUF_EVIDENCE = _lazy_regex(r"^blk\.\d+\.(?:attn_q|attn_k|attn_v|attn_qkv|attn_output|ffn_gate|ffn_up|ffn_down)\.")
+
+
+def _gguf_names_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
+                       joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """foreign_layout's whys and note for llama.cpp's GGUF tensor names against transformers' decoder layout (either
+    way round); ({}, "") when the keys show no such pair."""
+    if "blk." not in joined_unexpected + joined_missing:
+        return {}, ""
+    sides = _sides(unexpected, missing, _GGUF_EVIDENCE, _HF_DECODER_EVIDENCE)
+    if sides is None:
+        return {}, ""
+    gguf_side, hf_side, gguf_names, hf_names = sides
+    note = (f"{gguf_side} is in llama.cpp's GGUF tensor names (token_embd, blk.N.attn_q, ffn_gate, output_norm: a "
+            "GGUF file's, kept by a dequantized copy of one) and "
+            f"{hf_side} in transformers' layout (model.layers.N.self_attn.q_proj): "
+            + ("transformers reads the GGUF file itself, from_pretrained(folder, gguf_file=NAME.gguf), renaming every "
+               "tensor and, for Llama / Mistral, reversing the permutation of attn_q and attn_k that llama.cpp's "
+               "convert_hf_to_gguf.py applies, which no rename does; a dequantized copy is best remade from the GGUF "
+               "file that way" if gguf_side == "A" else
+               "llama.cpp's convert_hf_to_gguf.py converts a transformers model to GGUF, renaming every tensor and, "
+               "for Llama / Mistral, permuting attn_q and attn_k, which no rename does"))
+    whys = _layout_errors("foreign-layout",
+                          (gguf_names, _GGUF_LAYOUT, f"llama.cpp's GGUF tensor names (in {gguf_side})"),
+                          (hf_names, _HF_DECODER_LAYOUT, f"transformers' layout (in {hf_side})"))
+    return whys, note
+
+
 # OpenAI CLIP's own layout (clip.load's ViT-B-32.pt once read with jit=False, or its state_dict(); open_clip's
 # checkpoints keep it): `transformer.resblocks.N` for the text tower, `visual.transformer.resblocks.N`, `visual.conv1`,
 # `token_embedding`, `ln_final`, each attention's q, k and v fused in `attn.in_proj_weight`; transformers' CLIPModel
@@ -699,7 +733,7 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
     if not (meta_in_a or meta_in_b):
         for detect in (_sd_single_file_layout, _dit_single_file_layout, _controlnet_single_file_layout,
                        _t2i_adapter_layout, _litgpt_layout, _openai_clip_layout, _vit_fused_qkv_layout,
-                       _flax_layout):
+                       _flax_layout, _gguf_names_layout):
             whys, note = detect(unexpected, missing, joined_unexpected, joined_missing)
             if whys:
                 return whys, note
