@@ -227,3 +227,23 @@ def test_llama_cpp_tensor_names_against_transformers_name_the_gguf_loader(tmp_pa
         [note] = [n for n in data["notes"] if "llama.cpp's GGUF tensor names" in n]
         assert note.startswith(f"{side} is in llama.cpp's GGUF tensor names (token_embd, blk.N.attn_q"), note
         assert ("from_pretrained(folder, gguf_file=NAME.gguf)" in note) is (side == "A"), note
+
+
+def test_an_onnx_exports_initializers_say_what_their_exporter_named(tmp_path: Path) -> None:
+    """An ONNX BERT's initializers saved as safetensors: torch.onnx.export keeps the embeddings', biases' and norms'
+    names but folds each Linear weight, transposed, into `onnx::MatMul_N`. diff-keys called them "unknown"."""
+    from safetensors.numpy import save_file
+
+    _torch_folder(tmp_path / "torch")
+    initializers: dict[str, np.ndarray] = {}
+    for number, (name, array) in enumerate(_bert_state().items(), start=1500):
+        linear = array.ndim == 2 and "embeddings" not in name
+        initializers[f"onnx::MatMul_{number}" if linear else name] = np.ascontiguousarray(array.T) if linear else array
+    save_file(initializers, str(tmp_path / "initializers.safetensors"))
+    code, data = run_json("diff-keys", str(tmp_path / "initializers.safetensors"), str(tmp_path / "torch"))
+    assert code == 1 and data["suggested_renames"] == [], data
+    assert {row["reason"] for row in data["unexpected"]} == {"foreign-layout"}, data["unexpected"]
+    assert data["unexpected"][0]["detail"].startswith("an ONNX exporter's name for a folded constant (in A)")
+    [note] = [n for n in data["notes"] if "ONNX" in n]
+    assert note.startswith("A holds an ONNX export's initializers (7 named by the exporter, e.g. onnx::MatMul_"), note
+    assert "stores it [in, out], the transpose of nn.Linear's weight" in note

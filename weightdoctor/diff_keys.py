@@ -583,6 +583,33 @@ def _gguf_names_layout(unexpected: Sequence[str], missing: Sequence[str], joined
     return whys, note
 
 
+# An ONNX model's initializers saved as safetensors (onnx.numpy_helper.to_array of each, then save_file): the
+# TorchScript exporter (torch.onnx.export, dynamo=False) keeps a parameter's name where an op reads it as it is, but a
+# Linear weight it folds into a MatMul constant becomes `onnx::MatMul_N`, [in, out]. They were "unknown", with no word.
+_ONNX_CONSTANT = _lazy_regex(r"^onnx::")
+
+
+def _onnx_initializers_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
+                              joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """foreign_layout's whys (the exporter's `onnx::` names only) and note for an ONNX export's initializers on
+    either side; ({}, "") when neither side has such names."""
+    for side, names, joined in (("A", unexpected, joined_unexpected), ("B", missing, joined_missing)):
+        if "onnx::" not in joined:
+            continue
+        constants = [name for name in names if _ONNX_CONSTANT.search(name)]
+        if not constants:
+            continue
+        note = (f"{side} holds an ONNX export's initializers ({len(constants)} named by the exporter, e.g. "
+                f"{constants[0]}): torch.onnx.export names a Linear weight it folds into a MatMul constant "
+                "onnx::MatMul_N and stores it [in, out], the transpose of nn.Linear's weight; which weight each one is "
+                "only the ONNX graph says (the node that reads it), so no rename maps them: export the PyTorch "
+                "model's own state dict instead, or read the ONNX graph with the onnx package")
+        detail = f"an ONNX exporter's name for a folded constant (in {side}): the graph's node that reads it says " \
+                 "which weight it is (a MatMul's is [in, out])"
+        return {name: ("foreign-layout", "error", detail) for name in constants}, note
+    return {}, ""
+
+
 # OpenAI CLIP's own layout (clip.load's ViT-B-32.pt once read with jit=False, or its state_dict(); open_clip's
 # checkpoints keep it): `transformer.resblocks.N` for the text tower, `visual.transformer.resblocks.N`, `visual.conv1`,
 # `token_embedding`, `ln_final`, each attention's q, k and v fused in `attn.in_proj_weight`; transformers' CLIPModel
@@ -733,7 +760,7 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
     if not (meta_in_a or meta_in_b):
         for detect in (_sd_single_file_layout, _dit_single_file_layout, _controlnet_single_file_layout,
                        _t2i_adapter_layout, _litgpt_layout, _openai_clip_layout, _vit_fused_qkv_layout,
-                       _flax_layout, _gguf_names_layout):
+                       _flax_layout, _gguf_names_layout, _onnx_initializers_layout):
             whys, note = detect(unexpected, missing, joined_unexpected, joined_missing)
             if whys:
                 return whys, note
