@@ -79,7 +79,8 @@ REASONS: dict[str, str] = {
     "expert-layout": "MoE experts one tensor per expert on one side, fused per projection on the other: "
                      "from_pretrained converts between them, load_state_dict does not",
     "foreign-layout": "another code base's layout (Meta's original Llama/Mistral, a single-file Stable Diffusion "
-    "checkpoint, an original Flux / SD3 transformer, LitGPT's): convert with that library's converter, a rename alone "
+    "checkpoint, an original Flux / SD3 transformer, LitGPT's, another framework's: Flax's, llama.cpp's GGUF names, an "
+    "ONNX export's): convert with that library's converter, a rename alone "
     "loads wrong values",
     "unused-part": "a part of A that B does not have at all, while B gets every weight it needs (another tower "
     "of a composite model, a module of another task): dropped",
