@@ -136,9 +136,22 @@ def source_metadata(checkpoint: Checkpoint, fmt: str, renames: list[Rename] | No
         >>> source_metadata(open_checkpoint("lora.safetensors"), "bin", None)[1]
         "a .bin file holds no metadata: the source's ss_network_alpha, ss_network_dim are not written"
     """
-    carried = {k: v for k, v in (checkpoint.metadata or {}).items() if k != "format"}
+    source = checkpoint.metadata or {}
+    carried = {k: v for k, v in source.items() if k != "format"}
+    framework = source.get("format", "")
+    said = ""
+    if framework not in ("pt", ""):
+        # The source's `format` is kept where it is another framework's ("flax", "mlx", PaddleNLP's "np"): convert
+        # and shard never transpose a tensor by it, so the layout stays that framework's, and transformers 4's
+        # from_pretrained goes by this key (it converts a "flax" file on load). Written as "pt", a Flax file was
+        # said to be PyTorch's.
+        if fmt == "safetensors":
+            carried = {"format": framework, **carried}
+        else:  # every loader takes a .bin's tensors as PyTorch's
+            said = (f"a .bin file holds no metadata: the source's format {framework!r} is not written, and a .bin's "
+                    "tensors are taken as PyTorch's, names and layout as they are; keep the .safetensors")
     if not carried:
-        return {}, ""
+        return {}, said
     if fmt != "safetensors":
         # sorted: the safetensors library keeps metadata in a hash map, its order varies
         names = {t.name for t in checkpoint.tensors}
@@ -154,8 +167,8 @@ def source_metadata(checkpoint: Checkpoint, fmt: str, renames: list[Rename] | No
                          f"({', '.join(pairs)}: from_pretrained re-ties them; torch.load will not list them)")
         if keys:
             parts.append(", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else ""))
-        return {}, f"a .bin file holds no metadata: the source's {' and '.join(parts)} " \
-            f"{'is' if len(aliases) + len(keys) == 1 else 'are'} not written"
+        lost = f"the source's {' and '.join(parts)} {'is' if len(aliases) + len(keys) == 1 else 'are'} not written"
+        return {}, f"{said}; {lost}" if said else f"a .bin file holds no metadata: {lost}"
     if renames:
         # Only huggingface_hub's alias records ({dropped shared tensor: the tensor kept}) name tensors; a
         # setting such as `ss_network_dim` or a path in a value is not a tensor name and is left as it is.

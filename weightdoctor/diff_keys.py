@@ -79,7 +79,8 @@ REASONS: dict[str, str] = {
     "expert-layout": "MoE experts one tensor per expert on one side, fused per projection on the other: "
                      "from_pretrained converts between them, load_state_dict does not",
     "foreign-layout": "another code base's layout (Meta's original Llama/Mistral, a single-file Stable Diffusion "
-    "checkpoint, an original Flux / SD3 transformer, LitGPT's): convert with that library's converter, a rename alone "
+    "checkpoint, an original Flux / SD3 transformer, LitGPT's, another framework's: Flax's, llama.cpp's GGUF names, an "
+    "ONNX export's): convert with that library's converter, a rename alone "
     "loads wrong values",
     "unused-part": "a part of A that B does not have at all, while B gets every weight it needs (another tower "
     "of a composite model, a module of another task): dropped",
@@ -549,6 +550,67 @@ def _litgpt_layout(unexpected: Sequence[str], missing: Sequence[str], joined_une
     return whys, note
 
 
+# llama.cpp's GGUF tensor names (`token_embd`, `blk.N.attn_q`, `ffn_gate`, `output_norm`, `output`), as a GGUF file
+# holds them and a dequantized safetensors copy of one keeps them; transformers' `model.layers.N.self_attn.q_proj`.
+# Every key was "unknown", with no word of what they are. transformers reads the GGUF file itself (gguf_file=),
+# renaming each tensor and, for Llama / Mistral, reversing the permutation of attn_q / attn_k that llama.cpp's
+# convert_hf_to_gguf.py applies.
+_GGUF_LAYOUT = _lazy_regex(r"^(?:blk\.\d+\.|token_embd\.|output_norm\.|output\.|rope_freqs\.|token_types\.)")
+_GGUF_EVIDENCE = _lazy_regex(r"^blk\.\d+\.(?:attn_q|attn_k|attn_v|attn_qkv|attn_output|ffn_gate|ffn_up|ffn_down)\.")
+
+
+def _gguf_names_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
+                       joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """foreign_layout's whys and note for llama.cpp's GGUF tensor names against transformers' decoder layout (either
+    way round); ({}, "") when the keys show no such pair."""
+    if "blk." not in joined_unexpected + joined_missing:
+        return {}, ""
+    sides = _sides(unexpected, missing, _GGUF_EVIDENCE, _HF_DECODER_EVIDENCE)
+    if sides is None:
+        return {}, ""
+    gguf_side, hf_side, gguf_names, hf_names = sides
+    note = (f"{gguf_side} is in llama.cpp's GGUF tensor names (token_embd, blk.N.attn_q, ffn_gate, output_norm: a "
+            "GGUF file's, kept by a dequantized copy of one) and "
+            f"{hf_side} in transformers' layout (model.layers.N.self_attn.q_proj): "
+            + ("transformers reads the GGUF file itself, from_pretrained(folder, gguf_file=NAME.gguf), renaming every "
+               "tensor and, for Llama / Mistral, reversing the permutation of attn_q and attn_k that llama.cpp's "
+               "convert_hf_to_gguf.py applies, which no rename does; a dequantized copy is best remade from the GGUF "
+               "file that way" if gguf_side == "A" else
+               "llama.cpp's convert_hf_to_gguf.py converts a transformers model to GGUF, renaming every tensor and, "
+               "for Llama / Mistral, permuting attn_q and attn_k, which no rename does"))
+    whys = _layout_errors("foreign-layout",
+                          (gguf_names, _GGUF_LAYOUT, f"llama.cpp's GGUF tensor names (in {gguf_side})"),
+                          (hf_names, _HF_DECODER_LAYOUT, f"transformers' layout (in {hf_side})"))
+    return whys, note
+
+
+# An ONNX model's initializers saved as safetensors (onnx.numpy_helper.to_array of each, then save_file): the
+# TorchScript exporter (torch.onnx.export, dynamo=False) keeps a parameter's name where an op reads it as it is, but a
+# Linear weight it folds into a MatMul constant becomes `onnx::MatMul_N`, [in, out]. They were "unknown", with no word.
+_ONNX_CONSTANT = _lazy_regex(r"^onnx::")
+
+
+def _onnx_initializers_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
+                              joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """foreign_layout's whys (the exporter's `onnx::` names only) and note for an ONNX export's initializers on
+    either side; ({}, "") when neither side has such names."""
+    for side, names, joined in (("A", unexpected, joined_unexpected), ("B", missing, joined_missing)):
+        if "onnx::" not in joined:
+            continue
+        constants = [name for name in names if _ONNX_CONSTANT.search(name)]
+        if not constants:
+            continue
+        note = (f"{side} holds an ONNX export's initializers ({len(constants)} named by the exporter, e.g. "
+                f"{constants[0]}): torch.onnx.export names a Linear weight it folds into a MatMul constant "
+                "onnx::MatMul_N and stores it [in, out], the transpose of nn.Linear's weight; which weight each one is "
+                "only the ONNX graph says (the node that reads it), so no rename maps them: export the PyTorch "
+                "model's own state dict instead, or read the ONNX graph with the onnx package")
+        detail = f"an ONNX exporter's name for a folded constant (in {side}): the graph's node that reads it says " \
+                 "which weight it is (a MatMul's is [in, out])"
+        return {name: ("foreign-layout", "error", detail) for name in constants}, note
+    return {}, ""
+
+
 # OpenAI CLIP's own layout (clip.load's ViT-B-32.pt once read with jit=False, or its state_dict(); open_clip's
 # checkpoints keep it): `transformer.resblocks.N` for the text tower, `visual.transformer.resblocks.N`, `visual.conv1`,
 # `token_embedding`, `ln_final`, each attention's q, k and v fused in `attn.in_proj_weight`; transformers' CLIPModel
@@ -638,6 +700,57 @@ def _vit_fused_qkv_layout(unexpected: Sequence[str], missing: Sequence[str], joi
     return whys, note
 
 
+# Flax's names for a model's parameters (transformers 4's Flax models' save_pretrained(safe_serialization=True):
+# flatten_dict(params, sep=".") with safetensors metadata format "flax"; flax.linen's Dense / Conv `kernel`, Embed
+# `embedding`, LayerNorm / BatchNorm `scale`) against PyTorch's `weight`. The rename search offered
+# `kernel=weight`, `scale=weight`, `embedding=weight` as the fix: a Dense kernel is [in, out], the transpose of
+# nn.Linear's weight, so the renamed square matrices load transposed without a word.
+_FLAX_PARAM = _lazy_regex(r"\.(?:kernel|embedding|scale)$")
+
+
+def _flax_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
+                 joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """foreign_layout's whys and note for Flax's parameter names (`.kernel`, `.embedding`, `.scale`) against
+    PyTorch's `.weight` of the same modules, either way round; ({}, "") when the keys show no such pair: a kernel
+    and an embedding or a scale must each pair with a `.weight` of the other side."""
+    for flax_side, flax_names, other in (("A", unexpected, missing), ("B", missing, unexpected)):
+        if ".kernel" not in (joined_unexpected if flax_side == "A" else joined_missing):
+            continue
+        weights = {name for name in other if name.endswith(".weight")}
+        pairs = {name: name.rsplit(".", 1)[0] + ".weight" for name in flax_names if _FLAX_PARAM.search(name)}
+        pairs = {name: weight for name, weight in pairs.items() if weight in weights}
+        kinds = {name.rsplit(".", 1)[1] for name in pairs}
+        if "kernel" not in kinds or not kinds & {"embedding", "scale"}:
+            continue
+        torch_side = "B" if flax_side == "A" else "A"
+        if flax_side == "A":
+            how = ("transformers 4's PyTorch from_pretrained converted such a file on load (it reads the safetensors "
+                   "format \"flax\", or from_flax=True for flax_model.msgpack, with flax installed), transposing each "
+                   "kernel; transformers 5 has no Flax support and loads the names as they are, so none of these "
+                   "weights load: convert A with transformers 4 (from_pretrained(A, from_flax=True), then "
+                   "save_pretrained)")
+        else:
+            how = ("Flax loads its own names: transformers 4's Flax from_pretrained(A, from_pt=True) converted A, "
+                   "transposing each kernel (transformers 5 has no Flax models)")
+        note = (f"{flax_side} is in Flax's layout (.kernel, .embedding, .scale: a transformers 4 Flax model's "
+                "save_pretrained, format \"flax\" in a .safetensors, or flax params flattened) and "
+                f"{torch_side} in PyTorch's (.weight): a Dense kernel is [in, out], the transpose of nn.Linear's "
+                "[out, in], and a convolution's (*kernel, in, out), so a rename alone loads the square ones "
+                f"transposed without an error; {how}")
+        whys: dict[str, tuple[str, str, str]] = {}
+        for name, weight in pairs.items():
+            if name.endswith(".kernel"):
+                detail = (f"Flax's Dense / Conv kernel (in {flax_side}): [in, out], the transpose of {torch_side}'s "
+                          f"{weight.rsplit('.', 2)[-2]}.weight")
+            else:
+                detail = f"Flax's name of {torch_side}'s {weight.rsplit('.', 2)[-2]}.weight (in {flax_side})"
+            whys[name] = ("foreign-layout", "error", detail)
+            whys[weight] = ("foreign-layout", "error", f"PyTorch's name (in {torch_side}); {flax_side} holds it as "
+                            f"{name.rsplit('.', 1)[1]} in Flax's layout")
+        return whys, note
+    return {}, ""
+
+
 def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[dict[str, tuple[str, str, str]], str]:
     """(reason, severity, detail) for the keys that differ because A and B are in two known layouts of one model
     (Meta's original Llama / Mistral layout against Hugging Face's, either way round), and a note saying what to
@@ -660,7 +773,8 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
         holds(joined_unexpected, ".self_attn.", _HF_EVIDENCE)
     if not (meta_in_a or meta_in_b):
         for detect in (_sd_single_file_layout, _dit_single_file_layout, _controlnet_single_file_layout,
-                       _t2i_adapter_layout, _litgpt_layout, _openai_clip_layout, _vit_fused_qkv_layout):
+                       _t2i_adapter_layout, _litgpt_layout, _openai_clip_layout, _vit_fused_qkv_layout,
+                       _flax_layout, _gguf_names_layout, _onnx_initializers_layout):
             whys, note = detect(unexpected, missing, joined_unexpected, joined_missing)
             if whys:
                 return whys, note

@@ -15,6 +15,7 @@ import contextlib
 import copy
 import dataclasses
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -554,6 +555,53 @@ def from_pretrained_skips_warning(checkpoint: Checkpoint) -> str | None:
             f"raises here: the weights read are {unread}")
 
 
+# How transformers reads the `format` a safetensors file's metadata names. transformers 4's from_pretrained went by it:
+# "pt" (or no metadata) and "mlx" as PyTorch's, "tf" / "flax" converted on load (from_tf / from_flax, with that
+# framework installed), anything else refused ("Incompatible safetensors file", or load_state_dict's "does not contain
+# the valid metadata"). transformers 5 reads no metadata: it loads every file's names as they are.
+_PYTORCH_FORMATS = ("", "pt", "mlx")
+_FLAX_NAME = re.compile(r"\.(?:kernel|embedding|scale)$")
+
+
+def safetensors_format_warning(checkpoint: Checkpoint) -> str | None:
+    """What from_pretrained does with safetensors weights whose metadata `format` names another framework than
+    PyTorch (a transformers 4 Flax model's save_pretrained: "flax"; PaddleNLP's unified checkpoints: "np"); None
+    for PyTorch's and MLX's, and for a file with no format.
+
+    Example:
+        >>> safetensors_format_warning(open_checkpoint("flax-bert/"))
+        'the safetensors metadata says format "flax" and 21 of the 39 tensors have Flax's names (...)'
+    """
+    framework = (checkpoint.metadata or {}).get("format", "")
+    if framework in _PYTORCH_FORMATS or checkpoint.format != "safetensors":
+        return None
+    flax = [t.name for t in checkpoint.tensors if _FLAX_NAME.search(t.name)]
+    if framework == "flax" and flax:
+        return (f"the safetensors metadata says format \"flax\" and {len(flax)} of the {len(checkpoint.tensors)} "
+                f"tensors have Flax's names (.kernel, .embedding, .scale, e.g. {flax[0]}; a Dense kernel is [in, out], "
+                "the transpose of nn.Linear's weight): transformers 4's from_pretrained converted such a file on load "
+                "(flax installed); transformers 5 ignores the format and loads the names as they are, so these "
+                "weights do not load (initialised at random); convert it with transformers 4 (from_pretrained(..., "
+                "from_flax=True), then save_pretrained)")
+    config = checkpoint.config
+    if not isinstance(config, Mapping) or "_class_name" in config or not (
+            config.get("model_type") or config.get("architectures")):
+        return None  # not a transformers model's folder: from_pretrained is not how it loads
+    if "paddlenlp_version" in config:
+        # PaddleNLP's save_pretrained and unified checkpoints (ERNIEKit's too) write "np" beside a config.json that
+        # always records paddlenlp_version; Paddle's nn.Linear holds its weight [in, out].
+        return (f"a PaddleNLP checkpoint (config.json records paddlenlp_version; safetensors format {framework!r}): "
+                "its names are PaddleNLP's, and Paddle stores a Linear layer's weight as [in, out], the transpose of "
+                "PyTorch's [out, in]: transformers 4's from_pretrained refuses the file (\"does not contain the valid "
+                "metadata\"); transformers 5 ignores the format and loads the names as they are, the square Linear "
+                "weights transposed without an error; a PyTorch model loads it only through a conversion that "
+                "renames and transposes them")
+    return (f"the safetensors metadata says format {framework!r}, not PyTorch's \"pt\" (PaddleNLP's and mindone's "
+            "checkpoints write \"np\"): transformers 4's from_pretrained refuses such a file (\"does not contain the "
+            "valid metadata\"); transformers 5 ignores the format and loads the tensors under their names, as "
+            "they are")
+
+
 def _head_names(model: Any, names: Sequence[str]) -> set[str]:
     """Of `names`, those outside the model's base model: what a transformers task class adds to its base
     (`classifier`, `projector`, BART's `classification_head`, ELECTRA's `generator_predictions`, ...)."""
@@ -703,6 +751,10 @@ def diff_checkpoint_against_model(
         report.notes.append(
             f"{'--config' if config else 'A'}'s config.json has no model_type (older transformers versions wrote "
             f"none): from_pretrained reads it with {type(model.config).__name__}, as this report does")
+    flax_said = any(key.reason == "foreign-layout" for key in report.unexpected) and \
+        (checkpoint.metadata or {}).get("format") == "flax"  # the layout's note says it all
+    if not flax_said and (other_framework := safetensors_format_warning(checkpoint)) is not None:
+        report.notes.append(f"A: {other_framework}")
     unread = file_from_pretrained_skips(checkpoint)
     report.from_pretrained_reads_a = checkpoint.nested_key is None and unread is None
     if checkpoint.nested_key is not None:

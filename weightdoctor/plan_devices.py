@@ -750,8 +750,11 @@ def build_planned_model(
                 warnings.append(f"config.json names no architecture: planned as {type(model).__name__}, the class "
                                 f"AutoModel loads, without a task head; from_pretrained of another class{example} "
                                 "places more: pass --model-class")
-            from weightdoctor.load_simulation import from_pretrained_skips_warning
+            from weightdoctor.load_simulation import from_pretrained_skips_warning, safetensors_format_warning
 
+            if (other_framework := safetensors_format_warning(checkpoint)) is not None:
+                # A Flax file's model fits as planned, but from_pretrained loads its names as they are.
+                warnings.append(f"{other_framework}; planned as the model config.json describes")
             if (skipped := from_pretrained_skips_warning(checkpoint)) is not None:
                 # A Mistral repo fetched without its HF weights (consolidated.safetensors beside config.json), a
                 # torchtune output (hf_model_0001_0.pt): the plan is the model's, but from_pretrained loads nothing.

@@ -90,7 +90,7 @@ def parse_metadata(items: list[str] | None) -> dict[str, str]:
             raise UsageError(f"--metadata {item!r}: not UTF-8 text (the command line held bytes that are not); "
                              "a safetensors header holds UTF-8 only")
         if key.strip() == "format":
-            raise UsageError("--metadata format=... is reserved: outputs always say format=pt")
+            raise UsageError("--metadata format=... is reserved: outputs say format=pt, or the source's own format")
         if key.strip() == "total_size":
             raise UsageError("--metadata total_size=... is reserved: an index's total_size is the bytes written")
         result[key.strip()] = value
@@ -1189,7 +1189,8 @@ def write_outputs(
                 hooks.reached("before-index")
                 if index_name is not None:
                     index_metadata: dict[str, object] = {d.name: d.kept for d in selection.dropped}
-                    index_metadata.update(metadata)
+                    # The shards' "format" (pt, or the source's own) is theirs: save_pretrained's index has none.
+                    index_metadata.update((k, v) for k, v in metadata.items() if k != "format")
                     # Last: a source file's own `total_size` record (or any carried one) never replaces it.
                     index_metadata["total_size"] = selection.total_bytes
                     index_metadata.setdefault("total_parameters", selection.total_values)
@@ -1362,7 +1363,7 @@ def write_plan(
     allow_overflow: bool = False,
     advance: Callable[[int], None] = lambda n: None,
 ) -> WriteResult:
-    """`write_outputs` for a convert or shard plan (the "format" metadata key is written by the writer)."""
+    """`write_outputs` for a convert or shard plan."""
     assert plan._selection is not None
     return write_outputs(
         checkpoint,
@@ -1372,7 +1373,7 @@ def write_plan(
         fmt=plan.format,
         single_file=single_file,
         index_name=plan.index,
-        metadata={k: v for k, v in plan.metadata.items() if k != "format"},
+        metadata=plan.metadata,  # its "format": pt, or the source's own (convert.source_metadata)
         copy_files=plan._copy_paths,
         force=force,
         verify=verify,

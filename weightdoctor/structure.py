@@ -590,6 +590,9 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
 
     # As plan-devices and diff-keys say it: the folder reads here, but from_pretrained(folder) raises.
     skipped = from_pretrained_skips_warning(checkpoint)
+    from weightdoctor.load_simulation import safetensors_format_warning
+
+    other_framework = safetensors_format_warning(checkpoint)
     return InspectReport(
         source=checkpoint.source,
         resolved_path=checkpoint.location,
@@ -620,7 +623,8 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
                                  controlnet_beside_sd_warning(checkpoint), mmcv_ema_copy_warning(checkpoint),
                                  momentum_encoder_copy_warning(checkpoint)]),
                   *([f"{skipped}; from_pretrained loads them once saved under its names (save_pretrained)"] if skipped
-                    else []), *(quantized.warnings if quantized is not None else [])],
+                    else []), *([other_framework] if other_framework else []),
+                  *(quantized.warnings if quantized is not None else [])],
         security=checkpoint.security,
         quantized=quantized,
         adapter=adapter,

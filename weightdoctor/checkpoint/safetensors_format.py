@@ -278,6 +278,8 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
             f"{example[:80]!r}), written by transformers' TF save_pretrained: transformers 4's PyTorch "
             "from_pretrained converts it on load (it reads the format; TensorFlow must be installed), transformers 5 "
             "cannot load it")
+    if b"/" in raw:
+        _refuse_slash_joined_tree(header, metadata)
     _check_names(header, raw)
 
     tensors = _checked_entries_fast(header, relpath, data_size)
@@ -285,6 +287,29 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
         # Something is wrong: find the first bad entry and name it.
         tensors = _checked_entries(header, relpath, data_size)
     return metadata, tensors
+
+
+def _refuse_slash_joined_tree(header: dict[str, Any], metadata: dict[str, str] | None) -> None:
+    """Refuse a file whose every name is a '/'-joined path of plain parts (`params/Dense_0/kernel`): a JAX / Flax
+    params tree flattened with sep="/" (flax.traverse_util.flatten_dict) and saved with safetensors.flax / numpy,
+    which was refused as "contains a path separator", as if the file were damaged. A name with an empty, `.` or
+    `..` part, or a backslash, is still refused as a path (`../../etc/passwd`)."""
+    names = list(header)
+    if not names or not all("/" in name for name in names):
+        return
+    for name in names:
+        if "\\" in name or any(part in ("", ".", "..") for part in name.split("/")):
+            return
+    framework = (metadata or {}).get("format", "")
+    said = f"safetensors metadata format {framework!r}, " if framework else ""
+    flax = framework == "flax" or any(name.rsplit("/", 1)[-1] in ("kernel", "embedding", "scale") for name in names)
+    what = "a JAX / Flax params tree flattened with sep='/'" if flax else "a nested tree flattened with '/'"
+    raise UnsupportedFormat(
+        f"every tensor name is a path joined with '/' ({said}e.g. {names[0][:80]!r}): {what}, not a PyTorch "
+        "state dict, whose names are joined with '.', which weightdoctor reads; "
+        + ("flax.traverse_util.unflatten_dict(safetensors.flax.load_file(path), sep='/') reads it back, and a Dense "
+           "kernel there is [in, out], the transpose of nn.Linear's weight" if flax else
+           "safetensors.numpy.load_file(path) reads its arrays under these names"))
 
 
 def _int_or_negative_zero(text: str) -> int | float:
