@@ -68,3 +68,46 @@ def test_convert_of_a_folder_whose_weights_link_outside_it(tmp_path: Path) -> No
     assert "notes.txt (a link to a file outside the model folder)" in result.stderr
     assert (out / "generation_config.json").is_file() and not (out / "generation_config.json").is_symlink()
     assert not (out / "notes.txt").exists()
+
+
+def test_pattern_time_limit_in_a_worker_thread_beside_busy_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The limit is the matching thread's CPU time: matching run in a worker thread while other threads of the same
+    process keep the interpreter busy gives the answer of an idle process (the process's CPU time, or wall time, ran
+    out several times sooner and left layers unknown)."""
+    import threading
+    import time
+
+    from weightdoctor import quantized
+
+    quantization = {"quant_method": "compressed-tensors", "config_groups": {
+        "g0": {"weights": {"num_bits": 4}, "targets": [r"re:.*mlp\.(?:up|down)_proj.*"]},
+        "g1": {"weights": {"num_bits": 8}, "targets": [r"re:.*self_attn\.[qkvo]_proj.*"]}}}
+    names = [f"model.layers.{i}.{part}.weight_packed" for i in range(3000)
+             for part in ("mlp.up_proj", "self_attn.q_proj")]
+    expected = {name: 4 if ".mlp." in name else 8 for name in names}
+    start = time.thread_time()
+    assert quantized._compressed_tensors_layer_bits(names, quantization, []) == expected
+    alone = time.thread_time() - start
+    # Three times the CPU time it needs alone; six busy threads take five sixths of the interpreter meanwhile.
+    monkeypatch.setattr(quantized, "_PATTERN_SECONDS", 3 * alone + 0.01)
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    spinners = [threading.Thread(target=spin) for _ in range(6)]
+    result: dict[str, object] = {}
+    notes: list[str] = []
+    worker = threading.Thread(target=lambda: result.update(quantized._compressed_tensors_layer_bits(
+        names, quantization, notes)))
+    for thread in spinners:
+        thread.start()
+    try:
+        worker.start()
+        worker.join()
+    finally:
+        stop.set()
+        for thread in spinners:
+            thread.join()
+    assert notes == [] and result == expected
