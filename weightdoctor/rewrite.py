@@ -772,6 +772,10 @@ def side_files(
         if item.is_symlink() and not item.exists():
             left_out.append(f"{name} (a link to a missing file: an unfinished or deleted download)")
             continue
+        if item.absolute() in mine or resolved in mine:
+            # Before the links' test: converted weights linked from elsewhere (a shared store) were said to be "not
+            # copied: a link to a file outside the model folder", as if part of the model had been dropped.
+            continue
         if item.is_file() and item.is_symlink() and not inside(item):  # no link is in the folder itself
             left_out.append(f"{name} (a link to a file outside the model folder)")
             continue

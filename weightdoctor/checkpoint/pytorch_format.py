@@ -268,6 +268,12 @@ def _a1111_hypernetwork(obj: Any) -> str:
             f"is; --key {_key_text(min(widths))}.0 reads one of them")
 
 
+def _decimal(text: str) -> bool:
+    """Whether `text` is ASCII digits, which `--key` reads as an int: str.isdigit() is true of '²' (int() refuses it:
+    'unexpected ValueError') and of '١', which int() read as 1."""
+    return text.isascii() and text.isdigit()
+
+
 def _key_text(key: Any) -> str:
     """A top-level key as a refusal names it. A pickle may key a dict by an int of any size, which str() refuses past
     4,300 digits (ValueError, and the command ended in 'unexpected ValueError'); a tuple holding one, too."""
@@ -429,8 +435,9 @@ def _follow_key(obj: Any, key: str) -> Mapping[str, Any]:
         if isinstance(current, (list, tuple)):
             # `optimizer_states.0`: an index into a list, as Lightning keeps one entry per optimizer.
             head, _, tail = rest.partition(".")
-            # Digits past 4,300 are no index, and int() refuses them (ValueError): compared by length first.
-            if not head.isdigit() or len(head) > 20 or int(head) >= len(current):
+            # Digits past 4,300 are no index, and int() refuses them (ValueError): compared by length first. ASCII
+            # digits only: str.isdigit() is true of '²', which int() refuses too.
+            if not _decimal(head) or len(head) > 20 or int(head) >= len(current):
                 raise UsageError(f"--key {key!r}: {head!r} is not an index of a {type(current).__name__} of "
                                  f"{len(current)} item(s)")
             current, rest = current[int(head)], tail
@@ -449,7 +456,7 @@ def _follow_key(obj: Any, key: str) -> Mapping[str, Any]:
         head, _, tail = rest.partition(".")
         # An int key (A1111's hypernetworks: {320: [...], 640: [...], "name": ...}) typed as digits; never
         # a bool key, which compares equal to 0 and 1.
-        number = int(head) if head.isdigit() and len(head) <= 20 else None
+        number = int(head) if _decimal(head) and len(head) <= 20 else None
         found = next((k for k in current if type(k) is int and k == number), None)
         if found is not None:
             current, rest = current[found], tail
