@@ -1,0 +1,96 @@
+"""Fix list 16: DINOv2's student / teacher copies warned of, Depth Anything's converter named, Orbax's markers listed
+as found, and the other small gaps of the list."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.helpers import run_cli, run_json
+
+# 1. A DINOv2 training checkpoint: student.backbone.* beside teacher.backbone.*, counted twice without a word.
+
+def _dinov2_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    state = {}
+    for who in ("student", "teacher"):
+        state[f"{who}.backbone.cls_token"] = torch.randn(1, 1, 8)
+        state[f"{who}.backbone.blocks.0.attn.qkv.weight"] = torch.randn(24, 8)
+        state[f"{who}.dino_head.last_layer.weight"] = torch.randn(16, 8)
+    state["dino_loss.center"] = torch.zeros(1, 16)
+    state["ibot_patch_loss.center"] = torch.zeros(1, 1, 16)
+    return state
+
+
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_a_dinov2_training_checkpoint_warns_that_the_backbone_is_stored_twice(tmp_path: Path, wrapped: bool) -> None:
+    path = tmp_path / "model_0000099.pth"
+    state = _dinov2_state()
+    torch.save({"model": state, "optimizer": {}, "iteration": 99} if wrapped else state, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data is not None
+    said = [w for w in data["warnings"] if "stored twice" in w]
+    assert len(said) == 1, data["warnings"]
+    assert said[0].startswith("the backbone is stored twice: student.backbone.* holds the student copy of 2 tensors "
+                              "of teacher.backbone.* (200 parameters, counted in the total above)"), said
+    assert "checkpoint_key 'teacher'" in said[0] and "--filter '^teacher\\.backbone\\.' counts it alone" in said[0]
+    # The option it names works as said: the teacher's backbone alone.
+    code, alone = run_json("inspect", str(path), "--filter", r"^teacher\.backbone\.")
+    assert code == 0 and [t["name"] for t in alone["tensors"]] == ["teacher.backbone.cls_token",
+                                                                   "teacher.backbone.blocks.0.attn.qkv.weight"]
+
+
+def test_a_teacher_alone_is_not_warned_of(tmp_path: Path) -> None:
+    path = tmp_path / "teacher_checkpoint.pth"
+    torch.save({k: v for k, v in _dinov2_state().items() if not k.startswith("student.")}, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and not [w for w in data["warnings"] if "stored twice" in w], data["warnings"]
+
+
+# 2. An original Depth Anything checkpoint against transformers' layout: the note named DINOv2's converter.
+
+def test_a_depth_anything_checkpoint_names_its_own_converter(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    a = {"pretrained.cls_token": torch.randn(1, 1, 8), "pretrained.blocks.0.attn.qkv.weight": torch.randn(24, 8),
+         "pretrained.blocks.0.attn.qkv.bias": torch.randn(24), "pretrained.blocks.0.ls1.gamma": torch.randn(8),
+         "depth_head.scratch.output_conv1.weight": torch.randn(4, 8, 3, 3)}
+    b = {"backbone.embeddings.cls_token": torch.randn(1, 1, 8),
+         "backbone.encoder.layer.0.layer_scale1.lambda1": torch.randn(8), "head.conv1.weight": torch.randn(4, 8, 3, 3)}
+    for part in ("query", "key", "value"):
+        b[f"backbone.encoder.layer.0.attention.attention.{part}.weight"] = torch.randn(8, 8)
+        b[f"backbone.encoder.layer.0.attention.attention.{part}.bias"] = torch.randn(8)
+    torch.save(a, tmp_path / "depth_anything_vits14.pth")
+    save_file(b, tmp_path / "model.safetensors")
+    code, data = run_json("diff-keys", str(tmp_path / "depth_anything_vits14.pth"), str(tmp_path / "model.safetensors"))
+    assert data is not None, code
+    note = next(n for n in data["notes"] if "qkv" in n)
+    assert "models/depth_anything/convert_depth_anything_to_hf.py" in note, note
+    assert "convert_dinov2_to_hf.py" not in note, note
+    # Without the depth head it is a DINOv2 backbone, and DINOv2's converter is still the one named.
+    del a["depth_head.scratch.output_conv1.weight"]
+    torch.save(a, tmp_path / "dinov2_vits14.pth")
+    _, plain = run_json("diff-keys", str(tmp_path / "dinov2_vits14.pth"), str(tmp_path / "model.safetensors"))
+    assert "models/dinov2/convert_dinov2_to_hf.py" in next(n for n in plain["notes"] if "qkv" in n)
+
+
+# 4. The Orbax message listed _CHECKPOINT_METADATA, _METADATA and manifest.ocdbt wherever it was.
+
+def test_the_orbax_message_lists_the_markers_present(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    item = root / "1000" / "params"
+    item.mkdir(parents=True)
+    (root / "1000" / "_CHECKPOINT_METADATA").write_text(json.dumps({"item_handlers": {}}))
+    (item / "_METADATA").write_text(json.dumps({"tree_metadata": {}}))
+    (item / "_sharding").write_text("{}")
+    expected = {root: "an Orbax (JAX) checkpoint (1000/_CHECKPOINT_METADATA)",
+                root / "1000": "an Orbax (JAX) checkpoint (_CHECKPOINT_METADATA)",
+                item: "an Orbax (JAX) checkpoint (_METADATA, _sharding)"}
+    for source, words in expected.items():
+        result = run_cli("inspect", str(source))
+        text = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and words in text, (source, text)
+        assert "manifest.ocdbt" not in text, text
