@@ -752,6 +752,23 @@ def _is_orbax_checkpoint(folder: Path) -> bool:
         return False
 
 
+def _orbax_markers(folder: Path) -> list[str]:
+    """The Orbax marker files `folder` holds, or its first step folder holds (`1000/_CHECKPOINT_METADATA`): what the
+    message names as its evidence, listing only those there (an item holds _METADATA, a step _CHECKPOINT_METADATA)."""
+    names = ("_CHECKPOINT_METADATA", "orbax.checkpoint", "_METADATA", "manifest.ocdbt", "_sharding")
+    present = [name for name in names if (folder / name).is_file()]
+    if present:
+        return present
+    try:
+        steps = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    except OSError:
+        steps = []
+    for step in steps:
+        if found := [f"{step.name}/{name}" for name in names[:2] if (step / name).is_file()]:
+            return found
+    return ["step folders"]
+
+
 NO_WEIGHT_FILE = "folder holds no weight file (.safetensors, .bin, .pt, .pth, .ckpt)"
 
 
@@ -805,7 +822,7 @@ def _no_weights_message(folder: Path) -> str:
                     f"(tar -xf {nemo[0]}) and point at model_weights.ckpt")
     if _is_orbax_checkpoint(folder):
         # JAX training (Flax, MaxText, openpi, T5X's successors) saves through Orbax: tensorstore arrays, no torch.
-        message += ("; it is an Orbax (JAX) checkpoint (_CHECKPOINT_METADATA, _METADATA, manifest.ocdbt), which "
+        message += (f"; it is an Orbax (JAX) checkpoint ({', '.join(_orbax_markers(folder))}), which "
                     "weightdoctor does not read (not PyTorch): restore it with orbax.checkpoint "
                     "(ocp.StandardCheckpointer().restore(path)) and save the arrays with safetensors, or use the "
                     "model's own JAX-to-PyTorch conversion script")
