@@ -94,3 +94,33 @@ def test_the_orbax_message_lists_the_markers_present(tmp_path: Path) -> None:
         text = " ".join(result.stderr.split())
         assert result.exit_code == 2 and words in text, (source, text)
         assert "manifest.ocdbt" not in text, text
+
+
+# 5. A hypernetwork of 20,000 widths: every one listed on one line, and a --key that could not be typed.
+
+def _network() -> dict[str, torch.Tensor]:
+    return {"linear.0.weight": torch.zeros(2, 1)}
+
+
+def test_a_hypernetwork_of_many_widths_lists_a_few_and_counts_the_rest(tmp_path: Path) -> None:
+    shared = [_network(), _network()]
+    obj: dict[object, object] = {width: shared for width in range(1000, 21000)}
+    obj["layer_structure"] = [1, 2, 1]
+    torch.save(obj, tmp_path / "hn.pt")
+    result = run_cli("inspect", str(tmp_path / "hn.pt"))
+    line = " ".join(result.stderr.split())
+    assert result.exit_code == 2, result.stderr
+    assert "(1000, 1001, 1002, 1003, 1004, 1005, and 19,994 more)" in line, line
+    assert "--key 1000.0 reads one of them" in line and len(line) < 600, line
+
+
+def test_a_hypernetwork_offers_no_key_that_cannot_be_typed(tmp_path: Path) -> None:
+    # A negative width and one of 40 digits: `--key -5.0` and a 40-digit --key are not read as those int keys.
+    torch.save({-5: [_network()], 10 ** 40: [{}, _network()], "layer_structure": [1, 2, 1]}, tmp_path / "odd.pt")
+    line = " ".join(run_cli("inspect", str(tmp_path / "odd.pt")).stderr.split())
+    assert "an AUTOMATIC1111 hypernetwork" in line and "--key" not in line, line
+    torch.save({-5: [_network()], 768: [{}, _network()], "layer_structure": [1, 2, 1]}, tmp_path / "mixed.pt")
+    line = " ".join(run_cli("inspect", str(tmp_path / "mixed.pt")).stderr.split())
+    assert "--key 768.1 reads one of them" in line, line
+    code, data = run_json("inspect", str(tmp_path / "mixed.pt"), "--key", "768.1")
+    assert code == 0 and data["num_params"] == 2, data
