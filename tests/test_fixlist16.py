@@ -124,3 +124,29 @@ def test_a_hypernetwork_offers_no_key_that_cannot_be_typed(tmp_path: Path) -> No
     assert "--key 768.1 reads one of them" in line, line
     code, data = run_json("inspect", str(tmp_path / "mixed.pt"), "--key", "768.1")
     assert code == 0 and data["num_params"] == 2, data
+
+
+# 6. A file's address at a mistyped ref: corrected to /blob/main/, then `hf download ... --revision mian`.
+
+@pytest.mark.parametrize("address", ["https://huggingface.co/acme/tiny/blob/mian/model.safetensors",
+                                     "hf://acme/tiny@mian/model.safetensors"])
+def test_the_download_hint_of_a_corrected_revision_names_the_correction(tmp_path: Path, address: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    commit = "1" * 40
+    repo = tmp_path / "hub" / "models--acme--tiny"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    save_file({"w": torch.zeros(4)}, str(repo / "snapshots" / commit / "model.safetensors"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run_cli("inspect", address)
+    line = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and result.stdout == "", result.stderr
+    meant = address.replace("/mian/", "/main/").replace("@mian", "@main")
+    # The corrected address reads from the cache: the message ends there, with no fetch of the mistyped ref.
+    assert line.endswith(f"did you mean {meant} (cached)?"), line
+    assert "--revision mian" not in line and "hf download" not in line, line
+    # Of a ref the cache offers nothing close to, the fetch is still named.
+    other = " ".join(run_cli("inspect", address.replace("mian", "v2")).stderr.split())
+    assert other.endswith("`hf download acme/tiny model.safetensors --revision v2` fetches it"), other

@@ -2227,8 +2227,11 @@ def _open_checkpoint(
                 fetch = download_command(located.repo_id, revision).replace(
                     f"hf download {shell_word(located.repo_id)}",
                     f"hf download {shell_word(located.repo_id)} {shell_word(inside)}", 1)
-                raise said_of_address(SourceNotFound(f"{exc.message}: `{fetch}` fetches it"), given,
-                                       f"file {inside!r} of ") from exc
+                # A cached ref offered for a mistyped one (`/blob/mian/`): the corrected address reads, and a fetch
+                # of the ref that was not found (`--revision mian`) would only fail again.
+                offered = re.search(r"did you mean --revision \S+ \(cached\)\?", exc.message)
+                raise said_of_address(SourceNotFound(exc.message if offered else f"{exc.message}: `{fetch}` fetches "
+                                                     "it"), given, f"file {inside!r} of ") from exc
         else:
             text = located.repo_id + (f"/{inside}" if inside else "")
     if not path_exists(path):
