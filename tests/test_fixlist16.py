@@ -130,7 +130,7 @@ def test_a_hypernetwork_offers_no_key_that_cannot_be_typed(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("address", ["https://huggingface.co/acme/tiny/blob/mian/model.safetensors",
                                      "hf://acme/tiny@mian/model.safetensors"])
-def test_the_download_hint_of_a_corrected_revision_names_the_correction(tmp_path: Path, address: str,
+def test_no_download_hint_names_a_mistyped_revision_the_message_corrects(tmp_path: Path, address: str,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     commit = "1" * 40
     repo = tmp_path / "hub" / "models--acme--tiny"
