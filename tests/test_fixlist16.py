@@ -4,6 +4,7 @@ as found, and the other small gaps of the list."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,28 @@ def test_no_download_hint_names_a_mistyped_revision_the_message_corrects(tmp_pat
     # Of a ref the cache offers nothing close to, the fetch is still named.
     other = " ".join(run_cli("inspect", address.replace("mian", "v2")).stderr.split())
     assert other.endswith("`hf download acme/tiny model.safetensors --revision v2` fetches it"), other
+
+
+# 3. A cached snapshot that is a FIFO: inspect named `snapshots/` as "the cached snapshot", plan-devices the entry.
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_snapshot_that_is_a_fifo_is_named_alike_by_every_command(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    commit = "b" * 40
+    repo = tmp_path / "hub" / "models--org--fifo"
+    (repo / "snapshots").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    os.mkfifo(repo / "snapshots" / commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    snapshot = repo / "snapshots" / commit
+    lines = {}
+    for command in (["inspect"], ["plan-devices", "--gpu", "1GB"], ["check-dtype"]):
+        result = run_cli(*command, "org/fifo")
+        assert result.exit_code == 2 and result.stdout == "", (command, result.stderr)
+        lines[command[0]] = " ".join(result.stderr.split())
+    assert len(set(lines.values())) == 1, lines
+    assert lines["inspect"].endswith(f"not a regular file (a FIFO); give a checkpoint file or folder (the cached "
+                                     f"snapshot {snapshot})"), lines["inspect"]
+    assert f"{commit}:" not in lines["inspect"], lines["inspect"]

@@ -1496,8 +1496,12 @@ def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision:
     (`org/pipe`, and `org/pipe/text_encoder` for the folders it suggests) and the `--revision` asked for, the file
     (relative to the snapshot) and the snapshot's path kept. An index whose shards the snapshot lacks (a download
     stopped between shards, or limited by `--include`) says how many, and the download that fetches them."""
-    message = exc.message.replace(f"{snapshot}/", f"{source.rstrip('/')}/")
     inside = Path(exc.path) if exc.path else None
+    if snapshot.name == "snapshots" and inside is not None and inside.parent == snapshot:
+        # The snapshot itself is no folder (a FIFO, a file): read as a file, its parent `snapshots/` came as the
+        # folder; the snapshot is the entry named, as plan-devices names it.
+        snapshot = inside
+    message = exc.message.replace(f"{snapshot}/", f"{source.rstrip('/')}/")
     repo_id = "/".join(source.rstrip("/").split("/")[:2])  # `org/pipe/unet` is a folder of org/pipe
     again = download_command(repo_id, revision)
     shards: list[str] = []
