@@ -176,3 +176,32 @@ def test_a_snapshot_that_is_a_fifo_is_named_alike_by_every_command(tmp_path: Pat
     assert lines["inspect"].endswith(f"not a regular file (a FIFO); give a checkpoint file or folder (the cached "
                                      f"snapshot {snapshot})"), lines["inspect"]
     assert f"{commit}:" not in lines["inspect"], lines["inspect"]
+
+
+# 8. One shard of a cached repo: its index named by the path deep in the Hub cache, not as the shard was typed.
+
+@pytest.mark.parametrize("form", ["hf://org/sh@main/{}", "https://huggingface.co/org/sh/blob/main/{}"])
+def test_the_index_of_a_cached_shard_is_named_as_the_shard_was_typed(tmp_path: Path, form: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    commit = "c" * 40
+    repo = tmp_path / "hub" / "models--org--sh"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    save_file({"a": torch.zeros(2)}, str(snapshot / "model-00001-of-00002.safetensors"))
+    save_file({"b": torch.zeros(2)}, str(snapshot / "model-00002-of-00002.safetensors"))
+    (snapshot / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors",
+                                        "b": "model-00002-of-00002.safetensors"}}))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, data = run_json("inspect", form.format("model-00001-of-00002.safetensors"))
+    assert code == 0 and data is not None
+    index = form.format("model.safetensors.index.json")
+    said = [w for w in data["warnings"] if "is shard 1 of 2" in w]
+    assert said == [f"model-00001-of-00002.safetensors is shard 1 of 2: only its own tensors are read; its index "
+                    f"{index} (or the folder) reads the whole checkpoint"], data["warnings"]
+    # The index named reads the whole checkpoint.
+    code, whole = run_json("inspect", index)
+    assert code == 0 and whole["num_tensors"] == 2, whole

@@ -2128,9 +2128,11 @@ def open_checkpoint(
         raise
 
 
-def _one_shard_of_several(path: Path) -> list[str]:
+def _one_shard_of_several(path: Path, typed: str | None = None) -> list[str]:
     """A warning when `path` is one shard (`model-00001-of-00003.safetensors`) of a sharded checkpoint: after
-    `shard`, inspecting one shard counted its tensors alone and diff-keys said the others "will not load"."""
+    `shard`, inspecting one shard counted its tensors alone and diff-keys said the others "will not load". `typed`:
+    the source as typed when it is not `path` (a Hub repo's file, `org/m/model-00001-of-00003.safetensors`), whose
+    index is named in the same form rather than by its path deep in the Hub cache."""
     found = re.fullmatch(r"(.+)-0*(\d+)-of-0*(\d+)(\.[A-Za-z]+)", path.name)
     if found is None or int(found.group(3)) < 2:
         return []
@@ -2148,7 +2150,9 @@ def _one_shard_of_several(path: Path) -> list[str]:
                 if p != path and re.fullmatch(rf"{re.escape(found.group(1))}-0*\d+-of-0*{int(found.group(3))}"
                                               rf"{re.escape(found.group(4))}", p.name)]
     if has_index:
-        whole = f"its index {shell_word(str(index), argument=True)} (or the folder) reads the whole checkpoint"
+        # Typed ending with the shard's name (`org/m/...`, `hf://org/m@v1/...`, a /blob/ page): its index the same way.
+        named = typed[:-len(path.name)] + index.name if typed and typed.endswith("/" + path.name) else str(index)
+        whole = f"its index {shell_word(named, argument=True)} (or the folder) reads the whole checkpoint"
     elif siblings:
         # The folder without the index is refused (from_pretrained needs it): naming the folder would not help.
         whole = (f"the other shards are beside it but not their index {index.name}, which reading them all needs: "
@@ -2357,7 +2361,7 @@ def _open_checkpoint(
             pass
         else:
             builder.add_weight_file(target)
-            warnings += _one_shard_of_several(target)
+            warnings += _one_shard_of_several(target, given if repo_id is not None else None)
     except WeightDoctorError as exc:
         if typed_file is not None:
             raise _said_as_typed(exc, path, *typed_file) from exc
