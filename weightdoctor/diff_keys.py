@@ -687,6 +687,11 @@ def _vit_fused_qkv_layout(unexpected: Sequence[str], missing: Sequence[str], joi
     dinov2 = any(".layer_scale1.lambda1" in name for name in hf_names)
     script = ("models/dinov2/convert_dinov2_to_hf.py converts DINOv2's releases" if dinov2 else
               "models/vit/convert_dino_to_pytorch.py converts DINO's releases, convert_vit_timm_to_pytorch.py timm's")
+    # An original Depth Anything checkpoint (pretrained.blocks.N.attn.qkv beside depth_head.*) is a DINOv2 backbone
+    # with a DPT head: DINOv2's converter drops the head, Depth Anything's own converts both.
+    if fused_side == "A" and "depth_head." in joined_unexpected:
+        script = ("models/depth_anything/convert_depth_anything_to_hf.py converts Depth Anything's releases (the "
+                  "pretrained.* DINOv2 backbone and its depth_head)")
     note = (f"{fused_side} is a timm-style ViT (blocks.N.attn.qkv: DINO's, DINOv2's and timm's own checkpoints) and "
             f"{hf_side} transformers' {'Dinov2Model' if dinov2 else 'ViTModel'} layout "
             "(encoder.layer.N.attention.attention.query, key, value; attention.q_proj, k_proj, v_proj as "

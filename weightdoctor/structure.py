@@ -307,6 +307,34 @@ def momentum_encoder_copy_warning(checkpoint: Checkpoint) -> str | None:
     return None
 
 
+def student_teacher_copy_warning(checkpoint: Checkpoint) -> str | None:
+    """A DINOv2 training checkpoint (its trainer's `model_N.pth`, `{"model": {...}, "optimizer", "iteration"}`, or
+    that state dict alone): `student.backbone.*` beside `teacher.backbone.*` (and their heads, `dino_loss.center`),
+    so the backbone is stored twice; DINOv2's eval (dinov2/eval/setup.py) loads the teacher alone, through
+    load_pretrained_weights with checkpoint_key "teacher", the `backbone.` prefix stripped.
+
+    Example:
+        >>> student_teacher_copy_warning(open_checkpoint("model_0124999.rank_0.pth"))
+        'the backbone is stored twice: student.backbone.* holds the student copy of 2 tensors of ...'
+    """
+    by_name = {t.name: t for t in checkpoint.tensors}
+    for wrapper in ("module.", ""):
+        teacher = wrapper + "teacher.backbone."
+        copies = [t for name, t in by_name.items() if name.startswith(teacher)
+                  and wrapper + "student.backbone." + name[len(teacher):] in by_name]
+        if copies:
+            params = sum(t.num_params for t in copies)
+            # The trainer's own eval export (teacher_checkpoint.pth) is {"teacher": teacher.state_dict()}; nothing
+            # here drops the student, so the way to count the teacher alone is inspect's --filter.
+            return (f"the backbone is stored twice: {wrapper}student.backbone.* holds the student copy of "
+                    f"{counted(len(copies), 'tensor')} of {wrapper}teacher.backbone.* "
+                    f"({counted(params, 'parameter')}, counted in the total above); DINOv2's eval "
+                    "(dinov2/eval/setup.py, load_pretrained_weights with checkpoint_key 'teacher') loads "
+                    f"{wrapper}teacher.backbone.* alone, the prefix stripped and the dino_head left out; "
+                    f"--filter '^{re.escape(teacher)}' counts it alone")
+    return None
+
+
 def controlnet_beside_sd_warning(checkpoint: Checkpoint) -> str | None:
     """An original ControlNet saved with the whole Stable Diffusion model it was trained on (ControlNet 1.0's
     control_sd15_*.pth: model.diffusion_model, first_stage_model, cond_stage_model beside control_model): its
@@ -621,7 +649,8 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         warnings=[*checkpoint.warnings, *([adapter_problem] if adapter_problem else []), *params_problems,
                   *filter(None, [timm_head_warning(checkpoint), ldm_ema_copy_warning(checkpoint),
                                  controlnet_beside_sd_warning(checkpoint), mmcv_ema_copy_warning(checkpoint),
-                                 momentum_encoder_copy_warning(checkpoint)]),
+                                 momentum_encoder_copy_warning(checkpoint),
+                                 student_teacher_copy_warning(checkpoint)]),
                   *([f"{skipped}; from_pretrained loads them once saved under its names (save_pretrained)"] if skipped
                     else []), *([other_framework] if other_framework else []),
                   *(quantized.warnings if quantized is not None else [])],

@@ -262,10 +262,17 @@ def _a1111_hypernetwork(obj: Any) -> str:
     shown = (f" (layer_structure {list(structure)!r})" if isinstance(structure, (list, tuple)) and len(structure) <= 8
              and all(isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) < 1e16 for x in structure)
              else "")
+    widths.sort()
+    # A hostile file may hold 20,000 widths (a 4,000-character line): a few, and a count of the rest.
+    listed = ", ".join(map(_key_text, widths[:6])) + (f", and {len(widths) - 6:,} more" if len(widths) > 6 else "")
+    # Only a width --key can take (digits, as _follow_key reads them) is offered, at a list index holding a state dict.
+    typeable = next((k for k in widths if 0 <= k < 10 ** 20), None)
+    index = (next(i for i, item in enumerate(obj[typeable]) if _is_state_dict(item)) if typeable is not None
+             else None)
     return (f"an AUTOMATIC1111 hypernetwork{shown}: no one state dict but, "
-            f"for each attention width ({', '.join(map(_key_text, sorted(widths)))}), the small networks applied to "
+            f"for each attention width ({listed}), the small networks applied to "
             "the attention's key and value, which A1111's and ComfyUI's hypernetwork loaders read from this .pt as it "
-            f"is; --key {_key_text(min(widths))}.0 reads one of them")
+            "is" + (f"; --key {typeable}.{index} reads one of them" if typeable is not None else ""))
 
 
 def _decimal(text: str) -> bool:

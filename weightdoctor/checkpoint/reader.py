@@ -752,6 +752,23 @@ def _is_orbax_checkpoint(folder: Path) -> bool:
         return False
 
 
+def _orbax_markers(folder: Path) -> list[str]:
+    """The Orbax marker files `folder` holds, or its first step folder holds (`1000/_CHECKPOINT_METADATA`): what the
+    message names as its evidence, listing only those there (an item holds _METADATA, a step _CHECKPOINT_METADATA)."""
+    names = ("_CHECKPOINT_METADATA", "orbax.checkpoint", "_METADATA", "manifest.ocdbt", "_sharding")
+    present = [name for name in names if (folder / name).is_file()]
+    if present:
+        return present
+    try:
+        steps = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    except OSError:
+        steps = []
+    for step in steps:
+        if found := [f"{step.name}/{name}" for name in names[:2] if (step / name).is_file()]:
+            return found
+    return ["step folders"]
+
+
 NO_WEIGHT_FILE = "folder holds no weight file (.safetensors, .bin, .pt, .pth, .ckpt)"
 
 
@@ -805,7 +822,7 @@ def _no_weights_message(folder: Path) -> str:
                     f"(tar -xf {nemo[0]}) and point at model_weights.ckpt")
     if _is_orbax_checkpoint(folder):
         # JAX training (Flax, MaxText, openpi, T5X's successors) saves through Orbax: tensorstore arrays, no torch.
-        message += ("; it is an Orbax (JAX) checkpoint (_CHECKPOINT_METADATA, _METADATA, manifest.ocdbt), which "
+        message += (f"; it is an Orbax (JAX) checkpoint ({', '.join(_orbax_markers(folder))}), which "
                     "weightdoctor does not read (not PyTorch): restore it with orbax.checkpoint "
                     "(ocp.StandardCheckpointer().restore(path)) and save the arrays with safetensors, or use the "
                     "model's own JAX-to-PyTorch conversion script")
@@ -1479,8 +1496,12 @@ def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision:
     (`org/pipe`, and `org/pipe/text_encoder` for the folders it suggests) and the `--revision` asked for, the file
     (relative to the snapshot) and the snapshot's path kept. An index whose shards the snapshot lacks (a download
     stopped between shards, or limited by `--include`) says how many, and the download that fetches them."""
-    message = exc.message.replace(f"{snapshot}/", f"{source.rstrip('/')}/")
     inside = Path(exc.path) if exc.path else None
+    if snapshot.name == "snapshots" and inside is not None and inside.parent == snapshot:
+        # The snapshot itself is no folder (a FIFO, a file): read as a file, its parent `snapshots/` came as the
+        # folder; the snapshot is the entry named, as plan-devices names it.
+        snapshot = inside
+    message = exc.message.replace(f"{snapshot}/", f"{source.rstrip('/')}/")
     repo_id = "/".join(source.rstrip("/").split("/")[:2])  # `org/pipe/unet` is a folder of org/pipe
     again = download_command(repo_id, revision)
     shards: list[str] = []
@@ -2107,9 +2128,11 @@ def open_checkpoint(
         raise
 
 
-def _one_shard_of_several(path: Path) -> list[str]:
+def _one_shard_of_several(path: Path, typed: str | None = None) -> list[str]:
     """A warning when `path` is one shard (`model-00001-of-00003.safetensors`) of a sharded checkpoint: after
-    `shard`, inspecting one shard counted its tensors alone and diff-keys said the others "will not load"."""
+    `shard`, inspecting one shard counted its tensors alone and diff-keys said the others "will not load". `typed`:
+    the source as typed when it is not `path` (a Hub repo's file, `org/m/model-00001-of-00003.safetensors`), whose
+    index is named in the same form rather than by its path deep in the Hub cache."""
     found = re.fullmatch(r"(.+)-0*(\d+)-of-0*(\d+)(\.[A-Za-z]+)", path.name)
     if found is None or int(found.group(3)) < 2:
         return []
@@ -2127,7 +2150,9 @@ def _one_shard_of_several(path: Path) -> list[str]:
                 if p != path and re.fullmatch(rf"{re.escape(found.group(1))}-0*\d+-of-0*{int(found.group(3))}"
                                               rf"{re.escape(found.group(4))}", p.name)]
     if has_index:
-        whole = f"its index {shell_word(str(index), argument=True)} (or the folder) reads the whole checkpoint"
+        # Typed ending with the shard's name (`org/m/...`, `hf://org/m@v1/...`, a /blob/ page): its index the same way.
+        named = typed[:-len(path.name)] + index.name if typed and typed.endswith("/" + path.name) else str(index)
+        whole = f"its index {shell_word(named, argument=True)} (or the folder) reads the whole checkpoint"
     elif siblings:
         # The folder without the index is refused (from_pretrained needs it): naming the folder would not help.
         whole = (f"the other shards are beside it but not their index {index.name}, which reading them all needs: "
@@ -2210,8 +2235,11 @@ def _open_checkpoint(
                 fetch = download_command(located.repo_id, revision).replace(
                     f"hf download {shell_word(located.repo_id)}",
                     f"hf download {shell_word(located.repo_id)} {shell_word(inside)}", 1)
-                raise said_of_address(SourceNotFound(f"{exc.message}: `{fetch}` fetches it"), given,
-                                       f"file {inside!r} of ") from exc
+                # A cached ref offered for a mistyped one (`/blob/mian/`): the corrected address reads, and a fetch
+                # of the ref that was not found (`--revision mian`) would only fail again.
+                offered = re.search(r"did you mean --revision \S+ \(cached\)\?", exc.message)
+                raise said_of_address(SourceNotFound(exc.message if offered else f"{exc.message}: `{fetch}` fetches "
+                                                     "it"), given, f"file {inside!r} of ") from exc
         else:
             text = located.repo_id + (f"/{inside}" if inside else "")
     if not path_exists(path):
@@ -2333,7 +2361,7 @@ def _open_checkpoint(
             pass
         else:
             builder.add_weight_file(target)
-            warnings += _one_shard_of_several(target)
+            warnings += _one_shard_of_several(target, given if repo_id is not None else None)
     except WeightDoctorError as exc:
         if typed_file is not None:
             raise _said_as_typed(exc, path, *typed_file) from exc
