@@ -357,6 +357,11 @@ def refuse_special(dest: Path) -> None:
             into_proc = os.readlink(dest).startswith("/proc/")
         except OSError:
             return  # a dangling link (or a loop): nothing of the system's is behind it
+        if stat.S_ISDIR(target_mode):
+            # As a folder is: `-o link-to-runs --force` put a file in the link's place, where `cp` and `mv` write
+            # into the folder it names; which of the two the user meant is theirs to say.
+            raise OutputError(f"output exists and is a link to a folder ({os.readlink(dest)}); give a file name, "
+                              "in it or elsewhere", path=str(dest))
         if into_proc or not (stat.S_ISREG(target_mode) or stat.S_ISDIR(target_mode)):
             raise OutputError("output exists and is a link to a device, FIFO, socket or /proc (such as /dev/stdout); "
                               "it is never replaced", path=str(dest))
