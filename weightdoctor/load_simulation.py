@@ -587,6 +587,14 @@ def safetensors_format_warning(checkpoint: Checkpoint) -> str | None:
     if not isinstance(config, Mapping) or "_class_name" in config or not (
             config.get("model_type") or config.get("architectures")):
         return None  # not a transformers model's folder: from_pretrained is not how it loads
+    if framework in ("flax", "tf"):
+        # transformers 4 refuses only the formats it does not know: a "flax" / "tf" file it takes for that
+        # framework's and converts, whatever its names (PyTorch's, after a convert --rename of a Flax file, say).
+        which = "Flax" if framework == "flax" else "TensorFlow"
+        return (f"the safetensors metadata says format {framework!r} though no tensor has {which}'s names: "
+                f"transformers 4's from_pretrained takes the file for {which}'s and converts it on load "
+                f"({'flax' if framework == 'flax' else 'TensorFlow'} must be installed, or it raises); transformers 5 "
+                "ignores the format and loads the tensors under their names, as they are")
     if "paddlenlp_version" in config:
         # PaddleNLP's save_pretrained and unified checkpoints (ERNIEKit's too) write "np" beside a config.json that
         # always records paddlenlp_version; Paddle's nn.Linear holds its weight [in, out].
