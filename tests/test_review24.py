@@ -49,6 +49,17 @@ def test_a_pytorch_modules_own_kernel_renamed_is_no_flax_transpose(tmp_path: Pat
     assert code == 0, data
     assert not any("Flax" in w for w in data["warnings"]), data["warnings"]
     assert _metadata(tmp_path / "out.safetensors") == {"format": "pt"}
+    # A PyTorch model's `kernel` beside a layer scale's `.scale` (Mimi's) and PyTorch `.weight`s: no Flax either.
+    save_file({"conv.kernel": torch.zeros(4, 4), "layer_scales.scale": torch.ones(4), "proj.weight": torch.zeros(4, 4)},
+              str(tmp_path / "mimi.safetensors"), metadata={"format": "pt"})
+    code, data = run_json("convert", str(tmp_path / "mimi.safetensors"), "-o", str(tmp_path / "mimi.out.safetensors"),
+                          "--rename", "kernel=weight")
+    assert code == 0 and not any("Flax" in w for w in data["warnings"]), data
+    # A Flax tree flattened with '.' and saved with no metadata (safetensors.flax.save_file) is Flax's all the same.
+    _flax_file(tmp_path / "bare.safetensors", fmt=None)
+    code, data = run_json("convert", str(tmp_path / "bare.safetensors"), "-o", str(tmp_path / "bare.out.safetensors"),
+                          "--rename", "kernel=weight")
+    assert code == 0 and any(w.startswith("2 Flax kernels renamed") for w in data["warnings"]), data
 
 
 def test_a_flax_format_file_under_pytorch_names_is_not_said_to_be_refused_by_transformers_4(tmp_path: Path) -> None:

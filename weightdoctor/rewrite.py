@@ -371,11 +371,13 @@ def plan_tensors(
     # Dense kernel is [in, out], the transpose of nn.Linear's weight, so the square ones loaded transposed without an
     # error, and the output (under PyTorch's names, the source's `format` kept) said nothing of it.
     # Flax's only where the file says so: its format "flax", or Flax's other names (a LayerNorm's `.scale`, an
-    # Embed's `.embedding`) beside the kernels; a PyTorch module's own `kernel` parameter is no transpose.
+    # Embed's `.embedding`) beside the kernels and no PyTorch `.weight` at all; a PyTorch module's own `kernel`
+    # parameter (beside a Mimi-style layer scale's `.scale`) is no transpose.
     kernels = [t.name for t in checkpoint.tensors if renames and t.name.endswith(".kernel") and len(t.shape) >= 2
                and new_names.get(t.name, "").endswith(".weight")]
-    if kernels and (checkpoint.metadata or {}).get("format") != "flax" and not any(
-            t.name.endswith((".scale", ".embedding")) for t in checkpoint.tensors):
+    if kernels and (checkpoint.metadata or {}).get("format") != "flax" and (
+            any(t.name.endswith(".weight") for t in checkpoint.tensors)
+            or not any(t.name.endswith((".scale", ".embedding")) for t in checkpoint.tensors)):
         kernels = []
     if kernels:
         selection.warnings.append(
