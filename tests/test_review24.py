@@ -99,3 +99,30 @@ def test_format_pt_and_no_format_convert_to_pt_and_an_index_holds_none(tmp_path:
     assert len(shards) > 1 and all(_metadata(p) == {"format": "flax"} for p in shards)
     index = json.loads((tmp_path / "shards" / "model.safetensors.index.json").read_text())
     assert "format" not in index["metadata"], index["metadata"]
+
+
+def test_metadata_without_a_format_is_said_to_fail_transformers_4(tmp_path: Path) -> None:
+    # save_file(state_dict, "model.safetensors", metadata={"merged_from": ...}) beside config.json: transformers 4's
+    # from_pretrained raised "Incompatible safetensors file ... but None"; inspect and plan-devices said nothing.
+    from transformers import GPT2Config, GPT2Model
+
+    torch.manual_seed(0)
+    folder = tmp_path / "merged"
+    GPT2Model(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=16, n_positions=8)).save_pretrained(folder)
+    state = {k: v.contiguous() for k, v in GPT2Model.from_pretrained(folder).state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"), metadata={"merged_from": "a+b"})
+    said = ("the safetensors metadata (merged_from) holds no format: transformers 4's from_pretrained refuses such a "
+            "file (\"Incompatible safetensors file. File metadata is not ['pt', 'tf', 'flax', 'mlx'] but None\")")
+    for command in (("inspect", str(folder)), ("plan-devices", str(folder), "--gpu", "1GB")):
+        code, data = run_json(*command)
+        assert code == 0 and any(w.startswith(said) for w in data["warnings"]), data["warnings"]
+    # convert writes format "pt" (the metadata kept), and its output is said nothing of.
+    code, data = run_json("convert", str(folder), "-o", str(tmp_path / "out"))
+    assert code == 0, data
+    assert _metadata(tmp_path / "out" / "model.safetensors") == {"format": "pt", "merged_from": "a+b"}
+    code, data = run_json("inspect", str(tmp_path / "out"))
+    assert code == 0 and not any("format" in w for w in data["warnings"]), data["warnings"]
+    # No metadata at all loads in transformers 4: nothing said.
+    save_file(state, str(folder / "model.safetensors"))
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and not any("format" in w for w in data["warnings"]), data["warnings"]
