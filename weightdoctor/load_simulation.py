@@ -565,15 +565,19 @@ _FLAX_NAME = re.compile(r"\.(?:kernel|embedding|scale)$")
 
 def safetensors_format_warning(checkpoint: Checkpoint) -> str | None:
     """What from_pretrained does with safetensors weights whose metadata `format` names another framework than
-    PyTorch (a transformers 4 Flax model's save_pretrained: "flax"; PaddleNLP's unified checkpoints: "np"); None
-    for PyTorch's and MLX's, and for a file with no format.
+    PyTorch (a transformers 4 Flax model's save_pretrained: "flax"; PaddleNLP's unified checkpoints: "np"), or
+    whose metadata holds no `format` at all; None for PyTorch's and MLX's, and for a file with no metadata.
 
     Example:
         >>> safetensors_format_warning(open_checkpoint("flax-bert/"))
         'the safetensors metadata says format "flax" and 21 of the 39 tensors have Flax's names (...)'
     """
     framework = (checkpoint.metadata or {}).get("format", "")
-    if framework in _PYTORCH_FORMATS or checkpoint.format != "safetensors":
+    # Metadata without a `format` (save_file(state_dict, path, metadata={...}) by a merge or fine-tuning script) is
+    # no PyTorch file to transformers 4 either: it raised "Incompatible safetensors file. File metadata is not
+    # ['pt', 'tf', 'flax', 'mlx'] but None", and weightdoctor said nothing. A file with no metadata loads.
+    unlabelled = not framework and bool(checkpoint.metadata)
+    if (framework in _PYTORCH_FORMATS and not unlabelled) or checkpoint.format != "safetensors":
         return None
     flax = [t.name for t in checkpoint.tensors if _FLAX_NAME.search(t.name)]
     if framework == "flax" and flax:
@@ -587,6 +591,20 @@ def safetensors_format_warning(checkpoint: Checkpoint) -> str | None:
     if not isinstance(config, Mapping) or "_class_name" in config or not (
             config.get("model_type") or config.get("architectures")):
         return None  # not a transformers model's folder: from_pretrained is not how it loads
+    if unlabelled:
+        keys = ", ".join(sorted(checkpoint.metadata or {})[:3])
+        return (f"the safetensors metadata ({keys}{', ...' if len(checkpoint.metadata or {}) > 3 else ''}) holds no "
+                "format: transformers 4's from_pretrained refuses such a file (\"Incompatible safetensors file. File "
+                "metadata is not ['pt', 'tf', 'flax', 'mlx'] but None\"), where a file with no metadata loads; "
+                "transformers 5 reads no metadata; weightdoctor convert writes the weights with format \"pt\"")
+    if framework in ("flax", "tf"):
+        # transformers 4 refuses only the formats it does not know: a "flax" / "tf" file it takes for that
+        # framework's and converts, whatever its names (PyTorch's, after a convert --rename of a Flax file, say).
+        which = "Flax" if framework == "flax" else "TensorFlow"
+        return (f"the safetensors metadata says format {framework!r} though no tensor has {which}'s names: "
+                f"transformers 4's from_pretrained takes the file for {which}'s and converts it on load "
+                f"({'flax' if framework == 'flax' else 'TensorFlow'} must be installed, or it raises); transformers 5 "
+                "ignores the format and loads the tensors under their names, as they are")
     if "paddlenlp_version" in config:
         # PaddleNLP's save_pretrained and unified checkpoints (ERNIEKit's too) write "np" beside a config.json that
         # always records paddlenlp_version; Paddle's nn.Linear holds its weight [in, out].

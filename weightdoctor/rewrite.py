@@ -367,6 +367,25 @@ def plan_tensors(
     if fmt == "safetensors":
         _refuse_unreadable_names(new_names, checkpoint.source)
     selection.renamed = sum(old != new for old, new in new_names.items())
+    # A Flax kernel renamed to a PyTorch `.weight` (`--rename kernel=weight` on a Flax file) keeps its values: a
+    # Dense kernel is [in, out], the transpose of nn.Linear's weight, so the square ones loaded transposed without an
+    # error, and the output (under PyTorch's names, the source's `format` kept) said nothing of it.
+    # Flax's only where the file says so: its format "flax", or Flax's other names (a LayerNorm's `.scale`, an
+    # Embed's `.embedding`) beside the kernels and no PyTorch `.weight` at all; a PyTorch module's own `kernel`
+    # parameter (beside a Mimi-style layer scale's `.scale`) is no transpose.
+    kernels = [t.name for t in checkpoint.tensors if renames and t.name.endswith(".kernel") and len(t.shape) >= 2
+               and new_names.get(t.name, "").endswith(".weight")]
+    if kernels and (checkpoint.metadata or {}).get("format") != "flax" and (
+            any(t.name.endswith(".weight") for t in checkpoint.tensors)
+            or not any(t.name.endswith((".scale", ".embedding")) for t in checkpoint.tensors)):
+        kernels = []
+    if kernels:
+        selection.warnings.append(
+            f"{counted(len(kernels), 'Flax kernel')} renamed to PyTorch's .weight (e.g. {kernels[0]} -> "
+            f"{new_names[kernels[0]]}) {plural(len(kernels), 'keeps its', 'keep their')} values: a Flax Dense "
+            "kernel is [in, out], the transpose of nn.Linear's [out, in] weight (a Conv kernel is (*kernel, in, "
+            "out)), and a rename transposes nothing, so the square ones load transposed without an error; convert "
+            "the model with transformers 4 (from_pretrained(..., from_flax=True), then save_pretrained)")
     from weightdoctor.quantized import quantizer_side_tensors
 
     # A quantizer's scales and states are read as stored (bitsandbytes' absmax, GPTQ's scales, FP8's
