@@ -320,9 +320,12 @@ def student_teacher_copy_warning(checkpoint: Checkpoint) -> str | None:
     by_name = {t.name: t for t in checkpoint.tensors}
     for wrapper in ("module.", ""):
         teacher = wrapper + "teacher.backbone."
-        copies = [t for name, t in by_name.items() if name.startswith(teacher)
-                  and wrapper + "student.backbone." + name[len(teacher):] in by_name]
-        if copies:
+        backbone = [(t, by_name.get(wrapper + "student.backbone." + name[len(teacher):]))
+                    for name, t in by_name.items() if name.startswith(teacher)]
+        copies = [t for t, twin in backbone if twin is not None and twin.shape == t.shape]
+        # A copy is the whole backbone twice, tensor for tensor: a distillation between two architectures (a
+        # ResNet-18 student, a ResNet-50 teacher) shares some names, even a stem of the same shapes, but is two models.
+        if copies and len(copies) == len(backbone):
             params = sum(t.num_params for t in copies)
             # The trainer's own eval export (teacher_checkpoint.pth) is {"teacher": teacher.state_dict()}; nothing
             # here drops the student, so the way to count the teacher alone is inspect's --filter.
