@@ -3,9 +3,11 @@ index named as typed, reviewed for false answers and false refusals."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from tests.helpers import run_json
 
@@ -46,3 +48,30 @@ def test_a_dinov2_pair_of_equal_backbones_is_still_warned_of(tmp_path: Path) -> 
     code, data = run_json("inspect", str(path))
     said = [w for w in data["warnings"] if "stored twice" in w]
     assert code == 0 and len(said) == 1 and "the student copy of 2 tensors" in said[0], data["warnings"]
+
+
+def test_a_peft_adapter_whose_metadata_has_no_format_is_not_said_to_be_refused(tmp_path: Path) -> None:
+    # An adapter folder (adapter_config.json + adapter_model.safetensors) that also holds its base model's config.json,
+    # as many adapter repos do, its metadata written without `format` (a LoRA exported by another trainer): inspect
+    # said transformers 4's from_pretrained refuses the file, but PeftModel / load_adapter read it with
+    # safetensors' load_file (peft's load_peft_weights), which checks no format.
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2,
+                                                            "target_modules": ["q_proj"]}))
+    g = torch.Generator().manual_seed(2)
+    save_file({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.randn(2, 8, generator=g),
+               "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(8, 2)},
+              str(folder / "adapter_model.safetensors"), metadata={"ss_network_dim": "2"})
+    for source in (folder, folder / "adapter_model.safetensors"):
+        code, data = run_json("inspect", str(source))
+        assert code == 0 and data["metadata"] == {"ss_network_dim": "2"}, data
+        assert not [w for w in data["warnings"] if "holds no format" in w], data["warnings"]
+    # The same file as a model's weights (no adapter_config.json) is still warned of: from_pretrained refuses it.
+    (folder / "adapter_config.json").unlink()
+    (folder / "adapter_model.safetensors").rename(folder / "model.safetensors")
+    code, data = run_json("inspect", str(folder))
+    said = [w for w in data["warnings"] if "holds no format" in w]
+    assert code == 0 and len(said) == 1 and said[0].startswith("the safetensors metadata (ss_network_dim) holds no "
+                                                               "format: transformers 4's from_pretrained refuses"), said

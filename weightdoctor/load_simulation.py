@@ -591,6 +591,11 @@ def safetensors_format_warning(checkpoint: Checkpoint) -> str | None:
     if not isinstance(config, Mapping) or "_class_name" in config or not (
             config.get("model_type") or config.get("architectures")):
         return None  # not a transformers model's folder: from_pretrained is not how it loads
+    folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
+    if unlabelled and (folder / "adapter_config.json").is_file():
+        # A PEFT adapter beside its base model's config: PeftModel (and transformers' load_adapter) read it through
+        # peft's load_peft_weights, safetensors' load_file, which looks at no format; nothing refuses it.
+        return None
     if unlabelled:
         keys = ", ".join(sorted(checkpoint.metadata or {})[:3])
         return (f"the safetensors metadata ({keys}{', ...' if len(checkpoint.metadata or {}) > 3 else ''}) holds no "
