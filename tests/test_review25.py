@@ -75,3 +75,26 @@ def test_a_peft_adapter_whose_metadata_has_no_format_is_not_said_to_be_refused(t
     said = [w for w in data["warnings"] if "holds no format" in w]
     assert code == 0 and len(said) == 1 and said[0].startswith("the safetensors metadata (ss_network_dim) holds no "
                                                                "format: transformers 4's from_pretrained refuses"), said
+
+
+def test_one_shard_without_format_beside_pt_shards_is_warned_of(tmp_path: Path) -> None:
+    # transformers 4 checks every shard's own metadata: a shard rewritten without `format` (its metadata a merge
+    # tool's) is refused though the first says "pt". The warning read the first file's metadata alone: no word.
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    g = torch.Generator().manual_seed(3)
+    names = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    save_file({"a.weight": torch.randn(4, 4, generator=g)}, str(folder / names[0]), metadata={"format": "pt"})
+    save_file({"b.weight": torch.randn(4, 4, generator=g)}, str(folder / names[1]), metadata={"merged_by": "me"})
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": 128}, "weight_map": {"a.weight": names[0], "b.weight": names[1]}}))
+    code, data = run_json("inspect", str(folder))
+    said = [w for w in data["warnings"] if "holds no format" in w]
+    assert code == 0 and len(said) == 1, data["warnings"]
+    assert said[0].startswith("the safetensors metadata of model-00002-of-00002.safetensors (merged_by) holds no "
+                              "format: transformers 4's from_pretrained refuses such a file"), said
+    # Both shards labelled "pt": nothing to say.
+    save_file({"b.weight": torch.randn(4, 4, generator=g)}, str(folder / names[1]), metadata={"format": "pt"})
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and not [w for w in data["warnings"] if "holds no format" in w], data["warnings"]

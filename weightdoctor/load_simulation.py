@@ -576,7 +576,12 @@ def safetensors_format_warning(checkpoint: Checkpoint) -> str | None:
     # Metadata without a `format` (save_file(state_dict, path, metadata={...}) by a merge or fine-tuning script) is
     # no PyTorch file to transformers 4 either: it raised "Incompatible safetensors file. File metadata is not
     # ['pt', 'tf', 'flax', 'mlx'] but None", and weightdoctor said nothing. A file with no metadata loads.
-    unlabelled = not framework and bool(checkpoint.metadata)
+    # transformers 4 checks each shard's own (load_state_dict: "does not contain the valid metadata"): a shard
+    # written without format beside one that says "pt" (a merge that rewrote one shard) is refused as well.
+    unlabelled_file, unlabelled_meta = next(
+        ((f.relpath, meta) for f in checkpoint.files
+         if (meta := checkpoint.safetensors_metadata(f.relpath)) and not meta.get("format")), (None, None))
+    unlabelled = unlabelled_meta is not None
     if (framework in _PYTORCH_FORMATS and not unlabelled) or checkpoint.format != "safetensors":
         return None
     flax = [t.name for t in checkpoint.tensors if _FLAX_NAME.search(t.name)]
@@ -597,8 +602,9 @@ def safetensors_format_warning(checkpoint: Checkpoint) -> str | None:
         # peft's load_peft_weights, safetensors' load_file, which looks at no format; nothing refuses it.
         return None
     if unlabelled:
-        keys = ", ".join(sorted(checkpoint.metadata or {})[:3])
-        return (f"the safetensors metadata ({keys}{', ...' if len(checkpoint.metadata or {}) > 3 else ''}) holds no "
+        keys = ", ".join(sorted(unlabelled_meta or {})[:3])
+        which = f" of {unlabelled_file}" if checkpoint.sharded else ""
+        return (f"the safetensors metadata{which} ({keys}{', ...' if len(unlabelled_meta or {}) > 3 else ''}) holds no "
                 "format: transformers 4's from_pretrained refuses such a file (\"Incompatible safetensors file. File "
                 "metadata is not ['pt', 'tf', 'flax', 'mlx'] but None\"), where a file with no metadata loads; "
                 "transformers 5 reads no metadata; weightdoctor convert writes the weights with format \"pt\"")

@@ -297,6 +297,12 @@ class Checkpoint:
             raise
         self._views_checked.add(relpath)
 
+    def safetensors_metadata(self, relpath: str) -> dict[str, str] | None:
+        """The metadata of a safetensors file of this checkpoint as its header holds it (None for other files, and
+        for a remote file not downloaded): each shard's own, where `metadata` is the first file's holding any."""
+        header = self._headers.get(relpath)
+        return header.metadata if header is not None else None
+
     def safetensors_header(self, relpath: str) -> safetensors_format.SafetensorsHeader | None:
         """The parsed header of a safetensors file of this checkpoint (None for other files), validated
         by the safetensors library too before any of its values is read."""
