@@ -93,7 +93,8 @@ def test_one_shard_without_format_beside_pt_shards_is_warned_of(tmp_path: Path) 
     said = [w for w in data["warnings"] if "holds no format" in w]
     assert code == 0 and len(said) == 1, data["warnings"]
     assert said[0].startswith("the safetensors metadata of model-00002-of-00002.safetensors (merged_by) holds no "
-                              "format: transformers 4's from_pretrained refuses such a file"), said
+                              "format: transformers 4's from_pretrained refuses such a file (\"does not contain the "
+                              "valid metadata\")"), said
     # Both shards labelled "pt": nothing to say.
     save_file({"b.weight": torch.randn(4, 4, generator=g)}, str(folder / names[1]), metadata={"format": "pt"})
     code, data = run_json("inspect", str(folder))

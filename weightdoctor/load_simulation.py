@@ -604,9 +604,12 @@ def safetensors_format_warning(checkpoint: Checkpoint) -> str | None:
     if unlabelled:
         keys = ", ".join(sorted(unlabelled_meta or {})[:3])
         which = f" of {unlabelled_file}" if checkpoint.sharded else ""
+        # One file: from_pretrained's own check; each shard: load_state_dict's, in other words.
+        refusal = ("does not contain the valid metadata" if checkpoint.sharded else
+                   "Incompatible safetensors file. File metadata is not ['pt', 'tf', 'flax', 'mlx'] but None")
         return (f"the safetensors metadata{which} ({keys}{', ...' if len(unlabelled_meta or {}) > 3 else ''}) holds no "
-                "format: transformers 4's from_pretrained refuses such a file (\"Incompatible safetensors file. File "
-                "metadata is not ['pt', 'tf', 'flax', 'mlx'] but None\"), where a file with no metadata loads; "
+                f"format: transformers 4's from_pretrained refuses such a file (\"{refusal}\"), where a file with no "
+                "metadata loads; "
                 "transformers 5 reads no metadata; weightdoctor convert writes the weights with format \"pt\"")
     if framework in ("flax", "tf"):
         # transformers 4 refuses only the formats it does not know: a "flax" / "tf" file it takes for that
