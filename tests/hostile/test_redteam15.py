@@ -1,0 +1,45 @@
+"""Round 15 of the red team: the newest detectors (Flax, GGUF names, ONNX initializers, student / teacher copies, the
+safetensors `format` metadata) fed hostile files. A `format` of megabytes, or of control characters, is the file's
+own text: each command must exit 0 with a truthful report of bounded size, or 2 with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from tests.helpers import run_json
+
+_MEGABYTE_FORMAT = "x" * 1_000_000
+
+
+def _model_folder(tmp_path: Path, framework: str) -> Path:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_file({"a.weight": torch.zeros(2, 2)}, str(folder / "model.safetensors"), metadata={"format": framework})
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    return folder
+
+
+def test_a_megabyte_format_is_not_echoed_whole_in_inspects_warning(tmp_path: Path) -> None:
+    """A safetensors `format` of a megabyte: inspect's "not PyTorch's pt" warning quoted it whole, a 1 MB warning
+    line in --json (the human line is cut by the console). The warning quotes its beginning and end."""
+    code, report = run_json("inspect", _model_folder(tmp_path, _MEGABYTE_FORMAT))
+    assert code == 0
+    said = [w for w in report["warnings"] if "the safetensors metadata says format" in w]
+    assert len(said) == 1 and len(said[0]) < 2000, len(said[0]) if said else report["warnings"]
+    assert "characters left out" in said[0] and "not PyTorch's \"pt\"" in said[0]
+
+
+def test_a_megabyte_format_is_not_echoed_whole_when_converted_to_bin(tmp_path: Path) -> None:
+    """convert --to bin of a file whose `format` is a megabyte: "the source's format '...' is not written" held it
+    whole, in the plan's warnings and the report's, 2 MB of --json for a 16-byte tensor."""
+    out = tmp_path / "out"
+    code, report = run_json("convert", _model_folder(tmp_path, _MEGABYTE_FORMAT), "-o", out, "--to", "bin")
+    assert code == 0
+    said = [w for w in report["warnings"] if "the source's format" in w]
+    assert len(said) == 1 and len(said[0]) < 2000 and "characters left out" in said[0], said
+    assert len(json.dumps(report)) < 20_000
