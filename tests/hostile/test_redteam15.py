@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import run_json
+from tests.helpers import run_cli, run_json
 
 _MEGABYTE_FORMAT = "x" * 1_000_000
 
@@ -43,3 +43,21 @@ def test_a_megabyte_format_is_not_echoed_whole_when_converted_to_bin(tmp_path: P
     said = [w for w in report["warnings"] if "the source's format" in w]
     assert len(said) == 1 and len(said[0]) < 2000 and "characters left out" in said[0], said
     assert len(json.dumps(report)) < 20_000
+
+
+def test_a_module_of_a_hundred_thousand_unnumbered_children_prints_a_bounded_tree(tmp_path: Path) -> None:
+    """A DINO self-distillation checkpoint whose student and teacher each hold 20,000 modules named b0 ... b19999:
+    names that are not numbered fold into no `×N` line, so the tree printed every one (100,000 took 13 s of
+    rendering). The tree shows the first ones and a count of the rest; --json keeps them all."""
+    one = torch.zeros(1)
+    n = 20_000
+    path = tmp_path / "dino.pt"
+    torch.save({"student": {f"b{i}.w": one for i in range(n)}, "teacher": {f"module.b{i}.w": one for i in range(n)},
+                "dino_loss": {"center": one}}, path)
+    result = run_cli("inspect", path)
+    assert result.exit_code == 0, result.stderr
+    assert f"… {n - 200:,} more modules here" in result.stdout
+    assert len(result.stdout.splitlines()) < 1000
+    assert "teacher is read" in result.stderr  # the DINO teacher rule still holds
+    code, report = run_json("inspect", path)
+    assert code == 0 and len(report["module_tree"][0]["children"]) == n
