@@ -61,3 +61,17 @@ def test_a_module_of_a_hundred_thousand_unnumbered_children_prints_a_bounded_tre
     assert "teacher is read" in result.stderr  # the DINO teacher rule still holds
     code, report = run_json("inspect", path)
     assert code == 0 and len(report["module_tree"][0]["children"]) == n
+
+
+def test_an_orbax_root_beside_a_folder_named_by_a_unicode_digit_names_its_step(tmp_path: Path) -> None:
+    """An Orbax root of step folders (1000/_CHECKPOINT_METADATA) beside a folder named '²': str.isdigit() took '²'
+    for a step and int() refused it, so inspect ended in "unexpected ValueError" instead of the Orbax refusal."""
+    root = tmp_path / "run"
+    (root / "1000").mkdir(parents=True)
+    (root / "1000" / "_CHECKPOINT_METADATA").touch()
+    (root / "²").mkdir()
+    (root / "20").mkdir()
+    result = run_cli("inspect", root)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    assert "Orbax (JAX) checkpoint (1000/_CHECKPOINT_METADATA)" in lines[0] and "ValueError" not in lines[0]
