@@ -75,3 +75,15 @@ def test_an_orbax_root_beside_a_folder_named_by_a_unicode_digit_names_its_step(t
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1, result.stderr
     assert "Orbax (JAX) checkpoint (1000/_CHECKPOINT_METADATA)" in lines[0] and "ValueError" not in lines[0]
+
+
+def test_a_megatron_iteration_file_holding_a_unicode_digit_is_no_crash(tmp_path: Path) -> None:
+    """latest_checkpointed_iteration.txt holding '²' (str.isdigit() is true of it, int() refuses it): inspect ended
+    in "unexpected ValueError"; the folder is now said to hold no weight file, in one line naming it."""
+    folder = tmp_path / "megatron"
+    folder.mkdir()
+    (folder / "latest_checkpointed_iteration.txt").write_text("²", encoding="utf-8")
+    result = run_cli("inspect", folder)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    assert str(folder) in lines[0] and "no weight file" in lines[0] and "ValueError" not in lines[0]

@@ -1016,7 +1016,8 @@ def _megatron_latest(folder: Path) -> Path | None:
             text = file.read(64).strip()
     except (OSError, UnicodeDecodeError):
         return None
-    tag = "release" if text == "release" else f"iter_{int(text):07d}" if text.isdigit() else None
+    # ASCII digits only: str.isdigit() is true of '²', which int() refused ("unexpected ValueError").
+    tag = "release" if text == "release" else f"iter_{int(text):07d}" if text.isascii() and text.isdigit() else None
     if tag is None or not (folder / tag).is_dir():
         return None
     ranks = sorted(p for p in (folder / tag).glob("mp_rank_*") if p.is_dir())
