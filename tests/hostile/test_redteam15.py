@@ -87,3 +87,17 @@ def test_a_megatron_iteration_file_holding_a_unicode_digit_is_no_crash(tmp_path:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1, result.stderr
     assert str(folder) in lines[0] and "no weight file" in lines[0] and "ValueError" not in lines[0]
+
+
+def test_metadata_without_a_format_names_its_megabyte_key_by_its_ends(tmp_path: Path) -> None:
+    """Metadata with no `format` whose one key is a megabyte long: the "holds no format" warning named the key
+    whole. It names its beginning and end."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    key = "k" * 1_000_000
+    save_file({"a.weight": torch.zeros(2, 2)}, str(folder / "model.safetensors"), metadata={key: "v"})
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    code, report = run_json("inspect", folder)
+    assert code == 0
+    said = [w for w in report["warnings"] if "holds no format" in w]
+    assert len(said) == 1 and len(said[0]) < 2000 and "characters left out" in said[0], said
