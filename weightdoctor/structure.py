@@ -320,8 +320,11 @@ def student_teacher_copy_warning(checkpoint: Checkpoint) -> str | None:
     by_name = {t.name: t for t in checkpoint.tensors}
     for wrapper in ("module.", ""):
         teacher = wrapper + "teacher.backbone."
+        # A student tensor that is the teacher's own (one tensor under both names, same view_id) is stored once and
+        # counted once: such a file was said to store the backbone twice, "counted in the total above".
         copies = [t for name, t in by_name.items() if name.startswith(teacher)
-                  and wrapper + "student.backbone." + name[len(teacher):] in by_name]
+                  and (student := by_name.get(wrapper + "student.backbone." + name[len(teacher):])) is not None
+                  and (t.view_id is None or student.view_id != t.view_id)]
         if copies:
             params = sum(t.num_params for t in copies)
             # The trainer's own eval export (teacher_checkpoint.pth) is {"teacher": teacher.state_dict()}; nothing

@@ -101,3 +101,20 @@ def test_metadata_without_a_format_names_its_megabyte_key_by_its_ends(tmp_path: 
     assert code == 0
     said = [w for w in report["warnings"] if "holds no format" in w]
     assert len(said) == 1 and len(said[0]) < 2000 and "characters left out" in said[0], said
+
+
+def test_a_student_that_is_the_teachers_own_tensor_is_not_said_stored_twice(tmp_path: Path) -> None:
+    """student.backbone.* and teacher.backbone.* as one tensor under two names (torch.save keeps one storage): the
+    file stores the backbone once and the total counts it once, yet inspect said "the backbone is stored twice ...
+    counted in the total above". Separate copies are still said to be stored twice."""
+    one = torch.zeros(4)
+    tied = tmp_path / "tied.pt"
+    torch.save({"model": {"teacher.backbone.w": one, "student.backbone.w": one}}, tied)
+    result = run_cli("inspect", tied)
+    assert result.exit_code == 0, result.stderr
+    assert "stored twice" not in result.stderr
+    copied = tmp_path / "copied.pt"
+    torch.save({"model": {"teacher.backbone.w": one, "student.backbone.w": one.clone()}}, copied)
+    result = run_cli("inspect", copied)
+    assert result.exit_code == 0, result.stderr
+    assert "the backbone is stored twice: student.backbone.* holds the student copy of 1 tensor" in result.stderr
