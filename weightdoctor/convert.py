@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from weightdoctor.checkpoint import Checkpoint
-from weightdoctor.errors import UsageError
+from weightdoctor.errors import UsageError, clip_middle
 from weightdoctor.paths import expand_output
 from weightdoctor.renames import Rename
 from weightdoctor.rewrite import (
@@ -148,8 +148,9 @@ def source_metadata(checkpoint: Checkpoint, fmt: str, renames: list[Rename] | No
         if fmt == "safetensors":
             carried = {"format": framework, **carried}
         else:  # every loader takes a .bin's tensors as PyTorch's
-            said = (f"a .bin file holds no metadata: the source's format {framework!r} is not written, and a .bin's "
-                    "tensors are taken as PyTorch's, names and layout as they are; keep the .safetensors")
+            said = (f"a .bin file holds no metadata: the source's format {clip_middle(repr(framework), 200)} is not "
+                    "written, and a .bin's tensors are taken as PyTorch's, names and layout as they are; keep "
+                    "the .safetensors")
     if not carried:
         return {}, said
     if fmt != "safetensors":

@@ -33,7 +33,7 @@ from weightdoctor.diff_keys import (
     suggest_renames,
 )
 from weightdoctor.dtypes import FLOATING
-from weightdoctor.errors import SourceNotFound, UsageError
+from weightdoctor.errors import SourceNotFound, UsageError, clip_middle
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.paths import expand_user
 from weightdoctor.quantized import quantizer_package_missing
@@ -584,6 +584,8 @@ def safetensors_format_warning(checkpoint: Checkpoint) -> str | None:
     unlabelled = unlabelled_meta is not None
     if (framework in _PYTORCH_FORMATS and not unlabelled) or checkpoint.format != "safetensors":
         return None
+    # The value is the file's own text, of any length: a 10 MB `format` made a 10 MB warning (twice that in --json).
+    quoted = clip_middle(repr(framework), 200)
     flax = [t.name for t in checkpoint.tensors if _FLAX_NAME.search(t.name)]
     if framework == "flax" and flax:
         return (f"the safetensors metadata says format \"flax\" and {len(flax)} of the {len(checkpoint.tensors)} "
@@ -602,7 +604,7 @@ def safetensors_format_warning(checkpoint: Checkpoint) -> str | None:
         # peft's load_peft_weights, safetensors' load_file, which looks at no format; nothing refuses it.
         return None
     if unlabelled:
-        keys = ", ".join(sorted(unlabelled_meta or {})[:3])
+        keys = ", ".join(clip_middle(key, 200) for key in sorted(unlabelled_meta or {})[:3])
         which = f" of {unlabelled_file}" if checkpoint.sharded else ""
         # One file: from_pretrained's own check; each shard: load_state_dict's, in other words.
         refusal = ("does not contain the valid metadata" if checkpoint.sharded else
@@ -615,20 +617,20 @@ def safetensors_format_warning(checkpoint: Checkpoint) -> str | None:
         # transformers 4 refuses only the formats it does not know: a "flax" / "tf" file it takes for that
         # framework's and converts, whatever its names (PyTorch's, after a convert --rename of a Flax file, say).
         which = "Flax" if framework == "flax" else "TensorFlow"
-        return (f"the safetensors metadata says format {framework!r} though no tensor has {which}'s names: "
+        return (f"the safetensors metadata says format {quoted} though no tensor has {which}'s names: "
                 f"transformers 4's from_pretrained takes the file for {which}'s and converts it on load "
                 f"({'flax' if framework == 'flax' else 'TensorFlow'} must be installed, or it raises); transformers 5 "
                 "ignores the format and loads the tensors under their names, as they are")
     if "paddlenlp_version" in config:
         # PaddleNLP's save_pretrained and unified checkpoints (ERNIEKit's too) write "np" beside a config.json that
         # always records paddlenlp_version; Paddle's nn.Linear holds its weight [in, out].
-        return (f"a PaddleNLP checkpoint (config.json records paddlenlp_version; safetensors format {framework!r}): "
+        return (f"a PaddleNLP checkpoint (config.json records paddlenlp_version; safetensors format {quoted}): "
                 "its names are PaddleNLP's, and Paddle stores a Linear layer's weight as [in, out], the transpose of "
                 "PyTorch's [out, in]: transformers 4's from_pretrained refuses the file (\"does not contain the valid "
                 "metadata\"); transformers 5 ignores the format and loads the names as they are, the square Linear "
                 "weights transposed without an error; a PyTorch model loads it only through a conversion that "
                 "renames and transposes them")
-    return (f"the safetensors metadata says format {framework!r}, not PyTorch's \"pt\" (PaddleNLP's and mindone's "
+    return (f"the safetensors metadata says format {quoted}, not PyTorch's \"pt\" (PaddleNLP's and mindone's "
             "checkpoints write \"np\"): transformers 4's from_pretrained refuses such a file (\"does not contain the "
             "valid metadata\"); transformers 5 ignores the format and loads the tensors under their names, as "
             "they are")

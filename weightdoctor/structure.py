@@ -322,7 +322,10 @@ def student_teacher_copy_warning(checkpoint: Checkpoint) -> str | None:
         teacher = wrapper + "teacher.backbone."
         backbone = [(t, by_name.get(wrapper + "student.backbone." + name[len(teacher):]))
                     for name, t in by_name.items() if name.startswith(teacher)]
-        copies = [t for t, twin in backbone if twin is not None and twin.shape == t.shape]
+        # A student tensor that is the teacher's own (one tensor under both names, same view_id) is stored once and
+        # counted once: such a file was said to store the backbone twice, "counted in the total above".
+        copies = [t for t, twin in backbone if twin is not None and twin.shape == t.shape
+                  and (t.view_id is None or twin.view_id != t.view_id)]
         # A copy is the whole backbone twice, tensor for tensor: a distillation between two architectures (a
         # ResNet-18 student, a ResNet-50 teacher) shares some names, even a stem of the same shapes, but is two models.
         if copies and len(copies) == len(backbone):

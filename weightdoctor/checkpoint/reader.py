@@ -765,12 +765,16 @@ def _orbax_markers(folder: Path) -> list[str]:
     present = [name for name in names if (folder / name).is_file()]
     if present:
         return present
+    # ASCII digits only: str.isdigit() is true of a folder named '²', which int() refused ("unexpected ValueError").
+    # The directory's own entry types, the names first: no stat of each of a folder's 100,000 other files.
     try:
-        steps = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+        with os.scandir(folder) as entries:
+            steps = sorted((e.name for e in entries if e.name.isascii() and e.name.isdigit() and e.is_dir()),
+                           key=lambda name: (len(name.lstrip("0")), name.lstrip("0")))
     except OSError:
         steps = []
     for step in steps:
-        if found := [f"{step.name}/{name}" for name in names[:2] if (step / name).is_file()]:
+        if found := [f"{step}/{name}" for name in names[:2] if (folder / step / name).is_file()]:
             return found
     return ["step folders"]
 
@@ -1018,7 +1022,8 @@ def _megatron_latest(folder: Path) -> Path | None:
             text = file.read(64).strip()
     except (OSError, UnicodeDecodeError):
         return None
-    tag = "release" if text == "release" else f"iter_{int(text):07d}" if text.isdigit() else None
+    # ASCII digits only: str.isdigit() is true of '²', which int() refused ("unexpected ValueError").
+    tag = "release" if text == "release" else f"iter_{int(text):07d}" if text.isascii() and text.isdigit() else None
     if tag is None or not (folder / tag).is_dir():
         return None
     ranks = sorted(p for p in (folder / tag).glob("mp_rank_*") if p.is_dir())

@@ -203,8 +203,18 @@ def _part_names(nodes: list[ModuleNode]) -> dict[str, str]:
     return {node.name: _SD_SINGLE_FILE_PARTS[part].replace("UNet", unet) for part, node in by_part.items()}
 
 
+# Siblings shown per module: names that are not numbered (`b0`, `b1`, ...) do not fold into one `×N` line, so a
+# state dict of 100,000 such modules printed 100,000 lines of tree (13 s, before the warnings that matter).
+MAX_TREE_CHILDREN = 200
+
+
 def _add_nodes(tree: Tree, nodes: list[ModuleNode], depth: int, max_depth: int) -> None:
     parts = _part_names(nodes) if depth == 1 else {}
+    if len(nodes) > MAX_TREE_CHILDREN:
+        _add_nodes(tree, nodes[:MAX_TREE_CHILDREN], depth, max_depth)
+        tree.add(f"[dim]… {len(nodes) - MAX_TREE_CHILDREN:,} more modules here (all in --json, or narrow with "
+                 "--filter REGEX)[/]")
+        return
     for node in nodes:
         label = f"[bold]{escape(node.name)}[/]"
         if node.repeat > 1:
