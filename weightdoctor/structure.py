@@ -322,13 +322,14 @@ def student_teacher_copy_warning(checkpoint: Checkpoint) -> str | None:
         teacher = wrapper + "teacher.backbone."
         backbone = [(t, by_name.get(wrapper + "student.backbone." + name[len(teacher):]))
                     for name, t in by_name.items() if name.startswith(teacher)]
+        # The same architecture twice, tensor for tensor: a distillation between two architectures (a ResNet-18
+        # student, a ResNet-50 teacher) shares some names, even a stem of the same shapes, but is two models.
+        twins = [(t, twin) for t, twin in backbone if twin is not None and twin.shape == t.shape]
         # A student tensor that is the teacher's own (one tensor under both names, same view_id) is stored once and
-        # counted once: such a file was said to store the backbone twice, "counted in the total above".
-        copies = [t for t, twin in backbone if twin is not None and twin.shape == t.shape
-                  and (t.view_id is None or twin.view_id != t.view_id)]
-        # A copy is the whole backbone twice, tensor for tensor: a distillation between two architectures (a
-        # ResNet-18 student, a ResNet-50 teacher) shares some names, even a stem of the same shapes, but is two models.
-        if copies and len(copies) == len(backbone):
+        # counted once: such a file was said to store the backbone twice, "counted in the total above". Only the
+        # others are copies; a file sharing some and copying the rest still stores those twice.
+        copies = [t for t, twin in twins if t.view_id is None or twin.view_id != t.view_id]
+        if copies and len(twins) == len(backbone):
             params = sum(t.num_params for t in copies)
             # The trainer's own eval export (teacher_checkpoint.pth) is {"teacher": teacher.state_dict()}; nothing
             # here drops the student, so the way to count the teacher alone is inspect's --filter.
