@@ -212,7 +212,9 @@ def _add_nodes(tree: Tree, nodes: list[ModuleNode], depth: int, max_depth: int) 
     parts = _part_names(nodes) if depth == 1 else {}
     if len(nodes) > MAX_TREE_CHILDREN:
         _add_nodes(tree, nodes[:MAX_TREE_CHILDREN], depth, max_depth)
-        tree.add(f"[dim]… {len(nodes) - MAX_TREE_CHILDREN:,} more modules here (all in --json, or narrow with "
+        # A line left out may be a folded `{0..299} ×300`: it hides its blocks, not one module.
+        hidden = sum(node.repeat for node in nodes[MAX_TREE_CHILDREN:])
+        tree.add(f"[dim]… {hidden:,} more modules here (all in --json, or narrow with "
                  "--filter REGEX)[/]")
         return
     for node in nodes:
