@@ -3,6 +3,7 @@ tree cap, Orbax / Megatron step folders), reviewed for false answers."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -75,3 +76,21 @@ def test_the_tree_cap_counts_the_blocks_a_folded_line_left_out_stands_for() -> N
     # 300 numbered layers alone fold into one line, nothing cut; --depth 1 still stops below the top.
     folded = _tree_text([_info(f"layers.{i}.w", 3) for i in range(300)], 1)
     assert "layers.{0..299} ×300" in folded and "more modules" not in folded, folded
+
+
+def test_a_later_shard_whose_format_is_not_pytorchs_is_warned_of(tmp_path: Path) -> None:
+    # transformers 4's load_state_dict checks each shard's own format ("does not contain the valid metadata" for one
+    # not in pt / tf / flax / mlx); inspect read only the first shard's metadata, so a second shard saying "np" beside
+    # a first saying "pt" (the index listing the second first) was not warned of, while a shard without format was.
+    from safetensors.torch import save_file
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    first, second = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
+    save_file({"a.weight": torch.zeros(2)}, tmp_path / first, metadata={"format": "pt"})
+    save_file({"z.weight": torch.zeros(2)}, tmp_path / second, metadata={"format": "np"})
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": {"z.weight": second, "a.weight": first}}))
+    code, data = run_json("inspect", str(tmp_path))
+    said = [w for w in data["warnings"] if "format 'np'" in w]
+    assert code == 0 and len(said) == 1, data["warnings"]
+    assert f"metadata of {second} says format 'np'" in said[0], said

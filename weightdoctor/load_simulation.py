@@ -582,6 +582,13 @@ def safetensors_format_warning(checkpoint: Checkpoint) -> str | None:
         ((f.relpath, meta) for f in checkpoint.files
          if (meta := checkpoint.safetensors_metadata(f.relpath)) and not meta.get("format")), (None, None))
     unlabelled = unlabelled_meta is not None
+    # `metadata` is the first shard's: a later shard saying "np" beside a first saying "pt" is refused by
+    # load_state_dict all the same (tf / flax / mlx shards it loads as PyTorch's), and was not warned of.
+    refused_file = None
+    if checkpoint.sharded and framework in _PYTORCH_FORMATS and not unlabelled:
+        refused_file, framework = next(
+            ((f.relpath, fmt) for f in checkpoint.files if (fmt := (checkpoint.safetensors_metadata(f.relpath)
+             or {}).get("format", "")) not in ("", "pt", "tf", "flax", "mlx")), (None, framework))
     if (framework in _PYTORCH_FORMATS and not unlabelled) or checkpoint.format != "safetensors":
         return None
     # The value is the file's own text, of any length: a 10 MB `format` made a 10 MB warning (twice that in --json).
@@ -624,13 +631,15 @@ def safetensors_format_warning(checkpoint: Checkpoint) -> str | None:
     if "paddlenlp_version" in config:
         # PaddleNLP's save_pretrained and unified checkpoints (ERNIEKit's too) write "np" beside a config.json that
         # always records paddlenlp_version; Paddle's nn.Linear holds its weight [in, out].
-        return (f"a PaddleNLP checkpoint (config.json records paddlenlp_version; safetensors format {quoted}): "
+        which = f" of {refused_file}" if refused_file is not None else ""
+        return (f"a PaddleNLP checkpoint (config.json records paddlenlp_version; safetensors format {quoted}{which}): "
                 "its names are PaddleNLP's, and Paddle stores a Linear layer's weight as [in, out], the transpose of "
                 "PyTorch's [out, in]: transformers 4's from_pretrained refuses the file (\"does not contain the valid "
                 "metadata\"); transformers 5 ignores the format and loads the names as they are, the square Linear "
                 "weights transposed without an error; a PyTorch model loads it only through a conversion that "
                 "renames and transposes them")
-    return (f"the safetensors metadata says format {quoted}, not PyTorch's \"pt\" (PaddleNLP's and mindone's "
+    which = f" of {refused_file}" if refused_file is not None else ""
+    return (f"the safetensors metadata{which} says format {quoted}, not PyTorch's \"pt\" (PaddleNLP's and mindone's "
             "checkpoints write \"np\"): transformers 4's from_pretrained refuses such a file (\"does not contain the "
             "valid metadata\"); transformers 5 ignores the format and loads the tensors under their names, as "
             "they are")
