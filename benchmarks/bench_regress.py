@@ -108,6 +108,8 @@ def main() -> None:
     parser.add_argument("--only", help="run only the commands whose label contains this")
     parser.add_argument("--no-bytecode", action="store_true", help="compile from source in every process")
     args = parser.parse_args()
+    if args.reps < 1:
+        parser.error("--reps must be at least 1 (a median needs one run)")
     paths = build(args.data)
     trees = {"head": HERE, "old": args.old.resolve()}
     mode = "from source (no .pyc)" if args.no_bytecode else "from .pyc (cached under --data)"

@@ -31,3 +31,4 @@ def test_force_onto_a_link_to_a_folder_is_refused_and_the_link_kept(tmp_path: Pa
     file_link.symlink_to(tmp_path / "old.safetensors")
     assert run_cli("convert", str(source), "-o", str(file_link), "--force").exit_code == 0
     assert file_link.is_file() and not file_link.is_symlink()
+

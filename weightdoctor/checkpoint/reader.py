@@ -753,7 +753,7 @@ def _is_orbax_checkpoint(folder: Path) -> bool:
         if step(folder) or (folder / "_METADATA").is_file() and (
                 (folder / "manifest.ocdbt").is_file() or (folder / "_sharding").is_file()):
             return True
-        return any(p.is_dir() and p.name.isdigit() and step(p) for p in folder.iterdir())
+        return any(p.is_dir() and p.name.isascii() and p.name.isdigit() and step(p) for p in folder.iterdir())
     except OSError:
         return False
 
