@@ -580,7 +580,10 @@ def safetensors_format_warning(checkpoint: Checkpoint) -> str | None:
     # written without format beside one that says "pt" (a merge that rewrote one shard) is refused as well.
     unlabelled_file, unlabelled_meta = next(
         ((f.relpath, meta) for f in checkpoint.files
-         if (meta := checkpoint.safetensors_metadata(f.relpath)) and not meta.get("format")), (None, None))
+         # `is not None`: an empty `__metadata__` ({}, save_file(..., metadata={})) is metadata without a format to
+         # transformers 4 too (it skips only None), refused as "... but None"; only no `__metadata__` at all loads.
+         if (meta := checkpoint.safetensors_metadata(f.relpath)) is not None and not meta.get("format")),
+        (None, None))
     unlabelled = unlabelled_meta is not None
     # `metadata` is the first shard's: a later shard saying "np" beside a first saying "pt" is refused by
     # load_state_dict all the same (tf / flax / mlx shards it loads as PyTorch's), and was not warned of.
@@ -616,7 +619,8 @@ def safetensors_format_warning(checkpoint: Checkpoint) -> str | None:
         # One file: from_pretrained's own check; each shard: load_state_dict's, in other words.
         refusal = ("does not contain the valid metadata" if checkpoint.sharded else
                    "Incompatible safetensors file. File metadata is not ['pt', 'tf', 'flax', 'mlx'] but None")
-        return (f"the safetensors metadata{which} ({keys}{', ...' if len(unlabelled_meta or {}) > 3 else ''}) holds no "
+        held = f"({keys}{', ...' if len(unlabelled_meta or {}) > 3 else ''})" if unlabelled_meta else "(empty, {})"
+        return (f"the safetensors metadata{which} {held} holds no "
                 f"format: transformers 4's from_pretrained refuses such a file (\"{refusal}\"), where a file with no "
                 "metadata loads; "
                 "transformers 5 reads no metadata; weightdoctor convert writes the weights with format \"pt\"")
