@@ -307,6 +307,12 @@ def momentum_encoder_copy_warning(checkpoint: Checkpoint) -> str | None:
     return None
 
 
+# DINOv2's own parts beside its backbones (its heads, the running center of its loss): what tells its trainer's
+# checkpoints from another student / teacher pair's.
+_DINOV2_PARTS = ("student.dino_head.", "teacher.dino_head.", "student.ibot_head.", "teacher.ibot_head.",
+                 "dino_loss.center")
+
+
 def student_teacher_copy_warning(checkpoint: Checkpoint) -> str | None:
     """A DINOv2 training checkpoint (its trainer's `model_N.pth`, `{"model": {...}, "optimizer", "iteration"}`, or
     that state dict alone): `student.backbone.*` beside `teacher.backbone.*` (and their heads, `dino_loss.center`),
@@ -331,14 +337,19 @@ def student_teacher_copy_warning(checkpoint: Checkpoint) -> str | None:
         copies = [t for t, twin in twins if t.view_id is None or twin.view_id != t.view_id]
         if copies and len(twins) == len(backbone):
             params = sum(t.num_params for t in copies)
+            said = (f"the backbone is stored twice: {wrapper}student.backbone.* holds the student copy of "
+                    f"{counted(len(copies), 'tensor')} of {wrapper}teacher.backbone.* "
+                    f"({counted(params, 'parameter')}, counted in the total above); ")
             # The trainer's own eval export (teacher_checkpoint.pth) is {"teacher": teacher.state_dict()}; nothing
             # here drops the student, so the way to count the teacher alone is inspect's --filter.
-            return (f"the backbone is stored twice: {wrapper}student.backbone.* holds the student copy of "
-                    f"{counted(len(copies), 'tensor')} of {wrapper}teacher.backbone.* "
-                    f"({counted(params, 'parameter')}, counted in the total above); DINOv2's eval "
-                    "(dinov2/eval/setup.py, load_pretrained_weights with checkpoint_key 'teacher') loads "
-                    f"{wrapper}teacher.backbone.* alone, the prefix stripped and the dino_head left out; "
-                    f"--filter '^{re.escape(teacher)}' counts it alone")
+            alone = f"--filter '^{re.escape(teacher)}' counts it alone"
+            # DINOv2's eval advice only where DINOv2's own parts say so: any self-distillation or EMA-teacher trainer
+            # (BYOL, iBOT, a mean teacher) names its copies student / teacher, and was told of dinov2/eval/setup.py.
+            if any(name.startswith(wrapper + part) for name in by_name for part in _DINOV2_PARTS):
+                return (said + "DINOv2's eval (dinov2/eval/setup.py, load_pretrained_weights with checkpoint_key "
+                        f"'teacher') loads {wrapper}teacher.backbone.* alone, the prefix stripped and the dino_head "
+                        f"left out; {alone}")
+            return said + f"a model built from it takes one of the two; {alone}"
     return None
 
 
