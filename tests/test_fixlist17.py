@@ -83,3 +83,42 @@ def test_a_student_teacher_pair_gets_dinov2_advice_only_with_dinov2_evidence(tmp
     said = [w for w in data["warnings"] if "stored twice" in w]
     assert code == 0 and len(said) == 1 and "module.student.backbone.*" in said[0] and "DINOv2's eval" in said[0], \
         data["warnings"]
+
+
+# 3. Megatron-LM's virtual pipeline saves model0, model1, ... in place of `model`: model0.language_model.encoder was
+# read alone (its embedding "beside"), and model1 showed as "dict, 1 entry" without a word of its layers.
+
+def _megatron_chunk(g: torch.Generator, first: bool, last: bool, layers: int) -> dict[str, object]:
+    language: dict[str, dict[str, object]] = {}
+    if first:
+        language["embedding"] = {"word_embeddings": {"weight": torch.randn(16, 8, generator=g)}}
+    language["encoder"] = {f"layers.{i}.self_attention.query_key_value.weight": torch.randn(24, 8, generator=g)
+                           for i in range(layers)}
+    if last:
+        language["encoder"]["final_layernorm.weight"] = torch.ones(8)
+        language["output_layer"] = {"weight": torch.randn(16, 8, generator=g)}
+    return {"language_model": language}
+
+
+def test_a_megatron_virtual_pipeline_checkpoint_says_which_chunk_is_read(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(17)
+    path = tmp_path / "model_optim_rng.pt"
+    torch.save({"checkpoint_version": 3.0, "iteration": 10, "model0": _megatron_chunk(g, True, False, 2),
+                "model1": _megatron_chunk(g, False, False, 3), "model2": _megatron_chunk(g, False, True, 1)}, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "model0.language_model", data
+    assert [t["name"] for t in data["tensors"]] == ["embedding.word_embeddings.weight",
+                                                    "encoder.layers.0.self_attention.query_key_value.weight",
+                                                    "encoder.layers.1.self_attention.query_key_value.weight"]
+    said = [w for w in data["warnings"] if "virtual-pipeline" in w]
+    assert said == ["model_optim_rng.pt: a Megatron-LM virtual-pipeline checkpoint: 3 model chunks (model0, model1, "
+                    "model2), each a slice of the layers; only model0.language_model is read (2 layers), not model1 "
+                    "(3 layers, 3 tensors), model2 (1 layer, 3 tensors); --key model1.language_model reads another; "
+                    "Megatron-LM loads them together"], data["warnings"]
+    assert not [w for w in data["warnings"] if "beside the state dict are not read" in w], data["warnings"]
+    # The way it names works: model2's parts read together, as the default reads model0's.
+    code, data = run_json("inspect", str(path), "--key", "model2.language_model")
+    assert code == 0 and [t["name"] for t in data["tensors"]] == [
+        "encoder.layers.0.self_attention.query_key_value.weight", "encoder.final_layernorm.weight",
+        "output_layer.weight"], data
+    assert not [w for w in data["warnings"] if "virtual-pipeline" in w], data["warnings"]

@@ -187,6 +187,10 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
     megatron = _megatron_language_model(obj)
     if megatron is not None:
         return megatron, _MEGATRON_KEY
+    chunks = _megatron_virtual_chunks(obj)
+    if chunks:
+        # Virtual pipeline: the first chunk's language model, whole; the note says the others are not read.
+        return chunks[0][1], f"{chunks[0][0]}.language_model"
     best = _audiocraft_best_state(obj)
     if best is not None:
         return obj[best]["model"], f"{best}.model"
@@ -385,6 +389,35 @@ def _megatron_language_model(obj: Any) -> dict[str, Any] | None:
     for any other file."""
     model = obj.get("model") if isinstance(obj, Mapping) else None
     language = model.get("language_model") if isinstance(model, Mapping) else None
+    return _megatron_flat(language, min_parts=2)
+
+
+def _megatron_virtual_chunks(obj: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Megatron-LM's virtual-pipeline save (`model0`, `model1`, ... in place of `model`, one model chunk each, its
+    layers a slice of the pipeline stage's): each chunk's `language_model` flattened, in order; [] for any other
+    file. A middle chunk holds the encoder alone, so one part suffices where the numbered keys say what it is."""
+    if not isinstance(obj, Mapping) or "model" in obj or "model0" not in obj:
+        return []
+    chunks = []
+    for index in range(len(obj)):
+        entry = obj.get(f"model{index}")
+        if entry is None:
+            break
+        flat = _megatron_flat(entry.get("language_model") if isinstance(entry, Mapping) else None, min_parts=1)
+        if flat is None:
+            return []
+        chunks.append((f"model{index}", flat))
+    return chunks if len(chunks) >= 2 else []
+
+
+def _megatron_layers(flat: Mapping[str, Any]) -> int:
+    """How many transformer layers a flattened Megatron language model holds (distinct `layers.N` indices)."""
+    return len({m.group(1) for name in flat if (m := re.search(r"(?:^|\.)layers\.(\d+)\.", name))})
+
+
+def _megatron_flat(language: Any, min_parts: int) -> dict[str, Any] | None:
+    """A Megatron-LM `language_model` mapping (one dict per part) flattened to its modules' names, or None when it
+    is no such mapping or fewer than `min_parts` of its parts hold tensors."""
     if not isinstance(language, Mapping) or not language or not set(language) <= _MEGATRON_PARTS:
         return None
     if not all(isinstance(part, Mapping) for part in language.values()):
@@ -401,7 +434,7 @@ def _megatron_language_model(obj: Any) -> dict[str, Any] | None:
     walk(language, "", 0)
     tensors = sum(1 for value in flat.values() if is_tensor(value))
     parts_with_tensors = sum(1 for part in language.values() if _count_tensors(part, set()))
-    return flat if parts_with_tensors >= 2 and tensors >= 0.9 * len(flat) else None
+    return flat if parts_with_tensors >= min_parts and tensors >= 0.9 * len(flat) else None
 
 
 _RNG_KEYS = frozenset({"python", "numpy", "cpu", "cuda", "mps", "xpu", "npu", "hpu", "mlu", "musa", "xla"})
@@ -470,6 +503,11 @@ def _follow_key(obj: Any, key: str) -> Mapping[str, Any]:
             continue
         available = ", ".join(_key_text(k) for k in list(current)[:10])
         raise UsageError(f"--key {key!r}: no entry {head!r} (entries: {available})")
+    # `--key model.language_model` (or a virtual pipeline's `model1.language_model`): the parts read together, as
+    # the default does; named alone, that dict of dicts was refused as no mapping of tensors.
+    megatron = _megatron_flat(current, min_parts=1) if not _is_state_dict(current) else None
+    if megatron is not None:
+        return megatron
     if not _is_state_dict(current):
         kind = training_state_kind(current)
         if kind is not None:  # `--key optimizer_states.0` of a Lightning checkpoint: say what it is
@@ -1033,6 +1071,16 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         notes.append(f"a Megatron-LM checkpoint: model.language_model's {listed} are read "
                      "together, under their module paths (embedding.word_embeddings.weight, ...), as Megatron's "
                      "load_state_dict and the conversion scripts read them; --key reads one alone"
+                     + _tensor_parallel_rank(path))
+    elif key is None and nested_key is not None and (chunks := _megatron_virtual_chunks(obj)) \
+            and nested_key == f"{chunks[0][0]}.language_model":
+        others = ", ".join(f"{name} ({counted(_megatron_layers(flat), 'layer')}, {counted(len(flat), 'tensor')})"
+                           for name, flat in chunks[1:])
+        names = ", ".join(name for name, _ in chunks)
+        notes.append(f"a Megatron-LM virtual-pipeline checkpoint: {len(chunks)} model chunks ({names}), "
+                     f"each a slice of the layers; only {nested_key} is read "
+                     f"({counted(_megatron_layers(chunks[0][1]), 'layer')}), not {others}; "
+                     f"--key {chunks[1][0]}.language_model reads another; Megatron-LM loads them together"
                      + _tensor_parallel_rank(path))
     if report.container == "pickle" and nested_key in (None, "blobs"):
         # Detectron's (Caffe2) pickles keep SGD's momentum beside each weight as `<blob>_momentum`, and detectron2's
