@@ -62,3 +62,17 @@ def copy_example(tmp_path: Path) -> Path:
     folder = tmp_path / "bert"
     shutil.copytree(REPO_ROOT / "fixtures" / "example", folder)
     return folder
+
+
+def restore_rebound_fakes(fakes: dict[str, Any], reals: dict[str, Any]) -> None:
+    """Give the real function back wherever a module bound one of `fakes` by name (`from huggingface_hub import
+    hf_hub_download`, run while a test had it monkeypatched): a module first imported during the test (transformers'
+    hub helpers) kept the fake after monkeypatch restored the original's own attribute."""
+    import sys
+
+    for module in list(sys.modules.values()):
+        namespace = getattr(module, "__dict__", None) or {}
+        for attribute, value in list(namespace.items()):
+            for name, fake in fakes.items():
+                if value is fake:
+                    setattr(module, attribute, reals[name])

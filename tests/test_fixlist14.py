@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save
 
 from fixtures.hub_cache import commit_of, repo_storage, write_snapshot
-from tests.helpers import run_cli, run_json
+from tests.helpers import restore_rebound_fakes, run_cli, run_json
 
 MAIN, V1 = commit_of("fixlist14-main"), commit_of("fixlist14-v1")
 CONFIG = json.dumps({"model_type": "bert", "architectures": ["BertModel"], "hidden_size": 8,
@@ -323,14 +323,7 @@ def test_plan_devices_of_a_pipeline_folder_reads_its_headers_remotely_not_its_we
     try:
         code, data = run_json("plan-devices", "org/pipe/unet", "--gpu", "1GB")
     finally:
-        # A module first imported during the run (transformers' hub helpers) bound a fake by name: the real one back.
-        fakes = {"hf_hub_download": download, "snapshot_download": snapshot}
-        for module in list(sys.modules.values()):
-            namespace = getattr(module, "__dict__", None) or {}
-            for attribute, value in list(namespace.items()):
-                for name, fake in fakes.items():
-                    if value is fake:
-                        setattr(module, attribute, reals[name])
+        restore_rebound_fakes({"hf_hub_download": download, "snapshot_download": snapshot}, reals)
     assert fetched == ["unet/config.json"], fetched  # no weights, no variant, no snapshot of the folder
     assert code == 0, data
     assert data["device_map"] == {"": 0}, data["device_map"]  # the whole unet on GPU 0, as accelerate writes it

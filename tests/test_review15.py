@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save
 
 from fixtures.hub_cache import commit_of, repo_storage, write_snapshot
-from tests.helpers import REPO_ROOT, run_cli
+from tests.helpers import REPO_ROOT, restore_rebound_fakes, run_cli
 
 MAIN, V1 = commit_of("review15-main"), commit_of("review15-v1")
 CONFIG = json.dumps({"model_type": "bert", "architectures": ["BertModel"], "hidden_size": 8,
@@ -66,13 +66,7 @@ def no_fetch(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     for method in ("list_repo_files", "get_safetensors_metadata", "get_paths_info"):
         monkeypatch.setattr(hf_api.HfApi, method, refuse(method))
     yield called
-    # A module first imported during the test (transformers' hub helpers) bound a fake by name: give it the real one.
-    for module in list(sys.modules.values()):
-        namespace = getattr(module, "__dict__", None) or {}
-        for attribute, value in list(namespace.items()):
-            for name, fake in fakes.items():
-                if value is fake:
-                    setattr(module, attribute, reals[name])
+    restore_rebound_fakes(fakes, reals)
 
 
 @pytest.mark.parametrize("source", ["hf://[::1", "https://[::1"])
