@@ -215,6 +215,21 @@ def _sides(unexpected: Sequence[str], missing: Sequence[str], here: Any, there: 
     return None
 
 
+def _paired_layouts(unexpected: Sequence[str], missing: Sequence[str], here: tuple[Any, Any, str],
+                    there: tuple[Any, Any, str]) -> tuple[str, str, Sequence[str], Sequence[str],
+                                                          dict[str, tuple[str, str, str]]] | None:
+    """Two known layouts of one model, one on each side: (side of `here`, side of `there`, their keys, and the
+    foreign-layout whys of both sides' keys), or None when the keys show no such pair. `here` / `there`: (evidence
+    regex, layout regex, the layout's name in the whys)."""
+    sides = _sides(unexpected, missing, here[0], there[0])
+    if sides is None:
+        return None
+    here_side, there_side, here_names, there_names = sides
+    whys = _layout_errors("foreign-layout", (here_names, here[1], f"{here[2]} (in {here_side})"),
+                          (there_names, there[1], f"{there[2]} (in {there_side})"))
+    return here_side, there_side, here_names, there_names, whys
+
+
 # Every match of _LDM_EVIDENCE holds one of the first words, every match of _DIFFUSERS_EVIDENCE one of the second.
 _LDM_WORDS = ("model.diffusion_model.", "first_stage_model.")
 _DIFFUSERS_WORDS = ("down_blocks.", "up_blocks.", "mid_block.")
@@ -235,10 +250,12 @@ def _sd_single_file_layout(unexpected: Sequence[str], missing: Sequence[str], jo
                                 for joined in (joined_unexpected, joined_missing))
     if not ((ldm_a and diffusers_b) or (ldm_b and diffusers_a)):
         return {}, ""
-    sides = _sides(unexpected, missing, _LDM_EVIDENCE, _DIFFUSERS_EVIDENCE)
-    if sides is None:
+    paired = _paired_layouts(unexpected, missing,
+                             (_LDM_EVIDENCE, _LDM_LAYOUT, "single-file Stable Diffusion layout"),
+                             (_DIFFUSERS_EVIDENCE, _DIFFUSERS_LAYOUT, "diffusers' layout"))
+    if paired is None:
         return {}, ""
-    ldm_side, diffusers_side, ldm_names, diffusers_names = sides
+    ldm_side, diffusers_side, ldm_names, diffusers_names, whys = paired
     ldm_in_a = ldm_side == "A"
     # SDXL's single files hold their two text encoders under `conditioner.embedders`: its pipeline class is another.
     pipeline = ("StableDiffusionXLPipeline" if any(name.startswith("conditioner.embedders.") for name in ldm_names)
@@ -250,11 +267,6 @@ def _sd_single_file_layout(unexpected: Sequence[str], missing: Sequence[str], jo
                "convert_original_stable_diffusion_to_diffusers.py" if ldm_in_a else
                "diffusers' convert_diffusers_to_original_stable_diffusion.py writes the single-file layout")
             + "; blocks are renumbered and the VAE's attention reshaped, which no rename does")
-    whys = _layout_errors("foreign-layout",
-                          (ldm_names, _LDM_LAYOUT,
-                           f"single-file Stable Diffusion layout (in {ldm_side})"),
-                          (diffusers_names, _DIFFUSERS_LAYOUT,
-                           f"diffusers' layout (in {diffusers_side})"))
     return whys, note
 
 
@@ -278,10 +290,13 @@ def _controlnet_single_file_layout(unexpected: Sequence[str], missing: Sequence[
     if not ("control_model." in joined_unexpected + joined_missing and "controlnet_" in joined_unexpected
             + joined_missing):
         return {}, ""
-    sides = _sides(unexpected, missing, _CONTROLNET_EVIDENCE, _DIFFUSERS_CONTROLNET_EVIDENCE)
-    if sides is None:
+    paired = _paired_layouts(unexpected, missing,
+                             (_CONTROLNET_EVIDENCE, _CONTROLNET_LAYOUT, "original ControlNet layout"),
+                             (_DIFFUSERS_CONTROLNET_EVIDENCE, _DIFFUSERS_CONTROLNET_LAYOUT,
+                              "diffusers' ControlNetModel layout"))
+    if paired is None:
         return {}, ""
-    original_side, diffusers_side, original_names, diffusers_names = sides
+    original_side, diffusers_side, original_names, diffusers_names, whys = paired
     note = (f"{original_side} is a ControlNet in its original single-file layout (control_model.input_blocks, "
             f"input_hint_block, zero_convs: what A1111's ControlNet extension and ComfyUI load) and {diffusers_side} "
             "in diffusers' ControlNetModel layout (down_blocks, controlnet_cond_embedding, controlnet_down_blocks): "
@@ -289,11 +304,6 @@ def _controlnet_single_file_layout(unexpected: Sequence[str], missing: Sequence[
                "diffusers.py" if original_side == "A" else
                "code written for the original layout needs A converted back")
             + "; blocks are renumbered, which no rename does")
-    whys = _layout_errors("foreign-layout",
-                          (original_names, _CONTROLNET_LAYOUT,
-                           f"original ControlNet layout (in {original_side})"),
-                          (diffusers_names, _DIFFUSERS_CONTROLNET_LAYOUT,
-                           f"diffusers' ControlNetModel layout (in {diffusers_side})"))
     return whys, note
 
 
@@ -324,10 +334,12 @@ def _dit_single_file_layout(unexpected: Sequence[str], missing: Sequence[str], j
     diffusers_a, diffusers_b = ("transformer_blocks." in joined for joined in (joined_unexpected, joined_missing))
     if not ((original_a and diffusers_b) or (original_b and diffusers_a)):
         return {}, ""
-    sides = _sides(unexpected, missing, _ORIGINAL_DIT_EVIDENCE, _DIFFUSERS_DIT_EVIDENCE)
-    if sides is None:
+    paired = _paired_layouts(unexpected, missing,
+                             (_ORIGINAL_DIT_EVIDENCE, _ORIGINAL_DIT_LAYOUT, "original single-file transformer layout"),
+                             (_DIFFUSERS_DIT_EVIDENCE, _DIFFUSERS_DIT_LAYOUT, "diffusers' layout"))
+    if paired is None:
         return {}, ""
-    original_side, diffusers_side, original_names, diffusers_names = sides
+    original_side, diffusers_side, original_names, diffusers_names, whys = paired
     note = (f"{original_side} is a diffusion transformer in its original single-file layout (Black Forest Labs' Flux "
             "or HunyuanVideo: double_blocks / single_blocks; Stability's SD3: joint_blocks) and "
             f"{diffusers_side} in diffusers' layout (transformer_blocks.N.attn.to_q): "
@@ -335,11 +347,6 @@ def _dit_single_file_layout(unexpected: Sequence[str], missing: Sequence[str], j
                "SD3Transformer2DModel.from_single_file)" if original_side == "A" else
                "code written for the original layout (ComfyUI, Black Forest Labs' flux) needs A converted back")
             + "; q, k and v are split out of one fused qkv tensor, which no rename does")
-    whys = _layout_errors("foreign-layout",
-                          (original_names, _ORIGINAL_DIT_LAYOUT,
-                           f"original single-file transformer layout (in {original_side})"),
-                          (diffusers_names, _DIFFUSERS_DIT_LAYOUT,
-                           f"diffusers' layout (in {diffusers_side})"))
     return whys, note
 
 
@@ -361,10 +368,12 @@ def _t2i_adapter_layout(unexpected: Sequence[str], missing: Sequence[str], joine
     ({}, "") when the keys show no such pair."""
     if ".resnets." not in joined_unexpected + joined_missing or "body." not in joined_unexpected + joined_missing:
         return {}, ""
-    sides = _sides(unexpected, missing, _ORIGINAL_T2I_EVIDENCE, _DIFFUSERS_T2I_EVIDENCE)
-    if sides is None:
+    paired = _paired_layouts(unexpected, missing,
+                             (_ORIGINAL_T2I_EVIDENCE, _ORIGINAL_T2I_LAYOUT, "original T2I-Adapter layout"),
+                             (_DIFFUSERS_T2I_EVIDENCE, _DIFFUSERS_T2I_LAYOUT, "diffusers' T2IAdapter layout"))
+    if paired is None:
         return {}, ""
-    original_side, diffusers_side, original_names, diffusers_names = sides
+    original_side, diffusers_side, original_names, diffusers_names, whys = paired
     note = (f"{original_side} is a T2I-Adapter in TencentARC's original layout (conv_in, body.K.block1: one flat "
             f"list of blocks, what ComfyUI and A1111's ControlNet extension load) and {diffusers_side} in diffusers' "
             "T2IAdapter layout (adapter.body.S.resnets.B.block1): "
@@ -372,11 +381,6 @@ def _t2i_adapter_layout(unexpected: Sequence[str], missing: Sequence[str], joine
                "--output_path OUT" if original_side == "A" else
                "code written for the original layout needs A converted back")
             + "; the blocks are renumbered per stage, which no rename does")
-    whys = _layout_errors("foreign-layout",
-                          (original_names, _ORIGINAL_T2I_LAYOUT,
-                           f"original T2I-Adapter layout (in {original_side})"),
-                          (diffusers_names, _DIFFUSERS_T2I_LAYOUT,
-                           f"diffusers' T2IAdapter layout (in {diffusers_side})"))
     return whys, note
 
 
@@ -533,10 +537,12 @@ def _litgpt_layout(unexpected: Sequence[str], missing: Sequence[str], joined_une
     round); ({}, "") when the keys show no such pair."""
     if "norm_1." not in joined_unexpected + joined_missing and ".attn.qkv." not in joined_unexpected + joined_missing:
         return {}, ""
-    sides = _sides(unexpected, missing, _LITGPT_EVIDENCE, _HF_DECODER_EVIDENCE)
-    if sides is None:
+    paired = _paired_layouts(unexpected, missing,
+                             (_LITGPT_EVIDENCE, _LITGPT_LAYOUT, "LitGPT's layout"),
+                             (_HF_DECODER_EVIDENCE, _HF_DECODER_LAYOUT, "transformers' layout"))
+    if paired is None:
         return {}, ""
-    litgpt_side, hf_side, litgpt_names, hf_names = sides
+    litgpt_side, hf_side, litgpt_names, hf_names, whys = paired
     note = (f"{litgpt_side} is in LitGPT's own layout (transformer.h.N.norm_1, q, k and v fused in attn.qkv, "
             f"mlp.fc_1: its lit_model.pth) and {hf_side} in transformers' layout: "
             + ("`litgpt convert_from_litgpt CHECKPOINT_DIR OUT_DIR` (the folder of lit_model.pth and "
@@ -544,9 +550,6 @@ def _litgpt_layout(unexpected: Sequence[str], missing: Sequence[str], joined_une
                "from_pretrained(config folder, state_dict=torch.load(that file)) loads" if litgpt_side == "A" else
                "`litgpt convert_to_litgpt` converts a transformers checkpoint to LitGPT's layout")
             + "; q, k and v are split from (or fused into) qkv per query group, which no rename does")
-    whys = _layout_errors("foreign-layout",
-                          (litgpt_names, _LITGPT_LAYOUT, f"LitGPT's layout (in {litgpt_side})"),
-                          (hf_names, _HF_DECODER_LAYOUT, f"transformers' layout (in {hf_side})"))
     return whys, note
 
 
@@ -565,10 +568,12 @@ def _gguf_names_layout(unexpected: Sequence[str], missing: Sequence[str], joined
     way round); ({}, "") when the keys show no such pair."""
     if "blk." not in joined_unexpected + joined_missing:
         return {}, ""
-    sides = _sides(unexpected, missing, _GGUF_EVIDENCE, _HF_DECODER_EVIDENCE)
-    if sides is None:
+    paired = _paired_layouts(unexpected, missing,
+                             (_GGUF_EVIDENCE, _GGUF_LAYOUT, "llama.cpp's GGUF tensor names"),
+                             (_HF_DECODER_EVIDENCE, _HF_DECODER_LAYOUT, "transformers' layout"))
+    if paired is None:
         return {}, ""
-    gguf_side, hf_side, gguf_names, hf_names = sides
+    gguf_side, hf_side, gguf_names, hf_names, whys = paired
     note = (f"{gguf_side} is in llama.cpp's GGUF tensor names (token_embd, blk.N.attn_q, ffn_gate, output_norm: a "
             "GGUF file's, kept by a dequantized copy of one) and "
             f"{hf_side} in transformers' layout (model.layers.N.self_attn.q_proj): "
@@ -578,9 +583,6 @@ def _gguf_names_layout(unexpected: Sequence[str], missing: Sequence[str], joined
                "file that way" if gguf_side == "A" else
                "llama.cpp's convert_hf_to_gguf.py converts a transformers model to GGUF, renaming every tensor and, "
                "for Llama / Mistral, permuting attn_q and attn_k, which no rename does"))
-    whys = _layout_errors("foreign-layout",
-                          (gguf_names, _GGUF_LAYOUT, f"llama.cpp's GGUF tensor names (in {gguf_side})"),
-                          (hf_names, _HF_DECODER_LAYOUT, f"transformers' layout (in {hf_side})"))
     return whys, note
 
 
@@ -678,10 +680,12 @@ def _vit_fused_qkv_layout(unexpected: Sequence[str], missing: Sequence[str], joi
     joined = joined_unexpected + joined_missing
     if ".attn.qkv." not in joined or (".attention.attention." not in joined and ".attention.q_proj." not in joined):
         return {}, ""
-    sides = _sides(unexpected, missing, _VIT_QKV, _HF_VIT_QKV)
-    if sides is None:
+    paired = _paired_layouts(unexpected, missing,
+                             (_VIT_QKV, _VIT_QKV, "q, k and v fused in one matrix"),
+                             (_HF_VIT_QKV, _HF_VIT_QKV, "q, k and v split"))
+    if paired is None:
         return {}, ""
-    fused_side, hf_side, fused_names, hf_names = sides
+    fused_side, hf_side, fused_names, hf_names, whys = paired
     # The transformers side's own key says which class it is: a timm ViT with layer scale (DeiT III's ls1.gamma) made
     # a ViTModel B "Dinov2Model", with DINOv2's converter.
     dinov2 = any(".layer_scale1.lambda1" in name for name in hf_names)
@@ -699,9 +703,6 @@ def _vit_fused_qkv_layout(unexpected: Sequence[str], missing: Sequence[str], joi
             "side and split on the other, which no rename does"
             + (f"; transformers' {script}, built by name (--model_name), splitting qkv" if fused_side == "A" else "")
             + "; the renames suggested here cover some of the other keys")
-    whys = _layout_errors("foreign-layout",
-                          (fused_names, _VIT_QKV, f"q, k and v fused in one matrix (in {fused_side})"),
-                          (hf_names, _HF_VIT_QKV, f"q, k and v split (in {hf_side})"))
     return whys, note
 
 
