@@ -150,10 +150,15 @@ def byte_range(value: Any) -> tuple[int, int] | None:
 
 
 def _tensor_share(mapping: Mapping[Any, Any]) -> float:
+    """The share of tensors among a mapping's values, its modules' `_extra_state` entries left out of the count:
+    nn.Module.get_extra_state puts one beside each module's tensors, whatever the module returns (TransformerEngine's
+    FP8 state, an io.BytesIO or None, in every Linear of a Megatron-LM / NeMo model: a third of the entries)."""
     if not mapping:
         return 0.0
     count = sum(is_tensor(v) for v in mapping.values())
-    return count / len(mapping)
+    extra = sum(type(k) is str and k.endswith("_extra_state") and (k == "_extra_state" or k.endswith("._extra_state"))
+                and not is_tensor(v) for k, v in mapping.items())
+    return count / (len(mapping) - extra) if len(mapping) > extra else 0.0
 
 
 def _is_state_dict(value: Any) -> bool:
@@ -638,13 +643,7 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
                     "beside flair's own objects (the label Dictionary, the embeddings), pickled by class; where you "
                     "trust the file, with flair installed, torch.load(path, weights_only=False)['state_dict'] is the "
                     "state dict (flair's Model.load builds the model from the file): save it with safetensors to "
-                    "read the weights here"
-                    # Its transformer embeddings keep the tokenizer's files as a zip in an io.BytesIO: the one
-                    # "dangerous" name a genuine flair model carries, which the warning below would leave unexplained.
-                    + ("; flair's transformer embeddings keep their tokenizer as a zip in an io.BytesIO, which is "
-                       "why a flair model names _io.BytesIO"
-                       if any(g.qualified in ("_io.BytesIO", "io.BytesIO") for g in report.globals) else "")
-                    + ")")
+                    "read the weights here)")
         elif any(g.module.startswith(("torch.nn.modules", "transformers.models")) for g in report.globals):
             # torch.save(model) pickles the classes themselves; only a state dict is data. Who has the file and not
             # the model object (a downloaded .pt) needs the way from one to the other, as the YOLO hints give it.

@@ -42,6 +42,9 @@ INERT_GLOBALS: frozenset[str] = frozenset({
     # mmengine's Runner (MMDetection, MMPretrain, MMSegmentation 3.x) keeps its MessageHub's logged scalars beside
     # the weights: `message_hub.log_scalars` maps each name to a HistoryBuffer (its numpy history arrays).
     "mmengine.logging.history_buffer.HistoryBuffer",
+    # NVIDIA TransformerEngine (Megatron-LM, NeMo) before 1.x kept each module's FP8 scaling state, its
+    # `_extra_state`, as a pickled io.BytesIO: an in-memory buffer of bytes, rebuilt from those bytes alone.
+    "_io.BytesIO", "io.BytesIO",
 })
 
 # The types omegaconf's node metadata names as values (`ref_type=typing.Any`, `object_type=dict`, a resolver
