@@ -56,8 +56,7 @@ def summary_table(report: InspectReport) -> Table:
     if report.other_entries:
         table.add_row("other entries", listed(report.other_entries))
     if report.skipped_entries:
-        # All counted: the first six alone hid a Megatron-LM model's hundreds of `_extra_state` entries.
-        table.add_row("non-tensor entries", listed(report.skipped_entries))
+        table.add_row("non-tensor entries", listed(folded_entries(report.skipped_entries)))
     if report.metadata:
         table.add_row("metadata", listed(f"{k}={v}" for k, v in report.metadata.items()))
     if report.security is not None:
@@ -287,3 +286,24 @@ def render_inspect(report: InspectReport, console: Console, max_depth: int = 4, 
 
 
 __all__ = ["render_inspect", "Group"]
+
+
+def folded_entries(entries: list[str]) -> list[str]:
+    """Described entries with their layer indices folded, each fold once with its count, in first-seen order:
+    a Megatron-LM model's `_extra_state` entries (five in each of 80 layers) read in five lines, not 400 (the
+    first six alone were shown, with no word of the others).
+
+    Example:
+        >>> folded_entries(["l.0.a (None)", "l.1.a (None)", "step (int: 3)"])
+        ['l.*.a (None) ×2', 'step (int: 3)']
+    """
+    if len(entries) <= 6:
+        return entries
+    from weightdoctor.diff_keys import collapse_indices
+
+    counts: dict[str, int] = {}
+    for entry in entries:
+        name, space, description = entry.partition(" (")
+        key = collapse_indices(name) + space + description
+        counts[key] = counts.get(key, 0) + 1
+    return [f"{key} ×{count}" if count > 1 else key for key, count in counts.items()]
