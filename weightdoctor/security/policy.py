@@ -42,6 +42,15 @@ INERT_GLOBALS: frozenset[str] = frozenset({
     # mmengine's Runner (MMDetection, MMPretrain, MMSegmentation 3.x) keeps its MessageHub's logged scalars beside
     # the weights: `message_hub.log_scalars` maps each name to a HistoryBuffer (its numpy history arrays).
     "mmengine.logging.history_buffer.HistoryBuffer",
+    # pyannote.audio's Model.on_save_checkpoint keeps its task's Specifications (a dataclass of two Enums, a
+    # duration and class names) under checkpoint["pyannote.audio"] of every segmentation / embedding checkpoint
+    # (pyannote/segmentation-3.0's pytorch_model.bin): data, rebuilt by object.__new__ and Enum lookups.
+    "pyannote.audio.core.task.Specifications", "pyannote.audio.core.task.Problem",
+    "pyannote.audio.core.task.Resolution",
+    # torch.__version__ itself, a str subclass (NEWOBJ of the version string), which torch's weights_only loader
+    # refuses: pyannote.audio records it under checkpoint["pyannote.audio"]["versions"]["torch"], as other training
+    # scripts record the torch they ran with.
+    "torch.torch_version.TorchVersion",
 })
 
 # The types omegaconf's node metadata names as values (`ref_type=typing.Any`, `object_type=dict`, a resolver
