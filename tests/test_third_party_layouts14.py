@@ -245,3 +245,79 @@ def test_a_composer_checkpoints_optimizer_moments_are_not_called_split_weights(t
                                              "head": {"weight": torch.zeros(2, 2)}}}}, tmp_path / "split.pt")
     code, data = run_json("inspect", str(tmp_path / "split.pt"), "--key", "model.language_model.embedding")
     assert code == 0 and any("split over nested dicts" in w for w in data["warnings"]), data["warnings"]
+
+
+def _rwkv4_pth(path: Path, hidden: int = 8, vocab: int = 20, layers: int = 2) -> None:
+    """BlinkDL's RWKV-4 .pth (RWKV-LM's train.py, ChatRWKV's models), bf16 as released."""
+    torch.manual_seed(0)
+    weights = {"emb.weight": torch.randn(vocab, hidden), "blocks.0.ln0.weight": torch.ones(hidden),
+               "blocks.0.ln0.bias": torch.zeros(hidden)}
+    for i in range(layers):
+        block = f"blocks.{i}."
+        for norm in ("ln1", "ln2"):
+            weights[f"{block}{norm}.weight"], weights[f"{block}{norm}.bias"] = torch.ones(hidden), torch.zeros(hidden)
+        weights.update({f"{block}att.time_decay": torch.randn(hidden), f"{block}att.time_first": torch.randn(hidden)})
+        for mix in ("att.time_mix_k", "att.time_mix_v", "att.time_mix_r", "ffn.time_mix_k", "ffn.time_mix_r"):
+            weights[block + mix] = torch.rand(1, 1, hidden)
+        for linear in ("att.key", "att.value", "att.receptance", "att.output", "ffn.receptance"):
+            weights[f"{block}{linear}.weight"] = torch.randn(hidden, hidden)
+        weights[f"{block}ffn.key.weight"] = torch.randn(4 * hidden, hidden)
+        weights[f"{block}ffn.value.weight"] = torch.randn(hidden, 4 * hidden)
+    weights.update({"ln_out.weight": torch.ones(hidden), "ln_out.bias": torch.zeros(hidden),
+                    "head.weight": torch.randn(vocab, hidden)})
+    torch.save({name: value.bfloat16() for name, value in weights.items()}, path)
+
+
+def test_an_rwkv4_pth_against_transformers_rwkv_names_the_converter(tmp_path: Path) -> None:
+    """BlinkDL's .pth against transformers' RwkvForCausalLM: the rename search offered a handful of renames as the
+    fix (time_mix_k to time_mix_key not among them), with no word of convert_rwkv_checkpoint_to_hf.py."""
+    _rwkv4_pth(tmp_path / "RWKV-4-Pile-tiny.pth")
+    config = tmp_path / "rwkv"
+    config.mkdir()
+    (config / "config.json").write_text(json.dumps({
+        "model_type": "rwkv", "architectures": ["RwkvForCausalLM"], "vocab_size": 20, "hidden_size": 8,
+        "num_hidden_layers": 2, "attention_hidden_size": 8, "intermediate_size": 32, "context_length": 16}))
+    code, data = run_json("diff-keys", str(tmp_path / "RWKV-4-Pile-tiny.pth"), "--model-class", "RwkvForCausalLM",
+                          "--config", str(config))
+    assert code == 1 and data["total_a"] == 42, data
+    notes = [note for note in data["notes"] if "RWKV" in note]
+    assert len(notes) == 1 and notes[0].startswith("A is in BlinkDL's own RWKV-4 layout"), data["notes"]
+    assert "convert_rwkv_checkpoint_to_hf.py --repo_id REPO --checkpoint_file FILE" in notes[0], notes
+
+
+def _tiny_llava_config(folder: Path) -> None:
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "llava", "architectures": ["LlavaForConditionalGeneration"], "image_token_index": 99,
+        "vision_config": {"model_type": "clip_vision_model", "hidden_size": 8, "intermediate_size": 16,
+                          "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 28, "patch_size": 14,
+                          "projection_dim": 8},
+        "text_config": {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                        "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 100}}))
+
+
+def test_llava_projector_and_checkpoint_against_transformers_llava_say_why_the_vision_tower_is_missing(
+        tmp_path: Path) -> None:
+    """LLaVA's mm_projector.bin (the pretraining stage's projector alone) and its full checkpoints hold no vision
+    tower: against LlavaForConditionalGeneration its keys were "unknown: these weights will not load", and nothing
+    named LLaVA or transformers' convert_llava_weights_to_hf.py."""
+    _tiny_llava_config(tmp_path / "llava-hf")
+    torch.manual_seed(0)
+    projector = {"model.mm_projector.0.weight": torch.randn(16, 8), "model.mm_projector.0.bias": torch.zeros(16),
+                 "model.mm_projector.2.weight": torch.randn(16, 16), "model.mm_projector.2.bias": torch.zeros(16)}
+    torch.save(projector, tmp_path / "mm_projector.bin")
+    language = {"model.embed_tokens.weight": torch.randn(100, 16), "model.norm.weight": torch.ones(16),
+                "lm_head.weight": torch.randn(100, 16)}
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        language[f"model.layers.0.self_attn.{name}.weight"] = torch.randn(16, 16)
+    torch.save({**language, **projector}, tmp_path / "pytorch_model.bin")
+    for source in ("mm_projector.bin", "pytorch_model.bin"):
+        code, data = run_json("diff-keys", str(tmp_path / source), "--model-class", "LlavaForConditionalGeneration",
+                              "--config", str(tmp_path / "llava-hf"))
+        assert code == 1, data
+        notes = [note for note in data["notes"] if "LLaVA" in note]
+        assert len(notes) == 1 and notes[0].startswith("A is in the original LLaVA layout"), data["notes"]
+        assert "B's vision tower keys that A lacks come from that CLIP model" in notes[0], notes
+        assert "models/llava/convert_llava_weights_to_hf.py" in notes[0], notes
+        renames = {r["pattern"]: r["replacement"] for r in data["suggested_renames"]}
+        assert "multi_modal_projector.linear_1." in renames.values(), renames
