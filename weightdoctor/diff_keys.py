@@ -478,7 +478,41 @@ _SAM_EVIDENCE = _lazy_regex(r"^image_encoder\.blocks\.\d+\.attn\.qkv\.|^prompt_e
 _HF_SAM_EVIDENCE = _lazy_regex(
     r"^(?:sam\.)?vision_encoder\.layers\.\d+\.attn\.qkv\.|^(?:sam\.)?shared_image_embedding\.")
 
+# BlinkDL's RWKV-4 .pth (RWKV-LM, ChatRWKV: RWKV-4-Pile-169M-*.pth) names `emb`, `blocks.N.att.time_mix_k`, `ffn`,
+# `blocks.0.ln0`; transformers' Rwkv `rwkv.embeddings`, `rwkv.blocks.N.attention.time_mix_key`, `feed_forward`,
+# `pre_ln`. Its convert_rwkv_checkpoint_to_hf.py renames every key; the rename search found most of them but not
+# time_mix_k -> time_mix_key, and offered that as the fix with no word of the converter.
+_RWKV_EVIDENCE = _lazy_regex(r"^blocks\.\d+\.att\.(?:time_mix_k|time_decay|receptance\.weight)$")
+_HF_RWKV_EVIDENCE = _lazy_regex(r"^(?:rwkv\.)?blocks\.\d+\.attention\.(?:time_mix_key|time_decay|receptance\.weight)$")
+
+
+# haotian-liu/LLaVA's own checkpoints (liuhaotian/llava-v1.5-7b: the language model's `model.layers.N`, `lm_head`,
+# with the projector as `model.mm_projector.0` / `.2`; its pretraining stage's mm_projector.bin, the projector alone)
+# hold no vision tower (unless it was trained): LLaVA loads the CLIP its config's mm_vision_tower names. transformers'
+# LlavaForConditionalGeneration keeps the tower inside and names the projector `multi_modal_projector.linear_1` /
+# `linear_2`: the tower's keys were "unknown: these weights will not load", with no word of why a LLaVA file lacks
+# them or of the converter.
+_LLAVA_EVIDENCE = _lazy_regex(r"^(?:model\.)?mm_projector\.\d+\.(?:weight|bias)$")
+_HF_LLAVA_EVIDENCE = _lazy_regex(r"(?:^|\.)multi_modal_projector\.linear_\d+\.(?:weight|bias)$")
+
 _RENAMED_LAYOUTS = (
+    _RenamedLayout(
+        ("att.time_",), ("attention.time_",), _RWKV_EVIDENCE, _HF_RWKV_EVIDENCE,
+        ("A is in BlinkDL's own RWKV-4 layout (emb, blocks.N.att.time_mix_k, ffn, ln_out, head: RWKV-LM's and "
+         "ChatRWKV's .pth) and B in transformers' Rwkv layout (rwkv.embeddings, rwkv.blocks.N.attention."
+         "time_mix_key, feed_forward): transformers' models/rwkv/convert_rwkv_checkpoint_to_hf.py --repo_id REPO "
+         "--checkpoint_file FILE --output_dir OUT renames every key and writes the config; the renames suggested "
+         "here cover most keys only")),
+    _RenamedLayout(
+        ("mm_projector.",), ("multi_modal_projector.",), _LLAVA_EVIDENCE, _HF_LLAVA_EVIDENCE,
+        ("A is in the original LLaVA layout (haotian-liu/LLaVA: model.mm_projector.0 / .2 beside the language "
+         "model's model.layers.N and lm_head, or the projector alone in the mm_projector.bin its pretraining stage "
+         "saves) and B in transformers' LlavaForConditionalGeneration layout (multi_modal_projector.linear_1 / "
+         "linear_2, the vision tower inside); LLaVA loads its vision tower from the CLIP model its config's "
+         "mm_vision_tower names, so its files hold none unless the tower was trained: B's vision tower keys that "
+         "A lacks come from that CLIP model; transformers' "
+         "models/llava/convert_llava_weights_to_hf.py --text_model_id LM --vision_model_id CLIP "
+         "--old_state_dict_id REPO --output_hub_path OUT builds the model from both towers and renames every key")),
     _RenamedLayout(
         (".blocks.",), (".layers.",), _OPENAI_WHISPER_EVIDENCE, _HF_WHISPER_EVIDENCE,
         ("A is in openai-whisper's own layout (encoder.blocks.N.attn.query, mlp.0, positional_embedding) and B in "

@@ -644,6 +644,18 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
                     "trust the file, with flair installed, torch.load(path, weights_only=False)['state_dict'] is the "
                     "state dict (flair's Model.load builds the model from the file): save it with safetensors to "
                     "read the weights here)")
+        elif any(g.module == "joblib.numpy_pickle" for g in report.globals):
+            # joblib.dump (scikit-learn models, SetFit's model_head.pkl) writes each numpy array's raw bytes into
+            # the pickle stream after a NumpyArrayWrapper, so the scan stops there as at damage: the file was
+            # called unparseable with no word of joblib, nor that what it holds are objects, not weights.
+            classes = sorted({g.qualified for g in report.globals if g.safety != "safe"
+                              and not g.module.startswith(("joblib.", "numpy"))})
+            shown = f" ({', '.join(classes[:3])}{', ...' if len(classes) > 3 else ''})" if classes else ""
+            hint = (" (this is a joblib.dump file, as scikit-learn models and SetFit's model_head.pkl are saved: "
+                    "joblib writes each numpy array's bytes inside the pickle stream, which is why the scan stops "
+                    f"at them; its objects{shown} are pickled by class, and joblib.load builds them by running "
+                    "their code: load it only if you trust it, with the library that defines them installed; it "
+                    "holds no state dict to read here)")
         elif any(g.module.startswith(("torch.nn.modules", "transformers.models")) for g in report.globals):
             # torch.save(model) pickles the classes themselves; only a state dict is data. Who has the file and not
             # the model object (a downloaded .pt) needs the way from one to the other, as the YOLO hints give it.
@@ -656,7 +668,9 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
                     f"you trust the file, with {code}, torch.load(path, weights_only=False) rebuilds the model (or "
                     "the dict that holds it: take the model from its entry), and torch.save(model.state_dict(), "
                     "'weights.pt') writes the weights to read here)")
-        dangerous = sorted({g.qualified for g in report.globals if g.safety == "dangerous"})
+        dangerous = sorted({g.qualified for g in report.globals if g.safety == "dangerous"
+                            # joblib's array wrapper is what the joblib hint is about, not something beside it
+                            and not (g.qualified == "joblib.numpy_pickle.NumpyArrayWrapper" and "joblib" in hint)})
         if hint and dangerous:
             # The ways to the weights above are for a file that is what it looks like: one that also named
             # posix.system was told to be loaded with weights_only=False, which calls it, and no word of it.
@@ -1143,6 +1157,12 @@ def _tensor_parallel_rank(path: Path) -> str:
             "checkpoint converter (tools/checkpoint/convert.py) merges them")
 
 
+# Entries of a training checkpoint that hold training state, not weights, at whatever depth they sit beside the
+# state dict (Composer's state.optimizers, state.schedulers).
+_TRAINING_ENTRY = re.compile(r"optim(?:izer)?s?(?:_states?|_state_dict)?|(?:lr_)?schedulers?(?:_states?)?|scaler|"
+                             r"grad_scaler|rng(?:_states?)?", re.IGNORECASE)
+
+
 def _entries_beside(obj: Any, nested_key: str | None) -> tuple[list[str], dict[str, int]]:
     """The entries beside the state dict at `nested_key`, at every level of its path (`epoch (int: 3)`,
     `model.language_model.embedding (dict, 1 entries)`), and the tensors held beside it below the top level."""
@@ -1159,7 +1179,9 @@ def _entries_beside(obj: Any, nested_key: str | None) -> tuple[list[str], dict[s
             if name != head:
                 other.append(f"{prefix}{_key_text(name)} ({_describe(value)})")
                 count = _count_tensors(value, set()) if prefix else 0  # optimizer states at the top hold some too
-                if count:
+                # ... and deeper: Composer keeps state.optimizers beside state.model, whose moments were called
+                # weights split over nested dicts.
+                if count and not _TRAINING_ENTRY.fullmatch(str(name)):
                     beside[f"{prefix}{name}"] = count
         current, rest, prefix = current[head], rest[len(head) + 1:], f"{prefix}{head}."
     return other, beside
@@ -1678,8 +1700,16 @@ def _archive_hint(path: Path) -> str:
         # torch.load still reads it (serialization.legacy_load), but never under weights_only, which refuses
         # the tar format outright; its pickles were scanned like any other before this was said.
         return TORCH_TAR
-    weights = [n for n in names if n.endswith((".ckpt", ".pt", ".pth", ".bin", ".safetensors"))]
+    # .th: AllenNLP's model.tar.gz holds its torch.save state dict as weights.th (beside config.json and
+    # vocabulary/); without the suffix the archive was "not a safetensors file nor a PyTorch pickle" and no more.
+    weights = [n for n in names if n.endswith((".ckpt", ".pt", ".pth", ".bin", ".safetensors", ".th"))]
     if not weights:
         return ""
-    kind = "a NeMo archive (.nemo), a tar" if any(n.endswith("model_config.yaml") for n in names) else "a tar archive"
+    if any(n.endswith("model_config.yaml") for n in names):
+        kind = "a NeMo archive (.nemo), a tar"
+    elif {"weights.th", "config.json"} <= set(names):
+        kind = ("an AllenNLP model archive (what its archive_model writes: config.json, weights.th, vocabulary/; "
+                "allennlp's load_archive reads it), a tar")
+    else:
+        kind = "a tar archive"
     return f"; it is {kind} holding {', '.join(weights[:3])}: extract it (tar -xf) and point at that file"

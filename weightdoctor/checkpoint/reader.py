@@ -822,6 +822,16 @@ def _no_weights_message(folder: Path) -> str:
         message += (f"; it holds {', '.join(tarred[:6])}{', ...' if len(tarred) > 6 else ''} (torch.save checkpoints "
                     "named .pth.tar, as timm's train.py saves them): name one to read it")
     try:
+        # torch.save files named .th: AllenNLP's serialization folder (weights.th, best.th, model_state_epoch_N.th),
+        # audiocraft's checkpoint.th. The folder was said to hold no weight file with one beside its config.
+        dotth = sorted((p.name for p in folder.iterdir() if p.suffix == ".th" and p.is_file()), key=natural_order)
+    except OSError:
+        dotth = []
+    if dotth:
+        message += (f"; it holds {', '.join(dotth[:6])}{', ...' if len(dotth) > 6 else ''} (torch.save files named "
+                    ".th, as AllenNLP's weights.th and best.th, read when named): name one to read it "
+                    f"({folder.name}/{dotth[0]})")
+    try:
         nemo = sorted(p.name for p in folder.iterdir() if p.name.endswith(".nemo") and p.is_file())
     except OSError:
         nemo = []
@@ -1752,6 +1762,15 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
         for path in weight_files_in(folder):
             # Left to others: a PEFT adapter beside its merged model (said where the adapter is looked at), and a
             # .pkl, as often a tokenizer's or a scaler's pickle as weights.
+            if path.name == "model_head.pkl" and not already_said(path.name) and (
+                    (folder / "config_setfit.json").is_file() or (folder / "modules.json").is_file()):
+                # SetFit's save_pretrained: the sentence-transformers body (read) beside its classification head,
+                # which a classifier needs as much; a pickle that loading it runs, and never a word of it.
+                found.append("model_head.pkl (SetFit's classification head: a joblib pickle of a scikit-learn "
+                             "estimator or of SetFitHead, which SetFitModel.from_pretrained loads with joblib.load, "
+                             "running the code of the classes it names; the weights read are the sentence-"
+                             "transformers body only)")
+                continue
             if path.resolve() in read_names or already_said(path.name) or path.name.startswith("adapter_model.") \
                     or path.suffix == ".pkl" or a_shard_of_an_index(path.name):
                 continue

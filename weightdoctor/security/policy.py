@@ -45,6 +45,15 @@ INERT_GLOBALS: frozenset[str] = frozenset({
     # NVIDIA TransformerEngine (Megatron-LM, NeMo) before 1.x kept each module's FP8 scaling state, its
     # `_extra_state`, as a pickled io.BytesIO: an in-memory buffer of bytes, rebuilt from those bytes alone.
     "_io.BytesIO", "io.BytesIO",
+    # pyannote.audio's Model.on_save_checkpoint keeps its task's Specifications (a dataclass of two Enums, a
+    # duration and class names) under checkpoint["pyannote.audio"] of every segmentation / embedding checkpoint
+    # (pyannote/segmentation-3.0's pytorch_model.bin): data, rebuilt by object.__new__ and Enum lookups.
+    "pyannote.audio.core.task.Specifications", "pyannote.audio.core.task.Problem",
+    "pyannote.audio.core.task.Resolution",
+    # torch.__version__ itself, a str subclass (NEWOBJ of the version string), which torch's weights_only loader
+    # refuses: pyannote.audio records it under checkpoint["pyannote.audio"]["versions"]["torch"], as other training
+    # scripts record the torch they ran with.
+    "torch.torch_version.TorchVersion",
 })
 
 # The types omegaconf's node metadata names as values (`ref_type=typing.Any`, `object_type=dict`, a resolver
