@@ -257,7 +257,13 @@ def normalize_dtype(text: str) -> str:
     Raises:
         UsageError: not one of fp64, fp32, fp16, bf16, int8, int4, fp8.
     """
-    key = DTYPE_ALIASES.get(text.lower(), text.lower())
+    typed = text.lower()
+    torch_name = typed.removeprefix("torch.")
+    if typed != torch_name and DTYPE_ALIASES.get(torch_name, torch_name) in ("fp64", "fp32", "fp16", "bf16"):
+        # `torch.bfloat16`, as from_pretrained's torch_dtype= is written and check-dtype --target takes it; not
+        # `torch.int8`, which is no bitsandbytes load.
+        typed = torch_name
+    key = DTYPE_ALIASES.get(typed, typed)
     if key not in DTYPES:
         raise UsageError(f"unknown dtype {text!r}: expected one of {', '.join(DTYPES)}")
     return key

@@ -64,7 +64,9 @@ def parse_dtype(text: str | None) -> str | None:
     """
     if text is None:
         return None
-    name = CAST_TARGETS.get(text.lower()) or ALIASES.get(text.lower())
+    # `torch.bfloat16`, as from_pretrained's torch_dtype= is written and check-dtype --target takes it.
+    typed = text.lower().removeprefix("torch.")
+    name = CAST_TARGETS.get(typed) or ALIASES.get(typed)
     if name not in CAST_TARGETS.values():
         from weightdoctor.dtypes import quantization_hint
 

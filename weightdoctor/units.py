@@ -135,6 +135,85 @@ def refuse_size_list(option: str, text: str) -> None:
                      f"({shown})")
 
 
+def max_memory_options(text: str) -> list[str] | None:
+    """The plan-devices options that say what a `max_memory` value says, as people paste it from
+    from_pretrained or accelerate: `0=20GiB`, `cuda:0=20GB,cpu=64GB`, `{"0": "20GiB", "cpu": "64GB"}`,
+    `{0: '20GiB'}` or a plain list of GPU sizes `20GiB,20GiB`; None for text that is none of these, or whose GPU
+    indices leave a gap (accelerate gives a GPU missing from max_memory nothing, which --gpu cannot say).
+
+    Example:
+        >>> max_memory_options('{"0": "20GiB", "cpu": "64GB"}')
+        ['--gpu', '20GiB', '--cpu', '64GB']
+    """
+    import ast
+    import json
+
+    text = text.strip()
+    entries: list[tuple[str, str]] = []
+    if text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            try:
+                parsed = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                return None
+        if not isinstance(parsed, dict):
+            return None
+        entries = [(str(key), str(value)) for key, value in parsed.items()]
+    else:
+        parts = [part.strip() for part in re.split(r"[,;\s]+", text) if part.strip()]
+        if not parts:
+            return None
+        if not any("=" in part for part in parts):
+            # A list of sizes, one per GPU in order (`20GiB,20GiB`), as --gpu repeated says it.
+            entries = [(str(index), part) for index, part in enumerate(parts)]
+        else:
+            for part in parts:
+                key, equals, value = part.rpartition("=")
+                if not equals or not key or not value:
+                    return None
+                entries.append((key, value))
+    gpus: dict[int, str] = {}
+    cpu: list[str] = []
+    disk: list[str] = []
+    for key, value in entries:
+        device = key.strip().strip("'\"").lower()
+        device = device.removeprefix("cuda:").removeprefix("cuda").removeprefix("gpu:").removeprefix("gpu")
+        size = value.strip()
+        if not re.fullmatch(r"\d+(?:\.\d+)?\s*[A-Za-z]*", size):
+            return None  # not a size (`--max-memory lots`): no options to print
+        if device.isdigit():
+            gpus[int(device)] = size
+        elif device == "cpu":
+            cpu = ["--cpu", size]
+        elif device == "disk":
+            disk = ["--disk"]  # accelerate's "disk" entry lets the rest go to disk, as --disk does
+        else:
+            return None
+    if sorted(gpus) != list(range(len(gpus))) or not (gpus or cpu or disk):
+        return None
+    return [word for index in sorted(gpus) for word in ("--gpu", gpus[index])] + cpu + disk
+
+
+def refuse_max_memory_value(option: str, text: str) -> None:
+    """Refuse a `max_memory` entry given to --gpu or --cpu (`--gpu 0=20GiB`, `--gpu '{"0": "20GiB"}'`, `--cpu
+    cpu=64GB`): parse_size said "'0=20' is not a number", which did not say that these options take a size only.
+
+    Raises:
+        UsageError: naming the options that say the same.
+    """
+    if "=" not in text and not text.lstrip().startswith("{"):
+        return
+    options = max_memory_options(text)
+    if options is None:
+        return
+    import shlex
+
+    raise UsageError(f"{option} {text!r} is written as a max_memory entry (device=size): {option} takes one size, "
+                     f"--gpu once per GPU in device order and --cpu for RAM: {shlex.join(options)}")
+
+
 def size_is_binary(text: str) -> bool:
     """True when a size string uses a binary unit (KiB, MiB, ...), for messages that say which was used."""
     parts = _split_size(text)

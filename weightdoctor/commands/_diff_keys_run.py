@@ -6,6 +6,8 @@ call `run_diff_keys`, so a run prints the same whichever parsed its arguments.
 
 from __future__ import annotations
 
+import re
+
 from weightdoctor.checkpoint import open_checkpoint
 from weightdoctor.diff_keys import DiffReport, diff_checkpoints, exit_code
 from weightdoctor.errors import UsageError, choose
@@ -25,6 +27,32 @@ def loader_renames(report: DiffReport) -> list[Rename]:
     if any(s.flag not in loader_flags for s in report.suggested_renames):
         return []
     return [Rename(s.pattern, s.replacement) for s in report.suggested_renames]
+
+# A transformers model class's name (BertForSequenceClassification, LlamaModel, GPT2LMHeadModel); no Hub repo id is
+# one, since an id without an owner is an old lower-case name (gpt2, bert-base-uncased).
+_CLASS_NAME = re.compile(r"[A-Z][A-Za-z0-9]*(?:Model|For[A-Z][A-Za-z0-9]*)")
+
+
+def _refuse_class_as_checkpoint(source_a: str, source_b: str, *, key: str | None, revision: str | None) -> None:
+    """Refuse a model class given as B (`diff-keys ./ckpt BertForSequenceClassification`, the check that answers
+    from_pretrained's "Some weights ... were not initialized"): it was looked up as a repo id, "not a local path and
+    not in the Hugging Face cache", which did not say that a class goes to --model-class.
+
+    Raises:
+        UsageError: naming the command that compares A with the class.
+    """
+    import os
+
+    if not _CLASS_NAME.fullmatch(source_b) or os.path.lexists(source_b):
+        return
+    from weightdoctor.paths import shell_word
+
+    words = ["weightdoctor diff-keys", shell_word(source_a, argument=True), "--model-class", source_b]
+    words += [f"--key {shell_word(key)}"] if key is not None else []
+    words += [f"--revision {shell_word(revision)}"] if revision is not None else []
+    raise UsageError(f"B {source_b!r} is a transformers class, not a checkpoint: to see what "
+                     f"{source_b}.from_pretrained(A) loads, give it as --model-class: {' '.join(words)}")
+
 
 # The most labels `--num-labels` builds a head for: 10 million took 15 s and 2 GB (a label name each).
 MAX_NUM_LABELS = 1_000_000
@@ -69,6 +97,8 @@ def run_diff_keys(
     if num_labels is not None and not 1 <= num_labels <= MAX_NUM_LABELS:
         # transformers' config names every label (id2label, label2id): --num-labels 10**12 filled the memory.
         raise UsageError(f"--num-labels {num_labels}: give 1 to {MAX_NUM_LABELS:,} labels")
+    if source_b is not None:
+        _refuse_class_as_checkpoint(source_a, source_b, key=key, revision=revision)
     parsed = [parse_rename(spec) for spec in renames or []]
 
     # Headers only unless --values: an uncached repo id is read from its remote headers, no weights fetched.

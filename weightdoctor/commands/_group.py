@@ -15,16 +15,16 @@ from typer._click import exceptions as click_exceptions  # Typer vendors Click; 
 from typer.core import TyperGroup
 
 
-def usage_line(exc: click_exceptions.UsageError, command_path: str | None = None) -> str:
+def usage_line(exc: click_exceptions.UsageError, command_path: str | None = None, args: Sequence[str] = ()) -> str:
     """`error: weightdoctor inspect: Invalid value for '--sample': ... (see --help)`, on one line.
 
     `command_path` names the command when the error carries no context (Click's parser raises "Option
-    '--gpu' requires an argument" without one).
+    '--gpu' requires an argument" without one); `args` are the command's own arguments, as typed.
     """
     where = exc.ctx.command_path if exc.ctx is not None else command_path or "weightdoctor"
     message = " ".join(exc.format_message().split())
     if isinstance(exc, click_exceptions.NoSuchOption) and exc.ctx is not None:
-        elsewhere = _option_elsewhere(exc.ctx, exc.option_name)
+        elsewhere = _option_elsewhere(exc.ctx, exc.option_name) or _max_memory_here(exc.ctx, exc.option_name, args)
         if elsewhere:
             # Click's own guess for an option of another command misled (`inspect --target`: "Possible options:
             # --stats", `convert --format`: "--force"); what takes it, or what this command calls it, does not.
@@ -96,7 +96,31 @@ _SAME_OPTION_HERE = {
     ("check-dtype", "--dtype"): "--target",
     ("convert", "--target"): "--dtype", ("shard", "--target"): "--dtype", ("plan-devices", "--target"): "--dtype",
     ("convert", "--format"): "--to", ("shard", "--to"): "--format",
+    # save_pretrained's and huggingface_hub's max_shard_size, as people bring it (Click guessed nothing).
+    ("shard", "--max-shard-size"): "--max", ("shard", "--max_shard_size"): "--max", ("shard", "--shard-size"): "--max",
 }
+
+
+# How from_pretrained, accelerate and vLLM-style scripts spell the memory budget plan-devices takes as --gpu / --cpu.
+_MAX_MEMORY_NAMES = ("--max-memory", "--max_memory", "--maxmemory", "--max-mem", "--max_mem")
+
+
+def _max_memory_here(ctx: click_core.Context, option: str, args: Sequence[str]) -> str:
+    """For `plan-devices --max-memory 0=20GiB` (from_pretrained's max_memory, pasted; Click guessed nothing): the
+    --gpu / --cpu options that say what every --max-memory typed says; "" for another option or command."""
+    if ctx.info_name != "plan-devices" or option not in _MAX_MEMORY_NAMES:
+        return ""
+    from weightdoctor.units import max_memory_options
+
+    values: list[str] = []
+    words = iter(args)
+    for word in words:
+        name, equals, value = word.partition("=")
+        if name in _MAX_MEMORY_NAMES:
+            values.append(value if equals else next(words, ""))
+    options = max_memory_options(",".join(values)) if values and all(values) else None
+    said = f": {_pasted(options)}" if options else " (e.g. --gpu 20GiB --gpu 20GiB --cpu 64GB)"
+    return f"plan-devices takes max_memory as --gpu SIZE once per GPU, in device order, and --cpu SIZE for RAM{said}"
 
 
 def _option_elsewhere(ctx: click_core.Context, option: str) -> str:
@@ -216,18 +240,62 @@ def _refuse_typographic_dash(token: str, options: set[str]) -> None:
         "turned into a dash)")
 
 
+# Command names people bring from other tools (picklescan's `scan`, `info`, `plan`), and the command that answers
+# what they ask: Click's close-name guess found none of them ("No such command 'scan'." and nothing more).
+_COMMAND_MEANT = {
+    **dict.fromkeys(("scan", "security", "safety", "safe", "audit", "verify", "picklescan"),
+                    ("inspect", "scans a pickle for code before it reads anything (its security line; an unsafe "
+                                "file exits 2)")),
+    **dict.fromkeys(("info", "show", "summary", "describe", "ls", "list", "stats"),
+                    ("inspect", "shows what a checkpoint holds")),
+    **dict.fromkeys(("plan", "device-map", "devices", "fit", "memory"),
+                    ("plan-devices", "plans where each module lands on your GPUs, CPU and disk")),
+    "split": ("shard", "writes a checkpoint as shards of a size you choose"),
+    "compare": ("diff-keys", "compares the keys (and with --values the values) of two checkpoints"),
+    "cast": ("convert", "casts with --dtype (check-dtype says first what a cast loses)"),
+}
+
+
+def _command_meant(ctx: click_core.Context, args: Sequence[str]) -> str:
+    """For a command name of another tool (`weightdoctor scan model.pt`) or a checkpoint given with no command: the
+    command that answers it, as the line to type; "" otherwise."""
+    import os
+
+    if args and args[0] not in _COMMAND_MEANT and os.path.lexists(os.path.expanduser(args[0])):
+        # `weightdoctor model.pt`: the checkpoint given with no command before it.
+        return (f"{args[0]!r} is a path, not a command: name the command first, e.g. {ctx.command_path} "
+                f"{_pasted(['inspect', *args])} (commands: {', '.join(ctx.command.list_commands(ctx))})")
+    if not args or args[0] not in _COMMAND_MEANT:
+        return ""
+
+    command, does = _COMMAND_MEANT[args[0]]
+    return f"No such command {args[0]!r}; {command} {does}: {ctx.command_path} {_pasted([command, *args[1:]])}"
+
+
+def _pasted(words: Sequence[str]) -> str:
+    """`words` as a shell reads them back, for a command line a message prints to be pasted."""
+    from weightdoctor.paths import shell_word
+
+    return " ".join(shell_word(word) for word in words)
+
+
 class OneLineErrorsGroup(TyperGroup):
     """A TyperGroup whose bad-usage errors (missing argument, bad option value, unknown option) print one
     line instead of Typer's multi-line usage panel. Help (including a bare `weightdoctor`) is unchanged."""
 
     _subcommand_path: str | None = None  # "weightdoctor plan-devices" once the subcommand is known
+    _subcommand_args: tuple[str, ...] = ()  # its arguments, as typed
 
     def resolve_command(
         self, ctx: click_core.Context, args: list[str]
     ) -> tuple[str | None, click_core.Command | None, list[str]]:
+        meant = _command_meant(ctx, args) if args and self.get_command(ctx, args[0]) is None else ""
+        if meant:
+            raise click_exceptions.UsageError(meant, ctx)
         name, command, rest = super().resolve_command(ctx, args)
         if name is not None:
             self._subcommand_path = f"{ctx.command_path} {name}"
+            self._subcommand_args = tuple(rest)
         if command is not None:
             _refuse_repeated_options(command, rest, ctx.help_option_names)
         return name, command, rest
@@ -264,7 +332,7 @@ class OneLineErrorsGroup(TyperGroup):
         except click_exceptions.UsageError as exc:
             # stderr on a full disk or closed by its reader: the line is lost, the exit code is not (it was 1).
             with contextlib.suppress(OSError):
-                typer.echo(usage_line(exc, self._subcommand_path), err=True)
+                typer.echo(usage_line(exc, self._subcommand_path, self._subcommand_args), err=True)
             sys.exit(2)
         except click_exceptions.ClickException as exc:
             exc.show()

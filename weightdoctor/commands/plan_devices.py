@@ -124,7 +124,7 @@ def plan_devices(
     from weightdoctor.plan_devices import (
         plan_devices as run_plan,
     )
-    from weightdoctor.units import parse_size, refuse_size_list, refuse_unitless_size
+    from weightdoctor.units import parse_size, refuse_max_memory_value, refuse_size_list, refuse_unitless_size
 
     if fail_on is not None:
         fail_on = choose("--fail-on", fail_on, FAIL_ON)
@@ -156,6 +156,7 @@ def plan_devices(
         # The placement is quadratic in the devices: 5,000 `--gpu` took 25 s, the most a command line holds hours.
         raise UsageError(f"{len(gpu):,} --gpu options: plan for at most {MAX_GPUS:,} GPUs (one per --gpu)")
     for option, given in [("--gpu", g) for g in gpu or []] + ([("--cpu", cpu)] if cpu is not None else []):
+        refuse_max_memory_value(option, given)
         if option == "--gpu":
             refuse_size_list(option, given)
         refuse_unitless_size(option, given)
