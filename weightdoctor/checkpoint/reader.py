@@ -840,6 +840,11 @@ def _no_weights_message(folder: Path) -> str:
         # and model_config.yaml, read when named but not looked for in a folder.
         message += (f"; it holds {', '.join(nemo[:4])}, a NeMo archive (a tar around model_weights.ckpt): extract it "
                     f"(tar -xf {nemo[0]}) and point at model_weights.ckpt")
+    pipeline = foreign.spacy_pipeline(folder)
+    if pipeline is not None:
+        # A spaCy pipeline (nlp.to_disk, a spacy/* Hub repo) keeps its weights in each component's model file, thinc's
+        # msgpack, where the folder was said to hold no weight file and no more.
+        message += f"; {foreign.spacy_pipeline_message(folder, pipeline)}"
     if _is_orbax_checkpoint(folder):
         # JAX training (Flax, MaxText, openpi, T5X's successors) saves through Orbax: tensorstore arrays, no torch.
         message += (f"; it is an Orbax (JAX) checkpoint ({', '.join(_orbax_markers(folder))}), which "

@@ -1,0 +1,106 @@
+"""A fifteenth round of checkpoints as other libraries write them: spaCy pipelines (thinc's msgpack, a
+spacy-transformers model inside), MosaicML Composer's checkpoints, pyannote.audio's, Intel Neural Compressor's
+weight-only int4 .bin."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tests.helpers import run_cli
+
+
+def _msgpack(obj: Any) -> bytes:
+    """srsly's msgpack (what spaCy and thinc write) for the few types a pipeline's files hold here."""
+    if obj is None:
+        return b"\xc0"
+    if isinstance(obj, bool):
+        return b"\xc3" if obj else b"\xc2"
+    if isinstance(obj, int):
+        return bytes([obj]) if 0 <= obj < 128 else b"\xd3" + struct.pack(">q", obj)
+    if isinstance(obj, str):
+        data = obj.encode()
+        return (bytes([0xA0 | len(data)]) if len(data) < 32 else b"\xdb" + struct.pack(">I", len(data))) + data
+    if isinstance(obj, bytes):
+        return b"\xc6" + struct.pack(">I", len(obj)) + obj
+    if isinstance(obj, list):
+        return bytes([0x90 | len(obj)]) + b"".join(_msgpack(item) for item in obj)
+    assert isinstance(obj, dict) and len(obj) < 16
+    return bytes([0x80 | len(obj)]) + b"".join(_msgpack(key) + _msgpack(value) for key, value in obj.items())
+
+
+def _thinc_model(shims: list[bytes]) -> bytes:
+    """thinc's Model.to_bytes: {"nodes", "attrs", "params", "shims"}, each a list over the model's layers."""
+    return _msgpack({"nodes": [{"index": 0, "name": "tok2vec", "dims": {"nO": 4}, "refs": {}}], "attrs": [{}],
+                     "params": [{"W": None}], "shims": [shims]})
+
+
+def _hf_shim() -> bytes:
+    """spacy-transformers' HFShim.to_bytes: the transformers config, the torch.save bytes of the model's state dict,
+    the tokenizer's files and the init configs."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=20)
+    state = io.BytesIO()
+    torch.save(BertModel(config).state_dict(), state)
+    return _msgpack({"config": {"model_type": "bert", "hidden_size": 16}, "state": state.getvalue(),
+                     "tokenizer": {"vocab.txt": b"[PAD]\n[UNK]\n"}, "_init_tokenizer_config": {},
+                     "_init_transformer_config": {}})
+
+
+def _spacy_pipeline(folder: Path, transformer: bool) -> None:
+    """nlp.to_disk(folder) (what a spacy/* Hub repo and an installed en_core_web_* package hold): config.cfg, meta.json,
+    the tokenizer and vocab/, then one folder per component with its cfg and its thinc model."""
+    components = ["transformer" if transformer else "tok2vec", "ner"]
+    folder.mkdir()
+    (folder / "config.cfg").write_text(f'[paths]\ntrain = null\n\n[nlp]\nlang = "en"\n'
+                                       f"pipeline = {json.dumps(components)}\n")
+    (folder / "meta.json").write_text(json.dumps({"lang": "en", "name": "core_web_trf", "version": "3.7.3",
+                                                  "spacy_version": ">=3.7.2,<3.8.0", "pipeline": components}))
+    (folder / "tokenizer").write_bytes(_msgpack({"rules": {}, "prefix_search": "^"}))
+    (folder / "vocab").mkdir()
+    (folder / "vocab" / "strings.json").write_text('["Apple"]')
+    for name in components:
+        (folder / name).mkdir()
+        (folder / name / "cfg").write_text("{}")
+        (folder / name / "model").write_bytes(_thinc_model([_hf_shim()] if name == "transformer" else []))
+    (folder / "ner" / "moves").write_bytes(_msgpack({"moves": "{}"}))
+
+
+def test_a_spacy_pipeline_and_its_component_models_are_named_with_what_loads_them(tmp_path: Path) -> None:
+    """A spaCy pipeline folder was said to hold "no weight file" and no more, and spacy-transformers' transformer/model
+    (the transformer's torch weights inside thinc's msgpack) was "not a safetensors file nor a PyTorch pickle"."""
+    trf, sm = tmp_path / "en_core_web_trf", tmp_path / "en_core_web_sm"
+    _spacy_pipeline(trf, transformer=True)
+    _spacy_pipeline(sm, transformer=False)
+    export = "nlp.get_pipe('transformer').model.transformer.save_pretrained(OUT)"
+
+    result = run_cli("inspect", str(trf))
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "it is a spaCy pipeline (config.cfg, meta.json; components ner/, transformer/)" in result.stderr
+    assert f"spacy.load({str(trf)!r}) loads it" in result.stderr and export in result.stderr, result.stderr
+
+    result = run_cli("inspect", str(sm))
+    assert result.exit_code == 2 and "components ner/, tok2vec/" in result.stderr, result.stderr
+    assert "save_pretrained" not in result.stderr, result.stderr  # no transformer in it
+
+    result = run_cli("inspect", str(trf / "transformer" / "model"))
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "the transformer component's model of a spaCy pipeline (en_core_web_trf/)" in result.stderr
+    assert "it holds a Hugging Face transformers model (spacy-transformers" in result.stderr and export in result.stderr
+    assert "nor a PyTorch pickle" not in result.stderr, result.stderr
+
+    result = run_cli("diff-keys", str(sm / "ner" / "model"), str(trf / "transformer" / "model"))
+    assert result.exit_code == 2 and "the ner component's model of a spaCy pipeline" in result.stderr, result.stderr
+    assert "Hugging Face" not in result.stderr, result.stderr
+
+    result = run_cli("inspect", str(trf / "transformer"))
+    assert result.exit_code == 2 and "it is the transformer component of a spaCy pipeline" in result.stderr
+    assert export in result.stderr, result.stderr
