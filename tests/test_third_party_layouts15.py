@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_json
 
 
 def _msgpack(obj: Any) -> bytes:
@@ -104,3 +104,59 @@ def test_a_spacy_pipeline_and_its_component_models_are_named_with_what_loads_the
     result = run_cli("inspect", str(trf / "transformer"))
     assert result.exit_code == 2 and "it is the transformer component of a spaCy pipeline" in result.stderr
     assert export in result.stderr, result.stderr
+
+
+def _composer_hf_checkpoint(path: Path, peft: bool = False) -> dict[str, torch.Tensor]:
+    """Composer's Trainer save of a HuggingFaceModel (ep1-ba3-rank0.pt): the transformers model is its `model`
+    attribute, so state.model names every weight model.*, and HuggingFaceModel.get_metadata keeps the transformers
+    config (and tokenizer, PEFT config) under state.integrations.huggingface; the run's timestamp, seed and rng."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=20)
+    weights = BertForSequenceClassification(config).state_dict()
+    hf_class = "transformers.models.bert.modeling_bert.BertForSequenceClassification"
+    hf_model: dict[str, Any] = {"config": {"file_extension": ".json", "content": config.to_dict(), "class": hf_class}}
+    if peft:
+        hf_model["peft_config"] = {"file_extension": ".json", "content": {"peft_type": "LORA", "r": 4}}
+    torch.save({"state": {"model": {f"model.{name}": value for name, value in weights.items()},
+                          "optimizers": {"DecoupledAdamW": {"state": {}, "param_groups": [{"lr": 1e-4, "params": []}]}},
+                          "schedulers": [], "algorithms": [], "callbacks": {},
+                          "timestamp": {"epoch": 1, "batch": 3}, "rank_zero_seed": 17, "run_name": "run",
+                          "integrations": {"huggingface": {"model": hf_model, "tokenizer": {}}},
+                          "metadata": {"composer_env_info": {"composer_version": "0.17.0"}}},
+                "rng": [{"python": (3, (1, 2), None), "torch": torch.get_rng_state()}]}, path)
+    return weights
+
+
+def test_a_composer_checkpoint_names_composer_and_its_hugging_face_export(tmp_path: Path) -> None:
+    """A Composer checkpoint of a transformers model read as state.model with no word of Composer: its model.* names
+    matched no transformers model, and nothing said Composer's own export writes the from_pretrained folder."""
+    from safetensors.torch import load_file
+
+    path = tmp_path / "ep1-ba3-rank0.pt"
+    weights = _composer_hf_checkpoint(path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "state.model" and data["num_tensors"] == len(weights)
+    note = next((w for w in data["warnings"] if "MosaicML Composer checkpoint" in w), None)
+    assert note is not None, data["warnings"]
+    assert "composer.models.write_huggingface_pretrained_from_composer_checkpoint(PATH, OUT)" in note, note
+    assert "pytorch_model.bin (model. stripped)" in note and "convert --strip-prefix model." in note, note
+
+    # What the note says convert does: the names the transformers model loads.
+    out = tmp_path / "model.safetensors"
+    result = run_cli("convert", str(path), "--strip-prefix", "model.", "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert set(load_file(out)) == set(weights)
+
+    _composer_hf_checkpoint(tmp_path / "peft.pt", peft=True)
+    code, data = run_json("inspect", str(tmp_path / "peft.pt"))
+    assert code == 0 and any("adapter_model.bin (model. stripped)" in w for w in data["warnings"]), data["warnings"]
+
+    # A Composer checkpoint of its own ComposerModel (no transformers integration) is loaded back by its Trainer.
+    torch.save({"state": {"model": {"module.fc.weight": torch.zeros(2, 2)}, "timestamp": {}, "rank_zero_seed": 1},
+                "rng": []}, tmp_path / "plain.pt")
+    code, data = run_json("inspect", str(tmp_path / "plain.pt"))
+    assert code == 0 and any("Trainer(model=..., load_path=PATH)" in w for w in data["warnings"]), data["warnings"]
+    assert not any("write_huggingface" in w for w in data["warnings"]), data["warnings"]
