@@ -10,6 +10,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 from tests.helpers import run_cli, run_json
@@ -160,3 +161,27 @@ def test_a_composer_checkpoint_names_composer_and_its_hugging_face_export(tmp_pa
     code, data = run_json("inspect", str(tmp_path / "plain.pt"))
     assert code == 0 and any("Trainer(model=..., load_path=PATH)" in w for w in data["warnings"]), data["warnings"]
     assert not any("write_huggingface" in w for w in data["warnings"]), data["warnings"]
+
+
+def test_a_pyannote_checkpoint_names_pyannote_audio_and_what_loads_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyannote.audio's segmentation and embedding checkpoints read (round 14) as a Lightning state_dict with no word
+    of pyannote.audio, whose Model.from_pretrained is what loads them (their architecture is in the checkpoint)."""
+    from tests.test_third_party_layouts14 import _pyannote_checkpoint
+
+    folder = tmp_path / "segmentation-3.0"
+    folder.mkdir()
+    _pyannote_checkpoint(folder / "pytorch_model.bin", monkeypatch)
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and data["nested_key"] == "state_dict", data
+    note = next((w for w in data["warnings"] if "pyannote.audio checkpoint" in w), None)
+    assert note is not None, data["warnings"]
+    # module: the class's __module__ (its file PyanNet.py), then the class: as pyannote.audio records them.
+    assert ("Lightning checkpoint of pyannote.audio.models.segmentation.PyanNet.PyanNet, saved by pyannote.audio "
+            "3.1.0") in note, note
+    assert "Model.from_pretrained(PATH) (from pyannote.audio import Model)" in note, note
+
+    # A Lightning checkpoint of anything else says no such thing.
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "pytorch-lightning_version": "2.1.0"}, tmp_path / "last.ckpt")
+    code, data = run_json("inspect", str(tmp_path / "last.ckpt"))
+    assert code == 0 and not any("pyannote" in w for w in data["warnings"]), data["warnings"]

@@ -381,6 +381,22 @@ def _composer_note(state: Mapping[str, Any], names: Any) -> str:
     return note + "; Composer's Trainer(model=..., load_path=PATH) loads it back into its ComposerModel"
 
 
+def _pyannote_note(obj: Any) -> str | None:
+    """What a pyannote.audio checkpoint is (its Model.on_save_checkpoint adds checkpoint["pyannote.audio"]: the
+    versions, the architecture's module and class, the task's specifications) and what loads it; None otherwise."""
+    entry = obj.get("pyannote.audio") if isinstance(obj, Mapping) else None
+    if not isinstance(entry, Mapping) or not isinstance(architecture := entry.get("architecture"), Mapping):
+        return None
+    module, name = architecture.get("module"), architecture.get("class")
+    versions = entry.get("versions")
+    version = versions.get("pyannote.audio") if isinstance(versions, Mapping) else None
+    model = f"{module}.{name}" if isinstance(module, str) and isinstance(name, str) else "its model"
+    saved = f", saved by pyannote.audio {version}" if isinstance(version, str) else ""
+    return (f"a pyannote.audio checkpoint (a Lightning checkpoint of {model}{saved}): state_dict is read; "
+            "pyannote.audio's Model.from_pretrained(PATH) (from pyannote.audio import Model) loads it, rebuilding "
+            "that class from the checkpoint's own architecture and hyper_parameters")
+
+
 def _scripted_methods(path: Path) -> bool:
     """Whether a TorchScript archive's top-level code (`<archive>/code/__torch__.py`) defines a method: a scripted
     class named `Module` (`class Module(nn.Module)` in a script's __main__) is `__torch__.Module` too, with its
@@ -1111,6 +1127,8 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
                         "(head.* is the projection head, used in training only)" if backbone else ""))
     elif key is None and nested_key == "state.model" and (composer := _composer_state(obj)) is not None:
         notes.append(_composer_note(composer, list(state_dict)))
+    elif key is None and nested_key == "state_dict" and (pyannote := _pyannote_note(obj)) is not None:
+        notes.append(pyannote)
     elif nested_key == _MEGATRON_KEY and key is None:
         parts = list(map(str, obj["model"]["language_model"]))
         listed = ", ".join(parts[:-1]) + f" and {parts[-1]}"
