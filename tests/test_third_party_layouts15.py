@@ -185,3 +185,54 @@ def test_a_pyannote_checkpoint_names_pyannote_audio_and_what_loads_it(
     torch.save({"state_dict": {"w": torch.zeros(2)}, "pytorch-lightning_version": "2.1.0"}, tmp_path / "last.ckpt")
     code, data = run_json("inspect", str(tmp_path / "last.ckpt"))
     assert code == 0 and not any("pyannote" in w for w in data["warnings"]), data["warnings"]
+
+
+def _inc_weight_only(folder: Path, version3: bool, down_bits: int = 4) -> None:
+    """Intel Neural Compressor's weight-only RTN save of a tiny decoder: each Linear replaced by its WeightOnlyLinear
+    (optimum format: qweight int32 [in * bits / 32, out], scales [in / group, out], qzeros), lm_head left in fp32.
+    2.x: q_model.save(folder) writes best_model.pt and qconfig.json {op: {"dtype", "bits", ...}}; 3.x's
+    neural_compressor.torch save writes quantized_model.pt and qconfig.json {"('op', 'Linear')": {"rtn": {...}}}."""
+    torch.manual_seed(0)
+    folder.mkdir()
+    state: dict[str, torch.Tensor] = {"model.embed_tokens.weight": torch.randn(50, 64)}
+    qconfig: dict[str, Any] = {}
+    for op, bits in (("model.layers.0.self_attn.q_proj", 4), ("model.layers.0.mlp.down_proj", down_bits)):
+        state[f"{op}.qweight"] = torch.randint(0, 2**30, (64 * bits // 32, 64), dtype=torch.int32)
+        state[f"{op}.scales"] = torch.rand(2, 64, dtype=torch.float16)
+        state[f"{op}.qzeros"] = torch.randint(0, 2**30, (2, 64 * bits // 32), dtype=torch.int32)
+        settings = {"dtype": "int", "bits": bits, "group_size": 32}
+        if version3:
+            qconfig[str((op, "Linear"))] = {"rtn": {**settings, "use_sym": False}}
+        else:
+            qconfig[op] = {**settings, "scheme": "asym", "algorithm": "RTN",
+                           "module_type": "torch.nn.modules.linear.Linear"}
+    state["lm_head.weight"] = torch.randn(50, 64)
+    if not version3:
+        qconfig["lm_head"] = {"dtype": "fp32"}
+    torch.save(state, folder / ("quantized_model.pt" if version3 else "best_model.pt"))
+    (folder / "qconfig.json").write_text(json.dumps(qconfig, indent=4))
+
+
+def test_an_inc_weight_only_save_reads_its_bits_from_its_qconfig(tmp_path: Path) -> None:
+    """INC's weight-only saves were "gptq-like (no quantization_config)" with unknown bits, so no parameter count,
+    where INC's own qconfig.json beside the weights gives each layer's bits."""
+    _inc_weight_only(tmp_path / "v2", version3=False)
+    code, data = run_json("inspect", str(tmp_path / "v2" / "best_model.pt"))
+    assert code == 0, data
+    assert data["quantized"]["method"] == "Intel Neural Compressor weight-only (qconfig.json)", data["quantized"]
+    # 50 x 64 embeddings and lm_head, two 64 x 64 Linears at 4 bits (8 values an int32).
+    assert data["quantized"]["bits"] == 4 and data["quantized"]["parameters"] == 2 * 3200 + 2 * 4096
+    assert any("neural_compressor.utils.pytorch.load(FOLDER, MODEL, weight_only=True)" in w
+               for w in data["warnings"]), data["warnings"]
+
+    _inc_weight_only(tmp_path / "v3", version3=True, down_bits=8)  # a mixed recipe: the MLP at 8 bits
+    code, data = run_json("inspect", str(tmp_path / "v3"))
+    assert code == 0 and data["quantized"]["method"].startswith("Intel Neural Compressor"), data
+    assert data["quantized"]["bits"] is None and data["quantized"]["parameters"] == 2 * 3200 + 2 * 4096
+    assert any("neural_compressor.torch.quantization.load(FOLDER, original_model=MODEL)" in w
+               for w in data["warnings"]), data["warnings"]
+
+    # Another library's qconfig.json (no dtype per entry) is not taken for INC's.
+    (tmp_path / "v2" / "qconfig.json").write_text(json.dumps({"bits": 4, "group_size": 128}))
+    code, data = run_json("inspect", str(tmp_path / "v2" / "best_model.pt"))
+    assert code == 0 and data["quantized"]["method"] == "gptq-like (no quantization_config)", data["quantized"]
