@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import json
 import struct
+import tarfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +238,104 @@ def test_an_inc_weight_only_save_reads_its_bits_from_its_qconfig(tmp_path: Path)
     (tmp_path / "v2" / "qconfig.json").write_text(json.dumps({"bits": 4, "group_size": 128}))
     code, data = run_json("inspect", str(tmp_path / "v2" / "best_model.pt"))
     assert code == 0 and data["quantized"]["method"] == "gptq-like (no quantization_config)", data["quantized"]
+
+
+def _te_extra_state() -> io.BytesIO:
+    """TransformerEngine (before 1.6)'s get_extra_state: its FP8 state (None without FP8) torch.save'd in a BytesIO."""
+    state = io.BytesIO()
+    torch.save(None, state)
+    return state
+
+
+def _nemo_archive(path: Path, work: Path) -> dict[str, torch.Tensor]:
+    """A NeMo 1.x .nemo of a Megatron GPT built with TransformerEngine (save_to): a tar of model_config.yaml and
+    model_weights.ckpt, the torch.save state dict with each TE module's _extra_state beside its weights."""
+    torch.manual_seed(0)
+    tensors = {"model.embedding.word_embeddings.weight": torch.randn(50, 8)}
+    state: dict[str, Any] = dict(tensors)
+    for i in range(2):
+        prefix = f"model.decoder.layers.{i}."
+        layer = {prefix + "self_attention.linear_qkv.weight": torch.randn(24, 8),
+                 prefix + "self_attention.linear_qkv.layer_norm_weight": torch.ones(8),
+                 prefix + "mlp.linear_fc1.weight": torch.randn(32, 8)}
+        tensors.update(layer)
+        state.update(layer)
+        for module in ("self_attention.linear_qkv", "self_attention.core_attention", "mlp.linear_fc1"):
+            state[f"{prefix}{module}._extra_state"] = _te_extra_state()
+    work.mkdir()
+    torch.save(state, work / "model_weights.ckpt")
+    (work / "model_config.yaml").write_text("mcore_gpt: true\nnum_layers: 2\nhidden_size: 8\n")
+    with tarfile.open(path, "w:") as tar:
+        for name in ("model_config.yaml", "model_weights.ckpt"):
+            tar.add(work / name, arcname=f"./{name}")
+    return tensors
+
+
+def test_a_nemo_archive_with_transformer_engine_state_says_what_to_extract_and_that_reads(tmp_path: Path) -> None:
+    """The .nemo names model_weights.ckpt as what to extract, and the extracted file reads, its TE _extra_state
+    BytesIO entries said as non-tensor entries (reading them works since the TransformerEngine change)."""
+    tensors = _nemo_archive(tmp_path / "megatron_gpt.nemo", tmp_path / "work")
+    result = run_cli("inspect", str(tmp_path / "megatron_gpt.nemo"))
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "it is a NeMo archive (.nemo), a tar holding model_weights.ckpt: extract it (tar -xf)" in result.stderr
+
+    extracted = tmp_path / "extracted"
+    extracted.mkdir()
+    with tarfile.open(tmp_path / "megatron_gpt.nemo") as tar:
+        tar.extractall(extracted, filter="data")
+    code, data = run_json("inspect", str(extracted / "model_weights.ckpt"))
+    assert code == 0 and data["security"]["verdict"] == "safe", data
+    assert {t["name"] for t in data["tensors"]} == set(tensors)
+    assert "model.decoder.layers.1.mlp.linear_fc1._extra_state (_io.BytesIO, read as inert data)" in \
+        data["skipped_entries"], data["skipped_entries"]
+
+
+def _megatron_torch_dist(folder: Path) -> dict[str, torch.Tensor]:
+    """Megatron-Core's torch_dist save (NeMo 1.x's model_weights/ under dist_ckpt_format torch_dist, Megatron-LM's
+    iter_0001000/): torch.distributed.checkpoint shards and .metadata, metadata.json naming the backend, and
+    common.pt with the state that is not sharded."""
+    import torch.distributed.checkpoint as dcp
+
+    torch.manual_seed(0)
+    tensors = {"decoder.layers.self_attention.linear_qkv.weight": torch.randn(2, 24, 8),
+               "embedding.word_embeddings.weight": torch.randn(50, 8)}
+    with warnings.catch_warnings():  # "torch.distributed is disabled ...: assuming ... a single process"
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.save({name: value.clone() for name, value in tensors.items()}, checkpoint_id=str(folder))
+    (folder / "metadata.json").write_text(json.dumps({"sharded_backend": "torch_dist", "sharded_backend_version": 1,
+                                                      "common_backend": "torch", "common_backend_version": 1}))
+    torch.save({"optimizer": {"param_groups": []}, "iteration": 1000}, folder / "common.pt")
+    return tensors
+
+
+def test_megatron_torch_dist_common_pt_and_a_nemo_holding_it_point_at_the_dcp_shards(tmp_path: Path) -> None:
+    """A .nemo whose model_weights/ is a torch_dist checkpoint said "a tar holding model_weights/common.pt: extract it
+    and point at that file", the one file of it that holds no weights; common.pt named alone said "no state dict
+    found; pick one with --key", where no key holds them."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    work = tmp_path / "work"
+    weights = work / "model_weights"
+    weights.mkdir(parents=True)
+    tensors = _megatron_torch_dist(weights)
+    (work / "model_config.yaml").write_text("mcore_gpt: true\ndist_ckpt_format: torch_dist\n")
+    archive = tmp_path / "megatron_gpt.nemo"
+    with tarfile.open(archive, "w:") as tar:
+        tar.add(work / "model_config.yaml", arcname="./model_config.yaml")
+        tar.add(weights, arcname="./model_weights")
+
+    result = run_cli("inspect", str(archive))
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "a tar whose model_weights/ is a Megatron-Core torch_dist checkpoint" in result.stderr, result.stderr
+    assert "dcp_to_torch_save('model_weights', 'model.pt')" in result.stderr, result.stderr
+    assert "point at that file" not in result.stderr, result.stderr
+
+    result = run_cli("inspect", str(weights / "common.pt"))
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "this is the common.pt of a Megatron-Core torch_dist checkpoint" in result.stderr, result.stderr
+    assert f"dcp_to_torch_save({str(weights)!r}, 'model.pt')" in result.stderr, result.stderr
+
+    # What both say to run writes a file that reads, holding the weights.
+    dcp_to_torch_save(str(weights), str(tmp_path / "model.pt"))
+    code, data = run_json("inspect", str(tmp_path / "model.pt"))
+    assert code == 0 and {t["name"] for t in data["tensors"]} == set(tensors), data

@@ -1754,6 +1754,15 @@ def _archive_hint(path: Path) -> str:
     # .th: AllenNLP's model.tar.gz holds its torch.save state dict as weights.th (beside config.json and
     # vocabulary/); without the suffix the archive was "not a safetensors file nor a PyTorch pickle" and no more.
     weights = [n for n in names if n.endswith((".ckpt", ".pt", ".pth", ".bin", ".safetensors", ".th"))]
+    shards = [n for n in names if n.endswith(".distcp")]
+    if shards and any(n.endswith("model_config.yaml") for n in names):
+        # NeMo 1.x's mcore models (dist_ckpt_format torch_dist) keep model_weights/ as a Megatron-Core torch_dist
+        # checkpoint: DCP shards beside a common.pt that holds no weights, which was named as the file to read.
+        inside = shards[0].rpartition("/")[0] or "."
+        return (f"; it is a NeMo archive (.nemo), a tar whose {inside}/ is a Megatron-Core torch_dist checkpoint "
+                "(torch.distributed.checkpoint shards, *.distcp and .metadata; its common.pt holds no weights): "
+                "extract it (tar -xf) and torch.distributed.checkpoint.format_utils.dcp_to_torch_save("
+                f"{inside!r}, 'model.pt') writes one torch.save file to read here")
     if not weights:
         return ""
     if any(n.endswith("model_config.yaml") for n in names):

@@ -490,6 +490,11 @@ class _Builder:
             raise CorruptCheckpoint("file is empty (0 bytes)", path=str(path))
         if path.suffix == ".distcp" or (path.name == ".metadata" and _is_dcp_folder(path.parent)):
             raise UnsupportedFormat(_dcp_file_message(path), path=str(path))
+        if path.name == "common.pt" and self.key is None and _is_dcp_folder(path.parent) \
+                and _is_megatron_dist(path.parent):
+            # Named alone, it was "no state dict found; pick one with --key", where no entry of it holds the weights.
+            raise UnsupportedFormat(f"this is the common.pt of {MEGATRON_DIST}".replace(
+                "(folder, ", f"({str(path.parent)!r}, "), path=str(path))
         if not safetensors_format.looks_like_safetensors(prefix):
             # Imported here: safetensors files need neither (nor the zipfile module they import).
             from weightdoctor.checkpoint import foreign, pytorch_format
@@ -1015,6 +1020,13 @@ def _local_dir_unfinished(folder: Path) -> int:
     return 0
 
 
+MEGATRON_DIST = ("a Megatron-Core torch_dist checkpoint: the weights are in its torch.distributed.checkpoint (DCP) "
+                 "shards (*.distcp and .metadata), common.pt holds only its state that is not sharded (the run's "
+                 "arguments, RNG, optimizer settings); "
+                 "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one "
+                 "torch.save file to read here")
+
+
 def _is_megatron_dist(folder: Path) -> bool:
     """Whether a DCP folder is Megatron-Core's torch_dist save: its metadata.json names the sharded backend, or a
     common.pt (the run's arguments and RNG state) lies beside the shards."""
@@ -1167,11 +1179,7 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     if weights and all(p.name == "common.pt" for p in weights) and _is_dcp_folder(folder):
         # Megatron-Core's torch_dist checkpoint (iter_0001000/): the weights in the DCP shards, its common.pt
         # holding only the run's arguments, iteration and RNG state.
-        raise UnsupportedFormat(
-            "a Megatron-Core torch_dist checkpoint: the weights are in its torch.distributed.checkpoint (DCP) shards "
-            "(*.distcp and .metadata), common.pt holds the run's arguments and RNG state only; "
-            "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one torch.save "
-            "file to read here", str(folder))
+        raise UnsupportedFormat(MEGATRON_DIST, str(folder))
     if weights and all(p.name == "meta.pt" for p in weights) and _is_dcp_folder(folder) \
             and not _saved_by_the_trainer(weights[0]):
         # Lightning Fabric's fabric.save(path, state) under the same strategies: the modules and optimizers in the
