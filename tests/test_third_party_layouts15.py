@@ -339,3 +339,21 @@ def test_megatron_torch_dist_common_pt_and_a_nemo_holding_it_point_at_the_dcp_sh
     dcp_to_torch_save(str(weights), str(tmp_path / "model.pt"))
     code, data = run_json("inspect", str(tmp_path / "model.pt"))
     assert code == 0 and {t["name"] for t in data["tensors"]} == set(tensors), data
+
+
+def test_an_installed_spacy_package_points_at_its_pipeline_folder(tmp_path: Path) -> None:
+    """pip install en_core_web_sm puts meta.json and __init__.py at the package's top and the pipeline one level down
+    (en_core_web_sm-3.7.1/): the top was called "a spaCy pipeline (config.cfg, meta.json)" that spacy.load(path)
+    loads, where it has no config.cfg and spacy.load of that path fails."""
+    package = tmp_path / "en_core_web_sm"
+    package.mkdir()
+    _spacy_pipeline(package / "en_core_web_sm-3.7.3", transformer=False)
+    (package / "meta.json").write_text((package / "en_core_web_sm-3.7.3" / "meta.json").read_text())
+    (package / "__init__.py").write_text("from spacy.util import load_model_from_init_py\n")
+    result = run_cli("inspect", str(package))
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    line = " ".join(result.stderr.split())
+    assert "an installed spaCy pipeline package (meta.json; its pipeline in en_core_web_sm-3.7.3/)" in line, line
+    assert "spacy.load('en_core_web_sm') loads once installed" in line, line
+    assert f"spacy.load({str(package / 'en_core_web_sm-3.7.3')!r}) loads it" in line, line
+    assert f"spacy.load({str(package)!r})" not in line, line

@@ -316,10 +316,14 @@ def spacy_pipeline(folder: Path) -> Path | None:
     """The spaCy pipeline folder that `folder` is, or is a component folder of (`ner/`, `transformer/`): one whose
     config.cfg has an [nlp] section (spaCy 3's nlp.to_disk) or whose meta.json names spacy_version; else None."""
     for candidate in (folder, folder.parent):
-        if re.search(rb"^\[nlp\]\s*$", _head(candidate / "config.cfg", 1 << 16), re.MULTILINE) \
-                or b'"spacy_version"' in _head(candidate / "meta.json", 1 << 16):
+        if _nlp_config(candidate) or b'"spacy_version"' in _head(candidate / "meta.json", 1 << 16):
             return candidate
     return None
+
+
+def _nlp_config(folder: Path) -> bool:
+    """Whether `folder` holds spaCy 3's config.cfg (an [nlp] section)."""
+    return re.search(rb"^\[nlp\]\s*$", _head(folder / "config.cfg", 1 << 16), re.MULTILINE) is not None
 
 
 def thinc_torch_shim(path: Path) -> str | None:
@@ -366,9 +370,21 @@ def spacy_pipeline_message(folder: Path, pipeline: Path) -> str:
         components = sorted(p.name for p in pipeline.iterdir() if p.is_dir() and (p / "model").is_file())
     except OSError:
         components = []
+    if folder == pipeline and not _nlp_config(folder):
+        # An installed pipeline package (pip install en_core_web_sm): meta.json and __init__.py at its top, the folder
+        # nlp.to_disk wrote one level down (en_core_web_sm-3.7.1/), the one spacy.load(path) reads.
+        try:
+            inner = sorted(p.name for p in folder.iterdir() if p.is_dir() and _nlp_config(p))
+        except OSError:
+            inner = []
+        if inner:
+            return (f"it is an installed spaCy pipeline package (meta.json; its pipeline in {inner[0]}/), which "
+                    f"spacy.load({folder.name!r}) loads once installed; {inner[0]}/ "
+                    + spacy_pipeline_message(folder / inner[0], folder / inner[0]).removeprefix("it "))
     if folder == pipeline:
         shown = ", ".join(f"{name}/" for name in components[:8]) + (", ..." if len(components) > 8 else "")
-        message = (f"it is a spaCy pipeline (config.cfg, meta.json{'; components ' + shown if shown else ''}), whose "
+        files = ", ".join(name for name in ("config.cfg", "meta.json") if (folder / name).is_file())
+        message = (f"it is a spaCy pipeline ({files}{'; components ' + shown if shown else ''}), whose "
                    "weights are thinc models in spaCy's own msgpack format (each component's model file), not "
                    f"PyTorch: spacy.load({str(folder)!r}) loads it")
     else:
