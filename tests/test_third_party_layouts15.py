@@ -357,3 +357,22 @@ def test_an_installed_spacy_package_points_at_its_pipeline_folder(tmp_path: Path
     assert "spacy.load('en_core_web_sm') loads once installed" in line, line
     assert f"spacy.load({str(package / 'en_core_web_sm-3.7.3')!r}) loads it" in line, line
     assert f"spacy.load({str(package)!r})" not in line, line
+
+
+def test_a_shard_of_a_megatron_torch_dist_checkpoint_names_megatron_core(tmp_path: Path) -> None:
+    """A .distcp shard or the .metadata of Megatron-Core's torch_dist save, named alone, was put down to "FSDP,
+    torchtitan and Lightning", with common.pt and metadata.json beside it saying Megatron-Core."""
+    folder = tmp_path / "iter_0001000"
+    folder.mkdir()
+    _megatron_torch_dist(folder)
+    for name in (".metadata", next(p.name for p in folder.glob("*.distcp"))):
+        result = run_cli("inspect", str(folder / name))
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "as Megatron-Core's torch_dist format saves one" in result.stderr, result.stderr
+        assert "FSDP" not in result.stderr, result.stderr
+
+    # A DCP folder of anyone else's (no common.pt, no metadata.json) is still said as before.
+    (folder / "common.pt").unlink()
+    (folder / "metadata.json").unlink()
+    result = run_cli("inspect", str(folder / ".metadata"))
+    assert result.exit_code == 2 and "as FSDP, torchtitan and Lightning save one" in result.stderr, result.stderr

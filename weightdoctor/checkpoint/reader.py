@@ -680,8 +680,13 @@ def _dcp_file_message(path: Path) -> str:
     index of DCP's classes that places them (its globals unknown to weights_only). Neither is a state dict."""
     what = ("the metadata (the pickled index of every tensor's chunks and where they lie)" if path.name == ".metadata"
             else "one rank's shard (byte ranges placed only by the .metadata beside it)")
-    return (f"this is {what} of a torch.distributed.checkpoint (DCP) folder, as FSDP, torchtitan and Lightning save "
-            f"one ({path.parent.name or '.'}/: *.distcp shards and .metadata); no file of it is read alone: "
+    # Megatron-Core's torch_dist save (Megatron-LM's iter_N/, NeMo's model_weights/) says so by its common.pt or
+    # metadata.json: named, where the shards alone were put down to FSDP, torchtitan or Lightning.
+    saver = ("as Megatron-Core's torch_dist format saves one (Megatron-LM's iter_N/, NeMo's model_weights/; common.pt "
+             "and metadata.json beside the shards)" if _is_megatron_dist(path.parent)
+             else "as FSDP, torchtitan and Lightning save one")
+    return (f"this is {what} of a torch.distributed.checkpoint (DCP) folder, {saver} "
+            f"({path.parent.name or '.'}/: *.distcp shards and .metadata); no file of it is read alone: "
             "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one torch.save "
             "file to read here")
 
