@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from weightdoctor.checkpoint import TensorInfo
@@ -980,8 +981,71 @@ def quantizer_package_missing(method: str | None) -> str | None:
             "load them")
 
 
-def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] | None) -> QuantizedSummary | None:
+# Intel Neural Compressor's weight-only save keeps each layer's bits in a file of its own beside the weights, never a
+# quantization_config: 2.x's q_model.save (best_model.pt) writes qconfig.json as {op: {"dtype": "int", "bits": 4,
+# "group_size", "scheme", "algorithm", ...}} (INC 2.2: weight_config.json, the same), 3.x's neural_compressor.torch
+# save (quantized_model.pt, later quantized_weight.pt) as {"('op', 'Linear')": {"rtn": {"dtype": "int", "bits": 4,
+# ...}}}, one algorithm's settings per op.
+INC_CONFIG_NAMES = ("qconfig.json", "weight_config.json")
+_INC_OP_KEY = re.compile(r"^\('(.+)', '\w+'\)$")
+_INC_METHOD = "Intel Neural Compressor weight-only"
+
+
+@dataclass(frozen=True)
+class IncWeightConfig:
+    """Intel Neural Compressor's weight-only config: its file name, each op's bits (None: left in floating point)
+    and whether it is 3.x's per-algorithm form."""
+
+    name: str
+    layers: dict[str, int | None]
+    version3: bool
+
+
+def inc_weight_config(folder: Path) -> IncWeightConfig | None:
+    """Intel Neural Compressor's weight-only config in `folder` (qconfig.json, INC 2.2's weight_config.json); None
+    where there is none, or the file is another library's (each entry must name a dtype)."""
+    from weightdoctor.jsontext import MAX_DEPTH, parse_json
+
+    for name in INC_CONFIG_NAMES:
+        path = folder / name
+        try:
+            if not path.is_file() or path.stat().st_size > 64 << 20:
+                continue
+            data = parse_json(path.read_text(encoding="utf-8"), max_depth=MAX_DEPTH)
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if not isinstance(data, dict) or not data:
+            continue
+        layers: dict[str, int | None] = {}
+        version3 = False
+        for key, value in data.items():
+            match = _INC_OP_KEY.match(key)
+            if match is not None and isinstance(value, dict) and len(value) == 1:
+                key, value, version3 = match.group(1), next(iter(value.values())), True
+            if not isinstance(value, dict) or not isinstance(value.get("dtype"), str):
+                layers = {}
+                break
+            layers[key] = None if value["dtype"].startswith(("fp32", "float")) else _bits(value.get("bits"))
+        if layers:
+            return IncWeightConfig(name, layers, version3)
+    return None
+
+
+def inc_loader_warning(inc: IncWeightConfig) -> str:
+    """What loads an INC weight-only save, which from_pretrained does not (no quantization_config)."""
+    load = ("neural_compressor.torch.quantization.load(FOLDER, original_model=MODEL) (INC 3.x)" if inc.version3 else
+            "neural_compressor.utils.pytorch.load(FOLDER, MODEL, weight_only=True) (INC 2.x)")
+    return (f"an {_INC_METHOD} save: each layer's bits are in its {inc.name}, not in the quantization_config that "
+            f"transformers' from_pretrained builds quantized layers from; {load} rebuilds the quantized model "
+            "around the floating-point MODEL it was made from")
+
+
+def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] | None,
+                      inc: IncWeightConfig | None = None) -> QuantizedSummary | None:
     """The parameters a quantized checkpoint's tensors stand for; None for a checkpoint that is not quantized.
+
+    `inc`: Intel Neural Compressor's weight-only config beside the weights (`inc_weight_config`), read where there
+    is no quantization_config.
 
     Example:
         >>> summary = quantized_summary(open_checkpoint("llama-gptq").tensors, config)
@@ -1017,6 +1081,9 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
         # optimum-quanto's own save (QuantizedModelForCausalLM.save_pretrained, or `quantization_map` beside a
         # plain state_dict): no quantization_config, its qtypes in a quanto_qmap.json that this does not read.
         method, bits = "quanto-like (no quantization_config)", None
+    elif any(n.endswith(_PACKED_INT32) for n in names) and inc is not None and any(inc.layers.values()):
+        known = {bits for bits in inc.layers.values() if bits}
+        method, bits = f"{_INC_METHOD} ({inc.name})", known.pop() if len(known) == 1 else None
     elif any(n.endswith(_PACKED_INT32) for n in names):
         method, bits = "gptq-like (no quantization_config)", None
     elif bnb4:
@@ -1037,6 +1104,10 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
     layer_bits: dict[str, int | None] = {
         **_mlx_layer_bits(mlx_packed, mlx_config if isinstance(mlx_config, Mapping) else quantization)}
     warnings: list[str] = []
+    if method.startswith(_INC_METHOD) and inc is not None:
+        # Each op's own bits: a mixed recipe (an 8-bit down_proj beside 4-bit attention) is counted layer by layer.
+        layer_bits.update({f"{op}.qweight": op_bits for op, op_bits in inc.layers.items() if op_bits})
+        warnings.append(inc_loader_warning(inc))
     if method == "compressed-tensors":
         layer_bits.update(_compressed_tensors_layer_bits(
             (t.name for t in unique if t.name.endswith(".weight_packed")), quantization, warnings))

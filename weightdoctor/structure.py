@@ -13,7 +13,7 @@ from weightdoctor.checkpoint.model import unique_tensors
 from weightdoctor.dtypes import FLOATING
 from weightdoctor.gcpause import gc_paused
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
-from weightdoctor.quantized import QuantizedSummary, quantized_summary
+from weightdoctor.quantized import QuantizedSummary, inc_weight_config, quantized_summary
 from weightdoctor.wording import counted, plural
 
 # Bytes per parameter when the floating weights are stored at each dtype.
@@ -629,7 +629,11 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         ]
     if pattern is not None and not rows:
         raise_no_match(name_filter, checkpoint.tensors)
-    quantized = quantized_summary(unique_tensors(checkpoint.tensors), checkpoint.config)
+    unique = unique_tensors(checkpoint.tensors)
+    folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
+    # Intel Neural Compressor's weight-only save: GPTQ's tensor names, its bits in its own qconfig.json beside them.
+    inc = inc_weight_config(folder) if any(t.name.endswith(".qweight") for t in unique) else None
+    quantized = quantized_summary(unique, checkpoint.config, inc)
     adapter, adapter_problem = adapter_summary(checkpoint)
     native_params, params_problems = native_params_summary(checkpoint)
     from weightdoctor.load_simulation import from_pretrained_skips_warning

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import zipfile
 from pathlib import Path
@@ -303,6 +304,101 @@ def orbax_item(path: Path) -> Path | None:
     return None
 
 
+# thinc's Model.to_bytes, what each spaCy component's `model` file holds (spaCy's nlp.to_disk): srsly's msgpack of
+# {"nodes", "attrs", "params", "shims"} in that order, a map of four whose first key is "nodes".
+_THINC_MODEL_MAGIC = b"\x84\xa5nodes"
+# A PyTorch layer's shim bytes come after the nodes, attrs and (small) params of the layers before it.
+_SHIM_SCAN_BYTES = 1 << 20
+_SPACY_FORMAT = "a thinc model (Model.to_disk: msgpack of its layers' parameters, spaCy's own format, not PyTorch)"
+
+
+def spacy_pipeline(folder: Path) -> Path | None:
+    """The spaCy pipeline folder that `folder` is, or is a component folder of (`ner/`, `transformer/`): one whose
+    config.cfg has an [nlp] section (spaCy 3's nlp.to_disk) or whose meta.json names spacy_version; else None."""
+    for candidate in (folder, folder.parent):
+        if _nlp_config(candidate) or b'"spacy_version"' in _head(candidate / "meta.json", 1 << 16):
+            return candidate
+    return None
+
+
+def _nlp_config(folder: Path) -> bool:
+    """Whether `folder` holds spaCy 3's config.cfg (an [nlp] section)."""
+    return re.search(rb"^\[nlp\]\s*$", _head(folder / "config.cfg", 1 << 16), re.MULTILINE) is not None
+
+
+def thinc_torch_shim(path: Path) -> str | None:
+    """What PyTorch weights a thinc model file holds within its first MB: "hf" for spacy-transformers' HFShim (a
+    Hugging Face model: its shim's config is a transformers config, with model_type), "torch" for thinc's
+    PyTorchShim around another torch module, None for none. Each shim is msgpack {"config": ..., "state": <the
+    torch.save bytes of its state dict>, ...}, so a zip's local header follows the "state" key's bin length."""
+    data = _head(path, _SHIM_SCAN_BYTES)
+    if not data.startswith(_THINC_MODEL_MAGIC):
+        return None
+    match = re.search(rb"\xa5state(?:\xc4.|\xc5..|\xc6....)PK\x03\x04", data, re.DOTALL)
+    if match is None:
+        return None
+    config = data.rfind(b"\xa6config", 0, match.start())
+    return "hf" if config != -1 and b"\xaamodel_type" in data[config:match.start()] else "torch"
+
+
+def _hf_shim_export(component: str) -> str:
+    return (f"nlp.get_pipe({component!r}).model.transformer.save_pretrained(OUT) (spacy-transformers installed) "
+            "writes that transformer as a Hugging Face folder to read here")
+
+
+def _thinc_kind(path: Path) -> str:
+    """What a thinc model file is: a spaCy component's model, with the PyTorch weights it may hold."""
+    pipeline = spacy_pipeline(path.parent)
+    component = path.parent.name
+    what = (f"the {component} component's model of a spaCy pipeline ({pipeline.name}/), {_SPACY_FORMAT}"
+            if pipeline is not None else f"{_SPACY_FORMAT}, as spaCy saves a pipeline component's model")
+    load = (f"spacy.load({str(pipeline)!r}) loads the pipeline" if pipeline is not None else
+            "spacy.load of the pipeline folder (the one holding config.cfg) loads it")
+    shim = thinc_torch_shim(path)
+    if shim == "hf":
+        return (f"{what}; it holds a Hugging Face transformers model (spacy-transformers: a torch.save state dict "
+                f"inside the msgpack): {load}, then {_hf_shim_export(component)}")
+    if shim == "torch":
+        return f"{what}; it holds a PyTorch module's state dict (thinc's PyTorchShim) inside the msgpack: {load}"
+    return f"{what}: {load}"
+
+
+def spacy_pipeline_message(folder: Path, pipeline: Path) -> str:
+    """"it is a spaCy pipeline ...": what the pipeline folder (or a component folder of it) holds and what loads it,
+    naming the components whose model file holds a Hugging Face model (spacy-transformers)."""
+    try:
+        components = sorted(p.name for p in pipeline.iterdir() if p.is_dir() and (p / "model").is_file())
+    except OSError:
+        components = []
+    if folder == pipeline and not _nlp_config(folder):
+        # An installed pipeline package (pip install en_core_web_sm): meta.json and __init__.py at its top, the folder
+        # nlp.to_disk wrote one level down (en_core_web_sm-3.7.1/), the one spacy.load(path) reads.
+        try:
+            inner = sorted(p.name for p in folder.iterdir() if p.is_dir() and _nlp_config(p))
+        except OSError:
+            inner = []
+        if inner:
+            return (f"it is an installed spaCy pipeline package (meta.json; its pipeline in {inner[0]}/), which "
+                    f"spacy.load({folder.name!r}) loads once installed; {inner[0]}/ "
+                    + spacy_pipeline_message(folder / inner[0], folder / inner[0]).removeprefix("it "))
+    if folder == pipeline:
+        shown = ", ".join(f"{name}/" for name in components[:8]) + (", ..." if len(components) > 8 else "")
+        files = ", ".join(name for name in ("config.cfg", "meta.json") if (folder / name).is_file())
+        message = (f"it is a spaCy pipeline ({files}{'; components ' + shown if shown else ''}), whose "
+                   "weights are thinc models in spaCy's own msgpack format (each component's model file), not "
+                   f"PyTorch: spacy.load({str(folder)!r}) loads it")
+    else:
+        components = [folder.name] if folder.name in components else []
+        message = (f"it is the {folder.name} component of a spaCy pipeline ({pipeline}/), whose model file is "
+                   f"{_SPACY_FORMAT}: spacy.load({str(pipeline)!r}) loads the pipeline")
+    for name in components:
+        if thinc_torch_shim(pipeline / name / "model") == "hf":
+            where = f"its {name}/model" if folder == pipeline else "its model file"
+            message += (f"; {where} holds a Hugging Face transformers model (spacy-transformers): "
+                        f"{_hf_shim_export(name)}")
+    return message
+
+
 def _zip_kind(path: Path) -> str | None:
     try:
         from weightdoctor.security.archive import zipfile_names
@@ -437,6 +533,8 @@ def identify(path: Path, prefix: bytes) -> str | None:
         shown = tag if len(tag) <= 80 else tag[:77] + "..."
         return (f"a MindSpore checkpoint (mindspore.save_checkpoint: a protobuf of named tensors, the first "
                 f"{shown!r}), read by mindspore.load_checkpoint")
+    if prefix.startswith(_THINC_MODEL_MAGIC):
+        return _thinc_kind(path)
     spec = _ctranslate2_spec(path, prefix)
     if spec is not None:
         return (f"a CTranslate2 model ({spec}; faster-whisper and ct2-*-converter write it), read by ctranslate2 "

@@ -350,6 +350,53 @@ def _k_diffusion_ema(obj: Any) -> bool:
     return _is_state_dict(obj.get("model")) and _is_state_dict(ema) and bool(ema)
 
 
+def _composer_state(obj: Any) -> Mapping[str, Any] | None:
+    """The `state` of a MosaicML Composer checkpoint (its Trainer's save, `ep1-ba3-rank0.pt`, `latest-rank0.pt`):
+    {"state": {"model", "optimizers", "timestamp", "rank_zero_seed", "integrations", ...}, "rng": [...]}, the
+    timestamp and seed being Composer's own state; None for anything else."""
+    if not isinstance(obj, Mapping) or not isinstance(state := obj.get("state"), Mapping):
+        return None
+    return state if _is_state_dict(state.get("model")) and {"timestamp", "rank_zero_seed"} <= set(state) else None
+
+
+def _composer_note(state: Mapping[str, Any], names: Any) -> str:
+    """What a Composer checkpoint is, and what writes its model for from_pretrained when it wraps a transformers one
+    (HuggingFaceModel: the weights under `model.`, the transformers config in state.integrations.huggingface)."""
+    integrations = state.get("integrations")
+    huggingface = integrations.get("huggingface") if isinstance(integrations, Mapping) else None
+    prefixed = bool(names) and all(isinstance(name, str) and name.startswith("model.") for name in names)
+    note = ("a MosaicML Composer checkpoint (its Trainer's save: state.model beside state.optimizers, "
+            "state.timestamp and rng): state.model is read")
+    if isinstance(huggingface, Mapping) and isinstance(model := huggingface.get("model"), Mapping):
+        # composer.models.write_huggingface_pretrained_from_composer_checkpoint: the config and tokenizer from
+        # state.integrations.huggingface, state.model with model. consumed, torch.save'd as pytorch_model.bin
+        # (a PEFT model's LoRA weights alone as adapter_model.bin, beside its adapter config).
+        weights = "adapter_model.bin" if "peft_config" in model else "pytorch_model.bin"
+        return (note + ", a transformers model wrapped by Composer's HuggingFaceModel"
+                + (" (its names start with model.)" if prefixed else "")
+                + ": composer.models.write_huggingface_pretrained_from_composer_checkpoint(PATH, OUT) writes its "
+                f"config.json, tokenizer and {weights} (model. stripped) for from_pretrained(OUT)"
+                + ("; weightdoctor convert --strip-prefix model. writes these weights under the same names"
+                   if prefixed else ""))
+    return note + "; Composer's Trainer(model=..., load_path=PATH) loads it back into its ComposerModel"
+
+
+def _pyannote_note(obj: Any) -> str | None:
+    """What a pyannote.audio checkpoint is (its Model.on_save_checkpoint adds checkpoint["pyannote.audio"]: the
+    versions, the architecture's module and class, the task's specifications) and what loads it; None otherwise."""
+    entry = obj.get("pyannote.audio") if isinstance(obj, Mapping) else None
+    if not isinstance(entry, Mapping) or not isinstance(architecture := entry.get("architecture"), Mapping):
+        return None
+    module, name = architecture.get("module"), architecture.get("class")
+    versions = entry.get("versions")
+    version = versions.get("pyannote.audio") if isinstance(versions, Mapping) else None
+    model = f"{module}.{name}" if isinstance(module, str) and isinstance(name, str) else "its model"
+    saved = f", saved by pyannote.audio {version}" if isinstance(version, str) else ""
+    return (f"a pyannote.audio checkpoint (a Lightning checkpoint of {model}{saved}): state_dict is read; "
+            "pyannote.audio's Model.from_pretrained(PATH) (from pyannote.audio import Model) loads it, rebuilding "
+            "that class from the checkpoint's own architecture and hyper_parameters")
+
+
 def _scripted_methods(path: Path) -> bool:
     """Whether a TorchScript archive's top-level code (`<archive>/code/__torch__.py`) defines a method: a scripted
     class named `Module` (`class Module(nn.Module)` in a script's __main__) is `__torch__.Module` too, with its
@@ -1078,6 +1125,10 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
                      "come from; --key student reads the student beside it"
                      + ("; their load_pretrained_weights strips module. and backbone. and loads the backbone alone "
                         "(head.* is the projection head, used in training only)" if backbone else ""))
+    elif key is None and nested_key == "state.model" and (composer := _composer_state(obj)) is not None:
+        notes.append(_composer_note(composer, list(state_dict)))
+    elif key is None and nested_key == "state_dict" and (pyannote := _pyannote_note(obj)) is not None:
+        notes.append(pyannote)
     elif nested_key == _MEGATRON_KEY and key is None:
         parts = list(map(str, obj["model"]["language_model"]))
         listed = ", ".join(parts[:-1]) + f" and {parts[-1]}"
@@ -1703,6 +1754,15 @@ def _archive_hint(path: Path) -> str:
     # .th: AllenNLP's model.tar.gz holds its torch.save state dict as weights.th (beside config.json and
     # vocabulary/); without the suffix the archive was "not a safetensors file nor a PyTorch pickle" and no more.
     weights = [n for n in names if n.endswith((".ckpt", ".pt", ".pth", ".bin", ".safetensors", ".th"))]
+    shards = [n for n in names if n.endswith(".distcp")]
+    if shards and any(n.endswith("model_config.yaml") for n in names):
+        # NeMo 1.x's mcore models (dist_ckpt_format torch_dist) keep model_weights/ as a Megatron-Core torch_dist
+        # checkpoint: DCP shards beside a common.pt that holds no weights, which was named as the file to read.
+        inside = shards[0].rpartition("/")[0] or "."
+        return (f"; it is a NeMo archive (.nemo), a tar whose {inside}/ is a Megatron-Core torch_dist checkpoint "
+                "(torch.distributed.checkpoint shards, *.distcp and .metadata; its common.pt holds no weights): "
+                "extract it (tar -xf) and torch.distributed.checkpoint.format_utils.dcp_to_torch_save("
+                f"{inside!r}, 'model.pt') writes one torch.save file to read here")
     if not weights:
         return ""
     if any(n.endswith("model_config.yaml") for n in names):

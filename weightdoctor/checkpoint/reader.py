@@ -490,6 +490,11 @@ class _Builder:
             raise CorruptCheckpoint("file is empty (0 bytes)", path=str(path))
         if path.suffix == ".distcp" or (path.name == ".metadata" and _is_dcp_folder(path.parent)):
             raise UnsupportedFormat(_dcp_file_message(path), path=str(path))
+        if path.name == "common.pt" and self.key is None and _is_dcp_folder(path.parent) \
+                and _is_megatron_dist(path.parent):
+            # Named alone, it was "no state dict found; pick one with --key", where no entry of it holds the weights.
+            raise UnsupportedFormat(f"this is the common.pt of {MEGATRON_DIST}".replace(
+                "(folder, ", f"({str(path.parent)!r}, "), path=str(path))
         if not safetensors_format.looks_like_safetensors(prefix):
             # Imported here: safetensors files need neither (nor the zipfile module they import).
             from weightdoctor.checkpoint import foreign, pytorch_format
@@ -675,8 +680,13 @@ def _dcp_file_message(path: Path) -> str:
     index of DCP's classes that places them (its globals unknown to weights_only). Neither is a state dict."""
     what = ("the metadata (the pickled index of every tensor's chunks and where they lie)" if path.name == ".metadata"
             else "one rank's shard (byte ranges placed only by the .metadata beside it)")
-    return (f"this is {what} of a torch.distributed.checkpoint (DCP) folder, as FSDP, torchtitan and Lightning save "
-            f"one ({path.parent.name or '.'}/: *.distcp shards and .metadata); no file of it is read alone: "
+    # Megatron-Core's torch_dist save (Megatron-LM's iter_N/, NeMo's model_weights/) says so by its common.pt or
+    # metadata.json: named, where the shards alone were put down to FSDP, torchtitan or Lightning.
+    saver = ("as Megatron-Core's torch_dist format saves one (Megatron-LM's iter_N/, NeMo's model_weights/; common.pt "
+             "and metadata.json beside the shards)" if _is_megatron_dist(path.parent)
+             else "as FSDP, torchtitan and Lightning save one")
+    return (f"this is {what} of a torch.distributed.checkpoint (DCP) folder, {saver} "
+            f"({path.parent.name or '.'}/: *.distcp shards and .metadata); no file of it is read alone: "
             "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one torch.save "
             "file to read here")
 
@@ -840,6 +850,11 @@ def _no_weights_message(folder: Path) -> str:
         # and model_config.yaml, read when named but not looked for in a folder.
         message += (f"; it holds {', '.join(nemo[:4])}, a NeMo archive (a tar around model_weights.ckpt): extract it "
                     f"(tar -xf {nemo[0]}) and point at model_weights.ckpt")
+    pipeline = foreign.spacy_pipeline(folder)
+    if pipeline is not None:
+        # A spaCy pipeline (nlp.to_disk, a spacy/* Hub repo) keeps its weights in each component's model file, thinc's
+        # msgpack, where the folder was said to hold no weight file and no more.
+        message += f"; {foreign.spacy_pipeline_message(folder, pipeline)}"
     if _is_orbax_checkpoint(folder):
         # JAX training (Flax, MaxText, openpi, T5X's successors) saves through Orbax: tensorstore arrays, no torch.
         message += (f"; it is an Orbax (JAX) checkpoint ({', '.join(_orbax_markers(folder))}), which "
@@ -1010,6 +1025,13 @@ def _local_dir_unfinished(folder: Path) -> int:
     return 0
 
 
+MEGATRON_DIST = ("a Megatron-Core torch_dist checkpoint: the weights are in its torch.distributed.checkpoint (DCP) "
+                 "shards (*.distcp and .metadata), common.pt holds only its state that is not sharded (the run's "
+                 "arguments, RNG, optimizer settings); "
+                 "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one "
+                 "torch.save file to read here")
+
+
 def _is_megatron_dist(folder: Path) -> bool:
     """Whether a DCP folder is Megatron-Core's torch_dist save: its metadata.json names the sharded backend, or a
     common.pt (the run's arguments and RNG state) lies beside the shards."""
@@ -1162,11 +1184,7 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     if weights and all(p.name == "common.pt" for p in weights) and _is_dcp_folder(folder):
         # Megatron-Core's torch_dist checkpoint (iter_0001000/): the weights in the DCP shards, its common.pt
         # holding only the run's arguments, iteration and RNG state.
-        raise UnsupportedFormat(
-            "a Megatron-Core torch_dist checkpoint: the weights are in its torch.distributed.checkpoint (DCP) shards "
-            "(*.distcp and .metadata), common.pt holds the run's arguments and RNG state only; "
-            "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one torch.save "
-            "file to read here", str(folder))
+        raise UnsupportedFormat(MEGATRON_DIST, str(folder))
     if weights and all(p.name == "meta.pt" for p in weights) and _is_dcp_folder(folder) \
             and not _saved_by_the_trainer(weights[0]):
         # Lightning Fabric's fabric.save(path, state) under the same strategies: the modules and optimizers in the
