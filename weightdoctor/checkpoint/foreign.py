@@ -230,8 +230,9 @@ def is_openvino_weights(path: Path) -> bool:
     if path.suffix != ".bin" or b"<net " not in _head(path.with_suffix(".xml"), 1024):
         return False
     # Raw bytes never open as a zip's local header: an .xml beside a real pytorch_model.bin (torch.save's zip) had
-    # the file refused as OpenVINO's weights.
-    return _head(path, 4) != b"PK\x03\x04"
+    # the file refused as OpenVINO's weights. Nor as torch.save's legacy pickle, which the folder read while its
+    # warning said the same file was "not read (OpenVINO)".
+    return _head(path, 4) != b"PK\x03\x04" and not _torch_legacy_pickle(path)
 
 
 # Core ML keeps a model as a folder: an .mlpackage (Manifest.json, Data/com.apple.CoreML/model.mlmodel and its
@@ -391,8 +392,7 @@ def _torch_legacy_pickle(path: Path) -> bool:
     import pickletools
 
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(4096)
+        head = _head(path, 4096)  # a FIFO beside the file read (an OpenVINO .bin) is not waited on
         protocol, magic = 0, False
         for opcode, argument, _ in pickletools.genops(head):  # stops after the first pickle's STOP
             if opcode.name == "PROTO" and isinstance(argument, int):

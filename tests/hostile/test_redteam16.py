@@ -1,0 +1,91 @@
+"""Round 16 of the red team: the sibling-format sniffers (OpenVINO, Core ML, Orbax, TensorRT, TFLite, ...) and the
+newest layouts (Megatron-LM's virtual-pipeline model0 / model1 saves) fed files that lie. Each command must exit 0
+with a truthful report of bounded size, or 2 with one line naming the file; never hang on a FIFO.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import run_cli, run_json
+
+
+def _megatron_chunks(path: Path, count: int) -> None:
+    one = torch.zeros(1)
+    torch.save({f"model{i}": {"language_model": {"encoder": {"layers.0.w": one}}} for i in range(count)}, path)
+
+
+def test_a_megatron_save_of_thousands_of_chunks_gets_a_bounded_warning(tmp_path: Path) -> None:
+    """A virtual-pipeline save of 5,000 chunks (model0 ... model4999): the warning named every chunk twice, once in
+    the list of chunks and once with its layer count among those not read, 150 KB of one warning (4 MB at 100,000
+    chunks) in --json. It names the first few and counts the rest."""
+    path = tmp_path / "model_optim_rng.pt"
+    _megatron_chunks(path, 5000)
+    code, report = run_json("inspect", path)
+    assert code == 0 and report["nested_key"] == "model0.language_model"
+    said = [w for w in report["warnings"] if "virtual-pipeline" in w]
+    assert len(said) == 1 and len(said[0]) < 2000, len(said[0]) if said else report["warnings"]
+    assert "5000 model chunks (model0, model1, ..., model4999)" in said[0]
+    assert "model6 (1 layer, 1 tensor), and 4,993 more" in said[0] and "model7 (" not in said[0]
+    assert "--key model1.language_model reads another" in said[0]
+
+
+def test_a_megatron_save_of_a_few_chunks_still_names_each(tmp_path: Path) -> None:
+    """The bound leaves a real save (a few chunks per pipeline stage) as it was said: every chunk by name."""
+    path = tmp_path / "model_optim_rng.pt"
+    _megatron_chunks(path, 3)
+    code, report = run_json("inspect", path)
+    said = [w for w in report["warnings"] if "virtual-pipeline" in w]
+    assert code == 0 and len(said) == 1
+    assert "3 model chunks (model0, model1, model2)" in said[0]
+    assert "not model1 (1 layer, 1 tensor), model2 (1 layer, 1 tensor);" in said[0]
+
+
+def _legacy_torch_file(path: Path) -> None:
+    torch.save({"a.weight": torch.ones(2, 2)}, path, _use_new_zipfile_serialization=False)
+
+
+def test_a_legacy_torch_file_beside_an_openvino_xml_is_not_said_unread(tmp_path: Path) -> None:
+    """pytorch_model.bin written by torch.save's legacy format (a pickle, no zip) beside a pytorch_model.xml whose
+    root is `<net `: the folder read the .bin, and its warning said that same file was "not read ... (OpenVINO)".
+    Round 14 kept torch's zip from being taken for OpenVINO's raw bytes; its legacy pickle is torch's too."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    _legacy_torch_file(folder / "pytorch_model.bin")
+    (folder / "pytorch_model.xml").write_text('<?xml version="1.0"?>\n<net name="model" version="11"></net>\n')
+    code, report = run_json("inspect", folder)
+    assert code == 0 and [t["name"] for t in report["tensors"]] == ["a.weight"]
+    assert not [w for w in report["warnings"] if "OpenVINO" in w], report["warnings"]
+
+
+def test_raw_openvino_weights_beside_their_xml_are_still_refused(tmp_path: Path) -> None:
+    """The OpenVINO rule still holds for raw bytes that open like a pickle (0x80 0x02) but are no torch file: a
+    folder of the export alone names its .bin as OpenVINO's weights."""
+    folder = tmp_path / "ov"
+    folder.mkdir()
+    (folder / "model.xml").write_text('<net name="model" version="11"></net>')
+    (folder / "model.bin").write_bytes(b"\x80\x02" + bytes(range(256)) * 4)
+    result = run_cli("inspect", folder)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    assert "it holds model.bin, which weightdoctor does not read" in lines[0]
+    assert "model.bin is an OpenVINO IR model's weights (model.xml beside it holds the graph" in lines[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_fifo_named_as_openvino_weights_beside_their_xml_does_not_hang(tmp_path: Path) -> None:
+    """openvino/openvino_model.bin a FIFO beside a real openvino_model.xml: the legacy-pickle check reads the .bin's
+    first bytes, which a blocking open() of a FIFO waits on forever; the model beside is read."""
+    folder = tmp_path / "model"
+    (folder / "openvino").mkdir(parents=True)
+    _legacy_torch_file(folder / "pytorch_model.bin")
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (folder / "openvino" / "openvino_model.xml").write_text('<net name="model" version="11"></net>')
+    os.mkfifo(folder / "openvino" / "openvino_model.bin")
+    code, report = run_json("inspect", folder)
+    assert code == 0 and [t["name"] for t in report["tensors"]] == ["a.weight"]
