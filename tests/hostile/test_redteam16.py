@@ -89,3 +89,35 @@ def test_a_fifo_named_as_openvino_weights_beside_their_xml_does_not_hang(tmp_pat
     os.mkfifo(folder / "openvino" / "openvino_model.bin")
     code, report = run_json("inspect", folder)
     assert code == 0 and [t["name"] for t in report["tensors"]] == ["a.weight"]
+
+
+def test_a_model_beside_thousands_of_folders_looks_into_a_bounded_number(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model folder beside 40,000 subfolders (a data set's classes): the look for exports listed every one of them
+    three ways and resolved every read file once per subfolder, over 10 s before any report. The exports' usual
+    folders (onnx/) are still looked into and named, however many folders sort before them."""
+    from safetensors.torch import save_file
+
+    from weightdoctor.checkpoint import foreign
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_file({"a.weight": torch.zeros(2, 2)}, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    for i in range(5000):
+        (folder / f"class_{i:05d}").mkdir()
+    (folder / "onnx").mkdir()
+    (folder / "onnx" / "model.onnx").write_bytes(b"\x08\x07")
+    looked: list[Path] = []
+    real = foreign.foreign_files_in
+
+    def counting(path: Path) -> list[str]:
+        looked.append(path)
+        return real(path)
+
+    monkeypatch.setattr(foreign, "foreign_files_in", counting)
+    code, report = run_json("inspect", folder)
+    assert code == 0 and [t["name"] for t in report["tensors"]] == ["a.weight"]
+    assert len([p for p in looked if p != folder]) <= 1001, len(looked)
+    said = [w for w in report["warnings"] if w.startswith("not read")]
+    assert said and "onnx/ (ONNX)" in said[0], report["warnings"]
