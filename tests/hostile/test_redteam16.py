@@ -143,3 +143,24 @@ def test_a_torch_zips_central_directory_is_parsed_once(tmp_path: Path, monkeypat
     code, report = run_json("inspect", path)
     assert code == 0 and [t["name"] for t in report["tensors"]] == ["a.weight"]
     assert parsed and len(parsed) == len(set(parsed)), parsed
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+@pytest.mark.parametrize("command", [["inspect"], ["convert", "-o", "{out}"]])
+def test_a_fifo_as_the_openvino_weights_of_a_folder_without_pytorch_weights_does_not_hang(
+        tmp_path: Path, command: list[str]) -> None:
+    """A config.json beside openvino/openvino_model.xml and a FIFO named openvino_model.bin, no PyTorch weights: the
+    folder's refusal said what its first foreign file is, opening the FIFO with a blocking open(), and every command
+    waited forever. The folder is refused, naming no FIFO as OpenVINO's weights."""
+    from tests.helpers import run_subprocess
+
+    folder = tmp_path / "model"
+    (folder / "openvino").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (folder / "openvino" / "openvino_model.xml").write_text('<net name="model" version="11"></net>')
+    os.mkfifo(folder / "openvino" / "openvino_model.bin")
+    args = [arg.format(out=tmp_path / "out") for arg in command]
+    result = run_subprocess(args[0], folder, *args[1:], timeout=60)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "model: folder holds no weight file" in lines[0] and "openvino_model.bin" not in lines[0]

@@ -508,10 +508,9 @@ def unsupported_message(kind: str, name: str = "NAME") -> str:
 def what_it_is(path: Path) -> str | None:
     """"NAME is KIND: what reads it" for a recognised foreign file (the first of a folder's, in the folder's
     refusal), or None when it is not recognised or cannot be read."""
-    try:
-        with open(path, "rb") as handle:
-            prefix = handle.read(32)
-    except OSError:
+    # Without blocking: the file named may be a FIFO (an openvino/ folder's .bin), whose open() waited forever.
+    prefix = _head(path, 32)
+    if not prefix:
         return None
     kind = identify(path, prefix)
     if kind is None:
@@ -597,5 +596,6 @@ def foreign_files_in(folder: Path) -> list[str]:
     with contextlib.suppress(OSError):
         # Optimum Intel's openvino/openvino_model.bin (the .xml beside it names it): an exports-only repo may hold
         # nothing else, and from_pretrained(folder) raises there.
-        found += [f"openvino/{p.name}" for p in sorted((folder / "openvino").glob("*.bin")) if is_openvino_weights(p)]
+        found += [f"openvino/{p.name}" for p in sorted((folder / "openvino").glob("*.bin"))
+                  if p.is_file() and is_openvino_weights(p)]
     return found
