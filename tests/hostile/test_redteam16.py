@@ -164,3 +164,39 @@ def test_a_fifo_as_the_openvino_weights_of_a_folder_without_pytorch_weights_does
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert "model: folder holds no weight file" in lines[0] and "openvino_model.bin" not in lines[0]
+
+
+def test_a_sibling_npz_of_thousands_of_members_is_not_listed_member_by_member(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model folder beside feats_stats.npz holding 20,000 members: whether its arrays are weights was decided by
+    listing every member (300,000 took 3-7 s on each read of the folder, in every command). Statistics hold a few
+    arrays: an archive whose central directory says it holds thousands is taken as weights, unlisted, and named
+    among the folder's other formats; a small one of statistics is still left out."""
+    import zipfile
+
+    import numpy as np
+    from safetensors.torch import save_file
+
+    from weightdoctor.security import archive
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_file({"a.weight": torch.zeros(2, 2)}, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with zipfile.ZipFile(folder / "big_stats.npz", "w") as big:
+        for i in range(20_000):
+            big.writestr(f"count{i}.npy", b"")
+    np.savez(folder / "feats_stats.npz", count=np.zeros(1), sum=np.zeros(3))
+    listed: list[str] = []
+    real = archive.zipfile_names
+
+    def counting(path: Path) -> list[str]:
+        listed.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(archive, "zipfile_names", counting)
+    code, report = run_json("inspect", folder)
+    assert code == 0 and [t["name"] for t in report["tensors"]] == ["a.weight"]
+    assert "big_stats.npz" not in listed and "feats_stats.npz" in listed, listed
+    said = [w for w in report["warnings"] if w.startswith("not read")]
+    assert said and "big_stats.npz (NumPy / MLX)" in said[0] and "feats_stats" not in said[0], report["warnings"]

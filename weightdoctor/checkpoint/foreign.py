@@ -558,6 +558,11 @@ def is_foreign_weight_name(name: str) -> bool:
     return name in FOREIGN_WEIGHT_NAMES or name.endswith(_FOREIGN_SUFFIXES) or (".data-" in name and "-of-" in name)
 
 
+# The most central directory bytes an .npz of arrays that are no weights (a few mel filters or statistics) is
+# listed with: 64 KB is over 1,000 members.
+_ARRAYS_DIRECTORY_BYTES = 1 << 16
+
+
 def arrays_not_weights(path: Path) -> bool:
     """Whether an `.npz` holds arrays that are no model's weights: none of its arrays is named by a module path
     (`mel_80`, ESPnet's `count` / `sum` / `sum_square` of feats_stats.npz), where MLX's and numpy exports of a state
@@ -567,8 +572,12 @@ def arrays_not_weights(path: Path) -> bool:
     if not path.name.lower().endswith(".npz"):
         return False
     try:
-        from weightdoctor.security.archive import zipfile_names
+        from weightdoctor.security.archive import central_directory_size, zipfile_names
 
+        # A sibling .npz of 300,000 members took seconds to list on every read of the folder beside it; statistics
+        # and filters hold a few arrays, so an archive whose directory is larger is taken as weights, unlisted.
+        if central_directory_size(path) > _ARRAYS_DIRECTORY_BYTES:
+            return False
         names = zipfile_names(path)
     except Exception:  # noqa: BLE001 - zipfile raises many types (BadZipFile, ValueError, EOFError, ...)
         return False

@@ -185,6 +185,20 @@ def zipfile_names(path: str | os.PathLike[str]) -> list[str]:
         return [info.filename for info in _zipfile_infos(handle)]
 
 
+def central_directory_size(path: str | os.PathLike[str]) -> int:
+    """The most bytes of central directory the archive's end records (classic or zip64) declare: what Python's
+    zipfile reads and parses before it lists any name, found from the file's last 64 KB alone; 0 when no end record
+    is found.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    with open(path, "rb") as handle:
+        file_size = os.fstat(handle.fileno()).st_size
+        return max((size for _offset, size, _entries in _central_directory_locations(handle, file_size, [])),
+                   default=0)
+
+
 def _from_central_directory(handle: BinaryIO, file_size: int) -> ZipLayout:
     problems: list[str] = []
     infos = _zipfile_infos(handle)
