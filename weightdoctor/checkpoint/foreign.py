@@ -231,8 +231,9 @@ def is_openvino_weights(path: Path) -> bool:
     if path.suffix != ".bin" or b"<net " not in _head(path.with_suffix(".xml"), 1024):
         return False
     # Raw bytes never open as a zip's local header: an .xml beside a real pytorch_model.bin (torch.save's zip) had
-    # the file refused as OpenVINO's weights.
-    return _head(path, 4) != b"PK\x03\x04"
+    # the file refused as OpenVINO's weights. Nor as torch.save's legacy pickle, which the folder read while its
+    # warning said the same file was "not read (OpenVINO)".
+    return _head(path, 4) != b"PK\x03\x04" and not _torch_legacy_pickle(path)
 
 
 # Core ML keeps a model as a folder: an .mlpackage (Manifest.json, Data/com.apple.CoreML/model.mlmodel and its
@@ -487,8 +488,7 @@ def _torch_legacy_pickle(path: Path) -> bool:
     import pickletools
 
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(4096)
+        head = _head(path, 4096)  # a FIFO beside the file read (an OpenVINO .bin) is not waited on
         protocol, magic = 0, False
         for opcode, argument, _ in pickletools.genops(head):  # stops after the first pickle's STOP
             if opcode.name == "PROTO" and isinstance(argument, int):
@@ -606,10 +606,9 @@ def unsupported_message(kind: str, name: str = "NAME") -> str:
 def what_it_is(path: Path) -> str | None:
     """"NAME is KIND: what reads it" for a recognised foreign file (the first of a folder's, in the folder's
     refusal), or None when it is not recognised or cannot be read."""
-    try:
-        with open(path, "rb") as handle:
-            prefix = handle.read(32)
-    except OSError:
+    # Without blocking: the file named may be a FIFO (an openvino/ folder's .bin), whose open() waited forever.
+    prefix = _head(path, 32)
+    if not prefix:
         return None
     kind = identify(path, prefix)
     if kind is None:
@@ -657,6 +656,11 @@ def is_foreign_weight_name(name: str) -> bool:
     return name in FOREIGN_WEIGHT_NAMES or name.endswith(_FOREIGN_SUFFIXES) or (".data-" in name and "-of-" in name)
 
 
+# The most central directory bytes an .npz of arrays that are no weights (a few mel filters or statistics) is
+# listed with: 64 KB is over 1,000 members.
+_ARRAYS_DIRECTORY_BYTES = 1 << 16
+
+
 def arrays_not_weights(path: Path) -> bool:
     """Whether an `.npz` holds arrays that are no model's weights: none of its arrays is named by a module path
     (`mel_80`, ESPnet's `count` / `sum` / `sum_square` of feats_stats.npz), where MLX's and numpy exports of a state
@@ -666,8 +670,12 @@ def arrays_not_weights(path: Path) -> bool:
     if not path.name.lower().endswith(".npz"):
         return False
     try:
-        from weightdoctor.security.archive import zipfile_names
+        from weightdoctor.security.archive import central_directory_size, zipfile_names
 
+        # A sibling .npz of 300,000 members took seconds to list on every read of the folder beside it; statistics
+        # and filters hold a few arrays, so an archive whose directory is larger is taken as weights, unlisted.
+        if central_directory_size(path) > _ARRAYS_DIRECTORY_BYTES:
+            return False
         names = zipfile_names(path)
     except Exception:  # noqa: BLE001 - zipfile raises many types (BadZipFile, ValueError, EOFError, ...)
         return False
@@ -695,5 +703,6 @@ def foreign_files_in(folder: Path) -> list[str]:
     with contextlib.suppress(OSError):
         # Optimum Intel's openvino/openvino_model.bin (the .xml beside it names it): an exports-only repo may hold
         # nothing else, and from_pretrained(folder) raises there.
-        found += [f"openvino/{p.name}" for p in sorted((folder / "openvino").glob("*.bin")) if is_openvino_weights(p)]
+        found += [f"openvino/{p.name}" for p in sorted((folder / "openvino").glob("*.bin"))
+                  if p.is_file() and is_openvino_weights(p)]
     return found

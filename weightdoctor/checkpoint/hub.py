@@ -668,8 +668,10 @@ def hub_location(text: str) -> HubLocation | None:
     return None
 
 
-# `?download=true`, `?a=1&b=2` at the end of a path in a repo: a query string, not a name a file was given.
-_QUERY_AT_END = re.compile(r"\?[A-Za-z_][\w.-]*=[^/?]*(?:&[A-Za-z_][\w.-]*=[^/?]*)*\Z")
+# `?download=true`, `?a=1&b=2` at the end of a path in a repo: a query string, not a name a file was given. The
+# value runs to the end (`&b=2` with it): a group of `&name=value` after a value that may hold `&` too took
+# exponential time to fail (`?a=&a=...&a=/x`, 30 of them: minutes).
+_QUERY_AT_END = re.compile(r"\?[A-Za-z_][\w.-]*=[^/?]*\Z")
 
 
 def _located(text: str, repo_type: str, repo_id: str, revision: str | None, inside: str) -> HubLocation:

@@ -1138,9 +1138,12 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
                      + _tensor_parallel_rank(path))
     elif key is None and nested_key is not None and (chunks := _megatron_virtual_chunks(obj)) \
             and nested_key == f"{chunks[0][0]}.language_model":
+        # A hostile file may hold 100,000 chunks (a 4 MB warning in --json): the first few, and a count of the rest.
         others = ", ".join(f"{name} ({counted(_megatron_layers(flat), 'layer')}, {counted(len(flat), 'tensor')})"
-                           for name, flat in chunks[1:])
-        names = ", ".join(name for name, _ in chunks)
+                           for name, flat in chunks[1:7])
+        others += f", and {len(chunks) - 7:,} more" if len(chunks) > 7 else ""
+        names = (", ".join(name for name, _ in chunks) if len(chunks) <= 8
+                 else f"{chunks[0][0]}, {chunks[1][0]}, ..., {chunks[-1][0]}")
         notes.append(f"a Megatron-LM virtual-pipeline checkpoint: {len(chunks)} model chunks ({names}), "
                      f"each a slice of the layers; only {nested_key} is read "
                      f"({counted(_megatron_layers(chunks[0][1]), 'layer')}), not {others}; "

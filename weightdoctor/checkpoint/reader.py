@@ -1803,9 +1803,15 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
                          f"{'a name' if len(other_names) == 1 else 'names'} from_pretrained(folder) does not look "
                          "for)")
         with os.scandir(folder) as entries:  # the directory's file types: no stat of each of 100,000 files
-            subs = sorted(folder / e.name for e in entries if not e.name.startswith(".") and e.is_dir())
-        for sub in subs:
-            if already_said(sub.name + "/") or any(q.resolve().is_relative_to(sub.resolve()) for q in read) \
+            subs = sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
+        if len(subs) > _SIBLING_FOLDER_ENTRIES:
+            # A model beside 40,000 folders (a data set's classes, a run's step folders) took over 10 s, each
+            # folder listed three ways: the exports' usual names are looked into, and the first 1,000 others.
+            exports = (name for name in subs if name.lower() in _EXPORT_FOLDERS)
+            subs = sorted({*subs[:_SIBLING_FOLDER_ENTRIES], *exports})
+        resolved_reads = [q.resolve() for q in read]  # once, not once per subfolder
+        for sub in (folder / name for name in subs):
+            if already_said(sub.name + "/") or any(q.is_relative_to(sub.resolve()) for q in resolved_reads) \
                     or not _few_entries(sub):
                 continue
             others = foreign.foreign_files_in(sub)
@@ -1827,6 +1833,8 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
 # An export folder (onnx/, openvino/, coreml/, original/) holds a few files; a folder of more is a data set's, a
 # run's logs or images beside the model, whose listing (every .bin's .xml looked for) took seconds on each read.
 _SIBLING_FOLDER_ENTRIES = 1000
+# The subfolders Hub repos keep exports and original releases in, looked into however many folders are beside them.
+_EXPORT_FOLDERS = frozenset({"onnx", "openvino", "coreml", "original"})
 
 
 def _few_entries(folder: Path) -> bool:

@@ -185,6 +185,20 @@ def zipfile_names(path: str | os.PathLike[str]) -> list[str]:
         return [info.filename for info in _zipfile_infos(handle)]
 
 
+def central_directory_size(path: str | os.PathLike[str]) -> int:
+    """The most bytes of central directory the archive's end records (classic or zip64) declare: what Python's
+    zipfile reads and parses before it lists any name, found from the file's last 64 KB alone; 0 when no end record
+    is found.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    with open(path, "rb") as handle:
+        file_size = os.fstat(handle.fileno()).st_size
+        return max((size for _offset, size, _entries in _central_directory_locations(handle, file_size, [])),
+                   default=0)
+
+
 def _from_central_directory(handle: BinaryIO, file_size: int) -> ZipLayout:
     problems: list[str] = []
     infos = _zipfile_infos(handle)
@@ -299,7 +313,11 @@ def _central_directory_locations(handle: BinaryIO, file_size: int, notes: list[s
         if len(record) == 56 and record[:4] == b"PK\x06\x06":
             z64_n_disk, z64_n, z64_size, z64_cd_offset = struct.unpack_from("<QQQQ", record, 24)
             # miniz then goes by the zip64 record alone (its counts too): the classic one's are not checked.
-            locations = [(cd_offset, cd_size, None), (z64_cd_offset, z64_size, (z64_n_disk, z64_n))]
+            locations = [(z64_cd_offset, z64_size, (z64_n_disk, z64_n))]
+            if (cd_offset, cd_size) != (z64_cd_offset, z64_size):
+                # Both records name one directory in any archive under 4 GB: parsed once, not twice (a directory
+                # of 300,000 entries took seconds each time).
+                locations.insert(0, (cd_offset, cd_size, None))
     return locations
 
 
