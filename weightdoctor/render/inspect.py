@@ -294,16 +294,20 @@ def folded_entries(entries: list[str]) -> list[str]:
     first six alone were shown, with no word of the others).
 
     Example:
-        >>> folded_entries(["l.0.a (None)", "l.1.a (None)", "step (int: 3)"])
-        ['l.*.a (None) ×2', 'step (int: 3)']
+        >>> folded_entries([f"l.{i}.a (None)" for i in range(6)] + ["l.2.b (int: 3)"])
+        ['l.*.a (None) ×6', 'l.2.b (int: 3)']
     """
     if len(entries) <= 6:
         return entries
     from weightdoctor.diff_keys import collapse_indices
 
     counts: dict[str, int] = {}
+    first: dict[str, str] = {}
     for entry in entries:
         name, space, description = entry.partition(" (")
         key = collapse_indices(name) + space + description
         counts[key] = counts.get(key, 0) + 1
-    return [f"{key} ×{count}" if count > 1 else key for key, count in counts.items()]
+        first.setdefault(key, entry)
+    # An entry alone in its fold keeps its own name: `layers.*.b (int: 3)` read as a `b` in every layer, and hid
+    # which layer holds the one there is.
+    return [f"{key} ×{count}" if count > 1 else first[key] for key, count in counts.items()]
