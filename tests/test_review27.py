@@ -50,3 +50,27 @@ def test_inspect_names_the_layer_of_a_lone_non_tensor_entry(tmp_path: Path) -> N
     assert "layers.7.mlp._extra_state(int:3)" in row, row
     assert "layers.*.mlp" not in row, row
 
+
+def test_a_safe_verdict_with_inert_globals_says_torch_load_refuses_the_file(tmp_path: Path) -> None:
+    """`safe ... all allowed by torch's weights_only loader, and 1 read as inert data` read as "torch.load takes
+    it"; torch.load(weights_only=True), and from_pretrained with it, refuses the file."""
+    path = tmp_path / "pytorch_model.bin"
+    torch.save({"w": torch.ones(2), "w._extra_state": io.BytesIO(b"fp8"), "v": torch.__version__}, path)
+    try:
+        torch.load(path, weights_only=True)
+    except Exception as exc:  # what the note must say: torch's own loader refuses it
+        assert "BytesIO" in str(exc) or "TorchVersion" in str(exc)
+    else:
+        raise AssertionError("torch's weights_only loader read the file: the note would be false")
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 0, result.stderr
+    text = " ".join(result.stdout.replace("│", " ").split())
+    assert "safe (static pickle scan" in text
+    assert ("_io.BytesIO, torch.torch_version.TorchVersion read as inert data: never imported, none of its code "
+            "runs; torch.load(weights_only=True), as from_pretrained loads a .bin, refuses the file for them") in text
+
+    # A file with no inert global says nothing of the kind.
+    plain = tmp_path / "plain.bin"
+    torch.save({"w": torch.ones(2)}, plain)
+    result = run_cli("inspect", str(plain))
+    assert result.exit_code == 0 and "refuses the file" not in result.stdout

@@ -116,7 +116,11 @@ def security_line(scan: object) -> str:
     notes = list(getattr(scan, "notes", []))
     inert = sorted({g.qualified for g in getattr(scan, "globals", []) if g.safety == "inert"})
     if inert:
-        notes.append(f"{', '.join(inert)} read as inert data: never imported, none of its code runs")
+        # "safe" and "allowed by torch's weights_only loader" read as "torch.load will take it": it will not, nor
+        # from_pretrained, which loads .bin files so; the inert globals are why (docs/security.md said it alone).
+        notes.append(f"{', '.join(inert)} read as inert data: never imported, none of its code runs; "
+                     "torch.load(weights_only=True), as from_pretrained loads a .bin, refuses the file for "
+                     f"{'it' if len(inert) == 1 else 'them'}")
         count -= len(inert)
     text = (f"[{colour}]{verdict}[/] (static pickle scan: {getattr(scan, 'pickles', 0)} pickle(s), {count} distinct "
             "global(s), all allowed by torch's weights_only loader"
