@@ -74,3 +74,42 @@ def test_a_safe_verdict_with_inert_globals_says_torch_load_refuses_the_file(tmp_
     torch.save({"w": torch.ones(2)}, plain)
     result = run_cli("inspect", str(plain))
     assert result.exit_code == 0 and "refuses the file" not in result.stdout
+
+
+def test_an_rwkv5_pth_is_not_called_rwkv4_nor_sent_to_its_converter(tmp_path: Path) -> None:
+    """BlinkDL's RWKV-5 / RWKV-6 .pth share RWKV-4's `blocks.N.att.time_mix_k` / `time_decay` / `receptance` but add
+    `att.ln_x`, `att.gate` and `att.time_faaaa`, which transformers' Rwkv (RWKV-4 only) has no place for: the note
+    called such a file RWKV-4 and offered convert_rwkv_checkpoint_to_hf.py, whose output does not load either."""
+    import json
+
+    torch.manual_seed(0)
+    hidden, vocab = 8, 20
+    weights = {"emb.weight": torch.randn(vocab, hidden), "blocks.0.ln0.weight": torch.ones(hidden),
+               "blocks.0.ln0.bias": torch.zeros(hidden)}
+    for i in range(2):
+        block = f"blocks.{i}."
+        for norm in ("ln1", "ln2", "att.ln_x"):
+            weights[f"{block}{norm}.weight"], weights[f"{block}{norm}.bias"] = torch.ones(hidden), torch.zeros(hidden)
+        weights.update({f"{block}att.time_decay": torch.randn(1, hidden), f"{block}att.time_faaaa": torch.randn(1, 1)})
+        for mix in ("att.time_mix_k", "att.time_mix_v", "att.time_mix_r", "att.time_mix_g", "ffn.time_mix_k",
+                    "ffn.time_mix_r"):
+            weights[block + mix] = torch.rand(1, 1, hidden)
+        for linear in ("att.key", "att.value", "att.receptance", "att.output", "att.gate", "ffn.receptance"):
+            weights[f"{block}{linear}.weight"] = torch.randn(hidden, hidden)
+        weights[f"{block}ffn.key.weight"] = torch.randn(4 * hidden, hidden)
+        weights[f"{block}ffn.value.weight"] = torch.randn(hidden, 4 * hidden)
+    weights.update({"ln_out.weight": torch.ones(hidden), "ln_out.bias": torch.zeros(hidden),
+                    "head.weight": torch.randn(vocab, hidden)})
+    path = tmp_path / "RWKV-5-World-tiny.pth"
+    torch.save(weights, path)
+    config = tmp_path / "rwkv"
+    config.mkdir()
+    (config / "config.json").write_text(json.dumps({
+        "model_type": "rwkv", "architectures": ["RwkvForCausalLM"], "vocab_size": vocab, "hidden_size": hidden,
+        "num_hidden_layers": 2, "attention_hidden_size": hidden, "intermediate_size": 4 * hidden,
+        "context_length": 16}))
+    code, data = run_json("diff-keys", str(path), "--model-class", "RwkvForCausalLM", "--config", str(config))
+    assert code == 1 and data["total_a"] == len(weights), data
+    assert any("att.ln_x" in entry["name"] for entry in data["unexpected"]), data["unexpected"]
+    notes = " ".join(data["notes"])
+    assert "RWKV-4 layout" not in notes and "convert_rwkv_checkpoint_to_hf.py" not in notes, data["notes"]
