@@ -113,3 +113,24 @@ def test_an_rwkv5_pth_is_not_called_rwkv4_nor_sent_to_its_converter(tmp_path: Pa
     assert any("att.ln_x" in entry["name"] for entry in data["unexpected"]), data["unexpected"]
     notes = " ".join(data["notes"])
     assert "RWKV-4 layout" not in notes and "convert_rwkv_checkpoint_to_hf.py" not in notes, data["notes"]
+
+
+def test_check_dtype_local_says_in_one_line_why_transformers_cannot_read_an_inert_global(tmp_path: Path) -> None:
+    """A TransformerEngine .bin that inspect calls safe: transformers' dtype resolver reads it with
+    torch.load(weights_only=True), which refuses _io.BytesIO. The reason given was torch's twenty lines of advice,
+    ANSI escapes and "re-running torch.load with weights_only set to False will likely succeed" included."""
+    import json
+
+    folder = tmp_path / "te-model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
+    torch.manual_seed(0)
+    torch.save({"h.0.mlp.weight": torch.randn(4, 4), "h.0.mlp._extra_state": io.BytesIO(b"fp8")},
+               folder / "pytorch_model.bin")
+    code, report = run_json("check-dtype", str(folder), "--local")
+    assert code == 0, report
+    reason = report["local"]["auto_dtype"]["reason"]
+    assert report["local"]["auto_dtype"]["dtype"] is None
+    assert reason == ("transformers cannot resolve dtype='auto' here: torch's weights_only loader refuses to "
+                      "unpickle _io.BytesIO; the file holds more than weights (from_pretrained reads the file "
+                      "with that loader and fails the same way)"), reason
