@@ -134,3 +134,47 @@ def test_check_dtype_local_says_in_one_line_why_transformers_cannot_read_an_iner
     assert reason == ("transformers cannot resolve dtype='auto' here: torch's weights_only loader refuses to "
                       "unpickle _io.BytesIO; the file holds more than weights (from_pretrained reads the file "
                       "with that loader and fails the same way)"), reason
+
+
+class _RunsAShellCommand:
+    """Pickled as a call to os.system (never unpickled here: the test only writes it)."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return os.system, ("echo the nested pickle ran",)
+
+
+def _te_buffer(state: object) -> io.BytesIO:
+    """What TransformerEngine's get_extra_state returned before 1.x: torch.save of its FP8 state into a BytesIO."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer
+
+
+def test_a_pickle_inside_an_extra_state_buffer_is_scanned_too(tmp_path: Path) -> None:
+    """TE's set_extra_state torch.loads the buffer when the model loads the state dict: a buffer whose pickle calls
+    os.system was read as inert data and the file called safe."""
+    torch.manual_seed(0)
+    genuine = {"layers.0.fc1.weight": torch.randn(4, 4),
+               "layers.0.fc1._extra_state": _te_buffer({"scale_fwd": torch.ones(3), "amax_history_fwd": torch.zeros(
+                   4, 3), "extra_fp8_variables": {"num_gemms": 1, "fp8_checkpoint": True}}),
+               "layers.0.attn._extra_state": _te_buffer(None)}
+    good = tmp_path / "model_optim_rng.pt"
+    torch.save({"model": genuine, "iteration": 1}, good)
+    code, report = run_json("inspect", str(good))
+    assert code == 0, report
+    assert report["security"]["verdict"] == "safe" and [t["name"] for t in report["tensors"]] == [
+        "layers.0.fc1.weight"]
+
+    hostile = dict(genuine, **{"layers.0.fc1._extra_state": _te_buffer({"scale_fwd": torch.ones(3),
+                                                                        "x": _RunsAShellCommand()})})
+    bad = tmp_path / "hostile.pt"
+    torch.save({"model": hostile, "iteration": 1}, bad)
+    for command in (("inspect", str(bad)), ("convert", str(bad), "-o", str(tmp_path / "out.safetensors"))):
+        result = run_cli(*command)
+        assert result.exit_code == 2 and result.stdout == "", (command, result.stdout)
+        assert result.stderr.startswith(f"error: {bad}: dangerous: the io.BytesIO at model.layers.0.fc1._extra_state "
+                                        "holds a pickle that names posix.system"), result.stderr
+        assert "\n" not in result.stderr.strip(), result.stderr
+    assert not (tmp_path / "out.safetensors").exists()
