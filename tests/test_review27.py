@@ -3,6 +3,7 @@ with it: what `inspect` says of the non-tensor entries it folds, and of a file t
 
 from __future__ import annotations
 
+import argparse
 import io
 from pathlib import Path
 
@@ -159,7 +160,9 @@ def test_a_pickle_inside_an_extra_state_buffer_is_scanned_too(tmp_path: Path) ->
     genuine = {"layers.0.fc1.weight": torch.randn(4, 4),
                "layers.0.fc1._extra_state": _te_buffer({"scale_fwd": torch.ones(3), "amax_history_fwd": torch.zeros(
                    4, 3), "extra_fp8_variables": {"num_gemms": 1, "fp8_checkpoint": True}}),
-               "layers.0.attn._extra_state": _te_buffer(None)}
+               "layers.0.attn._extra_state": _te_buffer(None),
+               # inert names inside a buffer build harmlessly wherever it is loaded: not refused
+               "layers.0.fc2._extra_state": _te_buffer({"args": argparse.Namespace(lr=1.0), "inner": io.BytesIO(b"x")})}
     good = tmp_path / "model_optim_rng.pt"
     torch.save({"model": genuine, "iteration": 1}, good)
     code, report = run_json("inspect", str(good))
