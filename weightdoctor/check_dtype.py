@@ -7,6 +7,7 @@ bounded chunks, and the result compared with the stored values. Nothing here pri
 from __future__ import annotations
 
 import functools
+import pickle
 import re
 import zlib
 from collections.abc import Callable, Iterable
@@ -985,6 +986,14 @@ def resolve_auto_dtype(checkpoint: Checkpoint) -> AutoDtype:
             _, dtype = _get_dtype(
                 "auto", weight_files or None, hf_config, sharded_metadata, None, weights_only=True
             )
+    except pickle.UnpicklingError as exc:
+        # torch's refusal is paragraphs of advice (ANSI bold, "re-running with weights_only=False will likely
+        # succeed") for a file inspect calls safe: an inert global (TransformerEngine's io.BytesIO, a fairseq
+        # Namespace) that torch's loader refuses. Its one line of reason, as the reader gives it.
+        from weightdoctor.checkpoint.pytorch_format import _weights_only_message
+
+        return AutoDtype(None, f"transformers cannot resolve dtype='auto' here: {_weights_only_message(exc)} "
+                               "(from_pretrained reads the file with that loader and fails the same way)")
     except Exception as exc:
         return AutoDtype(None, f"transformers cannot resolve dtype='auto' here: {type(exc).__name__}: {exc}")
     name = str(dtype).removeprefix("torch.") if isinstance(dtype, torch.dtype) else str(dtype)

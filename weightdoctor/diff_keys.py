@@ -396,6 +396,9 @@ class _RenamedLayout:
     a_evidence: Any
     b_evidence: Any
     note: str
+    # A's keys of a later version of the same layout, which B's class and the converter the note names do not take
+    # (BlinkDL's RWKV-5 / RWKV-6 beside RWKV-4): none of them may be among A's unexpected keys.
+    a_excluded: Any = None
 
     def note_for(self, unexpected: Sequence[str], joined_unexpected: str, missing: Sequence[str],
                  joined_missing: str) -> str:
@@ -404,6 +407,8 @@ class _RenamedLayout:
                 and any(word in joined_missing for word in self.b_words)):
             return ""
         if not (any(map(self.a_evidence.search, unexpected)) and any(map(self.b_evidence.search, missing))):
+            return ""
+        if self.a_excluded is not None and any(map(self.a_excluded.search, unexpected)):
             return ""
         return self.note
 
@@ -484,6 +489,11 @@ _HF_SAM_EVIDENCE = _lazy_regex(
 # time_mix_k -> time_mix_key, and offered that as the fix with no word of the converter.
 _RWKV_EVIDENCE = _lazy_regex(r"^blocks\.\d+\.att\.(?:time_mix_k|time_decay|receptance\.weight)$")
 _HF_RWKV_EVIDENCE = _lazy_regex(r"^(?:rwkv\.)?blocks\.\d+\.attention\.(?:time_mix_key|time_decay|receptance\.weight)$")
+# RWKV-5 and RWKV-6 keep RWKV-4's time_mix_k / time_decay / receptance names and add a GroupNorm (att.ln_x), a gate
+# and time_faaaa (RWKV-6 also time_maa_*): transformers' Rwkv is RWKV-4 alone, and its converter renames these into
+# keys that no RwkvForCausalLM has.
+_RWKV_LATER_EVIDENCE = _lazy_regex(
+    r"^blocks\.\d+\.att\.(?:ln_x\.(?:weight|bias)|gate\.weight|time_faaaa|time_maa_\w+)$")
 
 
 # haotian-liu/LLaVA's own checkpoints (liuhaotian/llava-v1.5-7b: the language model's `model.layers.N`, `lm_head`,
@@ -502,7 +512,7 @@ _RENAMED_LAYOUTS = (
          "ChatRWKV's .pth) and B in transformers' Rwkv layout (rwkv.embeddings, rwkv.blocks.N.attention."
          "time_mix_key, feed_forward): transformers' models/rwkv/convert_rwkv_checkpoint_to_hf.py --repo_id REPO "
          "--checkpoint_file FILE --output_dir OUT renames every key and writes the config; the renames suggested "
-         "here cover most keys only")),
+         "here cover most keys only"), _RWKV_LATER_EVIDENCE),
     _RenamedLayout(
         ("mm_projector.",), ("multi_modal_projector.",), _LLAVA_EVIDENCE, _HF_LLAVA_EVIDENCE,
         ("A is in the original LLaVA layout (haotian-liu/LLaVA: model.mm_projector.0 / .2 beside the language "

@@ -943,6 +943,57 @@ def _check_dict_state(state: Any) -> None:
             )
 
 
+def _buffers_in(obj: Any) -> list[tuple[str, bytes]]:
+    """The bytes each inert io.BytesIO in `obj` holds (its pickled state's first item), with where it sits
+    (`decoder.layers.0.mlp._extra_state`); each object visited once, tensors not entered."""
+    found: list[tuple[str, bytes]] = []
+    seen: set[int] = set()
+    stack: list[tuple[Any, str]] = [(obj, "")]
+    while stack:
+        value, where = stack.pop()
+        if id(value) in seen or is_tensor(value):
+            continue
+        seen.add(id(value))
+        if isinstance(value, InertObject) and type(value).__qualname__ == "BytesIO":
+            state = value.__dict__.get("_inert_state")
+            data = state[0] if isinstance(state, tuple) and state else None
+            if isinstance(data, (bytes, bytearray)) and data:
+                found.append((where or "the top level", bytes(data)))
+        if isinstance(value, Mapping):
+            stack.extend((item, f"{where}.{_key_text(name)}" if where else _key_text(name))
+                         for name, item in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, f"{where}.{index}" if where else str(index)) for index, item in enumerate(value))
+    return found
+
+
+def _refuse_pickles_in_buffers(obj: Any) -> None:
+    """Refuse a file whose inert io.BytesIO holds a pickle that names a dangerous or unknown global.
+
+    TransformerEngine before 1.x saves each module's FP8 state as torch.save into an io.BytesIO, and its
+    set_extra_state torch.loads that buffer when the model loads the state dict (without weights_only in the TE
+    and torch of those checkpoints): the buffer's pickle runs then. The outer scan sees bytes only, so the file
+    was called safe with `posix.system` in its `_extra_state`. Bytes that are no pickle (the scan cannot parse
+    them) are left alone: torch.load fails on them without running anything.
+
+    Raises:
+        UnsafePickle: a buffer's pickle names a global that is not safe.
+    """
+    from weightdoctor.security.policy import DANGEROUS, UNKNOWN
+    from weightdoctor.security.scan import scan_bytes
+
+    for where, data in _buffers_in(obj):
+        report = scan_bytes(data)
+        # Inert names inside (a Namespace, a BytesIO) build as harmless there as here: TE loads the buffer once.
+        flagged = sorted({g.qualified for g in report.globals if g.safety in (DANGEROUS, UNKNOWN)})
+        if flagged:
+            shown = ", ".join(flagged[:4]) + (", ..." if len(flagged) > 4 else "")
+            raise UnsafePickle(
+                f"{report.verdict}: the io.BytesIO at {where} holds a pickle that names {shown} (TransformerEngine's "
+                "set_extra_state torch.loads such a buffer when the model loads this state dict, running it); "
+                "the outer file's own globals are safe")
+
+
 def _refuse_shadowed_methods(obj: Any) -> None:
     """Refuse an unpickled mapping whose instance attributes hide its methods. torch's weights_only loader lets
     BUILD update an OrderedDict's `__dict__` with anything: `{"items": ...}` would make `state_dict.items()`
@@ -1093,6 +1144,7 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         # What was loaded may not be what was scanned.
         raise CorruptCheckpoint("the file changed while it was being scanned and loaded; nothing is trusted from it")
     _refuse_shadowed_methods(obj)
+    _refuse_pickles_in_buffers(obj)
     state_dict, nested_key = find_state_dict(obj, key)
     if key is None and isinstance(obj, Mapping) and nested_key is None and frozenset(obj) in _ONE_MODEL_PARTS:
         notes.append(f"an IP-Adapter file: its {' and '.join(map(str, obj))} state dicts are read together, as "

@@ -116,7 +116,11 @@ def security_line(scan: object) -> str:
     notes = list(getattr(scan, "notes", []))
     inert = sorted({g.qualified for g in getattr(scan, "globals", []) if g.safety == "inert"})
     if inert:
-        notes.append(f"{', '.join(inert)} read as inert data: never imported, none of its code runs")
+        # "safe" and "allowed by torch's weights_only loader" read as "torch.load will take it": it will not, nor
+        # from_pretrained, which loads .bin files so; the inert globals are why (docs/security.md said it alone).
+        notes.append(f"{', '.join(inert)} read as inert data: never imported, none of its code runs; "
+                     "torch.load(weights_only=True), as from_pretrained loads a .bin, refuses the file for "
+                     f"{'it' if len(inert) == 1 else 'them'}")
         count -= len(inert)
     text = (f"[{colour}]{verdict}[/] (static pickle scan: {getattr(scan, 'pickles', 0)} pickle(s), {count} distinct "
             "global(s), all allowed by torch's weights_only loader"
@@ -294,16 +298,20 @@ def folded_entries(entries: list[str]) -> list[str]:
     first six alone were shown, with no word of the others).
 
     Example:
-        >>> folded_entries(["l.0.a (None)", "l.1.a (None)", "step (int: 3)"])
-        ['l.*.a (None) ×2', 'step (int: 3)']
+        >>> folded_entries([f"l.{i}.a (None)" for i in range(6)] + ["l.2.b (int: 3)"])
+        ['l.*.a (None) ×6', 'l.2.b (int: 3)']
     """
     if len(entries) <= 6:
         return entries
     from weightdoctor.diff_keys import collapse_indices
 
     counts: dict[str, int] = {}
+    first: dict[str, str] = {}
     for entry in entries:
         name, space, description = entry.partition(" (")
         key = collapse_indices(name) + space + description
         counts[key] = counts.get(key, 0) + 1
-    return [f"{key} ×{count}" if count > 1 else key for key, count in counts.items()]
+        first.setdefault(key, entry)
+    # An entry alone in its fold keeps its own name: `layers.*.b (int: 3)` read as a `b` in every layer, and hid
+    # which layer holds the one there is.
+    return [f"{key} ×{count}" if count > 1 else first[key] for key, count in counts.items()]
