@@ -160,3 +160,109 @@ def test_a_name_past_the_real_limit_is_still_refused(tmp_path: Path) -> None:
     _write_header(path, [name, "b"], ensure_ascii=True)
     with pytest.raises(CorruptCheckpoint, match=r"is 1,048,577 characters long \(the limit is 1,048,576\)"):
         open_checkpoint(path)
+
+
+# Names of the layouts `foreign_layout` knows (each detector's words and evidence), `{}` an index; with lookalikes
+# whose only difference is a digit (`norm_2.` where LitGPT's test looks for `norm_1.`).
+_LAYOUT_NAMES = (
+    "layers.{}.attention.wq.weight", "layers.{}.feed_forward.w1.weight", "tok_embeddings.weight",
+    "model.layers.{}.self_attn.q_proj.weight", "model.layers.{}.mlp.gate_proj.weight", "model.embed_tokens.weight",
+    "transformer.h.{}.norm_1.weight", "transformer.h.{}.norm_2.weight", "transformer.h.{}.attn.qkv.weight",
+    "transformer.h.{}.attn.attn.weight", "transformer.h.{}.mlp.fc_1.weight", "transformer.wte.weight",
+    "model.diffusion_model.input_blocks.{}.0.weight", "first_stage_model.encoder.down.{}.block.0.conv1.weight",
+    "down_blocks.{}.resnets.0.conv1.weight", "mid_block.attentions.0.to_q.weight", "up_blocks.{}.attentions.0.w",
+    "control_model.input_blocks.{}.0.weight", "control_model.zero_convs.{}.0.weight",
+    "controlnet_down_blocks.{}.weight", "controlnet_cond_embedding.conv_in.weight",
+    "double_blocks.{}.img_attn.qkv.weight", "single_blocks.{}.linear1.weight", "joint_blocks.{}.x_block.attn.qkv.w",
+    "transformer_blocks.{}.attn.to_q.weight", "single_transformer_blocks.{}.norm.linear.weight",
+    "body.{}.block1.weight", "conv_in.weight", "adapter.body.{}.resnets.0.block1.weight", "adapter.conv_in.weight",
+    "blk.{}.attn_q.weight", "blk.{}.ffn_gate.weight", "token_embd.weight", "output_norm.weight",
+    "onnx::MatMul_{}", "encoder.blocks.{}.attn.query.weight", "model.encoder.layers.{}.self_attn.q_proj.weight",
+    "encoder.sentence_encoder.layers.{}.self_attn.q_proj.weight", "emb_layer_norm_after.weight",
+    "esm.encoder.layer.{}.attention.self.query.weight", "esm.encoder.emb_layer_norm_after.weight",
+    "image_encoder.blocks.{}.attn.qkv.weight", "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",
+    "vision_encoder.layers.{}.attn.qkv.weight", "shared_image_embedding.positional_embedding",
+    "image_encoder.trunk.blocks.{}.attn.qkv.weight", "sam_mask_decoder.transformer.layers.{}.w",
+    "vision_encoder.backbone.blocks.{}.attn.qkv.weight", "encoder.pos_conv.0.weight", "post_extract_proj.weight",
+    "encoder.pos_conv_embed.conv.weight", "feature_projection.projection.weight", "label_embs_concat",
+    "transformer.resblocks.{}.attn.in_proj_weight", "visual.transformer.resblocks.{}.attn.in_proj_weight",
+    "text_model.encoder.layers.{}.self_attn.q_proj.weight", "vision_model.encoder.layers.{}.self_attn.k_proj.bias",
+    "blocks.{}.attn.qkv.weight", "encoder.layer.{}.attention.attention.query.weight", "depth_head.projects.{}.w",
+    "layers.{}.attention.q_proj.weight", "dense.kernel", "embed.embedding", "norm.scale", "dense.weight",
+    "embed.weight", "norm.weight", "module.model.layers.{}.mlp.w{}.weight",
+)
+
+
+def _layout_names(rng: random.Random) -> list[str]:
+    indices = [0, 1, 2, 10, 11, 12, 21, 100, 111, 120, 1110]
+    chosen = rng.sample(_LAYOUT_NAMES, rng.randrange(1, 12))
+    names = [template.format(*(rng.choice(indices) for _ in range(template.count("{}"))))
+             for template in chosen for _ in range(rng.randrange(1, 4))]
+    return list(dict.fromkeys(names))
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_foreign_layout_on_folded_names_equals_it_on_the_names(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Generated pairs of key lists from every layout the detectors know, indices with every digit: the same whys
+    and note as with the names joined as they are."""
+    rng = random.Random(seed)
+    cases = [(_layout_names(rng), _layout_names(rng)) for _ in range(20)]
+    folded = [diff_keys.foreign_layout(unexpected, missing) for unexpected, missing in cases]
+    monkeypatch.setattr(diff_keys, "_word_text", "\n".join)
+    assert folded == [diff_keys.foreign_layout(unexpected, missing) for unexpected, missing in cases]
+    assert any(whys for whys, _ in folded) or any(note for _, note in folded) or seed % 3
+
+
+def test_word_text_folds_indices_and_keeps_every_word() -> None:
+    names = [f"module.model.layers.{i}.mlp.w{j}.weight" for i in range(1111) for j in range(3)]
+    text = diff_keys._word_text(names)
+    assert len(text.split("\n")) < 100 < len(names)
+    assert "layers.1.mlp.w1." in text and "layers.111.mlp.w1." in text and "layers.0.mlp.w0." in text
+    assert "layers.2." not in text and "w2." not in text  # folded: to be tested only for words without them
+    assert diff_keys._word_text(["a\nb.1", "b.1"]) == "a\nb.1"  # a newline in a name splits a line, loses none
+
+
+def _joined_uses() -> tuple[list[str], list[str]]:
+    """Every string constant that diff_keys.py tests `in` a joined text, and every use of such a text that is not
+    a substring test (nor passing it on, or naming it): what `_word_text` folds must only be searched for words."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(diff_keys))
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    joined_names = {"joined", "joined_unexpected", "joined_missing"}
+    # The functions handed folded texts: the detectors (and `holds`) take them as parameters; foreign_layout makes
+    # them. (adapter_fit's own `joined` is the names joined as they are.)
+    scopes = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and (
+        node.name == "foreign_layout" or joined_names & {arg.arg for arg in node.args.args})]
+    assert len(scopes) > 10
+    words: list[str] = []
+    odd: list[str] = []
+    for node in (inner for scope in scopes for inner in ast.walk(scope)):
+        if isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.In | ast.NotIn) and any(
+                isinstance(n, ast.Name) and n.id in joined_names for n in ast.walk(node.comparators[0])):
+            if isinstance(node.left, ast.Constant):
+                words.append(node.left.value)
+            elif not (isinstance(node.left, ast.Name) and node.left.id == "word"):
+                odd.append(ast.unparse(node))
+        if isinstance(node, ast.Name) and node.id in joined_names and isinstance(node.ctx, ast.Load):
+            use: ast.AST = node
+            while isinstance(parents[use], ast.BinOp | ast.IfExp | ast.Tuple):
+                use = parents[use]
+            parent = parents[use]
+            allowed = (isinstance(parent, ast.Compare) and (use in parent.comparators or isinstance(
+                parent.ops[0], ast.Is | ast.IsNot))) or (isinstance(parent, ast.Attribute)
+                                                         and parent.attr == "__contains__") or isinstance(
+                parent, ast.Call | ast.keyword | ast.Assign | ast.For | ast.comprehension | ast.Return)
+            if not allowed:
+                odd.append(ast.unparse(parent))
+    return words, odd
+
+
+def test_every_word_the_detectors_test_survives_the_folding() -> None:
+    words, odd = _joined_uses()
+    words += [*diff_keys._LDM_WORDS, *diff_keys._DIFFUSERS_WORDS]
+    words += [w for layout in diff_keys._RENAMED_LAYOUTS for w in (*layout.a_words, *layout.b_words)]
+    assert "norm_1." in words and "onnx::" in words and len(words) > 30
+    assert [w for w in words if "\n" in w or set(w) & set("023456789")] == []
+    assert odd == []
