@@ -553,7 +553,12 @@ class _Builder:
         except WeightDoctorError as exc:
             exc.path = exc.path or str(path)
             raise
-        long_name = next((info.name for info in infos if len(info.name) > MAX_NAME_CHARS), None)
+        # A name is no longer than the header text that spells it (a character is one UTF-8 byte or more, an escape
+        # six): a safetensors header within the limit proves every name is, without a pass over 10,000s of names
+        # (0.15 ms a 10,002-entry file).
+        within_limit = fmt == "safetensors" and header.header_size <= MAX_NAME_CHARS
+        long_name = None if within_limit else next((info.name for info in infos if len(info.name) > MAX_NAME_CHARS),
+                                                    None)
         if long_name is not None:
             raise CorruptCheckpoint(
                 f"tensor name {long_name[:60]!r}... is {len(long_name):,} characters long (the limit is "
