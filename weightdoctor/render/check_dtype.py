@@ -208,6 +208,24 @@ def render_check_dtype(report: CheckDtypeReport, console: Console, worst: int = 
     if local is not None:
         console.print(Panel(local, title="this machine (--local)", title_align="left"))
     memory = "  ".join(f"{name} {format_bytes(value)}" for name, value in report.recommendation.memory_bytes.items())
-    body = "\n".join(f"• {escape(line)}" for line in report.recommendation.lines)
+    commands = report.recommendation.commands
+    body = "\n".join(f"• {escape(_without_commands(line, commands))}" for line in report.recommendation.lines)
     body += f"\n[dim]memory: {memory}[/]\n[dim]{escape(report.limits)}[/]"
     console.print(Panel(body, title="recommendation", title_align="left"))
+    print_commands(commands, console)
+
+
+def _without_commands(line: str, commands: dict[str, str]) -> str:
+    """`line` with each suggested command it quotes named instead (`print_commands` prints them whole)."""
+    for command in commands.values():
+        line = line.replace(f"`{command}`", "the convert command below")
+    return line
+
+
+def print_commands(commands: dict[str, str], console: Console) -> None:
+    """Each suggested `convert` on a line of its own, after the panel: inside it, Rich broke a long command (its
+    --keep-fp32 regex mid-word) to fit the border, and what was copied from the terminal did not run. Soft
+    wrapping leaves the breaking to the terminal, whose copy gives the line back whole."""
+    for name, command in commands.items():
+        console.print(f"[dim]to write {name}, the unsafe tensors kept in fp32:[/]", soft_wrap=True)
+        console.print(escape(command), soft_wrap=True, highlight=False)

@@ -260,7 +260,7 @@ def render_diff_keys(report: DiffReport, console: Console, show_all: bool = Fals
     for table in values_tables(report, show_all):
         console.print(table)
     for note in report.notes:
-        console.print(f"[dim]note: {escape(note)}[/]")
+        console.print(f"[dim]note: {escape(note)}[/]", soft_wrap=True)  # wrapped here, its convert pasted as two lines
 
 
 def _revision(revision: str | None) -> str:

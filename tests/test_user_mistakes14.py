@@ -1,0 +1,126 @@
+"""Round 14 of the common mistakes users make: what a user copies from an 80-column terminal must run.
+
+Covers, each command copied from the output at 40, 80 and 200 columns (and TERM=dumb) and run as copied:
+check-dtype's suggested `convert ... --keep-fp32 '<regex>'`, broken inside the recommendation panel mid-regex (the
+copy did not run); diff-keys' note on a training checkpoint, whose `convert` was broken at the width like any
+paragraph; check-dtype's "Worst tensors" names cut mid-word while `why` kept 20 cells, and diff-keys' "Unexpected"
+detail squeezed to a few cells a line; `inspect --security`, which Click answered with `--verify` (zip CRCs, not
+safety); a refused unsafe pickle said what was found and nothing of what to do next.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.helpers import REPO_ROOT, run_cli, run_subprocess
+
+WIDTHS = ("40", "80", "200")
+
+
+def _tiny_bert(folder: Path) -> dict:
+    """A seeded two-layer BertForSequenceClassification saved by save_pretrained; its state dict returned."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=64)
+    model = transformers.BertForSequenceClassification(config)
+    model.save_pretrained(folder)
+    return model.state_dict()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding 'base' (the tiny Bert), 'my model' (two of its tensors beyond fp16's range, so that
+    check-dtype's --keep-fp32 regex is long) and 'train ckpt.pt' (DDP keys under 'model', torch.save'd)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    root = tmp_path_factory.mktemp("ux14")
+    _tiny_bert(root / "base")
+    state = load_file(root / "base" / "model.safetensors")
+    torch.save({"model": {"module." + k: v for k, v in state.items()}, "optimizer": {}, "epoch": 3},
+               root / "train ckpt.pt")
+    state["bert.encoder.layer.0.output.LayerNorm.weight"] *= 1e5
+    state["bert.encoder.layer.1.attention.output.dense.weight"] *= 1e6
+    (root / "my model").mkdir()
+    shutil.copy(root / "base" / "config.json", root / "my model" / "config.json")
+    save_file(state, root / "my model" / "model.safetensors", metadata={"format": "pt"})
+    return root
+
+
+def _at(columns: str, *args: str, cwd: Path) -> str:
+    """stdout of `weightdoctor ARGS` run in `cwd` on a console `columns` wide."""
+    from weightdoctor.render import console
+
+    # The console reads COLUMNS once, when first imported (by whichever test came first): set here, then put back.
+    old, width = Path.cwd(), console.stdout._width
+    os.chdir(cwd)
+    console.stdout.width = int(columns)
+    try:
+        result = run_cli(*args, runner=CliRunner(env={"COLUMNS": columns, "TERM": "dumb"}))
+    finally:
+        os.chdir(old)
+        console.stdout._width = width
+    assert result.exit_code in (0, 1), result.stderr
+    return result.stdout
+
+
+def _copied(stdout: str, start: str) -> str:
+    """What a user copies: the one printed line that holds `start`, from `start` to its end."""
+    lines = [line for line in stdout.splitlines() if start in line]
+    assert len(lines) == 1, stdout
+    return lines[0][lines[0].index(start):]
+
+
+def _run_as_pasted(line: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`line` run by bash as pasted, `weightdoctor` being this checkout's."""
+    program = f"weightdoctor() {{ {shlex.quote(sys.executable)} -m weightdoctor \"$@\"; }}\n{line}"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(["bash", "-c", program], capture_output=True, text=True, env=env, cwd=cwd)
+
+
+def test_check_dtype_keep_fp32_convert_is_copied_whole_at_any_width(models: Path) -> None:
+    """At 80 columns the suggested convert sat inside the recommendation panel, broken mid-regex: the copy was
+    `weightdoctor convert 'my model' -o 'my model-fp16' --dtype` and did not run."""
+    report = json.loads(_at("200", "check-dtype", "my model", "--target", "fp16", "--json", cwd=models))
+    command = report["recommendation"]["commands"]["fp16"]
+    assert "--keep-fp32 '^(?:bert" in command
+    for columns in WIDTHS:
+        out = _at(columns, "check-dtype", "my model", "--target", "fp16,bf16", cwd=models)
+        assert _copied(out, "weightdoctor convert ") == command, columns
+        assert "keep them in fp32 (the convert command below)" in re.sub(r"[\s│]+", " ", out)
+
+    # Printed by a real process on a dumb 40-column terminal, copied, pasted: it writes what check-dtype meant.
+    shown = run_subprocess("check-dtype", "my model", "--target", "fp16", cwd=models,
+                           env={"COLUMNS": "40", "TERM": "dumb"})
+    pasted = _run_as_pasted(_copied(shown.stdout, "weightdoctor convert "), models)
+    assert pasted.returncode == 0, pasted.stderr
+    again = json.loads(run_cli("check-dtype", str(models / "my model-fp16"), "--target", "fp16", "--json").stdout)
+    assert "nothing to convert" in again["recommendation"]["text"]
+
+
+def test_diff_keys_note_convert_is_copied_whole_at_any_width(models: Path) -> None:
+    """The training-checkpoint note ends in the convert that writes the state dict alone; printed as a wrapped
+    paragraph, at 80 columns its `-o` and `model.safetensors` were on two lines."""
+    for columns in WIDTHS:
+        out = _at(columns, "diff-keys", "train ckpt.pt", "--model-class", "BertForSequenceClassification",
+                  "--config", "base", cwd=models)
+        copied = _copied(out, "weightdoctor convert ")
+        assert copied == "weightdoctor convert 'train ckpt.pt' -o model.safetensors)", columns
+    pasted = _run_as_pasted(copied.removesuffix(")"), models)
+    assert pasted.returncode == 0, pasted.stderr
+    written = json.loads(run_cli("inspect", str(models / "model.safetensors"), "--json").stdout)
+    assert written["num_tensors"] == 41
