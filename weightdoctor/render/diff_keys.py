@@ -75,6 +75,14 @@ def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all:
         longest_word = min(max(map(cell_len, words), default=0), 32)
         # The keys' column holds their longest dotted segment whole (up to 32 cells), at least _KEYS_FLOOR.
         segment = min(max(cell_len(part) for r in rows for part in r[0].split(".")) + 1, 32)
+        # The detail keeps up to a third of the room (no more than its longest text) where the keys still hold
+        # their longest segment: given only its longest word, "not used by B, dropped" took four lines of 7 cells
+        # beside 39 cells of keys.
+        longest_detail = max(map(cell_len, _details(report, kind).values()), default=0) + 5  # 5: "e.g. "
+        share = min(longest_detail, room // 3, room - max(_KEYS_FLOOR, segment))
+        if share > (detail_width or 0):
+            keys_width = min(max(cell_len(r[0]) for r in rows), room - share)
+            detail_width = room - keys_width
         if keys_width < min(max(_KEYS_FLOOR, segment), max(cell_len(r[0]) for r in rows)) \
                 or detail_floor < min(longest_word, _KEYS_FLOOR) \
                 or room < 0:
