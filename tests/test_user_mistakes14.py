@@ -118,9 +118,70 @@ def test_diff_keys_note_convert_is_copied_whole_at_any_width(models: Path) -> No
     for columns in WIDTHS:
         out = _at(columns, "diff-keys", "train ckpt.pt", "--model-class", "BertForSequenceClassification",
                   "--config", "base", cwd=models)
-        copied = _copied(out, "weightdoctor convert ")
-        assert copied == "weightdoctor convert 'train ckpt.pt' -o model.safetensors)", columns
-    pasted = _run_as_pasted(copied.removesuffix(")"), models)
+        assert _copied(out, "weightdoctor convert ") == "weightdoctor convert 'train ckpt.pt' -o model.safetensors"
+        assert "write the state dict on its own first (the command below)" in " ".join(out.split()), columns
+
+    # A folder's training checkpoint: its convert and the `mv` to the name from_pretrained reads, one line.
+    folder = models / "my run"
+    folder.mkdir()
+    (folder / "config.json").write_text((models / "base" / "config.json").read_text())
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save({"model": load_file(models / "base" / "model.safetensors"), "epoch": 1}, folder / "checkpoint.pt")
+    out = _at("80", "diff-keys", "my run", "--model-class", "BertForSequenceClassification", cwd=models)
+    copied = _copied(out, "weightdoctor convert ")
+    assert copied.endswith("&& mv 'my run-state-dict/checkpoint.safetensors' 'my run-state-dict/model.safetensors'")
+    assert "(the command below, a folder from_pretrained reads)" in " ".join(out.split())
+    pasted = _run_as_pasted(copied, models)
     assert pasted.returncode == 0, pasted.stderr
-    written = json.loads(run_cli("inspect", str(models / "model.safetensors"), "--json").stdout)
-    assert written["num_tensors"] == 41
+    loads = json.loads(run_cli("diff-keys", str(models / "my run-state-dict"), "--model-class",
+                               "BertForSequenceClassification", "--json").stdout)
+    assert loads["matched"] == 41 and loads["from_pretrained_reads_a"] is not False
+
+
+def _column(table: str, index: int) -> list[str]:
+    """The cells of one column of a Rich table, line by line (empty ones left out)."""
+    cells = [line.split("│")[index].strip() for line in table.splitlines() if line.startswith("│")]
+    return [cell for cell in cells if cell]
+
+
+def test_worst_tensor_names_keep_their_segments_whole_at_80_columns(tmp_path: Path) -> None:
+    """A Llama's `model.layers.0.post_attention_layernorm.weight` beyond fp16's range: at 80 columns the name had
+    17 cells and was cut mid-word (`post_attention_la` / `yernorm.weight`) while `why` kept 17 for its prose."""
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    save_file({"model.layers.0.post_attention_layernorm.weight": torch.ones(64) * 1e5,
+               "model.layers.0.self_attn.q_proj.weight": torch.randn(64, 64),
+               "model.embed_tokens.weight": torch.randn(128, 64)}, str(tmp_path / "llama.safetensors"))
+    out = _at("80", "check-dtype", "llama.safetensors", "--target", "fp16", cwd=tmp_path)
+    table = out[out.index("Worst tensors for fp16"):out.index("recommendation")]
+    assert max(map(len, table.splitlines())) <= 80
+    names = _column(table, 1)
+    assert names[:3] == ["model.layers.0.", "post_attention_layernorm.", "weight"], names
+    report = json.loads(_at("80", "check-dtype", "llama.safetensors", "--target", "fp16", "--json", cwd=tmp_path))
+    words = {word for row in report["targets"]["fp16"]["tensors"] for word in row["reason"].split()}
+    assert {word for cell in _column(table, 6) for word in cell.split()} <= words  # `why`: words whole too
+
+
+def test_unexpected_detail_is_not_squeezed_to_its_longest_word_at_80_columns(tmp_path: Path) -> None:
+    """Long unexpected names beside a task head: the keys took 39 cells and the detail 7, "not used by B,
+    dropped" over four lines. The detail keeps a fair share; the keys still break only after a dot."""
+    import torch
+    from safetensors.torch import save_file
+
+    b = {"bert.embeddings.word_embeddings.weight": torch.ones(4, 4), "classifier.weight": torch.ones(2, 4)}
+    a = {**b, "bert.encoder.layer.0.attention.self.distance_embedding.weight": torch.ones(4, 4),
+         "bert.encoder.layer.1.attention.self.relative_position_bias.weight": torch.ones(4, 4),
+         "cls.predictions.transform.LayerNorm.weight": torch.ones(4)}
+    save_file(a, str(tmp_path / "a.safetensors"))
+    save_file(b, str(tmp_path / "b.safetensors"))
+    out = _at("80", "diff-keys", "a.safetensors", "b.safetensors", cwd=tmp_path)
+    table = out[out.index("Unexpected"):out.index("reasons")]
+    assert max(map(len, table.splitlines())) <= 80
+    assert _column(table, 5) == ["not used by B,", "dropped"], table
+    keys = _column(table, 1)
+    assert all(cell.endswith((".", "weight")) for cell in keys), keys
+    assert "self.distance_embedding.weight" in " ".join(keys)
