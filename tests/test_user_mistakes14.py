@@ -185,3 +185,62 @@ def test_unexpected_detail_is_not_squeezed_to_its_longest_word_at_80_columns(tmp
     keys = _column(table, 1)
     assert all(cell.endswith((".", "weight")) for cell in keys), keys
     assert "self.distance_embedding.weight" in " ".join(keys)
+
+
+@pytest.mark.parametrize("typed", ["--security", "--scan", "--safety"])
+def test_inspect_security_says_the_scan_runs_by_default(models: Path, typed: str) -> None:
+    """`inspect --security` (a flag people expect a scanner to have): Click answered "Possible options: --verify",
+    which recomputes zip CRCs and says nothing of whether the pickle runs code."""
+    result = run_cli("inspect", str(models / "train ckpt.pt"), typed)
+    assert result.exit_code == 2 and result.stdout == ""
+    line = " ".join(result.stderr.split())
+    assert f"No such option: {typed}; inspect always runs the security scan" in line, line
+    assert "see its security line" in line and "--verify checks zip CRCs and hashes, not safety" in line
+    assert "Possible options" not in line and len(result.stderr.strip().splitlines()) == 1
+    # The line it names is there, in the report and in --json.
+    report = run_cli("inspect", str(models / "train ckpt.pt"))
+    assert re.search(r"│ security +safe \(static pickle scan", report.stdout), report.stdout
+    assert json.loads(run_cli("inspect", str(models / "train ckpt.pt"), "--json").stdout)["security"]["verdict"] \
+        == "safe"
+
+
+def test_a_refused_pickle_says_what_to_do_next_in_one_line(tmp_path: Path) -> None:
+    """`evil.pt: dangerous: posix.system ...; nothing was unpickled` said what was found and stopped: a user who
+    needs the weights was left to try torch.load, which runs it. A file of an unknown class is told apart."""
+    import torch
+
+    from fixtures.hostile import payloads
+
+    sentinel = tmp_path / "SENTINEL"
+    torch.save({"w": torch.ones(3), "x": payloads(sentinel)["os-system"][0]}, tmp_path / "evil.pt")
+    torch.save({"w": torch.ones(3), "step": torch.optim.SGD}, tmp_path / "odd.pt")  # a class: not a weight
+    for args in (("inspect", "evil.pt"), ("diff-keys", "evil.pt", "odd.pt"), ("inspect", "evil.pt", "--json")):
+        result = run_cli(*[str(tmp_path / a) if a.endswith(".pt") else a for a in args])
+        assert result.exit_code == 2 and result.stdout == "", result.stdout
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        line = " ".join(result.stderr.split())
+        assert line.startswith(f"error: {tmp_path / 'evil.pt'}: dangerous: posix.system"), line
+        assert line.endswith("; nothing was unpickled: do not torch.load it (unpickling runs what it names); ask "
+                             "its source for a .safetensors file (see docs/security.md)"), line
+    odd = " ".join(run_cli("inspect", str(tmp_path / "odd.pt")).stderr.split())
+    assert "nothing was unpickled: torch.load it only if you trust its source" in odd, odd
+    assert (REPO_ROOT / "docs" / "security.md").is_file() and not sentinel.exists()
+
+
+def test_plan_devices_says_what_is_left_over_without_disk(tmp_path: Path) -> None:
+    """GPU and CPU budgets too small and no --disk: the disk line read `164.54 KB of nothing (no --disk) OFFLOAD`,
+    an offload planned to a disk of no size. It says what is left over has nowhere to go, and how to allow it."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128,
+        "torch_dtype": "float16"}))
+    out = run_cli("plan-devices", str(config), "--gpu", "100KB", "--cpu", "10KB").stdout
+    [disk] = [line for line in out.splitlines() if line.startswith("disk ")]
+    assert disk.endswith(" 164.54 KB left over with nowhere to go: disk offload is off (--disk allows it); does not "
+                         "fit"), disk
+    assert "of nothing" not in out and "OFFLOAD" not in disk
+    assert "verdict: does not fit" in out
+    allowed = run_cli("plan-devices", str(config), "--gpu", "100KB", "--cpu", "10KB", "--disk").stdout
+    [disk] = [line for line in allowed.splitlines() if line.startswith("disk ")]
+    assert disk.endswith(" 164.54 KB of unlimited OFFLOAD") and "verdict: needs disk offload" in allowed
