@@ -5,7 +5,9 @@ check-dtype's suggested `convert ... --keep-fp32 '<regex>'`, broken inside the r
 copy did not run); diff-keys' note on a training checkpoint, whose `convert` was broken at the width like any
 paragraph; check-dtype's "Worst tensors" names cut mid-word while `why` kept 20 cells, and diff-keys' "Unexpected"
 detail squeezed to a few cells a line; `inspect --security`, which Click answered with `--verify` (zip CRCs, not
-safety); a refused unsafe pickle said what was found and nothing of what to do next.
+safety); a refused unsafe pickle said what was found and nothing of what to do next; plan-devices without --disk
+saying `164.54 KB of nothing (no --disk) OFFLOAD`. Guards: diff-keys' re-check line and the `mkdir -p` hint stay
+whole at 40 columns and run as pasted.
 """
 
 from __future__ import annotations
@@ -120,6 +122,10 @@ def test_diff_keys_note_convert_is_copied_whole_at_any_width(models: Path) -> No
                   "--config", "base", cwd=models)
         assert _copied(out, "weightdoctor convert ") == "weightdoctor convert 'train ckpt.pt' -o model.safetensors"
         assert "write the state dict on its own first (the command below)" in " ".join(out.split()), columns
+        # The suggested fix's re-check, soft-wrapped since round 11, stays whole at every width too.
+        assert _copied(out, "with: weightdoctor diff-keys ").removeprefix("with: ") == (
+            "weightdoctor diff-keys 'train ckpt.pt' --model-class BertForSequenceClassification --config base "
+            r"--rename '^module\.='")
 
     # A folder's training checkpoint: its convert and the `mv` to the name from_pretrained reads, one line.
     folder = models / "my run"
@@ -244,3 +250,17 @@ def test_plan_devices_says_what_is_left_over_without_disk(tmp_path: Path) -> Non
     allowed = run_cli("plan-devices", str(config), "--gpu", "100KB", "--cpu", "10KB", "--disk").stdout
     [disk] = [line for line in allowed.splitlines() if line.startswith("disk ")]
     assert disk.endswith(" 164.54 KB of unlimited OFFLOAD") and "verdict: needs disk offload" in allowed
+
+
+def test_the_mkdir_hint_at_40_columns_pastes_whole(models: Path) -> None:
+    """convert into a folder that does not exist, on a 40-column dumb terminal: the `mkdir -p` it names, copied
+    from the error line, makes that folder and the same convert then writes there."""
+    result = run_subprocess("convert", "my model", "-o", "new dir/sub dir/m.safetensors", cwd=models,
+                            env={"COLUMNS": "40", "TERM": "dumb"})
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    found = re.search(r"mkdir -p ('[^']*'|[^\s)]+)\)", result.stderr)
+    assert found, result.stderr
+    assert _run_as_pasted(found.group()[:-1], models).returncode == 0
+    assert (models / "new dir" / "sub dir").is_dir()
+    assert run_cli("convert", str(models / "my model"), "-o", str(models / "new dir/sub dir/m.safetensors"),
+                   "--json").exit_code == 0
