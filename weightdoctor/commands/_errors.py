@@ -89,7 +89,7 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
         with contextlib.suppress(OSError):
             traceback.print_exception(exc, file=sys.stderr)
     if isinstance(exc, WeightDoctorError):
-        _console().error(exc.one_line())
+        _console().error(exc.one_line() + _next_step(exc))
         return exc.exit_code
     prefix = next((text for kind, text in FOREIGN_ERRORS if isinstance(exc, kind)), None)
     detail = " ".join(str(exc).split())[:300] or type(exc).__name__
@@ -112,6 +112,20 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
             prefix = f"{where}: {prefix}" if where else prefix
         _console().error(f"{prefix}: {detail}")
     return 2
+
+
+def _next_step(exc: WeightDoctorError) -> str:
+    """What to do about a refused pickle that no hint of its own explains (`dangerous: posix.system ...; nothing
+    was unpickled` said what was found, and nothing of what to do next); "" for any other error."""
+    from weightdoctor.errors import UnsafePickle
+
+    if not isinstance(exc, UnsafePickle) or not exc.message.endswith("nothing was unpickled"):
+        return ""  # a layout the reader recognised ends in its own way to the weights
+    if exc.message.startswith("dangerous"):
+        return (": do not torch.load it (unpickling runs what it names); ask its source for a .safetensors file "
+                "(see docs/security.md)")
+    return (": torch.load it only if you trust its source (unpickling runs what it names), or ask for a "
+            ".safetensors file (see docs/security.md)")
 
 
 def _library(exc: BaseException) -> str | None:

@@ -101,6 +101,15 @@ _SAME_OPTION_HERE = {
 }
 
 
+# An option asking for what the command always does. Click guessed `inspect --security` meant --verify: zip CRCs,
+# which say nothing of whether the pickle runs code.
+_SECURITY_SCAN = ("inspect always runs the security scan (static: nothing is unpickled): see its security line, "
+                  "\"security\" in --json; --verify checks zip CRCs and hashes, not safety")
+_DONE_BY_DEFAULT = {("inspect", option): _SECURITY_SCAN
+                    for option in ("--security", "--scan", "--safety", "--security-scan", "--check-security",
+                                   "--safe", "--pickle-scan", "--scan-pickle")}
+
+
 # How from_pretrained, accelerate and vLLM-style scripts spell the memory budget plan-devices takes as --gpu / --cpu.
 _MAX_MEMORY_NAMES = ("--max-memory", "--max_memory", "--maxmemory", "--max-mem", "--max_mem")
 
@@ -130,6 +139,8 @@ def _option_elsewhere(ctx: click_core.Context, option: str) -> str:
     name = ctx.info_name or ""
     if (name, option) in _SAME_OPTION_HERE:
         return f"{name} calls it {_SAME_OPTION_HERE[(name, option)]}"
+    if (name, option.replace("_", "-")) in _DONE_BY_DEFAULT:
+        return _DONE_BY_DEFAULT[(name, option.replace("_", "-"))]
     commands = getattr(group, "commands", None)
     if not isinstance(commands, Mapping):
         return ""

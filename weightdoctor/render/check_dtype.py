@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape as escape_markup
@@ -138,11 +140,17 @@ def worst_tensors(name: str, target: TargetReport, limit: int, width: int | None
             headers = ("stored", "verdict", "out of\nrange", "under-\nflow", "max rel\nerr")
             room = width - 7 - sum(max(*map(len, headers[i].split("\n")), *(_shown_len(c[i]) for c in cells)) + 3
                                    for i in shown)
-        if room < _SIDE_BY_SIDE:
+        # The name column holds each name's longest dotted segment whole (`post_attention_layernorm.`, up to 32
+        # cells): narrower, it was cut mid-word (`post_attention_la` / `yernorm.weight`) while `why`, prose that
+        # wraps between its words, kept 17 cells. `why` keeps its longest word (8 to 14 cells).
+        segment = min(max(cell_len(part) for row in rows for part in _DOTTED.findall(row.name)), 32)
+        why_floor = max(8, min(max(cell_len(word) for row in rows for word in row.reason.split()), 14))
+        if room < max(_SIDE_BY_SIDE, segment + why_floor):
             return _stacked_worst(title, rows, cells, width)
         longest = max(cell_len(row.name) for row in rows)
-        name_width = min(longest, max(room - 24, room // 2))  # `why` keeps room for a few words
-        why_width = max(room - name_width, 12)
+        # Half the room (`why` keeps room for a few words), or the longest segment where that is more.
+        name_width = min(longest, max(segment, room - 24, room // 2), room - why_floor)
+        why_width = room - name_width
     table.add_column("tensor", overflow="fold")
     for i in shown:
         table.add_column(headers[i], justify="left" if i < 2 else "right")
@@ -152,6 +160,8 @@ def worst_tensors(name: str, target: TargetReport, limit: int, width: int | None
         table.add_row(wrapped_name(row.name, name_width), *values, escape(row.reason))
     return table
 
+
+_DOTTED = re.compile(r"[^.]*\.|[^.]+$")  # a name's segments, each with its dot (what wrap_at_dots keeps whole)
 
 # Below this many cells for the name and `why` together, they cannot sit side by side without Rich cutting
 # words (`value(s` / `)`) and names to a few characters: each tensor is then told in lines of its own.
@@ -208,6 +218,24 @@ def render_check_dtype(report: CheckDtypeReport, console: Console, worst: int = 
     if local is not None:
         console.print(Panel(local, title="this machine (--local)", title_align="left"))
     memory = "  ".join(f"{name} {format_bytes(value)}" for name, value in report.recommendation.memory_bytes.items())
-    body = "\n".join(f"• {escape(line)}" for line in report.recommendation.lines)
+    commands = report.recommendation.commands
+    body = "\n".join(f"• {escape(_without_commands(line, commands))}" for line in report.recommendation.lines)
     body += f"\n[dim]memory: {memory}[/]\n[dim]{escape(report.limits)}[/]"
     console.print(Panel(body, title="recommendation", title_align="left"))
+    print_commands(commands, console)
+
+
+def _without_commands(line: str, commands: dict[str, str]) -> str:
+    """`line` with each suggested command it quotes named instead (`print_commands` prints them whole)."""
+    for command in commands.values():
+        line = line.replace(f"`{command}`", "the convert command below")
+    return line
+
+
+def print_commands(commands: dict[str, str], console: Console) -> None:
+    """Each suggested `convert` on a line of its own, after the panel: inside it, Rich broke a long command (its
+    --keep-fp32 regex mid-word) to fit the border, and what was copied from the terminal did not run. Soft
+    wrapping leaves the breaking to the terminal, whose copy gives the line back whole."""
+    for name, command in commands.items():
+        console.print(f"[dim]to write {name}, the unsafe tensors kept in fp32:[/]", soft_wrap=True)
+        console.print(escape(command), soft_wrap=True, highlight=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 from rich.cells import cell_len
 from rich.console import Console
@@ -75,6 +76,14 @@ def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all:
         longest_word = min(max(map(cell_len, words), default=0), 32)
         # The keys' column holds their longest dotted segment whole (up to 32 cells), at least _KEYS_FLOOR.
         segment = min(max(cell_len(part) for r in rows for part in r[0].split(".")) + 1, 32)
+        # The detail keeps up to a third of the room (no more than its longest text) where the keys still hold
+        # their longest segment: given only its longest word, "not used by B, dropped" took four lines of 7 cells
+        # beside 39 cells of keys.
+        longest_detail = max(map(cell_len, _details(report, kind).values()), default=0) + 5  # 5: "e.g. "
+        share = min(longest_detail, room // 3, room - max(_KEYS_FLOOR, segment))
+        if share > (detail_width or 0):
+            keys_width = min(max(cell_len(r[0]) for r in rows), room - share)
+            detail_width = room - keys_width
         if keys_width < min(max(_KEYS_FLOOR, segment), max(cell_len(r[0]) for r in rows)) \
                 or detail_floor < min(longest_word, _KEYS_FLOOR) \
                 or room < 0:
@@ -260,7 +269,45 @@ def render_diff_keys(report: DiffReport, console: Console, show_all: bool = Fals
     for table in values_tables(report, show_all):
         console.print(table)
     for note in report.notes:
-        console.print(f"[dim]note: {escape(note)}[/]")
+        text, commands = _commands_out(note)
+        console.print(f"[dim]note: {escape(text)}[/]")
+        for command in commands:  # whole, on a line of its own: wrapped in the note, a convert pasted as two lines
+            console.print(escape(command), soft_wrap=True, highlight=False)
+
+
+# Where a command a note gives starts; it ends at the note's end or at a `,` `;` or `)` outside its quotes (its
+# words are shell-quoted, so none of these ends a word of its own).
+_COMMAND = re.compile(r"\bweightdoctor (?:convert|diff-keys|check-dtype|plan-devices|shard|inspect) ")
+
+
+def _commands_out(note: str) -> tuple[str, list[str]]:
+    """`note` with each command it gives said as "the command below", and those commands in order.
+
+    Example:
+        >>> _commands_out("write it first (weightdoctor convert 'a b.pt' -o m.safetensors)")
+        ('write it first (the command below)', ["weightdoctor convert 'a b.pt' -o m.safetensors"])
+    """
+    commands: list[str] = []
+    while (found := _COMMAND.search(note)) is not None:
+        end, quote, at = len(note), "", found.end()
+        while at < len(note):
+            char = note[at]
+            if quote:
+                if char == "\\" and quote != "'":  # an escaped character inside $'...' or "..."
+                    at += 1
+                elif char == quote[-1]:
+                    quote = ""
+            elif note.startswith("$'", at):
+                quote, at = "$'", at + 1
+            elif char in "'\"":
+                quote = char
+            elif char in ");" or (char == "," and note[at + 1:at + 2] in ("", " ")):
+                end = at
+                break
+            at += 1
+        commands.append(note[found.start():end].rstrip())
+        note = f"{note[:found.start()]}the command below{note[end:]}"
+    return note, commands
 
 
 def _revision(revision: str | None) -> str:

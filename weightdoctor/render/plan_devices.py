@@ -88,16 +88,18 @@ def _bar(used: int, capacity: int | None) -> str:
 
 def _device_lines(device: DeviceUse, offloading: bool, report: PlanReport) -> list[str]:
     capacity = "unlimited" if device.capacity_bytes is None else format_bytes(device.capacity_bytes)
-    if device.device == "disk" and not report.disk_allowed:
-        capacity = "[red]nothing (no --disk)[/]"
     name = device.device
     spill = offloading and device.device in ("cpu", "disk") and device.used_bytes > 0
     style = "bold red" if spill else "bold"
-    lines = [
-        f"[{style}]{name:<7}[/] {_bar(device.used_bytes, device.capacity_bytes)} "
-        f"{format_bytes(device.used_bytes)} of {capacity}"
-        + (" [bold red]OFFLOAD[/]" if spill else "")
-    ]
+    used = f"{format_bytes(device.used_bytes)} of {capacity}" + (" [bold red]OFFLOAD[/]" if spill else "")
+    if device.device == "disk" and not report.disk_allowed:
+        # "164 KB of nothing (no --disk) OFFLOAD" read as an offload planned to a disk of no size: what is left
+        # over has nowhere to go, and the plan does not fit.
+        used = (f"[bold red]{format_bytes(device.used_bytes)} left over with nowhere to go: disk offload is off "
+                "(--disk allows it); does not fit[/]" if device.used_bytes
+                else "0 B (disk offload is off; --disk allows it)")
+        style = "bold red" if device.used_bytes else "bold"
+    lines = [f"[{style}]{name:<7}[/] {_bar(device.used_bytes, device.capacity_bytes)} {used}"]
     if device.budget_bytes is not None and device.capacity_bytes is not None \
             and device.budget_bytes < device.capacity_bytes and not report.manual_map:
         lines.append(f"         [dim]planner budget {format_bytes(device.budget_bytes)}[/]")
