@@ -486,6 +486,36 @@ def test_json_keys_and_types_with_the_options_that_fill_them(
     assert_json_contract(command, result, stats=stats)
 
 
+# --- "as in inspect": the keys README says two commands share hold the same values -------------------------------
+
+
+@pytest.mark.parametrize("situation", ["single", "sharded", "bin", "ddp", "peft", "hub", "warns", "empty"])
+def test_the_keys_commands_share_agree_with_inspect(
+    inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, situation: str
+) -> None:
+    source = str(inputs[situation])
+    runs = {command: run(command_args(command, source, tmp_path), inputs["hub_cache"], monkeypatch)
+            for command in ("inspect", "check-dtype", "convert", "shard", "diff-keys")}
+    data = {command: json.loads(result.stdout) for command, result in runs.items()}
+    inspected = data["inspect"]
+    # check-dtype: `source`, `resolved_path`, `format` "as in `inspect`".
+    assert {k: data["check-dtype"][k] for k in ("source", "resolved_path", "format")} == {
+        k: inspected[k] for k in ("source", "resolved_path", "format")}
+    # diff-keys' `resolved_a` is where A was read, as inspect's `resolved_path`; `total_a` its keys.
+    assert data["diff-keys"]["resolved_a"] == inspected["resolved_path"]
+    assert data["diff-keys"]["total_a"] == inspected["num_tensors"]
+    # The writers write every tensor but the tied aliases they leave out.
+    for writer in ("convert", "shard"):
+        plan = data[writer]["plan"]
+        assert plan["num_tensors"] + len(plan["dropped_aliases"]) == inspected["num_tensors"], writer
+        assert data[writer]["write"]["verified"] is True
+    # `repo_id` / `commit` for a repo id only; `sharded` for an index.
+    assert (inspected["repo_id"], inspected["revision"]) == (("org/tiny-bert", None) if situation == "hub" else
+                                                             (None, None))
+    assert (inspected["commit"] is not None) == (situation == "hub")
+    assert inspected["sharded"] == (situation == "sharded")
+
+
 # --- (3)-(4) on bad input: the same code and one line, whatever the command ---------------------------------------
 
 
@@ -623,6 +653,13 @@ def test_the_type_parser_on_its_forms() -> None:
 # --- (3) the exit-1 findings that are not --fail-on's: JSON on stdout all the same --------------------------------
 
 
+def _exit_1_rows() -> list[str]:
+    """README's row for exit code 1 and docs/exit-codes.md's per-command rows: where a CI job reads what 1 means."""
+    readme = next(line for line in README.splitlines() if line.startswith("| 1 |"))
+    table = (REPO_ROOT / "docs" / "exit-codes.md").read_text(encoding="utf-8")
+    return [readme, *(line for line in table.splitlines() if line.startswith("| `"))]
+
+
 def test_verify_mismatch_is_exit_1_with_the_mismatch_in_the_json(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inputs: dict[str, Path]
 ) -> None:
@@ -637,6 +674,8 @@ def test_verify_mismatch_is_exit_1_with_the_mismatch_in_the_json(
     data = assert_json_contract("inspect", result)
     assert result.exit_code == 1
     assert [m["file"] for m in data["verify"]["mismatches"]] == ["altered.bin"], data["verify"]
+    # An exit 1 without --fail-on: both exit-code tables must say so.
+    assert all("--verify" in row for row in _exit_1_rows() if row.startswith(("| 1 |", "| `inspect`")))
 
 
 def test_an_invalid_map_is_exit_1_with_its_findings_in_the_json(
@@ -650,6 +689,7 @@ def test_an_invalid_map_is_exit_1_with_its_findings_in_the_json(
     assert result.exit_code == 1
     assert data["manual_map"] is True
     assert {f["code"] for f in data["findings"]} == {"not-covered"}, data["findings"]
+    assert all("--map" in row for row in _exit_1_rows() if row.startswith(("| 1 |", "| `plan-devices`")))
 
 
 # --- the program itself: plain diff-keys runs skip Typer (commands/_fast.py); CI calls the program ----------------
