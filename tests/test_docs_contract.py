@@ -516,6 +516,42 @@ def test_the_keys_commands_share_agree_with_inspect(
     assert inspected["sharded"] == (situation == "sharded")
 
 
+# --- the invocations the docs show still run, and give the documented JSON ------------------------------------------
+
+# The pages whose examples run on what the repository holds (fixtures/example, fixtures/configs); the other pages'
+# examples name checkpoints their sweeps build (`planted`, `lora`, `gpt2-bin`).
+SHOWN = ["README.md", "docs/commands/plan-devices.md"]
+
+
+@pytest.mark.parametrize("doc", SHOWN)
+def test_every_invocation_the_docs_show_runs_with_json(
+    doc: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each `$ weightdoctor ...` line of a console example, run in order (README's `convert ... -o /tmp/ddp` makes
+    the source of the `diff-keys /tmp/ddp` after it) with `--json`: exit 0 or 1 and the documented keys; /tmp
+    paths are moved under tmp_path."""
+    import shlex
+
+    monkeypatch.chdir(tmp_path)  # a relative output (`--output mistral_map.json`) lands here, not in the repo
+    ran = 0
+    for line in (REPO_ROOT / doc).read_text(encoding="utf-8").splitlines():
+        if not line.startswith("$ weightdoctor "):
+            continue
+        words = shlex.split(line[2:])
+        words = words[1:next((i for i, w in enumerate(words) if w in (">", "|", ";", "2>")), len(words))]
+        args = []
+        for word in words:
+            if word.startswith("/tmp/"):
+                word = str(tmp_path / word[len("/tmp/"):])
+            elif not word.startswith("-") and (REPO_ROOT / word).exists():
+                word = str(REPO_ROOT / word)
+            args.append(word)
+        assert Path(args[1]).exists(), line
+        assert_json_contract(args[0], run_cli(*args, "--json"), stats="--stats" in args)
+        ran += 1
+    assert ran >= 2, f"no invocation found in {doc}"
+
+
 # --- (3)-(4) on bad input: the same code and one line, whatever the command ---------------------------------------
 
 
@@ -533,23 +569,64 @@ def test_bad_input_is_exit_2_with_one_line_naming_the_file(
     assert not (tmp_path / "converted").exists() and not (tmp_path / "shards").exists()
 
 
-@pytest.mark.parametrize(
-    "misuse",
-    [["--no-such-option"], ["--fail-on", "bogus"], ["--filter", "("], ["--revision"]],
-    ids=["unknown-option", "bad-fail-on", "bad-regex", "option-without-value"],
-)
+# Misused options, and the option the one line must name. --fail-on and --filter are options of some commands
+# only: the others refuse them as unknown, naming them all the same.
+MISUSES = {
+    "unknown-option": (["--no-such-option"], "--no-such-option"),
+    "bad-fail-on": (["--fail-on", "bogus"], "--fail-on"),
+    "bad-regex": (["--filter", "("], "--filter"),
+    "option-without-value": (["--revision"], "--revision"),
+    "key-in-safetensors": (["--key", "nope"], "--key"),
+    "unknown-with-debug": (["--debug", "--no-such-option"], "--no-such-option"),
+}
+
+
+@pytest.mark.parametrize("misuse", list(MISUSES))
 @pytest.mark.parametrize("command", COMMANDS)
 def test_option_misuse_is_exit_2_with_one_line(
-    inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, misuse: list[str]
+    inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, misuse: str
 ) -> None:
+    extra, named = MISUSES[misuse]
     args = command_args(command, str(inputs["single"]), tmp_path)
-    if misuse == ["--revision"]:  # last on the line: with `--json` after it, Click would take that as its value
-        result = run_cli(*args, "--json", *misuse)
+    if misuse == "option-without-value":  # last on the line: with `--json` after it, Click takes that as its value
+        result = run_cli(*args, "--json", *extra)
     else:
-        result = run([*args, *misuse], inputs["hub_cache"], monkeypatch)
+        result = run([*args, *extra], inputs["hub_cache"], monkeypatch)
     line = assert_one_error_line(result)
-    assert misuse[0] in line, line
+    assert named in line, line
     assert not (tmp_path / "converted").exists() and not (tmp_path / "shards").exists()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_folder_with_a_config_and_no_weights(
+    inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    # plan-devices plans from a config alone (README: "or just a config"); the others need weights: exit 2.
+    folder = tmp_path / "config-only"
+    folder.mkdir()
+    shutil.copy(EXAMPLE / "config.json", folder / "config.json")
+    result = run(command_args(command, str(folder), tmp_path), inputs["hub_cache"], monkeypatch)
+    if command == "plan-devices":
+        assert assert_json_contract(command, result)["built_from"] == "config"
+    else:
+        assert_one_error_line(result, naming=f"{folder}: folder holds no weight file")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_the_program_writes_one_json_document_and_warns_on_stderr_as_documented(
+    inputs: dict[str, Path], tmp_path: Path, command: str
+) -> None:
+    """In a fresh `python -m weightdoctor` (what CI runs; a library that prints on the real stdout would show here,
+    not under CliRunner): stdout is the JSON alone, and the reader's warning is where README puts it."""
+    from tests.helpers import run_subprocess
+
+    args = command_args(command, str(inputs["warns"]), tmp_path)
+    proc = run_subprocess(*args, "--json", env={"HF_HUB_CACHE": str(inputs["hub_cache"]), "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    warning = "pytorch_model.bin is ignored: model.safetensors comes first"
+    assert any(warning in w for w in data["warnings"])
+    assert (warning in proc.stderr) == (command in ("convert", "shard")), proc.stderr
 
 
 # --- (3) every --fail-on level: exit 1 exactly when the JSON shows a finding at or above it ---------------------
