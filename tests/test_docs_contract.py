@@ -377,6 +377,14 @@ def run(args: list[str], hub_cache: Path, monkeypatch: pytest.MonkeyPatch) -> An
     return run_cli(*args, "--json")
 
 
+def strict_json(text: str) -> Any:
+    """`json.loads` as jq reads it: Python's own parser takes `NaN` and `Infinity`, which are no JSON."""
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{name} is not JSON (jq refuses it); README writes non-finite numbers as strings")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def assert_one_error_line(result: Any, *, naming: str | None = None) -> str:
     """Exit 2 as docs/exit-codes.md gives it: nothing on stdout, one `error:` line on stderr, no traceback."""
     assert result.exit_code == 2, (result.exit_code, result.stdout[:300], result.stderr)
@@ -393,7 +401,7 @@ def assert_one_error_line(result: Any, *, naming: str | None = None) -> str:
 def assert_json_contract(command: str, result: Any, *, stats: bool = False) -> dict[str, Any]:
     """Exit 0 or 1, stdout exactly one JSON object, keys as README names them, types as the tables give them."""
     assert result.exit_code in (0, 1), (result.exit_code, result.stderr)
-    data = json.loads(result.stdout)  # the whole of stdout: one document, nothing before or after it
+    data = strict_json(result.stdout)  # the whole of stdout: one document, nothing before or after it
     assert isinstance(data, dict)
     documented = documented_keys(command)
     # `histogram` is written for --hist tensors only (test_json_schema_docs).
@@ -623,7 +631,7 @@ def test_the_program_writes_one_json_document_and_warns_on_stderr_as_documented(
     args = command_args(command, str(inputs["warns"]), tmp_path)
     proc = run_subprocess(*args, "--json", env={"HF_HUB_CACHE": str(inputs["hub_cache"]), "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
+    data = strict_json(proc.stdout)
     warning = "pytorch_model.bin is ignored: model.safetensors comes first"
     assert any(warning in w for w in data["warnings"])
     assert (warning in proc.stderr) == (command in ("convert", "shard")), proc.stderr
@@ -786,7 +794,7 @@ def test_the_fast_diff_keys_path_keeps_the_contract_of_the_typer_one(
     if program.returncode == 2:
         assert program.stdout == ""
     else:
-        assert json.loads(program.stdout) == json.loads(typer_run.stdout)
+        assert strict_json(program.stdout) == strict_json(typer_run.stdout)
 
 
 def test_the_null_reader_on_its_forms() -> None:
