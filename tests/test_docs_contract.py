@@ -470,6 +470,12 @@ VARIANTS = [
     ("check-dtype", "half", ["--local"]),
     ("check-dtype", "huge", ["--sample", "64", "--filter", "big"]),
     ("check-dtype", "training", ["--key", "model_state_dict"]),
+    *(("inspect", situation, ["--stats"]) for situation in GOOD),
+    *(("check-dtype", situation, ["--target", "all"]) for situation in ("bin", "ints", "nonfinite", "half", "peft")),
+    *(("diff-keys", situation, ["--model-class", "BertForSequenceClassification", "--config", str(EXAMPLE)])
+      for situation in ("ddp", "peft", "bin", "training", "hub")),
+    *(("diff-keys", situation, ["--values", "--fail-on", "info"]) for situation in ("nonfinite", "ints", "empty", "hub")),
+    *(("shard", situation, ["--single", "--dtype", "fp16"]) for situation in ("ints", "nonfinite", "tied")),
 ]
 
 
