@@ -474,7 +474,8 @@ VARIANTS = [
     *(("check-dtype", situation, ["--target", "all"]) for situation in ("bin", "ints", "nonfinite", "half", "peft")),
     *(("diff-keys", situation, ["--model-class", "BertForSequenceClassification", "--config", str(EXAMPLE)])
       for situation in ("ddp", "peft", "bin", "training", "hub")),
-    *(("diff-keys", situation, ["--values", "--fail-on", "info"]) for situation in ("nonfinite", "ints", "empty", "hub")),
+    *(("diff-keys", situation, ["--values", "--fail-on", "info"])
+      for situation in ("nonfinite", "ints", "empty", "hub")),
     *(("shard", situation, ["--single", "--dtype", "fp16"]) for situation in ("ints", "nonfinite", "tied")),
 ]
 
@@ -528,6 +529,28 @@ def test_the_keys_commands_share_agree_with_inspect(
                                                              (None, None))
     assert (inspected["commit"] is not None) == (situation == "hub")
     assert inspected["sharded"] == (situation == "sharded")
+
+
+@pytest.mark.parametrize("revision", [None, "main"])
+@pytest.mark.parametrize("form", ["repo-id", "cache-folder"])
+def test_repo_id_revision_and_commit_say_what_the_docs_say(
+    inputs: dict[str, Path], monkeypatch: pytest.MonkeyPatch, form: str, revision: str | None
+) -> None:
+    # README: `repo_id` / `revision` are the repo id and the --revision asked for, both null for a local path "a
+    # repo's cache folder included"; `commit` the snapshot read for either; diff-keys' `revision_a` / `revision_b`
+    # the --revision of a side that is a repo id, else null.
+    cache = inputs["hub_cache"]
+    source = "org/tiny-bert" if form == "repo-id" else str(cache / "models--org--tiny-bert")
+    asked = ["--revision", revision] if revision else []
+    snapshot = next((cache / "models--org--tiny-bert" / "snapshots").iterdir())
+    inspected = assert_json_contract("inspect", run(["inspect", source, *asked], cache, monkeypatch))
+    by_id = form == "repo-id"
+    assert (inspected["repo_id"], inspected["revision"]) == (("org/tiny-bert", revision) if by_id else (None, None))
+    assert inspected["commit"] == snapshot.name
+    assert inspected["resolved_path"] == str(snapshot)
+    diffed = assert_json_contract("diff-keys", run(["diff-keys", source, str(EXAMPLE), *asked], cache, monkeypatch))
+    assert (diffed["revision_a"], diffed["revision_b"]) == ((revision if by_id else None), None)
+    assert diffed["resolved_a"] == str(snapshot)
 
 
 # --- the invocations the docs show still run, and give the documented JSON ------------------------------------------
