@@ -634,6 +634,30 @@ def test_option_misuse_is_exit_2_with_one_line(
     assert not (tmp_path / "converted").exists() and not (tmp_path / "shards").exists()
 
 
+# docs/exit-codes.md, code 2: "a bad flag value (a size that does not parse, an unknown dtype, a bad regular
+# expression, a `--filter` that matches no tensor name)", for each command that takes such a flag.
+BAD_VALUES = [
+    ("plan-devices", ["--cpu", "lots"], "lots"), ("shard", ["--max", "12XB"], "12XB"),
+    ("plan-devices", ["--reserve", "-1GB"], "-1GB"),
+    ("plan-devices", ["--dtype", "fp12"], "fp12"), ("convert", ["--dtype", "fp12"], "fp12"),
+    ("shard", ["--dtype", "fp12"], "fp12"), ("check-dtype", ["--target", "fp12"], "fp12"),
+    ("convert", ["--keep-fp32", "(", "--dtype", "fp16"], "--keep-fp32"), ("diff-keys", ["--rename", "(=x"], "--rename"),
+    ("inspect", ["--filter", "no_such_tensor"], "matches no tensor name"),
+    ("check-dtype", ["--filter", "no_such_tensor"], "matches no tensor name"),
+]
+
+
+@pytest.mark.parametrize(("command", "extra", "named"), BAD_VALUES, ids=[f"{c}{e[0]}" for c, e, _ in BAD_VALUES])
+def test_a_bad_flag_value_is_exit_2_naming_it(
+    inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, extra: list[str],
+    named: str
+) -> None:
+    args = command_args(command, str(inputs["single"]), tmp_path)
+    line = assert_one_error_line(run([*args, *extra], inputs["hub_cache"], monkeypatch))
+    assert named in line, line
+    assert not (tmp_path / "converted").exists() and not (tmp_path / "shards").exists()
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_folder_with_a_config_and_no_weights(
     inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
