@@ -317,6 +317,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     save_file({n: t.half() for n, t in tensors.items()}, str(made["half"]))
     made["huge"] = tmp / "huge.safetensors"
     save_file({"big.weight": torch.tensor([1e5, -7e4, 1.0, 1e-9]), "small.bias": torch.zeros(3)}, str(made["huge"]))
+    made["underflow"] = tmp / "underflow.safetensors"  # 1 of 11 non-zero values becomes 0 in fp16
+    save_file({"a.weight": torch.tensor([1e-9, *range(1, 11)], dtype=torch.float32)}, str(made["underflow"]))
     made["tied"] = tmp / "tied.bin"
     shared = torch.randn(8, 4, generator=generator)
     torch.save({"wte.weight": shared, "lm_head.weight": shared, "ln.bias": torch.zeros(4)}, made["tied"])
@@ -656,6 +658,29 @@ def test_a_bad_flag_value_is_exit_2_naming_it(
     line = assert_one_error_line(run([*args, *extra], inputs["hub_cache"], monkeypatch))
     assert named in line, line
     assert not (tmp_path / "converted").exists() and not (tmp_path / "shards").exists()
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("situation", ["single", "half", "nonfinite", "huge", "underflow", "ints"])
+def test_a_cast_is_refused_exactly_when_check_dtype_calls_it_unsafe(
+    inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, situation: str, dtype: str
+) -> None:
+    """docs/commands/convert.md: exit 2 for "a lossy cast without `--allow-overflow`", the cast check-dtype calls
+    `unsafe` (values become inf or 0); `lossy` (rounding only) is written. convert and shard agree."""
+    source = str(inputs[situation])
+    checked = assert_json_contract("check-dtype", run(["check-dtype", source, "--target", dtype], inputs["hub_cache"],
+                                                      monkeypatch))
+    unsafe = checked["targets"][dtype]["verdict"] == "unsafe"
+    for command, out in (("convert", "converted.safetensors"), ("shard", "shards")):
+        args = [*command_args(command, source, tmp_path), "--dtype", dtype]
+        args[args.index("-o") + 1] = str(tmp_path / out)
+        result = run(args, inputs["hub_cache"], monkeypatch)
+        if unsafe:
+            assert_one_error_line(result, naming="--allow-overflow")
+            assert not (tmp_path / out).exists()
+        else:
+            assert assert_json_contract(command, result)["write"]["verified"] is True
+    assert unsafe == (situation in ("huge", "underflow") and dtype == "fp16")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
