@@ -683,6 +683,28 @@ def test_a_cast_is_refused_exactly_when_check_dtype_calls_it_unsafe(
     assert unsafe == (situation in ("huge", "underflow") and dtype == "fp16")
 
 
+@pytest.mark.parametrize("below", ["out", "sub/out"], ids=["in-a-file", "two-below-a-file"])
+@pytest.mark.parametrize("command", ["convert", "shard", "plan-devices"])
+def test_an_output_below_a_file_is_said_the_same_by_every_writer(
+    inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, below: str
+) -> None:
+    """`-o notes.txt/out` (a file where a folder should be): plan-devices' --output said "the output folder does not
+    exist" of a path that exists (as a file), and under it suggested a `mkdir -p` that fails; convert and shard
+    said what is wrong. The same situation, the same line."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine\n")
+    output = blocker / below
+    args = command_args(command, str(inputs["single"]), tmp_path)
+    if command == "plan-devices":
+        args += ["--output", str(output)]
+    else:
+        args[args.index("-o") + 1] = str(output)
+    line = assert_one_error_line(run(args, inputs["hub_cache"], monkeypatch))
+    assert line == (f"error: {output}: cannot write the output: a part of the output's path is a file, not a folder; "
+                    "nothing was left behind")
+    assert blocker.read_text() == "mine\n"
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_folder_with_a_config_and_no_weights(
     inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
