@@ -114,6 +114,27 @@ def documented_types(text: str, heading: str, section_end: str = "\n## ") -> dic
     return types
 
 
+def documented_values(text: str, heading: str, section_end: str = "\n## ") -> dict[tuple[str, ...], set[str]]:
+    """Key path → the values a string key takes, where its row's meaning is a list of them and nothing else
+    (`` `checkpoints` or `model-class` ``; a parenthesis after a value is its gloss)."""
+    start = text.index(heading)
+    end = text.find(section_end, start + len(heading))
+    values: dict[tuple[str, ...], set[str]] = {}
+    for line in text[start:end if end != -1 else None].splitlines():
+        cells = line.replace("\\|", "/").split("|")
+        if not line.startswith("| `") or len(cells) < 5 or parse_type(cells[2]) != (frozenset({str}), False):
+            continue
+        meaning = re.sub(r"\([^()]*\)", "", cells[3].split(";")[-1] if "as given;" in cells[3] else cells[3]).strip()
+        meaning = meaning.removeprefix("as given;").strip()
+        listed = r'`"?[\w.-]+"?`'
+        if not re.fullmatch(rf"{listed}(\s*(,|or|, or)\s*{listed})+", meaning):
+            continue
+        paths = _row_paths(heading, line)
+        for path in paths[-1:]:  # `plan.source`, `plan.output`, `plan.format` | as given; `safetensors` or `bin`
+            values[path] = {v.strip('"') for v in re.findall(r"`([^`]+)`", meaning)}
+    return values
+
+
 def _section_of(text: str, command: str) -> tuple[str, str]:
     """(text, heading) of `command`'s section: in `text` (README) if there, else its docs/commands page."""
     if SECTIONS[command] in text:
@@ -157,7 +178,20 @@ def assert_documented_types(command: str, data: dict[str, Any]) -> None:
                 if not ok:
                     problems.append(f"{doc}: {label} is {type(value).__name__} {value!r:.60}; documented "
                                     f"{sorted(t.__name__ for t in accepted)}")
+    for doc_text, heading in _value_sections(command):
+        for path, allowed in documented_values(doc_text, heading).items():
+            for where, obj in _objects_at(data, path[:-1]):
+                if path[-1] in obj and obj[path[-1]] is not None and obj[path[-1]] not in allowed:
+                    problems.append(f"{'.'.join((*where, path[-1]))} is {obj[path[-1]]!r}, not one of the documented "
+                                    f"{sorted(allowed)}")
     assert not problems, "\n".join(dict.fromkeys(problems))
+
+
+def _value_sections(command: str) -> list[tuple[str, str]]:
+    """(text, heading) of README's section of `command` and of its docs/commands page."""
+    name = {"inspect": "inspect-security.md"}.get(command, REFERENCES.get(command))
+    page = (DOCS / name).read_text(encoding="utf-8")
+    return [(README, SECTIONS[command]), (page, page.splitlines()[0])]
 
 
 # Objects whose content is the file's or a library's own (a config, safetensors metadata, an adapter's config,
@@ -906,3 +940,14 @@ def test_the_null_reader_on_its_forms() -> None:
     assert documents_null(rows, "at_init")
     with pytest.raises(AssertionError, match=r"no row of the docs says it can be: \['devices.used_bytes'\]"):
         assert_nulls_documented("plan-devices", {"devices": [{"used_bytes": None, "capacity_bytes": None}]})
+
+
+def test_the_value_reader_on_its_forms() -> None:
+    values = documented_values(README, SECTIONS["plan-devices"])
+    assert values[("built_from",)] == {"config", "tensors"}
+    assert values[("verdict",)] == {"fits-on-gpus", "fits-on-cpu", "needs-cpu-offload", "needs-disk-offload",
+                                    "does-not-fit"}
+    assert documented_values(README, SECTIONS["shard"])[("plan", "format")] == {"safetensors", "bin"}
+    assert documented_values(README, SECTIONS["diff-keys"])[("mode",)] == {"checkpoints", "model-class"}
+    with pytest.raises(AssertionError, match=r"built_from is 'guess', not one of the documented"):
+        assert_documented_types("plan-devices", {"built_from": "guess"})
