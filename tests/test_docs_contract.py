@@ -353,6 +353,14 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     save_file({"big.weight": torch.tensor([1e5, -7e4, 1.0, 1e-9]), "small.bias": torch.zeros(3)}, str(made["huge"]))
     made["underflow"] = tmp / "underflow.safetensors"  # 1 of 11 non-zero values becomes 0 in fp16
     save_file({"a.weight": torch.tensor([1e-9, *range(1, 11)], dtype=torch.float32)}, str(made["underflow"]))
+    # A plain `pickle.dump` of numpy arrays (Detectron2's model_final.pkl) and torch's legacy (non-zip) format.
+    import pickle
+
+    made["numpy_pickle"] = tmp / "model_final.pkl"
+    made["numpy_pickle"].write_bytes(pickle.dumps({"model": {n: t.numpy() for n, t in list(tensors.items())[:6]}},
+                                                  protocol=2))
+    made["legacy"] = tmp / "legacy.pt"
+    torch.save(dict(list(tensors.items())[:6]), made["legacy"], _use_new_zipfile_serialization=False)
     made["tied"] = tmp / "tied.bin"
     shared = torch.randn(8, 4, generator=generator)
     torch.save({"wte.weight": shared, "lm_head.weight": shared, "ln.bias": torch.zeros(4)}, made["tied"])
@@ -391,7 +399,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return made
 
 
-GOOD = ["single", "sharded", "bin", "ddp", "peft", "hub", "warns", "empty", "ints", "nonfinite"]
+GOOD = ["single", "sharded", "bin", "ddp", "peft", "hub", "warns", "empty", "ints", "nonfinite", "numpy_pickle",
+        "legacy"]
 BAD = ["corrupt", "missing", "no_weights", "unsafe", "gguf", "gap", "url", "uncached"]
 
 
