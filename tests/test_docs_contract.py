@@ -656,6 +656,22 @@ def test_bad_input_is_exit_2_with_one_line_naming_the_file(
 
 # Misused options, and the option the one line must name. --fail-on and --filter are options of some commands
 # only: the others refuse them as unknown, naming them all the same.
+@pytest.mark.parametrize("situation", BAD)
+def test_a_bad_b_is_said_as_a_bad_a_is(
+    inputs: dict[str, Path], monkeypatch: pytest.MonkeyPatch, situation: str
+) -> None:
+    # diff-keys reads B with the same reader: the same line (naming B) and exit 2, through Typer and the program.
+    from tests.helpers import run_subprocess
+
+    source = str(inputs[situation])
+    as_a = assert_one_error_line(run(["diff-keys", source, str(EXAMPLE)], inputs["hub_cache"], monkeypatch))
+    as_b = assert_one_error_line(run(["diff-keys", str(EXAMPLE), source], inputs["hub_cache"], monkeypatch))
+    assert as_b == as_a
+    program = run_subprocess("diff-keys", EXAMPLE, source, "--json",
+                             env={"HF_HUB_CACHE": str(inputs["hub_cache"]), "HF_HUB_OFFLINE": "1"})
+    assert (program.returncode, program.stdout, program.stderr.strip()) == (2, "", as_b)
+
+
 MISUSES = {
     "unknown-option": (["--no-such-option"], "--no-such-option"),
     "bad-fail-on": (["--fail-on", "bogus"], "--fail-on"),
