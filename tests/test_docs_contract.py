@@ -672,6 +672,15 @@ def test_a_bad_b_is_said_as_a_bad_a_is(
     assert (program.returncode, program.stdout, program.stderr.strip()) == (2, "", as_b)
 
 
+def test_an_unknown_model_class_is_said_alike_by_diff_keys_and_plan_devices(
+    inputs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = {assert_one_error_line(run(args, inputs["hub_cache"], monkeypatch))
+             for args in (["diff-keys", str(EXAMPLE), "--model-class", "NoSuchModel"],
+                          ["plan-devices", str(EXAMPLE), "--gpu", "1GB", "--model-class", "NoSuchModel"])}
+    assert lines == {f"error: {EXAMPLE}: transformers has no model class 'NoSuchModel'"}
+
+
 MISUSES = {
     "unknown-option": (["--no-such-option"], "--no-such-option"),
     "bad-fail-on": (["--fail-on", "bogus"], "--fail-on"),
