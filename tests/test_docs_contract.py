@@ -988,3 +988,13 @@ def test_the_value_reader_on_its_forms() -> None:
     assert documented_values(README, SECTIONS["diff-keys"])[("mode",)] == {"checkpoints", "model-class"}
     with pytest.raises(AssertionError, match=r"built_from is 'guess', not one of the documented"):
         assert_documented_types("plan-devices", {"built_from": "guess"})
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_readme_and_the_full_reference_give_each_key_one_type(command: str) -> None:
+    # A key README calls `int` and docs/commands calls `int or null` leaves a CI job guessing which holds.
+    (_, readme), *others = _doc_tables(command)
+    for doc, types in others:
+        differ = {path: (readme[path], kind) for path, kind in types.items()
+                  if kind is not None and readme.get(path) is not None and readme[path] != kind}
+        assert not differ, (doc, differ)
