@@ -776,6 +776,36 @@ def test_an_output_below_a_file_is_said_the_same_by_every_writer(
     assert blocker.read_text() == "mine\n"
 
 
+@pytest.mark.parametrize("existing", ["device", "file"])
+@pytest.mark.parametrize("command", ["convert", "shard", "plan-devices"])
+def test_an_output_force_cannot_replace_is_not_told_to_pass_force(
+    inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, existing: str
+) -> None:
+    """`-o /dev/null` (a device) is never replaced, nor is a file by shard's folder: convert and shard said
+    "output exists; pass --force to replace it", and with --force refused all the same. plan-devices said what
+    holds at once; the line is now the same with --force or without, and offers no --force that cannot help."""
+    if existing == "device":
+        output = Path("/dev/null")
+    else:
+        output = tmp_path / "taken.bin"
+        output.write_text("mine\n")
+    args = command_args(command, str(inputs["single"]), tmp_path)
+    if command == "plan-devices":
+        args += ["--output", str(output)]
+    else:
+        args[args.index("-o") + 1] = str(output)
+    without = assert_one_error_line(run(args, inputs["hub_cache"], monkeypatch))
+    if existing == "file" and command != "shard":
+        # A regular file is what --force replaces there (an earlier convert, another file): the advice holds.
+        assert "pass --force" in without
+        return
+    forced = assert_one_error_line(run([*args, "--force"], inputs["hub_cache"], monkeypatch))
+    assert without == forced
+    assert "--force" not in without
+    if existing == "file":
+        assert output.read_text() == "mine\n"
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_folder_with_a_config_and_no_weights(
     inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
