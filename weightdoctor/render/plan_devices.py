@@ -44,6 +44,14 @@ def write_device_map(device_map: dict[str, int | str], path: str | os.PathLike[s
     if not folder.is_dir():
         from weightdoctor.paths import shell_word
 
+        # A file where a folder should be (`--output notes.txt/map.json`): the folder is not missing, and
+        # `mkdir -p` would fail; said as convert and shard say it.
+        if any(part.exists() and not part.is_dir() for part in (folder, *folder.parents)):
+            import errno
+
+            from weightdoctor.writers.atomic import output_error
+
+            raise output_error(OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)), target)
         make = shell_word(str(folder), argument=True)
         how = f" (create it first: mkdir -p {make})" if not folder.exists() else ""
         raise OutputError(f"the output folder does not exist{how}", path=str(target))

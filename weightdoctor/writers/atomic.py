@@ -296,9 +296,10 @@ def atomic_file(dest: Path, *, replace: bool = False) -> Iterator[Path]:
     """
     dest = named(dest)
     try:
+        # What --force never replaces (a device, a folder) is said first: "pass --force" would not help there.
+        refuse_special(dest)
         if (dest.exists() or dest.is_symlink()) and not replace:
             raise OutputError("output exists; pass --force to replace it", path=str(dest))
-        refuse_special(dest)
         remove_stale_siblings(dest)
     except OSError as exc:  # a name of 256 bytes on the way (exists() lets ENAMETOOLONG through)
         raise output_error(exc, dest) from exc
@@ -476,11 +477,12 @@ class StagingDir:
         except OSError as exc:  # a name of 256 bytes on the way (exists() lets ENAMETOOLONG through)
             raise output_error(exc, self.dest) from exc
         if exists:
+            # A file (or a device) is never replaced by a folder, --force or not: said before "pass --force".
+            if not self.dest.is_dir():
+                raise OutputError("output exists and is not a folder", path=str(self.dest))
             if not self.replace:
                 raise OutputError(f"output exists; pass --force to replace it, or choose a new path"
                                   f"{_folder_contents(self.dest)}", path=str(self.dest))
-            if not self.dest.is_dir():
-                raise OutputError("output exists and is not a folder", path=str(self.dest))
         for parent in (self.dest.parent, *self.dest.parent.parents):
             if parent.exists() or parent.is_symlink():
                 if not parent.is_dir():
