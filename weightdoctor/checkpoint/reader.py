@@ -2536,7 +2536,7 @@ def refuse_pickled_extra_states(checkpoint: Checkpoint) -> list[str]:
         first = large[0]
         warnings.append(f"{counted(len(large), 'uint8 / int8 _extra_state tensor')} ({first.name}, "
                         f"{format_bytes(first.nbytes)}{', ...' if len(large) > 1 else ''}) past the "
-                        f"{format_bytes(extra_state.MAX_EXTRA_STATE_BYTES, binary=True)} weightdoctor reads to "
+                        f"{extra_state.MAX_EXTRA_STATE_BYTES >> 20} MiB weightdoctor reads to "
                         "scan such a tensor: not checked for a pickle (TransformerEngine's set_extra_state "
                         "pickle.loads one when the model loads the state dict)")
     if remote:
