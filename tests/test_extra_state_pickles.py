@@ -158,6 +158,12 @@ def test_a_pickle_no_pickler_writes_is_refused_as_suspicious() -> None:
     assert pickle_loads_problem(b"\x80\x04\x95garbage") == (
         "suspicious", "starts like a pickle but cannot be parsed (not enough data in stream to read uint8)")
     assert pickle_loads_problem(pickle.dumps(_genuine_state())) is None
+    # A global the policy does not know is suspicious, as in any pickle; so is a call making a gigabyte nothing fills.
+    assert pickle_loads_problem(b"\x80\x02cmy_te_plugin\nRecipe\n)R.") == (
+        "suspicious", "holds a pickle that names my_te_plugin.Recipe")
+    assert pickle_loads_problem(b"\x80\x02cbuiltins\nbytearray\nJ\x00\x00\x00@\x85R.") == (
+        "suspicious", "holds a pickle that, at byte 28, REDUCE calls builtins.bytearray(1073741824): a buffer sized "
+        "by a number, which no pickled value needs")
 
 
 def test_a_100_mb_extra_state_is_not_read_whole_and_said_unchecked(tmp_path: Path,

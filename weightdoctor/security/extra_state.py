@@ -12,7 +12,7 @@ import io
 
 from weightdoctor.security.opcodes import walk_pickle
 from weightdoctor.security.policy import DANGEROUS, UNKNOWN, WATCHED_CALLS
-from weightdoctor.security.scan import ScanReport, _Collector, scan_bytes
+from weightdoctor.security.scan import _Collector, scan_bytes
 
 SUFFIX = "_extra_state"
 # TE's state is a few KB per module (scales and amax histories); a larger tensor is not read whole to be checked.
@@ -61,17 +61,20 @@ def pickle_loads_problem(data: bytes) -> tuple[str, str] | None:
     collector = _Collector(None)
     walk = walk_pickle(io.BytesIO(data), len(data), WATCHED_CALLS | {LOAD_FROM_BYTES})
     collector.add_walk(walk, "the tensor's bytes")
-    report = ScanReport(format="pickle", container="pickle", globals=collector.globals, problems=collector.problems)
-    flagged = sorted({g.qualified for g in report.globals if g.safety in (DANGEROUS, UNKNOWN)})
+    flagged = sorted({g.qualified for g in collector.globals if g.safety in (DANGEROUS, UNKNOWN)})
     nested: list[str] = []
     if LOAD_FROM_BYTES in flagged:
         calls = [call for call in walk.calls if f"{call.callee.module}.{call.callee.name}" == LOAD_FROM_BYTES]
         unresolved = False
+        scanned: set[int] = set()
         for call in calls:
             blob = call.args[0] if isinstance(call.args, tuple) and len(call.args) == 1 else None
             if not isinstance(blob, (bytes, bytearray)):
                 unresolved = True  # built by a call: what torch.load would read is not known here
                 continue
+            if id(blob) in scanned:
+                continue  # one literal called a million times through the memo is scanned once
+            scanned.add(id(blob))
             inner = scan_bytes(bytes(blob))
             if inner.unsafe:
                 nested.append(inner.summary(limit=4))
@@ -79,14 +82,16 @@ def pickle_loads_problem(data: bytes) -> tuple[str, str] | None:
             flagged.remove(LOAD_FROM_BYTES)
     if flagged:
         shown = ", ".join(flagged[:4]) + (", ..." if len(flagged) > 4 else "")
-        return report.verdict, f"holds a pickle that names {shown}"
+        dangerous = any(g.safety == DANGEROUS and g.qualified in flagged for g in collector.globals)
+        return "dangerous" if dangerous else "suspicious", f"holds a pickle that names {shown}"
     if nested:
         return "dangerous", f"holds a pickle whose {LOAD_FROM_BYTES} torch.loads bytes that are not safe ({nested[0]})"
-    parse_failed = walk.error is not None
-    other = [p for p in report.problems if not (parse_failed and p.message.startswith("the pickle cannot be parsed"))]
+    # The parse error itself is judged below, by how the bytes start; any other problem (a call making memory
+    # nothing fills, a memo index built to exhaust memory) is one pickle.loads would meet.
+    other = [p for p in collector.problems if not p.message.startswith("the pickle cannot be parsed")]
     if other:
         return "suspicious", f"holds a pickle that, at byte {other[0].offset:,}, {other[0].message}"
-    if parse_failed and starts_like_a_pickle(data):
+    if walk.error is not None and starts_like_a_pickle(data):
         return "suspicious", f"starts like a pickle but cannot be parsed ({walk.error})"
     return None
 
