@@ -227,6 +227,9 @@ def test_headers_read_on_the_hub_are_not_downloaded_to_be_checked(tmp_path: Path
     assert not [name for name in hub.downloads if name.endswith(".safetensors")]
     assert ("2 _extra_state byte tensors (decoder.layers.0.mlp.linear_fc1._extra_state, ...) not checked for a "
             "pickle: only the Hub's headers were read") in " ".join(checkpoint.warnings)
+    # A value read from it downloads the file, which is then scanned before any value is returned.
+    with pytest.raises(UnsafePickle, match="linear_fc1._extra_state holds a pickle that names posix.system"):
+        checkpoint.load_tensor("decoder.layers.0.mlp.linear_fc1.weight")
     # Once the weights are downloaded (what convert, check-dtype, shard read), they are scanned and refused.
     with pytest.raises(UnsafePickle, match="linear_fc1._extra_state holds a pickle that names posix.system"):
         open_checkpoint("someone/te-model")

@@ -326,6 +326,8 @@ class Checkpoint:
             CheckpointFile(local, f.relpath, f.role, f.format, local.stat().st_size) if f.relpath == relpath else f
             for f in self.files
         ]
+        # Its TE `_extra_state` byte tensors, left unchecked while only the header was known, now can be.
+        refuse_pickled_extra_states(self, relpath)
 
     def iter_tensors(self, names: Iterable[str] | None = None) -> Iterator[tuple[TensorInfo, torch.Tensor]]:
         """Yield `(info, tensor)` one at a time, so that only one tensor is held by the reader."""
@@ -2491,14 +2493,15 @@ def _open_checkpoint(
     return checkpoint
 
 
-def refuse_pickled_extra_states(checkpoint: Checkpoint) -> list[str]:
+def refuse_pickled_extra_states(checkpoint: Checkpoint, relpath: str | None = None) -> list[str]:
     """Scan the pickle in each TransformerEngine `_extra_state` byte tensor; refuse the checkpoint if one may run code.
 
     TE 1.x and later store a module's FP8 state as a 1-D uint8 tensor of `pickle.dumps(state)`, and its
     set_extra_state `pickle.loads` those bytes when the model loads the state dict: a file's own scan (or a
     .safetensors, which holds no pickle) saw only a tensor. Only tensors named `_extra_state` or `*._extra_state`,
     uint8 or int8, 1-D and at most `MAX_EXTRA_STATE_BYTES` are read, each through the reader's own read path;
-    with no such name, nothing is (one substring test over the names).
+    with no such name, nothing is (one substring test over the names). `relpath`: those of one file only (a Hub
+    file just downloaded).
 
     Returns:
         Warnings for such tensors that were not checked: past the size bound, or of a Hub file whose header
@@ -2513,7 +2516,7 @@ def refuse_pickled_extra_states(checkpoint: Checkpoint) -> list[str]:
     from weightdoctor.security import extra_state
     from weightdoctor.units import format_bytes
 
-    found = [info for info in checkpoint.tensors if info.nbytes
+    found = [info for info in checkpoint.tensors if info.nbytes and relpath in (None, info.file)
              and extra_state.is_extra_state(info.name, info.dtype, info.shape)]
     remote = [info.name for info in found if checkpoint._remote is not None and info.file not in checkpoint._headers]
     large = [info for info in found if info.name not in remote and info.nbytes > extra_state.MAX_EXTRA_STATE_BYTES]
