@@ -47,6 +47,7 @@ from weightdoctor.errors import (
     CorruptCheckpoint,
     InvalidIndex,
     SourceNotFound,
+    UnsafePickle,
     UnsupportedFormat,
     UsageError,
     WeightDoctorError,
@@ -325,6 +326,8 @@ class Checkpoint:
             CheckpointFile(local, f.relpath, f.role, f.format, local.stat().st_size) if f.relpath == relpath else f
             for f in self.files
         ]
+        # Its TE `_extra_state` byte tensors, left unchecked while only the header was known, now can be.
+        refuse_pickled_extra_states(self, relpath)
 
     def iter_tensors(self, names: Iterable[str] | None = None) -> Iterator[tuple[TensorInfo, torch.Tensor]]:
         """Yield `(info, tensor)` one at a time, so that only one tensor is held by the reader."""
@@ -2467,7 +2470,7 @@ def _open_checkpoint(
         security = merge_reports(builder.scans + [safetensors_report([f]) for f in builder.safetensors_files])
     elif builder.safetensors_files:
         safetensors_only = builder.safetensors_files
-    return Checkpoint(
+    checkpoint = Checkpoint(
         source=given if located is not None else text,
         # A dataset's file is kept in its snapshot as a model's is (not resolved to its blob), so `commit` names it.
         path=path.resolve() if repo_id is None and located is None else path,
@@ -2491,11 +2494,89 @@ def _open_checkpoint(
         _headers=builder.headers,
         _pickles=builder.pickles,
     )
+    checkpoint.warnings += refuse_pickled_extra_states(checkpoint)
+    return checkpoint
+
+
+def refuse_pickled_extra_states(checkpoint: Checkpoint, relpath: str | None = None) -> list[str]:
+    """Scan the pickle in each TransformerEngine `_extra_state` byte tensor; refuse the checkpoint if one may run code.
+
+    TE 1.x and later store a module's FP8 state as a 1-D uint8 tensor of `pickle.dumps(state)`, and its
+    set_extra_state `pickle.loads` those bytes when the model loads the state dict: a file's own scan (or a
+    .safetensors, which holds no pickle) saw only a tensor. Only tensors named `_extra_state` or `*._extra_state`,
+    uint8 or int8, 1-D and at most `MAX_EXTRA_STATE_BYTES` are read, each through the reader's own read path;
+    with no such name, nothing is (one substring test over the names). `relpath`: those of one file only (a Hub
+    file just downloaded).
+
+    Returns:
+        Warnings for such tensors that were not checked: past the size bound, or of a Hub file whose header
+        alone was read (nothing is downloaded for this).
+
+    Raises:
+        UnsafePickle: a tensor's pickle names a dangerous or unknown global (or cannot be vouched for),
+            naming the file and the tensor.
+    """
+    if "_extra_state" not in "\0".join(checkpoint._by_name):
+        return []
+    from weightdoctor.security import extra_state
+    from weightdoctor.units import format_bytes
+
+    found = [info for info in checkpoint.tensors if info.nbytes and relpath in (None, info.file)
+             and extra_state.is_extra_state(info.name, info.dtype, info.shape)]
+    remote = [info.name for info in found if checkpoint._remote is not None and info.file not in checkpoint._headers]
+    large = [info for info in found if info.name not in remote and info.nbytes > extra_state.MAX_EXTRA_STATE_BYTES]
+    for info in found:
+        if info.name in remote or info.nbytes > extra_state.MAX_EXTRA_STATE_BYTES:
+            continue
+        path = checkpoint.file_path(info.file)
+        try:
+            problem = extra_state.pickle_loads_problem(_tensor_bytes(checkpoint, info))
+        except WeightDoctorError as exc:
+            exc.path = exc.path or str(path)
+            raise
+        if problem is not None:
+            verdict, what = problem
+            raise UnsafePickle(f"{verdict}: the {info.dtype} tensor {info.name} {what} (TransformerEngine's "
+                               "set_extra_state pickle.loads an _extra_state tensor's bytes when the model loads "
+                               "this state dict, running it); nothing was unpickled here", str(path))
+    warnings = []
+    if large:
+        first = large[0]
+        warnings.append(f"{counted(len(large), 'uint8 / int8 _extra_state tensor')} ({first.name}, "
+                        f"{format_bytes(first.nbytes)}{', ...' if len(large) > 1 else ''}) past the "
+                        f"{extra_state.MAX_EXTRA_STATE_BYTES >> 20} MiB weightdoctor reads to "
+                        "scan such a tensor: not checked for a pickle (TransformerEngine's set_extra_state "
+                        "pickle.loads one when the model loads the state dict)")
+    if remote:
+        warnings.append(f"{counted(len(remote), '_extra_state byte tensor')} ({remote[0]}"
+                        f"{', ...' if len(remote) > 1 else ''}) not checked for a pickle: only the Hub's headers "
+                        "were read (TransformerEngine's set_extra_state pickle.loads such a tensor when the model "
+                        "loads it); download the weights and run weightdoctor on them to have it scanned")
+    return warnings
+
+
+def _tensor_bytes(checkpoint: Checkpoint, info: TensorInfo) -> bytes:
+    """A tensor's raw bytes as the reader reads them: a safetensors file's plain reads, a torch zip's byte run
+    (no torch imported), else the loaded tensor's values."""
+    header = checkpoint.safetensors_header(info.file)
+    if header is not None:
+        return bytes(safetensors_format.read_tensor_bytes(checkpoint.file_path(info.file), header, info))
+    found = checkpoint.byte_range(info.name)
+    if found is not None:
+        path, offset, length = found
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read(length)
+        if len(data) != length:
+            raise CorruptCheckpoint(f"file ended while reading tensor {info.name!r} (truncated or changed while "
+                                    "reading)")
+        return data
+    return bytes(checkpoint.load_tensor(info.name).detach().contiguous().numpy().tobytes())
 
 
 def _remote_checkpoint(source: str, remote: RemoteStructure) -> Checkpoint:
     files, tensors, metadata = remote_tensors(remote)
-    return Checkpoint(
+    checkpoint = Checkpoint(
         source=source,
         path=Path(remote.repo_id),
         format="safetensors",
@@ -2509,3 +2590,5 @@ def _remote_checkpoint(source: str, remote: RemoteStructure) -> Checkpoint:
         warnings=["structure read from the Hub's safetensors headers; no weights were downloaded"],
         _remote=remote,
     )
+    checkpoint.warnings += refuse_pickled_extra_states(checkpoint)
+    return checkpoint
