@@ -56,3 +56,43 @@ def test_a_core_ml_package_beside_thousands_of_folders_is_still_named(tmp_path: 
     assert code == 0 and [t["name"] for t in report["tensors"]] == ["a.weight"]
     said = [w for w in report["warnings"] if w.startswith("not read")]
     assert said and "model.mlpackage/ (Core ML)" in said[0], report["warnings"]
+
+
+def _npz_behind_a_misplaced_zip64_locator(path: Path, members: int) -> int:
+    """An .npz of `members` arrays (`mel_00000.npy` ...: no module paths, a filter bank's names) whose zip64 locator
+    points past the end, its classic end record saying 0 bytes of directory: Python's zipfile reads the zip64 record
+    just before the locator and lists every member. Returns the directory's size."""
+    import io
+    import struct
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i in range(members):
+            archive.writestr(f"mel_{i:05d}.npy", b"")
+    data = buffer.getvalue()
+    end = data.rfind(b"PK\x05\x06")
+    _sig, _disk, _cd_disk, n_disk, n, cd_size, cd_offset, _comment = struct.unpack_from("<4sHHHHIIH", data, end)
+    zip64 = struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, cd_size, cd_offset)
+    locator = struct.pack("<4sIQI", b"PK\x06\x07", 0, 1 << 40, 1)
+    path.write_bytes(data[:end] + zip64 + locator + struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, n_disk, n, 0, 0, 0))
+    assert len(zipfile.ZipFile(path).namelist()) == members  # what zipfile parses: the whole directory
+    return cd_size
+
+
+def test_a_sibling_npz_whose_zip64_locator_points_elsewhere_is_not_listed(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """redteam16 left a sibling .npz unlisted when its end records declare over 64 KB of central directory; the size
+    was taken where miniz looks (the locator's offset), not where Python's zipfile reads (just before the locator):
+    a 118 KB directory measured 0 bytes, and zipfile listed all 2,000 members."""
+    from weightdoctor.checkpoint import foreign
+    from weightdoctor.security import archive
+
+    path = tmp_path / "mel_filters.npz"
+    size = _npz_behind_a_misplaced_zip64_locator(path, 2000)
+    assert size > 1 << 16
+    assert archive.central_directory_size(path) == size
+    listed: list[object] = []
+    real = archive.zipfile_names
+    monkeypatch.setattr(archive, "zipfile_names", lambda p: listed.append(p) or real(p))
+    assert foreign.arrays_not_weights(path) is False and listed == []
