@@ -96,3 +96,38 @@ def test_a_sibling_npz_whose_zip64_locator_points_elsewhere_is_not_listed(tmp_pa
     real = archive.zipfile_names
     monkeypatch.setattr(archive, "zipfile_names", lambda p: listed.append(p) or real(p))
     assert foreign.arrays_not_weights(path) is False and listed == []
+
+
+# Names whose digits matter (Meta's w1 / w2 / w3 and wo, GPT-2's conv1d-shaped c_attn, fc1 / fc2, layer_norm_2,
+# norm1 / norm2, attn_1, GGUF's numbered blocks, ONNX's numbered initialisers), `{}` an index.
+_DIGIT_NAMES = (
+    "layers.{}.feed_forward.w1.weight", "layers.{}.feed_forward.w2.weight", "layers.{}.feed_forward.w3.weight",
+    "layers.{}.attention.wo.weight", "layers.{}.attention.wq.weight", "model.layers.{}.self_attn.o_proj.weight",
+    "model.layers.{}.mlp.down_proj.weight", "transformer.h.{}.attn.c_attn.weight", "h.{}.mlp.fc2.weight",
+    "encoder.layers.{}.fc1.weight", "encoder.layers.{}.fc2.weight", "encoder.layers.{}.layer_norm_2.weight",
+    "blocks.{}.norm1.weight", "blocks.{}.norm2.weight", "blocks.{}.attn_1.weight", "transformer.h.{}.norm_1.weight",
+    "transformer.h.{}.norm_2.weight", "transformer.h.{}.attn.qkv.weight", "blk.{}.ffn_down.weight",
+    "blk.{}.attn_output.weight", "onnx::MatMul_{}", "conv{}d.weight", "heads.{}.proj.weight",
+    "vision_model.encoder.layers.{}.self_attn.k_proj.bias", "visual.transformer.resblocks.{}.attn.in_proj_weight",
+)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_folded_names_give_every_detector_the_same_verdict(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """perf12's `_word_text` writes every digit but 1 as 0 before the detectors' word tests: names whose digits tell
+    them apart (w2 against w1, fc2, norm_2 against LitGPT's norm_1., numbered heads) get the same whys and note as
+    the names joined as they are."""
+    from weightdoctor import diff_keys
+
+    rng = random.Random(seed)
+    indices = [0, 1, 2, 3, 9, 10, 12, 21, 99, 101, 120]
+
+    def side() -> list[str]:
+        chosen = rng.sample(_DIGIT_NAMES, rng.randrange(1, 8))
+        return list(dict.fromkeys(template.format(rng.choice(indices)) for template in chosen for _ in range(3)))
+
+    cases = [(side(), side()) for _ in range(40)]
+    folded = [diff_keys.foreign_layout(unexpected, missing) for unexpected, missing in cases]
+    assert any(whys or note for whys, note in folded)  # the pairs reach the detectors' verdicts
+    monkeypatch.setattr(diff_keys, "_word_text", "\n".join)
+    assert folded == [diff_keys.foreign_layout(unexpected, missing) for unexpected, missing in cases]
