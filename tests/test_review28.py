@@ -131,3 +131,22 @@ def test_folded_names_give_every_detector_the_same_verdict(seed: int, monkeypatc
     assert any(whys or note for whys, note in folded)  # the pairs reach the detectors' verdicts
     monkeypatch.setattr(diff_keys, "_word_text", "\n".join)
     assert folded == [diff_keys.foreign_layout(unexpected, missing) for unexpected, missing in cases]
+
+
+def test_a_spacy_pipelines_vocab_folder_is_not_called_a_component_with_a_model(tmp_path: Path) -> None:
+    """thirdparty15 named any folder of a spaCy pipeline "the X component ..., whose model file is a thinc model":
+    vocab/ (strings.json, vectors) holds no model file and is no component. Said as what it is, with the model files
+    the pipeline's weights are in; a component folder keeps its wording."""
+    from tests.helpers import run_cli
+    from tests.test_third_party_layouts15 import _spacy_pipeline
+
+    pipeline = tmp_path / "en_core_web_sm"
+    _spacy_pipeline(pipeline, transformer=False)
+    result = run_cli("inspect", str(pipeline / "vocab"))
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "vocab component" not in result.stderr and "whose model file" not in result.stderr, result.stderr
+    assert (f"it is the vocab/ folder of a spaCy pipeline ({pipeline}/), which holds no component's model; the "
+            "pipeline's weights are thinc models in spaCy's own msgpack format (ner/model, tok2vec/model), not "
+            f"PyTorch: spacy.load({str(pipeline)!r}) loads it") in result.stderr, result.stderr
+    result = run_cli("inspect", str(pipeline / "ner"))
+    assert result.exit_code == 2 and "it is the ner component of a spaCy pipeline" in result.stderr, result.stderr
