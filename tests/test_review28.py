@@ -4,6 +4,7 @@ it replaced) and the cases they lost, each failing before its fix."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from pathlib import Path
@@ -150,3 +151,25 @@ def test_a_spacy_pipelines_vocab_folder_is_not_called_a_component_with_a_model(t
             f"PyTorch: spacy.load({str(pipeline)!r}) loads it") in result.stderr, result.stderr
     result = run_cli("inspect", str(pipeline / "ner"))
     assert result.exit_code == 2 and "it is the ner component of a spaCy pipeline" in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_distcp_shard_beside_a_fifo_named_metadata_json_does_not_hang(tmp_path: Path) -> None:
+    """thirdparty15's refusal of a .distcp named alone asks whether its folder is Megatron-Core's torch_dist save,
+    reading metadata.json with a blocking open(): a FIFO of that name made the command wait forever. The shard is
+    refused as before; a real metadata.json naming the sharded backend still names Megatron-Core."""
+    from tests.helpers import run_subprocess
+
+    folder = tmp_path / "iter_0000010"
+    folder.mkdir()
+    (folder / "__0_0.distcp").write_bytes(b"\0" * 64)
+    (folder / ".metadata").write_bytes(b"\x80\x04N.")
+    os.mkfifo(folder / "metadata.json")
+    result = run_subprocess("inspect", folder / "__0_0.distcp", timeout=60)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "this is one rank's shard" in lines[0] and "as FSDP, torchtitan and Lightning save one" in lines[0]
+    (folder / "metadata.json").unlink()
+    (folder / "metadata.json").write_text(json.dumps({"sharded_backend": "torch_dist"}))
+    result = run_subprocess("inspect", folder / "__0_0.distcp", timeout=60)
+    assert result.returncode == 2 and "as Megatron-Core's torch_dist format saves one" in result.stderr, result.stderr

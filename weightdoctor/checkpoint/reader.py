@@ -1042,11 +1042,11 @@ def _is_megatron_dist(folder: Path) -> bool:
     common.pt (the run's arguments and RNG state) lies beside the shards."""
     if (folder / "common.pt").is_file():
         return True
-    try:
-        with open(folder / "metadata.json", encoding="utf-8") as file:
-            return '"sharded_backend"' in file.read(4096)
-    except (OSError, UnicodeDecodeError):
-        return False
+    from weightdoctor.checkpoint.foreign import _head
+
+    # Without blocking: a FIFO named metadata.json beside a .distcp named alone (whose message asks this) made
+    # open() wait forever for a writer.
+    return b'"sharded_backend"' in _head(folder / "metadata.json", 4096)
 
 
 def _megatron_latest(folder: Path) -> Path | None:
