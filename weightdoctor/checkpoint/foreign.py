@@ -388,10 +388,18 @@ def spacy_pipeline_message(folder: Path, pipeline: Path) -> str:
         message = (f"it is a spaCy pipeline ({files}{'; components ' + shown if shown else ''}), whose "
                    "weights are thinc models in spaCy's own msgpack format (each component's model file), not "
                    f"PyTorch: spacy.load({str(folder)!r}) loads it")
-    else:
-        components = [folder.name] if folder.name in components else []
+    elif folder.name in components:
+        components = [folder.name]
         message = (f"it is the {folder.name} component of a spaCy pipeline ({pipeline}/), whose model file is "
                    f"{_SPACY_FORMAT}: spacy.load({str(pipeline)!r}) loads the pipeline")
+    else:
+        # vocab/ (strings, vectors) or any other folder without a model file: it was called a component whose
+        # model file is a thinc model, a file it does not hold.
+        shown = ", ".join(f"{name}/model" for name in components[:4]) + (", ..." if len(components) > 4 else "")
+        message = (f"it is the {folder.name}/ folder of a spaCy pipeline ({pipeline}/), which holds no "
+                   "component's model; the pipeline's weights are thinc models in spaCy's own msgpack format"
+                   f"{' (' + shown + ')' if shown else ''}, not PyTorch: spacy.load({str(pipeline)!r}) loads it")
+        components = []
     for name in components:
         if thinc_torch_shim(pipeline / name / "model") == "hf":
             where = f"its {name}/model" if folder == pipeline else "its model file"

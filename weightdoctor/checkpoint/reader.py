@@ -1045,11 +1045,11 @@ def _is_megatron_dist(folder: Path) -> bool:
     common.pt (the run's arguments and RNG state) lies beside the shards."""
     if (folder / "common.pt").is_file():
         return True
-    try:
-        with open(folder / "metadata.json", encoding="utf-8") as file:
-            return '"sharded_backend"' in file.read(4096)
-    except (OSError, UnicodeDecodeError):
-        return False
+    from weightdoctor.checkpoint.foreign import _head
+
+    # Without blocking: a FIFO named metadata.json beside a .distcp named alone (whose message asks this) made
+    # open() wait forever for a writer.
+    return b'"sharded_backend"' in _head(folder / "metadata.json", 4096)
 
 
 def _megatron_latest(folder: Path) -> Path | None:
@@ -1815,7 +1815,10 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
         if len(subs) > _SIBLING_FOLDER_ENTRIES:
             # A model beside 40,000 folders (a data set's classes, a run's step folders) took over 10 s, each
             # folder listed three ways: the exports' usual names are looked into, and the first 1,000 others.
-            exports = (name for name in subs if name.lower() in _EXPORT_FOLDERS)
+            # A Core ML package lies at the top as often as in coreml/ (model.mlpackage/): it sorted past the
+            # first 1,000 and went unnamed.
+            exports = (name for name in subs if name.lower() in _EXPORT_FOLDERS
+                       or name.lower().endswith(foreign.COREML_FOLDER_SUFFIXES))
             subs = sorted({*subs[:_SIBLING_FOLDER_ENTRIES], *exports})
         resolved_reads = [q.resolve() for q in read]  # once, not once per subfolder
         for sub in (folder / name for name in subs):

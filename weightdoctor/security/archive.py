@@ -195,8 +195,22 @@ def central_directory_size(path: str | os.PathLike[str]) -> int:
     """
     with open(path, "rb") as handle:
         file_size = os.fstat(handle.fileno()).st_size
-        return max((size for _offset, size, _entries in _central_directory_locations(handle, file_size, [])),
-                   default=0)
+        sizes = [size for _offset, size, _entries in _central_directory_locations(handle, file_size, [])]
+        # Python's zipfile reads the zip64 record just before the locator, where miniz (the locations above) goes
+        # where the locator points: a locator pointing elsewhere (or past the end) hid a 118 KB directory that
+        # zipfile went on to parse in full.
+        window = min(file_size, 65536 + 22)
+        tail = _read_at(handle, file_size - window, window)
+        # zipfile's own search: an end record without comment in the last 22 bytes, else the last signature.
+        at = window - 22 if tail[-22:-18] == EOCD_SIGNATURE and tail[-2:] == b"\0\0" else tail.rfind(EOCD_SIGNATURE)
+        if 0 <= at <= window - 22:
+            sizes.append(struct.unpack_from("<I", tail, at + 12)[0])  # that record's own directory size
+        record_at = file_size - window + at - 20 - 56
+        if at >= 0 and record_at >= 0:
+            record = _read_at(handle, record_at, 76)
+            if record[:4] == b"PK\x06\x06" and record[56:60] == b"PK\x06\x07":
+                sizes.append(struct.unpack_from("<Q", record, 40)[0])
+        return max(sizes, default=0)
 
 
 def _from_central_directory(handle: BinaryIO, file_size: int) -> ZipLayout:
