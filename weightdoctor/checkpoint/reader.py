@@ -1037,11 +1037,11 @@ def _is_megatron_dist(folder: Path) -> bool:
     common.pt (the run's arguments and RNG state) lies beside the shards."""
     if (folder / "common.pt").is_file():
         return True
-    try:
-        with open(folder / "metadata.json", encoding="utf-8") as file:
-            return '"sharded_backend"' in file.read(4096)
-    except (OSError, UnicodeDecodeError):
-        return False
+    # Read without blocking: a metadata.json that is a FIFO hung every command naming a .distcp or .metadata of the
+    # folder (their refusal asks whose save it is).
+    from weightdoctor.checkpoint.foreign import _head
+
+    return b'"sharded_backend"' in _head(folder / "metadata.json", 4096)
 
 
 def _megatron_latest(folder: Path) -> Path | None:
