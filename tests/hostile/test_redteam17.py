@@ -8,6 +8,7 @@ or 2 with one line naming what is wrong, never 'unexpected ValueError', a traceb
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -145,3 +146,30 @@ def test_a_fifo_as_the_metadata_json_of_a_dcp_folder_does_not_hang(tmp_path: Pat
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert "torch.distributed.checkpoint (DCP) folder, as FSDP, torchtitan and Lightning save one" in lines[0]
     assert "dcp_to_torch_save" in lines[0]
+
+
+def test_an_installed_spacy_package_beside_thousands_of_folders_opens_a_bounded_number_of_configs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed pipeline package (meta.json naming spacy_version, its pipeline one folder down) beside 1,000
+    folders: each folder's config.cfg was opened to find the pipeline (50,000: 4 s more). The first 64 are looked
+    into, and the pipeline among them is still named."""
+    from weightdoctor.checkpoint import foreign
+
+    folder = tmp_path / "en_core_web_sm"
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps({"spacy_version": ">=3.7.2,<3.8.0"}))
+    (folder / "en_core_web_sm-3.7.1").mkdir()
+    (folder / "en_core_web_sm-3.7.1" / "config.cfg").write_text('[nlp]\nlang = "en"\n')
+    for index in range(1000):
+        (folder / f"x{index:04d}").mkdir()
+    opened: list[Path] = []
+    real_config = foreign._nlp_config
+
+    def counting_config(path: Path) -> bool:
+        opened.append(path)
+        return real_config(path)
+
+    monkeypatch.setattr(foreign, "_nlp_config", counting_config)
+    line = _one_error_line(run_cli("inspect", folder))
+    assert len(opened) < 80, len(opened)
+    assert "it is an installed spaCy pipeline package (meta.json; its pipeline in en_core_web_sm-3.7.1/)" in line
