@@ -135,6 +135,10 @@ def refuse_size_list(option: str, text: str) -> None:
                      f"({shown})")
 
 
+# A max_memory of plan-devices' most GPUs (commands/plan_devices.py's MAX_GPUS, 1,024) with its cpu and disk entries.
+_MAX_MEMORY_ENTRIES = 1024 + 2
+
+
 def max_memory_options(text: str) -> list[str] | None:
     """The plan-devices options that say what a `max_memory` value says, as people paste it from
     from_pretrained or accelerate: `0=20GiB`, `cuda:0=20GB,cpu=64GB`, `{"0": "20GiB", "cpu": "64GB"}`,
@@ -153,10 +157,12 @@ def max_memory_options(text: str) -> list[str] | None:
     if text.startswith("{"):
         try:
             parsed = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             try:
                 parsed = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
+            except (ValueError, SyntaxError, RecursionError, MemoryError):
+                # Text nested thousands deep: json recursed past Python's limit, and the parser ran out of its own
+                # stack (MemoryError) or recursed building the tree; no max_memory is written so.
                 return None
         if not isinstance(parsed, dict):
             return None
@@ -174,6 +180,8 @@ def max_memory_options(text: str) -> list[str] | None:
                 if not equals or not key or not value:
                     return None
                 entries.append((key, value))
+    if len(entries) > _MAX_MEMORY_ENTRIES:
+        return None  # more GPUs than plan-devices plans for: a million entries took seconds to say so
     gpus: dict[int, str] = {}
     cpu: list[str] = []
     disk: list[str] = []
@@ -183,7 +191,11 @@ def max_memory_options(text: str) -> list[str] | None:
         size = value.strip()
         if not re.fullmatch(r"\d+(?:\.\d+)?\s*[A-Za-z]*", size):
             return None  # not a size (`--max-memory lots`): no options to print
-        if device.isdigit():
+        if device.isdecimal():
+            # isdecimal, not isdigit: int() refuses a superscript ², which isdigit takes. An index of thousands of
+            # digits is past int()'s limit too, and past any machine's GPUs: a gap, as one missing would be.
+            if len(device) > 9:
+                return None
             gpus[int(device)] = size
         elif device == "cpu":
             cpu = ["--cpu", size]

@@ -15,6 +15,8 @@ import stat
 import zipfile
 from pathlib import Path
 
+from weightdoctor.wording import counted
+
 _NOT_READ = "weightdoctor reads safetensors and PyTorch (torch.save) checkpoints only"
 
 _GGUF = "a GGUF file (llama.cpp / ggml)"
@@ -375,7 +377,9 @@ def spacy_pipeline_message(folder: Path, pipeline: Path) -> str:
         # An installed pipeline package (pip install en_core_web_sm): meta.json and __init__.py at its top, the folder
         # nlp.to_disk wrote one level down (en_core_web_sm-3.7.1/), the one spacy.load(path) reads.
         try:
-            inner = sorted(p.name for p in folder.iterdir() if p.is_dir() and _nlp_config(p))
+            # A package holds a few folders: of 50,000, each config.cfg opened took 4 s. The first ones are looked into.
+            folders = sorted(p.name for p in folder.iterdir() if p.is_dir())[:_SPACY_COMPONENTS_READ]
+            inner = [name for name in folders if _nlp_config(folder / name)]
         except OSError:
             inner = []
         if inner:
@@ -400,12 +404,23 @@ def spacy_pipeline_message(folder: Path, pipeline: Path) -> str:
                    "component's model; the pipeline's weights are thinc models in spaCy's own msgpack format"
                    f"{' (' + shown + ')' if shown else ''}, not PyTorch: spacy.load({str(pipeline)!r}) loads it")
         components = []
-    for name in components:
-        if thinc_torch_shim(pipeline / name / "model") == "hf":
-            where = f"its {name}/model" if folder == pipeline else "its model file"
-            message += (f"; {where} holds a Hugging Face transformers model (spacy-transformers): "
-                        f"{_hf_shim_export(name)}")
+    # A pipeline has a handful of components: a folder of 20,000 took 6 s (a message grown by += per component, of
+    # megabytes), one of 100,000 minutes. The first components' model files are looked into, and three named.
+    hf = [name for name in components[:_SPACY_COMPONENTS_READ]
+          if thinc_torch_shim(pipeline / name / "model") == "hf"]
+    for name in hf[:3]:
+        where = f"its {name}/model" if folder == pipeline else "its model file"
+        message += (f"; {where} holds a Hugging Face transformers model (spacy-transformers): "
+                    f"{_hf_shim_export(name)}")
+    if len(hf) > 3:
+        looked = (f" (of the first {_SPACY_COMPONENTS_READ} looked into)" if len(components) > _SPACY_COMPONENTS_READ
+                  else "")
+        message += f"; so do the model files of {counted(len(hf) - 3, 'other component')}{looked}"
     return message
+
+
+# The components of a spaCy pipeline whose model files are looked into for a Hugging Face model.
+_SPACY_COMPONENTS_READ = 64
 
 
 def _zip_kind(path: Path) -> str | None:

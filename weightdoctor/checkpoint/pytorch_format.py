@@ -1283,12 +1283,14 @@ def _entries_beside(obj: Any, nested_key: str | None) -> tuple[list[str], dict[s
             break
         for name, value in current.items():
             if name != head:
-                other.append(f"{prefix}{_key_text(name)} ({_describe(value)})")
+                # An int key past str()'s 4,300 digits ended the command in 'unexpected ValueError': _key_text.
+                text = _key_text(name)
+                other.append(f"{prefix}{text} ({_describe(value)})")
                 count = _count_tensors(value, set()) if prefix else 0  # optimizer states at the top hold some too
                 # ... and deeper: Composer keeps state.optimizers beside state.model, whose moments were called
                 # weights split over nested dicts.
-                if count and not _TRAINING_ENTRY.fullmatch(str(name)):
-                    beside[f"{prefix}{name}"] = count
+                if count and not _TRAINING_ENTRY.fullmatch(text):
+                    beside[f"{prefix}{text}"] = count
         current, rest, prefix = current[head], rest[len(head) + 1:], f"{prefix}{head}."
     return other, beside
 

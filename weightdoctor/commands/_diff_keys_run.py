@@ -31,6 +31,7 @@ def loader_renames(report: DiffReport) -> list[Rename]:
 # A transformers model class's name (BertForSequenceClassification, LlamaModel, GPT2LMHeadModel); no Hub repo id is
 # one, since an id without an owner is an old lower-case name (gpt2, bert-base-uncased).
 _CLASS_NAME = re.compile(r"[A-Z][A-Za-z0-9]*(?:Model|For[A-Z][A-Za-z0-9]*)")
+_CLASS_NAME_CHARS = 200
 
 
 def _refuse_class_as_checkpoint(source_a: str, source_b: str, *, key: str | None, revision: str | None) -> None:
@@ -43,7 +44,9 @@ def _refuse_class_as_checkpoint(source_a: str, source_b: str, *, key: str | None
     """
     import os
 
-    if not _CLASS_NAME.fullmatch(source_b) or os.path.lexists(source_b):
+    # A class name is a few dozen characters: _CLASS_NAME's two runs of letters backtrack against each other on a
+    # B that fails it (`A` + `ForA` * 32,000 + `!`, a 128 KB argument: 17 s; a megabyte: hours).
+    if len(source_b) > _CLASS_NAME_CHARS or not _CLASS_NAME.fullmatch(source_b) or os.path.lexists(source_b):
         return
     from weightdoctor.paths import shell_word
 

@@ -273,9 +273,13 @@ def _command_meant(ctx: click_core.Context, args: Sequence[str]) -> str:
     import os
 
     if args and args[0] not in _COMMAND_MEANT and os.path.lexists(os.path.expanduser(args[0])):
-        # `weightdoctor model.pt`: the checkpoint given with no command before it.
-        return (f"{args[0]!r} is a path, not a command: name the command first, e.g. {ctx.command_path} "
-                f"{_pasted(['inspect', *args])} (commands: {', '.join(ctx.command.list_commands(ctx))})")
+        # `weightdoctor model.pt`: the checkpoint given with no command before it. A path `-x` (given after `--`)
+        # is written ./-x, or the command pasted reads it as an option.
+        from weightdoctor.paths import shell_word
+
+        return (f"{args[0]!r} is a path, not a command: name the command first, e.g. {ctx.command_path} inspect "
+                f"{' '.join([shell_word(args[0], argument=True), _pasted(args[1:])]).rstrip()} "
+                f"(commands: {', '.join(ctx.command.list_commands(ctx))})")
     if not args or args[0] not in _COMMAND_MEANT:
         return ""
 
@@ -343,7 +347,11 @@ class OneLineErrorsGroup(TyperGroup):
         except click_exceptions.UsageError as exc:
             # stderr on a full disk or closed by its reader: the line is lost, the exit code is not (it was 1).
             with contextlib.suppress(OSError):
-                typer.echo(usage_line(exc, self._subcommand_path, self._subcommand_args), err=True)
+                from weightdoctor.errors import clip_middle
+
+                # Cut as every error line is (render.console.error): a command name of a megabyte, or a max_memory
+                # of a million entries, made a line of megabytes that echoed it.
+                typer.echo(clip_middle(usage_line(exc, self._subcommand_path, self._subcommand_args)), err=True)
             sys.exit(2)
         except click_exceptions.ClickException as exc:
             exc.show()
