@@ -2503,8 +2503,9 @@ def refuse_pickled_extra_states(checkpoint: Checkpoint, relpath: str | None = No
 
     TE 1.x and later store a module's FP8 state as a 1-D uint8 tensor of `pickle.dumps(state)`, and its
     set_extra_state `pickle.loads` those bytes when the model loads the state dict: a file's own scan (or a
-    .safetensors, which holds no pickle) saw only a tensor. Only tensors named `_extra_state` or `*._extra_state`,
-    uint8 or int8, 1-D and at most `MAX_EXTRA_STATE_BYTES` are read, each through the reader's own read path;
+    .safetensors, which holds no pickle) saw only a tensor. Only tensors named `_extra_state` or `*._extra_state`
+    of a dtype numpy holds (any shape: TE flattens it) are read, each through the reader's own read path, and
+    of a larger one its first `MAX_EXTRA_STATE_BYTES`;
     with no such name, nothing is (one substring test over the names). `relpath`: those of one file only (a Hub
     file just downloaded).
 
@@ -2524,17 +2525,23 @@ def refuse_pickled_extra_states(checkpoint: Checkpoint, relpath: str | None = No
     found = [info for info in checkpoint.tensors if info.nbytes and relpath in (None, info.file)
              and extra_state.is_extra_state(info.name, info.dtype, info.shape)]
     remote = [info.name for info in found if checkpoint._remote is not None and info.file not in checkpoint._headers]
-    large = [info for info in found if info.name not in remote and info.nbytes > extra_state.MAX_EXTRA_STATE_BYTES]
+    large = []
     for info in found:
-        if info.name in remote or info.nbytes > extra_state.MAX_EXTRA_STATE_BYTES:
+        if info.name in remote:
             continue
         path = checkpoint.file_path(info.file)
+        # Past the bound only the first bytes are read: pickle.loads stops at STOP, so a hostile pickle padded
+        # with zeros is judged all the same, and only a pickle running past them is left unchecked.
+        prefix = info.nbytes > extra_state.MAX_EXTRA_STATE_BYTES
         try:
-            problem = extra_state.pickle_loads_problem(_tensor_bytes(checkpoint, info))
+            data = _tensor_bytes(checkpoint, info, extra_state.MAX_EXTRA_STATE_BYTES if prefix else None)
+            problem = extra_state.pickle_loads_problem(data, prefix=prefix)
         except WeightDoctorError as exc:
             exc.path = exc.path or str(path)
             raise
-        if problem is not None:
+        if problem is not None and problem[0] == "unchecked":
+            large.append(info)
+        elif problem is not None:
             verdict, what = problem
             raise UnsafePickle(f"{verdict}: the {info.dtype} tensor {info.name} {what} (TransformerEngine's "
                                "set_extra_state pickle.loads an _extra_state tensor's bytes when the model loads "
@@ -2542,11 +2549,11 @@ def refuse_pickled_extra_states(checkpoint: Checkpoint, relpath: str | None = No
     warnings = []
     if large:
         first = large[0]
-        warnings.append(f"{counted(len(large), 'uint8 / int8 _extra_state tensor')} ({first.name}, "
+        warnings.append(f"{counted(len(large), '_extra_state tensor')} ({first.name}, "
                         f"{format_bytes(first.nbytes)}{', ...' if len(large) > 1 else ''}) past the "
                         f"{extra_state.MAX_EXTRA_STATE_BYTES >> 20} MiB weightdoctor reads to "
-                        "scan such a tensor: not checked for a pickle (TransformerEngine's set_extra_state "
-                        "pickle.loads one when the model loads the state dict)")
+                        "scan such a tensor, with no whole pickle in them: not checked for a pickle "
+                        "(TransformerEngine's set_extra_state pickle.loads one when the model loads the state dict)")
     if remote:
         warnings.append(f"{counted(len(remote), '_extra_state byte tensor')} ({remote[0]}"
                         f"{', ...' if len(remote) > 1 else ''}) not checked for a pickle: only the Hub's headers "
@@ -2555,15 +2562,16 @@ def refuse_pickled_extra_states(checkpoint: Checkpoint, relpath: str | None = No
     return warnings
 
 
-def _tensor_bytes(checkpoint: Checkpoint, info: TensorInfo) -> bytes:
-    """A tensor's raw bytes as the reader reads them: a safetensors file's plain reads, a torch zip's byte run
-    (no torch imported), else the loaded tensor's values."""
+def _tensor_bytes(checkpoint: Checkpoint, info: TensorInfo, limit: int | None = None) -> bytes:
+    """A tensor's raw bytes as the reader reads them (C order): a safetensors file's plain reads, a torch zip's
+    byte run (no torch imported), else the loaded tensor's values; with `limit`, only its first `limit` bytes."""
     header = checkpoint.safetensors_header(info.file)
-    if header is not None:
+    if header is not None and limit is None:
         return bytes(safetensors_format.read_tensor_bytes(checkpoint.file_path(info.file), header, info))
     found = checkpoint.byte_range(info.name)
     if found is not None:
         path, offset, length = found
+        length = length if limit is None else min(length, limit)
         with open(path, "rb") as handle:
             handle.seek(offset)
             data = handle.read(length)
@@ -2571,7 +2579,8 @@ def _tensor_bytes(checkpoint: Checkpoint, info: TensorInfo) -> bytes:
             raise CorruptCheckpoint(f"file ended while reading tensor {info.name!r} (truncated or changed while "
                                     "reading)")
         return data
-    return bytes(checkpoint.load_tensor(info.name).detach().contiguous().numpy().tobytes())
+    data = bytes(checkpoint.load_tensor(info.name).detach().contiguous().numpy().tobytes())
+    return data if limit is None else data[:limit]
 
 
 def _remote_checkpoint(source: str, remote: RemoteStructure) -> Checkpoint:
