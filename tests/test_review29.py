@@ -125,3 +125,20 @@ def test_a_large_extra_state_whose_first_pickle_is_safe_is_checked(tmp_path: Pat
     code, report = run_json("inspect", str(path))
     assert code == 0 and report["security"]["verdict"] == "safe", report
     assert not any("_extra_state" in warning for warning in report["warnings"]), report["warnings"]
+
+
+def test_a_pickle_behind_a_text_line_longer_than_the_scanner_reads_is_refused(tmp_path: Path) -> None:
+    """The walk reads text lines up to 1 MiB; a protocol 0 string one byte longer stopped it ('no newline found'),
+    and bytes not starting with PROTO that stop parsing were left alone, while pickle.loads reads the line whole
+    and goes on to the os.system call after it."""
+    data = b"S'" + b"A" * (1 << 20) + b"'\n0" + SHELL
+    problem = pickle_loads_problem(data)
+    assert problem is not None and problem[0] == "suspicious", problem
+    assert "line" in problem[1] and "1,048,576" in problem[1], problem
+    # Bytes that are no pickle and end without a newline are still left alone.
+    assert pickle_loads_problem(b"S'not a pickle") is None
+    path = tmp_path / "model.safetensors"
+    save_file({"m._extra_state": _as(data, torch.uint8), "m.weight": torch.ones(2)}, path)
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 2 and result.stdout == "", result.stdout
+    assert result.stderr.startswith(f"error: {path}: suspicious: the uint8 tensor m._extra_state holds "), result.stderr

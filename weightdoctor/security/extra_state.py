@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 
-from weightdoctor.security.opcodes import walk_pickle
+from weightdoctor.security.opcodes import MAX_LINE, walk_pickle
 from weightdoctor.security.policy import DANGEROUS, UNKNOWN, WATCHED_CALLS
 from weightdoctor.security.scan import _Collector, scan_bytes
 
@@ -104,6 +104,11 @@ def pickle_loads_problem(data: bytes, *, prefix: bool = False) -> tuple[str, str
         return "dangerous" if dangerous else "suspicious", f"holds a pickle that names {shown}"
     if nested:
         return "dangerous", f"holds a pickle whose {LOAD_FROM_BYTES} torch.loads bytes that are not safe ({nested[0]})"
+    if (walk.error is not None and walk.error.startswith("no newline found") and walk.error_offset is not None
+            and len(data) - walk.error_offset - 1 >= MAX_LINE):
+        # The walk's text lines stop at MAX_LINE; pickle.loads reads a longer one whole and goes on past it.
+        return "suspicious", (f"holds a pickle whose text line at byte {walk.error_offset:,} runs past the "
+                              f"{MAX_LINE:,} bytes the scanner reads of one")
     if prefix and walk.error is not None:
         return "unchecked", f"holds no pickle that ends within the first {len(data):,} bytes ({walk.error})"
     # The parse error itself is judged below, by how the bytes start; any other problem (a call making memory
