@@ -142,3 +142,28 @@ def test_a_pickle_behind_a_text_line_longer_than_the_scanner_reads_is_refused(tm
     result = run_cli("inspect", str(path))
     assert result.exit_code == 2 and result.stdout == "", result.stdout
     assert result.stderr.startswith(f"error: {path}: suspicious: the uint8 tensor m._extra_state holds "), result.stderr
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_an_extra_state_pickle_in_an_entry_beside_the_state_dict_read_is_refused(tmp_path: Path,
+                                                                                 legacy: bool) -> None:
+    """Megatron-core's virtual-pipeline save keeps `model0`, `model1`, ... (one model chunk each, all loaded by
+    Megatron's load_checkpoint), a trainer its EMA beside `model`: only the state dict read was scanned, so an
+    os.system pickle in model1's `_extra_state` left the file safe."""
+    genuine = _as(pickle.dumps({"extra_fp8_variables": {"num_gemms": 1}}), torch.uint8)
+    chunk = {"decoder.layers.0.linear_fc1.weight": torch.ones(2, 2),
+             "decoder.layers.0.linear_fc1._extra_state": genuine}
+    hostile = {**chunk, "decoder.layers.0.linear_fc1._extra_state": _as(_hostile_state(), torch.uint8)}
+    path = tmp_path / "model_optim_rng.pt"
+    torch.save({"model0": chunk, "model1": hostile, "iteration": 10, "checkpoint_version": 3.0}, path,
+               _use_new_zipfile_serialization=not legacy)
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 2 and result.stdout == "", result.stdout
+    assert result.stderr.startswith(f"error: {path}: dangerous: the uint8 tensor "
+                                    "model1.decoder.layers.0.linear_fc1._extra_state holds a pickle that names "
+                                    "posix.system"), result.stderr
+    # The same file with a genuine state in both chunks (each its own tensors, so both are read) reads as before.
+    torch.save({"model0": chunk, "model1": {name: value.clone() for name, value in chunk.items()}, "iteration": 10},
+               path, _use_new_zipfile_serialization=not legacy)
+    code, report = run_json("inspect", str(path))
+    assert code == 0 and report["security"]["verdict"] == "safe", report
