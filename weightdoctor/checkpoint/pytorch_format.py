@@ -64,6 +64,9 @@ class PickleContents:
     non_tensor_keys: dict[str, str] = field(default_factory=dict)
     security: ScanReport | None = None
     notes: list[str] = field(default_factory=list)  # how the file was read, when that is worth saying
+    # Tensors under a module's `_extra_state` name outside the state dict read (`model1.<...>._extra_state` of a
+    # virtual-pipeline save, an EMA beside `model`), by their path: loaded too, so TE unpickles them too.
+    extra_states_beside: dict[str, Any] = field(default_factory=dict)
 
 
 def detect_pickle_format(prefix: bytes) -> str | None:
@@ -142,6 +145,13 @@ def refuse_unreadable(value: Any, name: str = "") -> None:
         raise CorruptCheckpoint(f"tensor {name!r} is on the meta device: the file holds its shape and dtype but no "
                                 "values (saved from a model that was never materialised)")
     _refuse_expanded(name, value.numel() * value.element_size(), value.untyped_storage().nbytes())
+
+
+def value_layout(value: Any) -> tuple[str, tuple[int, ...], int]:
+    """(dtype name, shape, bytes) of a tensor or its torch-free stand-in, torch's `torch.` prefix left out."""
+    if isinstance(value, StaticTensor):
+        return value.dtype, tuple(value.shape), value.numel * value.itemsize
+    return str(value.dtype).removeprefix("torch."), tuple(value.shape), value.numel() * value.element_size()
 
 
 def byte_range(value: Any) -> tuple[int, int] | None:
@@ -1241,7 +1251,45 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
                      "(saved from a model that was never materialised)")
     return PickleContents(state_dict=tensors, nested_key=nested_key, other_entries=other, skipped_entries=skipped,
                           non_tensor_keys=non_tensor_keys,
-                          security=report, notes=notes)
+                          security=report, notes=notes, extra_states_beside=_extra_states_beside(obj, tensors))
+
+
+# Nodes `_extra_states_beside` visits at most: a hostile file's millions of nested dicts cost no more than this.
+_MAX_BESIDE_NODES = 1_000_000
+
+
+def _extra_states_beside(obj: Any, read: Mapping[str, Any]) -> dict[str, Any]:
+    """Tensors named `_extra_state` / `*._extra_state` anywhere in `obj` but among the values `read`, by their
+    dotted path. Megatron-core's virtual-pipeline save (`model0`, `model1`, ...) or an EMA beside `model` is loaded
+    whole by its trainer, and TransformerEngine unpickles each such tensor; only string keys are followed (an
+    optimizer's state is keyed by parameter number), lists and tuples through their mappings."""
+    seen = {id(value) for value in read.values()}
+    found: dict[str, Any] = {}
+    stack: list[tuple[str, Any]] = [("", obj)]
+    visited = 0
+    while stack and visited < _MAX_BESIDE_NODES:
+        prefix, node = stack.pop()
+        visited += 1
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, Mapping):
+            items = node.items()
+        elif isinstance(node, (list, tuple)):
+            items = [(str(index), value) for index, value in enumerate(node) if isinstance(value, Mapping)]
+        else:
+            continue
+        for key, value in items:
+            # The name first: a state dict of 200,000 tensors is passed over at a string test each.
+            if type(key) is not str:
+                continue
+            if key.endswith("_extra_state"):
+                if (key == "_extra_state" or key.endswith("._extra_state")) and is_tensor(value) \
+                        and id(value) not in seen:
+                    found[f"{prefix}.{key}" if prefix else key] = value
+            elif isinstance(value, (dict, list, tuple)) or (not is_tensor(value) and isinstance(value, Mapping)):
+                stack.append((f"{prefix}.{key}" if prefix else key, value))
+    return found
 
 
 def _tensor_parallel_rank(path: Path) -> str:

@@ -8,7 +8,7 @@ import os
 import posixpath
 import re
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from glob import escape as glob_escape
 from pathlib import Path
@@ -2506,8 +2506,9 @@ def refuse_pickled_extra_states(checkpoint: Checkpoint, relpath: str | None = No
 
     TE 1.x and later store a module's FP8 state as a 1-D uint8 tensor of `pickle.dumps(state)`, and its
     set_extra_state `pickle.loads` those bytes when the model loads the state dict: a file's own scan (or a
-    .safetensors, which holds no pickle) saw only a tensor. Only tensors named `_extra_state` or `*._extra_state`,
-    uint8 or int8, 1-D and at most `MAX_EXTRA_STATE_BYTES` are read, each through the reader's own read path;
+    .safetensors, which holds no pickle) saw only a tensor. Only tensors named `_extra_state` or `*._extra_state`
+    of a dtype numpy holds (any shape: TE flattens it) are read, each through the reader's own read path, and
+    of a larger one its first `MAX_EXTRA_STATE_BYTES`;
     with no such name, nothing is (one substring test over the names). `relpath`: those of one file only (a Hub
     file just downloaded).
 
@@ -2519,37 +2520,56 @@ def refuse_pickled_extra_states(checkpoint: Checkpoint, relpath: str | None = No
         UnsafePickle: a tensor's pickle names a dangerous or unknown global (or cannot be vouched for),
             naming the file and the tensor.
     """
-    if "_extra_state" not in "\0".join(checkpoint._by_name):
+    beside = {relpath_: contents.extra_states_beside for relpath_, contents in checkpoint._pickles.items()
+              if contents.extra_states_beside and relpath in (None, relpath_)}
+    if "_extra_state" not in "\0".join(checkpoint._by_name) and not beside:
         return []
+    import functools
+
+    from weightdoctor.checkpoint import pytorch_format
     from weightdoctor.security import extra_state
     from weightdoctor.units import format_bytes
 
     found = [info for info in checkpoint.tensors if info.nbytes and relpath in (None, info.file)
              and extra_state.is_extra_state(info.name, info.dtype, info.shape)]
     remote = [info.name for info in found if checkpoint._remote is not None and info.file not in checkpoint._headers]
-    large = [info for info in found if info.name not in remote and info.nbytes > extra_state.MAX_EXTRA_STATE_BYTES]
-    for info in found:
-        if info.name in remote or info.nbytes > extra_state.MAX_EXTRA_STATE_BYTES:
-            continue
-        path = checkpoint.file_path(info.file)
+    # (file, name, dtype, bytes, how to read its first bytes): the state dict's tensors, then those beside it.
+    candidates: list[tuple[str, str, str, int, Callable[[int | None], bytes]]] = [
+        (info.file, info.name, info.dtype, info.nbytes, functools.partial(_tensor_bytes, checkpoint, info))
+        for info in found if info.name not in remote]
+    for file, values in beside.items():
+        for name, value in values.items():
+            dtype, shape, nbytes = pytorch_format.value_layout(value)
+            if nbytes and extra_state.is_extra_state(name, dtype, shape):
+                candidates.append((file, name, dtype, nbytes,
+                                   functools.partial(_value_bytes, checkpoint.file_path(file), name, value)))
+    large = []
+    for file, name, dtype, nbytes, read in candidates:
+        path = checkpoint.file_path(file)
+        # Past the bound only the first bytes are read: pickle.loads stops at STOP, so a hostile pickle padded
+        # with zeros is judged all the same, and only a pickle running past them is left unchecked.
+        prefix = nbytes > extra_state.MAX_EXTRA_STATE_BYTES
         try:
-            problem = extra_state.pickle_loads_problem(_tensor_bytes(checkpoint, info))
+            data = read(extra_state.MAX_EXTRA_STATE_BYTES if prefix else None)
+            problem = extra_state.pickle_loads_problem(data, prefix=prefix)
         except WeightDoctorError as exc:
             exc.path = exc.path or str(path)
             raise
-        if problem is not None:
+        if problem is not None and problem[0] == "unchecked":
+            large.append((name, nbytes))
+        elif problem is not None:
             verdict, what = problem
-            raise UnsafePickle(f"{verdict}: the {info.dtype} tensor {info.name} {what} (TransformerEngine's "
+            raise UnsafePickle(f"{verdict}: the {dtype} tensor {name} {what} (TransformerEngine's "
                                "set_extra_state pickle.loads an _extra_state tensor's bytes when the model loads "
                                "this state dict, running it); nothing was unpickled here", str(path))
     warnings = []
     if large:
-        first = large[0]
-        warnings.append(f"{counted(len(large), 'uint8 / int8 _extra_state tensor')} ({first.name}, "
-                        f"{format_bytes(first.nbytes)}{', ...' if len(large) > 1 else ''}) past the "
+        first_name, first_bytes = large[0]
+        warnings.append(f"{counted(len(large), '_extra_state tensor')} ({first_name}, "
+                        f"{format_bytes(first_bytes)}{', ...' if len(large) > 1 else ''}) past the "
                         f"{extra_state.MAX_EXTRA_STATE_BYTES >> 20} MiB weightdoctor reads to "
-                        "scan such a tensor: not checked for a pickle (TransformerEngine's set_extra_state "
-                        "pickle.loads one when the model loads the state dict)")
+                        "scan such a tensor, with no whole pickle in them: not checked for a pickle "
+                        "(TransformerEngine's set_extra_state pickle.loads one when the model loads the state dict)")
     if remote:
         warnings.append(f"{counted(len(remote), '_extra_state byte tensor')} ({remote[0]}"
                         f"{', ...' if len(remote) > 1 else ''}) not checked for a pickle: only the Hub's headers "
@@ -2558,15 +2578,16 @@ def refuse_pickled_extra_states(checkpoint: Checkpoint, relpath: str | None = No
     return warnings
 
 
-def _tensor_bytes(checkpoint: Checkpoint, info: TensorInfo) -> bytes:
-    """A tensor's raw bytes as the reader reads them: a safetensors file's plain reads, a torch zip's byte run
-    (no torch imported), else the loaded tensor's values."""
+def _tensor_bytes(checkpoint: Checkpoint, info: TensorInfo, limit: int | None = None) -> bytes:
+    """A tensor's raw bytes as the reader reads them (C order): a safetensors file's plain reads, a torch zip's
+    byte run (no torch imported), else the loaded tensor's values; with `limit`, only its first `limit` bytes."""
     header = checkpoint.safetensors_header(info.file)
-    if header is not None:
+    if header is not None and limit is None:
         return bytes(safetensors_format.read_tensor_bytes(checkpoint.file_path(info.file), header, info))
     found = checkpoint.byte_range(info.name)
     if found is not None:
         path, offset, length = found
+        length = length if limit is None else min(length, limit)
         with open(path, "rb") as handle:
             handle.seek(offset)
             data = handle.read(length)
@@ -2574,7 +2595,27 @@ def _tensor_bytes(checkpoint: Checkpoint, info: TensorInfo) -> bytes:
             raise CorruptCheckpoint(f"file ended while reading tensor {info.name!r} (truncated or changed while "
                                     "reading)")
         return data
-    return bytes(checkpoint.load_tensor(info.name).detach().contiguous().numpy().tobytes())
+    data = bytes(checkpoint.load_tensor(info.name).detach().contiguous().numpy().tobytes())
+    return data if limit is None else data[:limit]
+
+
+def _value_bytes(path: Path, name: str, value: Any, limit: int | None = None) -> bytes:
+    """A tensor's bytes (C order) outside the state dict read, as `_tensor_bytes` reads one in it: its byte run in
+    a torch zip read without torch, else the loaded tensor's values."""
+    from weightdoctor.checkpoint import pytorch_format
+
+    found = pytorch_format.byte_range(value)
+    if found is not None:
+        offset, length = found
+        length = length if limit is None else min(length, limit)
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read(length)
+        if len(data) != length:
+            raise CorruptCheckpoint(f"file ended while reading tensor {name!r} (truncated or changed while reading)")
+        return data
+    data = bytes(pytorch_format.as_tensor(value, name).detach().contiguous().numpy().tobytes())
+    return data if limit is None else data[:limit]
 
 
 def _remote_checkpoint(source: str, remote: RemoteStructure) -> Checkpoint:

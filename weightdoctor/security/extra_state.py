@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 
-from weightdoctor.security.opcodes import walk_pickle
+from weightdoctor.security.opcodes import MAX_LINE, walk_pickle
 from weightdoctor.security.policy import DANGEROUS, UNKNOWN, WATCHED_CALLS
 from weightdoctor.security.scan import _Collector, scan_bytes
 
@@ -18,6 +18,9 @@ SUFFIX = "_extra_state"
 # TE's state is a few KB per module (scales and amax histories); a larger tensor is not read whole to be checked.
 MAX_EXTRA_STATE_BYTES = 16 << 20
 BYTE_DTYPES = ("uint8", "int8")
+# TE reads `state.detach().cpu().numpy().tobytes()`: any dtype numpy holds, any shape, gives it the tensor's bytes
+# (C order), so only the dtypes `.numpy()` refuses (it raises before pickle.loads) are left out.
+NOT_NUMPY_PREFIXES = ("bfloat16", "float8", "float6", "float4", "complex32")
 # How plain `pickle.dumps` writes a CPU tensor's storage: `_load_from_bytes(<a legacy torch.save>)`, which
 # torch.loads those bytes with weights_only=False. Every genuine TE state with tensors names it.
 LOAD_FROM_BYTES = "torch.storage._load_from_bytes"
@@ -26,13 +29,22 @@ LOAD_FROM_BYTES = "torch.storage._load_from_bytes"
 def is_extra_state(name: str, dtype: str, shape: tuple[int, ...]) -> bool:
     """Whether a tensor is stored where nn.Module keeps a module's extra state, as bytes TE would unpickle.
 
+    TE writes a 1-D uint8 tensor, but `load_state_dict` hands set_extra_state whatever the file holds under the
+    name, and its `.numpy().tobytes()` flattens any shape and numpy dtype: a float32 or 2-D tensor is unpickled
+    all the same.
+
     Example:
         >>> is_extra_state("decoder.layers.0.mlp.linear_fc1._extra_state", "uint8", (1234,))
         True
+        >>> is_extra_state("decoder.layers.0.mlp.linear_fc1._extra_state", "float32", (2, 8))
+        True
+        >>> is_extra_state("decoder.layers.0.mlp.linear_fc1._extra_state", "bfloat16", (8,))
+        False
         >>> is_extra_state("decoder.layers.0.mlp.my_extra_state", "uint8", (1234,))
         False
     """
-    return (name == SUFFIX or name.endswith("." + SUFFIX)) and dtype in BYTE_DTYPES and len(shape) == 1
+    del shape  # any shape: `.numpy().tobytes()` reads it in C order
+    return (name == SUFFIX or name.endswith("." + SUFFIX)) and not dtype.startswith(NOT_NUMPY_PREFIXES)
 
 
 def starts_like_a_pickle(data: bytes) -> bool:
@@ -40,9 +52,13 @@ def starts_like_a_pickle(data: bytes) -> bool:
     return len(data) >= 2 and data[0] == 0x80 and data[1] <= 5
 
 
-def pickle_loads_problem(data: bytes) -> tuple[str, str] | None:
+def pickle_loads_problem(data: bytes, *, prefix: bool = False) -> tuple[str, str] | None:
     """Why `pickle.loads(data)` may run code or exhaust memory, as `(verdict, what the bytes hold)`, or None when
     it imports only safe (or inert) globals.
+
+    `prefix`: `data` is only the first bytes of a larger tensor. A pickle that stops within them is judged whole
+    (pickle.loads reads nothing past STOP, so zeros padding a hostile pickle past the size bound change nothing);
+    what the walk met before the cut refuses as it would anyway; otherwise the verdict is `"unchecked"`.
 
     Only the first pickle counts, from byte 0, as `pickle.loads` reads nothing past its STOP. A call to
     `torch.storage._load_from_bytes` (how `pickle.dumps` writes every tensor's storage) is accepted when its
@@ -69,8 +85,10 @@ def pickle_loads_problem(data: bytes) -> tuple[str, str] | None:
         scanned: set[int] = set()
         for call in calls:
             blob = call.args[0] if isinstance(call.args, tuple) and len(call.args) == 1 else None
-            if not isinstance(blob, (bytes, bytearray)):
-                unresolved = True  # built by a call: what torch.load would read is not known here
+            # bytes only: a bytearray literal can be rewritten before the call (SETITEMS runs `ba[i] = v`, which
+            # the walk does not model), and pickle.dumps of a storage never writes one.
+            if not isinstance(blob, bytes):
+                unresolved = True  # built by a call, or mutable: what torch.load would read is not known here
                 continue
             if id(blob) in scanned:
                 continue  # one literal called a million times through the memo is scanned once
@@ -86,6 +104,13 @@ def pickle_loads_problem(data: bytes) -> tuple[str, str] | None:
         return "dangerous" if dangerous else "suspicious", f"holds a pickle that names {shown}"
     if nested:
         return "dangerous", f"holds a pickle whose {LOAD_FROM_BYTES} torch.loads bytes that are not safe ({nested[0]})"
+    if (walk.error is not None and walk.error.startswith("no newline found") and walk.error_offset is not None
+            and len(data) - walk.error_offset - 1 >= MAX_LINE):
+        # The walk's text lines stop at MAX_LINE; pickle.loads reads a longer one whole and goes on past it.
+        return "suspicious", (f"holds a pickle whose text line at byte {walk.error_offset:,} runs past the "
+                              f"{MAX_LINE:,} bytes the scanner reads of one")
+    if prefix and walk.error is not None:
+        return "unchecked", f"holds no pickle that ends within the first {len(data):,} bytes ({walk.error})"
     # The parse error itself is judged below, by how the bytes start; any other problem (a call making memory
     # nothing fills, a memo index built to exhaust memory) is one pickle.loads would meet.
     other = [p for p in collector.problems if not p.message.startswith("the pickle cannot be parsed")]
