@@ -2513,12 +2513,12 @@ def refuse_pickled_extra_states(checkpoint: Checkpoint, relpath: str | None = No
     file just downloaded).
 
     Returns:
-        Warnings for such tensors that were not checked: past the size bound, or of a Hub file whose header
-        alone was read (nothing is downloaded for this).
+        Warnings for such tensors that were not checked: those of a Hub file whose header alone was read
+        (nothing is downloaded for this).
 
     Raises:
-        UnsafePickle: a tensor's pickle names a dangerous or unknown global (or cannot be vouched for),
-            naming the file and the tensor.
+        UnsafePickle: a tensor's pickle names a dangerous or unknown global (or cannot be vouched for: one
+            still running past the bytes read), naming the file and the tensor.
     """
     beside = {relpath_: contents.extra_states_beside for relpath_, contents in checkpoint._pickles.items()
               if contents.extra_states_beside and relpath in (None, relpath_)}
@@ -2528,7 +2528,6 @@ def refuse_pickled_extra_states(checkpoint: Checkpoint, relpath: str | None = No
 
     from weightdoctor.checkpoint import pytorch_format
     from weightdoctor.security import extra_state
-    from weightdoctor.units import format_bytes
 
     found = [info for info in checkpoint.tensors if info.nbytes and relpath in (None, info.file)
              and extra_state.is_extra_state(info.name, info.dtype, info.shape)]
@@ -2543,11 +2542,10 @@ def refuse_pickled_extra_states(checkpoint: Checkpoint, relpath: str | None = No
             if nbytes and extra_state.is_extra_state(name, dtype, shape):
                 candidates.append((file, name, dtype, nbytes,
                                    functools.partial(_value_bytes, checkpoint.file_path(file), name, value)))
-    large = []
     for file, name, dtype, nbytes, read in candidates:
         path = checkpoint.file_path(file)
         # Past the bound only the first bytes are read: pickle.loads stops at STOP, so a hostile pickle padded
-        # with zeros is judged all the same, and only a pickle running past them is left unchecked.
+        # with zeros is judged all the same, and a pickle still running past them is refused (not vouched for).
         prefix = nbytes > extra_state.MAX_EXTRA_STATE_BYTES
         try:
             data = read(extra_state.MAX_EXTRA_STATE_BYTES if prefix else None)
@@ -2555,21 +2553,12 @@ def refuse_pickled_extra_states(checkpoint: Checkpoint, relpath: str | None = No
         except WeightDoctorError as exc:
             exc.path = exc.path or str(path)
             raise
-        if problem is not None and problem[0] == "unchecked":
-            large.append((name, nbytes))
-        elif problem is not None:
+        if problem is not None:
             verdict, what = problem
             raise UnsafePickle(f"{verdict}: the {dtype} tensor {name} {what} (TransformerEngine's "
                                "set_extra_state pickle.loads an _extra_state tensor's bytes when the model loads "
                                "this state dict, running it); nothing was unpickled here", str(path))
     warnings = []
-    if large:
-        first_name, first_bytes = large[0]
-        warnings.append(f"{counted(len(large), '_extra_state tensor')} ({first_name}, "
-                        f"{format_bytes(first_bytes)}{', ...' if len(large) > 1 else ''}) past the "
-                        f"{extra_state.MAX_EXTRA_STATE_BYTES >> 20} MiB weightdoctor reads to "
-                        "scan such a tensor, with no whole pickle in them: not checked for a pickle "
-                        "(TransformerEngine's set_extra_state pickle.loads one when the model loads the state dict)")
     if remote:
         warnings.append(f"{counted(len(remote), '_extra_state byte tensor')} ({remote[0]}"
                         f"{', ...' if len(remote) > 1 else ''}) not checked for a pickle: only the Hub's headers "
