@@ -1,0 +1,34 @@
+"""Fix list 18: the items today's reviews found and left unfixed.
+
+Covers: `plan-devices --gpu NxSIZE` with N past the 1,024 GPUs plan-devices plans (a list of N sizes was built:
+MemoryError at 10^9, an OverflowError past an index).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import run_cli
+from weightdoctor.errors import UsageError
+
+
+@pytest.mark.parametrize(("given", "shown"), [("5000000x24GB", "5,000,000"),
+                                               ("99999999999999999999x24GB", "over 10^12"),
+                                               ("1025 x 80GiB", "1,025")])
+def test_gpu_count_past_the_most_gpus_is_refused_in_one_line(given: str, shown: str) -> None:
+    result = run_cli("plan-devices", "no-such-model", "--gpu", given)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert f"holds {shown} sizes" in lines[0] and "at most 1,024 GPUs" in lines[0]
+    assert "OverflowError" not in result.stderr and "unexpected" not in result.stderr
+
+
+def test_size_list_builds_only_what_it_shows() -> None:
+    from weightdoctor.units import refuse_size_list
+
+    with pytest.raises(UsageError, match=r"holds 10,000,000 sizes: plan-devices plans at most 1,024"):
+        refuse_size_list("--gpu", "10000000x24GB")
+    # Within the bound the repeated form is still spelled out, as before.
+    with pytest.raises(UsageError, match=r"holds 1024 sizes: --gpu takes one.*--gpu 24GB --gpu 24GB --gpu 24GB"):
+        refuse_size_list("--gpu", "1024x24GB")
