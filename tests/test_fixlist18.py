@@ -1,15 +1,19 @@
 """Fix list 18: the items today's reviews found and left unfixed.
 
 Covers: `plan-devices --gpu NxSIZE` with N past the 1,024 GPUs plan-devices plans (a list of N sizes was built:
-MemoryError at 10^9, an OverflowError past an index).
+MemoryError at 10^9, an OverflowError past an index); error lines squeezing runs of spaces, so that a pasted
+`inspect 'a  b.pt'` named another file.
 """
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
 import pytest
 
-from tests.helpers import run_cli
-from weightdoctor.errors import UsageError
+from tests.helpers import run_cli, run_subprocess
+from weightdoctor.errors import UsageError, WeightDoctorError
 
 
 @pytest.mark.parametrize(("given", "shown"), [("5000000x24GB", "5,000,000"),
@@ -32,3 +36,21 @@ def test_size_list_builds_only_what_it_shows() -> None:
     # Within the bound the repeated form is still spelled out, as before.
     with pytest.raises(UsageError, match=r"holds 1024 sizes: --gpu takes one.*--gpu 24GB --gpu 24GB --gpu 24GB"):
         refuse_size_list("--gpu", "1024x24GB")
+
+
+def test_pasted_command_in_an_error_keeps_its_spaces(tmp_path: Path) -> None:
+    import torch
+
+    torch.save({"w": torch.zeros(2)}, tmp_path / "a  b.pt")
+    result = run_subprocess("a  b.pt", cwd=tmp_path)
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert "is a path, not a command" in line and "inspect 'a  b.pt'" in line
+    # Pasted as printed, the suggestion reads the same file.
+    pasted = shlex.split(line.split("e.g. ", 1)[1].split(" (commands:")[0])
+    assert pasted[-1] == "a  b.pt" and (tmp_path / pasted[-1]).is_file()
+
+
+def test_error_line_keeps_the_spaces_of_a_path_and_joins_its_lines() -> None:
+    err = WeightDoctorError("GLOBAL in u  v.pt at byte 169;\n    nothing was unpickled\n", path="u  v.pt")
+    assert err.one_line() == "u  v.pt: GLOBAL in u  v.pt at byte 169; nothing was unpickled"

@@ -22,7 +22,9 @@ def usage_line(exc: click_exceptions.UsageError, command_path: str | None = None
     '--gpu' requires an argument" without one); `args` are the command's own arguments, as typed.
     """
     where = exc.ctx.command_path if exc.ctx is not None else command_path or "weightdoctor"
-    message = " ".join(exc.format_message().split())
+    from weightdoctor.errors import on_one_line
+
+    message = on_one_line(exc.format_message())
     if isinstance(exc, click_exceptions.NoSuchOption) and exc.ctx is not None:
         elsewhere = _option_elsewhere(exc.ctx, exc.option_name) or _max_memory_here(exc.ctx, exc.option_name, args)
         if elsewhere:
