@@ -2,7 +2,8 @@
 
 Covers: `plan-devices --gpu NxSIZE` with N past the 1,024 GPUs plan-devices plans (a list of N sizes was built:
 MemoryError at 10^9, an OverflowError past an index); error lines squeezing runs of spaces, so that a pasted
-`inspect 'a  b.pt'` named another file.
+`inspect 'a  b.pt'` named another file; `weightdoctor scan` beside a file ./scan
+suggesting `inspect` with no file.
 """
 
 from __future__ import annotations
@@ -54,3 +55,14 @@ def test_pasted_command_in_an_error_keeps_its_spaces(tmp_path: Path) -> None:
 def test_error_line_keeps_the_spaces_of_a_path_and_joins_its_lines() -> None:
     err = WeightDoctorError("GLOBAL in u  v.pt at byte 169;\n    nothing was unpickled\n", path="u  v.pt")
     assert err.one_line() == "u  v.pt: GLOBAL in u  v.pt at byte 169; nothing was unpickled"
+
+
+def test_unknown_command_that_is_a_file_here_is_said_as_a_path(tmp_path: Path) -> None:
+    import torch
+
+    torch.save({"w": torch.zeros(2)}, tmp_path / "scan")
+    line = run_subprocess("scan", cwd=tmp_path).stderr.strip()
+    assert "'scan' is a path, not a command" in line and "weightdoctor inspect scan " in line
+    # Followed by a file, `scan` is the other tool's command, as before.
+    line = run_subprocess("scan", "model.pt", cwd=tmp_path).stderr.strip()
+    assert "No such command 'scan'; inspect scans a pickle" in line and "weightdoctor inspect model.pt" in line
