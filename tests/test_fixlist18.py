@@ -3,7 +3,8 @@
 Covers: `plan-devices --gpu NxSIZE` with N past the 1,024 GPUs plan-devices plans (a list of N sizes was built:
 MemoryError at 10^9, an OverflowError past an index); error lines squeezing runs of spaces, so that a pasted
 `inspect 'a  b.pt'` named another file; `weightdoctor scan` beside a file ./scan
-suggesting `inspect` with no file.
+suggesting `inspect` with no file; the "tensor(s) beside the state dict" and pyannote notes quoting
+100,000 names or a megabyte string whole.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli, run_subprocess
+from tests.helpers import run_cli, run_json, run_subprocess
 from weightdoctor.errors import UsageError, WeightDoctorError
 
 
@@ -66,3 +67,32 @@ def test_unknown_command_that_is_a_file_here_is_said_as_a_path(tmp_path: Path) -
     # Followed by a file, `scan` is the other tool's command, as before.
     line = run_subprocess("scan", "model.pt", cwd=tmp_path).stderr.strip()
     assert "No such command 'scan'; inspect scans a pickle" in line and "weightdoctor inspect model.pt" in line
+
+
+def test_tensors_beside_the_state_dict_note_names_the_first_few(tmp_path: Path) -> None:
+    import torch
+
+    siblings = {f"sib{i}": {"t": torch.zeros(1)} for i in range(3000)}
+    siblings["x" * 50_000] = {"t": torch.zeros(1)}
+    torch.save({"model": {"language_model": {"encoder": {"w": torch.zeros(2)}, **siblings}}}, tmp_path / "m.pt")
+    code, report = run_json("inspect", tmp_path / "m.pt", "--key", "model.language_model.encoder")
+    assert code == 0
+    [note] = [w for w in report["warnings"] if "beside the state dict" in w]
+    assert "3001 tensor(s) beside the state dict are not read, in model.language_model.sib0, " in note
+    assert "model.language_model.sib5, and 2,995 more: the weights are split" in note
+    assert len(note) < 1000
+
+
+def test_pyannote_note_cuts_the_strings_the_file_gives(tmp_path: Path) -> None:
+    import torch
+
+    torch.save({"state_dict": {"w": torch.zeros(2)},
+                "pyannote.audio": {"architecture": {"module": "pyannote.audio.models." + "m" * 100_000,
+                                                    "class": "PyanNet"},
+                                   "versions": {"pyannote.audio": "3." + "1" * 100_000}}}, tmp_path / "p.pt")
+    code, report = run_json("inspect", tmp_path / "p.pt")
+    assert code == 0
+    [note] = [w for w in report["warnings"] if "pyannote.audio checkpoint" in w]
+    assert "a Lightning checkpoint of pyannote.audio.models.mmm" in note and "characters left out" in note
+    assert ".PyanNet, saved by pyannote.audio 3.111" in note and "Model.from_pretrained(PATH)" in note
+    assert len(note) < 1000

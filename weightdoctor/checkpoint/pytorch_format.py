@@ -26,7 +26,14 @@ from weightdoctor.checkpoint.inert import InertObject, inert_class
 from weightdoctor.checkpoint.model import TensorInfo
 from weightdoctor.checkpoint.pickle_static import NeedsTorch, StaticTensor, load_static
 from weightdoctor.dtypes import canonical_dtype, values_shape
-from weightdoctor.errors import CorruptCheckpoint, UnsafePickle, UnsupportedEnvironment, UnsupportedFormat, UsageError
+from weightdoctor.errors import (
+    CorruptCheckpoint,
+    UnsafePickle,
+    UnsupportedEnvironment,
+    UnsupportedFormat,
+    UsageError,
+    clip_middle,
+)
 from weightdoctor.wording import counted
 
 if TYPE_CHECKING:
@@ -74,6 +81,10 @@ def detect_pickle_format(prefix: bytes) -> str | None:
     if prefix[:1] == b"\x80" and prefix[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "pytorch-legacy"
     return None
+
+
+# The most characters of one name a note quotes from the file (an entry's key, a module path).
+_NOTE_NAME_CHARS = 200
 
 
 def _describe(value: Any) -> str:
@@ -390,8 +401,10 @@ def _pyannote_note(obj: Any) -> str | None:
     module, name = architecture.get("module"), architecture.get("class")
     versions = entry.get("versions")
     version = versions.get("pyannote.audio") if isinstance(versions, Mapping) else None
-    model = f"{module}.{name}" if isinstance(module, str) and isinstance(name, str) else "its model"
-    saved = f", saved by pyannote.audio {version}" if isinstance(version, str) else ""
+    # Strings the file gives, cut: a module or version string of a megabyte was quoted whole (2 MB of --json).
+    model = (clip_middle(f"{module}.{name}", _NOTE_NAME_CHARS) if isinstance(module, str) and isinstance(name, str)
+             else "its model")
+    saved = f", saved by pyannote.audio {clip_middle(version, 40)}" if isinstance(version, str) else ""
     return (f"a pyannote.audio checkpoint (a Lightning checkpoint of {model}{saved}): state_dict is read; "
             "pyannote.audio's Model.from_pretrained(PATH) (from pyannote.audio import Model) loads it, rebuilding "
             "that class from the checkpoint's own architecture and hyper_parameters")
@@ -1216,8 +1229,11 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
     other, beside = _entries_beside(obj, nested_key)
     if beside:
         # Megatron-LM keeps model.language_model.{embedding, encoder, output_layer} apart: one of them is read.
+        # The first few are named, each cut: 100,000 siblings (or one key of a megabyte) made a warning of megabytes.
+        names = [clip_middle(name, _NOTE_NAME_CHARS) for name in list(beside)[:6]]
+        more = f", and {len(beside) - 6:,} more" if len(beside) > 6 else ""
         notes.append(f"{sum(beside.values())} tensor(s) beside the state dict are not read, in "
-                     f"{', '.join(beside)}: the weights are split over nested dicts; --key reads one of them")
+                     f"{', '.join(names)}{more}: the weights are split over nested dicts; --key reads one of them")
     tensors: dict[str, Any] = {}
     skipped: list[str] = []
     non_tensor_keys: dict[str, str] = {}
