@@ -4,7 +4,7 @@ Covers: `plan-devices --gpu NxSIZE` with N past the 1,024 GPUs plan-devices plan
 MemoryError at 10^9, an OverflowError past an index); error lines squeezing runs of spaces, so that a pasted
 `inspect 'a  b.pt'` named another file; `weightdoctor scan` beside a file ./scan
 suggesting `inspect` with no file; the "tensor(s) beside the state dict" and pyannote notes quoting
-100,000 names or a megabyte string whole.
+100,000 names or a megabyte string whole; folded_entries folding 10^6 entries name by name.
 """
 
 from __future__ import annotations
@@ -96,3 +96,53 @@ def test_pyannote_note_cuts_the_strings_the_file_gives(tmp_path: Path) -> None:
     assert "a Lightning checkpoint of pyannote.audio.models.mmm" in note and "characters left out" in note
     assert ".PyanNet, saved by pyannote.audio 3.111" in note and "Model.from_pretrained(PATH)" in note
     assert len(note) < 1000
+
+
+def _folded_name_by_name(entries: list[str]) -> list[str]:
+    """folded_entries as it was written before: collapse_indices of each name in turn."""
+    from weightdoctor.diff_keys import collapse_indices
+
+    counts: dict[str, int] = {}
+    first: dict[str, str] = {}
+    for entry in entries:
+        name, space, description = entry.partition(" (")
+        key = collapse_indices(name) + space + description
+        counts[key] = counts.get(key, 0) + 1
+        first.setdefault(key, entry)
+    return [f"{key} ×{count}" if count > 1 else first[key] for key, count in counts.items()]
+
+
+def _generated_entries(seed: int, count: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    parts = ["model", "layers", "0", "12", "007", "h", "block", "_extra_state", "é", "1.5", "x1", "", "(", " ", "\n"]
+    descriptions = ["(None)", "(int: 3)", "(float: 1.5)", "(str: 'a.1')", "(dict, 2 entries)", ""]
+    entries = []
+    for _ in range(count):
+        name = ".".join(rng.choice(parts) for _ in range(rng.randint(1, 6)))
+        entries.append(f"{name} {rng.choice(descriptions)}".rstrip())
+    return entries
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_folded_entries_equal_to_folding_name_by_name(seed: int) -> None:
+    from weightdoctor.render.inspect import folded_entries
+
+    entries = _generated_entries(seed, 3000)
+    if seed % 2:
+        entries = [entry.replace("\n", "") for entry in entries]  # the one-pass case (no name holds a newline)
+    assert folded_entries(entries) == _folded_name_by_name(entries)
+
+
+def test_folded_entries_fold_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    from weightdoctor import diff_keys
+    from weightdoctor.render.inspect import folded_entries
+
+    calls = []
+    real = diff_keys.collapse_indices
+    monkeypatch.setattr(diff_keys, "collapse_indices", lambda name: calls.append(name) or real(name))
+    entries = [f"model.layers.{i % 100}.block{i // 100}._extra_state (int: {i % 7})" for i in range(20_000)]
+    assert folded_entries(entries)[:2] == ["model.layers.*.block0._extra_state (int: 0) ×15",
+                                           "model.layers.*.block0._extra_state (int: 1) ×15"]
+    assert len(calls) < 100  # not one call per entry (10^6 entries took 3.5 s name by name)
