@@ -4,7 +4,8 @@ Covers: `plan-devices --gpu NxSIZE` with N past the 1,024 GPUs plan-devices plan
 MemoryError at 10^9, an OverflowError past an index); error lines squeezing runs of spaces, so that a pasted
 `inspect 'a  b.pt'` named another file; `weightdoctor scan` beside a file ./scan
 suggesting `inspect` with no file; the "tensor(s) beside the state dict" and pyannote notes quoting
-100,000 names or a megabyte string whole; folded_entries folding 10^6 entries name by name.
+100,000 names or a megabyte string whole; folded_entries folding 10^6 entries name by name; the compressed-record
+refusal advising a torch.load(weights_only=True) that refuses a file holding inert objects (argparse.Namespace).
 """
 
 from __future__ import annotations
@@ -146,3 +147,49 @@ def test_folded_entries_fold_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> Non
     assert folded_entries(entries)[:2] == ["model.layers.*.block0._extra_state (int: 0) ×15",
                                            "model.layers.*.block0._extra_state (int: 1) ×15"]
     assert len(calls) < 100  # not one call per entry (10^6 entries took 3.5 s name by name)
+
+
+def _rezipped(source: Path, target: Path) -> None:
+    """`source` (a torch.save zip) zipped again with every member deflated, as a re-zip by hand does."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename))
+
+
+def test_compressed_record_advice_works_for_a_file_with_inert_objects(tmp_path: Path) -> None:
+    import argparse
+    import importlib
+    import io
+    import re
+
+    import torch
+
+    torch.save({"model": {"w": torch.arange(4.0)}, "args": argparse.Namespace(lr=0.1), "buf": io.BytesIO(b"x")},
+               tmp_path / "saved.pt")
+    _rezipped(tmp_path / "saved.pt", tmp_path / "zipped.pt")
+    result = run_cli("inspect", tmp_path / "zipped.pt")
+    assert result.exit_code == 2
+    assert "is compressed (deflate)" in result.stderr
+    block = re.search(r"`with torch\.serialization\.safe_globals\(\[([^\]]*)\]\):`", result.stderr)
+    assert block is not None, result.stderr
+    names = block.group(1).split(", ")
+    assert sorted(names) == ["_io.BytesIO", "argparse.Namespace"]
+    # The advice, followed (to another file): torch.load(weights_only=True) alone refuses this file.
+    with pytest.raises(Exception, match="argparse.Namespace|Unsupported global"):
+        torch.load(tmp_path / "zipped.pt", weights_only=True)
+    types = [getattr(importlib.import_module(name.rpartition(".")[0]), name.rpartition(".")[2]) for name in names]
+    with torch.serialization.safe_globals(types):
+        torch.save(torch.load(tmp_path / "zipped.pt", weights_only=True), tmp_path / "resaved.pt")
+    assert run_cli("inspect", tmp_path / "resaved.pt").exit_code == 0
+
+
+def test_compressed_record_advice_without_inert_objects_is_unchanged(tmp_path: Path) -> None:
+    import torch
+
+    torch.save({"w": torch.arange(4.0)}, tmp_path / "saved.pt")
+    _rezipped(tmp_path / "saved.pt", tmp_path / "zipped.pt")
+    result = run_cli("inspect", tmp_path / "zipped.pt")
+    assert result.exit_code == 2
+    assert result.stderr.rstrip().endswith("re-save it with torch.save(torch.load(path, weights_only=True), path)")

@@ -17,7 +17,7 @@ import re
 import sys
 import warnings
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -1525,14 +1525,29 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
         raise CorruptCheckpoint(f"torch cannot read the file: {type(exc).__name__}: {text[:200]}") from exc
     if fmt == "pytorch-zip":
-        check_record_sizes(path)
+        check_record_sizes(path, _inert_names(report))
     return obj
 
 
-def check_record_sizes(path: Path) -> None:
+def _resave_globals(inert: Collection[str]) -> str:
+    """For the re-save a refusal advises: the `safe_globals` block that torch.load(weights_only=True) needs for the
+    inert objects the file holds (an argparse.Namespace, an io.BytesIO), which it refuses without it; "" for none."""
+    from weightdoctor.security.policy import normalised_names
+
+    # The name Python 3 imports (`__builtin__.set` of a protocol-2 pickle is builtins.set), each cut: from the file.
+    names = sorted({clip_middle(normalised_names(name)[-1], _NOTE_NAME_CHARS) for name in inert})
+    if not names:
+        return ""
+    shown = ", ".join(names[:8]) + (f", ... ({len(names) - 8:,} more)" if len(names) > 8 else "")
+    return (f" inside `with torch.serialization.safe_globals([{shown}]):`, where you trust the file and have their "
+            f"modules imported (weights_only refuses the {counted(len(names), 'object type')} it holds without it)")
+
+
+def check_record_sizes(path: Path, inert: Collection[str] = ()) -> None:
     """Refuse a torch zip whose storage records differ in size from the storages its data.pkl declares, as
     torch.load refuses it; `torch.load(mmap=True)`, which reads the files the torch-free reader leaves to
-    it, does not check (a record cut short gave whatever bytes follow it).
+    it, does not check (a record cut short gave whatever bytes follow it). `inert` names the inert objects' types
+    the scan found, which the re-save a compressed record is refused with must allow.
 
     Raises:
         CorruptCheckpoint: a record of the wrong size (see `pickle_static.record_size_error`).
@@ -1577,7 +1592,8 @@ def check_record_sizes(path: Path) -> None:
             raise UnsupportedFormat(
                 f"storage record {member.name} is compressed ({'deflate' if member.method == 8 else member.method}"
                 f"), as torch.save never writes it (the archive was zipped again): its values cannot be read in "
-                f"place; re-save it with torch.save(torch.load(path, weights_only=True), path)")
+                f"place; re-save it with torch.save(torch.load(path, weights_only=True), path)"
+                + _resave_globals(inert))
         if itemsize is None or member is None or not isinstance(numel, int) or not isinstance(key, str):
             continue  # a storage type without a fixed element size here (new dtypes): not compared
         if member.size != numel * itemsize:
