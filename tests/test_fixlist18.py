@@ -5,7 +5,8 @@ MemoryError at 10^9, an OverflowError past an index); error lines squeezing runs
 `inspect 'a  b.pt'` named another file; `weightdoctor scan` beside a file ./scan
 suggesting `inspect` with no file; the "tensor(s) beside the state dict" and pyannote notes quoting
 100,000 names or a megabyte string whole; folded_entries folding 10^6 entries name by name; the compressed-record
-refusal advising a torch.load(weights_only=True) that refuses a file holding inert objects (argparse.Namespace).
+refusal advising a torch.load(weights_only=True) that refuses a file holding inert objects (argparse.Namespace);
+plan-devices without --disk listing the modules left over `→ disk`.
 """
 
 from __future__ import annotations
@@ -193,3 +194,23 @@ def test_compressed_record_advice_without_inert_objects_is_unchanged(tmp_path: P
     result = run_cli("inspect", tmp_path / "zipped.pt")
     assert result.exit_code == 2
     assert result.stderr.rstrip().endswith("re-save it with torch.save(torch.load(path, weights_only=True), path)")
+
+
+def test_plan_devices_without_disk_lists_the_left_over_modules_as_not_placed(tmp_path: Path) -> None:
+    import json
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128,
+        "torch_dtype": "float16"}))
+    out = run_cli("plan-devices", config, "--gpu", "100KB", "--cpu", "10KB").stdout
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("disk ") and "nowhere to go" in line)
+    listed = [line.split() for line in lines[start + 1:start + 5]]
+    assert [words[0] for words in listed] == ["model.layers", "model.norm", "model.rotary_emb", "lm_head"]
+    assert all(words[1:3] == ["not", "placed"] for words in listed), listed
+    assert "→ disk" not in out
+    # With --disk they are placed there, as before.
+    allowed = run_cli("plan-devices", config, "--gpu", "100KB", "--cpu", "10KB", "--disk").stdout
+    assert "model.layers" in allowed and "→ disk" in allowed and "not placed" not in allowed
