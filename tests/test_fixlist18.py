@@ -6,7 +6,8 @@ MemoryError at 10^9, an OverflowError past an index); error lines squeezing runs
 suggesting `inspect` with no file; the "tensor(s) beside the state dict" and pyannote notes quoting
 100,000 names or a megabyte string whole; folded_entries folding 10^6 entries name by name; the compressed-record
 refusal advising a torch.load(weights_only=True) that refuses a file holding inert objects (argparse.Namespace);
-plan-devices without --disk listing the modules left over `→ disk`.
+plan-devices without --disk listing the modules left over `→ disk`; an `_extra_state` refusal in a Hub snapshot
+named by its cache path, not the repo id typed.
 """
 
 from __future__ import annotations
@@ -214,3 +215,35 @@ def test_plan_devices_without_disk_lists_the_left_over_modules_as_not_placed(tmp
     # With --disk they are placed there, as before.
     allowed = run_cli("plan-devices", config, "--gpu", "100KB", "--cpu", "10KB", "--disk").stdout
     assert "model.layers" in allowed and "→ disk" in allowed and "not placed" not in allowed
+
+
+def test_extra_state_refusal_in_a_hub_snapshot_names_the_repo_id(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    import torch
+    from safetensors.torch import save_file
+
+    class RunsCode:
+        def __reduce__(self) -> tuple:
+            import os
+
+            return (os.system, ("true",))
+
+    repo = tmp_path / "hub" / "models--org--te"
+    commit = "ab" * 20
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    state = torch.frombuffer(bytearray(pickle.dumps(RunsCode())), dtype=torch.uint8)
+    save_file({"layer.weight": torch.zeros(2, 2), "layer._extra_state": state}, repo / "blobs" / "0123abcd")
+    (repo / "snapshots" / commit / "model.safetensors").symlink_to("../../blobs/0123abcd")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run_cli("inspect", "org/te")
+    assert result.exit_code == 2
+    line = " ".join(result.stderr.split())
+    assert line.startswith("error: org/te: model.safetensors: dangerous: the uint8 tensor layer._extra_state holds "
+                           "a pickle that names posix.system"), line
+    assert f"(the cached snapshot {repo / 'snapshots' / commit})" in line
