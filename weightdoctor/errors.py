@@ -25,6 +25,21 @@ def clip_middle(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return f"{text[:head]} ... ({len(text) - head - tail:,} characters left out) ... {text[len(text) - tail:]}"
 
 
+# A line break and the blanks around it; other runs of blanks are kept, since a quoted path or a command line to be
+# pasted (`inspect 'a  b.pt'`) says what it says with every space.
+_LINE_BREAK = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]\s*")
+
+
+def on_one_line(text: str) -> str:
+    """`text` with each line break (and the blanks around it) made one space; other spaces kept as they are.
+
+    Example:
+        >>> on_one_line("no such file:\n    inspect 'a  b.pt'\n")
+        "no such file: inspect 'a  b.pt'"
+    """
+    return _LINE_BREAK.sub(" ", text).strip()
+
+
 def closest(wanted: str, candidates: Iterable[str], *, key: Callable[[str], str] = str.lower, n: int = 1,
             cutoff: float = 0.6) -> list[str]:
     """The candidates spelled closest to `wanted`, best first, compared through `key` (case aside by default):
@@ -166,7 +181,7 @@ class WeightDoctorError(Exception):
         self.path = path
 
     def one_line(self) -> str:
-        text = " ".join(self.message.split())
+        text = on_one_line(self.message)
         return f"{self.path}: {text}" if self.path else text
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from weightdoctor.errors import UsageError
+from weightdoctor.errors import UsageError, clip_middle
 
 _DECIMAL = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "PB": 10**15}
 _BINARY = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "PIB": 2**50}
@@ -125,18 +125,28 @@ def refuse_size_list(option: str, text: str) -> None:
         raise UsageError(f"{option} {text!r}: a size takes a decimal point ({decimal.group(1)}.{decimal.group(2)}); "
                          f"for several GPUs, repeat {option} with one size each")
     parts = [part for part in re.split(r"[,;]", text) if part.strip()]
+    count = len(parts)
     times = re.fullmatch(r"\s*(\d+)\s*[x\u00d7*]\s*(\S.*?)\s*", text)
-    if times is not None and int(times.group(1)) > 0 and _split_size(times.group(2)) is not None:
-        parts = [times.group(2)] * int(times.group(1))
-    if len(parts) < 2:
+    digits = times.group(1).lstrip("0") if times is not None else ""
+    if times is not None and digits and _split_size(times.group(2)) is not None:
+        # Only the first few are built: `1000000000x24GB` built a list of 10^9 sizes (MemoryError), and a count
+        # past what an index holds ended in an OverflowError. The digits are measured before int() reads them.
+        count = int(digits) if len(digits) <= 12 else 10 ** 12
+        parts = [times.group(2)] * min(count, 5)
+    if count < 2:
         return
-    shown = " ".join(f"{option} {part.strip()}" for part in parts[:4]) + (" ..." if len(parts) > 4 else "")
-    raise UsageError(f"{option} {text!r} holds {len(parts)} sizes: {option} takes one, repeat it for each "
+    if count > _MAX_GPUS:
+        shown_count = f"{count:,}" if count < 10 ** 12 else "over 10^12"
+        raise UsageError(f"{option} {clip_middle(text, 120)!r} holds {shown_count} sizes: plan-devices plans at most "
+                         f"{_MAX_GPUS:,} GPUs, one {option} each")
+    shown = " ".join(f"{option} {part.strip()}" for part in parts[:4]) + (" ..." if count > 4 else "")
+    raise UsageError(f"{option} {text!r} holds {count} sizes: {option} takes one, repeat it for each "
                      f"({shown})")
 
 
-# A max_memory of plan-devices' most GPUs (commands/plan_devices.py's MAX_GPUS, 1,024) with its cpu and disk entries.
-_MAX_MEMORY_ENTRIES = 1024 + 2
+# plan-devices' most GPUs (commands/plan_devices.py's MAX_GPUS); a max_memory of as many, with its cpu and disk entries.
+_MAX_GPUS = 1024
+_MAX_MEMORY_ENTRIES = _MAX_GPUS + 2
 
 
 def max_memory_options(text: str) -> list[str] | None:

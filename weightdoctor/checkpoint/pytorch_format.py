@@ -17,7 +17,7 @@ import re
 import sys
 import warnings
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,14 @@ from weightdoctor.checkpoint.inert import InertObject, inert_class
 from weightdoctor.checkpoint.model import TensorInfo
 from weightdoctor.checkpoint.pickle_static import NeedsTorch, StaticTensor, load_static
 from weightdoctor.dtypes import canonical_dtype, values_shape
-from weightdoctor.errors import CorruptCheckpoint, UnsafePickle, UnsupportedEnvironment, UnsupportedFormat, UsageError
+from weightdoctor.errors import (
+    CorruptCheckpoint,
+    UnsafePickle,
+    UnsupportedEnvironment,
+    UnsupportedFormat,
+    UsageError,
+    clip_middle,
+)
 from weightdoctor.wording import counted
 
 if TYPE_CHECKING:
@@ -77,6 +84,10 @@ def detect_pickle_format(prefix: bytes) -> str | None:
     if prefix[:1] == b"\x80" and prefix[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "pytorch-legacy"
     return None
+
+
+# The most characters of one name a note quotes from the file (an entry's key, a module path).
+_NOTE_NAME_CHARS = 200
 
 
 def _describe(value: Any) -> str:
@@ -400,8 +411,10 @@ def _pyannote_note(obj: Any) -> str | None:
     module, name = architecture.get("module"), architecture.get("class")
     versions = entry.get("versions")
     version = versions.get("pyannote.audio") if isinstance(versions, Mapping) else None
-    model = f"{module}.{name}" if isinstance(module, str) and isinstance(name, str) else "its model"
-    saved = f", saved by pyannote.audio {version}" if isinstance(version, str) else ""
+    # Strings the file gives, cut: a module or version string of a megabyte was quoted whole (2 MB of --json).
+    model = (clip_middle(f"{module}.{name}", _NOTE_NAME_CHARS) if isinstance(module, str) and isinstance(name, str)
+             else "its model")
+    saved = f", saved by pyannote.audio {clip_middle(version, 40)}" if isinstance(version, str) else ""
     return (f"a pyannote.audio checkpoint (a Lightning checkpoint of {model}{saved}): state_dict is read; "
             "pyannote.audio's Model.from_pretrained(PATH) (from pyannote.audio import Model) loads it, rebuilding "
             "that class from the checkpoint's own architecture and hyper_parameters")
@@ -1226,8 +1239,11 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
     other, beside = _entries_beside(obj, nested_key)
     if beside:
         # Megatron-LM keeps model.language_model.{embedding, encoder, output_layer} apart: one of them is read.
+        # The first few are named, each cut: 100,000 siblings (or one key of a megabyte) made a warning of megabytes.
+        names = [clip_middle(name, _NOTE_NAME_CHARS) for name in list(beside)[:6]]
+        more = f", and {len(beside) - 6:,} more" if len(beside) > 6 else ""
         notes.append(f"{sum(beside.values())} tensor(s) beside the state dict are not read, in "
-                     f"{', '.join(beside)}: the weights are split over nested dicts; --key reads one of them")
+                     f"{', '.join(names)}{more}: the weights are split over nested dicts; --key reads one of them")
     tensors: dict[str, Any] = {}
     skipped: list[str] = []
     non_tensor_keys: dict[str, str] = {}
@@ -1557,14 +1573,29 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
         raise CorruptCheckpoint(f"torch cannot read the file: {type(exc).__name__}: {text[:200]}") from exc
     if fmt == "pytorch-zip":
-        check_record_sizes(path)
+        check_record_sizes(path, _inert_names(report))
     return obj
 
 
-def check_record_sizes(path: Path) -> None:
+def _resave_globals(inert: Collection[str]) -> str:
+    """For the re-save a refusal advises: the `safe_globals` block that torch.load(weights_only=True) needs for the
+    inert objects the file holds (an argparse.Namespace, an io.BytesIO), which it refuses without it; "" for none."""
+    from weightdoctor.security.policy import normalised_names
+
+    # The name Python 3 imports (`__builtin__.set` of a protocol-2 pickle is builtins.set), each cut: from the file.
+    names = sorted({clip_middle(normalised_names(name)[-1], _NOTE_NAME_CHARS) for name in inert})
+    if not names:
+        return ""
+    shown = ", ".join(names[:8]) + (f", ... ({len(names) - 8:,} more)" if len(names) > 8 else "")
+    return (f" inside `with torch.serialization.safe_globals([{shown}]):`, where you trust the file and have their "
+            f"modules imported (weights_only refuses the {counted(len(names), 'object type')} it holds without it)")
+
+
+def check_record_sizes(path: Path, inert: Collection[str] = ()) -> None:
     """Refuse a torch zip whose storage records differ in size from the storages its data.pkl declares, as
     torch.load refuses it; `torch.load(mmap=True)`, which reads the files the torch-free reader leaves to
-    it, does not check (a record cut short gave whatever bytes follow it).
+    it, does not check (a record cut short gave whatever bytes follow it). `inert` names the inert objects' types
+    the scan found, which the re-save a compressed record is refused with must allow.
 
     Raises:
         CorruptCheckpoint: a record of the wrong size (see `pickle_static.record_size_error`).
@@ -1609,7 +1640,8 @@ def check_record_sizes(path: Path) -> None:
             raise UnsupportedFormat(
                 f"storage record {member.name} is compressed ({'deflate' if member.method == 8 else member.method}"
                 f"), as torch.save never writes it (the archive was zipped again): its values cannot be read in "
-                f"place; re-save it with torch.save(torch.load(path, weights_only=True), path)")
+                f"place; re-save it with torch.save(torch.load(path, weights_only=True), path)"
+                + _resave_globals(inert))
         if itemsize is None or member is None or not isinstance(numel, int) or not isinstance(key, str):
             continue  # a storage type without a fixed element size here (new dtypes): not compared
         if member.size != numel * itemsize:

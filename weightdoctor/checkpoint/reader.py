@@ -2497,7 +2497,15 @@ def _open_checkpoint(
         _headers=builder.headers,
         _pickles=builder.pickles,
     )
-    checkpoint.warnings += refuse_pickled_extra_states(checkpoint)
+    try:
+        checkpoint.warnings += refuse_pickled_extra_states(checkpoint)
+    except WeightDoctorError as exc:
+        # Said as the files' other errors are: of the repo id typed, not of a path deep in the cache.
+        if typed_file is not None:
+            raise _said_as_typed(exc, path, *typed_file) from exc
+        if repo_id is None:
+            raise
+        raise named_by_repo(exc, root, text, revision) from exc
     return checkpoint
 
 

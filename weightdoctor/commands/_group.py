@@ -22,7 +22,9 @@ def usage_line(exc: click_exceptions.UsageError, command_path: str | None = None
     '--gpu' requires an argument" without one); `args` are the command's own arguments, as typed.
     """
     where = exc.ctx.command_path if exc.ctx is not None else command_path or "weightdoctor"
-    message = " ".join(exc.format_message().split())
+    from weightdoctor.errors import on_one_line
+
+    message = on_one_line(exc.format_message())
     if isinstance(exc, click_exceptions.NoSuchOption) and exc.ctx is not None:
         elsewhere = _option_elsewhere(exc.ctx, exc.option_name) or _max_memory_here(exc.ctx, exc.option_name, args)
         if elsewhere:
@@ -272,7 +274,10 @@ def _command_meant(ctx: click_core.Context, args: Sequence[str]) -> str:
     command that answers it, as the line to type; "" otherwise."""
     import os
 
-    if args and args[0] not in _COMMAND_MEANT and os.path.lexists(os.path.expanduser(args[0])):
+    # A word of another tool that is also a file here (`weightdoctor scan` beside ./scan) is that file when nothing
+    # follows it: the command suggested for it had no file to read (`weightdoctor inspect`).
+    if (args and (args[0] not in _COMMAND_MEANT or len(args) == 1)
+            and os.path.lexists(os.path.expanduser(args[0]))):
         # `weightdoctor model.pt`: the checkpoint given with no command before it. A path `-x` (given after `--`)
         # is written ./-x, or the command pasted reads it as an option.
         from weightdoctor.paths import shell_word

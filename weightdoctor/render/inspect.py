@@ -303,15 +303,16 @@ def folded_entries(entries: list[str]) -> list[str]:
     """
     if len(entries) <= 6:
         return entries
-    from weightdoctor.diff_keys import collapse_indices
+    from collections import Counter
 
-    counts: dict[str, int] = {}
-    first: dict[str, str] = {}
-    for entry in entries:
-        name, space, description = entry.partition(" (")
-        key = collapse_indices(name) + space + description
-        counts[key] = counts.get(key, 0) + 1
-        first.setdefault(key, entry)
+    from weightdoctor.diff_keys import _collapse_all
+
+    split = [entry.partition(" (") for entry in entries]
+    # All names in one pass, and counted by Counter: collapse_indices name by name took 3.5 s for 10^6 entries.
+    collapsed = _collapse_all([name for name, _, _ in split])
+    keys = [folded + space + description for folded, (_, space, description) in zip(collapsed, split, strict=True)]
+    counts = Counter(keys)  # in first-seen order
     # An entry alone in its fold keeps its own name: `layers.*.b (int: 3)` read as a `b` in every layer, and hid
     # which layer holds the one there is.
+    first = {key: entry for key, entry in zip(keys, entries, strict=True) if counts[key] == 1}
     return [f"{key} ×{count}" if count > 1 else first[key] for key, count in counts.items()]

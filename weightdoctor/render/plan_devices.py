@@ -111,9 +111,12 @@ def _device_lines(device: DeviceUse, offloading: bool, report: PlanReport) -> li
     if device.budget_bytes is not None and device.capacity_bytes is not None \
             and device.budget_bytes < device.capacity_bytes and not report.manual_map:
         lines.append(f"         [dim]planner budget {format_bytes(device.budget_bytes)}[/]")
+    # Without --disk what is left over goes nowhere: `→ disk` under "nowhere to go" read as placed on a disk.
+    unplaced = device.device == "disk" and not report.disk_allowed
     for item in device.ranges:
         arrow = "[red]→[/]" if spill else "→"
-        lines.append(f"         {escape(item.label):<40} {arrow} {name}  {format_bytes(item.bytes):>10}")
+        where = "[red]not placed[/]" if unplaced else f"{arrow} {name}"
+        lines.append(f"         {escape(item.label):<40} {where}  {format_bytes(item.bytes):>10}")
     if device.held_back:
         gap = sum(h.bytes for h in device.held_back)
         lines.append(f"         [cyan]why {format_bytes(gap)} of {name} stays free:[/]")
