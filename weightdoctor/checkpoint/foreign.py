@@ -446,6 +446,27 @@ def _zip_kind(path: Path) -> str | None:
     return None
 
 
+def _tagged_torch_zip(path: Path, prefix: bytes) -> str | None:
+    """What to say of a torch.save archive whose first two bytes, the zip signature's "PK", were overwritten with two
+    digits, or None. GPT-SoVITS saves its v3 / v4 / v2Pro SoVITS weights so (process_ckpt's my_save2: the digits tag
+    the model version) and its load_sovits_new puts "PK" back before torch.load; without a word it was "not a
+    PyTorch pickle", which read as a broken download."""
+    if len(prefix) < 4 or not prefix[:2].isdigit() or prefix[2:4] != b"\x03\x04":
+        return None
+    head = _head(path, 512)
+    if len(head) < 30:
+        return None
+    name_length = int.from_bytes(head[26:28], "little")
+    # The first record of a torch.save archive is its pickle, `<archive>/data.pkl`.
+    if not head[30:30 + name_length].endswith(b"data.pkl"):
+        return None
+    tag = prefix[:2].decode()
+    return (f"a torch.save archive whose first two bytes are {tag!r} instead of the zip signature 'PK': GPT-SoVITS "
+            "writes its v3 / v4 / v2Pro SoVITS weights so (the two digits tag the model version) and its "
+            "load_sovits_new puts 'PK' back before torch.load; a copy with its first two bytes set to 'PK' is a "
+            "torch.save file that weightdoctor scans and reads")
+
+
 def _mar_weights(path: Path) -> str | None:
     """The weights file a TorchServe archive's manifest names (model.serializedFile), or None."""
     import json
@@ -572,6 +593,9 @@ def identify(path: Path, prefix: bytes) -> str | None:
                 "its weights are constants inside the program, not a state dict")
     if prefix.startswith(b"PK\x03\x04"):
         return _zip_kind(path)
+    tagged = _tagged_torch_zip(path, prefix)
+    if tagged is not None:
+        return tagged
     head = prefix.lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")):
         # The usual cause: `wget https://huggingface.co/ORG/NAME/blob/main/model.safetensors`, the file's page.

@@ -1,0 +1,146 @@
+"""A sixteenth round: files people download from model-sharing sites and ask "is this safe, what is it, what loads
+it": RVC and so-vits-svc voice models, GPT-SoVITS' weights (v4's tagged zip), coqui XTTS' files, F5-TTS' training
+checkpoints (an ema_pytorch EMA beside the model), PhotoMaker's adapter, AnimateDiff motion modules."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+
+from tests.helpers import run_cli, run_json
+
+
+def _vits_state(dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """A few of the VITS synthesizer's names that RVC, so-vits-svc and GPT-SoVITS share (enc_p, dec, flow, emb_g),
+    the HiFi-GAN upsampler weight-normed (weight_g / weight_v)."""
+    torch.manual_seed(0)
+    state = {"enc_p.emb_phone.weight": torch.randn(16, 8),
+             "enc_p.encoder.attn_layers.0.conv_q.weight": torch.randn(16, 16, 1),
+             "dec.conv_pre.weight": torch.randn(16, 16, 7), "dec.ups.0.weight_g": torch.ones(16, 1, 1),
+             "dec.ups.0.weight_v": torch.randn(16, 8, 16),
+             "flow.flows.0.enc.in_layers.0.weight": torch.randn(32, 16, 5), "emb_g.weight": torch.randn(4, 16)}
+    return {name: value.to(dtype) for name, value in state.items()}
+
+
+def _gpt_sovits_v4(path: Path, tag: bytes = b"04") -> dict[str, torch.Tensor]:
+    """A GPT-SoVITS v3 / v4 / v2Pro SoVITS weight file as its process_ckpt's my_save2 writes it: torch.save of
+    {"weight": the fp16 state dict, "config": the hyperparameters, "info": ...} into memory, then the archive's
+    first two bytes ("PK") replaced by the model version's two digits before it is written."""
+    weight = _vits_state(torch.float16)
+    buffer = io.BytesIO()
+    torch.save({"weight": weight, "config": {"data": {"sampling_rate": 32000}, "model": {"version": "v4"}},
+                "info": "voice_e8_s200"}, buffer)
+    path.write_bytes(tag + buffer.getvalue()[2:])
+    return weight
+
+
+def test_a_gpt_sovits_v4_weight_file_is_named_not_called_no_pytorch_pickle(tmp_path: Path) -> None:
+    """GPT-SoVITS' v4 weights were "not a safetensors file nor a PyTorch pickle", which read as a broken download:
+    the file is a torch.save archive but for its first two bytes, which GPT-SoVITS' loader puts back. A zip whose
+    first bytes are digits but whose first record is no torch pickle is not named so."""
+    path = tmp_path / "voice_e8_s200.pth"
+    weight = _gpt_sovits_v4(path)
+    for command in ("inspect", "convert"):
+        args = (command, str(path)) + (("-o", str(tmp_path / "out.safetensors")) if command == "convert" else ())
+        result = run_cli(*args)
+        assert result.exit_code == 2, result.output
+        line = result.stderr.strip()
+        assert line.count("\n") == 0 and "Traceback" not in result.output
+        assert "first two bytes are '04' instead of the zip signature 'PK'" in line and "GPT-SoVITS" in line, line
+        assert "load_sovits_new" in line and "nor a PyTorch pickle" not in line, line
+    assert not (tmp_path / "out.safetensors").exists()
+    # What the message says: with "PK" back, it is a torch.save file read like any other.
+    fixed = tmp_path / "fixed.pth"
+    fixed.write_bytes(b"PK" + path.read_bytes()[2:])
+    code, data = run_json("inspect", str(fixed))
+    assert code == 0 and data["nested_key"] == "weight" and data["num_tensors"] == len(weight)
+    assert data["security"]["verdict"] == "safe", data["security"]
+    # Digits before another zip's record: not GPT-SoVITS'.
+    import zipfile
+
+    other = tmp_path / "other.pth"
+    with zipfile.ZipFile(other, "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    other.write_bytes(b"04" + other.read_bytes()[2:])
+    result = run_cli("inspect", str(other))
+    assert result.exit_code == 2 and "GPT-SoVITS" not in result.stderr, result.stderr
+
+
+def _f5_tts_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """An F5-TTS training checkpoint as its Trainer.save_checkpoint writes model_<update>.pt: the raw model, the
+    optimizer, the ema_pytorch EMA's state dict (initted, step, then the averaged CFM as ema_model.*), the scheduler
+    and the update count."""
+    raw = {"transformer.time_embed.time_mlp.0.weight": torch.full((16, 8), 1.0),
+           "transformer.proj_out.weight": torch.full((8, 16), 1.0)}
+    ema = {"initted": torch.tensor([True]), "step": torch.tensor(1200000)}
+    ema |= {f"ema_model.{name}": value + 0.5 for name, value in raw.items()}
+    torch.save({"model_state_dict": raw, "optimizer_state_dict": {"state": {}, "param_groups": []},
+                "ema_model_state_dict": ema, "scheduler_state_dict": {"last_epoch": 3}, "update": 1200000}, path)
+    return raw, ema
+
+
+def test_an_f5_tts_checkpoint_reads_the_ema_its_inference_loads(tmp_path: Path) -> None:
+    """F5-TTS' inference (load_checkpoint, use_ema=True by default) loads ema_model_state_dict; model_state_dict
+    only resumes training. model_state_dict was read (the first usual key), so convert wrote the raw weights that
+    F5-TTS does not synthesize with, and nothing said the EMA was there but an entry among the others."""
+    from safetensors.torch import load_file
+
+    path = tmp_path / "model_1200000.pt"
+    raw, ema = _f5_tts_checkpoint(path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "ema_model_state_dict" and data["num_tensors"] == len(ema), data
+    assert any("an F5-TTS training checkpoint" in w and "ema_model_state_dict is read" in w
+               and "--key model_state_dict" in w for w in data["warnings"]), data["warnings"]
+    assert any(entry.startswith("model_state_dict (a state dict of 2 tensors") for entry in data["other_entries"])
+    out = tmp_path / "out.safetensors"
+    result = run_cli("convert", str(path), "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    written = load_file(out)
+    assert set(written) == set(ema) and all(torch.equal(written[name], ema[name]) for name in ema)
+    code, data = run_json("inspect", str(path), "--key", "model_state_dict")
+    assert code == 0 and data["nested_key"] == "model_state_dict" and not any("F5-TTS" in w for w in data["warnings"])
+    # An EMA without ema_pytorch's initted / step (another trainer's) is not taken for F5-TTS'.
+    other = tmp_path / "other.pt"
+    torch.save({"model_state_dict": raw, "ema_model_state_dict": {f"ema_model.{k}": v for k, v in raw.items()}}, other)
+    code, data = run_json("inspect", str(other))
+    assert code == 0 and data["nested_key"] == "model_state_dict" and not any("F5-TTS" in w for w in data["warnings"])
+
+
+def _photomaker(path: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """PhotoMaker's photomaker-v1.bin: torch.save of {"id_encoder": the PhotoMakerIDEncoder (a CLIP vision tower
+    and its fuse module), "lora_weights": the LoRA it applies to the SDXL U-Net, in diffusers' names}."""
+    parts = {"id_encoder": {"vision_model.embeddings.class_embedding": torch.randn(16),
+                            "fuse_module.mlp1.fc1.weight": torch.randn(16, 32)},
+             "lora_weights": {"unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_k.lora_A.weight":
+                              torch.randn(4, 16)}}
+    torch.save(parts, path)
+    return parts
+
+
+def test_a_photomaker_adapter_reads_both_its_parts_as_its_loader_does(tmp_path: Path) -> None:
+    """id_encoder was read alone, lora_weights listed among "other entries" and left out of convert: the converted
+    file lacked the LoRA that load_photomaker_adapter loads beside the encoder. Both are read, under the prefixes a
+    PhotoMaker .safetensors stores, and a flat .bin (which that loader indexes by part, and raises on) is warned
+    about."""
+    from safetensors.torch import load_file
+
+    path = tmp_path / "photomaker-v1.bin"
+    parts = _photomaker(path)
+    flat = {f"{part}.{name}": value for part, state in parts.items() for name, value in state.items()}
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] is None and data["other_entries"] == [], data
+    assert {t["name"] for t in data["tensors"]} == set(flat)
+    assert any(w.startswith(f"{path.name}: a PhotoMaker adapter") and "load_photomaker_adapter" in w
+               for w in data["warnings"]), data["warnings"]
+    out = tmp_path / "photomaker-v1.safetensors"
+    result = run_cli("convert", str(path), "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    written = load_file(out)
+    assert set(written) == set(flat) and all(torch.equal(written[name], flat[name]) for name in flat)
+    result = run_cli("convert", str(path), "-o", str(tmp_path / "flat.bin"))
+    assert result.exit_code == 0 and "a PhotoMaker adapter written flat (id_encoder.*, lora_weights.*) to a .bin" \
+        in result.stderr, result.stderr
+    code, data = run_json("inspect", str(path), "--key", "lora_weights")
+    assert code == 0 and data["num_tensors"] == 1 and not any("PhotoMaker" in w for w in data["warnings"])
