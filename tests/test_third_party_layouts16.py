@@ -144,3 +144,59 @@ def test_a_photomaker_adapter_reads_both_its_parts_as_its_loader_does(tmp_path: 
         in result.stderr, result.stderr
     code, data = run_json("inspect", str(path), "--key", "lora_weights")
     assert code == 0 and data["num_tensors"] == 1 and not any("PhotoMaker" in w for w in data["warnings"])
+
+
+def _animatediff_motion_module(path: Path) -> dict[str, torch.Tensor]:
+    """A motion module as guoyww/AnimateDiff releases it (mm_sd_v15_v2.ckpt: torch.save of the motion modules'
+    state dict alone): per U-Net block `motion_modules.N.temporal_transformer` with its norm, proj_in / proj_out and
+    transformer_blocks.N holding attention_blocks.0 / .1 (each with its sinusoidal pos_encoder.pe buffer), norms.0 /
+    .1, ff and ff_norm."""
+    torch.manual_seed(1)
+    state: dict[str, torch.Tensor] = {}
+    for block in ("down_blocks.0", "down_blocks.1", "mid_block", "up_blocks.0"):
+        prefix = f"{block}.motion_modules.0.temporal_transformer."
+        inner = prefix + "transformer_blocks.0."
+        state |= {prefix + "norm.weight": torch.ones(32), prefix + "proj_in.weight": torch.randn(32, 32),
+                  inner + "attention_blocks.0.to_q.weight": torch.randn(32, 32),
+                  inner + "attention_blocks.0.pos_encoder.pe": torch.randn(1, 32, 32),
+                  inner + "attention_blocks.1.to_q.weight": torch.randn(32, 32),
+                  inner + "attention_blocks.1.pos_encoder.pe": torch.randn(1, 32, 32),
+                  inner + "norms.0.weight": torch.ones(32), inner + "norms.1.weight": torch.ones(32),
+                  inner + "ff_norm.weight": torch.ones(32), inner + "ff.net.0.proj.weight": torch.randn(64, 32),
+                  prefix + "proj_out.weight": torch.randn(32, 32)}
+    torch.save(state, path)
+    return state
+
+
+def _as_motion_adapter(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same weights under diffusers' MotionAdapter names (what its from_single_file converts them to): attn1 /
+    attn2, norm1 / norm2 / norm3, no temporal_transformer level, and no pos_encoder.pe (diffusers computes it)."""
+    renames = ((".norms.0", ".norm1"), (".norms.1", ".norm2"), (".ff_norm", ".norm3"),
+               (".attention_blocks.0", ".attn1"), (".attention_blocks.1", ".attn2"), (".temporal_transformer", ""))
+    converted = {}
+    for name, value in state.items():
+        if ".pos_encoder." in name:
+            continue
+        for old, new in renames:
+            name = name.replace(old, new)
+        converted[name] = value
+    return converted
+
+
+def test_an_animatediff_motion_module_against_diffusers_motion_adapter_names_the_converter(tmp_path: Path) -> None:
+    """diff-keys of AnimateDiff's own mm_sd_v15_v2.ckpt against diffusers' MotionAdapter offered one rename
+    (`temporal_transformer.` -> `.`) that leaves attention_blocks / norms / ff_norm unknown, with no word of what
+    the file is or that MotionAdapter.from_single_file converts it (and drops the pe tables on purpose)."""
+    from safetensors.torch import save_file
+
+    original = tmp_path / "mm_sd_v15_v2.ckpt"
+    state = _animatediff_motion_module(original)
+    adapter = tmp_path / "diffusion_pytorch_model.safetensors"
+    save_file(_as_motion_adapter(state), adapter)
+    code, data = run_json("diff-keys", str(original), str(adapter))
+    assert code != 2 and data["matched"] == 0, data
+    notes = [note for note in data["notes"] if "AnimateDiff's own motion-module layout" in note]
+    assert len(notes) == 1 and "MotionAdapter.from_single_file(A)" in notes[0] and "pos_encoder.pe" in notes[0]
+    # The same file against itself, or a motion module with the same names: nothing to convert.
+    code, data = run_json("diff-keys", str(original), str(original))
+    assert code == 0 and not any("AnimateDiff" in note for note in data["notes"]), data["notes"]
