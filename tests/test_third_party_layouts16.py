@@ -200,3 +200,34 @@ def test_an_animatediff_motion_module_against_diffusers_motion_adapter_names_the
     # The same file against itself, or a motion module with the same names: nothing to convert.
     code, data = run_json("diff-keys", str(original), str(original))
     assert code == 0 and not any("AnimateDiff" in note for note in data["notes"]), data["notes"]
+
+
+def _faiss_ivf_flat(path: Path, dimension: int = 768, count: int = 1500) -> None:
+    """An IndexIVFFlat as faiss.write_index writes it (RVC's train_index: `IVF<n>,Flat` over the training voice's
+    HuBERT features, saved as added_IVF<n>_Flat_nprobe_1_<name>_v2.index): the fourcc "IwFl", the header (d, ntotal,
+    two dummies, is_trained, metric), then the IVF fields; the rest is left as zeros here."""
+    import struct
+
+    path.write_bytes(b"IwFl" + struct.pack("<iqqq?i", dimension, count, 1 << 20, 1 << 20, True, 1) + bytes(64))
+
+
+def test_an_rvc_faiss_index_is_named_not_called_a_tensorflow_checkpoint_index(tmp_path: Path) -> None:
+    """RVC's added_*.index beside a voice model is a faiss index; by its .index suffix it was "a TensorFlow
+    checkpoint index" with tf.train.load_checkpoint as what reads it. Its class code, dimension and count are said;
+    an .index file that holds no faiss header is still TensorFlow's."""
+    index = tmp_path / "added_IVF256_Flat_nprobe_1_voice_v2.index"
+    _faiss_ivf_flat(index)
+    result = run_cli("inspect", str(index))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    line = result.stderr.strip()
+    assert "a faiss index (IwFl: 1,500 vectors of 768 dimensions), read by faiss.read_index" in line, line
+    assert "TensorFlow" not in line and line.count("\n") == 0, line
+    tf_index = tmp_path / "model.ckpt-100.index"
+    tf_index.write_bytes(b"\x00\x00\x00\x00" + bytes(60))
+    result = run_cli("inspect", str(tf_index))
+    assert result.exit_code == 2 and "a TensorFlow checkpoint index" in result.stderr, result.stderr
+    # The voice model beside it is still the folder's weights.
+    torch.save({"weight": _vits_state(torch.float16), "config": [1025, 32], "info": "300epoch", "sr": "40k",
+                "f0": 1, "version": "v2"}, tmp_path / "voice.pth")
+    code, data = run_json("inspect", str(tmp_path / "voice.pth"))
+    assert code == 0 and data["nested_key"] == "weight" and data["num_tensors"] == 7

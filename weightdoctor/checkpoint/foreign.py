@@ -116,6 +116,29 @@ _MAGICS: tuple[tuple[bytes, str], ...] = (
     (b"version https://git-lfs", "a Git LFS pointer, not the weights (run `git lfs pull` in the clone)"),
 )
 
+# faiss' write_index: the index class's four-character code first (IndexIVFFlat "IwFl", IndexFlatL2 "IxF2", ...),
+# then the vectors' dimension (int32) and count (int64). RVC keeps one beside each voice model (added_*.index: the
+# training set's HuBERT features it retrieves from); under an .index name it was called a TensorFlow checkpoint index.
+_FAISS_FOURCCS = frozenset(code.encode() for code in (
+    "IxFI", "IxF2", "IxFl", "IxHe", "IxPq", "Ix2L", "IxSQ", "IxLa", "IwFd", "IwFl", "IwSq", "IwSh", "IwQR", "IwPQ",
+    "IxPT", "Imiq", "IxRF", "IxM2", "IxMp", "IHNf", "IHNp", "IHNs", "IHN2", "IBxF", "IBwF", "IBFf", "IBHf", "IBM2",
+    "IBMp"))
+
+
+def _faiss_index(prefix: bytes) -> str | None:
+    """What to say of a faiss index file, or None: its class code, dimension and vector count are its first bytes."""
+    if len(prefix) < 16 or prefix[:4] not in _FAISS_FOURCCS:
+        return None
+    dimension = int.from_bytes(prefix[4:8], "little", signed=True)
+    count = int.from_bytes(prefix[8:16], "little", signed=True)
+    if not 0 < dimension <= 1 << 20 or count < 0:
+        return None  # not the header faiss writes: the four letters alone prove little
+    return (f"a faiss index ({prefix[:4].decode()}: {count:,} vectors of {dimension} dimensions), read by "
+            "faiss.read_index, not a checkpoint: a retrieval index, no model weights (RVC keeps its added_*.index "
+            "of the training voice's features beside the .pth it loads; faiss' reader parses it in C++ and runs no "
+            "pickle)")
+
+
 # (file name suffix, what the file is), for formats without a reliable magic number.
 _SUFFIXES: tuple[tuple[str, str], ...] = (
     (".gguf", _GGUF),
@@ -596,6 +619,9 @@ def identify(path: Path, prefix: bytes) -> str | None:
     tagged = _tagged_torch_zip(path, prefix)
     if tagged is not None:
         return tagged
+    faiss = _faiss_index(prefix)
+    if faiss is not None:
+        return faiss
     head = prefix.lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")):
         # The usual cause: `wget https://huggingface.co/ORG/NAME/blob/main/model.safetensors`, the file's page.
