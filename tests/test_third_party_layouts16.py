@@ -231,3 +231,36 @@ def test_an_rvc_faiss_index_is_named_not_called_a_tensorflow_checkpoint_index(tm
                 "f0": 1, "version": "v2"}, tmp_path / "voice.pth")
     code, data = run_json("inspect", str(tmp_path / "voice.pth"))
     assert code == 0 and data["nested_key"] == "weight" and data["num_tensors"] == 7
+
+
+def test_rvc_and_gpt_sovits_voice_models_are_named_not_called_training_checkpoints(tmp_path: Path) -> None:
+    """An RVC voice model (weight, config, info, sr, f0, version) and GPT-SoVITS' SoVITS .pth and GPT .ckpt (weight,
+    config, info) are the released weights, loaded into the synthesizer their config builds; inspect called each
+    "a training checkpoint" and named no tool. so-vits-svc's G_*.pth (model beside iteration, optimizer,
+    learning_rate) is one, and stays so."""
+    rvc = tmp_path / "voice.pth"
+    torch.save({"weight": _vits_state(torch.float16), "config": [1025, 32, 192, 192, 768, 2, 6, 3, 0, "1", 40000],
+                "info": "300epoch", "sr": "40k", "f0": 1, "version": "v2"}, rvc)
+    sovits = tmp_path / "voice_e8_s200.pth"
+    torch.save({"weight": _vits_state(torch.float16), "config": {"model": {"version": "v2"}}, "info": "e8"}, sovits)
+    gpt = tmp_path / "voice-e15.ckpt"
+    torch.save({"weight": {"model.ar_text_embedding.word_embeddings.weight": torch.randn(32, 16).half()},
+                "config": {"model": {"hidden_dim": 16}}, "info": "GPT-e15"}, gpt)
+    expected = {rvc: "an RVC voice model", sovits: "a GPT-SoVITS SoVITS model", gpt: "a GPT-SoVITS GPT"}
+    for path, words in expected.items():
+        code, data = run_json("inspect", str(path))
+        assert code == 0 and data["nested_key"] == "weight", data
+        assert any(w.startswith(f"{path.name}: {words}") and "not a training checkpoint" in w
+                   for w in data["warnings"]), data["warnings"]
+        result = run_cli("inspect", str(path))
+        assert result.exit_code == 0 and "a training checkpoint)" not in result.stdout, result.stdout
+        assert "the model's weights beside other entries" in " ".join(result.stdout.split()), result.stdout
+    note = next(w for w in run_json("inspect", str(rvc))[1]["warnings"] if "RVC" in w)
+    assert "version 'v2', sr '40k', f0 1" in note and "faiss index" in note, note
+    generator = tmp_path / "G_10000.pth"
+    torch.save({"model": _vits_state(), "iteration": 10000, "optimizer": {"state": {}, "param_groups": []},
+                "learning_rate": 1e-4}, generator)
+    code, data = run_json("inspect", str(generator))
+    assert code == 0 and data["nested_key"] == "model" and not any("RVC" in w or "SoVITS" in w
+                                                                   for w in data["warnings"])
+    assert "a training checkpoint" in " ".join(run_cli("inspect", str(generator)).stdout.split())

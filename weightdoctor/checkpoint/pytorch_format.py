@@ -382,6 +382,29 @@ def _ema_pytorch_beside_model(obj: Any) -> bool:
     return any(isinstance(name, str) and name.startswith("ema_model.") for name in ema)
 
 
+def _voice_model_note(obj: Any) -> str | None:
+    """What to say of a voice model saved as its weights beside the settings that build it, or None: RVC's
+    (`{"weight", "config": a list, "info", "sr", "f0", "version"}`) and GPT-SoVITS' SoVITS .pth and GPT .ckpt
+    (`{"weight", "config": a dict, "info"}`). Without it the file was "a training checkpoint", which it is not."""
+    if not isinstance(obj, Mapping) or not _is_state_dict(obj.get("weight")) or "info" not in obj:
+        return None
+    if isinstance(obj.get("config"), list) and "sr" in obj and "f0" in obj:
+        version = obj.get("version", "v1")
+        settings = ", ".join(f"{name} {obj[name]!r}" for name in ("version", "sr", "f0") if name in obj)
+        shown = version if isinstance(version, str) and len(version) <= 8 else "v1"
+        return (f"an RVC voice model (Retrieval-based-Voice-Conversion's save of a trained voice, {settings[:120]}): "
+                f"RVC's WebUI and its forks load weight, strict=False, into the {shown} synthesizer that config, "
+                "version and f0 pick; the released weights, not a training checkpoint (RVC trains from G_*.pth / "
+                "D_*.pth); the added_*.index beside it is a faiss index, read apart")
+    if set(obj) == {"weight", "config", "info"} and isinstance(obj["config"], Mapping):
+        if all(isinstance(name, str) and name.startswith("model.") for name in obj["weight"]):
+            return ("a GPT-SoVITS GPT (text-to-semantic) model: GPT-SoVITS' inference loads weight into the "
+                    "Text2SemanticLightningModule that config builds; the released weights, not a training checkpoint")
+        return ("a GPT-SoVITS SoVITS model: GPT-SoVITS' inference (load_sovits_new) loads weight, strict=False, "
+                "into the SynthesizerTrn that config builds; the released weights, not a training checkpoint")
+    return None
+
+
 def _composer_state(obj: Any) -> Mapping[str, Any] | None:
     """The `state` of a MosaicML Composer checkpoint (its Trainer's save, `ep1-ba3-rank0.pt`, `latest-rank0.pt`):
     {"state": {"model", "optimizers", "timestamp", "rank_zero_seed", "integrations", ...}, "rng": [...]}, the
@@ -1202,6 +1225,8 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         notes.append("a k-diffusion training checkpoint: model_ema is read, the EMA weights that k-diffusion's "
                      "sampling loads and its convert_for_inference.py writes to a slim checkpoint; --key model reads "
                      "the raw training weights beside them")
+    elif nested_key == "weight" and (voice := _voice_model_note(obj)) is not None:
+        notes.append(voice)
     elif key is None and nested_key == "ema_model_state_dict" and _ema_pytorch_beside_model(obj):
         notes.append("an F5-TTS training checkpoint (an ema_pytorch EMA beside the model): ema_model_state_dict is "
                      "read, the averaged weights F5-TTS's inference loads (load_checkpoint, use_ema=True by default, "
