@@ -264,3 +264,28 @@ def test_rvc_and_gpt_sovits_voice_models_are_named_not_called_training_checkpoin
     assert code == 0 and data["nested_key"] == "model" and not any("RVC" in w or "SoVITS" in w
                                                                    for w in data["warnings"])
     assert "a training checkpoint" in " ".join(run_cli("inspect", str(generator)).stdout.split())
+
+
+def test_an_f5_tts_release_file_says_its_ema_names_and_counters(tmp_path: Path) -> None:
+    """F5-TTS' released model_*.safetensors (and a pruned model_*.pt: {"ema_model_state_dict": ...}) hold the
+    ema_pytorch EMA's state: initted and step beside ema_model.*. Nothing said what the prefix and the two counters
+    are, nor that F5-TTS strips and drops them when it loads the file. The full training checkpoint says it once."""
+    from safetensors.torch import save_file
+
+    _, ema = _f5_tts_checkpoint(tmp_path / "model_1200000.pt")
+    release = tmp_path / "model_1250000.safetensors"
+    save_file(ema, release)
+    pruned = tmp_path / "model_1250000.pt"
+    torch.save({"ema_model_state_dict": ema}, pruned)
+    for path in (release, pruned):
+        code, data = run_json("inspect", str(path))
+        assert code == 0 and data["num_tensors"] == len(ema), data
+        notes = [w for w in data["warnings"] if "an ema_pytorch EMA's state" in w]
+        assert len(notes) == 1 and notes[0].startswith(f"{path.name}: ") and "strips the ema_model. prefix" in notes[0]
+    code, data = run_json("inspect", str(tmp_path / "model_1200000.pt"))
+    assert code == 0 and sum("ema_pytorch" in w for w in data["warnings"]) == 1, data["warnings"]
+    # Another file with a tensor named step (an optimizer's, a scheduler's) is not called an EMA.
+    other = tmp_path / "other.safetensors"
+    save_file({"initted": torch.tensor([True]), "step": torch.tensor(3), "encoder.weight": torch.ones(2, 2)}, other)
+    code, data = run_json("inspect", str(other))
+    assert code == 0 and not any("ema_pytorch" in w for w in data["warnings"]), data["warnings"]
