@@ -342,6 +342,11 @@ def plan_convert(
         warnings.append("an IP-Adapter written flat (image_proj.*, ip_adapter.*) to a .bin: diffusers' "
                         "load_ip_adapter reads a .bin as {'image_proj': ..., 'ip_adapter': ...} and raises on these "
                         "names; keep the .safetensors, which it reads flat")
+    elif fmt == "bin" and names and {n.split(".", 1)[0] for n in names} == {"id_encoder", "lora_weights"}:
+        # PhotoMaker's load_photomaker_adapter does the same: prefixes split in a .safetensors, a .bin indexed.
+        warnings.append("a PhotoMaker adapter written flat (id_encoder.*, lora_weights.*) to a .bin: "
+                        "load_photomaker_adapter reads a .bin as {'id_encoder': ..., 'lora_weights': ...} and raises "
+                        "on these names; keep the .safetensors, which it reads flat")
     if fmt == "bin" and metadata and index is None:  # a sharded output keeps it in its index
         warnings.append("a .bin file holds no metadata: --metadata is ignored")
     if not single_file:

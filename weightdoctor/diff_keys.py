@@ -510,7 +510,23 @@ _RWKV_LATER_EVIDENCE = _lazy_regex(
 _LLAVA_EVIDENCE = _lazy_regex(r"^(?:model\.)?mm_projector\.\d+\.(?:weight|bias)$")
 _HF_LLAVA_EVIDENCE = _lazy_regex(r"(?:^|\.)multi_modal_projector\.linear_\d+\.(?:weight|bias)$")
 
+# AnimateDiff's motion modules as guoyww/AnimateDiff releases them (mm_sd_v15_v2.ckpt: a bare state dict that
+# AnimateDiff, ComfyUI-AnimateDiff-Evolved and sd-webui-animatediff load) name `<block>.motion_modules.N.
+# temporal_transformer.transformer_blocks.N.attention_blocks.N`, `norms.N`, `ff_norm`, `pos_encoder.pe`; diffusers'
+# MotionAdapter `<block>.motion_modules.N.transformer_blocks.N.attn1`, `norm1`, `norm3`, and no pe (it computes the
+# sinusoidal table). The rename search offered `temporal_transformer.` -> `.`, which leaves most keys unknown.
+_ANIMATEDIFF_EVIDENCE = _lazy_regex(r"\.motion_modules\.\d+\.temporal_transformer\.transformer_blocks\.\d+\.")
+_DIFFUSERS_MOTION_EVIDENCE = _lazy_regex(r"\.motion_modules\.\d+\.transformer_blocks\.\d+\.(?:attn1|norm1)\.")
+
 _RENAMED_LAYOUTS = (
+    _RenamedLayout(
+        ("temporal_transformer.",), ("motion_modules.",), _ANIMATEDIFF_EVIDENCE, _DIFFUSERS_MOTION_EVIDENCE,
+        ("A is in AnimateDiff's own motion-module layout (motion_modules.N.temporal_transformer.transformer_blocks.N."
+         "attention_blocks.N, norms.N, ff_norm, pos_encoder.pe: guoyww/AnimateDiff's mm_sd_v15*.ckpt, which "
+         "AnimateDiff, ComfyUI-AnimateDiff-Evolved and sd-webui-animatediff load) and B in diffusers' MotionAdapter "
+         "layout (motion_modules.N.transformer_blocks.N.attn1, norm1, norm3): diffusers' "
+         "MotionAdapter.from_single_file(A) converts it, renaming every key and dropping pos_encoder.pe, the "
+         "sinusoidal table diffusers computes itself; the renames suggested here cover a few keys only")),
     _RenamedLayout(
         ("att.time_",), ("attention.time_",), _RWKV_EVIDENCE, _HF_RWKV_EVIDENCE,
         ("A is in BlinkDL's own RWKV-4 layout (emb, blocks.N.att.time_mix_k, ffn, ln_out, head: RWKV-LM's and "

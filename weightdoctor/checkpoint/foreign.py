@@ -116,6 +116,29 @@ _MAGICS: tuple[tuple[bytes, str], ...] = (
     (b"version https://git-lfs", "a Git LFS pointer, not the weights (run `git lfs pull` in the clone)"),
 )
 
+# faiss' write_index: the index class's four-character code first (IndexIVFFlat "IwFl", IndexFlatL2 "IxF2", ...),
+# then the vectors' dimension (int32) and count (int64). RVC keeps one beside each voice model (added_*.index: the
+# training set's HuBERT features it retrieves from); under an .index name it was called a TensorFlow checkpoint index.
+_FAISS_FOURCCS = frozenset(code.encode() for code in (
+    "IxFI", "IxF2", "IxFl", "IxHe", "IxPq", "Ix2L", "IxSQ", "IxLa", "IwFd", "IwFl", "IwSq", "IwSh", "IwQR", "IwPQ",
+    "IxPT", "Imiq", "IxRF", "IxM2", "IxMp", "IHNf", "IHNp", "IHNs", "IHN2", "IBxF", "IBwF", "IBFf", "IBHf", "IBM2",
+    "IBMp"))
+
+
+def _faiss_index(prefix: bytes) -> str | None:
+    """What to say of a faiss index file, or None: its class code, dimension and vector count are its first bytes."""
+    if len(prefix) < 16 or prefix[:4] not in _FAISS_FOURCCS:
+        return None
+    dimension = int.from_bytes(prefix[4:8], "little", signed=True)
+    count = int.from_bytes(prefix[8:16], "little", signed=True)
+    if not 0 < dimension <= 1 << 20 or count < 0:
+        return None  # not the header faiss writes: the four letters alone prove little
+    return (f"a faiss index ({prefix[:4].decode()}: {count:,} vectors of {dimension} dimensions), read by "
+            "faiss.read_index, not a checkpoint: a retrieval index, no model weights (RVC keeps its added_*.index "
+            "of the training voice's features beside the .pth it loads; faiss' reader parses it in C++ and runs no "
+            "pickle)")
+
+
 # (file name suffix, what the file is), for formats without a reliable magic number.
 _SUFFIXES: tuple[tuple[str, str], ...] = (
     (".gguf", _GGUF),
@@ -446,6 +469,27 @@ def _zip_kind(path: Path) -> str | None:
     return None
 
 
+def _tagged_torch_zip(path: Path, prefix: bytes) -> str | None:
+    """What to say of a torch.save archive whose first two bytes, the zip signature's "PK", were overwritten with two
+    digits, or None. GPT-SoVITS saves its v3 / v4 / v2Pro SoVITS weights so (process_ckpt's my_save2: the digits tag
+    the model version) and its load_sovits_new puts "PK" back before torch.load; without a word it was "not a
+    PyTorch pickle", which read as a broken download."""
+    if len(prefix) < 4 or not prefix[:2].isdigit() or prefix[2:4] != b"\x03\x04":
+        return None
+    head = _head(path, 512)
+    if len(head) < 30:
+        return None
+    name_length = int.from_bytes(head[26:28], "little")
+    # The first record of a torch.save archive is its pickle, `<archive>/data.pkl`.
+    if not head[30:30 + name_length].endswith(b"data.pkl"):
+        return None
+    tag = prefix[:2].decode()
+    return (f"a torch.save archive whose first two bytes are {tag!r} instead of the zip signature 'PK': GPT-SoVITS "
+            "writes its v3 / v4 / v2Pro SoVITS weights so (the two digits tag the model version) and its "
+            "load_sovits_new puts 'PK' back before torch.load; a copy with its first two bytes set to 'PK' is a "
+            "torch.save file that weightdoctor scans and reads")
+
+
 def _mar_weights(path: Path) -> str | None:
     """The weights file a TorchServe archive's manifest names (model.serializedFile), or None."""
     import json
@@ -572,6 +616,12 @@ def identify(path: Path, prefix: bytes) -> str | None:
                 "its weights are constants inside the program, not a state dict")
     if prefix.startswith(b"PK\x03\x04"):
         return _zip_kind(path)
+    tagged = _tagged_torch_zip(path, prefix)
+    if tagged is not None:
+        return tagged
+    faiss = _faiss_index(prefix)
+    if faiss is not None:
+        return faiss
     head = prefix.lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")):
         # The usual cause: `wget https://huggingface.co/ORG/NAME/blob/main/model.safetensors`, the file's page.

@@ -224,6 +224,8 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
         return obj["model_ema"], "model_ema"
     if _self_distillation_teacher(obj):
         return obj["teacher"], "teacher"
+    if _ema_pytorch_beside_model(obj):
+        return obj["ema_model_state_dict"], "ema_model_state_dict"
     if _is_state_dict(obj) or (isinstance(obj, Mapping) and not obj):
         return obj, None  # an empty dict is a state dict of 0 tensors, as a safetensors file may hold
     kind = training_state_kind(obj)
@@ -324,9 +326,17 @@ def _key_text(key: Any) -> str:
 
 # Files whose weights are state dicts side by side, all of them loaded: IP-Adapter's .bin (and InstantID's, FaceID's)
 # `{"image_proj": ..., "ip_adapter": ...}`, which its .safetensors stores flat as `image_proj.*` and `ip_adapter.*`
-# (diffusers' load_ip_adapter reads either).
+# (diffusers' load_ip_adapter reads either); PhotoMaker's photomaker-v1.bin `{"id_encoder": ..., "lora_weights": ...}`,
+# which its load_photomaker_adapter (PhotoMaker's pipeline, diffusers') reads from a .safetensors by the same prefixes.
 _IP_ADAPTER_PARTS = ("image_proj", "ip_adapter")
-_ONE_MODEL_PARTS = (frozenset(_IP_ADAPTER_PARTS),)
+_PHOTOMAKER_PARTS = ("id_encoder", "lora_weights")
+# What each such file is, and what reads its parts flat: said when they are read together.
+_ONE_MODEL_KINDS = {
+    frozenset(_IP_ADAPTER_PARTS): ("an IP-Adapter file", "diffusers' load_ip_adapter"),
+    frozenset(_PHOTOMAKER_PARTS): ("a PhotoMaker adapter (its ID encoder and the LoRA it applies to the SDXL U-Net)",
+                                   "load_photomaker_adapter"),
+}
+_ONE_MODEL_PARTS = tuple(_ONE_MODEL_KINDS)
 
 
 def _parts_of_one_model(obj: Any) -> dict[str, Any] | None:
@@ -369,6 +379,41 @@ def _k_diffusion_ema(obj: Any) -> bool:
         return False
     ema = obj.get("model_ema")
     return _is_state_dict(obj.get("model")) and _is_state_dict(ema) and bool(ema)
+
+
+def _ema_pytorch_beside_model(obj: Any) -> bool:
+    """Whether `obj` keeps an ema_pytorch EMA's state (`initted`, `step`, then the averaged model as `ema_model.*`)
+    under `ema_model_state_dict` beside the raw `model_state_dict`: F5-TTS's trainer saves so, and its inference
+    (load_checkpoint, use_ema=True by default) loads the EMA, not `model_state_dict`, which resuming alone reads."""
+    if not isinstance(obj, Mapping) or not _is_state_dict(obj.get("model_state_dict")):
+        return False
+    ema = obj.get("ema_model_state_dict")
+    if not _is_state_dict(ema) or not {"initted", "step"} <= set(ema):
+        return False
+    return any(isinstance(name, str) and name.startswith("ema_model.") for name in ema)
+
+
+def _voice_model_note(obj: Any) -> str | None:
+    """What to say of a voice model saved as its weights beside the settings that build it, or None: RVC's
+    (`{"weight", "config": a list, "info", "sr", "f0", "version"}`) and GPT-SoVITS' SoVITS .pth and GPT .ckpt
+    (`{"weight", "config": a dict, "info"}`). Without it the file was "a training checkpoint", which it is not."""
+    if not isinstance(obj, Mapping) or not _is_state_dict(obj.get("weight")) or "info" not in obj:
+        return None
+    if isinstance(obj.get("config"), list) and "sr" in obj and "f0" in obj:
+        version = obj.get("version", "v1")
+        settings = ", ".join(f"{name} {obj[name]!r}" for name in ("version", "sr", "f0") if name in obj)
+        shown = version if isinstance(version, str) and len(version) <= 8 else "v1"
+        return (f"an RVC voice model (Retrieval-based-Voice-Conversion's save of a trained voice, {settings[:120]}): "
+                f"RVC's WebUI and its forks load weight, strict=False, into the {shown} synthesizer that config, "
+                "version and f0 pick; the released weights, not a training checkpoint (RVC trains from G_*.pth / "
+                "D_*.pth); the added_*.index beside it is a faiss index, read apart")
+    if set(obj) == {"weight", "config", "info"} and isinstance(obj["config"], Mapping):
+        if all(isinstance(name, str) and name.startswith("model.") for name in obj["weight"]):
+            return ("a GPT-SoVITS GPT (text-to-semantic) model: GPT-SoVITS' inference loads weight into the "
+                    "Text2SemanticLightningModule that config builds; the released weights, not a training checkpoint")
+        return ("a GPT-SoVITS SoVITS model: GPT-SoVITS' inference (load_sovits_new) loads weight, strict=False, "
+                "into the SynthesizerTrn that config builds; the released weights, not a training checkpoint")
+    return None
 
 
 def _composer_state(obj: Any) -> Mapping[str, Any] | None:
@@ -1170,9 +1215,10 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
     _refuse_pickles_in_buffers(obj)
     state_dict, nested_key = find_state_dict(obj, key)
     if key is None and isinstance(obj, Mapping) and nested_key is None and frozenset(obj) in _ONE_MODEL_PARTS:
-        notes.append(f"an IP-Adapter file: its {' and '.join(map(str, obj))} state dicts are read together, as "
+        what, loader = _ONE_MODEL_KINDS[frozenset(obj)]
+        notes.append(f"{what}: its {' and '.join(map(str, obj))} state dicts are read together, as "
                      f"{', '.join(f'{part}.*' for part in obj)} (the names its .safetensors stores, which "
-                     "diffusers' load_ip_adapter reads too); --key reads one alone")
+                     f"{loader} reads too); --key reads one alone")
     elif key is None and nested_key is None and isinstance(state_dict, Mapping) and state_dict and {
             name.split(".", 1)[0] if isinstance(name, str) else None for name in state_dict} == set(_IP_ADAPTER_PARTS):
         # Read here under the very names of an IP-Adapter .safetensors, so nothing looked wrong; but diffusers'
@@ -1192,6 +1238,13 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         notes.append("a k-diffusion training checkpoint: model_ema is read, the EMA weights that k-diffusion's "
                      "sampling loads and its convert_for_inference.py writes to a slim checkpoint; --key model reads "
                      "the raw training weights beside them")
+    elif nested_key == "weight" and (voice := _voice_model_note(obj)) is not None:
+        notes.append(voice)
+    elif key is None and nested_key == "ema_model_state_dict" and _ema_pytorch_beside_model(obj):
+        notes.append("an F5-TTS training checkpoint (an ema_pytorch EMA beside the model): ema_model_state_dict is "
+                     "read, the averaged weights F5-TTS's inference loads (load_checkpoint, use_ema=True by default, "
+                     "strips the ema_model. prefix and drops initted and step); --key model_state_dict reads the raw "
+                     "training weights beside them")
     elif key is None and nested_key == "teacher" and _self_distillation_teacher(obj):
         backbone = any(isinstance(name, str) and name.startswith(("backbone.", "module.backbone."))
                        for name in state_dict)

@@ -566,10 +566,31 @@ class _Builder:
             raise CorruptCheckpoint(
                 f"tensor name {long_name[:60]!r}... is {len(long_name):,} characters long (the limit is "
                 f"{MAX_NAME_CHARS:,}): no model names a tensor so; printing it took minutes", path=str(path))
+        ema_note = _ema_pytorch_state_note(infos)
+        if ema_note and not any(note.startswith(f"{relpath}: an F5-TTS training checkpoint") for note in self.notes):
+            self.notes.append(f"{relpath}: {ema_note}")
         self.formats.add(fmt)
         self.files.append(CheckpointFile(path, relpath, "weights", fmt, size))
         self.tensors.extend(infos)
         return infos
+
+
+def _ema_pytorch_state_note(infos: list[TensorInfo]) -> str:
+    """What to say of weights that are an ema_pytorch EMA's state dict (`initted` and `step`, its bookkeeping, beside
+    the averaged model as `ema_model.*`), or "". F5-TTS releases its models so (model_*.safetensors, a pruned
+    model_*.pt): read as they are, the names matched no model and the two counters counted as parameters."""
+    # One pass that builds nothing for the files that are no such state (every other file read).
+    if len(infos) < 3 or not any(info.name == "initted" for info in infos):
+        return ""
+    names = {info.name for info in infos}
+    if "step" not in names:
+        return ""
+    if not all(name.startswith("ema_model.") for name in names - {"initted", "step"}):
+        return ""
+    return ("an ema_pytorch EMA's state (initted and step, its bookkeeping, beside the averaged model as "
+            "ema_model.*): F5-TTS releases its models so (model_*.safetensors, a pruned model_*.pt), and its "
+            "load_checkpoint strips the ema_model. prefix and drops initted and step; a model loading this file "
+            "directly must do the same")
 
 
 _DEEPSPEED_MODEL_STATES = re.compile(r"(?:zero_pp_rank_\d+_)?mp_rank_\d+_model_states\.pth?")

@@ -17,6 +17,9 @@ from weightdoctor.wording import counted, plural
 _NESTED_KINDS = {
     "string_to_param": "a textual-inversion embedding: A1111's and the SD scripts' token vectors",
     "params_ema": "a BasicSR checkpoint: its averaged weights",
+    # RVC's and GPT-SoVITS' released voice models keep their weights here beside the settings that build the model
+    # (a note names which); no training tool in sight uses the key, so "a training checkpoint" is no fair guess.
+    "weight": "the model's weights beside other entries",
 }
 
 
