@@ -827,7 +827,7 @@ _FOLD_DIGITS = str.maketrans("023456789", "000000000")
 
 
 def _word_text(names: Sequence[str]) -> str:
-    """The names joined by newlines with every digit but 1 written 0 and repeated lines left out: for substring
+    r"""The names joined by newlines with every digit but 1 written 0 and repeated lines left out: for substring
     tests of words made of other characters and the digit 1 only, which it answers as the names joined would.
 
     Such a word matches a folded character exactly where it matches the original one (a digit other than 1 becomes
