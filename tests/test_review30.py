@@ -1,0 +1,53 @@
+"""Review of 6b61901 and fixlist18: an `_extra_state` pickle cut at the 16 MiB bound, error lines kept on one line
+with their spaces, "a path, not a command", and the safe_globals advice."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from tests.helpers import run_cli
+from weightdoctor.security.extra_state import MAX_EXTRA_STATE_BYTES, pickle_loads_problem
+
+# What pickle.loads would run after the cut (never unpickled here: the scanner reads opcodes).
+_SHELL_CALL = b"0cposix\nsystem\n(S'echo the extra state ran'\ntR."
+
+
+def _cut_inside_a_bin_int(cut: int, proto: bool) -> bytes:
+    """A pickle whose BININT's 4-byte argument straddles byte `cut`, with a call of posix.system after it: a
+    BINUNICODE string fills the bytes before. Without PROTO it is a protocol 1 pickle, which pickle.loads reads
+    all the same."""
+    head = b"\x80\x02" if proto else b""
+    length = cut - len(head) - 5 - 2  # the BININT opcode at cut - 2, its argument running 2 bytes past the cut
+    return head + b"X" + struct.pack("<I", length) + b"a" * length + b"J" + struct.pack("<i", 7) + _SHELL_CALL
+
+
+def test_a_pickle_cut_inside_a_fixed_width_argument_is_refused_as_running_past_the_bytes_read() -> None:
+    """pickletools says "not enough data in stream to read int4" when the cut falls in a BININT's argument (or a
+    length): `_ran_out` did not know the wording, so a protocol 1 pickle (no PROTO) was let through (None), with
+    os.system past the cut, and a protocol 2 one was refused as one that "starts like a pickle but cannot be
+    parsed"."""
+    for proto in (False, True):
+        data = _cut_inside_a_bin_int(1000, proto)
+        problem = pickle_loads_problem(data[:1000], prefix=True)
+        assert problem == ("suspicious", "holds a pickle that runs past the first 1,000 bytes weightdoctor scans of "
+                           "one (not enough data in stream to read int4): what the rest imports is not known"), problem
+        # Whole, it names the call: the cut alone hid it.
+        assert pickle_loads_problem(data) == ("dangerous", "holds a pickle that names posix.system")
+
+
+def test_a_17_mib_protocol_1_extra_state_cut_at_the_bound_is_refused(tmp_path: Path) -> None:
+    data = _cut_inside_a_bin_int(MAX_EXTRA_STATE_BYTES, proto=False)
+    data += b"\0" * ((17 << 20) - len(data))
+    path = tmp_path / "model.safetensors"
+    save_file({"layers.0.fc1._extra_state": torch.frombuffer(bytearray(data), dtype=torch.uint8),
+               "layers.0.fc1.weight": torch.ones(2, 2)}, path)
+    del data
+    result = run_cli("inspect", str(path), "--json")
+    assert result.exit_code == 2 and result.stdout == "", result.stdout
+    assert result.stderr.startswith(
+        f"error: {path}: suspicious: the uint8 tensor layers.0.fc1._extra_state holds a pickle that runs past the "
+        "first 16,777,216 bytes weightdoctor scans of one (not enough data in stream to read int4)"), result.stderr
