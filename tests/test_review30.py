@@ -3,6 +3,7 @@ with their spaces, "a path, not a command", and the safe_globals advice."""
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -51,3 +52,47 @@ def test_a_17_mib_protocol_1_extra_state_cut_at_the_bound_is_refused(tmp_path: P
     assert result.stderr.startswith(
         f"error: {path}: suspicious: the uint8 tensor layers.0.fc1._extra_state holds a pickle that runs past the "
         "first 16,777,216 bytes weightdoctor scans of one (not enough data in stream to read int4)"), result.stderr
+
+
+def _rezipped(source: Path, target: Path) -> None:
+    """`source` (a torch.save zip) zipped again with every member deflated, as a re-zip by hand does."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename))
+
+
+def test_the_printed_safe_globals_block_runs_as_written_for_an_omegaconf_checkpoint(tmp_path: Path) -> None:
+    """A Hydra / NeMo / Lightning checkpoint's OmegaConf config names 10 types weights_only refuses: the advice
+    printed 8 and `... (2 more)` inside the list, a SyntaxError when pasted, and which two were left out unsaid."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    from omegaconf import OmegaConf
+
+    torch.save({"model": {"w": torch.arange(4.0)}, "cfg": OmegaConf.create({"a": 1, "b": [1, 2]})},
+               tmp_path / "saved.pt")
+    _rezipped(tmp_path / "saved.pt", tmp_path / "zipped.pt")
+    result = run_cli("inspect", tmp_path / "zipped.pt")
+    assert result.exit_code == 2 and "is compressed (deflate)" in result.stderr, result.stderr
+    found = re.search(r"re-save it with (torch\.save\(torch\.load\(path, weights_only=True\), path\)) inside "
+                      r"`(with torch\.serialization\.safe_globals\(\[([^`]*)\]\):)`", result.stderr)
+    assert found is not None, result.stderr
+    names = found.group(3).split(", ")
+    assert "omegaconf.dictconfig.DictConfig" in names and "typing.Any" in names, names
+    assert "refuses the 10 object types it holds" in result.stderr and len(names) == 10, names
+    # The block as printed, with the modules it names imported ("have their modules imported"), on a copy.
+    shutil.copy(tmp_path / "zipped.pt", tmp_path / "copy.pt")
+    imports = "".join(f"import {module}\n" for module in sorted({name.rpartition(".")[0] for name in names}))
+    script = (f"import torch\n{imports}path = {str(tmp_path / 'copy.pt')!r}\n{found.group(2)}\n    {found.group(1)}\n"
+              "print('re-saved')\n")
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0 and ran.stdout == "re-saved\n", ran.stderr
+    # The re-saved copy is read in place, its config among the other entries.
+    result = run_cli("inspect", tmp_path / "copy.pt", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["nested_key"], [t["name"] for t in report["tensors"]]) == ("model", ["w"]), report["tensors"]
