@@ -7,6 +7,7 @@ import json
 import struct
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -96,3 +97,19 @@ def test_the_printed_safe_globals_block_runs_as_written_for_an_omegaconf_checkpo
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert (report["nested_key"], [t["name"] for t in report["tensors"]]) == ("model", ["w"]), report["tensors"]
+
+
+def test_a_word_of_another_tool_that_is_a_file_here_followed_by_options_is_said_as_a_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`weightdoctor scan --json` beside ./scan suggested `weightdoctor inspect --json`, which has no file to read
+    ("Missing argument 'source'"); only `scan` alone was said as the path it is."""
+    torch.save({"w": torch.zeros(2)}, tmp_path / "scan")
+    monkeypatch.chdir(tmp_path)
+    line = run_cli("scan", "--json").stderr.strip()
+    assert "'scan' is a path, not a command" in line and " inspect scan --json (commands: " in line, line
+    # A word that is not an option after it (a file, or an option's value) keeps `scan` the other tool's command.
+    for args, suggested in ((("scan", "model.pt"), " inspect model.pt "),
+                            (("scan", "--", "-x.pt"), " inspect -- -x.pt "),
+                            (("scan", "--fail-on", "warn"), " inspect --fail-on warn ")):
+        line = run_cli(*args).stderr.strip()
+        assert "No such command 'scan'; inspect scans a pickle" in line and suggested in line, line
