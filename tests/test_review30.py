@@ -41,6 +41,16 @@ def test_a_pickle_cut_inside_a_fixed_width_argument_is_refused_as_running_past_t
         assert pickle_loads_problem(data) == ("dangerous", "holds a pickle that names posix.system")
 
 
+
+def test_a_length_claiming_4_gb_early_in_the_bytes_read_is_refused() -> None:
+    """A BINBYTES claiming 4 GB at byte 3, in the bytes read of a larger tensor: pickletools' "only N remain" is
+    judged as a pickle running past the cut, refused (as whole, below the bound, it is one no pickler writes)."""
+    data = b"\x80\x04B" + struct.pack("<I", 2**32 - 1) + b"\0" * 2000
+    verdict, what = pickle_loads_problem(data[:1000], prefix=True) or ("", "")
+    assert (verdict, what.split(" (")[0]) == ("suspicious", "holds a pickle that runs past the first 1,000 bytes "
+                                                            "weightdoctor scans of one"), what
+    assert (pickle_loads_problem(data) or ("",))[0] == "suspicious"
+
 def test_a_17_mib_protocol_1_extra_state_cut_at_the_bound_is_refused(tmp_path: Path) -> None:
     data = _cut_inside_a_bin_int(MAX_EXTRA_STATE_BYTES, proto=False)
     data += b"\0" * ((17 << 20) - len(data))
