@@ -274,9 +274,11 @@ def _command_meant(ctx: click_core.Context, args: Sequence[str]) -> str:
     command that answers it, as the line to type; "" otherwise."""
     import os
 
-    # A word of another tool that is also a file here (`weightdoctor scan` beside ./scan) is that file when nothing
-    # follows it: the command suggested for it had no file to read (`weightdoctor inspect`).
-    if (args and (args[0] not in _COMMAND_MEANT or len(args) == 1)
+    # A word of another tool that is also a file here (`weightdoctor scan` beside ./scan) is that file when only
+    # options follow it: the command suggested for it had no file to read (`weightdoctor inspect`, or `inspect
+    # --json` for `scan --json`). A word after `--` is a file, even one written -x.
+    only_options = all(arg.startswith("-") and arg != "--" for arg in args[1:])
+    if (args and (args[0] not in _COMMAND_MEANT or only_options)
             and os.path.lexists(os.path.expanduser(args[0]))):
         # `weightdoctor model.pt`: the checkpoint given with no command before it. A path `-x` (given after `--`)
         # is written ./-x, or the command pasted reads it as an option.

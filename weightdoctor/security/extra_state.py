@@ -53,8 +53,14 @@ def starts_like_a_pickle(data: bytes) -> bool:
 
 
 def _ran_out(error: str) -> bool:
-    """Whether a walk stopped because the bytes ended (the cut at the size bound), not at bytes no pickler writes."""
-    return "exhausted before seeing STOP" in error or " remain" in error or error.startswith("no newline found")
+    """Whether a walk stopped because the bytes ended (the cut at the size bound), not at bytes no pickler writes.
+
+    pickletools words the end of the bytes four ways: no next opcode, a counted argument short of its count, a text
+    line with no newline, and a fixed-width argument (a BININT's 4 bytes, a BINUNICODE's length) cut through, which
+    a cut at the bound falls into as readily as the others.
+    """
+    return ("exhausted before seeing STOP" in error or " remain" in error or error.startswith("no newline found")
+            or error.startswith("not enough data in stream to read"))
 
 
 def pickle_loads_problem(data: bytes, *, prefix: bool = False) -> tuple[str, str] | None:
