@@ -194,7 +194,8 @@ def test_compressed_record_advice_without_inert_objects_is_unchanged(tmp_path: P
     _rezipped(tmp_path / "saved.pt", tmp_path / "zipped.pt")
     result = run_cli("inspect", tmp_path / "zipped.pt")
     assert result.exit_code == 2
-    assert result.stderr.rstrip().endswith("re-save it with torch.save(torch.load(path, weights_only=True), path)")
+    assert result.stderr.rstrip().endswith(
+        "re-save it to a new file with torch.save(torch.load(path, weights_only=True), new_path)")
 
 
 def test_plan_devices_without_disk_lists_the_left_over_modules_as_not_placed(tmp_path: Path) -> None:

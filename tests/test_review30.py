@@ -89,16 +89,18 @@ def test_the_printed_safe_globals_block_runs_as_written_for_an_omegaconf_checkpo
     _rezipped(tmp_path / "saved.pt", tmp_path / "zipped.pt")
     result = run_cli("inspect", tmp_path / "zipped.pt")
     assert result.exit_code == 2 and "is compressed (deflate)" in result.stderr, result.stderr
-    found = re.search(r"re-save it with (torch\.save\(torch\.load\(path, weights_only=True\), path\)) inside "
+    found = re.search(r"re-save it to a new file with (torch\.save\(torch\.load\(path, weights_only=True\), "
+                      r"new_path\)) inside "
                       r"`(with torch\.serialization\.safe_globals\(\[([^`]*)\]\):)`", result.stderr)
     assert found is not None, result.stderr
     names = found.group(3).split(", ")
     assert "omegaconf.dictconfig.DictConfig" in names and "typing.Any" in names, names
     assert "refuses the 10 object types it holds" in result.stderr and len(names) == 10, names
     # The block as printed, with the modules it names imported ("have their modules imported"), on a copy.
-    shutil.copy(tmp_path / "zipped.pt", tmp_path / "copy.pt")
+    shutil.copy(tmp_path / "zipped.pt", tmp_path / "input.pt")
     imports = "".join(f"import {module}\n" for module in sorted({name.rpartition(".")[0] for name in names}))
-    script = (f"import torch\n{imports}path = {str(tmp_path / 'copy.pt')!r}\n{found.group(2)}\n    {found.group(1)}\n"
+    script = (f"import torch\n{imports}path = {str(tmp_path / 'input.pt')!r}\n"
+              f"new_path = {str(tmp_path / 'copy.pt')!r}\n{found.group(2)}\n    {found.group(1)}\n"
               "print('re-saved')\n")
     ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0 and ran.stdout == "re-saved\n", ran.stderr
@@ -123,3 +125,22 @@ def test_a_word_of_another_tool_that_is_a_file_here_followed_by_options_is_said_
                             (("scan", "--fail-on", "warn"), " inspect --fail-on warn ")):
         line = run_cli(*args).stderr.strip()
         assert "No such command 'scan'; inspect scans a pickle" in line and suggested in line, line
+
+
+def test_a_path_pickled_on_python_3_13_is_inert_data(tmp_path: Path) -> None:
+    """Python 3.13 moved pathlib's classes to pathlib._local, so a path pickled there (a Lightning checkpoint's
+    dirpath saved on 3.13) names `pathlib._local.PosixPath`: it was an unknown global, the file refused."""
+    import io
+    import pathlib
+
+    buffer = io.BytesIO()
+    torch.save({"state_dict": {"w": torch.ones(2)}, "dirpath": pathlib.PosixPath("/tmp/run")}, buffer,
+               _use_new_zipfile_serialization=False)
+    data = buffer.getvalue()
+    assert b"pathlib\nPosixPath" in data
+    (tmp_path / "saved_on_313.pt").write_bytes(data.replace(b"pathlib\nPosixPath", b"pathlib._local\nPosixPath"))
+    result = run_cli("inspect", str(tmp_path / "saved_on_313.pt"), "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["security"]["verdict"] == "safe"
+    assert report["other_entries"] == ["dirpath (pathlib._local.PosixPath, read as inert data)"]

@@ -1695,7 +1695,7 @@ def check_record_sizes(path: Path, inert: Collection[str] = ()) -> None:
             raise UnsupportedFormat(
                 f"storage record {member.name} is compressed ({'deflate' if member.method == 8 else member.method}"
                 f"), as torch.save never writes it (the archive was zipped again): its values cannot be read in "
-                f"place; re-save it with torch.save(torch.load(path, weights_only=True), path)"
+                f"place; re-save it to a new file with torch.save(torch.load(path, weights_only=True), new_path)"
                 + _resave_globals(inert))
         if itemsize is None or member is None or not isinstance(numel, int) or not isinstance(key, str):
             continue  # a storage type without a fixed element size here (new dtypes): not compared

@@ -29,6 +29,10 @@ INERT = "inert"
 INERT_GLOBALS: frozenset[str] = frozenset({
     "argparse.Namespace", "types.SimpleNamespace",
     "pathlib.Path", "pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.PurePosixPath", "pathlib.PureWindowsPath",
+    # Python 3.13 moved the path classes to pathlib._local, and a path pickled there names them so (a Lightning
+    # checkpoint's dirpath saved on 3.13): the same classes, which were called unknown.
+    "pathlib._local.Path", "pathlib._local.PosixPath", "pathlib._local.WindowsPath", "pathlib._local.PurePosixPath",
+    "pathlib._local.PureWindowsPath",
     "omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig", "omegaconf.base.ContainerMetadata",
     "omegaconf.base.Metadata", "omegaconf.nodes.AnyNode", "omegaconf.nodes.StringNode",
     "omegaconf.nodes.IntegerNode", "omegaconf.nodes.FloatNode", "omegaconf.nodes.BooleanNode",
