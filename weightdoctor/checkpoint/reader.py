@@ -492,9 +492,11 @@ class _Builder:
         if size == 0:
             raise CorruptCheckpoint("file is empty (0 bytes)", path=str(path))
         if path.suffix == ".distcp" or (path.name == ".metadata" and _is_dcp_folder(path.parent)):
+            refuse_unsafe_dcp_metadata(path.parent)  # before a message that names dcp_to_torch_save
             raise UnsupportedFormat(_dcp_file_message(path), path=str(path))
         if path.name == "common.pt" and self.key is None and _is_dcp_folder(path.parent) \
                 and _is_megatron_dist(path.parent):
+            refuse_unsafe_dcp_metadata(path.parent)
             # Named alone, it was "no state dict found; pick one with --key", where no entry of it holds the weights.
             raise UnsupportedFormat(f"this is the common.pt of {MEGATRON_DIST}".replace(
                 "(folder, ", f"({str(path.parent)!r}, "), path=str(path))
@@ -721,6 +723,52 @@ def _by_name(folder: Path) -> Path:
 def _is_dcp_folder(folder: Path) -> bool:
     """Whether `folder` is a torch.distributed.checkpoint save: a `.metadata` file beside `*.distcp` shards."""
     return (folder / ".metadata").is_file() and any(folder.glob("*.distcp"))
+
+
+# The most subfolders of a folder whose DCP `.metadata` is scanned (accelerate's pytorch_model_fsdp_0/ and
+# optimizer_0/, a run's step-N/ folders): the messages that name them as the next step are refusals, kept cheap.
+_MAX_DCP_SUBFOLDERS = 16
+
+
+def refuse_unsafe_dcp_metadata(folder: Path) -> None:
+    """Refuse a torch.distributed.checkpoint folder, or one of its first subfolders, whose `.metadata` pickle
+    names a dangerous global, or an unknown one outside torch.
+
+    DCP's FileSystemReader reads `.metadata` with plain `pickle.load` (dcp.load, dcp_to_torch_save, accelerate
+    merge-weights, Lightning's consolidate_checkpoint all do): the messages that name those as the next step sent
+    a folder whose `.metadata` calls os.system there unscanned. DCP's own classes
+    (`torch.distributed.checkpoint.metadata.Metadata`, ...) are unknown to the policy but are what every genuine
+    one holds, so torch's own names pass.
+
+    Raises:
+        UnsafePickle: naming the `.metadata` file and what it imports.
+    """
+    from weightdoctor.security.policy import DANGEROUS, UNKNOWN
+    from weightdoctor.security.scan import scan_file
+
+    try:
+        folders = [folder, *itertools.islice((p for p in sorted(folder.iterdir()) if p.is_dir()),
+                                             _MAX_DCP_SUBFOLDERS)]
+    except OSError:
+        folders = [folder]
+    for candidate in folders:
+        if not _is_dcp_folder(candidate):
+            continue
+        metadata = candidate / ".metadata"
+        try:
+            report = scan_file(metadata)
+        except OSError:
+            continue  # unreadable: DCP cannot read it either, and the message names the folder all the same
+        flagged = sorted({g.qualified for g in report.globals if g.safety == DANGEROUS or (
+            g.safety == UNKNOWN and g.module != "torch" and not g.module.startswith("torch."))})
+        if flagged:
+            dangerous = any(g.safety == DANGEROUS for g in report.globals if g.qualified in flagged)
+            shown = ", ".join(flagged[:4]) + (", ..." if len(flagged) > 4 else "")
+            raise UnsafePickle(
+                f"{'dangerous' if dangerous else 'suspicious'}: the .metadata of this torch.distributed.checkpoint "
+                f"(DCP) folder names {shown}; DCP reads it with pickle.load (dcp.load, dcp_to_torch_save, "
+                "accelerate merge-weights), running it: do not convert or load the folder; nothing was unpickled "
+                "here", str(metadata))
 
 
 def _foreign_weights_only(folder: Path) -> list[str]:
@@ -1189,6 +1237,8 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     if indexes:
         return indexes[0], True
     weights = weight_files_in(folder)
+    # Every message below may name a DCP converter (dcp_to_torch_save, accelerate merge-weights) as the next step.
+    refuse_unsafe_dcp_metadata(folder)
     if weights and all(p.name == "common.pt" for p in weights) and _is_dcp_folder(folder):
         # Megatron-Core's torch_dist checkpoint (iter_0001000/): the weights in the DCP shards, its common.pt
         # holding only the run's arguments, iteration and RNG state.

@@ -1,0 +1,99 @@
+"""Round 18 of the red team: checkpoint data that a loader turns into code later. A bytes value holding a pickle
+(or a torch.save archive) that the training code's `pickle.loads(ckpt["model"])` runs, and a torch.distributed
+checkpoint folder whose `.metadata` (which DCP reads with plain `pickle.load`) calls os.system while weightdoctor
+named `dcp_to_torch_save` as the next step. Each must be refused in one line naming the file and what it imports;
+genuine ones read as before.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.helpers import run_cli, run_json
+
+
+class _RunsAShellCommand:
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return os.system, ("echo the payload ran",)
+
+
+def _one_error_line(result: Any) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and result.stdout == "" and len(lines) == 1, (result.stdout, result.stderr)
+    return lines[0]
+
+
+def _torch_save_bytes(obj: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("kind", "held"), [("pickle", "pickle"), ("bytearray", "pickle"),
+                                            ("torch.save", "torch.save archive"), ("legacy", "pickle")])
+def test_a_bytes_value_holding_a_code_running_pickle_is_refused(tmp_path: Path, kind: str, held: str) -> None:
+    """`{"model": pickle.dumps(model)}` is how ad hoc training states keep a model, and their loader's
+    `pickle.loads(ckpt["model"])` runs it: the file was called safe, the pickle in its bytes never scanned."""
+    torch.manual_seed(0)
+    payload: bytes | bytearray = (_torch_save_bytes({"x": _RunsAShellCommand()}) if kind == "torch.save"
+                                  else pickle.dumps(_RunsAShellCommand()))
+    if kind == "bytearray":
+        payload = bytearray(payload)
+    bad = tmp_path / "state.pt"
+    torch.save({"model_state_dict": {"fc.weight": torch.randn(4, 4)}, "model": payload, "step": 3}, bad,
+               _use_new_zipfile_serialization=kind != "legacy")
+    line = _one_error_line(run_cli("inspect", str(bad)))
+    assert line.startswith(f"error: {bad}: dangerous: the bytes value at model holds a {held} that names "
+                           "posix.system"), line
+    assert "unpickles the value" in line, line
+
+
+def test_bytes_values_that_are_safe_pickles_or_no_pickle_read_as_before(tmp_path: Path) -> None:
+    """Pickled plain data, a pickle-looking prefix that does not parse, a tokenizer's proto bytes: not refused."""
+    torch.manual_seed(0)
+    good = tmp_path / "state.pt"
+    torch.save({"model_state_dict": {"fc.weight": torch.randn(4, 4)},
+                "meta": pickle.dumps({"epoch": 3, "lr": (1e-3, 0.9)}), "junk": b"\x80\x04not a pickle",
+                "proto": b"\n\x05hello\x12\x03abc", "inner": _torch_save_bytes({"step": 1})}, good)
+    code, report = run_json("inspect", str(good))
+    assert code == 0, report
+    assert report["security"]["verdict"] == "safe" and [t["name"] for t in report["tensors"]] == ["fc.weight"]
+
+
+def _dcp_save(folder: Path, state: dict[str, object]) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    folder.mkdir(parents=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "torch.distributed is disabled ... assuming a single process"
+        dcp.save(state, checkpoint_id=str(folder), no_dist=True)
+
+
+def test_a_dcp_folder_whose_metadata_runs_code_is_refused_not_sent_to_dcp_to_torch_save(tmp_path: Path) -> None:
+    """DCP's FileSystemReader reads `.metadata` with plain pickle.load: weightdoctor answered the folder, its
+    shard and its `.metadata` with "dcp_to_torch_save(folder, 'model.pt') writes one torch.save file to read
+    here", the command that runs the os.system the `.metadata` calls. A genuine folder is still pointed there."""
+    torch.manual_seed(0)
+    genuine = tmp_path / "genuine"
+    _dcp_save(genuine, {"model": {"fc.weight": torch.randn(4, 4)}, "step": 3})
+    line = _one_error_line(run_cli("inspect", str(genuine)))
+    assert "dcp_to_torch_save" in line and "dangerous" not in line, line
+
+    hostile = tmp_path / "run"
+    _dcp_save(hostile / "step-100", {"model": {"fc.weight": torch.randn(4, 4)}})
+    (hostile / "step-100" / ".metadata").write_bytes(pickle.dumps(_RunsAShellCommand()))
+    metadata = hostile / "step-100" / ".metadata"
+    for source in (hostile, hostile / "step-100", metadata, hostile / "step-100" / "__0_0.distcp"):
+        line = _one_error_line(run_cli("inspect", str(source)))
+        assert line == (f"error: {metadata}: dangerous: the .metadata of this torch.distributed.checkpoint (DCP) "
+                        "folder names posix.system; DCP reads it with pickle.load (dcp.load, dcp_to_torch_save, "
+                        "accelerate merge-weights), running it: do not convert or load the folder; nothing was "
+                        "unpickled here"), (source, line)
