@@ -7,13 +7,16 @@ genuine ones read as before.
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import pickle
+import random
 import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,13 +80,22 @@ def _dcp_save(folder: Path, state: dict[str, object]) -> None:
         dcp.save(state, checkpoint_id=str(folder), no_dist=True)
 
 
+def _genuine_dcp_state() -> dict[str, object]:
+    """What a run's DCP save holds beside its tensors, each kept as a torch.save archive in a shard: Megatron's
+    RNG states (numpy's and Python's), its arguments, a scheduler's state, torchtitan's pickled dataloader state."""
+    return {"model": {"fc.weight": torch.randn(4, 4)}, "step": 3,
+            "rng": {"np": np.random.RandomState(0).get_state(), "py": random.Random(0).getstate()},
+            "args": argparse.Namespace(lr=1e-3, seq_length=128),
+            "lr_scheduler": {"last_epoch": 3, "base_lrs": [1e-3]}, "dataloader": pickle.dumps({"position": 5})}
+
+
 def test_a_dcp_folder_whose_metadata_runs_code_is_refused_not_sent_to_dcp_to_torch_save(tmp_path: Path) -> None:
     """DCP's FileSystemReader reads `.metadata` with plain pickle.load: weightdoctor answered the folder, its
     shard and its `.metadata` with "dcp_to_torch_save(folder, 'model.pt') writes one torch.save file to read
     here", the command that runs the os.system the `.metadata` calls. A genuine folder is still pointed there."""
     torch.manual_seed(0)
     genuine = tmp_path / "genuine"
-    _dcp_save(genuine, {"model": {"fc.weight": torch.randn(4, 4)}, "step": 3})
+    _dcp_save(genuine, _genuine_dcp_state())
     line = _one_error_line(run_cli("inspect", str(genuine)))
     assert "dcp_to_torch_save" in line and "dangerous" not in line, line
 
@@ -97,3 +109,21 @@ def test_a_dcp_folder_whose_metadata_runs_code_is_refused_not_sent_to_dcp_to_tor
                         "folder names posix.system; DCP reads it with pickle.load (dcp.load, dcp_to_torch_save, "
                         "accelerate merge-weights), running it: do not convert or load the folder; nothing was "
                         "unpickled here"), (source, line)
+
+
+def test_a_dcp_shard_whose_object_entry_runs_code_on_torch_load_is_refused(tmp_path: Path) -> None:
+    """DCP keeps each entry that is no tensor as a torch.save archive inside a shard, and its load_bytes reads it
+    back with torch.load(weights_only=False): an entry whose pickle calls os.system (its .metadata genuine) was
+    answered with "dcp_to_torch_save(folder, 'model.pt') writes one torch.save file to read here"."""
+    torch.manual_seed(0)
+    hostile = tmp_path / "pytorch_model_fsdp_0"
+    _dcp_save(hostile, dict(_genuine_dcp_state(), extra={"hook": _RunsAShellCommand()}))
+    shards = sorted(hostile.glob("*.distcp"))
+    assert len(shards) == 1
+    for source in (tmp_path, hostile, shards[0], hostile / ".metadata"):
+        line = _one_error_line(run_cli("inspect", str(source)))
+        assert line.startswith(f"error: {shards[0]}: dangerous: the torch.save archive at byte "), (source, line)
+        assert line.endswith("(DCP) shard holds a pickle that names posix.system; DCP reads each entry that is no "
+                             "tensor back with torch.load(weights_only=False) (dcp.load, dcp_to_torch_save, "
+                             "accelerate merge-weights), running it: do not convert or load the folder; nothing "
+                             "was unpickled here"), line

@@ -8,6 +8,7 @@ import os
 import posixpath
 import re
 import stat
+import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from glob import escape as glob_escape
@@ -769,6 +770,83 @@ def refuse_unsafe_dcp_metadata(folder: Path) -> None:
                 f"(DCP) folder names {shown}; DCP reads it with pickle.load (dcp.load, dcp_to_torch_save, "
                 "accelerate merge-weights), running it: do not convert or load the folder; nothing was unpickled "
                 "here", str(metadata))
+        _refuse_unsafe_dcp_objects(candidate)
+
+
+# Bytes of a DCP folder's shards read to find the torch.save archives of its non-tensor entries (they lie anywhere
+# the .metadata says; torch's writer puts them first in each shard), the archives' pickles walked, and the bytes
+# of one pickle read (a genuine one is a few hundred bytes: a tensor's rebuild call, a scheduler's dict; one
+# running past it is refused as not vouched for).
+_MAX_DCP_SCAN_BYTES = 1 << 30
+_MAX_DCP_PICKLES = 4096
+_MAX_DCP_PICKLE_BYTES = 1 << 20
+_DCP_CHUNK = 16 << 20
+_LOCAL_HEADER = re.compile(rb"PK\x03\x04")
+
+
+def _refuse_unsafe_dcp_objects(folder: Path) -> None:
+    """Refuse a DCP folder whose shards hold a torch.save archive whose data.pkl may run code.
+
+    DCP keeps each entry that is no tensor (a scheduler's state, a dataloader's position, any object) as a
+    torch.save archive inside a `.distcp` shard, and its DefaultLoadPlanner.load_bytes reads it back with
+    `torch.load(..., weights_only=False)`: dcp_to_torch_save runs it. The archives are found by their zip local
+    headers (torch writes the sizes after the data, so each data.pkl is walked from its start to its STOP).
+    Past `_MAX_DCP_SCAN_BYTES` of shards or `_MAX_DCP_PICKLES` pickles, the rest is not read (the messages name
+    the folder all the same).
+
+    Raises:
+        UnsafePickle: naming the shard, the byte its archive starts at, and what the pickle imports.
+    """
+    budget, pickles = _MAX_DCP_SCAN_BYTES, _MAX_DCP_PICKLES
+    for shard in sorted(folder.glob("*.distcp")):
+        try:
+            budget, pickles = _refuse_unsafe_archives_in(shard, budget, pickles)
+        except OSError:
+            continue  # unreadable: DCP cannot read it either
+        if budget <= 0 or pickles <= 0:
+            return
+
+
+def _refuse_unsafe_archives_in(shard: Path, budget: int, pickles: int) -> tuple[int, int]:
+    """`_refuse_unsafe_dcp_objects` for one shard: its first `budget` bytes read in chunks, at most `pickles`
+    data.pkl walked; returns the bytes and pickles left to the folder's other shards."""
+    from weightdoctor.security.extra_state import pickle_loads_problem
+
+    with open(shard, "rb") as handle:
+        position = 0
+        while budget > 0 and pickles > 0:
+            handle.seek(position)
+            chunk = handle.read(min(_DCP_CHUNK, budget))
+            if not chunk:
+                break
+            budget -= len(chunk)
+            for match in _LOCAL_HEADER.finditer(chunk):
+                start = position + match.start()
+                handle.seek(start + 26)
+                lengths = handle.read(4)
+                if len(lengths) < 4:
+                    continue
+                name_length, extra_length = struct.unpack("<HH", lengths)
+                if not handle.read(name_length).endswith(b"data.pkl"):
+                    continue
+                pickles -= 1
+                if pickles < 0:
+                    return budget, pickles
+                handle.seek(start + 30 + name_length + extra_length)
+                data = handle.read(_MAX_DCP_PICKLE_BYTES)
+                # A pickle stops at its STOP: what follows (a data descriptor, the next archive) is never read.
+                problem = pickle_loads_problem(data, prefix=len(data) == _MAX_DCP_PICKLE_BYTES)
+                if problem is not None:
+                    raise UnsafePickle(
+                        f"{problem[0]}: the torch.save archive at byte {start:,} of this "
+                        f"torch.distributed.checkpoint (DCP) shard {problem[1]}; DCP reads each entry that is no "
+                        "tensor back with torch.load(weights_only=False) (dcp.load, dcp_to_torch_save, accelerate "
+                        "merge-weights), running it: do not convert or load the folder; nothing was unpickled "
+                        "here", str(shard))
+            if len(chunk) < _DCP_CHUNK:
+                break
+            position += len(chunk) - 3  # a header cut at the chunk's end is found whole in the next one
+    return budget, pickles
 
 
 def _foreign_weights_only(folder: Path) -> list[str]:
