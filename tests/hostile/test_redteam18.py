@@ -127,3 +127,28 @@ def test_a_dcp_shard_whose_object_entry_runs_code_on_torch_load_is_refused(tmp_p
                              "tensor back with torch.load(weights_only=False) (dcp.load, dcp_to_torch_save, "
                              "accelerate merge-weights), running it: do not convert or load the folder; nothing "
                              "was unpickled here"), line
+
+
+def test_an_accelerate_custom_checkpoint_that_runs_code_is_refused_beside_clean_weights(tmp_path: Path) -> None:
+    """accelerator.load_state torch.loads custom_checkpoint_N.pkl with weights_only=False (its other files with
+    weights_only=True): a save_state folder with a clean model.safetensors was called safe, exit 0, beside one that
+    calls os.system. A genuine one (a registered object's plain state dict) reads as before."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    folder = tmp_path / "checkpoint_0"
+    folder.mkdir()
+    save_file({"fc.weight": torch.randn(4, 4)}, folder / "model.safetensors")
+    torch.save({"state": {}, "param_groups": [{"lr": 1e-3, "params": [0]}]}, folder / "optimizer.bin")
+    torch.save({"step": 7, "ema_decay": 0.999, "shadow": {"fc.weight": torch.zeros(4, 4)}},
+               folder / "custom_checkpoint_0.pkl")
+    code, report = run_json("inspect", str(folder))
+    assert code == 0 and report["security"]["verdict"] == "safe", report
+
+    torch.save({"step": 7, "hook": _RunsAShellCommand()}, folder / "custom_checkpoint_1.pkl")
+    for command in (("inspect", str(folder)), ("convert", str(folder), "-o", str(tmp_path / "out.safetensors"))):
+        line = _one_error_line(run_cli(*command))
+        assert line.startswith(f"error: {folder / 'custom_checkpoint_1.pkl'}: dangerous: posix.system "), line
+        assert line.endswith("(accelerate's load_state torch.loads this file beside the weights with "
+                             "weights_only=False, running it); nothing was unpickled here"), line
+    assert not (tmp_path / "out.safetensors").exists()

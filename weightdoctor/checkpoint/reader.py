@@ -637,6 +637,36 @@ def is_training_state(name: str) -> bool:
                  or name in ("optim.pt", "train.pt", "distrib_optim.pt")))
 
 
+# The most of accelerate's custom_checkpoint_N.pkl files scanned beside the weights (one per registered object).
+_MAX_CUSTOM_CHECKPOINTS = 64
+
+
+def refuse_unsafe_accelerate_objects(folder: Path) -> None:
+    """Refuse a folder whose accelerate `custom_checkpoint_N.pkl` may run code.
+
+    accelerator.save_state writes the state of each object given to register_for_checkpointing there, and
+    load_state reads it back with `torch.load(..., weights_only=False)`, alone of that folder's files: a folder
+    whose model.safetensors is clean was called safe with a custom_checkpoint_0.pkl calling os.system beside it.
+
+    Raises:
+        UnsafePickle: naming the file and what its scan found.
+    """
+    from weightdoctor.security.scan import scan_file
+
+    try:
+        found = sorted(itertools.islice(folder.glob("custom_checkpoint_*.pkl"), _MAX_CUSTOM_CHECKPOINTS))
+    except OSError:
+        return
+    for path in found:
+        try:
+            report = scan_file(path) if path.is_file() else None
+        except OSError:
+            continue  # unreadable: load_state cannot read it either
+        if report is not None and report.unsafe:
+            raise UnsafePickle(f"{report.summary(limit=4)} (accelerate's load_state torch.loads this file beside the "
+                               "weights with weights_only=False, running it); nothing was unpickled here", str(path))
+
+
 def weight_files_in(folder: Path) -> list[Path]:
     """The weight files directly in `folder`, sorted: safetensors (`.sft` too) and pickles, not a Trainer's
     optimizer or scheduler state nor an OpenVINO IR's raw `.bin`.
@@ -2514,6 +2544,8 @@ def _open_checkpoint(
     if path.is_dir():
         config_path = path / "config.json"
         try:
+            # Before the weights are chosen: a save_state folder whose model is in a DCP subfolder has none here.
+            refuse_unsafe_accelerate_objects(path)
             target, is_index = _choose_in_folder(path)
             warnings += _ignored_beside(path, target) + _folder_notes(path, target)
         except SourceNotFound as exc:
