@@ -152,3 +152,30 @@ def test_an_accelerate_custom_checkpoint_that_runs_code_is_refused_beside_clean_
         assert line.endswith("(accelerate's load_state torch.loads this file beside the weights with "
                              "weights_only=False, running it); nothing was unpickled here"), line
     assert not (tmp_path / "out.safetensors").exists()
+
+
+@pytest.mark.parametrize("layout", ["dict", "record"])
+def test_a_numpy_npy_of_objects_whose_pickle_runs_code_is_refused_not_sent_to_allow_pickle(tmp_path: Path,
+                                                                                        layout: str) -> None:
+    """np.save pickles an array of Python objects (a dict of weights, a record with an object field) after its
+    header, and `numpy.load(path, allow_pickle=True)` unpickles it: the refusal for such a file named exactly
+    that as the next step, with os.system in its pickle. Arrays of numbers, and a dict of them, are named as before."""
+    bad = tmp_path / "vgg16.npy"
+    if layout == "dict":
+        np.save(bad, np.array({"conv1_1": [np.ones((3, 3), np.float32)], "hook": _RunsAShellCommand()}, dtype=object),
+                allow_pickle=True)
+    else:
+        records = np.zeros(2, dtype=[("name", "O"), ("scale", "f4")])
+        records["name"][0] = _RunsAShellCommand()
+        np.save(bad, records, allow_pickle=True)
+    line = _one_error_line(run_cli("inspect", str(bad)))
+    assert line.startswith(f"error: {bad}: dangerous: posix.system (dangerous, "), line
+    assert line.endswith("this NumPy .npy array holds Python objects, pickled after its header, and "
+                         "numpy.load(path, allow_pickle=True) unpickles them, running that; nothing was unpickled "
+                         "here"), line
+
+    for name, array in (("weights.npy", np.array({"conv1_1": [np.ones((3, 3), np.float32)]}, dtype=object)),
+                        ("numbers.npy", np.ones((3, 3), np.float32))):
+        np.save(tmp_path / name, array, allow_pickle=True)
+        line = _one_error_line(run_cli("inspect", str(tmp_path / name)))
+        assert line.startswith(f"error: {tmp_path / name}: this is a NumPy .npy array; ") and "allow_pickle" in line

@@ -508,6 +508,7 @@ class _Builder:
             if pytorch_format.detect_pickle_format(prefix) != "pytorch-legacy":
                 kind = foreign.identify(path, prefix)
                 if kind is not None:
+                    _refuse_pickled_npy(path, prefix)  # before a message that names numpy.load(allow_pickle=True)
                     raise UnsupportedFormat(foreign.unsupported_message(kind, path.name), path=str(path))
         looks_safetensors = safetensors_format.looks_like_safetensors(prefix)
         misnamed_pickle = False
@@ -712,6 +713,37 @@ def _saved_by_the_trainer(meta: Path) -> bool:
     except OSError:
         return True
     return b"pytorch-lightning_version" in head or len(head) == 1 << 20
+
+
+def _refuse_pickled_npy(path: Path, prefix: bytes) -> None:
+    """Refuse a NumPy .npy of Python objects (an object dtype, a dict saved with np.save) whose pickle may run code.
+
+    np.save pickles such an array after its header, and `numpy.load(path, allow_pickle=True)` (how VGG-style
+    `weights.npy` dicts are read, and what the refusal for a .npy suggests) unpickles it: a file calling os.system
+    was answered with that advice. Arrays of numbers hold no pickle and are left to that message.
+
+    Raises:
+        UnsafePickle: naming the file and what its pickle imports.
+    """
+    from weightdoctor.security.scan import scan_embedded_pickle
+
+    if not prefix.startswith(b"\x93NUMPY") or len(prefix) < 12:
+        return
+    # Format 1.0 keeps the header's length in 2 bytes, 2.0 and 3.0 in 4.
+    start, length = (10, struct.unpack_from("<H", prefix, 8)[0]) if prefix[6] == 1 else (
+        12, struct.unpack_from("<I", prefix, 8)[0])
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            header = handle.read(min(length, 1 << 16))
+        # An object field anywhere in the dtype ('|O', a record's ('a', '|O')) makes np.save pickle the array.
+        report = scan_embedded_pickle(path, start + length) if b"|O" in header else None
+    except OSError:
+        return  # numpy cannot read it either
+    if report is not None and report.unsafe:
+        raise UnsafePickle(f"{report.summary(limit=4)}: this NumPy .npy array holds Python objects, pickled after "
+                           "its header, and numpy.load(path, allow_pickle=True) unpickles them, running that; nothing "
+                           "was unpickled here", str(path))
 
 
 def _dcp_file_message(path: Path) -> str:
