@@ -179,3 +179,41 @@ def test_a_numpy_npy_of_objects_whose_pickle_runs_code_is_refused_not_sent_to_al
         np.save(tmp_path / name, array, allow_pickle=True)
         line = _one_error_line(run_cli("inspect", str(tmp_path / name)))
         assert line.startswith(f"error: {tmp_path / name}: this is a NumPy .npy array; ") and "allow_pickle" in line
+
+
+def _deepspeed_run(run: Path, hook: object = None) -> Path:
+    """A ZeRO-3 run folder as DeepSpeed saves it: global_step5/ with one model states file (placeholders) and one
+    optimizer partition per rank, `latest`, and the zero_to_fp32.py it copies beside them."""
+    step = run / "global_step5"
+    step.mkdir(parents=True)
+    for rank in range(2):
+        torch.save({"module": {"fc.weight": torch.empty(0, dtype=torch.bfloat16)},
+                    "param_shapes": [{"fc.weight": torch.Size([4, 4])}], "ds_version": "0.14.0"},
+                   step / f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt")
+        state: dict[str, object] = {"optimizer_state_dict": {"zero_stage": 3, "loss_scaler": None}}
+        if hook is not None and rank == 1:
+            state["hook"] = hook
+        torch.save(state, step / f"bf16_zero_pp_rank_{rank}_mp_rank_00_optim_states.pt")
+    (run / "latest").write_text("global_step5")
+    (run / "zero_to_fp32.py").write_text("# DeepSpeed's script\n")
+    return step
+
+
+def test_a_deepspeed_run_whose_states_run_code_is_refused_not_sent_to_zero_to_fp32(tmp_path: Path) -> None:
+    """zero_to_fp32.py torch.loads every rank's model and optimizer states with weights_only=False: a run folder
+    whose rank-1 partition calls os.system was answered with "python zero_to_fp32.py RUN OUTDIR", unscanned, and
+    that script is one that came with the folder. A genuine run is still pointed there, and at DeepSpeed's own."""
+    genuine = tmp_path / "genuine"
+    _deepspeed_run(genuine)
+    line = " ".join(run_cli("inspect", str(genuine)).stderr.split())
+    assert (f"python zero_to_fp32.py {genuine} OUTDIR --safe_serialization (that script came with the folder; python "
+            "-m deepspeed.utils.zero_to_fp32 runs the installed DeepSpeed's own)") in line, line
+
+    run = tmp_path / "run"
+    step = _deepspeed_run(run, hook=_RunsAShellCommand())
+    partition = step / "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    for source in (run, step, step / "zero_pp_rank_0_mp_rank_00_model_states.pt"):
+        line = _one_error_line(run_cli("inspect", str(source)))
+        assert line == (f"error: {partition}: dangerous: this DeepSpeed states file names posix.system; "
+                        "zero_to_fp32.py and DeepSpeed's load_checkpoint torch.load it with weights_only=False, "
+                        "running it: do not gather or load the folder; nothing was unpickled here"), (source, line)

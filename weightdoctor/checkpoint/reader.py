@@ -615,6 +615,7 @@ def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
         raise UnsupportedFormat(f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of "
                                 f"{counted(len(infos), 'tensor', grouped=False)} {plural(empty, 'is', 'are')} "
                                 f"empty), in {_universal_message(len(universal))}", str(path))
+    refuse_unsafe_deepspeed_states(path.parent.parent)  # before naming zero_to_fp32.py, which torch.loads them
     raise UnsupportedFormat(
         f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of "
         f"{counted(len(infos), 'tensor', grouped=False)} {plural(empty, 'is', 'are')} empty: "
@@ -636,6 +637,49 @@ def is_training_state(name: str) -> bool:
                                   "recipe_state"))
                  or name.endswith(("_optim_states.pt", "_optim_states.pth"))
                  or name in ("optim.pt", "train.pt", "distrib_optim.pt")))
+
+
+# The most DeepSpeed states files scanned under a folder's global_step*/ folders (one model and one optimizer file
+# per rank and step); the rest are not, and the message names the folder all the same.
+_MAX_DEEPSPEED_STATES = 256
+
+
+def refuse_unsafe_deepspeed_states(folder: Path) -> None:
+    """Refuse a DeepSpeed run folder whose global_step*/ model or optimizer states may run code.
+
+    zero_to_fp32.py (what the refusal of such a folder names as the next step) and DeepSpeed's load_checkpoint
+    torch.load each `*_model_states.pt` and `*_optim_states.pt` with weights_only=False. DeepSpeed's and torch's
+    own classes (ZeRO's `ZeroStageEnum`) are unknown to the policy but are what genuine ones hold; any other
+    unknown or dangerous global is refused.
+
+    Raises:
+        UnsafePickle: naming the file and what it imports.
+    """
+    from weightdoctor.security.policy import DANGEROUS, UNKNOWN
+    from weightdoctor.security.scan import scan_file
+
+    try:
+        found = list(itertools.islice((p for pattern in ("global_step*/*_model_states.pt",
+                                                         "global_step*/*_optim_states.pt")
+                                       for p in sorted(folder.glob(pattern))), _MAX_DEEPSPEED_STATES))
+    except OSError:
+        return
+    for path in found:
+        try:
+            report = scan_file(path) if path.is_file() else None
+        except OSError:
+            continue  # unreadable: DeepSpeed cannot read it either
+        if report is None:
+            continue
+        flagged = sorted({g.qualified for g in report.globals if g.safety == DANGEROUS or (
+            g.safety == UNKNOWN and g.module.split(".")[0] not in ("torch", "deepspeed"))})
+        if flagged:
+            dangerous = any(g.safety == DANGEROUS for g in report.globals if g.qualified in flagged)
+            shown = ", ".join(flagged[:4]) + (", ..." if len(flagged) > 4 else "")
+            raise UnsafePickle(f"{'dangerous' if dangerous else 'suspicious'}: this DeepSpeed states file names "
+                               f"{shown}; zero_to_fp32.py and DeepSpeed's load_checkpoint torch.load it with "
+                               "weights_only=False, running it: do not gather or load the folder; nothing was "
+                               "unpickled here", str(path))
 
 
 # The most of accelerate's custom_checkpoint_N.pkl files scanned beside the weights (one per registered object).
@@ -1091,8 +1135,11 @@ def _no_weights_message(folder: Path) -> str:
         message += (f"; it holds training state ({listed}: optimizer, scheduler, RNG)" if distributed else
                     f"; it holds training state only ({listed}: optimizer, scheduler, RNG; not the model's weights)")
     if (folder / "zero_to_fp32.py").is_file():  # beside training state, or beside the global_stepN/ folders
+        refuse_unsafe_deepspeed_states(folder)
+        # The script beside it came with the folder, as any file of it did: DeepSpeed's own copy is the same code.
         message += ("; DeepSpeed's zero_to_fp32.py beside it gathers the weights: python zero_to_fp32.py "
-                    f"{folder} OUTDIR --safe_serialization")
+                    f"{folder} OUTDIR --safe_serialization (that script came with the folder; python -m "
+                    "deepspeed.utils.zero_to_fp32 runs the installed DeepSpeed's own)")
     described = None
     if distributed and _is_megatron_dist(folder / distributed[0]):
         # NeMo 2.0's checkpoint (context/ beside weights/), Megatron-Core's torch_dist save: sharded tensors that
@@ -1434,6 +1481,7 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     if all(re.fullmatch(r"zero_pp_rank_\d+_mp_rank_\d+_model_states\.pt", p.name) for p in weights):
         # ZeRO-3 saves the model states once per data-parallel rank, each with placeholders for the partitioned
         # parameters (see `_refuse_zero3_placeholders`).
+        refuse_unsafe_deepspeed_states(folder.parent)  # before naming zero_to_fp32.py, which torch.loads them
         raise UnsupportedFormat(
             f"folder holds DeepSpeed ZeRO-3 model states, one per data-parallel rank ({names}): their parameters are "
             "placeholders, the weights are partitioned over the *_optim_states.pt files; gather them into one state "
