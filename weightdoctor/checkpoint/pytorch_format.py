@@ -1011,10 +1011,11 @@ def _check_dict_state(state: Any) -> None:
             )
 
 
-def _buffers_in(obj: Any) -> list[tuple[str, bytes]]:
-    """The bytes each inert io.BytesIO in `obj` holds (its pickled state's first item), with where it sits
-    (`decoder.layers.0.mlp._extra_state`); each object visited once, tensors not entered."""
-    found: list[tuple[str, bytes]] = []
+def _buffers_in(obj: Any) -> list[tuple[str, bytes, bool]]:
+    """The bytes each inert io.BytesIO in `obj` holds (its pickled state's first item), and each bytes value that
+    starts like a pickle or a zip, with where it sits (`decoder.layers.0.mlp._extra_state`) and whether it is a
+    BytesIO; each object visited once, tensors not entered."""
+    found: list[tuple[str, bytes, bool]] = []
     seen: set[int] = set()
     stack: list[tuple[Any, str]] = [(obj, "")]
     while stack:
@@ -1026,7 +1027,13 @@ def _buffers_in(obj: Any) -> list[tuple[str, bytes]]:
             state = value.__dict__.get("_inert_state")
             data = state[0] if isinstance(state, tuple) and state else None
             if isinstance(data, (bytes, bytearray)) and data:
-                found.append((where or "the top level", bytes(data)))
+                found.append((where or "the top level", bytes(data), True))
+        elif isinstance(value, (bytes, bytearray)) and (value[:4] == b"PK\x03\x04" or (
+                len(value) >= 2 and value[0] == 0x80 and value[1] <= 5)):
+            # A bytes value that is a pickle or a torch.save archive: its loader's `pickle.loads(ckpt["model"])`
+            # or `torch.load(io.BytesIO(...))` runs it (ad hoc training states keep a pickled model so). Other
+            # bytes (a tokenizer's proto, text) are left alone: read as a pickle they would name nonsense globals.
+            found.append((where or "the top level", bytes(value), False))
         if isinstance(value, Mapping):
             stack.extend((item, f"{where}.{_key_text(name)}" if where else _key_text(name))
                          for name, item in value.items())
@@ -1036,13 +1043,15 @@ def _buffers_in(obj: Any) -> list[tuple[str, bytes]]:
 
 
 def _refuse_pickles_in_buffers(obj: Any) -> None:
-    """Refuse a file whose inert io.BytesIO holds a pickle that names a dangerous or unknown global.
+    """Refuse a file whose inert io.BytesIO, or bytes value that starts like a pickle or a zip, holds a pickle that
+    names a dangerous or unknown global.
 
     TransformerEngine before 1.x saves each module's FP8 state as torch.save into an io.BytesIO, and its
     set_extra_state torch.loads that buffer when the model loads the state dict (without weights_only in the TE
     and torch of those checkpoints): the buffer's pickle runs then. The outer scan sees bytes only, so the file
     was called safe with `posix.system` in its `_extra_state`. Bytes that are no pickle (the scan cannot parse
-    them) are left alone: torch.load fails on them without running anything.
+    them) are left alone: torch.load fails on them without running anything. A bytes value holding a pickle is
+    what ad hoc training states keep a pickled model or dataset in, and their loaders unpickle it.
 
     Raises:
         UnsafePickle: a buffer's pickle names a global that is not safe.
@@ -1050,16 +1059,19 @@ def _refuse_pickles_in_buffers(obj: Any) -> None:
     from weightdoctor.security.policy import DANGEROUS, UNKNOWN
     from weightdoctor.security.scan import scan_bytes
 
-    for where, data in _buffers_in(obj):
+    for where, data, buffer in _buffers_in(obj):
         report = scan_bytes(data)
         # Inert names inside (a Namespace, a BytesIO) build as harmless there as here: TE loads the buffer once.
         flagged = sorted({g.qualified for g in report.globals if g.safety in (DANGEROUS, UNKNOWN)})
         if flagged:
             shown = ", ".join(flagged[:4]) + (", ..." if len(flagged) > 4 else "")
-            raise UnsafePickle(
-                f"{report.verdict}: the io.BytesIO at {where} holds a pickle that names {shown} (TransformerEngine's "
-                "set_extra_state torch.loads such a buffer when the model loads this state dict, running it); "
-                "the outer file's own globals are safe")
+            loaded_by = ("TransformerEngine's set_extra_state torch.loads such a buffer when the model loads this "
+                         "state dict, running it" if buffer else "the code that reads this checkpoint runs it when it "
+                         "unpickles the value, as pickle.loads(ckpt[...]) or torch.load(io.BytesIO(...)) does")
+            what = "io.BytesIO" if buffer else "bytes value"
+            held = "torch.save archive" if not buffer and data[:2] == b"PK" else "pickle"
+            raise UnsafePickle(f"{report.verdict}: the {what} at {where} holds a {held} that names {shown} "
+                               f"({loaded_by}); the outer file's own globals are safe")
 
 
 def _refuse_shadowed_methods(obj: Any) -> None:

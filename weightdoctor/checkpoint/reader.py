@@ -8,6 +8,7 @@ import os
 import posixpath
 import re
 import stat
+import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from glob import escape as glob_escape
@@ -492,9 +493,11 @@ class _Builder:
         if size == 0:
             raise CorruptCheckpoint("file is empty (0 bytes)", path=str(path))
         if path.suffix == ".distcp" or (path.name == ".metadata" and _is_dcp_folder(path.parent)):
+            refuse_unsafe_dcp_metadata(path.parent)  # before a message that names dcp_to_torch_save
             raise UnsupportedFormat(_dcp_file_message(path), path=str(path))
         if path.name == "common.pt" and self.key is None and _is_dcp_folder(path.parent) \
                 and _is_megatron_dist(path.parent):
+            refuse_unsafe_dcp_metadata(path.parent)
             # Named alone, it was "no state dict found; pick one with --key", where no entry of it holds the weights.
             raise UnsupportedFormat(f"this is the common.pt of {MEGATRON_DIST}".replace(
                 "(folder, ", f"({str(path.parent)!r}, "), path=str(path))
@@ -505,6 +508,7 @@ class _Builder:
             if pytorch_format.detect_pickle_format(prefix) != "pytorch-legacy":
                 kind = foreign.identify(path, prefix)
                 if kind is not None:
+                    _refuse_pickled_npy(path, prefix)  # before a message that names numpy.load(allow_pickle=True)
                     raise UnsupportedFormat(foreign.unsupported_message(kind, path.name), path=str(path))
         looks_safetensors = safetensors_format.looks_like_safetensors(prefix)
         misnamed_pickle = False
@@ -632,6 +636,7 @@ def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
         raise UnsupportedFormat(f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of "
                                 f"{counted(len(infos), 'tensor', grouped=False)} {plural(empty, 'is', 'are')} "
                                 f"empty), in {_universal_message(len(universal))}", str(path))
+    refuse_unsafe_deepspeed_states(path.parent.parent)  # before naming zero_to_fp32.py, which torch.loads them
     raise UnsupportedFormat(
         f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of "
         f"{counted(len(infos), 'tensor', grouped=False)} {plural(empty, 'is', 'are')} empty: "
@@ -653,6 +658,79 @@ def is_training_state(name: str) -> bool:
                                   "recipe_state"))
                  or name.endswith(("_optim_states.pt", "_optim_states.pth"))
                  or name in ("optim.pt", "train.pt", "distrib_optim.pt")))
+
+
+# The most DeepSpeed states files scanned under a folder's global_step*/ folders (one model and one optimizer file
+# per rank and step); the rest are not, and the message names the folder all the same.
+_MAX_DEEPSPEED_STATES = 256
+
+
+def refuse_unsafe_deepspeed_states(folder: Path) -> None:
+    """Refuse a DeepSpeed run folder whose global_step*/ model or optimizer states may run code.
+
+    zero_to_fp32.py (what the refusal of such a folder names as the next step) and DeepSpeed's load_checkpoint
+    torch.load each `*_model_states.pt` and `*_optim_states.pt` with weights_only=False. DeepSpeed's and torch's
+    own classes (ZeRO's `ZeroStageEnum`) are unknown to the policy but are what genuine ones hold; any other
+    unknown or dangerous global is refused.
+
+    Raises:
+        UnsafePickle: naming the file and what it imports.
+    """
+    from weightdoctor.security.policy import DANGEROUS, UNKNOWN
+    from weightdoctor.security.scan import scan_file
+
+    try:
+        found = list(itertools.islice((p for pattern in ("global_step*/*_model_states.pt",
+                                                         "global_step*/*_optim_states.pt")
+                                       for p in sorted(folder.glob(pattern))), _MAX_DEEPSPEED_STATES))
+    except OSError:
+        return
+    for path in found:
+        try:
+            report = scan_file(path) if path.is_file() else None
+        except OSError:
+            continue  # unreadable: DeepSpeed cannot read it either
+        if report is None:
+            continue
+        flagged = sorted({g.qualified for g in report.globals if g.safety == DANGEROUS or (
+            g.safety == UNKNOWN and g.module.split(".")[0] not in ("torch", "deepspeed"))})
+        if flagged:
+            dangerous = any(g.safety == DANGEROUS for g in report.globals if g.qualified in flagged)
+            shown = ", ".join(flagged[:4]) + (", ..." if len(flagged) > 4 else "")
+            raise UnsafePickle(f"{'dangerous' if dangerous else 'suspicious'}: this DeepSpeed states file names "
+                               f"{shown}; zero_to_fp32.py and DeepSpeed's load_checkpoint torch.load it with "
+                               "weights_only=False, running it: do not gather or load the folder; nothing was "
+                               "unpickled here", str(path))
+
+
+# The most of accelerate's custom_checkpoint_N.pkl files scanned beside the weights (one per registered object).
+_MAX_CUSTOM_CHECKPOINTS = 64
+
+
+def refuse_unsafe_accelerate_objects(folder: Path) -> None:
+    """Refuse a folder whose accelerate `custom_checkpoint_N.pkl` may run code.
+
+    accelerator.save_state writes the state of each object given to register_for_checkpointing there, and
+    load_state reads it back with `torch.load(..., weights_only=False)`, alone of that folder's files: a folder
+    whose model.safetensors is clean was called safe with a custom_checkpoint_0.pkl calling os.system beside it.
+
+    Raises:
+        UnsafePickle: naming the file and what its scan found.
+    """
+    from weightdoctor.security.scan import scan_file
+
+    try:
+        found = sorted(itertools.islice(folder.glob("custom_checkpoint_*.pkl"), _MAX_CUSTOM_CHECKPOINTS))
+    except OSError:
+        return
+    for path in found:
+        try:
+            report = scan_file(path) if path.is_file() else None
+        except OSError:
+            continue  # unreadable: load_state cannot read it either
+        if report is not None and report.unsafe:
+            raise UnsafePickle(f"{report.summary(limit=4)} (accelerate's load_state torch.loads this file beside the "
+                               "weights with weights_only=False, running it); nothing was unpickled here", str(path))
 
 
 def weight_files_in(folder: Path) -> list[Path]:
@@ -702,6 +780,37 @@ def _saved_by_the_trainer(meta: Path) -> bool:
     return b"pytorch-lightning_version" in head or len(head) == 1 << 20
 
 
+def _refuse_pickled_npy(path: Path, prefix: bytes) -> None:
+    """Refuse a NumPy .npy of Python objects (an object dtype, a dict saved with np.save) whose pickle may run code.
+
+    np.save pickles such an array after its header, and `numpy.load(path, allow_pickle=True)` (how VGG-style
+    `weights.npy` dicts are read, and what the refusal for a .npy suggests) unpickles it: a file calling os.system
+    was answered with that advice. Arrays of numbers hold no pickle and are left to that message.
+
+    Raises:
+        UnsafePickle: naming the file and what its pickle imports.
+    """
+    from weightdoctor.security.scan import scan_embedded_pickle
+
+    if not prefix.startswith(b"\x93NUMPY") or len(prefix) < 12:
+        return
+    # Format 1.0 keeps the header's length in 2 bytes, 2.0 and 3.0 in 4.
+    start, length = (10, struct.unpack_from("<H", prefix, 8)[0]) if prefix[6] == 1 else (
+        12, struct.unpack_from("<I", prefix, 8)[0])
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            header = handle.read(min(length, 1 << 16))
+        # An object field anywhere in the dtype ('|O', a record's ('a', '|O')) makes np.save pickle the array.
+        report = scan_embedded_pickle(path, start + length) if b"|O" in header else None
+    except OSError:
+        return  # numpy cannot read it either
+    if report is not None and report.unsafe:
+        raise UnsafePickle(f"{report.summary(limit=4)}: this NumPy .npy array holds Python objects, pickled after "
+                           "its header, and numpy.load(path, allow_pickle=True) unpickles them, running that; nothing "
+                           "was unpickled here", str(path))
+
+
 def _dcp_file_message(path: Path) -> str:
     """The refusal for one file of a torch.distributed.checkpoint folder named alone. A `.distcp` shard is the
     concatenation of the byte ranges its rank wrote (each tensor a torch.save archive of its own, one after the
@@ -742,6 +851,129 @@ def _by_name(folder: Path) -> Path:
 def _is_dcp_folder(folder: Path) -> bool:
     """Whether `folder` is a torch.distributed.checkpoint save: a `.metadata` file beside `*.distcp` shards."""
     return (folder / ".metadata").is_file() and any(folder.glob("*.distcp"))
+
+
+# The most subfolders of a folder whose DCP `.metadata` is scanned (accelerate's pytorch_model_fsdp_0/ and
+# optimizer_0/, a run's step-N/ folders): the messages that name them as the next step are refusals, kept cheap.
+_MAX_DCP_SUBFOLDERS = 16
+
+
+def refuse_unsafe_dcp_metadata(folder: Path) -> None:
+    """Refuse a torch.distributed.checkpoint folder, or one of its first subfolders, whose `.metadata` pickle
+    names a dangerous global, or an unknown one outside torch.
+
+    DCP's FileSystemReader reads `.metadata` with plain `pickle.load` (dcp.load, dcp_to_torch_save, accelerate
+    merge-weights, Lightning's consolidate_checkpoint all do): the messages that name those as the next step sent
+    a folder whose `.metadata` calls os.system there unscanned. DCP's own classes
+    (`torch.distributed.checkpoint.metadata.Metadata`, ...) are unknown to the policy but are what every genuine
+    one holds, so torch's own names pass.
+
+    Raises:
+        UnsafePickle: naming the `.metadata` file and what it imports.
+    """
+    from weightdoctor.security.policy import DANGEROUS, UNKNOWN
+    from weightdoctor.security.scan import scan_file
+
+    try:
+        folders = [folder, *itertools.islice((p for p in sorted(folder.iterdir()) if p.is_dir()),
+                                             _MAX_DCP_SUBFOLDERS)]
+    except OSError:
+        folders = [folder]
+    for candidate in folders:
+        if not _is_dcp_folder(candidate):
+            continue
+        metadata = candidate / ".metadata"
+        try:
+            report = scan_file(metadata)
+        except OSError:
+            continue  # unreadable: DCP cannot read it either, and the message names the folder all the same
+        flagged = sorted({g.qualified for g in report.globals if g.safety == DANGEROUS or (
+            g.safety == UNKNOWN and g.module != "torch" and not g.module.startswith("torch."))})
+        if flagged:
+            dangerous = any(g.safety == DANGEROUS for g in report.globals if g.qualified in flagged)
+            shown = ", ".join(flagged[:4]) + (", ..." if len(flagged) > 4 else "")
+            raise UnsafePickle(
+                f"{'dangerous' if dangerous else 'suspicious'}: the .metadata of this torch.distributed.checkpoint "
+                f"(DCP) folder names {shown}; DCP reads it with pickle.load (dcp.load, dcp_to_torch_save, "
+                "accelerate merge-weights), running it: do not convert or load the folder; nothing was unpickled "
+                "here", str(metadata))
+        _refuse_unsafe_dcp_objects(candidate)
+
+
+# Bytes of a DCP folder's shards read to find the torch.save archives of its non-tensor entries (they lie anywhere
+# the .metadata says; torch's writer puts them first in each shard), the archives' pickles walked, and the bytes
+# of one pickle read (a genuine one is a few hundred bytes: a tensor's rebuild call, a scheduler's dict; one
+# running past it is refused as not vouched for).
+_MAX_DCP_SCAN_BYTES = 1 << 30
+_MAX_DCP_PICKLES = 4096
+_MAX_DCP_PICKLE_BYTES = 1 << 20
+_DCP_CHUNK = 16 << 20
+_LOCAL_HEADER = re.compile(rb"PK\x03\x04")
+
+
+def _refuse_unsafe_dcp_objects(folder: Path) -> None:
+    """Refuse a DCP folder whose shards hold a torch.save archive whose data.pkl may run code.
+
+    DCP keeps each entry that is no tensor (a scheduler's state, a dataloader's position, any object) as a
+    torch.save archive inside a `.distcp` shard, and its DefaultLoadPlanner.load_bytes reads it back with
+    `torch.load(..., weights_only=False)`: dcp_to_torch_save runs it. The archives are found by their zip local
+    headers (torch writes the sizes after the data, so each data.pkl is walked from its start to its STOP).
+    Past `_MAX_DCP_SCAN_BYTES` of shards or `_MAX_DCP_PICKLES` pickles, the rest is not read (the messages name
+    the folder all the same).
+
+    Raises:
+        UnsafePickle: naming the shard, the byte its archive starts at, and what the pickle imports.
+    """
+    budget, pickles = _MAX_DCP_SCAN_BYTES, _MAX_DCP_PICKLES
+    for shard in sorted(folder.glob("*.distcp")):
+        try:
+            budget, pickles = _refuse_unsafe_archives_in(shard, budget, pickles)
+        except OSError:
+            continue  # unreadable: DCP cannot read it either
+        if budget <= 0 or pickles <= 0:
+            return
+
+
+def _refuse_unsafe_archives_in(shard: Path, budget: int, pickles: int) -> tuple[int, int]:
+    """`_refuse_unsafe_dcp_objects` for one shard: its first `budget` bytes read in chunks, at most `pickles`
+    data.pkl walked; returns the bytes and pickles left to the folder's other shards."""
+    from weightdoctor.security.extra_state import pickle_loads_problem
+
+    with open(shard, "rb") as handle:
+        position = 0
+        while budget > 0 and pickles > 0:
+            handle.seek(position)
+            chunk = handle.read(min(_DCP_CHUNK, budget))
+            if not chunk:
+                break
+            budget -= len(chunk)
+            for match in _LOCAL_HEADER.finditer(chunk):
+                start = position + match.start()
+                handle.seek(start + 26)
+                lengths = handle.read(4)
+                if len(lengths) < 4:
+                    continue
+                name_length, extra_length = struct.unpack("<HH", lengths)
+                if not handle.read(name_length).endswith(b"data.pkl"):
+                    continue
+                pickles -= 1
+                if pickles < 0:
+                    return budget, pickles
+                handle.seek(start + 30 + name_length + extra_length)
+                data = handle.read(_MAX_DCP_PICKLE_BYTES)
+                # A pickle stops at its STOP: what follows (a data descriptor, the next archive) is never read.
+                problem = pickle_loads_problem(data, prefix=len(data) == _MAX_DCP_PICKLE_BYTES)
+                if problem is not None:
+                    raise UnsafePickle(
+                        f"{problem[0]}: the torch.save archive at byte {start:,} of this "
+                        f"torch.distributed.checkpoint (DCP) shard {problem[1]}; DCP reads each entry that is no "
+                        "tensor back with torch.load(weights_only=False) (dcp.load, dcp_to_torch_save, accelerate "
+                        "merge-weights), running it: do not convert or load the folder; nothing was unpickled "
+                        "here", str(shard))
+            if len(chunk) < _DCP_CHUNK:
+                break
+            position += len(chunk) - 3  # a header cut at the chunk's end is found whole in the next one
+    return budget, pickles
 
 
 def _foreign_weights_only(folder: Path) -> list[str]:
@@ -924,8 +1156,11 @@ def _no_weights_message(folder: Path) -> str:
         message += (f"; it holds training state ({listed}: optimizer, scheduler, RNG)" if distributed else
                     f"; it holds training state only ({listed}: optimizer, scheduler, RNG; not the model's weights)")
     if (folder / "zero_to_fp32.py").is_file():  # beside training state, or beside the global_stepN/ folders
+        refuse_unsafe_deepspeed_states(folder)
+        # The script beside it came with the folder, as any file of it did: DeepSpeed's own copy is the same code.
         message += ("; DeepSpeed's zero_to_fp32.py beside it gathers the weights: python zero_to_fp32.py "
-                    f"{folder} OUTDIR --safe_serialization")
+                    f"{folder} OUTDIR --safe_serialization (that script came with the folder; python -m "
+                    "deepspeed.utils.zero_to_fp32 runs the installed DeepSpeed's own)")
     described = None
     if distributed and _is_megatron_dist(folder / distributed[0]):
         # NeMo 2.0's checkpoint (context/ beside weights/), Megatron-Core's torch_dist save: sharded tensors that
@@ -1210,6 +1445,8 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     if indexes:
         return indexes[0], True
     weights = weight_files_in(folder)
+    # Every message below may name a DCP converter (dcp_to_torch_save, accelerate merge-weights) as the next step.
+    refuse_unsafe_dcp_metadata(folder)
     if weights and all(p.name == "common.pt" for p in weights) and _is_dcp_folder(folder):
         # Megatron-Core's torch_dist checkpoint (iter_0001000/): the weights in the DCP shards, its common.pt
         # holding only the run's arguments, iteration and RNG state.
@@ -1265,6 +1502,7 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     if all(re.fullmatch(r"zero_pp_rank_\d+_mp_rank_\d+_model_states\.pt", p.name) for p in weights):
         # ZeRO-3 saves the model states once per data-parallel rank, each with placeholders for the partitioned
         # parameters (see `_refuse_zero3_placeholders`).
+        refuse_unsafe_deepspeed_states(folder.parent)  # before naming zero_to_fp32.py, which torch.loads them
         raise UnsupportedFormat(
             f"folder holds DeepSpeed ZeRO-3 model states, one per data-parallel rank ({names}): their parameters are "
             "placeholders, the weights are partitioned over the *_optim_states.pt files; gather them into one state "
@@ -2407,6 +2645,8 @@ def _open_checkpoint(
     if path.is_dir():
         config_path = path / "config.json"
         try:
+            # Before the weights are chosen: a save_state folder whose model is in a DCP subfolder has none here.
+            refuse_unsafe_accelerate_objects(path)
             target, is_index = _choose_in_folder(path)
             warnings += _ignored_beside(path, target) + _folder_notes(path, target)
         except SourceNotFound as exc:

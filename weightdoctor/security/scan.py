@@ -485,6 +485,23 @@ def scan_file(path: str | os.PathLike[str], label: str | None = None) -> ScanRep
                       notes=collector.notes)
 
 
+def scan_embedded_pickle(path: str | os.PathLike[str], start: int) -> ScanReport:
+    """Scan the one pickle that starts at byte `start` of a file of another format: a NumPy .npy of Python objects,
+    whose `numpy.load(allow_pickle=True)` unpickles what follows its header. Offsets are the file's own.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    collector = _Collector(None)
+    size = Path(path).stat().st_size
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        collector.add_walk(_walk(handle, size), Path(path).name)
+    return ScanReport(format="pickle", container="pickle", files=[Path(path).name], pickles=collector.pickles,
+                      protocol=collector.protocol, globals=collector.globals, problems=collector.problems,
+                      notes=collector.notes)
+
+
 def scan_bytes(data: bytes) -> ScanReport:
     """Scan an in-memory pickle stream (for tests and fuzzing); same rules as `scan_file`."""
     collector = _Collector(None)
@@ -503,4 +520,4 @@ def scan_bytes(data: bytes) -> ScanReport:
 
 
 __all__ = ["GlobalRef", "ScanProblem", "ScanReport", "VERDICTS", "SAFE", "scan_file", "scan_bytes",
-           "merge_reports", "safetensors_report"]
+           "scan_embedded_pickle", "merge_reports", "safetensors_report"]
