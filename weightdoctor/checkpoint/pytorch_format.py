@@ -959,11 +959,13 @@ def _buffers_in(obj: Any) -> list[tuple[str, bytes]]:
             data = state[0] if isinstance(state, tuple) and state else None
             if isinstance(data, (bytes, bytearray)) and data:
                 found.append((where or "the top level", bytes(data)))
+        # A tensor is skipped when popped: leaving it out here spares building its path, a string per tensor.
         if isinstance(value, Mapping):
             stack.extend((item, f"{where}.{_key_text(name)}" if where else _key_text(name))
-                         for name, item in value.items())
+                         for name, item in value.items() if not is_tensor(item))
         elif isinstance(value, (list, tuple)):
-            stack.extend((item, f"{where}.{index}" if where else str(index)) for index, item in enumerate(value))
+            stack.extend((item, f"{where}.{index}" if where else str(index))
+                         for index, item in enumerate(value) if not is_tensor(item))
     return found
 
 
