@@ -2,9 +2,10 @@
 
 `python -m benchmarks.bench_regress --old /tmp/wt-old --data /tmp/data --reps 9`: builds the inputs the other
 benchmarks use (sparse 723- and 10,002-key Llama pairs, a 10,000-tensor file, a sharded folder, a folder beside
-1,000 other files) and prints, per command, the median wall and CPU of each tree, the HEAD/old ratio, and the
-spread (min-max) of each tree's runs. The two trees run one after the other within each repetition so that a
-change in the machine's load hits both alike. Outputs are compared byte for byte.
+1,000 other files, a 10,000-tensor torch zip `.pt` and bench_many_tensors' 100,000-tensor legacy `.bin`) and
+prints, per command, the median wall and CPU of each tree, the HEAD/old ratio, and the spread (min-max) of each
+tree's runs. The two trees run one after the other within each repetition so that a change in the machine's load
+hits both alike. Outputs are compared byte for byte.
 """
 
 from __future__ import annotations
@@ -65,6 +66,19 @@ def build(data: Path) -> dict[str, Path]:
     for index in range(1000):
         suffix = (".png", ".txt", ".json", ".npy", ".pt")[index % 5]
         (crowded / f"other_{index:04d}{suffix}").write_bytes(b"x" * 64)
+    # The pickle readers: 10,000 tensors as a torch zip .pt, 100,000 (bench_many_tensors --small) as a legacy .bin.
+    paths["zip-pt"] = data / "many.pt"
+    if not paths["zip-pt"].exists():
+        torch.save(tensors, paths["zip-pt"])
+    paths["legacy"] = data / "legacy.bin"
+    if not paths["legacy"].exists():
+        generator = torch.Generator().manual_seed(0)
+        legacy = {}
+        for index in range(100_000):
+            values = torch.randn(4 << (index % 5), generator=generator)
+            legacy[f"model.layers.{index // 10}.p{index % 10}.weight"] = values if index % 3 else values.bfloat16()
+        torch.save(legacy, paths["legacy"], _use_new_zipfile_serialization=False)
+    paths["scratch"] = data / "convert-out"
     return paths
 
 
@@ -76,6 +90,10 @@ def commands(p: dict[str, Path]) -> list[tuple[str, list[str]]]:
         ("inspect sharded folder (15 shards) --json", ["inspect", str(p["sharded"]), "--json"]),
         ("inspect folder beside 1,000 files --json", ["inspect", str(p["crowded"]), "--json"]),
         ("check-dtype fixtures/example", ["check-dtype", "fixtures/example"]),
+        ("inspect 10,000-tensor zip .pt --json", ["inspect", str(p["zip-pt"]), "--json"]),
+        ("inspect 100,000-tensor legacy .bin --json", ["inspect", str(p["legacy"]), "--json"]),
+        ("convert 100,000-tensor legacy .bin --dry-run --json",
+         ["convert", str(p["legacy"]), "--dry-run", "--json", "--output", str(p["scratch"])]),
     ]
 
 

@@ -1034,11 +1034,13 @@ def _buffers_in(obj: Any) -> list[tuple[str, bytes, bool]]:
             # or `torch.load(io.BytesIO(...))` runs it (ad hoc training states keep a pickled model so). Other
             # bytes (a tokenizer's proto, text) are left alone: read as a pickle they would name nonsense globals.
             found.append((where or "the top level", bytes(value), False))
+        # Tensors are left out before their path is built: a string per tensor, which the pop then skipped.
         if isinstance(value, Mapping):
             stack.extend((item, f"{where}.{_key_text(name)}" if where else _key_text(name))
-                         for name, item in value.items())
+                         for name, item in value.items() if not is_tensor(item))
         elif isinstance(value, (list, tuple)):
-            stack.extend((item, f"{where}.{index}" if where else str(index)) for index, item in enumerate(value))
+            stack.extend((item, f"{where}.{index}" if where else str(index))
+                         for index, item in enumerate(value) if not is_tensor(item))
     return found
 
 
