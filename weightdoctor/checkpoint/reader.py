@@ -660,6 +660,20 @@ def is_training_state(name: str) -> bool:
                  or name in ("optim.pt", "train.pt", "distrib_optim.pt")))
 
 
+def _scans_of(paths: list[Path]) -> Iterator[tuple[Path, ScanReport]]:
+    """Each regular file of `paths` with its static scan; one that cannot be read is passed over (the loader that
+    would run it cannot read it either)."""
+    from weightdoctor.security.scan import scan_file
+
+    for path in paths:
+        try:
+            report = scan_file(path) if path.is_file() else None
+        except OSError:
+            continue
+        if report is not None:
+            yield path, report
+
+
 # The most DeepSpeed states files scanned under a folder's global_step*/ folders (one model and one optimizer file
 # per rank and step); the rest are not, and the message names the folder all the same.
 _MAX_DEEPSPEED_STATES = 256
@@ -677,7 +691,6 @@ def refuse_unsafe_deepspeed_states(folder: Path) -> None:
         UnsafePickle: naming the file and what it imports.
     """
     from weightdoctor.security.policy import DANGEROUS, UNKNOWN
-    from weightdoctor.security.scan import scan_file
 
     try:
         found = list(itertools.islice((p for pattern in ("global_step*/*_model_states.pt",
@@ -685,13 +698,7 @@ def refuse_unsafe_deepspeed_states(folder: Path) -> None:
                                        for p in sorted(folder.glob(pattern))), _MAX_DEEPSPEED_STATES))
     except OSError:
         return
-    for path in found:
-        try:
-            report = scan_file(path) if path.is_file() else None
-        except OSError:
-            continue  # unreadable: DeepSpeed cannot read it either
-        if report is None:
-            continue
+    for path, report in _scans_of(found):
         flagged = sorted({g.qualified for g in report.globals if g.safety == DANGEROUS or (
             g.safety == UNKNOWN and g.module.split(".")[0] not in ("torch", "deepspeed"))})
         if flagged:
@@ -717,18 +724,12 @@ def refuse_unsafe_accelerate_objects(folder: Path) -> None:
     Raises:
         UnsafePickle: naming the file and what its scan found.
     """
-    from weightdoctor.security.scan import scan_file
-
     try:
         found = sorted(itertools.islice(folder.glob("custom_checkpoint_*.pkl"), _MAX_CUSTOM_CHECKPOINTS))
     except OSError:
         return
-    for path in found:
-        try:
-            report = scan_file(path) if path.is_file() else None
-        except OSError:
-            continue  # unreadable: load_state cannot read it either
-        if report is not None and report.unsafe:
+    for path, report in _scans_of(found):
+        if report.unsafe:
             raise UnsafePickle(f"{report.summary(limit=4)} (accelerate's load_state torch.loads this file beside the "
                                "weights with weights_only=False, running it); nothing was unpickled here", str(path))
 
