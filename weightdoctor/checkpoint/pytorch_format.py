@@ -390,7 +390,13 @@ def _ema_pytorch_beside_model(obj: Any) -> bool:
     ema = obj.get("ema_model_state_dict")
     if not _is_state_dict(ema) or not {"initted", "step"} <= set(ema):
         return False
-    return any(isinstance(name, str) and name.startswith("ema_model.") for name in ema)
+    # F5-TTS' trainer keeps the averaged model alone (include_online_model=False), a CFM whose backbone (DiT, UNetT,
+    # MMDiT) ends in transformer.proj_out. lucidrains' e2-tts-pytorch, whose trainer F5-TTS' grew from, saves the very
+    # same dict, but its E2TTS has no proj_out and its one loader (resuming) reads model_state_dict; and an EMA saved
+    # with ema_pytorch's default include_online_model=True holds the raw weights again as online_model.*.
+    averaged = [name for name in ema if name not in ("initted", "step")]
+    return all(isinstance(name, str) and name.startswith("ema_model.") for name in averaged) and any(
+        name.startswith("ema_model.transformer.proj_out.") for name in averaged)
 
 
 def _voice_model_note(obj: Any) -> str | None:
