@@ -82,3 +82,31 @@ def test_a_faiss_binary_index_says_its_vector_count(tmp_path: Path) -> None:
     path.write_bytes(b"IwFl" + struct.pack("<iq", 768, 1500) + bytes(64))
     result = run_cli("inspect", str(path))
     assert result.exit_code == 2 and "a faiss index (IwFl: 1,500 vectors of 768 dimensions)" in result.stderr
+
+
+def test_a_photomaker_adapter_stored_flat_in_a_pickle_is_said_to_break_its_loader(tmp_path: Path) -> None:
+    """convert warns when it writes PhotoMaker's id_encoder.* / lora_weights.* flat to a .bin (load_photomaker_adapter
+    indexes a pickle's state_dict["id_encoder"]), but inspecting that very .bin said nothing, as it says of an
+    IP-Adapter stored so. The two-part file itself reads together, and an IP-Adapter's note is unchanged."""
+    parts = {"id_encoder": {"vision_model.embeddings.patch_embedding.weight": torch.ones(4, 3, 2, 2)},
+             "lora_weights": {"unet.down_blocks.0.attn.to_k_lora.down.weight": torch.ones(2, 4)}}
+    two_part = tmp_path / "photomaker-v1.bin"
+    torch.save(parts, two_part)
+    out = tmp_path / "flat.bin"
+    result = run_cli("convert", str(two_part), "-o", str(out))
+    assert result.exit_code == 0 and "a PhotoMaker adapter written flat" in " ".join(result.stderr.split())
+    code, data = run_json("inspect", str(out))
+    assert code == 0 and data["num_tensors"] == 2, data
+    assert any("a PhotoMaker adapter stored flat" in w and "load_photomaker_adapter" in w
+               for w in data["warnings"]), data["warnings"]
+    code, data = run_json("inspect", str(two_part))
+    assert code == 0 and any(w.startswith("a PhotoMaker adapter (its ID encoder") or ": a PhotoMaker adapter (its ID"
+                             in w for w in data["warnings"]), data["warnings"]
+    assert not any("stored flat" in w for w in data["warnings"])
+    ip_adapter = tmp_path / "ip-adapter_sd15.bin"
+    torch.save({"image_proj": {"proj.weight": torch.ones(4, 4)}, "ip_adapter": {"1.to_k_ip.weight": torch.ones(4, 4)}},
+               ip_adapter)
+    code, data = run_json("inspect", str(ip_adapter))
+    assert code == 0 and any("an IP-Adapter file: its image_proj and ip_adapter state dicts are read together" in w
+                             and "diffusers' load_ip_adapter reads too" in w for w in data["warnings"])
+    assert not any("PhotoMaker" in w for w in data["warnings"])
