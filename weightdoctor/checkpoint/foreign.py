@@ -127,13 +127,19 @@ _FAISS_FOURCCS = frozenset(code.encode() for code in (
 
 def _faiss_index(prefix: bytes) -> str | None:
     """What to say of a faiss index file, or None: its class code, dimension and vector count are its first bytes."""
-    if len(prefix) < 16 or prefix[:4] not in _FAISS_FOURCCS:
+    # A binary index ("IB..") writes its code size (int32) between the dimension, in bits, and the count.
+    binary = prefix[:2] == b"IB"
+    count_at = 12 if binary else 8
+    if len(prefix) < count_at + 8 or prefix[:4] not in _FAISS_FOURCCS:
         return None
     dimension = int.from_bytes(prefix[4:8], "little", signed=True)
-    count = int.from_bytes(prefix[8:16], "little", signed=True)
+    count = int.from_bytes(prefix[count_at:count_at + 8], "little", signed=True)
     if not 0 < dimension <= 1 << 20 or count < 0:
         return None  # not the header faiss writes: the four letters alone prove little
-    return (f"a faiss index ({prefix[:4].decode()}: {count:,} vectors of {dimension} dimensions), read by "
+    if binary and int.from_bytes(prefix[8:12], "little", signed=True) != (dimension + 7) // 8:
+        return None  # a binary index's code is its dimension's bits in bytes
+    vectors = f"binary vectors of {dimension} bits" if binary else f"vectors of {dimension} dimensions"
+    return (f"a faiss index ({prefix[:4].decode()}: {count:,} {vectors}), read by "
             "faiss.read_index, not a checkpoint: a retrieval index, no model weights (RVC keeps its added_*.index "
             "of the training voice's features beside the .pth it loads; faiss' reader parses it in C++ and runs no "
             "pickle)")

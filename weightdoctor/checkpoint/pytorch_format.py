@@ -390,7 +390,13 @@ def _ema_pytorch_beside_model(obj: Any) -> bool:
     ema = obj.get("ema_model_state_dict")
     if not _is_state_dict(ema) or not {"initted", "step"} <= set(ema):
         return False
-    return any(isinstance(name, str) and name.startswith("ema_model.") for name in ema)
+    # F5-TTS' trainer keeps the averaged model alone (include_online_model=False), a CFM whose backbone (DiT, UNetT,
+    # MMDiT) ends in transformer.proj_out. lucidrains' e2-tts-pytorch, whose trainer F5-TTS' grew from, saves the very
+    # same dict, but its E2TTS has no proj_out and its one loader (resuming) reads model_state_dict; and an EMA saved
+    # with ema_pytorch's default include_online_model=True holds the raw weights again as online_model.*.
+    averaged = [name for name in ema if name not in ("initted", "step")]
+    return all(isinstance(name, str) and name.startswith("ema_model.") for name in averaged) and any(
+        name.startswith("ema_model.transformer.proj_out.") for name in averaged)
 
 
 def _voice_model_note(obj: Any) -> str | None:
@@ -1241,6 +1247,12 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         notes.append("an IP-Adapter stored flat (image_proj.*, ip_adapter.*) in a pickle: diffusers' load_ip_adapter "
                      "and ComfyUI's IPAdapter nodes read a .bin as {'image_proj': ..., 'ip_adapter': ...} and raise "
                      "on these names; as a .safetensors (weightdoctor convert -o NAME.safetensors) both read it flat")
+    elif key is None and nested_key is None and isinstance(state_dict, Mapping) and state_dict and {
+            name.split(".", 1)[0] if isinstance(name, str) else None for name in state_dict} == set(_PHOTOMAKER_PARTS):
+        # The same trap as above: convert warns when it writes one, and the file it wrote read here without a word.
+        notes.append("a PhotoMaker adapter stored flat (id_encoder.*, lora_weights.*) in a pickle: "
+                     "load_photomaker_adapter reads a .bin as {'id_encoder': ..., 'lora_weights': ...} and raises on "
+                     "these names; as a .safetensors (weightdoctor convert -o NAME.safetensors) it reads it flat")
     elif nested_key == "params_ema" and isinstance(obj, Mapping) and _is_state_dict(obj.get("params")):
         notes.append("a BasicSR checkpoint (Real-ESRGAN, GFPGAN, SwinIR): params_ema is read, the averaged weights "
                      "its inference loads; --key params reads the training weights beside them")
