@@ -1034,11 +1034,17 @@ def _buffers_in(obj: Any) -> list[tuple[str, bytes, bool]]:
             # or `torch.load(io.BytesIO(...))` runs it (ad hoc training states keep a pickled model so). Other
             # bytes (a tokenizer's proto, text) are left alone: read as a pickle they would name nonsense globals.
             found.append((where or "the top level", bytes(value), False))
+        elif isinstance(value, InertObject):
+            # An inert object's pickled arguments, state and items (an argparse.Namespace's attributes) are what
+            # its loader gets back as plain values too: `pickle.loads(args.blobs[0])` runs a pickle kept there.
+            extra = value.__dict__
+            stack.extend((part, where) for part in (extra.get("_inert_args"), extra.get("_inert_state"),
+                                                    extra.get("_inert_items")) if part is not None)
         # Tensors are left out before their path is built: a string per tensor, which the pop then skipped.
         if isinstance(value, Mapping):
             stack.extend((item, f"{where}.{_key_text(name)}" if where else _key_text(name))
                          for name, item in value.items() if not is_tensor(item))
-        elif isinstance(value, (list, tuple)):
+        elif isinstance(value, (list, tuple, set, frozenset)):
             stack.extend((item, f"{where}.{index}" if where else str(index))
                          for index, item in enumerate(value) if not is_tensor(item))
     return found
@@ -1058,6 +1064,7 @@ def _refuse_pickles_in_buffers(obj: Any) -> None:
     Raises:
         UnsafePickle: a buffer's pickle names a global that is not safe.
     """
+    from weightdoctor.security.extra_state import LOAD_FROM_BYTES, pickle_loads_problem
     from weightdoctor.security.policy import DANGEROUS, UNKNOWN
     from weightdoctor.security.scan import scan_bytes
 
@@ -1065,6 +1072,15 @@ def _refuse_pickles_in_buffers(obj: Any) -> None:
         report = scan_bytes(data)
         # Inert names inside (a Namespace, a BytesIO) build as harmless there as here: TE loads the buffer once.
         flagged = sorted({g.qualified for g in report.globals if g.safety in (DANGEROUS, UNKNOWN)})
+        if LOAD_FROM_BYTES in flagged and not buffer and data[:1] == b"\x80":
+            # pickle.dumps writes every tensor's storage as _load_from_bytes(<torch.save bytes>) (a pickled
+            # optimizer state): judged by the archive it torch.loads, as an _extra_state tensor's pickle is.
+            problem = pickle_loads_problem(data)
+            if problem is None:
+                continue
+            raise UnsafePickle(f"{problem[0]}: the bytes value at {where} {problem[1]} (the code that reads this "
+                               "checkpoint runs it when it unpickles the value, as pickle.loads(ckpt[...]) does); "
+                               "the outer file's own globals are safe")
         if flagged:
             shown = ", ".join(flagged[:4]) + (", ..." if len(flagged) > 4 else "")
             loaded_by = ("TransformerEngine's set_extra_state torch.loads such a buffer when the model loads this "

@@ -1,0 +1,83 @@
+"""review32: the nested-payload scans (bytes values, DCP shards and .metadata, accelerate custom checkpoints,
+DeepSpeed states) against files the real libraries write, and the ways around them a reviewer found."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.helpers import run_cli, run_json
+
+
+class _RunsAShellCommand:
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return os.system, ("echo the payload ran",)
+
+
+def _one_error_line(result: Any) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and result.stdout == "" and len(lines) == 1, (result.stdout, result.stderr)
+    return lines[0]
+
+
+def _trained_adamw() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(3, 4)).sum().backward()
+    optimizer.step()
+    return model, optimizer
+
+
+@pytest.mark.parametrize("protocol", [3, 4, 5])
+def test_a_pickle_dumps_of_an_optimizer_state_kept_as_bytes_is_not_refused(tmp_path: Path, protocol: int) -> None:
+    """pickle.dumps writes each tensor's storage as torch.storage._load_from_bytes(<torch.save bytes>): a training
+    state keeping `pickle.dumps(optimizer.state_dict())` was refused as dangerous for naming it, though the bytes
+    it torch.loads are a clean archive. One whose nested archive runs code is still refused."""
+    model, optimizer = _trained_adamw()
+    good = tmp_path / "state.pt"
+    torch.save({"model_state_dict": model.state_dict(),
+                "optimizer": pickle.dumps(optimizer.state_dict(), protocol=protocol)}, good)
+    code, report = run_json("inspect", str(good))
+    assert code == 0 and report["security"]["verdict"] == "safe", report
+
+    class _StorageOfAHostileArchive:
+        def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+            buffer = io.BytesIO()
+            torch.save({"hook": _RunsAShellCommand()}, buffer)
+            return torch.storage._load_from_bytes, (buffer.getvalue(),)
+
+    bad = tmp_path / "bad.pt"
+    torch.save({"model_state_dict": model.state_dict(),
+                "optimizer": pickle.dumps({"state": _StorageOfAHostileArchive()}, protocol=protocol)}, bad)
+    line = _one_error_line(run_cli("inspect", str(bad)))
+    assert line.startswith(f"error: {bad}: dangerous: the bytes value at optimizer holds a pickle whose "
+                           "torch.storage._load_from_bytes torch.loads bytes that are not safe (dangerous: "
+                           "posix.system"), line
+
+
+@pytest.mark.parametrize("where", ["namespace", "set"])
+def test_a_pickle_kept_as_bytes_inside_a_namespace_or_a_set_is_refused(tmp_path: Path, where: str) -> None:
+    """The walk entered dicts, lists and tuples only: `args.blobs[0]` of an argparse.Namespace (read as inert
+    data, its attributes its pickled state) and a set's member were never scanned, the file called safe."""
+    payload = pickle.dumps(_RunsAShellCommand())
+    held: object = (argparse.Namespace(lr=1e-3, blobs=[payload]) if where == "namespace" else {payload})
+    bad = tmp_path / "state.pt"
+    torch.save({"model_state_dict": {"fc.weight": torch.zeros(2, 2)}, "args": held}, bad)
+    line = _one_error_line(run_cli("inspect", str(bad)))
+    expected = "args.blobs.0" if where == "namespace" else "args.0"
+    assert line.startswith(f"error: {bad}: dangerous: the bytes value at {expected} holds a pickle that names "
+                           "posix.system"), line
+
+    good = tmp_path / "good.pt"
+    torch.save({"model_state_dict": {"fc.weight": torch.zeros(2, 2)},
+                "args": argparse.Namespace(lr=1e-3, blobs=[pickle.dumps({"epoch": 3})], out=b"\x89PNG\r\n")}, good)
+    code, report = run_json("inspect", str(good))
+    assert code == 0 and report["security"]["verdict"] == "safe", report
