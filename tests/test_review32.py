@@ -81,3 +81,54 @@ def test_a_pickle_kept_as_bytes_inside_a_namespace_or_a_set_is_refused(tmp_path:
                 "args": argparse.Namespace(lr=1e-3, blobs=[pickle.dumps({"epoch": 3})], out=b"\x89PNG\r\n")}, good)
     code, report = run_json("inspect", str(good))
     assert code == 0 and report["security"]["verdict"] == "safe", report
+
+
+class _ExecsItsSource:
+    """What torch.fx's GraphModule pickles as: `reduce_graph_module(body, import_block)` execs import_block with
+    the code it is given (a function of torch, which the DCP and DeepSpeed scans let through as torch's own)."""
+
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, str], str]]:
+        import torch.fx.graph_module
+
+        return torch.fx.graph_module.reduce_graph_module, (
+            {"code": "\ndef forward(self):\n    pass\n"}, "import os; os.system('echo the payload ran')\n")
+
+
+def _dcp_save(folder: Path, state: dict[str, object]) -> None:
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    folder.mkdir(parents=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "torch.distributed is disabled ... assuming a single process"
+        dcp.save(state, checkpoint_id=str(folder), no_dist=True)
+
+
+def test_a_torch_function_that_runs_code_is_not_vouched_for_as_torch_s_own(tmp_path: Path) -> None:
+    """The DCP .metadata scan let every unknown `torch.*` name through (DCP's own classes are unknown to the
+    policy) and the DeepSpeed states scan every `torch.*` / `deepspeed.*` one: torch.fx's reduce_graph_module,
+    which execs the source the pickle gives it, passed both, and the folder was pointed at dcp_to_torch_save /
+    zero_to_fp32.py. Their genuine classes (Metadata, _StorageInfo, ZeroStageEnum) still pass."""
+    _dcp_save(tmp_path / "dcp", {"model": {"fc.weight": torch.zeros(2, 2)}, "step": 3})
+    line = _one_error_line(run_cli("inspect", str(tmp_path / "dcp")))
+    assert "dcp_to_torch_save" in line and "suspicious" not in line, line
+    metadata = tmp_path / "dcp" / ".metadata"
+    metadata.write_bytes(pickle.dumps(_ExecsItsSource()))
+    line = _one_error_line(run_cli("inspect", str(tmp_path / "dcp")))
+    assert line.startswith(f"error: {metadata}: suspicious: the .metadata of this torch.distributed.checkpoint "
+                           "(DCP) folder names torch.fx.graph_module.reduce_graph_module; "), line
+
+    run = tmp_path / "run"
+    step = run / "global_step5"
+    step.mkdir(parents=True)
+    torch.save({"module": {"fc.weight": torch.empty(0)}, "ds_version": "0.14.0"},
+               step / "zero_pp_rank_0_mp_rank_00_model_states.pt")
+    torch.save({"optimizer_state_dict": {"zero_stage": 3}, "hook": _ExecsItsSource()},
+               step / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    (run / "zero_to_fp32.py").write_text("# DeepSpeed's script\n")
+    line = _one_error_line(run_cli("inspect", str(run)))
+    assert line == (f"error: {step / 'bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt'}: suspicious: this DeepSpeed "
+                    "states file names torch.fx.graph_module.reduce_graph_module; zero_to_fp32.py and DeepSpeed's "
+                    "load_checkpoint torch.load it with weights_only=False, running it: do not gather or load the "
+                    "folder; nothing was unpickled here"), line

@@ -660,6 +660,33 @@ def is_training_state(name: str) -> bool:
                  or name in ("optim.pt", "train.pt", "distrib_optim.pt")))
 
 
+# Subpackages of torch and DeepSpeed whose classes run code when built (elastic's SubprocessHandler starts a process,
+# torch.fx execs source, DeepSpeed's launcher and op builders run and compile): never vouched for as their own.
+_NOT_VOUCHED = ("torch.fx", "torch.utils", "torch.testing", "torch.distributed.elastic", "torch.distributed.launcher",
+                "torch.distributed.run", "deepspeed.launcher", "deepspeed.ops", "deepspeed.autotuning")
+# DeepSpeed dataclasses named in lower case: ZeRO-1/2 optimizer states keep their param_slice_mappings so.
+_LOWER_CASE_CLASSES = frozenset({"deepspeed.utils.tensor_fragment.fragment_address"})
+
+
+def _vouched_for(module: str, name: str, roots: tuple[str, ...]) -> bool:
+    """Whether an unknown global is a class of torch's or DeepSpeed's own that genuine DCP `.metadata` and DeepSpeed
+    states name (`torch.distributed.checkpoint.metadata.Metadata`, `_StorageInfo`, ZeRO's `ZeroStageEnum`): under
+    one of `roots`, and a class by its name. Their functions are not: torch.fx's `reduce_graph_module` execs the
+    source the pickle gives it, and every `torch.*` name had been let through.
+
+    Example:
+        >>> _vouched_for("deepspeed.runtime.zero.config", "ZeroStageEnum", ("torch", "deepspeed"))
+        True
+        >>> _vouched_for("torch.fx.graph_module", "reduce_graph_module", ("torch",))
+        False
+    """
+    if not any(module == root or module.startswith(f"{root}.") for root in roots):
+        return False
+    if any(module == cut or module.startswith(f"{cut}.") for cut in _NOT_VOUCHED):
+        return False
+    return name.lstrip("_")[:1].isupper() or f"{module}.{name}" in _LOWER_CASE_CLASSES
+
+
 # The most DeepSpeed states files scanned under a folder's global_step*/ folders (one model and one optimizer file
 # per rank and step); the rest are not, and the message names the folder all the same.
 _MAX_DEEPSPEED_STATES = 256
@@ -693,7 +720,7 @@ def refuse_unsafe_deepspeed_states(folder: Path) -> None:
         if report is None:
             continue
         flagged = sorted({g.qualified for g in report.globals if g.safety == DANGEROUS or (
-            g.safety == UNKNOWN and g.module.split(".")[0] not in ("torch", "deepspeed"))})
+            g.safety == UNKNOWN and not _vouched_for(g.module, g.name, ("torch", "deepspeed")))})
         if flagged:
             dangerous = any(g.safety == DANGEROUS for g in report.globals if g.qualified in flagged)
             shown = ", ".join(flagged[:4]) + (", ..." if len(flagged) > 4 else "")
@@ -866,7 +893,7 @@ def refuse_unsafe_dcp_metadata(folder: Path) -> None:
     merge-weights, Lightning's consolidate_checkpoint all do): the messages that name those as the next step sent
     a folder whose `.metadata` calls os.system there unscanned. DCP's own classes
     (`torch.distributed.checkpoint.metadata.Metadata`, ...) are unknown to the policy but are what every genuine
-    one holds, so torch's own names pass.
+    one holds, so torch's own classes pass (`_vouched_for`).
 
     Raises:
         UnsafePickle: naming the `.metadata` file and what it imports.
@@ -888,7 +915,7 @@ def refuse_unsafe_dcp_metadata(folder: Path) -> None:
         except OSError:
             continue  # unreadable: DCP cannot read it either, and the message names the folder all the same
         flagged = sorted({g.qualified for g in report.globals if g.safety == DANGEROUS or (
-            g.safety == UNKNOWN and g.module != "torch" and not g.module.startswith("torch."))})
+            g.safety == UNKNOWN and not _vouched_for(g.module, g.name, ("torch",)))})
         if flagged:
             dangerous = any(g.safety == DANGEROUS for g in report.globals if g.qualified in flagged)
             shown = ", ".join(flagged[:4]) + (", ..." if len(flagged) > 4 else "")
