@@ -132,3 +132,47 @@ def test_a_torch_function_that_runs_code_is_not_vouched_for_as_torch_s_own(tmp_p
                     "states file names torch.fx.graph_module.reduce_graph_module; zero_to_fp32.py and DeepSpeed's "
                     "load_checkpoint torch.load it with weights_only=False, running it: do not gather or load the "
                     "folder; nothing was unpickled here"), line
+
+
+def _archive(compression: int, local_name: str | None = None) -> bytes:
+    """A torch.save-shaped archive whose data.pkl calls os.system: deflated, or its local header naming another
+    member than its central directory (torch's reader, miniz, finds a member by the central directory alone)."""
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"hook": _RunsAShellCommand()}, protocol=2))
+        archive.writestr("archive/version", "3\n")
+    data = buffer.getvalue()
+    if local_name is not None:
+        start = data.index(b"archive/data.pkl")  # the local header's copy comes first
+        data = data[:start] + local_name.encode() + data[start + len(local_name):]
+    return data
+
+
+@pytest.mark.parametrize("layout", ["deflated", "local-name"])
+def test_a_dcp_entry_whose_archive_torch_load_reads_by_its_central_directory_is_scanned(tmp_path: Path,
+                                                                                      layout: str) -> None:
+    """The shard scan found archives by their local headers and walked the bytes after one named data.pkl as a
+    pickle: a deflated data.pkl (torch.load inflates it) or one whose local header names another member (torch
+    goes by the central directory) calls os.system unscanned, and the folder was sent to dcp_to_torch_save."""
+    import zipfile
+
+    folder = tmp_path / "dcp"
+    _dcp_save(folder, {"model": {"fc.weight": torch.zeros(2, 2)}, "extra": {"epoch": 1}})
+    payload = (_archive(zipfile.ZIP_DEFLATED) if layout == "deflated"
+               else _archive(zipfile.ZIP_STORED, local_name="archive/datb.pkl"))
+    shard = next(folder.glob("*.distcp"))
+    start = shard.stat().st_size
+    with open(shard, "ab") as handle:
+        handle.write(payload)
+    # Point the entry's storage at the archive appended, as DCP's writer would have placed it.
+    metadata = pickle.loads((folder / ".metadata").read_bytes())
+    for index, info in list(metadata.storage_data.items()):
+        if index.fqn.startswith("extra"):
+            metadata.storage_data[index] = type(info)(relative_path=info.relative_path, offset=start,
+                                                      length=len(payload))
+    (folder / ".metadata").write_bytes(pickle.dumps(metadata))
+    line = _one_error_line(run_cli("inspect", str(folder)))
+    assert line.startswith(f"error: {shard}: dangerous: the torch.save archive at byte {start:,} of this "
+                           "torch.distributed.checkpoint (DCP) shard holds a pickle that names posix.system; "), line
