@@ -176,3 +176,24 @@ def test_a_dcp_entry_whose_archive_torch_load_reads_by_its_central_directory_is_
     line = _one_error_line(run_cli("inspect", str(folder)))
     assert line.startswith(f"error: {shard}: dangerous: the torch.save archive at byte {start:,} of this "
                            "torch.distributed.checkpoint (DCP) shard holds a pickle that names posix.system; "), line
+
+
+@pytest.mark.parametrize("protocol", [0, 1])
+def test_a_protocol_0_or_1_pickle_kept_as_bytes_is_refused(tmp_path: Path, protocol: int) -> None:
+    """Only bytes starting with PROTO (\\x80) or a zip were scanned: `pickle.dumps(obj, protocol=0)` starts with its
+    first opcode (GLOBAL `c`, MARK `(`), and `pickle.loads(ckpt["model"])` runs it all the same; the file was
+    called safe. Other bytes that are no pickle (a proto, a PNG, text) still read as before."""
+    bad = tmp_path / "state.pt"
+    torch.save({"model_state_dict": {"fc.weight": torch.zeros(2, 2)},
+                "model": pickle.dumps(_RunsAShellCommand(), protocol=protocol)}, bad)
+    line = _one_error_line(run_cli("inspect", str(bad)))
+    assert line.startswith(f"error: {bad}: dangerous: the bytes value at model holds a pickle that names "
+                           "posix.system"), line
+
+    good = tmp_path / "good.pt"
+    torch.save({"model_state_dict": {"fc.weight": torch.zeros(2, 2)},
+                "meta": pickle.dumps({"epoch": 3, "name": "run"}, protocol=protocol),
+                "proto": b"\n\x0b\n\x05<unk>\x15\x00\x00\x00\x00\x18\x02" * 50, "thumbnail": b"\x89PNG\r\n\x1a\n",
+                "config": b"config\nname: run\nclass: os.system\n", "note": b"(copy of the run)\n"}, good)
+    code, report = run_json("inspect", str(good))
+    assert code == 0 and report["security"]["verdict"] == "safe", report

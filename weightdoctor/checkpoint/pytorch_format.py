@@ -1028,11 +1028,12 @@ def _buffers_in(obj: Any) -> list[tuple[str, bytes, bool]]:
             data = state[0] if isinstance(state, tuple) and state else None
             if isinstance(data, (bytes, bytearray)) and data:
                 found.append((where or "the top level", bytes(data), True))
-        elif isinstance(value, (bytes, bytearray)) and (value[:4] == b"PK\x03\x04" or (
-                len(value) >= 2 and value[0] == 0x80 and value[1] <= 5)):
+        elif isinstance(value, (bytes, bytearray)) and value:
             # A bytes value that is a pickle or a torch.save archive: its loader's `pickle.loads(ckpt["model"])`
-            # or `torch.load(io.BytesIO(...))` runs it (ad hoc training states keep a pickled model so). Other
-            # bytes (a tokenizer's proto, text) are left alone: read as a pickle they would name nonsense globals.
+            # or `torch.load(io.BytesIO(...))` runs it (ad hoc training states keep a pickled model so). One of
+            # protocol 0 or 1 has no PROTO to start it, so every bytes value is walked; where it does not start
+            # like a pickle or a zip only dangerous names refuse it (a tokenizer's proto or text read as a pickle
+            # names nonsense globals, never os.system).
             found.append((where or "the top level", bytes(value), False))
         elif isinstance(value, InertObject):
             # An inert object's pickled arguments, state and items (an argparse.Namespace's attributes) are what
@@ -1071,7 +1072,9 @@ def _refuse_pickles_in_buffers(obj: Any) -> None:
     for where, data, buffer in _buffers_in(obj):
         report = scan_bytes(data)
         # Inert names inside (a Namespace, a BytesIO) build as harmless there as here: TE loads the buffer once.
-        flagged = sorted({g.qualified for g in report.globals if g.safety in (DANGEROUS, UNKNOWN)})
+        unmarked = not buffer and data[:1] != b"\x80" and data[:4] != b"PK\x03\x04"
+        flagged = sorted({g.qualified for g in report.globals
+                          if g.safety == DANGEROUS or (g.safety == UNKNOWN and not unmarked)})
         if LOAD_FROM_BYTES in flagged and not buffer and data[:1] == b"\x80":
             # pickle.dumps writes every tensor's storage as _load_from_bytes(<torch.save bytes>) (a pickled
             # optimizer state): judged by the archive it torch.loads, as an _extra_state tensor's pickle is.
