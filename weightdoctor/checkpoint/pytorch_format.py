@@ -1034,17 +1034,24 @@ def _buffers_in(obj: Any) -> list[tuple[str, bytes, bool]]:
             data = state[0] if isinstance(state, tuple) and state else None
             if isinstance(data, (bytes, bytearray)) and data:
                 found.append((where or "the top level", bytes(data), True))
-        elif isinstance(value, (bytes, bytearray)) and (value[:4] == b"PK\x03\x04" or (
-                len(value) >= 2 and value[0] == 0x80 and value[1] <= 5)):
+        elif isinstance(value, (bytes, bytearray)) and value:
             # A bytes value that is a pickle or a torch.save archive: its loader's `pickle.loads(ckpt["model"])`
-            # or `torch.load(io.BytesIO(...))` runs it (ad hoc training states keep a pickled model so). Other
-            # bytes (a tokenizer's proto, text) are left alone: read as a pickle they would name nonsense globals.
+            # or `torch.load(io.BytesIO(...))` runs it (ad hoc training states keep a pickled model so). One of
+            # protocol 0 or 1 has no PROTO to start it, so every bytes value is walked; where it does not start
+            # like a pickle or a zip only dangerous names refuse it (a tokenizer's proto or text read as a pickle
+            # names nonsense globals, never os.system).
             found.append((where or "the top level", bytes(value), False))
+        elif isinstance(value, InertObject):
+            # An inert object's pickled arguments, state and items (an argparse.Namespace's attributes) are what
+            # its loader gets back as plain values too: `pickle.loads(args.blobs[0])` runs a pickle kept there.
+            extra = value.__dict__
+            stack.extend((part, where) for part in (extra.get("_inert_args"), extra.get("_inert_state"),
+                                                    extra.get("_inert_items")) if part is not None)
         # Tensors are left out before their path is built: a string per tensor, which the pop then skipped.
         if isinstance(value, Mapping):
             stack.extend((item, f"{where}.{_key_text(name)}" if where else _key_text(name))
                          for name, item in value.items() if not is_tensor(item))
-        elif isinstance(value, (list, tuple)):
+        elif isinstance(value, (list, tuple, set, frozenset)):
             stack.extend((item, f"{where}.{index}" if where else str(index))
                          for index, item in enumerate(value) if not is_tensor(item))
     return found
@@ -1064,13 +1071,25 @@ def _refuse_pickles_in_buffers(obj: Any) -> None:
     Raises:
         UnsafePickle: a buffer's pickle names a global that is not safe.
     """
+    from weightdoctor.security.extra_state import LOAD_FROM_BYTES, pickle_loads_problem
     from weightdoctor.security.policy import DANGEROUS, UNKNOWN
     from weightdoctor.security.scan import scan_bytes
 
     for where, data, buffer in _buffers_in(obj):
         report = scan_bytes(data)
         # Inert names inside (a Namespace, a BytesIO) build as harmless there as here: TE loads the buffer once.
-        flagged = sorted({g.qualified for g in report.globals if g.safety in (DANGEROUS, UNKNOWN)})
+        unmarked = not buffer and data[:1] != b"\x80" and data[:4] != b"PK\x03\x04"
+        flagged = sorted({g.qualified for g in report.globals
+                          if g.safety == DANGEROUS or (g.safety == UNKNOWN and not unmarked)})
+        if LOAD_FROM_BYTES in flagged and not buffer and data[:1] == b"\x80":
+            # pickle.dumps writes every tensor's storage as _load_from_bytes(<torch.save bytes>) (a pickled
+            # optimizer state): judged by the archive it torch.loads, as an _extra_state tensor's pickle is.
+            problem = pickle_loads_problem(data)
+            if problem is None:
+                continue
+            raise UnsafePickle(f"{problem[0]}: the bytes value at {where} {problem[1]} (the code that reads this "
+                               "checkpoint runs it when it unpickles the value, as pickle.loads(ckpt[...]) does); "
+                               "the outer file's own globals are safe")
         if flagged:
             shown = ", ".join(flagged[:4]) + (", ..." if len(flagged) > 4 else "")
             loaded_by = ("TransformerEngine's set_extra_state torch.loads such a buffer when the model loads this "

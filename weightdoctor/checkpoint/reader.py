@@ -674,6 +674,33 @@ def _scans_of(paths: list[Path]) -> Iterator[tuple[Path, ScanReport]]:
             yield path, report
 
 
+# Subpackages of torch and DeepSpeed whose classes run code when built (elastic's SubprocessHandler starts a process,
+# torch.fx execs source, DeepSpeed's launcher and op builders run and compile): never vouched for as their own.
+_NOT_VOUCHED = ("torch.fx", "torch.utils", "torch.testing", "torch.distributed.elastic", "torch.distributed.launcher",
+                "torch.distributed.run", "deepspeed.launcher", "deepspeed.ops", "deepspeed.autotuning")
+# DeepSpeed dataclasses named in lower case: ZeRO-1/2 optimizer states keep their param_slice_mappings so.
+_LOWER_CASE_CLASSES = frozenset({"deepspeed.utils.tensor_fragment.fragment_address"})
+
+
+def _vouched_for(module: str, name: str, roots: tuple[str, ...]) -> bool:
+    """Whether an unknown global is a class of torch's or DeepSpeed's own that genuine DCP `.metadata` and DeepSpeed
+    states name (`torch.distributed.checkpoint.metadata.Metadata`, `_StorageInfo`, ZeRO's `ZeroStageEnum`): under
+    one of `roots`, and a class by its name. Their functions are not: torch.fx's `reduce_graph_module` execs the
+    source the pickle gives it, and every `torch.*` name had been let through.
+
+    Example:
+        >>> _vouched_for("deepspeed.runtime.zero.config", "ZeroStageEnum", ("torch", "deepspeed"))
+        True
+        >>> _vouched_for("torch.fx.graph_module", "reduce_graph_module", ("torch",))
+        False
+    """
+    if not any(module == root or module.startswith(f"{root}.") for root in roots):
+        return False
+    if any(module == cut or module.startswith(f"{cut}.") for cut in _NOT_VOUCHED):
+        return False
+    return name.lstrip("_")[:1].isupper() or f"{module}.{name}" in _LOWER_CASE_CLASSES
+
+
 # The most DeepSpeed states files scanned under a folder's global_step*/ folders (one model and one optimizer file
 # per rank and step); the rest are not, and the message names the folder all the same.
 _MAX_DEEPSPEED_STATES = 256
@@ -700,7 +727,7 @@ def refuse_unsafe_deepspeed_states(folder: Path) -> None:
         return
     for path, report in _scans_of(found):
         flagged = sorted({g.qualified for g in report.globals if g.safety == DANGEROUS or (
-            g.safety == UNKNOWN and g.module.split(".")[0] not in ("torch", "deepspeed"))})
+            g.safety == UNKNOWN and not _vouched_for(g.module, g.name, ("torch", "deepspeed")))})
         if flagged:
             dangerous = any(g.safety == DANGEROUS for g in report.globals if g.qualified in flagged)
             shown = ", ".join(flagged[:4]) + (", ..." if len(flagged) > 4 else "")
@@ -867,7 +894,7 @@ def refuse_unsafe_dcp_metadata(folder: Path) -> None:
     merge-weights, Lightning's consolidate_checkpoint all do): the messages that name those as the next step sent
     a folder whose `.metadata` calls os.system there unscanned. DCP's own classes
     (`torch.distributed.checkpoint.metadata.Metadata`, ...) are unknown to the policy but are what every genuine
-    one holds, so torch's own names pass.
+    one holds, so torch's own classes pass (`_vouched_for`).
 
     Raises:
         UnsafePickle: naming the `.metadata` file and what it imports.
@@ -889,7 +916,7 @@ def refuse_unsafe_dcp_metadata(folder: Path) -> None:
         except OSError:
             continue  # unreadable: DCP cannot read it either, and the message names the folder all the same
         flagged = sorted({g.qualified for g in report.globals if g.safety == DANGEROUS or (
-            g.safety == UNKNOWN and g.module != "torch" and not g.module.startswith("torch."))})
+            g.safety == UNKNOWN and not _vouched_for(g.module, g.name, ("torch",)))})
         if flagged:
             dangerous = any(g.safety == DANGEROUS for g in report.globals if g.qualified in flagged)
             shown = ", ".join(flagged[:4]) + (", ..." if len(flagged) > 4 else "")
@@ -910,6 +937,68 @@ _MAX_DCP_PICKLES = 4096
 _MAX_DCP_PICKLE_BYTES = 1 << 20
 _DCP_CHUNK = 16 << 20
 _LOCAL_HEADER = re.compile(rb"PK\x03\x04")
+_END_OF_ARCHIVE = re.compile(rb"PK\x05\x06")
+
+
+class _Window:
+    """The first `end` bytes of an open file, as zipfile reads an archive: its end is the archive's end."""
+
+    def __init__(self, handle: Any, end: int) -> None:
+        self.handle, self.end, self.position = handle, end, 0
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position = max(0, offset if whence == 0 else self.position + offset if whence == 1 else self.end + offset)
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.end - self.position if size < 0 else min(size, self.end - self.position)
+        self.handle.seek(self.position)
+        data = self.handle.read(max(size, 0))
+        self.position += len(data)
+        return data
+
+
+def _pickles_torch_reads(handle: Any, end: int) -> list[tuple[int, bytes, bool]]:
+    """The data.pkl of the archive that ends at byte `end` (its end of central directory record's end), as
+    torch.load finds it: by the central directory, inflated where deflated. Only the members the local-header
+    walk of `_refuse_unsafe_archives_in` does not read are returned (deflated, or whose local header names
+    another member): `(local header's byte, first bytes, whether cut)`."""
+    import zipfile
+    import zlib
+
+    try:
+        members = zipfile.ZipFile(_Window(handle, end)).infolist()  # type: ignore[arg-type]
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, struct.error):
+        return []  # torch.load cannot read it either
+    found = []
+    for member in members:
+        if not member.filename.endswith("data.pkl") or member.compress_type not in (zipfile.ZIP_STORED,
+                                                                                   zipfile.ZIP_DEFLATED):
+            continue  # miniz, torch's reader, knows these two methods only
+        handle.seek(member.header_offset)
+        local = handle.read(30)
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            continue
+        name_length, extra_length = struct.unpack_from("<HH", local, 26)
+        local_name = handle.read(name_length)
+        if member.compress_type == zipfile.ZIP_STORED and local_name.endswith(b"data.pkl"):
+            continue  # the local-header walk reads it
+        handle.seek(member.header_offset + 30 + name_length + extra_length)
+        raw = handle.read(min(member.compress_size, _MAX_DCP_PICKLE_BYTES))
+        if member.compress_type == zipfile.ZIP_STORED:
+            found.append((member.header_offset, raw, len(raw) == _MAX_DCP_PICKLE_BYTES))
+            continue
+        try:
+            inflater = zlib.decompressobj(-15)
+            data = inflater.decompress(raw, _MAX_DCP_PICKLE_BYTES)
+        except zlib.error:
+            continue  # torch.load fails on it without unpickling
+        found.append((member.header_offset, data, len(data) == _MAX_DCP_PICKLE_BYTES
+                      or len(raw) < member.compress_size))
+    return found
 
 
 def _refuse_unsafe_dcp_objects(folder: Path) -> None:
@@ -971,6 +1060,26 @@ def _refuse_unsafe_archives_in(shard: Path, budget: int, pickles: int) -> tuple[
                         "tensor back with torch.load(weights_only=False) (dcp.load, dcp_to_torch_save, accelerate "
                         "merge-weights), running it: do not convert or load the folder; nothing was unpickled "
                         "here", str(shard))
+            for match in _END_OF_ARCHIVE.finditer(chunk):
+                # torch.load finds data.pkl by the central directory: a deflated one, or one whose local header
+                # names another member, is not at the local header walked above.
+                handle.seek(position + match.start() + 20)
+                comment = handle.read(2)
+                if len(comment) < 2:
+                    continue
+                end = position + match.start() + 22 + struct.unpack("<H", comment)[0]
+                pickles -= 1  # each archive's directory read counts, so that shards full of signatures end soon
+                if pickles < 0:
+                    return budget, pickles
+                for start, data, cut in _pickles_torch_reads(handle, end):
+                    problem = pickle_loads_problem(data, prefix=cut)
+                    if problem is not None:
+                        raise UnsafePickle(
+                            f"{problem[0]}: the torch.save archive at byte {start:,} of this "
+                            f"torch.distributed.checkpoint (DCP) shard {problem[1]}; DCP reads each entry that is "
+                            "no tensor back with torch.load(weights_only=False) (dcp.load, dcp_to_torch_save, "
+                            "accelerate merge-weights), running it: do not convert or load the folder; nothing was "
+                            "unpickled here", str(shard))
             if len(chunk) < _DCP_CHUNK:
                 break
             position += len(chunk) - 3  # a header cut at the chunk's end is found whole in the next one
