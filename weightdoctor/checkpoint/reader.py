@@ -934,6 +934,10 @@ def refuse_unsafe_dcp_metadata(folder: Path) -> None:
 # running past it is refused as not vouched for).
 _MAX_DCP_SCAN_BYTES = 1 << 30
 _MAX_DCP_PICKLES = 4096
+# What one local header costs of that count when it names no data.pkl (a pickle costs 16): torch.save archives
+# hold a few members each, and a shard of 1 GiB filled with header signatures read each one's name (a seek and a
+# read per 4 bytes: about 14 s) before the pickles ran out.
+_DCP_PICKLE_COST = 16
 _MAX_DCP_PICKLE_BYTES = 1 << 20
 _DCP_CHUNK = 16 << 20
 _LOCAL_HEADER = re.compile(rb"PK\x03\x04")
@@ -1014,7 +1018,7 @@ def _refuse_unsafe_dcp_objects(folder: Path) -> None:
     Raises:
         UnsafePickle: naming the shard, the byte its archive starts at, and what the pickle imports.
     """
-    budget, pickles = _MAX_DCP_SCAN_BYTES, _MAX_DCP_PICKLES
+    budget, pickles = _MAX_DCP_SCAN_BYTES, _MAX_DCP_PICKLES * _DCP_PICKLE_COST
     for shard in sorted(folder.glob("*.distcp")):
         try:
             budget, pickles = _refuse_unsafe_archives_in(shard, budget, pickles)
@@ -1045,8 +1049,11 @@ def _refuse_unsafe_archives_in(shard: Path, budget: int, pickles: int) -> tuple[
                     continue
                 name_length, extra_length = struct.unpack("<HH", lengths)
                 if not handle.read(name_length).endswith(b"data.pkl"):
+                    pickles -= 1  # a member that is no pickle: a small part of one pickle's cost
+                    if pickles < 0:
+                        return budget, pickles
                     continue
-                pickles -= 1
+                pickles -= _DCP_PICKLE_COST
                 if pickles < 0:
                     return budget, pickles
                 handle.seek(start + 30 + name_length + extra_length)
@@ -1068,7 +1075,7 @@ def _refuse_unsafe_archives_in(shard: Path, budget: int, pickles: int) -> tuple[
                 if len(comment) < 2:
                     continue
                 end = position + match.start() + 22 + struct.unpack("<H", comment)[0]
-                pickles -= 1  # each archive's directory read counts, so that shards full of signatures end soon
+                pickles -= _DCP_PICKLE_COST  # each directory read counts: shards full of signatures end soon
                 if pickles < 0:
                     return budget, pickles
                 for start, data, cut in _pickles_torch_reads(handle, end):
