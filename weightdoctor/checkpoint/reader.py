@@ -2648,6 +2648,9 @@ def _open_checkpoint(
         try:
             # Before the weights are chosen: a save_state folder whose model is in a DCP subfolder has none here.
             refuse_unsafe_accelerate_objects(path)
+            # A Trainer checkpoint-N/ resumed under DeepSpeed torch.loads its global_stepN/ states (weights_only=False)
+            # whether or not zero_to_fp32.py is beside them: scanned wherever the folder is read, not only there.
+            refuse_unsafe_deepspeed_states(path)
             target, is_index = _choose_in_folder(path)
             warnings += _ignored_beside(path, target) + _folder_notes(path, target)
         except SourceNotFound as exc:

@@ -1,0 +1,56 @@
+"""Fix list 19: a Trainer checkpoint-N/ whose DeepSpeed states are scanned without zero_to_fp32.py beside them,
+plan-devices' offload line without --disk, the shadowed-method walk skipping tensors, folders of many empty
+subfolders refused in bounded time, and diff-keys' commands ending at a comma."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from tests.helpers import run_cli
+
+
+class _RunsAShellCommand:
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return os.system, ("echo the payload ran",)
+
+
+def _one_error_line(result: Any) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and result.stdout == "" and len(lines) == 1, (result.stdout, result.stderr)
+    return lines[0]
+
+
+def _trainer_checkpoint(folder: Path, hook: object = None) -> Path:
+    """A Trainer checkpoint-N/ saved under DeepSpeed ZeRO-2 with a 16-bit model: model.safetensors beside
+    global_step5/ (model and optimizer states) and `latest`, without the zero_to_fp32.py some versions copy."""
+    step = folder / "global_step5"
+    step.mkdir(parents=True)
+    save_file({"fc.weight": torch.ones(4, 4)}, str(folder / "model.safetensors"))
+    state: dict[str, object] = {"module": {"fc.weight": torch.ones(4, 4)}, "ds_version": "0.14.0"}
+    if hook is not None:
+        state["hook"] = hook
+    torch.save(state, step / "mp_rank_00_model_states.pt")
+    torch.save({"optimizer_state_dict": {"zero_stage": 2}}, step / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    (folder / "latest").write_text("global_step5")
+    return step
+
+
+def test_a_trainer_checkpoint_whose_deepspeed_states_run_code_is_refused_without_zero_to_fp32(tmp_path: Path) -> None:
+    """A resume with DeepSpeed torch.loads global_step5/'s states with weights_only=False: the folder was read as
+    safe (its model.safetensors clean) because they were scanned only where zero_to_fp32.py is beside them."""
+    genuine = tmp_path / "genuine" / "checkpoint-5"
+    _trainer_checkpoint(genuine)
+    result = run_cli("inspect", str(genuine))
+    assert result.exit_code == 0 and "fc.weight" in result.stdout, result.stderr
+
+    bad = tmp_path / "bad" / "checkpoint-5"
+    step = _trainer_checkpoint(bad, hook=_RunsAShellCommand())
+    for command in (("inspect", str(bad)), ("plan-devices", str(bad), "--gpu", "1GB")):
+        line = _one_error_line(run_cli(*command))
+        assert line.startswith(f"error: {step / 'mp_rank_00_model_states.pt'}: dangerous: this DeepSpeed states "
+                               "file names posix.system; "), line
