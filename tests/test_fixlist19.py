@@ -54,3 +54,34 @@ def test_a_trainer_checkpoint_whose_deepspeed_states_run_code_is_refused_without
         line = _one_error_line(run_cli(*command))
         assert line.startswith(f"error: {step / 'mp_rank_00_model_states.pt'}: dangerous: this DeepSpeed states "
                                "file names posix.system; "), line
+
+
+def _tiny_llama_config(tmp_path: Path) -> Path:
+    import json
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128,
+        "torch_dtype": "float16"}))
+    return config
+
+
+def test_plan_devices_without_disk_says_the_left_over_bytes_are_not_placed_not_streamed(tmp_path: Path) -> None:
+    """Without --disk the offload line said "164.54 KB on disk: 164.54 KB moved to the GPU for every generated
+    token" of bytes the disk line called left over with nowhere to go. They are said not placed, and only what the
+    CPU holds is timed; with --disk the line is as it was."""
+    config = _tiny_llama_config(tmp_path)
+
+    def offload_line(*budgets: str) -> str:
+        out = run_cli("plan-devices", str(config), "--gpu", "100KB", *budgets).stdout
+        [line] = [line for line in out.splitlines() if line.startswith("offload:")]
+        return line
+
+    assert offload_line("--cpu", "10KB") == ("offload: 0 B in CPU RAM, 164.54 KB not placed (disk offload is off; "
+                                             "--disk allows it)")
+    mixed = offload_line("--cpu", "160KB")
+    assert mixed.startswith("offload: 73.98 KB in CPU RAM, 90.56 KB not placed (disk offload is off; --disk allows "
+                            "it): 73.98 KB moved to the GPU for every generated token (≥ "), mixed
+    assert offload_line("--cpu", "10KB", "--disk").startswith(
+        "offload: 0 B in CPU RAM, 164.54 KB on disk: 164.54 KB moved to the GPU for every generated token (≥ ")
