@@ -131,3 +131,82 @@ def test_the_shadowed_method_walk_leaves_tensors_out_and_finds_what_it_found() -
             _refuse_shadowed_methods({"model": state, "held": held})
         assert str(caught.value).startswith("an unpickled OrderedDict sets attributes ['items'] that hide its own "
                                             "methods"), str(caught.value)
+
+
+def _listed_during(call: Any) -> list[str]:
+    """The folders os.scandir / os.listdir were called on while `call()` ran (audit events; the hook stays
+    installed for the process, so it records only while `call` runs)."""
+    import sys
+
+    listed: list[str] = []
+    recording: list[bool] = []
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if recording and event in ("os.scandir", "os.listdir"):
+            listed.append(os.fsdecode(args[0]) if args and args[0] is not None else ".")
+
+    sys.addaudithook(hook)
+    recording.append(True)
+    try:
+        call()
+    finally:
+        recording.clear()
+    return listed
+
+
+def _beside_many_folders(folder: Path, count: int = 1500) -> Path:
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    for index in range(count):
+        (folder / f"d{index:05d}").mkdir()
+    return folder
+
+
+def test_a_config_beside_thousands_of_empty_folders_is_refused_without_listing_each(tmp_path: Path) -> None:
+    """A config.json beside 30,000 empty folders (a data set's classes) took ~12 s to refuse: each folder was
+    listed for weights, for a shard index and for Core ML packages. Past the first 1,000 none is listed, and the
+    refusal is the same."""
+    import pytest
+
+    from weightdoctor.checkpoint.reader import open_checkpoint
+    from weightdoctor.errors import SourceNotFound
+
+    folder = _beside_many_folders(tmp_path / "classes")
+
+    def refused() -> None:
+        with pytest.raises(SourceNotFound) as caught:
+            open_checkpoint(str(folder))
+        assert str(caught.value) == "folder holds no weight file (.safetensors, .bin, .pt, .pth, .ckpt)", caught.value
+
+    listed = _listed_during(refused)
+    late = sorted({Path(p).name for p in listed if Path(p).parent == folder and Path(p).name >= "d01000"})
+    assert late == [], late[:5]
+    assert len(listed) < 4000, len(listed)
+
+
+def test_what_lies_past_the_first_thousand_folders_is_still_named(tmp_path: Path) -> None:
+    """The bound keeps the answers: the step DeepSpeed's `latest` names and a Core ML package in coreml/ are found
+    past the first 1,000 folders, and a folder of a few subfolders is answered as before."""
+    run = _beside_many_folders(tmp_path / "run")
+    step = run / "global_step9999"
+    step.mkdir()
+    torch.save({"module": {"fc.weight": torch.ones(2, 2)}}, step / "mp_rank_00_model_states.pt")
+    (run / "latest").write_text("global_step9999")
+    line = " ".join(run_cli("inspect", str(run)).stderr.split())
+    assert f"weights are in subfolders (global_step9999/): point at one, e.g. {step} (the one DeepSpeed's `latest` " \
+           "file names)" in line, line
+
+    exported = _beside_many_folders(tmp_path / "exported")
+    (exported / "coreml" / "text-generation" / "float32_model.mlpackage").mkdir(parents=True)
+    line = " ".join(run_cli("inspect", str(exported)).stderr.split())
+    assert "it holds Core ML packages (coreml/text-generation/float32_model.mlpackage)" in line, line
+
+    few = tmp_path / "few"
+    (few / "unet").mkdir(parents=True)
+    (few / "empty").mkdir()
+    (few / "config.json").write_text('{"model_type": "bert"}')
+    (few / "coreml" / "unet.mlpackage").mkdir(parents=True)
+    save_file({"w": torch.ones(2)}, str(few / "unet" / "model.safetensors"))
+    line = " ".join(run_cli("inspect", str(few)).stderr.split())
+    assert "it holds Core ML packages (coreml/unet.mlpackage)" in line, line
+    assert f"weights are in subfolders (unet/): point at one, e.g. {few / 'unet'}" in line, line

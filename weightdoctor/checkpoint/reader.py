@@ -759,8 +759,13 @@ def weight_files_in(folder: Path) -> list[Path]:
 
 
 def _subfolders_with_weights(folder: Path) -> list[str]:
+    """The subfolders of `folder` holding weight files or a shard index; of more than _SIBLING_FOLDER_ENTRIES, the
+    first ones, the usual export folders and the step DeepSpeed's `latest` names are looked into (a config beside
+    30,000 empty folders was refused after 30,000 listings)."""
     found = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    with os.scandir(folder) as entries:  # the entries' types: no stat of each
+        names = sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
+    for sub in (folder / name for name in _bounded_subfolders(names, _latest_tag(folder))):
         try:
             if weight_files_in(sub) or any(sub.glob("*.index.json")):
                 found.append(sub.name)
@@ -2071,15 +2076,7 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
                          f"{'a name' if len(other_names) == 1 else 'names'} from_pretrained(folder) does not look "
                          "for)")
         with os.scandir(folder) as entries:  # the directory's file types: no stat of each of 100,000 files
-            subs = sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
-        if len(subs) > _SIBLING_FOLDER_ENTRIES:
-            # A model beside 40,000 folders (a data set's classes, a run's step folders) took over 10 s, each
-            # folder listed three ways: the exports' usual names are looked into, and the first 1,000 others.
-            # A Core ML package lies at the top as often as in coreml/ (model.mlpackage/): it sorted past the
-            # first 1,000 and went unnamed.
-            exports = (name for name in subs if name.lower() in _EXPORT_FOLDERS
-                       or name.lower().endswith(foreign.COREML_FOLDER_SUFFIXES))
-            subs = sorted({*subs[:_SIBLING_FOLDER_ENTRIES], *exports})
+            subs = _bounded_subfolders(sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir()))
         resolved_reads = [q.resolve() for q in read]  # once, not once per subfolder
         for sub in (folder / name for name in subs):
             if already_said(sub.name + "/") or any(q.is_relative_to(sub.resolve()) for q in resolved_reads) \
@@ -2106,6 +2103,27 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
 _SIBLING_FOLDER_ENTRIES = 1000
 # The subfolders Hub repos keep exports and original releases in, looked into however many folders are beside them.
 _EXPORT_FOLDERS = frozenset({"onnx", "openvino", "coreml", "original"})
+
+
+def _bounded_subfolders(names: list[str], *named: str | None) -> list[str]:
+    """Of a folder's sorted subfolder names, those to look into: all of them, or past _SIBLING_FOLDER_ENTRIES the
+    first ones, the exports' usual names, Core ML packages and any of `named` there.
+
+    A model beside 40,000 folders (a data set's classes, a run's step folders) took over 10 s, each folder listed
+    three ways. A Core ML package lies at the top as often as in coreml/ (model.mlpackage/): it sorted past the
+    first 1,000 and went unnamed.
+
+    Example:
+        >>> _bounded_subfolders(["onnx", "unet"])
+        ['onnx', 'unet']
+    """
+    from weightdoctor.checkpoint import foreign
+
+    if len(names) <= _SIBLING_FOLDER_ENTRIES:
+        return names
+    kept = {name for name in names if name.lower() in _EXPORT_FOLDERS or name in named
+            or name.lower().endswith(foreign.COREML_FOLDER_SUFFIXES)}
+    return sorted({*names[:_SIBLING_FOLDER_ENTRIES], *kept})
 
 
 def _few_entries(folder: Path) -> bool:
