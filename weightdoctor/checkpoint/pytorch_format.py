@@ -191,6 +191,7 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
     """Locate the weights inside what `torch.load` returned.
 
     Example:
+        >>> import torch
         >>> find_state_dict({"epoch": 3, "model_state_dict": {"w": torch.zeros(2)}})
         ({'w': tensor([0., 0.])}, 'model_state_dict')
 
