@@ -210,3 +210,32 @@ def test_what_lies_past_the_first_thousand_folders_is_still_named(tmp_path: Path
     line = " ".join(run_cli("inspect", str(few)).stderr.split())
     assert "it holds Core ML packages (coreml/unet.mlpackage)" in line, line
     assert f"weights are in subfolders (unet/): point at one, e.g. {few / 'unet'}" in line, line
+
+
+def test_a_command_for_a_folder_named_with_a_trailing_comma_is_shown_whole(tmp_path: Path) -> None:
+    """diff-keys shows each command of a note on a line of its own, cut at a `,` before a space (the prose's): a
+    folder `run,` (shlex leaves a comma bare) was shown as `weightdoctor convert run` and the note kept `, -o ...`.
+    The word is quoted, and the command shown whole runs on the folder named."""
+    import shlex
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from weightdoctor.paths import shell_word
+    from weightdoctor.render.diff_keys import _commands_out
+
+    assert shell_word("run,") == "'run,'" and shell_word("a,b") == "a,b" and shell_word("a b,") == "'a b,'"
+    assert _commands_out(f"write it first (weightdoctor convert {shell_word('run,')} -o m.safetensors), then") == (
+        "write it first (the command below), then", ["weightdoctor convert 'run,' -o m.safetensors"])
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=32)
+    folder = tmp_path / "run,"
+    folder.mkdir()
+    config.save_pretrained(folder)
+    torch.save({"model": BertForSequenceClassification(config).state_dict(), "epoch": 1}, folder / "checkpoint.pt")
+    out = run_cli("diff-keys", str(folder), "--model-class", "BertForSequenceClassification").stdout
+    [command] = [line for line in out.splitlines() if line.startswith("weightdoctor convert ")]
+    words = shlex.split(command)
+    assert words[:5] == ["weightdoctor", "convert", str(folder), "-o", f"{folder}-state-dict"], command
+    assert "(the command below, a folder from_pretrained reads)" in " ".join(out.split()), out
