@@ -693,9 +693,11 @@ def refuse_unsafe_deepspeed_states(folder: Path) -> None:
     from weightdoctor.security.policy import DANGEROUS, UNKNOWN
 
     try:
-        found = list(itertools.islice((p for pattern in ("global_step*/*_model_states.pt",
-                                                         "global_step*/*_optim_states.pt")
-                                       for p in sorted(folder.glob(pattern))), _MAX_DEEPSPEED_STATES))
+        # The folder listed once (every folder read comes here, one of 100,000 files too), then each step's own.
+        with os.scandir(folder) as entries:
+            steps = sorted(e.name for e in entries if e.name.startswith("global_step") and e.is_dir())
+        found = list(itertools.islice((p for pattern in ("*_model_states.pt", "*_optim_states.pt") for step in steps
+                                       for p in sorted((folder / step).glob(pattern))), _MAX_DEEPSPEED_STATES))
     except OSError:
         return
     for path, report in _scans_of(found):
