@@ -1090,9 +1090,9 @@ def check_dtype(
     """Simulate casting every floating tensor of `checkpoint` to each target and judge the result.
 
     Example:
-        >>> with open_checkpoint("model.safetensors") as ckpt:
+        >>> with open_checkpoint("model.safetensors") as ckpt:  # doctest: +SKIP
         ...     report = check_dtype(ckpt, ["fp16", "bf16"])
-        >>> report.targets["fp16"].verdict
+        >>> report.targets["fp16"].verdict  # doctest: +SKIP
         'lossy'
 
     Args:
@@ -1300,7 +1300,7 @@ def kept_fp32_at_load(checkpoint: Checkpoint, targets: Iterable[str]) -> dict[st
     `config.json`; a checkpoint without one, or whose config transformers cannot build, gets no entry.
 
     Example:
-        >>> kept_fp32_at_load(t5_checkpoint, ["fp16", "bf16"])
+        >>> kept_fp32_at_load(t5_checkpoint, ["fp16", "bf16"])  # doctest: +SKIP
         {'fp16': ['encoder.block.0.layer.1.DenseReluDense.wo.weight', ...], 'bf16': []}
     """
     wanted = [t for t in targets if t in ("fp16", "bf16")]

@@ -133,7 +133,7 @@ def source_metadata(checkpoint: Checkpoint, fmt: str, renames: list[Rename] | No
     lost (a .bin holds no metadata). Names of the source's tensors in it follow `renames`.
 
     Example:
-        >>> source_metadata(open_checkpoint("lora.safetensors"), "bin", None)[1]
+        >>> source_metadata(open_checkpoint("lora.safetensors"), "bin", None)[1]  # doctest: +SKIP
         "a .bin file holds no metadata: the source's ss_network_alpha, ss_network_dim are not written"
     """
     source = checkpoint.metadata or {}
@@ -227,8 +227,8 @@ def nested_only_warning(checkpoint: Checkpoint) -> str:
     """What a training checkpoint's output leaves out, by name: whisper's `dims` (the model's shape, which
     whisper.load_model needs), a `global_step`, an optimizer.
 
-    Example:
-        >>> nested_only_warning(open_checkpoint("tiny.pt"))  # openai-whisper's {"dims": ..., "model_state_dict": ...}
+    Example (openai-whisper's {"dims": ..., "model_state_dict": ...}):
+        >>> nested_only_warning(open_checkpoint("tiny.pt"))  # doctest: +SKIP
         "only the state dict at 'model_state_dict' is written, not the checkpoint's other entries (dims)"
     """
     names = [entry.split(" (")[0] for entry in checkpoint.other_entries]
@@ -262,8 +262,8 @@ def plan_convert(
     the other files (config, tokenizer).
 
     Example:
-        >>> plan = plan_convert(open_checkpoint("gpt2/pytorch_model.bin"), "out/model.safetensors")
-        >>> plan.format, [d.name for d in plan.dropped_aliases]
+        >>> plan = plan_convert(open_checkpoint("gpt2/pytorch_model.bin"), "out/model.safetensors")  # doctest: +SKIP
+        >>> plan.format, [d.name for d in plan.dropped_aliases]  # doctest: +SKIP
         ('safetensors', ['lm_head.weight'])
 
     Raises:

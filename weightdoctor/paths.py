@@ -77,7 +77,10 @@ def shell_word(word: str, *, argument: bool = False) -> str:
     if argument and word.startswith("-"):
         word = "./" + word
     if word.isprintable():
-        return shlex.quote(word)
+        quoted = shlex.quote(word)
+        # shlex leaves a `,` bare; at a word's end (a folder `run,`) it read as the prose's comma after the command,
+        # and the command shown apart from its note (render/diff_keys.py) ended there: quoted, it is the word's.
+        return f"'{word}'" if quoted == word and word.endswith(",") else quoted
     quoted = []
     for char in word:
         if not char.isprintable():

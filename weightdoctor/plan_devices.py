@@ -527,7 +527,7 @@ def auto_dtype_field_warning(config: dict[str, Any], dtype: str, weights_read: b
 
     Example:
         >>> auto_dtype_field_warning({"dtype": "auto"}, "bf16")
-        'config.json sets "dtype": "auto", which transformers cannot read: ...'
+        'config.json sets "dtype": "auto", which transformers ... cannot read: ...'
     """
     top = _auto_dtype_field(config)
     fields = ([top] if top else []) + sub_config_auto_dtypes(config)
@@ -562,7 +562,7 @@ def unsaid_dtype_warning(checkpoint: Checkpoint) -> str | None:
     plan did not mention). A config.json given as a path beside its weights is the usual way to end up here.
 
     Example:
-        >>> unsaid_dtype_warning(config_only_gpt2)  # gpt2's config.json names no dtype
+        >>> unsaid_dtype_warning(config_only_gpt2)  # gpt2's config.json names no dtype  # doctest: +SKIP
         'config.json names no dtype and no weights were read: planned at fp32 (torch's default), ...'
     """
     config = checkpoint.config
@@ -2292,8 +2292,8 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     """Plan (or check) the placement of `planned` on the requested devices.
 
     Example:
-        >>> report = plan_devices(planned, PlanRequest(gpus=[24 * 10**9, 24 * 10**9], cpu=64 * 10**9))
-        >>> report.verdict, report.device_map["model.layers.0"]
+        >>> report = plan_devices(planned, PlanRequest(gpus=[24 * 10**9, 24 * 10**9], cpu=64 * 10**9))  # doctest: +SKIP
+        >>> report.verdict, report.device_map["model.layers.0"]  # doctest: +SKIP
 
     Raises:
         UsageError: no device at all, an unknown strategy or --no-split class.

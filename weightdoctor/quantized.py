@@ -43,7 +43,8 @@ def quantizer_side_tensors(tensors: Iterable[TensorInfo], config: Mapping[str, A
     weight-health checks do not apply to them.
 
     Example:
-        >>> quantizer_side_tensors(checkpoint.tensors, {"quantization_config": {"quant_method": "gptq"}})
+        >>> gptq = {"quantization_config": {"quant_method": "gptq"}}  # doctest: +SKIP
+        >>> quantizer_side_tensors(checkpoint.tensors, gptq)  # doctest: +SKIP
         {'model.layers.0.mlp.up_proj.scales', 'model.layers.0.mlp.up_proj.qzeros', ...}
     """
     unique = list(tensors)
@@ -322,6 +323,7 @@ def _unambiguous(items: Any, flags: int) -> bool:
     are; `(a+)+`, `(\\w+\\.?)+`, `(a|aa)+`, `(\\d{1,2})+` are not.
 
     Example:
+        >>> import re._parser as sre_parse
         >>> _unambiguous(sre_parse.parse(r"\\w+\\."), 0), _unambiguous(sre_parse.parse(r"\\w+\\.?"), 0)
         (True, False)
     """
@@ -401,7 +403,7 @@ def refuse_unbounded_regex(option: str, pattern: str) -> None:
     Example:
         >>> refuse_unbounded_regex("--filter", "(a+)+$")
         Traceback (most recent call last):
-        UsageError: --filter '(a+)+$': a repeat of a group that can match the same text more than one way ...
+        weightdoctor.errors.UsageError: --filter '(a+)+$': a repeat of a group that can match the same text ...
 
     Raises:
         UsageError: naming the option and the pattern, and how to write one that runs.
@@ -760,7 +762,7 @@ def mlx_quantization(tensors: Iterable[TensorInfo], config: Mapping[str, Any] | 
     quantization_config without quant_method, and without one the packed weights do not fit its layers.
 
     Example:
-        >>> mlx_quantization(checkpoint.tensors, {"quantization": {"group_size": 64, "bits": 4}})
+        >>> mlx_quantization(checkpoint.tensors, {"quantization": {"group_size": 64, "bits": 4}})  # doctest: +SKIP
         'mlx-lm 4-bit, group size 64'
     """
     unique = list(tensors)
@@ -969,7 +971,7 @@ def quantizer_package_missing(method: str | None) -> str | None:
 
     Example:
         >>> quantizer_package_missing("compressed-tensors")
-        "the compressed-tensors package is not installed here: from_pretrained raises ImportError ..."
+        'the compressed-tensors package is not installed here: from_pretrained raises ImportError ...'
     """
     import importlib.util
 
@@ -1047,9 +1049,9 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
     `inc`: Intel Neural Compressor's weight-only config beside the weights (`inc_weight_config`), read where there
     is no quantization_config.
 
-    Example:
-        >>> summary = quantized_summary(open_checkpoint("llama-gptq").tensors, config)
-        >>> summary.method, summary.bits, summary.parameters  # qweight int32 [512, 4096] -> 4096 × 4096
+    Example (GPTQ's qweight int32 [512, 4096] stands for 4096 × 4096):
+        >>> summary = quantized_summary(open_checkpoint("llama-gptq").tensors, config)  # doctest: +SKIP
+        >>> summary.method, summary.bits, summary.parameters  # doctest: +SKIP
         ('gptq', 4, 16777216)
     """
     unique = list(tensors)

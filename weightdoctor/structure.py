@@ -149,7 +149,7 @@ def native_params_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None
     params.json.
 
     Example:
-        >>> native_params_summary(open_checkpoint("Mistral-7B-v0.3"))[0]
+        >>> native_params_summary(open_checkpoint("Mistral-7B-v0.3"))[0]  # doctest: +SKIP
         {'dim': 4096, 'n_layers': 32, 'n_heads': 32, 'n_kv_heads': 8, 'head_dim': 128, ...}
     """
     if checkpoint.config is not None:
@@ -189,7 +189,7 @@ def timm_head_warning(checkpoint: Checkpoint) -> str | None:
     builds num_classes outputs and the head's weights do not fit. None where they agree or cannot be compared.
 
     Example:
-        >>> timm_head_warning(open_checkpoint("resnet18-finetuned"))
+        >>> timm_head_warning(open_checkpoint("resnet18-finetuned"))  # doctest: +SKIP
         'config.json says num_classes=1000 (timm), fc.weight has 10 rows: ...'
     """
     config = checkpoint.config
@@ -218,7 +218,7 @@ def ldm_ema_copy_warning(checkpoint: Checkpoint) -> str | None:
     loaders build one UNet from it, so the parameter count here, which holds both, is not what they load.
 
     Example:
-        >>> ldm_ema_copy_warning(open_checkpoint("sd-v1-4-full-ema.ckpt"))
+        >>> ldm_ema_copy_warning(open_checkpoint("sd-v1-4-full-ema.ckpt"))  # doctest: +SKIP
         'the UNet is stored twice: model_ema.* holds an EMA copy of 686 model.diffusion_model.* tensors ...'
     """
     names = {t.name for t in checkpoint.tensors}
@@ -262,7 +262,7 @@ def mmcv_ema_copy_warning(checkpoint: Checkpoint) -> str | None:
     load_checkpoint loads the named weights and reports the ema_* ones as unexpected keys.
 
     Example:
-        >>> mmcv_ema_copy_warning(open_checkpoint("yolox_s_8x8_300e_coco.pth"))
+        >>> mmcv_ema_copy_warning(open_checkpoint("yolox_s_8x8_300e_coco.pth"))  # doctest: +SKIP
         'the parameters are stored twice: ema_* holds a copy of 24 tensors (...), the buffers mmcv's EMAHook adds ...'
     """
     of_param = set(mmcv_ema_buffers(t.name for t in checkpoint.tensors).values())
@@ -290,7 +290,7 @@ def momentum_encoder_copy_warning(checkpoint: Checkpoint) -> str | None:
     parameter count, which holds both, is not what they load.
 
     Example:
-        >>> momentum_encoder_copy_warning(open_checkpoint("r-50-1000ep.pth.tar"))
+        >>> momentum_encoder_copy_warning(open_checkpoint("r-50-1000ep.pth.tar"))  # doctest: +SKIP
         'the encoder is stored twice: module.momentum_encoder.* holds the momentum copy of 161 tensors of ...'
     """
     by_name = {t.name: t for t in checkpoint.tensors}
@@ -320,7 +320,7 @@ def student_teacher_copy_warning(checkpoint: Checkpoint) -> str | None:
     load_pretrained_weights with checkpoint_key "teacher", the `backbone.` prefix stripped.
 
     Example:
-        >>> student_teacher_copy_warning(open_checkpoint("model_0124999.rank_0.pth"))
+        >>> student_teacher_copy_warning(open_checkpoint("model_0124999.rank_0.pth"))  # doctest: +SKIP
         'the backbone is stored twice: student.backbone.* holds the student copy of 2 tensors of ...'
     """
     by_name = {t.name: t for t in checkpoint.tensors}
@@ -359,7 +359,7 @@ def controlnet_beside_sd_warning(checkpoint: Checkpoint) -> str | None:
     loaders take `control_model.*` alone, so most of what is counted here is not the ControlNet.
 
     Example:
-        >>> controlnet_beside_sd_warning(open_checkpoint("control_sd15_canny.pth"))
+        >>> controlnet_beside_sd_warning(open_checkpoint("control_sd15_canny.pth"))  # doctest: +SKIP
         'the file holds a whole Stable Diffusion checkpoint beside its ControlNet: ...'
     """
     control = [t for t in checkpoint.tensors if t.name.startswith("control_model.")]
@@ -381,7 +381,7 @@ def adapter_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str 
     and a warning when there is such a file that cannot be read as one.
 
     Example:
-        >>> adapter_summary(open_checkpoint("my-lora"))[0]
+        >>> adapter_summary(open_checkpoint("my-lora"))[0]  # doctest: +SKIP
         {'peft_type': 'LORA', 'base_model_name_or_path': 'meta-llama/Llama-2-7b-hf', 'r': 8, ...}
     """
     folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent

@@ -280,18 +280,27 @@ def coreml_package(path: Path) -> Path | None:
     return None
 
 
+# The most subfolders of one folder that `coreml_packages_in` looks into (besides coreml/ itself): a config beside
+# 30,000 folders (a data set's classes) was listed 30,000 times, seconds before the refusal. A package at the top
+# is known by its name, listed or not.
+MAX_FOLDERS_DESCENDED = 1000
+
+
 def coreml_packages_in(folder: Path, depth: int = 3) -> list[str]:
     """Core ML package folders under `folder` (at most `depth` levels down; sorted, relative, '/'-joined):
-    `coreml/text-generation/float32_model.mlpackage` in a Hub repo."""
+    `coreml/text-generation/float32_model.mlpackage` in a Hub repo. Of a folder's subfolders, the first
+    MAX_FOLDERS_DESCENDED (sorted) and any named coreml are looked into."""
     found: list[str] = []
     try:
-        entries = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        with os.scandir(folder) as listing:  # the entries' types: no stat of each
+            entries = [folder / name for name in sorted(e.name for e in listing
+                                                         if not e.name.startswith(".") and e.is_dir())]
     except OSError:
         return found
-    for entry in entries:
+    for index, entry in enumerate(entries):
         if entry.name.lower().endswith(COREML_FOLDER_SUFFIXES):
             found.append(entry.name)
-        elif depth > 1:
+        elif depth > 1 and (index < MAX_FOLDERS_DESCENDED or entry.name.lower() == "coreml"):
             found += [f"{entry.name}/{name}" for name in coreml_packages_in(entry, depth - 1)]
     return found
 

@@ -720,9 +720,11 @@ def refuse_unsafe_deepspeed_states(folder: Path) -> None:
     from weightdoctor.security.policy import DANGEROUS, UNKNOWN
 
     try:
-        found = list(itertools.islice((p for pattern in ("global_step*/*_model_states.pt",
-                                                         "global_step*/*_optim_states.pt")
-                                       for p in sorted(folder.glob(pattern))), _MAX_DEEPSPEED_STATES))
+        # The folder listed once (every folder read comes here, one of 100,000 files too), then each step's own.
+        with os.scandir(folder) as entries:
+            steps = sorted(e.name for e in entries if e.name.startswith("global_step") and e.is_dir())
+        found = list(itertools.islice((p for pattern in ("*_model_states.pt", "*_optim_states.pt") for step in steps
+                                       for p in sorted((folder / step).glob(pattern))), _MAX_DEEPSPEED_STATES))
     except OSError:
         return
     for path, report in _scans_of(found):
@@ -768,7 +770,7 @@ def weight_files_in(folder: Path) -> list[Path]:
     Public because plan-devices names them too (a config read alone whose folder holds the weights).
 
     Example:
-        >>> [p.name for p in weight_files_in(Path("bert"))]
+        >>> [p.name for p in weight_files_in(Path("bert"))]  # doctest: +SKIP
         ['model.safetensors', 'pytorch_model.bin']
 
     Raises:
@@ -786,8 +788,13 @@ def weight_files_in(folder: Path) -> list[Path]:
 
 
 def _subfolders_with_weights(folder: Path) -> list[str]:
+    """The subfolders of `folder` holding weight files or a shard index; of more than _SIBLING_FOLDER_ENTRIES, the
+    first ones, the usual export folders and the step DeepSpeed's `latest` names are looked into (a config beside
+    30,000 empty folders was refused after 30,000 listings)."""
     found = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    with os.scandir(folder) as entries:  # the entries' types: no stat of each
+        names = sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
+    for sub in (folder / name for name in _bounded_subfolders(names, _latest_tag(folder))):
         try:
             if weight_files_in(sub) or any(sub.glob("*.index.json")):
                 found.append(sub.name)
@@ -2187,15 +2194,7 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
                          f"{'a name' if len(other_names) == 1 else 'names'} from_pretrained(folder) does not look "
                          "for)")
         with os.scandir(folder) as entries:  # the directory's file types: no stat of each of 100,000 files
-            subs = sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
-        if len(subs) > _SIBLING_FOLDER_ENTRIES:
-            # A model beside 40,000 folders (a data set's classes, a run's step folders) took over 10 s, each
-            # folder listed three ways: the exports' usual names are looked into, and the first 1,000 others.
-            # A Core ML package lies at the top as often as in coreml/ (model.mlpackage/): it sorted past the
-            # first 1,000 and went unnamed.
-            exports = (name for name in subs if name.lower() in _EXPORT_FOLDERS
-                       or name.lower().endswith(foreign.COREML_FOLDER_SUFFIXES))
-            subs = sorted({*subs[:_SIBLING_FOLDER_ENTRIES], *exports})
+            subs = _bounded_subfolders(sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir()))
         resolved_reads = [q.resolve() for q in read]  # once, not once per subfolder
         for sub in (folder / name for name in subs):
             if already_said(sub.name + "/") or any(q.is_relative_to(sub.resolve()) for q in resolved_reads) \
@@ -2222,6 +2221,27 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
 _SIBLING_FOLDER_ENTRIES = 1000
 # The subfolders Hub repos keep exports and original releases in, looked into however many folders are beside them.
 _EXPORT_FOLDERS = frozenset({"onnx", "openvino", "coreml", "original"})
+
+
+def _bounded_subfolders(names: list[str], *named: str | None) -> list[str]:
+    """Of a folder's sorted subfolder names, those to look into: all of them, or past _SIBLING_FOLDER_ENTRIES the
+    first ones, the exports' usual names, Core ML packages and any of `named` there.
+
+    A model beside 40,000 folders (a data set's classes, a run's step folders) took over 10 s, each folder listed
+    three ways. A Core ML package lies at the top as often as in coreml/ (model.mlpackage/): it sorted past the
+    first 1,000 and went unnamed.
+
+    Example:
+        >>> _bounded_subfolders(["onnx", "unet"])
+        ['onnx', 'unet']
+    """
+    from weightdoctor.checkpoint import foreign
+
+    if len(names) <= _SIBLING_FOLDER_ENTRIES:
+        return names
+    kept = {name for name in names if name.lower() in _EXPORT_FOLDERS or name in named
+            or name.lower().endswith(foreign.COREML_FOLDER_SUFFIXES)}
+    return sorted({*names[:_SIBLING_FOLDER_ENTRIES], *kept})
 
 
 def _few_entries(folder: Path) -> bool:
@@ -2543,8 +2563,8 @@ def open_checkpoint(
     """Open any checkpoint source and describe it, reading headers (safetensors) or a memory map (pickles).
 
     Example:
-        >>> ckpt = open_checkpoint("bert-base-uncased")      # a repo id, from the cache
-        >>> ckpt.format, ckpt.num_params, ckpt.tensors[0].name
+        >>> ckpt = open_checkpoint("bert-base-uncased")      # a repo id, from the cache  # doctest: +SKIP
+        >>> ckpt.format, ckpt.num_params, ckpt.tensors[0].name  # doctest: +SKIP
 
     Args:
         source: a weight file, a model folder, an index JSON, a `config.json`, or a Hub repo id.
@@ -2764,6 +2784,9 @@ def _open_checkpoint(
         try:
             # Before the weights are chosen: a save_state folder whose model is in a DCP subfolder has none here.
             refuse_unsafe_accelerate_objects(path)
+            # A Trainer checkpoint-N/ resumed under DeepSpeed torch.loads its global_stepN/ states (weights_only=False)
+            # whether or not zero_to_fp32.py is beside them: scanned wherever the folder is read, not only there.
+            refuse_unsafe_deepspeed_states(path)
             target, is_index = _choose_in_folder(path)
             warnings += _ignored_beside(path, target) + _folder_notes(path, target)
         except SourceNotFound as exc:

@@ -152,14 +152,20 @@ def render_plan(report: PlanReport, console: Console) -> None:
     p()
     off = report.offload
     if off.bytes_per_token:
-        seconds = off.cpu_bytes / HOST_TO_GPU_BYTES_PER_S + off.disk_bytes / DISK_BYTES_PER_S
+        # Without --disk what the disk line holds is placed nowhere (the plan does not fit): it is neither on a disk
+        # nor streamed to the GPU, so only the CPU's share is timed.
+        on_disk = off.disk_bytes if report.disk_allowed else 0
+        streamed = off.cpu_bytes + on_disk
+        seconds = off.cpu_bytes / HOST_TO_GPU_BYTES_PER_S + on_disk / DISK_BYTES_PER_S
         # A language model streams the offloaded weights once per generated token; any other (an encoder, a UNet
         # or VAE, a vision model) once per forward pass: per image, per denoising step.
         step, unit = (("generated token", "token") if generates_tokens(report.model_class)
                       else ("forward pass", "pass"))
-        p(f"[bold red]offload:[/] {format_bytes(off.cpu_bytes)} in CPU RAM, {format_bytes(off.disk_bytes)} on disk: "
-          f"{format_bytes(off.bytes_per_token)} moved to the GPU for every {step} "
-          f"(≥ {_format_seconds(seconds)}/{unit} at an assumed 25 GB/s host→GPU and 3 GB/s disk)")
+        where = (f"{format_bytes(off.disk_bytes)} on disk" if report.disk_allowed or not off.disk_bytes
+                 else f"{format_bytes(off.disk_bytes)} not placed (disk offload is off; --disk allows it)")
+        p(f"[bold red]offload:[/] {format_bytes(off.cpu_bytes)} in CPU RAM, {where}"
+          + (f": {format_bytes(streamed)} moved to the GPU for every {step} (≥ {_format_seconds(seconds)}/{unit} "
+             "at an assumed 25 GB/s host→GPU and 3 GB/s disk)" if streamed else ""))
     if report.kv_cache is not None:
         kv = report.kv_cache
         fit = "[green]fits[/]" if kv.fits_on_gpus else "[red]does not fit[/]"

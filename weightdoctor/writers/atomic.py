@@ -288,7 +288,7 @@ def atomic_file(dest: Path, *, replace: bool = False) -> Iterator[Path]:
     Any exception (or Ctrl-C) removes the temp file and leaves `dest` as it was.
 
     Example:
-        >>> with atomic_file(Path("out/model.safetensors")) as tmp:
+        >>> with atomic_file(Path("out/model.safetensors")) as tmp:  # doctest: +SKIP
         ...     tmp.write_bytes(data)
 
     Raises:
@@ -443,7 +443,7 @@ class StagingDir:
     """A staging folder beside a destination folder, swapped in whole by `commit`.
 
     Example:
-        >>> with StagingDir(Path("out"), replace=True, drop_old=is_old_weight_file) as stage:
+        >>> with StagingDir(Path("out"), replace=True, drop_old=is_old_weight_file) as stage:  # doctest: +SKIP
         ...     write_shards(stage.path)
         ...     stage.commit()
 
