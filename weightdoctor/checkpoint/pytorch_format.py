@@ -1616,7 +1616,9 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=(fmt == "pytorch-zip"))
     except pickle.UnpicklingError as exc:
         message = _weights_only_message(exc)
-        fills_inert = "Can only SETITEMS" in message and bool(_inert_safe_globals(report))
+        # SETITEMS fills a dict of two items or more, SETITEM one of a single item (a Lightning checkpoint whose
+        # AttributeDict of hyper-parameters holds one): torch refuses both on a stand-in, each in its own words.
+        fills_inert = "Can only SETITEM" in message and bool(_inert_safe_globals(report))
         if "Unsupported operand" not in message and not fills_inert:
             raise UnsafePickle(message) from exc
         # Not a security matter: torch's restricted loader implements the opcodes of protocol 2 only, and
