@@ -5,9 +5,13 @@ name globals as newer Pythons / numpy / torch spell them."""
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import sys
+import types
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.helpers import run_cli, run_json
@@ -133,3 +137,54 @@ def test_a_ddp_prefix_on_every_name_is_said_and_groundingdinos_own_loader_named(
     code, data = run_json("inspect", str(mixed))
     assert code == 0 and not any("every tensor name starts" in w for w in data["warnings"]), data["warnings"]
 
+
+
+def _legacy_lightning_checkpoint(hyper_parameters: dict[str, object]) -> bytes:
+    """A Lightning checkpoint as pytorch_lightning 1.x saves it, in torch's legacy (non-zip) stream, whose pickle has
+    no offsets to fix when a global's name is edited: its hyper_parameters an AttributeDict (a dict subclass). The
+    stand-in modules are gone once it is written, as they would be where the file is read."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("pytorch_lightning", "pytorch_lightning.utilities", "pytorch_lightning.utilities.parsing"):
+            patch.setitem(sys.modules, name, types.ModuleType(name))
+        attribute_dict = type("AttributeDict", (dict,), {"__module__": "pytorch_lightning.utilities.parsing"})
+        patch.setattr(sys.modules["pytorch_lightning.utilities.parsing"], "AttributeDict", attribute_dict,
+                      raising=False)
+        buffer = io.BytesIO()
+        torch.save({"state_dict": {"layer.weight": torch.ones(2, 2)},
+                    "hyper_parameters": attribute_dict(hyper_parameters), "pytorch-lightning_version": "1.9.0",
+                    "epoch": 3}, buffer, _use_new_zipfile_serialization=False)
+    return buffer.getvalue()
+
+
+def test_lightning_packages_attribute_dict_reads_as_inert_as_pytorch_lightnings_does(tmp_path: Path) -> None:
+    """The `lightning` package (`import lightning.pytorch as pl`, 1.8 to 2.0) defined its own AttributeDict in
+    lightning.pytorch.utilities.parsing: hyper_parameters saved with it name that class, which was unknown (the
+    checkpoint refused as suspicious) where pytorch_lightning's spelling of the same class reads as inert data."""
+    data = _legacy_lightning_checkpoint({"lr": 0.1, "hidden": 16})
+    old, new = b"cpytorch_lightning.utilities.parsing\nAttributeDict\n", b"clightning.pytorch.utilities.parsing\n" \
+        b"AttributeDict\n"
+    assert data.count(old) == 1
+    (tmp_path / "pl.ckpt").write_bytes(data)
+    (tmp_path / "lightning.ckpt").write_bytes(data.replace(old, new))
+    for name, module in (("pl.ckpt", "pytorch_lightning"), ("lightning.ckpt", "lightning.pytorch")):
+        code, report = run_json("inspect", str(tmp_path / name))
+        assert code == 0 and report["security"]["verdict"] == "safe", report
+        assert f"hyper_parameters ({module}.utilities.parsing.AttributeDict, read as inert data)" \
+            in report["other_entries"], report["other_entries"]
+        assert report["num_params"] == 4, report
+
+
+def test_a_lightning_checkpoint_with_one_hyper_parameter_is_read(tmp_path: Path) -> None:
+    """An AttributeDict of one entry is filled by SETITEM, not SETITEMS: torch's weights_only loader refuses either on
+    the inert stand-in, and only SETITEMS' refusal went to the restricted loader that fills it, so a Lightning
+    checkpoint with a single hyper-parameter was refused ("torch's weights_only loader refuses the pickle: Can only
+    SETITEM for dict ..."), in either spelling of the class and either format."""
+    data = _legacy_lightning_checkpoint({"lr": 0.1})
+    (tmp_path / "one.ckpt").write_bytes(data)
+    (tmp_path / "one-lightning.ckpt").write_bytes(data.replace(b"cpytorch_lightning.utilities.parsing\nAttributeDict\n",
+                                                               b"clightning.pytorch.utilities.parsing\nAttributeDict\n"))
+    for name in ("one.ckpt", "one-lightning.ckpt"):
+        code, report = run_json("inspect", str(tmp_path / name))
+        assert code == 0 and report["num_params"] == 4 and report["nested_key"] == "state_dict", report
+        assert any(entry.startswith("hyper_parameters (") and entry.endswith("AttributeDict, read as inert data)")
+                   for entry in report["other_entries"]), report["other_entries"]
