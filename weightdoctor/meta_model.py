@@ -98,6 +98,24 @@ def is_mamba_ssm_config(config: Any) -> bool:
             and {"d_model", "n_layer", "ssm_cfg"} <= set(config))
 
 
+def coqui_tts_model(config: Any) -> str | None:
+    """The model a config.json of Coqui TTS names (`"model": "xtts"`, "vits", "glow_tts", ...), or None for any
+    other config. Coqui's trainer writes its config so: the model's name as a string under `model`, its settings
+    under `model_args` or `audio`, the run's under `run_name` / `output_path`; no model_type, which transformers
+    needs. Only a short identifier is returned: the value is the file's, and it is quoted in messages.
+
+    Example:
+        >>> coqui_tts_model({"model": "xtts", "model_args": {"gpt_layers": 30}, "audio": {"sample_rate": 22050}})
+        'xtts'
+    """
+    if not isinstance(config, dict) or config.get("model_type"):
+        return None
+    model = config.get("model")
+    if not isinstance(model, str) or not re.fullmatch(r"[A-Za-z][\w-]{0,39}", model):
+        return None
+    return model if isinstance(config.get("audio"), dict) or isinstance(config.get("model_args"), dict) else None
+
+
 def auto_model_class(mapping: Any, config: PretrainedConfig) -> type:
     """The class an Auto class's `mapping` gives `config`, as its from_pretrained picks it: some model types map to
     several classes (DeiT's image classifier with and without its distillation head, Funnel's full and base

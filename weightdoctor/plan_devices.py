@@ -1207,7 +1207,7 @@ def _no_transformers_config(config: dict[str, Any] | None) -> str:
         >>> _no_transformers_config({"_class_name": "UNet2DConditionModel"})
         'config.json (a diffusers UNet2DConditionModel config, not a transformers one) does not say'
     """
-    from weightdoctor.meta_model import is_mamba_ssm_config, is_tensorrt_llm_config
+    from weightdoctor.meta_model import coqui_tts_model, is_mamba_ssm_config, is_tensorrt_llm_config
 
     if config is None:
         return "no config.json to say"
@@ -1219,6 +1219,10 @@ def _no_transformers_config(config: dict[str, Any] | None) -> str:
         what = f"a timm {config['architecture']} config, not a transformers one"
     elif is_mamba_ssm_config(config):
         what = "mamba_ssm's own config, not a transformers one"
+    elif (coqui := coqui_tts_model(config)) is not None:
+        # Coqui's trainer writes config.json too (XTTS: `"model": "xtts"`, `model_args`, `audio`): read as a
+        # transformers config that lacks its model_type, it was called one.
+        what = f"Coqui TTS's own config, model {coqui!r}, not a transformers one"
     elif isinstance(config.get("model_type"), str) and config["model_type"]:
         what = f"model_type {config['model_type']!r}, which the model could not be built from"
     else:

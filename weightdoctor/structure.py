@@ -313,6 +313,39 @@ _DINOV2_PARTS = ("student.dino_head.", "teacher.dino_head.", "student.ibot_head.
                  "dino_loss.center")
 
 
+# Prefixes a wrapper adds to every name when a script saves the wrapper's state_dict() instead of the model's:
+# DistributedDataParallel / DataParallel keep the model as `.module`, torch.compile's OptimizedModule as `._orig_mod`.
+_WRAPPER_PREFIXES = (("module.", "DistributedDataParallel or DataParallel", "model.module"),
+                     ("_orig_mod.", "torch.compile", "model._orig_mod"))
+# GroundingDINO (IDEA-Research/GroundingDINO): its released groundingdino_swint_ogc.pth / swinb_cogcoor.pth keep the
+# training's DDP prefix under "model", and its util.inference.load_model strips it (util.utils.clean_state_dict).
+_GROUNDING_DINO = ("bert.", "transformer.", "feat_map.")
+
+
+def wrapper_prefix_warning(checkpoint: Checkpoint) -> str | None:
+    """A state dict saved from a wrapped model: every name starts with `module.` (DDP / DataParallel) or
+    `_orig_mod.` (torch.compile), which the bare model's load_state_dict matches with none of its own names.
+    Nothing said so: the module tree showed one top module called `module`.
+
+    Example:
+        >>> wrapper_prefix_warning(open_checkpoint("groundingdino_swint_ogc.pth"))
+        'every tensor name starts with module. (the state_dict() of a DistributedDataParallel or DataParallel ...'
+    """
+    names = [t.name for t in checkpoint.tensors]
+    found = next((w for w in _WRAPPER_PREFIXES if names and all(n.startswith(w[0]) for n in names)), None)
+    if found is None:
+        return None
+    prefix, wrapper, unwrapped = found
+    said = (f"every tensor name starts with {prefix} (the state_dict() of a {wrapper} wrapper, where "
+            f"{unwrapped}.state_dict() is the model's own): the unwrapped model's load_state_dict matches none of "
+            f"these names; strip the prefix first (diff-keys --rename '^{re.escape(prefix)}=' shows the result)")
+    if prefix == "module." and all(any(n.startswith(prefix + part) for n in names) for part in _GROUNDING_DINO):
+        said += ("; a GroundingDINO checkpoint: its load_model strips the prefix itself (util.utils.clean_state_dict) "
+                 "and loads with strict=False, so its own code reads the file as it is, but another loader with "
+                 "strict=False would load none of these weights and raise nothing")
+    return said
+
+
 def student_teacher_copy_warning(checkpoint: Checkpoint) -> str | None:
     """A DINOv2 training checkpoint (its trainer's `model_N.pth`, `{"model": {...}, "optimizer", "iteration"}`, or
     that state dict alone): `student.backbone.*` beside `teacher.backbone.*` (and their heads, `dino_loss.center`),
@@ -672,7 +705,7 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
                   *filter(None, [timm_head_warning(checkpoint), ldm_ema_copy_warning(checkpoint),
                                  controlnet_beside_sd_warning(checkpoint), mmcv_ema_copy_warning(checkpoint),
                                  momentum_encoder_copy_warning(checkpoint),
-                                 student_teacher_copy_warning(checkpoint)]),
+                                 student_teacher_copy_warning(checkpoint), wrapper_prefix_warning(checkpoint)]),
                   *([f"{skipped}; from_pretrained loads them once saved under its names (save_pretrained)"] if skipped
                     else []), *([other_framework] if other_framework else []),
                   *(quantized.warnings if quantized is not None else [])],

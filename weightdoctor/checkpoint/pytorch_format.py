@@ -591,6 +591,28 @@ def training_state_kind(obj: Any) -> str | None:
     return None
 
 
+def _scan_words(report: ScanReport) -> str:
+    """The static scan's verdict of a file read but refused, in words (only a file whose scan passed is read).
+
+    Example:
+        >>> _scan_words(scan_file(Path("mel_stats.pth")))
+        "its pickle is safe (static scan: 3 globals torch's weights_only loader allows): torch.load(path,
+        weights_only=True) reads it"
+    """
+    inert = sorted({g.qualified for g in report.globals if g.safety == "inert"})
+    count = len({g.qualified for g in report.globals}) - len(inert)
+    parts = [f"{counted(count, 'global')} torch's weights_only loader allows"] if count else []
+    if inert:
+        shown = ", ".join(inert[:4]) + (f" and {len(inert) - 4} more" if len(inert) > 4 else "")
+        parts.append(f"{shown} read as inert data, never imported")
+    said = f"its pickle is safe (static scan: {', and '.join(parts) or 'no globals'})"
+    if report.container == "pickle":
+        return said  # a plain pickle.dump file: torch.load reads no such file, whatever it names
+    if not inert:
+        return f"{said}: torch.load(path, weights_only=True) reads it"
+    return f"{said}, but torch.load(path, weights_only=True) refuses it for {'that' if len(inert) == 1 else 'those'}"
+
+
 def _what(obj: Any) -> str:
     """What a whole file holds when it is no mapping: `a single tensor [5056] uint8`, `a list, 3 items`."""
     return f"a single {_describe(obj)}" if is_tensor(obj) else f"a {_describe(obj)}"
@@ -1259,7 +1281,17 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         raise CorruptCheckpoint("the file changed while it was being scanned and loaded; nothing is trusted from it")
     _refuse_shadowed_methods(obj)
     _refuse_pickles_in_buffers(obj)
-    state_dict, nested_key = find_state_dict(obj, key)
+    try:
+        state_dict, nested_key = find_state_dict(obj, key)
+    except CorruptCheckpoint as exc:
+        # The file was scanned and read before it was found to hold no weights (a bare tensor, XTTS' mel_stats.pth;
+        # an optimizer's state): the one line said what it holds but not whether it is safe to load, which is what
+        # people who download such a file ask first. A line that ends with the --key that reads the weights is left
+        # as it is: read so, inspect shows the verdict.
+        if "--key" not in exc.message:
+            exc.message = f"{exc.message}; {_scan_words(report)}"
+            exc.args = (exc.message,)
+        raise
     if key is None and isinstance(obj, Mapping) and nested_key is None and frozenset(obj) in _ONE_MODEL_PARTS:
         what, loader = _ONE_MODEL_KINDS[frozenset(obj)]
         notes.append(f"{what}: its {' and '.join(map(str, obj))} state dicts are read together, as "
@@ -1636,7 +1668,9 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=(fmt == "pytorch-zip"))
     except pickle.UnpicklingError as exc:
         message = _weights_only_message(exc)
-        fills_inert = "Can only SETITEMS" in message and bool(_inert_safe_globals(report))
+        # SETITEMS fills a dict of two items or more, SETITEM one of a single item (a Lightning checkpoint whose
+        # AttributeDict of hyper-parameters holds one): torch refuses both on a stand-in, each in its own words.
+        fills_inert = "Can only SETITEM" in message and bool(_inert_safe_globals(report))
         if "Unsupported operand" not in message and not fills_inert:
             raise UnsafePickle(message) from exc
         # Not a security matter: torch's restricted loader implements the opcodes of protocol 2 only, and

@@ -1728,6 +1728,9 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     espnet = _espnet_exp_folder(folder, weights)
     if espnet is not None:
         raise UnsupportedFormat(espnet, str(folder))
+    coqui = _coqui_tts_folder(folder, weights)
+    if coqui is not None:
+        raise UnsupportedFormat(coqui, str(folder))
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
 
 
@@ -1759,6 +1762,46 @@ def _espnet_exp_folder(folder: Path, weights: list[Path]) -> str | None:
             + (f", {' and '.join(resume)} the training state it resumes from (the model beside the optimizers)"
                if resume else "")
             + f"; name one to read it (e.g. {_shell_word(_by_name(folder) / model)})")
+
+
+# What each file of a Coqui XTTS folder (coqui/XTTS-v2, and the folders its fine-tuning recipes write) holds, and
+# what reads it: Xtts.load_checkpoint reads model.pth (its `model` entry) with vocab.json; XTTS fine-tuning
+# (GPTTrainer) reads dvae.pth as `dvae_checkpoint` and mel_stats.pth as `mel_norm_file`; XttsSpeakerManager reads
+# speakers_xtts.pth.
+_XTTS_FILES = (
+    ("dvae.pth", "the discrete VAE's state dict, which XTTS fine-tuning (GPTTrainer's dvae_checkpoint) reads"),
+    ("mel_stats.pth", "a bare tensor of per-mel-channel norms, which XTTS fine-tuning (GPTTrainer's mel_norm_file) "
+                      "reads"),
+    ("speakers_xtts.pth", "the built-in speakers' conditioning latents (XttsSpeakerManager)"),
+)
+
+
+def _coqui_tts_folder(folder: Path, weights: list[Path]) -> str | None:
+    """The refusal for a Coqui TTS model folder (its own config.json, `"model": "xtts"`, beside model.pth, dvae.pth,
+    mel_stats.pth, ...), or None. "several weight files, name one" said neither that it is Coqui's, nor which file is
+    the model, nor what reads the others."""
+    from weightdoctor.meta_model import coqui_tts_model
+
+    try:
+        config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else None
+    except (WeightDoctorError, OSError):
+        return None
+    model = coqui_tts_model(config)
+    if model is None:
+        return None
+    names = [p.name for p in weights]
+    if model == "xtts" and "model.pth" in names:
+        others = "; ".join(f"{name} is {what}" for name, what in _XTTS_FILES if name in names)
+        return ("a Coqui XTTS model folder (config.json is Coqui TTS's own, model \"xtts\", not a transformers "
+                "config): model.pth is the model, which TTS's Xtts.load_checkpoint(config, "
+                f"checkpoint_dir={str(_by_name(folder))!r}) loads (its `model` entry)"
+                + (f"; {others}" if others else "")
+                + f"; name one to read it (e.g. {_shell_word(_by_name(folder) / 'model.pth')})")
+    example = next((name for name in ("best_model.pth", "model.pth", "model_file.pth") if name in names), names[0])
+    return (f"a Coqui TTS model folder (config.json is Coqui TTS's own, model {model!r}, not a transformers config) "
+            f"with {counted(len(weights), 'weight file', grouped=False)} ({', '.join(names[:6])}): TTS loads one "
+            "checkpoint with that config (tts --model_path FILE --config_path config.json, or the model class's "
+            f"load_checkpoint); name one to read it (e.g. {_shell_word(_by_name(folder) / example)})")
 
 
 def _foreign_kinds(weights: list[Path]) -> list[str] | None:

@@ -39,6 +39,9 @@ INERT_GLOBALS: frozenset[str] = frozenset({
     "omegaconf.nodes.BytesNode", "omegaconf.nodes.PathNode", "omegaconf.nodes.EnumNode",
     "lightning_fabric.utilities.data.AttributeDict", "lightning.fabric.utilities.data.AttributeDict",
     "pytorch_lightning.utilities.parsing.AttributeDict",
+    # The `lightning` package (1.8 to 2.0: `import lightning.pytorch as pl`) defined its own copy of the class there,
+    # and a checkpoint's hyper_parameters saved with it name it so: the same data, which was called unknown.
+    "lightning.pytorch.utilities.parsing.AttributeDict",
     # Lightning 1.x keyed a checkpoint's "callbacks" by the callback's class: the original Stable Diffusion
     # .ckpt files (CompVis sd-v1-4.ckpt) name ModelCheckpoint so, the class only, never built.
     "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
