@@ -35,3 +35,52 @@ def test_a_trainer_output_dir_of_1500_saves_still_names_its_latest(tmp_path: Pat
     line = _one_error_line(run_cli("inspect", str(run)))
     assert line.endswith(f"point at one, e.g. {run / 'checkpoint-750000'} (the highest-numbered, the run's latest "
                          "save)"), line
+
+
+def _verdict_and_torch(path: Path) -> tuple[str, str]:
+    """The refusal's last clause and what the advice it prints does when run."""
+    import warnings
+
+    line = _one_error_line(run_cli("inspect", str(path)))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.load(path, weights_only=True)
+        ran = "reads"
+    except Exception as exc:  # what torch says is the point of the check
+        ran = f"refuses: {type(exc).__name__}"
+    return line, ran
+
+
+def test_the_verdict_of_a_protocol_4_file_with_no_weights_does_not_say_torch_reads_it(tmp_path: Path) -> None:
+    """torch.save(tensor, path, pickle_protocol=4): a safe file, but torch's weights_only loader stops at protocol
+    4's FRAME opcode; the refusal said "torch.load(path, weights_only=True) reads it", and running that failed."""
+    path = tmp_path / "mel_stats.pth"
+    torch.save(torch.arange(80.0), path, pickle_protocol=4)
+    line, ran = _verdict_and_torch(path)
+    assert ran.startswith("refuses"), ran
+    assert "weights_only=True) reads it" not in line, line
+    assert line.endswith("its pickle is safe (static scan: 3 globals torch's weights_only loader allows), but "
+                         "torch.load(path, weights_only=True) refuses it for its pickle protocol 4 (torch's "
+                         "restricted loader reads protocol 2's opcodes)"), line
+
+    default = tmp_path / "default.pth"  # protocol 2, as torch.save writes: the advice holds and is kept
+    torch.save(torch.arange(80.0), default)
+    line, ran = _verdict_and_torch(default)
+    assert ran == "reads" and line.endswith(": torch.load(path, weights_only=True) reads it"), (ran, line)
+
+
+def test_the_verdict_of_a_numpy_array_file_names_what_torch_needs_allowed(tmp_path: Path) -> None:
+    """torch.save(numpy array): its numpy globals were counted as "globals torch's weights_only loader allows" and
+    the line said torch.load(path, weights_only=True) reads it; torch refuses numpy._core.multiarray._reconstruct
+    unless it is allowed with torch.serialization.safe_globals."""
+    import numpy
+
+    path = tmp_path / "stats.pth"
+    torch.save(numpy.zeros(3, dtype=numpy.float32), path)
+    line, ran = _verdict_and_torch(path)
+    assert ran.startswith("refuses"), ran
+    assert "weights_only=True) reads it" not in line and "globals torch's weights_only loader allows" not in line, line
+    assert "but torch.load(path, weights_only=True) refuses it for numpy's globals (" in line, line
+    assert "3 numpy globals (numpy._core.multiarray._reconstruct, numpy.dtype, numpy.ndarray)" in line, line
+    assert line.endswith("(unless torch.serialization.safe_globals allows them)"), line
