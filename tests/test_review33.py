@@ -84,3 +84,24 @@ def test_the_verdict_of_a_numpy_array_file_names_what_torch_needs_allowed(tmp_pa
     assert "but torch.load(path, weights_only=True) refuses it for numpy's globals (" in line, line
     assert "3 numpy globals (numpy._core.multiarray._reconstruct, numpy.dtype, numpy.ndarray)" in line, line
     assert line.endswith("(unless torch.serialization.safe_globals allows them)"), line
+
+
+def test_a_ddp_wrapped_compiled_model_is_told_to_strip_both_prefixes(tmp_path: Path) -> None:
+    """DDP(torch.compile(model)).state_dict() names every tensor `module._orig_mod.*` (nanoGPT-style training
+    scripts compile, then wrap): the warning said to strip `module.` alone, and with that rename the bare model's
+    load_state_dict still matched none of the names."""
+    path = tmp_path / "ckpt.pt"
+    torch.save({f"module._orig_mod.{name}": torch.ones(2) for name in ("fc.weight", "fc.bias")}, path)
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 0, result.stderr
+    said = " ".join(result.stderr.split())
+    assert ("every tensor name starts with module._orig_mod. (the state_dict() of a DistributedDataParallel or "
+            "DataParallel wrapper around a torch.compile one, where model.module._orig_mod.state_dict() is the "
+            "model's own)") in said, said
+    assert "diff-keys --rename '^module\\._orig_mod\\.=' shows the result" in said, said
+
+    single = tmp_path / "single.pt"  # one wrapper: said as before
+    torch.save({"_orig_mod.fc.weight": torch.ones(2)}, single)
+    said = " ".join(run_cli("inspect", str(single)).stderr.split())
+    assert "every tensor name starts with _orig_mod. (the state_dict() of a torch.compile wrapper, where " \
+           "model._orig_mod.state_dict() is the model's own)" in said, said
