@@ -105,3 +105,16 @@ def test_a_ddp_wrapped_compiled_model_is_told_to_strip_both_prefixes(tmp_path: P
     said = " ".join(run_cli("inspect", str(single)).stderr.split())
     assert "every tensor name starts with _orig_mod. (the state_dict() of a torch.compile wrapper, where " \
            "model._orig_mod.state_dict() is the model's own)" in said, said
+
+
+def test_the_examples_of_the_merged_functions_run_as_doctests() -> None:
+    """fixlist19 made every docstring example run or +SKIP; thirdparty17, merged after it, added two that need a
+    checkpoint on disk (wrapper_prefix_warning's GroundingDINO file, _scan_words' mel_stats.pth) and failed."""
+    import doctest
+
+    from weightdoctor import structure
+    from weightdoctor.checkpoint import pytorch_format
+
+    for module in (structure, pytorch_format):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, report=False)
+        assert result.failed == 0, (module.__name__, result)

@@ -327,7 +327,7 @@ def wrapper_prefix_warning(checkpoint: Checkpoint) -> str | None:
     Nothing said so: the module tree showed one top module called `module`.
 
     Example:
-        >>> wrapper_prefix_warning(open_checkpoint("groundingdino_swint_ogc.pth"))
+        >>> wrapper_prefix_warning(open_checkpoint("groundingdino_swint_ogc.pth"))  # doctest: +SKIP
         'every tensor name starts with module. (the state_dict() of a DistributedDataParallel or DataParallel ...'
     """
     names = [t.name for t in checkpoint.tensors]

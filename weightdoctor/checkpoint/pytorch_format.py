@@ -595,7 +595,7 @@ def _scan_words(report: ScanReport) -> str:
     """The static scan's verdict of a file read but refused, in words (only a file whose scan passed is read).
 
     Example:
-        >>> _scan_words(scan_file(Path("mel_stats.pth")))
+        >>> _scan_words(scan_file(Path("mel_stats.pth")))  # doctest: +SKIP
         "its pickle is safe (static scan: 3 globals torch's weights_only loader allows): torch.load(path,
         weights_only=True) reads it"
     """
