@@ -315,8 +315,7 @@ _DINOV2_PARTS = ("student.dino_head.", "teacher.dino_head.", "student.ibot_head.
 
 # Prefixes a wrapper adds to every name when a script saves the wrapper's state_dict() instead of the model's:
 # DistributedDataParallel / DataParallel keep the model as `.module`, torch.compile's OptimizedModule as `._orig_mod`.
-_WRAPPER_PREFIXES = (("module.", "DistributedDataParallel or DataParallel", "model.module"),
-                     ("_orig_mod.", "torch.compile", "model._orig_mod"))
+_WRAPPER_PREFIXES = (("module.", "DistributedDataParallel or DataParallel"), ("_orig_mod.", "torch.compile"))
 # GroundingDINO (IDEA-Research/GroundingDINO): its released groundingdino_swint_ogc.pth / swinb_cogcoor.pth keep the
 # training's DDP prefix under "model", and its util.inference.load_model strips it (util.utils.clean_state_dict).
 _GROUNDING_DINO = ("bert.", "transformer.", "feat_map.")
@@ -328,16 +327,24 @@ def wrapper_prefix_warning(checkpoint: Checkpoint) -> str | None:
     Nothing said so: the module tree showed one top module called `module`.
 
     Example:
-        >>> wrapper_prefix_warning(open_checkpoint("groundingdino_swint_ogc.pth"))
+        >>> wrapper_prefix_warning(open_checkpoint("groundingdino_swint_ogc.pth"))  # doctest: +SKIP
         'every tensor name starts with module. (the state_dict() of a DistributedDataParallel or DataParallel ...'
     """
     names = [t.name for t in checkpoint.tensors]
-    found = next((w for w in _WRAPPER_PREFIXES if names and all(n.startswith(w[0]) for n in names)), None)
-    if found is None:
+    # Wrappers stack: DDP(torch.compile(model)) names every tensor `module._orig_mod.*`, and stripping `module.`
+    # alone (what was said) still matched none of the bare model's names.
+    stacked: list[tuple[str, str]] = []
+    prefix = ""
+    while len(stacked) < len(_WRAPPER_PREFIXES) and (found := next(
+            (w for w in _WRAPPER_PREFIXES if names and all(n.startswith(prefix + w[0]) for n in names)), None)):
+        stacked.append(found)
+        prefix += found[0]
+    if not stacked:
         return None
-    prefix, wrapper, unwrapped = found
-    said = (f"every tensor name starts with {prefix} (the state_dict() of a {wrapper} wrapper, where "
-            f"{unwrapped}.state_dict() is the model's own): the unwrapped model's load_state_dict matches none of "
+    wrapper = f"{stacked[0][1]} wrapper" + "".join(f" around a {w[1]} one" for w in stacked[1:])
+    said = (f"every tensor name starts with {prefix} (the state_dict() of a {wrapper}, where "
+            f"model.{prefix.rstrip('.')}.state_dict() is the model's own): the unwrapped model's load_state_dict "
+            "matches none of "
             f"these names; strip the prefix first (diff-keys --rename '^{re.escape(prefix)}=' shows the result)")
     if prefix == "module." and all(any(n.startswith(prefix + part) for n in names) for part in _GROUNDING_DINO):
         said += ("; a GroundingDINO checkpoint: its load_model strips the prefix itself (util.utils.clean_state_dict) "

@@ -595,22 +595,36 @@ def _scan_words(report: ScanReport) -> str:
     """The static scan's verdict of a file read but refused, in words (only a file whose scan passed is read).
 
     Example:
-        >>> _scan_words(scan_file(Path("mel_stats.pth")))
+        >>> _scan_words(scan_file(Path("mel_stats.pth")))  # doctest: +SKIP
         "its pickle is safe (static scan: 3 globals torch's weights_only loader allows): torch.load(path,
         weights_only=True) reads it"
     """
     inert = sorted({g.qualified for g in report.globals if g.safety == "inert"})
-    count = len({g.qualified for g in report.globals}) - len(inert)
+    # numpy's rebuilds are safe, but torch's weights_only loader allows none of them by default: a numpy array file
+    # was said to be read by the advice below, which then failed on numpy._core.multiarray._reconstruct.
+    numpy = sorted({g.qualified for g in report.globals if g.module.split(".")[0] == "numpy"} - set(inert))
+    count = len({g.qualified for g in report.globals}) - len(inert) - len(numpy)
     parts = [f"{counted(count, 'global')} torch's weights_only loader allows"] if count else []
+    if numpy:
+        listed = ", ".join(numpy[:4]) + (", ..." if len(numpy) > 4 else "")
+        parts.append(f"{counted(len(numpy), 'numpy global')} ({listed})")
     if inert:
         shown = ", ".join(inert[:4]) + (f" and {len(inert) - 4} more" if len(inert) > 4 else "")
         parts.append(f"{shown} read as inert data, never imported")
     said = f"its pickle is safe (static scan: {', and '.join(parts) or 'no globals'})"
     if report.container == "pickle":
         return said  # a plain pickle.dump file: torch.load reads no such file, whatever it names
-    if not inert:
+    refused = [f"{'that' if len(inert) == 1 else 'those'}"] if inert else []
+    if numpy:
+        refused.append("numpy's globals (unless torch.serialization.safe_globals allows them)")
+    if report.protocol >= 3:
+        # torch's restricted loader implements protocol 2's opcodes: protocol 4's FRAME stops it, and protocol 3's
+        # bytes opcodes (a protocol 3 pickle without bytes it reads).
+        refused.append(f"its pickle protocol {report.protocol} (torch's restricted loader reads protocol 2's opcodes)")
+    if not refused:
         return f"{said}: torch.load(path, weights_only=True) reads it"
-    return f"{said}, but torch.load(path, weights_only=True) refuses it for {'that' if len(inert) == 1 else 'those'}"
+    verb = "may refuse" if report.protocol == 3 and len(refused) == 1 else "refuses"
+    return f"{said}, but torch.load(path, weights_only=True) {verb} it for {' and for '.join(refused)}"
 
 
 def _what(obj: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import heapq
 import itertools
 import os
 import posixpath
@@ -2264,6 +2265,10 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
 _SIBLING_FOLDER_ENTRIES = 1000
 # The subfolders Hub repos keep exports and original releases in, looked into however many folders are beside them.
 _EXPORT_FOLDERS = frozenset({"onnx", "openvino", "coreml", "original"})
+# The highest-numbered subfolders looked into past that bound (the latest saves of a run, a few of them empty when
+# the last save was cut short).
+_LATEST_SAVES_KEPT = 16
+_NUMBERED = re.compile(r"(.*\D|)\d+")
 
 
 def _bounded_subfolders(names: list[str], *named: str | None) -> list[str]:
@@ -2284,7 +2289,12 @@ def _bounded_subfolders(names: list[str], *named: str | None) -> list[str]:
         return names
     kept = {name for name in names if name.lower() in _EXPORT_FOLDERS or name in named
             or name.lower().endswith(foreign.COREML_FOLDER_SUFFIXES)}
-    return sorted({*names[:_SIBLING_FOLDER_ENTRIES], *kept})
+    # The highest-numbered too: a Trainer's output_dir of 1,500 saves (checkpoint-500 ... checkpoint-750000) put its
+    # latest past the first 1,000 in string order, and the refusal named checkpoint-549500 as the run's latest save.
+    # Only of names a save counter ends (the message's "highest-numbered" is said of those alone).
+    saves = (name for name in names if (match := _NUMBERED.fullmatch(name)) and _SAVE_SERIES.search(match[1]))
+    latest = heapq.nlargest(_LATEST_SAVES_KEPT, saves, key=natural_order)
+    return sorted({*names[:_SIBLING_FOLDER_ENTRIES], *kept, *latest})
 
 
 def _few_entries(folder: Path) -> bool:
