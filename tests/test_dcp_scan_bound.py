@@ -67,3 +67,31 @@ def test_genuine_archives_after_other_members_are_still_scanned(tmp_path: Path) 
     (folder / ".metadata").write_bytes(b"\x80\x02}q\x00.")
     with pytest.raises(UnsafePickle, match="posix.system"):
         reader._refuse_unsafe_dcp_objects(folder)
+
+
+def test_every_shard_of_a_large_dcp_folder_has_its_objects_scanned(tmp_path: Path) -> None:
+    """The 1 GiB read was shared by the folder: a real model's first shard (gigabytes of tensors) used it all, and
+    the objects of the other ranks' shards were never scanned. Each shard's first bytes are read now, where torch's
+    FileSystemWriter writes its byte items."""
+    import pickle
+    import zipfile
+
+    from weightdoctor.errors import UnsafePickle
+
+    class _Shell:
+        def __reduce__(self) -> tuple[Any, tuple[str]]:
+            import os
+
+            return os.system, ("true",)
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    with open(folder / "__0_0.distcp", "wb") as handle:
+        handle.truncate((1 << 30) + (1 << 20))  # a sparse 1 GiB shard of tensor data
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps(_Shell(), protocol=2))
+    (folder / "__1_0.distcp").write_bytes(buffer.getvalue() + b"\0" * 4096)
+    (folder / ".metadata").write_bytes(b"\x80\x02}q\x00.")
+    with pytest.raises(UnsafePickle, match="posix.system"):
+        reader._refuse_unsafe_dcp_objects(folder)

@@ -941,6 +941,10 @@ def refuse_unsafe_dcp_metadata(folder: Path) -> None:
 # of one pickle read (a genuine one is a few hundred bytes: a tensor's rebuild call, a scheduler's dict; one
 # running past it is refused as not vouched for).
 _MAX_DCP_SCAN_BYTES = 1 << 30
+# The first bytes of each shard read (FileSystemWriter writes a shard's byte items before its tensors), so that
+# every shard's objects are scanned: with the 1 GiB shared by the folder, a real model's first shard (gigabytes)
+# used it all and the other ranks' objects were never looked at.
+_MAX_DCP_SHARD_SCAN_BYTES = 64 << 20
 _MAX_DCP_PICKLES = 4096
 # What one local header costs of that count when it names no data.pkl (a pickle costs 16): torch.save archives
 # hold a few members each, and a shard of 1 GiB filled with header signatures read each one's name (a seek and a
@@ -1020,18 +1024,21 @@ def _refuse_unsafe_dcp_objects(folder: Path) -> None:
     torch.save archive inside a `.distcp` shard, and its DefaultLoadPlanner.load_bytes reads it back with
     `torch.load(..., weights_only=False)`: dcp_to_torch_save runs it. The archives are found by their zip local
     headers (torch writes the sizes after the data, so each data.pkl is walked from its start to its STOP).
-    Past `_MAX_DCP_SCAN_BYTES` of shards or `_MAX_DCP_PICKLES` pickles, the rest is not read (the messages name
-    the folder all the same).
+    The first `_MAX_DCP_SHARD_SCAN_BYTES` of each shard are read, where torch's writer puts them, up to
+    `_MAX_DCP_SCAN_BYTES` and `_MAX_DCP_PICKLES` pickles for the folder; past that the rest is not read (the messages
+    name the folder all the same; docs/security.md says what a crafted shard can place beyond).
 
     Raises:
         UnsafePickle: naming the shard, the byte its archive starts at, and what the pickle imports.
     """
     budget, pickles = _MAX_DCP_SCAN_BYTES, _MAX_DCP_PICKLES * _DCP_PICKLE_COST
     for shard in sorted(folder.glob("*.distcp")):
+        allowed = min(budget, _MAX_DCP_SHARD_SCAN_BYTES)
         try:
-            budget, pickles = _refuse_unsafe_archives_in(shard, budget, pickles)
+            left, pickles = _refuse_unsafe_archives_in(shard, allowed, pickles)
         except OSError:
             continue  # unreadable: DCP cannot read it either
+        budget -= allowed - left
         if budget <= 0 or pickles <= 0:
             return
 
