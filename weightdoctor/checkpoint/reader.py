@@ -946,6 +946,9 @@ _MAX_DCP_PICKLES = 4096
 # read per 4 bytes: about 14 s) before the pickles ran out.
 _DCP_PICKLE_COST = 16
 _MAX_DCP_PICKLE_BYTES = 1 << 20
+# Bytes of central directory read that cost one of that count (about one member's entry, whose name torch.save
+# writes as `archive/data/0`): a genuine archive's directory costs a few, and all the folder's together 4 MiB.
+_DCP_DIRECTORY_BYTES = 64
 _DCP_CHUNK = 16 << 20
 _LOCAL_HEADER = re.compile(rb"PK\x03\x04")
 _END_OF_ARCHIVE = re.compile(rb"PK\x05\x06")
@@ -954,8 +957,10 @@ _END_OF_ARCHIVE = re.compile(rb"PK\x05\x06")
 class _Window:
     """The first `end` bytes of an open file, as zipfile reads an archive: its end is the archive's end."""
 
-    def __init__(self, handle: Any, end: int) -> None:
-        self.handle, self.end, self.position = handle, end, 0
+    def __init__(self, handle: Any, end: int, limit: int) -> None:
+        # `limit`: the most bytes all reads return together. zipfile reads a central directory whole and builds an
+        # entry per member: one of 2,000 members read again at each of 4,096 end records took 20 s.
+        self.handle, self.end, self.position, self.limit, self.taken = handle, end, 0, limit, 0
 
     def seek(self, offset: int, whence: int = 0) -> int:
         self.position = max(0, offset if whence == 0 else self.position + offset if whence == 1 else self.end + offset)
@@ -967,28 +972,36 @@ class _Window:
     def read(self, size: int = -1) -> bytes:
         size = self.end - self.position if size < 0 else min(size, self.end - self.position)
         self.handle.seek(self.position)
-        data = self.handle.read(max(size, 0))
+        data = self.handle.read(max(min(size, self.limit - self.taken), 0))  # cut short: zipfile calls it truncated
         self.position += len(data)
+        self.taken += len(data)
         return data
 
 
-def _pickles_torch_reads(handle: Any, end: int) -> list[tuple[int, bytes, bool]]:
+def _pickles_torch_reads(handle: Any, end: int, units: int) -> tuple[list[tuple[int, bytes, bool]], int]:
     """The data.pkl of the archive that ends at byte `end` (its end of central directory record's end), as
     torch.load finds it: by the central directory, inflated where deflated. Only the members the local-header
     walk of `_refuse_unsafe_archives_in` does not read are returned (deflated, or whose local header names
-    another member): `(local header's byte, first bytes, whether cut)`."""
+    another member): `(local header's byte, first bytes, whether cut)`; with the units of the folder's pickle
+    count spent, at most `units` (each `_DCP_DIRECTORY_BYTES` of directory read, each data.pkl read a pickle's)."""
     import zipfile
     import zlib
 
+    window = _Window(handle, end, max(units, 0) * _DCP_DIRECTORY_BYTES)
     try:
-        members = zipfile.ZipFile(_Window(handle, end)).infolist()  # type: ignore[arg-type]
+        members = zipfile.ZipFile(window).infolist()  # type: ignore[arg-type]
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, struct.error):
-        return []  # torch.load cannot read it either
-    found = []
+        return [], window.taken // _DCP_DIRECTORY_BYTES  # torch.load cannot read it either
+    found: list[tuple[int, bytes, bool]] = []
+    spent = window.taken // _DCP_DIRECTORY_BYTES
     for member in members:
         if not member.filename.endswith("data.pkl") or member.compress_type not in (zipfile.ZIP_STORED,
                                                                                    zipfile.ZIP_DEFLATED):
             continue  # miniz, torch's reader, knows these two methods only
+        # A directory of 70,000 members all named data.pkl, at one deflated MiB: each read and inflated.
+        spent += _DCP_PICKLE_COST
+        if spent > units:
+            break
         handle.seek(member.header_offset)
         local = handle.read(30)
         if len(local) < 30 or local[:4] != b"PK\x03\x04":
@@ -1009,7 +1022,7 @@ def _pickles_torch_reads(handle: Any, end: int) -> list[tuple[int, bytes, bool]]
             continue  # torch.load fails on it without unpickling
         found.append((member.header_offset, data, len(data) == _MAX_DCP_PICKLE_BYTES
                       or len(raw) < member.compress_size))
-    return found
+    return found, spent
 
 
 def _refuse_unsafe_dcp_objects(folder: Path) -> None:
@@ -1085,7 +1098,9 @@ def _refuse_unsafe_archives_in(shard: Path, budget: int, pickles: int) -> tuple[
                 pickles -= _DCP_PICKLE_COST  # each directory read counts: shards full of signatures end soon
                 if pickles < 0:
                     return budget, pickles
-                for start, data, cut in _pickles_torch_reads(handle, end):
+                read, spent = _pickles_torch_reads(handle, end, pickles)
+                pickles -= spent  # what is read is judged, then the scan ends when the count is spent
+                for start, data, cut in read:
                     problem = pickle_loads_problem(data, prefix=cut)
                     if problem is not None:
                         raise UnsafePickle(
