@@ -1040,6 +1040,8 @@ def _refuse_unsafe_dcp_objects(folder: Path) -> None:
     """
     budget, pickles = _MAX_DCP_SCAN_BYTES, _MAX_DCP_PICKLES * _DCP_PICKLE_COST
     for shard in sorted(folder.glob("*.distcp")):
+        if not shard.is_file():
+            continue  # a FIFO so named blocked the open forever (DCP cannot read one either), a folder raised
         try:
             budget, pickles = _refuse_unsafe_archives_in(shard, budget, pickles)
         except OSError:
