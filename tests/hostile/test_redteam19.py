@@ -94,3 +94,49 @@ def test_a_fifo_named_as_a_dcp_shard_is_passed_over_not_waited_on(tmp_path: Path
     assert "torch.distributed.checkpoint (DCP) folder" in result.stderr
     assert str(folder) in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+_SYSTEM = b"cposix\nsystem\n(S'echo pwned'\ntR."
+
+
+def _npy_header(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    return (10, struct.unpack_from("<H", data, 8)[0]) if data[6] == 1 else (12, struct.unpack_from("<I", data, 8)[0])
+
+
+def test_an_object_field_past_the_first_64_kib_of_a_npy_header_has_its_pickle_scanned(tmp_path: Path) -> None:
+    # np.save's own file: a record of 3,000 float fields and one object field, its header (format 2.0) 120 KB,
+    # the '|O' near its end. Only the first 64 KiB were searched, so the pickle after it was never scanned and the
+    # message advised numpy.load(path, allow_pickle=True), which runs it (allow_pickle lifts numpy's header bound).
+    import warnings
+
+    import numpy as np
+
+    from weightdoctor.errors import UnsafePickle
+
+    fields = [(f"f{i:05d}_{'x' * 20}", "<f4") for i in range(3000)] + [("obj", "O")]
+    path = tmp_path / "weights.npy"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy warns that format 2.0 needs numpy >= 1.9
+        np.save(path, np.zeros(1, dtype=fields))
+    start, length = _npy_header(path)
+    assert length > 1 << 16 and path.read_bytes().find(b"|O") > start + (1 << 16)
+    path.write_bytes(path.read_bytes()[:start + length] + _SYSTEM)
+    with pytest.raises(UnsafePickle) as caught:
+        reader._refuse_pickled_npy(path, path.read_bytes()[:64])
+    assert "dangerous" in str(caught.value) and "posix.system" in str(caught.value)
+    assert caught.value.path == str(path)
+
+
+def test_a_npy_header_longer_than_the_file_is_not_called_a_pickle(tmp_path: Path) -> None:
+    # A format 2.0 header claiming 4 GiB in a 90-byte file: numpy.load fails reading the header and unpickles
+    # nothing, yet the file was refused as "suspicious: ... at byte 4294967307: the pickle cannot be parsed ...
+    # numpy.load(path, allow_pickle=True) unpickles them, running that".
+    path = tmp_path / "weights.npy"
+    header = b"{'descr': '|O', 'fortran_order': False, 'shape': (1152921504606846976,), }"
+    path.write_bytes(b"\x93NUMPY\x02\x00" + struct.pack("<I", 0xFFFFFFFF) + header)
+    reader._refuse_pickled_npy(path, path.read_bytes()[:64])  # no refusal: the .npy message says what it is
+    result = subprocess.run([sys.executable, "-m", "weightdoctor", "inspect", str(path)], capture_output=True,
+                            text=True, timeout=60, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 2 and "this is a NumPy .npy array" in result.stderr, result.stderr
+    assert "suspicious" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -834,10 +834,19 @@ def _refuse_pickled_npy(path: Path, prefix: bytes) -> None:
         12, struct.unpack_from("<I", prefix, 8)[0])
     try:
         with open(path, "rb") as handle:
+            if start + length > os.fstat(handle.fileno()).st_size:
+                return  # numpy.load fails reading the header, unpickling nothing: said "suspicious" of byte 4 GiB
             handle.seek(start)
-            header = handle.read(min(length, 1 << 16))
-        # An object field anywhere in the dtype ('|O', a record's ('a', '|O')) makes np.save pickle the array.
-        report = scan_embedded_pickle(path, start + length) if b"|O" in header else None
+            # An object field anywhere in the dtype ('|O', a record's ('a', '|O')) makes np.save pickle the array;
+            # the whole header is searched (allow_pickle=True lifts numpy's bound on its size): np.save's own file
+            # of 3,000 float fields and one object field put it past the 64 KiB read, its pickle not scanned.
+            objects, tail, left = False, b"", length
+            while left > 0 and not objects:
+                chunk = handle.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                objects, tail, left = b"|O" in tail + chunk, chunk[-1:], left - len(chunk)
+        report = scan_embedded_pickle(path, start + length) if objects else None
     except OSError:
         return  # numpy cannot read it either
     if report is not None and report.unsafe:
