@@ -140,3 +140,47 @@ def test_a_npy_header_longer_than_the_file_is_not_called_a_pickle(tmp_path: Path
                             text=True, timeout=60, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 2 and "this is a NumPy .npy array" in result.stderr, result.stderr
     assert "suspicious" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def _deflated_archive(payload: bytes) -> bytes:
+    """A torch.save-like archive whose data.pkl is deflated: found by its central directory only."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", payload)
+        archive.writestr("archive/version", b"3\n")
+    return buffer.getvalue()
+
+
+def test_a_directory_entry_before_the_shard_does_not_end_the_scan_of_the_archives_after_it(tmp_path: Path) -> None:
+    # The first archive's end record places its directory 1,000 bytes past where it lies, so its member's offset
+    # falls before the file: the seek raised OSError, taken as an unreadable shard, and the deflated data.pkl
+    # calling os.system in the archive after it was never read.
+    name = b"archive/data.pkl"
+    bogus_directory = _central_entry(name, 8, 10, 10, 0)
+    bogus = bogus_directory + struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 1, 1, len(bogus_directory), 1000, 0)
+    hostile = _deflated_archive(_SYSTEM)
+    folder = _dcp_folder(tmp_path, bogus + hostile)
+    from weightdoctor.errors import UnsafePickle
+
+    with pytest.raises(UnsafePickle) as caught:
+        reader._refuse_unsafe_dcp_objects(folder)
+    assert "posix.system" in str(caught.value) and f"at byte {len(bogus):,}" in str(caught.value)
+    assert caught.value.path == str(folder / "__0_0.distcp")
+
+
+def test_a_zip64_offset_of_2_to_the_64_is_no_unexpected_error(tmp_path: Path) -> None:
+    # A ZIP64 extra field giving a member's local header at byte 2^64 - 1: the seek raised ValueError, and the
+    # folder's read ended "unexpected ValueError: cannot fit 'int' into an offset-sized integer".
+    name = b"archive/data.pkl"
+    extra = struct.pack("<HHQ", 1, 8, (1 << 64) - 1)
+    entry = struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 45, 45, 0, 8, 0, 0, 0, 10, 10, len(name), len(extra), 0, 0,
+                        0, 0, 0xFFFFFFFF) + name + extra
+    folder = _dcp_folder(tmp_path, entry + struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 1, 1, len(entry), 0, 0))
+    result = subprocess.run([sys.executable, "-m", "weightdoctor", "inspect", str(folder)], capture_output=True,
+                            text=True, timeout=60, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 2, result.stderr
+    assert "torch.distributed.checkpoint (DCP) folder" in result.stderr and "unexpected" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

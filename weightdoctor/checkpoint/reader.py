@@ -1007,6 +1007,10 @@ def _pickles_torch_reads(handle: Any, end: int, units: int) -> tuple[list[tuple[
         if not member.filename.endswith("data.pkl") or member.compress_type not in (zipfile.ZIP_STORED,
                                                                                    zipfile.ZIP_DEFLATED):
             continue  # miniz, torch's reader, knows these two methods only
+        if not 0 <= member.header_offset < end:
+            # Outside the archive (a directory placed before the file's start, a ZIP64 offset of 2^64 - 1): the
+            # seek raised ValueError ("unexpected" said of the folder) or OSError, which ended the shard's scan.
+            continue
         # A directory of 70,000 members all named data.pkl, at one deflated MiB: each read and inflated.
         spent += _DCP_PICKLE_COST
         if spent > units:
