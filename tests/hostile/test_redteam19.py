@@ -184,3 +184,24 @@ def test_a_zip64_offset_of_2_to_the_64_is_no_unexpected_error(tmp_path: Path) ->
     assert result.returncode == 2, result.stderr
     assert "torch.distributed.checkpoint (DCP) folder" in result.stderr and "unexpected" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symlinks")
+def test_a_symlink_loop_named_global_step0_does_not_end_the_deepspeed_states_scan(tmp_path: Path) -> None:
+    # global_step0 -> global_step0: its is_dir() raised ELOOP inside the one try around the listing, so no step
+    # was scanned and the folder read as healthy with global_step1's states calling os.system beside it
+    # (DeepSpeed's load_checkpoint torch.loads them with weights_only=False).
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "run"
+    (folder / "global_step1").mkdir(parents=True)
+    (folder / "global_step1" / "mp_rank_00_model_states.pt").write_bytes(_SYSTEM)
+    (folder / "global_step0").symlink_to("global_step0")
+    save_file({"w": torch.zeros(2)}, str(folder / "model.safetensors"))
+    from weightdoctor.errors import UnsafePickle
+
+    with pytest.raises(UnsafePickle) as caught:
+        reader.refuse_unsafe_deepspeed_states(folder)
+    assert "DeepSpeed states file names posix.system" in str(caught.value)
+    assert caught.value.path == str(folder / "global_step1" / "mp_rank_00_model_states.pt")

@@ -701,6 +701,24 @@ def _vouched_for(module: str, name: str, roots: tuple[str, ...]) -> bool:
     return name.lstrip("_")[:1].isupper() or f"{module}.{name}" in _LOWER_CASE_CLASSES
 
 
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    """Whether a listed entry is a folder; one whose stat fails is not. A symlink to itself named global_step0
+    raised ELOOP there, which ended the scan of every global_step folder: global_step1's states calling os.system
+    beside it went unread."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _matches(folder: Path, pattern: str) -> list[Path]:
+    """The files of `folder` matching `pattern`, sorted; none where it cannot be listed (the others still are)."""
+    try:
+        return sorted(folder.glob(pattern))
+    except OSError:
+        return []
+
+
 # The most DeepSpeed states files scanned under a folder's global_step*/ folders (one model and one optimizer file
 # per rank and step); the rest are not, and the message names the folder all the same.
 _MAX_DEEPSPEED_STATES = 256
@@ -722,11 +740,11 @@ def refuse_unsafe_deepspeed_states(folder: Path) -> None:
     try:
         # The folder listed once (every folder read comes here, one of 100,000 files too), then each step's own.
         with os.scandir(folder) as entries:
-            steps = sorted(e.name for e in entries if e.name.startswith("global_step") and e.is_dir())
-        found = list(itertools.islice((p for pattern in ("*_model_states.pt", "*_optim_states.pt") for step in steps
-                                       for p in sorted((folder / step).glob(pattern))), _MAX_DEEPSPEED_STATES))
+            steps = sorted(e.name for e in entries if e.name.startswith("global_step") and _is_folder(e))
     except OSError:
         return
+    found = list(itertools.islice((p for pattern in ("*_model_states.pt", "*_optim_states.pt") for step in steps
+                                   for p in _matches(folder / step, pattern)), _MAX_DEEPSPEED_STATES))
     for path, report in _scans_of(found):
         flagged = sorted({g.qualified for g in report.globals if g.safety == DANGEROUS or (
             g.safety == UNKNOWN and not _vouched_for(g.module, g.name, ("torch", "deepspeed")))})
