@@ -205,3 +205,23 @@ def test_a_symlink_loop_named_global_step0_does_not_end_the_deepspeed_states_sca
         reader.refuse_unsafe_deepspeed_states(folder)
     assert "DeepSpeed states file names posix.system" in str(caught.value)
     assert caught.value.path == str(folder / "global_step1" / "mp_rank_00_model_states.pt")
+
+
+def test_the_places_the_buffer_walk_builds_are_bounded_in_size() -> None:
+    # Each place was built whole from its parent's: dicts sharing one 1 MiB key (memoized, so 500,000 of them made
+    # a 6.5 MB file) copied the key into each place (12 s), and a list nested 400,000 deep copied a path growing
+    # by two characters a level (3 s). A place is now cut at _MAX_PLACE characters, and built from a cut parent.
+    from weightdoctor.checkpoint import pytorch_format
+
+    key = "k" * (1 << 20)
+    deep: list[Any] = []
+    level = deep
+    for _ in range(5000):
+        level.append([])
+        level = level[-1]
+    level.append(b"\x80\x04K\x01.")  # not the bytes below: the walk visits one object once
+    obj = {"meta": [{key: 0} for _ in range(50)], "under": {key: {"x": b"\x80\x04N."}}, "deep": deep}
+    found = {where.split(".", 1)[0]: where for where, _, _ in pytorch_format._buffers_in(obj)}
+    assert set(found) == {"under", "deep"}
+    assert found["under"].startswith("under.kkk") and found["deep"].startswith("deep.0.0.0")
+    assert all(len(where) <= 1030 for where in found.values()), {k: len(v) for k, v in found.items()}
