@@ -702,6 +702,24 @@ def _vouched_for(module: str, name: str, roots: tuple[str, ...]) -> bool:
     return name.lstrip("_")[:1].isupper() or f"{module}.{name}" in _LOWER_CASE_CLASSES
 
 
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    """Whether a listed entry is a folder; one whose stat fails is not. A symlink to itself named global_step0
+    raised ELOOP there, which ended the scan of every global_step folder: global_step1's states calling os.system
+    beside it went unread."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _matches(folder: Path, pattern: str) -> list[Path]:
+    """The files of `folder` matching `pattern`, sorted; none where it cannot be listed (the others still are)."""
+    try:
+        return sorted(folder.glob(pattern))
+    except OSError:
+        return []
+
+
 # The most DeepSpeed states files scanned under a folder's global_step*/ folders (one model and one optimizer file
 # per rank and step); the rest are not, and the message names the folder all the same.
 _MAX_DEEPSPEED_STATES = 256
@@ -723,11 +741,11 @@ def refuse_unsafe_deepspeed_states(folder: Path) -> None:
     try:
         # The folder listed once (every folder read comes here, one of 100,000 files too), then each step's own.
         with os.scandir(folder) as entries:
-            steps = sorted(e.name for e in entries if e.name.startswith("global_step") and e.is_dir())
-        found = list(itertools.islice((p for pattern in ("*_model_states.pt", "*_optim_states.pt") for step in steps
-                                       for p in sorted((folder / step).glob(pattern))), _MAX_DEEPSPEED_STATES))
+            steps = sorted(e.name for e in entries if e.name.startswith("global_step") and _is_folder(e))
     except OSError:
         return
+    found = list(itertools.islice((p for pattern in ("*_model_states.pt", "*_optim_states.pt") for step in steps
+                                   for p in _matches(folder / step, pattern)), _MAX_DEEPSPEED_STATES))
     for path, report in _scans_of(found):
         flagged = sorted({g.qualified for g in report.globals if g.safety == DANGEROUS or (
             g.safety == UNKNOWN and not _vouched_for(g.module, g.name, ("torch", "deepspeed")))})
@@ -835,10 +853,19 @@ def _refuse_pickled_npy(path: Path, prefix: bytes) -> None:
         12, struct.unpack_from("<I", prefix, 8)[0])
     try:
         with open(path, "rb") as handle:
+            if start + length > os.fstat(handle.fileno()).st_size:
+                return  # numpy.load fails reading the header, unpickling nothing: said "suspicious" of byte 4 GiB
             handle.seek(start)
-            header = handle.read(min(length, 1 << 16))
-        # An object field anywhere in the dtype ('|O', a record's ('a', '|O')) makes np.save pickle the array.
-        report = scan_embedded_pickle(path, start + length) if b"|O" in header else None
+            # An object field anywhere in the dtype ('|O', a record's ('a', '|O')) makes np.save pickle the array;
+            # the whole header is searched (allow_pickle=True lifts numpy's bound on its size): np.save's own file
+            # of 3,000 float fields and one object field put it past the 64 KiB read, its pickle not scanned.
+            objects, tail, left = False, b"", length
+            while left > 0 and not objects:
+                chunk = handle.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                objects, tail, left = b"|O" in tail + chunk, chunk[-1:], left - len(chunk)
+        report = scan_embedded_pickle(path, start + length) if objects else None
     except OSError:
         return  # numpy cannot read it either
     if report is not None and report.unsafe:
@@ -951,6 +978,9 @@ _MAX_DCP_PICKLES = 4096
 # read per 4 bytes: about 14 s) before the pickles ran out.
 _DCP_PICKLE_COST = 16
 _MAX_DCP_PICKLE_BYTES = 1 << 20
+# Bytes of central directory read that cost one of that count (about one member's entry, whose name torch.save
+# writes as `archive/data/0`): a genuine archive's directory costs a few, and all the folder's together 4 MiB.
+_DCP_DIRECTORY_BYTES = 64
 _DCP_CHUNK = 16 << 20
 _LOCAL_HEADER = re.compile(rb"PK\x03\x04")
 _END_OF_ARCHIVE = re.compile(rb"PK\x05\x06")
@@ -959,8 +989,10 @@ _END_OF_ARCHIVE = re.compile(rb"PK\x05\x06")
 class _Window:
     """The first `end` bytes of an open file, as zipfile reads an archive: its end is the archive's end."""
 
-    def __init__(self, handle: Any, end: int) -> None:
-        self.handle, self.end, self.position = handle, end, 0
+    def __init__(self, handle: Any, end: int, limit: int) -> None:
+        # `limit`: the most bytes all reads return together. zipfile reads a central directory whole and builds an
+        # entry per member: one of 2,000 members read again at each of 4,096 end records took 20 s.
+        self.handle, self.end, self.position, self.limit, self.taken = handle, end, 0, limit, 0
 
     def seek(self, offset: int, whence: int = 0) -> int:
         self.position = max(0, offset if whence == 0 else self.position + offset if whence == 1 else self.end + offset)
@@ -972,28 +1004,40 @@ class _Window:
     def read(self, size: int = -1) -> bytes:
         size = self.end - self.position if size < 0 else min(size, self.end - self.position)
         self.handle.seek(self.position)
-        data = self.handle.read(max(size, 0))
+        data = self.handle.read(max(min(size, self.limit - self.taken), 0))  # cut short: zipfile calls it truncated
         self.position += len(data)
+        self.taken += len(data)
         return data
 
 
-def _pickles_torch_reads(handle: Any, end: int) -> list[tuple[int, bytes, bool]]:
+def _pickles_torch_reads(handle: Any, end: int, units: int) -> tuple[list[tuple[int, bytes, bool]], int]:
     """The data.pkl of the archive that ends at byte `end` (its end of central directory record's end), as
     torch.load finds it: by the central directory, inflated where deflated. Only the members the local-header
     walk of `_refuse_unsafe_archives_in` does not read are returned (deflated, or whose local header names
-    another member): `(local header's byte, first bytes, whether cut)`."""
+    another member): `(local header's byte, first bytes, whether cut)`; with the units of the folder's pickle
+    count spent, at most `units` (each `_DCP_DIRECTORY_BYTES` of directory read, each data.pkl read a pickle's)."""
     import zipfile
     import zlib
 
+    window = _Window(handle, end, max(units, 0) * _DCP_DIRECTORY_BYTES)
     try:
-        members = zipfile.ZipFile(_Window(handle, end)).infolist()  # type: ignore[arg-type]
+        members = zipfile.ZipFile(window).infolist()  # type: ignore[arg-type]
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, struct.error):
-        return []  # torch.load cannot read it either
-    found = []
+        return [], window.taken // _DCP_DIRECTORY_BYTES  # torch.load cannot read it either
+    found: list[tuple[int, bytes, bool]] = []
+    spent = window.taken // _DCP_DIRECTORY_BYTES
     for member in members:
         if not member.filename.endswith("data.pkl") or member.compress_type not in (zipfile.ZIP_STORED,
                                                                                    zipfile.ZIP_DEFLATED):
             continue  # miniz, torch's reader, knows these two methods only
+        if not 0 <= member.header_offset < end:
+            # Outside the archive (a directory placed before the file's start, a ZIP64 offset of 2^64 - 1): the
+            # seek raised ValueError ("unexpected" said of the folder) or OSError, which ended the shard's scan.
+            continue
+        # A directory of 70,000 members all named data.pkl, at one deflated MiB: each read and inflated.
+        spent += _DCP_PICKLE_COST
+        if spent > units:
+            break
         handle.seek(member.header_offset)
         local = handle.read(30)
         if len(local) < 30 or local[:4] != b"PK\x03\x04":
@@ -1014,7 +1058,7 @@ def _pickles_torch_reads(handle: Any, end: int) -> list[tuple[int, bytes, bool]]
             continue  # torch.load fails on it without unpickling
         found.append((member.header_offset, data, len(data) == _MAX_DCP_PICKLE_BYTES
                       or len(raw) < member.compress_size))
-    return found
+    return found, spent
 
 
 def _refuse_unsafe_dcp_objects(folder: Path) -> None:
@@ -1033,6 +1077,8 @@ def _refuse_unsafe_dcp_objects(folder: Path) -> None:
     """
     budget, pickles = _MAX_DCP_SCAN_BYTES, _MAX_DCP_PICKLES * _DCP_PICKLE_COST
     for shard in sorted(folder.glob("*.distcp")):
+        if not shard.is_file():
+            continue  # a FIFO so named blocked the open forever (DCP cannot read one either), a folder raised
         allowed = min(budget, _MAX_DCP_SHARD_SCAN_BYTES)
         try:
             left, pickles = _refuse_unsafe_archives_in(shard, allowed, pickles)
@@ -1093,7 +1139,9 @@ def _refuse_unsafe_archives_in(shard: Path, budget: int, pickles: int) -> tuple[
                 pickles -= _DCP_PICKLE_COST  # each directory read counts: shards full of signatures end soon
                 if pickles < 0:
                     return budget, pickles
-                for start, data, cut in _pickles_torch_reads(handle, end):
+                read, spent = _pickles_torch_reads(handle, end, pickles)
+                pickles -= spent  # what is read is judged, then the scan ends when the count is spent
+                for start, data, cut in read:
                     problem = pickle_loads_problem(data, prefix=cut)
                     if problem is not None:
                         raise UnsafePickle(
