@@ -938,7 +938,12 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
 
     def __init__(self, file: Any, inert: frozenset[str] = frozenset(), **kwargs: Any) -> None:
+        from weightdoctor.security.opcodes import CompactMemo
+
         super().__init__(file, **kwargs)
+        # The pure-Python unpickler's memo is a dict, ~100 bytes an entry: 10^7 MEMOIZE opcodes (a 10 MB .pkl) took
+        # 1 GB. The same memo in a list takes 8 bytes an entry (see CompactMemo for what genuine files need).
+        self.memo = CompactMemo()
         # Globals the scan read as inert in this file's context (`policy.inert_in_context`), besides INERT ones.
         self._inert = inert
         # id of each object find_class returned -> its name, and the object, kept so that its id stays its own

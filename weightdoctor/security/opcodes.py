@@ -126,6 +126,48 @@ class _FastReader:
         self.readline = functools.partial(handle.readline, MAX_LINE)
 
 
+class CompactMemo:
+    """A pickle's memo as an unpickler uses it (`memo[i] = value`, `memo[i]`, `len(memo)` for MEMOIZE), held in
+    a list while its indices run 0, 1, 2, ... as every pickler writes them, in a dict only past the list's end.
+
+    8 bytes an entry, not ~100 (an int key and a dict slot): 10^7 MEMOIZE opcodes in a 10 MB .pkl or .npy held
+    0.8 GB in the scan's memo and 1 GB in the restricted unpickler's. A genuine state dict's pickle keeps 8 entries
+    a tensor (a 1,000,000-tensor torch.save, legacy or zip: 8M entries, 31M opcodes; Adam's state of 100,000
+    parameters: 2M), so a memo bound cannot tell hostile from genuine: its cost per entry is what is cut.
+
+    Example:
+        >>> memo = CompactMemo()
+        >>> memo[0] = "a"; memo[2] = "c"; memo[len(memo)] = "b"  # MEMOIZE's index is the count: 2 again
+        >>> memo[0], memo[2], len(memo), 1 in memo._sparse
+        ('a', 'b', 2, False)
+    """
+
+    __slots__ = ("_dense", "_sparse")
+
+    def __init__(self) -> None:
+        self._dense: list[Any] = []
+        self._sparse: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self._dense) + len(self._sparse)
+
+    def __getitem__(self, index: int) -> Any:
+        if 0 <= index < len(self._dense):
+            return self._dense[index]
+        return self._sparse[index]  # KeyError, as a dict's
+
+    def __setitem__(self, index: int, value: Any) -> None:
+        dense = self._dense
+        if 0 <= index < len(dense):
+            dense[index] = value
+        elif index == len(dense):
+            dense.append(value)
+            while self._sparse and len(dense) in self._sparse:  # entries written ahead join once it reaches them
+                dense.append(self._sparse.pop(len(dense)))
+        else:
+            self._sparse[index] = value
+
+
 class _StackError(Exception):
     pass
 
@@ -199,23 +241,7 @@ def walk_pickle(handle: BinaryIO, end: int, watch: frozenset[str] = frozenset())
 def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -> PickleWalk:
     start = walk.start
     stack: list[Any] = []
-    # The memo is a list while its indices run 0, 1, 2, ... as every pickler writes them, and a dict only for those
-    # past its end: 8 bytes an entry, not ~70 (an int key and a dict slot). A genuine state dict keeps 8 entries a
-    # tensor (a 1,000,000-tensor torch.save: 8M entries, 31M opcodes; Adam's state of 100,000 params: 2M), and
-    # 10^7 MEMOIZE opcodes in a 10 MB file held 0.8 GB where a list of them holds 80 MB.
-    memo: list[Any] = []
-    sparse: dict[int, Any] = {}
-
-    def remember(index: int, value: Any) -> None:
-        if index < len(memo):
-            memo[index] = value
-        elif index == len(memo):
-            memo.append(value)
-            while len(memo) in sparse:  # entries written early (out of order) join the list once it reaches them
-                memo.append(sparse.pop(len(memo)))
-        else:
-            sparse[index] = value
-
+    memo = CompactMemo()
     reader: Any
     if isinstance(handle, io.BytesIO) and end >= len(handle.getbuffer()):
         # In memory, reads already stop at the end: hand pickletools the bound methods (much faster).
@@ -247,14 +273,12 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                     walk.problems.append((position, f"memo index {arg:,}, a number no pickler reaches this early "
                                           "in a pickle (built to exhaust memory: C unpicklers such as pickle.load "
                                           f"set aside {16 * arg / 1e9:,.1f} GB for it)"))
-                remember(arg, _top(stack))
+                memo[arg] = _top(stack)
             elif name in ("GET", "BINGET", "LONG_BINGET"):
-                if 0 <= arg < len(memo):
+                try:
                     stack.append(memo[arg])
-                elif arg in sparse:
-                    stack.append(sparse[arg])
-                else:
-                    raise _StackError(f"memo entry {arg} is read before it is written")
+                except KeyError:
+                    raise _StackError(f"memo entry {arg} is read before it is written") from None
             elif name == "MARK":
                 stack.append(MARK)
             elif name == "TUPLE":
@@ -293,7 +317,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
             elif name == "DUP":
                 stack.append(_top(stack))
             elif name == "MEMOIZE":
-                remember(len(memo) + len(sparse), _top(stack))
+                memo[len(memo)] = _top(stack)
             elif name == "GLOBAL":
                 module, _, attr = arg.partition(" ")
                 found = GlobalImport(module, attr, name, position)
