@@ -73,3 +73,54 @@ def test_a_genuine_training_dcp_is_still_sent_to_dcp_to_torch_save(tmp_path: Pat
     line = _one_error_line(run_cli("inspect", str(folder)))
     assert "torch.distributed.checkpoint (DCP) folder" in line and "dcp_to_torch_save" in line, line
     assert "dangerous" not in line and "suspicious" not in line, line
+
+
+def test_a_npy_header_claimed_as_a_gigabyte_of_zeros_is_not_read_whole(tmp_path: Path,
+                                                                          monkeypatch: Any) -> None:
+    """The .npy object-field search read the whole header a format 2.0 file claims (up to 4 GiB): a sparse file of
+    1 GiB of zeros, 16 bytes on disk, was read whole (3 s a GiB) before the refusal for a .npy. numpy's header parse
+    refuses a NUL (ast.literal_eval), unpickling nothing, so the search stops at the first one."""
+    import io
+    import struct
+
+    from weightdoctor.checkpoint import reader
+
+    path = tmp_path / "weights.npy"
+    prefix = b"\x93NUMPY\x02\x00" + struct.pack("<I", 1 << 30) + b"{'descr': '<f4', "
+    with open(path, "wb") as handle:
+        handle.write(prefix)
+        handle.truncate(12 + (1 << 30) + 16)
+    read = [0]
+
+    class _CountingFile(io.FileIO):
+        def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+            data = super().read(size)
+            read[0] += len(data)
+            return data
+
+    monkeypatch.setattr(reader, "open", lambda name, mode="r", *a, **k: _CountingFile(name, "r"), raising=False)
+    reader._refuse_pickled_npy(path, prefix)
+    assert read[0] <= 2 << 20, read[0]
+    monkeypatch.undo()
+    line = _one_error_line(run_cli("inspect", str(path)))
+    assert line.startswith(f"error: {path}: ") and "numpy" in line.lower(), line
+
+
+def test_a_npy_of_objects_after_a_header_padded_with_spaces_is_still_refused(tmp_path: Path) -> None:
+    """The NUL stop leaves a header numpy does parse: np.save's object array, its header padded past 1 MiB with
+    spaces (numpy.load(allow_pickle=True) reads it and runs the pickle), is refused."""
+    import io
+    import struct
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([_RunsAShellCommand()], dtype=object), allow_pickle=True)
+    raw = buffer.getvalue()
+    header = raw[10:10 + struct.unpack_from("<H", raw, 8)[0]]
+    body = raw[10 + len(header):]
+    header = b"{" + b" " * (2 << 20) + header[1:]  # the object field past the first MiB read
+    path = tmp_path / "weights.npy"
+    path.write_bytes(b"\x93NUMPY\x02\x00" + struct.pack("<I", len(header)) + header + body)
+    line = _one_error_line(run_cli("inspect", str(path)))
+    assert line.startswith(f"error: {path}: dangerous") and "posix.system" in line, line

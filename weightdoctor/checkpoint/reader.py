@@ -865,6 +865,10 @@ def _refuse_pickled_npy(path: Path, prefix: bytes) -> None:
                 if not chunk:
                     break
                 objects, tail, left = b"|O" in tail + chunk, chunk[-1:], left - len(chunk)
+                if not objects and b"\0" in chunk:
+                    # numpy's header parse (ast.literal_eval) refuses a NUL, unpickling nothing: a sparse file
+                    # claiming 4 GiB of header, zeros, was read whole (3 s a GiB).
+                    return
         report = scan_embedded_pickle(path, start + length) if objects else None
     except OSError:
         return  # numpy cannot read it either
