@@ -124,3 +124,24 @@ def test_a_npy_of_objects_after_a_header_padded_with_spaces_is_still_refused(tmp
     path.write_bytes(b"\x93NUMPY\x02\x00" + struct.pack("<I", len(header)) + header + body)
     line = _one_error_line(run_cli("inspect", str(path)))
     assert line.startswith(f"error: {path}: dangerous") and "posix.system" in line, line
+
+
+def test_the_latest_save_a_run_folder_s_message_names_is_scanned(tmp_path: Path) -> None:
+    """A run folder of 30 DCP saves (step_1/ .. step_30/, as torchtitan keeps them): the scan took the first 16
+    subfolders by name (step_1, step_10 .. step_19, step_2, step_20 .. step_23), while the message named step_30,
+    the latest by number, for dcp_to_torch_save, which runs its entry calling os.system. The save a message
+    names is scanned now, wherever it sorts."""
+    import torch.distributed.checkpoint as dcp
+
+    root = tmp_path / "checkpoint"
+    for step in range(1, 31):
+        save = root / f"step_{step}"
+        save.mkdir(parents=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "torch.distributed is disabled ... assuming a single process"
+            dcp.save({"model": {"w": torch.zeros(2)}, "extra": _RunsAShellCommand() if step == 30 else step},
+                     checkpoint_id=str(save), no_dist=True)
+    line = _one_error_line(run_cli("inspect", str(root)))
+    shard = root / "step_30" / "__0_0.distcp"
+    assert line.startswith(f"error: {shard}: dangerous: the torch.save archive at byte 0 of this "
+                           "torch.distributed.checkpoint (DCP) shard holds a pickle that names posix.system"), line

@@ -942,10 +942,17 @@ def refuse_unsafe_dcp_metadata(folder: Path) -> None:
     from weightdoctor.security.scan import scan_file
 
     try:
-        folders = [folder, *itertools.islice((p for p in sorted(folder.iterdir()) if p.is_dir()),
-                                             _MAX_DCP_SUBFOLDERS)]
+        saves = [p for p in sorted(folder.iterdir()) if p.is_dir() and _is_dcp_folder(p)]
     except OSError:
-        folders = [folder]
+        saves = []
+    # The saves the no-weights message names for a converter are scanned wherever they sort: its first by name
+    # (pytorch_model_fsdp_0/) and its latest by number (step_30/, which sorted 24th of 30 by name and went
+    # unscanned while dcp_to_torch_save was pointed at it).
+    named = [p for p in saves if not p.name.startswith("optimizer")]
+    folders = [folder, *saves[:_MAX_DCP_SUBFOLDERS]]
+    if named:
+        latest = max(named, key=lambda p: natural_order(p.name))
+        folders += [p for p in dict.fromkeys((named[0], latest)) if p not in folders]
     for candidate in folders:
         if not _is_dcp_folder(candidate):
             continue
