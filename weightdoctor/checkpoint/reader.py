@@ -865,6 +865,10 @@ def _refuse_pickled_npy(path: Path, prefix: bytes) -> None:
                 if not chunk:
                     break
                 objects, tail, left = b"|O" in tail + chunk, chunk[-1:], left - len(chunk)
+                if not objects and b"\0" in chunk:
+                    # numpy's header parse (ast.literal_eval) refuses a NUL, unpickling nothing: a sparse file
+                    # claiming 4 GiB of header, zeros, was read whole (3 s a GiB).
+                    return
         report = scan_embedded_pickle(path, start + length) if objects else None
     except OSError:
         return  # numpy cannot read it either
@@ -938,10 +942,17 @@ def refuse_unsafe_dcp_metadata(folder: Path) -> None:
     from weightdoctor.security.scan import scan_file
 
     try:
-        folders = [folder, *itertools.islice((p for p in sorted(folder.iterdir()) if p.is_dir()),
-                                             _MAX_DCP_SUBFOLDERS)]
+        saves = [p for p in sorted(folder.iterdir()) if p.is_dir() and _is_dcp_folder(p)]
     except OSError:
-        folders = [folder]
+        saves = []
+    # The saves the no-weights message names for a converter are scanned wherever they sort: its first by name
+    # (pytorch_model_fsdp_0/) and its latest by number (step_30/, which sorted 24th of 30 by name and went
+    # unscanned while dcp_to_torch_save was pointed at it).
+    named = [p for p in saves if not p.name.startswith("optimizer")]
+    folders = [folder, *saves[:_MAX_DCP_SUBFOLDERS]]
+    if named:
+        latest = max(named, key=lambda p: natural_order(p.name))
+        folders += [p for p in dict.fromkeys((named[0], latest)) if p not in folders]
     for candidate in folders:
         if not _is_dcp_folder(candidate):
             continue
@@ -1069,22 +1080,30 @@ def _refuse_unsafe_dcp_objects(folder: Path) -> None:
     `torch.load(..., weights_only=False)`: dcp_to_torch_save runs it. The archives are found by their zip local
     headers (torch writes the sizes after the data, so each data.pkl is walked from its start to its STOP).
     The first `_MAX_DCP_SHARD_SCAN_BYTES` of each shard are read, where torch's writer puts them, up to
-    `_MAX_DCP_SCAN_BYTES` and `_MAX_DCP_PICKLES` pickles for the folder; past that the rest is not read (the messages
+    `_MAX_DCP_SCAN_BYTES` and `_MAX_DCP_PICKLES` pickles for the folder, shared by its shards (each gets its part of
+    what the shards before it left); past that the rest is not read (the messages
     name the folder all the same; docs/security.md says what a crafted shard can place beyond).
 
     Raises:
         UnsafePickle: naming the shard, the byte its archive starts at, and what the pickle imports.
     """
     budget, pickles = _MAX_DCP_SCAN_BYTES, _MAX_DCP_PICKLES * _DCP_PICKLE_COST
-    for shard in sorted(folder.glob("*.distcp")):
+    shards = sorted(folder.glob("*.distcp"))
+    for index, shard in enumerate(shards):
         if not shard.is_file():
             continue  # a FIFO so named blocked the open forever (DCP cannot read one either), a folder raised
-        allowed = min(budget, _MAX_DCP_SHARD_SCAN_BYTES)
+        # Each shard gets its share of what is left, what it leaves going to the next: in name order, a training
+        # run's first shards spent the whole count on their tensors' archives (each a torch.save archive) and the
+        # objects the writer puts at the start of the later shards were never read.
+        # At least a few archives' worth each, else a folder of 100,000 shards would leave its first none.
+        allowed = min(max(budget // (len(shards) - index), 1 << 20), budget, _MAX_DCP_SHARD_SCAN_BYTES)
+        share = min(max(pickles // (len(shards) - index), 16 * _DCP_PICKLE_COST), pickles)
         try:
-            left, pickles = _refuse_unsafe_archives_in(shard, allowed, pickles)
+            left, unused = _refuse_unsafe_archives_in(shard, allowed, share)
         except OSError:
             continue  # unreadable: DCP cannot read it either
         budget -= allowed - left
+        pickles -= share - unused
         if budget <= 0 or pickles <= 0:
             return
 
