@@ -76,3 +76,19 @@ def restore_rebound_fakes(fakes: dict[str, Any], reals: dict[str, Any]) -> None:
             for name, fake in fakes.items():
                 if value is fake:
                     setattr(module, attribute, reals[name])
+
+
+class RunsAShellCommand:
+    """An object whose pickle calls os.system (a payload for the security tests; nothing here unpickles it)."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        import os
+
+        return os.system, ("echo the payload ran",)
+
+
+def one_error_line(result: Any) -> str:
+    """The one non-empty stderr line of a command that exited 2 with nothing on stdout."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and result.stdout == "" and len(lines) == 1, (result.stdout, result.stderr)
+    return lines[0]

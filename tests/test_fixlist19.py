@@ -11,18 +11,9 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from tests.helpers import RunsAShellCommand as _RunsAShellCommand
+from tests.helpers import one_error_line as _one_error_line
 from tests.helpers import run_cli
-
-
-class _RunsAShellCommand:
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return os.system, ("echo the payload ran",)
-
-
-def _one_error_line(result: Any) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == 2 and result.stdout == "" and len(lines) == 1, (result.stdout, result.stderr)
-    return lines[0]
 
 
 def _trainer_checkpoint(folder: Path, hook: object = None) -> Path:

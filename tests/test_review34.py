@@ -3,7 +3,6 @@ torch.distributed.checkpoint's own FileSystemWriter writes: model, optimizer, sc
 
 from __future__ import annotations
 
-import os
 import pickle
 import warnings
 from pathlib import Path
@@ -11,18 +10,9 @@ from typing import Any
 
 import torch
 
+from tests.helpers import RunsAShellCommand as _RunsAShellCommand
+from tests.helpers import one_error_line as _one_error_line
 from tests.helpers import run_cli
-
-
-class _RunsAShellCommand:
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return os.system, ("echo the payload ran",)
-
-
-def _one_error_line(result: Any) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == 2 and result.stdout == "" and len(lines) == 1, (result.stdout, result.stderr)
-    return lines[0]
 
 
 def _training_dcp(folder: Path, layers: int, last: object) -> None:

@@ -9,29 +9,18 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import pickle
 import random
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from tests.helpers import RunsAShellCommand as _RunsAShellCommand
+from tests.helpers import one_error_line as _one_error_line
 from tests.helpers import run_cli, run_json
-
-
-class _RunsAShellCommand:
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return os.system, ("echo the payload ran",)
-
-
-def _one_error_line(result: Any) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == 2 and result.stdout == "" and len(lines) == 1, (result.stdout, result.stderr)
-    return lines[0]
 
 
 def _torch_save_bytes(obj: object) -> bytes:

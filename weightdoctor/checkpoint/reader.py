@@ -2672,6 +2672,17 @@ def _address_of(located: HubLocation, revision: str | None, inside: str) -> str:
     return f"hf://{kind}{located.repo_id}" + (f"@{revision}" if revision else "") + (f"/{inside}" if inside else "")
 
 
+def _said_of_source(exc: WeightDoctorError, path: Path, typed_file: tuple[str, str] | None, repo_id: str | None,
+                    root: Path, text: str, revision: str | None) -> Exception:
+    """An error about a source's file as the source was typed: of its Hub address (`_said_as_typed`), or of the repo
+    id and revision (a snapshot's file, not only a path deep in the cache: `named_by_repo`); else `exc` itself."""
+    if typed_file is not None:
+        return _said_as_typed(exc, path, *typed_file)
+    if repo_id is None:
+        return exc
+    return named_by_repo(exc, root, text, revision)
+
+
 def _said_as_typed(exc: WeightDoctorError, file: Path, typed: str, folder_address: str) -> WeightDoctorError:
     """An error about a repo's file named by its Hub address: said of the address typed, its folder (which a config's
     error points at) by that folder's address, and the cached file it was read from kept at the end."""
@@ -2958,12 +2969,10 @@ def _open_checkpoint(
             builder.add_weight_file(target)
             warnings += _one_shard_of_several(target, given if repo_id is not None else None)
     except WeightDoctorError as exc:
-        if typed_file is not None:
-            raise _said_as_typed(exc, path, *typed_file) from exc
-        if repo_id is None:
+        said = _said_of_source(exc, path, typed_file, repo_id, root, text, revision)
+        if said is exc:
             raise
-        # A snapshot's file: said of the repo id and revision typed, not only of a path deep in the cache.
-        raise named_by_repo(exc, root, text, revision) from exc
+        raise said from exc
     warnings += builder.notes
     if path.is_dir() and target != config_path:
         # What the folder holds beside what was read: said once, as from_pretrained leaves it too.
@@ -3028,12 +3037,10 @@ def _open_checkpoint(
     try:
         checkpoint.warnings += refuse_pickled_extra_states(checkpoint)
     except WeightDoctorError as exc:
-        # Said as the files' other errors are: of the repo id typed, not of a path deep in the cache.
-        if typed_file is not None:
-            raise _said_as_typed(exc, path, *typed_file) from exc
-        if repo_id is None:
+        said = _said_of_source(exc, path, typed_file, repo_id, root, text, revision)  # as other errors are
+        if said is exc:
             raise
-        raise named_by_repo(exc, root, text, revision) from exc
+        raise said from exc
     return checkpoint
 
 
