@@ -834,6 +834,19 @@ def _saved_by_the_trainer(meta: Path) -> bool:
     return b"pytorch-lightning_version" in head or len(head) == 1 << 20
 
 
+# How much of a .npy's pickle is read whole to judge its tensors' _load_from_bytes calls (a dict of RNG states is
+# kilobytes); a larger one naming that call is refused as before.
+_NPY_NESTED_BOUND = 64 << 20
+
+
+def _only_load_from_bytes(report: Any) -> bool:
+    """Whether the only globals a scan calls dangerous or unknown are torch.storage._load_from_bytes."""
+    from weightdoctor.security.extra_state import LOAD_FROM_BYTES
+    from weightdoctor.security.policy import DANGEROUS, UNKNOWN
+
+    return {g.qualified for g in report.globals if g.safety in (DANGEROUS, UNKNOWN)} == {LOAD_FROM_BYTES}
+
+
 def _refuse_pickled_npy(path: Path, prefix: bytes) -> None:
     """Refuse a NumPy .npy of Python objects (an object dtype, a dict saved with np.save) whose pickle may run code.
 
@@ -872,6 +885,24 @@ def _refuse_pickled_npy(path: Path, prefix: bytes) -> None:
         report = scan_embedded_pickle(path, start + length) if objects else None
     except OSError:
         return  # numpy cannot read it either
+    if report is not None and report.unsafe and _only_load_from_bytes(report):
+        # np.save of a dict holding a torch tensor (a training loop's torch.get_rng_state() beside numpy's) pickles
+        # its storage as _load_from_bytes(<torch.save bytes>): judged by the archive it torch.loads, as a bytes
+        # value's pickle is, not called dangerous for the name alone. Past the bound the refusal stands.
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(start + length)
+                data = handle.read(_NPY_NESTED_BOUND + 1)
+        except OSError:
+            return
+        if len(data) <= _NPY_NESTED_BOUND:
+            from weightdoctor.security.extra_state import pickle_loads_problem
+
+            problem = pickle_loads_problem(data)
+            if problem is None:
+                return
+            raise UnsafePickle(f"{problem[0]}: this NumPy .npy array of Python objects {problem[1]} (numpy.load(path, "
+                               "allow_pickle=True) unpickles it, running that); nothing was unpickled here", str(path))
     if report is not None and report.unsafe:
         raise UnsafePickle(f"{report.summary(limit=4)}: this NumPy .npy array holds Python objects, pickled after "
                            "its header, and numpy.load(path, allow_pickle=True) unpickles them, running that; nothing "
