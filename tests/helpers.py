@@ -92,3 +92,16 @@ def one_error_line(result: Any) -> str:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2 and result.stdout == "" and len(lines) == 1, (result.stdout, result.stderr)
     return lines[0]
+
+
+def save_tiny_bert(folder: Path) -> dict[str, Any]:
+    """A seeded two-layer BertForSequenceClassification saved by save_pretrained; its state dict returned."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=64)
+    model = transformers.BertForSequenceClassification(config)
+    model.save_pretrained(folder)
+    return model.state_dict()

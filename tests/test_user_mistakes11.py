@@ -21,19 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.helpers import run_cli
-
-
-def _tiny_bert(folder: Path) -> dict:
-    """A seeded two-layer BertForSequenceClassification saved by save_pretrained; its state dict returned."""
-    import torch
-    import transformers
-
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=64, max_position_embeddings=64)
-    model = transformers.BertForSequenceClassification(config)
-    model.save_pretrained(folder)
-    return model.state_dict()
+from tests.helpers import save_tiny_bert as _tiny_bert
 
 
 def _wide(*args: str) -> str:
