@@ -328,7 +328,7 @@ def test_renderer_shows_everything(dfx: dict[str, Path]) -> None:
     text = out.getvalue()
     for expected in ("weightdoctor check-dtype", "What each cast does", "Worst tensors for fp16", "recommendation",
                      "fp16 is unsafe", "--keep-fp32", "Weights alone cannot tell", "sampled: at most 100 values",
-                     "beyond ±65504 → ±inf (overflows)", "mixed storage"):
+                     "beyond ±65504 → ±65504 below ±65520, ±inf from ±65520 (overflows)", "mixed storage"):
         assert expected in text, expected
     assert text.count("│ stack.") <= 3  # --worst 3
 

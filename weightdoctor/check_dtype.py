@@ -7,6 +7,7 @@ bounded chunks, and the result compared with the stored values. Nothing here pri
 from __future__ import annotations
 
 import functools
+import math
 import pickle
 import re
 import zlib
@@ -402,13 +403,22 @@ def sample_indices(numel: int, count: int, name: str, seed: int = SAMPLE_SEED) -
 
 
 def cast_behaviour(target: str) -> str:
-    """What torch's `.to(target)` does here with values beyond its range, inf and NaN (measured, not assumed)."""
+    """What torch's `.to(target)` does here with values beyond its range, inf and NaN (measured, not assumed).
+
+    Where the cast overflows, the values between the largest finite value and the smallest one that overflows
+    round to ±max (fp16: above 65504 and below 65520): both bounds are measured with torch's own cast.
+
+    Example:
+        >>> cast_behaviour("fp16")
+        'beyond ±65504 → ±65504 below ±65520, ±inf from ±65520 (overflows); inf → inf; NaN → NaN'
+    """
     import torch
 
     dtype = getattr(torch, TARGETS[target])
     top = torch.finfo(dtype).max
     wide = torch.tensor([top * 4, -top * 4, float("inf"), float("nan")], dtype=torch.float64)
-    probe = wide.to(torch.float32) if top * 4 < torch.finfo(torch.float32).max else wide
+    probe_dtype = torch.float32 if top * 4 < torch.finfo(torch.float32).max else torch.float64
+    probe = wide.to(probe_dtype) if probe_dtype == torch.float32 else wide
     out = probe.to(dtype).to(torch.float64).tolist()
 
     def word(value: float) -> str:
@@ -417,7 +427,47 @@ def cast_behaviour(target: str) -> str:
     beyond = "NaN" if out[0] != out[0] else f"±{_number(abs(out[0]))}"
     how = "saturates" if abs(out[0]) == top else ("overflows" if out[0] != out[0] or abs(out[0]) == float("inf")
                                                    else "rounds")
-    return f"beyond ±{_number(top)} → {beyond} ({how}); inf → {word(out[2])}; NaN → {word(out[3])}"
+    tail = f"inf → {word(out[2])}; NaN → {word(out[3])}"
+    threshold = _overflow_threshold(dtype, top, probe_dtype) if how == "overflows" else None
+    if threshold is None:
+        return f"beyond ±{_number(top)} → {beyond} ({how}); {tail}"
+    low, high = _distinct_numbers(top, threshold)
+    return f"beyond ±{low} → ±{low} below ±{high}, {beyond} from ±{high} (overflows); {tail}"
+
+
+def _overflow_threshold(dtype: torch.dtype, top: float, probe_dtype: torch.dtype) -> float | None:
+    """The smallest magnitude above `top` (in `probe_dtype`) that torch's cast to `dtype` makes non-finite, where
+    every magnitude between comes out as `top`; None where no such bound exists below 4 × top (nothing finite is
+    beyond a float64's max) or a value between comes out otherwise."""
+    import torch
+
+    def cast(value: float) -> float:
+        return float(torch.tensor([value], dtype=probe_dtype).to(dtype).to(torch.float64)[0])
+
+    def probed(value: float) -> float:
+        return float(torch.tensor([value], dtype=probe_dtype)[0])
+
+    low, high = top, probed(top * 4)
+    if not math.isfinite(high) or math.isfinite(cast(high)):
+        return None
+    while True:  # bisection over the probe dtype's values: at most its bit width steps
+        middle = probed(low + (high - low) / 2)
+        if middle in (low, high):
+            break
+        if math.isfinite(cast(middle)):
+            low = middle
+        else:
+            high = middle
+    return high if low == top or cast(low) == top else None
+
+
+def _distinct_numbers(first: float, second: float) -> tuple[str, str]:
+    """`first` and `second` written with the fewest significant digits (6 at least) that tell them apart."""
+    for digits in range(6, 18):
+        a, b = f"{first:.{digits}g}", f"{second:.{digits}g}"
+        if a != b:
+            return a, b
+    return repr(first), repr(second)
 
 
 def _number(value: float) -> str:
