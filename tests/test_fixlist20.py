@@ -72,3 +72,65 @@ def test_a_saturating_cast_and_float64_are_said_as_before() -> None:
     assert _cast([449.0, 1e5], torch.float8_e4m3fn) == [448.0, 448.0]
     assert cast_behaviour("fp8_e4m3").startswith("beyond ±448 → ±448 (saturates)")
     assert cast_behaviour("fp64").startswith("beyond ±1.79769e+308 → ±inf (overflows)")
+
+
+def _t5_folder(out: Path) -> Path:
+    """A tiny T5 whose block 0 of each stack is larger than the others (its relative_attention_bias)."""
+    import transformers as T
+
+    config = T.T5Config(vocab_size=512, d_model=64, d_kv=16, d_ff=128, num_layers=3, num_decoder_layers=3,
+                        num_heads=4, architectures=["T5ForConditionalGeneration"])
+    torch.manual_seed(0)
+    T.T5ForConditionalGeneration(config).save_pretrained(out)
+    return out
+
+
+def test_why_a_device_stays_free_is_the_room_the_planner_kept_when_its_next_module_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The planner (transformers' infer_auto_device_map, as accelerate's) keeps room on the first GPU and on the CPU for
+    the largest layer still to place *besides the module it is trying*: trying decoder.block.0, it keeps the size of
+    decoder.block.1. plan-devices named decoder.block.0 itself (512 bytes larger: its relative_attention_bias), so its
+    next-module-too-big bytes were not the room the planner said it had. The oracle is the planner's own verbose
+    account ("Not enough space on D to put M (space available A, ...)")."""
+    import contextlib
+    import io
+
+    import transformers.integrations.accelerate as hf_accelerate
+
+    from weightdoctor.plan_devices import PlanRequest, build_planned_model, open_plan_source, plan_devices
+
+    folder = _t5_folder(tmp_path / "t5")
+    real = hf_accelerate.infer_auto_device_map
+
+    def verbose(*args: object, **kwargs: object) -> object:
+        return real(*args, **{**kwargs, "verbose": True})  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hf_accelerate, "infer_auto_device_map", verbose)
+    with open_plan_source(str(folder)) as checkpoint:
+        planned = build_planned_model(checkpoint)
+    block0 = sum(p.numel() * 4 for p in planned.model.decoder.block[0].parameters())
+    block1 = sum(p.numel() * 4 for p in planned.model.decoder.block[1].parameters())
+    assert block0 - block1 == 4 * 32 * 4  # heads × buckets × fp32
+    compared = 0
+    # (GPUs, CPU, the module the planner fails to put on the CPU, the layer it keeps room for meanwhile)
+    for gpus, cpu, failing, kept_for in [([504234, 302540], 378176, "decoder.block.0", "decoder.block.1"),
+                                         ([], 378176, "encoder.block.0", "decoder.block.0"),
+                                         ([], 300000, "shared", "decoder.block.0")]:
+        said = io.StringIO()
+        with contextlib.redirect_stdout(said):
+            report = plan_devices(planned, PlanRequest(gpus=gpus, cpu=cpu, disk=True, suggest=False))
+        last: dict[str, tuple[str, int]] = {}
+        for found in re.finditer(r"Not enough space on (\S+) to put (\S+) \(space available (-?\d+)", said.getvalue()):
+            last[found.group(1)] = (found.group(2), int(found.group(3)))
+        cpu_use = next(d for d in report.devices if d.key == "cpu")
+        assert last["cpu"][0] == failing
+        reasons = {h.reason: h for h in cpu_use.held_back}
+        assert reasons["next-module-too-big"].bytes == last["cpu"][1]
+        assert f"the next module, {failing} (" in reasons["next-module-too-big"].detail
+        kept = planned.model.get_submodule(kept_for)
+        assert reasons["largest-layer"].bytes == sum(p.numel() * 4 for p in kept.parameters())
+        assert f"({kept_for}, " in reasons["largest-layer"].detail
+        assert sum(h.bytes for h in cpu_use.held_back) == cpu - cpu_use.used_bytes
+        compared += 1
+    assert compared == 3

@@ -1890,8 +1890,14 @@ def explain_devices(
             ))
             left -= amount
         later = [n for n in order if _device_rank(device_map[n], keys) > position]
+        # What the planner placed after this device, in its order: the first is the module that did not fit here.
+        tried = [n for n in visited or [] if _device_rank(device_map.get(_owner(n, device_map) or "", ""), keys)
+                 > position]
         if key in main and later and left > 0:
-            layer, layer_names = _largest_layer(planned.model, later, sizes, no_split)
+            # The room it kept was for the largest layer still to place besides the one it was trying (it leaves
+            # that one out of the count as it takes it: T5's decoder.block.0, with its relative_attention_bias,
+            # is tried with room kept for decoder.block.1).
+            layer, layer_names = _largest_layer(planned.model, tried[1:] if tried else later, sizes, no_split)
             if layer > 0:
                 amount = min(layer, left)
                 where = "the CPU" if key != "cpu" else "disk"
@@ -1904,8 +1910,6 @@ def explain_devices(
                 ))
                 left -= amount
         if later and left > 0:
-            tried = [n for n in visited or [] if _device_rank(device_map.get(_owner(n, device_map) or "", ""), keys)
-                     > position]
             nxt = tried[0] if tried else later[0]
             size = sizes.get(nxt, entry_bytes.get(nxt, 0)) if tried else entry_bytes.get(nxt, 0)
             parts.append(HeldBack(
