@@ -22,10 +22,10 @@ For each case `weightdoctor check-dtype SRC --json --local --target fp16,bf16,fp
 in-process and is compared with:
 
 * torch: every tensor read with safetensors / torch.load, cast with `.to(dtype)`, compared in float64 (values,
-  overflow, clamped, underflow, subnormal, changed, NaN, inf, max relative error), and the verdict by the
-  documented rule (unsafe: an overflow, a clamp with more error than rounding, >= 1% of the non-zero finite values
-  flushed; lossy: anything changed); per tensor, per target and summed; tied names cast once; integer tensors
-  listed as skipped; each target's memory_bytes;
+  overflow, clamped, underflow, subnormal, changed, NaN, inf, infs not kept, max relative error), and the verdict by
+  the documented rule (unsafe: an overflow, a clamp with more error than rounding, an inf not kept as inf, >= 1% of
+  the non-zero finite values flushed; lossy: anything changed); per tensor, per target and summed; tied names cast
+  once; integer tensors listed as skipped; each target's memory_bytes;
 * the same command on the folder's index (sharded) or its weight file: the same figures; the suggested output of
   an index lies outside the model folder;
 * `--fail-on unsafe` / `--fail-on lossy` exit codes against the oracle's verdicts;
@@ -251,7 +251,10 @@ def oracle_counts(x: torch.Tensor, dtype: torch.dtype) -> dict[str, Any]:
         "changed": int(((y != wide) & ~(torch.isnan(y) & torch.isnan(wide))).sum()),
         "max_rel_error": float(rel.max()) if rel.numel() else 0.0,
     }
-    reasons = overflow or (sat_rel.numel() and float(sat_rel.max()) > info.eps) or (
+    # an inf the cast does not keep as inf (fp8_e4m3fn: ±448; fnuz: NaN) is unsafe too
+    inf_lost = int((torch.isinf(wide) & (y != wide)).sum())
+    counts["inf_lost"] = inf_lost
+    reasons = overflow or inf_lost or (sat_rel.numel() and float(sat_rel.max()) > info.eps) or (
         int(nonzero.sum()) and underflow / int(nonzero.sum()) >= 0.01)
     counts["verdict"] = "unsafe" if reasons else ("lossy" if counts["changed"] else "safe")
     return counts

@@ -134,3 +134,36 @@ def test_why_a_device_stays_free_is_the_room_the_planner_kept_when_its_next_modu
         assert sum(h.bytes for h in cpu_use.held_back) == cpu - cpu_use.used_bytes
         compared += 1
     assert compared == 3
+
+
+@pytest.mark.parametrize("size", [4, 40_000])  # cast with others in one batch, and alone in chunks
+def test_an_inf_the_cast_does_not_keep_makes_the_tensor_unsafe_as_torch_casts_it(size: int, tmp_path: Path) -> None:
+    """torch casts ±inf to ±448 in float8_e4m3fn (it saturates) and to NaN in the fnuz formats: an attention mask's
+    -inf stops masking. check-dtype called that "2 value(s) rounded", verdict lossy."""
+    mask = torch.zeros(size)
+    mask[0], mask[1], mask[2] = float("-inf"), float("inf"), 1.0
+    path = tmp_path / "m.safetensors"
+    save_file({"mask": mask, "plain": torch.tensor([0.5, 1.0])}, str(path))
+    code, data = run_json("check-dtype", path, "--target", "fp8_e4m3,fp8_e4m3fnuz,fp16")
+    assert code == 0
+    for target, dtype in (("fp8_e4m3", torch.float8_e4m3fn), ("fp8_e4m3fnuz", torch.float8_e4m3fnuz),
+                          ("fp16", torch.float16)):
+        cast = mask.to(dtype).to(torch.float32)
+        lost = int((torch.isinf(mask) & (cast != mask)).sum())
+        became_nan = int((torch.isinf(mask) & torch.isnan(cast)).sum())
+        report = data["targets"][target]
+        row = next(t for t in report["tensors"] if t["name"] == "mask")
+        advice = data["recommendation"]["text"]
+        assert row["inf_lost"] == lost and row["inf"] == 2 and row["overflow"] == 0
+        if not lost:  # fp16 keeps ±inf
+            assert row["verdict"] == "safe" and report["verdict"] == "safe"
+            continue
+        assert lost == 2 and row["verdict"] == "unsafe" and report["verdict"] == "unsafe"
+        assert "rounded" not in row["reason"]
+        if became_nan:
+            assert row["reason"] == "2 inf value(s) become NaN"
+            assert f"{target} is unsafe: turns ±inf into NaN in 1 tensor(s) (2 value(s))" in advice
+        else:
+            assert cast[:2].tolist() == [-448.0, 448.0]
+            assert row["reason"] == "2 inf value(s) become finite (±max)"
+            assert f"{target} is unsafe: turns ±inf into ±448 in 1 tensor(s) (2 value(s))" in advice

@@ -124,6 +124,8 @@ class CastCounts:
         saturated: finite values beyond the target's largest finite value that came out finite
             (clamped to ±max: rounding just above max, or a saturating fp8 cast).
         saturated_max_rel_error: the largest relative error among the saturated values.
+        inf_lost: ±inf values the cast does not keep as the same inf (float8_e4m3fn makes them ±448, the fnuz
+            formats NaN): not rounding, a mask's -inf that stops masking. inf_to_nan: those of them that became NaN.
         underflow: non-zero finite values the cast turned into zero.
         subnormal: values that came out non-zero but below the target's smallest normal number.
         changed: values not equal after the cast (NaN stays NaN and counts as equal).
@@ -137,6 +139,8 @@ class CastCounts:
     overflow: int = 0
     saturated: int = 0
     saturated_max_rel_error: float = 0.0
+    inf_lost: int = 0
+    inf_to_nan: int = 0
     underflow: int = 0
     subnormal: int = 0
     changed: int = 0
@@ -167,6 +171,8 @@ class CastCounts:
         self.inf += other.inf
         self.overflow += other.overflow
         self.saturated += other.saturated
+        self.inf_lost += other.inf_lost
+        self.inf_to_nan += other.inf_to_nan
         self.underflow += other.underflow
         self.subnormal += other.subnormal
         self.changed += other.changed
@@ -246,6 +252,10 @@ def cast_counts(
                 counts.saturated = int(torch.count_nonzero(beyond))
                 if counts.saturated:
                     counts.saturated_max_rel_error = float(err[beyond].max())
+                if inf_x:
+                    inf_in = torch.isinf(x)
+                    counts.inf_lost = int(torch.count_nonzero(inf_in & (yb != x)))
+                    counts.inf_to_nan = int(torch.count_nonzero(inf_in & torch.isnan(yb)))
             # 0/0 (zeros), inf (overflow) and NaN (non-finite inputs) are outside the relative error.
             torch.nan_to_num_(err, nan=0.0, posinf=0.0, neginf=0.0)
             counts.max_rel_error = float(err.max()) if n else 0.0
@@ -297,7 +307,8 @@ def cast_counts_batch(flats: list[torch.Tensor], targets: list[torch.dtype]) -> 
     zeros_x = per_tensor(absx == 0)
     nan_mask = torch.isnan(x)
     nan_x = per_tensor(nan_mask)
-    inf_x = per_tensor(torch.isinf(x))
+    inf_mask = torch.isinf(x)
+    inf_x = per_tensor(inf_mask)
     finite_x = torch.isfinite(x)
     results: list[list[CastCounts]] = [[] for _ in flats]
     for target in targets:
@@ -315,6 +326,8 @@ def cast_counts_batch(flats: list[torch.Tensor], targets: list[torch.dtype]) -> 
         overflow = per_tensor(finite_x & ~finite_y)
         beyond = finite_x & finite_y & (absx > info.max)
         saturated = per_tensor(beyond)
+        inf_lost = per_tensor(inf_mask & (yb != x)) if any(inf_x) else [0] * len(flats)
+        inf_to_nan = per_tensor(inf_mask & torch.isnan(yb)) if any(inf_x) else [0] * len(flats)
         saturated_max = per_tensor_max(torch.where(beyond, err, 0)) if any(saturated) else [0.0] * len(flats)
         torch.nan_to_num_(err, nan=0.0, posinf=0.0, neginf=0.0)
         max_err = per_tensor_max(err)
@@ -323,6 +336,7 @@ def cast_counts_batch(flats: list[torch.Tensor], targets: list[torch.dtype]) -> 
             row.append(CastCounts(
                 values=lengths[i], zeros=zeros_x[i], nan=nan_x[i], inf=inf_x[i], overflow=overflow[i],
                 saturated=saturated[i], saturated_max_rel_error=saturated_max[i] if saturated[i] else 0.0,
+                inf_lost=inf_lost[i], inf_to_nan=inf_to_nan[i],
                 underflow=zeros_y[i] - zeros_x[i], subnormal=below_normal[i] - zeros_y[i],
                 changed=changed[i] - nan_kept[i], max_rel_error=max_err[i], rel_error_sum=sums[i],
             ))
@@ -470,6 +484,14 @@ def _distinct_numbers(first: float, second: float) -> tuple[str, str]:
     return repr(first), repr(second)
 
 
+def _cast_of_inf(target: str) -> str:
+    """What torch's cast to `target` makes of +inf, in words ("448", "NaN", "inf")."""
+    import torch
+
+    value = float(torch.tensor([float("inf")]).to(getattr(torch, TARGETS[target])).to(torch.float64)[0])
+    return "NaN" if value != value else f"±{_number(value)}"
+
+
 def _number(value: float) -> str:
     return f"{value:.6g}"
 
@@ -495,15 +517,22 @@ class TensorCast:
     # False where the stored dtype casts exactly to every target (`casts_exactly`): its counts follow from the
     # dtypes, so the tensor was never loaded.
     read: bool = True
+    # ±inf values the cast did not keep as inf (float8_e4m3fn: ±448; the fnuz formats: NaN).
+    inf_lost: int = 0
 
 
 def tensor_verdict(counts: CastCounts, eps: float) -> tuple[str, str]:
-    """(verdict, reason) for one tensor: unsafe on overflow, clamping or mass underflow; lossy on rounding."""
+    """(verdict, reason) for one tensor: unsafe on overflow, clamping, an inf not kept or mass underflow; lossy on
+    rounding."""
     reasons = []
     if counts.overflow:
         reasons.append(f"{counts.overflow:,} finite value(s) become inf/NaN")
     if counts.saturated and counts.saturated_max_rel_error > eps:
         reasons.append(f"{counts.saturated:,} value(s) beyond the range clamped to ±max")
+    if counts.inf_to_nan:
+        reasons.append(f"{counts.inf_to_nan:,} inf value(s) become NaN")
+    if counts.inf_lost - counts.inf_to_nan:
+        reasons.append(f"{counts.inf_lost - counts.inf_to_nan:,} inf value(s) become finite (±max)")
     nonzero = counts.nonzero_finite
     if counts.underflow and nonzero and counts.underflow / nonzero >= MASS_UNDERFLOW_SHARE:
         reasons.append(f"{counts.underflow / nonzero:.1%} of non-zero values flushed to zero")
@@ -899,11 +928,17 @@ def recommend(
             problems = []
             over = [t for t in report.tensors if t.overflow]
             sat = [t for t in report.tensors if t.verdict == "unsafe" and t.saturated and not t.overflow]
-            under = [t for t in report.tensors if t.verdict == "unsafe" and not t.overflow and not t.saturated]
+            lost = [t for t in report.tensors if t.verdict == "unsafe" and t.inf_lost and not t.overflow
+                    and not t.saturated]
+            under = [t for t in report.tensors if t.verdict == "unsafe" and not t.overflow and not t.saturated
+                     and not t.inf_lost]
             if over:
                 problems.append(f"overflows in {len(over)} tensor(s) ({report.overflow:,} value(s) → inf/NaN)")
             if sat:
                 problems.append(f"clamps values beyond ±{_number(report.max_finite)} in {len(sat)} tensor(s)")
+            if lost:
+                problems.append(f"turns ±inf into {_cast_of_inf(name)} in {len(lost)} tensor(s) "
+                                f"({sum(t.inf_lost for t in lost):,} value(s))")
             if under:
                 problems.append(f"flushes ≥{MASS_UNDERFLOW_SHARE:.0%} of the values to zero in {len(under)} tensor(s)")
             line = f"{name} is unsafe: {'; '.join(problems)}"
@@ -1187,7 +1222,7 @@ def check_dtype(
                 name=info.name, dtype=info.dtype, verdict=verdict, values=counts.values, overflow=counts.overflow,
                 saturated=counts.saturated, underflow=counts.underflow, subnormal=counts.subnormal,
                 changed=counts.changed, max_rel_error=counts.max_rel_error, mean_rel_error=counts.mean_rel_error,
-                nan=counts.nan, inf=counts.inf, reason=reason,
+                nan=counts.nan, inf=counts.inf, reason=reason, inf_lost=counts.inf_lost,
             ))
             totals[name].add(counts)
             if name == "fp32" and verdict == "unsafe":
