@@ -565,13 +565,15 @@ class _Builder:
         # six): a safetensors header within the limit proves every name is, without a pass over 10,000s of names
         # (0.15 ms a 10,002-entry file).
         within_limit = fmt == "safetensors" and header.header_size <= MAX_NAME_CHARS
-        long_name = None if within_limit else next((info.name for info in infos if len(info.name) > MAX_NAME_CHARS),
-                                                    None)
+        # The names once (a comprehension reads the slots fastest), for the checks below as C-level passes.
+        names = [info.name for info in infos]
+        long_name = None if within_limit or max(map(len, names), default=0) <= MAX_NAME_CHARS else next(
+            name for name in names if len(name) > MAX_NAME_CHARS)
         if long_name is not None:
             raise CorruptCheckpoint(
                 f"tensor name {long_name[:60]!r}... is {len(long_name):,} characters long (the limit is "
                 f"{MAX_NAME_CHARS:,}): no model names a tensor so; printing it took minutes", path=str(path))
-        ema_note = _ema_pytorch_state_note(infos)
+        ema_note = _ema_pytorch_state_note(names)
         if ema_note and not any(note.startswith(f"{relpath}: an F5-TTS training checkpoint") for note in self.notes):
             self.notes.append(f"{relpath}: {ema_note}")
         self.formats.add(fmt)
@@ -580,14 +582,14 @@ class _Builder:
         return infos
 
 
-def _ema_pytorch_state_note(infos: list[TensorInfo]) -> str:
+def _ema_pytorch_state_note(tensor_names: list[str]) -> str:
     """What to say of weights that are an ema_pytorch EMA's state dict (`initted` and `step`, its bookkeeping, beside
     the averaged model as `ema_model.*`), or "". F5-TTS releases its models so (model_*.safetensors, a pruned
     model_*.pt): read as they are, the names matched no model and the two counters counted as parameters."""
-    # One pass that builds nothing for the files that are no such state (every other file read).
-    if len(infos) < 3 or not any(info.name == "initted" for info in infos):
+    # One C-level search that builds nothing for the files that are no such state (every other file read).
+    if len(tensor_names) < 3 or "initted" not in tensor_names:
         return ""
-    names = {info.name for info in infos}
+    names = set(tensor_names)
     if "step" not in names:
         return ""
     if not all(name.startswith("ema_model.") for name in names - {"initted", "step"}):
@@ -3008,7 +3010,9 @@ def _open_checkpoint(
     if path.is_dir() and target != config_path:
         # What the folder holds beside what was read: said once, as from_pretrained leaves it too.
         warnings += _siblings_not_read(path, {f.path for f in builder.files}, warnings)
-    value_head = sorted(t.name for t in builder.tensors if t.name.startswith("v_head."))
+    names = [t.name for t in builder.tensors]
+    # C-level passes over the names: this runs for every checkpoint read.
+    value_head = sorted(itertools.compress(names, map(str.startswith, names, itertools.repeat("v_head."))))
     if value_head and any(t.name.startswith(("transformer.", "model.", "lm_head.")) for t in builder.tensors):
         # TRL's AutoModelForCausalLMWithValueHead.save_pretrained: the language model's state dict plus v_head.*.
         warnings.append(f"a TRL value head ({', '.join(value_head[:2])}) beside the language model: TRL's "
