@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +46,73 @@ def test_a_bytesio_built_from_its_argument_holding_plain_data_is_read(tmp_path: 
     result = run_cli("inspect", str(path))
     assert result.exit_code == 0, result.stderr
     assert "layer.weight" in result.stdout
+
+
+def test_accelerate_custom_checkpoint_0_is_scanned_whatever_decoys_the_folder_lists_first(tmp_path: Path) -> None:
+    # load_state reads custom_checkpoint_0.pkl for the first registered object; 2,000 decoys filled the 64 scanned.
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "state"
+    folder.mkdir()
+    save_file({"weight": torch.ones(2)}, folder / "model.safetensors")
+    torch.save(RunsAShellCommand(), folder / "custom_checkpoint_0.pkl")
+    torch.save({"step": 1}, folder / "decoy.pkl")
+    count = 1
+    # Until the folder lists the hostile file past the first 64 (the listing's order is the file system's).
+    while "custom_checkpoint_0.pkl" in [entry.name for entry in os.scandir(folder)][:70]:
+        for index in range(count, count + 500):
+            os.link(folder / "decoy.pkl", folder / f"custom_checkpoint_{index}.pkl")
+        count += 500
+    line = one_error_line(run_cli("inspect", str(folder)))
+    assert line.startswith(f"error: {folder / 'custom_checkpoint_0.pkl'}: dangerous: posix.system"), line
+    assert "accelerate's load_state torch.loads this file" in line
+
+
+def _deepspeed_run(folder: Path, steps: int, hostile_step: int) -> Path:
+    """A DeepSpeed run folder of `steps` global_stepN/ folders, two ranks each; one optimizer state of
+    `hostile_step` calls os.system. Returns that file."""
+    model, optim = folder / "model.pt", folder / "optim.pt"
+    torch.save({"module": {"weight": torch.ones(2)}}, model)
+    torch.save({"optimizer_state_dict": {"state": {}}}, optim)
+    for step in range(1, steps + 1):
+        (folder / f"global_step{step}").mkdir()
+        for rank in range(2):
+            os.link(model, folder / f"global_step{step}" / f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt")
+            os.link(optim, folder / f"global_step{step}" / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt")
+    model.unlink()
+    optim.unlink()
+    hostile = folder / f"global_step{hostile_step}" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    hostile.unlink()
+    torch.save({"optimizer_state_dict": RunsAShellCommand()}, hostile)
+    (folder / "zero_to_fp32.py").write_text("# DeepSpeed's script\n")
+    return hostile
+
+
+def test_deepspeed_states_of_the_latest_step_are_scanned_before_the_bound(tmp_path: Path) -> None:
+    # 130 steps of two ranks: the first 256 files by name were all model states; zero_to_fp32.py gathers the
+    # latest step's optimizer states, and the message names that step.
+    hostile = _deepspeed_run(tmp_path, 130, 130)
+    (tmp_path / "latest").write_text("global_step130")
+    line = one_error_line(run_cli("inspect", str(tmp_path)))
+    assert line.startswith(f"error: {hostile}: dangerous: this DeepSpeed states file names posix.system"), line
+
+
+def test_deepspeed_states_of_the_step_the_latest_file_names_are_scanned_whatever_its_tag(tmp_path: Path) -> None:
+    _deepspeed_run(tmp_path, 130, 1)
+    (tmp_path / "global_step1").rename(tmp_path / "best")  # save_checkpoint(tag="best")
+    (tmp_path / "latest").write_text("best")
+    line = one_error_line(run_cli("inspect", str(tmp_path)))
+    assert "best/zero_pp_rank_0_mp_rank_00_optim_states.pt: dangerous: this DeepSpeed states file names " \
+           "posix.system" in line, line
+
+
+def test_deepspeed_states_of_the_step_folder_read_are_scanned_first(tmp_path: Path) -> None:
+    # Read directly, a ZeRO-3 step folder's message names zero_to_fp32.py: its own states are scanned first.
+    hostile = _deepspeed_run(tmp_path, 130, 7)
+    (tmp_path / "latest").write_text("global_step130")
+    for rank in range(2):  # ZeRO-3 placeholders, as zero_to_fp32.py's input
+        path = tmp_path / "global_step7" / f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt"
+        path.unlink()
+        torch.save({"module": {"weight": torch.empty(0), "bias": torch.empty(0)}}, path)
+    line = one_error_line(run_cli("inspect", str(tmp_path / "global_step7")))
+    assert line.startswith(f"error: {hostile}: dangerous: this DeepSpeed states file names posix.system"), line

@@ -637,7 +637,7 @@ def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
         raise UnsupportedFormat(f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of "
                                 f"{counted(len(infos), 'tensor', grouped=False)} {plural(empty, 'is', 'are')} "
                                 f"empty), in {_universal_message(len(universal))}", str(path))
-    refuse_unsafe_deepspeed_states(path.parent.parent)  # before naming zero_to_fp32.py, which torch.loads them
+    refuse_unsafe_deepspeed_states(path.parent.parent, path.parent.name)  # before naming zero_to_fp32.py
     raise UnsupportedFormat(
         f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of "
         f"{counted(len(infos), 'tensor', grouped=False)} {plural(empty, 'is', 'are')} empty: "
@@ -725,13 +725,17 @@ def _matches(folder: Path, pattern: str) -> list[Path]:
 _MAX_DEEPSPEED_STATES = 256
 
 
-def refuse_unsafe_deepspeed_states(folder: Path) -> None:
+def refuse_unsafe_deepspeed_states(folder: Path, step: str | None = None) -> None:
     """Refuse a DeepSpeed run folder whose global_step*/ model or optimizer states may run code.
 
     zero_to_fp32.py (what the refusal of such a folder names as the next step) and DeepSpeed's load_checkpoint
     torch.load each `*_model_states.pt` and `*_optim_states.pt` with weights_only=False. DeepSpeed's and torch's
     own classes (ZeRO's `ZeroStageEnum`) are unknown to the policy but are what genuine ones hold; any other
     unknown or dangerous global is refused.
+
+    The steps those load come first: `step` (the step folder being read), the one the `latest` file names (what
+    zero_to_fp32.py and load_checkpoint read; DeepSpeed's `tag` may name it otherwise than global_step*), then the
+    others from the highest-numbered down, each step's model and optimizer states together.
 
     Raises:
         UnsafePickle: naming the file and what it imports.
@@ -741,11 +745,16 @@ def refuse_unsafe_deepspeed_states(folder: Path) -> None:
     try:
         # The folder listed once (every folder read comes here, one of 100,000 files too), then each step's own.
         with os.scandir(folder) as entries:
-            steps = sorted(e.name for e in entries if e.name.startswith("global_step") and _is_folder(e))
+            steps = [e.name for e in entries if e.name.startswith("global_step") and _is_folder(e)]
     except OSError:
         return
-    found = list(itertools.islice((p for pattern in ("*_model_states.pt", "*_optim_states.pt") for step in steps
-                                   for p in _matches(folder / step, pattern)), _MAX_DEEPSPEED_STATES))
+    # Of 130 steps with two ranks each, the first 256 files by name were every step's model states: the optimizer
+    # states zero_to_fp32.py gathers from the latest step went unscanned, one of them calling os.system.
+    named = [name for name in (step, _latest_tag(folder)) if name and name not in (".", "..") and "/" not in name
+             and os.sep not in name]
+    ordered = dict.fromkeys([*named, *sorted(steps, key=natural_order, reverse=True)])
+    found = list(itertools.islice((p for name in ordered for pattern in ("*_model_states.pt", "*_optim_states.pt")
+                                   for p in _matches(folder / name, pattern)), _MAX_DEEPSPEED_STATES))
     for path, report in _scans_of(found):
         flagged = sorted({g.qualified for g in report.globals if g.safety == DANGEROUS or (
             g.safety == UNKNOWN and not _vouched_for(g.module, g.name, ("torch", "deepspeed")))})
@@ -758,7 +767,8 @@ def refuse_unsafe_deepspeed_states(folder: Path) -> None:
                                "unpickled here", str(path))
 
 
-# The most of accelerate's custom_checkpoint_N.pkl files scanned beside the weights (one per registered object).
+# The most of accelerate's custom_checkpoint_N.pkl files scanned beside the weights (one per registered object):
+# N from 0 up, the names load_state reads.
 _MAX_CUSTOM_CHECKPOINTS = 64
 
 
@@ -772,10 +782,10 @@ def refuse_unsafe_accelerate_objects(folder: Path) -> None:
     Raises:
         UnsafePickle: naming the file and what its scan found.
     """
-    try:
-        found = sorted(itertools.islice(folder.glob("custom_checkpoint_*.pkl"), _MAX_CUSTOM_CHECKPOINTS))
-    except OSError:
-        return
+    # load_state reads custom_checkpoint_{i}.pkl for i in 0, 1, ... (one per registered object): those names, not the
+    # first 64 the folder lists (in directory order), which 2,000 decoys named custom_checkpoint_1..1999.pkl filled
+    # while custom_checkpoint_0.pkl, calling os.system, went unscanned.
+    found = [folder / f"custom_checkpoint_{index}.pkl" for index in range(_MAX_CUSTOM_CHECKPOINTS)]
     for path, report in _scans_of(found):
         if report.unsafe:
             raise UnsafePickle(f"{report.summary(limit=4)} (accelerate's load_state torch.loads this file beside the "
@@ -1732,7 +1742,7 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     if all(re.fullmatch(r"zero_pp_rank_\d+_mp_rank_\d+_model_states\.pt", p.name) for p in weights):
         # ZeRO-3 saves the model states once per data-parallel rank, each with placeholders for the partitioned
         # parameters (see `_refuse_zero3_placeholders`).
-        refuse_unsafe_deepspeed_states(folder.parent)  # before naming zero_to_fp32.py, which torch.loads them
+        refuse_unsafe_deepspeed_states(folder.parent, folder.name)  # before naming zero_to_fp32.py
         raise UnsupportedFormat(
             f"folder holds DeepSpeed ZeRO-3 model states, one per data-parallel rank ({names}): their parameters are "
             "placeholders, the weights are partitioned over the *_optim_states.pt files; gather them into one state "
