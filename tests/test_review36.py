@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 from tests.helpers import RunsAShellCommand, one_error_line, run_cli
@@ -116,3 +118,50 @@ def test_deepspeed_states_of_the_step_folder_read_are_scanned_first(tmp_path: Pa
         torch.save({"module": {"weight": torch.empty(0), "bias": torch.empty(0)}}, path)
     line = one_error_line(run_cli("inspect", str(tmp_path / "global_step7")))
     assert line.startswith(f"error: {hostile}: dangerous: this DeepSpeed states file names posix.system"), line
+
+
+def _call_pickle(module: str, name: str, args: tuple[Any, ...], protocol: int) -> bytes:
+    """A pickle calling `module.name(*args)`: GLOBAL at protocol 2, STACK_GLOBAL (a dotted name) at 4."""
+    import pickle
+
+    def body(value: Any) -> bytes:
+        return pickle.dumps(value, protocol=protocol)[2:-1]  # without PROTO and STOP (no FRAME at this size)
+
+    imported = (b"c" + module.encode() + b"\n" + name.encode() + b"\n" if protocol == 2
+                else body(module) + body(name) + b"\x93")
+    return (bytes([0x80, protocol]) + imported + b"".join(map(body, args)) + {1: b"\x85", 2: b"\x86"}[len(args)]
+            + b"R.")
+
+
+@pytest.mark.parametrize(("module", "name", "args", "protocol", "shown"), [
+    # Each builds a class of torch's that touches files or sockets when DCP's pickle.load builds it.
+    ("torch.export.pt2_archive._package", "PT2ArchiveWriter", ("victim",), 2,
+     "torch.export.pt2_archive._package.PT2ArchiveWriter"),
+    ("torch", "_C.PyTorchFileWriter", ("victim",), 4, "torch._C.PyTorchFileWriter"),
+    ("torch.distributed", "FileStore", ("victim", 1), 2, "torch.distributed.FileStore"),
+    ("torch.distributed", "TCPStore", ("203.0.113.1", 29500), 2, "torch.distributed.TCPStore"),
+])
+def test_a_dcp_metadata_building_a_torch_class_that_writes_files_or_connects_is_refused(
+        tmp_path: Path, module: str, name: str, args: tuple[Any, ...], protocol: int, shown: str) -> None:
+    dcp = pytest.importorskip("torch.distributed.checkpoint")
+    folder = tmp_path / "step-10"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.distributed not initialised: a single process saves
+        dcp.save({"model": torch.nn.Linear(2, 2).state_dict()}, checkpoint_id=str(folder))
+    line = one_error_line(run_cli("inspect", str(folder)))
+    assert "dcp_to_torch_save" in line and "suspicious" not in line, line  # the genuine save is named, not refused
+    (folder / ".metadata").write_bytes(_call_pickle(module, name, args, protocol))
+    line = one_error_line(run_cli("inspect", str(folder)))
+    assert line.startswith(f"error: {folder / '.metadata'}: suspicious: the .metadata of this "
+                           f"torch.distributed.checkpoint (DCP) folder names {shown}; DCP reads it with "
+                           "pickle.load"), line
+
+
+def test_the_pickles_built_for_the_dcp_metadata_test_run_what_they_name(tmp_path: Path) -> None:
+    # The gadget is real: pickle.load of the .metadata above overwrites the path it names with a zip.
+    import pickle
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    pickle.loads(_call_pickle("torch", "_C.PyTorchFileWriter", (str(victim),), 4))
+    assert victim.read_bytes()[:4] == b"PK\x03\x04"

@@ -676,9 +676,17 @@ def _scans_of(paths: list[Path]) -> Iterator[tuple[Path, ScanReport]]:
 
 
 # Subpackages of torch and DeepSpeed whose classes run code when built (elastic's SubprocessHandler starts a process,
-# torch.fx execs source, DeepSpeed's launcher and op builders run and compile): never vouched for as their own.
+# torch.fx execs source, DeepSpeed's launcher and op builders run and compile), or open files and sockets (torch._C's
+# PyTorchFileWriter and export's PT2ArchiveWriter truncate the path they are given, c10d's FileStore creates one and
+# its TCPStore connects or listens, fsspec's filesystems connect): never vouched for as their own.
 _NOT_VOUCHED = ("torch.fx", "torch.utils", "torch.testing", "torch.distributed.elastic", "torch.distributed.launcher",
-                "torch.distributed.run", "deepspeed.launcher", "deepspeed.ops", "deepspeed.autotuning")
+                "torch.distributed.run", "deepspeed.launcher", "deepspeed.ops", "deepspeed.autotuning",
+                "torch._C", "torch.export", "torch._export", "torch.serialization", "torch.multiprocessing",
+                "torch.onnx", "torch.profiler", "torch.autograd.profiler", "torch.distributed.distributed_c10d",
+                "torch.distributed.rendezvous", "torch.distributed.checkpoint._fsspec_filesystem")
+# Packages that re-export classes of those (torch.distributed's FileStore and TCPStore, torch's own bindings): a
+# genuine pickle names a class by the module that defines it (torch.distributed.checkpoint.metadata.Metadata).
+_REEXPORTING = frozenset({"torch", "torch.distributed", "torch.distributed.checkpoint", "deepspeed"})
 # DeepSpeed dataclasses named in lower case: ZeRO-1/2 optimizer states keep their param_slice_mappings so.
 _LOWER_CASE_CLASSES = frozenset({"deepspeed.utils.tensor_fragment.fragment_address"})
 
@@ -689,17 +697,24 @@ def _vouched_for(module: str, name: str, roots: tuple[str, ...]) -> bool:
     one of `roots`, and a class by its name. Their functions are not: torch.fx's `reduce_graph_module` execs the
     source the pickle gives it, and every `torch.*` name had been let through.
 
+    A dotted name is judged by the module its last piece is read from (protocol 4 resolves `torch` /
+    `_C.PyTorchFileWriter` by getattr, piece by piece), so that a cut is not stepped around.
+
     Example:
         >>> _vouched_for("deepspeed.runtime.zero.config", "ZeroStageEnum", ("torch", "deepspeed"))
         True
         >>> _vouched_for("torch.fx.graph_module", "reduce_graph_module", ("torch",))
         False
+        >>> _vouched_for("torch", "_C.PyTorchFileWriter", ("torch",)), _vouched_for("torch.distributed", "FileStore",
+        ...                                                                        ("torch",))
+        (False, False)
     """
-    if not any(module == root or module.startswith(f"{root}.") for root in roots):
+    owner, _, last = f"{module}.{name}".rpartition(".")
+    if not any(owner == root or owner.startswith(f"{root}.") for root in roots) or owner in _REEXPORTING:
         return False
-    if any(module == cut or module.startswith(f"{cut}.") for cut in _NOT_VOUCHED):
+    if any(owner == cut or owner.startswith(f"{cut}.") for cut in _NOT_VOUCHED):
         return False
-    return name.lstrip("_")[:1].isupper() or f"{module}.{name}" in _LOWER_CASE_CLASSES
+    return last.lstrip("_")[:1].isupper() or f"{owner}.{last}" in _LOWER_CASE_CLASSES
 
 
 def _is_folder(entry: os.DirEntry[str]) -> bool:
