@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from pathlib import Path
 from typing import Any
@@ -165,3 +166,56 @@ def test_the_pickles_built_for_the_dcp_metadata_test_run_what_they_name(tmp_path
     victim.write_text("precious")
     pickle.loads(_call_pickle("torch", "_C.PyTorchFileWriter", (str(victim),), 4))
     assert victim.read_bytes()[:4] == b"PK\x03\x04"
+
+
+def _npy_with_header(path: Path, descr: str, body: bytes) -> Path:
+    """A .npy (format 1.0, or 2.0 past its 64 KiB of header) whose header is written as given, `body` after it."""
+    header = ("{'descr': " + descr + ", 'fortran_order': False, 'shape': (1,), }").encode("latin1")
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    start = (b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) if len(header) < 1 << 16
+             else b"\x93NUMPY\x02\x00" + struct.pack("<I", len(header)))
+    path.write_bytes(start + header + body)
+    return path
+
+
+@pytest.mark.parametrize("descr", ["'O'", "'object'", "'<O'", "'O8'", "'\\x4f'", "[('a', 'O')]"],
+                         ids=["O", "object", "little-O", "O8", "escaped", "record"])
+def test_a_npy_whose_header_spells_an_object_dtype_otherwise_than_np_save_has_its_pickle_scanned(
+        tmp_path: Path, descr: str) -> None:
+    import pickle
+
+    import numpy as np
+
+    path = _npy_with_header(tmp_path / "weights.npy", descr, pickle.dumps([RunsAShellCommand()]))
+    with pytest.raises(ValueError, match="Object arrays cannot be loaded when allow_pickle=False"):
+        np.load(path)  # numpy reads it as objects: allow_pickle=True would unpickle what follows
+    line = one_error_line(run_cli("inspect", str(path)))
+    assert line.startswith(f"error: {path}: dangerous: posix.system"), line
+    assert "numpy.load(path, allow_pickle=True) unpickles them" in line
+
+
+def test_a_npy_record_with_a_field_named_with_an_o_is_named_as_numpy_not_refused(tmp_path: Path) -> None:
+    import numpy as np
+
+    path = tmp_path / "weights.npy"
+    np.save(path, np.zeros(4, dtype=[("Output", "<f4"), ("Offset", "<i4")]))
+    line = one_error_line(run_cli("inspect", str(path)))
+    assert "this is a NumPy .npy array" in line and "numpy.load(path) reads it" in line, line
+    assert "dangerous" not in line and "suspicious" not in line
+
+
+def _long_record_descr(fields: int) -> str:
+    return "[" + ", ".join(f"('Out{index}', '<f4')" for index in range(fields)) + "]"
+
+
+def test_a_npy_header_too_long_to_parse_that_may_name_objects_has_its_pickle_scanned(tmp_path: Path) -> None:
+    import pickle
+
+    descr = _long_record_descr(60_000)  # over the 1 MiB parsed; an O in every field name
+    path = _npy_with_header(tmp_path / "weights.npy", descr, pickle.dumps([RunsAShellCommand()]))
+    line = one_error_line(run_cli("inspect", str(path)))
+    assert line.startswith(f"error: {path}: dangerous: posix.system"), line
+    # The same header before an array's raw bytes (no pickle): named as numpy's, not refused.
+    path = _npy_with_header(tmp_path / "plain.npy", descr, bytes(240_000))
+    line = one_error_line(run_cli("inspect", str(path)))
+    assert "this is a NumPy .npy array" in line and "suspicious" not in line, line

@@ -872,6 +872,43 @@ def _only_load_from_bytes(report: Any) -> bool:
     return {g.qualified for g in report.globals if g.safety in (DANGEROUS, UNKNOWN)} == {LOAD_FROM_BYTES}
 
 
+# The longest .npy header parsed to learn whether its dtype holds objects (np.save's record of 3,000 fields writes
+# 64 KiB; parsing takes about 1 s a MiB, and 170 MB); a longer one that may name an object field has the bytes after
+# it scanned, and refused unless they are no pickle that imports anything unsafe.
+_NPY_HEADER_PARSED = 1 << 20
+
+
+def _npy_header_has_objects(header: bytes, major: int) -> bool:
+    """Whether a .npy header's dtype holds Python objects, read as numpy.load reads it (a literal dict whose descr
+    `numpy.lib.format.descr_to_dtype` builds); True when it cannot be read so (a Python 2 header numpy filters
+    first, ...): its pickle, if any, is scanned rather than assumed absent.
+
+    Example:
+        >>> _npy_header_has_objects(b"{'descr': 'O', 'fortran_order': False, 'shape': (1,), }", 1)
+        True
+        >>> _npy_header_has_objects(b"{'descr': [('Output', '<f4')], 'fortran_order': False, 'shape': (1,), }", 1)
+        False
+    """
+    import ast
+
+    import numpy.lib.format
+
+    try:
+        parsed = ast.literal_eval(header.decode("utf-8" if major >= 3 else "latin1"))
+        return bool(numpy.lib.format.descr_to_dtype(parsed["descr"]).hasobject)
+    except Exception:  # any failure of a parse of data: SyntaxError, KeyError, TypeError, RecursionError, ...
+        return True
+
+
+def _no_pickle(report: Any) -> bool:
+    """Whether a scan found bytes that are no pickle and imported nothing unsafe before they stopped parsing (what
+    unpickling them would fail on having run nothing)."""
+    from weightdoctor.security.policy import DANGEROUS, UNKNOWN
+
+    return (not any(g.safety in (DANGEROUS, UNKNOWN) for g in report.globals) and bool(report.problems)
+            and all(p.message.startswith("the pickle cannot be parsed") for p in report.problems))
+
+
 def _refuse_pickled_npy(path: Path, prefix: bytes) -> None:
     """Refuse a NumPy .npy of Python objects (an object dtype, a dict saved with np.save) whose pickle may run code.
 
@@ -897,19 +934,31 @@ def _refuse_pickled_npy(path: Path, prefix: bytes) -> None:
             # An object field anywhere in the dtype ('|O', a record's ('a', '|O')) makes np.save pickle the array;
             # the whole header is searched (allow_pickle=True lifts numpy's bound on its size): np.save's own file
             # of 3,000 float fields and one object field put it past the 64 KiB read, its pickle not scanned.
-            objects, tail, left = False, b"", length
-            while left > 0 and not objects:
+            # numpy reads the header as a literal (ast.literal_eval) and its descr as a dtype, which spells an object
+            # field many ways ('O', 'object', '<O', 'O8', '\x4f'): each holds an O, "object" or a backslash, and a
+            # header holding one is parsed as numpy parses it (where not too long to) to know; one holding none has
+            # no object field. Only '|O' was looked for: a descr of 'O' had its pickle calling os.system unscanned.
+            maybe, kept, tail, left = False, bytearray(), b"", length
+            while left > 0:
                 chunk = handle.read(min(left, 1 << 20))
                 if not chunk:
                     break
-                objects, tail, left = b"|O" in tail + chunk, chunk[-1:], left - len(chunk)
-                if not objects and b"\0" in chunk:
+                left -= len(chunk)
+                if b"\0" in chunk:
                     # numpy's header parse (ast.literal_eval) refuses a NUL, unpickling nothing: a sparse file
                     # claiming 4 GiB of header, zeros, was read whole (3 s a GiB).
                     return
+                maybe = maybe or b"O" in chunk or b"\\" in chunk or b"object" in tail + chunk
+                tail = chunk[-5:]
+                if length <= _NPY_HEADER_PARSED:
+                    kept += chunk
+        unsure = maybe and length > _NPY_HEADER_PARSED  # too long to parse here (1 MiB took 1 s, 13 MiB 18 s)
+        objects = unsure or (maybe and _npy_header_has_objects(bytes(kept), prefix[6]))
         report = scan_embedded_pickle(path, start + length) if objects else None
     except OSError:
         return  # numpy cannot read it either
+    if unsure and report is not None and _no_pickle(report):
+        return  # an array's raw bytes (a record of 50,000 fields, one named Output), or a pickle.load that fails
     if report is not None and report.unsafe and _only_load_from_bytes(report):
         # np.save of a dict holding a torch tensor (a training loop's torch.get_rng_state() beside numpy's) pickles
         # its storage as _load_from_bytes(<torch.save bytes>): judged by the archive it torch.loads, as a bytes
