@@ -890,12 +890,17 @@ def _npy_header_has_objects(header: bytes, major: int) -> bool:
         False
     """
     import ast
+    import warnings
 
     import numpy.lib.format
 
     try:
-        parsed = ast.literal_eval(header.decode("utf-8" if major >= 3 else "latin1"))
-        return bool(numpy.lib.format.descr_to_dtype(parsed["descr"]).hasobject)
+        with warnings.catch_warnings():
+            # Said of the file's text, not of weightdoctor: an invalid escape (SyntaxWarning), a deprecated dtype
+            # spelling (numpy's VisibleDeprecationWarning) printed to stderr beside the one error line.
+            warnings.simplefilter("ignore")
+            parsed = ast.literal_eval(header.decode("utf-8" if major >= 3 else "latin1"))
+            return bool(numpy.lib.format.descr_to_dtype(parsed["descr"]).hasobject)
     except Exception:  # any failure of a parse of data: SyntaxError, KeyError, TypeError, RecursionError, ...
         return True
 
