@@ -219,3 +219,25 @@ def test_a_npy_header_too_long_to_parse_that_may_name_objects_has_its_pickle_sca
     path = _npy_with_header(tmp_path / "plain.npy", descr, bytes(240_000))
     line = one_error_line(run_cli("inspect", str(path)))
     assert "this is a NumPy .npy array" in line and "suspicious" not in line, line
+
+
+def test_the_dcp_save_a_run_folder_message_names_as_latest_is_the_one_scanned(tmp_path: Path) -> None:
+    # step-030 and step-30 are numbered alike: the scan took the first as the latest, the message the second.
+    import pickle
+    import shutil
+
+    dcp = pytest.importorskip("torch.distributed.checkpoint")
+    genuine = tmp_path / "genuine"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.distributed not initialised: a single process saves
+        dcp.save({"model": torch.nn.Linear(2, 2).state_dict()}, checkpoint_id=str(genuine))
+    run = tmp_path / "run"
+    for step in range(1, 31):
+        shutil.copytree(genuine, run / f"step-{step:03d}")
+    shutil.copytree(genuine, run / "step-30")
+    line = one_error_line(run_cli("inspect", str(run)))
+    assert f"dcp_to_torch_save({str(run / 'step-30')!r}, 'model.pt')" in line, line  # genuine: named, not refused
+    (run / "step-30" / ".metadata").write_bytes(pickle.dumps(RunsAShellCommand(), protocol=2))
+    line = one_error_line(run_cli("inspect", str(run)))
+    assert line.startswith(f"error: {run / 'step-30' / '.metadata'}: dangerous: the .metadata of this "
+                           "torch.distributed.checkpoint (DCP) folder names posix.system"), line

@@ -1035,6 +1035,13 @@ def _is_dcp_folder(folder: Path) -> bool:
 _MAX_DCP_SUBFOLDERS = 16
 
 
+def _latest_save(names: list[str]) -> int:
+    """The index of the latest of a run's saves (sorted by name): the highest-numbered, the last by name among
+    those numbered alike (step-030 and step-30). One choice for the message that names it and the scan of it: the
+    scan took the first of a tie, step-030, while the message pointed dcp_to_torch_save at step-30, unscanned."""
+    return max(range(len(names)), key=lambda index: (natural_order(names[index]), index))
+
+
 def refuse_unsafe_dcp_metadata(folder: Path) -> None:
     """Refuse a torch.distributed.checkpoint folder, or one of its first subfolders, whose `.metadata` pickle
     names a dangerous global, or an unknown one outside torch.
@@ -1061,7 +1068,7 @@ def refuse_unsafe_dcp_metadata(folder: Path) -> None:
     named = [p for p in saves if not p.name.startswith("optimizer")]
     folders = [folder, *saves[:_MAX_DCP_SUBFOLDERS]]
     if named:
-        latest = max(named, key=lambda p: natural_order(p.name))
+        latest = named[_latest_save([p.name for p in named])]
         folders += [p for p in dict.fromkeys((named[0], latest)) if p not in folders]
     for candidate in folders:
         if not _is_dcp_folder(candidate):
@@ -1488,11 +1495,12 @@ def _no_weights_message(folder: Path) -> str:
     elif distributed:
         # A run's step folders (torchtitan's checkpoint/step-N/, a DCP save per step): accelerate's merge unwraps
         # its own single-model folder only, where a step holds the model beside optimizer, scheduler, dataloader.
+        latest = distributed[_latest_save(distributed)]  # the one refuse_unsafe_dcp_metadata scanned as latest
         distributed.sort(key=natural_order)
         shown = ", ".join(f"{name}/" for name in distributed[:6]) + (", ..." if len(distributed) > 6 else "")
         message += (f"; its subfolders {shown} are torch.distributed.checkpoint (DCP) folders (*.distcp and "
                      ".metadata, as torchtitan saves each step): torch.distributed.checkpoint.format_utils."
-                     f"dcp_to_torch_save({str(folder / distributed[-1])!r}, 'model.pt') writes one torch.save file "
+                     f"dcp_to_torch_save({str(folder / latest)!r}, 'model.pt') writes one torch.save file "
                      "to read here")
     megatron = _megatron_latest(folder)
     if megatron is not None:
