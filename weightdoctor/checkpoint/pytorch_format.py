@@ -1072,10 +1072,13 @@ def _buffers_in(obj: Any) -> list[tuple[str, bytes, bool]]:
             continue
         seen.add(id(value))
         if isinstance(value, InertObject) and type(value).__qualname__ == "BytesIO":
-            state = value.__dict__.get("_inert_state")
-            data = state[0] if isinstance(state, tuple) and state else None
-            if isinstance(data, (bytes, bytearray)) and data:
-                found.append((where or "the top level", bytes(data), True))
+            # Its bytes come from its pickled state (`__setstate__`, as pickle writes a BytesIO) or, built by a call
+            # (`io.BytesIO(b"...")` through REDUCE), from its first argument: that buffer went unscanned, and
+            # TE's torch.load of it ran the os.system its archive named.
+            for held in (value.__dict__.get("_inert_state"), value.__dict__.get("_inert_args")):
+                data = held[0] if isinstance(held, tuple) and held else None
+                if isinstance(data, (bytes, bytearray)) and data:
+                    found.append((where or "the top level", bytes(data), True))
         elif isinstance(value, (bytes, bytearray)) and value:
             # A bytes value that is a pickle or a torch.save archive: its loader's `pickle.loads(ckpt["model"])`
             # or `torch.load(io.BytesIO(...))` runs it (ad hoc training states keep a pickled model so). One of

@@ -639,7 +639,7 @@ def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
         raise UnsupportedFormat(f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of "
                                 f"{counted(len(infos), 'tensor', grouped=False)} {plural(empty, 'is', 'are')} "
                                 f"empty), in {_universal_message(len(universal))}", str(path))
-    refuse_unsafe_deepspeed_states(path.parent.parent)  # before naming zero_to_fp32.py, which torch.loads them
+    refuse_unsafe_deepspeed_states(path.parent.parent, path.parent.name)  # before naming zero_to_fp32.py
     raise UnsupportedFormat(
         f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of "
         f"{counted(len(infos), 'tensor', grouped=False)} {plural(empty, 'is', 'are')} empty: "
@@ -678,9 +678,17 @@ def _scans_of(paths: list[Path]) -> Iterator[tuple[Path, ScanReport]]:
 
 
 # Subpackages of torch and DeepSpeed whose classes run code when built (elastic's SubprocessHandler starts a process,
-# torch.fx execs source, DeepSpeed's launcher and op builders run and compile): never vouched for as their own.
+# torch.fx execs source, DeepSpeed's launcher and op builders run and compile), or open files and sockets (torch._C's
+# PyTorchFileWriter and export's PT2ArchiveWriter truncate the path they are given, c10d's FileStore creates one and
+# its TCPStore connects or listens, fsspec's filesystems connect): never vouched for as their own.
 _NOT_VOUCHED = ("torch.fx", "torch.utils", "torch.testing", "torch.distributed.elastic", "torch.distributed.launcher",
-                "torch.distributed.run", "deepspeed.launcher", "deepspeed.ops", "deepspeed.autotuning")
+                "torch.distributed.run", "deepspeed.launcher", "deepspeed.ops", "deepspeed.autotuning",
+                "torch._C", "torch.export", "torch._export", "torch.serialization", "torch.multiprocessing",
+                "torch.onnx", "torch.profiler", "torch.autograd.profiler", "torch.distributed.distributed_c10d",
+                "torch.distributed.rendezvous", "torch.distributed.checkpoint._fsspec_filesystem")
+# Packages that re-export classes of those (torch.distributed's FileStore and TCPStore, torch's own bindings): a
+# genuine pickle names a class by the module that defines it (torch.distributed.checkpoint.metadata.Metadata).
+_REEXPORTING = frozenset({"torch", "torch.distributed", "torch.distributed.checkpoint", "deepspeed"})
 # DeepSpeed dataclasses named in lower case: ZeRO-1/2 optimizer states keep their param_slice_mappings so.
 _LOWER_CASE_CLASSES = frozenset({"deepspeed.utils.tensor_fragment.fragment_address"})
 
@@ -691,17 +699,24 @@ def _vouched_for(module: str, name: str, roots: tuple[str, ...]) -> bool:
     one of `roots`, and a class by its name. Their functions are not: torch.fx's `reduce_graph_module` execs the
     source the pickle gives it, and every `torch.*` name had been let through.
 
+    A dotted name is judged by the module its last piece is read from (protocol 4 resolves `torch` /
+    `_C.PyTorchFileWriter` by getattr, piece by piece), so that a cut is not stepped around.
+
     Example:
         >>> _vouched_for("deepspeed.runtime.zero.config", "ZeroStageEnum", ("torch", "deepspeed"))
         True
         >>> _vouched_for("torch.fx.graph_module", "reduce_graph_module", ("torch",))
         False
+        >>> _vouched_for("torch", "_C.PyTorchFileWriter", ("torch",)), _vouched_for("torch.distributed", "FileStore",
+        ...                                                                        ("torch",))
+        (False, False)
     """
-    if not any(module == root or module.startswith(f"{root}.") for root in roots):
+    owner, _, last = f"{module}.{name}".rpartition(".")
+    if not any(owner == root or owner.startswith(f"{root}.") for root in roots) or owner in _REEXPORTING:
         return False
-    if any(module == cut or module.startswith(f"{cut}.") for cut in _NOT_VOUCHED):
+    if any(owner == cut or owner.startswith(f"{cut}.") for cut in _NOT_VOUCHED):
         return False
-    return name.lstrip("_")[:1].isupper() or f"{module}.{name}" in _LOWER_CASE_CLASSES
+    return last.lstrip("_")[:1].isupper() or f"{owner}.{last}" in _LOWER_CASE_CLASSES
 
 
 def _is_folder(entry: os.DirEntry[str]) -> bool:
@@ -727,13 +742,17 @@ def _matches(folder: Path, pattern: str) -> list[Path]:
 _MAX_DEEPSPEED_STATES = 256
 
 
-def refuse_unsafe_deepspeed_states(folder: Path) -> None:
+def refuse_unsafe_deepspeed_states(folder: Path, step: str | None = None) -> None:
     """Refuse a DeepSpeed run folder whose global_step*/ model or optimizer states may run code.
 
     zero_to_fp32.py (what the refusal of such a folder names as the next step) and DeepSpeed's load_checkpoint
     torch.load each `*_model_states.pt` and `*_optim_states.pt` with weights_only=False. DeepSpeed's and torch's
     own classes (ZeRO's `ZeroStageEnum`) are unknown to the policy but are what genuine ones hold; any other
     unknown or dangerous global is refused.
+
+    The steps those load come first: `step` (the step folder being read), the one the `latest` file names (what
+    zero_to_fp32.py and load_checkpoint read; DeepSpeed's `tag` may name it otherwise than global_step*), then the
+    others from the highest-numbered down, each step's model and optimizer states together.
 
     Raises:
         UnsafePickle: naming the file and what it imports.
@@ -743,11 +762,16 @@ def refuse_unsafe_deepspeed_states(folder: Path) -> None:
     try:
         # The folder listed once (every folder read comes here, one of 100,000 files too), then each step's own.
         with os.scandir(folder) as entries:
-            steps = sorted(e.name for e in entries if e.name.startswith("global_step") and _is_folder(e))
+            steps = [e.name for e in entries if e.name.startswith("global_step") and _is_folder(e)]
     except OSError:
         return
-    found = list(itertools.islice((p for pattern in ("*_model_states.pt", "*_optim_states.pt") for step in steps
-                                   for p in _matches(folder / step, pattern)), _MAX_DEEPSPEED_STATES))
+    # Of 130 steps with two ranks each, the first 256 files by name were every step's model states: the optimizer
+    # states zero_to_fp32.py gathers from the latest step went unscanned, one of them calling os.system.
+    named = [name for name in (step, _latest_tag(folder)) if name and name not in (".", "..") and "/" not in name
+             and os.sep not in name]
+    ordered = dict.fromkeys([*named, *sorted(steps, key=natural_order, reverse=True)])
+    found = list(itertools.islice((p for name in ordered for pattern in ("*_model_states.pt", "*_optim_states.pt")
+                                   for p in _matches(folder / name, pattern)), _MAX_DEEPSPEED_STATES))
     for path, report in _scans_of(found):
         flagged = sorted({g.qualified for g in report.globals if g.safety == DANGEROUS or (
             g.safety == UNKNOWN and not _vouched_for(g.module, g.name, ("torch", "deepspeed")))})
@@ -760,7 +784,8 @@ def refuse_unsafe_deepspeed_states(folder: Path) -> None:
                                "unpickled here", str(path))
 
 
-# The most of accelerate's custom_checkpoint_N.pkl files scanned beside the weights (one per registered object).
+# The most of accelerate's custom_checkpoint_N.pkl files scanned beside the weights (one per registered object):
+# N from 0 up, the names load_state reads.
 _MAX_CUSTOM_CHECKPOINTS = 64
 
 
@@ -774,10 +799,10 @@ def refuse_unsafe_accelerate_objects(folder: Path) -> None:
     Raises:
         UnsafePickle: naming the file and what its scan found.
     """
-    try:
-        found = sorted(itertools.islice(folder.glob("custom_checkpoint_*.pkl"), _MAX_CUSTOM_CHECKPOINTS))
-    except OSError:
-        return
+    # load_state reads custom_checkpoint_{i}.pkl for i in 0, 1, ... (one per registered object): those names, not the
+    # first 64 the folder lists (in directory order), which 2,000 decoys named custom_checkpoint_1..1999.pkl filled
+    # while custom_checkpoint_0.pkl, calling os.system, went unscanned.
+    found = [folder / f"custom_checkpoint_{index}.pkl" for index in range(_MAX_CUSTOM_CHECKPOINTS)]
     for path, report in _scans_of(found):
         if report.unsafe:
             raise UnsafePickle(f"{report.summary(limit=4)} (accelerate's load_state torch.loads this file beside the "
@@ -849,6 +874,48 @@ def _only_load_from_bytes(report: Any) -> bool:
     return {g.qualified for g in report.globals if g.safety in (DANGEROUS, UNKNOWN)} == {LOAD_FROM_BYTES}
 
 
+# The longest .npy header parsed to learn whether its dtype holds objects (np.save's record of 3,000 fields writes
+# 64 KiB; parsing takes about 1 s a MiB, and 170 MB); a longer one that may name an object field has the bytes after
+# it scanned, and refused unless they are no pickle that imports anything unsafe.
+_NPY_HEADER_PARSED = 1 << 20
+
+
+def _npy_header_has_objects(header: bytes, major: int) -> bool:
+    """Whether a .npy header's dtype holds Python objects, read as numpy.load reads it (a literal dict whose descr
+    `numpy.lib.format.descr_to_dtype` builds); True when it cannot be read so (a Python 2 header numpy filters
+    first, ...): its pickle, if any, is scanned rather than assumed absent.
+
+    Example:
+        >>> _npy_header_has_objects(b"{'descr': 'O', 'fortran_order': False, 'shape': (1,), }", 1)
+        True
+        >>> _npy_header_has_objects(b"{'descr': [('Output', '<f4')], 'fortran_order': False, 'shape': (1,), }", 1)
+        False
+    """
+    import ast
+    import warnings
+
+    import numpy.lib.format
+
+    try:
+        with warnings.catch_warnings():
+            # Said of the file's text, not of weightdoctor: an invalid escape (SyntaxWarning), a deprecated dtype
+            # spelling (numpy's VisibleDeprecationWarning) printed to stderr beside the one error line.
+            warnings.simplefilter("ignore")
+            parsed = ast.literal_eval(header.decode("utf-8" if major >= 3 else "latin1"))
+            return bool(numpy.lib.format.descr_to_dtype(parsed["descr"]).hasobject)
+    except Exception:  # any failure of a parse of data: SyntaxError, KeyError, TypeError, RecursionError, ...
+        return True
+
+
+def _no_pickle(report: Any) -> bool:
+    """Whether a scan found bytes that are no pickle and imported nothing unsafe before they stopped parsing (what
+    unpickling them would fail on having run nothing)."""
+    from weightdoctor.security.policy import DANGEROUS, UNKNOWN
+
+    return (not any(g.safety in (DANGEROUS, UNKNOWN) for g in report.globals) and bool(report.problems)
+            and all(p.message.startswith("the pickle cannot be parsed") for p in report.problems))
+
+
 def _refuse_pickled_npy(path: Path, prefix: bytes) -> None:
     """Refuse a NumPy .npy of Python objects (an object dtype, a dict saved with np.save) whose pickle may run code.
 
@@ -874,19 +941,31 @@ def _refuse_pickled_npy(path: Path, prefix: bytes) -> None:
             # An object field anywhere in the dtype ('|O', a record's ('a', '|O')) makes np.save pickle the array;
             # the whole header is searched (allow_pickle=True lifts numpy's bound on its size): np.save's own file
             # of 3,000 float fields and one object field put it past the 64 KiB read, its pickle not scanned.
-            objects, tail, left = False, b"", length
-            while left > 0 and not objects:
+            # numpy reads the header as a literal (ast.literal_eval) and its descr as a dtype, which spells an object
+            # field many ways ('O', 'object', '<O', 'O8', '\x4f'): each holds an O, "object" or a backslash, and a
+            # header holding one is parsed as numpy parses it (where not too long to) to know; one holding none has
+            # no object field. Only '|O' was looked for: a descr of 'O' had its pickle calling os.system unscanned.
+            maybe, kept, tail, left = False, bytearray(), b"", length
+            while left > 0:
                 chunk = handle.read(min(left, 1 << 20))
                 if not chunk:
                     break
-                objects, tail, left = b"|O" in tail + chunk, chunk[-1:], left - len(chunk)
-                if not objects and b"\0" in chunk:
+                left -= len(chunk)
+                if b"\0" in chunk:
                     # numpy's header parse (ast.literal_eval) refuses a NUL, unpickling nothing: a sparse file
                     # claiming 4 GiB of header, zeros, was read whole (3 s a GiB).
                     return
+                maybe = maybe or b"O" in chunk or b"\\" in chunk or b"object" in tail + chunk
+                tail = chunk[-5:]
+                if length <= _NPY_HEADER_PARSED:
+                    kept += chunk
+        unsure = maybe and length > _NPY_HEADER_PARSED  # too long to parse here (1 MiB took 1 s, 13 MiB 18 s)
+        objects = unsure or (maybe and _npy_header_has_objects(bytes(kept), prefix[6]))
         report = scan_embedded_pickle(path, start + length) if objects else None
     except OSError:
         return  # numpy cannot read it either
+    if unsure and report is not None and _no_pickle(report):
+        return  # an array's raw bytes (a record of 50,000 fields, one named Output), or a pickle.load that fails
     if report is not None and report.unsafe and _only_load_from_bytes(report):
         # np.save of a dict holding a torch tensor (a training loop's torch.get_rng_state() beside numpy's) pickles
         # its storage as _load_from_bytes(<torch.save bytes>): judged by the archive it torch.loads, as a bytes
@@ -958,6 +1037,13 @@ def _is_dcp_folder(folder: Path) -> bool:
 _MAX_DCP_SUBFOLDERS = 16
 
 
+def _latest_save(names: list[str]) -> int:
+    """The index of the latest of a run's saves (sorted by name): the highest-numbered, the last by name among
+    those numbered alike (step-030 and step-30). One choice for the message that names it and the scan of it: the
+    scan took the first of a tie, step-030, while the message pointed dcp_to_torch_save at step-30, unscanned."""
+    return max(range(len(names)), key=lambda index: (natural_order(names[index]), index))
+
+
 def refuse_unsafe_dcp_metadata(folder: Path) -> None:
     """Refuse a torch.distributed.checkpoint folder, or one of its first subfolders, whose `.metadata` pickle
     names a dangerous global, or an unknown one outside torch.
@@ -984,7 +1070,7 @@ def refuse_unsafe_dcp_metadata(folder: Path) -> None:
     named = [p for p in saves if not p.name.startswith("optimizer")]
     folders = [folder, *saves[:_MAX_DCP_SUBFOLDERS]]
     if named:
-        latest = max(named, key=lambda p: natural_order(p.name))
+        latest = named[_latest_save([p.name for p in named])]
         folders += [p for p in dict.fromkeys((named[0], latest)) if p not in folders]
     for candidate in folders:
         if not _is_dcp_folder(candidate):
@@ -1411,11 +1497,12 @@ def _no_weights_message(folder: Path) -> str:
     elif distributed:
         # A run's step folders (torchtitan's checkpoint/step-N/, a DCP save per step): accelerate's merge unwraps
         # its own single-model folder only, where a step holds the model beside optimizer, scheduler, dataloader.
+        latest = distributed[_latest_save(distributed)]  # the one refuse_unsafe_dcp_metadata scanned as latest
         distributed.sort(key=natural_order)
         shown = ", ".join(f"{name}/" for name in distributed[:6]) + (", ..." if len(distributed) > 6 else "")
         message += (f"; its subfolders {shown} are torch.distributed.checkpoint (DCP) folders (*.distcp and "
                      ".metadata, as torchtitan saves each step): torch.distributed.checkpoint.format_utils."
-                     f"dcp_to_torch_save({str(folder / distributed[-1])!r}, 'model.pt') writes one torch.save file "
+                     f"dcp_to_torch_save({str(folder / latest)!r}, 'model.pt') writes one torch.save file "
                      "to read here")
     megatron = _megatron_latest(folder)
     if megatron is not None:
@@ -1734,7 +1821,7 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     if all(re.fullmatch(r"zero_pp_rank_\d+_mp_rank_\d+_model_states\.pt", p.name) for p in weights):
         # ZeRO-3 saves the model states once per data-parallel rank, each with placeholders for the partitioned
         # parameters (see `_refuse_zero3_placeholders`).
-        refuse_unsafe_deepspeed_states(folder.parent)  # before naming zero_to_fp32.py, which torch.loads them
+        refuse_unsafe_deepspeed_states(folder.parent, folder.name)  # before naming zero_to_fp32.py
         raise UnsupportedFormat(
             f"folder holds DeepSpeed ZeRO-3 model states, one per data-parallel rank ({names}): their parameters are "
             "placeholders, the weights are partitioned over the *_optim_states.pt files; gather them into one state "
