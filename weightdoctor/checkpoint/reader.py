@@ -2676,7 +2676,8 @@ def _first(names: list[str], count: int = 3) -> str:
 def said_of_address(exc: SourceNotFound, typed: str, what: str = "") -> SourceNotFound:
     """A repo named by a Hub address or URI (`hf://org/name@v1`, a repo's web page) that was not found: said of the
     address as typed, without "is not a local path" (the address was read as the repo it names, not as a path)."""
-    message = exc.message.replace(" is not a local path and ", " ", 1)
+    message = re.sub(r"^('[^']*') is not a local path, and (revision '[^']*') of it ", r"\2 of \1 ", exc.message,
+                     count=1).replace(" is not a local path and ", " ", 1)
     located = hub_location(typed)
     # Where the revision was typed in the address: `hf://org/name@mian`, or a web page's `/tree/mian`,
     # `/blob/mian/...`, `/resolve/mian/...` (the web page's form said `--revision main`, refused beside it too).
