@@ -244,3 +244,25 @@ def test_help_and_version_as_git_and_pip_spell_them(typed: list[str], said: str,
     shown = run_subprocess(*(["inspect", "--help"] if "inspect --help" in line else ["--version"] if "--version" in
                              line else ["--help"]), cwd=tmp_path)
     assert shown.returncode == 0 and shown.stdout.strip(), shown.stderr
+
+
+def test_the_exit_codes_said_everywhere_give_diff_keys_its_default_fail_on(model: Path, tmp_path: Path) -> None:
+    """README's exit-code table, docs/exit-codes.md and `weightdoctor --help` said 0 when nothing reaches --fail-on,
+    "or no --fail-on given"; `diff-keys A B` without it exits 1 on a difference of severity error (its default)."""
+    from tests.helpers import REPO_ROOT
+
+    ddp = tmp_path / "ddp.safetensors"
+    assert run_cli("convert", str(model), "-o", str(ddp), "--add-prefix", "module.").exit_code == 0
+    result = run_cli("diff-keys", str(ddp), str(model))
+    assert result.exit_code == 1 and "worst severity: error" in result.stdout
+    assert run_cli("diff-keys", str(ddp), str(model), "--fail-on", "error").exit_code == 1
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| 0 | healthy"))
+    assert "except in `diff-keys`, whose `--fail-on` is `error` by default" in row
+    docs = (REPO_ROOT / "docs" / "exit-codes.md").read_text()
+    assert "(or no `--fail-on` given)" not in docs
+    assert "except to `diff-keys`, whose `--fail-on` is `error` by default" in docs
+    shown = re.sub(r"\s+", " ", run_subprocess("--help", env={"COLUMNS": "200"}).stdout)
+    assert "1 findings at or above --fail-on (diff-keys: error unless given; or a failed --verify or --map check)" \
+        in shown
