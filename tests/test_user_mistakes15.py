@@ -266,3 +266,17 @@ def test_the_exit_codes_said_everywhere_give_diff_keys_its_default_fail_on(model
     shown = re.sub(r"\s+", " ", run_subprocess("--help", env={"COLUMNS": "200"}).stdout)
     assert "1 findings at or above --fail-on (diff-keys: error unless given; or a failed --verify or --map check)" \
         in shown
+
+
+def test_the_subfolder_a_folder_error_points_at_pastes_as_one_word(model: Path, tmp_path: Path) -> None:
+    """`inspect 'root two'` (the weights one folder down) ended "point at one, e.g. root two/my mödel": pasted after
+    `weightdoctor inspect`, two words. It is quoted as every other command a message prints, and reads when pasted."""
+    import shutil
+
+    root = tmp_path / "root two"
+    shutil.copytree(model, root / model.name)
+    line = _error_line(run_subprocess("inspect", "root two", cwd=tmp_path))
+    assert line.endswith("weights are in subfolders (my mödel/): point at one, e.g. 'root two/my mödel'"), line
+    pasted = run_subprocess("inspect", *shlex.split(line.rsplit("e.g. ", 1)[1]), "--json", cwd=tmp_path)
+    assert pasted.returncode == 0, pasted.stderr
+    assert json.loads(pasted.stdout)["num_tensors"] > 0
