@@ -280,3 +280,17 @@ def test_the_subfolder_a_folder_error_points_at_pastes_as_one_word(model: Path, 
     pasted = run_subprocess("inspect", *shlex.split(line.rsplit("e.g. ", 1)[1]), "--json", cwd=tmp_path)
     assert pasted.returncode == 0, pasted.stderr
     assert json.loads(pasted.stdout)["num_tensors"] > 0
+
+
+def test_revision_b_ignored_on_a_local_b_is_named_as_typed(model: Path) -> None:
+    """`diff-keys A B --revision-b main` with B a folder warned "B: --revision main ignored": no --revision was typed.
+    --revision alone still names --revision for both sides."""
+    result = run_cli("diff-keys", str(model), str(model), "--revision", "v1", "--revision-b", "main", "--json")
+    assert json.loads(result.stdout)["warnings"] == [
+        f"A: --revision v1 ignored: {model} is a local path, not a Hub repo id",
+        f"B: --revision-b main ignored: {model} is a local path, not a Hub repo id"]
+    shown = run_subprocess("diff-keys", model, model, "--revision-b", "main")  # the fast path, without Typer
+    assert f"warning: B: --revision-b main ignored: {model} is a local path" in shown.stderr
+    result = run_cli("diff-keys", str(model), str(model), "--revision", "v1", "--json")
+    assert json.loads(result.stdout)["warnings"][1] == f"B: --revision v1 ignored: {model} is a local path, not a " \
+        "Hub repo id"
