@@ -294,3 +294,14 @@ def test_revision_b_ignored_on_a_local_b_is_named_as_typed(model: Path) -> None:
     result = run_cli("diff-keys", str(model), str(model), "--revision", "v1", "--json")
     assert json.loads(result.stdout)["warnings"][1] == f"B: --revision v1 ignored: {model} is a local path, not a " \
         "Hub repo id"
+
+
+@pytest.mark.parametrize("command", ["convert", "shard"])
+def test_keep_fp32_help_says_it_needs_dtype(model: Path, tmp_path: Path, command: str) -> None:
+    """`--help` said "Keep tensors whose name matches in fp32." and nothing of --dtype, which the command requires
+    with it (README: "`--keep-fp32 REGEX` (with `--dtype`)")."""
+    shown = re.sub(r"[\s│]+", " ", run_subprocess(command, "--help", env={"COLUMNS": "200"}).stdout)
+    assert "--keep-fp32 REGEX With --dtype: keep tensors whose name matches in fp32." in shown
+    extra = ["--max", "1GB"] if command == "shard" else []
+    line = one_error_line(run_cli(command, str(model), "-o", str(tmp_path / "o"), *extra, "--keep-fp32", "LayerNorm"))
+    assert "--keep-fp32 keeps the tensors it matches in fp32 while --dtype casts the others: give --dtype too" in line
