@@ -9,8 +9,8 @@ from_pretrained's `--device-map` and `--torch-dtype` (no guess, or `--dtype, --f
 lossy" and nothing more); the output given as a second argument, as cp takes it ("Missing option '--output'");
 `--revision` of a repo not in the cache, said as "revision 'v2' of 'org/name' is not a local path"; `plan-devices
 --local` on a machine without a GPU saying "no GPU was given"; inspect at 40 columns cutting its memory figures
-(`553.… KB`) and config keys (`initializer_ran…`); git's and pip's `help inspect` and `version`, and `inspect
---version` ("Possible options: --json, --revision, --verify").
+(`553.… KB`) and config keys (`initializer_ran…`); git's and pip's `help inspect` and `version`, `-V`, and
+`inspect --version` ("Possible options: --json, --revision, --verify").
 """
 
 from __future__ import annotations
@@ -235,6 +235,7 @@ def test_inspect_at_40_columns_cuts_no_figure_or_config_key(model: Path) -> None
     (["help"], "No such command 'help': {p} --help lists the commands, {p} COMMAND --help shows one"),
     (["version"], "No such command 'version': {p} --version prints it"),
     (["inspect", "x", "--version"], "No such option: --version; --version is an option of {p} itself: {p} --version"),
+    (["-V"], "No such option: -V; {p} --version prints the version"),
 ])
 def test_help_and_version_as_git_and_pip_spell_them(typed: list[str], said: str, tmp_path: Path) -> None:
     """`weightdoctor help inspect` and `weightdoctor version` said "No such command"; `inspect --version` "Possible

@@ -226,8 +226,13 @@ def _option_elsewhere(ctx: click_core.Context, option: str) -> str:
     name = ctx.info_name or ""
     if (name, option) in _SAME_OPTION_HERE:
         return f"{name} calls it {_SAME_OPTION_HERE[(name, option)]}"
-    if option in ("--version", "-V") and ctx.parent is not None:
-        return f"--version is an option of {ctx.parent.command_path} itself: {ctx.parent.command_path} --version"
+    if option in ("--version", "-V", "-v"):
+        # `-V` / `-v`, as python and pip spell it; `inspect --version`, the program's option given to a command.
+        program = ctx.parent.command_path if ctx.parent is not None else ctx.command_path
+        if option == "--version":
+            return f"--version is an option of {program} itself: {program} --version"
+        if ctx.parent is None:
+            return f"{program} --version prints the version"
     if (name, option.replace("_", "-")) in _DONE_BY_DEFAULT:
         return _DONE_BY_DEFAULT[(name, option.replace("_", "-"))]
     commands = getattr(group, "commands", None)
