@@ -49,6 +49,9 @@ def format_choice(option: str, value: str) -> str:
     if (CAST_TARGETS.get(typed) or ALIASES.get(typed)) in CAST_TARGETS.values():
         # `convert --to fp16`: the format option given the dtype meant (`--dtype fp16` casts, the file format stays).
         hint = f"; {value.strip()} is a dtype: --dtype {value.strip()} casts to it"
+    elif typed == "json":
+        # `--format json` asks for the report as JSON (other tools' spelling); the weights are never written as JSON.
+        hint = "; weights are not written as JSON: --json prints the report as one JSON object on stdout"
     return f"{option} {value!r}: choose one of {', '.join(FORMATS)}{hint}"
 
 

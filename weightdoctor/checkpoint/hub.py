@@ -374,7 +374,10 @@ def _not_found(repo_id: str, revision: str | None, reason: str) -> SourceNotFoun
         close = close_local_paths(repo_id) + [name for name in _cached_close_to(repo_id) if name != repo_id]
         if close:
             reason += f"; did you mean {' or '.join(map(repr, close[:4]))}?"
-    return SourceNotFound(f"{where}{repo_id!r} is not a local path and {reason}")
+    if revision:
+        # "revision 'v2' of 'org/name' is not a local path" said of a revision what is said of the repo id.
+        return SourceNotFound(f"{repo_id!r} is not a local path, and revision {revision!r} of it {reason}")
+    return SourceNotFound(f"{repo_id!r} is not a local path and {reason}")
 
 
 def _other_number(typed: str, ref: str) -> bool:

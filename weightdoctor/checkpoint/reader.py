@@ -396,6 +396,14 @@ def _is_config(data: Any) -> bool:
     return isinstance(data, dict) and ("model_type" in data or "architectures" in data)
 
 
+def _pasteable(path: Path) -> str:
+    """`path` as the one word a shell reads back, for the folder a message says to point at (`root two/my model` at
+    a line's end, unquoted, was two words when pasted)."""
+    from weightdoctor.paths import shell_word
+
+    return shell_word(str(path), argument=True)
+
+
 def _other_json_message(path: Path, data: Any) -> str:
     """Why a JSON file given as the source is not read: what it is, where diffusers' own files are concerned.
 
@@ -406,7 +414,7 @@ def _other_json_message(path: Path, data: Any) -> str:
     if isinstance(class_name, str):
         if path.name == "model_index.json" or class_name.endswith("Pipeline"):
             folders = _subfolders_with_weights(path.parent) if path.parent.is_dir() else []
-            example = f", e.g. {path.parent / folders[0]}" if folders else ""
+            example = f", e.g. {_pasteable(path.parent / folders[0])}" if folders else ""
             listed = f" ({', '.join(f'{name}/' for name in folders[:8])})" if folders else ""
             return (f"this is a diffusers pipeline's model_index.json ({class_name}), not weights: each of its models "
                     f"is in a subfolder of its own{listed}; point at one{example}")
@@ -1517,17 +1525,17 @@ def _no_weights_message(folder: Path) -> str:
         shown = ", ".join(f"{name}/" for name in subfolders[:8]) + (", ..." if len(subfolders) > 8 else "")
         latest = _latest_tag(folder)
         if latest in subfolders:  # DeepSpeed's `latest` names the step its load_checkpoint resumes from
-            message += (f"; weights are in subfolders ({shown}): point at one, e.g. {folder / latest} (the one "
-                        "DeepSpeed's `latest` file names)")
+            message += (f"; weights are in subfolders ({shown}): point at one, e.g. {_pasteable(folder / latest)} "
+                        "(the one DeepSpeed's `latest` file names)")
         elif len(subfolders) > 1 and len(prefixes := {re.sub(r"\d+$", "", name) for name in subfolders}) == 1 \
                 and all(name[-1:].isdigit() for name in subfolders) and _SAVE_SERIES.search(prefixes.pop()):
             # One run's saves (torchtune's epoch_0/ ... epoch_9/, a Trainer's checkpoint-N/): the first named was
             # the earliest, where the latest is the one wanted. Only under a save's name: Megatron's mp_rank_00/
             # mp_rank_01/ are parts of one save, fp16/ fp32/ variants of one model, numbered all the same.
-            message += (f"; weights are in subfolders ({shown}): point at one, e.g. {folder / subfolders[-1]} (the "
-                        "highest-numbered, the run's latest save)")
+            message += (f"; weights are in subfolders ({shown}): point at one, e.g. "
+                        f"{_pasteable(folder / subfolders[-1])} (the highest-numbered, the run's latest save)")
         else:
-            message += f"; weights are in subfolders ({shown}): point at one, e.g. {folder / subfolders[0]}"
+            message += f"; weights are in subfolders ({shown}): point at one, e.g. {_pasteable(folder / subfolders[0])}"
     if message == NO_WEIGHT_FILE:
         message += _unfinished_or_empty(folder)
     return message
@@ -2765,7 +2773,8 @@ def _first(names: list[str], count: int = 3) -> str:
 def said_of_address(exc: SourceNotFound, typed: str, what: str = "") -> SourceNotFound:
     """A repo named by a Hub address or URI (`hf://org/name@v1`, a repo's web page) that was not found: said of the
     address as typed, without "is not a local path" (the address was read as the repo it names, not as a path)."""
-    message = exc.message.replace(" is not a local path and ", " ", 1)
+    message = re.sub(r"^('[^']*') is not a local path, and (revision '[^']*') of it ", r"\2 of \1 ", exc.message,
+                     count=1).replace(" is not a local path and ", " ", 1)
     located = hub_location(typed)
     # Where the revision was typed in the address: `hf://org/name@mian`, or a web page's `/tree/mian`,
     # `/blob/mian/...`, `/resolve/mian/...` (the web page's form said `--revision main`, refused beside it too).

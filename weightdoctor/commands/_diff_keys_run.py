@@ -120,8 +120,10 @@ def run_diff_keys(
                 report = diff_checkpoints(checkpoint_a, checkpoint_b, parsed)
                 # The reader's warnings (a file left unread, --revision ignored on a local path, an index that
                 # disagrees with its shards) say which files were compared: as the other commands show them.
+                # B was read at --revision-b where given: the reader's "--revision REV ignored" names that option.
+                typed_b = (f"--revision {revision_b} ignored", f"--revision-b {revision_b} ignored")
                 report.warnings = [f"A: {w}" for w in checkpoint_a.warnings] + \
-                    [f"B: {w}" for w in checkpoint_b.warnings]
+                    [f"B: {w.replace(*typed_b, 1) if revision_b is not None else w}" for w in checkpoint_b.warnings]
                 if values:
                     from weightdoctor.diff_keys import compare_values, value_pairs
                     from weightdoctor.render.console import progress

@@ -26,16 +26,51 @@ def usage_line(exc: click_exceptions.UsageError, command_path: str | None = None
 
     message = on_one_line(exc.format_message())
     if isinstance(exc, click_exceptions.NoSuchOption) and exc.ctx is not None:
-        elsewhere = _option_elsewhere(exc.ctx, exc.option_name) or _max_memory_here(exc.ctx, exc.option_name, args)
+        elsewhere = (_json_meant(exc.ctx, exc.option_name, args) or _option_in_lower_case(exc.ctx, exc.option_name)
+                     or _option_elsewhere(exc.ctx, exc.option_name) or _max_memory_here(exc.ctx, exc.option_name, args))
         if elsewhere:
             # Click's own guess for an option of another command misled (`inspect --target`: "Possible options:
             # --stats", `convert --format`: "--force"); what takes it, or what this command calls it, does not.
             return f"error: {where}: No such option: {exc.option_name}; {elsewhere} (see {where} --help)"
+    if isinstance(exc, click_exceptions.MissingParameter) and exc.ctx is not None:
+        output = _output_given_as_argument(exc.ctx, args)
+        if output:
+            return f"error: {where}: {output} (see {where} --help)"
     if message.startswith("Got unexpected extra argument") and exc.ctx is not None:
         split = _size_split_in_two(exc.ctx, message) or _several_sources(exc.ctx, message)
         if split:
             return f"error: {where}: {split} (see {where} --help)"
     return f"error: {where}: {message} (see {where} --help)"
+
+
+def _output_given_as_argument(ctx: click_core.Context, args: Sequence[str]) -> str:
+    """For `convert model.bin model.safetensors` (the output given as a second argument, as cp takes it; Click said
+    only "Missing option '--output' / '-o'"): the command line with -o before it; "" for any other missing option."""
+    param = next((p for p in ctx.command.params if "--output" in getattr(p, "opts", ())), None)
+    if param is None or not param.required or ctx.params.get(param.name or "") is not None:
+        return ""
+    takes_value = {opt for p in ctx.command.params if p.param_type_name == "option"
+                   and not getattr(p, "is_flag", False) and not getattr(p, "count", False)
+                   for opt in (*p.opts, *p.secondary_opts)}
+    words = list(args)
+    positional: list[int] = []
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word == "--":
+            positional += range(index + 1, len(words))
+            break
+        if word.startswith("-") and word != "-":
+            index += 2 if word in takes_value else 1
+            continue
+        positional.append(index)
+        index += 1
+    if len(positional) != 2:
+        return ""
+    at = positional[1]
+    words[at:at + 1] = ["-o", words[at]]
+    return (f"{ctx.info_name} takes its output as -o OUTPUT, not as a second argument: "
+            f"{ctx.command_path} {_pasted(words)}")
 
 
 def _size_split_in_two(ctx: click_core.Context, message: str) -> str:
@@ -100,6 +135,10 @@ _SAME_OPTION_HERE = {
     ("convert", "--format"): "--to", ("shard", "--to"): "--format",
     # save_pretrained's and huggingface_hub's max_shard_size, as people bring it (Click guessed nothing).
     ("shard", "--max-shard-size"): "--max", ("shard", "--max_shard_size"): "--max", ("shard", "--shard-size"): "--max",
+    # from_pretrained's torch_dtype, as people bring it (Click guessed `--dtype, --force`, or nothing for check-dtype).
+    **{(command, option): "--dtype" for command in ("convert", "shard", "plan-devices")
+       for option in ("--torch-dtype", "--torch_dtype")},
+    ("check-dtype", "--torch-dtype"): "--target", ("check-dtype", "--torch_dtype"): "--target",
 }
 
 
@@ -110,6 +149,10 @@ _SECURITY_SCAN = ("inspect always runs the security scan (static: nothing is unp
 _DONE_BY_DEFAULT = {("inspect", option): _SECURITY_SCAN
                     for option in ("--security", "--scan", "--safety", "--security-scan", "--check-security",
                                    "--safe", "--pickle-scan", "--scan-pickle")}
+# from_pretrained's device_map, as people bring it: its strings are --strategy, a map of one's own is checked by --map.
+_DONE_BY_DEFAULT[("plan-devices", "--device-map")] = (
+    "plan-devices takes from_pretrained's device_map strings as --strategy (auto, balanced, balanced_low_0, "
+    "sequential), and checks a hand-written device map with --map FILE")
 
 
 # How from_pretrained, accelerate and vLLM-style scripts spell the memory budget plan-devices takes as --gpu / --cpu.
@@ -134,6 +177,48 @@ def _max_memory_here(ctx: click_core.Context, option: str, args: Sequence[str]) 
     return f"plan-devices takes max_memory as --gpu SIZE once per GPU, in device order, and --cpu SIZE for RAM{said}"
 
 
+# How other tools ask for JSON output (`--format json`, `-o json`, `--output-format=json`): Click guessed another
+# command's option (`inspect --format json`: "--format is an option of shard", whose --format is a file format).
+_FORMAT_OPTIONS = ("--format", "--output-format", "--output_format", "--out-format", "--fmt", "-f", "--output", "-o",
+                   "--to", "--out")
+_JSON_FLAGS = ("-j", "--as-json", "--to-json", "--json-output", "--json_output", "--output-json")
+
+
+def _json_meant(ctx: click_core.Context, option: str, args: Sequence[str]) -> str:
+    """For `inspect model --format json` and the like (another tool's way to ask for JSON): the --json flag every
+    command takes, in the command line to type; "" for another option or value."""
+    words = list(args)
+    name, equals, value = option.partition("=")
+    at = next((i for i, word in enumerate(words) if word == option or word.startswith(option + "=")), None)
+    if at is None:
+        return ""
+    typed = words[at]
+    if name in _JSON_FLAGS:
+        end = at + 1
+    elif name in _FORMAT_OPTIONS:
+        value = typed.partition("=")[2] if "=" in typed else (words[at + 1] if at + 1 < len(words) else "")
+        if value.strip().lower().lstrip(".") != "json":
+            return ""
+        end = at + 1 if "=" in typed else at + 2
+    else:
+        return ""
+    rest = [*words[:at], *words[end:]]
+    rest += [] if "--json" in rest else ["--json"]
+    return (f"{ctx.info_name} prints its report as one JSON object on stdout with --json: "
+            f"{ctx.command_path} {_pasted(rest)}")
+
+
+def _option_in_lower_case(ctx: click_core.Context, option: str) -> str:
+    """For `--JSON`, `--Dtype` (Click matches case exactly and guessed nothing): the option meant; "" otherwise."""
+    name, equals, value = option.partition("=")
+    if name == name.lower():
+        return ""
+    for param in ctx.command.params:
+        if name.lower() in (*getattr(param, "opts", ()), *getattr(param, "secondary_opts", ())):
+            return f"options are written in lower case: {name.lower()}{equals}{value}"
+    return ""
+
+
 def _option_elsewhere(ctx: click_core.Context, option: str) -> str:
     """For an option this command lacks: this command's name for it, else the other commands that take it
     (`--gpu is an option of plan-devices`); "" when none does."""
@@ -141,6 +226,13 @@ def _option_elsewhere(ctx: click_core.Context, option: str) -> str:
     name = ctx.info_name or ""
     if (name, option) in _SAME_OPTION_HERE:
         return f"{name} calls it {_SAME_OPTION_HERE[(name, option)]}"
+    if option in ("--version", "-V", "-v"):
+        # `-V` / `-v`, as python and pip spell it; `inspect --version`, the program's option given to a command.
+        program = ctx.parent.command_path if ctx.parent is not None else ctx.command_path
+        if option == "--version":
+            return f"--version is an option of {program} itself: {program} --version"
+        if ctx.parent is None:
+            return f"{program} --version prints the version"
     if (name, option.replace("_", "-")) in _DONE_BY_DEFAULT:
         return _DONE_BY_DEFAULT[(name, option.replace("_", "-"))]
     commands = getattr(group, "commands", None)
@@ -287,6 +379,14 @@ def _command_meant(ctx: click_core.Context, args: Sequence[str]) -> str:
         return (f"{args[0]!r} is a path, not a command: name the command first, e.g. {ctx.command_path} inspect "
                 f"{' '.join([shell_word(args[0], argument=True), _pasted(args[1:])]).rstrip()} "
                 f"(commands: {', '.join(ctx.command.list_commands(ctx))})")
+    if args and args[0] in ("help", "version") and not os.path.lexists(args[0]):
+        # git's and pip's `help COMMAND`, and `version`: options here.
+        if args[0] == "version":
+            return f"No such command 'version': {ctx.command_path} --version prints it"
+        named = [arg for arg in args[1:2] if ctx.command.get_command(ctx, arg) is not None]  # type: ignore[attr-defined]
+        return (f"No such command 'help': {ctx.command_path} {named[0]} --help shows its help" if named else
+                f"No such command 'help': {ctx.command_path} --help lists the commands, {ctx.command_path} COMMAND "
+                "--help shows one")
     if not args or args[0] not in _COMMAND_MEANT:
         return ""
 

@@ -32,7 +32,8 @@ DtypeOpt = Annotated[
     str | None, typer.Option("--dtype", help="Cast floating tensors to fp16, bf16 or fp32 (integer/bool untouched).")
 ]
 KeepFp32Opt = Annotated[
-    str | None, typer.Option("--keep-fp32", metavar="REGEX", help="Keep tensors whose name matches in fp32.")
+    str | None,
+    typer.Option("--keep-fp32", metavar="REGEX", help="With --dtype: keep tensors whose name matches in fp32."),
 ]
 AllowOverflowOpt = Annotated[
     bool,

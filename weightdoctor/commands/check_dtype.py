@@ -64,7 +64,11 @@ def check_dtype(
     from weightdoctor.render import console
 
     if fail_on is not None:
-        fail_on = choose("--fail-on", fail_on, VERDICTS[:0:-1])  # unsafe, lossy
+        # `--fail-on error`, the level inspect and diff-keys take: what this command calls the levels instead.
+        levels = ("check-dtype's levels are its verdicts, not the severities of inspect and diff-keys: "
+                  "--fail-on unsafe exits 1 on an overflow or mass underflow, --fail-on lossy on any rounding too")
+        fail_on = choose("--fail-on", fail_on, VERDICTS[:0:-1],  # unsafe, lossy
+                         meant=dict.fromkeys(("info", "warn", "warning", "error"), levels))
     from weightdoctor.commands._options import check_count
 
     check_count("--sample", sample, 1, "values")

@@ -65,7 +65,7 @@ def plan_devices(
     ] = None,
     output: Annotated[
         str | None,
-        typer.Option("--output", help="Write the device_map JSON that from_pretrained(device_map=...) accepts "
+        typer.Option("--output", "-o", help="Write the device_map JSON that from_pretrained(device_map=...) accepts "
                      "(replaces an earlier device map; any other file only with --force)."),
     ] = None,
     force: Annotated[
@@ -127,7 +127,11 @@ def plan_devices(
     from weightdoctor.units import parse_size, refuse_max_memory_value, refuse_size_list, refuse_unitless_size
 
     if fail_on is not None:
-        fail_on = choose("--fail-on", fail_on, FAIL_ON)
+        # `--fail-on error`, the level inspect and diff-keys take: what this command calls the levels instead.
+        levels = ("plan-devices' levels are its verdicts, not the severities of inspect and diff-keys: --fail-on "
+                  "offload exits 1 when anything is placed off the GPUs, --fail-on no-fit when the model does not fit")
+        fail_on = choose("--fail-on", fail_on, FAIL_ON,
+                         meant=dict.fromkeys(("info", "warn", "warning", "error"), levels))
     strategy = choose("--strategy", strategy, STRATEGIES)  # checked here too: with --map no placement runs to check it
     if manual_map is not None:
         # A hand-written map is checked as written, against the full --gpu/--cpu sizes: these would be ignored.
@@ -179,6 +183,10 @@ def plan_devices(
     if output in ("", "-"):
         # "" is the current folder to the file system (an unset `--output "$MAP"`); "-" made a file named "-".
         raise UsageError(f"--output {output!r}: give a file name (--json prints the plan on stdout)")
+    if output is not None and output.strip().lower() in ("json", ".json"):
+        # `-o json` (other tools' way to ask for JSON output) wrote the device map to a file named `json`.
+        raise UsageError(f"--output {output!r}: give a file name, e.g. device_map.json (--json prints the plan on "
+                         "stdout)")
     if output is not None:
         from pathlib import Path
 

@@ -154,8 +154,9 @@ def config_table(report: InspectReport) -> Table | None:
     if not report.config_summary or all(value is None for value in report.config_summary.values()):
         return None  # not an empty panel
     table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
+    # Folded, not cut: at 40 columns `initializer_range` read `initializer_ran…`, the class `BertForSequenceCl…`.
+    table.add_column(style="bold", overflow="fold")
+    table.add_column(overflow="fold")
     for key, value in report.config_summary.items():
         if value is not None:
             text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)  # a config's own types
@@ -170,11 +171,23 @@ def config_table(report: InspectReport) -> Table | None:
 MAX_CONFIG_TEXT = 400
 
 
-def memory_table(report: InspectReport) -> Table:
+def memory_table(report: InspectReport, width: int | None = None) -> Table:
+    """The bytes at each dtype, one column per dtype; one row per dtype where the columns do not fit in `width`
+    (a 40-column terminal cut every figure short: `553.… KB`)."""
+    sizes = {name: format_bytes(value) for name, value in report.memory.items()}
+    # Each cell: its text, a space either side, and one separator between cells (show_edge=False).
+    needed = sum(max(len(name), len(size)) + 2 for name, size in sizes.items()) + len(sizes) - 1
+    if width is not None and needed > width:
+        table = Table(title="Memory for the weights", title_justify="left", show_edge=False)
+        table.add_column("dtype")
+        table.add_column("bytes", justify="right", no_wrap=True)
+        for name, size in sizes.items():
+            table.add_row(name, size)
+        return table
     table = Table(title="Memory for the weights", title_justify="left", show_edge=False)
-    for name in report.memory:
+    for name in sizes:
         table.add_column(name, justify="right")
-    table.add_row(*(format_bytes(v) for v in report.memory.values()))
+    table.add_row(*sizes.values())
     return table
 
 
@@ -285,7 +298,7 @@ def render_inspect(report: InspectReport, console: Console, max_depth: int = 4, 
     config = config_table(report)
     if config is not None:
         console.print(Panel(config, title="config.json", title_align="left"))
-    console.print(memory_table(report))
+    console.print(memory_table(report, console.width))
     console.print()
     console.print(module_tree(report, max_depth))
     console.print()

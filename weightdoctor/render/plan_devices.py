@@ -194,6 +194,8 @@ def render_plan(report: PlanReport, console: Console) -> None:
     for finding in report.findings:
         p(f"[red]{finding.severity}[/] {finding.code}: {escape(finding.message)}")
     text, why = VERDICT_TEXT[report.verdict]
+    if report.verdict == "fits-on-cpu" and report.local is not None:
+        why = "--local found no GPU on this machine: the model runs on the CPU"  # none was given, none was seen
     p(f"verdict: {text} [dim]({why})[/]")
     for suggestion in report.suggestions:
         p(f"  smallest change: {escape(suggestion.description)}")
