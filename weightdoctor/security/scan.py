@@ -338,10 +338,24 @@ def _scan_zip(handle: BinaryIO, size: int, collector: _Collector) -> None:
 
 
 def _is_tar(handle: BinaryIO) -> bool:
+    """Whether torch.load reads the file as its legacy tar, which it tries before a pickle: whenever
+    `tarfile.open(mode="r:")` takes its first header. A pre-POSIX (V7) tar has no "ustar" magic, only a header
+    checksum: such a file, whose first member's name opens a pickle of one bytes object spanning the archive, was
+    walked as that harmless pickle and called safe, while torch.load unpickled its members."""
+    import tarfile
+
     handle.seek(257)
     magic = handle.read(5)
     handle.seek(0)
-    return magic == b"ustar"
+    if magic == b"ustar":
+        return True
+    head = handle.read(tarfile.BLOCKSIZE)
+    handle.seek(0)
+    try:
+        tarfile.TarInfo.frombuf(head, tarfile.ENCODING, "surrogateescape")
+    except (tarfile.HeaderError, ValueError):
+        return False  # not a header (a zero block opens no member: torch's loader then finds no "storages")
+    return True
 
 
 def _scan_tar(handle: BinaryIO, size: int, collector: _Collector) -> None:
