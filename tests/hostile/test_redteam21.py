@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import struct
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
+
+import pytest
+import torch
 
 from tests.helpers import run_cli
 from weightdoctor.security.scan import scan_file
@@ -53,7 +58,7 @@ def test_a_tar_without_the_ustar_magic_is_scanned_as_the_tar_torch_load_reads(tm
     report = scan_file(path)
     assert report.container == "pytorch-tar"
     assert report.verdict == "dangerous", report.summary()
-    assert [g.qualified for g in report.globals] == ["posix.system"]
+    assert {g.qualified for g in report.globals if g.safety == "dangerous"} == {"posix.system"}
 
     result = run_cli("inspect", str(path))
     assert result.exit_code == 2
@@ -72,3 +77,93 @@ def test_a_pickle_whose_first_block_is_no_tar_header_is_still_walked_as_a_pickle
     path.write_bytes(pickle.dumps({"name": "x" * 600}, protocol=2))
     report = scan_file(path)
     assert report.container == "pickle" and report.verdict == "safe", report.summary()
+
+
+def _no_proto_system_call(sentinel: Path) -> bytes:
+    """A pickle of protocol 4 opcodes without the PROTO opcode (the unpickler does not ask for one) that calls
+    posix.system through STACK_GLOBAL: it neither opens with PROTO nor holds a GLOBAL line."""
+    command = f"touch '{sentinel}'".encode()
+    return b"\x8c\x05posix\x8c\x06system\x93\x8c" + bytes([len(command)]) + command + b"\x85R."
+
+
+def _tar(path: Path, members: list[tuple[str, bytes | None, str]]) -> None:
+    """A tar of (name, data, link target) members: data for a file, None and a target for a hard link."""
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data, target in members:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type, info.linkname = tarfile.LNKTYPE, target
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def _float_storage(values: list[float]) -> bytes:
+    """One storage record of the legacy tar's "storages" member: its pickled arguments, int64 count, raw floats."""
+    return (pickle.dumps((0, "cpu", torch.FloatStorage), protocol=2) + struct.pack("<q", len(values))
+            + struct.pack(f"<{len(values)}f", *values))
+
+
+def _loads_and_runs(path: Path, sentinel: Path) -> bool:
+    subprocess.run([sys.executable, "-c", f"import torch; torch.load({str(path)!r}, weights_only=False)"],
+                   capture_output=True, timeout=120)
+    return sentinel.exists()
+
+
+@pytest.mark.parametrize("where", ["first pickle", "after a storage's bytes", "through a hard link"])
+def test_a_legacy_tars_pickle_without_proto_is_walked_where_torch_load_reads_it(tmp_path: Path, where: str) -> None:
+    # Before: the "storages" member was only carved for pickles opening with PROTO or a GLOBAL line; this one was not
+    # seen, the scan said safe (no globals) and inspect "not a safetensors file nor a PyTorch pickle", while
+    # torch.load(weights_only=False) ran it at once.
+    path, sentinel = tmp_path / "model.pth", tmp_path / "PAYLOAD_RAN"
+    payload = _no_proto_system_call(sentinel)
+    if where == "first pickle":
+        _tar(path, [("storages", payload, "")])
+    elif where == "after a storage's bytes":
+        _tar(path, [("storages", pickle.dumps(2, protocol=2) + _float_storage([1.0, 2.0]) + payload, "")])
+    else:  # extracting the link "storages" writes the data of "notes.txt"
+        _tar(path, [("notes.txt", payload, ""), ("storages", None, "notes.txt")])
+
+    report = scan_file(path)
+    assert report.container == "pytorch-tar"
+    assert report.verdict == "dangerous", report.summary()
+    assert {(g.qualified, g.opcode) for g in report.globals if g.safety != "safe"} == {("posix.system", "STACK_GLOBAL")}
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 2 and "dangerous: posix.system" in result.stderr, result.stderr
+    assert "nor a PyTorch pickle" not in result.stderr
+    assert not sentinel.exists()
+    assert _loads_and_runs(path, sentinel)  # the payload is live
+
+
+def test_a_genuine_legacy_tar_is_walked_record_by_record_without_a_problem(tmp_path: Path) -> None:
+    # Two storages of floats whose bytes hold no pickle, one tensor: every record is where the walk looks for it.
+    path = tmp_path / "model.pth"
+    storages = (pickle.dumps(2, protocol=2) + _float_storage([0.5, 1.5, 2.5])
+                + pickle.dumps((1, "cpu", torch.FloatStorage), protocol=2) + struct.pack("<q", 1)
+                + struct.pack("<f", 4.0) + pickle.dumps([], protocol=2))
+    tensors = (pickle.dumps(1, protocol=2) + pickle.dumps((7, 0, torch.FloatTensor), protocol=2)
+               + struct.pack("<i", 1) + bytes(4) + struct.pack("<qqq", 3, 1, 0))
+    state = pickle.dumps({"w": 0}, protocol=2).replace(b"K\x00", b"X\x01\x00\x00\x007Q")  # persistent id "7"
+    _tar(path, [("storages", storages, ""), ("tensors", tensors, ""), ("pickle", state, "")])
+    assert torch.equal(torch.load(path, weights_only=False)["w"], torch.tensor([0.5, 1.5, 2.5]))
+
+    report = scan_file(path)
+    assert report.container == "pytorch-tar" and report.verdict == "safe", report.summary()
+    assert report.problems == [] and {g.qualified for g in report.globals} == {
+        "torch.FloatStorage", "torch.FloatTensor"}
+    # Each record's arguments were walked where torch.load reads them, besides being carved.
+    walked = {g.member for g in report.globals if "embedded" not in g.member}
+    assert walked == {"storages (pickle 2)", "storages (pickle 3)", "tensors (pickle 2)"}, walked
+
+
+def test_a_legacy_tar_whose_storages_is_a_loop_of_links_is_answered(tmp_path: Path) -> None:
+    # "storages" -> "x" -> "storages": following the links is bounded, nothing is walked, nothing hangs.
+    path = tmp_path / "model.pth"
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, target in (("storages", "x"), ("x", "storages")):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    report = scan_file(path)
+    assert report.container == "pytorch-tar" and report.globals == [] and report.pickles == 0

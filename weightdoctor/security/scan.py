@@ -370,16 +370,82 @@ def _scan_tar(handle: BinaryIO, size: int, collector: _Collector) -> None:
         handle.seek(0)
         with tarfile.open(fileobj=handle, mode="r:") as archive:
             members = [(m.name, m.offset_data, m.size) for m in archive.getmembers() if m.isfile()]
+            # The member torch.load unpickles under each name: the last of that name, through a link (extracting a
+            # hard link "storages" writes the data of the member it names).
+            read: dict[tuple[int, int], str] = {}
+            for name in ("storages", "tensors", "pickle"):
+                try:
+                    found = archive.getmember(name)
+                    for _ in range(40):  # links to links, as far as a system follows them (no loop forever)
+                        if not (found.islnk() or found.issym()):
+                            break
+                        found = archive._find_link_target(found)  # what tarfile's extract and extractfile follow
+                except (KeyError, tarfile.TarError):
+                    continue
+                if found.isfile():
+                    read[(found.offset_data, found.size)] = name
     except (tarfile.TarError, ValueError, OSError, EOFError, UnicodeDecodeError) as exc:
         collector.problem("(tar)", 0, f"cannot read the tar archive: {' '.join(str(exc).split())[:120]}")
         return
     for name, offset, length in members:
         end = min(size, offset + length)
         region = io.BytesIO(_read_region(handle, offset, end))
-        if name == "pickle":
+        role = read.get((offset, length))
+        if role == "pickle":
             _walk_stream(region, 0, end - offset, collector, name)
+            continue
+        if role is not None:
+            _walk_tar_records(region, end - offset, collector, name, role)
+        _carve(region, 0, end - offset, collector, name)
+
+
+def _walk_tar_records(region: BinaryIO, end: int, collector: _Collector, name: str, role: str) -> None:
+    """Walk the pickles of a legacy tar's "storages" or "tensors" member where torch.load unpickles them: a count,
+    then per record a pickle of its arguments and the raw bytes that follow it (a storage: an int64 count of
+    elements and their bytes; a tensor: its ndim, sizes, strides and offset), then for storages a pickle of views.
+    Carving alone found only pickles that open with PROTO or a GLOBAL line: one of protocol 4 opcodes without a
+    PROTO (STACK_GLOBAL of posix.system) went unseen, and torch.load ran it. Stops where the layout cannot be
+    followed; what lies beyond is left to carving."""
+    position, index = 0, 0
+
+    def walk_next() -> PickleWalk | None:
+        nonlocal position, index
+        region.seek(position)
+        walk = _walk(region, end)
+        index += 1
+        collector.add_walk(walk, name if index == 1 else f"{name} (pickle {index})")
+        if walk.error is not None or walk.end <= position:
+            return None
+        position = walk.end
+        return walk
+
+    first = walk_next()
+    count = None if first is None else first.value
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        return
+    for _ in range(count):
+        if position >= end:
+            return
+        record = walk_next()
+        args = None if record is None else record.value
+        if not (isinstance(args, tuple) and len(args) == 3):
+            return
+        region.seek(position)
+        if role == "storages":
+            element = STORAGE_ELEMENT_SIZE.get(getattr(args[2], "name", None) or "")
+            header = region.read(8)
+            if element is None or len(header) < 8 or struct.unpack("<q", header)[0] < 0:
+                return
+            position += 8 + struct.unpack("<q", header)[0] * element
         else:
-            _carve(region, 0, end - offset, collector, name)
+            header = region.read(4)
+            if len(header) < 4 or struct.unpack("<i", header)[0] < 0:
+                return
+            position += 8 + 16 * struct.unpack("<i", header)[0] + 8
+        if position > end:
+            return
+    if role == "storages" and position < end:
+        walk_next()
 
 
 def _read_region(handle: BinaryIO, start: int, end: int) -> bytes:
