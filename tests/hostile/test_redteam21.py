@@ -167,3 +167,41 @@ def test_a_legacy_tar_whose_storages_is_a_loop_of_links_is_answered(tmp_path: Pa
             tar.addfile(info)
     report = scan_file(path)
     assert report.container == "pytorch-tar" and report.globals == [] and report.pickles == 0
+
+
+def test_a_pickle_holding_ustar_at_byte_257_is_walked_as_the_pickle_torch_load_reads(tmp_path: Path) -> None:
+    # Before: "ustar" at byte 257 made the scan read a tar, which tarfile refused: "suspicious: cannot read the tar
+    # archive: truncated header ... torch.load it only if you trust its source". torch.load, refused by tarfile too,
+    # unpickles the file and runs posix.system.
+    path, sentinel = tmp_path / "model.pt", tmp_path / "PAYLOAD_RAN"
+    data = b""
+    for pad in range(200, 300):
+        data = pickle.dumps(["x" * pad + "ustar", _TouchesAFile(sentinel)], protocol=2)
+        if data.find(b"ustar") == 257:
+            break
+    assert data.find(b"ustar") == 257
+    path.write_bytes(data)
+    report = scan_file(path)
+    assert report.verdict == "dangerous" and "posix.system" in {g.qualified for g in report.globals}, report.summary()
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 2 and "dangerous: posix.system" in result.stderr and "tar archive" not in result.stderr
+    assert not sentinel.exists()
+    assert _loads_and_runs(path, sentinel)
+
+
+def test_a_tar_header_tarfile_then_refuses_is_walked_as_the_pickle_torch_load_falls_back_to(tmp_path: Path) -> None:
+    # One block: a header whose checksum is right (so the scan reads a tar) of a GNU long name, with no header after
+    # it, which tarfile.open refuses; torch.load then unpickles the file from byte 0, where the name field holds a
+    # protocol 0 call of posix.system. It must be named, not "not a PyTorch pickle".
+    path, sentinel = tmp_path / "model.pt", tmp_path / "PAYLOAD_RAN"
+    call = b"cposix\nsystem\n(S'touch " + str(sentinel).encode() + b"'\ntR."
+    block = bytearray(_v7_header(call, 0))
+    block[148:157] = b" " * 8 + b"L"
+    block[148:156] = b"%06o\0 " % sum(block)
+    path.write_bytes(bytes(block))
+    report = scan_file(path)
+    assert report.verdict == "dangerous" and "posix.system" in {g.qualified for g in report.globals}, report.summary()
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 2 and "dangerous: posix.system" in result.stderr, result.stderr
+    assert not sentinel.exists()
+    assert _loads_and_runs(path, sentinel)

@@ -339,16 +339,13 @@ def _scan_zip(handle: BinaryIO, size: int, collector: _Collector) -> None:
 
 def _is_tar(handle: BinaryIO) -> bool:
     """Whether torch.load reads the file as its legacy tar, which it tries before a pickle: whenever
-    `tarfile.open(mode="r:")` takes its first header. A pre-POSIX (V7) tar has no "ustar" magic, only a header
-    checksum: such a file, whose first member's name opens a pickle of one bytes object spanning the archive, was
-    walked as that harmless pickle and called safe, while torch.load unpickled its members."""
+    `tarfile.open(mode="r:")` takes its first header, whose checksum is all it asks for. A pre-POSIX (V7) tar has no
+    "ustar" magic: such a file, whose first member's name opens a pickle of one bytes object spanning the archive, was
+    walked as that harmless pickle and called safe, while torch.load unpickled its members. The other way round, a
+    pickle holding "ustar" at byte 257 is no tar to tarfile, and torch.load unpickles it."""
     import tarfile
 
-    handle.seek(257)
-    magic = handle.read(5)
     handle.seek(0)
-    if magic == b"ustar":
-        return True
     head = handle.read(tarfile.BLOCKSIZE)
     handle.seek(0)
     try:
@@ -386,6 +383,8 @@ def _scan_tar(handle: BinaryIO, size: int, collector: _Collector) -> None:
                     read[(found.offset_data, found.size)] = name
     except (tarfile.TarError, ValueError, OSError, EOFError, UnicodeDecodeError) as exc:
         collector.problem("(tar)", 0, f"cannot read the tar archive: {' '.join(str(exc).split())[:120]}")
+        # torch.load then reads the file as a pickle (legacy_load's TarError is its cue): walk it as one.
+        _scan_pickle_file(handle, size, collector)
         return
     for name, offset, length in members:
         end = min(size, offset + length)
