@@ -205,3 +205,50 @@ def test_a_tar_header_tarfile_then_refuses_is_walked_as_the_pickle_torch_load_fa
     assert result.exit_code == 2 and "dangerous: posix.system" in result.stderr, result.stderr
     assert not sentinel.exists()
     assert _loads_and_runs(path, sentinel)
+
+
+def _gnu_header(name: bytes, size: int, typeflag: bytes, fields: list[tuple[int, bytes]]) -> bytes:
+    """A GNU tar header ("ustar  " magic), with `fields` written at their offsets."""
+    block = bytearray(_v7_header(name, size))
+    block[156:157], block[257:265] = typeflag, b"ustar  \0"
+    for offset, value in fields:
+        block[offset:offset + len(value)] = value
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
+
+
+def test_a_sparse_tar_member_is_scanned_as_extraction_writes_it(tmp_path: Path) -> None:
+    # "storages" is a GNU sparse member: BINBYTES of 16, a hole of 16 zero bytes, then a STACK_GLOBAL call of
+    # posix.system. Extracted (as torch.load does) the bytes object spans the hole and the call runs; read in place
+    # the bytes object swallowed the STACK_GLOBAL and the scan said safe: inspect said "not a safetensors file nor a
+    # PyTorch pickle".
+    path, sentinel = tmp_path / "model.pth", tmp_path / "PAYLOAD_RAN"
+    command = f"touch '{sentinel}'".encode()
+    first, second = b"B\x10\x00\x00\x00", b"\x8c\x05posix\x8c\x06system\x93\x8c" + bytes([len(command)]) + command
+    second += b"\x85R."
+    chunks = [(0, first), (len(first) + 16, second)]
+    fields = [(386 + 24 * i + 12 * j, b"%011o\0" % v) for i, (at, data) in enumerate(chunks)
+              for j, v in enumerate((at, len(data)))]
+    stored = first + second
+    header = _gnu_header(b"storages", len(stored), b"S", [*fields, (483, b"%011o\0" % (len(first) + 16 + len(second)))])
+    path.write_bytes(header + stored + b"\0" * (-len(stored) % 512 + 1024))
+    with tarfile.open(path) as tar:
+        assert tar.extractfile("storages").read()[5:21] == bytes(16)  # type: ignore[union-attr]
+
+    report = scan_file(path)
+    assert report.verdict == "dangerous" and "posix.system" in {g.qualified for g in report.globals}, report.summary()
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 2 and "dangerous: posix.system" in result.stderr, result.stderr
+    assert not sentinel.exists()
+    assert _loads_and_runs(path, sentinel)
+
+
+def test_a_sparse_tar_member_expanding_to_gigabytes_is_not_read(tmp_path: Path) -> None:
+    # A map of one byte at offset 2**40: extracted, a terabyte of zeros. The scan refuses to expand it.
+    path = tmp_path / "model.pth"
+    fields = [(386, b"%011o\0" % (1 << 40)), (398, b"%011o\0" % 1), (483, b"%011o\0" % ((1 << 40) + 1))]
+    path.write_bytes(_gnu_header(b"storages", 1, b"S", fields) + b"K" + bytes(511 + 1024))
+    report = scan_file(path)
+    assert report.verdict != "safe"
+    assert any("sparse map expands to more than" in p.message for p in report.problems), report.summary()

@@ -367,6 +367,22 @@ def _scan_tar(handle: BinaryIO, size: int, collector: _Collector) -> None:
         handle.seek(0)
         with tarfile.open(fileobj=handle, mode="r:") as archive:
             members = [(m.name, m.offset_data, m.size) for m in archive.getmembers() if m.isfile()]
+            # A GNU sparse member is extracted as its stored chunks at the offsets of its map, zeros between: its
+            # stored bytes read in place are another stream (a BINBYTES that, extracted, spans a hole of zeros
+            # swallowed in place the STACK_GLOBAL of posix.system that torch.load ran). Read as extraction writes it,
+            # within the inflation budget of a zip's pickles.
+            budget = MAX_INFLATION * size + (1 << 20)
+            expanded: dict[tuple[int, int], bytes] = {}
+            for member in archive.getmembers():
+                if member.isfile() and member.sparse is not None:
+                    budget -= member.size
+                    if budget < 0:
+                        collector.problem(member.name, 0, f"its sparse map expands to more than {MAX_INFLATION} "
+                                          f"times the file's {size:,} bytes (no torch.save writes a sparse member); "
+                                          "not scanned")
+                        return
+                    source = archive.extractfile(member)
+                    expanded[(member.offset_data, member.size)] = source.read() if source is not None else b""
             # The member torch.load unpickles under each name: the last of that name, through a link (extracting a
             # hard link "storages" writes the data of the member it names).
             read: dict[tuple[int, int], str] = {}
@@ -387,15 +403,17 @@ def _scan_tar(handle: BinaryIO, size: int, collector: _Collector) -> None:
         _scan_pickle_file(handle, size, collector)
         return
     for name, offset, length in members:
-        end = min(size, offset + length)
-        region = io.BytesIO(_read_region(handle, offset, end))
+        data = expanded.get((offset, length))
+        if data is None:
+            data = _read_region(handle, offset, min(size, offset + length))
+        region = io.BytesIO(data)
         role = read.get((offset, length))
         if role == "pickle":
-            _walk_stream(region, 0, end - offset, collector, name)
+            _walk_stream(region, 0, len(data), collector, name)
             continue
         if role is not None:
-            _walk_tar_records(region, end - offset, collector, name, role)
-        _carve(region, 0, end - offset, collector, name)
+            _walk_tar_records(region, len(data), collector, name, role)
+        _carve(region, 0, len(data), collector, name)
 
 
 def _walk_tar_records(region: BinaryIO, end: int, collector: _Collector, name: str, role: str) -> None:
