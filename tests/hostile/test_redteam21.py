@@ -252,3 +252,32 @@ def test_a_sparse_tar_member_expanding_to_gigabytes_is_not_read(tmp_path: Path) 
     report = scan_file(path)
     assert report.verdict != "safe"
     assert any("sparse map expands to more than" in p.message for p in report.problems), report.summary()
+
+
+def test_a_tar_whose_extraction_python_3_14_refuses_has_its_fallback_pickle_scanned(tmp_path: Path) -> None:
+    # The first header's name opens a protocol-less STACK_GLOBAL of posix.system whose BINBYTES skips the header's
+    # fields to byte 345, where the call ends; "storages" is a hard link to an absolute path, which Python 3.14's
+    # default extraction filter (data_filter) refuses with a TarError, on which torch.load unpickles the file from
+    # byte 0. Before: the scan walked the members only, said safe, and inspect "not a PyTorch pickle".
+    path, sentinel = tmp_path / "model.pth", tmp_path / "PAYLOAD_RAN"
+    command = f"touch '{sentinel}'".encode()
+    opening = b"\x8c\x05posix\x8c\x06system\x93B"
+    # The call ends in the header's prefix field (bytes 345 to 499), free text to tarfile.
+    first = bytearray(_v7_header(opening + struct.pack("<I", 345 - len(opening) - 4), 0))
+    first[345:] = (b"0\x8c" + bytes([len(command)]) + command + b"\x85R.").ljust(167, b"\0")
+    first[148:156] = b" " * 8
+    first[148:156] = b"%06o\0 " % sum(first)
+    link = _gnu_header(b"storages", 0, tarfile.LNKTYPE, [(157, b"/etc/hostname")])
+    assert len(first) == 512
+    path.write_bytes(bytes(first) + link + bytes(1024))
+
+    report = scan_file(path)
+    assert report.container == "pytorch-tar"
+    assert report.verdict == "dangerous" and "posix.system" in {g.qualified for g in report.globals}, report.summary()
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 2 and "dangerous: posix.system" in result.stderr, result.stderr
+    assert not sentinel.exists()
+    subprocess.run([sys.executable, "-c", "import tarfile, torch; "
+                    "tarfile.TarFile.extraction_filter = staticmethod(tarfile.data_filter); "
+                    f"torch.load({str(path)!r}, weights_only=False)"], capture_output=True, timeout=120)
+    assert sentinel.exists()  # the payload is live where extraction filters by default

@@ -402,6 +402,13 @@ def _scan_tar(handle: BinaryIO, size: int, collector: _Collector) -> None:
         # torch.load then reads the file as a pickle (legacy_load's TarError is its cue): walk it as one.
         _scan_pickle_file(handle, size, collector)
         return
+    # torch.load unpickles the file from byte 0 on any TarError its tar loader meets after the open, in an extraction
+    # too (a member Python 3.14's default extraction filter refuses: a hard link "storages" to an absolute path). A
+    # genuine tar's first header is no pickle; one there that imports is reported.
+    handle.seek(0)
+    first = _walk(handle, size)
+    if first.imports:
+        collector.add_walk(first, "the file read as a pickle (torch.load's fallback when its tar loader fails)")
     for name, offset, length in members:
         data = expanded.get((offset, length))
         if data is None:
