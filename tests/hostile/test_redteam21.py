@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.helpers import run_cli
-from weightdoctor.security.scan import scan_file
+from weightdoctor.security.scan import scan_bytes, scan_file
 
 
 class _TouchesAFile:
@@ -281,3 +281,44 @@ def test_a_tar_whose_extraction_python_3_14_refuses_has_its_fallback_pickle_scan
                     "tarfile.TarFile.extraction_filter = staticmethod(tarfile.data_filter); "
                     f"torch.load({str(path)!r}, weights_only=False)"], capture_output=True, timeout=120)
     assert sentinel.exists()  # the payload is live where extraction filters by default
+
+
+def test_a_frame_running_past_its_stop_is_refused_where_file_and_stream_readers_disagree(tmp_path: Path) -> None:
+    # A legacy torch.save whose magic-number pickle has a FRAME running past its STOP into the next pickle's bytes
+    # value, which holds a protocol-less STACK_GLOBAL call of posix.system. pickle.load of a file goes on after the
+    # STOP and reads the genuine checkpoint; of a stream without peek (io.BytesIO) after the frame, and runs the
+    # call. Before: the scan said safe (its walk is the file's), torch.load(io.BytesIO(data)) ran the command.
+    path, sentinel = tmp_path / "model.pt", tmp_path / "PAYLOAD_RAN"
+    saved = io.BytesIO()
+    torch.save({"w": torch.ones(3)}, saved, _use_new_zipfile_serialization=False)
+    magic, version = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2), pickle.dumps(1001, protocol=2)
+    assert saved.getvalue().startswith(magic + version)
+    command = f"touch '{sentinel}'".encode()
+    hidden = b"\x8c\x05posix\x8c\x06system\x93\x8c" + bytes([len(command)]) + command + b"\x85R."
+    opening = b"\x80\x02B" + struct.pack("<I", len(hidden))
+    framed = b"\x80\x04\x95" + struct.pack("<Q", len(magic) - 2 + len(opening)) + magic[2:]
+    path.write_bytes(framed + opening + hidden + b"0M\xe9\x03." + saved.getvalue()[len(magic + version):])
+    assert torch.equal(torch.load(path, weights_only=False)["w"], torch.ones(3))  # the file's reading
+
+    report = scan_file(path)
+    assert report.verdict != "safe"
+    assert any("FRAME runs 7 bytes past its STOP" in p.message for p in report.problems), report.summary()
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 2 and "suspicious" in result.stderr and "past its STOP" in result.stderr
+    assert not sentinel.exists()
+    subprocess.run([sys.executable, "-c", f"import io, torch; data = open({str(path)!r}, 'rb').read(); "
+                    "torch.load(io.BytesIO(data), weights_only=False)"], capture_output=True, timeout=120)
+    assert sentinel.exists()  # the payload is live when the same bytes are loaded from memory
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_frames_picklers_write_are_not_flagged(tmp_path: Path, protocol: int) -> None:
+    # Frames of 64 KiB and more (a bytes value of a megabyte between small values), a legacy and a zip torch.save.
+    plain = pickle.dumps({"a": list(range(100)), "b": bytes(1 << 20), "c": "x" * 70_000}, protocol=protocol)
+    assert scan_bytes(plain).problems == []
+    for zipped in (False, True):
+        saved = io.BytesIO()
+        torch.save({"w": torch.ones(3), "meta": {"n": list(range(20_000))}}, saved, pickle_protocol=protocol,
+                   _use_new_zipfile_serialization=zipped)
+        report = scan_bytes(saved.getvalue())
+        assert report.problems == [] and report.verdict == "safe", report.summary()
