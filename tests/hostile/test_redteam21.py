@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import struct
 import subprocess
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -322,3 +324,35 @@ def test_frames_picklers_write_are_not_flagged(tmp_path: Path, protocol: int) ->
                    _use_new_zipfile_serialization=zipped)
         report = scan_bytes(saved.getvalue())
         assert report.problems == [] and report.verdict == "safe", report.summary()
+
+
+def test_a_data_pkl_named_in_capitals_is_scanned_as_torch_load_finds_it(tmp_path: Path) -> None:
+    # torch's zip reader (miniz, no case-sensitive flag) finds "archive/data.pkl" as "archive/DATA.PKL". Before: a
+    # protocol-less STACK_GLOBAL call of posix.system there was never scanned, and inspect said "zip archive has no
+    # data.pkl record (not a torch.save file, or damaged)" while torch.load ran the call.
+    path, sentinel = tmp_path / "model.pt", tmp_path / "PAYLOAD_RAN"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/DATA.PKL", _no_proto_system_call(sentinel))
+        archive.writestr("archive/version", b"3\n")
+        archive.writestr("archive/byteorder", b"little")
+    report = scan_file(path)
+    assert report.verdict == "dangerous" and "posix.system" in {g.qualified for g in report.globals}, report.summary()
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 2 and "dangerous: posix.system" in result.stderr and "no data.pkl" not in result.stderr
+    assert not sentinel.exists()
+    assert _loads_and_runs(path, sentinel)
+
+
+def test_a_torch_save_whose_data_pkl_is_named_in_capitals_is_read(tmp_path: Path) -> None:
+    # The same torch.save with its records renamed (same lengths, CRCs of the data unchanged): torch.load reads it,
+    # and so does inspect (it said "no data.pkl record").
+    saved = tmp_path / "saved.pt"
+    torch.save({"w": torch.arange(6.0).reshape(2, 3)}, saved)
+    data = saved.read_bytes()
+    assert data.count(b"/data.pkl") == 2  # its local header and its central directory entry
+    path = tmp_path / "model.pt"
+    path.write_bytes(data.replace(b"/data.pkl", b"/DATA.PKL"))
+    assert torch.equal(torch.load(path)["w"], torch.arange(6.0).reshape(2, 3))
+    result = run_cli("inspect", str(path), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert [(t["name"], t["shape"]) for t in json.loads(result.stdout)["tensors"]] == [("w", [2, 3])]

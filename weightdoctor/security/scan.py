@@ -303,7 +303,9 @@ def _scan_zip(handle: BinaryIO, size: int, collector: _Collector) -> None:
     budget = MAX_INFLATION * size + (1 << 20)
     walked_at: dict[int, str] = {}
     for member in layout.members:
-        is_pickle = member.name.endswith(".pkl")
+        # torch's zip reader (miniz, no case-sensitive flag) finds "data.pkl" under any case: "archive/DATA.PKL" of a
+        # protocol-less pickle was never scanned ("no data.pkl record") while torch.load unpickled it.
+        is_pickle = member.name.lower().endswith(".pkl")
         if not is_pickle and not _TORCH_RECORDS.search(member.name) and member.size:
             try:
                 head = next(iter(archive.iter_member_chunks(handle, member, MAX_PICKLE_MEMBER)), b"")[:2]
