@@ -13,8 +13,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from safetensors.numpy import load_file
 
 from tests.helpers import run_cli
 from weightdoctor.security.scan import scan_bytes, scan_file
@@ -358,3 +360,29 @@ def test_a_torch_save_whose_data_pkl_is_named_in_capitals_is_read(tmp_path: Path
     result = run_cli("inspect", str(path), "--json")
     assert result.exit_code == 0, result.stderr
     assert [(t["name"], t["shape"]) for t in json.loads(result.stdout)["tensors"]] == [("w", [2, 3])]
+
+
+def test_a_byteorder_record_named_in_capitals_is_the_byte_order_values_are_read_in(tmp_path: Path) -> None:
+    # A torch.save rewritten big-endian, its record named "BYTEORDER": torch.load finds it (any case) and reads
+    # [1, 2, 3, 4]. Before: the torch-free reader saw no byteorder record, read the values little-endian, and
+    # inspect --stats gave a mean of 2.9e-41; convert wrote those swapped bytes.
+    saved, path = tmp_path / "saved.pt", tmp_path / "model.pt"
+    torch.save({"w": torch.tensor([1.0, 2.0, 3.0, 4.0])}, saved)
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as target:
+        for info in source.infolist():
+            name, data = info.filename, source.read(info)
+            if name.endswith("/byteorder"):
+                name, data = name[: -len("byteorder")] + "BYTEORDER", b"big"
+            elif "/data/" in name:
+                data = np.frombuffer(data, "<f4").astype(">f4").tobytes()
+            target.writestr(name, data)
+    assert torch.load(path)["w"].tolist() == [1.0, 2.0, 3.0, 4.0]
+
+    result = run_cli("inspect", str(path), "--stats", "--json")
+    assert result.exit_code == 0, result.stderr
+    stats = json.loads(result.stdout)["tensors"][0]["stats"]
+    assert (stats["min"], stats["mean"], stats["max"]) == (1.0, 2.5, 4.0), stats
+    out = tmp_path / "model.safetensors"
+    result = run_cli("convert", str(path), "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert load_file(out)["w"].tolist() == [1.0, 2.0, 3.0, 4.0]
