@@ -1103,7 +1103,7 @@ def _little_endian_or_not_zip(path: Path) -> bool:
     try:
         with open(path, "rb") as handle:
             layout = zip_archive.read_layout(handle, path.stat().st_size)
-            records = [m for m in layout.members if m.name.rpartition("/")[2] == "byteorder"]
+            records = [m for m in layout.members if m.name.rpartition("/")[2].lower() == "byteorder"]  # torch: any case
             return all(zip_archive.read_member(handle, m, 16).strip() == b"little" for m in records)
     except (ValueError, OSError):
         return True  # not a zip archive: no byteorder record

@@ -383,8 +383,10 @@ def load_static(path: Path) -> Any:
         names = [m.name for m in layout.members]
         if any(m.method == 0 and m.compressed_size != m.size for m in layout.members):
             raise NeedsTorch("a stored record whose two sizes disagree")  # torch: "archive is corrupted"
-        if len(set(names)) != len(names):
-            raise NeedsTorch("an archive with duplicate record names")
+        # torch's reader (miniz, no case-sensitive flag) finds a record under any case: "archive/BYTEORDER" holding
+        # "big" is the byte order torch.load reads its values in, where this reader saw none and read them little.
+        if len({name.lower() for name in names}) != len(names):
+            raise NeedsTorch("an archive with duplicate record names (in any case)")
         pickles = [m for m in layout.members if m.name.endswith("/data.pkl")]
         if len(pickles) != 1:
             raise NeedsTorch("not exactly one data.pkl")
@@ -394,15 +396,15 @@ def load_static(path: Path) -> Any:
         top = names[0].split("/", 1)[0] + "/"
         if prefix != top or not all(name.startswith(top) for name in names):
             raise NeedsTorch("records outside the archive's one top folder")
-        by_name = {m.name: m for m in layout.members}
-        version = by_name.get(prefix + ".data/version", by_name.get(prefix + "version"))
+        by_name = {m.name.lower(): m for m in layout.members}
+        version = by_name.get(prefix.lower() + ".data/version", by_name.get(prefix.lower() + "version"))
         if version is None:
             raise NeedsTorch("no version record (torch.load requires one)")
         # torch refuses a version it cannot parse or does not support (caffe2/serialize/versions.h: 1 to 10): a
         # file written by a later torch may not mean what this reader takes it to mean.
         if version.size > 16 or not _supported_version(_read_record(handle, version, 16)):
             raise NeedsTorch("a version record torch does not support")
-        byteorder = by_name.get(prefix + "byteorder")
+        byteorder = by_name.get(prefix.lower() + "byteorder")
         if byteorder is not None and (byteorder.size > 16
                                       or _read_record(handle, byteorder, 16) != b"little"):
             # Longer than any byte order torch writes: read_member would refuse it; torch's reader says why.

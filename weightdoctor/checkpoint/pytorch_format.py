@@ -1684,7 +1684,7 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
         except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError, EOFError):
             # PyTorch's own reader is more lenient than zipfile; let it decide below.
             names = None
-        if names is not None and not any(n.endswith("data.pkl") for n in names):
+        if names is not None and not any(n.lower().endswith("data.pkl") for n in names):  # torch: any case
             if any(n.endswith(("/archive_format", "/models/model.json", "serialized_exported_program.json"))
                    for n in names):
                 raise UnsupportedFormat(

@@ -249,6 +249,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
     else:
         reader = _LineBoundedReader(handle, end)
     position = start
+    frame_end = 0
 
     def called(callee: Any, args: Any, opcode: str) -> None:
         if isinstance(callee, GlobalImport) and f"{callee.module}.{callee.name}" in watch:
@@ -305,10 +306,17 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                     raise _StackError(f"unsupported pickle protocol {arg}")
                 walk.protocol = arg
             elif name == "FRAME":
-                pass
+                frame_end = position + 9 + arg  # the opcode, its 8-byte length, then the frame
             elif name == "STOP":
                 walk.value = _pop(stack)
                 walk.end = reader.tell()
+                if frame_end > walk.end:
+                    # No pickler writes one (a frame closes with the STOP it holds). pickle.load of a file reads
+                    # the next pickle right after the STOP, of a stream without peek (io.BytesIO: torch.load of bytes)
+                    # after the frame: a legacy torch file whose next pickle hid a posix.system call in a bytes value
+                    # was safe to this walk and to torch.load(path), and ran under torch.load(io.BytesIO(data)).
+                    walk.problems.append((position, f"its FRAME runs {frame_end - walk.end:,} bytes past its STOP "
+                                          "(readers of a file and of a stream read different pickles after it)"))
                 return walk
             elif name == "POP":
                 _pop(stack)

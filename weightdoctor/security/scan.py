@@ -303,7 +303,9 @@ def _scan_zip(handle: BinaryIO, size: int, collector: _Collector) -> None:
     budget = MAX_INFLATION * size + (1 << 20)
     walked_at: dict[int, str] = {}
     for member in layout.members:
-        is_pickle = member.name.endswith(".pkl")
+        # torch's zip reader (miniz, no case-sensitive flag) finds "data.pkl" under any case: "archive/DATA.PKL" of a
+        # protocol-less pickle was never scanned ("no data.pkl record") while torch.load unpickled it.
+        is_pickle = member.name.lower().endswith(".pkl")
         if not is_pickle and not _TORCH_RECORDS.search(member.name) and member.size:
             try:
                 head = next(iter(archive.iter_member_chunks(handle, member, MAX_PICKLE_MEMBER)), b"")[:2]
@@ -338,10 +340,21 @@ def _scan_zip(handle: BinaryIO, size: int, collector: _Collector) -> None:
 
 
 def _is_tar(handle: BinaryIO) -> bool:
-    handle.seek(257)
-    magic = handle.read(5)
+    """Whether torch.load reads the file as its legacy tar, which it tries before a pickle: whenever
+    `tarfile.open(mode="r:")` takes its first header, whose checksum is all it asks for. A pre-POSIX (V7) tar has no
+    "ustar" magic: such a file, whose first member's name opens a pickle of one bytes object spanning the archive, was
+    walked as that harmless pickle and called safe, while torch.load unpickled its members. The other way round, a
+    pickle holding "ustar" at byte 257 is no tar to tarfile, and torch.load unpickles it."""
+    import tarfile
+
     handle.seek(0)
-    return magic == b"ustar"
+    head = handle.read(tarfile.BLOCKSIZE)
+    handle.seek(0)
+    try:
+        tarfile.TarInfo.frombuf(head, tarfile.ENCODING, "surrogateescape")
+    except (tarfile.HeaderError, ValueError):
+        return False  # not a header (a zero block opens no member: torch's loader then finds no "storages")
+    return True
 
 
 def _scan_tar(handle: BinaryIO, size: int, collector: _Collector) -> None:
@@ -356,16 +369,109 @@ def _scan_tar(handle: BinaryIO, size: int, collector: _Collector) -> None:
         handle.seek(0)
         with tarfile.open(fileobj=handle, mode="r:") as archive:
             members = [(m.name, m.offset_data, m.size) for m in archive.getmembers() if m.isfile()]
+            # A GNU sparse member is extracted as its stored chunks at the offsets of its map, zeros between: its
+            # stored bytes read in place are another stream (a BINBYTES that, extracted, spans a hole of zeros
+            # swallowed in place the STACK_GLOBAL of posix.system that torch.load ran). Read as extraction writes it,
+            # within the inflation budget of a zip's pickles.
+            budget = MAX_INFLATION * size + (1 << 20)
+            expanded: dict[tuple[int, int], bytes] = {}
+            for member in archive.getmembers():
+                if member.isfile() and member.sparse is not None:
+                    budget -= member.size
+                    if budget < 0:
+                        collector.problem(member.name, 0, f"its sparse map expands to more than {MAX_INFLATION} "
+                                          f"times the file's {size:,} bytes (no torch.save writes a sparse member); "
+                                          "not scanned")
+                        return
+                    source = archive.extractfile(member)
+                    expanded[(member.offset_data, member.size)] = source.read() if source is not None else b""
+            # The member torch.load unpickles under each name: the last of that name, through a link (extracting a
+            # hard link "storages" writes the data of the member it names).
+            read: dict[tuple[int, int], str] = {}
+            for name in ("storages", "tensors", "pickle"):
+                try:
+                    found = archive.getmember(name)
+                    for _ in range(40):  # links to links, as far as a system follows them (no loop forever)
+                        if not (found.islnk() or found.issym()):
+                            break
+                        found = archive._find_link_target(found)  # what tarfile's extract and extractfile follow
+                except (KeyError, tarfile.TarError):
+                    continue
+                if found.isfile():
+                    read[(found.offset_data, found.size)] = name
     except (tarfile.TarError, ValueError, OSError, EOFError, UnicodeDecodeError) as exc:
         collector.problem("(tar)", 0, f"cannot read the tar archive: {' '.join(str(exc).split())[:120]}")
+        # torch.load then reads the file as a pickle (legacy_load's TarError is its cue): walk it as one.
+        _scan_pickle_file(handle, size, collector)
         return
+    # torch.load unpickles the file from byte 0 on any TarError its tar loader meets after the open, in an extraction
+    # too (a member Python 3.14's default extraction filter refuses: a hard link "storages" to an absolute path). A
+    # genuine tar's first header is no pickle; one there that imports is reported.
+    handle.seek(0)
+    first = _walk(handle, size)
+    if first.imports:
+        collector.add_walk(first, "the file read as a pickle (torch.load's fallback when its tar loader fails)")
     for name, offset, length in members:
-        end = min(size, offset + length)
-        region = io.BytesIO(_read_region(handle, offset, end))
-        if name == "pickle":
-            _walk_stream(region, 0, end - offset, collector, name)
+        data = expanded.get((offset, length))
+        if data is None:
+            data = _read_region(handle, offset, min(size, offset + length))
+        region = io.BytesIO(data)
+        role = read.get((offset, length))
+        if role == "pickle":
+            _walk_stream(region, 0, len(data), collector, name)
+            continue
+        if role is not None:
+            _walk_tar_records(region, len(data), collector, name, role)
+        _carve(region, 0, len(data), collector, name)
+
+
+def _walk_tar_records(region: BinaryIO, end: int, collector: _Collector, name: str, role: str) -> None:
+    """Walk the pickles of a legacy tar's "storages" or "tensors" member where torch.load unpickles them: a count,
+    then per record a pickle of its arguments and the raw bytes that follow it (a storage: an int64 count of
+    elements and their bytes; a tensor: its ndim, sizes, strides and offset), then for storages a pickle of views.
+    Carving alone found only pickles that open with PROTO or a GLOBAL line: one of protocol 4 opcodes without a
+    PROTO (STACK_GLOBAL of posix.system) went unseen, and torch.load ran it. Stops where the layout cannot be
+    followed; what lies beyond is left to carving."""
+    position, index = 0, 0
+
+    def walk_next() -> PickleWalk | None:
+        nonlocal position, index
+        region.seek(position)
+        walk = _walk(region, end)
+        index += 1
+        collector.add_walk(walk, name if index == 1 else f"{name} (pickle {index})")
+        if walk.error is not None or walk.end <= position:
+            return None
+        position = walk.end
+        return walk
+
+    first = walk_next()
+    count = None if first is None else first.value
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        return
+    for _ in range(count):
+        if position >= end:
+            return
+        record = walk_next()
+        args = None if record is None else record.value
+        if not (isinstance(args, tuple) and len(args) == 3):
+            return
+        region.seek(position)
+        if role == "storages":
+            element = STORAGE_ELEMENT_SIZE.get(getattr(args[2], "name", None) or "")
+            header = region.read(8)
+            if element is None or len(header) < 8 or struct.unpack("<q", header)[0] < 0:
+                return
+            position += 8 + struct.unpack("<q", header)[0] * element
         else:
-            _carve(region, 0, end - offset, collector, name)
+            header = region.read(4)
+            if len(header) < 4 or struct.unpack("<i", header)[0] < 0:
+                return
+            position += 8 + 16 * struct.unpack("<i", header)[0] + 8
+        if position > end:
+            return
+    if role == "storages" and position < end:
+        walk_next()
 
 
 def _read_region(handle: BinaryIO, start: int, end: int) -> bytes:
