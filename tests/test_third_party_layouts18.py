@@ -5,8 +5,14 @@ fastText's model.bin, llamafiles, skops files and Stable-Baselines3 zips."""
 from __future__ import annotations
 
 import argparse
+import io
+import json
+import struct
+import zipfile
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
 from tests.helpers import run_cli, run_json
@@ -105,3 +111,125 @@ def test_an_opennmt_checkpoint_reads_its_generator_with_the_model(tmp_path: Path
     assert result.exit_code == 0, result.stderr
     code, data = run_json("inspect", str(out / "model.safetensors"))
     assert code == 0 and data["num_tensors"] == 6
+
+
+def _mlc_folder(folder: Path) -> Path:
+    """An MLC-LLM model folder as mlc_llm convert_weight / gen_config write it (mlc-ai's *-MLC repos)."""
+    folder.mkdir()
+    (folder / "mlc-chat-config.json").write_text(json.dumps({
+        "model_type": "qwen2", "quantization": "q4f16_1", "model_config": {"hidden_size": 64, "num_hidden_layers": 2,
+                                                                           "vocab_size": 128},
+        "vocab_size": 128, "context_window_size": 2048, "conv_template": {"name": "chatml"}}))
+    records, blob = [], b""
+    rng = np.random.default_rng(0)
+    for name, shape, dtype in [("model.embed_tokens.q_weight", [128, 8], "uint32"),
+                               ("model.embed_tokens.q_scale", [128, 2], "float16")]:
+        data = rng.integers(0, 2**15, size=shape).astype(dtype).tobytes()
+        records.append({"name": name, "shape": shape, "dtype": dtype, "format": "f32-to-bf16", "nbytes": len(data),
+                        "byteOffset": len(blob)})
+        blob += data
+    (folder / "params_shard_0.bin").write_bytes(blob)
+    (folder / "ndarray-cache.json").write_text(json.dumps({
+        "metadata": {"ParamSize": 2, "ParamBytes": len(blob), "BitsPerParam": 4.5},
+        "records": [{"dataPath": "params_shard_0.bin", "format": "raw-shard", "nbytes": len(blob),
+                     "records": records, "md5sum": "0"}]}))
+    (folder / "tokenizer.json").write_text("{}")
+    return folder
+
+
+def test_mlc_llm_files_are_named_and_their_config_is_not_planned_as_transformers(tmp_path: Path) -> None:
+    """The folder and its params_shard_0.bin were "not a safetensors file nor a PyTorch pickle"; ndarray-cache.json
+    said "point at the weights beside it (params_shard_0.bin)", which fails so; mlc-chat-config.json (a top-level
+    model_type) was planned by plan-devices as a default-size Qwen2 "config.json", 33 GPUs for a tiny model."""
+    folder = _mlc_folder(tmp_path / "Qwen2-0.5B-Instruct-q4f16_1-MLC")
+    for source in (folder, folder / "params_shard_0.bin"):
+        result = run_cli("inspect", str(source))
+        line = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and result.stdout == "", result.stdout
+        assert "params_shard_0.bin: this is a shard of an MLC-LLM model's weights" in line, line
+        assert "ndarray-cache.json beside it locates by name and offset" in line, line
+        assert "mlc_llm convert_weight wrote it from a Hugging Face model" in line, line
+    for command in (("inspect",), ("plan-devices", "--gpu", "1GB"), ("check-dtype",)):
+        result = run_cli(*command[:1], str(folder / "mlc-chat-config.json"), *command[1:])
+        line = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and result.stdout == "", (command, result.stdout)
+        assert "this is MLC-LLM's mlc-chat-config.json" in line and "quantized as q4f16_1" in line, line
+        assert "not a transformers config" in line and "point at the model folder" not in line, line
+    result = run_cli("inspect", str(folder / "ndarray-cache.json"))
+    line = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "this is MLC-LLM's ndarray-cache.json" in line, line
+    assert "point at the weights beside it" not in line, line
+
+
+def test_a_fasttext_model_bin_is_named_with_what_loads_it(tmp_path: Path) -> None:
+    """facebook/fasttext-*-vectors keep a fastText model as model.bin: it was "not a PyTorch pickle"."""
+    folder = tmp_path / "fasttext-en-vectors"
+    folder.mkdir()
+    (folder / "model.bin").write_bytes(struct.pack("<iid", 793712314, 12, 0.05) + bytes(range(256)) * 8)
+    for source in (folder, folder / "model.bin"):
+        result = run_cli("inspect", str(source))
+        line = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and result.stdout == "", result.stdout
+        assert "model.bin: this is a fastText model" in line, line
+        assert "fasttext.load_model('model.bin') loads it" in line and "get_input_matrix()" in line, line
+
+
+def _stored_zip(path: Path, members: dict[str, bytes], prefix: bytes = b"") -> None:
+    path.write_bytes(prefix)
+    with zipfile.ZipFile(path, "a") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def test_a_llamafile_is_named_with_the_gguf_inside(tmp_path: Path) -> None:
+    """A llamafile (an Actually Portable Executable, its GGUF in an appended zip) was "not a PyTorch pickle"."""
+    path = tmp_path / "TinyLlama-1.1B-Chat-v1.0.Q5_K_M.llamafile"
+    gguf = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)
+    _stored_zip(path, {"TinyLlama-1.1B-Chat-v1.0.Q5_K_M.gguf": gguf, ".args": b"-m\n"},
+                prefix=b"MZqFpD='\n\n\x00" + bytes(500))
+    result = run_cli("inspect", str(path))
+    line = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and result.stdout == "", result.stdout
+    assert "this is a llamafile" in line and "its GGUF weights TinyLlama-1.1B-Chat-v1.0.Q5_K_M.gguf" in line, line
+    assert "gguf_file=" in line, line
+
+
+def test_skops_and_stable_baselines3_zips_are_named(tmp_path: Path) -> None:
+    """A skops file was "zip archive has no data.pkl record (not a torch.save file, or damaged)"; a Stable-Baselines3
+    zip listed policy.optimizer.pth among its "weight file(s)" and named no library."""
+    skops = tmp_path / "skops-model.skops"
+    _stored_zip(skops, {"schema.json": json.dumps({"__class__": "LogisticRegression", "protocol": 2}).encode(),
+                        "a1b2.npy": b"\x93NUMPY"})
+    result = run_cli("inspect", str(skops))
+    line = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "this is a skops file" in line and "skops.io.load reads it" in line, line
+    assert "damaged" not in line, line
+
+    torch.manual_seed(0)
+    policy = io.BytesIO()
+    torch.save({"mlp_extractor.policy_net.0.weight": torch.randn(64, 8), "action_net.weight": torch.randn(4, 64)},
+               policy)
+    optimizer = io.BytesIO()
+    torch.save({"state": {}, "param_groups": []}, optimizer)
+    sb3 = tmp_path / "ppo-LunarLander-v2.zip"
+    _stored_zip(sb3, {"data": b"{}", "pytorch_variables.pth": optimizer.getvalue(), "policy.pth": policy.getvalue(),
+                      "policy.optimizer.pth": optimizer.getvalue(), "_stable_baselines3_version": b"2.0.0"})
+    result = run_cli("inspect", str(sb3))
+    line = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and result.stdout == "", result.stdout
+    assert "this is a Stable-Baselines3 model" in line and "point weightdoctor at policy.pth" in line, line
+    # What it says to do works: the policy.pth inside is read.
+    extracted = tmp_path / "policy.pth"
+    extracted.write_bytes(policy.getvalue())
+    code, data = run_json("inspect", str(extracted))
+    assert code == 0 and data["num_tensors"] == 2
+
+
+@pytest.mark.parametrize("name", ["model.bin", "params_shard_0.bin"])
+def test_a_pytorch_file_under_these_names_is_still_read(tmp_path: Path, name: str) -> None:
+    """Named by content or by an ndarray-cache.json beside it, never by the name alone: a torch.save file called
+    params_shard_0.bin with no MLC file beside it is read."""
+    torch.manual_seed(0)
+    torch.save({"w": torch.randn(3, 3)}, tmp_path / name)
+    code, data = run_json("inspect", str(tmp_path / name))
+    assert code == 0 and data["num_tensors"] == 1

@@ -2974,6 +2974,11 @@ def _open_checkpoint(
     elif path.suffix == ".json":
         try:
             data = _read_json(path)
+            from weightdoctor.checkpoint import foreign
+
+            mlc = foreign.mlc_json_message(path, data)
+            if mlc is not None:
+                raise UnsupportedFormat(mlc, text)
             if isinstance(data, dict) and "weight_map" in data:
                 is_index = True
                 config_path = path.parent / "config.json"
