@@ -233,3 +233,33 @@ def test_a_pytorch_file_under_these_names_is_still_read(tmp_path: Path, name: st
     torch.save({"w": torch.randn(3, 3)}, tmp_path / name)
     code, data = run_json("inspect", str(tmp_path / name))
     assert code == 0 and data["num_tensors"] == 1
+
+
+def test_a_diffusers_training_output_dir_points_at_the_latest_saves_models(tmp_path: Path) -> None:
+    """diffusers' train_text_to_image.py --use_ema, mid-run: output_dir/checkpoint-N/{unet, unet_ema}/ beside
+    accelerate's optimizer.bin and RNG states. The output_dir was "folder holds no weight file" and no more."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    run = tmp_path / "sd-pokemon-model"
+    for step in (500, 1000):
+        save = run / f"checkpoint-{step}"
+        for model in ("unet", "unet_ema"):
+            (save / model).mkdir(parents=True)
+            save_file({"conv_in.weight": torch.randn(8, 4, 3, 3)}, save / model / "diffusion_pytorch_model.safetensors")
+            (save / model / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel"}))
+        torch.save({"state": {}, "param_groups": []}, save / "optimizer.bin")
+    for command in (("inspect",), ("plan-devices", "--gpu", "1GB")):
+        result = run_cli(command[0], str(run), *command[1:])
+        line = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and result.stdout == "", result.stdout
+        assert "its subfolders checkpoint-500/, checkpoint-1000/ are one run's saves" in line, line
+        assert "(checkpoint-1000/unet/, checkpoint-1000/unet_ema/, as diffusers' training scripts" in line, line
+        assert line.endswith(f"e.g. {run / 'checkpoint-1000' / 'unet'} (the latest save's)"), line
+    # What it says to do works.
+    code, data = run_json("inspect", str(run / "checkpoint-1000" / "unet"))
+    assert code == 0 and data["num_tensors"] == 1
+    # Numbered folders of no common save name, or holding nothing, add nothing.
+    (tmp_path / "empty-run" / "checkpoint-1").mkdir(parents=True)
+    result = run_cli("inspect", str(tmp_path / "empty-run"))
+    assert result.exit_code == 2 and "one run's saves" not in result.stderr, result.stderr
