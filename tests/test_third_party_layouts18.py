@@ -10,6 +10,7 @@ import json
 import struct
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -263,3 +264,78 @@ def test_a_diffusers_training_output_dir_points_at_the_latest_saves_models(tmp_p
     (tmp_path / "empty-run" / "checkpoint-1").mkdir(parents=True)
     result = run_cli("inspect", str(tmp_path / "empty-run"))
     assert result.exit_code == 2 and "one run's saves" not in result.stderr, result.stderr
+
+
+def _small_base(path: Path) -> torch.nn.Module:
+    """A model with the module kinds PEFT's methods adapt (an embedding, two Linears, a LayerNorm), saved as a
+    safetensors file at `path`, as the base an adapter is compared against."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    base = torch.nn.ModuleDict({"embed": torch.nn.Embedding(32, 64), "q": torch.nn.Linear(64, 64),
+                                "v": torch.nn.Linear(64, 64), "norm": torch.nn.LayerNorm(64)})
+    save_file({name: tensor.contiguous() for name, tensor in base.state_dict().items()}, path)
+    return base
+
+
+def _peft_configs() -> dict[str, Any]:
+    import peft
+
+    return {
+        "VeRA": peft.VeraConfig(r=4, target_modules=["q", "v"], save_projection=True),
+        "OFT": peft.OFTConfig(r=0, oft_block_size=8, target_modules=["q", "v"]),
+        "BOFT": peft.BOFTConfig(boft_block_size=8, target_modules=["q", "v"]),
+        "LoHa": peft.LoHaConfig(r=4, target_modules=["q", "v"]),
+        "LoKr": peft.LoKrConfig(r=4, target_modules=["q", "v"]),
+        "FourierFT": peft.FourierFTConfig(n_frequency=16, target_modules=["q", "v"]),
+        "HRA": peft.HRAConfig(r=4, target_modules=["q", "v"]),
+        "LN tuning": peft.LNTuningConfig(target_modules=["norm"]),
+        "trainable tokens": peft.TrainableTokensConfig(target_modules=["embed"], token_indices=[1, 2]),
+    }
+
+
+@pytest.mark.parametrize("method", list(_peft_configs()))
+def test_a_peft_adapter_of_another_method_against_its_base_is_an_adapter_that_fits(tmp_path: Path, method: str) -> None:
+    """Only LoRA, IA3 and AdapterHub adapters were known: a VeRA (OFT, BOFT, LoHa, LoKr, FourierFT, HRA, LN-tuning,
+    trainable-tokens) adapter folder, as peft's save_pretrained writes it, against the base it was made for was
+    "unknown: no known cause: these weights will not load" for every base weight and every adapter tensor, worst
+    severity error."""
+    from peft import get_peft_model
+
+    base = _small_base(tmp_path / "base.safetensors")
+    adapter = tmp_path / "adapter"
+    get_peft_model(base, _peft_configs()[method]).save_pretrained(str(adapter))
+    code, data = run_json("diff-keys", str(adapter), str(tmp_path / "base.safetensors"))
+    assert code == 0 and data["worst_severity"] == "info", data["unexpected"]
+    assert all(entry["reason"] == "adapter" for entry in data["unexpected"]), data["unexpected"]
+    assert any(entry["detail"].startswith(f"{method} on ") for entry in data["unexpected"]), data["unexpected"]
+    assert all(entry["reason"] == "adapter-base" for entry in data["missing"]), data["missing"]
+    note = next(n for n in data["notes"] if n.startswith("A is a PEFT adapter"))
+    assert f"A is a PEFT adapter: {method} on " in note and "(shapes not compared: " in note, note
+    assert "PeftModel.from_pretrained(base, adapter)" in note, note
+    # Against a model without the modules it adapts, it is an error naming them.
+    from safetensors.torch import save_file
+
+    save_file({"other.weight": torch.zeros(4, 4)}, tmp_path / "other.safetensors")
+    code, data = run_json("diff-keys", str(adapter), str(tmp_path / "other.safetensors"))
+    assert code == 1 and data["worst_severity"] == "error", data["worst_severity"]
+    assert any("which B does not have" in entry["detail"] for entry in data["unexpected"]), data["unexpected"]
+
+
+def test_a_lora_with_trainable_tokens_against_its_base_is_an_adapter_that_fits(tmp_path: Path) -> None:
+    """LoRA's trainable_token_indices saves the new tokens as <embedding>.token_adapter.trainable_tokens_delta
+    beside the pairs: that one tensor was "saved for ...token_adapter.trainable_tokens_delta, which B does not
+    have", an error."""
+    from peft import LoraConfig, get_peft_model
+
+    base = _small_base(tmp_path / "base.safetensors")
+    adapter = tmp_path / "adapter"
+    config = LoraConfig(r=4, target_modules=["q", "v"], trainable_token_indices={"embed": [1, 2]})
+    get_peft_model(base, config).save_pretrained(str(adapter))
+    code, data = run_json("diff-keys", str(adapter), str(tmp_path / "base.safetensors"))
+    assert code == 0 and data["worst_severity"] == "info", data["unexpected"]
+    tokens = next(e for e in data["unexpected"] if e["name"].endswith("token_adapter.trainable_tokens_delta"))
+    assert tokens["reason"] == "adapter" and tokens["detail"] == "trainable tokens on embed.weight", tokens
+    note = next(n for n in data["notes"] if n.startswith("A is a PEFT adapter"))
+    assert "LoRA (rank 4) and trainable tokens on 3 module(s), 3 of them in B (shapes compared for the LoRA " \
+        "tensors only" in note, note
