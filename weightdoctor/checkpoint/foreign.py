@@ -513,9 +513,10 @@ def _llamafile(path: Path) -> str:
     """What to say of an Actually Portable Executable (`MZqFpD`): a llamafile when a zip appended to it holds GGUF
     weights, named; any other such program is named as one."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            gguf = [info.filename for info in archive.infolist()[:10_000] if info.filename.endswith(".gguf")]
-    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError, RuntimeError):
+        from weightdoctor.security.archive import zipfile_names
+
+        gguf = [name for name in zipfile_names(path) if name.endswith(".gguf")]
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError):
         gguf = []
     if not gguf:
         return "an Actually Portable Executable (a program, such as a llamafile), not weights"

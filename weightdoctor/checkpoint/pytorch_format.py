@@ -1397,14 +1397,16 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
                      f"{', '.join(f'{part}.*' for part in obj)} (the names its .safetensors stores, which "
                      f"{loader} reads too); --key reads one alone")
     elif key is None and (styletts := _styletts2_net(obj)) is not None and nested_key == styletts[1]:
-        modules = list(styletts[0])
+        # A hostile file may name 100,000 modules, or one of a megabyte: the first few, each cut, and a count.
+        modules = [clip_middle(name, _NOTE_NAME_CHARS) for name in styletts[0]]
         where = f"{nested_key}." if nested_key else ""
-        listed = ", ".join(modules[:-1]) + f" and {modules[-1]}"
+        listed = (", ".join(modules[:-1]) + f" and {modules[-1]}" if len(modules) <= 8
+                  else ", ".join(modules[:7]) + f", and {len(modules) - 7:,} more")
         notes.append(f"a StyleTTS 2 / Kokoro model: its {len(modules)} modules' state dicts ({listed}) are read "
                      "together, as <module>.<name>, as StyleTTS 2's load_checkpoint and Kokoro's KModel load each "
                      f"into the module of its name; --key {where}{modules[0]} reads one alone")
     elif key is None and nested_key is None and _opennmt_model(obj) is not None:
-        rest = [_key_text(name) for name in obj if name not in ("model", "generator")]
+        rest = [clip_middle(_key_text(name), _NOTE_NAME_CHARS) for name in obj if name not in ("model", "generator")]
         shown = ", ".join(rest[:6]) + (f", and {len(rest) - 6:,} more" if len(rest) > 6 else "")
         notes.append("an OpenNMT-py checkpoint: model and generator (the output projection, which OpenNMT-py saves "
                      "apart) are read together, as generator.* beside the model's names, as OpenNMT-py's loader and "
