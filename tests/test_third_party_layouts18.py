@@ -339,3 +339,15 @@ def test_a_lora_with_trainable_tokens_against_its_base_is_an_adapter_that_fits(t
     note = next(n for n in data["notes"] if n.startswith("A is a PEFT adapter"))
     assert "LoRA (rank 4) and trainable tokens on 3 module(s), 3 of them in B (shapes compared for the LoRA " \
         "tensors only" in note, note
+
+
+def test_a_styletts2_note_of_many_modules_names_a_few_and_counts_the_rest(tmp_path: Path) -> None:
+    """A file of 40 modules (or a hostile one of 100,000) is not listed whole in one warning."""
+    net = {name: {"w": torch.zeros(1)} for name in (*_STYLETTS2_MODULES, *(f"extra_{i}" for i in range(35)))}
+    path = tmp_path / "many.pth"
+    torch.save({"net": net}, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["num_tensors"] == 40
+    note = next(w for w in data["warnings"] if "StyleTTS 2 / Kokoro" in w)
+    assert "its 40 modules' state dicts (bert, bert_encoder, predictor, decoder, text_encoder, extra_0, extra_1, " \
+        "and 33 more)" in note and "extra_2" not in note, note
