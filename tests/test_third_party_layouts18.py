@@ -351,3 +351,30 @@ def test_a_styletts2_note_of_many_modules_names_a_few_and_counts_the_rest(tmp_pa
     note = next(w for w in data["warnings"] if "StyleTTS 2 / Kokoro" in w)
     assert "its 40 modules' state dicts (bert, bert_encoder, predictor, decoder, text_encoder, extra_0, extra_1, " \
         "and 33 more)" in note and "extra_2" not in note, note
+
+
+@pytest.mark.parametrize(("method", "code", "words"), [
+    ("OFT", "all-zero", "an OFT / BOFT adapter still at its initialization (peft starts its rotation parameters at "
+                        "zero, the identity rotation): it leaves the base weights as they are"),
+    ("BOFT", "all-zero", "an OFT / BOFT adapter still at its initialization"),
+    ("BOFT", "constant", "an OFT / BOFT adapter's scale still at its initialization (peft starts it at ones)"),
+    ("HRA", "duplicate-columns", "an HRA adapter still at its initialization (peft starts each Householder vector "
+                                 "twice, so that each pair of reflections cancels: the identity)"),
+])
+def test_an_untrained_oft_boft_or_hra_adapter_is_named_as_one_not_a_broken_layer(
+        tmp_path: Path, method: str, code: str, words: str) -> None:
+    """inspect --stats called OFT's zero rotation parameters (the identity) "a layer that was never initialized or
+    was zeroed; it passes nothing on", BOFT's unit scales "a constant weight never breaks symmetry", and told to
+    "re-initialize randomly" HRA's paired Householder vectors, which peft repeats by design."""
+    from peft import get_peft_model
+
+    base = _small_base(tmp_path / "base.safetensors")
+    adapter = tmp_path / "adapter"
+    get_peft_model(base, _peft_configs()[method]).save_pretrained(str(adapter))
+    exit_code, data = run_json("inspect", str(adapter), "--stats")
+    assert exit_code == 0
+    found = [f for f in data["findings"] if f["code"] == code]
+    assert found and all(words in f["hint"] for f in found), data["findings"]
+    hints = " ".join(f["hint"] for f in data["findings"])
+    assert "never initialized" not in hints and "re-initialize randomly" not in hints, hints
+    assert "never breaks symmetry" not in hints, hints
