@@ -378,3 +378,22 @@ def test_an_untrained_oft_boft_or_hra_adapter_is_named_as_one_not_a_broken_layer
     hints = " ".join(f["hint"] for f in data["findings"])
     assert "never initialized" not in hints and "re-initialize randomly" not in hints, hints
     assert "never breaks symmetry" not in hints, hints
+
+
+def test_planning_a_gliner_folder_names_its_own_config(tmp_path: Path) -> None:
+    """urchade/gliner_* keep gliner_config.json beside pytorch_model.bin and no config.json: the plan said "no
+    config.json to say which modules must stay whole", as if the folder had no config at all."""
+    folder = tmp_path / "gliner_multi-v2.1"
+    folder.mkdir()
+    (folder / "gliner_config.json").write_text(json.dumps({
+        "model_name": "microsoft/mdeberta-v3-base", "span_mode": "markerV0", "hidden_size": 16, "max_width": 12}))
+    torch.manual_seed(0)
+    layer = "token_rep_layer.bert_layer.model.encoder.layer.{}.attention.self.query_proj.weight"
+    torch.save({layer.format(0): torch.randn(16, 16), layer.format(1): torch.randn(16, 16),
+                "span_rep_layer.span_rep_layer.project_start.0.weight": torch.randn(32, 16)},
+               folder / "pytorch_model.bin")
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert code == 0, data
+    warning = next(w for w in data["warnings"] if "which modules must stay whole" in w)
+    assert warning.startswith("no config.json (gliner_config.json beside the weights is GLiNER's own config, which "
+                              "GLiNER.from_pretrained reads) to say"), warning
