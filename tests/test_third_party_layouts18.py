@@ -397,3 +397,27 @@ def test_planning_a_gliner_folder_names_its_own_config(tmp_path: Path) -> None:
     warning = next(w for w in data["warnings"] if "which modules must stay whole" in w)
     assert warning.startswith("no config.json (gliner_config.json beside the weights is GLiNER's own config, which "
                               "GLiNER.from_pretrained reads) to say"), warning
+
+
+def test_a_kokoro_folders_config_is_named_as_kokoros(tmp_path: Path) -> None:
+    """hexgrad/Kokoro-82M's config.json (istftnet, plbert; no model_type): check-dtype said "config.json sets no
+    torch_dtype/dtype: dtype='auto' goes by the weights", a from_pretrained that never reads it, and plan-devices
+    "config.json (no model_type) does not say"."""
+    folder = tmp_path / "Kokoro-82M"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "istftnet": {"upsample_rates": [10, 6]}, "dim_in": 64, "hidden_dim": 512, "n_layer": 3, "n_token": 178,
+        "style_dim": 128, "plbert": {"hidden_size": 768, "num_hidden_layers": 12}, "vocab": {"a": 1}}))
+    torch.manual_seed(0)
+    modules = {name: {f"module.layers.{i}.weight": torch.randn(4, 4) for i in range(2)}
+               for name in _STYLETTS2_MODULES}
+    torch.save(modules, folder / "kokoro-v1_0.pth")
+    code, data = run_json("check-dtype", str(folder))
+    assert code == 0 and data["config_agreement"]["message"] == (
+        "Kokoro's own config (no dtype field): KModel builds the model in float32 and load_state_dict copies the "
+        "weights into it"), data["config_agreement"]
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert code == 0 and data["num_params"] == 5 * 2 * 16, data["num_params"]
+    warning = next(w for w in data["warnings"] if "which modules must stay whole" in w)
+    assert warning.startswith("config.json (Kokoro's own config, which its KModel reads, not a transformers one) "
+                              "does not say"), warning

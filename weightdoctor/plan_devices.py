@@ -1223,7 +1223,7 @@ def _no_transformers_config(config: dict[str, Any] | None, own_config: str | Non
         >>> _no_transformers_config(None, "gliner_config.json beside the weights is GLiNER's own config")
         "no config.json (gliner_config.json beside the weights is GLiNER's own config) to say"
     """
-    from weightdoctor.meta_model import coqui_tts_model, is_mamba_ssm_config, is_tensorrt_llm_config
+    from weightdoctor.meta_model import coqui_tts_model, is_kokoro_config, is_mamba_ssm_config, is_tensorrt_llm_config
 
     if config is None:
         return f"no config.json ({own_config}) to say" if own_config else "no config.json to say"
@@ -1235,6 +1235,8 @@ def _no_transformers_config(config: dict[str, Any] | None, own_config: str | Non
         what = f"a timm {config['architecture']} config, not a transformers one"
     elif is_mamba_ssm_config(config):
         what = "mamba_ssm's own config, not a transformers one"
+    elif is_kokoro_config(config):
+        what = "Kokoro's own config, which its KModel reads, not a transformers one"
     elif (coqui := coqui_tts_model(config)) is not None:
         # Coqui's trainer writes config.json too (XTTS: `"model": "xtts"`, `model_args`, `audio`): read as a
         # transformers config that lacks its model_type, it was called one.
