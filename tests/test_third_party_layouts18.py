@@ -421,3 +421,30 @@ def test_a_kokoro_folders_config_is_named_as_kokoros(tmp_path: Path) -> None:
     warning = next(w for w in data["warnings"] if "which modules must stay whole" in w)
     assert warning.startswith("config.json (Kokoro's own config, which its KModel reads, not a transformers one) "
                               "does not say"), warning
+
+
+def test_converting_a_kokoro_or_opennmt_file_says_their_loaders_cannot_read_the_flat_output(tmp_path: Path) -> None:
+    """Read together, the modules (or model and generator) are written flat: KModel / load_checkpoint and
+    OpenNMT-py / ct2-opennmt-py-converter take a .pth / .pt apart by their own keys and cannot load it; convert said
+    nothing of it. A GAN's flat generator.* (no OpenNMT-py checkpoint) gets no such warning."""
+    torch.manual_seed(0)
+    kokoro = tmp_path / "kokoro-v1_0.pth"
+    torch.save({name: _module_state(4) for name in _STYLETTS2_MODULES}, kokoro)
+    opennmt = tmp_path / "averaged-10-epoch.pt"
+    _opennmt_checkpoint(opennmt)
+    gan = tmp_path / "gan.pt"
+    torch.save({"generator.0.weight": torch.randn(4, 4), "discriminator.0.weight": torch.randn(4, 4)}, gan)
+    out = tmp_path / "out"
+    out.mkdir()
+    for source, words in ((kokoro, "a StyleTTS 2 / Kokoro model's modules written flat (bert.*, decoder.*, ...): "
+                                   "KModel and StyleTTS 2's load_checkpoint torch.load a .pth of one state dict per "
+                                   "module"),
+                          (opennmt, "an OpenNMT-py model written flat with its generator (generator.*): OpenNMT-py "
+                                    "and CTranslate2's ct2-opennmt-py-converter torch.load a .pt of")):
+        for suffix, extra in ((".safetensors", ()), (".bin", ("--to", "bin"))):
+            result = run_cli("convert", str(source), "-o", str(out / f"{source.stem}{suffix}"), *extra)
+            line = " ".join(result.stderr.split())
+            assert result.exit_code == 0, result.stderr
+            assert words in line and "cannot load this file" in line, line
+    result = run_cli("convert", str(gan), "-o", str(out / "gan.safetensors"))
+    assert result.exit_code == 0 and "written flat" not in result.stderr, result.stderr
