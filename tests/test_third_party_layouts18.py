@@ -425,8 +425,8 @@ def test_a_kokoro_folders_config_is_named_as_kokoros(tmp_path: Path) -> None:
 
 def test_converting_a_kokoro_or_opennmt_file_says_their_loaders_cannot_read_the_flat_output(tmp_path: Path) -> None:
     """Read together, the modules (or model and generator) are written flat: KModel / load_checkpoint and
-    OpenNMT-py / ct2-opennmt-py-converter take a .pth / .pt apart by their own keys and cannot load it; convert said
-    nothing of it. A GAN's flat generator.* (no OpenNMT-py checkpoint) gets no such warning."""
+    OpenNMT-py / ct2-opennmt-py-converter take a .pth / .pt apart by their own keys and cannot load it; convert and
+    shard said nothing of it. A GAN's flat generator.* (no OpenNMT-py checkpoint) gets no such warning."""
     torch.manual_seed(0)
     kokoro = tmp_path / "kokoro-v1_0.pth"
     torch.save({name: _module_state(4) for name in _STYLETTS2_MODULES}, kokoro)
@@ -445,6 +445,8 @@ def test_converting_a_kokoro_or_opennmt_file_says_their_loaders_cannot_read_the_
             result = run_cli("convert", str(source), "-o", str(out / f"{source.stem}{suffix}"), *extra)
             line = " ".join(result.stderr.split())
             assert result.exit_code == 0, result.stderr
-            assert words in line and "cannot load this file" in line, line
+            assert words in line and "cannot load what is written" in line, line
+        result = run_cli("shard", str(source), "-o", str(out / f"{source.stem}-shards"), "--max", "1KB")
+        assert result.exit_code == 0 and words in " ".join(result.stderr.split()), result.stderr
     result = run_cli("convert", str(gan), "-o", str(out / "gan.safetensors"))
     assert result.exit_code == 0 and "written flat" not in result.stderr, result.stderr
