@@ -747,7 +747,15 @@ def config_agreement(
         return ConfigAgreement("not-set", "a sentence-transformers Dense config (no dtype field): "
                                "sentence-transformers builds the layer in float32 and load_state_dict copies the "
                                f"weights into it{cost}")
-    from weightdoctor.meta_model import is_mamba_ssm_config
+    from weightdoctor.meta_model import is_kokoro_config, is_mamba_ssm_config
+
+    if declared is None and is_kokoro_config(config):
+        # KModel builds the model in torch's default float32 and load_state_dict copies each module's weights in: no
+        # from_pretrained, no dtype='auto' ("dtype='auto' goes by the weights" was said of it).
+        low = [d for d in stored if d != "float32"]
+        cost = f": the {', '.join(low)} weights are up-cast at load" if low else ""
+        return ConfigAgreement("not-set", "Kokoro's own config (no dtype field): KModel builds the model in float32 "
+                               f"and load_state_dict copies the weights into it{cost}")
 
     if declared is None and is_mamba_ssm_config(config):
         # mamba_ssm's MambaLMHeadModel(config, dtype=None) is built in torch's default dtype, and load_state_dict

@@ -226,6 +226,27 @@ def data_changes(selection: TensorSelection, single_output: bool) -> str:
     return "" if single_output else "the split divides among the shards"
 
 
+def flat_parts_warning(checkpoint: Checkpoint) -> str | None:
+    """What to say when a file the reader read together from parts (a StyleTTS 2 / Kokoro model's modules, an
+    OpenNMT-py model and its generator) is written flat, which those files' own loaders cannot read; None otherwise.
+
+    The reader's note is what marks them: a flat `generator.*` alone is any GAN's.
+    """
+    if checkpoint.format == "safetensors":
+        return None
+    notes = checkpoint.warnings
+    if any("a StyleTTS 2 / Kokoro model: its" in note for note in notes):
+        what = ("a StyleTTS 2 / Kokoro model's modules written flat (bert.*, decoder.*, ...): KModel and StyleTTS "
+                "2's load_checkpoint torch.load a .pth of one state dict per module ({'bert': {...}, ...})")
+    elif any("an OpenNMT-py checkpoint: model and generator" in note for note in notes):
+        what = ("an OpenNMT-py model written flat with its generator (generator.*): OpenNMT-py and CTranslate2's "
+                "ct2-opennmt-py-converter torch.load a .pt of {'model': ..., 'generator': ..., 'vocab': ..., "
+                "'opt': ...}")
+    else:
+        return None
+    return f"{what} and cannot load what is written; it serves tools that read one state dict, not those loaders"
+
+
 def nested_only_warning(checkpoint: Checkpoint) -> str:
     """What a training checkpoint's output leaves out, by name: whisper's `dims` (the model's shape, which
     whisper.load_model needs), a `global_step`, an optimizer.
@@ -350,6 +371,9 @@ def plan_convert(
         warnings.append("a PhotoMaker adapter written flat (id_encoder.*, lora_weights.*) to a .bin: "
                         "load_photomaker_adapter reads a .bin as {'id_encoder': ..., 'lora_weights': ...} and raises "
                         "on these names; keep the .safetensors, which it reads flat")
+    flat = flat_parts_warning(checkpoint) if names else None
+    if flat:
+        warnings.append(flat)
     if fmt == "bin" and metadata and index is None:  # a sharded output keeps it in its index
         warnings.append("a .bin file holds no metadata: --metadata is ignored")
     if not single_file:

@@ -989,6 +989,33 @@ _LORA_PAIR = _lazy_regex(
     r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector|ia3_l)"
     r"(?:\.[^.]+)?(?:\.weight)?$")
 _PEFT_WRAPPER = "base_model.model."
+# The other PEFT methods' tensors on a module they adapt (each tuner's adapter_layer_names in peft 0.21, the adapter's
+# name dropped as save_pretrained drops it), and the method each is: a VeRA, OFT, BOFT, LoHa, LoKr, LN-tuning,
+# FourierFT, HRA, MiSS / Bone, C3A, RandLoRA, VB-LoRA, SHiRA, RoAd or trainable-tokens adapter against its base was
+# "unknown: these weights will not load" for every base weight, worst severity error. LoRA's trainable_token_indices
+# keeps its tokens under the embedding's `token_adapter.`.
+_PEFT_TUNER_PARTS = {
+    "vera_lambda_b": "VeRA", "vera_lambda_d": "VeRA", "oft_R": "OFT", "oft_embedding_R": "OFT", "oft_r": "OFT",
+    "oft_s": "OFT", "boft_R": "BOFT", "boft_s": "BOFT", "hada_w1_a": "LoHa", "hada_w1_b": "LoHa", "hada_w2_a": "LoHa",
+    "hada_w2_b": "LoHa", "hada_t1": "LoHa", "hada_t2": "LoHa", "lokr_w1": "LoKr", "lokr_w1_a": "LoKr",
+    "lokr_w1_b": "LoKr", "lokr_w2": "LoKr", "lokr_w2_a": "LoKr", "lokr_w2_b": "LoKr", "lokr_t2": "LoKr",
+    "ln_tuning_layers": "LN tuning", "fourierft_spectrum": "FourierFT", "hra_u": "HRA", "miss_block": "MiSS",
+    "bone_block": "Bone", "c3a_kernel": "C3A", "randlora_lambda": "RandLoRA", "randlora_gamma": "RandLoRA",
+    "vblora_logits_A": "VB-LoRA", "vblora_logits_B": "VB-LoRA", "shira_weight": "SHiRA", "road_theta": "RoAd",
+    "road_alpha": "RoAd", "trainable_tokens_delta": "trainable tokens",
+}
+_PEFT_TUNER = _lazy_regex(
+    r"^(?P<module>.+?)\.(?:token_adapter\.)?(?P<part>" + "|".join(sorted(_PEFT_TUNER_PARTS, key=len, reverse=True))
+    + r")(?:\.(?P<param>weight|bias))?$")
+# One substring of each, for a test of the whole key list before any match.
+_PEFT_TUNER_WORD = _lazy_regex(r"\.(?:vera_lambda|oft_|boft_|hada_|lokr_|ln_tuning_layers|fourierft_spectrum|hra_u|"
+                               r"miss_block|bone_block|c3a_kernel|randlora_|vblora_|shira_weight|road_|"
+                               r"trainable_tokens_delta)")
+# The tensors such a method shares between its modules, saved once at the top (`base_model.vera_A`): VeRA's and
+# RandLoRA's random projections (save_projection=True), VB-LoRA's vector bank.
+_PEFT_SHARED = _lazy_regex(r"^base_model\.(?:vera_[AB]|randlora_[AB]|vblora_vector_bank)(?:\.[^.]+)?$")
+# kohya / LyCORIS names (lora_unet_<path>.hada_w1_a) are looked up by _kohya_adapter_fit's tables, not as modules.
+_KOHYA_MODULE = _lazy_regex(r"^lora_(?:unet|te\d?|transformer)_")
 
 
 def _adapter_target(name: str) -> str:
@@ -1046,12 +1073,17 @@ def adapter_fit(
         whys, note = _adapterhub_fit(specs_a, specs_b, unexpected, missing)
         if whys:
             return whys, note
-    if ".lora_" not in joined and ".ia3_l" not in joined:  # one substring test spares 10,000s of regex matches
+    tuner_in = _PEFT_TUNER_WORD.search(joined) is not None
+    # One substring test spares 10,000s of regex matches.
+    if ".lora_" not in joined and ".ia3_l" not in joined and not tuner_in:
         return {}, ""
     pairs = [(name, match) for name in unexpected if (match := _LORA_PAIR.match(name))]
-    if not pairs:
+    tuners = ([(name, match) for name in unexpected if (match := _PEFT_TUNER.match(name))
+               and not _KOHYA_MODULE.match(match["module"])] if tuner_in else [])
+    shared = [name for name in unexpected if _PEFT_SHARED.match(name)] if tuners else []
+    if not pairs and not tuners:
         return _kohya_adapter_fit(specs_a, specs_b, unexpected, missing) if "lora_" in joined else ({}, "")
-    lora_names = {name for name, _ in pairs}
+    lora_names = {name for name, _ in pairs} | {name for name, _ in tuners} | set(shared)
     others = [name for name in unexpected if name not in lora_names]
     covered = sum(1 for name in others if _adapter_target(name) in specs_b)
     if covered * 2 >= len(specs_b):
@@ -1105,6 +1137,7 @@ def adapter_fit(
         else:
             whys[name] = ("adapter", "info", f"{kind} on {module}.weight")
             modules.setdefault(module, True)
+    methods = _tuners_fit(tuners, shared, specs_b, whys, modules)
     for name in others:
         # Whole weights an adapter saves beside its pairs (modules_to_save heads, resized embeddings).
         target = specs_b.get(_adapter_target(name))
@@ -1127,17 +1160,52 @@ def adapter_fit(
             else:
                 reason, severity, _ = whys[replaced[name]]
                 whys[name] = (reason, severity, f"the adapter stores it whole, as {replaced[name]}")
-    method = f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})" if ranks else "IA3"
+    kinds = ([f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})"] if ranks
+             else ["IA3"] if pairs else [])
+    method = " and ".join(kinds + methods)
+    if not methods:
+        checked = "with shapes that fit"
+    elif kinds:
+        checked = (f"(shapes compared for the {kinds[0].split()[0]} tensors only: {' and '.join(methods)} ones are "
+                   "not shaped as the weights they adapt)")
+    else:
+        checked = (f"(shapes not compared: {' and '.join(methods)} tensors are not shaped as the weights they "
+                   "adapt, so an adapter for another size of the model is not caught)")
     if components:
         named = ", ".join(sorted(component[:-1] for component in components))
         note = (f"A is a LoRA in diffusers' layout: {method} on {len(modules)} module(s) of the pipeline's {named} "
-                f"(B), {fitting} of them in B with shapes that fit; it stores no base weights: load it with the "
+                f"(B), {fitting} of them in B {checked}; it stores no base weights: load it with the "
                 "pipeline's load_lora_weights(adapter), or fuse it (fuse_lora) before comparing whole checkpoints")
     else:
-        note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B with "
-                f"shapes that fit; it stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
+        note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B {checked}; it "
+                "stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
                 "or merge it (merge_and_unload) before comparing whole checkpoints")
     return whys, note
+
+
+def _tuners_fit(
+    tuners: Sequence[tuple[str, re.Match[str]]], shared: Sequence[str], specs_b: Mapping[str, KeySpec],
+    whys: dict[str, tuple[str, str, str]], modules: dict[str, bool],
+) -> list[str]:
+    """`adapter_fit`'s reasons for the tensors of PEFT methods other than LoRA and IA3 (see `_PEFT_TUNER_PARTS`),
+    added to `whys` and `modules` (module -> in B); returns the methods found, in order. Only that the module is in B
+    is checked: VeRA's scales, OFT's rotations or FourierFT's spectrum are not shaped as the weight is."""
+    methods: list[str] = []
+    for name, match in tuners:
+        module, method = _adapter_target(match["module"]), _PEFT_TUNER_PARTS[match["part"]]
+        if method not in methods:
+            methods.append(method)
+        if module + ".weight" in specs_b:
+            whys[name] = ("adapter", "info", f"{method} on {module}.weight")
+            modules.setdefault(module, True)
+        else:
+            whys[name] = ("adapter", "error", f"targets {module}, which B does not have: the adapter's weights for "
+                          "it are dropped")
+            modules[module] = False
+    for name in shared:
+        whys[name] = ("adapter", "info", "shared by the adapter's modules (its fixed random projections, saved with "
+                      "save_projection=True, or VB-LoRA's vector bank), not a weight of B")
+    return methods
 
 
 # AdapterHub's save_adapter (adapter-transformers, adapters) stores each adapter under the module it follows, named:

@@ -58,6 +58,16 @@ DATA_DERIVED_LORA_INIT = {"pissa": "AB", "olora": "AB", "corda": "AB", "loftq": 
 PRODUCT_ADAPTER_FACTOR = re.compile(r"(^|\.)(hada_w[12]_[ab]|hada_t[12]|lokr_w[12](_[ab])?|lokr_t2)(\.|$)")
 # peft's IA3 vectors (`<module>.ia3_l`, one scale per feature), which it starts at ones: the identity.
 IA3_VECTOR = re.compile(r"(^|\.)ia3_l(\.|$)")
+# peft's OFT and BOFT rotation parameters (`oft_R.weight`, `boft_R`), which it starts at zero: the Cayley transform
+# of a zero skew-symmetric matrix is the identity rotation, the base weight unchanged. An untrained one was "a layer
+# that was never initialized or was zeroed; it passes nothing on".
+ROTATION_ADAPTER = re.compile(r"(^|\.)(oft_R|oft_embedding_R|oft_r|boft_R)(\.|$)")
+# ... and their scales (`boft_s`, older peft's `oft_s`), which it starts at ones ("a constant weight never breaks
+# symmetry").
+ROTATION_ADAPTER_SCALE = re.compile(r"(^|\.)(oft_s|boft_s)(\.|$)")
+# peft's HRA Householder vectors (`<module>.hra_u`, in × r): with an even r it starts each vector twice, so that each
+# pair of reflections cancels (the identity); "duplicate columns: re-initialize randomly" undid that by design.
+HRA_VECTORS = re.compile(r"(^|\.)hra_u(\.|$)")
 NORM_NAME = re.compile(r"(norm|(^|[._])ln(_?\w*)?($|\.)|layer_?norm|rms)", re.IGNORECASE)
 EMBED_NAME = re.compile(r"(embed|wte|wpe|shared\.weight|word_embeddings|position_embeddings|tok_embeddings)",
                         re.IGNORECASE)

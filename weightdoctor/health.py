@@ -13,9 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from weightdoctor.expected_init import HRA_VECTORS as _HRA_VECTORS
 from weightdoctor.expected_init import IA3_VECTOR as _IA3_VECTOR
 from weightdoctor.expected_init import LORA_ZERO_INIT as _LORA_ZERO_INIT
 from weightdoctor.expected_init import PRODUCT_ADAPTER_FACTOR as _PRODUCT_ADAPTER_FACTOR
+from weightdoctor.expected_init import ROTATION_ADAPTER as _ROTATION_ADAPTER
+from weightdoctor.expected_init import ROTATION_ADAPTER_SCALE as _ROTATION_ADAPTER_SCALE
 from weightdoctor.expected_init import ZERO_CONV_INIT as _ZERO_CONV_INIT
 from weightdoctor.expected_init import ExpectedInit, matches_expected, reconcile
 from weightdoctor.findings import Finding
@@ -133,8 +136,15 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
     # A LoRA's B half is expected at zero, and still is: its adapter changes nothing, said as before.
     lora_zero = _LORA_ZERO_INIT.search(name) is not None
     zero_conv = _ZERO_CONV_INIT.search(name) is not None
-    if matrix and s.min == 0 == s.max and (lora_zero or zero_conv or not expected_constant) and not (s.nan or s.inf):
-        if _PRODUCT_ADAPTER_FACTOR.search(name):
+    rotation = _ROTATION_ADAPTER.search(name) is not None
+    if matrix and s.min == 0 == s.max and (lora_zero or zero_conv or rotation or not expected_constant) \
+            and not (s.nan or s.inf):
+        if rotation:
+            found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero",
+                                 "an OFT / BOFT adapter still at its initialization (peft starts its rotation "
+                                 "parameters at zero, the identity rotation): it leaves the base weights as they "
+                                 "are; saved before training, or its updates were lost"))
+        elif _PRODUCT_ADAPTER_FACTOR.search(name):
             # A LoHa / LoKr factor: one of them starts at zero, which one depends on the trainer (peft's hada_w2_b was
             # called "a layer that was never initialized", as kohya's lora_up once was).
             found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero",
@@ -167,6 +177,11 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
         found.append(Finding("warn", "constant", name, "every value is 1",
                              "an IA3 adapter still at its initialization (peft starts ia3_l at ones): it scales "
                              "nothing; saved before training, or its updates were lost"))
+        return found
+    if s.min == s.max == 1 and _ROTATION_ADAPTER_SCALE.search(name):
+        found.append(Finding("warn", "constant", name, "every value is 1",
+                             "an OFT / BOFT adapter's scale still at its initialization (peft starts it at ones): it "
+                             "scales nothing; saved before training, or its updates were lost"))
         return found
     # One value (a (1, 1) FP8 scale) cannot vary: it is no constant that failed to break symmetry.
     if s.min == s.max and s.finite_count > 1 and not expected_constant and (matrix or confident_spread):
@@ -201,7 +216,17 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
         found.append(Finding("warn", "duplicate-rows", name,
                              f"{s.duplicate_rows} row(s) repeat another row exactly (symmetry never broken)",
                              "rows that start equal get equal gradients and never diverge; re-initialize randomly"))
-    if s.duplicate_cols:
+    if s.duplicate_cols and _HRA_VECTORS.search(name):
+        # Every vector twice is where peft starts; fewer repeats, pairs that did not move while the others did.
+        whole = len(item.shape) == 2 and s.duplicate_cols * 2 == item.shape[1]
+        found.append(Finding("warn", "duplicate-columns", name,
+                             f"{s.duplicate_cols} column(s) repeat another column exactly",
+                             ("an HRA adapter still at its initialization" if whole
+                              else "HRA Householder vectors still paired as at initialization")
+                             + " (peft starts each Householder vector twice, so that each pair of reflections "
+                             "cancels: the identity)" + (": it changes nothing; saved before training, or its "
+                                                         "updates were lost" if whole else "")))
+    elif s.duplicate_cols:
         found.append(Finding("warn", "duplicate-columns", name,
                              f"{s.duplicate_cols} column(s) repeat another column exactly (symmetry never broken)",
                              "re-initialize randomly"))

@@ -56,6 +56,7 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
                  else f"a TensorRT-LLM {config['architecture']} checkpoint config" if is_tensorrt_llm_config(config)
                  else f"a timm {config['architecture']} config" if isinstance(config.get("architecture"), str)
                  else "mamba_ssm's own config (d_model, n_layer, ssm_cfg)" if is_mamba_ssm_config(config)
+                 else "Kokoro's own config (istftnet, plbert), which its KModel reads" if is_kokoro_config(config)
                  else None)
         if owner:
             hf = (": transformers' Mamba classes read its conversion (the -hf repos; transformers' "
@@ -96,6 +97,12 @@ def is_mamba_ssm_config(config: Any) -> bool:
     its MambaLMHeadModel.from_pretrained reads, not transformers (no model_type)."""
     return (isinstance(config, dict) and not config.get("model_type")
             and {"d_model", "n_layer", "ssm_cfg"} <= set(config))
+
+
+def is_kokoro_config(config: Any) -> bool:
+    """Whether a config.json is Kokoro's (hexgrad/Kokoro-82M: its iSTFTNet decoder's settings under `istftnet`, its
+    PL-BERT's under `plbert`), which kokoro's KModel reads, not transformers (no model_type)."""
+    return isinstance(config, dict) and not config.get("model_type") and {"istftnet", "plbert"} <= set(config)
 
 
 def coqui_tts_model(config: Any) -> str | None:

@@ -807,7 +807,8 @@ def build_planned_model(
     if blocks:
         shown = ", ".join(blocks[:2]) + (", ..." if len(blocks) > 2 else "")
         warnings.append(
-            f"{_no_transformers_config(checkpoint.config)} which modules must stay whole: each numbered "
+            f"{_no_transformers_config(checkpoint.config, _own_config_beside(checkpoint))} which modules must stay "
+            "whole: each numbered "
             f"block ({shown}) is kept on one "
             f"device (no-split class {NUMBERED_BLOCK}), as transformers keeps a model's layers; --no-split overrides"
         )
@@ -1199,18 +1200,33 @@ def _numbered_block_class() -> type[torch.nn.Module]:
 _NUMBERED_BLOCK_CLASS: type | None = None
 
 
-def _no_transformers_config(config: dict[str, Any] | None) -> str:
-    """Why nothing says which modules stay whole: no config.json, or one that is not transformers' (diffusers',
-    timm's: no model_type to build the model from).
+# Libraries that keep their own config beside the weights under another name than config.json, and what reads it:
+# GLiNER's gliner_config.json (urchade/gliner_*: pytorch_model.bin beside it, no config.json).
+_OWN_CONFIG_FILES = (("gliner_config.json", "GLiNER's own config, which GLiNER.from_pretrained reads"),)
+
+
+def _own_config_beside(checkpoint: Checkpoint) -> str | None:
+    """What a library's own config beside the weights is (`_OWN_CONFIG_FILES`), or None."""
+    folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
+    return next((f"{name} beside the weights is {what}" for name, what in _OWN_CONFIG_FILES
+                 if (folder / name).is_file()), None)
+
+
+def _no_transformers_config(config: dict[str, Any] | None, own_config: str | None = None) -> str:
+    """Why nothing says which modules stay whole: no config.json (`own_config`: what another library's config
+    beside the weights is), or one that is not transformers' (diffusers', timm's: no model_type to build the model
+    from).
 
     Example:
         >>> _no_transformers_config({"_class_name": "UNet2DConditionModel"})
         'config.json (a diffusers UNet2DConditionModel config, not a transformers one) does not say'
+        >>> _no_transformers_config(None, "gliner_config.json beside the weights is GLiNER's own config")
+        "no config.json (gliner_config.json beside the weights is GLiNER's own config) to say"
     """
-    from weightdoctor.meta_model import coqui_tts_model, is_mamba_ssm_config, is_tensorrt_llm_config
+    from weightdoctor.meta_model import coqui_tts_model, is_kokoro_config, is_mamba_ssm_config, is_tensorrt_llm_config
 
     if config is None:
-        return "no config.json to say"
+        return f"no config.json ({own_config}) to say" if own_config else "no config.json to say"
     if isinstance(config.get("_class_name"), str):
         what = f"a diffusers {config['_class_name']} config, not a transformers one"
     elif is_tensorrt_llm_config(config):  # `architecture` too, as timm's: told apart by its `mapping`
@@ -1219,6 +1235,8 @@ def _no_transformers_config(config: dict[str, Any] | None) -> str:
         what = f"a timm {config['architecture']} config, not a transformers one"
     elif is_mamba_ssm_config(config):
         what = "mamba_ssm's own config, not a transformers one"
+    elif is_kokoro_config(config):
+        what = "Kokoro's own config, which its KModel reads, not a transformers one"
     elif (coqui := coqui_tts_model(config)) is not None:
         # Coqui's trainer writes config.json too (XTTS: `"model": "xtts"`, `model_args`, `audio`): read as a
         # transformers config that lacks its model_type, it was called one.

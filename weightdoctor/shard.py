@@ -19,6 +19,7 @@ from weightdoctor.checkpoint.reader import natural_order
 from weightdoctor.convert import (
     data_changes,
     drop_stale_hashes,
+    flat_parts_warning,
     format_choice,
     nested_only_warning,
     output_metadata,
@@ -378,6 +379,9 @@ def plan_shard(
         warnings.append("a .bin file holds no metadata: --metadata is ignored")
     if checkpoint.nested_key:
         warnings.append(nested_only_warning(checkpoint))
+    flat = flat_parts_warning(checkpoint)
+    if flat:
+        warnings.append(flat)
     source_dir = checkpoint.path if checkpoint.path.is_dir() else None
     if source_dir is None and checkpoint.sharded:
         source_dir = checkpoint.path.parent

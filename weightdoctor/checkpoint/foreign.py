@@ -15,6 +15,7 @@ import stat
 import zipfile
 from pathlib import Path
 
+from weightdoctor.errors import clip_middle
 from weightdoctor.wording import counted
 
 _NOT_READ = "weightdoctor reads safetensors and PyTorch (torch.save) checkpoints only"
@@ -63,8 +64,20 @@ _TF_DATA = "a TensorFlow checkpoint data shard"
 # A TensorFlow checkpoint (bert_model.ckpt.index beside its .data-00000-of-00001) is read whole, by its prefix.
 _TF_CHECKPOINT_READ = ("tf.train.load_checkpoint(prefix) reads its variables by name (the prefix: the file name "
                        "before .index / .data-...), and safetensors.numpy.save_file of them writes a file to read here")
+# fastText's save_model: int32 magic 793712314 and version 12, then its args, dictionary and matrices (facebook's
+# fasttext-*-vectors and language-identification repos name it model.bin, which was "not a PyTorch pickle").
+_FASTTEXT = "a fastText model (fasttext's save_model: its dictionary and word / subword vectors)"
+_FASTTEXT_MAGIC = (793712314).to_bytes(4, "little")
+# MLC-LLM's convert_weight: raw tensor bytes, params_shard_N.bin, located by the ndarray-cache.json beside them.
+_MLC_SHARD = ("a shard of an MLC-LLM model's weights (raw tensor bytes, quantized as its mlc-chat-config.json says, "
+              "that the ndarray-cache.json beside it locates by name and offset), loaded by MLC-LLM's runtime alone")
+_MLC_SOURCE = ("mlc_llm convert_weight wrote it from a Hugging Face model, whose safetensors (in the repo it was "
+               "converted from) are what to read here")
 # What reads or converts a recognised format into what weightdoctor reads, said after the refusal.
 _CONVERTERS: dict[str, str] = {
+    _FASTTEXT: ("fasttext.load_model({name!r}) loads it (get_input_matrix() and get_output_matrix() give its arrays, "
+                "which safetensors.numpy.save_file writes to a file to read here)"),
+    _MLC_SHARD: _MLC_SOURCE,
     _ORT: "onnxruntime.InferenceSession({name!r}) runs it; " + _EXPORT_SOURCE,
     _TF_PROTOBUF: ("tf.saved_model.load of the folder holding it loads a SavedModel, whose weights are the TensorFlow "
                    "checkpoint in its variables/ folder; " + _TF_CHECKPOINT_READ),
@@ -113,6 +126,7 @@ _MAGICS: tuple[tuple[bytes, str], ...] = (
     (b"ggla", _GGLA), (b"algg", _GGLA),
     (b"\x89HDF\r\n\x1a\n", _HDF5),
     (b"\x93NUMPY", _NPY),
+    (_FASTTEXT_MAGIC, _FASTTEXT),
     (b"version https://git-lfs", "a Git LFS pointer, not the weights (run `git lfs pull` in the clone)"),
 )
 
@@ -474,6 +488,17 @@ def _zip_kind(path: Path) -> str | None:
         return _NPZ
     if any(n.endswith(".weights.h5") for n in names) or "metadata.json" in names and "config.json" in names:
         return _KERAS
+    if "_stable_baselines3_version" in names or "policy.pth" in names and "data" in names:
+        # Stable-Baselines3's model.save (the sb3 repos of the Hub: ppo-LunarLander-v2.zip): a zip of its own, whose
+        # policy.pth is the policy networks' state dict.
+        return ("a Stable-Baselines3 model (model.save's zip: policy.pth is the policy's state dict, "
+                "policy.optimizer.pth its optimizer's, data the algorithm's settings as JSON), which PPO.load (the "
+                "algorithm's class's load) reads whole: unzip it and point weightdoctor at policy.pth")
+    if "schema.json" in names and not any(n.endswith((".pth", ".pt", ".bin", ".safetensors")) for n in names):
+        # skops.io.dump: a scikit-learn estimator as schema.json (the objects' tree) and its arrays as .npy files.
+        return ("a skops file (skops.io.dump of a scikit-learn estimator: schema.json and its arrays), not a neural "
+                "network's weights: skops.io.load reads it, trusting only the types skops.io.get_untrusted_types "
+                "lists once you have checked them")
     if "MAR-INF/MANIFEST.json" in names:
         # TorchServe's torch-model-archiver zips the weights file (a torch.save or TorchScript file) with its handler
         # and MAR-INF/MANIFEST.json, which names the weights as model.serializedFile.
@@ -482,6 +507,55 @@ def _zip_kind(path: Path) -> str | None:
         return (f"a TorchServe model archive (.mar, torch-model-archiver) {inside} beside its handler: unzip it and "
                 "point weightdoctor at that file")
     return None
+
+
+def _llamafile(path: Path) -> str:
+    """What to say of an Actually Portable Executable (`MZqFpD`): a llamafile when a zip appended to it holds GGUF
+    weights, named; any other such program is named as one."""
+    try:
+        from weightdoctor.security.archive import zipfile_names
+
+        gguf = [name for name in zipfile_names(path) if name.endswith(".gguf")]
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError):
+        gguf = []
+    if not gguf:
+        return "an Actually Portable Executable (a program, such as a llamafile), not weights"
+    shown = clip_middle(gguf[0], 80) + (f" and {len(gguf) - 1:,} more" if len(gguf) > 1 else "")
+    return (f"a llamafile (llama.cpp built as one executable, its GGUF weights {shown} stored in the zip archive "
+            "appended to it): run it, or extract the .gguf with unzip, which transformers' from_pretrained(folder, "
+            "gguf_file=...) reads into PyTorch")
+
+
+def _mlc_shard(path: Path) -> bool:
+    """Whether `path` is a weight shard of an MLC-LLM model: params_shard_N.bin beside an ndarray-cache.json."""
+    name = path.name
+    return (name.startswith("params_shard_") and name.endswith(".bin") and name[13:-4].isdigit()
+            and (path.parent / "ndarray-cache.json").is_file())
+
+
+def mlc_json_message(path: Path, data: object) -> str | None:
+    """What to say of MLC-LLM's own JSON files given as the source, or None for any other JSON file.
+
+    mlc-chat-config.json has a top-level model_type (and the converted model's settings under model_config): it was
+    read as a transformers config, planned by plan-devices as that architecture's default size (a 7B Llama for a
+    0.5B model), and inspect pointed at the folder, whose params_shard_*.bin it cannot read; ndarray-cache.json was
+    "neither an index nor a model config; point at the weights beside it (params_shard_0.bin)", which fail too.
+    """
+    if not isinstance(data, dict):
+        return None
+    if path.name == "mlc-chat-config.json" and ("model_config" in data or "conv_template" in data):
+        quantization = data.get("quantization")
+        quantized = (f", quantized as {quantization}" if isinstance(quantization, str) and len(quantization) <= 40
+                     else "")
+        what = ("MLC-LLM's mlc-chat-config.json (its runtime's settings and, under model_config, those of the model "
+                f"it was converted from{quantized}), not a transformers config")
+    elif path.name == "ndarray-cache.json" and "records" in data:
+        what = "MLC-LLM's ndarray-cache.json (where each tensor of its params_shard_*.bin lies), not weights"
+    else:
+        return None
+    return (f"this is {what}; the params_shard_*.bin beside it are MLC-LLM's own weights, which mlc_llm "
+            "convert_weight wrote from a Hugging Face model, whose safetensors (in the repo it was converted from) are "
+            "what to read here")
 
 
 def _tagged_torch_zip(path: Path, prefix: bytes) -> str | None:
@@ -631,6 +705,10 @@ def identify(path: Path, prefix: bytes) -> str | None:
                 "its weights are constants inside the program, not a state dict")
     if prefix.startswith(b"PK\x03\x04"):
         return _zip_kind(path)
+    if prefix.startswith(b"MZqFpD"):
+        return _llamafile(path)
+    if _mlc_shard(path):
+        return _MLC_SHARD
     tagged = _tagged_torch_zip(path, prefix)
     if tagged is not None:
         return tagged

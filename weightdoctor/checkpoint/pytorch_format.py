@@ -211,6 +211,12 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
     parts = _parts_of_one_model(obj)
     if parts is not None:
         return parts, None
+    styletts = _styletts2_modules(obj)
+    if styletts is not None:
+        return styletts
+    opennmt = _opennmt_model(obj)
+    if opennmt is not None:
+        return opennmt, None
     megatron = _megatron_language_model(obj)
     if megatron is not None:
         return megatron, _MEGATRON_KEY
@@ -348,6 +354,53 @@ def _parts_of_one_model(obj: Any) -> dict[str, Any] | None:
     if not all(_is_state_dict(value) and value for value in obj.values()):
         return None
     return {f"{part}.{name}": value for part, state in obj.items() for name, value in state.items()}
+
+
+# StyleTTS 2 saves one state dict per module, `{"net": {"bert": ..., "bert_encoder": ..., "predictor": ...,
+# "decoder": ..., "text_encoder": ..., "style_encoder": ..., "diffusion": ..., "mpd": ..., ...}, "optimizer": ...,
+# "epoch": ...}`, and Kokoro's release file (kokoro-v1_0.pth) holds its five of them at the top; StyleTTS 2's
+# load_checkpoint and inference, and Kokoro's KModel, load each into the module of its name. Read alone, the first one
+# (`bert`) was "the state dict": a 82M-parameter voice model counted as its 6M-parameter text encoder.
+_STYLETTS2_PARTS = frozenset({"bert", "bert_encoder", "predictor", "decoder", "text_encoder"})
+
+
+def _styletts2_net(obj: Any) -> tuple[Mapping[str, Any], str | None] | None:
+    """StyleTTS 2's (or Kokoro's) mapping of module name to state dict, and where it is (None: `obj` itself, or
+    "net"); None for any other file."""
+    if not isinstance(obj, Mapping):
+        return None
+    for net, where in ((obj, None), (obj.get("net"), "net")):
+        if (isinstance(net, Mapping) and all(part in net for part in _STYLETTS2_PARTS)
+                and all(isinstance(name, str) and _is_state_dict(state) for name, state in net.items())):
+            return net, where
+    return None
+
+
+def _styletts2_modules(obj: Any) -> tuple[dict[str, Any], str | None] | None:
+    """A StyleTTS 2 / Kokoro file's module state dicts as one, named `<module>.<name>`, and where they were."""
+    found = _styletts2_net(obj)
+    if found is None:
+        return None
+    net, where = found
+    return {f"{part}.{_key_text(name)}": value for part, state in net.items() for name, value in state.items()}, where
+
+
+def _opennmt_model(obj: Any) -> dict[str, Any] | None:
+    """An OpenNMT-py checkpoint's whole model, or None for any other file.
+
+    OpenNMT-py's ModelSaver writes `{"model": ..., "generator": ..., "vocab": ..., "opt": ..., "optim": ...}`: the
+    model's state dict without its generator (the output projection onto the target vocabulary, often the largest
+    matrix), which it saves apart, and its loader (and CTranslate2's converter) puts back as `generator.*`. Read
+    alone, `model` missed it and offered `--key generator`, which reads the projection alone.
+    """
+    if not (isinstance(obj, Mapping) and "opt" in obj and "vocab" in obj):
+        return None
+    model, generator = obj.get("model"), obj.get("generator")
+    if not (_is_state_dict(model) and model and _is_state_dict(generator) and generator):
+        return None
+    if any(isinstance(name, str) and name.startswith("generator.") for name in model):
+        return None  # saved whole already
+    return {**model, **{f"generator.{_key_text(name)}": value for name, value in generator.items()}}
 
 
 # Megatron-LM's legacy (non-distributed) model_optim_rng.pt: `model.language_model` holds one dict per part, nested
@@ -671,6 +724,10 @@ def _follow_key(obj: Any, key: str) -> Mapping[str, Any]:
     megatron = _megatron_flat(current, min_parts=1) if not _is_state_dict(current) else None
     if megatron is not None:
         return megatron
+    # `--key net` of a StyleTTS 2 checkpoint: its modules read together, as the default reads them.
+    styletts = _styletts2_modules(current) if not _is_state_dict(current) else None
+    if styletts is not None and styletts[1] is None:
+        return styletts[0]
     if not _is_state_dict(current):
         kind = training_state_kind(current)
         if kind is not None:  # `--key optimizer_states.0` of a Lightning checkpoint: say what it is
@@ -1342,6 +1399,22 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         notes.append(f"{what}: its {' and '.join(map(str, obj))} state dicts are read together, as "
                      f"{', '.join(f'{part}.*' for part in obj)} (the names its .safetensors stores, which "
                      f"{loader} reads too); --key reads one alone")
+    elif key is None and (styletts := _styletts2_net(obj)) is not None and nested_key == styletts[1]:
+        # A hostile file may name 100,000 modules, or one of a megabyte: the first few, each cut, and a count.
+        modules = [clip_middle(name, _NOTE_NAME_CHARS) for name in styletts[0]]
+        where = f"{nested_key}." if nested_key else ""
+        listed = (", ".join(modules[:-1]) + f" and {modules[-1]}" if len(modules) <= 8
+                  else ", ".join(modules[:7]) + f", and {len(modules) - 7:,} more")
+        notes.append(f"a StyleTTS 2 / Kokoro model: its {len(modules)} modules' state dicts ({listed}) are read "
+                     "together, as <module>.<name>, as StyleTTS 2's load_checkpoint and Kokoro's KModel load each "
+                     f"into the module of its name; --key {where}{modules[0]} reads one alone")
+    elif key is None and nested_key is None and _opennmt_model(obj) is not None:
+        rest = [clip_middle(_key_text(name), _NOTE_NAME_CHARS) for name in obj if name not in ("model", "generator")]
+        shown = ", ".join(rest[:6]) + (f", and {len(rest) - 6:,} more" if len(rest) > 6 else "")
+        notes.append("an OpenNMT-py checkpoint: model and generator (the output projection, which OpenNMT-py saves "
+                     "apart) are read together, as generator.* beside the model's names, as OpenNMT-py's loader and "
+                     "CTranslate2's ct2-opennmt-py-converter put them back; --key model or --key generator reads one "
+                     f"alone; {shown} beside them are not weights")
     elif key is None and nested_key is None and isinstance(state_dict, Mapping) and state_dict and {
             name.split(".", 1)[0] if isinstance(name, str) else None for name in state_dict} == set(_IP_ADAPTER_PARTS):
         # Read here under the very names of an IP-Adapter .safetensors, so nothing looked wrong; but diffusers'

@@ -1537,8 +1537,41 @@ def _no_weights_message(folder: Path) -> str:
         else:
             message += f"; weights are in subfolders ({shown}): point at one, e.g. {_pasteable(folder / subfolders[0])}"
     if message == NO_WEIGHT_FILE:
-        message += _unfinished_or_empty(folder)
+        message += _saves_with_weights_below(folder) or _unfinished_or_empty(folder)
     return message
+
+
+def _saves_with_weights_below(folder: Path) -> str:
+    """"; its subfolders checkpoint-500/, ... are a run's saves ..." when `folder`'s subfolders are one run's numbered
+    saves whose weights are a folder further down, or "" for any other folder.
+
+    diffusers' training scripts (train_text_to_image.py, train_dreambooth.py, train_controlnet.py) save each step with
+    accelerate's save_state and a hook that writes the models in subfolders: output_dir/checkpoint-500/unet/,
+    checkpoint-500/unet_ema/ (or controlnet/, transformer/). The output_dir given, mid-run, was "folder holds no weight
+    file" and not a word of where they are. Only the latest save is looked into.
+    """
+    try:
+        with os.scandir(folder) as entries:
+            names = [e.name for e in itertools.islice(entries, 10000) if not e.name.startswith(".") and e.is_dir()]
+    except OSError:
+        return ""
+    saves = [name for name in names if name[-1:].isdigit()]
+    prefixes = {re.sub(r"\d+$", "", name) for name in saves}
+    if len(prefixes) != 1 or not _SAVE_SERIES.search(prefixes.pop()):
+        return ""
+    saves.sort(key=natural_order)
+    latest = folder / saves[-1]
+    try:
+        inner = _subfolders_with_weights(latest)
+    except OSError:
+        return ""
+    if not inner:
+        return ""
+    listed = ", ".join(f"{name}/" for name in saves[:4]) + (", ..." if len(saves) > 4 else "")
+    held = ", ".join(f"{saves[-1]}/{name}/" for name in inner[:6]) + (", ..." if len(inner) > 6 else "")
+    return (f"; its subfolders {listed} are one run's saves, whose weights are a folder further down ({held}, as "
+            f"diffusers' training scripts save each step's models): point at one, e.g. {latest / inner[0]} (the "
+            "latest save's)")
 
 
 # A weight file's name with something after it: what browsers (.crdownload, .part), wget (.1) and download tools
@@ -3072,6 +3105,11 @@ def _open_checkpoint(
     elif path.suffix == ".json":
         try:
             data = _read_json(path)
+            from weightdoctor.checkpoint import foreign
+
+            mlc = foreign.mlc_json_message(path, data)
+            if mlc is not None:
+                raise UnsupportedFormat(mlc, text)
             if isinstance(data, dict) and "weight_map" in data:
                 is_index = True
                 config_path = path.parent / "config.json"
