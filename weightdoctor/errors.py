@@ -31,7 +31,7 @@ _LINE_BREAK = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]\s*")
 
 
 def on_one_line(text: str) -> str:
-    """`text` with each line break (and the blanks around it) made one space; other spaces kept as they are.
+    r"""`text` with each line break (and the blanks around it) made one space; other spaces kept as they are.
 
     Example:
         >>> on_one_line("no such file:\n    inspect 'a  b.pt'\n")
