@@ -89,9 +89,10 @@ def simulate_from_pretrained(
     """Sort checkpoint keys the way `from_pretrained` does, without reading any tensor.
 
     Example:
-        >>> model = build_meta_model(config, "BertForSequenceClassification")
-        >>> sim = simulate_from_pretrained(model, {"embeddings.word_embeddings.weight": (99, 32), ...})
-        >>> sorted(sim.missing)
+        >>> model = build_meta_model(config, "BertForSequenceClassification")  # doctest: +SKIP
+        >>> shapes = {"embeddings.word_embeddings.weight": (99, 32), ...}  # doctest: +SKIP
+        >>> sim = simulate_from_pretrained(model, shapes)  # doctest: +SKIP
+        >>> sorted(sim.missing)  # doctest: +SKIP
         ['classifier.bias', 'classifier.weight']
 
     Args:
@@ -537,7 +538,7 @@ def from_pretrained_skips_warning(checkpoint: Checkpoint) -> str | None:
     `model_type` nor `architectures`, as Coqui TTS writes beside best_model.pth), no config.json.
 
     Example:
-        >>> from_pretrained_skips_warning(open_checkpoint("mistral-consolidated/"))
+        >>> from_pretrained_skips_warning(open_checkpoint("mistral-consolidated/"))  # doctest: +SKIP
         'from_pretrained(folder) looks for model.safetensors or pytorch_model.bin (or their sharded index) and raises
         here: the weights read are consolidated.safetensors'
     """
@@ -569,7 +570,7 @@ def safetensors_format_warning(checkpoint: Checkpoint) -> str | None:
     whose metadata holds no `format` at all; None for PyTorch's and MLX's, and for a file with no metadata.
 
     Example:
-        >>> safetensors_format_warning(open_checkpoint("flax-bert/"))
+        >>> safetensors_format_warning(open_checkpoint("flax-bert/"))  # doctest: +SKIP
         'the safetensors metadata says format "flax" and 21 of the 39 tensors have Flax's names (...)'
     """
     framework = (checkpoint.metadata or {}).get("format", "")

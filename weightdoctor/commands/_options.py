@@ -34,7 +34,7 @@ def check_count(option: str, value: int | None, least: int, what: str) -> None:
     Example:
         >>> check_count("--sample", 0, 1, "values")
         Traceback (most recent call last):
-        UsageError: --sample must be a positive number of values, not 0
+        weightdoctor.errors.UsageError: --sample must be a positive number of values, not 0
 
     Raises:
         UsageError: `value` is given and below `least`.

@@ -106,7 +106,7 @@ def verify_checkpoint(checkpoint: Checkpoint) -> VerifyReport:
     """Recompute the CRC-32 of every member of every zip weight file and report mismatches.
 
     Example:
-        >>> verify_checkpoint(open_checkpoint("pytorch_model.bin")).mismatches
+        >>> verify_checkpoint(open_checkpoint("pytorch_model.bin")).mismatches  # doctest: +SKIP
         []
     """
     report = VerifyReport()

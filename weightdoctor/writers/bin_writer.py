@@ -190,7 +190,7 @@ class BinWriter:
     """Write a torch zip checkpoint tensor by tensor, in the order `self.order` gives (aliases skipped).
 
     Example:
-        >>> with BinWriter(path, slots) as writer:
+        >>> with BinWriter(path, slots) as writer:  # doctest: +SKIP
         ...     for slot in writer.order:
         ...         writer.write(slot.name, load(slot.name))
     """
