@@ -1500,8 +1500,8 @@ def _no_weights_message(folder: Path) -> str:
         described = distributed[0]  # not pointed at again as a subfolder of weights (its common.pt is none)
     elif distributed and distributed[0].startswith("pytorch_model_fsdp"):
         message += (f"; the model's weights are in {distributed[0]}/, a torch.distributed.checkpoint (DCP) folder "
-                    f"(FSDP's sharded state dict): accelerate merge-weights {folder / distributed[0]} OUTDIR writes "
-                    "them as one model.safetensors to read here")
+                    f"(FSDP's sharded state dict): accelerate merge-weights {_pasteable(folder / distributed[0])} "
+                    "OUTDIR writes them as one model.safetensors to read here")
     elif distributed:
         # A run's step folders (torchtitan's checkpoint/step-N/, a DCP save per step): accelerate's merge unwraps
         # its own single-model folder only, where a step holds the model beside optimizer, scheduler, dataloader.
