@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import shlex
@@ -31,3 +32,28 @@ def test_the_merge_weights_command_for_an_fsdp_folder_is_pasteable(tmp_path: Pat
     command = re.search(r"accelerate merge-weights (.*) OUTDIR writes", line)
     assert command is not None, line
     assert shlex.split(command.group(1)) == [str(folder / "pytorch_model_fsdp_0")], line
+
+
+def _one_line(stderr: str) -> str:
+    return " ".join(stderr.split())
+
+
+def test_check_dtype_says_an_inf_not_kept_is_unsafe_where_it_lists_what_is(tmp_path: Path) -> None:
+    """A mask's -inf cast to fp8_e4m3 (±448) makes the tensor unsafe, and `--fail-on unsafe` exits 1 on it; the
+    `--fail-on error` hint said unsafe meant "an overflow or mass underflow" and --help "overflow, clamping, or ≥1%
+    ... flushed to zero" (both written beside fixlist20's inf_lost, neither naming it)."""
+    from safetensors.torch import save_file
+
+    mask = torch.zeros(64)
+    mask[::2] = float("-inf")
+    source = tmp_path / "mask.safetensors"
+    save_file({"mask": mask}, str(source))
+    result = run_cli("check-dtype", str(source), "--target", "fp8_e4m3", "--fail-on", "unsafe", "--json")
+    assert result.exit_code == 1
+    tensor = json.loads(result.stdout)["targets"]["fp8_e4m3"]["tensors"][0]
+    assert (tensor["verdict"], tensor["inf_lost"], tensor["reason"]) == (
+        "unsafe", 32, "32 inf value(s) become finite (±max)")
+    hint = _one_line(run_cli("check-dtype", str(source), "--fail-on", "error").stderr)
+    assert "--fail-on unsafe exits 1 on an overflow, a clamped value, an inf not kept as inf or mass underflow" in hint
+    assert "an inf not kept as inf" in _one_line(run_cli("check-dtype", "--help").stdout)
+
