@@ -57,3 +57,17 @@ def test_check_dtype_says_an_inf_not_kept_is_unsafe_where_it_lists_what_is(tmp_p
     assert "--fail-on unsafe exits 1 on an overflow, a clamped value, an inf not kept as inf or mass underflow" in hint
     assert "an inf not kept as inf" in _one_line(run_cli("check-dtype", "--help").stdout)
 
+
+def test_an_output_given_after_double_dash_is_suggested_before_it(tmp_path: Path) -> None:
+    """`convert --dtype fp16 -- a.bin b.safetensors`: the command the error suggested put `-o b.safetensors` after
+    the `--`, where Click reads every word as an argument: pasted, it failed with "Missing option '--output'"."""
+    source, output = tmp_path / "m.bin", tmp_path / "out.safetensors"
+    torch.save({"w": torch.ones(2, 2)}, source)
+    line = _one_line(run_cli("convert", "--dtype", "fp16", "--", str(source), str(output)).stderr)
+    suggested = re.search(r"not as a second argument: \S+ (?:-m weightdoctor )?convert (.*) \(see ", line)
+    assert suggested is not None, line
+    words = shlex.split(suggested.group(1))
+    assert words.index("-o") < words.index("--"), line
+    result = run_cli("convert", *words)
+    assert result.exit_code == 0, result.stderr
+    assert output.is_file()
