@@ -71,3 +71,18 @@ def test_an_output_given_after_double_dash_is_suggested_before_it(tmp_path: Path
     result = run_cli("convert", *words)
     assert result.exit_code == 0, result.stderr
     assert output.is_file()
+
+
+def test_json_asked_another_way_before_double_dash_is_suggested_before_it(tmp_path: Path) -> None:
+    """`inspect --format json -- model.bin`: the command the error suggested ended in `-- model.bin --json`, which
+    Click refused ("Got unexpected extra argument(s) (--json)"): --json goes before the `--`."""
+    source = tmp_path / "m.bin"
+    torch.save({"w": torch.ones(2, 2)}, source)
+    line = _one_line(run_cli("inspect", "--format", "json", "--", str(source)).stderr)
+    suggested = re.search(r"with --json: \S+ (?:-m weightdoctor )?inspect (.*) \(see ", line)
+    assert suggested is not None, line
+    words = shlex.split(suggested.group(1))
+    assert words.index("--json") < words.index("--"), line
+    result = run_cli("inspect", *words)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["tensors"][0]["name"] == "w"

@@ -206,7 +206,10 @@ def _json_meant(ctx: click_core.Context, option: str, args: Sequence[str]) -> st
     else:
         return ""
     rest = [*words[:at], *words[end:]]
-    rest += [] if "--json" in rest else ["--json"]
+    if "--json" not in rest:
+        # Before a `--`, after which every word is an argument (`inspect -- m --json`: "unexpected extra argument").
+        at = rest.index("--") if "--" in rest else len(rest)
+        rest[at:at] = ["--json"]
     return (f"{ctx.info_name} prints its report as one JSON object on stdout with --json: "
             f"{ctx.command_path} {_pasted(rest)}")
 
