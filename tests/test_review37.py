@@ -86,3 +86,19 @@ def test_json_asked_another_way_before_double_dash_is_suggested_before_it(tmp_pa
     result = run_cli("inspect", *words)
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["tensors"][0]["name"] == "w"
+
+
+def test_the_zero_to_fp32_command_for_a_deepspeed_folder_is_pasteable(tmp_path: Path) -> None:
+    """A DeepSpeed run folder (zero_to_fp32.py beside global_step1/) under a path with a space: the `python
+    zero_to_fp32.py FOLDER OUTDIR --safe_serialization` the error prints left the folder bare (two words pasted)."""
+    folder = tmp_path / "ds two" / "run"
+    (folder / "global_step1").mkdir(parents=True)
+    (folder / "zero_to_fp32.py").write_text("# DeepSpeed's script\n")
+    (folder / "latest").write_text("global_step1")
+    torch.save({"optimizer_state_dict": {}}, folder / "global_step1" / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    result = run_cli("inspect", str(folder))
+    assert result.exit_code == 2 and result.stdout == ""
+    line = _one_line(result.stderr)
+    command = re.search(r"python zero_to_fp32\.py (.*) OUTDIR --safe_serialization", line)
+    assert command is not None, line
+    assert shlex.split(command.group(1)) == [str(folder)], line

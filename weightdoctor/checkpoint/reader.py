@@ -1485,7 +1485,7 @@ def _no_weights_message(folder: Path) -> str:
         refuse_unsafe_deepspeed_states(folder)
         # The script beside it came with the folder, as any file of it did: DeepSpeed's own copy is the same code.
         message += ("; DeepSpeed's zero_to_fp32.py beside it gathers the weights: python zero_to_fp32.py "
-                    f"{folder} OUTDIR --safe_serialization (that script came with the folder; python -m "
+                    f"{_pasteable(folder)} OUTDIR --safe_serialization (that script came with the folder; python -m "
                     "deepspeed.utils.zero_to_fp32 runs the installed DeepSpeed's own)")
     described = None
     if distributed and _is_megatron_dist(folder / distributed[0]):
