@@ -102,3 +102,37 @@ def test_the_zero_to_fp32_command_for_a_deepspeed_folder_is_pasteable(tmp_path: 
     command = re.search(r"python zero_to_fp32\.py (.*) OUTDIR --safe_serialization", line)
     assert command is not None, line
     assert shlex.split(command.group(1)) == [str(folder)], line
+
+
+def test_a_dcp_metadata_that_starts_dcps_async_save_process_is_refused(tmp_path: Path) -> None:
+    """A `.metadata` whose pickle builds DCP's own `_AsyncCheckpointProcess` (its `_ProcessGroupInitInfo` set by
+    state, not built): pickle.load of it spawns a Python process that joins a process group at the address the file
+    names (measured: 'Initializing dist.ProcessGroup in checkpoint background process on port 29517'). Under
+    torch.distributed.checkpoint and named by a capital, the class was vouched for, and the folder's error pointed
+    dcp_to_torch_save at it; the genuine save's metadata still passes."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint._async_process_executor import _AsyncCheckpointProcess, _ProcessGroupInitInfo
+
+    folder = tmp_path / "step-10"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no process group: DCP says it saves from one process
+        dcp.save({"model": {"w": torch.ones(2, 2)}}, checkpoint_id=str(folder))
+    genuine = run_cli("inspect", str(folder))
+    assert genuine.exit_code == 2 and "dcp_to_torch_save" in _one_line(genuine.stderr), genuine.stderr
+
+    info = _ProcessGroupInitInfo.__new__(_ProcessGroupInitInfo)  # pickled as NEWOBJ + BUILD: no __init__ runs
+    info.__dict__.update(local_rank=0, global_rank=0, world_size=1, tcp_store_master_addr="203.0.113.7",
+                         tcp_store_master_port=29500, use_prefix_store=False, disable_automatic_gc=False,
+                         disable_manual_gc=False)
+
+    class StartsTheProcess:
+        def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+            return _AsyncCheckpointProcess, (info,)
+
+    (folder / ".metadata").write_bytes(pickle.dumps([StartsTheProcess()], protocol=4))
+    result = run_cli("inspect", str(folder))
+    assert result.exit_code == 2 and result.stdout == ""
+    line = _one_line(result.stderr)
+    assert "torch.distributed.checkpoint._async_process_executor._AsyncCheckpointProcess" in line, line
+    assert "do not convert or load the folder; nothing was unpickled here" in line, line
+    assert "writes one torch.save file" not in line, line

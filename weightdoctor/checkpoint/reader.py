@@ -688,12 +688,18 @@ def _scans_of(paths: list[Path]) -> Iterator[tuple[Path, ScanReport]]:
 # Subpackages of torch and DeepSpeed whose classes run code when built (elastic's SubprocessHandler starts a process,
 # torch.fx execs source, DeepSpeed's launcher and op builders run and compile), or open files and sockets (torch._C's
 # PyTorchFileWriter and export's PT2ArchiveWriter truncate the path they are given, c10d's FileStore creates one and
-# its TCPStore connects or listens, fsspec's filesystems connect): never vouched for as their own.
+# its TCPStore connects or listens, fsspec's filesystems connect; DCP's async save executors and stagers start a
+# process that joins a process group at the address they hold, a thread pool, or make folders; inductor's and
+# dynamo's compile pools and the debug server start processes): never vouched for as their own.
 _NOT_VOUCHED = ("torch.fx", "torch.utils", "torch.testing", "torch.distributed.elastic", "torch.distributed.launcher",
                 "torch.distributed.run", "deepspeed.launcher", "deepspeed.ops", "deepspeed.autotuning",
                 "torch._C", "torch.export", "torch._export", "torch.serialization", "torch.multiprocessing",
                 "torch.onnx", "torch.profiler", "torch.autograd.profiler", "torch.distributed.distributed_c10d",
-                "torch.distributed.rendezvous", "torch.distributed.checkpoint._fsspec_filesystem")
+                "torch.distributed.rendezvous", "torch.distributed.checkpoint._fsspec_filesystem",
+                "torch.distributed.checkpoint._async_process_executor", "torch.distributed.checkpoint._async_executor",
+                "torch.distributed.checkpoint._async_thread_executor", "torch.distributed.checkpoint.staging",
+                "torch.distributed.checkpoint._pg_transport", "torch.distributed.checkpoint._experimental",
+                "torch.distributed.debug", "torch._inductor", "torch._dynamo", "torch._vendor")
 # Packages that re-export classes of those (torch.distributed's FileStore and TCPStore, torch's own bindings): a
 # genuine pickle names a class by the module that defines it (torch.distributed.checkpoint.metadata.Metadata).
 _REEXPORTING = frozenset({"torch", "torch.distributed", "torch.distributed.checkpoint", "deepspeed"})
