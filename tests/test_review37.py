@@ -9,6 +9,7 @@ import shlex
 import warnings
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.helpers import run_cli
@@ -136,3 +137,28 @@ def test_a_dcp_metadata_that_starts_dcps_async_save_process_is_refused(tmp_path:
     assert "torch.distributed.checkpoint._async_process_executor._AsyncCheckpointProcess" in line, line
     assert "do not convert or load the folder; nothing was unpickled here" in line, line
     assert "writes one torch.save file" not in line, line
+
+
+@pytest.mark.parametrize(("module", "name", "args"), [
+    # DeepSpeed's PyFileWriter.__init__ runs open(file_path, 'wb'); TorchBackend.__init__ runs
+    # torch.distributed.init_process_group(backend, timeout=..., init_method=...) at the address given.
+    ("deepspeed.io.py_file_writer", "PyFileWriter", ("victim",)),
+    ("deepspeed.comm.torch", "TorchBackend", ("gloo", None, "tcp://203.0.113.1:29500")),
+])
+def test_a_deepspeed_state_building_a_deepspeed_class_that_writes_or_connects_is_refused(
+        tmp_path: Path, module: str, name: str, args: tuple[object, ...]) -> None:
+    """zero_to_fp32.py torch.loads (weights_only=False) every global_step*/ state: one naming DeepSpeed's own
+    PyFileWriter or TorchBackend (capitalised, under deepspeed: vouched for) was let through, and the folder's error
+    named zero_to_fp32.py as the next step."""
+    folder = tmp_path / "run"
+    (folder / "global_step1").mkdir(parents=True)
+    (folder / "zero_to_fp32.py").write_text("# DeepSpeed's script\n")
+    (folder / "latest").write_text("global_step1")
+    arguments = pickle.dumps(tuple(args), protocol=2)[2:-1]  # the tuple, without PROTO and STOP
+    hostile = folder / "global_step1" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    hostile.write_bytes(b"\x80\x02c" + f"{module}\n{name}\n".encode() + arguments + b"R.")
+    result = run_cli("inspect", str(folder))
+    assert result.exit_code == 2 and result.stdout == ""
+    line = _one_line(result.stderr)
+    assert line.startswith(f"error: {hostile}: suspicious: this DeepSpeed states file names {module}.{name}"), line
+    assert "python zero_to_fp32.py" not in line, line

@@ -690,9 +690,13 @@ def _scans_of(paths: list[Path]) -> Iterator[tuple[Path, ScanReport]]:
 # PyTorchFileWriter and export's PT2ArchiveWriter truncate the path they are given, c10d's FileStore creates one and
 # its TCPStore connects or listens, fsspec's filesystems connect; DCP's async save executors and stagers start a
 # process that joins a process group at the address they hold, a thread pool, or make folders; inductor's and
-# dynamo's compile pools and the debug server start processes): never vouched for as their own.
+# dynamo's compile pools and the debug server start processes; DeepSpeed's comm backends join a process group at
+# the init_method given, its io writers open the path given for writing, its elastic agent, NVMe tools and tensor
+# swappers start processes or write swap files): never vouched for as their own.
 _NOT_VOUCHED = ("torch.fx", "torch.utils", "torch.testing", "torch.distributed.elastic", "torch.distributed.launcher",
                 "torch.distributed.run", "deepspeed.launcher", "deepspeed.ops", "deepspeed.autotuning",
+                "deepspeed.comm", "deepspeed.io", "deepspeed.nvme", "deepspeed.elasticity",
+                "deepspeed.runtime.swap_tensor", "deepspeed.runtime.checkpoint_engine",
                 "torch._C", "torch.export", "torch._export", "torch.serialization", "torch.multiprocessing",
                 "torch.onnx", "torch.profiler", "torch.autograd.profiler", "torch.distributed.distributed_c10d",
                 "torch.distributed.rendezvous", "torch.distributed.checkpoint._fsspec_filesystem",
