@@ -142,8 +142,8 @@ def test_from_pretrained_argument_names_say_the_option_here(model: Path, tmp_pat
 
 @pytest.mark.parametrize(("command", "typed", "said"), [
     (("check-dtype",), "error", "choose one of unsafe, lossy; check-dtype's levels are its verdicts, not the "
-     "severities of inspect and diff-keys: --fail-on unsafe exits 1 on an overflow or mass underflow, --fail-on "
-     "lossy on any rounding too"),
+     "severities of inspect and diff-keys: --fail-on unsafe exits 1 on an overflow, a clamped value, an inf not kept "
+     "as inf or mass underflow, --fail-on lossy on any rounding too"),
     (("check-dtype",), "warn", "choose one of unsafe, lossy; check-dtype's levels are its verdicts"),
     (("plan-devices", "--gpu", "1GB"), "error", "choose one of offload, no-fit; plan-devices' levels are its verdicts, "
      "not the severities of inspect and diff-keys: --fail-on offload exits 1 when anything is placed off the GPUs, "

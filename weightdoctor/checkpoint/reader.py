@@ -688,12 +688,22 @@ def _scans_of(paths: list[Path]) -> Iterator[tuple[Path, ScanReport]]:
 # Subpackages of torch and DeepSpeed whose classes run code when built (elastic's SubprocessHandler starts a process,
 # torch.fx execs source, DeepSpeed's launcher and op builders run and compile), or open files and sockets (torch._C's
 # PyTorchFileWriter and export's PT2ArchiveWriter truncate the path they are given, c10d's FileStore creates one and
-# its TCPStore connects or listens, fsspec's filesystems connect): never vouched for as their own.
+# its TCPStore connects or listens, fsspec's filesystems connect; DCP's async save executors and stagers start a
+# process that joins a process group at the address they hold, a thread pool, or make folders; inductor's and
+# dynamo's compile pools and the debug server start processes; DeepSpeed's comm backends join a process group at
+# the init_method given, its io writers open the path given for writing, its elastic agent, NVMe tools and tensor
+# swappers start processes or write swap files): never vouched for as their own.
 _NOT_VOUCHED = ("torch.fx", "torch.utils", "torch.testing", "torch.distributed.elastic", "torch.distributed.launcher",
                 "torch.distributed.run", "deepspeed.launcher", "deepspeed.ops", "deepspeed.autotuning",
+                "deepspeed.comm", "deepspeed.io", "deepspeed.nvme", "deepspeed.elasticity",
+                "deepspeed.runtime.swap_tensor", "deepspeed.runtime.checkpoint_engine",
                 "torch._C", "torch.export", "torch._export", "torch.serialization", "torch.multiprocessing",
                 "torch.onnx", "torch.profiler", "torch.autograd.profiler", "torch.distributed.distributed_c10d",
-                "torch.distributed.rendezvous", "torch.distributed.checkpoint._fsspec_filesystem")
+                "torch.distributed.rendezvous", "torch.distributed.checkpoint._fsspec_filesystem",
+                "torch.distributed.checkpoint._async_process_executor", "torch.distributed.checkpoint._async_executor",
+                "torch.distributed.checkpoint._async_thread_executor", "torch.distributed.checkpoint.staging",
+                "torch.distributed.checkpoint._pg_transport", "torch.distributed.checkpoint._experimental",
+                "torch.distributed.debug", "torch._inductor", "torch._dynamo", "torch._vendor")
 # Packages that re-export classes of those (torch.distributed's FileStore and TCPStore, torch's own bindings): a
 # genuine pickle names a class by the module that defines it (torch.distributed.checkpoint.metadata.Metadata).
 _REEXPORTING = frozenset({"torch", "torch.distributed", "torch.distributed.checkpoint", "deepspeed"})
@@ -1485,7 +1495,7 @@ def _no_weights_message(folder: Path) -> str:
         refuse_unsafe_deepspeed_states(folder)
         # The script beside it came with the folder, as any file of it did: DeepSpeed's own copy is the same code.
         message += ("; DeepSpeed's zero_to_fp32.py beside it gathers the weights: python zero_to_fp32.py "
-                    f"{folder} OUTDIR --safe_serialization (that script came with the folder; python -m "
+                    f"{_pasteable(folder)} OUTDIR --safe_serialization (that script came with the folder; python -m "
                     "deepspeed.utils.zero_to_fp32 runs the installed DeepSpeed's own)")
     described = None
     if distributed and _is_megatron_dist(folder / distributed[0]):
@@ -1500,8 +1510,8 @@ def _no_weights_message(folder: Path) -> str:
         described = distributed[0]  # not pointed at again as a subfolder of weights (its common.pt is none)
     elif distributed and distributed[0].startswith("pytorch_model_fsdp"):
         message += (f"; the model's weights are in {distributed[0]}/, a torch.distributed.checkpoint (DCP) folder "
-                    f"(FSDP's sharded state dict): accelerate merge-weights {folder / distributed[0]} OUTDIR writes "
-                    "them as one model.safetensors to read here")
+                    f"(FSDP's sharded state dict): accelerate merge-weights {_pasteable(folder / distributed[0])} "
+                    "OUTDIR writes them as one model.safetensors to read here")
     elif distributed:
         # A run's step folders (torchtitan's checkpoint/step-N/, a DCP save per step): accelerate's merge unwraps
         # its own single-model folder only, where a step holds the model beside optimizer, scheduler, dataloader.

@@ -68,7 +68,10 @@ def _output_given_as_argument(ctx: click_core.Context, args: Sequence[str]) -> s
     if len(positional) != 2:
         return ""
     at = positional[1]
-    words[at:at + 1] = ["-o", words[at]]
+    output = words.pop(at)
+    # After `--` every word is an argument: `-o OUT` goes before it (`convert -- a.bin -o b` read -o as a source).
+    at = words.index("--") if "--" in words[:at] else at
+    words[at:at] = ["-o", output]
     return (f"{ctx.info_name} takes its output as -o OUTPUT, not as a second argument: "
             f"{ctx.command_path} {_pasted(words)}")
 
@@ -203,7 +206,10 @@ def _json_meant(ctx: click_core.Context, option: str, args: Sequence[str]) -> st
     else:
         return ""
     rest = [*words[:at], *words[end:]]
-    rest += [] if "--json" in rest else ["--json"]
+    if "--json" not in rest:
+        # Before a `--`, after which every word is an argument (`inspect -- m --json`: "unexpected extra argument").
+        at = rest.index("--") if "--" in rest else len(rest)
+        rest[at:at] = ["--json"]
     return (f"{ctx.info_name} prints its report as one JSON object on stdout with --json: "
             f"{ctx.command_path} {_pasted(rest)}")
 

@@ -54,8 +54,8 @@ def check_dtype(
     """Simulate casting every floating tensor to fp16 / bf16 / fp8 and say what overflows, underflows or rounds.
 
     The casts are torch's own `.to(dtype)`, done tensor by tensor in bounded chunks. Verdicts: safe
-    (every value exact), lossy (rounding only), unsafe (overflow, clamping, or ≥1% of a tensor's
-    non-zero values flushed to zero).
+    (every value exact), lossy (rounding only), unsafe (overflow, clamping, an inf not kept as inf, or ≥1% of a
+    tensor's non-zero values flushed to zero).
     """
     from weightdoctor.check_dtype import VERDICTS, parse_targets, select_tensors, verdict_rank
     from weightdoctor.check_dtype import check_dtype as analyse
@@ -66,7 +66,8 @@ def check_dtype(
     if fail_on is not None:
         # `--fail-on error`, the level inspect and diff-keys take: what this command calls the levels instead.
         levels = ("check-dtype's levels are its verdicts, not the severities of inspect and diff-keys: "
-                  "--fail-on unsafe exits 1 on an overflow or mass underflow, --fail-on lossy on any rounding too")
+                  "--fail-on unsafe exits 1 on an overflow, a clamped value, an inf not kept as inf or mass underflow, "
+                  "--fail-on lossy on any rounding too")
         fail_on = choose("--fail-on", fail_on, VERDICTS[:0:-1],  # unsafe, lossy
                          meant=dict.fromkeys(("info", "warn", "warning", "error"), levels))
     from weightdoctor.commands._options import check_count
