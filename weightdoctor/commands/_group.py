@@ -37,7 +37,7 @@ def usage_line(exc: click_exceptions.UsageError, command_path: str | None = None
         if output:
             return f"error: {where}: {output} (see {where} --help)"
     if message.startswith("Got unexpected extra argument") and exc.ctx is not None:
-        split = _size_split_in_two(exc.ctx, message) or _several_sources(exc.ctx, message)
+        split = _size_split_in_two(exc.ctx, message, args) or _several_sources(exc.ctx, message)
         if split:
             return f"error: {where}: {split} (see {where} --help)"
     return f"error: {where}: {message} (see {where} --help)"
@@ -76,16 +76,28 @@ def _output_given_as_argument(ctx: click_core.Context, args: Sequence[str]) -> s
             f"{ctx.command_path} {_pasted(words)}")
 
 
-def _size_split_in_two(ctx: click_core.Context, message: str) -> str:
+def _size_split_in_two(ctx: click_core.Context, message: str, args: Sequence[str] = ()) -> str:
     """For `--gpu 24 GB` (the shell splits it: `24` went to --gpu, `GB` was left over as an extra argument), the
-    size as one word; "" for any other extra argument."""
+    size as one word; "" for any other extra argument. With `--gpu 24 GB -- model`, `GB` took the source's place
+    and the model was the extra argument: the words as typed (`args`) show the split."""
     import re
 
     from weightdoctor.units import _BINARY, _DECIMAL
 
+    units = {*_DECIMAL, *_BINARY} - {""}
+    words = list(args)
+    options = {opt: max(p.opts, key=len) for p in ctx.command.params if p.param_type_name == "option"
+               for opt in p.opts}
+    for at in range(len(words) - 2):
+        if words[at] == "--":
+            break
+        option, given, unit = words[at:at + 3]
+        if option in options and re.fullmatch(r"\d+(\.\d+)?", given.strip()) and unit.upper() in units:
+            return (f"{options[option]} {given} {unit}: a size is one word, {options[option]} "
+                    f"{_joined_size(given, unit)} (the shell split it in two)")
     extra = re.search(r"\(([^()]*)\)$", message)
     unit = extra.group(1).split()[0] if extra and extra.group(1).split() else ""
-    if unit.upper() not in {*_DECIMAL, *_BINARY} - {""}:
+    if unit.upper() not in units:
         return ""
     for param in ctx.command.params:
         if ctx.get_parameter_source(param.name or "") is not click_core.ParameterSource.COMMANDLINE:
