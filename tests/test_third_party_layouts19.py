@@ -1,0 +1,124 @@
+"""Round 19 of real third-party layouts: what transformers 5's save_pretrained writes and reads.
+
+Each test builds its files here (tiny, seeded) in the layout transformers writes or reads, and holds
+weightdoctor to what transformers itself does with them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.helpers import run_json
+
+HIDDEN, INTERMEDIATE, VOCAB = 32, 64, 96
+LINEARS = {"self_attn.q_proj": (HIDDEN, HIDDEN), "self_attn.k_proj": (16, HIDDEN), "self_attn.v_proj": (16, HIDDEN),
+           "self_attn.o_proj": (HIDDEN, HIDDEN), "mlp.gate_proj": (INTERMEDIATE, HIDDEN),
+           "mlp.up_proj": (INTERMEDIATE, HIDDEN), "mlp.down_proj": (HIDDEN, INTERMEDIATE)}
+
+
+def _llama_config(**extra: object) -> dict:
+    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
+            "intermediate_size": INTERMEDIATE, "num_attention_heads": 2, "num_key_value_heads": 1,
+            "num_hidden_layers": 1, "vocab_size": VOCAB, "dtype": "float16", "tie_word_embeddings": False, **extra}
+
+
+def _dense_rest() -> dict[str, torch.Tensor]:
+    return {"model.embed_tokens.weight": torch.randn(VOCAB, HIDDEN).half(),
+            "lm_head.weight": torch.randn(VOCAB, HIDDEN).half(),
+            "model.norm.weight": torch.ones(HIDDEN).half(),
+            "model.layers.0.input_layernorm.weight": torch.ones(HIDDEN).half(),
+            "model.layers.0.post_attention_layernorm.weight": torch.ones(HIDDEN).half()}
+
+
+def _gptq_folder(folder: Path, method: str) -> Path:
+    """A GPTQ (or AWQ) 4-bit Llama as AutoGPTQ / AutoAWQ save it: int32 `qweight` / `qzeros`, fp16 `scales`."""
+    torch.manual_seed(0)
+    tensors = _dense_rest()
+    group = 16
+    for name, (rows, cols) in LINEARS.items():
+        prefix = f"model.layers.0.{name}."
+        if method == "gptq":
+            tensors[prefix + "qweight"] = torch.randint(0, 2**31 - 1, (cols // 8, rows), dtype=torch.int32)
+            tensors[prefix + "g_idx"] = torch.arange(cols, dtype=torch.int32) // group
+        else:
+            tensors[prefix + "qweight"] = torch.randint(0, 2**31 - 1, (cols, rows // 8), dtype=torch.int32)
+        tensors[prefix + "qzeros"] = torch.randint(0, 2**31 - 1, (cols // group, rows // 8), dtype=torch.int32)
+        tensors[prefix + "scales"] = torch.rand(cols // group, rows).half()
+    folder.mkdir()
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    quantization = {"quant_method": method, "bits": 4, "group_size": group}
+    quantization.update({"desc_act": False, "sym": True} if method == "gptq"
+                        else {"zero_point": True, "version": "gemm"})
+    (folder / "config.json").write_text(json.dumps(_llama_config(quantization_config=quantization)))
+    return folder
+
+
+def _bnb4_folder(folder: Path) -> Path:
+    """A bitsandbytes nf4 Llama as save_pretrained writes it: packed uint8 `weight` [n*k/2, 1] with its state."""
+    torch.manual_seed(0)
+    tensors = _dense_rest()
+    for name, (rows, cols) in LINEARS.items():
+        prefix = f"model.layers.0.{name}.weight"
+        state = json.dumps({"quant_type": "nf4", "blocksize": 64, "dtype": "float16", "shape": [rows, cols]}).encode()
+        tensors[prefix] = torch.randint(0, 255, (rows * cols // 2, 1), dtype=torch.uint8)
+        tensors[prefix + ".absmax"] = torch.rand(rows * cols // 64)
+        tensors[prefix + ".quant_map"] = torch.rand(16)
+        tensors[prefix + ".quant_state.bitsandbytes__nf4"] = torch.tensor(list(state), dtype=torch.uint8)
+    folder.mkdir()
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(_llama_config(quantization_config={
+        "quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_compute_dtype": "float16"})))
+    return folder
+
+
+@pytest.mark.parametrize(("method", "package", "said"), [
+    ("gptq", "optimum", "Loading a GPTQ quantized model requires optimum"),
+    ("awq", "gptqmodel", "Loading an AWQ quantized model requires gptqmodel"),
+    ("bitsandbytes", "bitsandbytes", "4-bit quantization requires bitsandbytes"),
+])
+def test_diff_keys_model_class_says_from_pretrained_raises_without_the_quantizers_package(
+        tmp_path: Path, method: str, package: str, said: str) -> None:
+    """A GPTQ / AWQ / bitsandbytes checkpoint's config, none of their packages installed: transformers'
+    quantizer raises ImportError in validate_environment, before from_pretrained loads a weight. diff-keys
+    --model-class listed the packed tensors and scales (info) and never said the load cannot start here; only
+    compressed-tensors had that note. The note now comes from transformers' own quantizer, in its words."""
+    pytest.importorskip("transformers")
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed here")
+    import transformers
+
+    folder = _bnb4_folder(tmp_path / "m") if method == "bitsandbytes" else _gptq_folder(tmp_path / "m", method)
+    with pytest.raises(ImportError, match=said):  # the oracle: what from_pretrained does here
+        transformers.LlamaForCausalLM.from_pretrained(folder)
+    code, data = run_json("diff-keys", str(folder), "--model-class", "LlamaForCausalLM")
+    assert code == 0, data
+    notes = [n for n in data["notes"] if n.startswith("from_pretrained raises ImportError here before it loads")]
+    assert len(notes) == 1 and said in notes[0], data["notes"]
+    # The keys are still compared as the quantizer reads them: side tensors unexpected, reason quantization.
+    assert data["unexpected"] and {u["reason"] for u in data["unexpected"]} == {"quantization"}
+
+
+def test_diff_keys_model_class_fp8_on_cpu_has_no_raise_note(tmp_path: Path) -> None:
+    """transformers loads a block-wise FP8 checkpoint on CPU (dequantized): no 'raises' note there."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    tensors = _dense_rest()
+    for name, (rows, cols) in LINEARS.items():
+        prefix = f"model.layers.0.{name}."
+        tensors[prefix + "weight"] = torch.randn(rows, cols).to(torch.float8_e4m3fn)
+        tensors[prefix + "weight_scale_inv"] = torch.rand(rows // 16, cols // 16)
+    folder = tmp_path / "fp8"
+    folder.mkdir()
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(_llama_config(quantization_config={
+        "quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [16, 16]})))
+    transformers.LlamaForCausalLM.from_pretrained(folder)  # loads here
+    code, data = run_json("diff-keys", str(folder), "--model-class", "LlamaForCausalLM")
+    assert code == 0 and not [n for n in data["notes"] if "raises" in n], data["notes"]
