@@ -122,3 +122,52 @@ def test_diff_keys_model_class_fp8_on_cpu_has_no_raise_note(tmp_path: Path) -> N
     transformers.LlamaForCausalLM.from_pretrained(folder)  # loads here
     code, data = run_json("diff-keys", str(folder), "--model-class", "LlamaForCausalLM")
     assert code == 0 and not [n for n in data["notes"] if "raises" in n], data["notes"]
+
+
+def _self_attention_cache_bytes(model: torch.nn.Module, tokens: int, **inputs: torch.Tensor) -> int:
+    """Bytes of the decoder self-attention keys and values transformers' cache holds after one forward."""
+    with torch.no_grad():
+        out = model(decoder_input_ids=torch.ones(1, tokens, dtype=torch.long), use_cache=True, **inputs)
+    cache = out.past_key_values
+    cache = getattr(cache, "self_attention_cache", cache)
+    return sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+
+
+@pytest.mark.parametrize("kind", ["bert2bert", "vit-gpt2", "trocr"])
+def test_plan_devices_kv_cache_of_a_composite_encoder_decoder_is_its_decoders(tmp_path: Path, kind: str) -> None:
+    """EncoderDecoderModel (bert2bert) and VisionEncoderDecoderModel (ViT-GPT2 captioning, TrOCR) keep each half's
+    config under `encoder` / `decoder`: plan-devices --kv-cache refused them ("needs --seq-len", then "config has no
+    num_hidden_layers / num_attention_heads / hidden_size"). It now sizes the decoder's self-attention cache, to the
+    byte of what transformers' cache holds after a forward of that many tokens (the encoder sized differently, so
+    reading its values would show), and says the cross-attention cache comes on top."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    bert = {"vocab_size": 64, "intermediate_size": 32, "max_position_embeddings": 24}
+    if kind == "bert2bert":
+        encoder = transformers.BertConfig(**bert, hidden_size=24, num_hidden_layers=1, num_attention_heads=2)
+        decoder = transformers.BertConfig(**bert, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                                          is_decoder=True, add_cross_attention=True)
+        config = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+        model = transformers.EncoderDecoderModel(config=config)
+        inputs = {"input_ids": torch.ones(1, 5, dtype=torch.long)}
+    else:
+        encoder = transformers.ViTConfig(hidden_size=24, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, image_size=28, patch_size=14)
+        decoder = (transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=3, n_head=4, n_positions=24,
+                                           is_decoder=True, add_cross_attention=True) if kind == "vit-gpt2" else
+                   transformers.TrOCRConfig(vocab_size=64, d_model=32, decoder_layers=3, decoder_attention_heads=4,
+                                            decoder_ffn_dim=32, max_position_embeddings=24,
+                                            cross_attention_hidden_size=24))
+        config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+        model = transformers.VisionEncoderDecoderModel(config=config)
+        inputs = {"pixel_values": torch.randn(1, 3, 28, 28)}
+    model.eval()
+    folder = tmp_path / kind
+    model.save_pretrained(folder)
+    expected = _self_attention_cache_bytes(model, 24, **inputs)  # the oracle: 24 = the decoder's max positions
+    code, data = run_json("plan-devices", str(folder), "--kv-cache", "--gpu", "1GB", "--dtype", "fp32")
+    assert code == 0, data
+    kv = data["kv_cache"]
+    assert (kv["seq_len"], kv["num_layers"], kv["num_kv_heads"], kv["head_dim"]) == (24, 3, 4, 8)
+    assert kv["total_bytes"] == expected == 3 * 2 * 4 * 8 * 24 * 4
+    assert "cross-attention cache adds as much per encoder token" in kv["note"]

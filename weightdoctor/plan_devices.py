@@ -2138,6 +2138,31 @@ def recurrent_state_bytes(config: dict[str, Any], torch_dtype: str, batch: int) 
     return total or None
 
 
+# transformers' composite encoder-decoders (EncoderDecoderModel: bert2bert; VisionEncoderDecoderModel: TrOCR, Donut,
+# ViT-GPT2 captioning; SpeechEncoderDecoderModel): the config keeps each half whole under `encoder` and `decoder`.
+COMPOSITE_ENCODER_DECODERS = frozenset({"encoder-decoder", "vision-encoder-decoder", "speech-encoder-decoder"})
+
+
+def decoder_text_config(config: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The sub-config whose decoder the KV cache is sized from, and whether it is a composite encoder-decoder's
+    `decoder` (whose layers also cache cross-attention keys and values).
+
+    LLaVA and its kin keep the language model in `text_config`; EncoderDecoderModel and its vision and speech
+    kin the decoder in `decoder` (a BERT, GPT-2, TrOCR or MBart config); other models are their own.
+
+    Example:
+        >>> decoder_text_config({"model_type": "vision-encoder-decoder", "decoder": {"n_layer": 2}})
+        ({'n_layer': 2}, True)
+    """
+    text = config.get("text_config")
+    if isinstance(text, dict):
+        return text, False
+    decoder = config.get("decoder")
+    if config.get("model_type") in COMPOSITE_ENCODER_DECODERS and isinstance(decoder, dict):
+        return decoder, True
+    return config, False
+
+
 def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq_len: int) -> KVCacheEstimate:
     """KV cache of a decoder for `batch` sequences of `seq_len` tokens: 2 x layers x kv_heads x head_dim.
 
@@ -2159,7 +2184,7 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
         raise UsageError("--kv-cache needs the model's config.json")
     if batch < 1 or seq_len < 1:
         raise UsageError("--batch and --seq-len must be at least 1")
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    text, composite = decoder_text_config(config)
     # Decoder self-attention cache; names as the configs spell them (llama, gpt2, t5, ...). An encoder-decoder's
     # decoder sizes come first: Whisper's and BART's num_hidden_layers, where present, count the encoder's layers.
     layers = (text.get("decoder_layers") or text.get("num_decoder_layers") or text.get("num_hidden_layers")
@@ -2203,7 +2228,7 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
             sliding = isinstance(window, int) and window > 0 and (kind is None or kind == "sliding_attention")
             attention.append(("sliding_attention" if sliding else "full_attention", window if sliding else None))
     notes = []
-    if text.get("is_encoder_decoder") or "decoder_layers" in text or "num_decoder_layers" in text:
+    if composite or text.get("is_encoder_decoder") or "decoder_layers" in text or "num_decoder_layers" in text:
         notes.append("the decoder's self-attention only: the cross-attention cache adds as much per encoder token")
     latent, rope = text.get("kv_lora_rank"), text.get("qk_rope_head_dim")
     if isinstance(latent, int) and isinstance(rope, int) and latent > 0 and rope >= 0:
