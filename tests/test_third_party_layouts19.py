@@ -171,3 +171,39 @@ def test_plan_devices_kv_cache_of_a_composite_encoder_decoder_is_its_decoders(tm
     assert (kv["seq_len"], kv["num_layers"], kv["num_kv_heads"], kv["head_dim"]) == (24, 3, 4, 8)
     assert kv["total_bytes"] == expected == 3 * 2 * 4 * 8 * 24 * 4
     assert "cross-attention cache adds as much per encoder token" in kv["note"]
+
+
+@pytest.mark.parametrize("kind", ["bert2bert", "trocr", "vit-gpt2"])
+def test_inspect_config_summary_of_a_composite_encoder_decoder_reads_its_decoder(tmp_path: Path, kind: str) -> None:
+    """A VisionEncoderDecoderModel / EncoderDecoderModel config.json keeps its halves under `encoder` / `decoder`:
+    inspect's config panel showed model_type and architectures only (hidden_size, layers, heads, vocab_size all
+    null). It now reads the decoder, the text side, as it reads LLaVA's text_config, with TrOCR's
+    decoder_layers / decoder_attention_heads read as transformers' attribute_map reads them."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    bert = {"vocab_size": 64, "intermediate_size": 32, "max_position_embeddings": 24}
+    if kind == "bert2bert":
+        encoder = transformers.BertConfig(**bert, hidden_size=24, num_hidden_layers=1, num_attention_heads=2)
+        decoder = transformers.BertConfig(**bert, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                                          is_decoder=True, add_cross_attention=True)
+        config = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    else:
+        encoder = transformers.ViTConfig(hidden_size=24, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, image_size=28, patch_size=14)
+        decoder = (transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=3, n_head=4, n_positions=24,
+                                           is_decoder=True, add_cross_attention=True) if kind == "vit-gpt2" else
+                   transformers.TrOCRConfig(vocab_size=64, d_model=32, decoder_layers=3, decoder_attention_heads=4,
+                                            decoder_ffn_dim=32, max_position_embeddings=24,
+                                            cross_attention_hidden_size=24))
+        config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    folder = tmp_path / kind
+    folder.mkdir()
+    config.save_pretrained(folder)
+    save_file({"decoder.lm_head.weight": torch.zeros(4, 4)}, folder / "model.safetensors")
+    built = transformers.AutoConfig.from_pretrained(folder).decoder  # the oracle: transformers' own reading
+    code, data = run_json("inspect", str(folder))
+    assert code == 0, data
+    summary = data["config_summary"]
+    assert summary["model_type"] == config.model_type
+    assert (summary["hidden_size"], summary["num_layers"], summary["num_heads"], summary["vocab_size"]) == (
+        built.hidden_size, built.num_hidden_layers, built.num_attention_heads, built.vocab_size) == (32, 3, 4, 64)

@@ -2138,11 +2138,6 @@ def recurrent_state_bytes(config: dict[str, Any], torch_dtype: str, batch: int) 
     return total or None
 
 
-# transformers' composite encoder-decoders (EncoderDecoderModel: bert2bert; VisionEncoderDecoderModel: TrOCR, Donut,
-# ViT-GPT2 captioning; SpeechEncoderDecoderModel): the config keeps each half whole under `encoder` and `decoder`.
-COMPOSITE_ENCODER_DECODERS = frozenset({"encoder-decoder", "vision-encoder-decoder", "speech-encoder-decoder"})
-
-
 def decoder_text_config(config: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """The sub-config whose decoder the KV cache is sized from, and whether it is a composite encoder-decoder's
     `decoder` (whose layers also cache cross-attention keys and values).
@@ -2157,6 +2152,8 @@ def decoder_text_config(config: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     text = config.get("text_config")
     if isinstance(text, dict):
         return text, False
+    from weightdoctor.structure import COMPOSITE_ENCODER_DECODERS
+
     decoder = config.get("decoder")
     if config.get("model_type") in COMPOSITE_ENCODER_DECODERS and isinstance(decoder, dict):
         return decoder, True

@@ -23,9 +23,11 @@ CONFIG_FIELDS: dict[str, tuple[str, ...]] = {
     "architectures": ("architectures", "architecture"),  # timm's config names its one architecture
     "hidden_size": ("hidden_size", "n_embd", "d_model", "dim"),
     # An encoder-decoder (BART, Marian, Whisper) writes encoder_layers / encoder_attention_heads only: transformers'
-    # attribute_map reads them as num_hidden_layers / num_attention_heads, and so does the summary.
-    "num_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "encoder_layers"),
-    "num_heads": ("num_attention_heads", "n_head", "num_heads", "n_heads", "encoder_attention_heads"),
+    # attribute_map reads them as num_hidden_layers / num_attention_heads, and so does the summary; a decoder alone
+    # (TrOCR's, a VisionEncoderDecoderModel's `decoder`) decoder_layers / decoder_attention_heads, read so too.
+    "num_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "encoder_layers", "decoder_layers"),
+    "num_heads": ("num_attention_heads", "n_head", "num_heads", "n_heads", "encoder_attention_heads",
+                  "decoder_attention_heads"),
     "num_key_value_heads": ("num_key_value_heads",),
     "vocab_size": ("vocab_size",),
     "torch_dtype": ("torch_dtype", "dtype"),
@@ -118,11 +120,19 @@ class InspectReport:
     native_params: dict[str, Any] | None = None
 
 
+# transformers' composite encoder-decoders (EncoderDecoderModel: bert2bert; VisionEncoderDecoderModel: TrOCR, Donut,
+# ViT-GPT2 captioning; SpeechEncoderDecoderModel): the config keeps each half whole under `encoder` and `decoder`.
+COMPOSITE_ENCODER_DECODERS = frozenset({"encoder-decoder", "vision-encoder-decoder", "speech-encoder-decoder"})
+
+
 def summarize_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Pick the fields people ask about from a `config.json` (looking into `text_config` too)."""
+    """Pick the fields people ask about from a `config.json` (looking into `text_config` too, and into the
+    `decoder` of a composite encoder-decoder: its text side, as LLaVA's `text_config` is)."""
     if config is None:
         return None
-    sources = [config] + [config[k] for k in ("text_config", "llm_config") if isinstance(config.get(k), dict)]
+    nested = ["text_config", "llm_config"] + (["decoder"] if config.get("model_type") in COMPOSITE_ENCODER_DECODERS
+                                              else [])
+    sources = [config] + [config[k] for k in nested if isinstance(config.get(k), dict)]
     summary: dict[str, Any] = {}
     for field_name, keys in CONFIG_FIELDS.items():
         for source in sources:
