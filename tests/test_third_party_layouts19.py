@@ -207,3 +207,32 @@ def test_inspect_config_summary_of_a_composite_encoder_decoder_reads_its_decoder
     assert summary["model_type"] == config.model_type
     assert (summary["hidden_size"], summary["num_layers"], summary["num_heads"], summary["vocab_size"]) == (
         built.hidden_size, built.num_hidden_layers, built.num_attention_heads, built.vocab_size) == (32, 3, 4, 64)
+
+
+def test_plan_devices_gguf_quantization_config_beside_safetensors_is_dense_not_an_upper_bound(tmp_path: Path) -> None:
+    """A config.json kept from a model loaded from a .gguf (`quantization_config: {quant_method: gguf}`) beside
+    plain safetensors: transformers' GGUF quantizer packs only what it reads from a .gguf file, so
+    from_pretrained(folder) builds plain Linear layers at the stored dtype. plan-devices warned that the plan
+    over-sizes "the Linear weights its quantizer keeps packed" and is an upper bound; it is exact."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    tensors = _dense_rest()
+    for name, (rows, cols) in LINEARS.items():
+        tensors[f"model.layers.0.{name}.weight"] = torch.randn(rows, cols).half()
+    folder = tmp_path / "from-gguf"
+    folder.mkdir()
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(_llama_config(quantization_config={
+        "quant_method": "gguf", "gguf_file": "model-Q4_K_M.gguf", "dequantize": False})))
+    model = transformers.LlamaForCausalLM.from_pretrained(folder)  # the oracle: what loading builds
+    linear = model.model.layers[0].mlp.gate_proj
+    assert type(linear) is torch.nn.Linear and linear.weight.dtype == torch.float16
+    stored = sum(t.numel() * t.element_size() for t in tensors.values())
+    assert sum(p.numel() * p.element_size() for p in model.parameters()) == stored
+    loaded = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])  # + rotary inv_freq
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert code == 0 and data["dtype"] == "fp16", data
+    said = " ".join(data["warnings"])
+    assert "upper bound" not in said and "keeps packed" not in said, said
+    assert "packs only weights read from a .gguf file" in said and "loads them dense" in said, said
+    assert data["devices"][0]["used_bytes"] == loaded, data["devices"][0]

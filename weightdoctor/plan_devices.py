@@ -680,7 +680,7 @@ def build_planned_model(
             warnings.append(f"the config quantizes the weights ({found[0]}): planned at the floating dtype, which "
                             "over-sizes the Linear weights transformers keeps in 8 or 4 bits (about 2x or 4x); the "
                             "plan is an upper bound")
-        elif found is not None and (dense := _loads_dense(checkpoint.config)):
+        elif found is not None and (dense := _loads_dense(checkpoint.config, bool(checkpoint.tensors))):
             warnings.append(f"the config quantizes the weights ({found[0]}), but {dense}: transformers loads them "
                             "dense, at the floating dtype planned here")
         elif found is not None and (sparsity := _sparsity_only(checkpoint.config)) is not None:
@@ -985,16 +985,24 @@ def _is_fine_grained_fp8(config: dict[str, Any] | None) -> bool:
     return quantization is not None and not quantization.get("dequantize")
 
 
-def _loads_dense(config: dict[str, Any] | None) -> str | None:
+def _loads_dense(config: dict[str, Any] | None, has_weights: bool = True) -> str | None:
     """Why from_pretrained loads this quantized config's Linear weights dense, at the dtype it is given (in words,
     for a warning), else None.
 
     transformers' CompressedTensorsConfig and MetalConfig read `dequantize: true` (compressed-tensors also the
     deprecated `run_compressed: false`) from config.json and dequantize every weight at load; a compressed-tensors
     `quantization_status` other than "compressed" means the weights were never packed, and they stay dense.
+    A GgufConfig (`quant_method: gguf`, in the config of a model once loaded from a .gguf) packs only what it reads
+    from a .gguf file (`gguf_file=`): beside safetensors or .bin weights (`has_weights`) its quantizer is left
+    unsupported and the weights load as they are stored.
     """
     quantization = (config or {}).get("quantization_config")
-    if not isinstance(quantization, dict) or quantization.get("quant_method") not in ("compressed-tensors", "metal"):
+    if not isinstance(quantization, dict):
+        return None
+    if quantization.get("quant_method") == "gguf" and has_weights:
+        return ("its quantization_config is GGUF's, which packs only weights read from a .gguf file (from_pretrained's "
+                "gguf_file=), not these")
+    if quantization.get("quant_method") not in ("compressed-tensors", "metal"):
         return None
     method = quantization["quant_method"]
     if quantization.get("dequantize") is True:
