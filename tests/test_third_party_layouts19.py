@@ -236,3 +236,36 @@ def test_plan_devices_gguf_quantization_config_beside_safetensors_is_dense_not_a
     assert "upper bound" not in said and "keeps packed" not in said, said
     assert "packs only weights read from a .gguf file" in said and "loads them dense" in said, said
     assert data["devices"][0]["used_bytes"] == loaded, data["devices"][0]
+
+
+def test_plan_devices_remote_architecture_of_a_known_model_type_plans_the_class_auto_builds(tmp_path: Path) -> None:
+    """mosaicml/mpt-7b's config: model_type "mpt" (transformers has it) but architectures ["MPTForCausalLM"], its
+    remote code's class (auto_map). AutoModelForCausalLM.from_pretrained without trust_remote_code builds
+    transformers' MptForCausalLM and places its MptBlocks whole; plan-devices said "transformers has no model
+    class 'MPTForCausalLM'" and planned a tree of tensor names instead. It now plans MptForCausalLM, to the
+    device map transformers computes, says why, and never touches the remote code."""
+    transformers = pytest.importorskip("transformers")
+    from fixtures.plan_devices import from_pretrained_device_map
+
+    torch.manual_seed(0)
+    config = transformers.MptConfig(vocab_size=VOCAB, d_model=HIDDEN, n_heads=2, n_layers=4, max_seq_len=32)
+    folder = tmp_path / "mpt-7b"
+    transformers.MptForCausalLM(config).save_pretrained(folder)
+    saved = json.loads((folder / "config.json").read_text())
+    saved["architectures"] = ["MPTForCausalLM"]
+    saved["auto_map"] = {"AutoConfig": "configuration_mpt.MPTConfig",
+                         "AutoModelForCausalLM": "modeling_mpt.MPTForCausalLM"}
+    (folder / "config.json").write_text(json.dumps(saved))
+    ran = tmp_path / "remote-code-ran"
+    for module in ("configuration_mpt", "modeling_mpt"):
+        (folder / f"{module}.py").write_text(f"open({str(ran)!r}, 'w').write('{module}')\n")
+    gpus = [12_000, 12_000]
+    expected = from_pretrained_device_map(folder, "auto", {0: gpus[0], 1: gpus[1], "cpu": 10**9},
+                                          model_class=transformers.AutoModelForCausalLM)
+    code, data = run_json("plan-devices", str(folder), "--gpu", "12000B", "--gpu", "12000B", "--cpu", "1GB")
+    assert code == 0, data
+    assert data["model_class"] == "MptForCausalLM"
+    assert data["device_map"] == expected
+    said = " ".join(data["warnings"])
+    assert "MPTForCausalLM is no transformers class" in said and "AutoModelForCausalLM.from_pretrained" in said
+    assert not ran.exists()

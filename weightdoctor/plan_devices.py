@@ -742,7 +742,20 @@ def build_planned_model(
     diffusers = checkpoint.config is not None and isinstance(checkpoint.config.get("_class_name"), str)
     if checkpoint.config is not None and checkpoint.config.get("model_type") and not diffusers:
         try:
-            model = _build_from_config(checkpoint.config, DTYPES[dtype][0], model_class)
+            built_class = model_class
+            if model_class is None:
+                from weightdoctor.meta_model import native_class_for_remote_architecture
+
+                native = native_class_for_remote_architecture(checkpoint.config)
+                if native is not None:
+                    built_class = native[0]
+                    warnings.append(
+                        f"config.json's architecture {checkpoint.config['architectures'][0]} is no transformers "
+                        f"class (remote code{' its auto_map names' if checkpoint.config.get('auto_map') else ''}, "
+                        f"which weightdoctor never runs): planned as {native[0]}, what {native[1]}.from_pretrained "
+                        f"builds for model_type {checkpoint.config['model_type']!r} without trust_remote_code; "
+                        "with it the repo's own code builds the model, which may place otherwise")
+            model = _build_from_config(checkpoint.config, DTYPES[dtype][0], built_class)
             if dtype in FLOAT_DTYPES and _fp8_embeddings(checkpoint.config):
                 # Dequantized, transformers' FP8 quantizer still keeps the embedding tables it names in FP8.
                 try:
