@@ -269,3 +269,28 @@ def test_plan_devices_remote_architecture_of_a_known_model_type_plans_the_class_
     said = " ".join(data["warnings"])
     assert "MPTForCausalLM is no transformers class" in said and "AutoModelForCausalLM.from_pretrained" in said
     assert not ran.exists()
+
+
+def test_check_dtype_kept_fp32_at_load_for_a_remote_architecture_of_a_known_type(tmp_path: Path) -> None:
+    """A T5 whose config names a remote-code class (architectures ["MyT5ForConditionalGeneration"], auto_map):
+    AutoModelForSeq2SeqLM.from_pretrained(dtype=float16) builds T5ForConditionalGeneration and keeps its `wo`
+    weights in float32 (_keep_in_fp32_modules). check-dtype's kept_fp32_at_load was null (the class could not be
+    built by that name), so an fp16 overflow in `wo` read as one the load hits; it now lists what the load keeps."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=VOCAB, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2))
+    with torch.no_grad():
+        model.encoder.block[0].layer[1].DenseReluDense.wo.weight[0, 0] = 1e6  # overflows fp16
+    folder = tmp_path / "t5-remote"
+    model.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["architectures"] = ["MyT5ForConditionalGeneration"]
+    config["auto_map"] = {"AutoModelForSeq2SeqLM": "modeling_my_t5.MyT5ForConditionalGeneration"}
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = transformers.AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=torch.float16)  # the oracle
+    expected = sorted(n for n, p in loaded.named_parameters() if p.dtype == torch.float32)
+    assert expected and all(".wo." in n for n in expected)
+    code, data = run_json("check-dtype", str(folder), "--target", "fp16")
+    assert code == 0, data
+    assert data["targets"]["fp16"]["kept_fp32_at_load"] == expected

@@ -186,8 +186,14 @@ def native_class_for_remote_architecture(config: Any) -> tuple[str, str] | None:
 
 
 def resolve_model_class(config: PretrainedConfig, model_class: str | None = None) -> type:
-    """The class to build: `model_class` by name, else the config's first architecture, else AutoModel's."""
+    """The class to build: `model_class` by name, else the config's first architecture (where that is remote code's
+    of a model type transformers knows, the class its Auto class builds without trust_remote_code:
+    `native_class_for_remote_architecture`), else AutoModel's."""
     name = model_class or next(iter(getattr(config, "architectures", None) or []), None)
+    if model_class is None and name is not None:
+        native = native_class_for_remote_architecture(
+            {"model_type": getattr(config, "model_type", None), "architectures": [name]})
+        name = native[0] if native is not None else name
     if name is None:
         from transformers import AutoModel
 
