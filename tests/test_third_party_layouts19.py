@@ -294,3 +294,48 @@ def test_check_dtype_kept_fp32_at_load_for_a_remote_architecture_of_a_known_type
     code, data = run_json("check-dtype", str(folder), "--target", "fp16")
     assert code == 0, data
     assert data["targets"]["fp16"]["kept_fp32_at_load"] == expected
+
+
+def test_diff_keys_model_class_says_why_a_gptq_moe_checkpoints_experts_do_not_load(tmp_path: Path) -> None:
+    """A GPTQ Qwen2-MoE as GPTQModel writes it: each expert a quantized Linear (`experts.0.gate_proj.qweight`).
+    transformers 5 builds the experts fused (`experts.gate_up_proj`, 3-D) and its GPTQ quantizer replaces
+    nn.Linear layers only. plan-devices refused it, saying so; diff-keys --model-class listed the fused experts
+    as missing with reason "unknown" ("no known cause") beside the qweights as quantizer side tensors (info),
+    and never said why. It now carries the same explanation as a note."""
+    transformers = pytest.importorskip("transformers")
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    model = transformers.Qwen2MoeForCausalLM(transformers.Qwen2MoeConfig(
+        vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
+        shared_expert_intermediate_size=32))
+    folder = tmp_path / "qwen2-moe-gptq"
+    model.save_pretrained(folder)  # per-expert Linear weights, as checkpoints on the Hub store them
+    stored = {}
+    for path in folder.glob("*.safetensors"):
+        stored.update(load_file(path))
+        path.unlink()
+    quantized = {}
+    for name, tensor in stored.items():
+        if name.endswith("_proj.weight"):
+            rows, cols = tensor.shape
+            prefix = name.removesuffix(".weight")
+            quantized[prefix + ".qweight"] = torch.randint(0, 2**31 - 1, (cols // 8, rows), dtype=torch.int32)
+            quantized[prefix + ".qzeros"] = torch.randint(0, 2**31 - 1, (cols // 16, rows // 8), dtype=torch.int32)
+            quantized[prefix + ".scales"] = torch.rand(cols // 16, rows).half()
+        else:
+            quantized[name] = tensor.half()
+    save_file(quantized, folder / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": 16, "desc_act": False}
+    (folder / "config.json").write_text(json.dumps(config))
+    assert "model.layers.0.mlp.experts.0.gate_proj.qweight" in quantized
+    code, data = run_json("diff-keys", str(folder), "--model-class", "Qwen2MoeForCausalLM")
+    missing = {item["name"] for item in data["missing"]}
+    assert {"model.layers.0.mlp.experts.gate_up_proj", "model.layers.0.mlp.experts.down_proj"} <= missing
+    notes = [n for n in data["notes"] if "stores its MoE experts as quantized Linear layers" in n]
+    assert len(notes) == 1 and "replaces nn.Linear layers only" in notes[0], data["notes"]
+    assert "experts fused (model.layers.0.mlp.experts." in notes[0]
+    refused = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert refused == (2, None)  # the same finding, where no device map can be planned

@@ -782,6 +782,11 @@ def diff_checkpoint_against_model(
         non_tensor_keys=checkpoint.non_tensor_keys if checkpoint.nested_key is None else None,
     )
     report.revision_a, report.resolved_a = checkpoint.revision, checkpoint.location
+    from weightdoctor.plan_devices import quantized_experts_not_loaded
+
+    if (experts := quantized_experts_not_loaded(model, checkpoint)) is not None:
+        # The fused experts read as missing for "no known cause", the per-expert qweights as side tensors (info).
+        report.notes.append(experts)
     if foreign:
         if report.matched == 0:
             # None of A's weights would load, into a class A's own config cannot build either (BertModel on a

@@ -783,7 +783,7 @@ def build_planned_model(
             if config_quantizer is not None:
                 _size_config_quantization(planned, checkpoint, config_quantizer)
                 planned.label = quantized_float_label(checkpoint.config)
-            dropped = _quantized_experts_not_loaded(model, checkpoint)
+            dropped = quantized_experts_not_loaded(model, checkpoint)
         except UsageError as exc:
             if not checkpoint.tensors or model_class is not None:
                 exc.path = exc.path or checkpoint.source
@@ -924,7 +924,7 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
 _LINEAR_QUANT_LEAVES = ("qweight", "qzeros", "scales", "g_idx")
 
 
-def _quantized_experts_not_loaded(model: Any, checkpoint: Checkpoint) -> str | None:
+def quantized_experts_not_loaded(model: Any, checkpoint: Checkpoint) -> str | None:
     """Why from_pretrained does not load a GPTQ or AWQ checkpoint's MoE experts, in a line; None when it does.
 
     GPTQ (optimum's `convert_model`) and AWQ (`replace_with_awq_linear`) replace `nn.Linear` layers only. The
