@@ -339,3 +339,33 @@ def test_diff_keys_model_class_says_why_a_gptq_moe_checkpoints_experts_do_not_lo
     assert "experts fused (model.layers.0.mlp.experts." in notes[0]
     refused = run_json("plan-devices", str(folder), "--gpu", "1GB")
     assert refused == (2, None)  # the same finding, where no device map can be planned
+
+
+def test_inspect_warns_that_a_folders_auto_map_code_runs_with_trust_remote_code(tmp_path: Path) -> None:
+    """A trust_remote_code repo: config.json's auto_map names modeling_*.py beside safetensors weights. inspect's
+    security line said "safe (safetensors: no pickle, no code)" and nothing else, while
+    from_pretrained(trust_remote_code=True) imports and runs those files. It now warns, naming them (and one of
+    another repo, `org/repo--module.Class`), and still runs none of them."""
+    torch.manual_seed(0)
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    save_file(_dense_rest(), folder / "model.safetensors", metadata={"format": "pt"})
+    ran = tmp_path / "ran"
+    (folder / "modeling_custom.py").write_text(f"open({str(ran)!r}, 'w').write('ran')\n")
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "custom", "architectures": ["CustomForCausalLM"],
+        "auto_map": {"AutoConfig": "org/base--configuration_base.BaseConfig",
+                     "AutoModelForCausalLM": "modeling_custom.CustomForCausalLM",
+                     "AutoTokenizer": ["tokenization_custom.CustomTokenizer", None]}}))
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and data["security"]["verdict"] == "safe", data
+    warning = next(w for w in data["warnings"] if "auto_map" in w)
+    assert "modeling_custom.py in this folder" in warning
+    assert "tokenization_custom.py, not in this folder" in warning and "configuration_base.py of org/base" in warning
+    assert "trust_remote_code=True) imports and runs it" in warning
+    assert not ran.exists()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    save_file(_dense_rest(), plain / "model.safetensors", metadata={"format": "pt"})
+    (plain / "config.json").write_text(json.dumps(_llama_config()))
+    assert not [w for w in run_json("inspect", str(plain))[1]["warnings"] if "auto_map" in w]

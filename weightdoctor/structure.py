@@ -193,6 +193,41 @@ def native_params_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None
     return summary, warnings
 
 
+def remote_code_warning(checkpoint: Checkpoint) -> str | None:
+    """A config.json whose `auto_map` names Python modules of its own (`modeling_x.MyModel`, or
+    `org/repo--modeling_x.MyModel` in another repo): `from_pretrained(..., trust_remote_code=True)` imports and runs
+    them. The security verdict is of the weight files only ("safetensors: no pickle, no code"), which read as if the
+    folder held no code at all. None where there is no auto_map. weightdoctor never imports them.
+
+    Example:
+        >>> remote_code_warning(open_checkpoint("mpt-7b"))  # doctest: +SKIP
+        "config.json's auto_map names code of its own (modeling_mpt.py, configuration_mpt.py, here): ..."
+    """
+    config = checkpoint.config
+    auto_map = config.get("auto_map") if isinstance(config, dict) else None
+    if not isinstance(auto_map, dict):
+        return None
+    references = [ref for value in auto_map.values() for ref in (value if isinstance(value, list) else [value])
+                  if isinstance(ref, str) and "." in ref]
+    modules = list(dict.fromkeys(ref.rpartition(".")[0] for ref in references))
+    if not modules:
+        return None
+    folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
+    here, absent, elsewhere = [], [], []
+    for module in modules:
+        repo, _, local = module.rpartition("--")
+        file = local.replace(".", "/") + ".py"
+        (elsewhere if repo else here if (folder / file).is_file() else absent).append(
+            f"{file} of {repo}" if repo else file)
+    named = "; ".join(part for part in (
+        f"{', '.join(here[:6])} in this folder" if here else "",
+        f"{', '.join(absent[:6])}, not in this folder" if absent else "",
+        f"{', '.join(elsewhere[:6])}" if elsewhere else "") if part)
+    return (f"config.json's auto_map names code of its own ({named}): "
+            "from_pretrained(..., trust_remote_code=True) imports and runs it, and the security verdict covers the "
+            "weight files only; weightdoctor never runs it: read it before passing trust_remote_code")
+
+
 def timm_head_warning(checkpoint: Checkpoint) -> str | None:
     """A timm config.json whose `num_classes` the classifier its `pretrained_cfg.classifier` names does not have
     (a model fine-tuned to another class count under the original config): timm.create_model(pretrained=True)
@@ -719,7 +754,8 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         tensors=rows,
         filter=name_filter,
         warnings=[*checkpoint.warnings, *([adapter_problem] if adapter_problem else []), *params_problems,
-                  *filter(None, [timm_head_warning(checkpoint), ldm_ema_copy_warning(checkpoint),
+                  *filter(None, [remote_code_warning(checkpoint), timm_head_warning(checkpoint),
+                                 ldm_ema_copy_warning(checkpoint),
                                  controlnet_beside_sd_warning(checkpoint), mmcv_ema_copy_warning(checkpoint),
                                  momentum_encoder_copy_warning(checkpoint),
                                  student_teacher_copy_warning(checkpoint), wrapper_prefix_warning(checkpoint)]),
