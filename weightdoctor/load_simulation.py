@@ -36,7 +36,7 @@ from weightdoctor.dtypes import FLOATING
 from weightdoctor.errors import SourceNotFound, UsageError, clip_middle
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.paths import expand_user
-from weightdoctor.quantized import quantizer_package_missing
+from weightdoctor.quantized import quantizer_load_error
 from weightdoctor.renames import Rename, apply_renames
 
 if TYPE_CHECKING:
@@ -442,9 +442,10 @@ def diff_against_model(
     if quantization:
         notes.append(f"the config asks for {quantization} quantization: the meta model is built unquantized, so "
                      "quantized weights and their side tensors are told apart by name and dtype")
-        missing_package = quantizer_package_missing(quantization)
-        if missing_package:
-            notes.append(missing_package)
+        with _quiet_transformers():  # a quantizer logs what it falls back to (FP8 dequantized on CPU)
+            cannot_load = quantizer_load_error(getattr(model.config, "quantization_config", None))
+        if cannot_load:
+            notes.append(cannot_load)
     # The dtype `from_pretrained` (dtype="auto") casts floating weights to: the config's `dtype`, in which
     # the meta model is built; with none, the checkpoint's first floating dtype, known here when A has one.
     if getattr(model.config, "dtype", None) is None:
@@ -782,6 +783,11 @@ def diff_checkpoint_against_model(
         non_tensor_keys=checkpoint.non_tensor_keys if checkpoint.nested_key is None else None,
     )
     report.revision_a, report.resolved_a = checkpoint.revision, checkpoint.location
+    from weightdoctor.plan_devices import quantized_experts_not_loaded
+
+    if (experts := quantized_experts_not_loaded(model, checkpoint)) is not None:
+        # The fused experts read as missing for "no known cause", the per-expert qweights as side tensors (info).
+        report.notes.append(experts)
     if foreign:
         if report.matched == 0:
             # None of A's weights would load, into a class A's own config cannot build either (BertModel on a

@@ -149,9 +149,58 @@ def _unknown_model_type(config: Any) -> str | None:
     return model_type if isinstance(model_type, str) and model_type and model_type not in CONFIG_MAPPING else None
 
 
+# The Auto classes whose from_pretrained a config's `architectures` suffix stands for, most specific first.
+_AUTO_CLASSES = ("AutoModelForCausalLM", "AutoModelForSeq2SeqLM", "AutoModelForMaskedLM",
+                 "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
+                 "AutoModelForQuestionAnswering", "AutoModelForImageTextToText", "AutoModelForImageClassification",
+                 "AutoModelForSpeechSeq2Seq", "AutoModelForCTC", "AutoModel")
+
+
+def native_class_for_remote_architecture(config: Any) -> tuple[str, str] | None:
+    """(class, Auto class) transformers builds for a config whose first architecture is a remote-code class it does
+    not have (mosaicml/mpt-7b's `MPTForCausalLM`, model_type "mpt") while it knows the model_type: without
+    trust_remote_code, `AutoModelForCausalLM.from_pretrained` builds its own class for the type (MptForCausalLM).
+    The Auto class is the one whose class for the type has the architecture's name (case aside), else its task
+    suffix (`ForCausalLM`; `Model` for AutoModel). None when the architecture is transformers' own, the type
+    unknown, or no Auto class matches. No code of the config's (`auto_map`) is looked at.
+
+    Example:
+        >>> native_class_for_remote_architecture({"model_type": "mpt", "architectures": ["MPTForCausalLM"]})
+        ('MptForCausalLM', 'AutoModelForCausalLM')
+    """
+    if not isinstance(config, dict):
+        return None
+    names, model_type = config.get("architectures"), config.get("model_type")
+    if not (isinstance(names, list) and names and isinstance(names[0], str) and isinstance(model_type, str)):
+        return None
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    wanted = names[0]
+    if isinstance(getattr(transformers, wanted, None), type) or model_type not in CONFIG_MAPPING:
+        return None
+    found: list[tuple[str, str]] = []
+    for auto_name in _AUTO_CLASSES:
+        classes = getattr(transformers, auto_name)._model_mapping._model_mapping.get(model_type)
+        for name in [classes] if isinstance(classes, str) else list(classes or []):
+            found.append((name, auto_name))
+    same = next((pair for pair in found if pair[0].lower() == wanted.lower()), None)
+    if same is not None:
+        return same
+    suffix = wanted[wanted.find("For"):] if "For" in wanted else "Model" if wanted.endswith("Model") else None
+    return next((pair for pair in found if suffix and pair[0].endswith(suffix)
+                 and (suffix != "Model" or pair[1] == "AutoModel")), None)
+
+
 def resolve_model_class(config: PretrainedConfig, model_class: str | None = None) -> type:
-    """The class to build: `model_class` by name, else the config's first architecture, else AutoModel's."""
+    """The class to build: `model_class` by name, else the config's first architecture (where that is remote code's
+    of a model type transformers knows, the class its Auto class builds without trust_remote_code:
+    `native_class_for_remote_architecture`), else AutoModel's."""
     name = model_class or next(iter(getattr(config, "architectures", None) or []), None)
+    if model_class is None and name is not None:
+        native = native_class_for_remote_architecture(
+            {"model_type": getattr(config, "model_type", None), "architectures": [name]})
+        name = native[0] if native is not None else name
     if name is None:
         from transformers import AutoModel
 

@@ -680,7 +680,7 @@ def build_planned_model(
             warnings.append(f"the config quantizes the weights ({found[0]}): planned at the floating dtype, which "
                             "over-sizes the Linear weights transformers keeps in 8 or 4 bits (about 2x or 4x); the "
                             "plan is an upper bound")
-        elif found is not None and (dense := _loads_dense(checkpoint.config)):
+        elif found is not None and (dense := _loads_dense(checkpoint.config, bool(checkpoint.tensors))):
             warnings.append(f"the config quantizes the weights ({found[0]}), but {dense}: transformers loads them "
                             "dense, at the floating dtype planned here")
         elif found is not None and (sparsity := _sparsity_only(checkpoint.config)) is not None:
@@ -742,7 +742,20 @@ def build_planned_model(
     diffusers = checkpoint.config is not None and isinstance(checkpoint.config.get("_class_name"), str)
     if checkpoint.config is not None and checkpoint.config.get("model_type") and not diffusers:
         try:
-            model = _build_from_config(checkpoint.config, DTYPES[dtype][0], model_class)
+            built_class = model_class
+            if model_class is None:
+                from weightdoctor.meta_model import native_class_for_remote_architecture
+
+                native = native_class_for_remote_architecture(checkpoint.config)
+                if native is not None:
+                    built_class = native[0]
+                    warnings.append(
+                        f"config.json's architecture {checkpoint.config['architectures'][0]} is no transformers "
+                        f"class (remote code{' its auto_map names' if checkpoint.config.get('auto_map') else ''}, "
+                        f"which weightdoctor never runs): planned as {native[0]}, what {native[1]}.from_pretrained "
+                        f"builds for model_type {checkpoint.config['model_type']!r} without trust_remote_code; "
+                        "with it the repo's own code builds the model, which may place otherwise")
+            model = _build_from_config(checkpoint.config, DTYPES[dtype][0], built_class)
             if dtype in FLOAT_DTYPES and _fp8_embeddings(checkpoint.config):
                 # Dequantized, transformers' FP8 quantizer still keeps the embedding tables it names in FP8.
                 try:
@@ -770,7 +783,7 @@ def build_planned_model(
             if config_quantizer is not None:
                 _size_config_quantization(planned, checkpoint, config_quantizer)
                 planned.label = quantized_float_label(checkpoint.config)
-            dropped = _quantized_experts_not_loaded(model, checkpoint)
+            dropped = quantized_experts_not_loaded(model, checkpoint)
         except UsageError as exc:
             if not checkpoint.tensors or model_class is not None:
                 exc.path = exc.path or checkpoint.source
@@ -912,7 +925,7 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
 _LINEAR_QUANT_LEAVES = ("qweight", "qzeros", "scales", "g_idx")
 
 
-def _quantized_experts_not_loaded(model: Any, checkpoint: Checkpoint) -> str | None:
+def quantized_experts_not_loaded(model: Any, checkpoint: Checkpoint) -> str | None:
     """Why from_pretrained does not load a GPTQ or AWQ checkpoint's MoE experts, in a line; None when it does.
 
     GPTQ (optimum's `convert_model`) and AWQ (`replace_with_awq_linear`) replace `nn.Linear` layers only. The
@@ -986,16 +999,24 @@ def _is_fine_grained_fp8(config: dict[str, Any] | None) -> bool:
     return quantization is not None and not quantization.get("dequantize")
 
 
-def _loads_dense(config: dict[str, Any] | None) -> str | None:
+def _loads_dense(config: dict[str, Any] | None, has_weights: bool = True) -> str | None:
     """Why from_pretrained loads this quantized config's Linear weights dense, at the dtype it is given (in words,
     for a warning), else None.
 
     transformers' CompressedTensorsConfig and MetalConfig read `dequantize: true` (compressed-tensors also the
     deprecated `run_compressed: false`) from config.json and dequantize every weight at load; a compressed-tensors
     `quantization_status` other than "compressed" means the weights were never packed, and they stay dense.
+    A GgufConfig (`quant_method: gguf`, in the config of a model once loaded from a .gguf) packs only what it reads
+    from a .gguf file (`gguf_file=`): beside safetensors or .bin weights (`has_weights`) its quantizer is left
+    unsupported and the weights load as they are stored.
     """
     quantization = (config or {}).get("quantization_config")
-    if not isinstance(quantization, dict) or quantization.get("quant_method") not in ("compressed-tensors", "metal"):
+    if not isinstance(quantization, dict):
+        return None
+    if quantization.get("quant_method") == "gguf" and has_weights:
+        return ("its quantization_config is GGUF's, which packs only weights read from a .gguf file (from_pretrained's "
+                "gguf_file=), not these")
+    if quantization.get("quant_method") not in ("compressed-tensors", "metal"):
         return None
     method = quantization["quant_method"]
     if quantization.get("dequantize") is True:
@@ -2156,6 +2177,28 @@ def recurrent_state_bytes(config: dict[str, Any], torch_dtype: str, batch: int) 
     return total or None
 
 
+def decoder_text_config(config: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The sub-config whose decoder the KV cache is sized from, and whether it is a composite encoder-decoder's
+    `decoder` (whose layers also cache cross-attention keys and values).
+
+    LLaVA and its kin keep the language model in `text_config`; EncoderDecoderModel and its vision and speech
+    kin the decoder in `decoder` (a BERT, GPT-2, TrOCR or MBart config); other models are their own.
+
+    Example:
+        >>> decoder_text_config({"model_type": "vision-encoder-decoder", "decoder": {"n_layer": 2}})
+        ({'n_layer': 2}, True)
+    """
+    text = config.get("text_config")
+    if isinstance(text, dict):
+        return text, False
+    from weightdoctor.structure import COMPOSITE_ENCODER_DECODERS
+
+    decoder = config.get("decoder")
+    if config.get("model_type") in COMPOSITE_ENCODER_DECODERS and isinstance(decoder, dict):
+        return decoder, True
+    return config, False
+
+
 def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq_len: int) -> KVCacheEstimate:
     """KV cache of a decoder for `batch` sequences of `seq_len` tokens: 2 x layers x kv_heads x head_dim.
 
@@ -2177,7 +2220,7 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
         raise UsageError("--kv-cache needs the model's config.json")
     if batch < 1 or seq_len < 1:
         raise UsageError("--batch and --seq-len must be at least 1")
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    text, composite = decoder_text_config(config)
     # Decoder self-attention cache; names as the configs spell them (llama, gpt2, t5, ...). An encoder-decoder's
     # decoder sizes come first: Whisper's and BART's num_hidden_layers, where present, count the encoder's layers.
     layers = (text.get("decoder_layers") or text.get("num_decoder_layers") or text.get("num_hidden_layers")
@@ -2221,7 +2264,7 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
             sliding = isinstance(window, int) and window > 0 and (kind is None or kind == "sliding_attention")
             attention.append(("sliding_attention" if sliding else "full_attention", window if sliding else None))
     notes = []
-    if text.get("is_encoder_decoder") or "decoder_layers" in text or "num_decoder_layers" in text:
+    if composite or text.get("is_encoder_decoder") or "decoder_layers" in text or "num_decoder_layers" in text:
         notes.append("the decoder's self-attention only: the cross-attention cache adds as much per encoder token")
     latent, rope = text.get("kv_lora_rank"), text.get("qk_rope_head_dim")
     if isinstance(latent, int) and isinstance(rope, int) and latent > 0 and rope >= 0:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from weightdoctor.checkpoint import TensorInfo
+from weightdoctor.errors import clip_middle
 
 # Side tensors of the quantizers transformers supports (names as their checkpoints store them).
 _SIDE = re.compile(
@@ -959,28 +960,40 @@ def quantizer_transformers_lacks(config: Mapping[str, Any] | None) -> str | None
             f"this checkpoint does not hold (they start from their init); {runner}")
 
 
-# Packages transformers' quantizers import to load a quant_method's checkpoints (the ones checked here):
-# quant_method -> (import name, pip name). Without it from_pretrained raises ImportError before loading a weight.
-_QUANTIZER_PACKAGES = {"compressed-tensors": ("compressed_tensors", "compressed-tensors")}
+def quantizer_load_error(quantization_config: Any) -> str | None:
+    """Why from_pretrained cannot load a checkpoint of this `quantization_config` here, in a line, or None.
 
-
-def quantizer_package_missing(method: str | None) -> str | None:
-    """Why from_pretrained cannot load a checkpoint of this quant_method here, in a line, when its quantizer's
-    package is not installed (compressed-tensors: transformers' CompressedTensorsConfig imports it as it reads
-    the config); else None.
+    Asks the installed transformers as from_pretrained does before it loads a weight: its quantizer for the
+    config (`AutoHfQuantizer.from_config`; compressed-tensors' config imports its package there) and that
+    quantizer's `validate_environment(device_map=None, weights_only=True)`, which raises ImportError where its
+    package is missing (bitsandbytes, optimum for GPTQ, gptqmodel for AWQ) or RuntimeError where it needs a GPU.
+    Runs only transformers' own code (an `auto_map` is never looked at). None where the method is not one
+    transformers has a quantizer for (`quantizer_transformers_lacks` says that), or the quantizer accepts.
 
     Example:
-        >>> quantizer_package_missing("compressed-tensors")
-        'the compressed-tensors package is not installed here: from_pretrained raises ImportError ...'
+        >>> quantizer_load_error({"quant_method": "gptq", "bits": 4})  # optimum not installed
+        "from_pretrained raises ImportError here before it loads a weight: 'Loading a GPTQ quantized model ...'"
     """
-    import importlib.util
-
-    package = _QUANTIZER_PACKAGES.get(method) if isinstance(method, str) else None
-    if package is None or importlib.util.find_spec(package[0]) is not None:
+    if not isinstance(quantization_config, Mapping):
+        to_dict = getattr(quantization_config, "to_dict", None)
+        quantization_config = to_dict() if callable(to_dict) else None
+        if not isinstance(quantization_config, Mapping):
+            return None
+    try:
+        from transformers.quantizers.auto import AutoHfQuantizer
+    except ImportError:
         return None
-    return (f"the {package[1]} package is not installed here: from_pretrained raises ImportError on this config "
-            f"before it loads a weight (pip install {package[1]}); the keys are compared as its quantizer would "
-            "load them")
+    config = dict(quantization_config)
+    try:
+        if not AutoHfQuantizer.supports_quant_method(config):
+            return None
+        quantizer = AutoHfQuantizer.from_config(config, pre_quantized=True)
+        quantizer.validate_environment(device_map=None, weights_only=True)
+    except Exception as error:  # whatever the quantizer raises, from_pretrained raises
+        said = " ".join(str(error).split()) or type(error).__name__
+        return (f"from_pretrained raises {type(error).__name__} here before it loads a weight: "
+                f"{clip_middle(said, 240)!r}; the keys are compared as its quantizer reads them where it loads")
+    return None
 
 
 # Intel Neural Compressor's weight-only save keeps each layer's bits in a file of its own beside the weights, never a

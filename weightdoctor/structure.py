@@ -23,9 +23,11 @@ CONFIG_FIELDS: dict[str, tuple[str, ...]] = {
     "architectures": ("architectures", "architecture"),  # timm's config names its one architecture
     "hidden_size": ("hidden_size", "n_embd", "d_model", "dim"),
     # An encoder-decoder (BART, Marian, Whisper) writes encoder_layers / encoder_attention_heads only: transformers'
-    # attribute_map reads them as num_hidden_layers / num_attention_heads, and so does the summary.
-    "num_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "encoder_layers"),
-    "num_heads": ("num_attention_heads", "n_head", "num_heads", "n_heads", "encoder_attention_heads"),
+    # attribute_map reads them as num_hidden_layers / num_attention_heads, and so does the summary; a decoder alone
+    # (TrOCR's, a VisionEncoderDecoderModel's `decoder`) decoder_layers / decoder_attention_heads, read so too.
+    "num_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "encoder_layers", "decoder_layers"),
+    "num_heads": ("num_attention_heads", "n_head", "num_heads", "n_heads", "encoder_attention_heads",
+                  "decoder_attention_heads"),
     "num_key_value_heads": ("num_key_value_heads",),
     "vocab_size": ("vocab_size",),
     "torch_dtype": ("torch_dtype", "dtype"),
@@ -118,11 +120,19 @@ class InspectReport:
     native_params: dict[str, Any] | None = None
 
 
+# transformers' composite encoder-decoders (EncoderDecoderModel: bert2bert; VisionEncoderDecoderModel: TrOCR, Donut,
+# ViT-GPT2 captioning; SpeechEncoderDecoderModel): the config keeps each half whole under `encoder` and `decoder`.
+COMPOSITE_ENCODER_DECODERS = frozenset({"encoder-decoder", "vision-encoder-decoder", "speech-encoder-decoder"})
+
+
 def summarize_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Pick the fields people ask about from a `config.json` (looking into `text_config` too)."""
+    """Pick the fields people ask about from a `config.json` (looking into `text_config` too, and into the
+    `decoder` of a composite encoder-decoder: its text side, as LLaVA's `text_config` is)."""
     if config is None:
         return None
-    sources = [config] + [config[k] for k in ("text_config", "llm_config") if isinstance(config.get(k), dict)]
+    nested = ["text_config", "llm_config"] + (["decoder"] if config.get("model_type") in COMPOSITE_ENCODER_DECODERS
+                                              else [])
+    sources = [config] + [config[k] for k in nested if isinstance(config.get(k), dict)]
     summary: dict[str, Any] = {}
     for field_name, keys in CONFIG_FIELDS.items():
         for source in sources:
@@ -181,6 +191,41 @@ def native_params_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None
         warnings.append(f"params.json says vocab_size={vocab}, tok_embeddings.weight has "
                         f"{counted(embedding.shape[0], 'row', grouped=False)}")
     return summary, warnings
+
+
+def remote_code_warning(checkpoint: Checkpoint) -> str | None:
+    """A config.json whose `auto_map` names Python modules of its own (`modeling_x.MyModel`, or
+    `org/repo--modeling_x.MyModel` in another repo): `from_pretrained(..., trust_remote_code=True)` imports and runs
+    them. The security verdict is of the weight files only ("safetensors: no pickle, no code"), which read as if the
+    folder held no code at all. None where there is no auto_map. weightdoctor never imports them.
+
+    Example:
+        >>> remote_code_warning(open_checkpoint("mpt-7b"))  # doctest: +SKIP
+        "config.json's auto_map names code of its own (modeling_mpt.py, configuration_mpt.py, here): ..."
+    """
+    config = checkpoint.config
+    auto_map = config.get("auto_map") if isinstance(config, dict) else None
+    if not isinstance(auto_map, dict):
+        return None
+    references = [ref for value in auto_map.values() for ref in (value if isinstance(value, list) else [value])
+                  if isinstance(ref, str) and "." in ref]
+    modules = list(dict.fromkeys(ref.rpartition(".")[0] for ref in references))
+    if not modules:
+        return None
+    folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
+    here, absent, elsewhere = [], [], []
+    for module in modules:
+        repo, _, local = module.rpartition("--")
+        file = local.replace(".", "/") + ".py"
+        (elsewhere if repo else here if (folder / file).is_file() else absent).append(
+            f"{file} of {repo}" if repo else file)
+    named = "; ".join(part for part in (
+        f"{', '.join(here[:6])} in this folder" if here else "",
+        f"{', '.join(absent[:6])}, not in this folder" if absent else "",
+        f"{', '.join(elsewhere[:6])}" if elsewhere else "") if part)
+    return (f"config.json's auto_map names code of its own ({named}): "
+            "from_pretrained(..., trust_remote_code=True) imports and runs it, and the security verdict covers the "
+            "weight files only; weightdoctor never runs it: read it before passing trust_remote_code")
 
 
 def timm_head_warning(checkpoint: Checkpoint) -> str | None:
@@ -709,7 +754,8 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         tensors=rows,
         filter=name_filter,
         warnings=[*checkpoint.warnings, *([adapter_problem] if adapter_problem else []), *params_problems,
-                  *filter(None, [timm_head_warning(checkpoint), ldm_ema_copy_warning(checkpoint),
+                  *filter(None, [remote_code_warning(checkpoint), timm_head_warning(checkpoint),
+                                 ldm_ema_copy_warning(checkpoint),
                                  controlnet_beside_sd_warning(checkpoint), mmcv_ema_copy_warning(checkpoint),
                                  momentum_encoder_copy_warning(checkpoint),
                                  student_teacher_copy_warning(checkpoint), wrapper_prefix_warning(checkpoint)]),

@@ -114,6 +114,7 @@ def plan_devices(
         STRATEGIES,
         PlanRequest,
         build_planned_model,
+        decoder_text_config,
         load_manual_map,
         local_dtype,
         normalize_dtype,
@@ -211,9 +212,9 @@ def plan_devices(
     kv = None
     if kv_cache:
         config = planned.config or {}
-        text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-        # A decoder's length: max_target_positions for Whisper, the language model's for LLaVA and its kin,
-        # n_positions for GPT-2 (whose config.json has no max_position_embeddings).
+        text = decoder_text_config(config)[0]
+        # A decoder's length: max_target_positions for Whisper, the language model's for LLaVA and its kin, the
+        # decoder's for TrOCR and its kin, n_positions for GPT-2 (whose config.json has no max_position_embeddings).
         length = seq_len if seq_len is not None else (
             text.get("max_target_positions") or text.get("max_position_embeddings") or text.get("n_positions"))
         if not isinstance(length, int):
