@@ -1956,7 +1956,9 @@ def ensure_pickle_file(path: Path, prefix: bytes) -> str:
 
             # Bytes that do not even parse as a pickle are just not a checkpoint; imports are worse.
             report = scan_file(path)
-            if any(g.safety != "safe" for g in report.globals):
+            # A tar is read by torch.load as its legacy format (the pickles of "storages" first): one whose records
+            # the scan could not follow is said so, not "not a PyTorch pickle", which torch.load reads and unpickles.
+            if any(g.safety != "safe" for g in report.globals) or (report.container == "pytorch-tar" and report.unsafe):
                 raise UnsafePickle(f"{report.summary()}; nothing was unpickled")
             with open(path, "rb") as handle:
                 parsed = walk_pickle(handle, path.stat().st_size).error is None

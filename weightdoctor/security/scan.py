@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from weightdoctor.security import archive
-from weightdoctor.security.opcodes import GlobalImport, PickleWalk, walk_pickle
+from weightdoctor.security.opcodes import OPAQUE, GlobalImport, PickleWalk, walk_pickle
 from weightdoctor.security.policy import (
     DANGEROUS,
     INERT,
@@ -31,6 +31,7 @@ from weightdoctor.security.policy import (
     call_problem,
     classify,
     inert_in_context,
+    shown,
 )
 from weightdoctor.wording import counted, plural
 
@@ -430,8 +431,13 @@ def _walk_tar_records(region: BinaryIO, end: int, collector: _Collector, name: s
     then per record a pickle of its arguments and the raw bytes that follow it (a storage: an int64 count of
     elements and their bytes; a tensor: its ndim, sizes, strides and offset), then for storages a pickle of views.
     Carving alone found only pickles that open with PROTO or a GLOBAL line: one of protocol 4 opcodes without a
-    PROTO (STACK_GLOBAL of posix.system) went unseen, and torch.load ran it. Stops where the layout cannot be
-    followed; what lies beyond is left to carving."""
+    PROTO (STACK_GLOBAL of posix.system) went unseen, and torch.load ran it.
+
+    The records are followed as torch's loop reads them: `range(count)` of a bool (True is one record) or of a
+    negative count (none: the views pickle comes next), and arguments unpacked from a list as from a tuple. Where
+    the layout cannot be followed but torch.load may read on (a count or arguments built by a call, a storage type
+    of no known size), a problem says so: stopping there in silence called such a file safe while torch.load
+    unpickled the PROTO-less pickle after it. What lies beyond is still carved."""
     position, index = 0, 0
 
     def walk_next() -> PickleWalk | None:
@@ -445,22 +451,38 @@ def _walk_tar_records(region: BinaryIO, end: int, collector: _Collector, name: s
         position = walk.end
         return walk
 
+    def lost(what: str) -> None:
+        collector.problem(name, position, f"{what}: the scan cannot follow its records past byte {position:,}, "
+                          "where torch.load's legacy tar loader reads on and unpickles what it finds")
+
     first = walk_next()
-    count = None if first is None else first.value
-    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+    if first is None:
         return
-    for _ in range(count):
+    count = first.value
+    if not isinstance(count, int):  # bool included: range(True) is one record to torch's loop
+        lost("its record count is built by a call, not a literal the scan can read" if count is OPAQUE
+             else f"its record count is {shown(count)}, not an integer")
+        return
+    for _ in range(max(0, count)):
         if position >= end:
             return
         record = walk_next()
-        args = None if record is None else record.value
-        if not (isinstance(args, tuple) and len(args) == 3):
+        if record is None:
+            return
+        args = record.value
+        if not (isinstance(args, (tuple, list)) and len(args) == 3):
+            # torch unpacks `key, ..., ... = args`: three values of any sequence (a tensor record reads no type).
+            lost("a record's arguments are built by the pickle, not literal values the scan can read" if args is OPAQUE
+                 else f"a record's arguments are {shown(args)}, not three values")
             return
         region.seek(position)
         if role == "storages":
             element = STORAGE_ELEMENT_SIZE.get(getattr(args[2], "name", None) or "")
+            if element is None:
+                lost(f"a storage record's type is {_global_name(args[2]) or shown(args[2])}, of no size the scan knows")
+                return
             header = region.read(8)
-            if element is None or len(header) < 8 or struct.unpack("<q", header)[0] < 0:
+            if len(header) < 8 or struct.unpack("<q", header)[0] < 0:
                 return
             position += 8 + struct.unpack("<q", header)[0] * element
         else:
