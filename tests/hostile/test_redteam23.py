@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,58 @@ def test_a_legacy_tar_record_the_scan_cannot_follow_is_said_not_called_safe(tmp_
     assert result.exit_code == 2 and "suspicious: storages at byte 50" in result.stderr, result.stderr
     assert not sentinel.exists()
     assert _torch_load_runs(path, sentinel)
+
+
+# A script's own class named Module (`__torch__.Module`, as libtorch's OutputArchive names its one class), whose
+# `__setstate__` torch.jit.load runs; scripted in a child interpreter, as a second `__torch__.Module` scripted in this
+# one would be renamed by TorchScript (and rename the next test's).
+_SCRIPTED_MODULE = """
+import sys
+import torch
+
+
+class Module(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(2, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[torch.Tensor, bool]:
+        return (self.w, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, bool]) -> None:
+        print("SETSTATE_RAN")
+        self.w = state[0]
+        self.training = state[1]
+
+
+torch.jit.save(torch.jit.script(Module()), sys.argv[1])
+"""
+
+
+def test_a_torchscript_archive_with_a_decoy_code_folder_is_not_said_to_hold_no_code(tmp_path: Path) -> None:
+    # Before: the first name ending in /code/__torch__.py was read, a decoy folder's copy without methods listed
+    # ahead of the archive's own, and inspect said "a TorchScript archive of named tensors and no code" of a file
+    # whose __setstate__ torch.jit.load runs (it reads the folder of the first record).
+    real, path = tmp_path / "real.pt", tmp_path / "model.pt"
+    (tmp_path / "script.py").write_text(_SCRIPTED_MODULE)  # TorchScript compiles from the class's source file
+    subprocess.run([sys.executable, str(tmp_path / "script.py"), str(real)], check=True, timeout=120)
+    with zipfile.ZipFile(real) as source, zipfile.ZipFile(path, "w") as target:
+        for index, info in enumerate(source.infolist()):
+            target.writestr(info, source.read(info))
+            if index == 0:
+                target.writestr("decoy/code/__torch__.py", 'class Module(Module):\n  __parameters__ = ["w", ]\n')
+    ran = subprocess.run([sys.executable, "-c", f"import torch; torch.jit.load({str(path)!r})"],
+                         capture_output=True, text=True, timeout=120)
+    assert "SETSTATE_RAN" in ran.stdout, ran.stderr  # torch.jit.load compiles and runs the archive's own code
+
+    for source in (real, path):
+        result = run_cli("inspect", str(source))
+        said = " ".join(result.stderr.split())
+        assert result.exit_code == 2, said
+        assert "compiled TorchScript code (its classes __torch__.Module) that torch.jit.load runs" in said, said
+        assert "no code" not in said, said
