@@ -151,3 +151,46 @@ def test_a_torchscript_archive_with_a_decoy_code_folder_is_not_said_to_hold_no_c
         assert result.exit_code == 2, said
         assert "compiled TorchScript code (its classes __torch__.Module) that torch.jit.load runs" in said, said
         assert "no code" not in said, said
+
+
+def _archive_of_torchscript_code(path: Path, sentinel: Path) -> None:
+    """A zip torch.load hands to torch.jit.load (it holds constants.pkl) whose data.pkl names only collections.Counter,
+    safe to Python's unpickler, which TorchScript's unpickler compiles from the archive's code/collections.py: its
+    __setstate__ calls torch.save, which writes a file where the archive says."""
+    code = ("class Counter:\n  x : int\n  def __getstate__(self) -> int:\n    return self.x\n"
+            f"  def __setstate__(self, state: int) -> None:\n    torch.save(state, {str(sentinel)!r})\n"
+            "    self.x = state\n")
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02ccollections\nCounter\n)\x81K\x05b.")
+        archive.writestr("archive/constants.pkl", b"\x80\x02).")
+        archive.writestr("archive/code/collections.py", code)
+        archive.writestr("archive/version", "3\n")
+        archive.writestr("archive/byteorder", "little")
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["check-dtype"], ["plan-devices", "--gpu", "1GB"], ["diff-keys", "A"],
+                                     ["convert", "-o", "OUT"]])
+def test_an_archive_torch_load_hands_to_torch_jit_load_is_not_called_safe(tmp_path: Path, command: list[str]) -> None:
+    # Before: the scan said safe (collections.Counter is on torch's weights_only list) and every command went on to
+    # torch.load(weights_only=True), which refused it with torch's own advice to rerun with weights_only=False: that
+    # dispatches to torch.jit.load, which compiled the archive's Counter and ran its __setstate__ (a file written).
+    path, sentinel = tmp_path / "model.pt", tmp_path / "PAYLOAD_RAN"
+    _archive_of_torchscript_code(path, sentinel)
+    report = scan_file(path)
+    assert report.verdict == "suspicious", report.summary()
+    assert [p.message for p in report.problems] == [
+        "torch.load hands an archive holding constants.pkl to torch.jit.load, whose unpickler takes "
+        "collections.Counter not from Python but as TorchScript classes compiled from the archive's own code/ folder, "
+        "and runs their __setstate__ as it loads"]
+
+    args = [str(path) if part == "A" else str(tmp_path / "out") if part == "OUT" else part for part in command]
+    result = run_cli(command[0], str(path), *args[1:])
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 2, said
+    assert "suspicious" in said and "torch.jit.load, whose unpickler takes collections.Counter" in said, said
+    assert "weights_only" not in said and "Warning" not in said, said
+    assert not sentinel.exists() and not (tmp_path / "out").exists()
+    if command == ["inspect"]:
+        subprocess.run([sys.executable, "-c", f"import torch; torch.load({str(path)!r}, weights_only=False)"],
+                       capture_output=True, timeout=120)
+        assert sentinel.exists()  # the payload is live

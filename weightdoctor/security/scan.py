@@ -303,6 +303,7 @@ def _scan_zip(handle: BinaryIO, size: int, collector: _Collector) -> None:
     # took 11 s; real ones compress about 5 times).
     budget = MAX_INFLATION * size + (1 << 20)
     walked_at: dict[int, str] = {}
+    first_global = len(collector.globals)
     for member in layout.members:
         # torch's zip reader (miniz, no case-sensitive flag) finds "data.pkl" under any case: "archive/DATA.PKL" of a
         # protocol-less pickle was never scanned ("no data.pkl record") while torch.load unpickled it.
@@ -336,8 +337,39 @@ def _scan_zip(handle: BinaryIO, size: int, collector: _Collector) -> None:
         _walk_stream(stream, 0, len(data), collector, member.name)
     if pickle_members == 0:
         collector.notes.append("the archive holds no pickle (no data.pkl): not a torch.save file")
+    constants = next((m.name for m in layout.members if m.name.endswith("constants.pkl")), None)
+    if constants is not None:
+        _judge_torchscript_globals(collector, first_global, constants)
     if layout.end < size:
         _scan_trailing(handle, layout.end, size, collector, "after the archive")
+
+
+# The globals TorchScript's own unpickler (torch/csrc/jit/serialization/unpickler.cpp, readGlobal) builds itself. Any
+# other name is handed to its type resolver, which in torch.jit.load compiles the class of that name from the
+# archive's code/ folder (`collections.Counter` from code/collections.py) and runs its __setstate__.
+_JIT_UNPICKLER_MODULES = frozenset({"torch", "torch.jit._pickle", "__main__"})
+_JIT_UNPICKLER_GLOBALS = frozenset({
+    "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_qtensor", "torch._utils._rebuild_sparse_tensor",
+    "torch._tensor._rebuild_from_type_v2", "builtins.complex", "collections.OrderedDict",
+    "torch.distributed.rpc.rref",
+})
+
+
+def _judge_torchscript_globals(collector: _Collector, first_global: int, constants: str) -> None:
+    """An archive holding a constants.pkl record is handed by torch.load to torch.jit.load (`_is_torchscript_zip`),
+    with weights_only=False. Its unpickler builds a few globals itself and takes every other name as a TorchScript
+    class of the archive's own code: names safe to Python's unpickler (`collections.Counter`, `builtins.set`) then
+    run code the archive carries (a __setstate__ calling torch.save writes any file), and the scan called such a file
+    safe. Those names are said as a problem; `__torch__.*` classes are unknown already."""
+    resolved = sorted({g.qualified for g in collector.globals[first_global:] if g.safety in (SAFE, INERT)
+                       and g.module not in _JIT_UNPICKLER_MODULES and g.qualified not in _JIT_UNPICKLER_GLOBALS})
+    if resolved:
+        shown_names = ", ".join(_clip(name) for name in resolved[:3]) + (
+            f" and {len(resolved) - 3} more" if len(resolved) > 3 else "")
+        collector.problem(constants, 0, f"torch.load hands an archive holding {constants.rpartition('/')[2]} to "
+                          f"torch.jit.load, whose unpickler takes {shown_names} not from Python but as TorchScript "
+                          "classes compiled from the archive's own code/ folder, and runs their __setstate__ as it "
+                          "loads")
 
 
 def _is_tar(handle: BinaryIO) -> bool:
