@@ -11,11 +11,12 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from tests.helpers import run_cli
-from weightdoctor.security.scan import scan_file
+from weightdoctor.security.scan import scan_bytes, scan_file
 
 
 def _no_proto_system_call(sentinel: Path) -> bytes:
@@ -194,3 +195,48 @@ def test_an_archive_torch_load_hands_to_torch_jit_load_is_not_called_safe(tmp_pa
         subprocess.run([sys.executable, "-c", f"import torch; torch.load({str(path)!r}, weights_only=False)"],
                        capture_output=True, timeout=120)
         assert sentinel.exists()  # the payload is live
+
+
+def _dtype_state_pickle(flags: int) -> bytes:
+    """{"w": numpy.core.multiarray.scalar(dtype, b"AAAAAAAA")} where dtype is numpy.dtype("V8", False, True) whose
+    BUILD state sets `flags`: only globals torch's documentation allowlists (numpy.dtype, scalar)."""
+    return (b"\x80\x02}q\x00X\x01\x00\x00\x00wcnumpy.core.multiarray\nscalar\ncnumpy\ndtype\n"
+            b"X\x02\x00\x00\x00V8\x89\x88\x87R(K\x03X\x01\x00\x00\x00|NNNK\x08K\x01K" + bytes([flags])
+            + b"tbC\x08AAAAAAAA\x86Rs.")
+
+
+def test_a_numpy_dtype_whose_state_sets_flags_numpy_does_not_give_it_is_refused(tmp_path: Path) -> None:
+    # Before: the scan said safe, and inspect and check-dtype died of a segmentation fault in their own restricted
+    # unpickler (exit 139, no error line), as pickle.load and torch.load(weights_only=False) do: numpy trusts the
+    # flags of a dtype's state (NPY_USE_GETITEM, 0x20, on 8 void bytes) for how it reads memory.
+    path = tmp_path / "model.pkl"
+    path.write_bytes(_dtype_state_pickle(0x20))
+    crashed = subprocess.run([sys.executable, "-c", f"import pickle; pickle.load(open({str(path)!r}, 'rb'))"],
+                             capture_output=True, timeout=120)
+    assert crashed.returncode == -11  # SIGSEGV
+
+    report = scan_file(path)
+    assert report.verdict == "suspicious", report.summary()
+    assert [p.message for p in report.problems] == [
+        "BUILD sets the flags of numpy.dtype V8 to 32 (0x20), where numpy gives it 0 (0x0): flags numpy trusts for "
+        "how it reads memory"]
+    for command in (["inspect"], ["check-dtype"]):
+        result = subprocess.run([sys.executable, "-m", "weightdoctor", *command, str(path)], capture_output=True,
+                                text=True, timeout=120, cwd=Path(__file__).parents[2])
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and "BUILD sets the flags of numpy.dtype V8 to 32" in result.stderr
+
+
+def test_numpy_values_as_numpy_pickles_them_keep_their_dtype_states_unflagged() -> None:
+    values = {
+        "f4": np.ones(3, "f4"), "be": np.ones(2, ">f8"), "U": np.array(["ab", "c"]), "O": np.array([1, "a"], object),
+        "M": np.array(["2020-01-01"], "M8[s]"), "struct": np.zeros(2, [("a", "f4"), ("b", "O")]),
+        "aligned": np.zeros(2, np.dtype([("a", "i1"), ("b", "f8")], align=True)), "sub": np.zeros(2, "(2,3)f4"),
+        "nested": np.zeros(1, [("a", [("x", "f4"), ("y", "(2,)i4")]), ("o", "O", (2,))]), "V": np.zeros(2, "V8"),
+        "scalars": [np.float32(1.5), np.str_("x"), np.void(b"abcd"), np.datetime64("2020"), np.dtype("O")],
+    }
+    for protocol in (2, 3, 4, 5):
+        for name, value in values.items():
+            report = scan_bytes(pickle.dumps({name: value}, protocol=protocol))
+            assert report.verdict == "safe" and report.problems == [], (protocol, name, report.summary())
+    assert scan_bytes(_dtype_state_pickle(0)).verdict == "safe"  # the same file with the flags numpy gives V8

@@ -28,6 +28,7 @@ from weightdoctor.security.policy import (
     SAFE,
     UNKNOWN,
     WATCHED_CALLS,
+    build_problem,
     call_problem,
     classify,
     inert_in_context,
@@ -207,7 +208,12 @@ class _Collector:
             self.globals.append(GlobalRef(found.module, found.name, safety, where, found.offset - base,
                                           found.opcode))
         for call in walk.calls:
-            message = call_problem(f"{call.callee.module}.{call.callee.name}", call.args, _global_name)
+            qualified = f"{call.callee.module}.{call.callee.name}"
+            if call.opcode == "BUILD":
+                made_args, state = call.args
+                message = build_problem(qualified, made_args, state)
+            else:
+                message = call_problem(qualified, call.args, _global_name)
             if message is not None:
                 self.problems.append(ScanProblem(where, call.offset - base, f"{call.opcode} {message}"))
         for offset, message in walk.problems:
