@@ -220,6 +220,15 @@ def test_a_numpy_dtype_whose_state_sets_flags_numpy_does_not_give_it_is_refused(
     assert [p.message for p in report.problems] == [
         "BUILD sets the flags of numpy.dtype V8 to 32 (0x20), where numpy gives it 0 (0x0): flags numpy trusts for "
         "how it reads memory"]
+    # The same flags set on a dtype made by its numpy.dtypes class, or a state that is a call's result.
+    by_class = _dtype_state_pickle(0x20).replace(b"cnumpy\ndtype\nX\x02\x00\x00\x00V8\x89\x88\x87R",
+                                                 b"cnumpy.dtypes\nFloat64DType\n)\x81")
+    assert [p.message for p in scan_bytes(by_class).problems] == [
+        "BUILD sets the flags of numpy.dtypes.Float64DType to 32 (0x20), where numpy gives it 0 (0x0): flags numpy "
+        "trusts for how it reads memory"]
+    called = b"\x80\x02cnumpy\ndtype\nX\x02\x00\x00\x00V8\x89\x88\x87Rccollections\nOrderedDict\n)Rb."
+    assert [p.message for p in scan_bytes(called).problems] == [
+        "BUILD sets the state of a numpy.dtype to the result of a call, which the scan cannot judge"]
     for command in (["inspect"], ["check-dtype"]):
         result = subprocess.run([sys.executable, "-m", "weightdoctor", *command, str(path)], capture_output=True,
                                 text=True, timeout=120, cwd=Path(__file__).parents[2])

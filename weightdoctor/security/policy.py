@@ -338,6 +338,10 @@ def build_problem(qualified: str, made_args: Any, state: Any) -> str | None:
         made_args: the arguments it was called with, as far as they are literals.
         state: the BUILD state, as far as it is literal.
     """
+    from weightdoctor.security.opcodes import OPAQUE
+
+    if state is OPAQUE:  # a call's result: no pickler writes one, and a tuple it returns would be taken
+        return f"sets the state of a {qualified} to the result of a call, which the scan cannot judge"
     if not isinstance(state, tuple) or len(state) < 8:
         return None  # numpy's older states (5 to 7 items) carry no flags; anything else numpy refuses
     flags, subarray, fields = state[7], state[2], state[4]
@@ -355,9 +359,9 @@ def build_problem(qualified: str, made_args: Any, state: Any) -> str | None:
     natural = _natural_flags(qualified, made_args)
     if natural == flags:
         return None
-    described = shown(made_args[0]) if isinstance(made_args, tuple) and made_args else "()"
+    described = f" {shown(made_args[0]).strip(chr(39))}" if isinstance(made_args, tuple) and made_args else ""
     said = "no dtype numpy builds" if natural is None else f"{natural} ({natural:#x})"
-    return (f"sets the flags of {qualified} {described.strip(chr(39))} to {flags} ({flags:#x}), where numpy gives it "
+    return (f"sets the flags of {qualified}{described} to {flags} ({flags:#x}), where numpy gives it "
             f"{said}: flags numpy trusts for how it reads memory")
 
 
