@@ -10,6 +10,7 @@ import sys
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -249,3 +250,59 @@ def test_numpy_values_as_numpy_pickles_them_keep_their_dtype_states_unflagged() 
             report = scan_bytes(pickle.dumps({name: value}, protocol=protocol))
             assert report.verdict == "safe" and report.problems == [], (protocol, name, report.summary())
     assert scan_bytes(_dtype_state_pickle(0)).verdict == "safe"  # the same file with the flags numpy gives V8
+
+
+_EXPORT = """
+import struct
+import sys
+
+import torch
+
+model = torch.nn.Linear(2, 2)
+with torch.no_grad():  # a weight whose raw bytes open like a pickle (PROTO 2): tensor data, not a pickle
+    model.weight[0, 0] = struct.unpack("<f", b"\\x80\\x02\\x00\\x3f")[0]
+torch.export.save(torch.export.export(model, (torch.ones(1, 2),)), sys.argv[1])
+"""
+
+
+class _RunsACommand:
+    def __init__(self, sentinel: Path) -> None:
+        self.sentinel = sentinel
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        import os
+
+        return os.system, (f"touch '{self.sentinel}'",)
+
+
+def test_a_torch_export_archive_whose_sample_inputs_run_code_is_not_called_safe(tmp_path: Path) -> None:
+    # Before: a .pt2's data/ folder was skipped as torch.save's raw storage records, and the scan said safe of an
+    # archive whose data/sample_inputs/model.pt calls posix.system, which torch.export.load (the loader inspect names)
+    # unpickles with weights_only=False once weights_only=True refuses it.
+    genuine, path, sentinel = tmp_path / "genuine.pt2", tmp_path / "model.pt2", tmp_path / "PAYLOAD_RAN"
+    subprocess.run([sys.executable, "-c", _EXPORT, str(genuine)], check=True, timeout=300, capture_output=True)
+    with zipfile.ZipFile(genuine) as archive:
+        weight = next(n for n in archive.namelist() if n.endswith("data/weights/weight_0"))
+        assert archive.read(weight)[:2] == b"\x80\x02"
+    report = scan_file(genuine)
+    assert report.verdict == "safe" and report.problems == [], report.summary()
+    said = " ".join(run_cli("inspect", str(genuine)).stderr.split())
+    assert "a torch.export archive (torch.export.save, .pt2)" in said, said
+
+    inputs = io.BytesIO()
+    torch.save(((_RunsACommand(sentinel),), {}), inputs)
+    with zipfile.ZipFile(genuine) as source, zipfile.ZipFile(path, "w") as target:
+        for info in source.infolist():
+            hostile = info.filename.endswith("data/sample_inputs/model.pt")
+            target.writestr(info, inputs.getvalue() if hostile else source.read(info))
+    report = scan_file(path)
+    assert report.verdict == "dangerous", report.summary()
+    assert [(g.qualified, g.member) for g in report.globals if g.safety != "safe"] == [
+        ("posix.system", "genuine/data/sample_inputs/model.pt > archive/data.pkl")]
+    result = run_cli("inspect", str(path))
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "dangerous: posix.system" in said and "torch.export.load" not in said, said
+    assert not sentinel.exists()
+    subprocess.run([sys.executable, "-c", f"import torch; torch.export.load({str(path)!r})"], capture_output=True,
+                   timeout=300)
+    assert sentinel.exists()  # the payload is live

@@ -44,7 +44,12 @@ LEGACY_PICKLES = ("magic number", "protocol version", "sys_info", "data", "stora
 MAX_INFLATION = 64
 MAX_PICKLE_MEMBER = 256 << 20  # a data.pkl this large would describe ~1.5M tensors; more is a bomb
 # Records torch writes beside data.pkl that are not pickles.
-_TORCH_RECORDS = re.compile(r"(^|/)(version|\.format_version|\.storage_alignment|byteorder|\.data/.*|data/.*)$")
+# A storage's record is data/<key>, never in a folder below it: torch.export's .pt2 keeps files it unpickles there
+# (data/sample_inputs/model.pt, pickled weights and constants), which torch.export.load reads with weights_only=False.
+_TORCH_RECORDS = re.compile(r"(^|/)(version|\.format_version|\.storage_alignment|byteorder|\.data/.*|data/[^/]*)$")
+# What torch.export.load unpickles with torch.load (weights_only=False on failure): a .pt2's data/sample_inputs,
+# data/weights and data/constants files, and the older .pt2's serialized_*.pt members.
+_EXPORT_UNPICKLED = re.compile(r"(^|/)(data/[^/]+/|serialized_(state_dict|constants|example_inputs)\.pt$)")
 STORAGE_ELEMENT_SIZE = {
     "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
     "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
@@ -296,7 +301,7 @@ def _carve(handle: BinaryIO, start: int, end: int, collector: _Collector, member
             break
 
 
-def _scan_zip(handle: BinaryIO, size: int, collector: _Collector) -> None:
+def _scan_zip(handle: BinaryIO, size: int, collector: _Collector, depth: int = 0) -> None:
     layout = archive.read_layout(handle, size)
     # Irregularities PyTorch's reader tolerates are noted; every member was still found and scanned.
     collector.notes += [collector.label(message) for message in layout.notes]
@@ -314,15 +319,20 @@ def _scan_zip(handle: BinaryIO, size: int, collector: _Collector) -> None:
         # torch's zip reader (miniz, no case-sensitive flag) finds "data.pkl" under any case: "archive/DATA.PKL" of a
         # protocol-less pickle was never scanned ("no data.pkl record") while torch.load unpickled it.
         is_pickle = member.name.lower().endswith(".pkl")
+        nested = False
         if not is_pickle and not _TORCH_RECORDS.search(member.name) and member.size:
             try:
-                head = next(iter(archive.iter_member_chunks(handle, member, MAX_PICKLE_MEMBER)), b"")[:2]
+                head = next(iter(archive.iter_member_chunks(handle, member, MAX_PICKLE_MEMBER)), b"")[:4]
             except ValueError:
                 head = b""
-            is_pickle = len(head) == 2 and head[0] == 0x80 and head[1] <= 5
-        if not is_pickle:
+            is_pickle = len(head) >= 2 and head[0] == 0x80 and head[1] <= 5
+            # A torch.save file inside a .pt2 (its sample inputs, pickled weights), which torch.export.load unpickles
+            # with weights_only=False, was never opened: a posix.system call in one was called safe.
+            found = _EXPORT_UNPICKLED.search(member.name)
+            nested = (head == archive.LOCAL_SIGNATURE or is_pickle) and found is not None
+        if not is_pickle and not nested:
             continue
-        pickle_members += 1
+        pickle_members += not nested
         if member.header_offset in walked_at:
             collector.problem(member.name, 0, f"shares its bytes with the record {walked_at[member.header_offset]!r} "
                               "(no zip writer does that: an archive built to be read many times over)")
@@ -339,6 +349,12 @@ def _scan_zip(handle: BinaryIO, size: int, collector: _Collector) -> None:
             collector.problem(member.name, 0, f"cannot read the member: {exc}")
             continue
         budget -= len(data)
+        if nested:
+            # Raw tensor bytes of a data/ folder may start like a pickle by chance; a torch.save zip does not.
+            raw_possible = head != archive.LOCAL_SIGNATURE and member.name.rpartition("/")[0].endswith(
+                ("data/weights", "data/constants", "data/sample_inputs"))
+            _scan_nested(bytes(data), collector, member.name, depth, strict=not raw_possible)
+            continue
         stream = io.BytesIO(data)
         _walk_stream(stream, 0, len(data), collector, member.name)
     if pickle_members == 0:
@@ -348,6 +364,30 @@ def _scan_zip(handle: BinaryIO, size: int, collector: _Collector) -> None:
         _judge_torchscript_globals(collector, first_global, constants)
     if layout.end < size:
         _scan_trailing(handle, layout.end, size, collector, "after the archive")
+
+
+def _scan_nested(data: bytes, collector: _Collector, name: str, depth: int, strict: bool) -> None:
+    """Scan a torch.save file held as a member of an archive (zip or legacy stream), its findings named
+    `<member> > <where in it>`. `strict` is False for bytes that only start like a pickle in a .pt2's data folder
+    (raw tensor bytes may, by chance): those are reported only where they import something or parse whole."""
+    if depth >= 1:
+        collector.problem(name, 0, "a zip or pickle inside an archive inside an archive, which the scan does not open "
+                          "(no torch.save or torch.export writes one)")
+        return
+    inner = _Collector(None)
+    handle = io.BytesIO(data)
+    if data[:4] == archive.LOCAL_SIGNATURE:
+        _scan_zip(handle, len(data), inner, depth + 1)
+    else:
+        _scan_pickle_file(handle, len(data), inner)
+    if not strict and not inner.globals and inner.problems:
+        return  # tensor bytes, not a pickle
+    collector.pickles += inner.pickles
+    collector.protocol = max(collector.protocol, inner.protocol)
+    where = collector.label(name)
+    collector.globals += [GlobalRef(g.module, g.name, g.safety, f"{where} > {g.member}", g.offset, g.opcode)
+                          for g in inner.globals]
+    collector.problems += [ScanProblem(f"{where} > {p.member}", p.offset, p.message) for p in inner.problems]
 
 
 # The globals TorchScript's own unpickler (torch/csrc/jit/serialization/unpickler.cpp, readGlobal) builds itself. Any
