@@ -528,20 +528,30 @@ def _pyannote_note(obj: Any) -> str | None:
 def _scripted_methods(path: Path) -> bool:
     """Whether a TorchScript archive's top-level code (`<archive>/code/__torch__.py`) defines a method: a scripted
     class named `Module` (`class Module(nn.Module)` in a script's __main__) is `__torch__.Module` too, with its
-    forward, where libtorch's OutputArchive defines none. True when the code cannot be read (said as code)."""
+    forward, where libtorch's OutputArchive defines none. True when the code cannot be read (said as code).
+
+    `<archive>` is the folder of the archive's first record, as torch's reader names it, and the name is matched in
+    any case, as miniz finds it: the first name ending in `/code/__torch__.py` was read before, and a second folder's
+    copy without methods, listed ahead of the one torch.jit.load compiles, had a `__setstate__` that runs on load
+    said to be "no code"."""
     import zlib
 
     try:
         with zipfile.ZipFile(path) as archive:
-            member = next((n for n in archive.namelist() if n.endswith("/code/__torch__.py")), None)
-            if member is None:
+            infos = archive.infolist()
+            prefix = infos[0].filename.partition("/")[0] if infos else ""
+            wanted = f"{prefix}/code/__torch__.py".lower()
+            members = [info for info in infos if info.filename.lower() == wanted]  # each copy of a name listed twice
+            if not members:
                 return True
-            with archive.open(member) as handle:
-                text = handle.read(1 << 20).decode("utf-8", "replace")  # at most 1 MB inflated, whatever it claims
+            texts = []
+            for member in members:
+                with archive.open(member) as handle:
+                    texts.append(handle.read(1 << 20).decode("utf-8", "replace"))  # at most 1 MB inflated each
     except (zipfile.BadZipFile, OSError, ValueError, KeyError, NotImplementedError, EOFError, RuntimeError,
             zlib.error):
         return True
-    return re.search(r"^\s+def \w", text, re.MULTILINE) is not None
+    return any(re.search(r"^\s+def \w", text, re.MULTILINE) is not None for text in texts)
 
 
 def _self_distillation_teacher(obj: Any) -> bool:
@@ -2029,7 +2039,9 @@ def ensure_pickle_file(path: Path, prefix: bytes) -> str:
 
             # Bytes that do not even parse as a pickle are just not a checkpoint; imports are worse.
             report = scan_file(path)
-            if any(g.safety != "safe" for g in report.globals):
+            # A tar is read by torch.load as its legacy format (the pickles of "storages" first): one whose records
+            # the scan could not follow is said so, not "not a PyTorch pickle", which torch.load reads and unpickles.
+            if any(g.safety != "safe" for g in report.globals) or (report.container == "pytorch-tar" and report.unsafe):
                 raise UnsafePickle(f"{report.summary()}; nothing was unpickled")
             with open(path, "rb") as handle:
                 parsed = walk_pickle(handle, path.stat().st_size).error is None

@@ -42,6 +42,25 @@ MARK = _Mark()
 OPAQUE = _Opaque()
 
 
+def built_global(qualified: str) -> bool:
+    """Whether a later BUILD on what `qualified` returns is judged by the policy (`policy.build_problem`): a numpy
+    dtype's state (`numpy.dtype(...)`, `numpy.dtypes.Float64DType()`) carries flags numpy then trusts for how it
+    reads memory."""
+    return qualified == "numpy.dtype" or (qualified.startswith("numpy.dtypes.") and qualified.endswith("DType"))
+
+
+class Made(_Opaque):
+    """The result of calling a `built_global`, with the arguments as far as they are literals: opaque like
+    any other call's result, but a BUILD on it is recorded (as a `GlobalCall` of opcode BUILD whose args are
+    `(made.args, state)`)."""
+
+    __slots__ = ("callee", "args")
+
+    def __init__(self, callee: GlobalImport, args: Any) -> None:
+        self.callee = callee
+        self.args = args
+
+
 @dataclass(frozen=True)
 class GlobalImport:
     """One import a pickle would make: `module.name`, by which opcode, at which byte of the stream."""
@@ -251,9 +270,15 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
     position = start
     frame_end = 0
 
-    def called(callee: Any, args: Any, opcode: str) -> None:
-        if isinstance(callee, GlobalImport) and f"{callee.module}.{callee.name}" in watch:
-            walk.calls.append(GlobalCall(callee, args, opcode, position))
+    def called(callee: Any, args: Any, opcode: str) -> Any:
+        """Record a watched call; the value it pushes (a `Made` for a global whose state BUILD may set)."""
+        if isinstance(callee, GlobalImport):
+            qualified = f"{callee.module}.{callee.name}"
+            if qualified in watch:
+                walk.calls.append(GlobalCall(callee, args, opcode, position))
+            if built_global(qualified) and "numpy.dtype" in watch:
+                return Made(callee, args)
+        return OPAQUE
 
     try:
         for opcode, arg, pos in pickletools.genops(reader):
@@ -290,8 +315,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 stack.append(tuple(items))
             elif name == "REDUCE" or name == "NEWOBJ":
                 args = _pop(stack)
-                called(_pop(stack), args, name)
-                stack.append(OPAQUE)
+                stack.append(called(_pop(stack), args, name))
             elif name in _PUSH_CONST:
                 stack.append(_PUSH_CONST[name])
             elif name == "BINPERSID":
@@ -344,8 +368,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 module, _, attr = arg.partition(" ")
                 found = GlobalImport(module, attr, name, position)
                 walk.imports.append(found)
-                called(found, tuple(_pop_mark(stack)), name)
-                stack.append(OPAQUE)
+                stack.append(called(found, tuple(_pop_mark(stack)), name))
             elif name in ("EXT1", "EXT2", "EXT4"):
                 # copyreg's extension registry maps the code to a (module, name) that gets imported.
                 walk.imports.append(GlobalImport("<extension registry>", str(arg), name, position))
@@ -354,16 +377,16 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 items = _pop_mark(stack)
                 if not items:
                     raise _StackError("OBJ without a class")
-                called(items[0], tuple(items[1:]), name)
-                stack.append(OPAQUE)
+                stack.append(called(items[0], tuple(items[1:]), name))
             elif name == "NEWOBJ_EX":
                 _pop(stack)
                 args = _pop(stack)
-                called(_pop(stack), args, name)
-                stack.append(OPAQUE)
+                stack.append(called(_pop(stack), args, name))
             elif name == "BUILD":
-                _pop(stack)
-                _top(stack)
+                state = _pop(stack)
+                target = _top(stack)
+                if isinstance(target, Made):
+                    walk.calls.append(GlobalCall(target.callee, (target.args, state), name, position))
             elif name == "EMPTY_LIST":
                 stack.append([])
             elif name in ("EMPTY_DICT", "EMPTY_SET"):

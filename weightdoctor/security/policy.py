@@ -154,7 +154,11 @@ _FROM_TYPE = "torch._tensor._rebuild_from_type_v2"
 WATCHED_CALLS: frozenset[str] = frozenset(
     {n for n in TORCH_WEIGHTS_ONLY_GLOBALS | NUMPY_GLOBALS if _ALLOCATING.match(n)}
     | _RECONSTRUCT | {_FROM_TYPE, "builtins.bytearray", "__builtin__.bytearray", "builtins.bytes", "__builtin__.bytes"}
+    | {"numpy.dtype"}  # its BUILD states, judged by `build_problem`
 )
+# The flags a structured dtype's state may hold (numpy's NPY_FROM_FIELDS, NPY_NEEDS_PYAPI, NPY_ALIGNED_STRUCT): what
+# its fields pass on. Never NPY_ITEM_IS_POINTER (0x4), NPY_USE_GETITEM (0x20), NPY_USE_SETITEM (0x40).
+_STRUCTURED_FLAGS = 0x1B | 0x10 | 0x80
 
 # Whole modules (and their submodules) that give code execution, processes, files, network or imports.
 DANGEROUS_MODULES: frozenset[str] = frozenset({
@@ -314,6 +318,66 @@ def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]
         if func is None or not func.startswith("torch._utils._rebuild_"):
             return f"calls {func or 'a value'} through {full}, which torch only ever gives its own tensor rebuilds"
     return None
+
+
+def build_problem(qualified: str, made_args: Any, state: Any) -> str | None:
+    """Why a BUILD that sets the state of a numpy dtype the pickle made is refused, or None when its flags are those
+    numpy gives the dtype it describes.
+
+    numpy's `dtype.__setstate__` takes the flags from the state as they are, and numpy then trusts them for how it
+    reads memory: a void dtype of 8 bytes given NPY_USE_GETITEM made `numpy.core.multiarray.scalar(dtype, bytes)`
+    crash the process (a segmentation fault: Python's pickle.load, torch.load, weightdoctor's own reader), from a
+    pickle of nothing but globals torch's documentation allowlists. numpy writes the flags of the dtype itself.
+
+    Example:
+        >>> build_problem("numpy.dtype", ("V8", False, True), (3, "|", None, None, None, 8, 1, 32))[:58]
+        'sets the flags of numpy.dtype V8 to 32 (0x20), where numpy'
+
+    Args:
+        qualified: the dtype's constructor, `module.name` as the pickle writes it.
+        made_args: the arguments it was called with, as far as they are literals.
+        state: the BUILD state, as far as it is literal.
+    """
+    from weightdoctor.security.opcodes import OPAQUE
+
+    if state is OPAQUE:  # a call's result: no pickler writes one, and a tuple it returns would be taken
+        return f"sets the state of a {qualified} to the result of a call, which the scan cannot judge"
+    if not isinstance(state, tuple) or len(state) < 8:
+        return None  # numpy's older states (5 to 7 items) carry no flags; anything else numpy refuses
+    flags, subarray, fields = state[7], state[2], state[4]
+    if not isinstance(flags, int) or isinstance(flags, bool):
+        return f"sets the flags of a {qualified} to {shown(flags)}, not a literal number the scan can judge"
+    if fields is not None or subarray is not None:
+        base = subarray[0] if isinstance(subarray, tuple) and subarray else None
+        callee = getattr(base, "callee", None)  # the base dtype, made by the pickle (an `opcodes.Made`)
+        natural = _natural_flags(f"{callee.module}.{callee.name}" if callee is not None else None,
+                                 getattr(base, "args", None))
+        if flags & ~_STRUCTURED_FLAGS == 0 or flags == natural:
+            return None
+        return (f"sets the flags of a structured or subarray {qualified} to {flags} ({flags:#x}), flags no dtype of "
+                "fields has (numpy trusts them for how it reads memory)")
+    natural = _natural_flags(qualified, made_args)
+    if natural == flags:
+        return None
+    described = f" {shown(made_args[0]).strip(chr(39))}" if isinstance(made_args, tuple) and made_args else ""
+    said = "no dtype numpy builds" if natural is None else f"{natural} ({natural:#x})"
+    return (f"sets the flags of {qualified}{described} to {flags} ({flags:#x}), where numpy gives it "
+            f"{said}: flags numpy trusts for how it reads memory")
+
+
+def _natural_flags(qualified: str | None, args: Any) -> int | None:
+    """The flags numpy gives the dtype `qualified(*args)` (literal arguments only), or None where it cannot say."""
+    if qualified is None or not isinstance(args, tuple) or not all(isinstance(a, (str, bool, int)) for a in args):
+        return None
+    import numpy
+
+    try:
+        if qualified == "numpy.dtype":
+            return int(numpy.dtype(*args).flags)
+        cls = getattr(getattr(numpy, "dtypes", None), qualified.rpartition(".")[2], None)
+        return int(cls(*args).flags) if isinstance(cls, type) and qualified.startswith("numpy.dtypes.") else None
+    except Exception:  # numpy refuses these arguments: the pickle would fail there too
+        return None
 
 
 class _BoundedRepr(reprlib.Repr):

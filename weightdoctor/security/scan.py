@@ -21,16 +21,18 @@ from pathlib import Path
 from typing import BinaryIO
 
 from weightdoctor.security import archive
-from weightdoctor.security.opcodes import GlobalImport, PickleWalk, walk_pickle
+from weightdoctor.security.opcodes import OPAQUE, GlobalImport, PickleWalk, walk_pickle
 from weightdoctor.security.policy import (
     DANGEROUS,
     INERT,
     SAFE,
     UNKNOWN,
     WATCHED_CALLS,
+    build_problem,
     call_problem,
     classify,
     inert_in_context,
+    shown,
 )
 from weightdoctor.wording import counted, plural
 
@@ -42,7 +44,12 @@ LEGACY_PICKLES = ("magic number", "protocol version", "sys_info", "data", "stora
 MAX_INFLATION = 64
 MAX_PICKLE_MEMBER = 256 << 20  # a data.pkl this large would describe ~1.5M tensors; more is a bomb
 # Records torch writes beside data.pkl that are not pickles.
-_TORCH_RECORDS = re.compile(r"(^|/)(version|\.format_version|\.storage_alignment|byteorder|\.data/.*|data/.*)$")
+# A storage's record is data/<key>, never in a folder below it: torch.export's .pt2 keeps files it unpickles there
+# (data/sample_inputs/model.pt, pickled weights and constants), which torch.export.load reads with weights_only=False.
+_TORCH_RECORDS = re.compile(r"(^|/)(version|\.format_version|\.storage_alignment|byteorder|\.data/.*|data/[^/]*)$")
+# What torch.export.load unpickles with torch.load (weights_only=False on failure): a .pt2's data/sample_inputs,
+# data/weights and data/constants files, and the older .pt2's serialized_*.pt members.
+_EXPORT_UNPICKLED = re.compile(r"(^|/)(data/[^/]+/|serialized_(state_dict|constants|example_inputs)\.pt$)")
 STORAGE_ELEMENT_SIZE = {
     "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
     "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
@@ -206,7 +213,12 @@ class _Collector:
             self.globals.append(GlobalRef(found.module, found.name, safety, where, found.offset - base,
                                           found.opcode))
         for call in walk.calls:
-            message = call_problem(f"{call.callee.module}.{call.callee.name}", call.args, _global_name)
+            qualified = f"{call.callee.module}.{call.callee.name}"
+            if call.opcode == "BUILD":
+                made_args, state = call.args
+                message = build_problem(qualified, made_args, state)
+            else:
+                message = call_problem(qualified, call.args, _global_name)
             if message is not None:
                 self.problems.append(ScanProblem(where, call.offset - base, f"{call.opcode} {message}"))
         for offset, message in walk.problems:
@@ -289,7 +301,7 @@ def _carve(handle: BinaryIO, start: int, end: int, collector: _Collector, member
             break
 
 
-def _scan_zip(handle: BinaryIO, size: int, collector: _Collector) -> None:
+def _scan_zip(handle: BinaryIO, size: int, collector: _Collector, depth: int = 0) -> None:
     layout = archive.read_layout(handle, size)
     # Irregularities PyTorch's reader tolerates are noted; every member was still found and scanned.
     collector.notes += [collector.label(message) for message in layout.notes]
@@ -302,19 +314,25 @@ def _scan_zip(handle: BinaryIO, size: int, collector: _Collector) -> None:
     # took 11 s; real ones compress about 5 times).
     budget = MAX_INFLATION * size + (1 << 20)
     walked_at: dict[int, str] = {}
+    first_global = len(collector.globals)
     for member in layout.members:
         # torch's zip reader (miniz, no case-sensitive flag) finds "data.pkl" under any case: "archive/DATA.PKL" of a
         # protocol-less pickle was never scanned ("no data.pkl record") while torch.load unpickled it.
         is_pickle = member.name.lower().endswith(".pkl")
+        nested = False
         if not is_pickle and not _TORCH_RECORDS.search(member.name) and member.size:
             try:
-                head = next(iter(archive.iter_member_chunks(handle, member, MAX_PICKLE_MEMBER)), b"")[:2]
+                head = next(iter(archive.iter_member_chunks(handle, member, MAX_PICKLE_MEMBER)), b"")[:4]
             except ValueError:
                 head = b""
-            is_pickle = len(head) == 2 and head[0] == 0x80 and head[1] <= 5
-        if not is_pickle:
+            is_pickle = len(head) >= 2 and head[0] == 0x80 and head[1] <= 5
+            # A torch.save file inside a .pt2 (its sample inputs, pickled weights), which torch.export.load unpickles
+            # with weights_only=False, was never opened: a posix.system call in one was called safe.
+            found = _EXPORT_UNPICKLED.search(member.name)
+            nested = (head == archive.LOCAL_SIGNATURE or is_pickle) and found is not None
+        if not is_pickle and not nested:
             continue
-        pickle_members += 1
+        pickle_members += not nested
         if member.header_offset in walked_at:
             collector.problem(member.name, 0, f"shares its bytes with the record {walked_at[member.header_offset]!r} "
                               "(no zip writer does that: an archive built to be read many times over)")
@@ -331,12 +349,73 @@ def _scan_zip(handle: BinaryIO, size: int, collector: _Collector) -> None:
             collector.problem(member.name, 0, f"cannot read the member: {exc}")
             continue
         budget -= len(data)
+        if nested:
+            # Raw tensor bytes of a data/ folder may start like a pickle by chance; a torch.save zip does not.
+            raw_possible = head != archive.LOCAL_SIGNATURE and member.name.rpartition("/")[0].endswith(
+                ("data/weights", "data/constants", "data/sample_inputs"))
+            _scan_nested(bytes(data), collector, member.name, depth, strict=not raw_possible)
+            continue
         stream = io.BytesIO(data)
         _walk_stream(stream, 0, len(data), collector, member.name)
     if pickle_members == 0:
         collector.notes.append("the archive holds no pickle (no data.pkl): not a torch.save file")
+    constants = next((m.name for m in layout.members if m.name.endswith("constants.pkl")), None)
+    if constants is not None:
+        _judge_torchscript_globals(collector, first_global, constants)
     if layout.end < size:
         _scan_trailing(handle, layout.end, size, collector, "after the archive")
+
+
+def _scan_nested(data: bytes, collector: _Collector, name: str, depth: int, strict: bool) -> None:
+    """Scan a torch.save file held as a member of an archive (zip or legacy stream), its findings named
+    `<member> > <where in it>`. `strict` is False for bytes that only start like a pickle in a .pt2's data folder
+    (raw tensor bytes may, by chance): those are reported only where they import something or parse whole."""
+    if depth >= 1:
+        collector.problem(name, 0, "a zip or pickle inside an archive inside an archive, which the scan does not open "
+                          "(no torch.save or torch.export writes one)")
+        return
+    inner = _Collector(None)
+    handle = io.BytesIO(data)
+    if data[:4] == archive.LOCAL_SIGNATURE:
+        _scan_zip(handle, len(data), inner, depth + 1)
+    else:
+        _scan_pickle_file(handle, len(data), inner)
+    if not strict and not inner.globals and inner.problems:
+        return  # tensor bytes, not a pickle
+    collector.pickles += inner.pickles
+    collector.protocol = max(collector.protocol, inner.protocol)
+    where = collector.label(name)
+    collector.globals += [GlobalRef(g.module, g.name, g.safety, f"{where} > {g.member}", g.offset, g.opcode)
+                          for g in inner.globals]
+    collector.problems += [ScanProblem(f"{where} > {p.member}", p.offset, p.message) for p in inner.problems]
+
+
+# The globals TorchScript's own unpickler (torch/csrc/jit/serialization/unpickler.cpp, readGlobal) builds itself. Any
+# other name is handed to its type resolver, which in torch.jit.load compiles the class of that name from the
+# archive's code/ folder (`collections.Counter` from code/collections.py) and runs its __setstate__.
+_JIT_UNPICKLER_MODULES = frozenset({"torch", "torch.jit._pickle", "__main__"})
+_JIT_UNPICKLER_GLOBALS = frozenset({
+    "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_qtensor", "torch._utils._rebuild_sparse_tensor",
+    "torch._tensor._rebuild_from_type_v2", "builtins.complex", "collections.OrderedDict",
+    "torch.distributed.rpc.rref",
+})
+
+
+def _judge_torchscript_globals(collector: _Collector, first_global: int, constants: str) -> None:
+    """An archive holding a constants.pkl record is handed by torch.load to torch.jit.load (`_is_torchscript_zip`),
+    with weights_only=False. Its unpickler builds a few globals itself and takes every other name as a TorchScript
+    class of the archive's own code: names safe to Python's unpickler (`collections.Counter`, `builtins.set`) then
+    run code the archive carries (a __setstate__ calling torch.save writes any file), and the scan called such a file
+    safe. Those names are said as a problem; `__torch__.*` classes are unknown already."""
+    resolved = sorted({g.qualified for g in collector.globals[first_global:] if g.safety in (SAFE, INERT)
+                       and g.module not in _JIT_UNPICKLER_MODULES and g.qualified not in _JIT_UNPICKLER_GLOBALS})
+    if resolved:
+        shown_names = ", ".join(_clip(name) for name in resolved[:3]) + (
+            f" and {len(resolved) - 3} more" if len(resolved) > 3 else "")
+        collector.problem(constants, 0, f"torch.load hands an archive holding {constants.rpartition('/')[2]} to "
+                          f"torch.jit.load, whose unpickler takes {shown_names} not from Python but as TorchScript "
+                          "classes compiled from the archive's own code/ folder, and runs their __setstate__ as it "
+                          "loads")
 
 
 def _is_tar(handle: BinaryIO) -> bool:
@@ -430,8 +509,13 @@ def _walk_tar_records(region: BinaryIO, end: int, collector: _Collector, name: s
     then per record a pickle of its arguments and the raw bytes that follow it (a storage: an int64 count of
     elements and their bytes; a tensor: its ndim, sizes, strides and offset), then for storages a pickle of views.
     Carving alone found only pickles that open with PROTO or a GLOBAL line: one of protocol 4 opcodes without a
-    PROTO (STACK_GLOBAL of posix.system) went unseen, and torch.load ran it. Stops where the layout cannot be
-    followed; what lies beyond is left to carving."""
+    PROTO (STACK_GLOBAL of posix.system) went unseen, and torch.load ran it.
+
+    The records are followed as torch's loop reads them: `range(count)` of a bool (True is one record) or of a
+    negative count (none: the views pickle comes next), and arguments unpacked from a list as from a tuple. Where
+    the layout cannot be followed but torch.load may read on (a count or arguments built by a call, a storage type
+    of no known size), a problem says so: stopping there in silence called such a file safe while torch.load
+    unpickled the PROTO-less pickle after it. What lies beyond is still carved."""
     position, index = 0, 0
 
     def walk_next() -> PickleWalk | None:
@@ -445,22 +529,38 @@ def _walk_tar_records(region: BinaryIO, end: int, collector: _Collector, name: s
         position = walk.end
         return walk
 
+    def lost(what: str) -> None:
+        collector.problem(name, position, f"{what}: the scan cannot follow its records past byte {position:,}, "
+                          "where torch.load's legacy tar loader reads on and unpickles what it finds")
+
     first = walk_next()
-    count = None if first is None else first.value
-    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+    if first is None:
         return
-    for _ in range(count):
+    count = first.value
+    if not isinstance(count, int):  # bool included: range(True) is one record to torch's loop
+        lost("its record count is built by a call, not a literal the scan can read" if count is OPAQUE
+             else f"its record count is {shown(count)}, not an integer")
+        return
+    for _ in range(max(0, count)):
         if position >= end:
             return
         record = walk_next()
-        args = None if record is None else record.value
-        if not (isinstance(args, tuple) and len(args) == 3):
+        if record is None:
+            return
+        args = record.value
+        if not (isinstance(args, (tuple, list)) and len(args) == 3):
+            # torch unpacks `key, ..., ... = args`: three values of any sequence (a tensor record reads no type).
+            lost("a record's arguments are built by the pickle, not literal values the scan can read" if args is OPAQUE
+                 else f"a record's arguments are {shown(args)}, not three values")
             return
         region.seek(position)
         if role == "storages":
             element = STORAGE_ELEMENT_SIZE.get(getattr(args[2], "name", None) or "")
+            if element is None:
+                lost(f"a storage record's type is {_global_name(args[2]) or shown(args[2])}, of no size the scan knows")
+                return
             header = region.read(8)
-            if element is None or len(header) < 8 or struct.unpack("<q", header)[0] < 0:
+            if len(header) < 8 or struct.unpack("<q", header)[0] < 0:
                 return
             position += 8 + struct.unpack("<q", header)[0] * element
         else:
