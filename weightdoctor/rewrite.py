@@ -47,6 +47,17 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".h5"
 HF_WEIGHT_FILE = re.compile(
     r"^(?:model|pytorch_model)(?:-\d{5}-of-\d{5})?\.(?:safetensors|bin)(?:\.index\.json)?$"
 )
+# Any file of a weight set a loader reads by name: a stem (transformers', diffusers', PEFT's, diffusers' LoRAs',
+# Mistral's, open_clip's), a variant (`model.fp16.safetensors`, `model.safetensors.index.fp16.json`,
+# `diffusion_pytorch_model-00001-of-00002.fp16.safetensors`), a shard number, a format, an index.
+_WEIGHT_SET_FILE = re.compile(
+    r"(?P<stem>model|pytorch_model|diffusion_pytorch_model|adapter_model|pytorch_lora_weights|consolidated"
+    r"|open_clip_model|open_clip_pytorch_model)"
+    r"(?:\.(?P<variant>[^.-]+))?(?:-\d{5}-of-\d{5})?(?:\.(?P<shard_variant>[^.-]+))?\.(?:safetensors|bin)"
+    r"(?:\.index(?:\.(?P<index_variant>[^.]+))?\.json)?"
+)
+# Stems one loader reads as one set in either format: from_pretrained's model / pytorch_model, open_clip's two names.
+_SAME_SET = {"pytorch_model": "model", "open_clip_pytorch_model": "open_clip_model"}
 CHUNK_ELEMENTS = 1 << 24
 # Write by copying bytes when nothing is cast (tests turn it off to compare with the torch path).
 BYTE_COPY = True
@@ -1199,7 +1210,12 @@ def write_outputs(
                 result.tensors_verified = verify_written(tmp)
                 result.verified = True
     else:
-        with StagingDir(dest, replace=force, drop_old=lambda name: bool(HF_WEIGHT_FILE.match(name))) as stage:
+        written_sets = {weight_set(name) for name in [f.filename for f in files] + [index_name or ""]} - {None}
+
+        def drop_old(name: str) -> bool:
+            return bool(HF_WEIGHT_FILE.match(name)) or weight_set(name) in written_sets
+
+        with StagingDir(dest, replace=force, drop_old=drop_old) as stage:
             for out in files:
                 write_file(stage.path / out.filename, out)
             try:
@@ -1233,6 +1249,28 @@ def write_outputs(
     result.lost = [p.describe() for p in problems]
     result.seconds = time.perf_counter() - started
     return result
+
+
+def weight_set(name: str) -> tuple[str, str | None] | None:
+    """The weight set a file named `name` belongs to, as (stem, variant), or None for a name no loader reads as
+    weights: the shards, single file and index of one save, in either format, are one set.
+
+    An earlier save in a folder replaced with --force is dropped by it: diffusers' from_pretrained reads an index
+    before the single file, so an old `diffusion_pytorch_model.safetensors.index.json` and its shards, kept beside a
+    new `diffusion_pytorch_model.safetensors`, were what loaded (and what weightdoctor then read); transformers'
+    reads `model.fp16.safetensors` before the fp16 index of new shards.
+
+    Example:
+        >>> weight_set("diffusion_pytorch_model-00001-of-00002.safetensors"), weight_set("pytorch_model.fp16.bin")
+        (('diffusion_pytorch_model', None), ('model', 'fp16'))
+        >>> weight_set("model.safetensors.index.fp16.json"), weight_set("README.md")
+        (('model', 'fp16'), None)
+    """
+    match = _WEIGHT_SET_FILE.fullmatch(name)
+    if match is None:
+        return None
+    variant = match["variant"] or match["shard_variant"] or match["index_variant"]
+    return _SAME_SET.get(match["stem"], match["stem"]), variant
 
 
 def check_not_input(checkpoint: Checkpoint, dest: Path) -> None:

@@ -1,0 +1,82 @@
+"""The writers under attack (redteam 22): an output folder replaced with --force that held another model's save."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from tests.helpers import run_cli, run_json, save_tiny_bert
+
+
+def _unet(folder: Path, seed: int) -> dict[str, torch.Tensor]:
+    """A tiny diffusers-style model folder: config.json naming its class, one diffusion_pytorch_model.safetensors."""
+    torch.manual_seed(seed)
+    tensors = {"conv_in.weight": torch.randn(8, 4, 3, 3), "conv_out.weight": torch.randn(4, 8, 3, 3)}
+    folder.mkdir()
+    save_file(tensors, folder / "diffusion_pytorch_model.safetensors", metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel", "_diffusers_version": "0.30.0"}))
+    return tensors
+
+
+def test_force_over_a_diffusers_folder_of_shards_drops_the_old_shards_and_index(tmp_path: Path) -> None:
+    """diffusers' from_pretrained reads an index before the single file: the earlier save's shards and index, kept
+    ("kept" in the report) beside the new diffusion_pytorch_model.safetensors, were what loaded, and what weightdoctor
+    itself read from the output folder afterwards."""
+    new = _unet(tmp_path / "unet", seed=1)
+    old = _unet(tmp_path / "old", seed=2)
+    dest = tmp_path / "dest"
+    code, report = run_json("shard", str(tmp_path / "old"), "-o", str(dest), "--max", "1KB")
+    assert code == 0 and report["plan"]["index"] == "diffusion_pytorch_model.safetensors.index.json"
+    (dest / "README.md").write_text("notes\n")
+    stale = sorted(p.name for p in dest.glob("diffusion_pytorch_model*"))
+    assert len(stale) == 3, stale
+
+    code, report = run_json("convert", str(tmp_path / "unet"), "-o", str(dest), "--force")
+    assert code == 0, report
+    assert sorted(report["write"]["replaced"]) == stale
+    assert report["write"]["carried_over"] == ["README.md"]
+    assert sorted(p.name for p in dest.iterdir()) == ["README.md", "config.json", "diffusion_pytorch_model.safetensors"]
+    written = load_file(dest / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(written[k], new[k]) and not torch.equal(written[k], old[k]) for k in new)
+    # What weightdoctor reads from the folder now is the new file, not the old index.
+    code, inspected = run_json("inspect", str(dest))
+    assert code == 0
+    assert [f["path"] for f in inspected["files"] if f["role"] != "config"] == ["diffusion_pytorch_model.safetensors"]
+    # And the report a user reads says so.
+    (tmp_path / "again").mkdir()
+    result = run_cli("shard", str(tmp_path / "old"), "-o", str(tmp_path / "again" / "d"), "--max", "1KB")
+    assert result.exit_code == 0
+    result = run_cli("convert", str(tmp_path / "unet"), "-o", str(tmp_path / "again" / "d"), "--force")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert "replaced diffusion_pytorch_model-00001-of-00002.safetensors," in text, text
+    assert "kept" not in text, text
+
+
+def test_force_over_a_single_variant_file_then_from_pretrained_loads_the_new_shards(tmp_path: Path) -> None:
+    """transformers' from_pretrained(variant="fp16") reads model.fp16.safetensors before the fp16 index: an earlier
+    single-file save left beside new fp16 shards was the model that loaded."""
+    import transformers
+
+    source = tmp_path / "src"
+    save_tiny_bert(source)
+    model = transformers.BertForSequenceClassification.from_pretrained(source)
+    model.half().save_pretrained(source, variant="fp16")
+    (source / "model.safetensors").unlink()
+    new = model.state_dict()
+    dest = tmp_path / "dest"
+    torch.manual_seed(7)
+    other = transformers.BertForSequenceClassification(model.config)
+    other.half().save_pretrained(dest, variant="fp16")
+    assert (dest / "model.fp16.safetensors").is_file()
+
+    code, report = run_json("shard", str(source), "-o", str(dest), "--max", "20KB", "--force")
+    assert code == 0, report
+    assert report["plan"]["index"] == "model.safetensors.index.fp16.json"
+    assert "model.fp16.safetensors" in report["write"]["replaced"]
+    assert not (dest / "model.fp16.safetensors").exists()
+    loaded = transformers.BertForSequenceClassification.from_pretrained(dest, variant="fp16").state_dict()
+    assert all(torch.equal(loaded[k], new[k]) for k in new)
