@@ -80,3 +80,52 @@ def test_force_over_a_single_variant_file_then_from_pretrained_loads_the_new_sha
     assert not (dest / "model.fp16.safetensors").exists()
     loaded = transformers.BertForSequenceClassification.from_pretrained(dest, variant="fp16").state_dict()
     assert all(torch.equal(loaded[k], new[k]) for k in new)
+
+
+def _data_offset(path: Path, member_suffix: str) -> int:
+    """Where the bytes of a torch zip checkpoint's member (`data/3`) start in the file."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith(member_suffix))
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset + 26)
+        name_length, extra_length = struct.unpack("<HH", handle.read(4))
+    return info.header_offset + 30 + name_length + extra_length
+
+
+def test_a_pickle_rewritten_in_place_while_cast_is_refused_not_written_as_a_mix(
+    tmp_path: Path, monkeypatch: object
+) -> None:
+    """A torch zip checkpoint's values are read from a private map, whose pages not yet read show the file's new
+    bytes: rewritten in place (same size) while `convert --dtype fp16` read it, the output held the old first
+    tensors and the new last one, exit 0 and "verified". A safetensors source was refused so already."""
+    import os
+
+    from weightdoctor.writers import hooks
+
+    torch.manual_seed(3)
+    tensors = {f"layer.{i}.weight": torch.randn(64, 64) for i in range(4)}
+    source = tmp_path / "m.bin"
+    torch.save(tensors, source)
+    offset = _data_offset(source, "/data/3")
+
+    def rewrite_in_place(point: str) -> None:
+        if point == "tensor-2":  # layer.0 and layer.1 are read; layer.3's bytes become zeros, the size kept
+            fd = os.open(source, os.O_WRONLY)
+            try:
+                os.pwrite(fd, bytes(64 * 64 * 4), offset)
+            finally:
+                os.close(fd)
+
+    monkeypatch.setattr(hooks, "reached", rewrite_in_place)  # type: ignore[attr-defined]
+    output = tmp_path / "out" / "m.safetensors"
+    output.parent.mkdir()
+    result = run_cli("convert", str(source), "-o", str(output), "--dtype", "fp16")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and result.stdout == "", (result.stdout, result.stderr)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {source}: the file changed while its tensors were read"), \
+        lines
+    assert "could mix old and new contents" in lines[0]
+    assert list(output.parent.iterdir()) == []  # no output, no temporary
