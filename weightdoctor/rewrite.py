@@ -166,20 +166,55 @@ _TIED_HEAD_MAPPINGS = ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "MODEL_FOR_SEQ_TO_SE
                        "MODEL_MAPPING_NAMES")
 
 
-def _tied_weight_patterns(checkpoint: Checkpoint) -> tuple[list[str], str | None]:
-    """The model's tied-weight keys (regex patterns, as transformers matches them) from its config."""
+def _tied_weights(checkpoint: Checkpoint) -> tuple[list[str], Ties | None, str | None]:
+    """The model's tied-weight keys (regex patterns, as transformers matches them, whatever the config says), the
+    ties from_pretrained makes for this config (None where transformers does not say), and why the model is not
+    known (None when it is)."""
     if not checkpoint.config or "model_type" not in checkpoint.config:
-        return [], "no config.json with a model_type"
+        return [], None, "no config.json with a model_type"
     try:
         from transformers.modeling_utils import _get_tied_weight_keys
 
         from weightdoctor.meta_model import build_meta_model
 
         if checkpoint.config.get("architectures"):
-            return _get_tied_weight_keys(build_meta_model(checkpoint.config)), None
-        return _get_tied_weight_keys(_model_holding(checkpoint, build_meta_model)), None
+            model = build_meta_model(checkpoint.config)
+        else:
+            model = _model_holding(checkpoint, build_meta_model)
+        # transformers 5 expands the class's ties for this config in post_init: `tie_word_embeddings: false` leaves
+        # the output embeddings out, and from_pretrained then loads them from the file, not from the input ones.
+        retied = getattr(model, "all_tied_weights_keys", None)
+        ties = Ties(dict(retied), frozenset(model.state_dict())) if isinstance(retied, dict) else None
+        return _get_tied_weight_keys(model), ties, None
     except Exception as exc:  # an unknown architecture must not stop a conversion
-        return [], f"the model could not be built from config.json ({type(exc).__name__})"
+        return [], None, f"the model could not be built from config.json ({type(exc).__name__})"
+
+
+@dataclass(frozen=True)
+class Ties:
+    """What from_pretrained does with a model's tensors for one config: `retied` target name -> the source name it
+    is tied to (filled from it, not read from the file); `names` every tensor name of the model."""
+
+    retied: dict[str, str]
+    names: frozenset[str]
+
+    def not_retied(self, dropped: dict[str, str]) -> dict[str, str]:
+        """The dropped aliases from_pretrained would not fill back: each of `dropped` (name -> name kept, as the
+        output names them) that the model loads from the file, not tied (for this config) to a tensor of its own set.
+        Left out of a safetensors file, it loaded as new random weights ("MISSING ... newly initialized").
+
+        Example:
+            >>> ties = Ties({}, frozenset({"lm_head.weight", "wte.weight"}))
+            >>> ties.not_retied({"lm_head.weight": "wte.weight", "module.x": "module.y"})
+            {'lm_head.weight': 'wte.weight'}
+            >>> Ties({"lm_head.weight": "wte.weight"}, ties.names).not_retied({"lm_head.weight": "wte.weight"})
+            {}
+        """
+        sets: dict[str, set[str]] = {}
+        for name, kept in dropped.items():
+            sets.setdefault(kept, {kept}).add(name)
+        return {name: kept for name, kept in dropped.items()
+                if name in self.names and self.retied.get(name) not in sets[kept]}
 
 
 def _model_holding(checkpoint: Checkpoint, build: Callable[..., Any]) -> Any:
@@ -348,8 +383,26 @@ def plan_tensors(
     selection = TensorSelection(tensors=[])
     dropped: dict[str, str] = {}
     if checkpoint.shared_groups():
-        patterns, why_not = _tied_weight_patterns(checkpoint)
+        patterns, ties, why_not = _tied_weights(checkpoint)
         dropped, copies = choose_aliases(checkpoint, patterns)
+        if fmt == "safetensors" and ties is not None and dropped:
+            # Judged under the names the output has (`--rename '^module\.='` of a DDP checkpoint).
+            both = sorted(set(dropped) | set(dropped.values()))
+            renamed = dict(zip(both, rename_all(both, list(renames or [])), strict=True))
+            left_out = ties.not_retied({renamed[name]: renamed[kept] for name, kept in dropped.items()})
+            untied = {name: kept for name, kept in dropped.items() if renamed[name] in left_out}
+        else:
+            untied = {}
+        if untied:
+            # A .bin keeps every name (as views of one storage); a safetensors file keeps a copy of each of these.
+            dropped = {name: kept for name, kept in dropped.items() if name not in untied}
+            pairs = ", ".join(f"{name} = {kept}" for name, kept in sorted(untied.items())[:3])
+            more = f" and {len(untied) - 3} more" if len(untied) > 3 else ""
+            selection.warnings.append(
+                f"{pairs}{more} share storage in the source, but config.json does not tie "
+                f"{'them' if len(untied) > 1 else 'it'} (from_pretrained would load "
+                f"{'them' if len(untied) > 1 else 'it'} as new random weights if left out): "
+                "each is written as its own copy")
         if dropped and why_not and fmt == "safetensors":  # a .bin keeps every name: nothing was chosen
             selection.warnings.append(
                 f"tied weights chosen by name order, since {why_not}: kept "

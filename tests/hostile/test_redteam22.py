@@ -129,3 +129,38 @@ def test_a_pickle_rewritten_in_place_while_cast_is_refused_not_written_as_a_mix(
         lines
     assert "could mix old and new contents" in lines[0]
     assert list(output.parent.iterdir()) == []  # no output, no temporary
+
+
+def test_storage_shared_where_the_config_unties_it_is_written_not_dropped(tmp_path: Path) -> None:
+    """A GPT-2 whose config says `tie_word_embeddings: false` but whose .bin holds lm_head.weight as the same storage
+    as transformer.wte.weight: the safetensors output left lm_head.weight out (recorded in the metadata only), and
+    from_pretrained, which ties nothing for this config, loaded it as new random weights."""
+    import transformers
+
+    torch.manual_seed(5)
+    config = transformers.GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=32,
+                                     tie_word_embeddings=False)
+    state = transformers.GPT2LMHeadModel(config).state_dict()
+    state["lm_head.weight"] = state["transformer.wte.weight"]
+    source = tmp_path / "src"
+    config.save_pretrained(source)
+    torch.save(state, source / "pytorch_model.bin")
+
+    for command in (["convert"], ["shard", "--max", "4KB"]):
+        out = tmp_path / command[0]
+        code, report = run_json(command[0], str(source), *command[1:], "-o", str(out))
+        assert code == 0, report
+        assert report["plan"]["dropped_aliases"] == []
+        assert ("lm_head.weight = transformer.wte.weight share storage in the source, but config.json does not tie "
+                "it (from_pretrained would load it as new random weights if left out): each is written as its own "
+                "copy") in report["warnings"]
+        loaded = transformers.GPT2LMHeadModel.from_pretrained(out).state_dict()
+        assert all(torch.equal(loaded[k], state[k]) for k in state), command
+
+    # Tied in the config, the alias is still left out (from_pretrained ties it back), as before.
+    config.tie_word_embeddings = True
+    config.save_pretrained(source)
+    code, report = run_json("convert", str(source), "-o", str(tmp_path / "tied"))
+    assert code == 0
+    assert report["plan"]["dropped_aliases"] == [{"name": "lm_head.weight", "kept": "transformer.wte.weight"}]
+    assert sorted(load_file(tmp_path / "tied" / "model.safetensors")) == sorted(set(state) - {"lm_head.weight"})
