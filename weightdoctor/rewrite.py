@@ -292,6 +292,25 @@ def choose_aliases(
     return dropped, copies
 
 
+def _refuse_what_safetensors_cannot_store(checkpoint: Checkpoint, tensors: list[PlannedTensor]) -> None:
+    """Refuse, before anything is written, tensors of a dtype safetensors has no name for (complex128, complex32,
+    torch's bits types): the writer said "safetensors cannot store tensor 'w' of dtype complex128", naming no file.
+
+    Raises:
+        OutputError: naming the file that holds the first such tensor, each dtype, and that a .bin keeps them.
+    """
+    from weightdoctor.dtypes import CANONICAL_TO_SAFETENSORS
+
+    refused = [t for t in tensors if t.dtype not in CANONICAL_TO_SAFETENSORS]
+    if not refused:
+        return
+    shown = ", ".join(f"{t.source} ({t.dtype})" for t in refused[:3])
+    more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
+    raise OutputError(f"safetensors has no dtype for {counted(len(refused), 'tensor', grouped=False)}: {shown}{more}; "
+                      "nothing was written (a .bin output, -o NAME.bin or --to bin, keeps them as torch.save does)",
+                      path=str(checkpoint.file_path(refused[0].source_file)))
+
+
 def _target_dtype(info: TensorInfo, dtype: str | None, keep_fp32: re.Pattern[str] | None) -> str:
     if info.dtype not in CASTABLE:
         return info.dtype
@@ -494,6 +513,8 @@ def plan_tensors(
                 alias_of=new_names[alias] if alias else None,
             )
         )
+    if fmt == "safetensors":
+        _refuse_what_safetensors_cannot_store(checkpoint, selection.tensors)
     if kept_side:
         selection.warnings.append(
             f"--dtype {dtype}: {len(kept_side)} quantizer scale/state tensor(s) kept as stored "

@@ -164,3 +164,42 @@ def test_storage_shared_where_the_config_unties_it_is_written_not_dropped(tmp_pa
     assert code == 0
     assert report["plan"]["dropped_aliases"] == [{"name": "lm_head.weight", "kept": "transformer.wte.weight"}]
     assert sorted(load_file(tmp_path / "tied" / "model.safetensors")) == sorted(set(state) - {"lm_head.weight"})
+
+
+def test_complex32_and_bits16_are_counted_at_their_size_and_convert_to_bin(tmp_path: Path) -> None:
+    """complex32 (a pair of float16s) and bits16 were counted as one byte an element: inspect said 8 bytes for 32,
+    and convert --to bin failed with "unexpected ValueError: tensor 'c' has 32 bytes, expected 8"."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "ComplexHalf support is experimental"
+        tensors = {"c": torch.arange(8, dtype=torch.float16).view(torch.complex32).reshape(2, 2),
+                   "b": torch.arange(4, dtype=torch.int16).view(torch.bits16)}
+    source = tmp_path / "odd.bin"
+    torch.save(tensors, source)
+    code, inspected = run_json("inspect", str(source))
+    assert code == 0 and inspected["total_bytes"] == 4 * 4 + 4 * 2, inspected["total_bytes"]
+    out = tmp_path / "out.bin"
+    code, report = run_json("convert", str(source), "-o", str(out))
+    assert code == 0, report
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        back = torch.load(out, weights_only=True)
+    assert back["c"].dtype == torch.complex32 and torch.equal(back["c"].view(torch.float16),
+                                                              tensors["c"].view(torch.float16))
+    assert back["b"].dtype == torch.bits16 and torch.equal(back["b"].view(torch.int16), tensors["b"].view(torch.int16))
+
+
+def test_a_dtype_safetensors_has_no_name_for_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """complex128 to safetensors: the error line was "safetensors cannot store tensor 'w' of dtype complex128", with
+    no file named (every exit-2 line names the file)."""
+    source = tmp_path / "c.bin"
+    torch.save({"w": torch.zeros(2, dtype=torch.complex128), "ok": torch.ones(2)}, source)
+    for command in (["convert", "-o", str(tmp_path / "c.safetensors")], ["shard", "-o", str(tmp_path / "s"),
+                                                                           "--max", "1KB"]):
+        result = run_cli(command[0], str(source), *command[1:])
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.exit_code == 2 and result.stdout == "" and len(lines) == 1, result.stderr
+        assert lines[0] == (f"error: {source}: safetensors has no dtype for 1 tensor: w (complex128); nothing was "
+                            "written (a .bin output, -o NAME.bin or --to bin, keeps them as torch.save does)"), lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.bin"]
