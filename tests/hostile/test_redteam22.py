@@ -203,3 +203,25 @@ def test_a_dtype_safetensors_has_no_name_for_is_refused_naming_the_file(tmp_path
         assert lines[0] == (f"error: {source}: safetensors has no dtype for 1 tensor: w (complex128); nothing was "
                             "written (a .bin output, -o NAME.bin or --to bin, keeps them as torch.save does)"), lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.bin"]
+
+
+def test_a_single_file_written_beside_an_earlier_save_of_its_set_is_warned(tmp_path: Path) -> None:
+    """`convert x.safetensors -o unet/diffusion_pytorch_model.safetensors` into a folder holding an earlier save's
+    shards and index wrote the file silently; diffusers (and weightdoctor) then read the old index, not it."""
+    _unet(tmp_path / "unet", seed=1)
+    _unet(tmp_path / "old", seed=2)
+    dest = tmp_path / "dest"
+    assert run_cli("shard", str(tmp_path / "old"), "-o", str(dest), "--max", "1KB").exit_code == 0
+    out = dest / "diffusion_pytorch_model.safetensors"
+    code, report = run_json("convert", str(tmp_path / "unet" / "diffusion_pytorch_model.safetensors"), "-o", str(out))
+    assert code == 0
+    assert (f"{dest} also holds diffusion_pytorch_model-00001-of-00002.safetensors, "
+            "diffusion_pytorch_model-00002-of-00002.safetensors, diffusion_pytorch_model.safetensors.index.json, of "
+            "the same weight set as diffusion_pytorch_model.safetensors (an earlier save): a loader may read them "
+            "instead of it or beside it (diffusers' from_pretrained reads an index before the single file); remove "
+            "them, or convert the model folder with --force, which replaces the whole set") in report["warnings"]
+    # Another set in the folder (a PEFT adapter beside the model) is no reason to warn.
+    save_file({"w": torch.ones(2)}, tmp_path / "adapter_model.safetensors")
+    code, report = run_json("convert", str(tmp_path / "unet" / "diffusion_pytorch_model.safetensors"), "-o",
+                            str(tmp_path / "model.safetensors"))
+    assert code == 0 and not any("also holds" in w for w in report["warnings"]), report["warnings"]
