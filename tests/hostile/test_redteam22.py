@@ -225,3 +225,40 @@ def test_a_single_file_written_beside_an_earlier_save_of_its_set_is_warned(tmp_p
     code, report = run_json("convert", str(tmp_path / "unet" / "diffusion_pytorch_model.safetensors"), "-o",
                             str(tmp_path / "model.safetensors"))
     assert code == 0 and not any("also holds" in w for w in report["warnings"]), report["warnings"]
+
+
+def test_sigint_during_a_forced_shard_keeps_the_earlier_diffusers_save_whole(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT sent to the process) while shard --force rewrites a folder holding an earlier save of the same
+    set: exit 130, the earlier save and its index untouched, nothing staged left beside it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import REPO_ROOT
+
+    _unet(tmp_path / "unet", seed=1)
+    _unet(tmp_path / "old", seed=2)
+    dest = tmp_path / "dest"
+    assert run_cli("shard", str(tmp_path / "old"), "-o", str(dest), "--max", "1KB").exit_code == 0
+    before = {p.name: p.read_bytes() for p in dest.iterdir()}
+    marker = tmp_path / "paused"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "WEIGHTDOCTOR_PAUSE_AT": "tensor-1",
+           "WEIGHTDOCTOR_PAUSE_FILE": str(marker)}
+    proc = subprocess.Popen([sys.executable, "-m", "weightdoctor", "shard", str(tmp_path / "unet"), "-o", str(dest),
+                             "--max", "1KB", "--force"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL) and None)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest", "old", "paused", "unet"]
