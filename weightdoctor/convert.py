@@ -262,6 +262,25 @@ def nested_only_warning(checkpoint: Checkpoint) -> str:
     return f"only the state dict at {checkpoint.nested_key!r} is written, not the checkpoint's other entries ({shown})"
 
 
+def same_set_beside(out: Path) -> list[str]:
+    """The other files of `out`'s weight set already in its folder (`weight_set`: its stem and variant, single or
+    sharded, either format), sorted; [] when `out` is named like no weight set or its folder cannot be listed.
+
+    A single file written into a folder that holds an earlier save's shards and index (`-o
+    unet/diffusion_pytorch_model.safetensors`) is not what diffusers loads: it reads the index first.
+    """
+    from weightdoctor.rewrite import weight_set
+
+    mine = weight_set(out.name)
+    if mine is None:
+        return []
+    try:
+        with os.scandir(out.parent if str(out.parent) else ".") as entries:
+            return sorted(e.name for e in entries if e.name != out.name and weight_set(e.name) == mine)
+    except OSError:
+        return []
+
+
 def _renamed(name: str, renames: list[Rename]) -> str:
     for rename in renames:
         name = rename.apply(name)
@@ -331,6 +350,13 @@ def plan_convert(
                         f"name it {out.name}{suffix} (or end -o with / for a folder holding it)")
     if checkpoint.nested_key:
         warnings.append(nested_only_warning(checkpoint))
+    if single_file and (beside := same_set_beside(out)):
+        shown = ", ".join(beside[:3]) + (f" and {len(beside) - 3} more" if len(beside) > 3 else "")
+        index = any(name.endswith(".json") for name in beside)
+        why = " (diffusers' from_pretrained reads an index before the single file)" if index else ""
+        warnings.append(f"{out.parent} also holds {shown}, of the same weight set as {out.name} (an earlier save): "
+                        f"a loader may read them instead of it or beside it{why}; remove them, or convert the model "
+                        "folder with --force, which replaces the whole set")
     carried, lost = source_metadata(checkpoint, fmt, renames)
     if lost:
         warnings.append(lost)

@@ -35,6 +35,9 @@ BITS_PER_ELEMENT: dict[str, int] = {
     "uint64": 64, "int64": 64, "float16": 16, "bfloat16": 16, "float32": 32, "float64": 64,
     "complex64": 64, "complex128": 128, "float8_e4m3fn": 8, "float8_e5m2": 8, "float8_e8m0fnu": 8,
     "float8_e4m3fnuz": 8, "float8_e5m2fnuz": 8, "float4_e2m1fn_x2": 4,
+    # torch's alone (no safetensors name): a pair of float16s, and a 16-bit opaque type. Counted as 8 bits, a
+    # complex32 tensor's bytes were a quarter of what it holds, and convert --to bin failed on it.
+    "complex32": 32, "bits16": 16,
 }
 
 FLOATING: frozenset[str] = frozenset(

@@ -47,6 +47,17 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".h5"
 HF_WEIGHT_FILE = re.compile(
     r"^(?:model|pytorch_model)(?:-\d{5}-of-\d{5})?\.(?:safetensors|bin)(?:\.index\.json)?$"
 )
+# Any file of a weight set a loader reads by name: a stem (transformers', diffusers', PEFT's, diffusers' LoRAs',
+# Mistral's, open_clip's), a variant (`model.fp16.safetensors`, `model.safetensors.index.fp16.json`,
+# `diffusion_pytorch_model-00001-of-00002.fp16.safetensors`), a shard number, a format, an index.
+_WEIGHT_SET_FILE = re.compile(
+    r"(?P<stem>model|pytorch_model|diffusion_pytorch_model|adapter_model|pytorch_lora_weights|consolidated"
+    r"|open_clip_model|open_clip_pytorch_model)"
+    r"(?:\.(?P<variant>[^.-]+))?(?:-\d{5}-of-\d{5})?(?:\.(?P<shard_variant>[^.-]+))?\.(?:safetensors|bin)"
+    r"(?:\.index(?:\.(?P<index_variant>[^.]+))?\.json)?"
+)
+# Stems one loader reads as one set in either format: from_pretrained's model / pytorch_model, open_clip's two names.
+_SAME_SET = {"pytorch_model": "model", "open_clip_pytorch_model": "open_clip_model"}
 CHUNK_ELEMENTS = 1 << 24
 # Write by copying bytes when nothing is cast (tests turn it off to compare with the torch path).
 BYTE_COPY = True
@@ -155,20 +166,55 @@ _TIED_HEAD_MAPPINGS = ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "MODEL_FOR_SEQ_TO_SE
                        "MODEL_MAPPING_NAMES")
 
 
-def _tied_weight_patterns(checkpoint: Checkpoint) -> tuple[list[str], str | None]:
-    """The model's tied-weight keys (regex patterns, as transformers matches them) from its config."""
+def _tied_weights(checkpoint: Checkpoint) -> tuple[list[str], Ties | None, str | None]:
+    """The model's tied-weight keys (regex patterns, as transformers matches them, whatever the config says), the
+    ties from_pretrained makes for this config (None where transformers does not say), and why the model is not
+    known (None when it is)."""
     if not checkpoint.config or "model_type" not in checkpoint.config:
-        return [], "no config.json with a model_type"
+        return [], None, "no config.json with a model_type"
     try:
         from transformers.modeling_utils import _get_tied_weight_keys
 
         from weightdoctor.meta_model import build_meta_model
 
         if checkpoint.config.get("architectures"):
-            return _get_tied_weight_keys(build_meta_model(checkpoint.config)), None
-        return _get_tied_weight_keys(_model_holding(checkpoint, build_meta_model)), None
+            model = build_meta_model(checkpoint.config)
+        else:
+            model = _model_holding(checkpoint, build_meta_model)
+        # transformers 5 expands the class's ties for this config in post_init: `tie_word_embeddings: false` leaves
+        # the output embeddings out, and from_pretrained then loads them from the file, not from the input ones.
+        retied = getattr(model, "all_tied_weights_keys", None)
+        ties = Ties(dict(retied), frozenset(model.state_dict())) if isinstance(retied, dict) else None
+        return _get_tied_weight_keys(model), ties, None
     except Exception as exc:  # an unknown architecture must not stop a conversion
-        return [], f"the model could not be built from config.json ({type(exc).__name__})"
+        return [], None, f"the model could not be built from config.json ({type(exc).__name__})"
+
+
+@dataclass(frozen=True)
+class Ties:
+    """What from_pretrained does with a model's tensors for one config: `retied` target name -> the source name it
+    is tied to (filled from it, not read from the file); `names` every tensor name of the model."""
+
+    retied: dict[str, str]
+    names: frozenset[str]
+
+    def not_retied(self, dropped: dict[str, str]) -> dict[str, str]:
+        """The dropped aliases from_pretrained would not fill back: each of `dropped` (name -> name kept, as the
+        output names them) that the model loads from the file, not tied (for this config) to a tensor of its own set.
+        Left out of a safetensors file, it loaded as new random weights ("MISSING ... newly initialized").
+
+        Example:
+            >>> ties = Ties({}, frozenset({"lm_head.weight", "wte.weight"}))
+            >>> ties.not_retied({"lm_head.weight": "wte.weight", "module.x": "module.y"})
+            {'lm_head.weight': 'wte.weight'}
+            >>> Ties({"lm_head.weight": "wte.weight"}, ties.names).not_retied({"lm_head.weight": "wte.weight"})
+            {}
+        """
+        sets: dict[str, set[str]] = {}
+        for name, kept in dropped.items():
+            sets.setdefault(kept, {kept}).add(name)
+        return {name: kept for name, kept in dropped.items()
+                if name in self.names and self.retied.get(name) not in sets[kept]}
 
 
 def _model_holding(checkpoint: Checkpoint, build: Callable[..., Any]) -> Any:
@@ -244,6 +290,25 @@ def choose_aliases(
                 for name in removed:
                     dropped[name] = keep
     return dropped, copies
+
+
+def _refuse_what_safetensors_cannot_store(checkpoint: Checkpoint, tensors: list[PlannedTensor]) -> None:
+    """Refuse, before anything is written, tensors of a dtype safetensors has no name for (complex128, complex32,
+    torch's bits types): the writer said "safetensors cannot store tensor 'w' of dtype complex128", naming no file.
+
+    Raises:
+        OutputError: naming the file that holds the first such tensor, each dtype, and that a .bin keeps them.
+    """
+    from weightdoctor.dtypes import CANONICAL_TO_SAFETENSORS
+
+    refused = [t for t in tensors if t.dtype not in CANONICAL_TO_SAFETENSORS]
+    if not refused:
+        return
+    shown = ", ".join(f"{t.source} ({t.dtype})" for t in refused[:3])
+    more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
+    raise OutputError(f"safetensors has no dtype for {counted(len(refused), 'tensor', grouped=False)}: {shown}{more}; "
+                      "nothing was written (a .bin output, -o NAME.bin or --to bin, keeps them as torch.save does)",
+                      path=str(checkpoint.file_path(refused[0].source_file)))
 
 
 def _target_dtype(info: TensorInfo, dtype: str | None, keep_fp32: re.Pattern[str] | None) -> str:
@@ -337,8 +402,26 @@ def plan_tensors(
     selection = TensorSelection(tensors=[])
     dropped: dict[str, str] = {}
     if checkpoint.shared_groups():
-        patterns, why_not = _tied_weight_patterns(checkpoint)
+        patterns, ties, why_not = _tied_weights(checkpoint)
         dropped, copies = choose_aliases(checkpoint, patterns)
+        if fmt == "safetensors" and ties is not None and dropped:
+            # Judged under the names the output has (`--rename '^module\.='` of a DDP checkpoint).
+            both = sorted(set(dropped) | set(dropped.values()))
+            renamed = dict(zip(both, rename_all(both, list(renames or [])), strict=True))
+            left_out = ties.not_retied({renamed[name]: renamed[kept] for name, kept in dropped.items()})
+            untied = {name: kept for name, kept in dropped.items() if renamed[name] in left_out}
+        else:
+            untied = {}
+        if untied:
+            # A .bin keeps every name (as views of one storage); a safetensors file keeps a copy of each of these.
+            dropped = {name: kept for name, kept in dropped.items() if name not in untied}
+            pairs = ", ".join(f"{name} = {kept}" for name, kept in sorted(untied.items())[:3])
+            more = f" and {len(untied) - 3} more" if len(untied) > 3 else ""
+            selection.warnings.append(
+                f"{pairs}{more} share storage in the source, but config.json does not tie "
+                f"{'them' if len(untied) > 1 else 'it'} (from_pretrained would load "
+                f"{'them' if len(untied) > 1 else 'it'} as new random weights if left out): "
+                "each is written as its own copy")
         if dropped and why_not and fmt == "safetensors":  # a .bin keeps every name: nothing was chosen
             selection.warnings.append(
                 f"tied weights chosen by name order, since {why_not}: kept "
@@ -430,6 +513,8 @@ def plan_tensors(
                 alias_of=new_names[alias] if alias else None,
             )
         )
+    if fmt == "safetensors":
+        _refuse_what_safetensors_cannot_store(checkpoint, selection.tensors)
     if kept_side:
         selection.warnings.append(
             f"--dtype {dtype}: {len(kept_side)} quantizer scale/state tensor(s) kept as stored "
@@ -926,6 +1011,9 @@ def _write_one(
                 release_file_pages(source)
             del tensor, source
             release_heap()
+        # Once every value is read (each file once: a stat per tensor of 92k was a cost for nothing more).
+        for relpath in dict.fromkeys(t.source_file for t in plan):
+            checkpoint.check_unchanged(relpath)
         if problems and not allow_overflow:
             raise _overflow_error(problems, checkpoint)
     return writer.digests
@@ -1199,7 +1287,12 @@ def write_outputs(
                 result.tensors_verified = verify_written(tmp)
                 result.verified = True
     else:
-        with StagingDir(dest, replace=force, drop_old=lambda name: bool(HF_WEIGHT_FILE.match(name))) as stage:
+        written_sets = {weight_set(name) for name in [f.filename for f in files] + [index_name or ""]} - {None}
+
+        def drop_old(name: str) -> bool:
+            return bool(HF_WEIGHT_FILE.match(name)) or weight_set(name) in written_sets
+
+        with StagingDir(dest, replace=force, drop_old=drop_old) as stage:
             for out in files:
                 write_file(stage.path / out.filename, out)
             try:
@@ -1233,6 +1326,28 @@ def write_outputs(
     result.lost = [p.describe() for p in problems]
     result.seconds = time.perf_counter() - started
     return result
+
+
+def weight_set(name: str) -> tuple[str, str | None] | None:
+    """The weight set a file named `name` belongs to, as (stem, variant), or None for a name no loader reads as
+    weights: the shards, single file and index of one save, in either format, are one set.
+
+    An earlier save in a folder replaced with --force is dropped by it: diffusers' from_pretrained reads an index
+    before the single file, so an old `diffusion_pytorch_model.safetensors.index.json` and its shards, kept beside a
+    new `diffusion_pytorch_model.safetensors`, were what loaded (and what weightdoctor then read); transformers'
+    reads `model.fp16.safetensors` before the fp16 index of new shards.
+
+    Example:
+        >>> weight_set("diffusion_pytorch_model-00001-of-00002.safetensors"), weight_set("pytorch_model.fp16.bin")
+        (('diffusion_pytorch_model', None), ('model', 'fp16'))
+        >>> weight_set("model.safetensors.index.fp16.json"), weight_set("README.md")
+        (('model', 'fp16'), None)
+    """
+    match = _WEIGHT_SET_FILE.fullmatch(name)
+    if match is None:
+        return None
+    variant = match["variant"] or match["shard_variant"] or match["index_variant"]
+    return _SAME_SET.get(match["stem"], match["stem"]), variant
 
 
 def check_not_input(checkpoint: Checkpoint, dest: Path) -> None:

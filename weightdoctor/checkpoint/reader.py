@@ -286,6 +286,30 @@ class Checkpoint:
                 return value.storage.archive.identity
         return None
 
+    def check_unchanged(self, relpath: str) -> None:
+        """Refuse a weight file that is no longer the one whose structure was read: a convert that cast the tensors of
+        a torch zip checkpoint rewritten in place while it was read (its values come from a private map, whose pages
+        not yet read show the file's new bytes) wrote a mix of old and new values, said verified.
+
+        Checked after the values were read (a change while one was read counts too); nothing where the structure
+        was not read in place (`structure_identity` None).
+
+        Raises:
+            CorruptCheckpoint: its device, inode, size or modification time differ from when it was read.
+        """
+        identity = self.structure_identity(relpath)
+        if identity is None:
+            return
+        path = self.file_path(relpath)
+        try:
+            now = os.stat(path)
+        except OSError as exc:
+            raise CorruptCheckpoint(f"the file cannot be looked at any more ({exc.strerror})", path=str(path)) from exc
+        if (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != identity:
+            raise CorruptCheckpoint("the file changed while its tensors were read (replaced, or its size or "
+                                    "modification time changed): what was read could mix old and new contents",
+                                    path=str(path))
+
     def _check_views(self, relpath: str) -> None:
         """Before a pickle's first value is read (or copied): its views may not claim far more than its storages
         (`pytorch_format.refuse_amplified_views`); once per file."""
