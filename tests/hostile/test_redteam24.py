@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import importlib
+import json
 import pickle
 import shutil
 import subprocess
@@ -75,11 +76,17 @@ _BUILD = textwrap.dedent('''
     save("sharded_tensor", {"st": init_from_local_shards(
         [LocalShard(torch.randn(4, 2), ShardMetadata([0, 0], [4, 2], "rank:0/cpu"))], [4, 2])})
     dcp.async_save({"w": torch.randn(3, 2), "step": 3}, checkpoint_id=os.path.join(out, "async_save")).result()
+    from torch.distributed.checkpoint.filesystem import SerializationFormat
+    save("safetensors_shards", {"w": torch.randn(3, 2), "n": 3}, storage_writer=dcp.FileSystemWriter(
+        os.path.join(out, "safetensors_shards"), serialization_format=SerializationFormat.SAFETENSORS))
+    save("hf_writer", {"w": torch.randn(3, 2)},
+         storage_writer=dcp.HuggingFaceStorageWriter(os.path.join(out, "hf_writer")))
     save("dataclass", {"w": torch.randn(2), "cfg": RunConfig()})
     dist.destroy_process_group()
 ''')
 GENUINE = ["no_dist_plain", "no_dist_objects", "process_group_plain", "model_and_optimizer", "not_flattened",
-           "scheduler", "objects", "dtypes", "two_files_per_rank", "dtensor", "sharded_tensor", "async_save"]
+           "scheduler", "objects", "dtypes", "two_files_per_rank", "dtensor", "sharded_tensor", "async_save",
+           "safetensors_shards"]
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +106,8 @@ def saves(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("name", GENUINE)
 def test_every_genuine_dcp_save_is_still_read(saves: Path, name: str) -> None:
     """Plain, model + optimizer (flattened or not), scheduler, objects (io.BytesIO as torchtitan keeps), DTensor,
-    ShardedTensor, async_save, no_dist and two-files-per-rank saves of torch 2.13: their `.metadata` passes, and
-    the folder's message names the converter, not a refusal."""
+    ShardedTensor, async_save, no_dist, two-files-per-rank and safetensors-shard saves of torch 2.13: their
+    `.metadata` passes, and the folder's message names the converter, not a refusal."""
     folder = saves / name
     assert (folder / ".metadata").is_file() and any(folder.glob("*.distcp"))
     reader.refuse_unsafe_dcp_metadata(folder)  # raises nothing
@@ -108,6 +115,13 @@ def test_every_genuine_dcp_save_is_still_read(saves: Path, name: str) -> None:
     line = one_error_line(result)
     assert result.exit_code == 2 and "dcp_to_torch_save" in line, line
     assert "suspicious" not in line and "dangerous" not in line, line
+
+
+def test_a_save_by_the_hugging_face_writer_is_read_as_safetensors(saves: Path) -> None:
+    """HuggingFaceStorageWriter writes safetensors shards and their index, no `.metadata`: read as weights."""
+    result = run_cli("inspect", str(saves / "hf_writer"), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["format"].startswith("safetensors"), result.stdout
 
 
 def test_a_user_dataclass_among_the_objects_is_refused_by_the_shard_not_the_metadata(saves: Path) -> None:
