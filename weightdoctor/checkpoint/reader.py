@@ -736,10 +736,11 @@ _LOWER_CASE_CLASSES = frozenset({"deepspeed.utils.tensor_fragment.fragment_addre
 
 
 def _vouched_for(module: str, name: str, roots: tuple[str, ...]) -> bool:
-    """Whether an unknown global is a class of torch's or DeepSpeed's own that genuine DCP `.metadata` and DeepSpeed
-    states name (`torch.distributed.checkpoint.metadata.Metadata`, `_StorageInfo`, ZeRO's `ZeroStageEnum`): under
-    one of `roots`, and a class by its name. Their functions are not: torch.fx's `reduce_graph_module` execs the
-    source the pickle gives it, and every `torch.*` name had been let through.
+    """Whether an unknown global is a class of torch's or DeepSpeed's own that genuine DeepSpeed states name
+    (ZeRO's `ZeroStageEnum`): under one of `roots`, and a class by its name. Their functions are not: torch.fx's
+    `reduce_graph_module` execs the source the pickle gives it, and every `torch.*` name had been let through.
+    DeepSpeed is not installed here, so what its genuine states name cannot be listed: DCP's `.metadata`, whose
+    genuine classes can, is judged by `_DCP_METADATA_CLASSES` instead.
 
     A dotted name is judged by the module its last piece is read from (protocol 4 resolves `torch` /
     `_C.PyTorchFileWriter` by getattr, piece by piece), so that a cut is not stepped around.
@@ -759,6 +760,27 @@ def _vouched_for(module: str, name: str, roots: tuple[str, ...]) -> bool:
     if any(owner == cut or owner.startswith(f"{cut}.") for cut in _NOT_VOUCHED):
         return False
     return last.lstrip("_")[:1].isupper() or f"{owner}.{last}" in _LOWER_CASE_CLASSES
+
+
+# The classes genuine DCP `.metadata` pickles name beyond the policy's safe ones (torch.Size, dtypes, _get_layout)
+# and inert ones (the pathlib path of StorageMeta.checkpoint_id): the dataclasses of DCP's metadata module and the
+# filesystem writer's `_StorageInfo`, each rebuilt by NEWOBJ and BUILD (object.__new__ then its fields, no __init__),
+# and the enum of memory formats, called with its value. Listed from every `.metadata` that torch 2.13 writes (plain
+# and model + optimizer state dicts, flattened or not, DTensors, ShardedTensors, objects, async_save, no_dist), as
+# module and name; earlier torch 2.x named TensorProperties and its enum from sharded_tensor's metadata, and 1.13 the
+# classes from torch.distributed._shard.checkpoint, which torch still loads as a copy of the same modules. Every
+# other torch class is not vouched for: a blocklist of the ones that act when built (FileStore, TCPStore,
+# PT2ArchiveWriter, _AsyncCheckpointProcess) kept missing the next one, and a vouched class called with arguments runs
+# its __init__ (torch.nn.Linear(10**6, 10**6) asks for 4 TB of weights and fills them).
+_DCP_METADATA_CLASSES: frozenset[tuple[str, str]] = frozenset(
+    [(module, name)
+     for module in ("torch.distributed.checkpoint.metadata", "torch.distributed._shard.checkpoint.metadata")
+     for name in ("Metadata", "MetadataIndex", "StorageMeta", "TensorStorageMetadata", "BytesStorageMetadata",
+                  "ChunkStorageMetadata", "TensorProperties", "_MEM_FORMAT_ENCODING")]
+    + [(module, "_StorageInfo") for module in ("torch.distributed.checkpoint.filesystem",
+                                               "torch.distributed._shard.checkpoint.filesystem")]
+    + [("torch.distributed._shard.sharded_tensor.metadata", name)
+       for name in ("TensorProperties", "MEM_FORMAT_ENCODING")])
 
 
 def _is_folder(entry: os.DirEntry[str]) -> bool:
@@ -1094,7 +1116,7 @@ def refuse_unsafe_dcp_metadata(folder: Path) -> None:
     merge-weights, Lightning's consolidate_checkpoint all do): the messages that name those as the next step sent
     a folder whose `.metadata` calls os.system there unscanned. DCP's own classes
     (`torch.distributed.checkpoint.metadata.Metadata`, ...) are unknown to the policy but are what every genuine
-    one holds, so torch's own classes pass (`_vouched_for`).
+    one holds: those genuine saves name pass (`_DCP_METADATA_CLASSES`), and no other torch class does.
 
     Raises:
         UnsafePickle: naming the `.metadata` file and what it imports.
@@ -1123,7 +1145,7 @@ def refuse_unsafe_dcp_metadata(folder: Path) -> None:
         except OSError:
             continue  # unreadable: DCP cannot read it either, and the message names the folder all the same
         flagged = sorted({g.qualified for g in report.globals if g.safety == DANGEROUS or (
-            g.safety == UNKNOWN and not _vouched_for(g.module, g.name, ("torch",)))})
+            g.safety == UNKNOWN and (g.module, g.name) not in _DCP_METADATA_CLASSES)})
         if flagged:
             dangerous = any(g.safety == DANGEROUS for g in report.globals if g.qualified in flagged)
             shown = ", ".join(flagged[:4]) + (", ..." if len(flagged) > 4 else "")
