@@ -971,8 +971,9 @@ def quantizer_load_error(quantization_config: Any) -> str | None:
     transformers has a quantizer for (`quantizer_transformers_lacks` says that), or the quantizer accepts.
 
     Example:
-        >>> quantizer_load_error({"quant_method": "gptq", "bits": 4})  # optimum not installed
-        "from_pretrained raises ImportError here before it loads a weight: 'Loading a GPTQ quantized model ...'"
+        >>> # where optimum is not installed:
+        >>> quantizer_load_error({"quant_method": "gptq", "bits": 4})  # doctest: +SKIP
+        "from_pretrained raises ImportError here before it loads a weight: 'Loading a GPTQ quantized model ..."
     """
     if not isinstance(quantization_config, Mapping):
         to_dict = getattr(quantization_config, "to_dict", None)
