@@ -1290,7 +1290,14 @@ def write_outputs(
         written_sets = {weight_set(name) for name in [f.filename for f in files] + [index_name or ""]} - {None}
 
         def drop_old(name: str) -> bool:
-            return bool(HF_WEIGHT_FILE.match(name)) or weight_set(name) in written_sets
+            old = weight_set(name)
+            if old in written_sets:
+                return True
+            # Another variant of the weights written (`model.safetensors`, the fp32 weights, beside a new
+            # `model.fp16.safetensors`) is one the user keeps, as a bf16 variant is: deleted as a plain HF name.
+            if old is not None and any(old[0] == stem for stem, _variant in written_sets):
+                return False
+            return bool(HF_WEIGHT_FILE.match(name))
 
         with StagingDir(dest, replace=force, drop_old=drop_old) as stage:
             for out in files:
