@@ -59,3 +59,28 @@ def test_converting_a_file_into_its_own_folder_does_not_call_the_input_an_earlie
     [warning] = [w for w in report["warnings"] if "earlier save" in w]
     assert "also holds model-00001-of-00002.safetensors, of the same weight set as model.safetensors" in warning
     assert "pytorch_model.bin" not in warning
+
+
+def test_force_writing_an_adapter_keeps_the_base_model_weights_in_the_folder(tmp_path: Path) -> None:
+    """A PEFT adapter (adapter_model.bin) converted with --force into a folder that also holds the base model's
+    weights deleted model.safetensors and pytorch_model.bin ("replaced"): plain transformers names were dropped
+    whatever set was written. Only the adapter's own earlier save is replaced."""
+    torch.manual_seed(11)
+    source = tmp_path / "adapter"
+    source.mkdir()
+    lora = {"base_model.model.q.lora_A.weight": torch.randn(2, 4)}
+    torch.save(lora, source / "adapter_model.bin")
+    (source / "adapter_config.json").write_text('{"peft_type": "LORA", "base_model_name_or_path": "base"}')
+    dest = tmp_path / "merged"
+    dest.mkdir()
+    base = {"q.weight": torch.randn(4, 4)}
+    save_file(base, dest / "model.safetensors")
+    torch.save(base, dest / "pytorch_model.bin")
+    save_file({"base_model.model.q.lora_A.weight": torch.zeros(2, 4)}, dest / "adapter_model.safetensors")
+
+    code, report = run_json("convert", str(source), "-o", str(dest), "--force")
+    assert code == 0, report
+    assert sorted(report["write"]["carried_over"]) == ["model.safetensors", "pytorch_model.bin"]
+    assert torch.equal(load_file(dest / "model.safetensors")["q.weight"], base["q.weight"])
+    assert torch.equal(load_file(dest / "adapter_model.safetensors")["base_model.model.q.lora_A.weight"],
+                       lora["base_model.model.q.lora_A.weight"])

@@ -1293,9 +1293,11 @@ def write_outputs(
             old = weight_set(name)
             if old in written_sets:
                 return True
-            # Another variant of the weights written (`model.safetensors`, the fp32 weights, beside a new
-            # `model.fp16.safetensors`) is one the user keeps, as a bf16 variant is: deleted as a plain HF name.
-            if old is not None and any(old[0] == stem for stem, _variant in written_sets):
+            # Another set than those written is one the user keeps: another variant of them (`model.safetensors`, the
+            # fp32 weights, beside a new `model.fp16.safetensors`, as a bf16 variant is kept), or a base model's
+            # `model.safetensors` beside a PEFT adapter written (both were deleted as plain transformers names).
+            # Those names go only where what is written is named like no set a loader reads.
+            if old is not None and written_sets:
                 return False
             return bool(HF_WEIGHT_FILE.match(name))
 
