@@ -262,9 +262,12 @@ def nested_only_warning(checkpoint: Checkpoint) -> str:
     return f"only the state dict at {checkpoint.nested_key!r} is written, not the checkpoint's other entries ({shown})"
 
 
-def same_set_beside(out: Path) -> list[str]:
+def same_set_beside(out: Path, inputs: frozenset[Path] = frozenset()) -> list[str]:
     """The other files of `out`'s weight set already in its folder (`weight_set`: its stem and variant, single or
     sharded, either format), sorted; [] when `out` is named like no weight set or its folder cannot be listed.
+    Files that are `inputs` (resolved paths) are left out: the checkpoint being converted is no earlier save, and
+    `convert m/pytorch_model.bin -o m/` (the README's "into that existing folder") was warned that its own input
+    was one, to be replaced with a --force that refuses the input folder.
 
     A single file written into a folder that holds an earlier save's shards and index (`-o
     unet/diffusion_pytorch_model.safetensors`) is not what diffusers loads: it reads the index first.
@@ -276,9 +279,17 @@ def same_set_beside(out: Path) -> list[str]:
         return []
     try:
         with os.scandir(out.parent if str(out.parent) else ".") as entries:
-            return sorted(e.name for e in entries if e.name != out.name and weight_set(e.name) == mine)
+            found = [e.name for e in entries if e.name != out.name and weight_set(e.name) == mine]
     except OSError:
         return []
+    return sorted(name for name in found if _resolved(out.parent / name) not in inputs)
+
+
+def _resolved(path: Path) -> Path | None:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a link loop
+        return None
 
 
 def _renamed(name: str, renames: list[Rename]) -> str:
@@ -350,7 +361,8 @@ def plan_convert(
                         f"name it {out.name}{suffix} (or end -o with / for a folder holding it)")
     if checkpoint.nested_key:
         warnings.append(nested_only_warning(checkpoint))
-    if single_file and (beside := same_set_beside(out)):
+    inputs = frozenset(p for item in checkpoint.files if (p := _resolved(item.path)) is not None)
+    if single_file and (beside := same_set_beside(out, inputs)):
         shown = ", ".join(beside[:3]) + (f" and {len(beside) - 3} more" if len(beside) > 3 else "")
         index = any(name.endswith(".json") for name in beside)
         why = " (diffusers' from_pretrained reads an index before the single file)" if index else ""

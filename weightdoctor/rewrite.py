@@ -1290,7 +1290,16 @@ def write_outputs(
         written_sets = {weight_set(name) for name in [f.filename for f in files] + [index_name or ""]} - {None}
 
         def drop_old(name: str) -> bool:
-            return bool(HF_WEIGHT_FILE.match(name)) or weight_set(name) in written_sets
+            old = weight_set(name)
+            if old in written_sets:
+                return True
+            # Another set than those written is one the user keeps: another variant of them (`model.safetensors`, the
+            # fp32 weights, beside a new `model.fp16.safetensors`, as a bf16 variant is kept), or a base model's
+            # `model.safetensors` beside a PEFT adapter written (both were deleted as plain transformers names).
+            # Those names go only where what is written is named like no set a loader reads.
+            if old is not None and written_sets:
+                return False
+            return bool(HF_WEIGHT_FILE.match(name))
 
         with StagingDir(dest, replace=force, drop_old=drop_old) as stage:
             for out in files:
