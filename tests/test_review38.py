@@ -1,0 +1,44 @@
+"""Review of the third-party and tar-scan merges (thirdparty18, thirdparty19, redteam21): what they broke."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from tests.helpers import run_cli
+
+
+def _folder_with_auto_map(folder: Path, auto_map: dict[str, str]) -> Path:
+    folder.mkdir()
+    torch.manual_seed(0)
+    save_file({"w": torch.randn(2, 2)}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"model_type": "not_in_transformers", "auto_map": auto_map}))
+    return folder
+
+
+def test_an_auto_map_module_name_too_long_for_a_file_name_does_not_end_inspect(tmp_path: Path) -> None:
+    # The name is looked up beside the weights: Path.is_file raised "File name too long" (errno 36), and inspect
+    # ended with "cannot read or write", reading nothing of a file it reads well.
+    folder = _folder_with_auto_map(tmp_path / "model", {"AutoModel": "m" * 300 + ".MyModel"})
+    result = run_cli("inspect", folder, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    warning = next(w for w in report["warnings"] if "auto_map names code of its own" in w)
+    assert "not in this folder" in warning
+    assert "characters left out" in warning and len(warning) < 600  # the name is cut, not written whole
+
+
+def test_a_training_output_dir_names_its_save_as_a_path_a_shell_reads_back(tmp_path: Path) -> None:
+    # "point at one, e.g. /x/run 1/checkpoint-5/unet": pasted, the shell read two words; and one save was "its
+    # subfolders checkpoint-5/ are one run's saves".
+    unet = tmp_path / "run 1" / "checkpoint-5" / "unet"
+    unet.mkdir(parents=True)
+    save_file({"w": torch.zeros(2)}, str(unet / "diffusion_pytorch_model.safetensors"))
+    result = run_cli("inspect", tmp_path / "run 1")
+    assert result.exit_code != 0
+    line = " ".join(result.stderr.split())
+    assert "its subfolder checkpoint-5/ is a run's save" in line, line
+    assert f"e.g. '{unet}'" in line, line
