@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import run_cli
+from tests.helpers import REPO_ROOT, run_cli
 
 
 def _folder_with_auto_map(folder: Path, auto_map: dict[str, str]) -> Path:
@@ -42,3 +45,29 @@ def test_a_training_output_dir_names_its_save_as_a_path_a_shell_reads_back(tmp_p
     line = " ".join(result.stderr.split())
     assert "its subfolder checkpoint-5/ is a run's save" in line, line
     assert f"e.g. '{unet}'" in line, line
+
+
+def test_the_quantizer_check_keeps_what_an_installed_quantizer_package_prints_off_stdout(tmp_path: Path) -> None:
+    # transformers' GPTQ quantizer imports optimum.gptq as it is built, where optimum is installed; a package that
+    # prints as it is imported printed onto stdout, ahead of diff-keys' --json report.
+    package = tmp_path / "site" / "optimum"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "gptq.py").write_text(
+        "print('optimum banner on stdout')\n"
+        "class GPTQQuantizer:\n"
+        "    @classmethod\n"
+        "    def from_dict(cls, config):\n"
+        "        return cls()\n")
+    code = ("from weightdoctor.quantized import quantizer_load_error\n"
+            "import sys\n"
+            "said = quantizer_load_error({'quant_method': 'gptq', 'bits': 4, 'group_size': 128})\n"
+            "sys.stderr.write(repr(said))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(REPO_ROOT)]),
+           "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "optimum banner" not in done.stdout and done.stdout == ""
+    # The fake optimum was imported (it is what from_pretrained would import), and the check still answered.
+    assert "from_pretrained raises" in done.stderr, done.stderr
