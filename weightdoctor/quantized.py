@@ -974,7 +974,7 @@ def quantizer_load_error(quantization_config: Any) -> str | None:
 
     Example:
         >>> quantizer_load_error({"quant_method": "gptq", "bits": 4})  # optimum not installed
-        "from_pretrained raises ImportError here before it loads a weight: 'Loading a GPTQ quantized model ... where it loads"
+        "from_pretrained raises ImportError here before it loads a weight: 'Loading a GPTQ ... where it loads"
     """
     if not isinstance(quantization_config, Mapping):
         to_dict = getattr(quantization_config, "to_dict", None)
