@@ -71,3 +71,38 @@ def test_the_quantizer_check_keeps_what_an_installed_quantizer_package_prints_of
     assert "optimum banner" not in done.stdout and done.stdout == ""
     # The fake optimum was imported (it is what from_pretrained would import), and the check still answered.
     assert "from_pretrained raises" in done.stderr, done.stderr
+
+
+def _plan_warnings(folder: Path) -> list[str]:
+    result = run_cli("plan-devices", folder, "--gpu", "1GB", "--json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)["warnings"]
+
+
+def test_an_old_architecture_name_without_auto_map_is_not_called_remote_code(tmp_path: Path) -> None:
+    # decapoda-research/llama-7b-hf's config: "LLaMAForCausalLM", model_type llama, no auto_map. It was "remote code,
+    # which weightdoctor never runs ... with it [trust_remote_code] the repo's own code builds the model": the repo
+    # has no code, and trust_remote_code changes nothing.
+    folder = tmp_path / "llama"
+    folder.mkdir()
+    config = {"architectures": ["LLaMAForCausalLM"], "model_type": "llama", "hidden_size": 64,
+              "intermediate_size": 128, "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 1000}
+    (folder / "config.json").write_text(json.dumps(config))
+    said = next(w for w in _plan_warnings(folder) if "LLaMAForCausalLM" in w)
+    assert "remote code" not in said and "trust_remote_code" not in said, said
+    assert "no auto_map names code for it: planned as LlamaForCausalLM" in said, said
+    # With an auto_map naming the repo's code, the warning says so, as before.
+    (folder / "config.json").write_text(json.dumps({**config, "auto_map": {
+        "AutoModelForCausalLM": "modeling_llama_old.LLaMAForCausalLM"}}))
+    said = next(w for w in _plan_warnings(folder) if "LLaMAForCausalLM" in w)
+    assert "remote code its auto_map names" in said and "without trust_remote_code" in said, said
+
+
+def test_a_long_remote_architecture_name_is_cut_in_the_warning(tmp_path: Path) -> None:
+    folder = tmp_path / "mpt"
+    folder.mkdir()
+    config = {"architectures": ["M" * 5000 + "ForCausalLM"], "model_type": "mpt", "d_model": 64, "n_heads": 4,
+              "n_layers": 2, "vocab_size": 1000, "max_seq_len": 128}
+    (folder / "config.json").write_text(json.dumps(config))
+    said = next(w for w in _plan_warnings(folder) if "is no transformers class" in w)
+    assert "characters left out" in said and len(said) < 600, len(said)
