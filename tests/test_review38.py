@@ -142,3 +142,48 @@ def test_a_frame_past_the_stop_is_refused_when_a_second_frame_nested_in_it_ends_
     subprocess.run([sys.executable, "-c", f"import io, torch; data = open({str(path)!r}, 'rb').read(); "
                     "torch.load(io.BytesIO(data), weights_only=False)"], capture_output=True, timeout=120)
     assert sentinel.exists()  # the payload is live when the same bytes are loaded from memory
+
+
+def _diff_json(a: Path, b: Path) -> dict:
+    result = run_cli("diff-keys", a, b, "--json")
+    assert result.stdout.strip(), result.stderr
+    return json.loads(result.stdout)
+
+
+def _tied_base(folder: Path) -> Path:
+    # GPT-2's save_pretrained: lm_head.weight is tied to transformer.wte.weight and stored once, as the latter.
+    folder.mkdir()
+    torch.manual_seed(0)
+    save_file({"transformer.wte.weight": torch.randn(100, 8), "transformer.h.0.attn.c_attn.weight": torch.randn(8, 24),
+               "transformer.ln_f.weight": torch.ones(8)}, str(folder / "model.safetensors"))
+    return folder
+
+
+def test_an_adapter_on_the_tied_output_embedding_is_in_b(tmp_path: Path) -> None:
+    # peft's TrainableTokensConfig(target_modules=["wte"]) on a tied model saves lm_head's delta too; a LoRA on
+    # lm_head saves its pair. B (save_pretrained) stores lm_head.weight once, as transformer.wte.weight: "targets
+    # lm_head, which B does not have: the adapter's weights for it are dropped", worst severity error, where peft
+    # loads both into the model B builds.
+    base = _tied_base(tmp_path / "base")
+    tokens = tmp_path / "tokens"
+    tokens.mkdir()
+    save_file({"base_model.model.lm_head.trainable_tokens_delta": torch.randn(2, 8),
+               "base_model.model.transformer.wte.trainable_tokens_delta": torch.randn(2, 8)},
+              str(tokens / "adapter_model.safetensors"))
+    report = _diff_json(tokens, base)
+    assert report["worst_severity"] != "error", report["groups"]
+    assert "trainable tokens on 2 module(s), 2 of them in B" in report["notes"][0], report["notes"]
+
+    lora = tmp_path / "lora"
+    lora.mkdir()
+    save_file({"base_model.model.lm_head.lora_A.weight": torch.randn(4, 8),
+               "base_model.model.lm_head.lora_B.weight": torch.zeros(100, 4)}, str(lora / "adapter_model.safetensors"))
+    report = _diff_json(lora, base)
+    assert report["worst_severity"] != "error", report["groups"]
+    assert "LoRA (rank 4) on 1 module(s), 1 of them in B with shapes that fit" in report["notes"][0], report["notes"]
+
+    # The shapes are still compared with the embedding it is tied to: an adapter for another vocabulary is caught.
+    save_file({"base_model.model.lm_head.lora_A.weight": torch.randn(4, 8),
+               "base_model.model.lm_head.lora_B.weight": torch.zeros(120, 4)}, str(lora / "adapter_model.safetensors"))
+    report = _diff_json(lora, base)
+    assert report["worst_severity"] == "error" and "0 of them in B" in report["notes"][0], report["notes"]
