@@ -187,3 +187,20 @@ def test_an_adapter_on_the_tied_output_embedding_is_in_b(tmp_path: Path) -> None
                "base_model.model.lm_head.lora_B.weight": torch.zeros(120, 4)}, str(lora / "adapter_model.safetensors"))
     report = _diff_json(lora, base)
     assert report["worst_severity"] == "error" and "0 of them in B" in report["notes"][0], report["notes"]
+
+
+def test_a_config_whose_model_type_is_not_a_string_is_read_as_before(tmp_path: Path) -> None:
+    # The composite encoder-decoder check looked model_type up in a set: a list there (a damaged config.json) was
+    # "unexpected TypeError: unhashable type: 'list'" from inspect and plan-devices --kv-cache, which read it before.
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_file({"w": torch.zeros(2)}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"model_type": ["bert"], "hidden_size": 8,
+                                                    "num_hidden_layers": 2, "num_attention_heads": 2}))
+    result = run_cli("inspect", folder, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["config"]["hidden_size"] == 8
+    result = run_cli("plan-devices", folder, "--gpu", "1GB", "--kv-cache", "--seq-len", "16", "--json")
+    assert "TypeError" not in result.stderr, result.stderr
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["kv_cache"], result.stdout

@@ -2199,10 +2199,10 @@ def decoder_text_config(config: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     text = config.get("text_config")
     if isinstance(text, dict):
         return text, False
-    from weightdoctor.structure import COMPOSITE_ENCODER_DECODERS
+    from weightdoctor.structure import is_composite_encoder_decoder
 
     decoder = config.get("decoder")
-    if config.get("model_type") in COMPOSITE_ENCODER_DECODERS and isinstance(decoder, dict):
+    if is_composite_encoder_decoder(config) and isinstance(decoder, dict):
         return decoder, True
     return config, False
 

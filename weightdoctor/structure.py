@@ -127,12 +127,25 @@ class InspectReport:
 COMPOSITE_ENCODER_DECODERS = frozenset({"encoder-decoder", "vision-encoder-decoder", "speech-encoder-decoder"})
 
 
+def is_composite_encoder_decoder(config: Mapping[str, Any]) -> bool:
+    """Whether a config.json is a composite encoder-decoder's (`COMPOSITE_ENCODER_DECODERS`); its model_type may be
+    any JSON value (a list in a damaged or hostile file, which a set lookup raised TypeError on).
+
+    Example:
+        >>> is_composite_encoder_decoder({"model_type": "vision-encoder-decoder"}), is_composite_encoder_decoder(
+        ...     {"model_type": ["bert"]})
+        (True, False)
+    """
+    model_type = config.get("model_type")
+    return isinstance(model_type, str) and model_type in COMPOSITE_ENCODER_DECODERS
+
+
 def summarize_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
     """Pick the fields people ask about from a `config.json` (looking into `text_config` too, and into the
     `decoder` of a composite encoder-decoder: its text side, as LLaVA's `text_config` is)."""
     if config is None:
         return None
-    nested = ["text_config", "llm_config"] + (["decoder"] if config.get("model_type") in COMPOSITE_ENCODER_DECODERS
+    nested = ["text_config", "llm_config"] + (["decoder"] if is_composite_encoder_decoder(config)
                                               else [])
     sources = [config] + [config[k] for k in nested if isinstance(config.get(k), dict)]
     summary: dict[str, Any] = {}
