@@ -1123,6 +1123,9 @@ def adapter_fit(
                 if len(shape) > rank_axis:
                     ranks.add(shape[rank_axis])
         weight = specs_b.get(module + ".weight")
+        tied = _tied_output_weight(module, specs_b) if weight is None else None
+        stored = "" if tied is None else f" (B stores it once, as {tied.name}, tied)"
+        weight = weight if tied is None else tied
         if weight is None:
             whys[name] = ("adapter", "error", f"targets {module}, which B does not have: the adapter's weights "
                           "for it are dropped")
@@ -1135,7 +1138,7 @@ def adapter_fit(
                           f"({'×'.join(map(str, weight.shape))} in B): an adapter for another model size")
             modules[module] = False
         else:
-            whys[name] = ("adapter", "info", f"{kind} on {module}.weight")
+            whys[name] = ("adapter", "info", f"{kind} on {module}.weight{stored}")
             modules.setdefault(module, True)
     methods = _tuners_fit(tuners, shared, specs_b, whys, modules)
     for name in others:
@@ -1195,7 +1198,11 @@ def _tuners_fit(
         module, method = _adapter_target(match["module"]), _PEFT_TUNER_PARTS[match["part"]]
         if method not in methods:
             methods.append(method)
-        if module + ".weight" in specs_b:
+        tied = _tied_output_weight(module, specs_b) if module + ".weight" not in specs_b else None
+        if tied is not None:
+            whys[name] = ("adapter", "info", f"{method} on {module}.weight (B stores it once, as {tied.name}, tied)")
+            modules.setdefault(module, True)
+        elif module + ".weight" in specs_b:
             whys[name] = ("adapter", "info", f"{method} on {module}.weight")
             modules.setdefault(module, True)
         else:
@@ -2189,6 +2196,24 @@ def rename_reason(rename: Rename) -> tuple[str, str]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Classification of single keys.
+
+
+def _tied_output_weight(module: str, specs_b: Mapping[str, KeySpec]) -> KeySpec | None:
+    """The input embedding B stores for the output embedding `module` an adapter targets (`lm_head` of GPT-2, whose
+    weight save_pretrained writes once, as `transformer.wte.weight`), or None.
+
+    The module is in the model B builds, tied: peft adapts it there (a LoRA or trainable-tokens adapter on lm_head of
+    a tied model was "targets lm_head, which B does not have: the adapter's weights for it are dropped").
+
+    Example:
+        >>> b = {"transformer.wte.weight": KeySpec("transformer.wte.weight", (100, 64), "float32")}
+        >>> _tied_output_weight("lm_head", b).name
+        'transformer.wte.weight'
+    """
+    if not _OUTPUT_EMBEDDING.search(module + ".weight"):
+        return None
+    return next((candidate for candidate in _first_embedding(specs_b, _INPUT_EMBEDDING_ENDS)
+                 if _INPUT_EMBEDDING.search(candidate.name) and "position" not in candidate.name), None)
 
 
 def _ties_to_embedding(name: str, shape: tuple[int, ...], other: Mapping[str, KeySpec]) -> str | None:

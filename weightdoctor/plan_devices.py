@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.errors import SourceNotFound, UsageError, WeightDoctorError
+from weightdoctor.errors import SourceNotFound, UsageError, WeightDoctorError, clip_middle
 from weightdoctor.findings import Finding
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.paths import expand_user
@@ -749,12 +749,20 @@ def build_planned_model(
                 native = native_class_for_remote_architecture(checkpoint.config)
                 if native is not None:
                     built_class = native[0]
-                    warnings.append(
-                        f"config.json's architecture {checkpoint.config['architectures'][0]} is no transformers "
-                        f"class (remote code{' its auto_map names' if checkpoint.config.get('auto_map') else ''}, "
-                        f"which weightdoctor never runs): planned as {native[0]}, what {native[1]}.from_pretrained "
-                        f"builds for model_type {checkpoint.config['model_type']!r} without trust_remote_code; "
-                        "with it the repo's own code builds the model, which may place otherwise")
+                    named = clip_middle(checkpoint.config["architectures"][0], 120)
+                    builds = (f"planned as {native[0]}, what {native[1]}.from_pretrained builds for model_type "
+                              f"{checkpoint.config['model_type']!r}")
+                    if checkpoint.config.get("auto_map"):
+                        warnings.append(
+                            f"config.json's architecture {named} is no transformers class (remote code its auto_map "
+                            f"names, which weightdoctor never runs): {builds} without trust_remote_code; with it the "
+                            "repo's own code builds the model, which may place otherwise")
+                    else:
+                        # No auto_map: no code of the repo's to run (decapoda-research's LLaMAForCausalLM, a name
+                        # older conversion scripts wrote), and trust_remote_code changes nothing.
+                        warnings.append(
+                            f"config.json's architecture {named} is no transformers class, and no auto_map names "
+                            f"code for it: {builds}, the class from_pretrained loads it into")
             model = _build_from_config(checkpoint.config, DTYPES[dtype][0], built_class)
             if dtype in FLOAT_DTYPES and _fp8_embeddings(checkpoint.config):
                 # Dequantized, transformers' FP8 quantizer still keeps the embedding tables it names in FP8.
@@ -2191,10 +2199,10 @@ def decoder_text_config(config: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     text = config.get("text_config")
     if isinstance(text, dict):
         return text, False
-    from weightdoctor.structure import COMPOSITE_ENCODER_DECODERS
+    from weightdoctor.structure import is_composite_encoder_decoder
 
     decoder = config.get("decoder")
-    if config.get("model_type") in COMPOSITE_ENCODER_DECODERS and isinstance(decoder, dict):
+    if is_composite_encoder_decoder(config) and isinstance(decoder, dict):
         return decoder, True
     return config, False
 

@@ -8,6 +8,8 @@ GPTQ Llama an eighth of its parameters, and memory estimates that are as far off
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import time
@@ -988,8 +990,11 @@ def quantizer_load_error(quantization_config: Any) -> str | None:
     try:
         if not AutoHfQuantizer.supports_quant_method(config):
             return None
-        quantizer = AutoHfQuantizer.from_config(config, pre_quantized=True)
-        quantizer.validate_environment(device_map=None, weights_only=True)
+        # A quantizer imports its package where it is installed (GPTQ's optimum.gptq as it is built), and what that
+        # prints on import went to stdout, before a --json report.
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantizer = AutoHfQuantizer.from_config(config, pre_quantized=True)
+            quantizer.validate_environment(device_map=None, weights_only=True)
     except Exception as error:  # whatever the quantizer raises, from_pretrained raises
         said = " ".join(str(error).split()) or type(error).__name__
         return (f"from_pretrained raises {type(error).__name__} here before it loads a weight: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from weightdoctor.checkpoint import Checkpoint, TensorInfo
 from weightdoctor.checkpoint.hub import snapshot_commit
 from weightdoctor.checkpoint.model import unique_tensors
 from weightdoctor.dtypes import FLOATING
+from weightdoctor.errors import clip_middle
 from weightdoctor.gcpause import gc_paused
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.quantized import QuantizedSummary, inc_weight_config, quantized_summary
@@ -125,12 +127,25 @@ class InspectReport:
 COMPOSITE_ENCODER_DECODERS = frozenset({"encoder-decoder", "vision-encoder-decoder", "speech-encoder-decoder"})
 
 
+def is_composite_encoder_decoder(config: Mapping[str, Any]) -> bool:
+    """Whether a config.json is a composite encoder-decoder's (`COMPOSITE_ENCODER_DECODERS`); its model_type may be
+    any JSON value (a list in a damaged or hostile file, which a set lookup raised TypeError on).
+
+    Example:
+        >>> is_composite_encoder_decoder({"model_type": "vision-encoder-decoder"}), is_composite_encoder_decoder(
+        ...     {"model_type": ["bert"]})
+        (True, False)
+    """
+    model_type = config.get("model_type")
+    return isinstance(model_type, str) and model_type in COMPOSITE_ENCODER_DECODERS
+
+
 def summarize_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
     """Pick the fields people ask about from a `config.json` (looking into `text_config` too, and into the
     `decoder` of a composite encoder-decoder: its text side, as LLaVA's `text_config` is)."""
     if config is None:
         return None
-    nested = ["text_config", "llm_config"] + (["decoder"] if config.get("model_type") in COMPOSITE_ENCODER_DECODERS
+    nested = ["text_config", "llm_config"] + (["decoder"] if is_composite_encoder_decoder(config)
                                               else [])
     sources = [config] + [config[k] for k in nested if isinstance(config.get(k), dict)]
     summary: dict[str, Any] = {}
@@ -213,12 +228,16 @@ def remote_code_warning(checkpoint: Checkpoint) -> str | None:
     if not modules:
         return None
     folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
-    here, absent, elsewhere = [], [], []
+    here: list[str] = []
+    absent: list[str] = []
+    elsewhere: list[str] = []
     for module in modules:
         repo, _, local = module.rpartition("--")
         file = local.replace(".", "/") + ".py"
-        (elsewhere if repo else here if (folder / file).is_file() else absent).append(
-            f"{file} of {repo}" if repo else file)
+        # os.path.isfile, not Path.is_file: a name longer than the system allows (a hostile config.json's) raised
+        # "File name too long" out of Path.is_file and ended inspect, which then read nothing.
+        shown = clip_middle(f"{file} of {repo}" if repo else file, 120)
+        (elsewhere if repo else here if os.path.isfile(folder / file) else absent).append(shown)
     named = "; ".join(part for part in (
         f"{', '.join(here[:6])} in this folder" if here else "",
         f"{', '.join(absent[:6])}, not in this folder" if absent else "",

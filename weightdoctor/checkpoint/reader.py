@@ -1625,9 +1625,10 @@ def _saves_with_weights_below(folder: Path) -> str:
         return ""
     listed = ", ".join(f"{name}/" for name in saves[:4]) + (", ..." if len(saves) > 4 else "")
     held = ", ".join(f"{saves[-1]}/{name}/" for name in inner[:6]) + (", ..." if len(inner) > 6 else "")
-    return (f"; its subfolders {listed} are one run's saves, whose weights are a folder further down ({held}, as "
-            f"diffusers' training scripts save each step's models): point at one, e.g. {latest / inner[0]} (the "
-            "latest save's)")
+    which = (f"its subfolders {listed} are one run's saves" if len(saves) > 1
+             else f"its subfolder {listed} is a run's save")
+    return (f"; {which}, whose weights are a folder further down ({held}, as diffusers' training scripts save each "
+            f"step's models): point at one, e.g. {_pasteable(latest / inner[0])} (the latest save's)")
 
 
 # A weight file's name with something after it: what browsers (.crdownload, .part), wget (.1) and download tools

@@ -330,7 +330,10 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                     raise _StackError(f"unsupported pickle protocol {arg}")
                 walk.protocol = arg
             elif name == "FRAME":
-                frame_end = position + 9 + arg  # the opcode, its 8-byte length, then the frame
+                # The opcode, its 8-byte length, then the frame. The furthest of them: C's unpickler reads each
+                # frame off a stream, so a second FRAME nested in the first, ending at the STOP, leaves a
+                # stream without peek at the end of the first.
+                frame_end = max(frame_end, position + 9 + arg)
             elif name == "STOP":
                 walk.value = _pop(stack)
                 walk.end = reader.tell()
