@@ -169,11 +169,18 @@ def normalize_revision(revision: str | None) -> str | None:
     return revision
 
 
-def download_command(repo_id: str, revision: str | None = None) -> str:
-    """The command that downloads `repo_id` into the Hub cache (`hf`; `huggingface-cli` is gone since 1.0)."""
+def download_command(repo_id: str, revision: str | None = None, folder: str | None = None) -> str:
+    """The command that downloads `repo_id` (or only its `folder`) into the Hub cache (`hf`; `huggingface-cli` is
+    gone since 1.0).
+
+    Example:
+        >>> download_command("org/pipe", "v1", folder="vae")
+        "hf download org/pipe --include 'vae/*' --revision v1"
+    """
     from weightdoctor.paths import shell_word
 
-    return f"hf download {shell_word(repo_id)}" + (f" --revision {shell_word(revision)}" if revision else "")
+    include = f" --include {shell_word(folder.strip('/') + '/*')}" if folder else ""
+    return f"hf download {shell_word(repo_id)}{include}" + (f" --revision {shell_word(revision)}" if revision else "")
 
 
 def _offline_variable() -> str | None:
@@ -225,6 +232,13 @@ def hub_unreachable(timeout: float = 5.0) -> str | None:
 def hub_reachable() -> bool:
     """Whether files can be fetched now: not HF_HUB_OFFLINE, and the endpoint answers."""
     return not hub_offline() and hub_unreachable() is None
+
+
+def hub_unavailable() -> str | None:
+    """Why files cannot be fetched now (`HF_HUB_OFFLINE is set`, `cannot connect to ...`), or None when they can."""
+    if (variable := _offline_variable()) is not None:
+        return f"{variable} is set"
+    return hub_unreachable()
 
 
 def _cache_folder_problem() -> str:
@@ -978,7 +992,7 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
     if not hub_reachable():
         if cached is None:
             _require_hub(repo_id, revision)  # says why (offline, unreachable) and what the cache holds
-        why = f"{_offline_variable()} is set" if hub_offline() else hub_unreachable()
+        why = hub_unavailable()
         broken = broken_cache_entry(cached / filename, why)
         if broken is not None:
             # The file was cached (its link is there) and its blob is gone: no "has no" file, a damaged cache entry.

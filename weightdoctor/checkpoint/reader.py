@@ -32,6 +32,7 @@ from weightdoctor.checkpoint.hub import (
     hub_file,
     hub_location,
     hub_reachable,
+    hub_unavailable,
     index_shards,
     linked_snapshot_note,
     looks_like_repo_id,
@@ -3085,6 +3086,12 @@ def _open_checkpoint(
                 raise SourceNotFound(f"{repo_id}'s folder {subfolder} links outside its snapshot "
                                      f"(to {path.resolve()}): not read", text)
             if not path.is_dir():
+                if (why := hub_unavailable()) is not None:
+                    # Offline the snapshot holds what was downloaded (`hf download org/pipe --include "unet/*"`),
+                    # not the repo: "org/pipe has no folder vae" was said of a repo that has it.
+                    raise SourceNotFound(f"{repo_id} has no folder {subfolder} in its cached snapshot ({snapshot}), "
+                                         f"and the Hub cannot be reached ({why}): fetch it with "
+                                         f"`{download_command(repo_id, revision, folder=subfolder)}`", text)
                 raise SourceNotFound(f"{repo_id} has no folder {subfolder} (its snapshot is {snapshot})", text)
         else:
             # A folder nested past PATH_MAX may well exist: said so, not "no such file or directory".
