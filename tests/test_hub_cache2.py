@@ -47,3 +47,47 @@ def test_a_pipeline_folder_not_downloaded_is_not_said_missing_from_the_repo(offl
     assert "the Hub cannot be reached (HF_HUB_OFFLINE is set)" in line
     assert _pasted(line) == ["hf", "download", "org/pipe", "--include", "vae/*",
                              *(["--revision", revision] if revision else [])]
+
+
+@pytest.mark.parametrize(("typed", "revision", "command"), [
+    ("org/absent", None, ["hf", "download", "org/absent"]),
+    ("absent-legacy", None, ["hf", "download", "absent-legacy"]),  # a repo id without an org, as gpt2
+    ("org/multi", "v2.0", ["hf", "download", "org/multi", "--revision", "v2.0"]),  # cached, not at that tag
+    ("org/absent/unet", None, ["hf", "download", "org/absent", "--include", "unet/*"]),  # a pipeline's folder
+    ("hf://org/absent@v1", None, ["hf", "download", "org/absent", "--revision", "v1"]),
+    # a file of another format named by its address is fetched by name, not as a folder `--include 'x.onnx/*'`
+    ("hf://org/absent/onnx/model.onnx", None, ["hf", "download", "org/absent", "onnx/model.onnx"]),
+])
+def test_a_model_repo_not_cached_offline_says_what_to_run(offline: Path, typed: str, revision: str | None,
+                                                          command: list[str]) -> None:
+    # "is not in the Hugging Face cache at ... (HF_HUB_OFFLINE is set)" ended there, while the same message for a
+    # dataset repo, a missing file or a broken blob named the `hf download` that fetches it.
+    write_snapshot(offline, "org/multi", commit_of("m1"), {"config.json": CONFIG,
+                                                            "model.safetensors": save({"w": torch.ones(4)})})
+    result = run_cli("inspect", typed, "--json", *(["--revision", revision] if revision else []))
+    assert result.exit_code == 2 and result.stdout == ""
+    line = _line(result)
+    assert f"is not in the Hugging Face cache at {offline} (HF_HUB_OFFLINE is set)" in line, line
+    assert line.endswith("(with HF_HUB_OFFLINE unset)"), line
+    assert _pasted(line) == command
+
+
+def test_an_unreachable_hub_says_the_download_needs_it(offline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from weightdoctor.checkpoint import hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "hub_unreachable", lambda timeout=5.0: "cannot connect to huggingface.co:443: refused")
+    line = _line(run_cli("inspect", "org/absent"))
+    assert "the Hub is unreachable (cannot connect to huggingface.co:443: refused)" in line, line
+    assert line.endswith("download it with `hf download org/absent` where the Hub can be reached"), line
+
+
+def test_a_typo_of_a_cached_repo_or_ref_offers_it_and_no_download(offline: Path) -> None:
+    # A download of the mistyped name would fail or fetch another repo: the cached one is what was meant.
+    write_snapshot(offline, "acme/tiny-bert", commit_of("t"), {"model.safetensors": save({"w": torch.ones(4)})},
+                   refs=("main", "v1.0"))
+    for args in (("acme/tiny-brt",), ("acme/tiny-bert", "--revision", "mian")):
+        line = _line(run_cli("inspect", *args))
+        assert line.endswith("(cached)?") or line.endswith("'acme/tiny-bert'?"), line
+        assert "hf download" not in line

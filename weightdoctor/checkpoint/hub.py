@@ -171,15 +171,21 @@ def normalize_revision(revision: str | None) -> str | None:
 
 def download_command(repo_id: str, revision: str | None = None, folder: str | None = None) -> str:
     """The command that downloads `repo_id` (or only its `folder`) into the Hub cache (`hf`; `huggingface-cli` is
-    gone since 1.0).
+    gone since 1.0). A `folder` whose name ends in a suffix of letters (`onnx/model.onnx`, named by an hf:// address)
+    is taken for a file, which `hf download` takes by name.
 
     Example:
-        >>> download_command("org/pipe", "v1", folder="vae")
-        "hf download org/pipe --include 'vae/*' --revision v1"
+        >>> download_command("org/pipe", "v1", folder="vae"), download_command("org/m", folder="onnx/model.onnx")
+        ("hf download org/pipe --include 'vae/*' --revision v1", 'hf download org/m onnx/model.onnx')
     """
     from weightdoctor.paths import shell_word
 
-    include = f" --include {shell_word(folder.strip('/') + '/*')}" if folder else ""
+    include = ""
+    if folder:
+        folder = folder.strip("/")
+        suffix = Path(folder).suffix[1:]
+        include = f" {shell_word(folder)}" if suffix and not suffix.isdigit() and any(c.isalpha() for c in suffix) \
+            else f" --include {shell_word(folder + '/*')}"
     return f"hf download {shell_word(repo_id)}{include}" + (f" --revision {shell_word(revision)}" if revision else "")
 
 
@@ -264,16 +270,20 @@ def _cache_folder_problem() -> str:
     return ""
 
 
-def _require_hub(repo_id: str, revision: str | None) -> None:
-    """Raise SourceNotFound, in one line, when the Hub is offline (HF_HUB_OFFLINE) or unreachable."""
+def _require_hub(repo_id: str, revision: str | None, subfolder: str | None = None, fetch: bool = True) -> None:
+    """Raise SourceNotFound, in one line, when the Hub is offline (HF_HUB_OFFLINE) or unreachable, with the
+    `hf download` that caches the repo (or its `subfolder`) once it can be reached (not with `fetch=False`: the
+    caller names the download, of one file)."""
     cache = f"the Hugging Face cache at {hub_cache_dir()}"
-    if hub_offline():
-        raise _not_found(repo_id, revision,
-                         f"is not in {cache} ({_offline_variable()} is set){_cache_folder_problem()}")
+    command = download_command(repo_id, revision, folder=subfolder)
+    if (variable := _offline_variable()) is not None:
+        raise _not_found(repo_id, revision, f"is not in {cache} ({variable} is set){_cache_folder_problem()}",
+                         fetch=f"download it with `{command}` (with {variable} unset)" if fetch else "")
     why = hub_unreachable()
     if why is not None:
         raise _not_found(repo_id, revision,
-                         f"is not in {cache}, and the Hub is unreachable ({why}){_cache_folder_problem()}")
+                         f"is not in {cache}, and the Hub is unreachable ({why}){_cache_folder_problem()}",
+                         fetch=f"download it with `{command}` where the Hub can be reached" if fetch else "")
 
 
 def _repo_dir(repo_id: str, repo_type: str = "model") -> Path:
@@ -362,9 +372,13 @@ def close_local_paths(text: str) -> list[str]:
     return [os.path.join(head, match) for match in close[:3]]
 
 
-def _not_found(repo_id: str, revision: str | None, reason: str) -> SourceNotFound:
+def _not_found(repo_id: str, revision: str | None, reason: str, fetch: str = "") -> SourceNotFound:
+    """Why `repo_id` (at `revision`) cannot be read, with what the cache holds instead; `fetch` (how to download
+    it) ends the message when nothing cached is offered as what was meant, nor the cache folder itself is amiss."""
     where = f"revision {revision!r} of " if revision else ""
     cached = cached_revisions(repo_id)
+    if fetch and _cache_folder_problem():
+        fetch = ""  # a mistyped HF_HOME is the fix, not a second download
     if cached:
         # The repo is in the cache, only not at this revision (or its ref points at a missing snapshot).
         reason += f"; the cache holds {', '.join(cached[:6])}" + (", ..." if len(cached) > 6 else "")
@@ -374,8 +388,12 @@ def _not_found(repo_id: str, revision: str | None, reason: str) -> SourceNotFoun
             close = [ref for ref in closest(revision, refs) if ref != revision and not _other_number(revision, ref)]
             if close:
                 reason += f"; did you mean --revision {close[0]} (cached)?"
+            elif fetch:
+                reason += f"; {fetch}"
             # The repo id is cached, so it was read as one: "not a local path" said of a revision misled.
             return SourceNotFound(f"{where}{repo_id!r} {reason}")
+        if fetch:
+            reason += f"; {fetch}"
     elif other := _cached_in_other_case(repo_id):
         reason += f"; the cache holds {', '.join(map(repr, other))} (repo ids in the cache are case-sensitive)"
     elif typed := [prefix for prefix, kind in _TYPE_PREFIXES.items() if _repo_dir(repo_id, kind).is_dir()]:
@@ -388,6 +406,8 @@ def _not_found(repo_id: str, revision: str | None, reason: str) -> SourceNotFoun
         close = close_local_paths(repo_id) + [name for name in _cached_close_to(repo_id) if name != repo_id]
         if close:
             reason += f"; did you mean {' or '.join(map(repr, close[:4]))}?"
+        elif fetch:
+            reason += f"; {fetch}"
     if revision:
         # "revision 'v2' of 'org/name' is not a local path" said of a revision what is said of the repo id.
         return SourceNotFound(f"{repo_id!r} is not a local path, and revision {revision!r} of it {reason}")
@@ -792,7 +812,7 @@ def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = T
         return cached
     if cached is not None and not hub_reachable():
         return cached  # what it lacks is said by the reader, which names the snapshot's files
-    _require_hub(repo_id, revision)
+    _require_hub(repo_id, revision, subfolder)
     from huggingface_hub import HfApi, snapshot_download
 
     try:
@@ -922,7 +942,7 @@ def remote_structure(repo_id: str, revision: str | None = None,
     Raises:
         SourceNotFound: the Hub is offline or unreachable, or has no such repo.
     """
-    _require_hub(repo_id, revision)
+    _require_hub(repo_id, revision, subfolder)
     import json
 
     from huggingface_hub import HfApi, hf_hub_download
@@ -991,7 +1011,8 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
         return cached / filename
     if not hub_reachable():
         if cached is None:
-            _require_hub(repo_id, revision)  # says why (offline, unreachable) and what the cache holds
+            # says why (offline, unreachable) and what the cache holds; the reader adds the file's own download
+            _require_hub(repo_id, revision, fetch=False)
         why = hub_unavailable()
         broken = broken_cache_entry(cached / filename, why)
         if broken is not None:
