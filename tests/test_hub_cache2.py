@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -91,3 +92,24 @@ def test_a_typo_of_a_cached_repo_or_ref_offers_it_and_no_download(offline: Path)
         line = _line(run_cli("inspect", *args))
         assert line.endswith("(cached)?") or line.endswith("'acme/tiny-bert'?"), line
         assert "hf download" not in line
+
+
+def test_a_repo_in_the_folder_transformers_cache_names_says_that_variable_is_no_longer_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An old Dockerfile's TRANSFORMERS_CACHE=/models: transformers 5 and huggingface_hub 1+ read HF_HUB_CACHE (or
+    # HF_HOME) only, and the repo cached there was said not to be cached at all, with a download to run.
+    old = tmp_path / "models"
+    write_snapshot(old, "org/m", commit_of("m"), {"config.json": CONFIG,
+                                                   "model.safetensors": save({"w": torch.ones(2)})})
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("TRANSFORMERS_CACHE", str(old))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    line = _line(run_cli("inspect", "org/m", "--json"))
+    assert line.endswith(f"TRANSFORMERS_CACHE names {old}, which holds org/m, but huggingface_hub and transformers 5 "
+                         f"no longer read that variable: set HF_HUB_CACHE={old}"), line
+    assert "hf download" not in line
+    monkeypatch.setenv("HF_HUB_CACHE", str(old))
+    result = run_cli("inspect", "org/m", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["resolved_path"].startswith(str(old))

@@ -322,6 +322,22 @@ def _cached_in_other_case(repo_id: str) -> list[str]:
         return []
 
 
+def _transformers_cache_holding(repo_id: str) -> Path | None:
+    """The folder TRANSFORMERS_CACHE names when it holds `repo_id`'s cache folder and is not the cache read: set by
+    older setups (a Dockerfile's `ENV TRANSFORMERS_CACHE=/models`), read by neither huggingface_hub nor transformers
+    5, which look in HF_HUB_CACHE or HF_HOME."""
+    folder = os.environ.get("TRANSFORMERS_CACHE")
+    if not folder:
+        return None
+    path = Path(os.path.expandvars(os.path.expanduser(folder)))
+    try:
+        if path.resolve() == hub_cache_dir().resolve() or not (path / _repo_dir(repo_id).name).is_dir():
+            return None
+    except (OSError, RuntimeError):
+        return None
+    return path
+
+
 def _cached_close_to(repo_id: str) -> list[str]:
     """Repo ids in the cache spelled close to `repo_id` (`org/ful` for org/full, `bert-base-uncase`), best first."""
     from weightdoctor.errors import closest
@@ -394,6 +410,12 @@ def _not_found(repo_id: str, revision: str | None, reason: str, fetch: str = "")
             return SourceNotFound(f"{where}{repo_id!r} {reason}")
         if fetch:
             reason += f"; {fetch}"
+    elif (old_cache := _transformers_cache_holding(repo_id)) is not None:
+        from weightdoctor.paths import shell_word
+
+        # The fix is the variable, not a download: the repo is cached, in the folder an old setup names.
+        reason += (f"; TRANSFORMERS_CACHE names {old_cache}, which holds {repo_id}, but huggingface_hub and "
+                   f"transformers 5 no longer read that variable: set HF_HUB_CACHE={shell_word(str(old_cache))}")
     elif other := _cached_in_other_case(repo_id):
         reason += f"; the cache holds {', '.join(map(repr, other))} (repo ids in the cache are case-sensitive)"
     elif typed := [prefix for prefix, kind in _TYPE_PREFIXES.items() if _repo_dir(repo_id, kind).is_dir()]:
