@@ -113,3 +113,17 @@ def test_a_repo_in_the_folder_transformers_cache_names_says_that_variable_is_no_
     monkeypatch.setenv("HF_HUB_CACHE", str(old))
     result = run_cli("inspect", "org/m", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["resolved_path"].startswith(str(old))
+
+
+@pytest.mark.parametrize("end", [b"\n", b"\r\n"])
+def test_a_ref_with_a_line_end_is_not_listed_as_a_good_ref(offline: Path, end: bytes) -> None:
+    # `echo $SHA > refs/main`, or a cache kept in git with autocrlf: huggingface_hub reads the ref whole (no strip)
+    # and finds no snapshot, nor does weightdoctor; the error listed "main -> ae23b94cca" as a good ref beside
+    # "is not in the cache", which contradicted itself.
+    commit = commit_of("m1")
+    write_snapshot(offline, "org/multi", commit, {"model.safetensors": save({"w": torch.ones(4)})})
+    (offline / "models--org--multi" / "refs" / "main").write_bytes(commit.encode() + end)
+    line = _line(run_cli("inspect", "org/multi"))
+    assert f"the cache holds main -> {commit[:10]} followed by {end.decode()!r}, which huggingface_hub reads as " \
+           "part of the ref (it names no snapshot)" in line, line
+    assert f"main -> {commit[:10]}," not in line and f"main -> {commit[:10]};" not in line

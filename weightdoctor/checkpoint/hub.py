@@ -295,18 +295,28 @@ def cached_revisions(repo_id: str) -> list[str]:
     """What the local cache holds of `repo_id`: its refs as `name -> commit`, then snapshots no ref names."""
     repo_dir = _repo_dir(repo_id)
     refs: dict[str, str] = {}
+    around: dict[str, str] = {}  # ref -> what surrounds its commit hash (`\n` of `echo $SHA > refs/main`)
     try:
         for ref in sorted((repo_dir / "refs").rglob("*")):
             if ref.is_file() and ref.stat().st_size <= MAX_REF_BYTES:
                 # One ref of bytes that are no text (a damaged cache) is shown as such: it dropped every revision
                 # from the answer, which then said the repo was not cached at all.
-                text = ref.read_bytes().decode("utf-8", errors="replace").strip()
-                refs[ref.relative_to(repo_dir / "refs").as_posix()] = text
+                raw = ref.read_bytes().decode("utf-8", errors="replace")
+                name, text = ref.relative_to(repo_dir / "refs").as_posix(), raw.strip()
+                refs[name] = text
+                if raw != text and _COMMIT.fullmatch(text):
+                    # huggingface_hub reads a ref whole, not stripped: this one names no snapshot to it (nor to
+                    # the reader), and listed as `main -> ae23b94cca` it read as a good ref of an uncached repo.
+                    before, _, after = raw.partition(text)
+                    around[name] = " and ".join(f"{where} by {extra!r}" for where, extra in
+                                                (("preceded", before), ("followed", after)) if extra)
         snapshots = sorted(p.name for p in (repo_dir / "snapshots").iterdir() if p.is_dir())
     except OSError:
         snapshots = []
     # A ref holds a commit hash; anything else in it is quoted (bounded), not cut to look like one.
-    shown = [f"{name} -> {commit[:10]}" + ("" if commit in snapshots else " (snapshot missing)")
+    shown = [f"{name} -> {commit[:10]} {around[name]}, which huggingface_hub reads as part of the ref (it names no "
+             "snapshot)" if name in around else
+             f"{name} -> {commit[:10]}" + ("" if commit in snapshots else " (snapshot missing)")
              if _COMMIT.fullmatch(commit) else f"{name} -> {commit[:20]!r}, not a commit hash"
              for name, commit in refs.items()]
     return shown + [commit[:10] for commit in snapshots if commit not in refs.values()]
