@@ -127,3 +127,19 @@ def test_a_ref_with_a_line_end_is_not_listed_as_a_good_ref(offline: Path, end: b
     assert f"the cache holds main -> {commit[:10]} followed by {end.decode()!r}, which huggingface_hub reads as " \
            "part of the ref (it names no snapshot)" in line, line
     assert f"main -> {commit[:10]}," not in line and f"main -> {commit[:10]};" not in line
+
+
+@pytest.mark.parametrize(("typed", "held", "give"), [
+    ("datasets/org/same", "model", "org/same"),
+    ("hf://spaces/org/same", "dataset", "datasets/org/same"),
+])
+def test_a_typed_repo_not_cached_names_the_cached_repo_of_another_type(offline: Path, typed: str, held: str,
+                                                                       give: str) -> None:
+    # A plain `org/name` whose dataset is cached is told "give it as datasets/org/name"; the reverse (a dataset or
+    # Space address where only the model, or the dataset, of that id is cached) said only to download it.
+    snapshot = write_snapshot(offline, "org/same", commit_of("same"), {"model.safetensors": save({"w": torch.ones(2)})})
+    if held != "model":
+        storage = snapshot.parent.parent
+        storage.rename(storage.with_name(f"{held}s--org--same"))
+    line = _line(run_cli("inspect", typed))
+    assert f"the cache holds a {held} repo of that name: give it as {give}" in line, line

@@ -801,6 +801,11 @@ def cached_typed_snapshot(location: HubLocation, revision: str | None, source: s
         held = sorted(p.name[:10] for p in (folder / "snapshots").iterdir() if p.is_dir()) \
             if (folder / "snapshots").is_dir() else []
         cached = f"; its cached snapshots: {', '.join(held[:6])}" if held else _cache_folder_problem()
+        if not held and (other := next((t for t in _READ_TYPES if t != kind and _repo_dir(repo_id, t).is_dir()),
+                                       None)) is not None:
+            # `datasets/org/name` where `org/name` is a cached model (as a plain id is told of its cached dataset)
+            cached += (f"; the cache holds a {other} repo of that name: give it as "
+                       + (repo_id if other == "model" else f"{other}s/{repo_id}"))
         raise SourceNotFound(f"{where}the {kind} repo {repo_id} is not in the Hugging Face cache at {hub_cache_dir()}"
                              f"{cached} (weightdoctor reads {kind} repos from the cache only): download it with "
                              f"`{again}`", source) from exc
