@@ -143,3 +143,15 @@ def test_a_typed_repo_not_cached_names_the_cached_repo_of_another_type(offline: 
         storage.rename(storage.with_name(f"{held}s--org--same"))
     line = _line(run_cli("inspect", typed))
     assert f"the cache holds a {held} repo of that name: give it as {give}" in line, line
+
+
+def test_a_pipeline_folder_the_cache_records_as_missing_is_said_missing_from_the_repo(offline: Path) -> None:
+    # huggingface_hub marks a file the repo lacks at a commit with `.no_exist/<commit>/<path>` (diffusers' optional
+    # components): that folder is not the repo's, and downloading it would fetch nothing.
+    write_snapshot(offline, "org/pipe", commit_of("pipe"), {
+        "model_index.json": b"{}", "unet/diffusion_pytorch_model.safetensors": save({"u": torch.zeros(2)})},
+        no_exist=("safety_checker/config.json",))
+    line = _line(run_cli("inspect", "org/pipe/safety_checker"))
+    assert "org/pipe has no folder safety_checker (huggingface_hub recorded safety_checker/config.json as missing " \
+           f"from the repo at commit {commit_of('pipe')[:10]}" in line, line
+    assert "hf download" not in line
