@@ -475,10 +475,11 @@ def check_query(q: Query, ans: dict[str, Any], env: dict[str, str], cache: Path,
         why = _one_line_error(code, err, must, out)
         if why:
             problems.append(f"inspect: {why}")
-        # A `--revision X` the error suggests must name a ref or a snapshot of the repo.
+        # A `--revision X` the error suggests must name a ref or a snapshot of the repo (a download's `hf download
+        # ... --revision X` names the revision asked for, to fetch it).
         storage = repo_storage(cache, repo)
         snapshots = [p.name for p in (storage / "snapshots").iterdir()] if (storage / "snapshots").is_dir() else []
-        for suggested in re.findall(r"--revision (\S+?)[`),;]?(?:\s|$)", err):
+        for suggested in re.findall(r"--revision (\S+?)[`),;]?(?:\s|$)", re.sub(r"`hf download [^`]*`", "", err)):
             if suggested not in (ans["scan_refs"] or {}) and not any(c.startswith(suggested) for c in snapshots) \
                     and not (storage / "refs" / suggested).is_file():
                 problems.append(f"suggests --revision {suggested}, which names no ref or snapshot of {repo}")

@@ -226,4 +226,6 @@ def test_a_cache_folder_that_is_there_adds_nothing(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     result = run_cli("inspect", "org/tiny-model")
     assert result.exit_code == 2
-    assert " ".join(result.stderr.split()).endswith(f"cache at {tmp_path} (HF_HUB_OFFLINE is set)"), result.stderr
+    assert " ".join(result.stderr.split()).endswith(
+        f"cache at {tmp_path} (HF_HUB_OFFLINE is set); download it with `hf download org/tiny-model` (with "
+        "HF_HUB_OFFLINE unset)"), result.stderr

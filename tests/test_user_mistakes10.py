@@ -240,7 +240,9 @@ def test_a_revision_close_to_no_ref_lists_the_refs_only(model: Path, tmp_path: P
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     result = run_cli("inspect", "acme/tiny-bert", "--revision", typed)
     assert result.exit_code == 2
-    assert result.stderr.strip().endswith(f"(HF_HUB_OFFLINE is set); the cache holds {listed}")
+    assert result.stderr.strip().endswith(f"(HF_HUB_OFFLINE is set); the cache holds {listed}; download it with "
+                                          f"`hf download acme/tiny-bert --revision {typed}` (with HF_HUB_OFFLINE "
+                                          "unset)")
     assert run_cli("inspect", "acme/tiny-bert", "--revision", "main", "--json").exit_code == 0
 
 

@@ -186,11 +186,12 @@ def test_a_revision_of_a_repo_not_cached_is_not_called_a_path(tmp_path: Path, mo
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     line = one_error_line(run_cli("inspect", "acme/nomodel", "--revision", "v2"))
+    fetch = "; download it with `hf download acme/nomodel --revision v2` (with HF_HUB_OFFLINE unset)"
     assert line == (f"error: 'acme/nomodel' is not a local path, and revision 'v2' of it is not in the Hugging Face "
-                    f"cache at {tmp_path / 'hub'} (HF_HUB_OFFLINE is set)")
+                    f"cache at {tmp_path / 'hub'} (HF_HUB_OFFLINE is set){fetch}")
     line = one_error_line(run_cli("inspect", "hf://acme/nomodel@v2"))
     assert line == (f"error: hf://acme/nomodel@v2: revision 'v2' of 'acme/nomodel' is not in the Hugging Face cache "
-                    f"at {tmp_path / 'hub'} (HF_HUB_OFFLINE is set)")
+                    f"at {tmp_path / 'hub'} (HF_HUB_OFFLINE is set){fetch}")
 
 
 def test_plan_devices_local_without_a_gpu_says_none_was_found(model: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -87,7 +87,8 @@ def test_a_ref_holding_no_commit_hash_is_quoted_beside_the_snapshots_the_cache_h
     line = _one_error_line(run_cli("inspect", "org/name"))
     assert "'org/name'" in line and ", not a commit hash, " in line, line
     assert line.endswith(f"the cache holds main -> {ref.decode('utf-8', 'replace').strip()[:20]!r}, "
-                         f"not a commit hash, {snapshot.name[:10]}"), line
+                         f"not a commit hash, {snapshot.name[:10]}; download it with `hf download org/name` (with "
+                         "HF_HUB_OFFLINE unset)"), line
     assert "\x1b" not in line
 
 

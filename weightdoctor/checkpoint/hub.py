@@ -169,11 +169,24 @@ def normalize_revision(revision: str | None) -> str | None:
     return revision
 
 
-def download_command(repo_id: str, revision: str | None = None) -> str:
-    """The command that downloads `repo_id` into the Hub cache (`hf`; `huggingface-cli` is gone since 1.0)."""
+def download_command(repo_id: str, revision: str | None = None, folder: str | None = None) -> str:
+    """The command that downloads `repo_id` (or only its `folder`) into the Hub cache (`hf`; `huggingface-cli` is
+    gone since 1.0). A `folder` whose name ends in a suffix of letters (`onnx/model.onnx`, named by an hf:// address)
+    is taken for a file, which `hf download` takes by name.
+
+    Example:
+        >>> download_command("org/pipe", "v1", folder="vae"), download_command("org/m", folder="onnx/model.onnx")
+        ("hf download org/pipe --include 'vae/*' --revision v1", 'hf download org/m onnx/model.onnx')
+    """
     from weightdoctor.paths import shell_word
 
-    return f"hf download {shell_word(repo_id)}" + (f" --revision {shell_word(revision)}" if revision else "")
+    include = ""
+    if folder:
+        folder = folder.strip("/")
+        suffix = Path(folder).suffix[1:]
+        include = f" {shell_word(folder)}" if suffix and not suffix.isdigit() and any(c.isalpha() for c in suffix) \
+            else f" --include {shell_word(folder + '/*')}"
+    return f"hf download {shell_word(repo_id)}{include}" + (f" --revision {shell_word(revision)}" if revision else "")
 
 
 def _offline_variable() -> str | None:
@@ -227,6 +240,13 @@ def hub_reachable() -> bool:
     return not hub_offline() and hub_unreachable() is None
 
 
+def hub_unavailable() -> str | None:
+    """Why files cannot be fetched now (`HF_HUB_OFFLINE is set`, `cannot connect to ...`), or None when they can."""
+    if (variable := _offline_variable()) is not None:
+        return f"{variable} is set"
+    return hub_unreachable()
+
+
 def _cache_folder_problem() -> str:
     """"; that cache folder does not exist (HF_HOME names it)" and the like when the cache folder itself is amiss
     (a mistyped HF_HOME, a file, a folder this user cannot list), else "": "not in the cache" alone sent users
@@ -250,16 +270,20 @@ def _cache_folder_problem() -> str:
     return ""
 
 
-def _require_hub(repo_id: str, revision: str | None) -> None:
-    """Raise SourceNotFound, in one line, when the Hub is offline (HF_HUB_OFFLINE) or unreachable."""
+def _require_hub(repo_id: str, revision: str | None, subfolder: str | None = None, fetch: bool = True) -> None:
+    """Raise SourceNotFound, in one line, when the Hub is offline (HF_HUB_OFFLINE) or unreachable, with the
+    `hf download` that caches the repo (or its `subfolder`) once it can be reached (not with `fetch=False`: the
+    caller names the download, of one file)."""
     cache = f"the Hugging Face cache at {hub_cache_dir()}"
-    if hub_offline():
-        raise _not_found(repo_id, revision,
-                         f"is not in {cache} ({_offline_variable()} is set){_cache_folder_problem()}")
+    command = download_command(repo_id, revision, folder=subfolder)
+    if (variable := _offline_variable()) is not None:
+        raise _not_found(repo_id, revision, f"is not in {cache} ({variable} is set){_cache_folder_problem()}",
+                         fetch=f"download it with `{command}` (with {variable} unset)" if fetch else "")
     why = hub_unreachable()
     if why is not None:
         raise _not_found(repo_id, revision,
-                         f"is not in {cache}, and the Hub is unreachable ({why}){_cache_folder_problem()}")
+                         f"is not in {cache}, and the Hub is unreachable ({why}){_cache_folder_problem()}",
+                         fetch=f"download it with `{command}` where the Hub can be reached" if fetch else "")
 
 
 def _repo_dir(repo_id: str, repo_type: str = "model") -> Path:
@@ -271,18 +295,28 @@ def cached_revisions(repo_id: str) -> list[str]:
     """What the local cache holds of `repo_id`: its refs as `name -> commit`, then snapshots no ref names."""
     repo_dir = _repo_dir(repo_id)
     refs: dict[str, str] = {}
+    around: dict[str, str] = {}  # ref -> what surrounds its commit hash (`\n` of `echo $SHA > refs/main`)
     try:
         for ref in sorted((repo_dir / "refs").rglob("*")):
             if ref.is_file() and ref.stat().st_size <= MAX_REF_BYTES:
                 # One ref of bytes that are no text (a damaged cache) is shown as such: it dropped every revision
                 # from the answer, which then said the repo was not cached at all.
-                text = ref.read_bytes().decode("utf-8", errors="replace").strip()
-                refs[ref.relative_to(repo_dir / "refs").as_posix()] = text
+                raw = ref.read_bytes().decode("utf-8", errors="replace")
+                name, text = ref.relative_to(repo_dir / "refs").as_posix(), raw.strip()
+                refs[name] = text
+                if raw != text and _COMMIT.fullmatch(text):
+                    # huggingface_hub reads a ref whole, not stripped: this one names no snapshot to it (nor to
+                    # the reader), and listed as `main -> ae23b94cca` it read as a good ref of an uncached repo.
+                    before, _, after = raw.partition(text)
+                    around[name] = " and ".join(f"{where} by {extra!r}" for where, extra in
+                                                (("preceded", before), ("followed", after)) if extra)
         snapshots = sorted(p.name for p in (repo_dir / "snapshots").iterdir() if p.is_dir())
     except OSError:
         snapshots = []
     # A ref holds a commit hash; anything else in it is quoted (bounded), not cut to look like one.
-    shown = [f"{name} -> {commit[:10]}" + ("" if commit in snapshots else " (snapshot missing)")
+    shown = [f"{name} -> {commit[:10]} {around[name]}, which huggingface_hub reads as part of the ref (it names no "
+             "snapshot)" if name in around else
+             f"{name} -> {commit[:10]}" + ("" if commit in snapshots else " (snapshot missing)")
              if _COMMIT.fullmatch(commit) else f"{name} -> {commit[:20]!r}, not a commit hash"
              for name, commit in refs.items()]
     return shown + [commit[:10] for commit in snapshots if commit not in refs.values()]
@@ -296,6 +330,22 @@ def _cached_in_other_case(repo_id: str) -> list[str]:
                       if p.name.lower() == wanted.lower() and p.name != wanted)
     except OSError:
         return []
+
+
+def _transformers_cache_holding(repo_id: str) -> Path | None:
+    """The folder TRANSFORMERS_CACHE names when it holds `repo_id`'s cache folder and is not the cache read: set by
+    older setups (a Dockerfile's `ENV TRANSFORMERS_CACHE=/models`), read by neither huggingface_hub nor transformers
+    5, which look in HF_HUB_CACHE or HF_HOME."""
+    folder = os.environ.get("TRANSFORMERS_CACHE")
+    if not folder:
+        return None
+    path = Path(os.path.expandvars(os.path.expanduser(folder)))
+    try:
+        if path.resolve() == hub_cache_dir().resolve() or not (path / _repo_dir(repo_id).name).is_dir():
+            return None
+    except (OSError, RuntimeError):
+        return None
+    return path
 
 
 def _cached_close_to(repo_id: str) -> list[str]:
@@ -348,9 +398,13 @@ def close_local_paths(text: str) -> list[str]:
     return [os.path.join(head, match) for match in close[:3]]
 
 
-def _not_found(repo_id: str, revision: str | None, reason: str) -> SourceNotFound:
+def _not_found(repo_id: str, revision: str | None, reason: str, fetch: str = "") -> SourceNotFound:
+    """Why `repo_id` (at `revision`) cannot be read, with what the cache holds instead; `fetch` (how to download
+    it) ends the message when nothing cached is offered as what was meant, nor the cache folder itself is amiss."""
     where = f"revision {revision!r} of " if revision else ""
     cached = cached_revisions(repo_id)
+    if fetch and _cache_folder_problem():
+        fetch = ""  # a mistyped HF_HOME is the fix, not a second download
     if cached:
         # The repo is in the cache, only not at this revision (or its ref points at a missing snapshot).
         reason += f"; the cache holds {', '.join(cached[:6])}" + (", ..." if len(cached) > 6 else "")
@@ -360,8 +414,18 @@ def _not_found(repo_id: str, revision: str | None, reason: str) -> SourceNotFoun
             close = [ref for ref in closest(revision, refs) if ref != revision and not _other_number(revision, ref)]
             if close:
                 reason += f"; did you mean --revision {close[0]} (cached)?"
+            elif fetch:
+                reason += f"; {fetch}"
             # The repo id is cached, so it was read as one: "not a local path" said of a revision misled.
             return SourceNotFound(f"{where}{repo_id!r} {reason}")
+        if fetch:
+            reason += f"; {fetch}"
+    elif (old_cache := _transformers_cache_holding(repo_id)) is not None:
+        from weightdoctor.paths import shell_word
+
+        # The fix is the variable, not a download: the repo is cached, in the folder an old setup names.
+        reason += (f"; TRANSFORMERS_CACHE names {old_cache}, which holds {repo_id}, but huggingface_hub and "
+                   f"transformers 5 no longer read that variable: set HF_HUB_CACHE={shell_word(str(old_cache))}")
     elif other := _cached_in_other_case(repo_id):
         reason += f"; the cache holds {', '.join(map(repr, other))} (repo ids in the cache are case-sensitive)"
     elif typed := [prefix for prefix, kind in _TYPE_PREFIXES.items() if _repo_dir(repo_id, kind).is_dir()]:
@@ -374,6 +438,8 @@ def _not_found(repo_id: str, revision: str | None, reason: str) -> SourceNotFoun
         close = close_local_paths(repo_id) + [name for name in _cached_close_to(repo_id) if name != repo_id]
         if close:
             reason += f"; did you mean {' or '.join(map(repr, close[:4]))}?"
+        elif fetch:
+            reason += f"; {fetch}"
     if revision:
         # "revision 'v2' of 'org/name' is not a local path" said of a revision what is said of the repo id.
         return SourceNotFound(f"{repo_id!r} is not a local path, and revision {revision!r} of it {reason}")
@@ -735,6 +801,11 @@ def cached_typed_snapshot(location: HubLocation, revision: str | None, source: s
         held = sorted(p.name[:10] for p in (folder / "snapshots").iterdir() if p.is_dir()) \
             if (folder / "snapshots").is_dir() else []
         cached = f"; its cached snapshots: {', '.join(held[:6])}" if held else _cache_folder_problem()
+        if not held and (other := next((t for t in _READ_TYPES if t != kind and _repo_dir(repo_id, t).is_dir()),
+                                       None)) is not None:
+            # `datasets/org/name` where `org/name` is a cached model (as a plain id is told of its cached dataset)
+            cached += (f"; the cache holds a {other} repo of that name: give it as "
+                       + (repo_id if other == "model" else f"{other}s/{repo_id}"))
         raise SourceNotFound(f"{where}the {kind} repo {repo_id} is not in the Hugging Face cache at {hub_cache_dir()}"
                              f"{cached} (weightdoctor reads {kind} repos from the cache only): download it with "
                              f"`{again}`", source) from exc
@@ -778,7 +849,7 @@ def resolve_repo_id(repo_id: str, revision: str | None = None, weights: bool = T
         return cached
     if cached is not None and not hub_reachable():
         return cached  # what it lacks is said by the reader, which names the snapshot's files
-    _require_hub(repo_id, revision)
+    _require_hub(repo_id, revision, subfolder)
     from huggingface_hub import HfApi, snapshot_download
 
     try:
@@ -908,7 +979,7 @@ def remote_structure(repo_id: str, revision: str | None = None,
     Raises:
         SourceNotFound: the Hub is offline or unreachable, or has no such repo.
     """
-    _require_hub(repo_id, revision)
+    _require_hub(repo_id, revision, subfolder)
     import json
 
     from huggingface_hub import HfApi, hf_hub_download
@@ -977,8 +1048,9 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
         return cached / filename
     if not hub_reachable():
         if cached is None:
-            _require_hub(repo_id, revision)  # says why (offline, unreachable) and what the cache holds
-        why = f"{_offline_variable()} is set" if hub_offline() else hub_unreachable()
+            # says why (offline, unreachable) and what the cache holds; the reader adds the file's own download
+            _require_hub(repo_id, revision, fetch=False)
+        why = hub_unavailable()
         broken = broken_cache_entry(cached / filename, why)
         if broken is not None:
             # The file was cached (its link is there) and its blob is gone: no "has no" file, a damaged cache entry.

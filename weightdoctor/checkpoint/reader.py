@@ -32,6 +32,7 @@ from weightdoctor.checkpoint.hub import (
     hub_file,
     hub_location,
     hub_reachable,
+    hub_unavailable,
     index_shards,
     linked_snapshot_note,
     looks_like_repo_id,
@@ -2983,6 +2984,18 @@ def _one_shard_of_several(path: Path, typed: str | None = None) -> list[str]:
             + whole]
 
 
+def _recorded_missing(snapshot: Path, folder: str) -> str | None:
+    """A file of `folder` that huggingface_hub's `.no_exist/<commit>/` marks as absent from the repo at the snapshot's
+    commit (`vae/config.json`), or None: then the folder is not the repo's, rather than not downloaded yet."""
+    marks = snapshot.parent.parent / ".no_exist" / snapshot.name / folder
+    try:
+        with os.scandir(marks) as entries:
+            found = sorted(entry.name for entry in entries if entry.is_file())
+    except OSError:
+        return None
+    return f"{folder.strip('/')}/{found[0]}" if found else None
+
+
 def dangling_link(path: Path, text: str) -> SourceNotFound:
     """The error for a path that is a symbolic link leading nowhere, which is no repo id to look up either. In a Hub
     cache's snapshot, a file whose blob is gone: a damaged cache entry, and the download that mends it."""
@@ -3108,6 +3121,17 @@ def _open_checkpoint(
                 raise SourceNotFound(f"{repo_id}'s folder {subfolder} links outside its snapshot "
                                      f"(to {path.resolve()}): not read", text)
             if not path.is_dir():
+                if (missing := _recorded_missing(snapshot, subfolder)) is not None:
+                    # `.no_exist/<commit>/vae/config.json`: the Hub answered that the repo has no such file there.
+                    raise SourceNotFound(f"{repo_id} has no folder {subfolder} (huggingface_hub recorded {missing} "
+                                         f"as missing from the repo at commit {snapshot.name[:10]}; its snapshot is "
+                                         f"{snapshot})", text)
+                if (why := hub_unavailable()) is not None:
+                    # Offline the snapshot holds what was downloaded (`hf download org/pipe --include "unet/*"`),
+                    # not the repo: "org/pipe has no folder vae" was said of a repo that has it.
+                    raise SourceNotFound(f"{repo_id} has no folder {subfolder} in its cached snapshot ({snapshot}), "
+                                         f"and the Hub cannot be reached ({why}): fetch it with "
+                                         f"`{download_command(repo_id, revision, folder=subfolder)}`", text)
                 raise SourceNotFound(f"{repo_id} has no folder {subfolder} (its snapshot is {snapshot})", text)
         else:
             # A folder nested past PATH_MAX may well exist: said so, not "no such file or directory".
