@@ -1,0 +1,87 @@
+"""A twentieth round: the classic PyTorch ecosystems as their own save code writes them: PyTorch Lightning .ckpt
+files whose hyper-parameters hold datetimes, Decimals, Fractions and UUIDs, ..."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import fractions
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from tests.helpers import run_cli, run_json
+from weightdoctor.security.policy import DANGEROUS, INERT, UNKNOWN, classify
+
+
+def _resnet_state(prefix: str = "") -> OrderedDict[str, torch.Tensor]:
+    """A tiny torchvision-ResNet-like state dict (conv, batch norm with its counter, fc head), seeded."""
+    generator = torch.Generator().manual_seed(20)
+    state = {
+        "conv1.weight": torch.randn(8, 3, 3, 3, generator=generator), "bn1.weight": torch.ones(8),
+        "bn1.bias": torch.zeros(8), "bn1.running_mean": torch.zeros(8), "bn1.running_var": torch.ones(8),
+        "bn1.num_batches_tracked": torch.tensor(0), "fc.weight": torch.randn(10, 8, generator=generator),
+        "fc.bias": torch.zeros(10),
+    }
+    return OrderedDict((prefix + key, value) for key, value in state.items())
+
+
+def _lightning_ckpt(path: Path) -> OrderedDict[str, torch.Tensor]:
+    """A Lightning 2.x `trainer.save_checkpoint` output whose `save_hyperparameters()` kept plain Python values of
+    the standard library: a start time (timezone-aware), a time budget, a date, a Decimal learning rate, a Fraction,
+    a run UUID (Lightning pickles hparams as they are)."""
+    state = _resnet_state("model.")
+    hyper_parameters = {
+        "lr": decimal.Decimal("0.001"), "mix": fractions.Fraction(1, 3),
+        "started": datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.timezone.utc),
+        "budget": datetime.timedelta(hours=3), "day": datetime.date(2024, 5, 1), "at": datetime.time(6, 30),
+        "run_id": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    }
+    torch.save({
+        "epoch": 3, "global_step": 120, "pytorch-lightning_version": "2.2.0", "state_dict": state,
+        "loops": {"fit_loop": {"state_dict": {}}},
+        "callbacks": {"ModelCheckpoint{'monitor': 'val_loss'}": {"best_model_score": torch.tensor(0.5)}},
+        "optimizer_states": [], "lr_schedulers": [], "hparams_name": "kwargs", "hyper_parameters": hyper_parameters,
+    }, path)
+    return state
+
+
+STDLIB_VALUES = ("datetime.date", "datetime.datetime", "datetime.time", "datetime.timedelta", "datetime.timezone",
+                 "decimal.Decimal", "fractions.Fraction", "uuid.UUID")
+
+
+def test_lightning_hparams_of_stdlib_values_are_read_as_inert_data(tmp_path: Path) -> None:
+    """A Lightning .ckpt whose hyper_parameters hold a datetime, timedelta, Decimal, Fraction or UUID was refused as
+    "dangerous" (each unknown, uuid.UUID dangerous): a genuine checkpoint, nothing read. They are plain values rebuilt
+    from numbers, bytes or a string: read as inert stand-ins, the verdict safe, the weights read and converted."""
+    ckpt = tmp_path / "epoch=3-step=120.ckpt"
+    state = _lightning_ckpt(ckpt)
+    code, report = run_json("inspect", ckpt)
+    assert code == 0, report
+    security = report["security"]
+    assert security["verdict"] == "safe" and security["problems"] == []
+    named = {f"{g['module']}.{g['name']}": g["safety"] for g in security["globals"]}
+    assert {name: named[name] for name in STDLIB_VALUES} == dict.fromkeys(STDLIB_VALUES, "inert")
+    assert report["num_tensors"] == 8 and report["nested_key"] == "state_dict"
+    assert "hyper_parameters (dict, 7 entries)" in report["other_entries"]
+
+    result = run_cli("inspect", ckpt)
+    assert result.exit_code == 0 and "datetime.datetime" in result.stdout and "read as inert" in result.stdout
+
+    out = tmp_path / "model.safetensors"
+    assert run_cli("convert", ckpt, "-o", out).exit_code == 0
+    written = load_file(out)
+    assert set(written) == set(state) and all(torch.equal(written[k], state[k]) for k in state)
+
+
+def test_only_the_value_classes_of_those_modules_are_inert() -> None:
+    """The rest of `uuid` (getnode ran ifconfig / ipconfig in a subprocess) stays dangerous, zoneinfo's ZoneInfo (it
+    reads zone files) and decimal's Context stay unknown."""
+    assert classify("uuid", "UUID") == INERT and classify("datetime", "timedelta") == INERT
+    assert classify("uuid", "getnode") == DANGEROUS and classify("uuid", "_get_command_stdout") == DANGEROUS
+    assert classify("uuid", "UUID.__init__") == DANGEROUS
+    assert classify("zoneinfo", "ZoneInfo") == UNKNOWN and classify("zoneinfo._zoneinfo", "ZoneInfo") == UNKNOWN
+    assert classify("decimal", "Context") == UNKNOWN
