@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import fractions
+import json
 import uuid
 from collections import OrderedDict
 from pathlib import Path
@@ -85,3 +86,44 @@ def test_only_the_value_classes_of_those_modules_are_inert() -> None:
     assert classify("uuid", "UUID.__init__") == DANGEROUS
     assert classify("zoneinfo", "ZoneInfo") == UNKNOWN and classify("zoneinfo._zoneinfo", "ZoneInfo") == UNKNOWN
     assert classify("decimal", "Context") == UNKNOWN
+
+
+def _timm_folder(folder: Path, num_classes: int) -> None:
+    """A timm model as timm's push_to_hf_hub / save_for_hf writes it: model.safetensors and a config.json of
+    `architecture`, `num_classes` and the `pretrained_cfg` whose `classifier` names the head (ConvNeXt's head.fc)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    generator = torch.Generator().manual_seed(num_classes)
+    state = {"stem.0.weight": torch.randn(8, 3, 4, 4, generator=generator), "stem.0.bias": torch.zeros(8),
+             "head.norm.weight": torch.ones(8), "head.norm.bias": torch.zeros(8),
+             "head.fc.weight": torch.randn(num_classes, 8, generator=generator),
+             "head.fc.bias": torch.zeros(num_classes)}
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    config = {"architecture": "convnext_atto", "num_classes": num_classes, "num_features": 8, "global_pool": "avg",
+              "pretrained_cfg": {"tag": "d2_in1k", "input_size": [3, 224, 224], "interpolation": "bicubic",
+                                 "crop_pct": 0.95, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                                 "num_classes": 1000, "first_conv": "stem.0", "classifier": "head.fc"}}
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_timm_num_classes_change_says_how_timm_loads_it(tmp_path: Path) -> None:
+    """diff-keys of an ImageNet timm model against the same model fine-tuned to 10 classes said only what
+    from_pretrained and load_state_dict do with the resized head.fc; a timm user creates the model with
+    num_classes=10 and timm's loader drops the classifier whose class count differs: the note gives that call."""
+    _timm_folder(tmp_path / "in1k", 1000)
+    _timm_folder(tmp_path / "ft10", 10)
+    code, report = run_json("diff-keys", tmp_path / "in1k", tmp_path / "ft10")
+    assert code == 0
+    assert [(m["name"], m["reason"]) for m in report["mismatched"]] == [("head.fc.bias", "head-size"),
+                                                                         ("head.fc.weight", "head-size")]
+    weights = str(tmp_path / "in1k" / "model.safetensors")
+    note = next(n for n in report["notes"] if "timm.create_model" in n)
+    assert (f"timm.create_model('convnext_atto', pretrained=True, num_classes=10, pretrained_cfg_overlay=dict("
+            f"file={weights!r}, num_classes=1000))") in note
+    assert "drops head.fc.bias, head.fc.weight" in note and "num_classes=10 (its config.json)" in note
+
+    # A B that is not a timm model (no pretrained_cfg) gets no such note.
+    (tmp_path / "ft10" / "config.json").write_text(json.dumps({"num_classes": 10}))
+    code, report = run_json("diff-keys", tmp_path / "in1k", tmp_path / "ft10")
+    assert code == 0 and not any("timm.create_model" in n for n in report["notes"])

@@ -2925,7 +2925,51 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         report.notes.append(
             f"B's config names {_first_architecture(b.config)}: from_pretrained also renames some checkpoint keys "
             f"of its own (per model), which load_state_dict does not; what it reports: {check()}")
+    timm_note = timm_head_note(a, b, report.mismatched)
+    if timm_note:
+        report.notes.append(timm_note)
     return report
+
+
+def timm_head_note(a: Checkpoint, b: Checkpoint, mismatched: Sequence[Mismatch]) -> str | None:
+    """How timm loads A into B when B is a timm model (config.json with `architecture` and `pretrained_cfg`) whose
+    classifier (`pretrained_cfg.classifier`) has another class count than A's: timm's own loader drops the classifier
+    weights whose class count differs and starts them at random, where the generic advice (from_pretrained's
+    ignore_mismatched_sizes, load_state_dict) is not what a timm user runs. None for anything else.
+
+    Example:
+        >>> timm_head_note(a, b, report.mismatched)  # doctest: +SKIP
+        "B is timm's convnext_atto with num_classes=10 (config.json): ..."
+    """
+    config = b.config or {}
+    arch, pretrained = config.get("architecture"), config.get("pretrained_cfg")
+    if not isinstance(arch, str) or not isinstance(pretrained, Mapping):
+        return None
+    classifier = pretrained.get("classifier")
+    classifiers = [classifier] if isinstance(classifier, str) else [c for c in classifier or [] if isinstance(c, str)]
+    heads = [m for m in mismatched if m.reason == "head-size" and m.shape_a and m.shape_b
+             and any(m.name.startswith(f"{c}.") for c in classifiers)]
+    if not heads:
+        return None
+    rows_a, rows_b = heads[0].shape_a[0], heads[0].shape_b[0]
+    if any((m.shape_a[0], m.shape_b[0]) != (rows_a, rows_b) for m in heads):
+        return None  # several classifiers of different widths (a distilled model's head_dist): no one command
+    weights = [f for f in a.files if f.role == "weights"]
+    if a.repo_id is not None:
+        model, overlay = f"'hf-hub:{a.repo_id}'", ""
+    elif len(weights) == 1:
+        # timm reads a local file through pretrained_cfg_overlay; its num_classes says how many rows A's head has,
+        # which timm compares with num_classes to drop it.
+        file = str(weights[0].path)
+        model, overlay = f"'{arch}'", f", pretrained_cfg_overlay=dict(file={file!r}, num_classes={rows_a})"
+    else:
+        return None
+    names = ", ".join(sorted(m.name for m in heads))
+    said = "its config.json" if config.get("num_classes") == rows_b else "its classifier's rows"
+    return (f"B is timm's {arch} with num_classes={rows_b} ({said}), A's classifier has {rows_a} outputs: "
+            f"timm.create_model({model}, "
+            f"pretrained=True, num_classes={rows_b}{overlay}) loads A's weights and drops {names} (their class count "
+            "differs), which start at random; the rest must match")
 
 
 def _model_class_command(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename]) -> str | None:
