@@ -127,3 +127,34 @@ def test_timm_num_classes_change_says_how_timm_loads_it(tmp_path: Path) -> None:
     (tmp_path / "ft10" / "config.json").write_text(json.dumps({"num_classes": 10}))
     code, report = run_json("diff-keys", tmp_path / "in1k", tmp_path / "ft10")
     assert code == 0 and not any("timm.create_model" in n for n in report["notes"])
+
+
+def test_torchvision_model_ema_counter_is_explained(tmp_path: Path) -> None:
+    """torchvision's references/classification/train.py with --model-ema saves `model_ema`, the state dict of an
+    ExponentialMovingAverage (a torch.optim.swa_utils.AveragedModel): `module.`-prefixed weights and `n_averaged`.
+    Loading it into the plain model, n_averaged was "unknown: no known cause: these weights will not load", an
+    error, also once the suggested rename matched every weight. It is AveragedModel's step counter, no weight."""
+    import argparse
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 10))
+    ema = torch.optim.swa_utils.AveragedModel(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    checkpoint = tmp_path / "checkpoint.pth"
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "lr_scheduler": torch.optim.lr_scheduler.StepLR(optimizer, 30).state_dict(), "epoch": 5,
+                "args": argparse.Namespace(model="resnet18", model_ema=True), "model_ema": ema.state_dict()},
+               checkpoint)
+    plain = tmp_path / "model.pth"
+    torch.save(model.state_dict(), plain)
+
+    code, report = run_json("diff-keys", checkpoint, plain, "--key", "model_ema")
+    assert code == 1  # the module. prefix: errors until renamed
+    unexpected = {issue["name"]: issue for issue in report["unexpected"]}
+    assert unexpected["n_averaged"]["reason"] == "buffer" and unexpected["n_averaged"]["severity"] == "info"
+    assert "AveragedModel's count of averaged steps" in unexpected["n_averaged"]["detail"]
+    assert {issue["reason"] for name, issue in unexpected.items() if name != "n_averaged"} == {"wrapper-prefix"}
+
+    code, report = run_json("diff-keys", checkpoint, plain, "--key", "model_ema", "--rename", r"^module\.=")
+    assert code == 0 and report["missing"] == [] and report["mismatched"] == []
+    assert [(i["name"], i["reason"], i["severity"]) for i in report["unexpected"]] == [("n_averaged", "buffer", "info")]

@@ -2265,6 +2265,11 @@ def classify_key(
     """
     if _BUFFER.search(name):
         return "buffer", "info", ""
+    if name == "n_averaged" or name.endswith(".n_averaged"):
+        # torch.optim.swa_utils.AveragedModel's step counter, beside its `module.` copy of the model: torchvision's
+        # --model-ema checkpoints (model_ema), SWA, timm's ModelEmaV3 does not keep one. It was "no known cause".
+        return "buffer", "info", ("AveragedModel's count of averaged steps (torchvision's model_ema, SWA): "
+                                  "no weight; AveragedModel starts it at 0")
     group = (tied_groups.get(name) if isinstance(tied_groups, Mapping)
              else next((group for group in tied_groups if name in group), None))
     if group is not None:
