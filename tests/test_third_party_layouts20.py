@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers import run_cli, run_json
+from tests.helpers import one_error_line, run_cli, run_json
 from weightdoctor.security.policy import DANGEROUS, INERT, UNKNOWN, classify
 
 
@@ -158,3 +158,21 @@ def test_torchvision_model_ema_counter_is_explained(tmp_path: Path) -> None:
     code, report = run_json("diff-keys", checkpoint, plain, "--key", "model_ema", "--rename", r"^module\.=")
     assert code == 0 and report["missing"] == [] and report["mismatched"] == []
     assert [(i["name"], i["reason"], i["severity"]) for i in report["unexpected"]] == [("n_averaged", "buffer", "info")]
+
+
+def test_speechbrain_checkpoint_folder_names_a_module_with_weights(tmp_path: Path) -> None:
+    """A SpeechBrain Checkpointer folder of TIMIT's CRDNN recipe (model, lr_annealing, normalizer, counter): the
+    refusal's example was the first pickled file by name, lr_annealing.ckpt (NewBobScheduler's floats), on which
+    inspect finds no state dict. It names model.ckpt, which holds the weights."""
+    folder = tmp_path / "CKPT+2024-01-01+00-00-00+00"
+    folder.mkdir()
+    torch.save(torch.nn.Linear(4, 3).state_dict(), folder / "model.ckpt")
+    torch.save({"hyperparam_value": 1.0, "metric_values": [0.5], "current_patient": 0}, folder / "lr_annealing.ckpt")
+    torch.save({"count": 3, "glob_mean": torch.zeros(4), "glob_std": torch.ones(4)}, folder / "normalizer.ckpt")
+    (folder / "counter.ckpt").write_text("5")
+    (folder / "brain.ckpt").write_text("avg_train_loss: 0.5\noptimizer_step: 10\nstep: 10\n")
+    (folder / "CKPT.yaml").write_text("end-of-epoch: true\nPER: 15.0\nunixtime: 1700000000.0\n")
+    line = one_error_line(run_cli("inspect", folder))
+    assert "a SpeechBrain checkpoint folder" in line and f"(e.g. {folder.name}/model.ckpt)" in line
+    result = run_cli("inspect", folder / "model.ckpt")
+    assert result.exit_code == 0 and "parameters    15" in result.stdout
