@@ -176,3 +176,32 @@ def test_speechbrain_checkpoint_folder_names_a_module_with_weights(tmp_path: Pat
     assert "a SpeechBrain checkpoint folder" in line and f"(e.g. {folder.name}/model.ckpt)" in line
     result = run_cli("inspect", folder / "model.ckpt")
     assert result.exit_code == 0 and "parameters    15" in result.stdout
+
+
+def test_torchvision_resnet_fc_with_another_class_count_is_a_head_size_change(tmp_path: Path) -> None:
+    """torchvision's resnet50-0676ba61.pth against the same ResNet fine-tuned with num_classes=3: the top-level `fc`
+    is the classifier, and its rows were "shape: the architecture differs", an error. A changed class count is the
+    head-size reason (a warning); a feature extractor without fc drops it as a task head. A `fc` inside a block is
+    still judged by its shape."""
+    pretrained = tmp_path / "resnet50-0676ba61.pth"
+    state = _resnet_state()
+    torch.save(state, pretrained)
+    tuned = dict(state, **{"fc.weight": torch.zeros(3, 8), "fc.bias": torch.zeros(3)})
+    torch.save(tuned, tmp_path / "finetuned.pth")
+    code, report = run_json("diff-keys", pretrained, tmp_path / "finetuned.pth")
+    assert code == 0
+    assert {(m["name"], m["reason"], m["severity"]) for m in report["mismatched"]} == {
+        ("fc.weight", "head-size", "warn"), ("fc.bias", "head-size", "warn")}
+    shown = run_cli("diff-keys", pretrained, tmp_path / "finetuned.pth").stdout
+    assert "num_classes in timm and" in shown and "torchvision" in shown
+
+    torch.save({k: v for k, v in state.items() if not k.startswith("fc.")}, tmp_path / "features.pth")
+    code, report = run_json("diff-keys", pretrained, tmp_path / "features.pth")
+    assert {(i["name"], i["reason"], i["severity"]) for i in report["unexpected"]} == {
+        ("fc.weight", "task-head", "info"), ("fc.bias", "task-head", "info")}
+
+    inner = {"layer1.0.se.fc.weight": torch.zeros(4, 8)}
+    torch.save(inner, tmp_path / "a.pth")
+    torch.save({"layer1.0.se.fc.weight": torch.zeros(2, 8)}, tmp_path / "b.pth")
+    code, report = run_json("diff-keys", tmp_path / "a.pth", tmp_path / "b.pth")
+    assert [(m["name"], m["reason"]) for m in report["mismatched"]] == [("layer1.0.se.fc.weight", "shape")]

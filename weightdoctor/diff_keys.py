@@ -73,7 +73,7 @@ REASONS: dict[str, str] = {
     "buffer": "a buffer that is recomputed at init (position_ids, num_batches_tracked, attention masks, inv_freq)",
     "vocab-size": "vocabulary size changed: the embedding / output rows differ",
     "position-length": "maximum position length changed: the position-embedding rows differ",
-    "head-size": "task head size changed (num_labels): the head is re-initialised",
+    "head-size": "task head size changed (num_labels; num_classes in timm and torchvision): the head is re-initialised",
     "adapter": "adapter / PEFT weights (LoRA, prefix tuning): merge them or load through PEFT",
     "adapter-base": "a weight of the base model, which a PEFT adapter does not store: PeftModel.from_pretrained(base, "
     "adapter) takes it from the base",
@@ -106,6 +106,10 @@ _HEAD_WORDS = frozenset({
     "auxiliary_head",
 })
 _HEAD = _lazy_regex(r"(^|\.)(" + "|".join(sorted(_HEAD_WORDS)) + r")(\.|$)")
+# A top-level `fc` is the classifier of torchvision's ResNet / ResNeXt / RegNet / ShuffleNetV2 / GoogLeNet / Inception
+# and timm's ResNets (resnet50-0676ba61.pth, a model fine-tuned with num_classes=10). Only at the top: `fc` inside a
+# block (an SE module's, an MLP's) is no head, so it is not a head word.
+_TOP_FC = _lazy_regex(r"^fc\.(weight|bias)$")
 _OUTPUT_EMBEDDING = _lazy_regex(
     r"(^|\.)(lm_head|embed_out|output_projection|cls\.predictions\.decoder|predictions\.decoder|"
     r"lm_head\.decoder|generator_lm_head|output_embeddings)\.weight$"
@@ -2311,7 +2315,7 @@ def classify_key(
         # Not a new task head: the pretrained output layer of a language model, and not tied to any input
         # embedding here, so it starts random and what the model generates is noise until it is trained.
         return "task-head", "warn", "the language-model output layer, initialised at random (not tied)"
-    if _HEAD.search(name):
+    if _HEAD.search(name) or _TOP_FC.search(name):
         detail = "new, initialised at random" if kind == "missing" else "not used by B, dropped"
         return "task-head", "info", detail
     return "unknown", "error", ""
@@ -2324,7 +2328,8 @@ def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, .
     first_only = same_rank and shape_a[1:] == shape_b[1:] and shape_a[0] != shape_b[0]
     if first_only and _POSITION.search(name):
         return "position-length", "warn", detail
-    if first_only and _HEAD.search(name) and not _OUTPUT_EMBEDDING.search(name) and not name.endswith(
+    head = _HEAD.search(name) or _TOP_FC.search(name)
+    if first_only and head and not _OUTPUT_EMBEDDING.search(name) and not name.endswith(
             ("decoder.bias", "predictions.bias", "lm_head.bias")):
         # One row per label: a label count changed. Any other dimension of a head is the architecture.
         return "head-size", "warn", detail
