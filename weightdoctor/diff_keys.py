@@ -73,7 +73,7 @@ REASONS: dict[str, str] = {
     "buffer": "a buffer that is recomputed at init (position_ids, num_batches_tracked, attention masks, inv_freq)",
     "vocab-size": "vocabulary size changed: the embedding / output rows differ",
     "position-length": "maximum position length changed: the position-embedding rows differ",
-    "head-size": "task head size changed (num_labels): the head is re-initialised",
+    "head-size": "task head size changed (num_labels; num_classes in timm and torchvision): the head is re-initialised",
     "adapter": "adapter / PEFT weights (LoRA, prefix tuning): merge them or load through PEFT",
     "adapter-base": "a weight of the base model, which a PEFT adapter does not store: PeftModel.from_pretrained(base, "
     "adapter) takes it from the base",
@@ -106,6 +106,10 @@ _HEAD_WORDS = frozenset({
     "auxiliary_head",
 })
 _HEAD = _lazy_regex(r"(^|\.)(" + "|".join(sorted(_HEAD_WORDS)) + r")(\.|$)")
+# A top-level `fc` is the classifier of torchvision's ResNet / ResNeXt / RegNet / ShuffleNetV2 / GoogLeNet / Inception
+# and timm's ResNets (resnet50-0676ba61.pth, a model fine-tuned with num_classes=10). Only at the top: `fc` inside a
+# block (an SE module's, an MLP's) is no head, so it is not a head word.
+_TOP_FC = _lazy_regex(r"^fc\.(weight|bias)$")
 _OUTPUT_EMBEDDING = _lazy_regex(
     r"(^|\.)(lm_head|embed_out|output_projection|cls\.predictions\.decoder|predictions\.decoder|"
     r"lm_head\.decoder|generator_lm_head|output_embeddings)\.weight$"
@@ -2290,6 +2294,11 @@ def classify_key(
     """
     if _BUFFER.search(name):
         return "buffer", "info", ""
+    if name == "n_averaged" or name.endswith(".n_averaged"):
+        # torch.optim.swa_utils.AveragedModel's step counter, beside its `module.` copy of the model: torchvision's
+        # --model-ema checkpoints (model_ema), SWA, timm's ModelEmaV3 does not keep one. It was "no known cause".
+        return "buffer", "info", ("AveragedModel's count of averaged steps (torchvision's model_ema, SWA): "
+                                  "no weight; AveragedModel starts it at 0")
     group = (tied_groups.get(name) if isinstance(tied_groups, Mapping)
              else next((group for group in tied_groups if name in group), None))
     if group is not None:
@@ -2331,7 +2340,7 @@ def classify_key(
         # Not a new task head: the pretrained output layer of a language model, and not tied to any input
         # embedding here, so it starts random and what the model generates is noise until it is trained.
         return "task-head", "warn", "the language-model output layer, initialised at random (not tied)"
-    if _HEAD.search(name):
+    if _HEAD.search(name) or _TOP_FC.search(name):
         detail = "new, initialised at random" if kind == "missing" else "not used by B, dropped"
         return "task-head", "info", detail
     return "unknown", "error", ""
@@ -2344,7 +2353,8 @@ def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, .
     first_only = same_rank and shape_a[1:] == shape_b[1:] and shape_a[0] != shape_b[0]
     if first_only and _POSITION.search(name):
         return "position-length", "warn", detail
-    if first_only and _HEAD.search(name) and not _OUTPUT_EMBEDDING.search(name) and not name.endswith(
+    head = _HEAD.search(name) or _TOP_FC.search(name)
+    if first_only and head and not _OUTPUT_EMBEDDING.search(name) and not name.endswith(
             ("decoder.bias", "predictions.bias", "lm_head.bias")):
         # One row per label: a label count changed. Any other dimension of a head is the architecture.
         return "head-size", "warn", detail
@@ -2950,7 +2960,51 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         report.notes.append(
             f"B's config names {_first_architecture(b.config)}: from_pretrained also renames some checkpoint keys "
             f"of its own (per model), which load_state_dict does not; what it reports: {check()}")
+    timm_note = timm_head_note(a, b, report.mismatched)
+    if timm_note:
+        report.notes.append(timm_note)
     return report
+
+
+def timm_head_note(a: Checkpoint, b: Checkpoint, mismatched: Sequence[Mismatch]) -> str | None:
+    """How timm loads A into B when B is a timm model (config.json with `architecture` and `pretrained_cfg`) whose
+    classifier (`pretrained_cfg.classifier`) has another class count than A's: timm's own loader drops the classifier
+    weights whose class count differs and starts them at random, where the generic advice (from_pretrained's
+    ignore_mismatched_sizes, load_state_dict) is not what a timm user runs. None for anything else.
+
+    Example:
+        >>> timm_head_note(a, b, report.mismatched)  # doctest: +SKIP
+        "B is timm's convnext_atto with num_classes=10 (config.json): ..."
+    """
+    config = b.config or {}
+    arch, pretrained = config.get("architecture"), config.get("pretrained_cfg")
+    if not isinstance(arch, str) or not isinstance(pretrained, Mapping):
+        return None
+    classifier = pretrained.get("classifier")
+    classifiers = [classifier] if isinstance(classifier, str) else [c for c in classifier or [] if isinstance(c, str)]
+    heads = [m for m in mismatched if m.reason == "head-size" and m.shape_a and m.shape_b
+             and any(m.name.startswith(f"{c}.") for c in classifiers)]
+    if not heads:
+        return None
+    rows_a, rows_b = heads[0].shape_a[0], heads[0].shape_b[0]
+    if any((m.shape_a[0], m.shape_b[0]) != (rows_a, rows_b) for m in heads):
+        return None  # several classifiers of different widths (a distilled model's head_dist): no one command
+    weights = [f for f in a.files if f.role == "weights"]
+    if a.repo_id is not None:
+        model, overlay = f"'hf-hub:{a.repo_id}'", ""
+    elif len(weights) == 1:
+        # timm reads a local file through pretrained_cfg_overlay; its num_classes says how many rows A's head has,
+        # which timm compares with num_classes to drop it.
+        file = str(weights[0].path)
+        model, overlay = f"'{arch}'", f", pretrained_cfg_overlay=dict(file={file!r}, num_classes={rows_a})"
+    else:
+        return None
+    names = ", ".join(sorted(m.name for m in heads))
+    said = "its config.json" if config.get("num_classes") == rows_b else "its classifier's rows"
+    return (f"B is timm's {arch} with num_classes={rows_b} ({said}), A's classifier has {rows_a} outputs: "
+            f"timm.create_model({model}, "
+            f"pretrained=True, num_classes={rows_b}{overlay}) loads A's weights and drops {names} (their class count "
+            "differs), which start at random; the rest must match")
 
 
 def _model_class_command(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename]) -> str | None:

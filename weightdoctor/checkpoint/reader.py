@@ -1948,12 +1948,16 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
         # counter are YAML / text under the same suffix.
         pickled = [p.name for p in weights if _pickled(p)]
         text = [p.name for p in weights if p.name not in pickled]
+        # The example is a module's weights: TIMIT's CRDNN recipe saves lr_annealing.ckpt (NewBob's floats, no
+        # tensors) beside model.ckpt, and the first name alphabetically led to "no state dict found".
+        example = next((n for n in pickled if "model" in n),
+                       next((n for n in pickled if not re.search(r"anneal|schedul|optim", n)), "model.ckpt"))
         raise UnsupportedFormat(
             f"a SpeechBrain checkpoint folder (CKPT.yaml): each module's state is a .ckpt file of its own "
             f"({', '.join(pickled[:6]) or 'none here'})"
             + (f", and {', '.join(text[:4])} {'is' if len(text) == 1 else 'are'} text (the Brain's step, the epoch "
                "counter), not weights" if text else "")
-            + f"; name the module's file to read it (e.g. {folder.name}/{pickled[0] if pickled else 'model.ckpt'})",
+            + f"; name the module's file to read it (e.g. {folder.name}/{example})",
             str(folder))
     if (folder / "hyperparams.yaml").is_file() and all(p.suffix == ".ckpt" for p in weights):
         # A SpeechBrain model on the Hub (speechbrain/spkrec-ecapa-voxceleb): from_hparams reads hyperparams.yaml,

@@ -61,6 +61,13 @@ INERT_GLOBALS: frozenset[str] = frozenset({
     # refuses: pyannote.audio records it under checkpoint["pyannote.audio"]["versions"]["torch"], as other training
     # scripts record the torch they ran with.
     "torch.torch_version.TorchVersion",
+    # Plain values a Lightning module's save_hyperparameters() (and other scripts' configs) keep: a run's start time
+    # and time budget, a Decimal or Fraction learning rate, a run id. Each is rebuilt from numbers, bytes or a
+    # string alone (datetime's C constructors, Decimal(str), Fraction(n, d), UUID's __setstate__ of {"int": n});
+    # building them runs no code and touches nothing. Only these names: the rest of `uuid` (getnode, which ran
+    # ifconfig) stays dangerous, and a tzinfo from zoneinfo or pytz, which reads zone files, stays unknown.
+    "datetime.datetime", "datetime.date", "datetime.time", "datetime.timedelta", "datetime.timezone",
+    "decimal.Decimal", "fractions.Fraction", "uuid.UUID",
 })
 
 # The types omegaconf's node metadata names as values (`ref_type=typing.Any`, `object_type=dict`, a resolver
