@@ -631,6 +631,9 @@ def _read_whole(checkpoint: Checkpoint, info: TensorInfo) -> torch.Tensor:
         return checkpoint.load_tensor(info.name)
     begin, end = info.data_offsets
     path = str(checkpoint.file_path(info.file))
+    from weightdoctor.checkpoint.safetensors_format import require_memory_for
+
+    require_memory_for(path, info, end - begin, hint="; --sample N reads N values of each tensor instead")
     raw = torch.empty(end - begin, dtype=torch.uint8)
     view = memoryview(raw.numpy())
     fd = os.open(path, os.O_RDONLY)

@@ -1,0 +1,106 @@
+"""Red team 25: the commands that read values and do arithmetic (inspect --stats, diff-keys --values, check-dtype,
+plan-devices) on extreme values and sizes.
+
+What held (checked against torch in float64, not pinned here beyond one guard): statistics of values near
+float32's and float64's limits, subnormals, NaN / inf / -0.0, fp8; diff-keys --values of int64 / uint64 past 2**53,
+bool, complex, mixed dtypes, all-zero B, NaN at the same place; check-dtype at fp16's boundaries. What did not:
+a tensor larger than the machine's memory (read whole) ended in "out of memory: MemoryError" naming neither file
+nor tensor, or "unexpected RuntimeError"; and plan-devices on a config with num_hidden_layers 0 failed in
+transformers' balanced planning with a line that named no file and advised other --gpu sizes, which cannot help.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import one_error_line, run_cli
+from weightdoctor.checkpoint import safetensors_format
+
+
+def _write_safetensors(path: Path, tensors: dict[str, tuple[str, list[int], bytes | int]]) -> None:
+    """A safetensors file whose data is given as bytes, or as a byte count left sparse (zeros, no disk used)."""
+    header: dict[str, object] = {}
+    offset = 0
+    for name, (dtype, shape, data) in tensors.items():
+        size = data if isinstance(data, int) else len(data)
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with path.open("wb") as handle:
+        handle.write(struct.pack("<Q", len(text)) + text)
+        for _dtype, _shape, data in tensors.values():
+            if isinstance(data, int):
+                handle.seek(data, 1)
+            else:
+                handle.write(data)
+        handle.truncate(8 + len(text) + offset)
+
+
+@pytest.fixture
+def small_machine(monkeypatch: pytest.MonkeyPatch) -> int:
+    """A machine with 1 MB of memory available (the tensors below are 4 MB)."""
+    monkeypatch.setattr(safetensors_format, "available_memory", lambda: 1_000_000, raising=False)
+    return 1_000_000
+
+
+def _big_file(tmp_path: Path) -> Path:
+    path = tmp_path / "big.safetensors"
+    _write_safetensors(path, {"small": ("F32", [4], struct.pack("<4f", 1.0, 2.0, 3.0, 4.0)),
+                              "huge": ("F32", [1024, 1024], 4 * 1024 * 1024)})
+    return path
+
+
+def test_stats_refuse_a_tensor_larger_than_memory_naming_file_tensor_and_sample(
+    tmp_path: Path, small_machine: int
+) -> None:
+    path = _big_file(tmp_path)
+    line = one_error_line(run_cli("inspect", path, "--stats"))
+    assert line.startswith(f"error: {path}: tensor 'huge' (4.19 MB) is read whole into memory")
+    assert "1.00 MB this machine has available: nothing was read; --sample N" in line
+    # --sample reads a few blocks, not the tensor: it still works on this machine.
+    result = run_cli("inspect", path, "--stats", "--sample", "256", "--json")
+    assert result.exit_code == 0, result.stderr
+    stats = {t["name"]: t["stats"] for t in json.loads(result.stdout)["tensors"]}
+    assert stats["huge"]["sampled"] is True and stats["huge"]["count"] == 256
+    assert stats["small"]["mean"] == 2.5
+
+
+@pytest.mark.parametrize("command", [["check-dtype"], ["diff-keys", "SAME", "--values"]])
+def test_check_dtype_and_diff_values_refuse_it_in_one_line_naming_the_file(
+    tmp_path: Path, small_machine: int, command: list[str]
+) -> None:
+    path = _big_file(tmp_path)
+    args = [str(path) if word == "SAME" else word for word in command]
+    line = one_error_line(run_cli(args[0], path, *args[1:]))
+    assert line.startswith(f"error: {path}: tensor 'huge' (4.19 MB) is read whole into memory")
+    assert "MemoryError" not in line
+
+
+def test_a_tensor_that_fits_is_still_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(safetensors_format, "available_memory", lambda: 5_000_000, raising=False)
+    result = run_cli("inspect", _big_file(tmp_path), "--stats", "--json")
+    assert result.exit_code == 0, result.stderr
+    stats = {t["name"]: t["stats"] for t in json.loads(result.stdout)["tensors"]}
+    assert stats["huge"]["count"] == 1024 * 1024 and stats["huge"]["zero_fraction"] == 1.0
+
+
+def test_stats_of_values_near_float32_max_are_not_inf(tmp_path: Path) -> None:
+    """Guard: sums past float32's range are combined in float64 (mean of 3e38s is 3e38, not inf)."""
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(25)
+    values = torch.randn(64, 64, generator=generator) * 1e37
+    values[0, :] = 3e38
+    save_file({"w": values}, str(tmp_path / "m.safetensors"))
+    result = run_cli("inspect", tmp_path / "m.safetensors", "--stats", "--json")
+    stats = json.loads(result.stdout)["tensors"][0]["stats"]
+    exact = values.double()
+    assert stats["mean"] == pytest.approx(exact.mean().item(), rel=1e-9)
+    assert stats["std"] == pytest.approx(exact.std(unbiased=False).item(), rel=1e-9)
+    assert stats["inf"] == 0 and stats["abs_max"] == exact.abs().max().item()
