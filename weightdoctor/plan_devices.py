@@ -1611,7 +1611,8 @@ def place(
             try:
                 device_map = hf_accelerate._get_device_map(model, strategy, dict(max_memory), sizer)
             except (IndexError, KeyError, ValueError, AttributeError, RuntimeError) as exc:
-                raise _planner_failed("transformers' _get_device_map", exc) from exc
+                raise _no_split_missing(model, strategy, no_split, exc) or \
+                    _planner_failed("transformers' _get_device_map", exc) from exc
             finally:
                 hf_accelerate.infer_auto_device_map = original
                 hf_accelerate.compute_module_sizes = original_sizes
@@ -1666,6 +1667,22 @@ def in_placement_order(device_map: dict[str, int | str], visited: list[str]) -> 
             first.setdefault(".".join(parts[:end]) if end else "", index)
     # An entry the planner never named (cannot happen with the libraries' maps) keeps its relative place last.
     return dict(sorted(device_map.items(), key=lambda item: first.get(item[0], len(visited))))
+
+
+def _no_split_missing(model: Any, strategy: str, no_split: list[str], exc: Exception) -> UsageError | None:
+    """Why transformers' balanced planning failed where the model holds no module of a no-split class (a config
+    with num_hidden_layers 0): its `get_balanced_memory` takes the max() of the sizes of those modules, an empty
+    sequence; other sizes cannot help, the sequential strategy (which skips that step) can. None otherwise."""
+    if strategy == "sequential" or not no_split or not isinstance(exc, ValueError):
+        return None
+    if any(type(module).__name__ in no_split for module in model.modules()):
+        return None
+    detail = " ".join(str(exc).split())[:160] or "no message"
+    return UsageError(
+        f"the model holds no {' / '.join(no_split)} module (num_hidden_layers 0?), and transformers' "
+        f"device_map={strategy!r} planning fails without one ({type(exc).__name__}: {detail}), as from_pretrained "
+        "would; --strategy sequential plans it"
+    )
 
 
 def _planner_failed(planner: str, exc: Exception) -> UsageError:
@@ -2397,7 +2414,13 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         findings = check_manual_map(planned, device_map, capacities, request.disk, sizer)
         placement = "manual map (checked)"
     else:
-        placement_result = place(planned, max_memory, request.strategy, no_split, sizer)
+        try:
+            placement_result = place(planned, max_memory, request.strategy, no_split, sizer)
+        except UsageError as exc:
+            # The planner's failure is about this source's model: its line names it, as every refusal does.
+            if exc.path is None and source:
+                exc.path = source
+            raise
         device_map, budgets, visited = placement_result.device_map, placement_result.budgets, placement_result.visited
         placement = ("transformers.integrations.accelerate._get_device_map" if planned.is_transformers
                      else "accelerate.get_balanced_memory + infer_auto_device_map")

@@ -104,3 +104,25 @@ def test_stats_of_values_near_float32_max_are_not_inf(tmp_path: Path) -> None:
     assert stats["mean"] == pytest.approx(exact.mean().item(), rel=1e-9)
     assert stats["std"] == pytest.approx(exact.std(unbiased=False).item(), rel=1e-9)
     assert stats["inf"] == 0 and stats["abs_max"] == exact.abs().max().item()
+
+
+def _llama_config(folder: Path, layers: int) -> Path:
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+        "num_attention_heads": 4, "num_key_value_heads": 4, "num_hidden_layers": layers, "vocab_size": 1000,
+        "max_position_embeddings": 128, "torch_dtype": "float32"}))
+    return folder
+
+
+@pytest.mark.parametrize("strategy", ["auto", "balanced"])
+def test_plan_devices_on_a_model_without_layers_says_why_and_names_the_file(tmp_path: Path, strategy: str) -> None:
+    folder = _llama_config(tmp_path / "no-layers", 0)
+    line = one_error_line(run_cli("plan-devices", folder, "--gpu", "24GB", "--strategy", strategy))
+    assert line.startswith(f"error: {folder}: the model holds no LlamaDecoderLayer module (num_hidden_layers 0?)")
+    assert f"device_map={strategy!r} planning fails without one" in line
+    assert "--strategy sequential plans it" in line and "try other --gpu" not in line
+    # What the line advises works.
+    result = run_cli("plan-devices", folder, "--gpu", "24GB", "--strategy", "sequential", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["verdict"] == "fits-on-gpus"
