@@ -126,3 +126,31 @@ def test_plan_devices_on_a_model_without_layers_says_why_and_names_the_file(tmp_
     result = run_cli("plan-devices", folder, "--gpu", "24GB", "--strategy", "sequential", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["verdict"] == "fits-on-gpus"
+
+
+@pytest.mark.parametrize("size", [6, 20_000])  # compared in one batch of small pairs, and pair by pair
+@pytest.mark.parametrize("special", [float("nan"), float("inf")])
+def test_diff_values_rel_change_leaves_out_a_nan_or_inf_unchanged_on_both_sides(
+    tmp_path: Path, size: int, special: float
+) -> None:
+    """A NaN at the same place in A and B made rel_change "nan" (the documented "size not comparable") next to a
+    true max_abs_diff; an inf at the same place made it 0.0 beside identical: false. ‖B‖ is now over the rest."""
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(25)
+    a = torch.randn(size, generator=generator)
+    b = a.clone()
+    b[1] += 0.5
+    a[0] = b[0] = special
+    save_file({"w": a}, str(tmp_path / "a.safetensors"))
+    save_file({"w": b}, str(tmp_path / "b.safetensors"))
+    result = run_cli("diff-keys", tmp_path / "a.safetensors", tmp_path / "b.safetensors", "--values", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    row = report["values"][0]
+    rest_a, rest_b = a[1:].double(), b[1:].double()
+    expected = ((rest_a - rest_b).norm() / rest_b.norm()).item()
+    assert row["identical"] is False and row["max_abs_diff"] == pytest.approx(0.5, rel=1e-6)
+    assert row["rel_change"] == pytest.approx(expected, rel=1e-9)
+    assert report["layers_changed_most"][0]["rel_change"] == pytest.approx(expected, rel=1e-9)
