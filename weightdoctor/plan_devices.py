@@ -2240,8 +2240,10 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     text, composite = decoder_text_config(config)
     # Decoder self-attention cache; names as the configs spell them (llama, gpt2, t5, ...). An encoder-decoder's
     # decoder sizes come first: Whisper's and BART's num_hidden_layers, where present, count the encoder's layers.
-    layers = (text.get("decoder_layers") or text.get("num_decoder_layers") or text.get("num_hidden_layers")
-              or text.get("n_layer") or text.get("num_layers"))
+    layer_keys = ("decoder_layers", "num_decoder_layers", "num_hidden_layers", "n_layer", "num_layers")
+    layers = next((text[key] for key in layer_keys if text.get(key)), None)
+    if layers is None and any(type(text.get(key)) is int and text.get(key) == 0 for key in layer_keys):
+        layers = 0  # num_hidden_layers 0: present, no layer to cache (`or` took it for absent and said "has no")
     heads = (text.get("decoder_attention_heads") or text.get("num_attention_heads") or text.get("n_head")
              or text.get("num_heads"))
     hidden = text.get("hidden_size") or text.get("n_embd") or text.get("d_model")
@@ -2255,7 +2257,8 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
         # Mamba, Mamba-2, RWKV-like stacks: no layer attends, so nothing grows with the sequence
         note = (f"no KV cache: {'its' if layers == 1 else 'all'} {counted(layers, 'layer', grouped=False)} "
                 f"{plural(layers, 'keeps', 'keep')} a recurrent state of fixed size per sequence instead{unsized}"
-                if stateful else "no KV cache: no layer attends")
+                if stateful else "no KV cache: no layer attends" if layers
+                else "no KV cache: the config counts 0 layers")
         return KVCacheEstimate(batch, seq_len, 0, 0, 0, torch_dtype, 0, 0, 0, False, note, state)
     if not (isinstance(layers, int) and isinstance(heads, int) and isinstance(hidden, int)):
         raise UsageError("config has no num_hidden_layers / num_attention_heads / hidden_size; cannot size a KV cache")

@@ -154,3 +154,14 @@ def test_diff_values_rel_change_leaves_out_a_nan_or_inf_unchanged_on_both_sides(
     assert row["identical"] is False and row["max_abs_diff"] == pytest.approx(0.5, rel=1e-6)
     assert row["rel_change"] == pytest.approx(expected, rel=1e-9)
     assert report["layers_changed_most"][0]["rel_change"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_kv_cache_of_a_config_with_zero_layers_is_none_not_a_missing_key(tmp_path: Path) -> None:
+    """num_hidden_layers 0 was read as absent (`or`): "config has no num_hidden_layers ...; cannot size a KV
+    cache", exit 2. Zero layers cache nothing."""
+    folder = _llama_config(tmp_path / "no-layers", 0)
+    result = run_cli("plan-devices", folder, "--gpu", "24GB", "--strategy", "sequential", "--kv-cache", "--json")
+    assert result.exit_code == 0, result.stderr
+    kv_cache = json.loads(result.stdout)["kv_cache"]
+    assert kv_cache["total_bytes"] == 0 and kv_cache["num_layers"] == 0
+    assert kv_cache["note"] == "no KV cache: the config counts 0 layers"
