@@ -46,7 +46,8 @@ READABLE = FLOATING
 class TensorStats:
     """Summary statistics of one floating tensor (over all values, or over a sample when `sampled`).
 
-    `mean`, `std`, `kurtosis` are over the finite values; `std` is the population standard deviation;
+    `mean`, `std`, `min`, `max`, `abs_max`, `zero_fraction` and `kurtosis` are over the finite values (NaN and
+    inf are counted in `nan` / `inf`, not in `min` / `max`); `std` is the population standard deviation;
     `kurtosis` is the excess kurtosis (0 for a normal, -1.2 for a uniform distribution), over all values
     up to `EXACT_KURTOSIS_MAX` of them and from a `KURTOSIS_SAMPLE`-value random sample above (its standard
     error is then about √(24/65536) ≈ 0.02 for a normal tensor).

@@ -165,3 +165,16 @@ def test_kv_cache_of_a_config_with_zero_layers_is_none_not_a_missing_key(tmp_pat
     kv_cache = json.loads(result.stdout)["kv_cache"]
     assert kv_cache["total_bytes"] == 0 and kv_cache["num_layers"] == 0
     assert kv_cache["note"] == "no KV cache: the config counts 0 layers"
+
+
+def test_stats_beside_nan_and_inf_are_over_the_finite_values_as_documented(tmp_path: Path) -> None:
+    """Guard for the sentence the docs now say: min / max / abs_max / zero_fraction leave NaN and inf out."""
+    import torch
+    from safetensors.torch import save_file
+
+    values = torch.tensor([0.0, float("-inf"), float("nan"), 2.0, float("inf")])
+    save_file({"w": values}, str(tmp_path / "m.safetensors"))
+    result = run_cli("inspect", tmp_path / "m.safetensors", "--stats", "--json")
+    stats = json.loads(result.stdout)["tensors"][0]["stats"]
+    assert (stats["min"], stats["max"], stats["abs_max"], stats["zero_fraction"]) == (0.0, 2.0, 2.0, 0.5)
+    assert (stats["count"], stats["nan"], stats["inf"], stats["mean"]) == (5, 1, 2, 1.0)
