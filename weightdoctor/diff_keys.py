@@ -3172,9 +3172,18 @@ def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 
             # A NaN on one side only is a difference of unknown size: keep it NaN rather than let max() drop it.
             max_abs = math.nan if math.isnan(largest) or math.isnan(max_abs) else max(max_abs, largest)
         diff_sq += float((delta * delta).sum())
-        ref_sq += float((part_b * part_b).sum())
+        ref_sq += _reference_sq(part_b, same)
     rel = _rel_change(identical, diff_sq, ref_sq, flat_a, flat_b, chunk)
     return ValueDiff(name, identical, max_abs, rel, dtype_a, dtype_b), diff_sq, ref_sq
+
+
+def _reference_sq(part_b: torch.Tensor, same: torch.Tensor) -> float:
+    """‖B‖² over one chunk, leaving out the NaNs and infinities A holds at the same place: they did not change
+    and have no size, so ‖A−B‖/‖B‖ is over the values that do (a matching NaN made it NaN, a matching inf 0)."""
+    import torch
+
+    kept = torch.where(same & ~torch.isfinite(part_b), torch.zeros_like(part_b), part_b)
+    return float((kept * kept).sum())
 
 
 def _rel_change(identical: bool, diff_sq: float, ref_sq: float, flat_a: torch.Tensor, flat_b: torch.Tensor,
@@ -3239,7 +3248,8 @@ def compare_pairs_batch(pairs: list[tuple[str, torch.Tensor, torch.Tensor]]) -> 
     largest = torch.zeros(len(pairs), dtype=torch.float64).scatter_reduce_(
         0, segment, torch.where(unknown, torch.zeros_like(size), size), "amax", include_self=True).tolist()
     diff_sq = torch.stack([piece.sum() for piece in torch.split(delta * delta, lengths)]).tolist()
-    ref_sq = torch.stack([piece.sum() for piece in torch.split(all_b * all_b, lengths)]).tolist()
+    kept_b = torch.where(same & ~torch.isfinite(all_b), torch.zeros_like(all_b), all_b)  # as `_reference_sq`
+    ref_sq = torch.stack([piece.sum() for piece in torch.split(kept_b * kept_b, lengths)]).tolist()
     results = []
     for i, (name, a, b) in enumerate(pairs):
         identical = differing[i] == 0
@@ -3269,7 +3279,7 @@ def _scaled_rel_change(flat_a: torch.Tensor, flat_b: torch.Tensor, chunk: int) -
         same = (part_a == part_b) | (torch.isnan(part_a) & torch.isnan(part_b))
         delta = torch.where(same, torch.zeros_like(part_a), part_a - part_b)
         diff_sq += float((delta * delta).sum())
-        ref_sq += float((part_b * part_b).sum())
+        ref_sq += _reference_sq(part_b, same)
     return math.sqrt(diff_sq) / math.sqrt(ref_sq) if ref_sq else math.inf
 
 

@@ -1619,7 +1619,8 @@ def place(
             try:
                 device_map = hf_accelerate._get_device_map(model, strategy, dict(max_memory), sizer)
             except (IndexError, KeyError, ValueError, AttributeError, RuntimeError) as exc:
-                raise _planner_failed("transformers' _get_device_map", exc) from exc
+                raise _no_split_missing(model, strategy, no_split, exc) or \
+                    _planner_failed("transformers' _get_device_map", exc) from exc
             finally:
                 hf_accelerate.infer_auto_device_map = original
                 hf_accelerate.compute_module_sizes = original_sizes
@@ -1674,6 +1675,22 @@ def in_placement_order(device_map: dict[str, int | str], visited: list[str]) -> 
             first.setdefault(".".join(parts[:end]) if end else "", index)
     # An entry the planner never named (cannot happen with the libraries' maps) keeps its relative place last.
     return dict(sorted(device_map.items(), key=lambda item: first.get(item[0], len(visited))))
+
+
+def _no_split_missing(model: Any, strategy: str, no_split: list[str], exc: Exception) -> UsageError | None:
+    """Why transformers' balanced planning failed where the model holds no module of a no-split class (a config
+    with num_hidden_layers 0): its `get_balanced_memory` takes the max() of the sizes of those modules, an empty
+    sequence; other sizes cannot help, the sequential strategy (which skips that step) can. None otherwise."""
+    if strategy == "sequential" or not no_split or not isinstance(exc, ValueError):
+        return None
+    if any(type(module).__name__ in no_split for module in model.modules()):
+        return None
+    detail = " ".join(str(exc).split())[:160] or "no message"
+    return UsageError(
+        f"the model holds no {' / '.join(no_split)} module (num_hidden_layers 0?), and transformers' "
+        f"device_map={strategy!r} planning fails without one ({type(exc).__name__}: {detail}), as from_pretrained "
+        "would; --strategy sequential plans it"
+    )
 
 
 def _planner_failed(planner: str, exc: Exception) -> UsageError:
@@ -2231,8 +2248,10 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     text, composite = decoder_text_config(config)
     # Decoder self-attention cache; names as the configs spell them (llama, gpt2, t5, ...). An encoder-decoder's
     # decoder sizes come first: Whisper's and BART's num_hidden_layers, where present, count the encoder's layers.
-    layers = (text.get("decoder_layers") or text.get("num_decoder_layers") or text.get("num_hidden_layers")
-              or text.get("n_layer") or text.get("num_layers"))
+    layer_keys = ("decoder_layers", "num_decoder_layers", "num_hidden_layers", "n_layer", "num_layers")
+    layers = next((text[key] for key in layer_keys if text.get(key)), None)
+    if layers is None and any(type(text.get(key)) is int and text.get(key) == 0 for key in layer_keys):
+        layers = 0  # num_hidden_layers 0: present, no layer to cache (`or` took it for absent and said "has no")
     heads = (text.get("decoder_attention_heads") or text.get("num_attention_heads") or text.get("n_head")
              or text.get("num_heads"))
     hidden = text.get("hidden_size") or text.get("n_embd") or text.get("d_model")
@@ -2246,7 +2265,8 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
         # Mamba, Mamba-2, RWKV-like stacks: no layer attends, so nothing grows with the sequence
         note = (f"no KV cache: {'its' if layers == 1 else 'all'} {counted(layers, 'layer', grouped=False)} "
                 f"{plural(layers, 'keeps', 'keep')} a recurrent state of fixed size per sequence instead{unsized}"
-                if stateful else "no KV cache: no layer attends")
+                if stateful else "no KV cache: no layer attends" if layers
+                else "no KV cache: the config counts 0 layers")
         return KVCacheEstimate(batch, seq_len, 0, 0, 0, torch_dtype, 0, 0, 0, False, note, state)
     if not (isinstance(layers, int) and isinstance(heads, int) and isinstance(hidden, int)):
         raise UsageError("config has no num_hidden_layers / num_attention_heads / hidden_size; cannot size a KV cache")
@@ -2405,7 +2425,13 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         findings = check_manual_map(planned, device_map, capacities, request.disk, sizer)
         placement = "manual map (checked)"
     else:
-        placement_result = place(planned, max_memory, request.strategy, no_split, sizer)
+        try:
+            placement_result = place(planned, max_memory, request.strategy, no_split, sizer)
+        except UsageError as exc:
+            # The planner's failure is about this source's model: its line names it, as every refusal does.
+            if exc.path is None and source:
+                exc.path = source
+            raise
         device_map, budgets, visited = placement_result.device_map, placement_result.budgets, placement_result.visited
         placement = ("transformers.integrations.accelerate._get_device_map" if planned.is_transformers
                      else "accelerate.get_balanced_memory + infer_auto_device_map")

@@ -46,7 +46,8 @@ READABLE = FLOATING
 class TensorStats:
     """Summary statistics of one floating tensor (over all values, or over a sample when `sampled`).
 
-    `mean`, `std`, `kurtosis` are over the finite values; `std` is the population standard deviation;
+    `mean`, `std`, `min`, `max`, `abs_max`, `zero_fraction` and `kurtosis` are over the finite values (NaN and
+    inf are counted in `nan` / `inf`, not in `min` / `max`); `std` is the population standard deviation;
     `kurtosis` is the excess kurtosis (0 for a normal, -1.2 for a uniform distribution), over all values
     up to `EXACT_KURTOSIS_MAX` of them and from a `KURTOSIS_SAMPLE`-value random sample above (its standard
     error is then about √(24/65536) ≈ 0.02 for a normal tensor).
@@ -631,6 +632,9 @@ def _read_whole(checkpoint: Checkpoint, info: TensorInfo) -> torch.Tensor:
         return checkpoint.load_tensor(info.name)
     begin, end = info.data_offsets
     path = str(checkpoint.file_path(info.file))
+    from weightdoctor.checkpoint.safetensors_format import require_memory_for
+
+    require_memory_for(path, info, end - begin, hint="; --sample N reads N values of each tensor instead")
     raw = torch.empty(end - begin, dtype=torch.uint8)
     view = memoryview(raw.numpy())
     fd = os.open(path, os.O_RDONLY)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from weightdoctor.checkpoint.model import TensorInfo, tensor_infos
 from weightdoctor.dtypes import BITS_PER_ELEMENT, SAFETENSORS_TO_CANONICAL
-from weightdoctor.errors import CorruptCheckpoint, UnsupportedFormat
+from weightdoctor.errors import CorruptCheckpoint, UnsupportedEnvironment, UnsupportedFormat
 from weightdoctor.gcpause import gc_paused
 from weightdoctor.jsontext import parse_json
 from weightdoctor.wording import counted
@@ -470,11 +470,48 @@ def validate_with_library(path: Path, header: SafetensorsHeader | None = None) -
         raise CorruptCheckpoint(f"safetensors rejects the file: {exc}") from exc
 
 
+def available_memory() -> int | None:
+    """Bytes of memory this machine can give without swapping (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def require_memory_for(path: Path | str, info: TensorInfo, length: int, hint: str = "") -> None:
+    """Refuse, before allocating anything, to read a tensor of `length` bytes whole where that is more memory
+    than the machine has available: the allocation would fail (or, where memory is overcommitted, the read
+    would run until the process is killed) with an error that names neither the file nor the tensor.
+
+    Raises:
+        UnsupportedEnvironment: `length` is more than the available memory.
+    """
+    available = available_memory()
+    if available is not None and length > available:
+        from weightdoctor.units import format_bytes
+
+        raise UnsupportedEnvironment(
+            f"tensor {info.name!r} ({format_bytes(length)}) is read whole into memory, more than the "
+            f"{format_bytes(available)} this machine has available: nothing was read{hint}", path=str(path))
+
+
 def read_tensor_bytes(path: Path, header: SafetensorsHeader, info: TensorInfo) -> bytearray:
-    """Read one tensor's raw bytes with plain file reads (no mmap, so truncation raises)."""
+    """Read one tensor's raw bytes with plain file reads (no mmap, so truncation raises).
+
+    Raises:
+        UnsupportedEnvironment: the tensor is larger than the memory available (`require_memory_for`).
+    """
     assert info.data_offsets is not None
     begin, end = info.data_offsets
     length = end - begin
+    require_memory_for(path, info, length)
     buffer = bytearray(length)
     view = memoryview(buffer)
     fd = os.open(path, os.O_RDONLY)
