@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from weightdoctor.errors import SourceNotFound, UsageError, closest
 from weightdoctor.paths import exists as path_exists
-from weightdoctor.paths import expand_user
+from weightdoctor.paths import expand_user, shell_word
 
 if TYPE_CHECKING:
     from huggingface_hub.utils._safetensors import SafetensorsRepoMetadata
@@ -76,8 +76,6 @@ def url_source_hint(text: str) -> str | None:
     scheme = scheme.lower()
     if scheme == "file":
         # Copied from a browser's address bar or a file manager: the path is right there, nothing to download.
-        from weightdoctor.paths import shell_word
-
         local = unquote(urlsplit(text).path)
         return f"a file:// URL, not a path: give the path itself: {shell_word(local)}" if local else \
             "a file:// URL without a path"
@@ -107,10 +105,13 @@ def url_source_hint(text: str) -> str | None:
             tail = []
         elif tail:
             revision, tail = tail[0], tail[1:]
-    flag = f" --revision {revision}" if revision and revision != "main" else ""
+    revision = revision if revision != "main" else None
+    flag = f" --revision {shell_word(revision)}" if revision else ""
     if view in _HUB_URL_FILES and tail:
-        return (f"a web address of one file, not a local path: download it (hf download {repo} {'/'.join(tail)}"
-                f"{flag}) and give its path, or give the repo id: {repo}{flag}")
+        # Each word quoted: `my%20dir/x.bin` unquoted is `my dir/x.bin`, two names to the pasted command.
+        return (f"a web address of one file, not a local path: download it "
+                f"({download_command(repo, revision, file='/'.join(tail))}) and give its path, or give the repo id: "
+                f"{repo}{flag}")
     # A folder of the repo (`tree/main/unet`, `hf://org/name/unet`): a diffusers pipeline keeps one model per folder.
     folder = "".join(f"/{part}" for part in tail)
     return f"a web address, not a local path: give the repo id instead: {repo}{folder}{flag}"
@@ -169,22 +170,24 @@ def normalize_revision(revision: str | None) -> str | None:
     return revision
 
 
-def download_command(repo_id: str, revision: str | None = None, folder: str | None = None) -> str:
-    """The command that downloads `repo_id` (or only its `folder`) into the Hub cache (`hf`; `huggingface-cli` is
-    gone since 1.0). A `folder` whose name ends in a suffix of letters (`onnx/model.onnx`, named by an hf:// address)
-    is taken for a file, which `hf download` takes by name.
+def download_command(repo_id: str, revision: str | None = None, folder: str | None = None,
+                     file: str | None = None) -> str:
+    """The command that downloads `repo_id` (or only its `folder`, or its one `file`) into the Hub cache (`hf`;
+    `huggingface-cli` is gone since 1.0), each word quoted for a shell. A `folder` whose last name ends in a file's
+    extension (letters, then digits: `onnx/model.onnx`, named by an hf:// address) is taken for a file, which
+    `hf download` takes by name; a dotted folder name (`Llama-3.1-8B`) stays a folder: as a file name the command
+    fetched nothing.
 
     Example:
         >>> download_command("org/pipe", "v1", folder="vae"), download_command("org/m", folder="onnx/model.onnx")
         ("hf download org/pipe --include 'vae/*' --revision v1", 'hf download org/m onnx/model.onnx')
+        >>> download_command("org/m", folder="Llama-3.1-8B"), download_command("org/m", "v1", file="my dir/a.bin")
+        ("hf download org/m --include 'Llama-3.1-8B/*'", "hf download org/m 'my dir/a.bin' --revision v1")
     """
-    from weightdoctor.paths import shell_word
-
-    include = ""
+    include = f" {shell_word(file)}" if file else ""
     if folder:
         folder = folder.strip("/")
-        suffix = Path(folder).suffix[1:]
-        include = f" {shell_word(folder)}" if suffix and not suffix.isdigit() and any(c.isalpha() for c in suffix) \
+        include = f" {shell_word(folder)}" if re.fullmatch(r"[A-Za-z]+\d*", Path(folder).suffix[1:]) \
             else f" --include {shell_word(folder + '/*')}"
     return f"hf download {shell_word(repo_id)}{include}" + (f" --revision {shell_word(revision)}" if revision else "")
 
@@ -421,8 +424,6 @@ def _not_found(repo_id: str, revision: str | None, reason: str, fetch: str = "")
         if fetch:
             reason += f"; {fetch}"
     elif (old_cache := _transformers_cache_holding(repo_id)) is not None:
-        from weightdoctor.paths import shell_word
-
         # The fix is the variable, not a download: the repo is cached, in the folder an old setup names.
         reason += (f"; TRANSFORMERS_CACHE names {old_cache}, which holds {repo_id}, but huggingface_hub and "
                    f"transformers 5 no longer read that variable: set HF_HUB_CACHE={shell_word(str(old_cache))}")
@@ -785,7 +786,9 @@ def cached_typed_snapshot(location: HubLocation, revision: str | None, source: s
 
     kind, repo_id = location.repo_type, location.repo_id
     folder = _repo_dir(repo_id, kind)
-    again = f"hf download {repo_id} --repo-type {kind}" + (f" --revision {revision}" if revision else "")
+    # The revision quoted as download_command quotes it (`@it's` left a quote open in the pasted command).
+    again = download_command(repo_id) + f" --repo-type {kind}" + (f" --revision {shell_word(revision)}"
+                                                                  if revision else "")
     where = f"revision {revision!r} of " if revision else ""
     _check_ref_file(repo_id, revision, kind)
     # A short commit (`b28b7af`, as the error below lists the cached ones) reads its snapshot, as a model's does.
@@ -1056,7 +1059,7 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
             # The file was cached (its link is there) and its blob is gone: no "has no" file, a damaged cache entry.
             raise SourceNotFound(broken, named)
         raise SourceNotFound(f"{repo_id}'s cached snapshot has no {filename}, and the Hub cannot be reached "
-                             f"({why}): fetch it with `{download_command(repo_id, revision)} {filename}`", named)
+                             f"({why}): fetch it with `{download_command(repo_id, revision, file=filename)}`", named)
     if cached is None:
         return download_file(repo_id, filename, revision)
     from huggingface_hub import hf_hub_download
@@ -1081,8 +1084,6 @@ says why it cannot now.
         >>> broken_cache_entry(Path("hub/models--org--m/snapshots/" + "a" * 40 + "/config.json")) is None  # no link
         True
     """
-    from weightdoctor.paths import shell_word
-
     commit = snapshot_commit(pointer)
     if commit is None or not pointer.is_symlink() or pointer.exists():
         return None
