@@ -471,7 +471,12 @@ def validate_with_library(path: Path, header: SafetensorsHeader | None = None) -
 
 
 def available_memory() -> int | None:
-    """Bytes of memory this machine can give without swapping (Linux's MemAvailable), or None where unknown."""
+    """Bytes of memory this machine can give without swapping (Linux's MemAvailable), or None where unknown.
+
+    Nothing stands in for MemAvailable where /proc/meminfo lacks it (unreadable, not mounted, a kernel before 3.14):
+    the free pages (`SC_AVPHYS_PAGES`, MemFree) leave out the page cache the kernel gives back on demand, often most
+    of a machine's memory (the checkpoint's own pages once read), and refused reads that fit.
+    """
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:
             for line in meminfo:
@@ -479,10 +484,7 @@ def available_memory() -> int | None:
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+    return None
 
 
 def require_memory_for(path: Path | str, info: TensorInfo, length: int, hint: str = "") -> None:
