@@ -110,6 +110,27 @@ _HEAD = _lazy_regex(r"(^|\.)(" + "|".join(sorted(_HEAD_WORDS)) + r")(\.|$)")
 # and timm's ResNets (resnet50-0676ba61.pth, a model fine-tuned with num_classes=10). Only at the top: `fc` inside a
 # block (an SE module's, an MLP's) is no head, so it is not a head word.
 _TOP_FC = _lazy_regex(r"^fc\.(weight|bias)$")
+_TOP_WEIGHT = _lazy_regex(r"^[^.]+\.weight$")
+
+
+def _top_fc_is_head(name: str, *sides: Mapping[str, KeySpec] | None) -> bool:
+    """Whether `name` is a top-level `fc.weight` / `fc.bias` that is a classifier in each of `sides` (the state dicts
+    holding it): the model's last layer, whose outputs no other top-level linear layer takes as its inputs. An MLP
+    whose first layer is `fc` (fc: 16→32, fc2: 32→4) feeds `fc2` with it: a layer, no head. A side not given (None)
+    tells nothing against it."""
+    if not _TOP_FC.search(name):
+        return False
+    for side in sides:
+        if side is None:
+            continue
+        own = side.get("fc.weight") or side.get("fc.bias")
+        if own is None or not own.shape:
+            continue
+        width = own.shape[0]
+        if any(key != "fc.weight" and len(spec.shape) == 2 and spec.shape[1] == width and _TOP_WEIGHT.search(key)
+               for key, spec in side.items()):
+            return False
+    return True
 _OUTPUT_EMBEDDING = _lazy_regex(
     r"(^|\.)(lm_head|embed_out|output_projection|cls\.predictions\.decoder|predictions\.decoder|"
     r"lm_head\.decoder|generator_lm_head|output_embeddings)\.weight$"
@@ -2279,6 +2300,7 @@ def classify_key(
     quantization: str | None = None,
     target: Mapping[str, KeySpec] | None = None,
     tie_embeddings_a: bool | None = None,
+    own_side: Mapping[str, KeySpec] | None = None,
 ) -> tuple[str, str, str]:
     """(reason, severity, detail) for a key that is missing (`kind="missing"`) or unexpected.
 
@@ -2290,7 +2312,8 @@ def classify_key(
     `tied_groups`: the groups, or each name's group (`tied_index`): a caller classifying every key of a large
     group passes the index, as scanning the groups for each key costs n² for n tied names. `tie_embeddings_a`: the
     other side's `tie_word_embeddings` (A's for a missing key, B's for an unexpected one), taken where
-    `tie_embeddings` is None.
+    `tie_embeddings` is None. `own_side`: the keys of the side that holds the key (B's for a missing key, A's for an
+    unexpected one), which tell whether a top-level `fc` is a classifier or a layer that feeds another.
     """
     if _BUFFER.search(name):
         return "buffer", "info", ""
@@ -2340,20 +2363,23 @@ def classify_key(
         # Not a new task head: the pretrained output layer of a language model, and not tied to any input
         # embedding here, so it starts random and what the model generates is noise until it is trained.
         return "task-head", "warn", "the language-model output layer, initialised at random (not tied)"
-    if _HEAD.search(name) or _TOP_FC.search(name):
+    if _HEAD.search(name) or _top_fc_is_head(name, own_side):
         detail = "new, initialised at random" if kind == "missing" else "not used by B, dropped"
         return "task-head", "info", detail
     return "unknown", "error", ""
 
 
-def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> tuple[str, str, str]:
-    """(reason, severity, detail) for a key whose shape differs."""
+def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
+                      specs_a: Mapping[str, KeySpec] | None = None,
+                      specs_b: Mapping[str, KeySpec] | None = None) -> tuple[str, str, str]:
+    """(reason, severity, detail) for a key whose shape differs. `specs_a` / `specs_b`, where given, tell whether a
+    top-level `fc` is a classifier or a layer feeding another (`_top_fc_is_head`)."""
     detail = f"{'×'.join(map(str, shape_a)) or 'scalar'} in A, {'×'.join(map(str, shape_b)) or 'scalar'} in B"
     same_rank = len(shape_a) == len(shape_b) and len(shape_a) >= 1
     first_only = same_rank and shape_a[1:] == shape_b[1:] and shape_a[0] != shape_b[0]
     if first_only and _POSITION.search(name):
         return "position-length", "warn", detail
-    head = _HEAD.search(name) or _TOP_FC.search(name)
+    head = _HEAD.search(name) or _top_fc_is_head(name, specs_a, specs_b)
     if first_only and head and not _OUTPUT_EMBEDDING.search(name) and not name.endswith(
             ("decoder.bias", "predictions.bias", "lm_head.bias")):
         # One row per label: a label count changed. Any other dimension of a head is the architecture.
@@ -2512,13 +2538,14 @@ def build_report(
     def classify(name: str, kind: str) -> tuple[str, str, str]:
         if kind == "missing":
             why = classify_key(name, specs_b[name], kind, specs_a, supplied_ties, tie_embeddings, quantization,
-                               target=specs_b, tie_embeddings_a=tie_embeddings_a)
+                               target=specs_b, tie_embeddings_a=tie_embeddings_a, own_side=specs_b)
             if why[0] == "unknown" and head_names and name in head_names:
                 return "task-head", "info", "new, initialised at random (outside the base model)"
             return why
         spec = specs_a.get(name) or KeySpec(name, (), "float32")
         why = classify_key(name, spec, kind, specs_b, tied_a, tie_embeddings_a, quantization=quantization,
-                           tie_embeddings_a=tie_embeddings)  # the other side's config, as for a missing key
+                           tie_embeddings_a=tie_embeddings,  # the other side's config, as for a missing key
+                           own_side=specs_a)
         head = name.split(".", 1)[0]
         if why[0] == "unknown" and fully_supplied and head not in heads_of_b():
             # B gets every weight it has, and this part of A is not in B at all: the other tower of a composite
@@ -2528,7 +2555,7 @@ def build_report(
 
     # B gets every weight it has from A, but for its own new task head (a classifier, a resized label head):
     # BART into BartForSequenceClassification, CLIPModel into CLIPForImageClassification.
-    fully_supplied = all(classify_mismatch(*m)[0] == "head-size" for m in mismatched) and all(
+    fully_supplied = all(classify_mismatch(*m, specs_a, specs_b)[0] == "head-size" for m in mismatched) and all(
         classify(name, "missing")[0] == "task-head" for name in missing)
     heads: set[str] = set()
 
@@ -2553,7 +2580,7 @@ def build_report(
 
     mismatch_rows = []
     for name, shape_a, shape_b in mismatched:
-        reason, severity, detail = classify_mismatch(name, shape_a, shape_b)
+        reason, severity, detail = classify_mismatch(name, shape_a, shape_b, specs_a, specs_b)
         if quantized(name):
             reason, severity = "quantization", "info"
             detail = f"{detail}; packed by the {quantization} quantizer, which unpacks it on load"
