@@ -128,14 +128,15 @@ def test_batched_casts_equal_one_tensor_at_a_time(many: tuple[Path, dict[str, to
 
 
 def _reference_diff(a: torch.Tensor, b: torch.Tensor) -> tuple[bool, float, float]:
-    """(identical, max |A−B|, ‖A−B‖/‖B‖) in float64, NaN on both sides and equal infinities counted as equal."""
+    """(identical, max |A−B|, ‖A−B‖/‖B‖) in float64, NaN on both sides and equal infinities counted as equal; ‖B‖
+    leaves out the NaNs and infinities that are the same in A (they did not change; docs/commands/diff-keys.md)."""
     x, y = a.reshape(-1).to(torch.float64), b.reshape(-1).to(torch.float64)
     same = (x == y) | (torch.isnan(x) & torch.isnan(y))
     delta = torch.where(same, 0.0, x - y)
     if bool(same.all()):
         return True, 0.0, 0.0
     largest = float(delta.abs().max())
-    norm_b = float(torch.linalg.vector_norm(y))
+    norm_b = float(torch.linalg.vector_norm(torch.where(same & ~torch.isfinite(y), 0.0, y)))
     rel = math.inf if norm_b == 0 else float(torch.linalg.vector_norm(delta)) / norm_b
     return False, largest, rel
 
