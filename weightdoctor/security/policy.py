@@ -157,10 +157,17 @@ _ALLOCATING = re.compile(
 )
 _RECONSTRUCT = frozenset({"numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct"})
 _FROM_TYPE = "torch._tensor._rebuild_from_type_v2"
+# fractions.Fraction pickles as Fraction(numerator, denominator), two ints. Called with a string it parses an exponent
+# and computes 10 ** exponent: Fraction("1e10000000") took 8 s of torch.load(weights_only=False), a 12-byte string with
+# a longer exponent has no bound; Fraction(Decimal("1e10000000")) does the same. Its gcd of two ints grows with the
+# square of their size (two ints of 4M bits: 18 s), so ints past this size are refused as well.
+_FRACTION = "fractions.Fraction"
+MAX_FRACTION_BITS = 1 << 16
 # Every name whose calls `call_problem` judges, in each form a pickle may write it.
 WATCHED_CALLS: frozenset[str] = frozenset(
     {n for n in TORCH_WEIGHTS_ONLY_GLOBALS | NUMPY_GLOBALS if _ALLOCATING.match(n)}
     | _RECONSTRUCT | {_FROM_TYPE, "builtins.bytearray", "__builtin__.bytearray", "builtins.bytes", "__builtin__.bytes"}
+    | {_FRACTION}
     | {"numpy.dtype"}  # its BUILD states, judged by `build_problem`
 )
 # The flags a structured dtype's state may hold (numpy's NPY_FROM_FIELDS, NPY_NEEDS_PYAPI, NPY_ALIGNED_STRUCT): what
@@ -320,10 +327,27 @@ def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]
             # numpy pickles every array as _reconstruct(ndarray, (0,), b"b") and then sets its data (BUILD).
             return f"calls {full} with shape {shown(shape)}: an array of memory nothing fills (numpy writes shape (0,))"
         return None
+    if full == _FRACTION:
+        return _fraction_problem(args)
     if full == _FROM_TYPE:
         func = name_of(first)
         if func is None or not func.startswith("torch._utils._rebuild_"):
             return f"calls {func or 'a value'} through {full}, which torch only ever gives its own tensor rebuilds"
+    return None
+
+
+def _fraction_problem(args: Any) -> str | None:
+    """Why a call to fractions.Fraction is refused, or None when it is what pickle writes: one or two literal ints of
+    at most `MAX_FRACTION_BITS` bits (a Fraction's numerator and denominator)."""
+    if (not isinstance(args, tuple) or not 1 <= len(args) <= 2
+            or not all(isinstance(a, int) and not isinstance(a, bool) for a in args)):
+        return (f"calls {_FRACTION}{shown(args) if isinstance(args, tuple) else ' with arguments the scan cannot read'}"
+                ": pickle writes a Fraction as two ints, and from a string or a Decimal it computes 10 ** exponent "
+                "(time and memory without bound)")
+    widest = max(a.bit_length() for a in args)
+    if widest > MAX_FRACTION_BITS:
+        return (f"calls {_FRACTION} with an integer of {widest:,} bits (more than {MAX_FRACTION_BITS:,}): "
+                "reducing it takes time that grows with the square of its size")
     return None
 
 
