@@ -3,16 +3,22 @@
 fractions.Fraction, read as inert, pickles as Fraction(numerator, denominator). A pickle that calls it with a string
 ("1e10000000", 12 bytes) made torch.load(weights_only=False) compute 10 ** 10,000,000 (8 s measured; a longer
 exponent has no bound), and Fraction(Decimal(...)) does the same, while the scan called the file safe.
+
+_codecs.encode (safe: torch's weights_only loader allows it) is how pickle's protocols 0-2 write bytes, always with
+"latin1". Called with "punycode" on 8,000 distinct characters (a 23 KB file) it took torch.load 11 s, weights_only
+False or True, and weightdoctor's own reader as long, with the verdict safe.
 """
 
 from __future__ import annotations
 
+import _codecs
 import decimal
 import fractions
 import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy
 import torch
 
 from tests.helpers import run_cli
@@ -74,3 +80,35 @@ def test_inspect_refuses_a_checkpoint_whose_fraction_parses_a_string(tmp_path: P
     assert "suspicious" in refused.stderr and "fractions.Fraction('1e10000000',)" in refused.stderr
     assert "nothing was unpickled" in refused.stderr
     assert run_cli("inspect", genuine).exit_code == 0
+
+
+def test_codecs_encode_with_a_codec_other_than_latin1_is_not_safe() -> None:
+    for encoding in ("punycode", "idna", "zlib_codec", "utf-8"):
+        verdict, text = _verdict_and_text(_Calls(_codecs.encode, "abc", encoding))
+        assert verdict == "suspicious", (encoding, text)
+        assert f"calls _codecs.encode with encoding '{encoding}'" in text
+    verdict, text = _verdict_and_text(_Calls(_codecs.encode, "abc"))
+    assert verdict == "suspicious" and "calls _codecs.encode with arguments ('abc',)" in text
+    for callee in (bytearray, bytes):  # bytearray(text, encoding) and bytes(text, encoding) run the codec too
+        verdict, text = _verdict_and_text(_Calls(callee, "abc", "punycode"))
+        assert verdict == "suspicious", text
+        assert f"calls builtins.{callee.__name__} with encoding 'punycode'" in text
+
+
+def test_bytes_and_arrays_pickled_by_protocol_2_stay_safe() -> None:
+    rng = numpy.random.default_rng(0)
+    for value in (bytes(range(256)), b"", bytearray(b"\x00\xff"), rng.standard_normal(5).astype(numpy.float32),
+                  numpy.arange(3)):
+        for protocol in (0, 1, 2):
+            verdict, text = _verdict_and_text(value, protocol)
+            assert verdict == "safe", (protocol, text)
+
+
+def test_inspect_refuses_punycode_before_running_it(tmp_path: Path) -> None:
+    path = tmp_path / "puny.pt"
+    torch.save({"w": torch.zeros(2), "note": _Calls(_codecs.encode, "".join(map(chr, range(0x100, 0x200))),
+                                                    "punycode")}, path)
+    refused = run_cli("inspect", path)
+    assert refused.exit_code == 2
+    assert "calls _codecs.encode with encoding 'punycode'" in refused.stderr
+    assert "nothing was unpickled" in refused.stderr

@@ -163,11 +163,17 @@ _FROM_TYPE = "torch._tensor._rebuild_from_type_v2"
 # square of their size (two ints of 4M bits: 18 s), so ints past this size are refused as well.
 _FRACTION = "fractions.Fraction"
 MAX_FRACTION_BITS = 1 << 16
+# Pickle's protocols 0-2 write bytes as _codecs.encode(text, "latin1") and a bytearray as bytearray(text, "latin-1"),
+# always that codec. Other codecs cost what their input chooses: punycode of 8,000 distinct characters (a 23 KB file)
+# took torch.load (weights_only False and True alike, and weightdoctor's own reader) 11 s, and that time grows faster
+# than the square of the text.
+_ENCODE = "_codecs.encode"
+_PICKLE_ENCODINGS = frozenset({"latin1", "latin-1", "latin_1", "iso-8859-1", "iso8859-1", "iso_8859_1", "l1"})
 # Every name whose calls `call_problem` judges, in each form a pickle may write it.
 WATCHED_CALLS: frozenset[str] = frozenset(
     {n for n in TORCH_WEIGHTS_ONLY_GLOBALS | NUMPY_GLOBALS if _ALLOCATING.match(n)}
     | _RECONSTRUCT | {_FROM_TYPE, "builtins.bytearray", "__builtin__.bytearray", "builtins.bytes", "__builtin__.bytes"}
-    | {_FRACTION}
+    | {_FRACTION, _ENCODE}
     | {"numpy.dtype"}  # its BUILD states, judged by `build_problem`
 )
 # The flags a structured dtype's state may hold (numpy's NPY_FROM_FIELDS, NPY_NEEDS_PYAPI, NPY_ALIGNED_STRUCT): what
@@ -320,6 +326,12 @@ def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]
     if full in ("builtins.bytearray", "builtins.bytes"):
         if isinstance(first, int):
             return f"calls {full}({shown(first)}): a buffer sized by a number, which no pickled value needs"
+        if isinstance(args, tuple) and len(args) >= 2:
+            # bytearray(text, encoding) runs the codec, as _codecs.encode does; pickle writes (text, "latin-1").
+            encoding = args[1]
+            if len(args) > 2 or not isinstance(encoding, str) or encoding.lower() not in _PICKLE_ENCODINGS:
+                return (f"calls {full} with encoding {shown(encoding)}: pickle writes one as {full}(text, 'latin-1'), "
+                        "and other codecs cost what their input chooses (punycode of a 23 KB file: 11 s)")
         return None
     if full in _RECONSTRUCT:
         shape = args[1] if isinstance(args, tuple) and len(args) >= 2 else None
@@ -329,6 +341,13 @@ def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]
         return None
     if full == _FRACTION:
         return _fraction_problem(args)
+    if full == _ENCODE:
+        encoding = args[1] if isinstance(args, tuple) and len(args) == 2 else None
+        if isinstance(encoding, str) and encoding.lower() in _PICKLE_ENCODINGS:
+            return None
+        said = f"with encoding {shown(encoding)}" if encoding is not None else f"with arguments {shown(args)}"
+        return (f"calls {full} {said}: pickle writes bytes as {full}(text, 'latin1'), and other codecs cost what "
+                "their input chooses (punycode of a 23 KB file: 11 s)")
     if full == _FROM_TYPE:
         func = name_of(first)
         if func is None or not func.startswith("torch._utils._rebuild_"):
