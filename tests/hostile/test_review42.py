@@ -112,3 +112,12 @@ def test_inspect_refuses_punycode_before_running_it(tmp_path: Path) -> None:
     assert refused.exit_code == 2
     assert "calls _codecs.encode with encoding 'punycode'" in refused.stderr
     assert "nothing was unpickled" in refused.stderr
+
+
+def test_decimal_called_with_anything_but_one_string_is_not_safe() -> None:
+    # Decimal of a 2M-bit int (a 251 KB file) took torch.load 7 s; this one is 1M bits.
+    for args, shown in (((1 << 1_000_000) - 1,), "calls decimal.Decimal(<an integer of 1,000,000 bits>,)"), \
+                        (("1.5", 2), "calls decimal.Decimal('1.5', 2)"), ((), "calls decimal.Decimal()"):
+        verdict, text = _verdict_and_text(_Calls(decimal.Decimal, *args))
+        assert verdict == "suspicious", text
+        assert shown in text and "pickle writes a Decimal as Decimal(text)" in text

@@ -163,6 +163,9 @@ _FROM_TYPE = "torch._tensor._rebuild_from_type_v2"
 # square of their size (two ints of 4M bits: 18 s), so ints past this size are refused as well.
 _FRACTION = "fractions.Fraction"
 MAX_FRACTION_BITS = 1 << 16
+# decimal.Decimal pickles as Decimal(text). From an int it converts base 2 to base 10 in time that grows with the square
+# of the int's size: Decimal of a 2M-bit int (a 251 KB file) took torch.load(weights_only=False) 7 s, of 4M bits 23 s.
+_DECIMAL = "decimal.Decimal"
 # Pickle's protocols 0-2 write bytes as _codecs.encode(text, "latin1") and a bytearray as bytearray(text, "latin-1"),
 # always that codec. Other codecs cost what their input chooses: punycode of 8,000 distinct characters (a 23 KB file)
 # took torch.load (weights_only False and True alike, and weightdoctor's own reader) 11 s, and that time grows faster
@@ -173,7 +176,7 @@ _PICKLE_ENCODINGS = frozenset({"latin1", "latin-1", "latin_1", "iso-8859-1", "is
 WATCHED_CALLS: frozenset[str] = frozenset(
     {n for n in TORCH_WEIGHTS_ONLY_GLOBALS | NUMPY_GLOBALS if _ALLOCATING.match(n)}
     | _RECONSTRUCT | {_FROM_TYPE, "builtins.bytearray", "__builtin__.bytearray", "builtins.bytes", "__builtin__.bytes"}
-    | {_FRACTION, _ENCODE}
+    | {_FRACTION, _ENCODE, _DECIMAL}
     | {"numpy.dtype"}  # its BUILD states, judged by `build_problem`
 )
 # The flags a structured dtype's state may hold (numpy's NPY_FROM_FIELDS, NPY_NEEDS_PYAPI, NPY_ALIGNED_STRUCT): what
@@ -341,6 +344,10 @@ def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]
         return None
     if full == _FRACTION:
         return _fraction_problem(args)
+    if full == _DECIMAL and not (isinstance(args, tuple) and len(args) == 1 and isinstance(first, str)):
+        return (f"calls {full}{shown(args) if isinstance(args, tuple) else ' with arguments the scan cannot read'}: "
+                "pickle writes a Decimal as Decimal(text), and from a large int it takes time that grows with the "
+                "square of its size")
     if full == _ENCODE:
         encoding = args[1] if isinstance(args, tuple) and len(args) == 2 else None
         if isinstance(encoding, str) and encoding.lower() in _PICKLE_ENCODINGS:
