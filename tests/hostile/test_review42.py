@@ -121,3 +121,23 @@ def test_decimal_called_with_anything_but_one_string_is_not_safe() -> None:
         verdict, text = _verdict_and_text(_Calls(decimal.Decimal, *args))
         assert verdict == "suspicious", text
         assert shown in text and "pickle writes a Decimal as Decimal(text)" in text
+
+
+def test_numpy_scalar_without_its_data_is_not_safe(tmp_path: Path) -> None:
+    # scalar(dtype("V1000000000")) took torch.load(weights_only=False) 2.2 GB of memory; this one asks for 1 MB.
+    from numpy._core.multiarray import scalar
+
+    verdict, text = _verdict_and_text(_Calls(scalar, numpy.dtype("V1000000")))
+    assert verdict == "suspicious", text
+    assert "calls numpy._core.multiarray.scalar with (<" in text and "without the data" in text
+    path = tmp_path / "scalar.pt"
+    torch.save({"w": torch.zeros(2), "step": _Calls(scalar, numpy.dtype("V1000000"))}, path)
+    refused = run_cli("inspect", path)
+    assert refused.exit_code == 2 and "without the data it makes zeros" in refused.stderr
+
+
+def test_numpy_scalars_as_numpy_pickles_them_stay_safe() -> None:
+    for value in (numpy.float32(3.5), numpy.int64(-2), numpy.void(b"ab"), numpy.bool_(True)):
+        for protocol in (2, 4):
+            verdict, text = _verdict_and_text(value, protocol)
+            assert verdict == "safe", (value, protocol, text)

@@ -166,6 +166,10 @@ MAX_FRACTION_BITS = 1 << 16
 # decimal.Decimal pickles as Decimal(text). From an int it converts base 2 to base 10 in time that grows with the square
 # of the int's size: Decimal of a 2M-bit int (a 251 KB file) took torch.load(weights_only=False) 7 s, of 4M bits 23 s.
 _DECIMAL = "decimal.Decimal"
+# numpy pickles a scalar as scalar(dtype, data). Without the data numpy makes one of zeros, of any size the dtype says:
+# scalar(dtype("V1000000000")), a 1.7 KB file, took torch.load(weights_only=False) 2.2 GB of memory, each more call
+# another GB.
+_SCALAR = frozenset({"numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar"})
 # Pickle's protocols 0-2 write bytes as _codecs.encode(text, "latin1") and a bytearray as bytearray(text, "latin-1"),
 # always that codec. Other codecs cost what their input chooses: punycode of 8,000 distinct characters (a 23 KB file)
 # took torch.load (weights_only False and True alike, and weightdoctor's own reader) 11 s, and that time grows faster
@@ -176,7 +180,7 @@ _PICKLE_ENCODINGS = frozenset({"latin1", "latin-1", "latin_1", "iso-8859-1", "is
 WATCHED_CALLS: frozenset[str] = frozenset(
     {n for n in TORCH_WEIGHTS_ONLY_GLOBALS | NUMPY_GLOBALS if _ALLOCATING.match(n)}
     | _RECONSTRUCT | {_FROM_TYPE, "builtins.bytearray", "__builtin__.bytearray", "builtins.bytes", "__builtin__.bytes"}
-    | {_FRACTION, _ENCODE, _DECIMAL}
+    | {_FRACTION, _ENCODE, _DECIMAL} | _SCALAR
     | {"numpy.dtype"}  # its BUILD states, judged by `build_problem`
 )
 # The flags a structured dtype's state may hold (numpy's NPY_FROM_FIELDS, NPY_NEEDS_PYAPI, NPY_ALIGNED_STRUCT): what
@@ -344,6 +348,10 @@ def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]
         return None
     if full == _FRACTION:
         return _fraction_problem(args)
+    if full in _SCALAR and not (isinstance(args, tuple) and len(args) == 2):
+        return (f"calls {full} with {shown(args) if isinstance(args, tuple) else 'arguments the scan cannot read'}: "
+                "numpy pickles a scalar as scalar(dtype, data), and without the data it makes zeros of any size "
+                "the dtype says")
     if full == _DECIMAL and not (isinstance(args, tuple) and len(args) == 1 and isinstance(first, str)):
         return (f"calls {full}{shown(args) if isinstance(args, tuple) else ' with arguments the scan cannot read'}: "
                 "pickle writes a Decimal as Decimal(text), and from a large int it takes time that grows with the "
