@@ -157,10 +157,30 @@ _ALLOCATING = re.compile(
 )
 _RECONSTRUCT = frozenset({"numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct"})
 _FROM_TYPE = "torch._tensor._rebuild_from_type_v2"
+# fractions.Fraction pickles as Fraction(numerator, denominator), two ints. Called with a string it parses an exponent
+# and computes 10 ** exponent: Fraction("1e10000000") took 8 s of torch.load(weights_only=False), a 12-byte string with
+# a longer exponent has no bound; Fraction(Decimal("1e10000000")) does the same. Its gcd of two ints grows with the
+# square of their size (two ints of 4M bits: 18 s), so ints past this size are refused as well.
+_FRACTION = "fractions.Fraction"
+MAX_FRACTION_BITS = 1 << 16
+# decimal.Decimal pickles as Decimal(text). From an int it converts base 2 to base 10 in time that grows with the square
+# of the int's size: Decimal of a 2M-bit int (a 251 KB file) took torch.load(weights_only=False) 7 s, of 4M bits 23 s.
+_DECIMAL = "decimal.Decimal"
+# numpy pickles a scalar as scalar(dtype, data). Without the data numpy makes one of zeros, of any size the dtype says:
+# scalar(dtype("V1000000000")), a 1.7 KB file, took torch.load(weights_only=False) 2.2 GB of memory, each more call
+# another GB.
+_SCALAR = frozenset({"numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar"})
+# Pickle's protocols 0-2 write bytes as _codecs.encode(text, "latin1") and a bytearray as bytearray(text, "latin-1"),
+# always that codec. Other codecs cost what their input chooses: punycode of 8,000 distinct characters (a 23 KB file)
+# took torch.load (weights_only False and True alike, and weightdoctor's own reader) 11 s, and that time grows faster
+# than the square of the text.
+_ENCODE = "_codecs.encode"
+_PICKLE_ENCODINGS = frozenset({"latin1", "latin-1", "latin_1", "iso-8859-1", "iso8859-1", "iso_8859_1", "l1"})
 # Every name whose calls `call_problem` judges, in each form a pickle may write it.
 WATCHED_CALLS: frozenset[str] = frozenset(
     {n for n in TORCH_WEIGHTS_ONLY_GLOBALS | NUMPY_GLOBALS if _ALLOCATING.match(n)}
     | _RECONSTRUCT | {_FROM_TYPE, "builtins.bytearray", "__builtin__.bytearray", "builtins.bytes", "__builtin__.bytes"}
+    | {_FRACTION, _ENCODE, _DECIMAL} | _SCALAR
     | {"numpy.dtype"}  # its BUILD states, judged by `build_problem`
 )
 # The flags a structured dtype's state may hold (numpy's NPY_FROM_FIELDS, NPY_NEEDS_PYAPI, NPY_ALIGNED_STRUCT): what
@@ -313,6 +333,12 @@ def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]
     if full in ("builtins.bytearray", "builtins.bytes"):
         if isinstance(first, int):
             return f"calls {full}({shown(first)}): a buffer sized by a number, which no pickled value needs"
+        if isinstance(args, tuple) and len(args) >= 2:
+            # bytearray(text, encoding) runs the codec, as _codecs.encode does; pickle writes (text, "latin-1").
+            encoding = args[1]
+            if len(args) > 2 or not isinstance(encoding, str) or encoding.lower() not in _PICKLE_ENCODINGS:
+                return (f"calls {full} with encoding {shown(encoding)}: pickle writes one as {full}(text, 'latin-1'), "
+                        "and other codecs cost what their input chooses (punycode of a 23 KB file: 11 s)")
         return None
     if full in _RECONSTRUCT:
         shape = args[1] if isinstance(args, tuple) and len(args) >= 2 else None
@@ -320,10 +346,42 @@ def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]
             # numpy pickles every array as _reconstruct(ndarray, (0,), b"b") and then sets its data (BUILD).
             return f"calls {full} with shape {shown(shape)}: an array of memory nothing fills (numpy writes shape (0,))"
         return None
+    if full == _FRACTION:
+        return _fraction_problem(args)
+    if full in _SCALAR and not (isinstance(args, tuple) and len(args) == 2):
+        return (f"calls {full} with {shown(args) if isinstance(args, tuple) else 'arguments the scan cannot read'}: "
+                "numpy pickles a scalar as scalar(dtype, data), and without the data it makes zeros of any size "
+                "the dtype says")
+    if full == _DECIMAL and not (isinstance(args, tuple) and len(args) == 1 and isinstance(first, str)):
+        return (f"calls {full}{shown(args) if isinstance(args, tuple) else ' with arguments the scan cannot read'}: "
+                "pickle writes a Decimal as Decimal(text), and from a large int it takes time that grows with the "
+                "square of its size")
+    if full == _ENCODE:
+        encoding = args[1] if isinstance(args, tuple) and len(args) == 2 else None
+        if isinstance(encoding, str) and encoding.lower() in _PICKLE_ENCODINGS:
+            return None
+        said = f"with encoding {shown(encoding)}" if encoding is not None else f"with arguments {shown(args)}"
+        return (f"calls {full} {said}: pickle writes bytes as {full}(text, 'latin1'), and other codecs cost what "
+                "their input chooses (punycode of a 23 KB file: 11 s)")
     if full == _FROM_TYPE:
         func = name_of(first)
         if func is None or not func.startswith("torch._utils._rebuild_"):
             return f"calls {func or 'a value'} through {full}, which torch only ever gives its own tensor rebuilds"
+    return None
+
+
+def _fraction_problem(args: Any) -> str | None:
+    """Why a call to fractions.Fraction is refused, or None when it is what pickle writes: one or two literal ints of
+    at most `MAX_FRACTION_BITS` bits (a Fraction's numerator and denominator)."""
+    if (not isinstance(args, tuple) or not 1 <= len(args) <= 2
+            or not all(isinstance(a, int) and not isinstance(a, bool) for a in args)):
+        return (f"calls {_FRACTION}{shown(args) if isinstance(args, tuple) else ' with arguments the scan cannot read'}"
+                ": pickle writes a Fraction as two ints, and from a string or a Decimal it computes 10 ** exponent "
+                "(time and memory without bound)")
+    widest = max(a.bit_length() for a in args)
+    if widest > MAX_FRACTION_BITS:
+        return (f"calls {_FRACTION} with an integer of {widest:,} bits (more than {MAX_FRACTION_BITS:,}): "
+                "reducing it takes time that grows with the square of its size")
     return None
 
 
