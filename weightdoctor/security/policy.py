@@ -163,6 +163,9 @@ _FROM_TYPE = "torch._tensor._rebuild_from_type_v2"
 # square of their size (two ints of 4M bits: 18 s), so ints past this size are refused as well.
 _FRACTION = "fractions.Fraction"
 MAX_FRACTION_BITS = 1 << 16
+# Python 3.10 and older pickle a Fraction as Fraction(str(self)): "n/d" or "n", digits only (no exponent, no point),
+# which parses in time linear in its length; as many digits as MAX_FRACTION_BITS bits hold, and no more.
+_FRACTION_TEXT = re.compile(r"-?[0-9]{1,19729}(/[0-9]{1,19729})?")
 # decimal.Decimal pickles as Decimal(text). From an int it converts base 2 to base 10 in time that grows with the square
 # of the int's size: Decimal of a 2M-bit int (a 251 KB file) took torch.load(weights_only=False) 7 s, of 4M bits 23 s.
 _DECIMAL = "decimal.Decimal"
@@ -372,11 +375,15 @@ def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]
 
 def _fraction_problem(args: Any) -> str | None:
     """Why a call to fractions.Fraction is refused, or None when it is what pickle writes: one or two literal ints of
-    at most `MAX_FRACTION_BITS` bits (a Fraction's numerator and denominator)."""
+    at most `MAX_FRACTION_BITS` bits (a Fraction's numerator and denominator), or, as Python 3.10 and older write it,
+    one text "n/d" of digits."""
+    if isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], str) and _FRACTION_TEXT.fullmatch(args[0]):
+        return None
     if (not isinstance(args, tuple) or not 1 <= len(args) <= 2
             or not all(isinstance(a, int) and not isinstance(a, bool) for a in args)):
         return (f"calls {_FRACTION}{shown(args) if isinstance(args, tuple) else ' with arguments the scan cannot read'}"
-                ": pickle writes a Fraction as two ints, and from a string or a Decimal it computes 10 ** exponent "
+                ": pickle writes a Fraction as two ints (or, before Python 3.11, as the text n/d), and from other text "
+                "or a Decimal it computes 10 ** exponent "
                 "(time and memory without bound)")
     widest = max(a.bit_length() for a in args)
     if widest > MAX_FRACTION_BITS:
