@@ -105,3 +105,34 @@ def save_tiny_bert(folder: Path) -> dict[str, Any]:
     model = transformers.BertForSequenceClassification(config)
     model.save_pretrained(folder)
     return model.state_dict()
+
+
+def write_legacy_save_with_frame_past_stop(path: Path, sentinel: Path, *, nested: bool = False) -> None:
+    """A legacy (non-zip) torch.save of {"w": ones(3)} whose magic-number pickle opens a FRAME running 7 bytes past
+    its STOP into the next pickle's bytes value, which hides a protocol-less STACK_GLOBAL call of posix.system that
+    touches `sentinel`. pickle.load of the file reads on after the STOP (the genuine checkpoint); of a stream without
+    peek (io.BytesIO) after the frame, and runs the call. `nested`: inside the outer frame a second FRAME ends at the
+    STOP (a walk keeping only the last frame's end saw nothing wrong)."""
+    import io
+    import pickle
+    import struct
+
+    import torch
+
+    saved = io.BytesIO()
+    torch.save({"w": torch.ones(3)}, saved, _use_new_zipfile_serialization=False)
+    magic, version = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2), pickle.dumps(1001, protocol=2)
+    assert saved.getvalue().startswith(magic + version)
+    command = f"touch '{sentinel}'".encode()
+    hidden = b"\x8c\x05posix\x8c\x06system\x93\x8c" + bytes([len(command)]) + command + b"\x85R."
+    opening = b"\x80\x02B" + struct.pack("<I", len(hidden))
+    inner = b"\x95" + struct.pack("<Q", len(magic) - 2) + magic[2:] if nested else magic[2:]
+    framed = b"\x80\x04\x95" + struct.pack("<Q", len(inner) + len(opening)) + inner
+    path.write_bytes(framed + opening + hidden + b"0M\xe9\x03." + saved.getvalue()[len(magic + version):])
+
+
+def runs_when_loaded_from_memory(path: Path, sentinel: Path) -> bool:
+    """Whether torch.load(io.BytesIO(the file's bytes), weights_only=False), in a child process, touches `sentinel`."""
+    subprocess.run([sys.executable, "-c", f"import io, torch; data = open({str(path)!r}, 'rb').read(); "
+                    "torch.load(io.BytesIO(data), weights_only=False)"], capture_output=True, timeout=120)
+    return sentinel.exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import REPO_ROOT, run_cli
+from tests.helpers import REPO_ROOT, run_cli, runs_when_loaded_from_memory, write_legacy_save_with_frame_past_stop
 
 
 def _folder_with_auto_map(folder: Path, auto_map: dict[str, str]) -> Path:
@@ -114,23 +114,10 @@ def test_a_frame_past_the_stop_is_refused_when_a_second_frame_nested_in_it_ends_
     # STOP. C's unpickler reads each frame's bytes off a stream without peek: io.BytesIO is left after the first,
     # outer frame, and torch.load(io.BytesIO(data)) runs the call; a file is read on after the STOP. The walk kept
     # only the last frame's end, at the STOP, and called the file safe.
-    import io
-    import pickle
-    import struct
-
     from weightdoctor.security.scan import scan_file
 
     path, sentinel = tmp_path / "model.pt", tmp_path / "PAYLOAD_RAN"
-    saved = io.BytesIO()
-    torch.save({"w": torch.ones(3)}, saved, _use_new_zipfile_serialization=False)
-    magic, version = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2), pickle.dumps(1001, protocol=2)
-    assert saved.getvalue().startswith(magic + version)
-    command = f"touch '{sentinel}'".encode()
-    hidden = b"\x8c\x05posix\x8c\x06system\x93\x8c" + bytes([len(command)]) + command + b"\x85R."
-    opening = b"\x80\x02B" + struct.pack("<I", len(hidden))
-    inner = b"\x95" + struct.pack("<Q", len(magic) - 2) + magic[2:]
-    framed = b"\x80\x04\x95" + struct.pack("<Q", len(inner) + len(opening)) + inner
-    path.write_bytes(framed + opening + hidden + b"0M\xe9\x03." + saved.getvalue()[len(magic + version):])
+    write_legacy_save_with_frame_past_stop(path, sentinel, nested=True)
     assert torch.equal(torch.load(path, weights_only=False)["w"], torch.ones(3))  # the file's reading
 
     report = scan_file(path)
@@ -139,9 +126,7 @@ def test_a_frame_past_the_stop_is_refused_when_a_second_frame_nested_in_it_ends_
     result = run_cli("inspect", str(path))
     assert result.exit_code == 2 and "past its STOP" in result.stderr, result.stderr
     assert not sentinel.exists()
-    subprocess.run([sys.executable, "-c", f"import io, torch; data = open({str(path)!r}, 'rb').read(); "
-                    "torch.load(io.BytesIO(data), weights_only=False)"], capture_output=True, timeout=120)
-    assert sentinel.exists()  # the payload is live when the same bytes are loaded from memory
+    assert runs_when_loaded_from_memory(path, sentinel)  # the payload is live when the same bytes are loaded so
 
 
 def _diff_json(a: Path, b: Path) -> dict:

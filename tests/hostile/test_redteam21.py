@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, runs_when_loaded_from_memory, write_legacy_save_with_frame_past_stop
 from weightdoctor.security.scan import scan_bytes, scan_file
 
 
@@ -295,15 +295,7 @@ def test_a_frame_running_past_its_stop_is_refused_where_file_and_stream_readers_
     # STOP and reads the genuine checkpoint; of a stream without peek (io.BytesIO) after the frame, and runs the
     # call. Before: the scan said safe (its walk is the file's), torch.load(io.BytesIO(data)) ran the command.
     path, sentinel = tmp_path / "model.pt", tmp_path / "PAYLOAD_RAN"
-    saved = io.BytesIO()
-    torch.save({"w": torch.ones(3)}, saved, _use_new_zipfile_serialization=False)
-    magic, version = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2), pickle.dumps(1001, protocol=2)
-    assert saved.getvalue().startswith(magic + version)
-    command = f"touch '{sentinel}'".encode()
-    hidden = b"\x8c\x05posix\x8c\x06system\x93\x8c" + bytes([len(command)]) + command + b"\x85R."
-    opening = b"\x80\x02B" + struct.pack("<I", len(hidden))
-    framed = b"\x80\x04\x95" + struct.pack("<Q", len(magic) - 2 + len(opening)) + magic[2:]
-    path.write_bytes(framed + opening + hidden + b"0M\xe9\x03." + saved.getvalue()[len(magic + version):])
+    write_legacy_save_with_frame_past_stop(path, sentinel)
     assert torch.equal(torch.load(path, weights_only=False)["w"], torch.ones(3))  # the file's reading
 
     report = scan_file(path)
@@ -312,9 +304,7 @@ def test_a_frame_running_past_its_stop_is_refused_where_file_and_stream_readers_
     result = run_cli("inspect", str(path))
     assert result.exit_code == 2 and "suspicious" in result.stderr and "past its STOP" in result.stderr
     assert not sentinel.exists()
-    subprocess.run([sys.executable, "-c", f"import io, torch; data = open({str(path)!r}, 'rb').read(); "
-                    "torch.load(io.BytesIO(data), weights_only=False)"], capture_output=True, timeout=120)
-    assert sentinel.exists()  # the payload is live when the same bytes are loaded from memory
+    assert runs_when_loaded_from_memory(path, sentinel)  # the payload is live when the same bytes are loaded so
 
 
 @pytest.mark.parametrize("protocol", [4, 5])
