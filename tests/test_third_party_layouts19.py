@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -133,6 +134,26 @@ def _self_attention_cache_bytes(model: torch.nn.Module, tokens: int, **inputs: t
     return sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
 
 
+def _composite_config(transformers: Any, kind: str) -> Any:
+    """A tiny composite encoder-decoder config: bert2bert (EncoderDecoderConfig), or ViT with a GPT-2 ("vit-gpt2") or
+    TrOCR ("trocr") decoder (VisionEncoderDecoderConfig); the decoder has 3 layers, 4 heads, hidden 32, 24 positions,
+    the encoder other sizes (so that reading its values would show)."""
+    bert = {"vocab_size": 64, "intermediate_size": 32, "max_position_embeddings": 24}
+    if kind == "bert2bert":
+        encoder = transformers.BertConfig(**bert, hidden_size=24, num_hidden_layers=1, num_attention_heads=2)
+        decoder = transformers.BertConfig(**bert, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                                          is_decoder=True, add_cross_attention=True)
+        return transformers.EncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    encoder = transformers.ViTConfig(hidden_size=24, intermediate_size=32, num_hidden_layers=1,
+                                     num_attention_heads=2, image_size=28, patch_size=14)
+    decoder = (transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=3, n_head=4, n_positions=24,
+                                       is_decoder=True, add_cross_attention=True) if kind == "vit-gpt2" else
+               transformers.TrOCRConfig(vocab_size=64, d_model=32, decoder_layers=3, decoder_attention_heads=4,
+                                        decoder_ffn_dim=32, max_position_embeddings=24,
+                                        cross_attention_hidden_size=24))
+    return transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+
+
 @pytest.mark.parametrize("kind", ["bert2bert", "vit-gpt2", "trocr"])
 def test_plan_devices_kv_cache_of_a_composite_encoder_decoder_is_its_decoders(tmp_path: Path, kind: str) -> None:
     """EncoderDecoderModel (bert2bert) and VisionEncoderDecoderModel (ViT-GPT2 captioning, TrOCR) keep each half's
@@ -142,23 +163,11 @@ def test_plan_devices_kv_cache_of_a_composite_encoder_decoder_is_its_decoders(tm
     reading its values would show), and says the cross-attention cache comes on top."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    bert = {"vocab_size": 64, "intermediate_size": 32, "max_position_embeddings": 24}
+    config = _composite_config(transformers, kind)
     if kind == "bert2bert":
-        encoder = transformers.BertConfig(**bert, hidden_size=24, num_hidden_layers=1, num_attention_heads=2)
-        decoder = transformers.BertConfig(**bert, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                                          is_decoder=True, add_cross_attention=True)
-        config = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
         model = transformers.EncoderDecoderModel(config=config)
         inputs = {"input_ids": torch.ones(1, 5, dtype=torch.long)}
     else:
-        encoder = transformers.ViTConfig(hidden_size=24, intermediate_size=32, num_hidden_layers=1,
-                                         num_attention_heads=2, image_size=28, patch_size=14)
-        decoder = (transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=3, n_head=4, n_positions=24,
-                                           is_decoder=True, add_cross_attention=True) if kind == "vit-gpt2" else
-                   transformers.TrOCRConfig(vocab_size=64, d_model=32, decoder_layers=3, decoder_attention_heads=4,
-                                            decoder_ffn_dim=32, max_position_embeddings=24,
-                                            cross_attention_hidden_size=24))
-        config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
         model = transformers.VisionEncoderDecoderModel(config=config)
         inputs = {"pixel_values": torch.randn(1, 3, 28, 28)}
     model.eval()
@@ -181,21 +190,7 @@ def test_inspect_config_summary_of_a_composite_encoder_decoder_reads_its_decoder
     decoder_layers / decoder_attention_heads read as transformers' attribute_map reads them."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    bert = {"vocab_size": 64, "intermediate_size": 32, "max_position_embeddings": 24}
-    if kind == "bert2bert":
-        encoder = transformers.BertConfig(**bert, hidden_size=24, num_hidden_layers=1, num_attention_heads=2)
-        decoder = transformers.BertConfig(**bert, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                                          is_decoder=True, add_cross_attention=True)
-        config = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
-    else:
-        encoder = transformers.ViTConfig(hidden_size=24, intermediate_size=32, num_hidden_layers=1,
-                                         num_attention_heads=2, image_size=28, patch_size=14)
-        decoder = (transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=3, n_head=4, n_positions=24,
-                                           is_decoder=True, add_cross_attention=True) if kind == "vit-gpt2" else
-                   transformers.TrOCRConfig(vocab_size=64, d_model=32, decoder_layers=3, decoder_attention_heads=4,
-                                            decoder_ffn_dim=32, max_position_embeddings=24,
-                                            cross_attention_hidden_size=24))
-        config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config = _composite_config(transformers, kind)
     folder = tmp_path / kind
     folder.mkdir()
     config.save_pretrained(folder)
