@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import io
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -82,6 +83,32 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(level)
 
 
+def dequantizing_quantizer(model: torch.nn.Module) -> Any:
+    """The quantizer from_pretrained makes for `model`'s config when it dequantizes the weights here, else None.
+
+    A pre-quantized FP8 (`quant_method: fp8`) or MXFP4 (gpt-oss) checkpoint needs a GPU; on a machine without
+    one, its quantizer's `validate_environment` sets `dequantize` and from_pretrained builds the model
+    unquantized, its conversion mapping merging each weight with its scales (`weight_scale_inv`, `_blocks` and
+    `_scales`) into a plain weight. Made as from_pretrained makes it (`get_hf_quantizer`, which also reads the text
+    config's `quantization_config`), on a copy of the config; None for a quantizer that keeps the weights
+    quantized, or raises (`quantizer_load_error` says why).
+    """
+    if config_quantization(model.config) is None:
+        return None
+    try:
+        from transformers.quantizers.auto import get_hf_quantizer
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            hf_quantizer, _, _ = get_hf_quantizer(copy.deepcopy(model.config), None, None, True, {})
+    except Exception:  # noqa: BLE001 - the quantizer refuses: quantizer_load_error reports it
+        return None
+    if (hf_quantizer is None or not hf_quantizer.pre_quantized
+            or not getattr(hf_quantizer.quantization_config, "dequantize", False)
+            or "dequantize" not in hf_quantizer.get_load_operations()):
+        return None
+    return hf_quantizer
+
+
 def simulate_from_pretrained(
     model: torch.nn.Module, shapes: Mapping[str, tuple[int, ...]], key_mapping: dict[str, str] | None = None,
     non_tensor_keys: Sequence[str] = (),
@@ -122,7 +149,10 @@ def simulate_from_pretrained(
         ) from exc
 
     with _quiet_transformers():
-        weight_mapping = get_model_conversion_mapping(model, key_mapping, None)
+        hf_quantizer = dequantizing_quantizer(model)
+        if hf_quantizer is not None:
+            hf_quantizer.preprocess_model(model)  # as from_pretrained does on its model before loading
+        weight_mapping = get_model_conversion_mapping(model, key_mapping, hf_quantizer)
         renamings = [entry for entry in weight_mapping if isinstance(entry, WeightRenaming)]
         converters = [entry for entry in weight_mapping if isinstance(entry, WeightConverter)]
         pattern_to_converter = {k: c for c in converters for k in c.source_patterns}
@@ -342,6 +372,13 @@ def diff_against_model(
         for name, t in meta_state_dict.items()
     }
     fresh_model_args = (type(model), model.config)
+    with _quiet_transformers():
+        dequantized = dequantizing_quantizer(model) is not None
+    quantization = quantization_method(config_quantization(model.config))
+    # GGUF's quantizer packs only what it reads from a .gguf file; weights beside its config load as they are.
+    gguf_config = quantization == "gguf"
+    if gguf_config:
+        quantization = None
     sim = simulate_from_pretrained(model, {n: s.shape for n, s in renamed_a.items()}, non_tensor_keys=list(non_tensors))
     # A's specs under the names transformers gave them, so reasons and shapes line up with B's keys.
     as_loaded = {sim.renamed.get(n, n): s for n, s in renamed_a.items()}
@@ -392,8 +429,7 @@ def diff_against_model(
         unexpected_sources = {sim.unexpected_sources.get(n, n) for n in sim.unexpected}
         ok = {n for n in renamed_a if n not in unexpected_sources and sim.renamed.get(n, n) not in sim.unexpected}
         # A quantizer's own names (torchao's `_weight_qdata`, shaped as the weight) are read by it, not renamed.
-        quantizer_names = is_quantizer_name if quantization_method(
-            getattr(model.config, "quantization_config", None)) else (lambda name: False)
+        quantizer_names = is_quantizer_name if quantization else (lambda name: False)
         suggestions = suggest_renames({n: s.shape for n, s in renamed_a.items()
                                        if n not in foreign_in_a and not quantizer_names(n)}, targets, already_ok=ok)
         if suggestions:
@@ -438,12 +474,20 @@ def diff_against_model(
                     step = next((i for i, still in enumerate(still_reported) if name not in still), None)
                     if step is not None:
                         fixed_by_renames[name] = step
-    quantization = quantization_method(getattr(model.config, "quantization_config", None))
-    if quantization:
+    if gguf_config:
+        notes.append("the config's quantization_config is GGUF's (quant_method: gguf), which packs only weights read "
+                     "from a .gguf file (from_pretrained's gguf_file=): from_pretrained loads A's weights as they are "
+                     "stored, as compared here")
+    if quantization and dequantized:
+        notes.append(f"the config asks for {quantization} quantization, which from_pretrained dequantizes on this "
+                     "machine (its quantizer falls back to that without the GPU or kernels it needs): each weight "
+                     "loads with its scales merged into it, as transformers' dequantizing WeightConverters merge "
+                     "them here")
+    elif quantization:
         notes.append(f"the config asks for {quantization} quantization: the meta model is built unquantized, so "
                      "quantized weights and their side tensors are told apart by name and dtype")
         with _quiet_transformers():  # a quantizer logs what it falls back to (FP8 dequantized on CPU)
-            cannot_load = quantizer_load_error(getattr(model.config, "quantization_config", None))
+            cannot_load = quantizer_load_error(config_quantization(model.config))
         if cannot_load:
             notes.append(cannot_load)
     # The dtype `from_pretrained` (dtype="auto") casts floating weights to: the config's `dtype`, in which
@@ -658,6 +702,17 @@ def _head_names(model: Any, names: Sequence[str]) -> set[str]:
     if not prefix or getattr(model, prefix, None) is None:  # a base model itself: everything is the base
         return set()
     return {name for name in names if not name.startswith(prefix + ".")}
+
+
+def config_quantization(config: Any) -> Any:
+    """A built config's `quantization_config`, or its text config's where it has none, as from_pretrained reads it
+    (`get_hf_quantizer`: a composite model's, LLaVA's, may hold it in `text_config`); None when neither has one."""
+    quantization_config = getattr(config, "quantization_config", None)
+    get_text_config = getattr(config, "get_text_config", None)
+    if quantization_config is None and callable(get_text_config):
+        with contextlib.suppress(Exception):  # a config whose text config cannot be told (several candidates)
+            quantization_config = getattr(get_text_config(decoder=True), "quantization_config", None)
+    return quantization_config
 
 
 def quantization_method(quantization_config: Any) -> str | None:

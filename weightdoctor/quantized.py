@@ -745,6 +745,27 @@ def _method_and_bits(quantization: Mapping[str, Any]) -> tuple[str, int | None]:
     return method, bits
 
 
+def gguf_config_loads_dense(config: Mapping[str, Any] | None) -> str | None:
+    """What from_pretrained does with these weights when the config's `quantization_config` is GGUF's, else None.
+
+    A model once loaded from a .gguf file and saved keeps `quant_method: gguf` in its config.json. transformers'
+    GGUF quantizer packs only what it reads from a .gguf file (`from_pretrained(..., gguf_file=)`); safetensors or
+    .bin weights beside such a config load as they are stored, into plain Linear layers (transformers 5.25 checked:
+    same tensors, no unexpected or missing key). weightdoctor never reads a .gguf file, so any weights it reads
+    are these.
+
+    Example:
+        >>> gguf_config_loads_dense({"quantization_config": {"quant_method": "gguf"}})[:41]
+        "config.json's quantization_config is GGUF"
+    """
+    quantization = _config_of(config)
+    if quantization is None or quantization.get("quant_method") != "gguf":
+        return None
+    return ("config.json's quantization_config is GGUF's (quant_method: gguf), which packs only weights read from a "
+            ".gguf file (from_pretrained's gguf_file=): these weights are not quantized, and from_pretrained loads "
+            "them as they are stored")
+
+
 def quantization_of(config: Mapping[str, Any] | None) -> tuple[str, int | None] | None:
     """(method, bits) of a config's `quantization_config`, None when it has none.
 
@@ -1087,6 +1108,8 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
     exl2_packed, exl2_side = _exl2_layers(unique)
     mlx_config = config.get("quantization") if isinstance(config, Mapping) else None
     quantization = _config_of(config)
+    if gguf_config_loads_dense(config) is not None:  # dense weights beside a config from a .gguf load
+        return None
     if quantization is not None:
         method, bits = _method_and_bits(quantization)
         if bits is None and method == "mxfp4":

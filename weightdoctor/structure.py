@@ -15,7 +15,7 @@ from weightdoctor.dtypes import FLOATING
 from weightdoctor.errors import clip_middle
 from weightdoctor.gcpause import gc_paused
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
-from weightdoctor.quantized import QuantizedSummary, inc_weight_config, quantized_summary
+from weightdoctor.quantized import QuantizedSummary, gguf_config_loads_dense, inc_weight_config, quantized_summary
 from weightdoctor.wording import counted, plural
 
 # Bytes per parameter when the floating weights are stored at each dtype.
@@ -780,7 +780,8 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
                                  student_teacher_copy_warning(checkpoint), wrapper_prefix_warning(checkpoint)]),
                   *([f"{skipped}; from_pretrained loads them once saved under its names (save_pretrained)"] if skipped
                     else []), *([other_framework] if other_framework else []),
-                  *(quantized.warnings if quantized is not None else [])],
+                  *(quantized.warnings if quantized is not None else []),
+                  *filter(None, [gguf_config_loads_dense(checkpoint.config)])],
         security=checkpoint.security,
         quantized=quantized,
         adapter=adapter,
