@@ -192,3 +192,28 @@ def test_a_dense_model_under_a_gguf_quantization_config_is_not_called_quantized(
     report = _diff_keys(folder, "AutoModelForCausalLM")
     notes = " ".join(report["notes"])
     assert "quantization_config is GGUF's" in notes and "told apart by name" not in notes, notes
+
+
+def test_a_donut_decoder_is_summarised_by_the_layers_it_builds_not_its_encoder_layers(tmp_path: Path) -> None:
+    """Donut (VisionEncoderDecoder: DonutSwin encoder, MBart decoder whose config also says encoder_layers, 12
+    against decoder_layers 4 in donut-base): inspect's summary said num_layers = encoder_layers (MBartConfig's
+    num_hidden_layers), while the decoder-only MBartForCausalLM transformers builds has decoder_layers layers."""
+    torch.manual_seed(0)
+    encoder = transformers.DonutSwinConfig(image_size=[64, 64], patch_size=4, embed_dim=16, depths=[2, 2, 3, 1],
+                                           num_heads=[1, 2, 4, 8], window_size=4)
+    decoder = transformers.MBartConfig(d_model=32, decoder_layers=3, encoder_layers=5, decoder_attention_heads=2,
+                                       encoder_attention_heads=4, decoder_ffn_dim=64, encoder_ffn_dim=64,
+                                       vocab_size=100, max_position_embeddings=64, is_decoder=True,
+                                       add_cross_attention=True)
+    config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    model = transformers.VisionEncoderDecoderModel(config)
+    model.save_pretrained(tmp_path / "donut")
+    built = model.decoder.model.decoder.layers
+    assert len(built) == 3 and built[0].self_attn.num_heads == 2
+    result = run_cli("inspect", str(tmp_path / "donut"), "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)["config_summary"]
+    assert (summary["num_layers"], summary["num_heads"], summary["hidden_size"]) == (3, 2, 32), summary
+    kv = run_cli("plan-devices", str(tmp_path / "donut"), "--gpu", "1GB", "--kv-cache", "--json")
+    assert kv.exit_code == 0, kv.stderr
+    assert json.loads(kv.stdout)["kv_cache"]["num_layers"] == 3  # already right: decoder_layers first

@@ -148,10 +148,14 @@ def summarize_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
     nested = ["text_config", "llm_config"] + (["decoder"] if is_composite_encoder_decoder(config)
                                               else [])
     sources = [config] + [config[k] for k in nested if isinstance(config.get(k), dict)]
+    decoder = config.get("decoder") if "decoder" in nested else None
     summary: dict[str, Any] = {}
     for field_name, keys in CONFIG_FIELDS.items():
         for source in sources:
-            found = next((source[k] for k in keys if source.get(k) is not None), None)
+            # A composite's decoder is built decoder-only (Donut's MBartForCausalLM, TrOCR's): it makes
+            # decoder_layers layers, whatever encoder_layers (num_hidden_layers in its attribute_map) says.
+            own = tuple(k for k in keys if k.startswith("decoder_")) if source is decoder else ()
+            found = next((source[k] for k in (*own, *keys) if source.get(k) is not None), None)
             if found is not None:
                 summary[field_name] = [found] if field_name == "architectures" and isinstance(found, str) else found
                 break
