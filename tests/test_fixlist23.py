@@ -217,3 +217,33 @@ def test_a_donut_decoder_is_summarised_by_the_layers_it_builds_not_its_encoder_l
     kv = run_cli("plan-devices", str(tmp_path / "donut"), "--gpu", "1GB", "--kv-cache", "--json")
     assert kv.exit_code == 0, kv.stderr
     assert json.loads(kv.stdout)["kv_cache"]["num_layers"] == 3  # already right: decoder_layers first
+
+
+def test_a_flat_kokoro_output_says_the_names_keep_dataparallels_module_prefix(tmp_path: Path) -> None:
+    """kokoro-v1_0.pth's modules were saved from DataParallel (`{"bert": {"module.embeddings...": ...}}`); written
+    flat they are `bert.module.*`, which KModel strips only as it loads each module apart. convert's and shard's
+    warning said the loaders cannot read the file, not that the names keep `module.`; a --rename dropping it
+    leaves only the first part."""
+    torch.manual_seed(0)
+    parts = ("bert", "bert_encoder", "predictor", "decoder", "text_encoder")
+    wrapped = tmp_path / "kokoro-v1_0.pth"
+    torch.save({part: {"module.proj.weight": torch.randn(4, 4), "module.proj.bias": torch.randn(4)}
+                for part in parts}, wrapped)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_cli("convert", str(wrapped), "-o", str(out / "kokoro.safetensors"))
+    line = " ".join(result.stderr.split())
+    assert result.exit_code == 0, result.stderr
+    assert "cannot load what is written; the names also keep DataParallel's `module.` (bert.module.*, " in line, line
+    assert "--rename '^([^.]+)\\.module\\.=\\1.'" in line, line
+    shard = run_cli("shard", str(wrapped), "-o", str(out / "shards"), "--max", "1KB")
+    assert shard.exit_code == 0 and "keep DataParallel's `module.`" in " ".join(shard.stderr.split()), shard.stderr
+
+    # The rename the warning gives drops the prefix, and the warning then leaves it out.
+    renamed = run_cli("convert", str(wrapped), "-o", str(out / "renamed.safetensors"),
+                      "--rename", "^([^.]+)\\.module\\.=\\1.")
+    assert renamed.exit_code == 0 and "cannot load what is written" in renamed.stderr, renamed.stderr
+    assert "DataParallel" not in renamed.stderr
+    inspected = run_cli("inspect", str(out / "renamed.safetensors"), "--json")
+    assert {t["name"] for t in json.loads(inspected.stdout)["tensors"]} == {
+        f"{part}.proj.{kind}" for part in parts for kind in ("weight", "bias")}

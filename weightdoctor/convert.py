@@ -7,7 +7,8 @@ through the writers, verifies what was written and commits it atomically (see `w
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,18 +227,29 @@ def data_changes(selection: TensorSelection, single_output: bool) -> str:
     return "" if single_output else "the split divides among the shards"
 
 
-def flat_parts_warning(checkpoint: Checkpoint) -> str | None:
+def flat_parts_warning(checkpoint: Checkpoint, names: Sequence[str] | None = None) -> str | None:
     """What to say when a file the reader read together from parts (a StyleTTS 2 / Kokoro model's modules, an
     OpenNMT-py model and its generator) is written flat, which those files' own loaders cannot read; None otherwise.
 
-    The reader's note is what marks them: a flat `generator.*` alone is any GAN's.
+    The reader's note is what marks them: a flat `generator.*` alone is any GAN's. `names`: the names written (after
+    --rename / --strip-prefix; the checkpoint's own without them). StyleTTS 2 trains its modules inside
+    DataParallel, and its saves (Kokoro's release file too) keep `module.` in each module's names: KModel and
+    StyleTTS 2's inference strip it as they load a module that refuses it (`k[7:]`), which no reader of one flat
+    state dict does.
     """
     if checkpoint.format == "safetensors":
         return None
     notes = checkpoint.warnings
     if any("a StyleTTS 2 / Kokoro model: its" in note for note in notes):
+        written = [t.name for t in checkpoint.tensors] if names is None else names
+        wrapped = sorted({name.split(".", 1)[0] for name in written if _STYLETTS2_WRAPPED.match(name)})
         what = ("a StyleTTS 2 / Kokoro model's modules written flat (bert.*, decoder.*, ...): KModel and StyleTTS "
                 "2's load_checkpoint torch.load a .pth of one state dict per module ({'bert': {...}, ...})")
+        if wrapped:
+            shown = ", ".join(f"{part}.module.*" for part in wrapped[:3]) + (", ..." if len(wrapped) > 3 else "")
+            return (f"{what} and cannot load what is written; the names also keep DataParallel's `module.` "
+                    f"({shown}), which KModel and StyleTTS 2's inference strip as they load each module, and no "
+                    "reader of one state dict does: add --rename '^([^.]+)\\.module\\.=\\1.' to drop it")
     elif any("an OpenNMT-py checkpoint: model and generator" in note for note in notes):
         what = ("an OpenNMT-py model written flat with its generator (generator.*): OpenNMT-py and CTranslate2's "
                 "ct2-opennmt-py-converter torch.load a .pt of {'model': ..., 'generator': ..., 'vocab': ..., "
@@ -245,6 +257,10 @@ def flat_parts_warning(checkpoint: Checkpoint) -> str | None:
     else:
         return None
     return f"{what} and cannot load what is written; it serves tools that read one state dict, not those loaders"
+
+
+# A flat StyleTTS 2 name whose module's own state dict kept DataParallel's wrapper: `bert.module.encoder...`.
+_STYLETTS2_WRAPPED = re.compile(r"^[^.]+\.module\.")
 
 
 def nested_only_warning(checkpoint: Checkpoint) -> str:
@@ -409,7 +425,7 @@ def plan_convert(
         warnings.append("a PhotoMaker adapter written flat (id_encoder.*, lora_weights.*) to a .bin: "
                         "load_photomaker_adapter reads a .bin as {'id_encoder': ..., 'lora_weights': ...} and raises "
                         "on these names; keep the .safetensors, which it reads flat")
-    flat = flat_parts_warning(checkpoint) if names else None
+    flat = flat_parts_warning(checkpoint, names) if names else None
     if flat:
         warnings.append(flat)
     if fmt == "bin" and metadata and index is None:  # a sharded output keeps it in its index

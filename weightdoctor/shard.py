@@ -380,7 +380,7 @@ def plan_shard(
         warnings.append("a .bin file holds no metadata: --metadata is ignored")
     if checkpoint.nested_key:
         warnings.append(nested_only_warning(checkpoint))
-    flat = flat_parts_warning(checkpoint)
+    flat = flat_parts_warning(checkpoint, list(planned))
     if flat:
         warnings.append(flat)
     source_dir = checkpoint.path if checkpoint.path.is_dir() else None
