@@ -247,3 +247,75 @@ def test_a_flat_kokoro_output_says_the_names_keep_dataparallels_module_prefix(tm
     inspected = run_cli("inspect", str(out / "renamed.safetensors"), "--json")
     assert {t["name"] for t in json.loads(inspected.stdout)["tensors"]} == {
         f"{part}.proj.{kind}" for part in parts for kind in ("weight", "bias")}
+
+
+def _detectron2_pkl(path: Path) -> dict[str, Any]:
+    """Detectron2's model zoo file: pickle.dump of {"model": {name: numpy array}, "__author__": ..., ...}."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    weights = {"backbone.bottom_up.stem.conv1.weight": rng.standard_normal((8, 3, 3, 3)).astype(np.float32),
+               "roi_heads.box_predictor.cls_score.weight": rng.standard_normal((5, 16)).astype(np.float32),
+               "roi_heads.box_predictor.cls_score.bias": np.zeros(5, np.float32)}
+    with open(path, "wb") as handle:
+        pickle.dump({"model": weights, "__author__": "Detectron2 Model Zoo", "matching_heuristics": True}, handle,
+                    protocol=4)
+    return weights
+
+
+def test_a_detectron2_pkl_is_called_a_pickle_by_every_command(tmp_path: Path) -> None:
+    """model_final_*.pkl is pickle.dump's file, which torch.load cannot read: inspect and check-dtype called its
+    format "pytorch-legacy" (torch.save's non-zip format: a magic number, pickles and storage records), while the
+    reader's own warning said "not a torch.save file". Every command reads it."""
+    path = tmp_path / "model_final_f10217.pkl"
+    weights = _detectron2_pkl(path)
+    with pytest.raises(Exception):  # noqa: B017 - torch.load's own error, whatever its type
+        torch.load(path, weights_only=True)
+    result = run_cli("inspect", str(path), "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["format"] == "pickle" and [f["format"] for f in data["files"]] == ["pickle"], data["files"]
+    assert data["security"]["container"] == "pickle" and data["num_tensors"] == 3
+    verified = run_cli("inspect", str(path), "--verify", "--json")
+    assert verified.exit_code == 0, verified.stderr
+    assert "a plain pickle (pickle.dump) carries no checksum" in json.loads(verified.stdout)["verify"]["notes"]
+    checked = run_cli("check-dtype", str(path), "--json")
+    assert checked.exit_code == 0 and json.loads(checked.stdout)["format"] == "pickle", checked.stderr
+    out = tmp_path / "d2.safetensors"
+    converted = run_cli("convert", str(path), "-o", str(out))
+    assert converted.exit_code == 0, converted.stderr
+    from safetensors.numpy import load_file
+
+    assert {k: v.tolist() for k, v in load_file(str(out)).items()} == {k: v.tolist() for k, v in weights.items()}
+    sharded = run_cli("shard", str(path), "-o", str(tmp_path / "shards"), "--max", "1KB")
+    assert sharded.exit_code == 0 and (tmp_path / "shards" / "model.safetensors.index.json").is_file()
+    diffed = run_cli("diff-keys", str(path), str(out), "--values", "--json")
+    assert diffed.exit_code == 0 and json.loads(diffed.stdout)["matched"] == 3, diffed.stderr
+    planned = run_cli("plan-devices", str(path), "--gpu", "1GB", "--json")
+    assert planned.exit_code == 0, planned.stderr
+
+
+def test_a_speechbrain_text_ckpt_is_not_called_a_servers_error_reply(tmp_path: Path) -> None:
+    """SpeechBrain's Checkpointer writes brain.ckpt (YAML: step, avg_train_loss) and counter.ckpt (the epoch) as
+    text beside the modules' torch.save files in a CKPT+ folder (CKPT.yaml). Named alone, they were "a server's
+    error reply saved in place of the file? download it again"."""
+    folder = tmp_path / "CKPT+2024-01-01+00-00-00+00"
+    folder.mkdir()
+    (folder / "CKPT.yaml").write_text("end-of-epoch: true\nunixtime: 1700000000.0\n")
+    (folder / "brain.ckpt").write_text("step: 1200\navg_train_loss: 0.42\noptimizer_step: 1200\n")
+    (folder / "counter.ckpt").write_text("5")
+    torch.save({"0.w": torch.ones(2)}, folder / "embedding_model.ckpt")
+    for name, reads in (("brain.ckpt", "'step: 1200 avg_train_loss: 0.42 optimizer_step: 1200'"),
+                        ("counter.ckpt", "'5'")):
+        result = run_cli("inspect", str(folder / name))
+        assert result.exit_code == 2 and result.stdout == "", result.stdout
+        line = " ".join(result.stderr.split())
+        assert f"it is text that reads {reads}: in a SpeechBrain checkpoint folder (CKPT.yaml)" in line, line
+        assert f"name one of those (e.g. {folder.name}/embedding_model.ckpt)" in line, line
+        assert "server's error reply" not in line and "download it again" not in line
+    # Elsewhere a short text file under a weights name is still the failed download it usually is.
+    (tmp_path / "model.ckpt").write_text("Entry not found")
+    result = run_cli("inspect", str(tmp_path / "model.ckpt"))
+    assert result.exit_code == 2 and "a server's error reply" in " ".join(result.stderr.split())

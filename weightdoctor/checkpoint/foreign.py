@@ -626,12 +626,42 @@ def _short_text(path: Path, limit: int = 4096) -> str | None:
 
 
 def text_reply_hint(path: Path) -> str:
-    """"; it is a short text file that reads '...' (...)" for a small text file read as weights, else ""."""
+    """"; it is a short text file that reads '...' (...)" for a small text file read as weights, else "".
+
+    In a SpeechBrain checkpoint folder (CKPT.yaml beside it) the text is the Checkpointer's own: the Brain's
+    `brain.ckpt` (YAML: step, avg_train_loss) or an EpochCounter's `counter.ckpt` (the epoch, a number), saved
+    beside the modules' torch.save files under the same suffix; no download went wrong.
+    """
     reply = _short_text(path)
     if reply is None:
         return ""
+    if path.suffix == ".ckpt" and (path.parent / "CKPT.yaml").is_file():
+        modules = _speechbrain_module_files(path.parent)
+        example = next((name for name in modules if "model" in name), modules[0] if modules else None)
+        return (f"; it is text that reads {reply!r}: in a SpeechBrain checkpoint folder (CKPT.yaml) the Brain's "
+                "step (brain.ckpt) and the epoch counter (counter.ckpt) are saved as text beside the modules' "
+                "weights, each module's in a .ckpt file of its own"
+                + (f": name one of those (e.g. {path.parent.name}/{example})" if example else
+                   ", and this folder holds none"))
     return (f"; it is a short text file that reads {reply!r} (a server's error reply saved in place of the file? "
             "download it again)")
+
+
+def _speechbrain_module_files(folder: Path, limit: int = 256) -> list[str]:
+    """The .ckpt files of a SpeechBrain checkpoint folder that torch.save wrote (a zip, or a pickle's PROTO), sorted;
+    the first `limit` entries of the folder only (a CKPT+ folder holds one file per recoverable)."""
+    from itertools import islice
+
+    from weightdoctor.checkpoint.pytorch_format import detect_pickle_format
+
+    found = []
+    try:
+        for entry in islice(folder.iterdir(), limit):
+            if entry.suffix == ".ckpt" and entry.is_file() and detect_pickle_format(_head(entry, 8)) is not None:
+                found.append(entry.name)
+    except OSError:
+        return []
+    return sorted(found)
 
 
 # torch.save's legacy format opens with this number, pickled (serialization.MAGIC_NUMBER).

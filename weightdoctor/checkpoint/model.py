@@ -111,5 +111,5 @@ class CheckpointFile:
     path: Path
     relpath: str
     role: str  # "weights", "index" or "config"
-    format: str  # "safetensors", "pytorch-zip", "pytorch-legacy", "json"
+    format: str  # "safetensors", "pytorch-zip", "pytorch-legacy", "pickle" (pickle.dump's), "json"
     size_bytes: int

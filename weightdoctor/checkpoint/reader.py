@@ -87,8 +87,8 @@ class Checkpoint:
     Attributes:
         source: the source as the user gave it.
         path: the resolved local path (a file, or the folder of a sharded or directory source).
-        format: "safetensors", "pytorch-zip", "pytorch-legacy", or "config-only"; `sharded` tells
-            whether an index ties several files together.
+        format: "safetensors", "pytorch-zip", "pytorch-legacy", "pickle" (pickle.dump's), or "config-only";
+            `sharded` tells whether an index ties several files together.
         files: every file that was read (weights, index, config).
         tensors: every tensor, in file order.
         config: the parsed `config.json`, when there is one.
@@ -575,6 +575,11 @@ class _Builder:
 
                 fmt = pytorch_format.ensure_pickle_file(path, prefix)
                 contents = pytorch_format.load_pickle(path, fmt, self.key, label=relpath)
+                if contents.security is not None and contents.security.container == "pickle":
+                    # pickle.dump's own file (Detectron2's model_final_*.pkl, paddle.save): torch.save's legacy
+                    # format is a magic number, its pickles and storage records, which torch.load reads and this
+                    # is not.
+                    fmt = "pickle"
                 if self.safetensors_files:  # a mixed checkpoint: keep the reports in file order
                     from weightdoctor.security import safetensors_report
 

@@ -144,4 +144,6 @@ def verify_checkpoint(checkpoint: Checkpoint) -> VerifyReport:
         report.notes.append("safetensors files carry no checksum; their headers and offsets were validated")
     if "pytorch-legacy" in formats:
         report.notes.append("the legacy (non-zip) format carries no checksum")
+    if "pickle" in formats:
+        report.notes.append("a plain pickle (pickle.dump) carries no checksum")
     return report
