@@ -2164,7 +2164,8 @@ def _suggest_renames(
         if not targets:
             break
         best: tuple[int, Rename, dict[str, str]] | None = None
-        unmatched_names = list(map(current.__getitem__, unmatched))
+        # Before the first rename every key has its own name: the keys are their names.
+        unmatched_names = list(map(current.__getitem__, unmatched)) if chosen else unmatched
         # A prefix strip that matches every unmatched key, unmatches none and maps no two keys to one name
         # cannot be beaten: no rename gains more, and none is simpler (it adds nothing; the simplest such
         # strip is tried first). Found, it spares building the index of every target that ranks the other
