@@ -874,7 +874,8 @@ def _word_text(names: Sequence[str]) -> str:
     return "\n".join(dict.fromkeys("\n".join(names).translate(_FOLD_DIGITS).split("\n")))
 
 
-def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[dict[str, tuple[str, str, str]], str]:
+def foreign_layout(unexpected: Sequence[str], missing: Sequence[str],
+                   word_texts: tuple[str, str] | None = None) -> tuple[dict[str, tuple[str, str, str]], str]:
     """(reason, severity, detail) for the keys that differ because A and B are in two known layouts of one model
     (Meta's original Llama / Mistral layout against Hugging Face's, either way round), and a note saying what to
     do instead of renaming; ({}, "") when the keys show no such pair of layouts.
@@ -887,7 +888,8 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str]) -> tuple[d
     # The detectors only test whether their words occur in the joined names: they get the names with layer indices
     # folded together (`_word_text`), a few dozen lines for a 10,000-key side instead of 0.5 MB each of ~40
     # substring searches went over (10k DDP pair: 6.4 -> 2.2 ms).
-    joined_unexpected, joined_missing = _word_text(unexpected), _word_text(missing)
+    # `word_texts`: the two texts, when the caller has them (`_diff_specs` hands the first to `adapter_fit` too).
+    joined_unexpected, joined_missing = word_texts or (_word_text(unexpected), _word_text(missing))
 
     def holds(joined: str, word: str, names: Sequence[str], evidence: Any) -> bool:
         # A substring test first: this runs on every diff, and 10,000s of regex searches would show.
@@ -941,6 +943,7 @@ _FUSED_EXPERTS = _lazy_regex(r"(?:^|\.)experts\.(?!\d)[^.]+(?:\.(?:weight|bias))
 
 def expert_layout(unexpected: Sequence[str], missing: Sequence[str],
                   check_command: Callable[[], str | None] | None = None,
+                  word_texts: tuple[str, str] | None = None,
                   ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """(reason, severity, detail) for MoE expert keys stored one per expert on one side and fused per projection
     on the other (a Hub Mixtral against transformers 5's `model.state_dict()`), and a note; ({}, "") otherwise.
@@ -954,7 +957,12 @@ def expert_layout(unexpected: Sequence[str], missing: Sequence[str],
         >>> whys["m.experts.0.w1.weight"][0]
         'expert-layout'
     """
-    if ".experts." not in "\n".join(unexpected) + "\n".join(missing):
+    if word_texts is not None:  # `_word_text` of each side: the word holds no digit, so they answer as the names
+        # The names of both sides joined end to end, as below: the word may also run from A's last into B's first.
+        if ".experts." not in word_texts[0] and ".experts." not in word_texts[1] and not (
+                unexpected and missing and ".experts." in unexpected[-1] + missing[0]):
+            return {}, ""
+    elif ".experts." not in "\n".join(unexpected) + "\n".join(missing):
         return {}, ""
     sides = _sides(unexpected, missing, _PER_EXPERT, _FUSED_EXPERTS)
     if sides is None:
@@ -1033,9 +1041,14 @@ _PEFT_TUNER = _lazy_regex(
     r"^(?P<module>.+?)\.(?:token_adapter\.)?(?P<part>" + "|".join(sorted(_PEFT_TUNER_PARTS, key=len, reverse=True))
     + r")(?:\.(?P<param>weight|bias))?$")
 # One substring of each, for a test of the whole key list before any match.
-_PEFT_TUNER_WORD = _lazy_regex(r"\.(?:vera_lambda|oft_|boft_|hada_|lokr_|ln_tuning_layers|fourierft_spectrum|hra_u|"
-                               r"miss_block|bone_block|c3a_kernel|randlora_|vblora_|shira_weight|road_|"
-                               r"trainable_tokens_delta)")
+_PEFT_TUNER_WORDS = ("vera_lambda", "oft_", "boft_", "hada_", "lokr_", "ln_tuning_layers", "fourierft_spectrum",
+                     "hra_u", "miss_block", "bone_block", "c3a_kernel", "randlora_", "vblora_", "shira_weight",
+                     "road_", "trainable_tokens_delta")
+_PEFT_TUNER_WORD = _lazy_regex(r"\.(?:" + "|".join(_PEFT_TUNER_WORDS) + ")")
+# Every substring `adapter_fit` looks for before it looks at any key, with its digits folded as `_word_text` folds
+# them (`.ia3_l` -> `.ia0_l`): a text of folded names that holds none of them holds none of the words either.
+_ADAPTER_WORDS_FOLDED = tuple(word.translate(_FOLD_DIGITS) for word in (
+    ".adapters.", ".loras.", ".lora_", ".ia3_l", *("." + word for word in _PEFT_TUNER_WORDS)))
 # The tensors such a method shares between its modules, saved once at the top (`base_model.vera_A`): VeRA's and
 # RandLoRA's random projections (save_projection=True), VB-LoRA's vector bank.
 _PEFT_SHARED = _lazy_regex(r"^base_model\.(?:vera_[AB]|randlora_[AB]|vblora_vector_bank)(?:\.[^.]+)?$")
@@ -1079,6 +1092,7 @@ def _lora_fits(part: str, shape: tuple[int, ...], weight: tuple[int, ...]) -> bo
 
 def adapter_fit(
     specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
+    word_text: str | None = None,
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """When A is a PEFT adapter (LoRA pairs and few or no base weights) and B a model: whether each LoRA pair's
     target module is in B with shapes it fits, as `PeftModel.from_pretrained(B, A)` needs. Returns
@@ -1090,9 +1104,14 @@ def adapter_fit(
         >>> b = {"q.weight": KeySpec("q.weight", (8, 8), "float32")}
         >>> adapter_fit(a, b, list(a), list(b))[0]["q.weight"][:2]
         ('adapter-base', 'info')
+
+    `word_text`: `_word_text(unexpected)` when the caller has it (`foreign_layout` needs it too): a text that holds
+    none of the words below, folded, answers "no adapter" without joining and searching every name again.
     """
     if "prompt_embeddings" in unexpected:
         return _prompt_adapter_fit(specs_a, specs_b, unexpected, missing)
+    if word_text is not None and not any(map(word_text.__contains__, _ADAPTER_WORDS_FOLDED)):
+        return {}, ""  # none of the words below is in the names: every test below says "no adapter"
     joined = "\n".join(unexpected)
     if ".adapters." in joined or ".loras." in joined:
         whys, note = _adapterhub_fit(specs_a, specs_b, unexpected, missing)
@@ -1562,7 +1581,10 @@ def key_issues(names: Sequence[str], whys: Sequence[tuple[str, str, str]]) -> li
         raise ValueError(f"{len(names)} names for {len(whys)} reasons")
     issues: list[KeyIssue] = list(map(object.__new__, repeat(KeyIssue, len(names))))
     if issues:
-        for slot, values in zip(_KEY_ISSUE_SLOTS, (names, *zip(*whys, strict=True)), strict=True):
+        # One reason for every key (a DDP `module.` on 10,000 keys): its fields repeated, not transposed.
+        uniform = whys.count(whys[0]) == len(whys)
+        fields = (names, *map(repeat, whys[0])) if uniform else (names, *zip(*whys, strict=True))
+        for slot, values in zip(_KEY_ISSUE_SLOTS, fields, strict=True):
             deque(map(slot.__set__, issues, values), maxlen=0)
     return issues
 
@@ -2134,23 +2156,28 @@ def _suggest_renames(
             unmatched = list(filterfalse(ok.__contains__, unmatched))
         if not unmatched:
             break
-        taken = set(current.values())
-        targets = set(filterfalse(taken.__contains__, shapes_b))  # B's names no key has, in B's order
+        if len(unmatched) == len(current):  # no key has one of B's names (a DDP `module.` on every key)
+            targets = set(shapes_b)
+        else:
+            taken = set(current.values())
+            targets = set(filterfalse(taken.__contains__, shapes_b))  # B's names no key has, in B's order
         if not targets:
             break
         best: tuple[int, Rename, dict[str, str]] | None = None
-        unmatched_names = list(map(current.__getitem__, unmatched))
+        # Before the first rename every key has its own name: the keys are their names.
+        unmatched_names = list(map(current.__getitem__, unmatched)) if chosen else unmatched
         # A prefix strip that matches every unmatched key, unmatches none and maps no two keys to one name
         # cannot be beaten: no rename gains more, and none is simpler (it adds nothing; the simplest such
         # strip is tried first). Found, it spares building the index of every target that ranks the other
         # candidates (a DDP `module.` on 10,000 keys: half the search). A strip that would unmatch keys
         # could have a simpler sparing variant: then the full search decides.
+        complete = False
         for rename in _complete_strips(unmatched_names, targets, literals):
             gained, lost, proposal = evaluate(rename)
             if lost:
                 break
             if gained == len(unmatched) and not _collides(current, proposal):
-                best = (gained, rename, proposal)
+                best, complete = (gained, rename, proposal), True
                 break
         # Prefix and legacy renames first; only when none helps, rename or drop one component.
         for structural in (False, True) if best is None else ():
@@ -2192,6 +2219,10 @@ def _suggest_renames(
         current.update(proposal)
         longest = max(longest, max(map(len, proposal.values()), default=0))
         chosen.append(SuggestedRename(rename.pattern, rename.replacement, rename.as_flag(), gained))
+        if complete:
+            # It matched every unmatched key and unmatched none: the next step would find no unmatched key (a
+            # pass over every name to learn it, 10,000 for a DDP `module.`) and stop.
+            break
     return chosen, current, longest
 
 
@@ -2825,12 +2856,13 @@ def _diff_specs(
     ]
     suggestions: list[SuggestedRename] = []
     after: int | None = None
-    layout_whys, layout_note = foreign_layout(diff.unexpected, diff.missing)
+    word_texts = (_word_text(diff.unexpected), _word_text(diff.missing))
+    layout_whys, layout_note = foreign_layout(diff.unexpected, diff.missing, word_texts)
     tie_whys, tie_note = renames_onto_dropped_ties(specs_a, specs_b, renames, diff.missing, tie_embeddings_a)
     if tie_whys:
         layout_whys = {**layout_whys, **tie_whys}
         layout_note = "; ".join(filter(None, (layout_note, tie_note)))
-    expert_whys, expert_note = expert_layout(diff.unexpected, diff.missing, model_class_command)
+    expert_whys, expert_note = expert_layout(diff.unexpected, diff.missing, model_class_command, word_texts)
     if expert_whys:
         layout_whys = {**expert_whys, **layout_whys}
         layout_note = "; ".join(filter(None, (layout_note, expert_note)))
@@ -2846,7 +2878,7 @@ def _diff_specs(
                     for buffer, param in mmcv_ema_buffers(specs_b).items()
                     if buffer in missing_b and param in renamed_a}
         layout_whys = {**ema_whys, **layout_whys}
-    adapter_whys, adapter_note = adapter_fit(renamed_a, specs_b, diff.unexpected, diff.missing)
+    adapter_whys, adapter_note = adapter_fit(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[0])
     if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
         layout_whys, layout_note = adapter_whys, adapter_note
     if diff.missing and diff.unexpected and not adapter_whys:
