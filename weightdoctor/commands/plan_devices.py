@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from weightdoctor.commands._errors import handle_errors
-from weightdoctor.commands._options import DebugOpt, JsonOpt, KeyOpt, RevisionOpt
+from weightdoctor.commands._options import DebugOpt, JsonOpt, KeyOpt, RevisionOpt, output_format_hint
 from weightdoctor.paths import expand_output
 
 SIZES_HELP = (
@@ -188,6 +188,9 @@ def plan_devices(
         # `-o json` (other tools' way to ask for JSON output) wrote the device map to a file named `json`.
         raise UsageError(f"--output {output!r}: give a file name, e.g. device_map.json (--json prints the plan on "
                          "stdout)")
+    if output is not None and output_format_hint(output):
+        # `-o yaml`, `-o table`: a report format too, written as a device map named `yaml`.
+        raise UsageError(f"--output {output_format_hint(output, 'a file name, e.g. device_map.json')}")
     if output is not None:
         from pathlib import Path
 
