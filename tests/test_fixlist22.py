@@ -71,3 +71,58 @@ def test_plan_devices_refuses_every_report_format_as_its_output(tmp_path: Path, 
     assert line.startswith(f"error: --output {word!r} is an output format, not a file name"), line
     assert line.endswith(f"give a file name, e.g. device_map.json (-o ./{word} for that name)"), line
     assert list(tmp_path.iterdir()) == []
+
+
+# 2. Shard numbers of six digits and more: `model-000001-of-000002.safetensors`.
+
+def test_a_single_shard_of_six_digits_says_it_is_one_shard(tmp_path: Path) -> None:
+    """Read alone and without its index, a 5-digit shard said "shard 1 of 2"; a 6-digit one said nothing."""
+    names = _two_shards(tmp_path / "src", 6)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (tmp_path / "src" / names[0]).rename(alone / names[0])
+    result = run_cli("inspect", str(alone / names[0]))
+    assert result.exit_code == 0, result.stderr
+    assert f"{names[0]} is shard 1 of 2: only its own tensors are read" in " ".join(result.stderr.split())
+
+
+def test_shard_force_replaces_old_shards_of_six_digits(tmp_path: Path) -> None:
+    """`shard --force` into a folder holding `model-000001-of-000002.safetensors` kept them beside the new
+    `model.safetensors` ("kept"), stale shards of the same set; five-digit ones were replaced."""
+    names = _two_shards(tmp_path / "src", 6)
+    out = tmp_path / "out"
+    _two_shards(out, 6)
+    result = run_cli("shard", str(tmp_path / "src"), "-o", str(out), "--max", "1GB", "--force", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]
+    assert set(names) <= set(json.loads(result.stdout)["write"]["replaced"])
+
+
+def test_convert_force_replaces_old_shards_of_six_digits(tmp_path: Path) -> None:
+    """The same for `convert --force` of a folder."""
+    _two_shards(tmp_path / "src", 5)
+    out = tmp_path / "out"
+    stale = _two_shards(out, 6)
+    result = run_cli("convert", str(tmp_path / "src"), "-o", str(out), "--force")
+    assert result.exit_code == 0, result.stderr
+    assert not any((out / name).exists() for name in stale), sorted(p.name for p in out.iterdir())
+
+
+def test_convert_names_six_digit_bin_shards_as_transformers_does(tmp_path: Path) -> None:
+    """`pytorch_model-000001-of-000002.bin` converted to `pytorch_model-000001-of-000002.safetensors`, where the
+    five-digit shard became `model-00001-of-00002.safetensors` (transformers' safetensors name)."""
+    _two_shards(tmp_path / "src", 6, fmt="bin")
+    result = run_cli("convert", str(tmp_path / "src"), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "model-000001-of-000002.safetensors", "model-000002-of-000002.safetensors", "model.safetensors.index.json"]
+
+
+def test_weight_set_reads_shard_numbers_of_any_width() -> None:
+    from weightdoctor.rewrite import default_output_name, weight_set
+
+    for digits in (1, 5, 6, 8):
+        number = f"-{1:0{digits}d}-of-{2:0{digits}d}"
+        assert weight_set(f"model{number}.safetensors") == ("model", None)
+        assert weight_set(f"diffusion_pytorch_model{number}.fp16.safetensors") == ("diffusion_pytorch_model", "fp16")
+        assert default_output_name(f"pytorch_model{number}.bin", "safetensors") == f"model{number}.safetensors"
