@@ -126,3 +126,55 @@ def test_weight_set_reads_shard_numbers_of_any_width() -> None:
         assert weight_set(f"model{number}.safetensors") == ("model", None)
         assert weight_set(f"diffusion_pytorch_model{number}.fp16.safetensors") == ("diffusion_pytorch_model", "fp16")
         assert default_output_name(f"pytorch_model{number}.bin", "safetensors") == f"model{number}.safetensors"
+
+
+# 3. Device sizes past any device: float arithmetic no longer holds them exactly.
+
+@pytest.mark.parametrize(("option", "size"), [("--gpu", "1e30GB"), ("--gpu", "9.1PB"), ("--cpu", "1e20GB"),
+                                              ("--reserve", "123456789012345678901GB")])
+def test_a_device_size_past_any_device_is_refused(option: str, size: str) -> None:
+    """`--gpu 1e20GB` was planned as 99999999999999991433150857216 bytes (int(float * 10**9), as accelerate reads
+    it), not the 10^29 typed, and printed as "1e+14 PB"."""
+    words = ["--gpu", "24GB", option, size] if option != "--gpu" else [option, size]
+    line = one_error_line(run_cli("plan-devices", EXAMPLE, *words))
+    assert line == (f"error: {option} {size} is more memory than any device holds (over 9 PB, 2^53 bytes, past which "
+                    "a size read as a float, as accelerate reads max_memory, is no longer exact): give the device's "
+                    "own size")
+
+
+def test_a_device_size_up_to_two_to_the_53_is_planned_exactly() -> None:
+    result = run_cli("plan-devices", EXAMPLE, "--gpu", "9PB", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["devices"][0]["capacity_bytes"] == 9 * 10**15
+
+
+# 5. `--max` sizes: what was read, and which units are.
+
+def test_a_bare_number_of_bytes_is_not_said_to_be_in_decimal_units(tmp_path: Path) -> None:
+    """`--max 1e5` printed "1e5 = 100,000 bytes (decimal units)": no unit was typed."""
+    result = run_cli("shard", EXAMPLE, "-o", str(tmp_path / "out"), "--max", "1e5", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert "1e5 = 100,000 bytes (no unit: bytes)" in result.stdout
+    result = run_cli("shard", EXAMPLE, "-o", str(tmp_path / "out"), "--max", "400 KB", "--dry-run")
+    assert "400 KB = 400,000 bytes (decimal units)" in result.stdout
+
+
+@pytest.mark.parametrize(("size", "said"), [
+    ("400kb", "write 400KB for bytes"),
+    ("0.4 mb", "write 0.4MB for bytes"),
+    ("400k", "write 400KB (KB = 10^3 bytes) or 400KiB (2^10 bytes)"),
+])
+def test_a_refused_unit_lists_the_units_read(tmp_path: Path, size: str, said: str) -> None:
+    """The refusal of `400kb` said how to write bytes, and not which units are read at all."""
+    line = one_error_line(run_cli("shard", EXAMPLE, "-o", str(tmp_path / "out"), "--max", size))
+    assert f"size {size!r} is ambiguous" in line and said in line, line
+    assert line.endswith("(decimal: KB MB GB TB PB; binary: KiB MiB GiB TiB PiB; any case, but KB..PB with a capital "
+                         "B; a bare number is bytes)"), line
+
+
+@pytest.mark.parametrize(("size", "read"), [("400 KB", 400_000), ("0.4MB", 400_000), ("400KiB", 409_600),
+                                            ("400kib", 409_600), ("1e5", 100_000)])
+def test_the_sizes_the_refusal_lists_are_read_as_it_says(tmp_path: Path, size: str, read: int) -> None:
+    result = run_cli("shard", EXAMPLE, "-o", str(tmp_path / "out"), "--max", size, "--dry-run", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["plan"]["max_bytes"] == read
