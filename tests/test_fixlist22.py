@@ -148,6 +148,33 @@ def test_a_device_size_up_to_two_to_the_53_is_planned_exactly() -> None:
     assert json.loads(result.stdout)["devices"][0]["capacity_bytes"] == 9 * 10**15
 
 
+# 4. Commands a hint gives to paste are pasteable.
+
+@pytest.mark.parametrize(("url", "typed"), [
+    ("huggingface.co/org/pipe/tree/main/my%20dir", "org/pipe/my dir"),
+    ("https://huggingface.co/bert-base-uncased/tree/main/my%20dir", "bert-base-uncased/my dir"),
+])
+def test_a_repo_id_with_a_space_is_quoted_in_the_hint(url: str, typed: str) -> None:
+    """"give the repo id instead: org/pipe/my dir" pasted as two arguments."""
+    line = one_error_line(run_cli("inspect", url))
+    said = line.partition("give the repo id instead: ")[2]
+    assert said and shlex.split(said) == [typed], line
+
+
+def test_a_repo_id_without_a_space_is_said_as_before() -> None:
+    line = one_error_line(run_cli("inspect", "huggingface.co/org/pipe/tree/v1/unet"))
+    assert line.endswith("give the repo id instead: org/pipe/unet --revision v1"), line
+
+
+def test_the_shard_folder_hint_quotes_an_output_with_a_space(tmp_path: Path) -> None:
+    """"use weightdoctor convert -o my model.safetensors" named two outputs."""
+    result = run_cli("shard", EXAMPLE, "-o", str(tmp_path / "my model.safetensors"), "--max", "1GB", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    text = " ".join(result.stderr.split())
+    assert "name it 'my model/' for a folder; for a single file, use weightdoctor convert -o 'my model.safetensors'" \
+        in text, text
+
+
 # 5. `--max` sizes: what was read, and which units are.
 
 def test_a_bare_number_of_bytes_is_not_said_to_be_in_decimal_units(tmp_path: Path) -> None:

@@ -111,10 +111,24 @@ def url_source_hint(text: str) -> str | None:
         # Each word quoted: `my%20dir/x.bin` unquoted is `my dir/x.bin`, two names to the pasted command.
         return (f"a web address of one file, not a local path: download it "
                 f"({download_command(repo, revision, file='/'.join(tail))}) and give its path, or give the repo id: "
-                f"{repo}{flag}")
+                f"{shell_word(repo, argument=True)}{flag}")
     # A folder of the repo (`tree/main/unet`, `hf://org/name/unet`): a diffusers pipeline keeps one model per folder.
+    # Quoted as one word: `tree/main/my%20dir` was said as `org/pipe/my dir`, two words to the pasted command.
     folder = "".join(f"/{part}" for part in tail)
-    return f"a web address, not a local path: give the repo id instead: {repo}{folder}{flag}"
+    said = shell_word(repo + folder, argument=True)
+    return f"a web address, not a local path: give the repo id instead: {said}{flag}"
+
+
+def _first_shell_word(text: str) -> str:
+    """The first word of `text` as a shell reads it (`'org/pipe/my dir' --revision v1` -> `org/pipe/my dir`); the text
+    up to its first space where it is no shell words (an unclosed quote)."""
+    import shlex
+
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        words = []
+    return words[0] if words else text.partition(" ")[0]
 
 
 _REPO_SUBFOLDER_RE = re.compile(r"^([A-Za-z0-9][\w.-]*/[\w.-]+)/((?:[\w.-]+/)*[\w.-]+)/?\Z")
@@ -679,7 +693,7 @@ def hub_location(text: str) -> HubLocation | None:
             from huggingface_hub.utils import validate_repo_id
 
             hint = url_source_hint(text) or ""
-            typed = hint.partition("give the repo id instead: ")[2].partition(" ")[0].rstrip("/")
+            typed = _first_shell_word(hint.partition("give the repo id instead: ")[2]).partition(" ")[0].rstrip("/")
             try:  # a name past the Hub's 96 characters is no repo id to give, whatever its characters
                 validate_repo_id(typed.split("/", 2)[0] if typed.count("/") > 1 else typed)
             except HFValidationError:
