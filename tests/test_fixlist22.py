@@ -205,3 +205,17 @@ def test_the_sizes_the_refusal_lists_are_read_as_it_says(tmp_path: Path, size: s
     result = run_cli("shard", EXAMPLE, "-o", str(tmp_path / "out"), "--max", size, "--dry-run", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["plan"]["max_bytes"] == read
+
+
+# 6. auto_map: six names and how many more.
+
+def test_the_auto_map_warning_counts_the_modules_left_unsaid(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copy(Path(EXAMPLE, "model.safetensors"), tmp_path)
+    config = json.loads(Path(EXAMPLE, "config.json").read_text())
+    config["auto_map"] = {f"AutoModel{i}": f"modeling_m{i}.M{i}" for i in range(9)}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    result = run_cli("inspect", str(tmp_path))
+    text = " ".join(result.stderr.split())
+    assert "modeling_m5.py and 3 more, not in this folder" in text, text

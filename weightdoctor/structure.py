@@ -238,10 +238,14 @@ def remote_code_warning(checkpoint: Checkpoint) -> str | None:
         # "File name too long" out of Path.is_file and ended inspect, which then read nothing.
         shown = clip_middle(f"{file} of {repo}" if repo else file, 120)
         (elsewhere if repo else here if os.path.isfile(folder / file) else absent).append(shown)
+    def first_six(files: list[str]) -> str:
+        # A config may name dozens of modules: six, and how many more (the rest went unsaid).
+        return ", ".join(files[:6]) + (f" and {len(files) - 6:,} more" if len(files) > 6 else "")
+
     named = "; ".join(part for part in (
-        f"{', '.join(here[:6])} in this folder" if here else "",
-        f"{', '.join(absent[:6])}, not in this folder" if absent else "",
-        f"{', '.join(elsewhere[:6])}" if elsewhere else "") if part)
+        f"{first_six(here)} in this folder" if here else "",
+        f"{first_six(absent)}, not in this folder" if absent else "",
+        f"{first_six(elsewhere)}" if elsewhere else "") if part)
     return (f"config.json's auto_map names code of its own ({named}): "
             "from_pretrained(..., trust_remote_code=True) imports and runs it, and the security verdict covers the "
             "weight files only; weightdoctor never runs it: read it before passing trust_remote_code")
