@@ -219,3 +219,43 @@ def test_the_auto_map_warning_counts_the_modules_left_unsaid(tmp_path: Path) -> 
     result = run_cli("inspect", str(tmp_path))
     text = " ".join(result.stderr.split())
     assert "modeling_m5.py and 3 more, not in this folder" in text, text
+
+
+# 7. Narrow consoles.
+
+def test_the_check_dtype_title_is_not_cut_mid_phrase_at_80_columns() -> None:
+    """At 80 columns the per-measure table's title wrapped as "What each cast does (tensors affected:" over
+    "unsafe / lossy of checked)"."""
+    from tests.helpers import REPO_ROOT, run_subprocess
+
+    out = run_subprocess("check-dtype", REPO_ROOT / "fixtures" / "example",
+                         env={"COLUMNS": "80", "TERM": "dumb", "NO_COLOR": "1"}).stdout
+    lines = [line.rstrip() for line in out.splitlines()]
+    assert "What each cast does" in lines, out
+    assert "tensors: unsafe / lossy of checked" in lines, out
+    assert not any(line.startswith("unsafe / lossy") for line in lines)
+
+
+@pytest.mark.parametrize("width", [40, 50, 60])
+def test_inspect_stats_cuts_no_number_or_code_on_a_narrow_console(width: int) -> None:
+    """At 60 columns and under the statistics table cut its figures (`100.…`, `-0.00…`, `0.01…`), its headers
+    (`m…` for mean at 40) and the findings' code (`checkpoint-at…`): each tensor and finding is a record there."""
+    from tests.helpers import REPO_ROOT, run_subprocess
+
+    out = run_subprocess("inspect", REPO_ROOT / "fixtures" / "example", "--stats",
+                         env={"COLUMNS": str(width), "TERM": "dumb", "NO_COLOR": "1"}).stdout
+    stats = out[out.index("Weights: statistics and initialization"):]
+    assert max(map(len, out.splitlines())) <= width
+    assert "…" not in stats.replace("more; use --all", ""), stats
+    cells = [[cell.strip() for cell in line.split("│")[1:-1]] for line in stats.splitlines() if line.startswith("│")]
+    assert ["mean", "-0.000253"] in cells and ["zeros", "100.0%"] in cells and ["abs max", "0.0719"] in cells
+    assert ["code", "checkpoint-at-init"] in cells and ["expected at init", "zeros"] in cells
+
+
+def test_inspect_stats_keeps_its_columns_at_80() -> None:
+    from tests.helpers import REPO_ROOT, run_subprocess
+
+    out = run_subprocess("inspect", REPO_ROOT / "fixtures" / "example", "--stats",
+                         env={"COLUMNS": "80", "TERM": "dumb", "NO_COLOR": "1"}).stdout
+    assert "┃ name       ┃      mean ┃    std ┃ abs max ┃  zeros ┃ found      ┃ at init    ┃" in out
+    assert "│ -0.000253 │ 0.0199 │  0.0719 │   0.0% │" in out
