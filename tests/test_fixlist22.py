@@ -259,3 +259,43 @@ def test_inspect_stats_keeps_its_columns_at_80() -> None:
                          env={"COLUMNS": "80", "TERM": "dumb", "NO_COLOR": "1"}).stdout
     assert "┃ name       ┃      mean ┃    std ┃ abs max ┃  zeros ┃ found      ┃ at init    ┃" in out
     assert "│ -0.000253 │ 0.0199 │  0.0719 │   0.0% │" in out
+
+
+# 8. Library messages are cut between words.
+
+def test_clip_words_cuts_between_words_and_marks_the_cut() -> None:
+    from weightdoctor.errors import clip_words
+
+    text = "TimmBackbone requires the timm library but it was not found in your environment."
+    for limit in range(20, len(text)):
+        clipped = clip_words(text, limit)
+        assert len(clipped) <= limit and clipped.endswith(" …"), clipped
+        assert text.startswith(clipped[:-2]) and text[len(clipped) - 2] == " ", clipped
+    assert clip_words(text, len(text)) == text
+    assert clip_words("x" * 50, 10) == "x" * 9 + "…"
+
+
+def test_a_model_that_needs_timm_is_said_to_in_whole_words(tmp_path: Path) -> None:
+    """plan-devices on a transformers TimmBackbone config without timm installed said "... restart your runtime after
+    installati); planned from the tensors": transformers' message cut at 200 characters."""
+    import importlib.util
+
+    import torch
+    from safetensors.torch import save_file
+
+    if importlib.util.find_spec("timm") is not None:
+        pytest.skip("timm is installed: transformers builds the model")
+    torch.manual_seed(0)
+    save_file({"fc.weight": torch.randn(10, 8), "fc.bias": torch.zeros(10)}, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "timm_backbone", "backbone": "resnet18",
+                                                      "architectures": ["TimmBackbone"]}))
+    result = run_cli("plan-devices", str(tmp_path), "--gpu", "1GB")
+    assert result.exit_code == 0, result.stderr
+    warning = " ".join(result.stderr.split())
+    said = warning.partition("transformers cannot build TimmBackbone from this config: ")[2]
+    assert "requires the timm library" in said, warning
+    detail = said.partition("); planned from the tensors")[0]
+    assert detail.endswith(" …") and len(detail) <= 200, detail
+    full = ("TimmBackbone requires the timm library but it was not found in your environment. You can install it "
+            "with pip: `pip install timm`. Please note that you may need to restart your runtime after installation.")
+    assert full.startswith(detail[:-2]) and full[len(detail) - 2] == " ", detail  # ends where a word ends

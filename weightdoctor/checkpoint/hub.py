@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.errors import SourceNotFound, UsageError, closest
+from weightdoctor.errors import SourceNotFound, UsageError, clip_words, closest
 from weightdoctor.paths import exists as path_exists
 from weightdoctor.paths import expand_user, shell_word
 
@@ -973,7 +973,8 @@ def holds_weights(folder: Path) -> bool:
 def _hub_error(repo_id: str, revision: str | None, exc: Exception) -> SourceNotFound:
     reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
     return _not_found(
-        repo_id, revision, f"is not in the cache at {hub_cache_dir()}, and the Hub could not provide it: {reason[:160]}"
+        repo_id, revision,
+        f"is not in the cache at {hub_cache_dir()}, and the Hub could not provide it: {clip_words(reason, 160)}"
     )
 
 
@@ -1085,7 +1086,7 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
         # download_file's "not in the cache" would have blamed on the repo.
         reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise SourceNotFound(f"{repo_id}'s cached snapshot has no {filename}, and the Hub could not provide it: "
-                             f"{reason[:160]}", named) from exc
+                             f"{clip_words(reason, 160)}", named) from exc
 
 
 def broken_cache_entry(pointer: Path, unreachable: str | None = None) -> str | None:
