@@ -299,3 +299,31 @@ def test_a_model_that_needs_timm_is_said_to_in_whole_words(tmp_path: Path) -> No
     full = ("TimmBackbone requires the timm library but it was not found in your environment. You can install it "
             "with pip: `pip install timm`. Please note that you may need to restart your runtime after installation.")
     assert full.startswith(detail[:-2]) and full[len(detail) - 2] == " ", detail  # ends where a word ends
+
+
+# 9. inspect --json lists the first 1,000 other and non-tensor entries, with their counts.
+
+def test_inspect_json_bounds_the_entries_lists_and_counts_them(tmp_path: Path) -> None:
+    """A pickle of a million non-tensor entries made a 33 MB --json (every entry described in `skipped_entries`, or
+    in `other_entries` at the top level): the first 1,000 are listed, and `*_count` says how many there are."""
+    import re
+
+    import torch
+
+    torch.manual_seed(0)
+    torch.save({"w": torch.randn(2, 2), **{f"step_{i}": i for i in range(2500)}}, tmp_path / "skipped.pt")
+    torch.save({"state_dict": {"w": torch.randn(2, 2)}, **{f"meta_{i}": i for i in range(1500)}},
+               tmp_path / "other.pt")
+    skipped = json.loads(run_cli("inspect", str(tmp_path / "skipped.pt"), "--json").stdout)
+    assert skipped["skipped_entries_count"] == 2500 and len(skipped["skipped_entries"]) == 1000
+    assert skipped["skipped_entries"][:2] == ["step_0 (int: 0)", "step_1 (int: 1)"]
+    other = json.loads(run_cli("inspect", str(tmp_path / "other.pt"), "--json").stdout)
+    assert other["other_entries_count"] == 1500 and len(other["other_entries"]) == 1000
+    assert other["other_entries"][0] == "meta_0 (int: 0)" and other["nested_key"] == "state_dict"
+    small = json.loads(run_cli("inspect", EXAMPLE, "--json").stdout)
+    assert small["other_entries"] == small["skipped_entries"] == [] and small["skipped_entries_count"] == 0
+    # The text report still counts every entry, past the 1,000 the JSON lists.
+    for name, total in (("skipped.pt", 2500), ("other.pt", 1500)):
+        text = " ".join(run_cli("inspect", str(tmp_path / name)).stdout.split())
+        left = re.search(r"and ([\d,]+) more", text)
+        assert left is not None and int(left.group(1).replace(",", "")) > total - 1000, text

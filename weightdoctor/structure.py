@@ -120,6 +120,23 @@ class InspectReport:
     adapter: dict[str, Any] | None = None
     # Meta's / Mistral's native `params.json` beside `consolidated.*` (no config.json): its fields (None otherwise).
     native_params: dict[str, Any] | None = None
+    # How many entries `other_entries` and `skipped_entries` stand for: the lists keep the first
+    # MAX_ENTRIES_LISTED, as a pickle of a million non-tensor entries made a 33 MB --json. The text report reads the
+    # whole lists (`all_other_entries`, `all_skipped_entries`, not in --json), which it folds and counts itself.
+    other_entries_count: int = field(init=False)
+    skipped_entries_count: int = field(init=False)
+    all_other_entries: list[str] = field(init=False, repr=False, metadata={"json": False})
+    all_skipped_entries: list[str] = field(init=False, repr=False, metadata={"json": False})
+
+    def __post_init__(self) -> None:
+        self.all_other_entries, self.all_skipped_entries = self.other_entries, self.skipped_entries
+        self.other_entries_count, self.skipped_entries_count = len(self.other_entries), len(self.skipped_entries)
+        self.other_entries = self.other_entries[:MAX_ENTRIES_LISTED]
+        self.skipped_entries = self.skipped_entries[:MAX_ENTRIES_LISTED]
+
+
+# The most entries inspect's --json lists in `other_entries` and `skipped_entries` (each with its `_count`).
+MAX_ENTRIES_LISTED = 1000
 
 
 # transformers' composite encoder-decoders (EncoderDecoderModel: bert2bert; VisionEncoderDecoderModel: TrOCR, Donut,
