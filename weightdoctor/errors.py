@@ -25,6 +25,24 @@ def clip_middle(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return f"{text[:head]} ... ({len(text) - head - tail:,} characters left out) ... {text[len(text) - tail:]}"
 
 
+def clip_words(text: str, limit: int) -> str:
+    """`text`, or as many of its first words as fit in `limit` characters and `…`, when it is longer: a library's
+    message cut at a fixed length ended mid-word ("restart your runtime after installati").
+
+    Example:
+        >>> clip_words("requires the timm library but it was not found", 30), clip_words("short", 30)
+        ('requires the timm library …', 'short')
+        >>> clip_words("x" * 40, 10)  # one word longer than half the limit: cut where it must be, and marked
+        'xxxxxxxxx…'
+    """
+    if len(text) <= limit:
+        return text
+    space = text.rfind(" ", 0, limit - 1)  # the words before it and " …" fit in `limit`
+    if space >= limit // 2:
+        return text[:space].rstrip() + " …"
+    return text[:limit - 1] + "…"
+
+
 # A line break and the blanks around it; other runs of blanks are kept, since a quoted path or a command line to be
 # pasted (`inspect 'a  b.pt'`) says what it says with every space.
 _LINE_BREAK = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]\s*")

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from weightdoctor.errors import clip_words
 from weightdoctor.init_classify import InitResult, describe
 
 if TYPE_CHECKING:
@@ -457,7 +458,7 @@ def expected_inits(tensors: list[TensorInfo], config: dict[str, Any] | None) -> 
             result.method = "transformers"
             result.model_class = type(model).__name__
         except Exception as exc:  # noqa: BLE001 - any failure falls back to the PyTorch defaults
-            text = " ".join(str(exc).split())[:160]
+            text = clip_words(" ".join(str(exc).split()), 160)
             result.warning = f"could not build the model from config.json ({type(exc).__name__}: {text}); " \
                              "expected inits are PyTorch defaults guessed from names"
     for info in tensors:

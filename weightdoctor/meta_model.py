@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.errors import UsageError
+from weightdoctor.errors import UsageError, clip_words
 
 if TYPE_CHECKING:
     import torch
@@ -81,7 +81,7 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
     try:
         return AutoConfig.for_model(model_type, **values)
     except Exception as exc:  # config classes validate fields in their own ways (strict dataclasses, asserts)
-        detail = " ".join(str(exc).split())[:200]
+        detail = clip_words(" ".join(str(exc).split()), 200)
         raise UsageError(f"config.json cannot build a {model_type!r} config ({type(exc).__name__}: {detail})") from exc
 
 
@@ -447,7 +447,7 @@ def build_meta_model(
             raise UsageError(foreign_class_message(cls, getattr(cfg, "model_type", None), other_config_hint)) from exc
         # torch's C++ errors go on with the frame they came from ("Exception raised from THPUtils_unpackLong at
         # /__w/pytorch/..."): a size of 1e30 in config.json cut the line in the middle of a source path.
-        detail = " ".join(str(exc).split("Exception raised from", 1)[0].split()).rstrip(' "')[:200]
+        detail = clip_words(" ".join(str(exc).split("Exception raised from", 1)[0].split()).rstrip(' "'), 200)
         raise UsageError(f"transformers cannot build {cls.__name__} from this config: {detail}") from exc
     _refuse_flat_modules(model)
     if not model._modules and not model._parameters:

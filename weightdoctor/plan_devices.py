@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.errors import SourceNotFound, UsageError, WeightDoctorError, clip_middle
+from weightdoctor.errors import SourceNotFound, UsageError, WeightDoctorError, clip_middle, clip_words
 from weightdoctor.findings import Finding
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.paths import expand_user
@@ -1112,7 +1112,7 @@ def _keep_fp8(model: torch.nn.Module, config: dict[str, Any], torch_dtype: str, 
             with _default_dtype(dtype):
                 quantizer.preprocess_model(model=model, dtype=dtype, device_map="auto", checkpoint_files=None)
     except Exception as exc:  # a hostile or unsupported quantization_config
-        detail = " ".join(str(exc).split())[:200]
+        detail = clip_words(" ".join(str(exc).split()), 200)
         raise UsageError(f"transformers' FP8 quantizer cannot prepare this model ({type(exc).__name__}: "
                          f"{detail})") from exc
 
@@ -1199,7 +1199,7 @@ def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: st
     except UsageError:
         raise
     except Exception as exc:  # third-party model code can raise anything on a hostile config
-        detail = " ".join(str(exc).split())[:200]
+        detail = clip_words(" ".join(str(exc).split()), 200)
         raise UsageError(f"transformers cannot build this config ({type(exc).__name__}: {detail})") from exc
 
 
@@ -1685,7 +1685,7 @@ def _no_split_missing(model: Any, strategy: str, no_split: list[str], exc: Excep
         return None
     if any(type(module).__name__ in no_split for module in model.modules()):
         return None
-    detail = " ".join(str(exc).split())[:160] or "no message"
+    detail = clip_words(" ".join(str(exc).split()), 160) or "no message"
     return UsageError(
         f"the model holds no {' / '.join(no_split)} module (num_hidden_layers 0?), and transformers' "
         f"device_map={strategy!r} planning fails without one ({type(exc).__name__}: {detail}), as from_pretrained "
@@ -1695,7 +1695,7 @@ def _no_split_missing(model: Any, strategy: str, no_split: list[str], exc: Excep
 
 def _planner_failed(planner: str, exc: Exception) -> UsageError:
     """The library's own planner failed on these budgets: from_pretrained(device_map=...) would fail alike."""
-    detail = " ".join(str(exc).split())[:160] or "no message"
+    detail = clip_words(" ".join(str(exc).split()), 160) or "no message"
     return UsageError(
         f"{planner} fails on these budgets ({type(exc).__name__}: {detail}); from_pretrained with the same "
         "device_map and max_memory would fail the same way: try other --gpu/--cpu sizes or --strategy"

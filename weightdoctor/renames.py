@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from operator import getitem
 
-from weightdoctor.errors import UsageError, compile_user_regex
+from weightdoctor.errors import UsageError, clip_words, compile_user_regex
 
 # The longest name a rename may make: the reader's limit for a name read from a file (checkpoint/reader.py
 # MAX_NAME_CHARS; a test holds them equal). 24 `--rename '(.*)=\1\1'` doubled every name 2**24 times: 6 GB and
@@ -18,7 +18,7 @@ MAX_NAME_CHARS = 1 << 20
 
 def _refuse_long(rename: Rename, longest: int) -> None:
     if longest > MAX_NAME_CHARS:
-        raise UsageError(f"{rename.as_flag()[:200]} makes a name of {longest:,} characters (the limit is "
+        raise UsageError(f"{clip_words(rename.as_flag(), 200)} makes a name of {longest:,} characters (the limit is "
                          f"{MAX_NAME_CHARS:,}): no model names a tensor so")
 
 

@@ -43,9 +43,11 @@ FLUSH_SHARE_LIMIT = 0.01
 # Files that hold weights (never copied beside converted weights: they would be stale).
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".h5", ".msgpack", ".gguf", ".onnx",
                    ".tflite")
-# The file names of a Hugging Face save (single file or shards, and their index).
+# The file names of a Hugging Face save (single file or shards, and their index). A shard's numbers are of any width:
+# huggingface_hub pads them to five digits (`-00001-of-00002`) and writes six past 99999 shards; other writers pad
+# to six or not at all, and an old `model-000001-of-000002.safetensors` kept by --force was a stale shard.
 HF_WEIGHT_FILE = re.compile(
-    r"^(?:model|pytorch_model)(?:-\d{5}-of-\d{5})?\.(?:safetensors|bin)(?:\.index\.json)?$"
+    r"^(?:model|pytorch_model)(?:-\d+-of-\d+)?\.(?:safetensors|bin)(?:\.index\.json)?$"
 )
 # Any file of a weight set a loader reads by name: a stem (transformers', diffusers', PEFT's, diffusers' LoRAs',
 # Mistral's, open_clip's), a variant (`model.fp16.safetensors`, `model.safetensors.index.fp16.json`,
@@ -53,7 +55,7 @@ HF_WEIGHT_FILE = re.compile(
 _WEIGHT_SET_FILE = re.compile(
     r"(?P<stem>model|pytorch_model|diffusion_pytorch_model|adapter_model|pytorch_lora_weights|consolidated"
     r"|open_clip_model|open_clip_pytorch_model)"
-    r"(?:\.(?P<variant>[^.-]+))?(?:-\d{5}-of-\d{5})?(?:\.(?P<shard_variant>[^.-]+))?\.(?:safetensors|bin)"
+    r"(?:\.(?P<variant>[^.-]+))?(?:-\d+-of-\d+)?(?:\.(?P<shard_variant>[^.-]+))?\.(?:safetensors|bin)"
     r"(?:\.index(?:\.(?P<index_variant>[^.]+))?\.json)?"
 )
 # Stems one loader reads as one set in either format: from_pretrained's model / pytorch_model, open_clip's two names.
@@ -1419,7 +1421,7 @@ def _refuse_the_input_under_another_name(checkpoint: Checkpoint, dest: Path, tar
 
 
 # diffusers' dtype variants (`diffusion_pytorch_model.fp16.safetensors`): the name says what the file holds.
-_VARIANT = re.compile(r"(?P<stem>.+)\.(?:fp16|bf16|fp32)(?P<rest>(?:-\d{5}-of-\d{5})?\.[A-Za-z]+)")
+_VARIANT = re.compile(r"(?P<stem>.+)\.(?:fp16|bf16|fp32)(?P<rest>(?:-\d+-of-\d+)?\.[A-Za-z]+)")
 _VARIANT_OF_DTYPE = {"float16": ".fp16", "bfloat16": ".bf16"}
 
 
@@ -1442,11 +1444,11 @@ def default_output_name(source_file: str, fmt: str, dtype: str | None = None) ->
     if name in OPEN_CLIP_NAMES.values():
         return OPEN_CLIP_NAMES[fmt]
     if fmt == "safetensors":
-        match = re.fullmatch(r"pytorch_model((?:\.[^.]+)?(?:-\d{5}-of-\d{5})?)\.bin", name)
+        match = re.fullmatch(r"pytorch_model((?:\.[^.]+)?(?:-\d+-of-\d+)?)\.bin", name)
         if match:
             return f"model{match.group(1)}.safetensors"
         return Path(name).stem + ".safetensors"
-    match = re.fullmatch(r"model((?:\.[^.]+)?(?:-\d{5}-of-\d{5})?)\.safetensors", name)
+    match = re.fullmatch(r"model((?:\.[^.]+)?(?:-\d+-of-\d+)?)\.safetensors", name)
     if match:
         return f"pytorch_model{match.group(1)}.bin"
     return Path(name).stem + ".bin"
@@ -1470,7 +1472,7 @@ def default_index_name(source_index: str, fmt: str, dtype: str | None = None) ->
     return f"{plain}.index.{variant}.json" if variant else f"{plain}.index.json"
 
 
-_KNOWN_VARIANT = re.compile(r"(?:model|pytorch_model|diffusion_pytorch_model)(?:\.(?P<file>[^.-]+)(?:-\d{5}-of-\d{5})?"
+_KNOWN_VARIANT = re.compile(r"(?:model|pytorch_model|diffusion_pytorch_model)(?:\.(?P<file>[^.-]+)(?:-\d+-of-\d+)?"
                             r"\.(?:safetensors|bin)|\.(?:safetensors|bin)\.index\.(?P<index>[^.]+)\.json)")
 
 

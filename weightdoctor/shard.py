@@ -27,7 +27,7 @@ from weightdoctor.convert import (
 )
 from weightdoctor.errors import UsageError
 from weightdoctor.meta_model import is_tensorrt_llm_config
-from weightdoctor.paths import expand_output
+from weightdoctor.paths import expand_output, shell_word
 from weightdoctor.renames import Rename
 from weightdoctor.rewrite import (
     OPEN_CLIP_NAMES,
@@ -326,8 +326,8 @@ def plan_shard(
         # `-o merged.safetensors` reads as one file, but shard always writes a folder (shards, index, config):
         # a folder with a weight file's name is what the user then finds.
         warnings.append(f"{named} is written as a folder holding the shards, not as a single file: name it "
-                        f"{named.rsplit('.', 1)[0]}/ for a folder; for a single file, use weightdoctor convert "
-                        f"-o {named}")
+                        f"{shell_word(named.rsplit('.', 1)[0] + '/')} for a folder; for a single file, use "
+                        f"weightdoctor convert -o {shell_word(named)}")
     too_large: list[tuple[str, int]] = []
     for filename, names in by_file.items():
         size = sum(planned[n].nbytes for n in names if planned[n].alias_of is None)

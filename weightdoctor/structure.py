@@ -120,6 +120,23 @@ class InspectReport:
     adapter: dict[str, Any] | None = None
     # Meta's / Mistral's native `params.json` beside `consolidated.*` (no config.json): its fields (None otherwise).
     native_params: dict[str, Any] | None = None
+    # How many entries `other_entries` and `skipped_entries` stand for: the lists keep the first
+    # MAX_ENTRIES_LISTED, as a pickle of a million non-tensor entries made a 33 MB --json. The text report reads the
+    # whole lists (`all_other_entries`, `all_skipped_entries`, not in --json), which it folds and counts itself.
+    other_entries_count: int = field(init=False)
+    skipped_entries_count: int = field(init=False)
+    all_other_entries: list[str] = field(init=False, repr=False, metadata={"json": False})
+    all_skipped_entries: list[str] = field(init=False, repr=False, metadata={"json": False})
+
+    def __post_init__(self) -> None:
+        self.all_other_entries, self.all_skipped_entries = self.other_entries, self.skipped_entries
+        self.other_entries_count, self.skipped_entries_count = len(self.other_entries), len(self.skipped_entries)
+        self.other_entries = self.other_entries[:MAX_ENTRIES_LISTED]
+        self.skipped_entries = self.skipped_entries[:MAX_ENTRIES_LISTED]
+
+
+# The most entries inspect's --json lists in `other_entries` and `skipped_entries` (each with its `_count`).
+MAX_ENTRIES_LISTED = 1000
 
 
 # transformers' composite encoder-decoders (EncoderDecoderModel: bert2bert; VisionEncoderDecoderModel: TrOCR, Donut,
@@ -242,10 +259,14 @@ def remote_code_warning(checkpoint: Checkpoint) -> str | None:
         # "File name too long" out of Path.is_file and ended inspect, which then read nothing.
         shown = clip_middle(f"{file} of {repo}" if repo else file, 120)
         (elsewhere if repo else here if os.path.isfile(folder / file) else absent).append(shown)
+    def first_six(files: list[str]) -> str:
+        # A config may name dozens of modules: six, and how many more (the rest went unsaid).
+        return ", ".join(files[:6]) + (f" and {len(files) - 6:,} more" if len(files) > 6 else "")
+
     named = "; ".join(part for part in (
-        f"{', '.join(here[:6])} in this folder" if here else "",
-        f"{', '.join(absent[:6])}, not in this folder" if absent else "",
-        f"{', '.join(elsewhere[:6])}" if elsewhere else "") if part)
+        f"{first_six(here)} in this folder" if here else "",
+        f"{first_six(absent)}, not in this folder" if absent else "",
+        f"{first_six(elsewhere)}" if elsewhere else "") if part)
     return (f"config.json's auto_map names code of its own ({named}): "
             "from_pretrained(..., trust_remote_code=True) imports and runs it, and the security verdict covers the "
             "weight files only; weightdoctor never runs it: read it before passing trust_remote_code")

@@ -12,7 +12,10 @@ _BINARY = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "PIB": 2**50}
 # The number is whatever Python's float() reads before the unit, as accelerate and huggingface_hub read it
 # ("1e3MB", " 24 GB"); "inf" / "nan" have no digits before their letters, so they end up as unknown units.
 _SIZE_RE = re.compile(r"^\s*(.*?)\s*([A-Za-z]*)\s*$")
-_UNITS_HELP = "(decimal: KB MB GB TB; binary: KiB MiB GiB TiB)"
+# Every refusal of a unit lists the units read, and how: any case, but a decimal unit's b in capitals (kb, Gb: bits
+# to accelerate).
+_UNITS_HELP = ("(decimal: KB MB GB TB PB; binary: KiB MiB GiB TiB PiB; any case, but KB..PB with a capital B; a bare "
+               "number is bytes)")
 _POWERS = {"K": 3, "M": 6, "G": 9, "T": 12, "P": 15}
 
 
@@ -53,12 +56,12 @@ def parse_size(text: str | int) -> int:
     if unit in _DECIMAL and written.endswith("b"):
         raise UsageError(
             f"size {text!r} is ambiguous: a lowercase b means bits to accelerate (it reads 8Gb as 1GB), bytes to "
-            f"most people; write {digits}{unit} for bytes"
+            f"most people; write {digits}{unit} for bytes {_UNITS_HELP}"
         )
     if unit in ("K", "M", "G", "T", "P"):
         # Read as decimal by some tools and binary by others (Docker), refused by accelerate: said, not guessed.
         raise UsageError(f"size {text!r} is ambiguous: write {digits}{unit}B ({unit}B = 10^{_POWERS[unit]} bytes) "
-                         f"or {digits}{unit}iB (2^{_POWERS[unit] * 10 // 3} bytes)")
+                         f"or {digits}{unit}iB (2^{_POWERS[unit] * 10 // 3} bytes) {_UNITS_HELP}")
     if unit in _DECIMAL:
         factor = _DECIMAL[unit]
     elif unit in _BINARY:
@@ -236,10 +239,49 @@ def refuse_max_memory_value(option: str, text: str) -> None:
                      f"--gpu once per GPU in device order and --cpu for RAM: {shlex.join(options)}")
 
 
+# The largest device size plan-devices takes: 2^53 bytes (9 PB), past any GPU's or machine's memory and the last
+# integer a float holds exactly. accelerate reads max_memory as int(float(number) * unit) (convert_file_size_to_int)
+# and so did this planner: `--gpu 1e20GB` was planned as 99999999999999991433150857216 bytes, not the 10^29 typed.
+MAX_DEVICE_BYTES = 2**53
+
+
+def refuse_beyond_any_device(option: str, text: str) -> int:
+    """The bytes of `text`, a device size given to `option`, refused past `MAX_DEVICE_BYTES`.
+
+    Example:
+        >>> refuse_beyond_any_device("--gpu", "80GB")
+        80000000000
+        >>> refuse_beyond_any_device("--gpu", "1e20GB")  # doctest: +NORMALIZE_WHITESPACE
+        Traceback (most recent call last):
+        weightdoctor.errors.UsageError: --gpu 1e20GB is more memory than any device holds (over 9 PB, 2^53 bytes, past
+        which a size read as a float, as accelerate reads max_memory, is no longer exact): give the device's own size
+
+    Raises:
+        UsageError: the size does not parse (as `parse_size` says), or is over 2^53 bytes.
+    """
+    size = parse_size(text)
+    if size > MAX_DEVICE_BYTES:
+        raise UsageError(f"{option} {text.strip()} is more memory than any device holds (over 9 PB, 2^53 bytes, past "
+                         "which a size read as a float, as accelerate reads max_memory, is no longer exact): give the "
+                         "device's own size")
+    return size
+
+
 def size_is_binary(text: str) -> bool:
     """True when a size string uses a binary unit (KiB, MiB, ...), for messages that say which was used."""
     parts = _split_size(text)
     return parts is not None and parts[1].upper() in _BINARY
+
+
+def size_unit(text: str) -> str:
+    """The unit a size string was typed with, as typed (`"400 KB"` -> `"KB"`); "" for a bare number of bytes (`"1e5"`).
+
+    Example:
+        >>> size_unit("400 KB"), size_unit("0.4MB"), size_unit("1e5")
+        ('KB', 'MB', '')
+    """
+    parts = _split_size(text)
+    return parts[1] if parts is not None else ""
 
 
 def format_bytes(num_bytes: int | float, binary: bool = False) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.errors import SourceNotFound, UsageError, closest
+from weightdoctor.errors import SourceNotFound, UsageError, clip_words, closest
 from weightdoctor.paths import exists as path_exists
 from weightdoctor.paths import expand_user, shell_word
 
@@ -111,10 +111,24 @@ def url_source_hint(text: str) -> str | None:
         # Each word quoted: `my%20dir/x.bin` unquoted is `my dir/x.bin`, two names to the pasted command.
         return (f"a web address of one file, not a local path: download it "
                 f"({download_command(repo, revision, file='/'.join(tail))}) and give its path, or give the repo id: "
-                f"{repo}{flag}")
+                f"{shell_word(repo, argument=True)}{flag}")
     # A folder of the repo (`tree/main/unet`, `hf://org/name/unet`): a diffusers pipeline keeps one model per folder.
+    # Quoted as one word: `tree/main/my%20dir` was said as `org/pipe/my dir`, two words to the pasted command.
     folder = "".join(f"/{part}" for part in tail)
-    return f"a web address, not a local path: give the repo id instead: {repo}{folder}{flag}"
+    said = shell_word(repo + folder, argument=True)
+    return f"a web address, not a local path: give the repo id instead: {said}{flag}"
+
+
+def _first_shell_word(text: str) -> str:
+    """The first word of `text` as a shell reads it (`'org/pipe/my dir' --revision v1` -> `org/pipe/my dir`); the text
+    up to its first space where it is no shell words (an unclosed quote)."""
+    import shlex
+
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        words = []
+    return words[0] if words else text.partition(" ")[0]
 
 
 _REPO_SUBFOLDER_RE = re.compile(r"^([A-Za-z0-9][\w.-]*/[\w.-]+)/((?:[\w.-]+/)*[\w.-]+)/?\Z")
@@ -679,7 +693,7 @@ def hub_location(text: str) -> HubLocation | None:
             from huggingface_hub.utils import validate_repo_id
 
             hint = url_source_hint(text) or ""
-            typed = hint.partition("give the repo id instead: ")[2].partition(" ")[0].rstrip("/")
+            typed = _first_shell_word(hint.partition("give the repo id instead: ")[2]).partition(" ")[0].rstrip("/")
             try:  # a name past the Hub's 96 characters is no repo id to give, whatever its characters
                 validate_repo_id(typed.split("/", 2)[0] if typed.count("/") > 1 else typed)
             except HFValidationError:
@@ -959,7 +973,8 @@ def holds_weights(folder: Path) -> bool:
 def _hub_error(repo_id: str, revision: str | None, exc: Exception) -> SourceNotFound:
     reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
     return _not_found(
-        repo_id, revision, f"is not in the cache at {hub_cache_dir()}, and the Hub could not provide it: {reason[:160]}"
+        repo_id, revision,
+        f"is not in the cache at {hub_cache_dir()}, and the Hub could not provide it: {clip_words(reason, 160)}"
     )
 
 
@@ -1071,7 +1086,7 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
         # download_file's "not in the cache" would have blamed on the repo.
         reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise SourceNotFound(f"{repo_id}'s cached snapshot has no {filename}, and the Hub could not provide it: "
-                             f"{reason[:160]}", named) from exc
+                             f"{clip_words(reason, 160)}", named) from exc
 
 
 def broken_cache_entry(pointer: Path, unreachable: str | None = None) -> str | None:

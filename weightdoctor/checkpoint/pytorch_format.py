@@ -33,6 +33,7 @@ from weightdoctor.errors import (
     UnsupportedFormat,
     UsageError,
     clip_middle,
+    clip_words,
 )
 from weightdoctor.wording import counted
 
@@ -755,7 +756,7 @@ def _weights_only_message(exc: Exception) -> str:
     reason = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     first = reason.group(1) if reason else (lines[0] if lines else type(exc).__name__)
-    return f"torch's weights_only loader refuses the pickle: {first.strip()[:200]}"
+    return f"torch's weights_only loader refuses the pickle: {clip_words(first.strip(), 200)}"
 
 
 def check_torch_version(version: str | None = None) -> None:
@@ -1667,7 +1668,7 @@ def _unreadable_pickle(exc: Exception) -> str:
     if "out-of-band" in str(exc):
         return ("the pickle refers to out-of-band buffers (pickle protocol 5 written with a buffer_callback) that "
                 "are kept outside the file: the file alone does not hold the data")
-    detail = " ".join(str(exc).split())[:160]
+    detail = clip_words(" ".join(str(exc).split()), 160)
     return f"the pickle cannot be read: {type(exc).__name__}: {detail}"
 
 
@@ -1816,7 +1817,7 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
         except Exception as inner:
             raise UnsupportedFormat(
                 f"{message} (pickle protocol {report.protocol}); the restricted fallback loader failed too: "
-                f"{type(inner).__name__}: {' '.join(str(inner).split())[:160]}"
+                f"{type(inner).__name__}: {clip_words(' '.join(str(inner).split()), 160)}"
             ) from inner
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
         refusal = _legacy_untyped_storage(path, report) if fmt == "pytorch-legacy" else None
@@ -1831,14 +1832,15 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
                     "than its pickle declares (torch: storage has wrong byte size)")
         if fmt == "pytorch-zip" and names is None:
             # Neither zipfile nor torch can read the archive: most often a download cut short.
-            raise CorruptCheckpoint(f"the zip archive is damaged or truncated (torch: {text[:200]})") from exc
-        raise CorruptCheckpoint(f"torch cannot read the file: {text[:200]}") from exc
+            raise CorruptCheckpoint(
+                f"the zip archive is damaged or truncated (torch: {clip_words(text, 200)})") from exc
+        raise CorruptCheckpoint(f"torch cannot read the file: {clip_words(text, 200)}") from exc
     except Exception as exc:  # torch raises many kinds of errors on hostile bytes
         refusal = _legacy_untyped_storage(path, report) if fmt == "pytorch-legacy" else None
         if refusal is not None:
             raise refusal from exc
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-        raise CorruptCheckpoint(f"torch cannot read the file: {type(exc).__name__}: {text[:200]}") from exc
+        raise CorruptCheckpoint(f"torch cannot read the file: {type(exc).__name__}: {clip_words(text, 200)}") from exc
     if fmt == "pytorch-zip":
         check_record_sizes(path, _inert_names(report))
     return obj

@@ -2972,9 +2972,10 @@ def _one_shard_of_several(path: Path, typed: str | None = None) -> list[str]:
     except OSError:  # the index's name is longer than the shard's ("-1-of-2" < ".index.json"): past 255 bytes
         has_index = False
     # The name alone says "shard" only in the Hub's own spelling (`-00001-of-00003`, five digits each, as
-    # transformers, diffusers and `shard` write it): `fold-1-of-5.pt`, a whole model of a 5-fold cross-validation,
-    # is not one. Without that spelling, an index beside it has to say so.
-    if not has_index and re.search(r"-\d{5}-of-\d{5}\.[A-Za-z]+$", path.name) is None:
+    # transformers, diffusers and `shard` write it; six or more from writers that pad wider, and from huggingface_hub
+    # past 99999 shards): `fold-1-of-5.pt`, a whole model of a 5-fold cross-validation, is not one. Without that
+    # spelling, an index beside it has to say so.
+    if not has_index and re.search(r"-\d{5,}-of-\d{5,}\.[A-Za-z]+$", path.name) is None:
         return []
     siblings = [p for p in path.parent.glob(f"{glob_escape(found.group(1))}-*-of-*{found.group(4)}")
                 if p != path and re.fullmatch(rf"{re.escape(found.group(1))}-0*\d+-of-0*{int(found.group(3))}"

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from weightdoctor.errors import WeightDoctorError
+from weightdoctor.errors import WeightDoctorError, clip_words
 from weightdoctor.wording import reflow_help
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -92,7 +92,7 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
         _console().error(exc.one_line() + _next_step(exc))
         return exc.exit_code
     prefix = next((text for kind, text in FOREIGN_ERRORS if isinstance(exc, kind)), None)
-    detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+    detail = clip_words(" ".join(str(exc).split()), 300) or type(exc).__name__
     if prefix is None and isinstance(exc, ImportError):
         # Not the checkpoint's fault, so not said of it: a library that is missing or broken, or that cannot be
         # mapped into memory under a limit (`ulimit -v` on a shared machine: "failed to map segment").

@@ -28,6 +28,44 @@ FilterOpt = Annotated[
 ]
 
 
+# Words other tools take after `-o`/`--output` as the report's format (kubectl's `-o json`, `-o yaml`, `-o table`): here
+# `-o` names the file written, and `-o json` wrote the weights (or the device map) to a file named `json`.
+OUTPUT_FORMAT_WORDS = ("json", "yaml", "yml", "table", "text")
+
+
+def output_format_word(value: str) -> str:
+    """The report format `value` names when it is a bare format word (`json`, `.json`, ` YAML`), else "".
+
+    Example:
+        >>> [output_format_word(v) for v in ("JSON", "table", "./json", "m.json")]
+        ['json', 'table', '', '']
+    """
+    word = value.strip().lower().lstrip(".")
+    return word if word in OUTPUT_FORMAT_WORDS else ""
+
+
+def output_format_hint(value: str, wanted: str = "a file or folder name") -> str:
+    """What to say when `-o`/`--output` is given a format word, not a file: how that format is asked for here, and how
+    to name a file so anyway; "" when `value` is a file name.
+
+    Example:
+        >>> output_format_hint("yaml")  # doctest: +NORMALIZE_WHITESPACE
+        "'yaml' is an output format, not a file name: weightdoctor prints tables, or one JSON object with --json
+        (no YAML); give a file or folder name (-o ./yaml for that name)"
+    """
+    word = output_format_word(value)
+    if not word:
+        return ""
+    if word == "json":
+        asked = "--json prints the report as one JSON object on stdout"
+    elif word in ("table", "text"):
+        asked = "weightdoctor prints its report as text tables by default (--json for one JSON object)"
+    else:
+        asked = "weightdoctor prints tables, or one JSON object with --json (no YAML)"
+    return (f"{value!r} is an output format, not a file name: {asked}; give {wanted} (-o ./{value.strip()} for that "
+            "name)")
+
+
 def check_count(option: str, value: int | None, least: int, what: str) -> None:
     """Refuse a number option below `least` in one line, the same for every command (`--sample 0`).
 

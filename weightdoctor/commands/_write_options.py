@@ -21,6 +21,12 @@ def _not_empty(value: str) -> str:
         # Read by most tools as stdout; here it made a file or folder named "-" beside the command.
         raise typer.BadParameter("is '-', which here would be a file named '-', not stdout; give a file or folder "
                                  "name (`-o ./-` for that name)")
+    from weightdoctor.commands._options import output_format_hint
+
+    # `-o json` (kubectl's way to ask for JSON) wrote the weights to a file named `json`.
+    hint = output_format_hint(value)
+    if hint:
+        raise typer.BadParameter(hint)
     return value
 
 

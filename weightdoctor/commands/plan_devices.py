@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from weightdoctor.commands._errors import handle_errors
-from weightdoctor.commands._options import DebugOpt, JsonOpt, KeyOpt, RevisionOpt
+from weightdoctor.commands._options import DebugOpt, JsonOpt, KeyOpt, RevisionOpt, output_format_hint
 from weightdoctor.paths import expand_output
 
 SIZES_HELP = (
@@ -125,7 +125,13 @@ def plan_devices(
     from weightdoctor.plan_devices import (
         plan_devices as run_plan,
     )
-    from weightdoctor.units import parse_size, refuse_max_memory_value, refuse_size_list, refuse_unitless_size
+    from weightdoctor.units import (
+        parse_size,
+        refuse_beyond_any_device,
+        refuse_max_memory_value,
+        refuse_size_list,
+        refuse_unitless_size,
+    )
 
     if fail_on is not None:
         # `--fail-on error`, the level inspect and diff-keys take: what this command calls the levels instead.
@@ -165,13 +171,13 @@ def plan_devices(
         if option == "--gpu":
             refuse_size_list(option, given)
         refuse_unitless_size(option, given)
-    gpus = [parse_size(g) for g in gpu or []]
+    gpus = [refuse_beyond_any_device("--gpu", g) for g in gpu or []]
     if 0 in gpus:
         # `--gpu 0` reads like "use GPU 0"; a GPU that holds nothing plans nothing on it.
         raise UsageError("--gpu takes the memory of one GPU (e.g. 24GB, 80GiB), not a device index; 0 bytes "
                          "would hold nothing")
-    cpu_bytes = parse_size(cpu) if cpu is not None else None
-    reserve_bytes = parse_size(reserve)
+    cpu_bytes = refuse_beyond_any_device("--cpu", cpu) if cpu is not None else None
+    reserve_bytes = refuse_beyond_any_device("--reserve", reserve)
     local_info = None
     if local:
         local_info = read_local_devices()
@@ -188,6 +194,9 @@ def plan_devices(
         # `-o json` (other tools' way to ask for JSON output) wrote the device map to a file named `json`.
         raise UsageError(f"--output {output!r}: give a file name, e.g. device_map.json (--json prints the plan on "
                          "stdout)")
+    if output is not None and output_format_hint(output):
+        # `-o yaml`, `-o table`: a report format too, written as a device map named `yaml`.
+        raise UsageError(f"--output {output_format_hint(output, 'a file name, e.g. device_map.json')}")
     if output is not None:
         from pathlib import Path
 

@@ -85,7 +85,10 @@ def target_table(report: CheckDtypeReport, width: int | None = None) -> Table:
     needed = 1 + sum(3 + max(len(header), *(_shown_len(r[i]) for r in rows))
                      for i, header in enumerate(_TARGET_HEADERS)) if rows else 0
     if width is not None and needed > width:  # a narrow console: no number is cut to `…`
-        table = Table(title=title, title_justify="left")
+        # The title wraps to the table's width: three narrow columns cut it into two lines, the second beginning
+        # mid-phrase ("unsafe / lossy of checked)"). The key to the tensors row goes under the table instead.
+        table = Table(title="What each cast does", title_justify="left",
+                      caption="tensors: unsafe / lossy of checked", caption_justify="left")
         table.add_column("", overflow="fold")
         for row in rows:  # folded, never cut to `…`: fp8_e4m3 and fp8_e5m2 must stay apart
             table.add_column(row[0], justify="right", overflow="fold")

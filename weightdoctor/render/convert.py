@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from weightdoctor.render.text import escape
-from weightdoctor.units import format_bytes
+from weightdoctor.units import format_bytes, size_unit
 from weightdoctor.wording import counted
 
 
@@ -93,7 +93,9 @@ def render_shard(result: object, console: Console) -> None:
     if plan.max_bytes is None:
         limit = "none: one file (--max 0 / --single)"
     else:
-        limit = f"{plan.max_text} = {counted(plan.max_bytes, 'byte')} ({plan.units} units)"
+        # A number without a unit (`--max 1e5`) is bytes: "(decimal units)" named a unit that was not typed.
+        read_as = f"{plan.units} units" if size_unit(plan.max_text or "") else "no unit: bytes"
+        limit = f"{plan.max_text} = {counted(plan.max_bytes, 'byte')} ({read_as})"
     verb = "would write" if result.dry_run else "wrote"  # type: ignore[attr-defined]
     rows = [
         ("format", plan.format),

@@ -56,10 +56,10 @@ def summary_table(report: InspectReport) -> Table:
         table.add_row("shared storage", listed((" ≡ ".join(g) for g in report.shared_tensors), "; "))
     if report.nested_key:
         table.add_row("state dict at", f"[cyan]{escape(report.nested_key)}[/] ({nested_kind(report.nested_key)})")
-    if report.other_entries:
-        table.add_row("other entries", listed(report.other_entries))
-    if report.skipped_entries:
-        table.add_row("non-tensor entries", listed(folded_entries(report.skipped_entries)))
+    if report.all_other_entries:
+        table.add_row("other entries", listed(report.all_other_entries))
+    if report.all_skipped_entries:
+        table.add_row("non-tensor entries", listed(folded_entries(report.all_skipped_entries)))
     if report.metadata:
         table.add_row("metadata", listed(f"{k}={v}" for k, v in report.metadata.items()))
     if report.security is not None:

@@ -82,18 +82,38 @@ def _num(value: float) -> str:
     return f"{value:.3g}" if value == value else "nan"
 
 
-def init_table(report: StatsReport, limit: int | None) -> Table:
+# Below these widths the tables' wrappable columns (names, inits, messages) would get fewer characters than this,
+# and Rich then cut the numbers and codes to `…` (`100.…`, `checkpoint-at…`): each row is shown as a record instead.
+_MIN_TEXT_COLUMN = 8
+_MIN_MESSAGE_COLUMN = 20
+
+
+def _plain_len(markup: str) -> int:
+    from rich.text import Text
+
+    return max((Text.from_markup(line).cell_len for line in markup.split("\n")), default=0)
+
+
+def _records_table(title: str, records: list[list[tuple[str, str]]], caption: str | None = None) -> Table:
+    """Rows as records, one `label  value` line each, a rule between records: for a console too narrow for the
+    columns (the values fold at their width, never cut)."""
+    table = Table(title=title, title_justify="left", show_header=False, caption=caption)
+    table.add_column("", style="bold", no_wrap=True)
+    table.add_column("", overflow="fold")
+    for record in records:
+        for i, (label, value) in enumerate(record):
+            table.add_row(label, value, end_section=i == len(record) - 1)
+    return table
+
+
+def init_table(report: StatsReport, limit: int | None, width: int | None = None) -> Table:
+    """The statistics and init of each tensor: a row each, or a record each where `width` is too narrow for the
+    row's numbers."""
     sampled = f" (sample of {counted(report.sample, 'value')} per tensor)" if report.sample else ""
-    table = Table(title=f"Weights: statistics and initialization{sampled}", title_justify="left")
-    table.add_column("name", overflow="fold")
-    table.add_column("mean", justify="right")
-    table.add_column("std", justify="right")
-    table.add_column("abs max", justify="right")
-    table.add_column("zeros", justify="right")
-    table.add_column("found", overflow="fold")
-    table.add_column("expected at init", overflow="fold")
-    rows = report.tensors if limit is None else report.tensors[:limit]
-    for item in rows:
+    title = f"Weights: statistics and initialization{sampled}"
+    headers = ("name", "mean", "std", "abs max", "zeros", "found", "expected at init")
+    rows: list[tuple[str, ...]] = []
+    for item in report.tensors if limit is None else report.tensors[:limit]:
         s = item.stats
         found = escape(item.init.describe())
         if item.init.label == "trained":
@@ -108,36 +128,57 @@ def init_table(report: StatsReport, limit: int | None) -> Table:
         expected = escape(item.expected.describe()) if item.expected is not None else "[dim]-[/]"
         if item.expected is not None and not item.expected.confident:
             expected += " [dim](guess)[/]"
-        table.add_row(escape(item.name), _num(s.mean), _num(s.std), _num(s.abs_max),
-                      f"{s.zero_fraction:.1%}", found, expected)
+        rows.append((escape(item.name), _num(s.mean), _num(s.std), _num(s.abs_max), f"{s.zero_fraction:.1%}", found,
+                     expected))
+    caption = None
     if limit is not None and len(report.tensors) > limit:
-        table.caption = f"{len(report.tensors) - limit} more; use --all or --filter REGEX"
+        caption = f"{len(report.tensors) - limit} more; use --all or --filter REGEX"
+    numbers = sum(3 + max(len(header), *(len(row[i]) for row in rows)) for i, header in enumerate(headers)
+                  if 1 <= i <= 4) if rows else 0
+    if width is not None and rows and 1 + numbers + 3 * (3 + _MIN_TEXT_COLUMN) > width:
+        return _records_table(title, [list(zip(headers, row, strict=True)) for row in rows], caption)
+    table = Table(title=title, title_justify="left", caption=caption)
+    table.add_column("name", overflow="fold")
+    table.add_column("mean", justify="right")
+    table.add_column("std", justify="right")
+    table.add_column("abs max", justify="right")
+    table.add_column("zeros", justify="right")
+    table.add_column("found", overflow="fold")
+    table.add_column("expected at init", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
-def findings_table(report: StatsReport) -> Table:
+def findings_table(report: StatsReport, width: int | None = None) -> Table:
+    """The findings: a row each, or a record each where `width` is too narrow for their codes and a message."""
+    headers = ("severity", "code", "tensor", "what")
+    rows = [(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]", f.code, escape(f.tensor or "(checkpoint)"),
+             escape(f.message) + (f"\n[dim]→ {escape(f.hint)}[/]" if f.hint else "")) for f in report.findings]
+    fixed = sum(3 + max(len(header), *(_plain_len(row[i]) for row in rows)) for i, header in enumerate(headers)
+                if i <= 1) if rows else 0
+    if width is not None and rows and 1 + fixed + 3 + _MIN_TEXT_COLUMN + 3 + _MIN_MESSAGE_COLUMN > width:
+        return _records_table("Findings", [list(zip(headers, row, strict=True)) for row in rows])
     table = Table(title="Findings", title_justify="left")
     table.add_column("severity")
     table.add_column("code")
     table.add_column("tensor", overflow="fold")
     table.add_column("what", overflow="fold")
-    for f in report.findings:
-        what = escape(f.message) + (f"\n[dim]→ {escape(f.hint)}[/]" if f.hint else "")
-        table.add_row(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]", f.code, escape(f.tensor or "(checkpoint)"),
-                      what)
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
 def render_stats(report: StatsReport, console: Console, limit: int | None = 50) -> None:
     """Print the init table, the checkpoint's state and the findings."""
     console.print()
-    console.print(init_table(report, limit))
+    console.print(init_table(report, limit, console.width))
     source = {"transformers": f"{report.model_class}'s own init rules (transformers, meta device)",
               "pytorch-defaults": "PyTorch defaults guessed from names and shapes"}[report.expected_from]
     share = "" if report.trained_share is None else f" ({report.trained_share:.1%} of matrix parameters moved)"
     console.print(f"[bold]state:[/] {report.state}{share}   [bold]expected inits:[/] {escape(source)}")
     if report.findings:
-        console.print(findings_table(report))
+        console.print(findings_table(report, console.width))
     else:
         console.print("[green]no findings[/]")
 

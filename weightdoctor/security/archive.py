@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from weightdoctor.errors import clip_words
 from weightdoctor.wording import counted
 
 LOCAL_SIGNATURE = b"PK\x03\x04"
@@ -430,7 +431,7 @@ def _read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
         strict: ZipLayout | None = _from_central_directory(handle, file_size)
     except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError, EOFError, struct.error) as exc:
         strict = None
-        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        reason = clip_words(" ".join(str(exc).split()), 120) or type(exc).__name__
         notes.append(f"zipfile cannot read the central directory ({reason}); it was read as PyTorch reads it")
     raw_members: list[ZipMember] = []
     read = {(m.name, m.header_offset): m.data_offset for m in strict.members} if strict is not None else {}

@@ -16,6 +16,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from weightdoctor.errors import clip_words
+
 HIGHEST_PROTOCOL = 5
 # Longest line a text opcode (GLOBAL, INST, protocol 0 strings) may have; without a bound pickletools
 # would read a whole multi-gigabyte file looking for a newline.
@@ -429,7 +431,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
     except _StackError as exc:
         walk.error = str(exc)
     except (ValueError, UnicodeDecodeError, OverflowError, MemoryError, IndexError, KeyError, TypeError) as exc:
-        walk.error = " ".join(str(exc).split())[:200] or type(exc).__name__
+        walk.error = clip_words(" ".join(str(exc).split()), 200) or type(exc).__name__
     walk.error_offset = position
     walk.end = reader.tell()
     return walk

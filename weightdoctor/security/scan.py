@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from weightdoctor.errors import clip_words
 from weightdoctor.security import archive
 from weightdoctor.security.opcodes import OPAQUE, GlobalImport, PickleWalk, walk_pickle
 from weightdoctor.security.policy import (
@@ -479,7 +480,7 @@ def _scan_tar(handle: BinaryIO, size: int, collector: _Collector) -> None:
                 if found.isfile():
                     read[(found.offset_data, found.size)] = name
     except (tarfile.TarError, ValueError, OSError, EOFError, UnicodeDecodeError) as exc:
-        collector.problem("(tar)", 0, f"cannot read the tar archive: {' '.join(str(exc).split())[:120]}")
+        collector.problem("(tar)", 0, f"cannot read the tar archive: {clip_words(' '.join(str(exc).split()), 120)}")
         # torch.load then reads the file as a pickle (legacy_load's TarError is its cue): walk it as one.
         _scan_pickle_file(handle, size, collector)
         return
