@@ -854,6 +854,14 @@ def side_files(
                 # "Is a directory", which said nothing of this folder.
                 left_out.append(f"{name}/ (a folder named like a weight file or index)")
                 continue
+            if _training_save(item):
+                # A Trainer's output_dir keeps its checkpoint-N/ saves beside the final model (DeepSpeed its
+                # global_stepN/): each a checkpoint to resume from, optimizer and RNG state and pickled arguments
+                # included. Copied whole, the output of `convert output_dir` held every save of the run, several
+                # times the model's size, and the pickles the conversion was run to leave behind.
+                left_out.append(f"{name}/ (a save to resume training from: another checkpoint of the run, not part of "
+                                "this model; convert it on its own)")
+                continue
             if output_inside and _holds_weight_files(item):
                 # No mark tells an earlier output (or a Trainer's checkpoint-N/) from a module's own weights
                 # (sentence-transformers' 2_Dense/): inside the model folder, copying either nests copies on every
@@ -910,6 +918,23 @@ def side_files(
             continue
         copies.append(SideFile(item, name))
     return copies, left_out
+
+
+def _training_save(folder: Path) -> bool:
+    """Whether `folder` is a save to resume training from: at its top, training state other than arguments alone
+    (a Trainer's checkpoint-N/: `optimizer.pt`, `scheduler.pt`, `rng_state.pth`, `trainer_state.json`; DeepSpeed's
+    global_stepN/: `*_optim_states.pt`; Accelerate's `checkpoint_0/`: `optimizer.bin`, `random_states_0.pkl`).
+    `training_args.bin` alone is not one: Trainer.save_model writes it beside a final model too.
+
+    Example:
+        >>> _training_save(Path("/nonexistent"))
+        False
+    """
+    try:
+        return any(item.is_file() and (item.name == "trainer_state.json" or (
+            is_training_state(item.name) and not item.name.startswith("training_args"))) for item in folder.iterdir())
+    except OSError:
+        return False
 
 
 def _holds_weight_files(folder: Path) -> bool:

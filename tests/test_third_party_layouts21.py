@@ -1,0 +1,55 @@
+"""A twenty-first round: training-run folders and model-merging outputs as their own save code writes them: a
+Trainer's output_dir (its checkpoint-N/ saves beside the final model), its training_args.bin, ..."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import run_cli
+
+
+@pytest.fixture(scope="module")
+def trainer_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real Trainer's output_dir: checkpoint-1/ and checkpoint-2/ (model.safetensors, optimizer.pt, scheduler.pt,
+    rng_state.pth, trainer_state.json, training_args.bin) beside the final model of Trainer.save_model."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=50, n_positions=16)
+
+    class Tokens(torch.utils.data.Dataset):  # type: ignore[type-arg]
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            ids = torch.arange(8) % 50
+            return {"input_ids": ids, "labels": ids}
+
+    output_dir = tmp_path_factory.mktemp("trainer") / "run"
+    args = transformers.TrainingArguments(output_dir=str(output_dir), save_strategy="steps", save_steps=1,
+                                          max_steps=2, per_device_train_batch_size=2, report_to=[], use_cpu=True,
+                                          disable_tqdm=True)
+    trainer = transformers.Trainer(model=transformers.GPT2LMHeadModel(config), args=args, train_dataset=Tokens())
+    trainer.train()
+    trainer.save_model(str(output_dir))
+    assert {"checkpoint-1", "checkpoint-2", "model.safetensors", "training_args.bin"} <= {
+        p.name for p in output_dir.iterdir()}
+    return output_dir
+
+
+@pytest.mark.parametrize("command", ["convert", "shard"])
+def test_converting_a_trainer_output_dir_leaves_its_checkpoint_saves_out(
+        trainer_run: Path, tmp_path: Path, command: str) -> None:
+    """`convert output_dir -o elsewhere` copied every checkpoint-N/ whole beside the final model (their optimizer.pt,
+    rng_state.pth, training_args.bin pickles and weights): the output of a conversion run to get one model in
+    safetensors held the whole run, though the same training_args.bin at the top was left out."""
+    output = tmp_path / "out"
+    result = run_cli(command, str(trainer_run), "-o", str(output), *(["--max", "1GB"] if command == "shard" else []))
+    assert result.exit_code == 0, result.stderr
+    written = sorted(str(p.relative_to(output)) for p in output.rglob("*"))
+    assert not any(name.startswith("checkpoint-") for name in written), written
+    assert "config.json" in written and not any(name.endswith((".pt", ".pth", ".bin")) for name in written), written
+    assert "checkpoint-1/ (a save to resume training from: another checkpoint of the run" in result.stderr
+    assert "checkpoint-2/ (a save to resume training from" in result.stderr
