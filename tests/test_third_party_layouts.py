@@ -221,7 +221,8 @@ def test_the_training_state_of_a_trainer_checkpoint_is_named_not_read_as_weights
         "scheduler.pt": "holds a learning-rate scheduler's state dict",
         "rng_state.pth": "holds random-number generator states (python, numpy, cpu: a Trainer's rng_state.pth)",
         "random_states_0.pkl": "holds random-number generator states (Accelerate's random_states_N.pkl)",
-        "training_args.bin": "a Trainer's training_args.bin: its TrainingArguments object, pickled, not weights",
+        "training_args.bin": "holds a Trainer's TrainingArguments (training_args.bin: the run's settings, read as "
+                             "inert data",
     }
     for name, words in expected.items():
         result = run_cli("inspect", str(checkpoint / name))

@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import run_cli
+from tests.helpers import one_error_line, run_cli
+
+# Words of a security refusal: none may appear for a genuine file.
+_REFUSAL_WORDS = ("suspicious", "dangerous", "unsafe", "may run code")
 
 
 @pytest.fixture(scope="module")
@@ -53,3 +56,23 @@ def test_converting_a_trainer_output_dir_leaves_its_checkpoint_saves_out(
     assert "config.json" in written and not any(name.endswith((".pt", ".pth", ".bin")) for name in written), written
     assert "checkpoint-1/ (a save to resume training from: another checkpoint of the run" in result.stderr
     assert "checkpoint-2/ (a save to resume training from" in result.stderr
+
+
+@pytest.mark.parametrize("command", [
+    ["inspect"], ["inspect", "--stats"], ["check-dtype"], ["plan-devices", "--gpu", "1GB"], ["diff-keys", "{model}"],
+    ["convert", "-o", "{out}/x.safetensors"], ["shard", "-o", "{out}/shards", "--max", "1GB"]])
+def test_a_trainers_training_args_bin_is_named_as_its_settings_not_refused_as_suspicious(
+        trainer_run: Path, tmp_path: Path, command: list[str]) -> None:
+    """training_args.bin, torch.save(TrainingArguments) as every Trainer writes it, names TrainingArguments, the
+    transformers enums of its fields (SchedulerType, OptimizerNames, IntervalStrategy, SaveStrategy, HubStrategy),
+    AcceleratorConfig and accelerate's PartialState / DistributedType: each command refused the genuine file as
+    "suspicious: ... (unknown ...)". It is data, read as inert stand-ins; and once read it holds no weights, which is
+    what the one line says (not a model of 0 tensors, which inspect showed and convert wrote)."""
+    path = trainer_run / "checkpoint-2" / "training_args.bin"
+    args = [part.format(model=trainer_run, out=tmp_path) for part in command]
+    line = one_error_line(run_cli(args[0], str(path), *args[1:]))
+    assert not any(word in line.lower() for word in _REFUSAL_WORDS), line
+    assert ("no model weights: the file holds a Trainer's TrainingArguments (training_args.bin: the run's settings, "
+            "read as inert data, never imported)") in line
+    assert "model.safetensors or pytorch_model.bin in the same checkpoint-N folder" in line
+    assert not any(tmp_path.iterdir())

@@ -233,9 +233,12 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
         return obj["teacher"], "teacher"
     if _ema_pytorch_beside_model(obj):
         return obj["ema_model_state_dict"], "ema_model_state_dict"
-    if _is_state_dict(obj) or (isinstance(obj, Mapping) and not obj):
+    # A Trainer's training_args.bin is read as an inert stand-in, itself an empty mapping: before the test below,
+    # which took it for a state dict of 0 tensors (inspect showed 0 parameters, convert wrote an empty file).
+    kind = training_state_kind(obj) if isinstance(obj, InertObject) else None
+    if kind is None and (_is_state_dict(obj) or (isinstance(obj, Mapping) and not obj)):
         return obj, None  # an empty dict is a state dict of 0 tensors, as a safetensors file may hold
-    kind = training_state_kind(obj)
+    kind = kind or training_state_kind(obj)
     if kind is not None:
         # Before the search: an optimizer keyed by parameter name holds a mapping of tensors per parameter
         # (`state.<name>`: step, exp_avg, exp_avg_sq), and a Trainer's RNG states a tensor at the top (`cpu`).
@@ -634,6 +637,9 @@ def training_state_kind(obj: Any) -> str | None:
     """What a file of training state holds, in words, or None: an optimizer's, a learning-rate scheduler's or a
     gradient scaler's state dict, or the random-number generator states a Trainer (`rng_state.pth`) or
     Accelerate (`random_states_0.pkl`) saves."""
+    if isinstance(obj, InertObject) and type(obj).__qualname__.endswith("TrainingArguments"):
+        return (f"a Trainer's {type(obj).__qualname__} (training_args.bin: the run's settings, read as inert data, "
+                "never imported)")
     if not isinstance(obj, Mapping):
         return None
     keys = {k for k in obj if isinstance(k, str)}

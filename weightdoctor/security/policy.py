@@ -68,6 +68,17 @@ INERT_GLOBALS: frozenset[str] = frozenset({
     # ifconfig) stays dangerous, and a tzinfo from zoneinfo or pytz, which reads zone files, stays unknown.
     "datetime.datetime", "datetime.date", "datetime.time", "datetime.timedelta", "datetime.timezone",
     "decimal.Decimal", "fractions.Fraction", "uuid.UUID",
+    # transformers' Trainer torch.saves its TrainingArguments whole as training_args.bin, in every checkpoint-N/ and
+    # beside the final model: a dataclass (NEWOBJ, then BUILD of its fields) whose fields hold transformers' enums
+    # (REDUCE of the class on a string), an AcceleratorConfig dataclass and accelerate's PartialState (NEWOBJ and
+    # BUILD of its settings, a torch.device and a DistributedType enum among them). Read from the file transformers
+    # 5 writes; Seq2SeqTrainer's subclass is the same data.
+    "transformers.training_args.TrainingArguments", "transformers.training_args_seq2seq.Seq2SeqTrainingArguments",
+    "transformers.training_args.OptimizerNames", "transformers.trainer_utils.SchedulerType",
+    "transformers.trainer_utils.IntervalStrategy", "transformers.trainer_utils.SaveStrategy",
+    "transformers.trainer_utils.HubStrategy", "transformers.trainer_utils.FSDPOption",
+    "transformers.debug_utils.DebugOption", "transformers.trainer_pt_utils.AcceleratorConfig",
+    "accelerate.state.PartialState", "accelerate.utils.dataclasses.DistributedType",
 })
 
 # The types omegaconf's node metadata names as values (`ref_type=typing.Any`, `object_type=dict`, a resolver
