@@ -76,3 +76,31 @@ def test_a_trainers_training_args_bin_is_named_as_its_settings_not_refused_as_su
             "read as inert data, never imported)") in line
     assert "model.safetensors or pytorch_model.bin in the same checkpoint-N folder" in line
     assert not any(tmp_path.iterdir())
+
+
+def test_an_fsdp_trainer_output_dir_points_at_the_latest_saves_dcp_model(trainer_run: Path, tmp_path: Path) -> None:
+    """A Trainer under FSDP (its default SHARDED_STATE_DICT) saves each checkpoint-N/'s model with accelerate's
+    save_fsdp_model: dcp.save({"model": state_dict}) into pytorch_model_fsdp_0/, its optimizer into optimizer_0/, beside
+    scheduler.pt, rng_state_0.pth, rng_state_1.pth, trainer_state.json. Its output_dir, given mid-run, was "folder holds
+    no weight file" and not a word more; the latest save's DCP folder is named, with the command that merges it."""
+    import shutil
+
+    dcp = pytest.importorskip("torch.distributed.checkpoint")
+    from safetensors.torch import load_file
+
+    state = load_file(str(trainer_run / "model.safetensors"))
+    run = tmp_path / "run"
+    for step in (10, 9):  # 10 sorts before 9 by name: the latest is found by number
+        save = run / f"checkpoint-{step}"
+        with pytest.warns(UserWarning):  # one process, no process group: what dcp says and does
+            dcp.save({"model": state}, checkpoint_id=str(save / "pytorch_model_fsdp_0"))
+        for name in ("scheduler.pt", "trainer_state.json", "training_args.bin"):
+            shutil.copy(trainer_run / "checkpoint-2" / name, save / name)
+        for rank in (0, 1):
+            shutil.copy(trainer_run / "checkpoint-2" / "rng_state.pth", save / f"rng_state_{rank}.pth")
+    for command in (["inspect"], ["check-dtype"], ["diff-keys", str(trainer_run)]):
+        line = one_error_line(run_cli(command[0], str(run), *command[1:]))
+        assert ("its subfolders checkpoint-9/, checkpoint-10/ are one run's saves, whose model is a "
+                "torch.distributed.checkpoint (DCP) folder (checkpoint-10/pytorch_model_fsdp_0/, FSDP's sharded state "
+                f"dict, as a Trainer under FSDP saves it): accelerate merge-weights {run / 'checkpoint-10'}"
+                "/pytorch_model_fsdp_0 OUTDIR writes the latest save's as one model.safetensors") in line, line

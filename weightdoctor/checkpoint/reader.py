@@ -1620,14 +1620,22 @@ def _saves_with_weights_below(folder: Path) -> str:
     latest = folder / saves[-1]
     try:
         inner = _subfolders_with_weights(latest)
+        # A Trainer under FSDP with its default SHARDED_STATE_DICT saves each checkpoint-N/'s model as a DCP folder,
+        # pytorch_model_fsdp_0/: its output_dir was "folder holds no weight file" and not a word of where they are.
+        fsdp = sorted(p.name for p in latest.iterdir() if p.is_dir() and p.name.startswith("pytorch_model_fsdp")
+                      and (p / ".metadata").is_file())
     except OSError:
         return ""
-    if not inner:
-        return ""
     listed = ", ".join(f"{name}/" for name in saves[:4]) + (", ..." if len(saves) > 4 else "")
-    held = ", ".join(f"{saves[-1]}/{name}/" for name in inner[:6]) + (", ..." if len(inner) > 6 else "")
     which = (f"its subfolders {listed} are one run's saves" if len(saves) > 1
              else f"its subfolder {listed} is a run's save")
+    if not inner and fsdp:
+        return (f"; {which}, whose model is a torch.distributed.checkpoint (DCP) folder ({saves[-1]}/{fsdp[0]}/, "
+                f"FSDP's sharded state dict, as a Trainer under FSDP saves it): accelerate merge-weights "
+                f"{_pasteable(latest / fsdp[0])} OUTDIR writes the latest save's as one model.safetensors to read here")
+    if not inner:
+        return ""
+    held = ", ".join(f"{saves[-1]}/{name}/" for name in inner[:6]) + (", ..." if len(inner) > 6 else "")
     return (f"; {which}, whose weights are a folder further down ({held}, as diffusers' training scripts save each "
             f"step's models): point at one, e.g. {_pasteable(latest / inner[0])} (the latest save's)")
 
