@@ -104,3 +104,23 @@ def test_an_fsdp_trainer_output_dir_points_at_the_latest_saves_dcp_model(trainer
                 "torch.distributed.checkpoint (DCP) folder (checkpoint-10/pytorch_model_fsdp_0/, FSDP's sharded state "
                 f"dict, as a Trainer under FSDP saves it): accelerate merge-weights {run / 'checkpoint-10'}"
                 "/pytorch_model_fsdp_0 OUTDIR writes the latest save's as one model.safetensors") in line, line
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["check-dtype"], ["plan-devices", "--gpu", "1GB"]])
+def test_a_trainer_output_dir_says_its_final_model_is_read_and_names_the_latest_save(
+        trainer_run: Path, command: list[str]) -> None:
+    """A Trainer's output_dir holds Trainer.save_model's final model at its top and the run's checkpoint-N/ saves
+    below: every command read the final model (as from_pretrained(output_dir) does) without a word of the saves, so
+    a user wanting the latest step (or who ran with load_best_model_at_end, where the final model is the best save's)
+    was not told which one was read, nor where the others are."""
+    import json
+
+    result = run_cli(command[0], str(trainer_run), *command[1:], "--json")
+    assert result.exit_code == 0, result.stderr
+    warnings = json.loads(result.stdout)["warnings"]
+    assert (f"checkpoint-1/, checkpoint-2/ beside the model are a run's saves to resume training from (a Trainer's "
+            "checkpoint-N/), not read: this reads the model at the folder's top, as from_pretrained(folder) loads it; "
+            f"point at {trainer_run / 'checkpoint-2'} to read the highest-numbered, latest save") in warnings, warnings
+    # A save itself says nothing of the kind.
+    result = run_cli("inspect", str(trainer_run / "checkpoint-2"), "--json")
+    assert not any("saves to resume" in w for w in json.loads(result.stdout)["warnings"])

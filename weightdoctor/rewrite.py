@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
-from weightdoctor.checkpoint.reader import is_training_state
+from weightdoctor.checkpoint.reader import is_training_save, is_training_state
 from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, torch_shape
 from weightdoctor.errors import OutputError, UsageError, WeightDoctorError, compile_user_regex
 from weightdoctor.jsontext import parse_json
@@ -854,7 +854,7 @@ def side_files(
                 # "Is a directory", which said nothing of this folder.
                 left_out.append(f"{name}/ (a folder named like a weight file or index)")
                 continue
-            if _training_save(item):
+            if is_training_save(item):
                 # A Trainer's output_dir keeps its checkpoint-N/ saves beside the final model (DeepSpeed its
                 # global_stepN/): each a checkpoint to resume from, optimizer and RNG state and pickled arguments
                 # included. Copied whole, the output of `convert output_dir` held every save of the run, several
@@ -918,23 +918,6 @@ def side_files(
             continue
         copies.append(SideFile(item, name))
     return copies, left_out
-
-
-def _training_save(folder: Path) -> bool:
-    """Whether `folder` is a save to resume training from: at its top, training state other than arguments alone
-    (a Trainer's checkpoint-N/: `optimizer.pt`, `scheduler.pt`, `rng_state.pth`, `trainer_state.json`; DeepSpeed's
-    global_stepN/: `*_optim_states.pt`; Accelerate's `checkpoint_0/`: `optimizer.bin`, `random_states_0.pkl`).
-    `training_args.bin` alone is not one: Trainer.save_model writes it beside a final model too.
-
-    Example:
-        >>> _training_save(Path("/nonexistent"))
-        False
-    """
-    try:
-        return any(item.is_file() and (item.name == "trainer_state.json" or (
-            is_training_state(item.name) and not item.name.startswith("training_args"))) for item in folder.iterdir())
-    except OSError:
-        return False
 
 
 def _holds_weight_files(folder: Path) -> bool:

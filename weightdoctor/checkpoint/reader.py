@@ -696,6 +696,24 @@ def is_training_state(name: str) -> bool:
                  or name in ("optim.pt", "train.pt", "distrib_optim.pt")))
 
 
+def is_training_save(folder: Path) -> bool:
+    """Whether `folder` is a save to resume training from: at its top, training state other than arguments alone
+    (a Trainer's checkpoint-N/: `optimizer.pt`, `scheduler.pt`, `rng_state.pth`, `trainer_state.json`; DeepSpeed's
+    global_stepN/: `*_optim_states.pt`; Accelerate's `checkpoint_0/`: `optimizer.bin`, `random_states_0.pkl`).
+    `training_args.bin` alone is not one: Trainer.save_model writes it beside a final model too.
+
+    Example:
+        >>> is_training_save(Path("/nonexistent"))
+        False
+    """
+    try:
+        return any(item.is_file() and (item.name == "trainer_state.json" or (
+            is_training_state(item.name) and not item.name.startswith("training_args")))
+            for item in itertools.islice(folder.iterdir(), 10000))
+    except OSError:
+        return False
+
+
 def _scans_of(paths: list[Path]) -> Iterator[tuple[Path, ScanReport]]:
     """Each regular file of `paths` with its static scan; one that cannot be read is passed over (the loader that
     would run it cannot read it either)."""
@@ -2483,6 +2501,16 @@ def _folder_notes(folder: Path, chosen: Path) -> list[str]:
         notes.append(f"merged/ beside this adapter holds a whole model (where axolotl's merge-lora saves the base "
                      f"with the adapter merged in): this reads the adapter; point at {folder.name}/merged to read "
                      "the merged model")
+    if chosen.parent == folder and (saves := _trainer_saves_beside(folder)):
+        # A Trainer's output_dir: Trainer.save_model's final model at the top, the run's checkpoint-N/ saves below.
+        # The final model is what from_pretrained(output_dir) loads, and read without a word of the saves: with
+        # load_best_model_at_end it is the best save's weights, not the latest's.
+        shown = ", ".join(f"{name}/" for name in saves[:4]) + (", ..." if len(saves) > 4 else "")
+        notes.append(f"{shown} beside the model {'are a run' if len(saves) > 1 else 'is a run'}'s "
+                     f"{'saves' if len(saves) > 1 else 'save'} to resume training from (a Trainer's checkpoint-N/), "
+                     "not read: this reads the model at the folder's top, as from_pretrained(folder) loads it; point "
+                     f"at {_pasteable(folder / saves[-1])} to read the "
+                     f"{'highest-numbered, latest save' if len(saves) > 1 else 'save'}")
     if (folder / "modules.json").is_file():
         modules = sorted(p.name for p in folder.iterdir() if p.is_dir() and re.match(r"\d+_", p.name)
                          and any(q.suffix in (".safetensors", ".bin") for q in p.iterdir() if q.is_file()))
@@ -2490,6 +2518,19 @@ def _folder_notes(folder: Path, chosen: Path) -> list[str]:
             notes.append(f"sentence-transformers module folder(s) {', '.join(m + '/' for m in modules)} hold weights "
                          f"of their own, not in this report: point at {folder.name}/{modules[0]} to read them")
     return notes
+
+
+def _trainer_saves_beside(folder: Path) -> list[str]:
+    """The checkpoint-N/ subfolders of `folder` that are a Trainer's saves to resume from, in number order (at most
+    the first 10,000 entries looked at, the latest 16 kept)."""
+    try:
+        with os.scandir(folder) as entries:
+            names = [e.name for e in itertools.islice(entries, 10000)
+                     if re.fullmatch(r"checkpoint-\d+", e.name) and e.is_dir()]
+    except OSError:
+        return []
+    names.sort(key=natural_order)
+    return [name for name in names[-_LATEST_SAVES_KEPT:] if is_training_save(folder / name)]
 
 
 def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[str]:
