@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
-from weightdoctor.checkpoint.reader import is_training_save, is_training_state
+from weightdoctor.checkpoint.reader import is_training_save, is_training_state, natural_order
 from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, torch_shape
 from weightdoctor.errors import OutputError, UsageError, WeightDoctorError, compile_user_regex
 from weightdoctor.jsontext import parse_json
@@ -833,6 +833,7 @@ def side_files(
 
     copies: list[SideFile] = []
     left_out: list[str] = []
+    saves: list[str] = []
     # A checkpoint to resume from: optimizer, scheduler or RNG state beside the weights (training_args.bin alone is
     # what Trainer.save_model writes into a final model's folder too, as save_state writes trainer_state.json).
     resumable = re.fullmatch(r"checkpoint-\d+", folder.resolve().name) is not None or any(
@@ -859,8 +860,7 @@ def side_files(
                 # global_stepN/): each a checkpoint to resume from, optimizer and RNG state and pickled arguments
                 # included. Copied whole, the output of `convert output_dir` held every save of the run, several
                 # times the model's size, and the pickles the conversion was run to leave behind.
-                left_out.append(f"{name}/ (a save to resume training from: another checkpoint of the run, not part of "
-                                "this model; convert it on its own)")
+                saves.append(name)  # one entry for them all: a run keeps hundreds
                 continue
             if output_inside and _holds_weight_files(item):
                 # No mark tells an earlier output (or a Trainer's checkpoint-N/) from a module's own weights
@@ -917,6 +917,11 @@ def side_files(
             left_out.append(f"{name} (weights in another file or format, not converted)")
             continue
         copies.append(SideFile(item, name))
+    if saves:
+        saves.sort(key=natural_order)
+        shown = ", ".join(f"{name}/" for name in saves[:6]) + (f" and {len(saves) - 6} more" if len(saves) > 6 else "")
+        left_out.append(f"{shown} ({'saves' if len(saves) > 1 else 'a save'} to resume training from, not part of "
+                        "this model; convert one on its own)")
     return copies, left_out
 
 
