@@ -124,3 +124,61 @@ def test_a_trainer_output_dir_says_its_final_model_is_read_and_names_the_latest_
     # A save itself says nothing of the kind.
     result = run_cli("inspect", str(trainer_run / "checkpoint-2"), "--json")
     assert not any("saves to resume" in w for w in json.loads(result.stdout)["warnings"])
+
+
+def _w4a16_llama(folder: Path) -> int:
+    """llm-compressor's W4A16 (group 32, asymmetric) as compressed-tensors' pack-quantized compressor saves a Llama
+    layer: int32 `weight_packed` [out, in / 8], bf16 `weight_scale` [out, in / 32], int32 `weight_zero_point`
+    [out / 8, in / 32], `weight_shape`; lm_head in its `ignore`, stored in bf16. Returns the dense parameter count."""
+    import json
+
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    hidden, inter, vocab = 64, 128, 256
+    linears = {"self_attn.q_proj": (hidden, hidden), "self_attn.k_proj": (32, hidden),
+               "self_attn.v_proj": (32, hidden), "self_attn.o_proj": (hidden, hidden),
+               "mlp.gate_proj": (inter, hidden), "mlp.up_proj": (inter, hidden), "mlp.down_proj": (hidden, inter)}
+    tensors = {"model.embed_tokens.weight": torch.randn(vocab, hidden).bfloat16(),
+               "lm_head.weight": torch.randn(vocab, hidden).bfloat16(),
+               "model.norm.weight": torch.ones(hidden).bfloat16(),
+               "model.layers.0.input_layernorm.weight": torch.ones(hidden).bfloat16(),
+               "model.layers.0.post_attention_layernorm.weight": torch.ones(hidden).bfloat16()}
+    for name, (rows, cols) in linears.items():
+        prefix = f"model.layers.0.{name}."
+        tensors[prefix + "weight_packed"] = torch.randint(-2**31, 2**31 - 1, (rows, cols // 8), dtype=torch.int32)
+        tensors[prefix + "weight_scale"] = (torch.rand(rows, cols // 32) * 0.01).bfloat16()
+        tensors[prefix + "weight_zero_point"] = torch.randint(-2**31, 2**31 - 1, (rows // 8, cols // 32),
+                                                              dtype=torch.int32)
+        tensors[prefix + "weight_shape"] = torch.tensor([rows, cols])
+    folder.mkdir()
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
+        "intermediate_size": inter, "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 1,
+        "vocab_size": vocab, "torch_dtype": "bfloat16", "tie_word_embeddings": False,
+        "quantization_config": {
+            "quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed",
+            "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
+                "num_bits": 4, "type": "int", "symmetric": False, "strategy": "group", "group_size": 32}}},
+            "ignore": ["lm_head"]}}))
+    return 2 * vocab * hidden + 3 * hidden + sum(rows * cols for rows, cols in linears.values())
+
+
+def test_plan_devices_counts_the_quantized_linear_layers_not_lm_head_left_unquantized(tmp_path: Path) -> None:
+    """plan-devices said "the quantized Linear layers are sized at the bytes the checkpoint stores for them (packed
+    weights, scales, zero points: 8 of 8)" of a W4A16 Llama layer whose 7 Linear layers are quantized: lm_head, in
+    the recipe's `ignore` and stored in bf16, was counted among them."""
+    import json
+
+    folder = tmp_path / "w4a16"
+    dense = _w4a16_llama(folder)
+    result = run_cli("plan-devices", str(folder), "--gpu", "1GB", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert ("the quantized Linear layers are sized at the bytes the checkpoint stores for them (packed weights, "
+            "scales, zero points: 7 of 8); 1 other (lm_head) stored unquantized, at its stored size"
+            ) in data["warnings"]
+    # What inspect counts of the same file: every stored value, and the dense weights the packed ones stand for.
+    inspected = json.loads(run_cli("inspect", str(folder), "--json").stdout)
+    assert inspected["quantized"]["parameters"] == dense and inspected["quantized"]["bits"] == 4
