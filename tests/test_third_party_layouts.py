@@ -228,7 +228,9 @@ def test_the_training_state_of_a_trainer_checkpoint_is_named_not_read_as_weights
         result = run_cli("inspect", str(checkpoint / name))
         assert result.exit_code == 2 and result.stdout == "", (name, result.stdout)
         assert words in result.stderr, (name, result.stderr)
-        assert "model.safetensors or pytorch_model.bin" in result.stderr and "--key" not in result.stderr
+        # The weights beside it, by name (it said "model.safetensors or pytorch_model.bin" of every folder).
+        assert f"The weights beside it: model.safetensors: point weightdoctor at {checkpoint / 'model.safetensors'}" \
+            in result.stderr and "--key" not in result.stderr
     # A checkpoint-N holding training state only (DeepSpeed ZeRO-3 keeps the model in shards for zero_to_fp32.py).
     state_only = tmp_path / "checkpoint-4"
     state_only.mkdir()

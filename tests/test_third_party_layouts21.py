@@ -74,7 +74,8 @@ def test_a_trainers_training_args_bin_is_named_as_its_settings_not_refused_as_su
     assert not any(word in line.lower() for word in _REFUSAL_WORDS), line
     assert ("no model weights: the file holds a Trainer's TrainingArguments (training_args.bin: the run's settings, "
             "read as inert data, never imported)") in line
-    assert "model.safetensors or pytorch_model.bin in the same checkpoint-N folder" in line
+    beside = path.parent / "model.safetensors"
+    assert f"The weights beside it: model.safetensors: point weightdoctor at {beside}" in line
     assert not any(tmp_path.iterdir())
 
 
@@ -182,3 +183,34 @@ def test_plan_devices_counts_the_quantized_linear_layers_not_lm_head_left_unquan
     # What inspect counts of the same file: every stored value, and the dense weights the packed ones stand for.
     inspected = json.loads(run_cli("inspect", str(folder), "--json").stdout)
     assert inspected["quantized"]["parameters"] == dense and inspected["quantized"]["bits"] == 4
+
+
+def test_a_training_state_file_of_a_peft_checkpoint_names_the_adapter_beside_it(tmp_path: Path) -> None:
+    """A Trainer's checkpoint-N/ of a PEFT (LoRA) run keeps adapter_model.safetensors beside optimizer.pt,
+    scheduler.pt, rng_state.pth and training_args.bin. Pointed at one of those, the line said the weights are in
+    "model.safetensors or pytorch_model.bin in the same checkpoint-N folder", files that folder does not hold."""
+    import random
+
+    import numpy as np
+    from safetensors.torch import save_file
+
+    checkpoint = tmp_path / "checkpoint-10"
+    checkpoint.mkdir()
+    torch.manual_seed(0)
+    lora = {"base_model.model.transformer.h.0.attn.c_attn.lora_A.weight": torch.randn(4, 16),
+            "base_model.model.transformer.h.0.attn.c_attn.lora_B.weight": torch.zeros(48, 4)}
+    save_file(lora, str(checkpoint / "adapter_model.safetensors"), metadata={"format": "pt"})
+    (checkpoint / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 4, "lora_alpha": 8, '
+                                                    '"target_modules": ["c_attn"], "task_type": "CAUSAL_LM"}')
+    parameters = [torch.nn.Parameter(t.clone()) for t in lora.values()]
+    optimizer = torch.optim.AdamW(parameters)
+    sum(p.sum() for p in parameters).backward()
+    optimizer.step()
+    torch.save(optimizer.state_dict(), checkpoint / "optimizer.pt")
+    torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.get_rng_state()},
+               checkpoint / "rng_state.pth")
+    for name in ("optimizer.pt", "rng_state.pth"):
+        line = one_error_line(run_cli("inspect", str(checkpoint / name)))
+        assert ("The weights beside it: adapter_model.safetensors: point weightdoctor at "
+                f"{checkpoint / 'adapter_model.safetensors'} or at the folder") in line, line
+        assert "model.safetensors or pytorch_model.bin" not in line

@@ -187,6 +187,30 @@ def _is_state_dict(value: Any) -> bool:
     return isinstance(value, Mapping) and _tensor_share(value) >= 0.9
 
 
+# Where a file of training state leaves the weights, said of no folder in particular (see `_weights_beside`).
+_WHERE_THE_WEIGHTS_ARE = (
+    "A training checkpoint keeps the model's weights beside it (Trainer: model.safetensors or pytorch_model.bin in the "
+    "same checkpoint-N folder; torchtune: its hf_model_*, meta_model_* or torchtune_model_* files, or the epoch_N/ "
+    "folder): point weightdoctor at that file or at the folder")
+
+
+def _weights_beside(path: Path) -> str | None:
+    """Where the weights beside a file of training state are, in words, or None where its folder holds none: a
+    Trainer's checkpoint-N/ of a PEFT run keeps adapter_model.safetensors, which the words said of every folder
+    ("model.safetensors or pytorch_model.bin") did not name."""
+    from weightdoctor.checkpoint.reader import _pasteable, weight_files_in
+
+    try:
+        beside = [p.name for p in weight_files_in(path.parent) if p.name != path.name]
+    except OSError:
+        return None
+    if not beside:
+        return None
+    shown = ", ".join(beside[:3]) + (f" and {len(beside) - 3} more" if len(beside) > 3 else "")
+    return (f"The weights beside it: {shown}: point weightdoctor at {_pasteable(path.parent / beside[0])} or at the "
+            "folder")
+
+
 def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any], str | None]:
     """Locate the weights inside what `torch.load` returned.
 
@@ -242,12 +266,7 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
     if kind is not None:
         # Before the search: an optimizer keyed by parameter name holds a mapping of tensors per parameter
         # (`state.<name>`: step, exp_avg, exp_avg_sq), and a Trainer's RNG states a tensor at the top (`cpu`).
-        raise CorruptCheckpoint(
-            f"no model weights: the file holds {kind}. A training checkpoint keeps the model's weights beside it "
-            "(Trainer: model.safetensors or pytorch_model.bin in the same checkpoint-N folder; torchtune: its "
-            "hf_model_*, meta_model_* or torchtune_model_* files, or the epoch_N/ folder): point weightdoctor at that "
-            "file or at the folder"
-        )
+        raise CorruptCheckpoint(f"no model weights: the file holds {kind}. {_WHERE_THE_WEIGHTS_ARE}")
     # Breadth-first, trying the usual keys first at each level.
     queue: list[tuple[Any, tuple[str, ...]]] = [(obj, ())]
     while queue:
@@ -1407,6 +1426,8 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         # people who download such a file ask first. A line that ends with the --key that reads the weights is left
         # as it is: read so, inspect shows the verdict.
         if "--key" not in exc.message:
+            if _WHERE_THE_WEIGHTS_ARE in exc.message and (beside := _weights_beside(path)) is not None:
+                exc.message = exc.message.replace(_WHERE_THE_WEIGHTS_ARE, beside)
             exc.message = f"{exc.message}; {_scan_words(report)}"
             exc.args = (exc.message,)
         raise
