@@ -214,3 +214,41 @@ def test_a_training_state_file_of_a_peft_checkpoint_names_the_adapter_beside_it(
         assert ("The weights beside it: adapter_model.safetensors: point weightdoctor at "
                 f"{checkpoint / 'adapter_model.safetensors'} or at the folder") in line, line
         assert "model.safetensors or pytorch_model.bin" not in line
+
+
+def test_a_trl_trainers_training_args_bin_is_named_as_its_config_not_refused(tmp_path: Path) -> None:
+    """TRL's trainers save their config as training_args.bin: `@dataclass class SFTConfig(TrainingArguments)` in
+    trl/trainer/sft_config.py (DPOConfig, GRPOConfig, RewardConfig, ... alike), pickled under that name. TRL is not
+    installed here: the class is defined as TRL defines it, under its module's name, and torch.save writes what TRL's
+    Trainer writes. It was refused as "suspicious: trl.trainer.sft_config.SFTConfig (unknown ...)"."""
+    import dataclasses
+    import sys
+    import types
+
+    transformers = pytest.importorskip("transformers")
+    names = ("trl", "trl.trainer", "trl.trainer.sft_config")
+    saved = {name: sys.modules.get(name) for name in names}
+    try:
+        for name in names:
+            sys.modules[name] = types.ModuleType(name)
+
+        @dataclasses.dataclass
+        class SFTConfig(transformers.TrainingArguments):  # type: ignore[misc]
+            max_length: int | None = 1024
+            packing: bool = False
+            dataset_text_field: str = "text"
+
+        SFTConfig.__module__, SFTConfig.__qualname__ = "trl.trainer.sft_config", "SFTConfig"
+        sys.modules["trl.trainer.sft_config"].SFTConfig = SFTConfig  # type: ignore[attr-defined]
+        path = tmp_path / "training_args.bin"
+        torch.save(SFTConfig(output_dir=str(tmp_path / "run"), report_to=[], use_cpu=True), path)
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+    line = one_error_line(run_cli("inspect", str(path)))
+    assert not any(word in line.lower() for word in _REFUSAL_WORDS), line
+    assert ("no model weights: the file holds a TRL trainer's SFTConfig (its TrainingArguments, training_args.bin: the "
+            "run's settings, read as inert data, never imported)") in line

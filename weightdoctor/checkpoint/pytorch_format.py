@@ -656,9 +656,13 @@ def training_state_kind(obj: Any) -> str | None:
     """What a file of training state holds, in words, or None: an optimizer's, a learning-rate scheduler's or a
     gradient scaler's state dict, or the random-number generator states a Trainer (`rng_state.pth`) or
     Accelerate (`random_states_0.pkl`) saves."""
-    if isinstance(obj, InertObject) and type(obj).__qualname__.endswith("TrainingArguments"):
-        return (f"a Trainer's {type(obj).__qualname__} (training_args.bin: the run's settings, read as inert data, "
-                "never imported)")
+    from weightdoctor.security.policy import TRAINING_ARGUMENTS
+
+    if isinstance(obj, InertObject) and f"{type(obj).__module__}.{type(obj).__qualname__}" in TRAINING_ARGUMENTS:
+        trainer, what = ("TRL trainer", "its TrainingArguments, ") if type(obj).__module__.startswith("trl.") \
+            else ("Trainer", "")
+        return (f"a {trainer}'s {type(obj).__qualname__} ({what}training_args.bin: the run's settings, read as inert "
+                "data, never imported)")
     if not isinstance(obj, Mapping):
         return None
     keys = {k for k in obj if isinstance(k, str)}
@@ -813,6 +817,7 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
         UnsafePickle: a dangerous or unknown global, or a pickle the scanner cannot parse.
     """
     from weightdoctor.security import scan_file
+    from weightdoctor.security.policy import TRAINING_ARGUMENTS
 
     report = scan_file(path, label)
     if report.unsafe and (scripted := _torchscript_only(report, path)) is not None:
@@ -824,7 +829,7 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
             hint = (" (this is a TorchScript archive, torch.jit.save: load it with torch.jit.load, which runs its "
                     "code, only if you trust it, and save model.state_dict() to read the weights here)")
         elif any(g.module.startswith("transformers.training_args") or g.name.endswith("TrainingArguments")
-                 for g in report.globals):
+                 or g.qualified in TRAINING_ARGUMENTS for g in report.globals):
             # Trainer saves its arguments object whole beside each checkpoint: settings, not weights.
             hint = (" (this is a Trainer's training_args.bin: its TrainingArguments object, pickled, not weights; "
                     "the model's weights are in model.safetensors or pytorch_model.bin beside it)")

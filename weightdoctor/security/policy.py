@@ -23,6 +23,16 @@ DANGEROUS = "dangerous"
 UNKNOWN = "unknown"
 INERT = "inert"
 
+# The TrainingArguments classes a Trainer torch.saves whole as training_args.bin: transformers' own and TRL's
+# trainers' configs, each a dataclass subclass of it (trl/trainer/<name>_config.py) holding plain values.
+TRAINING_ARGUMENTS: frozenset[str] = frozenset({
+    "transformers.training_args.TrainingArguments", "transformers.training_args_seq2seq.Seq2SeqTrainingArguments",
+    *(f"trl.trainer.{module}_config.{name}Config" for module, name in (
+        ("sft", "SFT"), ("dpo", "DPO"), ("reward", "Reward"), ("grpo", "GRPO"), ("kto", "KTO"), ("orpo", "ORPO"),
+        ("cpo", "CPO"), ("ppo", "PPO"), ("online_dpo", "OnlineDPO"), ("gkd", "GKD"), ("prm", "PRM"), ("bco", "BCO"),
+        ("nash_md", "NashMD"), ("xpo", "XPO"), ("rloo", "RLOO"))),
+})
+
 # Configuration containers of training checkpoints, read as inert stand-ins (never imported, see
 # weightdoctor.checkpoint.inert): torch's weights_only loader refuses them, so torch.load fails on fairseq,
 # Hydra / NeMo and Lightning checkpoints whose tensors are plain.
@@ -73,7 +83,7 @@ INERT_GLOBALS: frozenset[str] = frozenset({
     # (REDUCE of the class on a string), an AcceleratorConfig dataclass and accelerate's PartialState (NEWOBJ and
     # BUILD of its settings, a torch.device and a DistributedType enum among them). Read from the file transformers
     # 5 writes; Seq2SeqTrainer's subclass is the same data.
-    "transformers.training_args.TrainingArguments", "transformers.training_args_seq2seq.Seq2SeqTrainingArguments",
+    *TRAINING_ARGUMENTS, "trl.trainer.dpo_config.FDivergenceType",
     "transformers.training_args.OptimizerNames", "transformers.trainer_utils.SchedulerType",
     "transformers.trainer_utils.IntervalStrategy", "transformers.trainer_utils.SaveStrategy",
     "transformers.trainer_utils.HubStrategy", "transformers.trainer_utils.FSDPOption",
