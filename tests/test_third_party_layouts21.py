@@ -252,3 +252,38 @@ def test_a_trl_trainers_training_args_bin_is_named_as_its_config_not_refused(tmp
     assert not any(word in line.lower() for word in _REFUSAL_WORDS), line
     assert ("no model weights: the file holds a TRL trainer's SFTConfig (its TrainingArguments, training_args.bin: the "
             "run's settings, read as inert data, never imported)") in line
+
+
+def test_converting_a_deepspeed_trainer_checkpoint_leaves_its_step_folder_latest_and_script_out(
+        trainer_run: Path, tmp_path: Path) -> None:
+    """A Trainer checkpoint-N/ under DeepSpeed (ZeRO-2) holds model.safetensors beside global_stepN/ (its
+    mp_rank_00_model_states.pt and *_optim_states.pt), `latest` naming that folder, and zero_to_fp32.py. convert
+    copied global_stepN/ whole, and once that was left out, copied `latest` and zero_to_fp32.py without it: an output
+    whose `latest` names a folder it lacks, and a script with nothing to gather."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    checkpoint = tmp_path / "checkpoint-2"
+    shutil.copytree(trainer_run / "checkpoint-2", checkpoint)
+    for name in ("optimizer.pt", "scheduler.pt"):  # DeepSpeed keeps them in its step folder
+        (checkpoint / name).unlink()
+    step = checkpoint / "global_step2"
+    step.mkdir()
+    state = load_file(str(checkpoint / "model.safetensors"))
+    torch.save({"module": state, "buffer_names": [], "optimizer": None, "global_steps": 2, "ds_version": "0.16.0",
+                "ds_config": {"train_batch_size": 2}}, step / "mp_rank_00_model_states.pt")
+    torch.save({"optimizer_state_dict": {"zero_stage": 2, "loss_scaler": None, "partition_count": [1],
+                                         "single_partition_of_fp32_groups": [torch.zeros(8)]},
+                "ds_version": "0.16.0"}, step / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    (checkpoint / "latest").write_text("global_step2")
+    (checkpoint / "zero_to_fp32.py").write_text("# what DeepSpeed copies beside its checkpoints\n")
+    output = tmp_path / "out"
+    result = run_cli("convert", str(checkpoint), "-o", str(output))
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in output.iterdir()) == ["config.json", "generation_config.json", "model.safetensors"]
+    said = " ".join(result.stderr.split())
+    assert "latest (DeepSpeed's pointer to the step to resume from: left out with the global_step folders)" in said
+    assert ("zero_to_fp32.py (DeepSpeed's script that gathers the weights of a step: left out with the global_step "
+            "folders)") in said
+    assert "global_step2/ (a save to resume training from, not part of this model" in said

@@ -917,6 +917,15 @@ def side_files(
             left_out.append(f"{name} (weights in another file or format, not converted)")
             continue
         copies.append(SideFile(item, name))
+    if any(name.startswith("global_step") for name in saves):
+        # DeepSpeed's `latest` (the tag its load_checkpoint resumes from) and zero_to_fp32.py (which gathers the
+        # weights from the tag's folder) belong with its global_stepN/ folders: copied without them, the output held
+        # a `latest` naming a folder it lacks and a script with nothing to gather.
+        ds_files = {"latest": "DeepSpeed's pointer to the step to resume from",
+                    "zero_to_fp32.py": "DeepSpeed's script that gathers the weights of a step"}
+        left_out += [f"{side.relpath} ({ds_files[side.relpath]}: left out with the global_step folders)"
+                     for side in copies if side.relpath in ds_files]
+        copies = [side for side in copies if side.relpath not in ds_files]
     if saves:
         saves.sort(key=natural_order)
         shown = ", ".join(f"{name}/" for name in saves[:6]) + (f" and {len(saves) - 6} more" if len(saves) > 6 else "")
