@@ -221,13 +221,16 @@ def test_the_training_state_of_a_trainer_checkpoint_is_named_not_read_as_weights
         "scheduler.pt": "holds a learning-rate scheduler's state dict",
         "rng_state.pth": "holds random-number generator states (python, numpy, cpu: a Trainer's rng_state.pth)",
         "random_states_0.pkl": "holds random-number generator states (Accelerate's random_states_N.pkl)",
-        "training_args.bin": "a Trainer's training_args.bin: its TrainingArguments object, pickled, not weights",
+        "training_args.bin": "holds a Trainer's TrainingArguments (training_args.bin: the run's settings, read as "
+                             "inert data",
     }
     for name, words in expected.items():
         result = run_cli("inspect", str(checkpoint / name))
         assert result.exit_code == 2 and result.stdout == "", (name, result.stdout)
         assert words in result.stderr, (name, result.stderr)
-        assert "model.safetensors or pytorch_model.bin" in result.stderr and "--key" not in result.stderr
+        # The weights beside it, by name (it said "model.safetensors or pytorch_model.bin" of every folder).
+        assert f"The weights beside it: model.safetensors: point weightdoctor at {checkpoint / 'model.safetensors'}" \
+            in result.stderr and "--key" not in result.stderr
     # A checkpoint-N holding training state only (DeepSpeed ZeRO-3 keeps the model in shards for zero_to_fp32.py).
     state_only = tmp_path / "checkpoint-4"
     state_only.mkdir()

@@ -882,12 +882,15 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
         return
     stored: dict[str, int] = {}
     children: dict[str, int] = {}
+    quantized: set[str] = set()  # modules that store more than a plain weight: packed weights, scales, zero points
     for info in unique_tensors(checkpoint.tensors):
         module, _, leaf = info.name.rpartition(".")
         if leaf.startswith("_") and module.endswith(".weight"):  # optimum-quanto: `weight._data`, `weight._scale`
             module = module.removesuffix(".weight")
         if leaf != "bias":
             children[module] = children.get(module, 0) + info.nbytes
+        if leaf not in ("weight", "bias"):
+            quantized.add(module)
     linears = 0
     for name, module in planned.model.named_modules():
         if name and (isinstance(module, Conv1D) or type(module) is torch.nn.Linear):
@@ -904,9 +907,14 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
                  if info.name not in known and info.name.rpartition(".")[0] not in sized_modules]
     if stored:
         left = linears - len(stored)
+        # A Linear layer the quantizer left out (lm_head, compressed-tensors' `ignore`) stores its plain weight: sized
+        # at its stored bytes all the same, but it was counted among the quantized ones ("8 of 8" for 7).
+        plain = sorted(name.removesuffix(".weight") for name in stored if name.removesuffix(".weight") not in quantized)
         planned.warnings.append(
             f"the quantized Linear layers are sized at the bytes the checkpoint stores for them (packed weights, "
-            f"scales, zero points: {len(stored)} of {linears})"
+            f"scales, zero points: {len(stored) - len(plain)} of {linears})"
+            + (f"; {counted(len(plain), 'other')} ({', '.join(plain[:3])}{', ...' if len(plain) > 3 else ''}) "
+               f"stored unquantized, at {'its' if len(plain) == 1 else 'their'} stored size" if plain else "")
             + (f"; the other {left} at {bits} bits a weight, scales and zero points not counted" if left else ""))
     elif checkpoint.tensors:
         planned.warnings.append(f"Linear weights planned at {bits} bits, scales and zero points not counted: none "

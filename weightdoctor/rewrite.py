@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
-from weightdoctor.checkpoint.reader import is_training_state
+from weightdoctor.checkpoint.reader import is_training_save, is_training_state, natural_order
 from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, torch_shape
 from weightdoctor.errors import OutputError, UsageError, WeightDoctorError, compile_user_regex
 from weightdoctor.jsontext import parse_json
@@ -835,6 +835,7 @@ def side_files(
 
     copies: list[SideFile] = []
     left_out: list[str] = []
+    saves: list[str] = []
     # A checkpoint to resume from: optimizer, scheduler or RNG state beside the weights (training_args.bin alone is
     # what Trainer.save_model writes into a final model's folder too, as save_state writes trainer_state.json).
     resumable = re.fullmatch(r"checkpoint-\d+", folder.resolve().name) is not None or any(
@@ -855,6 +856,13 @@ def side_files(
                 # Copied, it took the name of an output shard or index: the write failed with "File exists" or
                 # "Is a directory", which said nothing of this folder.
                 left_out.append(f"{name}/ (a folder named like a weight file or index)")
+                continue
+            if is_training_save(item):
+                # A Trainer's output_dir keeps its checkpoint-N/ saves beside the final model (DeepSpeed its
+                # global_stepN/): each a checkpoint to resume from, optimizer and RNG state and pickled arguments
+                # included. Copied whole, the output of `convert output_dir` held every save of the run, several
+                # times the model's size, and the pickles the conversion was run to leave behind.
+                saves.append(name)  # one entry for them all: a run keeps hundreds
                 continue
             if output_inside and _holds_weight_files(item):
                 # No mark tells an earlier output (or a Trainer's checkpoint-N/) from a module's own weights
@@ -911,6 +919,20 @@ def side_files(
             left_out.append(f"{name} (weights in another file or format, not converted)")
             continue
         copies.append(SideFile(item, name))
+    if any(name.startswith("global_step") for name in saves):
+        # DeepSpeed's `latest` (the tag its load_checkpoint resumes from) and zero_to_fp32.py (which gathers the
+        # weights from the tag's folder) belong with its global_stepN/ folders: copied without them, the output held
+        # a `latest` naming a folder it lacks and a script with nothing to gather.
+        ds_files = {"latest": "DeepSpeed's pointer to the step to resume from",
+                    "zero_to_fp32.py": "DeepSpeed's script that gathers the weights of a step"}
+        left_out += [f"{side.relpath} ({ds_files[side.relpath]}: left out with the global_step folders)"
+                     for side in copies if side.relpath in ds_files]
+        copies = [side for side in copies if side.relpath not in ds_files]
+    if saves:
+        saves.sort(key=natural_order)
+        shown = ", ".join(f"{name}/" for name in saves[:6]) + (f" and {len(saves) - 6} more" if len(saves) > 6 else "")
+        left_out.append(f"{shown} ({'saves' if len(saves) > 1 else 'a save'} to resume training from, not part of "
+                        "this model; convert one on its own)")
     return copies, left_out
 
 

@@ -188,6 +188,30 @@ def _is_state_dict(value: Any) -> bool:
     return isinstance(value, Mapping) and _tensor_share(value) >= 0.9
 
 
+# Where a file of training state leaves the weights, said of no folder in particular (see `_weights_beside`).
+_WHERE_THE_WEIGHTS_ARE = (
+    "A training checkpoint keeps the model's weights beside it (Trainer: model.safetensors or pytorch_model.bin in the "
+    "same checkpoint-N folder; torchtune: its hf_model_*, meta_model_* or torchtune_model_* files, or the epoch_N/ "
+    "folder): point weightdoctor at that file or at the folder")
+
+
+def _weights_beside(path: Path) -> str | None:
+    """Where the weights beside a file of training state are, in words, or None where its folder holds none: a
+    Trainer's checkpoint-N/ of a PEFT run keeps adapter_model.safetensors, which the words said of every folder
+    ("model.safetensors or pytorch_model.bin") did not name."""
+    from weightdoctor.checkpoint.reader import _pasteable, weight_files_in
+
+    try:
+        beside = [p.name for p in weight_files_in(path.parent) if p.name != path.name]
+    except OSError:
+        return None
+    if not beside:
+        return None
+    shown = ", ".join(beside[:3]) + (f" and {len(beside) - 3} more" if len(beside) > 3 else "")
+    return (f"The weights beside it: {shown}: point weightdoctor at {_pasteable(path.parent / beside[0])} or at the "
+            "folder")
+
+
 def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any], str | None]:
     """Locate the weights inside what `torch.load` returned.
 
@@ -234,18 +258,16 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
         return obj["teacher"], "teacher"
     if _ema_pytorch_beside_model(obj):
         return obj["ema_model_state_dict"], "ema_model_state_dict"
-    if _is_state_dict(obj) or (isinstance(obj, Mapping) and not obj):
+    # A Trainer's training_args.bin is read as an inert stand-in, itself an empty mapping: before the test below,
+    # which took it for a state dict of 0 tensors (inspect showed 0 parameters, convert wrote an empty file).
+    kind = training_state_kind(obj) if isinstance(obj, InertObject) else None
+    if kind is None and (_is_state_dict(obj) or (isinstance(obj, Mapping) and not obj)):
         return obj, None  # an empty dict is a state dict of 0 tensors, as a safetensors file may hold
-    kind = training_state_kind(obj)
+    kind = kind or training_state_kind(obj)
     if kind is not None:
         # Before the search: an optimizer keyed by parameter name holds a mapping of tensors per parameter
         # (`state.<name>`: step, exp_avg, exp_avg_sq), and a Trainer's RNG states a tensor at the top (`cpu`).
-        raise CorruptCheckpoint(
-            f"no model weights: the file holds {kind}. A training checkpoint keeps the model's weights beside it "
-            "(Trainer: model.safetensors or pytorch_model.bin in the same checkpoint-N folder; torchtune: its "
-            "hf_model_*, meta_model_* or torchtune_model_* files, or the epoch_N/ folder): point weightdoctor at that "
-            "file or at the folder"
-        )
+        raise CorruptCheckpoint(f"no model weights: the file holds {kind}. {_WHERE_THE_WEIGHTS_ARE}")
     # Breadth-first, trying the usual keys first at each level.
     queue: list[tuple[Any, tuple[str, ...]]] = [(obj, ())]
     while queue:
@@ -635,6 +657,13 @@ def training_state_kind(obj: Any) -> str | None:
     """What a file of training state holds, in words, or None: an optimizer's, a learning-rate scheduler's or a
     gradient scaler's state dict, or the random-number generator states a Trainer (`rng_state.pth`) or
     Accelerate (`random_states_0.pkl`) saves."""
+    from weightdoctor.security.policy import TRAINING_ARGUMENTS
+
+    if isinstance(obj, InertObject) and f"{type(obj).__module__}.{type(obj).__qualname__}" in TRAINING_ARGUMENTS:
+        trainer, what = ("TRL trainer", "its TrainingArguments, ") if type(obj).__module__.startswith("trl.") \
+            else ("Trainer", "")
+        return (f"a {trainer}'s {type(obj).__qualname__} ({what}training_args.bin: the run's settings, read as inert "
+                "data, never imported)")
     if not isinstance(obj, Mapping):
         return None
     keys = {k for k in obj if isinstance(k, str)}
@@ -789,6 +818,7 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
         UnsafePickle: a dangerous or unknown global, or a pickle the scanner cannot parse.
     """
     from weightdoctor.security import scan_file
+    from weightdoctor.security.policy import TRAINING_ARGUMENTS
 
     report = scan_file(path, label)
     if report.unsafe and (scripted := _torchscript_only(report, path)) is not None:
@@ -800,7 +830,7 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
             hint = (" (this is a TorchScript archive, torch.jit.save: load it with torch.jit.load, which runs its "
                     "code, only if you trust it, and save model.state_dict() to read the weights here)")
         elif any(g.module.startswith("transformers.training_args") or g.name.endswith("TrainingArguments")
-                 for g in report.globals):
+                 or g.qualified in TRAINING_ARGUMENTS for g in report.globals):
             # Trainer saves its arguments object whole beside each checkpoint: settings, not weights.
             hint = (" (this is a Trainer's training_args.bin: its TrainingArguments object, pickled, not weights; "
                     "the model's weights are in model.safetensors or pytorch_model.bin beside it)")
@@ -1402,6 +1432,8 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         # people who download such a file ask first. A line that ends with the --key that reads the weights is left
         # as it is: read so, inspect shows the verdict.
         if "--key" not in exc.message:
+            if _WHERE_THE_WEIGHTS_ARE in exc.message and (beside := _weights_beside(path)) is not None:
+                exc.message = exc.message.replace(_WHERE_THE_WEIGHTS_ARE, beside)
             exc.message = f"{exc.message}; {_scan_words(report)}"
             exc.args = (exc.message,)
         raise

@@ -701,6 +701,24 @@ def is_training_state(name: str) -> bool:
                  or name in ("optim.pt", "train.pt", "distrib_optim.pt")))
 
 
+def is_training_save(folder: Path) -> bool:
+    """Whether `folder` is a save to resume training from: at its top, training state other than arguments alone
+    (a Trainer's checkpoint-N/: `optimizer.pt`, `scheduler.pt`, `rng_state.pth`, `trainer_state.json`; DeepSpeed's
+    global_stepN/: `*_optim_states.pt`; Accelerate's `checkpoint_0/`: `optimizer.bin`, `random_states_0.pkl`).
+    `training_args.bin` alone is not one: Trainer.save_model writes it beside a final model too.
+
+    Example:
+        >>> is_training_save(Path("/nonexistent"))
+        False
+    """
+    try:
+        return any(item.is_file() and (item.name == "trainer_state.json" or (
+            is_training_state(item.name) and not item.name.startswith("training_args")))
+            for item in itertools.islice(folder.iterdir(), 10000))
+    except OSError:
+        return False
+
+
 def _scans_of(paths: list[Path]) -> Iterator[tuple[Path, ScanReport]]:
     """Each regular file of `paths` with its static scan; one that cannot be read is passed over (the loader that
     would run it cannot read it either)."""
@@ -1625,14 +1643,22 @@ def _saves_with_weights_below(folder: Path) -> str:
     latest = folder / saves[-1]
     try:
         inner = _subfolders_with_weights(latest)
+        # A Trainer under FSDP with its default SHARDED_STATE_DICT saves each checkpoint-N/'s model as a DCP folder,
+        # pytorch_model_fsdp_0/: its output_dir was "folder holds no weight file" and not a word of where they are.
+        fsdp = sorted(p.name for p in latest.iterdir() if p.is_dir() and p.name.startswith("pytorch_model_fsdp")
+                      and (p / ".metadata").is_file())
     except OSError:
         return ""
-    if not inner:
-        return ""
     listed = ", ".join(f"{name}/" for name in saves[:4]) + (", ..." if len(saves) > 4 else "")
-    held = ", ".join(f"{saves[-1]}/{name}/" for name in inner[:6]) + (", ..." if len(inner) > 6 else "")
     which = (f"its subfolders {listed} are one run's saves" if len(saves) > 1
              else f"its subfolder {listed} is a run's save")
+    if not inner and fsdp:
+        return (f"; {which}, whose model is a torch.distributed.checkpoint (DCP) folder ({saves[-1]}/{fsdp[0]}/, "
+                f"FSDP's sharded state dict, as a Trainer under FSDP saves it): accelerate merge-weights "
+                f"{_pasteable(latest / fsdp[0])} OUTDIR writes the latest save's as one model.safetensors to read here")
+    if not inner:
+        return ""
+    held = ", ".join(f"{saves[-1]}/{name}/" for name in inner[:6]) + (", ..." if len(inner) > 6 else "")
     return (f"; {which}, whose weights are a folder further down ({held}, as diffusers' training scripts save each "
             f"step's models): point at one, e.g. {_pasteable(latest / inner[0])} (the latest save's)")
 
@@ -2480,6 +2506,16 @@ def _folder_notes(folder: Path, chosen: Path) -> list[str]:
         notes.append(f"merged/ beside this adapter holds a whole model (where axolotl's merge-lora saves the base "
                      f"with the adapter merged in): this reads the adapter; point at {folder.name}/merged to read "
                      "the merged model")
+    if chosen.parent == folder and (saves := _trainer_saves_beside(folder)):
+        # A Trainer's output_dir: Trainer.save_model's final model at the top, the run's checkpoint-N/ saves below.
+        # The final model is what from_pretrained(output_dir) loads, and read without a word of the saves: with
+        # load_best_model_at_end it is the best save's weights, not the latest's.
+        shown = ", ".join(f"{name}/" for name in saves[:4]) + (", ..." if len(saves) > 4 else "")
+        notes.append(f"{shown} beside the model {'are a run' if len(saves) > 1 else 'is a run'}'s "
+                     f"{'saves' if len(saves) > 1 else 'save'} to resume training from (a Trainer's checkpoint-N/), "
+                     "not read: this reads the model at the folder's top, as from_pretrained(folder) loads it; point "
+                     f"at {_pasteable(folder / saves[-1])} to read the "
+                     f"{'highest-numbered, latest save' if len(saves) > 1 else 'save'}")
     if (folder / "modules.json").is_file():
         modules = sorted(p.name for p in folder.iterdir() if p.is_dir() and re.match(r"\d+_", p.name)
                          and any(q.suffix in (".safetensors", ".bin") for q in p.iterdir() if q.is_file()))
@@ -2487,6 +2523,19 @@ def _folder_notes(folder: Path, chosen: Path) -> list[str]:
             notes.append(f"sentence-transformers module folder(s) {', '.join(m + '/' for m in modules)} hold weights "
                          f"of their own, not in this report: point at {folder.name}/{modules[0]} to read them")
     return notes
+
+
+def _trainer_saves_beside(folder: Path) -> list[str]:
+    """The checkpoint-N/ subfolders of `folder` that are a Trainer's saves to resume from, in number order (at most
+    the first 10,000 entries looked at, the latest 16 kept)."""
+    try:
+        with os.scandir(folder) as entries:
+            names = [e.name for e in itertools.islice(entries, 10000)
+                     if re.fullmatch(r"checkpoint-\d+", e.name) and e.is_dir()]
+    except OSError:
+        return []
+    names.sort(key=natural_order)
+    return [name for name in names[-_LATEST_SAVES_KEPT:] if is_training_save(folder / name)]
 
 
 def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[str]:

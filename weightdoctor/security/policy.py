@@ -23,6 +23,16 @@ DANGEROUS = "dangerous"
 UNKNOWN = "unknown"
 INERT = "inert"
 
+# The TrainingArguments classes a Trainer torch.saves whole as training_args.bin: transformers' own and TRL's
+# trainers' configs, each a dataclass subclass of it (trl/trainer/<name>_config.py) holding plain values.
+TRAINING_ARGUMENTS: frozenset[str] = frozenset({
+    "transformers.training_args.TrainingArguments", "transformers.training_args_seq2seq.Seq2SeqTrainingArguments",
+    *(f"trl.trainer.{module}_config.{name}Config" for module, name in (
+        ("sft", "SFT"), ("dpo", "DPO"), ("reward", "Reward"), ("grpo", "GRPO"), ("kto", "KTO"), ("orpo", "ORPO"),
+        ("cpo", "CPO"), ("ppo", "PPO"), ("online_dpo", "OnlineDPO"), ("gkd", "GKD"), ("prm", "PRM"), ("bco", "BCO"),
+        ("nash_md", "NashMD"), ("xpo", "XPO"), ("rloo", "RLOO"))),
+})
+
 # Configuration containers of training checkpoints, read as inert stand-ins (never imported, see
 # weightdoctor.checkpoint.inert): torch's weights_only loader refuses them, so torch.load fails on fairseq,
 # Hydra / NeMo and Lightning checkpoints whose tensors are plain.
@@ -68,6 +78,17 @@ INERT_GLOBALS: frozenset[str] = frozenset({
     # ifconfig) stays dangerous, and a tzinfo from zoneinfo or pytz, which reads zone files, stays unknown.
     "datetime.datetime", "datetime.date", "datetime.time", "datetime.timedelta", "datetime.timezone",
     "decimal.Decimal", "fractions.Fraction", "uuid.UUID",
+    # transformers' Trainer torch.saves its TrainingArguments whole as training_args.bin, in every checkpoint-N/ and
+    # beside the final model: a dataclass (NEWOBJ, then BUILD of its fields) whose fields hold transformers' enums
+    # (REDUCE of the class on a string), an AcceleratorConfig dataclass and accelerate's PartialState (NEWOBJ and
+    # BUILD of its settings, a torch.device and a DistributedType enum among them). Read from the file transformers
+    # 5 writes; Seq2SeqTrainer's subclass is the same data.
+    *TRAINING_ARGUMENTS, "trl.trainer.dpo_config.FDivergenceType",
+    "transformers.training_args.OptimizerNames", "transformers.trainer_utils.SchedulerType",
+    "transformers.trainer_utils.IntervalStrategy", "transformers.trainer_utils.SaveStrategy",
+    "transformers.trainer_utils.HubStrategy", "transformers.trainer_utils.FSDPOption",
+    "transformers.debug_utils.DebugOption", "transformers.trainer_pt_utils.AcceleratorConfig",
+    "accelerate.state.PartialState", "accelerate.utils.dataclasses.DistributedType",
 })
 
 # The types omegaconf's node metadata names as values (`ref_type=typing.Any`, `object_type=dict`, a resolver
