@@ -1,0 +1,88 @@
+"""Red team 26: the writers (`convert`, `shard`, `plan-devices -o`) attacked through the file system.
+
+What held (measured, not all pinned here): an output that is a symlink or a hard link of the input, the input folder
+itself or a folder holding it (with --force, through a symlinked folder too), a Hub snapshot's config.json for
+plan-devices, /dev/null, a FIFO, an existing folder, a read-only file (replaced with --force, as `mv -f` does), a
+read-only folder, names with newlines or a leading dash, a full disk (tmpfs, RLIMIT_FSIZE) and a read-only file
+system (the earlier save kept whole), the input truncated or rewritten in place while read (safetensors and zip,
+copy and cast paths). What did not: a mount point inside an output folder replaced with --force (a bind mount of the
+input folder there) was carried over by copying and then emptied with the earlier save, the input's files deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from tests.helpers import REPO_ROOT
+
+
+def _model(folder: Path, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A tiny model folder: config.json and one model.safetensors of four seeded tensors."""
+    torch.manual_seed(seed)
+    tensors = {f"layer.{i}.weight": torch.randn(16, 16) for i in range(4)}
+    folder.mkdir(parents=True)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text('{"model_type": "bert"}\n')
+    return tensors
+
+
+def _state(folder: Path) -> dict[str, tuple[str, int]]:
+    """Every file under `folder` (relative name) -> (sha256, mtime in ns)."""
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".wdtmp-" in p.name or ".wdstage-" in p.name)
+
+
+def _with_bind_mount(cwd: Path, folder: Path, at: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """`weightdoctor ARGS` run while `folder` is bind-mounted at `at`, in a mount namespace of its own (nothing
+    outlives the command); skipped where this user cannot mount."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare here")
+    mount = f"mount --bind {shlex.quote(str(folder))} {shlex.quote(str(at))}"
+    if subprocess.run(["unshare", "-m", "sh", "-c", mount], capture_output=True, check=False).returncode != 0:
+        pytest.skip("cannot bind-mount here (needs root, or user namespaces)")
+    command = " ".join(shlex.quote(str(a)) for a in (sys.executable, "-m", "weightdoctor", *args))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(["unshare", "-m", "sh", "-c", f"{mount} && exec {command}"], env=env, cwd=cwd, text=True,
+                          capture_output=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("command", [["shard", "--max", "2KB"], ["convert", "--dtype", "fp16"]])
+def test_a_mount_inside_an_output_folder_replaced_with_force_is_never_emptied(tmp_path: Path,
+                                                                             command: list[str]) -> None:
+    """An earlier save holding a mount point (here the input folder, bind-mounted at `out/data/inputs`): --force
+    carried the mount's files over by copying them (no hard link crosses a mount), swapped the folders, then deleted
+    the earlier save with everything under the mount: the input folder was left empty, exit 0, and the staging folder
+    stayed behind, hidden, holding the mount."""
+    source = tmp_path / "model"
+    _model(source)
+    before = _state(source)
+    out = tmp_path / "out"
+    _model(out, seed=1)
+    (out / "data" / "inputs").mkdir(parents=True)
+    earlier = _state(out)
+    result = _with_bind_mount(tmp_path, source, out / "data" / "inputs",
+                              command[0], source, *command[1:], "-o", out, "--force")
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"error: {out}: cannot replace the existing output: {out}/data/inputs is a mount point inside "
+                     "it, whose files would be deleted with the earlier save: unmount it, or write elsewhere; it was "
+                     "left as it is, and nothing was left behind"], lines
+    assert result.stdout == ""
+    assert _state(source) == before
+    assert _state(out) == earlier and _leftovers(tmp_path) == []
+    assert set(load_file(str(source / "model.safetensors"))) == {f"layer.{i}.weight" for i in range(4)}
+
