@@ -6,7 +6,8 @@ plan-devices, /dev/null, a FIFO, an existing folder, a read-only file (replaced 
 read-only folder, names with newlines or a leading dash, a full disk (tmpfs, RLIMIT_FSIZE) and a read-only file
 system (the earlier save kept whole), the input truncated or rewritten in place while read (safetensors and zip,
 copy and cast paths). What did not: a mount point inside an output folder replaced with --force (a bind mount of the
-input folder there) was carried over by copying and then emptied with the earlier save, the input's files deleted.
+input folder there) was carried over by copying and then emptied with the earlier save, the input's files deleted;
+and an output file name made from the source's that grew past 255 bytes failed late, blaming the output folder.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, run_cli
 
 
 def _model(folder: Path, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -86,3 +87,32 @@ def test_a_mount_inside_an_output_folder_replaced_with_force_is_never_emptied(tm
     assert _state(out) == earlier and _leftovers(tmp_path) == []
     assert set(load_file(str(source / "model.safetensors"))) == {f"layer.{i}.weight" for i in range(4)}
 
+
+@pytest.mark.parametrize("command", [["shard", "--max", "3KB"], ["convert"]])
+def test_an_output_file_name_grown_past_name_max_is_named_before_anything_is_written(tmp_path: Path,
+                                                                                    command: list[str]) -> None:
+    """The output's file names are made from the source's: a dtype variant of 230 bytes (`model.vvv....safetensors`,
+    248 bytes, a legal name) gets `-00001-of-00002` as a shard, and a `.pt` of 250 bytes becomes `.safetensors`. The
+    write failed only then, saying "a name on the output's path is too long" of the output folder, whose name was
+    fine, and `--dry-run` printed a plan that could not be written."""
+    folder = tmp_path / "model"
+    tensors = _model(folder)
+    if command[0] == "shard":
+        source = folder / f"model.{'v' * 230}.safetensors"
+        (folder / "model.safetensors").rename(source)
+        grown = f"{source.stem}-00001-of-00002.safetensors"
+    else:
+        source = folder / f"{'a' * 250}.pt"
+        torch.save(tensors, source)
+        (folder / "model.safetensors").unlink()
+        grown = f"{'a' * 250}.safetensors"
+    before = _state(folder)
+    out = tmp_path / "out"
+    for dry_run in ([], ["--dry-run"]):
+        result = run_cli(command[0], folder, *command[1:], "-o", out, *dry_run)
+        assert result.exit_code == 2 and result.stdout == ""
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {out}: cannot write {grown[:20]}"), lines
+        assert (f"{grown[-12:]}: its name, made from the source's file name, would be {len(grown)} bytes long, past "
+                "the limit of 255 bytes a file name may have; give the source file a shorter name") in lines[0]
+        assert not out.exists() and _leftovers(tmp_path) == [] and _state(folder) == before
