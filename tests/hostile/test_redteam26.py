@@ -7,7 +7,8 @@ read-only folder, names with newlines or a leading dash, a full disk (tmpfs, RLI
 system (the earlier save kept whole), the input truncated or rewritten in place while read (safetensors and zip,
 copy and cast paths). What did not: a mount point inside an output folder replaced with --force (a bind mount of the
 input folder there) was carried over by copying and then emptied with the earlier save, the input's files deleted;
-and an output file name made from the source's that grew past 255 bytes failed late, blaming the output folder.
+an output file name made from the source's that grew past 255 bytes failed late, blaming the output folder; and an
+output inside a folder that cannot be entered ended in "permission denied: [Errno 13] ...", naming neither.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.helpers import REPO_ROOT, run_cli
+from tests.helpers import REPO_ROOT, run_cli, save_tiny_bert
 
 
 def _model(folder: Path, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -116,3 +119,63 @@ def test_an_output_file_name_grown_past_name_max_is_named_before_anything_is_wri
         assert (f"{grown[-12:]}: its name, made from the source's file name, would be {len(grown)} bytes long, past "
                 "the limit of 255 bytes a file name may have; give the source file a shorter name") in lines[0]
         assert not out.exists() and _leftovers(tmp_path) == [] and _state(folder) == before
+
+
+@pytest.fixture
+def world_readable() -> Iterator[Path]:
+    """A folder that another user can work in (pytest's own tmp_path is private to its user); removed afterwards."""
+    base = Path(tempfile.mkdtemp(prefix="wd-redteam26-"))
+    base.chmod(0o777)
+    try:
+        yield base
+    finally:
+        for folder in [base, *base.rglob("*")]:
+            if folder.is_dir() and not folder.is_symlink():
+                folder.chmod(0o755)
+        shutil.rmtree(base)
+
+
+def _as_a_user_without_rights(cwd: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """`weightdoctor ARGS` as a user that file permissions hold back: this one, or `nobody` where this one is root
+    (root passes every permission check); skipped where root cannot switch user."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "HOME": str(cwd)}
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root, and no setpriv to run as another user")
+        prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    return subprocess.run([*prefix, sys.executable, "-m", "weightdoctor", *map(str, args)], env=env, cwd=cwd,
+                          text=True, capture_output=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("command", [
+    ["shard", "{model}", "--max", "20KB", "-o", "{locked}/deep/out"],
+    ["convert", "{model}", "-o", "{locked}/out"],
+    ["convert", "{model}/model.safetensors", "-o", "{locked}/deep/out.safetensors"],
+    ["plan-devices", "{model}", "--gpu", "1GB", "-o", "{locked}/map.json"],
+    ["plan-devices", "{model}", "--gpu", "1GB", "-o", "{locked}/deep/map.json", "--force"],
+])
+def test_an_output_in_a_folder_that_cannot_be_entered_is_said_in_one_line_naming_it(world_readable: Path,
+                                                                                    command: list[str]) -> None:
+    """The message of a write refused for permissions looked for the folder to blame with Path.exists, which raises
+    PermissionError inside a folder that cannot be entered (mode 000, or another user's 700): the line became
+    "permission denied: [Errno 13] Permission denied: '.../locked/deep'", naming neither the output nor why
+    (plan-devices the same, from its own checks of the output's folder)."""
+    model = world_readable / "model"
+    save_tiny_bert(model)
+    for item in [model, *model.iterdir()]:
+        item.chmod(0o755 if item.is_dir() else 0o644)
+    before = _state(model)
+    locked = world_readable / "locked"
+    (locked / "deep").mkdir(parents=True)
+    locked.chmod(0o000)
+    args = [part.format(model=model, locked=locked) for part in command]
+    result = _as_a_user_without_rights(world_readable, *args)
+    out = args[args.index("-o") + 1]
+    assert result.returncode == 2 and result.stdout == "", result
+    assert result.stderr.strip().splitlines() == [
+        f"error: {out}: cannot write the output: permission denied: the folder {locked} cannot be entered (no search "
+        "permission); nothing was left behind"]
+    assert _state(model) == before
+    locked.chmod(0o755)
+    assert sorted(p.name for p in locked.rglob("*")) == ["deep"] and _leftovers(world_readable) == []

@@ -197,9 +197,13 @@ def _unwritable_folder(path: Path) -> str:
     """`: the folder /x is immutable (chattr +i)` (or not writable) for the folder a new output would be made in:
     "operation not permitted" alone did not say which folder (the working directory, for `-o out`) or why."""
     folder = Path(os.path.abspath(path)).parent
-    while not folder.exists() and folder != folder.parent:
+    # os.path.exists: Path.exists raised PermissionError for a folder inside one that cannot be entered, and the
+    # line became "permission denied: [Errno 13] ...", of that folder, as if the message had not been written.
+    while not os.path.exists(folder) and folder != folder.parent:
         folder = folder.parent  # `-o a/b/out`: the first folder that exists is the one the rest is made in
     words = _flag_words(folder)
+    if words is None and os.geteuid() != 0 and not os.access(folder, os.X_OK):
+        return f": the folder {folder} cannot be entered (no search permission)"
     if words is None and os.geteuid() != 0 and not os.access(folder, os.W_OK | os.X_OK):
         words = "not writable"
     return f": the folder {folder} is {words}" if words else ""
