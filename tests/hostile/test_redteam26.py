@@ -8,7 +8,8 @@ system (the earlier save kept whole), the input truncated or rewritten in place 
 copy and cast paths). What did not: a mount point inside an output folder replaced with --force (a bind mount of the
 input folder there) was carried over by copying and then emptied with the earlier save, the input's files deleted;
 an output file name made from the source's that grew past 255 bytes failed late, blaming the output folder; and an
-output inside a folder that cannot be entered ended in "permission denied: [Errno 13] ...", naming neither.
+output inside a folder that cannot be entered ended in "permission denied: [Errno 13] ...", naming neither; so did a
+source in a folder that cannot be entered or listed, naming `model/latest`, a file that does not exist.
 """
 
 from __future__ import annotations
@@ -179,3 +180,29 @@ def test_an_output_in_a_folder_that_cannot_be_entered_is_said_in_one_line_naming
     assert _state(model) == before
     locked.chmod(0o755)
     assert sorted(p.name for p in locked.rglob("*")) == ["deep"] and _leftovers(world_readable) == []
+
+
+@pytest.mark.parametrize(("which", "mode", "why"), [
+    ("locked", 0o000, "cannot be entered (no search permission)"),
+    ("model", 0o311, "cannot be listed (no read permission)"),
+    ("model", 0o644, "cannot be entered (no search permission)"),
+])
+def test_an_input_folder_that_cannot_be_read_is_named_with_why(world_readable: Path, which: str, mode: int,
+                                                               why: str) -> None:
+    """A source inside a folder this user cannot enter, or a model folder it cannot list or enter, ended in
+    "permission denied: [Errno 13] Permission denied: 'model/latest'": Python's words, and in the last case a file
+    that does not exist (the first name looked for inside the folder). The line names the folder and what it lacks."""
+    locked = world_readable / "locked"
+    model = locked / "model"
+    _model(model)
+    for item in [locked, model, *model.iterdir()]:
+        item.chmod(0o755 if item.is_dir() else 0o644)
+    before = _state(model)
+    folder = locked if which == "locked" else model
+    folder.chmod(mode)
+    for command in (["inspect", model], ["convert", model, "-o", world_readable / "out"]):
+        result = _as_a_user_without_rights(world_readable, *command)
+        assert result.returncode == 2 and result.stdout == "", result
+        assert result.stderr.strip().splitlines() == [f"error: {folder}: permission denied: this folder {why}"]
+    folder.chmod(0o755)
+    assert _state(model) == before and not (world_readable / "out").exists()
