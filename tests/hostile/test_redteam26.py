@@ -9,7 +9,8 @@ copy and cast paths). What did not: a mount point inside an output folder replac
 input folder there) was carried over by copying and then emptied with the earlier save, the input's files deleted;
 an output file name made from the source's that grew past 255 bytes failed late, blaming the output folder; and an
 output inside a folder that cannot be entered ended in "permission denied: [Errno 13] ...", naming neither; so did a
-source in a folder that cannot be entered or listed, naming `model/latest`, a file that does not exist.
+source in a folder that cannot be entered or listed, naming `model/latest`, a file that does not exist; an output that
+is itself a bind mount failed with "Device or resource busy".
 """
 
 from __future__ import annotations
@@ -206,3 +207,41 @@ def test_an_input_folder_that_cannot_be_read_is_named_with_why(world_readable: P
         assert result.stderr.strip().splitlines() == [f"error: {folder}: permission denied: this folder {why}"]
     folder.chmod(0o755)
     assert _state(model) == before and not (world_readable / "out").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["shard", "{model}", "--max", "2KB", "-o", "{out}", "--force"],
+    ["convert", "{model}", "-o", "{out}", "--force"],
+    ["convert", "{model}/model.safetensors", "-o", "{out}.safetensors", "--force", "--dtype", "fp16"],
+    ["plan-devices", "{bert}", "--gpu", "1GB", "-o", "{out}.safetensors", "--force"],
+])
+def test_an_output_that_is_a_bind_mount_is_said_to_be_one(tmp_path: Path, command: list[str]) -> None:
+    """An output folder (or file) that is a bind mount of another of the same file system cannot be swapped or
+    renamed over: os.path.ismount compares devices and did not see it, and the line said "cannot write the output:
+    Device or resource busy", Python's words for what stopped it."""
+    model = tmp_path / "model"
+    _model(model)
+    bert = tmp_path / "bert"
+    if command[0] == "plan-devices":
+        save_tiny_bert(bert)
+    before = _state(model)
+    mounted = tmp_path / "mounted"
+    args = [part.format(model=model, out=mounted, bert=bert) for part in command]
+    out = Path(args[args.index("-o") + 1])
+    if out.suffix:
+        (tmp_path / "other.safetensors").write_bytes(b"someone's file")
+        out.touch()
+        result = _with_bind_mount(tmp_path, tmp_path / "other.safetensors", out, *args)
+        why = f"{out} is a mount point (a file mounted there), which cannot be replaced: choose another path"
+    else:
+        (tmp_path / "other").mkdir()
+        (tmp_path / "other" / "notes.txt").write_text("someone's folder")
+        out.mkdir()
+        result = _with_bind_mount(tmp_path, tmp_path / "other", out, *args)
+        why = f"{out} is a mount point, which cannot be renamed: write into a folder inside it"
+    assert result.returncode == 2 and result.stdout == "", result
+    assert result.stderr.strip().splitlines() == [
+        f"error: {out}: cannot replace the existing output: {why}; it was left as it is, and nothing was left behind"]
+    assert _state(model) == before and _leftovers(tmp_path) == []
+    other = tmp_path / ("other.safetensors" if out.suffix else "other/notes.txt")
+    assert other.read_text() == ("someone's file" if out.suffix else "someone's folder")

@@ -171,6 +171,7 @@ _WRITE_REASONS = {
     errno.ENOENT: "the output folder does not exist",
     errno.ENOTDIR: "a part of the output's path is a file, not a folder",
     errno.ENAMETOOLONG: "a name on the output's path is too long (255 bytes at most)",
+    errno.EBUSY: "device or resource busy (a mount point, which cannot be replaced, or a file in use)",
 }
 
 
@@ -265,6 +266,15 @@ def _mount_points() -> list[Path] | None:
     return points
 
 
+def is_mount(path: Path) -> bool:
+    """Whether `path` is a mount point, a bind mount of a folder of the same file system included (which
+    `os.path.ismount`, comparing devices, does not see: swapping it failed with "Device or resource busy")."""
+    if os.path.ismount(path):
+        return True
+    points = _mount_points()
+    return points is not None and Path(os.path.realpath(path)) in points
+
+
 def mount_inside(path: Path) -> Path | None:
     """The first mount point inside the folder `path` (not `path` itself), a bind mount included, without looking
     into it; None for none, or for what is no folder.
@@ -294,8 +304,10 @@ def removal_blocker(path: Path) -> str | None:
     A replaced output is renamed (a file) or swapped and then deleted (a folder): an immutable file in an earlier
     save left the staging folder, holding that save, behind, hidden, after a --force that said all was replaced.
     """
-    if path.is_dir() and not path.is_symlink() and os.path.ismount(path):
+    if path.is_dir() and not path.is_symlink() and is_mount(path):
         return f"{path} is a mount point, which cannot be renamed: write into a folder inside it"
+    if path.is_file() and not path.is_symlink() and is_mount(path):
+        return f"{path} is a mount point (a file mounted there), which cannot be replaced: choose another path"
     if (mounted := mount_inside(path)) is not None:
         # Carried over, its files were copied (no hard link crosses a mount), and then deleted with the earlier save:
         # a bind mount of the input folder in the output left the input empty, and the staging folder behind.
