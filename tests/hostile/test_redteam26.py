@@ -7,10 +7,11 @@ read-only folder, names with newlines or a leading dash, a full disk (tmpfs, RLI
 system (the earlier save kept whole), the input truncated or rewritten in place while read (safetensors and zip,
 copy and cast paths). What did not: a mount point inside an output folder replaced with --force (a bind mount of the
 input folder there) was carried over by copying and then emptied with the earlier save, the input's files deleted;
-an output file name made from the source's that grew past 255 bytes failed late, blaming the output folder; and an
+an output file name made from the source's that grew past 255 bytes failed late, blaming the output folder; an
 output inside a folder that cannot be entered ended in "permission denied: [Errno 13] ...", naming neither; so did a
 source in a folder that cannot be entered or listed, naming `model/latest`, a file that does not exist; an output that
-is itself a bind mount failed with "Device or resource busy".
+is itself a bind mount failed with "Device or resource busy"; and a name holding bytes that are no UTF-8 was printed
+as `\\udcff`, not as the byte.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save_file
 
 from tests.helpers import REPO_ROOT, run_cli, save_tiny_bert
 
@@ -245,3 +246,20 @@ def test_an_output_that_is_a_bind_mount_is_said_to_be_one(tmp_path: Path, comman
     assert _state(model) == before and _leftovers(tmp_path) == []
     other = tmp_path / ("other.safetensors" if out.suffix else "other/notes.txt")
     assert other.read_text() == ("someone's file" if out.suffix else "someone's folder")
+
+
+def test_an_output_named_with_bytes_that_are_no_utf8_is_written_as_those_bytes(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-o $'\\xff.safetensors'` (a name from a latin-1 system): Python reads the byte as a lone surrogate, and the
+    lines said `\\udcff.safetensors`, a name that neither ls nor a shell writes, nor anyone could type."""
+    monkeypatch.chdir(tmp_path)
+    _model(Path("model"))
+    out = os.fsdecode(b"\xff\xfe.safetensors")
+    result = run_cli("convert", "model/model.safetensors", "-o", out)
+    assert result.exit_code == 0 and os.listdir(b".") and os.path.isfile(b"\xff\xfe.safetensors")
+    assert "converted model/model.safetensors → \\xff\\xfe.safetensors" in result.stdout
+    assert set(load(Path(out).read_bytes())) == {f"layer.{i}.weight" for i in range(4)}  # its loader takes no such path
+    result = run_cli("convert", "model/model.safetensors", "-o", out)
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: \\xff\\xfe.safetensors: output exists; pass --force to replace it"]
