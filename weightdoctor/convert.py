@@ -27,6 +27,7 @@ from weightdoctor.rewrite import (
     default_output_name,
     pickles_copied_note,
     plan_tensors,
+    refuse_names_too_long,
     side_files,
     with_config_dtype,
     write_plan,
@@ -413,6 +414,8 @@ def plan_convert(
     if not single_file and checkpoint.sharded:
         index_file = next(f for f in checkpoint.files if f.role == "index")
         index = default_index_name(index_file.relpath, fmt, dtype)
+    if not single_file:
+        refuse_names_too_long(out, [f.filename for f in files] + ([index] if index else []))
     names = [t.name for t in selection.tensors]
     if fmt == "bin" and names and {n.split(".", 1)[0] for n in names} == {"image_proj", "ip_adapter"}:
         # diffusers' load_ip_adapter splits a .safetensors by these prefixes, but takes a .bin as it loads: there

@@ -218,3 +218,25 @@ def _limit(name: str, default: int) -> int:
         return os.pathconf("/", name)
     except (OSError, ValueError):
         return default
+
+
+def denied(name: str) -> str:
+    """The one line for a path the system refused with EACCES: the folder on the way that cannot be entered, the
+    folder that cannot be listed or the file that cannot be read, where this user's permissions say which; the path
+    itself otherwise. "permission denied: [Errno 13] Permission denied: 'model/latest'" named a file that does not
+    exist, looked for inside a folder that could not be entered.
+
+    Example:
+        >>> denied("/nonexistent/model.safetensors")
+        '/nonexistent/model.safetensors: permission denied'
+    """
+    path = Path(name)
+    if os.geteuid() != 0:  # root passes these checks: what refused it is not a permission bit
+        for folder in [*reversed(path.parents), path]:
+            if str(folder) != "." and os.path.isdir(folder) and not os.access(folder, os.X_OK):
+                return f"{folder}: permission denied: this folder cannot be entered (no search permission)"
+        if os.path.isdir(path) and not os.access(path, os.R_OK):
+            return f"{path}: permission denied: this folder cannot be listed (no read permission)"
+        if os.path.exists(path) and not os.access(path, os.R_OK):
+            return f"{path}: permission denied: this file cannot be read (no read permission)"
+    return f"{path}: permission denied"

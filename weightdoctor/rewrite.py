@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
 from weightdoctor.checkpoint.reader import is_training_save, is_training_state, natural_order
 from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, torch_shape
-from weightdoctor.errors import OutputError, UsageError, WeightDoctorError, compile_user_regex
+from weightdoctor.errors import OutputError, UsageError, WeightDoctorError, clip_middle, compile_user_regex
 from weightdoctor.jsontext import parse_json
 from weightdoctor.paths import expand_user
 from weightdoctor.renames import Rename, apply_renames, rename_all
@@ -1410,6 +1410,30 @@ def check_not_input(checkpoint: Checkpoint, dest: Path) -> None:
             if any(candidate == p or candidate in p.parents for p in inputs):
                 raise OutputError(f"the input {stale.name!r} is what an earlier, killed run for this output left, "
                                   "and would be removed before writing: rename it first", path=str(dest))
+
+
+def refuse_names_too_long(dest: Path, names: list[str]) -> None:
+    """Refuse a folder output whose file names, made from the source's (a shard's `-00001-of-00003` added to a
+    dtype variant's, a `.pt` that becomes `.safetensors`), would pass the 255 bytes a name may have: the write
+    failed late with "a name on the output's path is too long", of the output folder, whose name was not the one.
+
+    Example:
+        >>> refuse_names_too_long(Path("out"), ["model.safetensors"]) is None
+        True
+
+    Raises:
+        OutputError: a name in `names` is longer than NAME_MAX; nothing is written.
+    """
+    try:
+        name_max = os.pathconf("/", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    for name in names:
+        size = len(os.fsencode(name))
+        if size > name_max:
+            raise OutputError(f"cannot write {clip_middle(name, 80)}: its name, made from the source's file name, "
+                              f"would be {size:,} bytes long, past the limit of {name_max} bytes a file name may "
+                              "have; give the source file a shorter name", path=str(dest))
 
 
 def _refuse_the_input_under_another_name(checkpoint: Checkpoint, dest: Path, target: Path) -> None:

@@ -41,6 +41,7 @@ from weightdoctor.rewrite import (
     output_variant,
     pickles_copied_note,
     plan_tensors,
+    refuse_names_too_long,
     side_files,
     with_config_dtype,
     write_plan,
@@ -349,6 +350,7 @@ def plan_shard(
                         f"({shown}{more})")
     index_name = f"{stem}.{extension}.index.{variant}.json" if variant else f"{stem}.{extension}.index.json"
     index = index_name if len(files) > 1 else None
+    refuse_names_too_long(out, [f.filename for f in files] + ([index] if index else []))
     if index is not None and pattern.startswith("adapter_model"):
         warnings.append("peft loads an adapter from one adapter_model file: it cannot load these shards")
     if index is not None and pattern.startswith("pytorch_lora_weights"):

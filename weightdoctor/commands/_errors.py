@@ -7,6 +7,7 @@ Importing this module imports no Typer: the fast path (`weightdoctor.commands._f
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import re
@@ -91,6 +92,11 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
     if isinstance(exc, WeightDoctorError):
         _console().error(exc.one_line() + _next_step(exc))
         return exc.exit_code
+    if isinstance(exc, PermissionError) and exc.errno == errno.EACCES and isinstance(exc.filename, str):
+        from weightdoctor.paths import denied
+
+        _console().error(denied(exc.filename))
+        return 2
     prefix = next((text for kind, text in FOREIGN_ERRORS if isinstance(exc, kind)), None)
     detail = clip_words(" ".join(str(exc).split()), 300) or type(exc).__name__
     if prefix is None and isinstance(exc, ImportError):

@@ -37,11 +37,15 @@ def write_device_map(device_map: dict[str, int | str], path: str | os.PathLike[s
     Raises:
         OutputError: the folder does not exist or cannot be written, or the file there is not a device map.
     """
-    from weightdoctor.writers.atomic import atomic_file, refuse_special
+    from weightdoctor.writers.atomic import atomic_file, output_error, refuse_special
 
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
+    try:
+        is_folder = folder.is_dir()
+    except OSError as exc:  # inside a folder that cannot be entered: "permission denied: [Errno 13] ..." of no output
+        raise output_error(exc, target) from exc
+    if not is_folder:
         from weightdoctor.paths import shell_word
 
         # A file where a folder should be (`--output notes.txt/map.json`): the folder is not missing, and
@@ -49,15 +53,13 @@ def write_device_map(device_map: dict[str, int | str], path: str | os.PathLike[s
         if any(part.exists() and not part.is_dir() for part in (folder, *folder.parents)):
             import errno
 
-            from weightdoctor.writers.atomic import output_error
-
             raise output_error(OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)), target)
         make = shell_word(str(folder), argument=True)
         how = f" (create it first: mkdir -p {make})" if not folder.exists() else ""
         raise OutputError(f"the output folder does not exist{how}", path=str(target))
     refuse_special(target)  # a device, FIFO or folder is never replaced, --force or not: said first
     replace = force or is_device_map_file(target)
-    if not replace and target.is_file() and not target.is_symlink():
+    if not replace and os.path.isfile(target) and not os.path.islink(target):
         raise OutputError("output exists and is not a device map (a JSON object of module names to devices): "
                           "pass --force to replace it", path=str(target))
     with atomic_file(target, replace=replace) as tmp:

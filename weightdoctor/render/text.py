@@ -62,6 +62,11 @@ def _code(match: re.Match[str]) -> str:
 
 
 def _code_point(point: int) -> str:
+    """A character as its Python escape; a byte of a file name that is not UTF-8 (which Python reads as a lone
+    surrogate, U+DC80 to U+DCFF) as that byte, `\\xff`, as `ls` and bash's $'...' write it: `\\udcff` named a file
+    that no one could type."""
+    if 0xDC80 <= point <= 0xDCFF:
+        point -= 0xDC00
     return f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}" if point < 0x10000 else f"\\U{point:08x}"
 
 

@@ -171,6 +171,7 @@ _WRITE_REASONS = {
     errno.ENOENT: "the output folder does not exist",
     errno.ENOTDIR: "a part of the output's path is a file, not a folder",
     errno.ENAMETOOLONG: "a name on the output's path is too long (255 bytes at most)",
+    errno.EBUSY: "device or resource busy (a mount point, which cannot be replaced, or a file in use)",
 }
 
 
@@ -197,9 +198,13 @@ def _unwritable_folder(path: Path) -> str:
     """`: the folder /x is immutable (chattr +i)` (or not writable) for the folder a new output would be made in:
     "operation not permitted" alone did not say which folder (the working directory, for `-o out`) or why."""
     folder = Path(os.path.abspath(path)).parent
-    while not folder.exists() and folder != folder.parent:
+    # os.path.exists: Path.exists raised PermissionError for a folder inside one that cannot be entered, and the
+    # line became "permission denied: [Errno 13] ...", of that folder, as if the message had not been written.
+    while not os.path.exists(folder) and folder != folder.parent:
         folder = folder.parent  # `-o a/b/out`: the first folder that exists is the one the rest is made in
     words = _flag_words(folder)
+    if words is None and os.geteuid() != 0 and not os.access(folder, os.X_OK):
+        return f": the folder {folder} cannot be entered (no search permission)"
     if words is None and os.geteuid() != 0 and not os.access(folder, os.W_OK | os.X_OK):
         words = "not writable"
     return f": the folder {folder} is {words}" if words else ""
@@ -244,6 +249,54 @@ def _flag_words(path: Path) -> str | None:
     return next((words for bit, words in _FLAGS if flags & bit), None)
 
 
+def _mount_points() -> list[Path] | None:
+    """Every mount point this process sees (/proc/self/mountinfo's fifth field, its octal escapes undone); None where
+    the system does not say (no /proc: macOS). `os.path.ismount` compares devices, and a bind mount of a folder of
+    the same file system is on the same device: it is not seen that way."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_bytes().splitlines()
+    except OSError:
+        return None
+    unescape = re.compile(rb"\\([0-7]{3})")
+    points = []
+    for line in lines:
+        fields = line.split(b" ")
+        if len(fields) > 4:
+            points.append(Path(os.fsdecode(unescape.sub(lambda m: bytes([int(m[1], 8)]), fields[4]))))
+    return points
+
+
+def is_mount(path: Path) -> bool:
+    """Whether `path` is a mount point, a bind mount of a folder of the same file system included (which
+    `os.path.ismount`, comparing devices, does not see: swapping it failed with "Device or resource busy")."""
+    if os.path.ismount(path):
+        return True
+    points = _mount_points()
+    return points is not None and Path(os.path.realpath(path)) in points
+
+
+def mount_inside(path: Path) -> Path | None:
+    """The first mount point inside the folder `path` (not `path` itself), a bind mount included, without looking
+    into it; None for none, or for what is no folder.
+
+    Example:
+        >>> mount_inside(Path("/nonexistent")) is None
+        True
+    """
+    if not path.is_dir() or path.is_symlink():
+        return None
+    points = _mount_points()
+    if points is not None:
+        real = Path(os.path.realpath(path))
+        inside = sorted(point for point in points if real in point.parents)
+        return path / inside[0].relative_to(real) if inside else None
+    for root, names, _ in os.walk(path):
+        for name in names:
+            if os.path.ismount(Path(root) / name):
+                return Path(root) / name
+    return None
+
+
 def removal_blocker(path: Path) -> str | None:
     """Why `path` (a file, or a folder with everything in it) cannot be renamed or deleted, as words for a
     message; None when nothing is seen to stop it (writing may still fail, with its own error).
@@ -251,8 +304,15 @@ def removal_blocker(path: Path) -> str | None:
     A replaced output is renamed (a file) or swapped and then deleted (a folder): an immutable file in an earlier
     save left the staging folder, holding that save, behind, hidden, after a --force that said all was replaced.
     """
-    if path.is_dir() and not path.is_symlink() and os.path.ismount(path):
+    if path.is_dir() and not path.is_symlink() and is_mount(path):
         return f"{path} is a mount point, which cannot be renamed: write into a folder inside it"
+    if path.is_file() and not path.is_symlink() and is_mount(path):
+        return f"{path} is a mount point (a file mounted there), which cannot be replaced: choose another path"
+    if (mounted := mount_inside(path)) is not None:
+        # Carried over, its files were copied (no hard link crosses a mount), and then deleted with the earlier save:
+        # a bind mount of the input folder in the output left the input empty, and the staging folder behind.
+        return (f"{mounted} is a mount point inside it, whose files would be deleted with the earlier save: unmount "
+                "it, or write elsewhere")
     folders = [path.parent]
     if path.is_dir() and not path.is_symlink():
         folders += [Path(root) / name for root, names, _ in os.walk(path) for name in names]
@@ -483,6 +543,10 @@ class StagingDir:
             if not self.replace:
                 raise OutputError(f"output exists; pass --force to replace it, or choose a new path"
                                   f"{_folder_contents(self.dest)}", path=str(self.dest))
+            # Said before anything is written (and checked again before the swap): what is carried over is copied
+            # first, a mounted folder's files whole.
+            if (blocker := removal_blocker(self.dest)) is not None:
+                raise replace_error(None, self.dest, blocker)
         for parent in (self.dest.parent, *self.dest.parent.parents):
             if parent.exists() or parent.is_symlink():
                 if not parent.is_dir():
