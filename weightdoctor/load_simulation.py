@@ -37,7 +37,7 @@ from weightdoctor.dtypes import FLOATING
 from weightdoctor.errors import SourceNotFound, UsageError, clip_middle
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.paths import expand_user
-from weightdoctor.quantized import quantizer_load_error
+from weightdoctor.quantized import quantizer_load_error, unusable_device
 from weightdoctor.renames import Rename, apply_renames
 
 if TYPE_CHECKING:
@@ -99,13 +99,32 @@ def dequantizing_quantizer(model: torch.nn.Module) -> Any:
         from transformers.quantizers.auto import get_hf_quantizer
 
         with contextlib.redirect_stdout(io.StringIO()):
-            hf_quantizer, _, _ = get_hf_quantizer(copy.deepcopy(model.config), None, None, True, {})
+            hf_quantizer, _, device_map = get_hf_quantizer(copy.deepcopy(model.config), None, None, True, {})
     except Exception:  # noqa: BLE001 - the quantizer refuses: quantizer_load_error reports it
+        return None
+    if unusable_device(device_map) is not None:  # Metal's: dequantized, yet placed on "mps" (quantizer_load_error)
         return None
     if (hf_quantizer is None or not hf_quantizer.pre_quantized
             or not getattr(hf_quantizer.quantization_config, "dequantize", False)
             or "dequantize" not in hf_quantizer.get_load_operations()):
         return None
+    return hf_quantizer
+
+
+def prepare_for_quantizer(model: torch.nn.Module) -> Any:
+    """`dequantizing_quantizer(model)`, its `preprocess_model` run on `model` once, as from_pretrained runs it on
+    its model before it loads a weight; the same quantizer on a later call for that model.
+
+    Preprocessing can change the model's own keys: FineGrainedFP8 swaps the embeddings its config's
+    `modules_to_convert` names for FP8Embedding (weight and weight_scale) even as it dequantizes the rest, so the
+    keys a report compares against are read after it.
+    """
+    if hasattr(model, "_weightdoctor_hf_quantizer"):
+        return model._weightdoctor_hf_quantizer
+    hf_quantizer = dequantizing_quantizer(model)
+    if hf_quantizer is not None:
+        hf_quantizer.preprocess_model(model)
+    model._weightdoctor_hf_quantizer = hf_quantizer
     return hf_quantizer
 
 
@@ -149,9 +168,7 @@ def simulate_from_pretrained(
         ) from exc
 
     with _quiet_transformers():
-        hf_quantizer = dequantizing_quantizer(model)
-        if hf_quantizer is not None:
-            hf_quantizer.preprocess_model(model)  # as from_pretrained does on its model before loading
+        hf_quantizer = prepare_for_quantizer(model)
         weight_mapping = get_model_conversion_mapping(model, key_mapping, hf_quantizer)
         renamings = [entry for entry in weight_mapping if isinstance(entry, WeightRenaming)]
         converters = [entry for entry in weight_mapping if isinstance(entry, WeightConverter)]
@@ -366,14 +383,14 @@ def diff_against_model(
         mapping = apply_renames([*specs_a, *non_tensors], list(renames))
         renamed_a = {mapping[old]: KeySpec(mapping[old], spec.shape, spec.dtype) for old, spec in specs_a.items()}
         non_tensors = {mapping[old]: what for old, what in non_tensors.items()}
+    with _quiet_transformers():
+        dequantized = prepare_for_quantizer(model) is not None  # B's keys as that quantizer's preprocessing makes them
     meta_state_dict = model.state_dict()
     specs_b = {
         name: KeySpec(name, tuple(t.shape), str(t.dtype).removeprefix("torch."))
         for name, t in meta_state_dict.items()
     }
     fresh_model_args = (type(model), model.config)
-    with _quiet_transformers():
-        dequantized = dequantizing_quantizer(model) is not None
     quantization = quantization_method(config_quantization(model.config))
     # GGUF's quantizer packs only what it reads from a .gguf file; weights beside its config load as they are.
     gguf_config = quantization == "gguf"
