@@ -112,3 +112,29 @@ def test_an_fp8_embedding_from_modules_to_convert_is_compared_as_the_quantizer_b
         "model.embed_tokens.weight_scale"]
     assert [entry["name"] for entry in report["unexpected"]] == sorted(info["unexpected_keys"]) == []
     assert "fp8 quantization, which from_pretrained dequantizes on this machine" in " ".join(report["notes"])
+
+
+@needs_no_gpu
+def test_a_config_that_sets_dequantize_is_not_said_to_fall_back_for_want_of_a_gpu(tmp_path: Path) -> None:
+    """FP8 with `dequantize: true` in its quantization_config: from_pretrained dequantizes on any machine, as the
+    config asks. The note said the quantizer falls back to it for want of a GPU or kernels on this machine."""
+    config, state_dict = _tiny_llama()
+    stored: dict[str, Any] = {}
+    for name, tensor in state_dict.items():
+        if name.startswith("model.layers.") and name.endswith("proj.weight"):
+            stored[name] = tensor.to(torch.float8_e4m3fn)
+            rows, cols = tensor.shape
+            stored[name.removesuffix("weight") + "weight_scale_inv"] = torch.ones((rows + 127) // 128,
+                                                                                   (cols + 127) // 128)
+        else:
+            stored[name] = tensor.to(torch.bfloat16).contiguous()
+    folder = _save(tmp_path / "fp8-dequantize", stored, config.to_dict() | {"torch_dtype": "bfloat16",
+                   "quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128],
+                                           "dequantize": True}})
+    _, info = transformers.AutoModelForCausalLM.from_pretrained(folder, output_loading_info=True)
+    assert not any(info[key] for key in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    report = _diff_keys(folder)
+    assert report["missing"] == report["unexpected"] == report["mismatched"] == []
+    notes = " ".join(report["notes"])
+    assert "dequantizes on any machine (its quantization_config sets dequantize: true)" in notes, notes
+    assert "falls back" not in notes, notes

@@ -496,10 +496,14 @@ def diff_against_model(
                      "from a .gguf file (from_pretrained's gguf_file=): from_pretrained loads A's weights as they are "
                      "stored, as compared here")
     if quantization and dequantized:
-        notes.append(f"the config asks for {quantization} quantization, which from_pretrained dequantizes on this "
-                     "machine (its quantizer falls back to that without the GPU or kernels it needs): each weight "
-                     "loads with its scales merged into it, as transformers' dequantizing WeightConverters merge "
-                     "them here")
+        stored = config_quantization(model.config)
+        stored = stored if isinstance(stored, Mapping) else getattr(stored, "__dict__", {})
+        # `dequantize: true` in the config dequantizes on any machine; else the quantizer chose it for this one.
+        why = ("which from_pretrained dequantizes on any machine (its quantization_config sets dequantize: true)"
+               if stored.get("dequantize") is True else "which from_pretrained dequantizes on this machine (its "
+               "quantizer falls back to that without the GPU or kernels it needs)")
+        notes.append(f"the config asks for {quantization} quantization, {why}: each weight loads with its scales "
+                     "merged into it, as transformers' dequantizing WeightConverters merge them here")
     elif quantization:
         notes.append(f"the config asks for {quantization} quantization: the meta model is built unquantized, so "
                      "quantized weights and their side tensors are told apart by name and dtype")
