@@ -91,7 +91,8 @@ def dequantizing_quantizer(model: torch.nn.Module) -> Any:
     unquantized, its conversion mapping merging each weight with its scales (`weight_scale_inv`, `_blocks` and
     `_scales`) into a plain weight. Made as from_pretrained makes it (`get_hf_quantizer`, which also reads the text
     config's `quantization_config`), on a copy of the config; None for a quantizer that keeps the weights
-    quantized, or raises (`quantizer_load_error` says why).
+    quantized, raises, or maps the model to a device torch lacks here (Metal's "mps" as it dequantizes:
+    from_pretrained fails on the first weight; `quantizer_load_error` says why).
     """
     if config_quantization(model.config) is None:
         return None
