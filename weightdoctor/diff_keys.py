@@ -165,6 +165,8 @@ _QUANT = _lazy_regex(
     # ExLlamaV2, AQLM, HQQ, optimum-quanto, EETQ; torchao's safetensors (`_weight_qdata`, `_weight_scale`, ...).
     r"\.q_weight|\.q_scale|\.q_scale_max|\.q_invperm|\.q_perm|\.q_groups|\.codes|\.codebooks|\.W_q|\.zero|"
     r"\.weight\._data|\.weight\._scale|\.weight\._shift|\.weight_scales|"
+    # transformers' Metal affine quantization (MetalLinear: weight, scales, qbiases).
+    r"\.qbiases|"
     # HQQLinear's meta data, stored as small tensors beside its W_q.
     r"\.nbits|\.group_size|\.axis|\.packing|\.channel_wise|\.optimize|\.round_zero|\.compute_dtype|\.shape|"
     r"\.view_as_float|\.unpack_view_dtype|\.encoded_state_dict|\.offload_meta|\.stores_quant_config|"

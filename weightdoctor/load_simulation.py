@@ -37,7 +37,7 @@ from weightdoctor.dtypes import FLOATING
 from weightdoctor.errors import SourceNotFound, UsageError, clip_middle
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.paths import expand_user
-from weightdoctor.quantized import quantizer_load_error
+from weightdoctor.quantized import quantizer_load_error, unusable_device
 from weightdoctor.renames import Rename, apply_renames
 
 if TYPE_CHECKING:
@@ -91,7 +91,8 @@ def dequantizing_quantizer(model: torch.nn.Module) -> Any:
     unquantized, its conversion mapping merging each weight with its scales (`weight_scale_inv`, `_blocks` and
     `_scales`) into a plain weight. Made as from_pretrained makes it (`get_hf_quantizer`, which also reads the text
     config's `quantization_config`), on a copy of the config; None for a quantizer that keeps the weights
-    quantized, or raises (`quantizer_load_error` says why).
+    quantized, raises, or maps the model to a device torch lacks here (Metal's "mps" as it dequantizes:
+    from_pretrained fails on the first weight; `quantizer_load_error` says why).
     """
     if config_quantization(model.config) is None:
         return None
@@ -99,13 +100,32 @@ def dequantizing_quantizer(model: torch.nn.Module) -> Any:
         from transformers.quantizers.auto import get_hf_quantizer
 
         with contextlib.redirect_stdout(io.StringIO()):
-            hf_quantizer, _, _ = get_hf_quantizer(copy.deepcopy(model.config), None, None, True, {})
+            hf_quantizer, _, device_map = get_hf_quantizer(copy.deepcopy(model.config), None, None, True, {})
     except Exception:  # noqa: BLE001 - the quantizer refuses: quantizer_load_error reports it
+        return None
+    if unusable_device(device_map) is not None:  # Metal's: dequantized, yet placed on "mps" (quantizer_load_error)
         return None
     if (hf_quantizer is None or not hf_quantizer.pre_quantized
             or not getattr(hf_quantizer.quantization_config, "dequantize", False)
             or "dequantize" not in hf_quantizer.get_load_operations()):
         return None
+    return hf_quantizer
+
+
+def prepare_for_quantizer(model: torch.nn.Module) -> Any:
+    """`dequantizing_quantizer(model)`, its `preprocess_model` run on `model` once, as from_pretrained runs it on
+    its model before it loads a weight; the same quantizer on a later call for that model.
+
+    Preprocessing can change the model's own keys: FineGrainedFP8 swaps the embeddings its config's
+    `modules_to_convert` names for FP8Embedding (weight and weight_scale) even as it dequantizes the rest, so the
+    keys a report compares against are read after it.
+    """
+    if hasattr(model, "_weightdoctor_hf_quantizer"):
+        return model._weightdoctor_hf_quantizer
+    hf_quantizer = dequantizing_quantizer(model)
+    if hf_quantizer is not None:
+        hf_quantizer.preprocess_model(model)
+    model._weightdoctor_hf_quantizer = hf_quantizer
     return hf_quantizer
 
 
@@ -149,9 +169,7 @@ def simulate_from_pretrained(
         ) from exc
 
     with _quiet_transformers():
-        hf_quantizer = dequantizing_quantizer(model)
-        if hf_quantizer is not None:
-            hf_quantizer.preprocess_model(model)  # as from_pretrained does on its model before loading
+        hf_quantizer = prepare_for_quantizer(model)
         weight_mapping = get_model_conversion_mapping(model, key_mapping, hf_quantizer)
         renamings = [entry for entry in weight_mapping if isinstance(entry, WeightRenaming)]
         converters = [entry for entry in weight_mapping if isinstance(entry, WeightConverter)]
@@ -366,14 +384,14 @@ def diff_against_model(
         mapping = apply_renames([*specs_a, *non_tensors], list(renames))
         renamed_a = {mapping[old]: KeySpec(mapping[old], spec.shape, spec.dtype) for old, spec in specs_a.items()}
         non_tensors = {mapping[old]: what for old, what in non_tensors.items()}
+    with _quiet_transformers():
+        dequantized = prepare_for_quantizer(model) is not None  # B's keys as that quantizer's preprocessing makes them
     meta_state_dict = model.state_dict()
     specs_b = {
         name: KeySpec(name, tuple(t.shape), str(t.dtype).removeprefix("torch."))
         for name, t in meta_state_dict.items()
     }
     fresh_model_args = (type(model), model.config)
-    with _quiet_transformers():
-        dequantized = dequantizing_quantizer(model) is not None
     quantization = quantization_method(config_quantization(model.config))
     # GGUF's quantizer packs only what it reads from a .gguf file; weights beside its config load as they are.
     gguf_config = quantization == "gguf"
@@ -479,10 +497,14 @@ def diff_against_model(
                      "from a .gguf file (from_pretrained's gguf_file=): from_pretrained loads A's weights as they are "
                      "stored, as compared here")
     if quantization and dequantized:
-        notes.append(f"the config asks for {quantization} quantization, which from_pretrained dequantizes on this "
-                     "machine (its quantizer falls back to that without the GPU or kernels it needs): each weight "
-                     "loads with its scales merged into it, as transformers' dequantizing WeightConverters merge "
-                     "them here")
+        stored = config_quantization(model.config)
+        stored = stored if isinstance(stored, Mapping) else getattr(stored, "__dict__", {})
+        # `dequantize: true` in the config dequantizes on any machine; else the quantizer chose it for this one.
+        why = ("which from_pretrained dequantizes on any machine (its quantization_config sets dequantize: true)"
+               if stored.get("dequantize") is True else "which from_pretrained dequantizes on this machine (its "
+               "quantizer falls back to that without the GPU or kernels it needs)")
+        notes.append(f"the config asks for {quantization} quantization, {why}: each weight loads with its scales "
+                     "merged into it, as transformers' dequantizing WeightConverters merge them here")
     elif quantization:
         notes.append(f"the config asks for {quantization} quantization: the meta model is built unquantized, so "
                      "quantized weights and their side tensors are told apart by name and dtype")

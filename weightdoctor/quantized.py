@@ -1016,10 +1016,50 @@ def quantizer_load_error(quantization_config: Any) -> str | None:
         with contextlib.redirect_stdout(io.StringIO()):
             quantizer = AutoHfQuantizer.from_config(config, pre_quantized=True)
             quantizer.validate_environment(device_map=None, weights_only=True)
+            device_map = quantizer.update_device_map(None)
     except Exception as error:  # whatever the quantizer raises, from_pretrained raises
         said = " ".join(str(error).split()) or type(error).__name__
         return (f"from_pretrained raises {type(error).__name__} here before it loads a weight: "
                 f"{clip_middle(said, 240)!r}; the keys are compared as its quantizer reads them where it loads")
+    device = unusable_device(device_map)
+    if device is not None:
+        return (f"from_pretrained fails here as it copies the first weight: its quantizer maps the model to "
+                f"{device!r}, which this machine's torch has no device for; the keys are compared as its quantizer "
+                "reads them where it loads")
+    return None
+
+
+def unusable_device(device_map: Any) -> str | None:
+    """The first device of a quantizer's device map (`update_device_map`, as from_pretrained gets it) that torch has
+    no device for here, or None.
+
+    Metal's quantizer, short of an Apple GPU, dequantizes the weights yet still maps the model to "mps":
+    from_pretrained then fails on the first weight it copies there (transformers 5.25 with a CPU-only torch on
+    Linux: RuntimeError "PyTorch is not linked with support for mps devices"). Told by torch's accelerator (or the
+    device module's `is_available`), without making anything on a device.
+    """
+    if not isinstance(device_map, Mapping):
+        return None
+    import torch
+
+    accelerator = None
+    with contextlib.suppress(Exception):  # a torch without torch.accelerator (< 2.6): each device module is asked
+        accelerator = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    for device in device_map.values():
+        if device in ("cpu", "disk", "meta"):
+            continue
+        try:
+            kind = torch.device(device).type
+        except (RuntimeError, TypeError, ValueError):  # not a device torch names: from_pretrained's own error
+            continue
+        if kind in ("cpu", "meta") or (accelerator is not None and accelerator.type == kind):
+            continue
+        available = getattr(getattr(torch, kind, None), "is_available", None)
+        usable = False
+        with contextlib.suppress(Exception):
+            usable = bool(available()) if callable(available) else False
+        if not usable:
+            return str(device)
     return None
 
 
