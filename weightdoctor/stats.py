@@ -504,15 +504,15 @@ class _Lines:
         self._lazy: torch.Tensor | None = None
         self._file: tuple[str, int, int] | None = None  # path, byte offset of element 0, itemsize
         if whole is None:
-            header = checkpoint.safetensors_header(info.file)
-            if header is not None and info.data_offsets is not None:
+            # One contiguous run of its file (safetensors; most torch zip tensors): read in place, by range.
+            found = checkpoint.byte_range(info.name) if info.dtype != "float4_e2m1fn_x2" else None
+            if found is not None:
                 import torch
 
                 itemsize = torch.empty((), dtype=getattr(torch, info.dtype)).element_size()
-                path = str(checkpoint.file_path(info.file))
-                self._file = (path, header.data_start + info.data_offsets[0], itemsize)
+                self._file = (str(found[0]), found[1], itemsize)
             else:
-                # Pickles are memory-mapped by the reader: indexing touches only the pages it needs.
+                # Otherwise the tensor is read whole (a pickle's strided view, read by torch.load).
                 self._lazy = checkpoint.load_tensor(info.name).reshape(-1)
 
     def read(self, start: int, count: int, keep_float64: bool = False) -> torch.Tensor:

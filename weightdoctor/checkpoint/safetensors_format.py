@@ -495,12 +495,22 @@ def require_memory_for(path: Path | str, info: TensorInfo, length: int, hint: st
     Raises:
         UnsupportedEnvironment: `length` is more than the available memory.
     """
+    require_memory(path, f"tensor {info.name!r}", length, hint)
+
+
+def require_memory(path: Path | str, what: str, length: int, hint: str = "") -> None:
+    """`require_memory_for` of anything read whole (`what`: its words, "tensor 'w'"): every read of values whole
+    into memory, whatever the format, is refused by this one check.
+
+    Raises:
+        UnsupportedEnvironment: `length` is more than the available memory.
+    """
     available = available_memory()
     if available is not None and length > available:
         from weightdoctor.units import format_bytes
 
         raise UnsupportedEnvironment(
-            f"tensor {info.name!r} ({format_bytes(length)}) is read whole into memory, more than the "
+            f"{what} ({format_bytes(length)}) is read whole into memory, more than the "
             f"{format_bytes(available)} this machine has available: nothing was read{hint}", path=str(path))
 
 
@@ -534,6 +544,33 @@ def read_tensor_bytes(path: Path, header: SafetensorsHeader, info: TensorInfo) -
     finally:
         os.close(fd)
     return buffer
+
+
+def read_values_at(path: Path | str, base: int, dtype: torch.dtype, name: str, indices: torch.Tensor,
+                   identity: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """The values at `indices` (positions in the flattened tensor) of a tensor stored as one contiguous run of
+    `path` from byte `base`, one plain read per distinct position: memory for those values alone, whatever the
+    tensor's size (`read_tensor` reads it whole). `identity`: the file's, when its header was read."""
+    import torch
+
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    positions = sorted(set(indices.tolist()))
+    buffer = bytearray(len(positions) * itemsize)
+    view = memoryview(buffer)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if identity is not None and _identity(os.fstat(fd)) != identity:
+            raise CorruptCheckpoint(
+                f"the file changed since its header was read (size or modification time); reading tensor "
+                f"{name!r} from it could mix old and new contents", path=str(path))
+        for slot, position in enumerate(positions):
+            if os.preadv(fd, [view[slot * itemsize:(slot + 1) * itemsize]], base + position * itemsize) != itemsize:
+                raise CorruptCheckpoint(
+                    f"file ended while reading tensor {name!r} (truncated or changed while reading)", path=str(path))
+    finally:
+        os.close(fd)
+    values = torch.frombuffer(buffer, dtype=dtype) if buffer else torch.empty(0, dtype=dtype)
+    return values[torch.searchsorted(torch.tensor(positions, dtype=torch.int64), indices)]
 
 
 def read_tensor(path: Path, header: SafetensorsHeader, info: TensorInfo) -> torch.Tensor:
