@@ -239,3 +239,69 @@ def test_a_legacy_file_that_fits_is_still_read(tmp_path: Path) -> None:
     code, report = run_json("inspect", str(path), "--stats")
     assert code == 0
     assert [(t["name"], t["stats"]["max"]) for t in report["tensors"]] == [("w", 5.0)]
+
+
+def _files_read(monkeypatch: pytest.MonkeyPatch, files: dict[str, str]) -> None:
+    """The memory guard's reads of /proc and /sys give `files` (path -> text); any other of them is absent."""
+    def redirected(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(file, str) and file.startswith(("/proc/", "/sys/")):
+            if file not in files:
+                raise FileNotFoundError(file)
+            return io.StringIO(files[file])
+        return open(file, *args, **kwargs)  # noqa: SIM115
+
+    monkeypatch.setattr(safetensors_format, "open", redirected, raising=False)
+
+
+def test_free_swap_counts_as_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MemAvailable leaves out swap: a read that fits in memory and swap together (slow, but done) was refused."""
+    _files_read(monkeypatch, {"/proc/meminfo": "MemTotal: 4096 kB\nMemAvailable: 2048 kB\nSwapTotal: 8192 kB\n"
+                                               "SwapFree: 1024 kB\n"})
+    assert safetensors_format.available_memory() == 3072 * 1024
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_a_cgroup_limit_bounds_what_is_available(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 version: str) -> None:
+    """In a container whose cgroup allows 1 MiB, the machine's MemAvailable (here 64 GB) was taken for what the
+    process could have: a 4 MiB tensor was read, and the kernel's OOM killer ended the process at the limit."""
+    if version == "v2":
+        cgroup = {"/proc/self/cgroup": "0::/box\n", "/sys/fs/cgroup/box/memory.max": "1048576\n",
+                  "/sys/fs/cgroup/box/memory.current": "600000\n",
+                  "/sys/fs/cgroup/box/memory.stat": "anon 400000\nfile 200000\ninactive_file 100000\n"}
+    else:
+        cgroup = {"/proc/self/cgroup": "4:memory:/box\n3:cpu:/box\n",
+                  "/sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",
+                  "/sys/fs/cgroup/memory/box/memory.limit_in_bytes": "1048576\n",
+                  "/sys/fs/cgroup/memory/box/memory.usage_in_bytes": "600000\n",
+                  "/sys/fs/cgroup/memory/box/memory.stat": "cache 200000\ntotal_inactive_file 100000\n"}
+    _files_read(monkeypatch, {"/proc/meminfo": "MemAvailable: 64000000 kB\n", **cgroup})
+    assert safetensors_format.available_memory() == 1048576 - (600000 - 100000)
+    path = _sparse_safetensors(tmp_path / "m.safetensors", 4, 1 << 20)
+    refused = run_cli("check-dtype", str(path))
+    assert refused.exit_code == 2
+    assert one_error_line(refused) == (
+        f"error: {path}: tensor 'b.weight' (4.19 MB) is read whole into memory, more than the 548.58 KB this "
+        "machine has available: nothing was read")
+
+
+def test_an_address_space_limit_bounds_what_is_available(tmp_path: Path) -> None:
+    """Under `ulimit -v 4 GiB` an 8 GiB tensor of a .bin (less than the machine's MemAvailable) passed the guard and
+    its map was refused: "cannot read or write: [Errno 12]", of no tensor. It is refused in one line naming it."""
+    path = _sparse_bin(tmp_path / "m.bin", 4, 1 << 31)
+    refused = _limited(["check-dtype", str(path)], limit=4 << 30)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"error: {path}: tensor 'b.weight' (8.59 GB) is read whole into memory, more "
+                                     "than the "), refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_a_safetensors_file_the_library_cannot_map_is_refused_naming_it(tmp_path: Path) -> None:
+    """The safetensors library maps the whole file to validate it: past the address-space limit its MemoryError
+    was "error: out of memory: Cannot allocate memory (os error 12)", of no file."""
+    path = _sparse_safetensors(tmp_path / "m.safetensors", 4, 1 << 31)
+    refused = _limited(["check-dtype", str(path)], limit=4 << 30)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        f"error: {path}: the safetensors library maps the whole file (8.59 GB) to validate it, and the system "
+        "refused the map (more than this process may map: its address-space limit, ulimit -v): nothing was read")
