@@ -54,13 +54,14 @@ def _data_pickle(storages: list[_Storage], legacy: bool) -> bytes:
     return out.getvalue()
 
 
-def _sparse_bin(path: Path, *counts: int) -> Path:
+def _sparse_bin(path: Path, *counts: int, byteorder: str = "little") -> Path:
     """A torch zip (torch.save's format) of float32 tensors a.weight, b.weight of `counts` elements, their storage
-    records holes of the file (zeros), aligned to 64 bytes as torch writes them."""
+    records holes of the file (zeros), aligned to 64 bytes as torch writes them. `byteorder` "big": a file
+    weightdoctor's own reader leaves to torch.load(mmap=True)."""
     storages = [_Storage(str(i), n) for i, n in enumerate(counts)]
     with open(path, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr("archive/data.pkl", _data_pickle(storages, legacy=False))
-        archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/byteorder", byteorder)
         for storage in storages:
             info = zipfile.ZipInfo(f"archive/data/{storage.key}")
             pad = -(raw.tell() + 30 + len(info.filename) + 20 + 4) % 64  # 20: the zip64 extra field
@@ -305,3 +306,15 @@ def test_a_safetensors_file_the_library_cannot_map_is_refused_naming_it(tmp_path
     assert refused.stderr.strip() == (
         f"error: {path}: the safetensors library maps the whole file (8.59 GB) to validate it, and the system "
         "refused the map (more than this process may map: its address-space limit, ulimit -v): nothing was read")
+
+
+def test_a_bin_torch_loads_past_what_the_system_maps_is_refused_as_such(tmp_path: Path) -> None:
+    """A .bin weightdoctor's reader leaves to torch.load(mmap=True) (here: a big-endian one) larger than the system
+    maps was "torch cannot read the file: unable to mmap ... Cannot allocate memory (12)", as if it were damaged."""
+    path = _sparse_bin(tmp_path / "m.bin", 4, 1 << 31, byteorder="big")
+    refused = _limited(["inspect", str(path)], limit=4 << 30)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        f"error: {path}: torch.load(mmap=True), which reads this file (weightdoctor's own reader does not model it), "
+        "maps all of it (8.59 GB) and the system refused the map (more than it commits: its memory and swap, or "
+        "this process's address-space limit, ulimit -v): nothing was read")
