@@ -29,17 +29,20 @@ class _Storage:
 
 
 class _Tensor:
-    """Pickles as torch.save pickles a contiguous 1-D float32 tensor of `storage`, without any data."""
+    """Pickles as torch.save pickles a float32 tensor of `storage` (all of it, 1-D, or the view `shape`, `stride`
+    from its element 1), without any data."""
 
-    def __init__(self, storage: _Storage) -> None:
-        self.storage = storage
+    def __init__(self, storage: _Storage, view: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> None:
+        self.storage, self.view = storage, view or ((storage.numel,), (1,))
 
     def __reduce_ex__(self, protocol: Any) -> Any:
+        offset = 1 if self.view[1] != (1,) else 0  # a view starts past its storage's first element
         return (torch._utils._rebuild_tensor_v2,
-                (self.storage, 0, (self.storage.numel,), (1,), False, collections.OrderedDict()))
+                (self.storage, offset, *self.view, False, collections.OrderedDict()))
 
 
-def _data_pickle(storages: list[_Storage], legacy: bool) -> bytes:
+def _data_pickle(storages: list[_Storage], legacy: bool,
+                 view: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> bytes:
     out = io.BytesIO()
     pickler = pickle.Pickler(out, protocol=2)
 
@@ -50,24 +53,30 @@ def _data_pickle(storages: list[_Storage], legacy: bool) -> bytes:
         return None
 
     pickler.persistent_id = persistent_id  # type: ignore[method-assign]
-    pickler.dump(collections.OrderedDict((f"{'ab'[i]}.weight", _Tensor(s)) for i, s in enumerate(storages)))
+    pickler.dump(collections.OrderedDict((f"{'ab'[i]}.weight", _Tensor(s, view if i == 0 else None))
+                                         for i, s in enumerate(storages)))
     return out.getvalue()
 
 
-def _sparse_bin(path: Path, *counts: int, byteorder: str = "little") -> Path:
+def _sparse_bin(path: Path, *counts: int, byteorder: str = "little",
+                view: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> Path:
     """A torch zip (torch.save's format) of float32 tensors a.weight, b.weight of `counts` elements, their storage
     records holes of the file (zeros), aligned to 64 bytes as torch writes them. `byteorder` "big": a file
-    weightdoctor's own reader leaves to torch.load(mmap=True)."""
+    weightdoctor's own reader leaves to torch.load(mmap=True). `view`: a.weight is that (shape, stride) view of its
+    storage, which then holds 0, 1, 2, ... (written, not a hole)."""
     storages = [_Storage(str(i), n) for i, n in enumerate(counts)]
     with open(path, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as archive:
-        archive.writestr("archive/data.pkl", _data_pickle(storages, legacy=False))
+        archive.writestr("archive/data.pkl", _data_pickle(storages, legacy=False, view=view))
         archive.writestr("archive/byteorder", byteorder)
         for storage in storages:
             info = zipfile.ZipInfo(f"archive/data/{storage.key}")
             pad = -(raw.tell() + 30 + len(info.filename) + 20 + 4) % 64  # 20: the zip64 extra field
             info.extra = struct.pack("<HH", 0x4246, pad) + b"Z" * pad
             with archive.open(info, "w", force_zip64=True) as record:
-                raw.seek(storage.numel * 4, 1)
+                if view is not None and storage.key == "0":
+                    raw.write(torch.arange(storage.numel, dtype=torch.float32).numpy().tobytes())
+                else:
+                    raw.seek(storage.numel * 4, 1)
                 record._file_size = record._compress_size = storage.numel * 4  # type: ignore[attr-defined]
         archive.writestr("archive/version", "3\n")
     return path
@@ -137,14 +146,15 @@ def test_a_bin_larger_than_the_system_can_map_still_has_its_small_tensors_read(t
 
 
 def test_a_small_tensor_of_a_bin_too_large_to_map_whole_is_read(tmp_path: Path) -> None:
-    path = _sparse_bin(tmp_path / "big.bin", 4, 1 << 34)
+    """Mapped alone, a strided view (a transpose, from an element past its storage's first) has its own values."""
+    path = _sparse_bin(tmp_path / "big.bin", 7, 1 << 34, view=((2, 3), (1, 2)))
     code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30)); "
             "from weightdoctor.checkpoint.reader import open_checkpoint; "
             f"print(open_checkpoint({str(path)!r}).load_tensor('a.weight').tolist())")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
                           env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[0.0, 0.0, 0.0, 0.0]"
+    assert done.stdout.strip() == str(torch.arange(7.0).as_strided((2, 3), (1, 2), 1).tolist())
 
 
 @pytest.mark.parametrize("kind", ["safetensors", "bin"])
