@@ -328,3 +328,21 @@ def test_a_bin_torch_loads_past_what_the_system_maps_is_refused_as_such(tmp_path
         f"error: {path}: torch.load(mmap=True), which reads this file (weightdoctor's own reader does not model it), "
         "maps all of it (8.59 GB) and the system refused the map (more than it commits: its memory and swap, or "
         "this process's address-space limit, ulimit -v): nothing was read")
+
+
+def test_a_sample_of_a_tensor_torch_load_mapped_is_not_refused_for_its_size(tmp_path: Path,
+                                                                            one_mb_available: None) -> None:
+    """A .bin weightdoctor's reader leaves to torch.load(mmap=True) (here for the set it holds) has its tensors as
+    views of torch's map: --sample reads 1,000 values of one, and is not refused for the whole tensor's size."""
+    path = tmp_path / "m.bin"
+    generator = torch.Generator().manual_seed(3)
+    torch.save({"a.weight": torch.randn(400_000, generator=generator), "step": {1, 2}}, path)
+    code, report = run_json("inspect", str(path), "--sample", "1000")
+    assert code == 0, report
+    assert [(t["name"], t["stats"]["count"], t["stats"]["sampled"]) for t in report["tensors"]] == \
+        [("a.weight", 1000, True)]
+    refused = run_cli("inspect", str(path), "--stats")
+    assert refused.exit_code == 2
+    assert one_error_line(refused) == (
+        f"error: {path}: tensor 'a.weight' (1.60 MB) is read whole into memory, more than the 1.05 MB this "
+        "machine has available: nothing was read")

@@ -246,18 +246,25 @@ class Checkpoint:
             return safetensors_format.read_values_at(found[0], found[1], dtype, name, indices, identity)
         if header is not None:
             return self.load_tensor(name).reshape(-1)[indices]
-        from weightdoctor.checkpoint import pytorch_format
-
-        try:
-            self._check_views(info.file)
-            tensor = pytorch_format.as_tensor(self._pickles[info.file].state_dict[name], name)
-        except WeightDoctorError as exc:
-            exc.path = exc.path or str(self.file_path(info.file))
-            raise
+        tensor = self.pickled_tensor(name)
         if tensor.dim() <= 1:
             return tensor.reshape(-1)[indices]
         # Indexing the strided view itself: reshape(-1) of a view that is not contiguous copies all of it.
         return tensor[torch.unravel_index(indices, tuple(tensor.shape))]
+
+    def pickled_tensor(self, name: str) -> torch.Tensor:
+        """A pickle's tensor as the reader holds it: a view of a torch zip's memory map (nothing read until used) or
+        the values torch.load read. Not refused for its size, as `load_tensor` refuses one: for a caller that reads
+        only part of it (a sample). Only for a tensor of a pickle-based file."""
+        info = self.tensor_info(name)
+        from weightdoctor.checkpoint import pytorch_format
+
+        try:
+            self._check_views(info.file)
+            return pytorch_format.as_tensor(self._pickles[info.file].state_dict[name], name)
+        except WeightDoctorError as exc:
+            exc.path = exc.path or str(self.file_path(info.file))
+            raise
 
     def check_readable(self, name: str) -> None:
         """Every check `load_tensor` makes before it reads a tensor, without reading it (nor downloading it): for a
