@@ -1277,13 +1277,19 @@ def check_dtype(
             if on_tensor is not None:
                 on_tensor(1)
             continue
-        tensor = checkpoint.load_tensor(info.name)
-        if getattr(torch, info.dtype, None) is None or not tensor.is_floating_point():
+        torch_dtype = getattr(torch, info.dtype, None)
+        if torch_dtype is None or not torch_dtype.is_floating_point:
             skipped.append(SkippedTensor(info.name, info.dtype, "this torch cannot cast it"))
             continue
-        values = tensor.reshape(-1)
-        if sample is not None and values.numel() > sample:
-            values = values[sample_indices(values.numel(), sample, info.name, seed)]
+        if sample is not None and info.num_params > sample and info.dtype != "float4_e2m1fn_x2":
+            # Only the sampled values are read (the sample exists to be cheap: a tensor larger than memory too).
+            tensor = checkpoint.load_values(info.name, sample_indices(info.num_params, sample, info.name, seed))
+            values = tensor
+        else:
+            tensor = checkpoint.load_tensor(info.name)
+            values = tensor.reshape(-1)
+            if sample is not None and values.numel() > sample:
+                values = values[sample_indices(values.numel(), sample, info.name, seed)]
         numel = values.numel()
         if 0 < numel <= min(BATCH_TENSOR_ELEMENTS, chunk_elements):
             if pending and (pending[0][1].dtype != values.dtype or pending_elements + numel > BATCH_ELEMENTS):

@@ -504,15 +504,24 @@ class _Lines:
         self._lazy: torch.Tensor | None = None
         self._file: tuple[str, int, int] | None = None  # path, byte offset of element 0, itemsize
         if whole is None:
-            header = checkpoint.safetensors_header(info.file)
-            if header is not None and info.data_offsets is not None:
-                import torch
+            import torch
 
+            header = checkpoint.safetensors_header(info.file)
+            # One contiguous run of its file (safetensors; most torch zip tensors): read in place, by range.
+            found = checkpoint.byte_range(info.name) if header is None else None
+            if header is not None and info.data_offsets is not None:
                 itemsize = torch.empty((), dtype=getattr(torch, info.dtype)).element_size()
                 path = str(checkpoint.file_path(info.file))
                 self._file = (path, header.data_start + info.data_offsets[0], itemsize)
+            elif found is not None:
+                itemsize = torch.empty((), dtype=getattr(torch, info.dtype)).element_size()
+                self._file = (str(found[0]), found[1], itemsize)
+            elif header is None and (tensor := checkpoint.pickled_tensor(info.name)).is_contiguous():
+                # A view of the file's map torch.load made (indexing touches only the pages it needs), or the
+                # values it read (a legacy file): not copied, so not refused for its size.
+                self._lazy = tensor.reshape(-1)
             else:
-                # Pickles are memory-mapped by the reader: indexing touches only the pages it needs.
+                # reshape(-1) of a strided view copies it whole: read whole, as the memory guard allows.
                 self._lazy = checkpoint.load_tensor(info.name).reshape(-1)
 
     def read(self, start: int, count: int, keep_float64: bool = False) -> torch.Tensor:

@@ -19,6 +19,7 @@ the file, as `torch.load(mmap=True)` gives.
 from __future__ import annotations
 
 import collections
+import errno
 import itertools
 import math
 import mmap
@@ -88,10 +89,23 @@ class StaticArchive:
         # of that same file (a file replaced in between had its bytes read at the old file's offsets).
         self.identity = identity
         self._map: mmap.mmap | None = None
+        self._too_large = False  # the system refused to map the whole file (`mapping`)
         self._lock = threading.Lock()
 
-    def mapping(self) -> mmap.mmap:
-        """A private, copy-on-write map of the whole file (as torch.load(mmap=True) maps it).
+    def _check_identity(self, fd: int) -> None:
+        now = file_identity(os.fstat(fd))
+        # Cut short in place: `to_torch` says which record the file now ends before.
+        shorter = self.identity is not None and now[:2] == self.identity[:2] and now[2] < self.identity[2]
+        if self.identity is not None and now != self.identity and not shorter:
+            raise CorruptCheckpoint(
+                "the file changed since its records were read (replaced, or its size or modification "
+                "time changed); nothing more is read from it", path=str(self.path))
+
+    def mapping(self) -> mmap.mmap | None:
+        """A private, copy-on-write map of the whole file (as torch.load(mmap=True) maps it), or None where the
+        system refuses a map that large: a private writable map counts in full against the memory the kernel
+        commits, and Linux's default overcommit rule refuses one larger than its RAM and swap (a 30 GB .bin on a
+        machine of 24 GB), though reading one tensor of it touches only that tensor's pages (`range_mapping`).
 
         Raises:
             CorruptCheckpoint: the file is no longer the one whose records were listed (replaced or rewritten).
@@ -99,17 +113,39 @@ class StaticArchive:
         with self._lock:
             mapped = self._map
             if mapped is None:
+                if self._too_large:
+                    return None
                 with open(self.path, "rb") as handle:
-                    now = file_identity(os.fstat(handle.fileno()))
-                    # Cut short in place: `to_torch` says which record the file now ends before.
-                    shorter = self.identity is not None and now[:2] == self.identity[:2] and now[2] < self.identity[2]
-                    if self.identity is not None and now != self.identity and not shorter:
-                        raise CorruptCheckpoint(
-                            "the file changed since its records were read (replaced, or its size or modification "
-                            "time changed); nothing more is read from it", path=str(self.path))
-                    mapped = self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+                    self._check_identity(handle.fileno())
+                    try:
+                        mapped = self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+                    except OSError as exc:
+                        if exc.errno != errno.ENOMEM:
+                            raise
+                        self._too_large = True
+                        return None
         _hold(self)
         return mapped
+
+    def range_mapping(self, offset: int, length: int) -> tuple[mmap.mmap, int]:
+        """A private, copy-on-write map of the file's bytes [offset, offset + length) alone, and where `offset`
+        lies in it (a map starts at a multiple of the allocation granularity). Made anew on each call: it lives
+        as long as the tensor viewing it.
+
+        Raises:
+            CorruptCheckpoint: the file changed since its records were listed, or now ends before `offset + length`.
+            OSError: the system refuses even this map (ENOMEM: more than it can commit).
+        """
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        with open(self.path, "rb") as handle:
+            self._check_identity(handle.fileno())
+            size = os.fstat(handle.fileno()).st_size
+            if offset + length > size:
+                raise CorruptCheckpoint(
+                    f"file ended before byte {offset + length:,} ({counted(size, 'byte')} now): truncated or "
+                    "changed while reading", path=str(self.path))
+            return mmap.mmap(handle.fileno(), offset + length - start, offset=start,
+                             access=mmap.ACCESS_COPY), offset - start
 
     def drop_map(self) -> None:
         """Let go of the map: it is unmapped (and its descriptor closed) once no tensor views it any more; the next
@@ -197,8 +233,17 @@ class StaticTensor(_NoState):
         count = self.storage.nbytes // self.itemsize
         if count == 0:
             base = torch.empty(0, dtype=dtype)
+        elif (mapping := self.storage.archive.mapping()) is None:
+            # The file is too large to map whole here: map the bytes this view reaches, from its first element.
+            if self.numel == 0:
+                return torch.empty(0, dtype=dtype).as_strided(self.shape, self.stride, 0)
+            extent = self.storage_offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride, strict=True)) + 1
+            first = self.storage.data_offset + self.storage_offset * self.itemsize
+            length = (extent - self.storage_offset) * self.itemsize
+            part, shift = self.storage.archive.range_mapping(first, length)
+            base = torch.frombuffer(part, dtype=dtype, count=length // self.itemsize, offset=shift)
+            return base.as_strided(self.shape, self.stride, 0)
         else:
-            mapping = self.storage.archive.mapping()
             # `len(mapping)` is the size when the map was made; `mapping.size()` is the file's size now. A file cut
             # short after the map was made (between two tensors of a convert) raised SIGBUS on the first page
             # past its new end, killing the process with no message and its temporary output left behind.

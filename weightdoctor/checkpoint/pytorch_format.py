@@ -1406,6 +1406,19 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         except NeedsTorch:
             obj = None
     notes: list[str] = []
+    if obj is None and report.container != "pytorch-zip":
+        # A legacy torch.save file (or its tar, or a plain pickle) is read whole: torch.load allocates every storage
+        # and reads it in, before any tensor is looked at. Refused before that where it is more than memory holds,
+        # rather than killed by the system part way (or torch's allocator error, of no file nor tensor).
+        from weightdoctor.checkpoint.safetensors_format import require_memory
+
+        what = {"pytorch-legacy": "this legacy torch.save file (not a zip archive: torch.load reads all of its "
+                "storages at once)", "pytorch-tar": "this torch.save tar file (torch.load reads all of its storages "
+                "at once)", "pickle": "this pickle (pickle.load reads all of it at once)"}
+        require_memory(path, what.get(report.container, "this file"), path.stat().st_size,
+                       hint="; torch.save writes a zip archive since torch 1.6, whose tensors are read one at a time: "
+                       "re-saved so, on a machine with the memory, it can be read here"
+                       if report.container.startswith("pytorch") else "")
     if obj is None and report.container == "pickle":
         obj = _load_plain_pickle(path, _inert_names(report))
         if path.suffix in (".pdparams", ".pdopt") or isinstance(obj, Mapping) and _PADDLE_NAME_TABLE in obj:
@@ -1856,6 +1869,16 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
         if refusal is not None:  # (torch raises AttributeError here today; a RuntimeError would say the same)
             raise refusal from exc
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        if fmt == "pytorch-zip" and text.startswith("unable to mmap") and "(12)" in text:
+            # Not a damaged file: the private map of the whole file counts in full against the memory the system
+            # commits (Linux's default rule refuses one larger than its RAM and swap), or past `ulimit -v`.
+            from weightdoctor.units import format_bytes
+
+            raise UnsupportedEnvironment(
+                f"torch.load(mmap=True), which reads this file (weightdoctor's own reader does not model it), maps "
+                f"all of it ({format_bytes(path.stat().st_size)}) and the system refused the map (more than it "
+                "commits: its memory and swap, or this process's address-space limit, ulimit -v): nothing was "
+                "read") from exc
         if "storage has wrong byte size: expected %ld" in text:
             # torch's legacy loader leaves its format unfilled ("expected %ld got %ld1656"). The scan compares each
             # record with the size its pickle declares where it knows the storage type: most often a tensor's view

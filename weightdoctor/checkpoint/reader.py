@@ -220,6 +220,47 @@ class Checkpoint:
 
         try:
             self._check_views(info.file)
+            # A torch zip's tensor views a map of the file: whoever reads it reads it whole (and most make a copy).
+            safetensors_format.require_memory_for(self.file_path(info.file), info, info.nbytes)
+            return pytorch_format.as_tensor(self._pickles[info.file].state_dict[name], name)
+        except WeightDoctorError as exc:
+            exc.path = exc.path or str(self.file_path(info.file))
+            raise
+
+    def load_values(self, name: str, indices: torch.Tensor) -> torch.Tensor:
+        """The values at `indices` (positions in the flattened tensor, C order) of one tensor, as a 1-D CPU tensor,
+        reading only those where the format allows: a safetensors file one read per distinct position, a torch
+        zip's tensor through its memory map (only their pages are touched). The memory they take is that of the
+        values alone: nothing is refused for the tensor's size (`load_tensor` refuses a tensor larger than the
+        memory available). Other formats hold their values in memory already (torch.load read them whole)."""
+        import torch
+
+        info = self.tensor_info(name)
+        if self._remote is not None and info.file not in self._headers:
+            self._download(info.file)
+        header = self.safetensors_header(info.file)
+        dtype = getattr(torch, info.dtype, None)
+        found = self.byte_range(name) if info.num_params and info.dtype != "float4_e2m1fn_x2" else None
+        if found is not None and dtype is not None:
+            identity = header.identity if header is not None else None
+            return safetensors_format.read_values_at(found[0], found[1], dtype, name, indices, identity)
+        if header is not None:
+            return self.load_tensor(name).reshape(-1)[indices]
+        tensor = self.pickled_tensor(name)
+        if tensor.dim() <= 1:
+            return tensor.reshape(-1)[indices]
+        # Indexing the strided view itself: reshape(-1) of a view that is not contiguous copies all of it.
+        return tensor[torch.unravel_index(indices, tuple(tensor.shape))]
+
+    def pickled_tensor(self, name: str) -> torch.Tensor:
+        """A pickle's tensor as the reader holds it: a view of a torch zip's memory map (nothing read until used) or
+        the values torch.load read. Not refused for its size, as `load_tensor` refuses one: for a caller that reads
+        only part of it (a sample). Only for a tensor of a pickle-based file."""
+        info = self.tensor_info(name)
+        from weightdoctor.checkpoint import pytorch_format
+
+        try:
+            self._check_views(info.file)
             return pytorch_format.as_tensor(self._pickles[info.file].state_dict[name], name)
         except WeightDoctorError as exc:
             exc.path = exc.path or str(self.file_path(info.file))

@@ -468,23 +468,106 @@ def validate_with_library(path: Path, header: SafetensorsHeader | None = None) -
             handle.metadata()
     except SafetensorError as exc:
         raise CorruptCheckpoint(f"safetensors rejects the file: {exc}") from exc
+    except MemoryError as exc:
+        from weightdoctor.units import format_bytes
+
+        raise UnsupportedEnvironment(
+            f"the safetensors library maps the whole file ({format_bytes(os.path.getsize(path))}) to validate it, "
+            "and the system refused the map (more than this process may map: its address-space limit, ulimit -v): "
+            "nothing was read", path=str(path)) from exc
 
 
 def available_memory() -> int | None:
-    """Bytes of memory this machine can give without swapping (Linux's MemAvailable), or None where unknown.
+    """Bytes of memory this process can still take, or None where unknown: the least of
+
+    - the machine's: Linux's MemAvailable, plus the free swap (an allocation past MemAvailable is swapped, slow
+      but done, not refused);
+    - its cgroup's (a container's limit: the kernel's OOM killer ends the process at it, whatever the machine has
+      free): the limit less what the cgroup uses, its inactive page cache counted free as the kernel reclaims it;
+    - its address-space limit (`ulimit -v`, RLIMIT_AS): the limit less the address space it maps already.
 
     Nothing stands in for MemAvailable where /proc/meminfo lacks it (unreadable, not mounted, a kernel before 3.14):
     the free pages (`SC_AVPHYS_PAGES`, MemFree) leave out the page cache the kernel gives back on demand, often most
     of a machine's memory (the checkpoint's own pages once read), and refused reads that fit.
     """
+    rooms = [room for room in (_machine_room(), _cgroup_room(), _address_space_room()) if room is not None]
+    return min(rooms) if rooms else None
+
+
+def _fields(path: str) -> dict[str, int]:
+    """The `Name: number [kB]` (or `name number`) lines of a /proc or /sys file, in bytes where given in kB."""
+    found: dict[str, int] = {}
+    with open(path, encoding="ascii") as text:
+        for line in text:
+            parts = line.replace(":", " ").split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                found[parts[0]] = int(parts[1]) * (1024 if parts[2:3] == ["kB"] else 1)
+    return found
+
+
+def _machine_room() -> int | None:
     try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+        meminfo = _fields("/proc/meminfo")
+    except (OSError, ValueError):
+        return None
+    if "MemAvailable" not in meminfo:
+        return None
+    return meminfo["MemAvailable"] + meminfo.get("SwapFree", 0)
+
+
+def _first_line(path: str) -> str:
+    with open(path, encoding="ascii") as text:
+        return text.readline().strip()
+
+
+def _cgroup_room() -> int | None:
+    """What the memory limit of this process's cgroup (v2 `memory.max`, v1 `memory.limit_in_bytes`) leaves it, or
+    None without one. Inside a container the cgroup's own folder is the mount's root, outside it the path
+    /proc/self/cgroup names: both are read, and the smallest room kept."""
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as text:
+            lines = text.read().splitlines()
+    except (OSError, ValueError):
+        return None
+    rooms: list[int] = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3 or not parts[2].startswith("/"):
+            continue
+        if parts[1] == "":
+            root, files = "/sys/fs/cgroup", ("memory.max", "memory.current", "inactive_file")
+        elif "memory" in parts[1].split(","):
+            root, files = "/sys/fs/cgroup/memory", ("memory.limit_in_bytes", "memory.usage_in_bytes",
+                                                    "total_inactive_file")
+        else:
+            continue
+        for folder in {root + parts[2].rstrip("/"), root}:
+            try:
+                limit = _first_line(f"{folder}/{files[0]}")
+                if not limit.isdigit() or int(limit) >= 1 << 60:  # "max", or v1's page-rounded 2**63 - 1: none
+                    continue
+                usage = int(_first_line(f"{folder}/{files[1]}"))
+                inactive = _fields(f"{folder}/memory.stat").get(files[2], 0)
+            except (OSError, ValueError):
+                continue
+            rooms.append(max(0, int(limit) - max(0, usage - inactive)))
+    return min(rooms) if rooms else None
+
+
+def _address_space_room() -> int | None:
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError):
+        return None
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        return None
+    try:
+        mapped = _fields("/proc/self/status").get("VmSize")
+    except (OSError, ValueError):
+        return None
+    return max(0, soft - mapped) if mapped is not None else None
 
 
 def require_memory_for(path: Path | str, info: TensorInfo, length: int, hint: str = "") -> None:
@@ -495,12 +578,22 @@ def require_memory_for(path: Path | str, info: TensorInfo, length: int, hint: st
     Raises:
         UnsupportedEnvironment: `length` is more than the available memory.
     """
+    require_memory(path, f"tensor {info.name!r}", length, hint)
+
+
+def require_memory(path: Path | str, what: str, length: int, hint: str = "") -> None:
+    """`require_memory_for` of anything read whole (`what`: its words, "tensor 'w'"): every read of values whole
+    into memory, whatever the format, is refused by this one check.
+
+    Raises:
+        UnsupportedEnvironment: `length` is more than the available memory.
+    """
     available = available_memory()
     if available is not None and length > available:
         from weightdoctor.units import format_bytes
 
         raise UnsupportedEnvironment(
-            f"tensor {info.name!r} ({format_bytes(length)}) is read whole into memory, more than the "
+            f"{what} ({format_bytes(length)}) is read whole into memory, more than the "
             f"{format_bytes(available)} this machine has available: nothing was read{hint}", path=str(path))
 
 
@@ -534,6 +627,33 @@ def read_tensor_bytes(path: Path, header: SafetensorsHeader, info: TensorInfo) -
     finally:
         os.close(fd)
     return buffer
+
+
+def read_values_at(path: Path | str, base: int, dtype: torch.dtype, name: str, indices: torch.Tensor,
+                   identity: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """The values at `indices` (positions in the flattened tensor) of a tensor stored as one contiguous run of
+    `path` from byte `base`, one plain read per distinct position: memory for those values alone, whatever the
+    tensor's size (`read_tensor` reads it whole). `identity`: the file's, when its header was read."""
+    import torch
+
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    positions = sorted(set(indices.tolist()))
+    buffer = bytearray(len(positions) * itemsize)
+    view = memoryview(buffer)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if identity is not None and _identity(os.fstat(fd)) != identity:
+            raise CorruptCheckpoint(
+                f"the file changed since its header was read (size or modification time); reading tensor "
+                f"{name!r} from it could mix old and new contents", path=str(path))
+        for slot, position in enumerate(positions):
+            if os.preadv(fd, [view[slot * itemsize:(slot + 1) * itemsize]], base + position * itemsize) != itemsize:
+                raise CorruptCheckpoint(
+                    f"file ended while reading tensor {name!r} (truncated or changed while reading)", path=str(path))
+    finally:
+        os.close(fd)
+    values = torch.frombuffer(buffer, dtype=dtype) if buffer else torch.empty(0, dtype=dtype)
+    return values[torch.searchsorted(torch.tensor(positions, dtype=torch.int64), indices)]
 
 
 def read_tensor(path: Path, header: SafetensorsHeader, info: TensorInfo) -> torch.Tensor:
