@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import pickle
+import pickletools
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,22 @@ def test_a_genuine_training_args_bin_stays_safe_and_reads(tmp_path: Path) -> Non
     line = one_error_line(run_cli("inspect", str(path)))
     assert "no model weights: the file holds a Trainer's TrainingArguments" in line
     assert "suspicious" not in line
+
+
+def test_newobj_ex_with_keywords_runs_no_init_and_stays_safe() -> None:
+    """NEWOBJ_EX passes its keywords to cls.__new__ alone (object.__new__, which drops them): the object is empty,
+    __post_init__ never ran (no PartialState, no FSDP variable), which is why the rule lets NEWOBJ through."""
+    import copyreg
+
+    class _NewEx:
+        def __reduce_ex__(self, protocol: int) -> tuple[Any, ...]:
+            chosen = {"output_dir": "x", "fsdp": "full_shard", "use_cpu": True}
+            return (copyreg.__newobj_ex__, (transformers.TrainingArguments, (), chosen), {})
+
+    data = pickle.dumps(_NewEx(), protocol=4)
+    assert "NEWOBJ_EX" in {op.name for op, _, _ in pickletools.genops(data)}
+    assert scan_bytes(data).verdict == "safe"
+    before = dict(accelerate_state.PartialState._shared_state)
+    loaded = pickle.loads(data)
+    assert type(loaded) is transformers.TrainingArguments and vars(loaded) == {}
+    assert accelerate_state.PartialState._shared_state == before
