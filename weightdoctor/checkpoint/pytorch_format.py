@@ -1067,31 +1067,34 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         entry = self._globals.get(id(value))
         return entry[0] if entry is not None and entry[1] is value else None
 
-    def _check_call(self, func: Any, args: Any) -> None:
+    def _check_call(self, func: Any, args: Any, opcode: str) -> None:
         """The scan's rules for calls (see `policy.call_problem`), again on the real objects."""
         from weightdoctor.security.policy import WATCHED_CALLS, call_problem
 
         name = self._name_of(func)
         if name is None or name not in WATCHED_CALLS:
             return
-        problem = call_problem(name, tuple(args) if isinstance(args, (tuple, list)) else args, self._name_of)
+        problem = call_problem(name, tuple(args) if isinstance(args, (tuple, list)) else args, self._name_of, opcode)
         if problem is not None:
             raise RefusedByPolicy(f"refused: the pickle {problem}")
 
     def load_reduce(self) -> None:
-        self._check_call(self.stack[-2] if len(self.stack) >= 2 else None, self.stack[-1] if self.stack else ())
+        self._check_call(self.stack[-2] if len(self.stack) >= 2 else None, self.stack[-1] if self.stack else (),
+                         "REDUCE")
         super().load_reduce()
 
     def load_newobj(self) -> None:
-        self._check_call(self.stack[-2] if len(self.stack) >= 2 else None, self.stack[-1] if self.stack else ())
+        self._check_call(self.stack[-2] if len(self.stack) >= 2 else None, self.stack[-1] if self.stack else (),
+                         "NEWOBJ")
         super().load_newobj()
 
     def load_newobj_ex(self) -> None:
-        self._check_call(self.stack[-3] if len(self.stack) >= 3 else None, self.stack[-2] if self.stack else ())
+        self._check_call(self.stack[-3] if len(self.stack) >= 3 else None, self.stack[-2] if self.stack else (),
+                         "NEWOBJ_EX")
         super().load_newobj_ex()
 
     def _instantiate(self, klass: Any, args: Any) -> Any:  # OBJ and INST
-        self._check_call(klass, args)
+        self._check_call(klass, args, "OBJ")  # INST and OBJ alike: __new__ alone when args is empty
         return super()._instantiate(klass, args)
 
     dispatch[pickle.REDUCE[0]] = load_reduce

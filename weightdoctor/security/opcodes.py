@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from weightdoctor.errors import clip_words
+from weightdoctor.security.policy import TRAINING_ENUMS
 
 HIGHEST_PROTOCOL = 5
 # Longest line a text opcode (GLOBAL, INST, protocol 0 strings) may have; without a bound pickletools
@@ -47,8 +48,9 @@ OPAQUE = _Opaque()
 def built_global(qualified: str) -> bool:
     """Whether a later BUILD on what `qualified` returns is judged by the policy (`policy.build_problem`): a numpy
     dtype's state (`numpy.dtype(...)`, `numpy.dtypes.Float64DType()`) carries flags numpy then trusts for how it
-    reads memory."""
-    return qualified == "numpy.dtype" or (qualified.startswith("numpy.dtypes.") and qualified.endswith("DType"))
+    reads memory; an enum of `policy.TRAINING_ENUMS` returns a member the whole process shares."""
+    return (qualified == "numpy.dtype" or (qualified.startswith("numpy.dtypes.") and qualified.endswith("DType"))
+            or qualified in TRAINING_ENUMS)
 
 
 class Made(_Opaque):

@@ -33,6 +33,16 @@ TRAINING_ARGUMENTS: frozenset[str] = frozenset({
         ("nash_md", "NashMD"), ("xpo", "XPO"), ("rloo", "RLOO"))),
 })
 
+# The enums TrainingArguments' fields hold, each pickled as Enum(value): one string, a member's value. See
+# `call_problem` and `build_problem`.
+TRAINING_ENUMS: frozenset[str] = frozenset({
+    "transformers.training_args.OptimizerNames", "transformers.trainer_utils.SchedulerType",
+    "transformers.trainer_utils.IntervalStrategy", "transformers.trainer_utils.SaveStrategy",
+    "transformers.trainer_utils.HubStrategy", "transformers.trainer_utils.FSDPOption",
+    "transformers.debug_utils.DebugOption", "accelerate.utils.dataclasses.DistributedType",
+    "trl.trainer.dpo_config.FDivergenceType",
+})
+
 # Configuration containers of training checkpoints, read as inert stand-ins (never imported, see
 # weightdoctor.checkpoint.inert): torch's weights_only loader refuses them, so torch.load fails on fairseq,
 # Hydra / NeMo and Lightning checkpoints whose tensors are plain.
@@ -83,12 +93,19 @@ INERT_GLOBALS: frozenset[str] = frozenset({
     # (REDUCE of the class on a string), an AcceleratorConfig dataclass and accelerate's PartialState (NEWOBJ and
     # BUILD of its settings, a torch.device and a DistributedType enum among them). Read from the file transformers
     # 5 writes; Seq2SeqTrainer's subclass is the same data.
-    *TRAINING_ARGUMENTS, "trl.trainer.dpo_config.FDivergenceType",
-    "transformers.training_args.OptimizerNames", "transformers.trainer_utils.SchedulerType",
-    "transformers.trainer_utils.IntervalStrategy", "transformers.trainer_utils.SaveStrategy",
-    "transformers.trainer_utils.HubStrategy", "transformers.trainer_utils.FSDPOption",
-    "transformers.debug_utils.DebugOption", "transformers.trainer_pt_utils.AcceleratorConfig",
-    "accelerate.state.PartialState", "accelerate.utils.dataclasses.DistributedType",
+    *TRAINING_ARGUMENTS, "transformers.trainer_pt_utils.AcceleratorConfig", "accelerate.state.PartialState",
+    *TRAINING_ENUMS,
+})
+
+# Inert classes whose own code, run by a call, does what a configuration object must not: a pickle builds them as
+# every Trainer writes them, by NEWOBJ (cls.__new__, no __init__) and a BUILD of their fields, and never calls them.
+# Called (REDUCE, or INST / OBJ with arguments), TrainingArguments runs __post_init__ (under torch.load with
+# weights_only=False): it builds accelerate's PartialState, which initialised torch.distributed's process group under
+# torchrun's environment; with fsdp set it wrote FSDP_CPU_RAM_EFFICIENT_LOADING into os.environ; it read the JSON file
+# its accelerator_config or fsdp_config named. PartialState(cpu) runs the same initialisation itself. Each dataclass,
+# built by NEWOBJ, only has its fields set (none defines __setstate__, __setattr__ or a property setter).
+BUILT_BY_NEW: frozenset[str] = frozenset({
+    *TRAINING_ARGUMENTS, "transformers.trainer_pt_utils.AcceleratorConfig", "accelerate.state.PartialState",
 })
 
 # The types omegaconf's node metadata names as values (`ref_type=typing.Any`, `object_type=dict`, a resolver
@@ -206,6 +223,7 @@ WATCHED_CALLS: frozenset[str] = frozenset(
     | _RECONSTRUCT | {_FROM_TYPE, "builtins.bytearray", "__builtin__.bytearray", "builtins.bytes", "__builtin__.bytes"}
     | {_FRACTION, _ENCODE, _DECIMAL} | _SCALAR
     | {"numpy.dtype"}  # its BUILD states, judged by `build_problem`
+    | BUILT_BY_NEW | TRAINING_ENUMS
 )
 # The flags a structured dtype's state may hold (numpy's NPY_FROM_FIELDS, NPY_NEEDS_PYAPI, NPY_ALIGNED_STRUCT): what
 # its fields pass on. Never NPY_ITEM_IS_POINTER (0x4), NPY_USE_GETITEM (0x20), NPY_USE_SETITEM (0x40).
@@ -332,8 +350,8 @@ def _importable(module: str) -> bool:
         return False
 
 
-def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]) -> str | None:
-    """Why a call a pickle makes to a safe global is refused, or None when it is what weights files do.
+def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None], opcode: str = "REDUCE") -> str | None:
+    """Why a call a pickle makes to a safe or inert global is refused, or None when it is what weights files do.
 
     Safe globals can still make memory that nothing fills (`numpy.ndarray((1 << 30,), "f4")`,
     `torch.FloatStorage(n)`, `_reconstruct` with a shape but no BUILD) or huge zeroed buffers
@@ -348,8 +366,12 @@ def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]
         args: the positional arguments as far as they are known (a tuple; anything else when not literal).
         name_of: the qualified global name an argument stands for, or None (statically a `GlobalImport`,
             at run time the object `find_class` returned).
+        opcode: the opcode that makes the call: REDUCE calls `qualified(*args)`; NEWOBJ and NEWOBJ_EX call
+            `qualified.__new__` alone; INST and OBJ call `qualified.__new__` alone when `args` is empty.
     """
     full = _loadable_name(qualified)
+    if full in BUILT_BY_NEW or full in TRAINING_ENUMS:
+        return _inert_call_problem(full, args, opcode)
     if _ALLOCATING.match(full):
         return (f"calls {full} directly: memory nothing fills (a weights file passes the class as an argument, "
                 "never calls it)")
@@ -394,6 +416,21 @@ def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]
     return None
 
 
+def _inert_call_problem(full: str, args: Any, opcode: str) -> str | None:
+    """Why a call to one of `BUILT_BY_NEW` or `TRAINING_ENUMS` is refused, or None when it is how pickle builds one."""
+    said = shown(args) if isinstance(args, tuple) else " with arguments the scan cannot read"
+    if full in BUILT_BY_NEW:
+        if opcode in ("NEWOBJ", "NEWOBJ_EX") or (opcode in ("INST", "OBJ") and args == ()):
+            return None  # cls.__new__ alone: no __init__, no __post_init__
+        return (f"calls {full}{said}: that runs its __init__ (TrainingArguments' __post_init__ and PartialState "
+                "initialise accelerate and torch.distributed, set environment variables and read the files its fields "
+                "name), where pickle builds one by NEWOBJ and sets its fields (BUILD)")
+    if opcode not in ("NEWOBJ", "NEWOBJ_EX") and isinstance(args, tuple) and len(args) == 1 and type(args[0]) is str:
+        return None
+    return (f"calls {full}{said} by {opcode}: pickle writes an enum member as {full}(value), one string, and other "
+            "calls reach Enum's functional API or the member's __new__")
+
+
 def _fraction_problem(args: Any) -> str | None:
     """Why a call to fractions.Fraction is refused, or None when it is what pickle writes: one or two literal ints of
     at most `MAX_FRACTION_BITS` bits (a Fraction's numerator and denominator), or, as Python 3.10 and older write it,
@@ -415,7 +452,9 @@ def _fraction_problem(args: Any) -> str | None:
 
 def build_problem(qualified: str, made_args: Any, state: Any) -> str | None:
     """Why a BUILD that sets the state of a numpy dtype the pickle made is refused, or None when its flags are those
-    numpy gives the dtype it describes.
+    numpy gives the dtype it describes. A BUILD on a member of one of `TRAINING_ENUMS` is refused whatever its state:
+    `OptimizerNames("adamw_torch")` returns transformers' own member, and a BUILD of {"_value_": "sgd"} rewrote it for
+    the whole process (torch.load(weights_only=False)), where pickle writes an enum member as a call alone.
 
     numpy's `dtype.__setstate__` takes the flags from the state as they are, and numpy then trusts them for how it
     reads memory: a void dtype of 8 bytes given NPY_USE_GETITEM made `numpy.core.multiarray.scalar(dtype, bytes)`
@@ -433,6 +472,10 @@ def build_problem(qualified: str, made_args: Any, state: Any) -> str | None:
     """
     from weightdoctor.security.opcodes import OPAQUE
 
+    if qualified in TRAINING_ENUMS:
+        member = shown(made_args[0]) if isinstance(made_args, tuple) and made_args else "member"
+        return (f"sets the state of the enum member {qualified}({member}): one object the whole process shares "
+                "(transformers' own), which BUILD would rewrite; pickle never sets an enum member's state")
     if state is OPAQUE:  # a call's result: no pickler writes one, and a tuple it returns would be taken
         return f"sets the state of a {qualified} to the result of a call, which the scan cannot judge"
     if not isinstance(state, tuple) or len(state) < 8:

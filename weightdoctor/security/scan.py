@@ -219,7 +219,7 @@ class _Collector:
                 made_args, state = call.args
                 message = build_problem(qualified, made_args, state)
             else:
-                message = call_problem(qualified, call.args, _global_name)
+                message = call_problem(qualified, call.args, _global_name, call.opcode)
             if message is not None:
                 self.problems.append(ScanProblem(where, call.offset - base, f"{call.opcode} {message}"))
         for offset, message in walk.problems:
