@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO_ROOT, run_cli
+from tests.helpers import REPO_ROOT, run_cli, run_json
 from weightdoctor.render import console
 
 WIDTH = 100
@@ -243,3 +243,45 @@ def test_a_changed_figure_fails() -> None:
     assert not _matches(["converted a → b", "tensors   72 (1.11 MB)", "time      T s"], actual)
     assert _matches(["converted a → b", "...", "time      0.08 s"], actual)
     assert not _matches(["converted a → b", "...", "time      0.08 s", "extra"], actual)
+
+
+# --- keys inside nested objects, which the `| key |` tables list in prose -------------------------------------------
+
+
+def _listed_in_row(text: str, key: str, between: tuple[str, str] | None = None) -> set[str]:
+    """The backquoted names in the meaning of `key`'s row (or `between` two phrases of it) of a `| key |` table."""
+    row = next(line for line in text.splitlines() if line.startswith(f"| `{key}`"))
+    part = row.split(between[0], 1)[1].split(between[1], 1)[0] if between else row.split("|", 3)[3]
+    return set(re.findall(r"`(\w+)`", part))
+
+
+def test_config_summary_keys_are_the_ones_readme_lists() -> None:
+    from weightdoctor.structure import summarize_config
+
+    listed = _listed_in_row((REPO_ROOT / "README.md").read_text(encoding="utf-8"), "config_summary")
+    code, data = run_json("inspect", str(REPO_ROOT / "fixtures" / "example"))
+    assert code == 0
+    assert set(data["config_summary"]) == listed - {"num_classes"}
+    timm = summarize_config({"architecture": "resnet18", "num_classes": 10})
+    assert timm is not None and set(timm) == listed
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/commands/inspect-stats.md"])
+def test_init_evidence_keys_are_the_ones_the_docs_list(page: str, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from weightdoctor.init_classify import _DRIFT_WORDS
+
+    listed = _listed_in_row((REPO_ROOT / page).read_text(encoding="utf-8"), "tensors[].init.family",
+                            between=("over its limit", "those measured"))
+    assert listed == set(_DRIFT_WORDS)
+    generator = torch.Generator().manual_seed(0)
+    trained = torch.randn(64, 64, generator=generator) * 0.02
+    trained[:8] *= 20  # rows far from any init: evidence of training
+    heavy = torch.randn(64, 64, generator=generator) ** 3
+    save_file({"layer.weight": trained, "other.weight": heavy}, tmp_path / "m.safetensors")
+    code, data = run_json("inspect", str(tmp_path / "m.safetensors"), "--stats")
+    assert code in (0, 1)
+    written = {key for tensor in data["tensors"] if tensor["init"] for key in tensor["init"]["evidence"]}
+    assert written and written <= listed, written
