@@ -285,3 +285,53 @@ def test_init_evidence_keys_are_the_ones_the_docs_list(page: str, tmp_path: Path
     assert code in (0, 1)
     written = {key for tensor in data["tensors"] if tensor["init"] for key in tensor["init"]["evidence"]}
     assert written and written <= listed, written
+
+
+def _names_at_top(text: str) -> set[str]:
+    """The key names of `{a, b: [{c, d}], e}` (or of a plain `a`, `b` list) at its outer level: a, b, e."""
+    inner = text.strip()
+    if inner.startswith("{") and inner.endswith("}"):
+        inner = inner[1:-1]
+    while (cut := re.sub(r"\[?\{[^{}]*\}\]?", "", inner)) != inner:  # nested objects and lists of them
+        inner = cut
+    return {m.group(1) for m in re.finditer(r"(\w+)(?=\s*(?:,|:|$|`|\s*\())", inner)}
+
+
+# (page, row key, part of its meaning between two phrases, the command (EXAMPLE = fixtures/example), the JSON path)
+OBJECT_ROWS = [
+    ("README.md", "verify", ("`{", "}`"), ["inspect", "EXAMPLE", "--verify"], "verify"),
+    ("docs/commands/inspect-security.md", "verify", ("`{", "}`"), ["inspect", "EXAMPLE", "--verify"], "verify"),
+    ("README.md", "offload", None, ["plan-devices", "EXAMPLE", "--gpu", "1GB"], "offload"),
+    ("README.md", "kv_cache", None, ["plan-devices", "EXAMPLE", "--gpu", "1GB", "--kv-cache"], "kv_cache"),
+    ("README.md", "training", None, ["plan-devices", "EXAMPLE", "--gpu", "1GB", "--training"], "training"),
+    ("README.md", "local", None, ["plan-devices", "EXAMPLE", "--local"], "local"),
+    ("docs/commands/check-dtype.md", "local", ("`{", "}`"), ["check-dtype", "EXAMPLE", "--local"], "local"),
+    ("README.md", "local", ("`{", "}`"), ["check-dtype", "EXAMPLE", "--local"], "local"),
+    ("README.md", "write", ("as in `convert --json` (", ");"), ["shard", "EXAMPLE", "--max", "400KB", "-o", "OUT"],
+     "write"),
+    ("docs/commands/shard.md", "write", ("as in `convert --json` (", ");"),
+     ["shard", "EXAMPLE", "--max", "400KB", "-o", "OUT"], "write"),
+]
+
+
+@pytest.mark.parametrize(("page", "key", "between", "args", "path"), OBJECT_ROWS,
+                         ids=[f"{row[0]}:{row[1]}:{row[3][0]}" for row in OBJECT_ROWS])
+def test_an_objects_keys_listed_in_its_row_are_the_keys_written(
+    page: str, key: str, between: tuple[str, str] | None, args: list[str], path: str, tmp_path: Path
+) -> None:
+    text = (REPO_ROOT / page).read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith(f"| `{key}` |")
+               and (between is None or between[0] in line))
+    meaning = row.split("|", 3)[3]
+    part = meaning.split(between[0], 1)[1].split(between[1], 1)[0] if between else meaning
+    listed = _names_at_top(part) if between and between[0] == "`{" else set(re.findall(r"`(\w+)`", part))
+    real = [str(REPO_ROOT / "fixtures" / "example") if a == "EXAMPLE" else str(tmp_path / "out") if a == "OUT" else a
+            for a in args]
+    code, data = run_json(*real)
+    assert code in (0, 1), data
+    assert isinstance(data[path], dict), data[path]
+    assert set(data[path]) == listed, (page, key)
+
+
+def test_names_at_top_skips_nested_objects() -> None:
+    assert _names_at_top("{a, b: [{c, d}], e: {f, g}, h}") == {"a", "b", "e", "h"}
