@@ -335,3 +335,21 @@ def test_an_objects_keys_listed_in_its_row_are_the_keys_written(
 
 def test_names_at_top_skips_nested_objects() -> None:
     assert _names_at_top("{a, b: [{c, d}], e: {f, g}, h}") == {"a", "b", "e", "h"}
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/commands/inspect-security.md"])
+def test_the_security_json_example_is_what_inspect_writes(
+    page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `inspect pytorch_model.bin --verify --json` example: the bundled example written as a `.bin`."""
+    import json
+
+    text = (REPO_ROOT / page).read_text(encoding="utf-8")
+    start = text.index("```json\n") + len("```json\n")
+    shown = json.loads("{" + text[start:text.index("```", start)].strip().rstrip(",") + "}")
+    assert run_cli("convert", str(REPO_ROOT / "fixtures" / "example"), "-o", str(tmp_path / "i8"), "--to", "bin",
+                   "--json").exit_code == 0
+    monkeypatch.chdir(tmp_path / "i8")
+    code, data = run_json("inspect", "pytorch_model.bin", "--verify")
+    assert code == 0
+    assert {key: data[key] for key in shown} == shown
