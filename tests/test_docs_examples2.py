@@ -31,7 +31,7 @@ PAGES = sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "docs" / "com
 # Examples whose input needs more than the generators below write in a few seconds: (page, first command) -> why.
 SKIPPED = {
     ("docs/commands/inspect-stats.md", "weightdoctor inspect /tmp/planted/untrained-head"):
-        "fixtures.planted trains a model for 300 steps (a minute); tests/test_init_classify.py covers the verdicts",
+        "fixtures.planted trains a model for 300 steps (a minute); tests/test_health_cli.py checks its verdicts",
 }
 # Where a page's examples start when a block has no `cd` of its own: the folder its first block moves to.
 START = {"docs/commands/check-dtype.md": "/tmp/dfx", "docs/commands/diff-keys.md": "/tmp/pairs"}
