@@ -302,6 +302,10 @@ OBJECT_ROWS = [
     ("README.md", "verify", ("`{", "}`"), ["inspect", "EXAMPLE", "--verify"], "verify"),
     ("docs/commands/inspect-security.md", "verify", ("`{", "}`"), ["inspect", "EXAMPLE", "--verify"], "verify"),
     ("README.md", "offload", None, ["plan-devices", "EXAMPLE", "--gpu", "1GB"], "offload"),
+    ("README.md", "memory", None, ["inspect", "EXAMPLE"], "memory"),
+    ("README.md", "recommendation", ("| object |", "(`stored`"), ["check-dtype", "EXAMPLE"], "recommendation"),
+    ("docs/commands/check-dtype.md", "recommendation", ("| object |", "(`stored`"), ["check-dtype", "EXAMPLE"],
+     "recommendation"),
     ("README.md", "kv_cache", None, ["plan-devices", "EXAMPLE", "--gpu", "1GB", "--kv-cache"], "kv_cache"),
     ("README.md", "training", None, ["plan-devices", "EXAMPLE", "--gpu", "1GB", "--training"], "training"),
     ("README.md", "local", None, ["plan-devices", "EXAMPLE", "--local"], "local"),
@@ -323,7 +327,7 @@ def test_an_objects_keys_listed_in_its_row_are_the_keys_written(
     row = next(line for line in text.splitlines() if line.startswith(f"| `{key}` |")
                and (between is None or between[0] in line))
     meaning = row.split("|", 3)[3]
-    part = meaning.split(between[0], 1)[1].split(between[1], 1)[0] if between else meaning
+    part = row.split(between[0], 1)[1].split(between[1], 1)[0] if between else meaning
     listed = _names_at_top(part) if between and between[0] == "`{" else set(re.findall(r"`(\w+)`", part))
     real = [str(REPO_ROOT / "fixtures" / "example") if a == "EXAMPLE" else str(tmp_path / "out") if a == "OUT" else a
             for a in args]
