@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from tests.helpers import run_cli
-from weightdoctor.quantized import config_quantization_settings
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -90,6 +89,8 @@ def _transformers_reads(config: dict[str, Any]) -> Any:
         "llava-vision-not-read", "llama-top"])
 def test_the_config_quantization_is_read_where_transformers_reads_it(config: dict[str, Any]) -> None:
     """The oracle is transformers itself: the config built from the dict, read as get_hf_quantizer reads it."""
+    from weightdoctor.quantized import config_quantization_settings
+
     oracle = _transformers_reads(config)
     found = config_quantization_settings(config)
     if oracle is None:
