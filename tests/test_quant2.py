@@ -157,3 +157,119 @@ def test_plan_devices_plans_a_text_config_fp8_checkpoint_as_a_top_level_one(tmp_
     assert fp8["dtype"] == "fp8"
     assert (fp8["weights_bytes"], fp8["num_params"]) == (fp8_top["weights_bytes"], fp8_top["num_params"])
     assert fp8["weights_bytes"] < _json("plan-devices", str(_llava(tmp_path / "plain")), *args)["weights_bytes"]
+
+
+def _tiny_llama_config(quantization: dict[str, Any]) -> Any:
+    config = transformers.LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=1,
+                                      num_attention_heads=4, num_key_value_heads=4, vocab_size=256,
+                                      tie_word_embeddings=False, torch_dtype="bfloat16")
+    config.quantization_config = quantization
+    return config
+
+
+def _save_quantized(folder: Path, state_dict: dict[str, Any], config: Any) -> Path:
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    save_file(state_dict, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config.to_dict()))
+    return folder
+
+
+def _from_pretrained_reports(folder: Path) -> dict[str, Any]:
+    _, info = transformers.AutoModelForCausalLM.from_pretrained(str(folder), output_loading_info=True)
+    return {key: sorted(info[key]) for key in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+
+
+def _packed_bitnet(folder: Path) -> Path:
+    """BitNet's offline layout (BitLinear): each projection's ternary weight packed 4 values to a uint8 (a quarter
+    of the rows), a bfloat16 `weight_scale` beside it; the rest in bfloat16."""
+    config = _tiny_llama_config({"quant_method": "bitnet", "linear_class": "bitlinear",
+                                 "quantization_mode": "offline"})
+    torch.manual_seed(0)
+    state_dict = transformers.LlamaForCausalLM(_tiny_llama_config({})).state_dict()
+    packed: dict[str, Any] = {}
+    for name, tensor in state_dict.items():
+        if name.startswith("model.layers.") and name.endswith("proj.weight"):
+            rows, cols = tensor.shape
+            packed[name] = torch.randint(0, 255, (rows // 4, cols), dtype=torch.uint8)
+            packed[name.removesuffix("weight") + "weight_scale"] = torch.ones(1, dtype=torch.bfloat16)
+        else:
+            packed[name] = tensor.to(torch.bfloat16).contiguous()
+    return _save_quantized(folder, packed, config)
+
+
+def _as_the_quantizer_holds_it(folder: Path, quantization: dict[str, Any]) -> Path:
+    """A checkpoint of the tensors the quantizer's own modules hold (its preprocess_model on a meta Llama, as
+    from_pretrained runs it), seeded: what a save of a model quantized by it stores."""
+    import copy
+
+    from transformers.quantizers.auto import get_hf_quantizer
+
+    config = _tiny_llama_config(quantization)
+    quantizer, _, device_map = get_hf_quantizer(copy.deepcopy(config), None, None, True, {})
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(copy.deepcopy(config))
+    quantizer.preprocess_model(model=model, dtype=quantizer.update_dtype(torch.bfloat16), device_map=device_map,
+                               checkpoint_files=None)
+    torch.manual_seed(0)
+    state_dict = {name: torch.randn(tensor.shape).to(torch.bfloat16) if tensor.dtype.is_floating_point
+                  else torch.zeros(tensor.shape, dtype=tensor.dtype) for name, tensor in model.state_dict().items()}
+    return _save_quantized(folder, state_dict, config)
+
+
+def _diff_keys(folder: Path) -> dict[str, Any]:
+    return _json("diff-keys", str(folder), "--model-class", "AutoModelForCausalLM")
+
+
+def test_diff_keys_compares_a_packed_bitnet_checkpoint_as_its_working_quantizer_builds_the_model(
+        tmp_path: Path) -> None:
+    """BitNet's quantizer works on a CPU and swaps every Linear for a BitLinear holding the packed uint8 weight and
+    its weight_scale: from_pretrained reports nothing, where diff-keys compared against the unquantized model and
+    listed 7 mismatched weights and 7 unexpected scales."""
+    folder = _packed_bitnet(tmp_path / "bitnet")
+    assert _from_pretrained_reports(folder) == {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": []}
+    report = _diff_keys(folder)
+    assert (report["missing"], report["unexpected"], report["mismatched"]) == ([], [], [])
+    assert report["matched"] == report["total_a"] == report["total_b"] == 19
+    assert report["dtype_differences"] == []
+    assert any("bitnet quantization, whose quantizer loads it on this machine as it is stored" in note
+               and "BitLinear" in note for note in report["notes"]), report["notes"]
+
+
+@pytest.mark.parametrize("quantization", [{"quant_method": "gemma", "num_bits": 4},
+                                          {"quant_method": "bitnet", "linear_class": "autobitlinear",
+                                           "quantization_mode": "offline"}], ids=["gemma", "bitnet-autobitlinear"])
+def test_diff_keys_agrees_with_from_pretrained_where_the_quantizer_works_here(
+        tmp_path: Path, quantization: dict[str, Any]) -> None:
+    """The rule is general: any pre-quantized checkpoint whose quantizer accepts this machine is compared with the
+    model its preprocess_model builds (Gemma's QuantizedLinear: weight, weight_scale, activation scales)."""
+    folder = _as_the_quantizer_holds_it(tmp_path / "q", quantization)
+    oracle = _from_pretrained_reports(folder)
+    report = _diff_keys(folder)
+    found = {"missing_keys": sorted(report["missing"]),
+             "unexpected_keys": sorted(row["name"] for row in report["unexpected"]),
+             "mismatched_keys": sorted(row["name"] for row in report["mismatched"])}
+    assert found == {key: sorted(oracle[key]) for key in oracle} == {
+        "missing_keys": [], "unexpected_keys": [], "mismatched_keys": []}
+    assert report["matched"] == report["total_b"]
+
+
+def test_diff_keys_says_from_pretrained_fails_for_sinq_without_its_package(tmp_path: Path) -> None:
+    """transformers 5.25's `is_sinq_available()` returns a tuple, always truthy, so SINQ's quantizer accepts a
+    machine without the `sinq` package and from_pretrained raises "No module named 'sinq'" as it prepares the
+    model; diff-keys gave no note. It now says so (checked against from_pretrained where sinq is missing)."""
+    import importlib.util
+
+    if importlib.util.find_spec("sinq") is not None:
+        pytest.skip("the sinq package is installed here")
+    config = _tiny_llama_config({"quant_method": "sinq", "nbits": 4, "group_size": 64})
+    torch.manual_seed(0)
+    state_dict = {name: tensor.to(torch.bfloat16).contiguous()
+                  for name, tensor in transformers.LlamaForCausalLM(_tiny_llama_config({})).state_dict().items()}
+    folder = _save_quantized(tmp_path / "sinq", state_dict, config)
+    with pytest.raises(ModuleNotFoundError, match="sinq"):
+        transformers.AutoModelForCausalLM.from_pretrained(str(folder))
+    notes = " ".join(_diff_keys(folder)["notes"])
+    assert "from_pretrained raises ModuleNotFoundError here before it loads a weight" in notes, notes
+    assert "No module named 'sinq'" in notes
