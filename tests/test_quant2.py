@@ -157,6 +157,25 @@ def test_plan_devices_plans_a_text_config_fp8_checkpoint_as_a_top_level_one(tmp_
     assert fp8["dtype"] == "fp8"
     assert (fp8["weights_bytes"], fp8["num_params"]) == (fp8_top["weights_bytes"], fp8_top["num_params"])
     assert fp8["weights_bytes"] < _json("plan-devices", str(_llava(tmp_path / "plain")), *args)["weights_bytes"]
+    # transformers as the oracle: the model built on the meta device from the config as it reads it (the text
+    # config's quantization_config), prepared by its FP8 quantizer as on an FP8 GPU, and its memory footprint.
+    import copy
+
+    from transformers.quantizers.auto import AutoHfQuantizer
+
+    config = transformers.AutoConfig.from_pretrained(str(folder))
+    settings = config.get_text_config(decoder=True).quantization_config
+    default = torch.get_default_dtype()
+    try:  # as from_pretrained builds and prepares it: the default dtype set to the model's
+        torch.set_default_dtype(torch.bfloat16)
+        with torch.device("meta"):
+            model = transformers.LlavaForConditionalGeneration(copy.deepcopy(config))
+            AutoHfQuantizer.from_config(settings, pre_quantized=True).preprocess_model(
+                model=model, dtype=torch.bfloat16, device_map="auto", checkpoint_files=None)
+    finally:
+        torch.set_default_dtype(default)
+    assert fp8["weights_bytes"] + fp8["buffers_bytes"] == model.get_memory_footprint()
+    assert fp8["num_params"] == sum(p.numel() for p in model.parameters())
 
 
 def _tiny_llama_config(quantization: dict[str, Any]) -> Any:
