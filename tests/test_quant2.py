@@ -292,3 +292,21 @@ def test_diff_keys_says_from_pretrained_fails_for_sinq_without_its_package(tmp_p
     notes = " ".join(_diff_keys(folder)["notes"])
     assert "from_pretrained raises ModuleNotFoundError here before it loads a weight" in notes, notes
     assert "No module named 'sinq'" in notes
+
+
+def test_plan_devices_sizes_a_text_config_bitsandbytes_checkpoint_with_its_quantizer_headroom(tmp_path: Path) -> None:
+    """bitsandbytes 4-bit in `text_config`: plan-devices planned a dense bf16 model (567,872 bytes) on the whole
+    GPU; it now plans int4 within the budget the quantizer's own `adjust_max_memory` leaves, as at the top level."""
+    from transformers.quantizers.auto import AutoHfQuantizer
+
+    settings = {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}
+    args = ("--gpu", "1GiB", "--model-class", "LlavaForConditionalGeneration")
+    text = _json("plan-devices", str(_llava(tmp_path / "text", text_quantization=settings)), *args)
+    top = _json("plan-devices", str(_llava(tmp_path / "top", top_quantization=settings)), *args)
+    assert text["dtype"] == "int4"
+    assert any("bitsandbytes 4-bit" in w for w in text["warnings"]), text["warnings"]
+    assert (text["weights_bytes"], text["devices"]) == (top["weights_bytes"], top["devices"])
+    config = transformers.AutoConfig.from_pretrained(str(tmp_path / "text"))
+    quantizer = AutoHfQuantizer.from_config(config.get_text_config(decoder=True).quantization_config,
+                                            pre_quantized=True)
+    assert text["devices"][0]["budget_bytes"] == int(quantizer.adjust_max_memory({0: 2**30})[0])
