@@ -764,15 +764,15 @@ def config_agreement(
                                "builds the model in float32 unless given dtype=, and copies the weights into it")
     if declared is None:
         return ConfigAgreement("not-set", "config.json sets no torch_dtype/dtype: dtype='auto' goes by the weights")
-    from weightdoctor.quantized import mlx_quantization
+    from weightdoctor.quantized import config_quantization_settings, mlx_quantization
 
     mlx = mlx_quantization(tensors, config)
     if mlx is not None:
         return ConfigAgreement(
             "quantized", f"an {mlx} checkpoint: stored {', '.join(stored) or 'no floating'} beside config {declared} "
             "is by design (transformers has no quantizer for it: mlx_lm.load reads it)")
-    quant = config.get("quantization_config")
-    if isinstance(quant, dict):
+    quant = config_quantization_settings(config)
+    if quant is not None:
         method = quant.get("quant_method", "unknown")
         return ConfigAgreement(
             "quantized",

@@ -83,16 +83,18 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(level)
 
 
-def dequantizing_quantizer(model: torch.nn.Module) -> Any:
-    """The quantizer from_pretrained makes for `model`'s config when it dequantizes the weights here, else None.
+def loading_quantizer(model: torch.nn.Module) -> Any:
+    """The quantizer from_pretrained makes for `model`'s config here, pre-quantized and accepted by its
+    `validate_environment` on this machine, else None.
 
-    A pre-quantized FP8 (`quant_method: fp8`) or MXFP4 (gpt-oss) checkpoint needs a GPU; on a machine without
-    one, its quantizer's `validate_environment` sets `dequantize` and from_pretrained builds the model
-    unquantized, its conversion mapping merging each weight with its scales (`weight_scale_inv`, `_blocks` and
-    `_scales`) into a plain weight. Made as from_pretrained makes it (`get_hf_quantizer`, which also reads the text
-    config's `quantization_config`), on a copy of the config; None for a quantizer that keeps the weights
-    quantized, raises, or maps the model to a device torch lacks here (Metal's "mps" as it dequantizes:
-    from_pretrained fails on the first weight; `quantizer_load_error` says why).
+    Made as from_pretrained makes it (`get_hf_quantizer`, which also reads the text config's
+    `quantization_config`), on a copy of the config. Either it dequantizes here: a pre-quantized FP8
+    (`quant_method: fp8`) or MXFP4 (gpt-oss) checkpoint needs a GPU, and on a machine without one its
+    `validate_environment` sets `dequantize`, from_pretrained builds the model unquantized and its conversion
+    mapping merges each weight with its scales (`weight_scale_inv`, `_blocks` and `_scales`) into a plain weight.
+    Or it works as it is (BitNet's on a CPU: its `preprocess_model` swaps in BitLinear layers holding the packed
+    weights). None for a quantizer that raises, or maps the model to a device torch lacks here (Metal's "mps" as it
+    dequantizes: from_pretrained fails on the first weight; `quantizer_load_error` says why).
     """
     if config_quantization(model.config) is None:
         return None
@@ -105,28 +107,56 @@ def dequantizing_quantizer(model: torch.nn.Module) -> Any:
         return None
     if unusable_device(device_map) is not None:  # Metal's: dequantized, yet placed on "mps" (quantizer_load_error)
         return None
-    if (hf_quantizer is None or not hf_quantizer.pre_quantized
-            or not getattr(hf_quantizer.quantization_config, "dequantize", False)
-            or "dequantize" not in hf_quantizer.get_load_operations()):
+    if hf_quantizer is None or not hf_quantizer.pre_quantized:
         return None
+    hf_quantizer._weightdoctor_device_map = device_map  # what from_pretrained passes to its preprocess_model
     return hf_quantizer
+
+
+def dequantizes(hf_quantizer: Any) -> bool:
+    """Whether a quantizer from `loading_quantizer` dequantizes the weights as they load (FP8, MXFP4 without the
+    GPU they need; `dequantize: true`)."""
+    return (hf_quantizer is not None and bool(getattr(hf_quantizer.quantization_config, "dequantize", False))
+            and "dequantize" in hf_quantizer.get_load_operations())
 
 
 def prepare_for_quantizer(model: torch.nn.Module) -> Any:
-    """`dequantizing_quantizer(model)`, its `preprocess_model` run on `model` once, as from_pretrained runs it on
-    its model before it loads a weight; the same quantizer on a later call for that model.
+    """`loading_quantizer(model)`, its `preprocess_model` run on `model` once, as from_pretrained runs it on its
+    model before it loads a weight; the same quantizer on a later call for that model. None where there is none or
+    its preprocessing raises: from_pretrained raises there too, and why is kept for `quantizer_prepare_error`
+    (SINQ's quantizer accepts its environment, since transformers 5.25's `is_sinq_available()` is a tuple, always
+    true, and then fails importing the package it lacks).
 
     Preprocessing can change the model's own keys: FineGrainedFP8 swaps the embeddings its config's
-    `modules_to_convert` names for FP8Embedding (weight and weight_scale) even as it dequantizes the rest, so the
-    keys a report compares against are read after it.
+    `modules_to_convert` names for FP8Embedding (weight and weight_scale) even as it dequantizes the rest, BitNet
+    every Linear for a BitLinear holding packed weights, so the keys a report compares against are read after it.
     """
     if hasattr(model, "_weightdoctor_hf_quantizer"):
         return model._weightdoctor_hf_quantizer
-    hf_quantizer = dequantizing_quantizer(model)
+    hf_quantizer = loading_quantizer(model)
     if hf_quantizer is not None:
-        hf_quantizer.preprocess_model(model)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                # As from_pretrained calls it: the model's dtype as the quantizer updates it (SINQ keeps it), the
+                # device map the quantizer made (SINQ's needs one), no checkpoint files (none here reads them).
+                dtype = hf_quantizer.update_dtype(getattr(model, "dtype", None))  # from_pretrained's _get_dtype
+                hf_quantizer.preprocess_model(model=model, dtype=dtype,
+                                              device_map=getattr(hf_quantizer, "_weightdoctor_device_map", None),
+                                              checkpoint_files=None)
+        except Exception as error:  # noqa: BLE001 - whatever it raises, from_pretrained raises
+            said = " ".join(str(error).split()) or type(error).__name__
+            model._weightdoctor_quantizer_error = (
+                f"from_pretrained raises {type(error).__name__} here before it loads a weight, as its "
+                f"{type(hf_quantizer).__name__} prepares the model: {clip_middle(said, 240)!r}; the keys are "
+                "compared as its quantizer reads them where it loads")
+            hf_quantizer = None
     model._weightdoctor_hf_quantizer = hf_quantizer
     return hf_quantizer
+
+
+def quantizer_prepare_error(model: torch.nn.Module) -> str | None:
+    """Why the quantizer's `preprocess_model` raised in `prepare_for_quantizer(model)`, in a line, else None."""
+    return getattr(model, "_weightdoctor_quantizer_error", None)
 
 
 def simulate_from_pretrained(
@@ -385,7 +415,8 @@ def diff_against_model(
         renamed_a = {mapping[old]: KeySpec(mapping[old], spec.shape, spec.dtype) for old, spec in specs_a.items()}
         non_tensors = {mapping[old]: what for old, what in non_tensors.items()}
     with _quiet_transformers():
-        dequantized = prepare_for_quantizer(model) is not None  # B's keys as that quantizer's preprocessing makes them
+        prepared = prepare_for_quantizer(model)  # B's keys as that quantizer's preprocessing makes them
+        dequantized = dequantizes(prepared)
     meta_state_dict = model.state_dict()
     specs_b = {
         name: KeySpec(name, tuple(t.shape), str(t.dtype).removeprefix("torch."))
@@ -505,11 +536,17 @@ def diff_against_model(
                "quantizer falls back to that without the GPU or kernels it needs)")
         notes.append(f"the config asks for {quantization} quantization, {why}: each weight loads with its scales "
                      "merged into it, as transformers' dequantizing WeightConverters merge them here")
+    elif quantization and prepared is not None:
+        built = sorted({type(module).__name__ for module in model.modules()
+                        if type(module).__module__.startswith("transformers.integrations.")})
+        notes.append(f"the config asks for {quantization} quantization, whose quantizer loads it on this machine as "
+                     "it is stored: the meta model is prepared by it as from_pretrained prepares it"
+                     + (f" ({', '.join(built[:3])} modules)" if built else "") + ", and A's keys compared with that")
     elif quantization:
         notes.append(f"the config asks for {quantization} quantization: the meta model is built unquantized, so "
                      "quantized weights and their side tensors are told apart by name and dtype")
         with _quiet_transformers():  # a quantizer logs what it falls back to (FP8 dequantized on CPU)
-            cannot_load = quantizer_load_error(config_quantization(model.config))
+            cannot_load = quantizer_load_error(config_quantization(model.config)) or quantizer_prepare_error(model)
         if cannot_load:
             notes.append(cannot_load)
     # The dtype `from_pretrained` (dtype="auto") casts floating weights to: the config's `dtype`, in which

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from weightdoctor.errors import SourceNotFound, UsageError, WeightDoctorError, c
 from weightdoctor.findings import Finding
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.paths import expand_user
+from weightdoctor.quantized import config_quantization_settings
 from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
@@ -223,8 +224,8 @@ class PlannedModel:
 def _sparsity_only(config: dict[str, Any] | None) -> str | None:
     """A compressed-tensors config's sparsity format ("sparse-24-bitmask") when it quantizes nothing (no config
     group with weights); else None."""
-    quantization = config.get("quantization_config") if isinstance(config, dict) else None
-    if not isinstance(quantization, dict) or quantization.get("quant_method") != "compressed-tensors":
+    quantization = config_quantization_settings(config)
+    if quantization is None or quantization.get("quant_method") != "compressed-tensors":
         return None
     sparsity = quantization.get("sparsity_config")
     groups = quantization.get("config_groups")
@@ -238,8 +239,8 @@ def _weights_not_quantized(config: dict[str, Any] | None) -> str | None:
     """What a compressed-tensors config quantizes when it is not the weights ("the KV cache", "activations"): an
     FP8 KV-cache scheme alone (llm-compressor's `kv_cache_scheme`, `config_groups` empty) or groups of input
     activations without `weights`; else None."""
-    quantization = config.get("quantization_config") if isinstance(config, dict) else None
-    if not isinstance(quantization, dict) or quantization.get("quant_method") != "compressed-tensors":
+    quantization = config_quantization_settings(config)
+    if quantization is None or quantization.get("quant_method") != "compressed-tensors":
         return None
     groups = quantization.get("config_groups")
     groups = [group for group in groups.values() if isinstance(group, dict)] if isinstance(groups, dict) else []
@@ -417,7 +418,7 @@ def quantized_float_label(config: dict[str, Any] | None) -> str | None:
     if quantized is None or quantized[0] not in ("int8", "int4"):
         return None
     bits, label = (8, "float8_e4m3fn") if quantized[0] == "int8" else (4, "float4_e2m1fn_x2")
-    settings = (config or {}).get("quantization_config") or {}
+    settings = config_quantization_settings(config) or {}
     method = settings.get("quant_method")
     if method in ("quanto", "eetq"):
         return label if bits == 8 and settings.get("weights") == "float8" else None
@@ -1003,10 +1004,10 @@ def quantized_experts_not_loaded(model: Any, checkpoint: Checkpoint) -> str | No
             "GPTQModel and vLLM load such checkpoints with their own model code")
 
 
-def _fp8_quantization(config: dict[str, Any] | None) -> dict[str, Any] | None:
+def _fp8_quantization(config: dict[str, Any] | None) -> Mapping[str, Any] | None:
     """The `quantization_config` of a config of transformers' fine-grained FP8 (`quant_method: fp8`), else None."""
-    quantization = config.get("quantization_config") if isinstance(config, dict) else None
-    return quantization if isinstance(quantization, dict) and quantization.get("quant_method") == "fp8" else None
+    quantization = config_quantization_settings(config)
+    return quantization if quantization is not None and quantization.get("quant_method") == "fp8" else None
 
 
 def _is_fine_grained_fp8(config: dict[str, Any] | None) -> bool:
@@ -1026,8 +1027,8 @@ def _loads_dense(config: dict[str, Any] | None, has_weights: bool = True) -> str
     from a .gguf file (`gguf_file=`): beside safetensors or .bin weights (`has_weights`) its quantizer is left
     unsupported and the weights load as they are stored.
     """
-    quantization = (config or {}).get("quantization_config")
-    if not isinstance(quantization, dict):
+    quantization = config_quantization_settings(config)
+    if quantization is None:
         return None
     if quantization.get("quant_method") == "gguf" and has_weights:
         return ("its quantization_config is GGUF's, which packs only weights read from a .gguf file (from_pretrained's "
@@ -1110,7 +1111,7 @@ def _keep_fp8(model: torch.nn.Module, config: dict[str, Any], torch_dtype: str, 
     dtype = getattr(torch, torch_dtype)  # the dtype the model was built at, as from_pretrained passes it
     try:
         with _quiet_libraries(), fp8_experts_class_kept():
-            settings = AutoQuantizationConfig.from_dict({**config["quantization_config"],
+            settings = AutoQuantizationConfig.from_dict({**(config_quantization_settings(config) or {}),
                                                          **({"dequantize": True} if dequantize else {})})
             quantizer = AutoHfQuantizer.from_config(settings, pre_quantized=True)
             # from_pretrained's next step; its environment check (which dequantizes without such a GPU) is left

@@ -706,9 +706,56 @@ class QuantizedSummary:
     warnings: list[str] = field(default_factory=list, metadata={"json": False}, repr=False)
 
 
-def _config_of(config: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    quantization = config.get("quantization_config") if isinstance(config, Mapping) else None
+# Composite configs whose own get_text_config (transformers 5.25) hands over to one sub-config: the Qwen omni
+# models to their thinker's, ColPali's kind to the VLM's, Dia and Canary to their decoder's (taken as it is).
+_TEXT_CONFIG_OVERRIDES = {"qwen2_5_omni": ("thinker_config", True), "qwen3_omni_moe": ("thinker_config", True),
+                          "colpali": ("vlm_config", True), "colqwen2": ("vlm_config", True),
+                          "colmodernvbert": ("vlm_config", True), "dia": ("decoder_config", False),
+                          "canary": ("decoder_config", False)}
+# The names PreTrainedConfig.get_text_config(decoder=True) looks for, in its order.
+_DECODER_TEXT_CONFIGS = ("decoder", "generator", "text_config")
+
+
+def _text_config(config: Mapping[str, Any], depth: int = 0) -> Any:
+    """The sub-config dict `get_text_config(decoder=True)` returns for a config.json dict; the dict itself where it
+    names none, None where transformers' answer holds no config (several candidates: it raises)."""
+    override = _TEXT_CONFIG_OVERRIDES.get(str(config.get("model_type")))
+    if override is not None and depth < 4:
+        inner = config.get(override[0])
+        if not isinstance(inner, Mapping):
+            return None
+        return _text_config(inner, depth + 1) if override[1] else inner
+    found = [config[name] for name in _DECODER_TEXT_CONFIGS if config.get(name) is not None]
+    if len(found) > 1:
+        return None
+    return found[0] if found else config
+
+
+def config_quantization_settings(config: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """A config.json's `quantization_config` as from_pretrained reads it: the top level's, or where that is unset
+    or empty its text config's (`get_hf_quantizer` reads `config.get_text_config(decoder=True)` too: a LLaVA,
+    Qwen2-VL or Gemma 3 checkpoint may keep it in `text_config`); None when neither holds one.
+
+    The one reader of a config dict's quantization for every command (`load_simulation.config_quantization` is
+    its twin for a config transformers built).
+
+    Example:
+        >>> config_quantization_settings({"text_config": {"quantization_config": {"quant_method": "fp8"}}})
+        {'quant_method': 'fp8'}
+    """
+    if not isinstance(config, Mapping):
+        return None
+    quantization = config.get("quantization_config")
+    if not quantization:  # transformers: `config.quantization_config or text_config.quantization_config`
+        text = _text_config(config)
+        inner = text.get("quantization_config") if isinstance(text, Mapping) and text is not config else None
+        if isinstance(inner, Mapping) and inner:
+            return inner
     return quantization if isinstance(quantization, Mapping) else None
+
+
+def _config_of(config: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    return config_quantization_settings(config)
 
 
 def _bits(value: Any) -> int | None:

@@ -2198,8 +2198,10 @@ def _quant_method(folder: Path) -> str | None:
         config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else None
     except (WeightDoctorError, OSError):
         return None
-    quantization = config.get("quantization_config") if isinstance(config, dict) else None
-    method = quantization.get("quant_method") if isinstance(quantization, dict) else None
+    from weightdoctor.quantized import config_quantization_settings  # not at the top: it imports the checkpoint package
+
+    quantization = config_quantization_settings(config) if isinstance(config, dict) else None
+    method = quantization.get("quant_method") if quantization is not None else None
     return method if isinstance(method, str) else None
 
 
