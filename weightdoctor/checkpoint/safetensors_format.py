@@ -14,6 +14,7 @@ import math
 import os
 import re
 import struct
+import threading
 from dataclasses import dataclass
 from itertools import accumulate, chain, repeat
 from operator import floordiv, itemgetter, le, mul, sub
@@ -482,16 +483,32 @@ def available_memory() -> int | None:
 
     - the machine's: Linux's MemAvailable, plus the free swap (an allocation past MemAvailable is swapped, slow
       but done, not refused);
-    - its cgroup's (a container's limit: the kernel's OOM killer ends the process at it, whatever the machine has
-      free): the limit less what the cgroup uses, its inactive page cache counted free as the kernel reclaims it;
+    - its cgroup's (a container's limit, or one of a cgroup above it: the kernel's OOM killer ends the process at
+      it, whatever the machine has free): the limit less what the cgroup uses, its page cache counted free (the
+      kernel reclaims it, active or inactive, before it kills anything; MemAvailable counts it so too);
     - its address-space limit (`ulimit -v`, RLIMIT_AS): the limit less the address space it maps already.
+
+    Which of them it was is kept, in words, for the refusal to say (`_limit_words`).
 
     Nothing stands in for MemAvailable where /proc/meminfo lacks it (unreadable, not mounted, a kernel before 3.14):
     the free pages (`SC_AVPHYS_PAGES`, MemFree) leave out the page cache the kernel gives back on demand, often most
     of a machine's memory (the checkpoint's own pages once read), and refused reads that fit.
     """
     rooms = [room for room in (_machine_room(), _cgroup_room(), _address_space_room()) if room is not None]
-    return min(rooms) if rooms else None
+    least = min(rooms, key=itemgetter(0)) if rooms else None
+    _LIMIT_SAID.words = least[1] if least is not None else None
+    return least[0] if least is not None else None
+
+
+_MACHINE_WORDS = "this machine has available"
+# The words of the limit `available_memory` last found the least, per thread (several read tensors at once).
+_LIMIT_SAID = threading.local()
+
+
+def _limit_words() -> str:
+    """What the figure `available_memory` last gave is, in words that follow it ("1.00 GB this machine has
+    available"); the machine's where it was not that function that answered (a caller's own figure)."""
+    return getattr(_LIMIT_SAID, "words", None) or _MACHINE_WORDS
 
 
 def _fields(path: str) -> dict[str, int]:
@@ -505,14 +522,14 @@ def _fields(path: str) -> dict[str, int]:
     return found
 
 
-def _machine_room() -> int | None:
+def _machine_room() -> tuple[int, str] | None:
     try:
         meminfo = _fields("/proc/meminfo")
     except (OSError, ValueError):
         return None
     if "MemAvailable" not in meminfo:
         return None
-    return meminfo["MemAvailable"] + meminfo.get("SwapFree", 0)
+    return meminfo["MemAvailable"] + meminfo.get("SwapFree", 0), _MACHINE_WORDS
 
 
 def _first_line(path: str) -> str:
@@ -520,41 +537,51 @@ def _first_line(path: str) -> str:
         return text.readline().strip()
 
 
-def _cgroup_room() -> int | None:
-    """What the memory limit of this process's cgroup (v2 `memory.max`, v1 `memory.limit_in_bytes`) leaves it, or
-    None without one. Inside a container the cgroup's own folder is the mount's root, outside it the path
-    /proc/self/cgroup names: both are read, and the smallest room kept."""
+def _cgroup_room() -> tuple[int, str] | None:
+    """What the memory limits of this process's cgroup and of those above it (v2 `memory.max`, v1
+    `memory.limit_in_bytes`) leave it, with words naming the tightest, or None without one. Inside a container the
+    cgroup's own folder is the mount's root, outside it the path /proc/self/cgroup names: both are read, with every
+    folder above the latter (a systemd slice's MemoryMax, a Kubernetes pod's limit above its container's), and the
+    smallest room kept."""
+    from weightdoctor.units import format_bytes
+
     try:
         with open("/proc/self/cgroup", encoding="ascii") as text:
             lines = text.read().splitlines()
     except (OSError, ValueError):
         return None
-    rooms: list[int] = []
+    rooms: list[tuple[int, str]] = []
     for line in lines:
         parts = line.split(":", 2)
         if len(parts) != 3 or not parts[2].startswith("/"):
             continue
         if parts[1] == "":
-            root, files = "/sys/fs/cgroup", ("memory.max", "memory.current", "inactive_file")
+            root, files = "/sys/fs/cgroup", ("memory.max", "memory.current", "inactive_file", "active_file")
         elif "memory" in parts[1].split(","):
             root, files = "/sys/fs/cgroup/memory", ("memory.limit_in_bytes", "memory.usage_in_bytes",
-                                                    "total_inactive_file")
+                                                    "total_inactive_file", "total_active_file")
         else:
             continue
-        for folder in {root + parts[2].rstrip("/"), root}:
+        names = [name for name in parts[2].split("/") if name]
+        for folder in {root + "".join(f"/{name}" for name in names[:depth]) for depth in range(len(names) + 1)}:
             try:
                 limit = _first_line(f"{folder}/{files[0]}")
                 if not limit.isdigit() or int(limit) >= 1 << 60:  # "max", or v1's page-rounded 2**63 - 1: none
                     continue
                 usage = int(_first_line(f"{folder}/{files[1]}"))
-                inactive = _fields(f"{folder}/memory.stat").get(files[2], 0)
+                stat = _fields(f"{folder}/memory.stat")
             except (OSError, ValueError):
                 continue
-            rooms.append(max(0, int(limit) - max(0, usage - inactive)))
-    return min(rooms) if rooms else None
+            cache = stat.get(files[2], 0) + stat.get(files[3], 0)
+            rooms.append((max(0, int(limit) - max(0, usage - cache)),
+                          f"left under this process's cgroup memory limit ({folder}/{files[0]}: "
+                          f"{format_bytes(int(limit))}, less what the cgroup uses)"))
+    return min(rooms, key=itemgetter(0)) if rooms else None
 
 
-def _address_space_room() -> int | None:
+def _address_space_room() -> tuple[int, str] | None:
+    from weightdoctor.units import format_bytes
+
     try:
         import resource
 
@@ -567,7 +594,10 @@ def _address_space_room() -> int | None:
         mapped = _fields("/proc/self/status").get("VmSize")
     except (OSError, ValueError):
         return None
-    return max(0, soft - mapped) if mapped is not None else None
+    if mapped is None:
+        return None
+    return max(0, soft - mapped), (f"left under this process's address-space limit (ulimit -v: {format_bytes(soft)}, "
+                                   f"{format_bytes(mapped)} of it mapped already)")
 
 
 def require_memory_for(path: Path | str, info: TensorInfo, length: int, hint: str = "") -> None:
@@ -588,13 +618,14 @@ def require_memory(path: Path | str, what: str, length: int, hint: str = "") -> 
     Raises:
         UnsupportedEnvironment: `length` is more than the available memory.
     """
+    _LIMIT_SAID.words = None
     available = available_memory()
     if available is not None and length > available:
         from weightdoctor.units import format_bytes
 
         raise UnsupportedEnvironment(
             f"{what} ({format_bytes(length)}) is read whole into memory, more than the "
-            f"{format_bytes(available)} this machine has available: nothing was read{hint}", path=str(path))
+            f"{format_bytes(available)} {_limit_words()}: nothing was read{hint}", path=str(path))
 
 
 def read_tensor_bytes(path: Path, header: SafetensorsHeader, info: TensorInfo) -> bytearray:
