@@ -7,6 +7,7 @@ that uses the real free space, so that a broken check could not fill the disk.""
 from __future__ import annotations
 
 import collections
+import io
 import json
 import os
 import resource
@@ -22,6 +23,7 @@ from safetensors.torch import save_file
 
 from tests.helpers import REPO_ROOT, one_error_line, run_cli, run_json
 from weightdoctor import rewrite
+from weightdoctor.checkpoint import safetensors_format
 
 _Usage = collections.namedtuple("_Usage", "total used free")
 
@@ -131,3 +133,166 @@ def test_a_sparse_input_larger_than_the_real_disk_is_refused(tmp_path: Path) -> 
         assert len(lines) == 1 and "not enough free disk space: the output needs at least" in lines[0], done.stderr
         assert f"({8 * count:,} bytes)" in lines[0] and "free: nothing was written" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+# The memory guard ------------------------------------------------------------------------------------------------
+
+
+def _files_read(monkeypatch: pytest.MonkeyPatch, files: dict[str, str]) -> None:
+    """The memory guard's reads of /proc and /sys give `files` (path -> text); any other of them is absent."""
+    def redirected(file: object, *args: object, **kwargs: object) -> object:
+        if isinstance(file, str) and file.startswith(("/proc/", "/sys/")):
+            if file not in files:
+                raise FileNotFoundError(file)
+            return io.StringIO(files[file])
+        return open(file, *args, **kwargs)  # type: ignore[call-overload]  # noqa: SIM115
+
+    monkeypatch.setattr(safetensors_format, "open", redirected, raising=False)
+
+
+def test_a_refusal_under_a_cgroup_limit_names_that_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a container's limit the refusal said "548.58 KB this machine has available" of a machine with 64 GB
+    available: a user looked for the memory on the machine, not at the container's limit."""
+    _files_read(monkeypatch, {
+        "/proc/meminfo": "MemAvailable: 64000000 kB\n", "/proc/self/cgroup": "0::/box\n",
+        "/sys/fs/cgroup/box/memory.max": "1048576\n", "/sys/fs/cgroup/box/memory.current": "600000\n",
+        "/sys/fs/cgroup/box/memory.stat": "anon 500000\nfile 100000\ninactive_file 100000\n"})
+    path = _sparse_safetensors(tmp_path / "m.safetensors", 4, 1 << 20)
+    refused = run_cli("check-dtype", str(path))
+    assert one_error_line(refused) == (
+        f"error: {path}: tensor 'b.weight' (4.19 MB) is read whole into memory, more than the 548.58 KB left under "
+        "this process's cgroup memory limit (/sys/fs/cgroup/box/memory.max: 1.05 MB, less what the cgroup uses): "
+        "nothing was read")
+
+
+def test_the_limit_of_a_cgroup_above_this_one_bounds_what_is_available(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process in /slice/job, its own cgroup without a limit ("max") and its parent's of 1 MiB (a systemd slice's
+    MemoryMax, a Kubernetes pod's): the parent's limit was not read, a 4 MB tensor passed the guard, and the
+    kernel's OOM killer would end the process at the parent's limit."""
+    _files_read(monkeypatch, {
+        "/proc/meminfo": "MemAvailable: 64000000 kB\n", "/proc/self/cgroup": "0::/slice/job\n",
+        "/sys/fs/cgroup/slice/job/memory.max": "max\n", "/sys/fs/cgroup/slice/job/memory.current": "1000\n",
+        "/sys/fs/cgroup/slice/job/memory.stat": "anon 1000\n",
+        "/sys/fs/cgroup/slice/memory.max": "1048576\n", "/sys/fs/cgroup/slice/memory.current": "48576\n",
+        "/sys/fs/cgroup/slice/memory.stat": "anon 48576\n"})
+    assert safetensors_format.available_memory() == 1_000_000
+    path = _sparse_safetensors(tmp_path / "m.safetensors", 4, 1 << 20)
+    refused = run_cli("check-dtype", str(path))
+    assert "more than the 1.00 MB left under this process's cgroup memory limit (/sys/fs/cgroup/slice/memory.max: " \
+        "1.05 MB, less what the cgroup uses): nothing was read" in one_error_line(refused)
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_a_cgroups_active_page_cache_counts_as_available(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         version: str) -> None:
+    """A cgroup of 8 MiB whose usage is mostly the page cache of files read (active: read twice, as a checkpoint's
+    pages are): the kernel reclaims that cache before it kills anything, as MemAvailable counts it, but only the
+    inactive part was counted free, and a 4 MB tensor that fits was refused."""
+    if version == "v2":
+        cgroup = {"/proc/self/cgroup": "0::/box\n", "/sys/fs/cgroup/box/memory.max": "8388608\n",
+                  "/sys/fs/cgroup/box/memory.current": "8000000\n",
+                  "/sys/fs/cgroup/box/memory.stat": "anon 1000000\nfile 7000000\nactive_file 6000000\n"
+                                                    "inactive_file 1000000\n"}
+    else:
+        cgroup = {"/proc/self/cgroup": "4:memory:/box\n",
+                  "/sys/fs/cgroup/memory/box/memory.limit_in_bytes": "8388608\n",
+                  "/sys/fs/cgroup/memory/box/memory.usage_in_bytes": "8000000\n",
+                  "/sys/fs/cgroup/memory/box/memory.stat": "cache 7000000\ntotal_active_file 6000000\n"
+                                                           "total_inactive_file 1000000\n"}
+    _files_read(monkeypatch, {"/proc/meminfo": "MemAvailable: 64000000 kB\n", **cgroup})
+    assert safetensors_format.available_memory() == 8388608 - 1_000_000
+    path = tmp_path / "m.safetensors"
+    save_file({"w": torch.linspace(-1, 1, 1 << 20)}, str(path))
+    code, report = run_json("check-dtype", str(path))
+    assert code == 0, report
+    assert report["targets"]["fp16"]["values"] == 1 << 20
+
+
+def test_a_refusal_under_ulimit_v_names_that_limit(tmp_path: Path) -> None:
+    """Under `ulimit -v 4 GiB` an 8 GB tensor was refused as "more than the N this machine has available", of a
+    machine with more: the limit is the process's address space, and the line says so."""
+    path = tmp_path / "m.safetensors"
+    _sparse_safetensors(path, 4, 1 << 31)
+    limit = 4 << 30
+    code = (f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit})); "
+            "from weightdoctor.checkpoint import safetensors_format as s; "
+            "s.validate_with_library = lambda *a, **k: None; "  # the library's own map of 8 GB is refused first
+            "from weightdoctor.entry import main; sys.argv = ['weightdoctor'] + sys.argv[1:]; main()")
+    done = subprocess.run([sys.executable, "-c", code, "check-dtype", str(path)], capture_output=True, text=True,
+                          timeout=300, cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip()
+    assert line.startswith(f"error: {path}: tensor 'b.weight' (8.59 GB) is read whole into memory, more than the ")
+    assert "left under this process's address-space limit (ulimit -v: 4.29 GB, " in line
+    assert "mapped already): nothing was read" in line and "this machine has available" not in line
+
+
+def test_a_legacy_files_tensor_already_in_memory_is_not_refused(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A legacy torch.save file is read whole by torch.load (guarded against the memory available before it): its
+    tensors are then in memory. check-dtype asked the memory of each tensor again, of what torch.load left
+    available, and refused a tensor that was there. Here 10 MB is available before torch.load, 1 MB after."""
+    path = tmp_path / "legacy.pt"
+    torch.save({"w": torch.linspace(-1, 1, 400_000)}, path, _use_new_zipfile_serialization=False)
+    answers = iter([10_000_000])
+    monkeypatch.setattr(safetensors_format, "available_memory", lambda: next(answers, 1_000_000))
+    code, report = run_json("check-dtype", str(path))
+    assert code == 0, report
+    assert report["targets"]["fp16"]["values"] == 400_000
+    # A torch zip's tensor is a view of the file's map, not yet read: still refused for its size.
+    zipped = tmp_path / "zip.bin"
+    torch.save({"w": torch.linspace(-1, 1, 400_000)}, zipped)
+    monkeypatch.setattr(safetensors_format, "available_memory", lambda: 1_000_000)
+    assert "tensor 'w' (1.60 MB) is read whole into memory, more than the 1.00 MB this machine has available" in \
+        one_error_line(run_cli("check-dtype", str(zipped)))
+
+
+# The sampled values ----------------------------------------------------------------------------------------------
+
+
+def _equal_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.contiguous().view(torch.uint8),
+                                                                      b.contiguous().view(torch.uint8))
+
+
+def _varied(dtype: torch.dtype, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    if dtype == torch.bool:
+        return torch.rand(shape, generator=generator) > 0.5
+    if not dtype.is_floating_point:
+        return torch.randint(-100, 100, shape, generator=generator).to(dtype)
+    return (torch.randn(shape, generator=generator) * 3).to(dtype)
+
+
+_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2, torch.int8,
+           torch.int32, torch.int64, torch.bool, torch.float64]
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "zip", "legacy"])
+def test_load_values_gives_the_values_a_whole_read_sampled(tmp_path: Path, kind: str) -> None:
+    """`load_values` (what check-dtype --sample and inspect --sample now read) against the whole tensor indexed at
+    the same positions, as they read before: bit for bit, of every dtype, of strided and offset views."""
+    from weightdoctor.check_dtype import sample_indices
+    from weightdoctor.checkpoint import open_checkpoint
+
+    # torch's legacy format holds no float8 storage (refused: `_legacy_untyped_storage`).
+    tensors = {f"t{i}": _varied(dtype, (37, 29), i) for i, dtype in enumerate(_DTYPES)
+               if kind != "legacy" or dtype.itemsize > 1 or not dtype.is_floating_point}
+    if kind != "safetensors":
+        base = _varied(torch.float32, (64, 48), 99)
+        tensors["transposed"] = base.t()  # strided, of a storage shared with the next two
+        tensors["offset"] = base[5:40, 3:30]  # from past the storage's first element, rows strided
+        tensors["row"] = base[7]  # contiguous, offset
+        tensors["every_third"] = _varied(torch.bfloat16, (3000,), 7)[1::3]
+    path = tmp_path / ("m.safetensors" if kind == "safetensors" else "m.bin")
+    if kind == "safetensors":
+        save_file(tensors, str(path))
+    else:
+        torch.save(tensors, path, _use_new_zipfile_serialization=kind == "zip")
+    with open_checkpoint(str(path)) as checkpoint:
+        for name, expected in tensors.items():
+            indices = sample_indices(expected.numel(), 500, name)
+            got = checkpoint.load_values(name, indices)
+            assert _equal_bits(got, expected.reshape(-1)[indices]), name
+            assert _equal_bits(got, checkpoint.load_tensor(name).reshape(-1)[indices]), name

@@ -217,12 +217,21 @@ class Checkpoint:
                 exc.path = exc.path or str(self.file_path(info.file))
                 raise
         from weightdoctor.checkpoint import pytorch_format
+        from weightdoctor.checkpoint.pickle_static import StaticTensor
 
         try:
             self._check_views(info.file)
+            contents = self._pickles[info.file]
+            value = contents.state_dict[name]
             # A torch zip's tensor views a map of the file: whoever reads it reads it whole (and most make a copy).
-            safetensors_format.require_memory_for(self.file_path(info.file), info, info.nbytes)
-            return pytorch_format.as_tensor(self._pickles[info.file].state_dict[name], name)
+            # A legacy file's (or a plain pickle's) values are in memory already, torch.load read them all (refused
+            # before where the file is larger than the memory available): asking that memory again refused a
+            # tensor that was there (check-dtype of a 6 GB legacy .pt on a machine of 10 GB).
+            in_memory = (contents.security is not None and contents.security.container != "pytorch-zip"
+                         and not isinstance(value, StaticTensor))
+            if not in_memory:
+                safetensors_format.require_memory_for(self.file_path(info.file), info, info.nbytes)
+            return pytorch_format.as_tensor(value, name)
         except WeightDoctorError as exc:
             exc.path = exc.path or str(self.file_path(info.file))
             raise
