@@ -296,3 +296,20 @@ def test_load_values_gives_the_values_a_whole_read_sampled(tmp_path: Path, kind:
             got = checkpoint.load_values(name, indices)
             assert _equal_bits(got, expected.reshape(-1)[indices]), name
             assert _equal_bits(got, checkpoint.load_tensor(name).reshape(-1)[indices]), name
+
+
+def test_inspect_samples_a_strided_view_of_a_pickle_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A .bin's transposed weight (a strided view of its storage) under --sample was copied whole, and so refused
+    for the whole tensor's size on a machine with less memory (check-dtype --sample read it). It is indexed in
+    place, and its sampled statistics are those of the same values stored contiguous."""
+    weight = torch.randn(700, 600, generator=torch.Generator().manual_seed(5))
+    strided, contiguous = tmp_path / "strided.bin", tmp_path / "contiguous.bin"
+    torch.save({"w": weight.t()}, strided)
+    torch.save({"w": weight.t().contiguous()}, contiguous)
+    expected = run_json("inspect", str(contiguous), "--sample", "1000")[1]["tensors"]
+    monkeypatch.setattr(safetensors_format, "available_memory", lambda: 1 << 20)
+    code, report = run_json("inspect", str(strided), "--sample", "1000")
+    assert code == 0, report
+    assert [{k: v for k, v in t.items() if k != "file"} for t in report["tensors"]] == \
+        [{k: v for k, v in t.items() if k != "file"} for t in expected]
+    assert report["tensors"][0]["stats"]["count"] == 1000 and report["tensors"][0]["init"]["label"] == "normal"

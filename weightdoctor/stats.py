@@ -502,6 +502,7 @@ class _Lines:
         self.whole = whole.reshape(-1) if whole is not None else None
         self.checkpoint = checkpoint
         self._lazy: torch.Tensor | None = None
+        self._strided: torch.Tensor | None = None  # a pickle's view that is not contiguous, read by index
         self._file: tuple[str, int, int] | None = None  # path, byte offset of element 0, itemsize
         if whole is None:
             import torch
@@ -520,9 +521,19 @@ class _Lines:
                 # A view of the file's map torch.load made (indexing touches only the pages it needs), or the
                 # values it read (a legacy file): not copied, so not refused for its size.
                 self._lazy = tensor.reshape(-1)
+            elif header is None:
+                # A strided view (a transposed weight): reshape(-1) would copy it whole, which the memory guard
+                # refused for the whole tensor's size under --sample; its elements are indexed in place instead.
+                self._strided = tensor
             else:
-                # reshape(-1) of a strided view copies it whole: read whole, as the memory guard allows.
                 self._lazy = checkpoint.load_tensor(info.name).reshape(-1)
+
+    def _at(self, index: torch.Tensor) -> torch.Tensor:
+        """The elements at `index` (C-order positions, any shape) of the strided view, without copying the rest."""
+        import torch
+
+        assert self._strided is not None
+        return self._strided[torch.unravel_index(index, tuple(self._strided.shape))]
 
     def read(self, start: int, count: int, keep_float64: bool = False) -> torch.Tensor:
         """Elements [start, start+count) as float32 (float64 ones kept as they are with `keep_float64`)."""
@@ -533,6 +544,8 @@ class _Lines:
             return narrow(self.whole[start : start + count])
         if self._lazy is not None:
             return narrow(self._lazy[start : start + count])
+        if self._strided is not None:
+            return narrow(self._at(torch.arange(start, start + count)))
         assert self._file is not None
         path, base, itemsize = self._file
         buffer = bytearray(count * itemsize)
@@ -557,6 +570,9 @@ class _Lines:
             assert source is not None
             index = torch.tensor(starts).unsqueeze(1) + torch.arange(count).unsqueeze(0)
             return (_as_float32 if not keep_float64 else _widen_to_float32)(source[index])
+        if self._strided is not None:
+            index = torch.tensor(starts).unsqueeze(1) + torch.arange(count).unsqueeze(0)
+            return (_as_float32 if not keep_float64 else _widen_to_float32)(self._at(index))
         return torch.stack([self.read(s, count, keep_float64) for s in starts])
 
 
