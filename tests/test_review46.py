@@ -313,3 +313,12 @@ def test_inspect_samples_a_strided_view_of_a_pickle_in_place(tmp_path: Path, mon
     assert [{k: v for k, v in t.items() if k != "file"} for t in report["tensors"]] == \
         [{k: v for k, v in t.items() if k != "file"} for t in expected]
     assert report["tensors"][0]["stats"]["count"] == 1000 and report["tensors"][0]["init"]["label"] == "normal"
+
+
+def test_a_missing_output_folder_is_said_before_the_free_space(tmp_path: Path, one_mb_free: None) -> None:
+    """`-o newdir/m.safetensors`: the folder is not made (as `cp` does not); that is what to fix first, and the line
+    says it, not the free space of the folder above."""
+    source = _sparse_safetensors(tmp_path / "m.safetensors", 1 << 20, 1 << 20)
+    out = tmp_path / "newdir" / "m.safetensors"
+    line = one_error_line(run_cli("convert", str(source), "-o", str(out)))
+    assert line.startswith(f"error: {out}: cannot write the output: the output folder does not exist"), line
