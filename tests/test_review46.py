@@ -322,3 +322,55 @@ def test_a_missing_output_folder_is_said_before_the_free_space(tmp_path: Path, o
     out = tmp_path / "newdir" / "m.safetensors"
     line = one_error_line(run_cli("convert", str(source), "-o", str(out)))
     assert line.startswith(f"error: {out}: cannot write the output: the output folder does not exist"), line
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "zip"])
+def test_a_sample_of_a_file_replaced_since_it_was_listed_is_refused(tmp_path: Path, kind: str) -> None:
+    """`load_values` reads a torch zip's sampled values by offset, without the map that checks the file is the one
+    its records were listed from: a .bin replaced in between (a download finishing, a save over it) had its values
+    read at the old file's offsets, as if they were the tensor's."""
+    from weightdoctor.check_dtype import sample_indices
+    from weightdoctor.checkpoint import open_checkpoint
+    from weightdoctor.errors import CorruptCheckpoint
+
+    path = tmp_path / ("m.safetensors" if kind == "safetensors" else "m.bin")
+    first = {"w": torch.arange(4096.0)}
+    other = {"w": -torch.arange(4096.0), "x": torch.zeros(8)}
+    newer = tmp_path / ("n.safetensors" if kind == "safetensors" else "n.bin")
+    if kind == "safetensors":
+        save_file(first, str(path))
+        save_file(other, str(newer))
+    else:
+        torch.save(first, path)
+        torch.save(other, newer)
+    with open_checkpoint(str(path)) as checkpoint:
+        indices = sample_indices(4096, 100, "w")
+        assert torch.equal(checkpoint.load_values("w", indices), first["w"][indices])
+        os.replace(newer, path)
+        with pytest.raises(CorruptCheckpoint, match="changed since"):
+            checkpoint.load_values("w", indices)
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "zip"])
+def test_inspect_sample_of_a_file_replaced_since_it_was_listed_is_refused(tmp_path: Path, kind: str) -> None:
+    """inspect --sample reads a tensor's blocks by offset (`_Lines`): of a file replaced since its structure was read,
+    the new file's bytes at the old offsets were summarised as the tensor's."""
+    from weightdoctor.checkpoint import open_checkpoint
+    from weightdoctor.errors import CorruptCheckpoint
+    from weightdoctor.stats import tensor_stats
+
+    path = tmp_path / ("m.safetensors" if kind == "safetensors" else "m.bin")
+    newer = tmp_path / ("n.safetensors" if kind == "safetensors" else "n.bin")
+    first, other = {"w": torch.ones(64, 512)}, {"w": torch.full((64, 512), 7.0), "x": torch.zeros(8)}
+    if kind == "safetensors":
+        save_file(first, str(path))
+        save_file(other, str(newer))
+    else:
+        torch.save(first, path)
+        torch.save(other, newer)
+    with open_checkpoint(str(path)) as checkpoint:
+        info = checkpoint.tensor_info("w")
+        assert tensor_stats(checkpoint, info, sample=1000).stats.max == 1.0
+        os.replace(newer, path)
+        with pytest.raises(CorruptCheckpoint, match="changed since"):
+            tensor_stats(checkpoint, info, sample=1000)

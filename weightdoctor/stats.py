@@ -504,12 +504,15 @@ class _Lines:
         self._lazy: torch.Tensor | None = None
         self._strided: torch.Tensor | None = None  # a pickle's view that is not contiguous, read by index
         self._file: tuple[str, int, int] | None = None  # path, byte offset of element 0, itemsize
+        self._identity: tuple[int, int, int, int] | None = None  # the file's when its structure was read
         if whole is None:
             import torch
 
             header = checkpoint.safetensors_header(info.file)
             # One contiguous run of its file (safetensors; most torch zip tensors): read in place, by range.
             found = checkpoint.byte_range(info.name) if header is None else None
+            # Read by offset: a file replaced since its structure was read is refused, not read at the old offsets.
+            self._identity = checkpoint.structure_identity(info.file)
             if header is not None and info.data_offsets is not None:
                 itemsize = torch.empty((), dtype=getattr(torch, info.dtype)).element_size()
                 path = str(checkpoint.file_path(info.file))
@@ -551,6 +554,12 @@ class _Lines:
         buffer = bytearray(count * itemsize)
         fd = os.open(path, os.O_RDONLY)
         try:
+            found = os.fstat(fd)
+            if self._identity is not None and (found.st_dev, found.st_ino, found.st_size,
+                                               found.st_mtime_ns) != self._identity:
+                raise CorruptCheckpoint(
+                    f"the file changed since its header was read (size or modification time); reading tensor "
+                    f"{self.info.name!r} from it could mix old and new contents", path=path)
             got = os.preadv(fd, [buffer], base + start * itemsize)
         finally:
             os.close(fd)

@@ -251,7 +251,8 @@ class Checkpoint:
         dtype = getattr(torch, info.dtype, None)
         found = self.byte_range(name) if info.num_params and info.dtype != "float4_e2m1fn_x2" else None
         if found is not None and dtype is not None:
-            identity = header.identity if header is not None else None
+            # A torch zip's too (its records' file): one replaced since was read at the old file's offsets.
+            identity = header.identity if header is not None else self.structure_identity(info.file)
             return safetensors_format.read_values_at(found[0], found[1], dtype, name, indices, identity)
         if header is not None:
             return self.load_tensor(name).reshape(-1)[indices]
