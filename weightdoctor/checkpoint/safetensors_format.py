@@ -660,31 +660,80 @@ def read_tensor_bytes(path: Path, header: SafetensorsHeader, info: TensorInfo) -
     return buffer
 
 
+# `read_values_at` reads sampled positions closer than this together, in spans of at most `_SPAN_WINDOW` bytes.
+_SPAN_GAP = 64 << 10
+_SPAN_WINDOW = 4 << 20
+_SPAN_WHOLE = 16 << 20  # positions all within this many bytes: read in one span, not sorted
+
+
 def read_values_at(path: Path | str, base: int, dtype: torch.dtype, name: str, indices: torch.Tensor,
                    identity: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """The values at `indices` (positions in the flattened tensor) of a tensor stored as one contiguous run of
-    `path` from byte `base`, one plain read per distinct position: memory for those values alone, whatever the
-    tensor's size (`read_tensor` reads it whole). `identity`: the file's, when its header was read."""
+    `path` from byte `base`: memory for those values and one span buffer of at most 4 MiB, whatever the tensor's
+    size (`read_tensor` reads it whole). Positions less than 64 KiB apart are read in one span (one read per
+    position took 45 s for a --sample of 200,000 values of each of 40 tensors of a million, whose whole reads took
+    11 s); farther apart, one read each. `identity`: the file's, when its structure was read.
+
+    Example:
+        >>> import tempfile, torch
+        >>> with tempfile.NamedTemporaryFile() as f:
+        ...     _ = f.write(torch.arange(8, dtype=torch.int16).numpy().tobytes()); f.flush()
+        ...     read_values_at(f.name, 0, torch.int16, "w", torch.tensor([5, 1, 5])).tolist()
+        [5, 1, 5]
+    """
     import torch
 
     itemsize = torch.empty((), dtype=dtype).element_size()
-    positions = sorted(set(indices.tolist()))
-    buffer = bytearray(len(positions) * itemsize)
-    view = memoryview(buffer)
+    flat = indices.to(torch.int64).reshape(-1)
+    low, high = (int(end) for end in torch.aminmax(flat)) if len(flat) else (0, -1)
+    if len(flat) and (high - low + 1) * itemsize <= _SPAN_WHOLE:
+        # All within one span (a tensor of up to 16 MiB): one read, indexed as it is, with nothing to sort.
+        span = bytearray((high - low + 1) * itemsize)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if identity is not None and _identity(os.fstat(fd)) != identity:
+                raise CorruptCheckpoint(
+                    f"the file changed since its header was read (size or modification time); reading tensor "
+                    f"{name!r} from it could mix old and new contents", path=str(path))
+            if os.preadv(fd, [span], base + low * itemsize) != len(span):
+                raise CorruptCheckpoint(
+                    f"file ended while reading tensor {name!r} (truncated or changed while reading)", path=str(path))
+        finally:
+            os.close(fd)
+        return torch.frombuffer(span, dtype=dtype)[flat - low if low else flat]
+    # Sorted, duplicates kept (torch.unique and a search back took longer than the reads).
+    positions, order = torch.sort(flat)
+    raw = torch.empty((len(positions), itemsize), dtype=torch.uint8)
+    offsets = positions * itemsize
+    firsts: list[int] = []
+    if len(positions):
+        new_span = torch.ones(len(positions), dtype=torch.bool)
+        new_span[1:] = ((offsets[1:] - offsets[:-1] > _SPAN_GAP)
+                        | (offsets[1:] // _SPAN_WINDOW != offsets[:-1] // _SPAN_WINDOW))
+        firsts = torch.nonzero(new_span).flatten().tolist()
+    bounds = [*firsts, len(positions)]
+    span = torch.empty(min(_SPAN_WINDOW + itemsize, int(offsets[-1] - offsets[0]) + itemsize) if firsts else 0,
+                       dtype=torch.uint8)
+    window = memoryview(span.numpy())
+    byte = torch.arange(itemsize)
     fd = os.open(path, os.O_RDONLY)
     try:
         if identity is not None and _identity(os.fstat(fd)) != identity:
             raise CorruptCheckpoint(
                 f"the file changed since its header was read (size or modification time); reading tensor "
                 f"{name!r} from it could mix old and new contents", path=str(path))
-        for slot, position in enumerate(positions):
-            if os.preadv(fd, [view[slot * itemsize:(slot + 1) * itemsize]], base + position * itemsize) != itemsize:
+        for first, stop in zip(bounds, bounds[1:], strict=False):
+            low = int(offsets[first])
+            length = int(offsets[stop - 1]) + itemsize - low
+            if os.preadv(fd, [window[:length]], base + low) != length:
                 raise CorruptCheckpoint(
                     f"file ended while reading tensor {name!r} (truncated or changed while reading)", path=str(path))
+            raw[first:stop] = span[(offsets[first:stop] - low).unsqueeze(1) + byte]
     finally:
         os.close(fd)
-    values = torch.frombuffer(buffer, dtype=dtype) if buffer else torch.empty(0, dtype=dtype)
-    return values[torch.searchsorted(torch.tensor(positions, dtype=torch.int64), indices)]
+    values = torch.empty(len(positions), dtype=dtype)
+    values[order] = raw.reshape(-1).view(dtype)
+    return values
 
 
 def read_tensor(path: Path, header: SafetensorsHeader, info: TensorInfo) -> torch.Tensor:
