@@ -408,3 +408,24 @@ def test_a_dense_sample_is_read_in_one_span_not_one_read_per_value(tmp_path: Pat
     assert code in (0, 1), report
     assert report["targets"]["fp16"]["values"] == 200_000
     assert reads[0] <= 2
+
+
+def test_a_cast_of_a_legacy_files_tensor_past_the_memory_left_is_refused(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A legacy file's tensors are in memory once torch.load read them, and `load_tensor` no longer asks their
+    memory again; a cast's copy is new memory all the same: convert --dtype refuses it in one line, naming the
+    tensor, where it is more than what is left (10 MB before torch.load here, 500 KB after), and writes nothing.
+    Without a cast the same file converts."""
+    path = tmp_path / "legacy.pt"
+    torch.save({"w": torch.linspace(-1, 1, 400_000)}, path, _use_new_zipfile_serialization=False)
+    answers = iter([10_000_000])
+    monkeypatch.setattr(safetensors_format, "available_memory", lambda: next(answers, 500_000))
+    out = tmp_path / "out.safetensors"
+    assert one_error_line(run_cli("convert", str(path), "-o", str(out), "--dtype", "fp16")) == (
+        f"error: {path}: tensor 'w' cast to float16 (800.00 KB) is made in memory, more than the 500.00 KB this "
+        "machine has available: nothing was written")
+    assert not out.exists()
+    answers = iter([10_000_000])
+    result = run_cli("convert", str(path), "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert "verified" in result.stdout and out.is_file()

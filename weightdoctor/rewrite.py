@@ -1021,6 +1021,12 @@ def _write_one(
             counter[0] += 1
             source = tensor = checkpoint.load_tensor(planned.source)
             if planned.dtype != planned.source_dtype:
+                from weightdoctor.checkpoint.safetensors_format import require_memory
+
+                # The cast is a copy beside the source's values (a legacy file's are all in memory already).
+                require_memory(checkpoint.file_path(planned.source_file),
+                               f"tensor {planned.source!r} cast to {planned.dtype}", planned.nbytes,
+                               done="is made in memory: nothing was written")
                 tensor, problem = cast_tensor(source, planned.source, planned.dtype)
                 if problem is not None:
                     # A .bin keeps tied names as views of this storage: they lose the same values, named too.

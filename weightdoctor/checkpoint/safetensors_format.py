@@ -611,9 +611,11 @@ def require_memory_for(path: Path | str, info: TensorInfo, length: int, hint: st
     require_memory(path, f"tensor {info.name!r}", length, hint)
 
 
-def require_memory(path: Path | str, what: str, length: int, hint: str = "") -> None:
+def require_memory(path: Path | str, what: str, length: int, hint: str = "",
+                   done: str = "is read whole into memory: nothing was read") -> None:
     """`require_memory_for` of anything read whole (`what`: its words, "tensor 'w'"): every read of values whole
-    into memory, whatever the format, is refused by this one check.
+    into memory, whatever the format, is refused by this one check. `done`: what is made of it, and what was not
+    done, split at the colon (a cast's copy: "is made in memory: nothing was written").
 
     Raises:
         UnsupportedEnvironment: `length` is more than the available memory.
@@ -623,9 +625,10 @@ def require_memory(path: Path | str, what: str, length: int, hint: str = "") -> 
     if available is not None and length > available:
         from weightdoctor.units import format_bytes
 
+        made, _, not_done = done.partition(": ")
         raise UnsupportedEnvironment(
-            f"{what} ({format_bytes(length)}) is read whole into memory, more than the "
-            f"{format_bytes(available)} {_limit_words()}: nothing was read{hint}", path=str(path))
+            f"{what} ({format_bytes(length)}) {made}, more than the {format_bytes(available)} {_limit_words()}: "
+            f"{not_done}{hint}", path=str(path))
 
 
 def read_tensor_bytes(path: Path, header: SafetensorsHeader, info: TensorInfo) -> bytearray:
