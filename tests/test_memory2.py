@@ -288,12 +288,14 @@ def test_a_cgroup_limit_bounds_what_is_available(tmp_path: Path, monkeypatch: py
                   "/sys/fs/cgroup/memory/box/memory.stat": "cache 200000\ntotal_inactive_file 100000\n"}
     _files_read(monkeypatch, {"/proc/meminfo": "MemAvailable: 64000000 kB\n", **cgroup})
     assert safetensors_format.available_memory() == 1048576 - (600000 - 100000)
+    limit_file = ("/sys/fs/cgroup/box/memory.max" if version == "v2"
+                  else "/sys/fs/cgroup/memory/box/memory.limit_in_bytes")
     path = _sparse_safetensors(tmp_path / "m.safetensors", 4, 1 << 20)
     refused = run_cli("check-dtype", str(path))
     assert refused.exit_code == 2
     assert one_error_line(refused) == (
-        f"error: {path}: tensor 'b.weight' (4.19 MB) is read whole into memory, more than the 548.58 KB this "
-        "machine has available: nothing was read")
+        f"error: {path}: tensor 'b.weight' (4.19 MB) is read whole into memory, more than the 548.58 KB left under "
+        f"this process's cgroup memory limit ({limit_file}: 1.05 MB, less what the cgroup uses): nothing was read")
 
 
 def test_an_address_space_limit_bounds_what_is_available(tmp_path: Path) -> None:

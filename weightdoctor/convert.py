@@ -22,9 +22,11 @@ from weightdoctor.rewrite import (
     SideFile,
     TensorSelection,
     WriteResult,
+    bytes_to_write,
     check_not_input,
     default_index_name,
     default_output_name,
+    disk_shortfall,
     pickles_copied_note,
     plan_tensors,
     refuse_names_too_long,
@@ -459,6 +461,9 @@ def plan_convert(
     if config_note:
         warnings.append(config_note)
 
+    # Said in a --dry-run too (a write refuses it before writing anything: `write_outputs`).
+    if (shortfall := disk_shortfall(out, bytes_to_write(files, copy_paths))) is not None:
+        warnings.append(f"{out}: {shortfall}: the write would be refused")
     return ConvertPlan(
         source=checkpoint.source,
         output=str(out),

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -1020,6 +1021,12 @@ def _write_one(
             counter[0] += 1
             source = tensor = checkpoint.load_tensor(planned.source)
             if planned.dtype != planned.source_dtype:
+                from weightdoctor.checkpoint.safetensors_format import require_memory
+
+                # The cast is a copy beside the source's values (a legacy file's are all in memory already).
+                require_memory(checkpoint.file_path(planned.source_file),
+                               f"tensor {planned.source!r} cast to {planned.dtype}", planned.nbytes,
+                               done="is made in memory: nothing was written")
                 tensor, problem = cast_tensor(source, planned.source, planned.dtype)
                 if problem is not None:
                     # A .bin keeps tied names as views of this storage: they lose the same values, named too.
@@ -1227,6 +1234,52 @@ def write_index(path: Path, files: list[OutputFile], metadata: dict[str, object]
     path.write_text(content, encoding="utf-8")
 
 
+def bytes_to_write(files: list[OutputFile], copy_files: list[SideFile]) -> int:
+    """The bytes an output set takes on disk at the least: its tensors' data, written in full whatever holes the
+    input has (a sparse input of 1 TB that takes no disk is 1 TB written), and the side files copied (their
+    allocated blocks alone: `copy_side_file` keeps a sparse file's holes).
+
+    Example:
+        >>> bytes_to_write([OutputFile("model.safetensors", ["w"], 4096)], [SideFile(Path("c"), "c.json", b"{}")])
+        4098
+    """
+    total = sum(item.nbytes for item in files)
+    for side in copy_files:
+        if side.content is not None:
+            total += len(side.content)
+            continue
+        try:
+            found = os.stat(side.path)
+        except OSError:
+            continue  # its copy fails, and says so
+        total += min(found.st_size, found.st_blocks * 512)
+    return total
+
+
+def disk_shortfall(dest: Path, needed: int) -> str | None:
+    """Words saying that the file system an output is written to has less free space than `needed` bytes, or None
+    (enough, or the free space is unknown). The output is written beside `dest` (a temporary sibling file, or a
+    staging sibling folder) and takes its space before the old output, if any, is removed.
+
+    Example:
+        >>> disk_shortfall(Path("/out/model.safetensors"), 0) is None
+        True
+    """
+    from weightdoctor.units import format_bytes
+
+    folder = Path(os.path.abspath(dest)).parent
+    while not os.path.exists(folder) and folder != folder.parent:
+        folder = folder.parent  # `-o a/b/out`: the first folder that exists is where the rest is made
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return None
+    if needed <= free:
+        return None
+    return (f"not enough free disk space: the output needs at least {format_bytes(needed)} ({needed:,} bytes) and "
+            f"{folder} has {format_bytes(free)} ({free:,} bytes) free")
+
+
 def write_outputs(
     checkpoint: Checkpoint,
     selection: TensorSelection,
@@ -1251,11 +1304,18 @@ def write_outputs(
 
     Raises:
         CastOverflow: a cast would lose values (unless `allow_overflow`); nothing is written.
-        OutputError: the destination exists (without `force`), cannot be written, or fails verification.
+        OutputError: the destination exists (without `force`), cannot be written, fails verification, or its
+            file system has less free space than the output takes (`disk_shortfall`): nothing is written.
     """
     from weightdoctor.writers import hooks
     from weightdoctor.writers.atomic import COMMITTED, StagingDir, atomic_file, output_error
 
+    # Before anything is written: a write larger than the disk's free space failed late, after filling it (2 GB of a
+    # 1.1 TB output written onto a disk of 73 GB free, then "no space left on the device").
+    # (A single file's missing folder is refused by `atomic_file` first: "create it first", which is what to do.)
+    if (not single_file or os.path.isdir(os.path.dirname(os.path.abspath(dest)))) \
+            and (shortfall := disk_shortfall(dest, bytes_to_write(files, copy_files))) is not None:
+        raise OutputError(f"{shortfall}: nothing was written", path=str(dest))
     COMMITTED.clear()  # what this write commits (see `report_failure` on a late Ctrl-C)
     started = time.perf_counter()
     by_name = {t.name: t for t in selection.tensors}

@@ -37,7 +37,9 @@ from weightdoctor.rewrite import (
     SideFile,
     TensorSelection,
     WriteResult,
+    bytes_to_write,
     check_not_input,
+    disk_shortfall,
     output_variant,
     pickles_copied_note,
     plan_tensors,
@@ -398,6 +400,9 @@ def plan_shard(
     copy_paths, config_note = with_config_dtype(copy_paths, dtype, len(selection.kept_fp32))
     if config_note:
         warnings.append(config_note)
+    # Said in a --dry-run too (a write refuses it before writing anything: `write_outputs`).
+    if (shortfall := disk_shortfall(out, bytes_to_write(files, copy_paths))) is not None:
+        warnings.append(f"{out}: {shortfall}: the write would be refused")
     return ShardPlan(
         source=checkpoint.source,
         output=str(out),

@@ -502,13 +502,17 @@ class _Lines:
         self.whole = whole.reshape(-1) if whole is not None else None
         self.checkpoint = checkpoint
         self._lazy: torch.Tensor | None = None
+        self._strided: torch.Tensor | None = None  # a pickle's view that is not contiguous, read by index
         self._file: tuple[str, int, int] | None = None  # path, byte offset of element 0, itemsize
+        self._identity: tuple[int, int, int, int] | None = None  # the file's when its structure was read
         if whole is None:
             import torch
 
             header = checkpoint.safetensors_header(info.file)
             # One contiguous run of its file (safetensors; most torch zip tensors): read in place, by range.
             found = checkpoint.byte_range(info.name) if header is None else None
+            # Read by offset: a file replaced since its structure was read is refused, not read at the old offsets.
+            self._identity = checkpoint.structure_identity(info.file)
             if header is not None and info.data_offsets is not None:
                 itemsize = torch.empty((), dtype=getattr(torch, info.dtype)).element_size()
                 path = str(checkpoint.file_path(info.file))
@@ -520,9 +524,19 @@ class _Lines:
                 # A view of the file's map torch.load made (indexing touches only the pages it needs), or the
                 # values it read (a legacy file): not copied, so not refused for its size.
                 self._lazy = tensor.reshape(-1)
+            elif header is None:
+                # A strided view (a transposed weight): reshape(-1) would copy it whole, which the memory guard
+                # refused for the whole tensor's size under --sample; its elements are indexed in place instead.
+                self._strided = tensor
             else:
-                # reshape(-1) of a strided view copies it whole: read whole, as the memory guard allows.
                 self._lazy = checkpoint.load_tensor(info.name).reshape(-1)
+
+    def _at(self, index: torch.Tensor) -> torch.Tensor:
+        """The elements at `index` (C-order positions, any shape) of the strided view, without copying the rest."""
+        import torch
+
+        assert self._strided is not None
+        return self._strided[torch.unravel_index(index, tuple(self._strided.shape))]
 
     def read(self, start: int, count: int, keep_float64: bool = False) -> torch.Tensor:
         """Elements [start, start+count) as float32 (float64 ones kept as they are with `keep_float64`)."""
@@ -533,11 +547,19 @@ class _Lines:
             return narrow(self.whole[start : start + count])
         if self._lazy is not None:
             return narrow(self._lazy[start : start + count])
+        if self._strided is not None:
+            return narrow(self._at(torch.arange(start, start + count)))
         assert self._file is not None
         path, base, itemsize = self._file
         buffer = bytearray(count * itemsize)
         fd = os.open(path, os.O_RDONLY)
         try:
+            found = os.fstat(fd)
+            if self._identity is not None and (found.st_dev, found.st_ino, found.st_size,
+                                               found.st_mtime_ns) != self._identity:
+                raise CorruptCheckpoint(
+                    f"the file changed since its header was read (size or modification time); reading tensor "
+                    f"{self.info.name!r} from it could mix old and new contents", path=path)
             got = os.preadv(fd, [buffer], base + start * itemsize)
         finally:
             os.close(fd)
@@ -557,6 +579,9 @@ class _Lines:
             assert source is not None
             index = torch.tensor(starts).unsqueeze(1) + torch.arange(count).unsqueeze(0)
             return (_as_float32 if not keep_float64 else _widen_to_float32)(source[index])
+        if self._strided is not None:
+            index = torch.tensor(starts).unsqueeze(1) + torch.arange(count).unsqueeze(0)
+            return (_as_float32 if not keep_float64 else _widen_to_float32)(self._at(index))
         return torch.stack([self.read(s, count, keep_float64) for s in starts])
 
 

@@ -217,12 +217,21 @@ class Checkpoint:
                 exc.path = exc.path or str(self.file_path(info.file))
                 raise
         from weightdoctor.checkpoint import pytorch_format
+        from weightdoctor.checkpoint.pickle_static import StaticTensor
 
         try:
             self._check_views(info.file)
+            contents = self._pickles[info.file]
+            value = contents.state_dict[name]
             # A torch zip's tensor views a map of the file: whoever reads it reads it whole (and most make a copy).
-            safetensors_format.require_memory_for(self.file_path(info.file), info, info.nbytes)
-            return pytorch_format.as_tensor(self._pickles[info.file].state_dict[name], name)
+            # A legacy file's (or a plain pickle's) values are in memory already, torch.load read them all (refused
+            # before where the file is larger than the memory available): asking that memory again refused a
+            # tensor that was there (check-dtype of a 6 GB legacy .pt on a machine of 10 GB).
+            in_memory = (contents.security is not None and contents.security.container != "pytorch-zip"
+                         and not isinstance(value, StaticTensor))
+            if not in_memory:
+                safetensors_format.require_memory_for(self.file_path(info.file), info, info.nbytes)
+            return pytorch_format.as_tensor(value, name)
         except WeightDoctorError as exc:
             exc.path = exc.path or str(self.file_path(info.file))
             raise
@@ -242,7 +251,8 @@ class Checkpoint:
         dtype = getattr(torch, info.dtype, None)
         found = self.byte_range(name) if info.num_params and info.dtype != "float4_e2m1fn_x2" else None
         if found is not None and dtype is not None:
-            identity = header.identity if header is not None else None
+            # A torch zip's too (its records' file): one replaced since was read at the old file's offsets.
+            identity = header.identity if header is not None else self.structure_identity(info.file)
             return safetensors_format.read_values_at(found[0], found[1], dtype, name, indices, identity)
         if header is not None:
             return self.load_tensor(name).reshape(-1)[indices]
