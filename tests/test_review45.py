@@ -1,0 +1,82 @@
+"""review45: a review of fixlist22 and redteam26 (narrow consoles, `-o` report-format words, mount points)."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import REPO_ROOT, run_cli
+
+EXAMPLE = REPO_ROOT / "fixtures" / "example"
+
+
+# 1. inspect --stats on a console a few columns under the one its columns need.
+
+@pytest.fixture(scope="module")
+def example_stats() -> Any:
+    from weightdoctor.checkpoint import open_checkpoint
+    from weightdoctor.health import analyze_weights
+
+    with open_checkpoint(str(EXAMPLE)) as checkpoint:
+        return analyze_weights(checkpoint, [t.name for t in checkpoint.tensors], None, lambda n: None)
+
+
+def _rendered(report: Any, width: int) -> str:
+    from rich.console import Console
+
+    from weightdoctor.render.stats import render_stats
+
+    out = io.StringIO()
+    render_stats(report, Console(file=out, width=width, force_terminal=False, no_color=True, emoji=False,
+                                 highlight=False), limit=None)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("width", range(60, 91))
+def test_inspect_stats_cuts_no_figure_or_code_at_any_width(example_stats: Any, width: int) -> None:
+    """The layout switch counted each name / init column as 8 characters, under the 9 of a number (`-0.000253`):
+    at 74 and 75 columns the table was kept and Rich narrowed the mean column with them (`-0.0002…`); at 67 the
+    findings' table cut its code (`checkpoint-at-in…`). A row's cells are either whole in the table or a record."""
+    out = _rendered(example_stats, width)
+    assert "…" not in out, out
+    assert max(map(len, out.splitlines())) <= width
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
+    assert any("-0.000253" in row for row in cells), out  # whole, in a table row or a record
+    assert any("checkpoint-at-init" in row for row in cells), out
+
+
+@pytest.mark.parametrize("width", [80, 100, 120, 200])
+def test_inspect_stats_keeps_its_tables_at_common_widths(example_stats: Any, width: int) -> None:
+    out = _rendered(example_stats, width)
+    headers = [re.sub(r"\s+", " ", line) for line in out.splitlines() if line.startswith("┃")]
+    assert any("┃ mean ┃ std ┃ abs max ┃ zeros ┃" in line for line in headers), out
+    assert any("┃ severity ┃ code ┃ tensor ┃ what ┃" in line for line in headers), out
+    assert "│ -0.000253 │ 0.0199 │  0.0719 │   0.0% │" in out
+
+
+# 2. `-o table` where ./table is already there.
+
+def test_an_existing_output_named_like_a_format_is_replaced_with_force(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`convert m -o table --force`, where ./table is the output folder of an earlier run (a script run each day),
+    was refused as "'table' is an output format": the name is the user's, and --force says to replace it."""
+    source = tmp_path / "m"
+    shutil.copytree(EXAMPLE, source)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "table").mkdir()
+    (tmp_path / "table" / "model.safetensors").write_bytes(b"old")
+    result = run_cli("convert", str(source), "-o", "table", "--to", "bin", "--force")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "table").iterdir()) == ["config.json", "pytorch_model.bin"]
+    # Without --force, what is said is that the output exists, not that `table` is a format.
+    result = run_cli("convert", str(source), "-o", "table", "--to", "bin")
+    assert result.exit_code == 2 and "output exists; pass --force" in result.stderr, result.stderr
+    # A format word that names nothing there is still refused, before anything is read or written.
+    result = run_cli("shard", str(source), "-o", "yaml", "--max", "1MB")
+    assert result.exit_code == 2 and "'yaml' is an output format" in " ".join(result.stderr.split())
+    assert not (tmp_path / "yaml").exists()
