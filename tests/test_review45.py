@@ -80,3 +80,37 @@ def test_an_existing_output_named_like_a_format_is_replaced_with_force(tmp_path:
     result = run_cli("shard", str(source), "-o", "yaml", "--max", "1MB")
     assert result.exit_code == 2 and "'yaml' is an output format" in " ".join(result.stderr.split())
     assert not (tmp_path / "yaml").exists()
+
+
+# 3. The Hub's error, whose second line is what is not found.
+
+def test_a_hub_error_says_what_the_hub_did_not_find(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub writes "404 Client Error. (Request ID: ...)", a blank line, then "Entry Not Found for url:
+    ...": the first line alone was quoted, a request id and no word of the file the Hub lacks."""
+    import huggingface_hub
+    import torch
+    from huggingface_hub.errors import EntryNotFoundError
+    from safetensors.torch import save
+
+    from fixtures.hub_cache import commit_of, write_snapshot
+    from weightdoctor.checkpoint import hub
+
+    folder = tmp_path / "hub"
+    write_snapshot(folder, "org/m", commit_of("review45"), {"model.safetensors": save({"w": torch.zeros(2)})})
+    monkeypatch.setenv("HF_HUB_CACHE", str(folder))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "hub_unreachable", lambda timeout=5.0: None)
+    url = "https://huggingface.co/org/m/resolve/main/model.fp16.safetensors"
+
+    def not_there(repo_id: str, filename: str, **kwargs: object) -> str:
+        raise EntryNotFoundError(f"404 Client Error. (Request ID: Root=1-6570f3a1-0c5e7d1b2a3f4e5d6c7b8a90)\n\n"
+                                 f"Entry Not Found for url: {url}.")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", not_there)
+    result = run_cli("inspect", "hf://org/m/model.fp16.safetensors")
+    line = " ".join(result.stderr.split())
+    assert result.exit_code == 2, line
+    assert (f"org/m's cached snapshot has no model.fp16.safetensors, and the Hub could not provide it: 404 Client "
+            f"Error. Entry Not Found for url: {url}.") in line, line
+    assert "Request ID" not in line
