@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import REPO_ROOT, run_cli
+from tests.helpers import run_json as run_cli_json
 
 EXAMPLE = REPO_ROOT / "fixtures" / "example"
 
@@ -114,3 +115,23 @@ def test_a_hub_error_says_what_the_hub_did_not_find(tmp_path: Path, monkeypatch:
     assert (f"org/m's cached snapshot has no model.fp16.safetensors, and the Hub could not provide it: 404 Client "
             f"Error. Entry Not Found for url: {url}.") in line, line
     assert "Request ID" not in line
+
+
+# 4. The 2^53 bytes plan-devices takes, to the byte.
+
+def test_a_device_size_one_byte_past_2_53_is_refused_and_9pb_planned(tmp_path: Path) -> None:
+    """`--gpu 9007199254740993` (2^53 + 1) was read as the float 2^53 and planned as 9007199254740992 bytes, the
+    inexact reading the refusal is there to prevent; 9PB and 8PiB (2^53 itself) are sizes it holds exactly."""
+    from weightdoctor.errors import UsageError
+    from weightdoctor.units import refuse_beyond_any_device
+
+    assert refuse_beyond_any_device("--gpu", "9PB") == 9 * 10**15
+    assert refuse_beyond_any_device("--gpu", "8PiB") == 2**53
+    for text in ("9007199254740993", "9.007199254740993PB", "8.0000000000000001PiB"):
+        with pytest.raises(UsageError, match=r"is more memory than any device holds \(over 9 PB, 2\^53 bytes"):
+            refuse_beyond_any_device("--gpu", text)
+    result = run_cli("plan-devices", str(EXAMPLE), "--gpu", "9007199254740993")
+    assert result.exit_code == 2
+    assert "--gpu 9007199254740993 is more memory than any device holds" in " ".join(result.stderr.split())
+    code, plan = run_cli_json("plan-devices", str(EXAMPLE), "--gpu", "9PB")
+    assert code == 0 and plan["devices"][0]["budget_bytes"] == 9 * 10**15, plan["devices"]
