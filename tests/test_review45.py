@@ -135,3 +135,30 @@ def test_a_device_size_one_byte_past_2_53_is_refused_and_9pb_planned(tmp_path: P
     assert "--gpu 9007199254740993 is more memory than any device holds" in " ".join(result.stderr.split())
     code, plan = run_cli_json("plan-devices", str(EXAMPLE), "--gpu", "9PB")
     assert code == 0 and plan["devices"][0]["budget_bytes"] == 9 * 10**15, plan["devices"]
+
+
+# 5. The name limit of the file system written to.
+
+def test_names_too_long_are_measured_against_the_output_file_system(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The limit was read at `/`: an output on a file system of 143-byte names (eCryptfs) passed planning with a
+    207-byte shard name and failed in the write. The output folder's own limit is asked (simulated here)."""
+    import os
+
+    from weightdoctor.errors import OutputError
+    from weightdoctor.rewrite import refuse_names_too_long
+
+    real = os.pathconf
+    out = tmp_path / "enc" / "out"
+    (tmp_path / "enc").mkdir()
+
+    def pathconf(path: Any, name: Any) -> int:
+        if name == "PC_NAME_MAX" and Path(path) != Path("/") and str(tmp_path / "enc") in str(path):
+            return 143
+        return real(path, name)
+
+    monkeypatch.setattr(os, "pathconf", pathconf)
+    long_name = "m" * 180 + "-00001-of-00002.safetensors"
+    with pytest.raises(OutputError, match=r"would be 207 bytes long, past the limit of 143 bytes"):
+        refuse_names_too_long(out, [long_name])
+    refuse_names_too_long(tmp_path / "elsewhere", [long_name])  # 207 bytes fit in 255
