@@ -162,3 +162,23 @@ def test_names_too_long_are_measured_against_the_output_file_system(tmp_path: Pa
     with pytest.raises(OutputError, match=r"would be 207 bytes long, past the limit of 143 bytes"):
         refuse_names_too_long(out, [long_name])
     refuse_names_too_long(tmp_path / "elsewhere", [long_name])  # 207 bytes fit in 255
+
+
+# 6. Mount points listed under the output that are not there.
+
+def test_a_mount_covered_by_another_is_not_said_to_be_inside_the_output(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """/proc/self/mountinfo keeps listing a mount whose folder another mount has since covered (a tmpfs mounted over
+    the output's parent): `convert --force` into a folder holding no such path was refused, "out/sub is a mount
+    point inside it", though `ls out` showed no sub (measured with unshare -m, bind mount then tmpfs over it)."""
+    from weightdoctor.writers import atomic
+
+    out = tmp_path / "out"
+    (out / "real").mkdir(parents=True)
+    listed = [Path("/"), out / "sub", out / "sub" / "deeper"]
+    monkeypatch.setattr(atomic, "_mount_points", lambda: listed)
+    assert atomic.mount_inside(out) is None
+    assert atomic.removal_blocker(out) is None
+    listed.append(out / "real")  # one that is there is still found, and refused
+    assert atomic.mount_inside(out) == out / "real"
+    assert "out/real is a mount point inside it" in (atomic.removal_blocker(out) or "")
