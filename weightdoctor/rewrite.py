@@ -1484,8 +1484,13 @@ def refuse_names_too_long(dest: Path, names: list[str]) -> None:
     Raises:
         OutputError: a name in `names` is longer than NAME_MAX; nothing is written.
     """
+    # The limit of the file system the output goes to (eCryptfs takes 143 bytes, some network file systems fewer),
+    # read at the nearest folder of its path that is there: the root's, asked before, is another file system's.
+    folder = Path(os.path.abspath(expand_user(dest)))
+    while not os.path.isdir(folder) and folder != folder.parent:
+        folder = folder.parent
     try:
-        name_max = os.pathconf("/", "PC_NAME_MAX")
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
     except (OSError, ValueError):
         name_max = 255
     for name in names:

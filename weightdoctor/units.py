@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 
 from weightdoctor.errors import UsageError, clip_middle
 
@@ -260,11 +261,24 @@ def refuse_beyond_any_device(option: str, text: str) -> int:
         UsageError: the size does not parse (as `parse_size` says), or is over 2^53 bytes.
     """
     size = parse_size(text)
-    if size > MAX_DEVICE_BYTES:
+    if size > MAX_DEVICE_BYTES or _typed_bytes(text) > MAX_DEVICE_BYTES:
         raise UsageError(f"{option} {text.strip()} is more memory than any device holds (over 9 PB, 2^53 bytes, past "
                          "which a size read as a float, as accelerate reads max_memory, is no longer exact): give the "
                          "device's own size")
     return size
+
+
+def _typed_bytes(text: str) -> Decimal:
+    """The bytes `text` says, exactly (`parse_size` reads the number as a float: `9007199254740993`, 2^53 + 1, was
+    read as 2^53, and taken as one of the sizes it holds exactly); 0 where Decimal does not read it as float does."""
+    parts = _split_size(text)
+    if parts is None:
+        return Decimal(0)
+    factor = _DECIMAL.get(parts[1].upper()) or _BINARY.get(parts[1].upper()) or 1
+    try:
+        return Decimal(parts[0]) * factor
+    except ArithmeticError:  # decimal.InvalidOperation
+        return Decimal(0)
 
 
 def size_is_binary(text: str) -> bool:

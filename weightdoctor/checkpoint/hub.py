@@ -970,11 +970,23 @@ def holds_weights(folder: Path) -> bool:
     return any(p.is_file() and p.suffix in _READABLE_SUFFIXES for p in folder.iterdir())
 
 
+def _hub_reason(exc: Exception) -> str:
+    """What the Hub's error says, in a line: huggingface_hub puts the status on its first line and what is not found
+    on the next ("404 Client Error. (Request ID: Root=1-...)", a blank line, "Entry Not Found for url: ..."), and the
+    first line alone named no file or revision. The request's id, which says nothing to a reader, is left out.
+
+    Example:
+        >>> _hub_reason(OSError("404 Client Error. (Request ID: Root=1-abc)\\n\\nEntry Not Found for url: https://x/f."))
+        '404 Client Error. Entry Not Found for url: https://x/f.'
+    """
+    text = re.sub(r" \((?:Request ID|Amzn Trace ID|Amz CF ID): [^)\n]*\)", "", str(exc))
+    return clip_words(" ".join(text.split()), 240) or type(exc).__name__
+
+
 def _hub_error(repo_id: str, revision: str | None, exc: Exception) -> SourceNotFound:
-    reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
     return _not_found(
         repo_id, revision,
-        f"is not in the cache at {hub_cache_dir()}, and the Hub could not provide it: {clip_words(reason, 160)}"
+        f"is not in the cache at {hub_cache_dir()}, and the Hub could not provide it: {_hub_reason(exc)}"
     )
 
 
@@ -1084,9 +1096,8 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
     except Exception as exc:
         # The repo is cached: what failed is this file (a 404 for a name the repo lacks, most often), which
         # download_file's "not in the cache" would have blamed on the repo.
-        reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise SourceNotFound(f"{repo_id}'s cached snapshot has no {filename}, and the Hub could not provide it: "
-                             f"{clip_words(reason, 160)}", named) from exc
+                             f"{_hub_reason(exc)}", named) from exc
 
 
 def broken_cache_entry(pointer: Path, unreachable: str | None = None) -> str | None:

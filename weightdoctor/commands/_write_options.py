@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -23,9 +24,11 @@ def _not_empty(value: str) -> str:
                                  "name (`-o ./-` for that name)")
     from weightdoctor.commands._options import output_format_hint
 
-    # `-o json` (kubectl's way to ask for JSON) wrote the weights to a file named `json`.
+    # `-o json` (kubectl's way to ask for JSON) wrote the weights to a file named `json`. A name that is already there
+    # is the user's (`-o table --force` replacing the output folder of an earlier run): it was refused, and a script
+    # that wrote there worked no more; its "output exists" line, or --force, says the rest.
     hint = output_format_hint(value)
-    if hint:
+    if hint and not os.path.lexists(value):
         raise typer.BadParameter(hint)
     return value
 

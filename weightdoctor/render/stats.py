@@ -94,6 +94,20 @@ def _plain_len(markup: str) -> int:
     return max((Text.from_markup(line).cell_len for line in markup.split("\n")), default=0)
 
 
+def _too_narrow(rows: list[tuple[str, ...]], headers: tuple[str, ...], fixed: tuple[int, ...],
+                wrapped: dict[int, int], width: int) -> bool:
+    """Whether a table of `rows` laid out in `width` columns would cut a cell of the `fixed` columns (numbers,
+    codes) to `…`. Rich narrows the widest wrappable columns first, the fixed ones among them once the others are
+    down to their width: each `wrapped` column (index: the fewest characters it should keep) has to keep that many,
+    or the widest fixed column's width, whichever is more (or all of its own, when shorter): a minimum of 8 under
+    a number column of 9 (`-0.000253`) cut the number to `-0.0002…` at 74 columns."""
+    natural = [max(len(header), *(_plain_len(row[i]) for row in rows)) for i, header in enumerate(headers)]
+    widest_fixed = max(natural[i] for i in fixed)
+    needed = 1 + sum(3 + natural[i] for i in fixed) + sum(
+        3 + min(natural[i], max(least, widest_fixed)) for i, least in wrapped.items())
+    return needed > width
+
+
 def _records_table(title: str, records: list[list[tuple[str, str]]], caption: str | None = None) -> Table:
     """Rows as records, one `label  value` line each, a rule between records: for a console too narrow for the
     columns (the values fold at their width, never cut)."""
@@ -133,9 +147,8 @@ def init_table(report: StatsReport, limit: int | None, width: int | None = None)
     caption = None
     if limit is not None and len(report.tensors) > limit:
         caption = f"{len(report.tensors) - limit} more; use --all or --filter REGEX"
-    numbers = sum(3 + max(len(header), *(len(row[i]) for row in rows)) for i, header in enumerate(headers)
-                  if 1 <= i <= 4) if rows else 0
-    if width is not None and rows and 1 + numbers + 3 * (3 + _MIN_TEXT_COLUMN) > width:
+    text_columns = dict.fromkeys((0, 5, 6), _MIN_TEXT_COLUMN)  # name, found, expected at init
+    if width is not None and rows and _too_narrow(rows, headers, (1, 2, 3, 4), text_columns, width):
         return _records_table(title, [list(zip(headers, row, strict=True)) for row in rows], caption)
     table = Table(title=title, title_justify="left", caption=caption)
     table.add_column("name", overflow="fold")
@@ -155,9 +168,8 @@ def findings_table(report: StatsReport, width: int | None = None) -> Table:
     headers = ("severity", "code", "tensor", "what")
     rows = [(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]", f.code, escape(f.tensor or "(checkpoint)"),
              escape(f.message) + (f"\n[dim]→ {escape(f.hint)}[/]" if f.hint else "")) for f in report.findings]
-    fixed = sum(3 + max(len(header), *(_plain_len(row[i]) for row in rows)) for i, header in enumerate(headers)
-                if i <= 1) if rows else 0
-    if width is not None and rows and 1 + fixed + 3 + _MIN_TEXT_COLUMN + 3 + _MIN_MESSAGE_COLUMN > width:
+    if width is not None and rows and _too_narrow(rows, headers, (0, 1), {2: _MIN_TEXT_COLUMN, 3: _MIN_MESSAGE_COLUMN},
+                                                  width):
         return _records_table("Findings", [list(zip(headers, row, strict=True)) for row in rows])
     table = Table(title="Findings", title_justify="left")
     table.add_column("severity")

@@ -288,7 +288,10 @@ def mount_inside(path: Path) -> Path | None:
     points = _mount_points()
     if points is not None:
         real = Path(os.path.realpath(path))
-        inside = sorted(point for point in points if real in point.parents)
+        # A mount listed under a folder since covered by another mount (a file system mounted over the output's
+        # parent) is not in the output: its path there is none, and --force was refused for a mount point that the
+        # message named and `ls` did not show. A mount point that is seen always has a path.
+        inside = sorted(point for point in points if real in point.parents and os.path.lexists(point))
         return path / inside[0].relative_to(real) if inside else None
     for root, names, _ in os.walk(path):
         for name in names:
