@@ -220,6 +220,26 @@ def _two_shards(folder: Path, index: dict) -> Path:
     return folder
 
 
+@pytest.mark.parametrize(("metadata", "said"), [
+    (None, "no 'metadata' entry"), ([1], "a 'metadata' that is a list, not an object"),
+    ("x", "a 'metadata' that is a string, not an object"), (0, "a 'metadata' that is a number, not an object")])
+def test_an_index_without_a_metadata_object_is_said_to_fail_from_pretrained(
+        tmp_path: Path, metadata: object, said: str) -> None:
+    """transformers' get_checkpoint_shard_files sets `index["metadata"]["all_checkpoint_keys"]`: an index written
+    with its weight_map alone failed from_pretrained with KeyError: 'metadata' (a list there, TypeError; measured on
+    transformers 5.25 with a BertModel saved in shards), and weightdoctor read it with no word said."""
+    index: dict = {"weight_map": {"a": "s1.safetensors", "b": "s2.safetensors"}}
+    if metadata is not None:
+        index["metadata"] = metadata
+    result = run_cli("inspect", str(_two_shards(tmp_path / "m", index)), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["warnings"] == [
+        f"the index has {said}: transformers' from_pretrained fails reading it (add \"metadata\": {{}} to it)"]
+    index["metadata"] = {}  # what from_pretrained reads
+    result = run_cli("inspect", str(_two_shards(tmp_path / "fixed", index)), "--json")
+    assert json.loads(result.stdout)["warnings"] == []
+
+
 def test_pytorch_model_bin_named_as_a_shard_by_the_safetensors_index_is_not_said_ignored(tmp_path: Path) -> None:
     """A safetensors index naming pytorch_model.bin as a shard: the .bin was read (its tensor in the report) and
     said "pytorch_model.bin is ignored: model.safetensors.index.json comes first"."""

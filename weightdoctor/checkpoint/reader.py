@@ -2917,6 +2917,13 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
             f"(listed in {weight_map[missing[0]]})",
             str(index_path),
         )
+    if not isinstance(index.get("metadata"), dict):
+        # transformers' get_checkpoint_shard_files does `index["metadata"]["all_checkpoint_keys"] = ...`: an index
+        # written by hand with its weight_map alone failed from_pretrained with KeyError: 'metadata' (5.25 measured).
+        what = "no 'metadata' entry" if "metadata" not in index else \
+            f"a 'metadata' that is {_json_kind(index['metadata'])}, not an object"
+        warnings.append(f"the index has {what}: transformers' from_pretrained fails reading it (add "
+                        '"metadata": {} to it)')
     total_size = index.get("metadata", {}).get("total_size") if isinstance(index.get("metadata"), dict) else None
     actual = sum(t.nbytes for t in unique_tensors(builder.tensors))
     # Writers differ on tied weights in .bin shards: counted once (huggingface_hub) or under every name.
@@ -2925,6 +2932,18 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
             actual, every_name):
         warnings.append(f"index metadata.total_size is {total_size} but the shards hold {actual} bytes")
     return warnings
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in words: `null`, a list, a string, a number, true or false, an object.
+
+    Example:
+        >>> _json_kind(None), _json_kind([1]), _json_kind(False)
+        ('null', 'a list', 'false')
+    """
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return {list: "a list", str: "a string", dict: "an object"}.get(type(value), "a number")
 
 
 def _first(names: list[str], count: int = 3) -> str:
