@@ -1534,6 +1534,20 @@ def default_output_name(source_file: str, fmt: str, dtype: str | None = None) ->
 _INDEX_VARIANT = re.compile(r"(?P<stem>.+)\.(?P<ext>safetensors|bin)\.index\.(?P<variant>[^.]+)\.json")
 
 
+def single_file_of_index(index_name: str) -> str:
+    """The single weight file an index stands beside, which loaders read instead of it when both are there.
+
+    Example:
+        >>> single_file_of_index("model.safetensors.index.json")
+        'model.safetensors'
+        >>> single_file_of_index("model.safetensors.index.fp16.json")
+        'model.fp16.safetensors'
+    """
+    if match := _INDEX_VARIANT.fullmatch(index_name):
+        return f"{match['stem']}.{match['variant']}.{match['ext']}"
+    return index_name.removesuffix(".index.json")
+
+
 def default_index_name(source_index: str, fmt: str, dtype: str | None = None) -> str:
     """The output name of a converted index: `pytorch_model.bin.index.json` -> `model.safetensors.index.json`.
     A sharded variant's index keeps its variant where transformers and diffusers look for it

@@ -251,3 +251,25 @@ def test_pytorch_model_bin_named_as_a_shard_by_the_safetensors_index_is_not_said
     data = json.loads(result.stdout)
     assert {t["name"]: t["file"] for t in data["tensors"]} == {"a": "s1.safetensors", "b": "pytorch_model.bin"}
     assert not [w for w in data["warnings"] if "pytorch_model.bin is ignored" in w]
+
+
+def test_a_converted_shard_does_not_take_the_name_of_the_file_its_index_stands_beside(tmp_path: Path) -> None:
+    """A safetensors index naming pytorch_model.bin as a shard (from_pretrained reads it with torch.load): convert
+    named its output model.safetensors beside model.safetensors.index.json, which the verification (and
+    from_pretrained) read alone, and failed with "verification failed: missing ['a']" naming a hidden staging
+    folder (with --no-verify the output was written so). The shard is written under another name the index names."""
+    model = tmp_path / "model"
+    model.mkdir()
+    save_file({"a": torch.ones(4)}, model / "s1.safetensors")
+    torch.save({"b": torch.zeros(4)}, model / "pytorch_model.bin")
+    (model / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {"a": "s1.safetensors", "b": "pytorch_model.bin"}}))
+    out = tmp_path / "out"
+    result = run_cli("convert", str(model), "-o", str(out), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert not (out / "model.safetensors").exists()
+    written = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    assert written == {"a": "s1.safetensors", "b": "model-shard.safetensors"}
+    assert (out / "model-shard.safetensors").is_file()
+    result = run_cli("inspect", str(out), "--json")
+    assert {t["name"] for t in json.loads(result.stdout)["tensors"]} == {"a", "b"}
