@@ -12,7 +12,8 @@ snapshot file linked out of the cache (to the user's own files) was read with no
 "unexpected RuntimeError" on a folder holding a loop of links (one in a subfolder was dropped unsaid), and in
 "unexpected RecursionError" on a folder nested 1,500 deep, as did a cache whose refs/ was; a ref of 400 MB was read
 whole (864 MB of memory); an index without a `metadata` object, which transformers' from_pretrained fails on, was read
-with no word said; and a pytorch_model.bin that a safetensors index names as a shard was read and said "ignored".
+with no word said; a pytorch_model.bin that a safetensors index names as a shard was read and said "ignored", and
+convert wrote it as model.safetensors beside the index, which then read alone (verification failed).
 
 Not fixed: a snapshot (or any folder) of 100,000 entries without weights took 33 s to refuse (sorting Paths, a stat
 per entry, in several places); a blob that is a hard link to a user's file cannot be told from one the cache wrote.
