@@ -459,7 +459,7 @@ def test_an_index_spelling_one_shard_two_ways_reads_it_once(tmp_path: Path) -> N
     save_file({"a": torch.ones(2), "a2": torch.ones(2)}, tmp_path / "a.safetensors")
     save_file({"b": torch.ones(2)}, tmp_path / "b.safetensors")
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps(
-        {"weight_map": {"a": "./a.safetensors", "a2": "a.safetensors", "b": ".//b.safetensors"}}))
+        {"metadata": {}, "weight_map": {"a": "./a.safetensors", "a2": "a.safetensors", "b": ".//b.safetensors"}}))
     code, data = run_json("inspect", str(tmp_path))
     assert code == 0, data
     assert data["num_tensors"] == 3 and data["warnings"] == []

@@ -31,6 +31,7 @@ from weightdoctor.rewrite import (
     plan_tensors,
     refuse_names_too_long,
     side_files,
+    single_file_of_index,
     with_config_dtype,
     write_plan,
 )
@@ -400,21 +401,29 @@ def plan_convert(
     # One output name per source file, not per tensor: the name is a function of the file alone, and working it
     # out (Path, regular expressions) for each of 92k tensors took a second.
     output_names: dict[str, str] = {}
+    index_file = next((f for f in checkpoint.files if f.role == "index"), None) if checkpoint.sharded else None
+    # A shard must not take the name of its index's single file: a safetensors index naming pytorch_model.bin as a
+    # shard wrote model.safetensors beside model.safetensors.index.json, which from_pretrained (and the
+    # verification) reads alone, the other shards' tensors missing.
+    single = single_file_of_index(default_index_name(index_file.relpath, fmt, dtype)) if index_file else None
     for tensor in selection.tensors:
         if single_file:
             name = out.name
         elif tensor.source_file in output_names:
             name = output_names[tensor.source_file]
         else:
-            name = output_names[tensor.source_file] = default_output_name(tensor.source_file, fmt, dtype)
+            name = default_output_name(tensor.source_file, fmt, dtype)
+            if name == single:
+                stem, _, rest = name.partition(".")
+                name = f"{stem}-shard.{rest}"
+            output_names[tensor.source_file] = name
         by_file.setdefault(name, []).append(tensor.name)
         sizes[name] = sizes.get(name, 0) + (tensor.nbytes if tensor.alias_of is None else 0)
     if not by_file:
         by_file[out.name if single_file else default_output_name("model.safetensors", fmt)] = []
     files = [OutputFile(name, names, sizes.get(name, 0)) for name, names in by_file.items()]
     index = None
-    if not single_file and checkpoint.sharded:
-        index_file = next(f for f in checkpoint.files if f.role == "index")
+    if not single_file and index_file is not None:
         index = default_index_name(index_file.relpath, fmt, dtype)
     if not single_file:
         refuse_names_too_long(out, [f.filename for f in files] + ([index] if index else []))

@@ -240,3 +240,33 @@ def denied(name: str) -> str:
         if os.path.exists(path) and not os.access(path, os.R_OK):
             return f"{path}: permission denied: this file cannot be read (no read permission)"
     return f"{path}: permission denied"
+
+
+def entries_under(folder: Path) -> list[Path]:
+    """Every entry below `folder` (files, folders, links), sorted, as `sorted(folder.rglob("*"))` lists them: links
+    to folders are listed, not entered, and a folder that cannot be listed adds nothing. Walked without recursion:
+    rglob (and os.walk) recurse once per level, and a folder nested 1,500 deep (a tarball's, or a Hub cache's
+    refs/) ended in "unexpected RecursionError".
+
+    Example:
+        >>> entries_under(Path("no-such-folder-here"))
+        []
+    """
+    found: list[Path] = []
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            with os.scandir(current) as listing:
+                entries = list(listing)
+        except OSError:
+            continue
+        for entry in entries:
+            path = current / entry.name
+            found.append(path)
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(path)
+            except OSError:
+                pass
+    return sorted(found)

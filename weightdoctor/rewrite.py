@@ -25,7 +25,7 @@ from weightdoctor.checkpoint.reader import is_training_save, is_training_state, 
 from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, torch_shape
 from weightdoctor.errors import OutputError, UsageError, WeightDoctorError, clip_middle, compile_user_regex
 from weightdoctor.jsontext import parse_json
-from weightdoctor.paths import expand_user
+from weightdoctor.paths import entries_under, expand_user
 from weightdoctor.renames import Rename, apply_renames, rename_all
 from weightdoctor.wording import counted, plural
 
@@ -828,10 +828,10 @@ def side_files(
     def real(item: Path) -> Path:
         # An entry of the folder's top that is no link is itself in the resolved folder: one lstat, where resolve()
         # takes one per part of the path, three times over per file (10 s for a folder of 100,000 files).
-        return item.resolve() if item.is_symlink() else root / item.name
+        return _realpath(item) if item.is_symlink() else root / item.name
 
     def is_output(path: Path, resolved: Path | None = None) -> bool:
-        resolved = path.resolve() if resolved is None else resolved
+        resolved = _realpath(path) if resolved is None else resolved
         return target is not None and resolved.is_relative_to(target)  # the output, or in it
 
     copies: list[SideFile] = []
@@ -872,22 +872,33 @@ def side_files(
                 left_out.append(f"{name}/ (holds weight files, as an earlier output does: not copied into an output "
                                 "inside the model folder; write the output elsewhere to copy it)")
                 continue
-            for sub in sorted(item.rglob("*")):
+            too_deep = False
+            for sub in entries_under(item):
                 parts = sub.relative_to(folder).parts
+                if len(parts) > SIDE_FILE_DEPTH:
+                    # No model keeps its files this deep; copied, the output's folders were made, synced and
+                    # removed level by level, and past 1,000 levels Python's recursion ended the write.
+                    too_deep = True
+                    continue
                 special = _special_kind(sub)
                 if special is not None and not any(part.startswith(".") for part in parts[:-1]):
                     left_out.append(f"{'/'.join(parts)} ({special}, not a regular file)")
                     continue
+                if sub.is_symlink() and not sub.exists() and not any(part.startswith(".") for part in parts[:-1]):
+                    left_out.append(f"{'/'.join(parts)} ({_broken_link(sub)})")  # was dropped without a word
+                    continue
                 if sub.is_file() and not any(part.startswith(".") for part in parts[:-1]) and not is_output(sub):
-                    if sub.absolute() in mine or sub.resolve() in mine:
+                    if sub.absolute() in mine or _realpath(sub) in mine:
                         continue  # a shard the index names in a subfolder (`weights/model-00001-of-00002...`)
                     if not inside(sub):
                         left_out.append(f"{'/'.join(parts)} (a link to a file outside the model folder)")
                         continue
                     copies.append(SideFile(sub, "/".join(parts)))
+            if too_deep:
+                left_out.append(f"{name}/ (its files nested past {SIDE_FILE_DEPTH} folders deep)")
             continue
         if item.is_symlink() and not item.exists():
-            left_out.append(f"{name} (a link to a missing file: an unfinished or deleted download)")
+            left_out.append(f"{name} ({_broken_link(item)})")
             continue
         if item.absolute() in mine or resolved in mine:
             # Before the links' test: converted weights linked from elsewhere (a shared store) were said to be "not
@@ -961,6 +972,26 @@ def _special_kind(path: Path) -> str | None:
             else "a socket" if stat.S_ISSOCK(mode) else "a special file")
 
 
+SIDE_FILE_DEPTH = 32  # folders below the model folder; a sentence-transformers module's files are 2 deep
+
+
+def _broken_link(link: Path) -> str:
+    """Why a link that leads to no file is not copied: a loop of links (`a -> b`, `b -> a`), or a missing file."""
+    try:
+        os.stat(link)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a loop of links, leading back to itself"
+    return "a link to a missing file: an unfinished or deleted download"
+
+
+def _realpath(path: Path) -> Path:
+    """`path` with its links followed, as Path.resolve() follows them, but a loop of links answered with the path
+    itself (resolve() raises RuntimeError on one: `convert` of a folder holding `a -> b`, `b -> a` ended in
+    "unexpected RuntimeError")."""
+    return Path(os.path.realpath(path))
+
+
 def _links_inside(folder: Path) -> Callable[[Path], bool]:
     """A test of whether a path of `folder` resolves inside it, or inside the `blobs/` of the Hub repo whose
     snapshot holds `folder` (`models--org--name/snapshots/<commit>/unet/config.json -> ../../../blobs/<hash>`).
@@ -977,7 +1008,7 @@ def _links_inside(folder: Path) -> Callable[[Path], bool]:
             break
 
     def inside(path: Path) -> bool:
-        resolved = path.resolve()
+        resolved = _realpath(path)
         return any(resolved == r or r in resolved.parents for r in roots)
 
     return inside
@@ -1566,6 +1597,20 @@ def default_output_name(source_file: str, fmt: str, dtype: str | None = None) ->
 
 
 _INDEX_VARIANT = re.compile(r"(?P<stem>.+)\.(?P<ext>safetensors|bin)\.index\.(?P<variant>[^.]+)\.json")
+
+
+def single_file_of_index(index_name: str) -> str:
+    """The single weight file an index stands beside, which loaders read instead of it when both are there.
+
+    Example:
+        >>> single_file_of_index("model.safetensors.index.json")
+        'model.safetensors'
+        >>> single_file_of_index("model.safetensors.index.fp16.json")
+        'model.fp16.safetensors'
+    """
+    if match := _INDEX_VARIANT.fullmatch(index_name):
+        return f"{match['stem']}.{match['variant']}.{match['ext']}"
+    return index_name.removesuffix(".index.json")
 
 
 def default_index_name(source_index: str, fmt: str, dtype: str | None = None) -> str:

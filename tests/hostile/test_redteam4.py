@@ -213,7 +213,7 @@ def test_an_index_that_lists_none_of_a_shards_tensors_warns_once_per_shard(tmp_p
     _header_only(tmp_path / "s1.safetensors", ["a", *(f"t{i}" for i in range(20_000))])
     _header_only(tmp_path / "s2.safetensors", ["b", *(f"u{i}" for i in range(20_000))])
     weight_map = {"a": "s1.safetensors", "b": "s2.safetensors", **{f"u{i}": "s1.safetensors" for i in range(20_000)}}
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     result = run_cli("inspect", str(tmp_path), "--json")
     assert result.exit_code == 0, result.stderr
     warnings = json.loads(result.stdout)["warnings"]
@@ -229,7 +229,7 @@ def test_one_tensor_the_index_does_not_list_is_still_named_alone(tmp_path: Path)
     """The control: the warnings for one tensor read as they did."""
     _header_only(tmp_path / "s1.safetensors", ["a", "extra"])
     _header_only(tmp_path / "s2.safetensors", ["b", "c"])
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {
         "a": "s1.safetensors", "b": "s1.safetensors", "c": "s2.safetensors"}}))
     warnings = json.loads(run_cli("inspect", str(tmp_path), "--json").stdout)["warnings"]
     assert warnings == ["s1.safetensors holds 'extra', which the index does not list",

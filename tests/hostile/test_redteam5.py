@@ -169,7 +169,7 @@ def test_a_warning_quoting_a_name_of_a_megabyte_is_bounded(tmp_path: Path) -> No
     long_name = "w" * (1 << 20)
     _safetensors(tmp_path / "a.safetensors", {"a": _ENTRY, long_name: {**_ENTRY, "data_offsets": [4, 8]}}, bytes(8))
     index = tmp_path / "model.safetensors.index.json"
-    index.write_text(json.dumps({"weight_map": {"a": "a.safetensors"}}))
+    index.write_text(json.dumps({"metadata": {}, "weight_map": {"a": "a.safetensors"}}))
     result = run_cli("inspect", str(index))
     assert result.exit_code == 0
     warnings = result.stderr.strip().splitlines()

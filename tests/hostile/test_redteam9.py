@@ -252,7 +252,8 @@ def test_an_index_naming_a_shard_with_a_trailing_slash(tmp_path: Path) -> None:
 
     save_file({"a.weight": torch.ones(2, 2), "b.weight": torch.zeros(3)}, str(tmp_path / "a.safetensors"))
     index = tmp_path / "model.safetensors.index.json"
-    index.write_text(json.dumps({"weight_map": {"a.weight": "./a.safetensors", "b.weight": "a.safetensors/"}}))
+    index.write_text(json.dumps({"metadata": {},
+                                 "weight_map": {"a.weight": "./a.safetensors", "b.weight": "a.safetensors/"}}))
     try:
         safe_open(f"{tmp_path}/a.safetensors/", "pt")  # as os.path.join(folder, shard) spells it
     except OSError:
@@ -261,7 +262,8 @@ def test_an_index_naming_a_shard_with_a_trailing_slash(tmp_path: Path) -> None:
         raise AssertionError("safetensors opened a name ending in '/'")
     line = _one_line_exit_2("inspect", index, expected="model.safetensors.index.json")
     assert "'a.safetensors/'" in line and "'b.weight'" in line and "ends in '/'" in line, line
-    index.write_text(json.dumps({"weight_map": {"a.weight": "./a.safetensors", "b.weight": "a.safetensors"}}))
+    index.write_text(json.dumps({"metadata": {},
+                                 "weight_map": {"a.weight": "./a.safetensors", "b.weight": "a.safetensors"}}))
     result = run_cli("inspect", str(index), "--json")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.errors import SourceNotFound, UsageError, clip_words, closest
+from weightdoctor.paths import entries_under, expand_user, shell_word
 from weightdoctor.paths import exists as path_exists
-from weightdoctor.paths import expand_user, shell_word
 
 if TYPE_CHECKING:
     from huggingface_hub.utils._safetensors import SafetensorsRepoMetadata
@@ -314,7 +314,7 @@ def cached_revisions(repo_id: str) -> list[str]:
     refs: dict[str, str] = {}
     around: dict[str, str] = {}  # ref -> what surrounds its commit hash (`\n` of `echo $SHA > refs/main`)
     try:
-        for ref in sorted((repo_dir / "refs").rglob("*")):
+        for ref in entries_under(repo_dir / "refs"):
             if ref.is_file() and ref.stat().st_size <= MAX_REF_BYTES:
                 # One ref of bytes that are no text (a damaged cache) is shown as such: it dropped every revision
                 # from the answer, which then said the repo was not cached at all.
@@ -537,6 +537,31 @@ def linked_snapshot_note(path: Path) -> str | None:
         return None
     return (f"the cached snapshot {commit[:10]} is a link out of the cache's snapshots/ folder, to "
             f"{snapshot.resolve()}: read there, as huggingface_hub reads it")
+
+
+def link_out_of_cache(path: Path) -> Path | None:
+    """Where a file of a Hub cache snapshot leads when that is out of its repo's cache folder (`models--org--name`),
+    else None. huggingface_hub links a snapshot's files to that folder's blobs/ only, so a link to `~/.ssh/id_rsa`,
+    `/etc/passwd` or another disk comes from a cache someone else wrote (a shared cache, a tarball of one). None too
+    for a file in a snapshot folder that itself links elsewhere (`linked_snapshot_note` says that).
+
+    Example:
+        >>> link_out_of_cache(Path("hub/models--org--m/snapshots/" + "a" * 40 + "/config.json")) is None  # no link
+        True
+    """
+    commit = snapshot_commit(path)
+    if commit is None:
+        return None
+    parts = path.parts
+    at = max(i for i in range(2, len(parts)) if parts[i] == commit and parts[i - 1] == "snapshots"
+             and parts[i - 2].startswith(("models--", "datasets--", "spaces--")))
+    if Path(*parts[:at + 1]).is_symlink():
+        return None
+    # realpath, not resolve(): it answers a loop of links without raising.
+    # The repo's blobs/ may itself be a link (moved to a larger disk by hand): its files are the cache's own.
+    target, storage = Path(os.path.realpath(path)), Path(*parts[:at - 1])
+    inside = any(target.is_relative_to(os.path.realpath(folder)) for folder in (storage, storage / "blobs"))
+    return None if inside else target
 
 
 def _check_ref_file(repo_id: str, revision: str | None, repo_type: str = "model") -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from weightdoctor.checkpoint import safetensors_format
 from weightdoctor.checkpoint.hub import (
+    MAX_REF_BYTES,
     HubLocation,
     RemoteStructure,
     broken_cache_entry,
@@ -34,6 +35,7 @@ from weightdoctor.checkpoint.hub import (
     hub_reachable,
     hub_unavailable,
     index_shards,
+    link_out_of_cache,
     linked_snapshot_note,
     looks_like_repo_id,
     normalize_revision,
@@ -56,8 +58,8 @@ from weightdoctor.errors import (
     WeightDoctorError,
 )
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
+from weightdoctor.paths import entries_under, expand_user, shell_word, too_long, unicode_form_hint, variable_hint
 from weightdoctor.paths import exists as path_exists
-from weightdoctor.paths import expand_user, shell_word, too_long, unicode_form_hint, variable_hint
 from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
@@ -2346,6 +2348,10 @@ def _pickled(path: Path) -> bool:
         return False
 
 
+_LEADS_OUT = "leads out of the repo's Hub cache folder, to"
+_NOT_THE_HUBS = "huggingface_hub links a snapshot's files to the repo's blobs/ only: a cache written by someone else?"
+
+
 def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision: str | None = None) -> Exception:
     """The same error about a cached snapshot folder or a file in it, named by the repo id it was reached by
     (`org/pipe`, and `org/pipe/text_encoder` for the folders it suggests) and the `--revision` asked for, the file
@@ -2363,6 +2369,8 @@ def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision:
     missing: list[str] = []
     if inside is not None and inside != snapshot and inside.is_relative_to(snapshot):
         message = f"{inside.relative_to(snapshot).as_posix()}: {message}"
+        if inside.exists() and (out := link_out_of_cache(inside)) is not None:  # a dangling link is said as one
+            message += f" (it {_LEADS_OUT} {out}: {_NOT_THE_HUBS})"
         shards = index_shards(inside) if isinstance(exc, InvalidIndex) and inside.name.endswith(".json") else []
         missing = [shard for shard in shards if not (inside.parent / shard).exists()]
     # huggingface_hub links a file into a snapshot only once its blob is whole: a download cut short leaves no
@@ -2459,8 +2467,9 @@ def _other_snapshots_with_weights(snapshot: Path) -> list[tuple[str, list[str]]]
         refs_dir = snapshots.parent / "refs"
         refs: dict[str, list[str]] = {}
         if refs_dir.is_dir():
-            for ref in sorted(refs_dir.rglob("*")):
-                if ref.is_file():
+            for ref in entries_under(refs_dir):
+                # huggingface_hub's refs are 40 bytes: a ref of gigabytes (a sparse file) was read whole here.
+                if ref.is_file() and ref.stat().st_size <= MAX_REF_BYTES:
                     refs.setdefault(ref.read_text(encoding="utf-8").strip(), []).append(
                         ref.relative_to(refs_dir).as_posix())
         found = []
@@ -2775,8 +2784,12 @@ def _ignored_beside(folder: Path, chosen: Path) -> list[str]:
         said.append(f"{', '.join(more[:4])}{' and more' if len(more) > 4 else ''} ignored: Accelerate's save_state "
                     f"writes each prepared model to a file of its own ({chosen.name} the first, {more[0]} the "
                     "next): only the first is read; name one to read it")
-    return said + [f"{name} is ignored: {chosen.name} comes first, as from_pretrained chooses"
-                   for name in PREFERRED_FILES if name != chosen.name and (folder / name).is_file()]
+    ignored = [name for name in PREFERRED_FILES if name != chosen.name and (folder / name).is_file()]
+    if ignored and chosen.name.endswith(".index.json"):
+        # A safetensors index that names pytorch_model.bin as a shard: read (and scanned) as one, not ignored.
+        named = {posixpath.normpath(shard) for shard in index_shards(chosen)}
+        ignored = [name for name in ignored if name not in named]
+    return said + [f"{name} is ignored: {chosen.name} comes first, as from_pretrained chooses" for name in ignored]
 
 
 _VARIANT_INDEX = re.compile(r".+\.(?:safetensors|bin)\.index\.([^.]+)\.json")
@@ -2957,6 +2970,13 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
             f"(listed in {weight_map[missing[0]]})",
             str(index_path),
         )
+    if not isinstance(index.get("metadata"), dict):
+        # transformers' get_checkpoint_shard_files does `index["metadata"]["all_checkpoint_keys"] = ...`: an index
+        # written by hand with its weight_map alone failed from_pretrained with KeyError: 'metadata' (5.25 measured).
+        what = "no 'metadata' entry" if "metadata" not in index else \
+            f"a 'metadata' that is {_json_kind(index['metadata'])}, not an object"
+        warnings.append(f"the index has {what}: transformers' from_pretrained fails reading it (add "
+                        '"metadata": {} to it)')
     total_size = index.get("metadata", {}).get("total_size") if isinstance(index.get("metadata"), dict) else None
     actual = sum(t.nbytes for t in unique_tensors(builder.tensors))
     # Writers differ on tied weights in .bin shards: counted once (huggingface_hub) or under every name.
@@ -2965,6 +2985,18 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
             actual, every_name):
         warnings.append(f"index metadata.total_size is {total_size} but the shards hold {actual} bytes")
     return warnings
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in words: `null`, a list, a string, a number, true or false, an object.
+
+    Example:
+        >>> _json_kind(None), _json_kind([1]), _json_kind(False)
+        ('null', 'a list', 'false')
+    """
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return {list: "a list", str: "a string", dict: "an object"}.get(type(value), "a number")
 
 
 def _first(names: list[str], count: int = 3) -> str:
@@ -3352,6 +3384,12 @@ def _open_checkpoint(
                         "a config (from_pretrained would fail)")
     if config_file is not None:
         builder.files.append(config_file)
+    # A snapshot's file that links out of the cache (to the user's own files, or another disk), however the snapshot
+    # was named (repo id, its path, the repo's cache folder): read as huggingface_hub reads it, and said, as a
+    # snapshot folder linked elsewhere is.
+    for file in builder.files:
+        if (out := link_out_of_cache(file.path)) is not None:
+            warnings.append(f"{file.relpath} {_LEADS_OUT} {out} ({_NOT_THE_HUBS}): read there")
     if target == config_path:
         fmt = "config-only"
     elif "safetensors" in builder.formats:
