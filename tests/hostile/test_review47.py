@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import decimal
+import fractions
 import io
 import json
 import os
@@ -173,6 +175,17 @@ def test_paths_are_called_on_text_and_never_built() -> None:
             "parts)") in report.summary()
     version = b"\x80\x02ctorch.torch_version\nTorchVersion\nX\x01\x00\x00\x002\x85\x81}b."
     assert "BUILD sets the state of a torch.torch_version.TorchVersion" in scan_bytes(version).summary()
+
+
+def test_a_value_pickle_writes_as_a_call_alone_is_never_built() -> None:
+    """Fraction keeps its numbers in __slots__: a BUILD of (None, {"_numerator": "x"}) made a Fraction of a string."""
+    data = b"\x80\x02cfractions\nFraction\nK\x01K\x03\x86RN}X\n\x00\x00\x00_numeratorX\x01\x00\x00\x00xs\x86b."
+    assert pickle.loads(data).numerator == "x"
+    report = scan_bytes(data)
+    assert report.verdict == "suspicious", report.summary()
+    assert ("BUILD sets the state of a fractions.Fraction, which pickle never writes (it builds one by a call alone)"
+            in report.summary())
+    assert scan_bytes(pickle.dumps([fractions.Fraction(1, 3), decimal.Decimal("0.1")], protocol=2)).verdict == "safe"
 
 
 def test_every_inert_class_declares_its_construction() -> None:

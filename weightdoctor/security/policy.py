@@ -150,9 +150,14 @@ INERT_CONSTRUCTION: dict[str, str] = {
     **dict.fromkeys({"types.SimpleNamespace", "decimal.Decimal", "fractions.Fraction", "_io.BytesIO", "io.BytesIO",
                      *(n for n in INERT_GLOBALS if n.startswith("datetime."))}, CALLED),
 }
+# Values pickle writes as a call alone, never followed by a BUILD: Fraction keeps its numbers in __slots__, and a BUILD
+# of (None, {"_numerator": "x"}) on Fraction(1, 3) made a Fraction whose numerator is a string.
+_CALLED_NEVER_BUILT = frozenset({"decimal.Decimal", "fractions.Fraction",
+                                 *(n for n in INERT_GLOBALS if n.startswith("datetime."))})
 # The inert classes whose instances a genuine file never BUILDs: a BUILD on what a call to one returns is refused.
 NEVER_BUILT: frozenset[str] = frozenset(
-    name for name, how in INERT_CONSTRUCTION.items() if how in (CLASS_ONLY, ENUM, NEW_ONLY, CALLED_ON_TEXT))
+    name for name, how in INERT_CONSTRUCTION.items() if how in (CLASS_ONLY, ENUM, NEW_ONLY, CALLED_ON_TEXT)
+) | _CALLED_NEVER_BUILT
 
 # The types omegaconf's node metadata names as values (`ref_type=typing.Any`, `object_type=dict`, a resolver
 # cache `defaultdict(dict)`): unknown alone, read as inert stand-ins in a pickle that holds omegaconf
@@ -541,11 +546,11 @@ def build_problem(qualified: str, made_args: Any, state: Any) -> str | None:
         member = shown(made_args[0]) if isinstance(made_args, tuple) and made_args else "member"
         return (f"sets the state of the enum member {qualified}({member}): one object the whole process shares "
                 "(the library's own), which BUILD would rewrite; pickle never sets an enum member's state")
-    if how in (CLASS_ONLY, NEW_ONLY, CALLED_ON_TEXT):
+    if how in (CLASS_ONLY, NEW_ONLY, CALLED_ON_TEXT) or qualified in _CALLED_NEVER_BUILT:
         why = (": an AttributeDict answers getattr from its items, so BUILD calls the item named __setstate__ with "
                "the state" if qualified in _ATTRIBUTE_DICTS else "")
         written = {CLASS_ONLY: "names the class alone", NEW_ONLY: "builds one by NEWOBJ and its items or value",
-                   CALLED_ON_TEXT: "builds one by a call on its parts"}[how]
+                   CALLED_ON_TEXT: "builds one by a call on its parts", CALLED: "builds one by a call alone"}[how]
         return f"sets the state of a {qualified}, which pickle never writes (it {written}){why}"
     if state is OPAQUE:  # a call's result: no pickler writes one, and a tuple it returns would be taken
         return f"sets the state of a {qualified} to the result of a call, which the scan cannot judge"
