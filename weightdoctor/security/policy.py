@@ -115,7 +115,7 @@ ENUM = "enum"  # Enum(value) by REDUCE on one literal of the member's value type
 NEW_AND_BUILD = "new and build"  # NEWOBJ (cls.__new__ alone, no __init__), then a BUILD of its fields
 NEW_ONLY = "new only"  # NEWOBJ, then its items (a dict subclass) or nothing: never BUILD
 CALLED_ON_TEXT = "called on text"  # REDUCE on strings alone (a path's parts), never BUILD
-CALLED = "called"  # REDUCE, as its own __reduce__ writes it, under the rules `call_problem` has for it
+CALLED = "called"  # any call: a constructor of a value from the value alone, under the rules `call_problem` has
 # The enums read as inert, each with the type of its members' values (pickle writes a member as Enum(value)).
 # pyannote.audio's core/task.py: Problem and Resolution are plain Enums of ints (Problem.MONO_LABEL_CLASSIFICATION
 # = 1, Resolution.FRAME = 1).
@@ -134,7 +134,7 @@ INERT_CONSTRUCTION: dict[str, str] = {
     **dict.fromkeys(ENUM_VALUE_TYPES, ENUM),
     # Dataclasses and plain classes without __reduce__ (Namespace, pyannote's Specifications, mmengine's
     # HistoryBuffer, omegaconf's containers, nodes and metadata, which define __getstate__ / __setstate__; UUID's
-    # __setstate__ of {"int": n}; BytesIO's of its bytes): NEWOBJ, then BUILD.
+    # __setstate__ of {"int": n}): NEWOBJ, then BUILD. Each takes object.__new__ (none defines its own).
     **dict.fromkeys(BUILT_BY_NEW | {
         "argparse.Namespace", "pyannote.audio.core.task.Specifications",
         "mmengine.logging.history_buffer.HistoryBuffer", "uuid.UUID",
