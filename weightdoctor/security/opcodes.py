@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from weightdoctor.errors import clip_words
-from weightdoctor.security.policy import TRAINING_ENUMS
+from weightdoctor.security.policy import NEVER_BUILT
 
 HIGHEST_PROTOCOL = 5
 # Longest line a text opcode (GLOBAL, INST, protocol 0 strings) may have; without a bound pickletools
@@ -48,9 +48,10 @@ OPAQUE = _Opaque()
 def built_global(qualified: str) -> bool:
     """Whether a later BUILD on what `qualified` returns is judged by the policy (`policy.build_problem`): a numpy
     dtype's state (`numpy.dtype(...)`, `numpy.dtypes.Float64DType()`) carries flags numpy then trusts for how it
-    reads memory; an enum of `policy.TRAINING_ENUMS` returns a member the whole process shares."""
+    reads memory; an inert class of `policy.NEVER_BUILT` (an enum returns a member the whole process shares) is never
+    built by a genuine file."""
     return (qualified == "numpy.dtype" or (qualified.startswith("numpy.dtypes.") and qualified.endswith("DType"))
-            or qualified in TRAINING_ENUMS)
+            or qualified in NEVER_BUILT)
 
 
 class Made(_Opaque):
@@ -394,6 +395,13 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 target = _top(stack)
                 if isinstance(target, Made):
                     walk.calls.append(GlobalCall(target.callee, (target.args, state), name, position))
+                elif isinstance(target, GlobalImport):
+                    # setattr on the class or function itself, for the whole process: BUILD on transformers'
+                    # OptimizerNames of {"_value2member_map_": ...} made every later OptimizerNames("adamw_torch")
+                    # return SGD (torch.load(weights_only=False)). Pickle writes a global by its name alone.
+                    walk.problems.append((position, f"BUILD sets the attributes of {target.module}.{target.name} "
+                                          "itself (the class or function the whole process shares); pickle never "
+                                          "sets the state of an imported global"))
             elif name == "EMPTY_LIST":
                 stack.append([])
             elif name in ("EMPTY_DICT", "EMPTY_SET"):

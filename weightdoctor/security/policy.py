@@ -108,6 +108,57 @@ BUILT_BY_NEW: frozenset[str] = frozenset({
     *TRAINING_ARGUMENTS, "transformers.trainer_pt_utils.AcceleratorConfig", "accelerate.state.PartialState",
 })
 
+# How a genuine file builds each inert class: a name's being inert says nothing of what the pickle does with it, and
+# torch.load(weights_only=False) runs whatever it does. Any other use is refused (`call_problem`, `build_problem`).
+CLASS_ONLY = "class only"  # named (a dict key), never called, never built
+ENUM = "enum"  # Enum(value) by REDUCE on one literal of the member's value type, never NEWOBJ, never BUILD
+NEW_AND_BUILD = "new and build"  # NEWOBJ (cls.__new__ alone, no __init__), then a BUILD of its fields
+NEW_ONLY = "new only"  # NEWOBJ, then its items (a dict subclass) or nothing: never BUILD
+CALLED_ON_TEXT = "called on text"  # REDUCE on strings alone (a path's parts), never BUILD
+CALLED = "called"  # any call: a constructor of a value from the value alone, under the rules `call_problem` has
+# The enums read as inert, each with the type of its members' values (pickle writes a member as Enum(value)).
+# pyannote.audio's core/task.py: Problem and Resolution are plain Enums of ints (Problem.MONO_LABEL_CLASSIFICATION
+# = 1, Resolution.FRAME = 1).
+ENUM_VALUE_TYPES: dict[str, type] = {
+    **dict.fromkeys(TRAINING_ENUMS, str),
+    "pyannote.audio.core.task.Problem": int, "pyannote.audio.core.task.Resolution": int,
+}
+_PATHS = frozenset(n for n in INERT_GLOBALS if n.startswith("pathlib."))
+_ATTRIBUTE_DICTS = frozenset(n for n in INERT_GLOBALS if n.endswith(".AttributeDict"))
+_MODEL_CHECKPOINTS = frozenset(n for n in INERT_GLOBALS if n.endswith(".ModelCheckpoint"))
+INERT_CONSTRUCTION: dict[str, str] = {
+    # Lightning 1.x keys a checkpoint's callbacks by the class. Built, ModelCheckpoint.__init__ opens the file system
+    # its dirpath names (fsspec's get_filesystem: a URL's remote one) and resolves that path on disk
+    # (os.path.realpath), per Lightning's callbacks/model_checkpoint.py (`__init_ckpt_dir`).
+    **dict.fromkeys(_MODEL_CHECKPOINTS, CLASS_ONLY),
+    **dict.fromkeys(ENUM_VALUE_TYPES, ENUM),
+    # Dataclasses and plain classes without __reduce__ (Namespace, pyannote's Specifications, mmengine's
+    # HistoryBuffer, omegaconf's containers, nodes and metadata, which define __getstate__ / __setstate__; UUID's
+    # __setstate__ of {"int": n}): NEWOBJ, then BUILD. Each takes object.__new__ (none defines its own).
+    **dict.fromkeys(BUILT_BY_NEW | {
+        "argparse.Namespace", "pyannote.audio.core.task.Specifications",
+        "mmengine.logging.history_buffer.HistoryBuffer", "uuid.UUID",
+        *(n for n in INERT_GLOBALS if n.startswith("omegaconf."))}, NEW_AND_BUILD),
+    # Lightning's AttributeDict answers getattr from its items (`__getattr__` returns self[key], lightning_fabric's
+    # utilities/data.py): a BUILD on one looked up `__setstate__` among them and called what it found with the state.
+    # torch.__version__ is a str subclass, NEWOBJ of its text.
+    **dict.fromkeys(_ATTRIBUTE_DICTS | {"torch.torch_version.TorchVersion"}, NEW_ONLY),
+    **dict.fromkeys(_PATHS, CALLED_ON_TEXT),
+    # C constructors of a value from the value alone: SimpleNamespace(), then BUILD of its attributes; datetime's from
+    # its bytes; Decimal and Fraction under their own rules below; io.BytesIO(data) copies a buffer (pickle writes
+    # NEWOBJ and BUILD; a call holding a pickle is scanned as one, see pytorch_format's `_buffers_in`).
+    **dict.fromkeys({"types.SimpleNamespace", "decimal.Decimal", "fractions.Fraction", "_io.BytesIO", "io.BytesIO",
+                     *(n for n in INERT_GLOBALS if n.startswith("datetime."))}, CALLED),
+}
+# Values pickle writes as a call alone, never followed by a BUILD: Fraction keeps its numbers in __slots__, and a BUILD
+# of (None, {"_numerator": "x"}) on Fraction(1, 3) made a Fraction whose numerator is a string.
+_CALLED_NEVER_BUILT = frozenset({"decimal.Decimal", "fractions.Fraction",
+                                 *(n for n in INERT_GLOBALS if n.startswith("datetime."))})
+# The inert classes whose instances a genuine file never BUILDs: a BUILD on what a call to one returns is refused.
+NEVER_BUILT: frozenset[str] = frozenset(
+    name for name, how in INERT_CONSTRUCTION.items() if how in (CLASS_ONLY, ENUM, NEW_ONLY, CALLED_ON_TEXT)
+) | _CALLED_NEVER_BUILT
+
 # The types omegaconf's node metadata names as values (`ref_type=typing.Any`, `object_type=dict`, a resolver
 # cache `defaultdict(dict)`): unknown alone, read as inert stand-ins in a pickle that holds omegaconf
 # containers (a real Hydra / NeMo / Lightning checkpoint names them all). See `inert_in_context`.
@@ -223,7 +274,7 @@ WATCHED_CALLS: frozenset[str] = frozenset(
     | _RECONSTRUCT | {_FROM_TYPE, "builtins.bytearray", "__builtin__.bytearray", "builtins.bytes", "__builtin__.bytes"}
     | {_FRACTION, _ENCODE, _DECIMAL} | _SCALAR
     | {"numpy.dtype"}  # its BUILD states, judged by `build_problem`
-    | BUILT_BY_NEW | TRAINING_ENUMS
+    | frozenset(INERT_CONSTRUCTION)
 )
 # The flags a structured dtype's state may hold (numpy's NPY_FROM_FIELDS, NPY_NEEDS_PYAPI, NPY_ALIGNED_STRUCT): what
 # its fields pass on. Never NPY_ITEM_IS_POINTER (0x4), NPY_USE_GETITEM (0x20), NPY_USE_SETITEM (0x40).
@@ -370,8 +421,9 @@ def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]
             `qualified.__new__` alone; INST and OBJ call `qualified.__new__` alone when `args` is empty.
     """
     full = _loadable_name(qualified)
-    if full in BUILT_BY_NEW or full in TRAINING_ENUMS:
-        return _inert_call_problem(full, args, opcode)
+    how = INERT_CONSTRUCTION.get(full)
+    if how is not None and how != CALLED:
+        return _inert_call_problem(full, how, args, opcode)
     if _ALLOCATING.match(full):
         return (f"calls {full} directly: memory nothing fills (a weights file passes the class as an argument, "
                 "never calls it)")
@@ -416,19 +468,35 @@ def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]
     return None
 
 
-def _inert_call_problem(full: str, args: Any, opcode: str) -> str | None:
-    """Why a call to one of `BUILT_BY_NEW` or `TRAINING_ENUMS` is refused, or None when it is how pickle builds one."""
+def _inert_call_problem(full: str, how: str, args: Any, opcode: str) -> str | None:
+    """Why a call to an inert class is refused, or None when it is how a genuine file builds one (`how`, its
+    `INERT_CONSTRUCTION`)."""
     said = shown(args) if isinstance(args, tuple) else " with arguments the scan cannot read"
-    if full in BUILT_BY_NEW:
-        if opcode in ("NEWOBJ", "NEWOBJ_EX") or (opcode in ("INST", "OBJ") and args == ()):
+    new_alone = opcode in ("NEWOBJ", "NEWOBJ_EX") or (opcode in ("INST", "OBJ") and args == ())
+    if how == CLASS_ONLY:
+        return (f"calls {full}{said} by {opcode}: a checkpoint names this class only (Lightning 1.x keys its callbacks "
+                "by it) and never builds one; its __init__ opens the file system its dirpath names and resolves that "
+                "path on disk")
+    if how in (NEW_AND_BUILD, NEW_ONLY):
+        if new_alone:
             return None  # cls.__new__ alone: no __init__, no __post_init__
-        return (f"calls {full}{said}: that runs its __init__ (TrainingArguments' __post_init__ and PartialState "
-                "initialise accelerate and torch.distributed, set environment variables and read the files its fields "
-                "name), where pickle builds one by NEWOBJ and sets its fields (BUILD)")
-    if opcode not in ("NEWOBJ", "NEWOBJ_EX") and isinstance(args, tuple) and len(args) == 1 and type(args[0]) is str:
+        if full in BUILT_BY_NEW:
+            return (f"calls {full}{said}: that runs its __init__ (TrainingArguments' __post_init__ and PartialState "
+                    "initialise accelerate and torch.distributed, set environment variables and read the files its "
+                    "fields name), where pickle builds one by NEWOBJ and sets its fields (BUILD)")
+        return (f"calls {full}{said} by {opcode}: that runs its __init__, where pickle builds one by NEWOBJ "
+                "(cls.__new__ alone) and then sets its fields or items")
+    if how == CALLED_ON_TEXT:
+        if opcode == "REDUCE" and isinstance(args, tuple) and all(type(a) is str for a in args):
+            return None
+        return (f"calls {full}{said} by {opcode}: pickle writes a path as {full}(*parts), REDUCE on strings alone")
+    value_type = ENUM_VALUE_TYPES.get(full, str)
+    if (opcode not in ("NEWOBJ", "NEWOBJ_EX") and isinstance(args, tuple) and len(args) == 1
+            and type(args[0]) is value_type):
         return None
-    return (f"calls {full}{said} by {opcode}: pickle writes an enum member as {full}(value), one string, and other "
-            "calls reach Enum's functional API or the member's __new__")
+    return (f"calls {full}{said} by {opcode}: pickle writes an enum member as {full}(value), one "
+            f"{'string' if value_type is str else value_type.__name__}, and other calls reach Enum's functional API "
+            "or the member's __new__")
 
 
 def _fraction_problem(args: Any) -> str | None:
@@ -452,9 +520,10 @@ def _fraction_problem(args: Any) -> str | None:
 
 def build_problem(qualified: str, made_args: Any, state: Any) -> str | None:
     """Why a BUILD that sets the state of a numpy dtype the pickle made is refused, or None when its flags are those
-    numpy gives the dtype it describes. A BUILD on a member of one of `TRAINING_ENUMS` is refused whatever its state:
-    `OptimizerNames("adamw_torch")` returns transformers' own member, and a BUILD of {"_value_": "sgd"} rewrote it for
-    the whole process (torch.load(weights_only=False)), where pickle writes an enum member as a call alone.
+    numpy gives the dtype it describes. A BUILD on what a call to one of `NEVER_BUILT` returns is refused whatever its
+    state: `OptimizerNames("adamw_torch")` returns transformers' own member, and a BUILD of {"_value_": "sgd"} rewrote
+    it for the whole process (torch.load(weights_only=False)), where pickle writes an enum member as a call alone; a
+    BUILD on a Lightning AttributeDict called the item it holds under `__setstate__`.
 
     numpy's `dtype.__setstate__` takes the flags from the state as they are, and numpy then trusts them for how it
     reads memory: a void dtype of 8 bytes given NPY_USE_GETITEM made `numpy.core.multiarray.scalar(dtype, bytes)`
@@ -472,10 +541,17 @@ def build_problem(qualified: str, made_args: Any, state: Any) -> str | None:
     """
     from weightdoctor.security.opcodes import OPAQUE
 
-    if qualified in TRAINING_ENUMS:
+    how = INERT_CONSTRUCTION.get(_loadable_name(qualified))
+    if how == ENUM:
         member = shown(made_args[0]) if isinstance(made_args, tuple) and made_args else "member"
         return (f"sets the state of the enum member {qualified}({member}): one object the whole process shares "
-                "(transformers' own), which BUILD would rewrite; pickle never sets an enum member's state")
+                "(the library's own), which BUILD would rewrite; pickle never sets an enum member's state")
+    if how in (CLASS_ONLY, NEW_ONLY, CALLED_ON_TEXT) or qualified in _CALLED_NEVER_BUILT:
+        why = (": an AttributeDict answers getattr from its items, so BUILD calls the item named __setstate__ with "
+               "the state" if qualified in _ATTRIBUTE_DICTS else "")
+        written = {CLASS_ONLY: "names the class alone", NEW_ONLY: "builds one by NEWOBJ and its items or value",
+                   CALLED_ON_TEXT: "builds one by a call on its parts", CALLED: "builds one by a call alone"}[how]
+        return f"sets the state of a {qualified}, which pickle never writes (it {written}){why}"
     if state is OPAQUE:  # a call's result: no pickler writes one, and a tuple it returns would be taken
         return f"sets the state of a {qualified} to the result of a call, which the scan cannot judge"
     if not isinstance(state, tuple) or len(state) < 8:
