@@ -135,14 +135,20 @@ def prepare_for_quantizer(model: torch.nn.Module) -> Any:
         return model._weightdoctor_hf_quantizer
     hf_quantizer = loading_quantizer(model)
     if hf_quantizer is not None:
+        import torch
+
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 # As from_pretrained calls it: the model's dtype as the quantizer updates it (SINQ keeps it), the
                 # device map the quantizer made (SINQ's needs one), no checkpoint files (none here reads them).
                 dtype = hf_quantizer.update_dtype(getattr(model, "dtype", None))  # from_pretrained's _get_dtype
-                hf_quantizer.preprocess_model(model=model, dtype=dtype,
-                                              device_map=getattr(hf_quantizer, "_weightdoctor_device_map", None),
-                                              checkpoint_files=None)
+                # Inside from_pretrained's init contexts: on the meta device, torch's default dtype the model's.
+                # Outside them Gemma's QuantizedLinear made its packed weight and scales in CPU memory (about
+                # half a byte per parameter of the model, tens of GB for a 70B config).
+                with torch.device("meta"), _default_dtype(dtype):
+                    hf_quantizer.preprocess_model(model=model, dtype=dtype,
+                                                  device_map=getattr(hf_quantizer, "_weightdoctor_device_map", None),
+                                                  checkpoint_files=None)
         except Exception as error:  # noqa: BLE001 - whatever it raises, from_pretrained raises
             said = " ".join(str(error).split()) or type(error).__name__
             model._weightdoctor_quantizer_error = (
@@ -152,6 +158,22 @@ def prepare_for_quantizer(model: torch.nn.Module) -> Any:
             hf_quantizer = None
     model._weightdoctor_hf_quantizer = hf_quantizer
     return hf_quantizer
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: Any) -> Iterator[None]:
+    """torch's default dtype set to `dtype` for the block where it is a floating dtype (transformers'
+    `local_torch_dtype`, which from_pretrained enters before it builds and prepares the model)."""
+    import torch
+
+    before = torch.get_default_dtype()
+    floating = isinstance(dtype, torch.dtype) and dtype.is_floating_point
+    try:
+        if floating:
+            torch.set_default_dtype(dtype)
+        yield
+    finally:
+        torch.set_default_dtype(before)
 
 
 def quantizer_prepare_error(model: torch.nn.Module) -> str | None:
