@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_quant2 import _json
+from tests.test_quant2 import FP8, _json, _llava
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -66,3 +66,19 @@ def test_diff_keys_reads_a_quantizers_new_biases_at_the_dtype_from_pretrained_gi
     report = _json("diff-keys", str(folder), "--model-class", "AutoModelForCausalLM")
     assert (report["missing"], report["unexpected"], report["mismatched"]) == ([], [], [])
     assert report["dtype_differences"] == []
+
+
+def test_diff_keys_names_the_text_configs_quantization_under_an_empty_top_level_one(tmp_path: Path) -> None:
+    """`"quantization_config": {}` at the top and FP8 in `text_config`: from_pretrained reads the text config's
+    (`top or text`), and so did inspect and plan-devices, but diff-keys said "the config asks for unknown
+    quantization"; it now names fp8, as with no top-level one."""
+    folder = _llava(tmp_path / "llava", text_quantization=FP8)
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"] = {}
+    (folder / "config.json").write_text(json.dumps(config))
+    built = transformers.AutoConfig.from_pretrained(str(folder))
+    assert not built.quantization_config
+    assert built.get_text_config(decoder=True).quantization_config["quant_method"] == "fp8"
+    notes = " ".join(_json("diff-keys", str(folder), "--model-class", "LlavaForConditionalGeneration")["notes"])
+    assert "the config asks for fp8 quantization, which from_pretrained dequantizes on this machine" in notes, notes
+    assert "unknown quantization" not in notes

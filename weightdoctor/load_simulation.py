@@ -790,7 +790,9 @@ def config_quantization(config: Any) -> Any:
     (`get_hf_quantizer`: a composite model's, LLaVA's, may hold it in `text_config`); None when neither has one."""
     quantization_config = getattr(config, "quantization_config", None)
     get_text_config = getattr(config, "get_text_config", None)
-    if quantization_config is None and callable(get_text_config):
+    # `getattr(config, "quantization_config", None) or getattr(text_config, ...)`: an empty top-level one ({})
+    # gives way to the text config's too, as in `quantized.config_quantization_settings`.
+    if not quantization_config and callable(get_text_config):
         with contextlib.suppress(Exception):  # a config whose text config cannot be told (several candidates)
             quantization_config = getattr(get_text_config(decoder=True), "quantization_config", None)
     return quantization_config
