@@ -82,3 +82,20 @@ def test_diff_keys_names_the_text_configs_quantization_under_an_empty_top_level_
     notes = " ".join(_json("diff-keys", str(folder), "--model-class", "LlavaForConditionalGeneration")["notes"])
     assert "the config asks for fp8 quantization, which from_pretrained dequantizes on this machine" in notes, notes
     assert "unknown quantization" not in notes
+
+
+def test_diff_keys_names_a_regex_error_of_the_quantizers_preparation_by_its_module(tmp_path: Path) -> None:
+    """Gemma's `module_quant_configs` patterns are compiled as its quantizer prepares the model: a bad one raises
+    re.error, which the note called "from_pretrained raises error here"; it now says re.error."""
+    folder = _llava(tmp_path / "llava", text_quantization=FP8)
+    config = json.loads((folder / "config.json").read_text())
+    config["text_config"]["quantization_config"] = {**GEMMA, "module_quant_configs": {"(": {}}}
+    (folder / "config.json").write_text(json.dumps(config))
+    import re
+
+    with pytest.raises(re.error, match="unterminated subpattern"):  # the oracle
+        transformers.LlavaForConditionalGeneration.from_pretrained(str(folder))
+    notes = " ".join(_json("diff-keys", str(folder), "--model-class", "LlavaForConditionalGeneration")["notes"])
+    assert "from_pretrained raises re.error here before it loads a weight, as its GemmaQuantizer prepares" in notes, \
+        notes
+    assert "unterminated subpattern" in notes

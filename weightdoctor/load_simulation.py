@@ -37,7 +37,7 @@ from weightdoctor.dtypes import FLOATING
 from weightdoctor.errors import SourceNotFound, UsageError, clip_middle
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.paths import expand_user
-from weightdoctor.quantized import quantizer_load_error, unusable_device
+from weightdoctor.quantized import quantizer_load_error, raised_name, unusable_device
 from weightdoctor.renames import Rename, apply_renames
 
 if TYPE_CHECKING:
@@ -150,9 +150,9 @@ def prepare_for_quantizer(model: torch.nn.Module) -> Any:
                                                   device_map=getattr(hf_quantizer, "_weightdoctor_device_map", None),
                                                   checkpoint_files=None)
         except Exception as error:  # noqa: BLE001 - whatever it raises, from_pretrained raises
-            said = " ".join(str(error).split()) or type(error).__name__
+            said = " ".join(str(error).split()) or raised_name(error)
             model._weightdoctor_quantizer_error = (
-                f"from_pretrained raises {type(error).__name__} here before it loads a weight, as its "
+                f"from_pretrained raises {raised_name(error)} here before it loads a weight, as its "
                 f"{type(hf_quantizer).__name__} prepares the model: {clip_middle(said, 240)!r}; the keys are "
                 "compared as its quantizer reads them where it loads")
             hf_quantizer = None
