@@ -37,7 +37,7 @@ from weightdoctor.dtypes import FLOATING
 from weightdoctor.errors import SourceNotFound, UsageError, clip_middle
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.paths import expand_user
-from weightdoctor.quantized import quantizer_load_error, unusable_device
+from weightdoctor.quantized import quantizer_load_error, raised_name, unusable_device
 from weightdoctor.renames import Rename, apply_renames
 
 if TYPE_CHECKING:
@@ -135,23 +135,46 @@ def prepare_for_quantizer(model: torch.nn.Module) -> Any:
         return model._weightdoctor_hf_quantizer
     hf_quantizer = loading_quantizer(model)
     if hf_quantizer is not None:
+        import torch
+
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 # As from_pretrained calls it: the model's dtype as the quantizer updates it (SINQ keeps it), the
                 # device map the quantizer made (SINQ's needs one), no checkpoint files (none here reads them).
                 dtype = hf_quantizer.update_dtype(getattr(model, "dtype", None))  # from_pretrained's _get_dtype
-                hf_quantizer.preprocess_model(model=model, dtype=dtype,
-                                              device_map=getattr(hf_quantizer, "_weightdoctor_device_map", None),
-                                              checkpoint_files=None)
+                # Inside from_pretrained's init contexts: on the meta device, torch's default dtype the model's.
+                # Outside them Gemma's QuantizedLinear made its packed weights and scales in CPU memory (half a
+                # byte per 4-bit Linear parameter: 8 of a 70B config's 80 layers took 70 s), and biases it makes
+                # at the default dtype came out float32 where from_pretrained makes them at the model's.
+                with torch.device("meta"), _default_dtype(dtype):
+                    hf_quantizer.preprocess_model(model=model, dtype=dtype,
+                                                  device_map=getattr(hf_quantizer, "_weightdoctor_device_map", None),
+                                                  checkpoint_files=None)
         except Exception as error:  # noqa: BLE001 - whatever it raises, from_pretrained raises
-            said = " ".join(str(error).split()) or type(error).__name__
+            said = " ".join(str(error).split()) or raised_name(error)
             model._weightdoctor_quantizer_error = (
-                f"from_pretrained raises {type(error).__name__} here before it loads a weight, as its "
+                f"from_pretrained raises {raised_name(error)} here before it loads a weight, as its "
                 f"{type(hf_quantizer).__name__} prepares the model: {clip_middle(said, 240)!r}; the keys are "
                 "compared as its quantizer reads them where it loads")
             hf_quantizer = None
     model._weightdoctor_hf_quantizer = hf_quantizer
     return hf_quantizer
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: Any) -> Iterator[None]:
+    """torch's default dtype set to `dtype` for the block where it is a floating dtype (transformers'
+    `local_torch_dtype`, which from_pretrained enters before it builds and prepares the model)."""
+    import torch
+
+    before = torch.get_default_dtype()
+    floating = isinstance(dtype, torch.dtype) and dtype.is_floating_point
+    try:
+        if floating:
+            torch.set_default_dtype(dtype)
+        yield
+    finally:
+        torch.set_default_dtype(before)
 
 
 def quantizer_prepare_error(model: torch.nn.Module) -> str | None:
@@ -768,7 +791,9 @@ def config_quantization(config: Any) -> Any:
     (`get_hf_quantizer`: a composite model's, LLaVA's, may hold it in `text_config`); None when neither has one."""
     quantization_config = getattr(config, "quantization_config", None)
     get_text_config = getattr(config, "get_text_config", None)
-    if quantization_config is None and callable(get_text_config):
+    # `getattr(config, "quantization_config", None) or getattr(text_config, ...)`: an empty top-level one ({})
+    # gives way to the text config's too, as in `quantized.config_quantization_settings`.
+    if not quantization_config and callable(get_text_config):
         with contextlib.suppress(Exception):  # a config whose text config cannot be told (several candidates)
             quantization_config = getattr(get_text_config(decoder=True), "quantization_config", None)
     return quantization_config

@@ -1030,6 +1030,20 @@ def quantizer_transformers_lacks(config: Mapping[str, Any] | None) -> str | None
             f"this checkpoint does not hold (they start from their init); {runner}")
 
 
+def raised_name(error: BaseException) -> str:
+    """The name a message gives an exception: its class's (`ValueError`), with its module where the bare name
+    reads as a word (`re.error`, which a bad regex in a quantizer's module patterns raises: "raises error here").
+
+    Example:
+        >>> import re
+        >>> raised_name(re.error("x")), raised_name(ValueError("x"))
+        ('re.error', 'ValueError')
+    """
+    name = type(error).__qualname__
+    module = type(error).__module__
+    return f"{module}.{name}" if name[:1].islower() and module not in ("builtins", "__main__") else name
+
+
 def quantizer_load_error(quantization_config: Any) -> str | None:
     """Why from_pretrained cannot load a checkpoint of this `quantization_config` here, in a line, or None.
 
@@ -1065,8 +1079,8 @@ def quantizer_load_error(quantization_config: Any) -> str | None:
             quantizer.validate_environment(device_map=None, weights_only=True)
             device_map = quantizer.update_device_map(None)
     except Exception as error:  # whatever the quantizer raises, from_pretrained raises
-        said = " ".join(str(error).split()) or type(error).__name__
-        return (f"from_pretrained raises {type(error).__name__} here before it loads a weight: "
+        said = " ".join(str(error).split()) or raised_name(error)
+        return (f"from_pretrained raises {raised_name(error)} here before it loads a weight: "
                 f"{clip_middle(said, 240)!r}; the keys are compared as its quantizer reads them where it loads")
     device = unusable_device(device_map)
     if device is not None:
