@@ -1,11 +1,11 @@
 """Did a day's merges slow the commands? Times HEAD's tree against an older tree, alternating, fresh processes.
 
 `python -m benchmarks.bench_regress --old /tmp/wt-old --data /tmp/data --reps 9`: builds the inputs the other
-benchmarks use (sparse 723- and 10,002-key Llama pairs, a 10,000-tensor file, a sharded folder, a folder beside
-1,000 other files, a 10,000-tensor torch zip `.pt` and bench_many_tensors' 100,000-tensor legacy `.bin`) and
-prints, per command, the median wall and CPU of each tree, the HEAD/old ratio, and the spread (min-max) of each
-tree's runs. The two trees run one after the other within each repetition so that a change in the machine's load
-hits both alike. Outputs are compared byte for byte.
+benchmarks use (sparse 723- and 10,002-key Llama pairs, a 10,000-tensor file, also read whole by inspect --stats
+and check-dtype, a sharded folder, a folder beside 1,000 other files, a 10,000-tensor torch zip `.pt`, also
+converted, and bench_many_tensors' 100,000-tensor legacy `.bin`) and prints, per command, the median wall and CPU
+of each tree, the HEAD/old ratio, and the spread (min-max) of each tree's runs. The two trees run one after the
+other within each repetition so that a change in the machine's load hits both alike. Outputs are compared byte for byte.
 """
 
 from __future__ import annotations
@@ -79,6 +79,8 @@ def build(data: Path) -> dict[str, Path]:
             legacy[f"model.layers.{index // 10}.p{index % 10}.weight"] = values if index % 3 else values.bfloat16()
         torch.save(legacy, paths["legacy"], _use_new_zipfile_serialization=False)
     paths["scratch"] = data / "convert-out"
+    paths["converted"] = data / "converted"  # convert --force writes over its own output there at every run
+    paths["converted"].mkdir(exist_ok=True)
     return paths
 
 
@@ -90,7 +92,11 @@ def commands(p: dict[str, Path]) -> list[tuple[str, list[str]]]:
         ("inspect sharded folder (15 shards) --json", ["inspect", str(p["sharded"]), "--json"]),
         ("inspect folder beside 1,000 files --json", ["inspect", str(p["crowded"]), "--json"]),
         ("check-dtype fixtures/example", ["check-dtype", "fixtures/example"]),
+        ("inspect 10,000-tensor file --stats --json", ["inspect", str(p["many"]), "--stats", "--json"]),
+        ("check-dtype 10,000-tensor file --json", ["check-dtype", str(p["many"]), "--json"]),
         ("inspect 10,000-tensor zip .pt --json", ["inspect", str(p["zip-pt"]), "--json"]),
+        ("convert 10,000-tensor zip .pt --force --json",
+         ["convert", str(p["zip-pt"]), "--force", "--json", "--output", str(p["converted"] / "many.safetensors")]),
         ("inspect 100,000-tensor legacy .bin --json", ["inspect", str(p["legacy"]), "--json"]),
         ("convert 100,000-tensor legacy .bin --dry-run --json",
          ["convert", str(p["legacy"]), "--dry-run", "--json", "--output", str(p["scratch"])]),

@@ -448,6 +448,11 @@ class OneLineErrorsGroup(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        # Each command measures the memory available afresh (several run in one test process); a process that has
+        # not imported the reader yet holds no measure, and --help is not made to import it.
+        reader = sys.modules.get("weightdoctor.checkpoint.safetensors_format")
+        if reader is not None:
+            reader.forget_memory_room()
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
