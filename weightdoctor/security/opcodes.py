@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from weightdoctor.errors import clip_words
-from weightdoctor.security.policy import NEVER_BUILT
+from weightdoctor.security.policy import BUILT_FROM_DICT, NEVER_BUILT
 
 HIGHEST_PROTOCOL = 5
 # Longest line a text opcode (GLOBAL, INST, protocol 0 strings) may have; without a bound pickletools
@@ -49,9 +49,9 @@ def built_global(qualified: str) -> bool:
     """Whether a later BUILD on what `qualified` returns is judged by the policy (`policy.build_problem`): a numpy
     dtype's state (`numpy.dtype(...)`, `numpy.dtypes.Float64DType()`) carries flags numpy then trusts for how it
     reads memory; an inert class of `policy.NEVER_BUILT` (an enum returns a member the whole process shares) is never
-    built by a genuine file."""
+    built by a genuine file; one of `policy.BUILT_FROM_DICT` is built from a dict alone."""
     return (qualified == "numpy.dtype" or (qualified.startswith("numpy.dtypes.") and qualified.endswith("DType"))
-            or qualified in NEVER_BUILT)
+            or qualified in NEVER_BUILT or qualified in BUILT_FROM_DICT)
 
 
 class Made(_Opaque):

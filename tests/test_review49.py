@@ -1,0 +1,70 @@
+"""Review 49: review47's construction table, tried with states and arguments a genuine file never writes.
+
+A BUILD on an argparse.Namespace (or any class built by NEWOBJ and a BUILD of its fields) of a (dict, slot state)
+pair sets each slot attribute by setattr: {"__class__": X} turned the Namespace into an instance of X, any class the
+pickle names (ModelCheckpoint, which a file only names), and the scan called it safe. A defaultdict whose factory is an
+inert class (accelerate's PartialState) in an omegaconf pickle was called safe; the factory runs on each missing key
+after the load. Genuine files (real Namespace, omegaconf, TrainingArguments pickles, protocols 2 to 5) stay safe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import tempfile
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from weightdoctor.security import scan_bytes
+
+
+def _global(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode()
+    return b"X" + len(raw).to_bytes(4, "little") + raw
+
+
+@pytest.mark.parametrize("target", [("pytorch_lightning.callbacks.model_checkpoint", "ModelCheckpoint"),
+                                    ("accelerate.state", "PartialState")])
+def test_slot_state_setting_class_of_namespace_is_refused(target: tuple[str, str]) -> None:
+    # Namespace.__new__(Namespace); BUILD (None, {"__class__": target}); pickle.loads returns a `target` instance.
+    data = (b"\x80\x02" + _global("argparse", "Namespace") + b")\x81N}" + _text("__class__") + _global(*target)
+            + b"s\x86b.")
+    report = scan_bytes(data)
+    assert report.verdict == "suspicious"
+    assert any("sets the state of a argparse.Namespace to a pair" in p.message and "__class__" in p.message
+               for p in report.problems), report.summary()
+
+
+@pytest.mark.parametrize("factory", [("accelerate.state", "PartialState"), ("argparse", "Namespace"),
+                                     ("pytorch_lightning.callbacks.model_checkpoint", "ModelCheckpoint")])
+def test_defaultdict_of_an_inert_class_is_refused(factory: tuple[str, str]) -> None:
+    context = _global("omegaconf.dictconfig", "DictConfig") + b")\x81}b0"  # omegaconf makes defaultdict inert
+    data = b"\x80\x02" + context + _global("collections", "defaultdict") + _global(*factory) + b"\x85R."
+    report = scan_bytes(data)
+    assert report.verdict == "suspicious"
+    assert any(f"defaultdict whose factory is {'.'.join(factory)}" in p.message for p in report.problems), \
+        report.summary()
+
+
+def test_defaultdict_of_dict_beside_omegaconf_stays_safe() -> None:
+    context = _global("omegaconf.dictconfig", "DictConfig") + b")\x81}b0"
+    for factory in (("builtins", "dict"), ("__builtin__", "list")):
+        data = b"\x80\x02" + context + _global("collections", "defaultdict") + _global(*factory) + b"\x85R."
+        assert scan_bytes(data).verdict == "safe", factory
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_genuine_configuration_pickles_stay_safe(protocol: int) -> None:
+    from transformers import TrainingArguments
+
+    config = OmegaConf.create({"model": {"dim": 4, "layers": [1, {"x": "${model.dim}"}]}, "lr": 0.1})
+    arguments = TrainingArguments(output_dir=tempfile.mkdtemp(), report_to=[])
+    hparams = {"args": argparse.Namespace(lr=0.1, name="run"), "cfg": config, "ta": arguments}
+    report = scan_bytes(pickle.dumps({"state_dict": {"w": torch.zeros(2).tolist()}, "hp": hparams}, protocol))
+    assert report.verdict == "safe", report.summary()
