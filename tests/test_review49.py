@@ -68,3 +68,25 @@ def test_genuine_configuration_pickles_stay_safe(protocol: int) -> None:
     hparams = {"args": argparse.Namespace(lr=0.1, name="run"), "cfg": config, "ta": arguments}
     report = scan_bytes(pickle.dumps({"state_dict": {"w": torch.zeros(2).tolist()}, "hp": hparams}, protocol))
     assert report.verdict == "safe", report.summary()
+
+
+def test_slot_state_returned_by_a_call_is_refused() -> None:
+    # In an omegaconf pickle builtins.tuple keeps any call: tuple([None, {"__class__": PartialState}]) as the state.
+    context = _global("omegaconf.dictconfig", "DictConfig") + b")\x81}b0"
+    state = (_global("builtins", "tuple") + b"](N}" + _text("__class__") + _global("accelerate.state", "PartialState")
+             + b"se\x85R")
+    report = scan_bytes(b"\x80\x02" + context + _global("argparse", "Namespace") + b")\x81" + state + b"b.")
+    assert report.verdict == "suspicious"
+    assert any("sets the state of a argparse.Namespace to the result of a call" in p.message
+               for p in report.problems), report.summary()
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_a_state_dict_memoized_and_shared_stays_safe(protocol: int) -> None:
+    # Two Namespaces whose BUILD states are the one memoized dict (BINGET of it): PartialState's shared __dict__.
+    shared = {"lr": 0.1}
+    first, second = argparse.Namespace(), argparse.Namespace()
+    first.__dict__ = shared
+    second.__dict__ = shared
+    data = pickle.dumps([first, second], protocol)
+    assert scan_bytes(data).verdict == "safe", scan_bytes(data).summary()

@@ -43,6 +43,9 @@ class _Opaque:
 
 MARK = _Mark()
 OPAQUE = _Opaque()
+# A dict the pickle built (EMPTY_DICT, DICT), its items unknown: told apart from a call's result, which may return
+# anything (`builtins.tuple(...)` a slot state pair), for `policy.build_problem`.
+OPAQUE_DICT = _Opaque()
 
 
 def built_global(qualified: str) -> bool:
@@ -405,12 +408,12 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
             elif name == "EMPTY_LIST":
                 stack.append([])
             elif name in ("EMPTY_DICT", "EMPTY_SET"):
-                stack.append(OPAQUE)
+                stack.append(OPAQUE_DICT if name == "EMPTY_DICT" else OPAQUE)
             elif name == "LIST":
                 stack.append(_pop_mark(stack))
             elif name in ("DICT", "FROZENSET"):
                 _pop_mark(stack)
-                stack.append(OPAQUE)
+                stack.append(OPAQUE_DICT if name == "DICT" else OPAQUE)
             elif name == "APPEND":
                 item = _pop(stack)
                 target = _top(stack)

@@ -555,17 +555,20 @@ def build_problem(qualified: str, made_args: Any, state: Any) -> str | None:
         made_args: the arguments it was called with, as far as they are literals.
         state: the BUILD state, as far as it is literal.
     """
-    from weightdoctor.security.opcodes import OPAQUE
+    from weightdoctor.security.opcodes import OPAQUE, OPAQUE_DICT
 
     how = INERT_CONSTRUCTION.get(_loadable_name(qualified))
     if how == NEW_AND_BUILD:
-        if isinstance(state, tuple):
-            # pickle sets a slot state attribute by attribute (setattr): {"__class__": X} made an argparse.Namespace
-            # an instance of X, any class the pickle names (ModelCheckpoint, which a file names only, among them).
-            return (f"sets the state of a {qualified} to a pair (its attributes, then attributes set one by one), "
-                    "where pickle writes its fields as one dict; setattr of the second can set __class__ and turn "
-                    "the object into any class the pickle names")
-        return None
+        if state is OPAQUE_DICT:
+            return None
+        # pickle sets a slot state attribute by attribute (setattr): {"__class__": X} made an argparse.Namespace an
+        # instance of X, any class the pickle names (ModelCheckpoint, which a file names only, among them), whether
+        # the pair is written out or returned by a call (builtins.tuple, a call omegaconf's pickles keep).
+        said = ("a pair (its attributes, then attributes set one by one)" if isinstance(state, tuple)
+                else "the result of a call" if state is OPAQUE else shown(state))
+        return (f"sets the state of a {qualified} to {said}, where pickle writes its fields as one dict; the "
+                "attributes of a slot state are set by setattr, which can set __class__ and turn the object into "
+                "any class the pickle names")
     if how == ENUM:
         member = shown(made_args[0]) if isinstance(made_args, tuple) and made_args else "member"
         return (f"sets the state of the enum member {qualified}({member}): one object the whole process shares "
