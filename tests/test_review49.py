@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import pickle
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from weightdoctor.security import scan_bytes
+from weightdoctor.security import scan_bytes, scan_file
 
 
 def _global(module: str, name: str) -> bytes:
@@ -90,3 +91,31 @@ def test_a_state_dict_memoized_and_shared_stays_safe(protocol: int) -> None:
     second.__dict__ = shared
     data = pickle.dumps([first, second], protocol)
     assert scan_bytes(data).verdict == "safe", scan_bytes(data).summary()
+
+
+@pytest.mark.parametrize("filled_after", [False, True])
+def test_backward_hooks_holding_an_inert_class_are_refused(tmp_path: Path, filled_after: bool) -> None:
+    # torch._utils._rebuild_parameter(data, True, OrderedDict({0: PartialState})): torch.load sets the hooks, and
+    # autograd calls PartialState(grad) on backward. Filled inline, or after the call through the memo's reference.
+    hook = b"K\x00" + _global("accelerate.state", "PartialState") + b"s"
+    hooks = _global("collections", "OrderedDict") + b")Rq\x01" + (b"" if filled_after else hook)
+    tensor = _global("torch", "zeros") + b"K\x02\x85R"  # stands for the tensor (a call the scan reads as data)
+    call = _global("torch._utils", "_rebuild_parameter") + tensor + b"\x88" + hooks + b"\x87R"
+    data = b"\x80\x02" + call + (b"h\x01" + hook + b"0" if filled_after else b"") + b"."
+    report = scan_bytes(data)
+    assert report.verdict == "suspicious", report.summary()
+    assert any("_rebuild_parameter sets a tensor's backward hooks to a dict that holds items" in p.message
+               for p in report.problems), report.summary()
+
+
+def test_genuine_parameters_and_tensors_keep_their_empty_hooks_safe(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    module = torch.nn.Linear(3, 2)
+    torch.save({"module": module.state_dict(), "param": torch.nn.Parameter(torch.ones(2)),
+                "hp": argparse.Namespace(lr=0.1)}, path)
+    for protocol in (2, 4, 5):
+        legacy = tmp_path / f"legacy{protocol}.pt"
+        torch.save({"w": torch.ones(2), "p": torch.nn.Parameter(torch.ones(2))}, legacy,
+                   _use_new_zipfile_serialization=False, pickle_protocol=protocol)
+        assert scan_file(legacy).verdict == "safe", scan_file(legacy).summary()
+    assert scan_file(path).verdict == "safe", scan_file(path).summary()

@@ -555,11 +555,11 @@ def build_problem(qualified: str, made_args: Any, state: Any) -> str | None:
         made_args: the arguments it was called with, as far as they are literals.
         state: the BUILD state, as far as it is literal.
     """
-    from weightdoctor.security.opcodes import OPAQUE, OPAQUE_DICT
+    from weightdoctor.security.opcodes import OPAQUE, OpaqueDict
 
     how = INERT_CONSTRUCTION.get(_loadable_name(qualified))
     if how == NEW_AND_BUILD:
-        if state is OPAQUE_DICT:
+        if isinstance(state, OpaqueDict):
             return None
         # pickle sets a slot state attribute by attribute (setattr): {"__class__": X} made an argparse.Namespace an
         # instance of X, any class the pickle names (ModelCheckpoint, which a file names only, among them), whether
@@ -579,7 +579,8 @@ def build_problem(qualified: str, made_args: Any, state: Any) -> str | None:
         written = {CLASS_ONLY: "names the class alone", NEW_ONLY: "builds one by NEWOBJ and its items or value",
                    CALLED_ON_TEXT: "builds one by a call on its parts", CALLED: "builds one by a call alone"}[how]
         return f"sets the state of a {qualified}, which pickle never writes (it {written}){why}"
-    if state is OPAQUE:  # a call's result: no pickler writes one, and a tuple it returns would be taken
+    if state is OPAQUE or isinstance(state, OpaqueDict):  # a call's result (or a dict): no pickler writes one, and
+        # a tuple a call returns would be taken
         return f"sets the state of a {qualified} to the result of a call, which the scan cannot judge"
     if not isinstance(state, tuple) or len(state) < 8:
         return None  # numpy's older states (5 to 7 items) carry no flags; anything else numpy refuses
