@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from weightdoctor.errors import clip_words
-from weightdoctor.security.policy import NEVER_BUILT
+from weightdoctor.security.policy import BUILT_FROM_DICT, NEVER_BUILT
 
 HIGHEST_PROTOCOL = 5
 # Longest line a text opcode (GLOBAL, INST, protocol 0 strings) may have; without a bound pickletools
@@ -45,13 +45,33 @@ MARK = _Mark()
 OPAQUE = _Opaque()
 
 
+class OpaqueDict(_Opaque):
+    """A dict the pickle built (EMPTY_DICT, DICT, `collections.OrderedDict(...)`), its items unknown but whether it has
+    any: told apart from a call's result, which may return anything (`builtins.tuple(...)` a slot state pair), for
+    `policy.build_problem`, and an empty one from a filled one, for a tensor's backward hooks."""
+
+    __slots__ = ("filled",)
+
+    def __init__(self, filled: bool = False) -> None:
+        self.filled = filled
+
+
+# The rebuild functions that set a tensor's `_backward_hooks` from an argument (its index), which torch.save always
+# writes as an empty OrderedDict (torch/_utils.py: "the general expectation is that backward_hooks is an empty
+# OrderedDict"). Setting it registers each value as a hook that autograd calls on the tensor's gradient.
+HOOKS_ARGUMENT: dict[str, int] = {
+    "torch._utils._rebuild_tensor_v2": 5, "torch._utils._rebuild_parameter": 2,
+    "torch._utils._rebuild_parameter_with_state": 2, "torch._utils._rebuild_qtensor": 6,
+}
+
+
 def built_global(qualified: str) -> bool:
     """Whether a later BUILD on what `qualified` returns is judged by the policy (`policy.build_problem`): a numpy
     dtype's state (`numpy.dtype(...)`, `numpy.dtypes.Float64DType()`) carries flags numpy then trusts for how it
     reads memory; an inert class of `policy.NEVER_BUILT` (an enum returns a member the whole process shares) is never
-    built by a genuine file."""
+    built by a genuine file; one of `policy.BUILT_FROM_DICT` is built from a dict alone."""
     return (qualified == "numpy.dtype" or (qualified.startswith("numpy.dtypes.") and qualified.endswith("DType"))
-            or qualified in NEVER_BUILT)
+            or qualified in NEVER_BUILT or qualified in BUILT_FROM_DICT)
 
 
 class Made(_Opaque):
@@ -236,6 +256,16 @@ _PUSH_ARG = {
 _PUSH_CONST = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
 
 
+def _judge_hooks(walk: PickleWalk, hooks: list[tuple[int, str, Any]]) -> None:
+    """Add a problem for each tensor whose backward hooks (`HOOKS_ARGUMENT`) hold items or come from a call, as the
+    whole pickle left them (a SETITEM on the memo's reference fills them after the call)."""
+    for offset, qualified, value in hooks:
+        if (value.__class__ is OpaqueDict and value.filled) or value is OPAQUE or isinstance(value, Made):
+            what = "a dict that holds items" if value.__class__ is OpaqueDict else "the result of a call"
+            walk.problems.append((offset, f"{qualified} sets a tensor's backward hooks to {what}: autograd calls each "
+                                  "one on the tensor's gradient, where torch.save writes an empty OrderedDict"))
+
+
 def walk_pickle(handle: BinaryIO, end: int, watch: frozenset[str] = frozenset()) -> PickleWalk:
     """Walk one pickle starting at `handle`'s position, stopping after its STOP or at the first error.
 
@@ -274,6 +304,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
         reader = _LineBoundedReader(handle, end)
     position = start
     frame_end = 0
+    hooks: list[tuple[int, str, Any]] = []  # (offset, rebuild function, its backward hooks), judged at the end
 
     def called(callee: Any, args: Any, opcode: str) -> Any:
         """Record a watched call; the value it pushes (a `Made` for a global whose state BUILD may set)."""
@@ -281,6 +312,11 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
             qualified = f"{callee.module}.{callee.name}"
             if qualified in watch:
                 walk.calls.append(GlobalCall(callee, args, opcode, position))
+            if qualified == "collections.OrderedDict":
+                return OpaqueDict(args != ())
+            at = HOOKS_ARGUMENT.get(qualified)
+            if at is not None and isinstance(args, tuple) and len(args) > at:
+                hooks.append((position, qualified, args[at]))
             if built_global(qualified) and "numpy.dtype" in watch:
                 return Made(callee, args)
         return OPAQUE
@@ -349,6 +385,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                     # was safe to this walk and to torch.load(path), and ran under torch.load(io.BytesIO(data)).
                     walk.problems.append((position, f"its FRAME runs {frame_end - walk.end:,} bytes past its STOP "
                                           "(readers of a file and of a stream read different pickles after it)"))
+                _judge_hooks(walk, hooks)
                 return walk
             elif name == "POP":
                 _pop(stack)
@@ -405,12 +442,12 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
             elif name == "EMPTY_LIST":
                 stack.append([])
             elif name in ("EMPTY_DICT", "EMPTY_SET"):
-                stack.append(OPAQUE)
+                stack.append(OpaqueDict() if name == "EMPTY_DICT" else OPAQUE)
             elif name == "LIST":
                 stack.append(_pop_mark(stack))
             elif name in ("DICT", "FROZENSET"):
-                _pop_mark(stack)
-                stack.append(OPAQUE)
+                items = _pop_mark(stack)
+                stack.append(OpaqueDict(bool(items)) if name == "DICT" else OPAQUE)
             elif name == "APPEND":
                 item = _pop(stack)
                 target = _top(stack)
@@ -424,10 +461,14 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
             elif name == "SETITEM":
                 _pop(stack)
                 _pop(stack)
-                _top(stack)
+                target = _top(stack)
+                if target.__class__ is OpaqueDict:
+                    target.filled = True
             elif name in ("SETITEMS", "ADDITEMS"):
-                _pop_mark(stack)
-                _top(stack)
+                items = _pop_mark(stack)
+                target = _top(stack)
+                if items and target.__class__ is OpaqueDict:
+                    target.filled = True
             elif name == "PERSID":
                 walk.persistent_ids.append(arg)
                 stack.append(OPAQUE)
@@ -442,6 +483,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
         walk.error = str(exc)
     except (ValueError, UnicodeDecodeError, OverflowError, MemoryError, IndexError, KeyError, TypeError) as exc:
         walk.error = clip_words(" ".join(str(exc).split()), 200) or type(exc).__name__
+    _judge_hooks(walk, hooks)
     walk.error_offset = position
     walk.end = reader.tell()
     return walk

@@ -158,6 +158,9 @@ _CALLED_NEVER_BUILT = frozenset({"decimal.Decimal", "fractions.Fraction",
 NEVER_BUILT: frozenset[str] = frozenset(
     name for name, how in INERT_CONSTRUCTION.items() if how in (CLASS_ONLY, ENUM, NEW_ONLY, CALLED_ON_TEXT)
 ) | _CALLED_NEVER_BUILT
+# The inert classes a genuine file builds by NEWOBJ and a BUILD of a dict (their __dict__ or __getstate__): a BUILD on
+# one is judged by `build_problem`.
+BUILT_FROM_DICT: frozenset[str] = frozenset(name for name, how in INERT_CONSTRUCTION.items() if how == NEW_AND_BUILD)
 
 # The types omegaconf's node metadata names as values (`ref_type=typing.Any`, `object_type=dict`, a resolver
 # cache `defaultdict(dict)`): unknown alone, read as inert stand-ins in a pickle that holds omegaconf
@@ -167,6 +170,11 @@ OMEGACONF_TYPE_GLOBALS: frozenset[str] = frozenset({
     "builtins.float", "builtins.str", "builtins.bool", "builtins.bytes", "builtins.object",
     "collections.defaultdict",
 })
+# The factories a genuine defaultdict holds (omegaconf's resolver cache is defaultdict(dict)): built-in containers and
+# numbers, made from nothing. Any other is called on each missing key after the load (omegaconf's cached resolvers look
+# their cache up by name): defaultdict(accelerate.state.PartialState) passed the scan as safe.
+_DEFAULT_FACTORIES = frozenset({"builtins.dict", "builtins.list", "builtins.tuple", "builtins.set", "builtins.int",
+                                "builtins.float", "builtins.str", "builtins.bool", "builtins.bytes"})
 
 
 def inert_in_context(module: str, name: str, others: Iterable[tuple[str, str]]) -> bool:
@@ -274,7 +282,7 @@ WATCHED_CALLS: frozenset[str] = frozenset(
     | _RECONSTRUCT | {_FROM_TYPE, "builtins.bytearray", "__builtin__.bytearray", "builtins.bytes", "__builtin__.bytes"}
     | {_FRACTION, _ENCODE, _DECIMAL} | _SCALAR
     | {"numpy.dtype"}  # its BUILD states, judged by `build_problem`
-    | frozenset(INERT_CONSTRUCTION)
+    | frozenset(INERT_CONSTRUCTION) | {"collections.defaultdict"}
 )
 # The flags a structured dtype's state may hold (numpy's NPY_FROM_FIELDS, NPY_NEEDS_PYAPI, NPY_ALIGNED_STRUCT): what
 # its fields pass on. Never NPY_ITEM_IS_POINTER (0x4), NPY_USE_GETITEM (0x20), NPY_USE_SETITEM (0x40).
@@ -424,6 +432,14 @@ def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]
     how = INERT_CONSTRUCTION.get(full)
     if how is not None and how != CALLED:
         return _inert_call_problem(full, how, args, opcode)
+    if full == "collections.defaultdict":
+        factory = args[0] if isinstance(args, tuple) and args else None
+        named = name_of(factory) if factory is not None else None
+        if factory is None or (named is not None and _loadable_name(named) in _DEFAULT_FACTORIES):
+            return None
+        return (f"makes a defaultdict whose factory is {named or shown(factory)}: called on every missing key after "
+                "the load, where a genuine one holds a built-in container or number (omegaconf's resolver cache is "
+                "defaultdict(dict))")
     if _ALLOCATING.match(full):
         return (f"calls {full} directly: memory nothing fills (a weights file passes the class as an argument, "
                 "never calls it)")
@@ -539,9 +555,20 @@ def build_problem(qualified: str, made_args: Any, state: Any) -> str | None:
         made_args: the arguments it was called with, as far as they are literals.
         state: the BUILD state, as far as it is literal.
     """
-    from weightdoctor.security.opcodes import OPAQUE
+    from weightdoctor.security.opcodes import OPAQUE, OpaqueDict
 
     how = INERT_CONSTRUCTION.get(_loadable_name(qualified))
+    if how == NEW_AND_BUILD:
+        if isinstance(state, OpaqueDict):
+            return None
+        # pickle sets a slot state attribute by attribute (setattr): {"__class__": X} made an argparse.Namespace an
+        # instance of X, any class the pickle names (ModelCheckpoint, which a file names only, among them), whether
+        # the pair is written out or returned by a call (builtins.tuple, a call omegaconf's pickles keep).
+        said = ("a pair (its attributes, then attributes set one by one)" if isinstance(state, tuple)
+                else "the result of a call" if state is OPAQUE else shown(state))
+        return (f"sets the state of a {qualified} to {said}, where pickle writes its fields as one dict; the "
+                "attributes of a slot state are set by setattr, which can set __class__ and turn the object into "
+                "any class the pickle names")
     if how == ENUM:
         member = shown(made_args[0]) if isinstance(made_args, tuple) and made_args else "member"
         return (f"sets the state of the enum member {qualified}({member}): one object the whole process shares "
@@ -552,7 +579,8 @@ def build_problem(qualified: str, made_args: Any, state: Any) -> str | None:
         written = {CLASS_ONLY: "names the class alone", NEW_ONLY: "builds one by NEWOBJ and its items or value",
                    CALLED_ON_TEXT: "builds one by a call on its parts", CALLED: "builds one by a call alone"}[how]
         return f"sets the state of a {qualified}, which pickle never writes (it {written}){why}"
-    if state is OPAQUE:  # a call's result: no pickler writes one, and a tuple it returns would be taken
+    if state is OPAQUE or isinstance(state, OpaqueDict):  # a call's result (or a dict): no pickler writes one, and
+        # a tuple a call returns would be taken
         return f"sets the state of a {qualified} to the result of a call, which the scan cannot judge"
     if not isinstance(state, tuple) or len(state) < 8:
         return None  # numpy's older states (5 to 7 items) carry no flags; anything else numpy refuses
