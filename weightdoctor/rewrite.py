@@ -1344,6 +1344,8 @@ def write_outputs(
     # Before anything is written: a write larger than the disk's free space failed late, after filling it (2 GB of a
     # 1.1 TB output written onto a disk of 73 GB free, then "no space left on the device").
     # (A single file's missing folder is refused by `atomic_file` first: "create it first", which is what to do.)
+    for tensor in selection.tensors:  # a tensor with no values to read is said as such, not as disk space
+        checkpoint.refuse_unreadable(tensor.source)
     if (not single_file or os.path.isdir(os.path.dirname(os.path.abspath(dest)))) \
             and (shortfall := disk_shortfall(dest, bytes_to_write(files, copy_files))) is not None:
         raise OutputError(f"{shortfall}: nothing was written", path=str(dest))

@@ -231,6 +231,9 @@ class Checkpoint:
             # tensor that was there (check-dtype of a 6 GB legacy .pt on a machine of 10 GB).
             in_memory = (contents.security is not None and contents.security.container != "pytorch-zip"
                          and not isinstance(value, StaticTensor))
+            # A meta tensor or an expanded view is refused first, for what it is: its size is not memory the
+            # file's values need (a 1 KB file of torch.ones(1).expand(10**11) said "400 GB, more than available").
+            pytorch_format.refuse_unreadable(value, name)
             if not in_memory:
                 safetensors_format.require_memory_for(self.file_path(info.file), info, info.nbytes)
             return pytorch_format.as_tensor(value, name)
@@ -363,6 +366,27 @@ class Checkpoint:
             raise CorruptCheckpoint("the file changed while its tensors were read (replaced, or its size or "
                                     "modification time changed): what was read could mix old and new contents",
                                     path=str(path))
+
+    def refuse_unreadable(self, name: str) -> None:
+        """Raise what `load_tensor` raises for a pickled tensor that has no values to read (a meta tensor, a view
+        whose strides repeat far more values than its storage holds), without reading it: a writer says so before
+        it plans the output's size (a 1 KB file of an expanded view is not 400 GB to write). Nothing for
+        safetensors files, whose tensors are their bytes.
+
+        Raises:
+            CorruptCheckpoint: as `load_tensor`, naming the file.
+        """
+        info = self.tensor_info(name)
+        if self.safetensors_header(info.file) is not None or info.file not in self._pickles:
+            return
+        from weightdoctor.checkpoint import pytorch_format
+
+        self._check_views(info.file)
+        try:
+            pytorch_format.refuse_unreadable(self._pickles[info.file].state_dict[name], name)
+        except WeightDoctorError as exc:
+            exc.path = exc.path or str(self.file_path(info.file))
+            raise
 
     def _check_views(self, relpath: str) -> None:
         """Before a pickle's first value is read (or copied): its views may not claim far more than its storages
