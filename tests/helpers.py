@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,18 @@ def runs_when_loaded_from_memory(path: Path, sentinel: Path) -> bool:
     subprocess.run([sys.executable, "-c", f"import io, torch; data = open({str(path)!r}, 'rb').read(); "
                     "torch.load(io.BytesIO(data), weights_only=False)"], capture_output=True, timeout=120)
     return sentinel.exists()
+
+
+def write_sparse_float_safetensors(path: Path, *counts: int) -> Path:
+    """A safetensors file of float32 tensors a.weight, b.weight, ... of `counts` elements, their data a hole (a
+    file that claims gigabytes and takes none of the disk)."""
+    header, at = {}, 0
+    for index, count in enumerate(counts):
+        header[f"{'abcdefgh'[index]}.weight"] = {"dtype": "F32", "shape": [count], "data_offsets": [at, at + 4 * count]}
+        at += 4 * count
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as out:
+        out.write(struct.pack("<Q", len(raw)) + raw)
+        out.truncate(8 + len(raw) + at)
+    return path

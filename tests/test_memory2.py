@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import REPO_ROOT, one_error_line, run_cli, run_json
+from tests.helpers import REPO_ROOT, one_error_line, run_cli, run_json, write_sparse_float_safetensors
 from weightdoctor.checkpoint import safetensors_format
 
 
@@ -98,17 +98,7 @@ def _sparse_legacy(path: Path, *counts: int) -> Path:
     return path
 
 
-def _sparse_safetensors(path: Path, *counts: int) -> Path:
-    header, at = {}, 0
-    for name, count in zip(("a.weight", "b.weight"), counts, strict=False):
-        header[name] = {"dtype": "F32", "shape": [count], "data_offsets": [at, at + 4 * count]}
-        at += 4 * count
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    with open(path, "wb") as out:
-        out.write(struct.pack("<Q", len(raw)) + raw)
-        out.truncate(8 + len(raw) + at)
-    return path
+_sparse_safetensors = write_sparse_float_safetensors
 
 
 @pytest.fixture

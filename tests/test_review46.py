@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import collections
 import io
-import json
 import os
 import resource
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -21,25 +19,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import REPO_ROOT, one_error_line, run_cli, run_json
+from tests.helpers import REPO_ROOT, one_error_line, run_cli, run_json, write_sparse_float_safetensors
 from weightdoctor import rewrite
 from weightdoctor.checkpoint import safetensors_format
 
 _Usage = collections.namedtuple("_Usage", "total used free")
 
 
-def _sparse_safetensors(path: Path, *counts: int) -> Path:
-    """A safetensors file of float32 tensors a.weight, b.weight, ... of `counts` elements, their data a hole."""
-    header, at = {}, 0
-    for index, count in enumerate(counts):
-        header[f"{'abcdefgh'[index]}.weight"] = {"dtype": "F32", "shape": [count], "data_offsets": [at, at + 4 * count]}
-        at += 4 * count
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    with open(path, "wb") as out:
-        out.write(struct.pack("<Q", len(raw)) + raw)
-        out.truncate(8 + len(raw) + at)
-    return path
+_sparse_safetensors = write_sparse_float_safetensors
 
 
 @pytest.fixture

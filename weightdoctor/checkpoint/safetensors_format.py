@@ -667,6 +667,19 @@ def require_memory(path: Path | str, what: str, length: int, hint: str = "",
             f"{not_done}{hint}", path=str(path))
 
 
+def _refuse_if_changed(fd: int, identity: Any, name: str, path: Path | None) -> None:
+    """Refuse to read tensor `name` from an open file that is no longer the one whose header was read (`identity`:
+    its size and modification time then; None where unknown).
+
+    Raises:
+        CorruptCheckpoint: the file changed since its header was read.
+    """
+    if identity is not None and _identity(os.fstat(fd)) != identity:
+        raise CorruptCheckpoint(
+            f"the file changed since its header was read (size or modification time); reading tensor "
+            f"{name!r} from it could mix old and new contents", path=None if path is None else str(path))
+
+
 def read_tensor_bytes(path: Path, header: SafetensorsHeader, info: TensorInfo) -> bytearray:
     """Read one tensor's raw bytes with plain file reads (no mmap, so truncation raises).
 
@@ -681,11 +694,7 @@ def read_tensor_bytes(path: Path, header: SafetensorsHeader, info: TensorInfo) -
     view = memoryview(buffer)
     fd = os.open(path, os.O_RDONLY)
     try:
-        if header.identity is not None and _identity(os.fstat(fd)) != header.identity:
-            raise CorruptCheckpoint(
-                f"the file changed since its header was read (size or modification time); reading tensor "
-                f"{info.name!r} from it could mix old and new contents"
-            )
+        _refuse_if_changed(fd, header.identity, info.name, None)
         done = 0
         while done < length:
             got = os.preadv(fd, [view[done:]], header.data_start + begin + done)
@@ -730,10 +739,7 @@ def read_values_at(path: Path | str, base: int, dtype: torch.dtype, name: str, i
         span = bytearray((high - low + 1) * itemsize)
         fd = os.open(path, os.O_RDONLY)
         try:
-            if identity is not None and _identity(os.fstat(fd)) != identity:
-                raise CorruptCheckpoint(
-                    f"the file changed since its header was read (size or modification time); reading tensor "
-                    f"{name!r} from it could mix old and new contents", path=str(path))
+            _refuse_if_changed(fd, identity, name, path)
             if os.preadv(fd, [span], base + low * itemsize) != len(span):
                 raise CorruptCheckpoint(
                     f"file ended while reading tensor {name!r} (truncated or changed while reading)", path=str(path))
@@ -757,10 +763,7 @@ def read_values_at(path: Path | str, base: int, dtype: torch.dtype, name: str, i
     byte = torch.arange(itemsize)
     fd = os.open(path, os.O_RDONLY)
     try:
-        if identity is not None and _identity(os.fstat(fd)) != identity:
-            raise CorruptCheckpoint(
-                f"the file changed since its header was read (size or modification time); reading tensor "
-                f"{name!r} from it could mix old and new contents", path=str(path))
+        _refuse_if_changed(fd, identity, name, path)
         for first, stop in zip(bounds, bounds[1:], strict=False):
             low = int(offsets[first])
             length = int(offsets[stop - 1]) + itemsize - low
