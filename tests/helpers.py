@@ -152,3 +152,20 @@ def write_sparse_float_safetensors(path: Path, *counts: int) -> Path:
         out.write(struct.pack("<Q", len(raw)) + raw)
         out.truncate(8 + len(raw) + at)
     return path
+
+
+def fp8_block_state_dict(state_dict: dict[str, Any], quantized: Any) -> dict[str, Any]:
+    """FineGrainedFP8's layout (`quant_method: fp8`, `weight_block_size: [128, 128]`): each weight whose name
+    `quantized(name)` accepts in float8_e4m3fn with its block scales as `weight_scale_inv` (ones), the rest in
+    bfloat16."""
+    import torch
+
+    out: dict[str, Any] = {}
+    for name, tensor in state_dict.items():
+        if quantized(name):
+            out[name] = tensor.to(torch.float8_e4m3fn)
+            rows, cols = tensor.shape
+            out[name.removesuffix("weight") + "weight_scale_inv"] = torch.ones((rows + 127) // 128, (cols + 127) // 128)
+        else:
+            out[name] = tensor.to(torch.bfloat16).contiguous()
+    return out

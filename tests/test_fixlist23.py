@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import fp8_block_state_dict, run_cli
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -26,15 +26,7 @@ def _tiny_llama_config() -> Any:
 def _fp8_state_dict(state_dict: dict[str, Any], prefix: str) -> dict[str, Any]:
     """FineGrainedFP8's layout: each Linear weight under `prefix` in float8_e4m3fn with its [128, 128] block scales
     as `weight_scale_inv`; the rest in bfloat16."""
-    out: dict[str, Any] = {}
-    for name, tensor in state_dict.items():
-        if name.startswith(prefix) and name.endswith("proj.weight"):
-            out[name] = tensor.to(torch.float8_e4m3fn)
-            rows, cols = tensor.shape
-            out[name.removesuffix("weight") + "weight_scale_inv"] = torch.ones((rows + 127) // 128, (cols + 127) // 128)
-        else:
-            out[name] = tensor.to(torch.bfloat16).contiguous()
-    return out
+    return fp8_block_state_dict(state_dict, lambda name: name.startswith(prefix) and name.endswith("proj.weight"))
 
 
 def _save(folder: Path, state_dict: dict[str, Any], config: dict[str, Any]) -> Path:

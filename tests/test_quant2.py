@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import fp8_block_state_dict, run_cli
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -33,16 +33,8 @@ def _llava(folder: Path, *, text_quantization: dict[str, Any] | None = None,
     config = transformers.LlavaConfig(text_config=text, vision_config=vision, image_token_index=255,
                                       vision_feature_layer=-1)
     state_dict = transformers.LlavaForConditionalGeneration(config).state_dict()
-    stored: dict[str, Any] = {}
-    for name, tensor in state_dict.items():
-        if text_quantization is not None and name.startswith("model.language_model.layers.") \
-                and name.endswith("proj.weight"):
-            stored[name] = tensor.to(torch.float8_e4m3fn)
-            rows, cols = tensor.shape
-            stored[name.removesuffix("weight") + "weight_scale_inv"] = torch.ones((rows + 127) // 128,
-                                                                                   (cols + 127) // 128)
-        else:
-            stored[name] = tensor.to(torch.bfloat16).contiguous()
+    stored = fp8_block_state_dict(state_dict, lambda name: text_quantization is not None and name.startswith(
+        "model.language_model.layers.") and name.endswith("proj.weight"))
     saved = config.to_dict() | {"torch_dtype": "bfloat16"}
     saved["text_config"]["torch_dtype"] = "bfloat16"
     if text_quantization is not None:

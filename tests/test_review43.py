@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import fp8_block_state_dict, run_cli
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -94,15 +94,8 @@ def test_an_fp8_embedding_from_modules_to_convert_is_compared_as_the_quantizer_b
     FP8Embedding even while it dequantizes the Linear layers, and from_pretrained reports its `weight_scale`
     missing. diff-keys read B's keys before that swap and reported nothing missing."""
     config, state_dict = _tiny_llama()
-    stored: dict[str, Any] = {}
-    for name, tensor in state_dict.items():
-        if (name.startswith("model.layers.") and name.endswith("proj.weight")) or name == "model.embed_tokens.weight":
-            stored[name] = tensor.to(torch.float8_e4m3fn)
-            rows, cols = tensor.shape
-            stored[name.removesuffix("weight") + "weight_scale_inv"] = torch.ones((rows + 127) // 128,
-                                                                                   (cols + 127) // 128)
-        else:
-            stored[name] = tensor.to(torch.bfloat16).contiguous()
+    stored = fp8_block_state_dict(state_dict, lambda name: (name.startswith("model.layers.") and name.endswith(
+        "proj.weight")) or name == "model.embed_tokens.weight")
     folder = _save(tmp_path / "fp8-embedding", stored, config.to_dict() | {"torch_dtype": "bfloat16",
                    "quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128],
                                            "modules_to_convert": ["embed_tokens"]}})
@@ -119,15 +112,8 @@ def test_a_config_that_sets_dequantize_is_not_said_to_fall_back_for_want_of_a_gp
     """FP8 with `dequantize: true` in its quantization_config: from_pretrained dequantizes on any machine, as the
     config asks. The note said the quantizer falls back to it for want of a GPU or kernels on this machine."""
     config, state_dict = _tiny_llama()
-    stored: dict[str, Any] = {}
-    for name, tensor in state_dict.items():
-        if name.startswith("model.layers.") and name.endswith("proj.weight"):
-            stored[name] = tensor.to(torch.float8_e4m3fn)
-            rows, cols = tensor.shape
-            stored[name.removesuffix("weight") + "weight_scale_inv"] = torch.ones((rows + 127) // 128,
-                                                                                   (cols + 127) // 128)
-        else:
-            stored[name] = tensor.to(torch.bfloat16).contiguous()
+    stored = fp8_block_state_dict(state_dict, lambda name: name.startswith("model.layers.") and name.endswith(
+        "proj.weight"))
     folder = _save(tmp_path / "fp8-dequantize", stored, config.to_dict() | {"torch_dtype": "bfloat16",
                    "quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128],
                                            "dequantize": True}})
