@@ -169,3 +169,29 @@ def fp8_block_state_dict(state_dict: dict[str, Any], quantized: Any) -> dict[str
         else:
             out[name] = tensor.to(torch.bfloat16).contiguous()
     return out
+
+
+def train_tiny_gpt2(output_dir: Path, max_steps: int) -> Any:
+    """A real transformers Trainer run of a 1-layer GPT-2 on CPU, saving checkpoint-N/ after every step into
+    `output_dir` (model.safetensors, optimizer.pt, scheduler.pt, rng_state.pth, trainer_state.json,
+    training_args.bin); the Trainer is returned (its save_model writes the final model)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=50, n_positions=16)
+
+    class Tokens(torch.utils.data.Dataset):  # type: ignore[type-arg]
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            ids = torch.arange(8) % 50
+            return {"input_ids": ids, "labels": ids}
+
+    args = transformers.TrainingArguments(output_dir=str(output_dir), save_strategy="steps", save_steps=1,
+                                          max_steps=max_steps, per_device_train_batch_size=2, report_to=[],
+                                          use_cpu=True, disable_tqdm=True)
+    trainer = transformers.Trainer(model=transformers.GPT2LMHeadModel(config), args=args, train_dataset=Tokens())
+    trainer.train()
+    return trainer

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import one_error_line, run_cli
+from tests.helpers import one_error_line, run_cli, train_tiny_gpt2
 
 # Words of a security refusal: none may appear for a genuine file.
 _REFUSAL_WORDS = ("suspicious", "dangerous", "unsafe", "may run code")
@@ -48,22 +48,8 @@ def _rng_states() -> dict[str, Any]:
 
 
 def test_a_trainer_checkpoint_folder_is_read_and_its_training_files_are_named_not_refused(tmp_path: Path) -> None:
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=50, n_positions=16)
-
-    class Tokens(torch.utils.data.Dataset):  # type: ignore[type-arg]
-        def __len__(self) -> int:
-            return 4
-
-        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-            ids = torch.arange(8) % 50
-            return {"input_ids": ids, "labels": ids}
-
-    args = transformers.TrainingArguments(output_dir=str(tmp_path / "run"), save_strategy="steps", save_steps=1,
-                                          max_steps=1, per_device_train_batch_size=2, report_to=[], use_cpu=True,
-                                          disable_tqdm=True)
-    transformers.Trainer(model=transformers.GPT2LMHeadModel(config), args=args, train_dataset=Tokens()).train()
+    pytest.importorskip("transformers")
+    train_tiny_gpt2(tmp_path / "run", max_steps=1)
     checkpoint = tmp_path / "run" / "checkpoint-1"
     assert {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"} <= {
         p.name for p in checkpoint.iterdir()}

@@ -324,6 +324,19 @@ def test_a_missing_output_folder_is_said_before_the_free_space(tmp_path: Path, o
     assert line.startswith(f"error: {out}: cannot write the output: the output folder does not exist"), line
 
 
+def _a_file_and_its_replacement(tmp_path: Path, kind: str, first: dict[str, torch.Tensor],
+                                other: dict[str, torch.Tensor]) -> tuple[Path, Path]:
+    """m.safetensors / m.bin holding `first`, and n.* holding `other`, to be moved over it mid-read."""
+    suffix = ".safetensors" if kind == "safetensors" else ".bin"
+    path, newer = tmp_path / f"m{suffix}", tmp_path / f"n{suffix}"
+    for target, tensors in ((path, first), (newer, other)):
+        if kind == "safetensors":
+            save_file(tensors, str(target))
+        else:
+            torch.save(tensors, target)
+    return path, newer
+
+
 @pytest.mark.parametrize("kind", ["safetensors", "zip"])
 def test_a_sample_of_a_file_replaced_since_it_was_listed_is_refused(tmp_path: Path, kind: str) -> None:
     """`load_values` reads a torch zip's sampled values by offset, without the map that checks the file is the one
@@ -333,16 +346,8 @@ def test_a_sample_of_a_file_replaced_since_it_was_listed_is_refused(tmp_path: Pa
     from weightdoctor.checkpoint import open_checkpoint
     from weightdoctor.errors import CorruptCheckpoint
 
-    path = tmp_path / ("m.safetensors" if kind == "safetensors" else "m.bin")
     first = {"w": torch.arange(4096.0)}
-    other = {"w": -torch.arange(4096.0), "x": torch.zeros(8)}
-    newer = tmp_path / ("n.safetensors" if kind == "safetensors" else "n.bin")
-    if kind == "safetensors":
-        save_file(first, str(path))
-        save_file(other, str(newer))
-    else:
-        torch.save(first, path)
-        torch.save(other, newer)
+    path, newer = _a_file_and_its_replacement(tmp_path, kind, first, {"w": -torch.arange(4096.0), "x": torch.zeros(8)})
     with open_checkpoint(str(path)) as checkpoint:
         indices = sample_indices(4096, 100, "w")
         assert torch.equal(checkpoint.load_values("w", indices), first["w"][indices])
@@ -359,15 +364,8 @@ def test_inspect_sample_of_a_file_replaced_since_it_was_listed_is_refused(tmp_pa
     from weightdoctor.errors import CorruptCheckpoint
     from weightdoctor.stats import tensor_stats
 
-    path = tmp_path / ("m.safetensors" if kind == "safetensors" else "m.bin")
-    newer = tmp_path / ("n.safetensors" if kind == "safetensors" else "n.bin")
-    first, other = {"w": torch.ones(64, 512)}, {"w": torch.full((64, 512), 7.0), "x": torch.zeros(8)}
-    if kind == "safetensors":
-        save_file(first, str(path))
-        save_file(other, str(newer))
-    else:
-        torch.save(first, path)
-        torch.save(other, newer)
+    path, newer = _a_file_and_its_replacement(tmp_path, kind, {"w": torch.ones(64, 512)},
+                                              {"w": torch.full((64, 512), 7.0), "x": torch.zeros(8)})
     with open_checkpoint(str(path)) as checkpoint:
         info = checkpoint.tensor_info("w")
         assert tensor_stats(checkpoint, info, sample=1000).stats.max == 1.0

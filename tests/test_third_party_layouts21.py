@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import one_error_line, run_cli
+from tests.helpers import one_error_line, run_cli, train_tiny_gpt2
 
 # Words of a security refusal: none may appear for a genuine file.
 _REFUSAL_WORDS = ("suspicious", "dangerous", "unsafe", "may run code")
@@ -18,24 +18,9 @@ _REFUSAL_WORDS = ("suspicious", "dangerous", "unsafe", "may run code")
 def trainer_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real Trainer's output_dir: checkpoint-1/ and checkpoint-2/ (model.safetensors, optimizer.pt, scheduler.pt,
     rng_state.pth, trainer_state.json, training_args.bin) beside the final model of Trainer.save_model."""
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=50, n_positions=16)
-
-    class Tokens(torch.utils.data.Dataset):  # type: ignore[type-arg]
-        def __len__(self) -> int:
-            return 4
-
-        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-            ids = torch.arange(8) % 50
-            return {"input_ids": ids, "labels": ids}
-
+    pytest.importorskip("transformers")
     output_dir = tmp_path_factory.mktemp("trainer") / "run"
-    args = transformers.TrainingArguments(output_dir=str(output_dir), save_strategy="steps", save_steps=1,
-                                          max_steps=2, per_device_train_batch_size=2, report_to=[], use_cpu=True,
-                                          disable_tqdm=True)
-    trainer = transformers.Trainer(model=transformers.GPT2LMHeadModel(config), args=args, train_dataset=Tokens())
-    trainer.train()
+    trainer = train_tiny_gpt2(output_dir, max_steps=2)
     trainer.save_model(str(output_dir))
     assert {"checkpoint-1", "checkpoint-2", "model.safetensors", "training_args.bin"} <= {
         p.name for p in output_dir.iterdir()}
