@@ -1,0 +1,67 @@
+"""fixlist24: writer and wording leftovers (quantization_config kinds transformers fails on, unit families, hints)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import copy_example, run_cli
+
+
+def _with_quantization_config(tmp_path: Path, value: Any) -> Path:
+    folder = copy_example(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _json(*args: str) -> dict[str, Any]:
+    result = run_cli(*args, "--json")
+    assert result.exit_code in (0, 1), result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(("value", "words", "error"), [
+    ({}, "quantization_config is empty ({}): from_pretrained refuses it", ValueError),
+    ([1, 2], "quantization_config is a list ([1, 2]), not an object: transformers cannot read this config.json",
+     AttributeError),
+    ("gptq", "quantization_config is a string ('gptq'), not an object: transformers cannot read this config.json",
+     AttributeError),
+])
+def test_a_quantization_config_transformers_fails_on_is_said_by_every_command(
+        tmp_path: Path, value: Any, words: str, error: type[Exception]) -> None:
+    """`{}` read as "unknown" quantization (inspect, and plan-devices' dtype) of plain float weights; a list or a
+    string read as not quantized, silently. from_pretrained fails on all three (the oracle below): every command
+    says so, and reads the weights as not quantized."""
+    transformers = pytest.importorskip("transformers")
+    folder = _with_quantization_config(tmp_path, value)
+    with pytest.raises(error):  # the oracle: the installed transformers fails before loading a weight
+        transformers.AutoModel.from_pretrained(str(folder))
+    inspected = _json("inspect", str(folder))
+    assert inspected["quantized"] is None
+    assert any(words in warning for warning in inspected["warnings"]), inspected["warnings"]
+    planned = _json("plan-devices", str(folder), "--gpu", "1GB")
+    assert planned["dtype"] == "fp32"
+    assert any(words in warning for warning in planned["warnings"]), planned["warnings"]
+    diffed = _json("diff-keys", str(folder), "--model-class", "BertForSequenceClassification")
+    assert not any("quantization" in note for note in diffed["notes"]), diffed["notes"]
+    assert any(words in warning for warning in diffed["warnings"]), diffed["warnings"]
+    converted = _json("convert", str(folder), "-o", str(tmp_path / "out"), "--dtype", "fp16")
+    assert any(words in warning for warning in converted["warnings"]), converted["warnings"]
+
+
+def test_an_empty_top_level_quantization_config_beside_a_text_configs_is_no_problem(tmp_path: Path) -> None:
+    """from_pretrained reads `config.quantization_config or text_config.quantization_config`: an empty top-level one
+    gives way to the text config's, which is no failure to warn of."""
+    from weightdoctor.quantized import config_quantization_problem, config_quantization_settings
+
+    config = {"model_type": "llava", "quantization_config": {},
+              "text_config": {"model_type": "llama", "quantization_config": {"quant_method": "fp8"}}}
+    assert config_quantization_problem(config) is None
+    assert config_quantization_settings(config) == {"quant_method": "fp8"}
+    assert config_quantization_settings({"quantization_config": {}}) is None
+
