@@ -65,3 +65,44 @@ def test_an_empty_top_level_quantization_config_beside_a_text_configs_is_no_prob
     assert config_quantization_settings(config) == {"quant_method": "fp8"}
     assert config_quantization_settings({"quantization_config": {}}) is None
 
+
+def _flip_a_bit_in_the_first_copy(monkeypatch: Any) -> None:
+    """Make `byte_copy.copy_range` flip the last bit of its first copy (a disk or copy fault verification finds)."""
+    import os
+
+    from weightdoctor.writers import byte_copy
+
+    real_copy = byte_copy.copy_range
+    calls = {"n": 0}
+
+    def copy_then_flip_a_bit(src: int, dst: int, src_offset: int, dst_offset: int, length: int) -> None:
+        real_copy(src, dst, src_offset, dst_offset, length)
+        calls["n"] += 1
+        if calls["n"] == 1 and length:
+            byte = os.pread(src, 1, src_offset + length - 1)
+            os.pwrite(dst, bytes([byte[0] ^ 0x01]), dst_offset + length - 1)
+
+    monkeypatch.setattr(byte_copy, "copy_range", copy_then_flip_a_bit)
+
+
+@pytest.mark.parametrize(("command", "source", "output", "named"), [
+    ("shard", "fixtures/example", "sharded", "sharded/model-00001-of-00004.safetensors"),
+    ("convert", "fixtures/example", "converted", "converted/model.safetensors"),
+    ("convert", "fixtures/example/model.safetensors", "one.safetensors", "one.safetensors"),
+])
+def test_a_verification_error_names_the_output_not_the_hidden_staging(
+        tmp_path: Path, monkeypatch: Any, command: str, source: str, output: str, named: str) -> None:
+    """shard said `error: .../.sharded.wdstage-16755-a921a5ef/model-00001-of-00004.safetensors: verification
+    failed: ...`: a hidden name the user never asked for, removed by the time the error is read."""
+    from tests.helpers import REPO_ROOT, one_error_line
+
+    _flip_a_bit_in_the_first_copy(monkeypatch)
+    extra = ["--max", "300KB"] if command == "shard" else []
+    result = run_cli(command, str(REPO_ROOT / source), "-o", str(tmp_path / output), *extra)
+    assert result.exit_code == 2, result.stdout
+    line = one_error_line(result)
+    assert line.startswith(f"error: {tmp_path / named}: verification failed: the bytes of "), line
+    assert line.endswith("differ from the source; nothing was written"), line
+    assert "wdstage" not in line and "wdtmp" not in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
