@@ -106,3 +106,76 @@ def test_a_verification_error_names_the_output_not_the_hidden_staging(
     assert "wdstage" not in line and "wdtmp" not in line
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
+
+def test_a_key_hint_from_a_pickles_own_module_names_is_quoted_for_a_shell(tmp_path: Path) -> None:
+    """A StyleTTS 2 / Kokoro file's module names are its own: `--key style encoder$HOME;'x reads one alone` read
+    back in a shell as another key (and ran a command after the `;`). The hint, split as a shell splits it, reads
+    that module."""
+    import shlex
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    odd = "style encoder$HOME;'x\""
+    modules = (odd, "bert", "bert_encoder", "predictor", "decoder", "text_encoder")
+    path = tmp_path / "kokoro.pth"
+    torch.save({name: {"weight": torch.randn(2 + i, 3)} for i, name in enumerate(modules)}, path)
+    report = _json("inspect", str(path))
+    note = next(w for w in report["warnings"] if "StyleTTS 2 / Kokoro" in w)
+    hint = note.split("; --key ", 1)[1].removesuffix(" reads one alone")
+    assert shlex.split(hint) == [odd], hint
+    picked = _json("inspect", str(path), "--key", *shlex.split(hint))
+    assert picked["nested_key"] == odd and picked["num_tensors"] == 1
+    assert picked["num_params"] == 6
+
+
+def test_a_revision_hint_from_a_cached_ref_name_is_quoted_for_a_shell(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached ref's name is the repo's (`;`, `$` and quotes are allowed in a git ref): `did you mean --revision
+    release;v1$x (cached)?` pasted into a shell ran `v1$x` as a command."""
+    import shlex
+
+    from safetensors.numpy import save_file
+
+    numpy = pytest.importorskip("numpy")
+    ref, commit = "release;v1$x", "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--acme--tiny"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    save_file({"w": numpy.ones((2, 2), numpy.float32)}, str(repo / "snapshots" / commit / "model.safetensors"))
+    (repo / "refs").mkdir()
+    (repo / "refs" / ref).write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from tests.helpers import one_error_line
+
+    line = one_error_line(run_cli("inspect", "acme/tiny", "--revision", "release;v1$"))
+    assert line.endswith("; did you mean --revision 'release;v1$x' (cached)?"), line
+    hint = line.rsplit("did you mean ", 1)[1].removesuffix(" (cached)?")
+    assert shlex.split(hint) == ["--revision", ref]
+    assert _json("inspect", "acme/tiny", *shlex.split(hint))["num_tensors"] == 1
+
+
+def test_the_other_cached_revision_offered_is_quoted_for_a_shell(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """refs/main moved to a config-only snapshot: the error offers the tagged earlier commit that holds weights,
+    `read one with --revision v1;x`, unquoted (a shell ran `x`)."""
+    import shlex
+    import shutil
+
+    from fixtures.build import write_hub_cache
+    from tests.helpers import one_error_line
+
+    example = copy_example(tmp_path)
+    cache = tmp_path / "hub"
+    write_hub_cache(cache, "org/tiny-bert", example, revision="v1;x")
+    config_only = tmp_path / "config-only"
+    config_only.mkdir()
+    shutil.copyfile(example / "config.json", config_only / "config.json")
+    write_hub_cache(cache, "org/tiny-bert", config_only, revision="main")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    line = one_error_line(run_cli("inspect", "org/tiny-bert"))
+    assert "(v1;x): read one with --revision 'v1;x' " in line, line
+    hint = line.split("read one with ", 1)[1].split(" (the cached", 1)[0]
+    assert shlex.split(hint) == ["--revision", "v1;x"]
+    assert _json("inspect", "org/tiny-bert", *shlex.split(hint))["num_tensors"] == 73
+
