@@ -179,3 +179,50 @@ def test_the_other_cached_revision_offered_is_quoted_for_a_shell(tmp_path: Path,
     assert shlex.split(hint) == ["--revision", "v1;x"]
     assert _json("inspect", "org/tiny-bert", *shlex.split(hint))["num_tensors"] == 73
 
+
+def test_plan_devices_says_sizes_in_the_units_they_were_typed_in() -> None:
+    """`--gpu 1.7GiB --cpu 512MiB` was printed back as `of 1.83 GB` and `of 536.87 MB`, a size the user never
+    typed; now `of 1.70 GiB` and `of 512.00 MiB`, and the rest of the report in binary units too."""
+    from tests.helpers import REPO_ROOT
+
+    example = str(REPO_ROOT / "fixtures" / "example")
+    result = run_cli("plan-devices", example, "--gpu", "1.7GiB", "--cpu", "512MiB")
+    assert result.exit_code == 0, result.stderr
+    assert "1.06 MiB of 1.70 GiB" in result.stdout and "0 B of 512.00 MiB" in result.stdout, result.stdout
+    assert " GB" not in result.stdout and " MB" not in result.stdout, result.stdout
+    # Decimal typed: decimal said, as before.
+    decimal = run_cli("plan-devices", example, "--gpu", "2GB").stdout
+    assert "1.11 MB of 2.00 GB" in decimal and "iB" not in decimal, decimal
+
+
+def test_plan_devices_says_a_size_typed_in_the_other_family_in_both() -> None:
+    """`--gpu 300KiB --cpu 2GB`: the report speaks decimal, the GPU it was told of in KiB is said in both; the
+    reserve and the extra GPUs suggested (in --json too) are echoed in the units they were typed in."""
+    from tests.helpers import REPO_ROOT
+
+    example = str(REPO_ROOT / "fixtures" / "example")
+    mixed = run_cli("plan-devices", example, "--gpu", "300KiB", "--cpu", "2GB", "--reserve", "10KiB").stdout
+    assert "0 B of 307.20 KB (300.00 KiB)" in mixed and "1.11 MB of 2.00 GB" in mixed, mixed
+    assert "reserve 10.24 KB (10.00 KiB) per GPU" in mixed, mixed
+    report = _json("plan-devices", example, "--gpu", "300KiB", "--reserve", "10KiB", "--cpu", "2GiB")
+    held = [held["detail"] for device in report["devices"] for held in device["held_back"]]
+    assert "--reserve keeps 10.00 KiB free on each GPU" in held, held
+    suggestions = [s["description"] for s in report["suggestions"]]
+    assert any(s.startswith("5 more 300.00 KiB GPU(s)") for s in suggestions), suggestions
+
+
+def test_shard_says_shard_sizes_in_the_units_max_was_typed_in(tmp_path: Path) -> None:
+    """`--max 500KiB` (512,000 bytes) listed a first shard of `507.14 KB`, which reads as over the limit; and the
+    tensor larger than `--max 100KiB` was said to be `(256.00 KB)`."""
+    from tests.helpers import REPO_ROOT
+
+    example = str(REPO_ROOT / "fixtures" / "example")
+    result = run_cli("shard", example, "-o", str(tmp_path / "out"), "--max", "500KiB", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert "model-00001-of-00003.safetensors          495.25 KiB" in result.stdout, result.stdout
+    assert "73 (1.06 MiB) in 3 file(s)" in result.stdout and " KB " not in result.stdout
+    small = run_cli("shard", example, "-o", str(tmp_path / "out"), "--max", "100KiB", "--dry-run")
+    assert ("bert.embeddings.word_embeddings.weight (250.00 KiB) is larger than --max 100KiB: it gets a shard of its "
+            "own") in small.stderr, small.stderr
+    decimal = run_cli("shard", example, "-o", str(tmp_path / "out"), "--max", "500KB", "--dry-run").stdout
+    assert "490.50 KB" in decimal and "KiB" not in decimal, decimal
