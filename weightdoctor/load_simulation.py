@@ -796,6 +796,12 @@ def config_quantization(config: Any) -> Any:
     if not quantization_config and callable(get_text_config):
         with contextlib.suppress(Exception):  # a config whose text config cannot be told (several candidates)
             quantization_config = getattr(get_text_config(decoder=True), "quantization_config", None)
+    # An empty one (`{}`), or a value that is no quantization config at all (`[1, 2]`, `"gptq"`), asks for no
+    # quantizer: from_pretrained fails on it, as the reader's warning says (`config_quantization_problem`), and
+    # the weights were said to be of "unknown quantization".
+    if isinstance(quantization_config, (Mapping, list, tuple, str, int, float)) and (
+            not quantization_config or not isinstance(quantization_config, Mapping)):
+        return None
     return quantization_config
 
 

@@ -1908,12 +1908,14 @@ def explain_devices(
     sizer: _SizeOverride | None,
     visited: list[str] | None = None,
     headroom: dict[int | str, int] | None = None,
+    binary: bool = False,
 ) -> dict[int | str, list[HeldBack]]:
     """Why each GPU (and the CPU) holds less than its capacity, in bytes that add up to the gap.
 
     "The next module" is the first module the planner tried after the device's last one (`visited`: the
     entries in the order it placed them, before merging): the one that did not fit, not a merged entry.
-    `headroom`: what from_pretrained without max_memory keeps back of each device (`--local`).
+    `headroom`: what from_pretrained without max_memory keeps back of each device (`--local`). `binary`: the
+    sizes in the details are said in binary units (KiB, MiB, GiB), as the user typed the devices' sizes.
     """
     from weightdoctor.units import format_bytes
 
@@ -1932,7 +1934,8 @@ def explain_devices(
         left = gap
         if isinstance(key, int) and reserve:
             amount = min(reserve, left)
-            parts.append(HeldBack("reserve", amount, f"--reserve keeps {format_bytes(reserve)} free on each GPU"))
+            parts.append(HeldBack("reserve", amount,
+                                  f"--reserve keeps {format_bytes(reserve, binary)} free on each GPU"))
             left -= amount
         planner_cap = int(budgets.get(key, capacity))
         given = capacity - (reserve if isinstance(key, int) else 0)
@@ -1958,8 +1961,8 @@ def explain_devices(
             amount = min(given - planner_cap, left)
             parts.append(HeldBack(
                 "balanced-cap", amount,
-                f"{strategy!r} caps this GPU at {format_bytes(planner_cap)} (its share of the model plus 1.25 x the "
-                "largest layer) so that the layers spread over every GPU",
+                f"{strategy!r} caps this GPU at {format_bytes(planner_cap, binary)} (its share of the model plus 1.25 "
+                "x the largest layer) so that the layers spread over every GPU",
             ))
             left -= amount
         later = [n for n in order if _device_rank(device_map[n], keys) > position]
@@ -1979,7 +1982,7 @@ def explain_devices(
                 parts.append(HeldBack(
                     "largest-layer", amount,
                     f"the planner always keeps room on the {first} for the largest layer still to place "
-                    f"({name}{format_bytes(layer)}), in case it must bring it back from {where}",
+                    f"({name}{format_bytes(layer, binary)}), in case it must bring it back from {where}",
                 ))
                 left -= amount
         if later and left > 0:
@@ -1987,7 +1990,8 @@ def explain_devices(
             size = sizes.get(nxt, entry_bytes.get(nxt, 0)) if tried else entry_bytes.get(nxt, 0)
             parts.append(HeldBack(
                 "next-module-too-big", left,
-                f"the next module, {nxt or '(the whole model)'} ({format_bytes(size)}), did not fit in what was left",
+                f"the next module, {nxt or '(the whole model)'} ({format_bytes(size, binary)}), did not fit in what "
+                "was left",
             ))
             left = 0
         if left > 0:
@@ -2392,6 +2396,8 @@ class PlanRequest:
     # --local: the sizes are what the machine has, planned as from_pretrained plans without max_memory
     # (`unset_max_memory_headroom`), not as a max_memory the user wrote
     unset_max_memory: bool = False
+    # The sizes were typed in binary units (`--gpu 1.7GiB`): the ones echoed back in words are said in them too.
+    binary_units: bool = False
 
 
 def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") -> PlanReport:
@@ -2453,7 +2459,7 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     held: dict[int | str, list[HeldBack]] = {}
     if request.manual_map is None:
         held = explain_devices(planned, device_map, capacities, request.reserve, budgets, entry_bytes, per_device,
-                               sizes, no_split, request.strategy, sizer, visited, headroom)
+                               sizes, no_split, request.strategy, sizer, visited, headroom, request.binary_units)
     ranges = module_ranges(device_map, entry_bytes) + [
         ModuleRange(f"{name} (in no map entry)", device_name(device), [name], tensor_sizes.get(name, 0))
         for name, device in unplaced.items()
@@ -2678,7 +2684,8 @@ def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[
         verdict = _replan_verdict(planned, request, no_split, planned.dtype, gpus)
         if verdict == "fits-on-gpus":
             suggestions.append(Suggestion(
-                "gpus", f"{extra} more {format_bytes(size)} GPU(s) ({len(gpus)} in all) at {planned.dtype}",
+                "gpus", f"{extra} more {format_bytes(size, request.binary_units)} GPU(s) ({len(gpus)} in all) at "
+                f"{planned.dtype}",
                 planned.dtype, gpus, verdict,
             ))
             break

@@ -751,7 +751,53 @@ def config_quantization_settings(config: Mapping[str, Any] | None) -> Mapping[st
         inner = text.get("quantization_config") if isinstance(text, Mapping) and text is not config else None
         if isinstance(inner, Mapping) and inner:
             return inner
-    return quantization if isinstance(quantization, Mapping) else None
+    # An empty one (`{}`) asks for no quantization: it was read as "unknown" quantization of plain float weights,
+    # which from_pretrained refuses to load at all (`config_quantization_problem` says so).
+    return quantization if isinstance(quantization, Mapping) and quantization else None
+
+
+def config_quantization_problem(config: Mapping[str, Any] | None) -> str | None:
+    """Why transformers cannot load a checkpoint with this config.json's `quantization_config`, in a line, where it
+    is one of the kinds it fails on before reading a weight; None otherwise (what `config_quantization_settings`
+    reads, or none at all).
+
+    A value that is not an object (`[1, 2]`, `"gptq"`, even `[]` or `""`) ends AutoConfig.from_pretrained itself:
+    it logs the config, and `to_dict` calls the value's `.to_dict()` (transformers 5.25: AttributeError). An empty
+    one (`{}`) where from_pretrained reads it (`config.quantization_config or text_config.quantization_config`)
+    ends `get_hf_quantizer`: ValueError "has no `quant_method` attribute". Both are read as not quantized.
+
+    Example:
+        >>> config_quantization_problem({"quantization_config": {}})[:64]
+        "config.json's quantization_config is empty ({}): from_pretrained"
+        >>> config_quantization_problem({"quantization_config": {"quant_method": "fp8"}}) is None
+        True
+    """
+    if not isinstance(config, Mapping):
+        return None
+    text = _text_config(config)
+    places = [("", config)] + ([("text config's ", text)] if isinstance(text, Mapping) and text is not config else [])
+    for where, holder in places:
+        value = holder.get("quantization_config")
+        if value is not None and not isinstance(value, Mapping):
+            kind = type(value).__name__
+            return (f"config.json's {where}quantization_config is a {_json_kind(value)}, not an object: transformers "
+                    f"cannot read this config.json (AutoConfig.from_pretrained raises AttributeError: '{kind}' object "
+                    "has no attribute 'to_dict'); read as not quantized")
+    read = config.get("quantization_config") or (text.get("quantization_config") if isinstance(text, Mapping)
+                                                  else None)
+    if isinstance(read, Mapping) and not read:
+        return ("config.json's quantization_config is empty ({}): from_pretrained refuses it (ValueError: the "
+                "quantization config has no `quant_method` attribute) before it loads a weight; read as not quantized "
+                "(delete the entry to load the weights as they are)")
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON kind of a config value in words: "list ([1, 2])", "string ('gptq')", "number (5)"."""
+    kind = ("boolean" if isinstance(value, bool) else "number" if isinstance(value, (int, float))
+            else "string" if isinstance(value, str) else "list" if isinstance(value, list) else type(value).__name__)
+    shown = repr(value)
+    return f"{kind} ({shown if len(shown) <= 40 else shown[:37] + '...'})"
 
 
 def _config_of(config: Mapping[str, Any] | None) -> Mapping[str, Any] | None:

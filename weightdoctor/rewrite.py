@@ -8,6 +8,7 @@ shared reader and compares the hashes before anything is renamed into place.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -15,7 +16,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -1397,7 +1398,7 @@ def write_outputs(
         return verify_output(path, expected) + compared[0]
 
     if single_file:
-        with atomic_file(dest, replace=force) as tmp:
+        with atomic_file(dest, replace=force) as tmp, _named_as_output(tmp, dest):
             write_file(tmp, files[0])
             hooks.reached("before-verify")
             if verify:
@@ -1418,7 +1419,7 @@ def write_outputs(
                 return False
             return bool(HF_WEIGHT_FILE.match(name))
 
-        with StagingDir(dest, replace=force, drop_old=drop_old) as stage:
+        with StagingDir(dest, replace=force, drop_old=drop_old) as stage, _named_as_output(stage.path, dest):
             for out in files:
                 write_file(stage.path / out.filename, out)
             try:
@@ -1452,6 +1453,28 @@ def write_outputs(
     result.lost = [p.describe() for p in problems]
     result.seconds = time.perf_counter() - started
     return result
+
+
+@contextlib.contextmanager
+def _named_as_output(staged: Path, dest: Path) -> Iterator[None]:
+    """Have an error raised while writing or verifying under `staged` (the hidden temporary file or staging folder
+    an output is built in) name the output asked for instead: `out/model-00001-of-00004.safetensors: verification
+    failed`, not `.out.wdstage-16755-a921a5ef/model-00001-of-00004.safetensors`, a name that is gone once the error
+    is read (the staging is removed, the earlier output left as it was).
+    """
+    try:
+        yield
+    except WeightDoctorError as exc:
+        if exc.path is not None:
+            path = Path(exc.path)
+            if path == staged or staged in path.parents:
+                exc.path = str(dest if path == staged else dest / path.relative_to(staged))
+                if "nothing" not in exc.message:
+                    exc.message += "; nothing was written"
+        if str(staged) in exc.message:
+            exc.message = exc.message.replace(str(staged), str(dest))
+            exc.args = (exc.message, *exc.args[1:])
+        raise
 
 
 def weight_set(name: str) -> tuple[str, str | None] | None:

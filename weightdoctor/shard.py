@@ -340,12 +340,15 @@ def plan_shard(
         shards.append(ShardInfo(filename, size, len(names), names[0] if names else None,
                                 names[-1] if names else None, oversized))
         files.append(OutputFile(filename, names, size))
+    # Said in the family --max was typed in: `(507.14 KB)` beside `--max 500KiB` read as over the limit.
+    binary = units == "binary"
     if len(too_large) == 1:
         name, size = too_large[0]
-        warnings.append(f"{name} ({format_bytes(size)}) is larger than --max {max_size}: it gets a shard of its own")
+        warnings.append(f"{name} ({format_bytes(size, binary)}) is larger than --max {max_size}: it gets a shard of "
+                        "its own")
     elif too_large:  # one line, not one per tensor (a --max below most tensors of a model)
         largest = sorted(too_large, key=lambda item: -item[1])
-        shown = ", ".join(f"{name} ({format_bytes(size)})" for name, size in largest[:3])
+        shown = ", ".join(f"{name} ({format_bytes(size, binary)})" for name, size in largest[:3])
         more = f" and {len(largest) - 3} more" if len(largest) > 3 else ""
         warnings.append(f"{counted(len(too_large), 'tensor')} {plural(len(too_large), 'is', 'are')} "
                         f"larger than --max {max_size}: each gets a shard of its own "

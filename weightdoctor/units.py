@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from decimal import Decimal
 
 from weightdoctor.errors import UsageError, clip_middle
@@ -296,6 +297,18 @@ def size_unit(text: str) -> str:
     """
     parts = _split_size(text)
     return parts[1] if parts is not None else ""
+
+
+def binary_family(texts: Iterable[str]) -> bool:
+    """Whether sizes the user typed are all in binary units, at least one of them with a unit: the family a report
+    echoes sizes in (`--gpu 1.7GiB` is said back as `1.70 GiB`, not `1.83 GB`); a bare number of bytes takes no side.
+
+    Example:
+        >>> binary_family(["1.7GiB", "512MiB"]), binary_family(["1.7GiB", "2GB"]), binary_family(["1e9"])
+        (True, False, False)
+    """
+    with_units = [text for text in texts if size_unit(text)]
+    return bool(with_units) and all(map(size_is_binary, with_units))
 
 
 def format_bytes(num_bytes: int | float, binary: bool = False) -> str:

@@ -430,7 +430,7 @@ def _not_found(repo_id: str, revision: str | None, reason: str, fetch: str = "")
             refs = [entry.partition(" -> ")[0] for entry in cached if " -> " in entry]
             close = [ref for ref in closest(revision, refs) if ref != revision and not _other_number(revision, ref)]
             if close:
-                reason += f"; did you mean --revision {close[0]} (cached)?"
+                reason += f"; did you mean --revision {shell_word(close[0])} (cached)?"
             elif fetch:
                 reason += f"; {fetch}"
             # The repo id is cached, so it was read as one: "not a local path" said of a revision misled.

@@ -35,6 +35,7 @@ from weightdoctor.errors import (
     clip_middle,
     clip_words,
 )
+from weightdoctor.paths import shell_word
 from weightdoctor.wording import counted
 
 if TYPE_CHECKING:
@@ -1462,11 +1463,15 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         # A hostile file may name 100,000 modules, or one of a megabyte: the first few, each cut, and a count.
         modules = [clip_middle(name, _NOTE_NAME_CHARS) for name in styletts[0]]
         where = f"{nested_key}." if nested_key else ""
+        # The module names are the file's own (any text): the --key offered is quoted for a shell, as pasted, and
+        # is one not cut short (a cut name reads nothing).
+        first = next((name for name in styletts[0] if len(name) <= _NOTE_NAME_CHARS), None)
+        pick = shell_word(where + first) if first is not None else ""
         listed = (", ".join(modules[:-1]) + f" and {modules[-1]}" if len(modules) <= 8
                   else ", ".join(modules[:7]) + f", and {len(modules) - 7:,} more")
         notes.append(f"a StyleTTS 2 / Kokoro model: its {len(modules)} modules' state dicts ({listed}) are read "
                      "together, as <module>.<name>, as StyleTTS 2's load_checkpoint and Kokoro's KModel load each "
-                     f"into the module of its name; --key {where}{modules[0]} reads one alone")
+                     f"into the module of its name; --key {pick + ' ' if pick else ''}reads one alone")
     elif key is None and nested_key is None and _opennmt_model(obj) is not None:
         rest = [clip_middle(_key_text(name), _NOTE_NAME_CHARS) for name in obj if name not in ("model", "generator")]
         shown = ", ".join(rest[:6]) + (f", and {len(rest) - 6:,} more" if len(rest) > 6 else "")

@@ -2413,7 +2413,7 @@ def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision:
         # weights cached for an earlier commit are still there, under --revision.
         shown = ", ".join(f"{commit[:12]}" + (f" ({', '.join(refs)})" if refs else "") for commit, refs in others[:3])
         pick = others[0][1][0] if others[0][1] else others[0][0][:12]
-        message += f"; other cached revisions hold weights: {shown}: read one with --revision {pick}"
+        message += f"; other cached revisions hold weights: {shown}: read one with --revision {shell_word(pick)}"
     if hint is None and not others and exc.message == NO_WEIGHT_FILE:
         # A snapshot holding only what was fetched (a config read by `AutoConfig`, a tokenizer): the weights
         # were never downloaded, which "folder holds no weight file" alone did not say.
@@ -3403,6 +3403,10 @@ def _open_checkpoint(
                         "it (an unexpected key)")
 
     config, config_file = _load_config(config_path)
+    from weightdoctor.quantized import config_quantization_problem  # not at the top: it imports this package
+
+    if (quantization_problem := config_quantization_problem(config)) is not None:
+        warnings.append(quantization_problem)
     if config_path is not None and config_path.is_symlink() and not config_path.exists():
         warnings.append(f"config.json is a link to {os.readlink(config_path)}, which does not exist: read without "
                         "a config (from_pretrained would fail)")

@@ -126,6 +126,7 @@ def plan_devices(
         plan_devices as run_plan,
     )
     from weightdoctor.units import (
+        binary_family,
         parse_size,
         refuse_beyond_any_device,
         refuse_max_memory_value,
@@ -229,9 +230,13 @@ def plan_devices(
         if not isinstance(length, int):
             raise UsageError("--kv-cache needs --seq-len (the config has no max_position_embeddings or n_positions)")
         kv = (batch, length)
+    # The sizes typed, by device, so the report speaks the user's units (`--gpu 1.7GiB`: GiB, not GB).
+    typed = {} if local_info is not None else {
+        **{f"cuda:{index}": text for index, text in enumerate(gpu or [])},
+        **({"cpu": cpu} if cpu is not None else {}), **({"reserve": reserve} if reserve_bytes else {})}
     request = PlanRequest(gpus=gpus, cpu=cpu_bytes, disk=disk, strategy=strategy, no_split=no_split or None,
                           reserve=reserve_bytes, manual_map=mapping, kv_cache=kv, training=training,
-                          unset_max_memory=local)
+                          unset_max_memory=local, binary_units=binary_family(typed.values()))
     report = run_plan(planned, request, source=source)
     if local_info is not None:
         report.local = {"gpu_free_bytes": local_info.gpu_free_bytes, "gpu_names": local_info.gpu_names,
@@ -250,7 +255,7 @@ def plan_devices(
         from weightdoctor.render import console
         from weightdoctor.render.plan_devices import render_plan
 
-        render_plan(report, console.stdout)
+        render_plan(report, console.stdout, typed)
         for warning in report.warnings:
             console.warn(warning)
         if output is not None:

@@ -90,6 +90,9 @@ def render_convert(result: object, console: Console) -> None:
 def render_shard(result: object, console: Console) -> None:
     """Print a ShardResult for people: the shard table, then what was written."""
     plan = result.plan  # type: ignore[attr-defined]
+    # Sizes in the family --max was typed in: a `507.14 KB` shard under `--max 500KiB` (512,000 bytes) read as one
+    # over the limit.
+    binary = plan.units == "binary"
     if plan.max_bytes is None:
         limit = "none: one file (--max 0 / --single)"
     else:
@@ -100,7 +103,7 @@ def render_shard(result: object, console: Console) -> None:
     rows = [
         ("format", plan.format),
         ("max shard", limit),
-        ("tensors", f"{plan.num_tensors} ({format_bytes(plan.total_bytes)}) in {len(plan.shards)} file(s)"),
+        ("tensors", f"{plan.num_tensors} ({format_bytes(plan.total_bytes, binary)}) in {len(plan.shards)} file(s)"),
         *_common_rows(plan),
     ]
     if plan.index:
@@ -110,7 +113,7 @@ def render_shard(result: object, console: Console) -> None:
     width = max([len(item.filename) for item in plan.shards] + [5])
     console.print(f"[bold]{'shard':<{width}}  {'size':>18}  {'tensors':>7}  first → last[/]", soft_wrap=True)
     for item in plan.shards:
-        size = format_bytes(item.size_bytes) + (" (> max)" if item.oversized else "")
+        size = format_bytes(item.size_bytes, binary) + (" (> max)" if item.oversized else "")
         console.print(
             f"{escape(item.filename):<{width}}  {size:>18}  {item.num_tensors:>7}  "
             f"{escape(item.first or '')} → {escape(item.last or '')}",

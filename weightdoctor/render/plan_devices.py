@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from rich.console import Console
@@ -12,7 +13,7 @@ from rich.console import Console
 from weightdoctor.errors import OutputError
 from weightdoctor.plan_devices import DeviceUse, PlanReport
 from weightdoctor.render.text import escape
-from weightdoctor.units import format_bytes, format_count
+from weightdoctor.units import binary_family, format_bytes, format_count, size_is_binary, size_unit
 from weightdoctor.wording import counted, plural
 
 # Assumed transfer rates for the per-token slowdown line (stated in the output as assumptions, not measured).
@@ -96,60 +97,85 @@ def _bar(used: int, capacity: int | None) -> str:
     return f"[{colour}]" + "█" * filled + "[/]" + "[dim]" + "░" * (BAR_WIDTH - filled) + "[/]"
 
 
-def _device_lines(device: DeviceUse, offloading: bool, report: PlanReport) -> list[str]:
-    capacity = "unlimited" if device.capacity_bytes is None else format_bytes(device.capacity_bytes)
+def _both(num_bytes: int, binary: bool, typed: str | None) -> str:
+    """A size the user typed, in the report's units, and in the units it was typed in too where those are the other
+    family (`--gpu 300KiB --cpu 2GB`: `307.20 KB (300.00 KiB)`)."""
+    said = format_bytes(num_bytes, binary)
+    if typed is not None and size_unit(typed) and size_is_binary(typed) != binary:
+        said += f" ({format_bytes(num_bytes, not binary)})"
+    return said
+
+
+def _device_lines(device: DeviceUse, offloading: bool, report: PlanReport, binary: bool = False,
+                  typed: str | None = None) -> list[str]:
+    def size(num_bytes: int) -> str:
+        return format_bytes(num_bytes, binary)
+
+    capacity = "unlimited" if device.capacity_bytes is None else _both(device.capacity_bytes, binary, typed)
     name = device.device
     spill = offloading and device.device in ("cpu", "disk") and device.used_bytes > 0
     style = "bold red" if spill else "bold"
-    used = f"{format_bytes(device.used_bytes)} of {capacity}" + (" [bold red]OFFLOAD[/]" if spill else "")
+    used = f"{size(device.used_bytes)} of {capacity}" + (" [bold red]OFFLOAD[/]" if spill else "")
     if device.device == "disk" and not report.disk_allowed:
         # "164 KB of nothing (no --disk) OFFLOAD" read as an offload planned to a disk of no size: what is left
         # over has nowhere to go, and the plan does not fit.
-        used = (f"[bold red]{format_bytes(device.used_bytes)} left over with nowhere to go: disk offload is off "
+        used = (f"[bold red]{size(device.used_bytes)} left over with nowhere to go: disk offload is off "
                 "(--disk allows it); does not fit[/]" if device.used_bytes
                 else "0 B (disk offload is off; --disk allows it)")
         style = "bold red" if device.used_bytes else "bold"
     lines = [f"[{style}]{name:<7}[/] {_bar(device.used_bytes, device.capacity_bytes)} {used}"]
     if device.budget_bytes is not None and device.capacity_bytes is not None \
             and device.budget_bytes < device.capacity_bytes and not report.manual_map:
-        lines.append(f"         [dim]planner budget {format_bytes(device.budget_bytes)}[/]")
+        lines.append(f"         [dim]planner budget {size(device.budget_bytes)}[/]")
     # Without --disk what is left over goes nowhere: `→ disk` under "nowhere to go" read as placed on a disk.
     unplaced = device.device == "disk" and not report.disk_allowed
     for item in device.ranges:
         arrow = "[red]→[/]" if spill else "→"
         where = "[red]not placed[/]" if unplaced else f"{arrow} {name}"
-        lines.append(f"         {escape(item.label):<40} {where}  {format_bytes(item.bytes):>10}")
+        lines.append(f"         {escape(item.label):<40} {where}  {size(item.bytes):>10}")
     if device.held_back:
         gap = sum(h.bytes for h in device.held_back)
-        lines.append(f"         [cyan]why {format_bytes(gap)} of {name} stays free:[/]")
+        lines.append(f"         [cyan]why {size(gap)} of {name} stays free:[/]")
         for held in device.held_back:
-            lines.append(f"           {format_bytes(held.bytes):>10}  {held.reason}: {escape(held.detail)}")
+            lines.append(f"           {size(held.bytes):>10}  {held.reason}: {escape(held.detail)}")
     return lines
 
 
-def render_plan(report: PlanReport, console: Console) -> None:
-    """Print the plan: header, one bar per device with its module ranges, offload, totals, verdict, fixes."""
+def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, str] | None = None) -> None:
+    """Print the plan: header, one bar per device with its module ranges, offload, totals, verdict, fixes.
+
+    `typed_sizes` maps a device (`cuda:0`, `cpu`) to the size the user typed for it: where every one typed with a
+    unit is in binary units (`--gpu 1.7GiB`), the report's sizes are too (`1.70 GiB`, not `1.83 GB`); a device
+    typed in the other family than the rest has its size said in both.
+    """
+    typed_sizes = typed_sizes or {}
+    binary = binary_family(typed_sizes.values())
+
+    def size(num_bytes: int) -> str:
+        return format_bytes(num_bytes, binary)
+
     def p(text: str = "") -> None:
         console.print(text, soft_wrap=True)  # one line per item, never cut: easy to grep
     p(f"[bold]{escape(report.source)}[/]  {escape(report.model_class)} (built from {report.built_from} on the "
       f"meta device)")
     p(f"  dtype {report.dtype} · {format_count(report.num_params)} {plural(report.num_params, 'parameter')} · weights "
-      f"{format_bytes(report.weights_bytes)}" + (f" + buffers {format_bytes(report.buffers_bytes)}"
+      f"{size(report.weights_bytes)}" + (f" + buffers {size(report.buffers_bytes)}"
                                                  if report.buffers_bytes else ""))
     if report.manual_map:
         p("  placement: your --map, checked")
     else:
         p(f"  placement: {escape(report.placement)} · strategy {report.strategy} · no-split "
           f"{escape(', '.join(report.no_split) or '(none)')}"
-          + (f" · reserve {format_bytes(report.reserve_bytes)} per GPU" if report.reserve_bytes else ""))
+          + (f" · reserve {_both(report.reserve_bytes, binary, typed_sizes.get('reserve'))} per GPU"
+             if report.reserve_bytes else ""))
     if report.local:
         names = ", ".join(report.local["gpu_names"]) or "no CUDA GPU"
-        p(f"  --local: {escape(names)}; RAM available {format_bytes(report.local['cpu_available_bytes'])}; "
+        p(f"  --local: {escape(names)}; RAM available {size(report.local['cpu_available_bytes'])}; "
           f"bf16 {'supported' if report.local['bf16_supported'] else 'not supported'}")
     p()
     offloading = any(d.device.startswith("cuda") for d in report.devices)
     for device in report.devices:
-        for line in _device_lines(device, offloading, report):
+        for line in _device_lines(device, offloading, report, binary, typed_sizes.get(device.device)):
             p(line)
     p()
     off = report.offload
@@ -163,24 +189,24 @@ def render_plan(report: PlanReport, console: Console) -> None:
         # or VAE, a vision model) once per forward pass: per image, per denoising step.
         step, unit = (("generated token", "token") if generates_tokens(report.model_class)
                       else ("forward pass", "pass"))
-        where = (f"{format_bytes(off.disk_bytes)} on disk" if report.disk_allowed or not off.disk_bytes
-                 else f"{format_bytes(off.disk_bytes)} not placed (disk offload is off; --disk allows it)")
-        p(f"[bold red]offload:[/] {format_bytes(off.cpu_bytes)} in CPU RAM, {where}"
-          + (f": {format_bytes(streamed)} moved to the GPU for every {step} (≥ {_format_seconds(seconds)}/{unit} "
+        where = (f"{size(off.disk_bytes)} on disk" if report.disk_allowed or not off.disk_bytes
+                 else f"{size(off.disk_bytes)} not placed (disk offload is off; --disk allows it)")
+        p(f"[bold red]offload:[/] {size(off.cpu_bytes)} in CPU RAM, {where}"
+          + (f": {size(streamed)} moved to the GPU for every {step} (≥ {_format_seconds(seconds)}/{unit} "
              "at an assumed 25 GB/s host→GPU and 3 GB/s disk)" if streamed else ""))
     if report.kv_cache is not None:
         kv = report.kv_cache
         fit = "[green]fits[/]" if kv.fits_on_gpus else "[red]does not fit[/]"
-        state = (f"recurrent state {format_bytes(kv.state_bytes)} for the batch (conv and SSM / linear-attention "
+        state = (f"recurrent state {size(kv.state_bytes)} for the batch (conv and SSM / linear-attention "
                  "states, fixed per sequence)") if kv.state_bytes else ""
-        room = f"{fit} in the {format_bytes(kv.gpu_free_bytes)} the GPUs have left"
+        room = f"{fit} in the {size(kv.gpu_free_bytes)} the GPUs have left"
         if not kv.num_layers:
             p(f"KV cache: none for batch {kv.batch} x {counted(kv.seq_len, 'token', grouped=False)}"
               + (f" ({escape(kv.note)})" if kv.note else "") + (f"; {state}; {room}" if state else ""))
         else:
-            p(f"KV cache: {format_bytes(kv.total_bytes)} for batch {kv.batch} "
+            p(f"KV cache: {size(kv.total_bytes)} for batch {kv.batch} "
               f"x {counted(kv.seq_len, 'token', grouped=False)} "
-              f"({format_bytes(kv.bytes_per_token)}/token, {counted(kv.num_layers, 'layer', grouped=False)} x "
+              f"({size(kv.bytes_per_token)}/token, {counted(kv.num_layers, 'layer', grouped=False)} x "
               f"{kv.num_kv_heads} KV {plural(kv.num_kv_heads, 'head')} x "
               f"{kv.head_dim} at {kv.dtype})" + (f", plus {state}" if state else "") + f"; {room}"
               + (f" [dim]({escape(kv.note)})[/]" if kv.note else ""))
@@ -190,9 +216,9 @@ def render_plan(report: PlanReport, console: Console) -> None:
             p(f"training (Adam): {escape(tr.note or 'not available')}")
         else:
             p(f"training (Adam, {tr.mixed_precision}): accelerate estimate-memory reports "
-              f"{format_bytes(tr.accelerate_estimate_bytes)}; weights {format_bytes(tr.model_bytes or 0)} + gradients "
-              f"{format_bytes(tr.gradients_bytes or 0)} + two moments {format_bytes(tr.optimizer_bytes or 0)} = "
-              f"{format_bytes(tr.total_bytes or 0)}")
+              f"{size(tr.accelerate_estimate_bytes)}; weights {size(tr.model_bytes or 0)} + gradients "
+              f"{size(tr.gradients_bytes or 0)} + two moments {size(tr.optimizer_bytes or 0)} = "
+              f"{size(tr.total_bytes or 0)}")
     for finding in report.findings:
         p(f"[red]{finding.severity}[/] {finding.code}: {escape(finding.message)}")
     text, why = VERDICT_TEXT[report.verdict]
