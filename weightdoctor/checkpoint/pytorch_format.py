@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.checkpoint.inert import InertObject, inert_class
+from weightdoctor.checkpoint.inert import InertObject, stand_in
 from weightdoctor.checkpoint.model import TensorInfo
 from weightdoctor.checkpoint.pickle_static import NeedsTorch, StaticTensor, load_static
 from weightdoctor.dtypes import canonical_dtype, values_shape
@@ -967,7 +967,7 @@ def _inert_safe_globals(report: ScanReport) -> list[Any]:
     from weightdoctor.security.policy import normalised_names
 
     # Under each name torch's loader may look it up: `__builtin__.dict` of a protocol-2 pickle as `builtins.dict`.
-    stand_ins = {name: inert_class(name) for name in _inert_names(report)}
+    stand_ins = {name: stand_in(name) for name in _inert_names(report)}
     return [(stand_ins[name], form) for name in sorted(stand_ins) for form in normalised_names(name)]
 
 
@@ -1052,7 +1052,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
         safety = classify(module, name)
         if safety == INERT or f"{module}.{name}" in self._inert:  # a configuration object: its stand-in
-            found = inert_class(f"{module}.{name}")
+            found = stand_in(f"{module}.{name}")
             self._globals[id(found)] = (f"{module}.{name}", found)
             return found
         if safety != SAFE:
@@ -2101,7 +2101,10 @@ def ensure_pickle_file(path: Path, prefix: bytes) -> str:
             report = scan_file(path)
             # A tar is read by torch.load as its legacy format (the pickles of "storages" first): one whose records
             # the scan could not follow is said so, not "not a PyTorch pickle", which torch.load reads and unpickles.
-            if any(g.safety != "safe" for g in report.globals) or (report.container == "pytorch-tar" and report.unsafe):
+            # Inert globals are never imported (a protocol 0 pickle.dump of a fairseq Namespace names copyreg's
+            # _reconstructor, read as inert where it builds one): those alone are no reason to refuse.
+            if any(g.safety not in ("safe", "inert") for g in report.globals) or (
+                    report.container == "pytorch-tar" and report.unsafe):
                 raise UnsafePickle(f"{report.summary()}; nothing was unpickled")
             with open(path, "rb") as handle:
                 parsed = walk_pickle(handle, path.stat().st_size).error is None
