@@ -14,6 +14,7 @@ EXT opcodes only was suspicious with no word of why.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import pickle
@@ -164,6 +165,31 @@ def test_the_reconstructor_stand_in_builds_stand_ins_only() -> None:
                              (namespace, dct, "x"), (namespace, inert_class("accelerate.state.PartialState"), None)):
         with pytest.raises(pickle.UnpicklingError, match="builds an inert stand-in on object, dict or str only"):
             inert_reconstructor(cls, base, state)
+
+
+def test_an_ordered_dict_built_on_a_class_is_suspicious_and_genuine_ones_stay_safe(tmp_path: Path) -> None:
+    hostile = (b"\x80\x02" + _global("collections", "OrderedDict") + _global("transformers.trainer_utils",
+               "IntervalStrategy") + b"\x85R.")
+    report = scan_bytes(hostile)
+    assert report.verdict == "suspicious", report.summary()
+    assert ("REDUCE calls collections.OrderedDict on transformers.trainer_utils.IntervalStrategy: pickle writes an "
+            "OrderedDict as OrderedDict() and its items") in report.summary()
+    for protocol in (0, 2, 4):
+        assert scan_bytes(pickle.dumps(collections.OrderedDict(a=1, b=[2]), protocol)).verdict == "safe"
+    # Python 2's OrderedDict.__reduce__: OrderedDict([[key, value], ...])
+    assert scan_bytes(b"ccollections\nOrderedDict\n((lp0\n(lp1\nS'a'\naI1\naatRp2\n.").verdict == "safe"
+    path = tmp_path / "model.pt"
+    torch.save(collections.OrderedDict(w=torch.ones(2, 2)), path)
+    assert scan_file(path).verdict == "safe"
+
+
+@pytest.mark.parametrize("opcode", [b"\x82\x01", b"\x83\x00\x01", b"\x84\x00\x00\x01\x00"])
+def test_an_extension_code_is_suspicious_and_says_why(tmp_path: Path, opcode: bytes) -> None:
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"\x80\x02" + opcode + b")R.")
+    line = one_error_line(run_cli("inspect", str(path)))
+    assert "suspicious: <extension registry>." in line and "nothing was unpickled" in line
+    assert "copyreg's extension registry of the process that loads the file, which Python leaves empty" in line
 
 
 def test_numpy_generators_and_zoneinfo_keep_their_verdicts() -> None:

@@ -338,7 +338,8 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
         """Record a watched call; the value it pushes (a `Made` for a global whose state BUILD may set)."""
         if isinstance(callee, GlobalImport):
             qualified = f"{callee.module}.{callee.name}"
-            if qualified in watch:
+            # OrderedDict() opens every tensor's backward hooks: only a call with arguments is worth recording.
+            if qualified in watch and (args != () or qualified != "collections.OrderedDict"):
                 walk.calls.append(GlobalCall(callee, args, opcode, position))
             if qualified == "collections.OrderedDict":
                 return OpaqueDict(args != ())
@@ -457,6 +458,11 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
             elif name in ("EXT1", "EXT2", "EXT4"):
                 # copyreg's extension registry maps the code to a (module, name) that gets imported.
                 walk.imports.append(GlobalImport("<extension registry>", str(arg), name, position))
+                walk.problems.append((position, f"{name} imports the global registered under code {arg} in copyreg's "
+                                      "extension registry of the process that loads the file, which Python leaves "
+                                      "empty (pickle.load: unregistered extension code) and any library it imported "
+                                      "may fill: what it names is not in the file, so the scan cannot judge it (a "
+                                      "pickler writes one only for a global its own process registered)"))
                 stack.append(OPAQUE)
             elif name == "OBJ":
                 items = _pop_mark(stack)

@@ -301,6 +301,7 @@ _ALLOCATING = re.compile(
 )
 _RECONSTRUCT = frozenset({"numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct"})
 _FROM_TYPE = "torch._tensor._rebuild_from_type_v2"
+_ORDERED_DICT = "collections.OrderedDict"
 # fractions.Fraction pickles as Fraction(numerator, denominator), two ints. Called with a string it parses an exponent
 # and computes 10 ** exponent: Fraction("1e10000000") took 8 s of torch.load(weights_only=False), a 12-byte string with
 # a longer exponent has no bound; Fraction(Decimal("1e10000000")) does the same. Its gcd of two ints grows with the
@@ -329,7 +330,7 @@ WATCHED_CALLS: frozenset[str] = frozenset(
     | _RECONSTRUCT | {_FROM_TYPE, "builtins.bytearray", "__builtin__.bytearray", "builtins.bytes", "__builtin__.bytes"}
     | {_FRACTION, _ENCODE, _DECIMAL} | _SCALAR
     | {"numpy.dtype"}  # its BUILD states, judged by `build_problem`
-    | frozenset(INERT_CONSTRUCTION) | {"collections.defaultdict"} | RECONSTRUCTOR
+    | frozenset(INERT_CONSTRUCTION) | {"collections.defaultdict", _ORDERED_DICT} | RECONSTRUCTOR
 )
 # The flags a structured dtype's state may hold (numpy's NPY_FROM_FIELDS, NPY_NEEDS_PYAPI, NPY_ALIGNED_STRUCT): what
 # its fields pass on. Never NPY_ITEM_IS_POINTER (0x4), NPY_USE_GETITEM (0x20), NPY_USE_SETITEM (0x40).
@@ -481,6 +482,8 @@ def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]
     how = INERT_CONSTRUCTION.get(full)
     if how is not None and how != CALLED:
         return _inert_call_problem(full, how, args, opcode)
+    if full == _ORDERED_DICT:
+        return _ordered_dict_problem(args, name_of)
     if full == "collections.defaultdict":
         factory = args[0] if isinstance(args, tuple) and args else None
         named = name_of(factory) if factory is not None else None
@@ -562,6 +565,20 @@ def _inert_call_problem(full: str, how: str, args: Any, opcode: str) -> str | No
     return (f"calls {full}{said} by {opcode}: pickle writes an enum member as {full}(value), one "
             f"{'string' if value_type is str else value_type.__name__}, and other calls reach Enum's functional API "
             "or the member's __new__")
+
+
+def _ordered_dict_problem(args: Any, name_of: Callable[[Any], str | None]) -> str | None:
+    """Why a call to collections.OrderedDict is refused, or None when it is what a pickler writes: OrderedDict() and
+    its items (Python 3's __reduce__), or OrderedDict(items), one list of [key, value] pairs (Python 2's)."""
+    if args == () or (isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], (list, tuple))
+                      and all(isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in args[0])):
+        return None
+    first = args[0] if isinstance(args, tuple) and args else None
+    named = name_of(first) if first is not None else None
+    said = named if named is not None else shown(args) if isinstance(args, tuple) else "arguments the scan cannot read"
+    return (f"calls {_ORDERED_DICT} on {said}: pickle writes an OrderedDict as OrderedDict() and its items "
+            "(Python 2 as OrderedDict of a list of [key, value] pairs), and a call on anything else iterates it, "
+            "running its __iter__ (an enum class's, of its metaclass) while the file loads")
 
 
 def _reconstructor_problem(full: str, args: Any, name_of: Callable[[Any], str | None], opcode: str) -> str | None:
