@@ -97,6 +97,20 @@ def test_a_fairseq_style_namespace_pickled_with_protocol_0_or_1_is_read(tmp_path
         assert json.loads(result.stdout)["num_tensors"] == 1
 
 
+def test_a_protocol_0_torch_save_of_tensors_is_said_to_be_unreadable_by_torch_too(tmp_path: Path) -> None:
+    """Its storage references are PERSID text: torch.load refuses it whatever weights_only says, and weightdoctor
+    said only that its fallback loader failed (AssertionError: saved_id must be a tuple, got str)."""
+    path = tmp_path / "model.pt"
+    torch.save(collections.OrderedDict(w=torch.ones(2, 2)), path, pickle_protocol=0)
+    with pytest.raises(AssertionError, match="saved_id must be a tuple"):
+        torch.load(path, weights_only=False)
+    line = one_error_line(run_cli("inspect", str(path)))
+    assert line == (f"error: {path}: a torch.save file pickled with protocol 0 (torch.save(..., pickle_protocol=0)): "
+                    "its storage references were written as text, which torch.load refuses, weights_only or not "
+                    "(saved_id must be a tuple); torch.save the tensors again with the default protocol and point "
+                    "weightdoctor at that file")
+
+
 def _reconstruct(cls: tuple[str, str], base: tuple[str, str], state: bytes = b"N") -> bytes:
     """A protocol 0 REDUCE of copy_reg._reconstructor(cls, base, state)."""
     return _global("copy_reg", "_reconstructor") + b"(" + _global(*cls) + _global(*base) + state + b"tR"

@@ -1863,6 +1863,8 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
         except RefusedByPolicy as inner:
             raise UnsafePickle(str(inner)) from inner
         except Exception as inner:
+            if "saved_id must be a tuple" in str(inner):
+                raise UnsupportedFormat(ZIP_PROTOCOL_0) from inner
             raise UnsupportedFormat(
                 f"{message} (pickle protocol {report.protocol}); the restricted fallback loader failed too: "
                 f"{type(inner).__name__}: {clip_words(' '.join(str(inner).split()), 160)}"
@@ -2154,6 +2156,14 @@ LEGACY_LOW_PROTOCOL = (
     "torch files only through it; torch.load(path, weights_only=False) reads a protocol 1 file (for a file you "
     "trust), no torch.load a protocol 0 one (its storage references were written as text); torch.save what it "
     "returns with the defaults and point weightdoctor at that file")
+
+# torch.save(..., pickle_protocol=0) of tensors into a zip: protocol 0 has no BINPERSID, and pickle writes each
+# storage reference as PERSID of its str(), which torch's loader refuses ("saved_id must be a tuple, got str").
+ZIP_PROTOCOL_0 = (
+    "a torch.save file pickled with protocol 0 (torch.save(..., pickle_protocol=0)): its storage references were "
+    "written as text, which torch.load refuses, weights_only or not (saved_id must be a tuple); torch.save the "
+    "tensors again with the "
+    "default protocol and point weightdoctor at that file")
 
 TORCH_TAR = ("a PyTorch checkpoint in its oldest format, a tar of storages, tensors and pickle (torch.save of PyTorch "
              "0.1), which weightdoctor does not read: torch.load(path, weights_only=False) still reads it, for a file "
