@@ -97,6 +97,22 @@ def test_a_fairseq_style_namespace_pickled_with_protocol_0_or_1_is_read(tmp_path
         assert json.loads(result.stdout)["num_tensors"] == 1
 
 
+@pytest.mark.parametrize("protocol", [0, 1])
+def test_torch_version_saved_with_protocol_0_or_1_is_read(tmp_path: Path, protocol: int) -> None:
+    """pyannote.audio records torch.__version__, a str subclass: protocols 0 and 1 write it as
+    _reconstructor(TorchVersion, __builtin__.unicode, text), Python 2's name of str (which was called unknown)."""
+    weights = torch.arange(4, dtype=torch.float32)
+    path = tmp_path / "model.pkl"
+    with open(path, "wb") as handle:
+        pickle.dump({"versions": {"torch": torch.__version__}, "w": weights.numpy()}, handle, protocol)
+    assert b"__builtin__\nunicode" in path.read_bytes()
+    report = scan_file(path)
+    assert report.verdict == "safe", report.summary()
+    assert {g.qualified: g.safety for g in report.globals}["__builtin__.unicode"] == "inert"
+    result = run_cli("inspect", str(path), "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["num_tensors"] == 1, result.stderr
+
+
 def test_a_protocol_0_torch_save_of_tensors_is_said_to_be_unreadable_by_torch_too(tmp_path: Path) -> None:
     """Its storage references are PERSID text: torch.load refuses it whatever weights_only says, and weightdoctor
     said only that its fallback loader failed (AssertionError: saved_id must be a tuple, got str)."""

@@ -61,7 +61,8 @@ def inert_class(qualified: str) -> type[InertObject]:
 
 # The texts of copyreg._reconstructor and of the bases it builds inert classes on (policy.RECONSTRUCTION_GLOBALS).
 _RECONSTRUCTORS = frozenset({"copyreg._reconstructor", "copy_reg._reconstructor"})
-_BASES = {"object", "dict", "str"}
+# Each base's stand-in by its name, and the base it loads as (protocols 0 and 1 write str as Python 2's unicode).
+_BASES = {"object": "object", "dict": "dict", "str": "str", "unicode": "str", "basestring": "str"}
 
 
 def inert_reconstructor(cls: Any, base: Any, state: Any) -> InertObject:
@@ -78,8 +79,8 @@ def inert_reconstructor(cls: Any, base: Any, state: Any) -> InertObject:
         pickle.UnpicklingError: cls or base is not a stand-in, or state is not what that base takes.
     """
     stood_in = isinstance(base, type) and issubclass(base, InertObject)
-    base_name = getattr(base, "__qualname__", None) if stood_in else None
-    if not (isinstance(cls, type) and issubclass(cls, InertObject)) or base_name not in _BASES or (
+    base_name = _BASES.get(getattr(base, "__qualname__", "")) if stood_in else None
+    if not (isinstance(cls, type) and issubclass(cls, InertObject)) or base_name is None or (
             {"object": state is not None, "dict": not isinstance(state, dict), "str": not isinstance(state, str)}
             [base_name]):
         raise pickle.UnpicklingError(f"refused copyreg._reconstructor({cls!r}, {base!r}, {type(state).__name__}): it "

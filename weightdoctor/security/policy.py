@@ -178,9 +178,12 @@ RECONSTRUCTED_BASES: dict[str, str] = {
 }
 # Every text a pickle may write for _reconstructor or a base (Python 2's copy_reg and __builtin__ included): the walk
 # counts how often each is pushed (`opcodes.PickleWalk.pushed`).
+# Protocols 0 and 1 write str as Python 2's `__builtin__.unicode` (`_compat_pickle`'s mapping back), which loads as str.
 RECONSTRUCTION_GLOBALS: frozenset[str] = frozenset(
-    {*RECONSTRUCTOR, *(f"{module}.{base.partition('.')[2]}" for module in ("builtins", "__builtin__")
-                       for base in set(RECONSTRUCTED_BASES.values()))})
+    {*RECONSTRUCTOR, *RECONSTRUCTED_BASES.values(), *(f"__builtin__.{base.partition('.')[2]}"
+                                                      for base in RECONSTRUCTED_BASES.values()),
+     *(f"{m}.{n}" for (m, n), loaded in _compat_pickle.NAME_MAPPING.items()
+       if f"{loaded[0]}.{loaded[1]}" in RECONSTRUCTED_BASES.values())})
 
 
 def reconstruction_vouched(pushed: dict[str, int], approved: list[tuple[str, str | None]]) -> frozenset[str]:
