@@ -130,11 +130,13 @@ def test_an_enum_is_called_on_one_string_and_its_member_never_built() -> None:
 
 
 def test_copyreg_reconstructors_of_training_arguments_stay_dangerous() -> None:
-    """copyreg._reconstructor(cls, object, None) and __newobj_ex__ reach __new__ with chosen arguments: dangerous
-    whatever they build, as before."""
-    for name in ("_reconstructor", "__newobj__", "__newobj_ex__"):
+    """copyreg.__newobj__ and __newobj_ex__ reach __new__ with chosen arguments, and _reconstructor on any base but
+    object runs that base's __new__ and __init__: dangerous whatever they build, as before. (_reconstructor(cls,
+    object, None), object.__new__(cls) alone, is how protocols 0 and 1 write a TrainingArguments: security3 reads it
+    as inert, see tests/hostile/test_security3.py.)"""
+    for name, base in (("_reconstructor", "dict"), ("__newobj__", "object"), ("__newobj_ex__", "object")):
         data = (f"\x80\x02ccopyreg\n{name}\nctransformers.training_args\nTrainingArguments\n"
-                "cbuiltins\nobject\nN\x87R.").encode("latin-1")
+                f"cbuiltins\n{base}\nN\x87R.").encode("latin-1")
         assert scan_bytes(data).verdict == "dangerous", name
 
 

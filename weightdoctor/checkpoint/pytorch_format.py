@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.checkpoint.inert import InertObject, inert_class
+from weightdoctor.checkpoint.inert import InertObject, stand_in
 from weightdoctor.checkpoint.model import TensorInfo
 from weightdoctor.checkpoint.pickle_static import NeedsTorch, StaticTensor, load_static
 from weightdoctor.dtypes import canonical_dtype, values_shape
@@ -968,7 +968,7 @@ def _inert_safe_globals(report: ScanReport) -> list[Any]:
     from weightdoctor.security.policy import normalised_names
 
     # Under each name torch's loader may look it up: `__builtin__.dict` of a protocol-2 pickle as `builtins.dict`.
-    stand_ins = {name: inert_class(name) for name in _inert_names(report)}
+    stand_ins = {name: stand_in(name) for name in _inert_names(report)}
     return [(stand_ins[name], form) for name in sorted(stand_ins) for form in normalised_names(name)]
 
 
@@ -1053,7 +1053,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
         safety = classify(module, name)
         if safety == INERT or f"{module}.{name}" in self._inert:  # a configuration object: its stand-in
-            found = inert_class(f"{module}.{name}")
+            found = stand_in(f"{module}.{name}")
             self._globals[id(found)] = (f"{module}.{name}", found)
             return found
         if safety != SAFE:
@@ -1868,6 +1868,8 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
         except RefusedByPolicy as inner:
             raise UnsafePickle(str(inner)) from inner
         except Exception as inner:
+            if "saved_id must be a tuple" in str(inner):
+                raise UnsupportedFormat(ZIP_PROTOCOL_0) from inner
             raise UnsupportedFormat(
                 f"{message} (pickle protocol {report.protocol}); the restricted fallback loader failed too: "
                 f"{type(inner).__name__}: {clip_words(' '.join(str(inner).split()), 160)}"
@@ -2106,7 +2108,10 @@ def ensure_pickle_file(path: Path, prefix: bytes) -> str:
             report = scan_file(path)
             # A tar is read by torch.load as its legacy format (the pickles of "storages" first): one whose records
             # the scan could not follow is said so, not "not a PyTorch pickle", which torch.load reads and unpickles.
-            if any(g.safety != "safe" for g in report.globals) or (report.container == "pytorch-tar" and report.unsafe):
+            # Inert globals are never imported (a protocol 0 pickle.dump of a fairseq Namespace names copyreg's
+            # _reconstructor, read as inert where it builds one): those alone are no reason to refuse.
+            if any(g.safety not in ("safe", "inert") for g in report.globals) or (
+                    report.container == "pytorch-tar" and report.unsafe):
                 raise UnsafePickle(f"{report.summary()}; nothing was unpickled")
             with open(path, "rb") as handle:
                 parsed = walk_pickle(handle, path.stat().st_size).error is None
@@ -2156,6 +2161,14 @@ LEGACY_LOW_PROTOCOL = (
     "torch files only through it; torch.load(path, weights_only=False) reads a protocol 1 file (for a file you "
     "trust), no torch.load a protocol 0 one (its storage references were written as text); torch.save what it "
     "returns with the defaults and point weightdoctor at that file")
+
+# torch.save(..., pickle_protocol=0) of tensors into a zip: protocol 0 has no BINPERSID, and pickle writes each
+# storage reference as PERSID of its str(), which torch's loader refuses ("saved_id must be a tuple, got str").
+ZIP_PROTOCOL_0 = (
+    "a torch.save file pickled with protocol 0 (torch.save(..., pickle_protocol=0)): its storage references were "
+    "written as text, which torch.load refuses, weights_only or not (saved_id must be a tuple); torch.save the "
+    "tensors again with the "
+    "default protocol and point weightdoctor at that file")
 
 TORCH_TAR = ("a PyTorch checkpoint in its oldest format, a tar of storages, tensors and pickle (torch.save of PyTorch "
              "0.1), which weightdoctor does not read: torch.load(path, weights_only=False) still reads it, for a file "

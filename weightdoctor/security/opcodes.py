@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from weightdoctor.errors import clip_words
-from weightdoctor.security.policy import BUILT_FROM_DICT, NEVER_BUILT
+from weightdoctor.security.policy import BUILT_FROM_DICT, NEVER_BUILT, RECONSTRUCTION_GLOBALS, RECONSTRUCTOR
 
 HIGHEST_PROTOCOL = 5
 # Longest line a text opcode (GLOBAL, INST, protocol 0 strings) may have; without a bound pickletools
@@ -121,6 +121,9 @@ class PickleWalk:
         persistent_ids: literal persistent ids (the legacy format's storage records).
         calls: the calls made to globals named in `watch` (see `walk_pickle`), in stream order.
         problems: (offset, message) of what no pickler writes but the walk could go past (a crafted memo index).
+        pushed: how often each of `policy.RECONSTRUCTION_GLOBALS` was pushed on the stack, by the text the pickle
+            wrote (a GLOBAL, or a memo GET or DUP of a value that holds it), for `policy.reconstruction_vouched`;
+            `UNCOUNTED` among them where a value too large to look into was pushed again.
     """
 
     start: int
@@ -133,6 +136,31 @@ class PickleWalk:
     persistent_ids: list[Any] = field(default_factory=list)
     calls: list[GlobalCall] = field(default_factory=list)
     problems: list[tuple[int, str]] = field(default_factory=list)
+    pushed: dict[str, int] = field(default_factory=dict)
+
+
+# Items of a memo value looked into for `PickleWalk.pushed` (a GET of a larger list or tuple holding one of those
+# names is marked `UNCOUNTED`): a genuine protocol 0/1 pickle gets _reconstructor and `object` back alone, and an
+# (cls, object, None) tuple at most.
+MAX_COUNTED_ITEMS = 64
+UNCOUNTED = "<uncounted>"
+
+
+def _count_pushed(walk: PickleWalk, value: Any) -> None:
+    """Count each of `policy.RECONSTRUCTION_GLOBALS` that `value`, pushed again, holds (in tuples and lists)."""
+    pending, seen = [value], 0
+    while pending:
+        item = pending.pop()
+        seen += 1
+        if seen > MAX_COUNTED_ITEMS:
+            walk.pushed[UNCOUNTED] = 1
+            return
+        if isinstance(item, GlobalImport):
+            qualified = f"{item.module}.{item.name}"
+            if qualified in RECONSTRUCTION_GLOBALS:
+                walk.pushed[qualified] = walk.pushed.get(qualified, 0) + 1
+        elif isinstance(item, (tuple, list)):
+            pending.extend(item)
 
 
 class _LineBoundedReader:
@@ -310,7 +338,8 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
         """Record a watched call; the value it pushes (a `Made` for a global whose state BUILD may set)."""
         if isinstance(callee, GlobalImport):
             qualified = f"{callee.module}.{callee.name}"
-            if qualified in watch:
+            # OrderedDict() opens every tensor's backward hooks: only a call with arguments is worth recording.
+            if qualified in watch and (args != () or qualified != "collections.OrderedDict"):
                 walk.calls.append(GlobalCall(callee, args, opcode, position))
             if qualified == "collections.OrderedDict":
                 return OpaqueDict(args != ())
@@ -319,6 +348,11 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 hooks.append((position, qualified, args[at]))
             if built_global(qualified) and "numpy.dtype" in watch:
                 return Made(callee, args)
+            if qualified in RECONSTRUCTOR and "numpy.dtype" in watch and isinstance(args, tuple) and args \
+                    and isinstance(args[0], GlobalImport) and built_global(f"{args[0].module}.{args[0].name}"):
+                # What _reconstructor(cls, ...) returns is built as cls.__new__'s is (NEWOBJ): a BUILD on it is judged
+                # as one on cls.
+                return Made(args[0], ())
         return OPAQUE
 
     try:
@@ -346,6 +380,8 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                     stack.append(memo[arg])
                 except KeyError:
                     raise _StackError(f"memo entry {arg} is read before it is written") from None
+                if walk.pushed:
+                    _count_pushed(walk, stack[-1])
             elif name == "MARK":
                 stack.append(MARK)
             elif name == "TUPLE":
@@ -393,6 +429,8 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 _pop_mark(stack)
             elif name == "DUP":
                 stack.append(_top(stack))
+                if walk.pushed:
+                    _count_pushed(walk, stack[-1])
             elif name == "MEMOIZE":
                 memo[len(memo)] = _top(stack)
             elif name == "GLOBAL":
@@ -400,6 +438,8 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 found = GlobalImport(module, attr, name, position)
                 walk.imports.append(found)
                 stack.append(found)
+                if arg.replace(" ", ".", 1) in RECONSTRUCTION_GLOBALS:
+                    _count_pushed(walk, found)
             elif name == "STACK_GLOBAL":
                 attr, module = _pop(stack), _pop(stack)
                 module_text, attr_text = _text(module), _text(attr)
@@ -409,6 +449,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                     found = GlobalImport(module_text, attr_text, name, position)
                 walk.imports.append(found)
                 stack.append(found)
+                _count_pushed(walk, found)
             elif name == "INST":
                 module, _, attr = arg.partition(" ")
                 found = GlobalImport(module, attr, name, position)
@@ -417,6 +458,11 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
             elif name in ("EXT1", "EXT2", "EXT4"):
                 # copyreg's extension registry maps the code to a (module, name) that gets imported.
                 walk.imports.append(GlobalImport("<extension registry>", str(arg), name, position))
+                walk.problems.append((position, f"{name} imports the global registered under code {arg} in copyreg's "
+                                      "extension registry of the process that loads the file, which Python leaves "
+                                      "empty (pickle.load: unregistered extension code) and any library it imported "
+                                      "may fill: what it names is not in the file, so the scan cannot judge it (a "
+                                      "pickler writes one only for a global its own process registered)"))
                 stack.append(OPAQUE)
             elif name == "OBJ":
                 items = _pop_mark(stack)

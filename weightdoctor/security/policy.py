@@ -162,6 +162,56 @@ NEVER_BUILT: frozenset[str] = frozenset(
 # one is judged by `build_problem`.
 BUILT_FROM_DICT: frozenset[str] = frozenset(name for name, how in INERT_CONSTRUCTION.items() if how == NEW_AND_BUILD)
 
+# Pickle's protocols 0 and 1 (torch.save(..., pickle_protocol=0 or 1), Python 2's files) write an object without
+# its own __reduce__ as copyreg._reduce_ex does: REDUCE of copyreg._reconstructor(cls, base, state), where base is
+# the first built-in class of cls's MRO and state is base(obj) (None for object); a BUILD of its fields follows. The
+# function runs base.__new__(cls, state) and, unless base.__init__ is object's, base.__init__(obj, state): of any class
+# the pickle names, a call of its constructor. It is read here only as a genuine file writes it, for an inert class
+# (`RECONSTRUCTED_BASES`), and only where the pickle uses it and its bases for nothing else (`reconstruction_vouched`).
+RECONSTRUCTOR: frozenset[str] = frozenset({"copyreg._reconstructor", "copy_reg._reconstructor"})
+# The base of each inert class _reduce_ex finds, with the state it writes: object (state None) for the classes built
+# by NEWOBJ and a BUILD of their fields; dict (state: their items, a dict) for Lightning's AttributeDict, a dict
+# subclass; str (state: its text) for torch.__version__, a str subclass.
+RECONSTRUCTED_BASES: dict[str, str] = {
+    **{name: "builtins.object" for name, how in INERT_CONSTRUCTION.items() if how == NEW_AND_BUILD},
+    **dict.fromkeys(_ATTRIBUTE_DICTS, "builtins.dict"), "torch.torch_version.TorchVersion": "builtins.str",
+}
+# Every text a pickle may write for _reconstructor or a base (Python 2's copy_reg and __builtin__ included): the walk
+# counts how often each is pushed (`opcodes.PickleWalk.pushed`).
+# Protocols 0 and 1 write str as Python 2's `__builtin__.unicode` (`_compat_pickle`'s mapping back), which loads as str.
+RECONSTRUCTION_GLOBALS: frozenset[str] = frozenset(
+    {*RECONSTRUCTOR, *RECONSTRUCTED_BASES.values(), *(f"__builtin__.{base.partition('.')[2]}"
+                                                      for base in RECONSTRUCTED_BASES.values()),
+     *(f"{m}.{n}" for (m, n), loaded in _compat_pickle.NAME_MAPPING.items()
+       if f"{loaded[0]}.{loaded[1]}" in RECONSTRUCTED_BASES.values())})
+
+
+def reconstruction_vouched(pushed: dict[str, int], approved: list[tuple[str, str | None]]) -> frozenset[str]:
+    """The names of `RECONSTRUCTION_GLOBALS` read as inert stand-ins in one pickle: each one every use of which is an
+    approved call (`approved`: the argument tuples of the REDUCEs of _reconstructor that `call_problem` passed). A name
+    pushed more often than those calls consume it (kept in a list, passed to another call, left in the value) stays
+    what `classify` says: copyreg's functions and `object` are dangerous.
+
+    Example:
+        >>> vouched = reconstruction_vouched({"copy_reg._reconstructor": 1, "__builtin__.object": 1},
+        ...                                  [("copy_reg._reconstructor", "__builtin__.object")])
+        >>> sorted(vouched)
+        ['__builtin__.object', 'copy_reg._reconstructor']
+
+    Args:
+        pushed: how often the walk pushed each name (a value that holds it counts too), by the text it was written as.
+        approved: per approved call, (callee as written, base as written).
+    """
+    if "<uncounted>" in pushed:  # opcodes.UNCOUNTED: a value too large to look into held one of them
+        return frozenset()
+    consumed: dict[str, int] = {}
+    for callee, base in approved:
+        for name in (callee, base):
+            if name is not None:
+                consumed[name] = consumed.get(name, 0) + 1
+    return frozenset(name for name, count in pushed.items() if count > 0 and consumed.get(name) == count)
+
+
 # The types omegaconf's node metadata names as values (`ref_type=typing.Any`, `object_type=dict`, a resolver
 # cache `defaultdict(dict)`): unknown alone, read as inert stand-ins in a pickle that holds omegaconf
 # containers (a real Hydra / NeMo / Lightning checkpoint names them all). See `inert_in_context`.
@@ -254,6 +304,7 @@ _ALLOCATING = re.compile(
 )
 _RECONSTRUCT = frozenset({"numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct"})
 _FROM_TYPE = "torch._tensor._rebuild_from_type_v2"
+_ORDERED_DICT = "collections.OrderedDict"
 # fractions.Fraction pickles as Fraction(numerator, denominator), two ints. Called with a string it parses an exponent
 # and computes 10 ** exponent: Fraction("1e10000000") took 8 s of torch.load(weights_only=False), a 12-byte string with
 # a longer exponent has no bound; Fraction(Decimal("1e10000000")) does the same. Its gcd of two ints grows with the
@@ -282,7 +333,7 @@ WATCHED_CALLS: frozenset[str] = frozenset(
     | _RECONSTRUCT | {_FROM_TYPE, "builtins.bytearray", "__builtin__.bytearray", "builtins.bytes", "__builtin__.bytes"}
     | {_FRACTION, _ENCODE, _DECIMAL} | _SCALAR
     | {"numpy.dtype"}  # its BUILD states, judged by `build_problem`
-    | frozenset(INERT_CONSTRUCTION) | {"collections.defaultdict"}
+    | frozenset(INERT_CONSTRUCTION) | {"collections.defaultdict", _ORDERED_DICT} | RECONSTRUCTOR
 )
 # The flags a structured dtype's state may hold (numpy's NPY_FROM_FIELDS, NPY_NEEDS_PYAPI, NPY_ALIGNED_STRUCT): what
 # its fields pass on. Never NPY_ITEM_IS_POINTER (0x4), NPY_USE_GETITEM (0x20), NPY_USE_SETITEM (0x40).
@@ -429,9 +480,13 @@ def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]
             `qualified.__new__` alone; INST and OBJ call `qualified.__new__` alone when `args` is empty.
     """
     full = _loadable_name(qualified)
+    if full in RECONSTRUCTOR:
+        return _reconstructor_problem(full, args, name_of, opcode)
     how = INERT_CONSTRUCTION.get(full)
     if how is not None and how != CALLED:
         return _inert_call_problem(full, how, args, opcode)
+    if full == _ORDERED_DICT:
+        return _ordered_dict_problem(args, name_of)
     if full == "collections.defaultdict":
         factory = args[0] if isinstance(args, tuple) and args else None
         named = name_of(factory) if factory is not None else None
@@ -513,6 +568,50 @@ def _inert_call_problem(full: str, how: str, args: Any, opcode: str) -> str | No
     return (f"calls {full}{said} by {opcode}: pickle writes an enum member as {full}(value), one "
             f"{'string' if value_type is str else value_type.__name__}, and other calls reach Enum's functional API "
             "or the member's __new__")
+
+
+def _ordered_dict_problem(args: Any, name_of: Callable[[Any], str | None]) -> str | None:
+    """Why a call to collections.OrderedDict is refused, or None when it is what a pickler writes: OrderedDict() and
+    its items (Python 3's __reduce__), or OrderedDict(items), one list of [key, value] pairs (Python 2's)."""
+    if args == () or (isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], (list, tuple))
+                      and all(isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in args[0])):
+        return None
+    first = args[0] if isinstance(args, tuple) and args else None
+    named = name_of(first) if first is not None else None
+    said = named if named is not None else shown(args) if isinstance(args, tuple) else "arguments the scan cannot read"
+    return (f"calls {_ORDERED_DICT} on {said}: pickle writes an OrderedDict as OrderedDict() and its items "
+            "(Python 2 as OrderedDict of a list of [key, value] pairs), and a call on anything else iterates it, "
+            "running its __iter__ (an enum class's, of its metaclass) while the file loads")
+
+
+def _reconstructor_problem(full: str, args: Any, name_of: Callable[[Any], str | None], opcode: str) -> str | None:
+    """Why a call to copyreg._reconstructor is refused, or None when it is what protocols 0 and 1 write for an inert
+    class: REDUCE of (cls, base, state) with cls's own base (`RECONSTRUCTED_BASES`) and state of that base's kind."""
+    from weightdoctor.security.opcodes import OpaqueDict
+
+    said = shown(args) if isinstance(args, tuple) else " with arguments the scan cannot read"
+    written = ("pickle's protocols 0 and 1 write it as _reconstructor(cls, object, None) for a class built from its "
+               "fields (its dict or str subclass on dict or str and the items or text), and other arguments run "
+               "base.__new__(cls, state) and base.__init__(obj, state) of any class the pickle names")
+    if opcode != "REDUCE" or not isinstance(args, tuple) or len(args) != 3:
+        return f"calls {full}{said} by {opcode}: {written}"
+    cls_name, base_name = name_of(args[0]), name_of(args[1])
+    cls = _loadable_name(cls_name) if cls_name is not None else None
+    expected = RECONSTRUCTED_BASES.get(cls) if cls is not None else None
+    if expected is None:
+        return (f"calls {full} to build {cls or shown(args[0])}, not a class read as inert data built from its fields: "
+                f"{written}")
+    base = _loadable_name(base_name) if base_name is not None else None
+    state = args[2]
+    fits = {"builtins.object": state is None, "builtins.dict": state.__class__ is OpaqueDict or type(state) is dict,
+            "builtins.str": type(state) is str}[expected]
+    if base != expected or not fits:
+        return (f"calls {full} to build {cls} on {base or shown(args[1])} with state {shown(state)}, where pickle "
+                f"writes it on {expected} with {_STATE_OF[expected]}: {written}")
+    return None
+
+
+_STATE_OF = {"builtins.object": "state None", "builtins.dict": "its items (a dict)", "builtins.str": "its text"}
 
 
 def _fraction_problem(args: Any) -> str | None:

@@ -26,6 +26,7 @@ from weightdoctor.security.opcodes import OPAQUE, GlobalImport, OpaqueDict, Pick
 from weightdoctor.security.policy import (
     DANGEROUS,
     INERT,
+    RECONSTRUCTOR,
     SAFE,
     UNKNOWN,
     WATCHED_CALLS,
@@ -33,6 +34,7 @@ from weightdoctor.security.policy import (
     call_problem,
     classify,
     inert_in_context,
+    reconstruction_vouched,
     shown,
 )
 from weightdoctor.wording import counted, plural
@@ -203,6 +205,13 @@ class _Collector:
         self.protocol = max(self.protocol, walk.protocol)
         where = self.label(member)
         names = [(found.module, found.name) for found in walk.imports]
+        # copyreg._reconstructor and its bases, used for nothing but protocol 0/1's construction of inert classes.
+        vouched = reconstruction_vouched(walk.pushed, [
+            (f"{call.callee.module}.{call.callee.name}", _global_name(call.args[1]))
+            for call in walk.calls
+            if f"{call.callee.module}.{call.callee.name}" in RECONSTRUCTOR and call.opcode == "REDUCE"
+            and call_problem(f"{call.callee.module}.{call.callee.name}", call.args, _global_name, call.opcode) is None
+        ]) if walk.pushed else frozenset()
         for found in walk.imports:
             key = (found.module, found.name, where)
             if key in self._seen:
@@ -211,6 +220,8 @@ class _Collector:
             safety = UNKNOWN if found.module.startswith("<") else classify(found.module, found.name)
             if safety == UNKNOWN and inert_in_context(found.module, found.name, names):
                 safety = INERT  # omegaconf's metadata types beside its containers: stand-ins as well
+            if f"{found.module}.{found.name}" in vouched:
+                safety = INERT
             self.globals.append(GlobalRef(found.module, found.name, safety, where, found.offset - base,
                                           found.opcode))
         for call in walk.calls:
