@@ -1493,6 +1493,24 @@ def _foreign_weights_beside_other_config(folder: Path) -> bool:
     return isinstance(config, dict) and not config.get("model_type") and "_class_name" not in config
 
 
+def _model_config_beside_subfolder_weights(folder: Path) -> bool:
+    """Whether a folder without weights of its own keeps them in subfolders beside a config.json that describes no
+    transformers or diffusers model: an old sentence-transformers save (`config.json` holding only `__version__`,
+    the model in `0_Transformer/` or `0_BERT/`, modules.json naming them). Planned from that config, plan-devices
+    said "nothing to plan: ... its config.json has no model_type", where the other commands name the subfolders
+    that hold the weights."""
+    try:
+        config = _read_json(folder / "config.json")
+    except (WeightDoctorError, OSError):
+        return False
+    if isinstance(config, dict) and (config.get("model_type") or "_class_name" in config):
+        return False
+    try:
+        return bool(_subfolders_with_weights(folder))
+    except OSError:
+        return False
+
+
 def _is_orbax_checkpoint(folder: Path) -> bool:
     """Whether `folder` is an Orbax (JAX) checkpoint, one of its items, or a root of step folders holding them.
 
@@ -3339,7 +3357,8 @@ def _open_checkpoint(
             target, is_index = _choose_in_folder(path)
             warnings += _ignored_beside(path, target) + _folder_notes(path, target)
         except SourceNotFound as exc:
-            if allow_config_only and config_path.is_file() and not _foreign_weights_beside_other_config(path):
+            if (allow_config_only and config_path.is_file() and not _foreign_weights_beside_other_config(path)
+                    and not _model_config_beside_subfolder_weights(path)):
                 target = config_path
                 # A Hub snapshot fetched for its config alone holds what was fetched, not what the repo has.
                 warnings += _foreign_weights_only(path) if repo_id is None else []
