@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from tests.helpers import one_error_line, run_cli, run_json
 
@@ -55,4 +56,64 @@ def test_plan_devices_names_the_subfolders_of_an_old_sentence_transformers_folde
         assert line.endswith(str(root / "0_Transformer")), line
     code, data = run_json("plan-devices", str(root / "0_Transformer"), "--gpu", "1GB")
     assert code == 0 and data["model_class"] == "BertModel", data
+
+
+def _ldm_with_ema(path: Path) -> int:
+    """An original (CompVis ldm) Stable Diffusion checkpoint saved with its EMA, as LatentDiffusion's state_dict
+    holds it: the UNet under model.diffusion_model.*, LitEma's copy of each UNet tensor as a buffer named model_ema.
+    + the name without its first part and dots, LitEma's decay and num_updates, the VAE and the text encoder.
+    Returns the bytes of model_ema.* in float32."""
+    torch.manual_seed(0)
+    unet = {"model.diffusion_model.input_blocks.0.0.weight": torch.randn(8, 4, 3, 3),
+            "model.diffusion_model.input_blocks.0.0.bias": torch.randn(8),
+            "model.diffusion_model.time_embed.0.weight": torch.randn(32, 8),
+            "model.diffusion_model.out.2.weight": torch.randn(4, 8, 3, 3)}
+    state = {**unet,
+             "first_stage_model.encoder.conv_in.weight": torch.randn(8, 3, 3, 3),
+             "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": torch.randn(50, 16),
+             "betas": torch.linspace(1e-4, 0.02, 100),
+             "model_ema.decay": torch.tensor(0.9999), "model_ema.num_updates": torch.tensor(470000, dtype=torch.int32)}
+    for name, tensor in unet.items():
+        state["model_ema." + "".join(name.split(".")[1:])] = tensor + 0.01
+    torch.save({"state_dict": state, "global_step": 470000}, path)
+    return sum(t.numel() * t.element_size() for name, t in state.items() if name.startswith("model_ema."))
+
+
+def test_plan_devices_says_an_ldm_checkpoint_holds_its_unet_twice(tmp_path: Path) -> None:
+    """A *-full-ema.ckpt planned from its tensor names placed model_ema (LitEma's copy of the UNet) as a module of
+    its own, without a word: the plan counted the UNet twice, where every loader builds one. inspect said so; plan-
+    devices says so too, with the bytes the copy adds to the plan, at the planned dtype."""
+    path = tmp_path / "sd-v1-4-full-ema.ckpt"
+    ema_bytes = _ldm_with_ema(path)
+    code, data = run_json("plan-devices", str(path), "--gpu", "1GB")
+    assert code == 0, data
+    said = [w for w in data["warnings"] if w.startswith("the UNet is stored twice")]
+    assert said == [f"the UNet is stored twice: model_ema ({ema_bytes / 1000:.2f} KB as planned) holds an EMA copy of "
+                    f"4 tensors of model.diffusion_model.*, placed here as a module of its own, so a load holds "
+                    f"{ema_bytes / 1000:.2f} KB less than planned; the loaders build one UNet: diffusers' "
+                    "from_single_file and the original inference configs (use_ema: False) take the non-EMA weights, "
+                    "diffusers' conversion script with --extract_ema the EMA ones"], data["warnings"]
+    code, data = run_json("plan-devices", str(path), "--gpu", "1GB", "--dtype", "fp16")
+    # The float copies halve at fp16; LitEma's int32 step count and float decay are planned as the tree holds them.
+    assert any(w.startswith("the UNet is stored twice: model_ema (") for w in data["warnings"]), data["warnings"]
+    # Without the copy (a pruned file), nothing is said.
+    torch.save({"state_dict": {k: v for k, v in torch.load(path)["state_dict"].items()
+                               if not k.startswith("model_ema.")}}, tmp_path / "pruned.ckpt")
+    code, data = run_json("plan-devices", str(tmp_path / "pruned.ckpt"), "--gpu", "1GB")
+    assert code == 0 and not any("stored twice" in w for w in data["warnings"]), data["warnings"]
+
+
+def test_inspect_still_says_the_unet_is_stored_twice(tmp_path: Path) -> None:
+    """inspect's own warning, whose wording plan-devices' now shares, is unchanged."""
+    path = tmp_path / "last.safetensors"
+    torch.manual_seed(0)
+    state = {"model.diffusion_model.out.2.weight": torch.randn(4, 8, 3, 3),
+             "model_ema.diffusion_modelout2weight": torch.randn(4, 8, 3, 3)}
+    save_file(state, str(path))
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and ("the UNet is stored twice: model_ema.* holds an EMA copy of 1 tensor of "
+                          "model.diffusion_model.* (288 parameters, counted in the total above); the loaders build "
+                          "one UNet: diffusers' from_single_file and the original inference configs (use_ema: False) "
+                          "take the non-EMA weights, diffusers' conversion script with --extract_ema the EMA "
+                          "ones") in data["warnings"], data["warnings"]
 
