@@ -117,3 +117,35 @@ def test_inspect_still_says_the_unet_is_stored_twice(tmp_path: Path) -> None:
                           "take the non-EMA weights, diffusers' conversion script with --extract_ema the EMA "
                           "ones") in data["warnings"], data["warnings"]
 
+
+def _tiny_whisper(folder: Path) -> None:
+    """A WhisperForConditionalGeneration as save_pretrained writes it (model.encoder.*, model.decoder.*, proj_out
+    tied to the decoder's embeddings and left out)."""
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = WhisperConfig(vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                           decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=8,
+                           max_source_positions=16, max_target_positions=16, pad_token_id=1, bos_token_id=2,
+                           eos_token_id=3, decoder_start_token_id=2)
+    WhisperForConditionalGeneration(config).save_pretrained(folder)
+
+
+def test_diff_keys_names_the_part_of_a_whisper_save_an_encoder_only_class_drops(tmp_path: Path) -> None:
+    """Whisper loaded into WhisperForAudioClassification: from_pretrained strips the base-model prefix, so
+    model.encoder.* loads as the classifier's encoder.* and only model.decoder.* is dropped. Each decoder key was
+    said to be dropped because "model.* is no part of B", though half of model.* loads: it names model.decoder.*,
+    and from_pretrained's own lists agree on what is missing and what is dropped."""
+    folder = tmp_path / "whisper-tiny"
+    _tiny_whisper(folder)
+    code, data = run_json("diff-keys", str(folder), "--model-class", "WhisperForAudioClassification")
+    assert code == 0, data
+    details = {issue["detail"] for issue in data["unexpected"]}
+    assert details == {"model.decoder.* is no part of B: dropped"}, details
+    assert {issue["reason"] for issue in data["unexpected"]} == {"unused-part"}
+    from transformers import WhisperForAudioClassification
+
+    _, info = WhisperForAudioClassification.from_pretrained(folder, output_loading_info=True)
+    assert sorted(issue["name"] for issue in data["unexpected"]) == sorted(info["unexpected_keys"])
+    assert sorted(issue["name"] for issue in data["missing"]) == sorted(info["missing_keys"])
+    assert all(name.startswith("model.decoder.") for name in info["unexpected_keys"])

@@ -10,7 +10,7 @@ import functools
 import math
 import re
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, filterfalse, repeat
 from operator import and_, attrgetter, eq, getitem, ne, not_
@@ -2529,6 +2529,7 @@ def build_report(
     loader_prefix: Callable[[], str | None] | None = None,
     loader_ran: bool = False,
     fixed_by_renames: Mapping[str, int] | None = None,
+    saved_names_a: Collection[str] | None = None,
 ) -> DiffReport:
     """Classify the differences and assemble the report (shared by both modes).
 
@@ -2547,6 +2548,9 @@ def build_report(
     where a plain rename of the unexpected names does not show it (weights the model ties to one renamed, keys
     transformers' ignore lists drop from the unexpected ones, a base-model prefix the loader adds after the
     rename): they take that rename's reason.
+    `saved_names_a`: A's names as its file holds them, where `specs_a` holds them as the loader renamed them
+    (model-class mode: Whisper's `model.encoder.*` is WhisperForAudioClassification's `encoder.*`); a part of A
+    said to be dropped is named as saved.
     """
     rename_objects = [Rename(s.pattern, s.replacement) for s in suggestions]
     by_rename = _explained_by_renames(unexpected, rename_objects, specs_b, base_prefix_loads, loader_prefix,
@@ -2583,8 +2587,29 @@ def build_report(
         if why[0] == "unknown" and fully_supplied and head not in heads_of_b():
             # B gets every weight it has, and this part of A is not in B at all: the other tower of a composite
             # model (CLIP into CLIPTextModel), a module of another task. Dropped by design, as B is whole.
-            return "unused-part", "info", f"{head if head == name else head + '.*'} is no part of B: dropped"
+            part = dropped_part(name)
+            return "unused-part", "info", f"{part if part == name else part + '.*'} is no part of B: dropped"
         return why
+
+    # A's name prefixes (model, model.decoder, ...): how many of A's keys each holds, and how many unexpected ones.
+    prefix_counts: dict[str, list[int]] = {}
+
+    def dropped_part(name: str) -> str:
+        """The shortest prefix of `name` all of whose keys in A are dropped: `model.decoder` of Whisper's
+        `model.decoder.layers.0.fc1.weight` loaded into WhisperForAudioClassification, whose encoder takes
+        `model.encoder.*` (it was "model.* is no part of B", though half of model.* loads)."""
+        if not prefix_counts:
+            for index, names in enumerate((specs_a if saved_names_a is None else saved_names_a, set(unexpected))):
+                for key in names:
+                    parts = key.split(".")
+                    for depth in range(1, len(parts) + 1):
+                        prefix_counts.setdefault(".".join(parts[:depth]), [0, 0])[index] += 1
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):
+            counts = prefix_counts.get(".".join(parts[:depth]))
+            if counts is not None and counts[0] == counts[1]:
+                return ".".join(parts[:depth])
+        return name
 
     # B gets every weight it has from A, but for its own new task head (a classifier, a resized label head):
     # BART into BartForSequenceClassification, CLIPModel into CLIPForImageClassification.
