@@ -1,6 +1,7 @@
 """A twenty-second round: image, audio and LoRA ecosystems as their own save code writes them: sentence-transformers'
 first folders (the model in 0_Transformer/ beside a config.json of the library's own), original Stable Diffusion
-checkpoints saved with LitEma's copy of the UNet, ..."""
+checkpoints saved with LitEma's copy of the UNet, Whisper saves loaded into an encoder-only class, kohya-ss LoRAs of
+another network_dim."""
 
 from __future__ import annotations
 
@@ -149,3 +150,54 @@ def test_diff_keys_names_the_part_of_a_whisper_save_an_encoder_only_class_drops(
     assert sorted(issue["name"] for issue in data["unexpected"]) == sorted(info["unexpected_keys"])
     assert sorted(issue["name"] for issue in data["missing"]) == sorted(info["missing_keys"])
     assert all(name.startswith("model.decoder.") for name in info["unexpected_keys"])
+
+
+def _kohya_lora(path: Path, rank: int) -> None:
+    """A kohya-ss sd-scripts LoRA as networks/lora.py's save_weights writes it: flat lora_unet_ / lora_te_ names,
+    lora_down (rank × in) / lora_up (out × rank) in the save precision, alpha a 0-dim tensor, ss_* metadata."""
+    torch.manual_seed(rank)
+    state = {}
+    for module, (width_in, width_out) in {"lora_unet_down_blocks_0_attentions_0_proj_in": (32, 32),
+                                          "lora_te_text_model_encoder_layers_0_self_attn_q_proj": (16, 16)}.items():
+        state[f"{module}.lora_down.weight"] = torch.randn(rank, width_in).half()
+        state[f"{module}.lora_up.weight"] = torch.randn(width_out, rank).half()
+        state[f"{module}.alpha"] = torch.tensor(float(rank)).half()
+    state["lora_unet_conv_in.lora_down.weight"] = torch.randn(rank, 4, 3, 3).half()
+    state["lora_unet_conv_in.lora_up.weight"] = torch.randn(8, rank, 1, 1).half()
+    save_file(state, str(path), metadata={"ss_network_module": "networks.lora", "ss_network_dim": str(rank),
+                                          "ss_network_alpha": str(rank), "ss_base_model_version": "sd_v1"})
+
+
+def test_two_loras_of_another_rank_are_told_apart_from_another_architecture(tmp_path: Path) -> None:
+    """Two kohya LoRAs of one model, trained at network_dim 4 and 8: each factor was "same name, different shape: the
+    architecture differs", with a note that from_pretrained raises unless ignore_mismatched_sizes=True, which loads
+    no LoRA. Each is a LoRA factor of another rank, and the note says what the LoRA loaders do."""
+    _kohya_lora(tmp_path / "r4.safetensors", 4)
+    _kohya_lora(tmp_path / "r8.safetensors", 8)
+    code, data = run_json("diff-keys", str(tmp_path / "r4.safetensors"), str(tmp_path / "r8.safetensors"))
+    assert code == 1, data
+    rows = {m["name"]: (m["reason"], m["severity"], m["detail"]) for m in data["mismatched"]}
+    assert len(rows) == 6 and {reason for reason, _, _ in rows.values()} == {"lora-rank"}, rows
+    assert rows["lora_unet_conv_in.lora_down.weight"] == ("lora-rank", "error",
+                                                          "4×4×3×3 in A, 8×4×3×3 in B: LoRA rank 4 in A, 8 in B")
+    assert rows["lora_unet_conv_in.lora_up.weight"][2] == "8×4×1×1 in A, 8×8×1×1 in B: LoRA rank 4 in A, 8 in B"
+    assert "3 LoRA modules differ in rank only: A and B adapt the same modules with adapters of another size; " \
+           "torch's load_state_dict, which LoRA loaders call (sd-scripts' --network_weights, peft's load_adapter), " \
+           "raises on a size mismatch even with strict=False" in data["notes"], data["notes"]
+    assert not any("ignore_mismatched_sizes" in note for note in data["notes"]), data["notes"]
+    # The alpha scalars differ in value only: no difference of keys or shapes.
+    assert not data["missing"] and not data["unexpected"]
+
+
+def test_a_lora_factor_resized_on_its_other_axis_is_still_a_shape_difference(tmp_path: Path) -> None:
+    """Only the rank axis makes a lora-rank: a lora_down of another input width (another base model), and a peft
+    adapter's pair of another r beside it, are told apart."""
+    save_file({"base_model.model.q.lora_A.weight": torch.zeros(4, 16), "base_model.model.q.lora_B.weight":
+               torch.zeros(16, 4)}, str(tmp_path / "a.safetensors"))
+    save_file({"base_model.model.q.lora_A.weight": torch.zeros(4, 32), "base_model.model.q.lora_B.weight":
+               torch.zeros(16, 8)}, str(tmp_path / "b.safetensors"))
+    code, data = run_json("diff-keys", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"))
+    rows = {m["name"]: m["reason"] for m in data["mismatched"]}
+    assert rows == {"base_model.model.q.lora_A.weight": "shape", "base_model.model.q.lora_B.weight": "lora-rank"}
+    assert "1 LoRA module differs in rank only" in " ".join(data["notes"]), data["notes"]
+    assert any(note.startswith("1 key(s) differ in shape: from_pretrained raises") for note in data["notes"])

@@ -78,6 +78,8 @@ REASONS: dict[str, str] = {
     "adapter-base": "a weight of the base model, which a PEFT adapter does not store: PeftModel.from_pretrained(base, "
     "adapter) takes it from the base",
     "quantization": "quantization side tensor (scales, zero points, absmax): needs the matching quantizer",
+    "lora-rank": "a LoRA factor of another rank (kohya's network_dim, peft's r): the same module adapted by an adapter "
+                 "of another size, which does not load into this one's tensors",
     "shape": "same name, different shape: the architecture differs",
     "transposed": "the same matrix transposed (nn.Linear out×in against GPT-2's Conv1D in×out): transpose it "
     "when converting",
@@ -2402,12 +2404,33 @@ def classify_key(
     return "unknown", "error", ""
 
 
+# The two factors of a LoRA pair and the axis that is its rank: the down / A factor's first (rank × in, rank × in
+# × kernel for a convolution), the up / B factor's second (out × rank, out × rank × 1 × 1): kohya-ss sd-scripts'
+# lora_down / lora_up, peft's lora_A / lora_B, diffusers' old attention processors' lora.down / lora.up.
+_LORA_FACTOR = _lazy_regex(r"[._](?:lora_(down|up)|lora_([AB])|lora\.(down|up))\.weight$")
+
+
+def _lora_ranks(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> tuple[int, int] | None:
+    """(A's rank, B's rank) when `name` is a LoRA factor whose shapes differ on its rank axis alone (two LoRAs of
+    one model trained with network_dim 4 and 8, which were said to differ in architecture), else None."""
+    match = _LORA_FACTOR.search(name)
+    if match is None or len(shape_a) != len(shape_b) or len(shape_a) < 2:
+        return None
+    axis = 0 if (match.group(1) or match.group(2) or match.group(3)) in ("down", "A") else 1
+    others_a, others_b = shape_a[:axis] + shape_a[axis + 1:], shape_b[:axis] + shape_b[axis + 1:]
+    if others_a != others_b or shape_a[axis] == shape_b[axis]:
+        return None
+    return shape_a[axis], shape_b[axis]
+
+
 def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
                       specs_a: Mapping[str, KeySpec] | None = None,
                       specs_b: Mapping[str, KeySpec] | None = None) -> tuple[str, str, str]:
     """(reason, severity, detail) for a key whose shape differs. `specs_a` / `specs_b`, where given, tell whether a
     top-level `fc` is a classifier or a layer feeding another (`_top_fc_is_head`)."""
     detail = f"{'×'.join(map(str, shape_a)) or 'scalar'} in A, {'×'.join(map(str, shape_b)) or 'scalar'} in B"
+    if (ranks := _lora_ranks(name, shape_a, shape_b)) is not None:
+        return "lora-rank", "error", f"{detail}: LoRA rank {ranks[0]} in A, {ranks[1]} in B"
     same_rank = len(shape_a) == len(shape_b) and len(shape_a) >= 1
     first_only = same_rank and shape_a[1:] == shape_b[1:] and shape_a[0] != shape_b[0]
     if first_only and _POSITION.search(name):
@@ -2645,7 +2668,15 @@ def build_report(
         mismatch_rows.append(Mismatch(name, list(shape_a), list(shape_b), reason, severity, detail))
     mismatched_names = {m[0] for m in mismatched}
     notes = [*notes, *_square_transposed_note(mismatch_rows, common, specs_a, mismatched_names)]
-    resized = [m for m in mismatch_rows if m.reason != "quantization"]
+    resized = [m for m in mismatch_rows if m.reason not in ("quantization", "lora-rank")]
+    if ranked := sorted({m.name.rsplit(".", 2)[0] for m in mismatch_rows if m.reason == "lora-rank"}):
+        # Two LoRAs of one model at another network_dim / r: from_pretrained and ignore_mismatched_sizes are not
+        # how either is loaded; the loaders (sd-scripts' --network_weights, peft) call load_state_dict.
+        notes.append(
+            f"{counted(len(ranked), 'LoRA module')} {plural(len(ranked), 'differs', 'differ')} in rank only: A "
+            "and B adapt the same modules with adapters of another size; torch's load_state_dict, which LoRA loaders "
+            "call (sd-scripts' --network_weights, peft's load_adapter), raises on a size mismatch even with "
+            "strict=False")
     if resized:
         # Even the expected resizes (vocabulary, labels, positions) stop the default load.
         notes.append(
