@@ -1,7 +1,7 @@
 """A twenty-second round: image, audio and LoRA ecosystems as their own save code writes them: sentence-transformers'
 first folders (the model in 0_Transformer/ beside a config.json of the library's own), original Stable Diffusion
 checkpoints saved with LitEma's copy of the UNet, Whisper saves loaded into an encoder-only class, kohya-ss LoRAs of
-another network_dim."""
+another network_dim, kohya-ss SDXL LoRAs (LDM module names) against a diffusers UNet."""
 
 from __future__ import annotations
 
@@ -201,3 +201,68 @@ def test_a_lora_factor_resized_on_its_other_axis_is_still_a_shape_difference(tmp
     assert rows == {"base_model.model.q.lora_A.weight": "shape", "base_model.model.q.lora_B.weight": "lora-rank"}
     assert "1 LoRA module differs in rank only" in " ".join(data["notes"]), data["notes"]
     assert any(note.startswith("1 key(s) differ in shape: from_pretrained raises") for note in data["notes"])
+
+
+def _kohya_sdxl_lora(path: Path) -> None:
+    """An SDXL LoRA as sd-scripts' sdxl_train_network.py saves it: the UNet's modules named in the LDM layout
+    (input_blocks_4_1_..., middle_block_1_..., a LoCon conv on input_blocks_1_0_in_layers_2), both text encoders
+    (lora_te1_, lora_te2_), alpha 0-dim, fp16."""
+    torch.manual_seed(0)
+    state = {}
+    for module, (width_in, width_out, kernel) in {
+            "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q": (32, 32, ()),
+            "lora_unet_middle_block_1_proj_in": (64, 64, ()),
+            "lora_unet_input_blocks_1_0_in_layers_2": (32, 32, (3, 3)),
+            "lora_unet_output_blocks_2_1_conv": (32, 32, (3, 3)),
+            "lora_te1_text_model_encoder_layers_0_self_attn_q_proj": (16, 16, ())}.items():
+        state[f"{module}.lora_down.weight"] = torch.randn(4, width_in, *kernel).half()
+        state[f"{module}.lora_up.weight"] = torch.zeros(width_out, 4, *(1 for _ in kernel)).half()
+        state[f"{module}.alpha"] = torch.tensor(2.0).half()
+    save_file(state, str(path), metadata={"ss_network_module": "networks.lora", "ss_network_dim": "4",
+                                          "ss_base_model_version": "sdxl_base_v1-0"})
+
+
+def _diffusers_unet(folder: Path, width: int = 32) -> None:
+    """A diffusers UNet2DConditionModel folder (config.json, diffusion_pytorch_model.safetensors) holding the
+    modules the LoRA above adapts, under diffusers' names."""
+    folder.mkdir()
+    save_file({"conv_in.weight": torch.zeros(width, 4, 3, 3, dtype=torch.float16),
+               "down_blocks.0.resnets.0.conv1.weight": torch.zeros(width, width, 3, 3, dtype=torch.float16),
+               "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight": torch.zeros(width, width,
+                                                                                               dtype=torch.float16),
+               "mid_block.attentions.0.proj_in.weight": torch.zeros(2 * width, 2 * width, dtype=torch.float16),
+               "up_blocks.0.upsamplers.0.conv.weight": torch.zeros(width, width, 3, 3, dtype=torch.float16)},
+              str(folder / "diffusion_pytorch_model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel",
+                                                    "_diffusers_version": "0.30.0"}))
+
+
+def test_an_sdxl_kohya_lora_is_checked_against_a_diffusers_unet(tmp_path: Path) -> None:
+    """sd-scripts names an SDXL UNet's modules as the original (LDM) code does; against a diffusers UNet folder
+    each was "unknown: no known cause: these weights will not load", though diffusers' load_lora_weights maps those
+    blocks onto the UNet's. Each is checked against the diffusers module it adapts, as an SD 1.x LoRA (whose names
+    are diffusers') already was."""
+    lora, unet = tmp_path / "sdxl_lora.safetensors", tmp_path / "unet"
+    _kohya_sdxl_lora(lora)
+    _diffusers_unet(unet)
+    code, data = run_json("diff-keys", str(lora), str(unet))
+    assert code == 0 and data["worst_severity"] == "info", data
+    details = {issue["name"]: (issue["reason"], issue["detail"]) for issue in data["unexpected"]}
+    assert details["lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight"] == (
+        "adapter", "LoRA on down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight")
+    assert details["lora_unet_middle_block_1_proj_in.lora_up.weight"] == (
+        "adapter", "LoRA on mid_block.attentions.0.proj_in.weight")
+    assert details["lora_unet_input_blocks_1_0_in_layers_2.lora_down.weight"] == (
+        "adapter", "LoRA on down_blocks.0.resnets.0.conv1.weight")
+    assert details["lora_unet_output_blocks_2_1_conv.alpha"] == (
+        "adapter", "the alpha of the LoRA on up_blocks.0.upsamplers.0.conv")
+    assert details["lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"] == (
+        "adapter", "for the first text encoder, not B: its loader puts it there")
+    assert any(note.startswith("A is a kohya-style LoRA") and "on 4 module(s) of the UNet / transformer (B), 4 of "
+               "them in B with shapes that fit" in note for note in data["notes"]), data["notes"]
+    # The same LoRA against a UNet of another width (SD 1.x's, not SDXL's) does not fit, and says so.
+    other = tmp_path / "unet-narrow"
+    _diffusers_unet(other, width=16)
+    code, data = run_json("diff-keys", str(lora), str(other))
+    assert code == 1 and any(issue["detail"].startswith("4×32 does not fit down_blocks.1.attentions.0.")
+                             for issue in data["unexpected"]), data["unexpected"]

@@ -1390,6 +1390,36 @@ def _ldm_unet_to_diffusers(name: str) -> str | None:
     return prefix + f"attentions.{index}.{rest}" if layer == 1 else None
 
 
+# A kohya SDXL LoRA's UNet module, flat (`input_blocks_4_1_transformer_blocks_0_attn1_to_q`): the LDM block it names
+# and the rest; a ResNet's own part (`in_layers_2`) is the whole rest.
+_KOHYA_LDM_BLOCK = _lazy_regex(r"^(?:(input_blocks|output_blocks)_(\d+)_(\d+)|middle_block_(\d+))_(.+)$")
+
+
+def _kohya_ldm_unet_to_diffusers(module: str) -> str | None:
+    """The diffusers UNet module, flat, that a kohya LoRA module named in the LDM layout (as sd-scripts names an
+    SDXL UNet's modules) adapts, or None where the block map has none. diffusers' load_lora_weights maps the blocks
+    so when it loads an SDXL LoRA into its UNet2DConditionModel.
+
+    Example:
+        >>> _kohya_ldm_unet_to_diffusers("input_blocks_4_1_transformer_blocks_0_attn1_to_q")
+        'down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q'
+    """
+    top = next((ldm for ldm in _LDM_UNET_TOP if module == ldm[:-1].replace(".", "_")), None)
+    if top is not None:  # conv_in, conv_out, the time and SDXL's added embeddings
+        mapped = _ldm_unet_to_diffusers(top)
+    elif (block := _KOHYA_LDM_BLOCK.match(module)) is not None:
+        head = f"{block[1]}.{block[2]}.{block[3]}." if block[1] else f"middle_block.{block[4]}."
+        rest = block[5]
+        # A ResNet's parts and the up / down samplers' convolutions are modules of the block, dotted as the map
+        # reads them; an attention block's rest is kept flat (it is not renamed).
+        part = next((ldm for ldm in (*_LDM_RESNET_PARTS, "op.", "conv.") if rest == ldm[:-1].replace(".", "_")),
+                    None)
+        mapped = _ldm_unet_to_diffusers(head + (part or rest + "."))
+    else:
+        return None
+    return mapped[:-1].replace(".", "_") if mapped is not None else None
+
+
 def _kohya_ldm_modules(specs_b: Mapping[str, KeySpec]) -> dict[str, dict[str, str]]:
     """For B a single-file (LDM) Stable Diffusion checkpoint: per kohya prefix, B's modules by their kohya flat
     name (LDM and diffusers UNet names both); {} when B is no such checkpoint."""
@@ -1423,6 +1453,15 @@ def _kohya_adapter_fit(
             for name in specs_b if name.endswith(".weight")}
     # B a single file: a prefix for a part it holds in another layout (SDXL's OpenCLIP encoder) finds nothing.
     tables: dict[str, dict[str, str]] = defaultdict(dict, ldm) if ldm else defaultdict(lambda: flat)
+    if not ldm:
+        # B a diffusers UNet, A an SDXL LoRA, whose UNet modules sd-scripts names in the LDM layout
+        # (input_blocks_4_1_...): each was "no known cause: these weights will not load", where diffusers'
+        # load_lora_weights maps them onto the UNet's blocks.
+        unet = {module: flat[mapped] for _, match in pairs if match["prefix"] == "lora_unet"
+                and (module := match["module"]) not in flat
+                and (mapped := _kohya_ldm_unet_to_diffusers(module)) is not None and mapped in flat}
+        if unet:
+            tables["lora_unet"] = {**flat, **unet}
     found = {match["prefix"] for _, match in pairs if match["module"] in tables[match["prefix"]]}
     if not found:
         return {}, ""
