@@ -266,3 +266,48 @@ def test_an_sdxl_kohya_lora_is_checked_against_a_diffusers_unet(tmp_path: Path) 
     code, data = run_json("diff-keys", str(lora), str(other))
     assert code == 1 and any(issue["detail"].startswith("4×32 does not fit down_blocks.1.attentions.0.")
                              for issue in data["unexpected"]), data["unexpected"]
+
+
+def test_a_kohya_flux_lora_against_a_diffusers_flux_transformer_is_no_unknown(tmp_path: Path) -> None:
+    """sd-scripts' flux_train_network.py names a Flux LoRA's modules as Black Forest Labs' transformer does
+    (lora_unet_double_blocks_0_img_attn_qkv: one fused qkv); against a diffusers FluxTransformer2DModel folder
+    (transformer_blocks.0.attn.to_q) every key was "unknown: no known cause: these weights will not load", exit 1,
+    though diffusers' FluxPipeline.load_lora_weights converts it. Each key is said to be for a module in BFL's
+    layout, which that loader converts; against BFL's own flux1-dev.safetensors its shapes are checked."""
+    torch.manual_seed(0)
+    lora = {}
+    for module, (width_in, width_out) in {"lora_unet_double_blocks_0_img_attn_qkv": (16, 48),
+                                          "lora_unet_single_blocks_0_linear1": (16, 80),
+                                          "lora_te1_text_model_encoder_layers_0_self_attn_q_proj": (16, 16)}.items():
+        lora[f"{module}.lora_down.weight"] = torch.randn(4, width_in, dtype=torch.bfloat16)
+        lora[f"{module}.lora_up.weight"] = torch.zeros(width_out, 4, dtype=torch.bfloat16)
+        lora[f"{module}.alpha"] = torch.tensor(4.0, dtype=torch.bfloat16)
+    save_file(lora, str(tmp_path / "flux_lora.safetensors"),
+              metadata={"ss_network_module": "networks.lora_flux", "ss_base_model_version": "flux1"})
+    transformer = tmp_path / "transformer"
+    transformer.mkdir()
+    save_file({name: torch.zeros(16, 16, dtype=torch.bfloat16) for name in (
+        "transformer_blocks.0.attn.to_q.weight", "transformer_blocks.0.attn.to_k.weight",
+        "transformer_blocks.0.attn.to_v.weight", "single_transformer_blocks.0.attn.to_q.weight")},
+              str(transformer / "diffusion_pytorch_model.safetensors"))
+    (transformer / "config.json").write_text(json.dumps({"_class_name": "FluxTransformer2DModel"}))
+    code, data = run_json("diff-keys", str(tmp_path / "flux_lora.safetensors"), str(transformer))
+    assert code == 0 and data["worst_severity"] == "info", data
+    details = {issue["name"]: issue["detail"] for issue in data["unexpected"]}
+    assert {issue["reason"] for issue in data["unexpected"]} == {"adapter"}
+    assert details["lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight"] == (
+        "for double_blocks_0_img_attn_qkv in Black Forest Labs' Flux layout, which diffusers' load_lora_weights "
+        "converts to B's (shapes not checked)")
+    assert details["lora_te1_text_model_encoder_layers_0_self_attn_q_proj.alpha"] == (
+        "for the first text encoder, not B: its loader puts it there")
+    assert {issue["reason"] for issue in data["missing"]} == {"adapter-base"}
+    assert any(note.startswith("A is a kohya-style Flux LoRA (lora_down / lora_up / alpha on 2 modules named as "
+                               "Black Forest Labs' Flux transformer names them") for note in data["notes"])
+    # Against BFL's own layout the shapes are checked, as before.
+    save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(48, 16, dtype=torch.bfloat16),
+               "single_blocks.0.linear1.weight": torch.zeros(80, 16, dtype=torch.bfloat16)},
+              str(tmp_path / "flux1-dev.safetensors"))
+    code, data = run_json("diff-keys", str(tmp_path / "flux_lora.safetensors"), str(tmp_path / "flux1-dev.safetensors"))
+    assert code == 0 and any(issue["detail"] == "LoRA on double_blocks.0.img_attn.qkv.weight"
+                             for issue in data["unexpected"]), data["unexpected"]
+

@@ -1464,7 +1464,7 @@ def _kohya_adapter_fit(
             tables["lora_unet"] = {**flat, **unet}
     found = {match["prefix"] for _, match in pairs if match["module"] in tables[match["prefix"]]}
     if not found:
-        return {}, ""
+        return _kohya_flux_onto_diffusers(pairs, specs_b, missing)
     whys: dict[str, tuple[str, str, str]] = {}
     modules: dict[str, bool] = {}
     ranks: set[int] = set()
@@ -1508,6 +1508,47 @@ def _kohya_adapter_fit(
             "shapes that fit; it stores "
             "no base weights: load it with diffusers' load_lora_weights, ComfyUI or AUTOMATIC1111, which map its "
             "names to the modules")
+    return whys, note
+
+
+# The modules of Black Forest Labs' Flux transformer, flat, as a kohya / ai-toolkit Flux LoRA names them
+# (lora_unet_double_blocks_0_img_attn_qkv), and the blocks of diffusers' FluxTransformer2DModel.
+_KOHYA_FLUX_MODULE = _lazy_regex(r"^(?:double_blocks|single_blocks)_\d+_|^(?:img_in|txt_in|time_in|vector_in|"
+                                 r"guidance_in|final_layer)(?:_|$)")
+_DIFFUSERS_FLUX_BLOCK = _lazy_regex(r"^(?:transformer_blocks|single_transformer_blocks)\.\d+\.")
+
+
+def _kohya_flux_onto_diffusers(
+    pairs: Sequence[tuple[str, re.Match[str]]], specs_b: Mapping[str, KeySpec], missing: Sequence[str],
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """adapter_fit for a kohya-style Flux LoRA (sd-scripts' flux_train_network.py, ai-toolkit: BFL's module names,
+    `double_blocks_0_img_attn_qkv`) against a diffusers FluxTransformer2DModel (`transformer_blocks.0.attn.to_q`),
+    or ({}, "") when A or B is not that. Each key was "no known cause: these weights will not load", where
+    diffusers' FluxPipeline.load_lora_weights converts the LoRA to its layout (splitting the fused qkv): its
+    modules are named, their shapes not checked."""
+    unet = [(name, match) for name, match in pairs if match["prefix"] in ("lora_unet", "lora_transformer")]
+    if not unet or not all(_KOHYA_FLUX_MODULE.match(match["module"]) for _, match in unet):
+        return {}, ""
+    if any(name.startswith(("double_blocks.", "single_blocks.")) for name in specs_b) or not any(
+            map(_DIFFUSERS_FLUX_BLOCK.match, specs_b)):
+        return {}, ""
+    whys: dict[str, tuple[str, str, str]] = {}
+    for name, match in pairs:
+        prefix = match["prefix"]
+        if prefix in ("lora_unet", "lora_transformer"):
+            whys[name] = ("adapter", "info", f"for {match['module']} in Black Forest Labs' Flux layout, which "
+                          "diffusers' load_lora_weights converts to B's (shapes not checked)")
+        else:
+            whys[name] = ("adapter", "info", f"for the {_KOHYA_PARTS.get(prefix, prefix)}, not B: its loader puts "
+                                             "it there")
+    for name in missing:
+        whys[name] = ("adapter-base", "info", "")
+    modules = len({match["module"] for _, match in unet})
+    note = (f"A is a kohya-style Flux LoRA (lora_down / lora_up / alpha on {counted(modules, 'module')} named as "
+            "Black Forest Labs' Flux transformer names them: double_blocks, single_blocks, fused qkv) and B a "
+            "diffusers FluxTransformer2DModel (transformer_blocks, single_transformer_blocks, to_q / to_k / to_v): "
+            "diffusers' FluxPipeline.load_lora_weights converts the LoRA to B's layout, and ComfyUI and Forge load "
+            "it onto the original flux1-*.safetensors, where diff-keys checks its shapes; it stores no base weights")
     return whys, note
 
 
