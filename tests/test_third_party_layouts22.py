@@ -1,7 +1,8 @@
 """A twenty-second round: image, audio and LoRA ecosystems as their own save code writes them: sentence-transformers'
 first folders (the model in 0_Transformer/ beside a config.json of the library's own), original Stable Diffusion
 checkpoints saved with LitEma's copy of the UNet, Whisper saves loaded into an encoder-only class, kohya-ss LoRAs of
-another network_dim, kohya-ss SDXL LoRAs (LDM module names) against a diffusers UNet."""
+another network_dim, kohya-ss SDXL LoRAs (LDM module names) against a diffusers UNet, Flux LoRAs
+in one layout against the Flux transformer in the other (Black Forest Labs' and diffusers')."""
 
 from __future__ import annotations
 
@@ -311,3 +312,36 @@ def test_a_kohya_flux_lora_against_a_diffusers_flux_transformer_is_no_unknown(tm
     assert code == 0 and any(issue["detail"] == "LoRA on double_blocks.0.img_attn.qkv.weight"
                              for issue in data["unexpected"]), data["unexpected"]
 
+
+def test_a_diffusers_layout_flux_lora_against_bfl_flux_is_no_dropped_peft_adapter(tmp_path: Path) -> None:
+    """The mirror case: an ai-toolkit / diffusers-trainer Flux LoRA (transformer.transformer_blocks.0.attn.to_q.
+    lora_A.weight) against BFL's flux1-dev.safetensors was "a PEFT adapter ... 0 of them in B", each pair an error
+    ("targets ..., which B does not have: the adapter's weights for it are dropped"), exit 1, where ComfyUI maps it
+    onto those modules. Each pair is said to be in diffusers' Flux layout, and against a diffusers
+    FluxTransformer2DModel its shapes are checked as before."""
+    lora = {"transformer.transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(4, 16),
+            "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": torch.zeros(16, 4),
+            "transformer.single_transformer_blocks.0.proj_mlp.lora_A.weight": torch.zeros(4, 16),
+            "transformer.single_transformer_blocks.0.proj_mlp.lora_B.weight": torch.zeros(64, 4)}
+    save_file(lora, str(tmp_path / "pytorch_lora_weights.safetensors"))
+    save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(48, 16),
+               "single_blocks.0.linear1.weight": torch.zeros(80, 16)}, str(tmp_path / "flux1-dev.safetensors"))
+    code, data = run_json("diff-keys", str(tmp_path / "pytorch_lora_weights.safetensors"),
+                          str(tmp_path / "flux1-dev.safetensors"))
+    assert code == 0 and data["worst_severity"] == "info", data
+    details = {issue["name"]: (issue["reason"], issue["detail"]) for issue in data["unexpected"]}
+    assert details["transformer.transformer_blocks.0.attn.to_q.lora_A.weight"] == (
+        "adapter", "for transformer_blocks.0.attn.to_q in diffusers' Flux layout, which ComfyUI maps onto B's modules "
+                   "(Black Forest Labs' layout) when it loads the LoRA (shapes not checked)")
+    assert {issue["reason"] for issue in data["missing"]} == {"adapter-base"}
+    assert any(note.startswith("A is a Flux LoRA in diffusers' layout (lora_A / lora_B on 2 modules of "
+                               "FluxTransformer2DModel") for note in data["notes"]), data["notes"]
+    transformer = tmp_path / "transformer"
+    transformer.mkdir()
+    save_file({"transformer_blocks.0.attn.to_q.weight": torch.zeros(16, 16),
+               "single_transformer_blocks.0.proj_mlp.weight": torch.zeros(64, 16)},
+              str(transformer / "diffusion_pytorch_model.safetensors"))
+    (transformer / "config.json").write_text(json.dumps({"_class_name": "FluxTransformer2DModel"}))
+    code, data = run_json("diff-keys", str(tmp_path / "pytorch_lora_weights.safetensors"), str(transformer))
+    assert code == 0 and any(issue["detail"] == "LoRA on transformer_blocks.0.attn.to_q.weight"
+                             for issue in data["unexpected"]), data["unexpected"]

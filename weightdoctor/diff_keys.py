@@ -1131,6 +1131,10 @@ def adapter_fit(
     shared = [name for name in unexpected if _PEFT_SHARED.match(name)] if tuners else []
     if not pairs and not tuners:
         return _kohya_adapter_fit(specs_a, specs_b, unexpected, missing) if "lora_" in joined else ({}, "")
+    if pairs and not tuners and len(pairs) == len(unexpected):
+        flux_whys, flux_note = _diffusers_flux_onto_bfl(pairs, specs_b, missing)
+        if flux_whys:
+            return flux_whys, flux_note
     lora_names = {name for name, _ in pairs} | {name for name, _ in tuners} | set(shared)
     others = [name for name in unexpected if name not in lora_names]
     covered = sum(1 for name in others if _adapter_target(name) in specs_b)
@@ -1549,6 +1553,40 @@ def _kohya_flux_onto_diffusers(
             "diffusers FluxTransformer2DModel (transformer_blocks, single_transformer_blocks, to_q / to_k / to_v): "
             "diffusers' FluxPipeline.load_lora_weights converts the LoRA to B's layout, and ComfyUI and Forge load "
             "it onto the original flux1-*.safetensors, where diff-keys checks its shapes; it stores no base weights")
+    return whys, note
+
+
+# The top modules of diffusers' FluxTransformer2DModel, as a LoRA in diffusers' layout (ai-toolkit's, the diffusers
+# trainers') names them, with or without the pipeline's `transformer.`.
+_DIFFUSERS_FLUX_MODULE = _lazy_regex(r"^(?:transformer\.)?(?P<block>transformer_blocks|single_transformer_blocks|"
+                                     r"x_embedder|context_embedder|time_text_embed|norm_out|proj_out)(?:\.|$)")
+
+
+def _diffusers_flux_onto_bfl(
+    pairs: Sequence[tuple[str, re.Match[str]]], specs_b: Mapping[str, KeySpec], missing: Sequence[str],
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """adapter_fit for a Flux LoRA in diffusers' layout (`transformer.transformer_blocks.0.attn.to_q.lora_A`)
+    against Black Forest Labs' original Flux transformer (flux1-dev.safetensors: double_blocks, fused qkv), or
+    ({}, "") when A or B is not that. It was "a PEFT adapter ... 0 of them in B", every pair an error, where ComfyUI
+    maps such a LoRA onto those modules: its modules are named, their shapes not checked."""
+    matches = [_DIFFUSERS_FLUX_MODULE.match(match["module"]) for _, match in pairs]
+    if None in matches or not any(m["block"].endswith("transformer_blocks") for m in matches if m is not None):
+        return {}, ""
+    if not (any(name.startswith("double_blocks.") for name in specs_b)
+            and any(name.startswith("single_blocks.") for name in specs_b)):
+        return {}, ""
+    whys: dict[str, tuple[str, str, str]] = {
+        name: ("adapter", "info", f"for {match['module'].removeprefix('transformer.')} in diffusers' Flux layout, "
+                                  "which ComfyUI maps onto B's modules (Black Forest Labs' layout) when it loads the "
+                                  "LoRA (shapes not checked)") for name, match in pairs}
+    for name in missing:
+        whys[name] = ("adapter-base", "info", "")
+    modules = len({match["module"] for _, match in pairs})
+    note = (f"A is a Flux LoRA in diffusers' layout (lora_A / lora_B on {counted(modules, 'module')} of "
+            "FluxTransformer2DModel: transformer_blocks, single_transformer_blocks, to_q / to_k / to_v) and B Black "
+            "Forest Labs' original Flux transformer (double_blocks, single_blocks, fused qkv): ComfyUI maps the "
+            "LoRA onto B's modules, and diffusers' load_lora_weights loads it into the FluxTransformer2DModel that "
+            "from_single_file builds from B, where diff-keys checks its shapes; it stores no base weights")
     return whys, note
 
 
