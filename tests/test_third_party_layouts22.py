@@ -2,12 +2,14 @@
 first folders (the model in 0_Transformer/ beside a config.json of the library's own), original Stable Diffusion
 checkpoints saved with LitEma's copy of the UNet, Whisper saves loaded into an encoder-only class, kohya-ss LoRAs of
 another network_dim, kohya-ss SDXL LoRAs (LDM module names) against a diffusers UNet, Flux LoRAs
-in one layout against the Flux transformer in the other (Black Forest Labs' and diffusers')."""
+in one layout against the Flux transformer in the other (Black Forest Labs' and diffusers'), the module folders a
+sentence-transformers save keeps beside its model."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -345,3 +347,43 @@ def test_a_diffusers_layout_flux_lora_against_bfl_flux_is_no_dropped_peft_adapte
     code, data = run_json("diff-keys", str(tmp_path / "pytorch_lora_weights.safetensors"), str(transformer))
     assert code == 0 and any(issue["detail"] == "LoRA on transformer_blocks.0.attn.to_q.weight"
                              for issue in data["unexpected"]), data["unexpected"]
+
+
+def test_the_folder_to_point_at_is_named_as_the_source_was_typed(tmp_path: Path, monkeypatch: Any) -> None:
+    """A sentence-transformers folder (the model at the top, a Dense module's weights in 2_Dense/) read by a path
+    two folders deep said "point at st/2_Dense to read them": the folder's last name only, which pasted from where
+    the command ran names no folder (exit 2). It names the path as typed (quoted where the shell needs it), and
+    that path reads; axolotl's merged/ beside an adapter is named so too."""
+    root = tmp_path / "models" / "my st"
+    _old_sentence_transformers(tmp_path / "old")
+    root.mkdir(parents=True)
+    for name in ("config.json", "pytorch_model.bin"):
+        (root / name).write_bytes((tmp_path / "old" / "0_Transformer" / name).read_bytes())
+    for module in ("1_Pooling", "2_Dense"):
+        (root / module).mkdir()
+        for file in (tmp_path / "old" / module).iterdir():
+            (root / module / file.name).write_bytes(file.read_bytes())
+    (root / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]))
+    monkeypatch.chdir(tmp_path)
+    code, data = run_json("inspect", "models/my st")
+    said = [w for w in data["warnings"] if w.startswith("sentence-transformers module folder(s)")]
+    assert code == 0 and said == ["sentence-transformers module folder(s) 2_Dense/ hold weights of their own, not "
+                                  "in this report: point at 'models/my st/2_Dense' to read them"], data["warnings"]
+    code, data = run_json("inspect", "models/my st/2_Dense")
+    assert code == 0 and data["num_tensors"] == 2, data
+    # axolotl's output_dir: the adapter at the top, the merged model in merged/.
+    output = tmp_path / "runs" / "lora-out"
+    (output / "merged").mkdir(parents=True)
+    for name in ("config.json", "pytorch_model.bin"):
+        (output / "merged" / name).write_bytes((root / name).read_bytes())
+    save_file({"base_model.model.encoder.layer.0.output.dense.lora_A.weight": torch.zeros(4, 32),
+               "base_model.model.encoder.layer.0.output.dense.lora_B.weight": torch.zeros(16, 4)},
+              str(output / "adapter_model.safetensors"))
+    (output / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "target_modules": ["dense"],
+                                                            "base_model_name_or_path": "bert-base-uncased"}))
+    code, data = run_json("inspect", "runs/lora-out")
+    assert code == 0 and any(w.endswith("this reads the adapter; point at runs/lora-out/merged to read the merged "
+                                        "model") for w in data["warnings"]), data["warnings"]

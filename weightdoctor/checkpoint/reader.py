@@ -2608,7 +2608,7 @@ def _folder_notes(folder: Path, chosen: Path) -> list[str]:
         # axolotl's merge-lora saves the base with the adapter merged in to <output_dir>/merged, beside the adapter:
         # the report of the adapter's few MB did not say that the model a user most often wants is one folder down.
         notes.append(f"merged/ beside this adapter holds a whole model (where axolotl's merge-lora saves the base "
-                     f"with the adapter merged in): this reads the adapter; point at {folder.name}/merged to read "
+                     f"with the adapter merged in): this reads the adapter; point at {_pasteable(merged)} to read "
                      "the merged model")
     if chosen.parent == folder and (saves := _trainer_saves_beside(folder)):
         # A Trainer's output_dir: Trainer.save_model's final model at the top, the run's checkpoint-N/ saves below.
@@ -2625,7 +2625,8 @@ def _folder_notes(folder: Path, chosen: Path) -> list[str]:
                          and any(q.suffix in (".safetensors", ".bin") for q in p.iterdir() if q.is_file()))
         if modules:
             notes.append(f"sentence-transformers module folder(s) {', '.join(m + '/' for m in modules)} hold weights "
-                         f"of their own, not in this report: point at {folder.name}/{modules[0]} to read them")
+                         f"of their own, not in this report: point at {_pasteable(folder / modules[0])} to read "
+                         "them")
     return notes
 
 
