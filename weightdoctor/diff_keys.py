@@ -10,7 +10,7 @@ import functools
 import math
 import re
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, filterfalse, repeat
 from operator import and_, attrgetter, eq, getitem, ne, not_
@@ -78,6 +78,8 @@ REASONS: dict[str, str] = {
     "adapter-base": "a weight of the base model, which a PEFT adapter does not store: PeftModel.from_pretrained(base, "
     "adapter) takes it from the base",
     "quantization": "quantization side tensor (scales, zero points, absmax): needs the matching quantizer",
+    "lora-rank": "a LoRA factor of another rank (kohya's network_dim, peft's r): the same module adapted by an adapter "
+                 "of another size, which does not load into this one's tensors",
     "shape": "same name, different shape: the architecture differs",
     "transposed": "the same matrix transposed (nn.Linear out×in against GPT-2's Conv1D in×out): transpose it "
     "when converting",
@@ -1129,6 +1131,10 @@ def adapter_fit(
     shared = [name for name in unexpected if _PEFT_SHARED.match(name)] if tuners else []
     if not pairs and not tuners:
         return _kohya_adapter_fit(specs_a, specs_b, unexpected, missing) if "lora_" in joined else ({}, "")
+    if pairs and not tuners and len(pairs) == len(unexpected):
+        flux_whys, flux_note = _diffusers_flux_onto_bfl(pairs, specs_b, missing)
+        if flux_whys:
+            return flux_whys, flux_note
     lora_names = {name for name, _ in pairs} | {name for name, _ in tuners} | set(shared)
     others = [name for name in unexpected if name not in lora_names]
     covered = sum(1 for name in others if _adapter_target(name) in specs_b)
@@ -1388,6 +1394,36 @@ def _ldm_unet_to_diffusers(name: str) -> str | None:
     return prefix + f"attentions.{index}.{rest}" if layer == 1 else None
 
 
+# A kohya SDXL LoRA's UNet module, flat (`input_blocks_4_1_transformer_blocks_0_attn1_to_q`): the LDM block it names
+# and the rest; a ResNet's own part (`in_layers_2`) is the whole rest.
+_KOHYA_LDM_BLOCK = _lazy_regex(r"^(?:(input_blocks|output_blocks)_(\d+)_(\d+)|middle_block_(\d+))_(.+)$")
+
+
+def _kohya_ldm_unet_to_diffusers(module: str) -> str | None:
+    """The diffusers UNet module, flat, that a kohya LoRA module named in the LDM layout (as sd-scripts names an
+    SDXL UNet's modules) adapts, or None where the block map has none. diffusers' load_lora_weights maps the blocks
+    so when it loads an SDXL LoRA into its UNet2DConditionModel.
+
+    Example:
+        >>> _kohya_ldm_unet_to_diffusers("input_blocks_4_1_transformer_blocks_0_attn1_to_q")
+        'down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q'
+    """
+    top = next((ldm for ldm in _LDM_UNET_TOP if module == ldm[:-1].replace(".", "_")), None)
+    if top is not None:  # conv_in, conv_out, the time and SDXL's added embeddings
+        mapped = _ldm_unet_to_diffusers(top)
+    elif (block := _KOHYA_LDM_BLOCK.match(module)) is not None:
+        head = f"{block[1]}.{block[2]}.{block[3]}." if block[1] else f"middle_block.{block[4]}."
+        rest = block[5]
+        # A ResNet's parts and the up / down samplers' convolutions are modules of the block, dotted as the map
+        # reads them; an attention block's rest is kept flat (it is not renamed).
+        part = next((ldm for ldm in (*_LDM_RESNET_PARTS, "op.", "conv.") if rest == ldm[:-1].replace(".", "_")),
+                    None)
+        mapped = _ldm_unet_to_diffusers(head + (part or rest + "."))
+    else:
+        return None
+    return mapped[:-1].replace(".", "_") if mapped is not None else None
+
+
 def _kohya_ldm_modules(specs_b: Mapping[str, KeySpec]) -> dict[str, dict[str, str]]:
     """For B a single-file (LDM) Stable Diffusion checkpoint: per kohya prefix, B's modules by their kohya flat
     name (LDM and diffusers UNet names both); {} when B is no such checkpoint."""
@@ -1421,9 +1457,18 @@ def _kohya_adapter_fit(
             for name in specs_b if name.endswith(".weight")}
     # B a single file: a prefix for a part it holds in another layout (SDXL's OpenCLIP encoder) finds nothing.
     tables: dict[str, dict[str, str]] = defaultdict(dict, ldm) if ldm else defaultdict(lambda: flat)
+    if not ldm:
+        # B a diffusers UNet, A an SDXL LoRA, whose UNet modules sd-scripts names in the LDM layout
+        # (input_blocks_4_1_...): each was "no known cause: these weights will not load", where diffusers'
+        # load_lora_weights maps them onto the UNet's blocks.
+        unet = {module: flat[mapped] for _, match in pairs if match["prefix"] == "lora_unet"
+                and (module := match["module"]) not in flat
+                and (mapped := _kohya_ldm_unet_to_diffusers(module)) is not None and mapped in flat}
+        if unet:
+            tables["lora_unet"] = {**flat, **unet}
     found = {match["prefix"] for _, match in pairs if match["module"] in tables[match["prefix"]]}
     if not found:
-        return {}, ""
+        return _kohya_flux_onto_diffusers(pairs, specs_b, missing)
     whys: dict[str, tuple[str, str, str]] = {}
     modules: dict[str, bool] = {}
     ranks: set[int] = set()
@@ -1467,6 +1512,81 @@ def _kohya_adapter_fit(
             "shapes that fit; it stores "
             "no base weights: load it with diffusers' load_lora_weights, ComfyUI or AUTOMATIC1111, which map its "
             "names to the modules")
+    return whys, note
+
+
+# The modules of Black Forest Labs' Flux transformer, flat, as a kohya / ai-toolkit Flux LoRA names them
+# (lora_unet_double_blocks_0_img_attn_qkv), and the blocks of diffusers' FluxTransformer2DModel.
+_KOHYA_FLUX_MODULE = _lazy_regex(r"^(?:double_blocks|single_blocks)_\d+_|^(?:img_in|txt_in|time_in|vector_in|"
+                                 r"guidance_in|final_layer)(?:_|$)")
+_DIFFUSERS_FLUX_BLOCK = _lazy_regex(r"^(?:transformer_blocks|single_transformer_blocks)\.\d+\.")
+
+
+def _kohya_flux_onto_diffusers(
+    pairs: Sequence[tuple[str, re.Match[str]]], specs_b: Mapping[str, KeySpec], missing: Sequence[str],
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """adapter_fit for a kohya-style Flux LoRA (sd-scripts' flux_train_network.py, ai-toolkit: BFL's module names,
+    `double_blocks_0_img_attn_qkv`) against a diffusers FluxTransformer2DModel (`transformer_blocks.0.attn.to_q`),
+    or ({}, "") when A or B is not that. Each key was "no known cause: these weights will not load", where
+    diffusers' FluxPipeline.load_lora_weights converts the LoRA to its layout (splitting the fused qkv): its
+    modules are named, their shapes not checked."""
+    unet = [(name, match) for name, match in pairs if match["prefix"] in ("lora_unet", "lora_transformer")]
+    if not unet or not all(_KOHYA_FLUX_MODULE.match(match["module"]) for _, match in unet):
+        return {}, ""
+    if any(name.startswith(("double_blocks.", "single_blocks.")) for name in specs_b) or not any(
+            map(_DIFFUSERS_FLUX_BLOCK.match, specs_b)):
+        return {}, ""
+    whys: dict[str, tuple[str, str, str]] = {}
+    for name, match in pairs:
+        prefix = match["prefix"]
+        if prefix in ("lora_unet", "lora_transformer"):
+            whys[name] = ("adapter", "info", f"for {match['module']} in Black Forest Labs' Flux layout, which "
+                          "diffusers' load_lora_weights converts to B's (shapes not checked)")
+        else:
+            whys[name] = ("adapter", "info", f"for the {_KOHYA_PARTS.get(prefix, prefix)}, not B: its loader puts "
+                                             "it there")
+    for name in missing:
+        whys[name] = ("adapter-base", "info", "")
+    modules = len({match["module"] for _, match in unet})
+    note = (f"A is a kohya-style Flux LoRA (lora_down / lora_up / alpha on {counted(modules, 'module')} named as "
+            "Black Forest Labs' Flux transformer names them: double_blocks, single_blocks, fused qkv) and B a "
+            "diffusers FluxTransformer2DModel (transformer_blocks, single_transformer_blocks, to_q / to_k / to_v): "
+            "diffusers' FluxPipeline.load_lora_weights converts the LoRA to B's layout, and ComfyUI and Forge load "
+            "it onto the original flux1-*.safetensors, where diff-keys checks its shapes; it stores no base weights")
+    return whys, note
+
+
+# The top modules of diffusers' FluxTransformer2DModel, as a LoRA in diffusers' layout (ai-toolkit's, the diffusers
+# trainers') names them, with or without the pipeline's `transformer.`.
+_DIFFUSERS_FLUX_MODULE = _lazy_regex(r"^(?:transformer\.)?(?P<block>transformer_blocks|single_transformer_blocks|"
+                                     r"x_embedder|context_embedder|time_text_embed|norm_out|proj_out)(?:\.|$)")
+
+
+def _diffusers_flux_onto_bfl(
+    pairs: Sequence[tuple[str, re.Match[str]]], specs_b: Mapping[str, KeySpec], missing: Sequence[str],
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """adapter_fit for a Flux LoRA in diffusers' layout (`transformer.transformer_blocks.0.attn.to_q.lora_A`)
+    against Black Forest Labs' original Flux transformer (flux1-dev.safetensors: double_blocks, fused qkv), or
+    ({}, "") when A or B is not that. It was "a PEFT adapter ... 0 of them in B", every pair an error, where ComfyUI
+    maps such a LoRA onto those modules: its modules are named, their shapes not checked."""
+    matches = [_DIFFUSERS_FLUX_MODULE.match(match["module"]) for _, match in pairs]
+    if None in matches or not any(m["block"].endswith("transformer_blocks") for m in matches if m is not None):
+        return {}, ""
+    if not (any(name.startswith("double_blocks.") for name in specs_b)
+            and any(name.startswith("single_blocks.") for name in specs_b)):
+        return {}, ""
+    whys: dict[str, tuple[str, str, str]] = {
+        name: ("adapter", "info", f"for {match['module'].removeprefix('transformer.')} in diffusers' Flux layout, "
+                                  "which ComfyUI maps onto B's modules (Black Forest Labs' layout) when it loads the "
+                                  "LoRA (shapes not checked)") for name, match in pairs}
+    for name in missing:
+        whys[name] = ("adapter-base", "info", "")
+    modules = len({match["module"] for _, match in pairs})
+    note = (f"A is a Flux LoRA in diffusers' layout (lora_A / lora_B on {counted(modules, 'module')} of "
+            "FluxTransformer2DModel: transformer_blocks, single_transformer_blocks, to_q / to_k / to_v) and B Black "
+            "Forest Labs' original Flux transformer (double_blocks, single_blocks, fused qkv): ComfyUI maps the "
+            "LoRA onto B's modules, and diffusers' load_lora_weights loads it into the FluxTransformer2DModel that "
+            "from_single_file builds from B, where diff-keys checks its shapes; it stores no base weights")
     return whys, note
 
 
@@ -2402,12 +2522,33 @@ def classify_key(
     return "unknown", "error", ""
 
 
+# The two factors of a LoRA pair and the axis that is its rank: the down / A factor's first (rank × in, rank × in
+# × kernel for a convolution), the up / B factor's second (out × rank, out × rank × 1 × 1): kohya-ss sd-scripts'
+# lora_down / lora_up, peft's lora_A / lora_B, diffusers' old attention processors' lora.down / lora.up.
+_LORA_FACTOR = _lazy_regex(r"[._](?:lora_(down|up)|lora_([AB])|lora\.(down|up))\.weight$")
+
+
+def _lora_ranks(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> tuple[int, int] | None:
+    """(A's rank, B's rank) when `name` is a LoRA factor whose shapes differ on its rank axis alone (two LoRAs of
+    one model trained with network_dim 4 and 8, which were said to differ in architecture), else None."""
+    match = _LORA_FACTOR.search(name)
+    if match is None or len(shape_a) != len(shape_b) or len(shape_a) < 2:
+        return None
+    axis = 0 if (match.group(1) or match.group(2) or match.group(3)) in ("down", "A") else 1
+    others_a, others_b = shape_a[:axis] + shape_a[axis + 1:], shape_b[:axis] + shape_b[axis + 1:]
+    if others_a != others_b or shape_a[axis] == shape_b[axis]:
+        return None
+    return shape_a[axis], shape_b[axis]
+
+
 def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
                       specs_a: Mapping[str, KeySpec] | None = None,
                       specs_b: Mapping[str, KeySpec] | None = None) -> tuple[str, str, str]:
     """(reason, severity, detail) for a key whose shape differs. `specs_a` / `specs_b`, where given, tell whether a
     top-level `fc` is a classifier or a layer feeding another (`_top_fc_is_head`)."""
     detail = f"{'×'.join(map(str, shape_a)) or 'scalar'} in A, {'×'.join(map(str, shape_b)) or 'scalar'} in B"
+    if (ranks := _lora_ranks(name, shape_a, shape_b)) is not None:
+        return "lora-rank", "error", f"{detail}: LoRA rank {ranks[0]} in A, {ranks[1]} in B"
     same_rank = len(shape_a) == len(shape_b) and len(shape_a) >= 1
     first_only = same_rank and shape_a[1:] == shape_b[1:] and shape_a[0] != shape_b[0]
     if first_only and _POSITION.search(name):
@@ -2529,6 +2670,7 @@ def build_report(
     loader_prefix: Callable[[], str | None] | None = None,
     loader_ran: bool = False,
     fixed_by_renames: Mapping[str, int] | None = None,
+    saved_names_a: Collection[str] | None = None,
 ) -> DiffReport:
     """Classify the differences and assemble the report (shared by both modes).
 
@@ -2547,6 +2689,9 @@ def build_report(
     where a plain rename of the unexpected names does not show it (weights the model ties to one renamed, keys
     transformers' ignore lists drop from the unexpected ones, a base-model prefix the loader adds after the
     rename): they take that rename's reason.
+    `saved_names_a`: A's names as its file holds them, where `specs_a` holds them as the loader renamed them
+    (model-class mode: Whisper's `model.encoder.*` is WhisperForAudioClassification's `encoder.*`); a part of A
+    said to be dropped is named as saved.
     """
     rename_objects = [Rename(s.pattern, s.replacement) for s in suggestions]
     by_rename = _explained_by_renames(unexpected, rename_objects, specs_b, base_prefix_loads, loader_prefix,
@@ -2583,8 +2728,29 @@ def build_report(
         if why[0] == "unknown" and fully_supplied and head not in heads_of_b():
             # B gets every weight it has, and this part of A is not in B at all: the other tower of a composite
             # model (CLIP into CLIPTextModel), a module of another task. Dropped by design, as B is whole.
-            return "unused-part", "info", f"{head if head == name else head + '.*'} is no part of B: dropped"
+            part = dropped_part(name)
+            return "unused-part", "info", f"{part if part == name else part + '.*'} is no part of B: dropped"
         return why
+
+    # A's name prefixes (model, model.decoder, ...): how many of A's keys each holds, and how many unexpected ones.
+    prefix_counts: dict[str, list[int]] = {}
+
+    def dropped_part(name: str) -> str:
+        """The shortest prefix of `name` all of whose keys in A are dropped: `model.decoder` of Whisper's
+        `model.decoder.layers.0.fc1.weight` loaded into WhisperForAudioClassification, whose encoder takes
+        `model.encoder.*` (it was "model.* is no part of B", though half of model.* loads)."""
+        if not prefix_counts:
+            for index, names in enumerate((specs_a if saved_names_a is None else saved_names_a, set(unexpected))):
+                for key in names:
+                    parts = key.split(".")
+                    for depth in range(1, len(parts) + 1):
+                        prefix_counts.setdefault(".".join(parts[:depth]), [0, 0])[index] += 1
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):
+            counts = prefix_counts.get(".".join(parts[:depth]))
+            if counts is not None and counts[0] == counts[1]:
+                return ".".join(parts[:depth])
+        return name
 
     # B gets every weight it has from A, but for its own new task head (a classifier, a resized label head):
     # BART into BartForSequenceClassification, CLIPModel into CLIPForImageClassification.
@@ -2620,7 +2786,15 @@ def build_report(
         mismatch_rows.append(Mismatch(name, list(shape_a), list(shape_b), reason, severity, detail))
     mismatched_names = {m[0] for m in mismatched}
     notes = [*notes, *_square_transposed_note(mismatch_rows, common, specs_a, mismatched_names)]
-    resized = [m for m in mismatch_rows if m.reason != "quantization"]
+    resized = [m for m in mismatch_rows if m.reason not in ("quantization", "lora-rank")]
+    if ranked := sorted({m.name.rsplit(".", 2)[0] for m in mismatch_rows if m.reason == "lora-rank"}):
+        # Two LoRAs of one model at another network_dim / r: from_pretrained and ignore_mismatched_sizes are not
+        # how either is loaded; the loaders (sd-scripts' --network_weights, peft) call load_state_dict.
+        notes.append(
+            f"{counted(len(ranked), 'LoRA module')} {plural(len(ranked), 'differs', 'differ')} in rank only: A "
+            "and B adapt the same modules with adapters of another size; torch's load_state_dict, which LoRA loaders "
+            "call (sd-scripts' --network_weights, peft's load_adapter), raises on a size mismatch even with "
+            "strict=False")
     if resized:
         # Even the expected resizes (vocabulary, labels, positions) stop the default load.
         notes.append(

@@ -595,7 +595,7 @@ def diff_against_model(
         layout_whys=layout_whys, head_names=_head_names(model, missing),
         # Keys transformers would add or strip a prefix for are not unexpected here: a prefix left to fix is
         # one from_pretrained does not fix (Lightning's `model.` on BERT, whose base prefix is `bert.`).
-        base_prefix_loads=False, loader_ran=True, fixed_by_renames=fixed_by_renames,
+        base_prefix_loads=False, loader_ran=True, fixed_by_renames=fixed_by_renames, saved_names_a=renamed_a,
     )
     report.matched = len(specs_b) - len(sim.missing) - len(sim.mismatched)
     report.total_a = len(specs_a)  # A's own tensors, not the names they become once experts are merged

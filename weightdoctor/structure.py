@@ -310,16 +310,26 @@ def ldm_ema_copy_warning(checkpoint: Checkpoint) -> str | None:
         >>> ldm_ema_copy_warning(open_checkpoint("sd-v1-4-full-ema.ckpt"))  # doctest: +SKIP
         'the UNet is stored twice: model_ema.* holds an EMA copy of 686 model.diffusion_model.* tensors ...'
     """
-    names = {t.name for t in checkpoint.tensors}
-    unet = [t for t in checkpoint.tensors if t.name.startswith("model.diffusion_model.")]
-    copies = [t for t in unet if "model_ema." + "".join(t.name.split(".")[1:]) in names]
+    copies = ldm_ema_copies(checkpoint)
     if not copies:
         return None
     params = sum(t.num_params for t in copies)
     return (f"the UNet is stored twice: model_ema.* holds an EMA copy of {counted(len(copies), 'tensor')} of "
-            f"model.diffusion_model.* ({counted(params, 'parameter')}, counted in the total above); the loaders "
-            "build one UNet: diffusers' from_single_file and the original inference configs (use_ema: False) take "
-            "the non-EMA weights, diffusers' conversion script with --extract_ema the EMA ones")
+            f"model.diffusion_model.* ({counted(params, 'parameter')}, counted in the total above); {LDM_ONE_UNET}")
+
+
+# What the loaders of an original Stable Diffusion checkpoint do with LitEma's copy of its UNet.
+LDM_ONE_UNET = ("the loaders build one UNet: diffusers' from_single_file and the original inference configs "
+                "(use_ema: False) take the non-EMA weights, diffusers' conversion script with --extract_ema the EMA "
+                "ones")
+
+
+def ldm_ema_copies(checkpoint: Checkpoint) -> list[TensorInfo]:
+    """The UNet tensors (`model.diffusion_model.*`) of an original Stable Diffusion checkpoint that LitEma copied as
+    `model_ema.<name without its first part and dots>`; empty for a checkpoint without that copy."""
+    names = {t.name for t in checkpoint.tensors}
+    unet = [t for t in checkpoint.tensors if t.name.startswith("model.diffusion_model.")]
+    return [t for t in unet if "model_ema." + "".join(t.name.split(".")[1:]) in names]
 
 
 # Buffers a model registers itself (BatchNorm's statistics): EMAHook copies parameters only, so they have no twin.

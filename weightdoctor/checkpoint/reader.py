@@ -1493,6 +1493,24 @@ def _foreign_weights_beside_other_config(folder: Path) -> bool:
     return isinstance(config, dict) and not config.get("model_type") and "_class_name" not in config
 
 
+def _model_config_beside_subfolder_weights(folder: Path) -> bool:
+    """Whether a folder without weights of its own keeps them in subfolders beside a config.json that describes no
+    transformers or diffusers model: an old sentence-transformers save (`config.json` holding only `__version__`,
+    the model in `0_Transformer/` or `0_BERT/`, modules.json naming them). Planned from that config, plan-devices
+    said "nothing to plan: ... its config.json has no model_type", where the other commands name the subfolders
+    that hold the weights."""
+    try:
+        config = _read_json(folder / "config.json")
+    except (WeightDoctorError, OSError):
+        return False
+    if isinstance(config, dict) and (config.get("model_type") or "_class_name" in config):
+        return False
+    try:
+        return bool(_subfolders_with_weights(folder))
+    except OSError:
+        return False
+
+
 def _is_orbax_checkpoint(folder: Path) -> bool:
     """Whether `folder` is an Orbax (JAX) checkpoint, one of its items, or a root of step folders holding them.
 
@@ -2590,7 +2608,7 @@ def _folder_notes(folder: Path, chosen: Path) -> list[str]:
         # axolotl's merge-lora saves the base with the adapter merged in to <output_dir>/merged, beside the adapter:
         # the report of the adapter's few MB did not say that the model a user most often wants is one folder down.
         notes.append(f"merged/ beside this adapter holds a whole model (where axolotl's merge-lora saves the base "
-                     f"with the adapter merged in): this reads the adapter; point at {folder.name}/merged to read "
+                     f"with the adapter merged in): this reads the adapter; point at {_pasteable(merged)} to read "
                      "the merged model")
     if chosen.parent == folder and (saves := _trainer_saves_beside(folder)):
         # A Trainer's output_dir: Trainer.save_model's final model at the top, the run's checkpoint-N/ saves below.
@@ -2607,7 +2625,8 @@ def _folder_notes(folder: Path, chosen: Path) -> list[str]:
                          and any(q.suffix in (".safetensors", ".bin") for q in p.iterdir() if q.is_file()))
         if modules:
             notes.append(f"sentence-transformers module folder(s) {', '.join(m + '/' for m in modules)} hold weights "
-                         f"of their own, not in this report: point at {folder.name}/{modules[0]} to read them")
+                         f"of their own, not in this report: point at {_pasteable(folder / modules[0])} to read "
+                         "them")
     return notes
 
 
@@ -3339,7 +3358,8 @@ def _open_checkpoint(
             target, is_index = _choose_in_folder(path)
             warnings += _ignored_beside(path, target) + _folder_notes(path, target)
         except SourceNotFound as exc:
-            if allow_config_only and config_path.is_file() and not _foreign_weights_beside_other_config(path):
+            if (allow_config_only and config_path.is_file() and not _foreign_weights_beside_other_config(path)
+                    and not _model_config_beside_subfolder_weights(path)):
                 target = config_path
                 # A Hub snapshot fetched for its config alone holds what was fetched, not what the repo has.
                 warnings += _foreign_weights_only(path) if repo_id is None else []
