@@ -1,0 +1,128 @@
+"""perf16: diff-keys --model-class runs transformers' fp8 dequantization once per distinct input shape (outputs
+equal with and without the memo), ..."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.deepseek_synth import write_deepseek_v3
+from tests.helpers import fp8_block_state_dict, run_cli
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+fp8 = pytest.importorskip("transformers.integrations.finegrained_fp8")
+
+from weightdoctor import load_simulation  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def deepseek(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("deepseek") / "deepseek-v3"
+    write_deepseek_v3(folder, layers=5, experts=8, shards=6)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fp8_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """fixlist23's FineGrainedFP8 Llama: each layer's projections in float8 with their [128, 128] block scales."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=4, vocab_size=256,
+                                      tie_word_embeddings=False)
+    state_dict = fp8_block_state_dict(transformers.LlamaForCausalLM(config).state_dict(),
+                                      lambda name: name.startswith("model.layers.") and name.endswith("proj.weight"))
+    folder = tmp_path_factory.mktemp("fp8") / "fp8"
+    folder.mkdir()
+    save_file(state_dict, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config.to_dict() | {
+        "torch_dtype": "bfloat16", "quantization_config": {
+            "quant_method": "fp8", "activation_scheme": "dynamic", "fmt": "e4m3", "weight_block_size": [128, 128]}}))
+    return folder
+
+
+def _diff_keys(folder: Path, model_class: str) -> tuple[int, str]:
+    result = run_cli("diff-keys", str(folder), "--model-class", model_class, "--config", str(folder / "config.json"),
+                     "--json")
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.exit_code, result.stdout
+
+
+def _counting_dequantize(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    calls: list[tuple[int, ...]] = []
+    real = fp8.Fp8Dequantize._dequantize_one
+
+    def counting(self: Any, quantized: Any, scales: Any, output_dtype: Any = None) -> Any:
+        calls.append(tuple(quantized.shape))
+        return real(self, quantized, scales, output_dtype=output_dtype)
+
+    monkeypatch.setattr(fp8.Fp8Dequantize, "_dequantize_one", counting)
+    return calls
+
+
+@pytest.mark.parametrize("layout", ["deepseek", "fp8_llama"])
+def test_dequantize_memo_changes_no_output(layout: str, request: pytest.FixtureRequest,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = request.getfixturevalue(layout)
+    model_class = "DeepseekV3ForCausalLM" if layout == "deepseek" else "AutoModelForCausalLM"
+    memoized = _diff_keys(folder, model_class)
+    monkeypatch.setattr(load_simulation.MetaDequantizeMemo, "attach", lambda self, converter: None)
+    assert _diff_keys(folder, model_class) == memoized  # exit code and every byte of --json
+    report = json.loads(memoized[1])
+    if not torch.cuda.is_available():  # dequantized: the scales merged into their weights
+        assert not [u for u in report["unexpected"] if u["name"].endswith("weight_scale_inv")]
+    if layout == "deepseek" and not torch.cuda.is_available():
+        # kv_a_proj_with_mqa's error (576 rows on 5 scale rows), raised again from the memo for layers 1 to 4
+        details = [m["detail"] for m in report["missing"]]
+        assert len(details) == 5 and len(set(details)) == 1 and "not divisible by scale grid" in details[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="from_pretrained dequantizes only without a GPU")
+def test_fp8_dequantization_runs_once_per_distinct_input(deepseek: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # DeepSeek-V3's 45k fp8 expert weights each ran transformers' dequantization on meta tensors (about 1 ms a
+    # call: most of diff-keys --model-class's 17 s at full scale); they come in a handful of shapes.
+    calls = _counting_dequantize(monkeypatch)
+    code, stdout = _diff_keys(deepseek, "DeepseekV3ForCausalLM")
+    assert code == 1 and json.loads(stdout)["total_a"] == 279
+    shapes = {(2048, 7168), (7168, 2048), (1536, 7168), (24576, 1536), (576, 7168), (32768, 512), (7168, 16384),
+              (18432, 7168), (7168, 18432)}
+    assert set(calls) == shapes
+    # once per shape in each of the load simulations (the first and the rename search's re-runs), not once per
+    # fp8 weight (69 of them here in each)
+    assert len(calls) <= 5 * len(shapes) < 69
+
+
+def test_memo_repeats_results_and_errors_as_transformers_makes_them() -> None:
+    memo = load_simulation.MetaDequantizeMemo()
+    op = fp8.Fp8Dequantize(None)
+    converter = type("Converter", (), {"operations": [op]})()
+    memo.attach(converter)
+    weight = torch.empty((256, 384), dtype=torch.float8_e4m3fn, device="meta")
+    scales = torch.empty((2, 3), dtype=torch.float32, device="meta")
+    first, second = (op._dequantize_one(weight, scales, output_dtype=torch.bfloat16) for _ in range(2))
+    expected = fp8.Fp8Dequantize(None)._dequantize_one(weight, scales, output_dtype=torch.bfloat16)
+    for got in (first, second):
+        assert (got.shape, got.stride(), got.dtype, got.device.type) == (
+            expected.shape, expected.stride(), expected.dtype, expected.device.type)
+    assert second is not first and memo.calls == 1
+    # another output dtype is another input
+    assert op._dequantize_one(weight, scales, output_dtype=torch.float32).dtype == torch.float32
+    assert memo.calls == 2
+    ragged = torch.empty((5, 3), dtype=torch.float32, device="meta")
+    messages = []
+    for _ in range(2):
+        with pytest.raises(ValueError, match="not divisible by scale grid") as raised:
+            op._dequantize_one(weight, ragged)
+        messages.append(str(raised.value))
+    assert messages[0] == messages[1] == "Weight shape (256, 384) not divisible by scale grid (5, 3)."
+    assert memo.calls == 3
+    # real tensors are not memoized: their values matter
+    real_weight = torch.ones((128, 128), dtype=torch.float8_e4m3fn)
+    for value in (1.0, 2.0):
+        out = op._dequantize_one(real_weight, torch.full((1, 1), value), output_dtype=torch.float32)
+        assert float(out[0, 0]) == value
