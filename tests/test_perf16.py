@@ -1,9 +1,13 @@
 """perf16: diff-keys --model-class runs transformers' fp8 dequantization once per distinct input shape (outputs
-equal with and without the memo), ..."""
+equal with and without the memo); a zip's layout reads its local headers through a read-ahead window and builds
+no second member for each one both central-directory views list (layouts equal with and without the window)."""
 
 from __future__ import annotations
 
+import io
 import json
+import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ transformers = pytest.importorskip("transformers")
 fp8 = pytest.importorskip("transformers.integrations.finegrained_fp8")
 
 from weightdoctor import load_simulation  # noqa: E402
+from weightdoctor.security import archive  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +131,93 @@ def test_memo_repeats_results_and_errors_as_transformers_makes_them() -> None:
     for value in (1.0, 2.0):
         out = op._dequantize_one(real_weight, torch.full((1, 1), value), output_dtype=torch.float32)
         assert float(out[0, 0]) == value
+
+
+def _many_entry_zip(path: Path, count: int, prefix: str = "archive/data/") -> Path:
+    """`count` empty stored records, written raw (tests/test_zip_many_entries' writer, imported lazily there)."""
+    from tests.test_zip_many_entries import _many_entry_zip as write
+
+    return write(path, count, prefix)
+
+
+def _zip_cases(tmp_path: Path) -> dict[str, bytes]:
+    """Archives whose two central-directory views agree, differ, or cannot be read."""
+    saved = io.BytesIO()
+    generator = torch.Generator().manual_seed(0)
+    torch.save({f"layers.{i}.weight": torch.randn(3, 5, generator=generator) for i in range(40)}, saved)
+    cases = {"torch.save": saved.getvalue(), "many": _many_entry_zip(tmp_path / "many.bin", 3000).read_bytes()}
+    deflated = io.BytesIO()
+    with zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as archive_file:
+        archive_file.writestr("archive/data.pkl", b"\x80\x02}q\x00." * 50)
+        archive_file.writestr("archive/big", b"\0" * 100_000)
+        archive_file.writestr("archive/" + "n" * 300, b"x")
+    cases["deflated"] = deflated.getvalue()
+    cases["prepended"] = b"\0" * 77 + cases["deflated"]  # zipfile shifts every offset, miniz does not
+    cases["joined"] = cases["deflated"] + cases["torch.save"]
+    cases["truncated"] = cases["torch.save"][: len(cases["torch.save"]) // 2]
+    # One record miniz's view lists and zipfile's does not: the classic end record points at a second directory.
+    many = bytearray(cases["many"])
+    cases["renamed local header"] = bytes(many.replace(b"archive/data/7", b"archive/data/X", 1))
+    end = many.rfind(b"PK\x05\x06")
+    count, size, offset = struct.unpack_from("<HII", many, end + 10)
+    cases["short directory"] = bytes(many[:end]) + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count - 1, count - 1,
+                                                               size, offset, 0)
+    return cases
+
+
+def _layout(data: bytes) -> archive.ZipLayout:
+    with archive.command_cache():
+        return archive.read_layout(io.BytesIO(data), len(data))
+
+
+def test_zip_layouts_equal_with_and_without_the_read_ahead_window(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    cases = _zip_cases(tmp_path)
+    windowed = {name: _layout(data) for name, data in cases.items()}
+
+    class Unbuffered(archive._Window):
+        def __init__(self, handle: Any, ahead: int = 0) -> None:
+            super().__init__(handle, 0)
+
+    monkeypatch.setattr(archive, "_Window", Unbuffered)
+    for name, data in cases.items():
+        assert _layout(data) == windowed[name], name
+    assert len(windowed["many"].members) == 3000 and not windowed["many"].problems
+    assert any("local header names it 'archive/data/X'" in n for n in windowed["renamed local header"].notes)
+    assert any("different readers" in p for p in windowed["prepended"].problems)
+
+
+def test_window_reads_what_read_at_reads(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 40
+    handle = io.BytesIO(data)
+    window = archive._Window(handle, ahead=1000)
+    for offset, size in [(0, 30), (10, 50), (990, 30), (5, 2000), (10_200, 100), (10_230, 30), (10_239, 5),
+                         (10_240, 4), (4_000, 30), (-1, 4), (1 << 63, 4), (3_000, 0)]:
+        assert window.read_at(offset, size) == archive._read_at(handle, offset, size), (offset, size)
+
+
+def test_members_both_views_list_are_built_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The raw (miniz) view built a ZipMember for each of the million records zipfile's view already held, then
+    # dropped it: about a second of inspect on a 1M-entry zip. It builds only those zipfile does not list.
+    built = {"n": 0}
+    real = archive.ZipMember.__init__
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> None:
+        built["n"] += 1
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(archive.ZipMember, "__init__", counting)
+    cases = _zip_cases(tmp_path)
+    layout = _layout(cases["many"])
+    assert len(layout.members) == 3000 and built["n"] == 3000
+    built["n"] = 0
+    layout = _layout(cases["short directory"])  # the views disagree on nothing but the count miniz goes by
+    assert any("counts 2,999 entries" in note for note in layout.notes), layout.notes
+    assert built["n"] == 3000
+
+
+def test_inspect_of_a_many_entry_zip_says_what_it_said(tmp_path: Path) -> None:
+    source = _many_entry_zip(tmp_path / "many.bin", 2000)
+    result = run_cli("inspect", str(source), "--json")
+    assert result.exit_code == 2
+    assert "many.bin" in result.stderr and "no data.pkl record" in result.stderr and "Traceback" not in result.stderr
