@@ -86,42 +86,18 @@ def _zip64_sizes(extra: bytes, csize: int, usize: int) -> tuple[int, int]:
     return csize, usize
 
 
-class _Window:
-    """Reads of a file served from one stretch of it, read ahead: the local headers of a zip listing a million
-    small members lie side by side, and reading each with its own seeks and reads took about a third of
-    `inspect`'s time on such a file. What a read returns is what `_read_at` returns for the same bytes (short at
-    the end of the file)."""
-
-    def __init__(self, handle: BinaryIO, ahead: int = 8192) -> None:
-        self.handle, self.ahead = handle, ahead
-        self.start, self.data, self.at_end = 0, b"", False
-
-    def read_at(self, offset: int, size: int) -> bytes:
-        if not 0 <= offset < 1 << 63:
-            return b""  # as _read_at: past what seek takes
-        begin = offset - self.start
-        if begin < 0 or (begin + size > len(self.data) and not (self.at_end and begin <= len(self.data))):
-            wanted = max(size, self.ahead)
-            self.start, self.data = offset, _read_at(self.handle, offset, wanted)
-            self.at_end, begin = len(self.data) < wanted, 0
-        return self.data[begin:begin + size]
-
-
-def _local_header(handle: BinaryIO | _Window, offset: int
-                  ) -> tuple[int, int, int, int, int, int, int, str, bytes] | None:
+def _local_header(handle: BinaryIO, offset: int) -> tuple[int, int, int, int, int, int, int, str, bytes] | None:
     """(flags, method, crc, csize, usize, data_offset, header_end, name, extra) or None if no header."""
-    window = handle if isinstance(handle, _Window) else _Window(handle, 0)
-    raw = window.read_at(offset, _LOCAL.size)
+    raw = _read_at(handle, offset, _LOCAL.size)
     if len(raw) < _LOCAL.size:
         return None
     sig, _version, flags, method, _time, _date, crc, csize, usize, name_len, extra_len = _LOCAL.unpack(raw)
     if sig != LOCAL_SIGNATURE:
         return None
-    name_and_extra = window.read_at(offset + _LOCAL.size, name_len + extra_len)
-    name, extra = name_and_extra[:name_len], name_and_extra[name_len:]
+    name = _read_at(handle, offset + _LOCAL.size, name_len)
+    extra = handle.read(extra_len)
     data_offset = offset + _LOCAL.size + name_len + extra_len
-    if extra:
-        csize, usize = _zip64_sizes(extra, csize, usize)
+    csize, usize = _zip64_sizes(extra, csize, usize)
     text = name.decode("utf-8", "replace")
     return flags, method, crc, csize, usize, data_offset, data_offset, text, extra
 
@@ -243,9 +219,8 @@ def _from_central_directory(handle: BinaryIO, file_size: int) -> ZipLayout:
     problems: list[str] = []
     infos = _zipfile_infos(handle)
     members: list[ZipMember] = []
-    window = _Window(handle)
     for info in infos:
-        header = _local_header(window, info.header_offset)
+        header = _local_header(handle, info.header_offset)
         if header is None:
             problems.append(f"member {info.filename!r}: no local header at byte {info.header_offset}")
             continue
@@ -379,7 +354,6 @@ def _raw_central_directory(handle: BinaryIO, file_size: int, offset: int, size: 
     members: list[ZipMember] = []
     entries = with_header = 0
     position = 0
-    window = _Window(handle)
     while position + _CENTRAL.size <= len(raw) and raw[position:position + 4] == b"PK\x01\x02":
         fields = _CENTRAL.unpack_from(raw, position)
         method, crc, csize, usize = fields[4], fields[7], fields[8], fields[9]
@@ -399,7 +373,7 @@ def _raw_central_directory(handle: BinaryIO, file_size: int, offset: int, size: 
         if known is not None and (name, header_offset) in known:
             with_header += 1
             continue
-        header = _local_header(window, header_offset)
+        header = _local_header(handle, header_offset)
         if header is not None:
             with_header += 1
             members.append(ZipMember(name, header_offset, header[5], csize, usize, method, crc))
