@@ -89,8 +89,8 @@ def test_dequantize_memo_changes_no_output(layout: str, request: pytest.FixtureR
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="from_pretrained dequantizes only without a GPU")
 def test_fp8_dequantization_runs_once_per_distinct_input(deepseek: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # DeepSeek-V3's 45k fp8 expert weights each ran transformers' dequantization on meta tensors (about 1 ms a
-    # call: most of diff-keys --model-class's 17 s at full scale); they come in a handful of shapes.
+    # DeepSeek-V3's 45k fp8 expert weights each ran transformers' dequantization on meta tensors (half of
+    # diff-keys --model-class's 17.7 s of CPU at full scale); they come in a handful of shapes.
     calls = _counting_dequantize(monkeypatch)
     code, stdout = _diff_keys(deepseek, "DeepseekV3ForCausalLM")
     assert code == 1 and json.loads(stdout)["total_a"] == 279
