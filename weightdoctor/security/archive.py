@@ -116,6 +116,7 @@ def _find_end_record(handle: BinaryIO, file_size: int) -> int:
 # General-purpose flag bits miniz refuses a record for: (bit, what it says).
 _REFUSED_FLAGS = ((0x1, "encrypted"), (0x20, "compressed patch data"), (0x40, "strongly encrypted"),
                   (0x2000, "having its local header masked"))
+_REFUSED_MASK = sum(bit for bit, _what in _REFUSED_FLAGS)
 
 
 # The layouts read during one command, by file version: one `inspect` reads the same archive's layout in the scan,
@@ -224,8 +225,8 @@ def _from_central_directory(handle: BinaryIO, file_size: int) -> ZipLayout:
             problems.append(f"member {info.filename!r}: no local header at byte {info.header_offset}")
             continue
         data_offset = header[5]
-        refused = [what for bit, what in _REFUSED_FLAGS if info.flag_bits & bit]
-        if refused:
+        if info.flag_bits & _REFUSED_MASK:
+            refused = [what for bit, what in _REFUSED_FLAGS if info.flag_bits & bit]
             # Read in place here, the bytes were taken as values; miniz refuses such a record in every mode
             # ("unsupported encryption", "unsupported feature"), so torch.load refuses the file.
             problems.append(f"member {info.filename!r} is flagged as {' and '.join(refused)} (PyTorch's reader "
@@ -337,18 +338,21 @@ def _central_directory_locations(handle: BinaryIO, file_size: int, notes: list[s
 
 
 def _raw_central_directory(handle: BinaryIO, file_size: int, offset: int, size: int,
-                           known: dict[tuple[str, int], int] | None = None) -> tuple[list[ZipMember], int]:
-    """The members a central directory at `offset` lists, parsed as miniz would (no offset shifting), and the
-    number of its entries (those without a local header included).
+                           known: dict[tuple[str, int], int] | None = None) -> tuple[list[ZipMember], int, int]:
+    """The members a central directory at `offset` lists, parsed as miniz would (no offset shifting), but for
+    those `known` holds; the number of its entries (those without a local header included); the number of
+    entries with a local header (those `known` holds included).
 
     `known` maps (name, header offset) to the data offset of local headers already read: the same bytes
-    give the same answer, so a million-entry directory's local headers are not read a second time.
+    give the same answer, so a million-entry directory's local headers are not read a second time, and
+    no member is built for them (the caller keeps only members it does not know: a million built and
+    dropped were a second of `inspect`).
     """
     if offset >= file_size:
-        return [], 0
+        return [], 0, 0
     raw = _read_at(handle, offset, min(size, file_size - offset, 1 << 28))
     members: list[ZipMember] = []
-    entries = 0
+    entries = with_header = 0
     position = 0
     while position + _CENTRAL.size <= len(raw) and raw[position:position + 4] == b"PK\x01\x02":
         fields = _CENTRAL.unpack_from(raw, position)
@@ -364,15 +368,16 @@ def _raw_central_directory(handle: BinaryIO, file_size: int, offset: int, size: 
                 csize = values.pop(0)
             if header_offset == 0xFFFFFFFF and values:
                 header_offset = values.pop(0)
-        data_offset = known.get((name, header_offset)) if known is not None else None
-        if data_offset is None:
-            header = _local_header(handle, header_offset)
-            data_offset = header[5] if header is not None else None
-        if data_offset is not None:
-            members.append(ZipMember(name, header_offset, data_offset, csize, usize, method, crc))
         entries += 1
         position += 46 + name_len + extra_len + comment_len
-    return members, entries
+        if known is not None and (name, header_offset) in known:
+            with_header += 1
+            continue
+        header = _local_header(handle, header_offset)
+        if header is not None:
+            with_header += 1
+            members.append(ZipMember(name, header_offset, header[5], csize, usize, method, crc))
+    return members, entries, with_header
 
 
 def _zip64_values(extra: bytes) -> list[int]:
@@ -433,15 +438,17 @@ def _read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
         strict = None
         reason = clip_words(" ".join(str(exc).split()), 120) or type(exc).__name__
         notes.append(f"zipfile cannot read the central directory ({reason}); it was read as PyTorch reads it")
-    raw_members: list[ZipMember] = []
+    raw_members: list[ZipMember] = []  # those zipfile's view does not hold
+    raw_found = 0  # members of the raw view with a local header, zipfile's included
     read = {(m.name, m.header_offset): m.data_offset for m in strict.members} if strict is not None else {}
     # The classic and zip64 end records usually give the same place: that directory is parsed once.
     for offset, size, declared in dict.fromkeys(_central_directory_locations(handle, file_size, notes)):
         try:
-            found, entries = _raw_central_directory(handle, file_size, offset, size, read)
+            found, entries, with_header = _raw_central_directory(handle, file_size, offset, size, read)
         except (ValueError, OSError, struct.error):
             continue
         raw_members += found
+        raw_found += with_header
         if declared is not None and entries and declared != (entries, entries):
             # miniz reads as many entries as the end record counts: more than the directory holds and torch.load
             # refuses the file ("archive is corrupted"), fewer and it sees only the first ones. zipfile counts
@@ -456,7 +463,7 @@ def _read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
             known[(member.name, member.header_offset)] = member.data_offset
             extra.append(member)
     problems: list[str] = []
-    if strict is not None and strict.members and not raw_members:
+    if strict is not None and strict.members and not raw_found:
         # zipfile moves every offset when the end record's numbers do not add up; miniz does not. A second archive
         # in the comment of the first (or two archives joined) is read whole by zipfile and not at all by torch:
         # inspect listed the hidden archive's tensors, exit 0, for a file torch.load refuses.
