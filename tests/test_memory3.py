@@ -1,20 +1,24 @@
-"""memory3: the limits the memory guard had left out (a data limit, ulimit -d; a cgroup's swap limit). Limits are
-simulated as test_memory2's are: the guard's own reads of /proc and /sys patched, or a child process given the limit
-(setrlimit). Large tensors are sparse files (holes read as zeros, no disk)."""
+"""memory3: the limits the memory guard had left out (a data limit, ulimit -d; a cgroup's swap limit), and the peak of
+diff-keys --values. Limits are simulated as test_memory2's are: the guard's own reads of /proc and /sys patched, or a
+child process given the limit (setrlimit). Large tensors are sparse files (holes read as zeros, no disk)."""
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from tests.helpers import REPO_ROOT, one_error_line, run_cli, write_sparse_float_safetensors
 from weightdoctor.checkpoint import safetensors_format
+from weightdoctor.diff_keys import compare_pair
 
 
 def _files_read(monkeypatch: pytest.MonkeyPatch, files: dict[str, str]) -> None:
@@ -150,3 +154,143 @@ def test_a_cgroup_whose_swap_limit_is_above_the_free_swap_keeps_the_machines_fig
                               "/sys/fs/cgroup/box/memory.swap.current": "0\n"})
     assert safetensors_format.available_memory() == (2048 + 8192) << 10
     assert safetensors_format._limit_words() == "this machine has available"
+
+
+# A child that resets its peak resident set (VmHWM) once torch and the commands are imported, runs the command,
+# and writes what its peak rose by, in MiB, on stderr's last line.
+_PEAK = """
+import os, sys
+import torch, safetensors, weightdoctor.cli, weightdoctor.diff_keys
+from weightdoctor.entry import main
+def status(field):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field + ":"))
+with open("/proc/self/clear_refs", "w") as reset:
+    reset.write("5")
+start = status("VmRSS")
+real_exit = os._exit
+def reported_exit(code):
+    sys.stderr.write("\\npeak rise MiB %d\\n" % ((status("VmHWM") - start) // 1024))
+    sys.stderr.flush()
+    real_exit(code)
+os._exit = reported_exit
+sys.argv = ["weightdoctor"] + sys.argv[1:]
+main()
+"""
+
+
+def test_diff_keys_values_holds_one_pair_and_little_more(tmp_path: Path) -> None:
+    """diff-keys --values said its memory was one tensor pair, and compared it in float64 chunks of 4M values:
+    about seven float64 temporaries of a chunk alive at once, ~220 MB more than the pair (two 32 MB tensors, 61 MiB,
+    here: the peak rose by 248 MiB). The chunks are 256K values now: the peak rises by the pair, ~10 MiB that any
+    --values run takes (of two 64K-value tensors too) and ~17 MiB (measured: 88 to 94 MiB)."""
+    a = write_sparse_float_safetensors(tmp_path / "a.safetensors", 8 << 20)
+    b = write_sparse_float_safetensors(tmp_path / "b.safetensors", 8 << 20)
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("no /proc/self/clear_refs to reset the peak resident set with")
+    done = _child(_PEAK, ["diff-keys", str(a), str(b), "--values", "--json"])
+    assert done.returncode == 0, done.stderr
+    assert '"identical": true' in done.stdout
+    rise = int(done.stderr.strip().splitlines()[-1].removeprefix("peak rise MiB "))
+    pair = 2 * 32 * 10**6 >> 20
+    assert pair <= rise < pair + 48, rise
+
+
+def _reference(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """max |A−B| and ‖A−B‖/‖B‖ computed exactly (fractions), rounded once at the end."""
+    xs = [Fraction(float(x)) for x in a.reshape(-1).tolist()]
+    ys = [Fraction(float(y)) for y in b.reshape(-1).tolist()]
+    largest = max(abs(x - y) for x, y in zip(xs, ys, strict=True))
+    diff_sq = sum((x - y) ** 2 for x, y in zip(xs, ys, strict=True))
+    ref_sq = sum(y * y for y in ys)
+    return float(largest), math.sqrt(diff_sq / ref_sq)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64,
+                                   torch.float8_e4m3fn, torch.int8, torch.int32, torch.int64])
+def test_values_compared_in_many_chunks_keep_their_precision(dtype: torch.dtype) -> None:
+    """Smaller chunks mean more chunk sums: added exactly rounded, the relative change is the exact one to a few
+    units in the last place, in every dtype, and the largest difference exact."""
+    generator = torch.Generator().manual_seed(11)
+    base = torch.randn(3000, generator=generator, dtype=torch.float64) * 40
+    a = base.to(dtype) if dtype.is_floating_point else base.round().to(dtype)
+    b = (base * 1.01 + 0.5).to(dtype) if dtype.is_floating_point else (base * 1.01 + 0.5).round().to(dtype)
+    largest, rel = _reference(a, b)
+    for chunk in (128, 1 << 18):
+        diff = compare_pair("w", a, b, chunk)[0]
+        assert not diff.identical
+        assert diff.max_abs_diff == largest, chunk
+        assert math.isclose(diff.rel_change, rel, rel_tol=4e-16, abs_tol=0.0), (chunk, diff.rel_change, rel)
+
+
+def test_complex_values_compared_from_their_real_view_keep_their_figures() -> None:
+    """A complex pair was cast whole to complex128 (4x a complex32 tensor, 2x a complex64 one) before its chunks:
+    now its (real, imaginary) view is cast chunk by chunk, to the same figures."""
+    generator = torch.Generator().manual_seed(5)
+    a = torch.randn(2000, dtype=torch.complex64, generator=generator)
+    b = a + 1e-3 * torch.randn(2000, dtype=torch.complex64, generator=generator)
+    largest, rel = _reference(torch.view_as_real(a), torch.view_as_real(b))
+    diff = compare_pair("w", a, b, 256)[0]
+    assert diff.max_abs_diff == largest
+    assert math.isclose(diff.rel_change, rel, rel_tol=4e-16)
+
+
+
+# A child that compares a strided (transposed) float32 pair and a float4 pair of 32 MiB each, and prints by how much
+# each comparison raised its peak resident set, in MiB.
+_PIECES_PEAK = """
+import torch
+from weightdoctor.diff_keys import compare_pair
+def status(field):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field + ":"))
+def rise(a, b):
+    compare_pair("w", a[:2], b[:2])
+    with open("/proc/self/clear_refs", "w") as reset:
+        reset.write("5")
+    start = status("VmRSS")
+    compare_pair("w", a, b)
+    return (status("VmHWM") - start) // 1024
+generator = torch.Generator().manual_seed(1)
+a, b = (torch.randn(2048, 4096, generator=generator).t() for _ in range(2))
+codes = [torch.randint(0, 256, (32 << 20,), dtype=torch.uint8, generator=generator) for _ in range(2)]
+print(rise(a, b), rise(*(c.view(torch.float4_e2m1fn_x2) for c in codes)))
+"""
+
+
+def test_a_strided_or_float4_pair_is_compared_a_piece_at_a_time() -> None:
+    """A transposed pair (a .bin's saved view) was copied whole by reshape(-1) before its chunks, and a float4 pair
+    decoded whole through int64 table indices (16 bytes a byte): comparing two 32 MiB tensors raised the peak by 239
+    and 383 MiB. Each piece is copied or decoded alone now."""
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("no /proc/self/clear_refs to reset the peak resident set with")
+    done = _child(_PIECES_PEAK, [])
+    assert done.returncode == 0, done.stderr
+    strided, float4 = map(int, done.stdout.split())
+    assert strided < 40 and float4 < 40, (strided, float4)
+
+
+@pytest.mark.parametrize("chunk", [4, 16, 1 << 18])
+def test_pieces_of_a_strided_pair_give_the_figures_of_its_contiguous_copy(chunk: int) -> None:
+    generator = torch.Generator().manual_seed(2)
+    a = torch.randn(7, 5, 3, generator=generator).permute(2, 0, 1)
+    b = (a.contiguous() * 1.5 + 0.25).permute(0, 2, 1).contiguous().permute(0, 2, 1)  # strided another way
+    b[1, 3, 2] = math.nan
+    a[1, 3, 2] = math.nan  # a NaN on both sides is no change
+    largest, rel = _reference(torch.nan_to_num(a, nan=0.0), torch.nan_to_num(b, nan=0.0))
+    diff = compare_pair("w", a, b, chunk)[0]
+    assert not diff.identical and diff.max_abs_diff == largest
+    assert math.isclose(diff.rel_change, rel, rel_tol=4e-16)
+    assert compare_pair("w", a, a.contiguous(), chunk)[0].identical
+
+
+@pytest.mark.parametrize("chunk", [6, 1 << 18])
+def test_float4_decoded_a_piece_at_a_time_gives_the_exact_figures(chunk: int) -> None:
+    generator = torch.Generator().manual_seed(3)
+    codes = [torch.randint(0, 256, (40, 9), dtype=torch.uint8, generator=generator) for _ in range(2)]
+    a, b = (c.view(torch.float4_e2m1fn_x2) for c in codes)
+    table = torch.tensor([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6], dtype=torch.float64)
+    values = [torch.stack([table[(c & 15).long()], table[(c >> 4).long()]], -1) for c in codes]
+    largest, rel = _reference(*values)
+    for pair in ((a, b), (a.t(), b.t())):
+        diff = compare_pair("w", *pair, chunk)[0]
+        assert diff.max_abs_diff == largest
+        assert math.isclose(diff.rel_change, rel, rel_tol=4e-16)
