@@ -11,7 +11,7 @@ import math
 import pickle
 import re
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -213,12 +213,10 @@ def cast_counts(
     """
     import torch
 
-    flat = values.reshape(-1)
-    wide = _wide_dtype(flat.dtype, targets)
+    wide = _wide_dtype(values.dtype, targets)
     infos = [torch.finfo(t) for t in targets]
     results = [CastCounts() for _ in targets]
-    for start in range(0, flat.numel(), chunk_elements):
-        src = flat[start:start + chunk_elements]
+    for src in _pieces(values, chunk_elements):
         x = src if src.dtype == wide else src.to(wide)
         absx = x.abs()
         n = x.numel()
@@ -263,6 +261,27 @@ def cast_counts(
             counts.rel_error_sum = float(err.sum())
             total.add(counts)
     return results
+
+
+def _pieces(values: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
+    """1-D pieces of at most `chunk` values of a tensor, in row-major order: views of a contiguous (or 1-D) tensor,
+    else copies of one piece each (`reshape(-1)` of a strided view, a transposed weight of a .bin, copied it
+    whole: the peak of check-dtype on a 300 MB one rose 262 MiB more than on its contiguous twin, measured)."""
+    if values.numel() == 0:
+        return
+    if values.dim() <= 1 or values.is_contiguous():
+        flat = values.reshape(-1)
+        for start in range(0, flat.numel(), chunk):
+            yield flat[start:start + chunk]
+        return
+    row = math.prod(values.shape[1:])
+    if row > chunk:
+        for index in range(values.shape[0]):
+            yield from _pieces(values[index], chunk)
+        return
+    step = chunk // row
+    for start in range(0, values.shape[0], step):
+        yield values[start:start + step].reshape(-1)
 
 
 # Tensors up to this many values are cast together (`cast_counts_batch`): for a checkpoint of 100,000 tiny
@@ -1287,7 +1306,10 @@ def check_dtype(
             values = tensor
         else:
             tensor = checkpoint.load_tensor(info.name)
-            values = tensor.reshape(-1)
+            # A large strided view is cast a piece at a time (`cast_counts`), not flattened whole first.
+            whole = (tensor.numel() > min(BATCH_TENSOR_ELEMENTS, chunk_elements)
+                     and (sample is None or tensor.numel() <= sample))
+            values = tensor if whole else tensor.reshape(-1)
             if sample is not None and values.numel() > sample:
                 values = values[sample_indices(values.numel(), sample, info.name, seed)]
         numel = values.numel()

@@ -3329,7 +3329,9 @@ def _computable(tensor: torch.Tensor) -> bool:
     import torch
 
     try:
-        tensor.reshape(-1)[:1].to(torch.float64)
+        # One value, a view: reshape(-1) of a strided tensor (a transpose saved as such) copies all of it.
+        probe = tensor[(0,) * tensor.dim()].reshape(1) if tensor.numel() else tensor.reshape(-1)
+        probe.to(torch.float64)
     except (RuntimeError, NotImplementedError, TypeError):
         return False
     return True
@@ -3355,44 +3357,91 @@ def _float4_doubled(tensor: torch.Tensor) -> torch.Tensor:
     return torch.stack([table[(codes & 0x0F).long()], table[(codes >> 4).long()]], -1).reshape(-1)
 
 
-def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 22) -> tuple[ValueDiff, float, float]:
-    """Compare two same-shaped tensors in float64 chunks; also return Σ(A−B)² and ΣB² for layer totals."""
+# Values compared at once by `compare_pair`: each float64 temporary of a chunk (the two casts, the difference, its
+# square, ...) is 8 bytes a value, and about seven are alive together. At 4M values a chunk that was ~210 MB above
+# the pair itself (measured: diff-keys --values of two 300 MB float32 tensors peaked at 1022 MB; 828 MB at 256K
+# values, the pair and the interpreter with torch ~820 MB). 256K values are also faster (they stay in the CPU's
+# caches): 0.16 s of CPU for 10M float32 values on one thread, 0.5 s at 4M values a chunk.
+VALUE_CHUNK = 1 << 18
+
+
+def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor,
+                 chunk: int = VALUE_CHUNK) -> tuple[ValueDiff, float, float]:
+    """Compare two same-shaped tensors in float64 chunks; also return Σ(A−B)² and ΣB² for layer totals.
+
+    Each chunk's sums are torch's own (pairwise, in float64); the chunks' sums add up exactly rounded
+    (`math.fsum`), so the number of chunks does not change the precision of `rel_change`.
+    """
     import torch
 
     dtype_a = str(a.dtype).removeprefix("torch.")
     dtype_b = str(b.dtype).removeprefix("torch.")
     if a.is_complex() or b.is_complex():
         # Compared as (real, imaginary) pairs: a cast to float64 would drop the imaginary parts.
-        a = torch.view_as_real(a.to(torch.complex128)) if a.is_complex() else torch.stack([a, torch.zeros_like(a)], -1)
-        b = torch.view_as_real(b.to(torch.complex128)) if b.is_complex() else torch.stack([b, torch.zeros_like(b)], -1)
+        # A complex tensor's (real, imaginary) view is no copy; its chunks are cast to float64 as a float tensor's.
+        a = _real_pairs(a) if a.is_complex() else torch.stack([a, torch.zeros_like(a)], -1)
+        b = _real_pairs(b) if b.is_complex() else torch.stack([b, torch.zeros_like(b)], -1)
     if a.dtype == b.dtype and dtype_a == "float4_e2m1fn_x2" and a.shape == b.shape:
         # Torch has no arithmetic for float4 (its cast raises), so a changed tensor got NaN for the size of its
         # change. Its 16 codes decode exactly: compared as twice their values in int8 (two values a byte, half
-        # the memory of float16), then halved; the relative change is the same either way.
-        diff, diff_sq, ref_sq = compare_pair(name, _float4_doubled(a), _float4_doubled(b), chunk)
-        return (ValueDiff(name, diff.identical, diff.max_abs_diff / 2, diff.rel_change, dtype_a, dtype_b),
-                diff_sq / 4, ref_sq / 4)
+        # the memory of float16), then halved; the relative change is the same either way. Decoded a chunk at a
+        # time: the whole tensor's codes as int64 table indices were 16 bytes a byte of it.
+        def decoded() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for codes_a, codes_b in _pieces(a.view(torch.uint8), b.view(torch.uint8), max(1, chunk // 2)):
+                yield _float4_doubled(codes_a), _float4_doubled(codes_b)
+
+        identical, max_abs, diff_sq, ref_sq, rel = _compare_pieces(decoded, exact=False)
+        return (ValueDiff(name, identical, max_abs / 2, rel, dtype_a, dtype_b), diff_sq / 4, ref_sq / 4)
     if not (_computable(a) and _computable(b)):
         # Packed formats torch has no arithmetic for (bits8, uint1..uint7): equal bytes, or an unknown change.
         same = a.dtype == b.dtype and a.shape == b.shape and torch.equal(_bytes_of(a), _bytes_of(b))
         unknown = 0.0 if same else math.nan
         return ValueDiff(name, same, unknown, unknown, dtype_a, dtype_b), 0.0, 0.0
-    flat_a, flat_b = a.reshape(-1), b.reshape(-1)
     # 64-bit integers past 2**53 are not all float64 values (2**53 + 1 becomes 2**53): those are compared as
     # they are stored, and a difference float64 would round away is taken from the integers themselves.
     exact = a.dtype == b.dtype and a.dtype in (torch.int64, torch.uint64)
+    identical, max_abs, diff_sq, ref_sq, rel = _compare_pieces(lambda: _pieces(a, b, chunk), exact)
+    return ValueDiff(name, identical, max_abs, rel, dtype_a, dtype_b), diff_sq, ref_sq
+
+
+def _pieces(a: torch.Tensor, b: torch.Tensor, chunk: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Matching 1-D pieces of two tensors of as many values, in row-major order, each of at most `chunk` values:
+    views where the tensors are contiguous (or 1-D), else copies of that piece alone (`reshape(-1)` of a strided
+    tensor, a transpose saved as such, copied all of it)."""
+    if a.numel() == 0:
+        return
+    if a.shape != b.shape or a.dim() <= 1 or (a.is_contiguous() and b.is_contiguous()):
+        flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+        for start in range(0, flat_a.numel(), chunk):
+            yield flat_a[start:start + chunk], flat_b[start:start + chunk]
+        return
+    row = math.prod(a.shape[1:])
+    if row > chunk:
+        for index in range(a.shape[0]):
+            yield from _pieces(a[index], b[index], chunk)
+        return
+    step = chunk // row
+    for start in range(0, a.shape[0], step):
+        yield a[start:start + step].reshape(-1), b[start:start + step].reshape(-1)
+
+
+def _compare_pieces(pieces: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]],
+                    exact: bool) -> tuple[bool, float, float, float, float]:
+    """`compare_pair`'s figures over matching pieces of A and B (`pieces()` gives them; called again where the
+    sums of squares overflow): identical, max |A−B|, Σ(A−B)², ΣB², ‖A−B‖/‖B‖. `exact`: 64-bit integers."""
+    import torch
+
     max_abs = 0.0
-    diff_sq = 0.0
-    ref_sq = 0.0
+    diff_sqs: list[float] = []
+    ref_sqs: list[float] = []
     identical = True
-    for start in range(0, flat_a.numel(), chunk):
-        part_a = flat_a[start:start + chunk].to(torch.float64)
-        part_b = flat_b[start:start + chunk].to(torch.float64)
+    for stored_a, stored_b in pieces():
+        part_a = stored_a.to(torch.float64)
+        part_b = stored_b.to(torch.float64)
         delta = part_a - part_b
         if exact:
             # Wrapping int64 subtraction (uint64 read as int64) is the exact difference whenever it is below
             # 2**63; float64 rounds by at most 2**11 here, so any float64 difference under 2**62 is one of those.
-            stored_a, stored_b = flat_a[start:start + chunk], flat_b[start:start + chunk]
             wrapped = stored_a.view(torch.int64) - stored_b.view(torch.int64)
             delta = torch.where(delta.abs() < 2.0 ** 62, wrapped.to(torch.float64), delta)
             same = stored_a == stored_b
@@ -3406,10 +3455,29 @@ def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 
             largest = float(delta.abs().max())
             # A NaN on one side only is a difference of unknown size: keep it NaN rather than let max() drop it.
             max_abs = math.nan if math.isnan(largest) or math.isnan(max_abs) else max(max_abs, largest)
-        diff_sq += float((delta * delta).sum())
-        ref_sq += _reference_sq(part_b, same)
-    rel = _rel_change(identical, diff_sq, ref_sq, flat_a, flat_b, chunk)
-    return ValueDiff(name, identical, max_abs, rel, dtype_a, dtype_b), diff_sq, ref_sq
+        diff_sqs.append(float((delta * delta).sum()))
+        ref_sqs.append(_reference_sq(part_b, same))
+        del part_a, part_b, delta, same  # the next chunk's temporaries take their place, not join them
+    diff_sq, ref_sq = _total(diff_sqs), _total(ref_sqs)
+    return identical, max_abs, diff_sq, ref_sq, _rel_change(identical, diff_sq, ref_sq, pieces)
+
+
+def _real_pairs(tensor: torch.Tensor) -> torch.Tensor:
+    """A complex tensor as (real, imaginary) pairs of its float type, without a copy where torch can view it so."""
+    import torch
+
+    try:
+        return torch.view_as_real(tensor)
+    except RuntimeError:  # a complex dtype torch has no real view of: the whole cast, as before
+        return torch.view_as_real(tensor.to(torch.complex128))
+
+
+def _total(sums: list[float]) -> float:
+    """The exactly rounded total of chunk sums (`math.fsum`), inf or NaN as a plain sum would give them."""
+    try:
+        return math.fsum(sums)
+    except (OverflowError, ValueError):  # fsum raises where a sum of finite values overflows, or inf meets -inf
+        return sum(sums)
 
 
 def _reference_sq(part_b: torch.Tensor, same: torch.Tensor) -> float:
@@ -3421,8 +3489,8 @@ def _reference_sq(part_b: torch.Tensor, same: torch.Tensor) -> float:
     return float((kept * kept).sum())
 
 
-def _rel_change(identical: bool, diff_sq: float, ref_sq: float, flat_a: torch.Tensor, flat_b: torch.Tensor,
-                chunk: int) -> float:
+def _rel_change(identical: bool, diff_sq: float, ref_sq: float,
+                pieces: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]) -> float:
     """‖A−B‖/‖B‖ from the two sums of squares: 0 when identical, inf when B is all zeros."""
     if identical:
         return 0.0
@@ -3431,7 +3499,7 @@ def _rel_change(identical: bool, diff_sq: float, ref_sq: float, flat_a: torch.Te
     if math.isinf(diff_sq) or math.isinf(ref_sq):
         # Squares of float64 values beyond ~1e154 overflow (inf / inf is NaN): the ratio again, from values
         # scaled by a power of two (exact). An inf among the values still gives inf or NaN, as it should.
-        return _scaled_rel_change(flat_a, flat_b, chunk)
+        return _scaled_rel_change(pieces)
     return math.sqrt(diff_sq) / math.sqrt(ref_sq)
 
 
@@ -3489,32 +3557,34 @@ def compare_pairs_batch(pairs: list[tuple[str, torch.Tensor, torch.Tensor]]) -> 
     for i, (name, a, b) in enumerate(pairs):
         identical = differing[i] == 0
         max_abs = math.nan if nan_count[i] else largest[i]
-        rel = _rel_change(identical, diff_sq[i], ref_sq[i], a.reshape(-1), b.reshape(-1), 1 << 22)
+        rel = _rel_change(identical, diff_sq[i], ref_sq[i], functools.partial(_pieces, a, b, VALUE_CHUNK))
         results.append((ValueDiff(name, identical, max_abs, rel, str(a.dtype).removeprefix("torch."),
                                   str(b.dtype).removeprefix("torch.")), diff_sq[i], ref_sq[i]))
     return results
 
 
-def _scaled_rel_change(flat_a: torch.Tensor, flat_b: torch.Tensor, chunk: int) -> float:
-    """‖A−B‖/‖B‖ of two flat tensors, their values scaled so that the largest finite one is below 1."""
+def _scaled_rel_change(pieces: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]) -> float:
+    """‖A−B‖/‖B‖ over matching pieces of A and B, their values scaled so that the largest finite one is below 1."""
     import torch
 
     peak = 0.0
-    for start in range(0, flat_a.numel(), chunk):
-        for part in (flat_a[start:start + chunk], flat_b[start:start + chunk]):
+    for pair in pieces():
+        for part in pair:
             wide = part.to(torch.float64).abs()
             wide = wide[torch.isfinite(wide)]
             if wide.numel():
                 peak = max(peak, float(wide.max()))
     scale = math.ldexp(1.0, -math.frexp(peak)[1]) if peak > 0 else 1.0
-    diff_sq = ref_sq = 0.0
-    for start in range(0, flat_a.numel(), chunk):
-        part_a = flat_a[start:start + chunk].to(torch.float64) * scale
-        part_b = flat_b[start:start + chunk].to(torch.float64) * scale
+    diff_sqs: list[float] = []
+    ref_sqs: list[float] = []
+    for stored_a, stored_b in pieces():
+        part_a = stored_a.to(torch.float64) * scale
+        part_b = stored_b.to(torch.float64) * scale
         same = (part_a == part_b) | (torch.isnan(part_a) & torch.isnan(part_b))
         delta = torch.where(same, torch.zeros_like(part_a), part_a - part_b)
-        diff_sq += float((delta * delta).sum())
-        ref_sq += _reference_sq(part_b, same)
+        diff_sqs.append(float((delta * delta).sum()))
+        ref_sqs.append(_reference_sq(part_b, same))
+    diff_sq, ref_sq = _total(diff_sqs), _total(ref_sqs)
     return math.sqrt(diff_sq) / math.sqrt(ref_sq) if ref_sq else math.inf
 
 

@@ -705,9 +705,11 @@ def tensor_stats(checkpoint: Checkpoint, info: TensorInfo, sample: int | None = 
                                  keep_float64=True).reshape(-1)[:sample]
         stats = summarize_values(values, sampled=True)
         return StatsResult(info, stats, gather_sample(lines, info, whole=False))
-    tensor = _read_whole(checkpoint, info)
-    lines = _Lines(checkpoint, info, tensor)
-    stats = summarize_values(tensor.reshape(-1), shape=tuple(info.shape))
+    # reshape(-1) copies a strided view (a transposed weight of a .bin) whole: made once, and shared by the lines
+    # and the statistics (each made its own, two copies of the tensor alive together).
+    flat = _read_whole(checkpoint, info).reshape(-1)
+    lines = _Lines(checkpoint, info, flat)
+    stats = summarize_values(flat, shape=tuple(info.shape))
     return StatsResult(info, stats, gather_sample(lines, info, whole=True))
 
 
@@ -751,6 +753,7 @@ def stats_of_tensor(name: str, tensor: torch.Tensor) -> StatsResult:
     from weightdoctor.dtypes import canonical_dtype
 
     info = TensorInfo(name, tuple(tensor.shape), canonical_dtype(str(tensor.dtype)), "")
-    lines = _Lines(None, info, tensor)  # type: ignore[arg-type]
-    stats = summarize_values(tensor.reshape(-1), shape=tuple(info.shape))
+    flat = tensor.reshape(-1)  # one copy of a strided tensor, shared (as in `tensor_stats`)
+    lines = _Lines(None, info, flat)  # type: ignore[arg-type]
+    stats = summarize_values(flat, shape=tuple(info.shape))
     return StatsResult(info, stats, gather_sample(lines, info, whole=True))

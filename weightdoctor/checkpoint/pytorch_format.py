@@ -1881,14 +1881,16 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         if fmt == "pytorch-zip" and text.startswith("unable to mmap") and "(12)" in text:
             # Not a damaged file: the private map of the whole file counts in full against the memory the system
-            # commits (Linux's default rule refuses one larger than its RAM and swap), or past `ulimit -v`.
+            # commits (Linux's default rule refuses one larger than its RAM and swap), and against `ulimit -v`
+            # and `ulimit -d` (a private writable map is data to RLIMIT_DATA): the limits set are named.
+            from weightdoctor.checkpoint.safetensors_format import private_map_limits
             from weightdoctor.units import format_bytes
 
             raise UnsupportedEnvironment(
                 f"torch.load(mmap=True), which reads this file (weightdoctor's own reader does not model it), maps "
                 f"all of it ({format_bytes(path.stat().st_size)}) and the system refused the map (more than it "
-                "commits: its memory and swap, or this process's address-space limit, ulimit -v): nothing was "
-                "read") from exc
+                f"commits: its memory and swap{''.join(f', or {limit}' for limit in private_map_limits())}): "
+                "nothing was read") from exc
         if "storage has wrong byte size: expected %ld" in text:
             # torch's legacy loader leaves its format unfilled ("expected %ld got %ld1656"). The scan compares each
             # record with the size its pickle declares where it knows the storage type: most often a tensor's view

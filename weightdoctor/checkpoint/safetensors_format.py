@@ -482,11 +482,16 @@ def available_memory() -> int | None:
     """Bytes of memory this process can still take, or None where unknown: the least of
 
     - the machine's: Linux's MemAvailable, plus the free swap (an allocation past MemAvailable is swapped, slow
-      but done, not refused);
+      but done, not refused), that swap no more than the cgroup swap limits of this process's cgroup and of those
+      above it leave it (v2 `memory.swap.max`, v1 `memory.memsw.limit_in_bytes`: a container with
+      `memory.swap.max` 0 swaps nothing, whatever the machine's swap holds);
     - its cgroup's (a container's limit, or one of a cgroup above it: the kernel's OOM killer ends the process at
       it, whatever the machine has free): the limit less what the cgroup uses, its page cache counted free (the
       kernel reclaims it, active or inactive, before it kills anything; MemAvailable counts it so too);
-    - its address-space limit (`ulimit -v`, RLIMIT_AS): the limit less the address space it maps already.
+    - its address-space limit (`ulimit -v`, RLIMIT_AS): the limit less the address space it maps already;
+    - its data limit (`ulimit -d`, RLIMIT_DATA: since Linux 4.7 it bounds private writable maps, so every
+      allocation of a large buffer): the limit less its data already (`VmData`), unless the kernel was booted to
+      ignore that limit (`ignore_rlimit_data`).
 
     Which of them it was is kept, in words, for the refusal to say (`_limit_words`).
 
@@ -494,7 +499,8 @@ def available_memory() -> int | None:
     the free pages (`SC_AVPHYS_PAGES`, MemFree) leave out the page cache the kernel gives back on demand, often most
     of a machine's memory (the checkpoint's own pages once read), and refused reads that fit.
     """
-    rooms = [room for room in (_machine_room(), _cgroup_room(), _address_space_room()) if room is not None]
+    memory, swap = _cgroup_rooms()
+    rooms = [room for room in (_machine_room(swap), memory, *_process_limit_rooms()) if room is not None]
     least = min(rooms, key=itemgetter(0)) if rooms else None
     _LIMIT_SAID.words = least[1] if least is not None else None
     return least[0] if least is not None else None
@@ -522,14 +528,23 @@ def _fields(path: str) -> dict[str, int]:
     return found
 
 
-def _machine_room() -> tuple[int, str] | None:
+def _machine_room(swap_limit: tuple[int, str] | None = None) -> tuple[int, str] | None:
+    """MemAvailable and the free swap, that swap no more than `swap_limit` (what a cgroup's swap limit leaves, and
+    its words) where there is one."""
+    from weightdoctor.units import format_bytes
+
     try:
         meminfo = _fields("/proc/meminfo")
     except (OSError, ValueError):
         return None
     if "MemAvailable" not in meminfo:
         return None
-    return meminfo["MemAvailable"] + meminfo.get("SwapFree", 0), _MACHINE_WORDS
+    swap = meminfo.get("SwapFree", 0)
+    if swap_limit is None or swap_limit[0] >= swap:
+        return meminfo["MemAvailable"] + swap, _MACHINE_WORDS
+    return meminfo["MemAvailable"] + swap_limit[0], (
+        f"this machine has available to this process (its available memory, and {format_bytes(swap_limit[0])} "
+        f"of its {format_bytes(swap)} of free swap under the cgroup swap limit {swap_limit[1]})")
 
 
 def _first_line(path: str) -> str:
@@ -537,20 +552,29 @@ def _first_line(path: str) -> str:
         return text.readline().strip()
 
 
-def _cgroup_room() -> tuple[int, str] | None:
+def _limit_of(path: str) -> int | None:
+    """A cgroup limit file's bytes, or None for none ("max", or v1's page-rounded 2**63 - 1)."""
+    limit = _first_line(path)
+    return int(limit) if limit.isdigit() and int(limit) < 1 << 60 else None
+
+
+def _cgroup_rooms() -> tuple[tuple[int, str] | None, tuple[int, str] | None]:
     """What the memory limits of this process's cgroup and of those above it (v2 `memory.max`, v1
-    `memory.limit_in_bytes`) leave it, with words naming the tightest, or None without one. Inside a container the
-    cgroup's own folder is the mount's root, outside it the path /proc/self/cgroup names: both are read, with every
-    folder above the latter (a systemd slice's MemoryMax, a Kubernetes pod's limit above its container's), and the
-    smallest room kept."""
+    `memory.limit_in_bytes`) leave it, and what their swap limits (v2 `memory.swap.max`, v1 the part of
+    `memory.memsw.limit_in_bytes`, memory and swap together, past what `memory.limit_in_bytes` leaves) leave it
+    of swap, each with words naming the tightest, or None without one. Inside a container the cgroup's own folder
+    is the mount's root, outside it the path /proc/self/cgroup names: both are read, with every folder above the
+    latter (a systemd slice's MemoryMax, a Kubernetes pod's limit above its container's), and the smallest room
+    kept."""
     from weightdoctor.units import format_bytes
 
     try:
         with open("/proc/self/cgroup", encoding="ascii") as text:
             lines = text.read().splitlines()
     except (OSError, ValueError):
-        return None
+        return None, None
     rooms: list[tuple[int, str]] = []
+    swap_rooms: list[tuple[int, str]] = []
     for line in lines:
         parts = line.split(":", 2)
         if len(parts) != 3 or not parts[2].startswith("/"):
@@ -565,39 +589,101 @@ def _cgroup_room() -> tuple[int, str] | None:
         names = [name for name in parts[2].split("/") if name]
         for folder in {root + "".join(f"/{name}" for name in names[:depth]) for depth in range(len(names) + 1)}:
             try:
-                limit = _first_line(f"{folder}/{files[0]}")
-                if not limit.isdigit() or int(limit) >= 1 << 60:  # "max", or v1's page-rounded 2**63 - 1: none
-                    continue
-                usage = int(_first_line(f"{folder}/{files[1]}"))
-                stat = _fields(f"{folder}/memory.stat")
+                limit = _limit_of(f"{folder}/{files[0]}")
+                usage = None if limit is None else int(_first_line(f"{folder}/{files[1]}"))
+                stat = {} if limit is None else _fields(f"{folder}/memory.stat")
             except (OSError, ValueError):
-                continue
-            cache = stat.get(files[2], 0) + stat.get(files[3], 0)
-            rooms.append((max(0, int(limit) - max(0, usage - cache)),
-                          f"left under this process's cgroup memory limit ({folder}/{files[0]}: "
-                          f"{format_bytes(int(limit))}, less what the cgroup uses)"))
-    return min(rooms, key=itemgetter(0)) if rooms else None
+                limit = usage = None
+            if limit is not None and usage is not None:
+                cache = stat.get(files[2], 0) + stat.get(files[3], 0)
+                rooms.append((max(0, limit - max(0, usage - cache)),
+                              f"left under this process's cgroup memory limit ({folder}/{files[0]}: "
+                              f"{format_bytes(limit)}, less what the cgroup uses)"))
+            swap = _cgroup_swap_room(folder, parts[1] == "")
+            if swap is not None:
+                swap_rooms.append(swap)
+    return (min(rooms, key=itemgetter(0)) if rooms else None,
+            min(swap_rooms, key=itemgetter(0)) if swap_rooms else None)
 
 
-def _address_space_room() -> tuple[int, str] | None:
+def _cgroup_swap_room(folder: str, v2: bool) -> tuple[int, str] | None:
+    """The swap a cgroup folder's swap limit leaves its processes, with words naming that limit, or None without
+    one (or without swap accounting, where the files are absent)."""
+    from weightdoctor.units import format_bytes
+
+    try:
+        if v2:
+            limit = _limit_of(f"{folder}/memory.swap.max")
+            if limit is None:
+                return None
+            used = int(_first_line(f"{folder}/memory.swap.current"))
+            return max(0, limit - used), f"{folder}/memory.swap.max: {format_bytes(limit)}, less the swap it uses"
+        # v1 bounds memory and swap together (memsw >= memory); swap is what that leaves past the memory limit's
+        # own room: memsw.limit - memsw.usage - (limit - usage), the page cache in both usages cancelling out.
+        both = _limit_of(f"{folder}/memory.memsw.limit_in_bytes")
+        if both is None:
+            return None
+        both_used = int(_first_line(f"{folder}/memory.memsw.usage_in_bytes"))
+        limit = _limit_of(f"{folder}/memory.limit_in_bytes")
+        memory_room = 0 if limit is None else limit - int(_first_line(f"{folder}/memory.usage_in_bytes"))
+    except (OSError, ValueError):
+        return None
+    return (max(0, both - both_used - max(0, memory_room)),
+            f"{folder}/memory.memsw.limit_in_bytes: {format_bytes(both)} of memory and swap together")
+
+
+def _process_limit_rooms() -> list[tuple[int, str]]:
+    """What this process's address-space limit (RLIMIT_AS, against its `VmSize`) and data limit (RLIMIT_DATA,
+    against its `VmData`) leave it, each with its words; none where unlimited or unknown."""
     from weightdoctor.units import format_bytes
 
     try:
         import resource
 
-        soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+        limits = [(resource.getrlimit(resource.RLIMIT_AS)[0], "VmSize", "address-space limit (ulimit -v",
+                   "mapped already"),
+                  (resource.getrlimit(resource.RLIMIT_DATA)[0], "VmData", "data limit (ulimit -d",
+                   "in private writable memory already")]
     except (ImportError, OSError, ValueError):
-        return None
-    if soft == resource.RLIM_INFINITY or soft < 0:
-        return None
+        return []
+    limits = [limit for limit in limits if limit[0] != resource.RLIM_INFINITY and limit[0] >= 0]
+    if limits and limits[-1][1] == "VmData" and _rlimit_data_ignored():
+        limits.pop()
+    if not limits:
+        return []
     try:
-        mapped = _fields("/proc/self/status").get("VmSize")
+        status = _fields("/proc/self/status")
     except (OSError, ValueError):
-        return None
-    if mapped is None:
-        return None
-    return max(0, soft - mapped), (f"left under this process's address-space limit (ulimit -v: {format_bytes(soft)}, "
-                                   f"{format_bytes(mapped)} of it mapped already)")
+        return []
+    rooms = []
+    for soft, field, name, used in limits:
+        if field in status:
+            rooms.append((max(0, soft - status[field]), (f"left under this process's {name}: {format_bytes(soft)}, "
+                                                         f"{format_bytes(status[field])} of it {used})")))
+    return rooms
+
+
+def private_map_limits() -> list[str]:
+    """The limits of this process that a private writable map (torch.load(mmap=True)'s) counts against, in words,
+    for those set: its address-space limit (RLIMIT_AS) and its data limit (RLIMIT_DATA, unless the kernel ignores
+    it). Where it cannot be told (no `resource` module), the address-space limit is named, as a possibility."""
+    try:
+        import resource
+
+        address_space = resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
+        data = resource.getrlimit(resource.RLIMIT_DATA)[0] != resource.RLIM_INFINITY and not _rlimit_data_ignored()
+    except (ImportError, OSError, ValueError):
+        address_space, data = True, False
+    named = ["this process's address-space limit, ulimit -v"] if address_space else []
+    return named + ["this process's data limit, ulimit -d"] if data else named
+
+
+def _rlimit_data_ignored() -> bool:
+    """Whether the kernel was booted with `ignore_rlimit_data` (it then only warns past RLIMIT_DATA)."""
+    try:
+        return _first_line("/sys/module/kernel/parameters/ignore_rlimit_data") in ("Y", "1")
+    except (OSError, ValueError):
+        return False
 
 
 # Reading /proc/meminfo, the cgroup's files and /proc/self/status took 0.69 ms a measure on the build machine:
