@@ -37,7 +37,7 @@ from weightdoctor.dtypes import FLOATING
 from weightdoctor.errors import SourceNotFound, UsageError, clip_middle
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.paths import expand_user
-from weightdoctor.quantized import quantizer_load_error, raised_name, unusable_device
+from weightdoctor.quantized import names_no_quantizer, quantizer_load_error, raised_name, unusable_device
 from weightdoctor.renames import Rename, apply_renames
 
 if TYPE_CHECKING:
@@ -802,6 +802,12 @@ def config_quantization(config: Any) -> Any:
     if isinstance(quantization_config, (Mapping, list, tuple, str, int, float)) and (
             not quantization_config or not isinstance(quantization_config, Mapping)):
         return None
+    # One that names no quantizer (`{"bits": 4}`, no quant_method) too; mlx-lm's copy of its `quantization` is
+    # mlx-lm's (`quantized.names_no_quantizer`).
+    if isinstance(quantization_config, Mapping):
+        own = getattr(config, "quantization", None)
+        if names_no_quantizer(quantization_config, {"quantization": own} if isinstance(own, Mapping) else {}):
+            return None
     return quantization_config
 
 
@@ -823,7 +829,8 @@ def quantization_method(quantization_config: Any) -> str | None:
             # can be told from it (vars() of it was an unexpected TypeError).
             return "unknown"
     method = str(quantization_config.get("quant_method") or "unknown")
-    if method == "bitsandbytes":
+    # load_in_4bit / load_in_8bit are bitsandbytes' whatever the quant_method (transformers 4.30 saved none).
+    if method == "bitsandbytes" or quantization_config.get("load_in_4bit") or quantization_config.get("load_in_8bit"):
         if quantization_config.get("load_in_4bit"):
             return "bitsandbytes 4-bit"
         if quantization_config.get("load_in_8bit"):

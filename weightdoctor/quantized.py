@@ -748,15 +748,34 @@ def config_quantization_settings(config: Mapping[str, Any] | None) -> Mapping[st
     quantization = config.get("quantization_config")
     if not quantization:  # transformers: `config.quantization_config or text_config.quantization_config`
         text = _text_config(config)
-        inner = text.get("quantization_config") if isinstance(text, Mapping) and text is not config else None
-        if isinstance(inner, Mapping) and inner:
-            return inner
-    # An empty one (`{}`) asks for no quantization: it was read as "unknown" quantization of plain float weights,
-    # which from_pretrained refuses to load at all (`config_quantization_problem` says so).
-    return quantization if isinstance(quantization, Mapping) and quantization else None
+        quantization = text.get("quantization_config") if isinstance(text, Mapping) and text is not config else None
+    # An empty one (`{}`), or one that names no quantizer (`{"bits": 4}`), asks for no quantization: it was read as
+    # "unknown" quantization of plain float weights (planned as int4), which from_pretrained refuses to load at all
+    # (`config_quantization_problem` says so).
+    if not isinstance(quantization, Mapping) or not quantization or names_no_quantizer(quantization, config):
+        return None
+    return quantization
 
 
-def config_quantization_problem(config: Mapping[str, Any] | None) -> str | None:
+def names_no_quantizer(quantization: Mapping[str, Any], config: Mapping[str, Any] | None) -> bool:
+    """Whether a non-empty `quantization_config` is one from_pretrained refuses for naming no quantizer: no
+    `quant_method` and no `load_in_4bit` / `load_in_8bit` (transformers 4.30's bitsandbytes saves, read as
+    bitsandbytes still). mlx-lm's copy of its own `quantization` (no quant_method either) is mlx-lm's, which
+    `mlx_quantization` tells; `config`'s `quantization` says which.
+
+    Example:
+        >>> names_no_quantizer({"bits": 4}, {}), names_no_quantizer({"load_in_8bit": True}, {})
+        (True, False)
+        >>> names_no_quantizer({"bits": 4, "group_size": 64}, {"quantization": {"bits": 4, "group_size": 64}})
+        False
+    """
+    if quantization.get("quant_method") is not None or quantization.get("load_in_4bit") \
+            or quantization.get("load_in_8bit"):
+        return False
+    return not (isinstance(config, Mapping) and isinstance(config.get("quantization"), Mapping))
+
+
+def config_quantization_problem(config: Mapping[str, Any] | None, tensors: Iterable[TensorInfo] = ()) -> str | None:
     """Why transformers cannot load a checkpoint with this config.json's `quantization_config`, in a line, where it
     is one of the kinds it fails on before reading a weight; None otherwise (what `config_quantization_settings`
     reads, or none at all).
@@ -785,10 +804,20 @@ def config_quantization_problem(config: Mapping[str, Any] | None) -> str | None:
                     "has no attribute 'to_dict'); read as not quantized")
     read = config.get("quantization_config") or (text.get("quantization_config") if isinstance(text, Mapping)
                                                   else None)
+    # Where from_pretrained read it: a LLaVA's text config holds it where the top level has none.
+    where = "" if config.get("quantization_config") or text is config else "text config's "
     if isinstance(read, Mapping) and not read:
-        return ("config.json's quantization_config is empty ({}): from_pretrained refuses it (ValueError: the "
-                "quantization config has no `quant_method` attribute) before it loads a weight; read as not quantized "
-                "(delete the entry to load the weights as they are)")
+        return (f"config.json's {where}quantization_config is empty ({{}}): from_pretrained refuses it (ValueError: "
+                "the quantization config has no `quant_method` attribute) before it loads a weight; read as not "
+                "quantized (delete the entry to load the weights as they are)")
+    if isinstance(read, Mapping) and names_no_quantizer(read, config) and not _mlx_groups(tensors)[0]:
+        # `{"bits": 4, "group_size": 128}`: a hand-written or foreign config, not mlx-lm's (its `quantization` beside).
+        shown = repr(dict(read))
+        return (f"config.json's {where}quantization_config names no quant_method ({clip_middle(shown, 60)}): "
+                "from_pretrained "
+                "refuses it (ValueError: the quantization config has no `quant_method` attribute) before it loads a "
+                "weight; read without it (a quantized checkpoint's needs the quant_method of its quantizer; delete "
+                "the entry to load float weights as they are)")
     return None
 
 
@@ -812,6 +841,10 @@ def _bits(value: Any) -> int | None:
 
 def _method_and_bits(quantization: Mapping[str, Any]) -> tuple[str, int | None]:
     method = str(quantization.get("quant_method") or "unknown")
+    if quantization.get("load_in_4bit") or quantization.get("load_in_8bit"):
+        # transformers reads these as bitsandbytes whatever the quant_method (`AutoQuantizationConfig.from_dict`):
+        # transformers 4.30 saved BitsAndBytesConfig without one, said here as "unknown" quantization.
+        method = "bitsandbytes"
     bits = _bits(quantization.get("bits"))
     if method == "bitsandbytes":
         if quantization.get("load_in_4bit"):
@@ -1255,6 +1288,10 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
     exl2_packed, exl2_side = _exl2_layers(unique)
     mlx_config = config.get("quantization") if isinstance(config, Mapping) else None
     quantization = _config_of(config)
+    if not isinstance(mlx_config, Mapping) and isinstance(config, Mapping) and mlx_packed:
+        # mlx-lm's `quantization_config` copy alone, no quant_method (read as none: `names_no_quantizer`).
+        copy = config.get("quantization_config")
+        mlx_config = copy if isinstance(copy, Mapping) and copy and names_no_quantizer(copy, config) else None
     if gguf_config_loads_dense(config) is not None:  # dense weights beside a config from a .gguf load
         return None
     if quantization is not None:

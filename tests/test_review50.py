@@ -1,0 +1,111 @@
+"""review50: fixlist24's leftovers (quantization_config naming no quantizer, 4.30 bitsandbytes saves, unit families
+in plan-devices' findings and warnings)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.helpers import copy_example, run_cli
+
+
+def _with_quantization_config(tmp_path: Path, value: Any, **extra: Any) -> Path:
+    folder = copy_example(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"] = value
+    config.update(extra)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _json(*args: str) -> dict[str, Any]:
+    result = run_cli(*args, "--json")
+    assert result.exit_code in (0, 1), result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("value", [{"bits": 4}, {"bits": 4, "group_size": 128, "sym": True},
+                                   {"quant_method": None, "bits": 8}])
+def test_a_quantization_config_naming_no_quantizer_is_said_and_not_planned_as_int4(tmp_path: Path, value: Any) -> None:
+    """`{"bits": 4}` beside plain fp32 weights was read as "unknown" 4-bit quantization and planned as int4 ("fits"),
+    said of nothing; from_pretrained raises ValueError (no quant_method) on it, as on `{}`."""
+    transformers = pytest.importorskip("transformers")
+    folder = _with_quantization_config(tmp_path, value)
+    with pytest.raises(ValueError, match="quant_method"):  # the oracle: the installed transformers refuses it
+        transformers.AutoModel.from_pretrained(str(folder))
+    words = "quantization_config names no quant_method"
+    inspected = _json("inspect", str(folder))
+    assert inspected["quantized"] is None
+    assert any(words in warning and "from_pretrained refuses it" in warning for warning in inspected["warnings"])
+    planned = _json("plan-devices", str(folder), "--gpu", "1GB")
+    assert planned["dtype"] == "fp32"
+    assert any(words in warning for warning in planned["warnings"]), planned["warnings"]
+    assert not any("the config quantizes the weights" in warning for warning in planned["warnings"])
+
+
+def _mlx_checkpoint(folder: Path, config: dict[str, Any]) -> Path:
+    folder.mkdir()
+    mlx = {"model.layers.0.q_proj.weight": torch.zeros(96, 64 // 8, dtype=torch.uint32),
+           "model.layers.0.q_proj.scales": torch.zeros(96, 1, dtype=torch.float16),
+           "model.layers.0.q_proj.biases": torch.zeros(96, 1, dtype=torch.float16),
+           "model.norm.weight": torch.zeros(64, dtype=torch.float16)}
+    save_file(mlx, folder / "model.safetensors", metadata={"format": "mlx"})
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", **config}))
+    return folder
+
+
+@pytest.mark.parametrize("keys", [("quantization", "quantization_config"), ("quantization_config",)])
+def test_mlx_lms_quantization_config_copy_stays_mlx_and_is_not_told_to_be_deleted(
+        tmp_path: Path, keys: tuple[str, ...]) -> None:
+    """mlx-lm writes `quantization` and a `quantization_config` copy, neither with a quant_method: still read as
+    mlx-lm's 4-bit (its own words say transformers cannot load it), not told "delete the entry"."""
+    settings = {"group_size": 64, "bits": 4, "mode": "affine"}
+    folder = _mlx_checkpoint(tmp_path / "mlx", dict.fromkeys(keys, settings))
+    inspected = _json("inspect", str(folder))
+    assert inspected["quantized"]["method"] == "mlx" and inspected["quantized"]["bits"] == 4
+    assert inspected["quantized"]["parameters"] == 96 * 64 + 64
+    assert not any("quant_method" in warning for warning in inspected["warnings"]), inspected["warnings"]
+
+
+_BNB_430 = {"load_in_8bit": True, "load_in_4bit": False, "llm_int8_threshold": 6.0, "llm_int8_skip_modules": None,
+            "llm_int8_enable_fp32_cpu_offload": False, "llm_int8_has_fp16_weight": False,
+            "bnb_4bit_quant_type": "fp4", "bnb_4bit_use_double_quant": False, "bnb_4bit_compute_dtype": "float32"}
+
+
+def test_a_transformers_430_bitsandbytes_config_without_quant_method_is_bitsandbytes(tmp_path: Path) -> None:
+    """transformers 4.30 saved BitsAndBytesConfig without quant_method; transformers still reads load_in_8bit as
+    bitsandbytes 8-bit. It was said "unknown" quantization and planned at fp32 (3x the int8 weights' memory)."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.quantizers.auto import AutoQuantizationConfig
+
+    read = AutoQuantizationConfig.from_dict(dict(_BNB_430))  # the oracle
+    assert isinstance(read, transformers.BitsAndBytesConfig) and read.load_in_8bit
+    folder = _with_quantization_config(tmp_path, _BNB_430)
+    inspected = _json("inspect", str(folder))
+    assert inspected["quantized"]["method"] == "bitsandbytes 8-bit" and inspected["quantized"]["bits"] == 8
+    assert not any("quant_method" in warning for warning in inspected["warnings"])
+    planned = _json("plan-devices", str(folder), "--gpu", "1GB")
+    assert planned["dtype"] == "int8"
+    assert any("(bitsandbytes 8-bit): planned as int8" in warning for warning in planned["warnings"])
+
+
+def test_a_text_configs_quantization_config_problem_says_it_is_the_text_configs() -> None:
+    """from_pretrained reads `config.quantization_config or text_config.quantization_config`: a LLaVA's text config's
+    `{}` or `{"bits": 4}` is what it refuses (checked: get_hf_quantizer raises ValueError), and the warning said
+    "config.json's quantization_config" of a top level that has none; a top-level `{}` beside a text config without
+    one is no problem (get_hf_quantizer: no quantizer)."""
+    from weightdoctor.quantized import config_quantization_problem, config_quantization_settings
+
+    text = {"model_type": "llama"}
+    for value, words in (({}, "is empty ({})"), ({"bits": 4}, "names no quant_method ({'bits': 4})")):
+        config = {"model_type": "llava", "text_config": {**text, "quantization_config": value}}
+        problem = config_quantization_problem(config) or ""
+        expected = f"config.json's text config's quantization_config {words}: from_pretrained refuses"
+        assert problem.startswith(expected), problem
+        assert config_quantization_settings(config) is None
+    assert config_quantization_problem({"model_type": "llava", "quantization_config": {}, "text_config": text}) is None
