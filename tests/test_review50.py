@@ -94,6 +94,46 @@ def test_a_transformers_430_bitsandbytes_config_without_quant_method_is_bitsandb
     assert any("(bitsandbytes 8-bit): planned as int8" in warning for warning in planned["warnings"])
 
 
+def _over_budget(*args: str) -> tuple[str, str]:
+    """(the over-budget finding's line as printed, its --json message) of a plan of the example BERT on one GPU."""
+    printed = run_cli("plan-devices", *args)
+    line = next(line for line in printed.stdout.splitlines() if "over-budget" in line)
+    finding = next(f for f in _json("plan-devices", *args)["findings"] if f["code"] == "over-budget")
+    return line, finding["message"]
+
+
+def test_a_maps_over_budget_finding_speaks_the_units_the_gpu_was_typed_in(tmp_path: Path) -> None:
+    """`--gpu 300KiB --map` printed `cuda:0 ... 1.06 MiB of 300.00 KiB` above `cuda:0 holds 1.11 MB, over its
+    307.20 KB budget`: two figures for each size in one report."""
+    folder = copy_example(tmp_path)
+    (tmp_path / "map.json").write_text(json.dumps({"": 0}))
+    args = (str(folder), "--gpu", "300KiB", "--cpu", "2MiB", "--map", str(tmp_path / "map.json"))
+    line, message = _over_budget(*args)
+    assert "cuda:0 holds 1.06 MiB, over its 300.00 KiB budget" in line
+    assert message == "cuda:0 holds 1.06 MiB, over its 300.00 KiB budget"
+    decimal = _over_budget(str(folder), "--gpu", "300KB", "--map", str(tmp_path / "map.json"))[1]
+    assert decimal == "cuda:0 holds 1.11 MB, over its 300.00 KB budget"
+
+
+def test_an_over_budget_finding_rounded_to_the_same_size_says_the_bytes(tmp_path: Path) -> None:
+    """A map one byte over its GPU's size read `cuda:0 holds 1.11 MB, over its 1.11 MB budget`."""
+    folder = copy_example(tmp_path)
+    (tmp_path / "map.json").write_text(json.dumps({"": 0}))
+    used = next(d["used_bytes"] for d in _json("plan-devices", str(folder), "--gpu", "1GB", "--map",
+                                                str(tmp_path / "map.json"))["devices"] if d["device"] == "cuda:0")
+    message = _over_budget(str(folder), "--gpu", f"{used - 1}B", "--map", str(tmp_path / "map.json"))[1]
+    assert message == f"cuda:0 holds {used:,} bytes, over its {used - 1:,}-byte budget"
+
+
+def test_a_size_typed_in_bytes_takes_neither_unit_family(tmp_path: Path) -> None:
+    """`--gpu 300KiB --cpu 2097152B` (bytes, as much binary as decimal) printed the whole report in decimal units,
+    the GPU in both (`307.20 KB (300.00 KiB)`), as if the sizes had been typed in both families."""
+    folder = copy_example(tmp_path)
+    printed = run_cli("plan-devices", str(folder), "--gpu", "300KiB", "--cpu", "2097152B").stdout
+    assert "0 B of 300.00 KiB" in printed and "of 2.00 MiB" in printed
+    assert " KB" not in printed and " MB" not in printed.replace("GB/s", "")
+
+
 def test_a_text_configs_quantization_config_problem_says_it_is_the_text_configs() -> None:
     """from_pretrained reads `config.quantization_config or text_config.quantization_config`: a LLaVA's text config's
     `{}` or `{"bits": 4}` is what it refuses (checked: get_hf_quantizer raises ValueError), and the warning said

@@ -2064,8 +2064,12 @@ def check_manual_map(
     capacities: dict[int | str, int],
     allow_disk: bool,
     sizer: _SizeOverride | None,
+    binary: bool = False,
 ) -> list[Finding]:
-    """Check a hand-written map: each tensor covered once, no unknown names, budgets kept, ties together."""
+    """Check a hand-written map: each tensor covered once, no unknown names, budgets kept, ties together.
+
+    `binary`: sizes said in binary units (KiB, MiB, GiB), the family the devices' sizes were typed in.
+    """
     from weightdoctor.units import format_bytes
 
     model = planned.model
@@ -2101,9 +2105,13 @@ def check_manual_map(
     for key, used in per_device.items():
         capacity = capacities.get(key)
         if capacity is not None and used > capacity:
+            # In the units the report speaks (`--gpu 300KiB`: "of 300.00 KiB" above, not "307.20 KB" here), and in
+            # bytes where rounding says the two alike ("holds 1.00 GiB, over its 1.00 GiB budget").
+            held, budget = format_bytes(used, binary), format_bytes(capacity, binary)
+            if held == budget:
+                held, budget = f"{used:,} bytes", f"{capacity:,}-byte"
             findings.append(Finding(
-                "error", "over-budget", None,
-                f"{device_name(key)} holds {format_bytes(used)}, over its {format_bytes(capacity)} budget",
+                "error", "over-budget", None, f"{device_name(key)} holds {held}, over its {budget} budget",
             ))
     for group in tied_groups(planned):
         devices = {device_map[o] for o in (_owner(n, device_map) for n in group) if o is not None}
@@ -2437,7 +2445,7 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     if request.manual_map is not None:
         device_map = dict(request.manual_map)
         budgets: dict[int | str, float] = {k: float(v) for k, v in capacities.items()}
-        findings = check_manual_map(planned, device_map, capacities, request.disk, sizer)
+        findings = check_manual_map(planned, device_map, capacities, request.disk, sizer, request.binary_units)
         placement = "manual map (checked)"
     else:
         try:
@@ -2492,16 +2500,16 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
                                       planned.dtype, list(request.gpus), "needs-disk-offload"))
 
     warnings = list(planned.warnings)
-    bnb_offload = bnb_offload_warning(planned, device_map, tensor_sizes)
+    bnb_offload = bnb_offload_warning(planned, device_map, tensor_sizes, request.binary_units)
     if bnb_offload:
         warnings.append(bnb_offload)
-    kept_fp32 = keep_in_fp32_warning(planned, device_map, tensor_sizes, unplaced)
+    kept_fp32 = keep_in_fp32_warning(planned, device_map, tensor_sizes, unplaced, request.binary_units)
     if kept_fp32:
         warnings.append(kept_fp32)
     if unplaced:
         from weightdoctor.units import format_bytes
 
-        shown = [f"{name} ({format_bytes(tensor_sizes[name])})" for name in list(unplaced)[:3]]
+        shown = [f"{name} ({format_bytes(tensor_sizes[name], request.binary_units)})" for name in list(unplaced)[:3]]
         where = sorted({device_name(d) for d in unplaced.values()})
         warnings.append(
             f"{len(unplaced)} tensor(s) are in no map entry, since the planner split the module that holds them "
@@ -2554,7 +2562,7 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
 
 
 def bnb_offload_warning(
-    planned: PlannedModel, device_map: dict[str, int | str], tensor_sizes: dict[str, int]
+    planned: PlannedModel, device_map: dict[str, int | str], tensor_sizes: dict[str, int], binary: bool = False,
 ) -> str | None:
     """The warning for a bitsandbytes int8/int4 plan that offloads to the CPU or disk, else None.
 
@@ -2585,14 +2593,14 @@ def bnb_offload_warning(
         f"bitsandbytes {planned.dtype} with modules on the CPU or disk: from_pretrained raises \"ValueError: Some "
         "modules are dispatched on the CPU or the disk\" for this map unless you pass "
         f"quantization_config=BitsAndBytesConfig({load_in}, llm_int8_enable_fp32_cpu_offload=True); the offloaded "
-        f"modules then stay in fp32, not quantized: about {format_bytes(fp32_bytes)} on CPU/disk instead of the "
-        f"{format_bytes(planned_bytes)} planned here"
+        f"modules then stay in fp32, not quantized: about {format_bytes(fp32_bytes, binary)} on CPU/disk instead of "
+        f"the {format_bytes(planned_bytes, binary)} planned here"
     )
 
 
 def keep_in_fp32_warning(
     planned: PlannedModel, device_map: dict[str, int | str], tensor_sizes: dict[str, int],
-    unplaced: dict[str, int | str],
+    unplaced: dict[str, int | str], binary: bool = False,
 ) -> str | None:
     """The warning for a model whose `_keep_in_fp32_modules` (T5's `wo`; `_keep_in_fp32_modules_strict` at bf16
     too) stay float32 at fp16, else None.
@@ -2628,10 +2636,10 @@ def keep_in_fp32_warning(
             matched += 1
     if not matched:
         return None
-    where = ", ".join(f"{device_name(d)} +{format_bytes(n)}" for d, n in extra.items())
+    where = ", ".join(f"{device_name(d)} +{format_bytes(n, binary)}" for d, n in extra.items())
     return (f"{planned.model_class} keeps {matched} tensor(s) of {', '.join(sorted(plan))} in float32 at "
             f"{planned.dtype} (_keep_in_fp32_modules): from_pretrained computes this map at {planned.dtype} but "
-            f"loads them in float32, {format_bytes(sum(extra.values()))} more than planned ({where})")
+            f"loads them in float32, {format_bytes(sum(extra.values()), binary)} more than planned ({where})")
 
 
 def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[str]) -> list[Suggestion]:
