@@ -149,3 +149,48 @@ def test_a_text_configs_quantization_config_problem_says_it_is_the_text_configs(
         assert problem.startswith(expected), problem
         assert config_quantization_settings(config) is None
     assert config_quantization_problem({"model_type": "llava", "quantization_config": {}, "text_config": text}) is None
+
+
+def test_plain_float_weights_under_a_quant_method_transformers_lacks_load_as_they_are(tmp_path: Path) -> None:
+    """transformers skips a quant_method it has no quantizer for ("Unknown quantization type") and loads the model
+    unquantized: plain fp32 weights under `{"quant_method": "foo", "bits": 4}` load as stored. inspect said them
+    "foo" 4-bit quantized; plan-devices and diff-keys refused them as weights "this checkpoint does not hold (they
+    start from their init)"."""
+    transformers = pytest.importorskip("transformers")
+    folder = _with_quantization_config(tmp_path, {"quant_method": "foo", "bits": 4})
+    model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
+        str(folder), output_loading_info=True)  # the oracle: loads, unquantized, every weight from the file
+    assert getattr(model, "hf_quantizer", None) is None and not info["missing_keys"] and not info["unexpected_keys"]
+    words = "names quant_method 'foo', which transformers has no quantizer for: from_pretrained skips it"
+    inspected = _json("inspect", str(folder))
+    assert inspected["quantized"] is None
+    assert any(words in warning for warning in inspected["warnings"]), inspected["warnings"]
+    planned = _json("plan-devices", str(folder), "--gpu", "1GB")
+    assert planned["dtype"] == "fp32" and planned["verdict"] == "fits-on-gpus"
+    diffed = _json("diff-keys", str(folder), "--model-class", "BertForSequenceClassification")
+    assert diffed["matched"] == diffed["total_b"] and not diffed["missing"] and not diffed["unexpected"]
+    assert not any("foo quantization" in note for note in diffed["notes"]), diffed["notes"]
+
+
+def test_packed_weights_under_a_quant_method_transformers_lacks_are_still_refused(tmp_path: Path) -> None:
+    """The same config beside packed int32 weights: those do not load into the unquantized model; still refused."""
+    folder = _with_quantization_config(tmp_path, {"quant_method": "foo", "bits": 4})
+    save_file({"bert.encoder.layer.0.attention.self.query.qweight": torch.zeros(4, 32, dtype=torch.int32),
+               "bert.encoder.layer.0.attention.self.query.scales": torch.ones(1, 32, dtype=torch.float16)},
+              folder / "model.safetensors")
+    result = run_cli("plan-devices", str(folder), "--gpu", "1GB")
+    assert result.exit_code == 2 and "quant_method 'foo' is not one transformers has a quantizer for" in result.stderr
+    inspected = _json("inspect", str(folder))
+    assert inspected["quantized"]["method"] == "foo"
+    assert not any("plain float weights" in warning for warning in inspected["warnings"])
+
+
+def test_the_quantizers_named_without_importing_transformers_are_the_installed_ones() -> None:
+    """`skipped_quantizer` tells a quant_method transformers has without importing it (seconds, for inspect): the
+    names must be the installed transformers' own."""
+    pytest.importorskip("transformers")
+    from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING
+
+    from weightdoctor.quantized import _TRANSFORMERS_QUANTIZERS
+
+    assert set(AUTO_QUANTIZATION_CONFIG_MAPPING) == _TRANSFORMERS_QUANTIZERS

@@ -37,7 +37,14 @@ from weightdoctor.dtypes import FLOATING
 from weightdoctor.errors import SourceNotFound, UsageError, clip_middle
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.paths import expand_user
-from weightdoctor.quantized import names_no_quantizer, quantizer_load_error, raised_name, unusable_device
+from weightdoctor.quantized import (
+    names_no_quantizer,
+    quantizer_load_error,
+    raised_name,
+    skipped_quantizer,
+    unusable_device,
+    without_quantization_config,
+)
 from weightdoctor.renames import Rename, apply_renames
 
 if TYPE_CHECKING:
@@ -907,10 +914,14 @@ def diff_checkpoint_against_model(
         # Every packed weight was "mismatched", its biases "unknown: will not load", all "by the unknown quantizer".
         raise UsageError(f"A is {mlx_not_loadable(mlx, f'it into {model_class}')}; diff-keys A B compares it with "
                          "another checkpoint", path=checkpoint.source)
-    lacks = quantizer_transformers_lacks(checkpoint.config if config is None else config_dict)
+    lacks = quantizer_transformers_lacks(checkpoint.config if config is None else config_dict, checkpoint.tensors)
     if lacks is not None:
         # Every packed tensor "unexpected", every weight "missing", all "unknown: will not load".
         raise UsageError(f"A's {lacks}; diff-keys A B compares it with another checkpoint", path=checkpoint.source)
+    if skipped_quantizer(config_dict, checkpoint.tensors) is not None:
+        # Plain float weights beside a quant_method transformers has no quantizer for: from_pretrained skips it and
+        # builds the model unquantized, not "the meta model ... of foo quantization" (the reader's warning says so).
+        config_dict = without_quantization_config(config_dict)
     overrides: dict[str, Any] = {}
     if num_labels is not None:
         if num_labels < 1:

@@ -11,6 +11,7 @@ fits, and why a device holds less than its budget.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import re
@@ -602,7 +603,20 @@ def build_planned_model(
         UsageError: a config-only source whose config transformers cannot build.
     """
     warnings: list[str] = list(checkpoint.warnings)  # the reader's (a file left unread, --revision ignored)
-    from weightdoctor.quantized import mlx_not_loadable, mlx_quantization, quantizer_transformers_lacks
+    from weightdoctor.quantized import (
+        mlx_not_loadable,
+        mlx_quantization,
+        quantizer_transformers_lacks,
+        skipped_quantizer,
+        without_quantization_config,
+    )
+
+    if checkpoint.config is not None and skipped_quantizer(checkpoint.config, checkpoint.tensors) is not None:
+        # Plain float weights beside a quant_method transformers has no quantizer for: from_pretrained skips the
+        # quantization_config and builds the model unquantized (the reader's warning says so). It was planned as
+        # int4 "by the foo quantizer"; the caller's checkpoint is left as it is.
+        checkpoint = copy.copy(checkpoint)
+        checkpoint.config = without_quantization_config(checkpoint.config)
 
     mlx = mlx_quantization(checkpoint.tensors, checkpoint.config)
     if mlx is not None and not dtype:
@@ -610,7 +624,7 @@ def build_planned_model(
         # or as int4 "by an unknown quantizer": neither is a load that happens.
         raise UsageError(mlx_not_loadable(mlx, "it (no device map to plan)")
                          + "; --dtype plans the unquantized model", path=checkpoint.source)
-    lacks = quantizer_transformers_lacks(checkpoint.config) if mlx is None else None
+    lacks = quantizer_transformers_lacks(checkpoint.config, checkpoint.tensors) if mlx is None else None
     if lacks is not None and not dtype:
         raise UsageError(f"{lacks}; no device map to plan; --dtype plans the unquantized model",
                          path=checkpoint.source)

@@ -810,6 +810,8 @@ def config_quantization_problem(config: Mapping[str, Any] | None, tensors: Itera
         return (f"config.json's {where}quantization_config is empty ({{}}): from_pretrained refuses it (ValueError: "
                 "the quantization config has no `quant_method` attribute) before it loads a weight; read as not "
                 "quantized (delete the entry to load the weights as they are)")
+    if (skipped := skipped_quantizer(config, tensors)) is not None:
+        return skipped
     if isinstance(read, Mapping) and names_no_quantizer(read, config) and not _mlx_groups(tensors)[0]:
         # `{"bits": 4, "group_size": 128}`: a hand-written or foreign config, not mlx-lm's (its `quantization` beside).
         shown = repr(dict(read))
@@ -1084,9 +1086,11 @@ def _quanto_packed(tensors: list[TensorInfo], bits: int | None) -> dict[str, int
     return packed
 
 
-def quantizer_transformers_lacks(config: Mapping[str, Any] | None) -> str | None:
+def quantizer_transformers_lacks(config: Mapping[str, Any] | None,
+                                 tensors: Iterable[TensorInfo] | None = None) -> str | None:
     """Why from_pretrained does not load this config's quantized weights, in a line, when its quant_method is one
-    transformers has no quantizer for (ExLlamaV2's "exl2"); None otherwise (no quant_method: `mlx_quantization`).
+    transformers has no quantizer for (ExLlamaV2's "exl2"); None otherwise (no quant_method: `mlx_quantization`),
+    and for `tensors` that are plain float weights, which it loads as they are (`skipped_quantizer`).
 
     transformers logs "Unknown quantization type", skips the quantization_config and builds the model
     unquantized: the checkpoint's packed tensors are unexpected keys and the layers' weights start from their init.
@@ -1103,10 +1107,58 @@ def quantizer_transformers_lacks(config: Mapping[str, Any] | None) -> str | None
         return None
     if method in AUTO_QUANTIZATION_CONFIG_MAPPING:
         return None
+    if tensors is not None and _plain_float(tensors):
+        return None
     runner = _OWN_RUNNERS.get(method, "the library that quantized it loads it")
     return (f"quant_method {method!r} is not one transformers has a quantizer for: from_pretrained skips the "
             "quantization_config (\"Unknown quantization type\") and builds the model unquantized, whose weights "
             f"this checkpoint does not hold (they start from their init); {runner}")
+
+
+def _plain_float(tensors: Iterable[TensorInfo]) -> bool:
+    """Whether `tensors` are all plain floating weights (fp16, bf16, fp32, fp64), none a quantizer's side tensor:
+    no packed integers, no float8 or scales a quantizer reads. False for none at all."""
+    unique = list(tensors)
+    return bool(unique) and all(t.dtype in _PLAIN_FLOATS and not _SIDE.search(t.name) for t in unique)
+
+
+_PLAIN_FLOATS = frozenset({"float16", "bfloat16", "float32", "float64"})
+# transformers 5.25's quantizers (AUTO_QUANTIZATION_CONFIG_MAPPING): a config naming one of them needs no import of
+# transformers (seconds) to be told one it has, where `inspect` reads plain float weights beside it.
+_TRANSFORMERS_QUANTIZERS = frozenset({
+    "awq", "bitsandbytes_4bit", "bitsandbytes_8bit", "gptq", "aqlm", "quanto", "quark", "fouroversix", "fp_quant",
+    "eetq", "higgs", "hqq", "compressed-tensors", "fbgemm_fp8", "torchao", "bitnet", "vptq", "spqr", "fp8", "gguf",
+    "nvfp4", "mxfp8", "auto-round", "mxfp4", "metal", "sinq", "gemma"})
+
+
+def skipped_quantizer(config: Mapping[str, Any] | None, tensors: Iterable[TensorInfo]) -> str | None:
+    """What from_pretrained does with plain float weights beside a quant_method transformers has no quantizer for,
+    in a line; None otherwise. It logs "Unknown quantization type", skips the quantization_config and loads the
+    model unquantized: these weights, as they are stored (transformers 5.25 checked: no missing or unexpected key).
+    Imports transformers only for such a config beside such weights.
+    """
+    quantization = _config_of(config)
+    method = quantization.get("quant_method") if quantization is not None else None
+    if not isinstance(method, str) or not method or method in _TRANSFORMERS_QUANTIZERS or not _plain_float(tensors):
+        return None
+    if quantizer_transformers_lacks(config) is None:  # the installed transformers decides (an import of seconds)
+        return None
+    return (f"config.json's quantization_config names quant_method {clip_middle(repr(method), 40)}, which transformers "
+            "has no quantizer for: from_pretrained skips it (\"Unknown quantization type\") and loads these plain "
+            "float weights as they are stored; read as not quantized")
+
+
+def without_quantization_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a config.json dict with no `quantization_config`, at the top or in a sub-config (a LLaVA's
+    `text_config`): the model from_pretrained builds where it skips the quantization config (`skipped_quantizer`).
+
+    Example:
+        >>> without_quantization_config({"a": 1, "quantization_config": {}, "text_config": {"quantization_config": {}}})
+        {'a': 1, 'text_config': {}}
+    """
+    return {key: ({k: v for k, v in value.items() if k != "quantization_config"} if isinstance(value, Mapping)
+                  else value)
+            for key, value in config.items() if key != "quantization_config"}
 
 
 def raised_name(error: BaseException) -> str:
@@ -1376,6 +1428,8 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
             counts[info.name] = info.num_params * 2
         else:
             counts[info.name] = info.num_params
+    if not packed and not side and quantization is not None and skipped_quantizer(config, unique) is not None:
+        return None  # from_pretrained skips the quantization_config and loads these float weights as they are
     return QuantizedSummary(method=method, bits=bits, packed_tensors=packed, side_tensors=side,
                             parameters=None if unknown else sum(counts.values()), counts=counts, warnings=warnings)
 
