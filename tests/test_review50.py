@@ -194,3 +194,18 @@ def test_the_quantizers_named_without_importing_transformers_are_the_installed_o
     from weightdoctor.quantized import _TRANSFORMERS_QUANTIZERS
 
     assert set(AUTO_QUANTIZATION_CONFIG_MAPPING) == _TRANSFORMERS_QUANTIZERS
+
+
+def test_the_models_own_warnings_speak_the_units_the_gpu_was_typed_in(tmp_path: Path) -> None:
+    """`--dtype fp16` on a pre-quantized checkpoint with `--gpu 300KiB`: "the checkpoint stores 1.11 MB" under a
+    report in KiB and MiB (the warnings made while the model is built, before the plan)."""
+    folder = _with_quantization_config(tmp_path, {"quant_method": "bitsandbytes", "load_in_8bit": True})
+    stored = (folder / "model.safetensors").stat().st_size
+    planned = _json("plan-devices", str(folder), "--dtype", "fp16", "--gpu", "300KiB")
+    warning = next(w for w in planned["warnings"] if "on a pre-quantized checkpoint" in w)
+    from weightdoctor.units import format_bytes
+
+    tensors = sum(t["nbytes"] for t in _json("inspect", str(folder), "--all")["tensors"])
+    assert tensors <= stored and f"the checkpoint stores {format_bytes(tensors, True)};" in warning, warning
+    assert "MiB" in format_bytes(tensors, True)
+

@@ -590,7 +590,7 @@ def unsaid_dtype_warning(checkpoint: Checkpoint) -> str | None:
 
 
 def build_planned_model(
-    checkpoint: Checkpoint, dtype: str | None = None, model_class: str | None = None
+    checkpoint: Checkpoint, dtype: str | None = None, model_class: str | None = None, binary_units: bool = False,
 ) -> PlannedModel:
     """Build the model to plan: from its config like `from_pretrained` does, else from the tensor names.
 
@@ -598,6 +598,7 @@ def build_planned_model(
         checkpoint: an opened source (may be config-only).
         dtype: --dtype spelling; None picks what `from_pretrained(dtype="auto")` would.
         model_class: a transformers class name to build instead of the config's first architecture.
+        binary_units: the warnings say sizes in binary units (KiB, MiB, GiB), as the devices' were typed.
 
     Raises:
         UsageError: a config-only source whose config transformers cannot build.
@@ -739,7 +740,7 @@ def build_planned_model(
         warnings.append(f"--dtype {dtype} on a pre-quantized checkpoint ({how}) sizes the dense weights, every "
                         f"Linear at {dtype}: from_pretrained keeps them packed ({packed}; dtype sets only the "
                         "unquantized rest), so this over-sizes them"
-                        + (f"; the checkpoint stores {format_bytes(stored)}" if stored else "")
+                        + (f"; the checkpoint stores {format_bytes(stored, binary_units)}" if stored else "")
                         + f"; without --dtype it is planned as {packed}, as it loads")
     if asked and DTYPES[dtype][1] is not None:
         from weightdoctor.quantized import quantization_of
@@ -804,7 +805,7 @@ def build_planned_model(
                                 "once the weights are saved under its names (save_pretrained)")
             planned = PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
             if config_quantizer is not None:
-                _size_config_quantization(planned, checkpoint, config_quantizer)
+                _size_config_quantization(planned, checkpoint, config_quantizer, binary_units)
                 planned.label = quantized_float_label(checkpoint.config)
             dropped = quantized_experts_not_loaded(model, checkpoint)
         except UsageError as exc:
@@ -870,7 +871,8 @@ def build_planned_model(
 _HEADROOM_QUANTIZERS = ("bitsandbytes", "bitnet", "quanto", "torchao")
 
 
-def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, quantizer: str) -> None:
+def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, quantizer: str,
+                              binary: bool = False) -> None:
     """Set how a checkpoint its config quantizes is sized: 10% headroom only for the quantizers that take it, and
     (but for bitsandbytes, sized by its quantizer's own rule) each Linear weight at the bytes the checkpoint stores
     for its module, as the quantizer's layer holds them.
@@ -942,8 +944,8 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
         from weightdoctor.units import format_bytes
 
         planned.warnings.append(
-            f"{counted(len(elsewhere), 'stored tensor')} ({format_bytes(sum(i.nbytes for i in elsewhere))}, e.g. "
-            f"{elsewhere[0].name}) {plural(len(elsewhere), 'lies', 'lie')} under no Linear layer "
+            f"{counted(len(elsewhere), 'stored tensor')} ({format_bytes(sum(i.nbytes for i in elsewhere), binary)}, "
+            f"e.g. {elsewhere[0].name}) {plural(len(elsewhere), 'lies', 'lie')} under no Linear layer "
             "or tensor of the model built from its config (MoE "
             "experts, which transformers 5 builds fused): the modules they belong to are planned unquantized, an "
             "upper bound")
