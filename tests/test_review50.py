@@ -209,3 +209,21 @@ def test_the_models_own_warnings_speak_the_units_the_gpu_was_typed_in(tmp_path: 
     assert tensors <= stored and f"the checkpoint stores {format_bytes(tensors, True)};" in warning, warning
     assert "MiB" in format_bytes(tensors, True)
 
+
+def test_packed_weights_beside_a_config_naming_no_quantizer_keep_its_bits(tmp_path: Path) -> None:
+    """A GPTQ quantize_config.json copied into config.json (`{"bits": 4, ...}`, no quant_method): from_pretrained
+    refuses it, said; the packed qweights are counted at its 4 bits (8 values an int32), and named as found by
+    their names, with the config that names no quantizer (it was "unknown")."""
+    folder = tmp_path / "gptq"
+    folder.mkdir()
+    save_file({"model.layers.0.q_proj.qweight": torch.zeros(8, 64, dtype=torch.int32),
+               "model.layers.0.q_proj.qzeros": torch.zeros(1, 8, dtype=torch.int32),
+               "model.layers.0.q_proj.scales": torch.ones(1, 64, dtype=torch.float16),
+               "model.norm.weight": torch.zeros(64, dtype=torch.float16)}, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "quantization_config": {
+        "bits": 4, "group_size": 128, "desc_act": False}}))
+    inspected = _json("inspect", str(folder))
+    assert inspected["quantized"] == {"method": "gptq-like (its quantization_config names no quant_method)",
+                                      "bits": 4, "packed_tensors": 1, "side_tensors": 2,
+                                      "parameters": 8 * 64 * 8 + 64}
+    assert any("names no quant_method" in warning for warning in inspected["warnings"])

@@ -1340,10 +1340,12 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
     exl2_packed, exl2_side = _exl2_layers(unique)
     mlx_config = config.get("quantization") if isinstance(config, Mapping) else None
     quantization = _config_of(config)
-    if not isinstance(mlx_config, Mapping) and isinstance(config, Mapping) and mlx_packed:
-        # mlx-lm's `quantization_config` copy alone, no quant_method (read as none: `names_no_quantizer`).
-        copy = config.get("quantization_config")
-        mlx_config = copy if isinstance(copy, Mapping) and copy and names_no_quantizer(copy, config) else None
+    # A quantization_config that names no quantizer is read as none (`names_no_quantizer`), but its bits are those of
+    # the tensors found packed: mlx-lm's copy of its `quantization` alone, a GPTQ quantize_config.json copied over.
+    refused = config.get("quantization_config") if isinstance(config, Mapping) else None
+    refused = refused if isinstance(refused, Mapping) and refused and names_no_quantizer(refused, config) else None
+    if not isinstance(mlx_config, Mapping) and mlx_packed:
+        mlx_config = refused
     if gguf_config_loads_dense(config) is not None:  # dense weights beside a config from a .gguf load
         return None
     if quantization is not None:
@@ -1374,6 +1376,9 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
         method, bits = "mxfp4-like (no quantization_config)", 4
     else:
         return None
+    if quantization is None and refused is not None:
+        bits = bits if bits is not None else _bits(refused.get("bits"))
+        method = method.replace("(no quantization_config)", "(its quantization_config names no quant_method)")
     counts: dict[str, int] = {}
     packed = side = 0
     unknown = False
