@@ -37,7 +37,14 @@ from weightdoctor.dtypes import FLOATING
 from weightdoctor.errors import SourceNotFound, UsageError, clip_middle
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
 from weightdoctor.paths import expand_user
-from weightdoctor.quantized import quantizer_load_error, raised_name, unusable_device
+from weightdoctor.quantized import (
+    names_no_quantizer,
+    quantizer_load_error,
+    raised_name,
+    skipped_quantizer,
+    unusable_device,
+    without_quantization_config,
+)
 from weightdoctor.renames import Rename, apply_renames
 
 if TYPE_CHECKING:
@@ -861,6 +868,12 @@ def config_quantization(config: Any) -> Any:
     if isinstance(quantization_config, (Mapping, list, tuple, str, int, float)) and (
             not quantization_config or not isinstance(quantization_config, Mapping)):
         return None
+    # One that names no quantizer (`{"bits": 4}`, no quant_method) too; mlx-lm's copy of its `quantization` is
+    # mlx-lm's (`quantized.names_no_quantizer`).
+    if isinstance(quantization_config, Mapping):
+        own = getattr(config, "quantization", None)
+        if names_no_quantizer(quantization_config, {"quantization": own} if isinstance(own, Mapping) else {}):
+            return None
     return quantization_config
 
 
@@ -882,7 +895,8 @@ def quantization_method(quantization_config: Any) -> str | None:
             # can be told from it (vars() of it was an unexpected TypeError).
             return "unknown"
     method = str(quantization_config.get("quant_method") or "unknown")
-    if method == "bitsandbytes":
+    # load_in_4bit / load_in_8bit are bitsandbytes' whatever the quant_method (transformers 4.30 saved none).
+    if method == "bitsandbytes" or quantization_config.get("load_in_4bit") or quantization_config.get("load_in_8bit"):
         if quantization_config.get("load_in_4bit"):
             return "bitsandbytes 4-bit"
         if quantization_config.get("load_in_8bit"):
@@ -959,10 +973,14 @@ def diff_checkpoint_against_model(
         # Every packed weight was "mismatched", its biases "unknown: will not load", all "by the unknown quantizer".
         raise UsageError(f"A is {mlx_not_loadable(mlx, f'it into {model_class}')}; diff-keys A B compares it with "
                          "another checkpoint", path=checkpoint.source)
-    lacks = quantizer_transformers_lacks(checkpoint.config if config is None else config_dict)
+    lacks = quantizer_transformers_lacks(checkpoint.config if config is None else config_dict, checkpoint.tensors)
     if lacks is not None:
         # Every packed tensor "unexpected", every weight "missing", all "unknown: will not load".
         raise UsageError(f"A's {lacks}; diff-keys A B compares it with another checkpoint", path=checkpoint.source)
+    if skipped_quantizer(config_dict, checkpoint.tensors) is not None:
+        # Plain float weights beside a quant_method transformers has no quantizer for: from_pretrained skips it and
+        # builds the model unquantized, not "the meta model ... of foo quantization" (the reader's warning says so).
+        config_dict = without_quantization_config(config_dict)
     overrides: dict[str, Any] = {}
     if num_labels is not None:
         if num_labels < 1:

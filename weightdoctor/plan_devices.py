@@ -11,6 +11,7 @@ fits, and why a device holds less than its budget.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import re
@@ -589,7 +590,7 @@ def unsaid_dtype_warning(checkpoint: Checkpoint) -> str | None:
 
 
 def build_planned_model(
-    checkpoint: Checkpoint, dtype: str | None = None, model_class: str | None = None
+    checkpoint: Checkpoint, dtype: str | None = None, model_class: str | None = None, binary_units: bool = False,
 ) -> PlannedModel:
     """Build the model to plan: from its config like `from_pretrained` does, else from the tensor names.
 
@@ -597,12 +598,26 @@ def build_planned_model(
         checkpoint: an opened source (may be config-only).
         dtype: --dtype spelling; None picks what `from_pretrained(dtype="auto")` would.
         model_class: a transformers class name to build instead of the config's first architecture.
+        binary_units: the warnings say sizes in binary units (KiB, MiB, GiB), as the devices' were typed.
 
     Raises:
         UsageError: a config-only source whose config transformers cannot build.
     """
     warnings: list[str] = list(checkpoint.warnings)  # the reader's (a file left unread, --revision ignored)
-    from weightdoctor.quantized import mlx_not_loadable, mlx_quantization, quantizer_transformers_lacks
+    from weightdoctor.quantized import (
+        mlx_not_loadable,
+        mlx_quantization,
+        quantizer_transformers_lacks,
+        skipped_quantizer,
+        without_quantization_config,
+    )
+
+    if checkpoint.config is not None and skipped_quantizer(checkpoint.config, checkpoint.tensors) is not None:
+        # Plain float weights beside a quant_method transformers has no quantizer for: from_pretrained skips the
+        # quantization_config and builds the model unquantized (the reader's warning says so). It was planned as
+        # int4 "by the foo quantizer"; the caller's checkpoint is left as it is.
+        checkpoint = copy.copy(checkpoint)
+        checkpoint.config = without_quantization_config(checkpoint.config)
 
     mlx = mlx_quantization(checkpoint.tensors, checkpoint.config)
     if mlx is not None and not dtype:
@@ -610,7 +625,7 @@ def build_planned_model(
         # or as int4 "by an unknown quantizer": neither is a load that happens.
         raise UsageError(mlx_not_loadable(mlx, "it (no device map to plan)")
                          + "; --dtype plans the unquantized model", path=checkpoint.source)
-    lacks = quantizer_transformers_lacks(checkpoint.config) if mlx is None else None
+    lacks = quantizer_transformers_lacks(checkpoint.config, checkpoint.tensors) if mlx is None else None
     if lacks is not None and not dtype:
         raise UsageError(f"{lacks}; no device map to plan; --dtype plans the unquantized model",
                          path=checkpoint.source)
@@ -725,7 +740,7 @@ def build_planned_model(
         warnings.append(f"--dtype {dtype} on a pre-quantized checkpoint ({how}) sizes the dense weights, every "
                         f"Linear at {dtype}: from_pretrained keeps them packed ({packed}; dtype sets only the "
                         "unquantized rest), so this over-sizes them"
-                        + (f"; the checkpoint stores {format_bytes(stored)}" if stored else "")
+                        + (f"; the checkpoint stores {format_bytes(stored, binary_units)}" if stored else "")
                         + f"; without --dtype it is planned as {packed}, as it loads")
     if asked and DTYPES[dtype][1] is not None:
         from weightdoctor.quantized import quantization_of
@@ -790,7 +805,7 @@ def build_planned_model(
                                 "once the weights are saved under its names (save_pretrained)")
             planned = PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
             if config_quantizer is not None:
-                _size_config_quantization(planned, checkpoint, config_quantizer)
+                _size_config_quantization(planned, checkpoint, config_quantizer, binary_units)
                 planned.label = quantized_float_label(checkpoint.config)
             dropped = quantized_experts_not_loaded(model, checkpoint)
         except UsageError as exc:
@@ -878,7 +893,8 @@ def _ldm_ema_planned(checkpoint: Checkpoint, model: torch.nn.Module) -> str | No
 _HEADROOM_QUANTIZERS = ("bitsandbytes", "bitnet", "quanto", "torchao")
 
 
-def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, quantizer: str) -> None:
+def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, quantizer: str,
+                              binary: bool = False) -> None:
     """Set how a checkpoint its config quantizes is sized: 10% headroom only for the quantizers that take it, and
     (but for bitsandbytes, sized by its quantizer's own rule) each Linear weight at the bytes the checkpoint stores
     for its module, as the quantizer's layer holds them.
@@ -950,8 +966,8 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
         from weightdoctor.units import format_bytes
 
         planned.warnings.append(
-            f"{counted(len(elsewhere), 'stored tensor')} ({format_bytes(sum(i.nbytes for i in elsewhere))}, e.g. "
-            f"{elsewhere[0].name}) {plural(len(elsewhere), 'lies', 'lie')} under no Linear layer "
+            f"{counted(len(elsewhere), 'stored tensor')} ({format_bytes(sum(i.nbytes for i in elsewhere), binary)}, "
+            f"e.g. {elsewhere[0].name}) {plural(len(elsewhere), 'lies', 'lie')} under no Linear layer "
             "or tensor of the model built from its config (MoE "
             "experts, which transformers 5 builds fused): the modules they belong to are planned unquantized, an "
             "upper bound")
@@ -2086,8 +2102,12 @@ def check_manual_map(
     capacities: dict[int | str, int],
     allow_disk: bool,
     sizer: _SizeOverride | None,
+    binary: bool = False,
 ) -> list[Finding]:
-    """Check a hand-written map: each tensor covered once, no unknown names, budgets kept, ties together."""
+    """Check a hand-written map: each tensor covered once, no unknown names, budgets kept, ties together.
+
+    `binary`: sizes said in binary units (KiB, MiB, GiB), the family the devices' sizes were typed in.
+    """
     from weightdoctor.units import format_bytes
 
     model = planned.model
@@ -2123,9 +2143,13 @@ def check_manual_map(
     for key, used in per_device.items():
         capacity = capacities.get(key)
         if capacity is not None and used > capacity:
+            # In the units the report speaks (`--gpu 300KiB`: "of 300.00 KiB" above, not "307.20 KB" here), and in
+            # bytes where rounding says the two alike ("holds 1.00 GiB, over its 1.00 GiB budget").
+            held, budget = format_bytes(used, binary), format_bytes(capacity, binary)
+            if held == budget:
+                held, budget = f"{used:,} bytes", f"{capacity:,}-byte"
             findings.append(Finding(
-                "error", "over-budget", None,
-                f"{device_name(key)} holds {format_bytes(used)}, over its {format_bytes(capacity)} budget",
+                "error", "over-budget", None, f"{device_name(key)} holds {held}, over its {budget} budget",
             ))
     for group in tied_groups(planned):
         devices = {device_map[o] for o in (_owner(n, device_map) for n in group) if o is not None}
@@ -2459,7 +2483,7 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     if request.manual_map is not None:
         device_map = dict(request.manual_map)
         budgets: dict[int | str, float] = {k: float(v) for k, v in capacities.items()}
-        findings = check_manual_map(planned, device_map, capacities, request.disk, sizer)
+        findings = check_manual_map(planned, device_map, capacities, request.disk, sizer, request.binary_units)
         placement = "manual map (checked)"
     else:
         try:
@@ -2514,16 +2538,16 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
                                       planned.dtype, list(request.gpus), "needs-disk-offload"))
 
     warnings = list(planned.warnings)
-    bnb_offload = bnb_offload_warning(planned, device_map, tensor_sizes)
+    bnb_offload = bnb_offload_warning(planned, device_map, tensor_sizes, request.binary_units)
     if bnb_offload:
         warnings.append(bnb_offload)
-    kept_fp32 = keep_in_fp32_warning(planned, device_map, tensor_sizes, unplaced)
+    kept_fp32 = keep_in_fp32_warning(planned, device_map, tensor_sizes, unplaced, request.binary_units)
     if kept_fp32:
         warnings.append(kept_fp32)
     if unplaced:
         from weightdoctor.units import format_bytes
 
-        shown = [f"{name} ({format_bytes(tensor_sizes[name])})" for name in list(unplaced)[:3]]
+        shown = [f"{name} ({format_bytes(tensor_sizes[name], request.binary_units)})" for name in list(unplaced)[:3]]
         where = sorted({device_name(d) for d in unplaced.values()})
         warnings.append(
             f"{len(unplaced)} tensor(s) are in no map entry, since the planner split the module that holds them "
@@ -2576,7 +2600,7 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
 
 
 def bnb_offload_warning(
-    planned: PlannedModel, device_map: dict[str, int | str], tensor_sizes: dict[str, int]
+    planned: PlannedModel, device_map: dict[str, int | str], tensor_sizes: dict[str, int], binary: bool = False,
 ) -> str | None:
     """The warning for a bitsandbytes int8/int4 plan that offloads to the CPU or disk, else None.
 
@@ -2607,14 +2631,14 @@ def bnb_offload_warning(
         f"bitsandbytes {planned.dtype} with modules on the CPU or disk: from_pretrained raises \"ValueError: Some "
         "modules are dispatched on the CPU or the disk\" for this map unless you pass "
         f"quantization_config=BitsAndBytesConfig({load_in}, llm_int8_enable_fp32_cpu_offload=True); the offloaded "
-        f"modules then stay in fp32, not quantized: about {format_bytes(fp32_bytes)} on CPU/disk instead of the "
-        f"{format_bytes(planned_bytes)} planned here"
+        f"modules then stay in fp32, not quantized: about {format_bytes(fp32_bytes, binary)} on CPU/disk instead of "
+        f"the {format_bytes(planned_bytes, binary)} planned here"
     )
 
 
 def keep_in_fp32_warning(
     planned: PlannedModel, device_map: dict[str, int | str], tensor_sizes: dict[str, int],
-    unplaced: dict[str, int | str],
+    unplaced: dict[str, int | str], binary: bool = False,
 ) -> str | None:
     """The warning for a model whose `_keep_in_fp32_modules` (T5's `wo`; `_keep_in_fp32_modules_strict` at bf16
     too) stay float32 at fp16, else None.
@@ -2650,10 +2674,10 @@ def keep_in_fp32_warning(
             matched += 1
     if not matched:
         return None
-    where = ", ".join(f"{device_name(d)} +{format_bytes(n)}" for d, n in extra.items())
+    where = ", ".join(f"{device_name(d)} +{format_bytes(n, binary)}" for d, n in extra.items())
     return (f"{planned.model_class} keeps {matched} tensor(s) of {', '.join(sorted(plan))} in float32 at "
             f"{planned.dtype} (_keep_in_fp32_modules): from_pretrained computes this map at {planned.dtype} but "
-            f"loads them in float32, {format_bytes(sum(extra.values()))} more than planned ({where})")
+            f"loads them in float32, {format_bytes(sum(extra.values()), binary)} more than planned ({where})")
 
 
 def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[str]) -> list[Suggestion]:

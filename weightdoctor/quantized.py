@@ -748,15 +748,34 @@ def config_quantization_settings(config: Mapping[str, Any] | None) -> Mapping[st
     quantization = config.get("quantization_config")
     if not quantization:  # transformers: `config.quantization_config or text_config.quantization_config`
         text = _text_config(config)
-        inner = text.get("quantization_config") if isinstance(text, Mapping) and text is not config else None
-        if isinstance(inner, Mapping) and inner:
-            return inner
-    # An empty one (`{}`) asks for no quantization: it was read as "unknown" quantization of plain float weights,
-    # which from_pretrained refuses to load at all (`config_quantization_problem` says so).
-    return quantization if isinstance(quantization, Mapping) and quantization else None
+        quantization = text.get("quantization_config") if isinstance(text, Mapping) and text is not config else None
+    # An empty one (`{}`), or one that names no quantizer (`{"bits": 4}`), asks for no quantization: it was read as
+    # "unknown" quantization of plain float weights (planned as int4), which from_pretrained refuses to load at all
+    # (`config_quantization_problem` says so).
+    if not isinstance(quantization, Mapping) or not quantization or names_no_quantizer(quantization, config):
+        return None
+    return quantization
 
 
-def config_quantization_problem(config: Mapping[str, Any] | None) -> str | None:
+def names_no_quantizer(quantization: Mapping[str, Any], config: Mapping[str, Any] | None) -> bool:
+    """Whether a non-empty `quantization_config` is one from_pretrained refuses for naming no quantizer: no
+    `quant_method` and no `load_in_4bit` / `load_in_8bit` (transformers 4.30's bitsandbytes saves, read as
+    bitsandbytes still). mlx-lm's copy of its own `quantization` (no quant_method either) is mlx-lm's, which
+    `mlx_quantization` tells; `config`'s `quantization` says which.
+
+    Example:
+        >>> names_no_quantizer({"bits": 4}, {}), names_no_quantizer({"load_in_8bit": True}, {})
+        (True, False)
+        >>> names_no_quantizer({"bits": 4, "group_size": 64}, {"quantization": {"bits": 4, "group_size": 64}})
+        False
+    """
+    if quantization.get("quant_method") is not None or quantization.get("load_in_4bit") \
+            or quantization.get("load_in_8bit"):
+        return False
+    return not (isinstance(config, Mapping) and isinstance(config.get("quantization"), Mapping))
+
+
+def config_quantization_problem(config: Mapping[str, Any] | None, tensors: Iterable[TensorInfo] = ()) -> str | None:
     """Why transformers cannot load a checkpoint with this config.json's `quantization_config`, in a line, where it
     is one of the kinds it fails on before reading a weight; None otherwise (what `config_quantization_settings`
     reads, or none at all).
@@ -785,10 +804,22 @@ def config_quantization_problem(config: Mapping[str, Any] | None) -> str | None:
                     "has no attribute 'to_dict'); read as not quantized")
     read = config.get("quantization_config") or (text.get("quantization_config") if isinstance(text, Mapping)
                                                   else None)
+    # Where from_pretrained read it: a LLaVA's text config holds it where the top level has none.
+    where = "" if config.get("quantization_config") or text is config else "text config's "
     if isinstance(read, Mapping) and not read:
-        return ("config.json's quantization_config is empty ({}): from_pretrained refuses it (ValueError: the "
-                "quantization config has no `quant_method` attribute) before it loads a weight; read as not quantized "
-                "(delete the entry to load the weights as they are)")
+        return (f"config.json's {where}quantization_config is empty ({{}}): from_pretrained refuses it (ValueError: "
+                "the quantization config has no `quant_method` attribute) before it loads a weight; read as not "
+                "quantized (delete the entry to load the weights as they are)")
+    if (skipped := skipped_quantizer(config, tensors)) is not None:
+        return skipped
+    if isinstance(read, Mapping) and names_no_quantizer(read, config) and not _mlx_groups(tensors)[0]:
+        # `{"bits": 4, "group_size": 128}`: a hand-written or foreign config, not mlx-lm's (its `quantization` beside).
+        shown = repr(dict(read))
+        return (f"config.json's {where}quantization_config names no quant_method ({clip_middle(shown, 60)}): "
+                "from_pretrained "
+                "refuses it (ValueError: the quantization config has no `quant_method` attribute) before it loads a "
+                "weight; read without it (a quantized checkpoint's needs the quant_method of its quantizer; delete "
+                "the entry to load float weights as they are)")
     return None
 
 
@@ -812,6 +843,10 @@ def _bits(value: Any) -> int | None:
 
 def _method_and_bits(quantization: Mapping[str, Any]) -> tuple[str, int | None]:
     method = str(quantization.get("quant_method") or "unknown")
+    if quantization.get("load_in_4bit") or quantization.get("load_in_8bit"):
+        # transformers reads these as bitsandbytes whatever the quant_method (`AutoQuantizationConfig.from_dict`):
+        # transformers 4.30 saved BitsAndBytesConfig without one, said here as "unknown" quantization.
+        method = "bitsandbytes"
     bits = _bits(quantization.get("bits"))
     if method == "bitsandbytes":
         if quantization.get("load_in_4bit"):
@@ -1051,9 +1086,11 @@ def _quanto_packed(tensors: list[TensorInfo], bits: int | None) -> dict[str, int
     return packed
 
 
-def quantizer_transformers_lacks(config: Mapping[str, Any] | None) -> str | None:
+def quantizer_transformers_lacks(config: Mapping[str, Any] | None,
+                                 tensors: Iterable[TensorInfo] | None = None) -> str | None:
     """Why from_pretrained does not load this config's quantized weights, in a line, when its quant_method is one
-    transformers has no quantizer for (ExLlamaV2's "exl2"); None otherwise (no quant_method: `mlx_quantization`).
+    transformers has no quantizer for (ExLlamaV2's "exl2"); None otherwise (no quant_method: `mlx_quantization`),
+    and for `tensors` that are plain float weights, which it loads as they are (`skipped_quantizer`).
 
     transformers logs "Unknown quantization type", skips the quantization_config and builds the model
     unquantized: the checkpoint's packed tensors are unexpected keys and the layers' weights start from their init.
@@ -1070,10 +1107,58 @@ def quantizer_transformers_lacks(config: Mapping[str, Any] | None) -> str | None
         return None
     if method in AUTO_QUANTIZATION_CONFIG_MAPPING:
         return None
+    if tensors is not None and _plain_float(tensors):
+        return None
     runner = _OWN_RUNNERS.get(method, "the library that quantized it loads it")
     return (f"quant_method {method!r} is not one transformers has a quantizer for: from_pretrained skips the "
             "quantization_config (\"Unknown quantization type\") and builds the model unquantized, whose weights "
             f"this checkpoint does not hold (they start from their init); {runner}")
+
+
+def _plain_float(tensors: Iterable[TensorInfo]) -> bool:
+    """Whether `tensors` are all plain floating weights (fp16, bf16, fp32, fp64), none a quantizer's side tensor:
+    no packed integers, no float8 or scales a quantizer reads. False for none at all."""
+    unique = list(tensors)
+    return bool(unique) and all(t.dtype in _PLAIN_FLOATS and not _SIDE.search(t.name) for t in unique)
+
+
+_PLAIN_FLOATS = frozenset({"float16", "bfloat16", "float32", "float64"})
+# transformers 5.25's quantizers (AUTO_QUANTIZATION_CONFIG_MAPPING): a config naming one of them needs no import of
+# transformers (seconds) to be told one it has, where `inspect` reads plain float weights beside it.
+_TRANSFORMERS_QUANTIZERS = frozenset({
+    "awq", "bitsandbytes_4bit", "bitsandbytes_8bit", "gptq", "aqlm", "quanto", "quark", "fouroversix", "fp_quant",
+    "eetq", "higgs", "hqq", "compressed-tensors", "fbgemm_fp8", "torchao", "bitnet", "vptq", "spqr", "fp8", "gguf",
+    "nvfp4", "mxfp8", "auto-round", "mxfp4", "metal", "sinq", "gemma"})
+
+
+def skipped_quantizer(config: Mapping[str, Any] | None, tensors: Iterable[TensorInfo]) -> str | None:
+    """What from_pretrained does with plain float weights beside a quant_method transformers has no quantizer for,
+    in a line; None otherwise. It logs "Unknown quantization type", skips the quantization_config and loads the
+    model unquantized: these weights, as they are stored (transformers 5.25 checked: no missing or unexpected key).
+    Imports transformers only for such a config beside such weights.
+    """
+    quantization = _config_of(config)
+    method = quantization.get("quant_method") if quantization is not None else None
+    if not isinstance(method, str) or not method or method in _TRANSFORMERS_QUANTIZERS or not _plain_float(tensors):
+        return None
+    if quantizer_transformers_lacks(config) is None:  # the installed transformers decides (an import of seconds)
+        return None
+    return (f"config.json's quantization_config names quant_method {clip_middle(repr(method), 40)}, which transformers "
+            "has no quantizer for: from_pretrained skips it (\"Unknown quantization type\") and loads these plain "
+            "float weights as they are stored; read as not quantized")
+
+
+def without_quantization_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a config.json dict with no `quantization_config`, at the top or in a sub-config (a LLaVA's
+    `text_config`): the model from_pretrained builds where it skips the quantization config (`skipped_quantizer`).
+
+    Example:
+        >>> without_quantization_config({"a": 1, "quantization_config": {}, "text_config": {"quantization_config": {}}})
+        {'a': 1, 'text_config': {}}
+    """
+    return {key: ({k: v for k, v in value.items() if k != "quantization_config"} if isinstance(value, Mapping)
+                  else value)
+            for key, value in config.items() if key != "quantization_config"}
 
 
 def raised_name(error: BaseException) -> str:
@@ -1255,6 +1340,12 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
     exl2_packed, exl2_side = _exl2_layers(unique)
     mlx_config = config.get("quantization") if isinstance(config, Mapping) else None
     quantization = _config_of(config)
+    # A quantization_config that names no quantizer is read as none (`names_no_quantizer`), but its bits are those of
+    # the tensors found packed: mlx-lm's copy of its `quantization` alone, a GPTQ quantize_config.json copied over.
+    refused = config.get("quantization_config") if isinstance(config, Mapping) else None
+    refused = refused if isinstance(refused, Mapping) and refused and names_no_quantizer(refused, config) else None
+    if not isinstance(mlx_config, Mapping) and mlx_packed:
+        mlx_config = refused
     if gguf_config_loads_dense(config) is not None:  # dense weights beside a config from a .gguf load
         return None
     if quantization is not None:
@@ -1285,6 +1376,9 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
         method, bits = "mxfp4-like (no quantization_config)", 4
     else:
         return None
+    if quantization is None and refused is not None:
+        bits = bits if bits is not None else _bits(refused.get("bits"))
+        method = method.replace("(no quantization_config)", "(its quantization_config names no quant_method)")
     counts: dict[str, int] = {}
     packed = side = 0
     unknown = False
@@ -1339,6 +1433,8 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
             counts[info.name] = info.num_params * 2
         else:
             counts[info.name] = info.num_params
+    if not packed and not side and quantization is not None and skipped_quantizer(config, unique) is not None:
+        return None  # from_pretrained skips the quantization_config and loads these float weights as they are
     return QuantizedSummary(method=method, bits=bits, packed_tensors=packed, side_tensors=side,
                             parameters=None if unknown else sum(counts.values()), counts=counts, warnings=warnings)
 

@@ -299,16 +299,30 @@ def size_unit(text: str) -> str:
     return parts[1] if parts is not None else ""
 
 
-def binary_family(texts: Iterable[str]) -> bool:
-    """Whether sizes the user typed are all in binary units, at least one of them with a unit: the family a report
-    echoes sizes in (`--gpu 1.7GiB` is said back as `1.70 GiB`, not `1.83 GB`); a bare number of bytes takes no side.
+def unit_family(text: str) -> str | None:
+    """The family of the unit a size was typed in, "binary" (KiB, MiB, ...) or "decimal" (KB, MB, ...); None for a
+    number of bytes, bare or in `B` (`2097152B`), which is as much one family's as the other's.
 
     Example:
-        >>> binary_family(["1.7GiB", "512MiB"]), binary_family(["1.7GiB", "2GB"]), binary_family(["1e9"])
-        (True, False, False)
+        >>> unit_family("1.7GiB"), unit_family("2GB"), unit_family("2097152B"), unit_family("1e9")
+        ('binary', 'decimal', None, None)
     """
-    with_units = [text for text in texts if size_unit(text)]
-    return bool(with_units) and all(map(size_is_binary, with_units))
+    if size_unit(text).upper() in ("", "B"):
+        return None
+    return "binary" if size_is_binary(text) else "decimal"
+
+
+def binary_family(texts: Iterable[str]) -> bool:
+    """Whether sizes the user typed are all in binary units, at least one of them with a unit: the family a report
+    echoes sizes in (`--gpu 1.7GiB` is said back as `1.70 GiB`, not `1.83 GB`); a number of bytes (`1e9`,
+    `2097152B`) takes no side.
+
+    Example:
+        >>> binary_family(["1.7GiB", "512MiB"]), binary_family(["1.7GiB", "2GB"]), binary_family(["1.7GiB", "512B"])
+        (True, False, True)
+    """
+    families = {unit_family(text) for text in texts} - {None}
+    return families == {"binary"}
 
 
 def format_bytes(num_bytes: int | float, binary: bool = False) -> str:

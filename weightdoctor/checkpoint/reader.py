@@ -3425,7 +3425,7 @@ def _open_checkpoint(
     config, config_file = _load_config(config_path)
     from weightdoctor.quantized import config_quantization_problem  # not at the top: it imports this package
 
-    if (quantization_problem := config_quantization_problem(config)) is not None:
+    if (quantization_problem := config_quantization_problem(config, builder.tensors)) is not None:
         warnings.append(quantization_problem)
     if config_path is not None and config_path.is_symlink() and not config_path.exists():
         warnings.append(f"config.json is a link to {os.readlink(config_path)}, which does not exist: read without "

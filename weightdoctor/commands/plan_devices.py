@@ -186,6 +186,10 @@ def plan_devices(
         cpu_bytes = local_info.cpu_available_bytes
     if not gpus and cpu_bytes is None:
         raise UsageError("no devices: give --gpu SIZE (repeatable) and/or --cpu SIZE, or --local")
+    # The sizes typed, by device, so the report speaks the user's units (`--gpu 1.7GiB`: GiB, not GB).
+    typed = {} if local_info is not None else {
+        **{f"cuda:{index}": text for index, text in enumerate(gpu or [])},
+        **({"cpu": cpu} if cpu is not None else {}), **({"reserve": reserve} if reserve_bytes else {})}
     mapping = load_manual_map(manual_map) if manual_map is not None else None
     target = None
     if output in ("", "-"):
@@ -218,7 +222,7 @@ def plan_devices(
                              "choose another file")
         if local_info is not None and dtype is None:
             dtype = local_dtype(local_info, checkpoint.config)
-        planned = build_planned_model(checkpoint, dtype, model_class)
+        planned = build_planned_model(checkpoint, dtype, model_class, binary_family(typed.values()))
     kv = None
     if kv_cache:
         config = planned.config or {}
@@ -230,10 +234,6 @@ def plan_devices(
         if not isinstance(length, int):
             raise UsageError("--kv-cache needs --seq-len (the config has no max_position_embeddings or n_positions)")
         kv = (batch, length)
-    # The sizes typed, by device, so the report speaks the user's units (`--gpu 1.7GiB`: GiB, not GB).
-    typed = {} if local_info is not None else {
-        **{f"cuda:{index}": text for index, text in enumerate(gpu or [])},
-        **({"cpu": cpu} if cpu is not None else {}), **({"reserve": reserve} if reserve_bytes else {})}
     request = PlanRequest(gpus=gpus, cpu=cpu_bytes, disk=disk, strategy=strategy, no_split=no_split or None,
                           reserve=reserve_bytes, manual_map=mapping, kv_cache=kv, training=training,
                           unset_max_memory=local, binary_units=binary_family(typed.values()))

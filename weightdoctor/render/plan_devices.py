@@ -13,7 +13,7 @@ from rich.console import Console
 from weightdoctor.errors import OutputError
 from weightdoctor.plan_devices import DeviceUse, PlanReport
 from weightdoctor.render.text import escape
-from weightdoctor.units import binary_family, format_bytes, format_count, size_is_binary, size_unit
+from weightdoctor.units import binary_family, format_bytes, format_count, unit_family
 from weightdoctor.wording import counted, plural
 
 # Assumed transfer rates for the per-token slowdown line (stated in the output as assumptions, not measured).
@@ -101,7 +101,7 @@ def _both(num_bytes: int, binary: bool, typed: str | None) -> str:
     """A size the user typed, in the report's units, and in the units it was typed in too where those are the other
     family (`--gpu 300KiB --cpu 2GB`: `307.20 KB (300.00 KiB)`)."""
     said = format_bytes(num_bytes, binary)
-    if typed is not None and size_unit(typed) and size_is_binary(typed) != binary:
+    if typed is not None and unit_family(typed) == ("decimal" if binary else "binary"):
         said += f" ({format_bytes(num_bytes, not binary)})"
     return said
 
