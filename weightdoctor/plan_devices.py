@@ -856,7 +856,7 @@ def build_planned_model(
             + ") are planned as separate copies, since accelerate cannot tie top-level names: their memory counts"
             " once per name"
         )
-    if (ema := _ldm_ema_planned(checkpoint, model)) is not None:
+    if (ema := _ldm_ema_planned(checkpoint, model, binary_units)) is not None:
         warnings.append(ema)
     # An FP8 config's plan is labelled as its warning above names it, from the tensors as from the config.
     label = quantized_float_label(checkpoint.config) if config_quantizer is not None else None
@@ -868,10 +868,12 @@ def build_planned_model(
     return planned
 
 
-def _ldm_ema_planned(checkpoint: Checkpoint, model: torch.nn.Module) -> str | None:
+def _ldm_ema_planned(checkpoint: Checkpoint, model: torch.nn.Module, binary: bool = False) -> str | None:
     """The warning for an original Stable Diffusion checkpoint saved with LitEma's copy of its UNet (`model_ema.*`,
     CompVis' `*-full-ema.ckpt`, a training run's last.ckpt), or None: planned from the tensor names, the copy was
-    placed as a module of its own, so the plan held the UNet twice, where every loader builds one."""
+    placed as a module of its own, so the plan held the UNet twice, where every loader builds one. `binary`: the size
+    is said in binary units (KiB, MiB, GiB), as the devices' sizes were typed (the report's "model_ema, 48.01 KiB"
+    was "49.16 KB" here)."""
     from weightdoctor.structure import LDM_ONE_UNET, ldm_ema_copies
     from weightdoctor.units import format_bytes
 
@@ -883,9 +885,10 @@ def _ldm_ema_planned(checkpoint: Checkpoint, model: torch.nn.Module) -> str | No
     except AttributeError:
         return None
     size = sum(t.numel() * t.element_size() for t in (*ema.parameters(), *ema.buffers()))
-    return (f"the UNet is stored twice: model_ema ({format_bytes(size)} as planned) holds an EMA copy of "
+    said = format_bytes(size, binary)
+    return (f"the UNet is stored twice: model_ema ({said} as planned) holds an EMA copy of "
             f"{counted(len(copies), 'tensor')} of model.diffusion_model.*, placed here as a module of its own, so a "
-            f"load holds {format_bytes(size)} less than planned; {LDM_ONE_UNET}")
+            f"load holds {said} less than planned; {LDM_ONE_UNET}")
 
 
 # transformers' quantizers whose `adjust_max_memory` keeps 10% of every budget free; the others (GPTQ, AWQ,
