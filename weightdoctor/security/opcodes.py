@@ -122,7 +122,8 @@ class PickleWalk:
         calls: the calls made to globals named in `watch` (see `walk_pickle`), in stream order.
         problems: (offset, message) of what no pickler writes but the walk could go past (a crafted memo index).
         pushed: how often each of `policy.RECONSTRUCTION_GLOBALS` was pushed on the stack, by the text the pickle
-            wrote (a GLOBAL, or a memo GET or DUP of a value that holds it), for `policy.reconstruction_vouched`;
+            wrote (a GLOBAL or INST, or a memo GET or DUP of a value that holds it), for
+            `policy.reconstruction_vouched`;
             `UNCOUNTED` among them where a value too large to look into was pushed again.
     """
 
@@ -454,6 +455,11 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 module, _, attr = arg.partition(" ")
                 found = GlobalImport(module, attr, name, position)
                 walk.imports.append(found)
+                if arg.replace(" ", ".", 1) in RECONSTRUCTION_GLOBALS:
+                    # INST calls the global it imports, never a _reconstructor's argument: a use no approved call
+                    # consumes, so `dict` or `str` of the pickle's choosing is not read as inert (str(data,
+                    # "punycode") beside a genuine TorchVersion was safe).
+                    _count_pushed(walk, found)
                 stack.append(called(found, tuple(_pop_mark(stack)), name))
             elif name in ("EXT1", "EXT2", "EXT4"):
                 # copyreg's extension registry maps the code to a (module, name) that gets imported.

@@ -1,0 +1,114 @@
+"""Review 51: security3's protocol 0/1 reading of copyreg._reconstructor, attacked.
+
+security3 reads `copy_reg._reconstructor` and its bases (`object`, `dict`, `__builtin__.unicode`) as inert where every
+use of them is a genuine reconstruction of an inert class. INST imports a global and calls it in one opcode, without
+pushing it, so its use was never counted: beside a genuine TorchVersion, `INST __builtin__ unicode` with (data,
+"punycode", "ignore") was safe, and a 200 KB file of it took torch.load(weights_only=False) 22 s of decoding. The same
+built-ins are read as inert beside omegaconf containers (its metadata names them as values), where any call of them
+was safe too: `builtins.dict(<a DictConfig>)` resolved its `${oc.env:NAME}` interpolations while the file loaded,
+reading the environment into the loaded value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import one_error_line, run_cli
+from weightdoctor.security import scan_bytes
+
+
+def _global(module: str, name: str) -> bytes:
+    return f"c{module}\n{name}\n".encode()
+
+
+def _reconstruct(cls: tuple[str, str], base: tuple[str, str], state: bytes = b"N") -> bytes:
+    """A protocol 0 REDUCE of copy_reg._reconstructor(cls, base, state), as pickle writes one."""
+    return _global("copy_reg", "_reconstructor") + b"(" + _global(*cls) + _global(*base) + state + b"tR"
+
+
+_TORCH_VERSION = _reconstruct(("torch.torch_version", "TorchVersion"), ("__builtin__", "unicode"), b"V2.5.0\n")
+_NAMESPACE = _reconstruct(("argparse", "Namespace"), ("__builtin__", "object"))
+
+# What a child process's pickle.load made of a file: the value under "note", as text.
+_CHILD = """
+import json, pickle, sys
+with open(sys.argv[1], "rb") as handle:
+    value = pickle.load(handle)
+print(json.dumps({"note": str(value["note"])}))
+"""
+
+
+def _child(path: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, timeout=300,
+                          check=True, env={**os.environ, **(env or {})})
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_an_inst_of_a_reconstructor_base_runs_and_is_not_read_as_inert(tmp_path: Path) -> None:
+    """INST __builtin__ unicode beside a genuine TorchVersion: str(data, codec, errors) of the file's choosing."""
+    path = tmp_path / "model.pkl"
+    path.write_bytes(b"(dp0\nVversion\n" + _TORCH_VERSION + b"sVnote\n(C\x05bcd-a" + b"Vpunycode\nVignore\n"
+                     + b"i__builtin__\nunicode\ns.")
+    # The canary: the codec the file names ran while it loaded (punycode's "bcd-a" is "bcda" with U+0080 inserted).
+    assert _child(path) == {"note": "\x80bcd"}
+    report = scan_bytes(path.read_bytes())
+    safety = {g.qualified: g.safety for g in report.globals}
+    assert safety["__builtin__.unicode"] == "unknown" and safety["copy_reg._reconstructor"] == "inert"
+    assert report.verdict == "suspicious", report.summary()
+    assert "INST calls builtins.str(b'bcd-a', 'punycode', 'ignore'): a checkpoint names this type as a value" in \
+        report.summary()
+    line = one_error_line(run_cli("inspect", str(path)))
+    assert line.startswith(f"error: {path}: suspicious: ") and "nothing was unpickled" in line
+    assert "__builtin__.unicode (unknown, GLOBAL in pickle 1" in line and "INST calls builtins.str(" in line
+
+
+@pytest.mark.parametrize(("inst", "called"), [
+    (b"(i__builtin__\nobject\n", "__builtin__.object"),
+    (b"(I1\ni__builtin__\ndict\n", "__builtin__.dict"),
+])
+def test_a_base_imported_by_inst_is_never_vouched_for(inst: bytes, called: str) -> None:
+    """Each base stays what `classify` says once INST imports it: INST uses it for something other than a
+    reconstruction, whatever it builds."""
+    attribute_dict = _reconstruct(("lightning_fabric.utilities.data", "AttributeDict"), ("__builtin__", "dict"), b"(d")
+    data = b"(dp0\nVa\n" + _NAMESPACE + b"sVd\n" + attribute_dict + b"sVnote\n" + inst + b"s."
+    report = scan_bytes(data)
+    safety = {g.qualified: g.safety for g in report.globals}
+    assert safety[called] in ("dangerous", "unknown"), report.summary()
+    assert report.verdict != "safe"
+    # and without the INST, the same reconstructions are read as inert
+    genuine = scan_bytes(b"(dp0\nVa\n" + _NAMESPACE + b"sVd\n" + attribute_dict + b"s.")
+    assert genuine.verdict == "safe", genuine.summary()
+
+
+def test_a_type_omegaconf_names_called_beside_its_containers_is_refused(tmp_path: Path) -> None:
+    """builtins.dict called on a DictConfig: omegaconf's pickles name dict as a value and never call it."""
+    omegaconf = pytest.importorskip("omegaconf")
+    config = pickle.dumps(omegaconf.OmegaConf.create({"lr": 0.1, "home": "${oc.env:REVIEW51_CANARY}"}), 2)
+    assert config[:2] == b"\x80\x02" and config[-1:] == b"."
+    path = tmp_path / "model.pkl"
+    # {"note": dict(<the DictConfig>)}, in protocol 2 opcodes
+    path.write_bytes(b"\x80\x02}X\x04\x00\x00\x00note" + _global("__builtin__", "dict") + config[2:-1] + b"\x85Rs.")
+    # The canary: the environment variable the config names is read into the loaded value.
+    assert _child(path, {"REVIEW51_CANARY": "read-from-env"}) == {"note": "{'lr': 0.1, 'home': 'read-from-env'}"}
+    report = scan_bytes(path.read_bytes())
+    assert report.verdict == "suspicious", report.summary()
+    assert "REDUCE calls builtins.dict(" in report.summary()
+    assert "dict of a DictConfig resolves its ${oc.env:...} interpolations" in report.summary()
+    line = one_error_line(run_cli("inspect", str(path)))
+    assert "suspicious: " in line and "REDUCE calls builtins.dict(" in line and "nothing was unpickled" in line
+    # str(data, "punycode"), the same way
+    punycode = (b"\x80\x02}(X\x01\x00\x00\x00k" + _global("omegaconf.dictconfig", "DictConfig") + b"X\x01\x00\x00\x00x"
+                + _global("__builtin__", "str") + b"C\x03abcX\x08\x00\x00\x00punycode\x86Ru.")
+    assert "REDUCE calls builtins.str(b'abc', 'punycode')" in scan_bytes(punycode).summary()
+    # the genuine config, in every protocol, stays safe
+    for protocol in range(6):
+        assert scan_bytes(pickle.dumps(omegaconf.OmegaConf.create({"lr": 0.1, "n": {"l": [1, "a"]}}),
+                                       protocol)).verdict == "safe", protocol
