@@ -141,3 +141,47 @@ def test_a_protocol_1_torch_save_of_many_tensors_beside_a_namespace_stays_safe(t
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["security"]["verdict"] == "safe" and data["num_tensors"] == 3000
+
+
+_NESTED_CHILD = """
+import json, pickle, sys, torch
+blob = torch.load(sys.argv[1], weights_only=True)["blob"]
+print(json.dumps({"note": str(pickle.loads(blob)["note"])}))
+"""
+
+
+def test_a_bytes_value_holding_a_pickle_of_inert_names_that_misuses_them_is_refused(tmp_path: Path) -> None:
+    """A bytes value's pickle was refused only for the names it imports: one of safe and inert names whose calls or
+    BUILDs the scan refuses (dict of a DictConfig, Fraction of an exponent, a slot state setting __class__) made the
+    outer file safe, and the code that unpickles the value ran them."""
+    omegaconf = pytest.importorskip("omegaconf")
+    import torch
+
+    config = pickle.dumps(omegaconf.OmegaConf.create({"home": "${oc.env:REVIEW51_CANARY}"}), 2)
+    reads_env = (b"\x80\x02}X\x04\x00\x00\x00note" + _global("__builtin__", "dict") + config[2:-1] + b"\x85Rs.")
+    path = tmp_path / "state.pt"
+    torch.save({"w": torch.ones(2), "blob": reads_env}, path)
+    # The canary: the checkpoint's own loader, pickle.loads(ckpt["blob"]), reads the environment variable.
+    done = subprocess.run([sys.executable, "-c", _NESTED_CHILD, str(path)], capture_output=True, text=True,
+                          timeout=300, check=True, env={**os.environ, "REVIEW51_CANARY": "read-from-env"})
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"note": "{'home': 'read-from-env'}"}
+    line = one_error_line(run_cli("inspect", str(path)))
+    assert line.startswith(f"error: {path}: suspicious: the bytes value at blob holds a pickle that, at byte "), line
+    assert "REDUCE calls builtins.dict(" in line and "the outer file's own globals are safe" in line
+    fraction = b"\x80\x02" + _global("fractions", "Fraction") + b"X\x0a\x00\x00\x001e10000000\x85R."
+    slot_class = (_NAMESPACE + b"(N(dV__class__\n" + _global("pytorch_lightning.callbacks.model_checkpoint",
+                                                              "ModelCheckpoint") + b"stb.")
+    for blob, words in ((fraction, "REDUCE calls fractions.Fraction('1e10000000',)"),
+                        (slot_class, "BUILD sets the state of a argparse.Namespace to a pair")):
+        torch.save({"w": torch.ones(2), "blob": blob}, path)
+        line = one_error_line(run_cli("inspect", str(path)))
+        assert "suspicious: the bytes value at blob holds a pickle that, at byte " in line and words in line, line
+    # genuine values stay readable: a pickled Namespace (protocols 0 and 2), text that only looks like opcodes
+    import argparse
+
+    for blob in (pickle.dumps({"args": argparse.Namespace(lr=0.1)}, 0), pickle.dumps(argparse.Namespace(a=1), 2),
+                 b"c'est la vie\ni\n(p9999999\n", b"\x80\x02 not a pickle c i"):
+        torch.save({"w": torch.ones(2), "blob": blob}, path)
+        result = run_cli("inspect", str(path), "--json")
+        assert result.exit_code == 0, (blob, result.stderr)
+        assert json.loads(result.stdout)["num_tensors"] == 1

@@ -41,7 +41,7 @@ from weightdoctor.wording import counted
 if TYPE_CHECKING:
     import torch
 
-    from weightdoctor.security import ScanReport
+    from weightdoctor.security import ScanProblem, ScanReport
 
 # The first torch whose weights_only loader has no known escape (see docs/security.md).
 MIN_TORCH = (2, 10)
@@ -1260,15 +1260,35 @@ def _refuse_pickles_in_buffers(obj: Any) -> None:
             raise UnsafePickle(f"{problem[0]}: the bytes value at {where} {problem[1]} (the code that reads this "
                                "checkpoint runs it when it unpickles the value, as pickle.loads(ckpt[...]) does); "
                                "the outer file's own globals are safe")
+        loaded_by = ("TransformerEngine's set_extra_state torch.loads such a buffer when the model loads this "
+                     "state dict, running it" if buffer else "the code that reads this checkpoint runs it when it "
+                     "unpickles the value, as pickle.loads(ckpt[...]) or torch.load(io.BytesIO(...)) does")
+        what = "io.BytesIO" if buffer else "bytes value"
+        held = "torch.save archive" if not buffer and data[:2] == b"PK" else "pickle"
         if flagged:
             shown = ", ".join(flagged[:4]) + (", ..." if len(flagged) > 4 else "")
-            loaded_by = ("TransformerEngine's set_extra_state torch.loads such a buffer when the model loads this "
-                         "state dict, running it" if buffer else "the code that reads this checkpoint runs it when it "
-                         "unpickles the value, as pickle.loads(ckpt[...]) or torch.load(io.BytesIO(...)) does")
-            what = "io.BytesIO" if buffer else "bytes value"
-            held = "torch.save archive" if not buffer and data[:2] == b"PK" else "pickle"
             raise UnsafePickle(f"{report.verdict}: the {what} at {where} holds a {held} that names {shown} "
                                f"({loaded_by}); the outer file's own globals are safe")
+        found = _nested_pickle_problem(report, whole=unmarked)
+        if found is not None:
+            raise UnsafePickle(f"suspicious: the {what} at {where} holds a {held} that, at byte {found.offset:,}, "
+                               f"{found.message} ({loaded_by}); the outer file's own globals are safe")
+
+
+def _nested_pickle_problem(report: ScanReport, whole: bool) -> ScanProblem | None:
+    """The first problem the scan of a nested pickle found in what its loader runs (a call or BUILD no pickler writes:
+    Fraction("1e10000000"), a slot state that sets __class__, a memo index built to exhaust memory), or None.
+
+    A pickle of safe and inert names alone was let through whatever it did with them. Parse errors and bytes after
+    the pickle are left out, as its loader meets neither (pickle.loads stops at STOP); where `whole` (bytes that do
+    not start like a pickle: text may look like protocol 0 opcodes), a pickle that does not parse to its STOP is
+    left alone too.
+    """
+    parse_error = "the pickle cannot be parsed"
+    if whole and any(p.message.startswith(parse_error) for p in report.problems):
+        return None
+    return next((p for p in report.problems
+                 if not p.message.startswith(parse_error) and not (p.member or "").startswith("after the")), None)
 
 
 # What `_refuse_shadowed_methods` enters; nothing else it meets can hide a mapping's methods.
