@@ -171,8 +171,10 @@ def test_a_bytes_value_holding_a_pickle_of_inert_names_that_misuses_them_is_refu
     fraction = b"\x80\x02" + _global("fractions", "Fraction") + b"X\x0a\x00\x00\x001e10000000\x85R."
     slot_class = (_NAMESPACE + b"(N(dV__class__\n" + _global("pytorch_lightning.callbacks.model_checkpoint",
                                                               "ModelCheckpoint") + b"stb.")
+    # junk after the STOP, which pickle.loads never reads, made the protocol 0 pickle one that does not parse
     for blob, words in ((fraction, "REDUCE calls fractions.Fraction('1e10000000',)"),
-                        (slot_class, "BUILD sets the state of a argparse.Namespace to a pair")):
+                        (slot_class, "BUILD sets the state of a argparse.Namespace to a pair"),
+                        (slot_class + b"cjunk\nname\n)", "BUILD sets the state of a argparse.Namespace to a pair")):
         torch.save({"w": torch.ones(2), "blob": blob}, path)
         line = one_error_line(run_cli("inspect", str(path)))
         assert "suspicious: the bytes value at blob holds a pickle that, at byte " in line and words in line, line

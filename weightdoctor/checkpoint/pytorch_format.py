@@ -1285,10 +1285,11 @@ def _nested_pickle_problem(report: ScanReport, whole: bool) -> ScanProblem | Non
     left alone too.
     """
     parse_error = "the pickle cannot be parsed"
-    if whole and any(p.message.startswith(parse_error) for p in report.problems):
+    # What follows the STOP is left out first: junk after a hostile pickle made its parse error one of "the" pickle's.
+    loaded = [p for p in report.problems if not (p.member or "").startswith("after the")]
+    if whole and any(p.message.startswith(parse_error) for p in loaded):
         return None
-    return next((p for p in report.problems
-                 if not p.message.startswith(parse_error) and not (p.member or "").startswith("after the")), None)
+    return next((p for p in loaded if not p.message.startswith(parse_error)), None)
 
 
 # What `_refuse_shadowed_methods` enters; nothing else it meets can hide a mapping's methods.
