@@ -187,3 +187,42 @@ def test_a_bytes_value_holding_a_pickle_of_inert_names_that_misuses_them_is_refu
         result = run_cli("inspect", str(path), "--json")
         assert result.exit_code == 0, (blob, result.stderr)
         assert json.loads(result.stdout)["num_tensors"] == 1
+
+
+_ITERATED_CHILD = """
+import pathlib, pickle, sys
+import transformers.trainer_utils as utils
+meta = type(utils.IntervalStrategy)
+iterate = meta.__iter__
+def watched(cls):  # the canary: a file written when the enum class is iterated
+    pathlib.Path(sys.argv[2]).write_text(cls.__name__)
+    return iterate(cls)
+meta.__iter__ = watched
+try:
+    pickle.loads(pathlib.Path(sys.argv[1]).read_bytes())
+except ValueError:
+    pass
+"""
+
+
+def test_a_pair_replaced_by_setitem_on_the_list_ordered_dict_reads_is_seen(tmp_path: Path) -> None:
+    """SETITEM works on a list (list[0] = value): OrderedDict([["k", "v"]]) had its pair replaced by an enum class
+    the walk never saw, and OrderedDict iterated the class while the file loaded, from a pickle called safe."""
+    pytest.importorskip("transformers")
+    data = (b"\x80\x02" + _global("collections", "OrderedDict") + b"](](X\x01\x00\x00\x00kX\x01\x00\x00\x00veeK\x00"
+            + _global("transformers.trainer_utils", "IntervalStrategy") + b"s\x85R.")
+    path, canary = tmp_path / "model.pkl", tmp_path / "iterated"
+    path.write_bytes(data)
+    subprocess.run([sys.executable, "-c", _ITERATED_CHILD, str(path), str(canary)], check=True, timeout=300)
+    assert canary.read_text() == "IntervalStrategy"
+    report = scan_bytes(data)
+    assert report.verdict == "suspicious", report.summary()
+    assert ("REDUCE calls collections.OrderedDict on a list whose item 0 is transformers.trainer_utils."
+            "IntervalStrategy, not a [key, value] pair") in report.summary()
+    # a key the walk cannot read leaves the list unknown; a pair set in place of a pair is what it was
+    unknown_key = data.replace(b"K\x00", _global("torch", "Size") + b")\x85R")
+    assert "calls collections.OrderedDict on a list whose item 1 is <opaque>" in scan_bytes(unknown_key).summary()
+    replaced = data.replace(_global("transformers.trainer_utils", "IntervalStrategy"),
+                            b"]" + b"(X\x01\x00\x00\x00aX\x01\x00\x00\x00be")
+    assert scan_bytes(replaced).verdict == "safe"
+    assert pickle.loads(replaced) == {"a": "b"}

@@ -295,6 +295,18 @@ _PUSH_ARG = {
 _PUSH_CONST = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
 
 
+def _set_list_item(target: list[Any], key: Any, value: Any) -> None:
+    """SETITEM on a list, as unpicklers run it (`target[key] = value`, any object that takes item assignment): a
+    list of [key, value] pairs the walk had checked had a pair replaced by an enum class, which OrderedDict(pairs)
+    then iterated. A key the walk cannot read (a numpy integer a call made) leaves the list's items unknown: an
+    opaque item is added, which no check takes for a literal."""
+    if isinstance(key, int):
+        if -len(target) <= key < len(target):
+            target[key] = value  # out of range, the unpickler fails there (IndexError)
+    else:
+        target.append(OPAQUE)
+
+
 def _judge_hooks(walk: PickleWalk, hooks: list[tuple[int, str, Any]]) -> None:
     """Add a problem for each tensor whose backward hooks (`HOOKS_ARGUMENT`) hold items or come from a call, as the
     whole pickle left them (a SETITEM on the memo's reference fills them after the call)."""
@@ -521,16 +533,21 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 if isinstance(target, list):
                     target.extend(items)
             elif name == "SETITEM":
-                _pop(stack)
-                _pop(stack)
+                value = _pop(stack)
+                key = _pop(stack)
                 target = _top(stack)
                 if target.__class__ is OpaqueDict:
                     target.filled = True
+                elif isinstance(target, list):
+                    _set_list_item(target, key, value)
             elif name in ("SETITEMS", "ADDITEMS"):
                 items = _pop_mark(stack)
                 target = _top(stack)
                 if items and target.__class__ is OpaqueDict:
                     target.filled = True
+                elif name == "SETITEMS" and isinstance(target, list):
+                    for index in range(0, len(items) - 1, 2):
+                        _set_list_item(target, items[index], items[index + 1])
             elif name == "PERSID":
                 walk.persistent_ids.append(arg)
                 stack.append(OPAQUE)

@@ -594,6 +594,10 @@ def _ordered_dict_problem(args: Any, name_of: Callable[[Any], str | None]) -> st
     first = args[0] if isinstance(args, tuple) and args else None
     named = name_of(first) if first is not None else None
     said = named if named is not None else shown(args) if isinstance(args, tuple) else "arguments the scan cannot read"
+    if named is None and isinstance(args, tuple) and len(args) == 1 and isinstance(first, (list, tuple)):
+        at, item = next((at, item) for at, item in enumerate(first)
+                        if not (isinstance(item, (list, tuple)) and len(item) == 2))
+        said = f"a list whose item {at} is {name_of(item) or shown(item)}, not a [key, value] pair"
     return (f"calls {_ORDERED_DICT} on {said}: pickle writes an OrderedDict as OrderedDict() and its items "
             "(Python 2 as OrderedDict of a list of [key, value] pairs), and a call on anything else iterates it, "
             "running its __iter__ (an enum class's, of its metaclass) while the file loads")
