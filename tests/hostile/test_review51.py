@@ -226,3 +226,28 @@ def test_a_pair_replaced_by_setitem_on_the_list_ordered_dict_reads_is_seen(tmp_p
                             b"]" + b"(X\x01\x00\x00\x00aX\x01\x00\x00\x00be")
     assert scan_bytes(replaced).verdict == "safe"
     assert pickle.loads(replaced) == {"a": "b"}
+
+
+_MEMORY_CHILD = """
+import pickle, resource, sys, torch
+blob = torch.load(sys.argv[1], weights_only=True)["blob"]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+pickle.loads(blob)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_a_bytes_value_pickle_that_imports_nothing_is_still_scanned(tmp_path: Path) -> None:
+    """Values with no import opcode byte were never scanned: a 9-byte pickle whose LONG_BINPUT index is 2**24 imports
+    nothing, and the checkpoint's pickle.loads of it set aside hundreds of MB (2**32 - 1: 64 GB)."""
+    import torch
+
+    blob = b"\x80\x02Nr" + (1 << 24).to_bytes(4, "little") + b"."
+    path = tmp_path / "state.pt"
+    torch.save({"w": torch.ones(2), "blob": blob}, path)
+    done = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(path)], capture_output=True, text=True,
+                          timeout=300, check=True)
+    assert int(done.stdout.strip().splitlines()[-1]) > 100  # the canary: MB the load took
+    line = one_error_line(run_cli("inspect", str(path)))
+    assert line.startswith(f"error: {path}: suspicious: the bytes value at blob holds a pickle that, at byte 3, memo "
+                           "index 16,777,216, a number no pickler reaches this early"), line
