@@ -41,7 +41,7 @@ from weightdoctor.wording import counted
 if TYPE_CHECKING:
     import torch
 
-    from weightdoctor.security import ScanReport
+    from weightdoctor.security import ScanProblem, ScanReport
 
 # The first torch whose weights_only loader has no known escape (see docs/security.md).
 MIN_TORCH = (2, 10)
@@ -1234,7 +1234,7 @@ def _refuse_pickles_in_buffers(obj: Any) -> None:
     Raises:
         UnsafePickle: a buffer's pickle names a global that is not safe.
     """
-    from weightdoctor.security.extra_state import LOAD_FROM_BYTES, pickle_loads_problem
+    from weightdoctor.security.extra_state import LOAD_FROM_BYTES, pickle_loads_problem, starts_like_a_pickle
     from weightdoctor.security.policy import DANGEROUS, UNKNOWN
     from weightdoctor.security.scan import scan_bytes
 
@@ -1243,7 +1243,10 @@ def _refuse_pickles_in_buffers(obj: Any) -> None:
         # Each scan costs ~10 us however short the value: 10^6 small bytes values took 30 s. A value already judged
         # is judged alike (the first copy would have been refused), and one holding no byte of an opcode that
         # imports (GLOBAL c, INST i, STACK_GLOBAL, EXT1-4) and no zip names no global, so nothing here refuses it.
-        if (data, buffer) in judged or (data[:4] != b"PK\x03\x04" and not any(op in data for op in _IMPORT_OPCODES)):
+        # One that starts like a pickle is scanned all the same: a 9-byte pickle of a memo index (LONG_BINPUT 2**25)
+        # took pickle.loads 490 MB, and imports nothing.
+        if (data, buffer) in judged or (data[:4] != b"PK\x03\x04" and not starts_like_a_pickle(data)
+                                        and not any(op in data for op in _IMPORT_OPCODES)):
             continue
         judged.add((data, buffer))
         report = scan_bytes(data)
@@ -1260,15 +1263,36 @@ def _refuse_pickles_in_buffers(obj: Any) -> None:
             raise UnsafePickle(f"{problem[0]}: the bytes value at {where} {problem[1]} (the code that reads this "
                                "checkpoint runs it when it unpickles the value, as pickle.loads(ckpt[...]) does); "
                                "the outer file's own globals are safe")
+        loaded_by = ("TransformerEngine's set_extra_state torch.loads such a buffer when the model loads this "
+                     "state dict, running it" if buffer else "the code that reads this checkpoint runs it when it "
+                     "unpickles the value, as pickle.loads(ckpt[...]) or torch.load(io.BytesIO(...)) does")
+        what = "io.BytesIO" if buffer else "bytes value"
+        held = "torch.save archive" if not buffer and data[:2] == b"PK" else "pickle"
         if flagged:
             shown = ", ".join(flagged[:4]) + (", ..." if len(flagged) > 4 else "")
-            loaded_by = ("TransformerEngine's set_extra_state torch.loads such a buffer when the model loads this "
-                         "state dict, running it" if buffer else "the code that reads this checkpoint runs it when it "
-                         "unpickles the value, as pickle.loads(ckpt[...]) or torch.load(io.BytesIO(...)) does")
-            what = "io.BytesIO" if buffer else "bytes value"
-            held = "torch.save archive" if not buffer and data[:2] == b"PK" else "pickle"
             raise UnsafePickle(f"{report.verdict}: the {what} at {where} holds a {held} that names {shown} "
                                f"({loaded_by}); the outer file's own globals are safe")
+        found = _nested_pickle_problem(report, whole=unmarked)
+        if found is not None:
+            raise UnsafePickle(f"suspicious: the {what} at {where} holds a {held} that, at byte {found.offset:,}, "
+                               f"{found.message} ({loaded_by}); the outer file's own globals are safe")
+
+
+def _nested_pickle_problem(report: ScanReport, whole: bool) -> ScanProblem | None:
+    """The first problem the scan of a nested pickle found in what its loader runs (a call or BUILD no pickler writes:
+    Fraction("1e10000000"), a slot state that sets __class__, a memo index built to exhaust memory), or None.
+
+    A pickle of safe and inert names alone was let through whatever it did with them. Parse errors and bytes after
+    the pickle are left out, as its loader meets neither (pickle.loads stops at STOP); where `whole` (bytes that do
+    not start like a pickle: text may look like protocol 0 opcodes), a pickle that does not parse to its STOP is
+    left alone too.
+    """
+    parse_error = "the pickle cannot be parsed"
+    # What follows the STOP is left out first: junk after a hostile pickle made its parse error one of "the" pickle's.
+    loaded = [p for p in report.problems if not (p.member or "").startswith("after the")]
+    if whole and any(p.message.startswith(parse_error) for p in loaded):
+        return None
+    return next((p for p in loaded if not p.message.startswith(parse_error)), None)
 
 
 # What `_refuse_shadowed_methods` enters; nothing else it meets can hide a mapping's methods.

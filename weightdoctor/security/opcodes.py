@@ -122,8 +122,10 @@ class PickleWalk:
         calls: the calls made to globals named in `watch` (see `walk_pickle`), in stream order.
         problems: (offset, message) of what no pickler writes but the walk could go past (a crafted memo index).
         pushed: how often each of `policy.RECONSTRUCTION_GLOBALS` was pushed on the stack, by the text the pickle
-            wrote (a GLOBAL, or a memo GET or DUP of a value that holds it), for `policy.reconstruction_vouched`;
+            wrote (a GLOBAL or INST, or a memo GET or DUP of a value that holds it), for
+            `policy.reconstruction_vouched`;
             `UNCOUNTED` among them where a value too large to look into was pushed again.
+        counted_items: how many items that counting looked into (one a byte walked at most).
     """
 
     start: int
@@ -137,22 +139,30 @@ class PickleWalk:
     calls: list[GlobalCall] = field(default_factory=list)
     problems: list[tuple[int, str]] = field(default_factory=list)
     pushed: dict[str, int] = field(default_factory=dict)
+    counted_items: int = 0
 
 
 # Items of a memo value looked into for `PickleWalk.pushed` (a GET of a larger list or tuple holding one of those
 # names is marked `UNCOUNTED`): a genuine protocol 0/1 pickle gets _reconstructor and `object` back alone, and an
 # (cls, object, None) tuple at most.
 MAX_COUNTED_ITEMS = 64
+# All the memo GETs and DUPs of one pickle together look into at most one item per byte walked (besides the 64 above):
+# every GET is looked into once one of those names was pushed, and 2M GETs of a 63-int tuple (a 6 MB file) took the
+# scan 60 s, not 5.5 s. Past the bound nothing more is counted, as `UNCOUNTED`. A genuine file gets back storages and
+# small tuples (a protocol 1 torch.save of 20,000 tensors beside a Namespace: 5 items a tensor, 0.03 a byte).
 UNCOUNTED = "<uncounted>"
 
 
-def _count_pushed(walk: PickleWalk, value: Any) -> None:
-    """Count each of `policy.RECONSTRUCTION_GLOBALS` that `value`, pushed again, holds (in tuples and lists)."""
+def _count_pushed(walk: PickleWalk, value: Any, position: int) -> None:
+    """Count each of `policy.RECONSTRUCTION_GLOBALS` that `value`, pushed at byte `position`, holds (in tuples and
+    lists)."""
+    if UNCOUNTED in walk.pushed:
+        return  # nothing is vouched for any more: counting on costs time and changes nothing
     pending, seen = [value], 0
     while pending:
         item = pending.pop()
         seen += 1
-        if seen > MAX_COUNTED_ITEMS:
+        if seen > MAX_COUNTED_ITEMS or walk.counted_items + seen > MAX_COUNTED_ITEMS + position - walk.start:
             walk.pushed[UNCOUNTED] = 1
             return
         if isinstance(item, GlobalImport):
@@ -161,6 +171,7 @@ def _count_pushed(walk: PickleWalk, value: Any) -> None:
                 walk.pushed[qualified] = walk.pushed.get(qualified, 0) + 1
         elif isinstance(item, (tuple, list)):
             pending.extend(item)
+    walk.counted_items += seen
 
 
 class _LineBoundedReader:
@@ -284,6 +295,18 @@ _PUSH_ARG = {
 _PUSH_CONST = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
 
 
+def _set_list_item(target: list[Any], key: Any, value: Any) -> None:
+    """SETITEM on a list, as unpicklers run it (`target[key] = value`, any object that takes item assignment): a
+    list of [key, value] pairs the walk had checked had a pair replaced by an enum class, which OrderedDict(pairs)
+    then iterated. A key the walk cannot read (a numpy integer a call made) leaves the list's items unknown: an
+    opaque item is added, which no check takes for a literal."""
+    if isinstance(key, int):
+        if -len(target) <= key < len(target):
+            target[key] = value  # out of range, the unpickler fails there (IndexError)
+    else:
+        target.append(OPAQUE)
+
+
 def _judge_hooks(walk: PickleWalk, hooks: list[tuple[int, str, Any]]) -> None:
     """Add a problem for each tensor whose backward hooks (`HOOKS_ARGUMENT`) hold items or come from a call, as the
     whole pickle left them (a SETITEM on the memo's reference fills them after the call)."""
@@ -381,7 +404,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 except KeyError:
                     raise _StackError(f"memo entry {arg} is read before it is written") from None
                 if walk.pushed:
-                    _count_pushed(walk, stack[-1])
+                    _count_pushed(walk, stack[-1], position)
             elif name == "MARK":
                 stack.append(MARK)
             elif name == "TUPLE":
@@ -430,7 +453,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
             elif name == "DUP":
                 stack.append(_top(stack))
                 if walk.pushed:
-                    _count_pushed(walk, stack[-1])
+                    _count_pushed(walk, stack[-1], position)
             elif name == "MEMOIZE":
                 memo[len(memo)] = _top(stack)
             elif name == "GLOBAL":
@@ -439,7 +462,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 walk.imports.append(found)
                 stack.append(found)
                 if arg.replace(" ", ".", 1) in RECONSTRUCTION_GLOBALS:
-                    _count_pushed(walk, found)
+                    _count_pushed(walk, found, position)
             elif name == "STACK_GLOBAL":
                 attr, module = _pop(stack), _pop(stack)
                 module_text, attr_text = _text(module), _text(attr)
@@ -449,11 +472,16 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                     found = GlobalImport(module_text, attr_text, name, position)
                 walk.imports.append(found)
                 stack.append(found)
-                _count_pushed(walk, found)
+                _count_pushed(walk, found, position)
             elif name == "INST":
                 module, _, attr = arg.partition(" ")
                 found = GlobalImport(module, attr, name, position)
                 walk.imports.append(found)
+                if arg.replace(" ", ".", 1) in RECONSTRUCTION_GLOBALS:
+                    # INST calls the global it imports, never a _reconstructor's argument: a use no approved call
+                    # consumes, so `dict` or `str` of the pickle's choosing is not read as inert (str(data,
+                    # "punycode") beside a genuine TorchVersion was safe).
+                    _count_pushed(walk, found, position)
                 stack.append(called(found, tuple(_pop_mark(stack)), name))
             elif name in ("EXT1", "EXT2", "EXT4"):
                 # copyreg's extension registry maps the code to a (module, name) that gets imported.
@@ -505,16 +533,21 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 if isinstance(target, list):
                     target.extend(items)
             elif name == "SETITEM":
-                _pop(stack)
-                _pop(stack)
+                value = _pop(stack)
+                key = _pop(stack)
                 target = _top(stack)
                 if target.__class__ is OpaqueDict:
                     target.filled = True
+                elif isinstance(target, list):
+                    _set_list_item(target, key, value)
             elif name in ("SETITEMS", "ADDITEMS"):
                 items = _pop_mark(stack)
                 target = _top(stack)
                 if items and target.__class__ is OpaqueDict:
                     target.filled = True
+                elif name == "SETITEMS" and isinstance(target, list):
+                    for index in range(0, len(items) - 1, 2):
+                        _set_list_item(target, items[index], items[index + 1])
             elif name == "PERSID":
                 walk.persistent_ids.append(arg)
                 stack.append(OPAQUE)

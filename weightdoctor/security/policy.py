@@ -220,6 +220,16 @@ OMEGACONF_TYPE_GLOBALS: frozenset[str] = frozenset({
     "builtins.float", "builtins.str", "builtins.bool", "builtins.bytes", "builtins.object",
     "collections.defaultdict",
 })
+# Those of them read as inert by context alone (typing.Any, and built-ins `classify` calls unknown), in each form a
+# pickle may write them: omegaconf's pickles name them as values and never call them. Called, each runs on what the
+# pickle chose: builtins.dict(<a DictConfig>) resolved its ${oc.env:NAME} interpolations under
+# torch.load(weights_only=False), reading the environment into the loaded value, and str(data, "punycode") decodes in
+# time that grows with the square of the data (a 200 KB file: 22 s of torch.load). See `call_problem`.
+_NAMED_TYPES = frozenset({"typing.Any", *(f"builtins.{n}" for n in ("dict", "list", "tuple", "int", "float", "str",
+                                                                     "bool"))})
+NAMED_TYPE_FORMS: frozenset[str] = frozenset(
+    {*_NAMED_TYPES, *(f"__builtin__.{n.partition('.')[2]}" for n in _NAMED_TYPES if n.startswith("builtins.")),
+     *(f"{m}.{n}" for (m, n), loaded in _compat_pickle.NAME_MAPPING.items() if ".".join(loaded) in _NAMED_TYPES)})
 # The factories a genuine defaultdict holds (omegaconf's resolver cache is defaultdict(dict)): built-in containers and
 # numbers, made from nothing. Any other is called on each missing key after the load (omegaconf's cached resolvers look
 # their cache up by name): defaultdict(accelerate.state.PartialState) passed the scan as safe.
@@ -333,7 +343,7 @@ WATCHED_CALLS: frozenset[str] = frozenset(
     | _RECONSTRUCT | {_FROM_TYPE, "builtins.bytearray", "__builtin__.bytearray", "builtins.bytes", "__builtin__.bytes"}
     | {_FRACTION, _ENCODE, _DECIMAL} | _SCALAR
     | {"numpy.dtype"}  # its BUILD states, judged by `build_problem`
-    | frozenset(INERT_CONSTRUCTION) | {"collections.defaultdict", _ORDERED_DICT} | RECONSTRUCTOR
+    | frozenset(INERT_CONSTRUCTION) | {"collections.defaultdict", _ORDERED_DICT} | RECONSTRUCTOR | NAMED_TYPE_FORMS
 )
 # The flags a structured dtype's state may hold (numpy's NPY_FROM_FIELDS, NPY_NEEDS_PYAPI, NPY_ALIGNED_STRUCT): what
 # its fields pass on. Never NPY_ITEM_IS_POINTER (0x4), NPY_USE_GETITEM (0x20), NPY_USE_SETITEM (0x40).
@@ -495,6 +505,11 @@ def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]
         return (f"makes a defaultdict whose factory is {named or shown(factory)}: called on every missing key after "
                 "the load, where a genuine one holds a built-in container or number (omegaconf's resolver cache is "
                 "defaultdict(dict))")
+    if full in _NAMED_TYPES:
+        return (f"calls {full}{_shown_args(args, name_of)}: a checkpoint names this type as a value (omegaconf's "
+                "metadata, the base copyreg._reconstructor is given) and never calls it; called, it runs on what the "
+                "pickle chose (dict of a DictConfig resolves its ${oc.env:...} interpolations, reading the "
+                "environment; str(data, 'punycode') takes time that grows with the square of the data)")
     if _ALLOCATING.match(full):
         return (f"calls {full} directly: memory nothing fills (a weights file passes the class as an argument, "
                 "never calls it)")
@@ -579,6 +594,10 @@ def _ordered_dict_problem(args: Any, name_of: Callable[[Any], str | None]) -> st
     first = args[0] if isinstance(args, tuple) and args else None
     named = name_of(first) if first is not None else None
     said = named if named is not None else shown(args) if isinstance(args, tuple) else "arguments the scan cannot read"
+    if named is None and isinstance(args, tuple) and len(args) == 1 and isinstance(first, (list, tuple)):
+        at, item = next((at, item) for at, item in enumerate(first)
+                        if not (isinstance(item, (list, tuple)) and len(item) == 2))
+        said = f"a list whose item {at} is {name_of(item) or shown(item)}, not a [key, value] pair"
     return (f"calls {_ORDERED_DICT} on {said}: pickle writes an OrderedDict as OrderedDict() and its items "
             "(Python 2 as OrderedDict of a list of [key, value] pairs), and a call on anything else iterates it, "
             "running its __iter__ (an enum class's, of its metaclass) while the file loads")
@@ -589,7 +608,7 @@ def _reconstructor_problem(full: str, args: Any, name_of: Callable[[Any], str | 
     class: REDUCE of (cls, base, state) with cls's own base (`RECONSTRUCTED_BASES`) and state of that base's kind."""
     from weightdoctor.security.opcodes import OpaqueDict
 
-    said = shown(args) if isinstance(args, tuple) else " with arguments the scan cannot read"
+    said = _shown_args(args, name_of)
     written = ("pickle's protocols 0 and 1 write it as _reconstructor(cls, object, None) for a class built from its "
                "fields (its dict or str subclass on dict or str and the items or text), and other arguments run "
                "base.__new__(cls, state) and base.__init__(obj, state) of any class the pickle names")
@@ -612,6 +631,14 @@ def _reconstructor_problem(full: str, args: Any, name_of: Callable[[Any], str | 
 
 
 _STATE_OF = {"builtins.object": "state None", "builtins.dict": "its items (a dict)", "builtins.str": "its text"}
+
+
+def _shown_args(args: Any, name_of: Callable[[Any], str | None]) -> str:
+    """A call's arguments for a message, each global by its name (`(argparse.Namespace, None)`), bounded as `shown`."""
+    if not isinstance(args, tuple):
+        return " with arguments the scan cannot read"
+    items = [name_of(a) or shown(a) for a in args[:8]]
+    return f"({', '.join(items)}{', ...' if len(args) > 8 else ''}{',' if len(args) == 1 else ''})"
 
 
 def _fraction_problem(args: Any) -> str | None:
