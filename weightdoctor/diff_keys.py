@@ -2524,17 +2524,47 @@ def classify_key(
 
 # The two factors of a LoRA pair and the axis that is its rank: the down / A factor's first (rank × in, rank × in
 # × kernel for a convolution), the up / B factor's second (out × rank, out × rank × 1 × 1): kohya-ss sd-scripts'
-# lora_down / lora_up, peft's lora_A / lora_B, diffusers' old attention processors' lora.down / lora.up.
-_LORA_FACTOR = _lazy_regex(r"[._](?:lora_(down|up)|lora_([AB])|lora\.(down|up))\.weight$")
+# lora_down / lora_up, peft's lora_A / lora_B (`lora_A.default.weight` in a wrapped model's own state dict) and
+# lora_embedding_A (rank × rows) / lora_embedding_B (dim × rank), diffusers' old attention processors' lora.down /
+# lora.up.
+_LORA_FACTOR = _lazy_regex(r"[._](?:lora_(down|up)|lora_([AB])|lora\.(down|up))(\.[^.]+)?\.weight$"
+                           r"|[._]lora_embedding_([AB])(\.[^.]+)?$")
+_LORA_PARTNER = {"down": "up", "up": "down", "A": "B", "B": "A"}
 
 
-def _lora_ranks(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> tuple[int, int] | None:
+def _lora_ranks(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
+                specs_a: Mapping[str, KeySpec] | None = None,
+                specs_b: Mapping[str, KeySpec] | None = None) -> tuple[int, int] | None:
     """(A's rank, B's rank) when `name` is a LoRA factor whose shapes differ on its rank axis alone (two LoRAs of
-    one model trained with network_dim 4 and 8, which were said to differ in architecture), else None."""
+    one model trained with network_dim 4 and 8, which were said to differ in architecture), else None. Where both
+    sides hold its other factor, that one must differ in rank alone too, by the same ranks: an SD 1.5 LoRA against
+    an SD 2.1 one of another rank shares attn2.to_k's lora_up shape (320 × rank) but not its lora_down's (rank × 768
+    against rank × 1024), a LoRA for another base model."""
     match = _LORA_FACTOR.search(name)
-    if match is None or len(shape_a) != len(shape_b) or len(shape_a) < 2:
+    ranks = _rank_only(match, shape_a, shape_b) if match is not None else None
+    if ranks is None or match is None or specs_a is None or specs_b is None:
+        return ranks
+    group = next(index for index in (1, 2, 3, 5) if match.group(index))
+    partner = name[:match.start(group)] + _LORA_PARTNER[match.group(group)] + name[match.end(group):]
+    spec_a, spec_b = specs_a.get(partner), specs_b.get(partner)
+    if spec_a is None or spec_b is None:
+        return ranks
+    partner_match = _LORA_FACTOR.search(partner)
+    return ranks if partner_match is not None and _rank_only(partner_match, spec_a.shape, spec_b.shape) == ranks \
+        else None
+
+
+def _lora_module(name: str) -> str:
+    """The module a LoRA factor's name adapts (`q` of `q.lora_A.weight`, of `q.lora_embedding_A`)."""
+    match = _LORA_FACTOR.search(name)
+    return name[:match.start()] if match is not None else name
+
+
+def _rank_only(match: re.Match[str], shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> tuple[int, int] | None:
+    """(A's rank, B's rank) when the LoRA factor `match` found differs in shape on its rank axis alone, else None."""
+    if len(shape_a) != len(shape_b) or len(shape_a) < 2:
         return None
-    axis = 0 if (match.group(1) or match.group(2) or match.group(3)) in ("down", "A") else 1
+    axis = 0 if (match.group(1) or match.group(2) or match.group(3) or match.group(5)) in ("down", "A") else 1
     others_a, others_b = shape_a[:axis] + shape_a[axis + 1:], shape_b[:axis] + shape_b[axis + 1:]
     if others_a != others_b or shape_a[axis] == shape_b[axis]:
         return None
@@ -2547,7 +2577,7 @@ def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, .
     """(reason, severity, detail) for a key whose shape differs. `specs_a` / `specs_b`, where given, tell whether a
     top-level `fc` is a classifier or a layer feeding another (`_top_fc_is_head`)."""
     detail = f"{'×'.join(map(str, shape_a)) or 'scalar'} in A, {'×'.join(map(str, shape_b)) or 'scalar'} in B"
-    if (ranks := _lora_ranks(name, shape_a, shape_b)) is not None:
+    if (ranks := _lora_ranks(name, shape_a, shape_b, specs_a, specs_b)) is not None:
         return "lora-rank", "error", f"{detail}: LoRA rank {ranks[0]} in A, {ranks[1]} in B"
     same_rank = len(shape_a) == len(shape_b) and len(shape_a) >= 1
     first_only = same_rank and shape_a[1:] == shape_b[1:] and shape_a[0] != shape_b[0]
@@ -2787,7 +2817,7 @@ def build_report(
     mismatched_names = {m[0] for m in mismatched}
     notes = [*notes, *_square_transposed_note(mismatch_rows, common, specs_a, mismatched_names)]
     resized = [m for m in mismatch_rows if m.reason not in ("quantization", "lora-rank")]
-    if ranked := sorted({m.name.rsplit(".", 2)[0] for m in mismatch_rows if m.reason == "lora-rank"}):
+    if ranked := sorted({_lora_module(m.name) for m in mismatch_rows if m.reason == "lora-rank"}):
         # Two LoRAs of one model at another network_dim / r: from_pretrained and ignore_mismatched_sizes are not
         # how either is loaded; the loaders (sd-scripts' --network_weights, peft) call load_state_dict.
         notes.append(
