@@ -1085,6 +1085,8 @@ def _lora_fits(part: str, shape: tuple[int, ...], weight: tuple[int, ...]) -> bo
     Conv1D in×out, Embedding rows×dim)."""
     if len(shape) < 2 or len(weight) < 2:
         return False
+    if part in ("lora_A", "lora_B") and not _lora_kernel_fits(part, shape[2:], weight[2:]):
+        return False
     if part == "lora_A":  # r × in (Conv: r × in × kh × kw)
         return shape[1] in (weight[1], weight[0]) if len(weight) == 2 else shape[1] == weight[1]
     if part == "lora_B":  # out × r
@@ -1092,6 +1094,37 @@ def _lora_fits(part: str, shape: tuple[int, ...], weight: tuple[int, ...]) -> bo
     if part == "lora_embedding_A":  # r × num_embeddings
         return shape[1] == weight[0]
     return shape[0] == weight[1]  # lora_embedding_B: dim × r
+
+
+def _lora_kernel_fits(part: str, kernel: tuple[int, ...], weight_kernel: tuple[int, ...]) -> bool:
+    """Whether a LoRA factor's kernel (its shape past the first two axes) fits the kernel of the weight it adapts.
+    peft's and kohya's A / down factor of a convolution is a convolution with the weight's own kernel (r × in × 3 ×
+    3 on a 3 × 3 one) and the B / up factor a pointwise one (out × r × 1 × 1); a pointwise factor fits an nn.Linear
+    (ComfyUI and A1111 reshape up @ down to the weight's shape), a 3 × 3 one does not, nor a 1 × 1 down factor a
+    3 × 3 convolution: up @ down has another number of elements than the weight, and load_state_dict raises."""
+    if part == "lora_B" or not kernel or not weight_kernel:
+        return all(size == 1 for size in (*kernel, *weight_kernel)) if part == "lora_A" else all(
+            size == 1 for size in kernel)
+    return kernel == weight_kernel
+
+
+def _lora_misfit(part: str, shape: tuple[int, ...], weight: tuple[int, ...]) -> str:
+    """Why a LoRA factor that `_lora_fits` rejects does not fit: its kernel, or the model's size.
+
+    Example:
+        >>> _lora_misfit("lora_A", (4, 32, 3, 3), (64, 32, 1, 1))
+        "its 3×3 kernel is not that of B's 1×1 convolution"
+    """
+    if part not in ("lora_A", "lora_B") or len(shape) < 2 or len(weight) < 2 or _lora_kernel_fits(
+            part, shape[2:], weight[2:]):
+        return "an adapter for another model size"
+    kernel, held = "×".join(map(str, shape[2:])), "×".join(map(str, weight[2:]))
+    if part == "lora_B":
+        return f"its {kernel} kernel: a LoRA's up / B factor is pointwise (1×1)"
+    if not kernel:
+        return f"a linear factor does not fit B's {held} convolution"
+    return f"its {kernel} kernel is not that of B's {held} convolution" if held else \
+        f"its {kernel} kernel does not fit B's linear layer"
 
 
 def adapter_fit(
@@ -1187,7 +1220,7 @@ def adapter_fit(
             modules.setdefault(module, True)
         elif not _lora_fits(part, shape, weight.shape):
             whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {module}.weight "
-                          f"({'×'.join(map(str, weight.shape))} in B): an adapter for another model size")
+                          f"({'×'.join(map(str, weight.shape))} in B): {_lora_misfit(part, shape, weight.shape)}")
             modules[module] = False
         else:
             whys[name] = ("adapter", "info", f"{kind} on {module}.weight{stored}")
@@ -1494,9 +1527,9 @@ def _kohya_adapter_fit(
         if weight.dtype not in FLOATING:
             whys[name] = ("adapter", "info", f"on {module} (stored quantized in B: shapes not compared)")
             modules.setdefault(module, True)
-        elif not _lora_fits("lora_A" if part == "lora_down" else "lora_B", shape, weight.shape):
+        elif not _lora_fits(factor := "lora_A" if part == "lora_down" else "lora_B", shape, weight.shape):
             whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {module}.weight "
-                          f"({'×'.join(map(str, weight.shape))} in B): an adapter for another model size")
+                          f"({'×'.join(map(str, weight.shape))} in B): {_lora_misfit(factor, shape, weight.shape)}")
             modules[module] = False
         else:
             whys[name] = ("adapter", "info", f"LoRA on {module}.weight")
