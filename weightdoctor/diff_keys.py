@@ -1165,7 +1165,7 @@ def adapter_fit(
     if not pairs and not tuners:
         return _kohya_adapter_fit(specs_a, specs_b, unexpected, missing) if "lora_" in joined else ({}, "")
     if pairs and not tuners and len(pairs) == len(unexpected):
-        flux_whys, flux_note = _diffusers_flux_onto_bfl(pairs, specs_b, missing)
+        flux_whys, flux_note = _diffusers_flux_onto_bfl(pairs, specs_a, specs_b, missing)
         if flux_whys:
             return flux_whys, flux_note
     lora_names = {name for name, _ in pairs} | {name for name, _ in tuners} | set(shared)
@@ -1501,7 +1501,7 @@ def _kohya_adapter_fit(
             tables["lora_unet"] = {**flat, **unet}
     found = {match["prefix"] for _, match in pairs if match["module"] in tables[match["prefix"]]}
     if not found:
-        return _kohya_flux_onto_diffusers(pairs, specs_b, missing)
+        return _kohya_flux_onto_diffusers(pairs, specs_a, specs_b, missing)
     whys: dict[str, tuple[str, str, str]] = {}
     modules: dict[str, bool] = {}
     ranks: set[int] = set()
@@ -1548,6 +1548,46 @@ def _kohya_adapter_fit(
     return whys, note
 
 
+# The weights whose input is the Flux transformer's hidden width (3072 in FLUX.1), in B: BFL's fused qkv, diffusers'
+# to_q; and the LoRA modules whose down / A factor reads that width: BFL's (flat, as kohya names them) and diffusers'.
+_BFL_FLUX_HIDDEN = _lazy_regex(r"^double_blocks\.\d+\.img_attn\.qkv\.weight$")
+_DIFFUSERS_FLUX_HIDDEN = _lazy_regex(r"^(?:single_)?transformer_blocks\.\d+\.attn\.to_q\.weight$")
+_KOHYA_FLUX_HIDDEN_WIDE = _lazy_regex(r"(?:^double_blocks_\d+_(?:img|txt)_attn_qkv|^single_blocks_\d+_linear1)$")
+_DIFFUSERS_FLUX_HIDDEN_WIDE = _lazy_regex(r"transformer_blocks\.\d+\.attn\.(?:to_[qkv]|add_[qkv]_proj)$")
+
+
+def _flux_hidden(specs_b: Mapping[str, KeySpec], weight: re.Pattern[str]) -> int | None:
+    """B's Flux transformer's hidden width: the input width of its first weight `weight` matches, or None."""
+    spec = next((spec for name, spec in specs_b.items() if weight.match(name)), None)
+    return spec.shape[1] if spec is not None and len(spec.shape) == 2 else None
+
+
+def _flux_width_misfits(
+    pairs: Sequence[tuple[str, re.Match[str]]], specs_a: Mapping[str, KeySpec], down: str, hidden: int | None,
+    reads_hidden: re.Pattern[str],
+) -> dict[str, str]:
+    """Per LoRA module whose down / A factor reads the hidden state, why it does not fit B's Flux transformer (an SD 3
+    LoRA, 1536 wide, against FLUX.1's 3072; a LoRA of another Flux-like model size): {} where all fit."""
+    misfits: dict[str, str] = {}
+    for name, match in pairs:
+        spec = specs_a.get(name)
+        if hidden is None or match["part"] != down or spec is None or len(spec.shape) != 2 or \
+                spec.shape[1] == hidden or reads_hidden.search(match["module"].removeprefix("transformer.")) is None:
+            continue
+        misfits[match["module"]] = (f"its {down} ({'×'.join(map(str, spec.shape))}) reads a hidden state "
+                                    f"{spec.shape[1]} wide, B's transformer's is {hidden}: an adapter for another "
+                                    "model")
+    return misfits
+
+
+def _flux_misfit_note(misfits: Mapping[str, str]) -> str:
+    """The note's end for a Flux LoRA whose modules read a hidden state of another width than B's."""
+    if not misfits:
+        return ""
+    return (f"; but {counted(len(misfits), 'module')} of it {plural(len(misfits), 'reads', 'read')} a hidden state "
+            "of another width than B's transformer: it is a LoRA for another model, which neither loader maps onto B")
+
+
 # The modules of Black Forest Labs' Flux transformer, flat, as a kohya / ai-toolkit Flux LoRA names them
 # (lora_unet_double_blocks_0_img_attn_qkv), and the blocks of diffusers' FluxTransformer2DModel.
 _KOHYA_FLUX_MODULE = _lazy_regex(r"^(?:double_blocks|single_blocks)_\d+_|^(?:img_in|txt_in|time_in|vector_in|"
@@ -1556,7 +1596,8 @@ _DIFFUSERS_FLUX_BLOCK = _lazy_regex(r"^(?:transformer_blocks|single_transformer_
 
 
 def _kohya_flux_onto_diffusers(
-    pairs: Sequence[tuple[str, re.Match[str]]], specs_b: Mapping[str, KeySpec], missing: Sequence[str],
+    pairs: Sequence[tuple[str, re.Match[str]]], specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec],
+    missing: Sequence[str],
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """adapter_fit for a kohya-style Flux LoRA (sd-scripts' flux_train_network.py, ai-toolkit: BFL's module names,
     `double_blocks_0_img_attn_qkv`) against a diffusers FluxTransformer2DModel (`transformer_blocks.0.attn.to_q`),
@@ -1570,9 +1611,13 @@ def _kohya_flux_onto_diffusers(
             map(_DIFFUSERS_FLUX_BLOCK.match, specs_b)):
         return {}, ""
     whys: dict[str, tuple[str, str, str]] = {}
+    misfits = _flux_width_misfits(unet, specs_a, "lora_down", _flux_hidden(specs_b, _DIFFUSERS_FLUX_HIDDEN),
+                                  _KOHYA_FLUX_HIDDEN_WIDE)
     for name, match in pairs:
         prefix = match["prefix"]
-        if prefix in ("lora_unet", "lora_transformer"):
+        if prefix in ("lora_unet", "lora_transformer") and (misfit := misfits.get(match["module"])):
+            whys[name] = ("adapter", "error", f"for {match['module']} in Black Forest Labs' Flux layout: {misfit}")
+        elif prefix in ("lora_unet", "lora_transformer"):
             whys[name] = ("adapter", "info", f"for {match['module']} in Black Forest Labs' Flux layout, which "
                           "diffusers' load_lora_weights converts to B's (shapes not checked)")
         else:
@@ -1586,7 +1631,7 @@ def _kohya_flux_onto_diffusers(
             "diffusers FluxTransformer2DModel (transformer_blocks, single_transformer_blocks, to_q / to_k / to_v): "
             "diffusers' FluxPipeline.load_lora_weights converts the LoRA to B's layout, and ComfyUI and Forge load "
             "it onto the original flux1-*.safetensors, where diff-keys checks its shapes; it stores no base weights")
-    return whys, note
+    return whys, note + _flux_misfit_note(misfits)
 
 
 # The top modules of diffusers' FluxTransformer2DModel, as a LoRA in diffusers' layout (ai-toolkit's, the diffusers
@@ -1596,7 +1641,8 @@ _DIFFUSERS_FLUX_MODULE = _lazy_regex(r"^(?:transformer\.)?(?P<block>transformer_
 
 
 def _diffusers_flux_onto_bfl(
-    pairs: Sequence[tuple[str, re.Match[str]]], specs_b: Mapping[str, KeySpec], missing: Sequence[str],
+    pairs: Sequence[tuple[str, re.Match[str]]], specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec],
+    missing: Sequence[str],
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """adapter_fit for a Flux LoRA in diffusers' layout (`transformer.transformer_blocks.0.attn.to_q.lora_A`)
     against Black Forest Labs' original Flux transformer (flux1-dev.safetensors: double_blocks, fused qkv), or
@@ -1608,10 +1654,15 @@ def _diffusers_flux_onto_bfl(
     if not (any(name.startswith("double_blocks.") for name in specs_b)
             and any(name.startswith("single_blocks.") for name in specs_b)):
         return {}, ""
-    whys: dict[str, tuple[str, str, str]] = {
-        name: ("adapter", "info", f"for {match['module'].removeprefix('transformer.')} in diffusers' Flux layout, "
-                                  "which ComfyUI maps onto B's modules (Black Forest Labs' layout) when it loads the "
-                                  "LoRA (shapes not checked)") for name, match in pairs}
+    misfits = _flux_width_misfits(pairs, specs_a, "lora_A", _flux_hidden(specs_b, _BFL_FLUX_HIDDEN),
+                                  _DIFFUSERS_FLUX_HIDDEN_WIDE)
+    whys: dict[str, tuple[str, str, str]] = {}
+    for name, match in pairs:
+        module = match["module"].removeprefix("transformer.")
+        misfit = misfits.get(match["module"])
+        whys[name] = ("adapter", "error", f"for {module} in diffusers' Flux layout: {misfit}") if misfit else (
+            "adapter", "info", f"for {module} in diffusers' Flux layout, which ComfyUI maps onto B's modules (Black "
+                               "Forest Labs' layout) when it loads the LoRA (shapes not checked)")
     for name in missing:
         whys[name] = ("adapter-base", "info", "")
     modules = len({match["module"] for _, match in pairs})
@@ -1620,7 +1671,7 @@ def _diffusers_flux_onto_bfl(
             "Forest Labs' original Flux transformer (double_blocks, single_blocks, fused qkv): ComfyUI maps the "
             "LoRA onto B's modules, and diffusers' load_lora_weights loads it into the FluxTransformer2DModel that "
             "from_single_file builds from B, where diff-keys checks its shapes; it stores no base weights")
-    return whys, note
+    return whys, note + _flux_misfit_note(misfits)
 
 
 # What a PEFT prompt-learning adapter saves (prompt, p-, prefix tuning; multitask prompt tuning's task factors).
