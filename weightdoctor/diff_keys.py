@@ -2846,22 +2846,38 @@ def build_report(
             return "unused-part", "info", f"{part if part == name else part + '.*'} is no part of B: dropped"
         return why
 
-    # A's name prefixes (model, model.decoder, ...): how many of A's keys each holds, and how many unexpected ones.
-    prefix_counts: dict[str, list[int]] = {}
+    # A's top-level names, then per top-level name its deeper prefixes (model.decoder, ...), each counted only once
+    # asked: how many of A's keys each holds, and how many unexpected ones. A whole top-level part dropped (CLIP's
+    # other tower) is told by the first count alone; counting every prefix of 10,000 keys cost more than the rest.
+    head_counts: dict[str, list[int]] = {}
+    deep_counts: dict[str, dict[str, list[int]]] = {}
+    named: list[Collection[str]] = []  # A's names, and the unexpected ones
 
     def dropped_part(name: str) -> str:
         """The shortest prefix of `name` all of whose keys in A are dropped: `model.decoder` of Whisper's
         `model.decoder.layers.0.fc1.weight` loaded into WhisperForAudioClassification, whose encoder takes
         `model.encoder.*` (it was "model.* is no part of B", though half of model.* loads)."""
-        if not prefix_counts:
-            for index, names in enumerate((specs_a if saved_names_a is None else saved_names_a, set(unexpected))):
+        if not head_counts:
+            named.extend((specs_a if saved_names_a is None else saved_names_a, set(unexpected)))
+            for index, names in enumerate(named):
                 for key in names:
-                    parts = key.split(".")
-                    for depth in range(1, len(parts) + 1):
-                        prefix_counts.setdefault(".".join(parts[:depth]), [0, 0])[index] += 1
+                    head_counts.setdefault(key.partition(".")[0], [0, 0])[index] += 1
+        head = name.partition(".")[0]
+        counts = head_counts.get(head)
+        if counts is not None and counts[0] == counts[1]:
+            return head
+        if (prefixes := deep_counts.get(head)) is None:
+            prefixes = deep_counts[head] = {}
+            lead = head + "."
+            for index, names in enumerate(named):
+                for key in names:
+                    if key.startswith(lead):
+                        parts = key.split(".")
+                        for depth in range(2, len(parts) + 1):
+                            prefixes.setdefault(".".join(parts[:depth]), [0, 0])[index] += 1
         parts = name.split(".")
-        for depth in range(1, len(parts) + 1):
-            counts = prefix_counts.get(".".join(parts[:depth]))
+        for depth in range(2, len(parts) + 1):
+            counts = prefixes.get(".".join(parts[:depth]))
             if counts is not None and counts[0] == counts[1]:
                 return ".".join(parts[:depth])
         return name
