@@ -2611,8 +2611,8 @@ def classify_key(
 # lora_down / lora_up, peft's lora_A / lora_B (`lora_A.default.weight` in a wrapped model's own state dict) and
 # lora_embedding_A (rank × rows) / lora_embedding_B (dim × rank), diffusers' old attention processors' lora.down /
 # lora.up.
-_LORA_FACTOR = _lazy_regex(r"[._](?:lora_(down|up)|lora_([AB])|lora\.(down|up))(\.[^.]+)?\.weight$"
-                           r"|[._]lora_embedding_([AB])(\.[^.]+)?$")
+_LORA_FACTOR = _lazy_regex(r"[._](?:lora_(down|up)|lora_([AB])|lora\.(down|up))(?:\.[^.]+)?\.weight$"
+                           r"|[._]lora_embedding_([AB])(?:\.[^.]+)?$")
 _LORA_PARTNER = {"down": "up", "up": "down", "A": "B", "B": "A"}
 
 
@@ -2624,35 +2624,34 @@ def _lora_ranks(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
     sides hold its other factor, that one must differ in rank alone too, by the same ranks: an SD 1.5 LoRA against
     an SD 2.1 one of another rank shares attn2.to_k's lora_up shape (320 × rank) but not its lora_down's (rank × 768
     against rank × 1024), a LoRA for another base model."""
-    match = _LORA_FACTOR.search(name)
-    ranks = _rank_only(match, shape_a, shape_b) if match is not None else None
-    if ranks is None or match is None or specs_a is None or specs_b is None:
-        return ranks
-    group = next(index for index in (1, 2, 3, 5) if match.group(index))
-    partner = name[:match.start(group)] + _LORA_PARTNER[match.group(group)] + name[match.end(group):]
-    spec_a, spec_b = specs_a.get(partner), specs_b.get(partner)
-    if spec_a is None or spec_b is None:
-        return ranks
-    partner_match = _LORA_FACTOR.search(partner)
-    return ranks if partner_match is not None and _rank_only(partner_match, spec_a.shape, spec_b.shape) == ranks \
-        else None
+    # "lora" in the name first: most mismatched keys are no LoRA factor, and the substring test spares the search.
+    if len(shape_a) != len(shape_b) or len(shape_a) < 2 or "lora" not in name or (
+            match := _LORA_FACTOR.search(name)) is None:
+        return None
+    group = match.lastindex or 0  # the one factor group that matched is the last
+    factor = match[group]
+    axis = 0 if factor == "down" or factor == "A" else 1
+    rank_a, rank_b = shape_a[axis], shape_b[axis]
+    if rank_a == rank_b or shape_a[:axis] + shape_a[axis + 1:] != shape_b[:axis] + shape_b[axis + 1:]:
+        return None
+    if specs_a is None or specs_b is None:
+        return rank_a, rank_b
+    start, end = match.span(group)
+    partner = name[:start] + _LORA_PARTNER[factor] + name[end:]
+    if (spec_a := specs_a.get(partner)) is None or (spec_b := specs_b.get(partner)) is None:
+        return rank_a, rank_b
+    # The partner's rank axis is the other one: (A's rank, B's rank) there too, and nothing else differs.
+    other, held_a, held_b = 1 - axis, spec_a.shape, spec_b.shape
+    if (len(held_a) != len(held_b) or len(held_a) < 2 or held_a[other] != rank_a or held_b[other] != rank_b
+            or held_a[:other] + held_a[other + 1:] != held_b[:other] + held_b[other + 1:]):
+        return None
+    return rank_a, rank_b
 
 
 def _lora_module(name: str) -> str:
     """The module a LoRA factor's name adapts (`q` of `q.lora_A.weight`, of `q.lora_embedding_A`)."""
     match = _LORA_FACTOR.search(name)
     return name[:match.start()] if match is not None else name
-
-
-def _rank_only(match: re.Match[str], shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> tuple[int, int] | None:
-    """(A's rank, B's rank) when the LoRA factor `match` found differs in shape on its rank axis alone, else None."""
-    if len(shape_a) != len(shape_b) or len(shape_a) < 2:
-        return None
-    axis = 0 if (match.group(1) or match.group(2) or match.group(3) or match.group(5)) in ("down", "A") else 1
-    others_a, others_b = shape_a[:axis] + shape_a[axis + 1:], shape_b[:axis] + shape_b[axis + 1:]
-    if others_a != others_b or shape_a[axis] == shape_b[axis]:
-        return None
-    return shape_a[axis], shape_b[axis]
 
 
 def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
