@@ -47,6 +47,14 @@ def test_a_kohya_lora_against_a_single_file_stable_diffusion_checkpoint_is_check
                  "lora_unet_down_blocks_0_resnets_0_conv1": (8, 8),
                  "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q": (8, 8),
                  "lora_te_text_model_encoder_layers_0_self_attn_q_proj": (6, 6)}, lora)
+    # A LoRA on the 3×3 conv1 is a LoCon one: its lora_down a 3×3 convolution, its lora_up a 1×1 one (review52: a
+    # 2-D pair on a 3×3 kernel does not fit it).
+    from safetensors.torch import load_file
+
+    state = load_file(str(lora))
+    state["lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight"] = torch.zeros(2, 8, 3, 3)
+    state["lora_unet_down_blocks_0_resnets_0_conv1.lora_up.weight"] = torch.zeros(8, 2, 1, 1)
+    save_file(state, str(lora))
     code, data = run_json("diff-keys", str(lora), str(single))
     assert code == 0 and len(data["notes"]) == 1
     assert data["notes"][0].startswith("A is a kohya-style LoRA") and \

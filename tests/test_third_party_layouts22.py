@@ -193,17 +193,21 @@ def test_two_loras_of_another_rank_are_told_apart_from_another_architecture(tmp_
 
 
 def test_a_lora_factor_resized_on_its_other_axis_is_still_a_shape_difference(tmp_path: Path) -> None:
-    """Only the rank axis makes a lora-rank: a lora_down of another input width (another base model), and a peft
-    adapter's pair of another r beside it, are told apart."""
+    """Only the rank axis makes a lora-rank: a lora_A of another input width (another base model) is a shape
+    difference, and so is its lora_B of another r beside it (the module as a whole is not the same one at another
+    rank: review52); a peft adapter's pair of another r alone is a lora-rank."""
     save_file({"base_model.model.q.lora_A.weight": torch.zeros(4, 16), "base_model.model.q.lora_B.weight":
-               torch.zeros(16, 4)}, str(tmp_path / "a.safetensors"))
+               torch.zeros(16, 4), "base_model.model.k.lora_A.weight": torch.zeros(4, 16),
+               "base_model.model.k.lora_B.weight": torch.zeros(16, 4)}, str(tmp_path / "a.safetensors"))
     save_file({"base_model.model.q.lora_A.weight": torch.zeros(4, 32), "base_model.model.q.lora_B.weight":
-               torch.zeros(16, 8)}, str(tmp_path / "b.safetensors"))
+               torch.zeros(16, 8), "base_model.model.k.lora_A.weight": torch.zeros(8, 16),
+               "base_model.model.k.lora_B.weight": torch.zeros(16, 8)}, str(tmp_path / "b.safetensors"))
     code, data = run_json("diff-keys", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"))
     rows = {m["name"]: m["reason"] for m in data["mismatched"]}
-    assert rows == {"base_model.model.q.lora_A.weight": "shape", "base_model.model.q.lora_B.weight": "lora-rank"}
+    assert rows == {"base_model.model.q.lora_A.weight": "shape", "base_model.model.q.lora_B.weight": "shape",
+                    "base_model.model.k.lora_A.weight": "lora-rank", "base_model.model.k.lora_B.weight": "lora-rank"}
     assert "1 LoRA module differs in rank only" in " ".join(data["notes"]), data["notes"]
-    assert any(note.startswith("1 key(s) differ in shape: from_pretrained raises") for note in data["notes"])
+    assert any(note.startswith("2 key(s) differ in shape: from_pretrained raises") for note in data["notes"])
 
 
 def _kohya_sdxl_lora(path: Path) -> None:

@@ -1085,6 +1085,8 @@ def _lora_fits(part: str, shape: tuple[int, ...], weight: tuple[int, ...]) -> bo
     Conv1D in×out, Embedding rows×dim)."""
     if len(shape) < 2 or len(weight) < 2:
         return False
+    if part in ("lora_A", "lora_B") and not _lora_kernel_fits(part, shape[2:], weight[2:]):
+        return False
     if part == "lora_A":  # r × in (Conv: r × in × kh × kw)
         return shape[1] in (weight[1], weight[0]) if len(weight) == 2 else shape[1] == weight[1]
     if part == "lora_B":  # out × r
@@ -1092,6 +1094,37 @@ def _lora_fits(part: str, shape: tuple[int, ...], weight: tuple[int, ...]) -> bo
     if part == "lora_embedding_A":  # r × num_embeddings
         return shape[1] == weight[0]
     return shape[0] == weight[1]  # lora_embedding_B: dim × r
+
+
+def _lora_kernel_fits(part: str, kernel: tuple[int, ...], weight_kernel: tuple[int, ...]) -> bool:
+    """Whether a LoRA factor's kernel (its shape past the first two axes) fits the kernel of the weight it adapts.
+    peft's and kohya's A / down factor of a convolution is a convolution with the weight's own kernel (r × in × 3 ×
+    3 on a 3 × 3 one) and the B / up factor a pointwise one (out × r × 1 × 1); a pointwise factor fits an nn.Linear
+    (ComfyUI and A1111 reshape up @ down to the weight's shape), a 3 × 3 one does not, nor a 1 × 1 down factor a
+    3 × 3 convolution: up @ down has another number of elements than the weight, and load_state_dict raises."""
+    if part == "lora_B" or not kernel or not weight_kernel:
+        return all(size == 1 for size in (*kernel, *weight_kernel)) if part == "lora_A" else all(
+            size == 1 for size in kernel)
+    return kernel == weight_kernel
+
+
+def _lora_misfit(part: str, shape: tuple[int, ...], weight: tuple[int, ...]) -> str:
+    """Why a LoRA factor that `_lora_fits` rejects does not fit: its kernel, or the model's size.
+
+    Example:
+        >>> _lora_misfit("lora_A", (4, 32, 3, 3), (64, 32, 1, 1))
+        "its 3×3 kernel is not that of B's 1×1 convolution"
+    """
+    if part not in ("lora_A", "lora_B") or len(shape) < 2 or len(weight) < 2 or _lora_kernel_fits(
+            part, shape[2:], weight[2:]):
+        return "an adapter for another model size"
+    kernel, held = "×".join(map(str, shape[2:])), "×".join(map(str, weight[2:]))
+    if part == "lora_B":
+        return f"its {kernel} kernel: a LoRA's up / B factor is pointwise (1×1)"
+    if not kernel:
+        return f"a linear factor does not fit B's {held} convolution"
+    return f"its {kernel} kernel is not that of B's {held} convolution" if held else \
+        f"its {kernel} kernel does not fit B's linear layer"
 
 
 def adapter_fit(
@@ -1132,7 +1165,7 @@ def adapter_fit(
     if not pairs and not tuners:
         return _kohya_adapter_fit(specs_a, specs_b, unexpected, missing) if "lora_" in joined else ({}, "")
     if pairs and not tuners and len(pairs) == len(unexpected):
-        flux_whys, flux_note = _diffusers_flux_onto_bfl(pairs, specs_b, missing)
+        flux_whys, flux_note = _diffusers_flux_onto_bfl(pairs, specs_a, specs_b, missing)
         if flux_whys:
             return flux_whys, flux_note
     lora_names = {name for name, _ in pairs} | {name for name, _ in tuners} | set(shared)
@@ -1187,7 +1220,7 @@ def adapter_fit(
             modules.setdefault(module, True)
         elif not _lora_fits(part, shape, weight.shape):
             whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {module}.weight "
-                          f"({'×'.join(map(str, weight.shape))} in B): an adapter for another model size")
+                          f"({'×'.join(map(str, weight.shape))} in B): {_lora_misfit(part, shape, weight.shape)}")
             modules[module] = False
         else:
             whys[name] = ("adapter", "info", f"{kind} on {module}.weight{stored}")
@@ -1468,7 +1501,7 @@ def _kohya_adapter_fit(
             tables["lora_unet"] = {**flat, **unet}
     found = {match["prefix"] for _, match in pairs if match["module"] in tables[match["prefix"]]}
     if not found:
-        return _kohya_flux_onto_diffusers(pairs, specs_b, missing)
+        return _kohya_flux_onto_diffusers(pairs, specs_a, specs_b, missing)
     whys: dict[str, tuple[str, str, str]] = {}
     modules: dict[str, bool] = {}
     ranks: set[int] = set()
@@ -1494,9 +1527,9 @@ def _kohya_adapter_fit(
         if weight.dtype not in FLOATING:
             whys[name] = ("adapter", "info", f"on {module} (stored quantized in B: shapes not compared)")
             modules.setdefault(module, True)
-        elif not _lora_fits("lora_A" if part == "lora_down" else "lora_B", shape, weight.shape):
+        elif not _lora_fits(factor := "lora_A" if part == "lora_down" else "lora_B", shape, weight.shape):
             whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {module}.weight "
-                          f"({'×'.join(map(str, weight.shape))} in B): an adapter for another model size")
+                          f"({'×'.join(map(str, weight.shape))} in B): {_lora_misfit(factor, shape, weight.shape)}")
             modules[module] = False
         else:
             whys[name] = ("adapter", "info", f"LoRA on {module}.weight")
@@ -1515,6 +1548,46 @@ def _kohya_adapter_fit(
     return whys, note
 
 
+# The weights whose input is the Flux transformer's hidden width (3072 in FLUX.1), in B: BFL's fused qkv, diffusers'
+# to_q; and the LoRA modules whose down / A factor reads that width: BFL's (flat, as kohya names them) and diffusers'.
+_BFL_FLUX_HIDDEN = _lazy_regex(r"^double_blocks\.\d+\.img_attn\.qkv\.weight$")
+_DIFFUSERS_FLUX_HIDDEN = _lazy_regex(r"^(?:single_)?transformer_blocks\.\d+\.attn\.to_q\.weight$")
+_KOHYA_FLUX_HIDDEN_WIDE = _lazy_regex(r"(?:^double_blocks_\d+_(?:img|txt)_attn_qkv|^single_blocks_\d+_linear1)$")
+_DIFFUSERS_FLUX_HIDDEN_WIDE = _lazy_regex(r"transformer_blocks\.\d+\.attn\.(?:to_[qkv]|add_[qkv]_proj)$")
+
+
+def _flux_hidden(specs_b: Mapping[str, KeySpec], weight: re.Pattern[str]) -> int | None:
+    """B's Flux transformer's hidden width: the input width of its first weight `weight` matches, or None."""
+    spec = next((spec for name, spec in specs_b.items() if weight.match(name)), None)
+    return spec.shape[1] if spec is not None and len(spec.shape) == 2 else None
+
+
+def _flux_width_misfits(
+    pairs: Sequence[tuple[str, re.Match[str]]], specs_a: Mapping[str, KeySpec], down: str, hidden: int | None,
+    reads_hidden: re.Pattern[str],
+) -> dict[str, str]:
+    """Per LoRA module whose down / A factor reads the hidden state, why it does not fit B's Flux transformer (an SD 3
+    LoRA, 1536 wide, against FLUX.1's 3072; a LoRA of another Flux-like model size): {} where all fit."""
+    misfits: dict[str, str] = {}
+    for name, match in pairs:
+        spec = specs_a.get(name)
+        if hidden is None or match["part"] != down or spec is None or len(spec.shape) != 2 or \
+                spec.shape[1] == hidden or reads_hidden.search(match["module"].removeprefix("transformer.")) is None:
+            continue
+        misfits[match["module"]] = (f"its {down} ({'×'.join(map(str, spec.shape))}) reads a hidden state "
+                                    f"{spec.shape[1]} wide, B's transformer's is {hidden}: an adapter for another "
+                                    "model")
+    return misfits
+
+
+def _flux_misfit_note(misfits: Mapping[str, str]) -> str:
+    """The note's end for a Flux LoRA whose modules read a hidden state of another width than B's."""
+    if not misfits:
+        return ""
+    return (f"; but {counted(len(misfits), 'module')} of it {plural(len(misfits), 'reads', 'read')} a hidden state "
+            "of another width than B's transformer: it is a LoRA for another model, which neither loader maps onto B")
+
+
 # The modules of Black Forest Labs' Flux transformer, flat, as a kohya / ai-toolkit Flux LoRA names them
 # (lora_unet_double_blocks_0_img_attn_qkv), and the blocks of diffusers' FluxTransformer2DModel.
 _KOHYA_FLUX_MODULE = _lazy_regex(r"^(?:double_blocks|single_blocks)_\d+_|^(?:img_in|txt_in|time_in|vector_in|"
@@ -1523,7 +1596,8 @@ _DIFFUSERS_FLUX_BLOCK = _lazy_regex(r"^(?:transformer_blocks|single_transformer_
 
 
 def _kohya_flux_onto_diffusers(
-    pairs: Sequence[tuple[str, re.Match[str]]], specs_b: Mapping[str, KeySpec], missing: Sequence[str],
+    pairs: Sequence[tuple[str, re.Match[str]]], specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec],
+    missing: Sequence[str],
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """adapter_fit for a kohya-style Flux LoRA (sd-scripts' flux_train_network.py, ai-toolkit: BFL's module names,
     `double_blocks_0_img_attn_qkv`) against a diffusers FluxTransformer2DModel (`transformer_blocks.0.attn.to_q`),
@@ -1537,9 +1611,13 @@ def _kohya_flux_onto_diffusers(
             map(_DIFFUSERS_FLUX_BLOCK.match, specs_b)):
         return {}, ""
     whys: dict[str, tuple[str, str, str]] = {}
+    misfits = _flux_width_misfits(unet, specs_a, "lora_down", _flux_hidden(specs_b, _DIFFUSERS_FLUX_HIDDEN),
+                                  _KOHYA_FLUX_HIDDEN_WIDE)
     for name, match in pairs:
         prefix = match["prefix"]
-        if prefix in ("lora_unet", "lora_transformer"):
+        if prefix in ("lora_unet", "lora_transformer") and (misfit := misfits.get(match["module"])):
+            whys[name] = ("adapter", "error", f"for {match['module']} in Black Forest Labs' Flux layout: {misfit}")
+        elif prefix in ("lora_unet", "lora_transformer"):
             whys[name] = ("adapter", "info", f"for {match['module']} in Black Forest Labs' Flux layout, which "
                           "diffusers' load_lora_weights converts to B's (shapes not checked)")
         else:
@@ -1553,7 +1631,7 @@ def _kohya_flux_onto_diffusers(
             "diffusers FluxTransformer2DModel (transformer_blocks, single_transformer_blocks, to_q / to_k / to_v): "
             "diffusers' FluxPipeline.load_lora_weights converts the LoRA to B's layout, and ComfyUI and Forge load "
             "it onto the original flux1-*.safetensors, where diff-keys checks its shapes; it stores no base weights")
-    return whys, note
+    return whys, note + _flux_misfit_note(misfits)
 
 
 # The top modules of diffusers' FluxTransformer2DModel, as a LoRA in diffusers' layout (ai-toolkit's, the diffusers
@@ -1563,7 +1641,8 @@ _DIFFUSERS_FLUX_MODULE = _lazy_regex(r"^(?:transformer\.)?(?P<block>transformer_
 
 
 def _diffusers_flux_onto_bfl(
-    pairs: Sequence[tuple[str, re.Match[str]]], specs_b: Mapping[str, KeySpec], missing: Sequence[str],
+    pairs: Sequence[tuple[str, re.Match[str]]], specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec],
+    missing: Sequence[str],
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """adapter_fit for a Flux LoRA in diffusers' layout (`transformer.transformer_blocks.0.attn.to_q.lora_A`)
     against Black Forest Labs' original Flux transformer (flux1-dev.safetensors: double_blocks, fused qkv), or
@@ -1575,10 +1654,15 @@ def _diffusers_flux_onto_bfl(
     if not (any(name.startswith("double_blocks.") for name in specs_b)
             and any(name.startswith("single_blocks.") for name in specs_b)):
         return {}, ""
-    whys: dict[str, tuple[str, str, str]] = {
-        name: ("adapter", "info", f"for {match['module'].removeprefix('transformer.')} in diffusers' Flux layout, "
-                                  "which ComfyUI maps onto B's modules (Black Forest Labs' layout) when it loads the "
-                                  "LoRA (shapes not checked)") for name, match in pairs}
+    misfits = _flux_width_misfits(pairs, specs_a, "lora_A", _flux_hidden(specs_b, _BFL_FLUX_HIDDEN),
+                                  _DIFFUSERS_FLUX_HIDDEN_WIDE)
+    whys: dict[str, tuple[str, str, str]] = {}
+    for name, match in pairs:
+        module = match["module"].removeprefix("transformer.")
+        misfit = misfits.get(match["module"])
+        whys[name] = ("adapter", "error", f"for {module} in diffusers' Flux layout: {misfit}") if misfit else (
+            "adapter", "info", f"for {module} in diffusers' Flux layout, which ComfyUI maps onto B's modules (Black "
+                               "Forest Labs' layout) when it loads the LoRA (shapes not checked)")
     for name in missing:
         whys[name] = ("adapter-base", "info", "")
     modules = len({match["module"] for _, match in pairs})
@@ -1587,7 +1671,7 @@ def _diffusers_flux_onto_bfl(
             "Forest Labs' original Flux transformer (double_blocks, single_blocks, fused qkv): ComfyUI maps the "
             "LoRA onto B's modules, and diffusers' load_lora_weights loads it into the FluxTransformer2DModel that "
             "from_single_file builds from B, where diff-keys checks its shapes; it stores no base weights")
-    return whys, note
+    return whys, note + _flux_misfit_note(misfits)
 
 
 # What a PEFT prompt-learning adapter saves (prompt, p-, prefix tuning; multitask prompt tuning's task factors).
@@ -2524,21 +2608,50 @@ def classify_key(
 
 # The two factors of a LoRA pair and the axis that is its rank: the down / A factor's first (rank × in, rank × in
 # × kernel for a convolution), the up / B factor's second (out × rank, out × rank × 1 × 1): kohya-ss sd-scripts'
-# lora_down / lora_up, peft's lora_A / lora_B, diffusers' old attention processors' lora.down / lora.up.
-_LORA_FACTOR = _lazy_regex(r"[._](?:lora_(down|up)|lora_([AB])|lora\.(down|up))\.weight$")
+# lora_down / lora_up, peft's lora_A / lora_B (`lora_A.default.weight` in a wrapped model's own state dict) and
+# lora_embedding_A (rank × rows) / lora_embedding_B (dim × rank), diffusers' old attention processors' lora.down /
+# lora.up.
+_LORA_FACTOR = _lazy_regex(r"[._](?:lora_(down|up)|lora_([AB])|lora\.(down|up))(?:\.[^.]+)?\.weight$"
+                           r"|[._]lora_embedding_([AB])(?:\.[^.]+)?$")
+_LORA_PARTNER = {"down": "up", "up": "down", "A": "B", "B": "A"}
 
 
-def _lora_ranks(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> tuple[int, int] | None:
+def _lora_ranks(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
+                specs_a: Mapping[str, KeySpec] | None = None,
+                specs_b: Mapping[str, KeySpec] | None = None) -> tuple[int, int] | None:
     """(A's rank, B's rank) when `name` is a LoRA factor whose shapes differ on its rank axis alone (two LoRAs of
-    one model trained with network_dim 4 and 8, which were said to differ in architecture), else None."""
+    one model trained with network_dim 4 and 8, which were said to differ in architecture), else None. Where both
+    sides hold its other factor, that one must differ in rank alone too, by the same ranks: an SD 1.5 LoRA against
+    an SD 2.1 one of another rank shares attn2.to_k's lora_up shape (320 × rank) but not its lora_down's (rank × 768
+    against rank × 1024), a LoRA for another base model."""
+    # "lora" in the name first: most mismatched keys are no LoRA factor, and the substring test spares the search.
+    if len(shape_a) != len(shape_b) or len(shape_a) < 2 or "lora" not in name or (
+            match := _LORA_FACTOR.search(name)) is None:
+        return None
+    group = match.lastindex or 0  # the one factor group that matched is the last
+    factor = match[group]
+    axis = 0 if factor == "down" or factor == "A" else 1
+    rank_a, rank_b = shape_a[axis], shape_b[axis]
+    if rank_a == rank_b or shape_a[:axis] + shape_a[axis + 1:] != shape_b[:axis] + shape_b[axis + 1:]:
+        return None
+    if specs_a is None or specs_b is None:
+        return rank_a, rank_b
+    start, end = match.span(group)
+    partner = name[:start] + _LORA_PARTNER[factor] + name[end:]
+    if (spec_a := specs_a.get(partner)) is None or (spec_b := specs_b.get(partner)) is None:
+        return rank_a, rank_b
+    # The partner's rank axis is the other one: (A's rank, B's rank) there too, and nothing else differs.
+    other, held_a, held_b = 1 - axis, spec_a.shape, spec_b.shape
+    if (len(held_a) != len(held_b) or len(held_a) < 2 or held_a[other] != rank_a or held_b[other] != rank_b
+            or held_a[:other] + held_a[other + 1:] != held_b[:other] + held_b[other + 1:]):
+        return None
+    return rank_a, rank_b
+
+
+def _lora_module(name: str) -> str:
+    """The module a LoRA factor's name adapts (`q` of `q.lora_A.weight`, of `q.lora_embedding_A`)."""
     match = _LORA_FACTOR.search(name)
-    if match is None or len(shape_a) != len(shape_b) or len(shape_a) < 2:
-        return None
-    axis = 0 if (match.group(1) or match.group(2) or match.group(3)) in ("down", "A") else 1
-    others_a, others_b = shape_a[:axis] + shape_a[axis + 1:], shape_b[:axis] + shape_b[axis + 1:]
-    if others_a != others_b or shape_a[axis] == shape_b[axis]:
-        return None
-    return shape_a[axis], shape_b[axis]
+    return name[:match.start()] if match is not None else name
 
 
 def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
@@ -2547,7 +2660,7 @@ def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, .
     """(reason, severity, detail) for a key whose shape differs. `specs_a` / `specs_b`, where given, tell whether a
     top-level `fc` is a classifier or a layer feeding another (`_top_fc_is_head`)."""
     detail = f"{'×'.join(map(str, shape_a)) or 'scalar'} in A, {'×'.join(map(str, shape_b)) or 'scalar'} in B"
-    if (ranks := _lora_ranks(name, shape_a, shape_b)) is not None:
+    if (ranks := _lora_ranks(name, shape_a, shape_b, specs_a, specs_b)) is not None:
         return "lora-rank", "error", f"{detail}: LoRA rank {ranks[0]} in A, {ranks[1]} in B"
     same_rank = len(shape_a) == len(shape_b) and len(shape_a) >= 1
     first_only = same_rank and shape_a[1:] == shape_b[1:] and shape_a[0] != shape_b[0]
@@ -2732,22 +2845,38 @@ def build_report(
             return "unused-part", "info", f"{part if part == name else part + '.*'} is no part of B: dropped"
         return why
 
-    # A's name prefixes (model, model.decoder, ...): how many of A's keys each holds, and how many unexpected ones.
-    prefix_counts: dict[str, list[int]] = {}
+    # A's top-level names, then per top-level name its deeper prefixes (model.decoder, ...), each counted only once
+    # asked: how many of A's keys each holds, and how many unexpected ones. A whole top-level part dropped (CLIP's
+    # other tower) is told by the first count alone; counting every prefix of 10,000 keys cost more than the rest.
+    head_counts: dict[str, list[int]] = {}
+    deep_counts: dict[str, dict[str, list[int]]] = {}
+    named: list[Collection[str]] = []  # A's names, and the unexpected ones
 
     def dropped_part(name: str) -> str:
         """The shortest prefix of `name` all of whose keys in A are dropped: `model.decoder` of Whisper's
         `model.decoder.layers.0.fc1.weight` loaded into WhisperForAudioClassification, whose encoder takes
         `model.encoder.*` (it was "model.* is no part of B", though half of model.* loads)."""
-        if not prefix_counts:
-            for index, names in enumerate((specs_a if saved_names_a is None else saved_names_a, set(unexpected))):
+        if not head_counts:
+            named.extend((specs_a if saved_names_a is None else saved_names_a, set(unexpected)))
+            for index, names in enumerate(named):
                 for key in names:
-                    parts = key.split(".")
-                    for depth in range(1, len(parts) + 1):
-                        prefix_counts.setdefault(".".join(parts[:depth]), [0, 0])[index] += 1
+                    head_counts.setdefault(key.partition(".")[0], [0, 0])[index] += 1
+        head = name.partition(".")[0]
+        counts = head_counts.get(head)
+        if counts is not None and counts[0] == counts[1]:
+            return head
+        if (prefixes := deep_counts.get(head)) is None:
+            prefixes = deep_counts[head] = {}
+            lead = head + "."
+            for index, names in enumerate(named):
+                for key in names:
+                    if key.startswith(lead):
+                        parts = key.split(".")
+                        for depth in range(2, len(parts) + 1):
+                            prefixes.setdefault(".".join(parts[:depth]), [0, 0])[index] += 1
         parts = name.split(".")
-        for depth in range(1, len(parts) + 1):
-            counts = prefix_counts.get(".".join(parts[:depth]))
+        for depth in range(2, len(parts) + 1):
+            counts = prefixes.get(".".join(parts[:depth]))
             if counts is not None and counts[0] == counts[1]:
                 return ".".join(parts[:depth])
         return name
@@ -2787,7 +2916,7 @@ def build_report(
     mismatched_names = {m[0] for m in mismatched}
     notes = [*notes, *_square_transposed_note(mismatch_rows, common, specs_a, mismatched_names)]
     resized = [m for m in mismatch_rows if m.reason not in ("quantization", "lora-rank")]
-    if ranked := sorted({m.name.rsplit(".", 2)[0] for m in mismatch_rows if m.reason == "lora-rank"}):
+    if ranked := sorted({_lora_module(m.name) for m in mismatch_rows if m.reason == "lora-rank"}):
         # Two LoRAs of one model at another network_dim / r: from_pretrained and ignore_mismatched_sizes are not
         # how either is loaded; the loaders (sd-scripts' --network_weights, peft) call load_state_dict.
         notes.append(
