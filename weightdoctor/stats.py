@@ -459,12 +459,14 @@ def _summarize_narrowed(flat: torch.Tensor, sampled: bool = False,
         # A zero row projects to exactly 0; other rows almost never do. Candidates are checked exactly.
         dead = torch.zeros(matrix.shape[0], dtype=torch.bool)
         for row in (keys == 0).nonzero().flatten().tolist():
-            dead[row] = int(torch.count_nonzero(matrix[row])) == 0
+            # `!= 0`, not count_nonzero: torch has no count_nonzero for float8 on CPU (an FP8 checkpoint's zero
+            # row raised NotImplementedError); the same verdict (NaN is nonzero, -0.0 zero).
+            dead[row] = not bool((matrix[row] != 0).any())
         zero_rows = int(dead.sum())
         zero_index = dead.nonzero().flatten()[:MAX_LISTED].tolist()
         zero_cols = torch.zeros(matrix.shape[1], dtype=torch.bool)
         for col in (col_keys == 0).nonzero().flatten().tolist():
-            zero_cols[col] = int(torch.count_nonzero(matrix[:, col])) == 0
+            zero_cols[col] = not bool((matrix[:, col] != 0).any())
         zero_col_count = int(zero_cols.sum())
         if variance > 0:
             # Short lines repeat by chance (single bf16 values do, all the time): only lines of at least
