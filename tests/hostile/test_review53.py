@@ -137,3 +137,29 @@ def test_two_directories_that_agree_stay_healthy(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     assert report["security"]["verdict"] == "safe" and report["num_tensors"] == 2
     assert torch.load(path, weights_only=True)["b"].tolist() == [0.0] * 4
+
+
+def test_dequantize_memo_gives_requires_grad_as_the_grad_mode_of_each_call() -> None:
+    # perf16's memo key held the inputs' requires_grad but not the grad mode: a result recorded under no_grad (which
+    # does not require grad) was handed back under enable_grad, where transformers' own op gives one that does.
+    fp8 = pytest.importorskip("transformers.integrations.finegrained_fp8")
+    from weightdoctor.load_simulation import MetaDequantizeMemo
+
+    memo = MetaDequantizeMemo()
+    op = fp8.Fp8Dequantize(None)
+    memo.attach(type("Converter", (), {"operations": [op]})())
+    weight = torch.empty((256, 384), device="meta").requires_grad_()
+    scales = torch.empty((2, 3), device="meta")
+    with torch.no_grad():
+        assert not op._dequantize_one(weight, scales).requires_grad
+    with torch.enable_grad():
+        expected = fp8.Fp8Dequantize(None)._dequantize_one(weight, scales)
+        got = op._dequantize_one(weight, scales)
+    assert expected.requires_grad and got.requires_grad
+    assert (got.shape, got.stride(), got.dtype) == (expected.shape, expected.stride(), expected.dtype)
+    # inputs that do not require grad are still memoized: one run for two calls
+    plain = torch.empty((256, 384), device="meta")
+    calls = memo.calls
+    with torch.enable_grad():
+        first, second = (op._dequantize_one(plain, scales) for _ in range(2))
+    assert memo.calls == calls + 1 and not first.requires_grad and not second.requires_grad
