@@ -179,7 +179,7 @@ def test_raw_view_skips_only_the_members_zipfile_holds(tmp_path: Path) -> None:
             strict = archive._from_central_directory(handle, len(data))
         except (zipfile.BadZipFile, ValueError, OSError, EOFError, struct.error):
             continue
-        known = {(m.name, m.header_offset): m.data_offset for m in strict.members}
+        known = {(m.name, m.header_offset): m for m in strict.members}
         for offset, size, _declared in archive._central_directory_locations(handle, len(data), []):
             everything, entries, with_header = archive._raw_central_directory(handle, len(data), offset, size)
             unknown, entries_again, with_header_again = archive._raw_central_directory(

@@ -188,7 +188,8 @@ class MetaDequantizeMemo:
     """transformers' fp8 dequantization run once per distinct input on meta tensors, where it ran per weight.
 
     `Fp8Dequantize._dequantize_one` works on the meta tensors standing in for A's data, so its result (a shape,
-    strides and dtype) or its error depends only on its inputs' shapes, strides, dtypes and the output dtype.
+    strides and dtype) or its error depends only on its inputs' shapes, strides, dtypes and the output dtype
+    (inputs that require grad, whose result also depends on the grad mode, run unmemoized).
     DeepSeek-V3's 45,000 fp8 expert weights come in two shapes, and torch's meta dispatch for them was half of
     `diff-keys --model-class`'s CPU time on that checkpoint (17.7 s -> 8.9 s without it). A repeat gets a fresh
     meta tensor of the recorded layout, or the recorded error raised again, message and type unchanged.
@@ -200,7 +201,7 @@ class MetaDequantizeMemo:
 
     def __init__(self) -> None:
         self.results: dict[tuple[Any, ...], tuple[tuple[int, ...], tuple[int, ...], Any] | Exception] = {}
-        self.calls = 0  # calls that ran transformers' own code (misses, and inputs not on the meta device)
+        self.calls = 0  # calls that ran transformers' own code (misses, inputs not on meta or requiring grad)
 
     def attach(self, converter: Any) -> None:
         """Route `converter`'s Fp8Dequantize operations (its own deep copies) through this memo."""
@@ -217,11 +218,13 @@ class MetaDequantizeMemo:
 
         def dequantize_one(quantized: Any, scales: Any, output_dtype: Any = None) -> Any:
             tensors = (quantized, scales)
-            if not all(isinstance(t, torch.Tensor) and t.device.type == "meta" for t in tensors):
+            # An input that requires grad gives a result that does or does not by the grad mode of the call (no
+            # part of a key): run as it is. Without one the result never requires grad.
+            if not all(isinstance(t, torch.Tensor) and t.device.type == "meta" and not t.requires_grad
+                       for t in tensors):
                 self.calls += 1
                 return real(quantized, scales, output_dtype=output_dtype)
-            key = (output_dtype, *((tuple(t.shape), t.stride(), t.storage_offset(), t.dtype, t.requires_grad)
-                                   for t in tensors))
+            key = (output_dtype, *((tuple(t.shape), t.stride(), t.storage_offset(), t.dtype) for t in tensors))
             found = self.results.get(key)
             if found is None:
                 self.calls += 1

@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from weightdoctor.errors import clip_words
 from weightdoctor.wording import counted
@@ -338,15 +338,18 @@ def _central_directory_locations(handle: BinaryIO, file_size: int, notes: list[s
 
 
 def _raw_central_directory(handle: BinaryIO, file_size: int, offset: int, size: int,
-                           known: dict[tuple[str, int], int] | None = None) -> tuple[list[ZipMember], int, int]:
+                           known: dict[tuple[str, int], ZipMember] | None = None
+                           ) -> tuple[list[ZipMember], int, int]:
     """The members a central directory at `offset` lists, parsed as miniz would (no offset shifting), but for
-    those `known` holds; the number of its entries (those without a local header included); the number of
-    entries with a local header (those `known` holds included).
+    those `known` holds as they are; the number of its entries (those without a local header included); the
+    number of entries with a local header (those `known` holds included).
 
-    `known` maps (name, header offset) to the data offset of local headers already read: the same bytes
-    give the same answer, so a million-entry directory's local headers are not read a second time, and
-    no member is built for them (the caller keeps only members it does not know: a million built and
-    dropped were a second of `inspect`).
+    `known` maps (name, header offset) to the members already read there (zipfile's): the same local header
+    gives the same data offset, so a million-entry directory's local headers are not read a second time, and
+    no member is built for a record `known` holds with the same compression method, sizes and CRC (the caller
+    keeps only members it does not know: a million built and dropped were a second of `inspect`). A record
+    that names a known local header but reads it with another method, size or CRC is returned: it is another
+    member (torch.load inflated a record's bytes that zipfile read as stored values).
     """
     if offset >= file_size:
         return [], 0, 0
@@ -370,14 +373,25 @@ def _raw_central_directory(handle: BinaryIO, file_size: int, offset: int, size: 
                 header_offset = values.pop(0)
         entries += 1
         position += 46 + name_len + extra_len + comment_len
-        if known is not None and (name, header_offset) in known:
+        seen = known.get((name, header_offset)) if known is not None else None
+        if seen is not None:
             with_header += 1
+            if (seen.method != method or seen.crc != crc or seen.compressed_size != csize
+                    or seen.size != usize):
+                members.append(ZipMember(name, header_offset, seen.data_offset, csize, usize, method, crc))
             continue
         header = _local_header(handle, header_offset)
         if header is not None:
             with_header += 1
             members.append(ZipMember(name, header_offset, header[5], csize, usize, method, crc))
     return members, entries, with_header
+
+
+def _fields(member: ZipMember, shown: bool = False) -> tuple[Any, ...]:
+    """What a reader takes a record's bytes as: compression method, compressed size, size, CRC-32 (in words)."""
+    if shown:
+        return (member.method, f"{member.compressed_size:,}", f"{member.size:,}", f"{member.crc:08x}")
+    return member.method, member.compressed_size, member.size, member.crc
 
 
 def _zip64_values(extra: bytes) -> list[int]:
@@ -423,7 +437,9 @@ def _read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
     The union of zipfile's central directory, the central directory read at the end record's raw
     offsets (miniz's view), and, when neither can be read, a walk over the local file headers. An
     archive whose views disagree was crafted to show a scanner one thing and torch another; every
-    member of every view is returned, and the disagreement is reported in `problems`.
+    member of every view is returned, and the disagreement is reported in `problems`. A record both views
+    list at one local header, read with other fields (method, sizes, CRC), is returned as zipfile reads it:
+    scanning the second reading would walk the same bytes again, which the scan refuses to do.
 
     Example:
         >>> with open("model.bin", "rb") as handle:  # doctest: +SKIP
@@ -440,7 +456,7 @@ def _read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
         notes.append(f"zipfile cannot read the central directory ({reason}); it was read as PyTorch reads it")
     raw_members: list[ZipMember] = []  # those zipfile's view does not hold
     raw_found = 0  # members of the raw view with a local header, zipfile's included
-    read = {(m.name, m.header_offset): m.data_offset for m in strict.members} if strict is not None else {}
+    read = {(m.name, m.header_offset): m for m in strict.members} if strict is not None else {}
     # The classic and zip64 end records usually give the same place: that directory is parsed once.
     for offset, size, declared in dict.fromkeys(_central_directory_locations(handle, file_size, notes)):
         try:
@@ -456,11 +472,17 @@ def _read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
             notes.append(f"the end record counts {declared[1]:,} entries ({declared[0]:,} on this disk), but the "
                          f"central directory PyTorch reads holds {entries:,}")
     members: list[ZipMember] = list(strict.members) if strict is not None else []
-    known = read  # the same keys as zipfile's members: not a second million-entry set
     extra: list[ZipMember] = []
+    added: set[tuple[str, int]] = set()  # the keys of `extra`
+    reread: dict[ZipMember, ZipMember] = {}  # miniz's member -> zipfile's, at one local header but read apart
     for member in raw_members:
-        if (member.name, member.header_offset) not in known:
-            known[(member.name, member.header_offset)] = member.data_offset
+        key = (member.name, member.header_offset)
+        seen = read.get(key)
+        if seen is not None:
+            if _fields(seen) != _fields(member):
+                reread.setdefault(member, seen)
+        elif key not in added:
+            added.add(key)
             extra.append(member)
     problems: list[str] = []
     if strict is not None and strict.members and not raw_found:
@@ -479,6 +501,19 @@ def _read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
             problems.append(
                 f"the central directory PyTorch reads lists {len(extra)} member(s) that Python's zipfile does not "
                 f"see (e.g. {extra[0].name!r}): the archive shows different contents to different readers"
+            )
+        if reread:
+            # Two directories (a zip64 record where the locator points, another just before it, as zipfile reads
+            # it in Python 3.11) can list one local header with other fields: torch.load inflated a tensor's
+            # bytes that zipfile, so the scan and the torch-free reader, took as stored values.
+            theirs, ours = next(iter(reread.items()))
+            differences = "; ".join(f"{what} {mine} where zipfile reads {other}" for what, mine, other in zip(
+                ("compression method", "compressed size", "size", "CRC-32"), _fields(theirs, True),
+                _fields(ours, True), strict=True) if mine != other)
+            problems.append(
+                f"the central directory PyTorch reads gives {len(reread):,} member(s) that Python's zipfile also "
+                f"lists, at the same local header, other fields (e.g. {theirs.name!r}: {differences}): the archive "
+                "shows different contents to different readers"
             )
     members += extra
     if not members:
