@@ -642,8 +642,7 @@ def _process_limit_rooms() -> list[tuple[int, str]]:
 
         limits = [(resource.getrlimit(resource.RLIMIT_AS)[0], "VmSize", "address-space limit (ulimit -v",
                    "mapped already"),
-                  (resource.getrlimit(resource.RLIMIT_DATA)[0], "VmData", "data limit (ulimit -d",
-                   "in private writable memory already")]
+                  (_data_limit(), "VmData", "data limit (ulimit -d", "in private writable memory already")]
     except (ImportError, OSError, ValueError):
         return []
     limits = [limit for limit in limits if limit[0] != resource.RLIM_INFINITY and limit[0] >= 0]
@@ -671,11 +670,25 @@ def private_map_limits() -> list[str]:
         import resource
 
         address_space = resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
-        data = resource.getrlimit(resource.RLIMIT_DATA)[0] != resource.RLIM_INFINITY and not _rlimit_data_ignored()
+        data = _data_limit() != resource.RLIM_INFINITY and not _rlimit_data_ignored()
     except (ImportError, OSError, ValueError):
         address_space, data = True, False
     named = ["this process's address-space limit, ulimit -v"] if address_space else []
     return named + ["this process's data limit, ulimit -d"] if data else named
+
+
+def _data_limit() -> int:
+    """The data limit (RLIMIT_DATA) the kernel holds a private writable map to: the soft limit, or the hard one
+    where the soft limit is 0 (Linux's rule for Valgrind, which sets it so: a map is then refused only past the
+    hard limit; `ulimit -S -d 0` had every read refused, "0 B left under this process's data limit").
+
+    Raises:
+        ImportError, OSError, ValueError: as `resource.getrlimit` (no `resource` module off Unix).
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    return hard if soft == 0 else soft
 
 
 def _rlimit_data_ignored() -> bool:
