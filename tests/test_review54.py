@@ -99,3 +99,63 @@ def test_check_dtype_of_a_transposed_bin_tensor_equals_its_contiguous_copy(tmp_p
         reports.append(json.dumps(report).replace(name, "FILE"))
     assert reports[0] == reports[1]
     assert '"mean_rel_error"' in reports[0]
+
+
+def _data_limit_room(room: int) -> object:
+    """A measure of the memory available that says the data limit (ulimit -d) leaves `room` bytes."""
+    def measure() -> int:
+        safetensors_format._LIMIT_SAID.words = ("left under this process's data limit (ulimit -d: 1.00 GB, 900.00 MB "
+                                                "of it in private writable memory already)")
+        return room
+
+    return measure
+
+
+def test_a_tensor_in_a_bin_mapped_already_is_not_charged_to_the_data_limit_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A .bin is mapped whole, privately, on its first tensor's read: the map counts in full in VmData. Its second
+    tensor's pages lie in that map, read at no more data, but the guard charged them again (measured: inspect
+    --stats of a .bin of two 200 MB tensors under ulimit -d 768 MB said "tensor 'b' (200.00 MB) is read whole into
+    memory, more than the 127.56 MB left under this process's data limit"; before memory3 it ran, peak RSS 639
+    MiB). The data limit is simulated (the real one is too near the run's own temporaries to test steadily)."""
+    from weightdoctor.checkpoint.reader import open_checkpoint
+
+    path = tmp_path / "two.bin"
+    torch.save({"a": torch.full((64, 64), 0.5), "b": torch.full((64, 64), 2.0)}, path)
+    checkpoint = open_checkpoint(str(path))
+    monkeypatch.setattr(safetensors_format, "available_memory", _data_limit_room(1 << 20))
+    safetensors_format.forget_memory_room()
+    assert float(checkpoint.load_tensor("a").mean()) == 0.5  # the file is mapped whole now
+    monkeypatch.setattr(safetensors_format, "available_memory", _data_limit_room(100))
+    safetensors_format.forget_memory_room()
+    assert float(checkpoint.load_tensor("b").mean()) == 2.0
+    safetensors_format.forget_memory_room()
+
+
+def test_a_data_limit_still_refuses_a_tensor_not_mapped_yet(tmp_path: Path) -> None:
+    """What `mapped` spares is the charge the map took already: a read not in such a map is refused by the data
+    limit as before, and a mapped one still by the machine's memory."""
+    from weightdoctor.checkpoint.safetensors_format import require_memory
+    from weightdoctor.errors import UnsupportedEnvironment
+
+    words = "left under this process's data limit (ulimit -d: 1.00 GB, ...)"
+
+    def measure() -> int:
+        safetensors_format._LIMIT_SAID.words = words
+        return 1000
+
+    original = safetensors_format.available_memory
+    safetensors_format.available_memory = measure  # type: ignore[assignment]
+    try:
+        safetensors_format.forget_memory_room()
+        with pytest.raises(UnsupportedEnvironment, match="data limit"):
+            require_memory(tmp_path / "m.bin", "tensor 'w'", 2000)
+        safetensors_format.forget_memory_room()
+        room = safetensors_format._room_beside_process_limits()
+        if room is not None and room > 2000:
+            require_memory(tmp_path / "m.bin", "tensor 'w'", 2000, mapped=True)
+        with pytest.raises(UnsupportedEnvironment, match="this machine has available|cgroup"):
+            require_memory(tmp_path / "m.bin", "tensor 'w'", 1 << 62, mapped=True)
+    finally:
+        safetensors_format.available_memory = original  # type: ignore[assignment]
+        safetensors_format.forget_memory_room()

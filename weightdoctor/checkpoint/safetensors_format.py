@@ -657,9 +657,22 @@ def _process_limit_rooms() -> list[tuple[int, str]]:
     rooms = []
     for soft, field, name, used in limits:
         if field in status:
-            rooms.append((max(0, soft - status[field]), (f"left under this process's {name}: {format_bytes(soft)}, "
+            rooms.append((max(0, soft - status[field]), (f"{_PROCESS_LIMIT_WORDS} {name}: {format_bytes(soft)}, "
                                                          f"{format_bytes(status[field])} of it {used})")))
     return rooms
+
+
+_PROCESS_LIMIT_WORDS = "left under this process's"  # how the words of `_process_limit_rooms` begin
+
+
+def _room_beside_process_limits() -> int | None:
+    """`available_memory()` less this process's own limits (address space, data): the machine's and the cgroups'
+    rooms alone, their words kept as it keeps them."""
+    memory, swap = _cgroup_rooms()
+    rooms = [room for room in (_machine_room(swap), memory) if room is not None]
+    least = min(rooms, key=itemgetter(0)) if rooms else None
+    _LIMIT_SAID.words = least[1] if least is not None else None
+    return least[0] if least is not None else None
 
 
 def private_map_limits() -> list[str]:
@@ -735,19 +748,24 @@ def _room_for(length: int) -> int | None:
     return room
 
 
-def require_memory_for(path: Path | str, info: TensorInfo, length: int, hint: str = "") -> None:
+def require_memory_for(path: Path | str, info: TensorInfo, length: int, hint: str = "", mapped: bool = False) -> None:
     """Refuse, before allocating anything, to read a tensor of `length` bytes whole where that is more memory
     than the machine has available: the allocation would fail (or, where memory is overcommitted, the read
     would run until the process is killed) with an error that names neither the file nor the tensor.
 
+    `mapped`: the tensor's bytes lie in a private map of its file made already (a torch zip's, mapped whole), which
+    this process's address-space and data limits counted in full when it was made: reading its pages takes no
+    more of either, so those limits refuse nothing (a second 200 MB tensor of a 400 MB .bin was refused under
+    `ulimit -d` 768 MB, "127.56 MB left under this process's data limit", where the read peaked at 639 MiB).
+
     Raises:
         UnsupportedEnvironment: `length` is more than the available memory.
     """
-    require_memory(path, f"tensor {info.name!r}", length, hint)
+    require_memory(path, f"tensor {info.name!r}", length, hint, mapped=mapped)
 
 
 def require_memory(path: Path | str, what: str, length: int, hint: str = "",
-                   done: str = "is read whole into memory: nothing was read") -> None:
+                   done: str = "is read whole into memory: nothing was read", mapped: bool = False) -> None:
     """`require_memory_for` of anything read whole (`what`: its words, "tensor 'w'"): every read of values whole
     into memory, whatever the format, is refused by this one check. `done`: what is made of it, and what was not
     done, split at the colon (a cast's copy: "is made in memory: nothing was written").
@@ -757,6 +775,10 @@ def require_memory(path: Path | str, what: str, length: int, hint: str = "",
     """
     _LIMIT_SAID.words = None  # set again by the measure a refusal always makes afresh (`_room_for`)
     available = _room_for(length)
+    if available is not None and length > available and mapped and (_LIMIT_SAID.words or "").startswith(
+            _PROCESS_LIMIT_WORDS):
+        # Refused by a limit the map was counted against already (`require_memory_for`): the others decide.
+        available = _room_beside_process_limits()
     if available is not None and length > available:
         from weightdoctor.units import format_bytes
 
