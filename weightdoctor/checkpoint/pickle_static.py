@@ -101,6 +101,11 @@ class StaticArchive:
                 "the file changed since its records were read (replaced, or its size or modification "
                 "time changed); nothing more is read from it", path=str(self.path))
 
+    @property
+    def mapped_whole(self) -> bool:
+        """Whether the map of the whole file (`mapping`) is made already."""
+        return self._map is not None
+
     def mapping(self) -> mmap.mmap | None:
         """A private, copy-on-write map of the whole file (as torch.load(mmap=True) maps it), or None where the
         system refuses a map that large: a private writable map counts in full against the memory the kernel

@@ -235,7 +235,10 @@ class Checkpoint:
             # file's values need (a 1 KB file of torch.ones(1).expand(10**11) said "400 GB, more than available").
             pytorch_format.refuse_unreadable(value, name)
             if not in_memory:
-                safetensors_format.require_memory_for(self.file_path(info.file), info, info.nbytes)
+                # torch.load(mmap=True) mapped the whole file privately; the torch-free reader does on first use.
+                mapped = (contents.security is not None and contents.security.container == "pytorch-zip"
+                          and (not isinstance(value, StaticTensor) or value.storage.archive.mapped_whole))
+                safetensors_format.require_memory_for(self.file_path(info.file), info, info.nbytes, mapped=mapped)
             return pytorch_format.as_tensor(value, name)
         except WeightDoctorError as exc:
             exc.path = exc.path or str(self.file_path(info.file))

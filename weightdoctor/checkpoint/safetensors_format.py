@@ -642,8 +642,7 @@ def _process_limit_rooms() -> list[tuple[int, str]]:
 
         limits = [(resource.getrlimit(resource.RLIMIT_AS)[0], "VmSize", "address-space limit (ulimit -v",
                    "mapped already"),
-                  (resource.getrlimit(resource.RLIMIT_DATA)[0], "VmData", "data limit (ulimit -d",
-                   "in private writable memory already")]
+                  (_data_limit(), "VmData", "data limit (ulimit -d", "in private writable memory already")]
     except (ImportError, OSError, ValueError):
         return []
     limits = [limit for limit in limits if limit[0] != resource.RLIM_INFINITY and limit[0] >= 0]
@@ -658,9 +657,22 @@ def _process_limit_rooms() -> list[tuple[int, str]]:
     rooms = []
     for soft, field, name, used in limits:
         if field in status:
-            rooms.append((max(0, soft - status[field]), (f"left under this process's {name}: {format_bytes(soft)}, "
+            rooms.append((max(0, soft - status[field]), (f"{_PROCESS_LIMIT_WORDS} {name}: {format_bytes(soft)}, "
                                                          f"{format_bytes(status[field])} of it {used})")))
     return rooms
+
+
+_PROCESS_LIMIT_WORDS = "left under this process's"  # how the words of `_process_limit_rooms` begin
+
+
+def _room_beside_process_limits() -> int | None:
+    """`available_memory()` less this process's own limits (address space, data): the machine's and the cgroups'
+    rooms alone, their words kept as it keeps them."""
+    memory, swap = _cgroup_rooms()
+    rooms = [room for room in (_machine_room(swap), memory) if room is not None]
+    least = min(rooms, key=itemgetter(0)) if rooms else None
+    _LIMIT_SAID.words = least[1] if least is not None else None
+    return least[0] if least is not None else None
 
 
 def private_map_limits() -> list[str]:
@@ -671,11 +683,25 @@ def private_map_limits() -> list[str]:
         import resource
 
         address_space = resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
-        data = resource.getrlimit(resource.RLIMIT_DATA)[0] != resource.RLIM_INFINITY and not _rlimit_data_ignored()
+        data = _data_limit() != resource.RLIM_INFINITY and not _rlimit_data_ignored()
     except (ImportError, OSError, ValueError):
         address_space, data = True, False
     named = ["this process's address-space limit, ulimit -v"] if address_space else []
     return named + ["this process's data limit, ulimit -d"] if data else named
+
+
+def _data_limit() -> int:
+    """The data limit (RLIMIT_DATA) the kernel holds a private writable map to: the soft limit, or the hard one
+    where the soft limit is 0 (Linux's rule for Valgrind, which sets it so: a map is then refused only past the
+    hard limit; `ulimit -S -d 0` had every read refused, "0 B left under this process's data limit").
+
+    Raises:
+        ImportError, OSError, ValueError: as `resource.getrlimit` (no `resource` module off Unix).
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    return hard if soft == 0 else soft
 
 
 def _rlimit_data_ignored() -> bool:
@@ -722,19 +748,24 @@ def _room_for(length: int) -> int | None:
     return room
 
 
-def require_memory_for(path: Path | str, info: TensorInfo, length: int, hint: str = "") -> None:
+def require_memory_for(path: Path | str, info: TensorInfo, length: int, hint: str = "", mapped: bool = False) -> None:
     """Refuse, before allocating anything, to read a tensor of `length` bytes whole where that is more memory
     than the machine has available: the allocation would fail (or, where memory is overcommitted, the read
     would run until the process is killed) with an error that names neither the file nor the tensor.
 
+    `mapped`: the tensor's bytes lie in a private map of its file made already (a torch zip's, mapped whole), which
+    this process's address-space and data limits counted in full when it was made: reading its pages takes no
+    more of either, so those limits refuse nothing (a second 200 MB tensor of a 400 MB .bin was refused under
+    `ulimit -d` 768 MB, "127.56 MB left under this process's data limit", where the read peaked at 639 MiB).
+
     Raises:
         UnsupportedEnvironment: `length` is more than the available memory.
     """
-    require_memory(path, f"tensor {info.name!r}", length, hint)
+    require_memory(path, f"tensor {info.name!r}", length, hint, mapped=mapped)
 
 
 def require_memory(path: Path | str, what: str, length: int, hint: str = "",
-                   done: str = "is read whole into memory: nothing was read") -> None:
+                   done: str = "is read whole into memory: nothing was read", mapped: bool = False) -> None:
     """`require_memory_for` of anything read whole (`what`: its words, "tensor 'w'"): every read of values whole
     into memory, whatever the format, is refused by this one check. `done`: what is made of it, and what was not
     done, split at the colon (a cast's copy: "is made in memory: nothing was written").
@@ -744,6 +775,10 @@ def require_memory(path: Path | str, what: str, length: int, hint: str = "",
     """
     _LIMIT_SAID.words = None  # set again by the measure a refusal always makes afresh (`_room_for`)
     available = _room_for(length)
+    if available is not None and length > available and mapped and (_LIMIT_SAID.words or "").startswith(
+            _PROCESS_LIMIT_WORDS):
+        # Refused by a limit the map was counted against already (`require_memory_for`): the others decide.
+        available = _room_beside_process_limits()
     if available is not None and length > available:
         from weightdoctor.units import format_bytes
 
