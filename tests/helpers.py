@@ -28,6 +28,29 @@ def run_json(*args: str) -> tuple[int, Any]:
     return result.exit_code, json.loads(result.stdout) if result.stdout.strip() else None
 
 
+def json_report(*args: str) -> dict[str, Any]:
+    """The `--json` report of a command that exits 0 or 1 (a verdict, not a refusal)."""
+    result = run_cli(*args, "--json")
+    assert result.exit_code in (0, 1), result.stderr or result.stdout
+    return json.loads(result.stdout)
+
+
+def redirect_proc_reads(monkeypatch: Any, files: dict[str, str]) -> None:
+    """The memory guard's reads of /proc and /sys give `files` (path -> text); any other of them is absent."""
+    import io
+
+    from weightdoctor.checkpoint import safetensors_format
+
+    def redirected(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(file, str) and file.startswith(("/proc/", "/sys/")):
+            if file not in files:
+                raise FileNotFoundError(file)
+            return io.StringIO(files[file])
+        return open(file, *args, **kwargs)  # noqa: SIM115
+
+    monkeypatch.setattr(safetensors_format, "open", redirected, raising=False)
+
+
 def run_subprocess(*args: str, env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """Run `python -m weightdoctor ARGS` in a fresh interpreter (for import and exit-code checks)."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import copy_example, run_cli
+from tests.helpers import copy_example, json_report, run_cli
 
 
 def _with_quantization_config(tmp_path: Path, value: Any) -> Path:
@@ -20,9 +20,7 @@ def _with_quantization_config(tmp_path: Path, value: Any) -> Path:
 
 
 def _json(*args: str) -> dict[str, Any]:
-    result = run_cli(*args, "--json")
-    assert result.exit_code in (0, 1), result.stderr
-    return json.loads(result.stdout)
+    return json_report(*args)
 
 
 @pytest.mark.parametrize(("value", "words", "error"), [

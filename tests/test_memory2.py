@@ -19,7 +19,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import REPO_ROOT, one_error_line, run_cli, run_json, write_sparse_float_safetensors
+from tests.helpers import (
+    REPO_ROOT,
+    one_error_line,
+    redirect_proc_reads,
+    run_cli,
+    run_json,
+    write_sparse_float_safetensors,
+)
 from weightdoctor.checkpoint import safetensors_format
 
 
@@ -243,15 +250,7 @@ def test_a_legacy_file_that_fits_is_still_read(tmp_path: Path) -> None:
 
 
 def _files_read(monkeypatch: pytest.MonkeyPatch, files: dict[str, str]) -> None:
-    """The memory guard's reads of /proc and /sys give `files` (path -> text); any other of them is absent."""
-    def redirected(file: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(file, str) and file.startswith(("/proc/", "/sys/")):
-            if file not in files:
-                raise FileNotFoundError(file)
-            return io.StringIO(files[file])
-        return open(file, *args, **kwargs)  # noqa: SIM115
-
-    monkeypatch.setattr(safetensors_format, "open", redirected, raising=False)
+    redirect_proc_reads(monkeypatch, files)
 
 
 def test_free_swap_counts_as_available(monkeypatch: pytest.MonkeyPatch) -> None:

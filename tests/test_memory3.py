@@ -4,7 +4,6 @@ child process given the limit (setrlimit). Large tensors are sparse files (holes
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -12,26 +11,17 @@ import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
-from tests.helpers import REPO_ROOT, one_error_line, run_cli, write_sparse_float_safetensors
+from tests.helpers import REPO_ROOT, one_error_line, redirect_proc_reads, run_cli, write_sparse_float_safetensors
 from weightdoctor.checkpoint import safetensors_format
 from weightdoctor.diff_keys import compare_pair
 
 
 def _files_read(monkeypatch: pytest.MonkeyPatch, files: dict[str, str]) -> None:
-    """The memory guard's reads of /proc and /sys give `files` (path -> text); any other of them is absent."""
-    def redirected(file: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(file, str) and file.startswith(("/proc/", "/sys/")):
-            if file not in files:
-                raise FileNotFoundError(file)
-            return io.StringIO(files[file])
-        return open(file, *args, **kwargs)  # noqa: SIM115
-
-    monkeypatch.setattr(safetensors_format, "open", redirected, raising=False)
+    redirect_proc_reads(monkeypatch, files)
 
 
 def _child(code: str, args: list[str]) -> subprocess.CompletedProcess[str]:

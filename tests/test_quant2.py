@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import fp8_block_state_dict, run_cli
+from tests.helpers import fp8_block_state_dict, json_report, run_cli
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -48,9 +48,7 @@ def _llava(folder: Path, *, text_quantization: dict[str, Any] | None = None,
 
 
 def _json(*args: str) -> dict[str, Any]:
-    result = run_cli(*args, "--json")
-    assert result.exit_code in (0, 1), result.stderr or result.stdout
-    return json.loads(result.stdout)
+    return json_report(*args)
 
 
 def _transformers_reads(config: dict[str, Any]) -> Any:

@@ -7,7 +7,6 @@ that uses the real free space, so that a broken check could not fill the disk.""
 from __future__ import annotations
 
 import collections
-import io
 import os
 import resource
 import shutil
@@ -19,7 +18,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import REPO_ROOT, one_error_line, run_cli, run_json, write_sparse_float_safetensors
+from tests.helpers import (
+    REPO_ROOT,
+    one_error_line,
+    redirect_proc_reads,
+    run_cli,
+    run_json,
+    write_sparse_float_safetensors,
+)
 from weightdoctor import rewrite
 from weightdoctor.checkpoint import safetensors_format
 
@@ -126,15 +132,7 @@ def test_a_sparse_input_larger_than_the_real_disk_is_refused(tmp_path: Path) -> 
 
 
 def _files_read(monkeypatch: pytest.MonkeyPatch, files: dict[str, str]) -> None:
-    """The memory guard's reads of /proc and /sys give `files` (path -> text); any other of them is absent."""
-    def redirected(file: object, *args: object, **kwargs: object) -> object:
-        if isinstance(file, str) and file.startswith(("/proc/", "/sys/")):
-            if file not in files:
-                raise FileNotFoundError(file)
-            return io.StringIO(files[file])
-        return open(file, *args, **kwargs)  # type: ignore[call-overload]  # noqa: SIM115
-
-    monkeypatch.setattr(safetensors_format, "open", redirected, raising=False)
+    redirect_proc_reads(monkeypatch, files)
 
 
 def test_a_refusal_under_a_cgroup_limit_names_that_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

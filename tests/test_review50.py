@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import copy_example, run_cli
+from tests.helpers import copy_example, json_report, run_cli
 
 
 def _with_quantization_config(tmp_path: Path, value: Any, **extra: Any) -> Path:
@@ -24,9 +24,7 @@ def _with_quantization_config(tmp_path: Path, value: Any, **extra: Any) -> Path:
 
 
 def _json(*args: str) -> dict[str, Any]:
-    result = run_cli(*args, "--json")
-    assert result.exit_code in (0, 1), result.stderr
-    return json.loads(result.stdout)
+    return json_report(*args)
 
 
 @pytest.mark.parametrize("value", [{"bits": 4}, {"bits": 4, "group_size": 128, "sym": True},
