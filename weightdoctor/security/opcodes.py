@@ -151,6 +151,12 @@ MAX_COUNTED_ITEMS = 64
 # scan 60 s, not 5.5 s. Past the bound nothing more is counted, as `UNCOUNTED`. A genuine file gets back storages and
 # small tuples (a protocol 1 torch.save of 20,000 tensors beside a Namespace: 5 items a tensor, 0.03 a byte).
 UNCOUNTED = "<uncounted>"
+# The smallest memo index `_walk` reports past the bytes before it: below it a C unpickler sets aside under 1 MB
+# (16 bytes an index), which exhausts nothing. Binary data kept as a bytes value can start like a pickle (b"\x80\x02"
+# then a BININT2 and a BINPUT 213: an int16 sample, a protobuf's field 32) and is scanned as one since review51: its
+# BINPUT of at most 255 was refused as memory exhaustion ("set aside 0.0 GB") where the file was read before.
+MIN_HOSTILE_MEMO_INDEX = 2**16
+
 
 
 def _count_pushed(walk: PickleWalk, value: Any, position: int) -> None:
@@ -389,15 +395,21 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
             elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
                 if arg < 0:
                     raise _StackError("negative memo index")
-                if arg > position - start and not walk.problems:
+                # The stack is read first, as C unpicklers do: a PUT on an empty stack (or right after a MARK) fails
+                # there, before the memo grows. Binary data that starts like a pickle (b"\x80\x03q\xf3...") is
+                # no pickle, and its loader sets nothing aside.
+                value = _top(stack)
+                if arg > max(position - start, MIN_HOSTILE_MEMO_INDEX) and not walk.problems:
                     # A pickler numbers its memo from 0, one entry per PUT, so no index passes the bytes before
                     # it. C unpicklers (pickle.load, torch.load(weights_only=False), the torch-free reader) hold
                     # the memo in an array grown to twice the index and filled: a 400-byte file with index 3e8
                     # took 4.6 GB of memory.
+                    set_aside = 16 * arg
+                    amount = f"{set_aside / 1e9:,.1f} GB" if set_aside >= 1e8 else f"{set_aside / 1e6:,.0f} MB"
                     walk.problems.append((position, f"memo index {arg:,}, a number no pickler reaches this early "
                                           "in a pickle (built to exhaust memory: C unpicklers such as pickle.load "
-                                          f"set aside {16 * arg / 1e9:,.1f} GB for it)"))
-                memo[arg] = _top(stack)
+                                          f"set aside {amount} for it)"))
+                memo[arg] = value
             elif name in ("GET", "BINGET", "LONG_BINGET"):
                 try:
                     stack.append(memo[arg])
