@@ -10,6 +10,7 @@ passed the bound, and its Namespace's globals were read as dangerous. Both files
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import pickle
@@ -20,6 +21,7 @@ import pytest
 import torch
 
 from tests.helpers import run_cli
+from weightdoctor.security import scan_bytes
 from weightdoctor.security.opcodes import walk_pickle
 
 # int16 samples whose little-endian bytes start like a pickle: 896 is b"\x80\x03", then BINPUT on an empty stack;
@@ -55,3 +57,28 @@ def test_a_memo_index_that_sets_aside_memory_is_still_reported() -> None:
     crafted = b"\x80\x04r" + struct.pack("<I", 2**24) + b"."
     empty = walk_pickle(io.BytesIO(crafted), len(crafted))
     assert not empty.problems and empty.error is not None  # stack underflow, as pickle.loads meets it
+
+
+@pytest.mark.parametrize("protocol", [0, 1])
+@pytest.mark.parametrize("shared", ["tuple", "list"])
+def test_a_namespace_beside_a_shared_tuple_or_list_stays_inert(tmp_path: Path, protocol: int, shared: str) -> None:
+    shape = tuple(range(10)) if shared == "tuple" else list(range(20))
+    value = {"args": argparse.Namespace(lr=0.1, layers=[1, 2]), "shapes": [shape] * 3000}
+    report = scan_bytes(pickle.dumps(value, protocol=protocol))
+    assert report.verdict == "safe", report.summary()
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "trainer": pickle.dumps(value, protocol=protocol)}, path)
+    result = run_cli("inspect", str(path), "--key", "state_dict", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["security"]["verdict"] == "safe"
+
+
+def test_a_list_changed_after_it_was_counted_is_counted_again() -> None:
+    """What counting keeps for a shared list is dropped when the list changes: _reconstructor appended to a list
+    already got back once is counted at each later GET of the list, as it was before the counting was kept."""
+    data = (b"\x80\x02ccopy_reg\n_reconstructor\nq\x00"  # pushed: 1
+            b"]q\x01h\x010"  # an empty list, got back: nothing in it
+            b"h\x00a"  # _reconstructor got back (2) and appended to the list
+            b"h\x010h\x010.")  # the list got back twice: 4
+    walk = walk_pickle(io.BytesIO(data), len(data))
+    assert walk.error is None and walk.pushed["copy_reg._reconstructor"] == 4, walk.pushed
