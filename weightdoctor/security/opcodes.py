@@ -126,6 +126,9 @@ class PickleWalk:
             `policy.reconstruction_vouched`;
             `UNCOUNTED` among them where a value too large to look into was pushed again.
         counted_items: how many items that counting looked into (one a byte walked at most).
+        counted: what counting found in a memo value already looked into, by its id: (the value, the names it holds
+            with their counts); only values that hold no list but themselves, so that nothing but an APPEND,
+            APPENDS, SETITEM or SETITEMS on the value itself (which drops its entry) changes what it holds.
     """
 
     start: int
@@ -140,6 +143,7 @@ class PickleWalk:
     problems: list[tuple[int, str]] = field(default_factory=list)
     pushed: dict[str, int] = field(default_factory=dict)
     counted_items: int = 0
+    counted: dict[int, tuple[Any, tuple[str, ...]]] = field(default_factory=dict)
 
 
 # Items of a memo value looked into for `PickleWalk.pushed` (a GET of a larger list or tuple holding one of those
@@ -151,14 +155,32 @@ MAX_COUNTED_ITEMS = 64
 # scan 60 s, not 5.5 s. Past the bound nothing more is counted, as `UNCOUNTED`. A genuine file gets back storages and
 # small tuples (a protocol 1 torch.save of 20,000 tensors beside a Namespace: 5 items a tensor, 0.03 a byte).
 UNCOUNTED = "<uncounted>"
+# The smallest memo index `_walk` reports past the bytes before it: below it a C unpickler sets aside under 1 MB
+# (16 bytes an index), which exhausts nothing. Binary data kept as a bytes value can start like a pickle (b"\x80\x02"
+# then a BININT2 and a BINPUT 213: an int16 sample, a protobuf's field 32) and is scanned as one since review51: its
+# BINPUT of at most 255 was refused as memory exhaustion ("set aside 0.0 GB") where the file was read before.
+MIN_HOSTILE_MEMO_INDEX = 2**16
 
 
 def _count_pushed(walk: PickleWalk, value: Any, position: int) -> None:
     """Count each of `policy.RECONSTRUCTION_GLOBALS` that `value`, pushed at byte `position`, holds (in tuples and
-    lists)."""
+    lists).
+
+    A tuple or list looked into before, and unchanged since (`PickleWalk.counted`), adds what it held then, at no
+    cost to the bound: a genuine protocol 0/1 pickle of a Namespace beside one (3, 224, 224) tuple or list of ints
+    shared 3,000 times got it back by a 2-byte BINGET each time, 4 items a GET, and passed the bound of one item a
+    byte (the Namespace's globals were then read as dangerous where they were inert before).
+    """
     if UNCOUNTED in walk.pushed:
         return  # nothing is vouched for any more: counting on costs time and changes nothing
+    cached = walk.counted.get(id(value)) if isinstance(value, (tuple, list)) else None
+    if cached is not None and cached[0] is value:
+        for qualified in cached[1]:
+            walk.pushed[qualified] = walk.pushed.get(qualified, 0) + 1
+        return
     pending, seen = [value], 0
+    found: list[str] = []
+    mutable = False  # a list inside `value`, which may change while `value` does not
     while pending:
         item = pending.pop()
         seen += 1
@@ -169,9 +191,13 @@ def _count_pushed(walk: PickleWalk, value: Any, position: int) -> None:
             qualified = f"{item.module}.{item.name}"
             if qualified in RECONSTRUCTION_GLOBALS:
                 walk.pushed[qualified] = walk.pushed.get(qualified, 0) + 1
+                found.append(qualified)
         elif isinstance(item, (tuple, list)):
+            mutable = mutable or (item is not value and isinstance(item, list))
             pending.extend(item)
     walk.counted_items += seen
+    if isinstance(value, (tuple, list)) and not mutable:
+        walk.counted[id(value)] = (value, tuple(found))  # the value is kept: its id is not given to another
 
 
 class _LineBoundedReader:
@@ -389,15 +415,21 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
             elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
                 if arg < 0:
                     raise _StackError("negative memo index")
-                if arg > position - start and not walk.problems:
+                # The stack is read first, as C unpicklers do: a PUT on an empty stack (or right after a MARK) fails
+                # there, before the memo grows. Binary data that starts like a pickle (b"\x80\x03q\xf3...") is
+                # no pickle, and its loader sets nothing aside.
+                value = _top(stack)
+                if arg > max(position - start, MIN_HOSTILE_MEMO_INDEX) and not walk.problems:
                     # A pickler numbers its memo from 0, one entry per PUT, so no index passes the bytes before
                     # it. C unpicklers (pickle.load, torch.load(weights_only=False), the torch-free reader) hold
                     # the memo in an array grown to twice the index and filled: a 400-byte file with index 3e8
                     # took 4.6 GB of memory.
+                    set_aside = 16 * arg
+                    amount = f"{set_aside / 1e9:,.1f} GB" if set_aside >= 1e8 else f"{set_aside / 1e6:,.0f} MB"
                     walk.problems.append((position, f"memo index {arg:,}, a number no pickler reaches this early "
                                           "in a pickle (built to exhaust memory: C unpicklers such as pickle.load "
-                                          f"set aside {16 * arg / 1e9:,.1f} GB for it)"))
-                memo[arg] = _top(stack)
+                                          f"set aside {amount} for it)"))
+                memo[arg] = value
             elif name in ("GET", "BINGET", "LONG_BINGET"):
                 try:
                     stack.append(memo[arg])
@@ -527,11 +559,15 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 target = _top(stack)
                 if isinstance(target, list):
                     target.append(item)
+                    if walk.counted:
+                        walk.counted.pop(id(target), None)
             elif name == "APPENDS":
                 items = _pop_mark(stack)
                 target = _top(stack)
                 if isinstance(target, list):
                     target.extend(items)
+                    if walk.counted:
+                        walk.counted.pop(id(target), None)
             elif name == "SETITEM":
                 value = _pop(stack)
                 key = _pop(stack)
@@ -540,12 +576,14 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                     target.filled = True
                 elif isinstance(target, list):
                     _set_list_item(target, key, value)
+                    walk.counted.pop(id(target), None)
             elif name in ("SETITEMS", "ADDITEMS"):
                 items = _pop_mark(stack)
                 target = _top(stack)
                 if items and target.__class__ is OpaqueDict:
                     target.filled = True
                 elif name == "SETITEMS" and isinstance(target, list):
+                    walk.counted.pop(id(target), None)
                     for index in range(0, len(items) - 1, 2):
                         _set_list_item(target, items[index], items[index + 1])
             elif name == "PERSID":
