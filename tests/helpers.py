@@ -51,6 +51,17 @@ def redirect_proc_reads(monkeypatch: Any, files: dict[str, str]) -> None:
     monkeypatch.setattr(safetensors_format, "open", redirected, raising=False)
 
 
+def write_diffusers_flux_transformer(folder: Path, tensors: dict[str, Any]) -> Path:
+    """A diffusers FluxTransformer2DModel folder (`save_pretrained`'s file names; a config naming the class only)
+    holding `tensors`."""
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    save_file(tensors, str(folder / "diffusion_pytorch_model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"_class_name": "FluxTransformer2DModel"}))
+    return folder
+
+
 def run_subprocess(*args: str, env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """Run `python -m weightdoctor ARGS` in a fresh interpreter (for import and exit-code checks)."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}

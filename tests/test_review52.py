@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import REPO_ROOT, run_json
+from tests.helpers import REPO_ROOT, run_json, write_diffusers_flux_transformer
 
 
 def _kohya_unet_lora(path: Path, rank: int, context: int) -> None:
@@ -180,12 +180,9 @@ def test_a_lora_of_another_width_is_no_flux_lora_for_b(tmp_path: Path) -> None:
              "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight": torch.zeros(72, 4),
              "lora_unet_double_blocks_0_img_attn_qkv.alpha": torch.tensor(4.0)}
     save_file(kohya, str(tmp_path / "kohya_flux.safetensors"))
-    transformer = tmp_path / "transformer"
-    transformer.mkdir()
-    save_file({"transformer_blocks.0.attn.to_q.weight": torch.zeros(32, 32),
-               "single_transformer_blocks.0.attn.to_q.weight": torch.zeros(32, 32)},
-              str(transformer / "diffusion_pytorch_model.safetensors"))
-    (transformer / "config.json").write_text(json.dumps({"_class_name": "FluxTransformer2DModel"}))
+    transformer = write_diffusers_flux_transformer(
+        tmp_path / "transformer", {"transformer_blocks.0.attn.to_q.weight": torch.zeros(32, 32),
+                                   "single_transformer_blocks.0.attn.to_q.weight": torch.zeros(32, 32)})
     code, data = run_json("diff-keys", str(tmp_path / "kohya_flux.safetensors"), str(transformer))
     assert code == 1, data
     assert {issue["detail"] for issue in data["unexpected"]} == {

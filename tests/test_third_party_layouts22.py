@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import one_error_line, run_cli, run_json
+from tests.helpers import one_error_line, run_cli, run_json, write_diffusers_flux_transformer
 
 
 def _old_sentence_transformers(root: Path) -> None:
@@ -291,13 +291,10 @@ def test_a_kohya_flux_lora_against_a_diffusers_flux_transformer_is_no_unknown(tm
         lora[f"{module}.alpha"] = torch.tensor(4.0, dtype=torch.bfloat16)
     save_file(lora, str(tmp_path / "flux_lora.safetensors"),
               metadata={"ss_network_module": "networks.lora_flux", "ss_base_model_version": "flux1"})
-    transformer = tmp_path / "transformer"
-    transformer.mkdir()
-    save_file({name: torch.zeros(16, 16, dtype=torch.bfloat16) for name in (
+    transformer = write_diffusers_flux_transformer(
+        tmp_path / "transformer", {name: torch.zeros(16, 16, dtype=torch.bfloat16) for name in (
         "transformer_blocks.0.attn.to_q.weight", "transformer_blocks.0.attn.to_k.weight",
-        "transformer_blocks.0.attn.to_v.weight", "single_transformer_blocks.0.attn.to_q.weight")},
-              str(transformer / "diffusion_pytorch_model.safetensors"))
-    (transformer / "config.json").write_text(json.dumps({"_class_name": "FluxTransformer2DModel"}))
+        "transformer_blocks.0.attn.to_v.weight", "single_transformer_blocks.0.attn.to_q.weight")})
     code, data = run_json("diff-keys", str(tmp_path / "flux_lora.safetensors"), str(transformer))
     assert code == 0 and data["worst_severity"] == "info", data
     details = {issue["name"]: issue["detail"] for issue in data["unexpected"]}
@@ -342,12 +339,9 @@ def test_a_diffusers_layout_flux_lora_against_bfl_flux_is_no_dropped_peft_adapte
     assert {issue["reason"] for issue in data["missing"]} == {"adapter-base"}
     assert any(note.startswith("A is a Flux LoRA in diffusers' layout (lora_A / lora_B on 2 modules of "
                                "FluxTransformer2DModel") for note in data["notes"]), data["notes"]
-    transformer = tmp_path / "transformer"
-    transformer.mkdir()
-    save_file({"transformer_blocks.0.attn.to_q.weight": torch.zeros(16, 16),
-               "single_transformer_blocks.0.proj_mlp.weight": torch.zeros(64, 16)},
-              str(transformer / "diffusion_pytorch_model.safetensors"))
-    (transformer / "config.json").write_text(json.dumps({"_class_name": "FluxTransformer2DModel"}))
+    transformer = write_diffusers_flux_transformer(
+        tmp_path / "transformer", {"transformer_blocks.0.attn.to_q.weight": torch.zeros(16, 16),
+                                   "single_transformer_blocks.0.proj_mlp.weight": torch.zeros(64, 16)})
     code, data = run_json("diff-keys", str(tmp_path / "pytorch_lora_weights.safetensors"), str(transformer))
     assert code == 0 and any(issue["detail"] == "LoRA on transformer_blocks.0.attn.to_q.weight"
                              for issue in data["unexpected"]), data["unexpected"]
