@@ -607,6 +607,7 @@ def build_planned_model(
     from weightdoctor.quantized import (
         mlx_not_loadable,
         mlx_quantization,
+        packed_without_quantizer,
         quantizer_transformers_lacks,
         skipped_quantizer,
         without_quantization_config,
@@ -629,8 +630,18 @@ def build_planned_model(
     if lacks is not None and not dtype:
         raise UsageError(f"{lacks}; no device map to plan; --dtype plans the unquantized model",
                          path=checkpoint.source)
-    if lacks is not None:
+    if lacks is not None:  # in place of the reader's line of it
+        warnings = [w for w in warnings if w != f"config.json's {lacks}"]
         warnings.append(f"planned as the unquantized model at {dtype}: {lacks}")
+    folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
+    packed = packed_without_quantizer(checkpoint.config, checkpoint.tensors, folder) if lacks is None else None
+    if packed is not None and not dtype:
+        # Planned at fp32 as the dense model, which from_pretrained either refuses to build (a quantization_config
+        # naming no quant_method) or builds with the packed layers' weights left at their init.
+        raise UsageError(f"{packed}; no device map to plan; --dtype plans the unquantized model",
+                         path=checkpoint.source)
+    if packed is not None:  # in place of the reader's same line
+        warnings = [w for w in warnings if w != packed] + [f"planned as the unquantized model at {dtype}: {packed}"]
     if mlx is not None:
         warnings.append(f"planned as the unquantized model at {dtype}: this {mlx} checkpoint is not what "
                         "from_pretrained loads (transformers has no quantizer for it)")

@@ -812,6 +812,13 @@ def config_quantization_problem(config: Mapping[str, Any] | None, tensors: Itera
                 "quantized (delete the entry to load the weights as they are)")
     if (skipped := skipped_quantizer(config, tensors)) is not None:
         return skipped
+    settings = config_quantization_settings(config)
+    method = settings.get("quant_method") if settings is not None else None
+    if isinstance(method, str) and method not in _TRANSFORMERS_QUANTIZERS \
+            and (lacks := quantizer_transformers_lacks(config, tensors)) is not None:
+        # Quantized tensors beside a quant_method transformers has no quantizer for (exl2, or ""): plan-devices and
+        # diff-keys refused with this line, where inspect said nothing of it.
+        return f"config.json's {lacks}"
     if isinstance(read, Mapping) and names_no_quantizer(read, config) and not _mlx_groups(tensors)[0]:
         # `{"bits": 4, "group_size": 128}`: a hand-written or foreign config, not mlx-lm's (its `quantization` beside).
         shown = repr(dict(read))
@@ -821,6 +828,43 @@ def config_quantization_problem(config: Mapping[str, Any] | None, tensors: Itera
                 "weight; read without it (a quantized checkpoint's needs the quant_method of its quantizer; delete "
                 "the entry to load float weights as they are)")
     return None
+
+
+def packed_without_quantizer(config: Mapping[str, Any] | None, tensors: Iterable[TensorInfo],
+                             folder: Path | None = None) -> str | None:
+    """What from_pretrained does with GPTQ/AWQ-packed (`qweight`) or compressed-tensors-packed (`weight_packed`)
+    layers whose config.json names no quantizer for them, in a line; None where it names one, where there is no
+    config.json, or where `folder` holds an Intel Neural Compressor weight config (`inc_loader_warning` says what
+    loads that).
+
+    With no `quantization_config`, from_pretrained builds the model unquantized: each packed layer's `weight` is a
+    missing key left at its init, the packed tensors unexpected keys (transformers 5.25 checked on a tiny BERT). One
+    that names no quant_method it refuses before it loads a weight (`config_quantization_problem`).
+
+    Example:
+        >>> packed = [TensorInfo("q.qweight", (4, 32), "int32", "m.safetensors")]
+        >>> packed_without_quantizer({"model_type": "bert"}, packed)[:63]
+        '1 layer(s) hold GPTQ/AWQ-packed weights (q.qweight, beside its '
+    """
+    if not isinstance(config, Mapping) or _config_of(config) is not None:
+        return None
+    packed = [t.name for t in tensors if t.name.endswith(_PACKED_INT32)]
+    if not packed or (folder is not None and inc_weight_config(folder) is not None):
+        return None
+    gptq = [name for name in packed if name.endswith(".qweight")]
+    kind, side, method = (("GPTQ/AWQ", "qzeros, scales", "gptq or awq") if gptq else
+                          ("compressed-tensors", "weight_scale", "compressed-tensors"))
+    shown = clip_middle((gptq or packed)[0], 60)
+    held = f"{len(packed):,} layer(s) hold {kind}-packed weights ({shown}, beside its {side})"
+    refused = config.get("quantization_config")
+    if isinstance(refused, Mapping) and refused and names_no_quantizer(refused, config):
+        how = ("config.json's quantization_config names no quant_method: from_pretrained refuses it (ValueError: the "
+               "quantization config has no `quant_method` attribute) before it loads a weight")
+    else:
+        how = ("config.json has no quantization_config: from_pretrained builds the model unquantized, leaves these "
+               "layers' weights at their init (missing keys) and drops the packed tensors (unexpected keys)")
+    return (f"{held}, but {how}; the quantizer's quantization_config (quant_method {method}, bits, group_size) in "
+            "config.json loads them quantized")
 
 
 def _json_kind(value: Any) -> str:
@@ -842,7 +886,9 @@ def _bits(value: Any) -> int | None:
 
 
 def _method_and_bits(quantization: Mapping[str, Any]) -> tuple[str, int | None]:
-    method = str(quantization.get("quant_method") or "unknown")
+    # An empty quant_method is said as it is (transformers: "Unknown quantization type, got "), not as "unknown".
+    method = "'' (an empty quant_method)" if quantization.get("quant_method") == "" else \
+        str(quantization.get("quant_method") or "unknown")
     if quantization.get("load_in_4bit") or quantization.get("load_in_8bit"):
         # transformers reads these as bitsandbytes whatever the quant_method (`AutoQuantizationConfig.from_dict`):
         # transformers 4.30 saved BitsAndBytesConfig without one, said here as "unknown" quantization.
@@ -1098,7 +1144,8 @@ def quantizer_transformers_lacks(config: Mapping[str, Any] | None,
     """
     quantization = _config_of(config)
     method = quantization.get("quant_method") if quantization is not None else None
-    if not isinstance(method, str) or not method or quantization is None or quantization.get("load_in_4bit") \
+    # An empty one ("") is a name like any other to transformers: "Unknown quantization type, got " and skipped.
+    if not isinstance(method, str) or quantization is None or quantization.get("load_in_4bit") \
             or quantization.get("load_in_8bit"):
         return None
     try:
@@ -1110,9 +1157,19 @@ def quantizer_transformers_lacks(config: Mapping[str, Any] | None,
     if tensors is not None and _plain_float(tensors):
         return None
     runner = _OWN_RUNNERS.get(method, "the library that quantized it loads it")
-    return (f"quant_method {method!r} is not one transformers has a quantizer for: from_pretrained skips the "
-            "quantization_config (\"Unknown quantization type\") and builds the model unquantized, whose weights "
-            f"this checkpoint does not hold (they start from their init); {runner}")
+    return (f"quant_method {_shown_method(method)} is not one transformers has a quantizer for: from_pretrained "
+            "skips the quantization_config (\"Unknown quantization type\") and builds the model unquantized, whose "
+            f"weights this checkpoint does not hold (they start from their init); {runner}")
+
+
+def _shown_method(method: str) -> str:
+    """A quant_method as a message quotes it: `'exl2'`; an empty one said to be empty, which `''` alone hides.
+
+    Example:
+        >>> _shown_method("exl2"), _shown_method("")
+        ("'exl2'", "'' (an empty string)")
+    """
+    return clip_middle(repr(method), 40) if method else "'' (an empty string)"
 
 
 def _plain_float(tensors: Iterable[TensorInfo]) -> bool:
@@ -1139,11 +1196,11 @@ def skipped_quantizer(config: Mapping[str, Any] | None, tensors: Iterable[Tensor
     """
     quantization = _config_of(config)
     method = quantization.get("quant_method") if quantization is not None else None
-    if not isinstance(method, str) or not method or method in _TRANSFORMERS_QUANTIZERS or not _plain_float(tensors):
+    if not isinstance(method, str) or method in _TRANSFORMERS_QUANTIZERS or not _plain_float(tensors):
         return None
     if quantizer_transformers_lacks(config) is None:  # the installed transformers decides (an import of seconds)
         return None
-    return (f"config.json's quantization_config names quant_method {clip_middle(repr(method), 40)}, which transformers "
+    return (f"config.json's quantization_config names quant_method {_shown_method(method)}, which transformers "
             "has no quantizer for: from_pretrained skips it (\"Unknown quantization type\") and loads these plain "
             "float weights as they are stored; read as not quantized")
 

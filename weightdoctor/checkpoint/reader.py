@@ -3426,10 +3426,13 @@ def _open_checkpoint(
                         "it (an unexpected key)")
 
     config, config_file = _load_config(config_path)
-    from weightdoctor.quantized import config_quantization_problem  # not at the top: it imports this package
+    # not at the top: it imports this package
+    from weightdoctor.quantized import config_quantization_problem, packed_without_quantizer
 
     if (quantization_problem := config_quantization_problem(config, builder.tensors)) is not None:
         warnings.append(quantization_problem)
+    elif (packed := packed_without_quantizer(config, builder.tensors, path if path.is_dir() else path.parent)):
+        warnings.append(packed)
     if config_path is not None and config_path.is_symlink() and not config_path.exists():
         warnings.append(f"config.json is a link to {os.readlink(config_path)}, which does not exist: read without "
                         "a config (from_pretrained would fail)")
