@@ -187,9 +187,11 @@ def plan_devices(
     if not gpus and cpu_bytes is None:
         raise UsageError("no devices: give --gpu SIZE (repeatable) and/or --cpu SIZE, or --local")
     # The sizes typed, by device, so the report speaks the user's units (`--gpu 1.7GiB`: GiB, not GB).
-    typed = {} if local_info is not None else {
+    # With --local the devices are measured, but --reserve is still typed: `--local --reserve 1GiB` said 1.07 GB.
+    typed = {
         **{f"cuda:{index}": text for index, text in enumerate(gpu or [])},
-        **({"cpu": cpu} if cpu is not None else {}), **({"reserve": reserve} if reserve_bytes else {})}
+        **({"cpu": cpu} if cpu is not None and local_info is None else {}),
+        **({"reserve": reserve} if reserve_bytes else {})}
     mapping = load_manual_map(manual_map) if manual_map is not None else None
     target = None
     if output in ("", "-"):

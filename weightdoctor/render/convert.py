@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from weightdoctor.render.text import escape
-from weightdoctor.units import format_bytes, size_unit
+from weightdoctor.units import format_bytes, size_unit, unit_family
 from weightdoctor.wording import counted
 
 
@@ -97,8 +97,10 @@ def render_shard(result: object, console: Console) -> None:
         limit = "none: one file (--max 0 / --single)"
     else:
         # A number without a unit (`--max 1e5`) is bytes: "(decimal units)" named a unit that was not typed.
-        read_as = f"{plan.units} units" if size_unit(plan.max_text or "") else "no unit: bytes"
-        limit = f"{plan.max_text} = {counted(plan.max_bytes, 'byte')} ({read_as})"
+        # `--max 500000B` is bytes too, in neither family's unit: it was "(decimal units)".
+        read_as = (f" ({plan.units} units)" if unit_family(plan.max_text or "") else
+                   "" if size_unit(plan.max_text or "") else " (no unit: bytes)")
+        limit = f"{plan.max_text} = {counted(plan.max_bytes, 'byte')}{read_as}"
     verb = "would write" if result.dry_run else "wrote"  # type: ignore[attr-defined]
     rows = [
         ("format", plan.format),
