@@ -175,6 +175,55 @@ _QUANT = _lazy_regex(
     r"\.quant_scale|\.quant_zero|"
     r"\._[a-z0-9]+_(?:qdata|scale_and_zero|per_tensor_scale|scale|zero_point|act_pre_scale))$"
 )
+# Which quantizer writes a side tensor, by its name's end: said where no quantization_config names one. `.scales`
+# and `.zeros`, `.scale` are left to "a quantizer": GPTQ, AWQ, mlx-lm, Metal and HQQ all write one.
+_SIDE_WRITERS: tuple[tuple[Any, str], ...] = tuple((_lazy_regex(pattern), who) for pattern, who in (
+    (r"\.(?:SCB|weight_format)$", "bitsandbytes 8-bit (LLM.int8)"),
+    (r"\.(?:absmax|quant_map|nested_absmax|nested_quant_map|quant_state\.[\w.]+)$", "bitsandbytes 4-bit"),
+    (r"\.(?:qweight|qzeros|g_idx)$", "GPTQ or AWQ"),
+    (r"\.weight_scale_inv$", "transformers' FineGrainedFP8 (quant_method fp8)"),
+    (r"\.(?:weight_packed|weight_shape|weight_zero_point|weight_g_idx|weight_global_scale|input_global_scale)$",
+     "compressed-tensors (llm-compressor)"),
+    (r"\.(?:weight_scale|input_scale|output_scale|k_scale|v_scale)$",
+     "an FP8 quantizer (compressed-tensors, ModelOpt, fbgemm_fp8)"),
+    (r"_proj_(?:blocks|scales)$", "MXFP4 (gpt-oss)"),
+    (r"\.q_(?:weight|scale|scale_max|invperm|perm|groups)$", "ExLlamaV2 (EXL2)"),
+    (r"\.(?:codes|codebooks)$", "AQLM"),
+    (r"\.weight\.(?:_data|_scale|_shift)$", "optimum-quanto"),
+    (r"\.weight_scales$", "EETQ"),
+    (r"\.qbiases$", "transformers' Metal quantization"),
+    (r"\._[a-z0-9]+_(?:qdata|scale_and_zero|per_tensor_scale|scale|zero_point|act_pre_scale)$", "torchao"),
+    (r"\.(?:W_q|zero|nbits|group_size|axis|packing|channel_wise|optimize|round_zero|compute_dtype|shape|"
+     r"view_as_float|unpack_view_dtype|encoded_state_dict|offload_meta|stores_quant_config|quant_scale|quant_zero)$",
+     "HQQ"),
+))
+
+
+# Those that are the packed weight itself, not a tensor beside it.
+_PACKED_WEIGHT = _lazy_regex(r"(?:\.qweight|\.weight_packed|_blocks|\.q_weight|\.W_q|\.codes|\._weight_qdata|"
+                             r"\.weight\._data)$")
+
+
+def side_tensor_detail(name: str, kind: str) -> str:
+    """The detail of a quantizer's side tensor where no quantization_config names its quantizer: who writes it and
+    what to do (`kind`: "missing", B's tensor that A lacks, or "unexpected", A's that B lacks).
+
+    Example:
+        >>> side_tensor_detail("layers.0.mlp.SCB", "unexpected")[:54]
+        'written by bitsandbytes 8-bit (LLM.int8) beside its qu'
+    """
+    who = next((writer for pattern, writer in _SIDE_WRITERS if pattern.search(name)),
+               "a quantizer (GPTQ, AWQ, mlx-lm, HQQ and Metal write scales and zeros)")
+    what = "the quantized weight" if _PACKED_WEIGHT.search(name) else "beside its quantized weight"
+    written = f"written by {who} as {what}" if what.startswith("the") else f"written by {who} {what}"
+    if kind == "missing":
+        return (f"{written}, and A has none: A is not quantized that way (compare with the checkpoint B was "
+                "quantized from, or quantize A with it)")
+    return (f"{written}; no quantization_config names that quantizer, so a "
+            "model built without it drops this (an unexpected key): add that quantizer's quantization_config to "
+            "config.json to load it quantized, or compare a dequantized copy")
+
+
 def is_quantizer_name(name: str) -> bool:
     """Whether `name` is one a quantizer stores beside or in place of a weight (`.qweight`, `.scales`, torchao's
     `._weight_qdata`): read by that quantizer, never a rename of a model's own weight."""
@@ -2585,7 +2634,7 @@ def classify_key(
     if _QUANT.search(name):
         if quantization:
             return "quantization", "info", f"read by the {quantization} quantizer (quantization_config)"
-        return "quantization", "warn", ""
+        return "quantization", "warn", side_tensor_detail(name, kind)
     if kind == "missing":
         stored = [name[: -len("weight")] + leaf for leaf in _QUANTIZED_STORAGE] if name.endswith(".weight") else []
         stored.append(name + "_blocks")  # MXFP4 (gpt-oss): `experts.down_proj` as `experts.down_proj_blocks`
