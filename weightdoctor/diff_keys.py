@@ -416,6 +416,23 @@ _DIFFUSERS_DIT_LAYOUT = _lazy_regex(
 _DIFFUSERS_DIT_EVIDENCE = _lazy_regex(r"^(?:transformer\.)?(?:single_)?transformer_blocks\.\d+\.")
 
 
+def _dit_family(names: Sequence[str]) -> tuple[str, str, str]:
+    """(family in words, diffusers' class of it, its authors' code) of a diffusion transformer's original keys.
+    HunyuanVideo has Flux's double and single blocks too (ComfyUI even names their attention img_attn.qkv as Flux
+    does): its text-token refiner, or its own release's img_attn_qkv, tell it. Each note named all three families.
+
+    Example:
+        >>> _dit_family(["double_blocks.0.img_attn.qkv.weight", "txt_in.individual_token_refiner.blocks.0.x"])[1]
+        'HunyuanVideoTransformer3DModel'
+    """
+    if any("joint_blocks." in name for name in names) and not any("double_blocks." in name for name in names):
+        return "Stability's SD3: joint_blocks", "SD3Transformer2DModel", "Stability's sd3 reference code"
+    if any("txt_in.individual_token_refiner." in name or ".img_attn_qkv." in name for name in names):
+        return ("Tencent's HunyuanVideo: double_blocks / single_blocks, txt_in.individual_token_refiner",
+                "HunyuanVideoTransformer3DModel", "Tencent's HunyuanVideo")
+    return "Black Forest Labs' Flux: double_blocks / single_blocks", "FluxTransformer2DModel", "Black Forest Labs' flux"
+
+
 def _dit_single_file_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
                             joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
     """foreign_layout's whys and note for a Flux / SD3 / HunyuanVideo transformer in its original layout against
@@ -431,12 +448,11 @@ def _dit_single_file_layout(unexpected: Sequence[str], missing: Sequence[str], j
     if paired is None:
         return {}, ""
     original_side, diffusers_side, original_names, diffusers_names, whys = paired
-    note = (f"{original_side} is a diffusion transformer in its original single-file layout (Black Forest Labs' Flux "
-            "or HunyuanVideo: double_blocks / single_blocks; Stability's SD3: joint_blocks) and "
+    family, model_class, authors = _dit_family(original_names)
+    note = (f"{original_side} is a diffusion transformer in its original single-file layout ({family}) and "
             f"{diffusers_side} in diffusers' layout (transformer_blocks.N.attn.to_q): "
-            + ("load A with diffusers' from_single_file (e.g. FluxTransformer2DModel.from_single_file, "
-               "SD3Transformer2DModel.from_single_file)" if original_side == "A" else
-               "code written for the original layout (ComfyUI, Black Forest Labs' flux) needs A converted back")
+            + (f"load A with diffusers' from_single_file ({model_class}.from_single_file)" if original_side == "A"
+               else f"code written for the original layout (ComfyUI, {authors}) needs A converted back")
             + "; q, k and v are split out of one fused qkv tensor, which no rename does")
     return whys, note
 

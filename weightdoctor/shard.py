@@ -139,17 +139,12 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
     if any(n.startswith(("unet.", "transformer.", "text_encoder.", "text_encoder_2."))
            and _DIFFUSERS_LORA.search(n) for n in names):
         return DIFFUSERS_LORA
+    if (family := _transformer_family(checkpoint)) is not None:
+        return family
     if any(n.startswith(("model.diffusion_model.", "first_stage_model.")) for n in names):
-        return "a single-file Stable Diffusion checkpoint"
-    # Black Forest Labs' original Flux release (flux1-dev.safetensors): its transformer with no prefix, as ComfyUI
-    # and diffusers' from_single_file read it.
-    if any(n.startswith("double_blocks.") for n in names) and any(n.startswith("single_blocks.") for n in names):
-        # Tencent's HunyuanVideo (hunyuan_video_t2v_720p_bf16.safetensors, as ComfyUI loads it) has double and single
-        # blocks too, but names their parts with underscores (img_attn_qkv, not img_attn.qkv) and refines its text
-        # tokens in txt_in.individual_token_refiner: it was called a Flux checkpoint.
-        if any(n.startswith("txt_in.individual_token_refiner.") or ".img_attn_qkv." in n for n in names):
-            return "an original-layout HunyuanVideo checkpoint"
-        return "an original-layout Flux checkpoint"
+        # SDXL's two text encoders are conditioner.embedders.0 and .1 (SD 1.x / 2.x: cond_stage_model).
+        sdxl = any(n.startswith("conditioner.embedders.1.") for n in names)
+        return f"a single-file {'SDXL' if sdxl else 'Stable Diffusion'} checkpoint"
     # lllyasviel's ControlNet files: 1.1's (input_blocks, zero_convs, input_hint_block, no prefix) and the extracted
     # copies A1111 / ComfyUI share (control_model.*).
     if any(n.startswith("control_model.") for n in names) or (
@@ -161,6 +156,38 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
         return "an original-layout Stable Diffusion VAE"
     if names and {n.split(".", 1)[0] for n in names} == {"image_proj", "ip_adapter"}:
         return IP_ADAPTER
+    return None
+
+
+# A diffusion transformer in its authors' layout, bare (flux1-dev.safetensors) or under ComfyUI's
+# `model.diffusion_model.` (its all-in-one files, beside `vae.` / `text_encoders.`) or a trainer's `diffusion_model.`.
+_DIT_PART = re.compile(r"^(?:(?:model\.)?diffusion_model\.)?(double_blocks|single_blocks|joint_blocks|"
+                       r"txt_in\.individual_token_refiner|img_in\.proj\.weight$)")
+
+
+def _transformer_family(checkpoint: Checkpoint) -> str | None:
+    """Which single-file diffusion transformer `checkpoint` is: Black Forest Labs' Flux (double_blocks and
+    single_blocks), Tencent's HunyuanVideo (double and single blocks too, but its text tokens refined in
+    txt_in.individual_token_refiner and its patches embedded by a 3-D conv, img_in.proj, [out, in, t, h, w]; its own
+    release names the attention's parts img_attn_qkv), Stability's SD3 / SD3.5 (joint_blocks); None for none.
+    A Flux or SD3 file under `model.diffusion_model.` was "a single-file Stable Diffusion checkpoint"."""
+    found: set[str] = set()
+    conv3d = False
+    for tensor in checkpoint.tensors:
+        match = _DIT_PART.match(tensor.name)
+        if match is not None:
+            found.add(match.group(1))
+            conv3d = conv3d or (match.group(1).startswith("img_in") and len(tensor.shape) == 5)
+    prefixed = any(t.name.startswith(("model.diffusion_model.", "diffusion_model.")) for t in checkpoint.tensors
+                   if _DIT_PART.match(t.name))
+    layout = "a single-file" if prefixed else "an original-layout"
+    if {"double_blocks", "single_blocks"} <= found:
+        # HunyuanVideo was called a Flux checkpoint: ComfyUI's saves of it name the attention img_attn.qkv as Flux's.
+        hunyuan = ("txt_in.individual_token_refiner" in found or conv3d
+                   or any(".img_attn_qkv." in t.name for t in checkpoint.tensors))
+        return f"{layout} {'HunyuanVideo' if hunyuan else 'Flux'} checkpoint"
+    if "joint_blocks" in found:
+        return f"{layout} SD3 checkpoint"
     return None
 
 
@@ -373,7 +400,9 @@ def plan_shard(
     if index is not None and not pattern.startswith(("adapter_model", "pytorch_lora_weights", "open_clip_")):
         single = single_file_kind(checkpoint)  # the libraries above said already
         if single:
-            loaders = _LOADERS.get(single, "AUTOMATIC1111, ComfyUI, diffusers' from_single_file / load_lora_weights")
+            loaders = _LOADERS.get(single, "ComfyUI, diffusers' from_single_file" if single.endswith(
+                ("Flux checkpoint", "HunyuanVideo checkpoint", "SD3 checkpoint"))
+                else "AUTOMATIC1111, ComfyUI, diffusers' from_single_file / load_lora_weights")
             warnings.append(f"{single} is loaded from one file ({loaders}): none of them reads an index or these "
                             "shards")
     carried, lost = source_metadata(checkpoint, fmt, renames)
