@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -199,7 +200,7 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
         fit = "[green]fits[/]" if kv.fits_on_gpus else "[red]does not fit[/]"
         state = (f"recurrent state {size(kv.state_bytes)} for the batch (conv and SSM / linear-attention "
                  "states, fixed per sequence)") if kv.state_bytes else ""
-        room = f"{fit} in the {size(kv.gpu_free_bytes)} the GPUs have left"
+        room = _kv_room(report, fit, size)
         if not kv.num_layers:
             p(f"KV cache: none for batch {kv.batch} x {counted(kv.seq_len, 'token', grouped=False)}"
               + (f" ({escape(kv.note)})" if kv.note else "") + (f"; {state}; {room}" if state else ""))
@@ -229,6 +230,32 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
         p(f"  smallest change: {escape(suggestion.description)}")
     if report.verdict not in ("fits-on-gpus", "fits-on-cpu") and not report.suggestions and not report.manual_map:
         p("  [dim]no lower dtype or extra GPU of that size (up to 64) fits[/]")
+
+
+def _kv_room(report: PlanReport, fit: str, size: Any) -> str:
+    """Where the KV cache goes, in words true of the plan: "fits in the 999.88 MB the GPU has left" said "the 0 B
+    the GPUs have left" where no GPU was given, and "fits" in the room of GPUs that hold no layer at all, where the
+    offloaded weights are streamed through the first of them as each runs."""
+    kv = report.kv_cache
+    assert kv is not None
+    gpus = [d for d in report.devices if d.device.startswith("cuda")]
+    if not gpus:
+        return "no GPU was given: it is kept in CPU RAM with the model"
+    what = "the GPU has" if len(gpus) == 1 else "the GPUs have"
+    room = (f"{fit} in the {size(kv.gpu_free_bytes)} {what} left" + ("" if len(gpus) == 1 else " in all")
+            if kv.gpu_free_bytes else f"[red]does not fit[/]: {what} no memory left")
+    needed = kv.total_bytes + (kv.state_bytes or 0)
+    largest = max((d.capacity_bytes or 0) for d in gpus)
+    if needed > largest:
+        room += f" (it is larger than any GPU given, {size(largest)})" if len(gpus) > 1 else \
+            f" (it is larger than the GPU, {size(largest)})"
+    offloaded = report.offload.cpu_bytes + report.offload.disk_bytes
+    if offloaded and kv.fits_on_gpus:
+        # accelerate runs each offloaded module on the first GPU, copying its weights there as it runs: that room
+        # is not the cache's alone.
+        room += (f"; {size(offloaded)} of weights are offloaded and copied to {gpus[0].device} as each module "
+                 "runs, in the same room")
+    return room
 
 
 # Class-name endings of transformers' generating heads (causal and seq2seq LMs, vision- and speech-to-text).
