@@ -33,6 +33,21 @@ TRAINING_ARGUMENTS: frozenset[str] = frozenset({
         ("nash_md", "NashMD"), ("xpo", "XPO"), ("rloo", "RLOO"))),
 })
 
+# A DeepSpeed run's TrainingArguments (its `deepspeed` field set) holds transformers' HfTrainerDeepSpeedConfig as
+# `hf_deepspeed_config` and accelerate's DeepSpeedPlugin as `deepspeed_plugin` (training_args.py's __post_init__), and
+# the plugin holds the same config as `hf_ds_config` and, once an Accelerator selected it, transformers'
+# HfDeepSpeedConfig as `dschf`; launched by `accelerate launch` with a config file, the plugin holds accelerate's own
+# HfDeepSpeedConfig. Each is a plain class (the plugin a dataclass) pickled by NEWOBJ and a BUILD of its __dict__:
+# the DeepSpeed config dict, the ZeRO stage, an offload flag, a torch dtype, a list of mismatches. None defines
+# __setstate__ or __reduce__; their __init__ reads the JSON file a path names and sets a module-level weakref, and
+# DeepSpeedPlugin's __post_init__ reads ACCELERATE_DEEPSPEED_* variables, so a call to one stays refused.
+# transformers 4.46 and older defined the two configs in transformers.deepspeed, which pickles name so.
+DEEPSPEED_CONFIGS: frozenset[str] = frozenset({
+    "accelerate.utils.dataclasses.DeepSpeedPlugin", "accelerate.utils.deepspeed.HfDeepSpeedConfig",
+    *(f"transformers.{module}.{name}" for module in ("integrations.deepspeed", "deepspeed")
+      for name in ("HfDeepSpeedConfig", "HfTrainerDeepSpeedConfig")),
+})
+
 # The enums TrainingArguments' fields hold, each pickled as Enum(value): one string, a member's value. See
 # `call_problem` and `build_problem`.
 TRAINING_ENUMS: frozenset[str] = frozenset({
@@ -95,6 +110,8 @@ INERT_GLOBALS: frozenset[str] = frozenset({
     # 5 writes; Seq2SeqTrainer's subclass is the same data.
     *TRAINING_ARGUMENTS, "transformers.trainer_pt_utils.AcceleratorConfig", "accelerate.state.PartialState",
     *TRAINING_ENUMS,
+    # A DeepSpeed run's training_args.bin: see DEEPSPEED_CONFIGS.
+    *DEEPSPEED_CONFIGS,
 })
 
 # Inert classes whose own code, run by a call, does what a configuration object must not: a pickle builds them as
@@ -106,6 +123,7 @@ INERT_GLOBALS: frozenset[str] = frozenset({
 # built by NEWOBJ, only has its fields set (none defines __setstate__, __setattr__ or a property setter).
 BUILT_BY_NEW: frozenset[str] = frozenset({
     *TRAINING_ARGUMENTS, "transformers.trainer_pt_utils.AcceleratorConfig", "accelerate.state.PartialState",
+    *DEEPSPEED_CONFIGS,
 })
 
 # How a genuine file builds each inert class: a name's being inert says nothing of what the pickle does with it, and
@@ -569,7 +587,8 @@ def _inert_call_problem(full: str, how: str, args: Any, opcode: str) -> str | No
         if full in BUILT_BY_NEW:
             return (f"calls {full}{said}: that runs its __init__ (TrainingArguments' __post_init__ and PartialState "
                     "initialise accelerate and torch.distributed, set environment variables and read the files its "
-                    "fields name), where pickle builds one by NEWOBJ and sets its fields (BUILD)")
+                    "fields name; DeepSpeed's configs read the JSON file a path names), where pickle builds one by "
+                    "NEWOBJ and sets its fields (BUILD)")
         return (f"calls {full}{said} by {opcode}: that runs its __init__, where pickle builds one by NEWOBJ "
                 "(cls.__new__ alone) and then sets its fields or items")
     if how == CALLED_ON_TEXT:

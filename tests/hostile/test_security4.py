@@ -1,0 +1,134 @@
+"""Security 4: a DeepSpeed run's training_args.bin, special methods set through BUILD, bare memo blobs in bytes values.
+
+A Trainer run with `deepspeed=` keeps transformers' HfTrainerDeepSpeedConfig and accelerate's DeepSpeedPlugin in its
+TrainingArguments (training_args.py's __post_init__), and its training_args.bin was called suspicious for them, though
+each is pickled as the other Trainer classes are: NEWOBJ and a BUILD of its __dict__ (plain data). deepspeed is not
+installed here, so the objects are built as their pickles lay them out: object.__new__ of the real class and its
+__dict__ as the classes' __init__ fill it (the config dict, ZeRO stage, offload flag, torch dtype, mismatches; the
+plugin's dataclass fields, the config, `_selected` and `dschf`).
+
+A BUILD whose state sets `__deepcopy__` (or any `__name__`) puts it in the instance's __dict__, where copy.deepcopy and
+pickle find it before the class's: torch's weights_only loader builds such an OrderedDict, and copy.deepcopy of the
+loaded state dict returned what the file chose. A bytes value of no PROTO and no import (b"Nr\\x00\\x00\\x00\\x01.", a
+protocol 1 pickle of a memo index 2**24) was never scanned, and pickle.loads of it takes 262 MB.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.helpers import one_error_line, run_cli
+from weightdoctor.security import scan_bytes, scan_file
+
+_DS_CONFIG = {"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "none"}}, "bf16": {"enabled": True},
+              "fp16": {"enabled": False}, "train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": 1,
+              "gradient_clipping": 1.0, "steps_per_print": float("inf")}
+
+
+def _built_as_pickled(cls: type, fields: dict[str, Any]) -> Any:
+    """An instance as pickle lays it out (NEWOBJ, then a BUILD of its __dict__): deepspeed is not installed, so the
+    classes' __init__ (which checks for it) cannot run here."""
+    made = object.__new__(cls)
+    made.__dict__.update(fields)
+    return made
+
+
+def _deepspeed_training_args(tmp_path: Path) -> Any:
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    from accelerate.utils.dataclasses import DeepSpeedPlugin
+    from transformers.integrations.deepspeed import HfDeepSpeedConfig, HfTrainerDeepSpeedConfig
+
+    args = transformers.TrainingArguments(output_dir=str(tmp_path / "run"), report_to=[], use_cpu=True)
+    config = copy.deepcopy(_DS_CONFIG)
+    hf = _built_as_pickled(HfTrainerDeepSpeedConfig, {"config": config, "_stage": 2, "_offload": False,
+                                                      "_dtype": torch.bfloat16, "mismatches": []})
+    dschf = _built_as_pickled(HfDeepSpeedConfig, {"config": copy.deepcopy(config), "_stage": 2, "_offload": False})
+    plugin = _built_as_pickled(DeepSpeedPlugin, {f.name: f.default for f in dataclasses.fields(DeepSpeedPlugin)})
+    plugin.__dict__.update(hf_ds_config=hf, deepspeed_config=config, _selected=True, dschf=dschf)
+    args.__dict__.update(deepspeed="ds_config.json", hf_deepspeed_config=hf, deepspeed_plugin=plugin)
+    return args
+
+
+@pytest.mark.parametrize("protocol", [2, 0])
+def test_a_deepspeed_runs_training_args_bin_is_read_as_inert(tmp_path: Path, protocol: int) -> None:
+    path = tmp_path / "training_args.bin"
+    torch.save(_deepspeed_training_args(tmp_path), path, pickle_protocol=protocol)
+    report = scan_file(path)
+    assert report.verdict == "safe", report.summary()
+    safety = {g.qualified: g.safety for g in report.globals}
+    for name in ("accelerate.utils.dataclasses.DeepSpeedPlugin",
+                 "transformers.integrations.deepspeed.HfTrainerDeepSpeedConfig",
+                 "transformers.integrations.deepspeed.HfDeepSpeedConfig"):
+        assert safety[name] == "inert", safety
+    line = one_error_line(run_cli("inspect", str(path)))
+    assert "no model weights: the file holds a Trainer's TrainingArguments" in line
+    assert "its pickle is safe" in line and "suspicious" not in line and "dangerous" not in line
+
+
+# What a child process did: whether transformers' module-level weakref to a DeepSpeed config was set
+# (HfDeepSpeedConfig's __init__ sets it first thing) after torch.load(weights_only=False) or weightdoctor's inspect
+# of the file.
+_CHILD = """
+import json, sys
+import transformers.integrations.deepspeed as ds
+if sys.argv[1] == "torch":
+    import torch
+    try:
+        torch.load(sys.argv[2], weights_only=False)
+    except Exception:
+        pass
+else:
+    from typer.testing import CliRunner
+    from weightdoctor.cli import app
+    print(CliRunner().invoke(app, ["inspect", sys.argv[2]]).stderr.strip(), file=sys.stderr)
+print(json.dumps({"weakref_set": ds._hf_deepspeed_config_weak_ref is not None}))
+"""
+
+
+def _child(mode: str, path: Path) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
+    env["PYTHONPATH"] = str(Path(__file__).parents[2])
+    done = subprocess.run([sys.executable, "-c", _CHILD, mode, str(path)], capture_output=True, text=True,
+                          timeout=300, check=True, env=env)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _global(module: str, name: str) -> bytes:
+    return f"c{module}\n{name}\n".encode()
+
+
+def test_a_deepspeed_config_called_is_refused_before_it_runs(tmp_path: Path) -> None:
+    """HfDeepSpeedConfig(config) sets transformers' module-level weakref and reads the JSON file a path names; pickle
+    builds one by NEWOBJ alone, so a REDUCE of it is refused, and nothing runs."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    hostile = tmp_path / "training_args.bin"
+    hostile.write_bytes(b"(dp0\nVargs\np1\n" + _global("transformers.integrations.deepspeed", "HfDeepSpeedConfig")
+                        + b"(Vds_config.json\ntRs.")
+    assert _child("torch", hostile) == {"weakref_set": True}  # the canary: what loading the file does
+    line = one_error_line(run_cli("inspect", str(hostile)))
+    assert ("calls transformers.integrations.deepspeed.HfDeepSpeedConfig('ds_config.json',): that runs its "
+            "__init__") in line
+    assert "DeepSpeed's configs read the JSON file a path names" in line
+    assert _child("weightdoctor", hostile) == {"weakref_set": False}
+
+
+def test_a_deepspeed_plugin_given_a_slot_state_is_refused() -> None:
+    """A slot state sets attributes one by one (setattr): DeepSpeedPlugin's `selected` property, or `__class__`."""
+    pytest.importorskip("accelerate")
+    data = (b"\x80\x02" + _global("accelerate.utils.dataclasses", "DeepSpeedPlugin") + b")\x81"
+            + b"N}X\t\x00\x00\x00__class__" + _global("argparse", "Namespace") + b"s\x86b.")
+    report = scan_bytes(data)
+    assert report.verdict == "suspicious"
+    assert "sets the state of a accelerate.utils.dataclasses.DeepSpeedPlugin to a pair" in report.summary()
