@@ -15,10 +15,13 @@ protocol 1 pickle of a memo index 2**24) was never scanned, and pickle.loads of 
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
+import io
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +135,52 @@ def test_a_deepspeed_plugin_given_a_slot_state_is_refused() -> None:
     report = scan_bytes(data)
     assert report.verdict == "suspicious"
     assert "sets the state of a accelerate.utils.dataclasses.DeepSpeedPlugin to a pair" in report.summary()
+
+
+def _state_dict_with(name: str) -> collections.OrderedDict[str, torch.Tensor]:
+    state = collections.OrderedDict(w=torch.arange(4, dtype=torch.float32))
+    state.__dict__[name] = collections.Counter  # a global torch's weights_only loader allows
+    return state
+
+
+def test_an_ordered_dict_built_with_a_special_method_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "pytorch_model.bin"
+    torch.save(_state_dict_with("__deepcopy__"), path)
+    loaded = torch.load(path, weights_only=True)  # torch sets it: copy.deepcopy then returns what the file chose
+    assert isinstance(copy.deepcopy(loaded), collections.Counter)
+    report = scan_file(path)
+    assert report.verdict == "suspicious", report.summary()
+    assert ("BUILD sets __deepcopy__ on an object through its state: copy.deepcopy, copy.copy and pickle (a re-save) "
+            "look it up on the instance before its class and call it") in report.summary()
+    line = one_error_line(run_cli("inspect", str(path)))
+    assert "suspicious" in line and "BUILD sets __deepcopy__" in line and "nothing was unpickled" in line
+    genuine = tmp_path / "genuine.bin"
+    state = collections.OrderedDict(w=torch.arange(4, dtype=torch.float32))
+    state._metadata = {"": {"version": 1}}  # type: ignore[attr-defined]  # what torch's state_dict() keeps
+    torch.save(state, genuine)
+    assert scan_file(genuine).verdict == "safe"
+
+
+@pytest.mark.parametrize("name", ["__reduce_ex__", "__getattr__", "__class__", "__copy__"])
+def test_special_names_in_any_builds_state_are_refused(name: str) -> None:
+    """In a Namespace's __dict__ (protocols 2 and 0: SETITEMS and SETITEM), and in a Parameter's state, which
+    torch's _rebuild_parameter_with_state sets attribute by attribute."""
+    import argparse
+
+    # Set under a name of the same length, then renamed in the bytes: pickle.dumps itself calls an instance's own
+    # __reduce_ex__ (what a re-save of the loaded object does).
+    placeholder = "__Q" + name[3:]
+    namespace = argparse.Namespace(lr=0.1)
+    namespace.__dict__[placeholder] = 1
+    for protocol in (2, 0):
+        data = pickle.dumps({"args": namespace}, protocol).replace(placeholder.encode(), name.encode())
+        report = scan_bytes(data)
+        assert report.verdict == "suspicious" and f"BUILD sets {name} on an object" in report.summary(), protocol
+    assert scan_bytes(pickle.dumps({"args": argparse.Namespace(lr=0.1, __doc=1)}, 2)).verdict == "safe"
+    parameter = torch.nn.Parameter(torch.zeros(2))
+    parameter.__dict__[placeholder] = 1
+    buffer = io.BytesIO()
+    torch.save({"p": parameter}, buffer)
+    path_report = scan_bytes(buffer.getvalue().replace(placeholder.encode(), name.encode()))
+    assert path_report.verdict == "suspicious", path_report.summary()
+    assert f"torch._utils._rebuild_parameter_with_state sets {name} on a tensor" in path_report.summary()

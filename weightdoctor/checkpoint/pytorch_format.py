@@ -1147,13 +1147,16 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
 def _check_dict_state(state: Any) -> None:
     """An ordered dict's BUILD state may add attributes (torch's `_metadata`), never shadow its methods: an
-    instance attribute `items` or `keys` would hide the tensors it holds from every reader."""
+    instance attribute `items` or `keys` would hide the tensors it holds from every reader, and a special name that
+    OrderedDict leaves to object or dict (`__deepcopy__`, `__getattr__`) would answer copy.deepcopy of it."""
+    from weightdoctor.security.opcodes import dunder_key
+
     parts = state if isinstance(state, tuple) else (state,)
     for part in parts:
         if part is None or (isinstance(part, dict) and not part):
             continue
         if (not isinstance(part, dict) or isinstance(state, tuple)
-                or any(not isinstance(k, str) or hasattr(collections.OrderedDict, k) for k in part)):
+                or any(not isinstance(k, str) or hasattr(collections.OrderedDict, k) or dunder_key(k) for k in part)):
             raise RefusedByPolicy(
                 "refused BUILD on OrderedDict: its state sets "
                 f"{sorted(map(str, part))[:3] if isinstance(part, dict) else type(part).__name__}, which would "
