@@ -22,6 +22,7 @@ import io
 import json
 import os
 import pickle
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -184,3 +185,34 @@ def test_special_names_in_any_builds_state_are_refused(name: str) -> None:
     path_report = scan_bytes(buffer.getvalue().replace(placeholder.encode(), name.encode()))
     assert path_report.verdict == "suspicious", path_report.summary()
     assert f"torch._utils._rebuild_parameter_with_state sets {name} on a tensor" in path_report.summary()
+
+
+_MEMO_BLOBS = {
+    "long_binput": b"Nr" + struct.pack("<I", 2**24) + b".",
+    "put": b"Np16777216\n.",
+    "put_underscores": b"Np 16_777_216\n.",
+}
+
+
+@pytest.mark.parametrize("case", sorted(_MEMO_BLOBS))
+def test_a_bare_memo_blob_in_a_bytes_value_is_refused(tmp_path: Path, case: str) -> None:
+    blob = _MEMO_BLOBS[case]
+    assert blob[:1] != b"\x80" and not any(op in blob for op in (b"c", b"i", b"\x93", b"\x82"))
+    path = tmp_path / "model.pt"
+    torch.save({"state_dict": {"w": torch.arange(4, dtype=torch.float32)}, "blob": blob}, path)
+    line = one_error_line(run_cli("inspect", str(path), "--key", "state_dict"))
+    assert f"error: {path}: suspicious: the bytes value at blob holds a pickle that, at byte 1, memo index " in line
+    assert "16,777,216" in line and "set aside 0.3 GB" in line
+
+
+def test_bytes_values_that_hold_the_memo_opcodes_letters_are_read(tmp_path: Path) -> None:
+    """Text and binary that merely hold an r or a p (a tokenizer's pieces, float samples) are no pickle that parses to
+    its STOP: read, as before."""
+    values = {"text": b"prompt: rare words\nreply 12345678\n.", "floats": struct.pack("<4f", 1.5, -2.25, 3e8, 7.0),
+              "memo": b"Nr\x05\x00\x00\x00."}  # a small index: what a pickler writes
+    path = tmp_path / "model.pt"
+    torch.save({"state_dict": {"w": torch.arange(4, dtype=torch.float32)}, **values}, path)
+    result = run_cli("inspect", str(path), "--key", "state_dict", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["num_tensors"] == 1 and report["security"]["verdict"] == "safe"

@@ -1221,6 +1221,10 @@ def _joined(where: str, part: str) -> str:
 
 # The opcodes through which a pickle imports a global: GLOBAL, INST, STACK_GLOBAL, EXT1, EXT2, EXT4.
 _IMPORT_OPCODES = (b"c", b"i", b"\x93", b"\x82", b"\x83", b"\x84")
+# A memo index from 65,536 up (opcodes.MIN_HOSTILE_MEMO_INDEX), as LONG_BINPUT (r and 4 bytes, little-endian) or PUT
+# (p and a line of digits, which Python reads as int does: "+1_000_000" too) writes it: a pickle of no PROTO and no
+# import can still set memory aside. b"Nr\x00\x00\x00\x01." (7 bytes, a protocol 1 pickle) took pickle.loads 262 MB.
+_LARGE_MEMO_INDEX = re.compile(rb"r(?:..[^\x00].|...[^\x00])|p[^\n]{5,}\n", re.DOTALL)
 
 
 def _refuse_pickles_in_buffers(obj: Any) -> None:
@@ -1247,9 +1251,10 @@ def _refuse_pickles_in_buffers(obj: Any) -> None:
         # is judged alike (the first copy would have been refused), and one holding no byte of an opcode that
         # imports (GLOBAL c, INST i, STACK_GLOBAL, EXT1-4) and no zip names no global, so nothing here refuses it.
         # One that starts like a pickle is scanned all the same: a 9-byte pickle of a memo index (LONG_BINPUT 2**25)
-        # took pickle.loads 490 MB, and imports nothing.
+        # took pickle.loads 490 MB, and imports nothing; so is one that holds such an index with no PROTO before it.
         if (data, buffer) in judged or (data[:4] != b"PK\x03\x04" and not starts_like_a_pickle(data)
-                                        and not any(op in data for op in _IMPORT_OPCODES)):
+                                        and not any(op in data for op in _IMPORT_OPCODES)
+                                        and _LARGE_MEMO_INDEX.search(data) is None):
             continue
         judged.add((data, buffer))
         report = scan_bytes(data)
