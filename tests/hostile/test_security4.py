@@ -216,3 +216,43 @@ def test_bytes_values_that_hold_the_memo_opcodes_letters_are_read(tmp_path: Path
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["num_tensors"] == 1 and report["security"]["verdict"] == "safe"
+
+
+def _hyperparameters() -> dict[str, Any]:
+    """What a Lightning module's save_hyperparameters() or a script's config may keep: plain values only."""
+    return {"lr": 1e-3, "target_modules": frozenset({"q_proj", "v_proj"}), "crop": slice(0, 224, 2),
+            "recent_losses": collections.deque([0.5, 0.25, 0.125], maxlen=100), "empty": frozenset(),
+            "unbounded": collections.deque(["a"])}
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4])
+def test_frozenset_slice_and_deque_are_read_as_the_values_they_are(tmp_path: Path, protocol: int) -> None:
+    from weightdoctor.checkpoint.pytorch_format import RestrictedPickle
+
+    hparams = _hyperparameters()
+    data = pickle.dumps(hparams, protocol)
+    assert scan_bytes(data).verdict == "safe", scan_bytes(data).summary()
+    assert RestrictedPickle.load(io.BytesIO(data)) == hparams
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {"w": torch.arange(4, dtype=torch.float32)}, "hyper_parameters": hparams,
+                "blob": pickle.dumps(hparams, protocol)}, path, pickle_protocol=min(protocol, 2) or 2)
+    result = run_cli("inspect", str(path), "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["num_tensors"] == 1 and report["security"]["verdict"] == "safe"
+
+
+@pytest.mark.parametrize(("data", "words"), [
+    # frozenset and deque of what is no list: each iterates it while the file loads
+    (_global("__builtin__", "frozenset") + b"(" + _global("transformers.training_args", "OptimizerNames") + b"tR.",
+     "calls builtins.frozenset(transformers.training_args.OptimizerNames,): pickle writes one as frozenset(list"),
+    (_global("collections", "deque") + b"(S'abc'\nI3\nI4\ntR.", "calls collections.deque('abc', 3, 4)"),
+    (_global("collections", "deque") + b"((lI1\nI2\ntR.", "calls collections.deque([], 1, 2)"),
+    # range stays unknown: three numbers that set() or Counter() would turn into memory without bound
+    (_global("__builtin__", "set") + b"(" + _global("__builtin__", "xrange") + b"(I1000000000000\ntRtR.",
+     "__builtin__.xrange (unknown"),
+])
+def test_plain_values_called_as_no_pickler_writes_them_are_refused(data: bytes, words: str) -> None:
+    report = scan_bytes(data)
+    assert report.verdict == "suspicious", report.summary()
+    assert words in report.summary(), report.summary()

@@ -693,15 +693,21 @@ def _scan_words(report: ScanReport) -> str:
         "its pickle is safe (static scan: 3 globals torch's weights_only loader allows): torch.load(path,
         weights_only=True) reads it"
     """
+    from weightdoctor.security.policy import PLAIN_VALUE_FORMS
+
     inert = sorted({g.qualified for g in report.globals if g.safety == "inert"})
     # numpy's rebuilds are safe, but torch's weights_only loader allows none of them by default: a numpy array file
     # was said to be read by the advice below, which then failed on numpy._core.multiarray._reconstruct.
     numpy = sorted({g.qualified for g in report.globals if g.module.split(".")[0] == "numpy"} - set(inert))
-    count = len({g.qualified for g in report.globals}) - len(inert) - len(numpy)
+    # frozenset, slice and deque (policy.PLAIN_VALUE_TYPES) are read as they are, but torch's loader refuses them.
+    plain = sorted({g.qualified for g in report.globals if g.qualified in PLAIN_VALUE_FORMS} - set(inert))
+    count = len({g.qualified for g in report.globals}) - len(inert) - len(numpy) - len(plain)
     parts = [f"{counted(count, 'global')} torch's weights_only loader allows"] if count else []
     if numpy:
         listed = ", ".join(numpy[:4]) + (", ..." if len(numpy) > 4 else "")
         parts.append(f"{counted(len(numpy), 'numpy global')} ({listed})")
+    if plain:
+        parts.append(f"{', '.join(plain)}: plain Python values")
     if inert:
         shown = ", ".join(inert[:4]) + (f" and {len(inert) - 4} more" if len(inert) > 4 else "")
         parts.append(f"{shown} read as inert data, never imported")
@@ -711,6 +717,8 @@ def _scan_words(report: ScanReport) -> str:
     refused = [f"{'that' if len(inert) == 1 else 'those'}"] if inert else []
     if numpy:
         refused.append("numpy's globals (unless torch.serialization.safe_globals allows them)")
+    if plain:
+        refused.append(f"{', '.join(plain)}")
     if report.protocol >= 3:
         # torch's restricted loader implements protocol 2's opcodes: protocol 4's FRAME stops it, and protocol 3's
         # bytes opcodes (a protocol 3 pickle without bytes it reads).
@@ -970,6 +978,17 @@ def _inert_safe_globals(report: ScanReport) -> list[Any]:
     # Under each name torch's loader may look it up: `__builtin__.dict` of a protocol-2 pickle as `builtins.dict`.
     stand_ins = {name: stand_in(name) for name in _inert_names(report)}
     return [(stand_ins[name], form) for name in sorted(stand_ins) for form in normalised_names(name)]
+
+
+def _plain_safe_globals(report: ScanReport) -> list[Any]:
+    """frozenset, slice and deque (`policy.PLAIN_VALUE_TYPES`) where the scan found them, the real types under each
+    name torch's loader may look them up by: the scan judged every call of them (`policy.call_problem`)."""
+    from weightdoctor.security.policy import PLAIN_VALUE_FORMS, normalised_names
+
+    types = {"builtins.frozenset": frozenset, "builtins.slice": slice, "collections.deque": collections.deque}
+    found = {g.qualified for g in report.globals if g.qualified in PLAIN_VALUE_FORMS}
+    return [(types[form], form) for form in sorted({f for name in found for f in normalised_names(name)})
+            if form in types]
 
 
 def _numpy_safe_globals(report: ScanReport) -> list[Any]:
@@ -1376,9 +1395,10 @@ _GUARDED: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
 
 
 def _container(target: Any, kind: type, opcode: str) -> Any:
-    # An inert stand-in is filled like the dict or list subclass it stands for; it keeps items, runs nothing.
+    # An inert stand-in is filled like the dict or list subclass it stands for; it keeps items, runs nothing. A deque
+    # is filled as pickle writes one (deque((), maxlen), then APPENDs of its items).
     if type(target) is not kind and not (kind is dict and isinstance(target, dict)) and not (
-            kind is list and isinstance(target, InertObject)):
+            kind is list and (isinstance(target, InertObject) or type(target) is collections.deque)):
         raise RefusedByPolicy(f"refused {opcode} on {type(target).__name__}: it fills a {kind.__name__} only")
     return target
 
@@ -1871,7 +1891,8 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
                        if "meta.yaml" in names else "") + "; unzip it and point at one")
             raise CorruptCheckpoint("zip archive has no data.pkl record (not a torch.save file, or damaged)")
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals(report) + _inert_safe_globals(report)), \
+        with torch.serialization.safe_globals(_numpy_safe_globals(report) + _inert_safe_globals(report)
+                                              + _plain_safe_globals(report)), \
                 warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             # torch's deprecation notices (TypedStorage, quantized tensors) are not about the file: not shown.
@@ -1885,7 +1906,10 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
         # SETITEMS fills a dict of two items or more, SETITEM one of a single item (a Lightning checkpoint whose
         # AttributeDict of hyper-parameters holds one): torch refuses both on a stand-in, each in its own words.
         fills_inert = "Can only SETITEM" in message and bool(_inert_safe_globals(report))
-        if "Unsupported operand" not in message and not fills_inert:
+        # Nor a deque, which pickle fills by APPEND or APPENDS: torch's loader appends to lists alone.
+        fills_deque = ("Can only append to lists" in message or "Can only extend lists" in message) and any(
+            real is collections.deque for real, _ in _plain_safe_globals(report))
+        if "Unsupported operand" not in message and not fills_inert and not fills_deque:
             raise UnsafePickle(message) from exc
         # Not a security matter: torch's restricted loader implements the opcodes of protocol 2 only, and
         # `torch.save(..., pickle_protocol=4)` files are real; it fills no dict subclass either (Lightning's

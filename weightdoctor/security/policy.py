@@ -321,7 +321,20 @@ NUMPY_GLOBALS: frozenset[str] = frozenset({
 _NUMPY_DTYPE_CLASS = re.compile(r"^numpy\.dtypes\.[A-Z][A-Za-z0-9]*DType$")
 # Plain pickles of protocols 0-2 write an empty bytes object as a call to `bytes()`; numpy writes an empty
 # array's data that way. Calls with a size are refused (see `call_problem`).
-PLAIN_PICKLE_GLOBALS: frozenset[str] = frozenset({"builtins.bytes"})
+# Plain Python values pickle writes as a call of their own built-in type, each made from what the call holds and
+# running nothing of the pickle's choosing: frozenset([items]) (protocols 0 to 3; 4 has FROZENSET), slice(start,
+# stop, step), deque((), maxlen) and APPENDs of its items. A Lightning module's save_hyperparameters(), a script's
+# config or a training state may hold them; torch's weights_only loader refuses them. Read only as pickle writes them
+# (`_plain_value_problem`): frozenset or deque called on anything but a list or tuple iterates it (an enum class's
+# metaclass __iter__). Not range: range(10**12) is three numbers that set(), Counter() or torch.Size() would each
+# turn into memory without bound.
+PLAIN_VALUE_TYPES: frozenset[str] = frozenset({"builtins.frozenset", "builtins.slice", "collections.deque"})
+PLAIN_PICKLE_GLOBALS: frozenset[str] = frozenset({"builtins.bytes", *PLAIN_VALUE_TYPES})
+# Every text a pickle may write for them, as the walk and the reader see calls.
+PLAIN_VALUE_FORMS: frozenset[str] = frozenset(
+    {*PLAIN_VALUE_TYPES,
+     *(f"__builtin__.{n.partition('.')[2]}" for n in PLAIN_VALUE_TYPES if n.startswith("builtins.")),
+     *(f"{m}.{n}" for (m, n), loaded in _compat_pickle.NAME_MAPPING.items() if ".".join(loaded) in PLAIN_VALUE_TYPES)})
 
 # Safe globals that, called with a size, make memory nothing fills: uninitialised bytes of this process would
 # become weights (and be written out by convert). A weights file passes these classes as arguments (the array
@@ -362,6 +375,7 @@ WATCHED_CALLS: frozenset[str] = frozenset(
     | {_FRACTION, _ENCODE, _DECIMAL} | _SCALAR
     | {"numpy.dtype"}  # its BUILD states, judged by `build_problem`
     | frozenset(INERT_CONSTRUCTION) | {"collections.defaultdict", _ORDERED_DICT} | RECONSTRUCTOR | NAMED_TYPE_FORMS
+    | PLAIN_VALUE_FORMS
 )
 # The flags a structured dtype's state may hold (numpy's NPY_FROM_FIELDS, NPY_NEEDS_PYAPI, NPY_ALIGNED_STRUCT): what
 # its fields pass on. Never NPY_ITEM_IS_POINTER (0x4), NPY_USE_GETITEM (0x20), NPY_USE_SETITEM (0x40).
@@ -515,6 +529,8 @@ def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]
         return _inert_call_problem(full, how, args, opcode)
     if full == _ORDERED_DICT:
         return _ordered_dict_problem(args, name_of)
+    if full in PLAIN_VALUE_TYPES:
+        return _plain_value_problem(full, args, name_of)
     if full == "collections.defaultdict":
         factory = args[0] if isinstance(args, tuple) and args else None
         named = name_of(factory) if factory is not None else None
@@ -620,6 +636,33 @@ def _ordered_dict_problem(args: Any, name_of: Callable[[Any], str | None]) -> st
     return (f"calls {_ORDERED_DICT} on {said}: pickle writes an OrderedDict as OrderedDict() and its items "
             "(Python 2 as OrderedDict of a list of [key, value] pairs), and a call on anything else iterates it, "
             "running its __iter__ (an enum class's, of its metaclass) while the file loads")
+
+
+def _plain_value_problem(full: str, args: Any, name_of: Callable[[Any], str | None]) -> str | None:
+    """Why a call to one of `PLAIN_VALUE_TYPES` is refused, or None when it is how pickle writes the value: frozenset()
+    or frozenset(list), slice of one to three values, deque() or deque(list or tuple, maxlen) with maxlen an int or
+    None.
+
+    Example:
+        >>> _plain_value_problem("builtins.slice", (0, 10, 2), lambda value: None) is None
+        True
+    """
+    said = _shown_args(args, name_of)
+    if not isinstance(args, tuple):
+        return f"calls {full}{said}: the scan cannot read its arguments, and pickle writes them as literals"
+    sequence = len(args) >= 1 and type(args[0]) in (list, tuple)
+    fits = {
+        "builtins.frozenset": args == () or (len(args) == 1 and sequence),
+        "builtins.slice": 1 <= len(args) <= 3,
+        "collections.deque": args == () or (sequence and (len(args) == 1 or (
+            len(args) == 2 and (args[1] is None or type(args[1]) is int)))),
+    }[full]
+    if fits:
+        return None
+    written = {"builtins.frozenset": "frozenset(list of its items)", "builtins.slice": "slice(start, stop, step)",
+               "collections.deque": "deque((), maxlen) and its items appended"}[full]
+    return (f"calls {full}{said}: pickle writes one as {written}, and a call on anything else iterates "
+            "what it holds while the file loads (an enum class's members, by its metaclass's __iter__)")
 
 
 def _reconstructor_problem(full: str, args: Any, name_of: Callable[[Any], str | None], opcode: str) -> str | None:
