@@ -330,6 +330,16 @@ _NUMPY_DTYPE_CLASS = re.compile(r"^numpy\.dtypes\.[A-Z][A-Za-z0-9]*DType$")
 # turn into memory without bound.
 PLAIN_VALUE_TYPES: frozenset[str] = frozenset({"builtins.frozenset", "builtins.slice", "collections.deque"})
 PLAIN_PICKLE_GLOBALS: frozenset[str] = frozenset({"builtins.bytes", *PLAIN_VALUE_TYPES})
+# The containers pickle writes as a call on a list of their items (or pairs), each made for that call alone: set,
+# frozenset, deque, Counter and OrderedDict. Each such call copies every item of the list, so a list the pickle
+# fetches again from its memo and hands to one call after another makes memory the file does not hold: one list of
+# 10,000 ints and 1,000 calls of set on it (a 59 KB file) took pickle.loads 515 MB (`opcodes._walk` refuses it).
+COPYING_CALLS: frozenset[str] = frozenset(
+    {f"{m}.{n}" for name in ("builtins.set", "builtins.frozenset", "collections.deque", "collections.Counter",
+                             "collections.OrderedDict")
+     for m, n in [tuple(name.rsplit(".", 1)), *((k for k, v in _compat_pickle.NAME_MAPPING.items()
+                                                 if ".".join(v) == name))]}
+    | {"__builtin__.set", "__builtin__.frozenset"})
 # Every text a pickle may write for them, as the walk and the reader see calls.
 PLAIN_VALUE_FORMS: frozenset[str] = frozenset(
     {*PLAIN_VALUE_TYPES,
