@@ -430,8 +430,8 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 walk.problems.append((position, f"{opcode} calls {qualified} on a list the pickle fetched again from "
                                       "its memo: each call copies every item it holds, so one list handed to call "
                                       "after call makes memory the file does not hold (a 59 KB file of one "
-                                      "10,000-int list and 1,000 set calls on it took pickle.loads 515 MB), where "
-                                      "pickle writes each container's items for it alone"))
+                                      "10,000-int list and 1,000 set calls on it: a process that pickle.loads it "
+                                      "peaks at 515 MB), where pickle writes each container's items for it alone"))
             if qualified == "collections.OrderedDict":
                 made = OpaqueDict(args != ())
                 if isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], (list, tuple)):

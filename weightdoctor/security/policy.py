@@ -333,7 +333,8 @@ PLAIN_PICKLE_GLOBALS: frozenset[str] = frozenset({"builtins.bytes", *PLAIN_VALUE
 # The containers pickle writes as a call on a list of their items (or pairs), each made for that call alone: set,
 # frozenset, deque, Counter and OrderedDict. Each such call copies every item of the list, so a list the pickle
 # fetches again from its memo and hands to one call after another makes memory the file does not hold: one list of
-# 10,000 ints and 1,000 calls of set on it (a 59 KB file) took pickle.loads 515 MB (`opcodes._walk` refuses it).
+# 10,000 ints and 1,000 calls of set on it (a 59 KB file): a process that pickle.loads it peaks at 515 MB
+# (`opcodes._walk` refuses it).
 COPYING_CALLS: frozenset[str] = frozenset(
     {f"{m}.{n}" for name in ("builtins.set", "builtins.frozenset", "collections.deque", "collections.Counter",
                              "collections.OrderedDict")
