@@ -693,15 +693,21 @@ def _scan_words(report: ScanReport) -> str:
         "its pickle is safe (static scan: 3 globals torch's weights_only loader allows): torch.load(path,
         weights_only=True) reads it"
     """
+    from weightdoctor.security.policy import PLAIN_VALUE_FORMS
+
     inert = sorted({g.qualified for g in report.globals if g.safety == "inert"})
     # numpy's rebuilds are safe, but torch's weights_only loader allows none of them by default: a numpy array file
     # was said to be read by the advice below, which then failed on numpy._core.multiarray._reconstruct.
     numpy = sorted({g.qualified for g in report.globals if g.module.split(".")[0] == "numpy"} - set(inert))
-    count = len({g.qualified for g in report.globals}) - len(inert) - len(numpy)
+    # frozenset, slice and deque (policy.PLAIN_VALUE_TYPES) are read as they are, but torch's loader refuses them.
+    plain = sorted({g.qualified for g in report.globals if g.qualified in PLAIN_VALUE_FORMS} - set(inert))
+    count = len({g.qualified for g in report.globals}) - len(inert) - len(numpy) - len(plain)
     parts = [f"{counted(count, 'global')} torch's weights_only loader allows"] if count else []
     if numpy:
         listed = ", ".join(numpy[:4]) + (", ..." if len(numpy) > 4 else "")
         parts.append(f"{counted(len(numpy), 'numpy global')} ({listed})")
+    if plain:
+        parts.append(f"{', '.join(plain)}: plain Python values")
     if inert:
         shown = ", ".join(inert[:4]) + (f" and {len(inert) - 4} more" if len(inert) > 4 else "")
         parts.append(f"{shown} read as inert data, never imported")
@@ -711,6 +717,8 @@ def _scan_words(report: ScanReport) -> str:
     refused = [f"{'that' if len(inert) == 1 else 'those'}"] if inert else []
     if numpy:
         refused.append("numpy's globals (unless torch.serialization.safe_globals allows them)")
+    if plain:
+        refused.append(f"{', '.join(plain)}")
     if report.protocol >= 3:
         # torch's restricted loader implements protocol 2's opcodes: protocol 4's FRAME stops it, and protocol 3's
         # bytes opcodes (a protocol 3 pickle without bytes it reads).
@@ -972,6 +980,17 @@ def _inert_safe_globals(report: ScanReport) -> list[Any]:
     return [(stand_ins[name], form) for name in sorted(stand_ins) for form in normalised_names(name)]
 
 
+def _plain_safe_globals(report: ScanReport) -> list[Any]:
+    """frozenset, slice and deque (`policy.PLAIN_VALUE_TYPES`) where the scan found them, the real types under each
+    name torch's loader may look them up by: the scan judged every call of them (`policy.call_problem`)."""
+    from weightdoctor.security.policy import PLAIN_VALUE_FORMS, normalised_names
+
+    types = {"builtins.frozenset": frozenset, "builtins.slice": slice, "collections.deque": collections.deque}
+    found = {g.qualified for g in report.globals if g.qualified in PLAIN_VALUE_FORMS}
+    return [(types[form], form) for form in sorted({f for name in found for f in normalised_names(name)})
+            if form in types]
+
+
 def _numpy_safe_globals(report: ScanReport) -> list[Any]:
     """The numpy rebuilds the scan found (all classified safe), as torch's `safe_globals` wants them."""
     names = {g.qualified for g in report.globals if g.module.split(".")[0] == "numpy"}
@@ -1147,13 +1166,16 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
 def _check_dict_state(state: Any) -> None:
     """An ordered dict's BUILD state may add attributes (torch's `_metadata`), never shadow its methods: an
-    instance attribute `items` or `keys` would hide the tensors it holds from every reader."""
+    instance attribute `items` or `keys` would hide the tensors it holds from every reader, and a special name that
+    OrderedDict leaves to object or dict (`__deepcopy__`, `__getattr__`) would answer copy.deepcopy of it."""
+    from weightdoctor.security.opcodes import dunder_key
+
     parts = state if isinstance(state, tuple) else (state,)
     for part in parts:
         if part is None or (isinstance(part, dict) and not part):
             continue
         if (not isinstance(part, dict) or isinstance(state, tuple)
-                or any(not isinstance(k, str) or hasattr(collections.OrderedDict, k) for k in part)):
+                or any(not isinstance(k, str) or hasattr(collections.OrderedDict, k) or dunder_key(k) for k in part)):
             raise RefusedByPolicy(
                 "refused BUILD on OrderedDict: its state sets "
                 f"{sorted(map(str, part))[:3] if isinstance(part, dict) else type(part).__name__}, which would "
@@ -1218,6 +1240,10 @@ def _joined(where: str, part: str) -> str:
 
 # The opcodes through which a pickle imports a global: GLOBAL, INST, STACK_GLOBAL, EXT1, EXT2, EXT4.
 _IMPORT_OPCODES = (b"c", b"i", b"\x93", b"\x82", b"\x83", b"\x84")
+# A memo index from 65,536 up (opcodes.MIN_HOSTILE_MEMO_INDEX), as LONG_BINPUT (r and 4 bytes, little-endian) or PUT
+# (p and a line of digits, which Python reads as int does: "+1_000_000" too) writes it: a pickle of no PROTO and no
+# import can still set memory aside. b"Nr\x00\x00\x00\x01." (7 bytes, a protocol 1 pickle) took pickle.loads 262 MB.
+_LARGE_MEMO_INDEX = re.compile(rb"r(?:..[^\x00].|...[^\x00])|p[^\n]{5,}\n", re.DOTALL)
 
 
 def _refuse_pickles_in_buffers(obj: Any) -> None:
@@ -1244,9 +1270,10 @@ def _refuse_pickles_in_buffers(obj: Any) -> None:
         # is judged alike (the first copy would have been refused), and one holding no byte of an opcode that
         # imports (GLOBAL c, INST i, STACK_GLOBAL, EXT1-4) and no zip names no global, so nothing here refuses it.
         # One that starts like a pickle is scanned all the same: a 9-byte pickle of a memo index (LONG_BINPUT 2**25)
-        # took pickle.loads 490 MB, and imports nothing.
+        # took pickle.loads 490 MB, and imports nothing; so is one that holds such an index with no PROTO before it.
         if (data, buffer) in judged or (data[:4] != b"PK\x03\x04" and not starts_like_a_pickle(data)
-                                        and not any(op in data for op in _IMPORT_OPCODES)):
+                                        and not any(op in data for op in _IMPORT_OPCODES)
+                                        and _LARGE_MEMO_INDEX.search(data) is None):
             continue
         judged.add((data, buffer))
         report = scan_bytes(data)
@@ -1368,9 +1395,10 @@ _GUARDED: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
 
 
 def _container(target: Any, kind: type, opcode: str) -> Any:
-    # An inert stand-in is filled like the dict or list subclass it stands for; it keeps items, runs nothing.
+    # An inert stand-in is filled like the dict or list subclass it stands for; it keeps items, runs nothing. A deque
+    # is filled as pickle writes one (deque((), maxlen), then APPENDs of its items).
     if type(target) is not kind and not (kind is dict and isinstance(target, dict)) and not (
-            kind is list and isinstance(target, InertObject)):
+            kind is list and (isinstance(target, InertObject) or type(target) is collections.deque)):
         raise RefusedByPolicy(f"refused {opcode} on {type(target).__name__}: it fills a {kind.__name__} only")
     return target
 
@@ -1863,7 +1891,8 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
                        if "meta.yaml" in names else "") + "; unzip it and point at one")
             raise CorruptCheckpoint("zip archive has no data.pkl record (not a torch.save file, or damaged)")
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals(report) + _inert_safe_globals(report)), \
+        with torch.serialization.safe_globals(_numpy_safe_globals(report) + _inert_safe_globals(report)
+                                              + _plain_safe_globals(report)), \
                 warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             # torch's deprecation notices (TypedStorage, quantized tensors) are not about the file: not shown.
@@ -1877,7 +1906,10 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
         # SETITEMS fills a dict of two items or more, SETITEM one of a single item (a Lightning checkpoint whose
         # AttributeDict of hyper-parameters holds one): torch refuses both on a stand-in, each in its own words.
         fills_inert = "Can only SETITEM" in message and bool(_inert_safe_globals(report))
-        if "Unsupported operand" not in message and not fills_inert:
+        # Nor a deque, which pickle fills by APPEND or APPENDS: torch's loader appends to lists alone.
+        fills_deque = ("Can only append to lists" in message or "Can only extend lists" in message) and any(
+            real is collections.deque for real, _ in _plain_safe_globals(report))
+        if "Unsupported operand" not in message and not fills_inert and not fills_deque:
             raise UnsafePickle(message) from exc
         # Not a security matter: torch's restricted loader implements the opcodes of protocol 2 only, and
         # `torch.save(..., pickle_protocol=4)` files are real; it fills no dict subclass either (Lightning's

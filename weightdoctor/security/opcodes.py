@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from weightdoctor.errors import clip_words
-from weightdoctor.security.policy import BUILT_FROM_DICT, NEVER_BUILT, RECONSTRUCTION_GLOBALS, RECONSTRUCTOR
+from weightdoctor.security.policy import (
+    BUILT_FROM_DICT,
+    COPYING_CALLS,
+    NEVER_BUILT,
+    RECONSTRUCTION_GLOBALS,
+    RECONSTRUCTOR,
+)
 
 HIGHEST_PROTOCOL = 5
 # Longest line a text opcode (GLOBAL, INST, protocol 0 strings) may have; without a bound pickletools
@@ -48,12 +54,31 @@ OPAQUE = _Opaque()
 class OpaqueDict(_Opaque):
     """A dict the pickle built (EMPTY_DICT, DICT, `collections.OrderedDict(...)`), its items unknown but whether it has
     any: told apart from a call's result, which may return anything (`builtins.tuple(...)` a slot state pair), for
-    `policy.build_problem`, and an empty one from a filled one, for a tensor's backward hooks."""
+    `policy.build_problem`, and an empty one from a filled one, for a tensor's backward hooks. `dunder` is the first
+    key of the form `__name__` the pickle set in it, for BUILD (see `dunder_key`)."""
 
-    __slots__ = ("filled",)
+    __slots__ = ("filled", "dunder")
 
     def __init__(self, filled: bool = False) -> None:
         self.filled = filled
+        self.dunder: str | None = None
+
+    def keyed(self, keys: Any) -> None:
+        """Note the keys set in this dict (SETITEM, SETITEMS, DICT, OrderedDict's pairs): the first dunder name."""
+        if self.dunder is None:
+            self.dunder = next((k for k in keys if dunder_key(k)), None)
+
+
+def dunder_key(key: Any) -> bool:
+    """Whether `key` names a special attribute (`__deepcopy__`, `__reduce_ex__`): a BUILD whose state sets one puts
+    it in the instance's __dict__, where copy.deepcopy, copy.copy and pickle (a re-save: torch.save, convert) look it
+    up by getattr before the class's own and call it. No pickler writes one: an instance's __dict__ holds its fields.
+
+    Example:
+        >>> dunder_key("__deepcopy__"), dunder_key("_metadata"), dunder_key("__")
+        (True, False, False)
+    """
+    return isinstance(key, str) and len(key) > 4 and key.startswith("__") and key.endswith("__")
 
 
 # The rebuild functions that set a tensor's `_backward_hooks` from an argument (its index), which torch.save always
@@ -62,6 +87,13 @@ class OpaqueDict(_Opaque):
 HOOKS_ARGUMENT: dict[str, int] = {
     "torch._utils._rebuild_tensor_v2": 5, "torch._utils._rebuild_parameter": 2,
     "torch._utils._rebuild_parameter_with_state": 2, "torch._utils._rebuild_qtensor": 6,
+}
+
+
+# The rebuild functions that setattr each item of an argument (its index) on the tensor they make (torch/_utils.py's
+# `_set_obj_state`): a tensor subclass's or Parameter's Python attributes.
+STATE_ARGUMENT: dict[str, int] = {
+    "torch._tensor._rebuild_from_type_v2": 3, "torch._utils._rebuild_parameter_with_state": 3,
 }
 
 
@@ -144,6 +176,9 @@ class PickleWalk:
     pushed: dict[str, int] = field(default_factory=dict)
     counted_items: int = 0
     counted: dict[int, tuple[Any, tuple[str, ...]]] = field(default_factory=dict)
+    # Each non-empty list or tuple a memo GET or DUP pushed again, by its id (kept, so that no other takes its id):
+    # a call of `policy.COPYING_CALLS` on one is refused.
+    fetched: dict[int, Any] = field(default_factory=dict)
 
 
 # Items of a memo value looked into for `PickleWalk.pushed` (a GET of a larger list or tuple holding one of those
@@ -390,11 +425,31 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
             # OrderedDict() opens every tensor's backward hooks: only a call with arguments is worth recording.
             if qualified in watch and (args != () or qualified != "collections.OrderedDict"):
                 walk.calls.append(GlobalCall(callee, args, opcode, position))
+            if qualified in COPYING_CALLS and walk.fetched and isinstance(args, tuple) and not walk.problems and (
+                    id(args) in walk.fetched or (args and id(args[0]) in walk.fetched)):
+                walk.problems.append((position, f"{opcode} calls {qualified} on a list the pickle fetched again from "
+                                      "its memo: each call copies every item it holds, so one list handed to call "
+                                      "after call makes memory the file does not hold (a 59 KB file of one "
+                                      "10,000-int list and 1,000 set calls on it: a process that pickle.loads it "
+                                      "peaks at 515 MB), where pickle writes each container's items for it alone"))
             if qualified == "collections.OrderedDict":
-                return OpaqueDict(args != ())
+                made = OpaqueDict(args != ())
+                if isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], (list, tuple)):
+                    made.keyed(pair[0] for pair in args[0] if isinstance(pair, (list, tuple)) and pair)
+                return made
             at = HOOKS_ARGUMENT.get(qualified)
             if at is not None and isinstance(args, tuple) and len(args) > at:
                 hooks.append((position, qualified, args[at]))
+            at = STATE_ARGUMENT.get(qualified)
+            if at is not None and isinstance(args, tuple) and len(args) > at:
+                state = args[at]
+                special = next((p.dunder for p in (state if isinstance(state, tuple) else (state,))
+                                if p.__class__ is OpaqueDict and p.dunder), None)
+                if special is not None and not walk.problems:
+                    walk.problems.append((position, f"{qualified} sets {special} on a tensor through its state "
+                                          "(setattr of each item): copy.deepcopy, copy.copy and pickle (a re-save) "
+                                          "look it up on the instance before its class and call it, where torch "
+                                          "writes a tensor subclass's fields, never a special method"))
             if built_global(qualified) and "numpy.dtype" in watch:
                 return Made(callee, args)
             if qualified in RECONSTRUCTOR and "numpy.dtype" in watch and isinstance(args, tuple) and args \
@@ -435,6 +490,9 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                     stack.append(memo[arg])
                 except KeyError:
                     raise _StackError(f"memo entry {arg} is read before it is written") from None
+                got = stack[-1]
+                if (got.__class__ is list or got.__class__ is tuple) and got:
+                    walk.fetched[id(got)] = got
                 if walk.pushed:
                     _count_pushed(walk, stack[-1], position)
             elif name == "MARK":
@@ -484,6 +542,8 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 _pop_mark(stack)
             elif name == "DUP":
                 stack.append(_top(stack))
+                if (stack[-1].__class__ is list or stack[-1].__class__ is tuple) and stack[-1]:
+                    walk.fetched[id(stack[-1])] = stack[-1]
                 if walk.pushed:
                     _count_pushed(walk, stack[-1], position)
             elif name == "MEMOIZE":
@@ -536,6 +596,15 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
             elif name == "BUILD":
                 state = _pop(stack)
                 target = _top(stack)
+                parts = state if isinstance(state, tuple) else (state,)
+                special = next((p.dunder for p in parts if p.__class__ is OpaqueDict and p.dunder), None)
+                if special is not None and not walk.problems:
+                    # torch's weights_only loader updates an OrderedDict's __dict__ with a BUILD's state, and
+                    # pickle.load any object's: state_dict.__deepcopy__ then answered copy.deepcopy(state_dict).
+                    walk.problems.append((position, f"BUILD sets {special} on an object through its state: "
+                                          "copy.deepcopy, copy.copy and pickle (a re-save) look it up on the "
+                                          "instance before its class and call it, where pickle writes an object's "
+                                          "fields, never a special method"))
                 if isinstance(target, Made):
                     walk.calls.append(GlobalCall(target.callee, (target.args, state), name, position))
                 elif isinstance(target, GlobalImport):
@@ -553,7 +622,11 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 stack.append(_pop_mark(stack))
             elif name in ("DICT", "FROZENSET"):
                 items = _pop_mark(stack)
-                stack.append(OpaqueDict(bool(items)) if name == "DICT" else OPAQUE)
+                if name == "DICT":
+                    stack.append(OpaqueDict(bool(items)))
+                    stack[-1].keyed(items[0::2])
+                else:
+                    stack.append(OPAQUE)
             elif name == "APPEND":
                 item = _pop(stack)
                 target = _top(stack)
@@ -574,6 +647,8 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 target = _top(stack)
                 if target.__class__ is OpaqueDict:
                     target.filled = True
+                    if target.dunder is None and dunder_key(key):
+                        target.dunder = key
                 elif isinstance(target, list):
                     _set_list_item(target, key, value)
                     walk.counted.pop(id(target), None)
@@ -582,6 +657,8 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 target = _top(stack)
                 if items and target.__class__ is OpaqueDict:
                     target.filled = True
+                    if name == "SETITEMS":
+                        target.keyed(items[0::2])
                 elif name == "SETITEMS" and isinstance(target, list):
                     walk.counted.pop(id(target), None)
                     for index in range(0, len(items) - 1, 2):

@@ -33,6 +33,21 @@ TRAINING_ARGUMENTS: frozenset[str] = frozenset({
         ("nash_md", "NashMD"), ("xpo", "XPO"), ("rloo", "RLOO"))),
 })
 
+# A DeepSpeed run's TrainingArguments (its `deepspeed` field set) holds transformers' HfTrainerDeepSpeedConfig as
+# `hf_deepspeed_config` and accelerate's DeepSpeedPlugin as `deepspeed_plugin` (training_args.py's __post_init__), and
+# the plugin holds the same config as `hf_ds_config` and, once an Accelerator selected it, transformers'
+# HfDeepSpeedConfig as `dschf`; launched by `accelerate launch` with a config file, the plugin holds accelerate's own
+# HfDeepSpeedConfig. Each is a plain class (the plugin a dataclass) pickled by NEWOBJ and a BUILD of its __dict__:
+# the DeepSpeed config dict, the ZeRO stage, an offload flag, a torch dtype, a list of mismatches. None defines
+# __setstate__ or __reduce__; their __init__ reads the JSON file a path names and sets a module-level weakref, and
+# DeepSpeedPlugin's __post_init__ reads ACCELERATE_DEEPSPEED_* variables, so a call to one stays refused.
+# transformers 4.46 and older defined the two configs in transformers.deepspeed, which pickles name so.
+DEEPSPEED_CONFIGS: frozenset[str] = frozenset({
+    "accelerate.utils.dataclasses.DeepSpeedPlugin", "accelerate.utils.deepspeed.HfDeepSpeedConfig",
+    *(f"transformers.{module}.{name}" for module in ("integrations.deepspeed", "deepspeed")
+      for name in ("HfDeepSpeedConfig", "HfTrainerDeepSpeedConfig")),
+})
+
 # The enums TrainingArguments' fields hold, each pickled as Enum(value): one string, a member's value. See
 # `call_problem` and `build_problem`.
 TRAINING_ENUMS: frozenset[str] = frozenset({
@@ -95,6 +110,8 @@ INERT_GLOBALS: frozenset[str] = frozenset({
     # 5 writes; Seq2SeqTrainer's subclass is the same data.
     *TRAINING_ARGUMENTS, "transformers.trainer_pt_utils.AcceleratorConfig", "accelerate.state.PartialState",
     *TRAINING_ENUMS,
+    # A DeepSpeed run's training_args.bin: see DEEPSPEED_CONFIGS.
+    *DEEPSPEED_CONFIGS,
 })
 
 # Inert classes whose own code, run by a call, does what a configuration object must not: a pickle builds them as
@@ -106,6 +123,7 @@ INERT_GLOBALS: frozenset[str] = frozenset({
 # built by NEWOBJ, only has its fields set (none defines __setstate__, __setattr__ or a property setter).
 BUILT_BY_NEW: frozenset[str] = frozenset({
     *TRAINING_ARGUMENTS, "transformers.trainer_pt_utils.AcceleratorConfig", "accelerate.state.PartialState",
+    *DEEPSPEED_CONFIGS,
 })
 
 # How a genuine file builds each inert class: a name's being inert says nothing of what the pickle does with it, and
@@ -303,7 +321,31 @@ NUMPY_GLOBALS: frozenset[str] = frozenset({
 _NUMPY_DTYPE_CLASS = re.compile(r"^numpy\.dtypes\.[A-Z][A-Za-z0-9]*DType$")
 # Plain pickles of protocols 0-2 write an empty bytes object as a call to `bytes()`; numpy writes an empty
 # array's data that way. Calls with a size are refused (see `call_problem`).
-PLAIN_PICKLE_GLOBALS: frozenset[str] = frozenset({"builtins.bytes"})
+# Plain Python values pickle writes as a call of their own built-in type, each made from what the call holds and
+# running nothing of the pickle's choosing: frozenset([items]) (protocols 0 to 3; 4 has FROZENSET), slice(start,
+# stop, step), deque((), maxlen) and APPENDs of its items. A Lightning module's save_hyperparameters(), a script's
+# config or a training state may hold them; torch's weights_only loader refuses them. Read only as pickle writes them
+# (`_plain_value_problem`): frozenset or deque called on anything but a list or tuple iterates it (an enum class's
+# metaclass __iter__). Not range: range(10**12) is three numbers that set(), Counter() or torch.Size() would each
+# turn into memory without bound.
+PLAIN_VALUE_TYPES: frozenset[str] = frozenset({"builtins.frozenset", "builtins.slice", "collections.deque"})
+PLAIN_PICKLE_GLOBALS: frozenset[str] = frozenset({"builtins.bytes", *PLAIN_VALUE_TYPES})
+# The containers pickle writes as a call on a list of their items (or pairs), each made for that call alone: set,
+# frozenset, deque, Counter and OrderedDict. Each such call copies every item of the list, so a list the pickle
+# fetches again from its memo and hands to one call after another makes memory the file does not hold: one list of
+# 10,000 ints and 1,000 calls of set on it (a 59 KB file): a process that pickle.loads it peaks at 515 MB
+# (`opcodes._walk` refuses it).
+COPYING_CALLS: frozenset[str] = frozenset(
+    {f"{m}.{n}" for name in ("builtins.set", "builtins.frozenset", "collections.deque", "collections.Counter",
+                             "collections.OrderedDict")
+     for m, n in [tuple(name.rsplit(".", 1)), *((k for k, v in _compat_pickle.NAME_MAPPING.items()
+                                                 if ".".join(v) == name))]}
+    | {"__builtin__.set", "__builtin__.frozenset"})
+# Every text a pickle may write for them, as the walk and the reader see calls.
+PLAIN_VALUE_FORMS: frozenset[str] = frozenset(
+    {*PLAIN_VALUE_TYPES,
+     *(f"__builtin__.{n.partition('.')[2]}" for n in PLAIN_VALUE_TYPES if n.startswith("builtins.")),
+     *(f"{m}.{n}" for (m, n), loaded in _compat_pickle.NAME_MAPPING.items() if ".".join(loaded) in PLAIN_VALUE_TYPES)})
 
 # Safe globals that, called with a size, make memory nothing fills: uninitialised bytes of this process would
 # become weights (and be written out by convert). A weights file passes these classes as arguments (the array
@@ -344,6 +386,7 @@ WATCHED_CALLS: frozenset[str] = frozenset(
     | {_FRACTION, _ENCODE, _DECIMAL} | _SCALAR
     | {"numpy.dtype"}  # its BUILD states, judged by `build_problem`
     | frozenset(INERT_CONSTRUCTION) | {"collections.defaultdict", _ORDERED_DICT} | RECONSTRUCTOR | NAMED_TYPE_FORMS
+    | PLAIN_VALUE_FORMS
 )
 # The flags a structured dtype's state may hold (numpy's NPY_FROM_FIELDS, NPY_NEEDS_PYAPI, NPY_ALIGNED_STRUCT): what
 # its fields pass on. Never NPY_ITEM_IS_POINTER (0x4), NPY_USE_GETITEM (0x20), NPY_USE_SETITEM (0x40).
@@ -497,6 +540,8 @@ def call_problem(qualified: str, args: Any, name_of: Callable[[Any], str | None]
         return _inert_call_problem(full, how, args, opcode)
     if full == _ORDERED_DICT:
         return _ordered_dict_problem(args, name_of)
+    if full in PLAIN_VALUE_TYPES:
+        return _plain_value_problem(full, args, name_of)
     if full == "collections.defaultdict":
         factory = args[0] if isinstance(args, tuple) and args else None
         named = name_of(factory) if factory is not None else None
@@ -569,7 +614,8 @@ def _inert_call_problem(full: str, how: str, args: Any, opcode: str) -> str | No
         if full in BUILT_BY_NEW:
             return (f"calls {full}{said}: that runs its __init__ (TrainingArguments' __post_init__ and PartialState "
                     "initialise accelerate and torch.distributed, set environment variables and read the files its "
-                    "fields name), where pickle builds one by NEWOBJ and sets its fields (BUILD)")
+                    "fields name; DeepSpeed's configs read the JSON file a path names), where pickle builds one by "
+                    "NEWOBJ and sets its fields (BUILD)")
         return (f"calls {full}{said} by {opcode}: that runs its __init__, where pickle builds one by NEWOBJ "
                 "(cls.__new__ alone) and then sets its fields or items")
     if how == CALLED_ON_TEXT:
@@ -601,6 +647,33 @@ def _ordered_dict_problem(args: Any, name_of: Callable[[Any], str | None]) -> st
     return (f"calls {_ORDERED_DICT} on {said}: pickle writes an OrderedDict as OrderedDict() and its items "
             "(Python 2 as OrderedDict of a list of [key, value] pairs), and a call on anything else iterates it, "
             "running its __iter__ (an enum class's, of its metaclass) while the file loads")
+
+
+def _plain_value_problem(full: str, args: Any, name_of: Callable[[Any], str | None]) -> str | None:
+    """Why a call to one of `PLAIN_VALUE_TYPES` is refused, or None when it is how pickle writes the value: frozenset()
+    or frozenset(list), slice of one to three values, deque() or deque(list or tuple, maxlen) with maxlen an int or
+    None.
+
+    Example:
+        >>> _plain_value_problem("builtins.slice", (0, 10, 2), lambda value: None) is None
+        True
+    """
+    said = _shown_args(args, name_of)
+    if not isinstance(args, tuple):
+        return f"calls {full}{said}: the scan cannot read its arguments, and pickle writes them as literals"
+    sequence = len(args) >= 1 and type(args[0]) in (list, tuple)
+    fits = {
+        "builtins.frozenset": args == () or (len(args) == 1 and sequence),
+        "builtins.slice": 1 <= len(args) <= 3,
+        "collections.deque": args == () or (sequence and (len(args) == 1 or (
+            len(args) == 2 and (args[1] is None or type(args[1]) is int)))),
+    }[full]
+    if fits:
+        return None
+    written = {"builtins.frozenset": "frozenset(list of its items)", "builtins.slice": "slice(start, stop, step)",
+               "collections.deque": "deque((), maxlen) and its items appended"}[full]
+    return (f"calls {full}{said}: pickle writes one as {written}, and a call on anything else iterates "
+            "what it holds while the file loads (an enum class's members, by its metaclass's __iter__)")
 
 
 def _reconstructor_problem(full: str, args: Any, name_of: Callable[[Any], str | None], opcode: str) -> str | None:
