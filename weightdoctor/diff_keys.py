@@ -1365,9 +1365,16 @@ def _adapterhub_fit(
 # attentions_0_transformer_blocks_0_attn1_to_q`, `lora_te1_text_model_encoder_layers_0_self_attn_q_proj`), then
 # lora_down (r × in), lora_up (out × r) and the scalar alpha. Loaders (diffusers' load_lora_weights, ComfyUI, A1111)
 # map the flat name back to the module: against that module's model every key was an unknown error.
+#
+# LyCORIS (and kohya's LyCORIS network module) saves its other algorithms under the same flat names: LoCon's Tucker
+# form a `lora_mid` core between lora_down and lora_up (r × r × kh × kw, the down and up factors pointwise), LoHa's
+# Hadamard product of two low-rank pairs (`hada_w1_a` @ `hada_w1_b` * `hada_w2_a` @ `hada_w2_b`, Tucker: `hada_t1`,
+# `hada_t2` cores), LoKr's Kronecker product (`lokr_w1` or `lokr_w1_a` @ `lokr_w1_b`, ⊗ `lokr_w2` or `lokr_w2_a` @
+# `lokr_w2_b`, Tucker: `lokr_t2`), DoRA's `dora_scale`. A LoHa or LoKr file, or a LoCon with a lora_mid, against its
+# base was "unknown: these weights will not load" for every key.
 _KOHYA_PAIR = _lazy_regex(
-    r"^(?P<prefix>lora_(?:unet|te\d?|transformer))_(?P<module>[^.]+)\.(?P<part>lora_down|lora_up|alpha|dora_scale)"
-    r"(?:\.weight)?$")
+    r"^(?P<prefix>lora_(?:unet|te\d?|transformer))_(?P<module>[^.]+)\.(?P<part>lora_down|lora_up|lora_mid|alpha|"
+    r"dora_scale|hada_w[12]_[ab]|hada_t[12]|lokr_w[12](?:_[ab])?|lokr_t2)(?:\.weight)?$")
 _KOHYA_PARTS = {"lora_unet": "UNet / transformer", "lora_transformer": "transformer", "lora_te": "text encoder",
                 "lora_te1": "first text encoder", "lora_te2": "second text encoder", "lora_te3": "third text encoder"}
 
@@ -1457,17 +1464,32 @@ def _kohya_ldm_unet_to_diffusers(module: str) -> str | None:
     return mapped[:-1].replace(".", "_") if mapped is not None else None
 
 
+# ComfyUI's single files of the newer models (its CheckpointSave, Comfy-Org's flux1-dev-fp8.safetensors, SD 3.5's):
+# the diffusion model under `model.diffusion_model.` (Flux in Black Forest Labs' layout), each text encoder under
+# `text_encoders.<name>.`, the VAE under `vae.`. kohya's Flux and SD 3 LoRAs name CLIP-L lora_te1, CLIP-G lora_te2
+# and T5-XXL lora_te3, as ComfyUI maps them.
+_KOHYA_COMFY_PARTS = (("lora_unet", "model.diffusion_model."), ("lora_transformer", "model.diffusion_model."),
+                      ("lora_te1", "text_encoders.clip_l.transformer."),
+                      ("lora_te2", "text_encoders.clip_g.transformer."),
+                      ("lora_te3", "text_encoders.t5xxl.transformer."))
+
+
 def _kohya_ldm_modules(specs_b: Mapping[str, KeySpec]) -> dict[str, dict[str, str]]:
-    """For B a single-file (LDM) Stable Diffusion checkpoint: per kohya prefix, B's modules by their kohya flat
-    name (LDM and diffusers UNet names both); {} when B is no such checkpoint."""
+    """For B a single-file (LDM) Stable Diffusion checkpoint, or a ComfyUI one (`model.diffusion_model.` beside
+    `text_encoders.`): per kohya prefix, B's modules by their kohya flat name (LDM and diffusers UNet names both);
+    {} when B is no such checkpoint."""
+    parts = _KOHYA_LDM_PARTS
     if not any(map(_LDM_EVIDENCE.match, specs_b)):
-        return {}
-    tables: dict[str, dict[str, str]] = {prefix: {} for prefix, _ in _KOHYA_LDM_PARTS}
+        if not (any(name.startswith("model.diffusion_model.") for name in specs_b)
+                and any(name.startswith("text_encoders.") for name in specs_b)):
+            return {}
+        parts = _KOHYA_COMFY_PARTS
+    tables: dict[str, dict[str, str]] = {prefix: {} for prefix, _ in parts}
     for name in specs_b:
         if not name.endswith(".weight"):
             continue
         module = name[: -len(".weight")]
-        for prefix, ldm in _KOHYA_LDM_PARTS:
+        for prefix, ldm in parts:
             if module.startswith(ldm):
                 inner = module[len(ldm):]
                 tables[prefix][inner.replace(".", "_")] = module
@@ -1505,6 +1527,13 @@ def _kohya_adapter_fit(
     whys: dict[str, tuple[str, str, str]] = {}
     modules: dict[str, bool] = {}
     ranks: set[int] = set()
+    parts_of: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
+    for name, match in pairs:
+        parts_of[f"{match['prefix']}_{match['module']}"][match["part"]] = specs_a[name].shape
+    lycoris = {module: method for module, held in parts_of.items()
+               if (method := "LoHa" if "hada_w1_a" in held else "LoKr" if any(
+                   part.startswith("lokr_") for part in held) else None)}
+    cores = {module for module, held in parts_of.items() if "lora_mid" in held}
     for name, match in pairs:
         prefix, part = match["prefix"], match["part"]
         if prefix not in found:
@@ -1519,14 +1548,46 @@ def _kohya_adapter_fit(
             continue
         weight = specs_b[module + ".weight"]
         shape = specs_a[name].shape
+        method = lycoris.get(f"{prefix}_{match['module']}", "LoRA")
         if part in ("alpha", "dora_scale"):
-            whys[name] = ("adapter", "info", f"the {part} of the LoRA on {module}")
+            whys[name] = ("adapter", "info", f"the {part} of the {method} on {module}")
             continue
-        if len(shape) >= 2:
+        if method != "LoRA":
+            product = _lycoris_product(method, parts_of[f"{prefix}_{match['module']}"])
+            if weight.dtype not in FLOATING:
+                whys[name] = ("adapter", "info", f"{method} on {module} (stored quantized in B: shapes not compared)")
+                modules.setdefault(module, True)
+            elif product is None:
+                whys[name] = ("adapter", "error", f"{method} on {module}: its factors do not make one product "
+                                                  "(a factor missing, or of another rank)")
+                modules[module] = False
+            elif (product[0], product[1]) != (weight.shape[0], math.prod(weight.shape[1:])):
+                whys[name] = ("adapter", "error", f"{method} on {module}: its product is {product[0]}×{product[1]}, "
+                              f"which does not fit {module}.weight ({'×'.join(map(str, weight.shape))} in B)")
+                modules[module] = False
+            else:
+                whys[name] = ("adapter", "info", f"{method} on {module}.weight")
+                modules.setdefault(module, True)
+            continue
+        tucker = f"{prefix}_{match['module']}" in cores
+        if len(shape) >= 2 and part != "lora_mid":
             ranks.add(shape[0] if part == "lora_down" else shape[1])
         if weight.dtype not in FLOATING:
             whys[name] = ("adapter", "info", f"on {module} (stored quantized in B: shapes not compared)")
             modules.setdefault(module, True)
+        elif part == "lora_mid" or (tucker and part == "lora_down"):
+            # Tucker: the core carries the weight's kernel, the down factor is pointwise (r × in × 1 × 1).
+            fits = (len(shape) == len(weight.shape) and shape[2:] == weight.shape[2:]) if part == "lora_mid" else (
+                len(shape) >= 2 and shape[1] == weight.shape[1] and all(size == 1 for size in shape[2:]))
+            what = "the Tucker core (lora_mid) of the LoRA" if part == "lora_mid" else "LoRA"
+            whys[name] = ("adapter", "info", f"{what} on {module}.weight") if fits else (
+                "adapter", "error", f"{'×'.join(map(str, shape))} does not fit {module}.weight "
+                f"({'×'.join(map(str, weight.shape))} in B): "
+                + ("its kernel is not the weight's" if part == "lora_mid" else "it reads another input width"))
+            if fits:
+                modules.setdefault(module, True)
+            else:
+                modules[module] = False
         elif not _lora_fits(factor := "lora_A" if part == "lora_down" else "lora_B", shape, weight.shape):
             whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {module}.weight "
                           f"({'×'.join(map(str, weight.shape))} in B): {_lora_misfit(factor, shape, weight.shape)}")
@@ -1537,15 +1598,59 @@ def _kohya_adapter_fit(
     for name in missing:
         whys.setdefault(name, ("adapter-base", "info", ""))
     fitting = sum(modules.values())
+    methods = sorted(set(lycoris.values()))
     method = f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})" if ranks else "LoRA"
+    method = ", ".join(([method] if ranks or not methods else []) + methods)
+    if cores:
+        method += f" (Tucker lora_mid on {counted(len(cores), 'module')})"
     parts = ", ".join(_KOHYA_PARTS.get(prefix, prefix) for prefix in sorted(found))
-    note = (f"A is a kohya-style LoRA (lora_down / lora_up / alpha under flat lora_unet_ / lora_te_ names): {method} "
-            f"on {len(modules)} module(s) of the {parts} "
-            f"({'in B, a single-file Stable Diffusion checkpoint' if ldm else 'B'}), {fitting} of them in B with "
-            "shapes that fit; it stores "
-            "no base weights: load it with diffusers' load_lora_weights, ComfyUI or AUTOMATIC1111, which map its "
-            "names to the modules")
+    comfy = ldm and any(name.startswith("text_encoders.") for name in specs_b)
+    where = ("in B, a ComfyUI single-file checkpoint" if comfy else "in B, a single-file Stable Diffusion checkpoint"
+             if ldm else "B")
+    kind = ("a LyCORIS adapter (hada_* / lokr_* / lora_mid beside lora_down / lora_up / alpha under flat lora_unet_ "
+            "/ lora_te_ names)" if methods or cores else
+            "a kohya-style LoRA (lora_down / lora_up / alpha under flat lora_unet_ / lora_te_ names)")
+    loaders = ("ComfyUI, AUTOMATIC1111 / Forge or LyCORIS' create_lycoris_from_weights" if methods or cores else
+               "ComfyUI or Forge" if comfy else "diffusers' load_lora_weights, ComfyUI or AUTOMATIC1111")
+    note = (f"A is {kind}: {method} on {len(modules)} module(s) of the {parts} ({where}), {fitting} of them in B "
+            f"with shapes that fit; it stores no base weights: load it with {loaders}, which map its names to the "
+            "modules")
     return whys, note
+
+
+def _lycoris_product(method: str, held: Mapping[str, tuple[int, ...]]) -> tuple[int, int] | None:
+    """The (out, in × kernel) shape of the update a LyCORIS LoHa or LoKr module's factors make (LyCORIS reshapes
+    it to the weight's shape), or None where they make none.
+
+    Example:
+        >>> _lycoris_product("LoHa", {"hada_w1_a": (32, 4), "hada_w1_b": (4, 288), "hada_w2_a": (32, 4),
+        ...                           "hada_w2_b": (4, 288)})
+        (32, 288)
+        >>> _lycoris_product("LoKr", {"lokr_w1": (4, 4), "lokr_w2_a": (8, 2), "lokr_w2_b": (2, 8)})
+        (32, 32)
+    """
+    def pair(a: str, b: str, core: str | None) -> tuple[int, int] | None:
+        first, second = held.get(a), held.get(b)
+        if first is None or second is None or len(first) != 2 or len(second) < 2:
+            return None
+        if core is not None and core in held:  # Tucker: a (r × out), b (r × in), core (r × r × kernel)
+            kernel = held[core]
+            if len(kernel) < 2 or first[0] != kernel[0] or second[0] != kernel[1]:
+                return None
+            return first[1], second[1] * math.prod(kernel[2:])
+        if first[1] != second[0]:
+            return None
+        return first[0], math.prod(second[1:])
+
+    if method == "LoHa":
+        one, two = pair("hada_w1_a", "hada_w1_b", "hada_t1"), pair("hada_w2_a", "hada_w2_b", "hada_t2")
+        return one if one is not None and one == two else None
+    one = held.get("lokr_w1")
+    w1 = (one[0], math.prod(one[1:])) if one is not None and len(one) >= 2 else pair("lokr_w1_a", "lokr_w1_b", None)
+    two = held.get("lokr_w2")
+    w2 = (two[0], math.prod(two[1:])) if two is not None and len(two) >= 2 else pair("lokr_w2_a", "lokr_w2_b",
+                                                                                      "lokr_t2")
+    return None if w1 is None or w2 is None else (w1[0] * w2[0], w1[1] * w2[1])
 
 
 # The weights whose input is the Flux transformer's hidden width (3072 in FLUX.1), in B: BFL's fused qkv, diffusers'

@@ -1,0 +1,222 @@
+"""A twenty-third round: LoRA families, composite models and odd tensors as their own save code writes them:
+LyCORIS' LoHa (Tucker cores `hada_t1` / `hada_t2`), LoKr (`lokr_w1`, `lokr_w2_a`, Tucker `lokr_t2`), LoCon with a
+Tucker `lora_mid` and DoRA's `dora_scale`, under kohya's flat names, against the single file they adapt; a kohya
+Flux LoRA against a ComfyUI all-in-one Flux checkpoint (`model.diffusion_model.double_blocks.*` beside
+`text_encoders.*` and `vae.*`).
+
+LyCORIS is not installed here: its files are reproduced from LyCORIS 3.x's module code (lycoris/modules/loha.py,
+lokr.py, locon.py: the parameter names and shapes its state_dict saves, `alpha` a buffer), kohya's Flux LoRA from
+sd-scripts' networks/lora_flux.py (lora_unet_<BFL module>, CLIP-L as lora_te1), the ComfyUI single file from the key
+prefixes its CheckpointSave writes for Flux (model.diffusion_model., text_encoders.clip_l.transformer.,
+text_encoders.t5xxl.transformer., vae.).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from tests.helpers import run_json
+
+_CONV = "lora_unet_down_blocks_0_resnets_0_conv1"  # model.diffusion_model.input_blocks.1.0.in_layers.2 (32×32×3×3)
+_LINEAR = "lora_unet_down_blocks_0_attentions_0_proj_in"  # model.diffusion_model.input_blocks.1.1.proj_in (32×32)
+_TEXT = "lora_te_text_model_encoder_layers_0_mlp_fc1"  # cond_stage_model.transformer...fc1 (64×16)
+_LYCORIS_METADATA = {"ss_network_module": "lycoris.kohya", "ss_network_dim": "4", "ss_network_alpha": "4"}
+
+
+def _sd_single_file(path: Path) -> Path:
+    """A (tiny) original Stable Diffusion single file: LDM UNet names under model.diffusion_model., the CLIP text
+    encoder under cond_stage_model.transformer., fp16."""
+    torch.manual_seed(0)
+    tensors = {
+        "model.diffusion_model.input_blocks.1.0.in_layers.2.weight": torch.randn(32, 32, 3, 3),
+        "model.diffusion_model.input_blocks.1.0.in_layers.2.bias": torch.randn(32),
+        "model.diffusion_model.input_blocks.1.1.proj_in.weight": torch.randn(32, 32),
+        "model.diffusion_model.input_blocks.1.1.proj_in.bias": torch.randn(32),
+        "cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.weight": torch.randn(64, 16),
+        "cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.bias": torch.randn(64),
+    }
+    save_file({name: tensor.half() for name, tensor in tensors.items()}, str(path))
+    return path
+
+
+def _save_lycoris(path: Path, tensors: dict[str, torch.Tensor], algo: str) -> Path:
+    save_file({name: tensor.half() for name, tensor in tensors.items()}, str(path),
+              metadata={**_LYCORIS_METADATA, "ss_network_args": json.dumps({"algo": algo, "use_tucker": "True"})})
+    return path
+
+
+def _loha(path: Path, text_in: int = 16) -> Path:
+    """LyCORIS LoHa, rank 4: on the 3×3 conv with Tucker cores (hada_t1 r×r×3×3, hada_w1_a r×out, hada_w1_b r×in),
+    on the Linear plainly (hada_w1_a out×r, hada_w1_b r×in) with DoRA's dora_scale (out×1), on the text encoder's
+    fc1 (its input `text_in` wide)."""
+    torch.manual_seed(1)
+    r = 4
+    tensors: dict[str, torch.Tensor] = {f"{module}.alpha": torch.tensor(4.0) for module in (_CONV, _LINEAR, _TEXT)}
+    for n in ("1", "2"):
+        tensors |= {f"{_CONV}.hada_t{n}": torch.randn(r, r, 3, 3), f"{_CONV}.hada_w{n}_a": torch.randn(r, 32),
+                    f"{_CONV}.hada_w{n}_b": torch.randn(r, 32),
+                    f"{_LINEAR}.hada_w{n}_a": torch.randn(32, r), f"{_LINEAR}.hada_w{n}_b": torch.randn(r, 32),
+                    f"{_TEXT}.hada_w{n}_a": torch.randn(64, r), f"{_TEXT}.hada_w{n}_b": torch.randn(r, text_in)}
+    tensors[f"{_LINEAR}.dora_scale"] = torch.randn(32, 1)
+    return _save_lycoris(path, tensors, "loha")
+
+
+def _lokr(path: Path) -> Path:
+    """LyCORIS LoKr: lokr_w1 ⊗ (lokr_w2_a @ lokr_w2_b) on the Linear (4×4 ⊗ 8×8 = 32×32), with a Tucker lokr_t2 on
+    the conv (4×4 ⊗ 8×(8·3·3)), and lokr_w1_a @ lokr_w1_b ⊗ lokr_w2 on the text encoder's fc1 (8×4 ⊗ 8×4)."""
+    torch.manual_seed(2)
+    r = 4
+    tensors = {f"{module}.alpha": torch.tensor(4.0) for module in (_CONV, _LINEAR, _TEXT)}
+    tensors |= {f"{_LINEAR}.lokr_w1": torch.randn(4, 4), f"{_LINEAR}.lokr_w2_a": torch.randn(8, r),
+                f"{_LINEAR}.lokr_w2_b": torch.randn(r, 8),
+                f"{_CONV}.lokr_w1": torch.randn(4, 4), f"{_CONV}.lokr_t2": torch.randn(r, r, 3, 3),
+                f"{_CONV}.lokr_w2_a": torch.randn(r, 8), f"{_CONV}.lokr_w2_b": torch.randn(r, 8),
+                f"{_TEXT}.lokr_w1_a": torch.randn(8, 2), f"{_TEXT}.lokr_w1_b": torch.randn(2, 4),
+                f"{_TEXT}.lokr_w2": torch.randn(8, 4)}
+    return _save_lycoris(path, tensors, "lokr")
+
+
+def _locon_tucker(path: Path, mid_kernel: int = 3) -> Path:
+    """LyCORIS LoCon with use_tucker: on the 3×3 conv a pointwise lora_down (r×in×1×1), the lora_mid core
+    (r×r×3×3) and a pointwise lora_up (out×r×1×1, zero before training); a plain pair on the Linear."""
+    torch.manual_seed(3)
+    r = 4
+    tensors = {f"{_CONV}.lora_down.weight": torch.randn(r, 32, 1, 1),
+               f"{_CONV}.lora_mid.weight": torch.randn(r, r, mid_kernel, mid_kernel),
+               f"{_CONV}.lora_up.weight": torch.zeros(32, r, 1, 1), f"{_CONV}.alpha": torch.tensor(4.0),
+               f"{_LINEAR}.lora_down.weight": torch.randn(r, 32), f"{_LINEAR}.lora_up.weight": torch.zeros(32, r),
+               f"{_LINEAR}.alpha": torch.tensor(4.0)}
+    return _save_lycoris(path, tensors, "locon")
+
+
+def test_lycoris_loha_and_lokr_against_their_single_file_are_adapters_that_fit(tmp_path: Path) -> None:
+    """A LyCORIS LoHa or LoKr against the single file it adapts was "unknown: no known cause: these weights will
+    not load" for every alpha, hada_t1, lokr_w1_a, dora_scale (and every base weight), worst severity error, where
+    ComfyUI and A1111 apply it: each module is now found in B and the product of its factors checked against the
+    weight's shape."""
+    base = _sd_single_file(tmp_path / "sd.safetensors")
+    for adapter, method in ((_loha(tmp_path / "loha.safetensors"), "LoHa"),
+                            (_lokr(tmp_path / "lokr.safetensors"), "LoKr")):
+        code, data = run_json("diff-keys", str(adapter), str(base))
+        assert code == 0, data
+        assert data["worst_severity"] == "info"
+        assert {entry["reason"] for entry in data["unexpected"]} == {"adapter"}
+        assert {entry["reason"] for entry in data["missing"]} == {"adapter-base"}
+        details = {entry["name"]: entry["detail"] for entry in data["unexpected"]}
+        assert details[f"{_CONV}.alpha"] == (
+            f"the alpha of the {method} on model.diffusion_model.input_blocks.1.0.in_layers.2")
+        core = f"{_CONV}.hada_t1" if method == "LoHa" else f"{_CONV}.lokr_t2"
+        assert details[core] == f"{method} on model.diffusion_model.input_blocks.1.0.in_layers.2.weight"
+        note = " ".join(data["notes"])
+        assert "A is a LyCORIS adapter" in note and f"{method} on 3 module(s)" in note
+        assert "3 of them in B with shapes that fit" in note and "create_lycoris_from_weights" in note
+    details = {entry["name"]: entry["detail"] for entry in run_json(
+        "diff-keys", str(tmp_path / "loha.safetensors"), str(base))[1]["unexpected"]}
+    assert details[f"{_LINEAR}.dora_scale"] == (
+        "the dora_scale of the LoHa on model.diffusion_model.input_blocks.1.1.proj_in")
+
+
+def test_a_loha_whose_product_does_not_fit_is_an_error_naming_both_shapes(tmp_path: Path) -> None:
+    """A LoHa made for a wider text encoder (fc1 reading 32, B's reads 16): its factors' product is named against
+    B's weight, an error; the modules that fit stay info."""
+    base = _sd_single_file(tmp_path / "sd.safetensors")
+    code, data = run_json("diff-keys", str(_loha(tmp_path / "loha.safetensors", text_in=32)), str(base))
+    assert code == 1
+    bad = {entry["name"]: entry for entry in data["unexpected"] if entry["severity"] == "error"}
+    assert set(bad) == {f"{_TEXT}.hada_w{n}_{ab}" for n in "12" for ab in "ab"}
+    assert bad[f"{_TEXT}.hada_w1_b"]["detail"] == (
+        "LoHa on cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1: its product is 64×32, which does "
+        "not fit cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.weight (64×16 in B)")
+    assert "2 of them in B with shapes that fit" in " ".join(data["notes"])
+
+
+def test_a_locon_with_a_tucker_lora_mid_fits_its_convolution(tmp_path: Path) -> None:
+    """LoCon's Tucker form (lora_down 1×1, lora_mid 3×3, lora_up 1×1 on a 3×3 conv) was "unknown: these weights
+    will not load" for all its keys: lora_mid was no kohya part, and a pointwise lora_down on a 3×3 conv does not
+    fit without the core. A core of the wrong kernel is an error."""
+    base = _sd_single_file(tmp_path / "sd.safetensors")
+    code, data = run_json("diff-keys", str(_locon_tucker(tmp_path / "locon.safetensors")), str(base))
+    assert code == 0, data
+    details = {entry["name"]: (entry["severity"], entry["detail"]) for entry in data["unexpected"]}
+    conv = "model.diffusion_model.input_blocks.1.0.in_layers.2"
+    assert details[f"{_CONV}.lora_mid.weight"] == ("info", f"the Tucker core (lora_mid) of the LoRA on {conv}.weight")
+    assert details[f"{_CONV}.lora_down.weight"] == ("info", f"LoRA on {conv}.weight")
+    assert "LoRA (rank 4) (Tucker lora_mid on 1 module) on 2 module(s)" in " ".join(data["notes"])
+    code, data = run_json("diff-keys", str(_locon_tucker(tmp_path / "pointwise.safetensors", mid_kernel=1)),
+                          str(base))
+    assert code == 1
+    details = {entry["name"]: (entry["severity"], entry["detail"]) for entry in data["unexpected"]}
+    assert details[f"{_CONV}.lora_mid.weight"] == (
+        "error", f"4×4×1×1 does not fit {conv}.weight (32×32×3×3 in B): its kernel is not the weight's")
+
+
+def _comfyui_flux(path: Path, hidden: int = 32) -> Path:
+    """A ComfyUI all-in-one Flux file (CheckpointSave's, as Comfy-Org's flux1-dev-fp8.safetensors): the
+    transformer in Black Forest Labs' layout under model.diffusion_model., CLIP-L and T5-XXL under
+    text_encoders.<name>.transformer., the VAE under vae."""
+    torch.manual_seed(4)
+    tensors = {}
+    for block in range(2):
+        double = f"model.diffusion_model.double_blocks.{block}."
+        tensors |= {double + "img_attn.qkv.weight": torch.randn(3 * hidden, hidden),
+                    double + "img_attn.qkv.bias": torch.randn(3 * hidden),
+                    double + "img_mlp.0.weight": torch.randn(4 * hidden, hidden)}
+        single = f"model.diffusion_model.single_blocks.{block}."
+        tensors |= {single + "linear1.weight": torch.randn(7 * hidden, hidden),
+                    single + "linear2.weight": torch.randn(hidden, 5 * hidden)}
+    tensors |= {
+        "model.diffusion_model.img_in.weight": torch.randn(hidden, 16),
+        "text_encoders.clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight": torch.randn(16, 16),
+        "text_encoders.t5xxl.transformer.encoder.block.0.layer.0.SelfAttention.q.weight": torch.randn(16, 16),
+        "vae.encoder.conv_in.weight": torch.randn(8, 3, 3, 3), "vae.decoder.conv_out.weight": torch.randn(3, 8, 3, 3)}
+    save_file({name: tensor.to(torch.bfloat16) for name, tensor in tensors.items()}, str(path))
+    return path
+
+
+def _kohya_flux_lora(path: Path, hidden: int = 32) -> Path:
+    """sd-scripts' flux_train_network.py LoRA: lora_unet_<BFL module> (fused qkv), CLIP-L's as lora_te1_."""
+    torch.manual_seed(5)
+    r = 4
+    tensors = {}
+    modules = {"double_blocks_0_img_attn_qkv": (3 * hidden, hidden), "double_blocks_1_img_mlp_0": (4 * hidden, hidden),
+               "single_blocks_0_linear1": (7 * hidden, hidden), "single_blocks_1_linear2": (hidden, 5 * hidden)}
+    for module, (out, width) in modules.items():
+        tensors |= {f"lora_unet_{module}.lora_down.weight": torch.randn(r, width),
+                    f"lora_unet_{module}.lora_up.weight": torch.zeros(out, r),
+                    f"lora_unet_{module}.alpha": torch.tensor(4.0)}
+    te = "lora_te1_text_model_encoder_layers_0_self_attn_q_proj"
+    tensors |= {f"{te}.lora_down.weight": torch.randn(r, 16), f"{te}.lora_up.weight": torch.zeros(16, r),
+                f"{te}.alpha": torch.tensor(4.0)}
+    save_file({name: tensor.to(torch.bfloat16) for name, tensor in tensors.items()}, str(path),
+              metadata={"ss_network_module": "networks.lora_flux", "ss_network_dim": "4"})
+    return path
+
+
+def test_a_kohya_flux_lora_against_a_comfyui_all_in_one_flux_file_is_checked(tmp_path: Path) -> None:
+    """A kohya Flux LoRA against ComfyUI's all-in-one Flux file was "unknown: these weights will not load" for
+    every key of both, worst severity error, where ComfyUI loads it onto exactly those modules: each module is now
+    found under model.diffusion_model. / text_encoders.clip_l.transformer. and its shapes checked."""
+    base = _comfyui_flux(tmp_path / "flux1-dev-fp8.safetensors")
+    code, data = run_json("diff-keys", str(_kohya_flux_lora(tmp_path / "flux_lora.safetensors")), str(base))
+    assert code == 0, data
+    assert {entry["reason"] for entry in data["unexpected"]} == {"adapter"}
+    assert {entry["reason"] for entry in data["missing"]} == {"adapter-base"}
+    details = {entry["name"]: entry["detail"] for entry in data["unexpected"]}
+    assert details["lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight"] == (
+        "LoRA on model.diffusion_model.double_blocks.0.img_attn.qkv.weight")
+    assert details["lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"] == (
+        "LoRA on text_encoders.clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight")
+    note = " ".join(data["notes"])
+    assert "on 5 module(s) of the first text encoder, UNet / transformer (in B, a ComfyUI single-file checkpoint)" \
+        in note and "5 of them in B with shapes that fit" in note and "ComfyUI or Forge" in note
+    # A LoRA for a Flux of another width is an error, not a fit.
+    code, data = run_json("diff-keys", str(_kohya_flux_lora(tmp_path / "wide.safetensors", hidden=48)), str(base))
+    assert code == 1
+    assert data["unexpected"] and any(entry["severity"] == "error" and "does not fit "
+                                      "model.diffusion_model.double_blocks.0.img_attn.qkv.weight" in entry["detail"]
+                                      for entry in data["unexpected"])
+
