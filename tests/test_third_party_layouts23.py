@@ -220,3 +220,48 @@ def test_a_kohya_flux_lora_against_a_comfyui_all_in_one_flux_file_is_checked(tmp
                                       "model.diffusion_model.double_blocks.0.img_attn.qkv.weight" in entry["detail"]
                                       for entry in data["unexpected"])
 
+
+def _bitnet_folder(folder: Path) -> Path:
+    """A BitNet b1.58 save as transformers' BitLinear holds it (microsoft/bitnet-b1.58-2B-4T's layout): each
+    Linear's `weight` uint8 [out / 4, in], four ternary values a byte, beside its bf16 `weight_scale` (1,); norms and
+    the (tied) embedding in bf16; quantization_config {"quant_method": "bitnet", "linear_class": "bitlinear"}."""
+    torch.manual_seed(6)
+    hidden, inner, vocab = 64, 128, 256
+    tensors = {"model.embed_tokens.weight": torch.randn(vocab, hidden).bfloat16(),
+               "model.norm.weight": torch.ones(hidden).bfloat16()}
+    for layer in range(2):
+        prefix = f"model.layers.{layer}."
+        shapes = {"self_attn.q_proj": (hidden, hidden), "self_attn.k_proj": (hidden // 2, hidden),
+                  "self_attn.v_proj": (hidden // 2, hidden), "self_attn.o_proj": (hidden, hidden),
+                  "mlp.gate_proj": (inner, hidden), "mlp.up_proj": (inner, hidden), "mlp.down_proj": (hidden, inner)}
+        for module, (out, width) in shapes.items():
+            tensors[f"{prefix}{module}.weight"] = torch.randint(0, 256, (out // 4, width), dtype=torch.uint8)
+            tensors[f"{prefix}{module}.weight_scale"] = torch.rand(1).bfloat16()
+        for norm, width in (("input_layernorm", hidden), ("post_attention_layernorm", hidden),
+                            ("self_attn.attn_sub_norm", hidden), ("mlp.ffn_sub_norm", inner)):
+            tensors[f"{prefix}{norm}.weight"] = torch.ones(width).bfloat16()
+    folder.mkdir()
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["BitNetForCausalLM"], "model_type": "bitnet", "hidden_size": hidden,
+        "intermediate_size": inner, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "vocab_size": vocab, "hidden_act": "relu2", "max_position_embeddings": 128, "tie_word_embeddings": True,
+        "torch_dtype": "bfloat16", "bos_token_id": 0, "eos_token_id": 1,
+        "quantization_config": {"quant_method": "bitnet", "linear_class": "bitlinear",
+                                "quantization_mode": "offline"}}))
+    return folder
+
+
+def test_inspect_counts_a_bitnet_checkpoints_ternary_weights_four_a_byte(tmp_path: Path) -> None:
+    """inspect said of a BitNet save "bitnet: 35,520 parameters once unpacked; 0 packed tensor(s)": each packed byte
+    counted as one weight, a quarter of every Linear. BitNetForCausalLM of this config holds 90,816 parameters (its
+    num_parameters(), measured), which plan-devices plans; inspect now says the same."""
+    folder = _bitnet_folder(tmp_path / "bitnet")
+    code, data = run_json("inspect", str(folder))
+    assert code == 0
+    assert data["quantized"] == {"method": "bitnet", "bits": None, "packed_tensors": 14, "side_tensors": 14,
+                                 "parameters": 90816}
+    assert data["num_params"] == 35534  # the stored values, as documented
+    assert data["module_tree"][0]["num_params"] == 90816
+    code, plan = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert code == 0 and plan["num_params"] == 90816
