@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from typer.testing import CliRunner
 
-from tests.helpers import run_json
+from tests.helpers import run_cli, run_json
 
 _CONV = "lora_unet_down_blocks_0_resnets_0_conv1"  # model.diffusion_model.input_blocks.1.0.in_layers.2 (32×32×3×3)
 _LINEAR = "lora_unet_down_blocks_0_attentions_0_proj_in"  # model.diffusion_model.input_blocks.1.1.proj_in (32×32)
@@ -265,3 +266,23 @@ def test_inspect_counts_a_bitnet_checkpoints_ternary_weights_four_a_byte(tmp_pat
     assert data["module_tree"][0]["num_params"] == 90816
     code, plan = run_json("plan-devices", str(folder), "--gpu", "1GB")
     assert code == 0 and plan["num_params"] == 90816
+
+
+def test_inspect_stats_shows_no_nan_for_a_tensor_with_a_zero_size_dimension(tmp_path: Path) -> None:
+    """A torch.save'd state dict with empty tensors (0×4, 0, 3×0×2): inspect --stats printed "nan nan nan nan%" in
+    their row, as for a tensor full of NaN, beside "undetermined (empty tensor)"; they have no values, shown as
+    "-". The --json keeps its documented "nan" strings and count 0."""
+    path = tmp_path / "zero.bin"
+    torch.manual_seed(7)
+    torch.save({"emb.weight": torch.randn(0, 4), "bias": torch.zeros(0), "w": torch.randn(3, 0, 2),
+                "ok": torch.randn(2, 2)}, path)
+    result = run_cli("inspect", str(path), "--stats", runner=CliRunner(env={"COLUMNS": "200"}))
+    assert result.exit_code == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if "(empty tensor)" in line]
+    assert len(rows) == 3
+    for row in rows:
+        assert "nan" not in row and row.count(" - ") >= 4, row
+    code, data = run_json("inspect", str(path), "--stats")
+    assert code == 0
+    stats = {tensor["name"]: tensor["stats"] for tensor in data["tensors"]}
+    assert stats["w"]["count"] == 0 and stats["w"]["mean"] == "nan" and stats["ok"]["count"] == 4
