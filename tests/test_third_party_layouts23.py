@@ -286,3 +286,63 @@ def test_inspect_stats_shows_no_nan_for_a_tensor_with_a_zero_size_dimension(tmp_
     assert code == 0
     stats = {tensor["name"]: tensor["stats"] for tensor in data["tensors"]}
     assert stats["w"]["count"] == 0 and stats["w"]["mean"] == "nan" and stats["ok"]["count"] == 4
+
+
+_LLAMA_LINEARS = {"self_attn.q_proj": (64, 64), "self_attn.k_proj": (32, 64), "self_attn.v_proj": (32, 64),
+                  "self_attn.o_proj": (64, 64), "mlp.gate_proj": (128, 64), "mlp.up_proj": (128, 64),
+                  "mlp.down_proj": (64, 128)}
+
+
+def _unsloth_dynamic_4bit(folder: Path, skip: list[str]) -> tuple[Path, int]:
+    """An Unsloth dynamic 4-bit save (save_pretrained of a model loaded in 4 bits, as unsloth/*-unsloth-bnb-4bit
+    repos hold): config.json with `unsloth_version`, a bitsandbytes nf4 quantization_config whose
+    `llm_int8_skip_modules` keeps lm_head and layer 1's MLP in bf16, those stored as plain bf16 weights and every
+    other Linear packed (uint8 [n/2, 1] beside absmax, quant_map, quant_state). Returns the folder and the bytes
+    the loaded layers hold: the packed weights' bytes plus every bf16 tensor's (the quantization state left out,
+    as transformers' planner leaves it)."""
+    torch.manual_seed(8)
+    tensors = {"model.embed_tokens.weight": torch.randn(256, 64).bfloat16(), "lm_head.weight":
+               torch.randn(256, 64).bfloat16(), "model.norm.weight": torch.ones(64).bfloat16()}
+    for layer in range(2):
+        for module, (out, width) in _LLAMA_LINEARS.items():
+            name = f"model.layers.{layer}.{module}.weight"
+            if any(name.startswith(kept + ".") for kept in skip):
+                tensors[name] = torch.randn(out, width).bfloat16()
+                continue
+            state = json.dumps({"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16", "shape": [out, width]})
+            tensors |= {name: torch.randint(0, 255, (out * width // 2, 1), dtype=torch.uint8),
+                        name + ".absmax": torch.rand(out * width // 64), name + ".quant_map": torch.rand(16),
+                        name + ".quant_state.bitsandbytes__nf4": torch.tensor(list(state.encode()), dtype=torch.uint8)}
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            tensors[f"model.layers.{layer}.{norm}.weight"] = torch.ones(64).bfloat16()
+    folder.mkdir()
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256,
+        "max_position_embeddings": 128, "torch_dtype": "bfloat16", "tie_word_embeddings": False,
+        "unsloth_version": "2025.3.19", "unsloth_fixed": True,
+        "quantization_config": {
+            "_load_in_4bit": True, "_load_in_8bit": False, "bnb_4bit_compute_dtype": "bfloat16",
+            "bnb_4bit_quant_storage": "uint8", "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": False,
+            "llm_int8_enable_fp32_cpu_offload": False, "llm_int8_has_fp16_weight": False,
+            "llm_int8_skip_modules": skip, "llm_int8_threshold": 6.0, "load_in_4bit": True, "load_in_8bit": False,
+            "quant_method": "bitsandbytes"}}))
+    held = sum(tensor.numel() * tensor.element_size() for name, tensor in tensors.items()
+               if tensor.dtype == torch.bfloat16 or (tensor.dtype == torch.uint8 and name.endswith(".weight")))
+    return folder, held
+
+
+def test_plan_devices_keeps_the_modules_an_unsloth_4bit_config_skips_at_bf16(tmp_path: Path) -> None:
+    """plan-devices sized every Linear of a bitsandbytes save at 4 bits but the ones transformers skips by default
+    (lm_head), ignoring the config's llm_int8_skip_modules: Unsloth's dynamic 4-bit repos keep many layers in
+    bf16 so, and the plan was 103,040 bytes where the loaded layers hold 139,904 (the stored packed weights and
+    bf16 tensors). transformers' bnb quantizer passes llm_int8_skip_modules to replace_with_bnb_linear, which
+    leaves those modules as they are."""
+    folder, held = _unsloth_dynamic_4bit(tmp_path / "unsloth", ["lm_head", "model.layers.1.mlp"])
+    code, plan = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert code == 0, plan
+    assert held == 139904
+    assert plan["dtype"] == "int4" and plan["weights_bytes"] == held
+    assert any("llm_int8_skip_modules names (lm_head, model.layers.1.mlp) at their floating dtype" in warning
+               for warning in plan["warnings"])
