@@ -346,3 +346,38 @@ def test_plan_devices_keeps_the_modules_an_unsloth_4bit_config_skips_at_bf16(tmp
     assert plan["dtype"] == "int4" and plan["weights_bytes"] == held
     assert any("llm_int8_skip_modules names (lm_head, model.layers.1.mlp) at their floating dtype" in warning
                for warning in plan["warnings"])
+
+
+def test_diff_keys_says_an_unsloth_4bit_save_is_packed_not_another_architecture(tmp_path: Path) -> None:
+    """An Unsloth 4-bit save against its merged 16-bit save (save_pretrained_merged "merged_16bit": the same
+    config, unsloth_version and all, without the quantization_config): each packed weight was "shape: same name,
+    different shape: the architecture differs", with a note offering ignore_mismatched_sizes=True, which starts
+    them at random. They are A's quantizer's packing: still errors for B's model, now said so."""
+    quantized, _ = _unsloth_dynamic_4bit(tmp_path / "unsloth-bnb-4bit", ["lm_head", "model.layers.1.mlp"])
+    merged = tmp_path / "merged_16bit"
+    merged.mkdir()
+    config = json.loads((quantized / "config.json").read_text())
+    del config["quantization_config"]
+    (merged / "config.json").write_text(json.dumps(config))
+    torch.manual_seed(9)
+    tensors = {"model.embed_tokens.weight": torch.randn(256, 64), "lm_head.weight": torch.randn(256, 64),
+               "model.norm.weight": torch.ones(64)}
+    for layer in range(2):
+        tensors |= {f"model.layers.{layer}.{module}.weight": torch.randn(*shape)
+                    for module, shape in _LLAMA_LINEARS.items()}
+        tensors |= {f"model.layers.{layer}.{norm}.weight": torch.ones(64)
+                    for norm in ("input_layernorm", "post_attention_layernorm")}
+    save_file({name: tensor.bfloat16() for name, tensor in tensors.items()}, str(merged / "model.safetensors"))
+    code, data = run_json("diff-keys", str(quantized), str(merged))
+    assert code == 1
+    assert len(data["mismatched"]) == 11
+    assert {(m["reason"], m["severity"]) for m in data["mismatched"]} == {("quantization", "error")}
+    down = next(m for m in data["mismatched"] if m["name"] == "model.layers.0.mlp.down_proj.weight")
+    assert down["detail"] == ("4096×1 in A, 64×128 in B; packed by A's bitsandbytes 4-bit quantizer, B holds it "
+                              "unquantized")
+    notes = " ".join(data["notes"])
+    assert "ignore_mismatched_sizes=True (it then initialises them at random)" not in notes
+    assert "11 weights of A are stored packed by the bitsandbytes 4-bit quantizer its config names" in notes
+    # Against B quantized the same way nothing is packed on one side only.
+    code, data = run_json("diff-keys", str(quantized), str(quantized))
+    assert code == 0 and not data["mismatched"]

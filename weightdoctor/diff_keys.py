@@ -2889,6 +2889,7 @@ def build_report(
     loader_ran: bool = False,
     fixed_by_renames: Mapping[str, int] | None = None,
     saved_names_a: Collection[str] | None = None,
+    quantization_a: str | None = None,
 ) -> DiffReport:
     """Classify the differences and assemble the report (shared by both modes).
 
@@ -2907,6 +2908,9 @@ def build_report(
     where a plain rename of the unexpected names does not show it (weights the model ties to one renamed, keys
     transformers' ignore lists drop from the unexpected ones, a base-model prefix the loader adds after the
     rename): they take that rename's reason.
+    `quantization_a`: the quantizer A's own config names, where B's names none (a bitsandbytes 4-bit save against
+    its 16-bit merge): A's integer-stored weights then differ from B's floats because they are packed, not because
+    the architecture differs (error all the same: B's model cannot take them as stored).
     `saved_names_a`: A's names as its file holds them, where `specs_a` holds them as the loader renamed them
     (model-class mode: Whisper's `model.encoder.*` is WhisperForAudioClassification's `encoder.*`); a part of A
     said to be dropped is named as saved.
@@ -3012,12 +3016,26 @@ def build_report(
             and b.dtype in FLOATING
 
     mismatch_rows = []
+    packed_in_a = 0
     for name, shape_a, shape_b in mismatched:
         reason, severity, detail = classify_mismatch(name, shape_a, shape_b, specs_a, specs_b)
         if quantized(name):
             reason, severity = "quantization", "info"
             detail = f"{detail}; packed by the {quantization} quantizer, which unpacks it on load"
+        elif quantization_a and not quantization and specs_a[name].dtype in _QUANTIZED_DTYPES \
+                and specs_b[name].dtype in FLOATING:
+            # ignore_mismatched_sizes, which the shape note offers, would start these weights at random.
+            reason, severity = "quantization", "error"
+            detail = f"{detail}; packed by A's {quantization_a} quantizer, B holds it unquantized"
+            packed_in_a += 1
         mismatch_rows.append(Mismatch(name, list(shape_a), list(shape_b), reason, severity, detail))
+    if packed_in_a:
+        notes = [*notes, (
+            f"{counted(packed_in_a, 'weight')} of A {plural(packed_in_a, 'is', 'are')} stored packed by the "
+            f"{quantization_a} quantizer its config names, where B's model holds them unquantized: B's "
+            "from_pretrained cannot take them as stored (ignore_mismatched_sizes would start them at random); "
+            "A loads with its own config (from_pretrained of A), and A's model.dequantize() then save_pretrained "
+            "gives weights to compare with B")]
     mismatched_names = {m[0] for m in mismatched}
     notes = [*notes, *_square_transposed_note(mismatch_rows, common, specs_a, mismatched_names)]
     resized = [m for m in mismatch_rows if m.reason not in ("quantization", "lora-rank")]
@@ -3154,6 +3172,7 @@ def diff_specs(
     loader_prefix: Callable[[], str | None] | None = None,
     model_class_command: Callable[[], str | None] | None = None,
     model_renamings: Callable[[], Sequence[tuple[str, str]]] | None = None,
+    quantization_a: str | None = None,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -3189,7 +3208,8 @@ def diff_specs(
                            tied_groups_a=tied_groups_a, tied_groups_b=tied_groups_b,
                            tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads,
                            tie_embeddings_a=tie_embeddings_a, loader_prefix=loader_prefix,
-                           model_class_command=model_class_command, model_renamings=model_renamings)
+                           model_class_command=model_class_command, model_renamings=model_renamings,
+                           quantization_a=quantization_a)
 
 
 def _dropped_tie_aliases(specs_a: Mapping[str, KeySpec]) -> list[str]:
@@ -3257,6 +3277,7 @@ def _diff_specs(
     loader_prefix: Callable[[], str | None] | None = None,
     model_class_command: Callable[[], str | None] | None = None,
     model_renamings: Callable[[], Sequence[tuple[str, str]]] | None = None,
+    quantization_a: str | None = None,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -3318,6 +3339,7 @@ def _diff_specs(
         matched_after_renames=after, tied_groups_a=tied, tied_groups_b=tied_groups_b,
         tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads, tie_embeddings_a=tie_embeddings_a,
         layout_whys=layout_whys, notes=[layout_note] if layout_note else (), loader_prefix=loader_prefix,
+        quantization_a=quantization_a,
     )
 
 
@@ -3408,6 +3430,8 @@ def _rename_all(name: str, renames: Sequence[Rename]) -> str:
 
 def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = ()) -> DiffReport:
     """`diff_specs` on two opened checkpoints (headers only: no tensor data is read)."""
+    from weightdoctor.quantized import quantization_of
+
     # Asked only for a note (has_model_class imports transformers: not in the headers-only path otherwise).
     check = functools.cache(lambda: _model_class_command(a, b, renames))
     report = diff_specs(
@@ -3418,6 +3442,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         loader_prefix=(lambda: base_model_prefix_of(b.config)) if b.config else None,
         model_class_command=check,
         model_renamings=(lambda: transformers_renamings(b.config)) if b.config else None,
+        quantization_a=None if (found := quantization_of(a.config)) is None or quantization_of(b.config) else found[0],
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location
