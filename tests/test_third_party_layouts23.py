@@ -381,3 +381,42 @@ def test_diff_keys_says_an_unsloth_4bit_save_is_packed_not_another_architecture(
     # Against B quantized the same way nothing is packed on one side only.
     code, data = run_json("diff-keys", str(quantized), str(quantized))
     assert code == 0 and not data["mismatched"]
+
+
+def test_a_peft_loha_or_lokr_for_another_model_size_is_caught(tmp_path: Path) -> None:
+    """peft's LoHa and LoKr (Tucker cores for the conv: use_effective_conv2d) were only checked for their module's
+    name: "shapes not compared ... an adapter for another size of the model is not caught". Their factors' product
+    is the weight's shape: against a base whose layers are another size, where PeftModel.from_pretrained raises
+    (the oracle), it is now an error naming both shapes; against their own base, a fit."""
+    import peft
+
+    class Small(torch.nn.Module):
+        def __init__(self, conv_in: int = 8, fc_in: int = 16) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(conv_in, 16, 3)
+            self.fc = torch.nn.Linear(fc_in, 16)
+
+    torch.manual_seed(10)
+    save_file(Small().state_dict(), str(tmp_path / "base.safetensors"))
+    save_file(Small(4, 32).state_dict(), str(tmp_path / "other.safetensors"))
+    configs = {"LoHa": peft.LoHaConfig(r=4, target_modules=["conv", "fc"], use_effective_conv2d=True),
+               "LoKr": peft.LoKrConfig(r=4, target_modules=["conv", "fc"], use_effective_conv2d=True)}
+    for method, config in configs.items():
+        adapter = tmp_path / method
+        peft.get_peft_model(Small(), config).save_pretrained(str(adapter))
+        peft.PeftModel.from_pretrained(Small(), str(adapter))  # its own base takes it
+        try:
+            peft.PeftModel.from_pretrained(Small(4, 32), str(adapter))
+        except RuntimeError as error:
+            assert "size mismatch" in str(error)
+        else:
+            raise AssertionError(f"peft loaded the {method} into a base of another size")
+        code, data = run_json("diff-keys", str(adapter), str(tmp_path / "base.safetensors"))
+        assert code == 0 and data["worst_severity"] == "info", data["unexpected"]
+        assert f"A is a PEFT adapter: {method} on 2 module(s), 2 of them in B with shapes that fit" in data["notes"][0]
+        code, data = run_json("diff-keys", str(adapter), str(tmp_path / "other.safetensors"))
+        assert code == 1
+        details = {entry["detail"] for entry in data["unexpected"]}
+        assert details == {f"{method} on fc: its product is 16×16, which does not fit fc.weight (16×32 in B)",
+                           f"{method} on conv: its product is 16×72, which does not fit conv.weight (16×4×3×3 in B)"}
+        assert "0 of them in B with shapes that fit" in data["notes"][0]

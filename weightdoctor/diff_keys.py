@@ -1225,7 +1225,9 @@ def adapter_fit(
         else:
             whys[name] = ("adapter", "info", f"{kind} on {module}.weight{stored}")
             modules.setdefault(module, True)
-    methods = _tuners_fit(tuners, shared, specs_b, whys, modules)
+    methods = _tuners_fit(tuners, shared, specs_b, whys, modules, specs_a)
+    # LoHa's and LoKr's products are compared with the weights; the other methods' tensors are not shaped so.
+    unshaped = [method for method in methods if method not in ("LoHa", "LoKr")]
     for name in others:
         # Whole weights an adapter saves beside its pairs (modules_to_save heads, resized embeddings).
         target = specs_b.get(_adapter_target(name))
@@ -1251,13 +1253,14 @@ def adapter_fit(
     kinds = ([f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})"] if ranks
              else ["IA3"] if pairs else [])
     method = " and ".join(kinds + methods)
-    if not methods:
+    if not unshaped:
         checked = "with shapes that fit"
-    elif kinds:
-        checked = (f"(shapes compared for the {kinds[0].split()[0]} tensors only: {' and '.join(methods)} ones are "
+    elif kinds or len(unshaped) < len(methods):
+        compared = " and ".join(([kinds[0].split()[0]] if kinds else []) + [m for m in methods if m not in unshaped])
+        checked = (f"(shapes compared for the {compared} tensors only: {' and '.join(unshaped)} ones are "
                    "not shaped as the weights they adapt)")
     else:
-        checked = (f"(shapes not compared: {' and '.join(methods)} tensors are not shaped as the weights they "
+        checked = (f"(shapes not compared: {' and '.join(unshaped)} tensors are not shaped as the weights they "
                    "adapt, so an adapter for another size of the model is not caught)")
     if components:
         named = ", ".join(sorted(component[:-1] for component in components))
@@ -1273,18 +1276,33 @@ def adapter_fit(
 
 def _tuners_fit(
     tuners: Sequence[tuple[str, re.Match[str]]], shared: Sequence[str], specs_b: Mapping[str, KeySpec],
-    whys: dict[str, tuple[str, str, str]], modules: dict[str, bool],
+    whys: dict[str, tuple[str, str, str]], modules: dict[str, bool], specs_a: Mapping[str, KeySpec],
 ) -> list[str]:
     """`adapter_fit`'s reasons for the tensors of PEFT methods other than LoRA and IA3 (see `_PEFT_TUNER_PARTS`),
     added to `whys` and `modules` (module -> in B); returns the methods found, in order. Only that the module is in B
-    is checked: VeRA's scales, OFT's rotations or FourierFT's spectrum are not shaped as the weight is."""
+    is checked: VeRA's scales, OFT's rotations or FourierFT's spectrum are not shaped as the weight is. LoHa's and
+    LoKr's factors make a product of the weight's shape (`_lycoris_product`), which is compared with it."""
     methods: list[str] = []
+    held: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
+    for name, match in tuners:
+        if _PEFT_TUNER_PARTS[match["part"]] in ("LoHa", "LoKr") and match["param"] is None:
+            held[_adapter_target(match["module"])][match["part"]] = specs_a[name].shape
     for name, match in tuners:
         module, method = _adapter_target(match["module"]), _PEFT_TUNER_PARTS[match["part"]]
         if method not in methods:
             methods.append(method)
         tied = _tied_output_weight(module, specs_b) if module + ".weight" not in specs_b else None
-        if tied is not None:
+        weight = specs_b.get(module + ".weight")
+        product = _lycoris_product(method, held[module]) if module in held and weight is not None \
+            and weight.dtype in FLOATING and len(weight.shape) >= 2 else None
+        if module in held and weight is not None and weight.dtype in FLOATING and len(weight.shape) >= 2 and (
+                product is None or (product[0], product[1]) != (weight.shape[0], math.prod(weight.shape[1:]))):
+            shaped = "its factors do not make one product (a factor missing, or of another rank)" if product is \
+                None else (f"its product is {product[0]}×{product[1]}, which does not fit {module}.weight "
+                           f"({'×'.join(map(str, weight.shape))} in B)")
+            whys[name] = ("adapter", "error", f"{method} on {module}: {shaped}")
+            modules[module] = False
+        elif tied is not None:
             whys[name] = ("adapter", "info", f"{method} on {module}.weight (B stores it once, as {tied.name}, tied)")
             modules.setdefault(module, True)
         elif module + ".weight" in specs_b:
