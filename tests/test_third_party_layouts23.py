@@ -420,3 +420,15 @@ def test_a_peft_loha_or_lokr_for_another_model_size_is_caught(tmp_path: Path) ->
         assert details == {f"{method} on fc: its product is 16×16, which does not fit fc.weight (16×32 in B)",
                            f"{method} on conv: its product is 16×72, which does not fit conv.weight (16×4×3×3 in B)"}
         assert "0 of them in B with shapes that fit" in data["notes"][0]
+
+
+def test_shard_names_a_comfyui_all_in_one_flux_file_and_what_loads_it(tmp_path: Path) -> None:
+    """shard of ComfyUI's all-in-one Flux file warned "a single-file Stable Diffusion checkpoint is loaded from one
+    file (AUTOMATIC1111, ComfyUI, diffusers' from_single_file / load_lora_weights)": AUTOMATIC1111 loads no Flux,
+    and this file is ComfyUI's, its text encoders and VAE inside."""
+    base = _comfyui_flux(tmp_path / "flux1-dev-fp8.safetensors")
+    code, data = run_json("shard", str(base), "--max", "10KB", "-o", str(tmp_path / "shards"))
+    assert code == 0 and len(data["plan"]["shards"]) > 1
+    said = [warning for warning in data["plan"]["warnings"] if "is loaded from one file" in warning]
+    assert said == ["a ComfyUI single-file checkpoint (diffusion model, text encoders and VAE) is loaded from one "
+                    "file (ComfyUI's Load Checkpoint node, Forge): none of them reads an index or these shards"]

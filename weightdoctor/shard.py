@@ -139,6 +139,12 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
     if any(n.startswith(("unet.", "transformer.", "text_encoder.", "text_encoder_2."))
            and _DIFFUSERS_LORA.search(n) for n in names):
         return DIFFUSERS_LORA
+    # ComfyUI's single files of the newer models (CheckpointSave; Comfy-Org's flux1-dev-fp8.safetensors): the
+    # diffusion model beside `text_encoders.<name>.` and `vae.`. Flux's was called a Stable Diffusion checkpoint
+    # that AUTOMATIC1111 loads, which loads no Flux.
+    if any(n.startswith("model.diffusion_model.") for n in names) and any(n.startswith("text_encoders.")
+                                                                           for n in names):
+        return COMFYUI_SINGLE_FILE
     if any(n.startswith(("model.diffusion_model.", "first_stage_model.")) for n in names):
         return "a single-file Stable Diffusion checkpoint"
     # Black Forest Labs' original Flux release (flux1-dev.safetensors): its transformer with no prefix, as ComfyUI
@@ -170,12 +176,14 @@ CONTROLNET_LLLITE = "a ControlNet-LLLite"
 TEXTUAL_INVERSION = "a textual-inversion embedding"
 KOHYA_LORA = "a kohya-style LoRA"
 DIFFUSERS_LORA = "a LoRA in diffusers' layout"
+COMFYUI_SINGLE_FILE = "a ComfyUI single-file checkpoint (diffusion model, text encoders and VAE)"
 # The kinds above that are applied to a model loaded apart, not loaded as one.
 ADD_ONS = frozenset({KOHYA_LORA, DIFFUSERS_LORA, CONTROLNET_LLLITE, TEXTUAL_INVERSION, IP_ADAPTER})
 _LOADERS = {IP_ADAPTER: "diffusers' load_ip_adapter, ComfyUI's IPAdapter nodes",
             CONTROLNET_LLLITE: "sd-scripts' sdxl_gen_img.py --control_net_lllite_models, kohya's "
                                "ControlNet-LLLite-ComfyUI nodes",
-            TEXTUAL_INVERSION: "AUTOMATIC1111's and ComfyUI's embeddings folders, diffusers' load_textual_inversion"}
+            TEXTUAL_INVERSION: "AUTOMATIC1111's and ComfyUI's embeddings folders, diffusers' load_textual_inversion",
+            COMFYUI_SINGLE_FILE: "ComfyUI's Load Checkpoint node, Forge"}
 
 
 def timm_config(config: object) -> bool:
