@@ -432,3 +432,28 @@ def test_shard_names_a_comfyui_all_in_one_flux_file_and_what_loads_it(tmp_path: 
     said = [warning for warning in data["plan"]["warnings"] if "is loaded from one file" in warning]
     assert said == ["a ComfyUI single-file checkpoint (diffusion model, text encoders and VAE) is loaded from one "
                     "file (ComfyUI's Load Checkpoint node, Forge): none of them reads an index or these shards"]
+
+
+def test_a_trained_tucker_lora_mid_is_not_called_untrained(tmp_path: Path) -> None:
+    """A LoCon whose lora_down and lora_mid have trained off their kaiming_uniform start: inspect --stats warned
+    "lora_mid.weight still matches its initialization kaiming_uniform(a=√5, fan_in) U(±0.1667) (found normal(...,
+    0.96))", the init named beside values ten times its scale, because the init of a name it did not know was only
+    guessed. lora_mid is an nn.Conv2d LyCORIS starts as one (kaiming_uniform(a=√5)); one still there is at init."""
+    base = _locon_tucker(tmp_path / "trained.safetensors")
+    code, data = run_json("inspect", str(base), "--stats")
+    assert code == 0
+    mid = next(t for t in data["tensors"] if t["name"] == f"{_CONV}.lora_mid.weight")
+    assert mid["init"]["at_init"] is False and mid["init"]["label"] == "trained"
+    assert mid["init"]["expected"]["source"] == (
+        "LyCORIS' Tucker core (lora_mid), kaiming_uniform as its nn.Conv2d starts")
+    assert not [f for f in data["findings"] if f["code"] == "untrained-tensor"], data["findings"]
+    # At its start (as LyCORIS saves it before a step) it matches its init.
+    torch.manual_seed(11)
+    tensors = {f"{_CONV}.lora_mid.weight": torch.nn.Conv2d(8, 8, 3, bias=False).weight.detach(),
+               f"{_CONV}.lora_down.weight": torch.nn.Conv2d(32, 8, 1, bias=False).weight.detach(),
+               f"{_CONV}.lora_up.weight": torch.zeros(32, 8, 1, 1), f"{_CONV}.alpha": torch.tensor(8.0)}
+    save_file(tensors, str(tmp_path / "start.safetensors"))
+    code, data = run_json("inspect", str(tmp_path / "start.safetensors"), "--stats")
+    assert code == 0
+    mid = next(t for t in data["tensors"] if t["name"] == f"{_CONV}.lora_mid.weight")
+    assert mid["init"]["at_init"] is True, mid["init"]
