@@ -457,3 +457,34 @@ def test_a_trained_tucker_lora_mid_is_not_called_untrained(tmp_path: Path) -> No
     assert code == 0
     mid = next(t for t in data["tensors"] if t["name"] == f"{_CONV}.lora_mid.weight")
     assert mid["init"]["at_init"] is True, mid["init"]
+
+
+def test_diff_keys_does_not_offer_dequantize_for_a_bitnet_save(tmp_path: Path) -> None:
+    """A BitNet save against its bf16 master (microsoft's bitnet-b1.58-2B-4T-bf16 beside the packed one): the note
+    for A's packed weights offered model.dequantize(), which transformers' BitNet quantizer does not implement
+    (it keeps HfQuantizer._dequantize, which raises NotImplementedError: the oracle below)."""
+    from transformers import BitNetConfig, BitNetForCausalLM
+
+    folder = _bitnet_folder(tmp_path / "bitnet")
+    config = json.loads((folder / "config.json").read_text())
+    del config["quantization_config"]
+    master = tmp_path / "bf16"
+    master.mkdir()
+    (master / "config.json").write_text(json.dumps(config))
+    torch.manual_seed(12)
+    BitNetForCausalLM(BitNetConfig(**{k: v for k, v in config.items() if k not in ("architectures", "model_type")})
+                      ).to(torch.bfloat16).save_pretrained(str(master))
+    from transformers.quantizers.base import HfQuantizer
+    from transformers.quantizers.quantizer_bitnet import BitNetHfQuantizer
+    from transformers.quantizers.quantizer_bnb_4bit import Bnb4BitHfQuantizer
+
+    # BitNet's quantizer keeps the base _dequantize, which raises NotImplementedError; bitsandbytes' has its own.
+    assert BitNetHfQuantizer._dequantize is HfQuantizer._dequantize
+    assert Bnb4BitHfQuantizer._dequantize is not HfQuantizer._dequantize
+    code, data = run_json("diff-keys", str(folder), str(master))
+    assert code == 1
+    assert {(m["reason"], m["severity"]) for m in data["mismatched"]} == {("quantization", "error")}
+    note = next(n for n in data["notes"] if "stored packed by the bitnet quantizer" in n)
+    assert "model.dequantize()" not in note
+    assert note.endswith("transformers cannot dequantize a bitnet model (no dequantize()): compare A with a checkpoint "
+                         "quantized the same way")

@@ -3048,12 +3048,16 @@ def build_report(
             packed_in_a += 1
         mismatch_rows.append(Mismatch(name, list(shape_a), list(shape_b), reason, severity, detail))
     if packed_in_a:
+        # transformers' dequantize() exists for bitsandbytes and HIGGS models only (their quantizers' _dequantize).
+        unpack = ("A's model.dequantize() then save_pretrained gives weights to compare with B" if
+                  quantization_a.startswith(("bitsandbytes", "higgs")) else
+                  f"transformers cannot dequantize a {quantization_a} model (no dequantize()): compare A with a "
+                  "checkpoint quantized the same way")
         notes = [*notes, (
             f"{counted(packed_in_a, 'weight')} of A {plural(packed_in_a, 'is', 'are')} stored packed by the "
             f"{quantization_a} quantizer its config names, where B's model holds them unquantized: B's "
             "from_pretrained cannot take them as stored (ignore_mismatched_sizes would start them at random); "
-            "A loads with its own config (from_pretrained of A), and A's model.dequantize() then save_pretrained "
-            "gives weights to compare with B")]
+            f"A loads with its own config (from_pretrained of A), and {unpack}")]
     mismatched_names = {m[0] for m in mismatched}
     notes = [*notes, *_square_transposed_note(mismatch_rows, common, specs_a, mismatched_names)]
     resized = [m for m in mismatch_rows if m.reason not in ("quantization", "lora-rank")]
