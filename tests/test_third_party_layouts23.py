@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from tests.helpers import run_cli, run_json
+from tests.helpers import run_cli, run_json, write_diffusers_flux_transformer
 
 _CONV = "lora_unet_down_blocks_0_resnets_0_conv1"  # model.diffusion_model.input_blocks.1.0.in_layers.2 (32×32×3×3)
 _LINEAR = "lora_unet_down_blocks_0_attentions_0_proj_in"  # model.diffusion_model.input_blocks.1.1.proj_in (32×32)
@@ -488,3 +488,39 @@ def test_diff_keys_does_not_offer_dequantize_for_a_bitnet_save(tmp_path: Path) -
     assert "model.dequantize()" not in note
     assert note.endswith("transformers cannot dequantize a bitnet model (no dequantize()): compare A with a checkpoint "
                          "quantized the same way")
+
+
+def test_a_lycoris_lokr_for_flux_is_not_said_to_convert_in_diffusers(tmp_path: Path) -> None:
+    """A LyCORIS LoKr trained on Flux under kohya's names (lora_unet_double_blocks_0_img_attn_qkv.lokr_w1, as
+    sd-scripts with --network_module lycoris.kohya saves it), against a diffusers FluxTransformer2DModel: with
+    LyCORIS' parts now read, it would have been "in Black Forest Labs' Flux layout, which diffusers'
+    load_lora_weights converts to B's", as a kohya LoRA is; diffusers converts lora_down / lora_up only (its LoKr
+    loads fail, huggingface/diffusers#13137). It is a warning saying so; against BFL's own file its products are
+    checked."""
+    torch.manual_seed(13)
+    tensors = {}
+    for module, (out, width) in {"double_blocks_0_img_attn_qkv": (48, 16), "single_blocks_0_linear1": (80, 16)}.items():
+        tensors |= {f"lora_unet_{module}.lokr_w1": torch.randn(4, 4), f"lora_unet_{module}.lokr_w2": torch.zeros(
+            out // 4, width // 4), f"lora_unet_{module}.alpha": torch.tensor(4.0)}
+    save_file({k: v.to(torch.bfloat16) for k, v in tensors.items()}, str(tmp_path / "flux_lokr.safetensors"),
+              metadata={"ss_network_module": "lycoris.kohya", "ss_network_args": json.dumps({"algo": "lokr"})})
+    transformer = write_diffusers_flux_transformer(
+        tmp_path / "transformer", {name: torch.zeros(16, 16, dtype=torch.bfloat16) for name in (
+            "transformer_blocks.0.attn.to_q.weight", "single_transformer_blocks.0.attn.to_q.weight")})
+    code, data = run_json("diff-keys", str(tmp_path / "flux_lokr.safetensors"), str(transformer))
+    assert code == 0 and data["worst_severity"] == "warn", data
+    details = {entry["name"]: (entry["severity"], entry["detail"]) for entry in data["unexpected"]}
+    assert details["lora_unet_double_blocks_0_img_attn_qkv.lokr_w1"] == ("warn", (
+        "for double_blocks_0_img_attn_qkv in Black Forest Labs' Flux layout, a LyCORIS LoKr that diffusers' "
+        "load_lora_weights does not convert to B's (ComfyUI and Forge load it onto the original "
+        "flux1-*.safetensors)"))
+    assert any(note.startswith("A is a LyCORIS LoKr for Flux (2 modules named as Black Forest Labs'")
+               and "diffusers' load_lora_weights converts kohya's lora_down / lora_up only, not these" in note
+               for note in data["notes"]), data["notes"]
+    save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(48, 16, dtype=torch.bfloat16),
+               "single_blocks.0.linear1.weight": torch.zeros(80, 16, dtype=torch.bfloat16)},
+              str(tmp_path / "flux1-dev.safetensors"))
+    code, data = run_json("diff-keys", str(tmp_path / "flux_lokr.safetensors"), str(tmp_path / "flux1-dev.safetensors"))
+    assert code == 0 and data["worst_severity"] == "info"
+    assert ("info", "LoKr on double_blocks.0.img_attn.qkv.weight") in {
+        (entry["severity"], entry["detail"]) for entry in data["unexpected"]}

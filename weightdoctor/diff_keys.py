@@ -1736,10 +1736,19 @@ def _kohya_flux_onto_diffusers(
     whys: dict[str, tuple[str, str, str]] = {}
     misfits = _flux_width_misfits(unet, specs_a, "lora_down", _flux_hidden(specs_b, _DIFFUSERS_FLUX_HIDDEN),
                                   _KOHYA_FLUX_HIDDEN_WIDE)
+    # A LyCORIS LoHa / LoKr (or a Tucker lora_mid) in these names: diffusers' Flux conversion reads lora_down /
+    # lora_up only (its LoKr loads fail: huggingface/diffusers#13137), so it is not said to convert them.
+    lycoris = sorted({"LoHa" if match["part"].startswith("hada_") else "LoKr" if match["part"].startswith("lokr_")
+                      else "LoCon (Tucker lora_mid)" for _, match in unet
+                      if match["part"].startswith(("hada_", "lokr_")) or match["part"] == "lora_mid"})
     for name, match in pairs:
         prefix = match["prefix"]
         if prefix in ("lora_unet", "lora_transformer") and (misfit := misfits.get(match["module"])):
             whys[name] = ("adapter", "error", f"for {match['module']} in Black Forest Labs' Flux layout: {misfit}")
+        elif prefix in ("lora_unet", "lora_transformer") and lycoris:
+            whys[name] = ("adapter", "warn", f"for {match['module']} in Black Forest Labs' Flux layout, a LyCORIS "
+                          f"{' / '.join(lycoris)} that diffusers' load_lora_weights does not convert to B's (ComfyUI "
+                          "and Forge load it onto the original flux1-*.safetensors)")
         elif prefix in ("lora_unet", "lora_transformer"):
             whys[name] = ("adapter", "info", f"for {match['module']} in Black Forest Labs' Flux layout, which "
                           "diffusers' load_lora_weights converts to B's (shapes not checked)")
@@ -1749,6 +1758,14 @@ def _kohya_flux_onto_diffusers(
     for name in missing:
         whys[name] = ("adapter-base", "info", "")
     modules = len({match["module"] for _, match in unet})
+    if lycoris:
+        note = (f"A is a LyCORIS {' / '.join(lycoris)} for Flux ({counted(modules, 'module')} named as Black Forest "
+                "Labs' Flux transformer names them: double_blocks, single_blocks, fused qkv) and B a diffusers "
+                "FluxTransformer2DModel (transformer_blocks, single_transformer_blocks, to_q / to_k / to_v): "
+                "diffusers' load_lora_weights converts kohya's lora_down / lora_up only, not these; ComfyUI and Forge "
+                "load it onto the original flux1-*.safetensors, where diff-keys checks its shapes; it stores no base "
+                "weights")
+        return whys, note + _flux_misfit_note(misfits)
     note = (f"A is a kohya-style Flux LoRA (lora_down / lora_up / alpha on {counted(modules, 'module')} named as "
             "Black Forest Labs' Flux transformer names them: double_blocks, single_blocks, fused qkv) and B a "
             "diffusers FluxTransformer2DModel (transformer_blocks, single_transformer_blocks, to_q / to_k / to_v): "
