@@ -1290,7 +1290,9 @@ def adapter_fit(
         else:
             whys[name] = ("adapter", "info", f"{kind} on {module}.weight{stored}")
             modules.setdefault(module, True)
-    methods = _tuners_fit(tuners, shared, specs_b, whys, modules)
+    methods = _tuners_fit(tuners, shared, specs_b, whys, modules, specs_a)
+    # LoHa's and LoKr's products are compared with the weights; the other methods' tensors are not shaped so.
+    unshaped = [method for method in methods if method not in ("LoHa", "LoKr")]
     for name in others:
         # Whole weights an adapter saves beside its pairs (modules_to_save heads, resized embeddings).
         target = specs_b.get(_adapter_target(name))
@@ -1316,13 +1318,14 @@ def adapter_fit(
     kinds = ([f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})"] if ranks
              else ["IA3"] if pairs else [])
     method = " and ".join(kinds + methods)
-    if not methods:
+    if not unshaped:
         checked = "with shapes that fit"
-    elif kinds:
-        checked = (f"(shapes compared for the {kinds[0].split()[0]} tensors only: {' and '.join(methods)} ones are "
+    elif kinds or len(unshaped) < len(methods):
+        compared = " and ".join(([kinds[0].split()[0]] if kinds else []) + [m for m in methods if m not in unshaped])
+        checked = (f"(shapes compared for the {compared} tensors only: {' and '.join(unshaped)} ones are "
                    "not shaped as the weights they adapt)")
     else:
-        checked = (f"(shapes not compared: {' and '.join(methods)} tensors are not shaped as the weights they "
+        checked = (f"(shapes not compared: {' and '.join(unshaped)} tensors are not shaped as the weights they "
                    "adapt, so an adapter for another size of the model is not caught)")
     if components:
         named = ", ".join(sorted(component[:-1] for component in components))
@@ -1338,18 +1341,33 @@ def adapter_fit(
 
 def _tuners_fit(
     tuners: Sequence[tuple[str, re.Match[str]]], shared: Sequence[str], specs_b: Mapping[str, KeySpec],
-    whys: dict[str, tuple[str, str, str]], modules: dict[str, bool],
+    whys: dict[str, tuple[str, str, str]], modules: dict[str, bool], specs_a: Mapping[str, KeySpec],
 ) -> list[str]:
     """`adapter_fit`'s reasons for the tensors of PEFT methods other than LoRA and IA3 (see `_PEFT_TUNER_PARTS`),
     added to `whys` and `modules` (module -> in B); returns the methods found, in order. Only that the module is in B
-    is checked: VeRA's scales, OFT's rotations or FourierFT's spectrum are not shaped as the weight is."""
+    is checked: VeRA's scales, OFT's rotations or FourierFT's spectrum are not shaped as the weight is. LoHa's and
+    LoKr's factors make a product of the weight's shape (`_lycoris_product`), which is compared with it."""
     methods: list[str] = []
+    held: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
+    for name, match in tuners:
+        if _PEFT_TUNER_PARTS[match["part"]] in ("LoHa", "LoKr") and match["param"] is None:
+            held[_adapter_target(match["module"])][match["part"]] = specs_a[name].shape
     for name, match in tuners:
         module, method = _adapter_target(match["module"]), _PEFT_TUNER_PARTS[match["part"]]
         if method not in methods:
             methods.append(method)
         tied = _tied_output_weight(module, specs_b) if module + ".weight" not in specs_b else None
-        if tied is not None:
+        weight = specs_b.get(module + ".weight")
+        product = _lycoris_product(method, held[module]) if module in held and weight is not None \
+            and weight.dtype in FLOATING and len(weight.shape) >= 2 else None
+        if module in held and weight is not None and weight.dtype in FLOATING and len(weight.shape) >= 2 and (
+                product is None or (product[0], product[1]) != (weight.shape[0], math.prod(weight.shape[1:]))):
+            shaped = "its factors do not make one product (a factor missing, or of another rank)" if product is \
+                None else (f"its product is {product[0]}×{product[1]}, which does not fit {module}.weight "
+                           f"({'×'.join(map(str, weight.shape))} in B)")
+            whys[name] = ("adapter", "error", f"{method} on {module}: {shaped}")
+            modules[module] = False
+        elif tied is not None:
             whys[name] = ("adapter", "info", f"{method} on {module}.weight (B stores it once, as {tied.name}, tied)")
             modules.setdefault(module, True)
         elif module + ".weight" in specs_b:
@@ -1430,9 +1448,16 @@ def _adapterhub_fit(
 # attentions_0_transformer_blocks_0_attn1_to_q`, `lora_te1_text_model_encoder_layers_0_self_attn_q_proj`), then
 # lora_down (r × in), lora_up (out × r) and the scalar alpha. Loaders (diffusers' load_lora_weights, ComfyUI, A1111)
 # map the flat name back to the module: against that module's model every key was an unknown error.
+#
+# LyCORIS (and kohya's LyCORIS network module) saves its other algorithms under the same flat names: LoCon's Tucker
+# form a `lora_mid` core between lora_down and lora_up (r × r × kh × kw, the down and up factors pointwise), LoHa's
+# Hadamard product of two low-rank pairs (`hada_w1_a` @ `hada_w1_b` * `hada_w2_a` @ `hada_w2_b`, Tucker: `hada_t1`,
+# `hada_t2` cores), LoKr's Kronecker product (`lokr_w1` or `lokr_w1_a` @ `lokr_w1_b`, ⊗ `lokr_w2` or `lokr_w2_a` @
+# `lokr_w2_b`, Tucker: `lokr_t2`), DoRA's `dora_scale`. A LoHa or LoKr file, or a LoCon with a lora_mid, against its
+# base was "unknown: these weights will not load" for every key.
 _KOHYA_PAIR = _lazy_regex(
-    r"^(?P<prefix>lora_(?:unet|te\d?|transformer))_(?P<module>[^.]+)\.(?P<part>lora_down|lora_up|alpha|dora_scale)"
-    r"(?:\.weight)?$")
+    r"^(?P<prefix>lora_(?:unet|te\d?|transformer))_(?P<module>[^.]+)\.(?P<part>lora_down|lora_up|lora_mid|alpha|"
+    r"dora_scale|hada_w[12]_[ab]|hada_t[12]|lokr_w[12](?:_[ab])?|lokr_t2)(?:\.weight)?$")
 _KOHYA_PARTS = {"lora_unet": "UNet / transformer", "lora_transformer": "transformer", "lora_te": "text encoder",
                 "lora_te1": "first text encoder", "lora_te2": "second text encoder", "lora_te3": "third text encoder"}
 
@@ -1522,17 +1547,32 @@ def _kohya_ldm_unet_to_diffusers(module: str) -> str | None:
     return mapped[:-1].replace(".", "_") if mapped is not None else None
 
 
+# ComfyUI's single files of the newer models (its CheckpointSave, Comfy-Org's flux1-dev-fp8.safetensors, SD 3.5's):
+# the diffusion model under `model.diffusion_model.` (Flux in Black Forest Labs' layout), each text encoder under
+# `text_encoders.<name>.`, the VAE under `vae.`. kohya's Flux and SD 3 LoRAs name CLIP-L lora_te1, CLIP-G lora_te2
+# and T5-XXL lora_te3, as ComfyUI maps them.
+_KOHYA_COMFY_PARTS = (("lora_unet", "model.diffusion_model."), ("lora_transformer", "model.diffusion_model."),
+                      ("lora_te1", "text_encoders.clip_l.transformer."),
+                      ("lora_te2", "text_encoders.clip_g.transformer."),
+                      ("lora_te3", "text_encoders.t5xxl.transformer."))
+
+
 def _kohya_ldm_modules(specs_b: Mapping[str, KeySpec]) -> dict[str, dict[str, str]]:
-    """For B a single-file (LDM) Stable Diffusion checkpoint: per kohya prefix, B's modules by their kohya flat
-    name (LDM and diffusers UNet names both); {} when B is no such checkpoint."""
+    """For B a single-file (LDM) Stable Diffusion checkpoint, or a ComfyUI one (`model.diffusion_model.` beside
+    `text_encoders.`): per kohya prefix, B's modules by their kohya flat name (LDM and diffusers UNet names both);
+    {} when B is no such checkpoint."""
+    parts = _KOHYA_LDM_PARTS
     if not any(map(_LDM_EVIDENCE.match, specs_b)):
-        return {}
-    tables: dict[str, dict[str, str]] = {prefix: {} for prefix, _ in _KOHYA_LDM_PARTS}
+        if not (any(name.startswith("model.diffusion_model.") for name in specs_b)
+                and any(name.startswith("text_encoders.") for name in specs_b)):
+            return {}
+        parts = _KOHYA_COMFY_PARTS
+    tables: dict[str, dict[str, str]] = {prefix: {} for prefix, _ in parts}
     for name in specs_b:
         if not name.endswith(".weight"):
             continue
         module = name[: -len(".weight")]
-        for prefix, ldm in _KOHYA_LDM_PARTS:
+        for prefix, ldm in parts:
             if module.startswith(ldm):
                 inner = module[len(ldm):]
                 tables[prefix][inner.replace(".", "_")] = module
@@ -1570,6 +1610,13 @@ def _kohya_adapter_fit(
     whys: dict[str, tuple[str, str, str]] = {}
     modules: dict[str, bool] = {}
     ranks: set[int] = set()
+    parts_of: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
+    for name, match in pairs:
+        parts_of[f"{match['prefix']}_{match['module']}"][match["part"]] = specs_a[name].shape
+    lycoris = {module: method for module, held in parts_of.items()
+               if (method := "LoHa" if "hada_w1_a" in held else "LoKr" if any(
+                   part.startswith("lokr_") for part in held) else None)}
+    cores = {module for module, held in parts_of.items() if "lora_mid" in held}
     for name, match in pairs:
         prefix, part = match["prefix"], match["part"]
         if prefix not in found:
@@ -1584,14 +1631,46 @@ def _kohya_adapter_fit(
             continue
         weight = specs_b[module + ".weight"]
         shape = specs_a[name].shape
+        method = lycoris.get(f"{prefix}_{match['module']}", "LoRA")
         if part in ("alpha", "dora_scale"):
-            whys[name] = ("adapter", "info", f"the {part} of the LoRA on {module}")
+            whys[name] = ("adapter", "info", f"the {part} of the {method} on {module}")
             continue
-        if len(shape) >= 2:
+        if method != "LoRA":
+            product = _lycoris_product(method, parts_of[f"{prefix}_{match['module']}"])
+            if weight.dtype not in FLOATING:
+                whys[name] = ("adapter", "info", f"{method} on {module} (stored quantized in B: shapes not compared)")
+                modules.setdefault(module, True)
+            elif product is None:
+                whys[name] = ("adapter", "error", f"{method} on {module}: its factors do not make one product "
+                                                  "(a factor missing, or of another rank)")
+                modules[module] = False
+            elif (product[0], product[1]) != (weight.shape[0], math.prod(weight.shape[1:])):
+                whys[name] = ("adapter", "error", f"{method} on {module}: its product is {product[0]}×{product[1]}, "
+                              f"which does not fit {module}.weight ({'×'.join(map(str, weight.shape))} in B)")
+                modules[module] = False
+            else:
+                whys[name] = ("adapter", "info", f"{method} on {module}.weight")
+                modules.setdefault(module, True)
+            continue
+        tucker = f"{prefix}_{match['module']}" in cores
+        if len(shape) >= 2 and part != "lora_mid":
             ranks.add(shape[0] if part == "lora_down" else shape[1])
         if weight.dtype not in FLOATING:
             whys[name] = ("adapter", "info", f"on {module} (stored quantized in B: shapes not compared)")
             modules.setdefault(module, True)
+        elif part == "lora_mid" or (tucker and part == "lora_down"):
+            # Tucker: the core carries the weight's kernel, the down factor is pointwise (r × in × 1 × 1).
+            fits = (len(shape) == len(weight.shape) and shape[2:] == weight.shape[2:]) if part == "lora_mid" else (
+                len(shape) >= 2 and shape[1] == weight.shape[1] and all(size == 1 for size in shape[2:]))
+            what = "the Tucker core (lora_mid) of the LoRA" if part == "lora_mid" else "LoRA"
+            whys[name] = ("adapter", "info", f"{what} on {module}.weight") if fits else (
+                "adapter", "error", f"{'×'.join(map(str, shape))} does not fit {module}.weight "
+                f"({'×'.join(map(str, weight.shape))} in B): "
+                + ("its kernel is not the weight's" if part == "lora_mid" else "it reads another input width"))
+            if fits:
+                modules.setdefault(module, True)
+            else:
+                modules[module] = False
         elif not _lora_fits(factor := "lora_A" if part == "lora_down" else "lora_B", shape, weight.shape):
             whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {module}.weight "
                           f"({'×'.join(map(str, weight.shape))} in B): {_lora_misfit(factor, shape, weight.shape)}")
@@ -1602,15 +1681,59 @@ def _kohya_adapter_fit(
     for name in missing:
         whys.setdefault(name, ("adapter-base", "info", ""))
     fitting = sum(modules.values())
+    methods = sorted(set(lycoris.values()))
     method = f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})" if ranks else "LoRA"
+    method = ", ".join(([method] if ranks or not methods else []) + methods)
+    if cores:
+        method += f" (Tucker lora_mid on {counted(len(cores), 'module')})"
     parts = ", ".join(_KOHYA_PARTS.get(prefix, prefix) for prefix in sorted(found))
-    note = (f"A is a kohya-style LoRA (lora_down / lora_up / alpha under flat lora_unet_ / lora_te_ names): {method} "
-            f"on {len(modules)} module(s) of the {parts} "
-            f"({'in B, a single-file Stable Diffusion checkpoint' if ldm else 'B'}), {fitting} of them in B with "
-            "shapes that fit; it stores "
-            "no base weights: load it with diffusers' load_lora_weights, ComfyUI or AUTOMATIC1111, which map its "
-            "names to the modules")
+    comfy = ldm and any(name.startswith("text_encoders.") for name in specs_b)
+    where = ("in B, a ComfyUI single-file checkpoint" if comfy else "in B, a single-file Stable Diffusion checkpoint"
+             if ldm else "B")
+    kind = ("a LyCORIS adapter (hada_* / lokr_* / lora_mid beside lora_down / lora_up / alpha under flat lora_unet_ "
+            "/ lora_te_ names)" if methods or cores else
+            "a kohya-style LoRA (lora_down / lora_up / alpha under flat lora_unet_ / lora_te_ names)")
+    loaders = ("ComfyUI, AUTOMATIC1111 / Forge or LyCORIS' create_lycoris_from_weights" if methods or cores else
+               "ComfyUI or Forge" if comfy else "diffusers' load_lora_weights, ComfyUI or AUTOMATIC1111")
+    note = (f"A is {kind}: {method} on {len(modules)} module(s) of the {parts} ({where}), {fitting} of them in B "
+            f"with shapes that fit; it stores no base weights: load it with {loaders}, which map its names to the "
+            "modules")
     return whys, note
+
+
+def _lycoris_product(method: str, held: Mapping[str, tuple[int, ...]]) -> tuple[int, int] | None:
+    """The (out, in × kernel) shape of the update a LyCORIS LoHa or LoKr module's factors make (LyCORIS reshapes
+    it to the weight's shape), or None where they make none.
+
+    Example:
+        >>> _lycoris_product("LoHa", {"hada_w1_a": (32, 4), "hada_w1_b": (4, 288), "hada_w2_a": (32, 4),
+        ...                           "hada_w2_b": (4, 288)})
+        (32, 288)
+        >>> _lycoris_product("LoKr", {"lokr_w1": (4, 4), "lokr_w2_a": (8, 2), "lokr_w2_b": (2, 8)})
+        (32, 32)
+    """
+    def pair(a: str, b: str, core: str | None) -> tuple[int, int] | None:
+        first, second = held.get(a), held.get(b)
+        if first is None or second is None or len(first) != 2 or len(second) < 2:
+            return None
+        if core is not None and core in held:  # Tucker: a (r × out), b (r × in), core (r × r × kernel)
+            kernel = held[core]
+            if len(kernel) < 2 or first[0] != kernel[0] or second[0] != kernel[1]:
+                return None
+            return first[1], second[1] * math.prod(kernel[2:])
+        if first[1] != second[0]:
+            return None
+        return first[0], math.prod(second[1:])
+
+    if method == "LoHa":
+        one, two = pair("hada_w1_a", "hada_w1_b", "hada_t1"), pair("hada_w2_a", "hada_w2_b", "hada_t2")
+        return one if one is not None and one == two else None
+    one = held.get("lokr_w1")
+    w1 = (one[0], math.prod(one[1:])) if one is not None and len(one) >= 2 else pair("lokr_w1_a", "lokr_w1_b", None)
+    two = held.get("lokr_w2")
+    w2 = (two[0], math.prod(two[1:])) if two is not None and len(two) >= 2 else pair("lokr_w2_a", "lokr_w2_b",
+                                                                                      "lokr_t2")
+    return None if w1 is None or w2 is None else (w1[0] * w2[0], w1[1] * w2[1])
 
 
 # The weights whose input is the Flux transformer's hidden width (3072 in FLUX.1), in B: BFL's fused qkv, diffusers'
@@ -1678,10 +1801,19 @@ def _kohya_flux_onto_diffusers(
     whys: dict[str, tuple[str, str, str]] = {}
     misfits = _flux_width_misfits(unet, specs_a, "lora_down", _flux_hidden(specs_b, _DIFFUSERS_FLUX_HIDDEN),
                                   _KOHYA_FLUX_HIDDEN_WIDE)
+    # A LyCORIS LoHa / LoKr (or a Tucker lora_mid) in these names: diffusers' Flux conversion reads lora_down /
+    # lora_up only (its LoKr loads fail: huggingface/diffusers#13137), so it is not said to convert them.
+    lycoris = sorted({"LoHa" if match["part"].startswith("hada_") else "LoKr" if match["part"].startswith("lokr_")
+                      else "LoCon (Tucker lora_mid)" for _, match in unet
+                      if match["part"].startswith(("hada_", "lokr_")) or match["part"] == "lora_mid"})
     for name, match in pairs:
         prefix = match["prefix"]
         if prefix in ("lora_unet", "lora_transformer") and (misfit := misfits.get(match["module"])):
             whys[name] = ("adapter", "error", f"for {match['module']} in Black Forest Labs' Flux layout: {misfit}")
+        elif prefix in ("lora_unet", "lora_transformer") and lycoris:
+            whys[name] = ("adapter", "warn", f"for {match['module']} in Black Forest Labs' Flux layout, a LyCORIS "
+                          f"{' / '.join(lycoris)} that diffusers' load_lora_weights does not convert to B's (ComfyUI "
+                          "and Forge load it onto the original flux1-*.safetensors)")
         elif prefix in ("lora_unet", "lora_transformer"):
             whys[name] = ("adapter", "info", f"for {match['module']} in Black Forest Labs' Flux layout, which "
                           "diffusers' load_lora_weights converts to B's (shapes not checked)")
@@ -1691,6 +1823,14 @@ def _kohya_flux_onto_diffusers(
     for name in missing:
         whys[name] = ("adapter-base", "info", "")
     modules = len({match["module"] for _, match in unet})
+    if lycoris:
+        note = (f"A is a LyCORIS {' / '.join(lycoris)} for Flux ({counted(modules, 'module')} named as Black Forest "
+                "Labs' Flux transformer names them: double_blocks, single_blocks, fused qkv) and B a diffusers "
+                "FluxTransformer2DModel (transformer_blocks, single_transformer_blocks, to_q / to_k / to_v): "
+                "diffusers' load_lora_weights converts kohya's lora_down / lora_up only, not these; ComfyUI and Forge "
+                "load it onto the original flux1-*.safetensors, where diff-keys checks its shapes; it stores no base "
+                "weights")
+        return whys, note + _flux_misfit_note(misfits)
     note = (f"A is a kohya-style Flux LoRA (lora_down / lora_up / alpha on {counted(modules, 'module')} named as "
             "Black Forest Labs' Flux transformer names them: double_blocks, single_blocks, fused qkv) and B a "
             "diffusers FluxTransformer2DModel (transformer_blocks, single_transformer_blocks, to_q / to_k / to_v): "
@@ -2849,6 +2989,7 @@ def build_report(
     loader_ran: bool = False,
     fixed_by_renames: Mapping[str, int] | None = None,
     saved_names_a: Collection[str] | None = None,
+    quantization_a: str | None = None,
 ) -> DiffReport:
     """Classify the differences and assemble the report (shared by both modes).
 
@@ -2867,6 +3008,9 @@ def build_report(
     where a plain rename of the unexpected names does not show it (weights the model ties to one renamed, keys
     transformers' ignore lists drop from the unexpected ones, a base-model prefix the loader adds after the
     rename): they take that rename's reason.
+    `quantization_a`: the quantizer A's own config names, where B's names none (a bitsandbytes 4-bit save against
+    its 16-bit merge): A's integer-stored weights then differ from B's floats because they are packed, not because
+    the architecture differs (error all the same: B's model cannot take them as stored).
     `saved_names_a`: A's names as its file holds them, where `specs_a` holds them as the loader renamed them
     (model-class mode: Whisper's `model.encoder.*` is WhisperForAudioClassification's `encoder.*`); a part of A
     said to be dropped is named as saved.
@@ -2972,12 +3116,30 @@ def build_report(
             and b.dtype in FLOATING
 
     mismatch_rows = []
+    packed_in_a = 0
     for name, shape_a, shape_b in mismatched:
         reason, severity, detail = classify_mismatch(name, shape_a, shape_b, specs_a, specs_b)
         if quantized(name):
             reason, severity = "quantization", "info"
             detail = f"{detail}; packed by the {quantization} quantizer, which unpacks it on load"
+        elif quantization_a and not quantization and specs_a[name].dtype in _QUANTIZED_DTYPES \
+                and specs_b[name].dtype in FLOATING:
+            # ignore_mismatched_sizes, which the shape note offers, would start these weights at random.
+            reason, severity = "quantization", "error"
+            detail = f"{detail}; packed by A's {quantization_a} quantizer, B holds it unquantized"
+            packed_in_a += 1
         mismatch_rows.append(Mismatch(name, list(shape_a), list(shape_b), reason, severity, detail))
+    if packed_in_a:
+        # transformers' dequantize() exists for bitsandbytes and HIGGS models only (their quantizers' _dequantize).
+        unpack = ("A's model.dequantize() then save_pretrained gives weights to compare with B" if
+                  quantization_a.startswith(("bitsandbytes", "higgs")) else
+                  f"transformers cannot dequantize a {quantization_a} model (no dequantize()): compare A with a "
+                  "checkpoint quantized the same way")
+        notes = [*notes, (
+            f"{counted(packed_in_a, 'weight')} of A {plural(packed_in_a, 'is', 'are')} stored packed by the "
+            f"{quantization_a} quantizer its config names, where B's model holds them unquantized: B's "
+            "from_pretrained cannot take them as stored (ignore_mismatched_sizes would start them at random); "
+            f"A loads with its own config (from_pretrained of A), and {unpack}")]
     mismatched_names = {m[0] for m in mismatched}
     notes = [*notes, *_square_transposed_note(mismatch_rows, common, specs_a, mismatched_names)]
     resized = [m for m in mismatch_rows if m.reason not in ("quantization", "lora-rank")]
@@ -3114,6 +3276,7 @@ def diff_specs(
     loader_prefix: Callable[[], str | None] | None = None,
     model_class_command: Callable[[], str | None] | None = None,
     model_renamings: Callable[[], Sequence[tuple[str, str]]] | None = None,
+    quantization_a: str | None = None,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -3149,7 +3312,8 @@ def diff_specs(
                            tied_groups_a=tied_groups_a, tied_groups_b=tied_groups_b,
                            tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads,
                            tie_embeddings_a=tie_embeddings_a, loader_prefix=loader_prefix,
-                           model_class_command=model_class_command, model_renamings=model_renamings)
+                           model_class_command=model_class_command, model_renamings=model_renamings,
+                           quantization_a=quantization_a)
 
 
 def _dropped_tie_aliases(specs_a: Mapping[str, KeySpec]) -> list[str]:
@@ -3217,6 +3381,7 @@ def _diff_specs(
     loader_prefix: Callable[[], str | None] | None = None,
     model_class_command: Callable[[], str | None] | None = None,
     model_renamings: Callable[[], Sequence[tuple[str, str]]] | None = None,
+    quantization_a: str | None = None,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -3278,6 +3443,7 @@ def _diff_specs(
         matched_after_renames=after, tied_groups_a=tied, tied_groups_b=tied_groups_b,
         tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads, tie_embeddings_a=tie_embeddings_a,
         layout_whys=layout_whys, notes=[layout_note] if layout_note else (), loader_prefix=loader_prefix,
+        quantization_a=quantization_a,
     )
 
 
@@ -3368,6 +3534,8 @@ def _rename_all(name: str, renames: Sequence[Rename]) -> str:
 
 def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = ()) -> DiffReport:
     """`diff_specs` on two opened checkpoints (headers only: no tensor data is read)."""
+    from weightdoctor.quantized import quantization_of
+
     # Asked only for a note (has_model_class imports transformers: not in the headers-only path otherwise).
     check = functools.cache(lambda: _model_class_command(a, b, renames))
     report = diff_specs(
@@ -3378,6 +3546,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         loader_prefix=(lambda: base_model_prefix_of(b.config)) if b.config else None,
         model_class_command=check,
         model_renamings=(lambda: transformers_renamings(b.config)) if b.config else None,
+        quantization_a=None if (found := quantization_of(a.config)) is None or quantization_of(b.config) else found[0],
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location

@@ -43,8 +43,11 @@ LORA_ZERO_INIT = re.compile(r"(^|\.)(lora_B|lora_embedding_A|lora_up)(\.|$)|_lor
 # untrained one was called "a layer that was never initialized or was zeroed".
 ZERO_CONV_INIT = re.compile(r"^lllite_\w+\.up\.0\.weight$|(^|\.)(zero_convs\.\d+\.0|middle_block_out\.0|"
                             r"controlnet_down_blocks\.\d+|controlnet_mid_block)\.weight$")
-# The other half, which peft (lora_A) and kohya-ss (lora_down) start as nn.Linear does, kaiming_uniform(a=√5).
-LORA_KAIMING_INIT = re.compile(r"(^|\.)(lora_A|lora_down)(\.|$)|_lora\.down(\.|$)")
+# The other half, which peft (lora_A) and kohya-ss (lora_down) start as nn.Linear does, kaiming_uniform(a=√5); and
+# LyCORIS' Tucker core `lora_mid`, an nn.Conv2d (r × r × kh × kw) started as one. A trained core, off that scale, was
+# "still matches its initialization kaiming_uniform ... (found normal(0, 0.96))": the guessed init's scale was not
+# held against it.
+LORA_KAIMING_INIT = re.compile(r"(^|\.)(lora_A|lora_down|lora_mid)(\.|$)|_lora\.down(\.|$)")
 # peft's lora_A / lora_B of Linear and Conv layers (not lora_embedding_*), which `init_lora_weights` sets.
 PEFT_LORA_HALF = re.compile(r"(^|\.)lora_(?P<half>[AB])(\.|$)")
 # peft's `init_lora_weights` schemes that set LoRA halves from data, not at random, and which halves: PiSSA (also
@@ -406,7 +409,8 @@ def guess_default(info: TensorInfo, siblings: dict[str, TensorInfo]) -> Expected
         lora = LORA_KAIMING_INIT.search(name) is not None
         return ExpectedInit("kaiming_uniform", {"a": math.sqrt(5), "mode": "fan_in", "nonlinearity": "leaky_relu",
                                                 "gain": math.sqrt(1 / 3), "bound": 1.0 / math.sqrt(fan[0])},
-                            "LoRA's A / down half, kaiming_uniform as peft and kohya-ss start it" if lora
+                            ("LyCORIS' Tucker core (lora_mid), kaiming_uniform as its nn.Conv2d starts" if ".lora_mid"
+                             in name else "LoRA's A / down half, kaiming_uniform as peft and kohya-ss start it") if lora
                             else f"PyTorch {kind} default (guessed from the name)", lora)
     return None
 

@@ -907,6 +907,22 @@ def _ldm_ema_planned(checkpoint: Checkpoint, model: torch.nn.Module, binary: boo
 _HEADROOM_QUANTIZERS = ("bitsandbytes", "bitnet", "quanto", "torchao")
 
 
+def bnb_skip_modules(config: Mapping[str, Any] | None) -> list[str] | None:
+    """A bitsandbytes config's `llm_int8_skip_modules` (the modules it leaves unquantized), or None where it has
+    none (transformers then skips the output embeddings and tied modules itself).
+
+    Example:
+        >>> bnb_skip_modules({"quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True,
+        ...                   "llm_int8_skip_modules": ["lm_head", "model.layers.1.mlp"]}})
+        ['lm_head', 'model.layers.1.mlp']
+    """
+    settings = config_quantization_settings(config)
+    if settings is None or settings.get("quant_method", "bitsandbytes") != "bitsandbytes":
+        return None
+    skip = settings.get("llm_int8_skip_modules")
+    return [name for name in skip if isinstance(name, str)] if isinstance(skip, list) else None
+
+
 def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, quantizer: str,
                               binary: bool = False) -> None:
     """Set how a checkpoint its config quantizes is sized: 10% headroom only for the quantizers that take it, and
@@ -930,8 +946,11 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
     if quantizer.lower().startswith("bitsandbytes"):
         # Its layers keep one packed `weight` each, sized so by its quantizer (`param_element_size`); the
         # quantization state beside it is no parameter or buffer, so transformers' planner leaves it out too.
+        skip = bnb_skip_modules(planned.config)
+        kept = (f"; the modules its llm_int8_skip_modules names ({clip_words(', '.join(skip), 120)}) at their "
+                "floating dtype, as the quantizer leaves them") if skip else ""
         planned.warnings.append(f"Linear weights planned at {bits} bits, as transformers' planner sizes "
-                                "bitsandbytes layers (their small quantization state not counted)")
+                                f"bitsandbytes layers (their small quantization state not counted){kept}")
         return
     stored: dict[str, int] = {}
     children: dict[str, int] = {}
@@ -1439,7 +1458,8 @@ class _SizeOverride:
     """
 
     def __init__(self, model: torch.nn.Module, quantized_size: float | None = None, float_size: int | None = None,
-                 stored_bytes: dict[str, int] | None = None, headroom: bool = True):
+                 stored_bytes: dict[str, int] | None = None, headroom: bool = True,
+                 skip_modules: list[str] | None = None):
         self.quantized_size = quantized_size
         self.float_size = float_size
         # Weights sized at what the checkpoint stores for their module (see `_size_config_quantization`).
@@ -1447,7 +1467,7 @@ class _SizeOverride:
         self.headroom = headroom
         self._quantized: set[str] = set()
         if quantized_size is not None:
-            self._quantized = _bnb_quantized_weights(model)
+            self._quantized = _bnb_quantized_weights(model, skip_modules)
 
     def param_element_size(self, model: Any, name: str, param: torch.Tensor) -> float:
         import torch
@@ -1470,12 +1490,14 @@ class _SizeOverride:
         return None
 
 
-def _bnb_quantized_weights(model: torch.nn.Module) -> set[str]:
+def _bnb_quantized_weights(model: torch.nn.Module, skip_modules: list[str] | None = None) -> set[str]:
     """Names of the weights bitsandbytes would quantize, chosen as its quantizer chooses them.
 
     `replace_with_bnb_linear` swaps every exact `nn.Linear` (and GPT-2's `Conv1D`) whose name
     `should_convert_module` accepts against the quantizer's `get_modules_to_not_convert` (output embeddings,
-    tied and last modules, `_keep_in_fp32_modules`); their weights (not biases) are stored quantized.
+    tied and last modules, `_keep_in_fp32_modules`); their weights (not biases) are stored quantized. A config's
+    `llm_int8_skip_modules` (`skip_modules`: Unsloth's dynamic 4-bit saves keep a model's sensitive layers in
+    bf16 so) replaces those defaults, as the quantizer's `_process_model_before_weight_loading` passes it.
     """
     import torch
     from transformers.pytorch_utils import Conv1D
@@ -1483,7 +1505,7 @@ def _bnb_quantized_weights(model: torch.nn.Module) -> set[str]:
     from transformers.quantizers.quantizers_utils import should_convert_module
 
     keep_fp32 = getattr(model, "_keep_in_fp32_modules", None)
-    skip = HfQuantizer.get_modules_to_not_convert(model, None, list(keep_fp32) if keep_fp32 else None)
+    skip = HfQuantizer.get_modules_to_not_convert(model, skip_modules, list(keep_fp32) if keep_fp32 else None)
     names: set[str] = set()
     for module_name, module in model.named_modules():
         if not module_name or not should_convert_module(module_name, skip):
@@ -1508,7 +1530,7 @@ def _new_sizer(planned: PlannedModel, dtype: str) -> _SizeOverride | None:
             return None
         if dtype == planned.dtype:  # the checkpoint's own quantization, as its config sets it
             return _SizeOverride(planned.model, quantized_size=quantized, stored_bytes=planned.stored_bytes,
-                                 headroom=planned.quantizer_headroom)
+                                 headroom=planned.quantizer_headroom, skip_modules=bnb_skip_modules(planned.config))
         return _SizeOverride(planned.model, quantized_size=quantized)
     if dtype == planned.dtype:
         return None

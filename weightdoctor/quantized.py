@@ -1027,6 +1027,14 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
     elif method.startswith("quanto"):
         side = {t.name for t in infos if t.name.endswith(_QUANTO_SIDE)}
         packed = _quanto_packed(infos, bits)
+    elif method == "bitnet":
+        # transformers' BitLinear (microsoft/bitnet-b1.58-2B-4T): a uint8 `weight` [out / 4, in] holding four
+        # ternary weights a byte (VALUES_PER_ITEM in transformers' integrations/bitnet.py) beside its `weight_scale`.
+        # They were counted one a byte: "0 packed tensor(s)", a quarter of the Linear weights.
+        scaled = {t.name.removesuffix("_scale") for t in infos if t.name.endswith(".weight_scale")}
+        for info in infos:
+            if info.name in scaled and info.dtype == "uint8" and len(info.shape) == 2:
+                packed[info.name] = info.num_params * 4
     elif method == "eetq":  # EetqLinear: an int8 `weight` [in, out] and its fp16 `weight_scales`
         side = {t.name for t in infos if t.name.endswith(".weight_scales")}
     elif method == "compressed-tensors":

@@ -139,7 +139,14 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
     if any(n.startswith(("unet.", "transformer.", "text_encoder.", "text_encoder_2."))
            and _DIFFUSERS_LORA.search(n) for n in names):
         return DIFFUSERS_LORA
-    if (family := _transformer_family(checkpoint)) is not None:
+    family = _transformer_family(checkpoint)
+    # ComfyUI's single files of the newer models (CheckpointSave; Comfy-Org's flux1-dev-fp8.safetensors): the
+    # diffusion model beside `text_encoders.<name>.` and `vae.`. Flux's was called a Stable Diffusion checkpoint
+    # that AUTOMATIC1111 loads, which loads no Flux.
+    if any(n.startswith("model.diffusion_model.") for n in names) and any(n.startswith("text_encoders.")
+                                                                           for n in names):
+        return comfyui_single_file(family)
+    if family is not None:
         return family
     if any(n.startswith(("model.diffusion_model.", "first_stage_model.")) for n in names):
         # SDXL's two text encoders are conditioner.embedders.0 and .1 (SD 1.x / 2.x: cond_stage_model).
@@ -197,6 +204,23 @@ CONTROLNET_LLLITE = "a ControlNet-LLLite"
 TEXTUAL_INVERSION = "a textual-inversion embedding"
 KOHYA_LORA = "a kohya-style LoRA"
 DIFFUSERS_LORA = "a LoRA in diffusers' layout"
+COMFYUI_SINGLE_FILE = "a ComfyUI single-file checkpoint (diffusion model, text encoders and VAE)"
+
+
+def comfyui_single_file(family: str | None) -> str:
+    """ComfyUI's all-in-one file, its diffusion model's family named where `_transformer_family` found one ("a
+    single-file Flux checkpoint" -> "a ComfyUI single-file Flux checkpoint (...)")."""
+    if family is None:
+        return COMFYUI_SINGLE_FILE
+    name = family.removeprefix("a single-file ").removeprefix("an original-layout ").removesuffix(" checkpoint")
+    return f"a ComfyUI single-file {name} checkpoint (diffusion model, text encoders and VAE)"
+
+
+def _comfyui_loaders(kind: str) -> str:
+    """Who loads ComfyUI's all-in-one `kind`: ComfyUI's Load Checkpoint node; Forge too for Flux and the unnamed
+    (SD-family) ones it reads; diffusers' single-file loaders read only the bare diffusion model."""
+    forge = " Flux " in kind or kind == COMFYUI_SINGLE_FILE
+    return "ComfyUI's Load Checkpoint node" + (", Forge" if forge else "")
 # The kinds above that are applied to a model loaded apart, not loaded as one.
 ADD_ONS = frozenset({KOHYA_LORA, DIFFUSERS_LORA, CONTROLNET_LLLITE, TEXTUAL_INVERSION, IP_ADAPTER})
 _LOADERS = {IP_ADAPTER: "diffusers' load_ip_adapter, ComfyUI's IPAdapter nodes",
@@ -400,7 +424,8 @@ def plan_shard(
     if index is not None and not pattern.startswith(("adapter_model", "pytorch_lora_weights", "open_clip_")):
         single = single_file_kind(checkpoint)  # the libraries above said already
         if single:
-            loaders = _LOADERS.get(single, "ComfyUI, diffusers' from_single_file" if single.endswith(
+            loaders = _comfyui_loaders(single) if single.startswith("a ComfyUI single-file") else _LOADERS.get(
+                single, "ComfyUI, diffusers' from_single_file" if single.endswith(
                 ("Flux checkpoint", "HunyuanVideo checkpoint", "SD3 checkpoint"))
                 else "AUTOMATIC1111, ComfyUI, diffusers' from_single_file / load_lora_weights")
             warnings.append(f"{single} is loaded from one file ({loaders}): none of them reads an index or these "

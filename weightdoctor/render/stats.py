@@ -142,8 +142,11 @@ def init_table(report: StatsReport, limit: int | None, width: int | None = None)
         expected = escape(item.expected.describe()) if item.expected is not None else "[dim]-[/]"
         if item.expected is not None and not item.expected.confident:
             expected += " [dim](guess)[/]"
-        rows.append((escape(item.name), _num(s.mean), _num(s.std), _num(s.abs_max), f"{s.zero_fraction:.1%}", found,
-                     expected))
+        # An empty tensor (a zero-size dimension) has no values: its mean, std and share of zeros are none, not NaN
+        # (the table said "nan ... nan%", as a tensor full of NaN would read).
+        numbers = (_num(s.mean), _num(s.std), _num(s.abs_max), f"{s.zero_fraction:.1%}") if s.count else (
+            ("[dim]-[/]",) * 4)
+        rows.append((escape(item.name), *numbers, found, expected))
     caption = None
     if limit is not None and len(report.tensors) > limit:
         caption = f"{len(report.tensors) - limit} more; use --all or --filter REGEX"
