@@ -1,0 +1,774 @@
+"""Seeded mutation fuzzer (red team 28): every command, in-process, on mutants of genuine tiny files of each format.
+
+    PYTHONPATH=. python scripts/mutation_fuzz.py --seconds 600 --formats safetensors,zip --out /tmp/fuzz
+
+Each seed file (safetensors, a sharded index, a zip `.bin`, a legacy torch pickle, a plain `.pkl`, a DCP folder,
+`.npz`, a Hub cache snapshot) is written by torch / safetensors / numpy / huggingface_hub's own code. A mutant is the
+seed with bytes flipped, set, inserted or deleted, truncated, a header spliced from another seed, a number of a
+JSON header or a zip record's length / offset / count field changed, or a zip member's bytes changed with its
+CRC-32 fixed. Every command then runs on it (`inspect`, `inspect --stats`, `check-dtype`, `diff-keys A A --values`,
+`convert`, `shard --max 1KB`, `plan-devices --gpu 1MB`), and a finding is recorded when:
+
+- the exit code is not 0, 1 or 2, or the command raised (a traceback) or printed "unexpected";
+- a command took longer than 10 s, or the process's peak memory grew by more than 200 MB;
+- the input changed, a file appeared outside the output path (the work folder or TMPDIR), or a failed writer
+  left its output (or a `.wdtmp-` / `.wdstage-` file) behind, or a writer that succeeded wrote what does not load;
+- `inspect` called a pickle safe that reaches a global outside torch's weights_only allowlist when unpickled
+  (found by unpickling with a find_class that records names and returns inert stand-ins: nothing runs).
+
+Findings go to OUT/findings.jsonl with the mutant's bytes (OUT/mutants/), deduplicated by signature; OUT/summary.json
+counts mutants, exit codes, the slowest run of each command, and the errors of commands that refused a mutant that
+`inspect` read (kept for review, not findings: a writer refuses names a safetensors file cannot hold). A mutant is
+the same from run to run for a given --seed, except a DCP folder's (its `.metadata` records the folder's path and
+a random save id).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import os
+import pickle
+import random
+import re
+import resource
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+import time
+import traceback
+import zipfile
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("safetensors", "index", "zip", "legacy", "pkl", "dcp", "npz", "hub")
+HANG_S = 10
+MEMORY_MB = 200
+UNEXPECTED = re.compile(r"\bunexpected [A-Za-z_][\w.]*: ")  # the line commands/_errors.py prints for a foreign error
+
+
+class Hang(BaseException):
+    """Raised by SIGALRM: a BaseException, so that the command's own error handling does not swallow it."""
+
+
+# ---------------------------------------------------------------------------------------------------------- seeds
+def _state_dict(seed: int) -> dict[str, Any]:
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return {"encoder.layer.0.weight": torch.randn(4, 3, generator=generator),
+            "encoder.layer.0.bias": torch.zeros(4),
+            "head.weight": torch.randn(2, 4, generator=generator).half(),
+            "position_ids": torch.arange(6)}
+
+
+def build_seeds(root: Path) -> dict[str, Path]:
+    """One genuine tiny source per format under `root` (a file, or a folder holding the file to mutate)."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save, save_file
+
+    from fixtures.hub_cache import commit_of, write_snapshot
+
+    root.mkdir(parents=True, exist_ok=True)
+    state = _state_dict(0)
+    seeds: dict[str, Path] = {}
+    save_file(state, str(root / "model.safetensors"), metadata={"format": "pt"})
+    seeds["safetensors"] = root / "model.safetensors"
+
+    index = root / "sharded"
+    index.mkdir()
+    names = sorted(state)
+    weight_map = {}
+    for number, part in enumerate((names[:2], names[2:]), 1):
+        shard = f"model-0000{number}-of-00002.safetensors"
+        save_file({name: state[name] for name in part}, str(index / shard), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(part, shard))
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    (index / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    seeds["index"] = index / "model.safetensors.index.json"
+
+    torch.save(state, root / "pytorch_model.bin")
+    seeds["zip"] = root / "pytorch_model.bin"
+    # One storage that every tensor views (at offsets): a legacy save keys storages by address, in sorted order,
+    # so with more than one the bytes would change from run to run.
+    base = torch.randn(32, generator=torch.Generator().manual_seed(1))
+    views = {"encoder.layer.0.weight": base[:12].view(4, 3), "encoder.layer.0.bias": base[12:16],
+             "head.weight": base[16:24].view(2, 4), "head.bias": base[24:26]}
+    torch.save(views, root / "legacy.pt", _use_new_zipfile_serialization=False)
+    _fix_legacy_keys(root / "legacy.pt")
+    seeds["legacy"] = root / "legacy.pt"
+    with open(root / "model_final.pkl", "wb") as handle:
+        pickle.dump({"model": {name: t.float().numpy() for name, t in state.items()}, "__author__": "fuzz"}, handle,
+                    protocol=2)
+    seeds["pkl"] = root / "model_final.pkl"
+    np.savez(root / "weights.npz", **{name: t.numpy() for name, t in state.items()})
+    seeds["npz"] = root / "weights.npz"
+
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save(state, checkpoint_id=str(root / "dcp"))
+    seeds["dcp"] = root / "dcp"
+
+    cache = root / "hub"
+    files = {"config.json": json.dumps({"model_type": "bert", "architectures": ["BertModel"]}).encode(),
+             "model.safetensors": save(state, metadata={"format": "pt"})}
+    write_snapshot(cache, "fuzz/tiny", commit_of("tiny"), files)
+    seeds["hub"] = cache
+    return seeds
+
+
+def _fix_legacy_keys(path: Path) -> None:
+    """A legacy save keys its storages by their addresses in memory: each key is given a fixed one of the same
+    length, so that the seed (and every mutant of it) is the same from run to run."""
+    raw = path.read_bytes()
+    starts = _pickle_starts(raw)
+    keys = pickle.loads(raw[starts[4]:]) if len(starts) == 5 else []
+    for number, key in enumerate(sorted(keys)):
+        fixed = str(number).rjust(len(key), "0").encode()
+        raw = raw.replace(key.encode(), fixed)
+    path.write_bytes(raw)
+
+
+def mutable_files(fmt: str, source: Path) -> list[Path]:
+    """The files of a seed a mutation may touch."""
+    if fmt == "index":
+        return sorted(source.parent.iterdir())
+    if fmt == "dcp":
+        return sorted(p for p in source.iterdir() if p.is_file())
+    if fmt == "hub":
+        blobs = sorted((source / "models--fuzz--tiny" / "blobs").iterdir())
+        return [*blobs, source / "models--fuzz--tiny" / "refs" / "main"]
+    return [source]
+
+
+# ------------------------------------------------------------------------------------------------------ mutations
+INTERESTING = [0, 1, 0x7F, 0x80, 0xFF, 0xFE, 0x00, ord("}"), ord('"'), ord("."), ord("0"), ord("9")]
+NUMBERS = ["0", "-1", "1", "7", "65536", "2147483648", "4294967295", "18446744073709551615",
+           "9223372036854775807", "-9223372036854775808", "1e308", "99999999999999999999999", "3.5", "[]", "null"]
+
+
+def _zip_records(raw: bytes) -> list[tuple[int, bytes]]:
+    return [(m.start(), m.group()) for m in re.finditer(rb"PK\x01\x02|PK\x03\x04|PK\x05\x06|PK\x06\x06|PK\x06\x07",
+                                                        raw)]
+
+
+def _set_field(data: bytearray, offset: int, size: int, rng: random.Random) -> None:
+    if offset + size > len(data):
+        return
+    limit = (1 << (8 * size)) - 1
+    old = int.from_bytes(data[offset:offset + size], "little")
+    value = rng.choice([0, 1, limit, limit >> 1, old + 1, max(old - 1, 0), old * 2, old + 64,
+                        old ^ (1 << rng.randrange(8 * size)), rng.randrange(limit + 1)]) & limit
+    data[offset:offset + size] = value.to_bytes(size, "little")
+
+
+# record signature -> list of (field offset, size) of its length / offset / count fields
+ZIP_FIELDS = {b"PK\x03\x04": [(6, 2), (8, 2), (18, 4), (22, 4), (26, 2), (28, 2)],
+              b"PK\x01\x02": [(8, 2), (10, 2), (20, 4), (24, 4), (28, 2), (30, 2), (32, 2), (34, 2), (42, 4)],
+              b"PK\x05\x06": [(4, 2), (6, 2), (8, 2), (10, 2), (12, 4), (16, 4), (20, 2)],
+              b"PK\x06\x06": [(4, 8), (24, 8), (32, 8), (40, 8), (48, 8)],
+              b"PK\x06\x07": [(8, 8), (16, 4)]}
+
+
+def mutate(data: bytes, rng: random.Random, donors: list[bytes]) -> tuple[bytes, str]:
+    """One or a few mutations of `data`; returns the mutant and the names of the mutations applied."""
+    out = bytearray(data)
+    applied = []
+    for _ in range(rng.choice([1, 1, 1, 2, 3])):
+        kind = rng.choice(["flip", "set", "insert", "delete", "truncate", "splice", "number", "zipfield",
+                           "member", "header_len", "duplicate", "json", "json", "json", "pickle", "pickle",
+                           "pickle", "pickle"])
+        n = len(out)
+        if kind == "flip" and n:
+            for _ in range(rng.randint(1, 4)):
+                i = rng.randrange(n)
+                out[i] ^= 1 << rng.randrange(8)
+        elif kind == "set" and n:
+            out[rng.randrange(n)] = rng.choice(INTERESTING)
+        elif kind == "insert":
+            i = rng.randrange(n + 1)
+            out[i:i] = rng.choice([bytes([rng.randrange(256)]) * rng.randint(1, 64), rng.randbytes(rng.randint(1, 16)),
+                                   b"\x00" * rng.choice([1, 8, 4096])])
+        elif kind == "delete" and n:
+            i = rng.randrange(n)
+            del out[i:i + rng.choice([1, 2, 4, 8, 64, 512])]
+        elif kind == "truncate" and n:
+            del out[rng.choice([rng.randrange(n), rng.randrange(min(n, 200)), max(n - rng.randint(1, 30), 0)]):]
+        elif kind == "splice" and donors:
+            donor = rng.choice(donors)
+            cut = rng.randrange(min(len(donor), 400) + 1)
+            where = rng.randrange(min(n, 400) + 1)
+            out = bytearray(donor[:cut]) + out[where:] if rng.random() < 0.5 else out[:where] + bytearray(donor[cut:])
+        elif kind == "number":
+            spans = [m.span() for m in re.finditer(rb"-?\d+(?:\.\d+)?", out[:4096])]
+            if spans:
+                start, end = rng.choice(spans)
+                out[start:end] = rng.choice(NUMBERS).encode()
+        elif kind == "zipfield":
+            records = _zip_records(bytes(out))
+            if records:
+                offset, signature = rng.choice(records)
+                field, size = rng.choice(ZIP_FIELDS[signature])
+                _set_field(out, offset + field, size, rng)
+        elif kind == "member":
+            out = bytearray(_mutate_member(bytes(out), rng))
+        elif kind == "header_len" and n >= 8:
+            _set_field(out, 0, 8, rng)
+        elif kind == "json":
+            changed = _mutate_json(bytes(out), rng)
+            if changed is None:
+                continue
+            out = bytearray(changed)
+        elif kind == "pickle":
+            changed = _mutate_pickles(bytes(out), rng)
+            if changed is None:
+                continue
+            out = bytearray(changed)
+        elif kind == "duplicate" and n:
+            i = rng.randrange(n)
+            chunk = out[i:i + rng.randint(1, 64)]
+            j = rng.randrange(n + 1)
+            out[j:j] = chunk
+        else:
+            continue
+        applied.append(kind)
+    return bytes(out), "+".join(applied) or "none"
+
+
+DTYPES = ["F32", "F16", "BF16", "F64", "I64", "I32", "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2", "C64", "U64", "I16",
+          "F4", "F6_E2M3", "E8M0", "X9", "", "f32", "float32"]
+
+
+def _json_leaf(rng: random.Random) -> Any:
+    return rng.choice([0, -1, 1, 2**31, 2**53 + 1, 2**64, 10**30, -(2**63), 1.5, float("inf"), None, True, "", "x",
+                       [], {}, [0], [1, 2**40], [[0]], "\u0000", "../x", "model.safetensors"])
+
+
+def _mutate_value(value: Any, rng: random.Random, depth: int = 0) -> Any:
+    """A random leaf (or a list item, or a dict entry) of `value` replaced, added or removed."""
+    if isinstance(value, dict) and value and depth < 6:
+        key = rng.choice(sorted(value, key=str))
+        choice = rng.random()
+        if choice < 0.6:
+            value[key] = _mutate_value(value[key], rng, depth + 1)
+        elif choice < 0.75:
+            del value[key]
+        elif choice < 0.9:
+            value[key + rng.choice(["", ".x", "\x00", " "])] = _json_leaf(rng) if rng.random() < 0.5 else value[key]
+        else:
+            value[rng.choice(["dtype", "shape", "data_offsets", "__metadata__", "metadata", "weight_map"])] = \
+                _json_leaf(rng)
+        return value
+    if isinstance(value, list) and value and depth < 6:
+        i = rng.randrange(len(value))
+        choice = rng.random()
+        if choice < 0.6:
+            value[i] = _mutate_value(value[i], rng, depth + 1)
+        elif choice < 0.8:
+            del value[i]
+        else:
+            value.insert(i, _json_leaf(rng))
+        return value
+    if isinstance(value, str) and rng.random() < 0.5:
+        return rng.choice(DTYPES) if value in DTYPES else value + rng.choice(["x", "/../a", "\u00e9", ".bin"])
+    if isinstance(value, int) and not isinstance(value, bool) and rng.random() < 0.6:
+        return rng.choice([value + 1, value - 1, value * 2, 0, -value, value + 4, value - 4, value // 2])
+    return _json_leaf(rng)
+
+
+def _mutate_json(raw: bytes, rng: random.Random) -> bytes | None:
+    """A safetensors header (its length fixed) or a JSON file with one value changed; None for other bytes."""
+    if len(raw) >= 8:
+        length = int.from_bytes(raw[:8], "little")
+        if 2 <= length <= len(raw) - 8:
+            with contextlib.suppress(ValueError):
+                header = json.loads(raw[8:8 + length])
+                text = json.dumps(_mutate_value(header, rng), separators=(",", ":")).encode()
+                text += b" " * ((-len(text)) % 8) if rng.random() < 0.8 else b""
+                return len(text).to_bytes(8, "little") + text + raw[8 + length:]
+    with contextlib.suppress(ValueError):
+        return json.dumps(_mutate_value(json.loads(raw), rng), indent=2).encode()
+    return None
+
+
+GLOBALS = [b"collections\nOrderedDict", b"torch._utils\n_rebuild_tensor_v2", b"torch._utils\n_rebuild_parameter",
+           b"torch._utils\n_rebuild_sparse_tensor", b"torch._utils\n_rebuild_meta_tensor_no_storage",
+           b"torch._utils\n_rebuild_wrapper_subclass", b"torch._utils\n_rebuild_qtensor",
+           b"torch._utils\n_rebuild_device_tensor_from_numpy", b"torch._utils\n_rebuild_parameter_with_state",
+           b"torch._tensor\n_rebuild_from_type_v2", b"torch._utils\n_rebuild_nested_tensor", b"torch\nSize",
+           b"torch\nfloat16", b"torch\nbfloat16", b"torch\nHalfStorage", b"torch\nBFloat16Storage",
+           b"torch\nQInt8Storage", b"torch\nComplexFloatStorage", b"torch\ndevice", b"builtins\nset",
+           b"__builtin__\nset", b"_codecs\nencode", b"numpy.core.multiarray\n_reconstruct", b"numpy\ndtype",
+           b"numpy\nndarray", b"torch.nn.parameter\nParameter", b"torch\nfloat8_e4m3fn", b"torch\nuint64",
+           b"torch\ntensor", b"argparse\nNamespace", b"copy_reg\n_reconstructor", b"__builtin__\nobject"]
+STRINGS = [b"HalfStorage", b"BFloat16Storage", b"FloatStorage", b"LongStorage", b"BoolStorage", b"cpu", b"cuda:0",
+           b"meta", b"mps", b"storage", b"module", b"data/0", b"0", b"../0", b"", b"x" * 300, b"state_dict",
+           b"model_state_dict", b"encoder.layer.0.weight", b"weight", b"_metadata", b"version"]
+SWAPS = [b"\x85\x86\x87t)", b"qh", b"us", b"R b", b"\x88\x89N"]  # opcodes that may stand for one another
+
+
+def _ops(raw: bytes, start: int) -> list[tuple[Any, Any, int]]:
+    import pickletools
+
+    ops = []
+    with contextlib.suppress(Exception):
+        for op, arg, pos in pickletools.genops(io.BytesIO(raw[start:])):
+            ops.append((op, arg, start + pos))
+            if len(ops) > 20000:
+                break
+    return ops
+
+
+def _pickle_starts(raw: bytes) -> list[int]:
+    """Where the pickles of a legacy torch save (or a plain pickle) start: each follows the previous STOP."""
+    starts, at = [], 0
+    for _ in range(5):
+        ops = _ops(raw, at)
+        if not ops or ops[-1][0].name != "STOP":
+            break
+        starts.append(at)
+        at = ops[-1][2] + 1
+    return starts
+
+
+def _mutate_one_op(raw: bytes, start: int, rng: random.Random) -> bytes:
+    """One opcode of the pickle at `start` changed: an int argument, a string, a global, the opcode itself, or
+    removed / doubled."""
+    ops = _ops(raw, start)
+    if len(ops) < 2:
+        return raw
+    index = rng.randrange(len(ops) - 1)
+    op, arg, pos = ops[index]
+    end = ops[index + 1][2]
+    code = op.code.encode("latin-1")
+    choice = rng.random()
+    if op.name in ("BININT1", "BININT2", "BININT") and choice < 0.5:
+        width = {"BININT1": 1, "BININT2": 2, "BININT": 4}[op.name]
+        limit = (1 << (8 * width)) - 1
+        value = rng.choice([0, 1, 2, 3, limit, arg + 1, max(arg - 1, 0), arg * 2, rng.randrange(limit + 1)]) & limit
+        new = code + value.to_bytes(width, "little")
+    elif op.name in ("SHORT_BINUNICODE", "BINUNICODE", "SHORT_BINSTRING", "BINSTRING") and choice < 0.6:
+        text = rng.choice(STRINGS + [o[1].encode() if isinstance(o[1], str) else b"" for o in ops
+                                     if o[0].name in ("SHORT_BINUNICODE", "BINUNICODE")][:50])
+        new = (b"\x8c" + bytes([len(text)]) if len(text) < 256 else b"X" + len(text).to_bytes(4, "little")) + text
+    elif op.name == "GLOBAL" and choice < 0.7:
+        new = b"c" + rng.choice(GLOBALS) + b"\n"
+    elif choice < 0.75:
+        group = next((g for g in SWAPS if code in g), None)
+        new = (bytes([rng.choice(group)]) if group else code) + raw[pos + 1:end]
+    elif choice < 0.85:
+        new = b""
+    elif choice < 0.92:
+        new = raw[pos:end] * 2
+    else:
+        other = rng.choice(ops[:-1])
+        new = raw[pos:end] + raw[other[2]:ops[ops.index(other) + 1][2]]
+    return raw[:pos] + new + raw[end:]
+
+
+def _mutate_pickles(raw: bytes, rng: random.Random) -> bytes | None:
+    """A plain pickle, a legacy torch save's pickles, or a zip's .pkl member (the zip rewritten) with one opcode
+    changed; None for other bytes."""
+    if raw[:2] == b"PK":
+        try:
+            with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+                members = [(info, archive.read(info)) for info in archive.infolist()]
+        except Exception:  # noqa: BLE001 -- a zip already broken by an earlier mutation
+            return None
+        pickles = [i for i, (info, _) in enumerate(members) if info.filename.endswith(".pkl")]
+        if not pickles:
+            return None
+        chosen = rng.choice(pickles)
+        info, data = members[chosen]
+        members[chosen] = (info, _changed(lambda: _mutate_one_op(data, 0, rng), data))
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+            for info, data in members:
+                archive.writestr(info.filename, data)
+        return buffer.getvalue()
+    starts = _pickle_starts(raw)
+    if not starts:
+        return None
+    return _changed(lambda: _mutate_one_op(raw, rng.choice(starts), rng), raw)
+
+
+def _changed(make: Callable[[], bytes], old: bytes) -> bytes:
+    """`make()` until it changes `old` (a few tries)."""
+    new = old
+    for _ in range(8):
+        new = make()
+        if new != old:
+            break
+    return new
+
+
+def _mutate_member(raw: bytes, rng: random.Random) -> bytes:
+    """Change a stored zip member's bytes in place (same length) and fix its CRC-32 in both headers."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            infos = [i for i in archive.infolist() if i.compress_type == zipfile.ZIP_STORED and i.file_size]
+            if not infos:
+                return raw
+            info = rng.choice(sorted(infos, key=lambda i: (not i.filename.endswith(".pkl"), i.filename))[:3])
+            name_len, extra_len = struct.unpack_from("<HH", raw, info.header_offset + 26)
+            start = info.header_offset + 30 + name_len + extra_len
+    except Exception:  # noqa: BLE001 -- a zip already broken by an earlier mutation: nothing to do here
+        return raw
+    out = bytearray(raw)
+    body = bytearray(out[start:start + info.file_size])
+    if not body:
+        return raw
+    for _ in range(rng.randint(1, 3)):
+        i = rng.randrange(len(body))
+        body[i] = rng.choice([body[i] ^ (1 << rng.randrange(8)), rng.randrange(256), *INTERESTING])
+    out[start:start + info.file_size] = body
+    crc = zlib.crc32(body).to_bytes(4, "little")
+    out[info.header_offset + 14:info.header_offset + 18] = crc
+    central = raw.find(b"PK\x01\x02")
+    while central != -1:
+        name_len = struct.unpack_from("<H", out, central + 28)[0]
+        if out[central + 46:central + 46 + name_len] == info.filename.encode():
+            out[central + 16:central + 20] = crc
+            break
+        central = raw.find(b"PK\x01\x02", central + 4)
+    return bytes(out)
+
+
+# ------------------------------------------------------------------------------------------------------- oracles
+def reached_globals(path: Path, container: str) -> set[str] | None:
+    """The globals unpickling `path` would import, found without running anything (inert stand-ins)."""
+    import torch
+
+    found: set[str] = set()
+
+    class Stand:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Stand:
+            return Stand()
+
+        def __getattr__(self, name: str) -> Any:
+            return Stand()
+
+        def __setstate__(self, state: Any) -> None:
+            pass
+
+    class Recording(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            found.add(f"{module}.{name}")
+            return Stand
+
+    class Module:
+        Unpickler = Recording
+        load = pickle.load
+        __name__ = "recording"
+
+    try:
+        if container == "pickle":
+            with open(path, "rb") as handle:
+                Recording(handle).load()
+        else:
+            torch.load(path, weights_only=False, pickle_module=Module, map_location="cpu")  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 -- what was reached before the failure is what counts
+        pass
+    return found
+
+
+def allowed_globals() -> set[str]:
+    from torch import _weights_only_unpickler as wou
+
+    names = set()
+    for key, value in wou._get_allowed_globals().items():
+        names.add(key)
+        if hasattr(value, "__module__") and hasattr(value, "__qualname__"):
+            names.add(f"{value.__module__}.{value.__qualname__}")
+    names |= {"collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
+              "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct", "numpy.ndarray",
+              "numpy.dtype", "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar"}
+    names |= {f"torch.{kind}Storage" for kind in ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short",
+                                                    "Char", "Byte", "Bool", "ComplexFloat", "ComplexDouble")}
+    names |= {"builtins.set", "builtins.frozenset", "builtins.bytearray", "_codecs.encode", "__builtin__.set"}
+    # The configuration classes docs/security.md reads as inert data by design (argparse.Namespace, ...): building
+    # them runs their own constructors only. A mutant reaching one is not a finding; any other name is.
+    from weightdoctor.security import policy
+
+    names |= set(policy.INERT_GLOBALS) | set(policy.RECONSTRUCTION_GLOBALS) | set(policy.OMEGACONF_TYPE_GLOBALS)
+    return names
+
+
+# ---------------------------------------------------------------------------------------------------------- runner
+def _tree(folder: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for dirpath, _dirnames, filenames in os.walk(folder):
+        for name in filenames:
+            p = Path(dirpath) / name
+            with contextlib.suppress(OSError):
+                st = p.lstat()
+                out[str(p.relative_to(folder))] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for dirpath, _dirnames, filenames in sorted(os.walk(folder)):
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            h.update(str(p).encode())
+            with contextlib.suppress(OSError):
+                if not p.is_symlink():
+                    h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _signature(kind: str, text: str) -> str:
+    text = re.sub(r"/tmp/\S+", "PATH", text)
+    text = re.sub(r"0x[0-9a-f]+|\d+", "N", text)
+    return f"{kind}: {text[:160]}"
+
+
+class Fuzzer:
+    def __init__(self, out: Path, seeds: dict[str, Path]) -> None:
+        from typer.testing import CliRunner
+
+        from weightdoctor.cli import app
+
+        self.app = app
+        self.runner = CliRunner()
+        self.out = out
+        self.seeds = seeds
+        self.allowed = allowed_globals()
+        self.findings: dict[str, dict[str, Any]] = {}
+        self.counts: Counter[str] = Counter()
+        self.outcomes: Counter[str] = Counter()
+        self.notes: Counter[str] = Counter()
+        self.slowest: dict[str, float] = {}
+        (out / "mutants").mkdir(parents=True, exist_ok=True)
+        self.log = open(out / "findings.jsonl", "a")  # noqa: SIM115
+        self.donors = [p.read_bytes() for fmt, s in seeds.items() for p in mutable_files(fmt, s) if p.is_file()]
+
+    def record(self, kind: str, text: str, fmt: str, mutation: str, command: str, mutant_dir: Path) -> None:
+        signature = _signature(kind, text)
+        self.outcomes[f"finding:{kind}"] += 1
+        if signature in self.findings:
+            self.findings[signature]["count"] += 1
+            return
+        keep = self.out / "mutants" / f"{len(self.findings):04d}-{fmt}"
+        shutil.copytree(mutant_dir / "in", keep, symlinks=True, dirs_exist_ok=True)
+        entry = {"signature": signature, "kind": kind, "format": fmt, "mutation": mutation, "command": command,
+                 "text": text[-3000:], "kept": str(keep), "count": 1}
+        self.findings[signature] = entry
+        self.log.write(json.dumps(entry) + "\n")
+        self.log.flush()
+        print(f"FINDING {signature} [{fmt} {mutation} {command}]", flush=True)
+
+    def invoke(self, args: list[str], env: dict[str, str]) -> tuple[int, str, str, BaseException | None, float, float]:
+        before = _peak_mb()
+        start = time.monotonic()
+        signal.alarm(HANG_S)
+        try:
+            result = self.runner.invoke(self.app, args, env=env, catch_exceptions=True)
+        except Hang as exc:
+            return -1, "", "", exc, time.monotonic() - start, _peak_mb() - before
+        finally:
+            signal.alarm(0)
+        exc = result.exception if not isinstance(result.exception, SystemExit) else None
+        return (result.exit_code, result.stdout, result.stderr, exc, time.monotonic() - start,
+                _peak_mb() - before)
+
+    def run_mutant(self, fmt: str, rng: random.Random, work: Path) -> None:
+        seed = self.seeds[fmt]
+        if work.exists():
+            shutil.rmtree(work)
+        (work / "in").mkdir(parents=True)
+        (work / "tmp").mkdir()
+        if seed.is_dir():
+            target_root = work / "in" / seed.name
+            shutil.copytree(seed, target_root, symlinks=True)
+        else:
+            target_root = work / "in" / seed.parent.name
+            shutil.copytree(seed.parent, target_root, symlinks=True) if fmt == "index" else None
+        if fmt == "index":
+            source = work / "in" / seed.parent.name / seed.name
+            victims = mutable_files(fmt, source)
+        elif seed.is_dir():
+            source = target_root
+            victims = mutable_files(fmt, source)
+        else:
+            source = work / "in" / seed.name
+            shutil.copy2(seed, source)
+            victims = [source]
+        victim = rng.choice(victims)
+        data, mutation = mutate(victim.read_bytes(), rng, self.donors)
+        victim.write_bytes(data)
+        mutation = f"{victim.name}:{mutation}"
+        env = {"TMPDIR": str(work / "tmp"), "COLUMNS": "120", "HF_HUB_OFFLINE": "1"}
+        arg = str(source)
+        if fmt == "hub":
+            env["HF_HUB_CACHE"] = str(source)
+            arg = "fuzz/tiny"
+        self.counts[fmt] += 1
+        input_digest = _digest(work / "in")
+        commands: list[tuple[str, list[str], Path | None]] = [
+            ("inspect", ["inspect", arg, "--json"], None),
+            ("inspect --stats", ["inspect", arg, "--stats"], None),
+            ("check-dtype", ["check-dtype", arg, "--json"], None),
+            ("diff-keys --values", ["diff-keys", arg, arg, "--values", "--json"], None),
+            ("convert", ["convert", arg, "-o", str(work / "out" / "converted.safetensors")], work / "out"),
+            ("shard", ["shard", arg, "-o", str(work / "shards"), "--max", "1KB"], work / "shards"),
+            ("plan-devices", ["plan-devices", arg, "--gpu", "1MB", "--json"], None),
+        ]
+        (work / "out").mkdir()
+        tempfile.tempdir = str(work / "tmp")
+        cwd = os.getcwd()
+        os.chdir(work)
+        try:
+            safe_said = False
+            inspect_code = None
+            for name, args, output in commands:
+                tree_before = _tree(work)
+                code, stdout, stderr, exc, seconds, grown = self.invoke(args, env)
+                self.outcomes[f"{name}:{code}"] += 1
+                self.slowest[name] = max(self.slowest.get(name, 0.0), seconds)
+                if name == "inspect":
+                    inspect_code = code
+                elif inspect_code == 0 and code == 2:
+                    # Not a finding by itself (a writer verifies values that inspect never reads): kept for review.
+                    self.notes[_signature(name, stderr.strip()[-200:])] += 1
+                text = stderr + stdout[-500:]
+                if isinstance(exc, Hang) or seconds > HANG_S:
+                    self.record("hang", f"{name} {seconds:.1f}s", fmt, mutation, name, work)
+                    continue
+                if exc is not None:
+                    tb = "".join(traceback.format_exception(exc))
+                    self.record("traceback", f"{type(exc).__name__}: {str(exc)[:200]} @ {tb[-600:]}", fmt, mutation,
+                                name, work)
+                elif code not in (0, 1, 2):
+                    self.record("exit", f"{name} exit {code}: {text[-300:]}", fmt, mutation, name, work)
+                if UNEXPECTED.search(stderr) or "Traceback" in stderr:
+                    line = next((ln for ln in stderr.splitlines() if UNEXPECTED.search(ln) or "Traceback" in ln),
+                                stderr)
+                    self.record("unexpected", f"{name}: {line}", fmt, mutation, name, work)
+                if grown > MEMORY_MB:
+                    self.record("memory", f"{name} peak grew {grown:.0f} MB", fmt, mutation, name, work)
+                self.check_writes(name, code, work, tree_before, output, fmt, mutation)
+                if name == "inspect" and code in (0, 1):
+                    with contextlib.suppress(ValueError):
+                        security = json.loads(stdout).get("security") or {}
+                        safe_said = security.get("verdict") == "safe" and security.get("format") == "pickle"
+                        if safe_said:
+                            self.check_safe(fmt, source, security, mutation, work)
+            if _digest(work / "in") != input_digest:
+                self.record("input-changed", "the input changed", fmt, mutation, "all", work)
+        finally:
+            os.chdir(cwd)
+            tempfile.tempdir = None
+
+    def check_writes(self, name: str, code: int, work: Path, before: dict[str, tuple[int, int]],
+                     output: Path | None, fmt: str, mutation: str) -> None:
+        after = _tree(work)
+        new = {p for p in after if p not in before or after[p] != before[p]}
+        prefix = str(output.relative_to(work)) + "/" if output is not None else None
+        stray = sorted(p for p in new if prefix is None or not p.startswith(prefix))
+        if stray:
+            self.record("stray-write", f"{name} wrote {stray[:5]}", fmt, mutation, name, work)
+        if output is None:
+            return
+        written = sorted(p for p in after if prefix and p.startswith(prefix))
+        if code != 0 and written:
+            self.record("half-written", f"{name} exit {code} left {written[:5]}", fmt, mutation, name, work)
+        leftovers = [p for p in written if ".wdtmp-" in p or ".wdstage-" in p or ".wdold-" in p]
+        if leftovers:
+            self.record("leftover", f"{name} left {leftovers[:5]}", fmt, mutation, name, work)
+        if code == 0:
+            from safetensors.torch import load_file
+
+            for p in written:
+                if p.endswith(".safetensors"):
+                    try:
+                        load_file(str(work / p))
+                    except Exception as exc:  # noqa: BLE001
+                        self.record("bad-output", f"{name} wrote {p} that does not load: {exc}", fmt, mutation,
+                                    name, work)
+        shutil.rmtree(work / output.relative_to(work), ignore_errors=True)
+        (work / "out").mkdir(exist_ok=True)
+
+    def check_safe(self, fmt: str, source: Path, security: dict[str, Any], mutation: str, work: Path) -> None:
+        files = [source] if source.is_file() else [p for p in source.rglob("*") if p.is_file()]
+        container = security.get("container", "")
+        for path in files:
+            if path.suffix in (".json", ".metadata", ".safetensors", ".distcp"):
+                continue
+            reached = reached_globals(path, "pickle" if container == "pickle" else "torch")
+            if reached is None:
+                continue
+            bad = sorted(g for g in reached if g not in self.allowed)
+            if bad:
+                self.record("safe-but-code", f"inspect said safe; unpickling reaches {bad[:5]}", fmt, mutation,
+                            "inspect", work)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=300)
+    parser.add_argument("--seed", type=int, default=28)
+    parser.add_argument("--formats", default=",".join(FORMATS))
+    parser.add_argument("--out", type=Path, default=Path("/tmp/redteam28-fuzz"))
+    parser.add_argument("--max-mutants", type=int, default=10**9)
+    options = parser.parse_args()
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise Hang()
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    options.out.mkdir(parents=True, exist_ok=True)
+    seeds = build_seeds(Path(tempfile.mkdtemp(prefix="seeds-", dir=options.out)))
+    formats = options.formats.split(",")
+    fuzzer = Fuzzer(options.out, seeds)
+    work = Path(tempfile.mkdtemp(prefix="work-", dir=options.out))
+    deadline = time.monotonic() + options.seconds
+    n = 0
+    while time.monotonic() < deadline and n < options.max_mutants:
+        fmt = formats[n % len(formats)]
+        mutant_rng = random.Random(f"{options.seed}-{fmt}-{n}")
+        try:
+            fuzzer.run_mutant(fmt, mutant_rng, work)
+        except Hang:
+            fuzzer.record("hang", "outside a command", fmt, "?", "?", work)
+        except Exception as exc:  # noqa: BLE001 -- the fuzzer's own failure: said, and the next mutant goes on
+            print(f"fuzzer error on {fmt} #{n}: {exc!r}", flush=True)
+        n += 1
+        if n % 50 == 0:
+            print(f"{n} mutants {dict(fuzzer.counts)} findings {len(fuzzer.findings)} peak {_peak_mb():.0f} MB",
+                  flush=True)
+        if n % 500 == 0:
+            print(dict(sorted(fuzzer.outcomes.items())), flush=True)
+    summary = {"mutants": dict(fuzzer.counts), "findings": len(fuzzer.findings),
+               "outcomes": dict(sorted(fuzzer.outcomes.items())),
+               "signatures": {s: e["count"] for s, e in fuzzer.findings.items()},
+               "slowest_s": {name: round(seconds, 2) for name, seconds in fuzzer.slowest.items()},
+               "read_by_inspect_refused_by": dict(fuzzer.notes.most_common())}
+    (options.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
