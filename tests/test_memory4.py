@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.helpers import REPO_ROOT
@@ -80,3 +81,39 @@ def test_positions_unravel_as_torch_unravels_them() -> None:
         positions = torch.randint(0, math.prod(shape), (64,), generator=generator)
         ours = unravel_positions(positions, shape)
         assert [part.tolist() for part in ours] == [part.tolist() for part in torch.unravel_index(positions, shape)]
+
+
+def _safetensors_of(path: Path, tensors: int, rows: int) -> Path:
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(5)
+    save_file({f"l{i}.weight": torch.randn(rows, 4096, generator=generator) for i in range(tensors)}, str(path))
+    return path
+
+
+@pytest.mark.parametrize("command", [["convert", "-o", "{tmp}/out.safetensors"],
+                                     ["shard", "-o", "{tmp}/out/", "--max", "20MB"]])
+def test_verification_maps_a_chunk_at_a_time_under_a_data_limit(tmp_path: Path, command: list[str]) -> None:
+    """Verification mapped each source file whole, privately, which counts in full against `ulimit -d`: a 50 MB
+    .safetensors with 64 MiB of room was "cannot write the output: Cannot allocate memory; nothing was left
+    behind" (measured: convert and shard of a 600 MB file under `ulimit -d 600000`, 614 MB with ~230 MB held after
+    the imports). Each 8 MiB chunk of both files is mapped alone now, and the copy is verified."""
+    source = _safetensors_of(tmp_path / "m.safetensors", 3, 1024)
+    words = [word.format(tmp=tmp_path) for word in command[1:]]
+    done = _data_limited(64 * MIB, command[0], source, *words, "--json")
+    assert done.returncode == 0, done.stderr
+    written = json.loads(done.stdout)["write"]
+    assert written["verified"] is True and written["tensors_verified"] == 3, written
+
+
+@pytest.mark.parametrize("room", [12 * MIB, 20 * MIB])
+def test_a_copy_refused_memory_says_so_not_that_the_disk_failed(tmp_path: Path, room: int) -> None:
+    """With no room for an 8 MiB chunk's map (20 MiB), the line said "cannot write the output: Cannot allocate
+    memory", as if the disk had refused the output; with none for the verifying thread's stack (12 MiB), it was
+    "unexpected RuntimeError: can't start new thread". Both say the memory was refused, and which limit is set."""
+    source = _safetensors_of(tmp_path / "m.safetensors", 1, 1024)
+    line = _one_line(_data_limited(room, "convert", source, "-o", tmp_path / "out.safetensors"))
+    assert line.startswith(f"error: {tmp_path / 'out.safetensors'}: cannot write the output: the system refused the "
+                           "memory to copy or verify it (Cannot allocate memory): this process's data limit, "
+                           "ulimit -d, is set; nothing was left behind"), line
+    assert not (tmp_path / "out.safetensors").exists()
