@@ -117,3 +117,90 @@ def test_a_copy_refused_memory_says_so_not_that_the_disk_failed(tmp_path: Path, 
                            "memory to copy or verify it (Cannot allocate memory): this process's data limit, "
                            "ulimit -d, is set; nothing was left behind"), line
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_strided_tensor_converts_to_safetensors_a_piece_at_a_time(tmp_path: Path) -> None:
+    """convert of a .bin holding a transpose copied it whole (`reshape(-1)`) beside the view of the file it read:
+    with 112 MiB of data room, a 64 MiB one died in torch's allocator, "unexpected RuntimeError: [enforce fail at
+    alloc_cpu.cpp:127] ... DefaultCPUAllocator: can't allocate memory". It is written 4 MiB at a time now."""
+    from safetensors.torch import load_file
+
+    path = _transposed_bin(tmp_path / "t.bin", 4096, 4096)
+    output = tmp_path / "out.safetensors"
+    done = _data_limited(112 * MIB, "convert", path, "-o", output, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["write"]["verified"] is True
+    expected = torch.randn(4096, 4096, generator=torch.Generator().manual_seed(4)).t()
+    assert torch.equal(load_file(str(output))["w"], expected)
+
+
+def test_a_strided_tensor_a_bin_output_copies_whole_is_refused_first(tmp_path: Path) -> None:
+    """A .bin output stores the tensor's bytes in row-major order, copied whole: under the same limit that copy
+    died in torch's allocator; it is refused first, in one line naming the tensor and the way without the copy."""
+    path = _transposed_bin(tmp_path / "t.bin", 4096, 4096)
+    line = _one_line(_data_limited(112 * MIB, "convert", path, "-o", tmp_path / "out.bin"))
+    assert line.startswith(f"error: {path}: tensor 'w' (67.11 MB) is strided (a view saved so) and copied whole in "
+                           "memory to be written, more than the "), line
+    assert line.endswith("nothing was written; a .safetensors output is written without that copy")
+    assert not (tmp_path / "out.bin").exists()
+
+
+def test_pieces_of_a_strided_tensor_are_its_row_major_bytes() -> None:
+    from weightdoctor.writers.safetensors_writer import contiguous_pieces
+
+    generator = torch.Generator().manual_seed(8)
+    for shape, order in [((30, 40), (1, 0)), ((5, 6, 7), (2, 0, 1)), ((3, 1000), (1, 0)), ((4, 5, 6), (0, 2, 1))]:
+        tensor = torch.randn(*shape, generator=generator).permute(*order)
+        for most in (4, 64, 1000, 1 << 20):
+            pieces = list(contiguous_pieces(tensor, most))
+            assert all(piece.is_contiguous() for piece in pieces)
+            assert torch.equal(torch.cat([piece.reshape(-1) for piece in pieces]), tensor.reshape(-1))
+            # Each piece holds at most `most` bytes, or one row of the last dimension (copied whole).
+            assert all(piece.nbytes <= max(most, tensor.shape[-1] * 4) for piece in pieces)
+    every_other = torch.randn(100, generator=generator)[::2]
+    assert torch.equal(torch.cat(list(contiguous_pieces(every_other, 16))), every_other)
+
+
+def test_a_buffer_torchs_allocator_refuses_is_said_as_memory(tmp_path: Path) -> None:
+    """With a data room the whole-file map of a 32 MiB strided .bin nearly fills, a 4 MiB piece was refused by
+    torch's allocator: "unexpected RuntimeError: [enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator:
+    can't allocate memory: you tried to allocate 4194304 bytes ... (run with --debug for the traceback)"."""
+    path = _transposed_bin(tmp_path / "t.bin", 2048, 4096)
+    line = _one_line(_data_limited(64 * MIB, "convert", path, "-o", tmp_path / "out.safetensors"))
+    assert line.startswith(f"error: {path}: out of memory: torch could not allocate "), line
+    assert line.endswith(" (Cannot allocate memory); this process's data limit, ulimit -d, is set")
+
+
+def test_torchs_threads_are_started_before_a_limits_room_is_spent(tmp_path: Path) -> None:
+    """torch starts its OpenMP worker on its first parallel operation: once a 64 MiB tensor's map had taken most
+    of an 80 MiB data room, libgomp could not make the thread's stack and ended the process, "libgomp: Thread
+    creation failed: Resource temporarily unavailable", exit code 1 (a finding, for check-dtype). The thread is
+    started where the guard first measures a process limit, so that its stack is counted; a buffer refused later
+    is one line, exit 2."""
+    path = _transposed_bin(tmp_path / "t.bin", 4096, 4096)
+    # Where the room runs out moves by a few MiB with the run (measured: at 80 MiB in one, 88 MiB in another).
+    for room in (72, 80, 88, 96):
+        line = _one_line(_data_limited(room * MIB, "check-dtype", path))
+        assert line.startswith(f"error: {path}: ") and "memory" in line, line
+        assert "libgomp" not in line and "unexpected" not in line, line
+
+
+def test_under_an_address_space_limit_torchs_thread_takes_no_arena_of_its_own() -> None:
+    """Started by the guard under `ulimit -v`, torch's worker thread costs its stack alone (8 MiB), not a malloc
+    arena of 64 MiB more of address space (measured: 72 MiB a thread)."""
+    code = """
+import resource, torch
+from weightdoctor.checkpoint import safetensors_format
+torch.set_num_threads(2)
+size = lambda: next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize:"))
+count = lambda: next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("Threads:"))
+resource.setrlimit(resource.RLIMIT_AS, (size() * 1024 + (1 << 30), resource.RLIM_INFINITY))
+before, threads = size(), count()
+safetensors_format.available_memory()
+print(size() - before, torch.get_num_threads(), threads, count())
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=120)
+    grown_kb, wanted, before, after = map(int, done.stdout.split())
+    assert wanted == 2 and after == before + 1, (done.stdout, done.stderr)  # the worker started by the measure
+    assert 4 * 1024 < grown_kb < 16 * 1024, grown_kb  # its stack, and no arena
