@@ -1067,6 +1067,16 @@ def _write_one(
                         problem = replace(problem, tensor=f"{problem.tensor} (and {', '.join(tied)}: one storage)")
                     problems.append(problem)  # with --allow-overflow: written all the same, and said
             if not problems or allow_overflow:
+                if fmt == "bin" and not tensor.is_contiguous():
+                    from weightdoctor.checkpoint.safetensors_format import require_memory
+
+                    # A .bin's record is the tensor's bytes in row-major order: a strided tensor (a transpose saved
+                    # so) is copied whole, beside the view read (a safetensors output is written a piece at a
+                    # time); the copy died in torch's allocator under `ulimit -d`, "unexpected RuntimeError".
+                    require_memory(checkpoint.file_path(planned.source_file), f"tensor {planned.source!r}",
+                                   planned.nbytes, "; a .safetensors output is written without that copy",
+                                   done="is strided (a view saved so) and copied whole in memory to be written: "
+                                        "nothing was written")
                 writer.write(slot.name, tensor)
                 advance(planned.nbytes)
             # Otherwise every remaining tensor is still checked (so that all are named), but not written.

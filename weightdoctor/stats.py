@@ -535,10 +535,10 @@ class _Lines:
 
     def _at(self, index: torch.Tensor) -> torch.Tensor:
         """The elements at `index` (C-order positions, any shape) of the strided view, without copying the rest."""
-        import torch
+        from weightdoctor.checkpoint.reader import unravel_positions
 
         assert self._strided is not None
-        return self._strided[torch.unravel_index(index, tuple(self._strided.shape))]
+        return self._strided[unravel_positions(index, tuple(self._strided.shape))]
 
     def read(self, start: int, count: int, keep_float64: bool = False) -> torch.Tensor:
         """Elements [start, start+count) as float32 (float64 ones kept as they are with `keep_float64`)."""
@@ -709,7 +709,18 @@ def tensor_stats(checkpoint: Checkpoint, info: TensorInfo, sample: int | None = 
         return StatsResult(info, stats, gather_sample(lines, info, whole=False))
     # reshape(-1) copies a strided view (a transposed weight of a .bin) whole: made once, and shared by the lines
     # and the statistics (each made its own, two copies of the tensor alive together).
-    flat = _read_whole(checkpoint, info).reshape(-1)
+    whole = _read_whole(checkpoint, info)
+    if not whole.is_contiguous() and whole.dim() > 1:
+        from weightdoctor.checkpoint.safetensors_format import require_memory
+
+        # The copy is memory of its own beside the view read (a map of its file): the guard admitted the view, and
+        # the copy died in torch's allocator under `ulimit -d` ("DefaultCPUAllocator: can't allocate memory", of no
+        # file or tensor).
+        require_memory(checkpoint.file_path(info.file), f"tensor {info.name!r}", whole.numel() * whole.element_size(),
+                       "; --sample N reads N values of each tensor instead",
+                       done="is strided (a view saved so) and copied whole in memory: nothing was read")
+    flat = whole.reshape(-1)
+    del whole
     lines = _Lines(checkpoint, info, flat)
     stats = summarize_values(flat, shape=tuple(info.shape))
     return StatsResult(info, stats, gather_sample(lines, info, whole=True))

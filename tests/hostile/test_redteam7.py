@@ -42,7 +42,7 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if ".wdtmp-" in p.name or ".wdstage-" in p.name)
 
 
-# Cuts the source to nothing when the fourth tensor is about to be copied, once the comparing thread has mapped the
+# Cuts the source to nothing when the fourth tensor is about to be copied, once the comparing thread has opened the
 # source and before it compares the first tensor: every page of the map now lies past the end of the file.
 _CUT_WHILE_COMPARING = """
 import os, threading
@@ -61,7 +61,7 @@ def reached(point):
 
 def compare(self, name, where, offset):
     if where.length and not cut.is_set():
-        self._source_map(where.path)
+        self._source_fd(where.path)
         mapped.set()
         cut.wait(20)
         try:

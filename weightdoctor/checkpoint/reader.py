@@ -268,7 +268,7 @@ class Checkpoint:
         if tensor.dim() <= 1:
             return tensor.reshape(-1)[indices]
         # Indexing the strided view itself: reshape(-1) of a view that is not contiguous copies all of it.
-        return tensor[torch.unravel_index(indices, tuple(tensor.shape))]
+        return tensor[unravel_positions(indices, tuple(tensor.shape))]
 
     def pickled_tensor(self, name: str) -> torch.Tensor:
         """A pickle's tensor as the reader holds it: a view of a torch zip's memory map (nothing read until used) or
@@ -3622,3 +3622,23 @@ def _remote_checkpoint(source: str, remote: RemoteStructure) -> Checkpoint:
     )
     checkpoint.warnings += refuse_pickled_extra_states(checkpoint)
     return checkpoint
+
+
+def unravel_positions(indices: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """The coordinates of C-order positions `indices` in a tensor of `shape`, one tensor per dimension.
+
+    What `torch.unravel_index` gives, without its first call importing torch.fx and sympy (tens of MB): under a
+    data limit (`ulimit -d`) that a file's map had nearly filled, --sample of a strided tensor died in that import,
+    "unexpected SystemError: error return without exception set".
+
+    Example:
+        >>> import torch
+        >>> [t.tolist() for t in unravel_positions(torch.tensor([0, 5, 11]), (3, 4))]
+        [[0, 1, 2], [0, 1, 3]]
+    """
+    coordinates = []
+    rest = indices
+    for size in reversed(shape):
+        coordinates.append(rest % size)
+        rest = rest // size
+    return tuple(reversed(coordinates))

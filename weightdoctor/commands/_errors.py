@@ -106,6 +106,18 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
         _console().error(f"cannot import {_library(exc) or exc.name or 'a library weightdoctor needs'}: {detail}"
                          + (" (a memory limit, such as ulimit -v, leaves too little to load it)" if memory else ""))
         return 2
+    if prefix is None and isinstance(exc, RuntimeError) and (found := _ALLOCATOR_REFUSED.search(detail)):
+        # torch's allocator refused a buffer no guard had measured (a small one, once a limit's room was spent):
+        # memory, said as such, not "unexpected RuntimeError: [enforce fail at alloc_cpu.cpp:127] err == 0. ...".
+        from weightdoctor.checkpoint.safetensors_format import private_map_limits
+        from weightdoctor.units import format_bytes
+
+        where = getattr(exc, "weightdoctor_source", where)
+        limits = private_map_limits()
+        _console().error(f"{where}: " * bool(where) + f"out of memory: torch could not allocate "
+                         f"{format_bytes(int(found[1]))} (Cannot allocate memory)"
+                         + (f"; {' and '.join(limits)}, {'are' if len(limits) > 1 else 'is'} set" if limits else ""))
+        return 2
     if prefix is None:
         where = getattr(exc, "weightdoctor_source", where)  # set by the reader: the source that failed
         reading = f"{where}: " if where else ""
@@ -118,6 +130,10 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
             prefix = f"{where}: {prefix}" if where else prefix
         _console().error(f"{prefix}: {detail}")
     return 2
+
+
+# torch's CPU allocator refusing a buffer: "DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes".
+_ALLOCATOR_REFUSED = re.compile(r"DefaultCPUAllocator: can't allocate memory: you tried to allocate (\d+) bytes")
 
 
 def _next_step(exc: WeightDoctorError) -> str:

@@ -191,7 +191,20 @@ def output_error(exc: OSError, path: Path) -> OutputError:
         reason = f"the output folder does not exist (create it first: mkdir -p {make})"
     if exc.errno in (errno.EPERM, errno.EACCES):
         reason += _unwritable_folder(path)
+    if exc.errno == errno.ENOMEM:
+        # Memory (a map of the bytes being copied or compared), not the output, was refused: "cannot write the
+        # output: Cannot allocate memory" sent the reader to the disk.
+        reason = f"the system refused the memory to copy or verify it (Cannot allocate memory){_limits_set()}"
     return OutputError(f"cannot write the output: {reason}; nothing was left behind", path=str(path))
+
+
+def _limits_set() -> str:
+    """`: this process's data limit, ulimit -d, is set` (the limits of this process a private map counts against,
+    where set), or "" where none is."""
+    from weightdoctor.checkpoint.safetensors_format import private_map_limits
+
+    limits = private_map_limits()
+    return f": {' and '.join(limits)}, {'are' if len(limits) > 1 else 'is'} set" if limits else ""
 
 
 def _unwritable_folder(path: Path) -> str:

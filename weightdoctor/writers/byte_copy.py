@@ -15,14 +15,16 @@ each chunk.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import ctypes.util
+import errno
 import mmap
 import os
 import queue
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,11 +143,17 @@ def _address(mapped: mmap.mmap) -> int:
         del view
 
 
-def _release(mapped: mmap.mmap, offset: int, length: int) -> None:
-    """Drop the resident pages behind `length` bytes of a map from `offset`. The maps are private and never
-    written, so a dropped page is simply read from the file again if it is touched later."""
-    first = offset - offset % mmap.PAGESIZE
-    mapped.madvise(mmap.MADV_DONTNEED, first, offset + length - first)
+@contextlib.contextmanager
+def _window(fd: int, offset: int, length: int) -> Iterator[int]:
+    """The address of `length` bytes of a file from `offset`, through a private map of them alone (from the
+    allocation granularity below `offset`), unmapped on leaving: its pages no longer count as this process's
+    memory then, and it counts against the data and address-space limits only while it lives."""
+    begin = offset - offset % mmap.ALLOCATIONGRANULARITY
+    mapped = mmap.mmap(fd, offset + length - begin, offset=begin, access=mmap.ACCESS_COPY)
+    try:
+        yield _address(mapped) + (offset - begin)
+    finally:
+        mapped.close()
 
 
 def crc32_at(address: int, length: int, value: int = 0) -> int:
@@ -210,7 +218,7 @@ class RangeComparer:
         self.crc = crc
         self.crcs: dict[str, int] = {}
         self._fd = os.open(output, os.O_RDONLY)
-        self._maps: dict[Path, tuple[int, mmap.mmap | None, int | None]] = {}
+        self._maps: dict[Path, int] = {}  # the source files' descriptors (`_source_fd`)
         self._queue: queue.Queue[tuple[str, ByteRange, int] | None] = queue.Queue()
         self._error: BaseException | None = None
         self.compared = 0
@@ -220,68 +228,61 @@ class RangeComparer:
         self._done = threading.Event()
         self._cancelled = False  # read by the thread between chunks: stop early once the write is abandoned
         self._thread = threading.Thread(target=self._run, name="weightdoctor-compare", daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except RuntimeError as exc:
+            # "can't start new thread": its stack (a private writable map) was refused, under `ulimit -d` or
+            # `ulimit -v`; said as the memory it is ("unexpected RuntimeError", of the source, was said).
+            os.close(self._fd)
+            self._fd = -1
+            self._done.set()
+            raise OSError(errno.ENOMEM, f"Cannot allocate memory ({exc})") from exc
 
     def submit(self, name: str, source: ByteRange, output_offset: int) -> None:
         self._queue.put((name, source, output_offset))
 
-    def _source_map(self, path: Path) -> tuple[mmap.mmap, int]:
-        """A private map of a whole source file, and its address (the maps are never written to)."""
+    def _source_fd(self, path: Path) -> int:
+        """A descriptor of a source file, held open (at most MAX_OPEN_SOURCES, the least recently used closed)."""
         if path in self._maps:
             self._maps[path] = self._maps.pop(path)  # the most recently used last
         while path not in self._maps and len(self._maps) >= MAX_OPEN_SOURCES:
-            old_fd, old_map, _ = self._maps.pop(next(iter(self._maps)))  # the least recently used
-            if old_map is not None:
-                old_map.close()
-            os.close(old_fd)
+            os.close(self._maps.pop(next(iter(self._maps))))  # the least recently used
         if path not in self._maps:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY) if os.fstat(fd).st_size else None
-            except BaseException:
-                os.close(fd)
-                raise
-            self._maps[path] = (fd, mapped, _address(mapped) if mapped is not None else None)
-        _, mapped, address = self._maps[path]
-        return mapped, address
+            self._maps[path] = os.open(path, os.O_RDONLY)
+        return self._maps[path]
 
     def _compare(self, name: str, source: ByteRange, output_offset: int) -> None:
         """Compare (and CRC) one range, reading both files through memory maps: no copy into Python
-        buffers, one `memcmp` per chunk, pages given back as it goes (mapped pages count as memory)."""
+        buffers, one `memcmp` per chunk, each chunk of each file mapped alone (`_window`) and unmapped after it.
+
+        A whole source file was mapped privately once: such a map counts in full against this process's data limit
+        (`ulimit -d`) and address-space limit (`ulimit -v`), so convert and shard of a 600 MB .safetensors failed
+        under either with room for the copy ("cannot write the output: Cannot allocate memory")."""
         crc = 0
         if source.length:
+            src_fd = -1
             if self.compare:
-                src_map, src_address = self._source_map(source.path)
-                check_unchanged(self._maps[source.path][0], source)
-                if src_map is None or source.offset + source.length > len(src_map):
-                    raise OutputError(f"verification failed: the source of {name!r} ends early",
-                                      path=str(self.output))
+                src_fd = self._source_fd(source.path)
+                check_unchanged(src_fd, source)
             if output_offset + source.length > os.fstat(self._fd).st_size:
                 raise OutputError(f"the output ends inside {name!r}", path=str(self.output))
-            begin = output_offset - output_offset % mmap.ALLOCATIONGRANULARITY
-            out_map = mmap.mmap(self._fd, output_offset + source.length - begin, offset=begin,
-                                access=mmap.ACCESS_COPY)
-            try:
-                out_address = _address(out_map) + (output_offset - begin)
-                done = 0
-                while done < source.length and not self._cancelled:
-                    count = min(_CHUNK, source.length - done)
+            done = 0
+            while done < source.length and not self._cancelled:
+                count = min(_CHUNK, source.length - done)
+                if self.compare and source.offset + done + count > os.fstat(src_fd).st_size:
+                    # The source was cut short since it was checked: reading a map past the file's new end raised
+                    # SIGBUS and killed the process without a word.
+                    raise CorruptCheckpoint(f"the source ends before the bytes of {name!r} (was it changed "
+                                            "while copying?)", path=str(source.path))
+                with _window(self._fd, output_offset + done, count) as out_address:
                     if self.crc:
-                        crc = crc32_at(out_address + done, count, crc)
-                    if self.compare and source.offset + done + count > src_map.size():
-                        # The source was cut short since it was mapped (`size()` is the file's size now): reading
-                        # the map past the file's new end raised SIGBUS and killed the process without a word.
-                        raise CorruptCheckpoint(f"the source ends before the bytes of {name!r} (was it changed "
-                                                "while copying?)", path=str(source.path))
-                    if self.compare and _MEMCMP(out_address + done, src_address + source.offset + done, count):
-                        raise OutputError(f"verification failed: the bytes of {name!r} differ from the source",
-                                          path=str(self.output))
+                        crc = crc32_at(out_address, count, crc)
                     if self.compare:
-                        _release(src_map, source.offset + done, count)
-                    _release(out_map, output_offset - begin + done, count)
-                    done += count
-            finally:
-                out_map.close()
+                        with _window(src_fd, source.offset + done, count) as src_address:
+                            if _MEMCMP(out_address, src_address, count):
+                                raise OutputError(f"verification failed: the bytes of {name!r} differ from the "
+                                                  "source", path=str(self.output))
+                done += count
         if self.crc:
             self.crcs[name] = crc
 
@@ -336,9 +337,7 @@ class RangeComparer:
             self._wait_for_thread()
         finally:
             if self._done.is_set():  # never unmap what the thread may still be reading
-                for fd, mapped, _ in self._maps.values():
-                    if mapped is not None:
-                        mapped.close()
+                for fd in self._maps.values():
                     os.close(fd)
                 self._maps.clear()
                 if self._fd >= 0:

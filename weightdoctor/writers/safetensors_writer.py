@@ -13,6 +13,7 @@ import json
 import math
 import os
 import struct
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,36 @@ def tensor_bytes(tensor: torch.Tensor) -> memoryview:
     if flat.numel() == 0:
         return memoryview(b"")
     return memoryview(flat.view(torch.uint8).numpy()).cast("B")
+
+
+# The most a strided tensor's piece copied to be written holds (`contiguous_pieces`), but for a row of its last
+# dimension, which is copied whole.
+_PIECE_BYTES = 4 << 20
+
+
+def contiguous_pieces(tensor: torch.Tensor, most: int) -> Iterator[torch.Tensor]:
+    """Contiguous pieces of a tensor whose bytes, one after the other, are its bytes in row-major order: views where
+    it is contiguous, else copies of runs of whole rows along its first dimension of at most `most` bytes (or of
+    one row, taken apart the same way where a row is larger).
+
+    Example:
+        >>> import torch
+        >>> t = torch.arange(12).reshape(3, 4).t()
+        >>> [p.tolist() for p in contiguous_pieces(t, 24)]
+        [[[0, 4, 8]], [[1, 5, 9]], [[2, 6, 10]], [[3, 7, 11]]]
+    """
+    if tensor.dim() == 0 or tensor.is_contiguous():
+        yield tensor
+        return
+    rows = tensor.shape[0]
+    row_bytes = tensor[0].numel() * tensor.element_size() if rows else 0
+    if tensor.dim() > 1 and row_bytes > most:
+        for index in range(rows):
+            yield from contiguous_pieces(tensor[index], most)
+        return
+    step = max(1, most // max(row_bytes, 1))
+    for start in range(0, rows, step):
+        yield tensor[start:start + step].contiguous()
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:
@@ -154,15 +185,37 @@ class SafetensorsWriter:
             raise ValueError(
                 f"tensor {name!r} is {tensor.dtype}{list(tensor.shape)}, expected {slot.dtype}{slot.shape}"
             )
-        data = tensor_bytes(tensor)
-        if len(data) != slot.nbytes:
-            raise ValueError(f"tensor {name!r} has {counted(len(data), 'byte', grouped=False)}, expected {slot.nbytes}")
-        future = hash_pool().submit(_sha256, data)
-        _write_all(self._fd, data)
-        digest = future.result()
+        if tensor.dim() > 0 and not tensor.is_contiguous():
+            digest = self._write_pieces(name, tensor, slot.nbytes)
+        else:
+            data = tensor_bytes(tensor)
+            if len(data) != slot.nbytes:
+                raise ValueError(f"tensor {name!r} has {counted(len(data), 'byte', grouped=False)}, "
+                                 f"expected {slot.nbytes}")
+            future = hash_pool().submit(_sha256, data)
+            _write_all(self._fd, data)
+            digest = future.result()
         self.digests[name] = digest
         self._next += 1
         return digest
+
+    def _write_pieces(self, name: str, tensor: torch.Tensor, nbytes: int) -> str:
+        """Write a strided tensor (a transpose a .bin holds as such) a piece at a time, each copied alone
+        (`contiguous_pieces`); its sha256. Copied whole, it took memory of its own beside the source's view: under
+        `ulimit -d` converting a 600 MB .bin died in torch's allocator ("unexpected RuntimeError: ...
+        DefaultCPUAllocator: can't allocate memory: you tried to allocate 100000000 bytes")."""
+        import torch
+
+        digest = hashlib.sha256()
+        written = 0
+        for piece in contiguous_pieces(tensor.detach(), _PIECE_BYTES):
+            data = memoryview(piece.reshape(-1).view(torch.uint8).numpy()).cast("B")
+            digest.update(data)
+            _write_all(self._fd, data)
+            written += len(data)
+        if written != nbytes:
+            raise ValueError(f"tensor {name!r} has {counted(written, 'byte', grouped=False)}, expected {nbytes}")
+        return digest.hexdigest()
 
     def close(self) -> None:
         if self._fd < 0:
