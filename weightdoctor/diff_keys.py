@@ -1561,12 +1561,15 @@ def _kohya_ldm_modules(specs_b: Mapping[str, KeySpec]) -> dict[str, dict[str, st
     """For B a single-file (LDM) Stable Diffusion checkpoint, or a ComfyUI one (`model.diffusion_model.` beside
     `text_encoders.`): per kohya prefix, B's modules by their kohya flat name (LDM and diffusers UNet names both);
     {} when B is no such checkpoint."""
-    parts = _KOHYA_LDM_PARTS
-    if not any(map(_LDM_EVIDENCE.match, specs_b)):
-        if not (any(name.startswith("model.diffusion_model.") for name in specs_b)
-                and any(name.startswith("text_encoders.") for name in specs_b)):
-            return {}
-        parts = _KOHYA_COMFY_PARTS
+    # SD3's ComfyUI saves (and Stability's sd3_medium_incl_clips.safetensors) keep the VAE under
+    # `first_stage_model.` beside `text_encoders.`: both tables then, or their text encoders' LoRA modules were
+    # "held in another layout: not checked".
+    comfy = any(name.startswith("model.diffusion_model.") for name in specs_b) and any(
+        name.startswith("text_encoders.") for name in specs_b)
+    ldm = any(map(_LDM_EVIDENCE.match, specs_b))
+    if not ldm and not comfy:
+        return {}
+    parts = (_KOHYA_LDM_PARTS if ldm else ()) + (_KOHYA_COMFY_PARTS if comfy else ())
     tables: dict[str, dict[str, str]] = {prefix: {} for prefix, _ in parts}
     for name in specs_b:
         if not name.endswith(".weight"):

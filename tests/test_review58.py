@@ -1,0 +1,76 @@
+"""review58: the review of thirdparty23 (LyCORIS under kohya names, ComfyUI all-in-one files, PEFT LoHa / LoKr
+products), each test failing before its fix.
+
+The ComfyUI SD3 file is reproduced from the key prefixes ComfyUI's CheckpointSave writes for SD3 (supported_models.SD3:
+the VAE under `first_stage_model.`, the text encoders under `text_encoders.clip_l / clip_g / t5xxl.transformer.`),
+as Stability's sd3_medium_incl_clips.safetensors holds them too; the kohya SD3 LoRA from sd-scripts'
+networks/lora_sd3.py (lora_unet_joint_blocks_*, CLIP-L lora_te1_, CLIP-G lora_te2_, T5-XXL lora_te3_).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from tests.helpers import run_json
+
+_CLIP_L = "text_encoders.clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj"
+
+
+def _comfyui_sd3(path: Path) -> Path:
+    """A (tiny) ComfyUI SD3 single file: MMDiT under model.diffusion_model., the VAE under first_stage_model., the
+    three text encoders under text_encoders.<name>.transformer., fp16."""
+    torch.manual_seed(0)
+    shapes = {"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight": (96, 32),
+              "model.diffusion_model.x_embedder.proj.weight": (32, 16, 2, 2),
+              "first_stage_model.encoder.conv_in.weight": (8, 3, 3, 3),
+              "first_stage_model.decoder.conv_out.weight": (3, 8, 3, 3),
+              f"{_CLIP_L}.weight": (16, 16),
+              "text_encoders.clip_g.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight": (24, 24),
+              "text_encoders.t5xxl.transformer.encoder.block.0.layer.0.SelfAttention.q.weight": (20, 20)}
+    save_file({name: torch.randn(*shape).half() for name, shape in shapes.items()}, str(path))
+    return path
+
+
+def _kohya_sd3_lora(path: Path, clip_l_width: int = 16) -> Path:
+    """sd-scripts' SD3 LoRA, rank 4, on one MMDiT qkv and one attention projection of each text encoder; its CLIP-L
+    module reads `clip_l_width`."""
+    torch.manual_seed(1)
+    modules = {"lora_unet_joint_blocks_0_x_block_attn_qkv": (96, 32),
+               "lora_te1_text_model_encoder_layers_0_self_attn_q_proj": (16, clip_l_width),
+               "lora_te2_text_model_encoder_layers_0_self_attn_q_proj": (24, 24),
+               "lora_te3_encoder_block_0_layer_0_SelfAttention_q": (20, 20)}
+    tensors = {}
+    for module, (out, width) in modules.items():
+        tensors |= {f"{module}.lora_down.weight": torch.randn(4, width),
+                    f"{module}.lora_up.weight": torch.zeros(out, 4), f"{module}.alpha": torch.tensor(4.0)}
+    save_file({name: tensor.half() for name, tensor in tensors.items()}, str(path),
+              metadata={"ss_network_module": "networks.lora_sd3", "ss_network_dim": "4"})
+    return path
+
+
+def test_a_kohya_sd3_lora_against_a_comfyui_sd3_file_checks_its_text_encoders(tmp_path: Path) -> None:
+    """ComfyUI's SD3 saves keep the VAE under first_stage_model., the LDM single file's prefix: the file was read as
+    an LDM Stable Diffusion one only, and each text-encoder module of a kohya SD3 LoRA was "for the first text
+    encoder, which B holds in another layout: not checked" (one module of four counted), so a LoRA for another
+    CLIP-L width was a fit. Its text encoders are now found under text_encoders.<name>.transformer."""
+    base = _comfyui_sd3(tmp_path / "sd3.safetensors")
+    code, data = run_json("diff-keys", str(_kohya_sd3_lora(tmp_path / "lora.safetensors")), str(base))
+    assert code == 0, data
+    details = {entry["name"]: (entry["severity"], entry["detail"]) for entry in data["unexpected"]}
+    assert details["lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"] == (
+        "info", f"LoRA on {_CLIP_L}.weight")
+    assert details["lora_te3_encoder_block_0_layer_0_SelfAttention_q.lora_up.weight"] == (
+        "info", "LoRA on text_encoders.t5xxl.transformer.encoder.block.0.layer.0.SelfAttention.q.weight")
+    note = " ".join(data["notes"])
+    assert "on 4 module(s)" in note and "4 of them in B with shapes that fit" in note
+    assert "a ComfyUI single-file checkpoint" in note
+    code, data = run_json("diff-keys", str(_kohya_sd3_lora(tmp_path / "wide.safetensors", clip_l_width=32)),
+                          str(base))
+    assert code == 1
+    bad = {entry["name"]: entry["detail"] for entry in data["unexpected"] if entry["severity"] == "error"}
+    assert set(bad) == {"lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"}
+    assert bad["lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"].startswith(
+        f"4×32 does not fit {_CLIP_L}.weight (16×16 in B)")
