@@ -74,3 +74,45 @@ def test_a_kohya_sd3_lora_against_a_comfyui_sd3_file_checks_its_text_encoders(tm
     assert set(bad) == {"lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"}
     assert bad["lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"].startswith(
         f"4×32 does not fit {_CLIP_L}.weight (16×16 in B)")
+
+
+def _adalora_pair(folder: Path, base_in: int = 24) -> tuple[Path, Path]:
+    """peft's own AdaLoRA adapter (save_pretrained: lora_A r×in, lora_E r×1, lora_B out×r, r = init_r 12) for a
+    two-Linear model reading 24 features, and a base of that model reading `base_in`."""
+    import peft
+
+    class Net(torch.nn.Module):
+        def __init__(self, width: int) -> None:
+            super().__init__()
+            self.fc1 = torch.nn.Linear(width, 40)
+            self.fc2 = torch.nn.Linear(40, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(self.fc1(x))
+
+    torch.manual_seed(2)
+    base = folder / "base.safetensors"
+    save_file(Net(base_in).state_dict(), str(base))
+    model = peft.get_peft_model(Net(24), peft.AdaLoraConfig(init_r=12, target_r=4, total_step=10,
+                                                            target_modules=["fc1", "fc2"]))
+    model.save_pretrained(str(folder / "adapter"))
+    return folder / "adapter", base
+
+
+def test_a_peft_adalora_adapter_against_its_base_is_a_fit(tmp_path: Path) -> None:
+    """AdaLoRA saves its singular values lora_E (r × 1) beside lora_A and lora_B: against the model it was trained on
+    each lora_E was "saved for fc1.lora_E, which B does not have", an error. It is now AdaLoRA's, on a module B has;
+    an AdaLoRA for another input width is still an error, on lora_A."""
+    adapter, base = _adalora_pair(tmp_path)
+    code, data = run_json("diff-keys", str(adapter), str(base))
+    assert code == 0, data
+    assert data["worst_severity"] == "info"
+    details = {entry["name"]: entry["detail"] for entry in data["unexpected"]}
+    assert details["base_model.model.fc1.lora_E"] == "AdaLoRA's singular values (lora_E) on fc1.weight"
+    assert "2 of them in B with shapes that fit" in " ".join(data["notes"])
+    (tmp_path / "other").mkdir()
+    adapter, base = _adalora_pair(tmp_path / "other", base_in=32)
+    code, data = run_json("diff-keys", str(adapter), str(base))
+    assert code == 1
+    bad = {entry["name"] for entry in data["unexpected"] if entry["severity"] == "error"}
+    assert bad == {"base_model.model.fc1.lora_A"}

@@ -1086,9 +1086,11 @@ def model_class_check(source_a: str, model_class: str, config: str, *, revision:
 
 # A PEFT adapter's own tensors: LoRA's low-rank pair on a module (`<module>.lora_A.weight`, `lora_B`, with the
 # adapter's name in between in an unsaved state dict), its embedding form (`lora_embedding_A`, a parameter), and
-# DoRA's `lora_magnitude_vector` beside them (one value per output feature); IA3's `ia3_l` (one scale per feature).
+# DoRA's `lora_magnitude_vector` beside them (one value per output feature); IA3's `ia3_l` (one scale per feature);
+# AdaLoRA's `lora_E` (its r singular values, r × 1, between lora_A and lora_B: an AdaLoRA adapter against its own
+# base was "saved for <module>.lora_E, which B does not have", an error on every module).
 _LORA_PAIR = _lazy_regex(
-    r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector|ia3_l)"
+    r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector|ia3_l|lora_E)"
     r"(?:\.[^.]+)?(?:\.weight)?$")
 _PEFT_WRAPPER = "base_model.model."
 # The other PEFT methods' tensors on a module they adapt (each tuner's adapter_layer_names in peft 0.21, the adapter's
@@ -1263,7 +1265,9 @@ def adapter_fit(
             continue
         kind = "IA3" if part == "ia3_l" else "LoRA"
         shape = specs_a[name].shape
-        if name.endswith(".bias") or part in ("lora_magnitude_vector", "ia3_l"):  # IA3: (out, 1), or (1, in)
+        if part == "lora_E":  # one value per rank: the weight's shape is lora_A's and lora_B's to check
+            kind = "AdaLoRA's singular values (lora_E)"
+        elif name.endswith(".bias") or part in ("lora_magnitude_vector", "ia3_l"):  # IA3: (out, 1), or (1, in)
             # lora_B's bias (peft's lora_bias=True), DoRA's magnitude (1×out×1×1 on a Conv): out values, checked
             # as a 1-column B.
             part, shape = "lora_B", (math.prod(shape), 1) if shape else shape
@@ -1283,7 +1287,7 @@ def adapter_fit(
         elif weight.dtype not in FLOATING:
             whys[name] = ("adapter", "info", f"on {module} (stored quantized in B: shapes not compared)")
             modules.setdefault(module, True)
-        elif not _lora_fits(part, shape, weight.shape):
+        elif part != "lora_E" and not _lora_fits(part, shape, weight.shape):
             whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {module}.weight "
                           f"({'×'.join(map(str, weight.shape))} in B): {_lora_misfit(part, shape, weight.shape)}")
             modules[module] = False
