@@ -116,3 +116,31 @@ def test_a_peft_adalora_adapter_against_its_base_is_a_fit(tmp_path: Path) -> Non
     assert code == 1
     bad = {entry["name"] for entry in data["unexpected"] if entry["severity"] == "error"}
     assert bad == {"base_model.model.fc1.lora_A"}
+
+
+def test_a_kohya_flux_lora_against_a_comfyui_sd3_file_is_not_a_fit(tmp_path: Path) -> None:
+    """A Flux LoRA (double_blocks, single_blocks) against an SD3 single file (joint_blocks): its CLIP-L module is
+    found in SD3's clip_l, and every transformer module was then "for the UNet / transformer, which B holds in
+    another layout: not checked", info, exit 0. B holds its transformer under model.diffusion_model., the names
+    lora_unet_ maps to, without any of A's modules: each is an error, as a module B lacks."""
+    base = _comfyui_sd3(tmp_path / "sd3.safetensors")
+    torch.manual_seed(3)
+    tensors = {}
+    for module, (out, width) in {"lora_unet_double_blocks_0_img_attn_qkv": (96, 32),
+                                 "lora_unet_single_blocks_0_linear1": (224, 32),
+                                 "lora_te1_text_model_encoder_layers_0_self_attn_q_proj": (16, 16)}.items():
+        tensors |= {f"{module}.lora_down.weight": torch.randn(4, width),
+                    f"{module}.lora_up.weight": torch.zeros(out, 4), f"{module}.alpha": torch.tensor(4.0)}
+    lora = tmp_path / "flux_lora.safetensors"
+    save_file({name: tensor.to(torch.bfloat16) for name, tensor in tensors.items()}, str(lora),
+              metadata={"ss_network_module": "networks.lora_flux"})
+    code, data = run_json("diff-keys", str(lora), str(base))
+    assert code == 1
+    details = {entry["name"]: (entry["severity"], entry["detail"]) for entry in data["unexpected"]}
+    assert details["lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight"] == (
+        "error", "targets double_blocks_0_img_attn_qkv, which B does not have (with _ for .): the adapter's weights "
+        "for it are dropped")
+    assert details["lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"][0] == "info"
+    note = " ".join(data["notes"])
+    assert "on 3 module(s) of the first text encoder, UNet / transformer" in note
+    assert "1 of them in B with shapes that fit" in note

@@ -1617,6 +1617,7 @@ def _kohya_adapter_fit(
     whys: dict[str, tuple[str, str, str]] = {}
     modules: dict[str, bool] = {}
     ranks: set[int] = set()
+    checked: set[str] = set()  # prefixes B holds a part for, whether or not A's modules are in it
     parts_of: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
     for name, match in pairs:
         parts_of[f"{match['prefix']}_{match['module']}"][match["part"]] = specs_a[name].shape
@@ -1626,7 +1627,12 @@ def _kohya_adapter_fit(
     cores = {module for module, held in parts_of.items() if "lora_mid" in held}
     for name, match in pairs:
         prefix, part = match["prefix"], match["part"]
-        if prefix not in found:
+        # B holds this part under the names the prefix maps to, none of them A's: another model's (a Flux LoRA's
+        # double_blocks against SD3's joint_blocks, its CLIP-L found), not another layout of B's.
+        held = bool(ldm) and bool(tables.get(prefix))
+        if held:
+            checked.add(prefix)
+        if prefix not in found and not held:
             whys[name] = ("adapter", "info", f"for the {_KOHYA_PARTS.get(prefix, prefix)}, " + (
                 "which B holds in another layout: not checked" if ldm else "not B: its loader puts it there"))
             continue
@@ -1693,7 +1699,7 @@ def _kohya_adapter_fit(
     method = ", ".join(([method] if ranks or not methods else []) + methods)
     if cores:
         method += f" (Tucker lora_mid on {counted(len(cores), 'module')})"
-    parts = ", ".join(_KOHYA_PARTS.get(prefix, prefix) for prefix in sorted(found))
+    parts = ", ".join(_KOHYA_PARTS.get(prefix, prefix) for prefix in sorted(found | checked))
     comfy = ldm and any(name.startswith("text_encoders.") for name in specs_b)
     where = ("in B, a ComfyUI single-file checkpoint" if comfy else "in B, a single-file Stable Diffusion checkpoint"
              if ldm else "B")
