@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import run_json
+from tests.helpers import run_cli, run_json
 
 _CLIP_L = "text_encoders.clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj"
 
@@ -144,3 +144,15 @@ def test_a_kohya_flux_lora_against_a_comfyui_sd3_file_is_not_a_fit(tmp_path: Pat
     note = " ".join(data["notes"])
     assert "on 3 module(s) of the first text encoder, UNet / transformer" in note
     assert "1 of them in B with shapes that fit" in note
+
+
+def test_sharding_a_comfyui_sd3_file_names_diffusers_among_its_loaders(tmp_path: Path) -> None:
+    """ComfyUI's SD3 single file (as Stability's sd3_medium_incl_clips.safetensors) is what diffusers'
+    StableDiffusion3Pipeline.from_single_file reads, text encoders included; its loaders were ComfyUI's Load
+    Checkpoint node alone (before the ComfyUI naming, 'ComfyUI, diffusers' from_single_file')."""
+    base = _comfyui_sd3(tmp_path / "sd3.safetensors")
+    result = run_cli("shard", str(base), "-o", str(tmp_path / "out"), "--max", "1KB")
+    assert result.exit_code == 0, result.output
+    assert ("a ComfyUI single-file SD3 checkpoint (diffusion model, text encoders and VAE) is loaded from one file "
+            "(ComfyUI's Load Checkpoint node, diffusers' StableDiffusion3Pipeline.from_single_file): none of them "
+            "reads an index or these shards") in " ".join(result.output.split())
