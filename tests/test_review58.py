@@ -156,3 +156,43 @@ def test_sharding_a_comfyui_sd3_file_names_diffusers_among_its_loaders(tmp_path:
     assert ("a ComfyUI single-file SD3 checkpoint (diffusion model, text encoders and VAE) is loaded from one file "
             "(ComfyUI's Load Checkpoint node, diffusers' StableDiffusion3Pipeline.from_single_file): none of them "
             "reads an index or these shards") in " ".join(result.output.split())
+
+
+def test_a_lycoris_lokr_trained_with_train_norm_fits_its_single_file(tmp_path: Path) -> None:
+    """LyCORIS' train_norm adds each norm's offsets w_norm and b_norm (one value per channel) beside the LoKr
+    factors: every key of such a file, the LoKr's too, was "unknown: these weights will not load". The offsets are now
+    checked against the norm's weight and bias, and one for a wider text encoder is an error."""
+    torch.manual_seed(4)
+    base = tmp_path / "sd.safetensors"
+    save_file({name: tensor.half() for name, tensor in {
+        "model.diffusion_model.input_blocks.1.0.in_layers.2.weight": torch.randn(40, 24, 3, 3),
+        "model.diffusion_model.input_blocks.1.0.in_layers.0.weight": torch.randn(24),
+        "model.diffusion_model.input_blocks.1.0.in_layers.0.bias": torch.randn(24),
+        "cond_stage_model.transformer.text_model.encoder.layers.0.layer_norm1.weight": torch.randn(16),
+        "cond_stage_model.transformer.text_model.encoder.layers.0.layer_norm1.bias": torch.randn(16)}.items()},
+        str(base))
+    conv, norm = "lora_unet_down_blocks_0_resnets_0_conv1", "lora_unet_down_blocks_0_resnets_0_norm1"
+    text = "lora_te_text_model_encoder_layers_0_layer_norm1"
+
+    def lokr(path: Path, text_width: int) -> Path:
+        tensors = {f"{conv}.lokr_w1": torch.randn(5, 4), f"{conv}.lokr_w2_a": torch.randn(8, 4),
+                   f"{conv}.lokr_w2_b": torch.randn(4, 6 * 9), f"{conv}.alpha": torch.tensor(4.0),
+                   f"{norm}.w_norm": torch.randn(24), f"{norm}.b_norm": torch.randn(24),
+                   f"{text}.w_norm": torch.randn(text_width), f"{text}.b_norm": torch.randn(text_width)}
+        save_file({name: tensor.half() for name, tensor in tensors.items()}, str(path),
+                  metadata={"ss_network_module": "lycoris.kohya"})
+        return path
+
+    code, data = run_json("diff-keys", str(lokr(tmp_path / "lokr.safetensors", 16)), str(base))
+    assert code == 0, data
+    details = {entry["name"]: (entry["severity"], entry["detail"]) for entry in data["unexpected"]}
+    assert details[f"{norm}.b_norm"] == (
+        "info", "LyCORIS' norm offset (b_norm) on model.diffusion_model.input_blocks.1.0.in_layers.0.bias")
+    assert details[f"{conv}.lokr_w2_b"] == ("info", "LoKr on model.diffusion_model.input_blocks.1.0.in_layers.2.weight")
+    note = " ".join(data["notes"])
+    assert "LoKr, norm offsets (w_norm / b_norm) on 3 module(s)" in note and "3 of them in B" in note
+    code, data = run_json("diff-keys", str(lokr(tmp_path / "wide.safetensors", 32)), str(base))
+    assert code == 1
+    bad = {entry["name"]: entry["detail"] for entry in data["unexpected"] if entry["severity"] == "error"}
+    assert bad == {f"{text}.{part}": f"32 does not fit cond_stage_model.transformer.text_model.encoder.layers.0."
+                   f"layer_norm1.{what} (16 in B)" for part, what in (("w_norm", "weight"), ("b_norm", "bias"))}

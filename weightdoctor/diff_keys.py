@@ -1457,11 +1457,12 @@ def _adapterhub_fit(
 # form a `lora_mid` core between lora_down and lora_up (r × r × kh × kw, the down and up factors pointwise), LoHa's
 # Hadamard product of two low-rank pairs (`hada_w1_a` @ `hada_w1_b` * `hada_w2_a` @ `hada_w2_b`, Tucker: `hada_t1`,
 # `hada_t2` cores), LoKr's Kronecker product (`lokr_w1` or `lokr_w1_a` @ `lokr_w1_b`, ⊗ `lokr_w2` or `lokr_w2_a` @
-# `lokr_w2_b`, Tucker: `lokr_t2`), DoRA's `dora_scale`. A LoHa or LoKr file, or a LoCon with a lora_mid, against its
-# base was "unknown: these weights will not load" for every key.
+# `lokr_w2_b`, Tucker: `lokr_t2`), DoRA's `dora_scale`; with train_norm, each LayerNorm / GroupNorm's offsets
+# `w_norm` and `b_norm` (one value per channel, added to the norm's weight and bias). A LoHa or LoKr file, or a LoCon
+# with a lora_mid, against its base was "unknown: these weights will not load" for every key.
 _KOHYA_PAIR = _lazy_regex(
     r"^(?P<prefix>lora_(?:unet|te\d?|transformer))_(?P<module>[^.]+)\.(?P<part>lora_down|lora_up|lora_mid|alpha|"
-    r"dora_scale|hada_w[12]_[ab]|hada_t[12]|lokr_w[12](?:_[ab])?|lokr_t2)(?:\.weight)?$")
+    r"dora_scale|hada_w[12]_[ab]|hada_t[12]|lokr_w[12](?:_[ab])?|lokr_t2|w_norm|b_norm)(?:\.weight)?$")
 _KOHYA_PARTS = {"lora_unet": "UNet / transformer", "lora_transformer": "transformer", "lora_te": "text encoder",
                 "lora_te1": "first text encoder", "lora_te2": "second text encoder", "lora_te3": "third text encoder"}
 
@@ -1648,6 +1649,17 @@ def _kohya_adapter_fit(
         if part in ("alpha", "dora_scale"):
             whys[name] = ("adapter", "info", f"the {part} of the {method} on {module}")
             continue
+        if part in ("w_norm", "b_norm"):  # train_norm's offsets: the norm's own weight's or bias's shape
+            what = f"{module}.{'weight' if part == 'w_norm' else 'bias'}"
+            target = specs_b.get(what)
+            if target is not None and tuple(shape) == tuple(target.shape):
+                whys[name] = ("adapter", "info", f"LyCORIS' norm offset ({part}) on {what}")
+                modules.setdefault(module, True)
+            else:
+                whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {what} (" + (
+                    f"{'×'.join(map(str, target.shape))} in B)" if target is not None else "which B does not have)"))
+                modules[module] = False
+            continue
         if method != "LoRA":
             product = _lycoris_product(method, parts_of[f"{prefix}_{match['module']}"])
             if weight.dtype not in FLOATING:
@@ -1694,7 +1706,8 @@ def _kohya_adapter_fit(
     for name in missing:
         whys.setdefault(name, ("adapter-base", "info", ""))
     fitting = sum(modules.values())
-    methods = sorted(set(lycoris.values()))
+    methods = sorted(set(lycoris.values())) + (
+        ["norm offsets (w_norm / b_norm)"] if any(match["part"] == "w_norm" for _, match in pairs) else [])
     method = f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})" if ranks else "LoRA"
     method = ", ".join(([method] if ranks or not methods else []) + methods)
     if cores:
