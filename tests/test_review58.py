@@ -196,3 +196,22 @@ def test_a_lycoris_lokr_trained_with_train_norm_fits_its_single_file(tmp_path: P
     bad = {entry["name"]: entry["detail"] for entry in data["unexpected"] if entry["severity"] == "error"}
     assert bad == {f"{text}.{part}": f"32 does not fit cond_stage_model.transformer.text_model.encoder.layers.0."
                    f"layer_norm1.{what} (16 in B)" for part, what in (("w_norm", "weight"), ("b_norm", "bias"))}
+
+
+def test_sharding_a_comfyui_file_of_an_unnamed_family_does_not_name_forge(tmp_path: Path) -> None:
+    """ComfyUI saves SD 1.x / 2.x / SDXL under cond_stage_model. / conditioner.; a file with text_encoders. whose
+    diffusion model is no named family is a newer model's (AuraFlow: double_layers / single_layers, its Pile-T5
+    under text_encoders.pile_t5xl.), which Forge does not load: Forge was named among its loaders."""
+    torch.manual_seed(5)
+    path = tmp_path / "aura.safetensors"
+    save_file({name: torch.randn(*shape).half() for name, shape in {
+        "model.diffusion_model.double_layers.0.attn.w2q.weight": (32, 32),
+        "model.diffusion_model.single_layers.0.attn.w1q.weight": (32, 32),
+        "text_encoders.pile_t5xl.transformer.encoder.block.0.layer.0.SelfAttention.q.weight": (16, 16),
+        "first_stage_model.decoder.conv_out.weight": (3, 8, 3, 3)}.items()}, str(path))
+    result = run_cli("shard", str(path), "-o", str(tmp_path / "out"), "--max", "1KB")
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert ("a ComfyUI single-file checkpoint (diffusion model, text encoders and VAE) is loaded from one file "
+            "(ComfyUI's Load Checkpoint node): none of them reads an index or these shards") in output
+    assert "Forge" not in output
