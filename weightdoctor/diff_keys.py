@@ -1086,9 +1086,11 @@ def model_class_check(source_a: str, model_class: str, config: str, *, revision:
 
 # A PEFT adapter's own tensors: LoRA's low-rank pair on a module (`<module>.lora_A.weight`, `lora_B`, with the
 # adapter's name in between in an unsaved state dict), its embedding form (`lora_embedding_A`, a parameter), and
-# DoRA's `lora_magnitude_vector` beside them (one value per output feature); IA3's `ia3_l` (one scale per feature).
+# DoRA's `lora_magnitude_vector` beside them (one value per output feature); IA3's `ia3_l` (one scale per feature);
+# AdaLoRA's `lora_E` (its r singular values, r × 1, between lora_A and lora_B: an AdaLoRA adapter against its own
+# base was "saved for <module>.lora_E, which B does not have", an error on every module).
 _LORA_PAIR = _lazy_regex(
-    r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector|ia3_l)"
+    r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector|ia3_l|lora_E)"
     r"(?:\.[^.]+)?(?:\.weight)?$")
 _PEFT_WRAPPER = "base_model.model."
 # The other PEFT methods' tensors on a module they adapt (each tuner's adapter_layer_names in peft 0.21, the adapter's
@@ -1263,7 +1265,9 @@ def adapter_fit(
             continue
         kind = "IA3" if part == "ia3_l" else "LoRA"
         shape = specs_a[name].shape
-        if name.endswith(".bias") or part in ("lora_magnitude_vector", "ia3_l"):  # IA3: (out, 1), or (1, in)
+        if part == "lora_E":  # one value per rank: the weight's shape is lora_A's and lora_B's to check
+            kind = "AdaLoRA's singular values (lora_E)"
+        elif name.endswith(".bias") or part in ("lora_magnitude_vector", "ia3_l"):  # IA3: (out, 1), or (1, in)
             # lora_B's bias (peft's lora_bias=True), DoRA's magnitude (1×out×1×1 on a Conv): out values, checked
             # as a 1-column B.
             part, shape = "lora_B", (math.prod(shape), 1) if shape else shape
@@ -1283,7 +1287,7 @@ def adapter_fit(
         elif weight.dtype not in FLOATING:
             whys[name] = ("adapter", "info", f"on {module} (stored quantized in B: shapes not compared)")
             modules.setdefault(module, True)
-        elif not _lora_fits(part, shape, weight.shape):
+        elif part != "lora_E" and not _lora_fits(part, shape, weight.shape):
             whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {module}.weight "
                           f"({'×'.join(map(str, weight.shape))} in B): {_lora_misfit(part, shape, weight.shape)}")
             modules[module] = False
@@ -1453,11 +1457,12 @@ def _adapterhub_fit(
 # form a `lora_mid` core between lora_down and lora_up (r × r × kh × kw, the down and up factors pointwise), LoHa's
 # Hadamard product of two low-rank pairs (`hada_w1_a` @ `hada_w1_b` * `hada_w2_a` @ `hada_w2_b`, Tucker: `hada_t1`,
 # `hada_t2` cores), LoKr's Kronecker product (`lokr_w1` or `lokr_w1_a` @ `lokr_w1_b`, ⊗ `lokr_w2` or `lokr_w2_a` @
-# `lokr_w2_b`, Tucker: `lokr_t2`), DoRA's `dora_scale`. A LoHa or LoKr file, or a LoCon with a lora_mid, against its
-# base was "unknown: these weights will not load" for every key.
+# `lokr_w2_b`, Tucker: `lokr_t2`), DoRA's `dora_scale`; with train_norm, each LayerNorm / GroupNorm's offsets
+# `w_norm` and `b_norm` (one value per channel, added to the norm's weight and bias). A LoHa or LoKr file, or a LoCon
+# with a lora_mid, against its base was "unknown: these weights will not load" for every key.
 _KOHYA_PAIR = _lazy_regex(
     r"^(?P<prefix>lora_(?:unet|te\d?|transformer))_(?P<module>[^.]+)\.(?P<part>lora_down|lora_up|lora_mid|alpha|"
-    r"dora_scale|hada_w[12]_[ab]|hada_t[12]|lokr_w[12](?:_[ab])?|lokr_t2)(?:\.weight)?$")
+    r"dora_scale|hada_w[12]_[ab]|hada_t[12]|lokr_w[12](?:_[ab])?|lokr_t2|w_norm|b_norm)(?:\.weight)?$")
 _KOHYA_PARTS = {"lora_unet": "UNet / transformer", "lora_transformer": "transformer", "lora_te": "text encoder",
                 "lora_te1": "first text encoder", "lora_te2": "second text encoder", "lora_te3": "third text encoder"}
 
@@ -1561,12 +1566,15 @@ def _kohya_ldm_modules(specs_b: Mapping[str, KeySpec]) -> dict[str, dict[str, st
     """For B a single-file (LDM) Stable Diffusion checkpoint, or a ComfyUI one (`model.diffusion_model.` beside
     `text_encoders.`): per kohya prefix, B's modules by their kohya flat name (LDM and diffusers UNet names both);
     {} when B is no such checkpoint."""
-    parts = _KOHYA_LDM_PARTS
-    if not any(map(_LDM_EVIDENCE.match, specs_b)):
-        if not (any(name.startswith("model.diffusion_model.") for name in specs_b)
-                and any(name.startswith("text_encoders.") for name in specs_b)):
-            return {}
-        parts = _KOHYA_COMFY_PARTS
+    # SD3's ComfyUI saves (and Stability's sd3_medium_incl_clips.safetensors) keep the VAE under
+    # `first_stage_model.` beside `text_encoders.`: both tables then, or their text encoders' LoRA modules were
+    # "held in another layout: not checked".
+    comfy = any(name.startswith("model.diffusion_model.") for name in specs_b) and any(
+        name.startswith("text_encoders.") for name in specs_b)
+    ldm = any(map(_LDM_EVIDENCE.match, specs_b))
+    if not ldm and not comfy:
+        return {}
+    parts = (_KOHYA_LDM_PARTS if ldm else ()) + (_KOHYA_COMFY_PARTS if comfy else ())
     tables: dict[str, dict[str, str]] = {prefix: {} for prefix, _ in parts}
     for name in specs_b:
         if not name.endswith(".weight"):
@@ -1610,6 +1618,7 @@ def _kohya_adapter_fit(
     whys: dict[str, tuple[str, str, str]] = {}
     modules: dict[str, bool] = {}
     ranks: set[int] = set()
+    checked: set[str] = set()  # prefixes B holds a part for, whether or not A's modules are in it
     parts_of: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
     for name, match in pairs:
         parts_of[f"{match['prefix']}_{match['module']}"][match["part"]] = specs_a[name].shape
@@ -1619,7 +1628,12 @@ def _kohya_adapter_fit(
     cores = {module for module, held in parts_of.items() if "lora_mid" in held}
     for name, match in pairs:
         prefix, part = match["prefix"], match["part"]
-        if prefix not in found:
+        # B holds this part under the names the prefix maps to, none of them A's: another model's (a Flux LoRA's
+        # double_blocks against SD3's joint_blocks, its CLIP-L found), not another layout of B's.
+        held = bool(ldm) and bool(tables.get(prefix))
+        if held:
+            checked.add(prefix)
+        if prefix not in found and not held:
             whys[name] = ("adapter", "info", f"for the {_KOHYA_PARTS.get(prefix, prefix)}, " + (
                 "which B holds in another layout: not checked" if ldm else "not B: its loader puts it there"))
             continue
@@ -1634,6 +1648,17 @@ def _kohya_adapter_fit(
         method = lycoris.get(f"{prefix}_{match['module']}", "LoRA")
         if part in ("alpha", "dora_scale"):
             whys[name] = ("adapter", "info", f"the {part} of the {method} on {module}")
+            continue
+        if part in ("w_norm", "b_norm"):  # train_norm's offsets: the norm's own weight's or bias's shape
+            what = f"{module}.{'weight' if part == 'w_norm' else 'bias'}"
+            target = specs_b.get(what)
+            if target is not None and tuple(shape) == tuple(target.shape):
+                whys[name] = ("adapter", "info", f"LyCORIS' norm offset ({part}) on {what}")
+                modules.setdefault(module, True)
+            else:
+                whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {what} (" + (
+                    f"{'×'.join(map(str, target.shape))} in B)" if target is not None else "which B does not have)"))
+                modules[module] = False
             continue
         if method != "LoRA":
             product = _lycoris_product(method, parts_of[f"{prefix}_{match['module']}"])
@@ -1681,12 +1706,13 @@ def _kohya_adapter_fit(
     for name in missing:
         whys.setdefault(name, ("adapter-base", "info", ""))
     fitting = sum(modules.values())
-    methods = sorted(set(lycoris.values()))
+    methods = sorted(set(lycoris.values())) + (
+        ["norm offsets (w_norm / b_norm)"] if any(match["part"] == "w_norm" for _, match in pairs) else [])
     method = f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})" if ranks else "LoRA"
     method = ", ".join(([method] if ranks or not methods else []) + methods)
     if cores:
         method += f" (Tucker lora_mid on {counted(len(cores), 'module')})"
-    parts = ", ".join(_KOHYA_PARTS.get(prefix, prefix) for prefix in sorted(found))
+    parts = ", ".join(_KOHYA_PARTS.get(prefix, prefix) for prefix in sorted(found | checked))
     comfy = ldm and any(name.startswith("text_encoders.") for name in specs_b)
     where = ("in B, a ComfyUI single-file checkpoint" if comfy else "in B, a single-file Stable Diffusion checkpoint"
              if ldm else "B")

@@ -217,10 +217,15 @@ def comfyui_single_file(family: str | None) -> str:
 
 
 def _comfyui_loaders(kind: str) -> str:
-    """Who loads ComfyUI's all-in-one `kind`: ComfyUI's Load Checkpoint node; Forge too for Flux and the unnamed
-    (SD-family) ones it reads; diffusers' single-file loaders read only the bare diffusion model."""
-    forge = " Flux " in kind or kind == COMFYUI_SINGLE_FILE
-    return "ComfyUI's Load Checkpoint node" + (", Forge" if forge else "")
+    """Who loads ComfyUI's all-in-one `kind`: ComfyUI's Load Checkpoint node; Forge too for Flux (the unnamed ones
+    are no SD-family file: ComfyUI saves SD 1.x / 2.x / SDXL under cond_stage_model. / conditioner., and
+    `text_encoders.` holds the newer models' encoders, AuraFlow's or Lumina's, which Forge does not load);
+    diffusers' StableDiffusion3Pipeline.from_single_file for SD3, whose text encoders it finds under
+    `text_encoders.clip_l / clip_g / t5xxl` (single_file_utils' clip_sd3 keys: Stability's
+    sd3_medium_incl_clips.safetensors is such a file)."""
+    forge = " Flux " in kind
+    sd3 = ", diffusers' StableDiffusion3Pipeline.from_single_file" if " SD3 " in kind else ""
+    return "ComfyUI's Load Checkpoint node" + (", Forge" if forge else "") + sd3
 # The kinds above that are applied to a model loaded apart, not loaded as one.
 ADD_ONS = frozenset({KOHYA_LORA, DIFFUSERS_LORA, CONTROLNET_LLLITE, TEXTUAL_INVERSION, IP_ADAPTER})
 _LOADERS = {IP_ADAPTER: "diffusers' load_ip_adapter, ComfyUI's IPAdapter nodes",
