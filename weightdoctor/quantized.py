@@ -848,7 +848,16 @@ def packed_without_quantizer(config: Mapping[str, Any] | None, tensors: Iterable
     """
     if not isinstance(config, Mapping) or _config_of(config) is not None:
         return None
-    packed = [t.name for t in tensors if t.name.endswith(_PACKED_INT32)]
+    unique = list(tensors)
+    candidates = [t for t in unique if t.name.endswith(_PACKED_INT32)]
+    if candidates:
+        # Packed only as a quantizer packs it: integers (GPTQModel packs int8 to int64 too), its scales beside. A
+        # model's own float `qweight`, or one alone, was refused as "GPTQ/AWQ-packed ... beside its qzeros, scales".
+        names = {t.name for t in unique}
+        candidates = [t for t in candidates if t.dtype.startswith(("int", "uint")) and any(
+            t.name.rsplit(".", 1)[0] + side in names
+            for side in ((".qzeros", ".scales") if t.name.endswith(".qweight") else (".weight_scale",)))]
+    packed = [t.name for t in candidates]
     if not packed or (folder is not None and inc_weight_config(folder) is not None):
         return None
     gptq = [name for name in packed if name.endswith(".qweight")]
@@ -863,8 +872,44 @@ def packed_without_quantizer(config: Mapping[str, Any] | None, tensors: Iterable
     else:
         how = ("config.json has no quantization_config: from_pretrained builds the model unquantized, leaves these "
                "layers' weights at their init (missing keys) and drops the packed tensors (unexpected keys)")
+    beside = _settings_beside(folder) if gptq and folder is not None else None
+    if beside is not None:
+        return f"{held}, but {how}; {beside}"
     return (f"{held}, but {how}; the quantizer's quantization_config (quant_method {method}, bits, group_size) in "
             "config.json loads them quantized")
+
+
+# The settings files AutoGPTQ / GPTQModel (quantize_config.json) and AutoAWQ (quant_config.json) write beside a
+# config.json that has no quantization_config (TheBloke's 2023 GPTQ repos): (file, library, quant_method, the
+# transformers key each setting goes to).
+_SETTINGS_FILES = (
+    ("quantize_config.json", "GPTQ", "AutoGPTQ's / GPTQModel's from_quantized", "gptq",
+     (("bits", "bits"), ("group_size", "group_size"), ("desc_act", "desc_act"), ("sym", "sym"))),
+    ("quant_config.json", "AWQ", "AutoAWQ's from_quantized", "awq",
+     (("w_bit", "bits"), ("q_group_size", "group_size"), ("zero_point", "zero_point"), ("version", "version"))),
+)
+
+
+def _settings_beside(folder: Path) -> str | None:
+    """Where a GPTQ / AWQ checkpoint's quantization settings are when config.json has none, in words: the library
+    that reads that file, and the quantization_config from_pretrained needs from it; None for no such file."""
+    from weightdoctor.jsontext import MAX_DEPTH, parse_json
+
+    for name, kind, reader, method, keys in _SETTINGS_FILES:
+        path = folder / name
+        try:
+            if not path.is_file() or path.stat().st_size > 1 << 20:
+                continue
+            data = parse_json(path.read_text(encoding="utf-8"), max_depth=MAX_DEPTH)
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if not isinstance(data, dict) or not any(key in data for key, _ in keys):
+            continue
+        settings = {ours: data[theirs] for theirs, ours in keys if theirs in data}
+        shown = clip_middle(json.dumps({"quant_method": method, **settings}), 120)
+        return (f"{name} beside it holds the {kind} settings, which {reader} reads and from_pretrained does not: "
+                f"add them to config.json as its quantization_config ({shown}) to load them quantized")
+    return None
 
 
 def _json_kind(value: Any) -> str:

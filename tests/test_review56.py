@@ -1,0 +1,172 @@
+"""review56: fixlist25's packed-weights refusal, single-file family names and side-tensor writers on real layouts
+(AutoGPTQ's / AutoAWQ's settings files beside a config.json without quantization_config, a model's own float
+`qweight`, Flux LoRAs in ComfyUI's and XLabs' layouts, ComfyUI saves of LTX-Video / Wan / AuraFlow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from fixtures.build import build_bert
+from tests.helpers import json_report, run_cli, run_json
+
+QUANTIZED = ("attention.self.query", "attention.self.value", "intermediate.dense")
+
+
+def _gptq_bert(folder: Path) -> Path:
+    """A seeded tiny BERT with three layers' weights GPTQ-packed (qweight / qzeros / scales / g_idx), as AutoGPTQ
+    saved TheBloke's 2023 repos: config.json with no quantization_config."""
+    model = build_bert()
+    tensors: dict[str, torch.Tensor] = {}
+    for name, value in model.state_dict().items():
+        if not (name.endswith(".weight") and any(f".{m}.weight" in name for m in QUANTIZED)):
+            tensors[name] = value.contiguous()
+            continue
+        stem = name[: -len("weight")]
+        rows, cols = value.shape
+        tensors[stem + "qweight"] = torch.zeros(cols // 8, rows, dtype=torch.int32)
+        tensors[stem + "qzeros"] = torch.zeros(1, rows // 8, dtype=torch.int32)
+        tensors[stem + "scales"] = torch.ones(1, rows, dtype=torch.float16)
+        tensors[stem + "g_idx"] = torch.zeros(cols, dtype=torch.int32)
+    folder.mkdir(parents=True)
+    save_file(tensors, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(model.config.to_dict()))
+    return folder
+
+
+def _line(result: Any) -> str:
+    return " ".join(result.stderr.split())
+
+
+# 1. the settings file beside ------------------------------------------------------------------------------------
+
+def test_autogptq_quantize_config_json_is_named_with_the_quantization_config_it_gives(tmp_path: Path) -> None:
+    """TheBloke's older GPTQ repos keep their settings in quantize_config.json (AutoGPTQ's from_quantized reads it),
+    config.json none: the refusal said "quant_method gptq or awq, bits, group_size" as if they were unknown."""
+    transformers = pytest.importorskip("transformers")
+    folder = _gptq_bert(tmp_path / "thebloke")
+    (folder / "quantize_config.json").write_text(json.dumps(
+        {"bits": 4, "group_size": 128, "damp_percent": 0.01, "desc_act": False, "sym": True, "true_sequential": True,
+         "model_name_or_path": None, "model_file_base_name": "model"}))
+    # from_pretrained does not read quantize_config.json: the packed layers are still missing and unexpected keys.
+    _, info = transformers.BertForSequenceClassification.from_pretrained(str(folder), output_loading_info=True)
+    assert "bert.encoder.layer.0.attention.self.query.qweight" in info["unexpected_keys"]
+    result = run_cli("plan-devices", str(folder), "--gpu", "1GB", "--model-class", "BertForSequenceClassification")
+    assert result.exit_code == 2 and not result.stdout
+    line = _line(result)
+    assert ("quantize_config.json beside it holds the GPTQ settings, which AutoGPTQ's / GPTQModel's from_quantized "
+            "reads and from_pretrained does not: add them to config.json as its quantization_config "
+            '({"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": false, "sym": true})') in line, line
+    assert "gptq or awq" not in line
+    inspected = json_report("inspect", str(folder))
+    assert any("quantize_config.json beside it holds the GPTQ settings" in w for w in inspected["warnings"])
+
+
+def test_autoawq_quant_config_json_is_named_with_transformers_keys(tmp_path: Path) -> None:
+    folder = _gptq_bert(tmp_path / "awq")
+    (folder / "quant_config.json").write_text(json.dumps(
+        {"zero_point": True, "q_group_size": 128, "w_bit": 4, "version": "GEMM"}))
+    result = run_cli("plan-devices", str(folder), "--gpu", "1GB", "--model-class", "BertForSequenceClassification")
+    assert result.exit_code == 2
+    assert ("quant_config.json beside it holds the AWQ settings, which AutoAWQ's from_quantized reads and "
+            'from_pretrained does not: add them to config.json as its quantization_config ({"quant_method": "awq", '
+            '"bits": 4, "group_size": 128, "zero_point": true, "version": "GEMM"})') in _line(result), _line(result)
+
+
+# 2. no packed weights, no refusal -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["float", "alone"])
+def test_a_qweight_that_is_not_packed_is_planned(tmp_path: Path, how: str) -> None:
+    """A model's own float `qweight` (or an int32 one with no qzeros or scales beside) was refused: "1 layer(s) hold
+    GPTQ/AWQ-packed weights (encoder.0.qweight, beside its qzeros, scales)", which the file does not hold."""
+    torch.manual_seed(0)
+    tensors = {"encoder.0.weight": torch.randn(8, 8),
+               "encoder.0.qweight": torch.randn(8, 8) if how == "float" else torch.zeros(1, 8, dtype=torch.int32)}
+    folder = tmp_path / how
+    folder.mkdir()
+    save_file(tensors, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"model_type": "custom"}))
+    code, planned = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert code == 0 and not any("packed" in w for w in planned["warnings"]), planned
+    assert planned["dtype"] == "fp32"
+    inspected = json_report("inspect", str(folder))
+    assert not any("GPTQ/AWQ-packed" in w for w in inspected["warnings"]), inspected["warnings"]
+
+
+# 3. single-file families ----------------------------------------------------------------------------------------
+
+def _file(path: Path, names: dict[str, tuple[int, ...]]) -> Path:
+    torch.manual_seed(0)
+    save_file({name: torch.randn(*shape) for name, shape in names.items()}, str(path))
+    return path
+
+
+def _shard_warning(tmp_path: Path, path: Path) -> str:
+    code, data = run_json("shard", str(path), "-o", str(tmp_path / "out"), "--max", "100B", "--dry-run")
+    assert code in (0, 1), data
+    return next(w for w in data["warnings"] if "is loaded from one file" in w)
+
+
+@pytest.mark.parametrize("names", [
+    {f"diffusion_model.{b}.lora_{m}.weight": (4, 4) for b in ("double_blocks.0.img_attn.qkv", "single_blocks.0.linear1")
+     for m in "AB"},
+    {f"{b}.processor.proj_lora{n}.{m}.weight": (4, 4) for b, n in (("double_blocks.0", "1"), ("single_blocks.0", ""))
+     for m in ("down", "up")},
+], ids=["comfyui", "xlabs"])
+def test_a_flux_lora_is_not_called_a_flux_checkpoint(tmp_path: Path, names: dict[str, tuple[int, ...]]) -> None:
+    """A Flux LoRA under `diffusion_model.` was "a single-file Flux checkpoint" (diffusers' from_single_file), XLabs'
+    "an original-layout Flux checkpoint"; plan-devices planned its few KB as the model."""
+    path = _file(tmp_path / "lora.safetensors", names)
+    warning = _shard_warning(tmp_path, path)
+    assert warning.startswith("a LoRA in a diffusion transformer's original layout is loaded from one file "
+                              "(ComfyUI's LoRA loaders, diffusers' load_lora_weights)"), warning
+    planned = json_report("plan-devices", str(path), "--gpu", "1GB")
+    assert any(w.startswith("this is a LoRA in a diffusion transformer's original layout: only its own weights are "
+                            "planned") for w in planned["warnings"]), planned["warnings"]
+
+
+@pytest.mark.parametrize("names", [
+    {"model.diffusion_model.transformer_blocks.0.attn1.to_q.weight": (8, 8),
+     "model.diffusion_model.patchify_proj.weight": (8, 8), "vae.decoder.conv_in.conv.weight": (4, 4, 3, 3, 3)},
+    {"model.diffusion_model.blocks.0.self_attn.q.weight": (8, 8),
+     "model.diffusion_model.patch_embedding.weight": (8, 4, 1, 2, 2)},
+    {"model.diffusion_model.double_layers.0.attn.w1q.weight": (8, 8),
+     "model.diffusion_model.single_layers.0.attn.w1q.weight": (8, 8)},
+], ids=["ltx-video", "wan-comfyui", "auraflow-comfyui"])
+def test_a_diffusion_transformer_under_model_diffusion_model_is_not_stable_diffusion(
+        tmp_path: Path, names: dict[str, tuple[int, ...]]) -> None:
+    """LTX-Video's release and ComfyUI's saves of Wan or AuraFlow keep their transformer under
+    `model.diffusion_model.`: each was "a single-file Stable Diffusion checkpoint" (AUTOMATIC1111, ...)."""
+    warning = _shard_warning(tmp_path, _file(tmp_path / "model.safetensors", names))
+    assert warning.startswith("a single-file diffusion checkpoint is loaded from one file (ComfyUI; diffusers' "
+                              "from_single_file for the families it converts)"), warning
+
+
+@pytest.mark.parametrize(("embedder", "family"), [("cond_stage_model.transformer.x.weight", "Stable Diffusion"),
+                                                 ("conditioner.embedders.1.model.x.weight", "SDXL")])
+def test_stable_diffusion_unets_are_named_as_before(tmp_path: Path, embedder: str, family: str) -> None:
+    names = {"model.diffusion_model.input_blocks.0.0.weight": (8, 4, 3, 3), embedder: (8, 8),
+             "first_stage_model.encoder.conv_in.weight": (8, 3, 3, 3)}
+    warning = _shard_warning(tmp_path, _file(tmp_path / "sd.safetensors", names))
+    assert warning.startswith(f"a single-file {family} checkpoint is loaded from one file (AUTOMATIC1111"), warning
+
+
+# 4. which quantizer writes a side tensor ------------------------------------------------------------------------
+
+def test_side_tensor_writers_name_the_quantizers_that_write_them(tmp_path: Path) -> None:
+    """`g_idx` was "written by GPTQ or AWQ" (AutoAWQ writes none); `weight_scale` "an FP8 quantizer", which
+    compressed-tensors' int4 pack-quantized layers (weight_packed beside weight_scale) are not."""
+    diffed = json_report("diff-keys", str(_gptq_bert(tmp_path / "gptq")), "--model-class",
+                         "BertForSequenceClassification")
+    details = {i["name"].rsplit(".", 1)[1]: i["detail"] for i in diffed["unexpected"]}
+    assert details["g_idx"].startswith("written by GPTQ (its group index per input column: AWQ writes none)")
+    assert details["qzeros"].startswith("written by GPTQ or AWQ beside")
+    from weightdoctor.diff_keys import side_tensor_detail
+
+    assert side_tensor_detail("model.layers.0.mlp.down_proj.weight_scale", "unexpected").startswith(
+        "written by compressed-tensors (llm-compressor, int4 or FP8) or an FP8 quantizer")
