@@ -170,3 +170,34 @@ def test_side_tensor_writers_name_the_quantizers_that_write_them(tmp_path: Path)
 
     assert side_tensor_detail("model.layers.0.mlp.down_proj.weight_scale", "unexpected").startswith(
         "written by compressed-tensors (llm-compressor, int4 or FP8) or an FP8 quantizer")
+
+
+# 5. the KV cache on GPUs of different sizes ---------------------------------------------------------------------
+
+def _tiny_llama(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 256, "intermediate_size": 688,
+        "num_attention_heads": 4, "num_key_value_heads": 4, "num_hidden_layers": 8, "vocab_size": 1000,
+        "torch_dtype": "float16", "max_position_embeddings": 2048, "rms_norm_eps": 1e-5}))
+    return folder
+
+
+def test_a_kv_cache_the_gpus_hold_in_all_but_one_gpu_not_its_share_does_not_fit(tmp_path: Path) -> None:
+    """`--gpu 10MB --gpu 40MB`: 'auto' puts 4 of the 8 layers on each GPU, and their caches stay there; the cache
+    (16.78 MB) "fits in the 36.32 MB the GPUs have left in all" while cuda:0 has 3.16 MB for its 8.39 MB half."""
+    folder = _tiny_llama(tmp_path / "llama")
+    args = ("plan-devices", str(folder), "--gpu", "10MB", "--gpu", "40MB", "--dtype", "fp16", "--kv-cache")
+    code, planned = run_json(*args)
+    on_first = [m for m, d in planned["device_map"].items() if m.startswith("model.layers.") and d == 0]
+    assert code == 0 and len(on_first) == 4, planned["device_map"]
+    kv = planned["kv_cache"]
+    assert kv["total_bytes"] <= kv["gpu_free_bytes"] and kv["fits_on_gpus"] is False, kv
+    assert ("KV cache: cuda:0 runs 4 of the 8 layers, so it holds 8.39 MB of the 16.78 MB cache, with 3.16 MB "
+            "left: it does not fit there") in " ".join(planned["warnings"]), planned["warnings"]
+    text = " ".join(run_cli(*args).stdout.split())
+    assert ("does not fit on the GPUs: they have 36.32 MB left in all, but each layer's share stays on that layer's "
+            "GPU, and one has too little left") in text, text
+    code, even = run_json("plan-devices", str(folder), "--gpu", "40MB", "--gpu", "40MB", "--dtype", "fp16",
+                          "--kv-cache")
+    assert even["kv_cache"]["fits_on_gpus"] is True and not any(w.startswith("KV cache") for w in even["warnings"])

@@ -245,6 +245,11 @@ def _kv_room(report: PlanReport, fit: str, size: Any) -> str:
     room = (f"{fit} in the {size(kv.gpu_free_bytes)} {what} left" + ("" if len(gpus) == 1 else " in all")
             if kv.gpu_free_bytes else f"[red]does not fit[/]: {what} no memory left")
     needed = kv.total_bytes + (kv.state_bytes or 0)
+    if not kv.fits_on_gpus and len(gpus) > 1 and needed <= kv.gpu_free_bytes:
+        # The room left in all holds it, one GPU not its layers' share (the plan's warning names it): "does not fit
+        # in the 20.52 GB the GPUs have left in all" read as a sum gone wrong.
+        room = (f"{fit} on the GPUs: they have {size(kv.gpu_free_bytes)} left in all, but each layer's share stays "
+                "on that layer's GPU, and one has too little left (see the warning)")
     largest = max((d.capacity_bytes or 0) for d in gpus)
     if needed > largest:
         room += f" (it is larger than any GPU given, {size(largest)})" if len(gpus) > 1 else \
