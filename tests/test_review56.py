@@ -201,3 +201,33 @@ def test_a_kv_cache_the_gpus_hold_in_all_but_one_gpu_not_its_share_does_not_fit(
     code, even = run_json("plan-devices", str(folder), "--gpu", "40MB", "--gpu", "40MB", "--dtype", "fp16",
                           "--kv-cache")
     assert even["kv_cache"]["fits_on_gpus"] is True and not any(w.startswith("KV cache") for w in even["warnings"])
+
+
+# 6. the cost of telling an EXL2 checkpoint's quant_method ---------------------------------------------------------
+
+def test_reading_an_exl2_checkpoint_does_not_import_transformers(tmp_path: Path) -> None:
+    """fixlist25's line for quantized tensors beside a quant_method transformers lacks imported transformers to ask
+    (5.8 s measured) in every `inspect` of an EXL2 repo, which read in 0.56 s before; the installed version's list
+    (test_review50 holds it to transformers' own) answers without it."""
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    if not metadata.version("transformers").startswith("5.25."):
+        pytest.skip("the listed quantizers are transformers 5.25's")
+    folder = tmp_path / "exl2"
+    folder.mkdir()
+    save_file({"model.layers.0.mlp.q_weight": torch.zeros(4, 8, dtype=torch.int32),
+               "model.layers.0.mlp.q_invperm": torch.zeros(32, dtype=torch.int16),
+               "model.layers.0.mlp.q_scale": torch.zeros(1, 8, dtype=torch.int32),
+               "model.embed_tokens.weight": torch.zeros(4, 4, dtype=torch.float16)}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "quantization_config": {
+        "quant_method": "exl2", "bits": 4.0}}))
+    code = ("import sys; from weightdoctor.checkpoint import open_checkpoint; "
+            f"c = open_checkpoint({str(folder)!r}); print(' | '.join(w for w in c.warnings if 'exl2' in w)); "
+            "print('transformers' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, check=True)
+    said, imported = done.stdout.strip().splitlines()
+    assert "quant_method 'exl2' is not one transformers has a quantizer for" in said, said
+    assert imported == "False", done.stdout

@@ -1185,7 +1185,7 @@ def quantizer_transformers_lacks(config: Mapping[str, Any] | None,
 
     transformers logs "Unknown quantization type", skips the quantization_config and builds the model
     unquantized: the checkpoint's packed tensors are unexpected keys and the layers' weights start from their init.
-    Imports transformers (the installed one decides).
+    The installed transformers decides (`_transformers_has_quantizer`: its version's list, else an import).
     """
     quantization = _config_of(config)
     method = quantization.get("quant_method") if quantization is not None else None
@@ -1193,11 +1193,7 @@ def quantizer_transformers_lacks(config: Mapping[str, Any] | None,
     if not isinstance(method, str) or quantization is None or quantization.get("load_in_4bit") \
             or quantization.get("load_in_8bit"):
         return None
-    try:
-        from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING
-    except ImportError:
-        return None
-    if method in AUTO_QUANTIZATION_CONFIG_MAPPING:
+    if _transformers_has_quantizer(method) is not False:
         return None
     if tensors is not None and _plain_float(tensors):
         return None
@@ -1205,6 +1201,25 @@ def quantizer_transformers_lacks(config: Mapping[str, Any] | None,
     return (f"quant_method {_shown_method(method)} is not one transformers has a quantizer for: from_pretrained "
             "skips the quantization_config (\"Unknown quantization type\") and builds the model unquantized, whose "
             f"weights this checkpoint does not hold (they start from their init); {runner}")
+
+
+def _transformers_has_quantizer(method: str) -> bool | None:
+    """Whether the installed transformers has a quantizer for `method`; None without transformers. For the version
+    `_TRANSFORMERS_QUANTIZERS` lists, from that list: importing transformers to ask took seconds (5.8 s measured)
+    of an `inspect` that reads an EXL2 checkpoint's headers in half a second."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("transformers")
+    except metadata.PackageNotFoundError:
+        return None
+    if version.startswith(_LISTED_VERSION):
+        return method in _TRANSFORMERS_QUANTIZERS
+    try:
+        from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING
+    except ImportError:
+        return None
+    return method in AUTO_QUANTIZATION_CONFIG_MAPPING
 
 
 def _shown_method(method: str) -> str:
@@ -1227,6 +1242,7 @@ def _plain_float(tensors: Iterable[TensorInfo]) -> bool:
 _PLAIN_FLOATS = frozenset({"float16", "bfloat16", "float32", "float64"})
 # transformers 5.25's quantizers (AUTO_QUANTIZATION_CONFIG_MAPPING): a config naming one of them needs no import of
 # transformers (seconds) to be told one it has, where `inspect` reads plain float weights beside it.
+_LISTED_VERSION = "5.25."  # the transformers whose quantizers these are
 _TRANSFORMERS_QUANTIZERS = frozenset({
     "awq", "bitsandbytes_4bit", "bitsandbytes_8bit", "gptq", "aqlm", "quanto", "quark", "fouroversix", "fp_quant",
     "eetq", "higgs", "hqq", "compressed-tensors", "fbgemm_fp8", "torchao", "bitnet", "vptq", "spqr", "fp8", "gguf",
@@ -1243,7 +1259,7 @@ def skipped_quantizer(config: Mapping[str, Any] | None, tensors: Iterable[Tensor
     method = quantization.get("quant_method") if quantization is not None else None
     if not isinstance(method, str) or method in _TRANSFORMERS_QUANTIZERS or not _plain_float(tensors):
         return None
-    if quantizer_transformers_lacks(config) is None:  # the installed transformers decides (an import of seconds)
+    if quantizer_transformers_lacks(config) is None:  # the installed transformers decides
         return None
     return (f"config.json's quantization_config names quant_method {_shown_method(method)}, which transformers "
             "has no quantizer for: from_pretrained skips it (\"Unknown quantization type\") and loads these plain "
