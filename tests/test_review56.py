@@ -231,3 +231,33 @@ def test_reading_an_exl2_checkpoint_does_not_import_transformers(tmp_path: Path)
     said, imported = done.stdout.strip().splitlines()
     assert "quant_method 'exl2' is not one transformers has a quantizer for" in said, said
     assert imported == "False", done.stdout
+
+
+def test_compressed_tensors_settings_under_their_older_name_are_named(tmp_path: Path) -> None:
+    """compressed-tensors' older saves keep their settings in config.json's `compression_config`: the refusal said
+    "config.json has no quantization_config ... the quantizer's quantization_config (quant_method compressed-tensors,
+    bits, group_size)", as if there were none to copy."""
+    transformers = pytest.importorskip("transformers")
+    model = build_bert()
+    tensors: dict[str, torch.Tensor] = {}
+    for name, value in model.state_dict().items():
+        if name.endswith(".weight") and any(f".{m}.weight" in name for m in QUANTIZED):
+            rows, cols = value.shape
+            tensors[name + "_packed"] = torch.zeros(rows, cols // 8, dtype=torch.int32)
+            tensors[name + "_scale"] = torch.ones(rows, cols // 16, dtype=torch.float16)
+            tensors[name + "_shape"] = torch.tensor([rows, cols])
+        else:
+            tensors[name] = value.contiguous()
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    save_file(tensors, str(folder / "model.safetensors"))
+    config = model.config.to_dict()
+    config["compression_config"] = {"quant_method": "sparseml", "format": "pack-quantized", "config_groups": {}}
+    (folder / "config.json").write_text(json.dumps(config))
+    _, info = transformers.BertForSequenceClassification.from_pretrained(str(folder), output_loading_info=True)
+    assert "bert.encoder.layer.0.attention.self.query.weight_packed" in info["unexpected_keys"]  # not read
+    result = run_cli("plan-devices", str(folder), "--gpu", "1GB", "--model-class", "BertForSequenceClassification")
+    assert result.exit_code == 2
+    assert ("its settings are in config.json's compression_config, compressed-tensors' older name, which "
+            "transformers does not read: rename it quantization_config, its quant_method 'sparseml' made "
+            "'compressed-tensors' to load them quantized") in _line(result), _line(result)

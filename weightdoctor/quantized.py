@@ -875,6 +875,16 @@ def packed_without_quantizer(config: Mapping[str, Any] | None, tensors: Iterable
     beside = _settings_beside(folder) if gptq and folder is not None else None
     if beside is not None:
         return f"{held}, but {how}; {beside}"
+    legacy = config.get("compression_config")
+    if not gptq and isinstance(legacy, Mapping) and legacy:
+        # compressed-tensors' older name for it (its ModelCompressor still reads both); transformers reads only
+        # quantization_config.
+        named = legacy.get("quant_method")
+        fix = ("" if named == "compressed-tensors" else
+               f", its quant_method {clip_middle(repr(named), 40)} made 'compressed-tensors'" if named is not None
+               else ", with quant_method 'compressed-tensors' added")
+        return (f"{held}, but {how}; its settings are in config.json's compression_config, compressed-tensors' older "
+                f"name, which transformers does not read: rename it quantization_config{fix} to load them quantized")
     return (f"{held}, but {how}; the quantizer's quantization_config (quant_method {method}, bits, group_size) in "
             "config.json loads them quantized")
 
