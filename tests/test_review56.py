@@ -261,3 +261,15 @@ def test_compressed_tensors_settings_under_their_older_name_are_named(tmp_path: 
     assert ("its settings are in config.json's compression_config, compressed-tensors' older name, which "
             "transformers does not read: rename it quantization_config, its quant_method 'sparseml' made "
             "'compressed-tensors' to load them quantized") in _line(result), _line(result)
+
+
+def test_offloaded_weights_are_said_to_run_on_the_first_gpu_of_the_map(tmp_path: Path) -> None:
+    """accelerate runs offloaded modules on the map's first GPU (dispatch_model's main_device): with cuda:0 too small
+    for any module the sentence said they were "copied to cuda:0", which holds nothing."""
+    folder = _tiny_llama(tmp_path / "llama")
+    args = ("plan-devices", str(folder), "--gpu", "100KB", "--gpu", "5MB", "--cpu", "1GB", "--dtype", "fp16",
+            "--kv-cache", "--seq-len", "64")
+    code, planned = run_json(*args)
+    assert 0 not in planned["device_map"].values() and "cpu" in planned["device_map"].values(), planned
+    text = " ".join(run_cli(*args).stdout.split())
+    assert "10.01 MB of weights are offloaded and copied to cuda:1 as each module runs" in text, text

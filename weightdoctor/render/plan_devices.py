@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from weightdoctor.errors import OutputError
-from weightdoctor.plan_devices import DeviceUse, PlanReport
+from weightdoctor.plan_devices import DeviceUse, PlanReport, device_name
 from weightdoctor.render.text import escape
 from weightdoctor.units import binary_family, format_bytes, format_count, unit_family
 from weightdoctor.wording import counted, plural
@@ -258,7 +258,10 @@ def _kv_room(report: PlanReport, fit: str, size: Any) -> str:
     if offloaded and kv.fits_on_gpus:
         # accelerate runs each offloaded module on the first GPU, copying its weights there as it runs: that room
         # is not the cache's alone.
-        room += (f"; {size(offloaded)} of weights are offloaded and copied to {gpus[0].device} as each module "
+        # That GPU is the map's first (accelerate's main_device), not cuda:0 where cuda:0 holds nothing.
+        first = next((device_name(d) for d in report.device_map.values() if d not in ("cpu", "disk")),
+                     gpus[0].device)
+        room += (f"; {size(offloaded)} of weights are offloaded and copied to {first} as each module "
                  "runs, in the same room")
     return room
 
