@@ -273,3 +273,16 @@ def test_offloaded_weights_are_said_to_run_on_the_first_gpu_of_the_map(tmp_path:
     assert 0 not in planned["device_map"].values() and "cpu" in planned["device_map"].values(), planned
     text = " ".join(run_cli(*args).stdout.split())
     assert "10.01 MB of weights are offloaded and copied to cuda:1 as each module runs" in text, text
+
+
+def test_a_hand_written_maps_unsized_gpu_is_not_said_to_lack_room_for_its_cache(tmp_path: Path) -> None:
+    """A --map placing layers on cuda:1, which no --gpu sizes (its own error says so), got no room at all: "cuda:1
+    ... with 0 B left: it does not fit there" is not known."""
+    folder = _tiny_llama(tmp_path / "llama")
+    mapping = {"model.embed_tokens": 0, "model.norm": 0, "model.rotary_emb": 0, "lm_head": 0,
+               **{f"model.layers.{i}": 0 if i < 4 else 1 for i in range(8)}}
+    (tmp_path / "map.json").write_text(json.dumps(mapping))
+    code, planned = run_json("plan-devices", str(folder), "--gpu", "40MB", "--dtype", "fp16", "--kv-cache",
+                             "--map", str(tmp_path / "map.json"))
+    assert any("cuda:1" in json.dumps(f) for f in planned["findings"]), planned["findings"]
+    assert not any(w.startswith("KV cache: cuda:1") for w in planned["warnings"]), planned["warnings"]

@@ -2447,7 +2447,9 @@ def _kv_crowded_gpu(planned: PlannedModel, no_split: list[str], device_map: Mapp
     from weightdoctor.units import format_bytes
 
     for device, count in sorted(layers.items(), key=lambda item: str(item[0])):
-        free = max(0, capacities.get(device, 0) - reserve - per_device.get(device, 0))
+        if device not in capacities:  # a hand-written map's GPU no --gpu sized: its room is unknown
+            continue
+        free = max(0, capacities[device] - reserve - per_device.get(device, 0))
         share = per_layer * count
         if share > free:
             return (f"KV cache: cuda:{device} runs {count} of the {kv.num_layers} layers, so it holds "
