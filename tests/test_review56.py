@@ -286,3 +286,23 @@ def test_a_hand_written_maps_unsized_gpu_is_not_said_to_lack_room_for_its_cache(
                              "--map", str(tmp_path / "map.json"))
     assert any("cuda:1" in json.dumps(f) for f in planned["findings"]), planned["findings"]
     assert not any(w.startswith("KV cache: cuda:1") for w in planned["warnings"]), planned["warnings"]
+
+
+def test_a_models_own_scales_are_not_said_to_be_a_quantizers(tmp_path: Path) -> None:
+    """A plain model's float `norm.scales` / `attn.scale` that B lacks was "written by a quantizer (GPTQ, AWQ, ...)
+    beside its quantized weight ... add that quantizer's quantization_config": there is no quantized weight. GPTQ's
+    own `scales`, beside its `qweight`, still names its writers."""
+    torch.manual_seed(0)
+    save_file({"blocks.0.attn.weight": torch.randn(8, 8), "blocks.0.norm.scales": torch.ones(8),
+               "blocks.0.attn.scale": torch.ones(1)}, str(tmp_path / "a.safetensors"))
+    save_file({"blocks.0.attn.weight": torch.randn(8, 8)}, str(tmp_path / "b.safetensors"))
+    diffed = json_report("diff-keys", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"))
+    details = {i["name"]: i["detail"] for i in diffed["unexpected"]}
+    assert set(details) == {"blocks.0.norm.scales", "blocks.0.attn.scale"}, details
+    for detail in details.values():
+        assert detail.startswith("named as quantizers name their scales and zeros, but no quantized weight of its "
+                                 "layer is beside it") and "written by" not in detail, detail
+    gptq = json_report("diff-keys", str(_gptq_bert(tmp_path / "gptq")), "--model-class",
+                       "BertForSequenceClassification")
+    scales = [i["detail"] for i in gptq["unexpected"] if i["name"].endswith(".scales")]
+    assert scales and all(d.startswith("written by a quantizer (GPTQ, AWQ, mlx-lm") for d in scales), scales

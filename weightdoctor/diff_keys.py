@@ -205,6 +205,23 @@ _PACKED_WEIGHT = _lazy_regex(r"(?:\.qweight|\.weight_packed|_blocks|\.q_weight|\
                              r"\.weight\._data)$")
 
 
+# Side-tensor names a model may give its own parameters (a norm's `scale`, a layer's `scales`): a quantizer's only
+# beside a quantized weight of the same layer.
+_GENERIC_SIDE = _lazy_regex(r"\.(?:scales|zeros|scale|zero|shape|axis|nbits|group_size|packing|optimize)$")
+_QUANTIZED_WEIGHT_LEAVES = (".qweight", ".q_weight", ".W_q", ".weight_packed")
+
+
+def _beside_quantized_weight(name: str, side: Mapping[str, KeySpec]) -> bool:
+    """Whether `side` holds a quantized weight of the layer `name` is a side tensor of: a GPTQ / AWQ `qweight`,
+    EXL2's `q_weight`, HQQ's `W_q`, compressed-tensors' `weight_packed`, or a `weight` stored as integers or
+    float8 (bitsandbytes, mlx-lm's and Metal's packed uint32, FP8)."""
+    base = name.rsplit(".", 1)[0]
+    if any(base + leaf in side for leaf in _QUANTIZED_WEIGHT_LEAVES):
+        return True
+    weight = side.get(base + ".weight")
+    return weight is not None and weight.dtype.startswith(("int", "uint", "float8"))
+
+
 def side_tensor_detail(name: str, kind: str) -> str:
     """The detail of a quantizer's side tensor where no quantization_config names its quantizer: who writes it and
     what to do (`kind`: "missing", B's tensor that A lacks, or "unexpected", A's that B lacks).
@@ -2651,6 +2668,13 @@ def classify_key(
     if _QUANT.search(name):
         if quantization:
             return "quantization", "info", f"read by the {quantization} quantizer (quantization_config)"
+        if own_side is not None and _GENERIC_SIDE.search(name) and not _beside_quantized_weight(name, own_side):
+            # A model's own `scales` or `scale` (a norm's, a layer scale) was "written by a quantizer ... beside
+            # its quantized weight: add that quantizer's quantization_config".
+            return "quantization", "warn", (
+                "named as quantizers name their scales and zeros, but no quantized weight of its layer is beside it "
+                "(no qweight, q_weight, W_q or integer weight): likely the model's own parameter, not a "
+                "quantizer's")
         return "quantization", "warn", side_tensor_detail(name, kind)
     if kind == "missing":
         stored = [name[: -len("weight")] + leaf for leaf in _QUANTIZED_STORAGE] if name.endswith(".weight") else []
