@@ -848,15 +848,18 @@ def packed_without_quantizer(config: Mapping[str, Any] | None, tensors: Iterable
     """
     if not isinstance(config, Mapping) or _config_of(config) is not None:
         return None
-    unique = list(tensors)
-    candidates = [t for t in unique if t.name.endswith(_PACKED_INT32)]
-    if candidates:
-        # Packed only as a quantizer packs it: integers (GPTQModel packs int8 to int64 too), its scales beside. A
-        # model's own float `qweight`, or one alone, was refused as "GPTQ/AWQ-packed ... beside its qzeros, scales".
-        names = {t.name for t in unique}
-        candidates = [t for t in candidates if t.dtype.startswith(("int", "uint")) and any(
-            t.name.rsplit(".", 1)[0] + side in names
-            for side in ((".qzeros", ".scales") if t.name.endswith(".qweight") else (".weight_scale",)))]
+    candidates: list[TensorInfo] = []
+    sides: set[str] = set()
+    for tensor in tensors:
+        if tensor.name.endswith(_PACKED_INT32):
+            candidates.append(tensor)
+        elif tensor.name.endswith((".qzeros", ".scales", ".weight_scale")):
+            sides.add(tensor.name)
+    # Packed only as a quantizer packs it: integers (GPTQModel packs int8 to int64 too), its scales beside. A model's
+    # own float `qweight`, or one alone, was refused as "GPTQ/AWQ-packed ... beside its qzeros, scales".
+    candidates = [t for t in candidates if t.dtype.startswith(("int", "uint")) and any(
+        t.name.rsplit(".", 1)[0] + side in sides
+        for side in ((".qzeros", ".scales") if t.name.endswith(".qweight") else (".weight_scale",)))]
     packed = [t.name for t in candidates]
     if not packed or (folder is not None and inc_weight_config(folder) is not None):
         return None
