@@ -263,9 +263,9 @@ def test_compressed_tensors_settings_under_their_older_name_are_named(tmp_path: 
             "'compressed-tensors' to load them quantized") in _line(result), _line(result)
 
 
-def test_offloaded_weights_are_said_to_run_on_the_first_gpu_of_the_map(tmp_path: Path) -> None:
-    """accelerate runs offloaded modules on the map's first GPU (dispatch_model's main_device): with cuda:0 too small
-    for any module the sentence said they were "copied to cuda:0", which holds nothing."""
+def test_offloaded_weights_are_said_to_run_on_the_lowest_numbered_gpu_of_the_map(tmp_path: Path) -> None:
+    """accelerate runs offloaded modules on the map's lowest-numbered GPU (dispatch_model's main_device): with
+    cuda:0 too small for any module the sentence said they were "copied to cuda:0", which holds nothing."""
     folder = _tiny_llama(tmp_path / "llama")
     args = ("plan-devices", str(folder), "--gpu", "100KB", "--gpu", "5MB", "--cpu", "1GB", "--dtype", "fp16",
             "--kv-cache", "--seq-len", "64")
@@ -306,3 +306,16 @@ def test_a_models_own_scales_are_not_said_to_be_a_quantizers(tmp_path: Path) -> 
                        "BertForSequenceClassification")
     scales = [i["detail"] for i in gptq["unexpected"] if i["name"].endswith(".scales")]
     assert scales and all(d.startswith("written by a quantizer (GPTQ, AWQ, mlx-lm") for d in scales), scales
+
+
+def test_offloaded_weights_run_on_the_lowest_numbered_gpu_whatever_the_maps_order(tmp_path: Path) -> None:
+    """A hand-written map whose first entry is on cuda:1: dispatch_model's main_device is `list(set of GPUs)[0]`,
+    cuda:0, where the offloaded layers run and keep their cache (it was said to be the map's first, cuda:1)."""
+    folder = _tiny_llama(tmp_path / "llama")
+    mapping = {"model.embed_tokens": 1, **{f"model.layers.{i}": 0 if i < 4 else "cpu" for i in range(8)},
+               "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    (tmp_path / "map.json").write_text(json.dumps(mapping))
+    result = run_cli("plan-devices", str(folder), "--gpu", "40MB", "--gpu", "40MB", "--cpu", "1GB", "--dtype", "fp16",
+                     "--kv-cache", "--seq-len", "64", "--map", str(tmp_path / "map.json"))
+    text = " ".join(result.stdout.split())
+    assert "of weights are offloaded and copied to cuda:0 as each module runs" in text, text

@@ -2422,16 +2422,19 @@ def _kv_crowded_gpu(planned: PlannedModel, no_split: list[str], device_map: Mapp
     """The line for a GPU that cannot hold its layers' share of a KV cache the GPUs hold in all, or None.
 
     transformers keeps each layer's keys and values on that layer's device (an offloaded layer's on the GPU it runs
-    on, accelerate's first one in the map): 16 of 32 layers on a 10 GB GPU with 3.26 GB left need half the cache
-    there, whatever a 24 GB GPU beside it has left. Only for a cache of one size per layer (no sliding window,
-    shared or recurrent layer: `kv.note` says none) over as many decoder blocks as it counts; None otherwise.
+    on, accelerate's main_device: the lowest-numbered in the map): 16 of 32 layers on a 10 GB GPU with 3.26 GB
+    left need half the cache there, whatever a 24 GB GPU beside it has left. Only for a cache of one size per layer
+    (no sliding window, shared or recurrent layer: `kv.note` says none) over as many decoder blocks as it counts;
+    None otherwise.
     """
     if not kv.num_layers or kv.note or kv.state_bytes or kv.total_bytes % kv.num_layers:
         return None
     blocks = [name for name, module in planned.model.named_modules() if type(module).__name__ in no_split]
     if len(blocks) != kv.num_layers:
         return None
-    first_gpu = next((device for device in device_map.values() if isinstance(device, int)), None)
+    # accelerate's main_device, where offloaded layers run: `list(set of the map's GPUs)[0]`, the lowest-numbered
+    used = [device for device in device_map.values() if isinstance(device, int)]
+    first_gpu = min(used) if used else None
     layers: dict[int | str, int] = {}
     for block in blocks:
         parts = block.split(".")

@@ -258,9 +258,10 @@ def _kv_room(report: PlanReport, fit: str, size: Any) -> str:
     if offloaded and kv.fits_on_gpus:
         # accelerate runs each offloaded module on the first GPU, copying its weights there as it runs: that room
         # is not the cache's alone.
-        # That GPU is the map's first (accelerate's main_device), not cuda:0 where cuda:0 holds nothing.
-        first = next((device_name(d) for d in report.device_map.values() if d not in ("cpu", "disk")),
-                     gpus[0].device)
+        # accelerate's main_device (dispatch_model: the first of the set of the map's GPUs, the lowest-numbered),
+        # not cuda:0 where cuda:0 holds nothing.
+        used = [d for d in report.device_map.values() if isinstance(d, int)]
+        first = device_name(min(used)) if used else gpus[0].device
         room += (f"; {size(offloaded)} of weights are offloaded and copied to {first} as each module "
                  "runs, in the same room")
     return room
