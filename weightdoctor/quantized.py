@@ -28,6 +28,7 @@ _SIDE = re.compile(
     r"input_scale|input_global_scale|output_scale|k_scale|v_scale)$"
 )
 _PACKED_INT32 = (".qweight", ".weight_packed")
+_INTEGER_DTYPES = frozenset({"int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"})
 # optimum-quanto's QTensor parts (`weight._data` is the weight): its scale and shift.
 _QUANTO_SIDE = (".weight._scale", ".weight._shift")
 # HQQ's HQQLinear.state_dict beside its packed `W_q`: scale and zero, then its meta data as small tensors.
@@ -848,18 +849,21 @@ def packed_without_quantizer(config: Mapping[str, Any] | None, tensors: Iterable
     """
     if not isinstance(config, Mapping) or _config_of(config) is not None:
         return None
-    candidates: list[TensorInfo] = []
-    sides: set[str] = set()
-    for tensor in tensors:
-        if tensor.name.endswith(_PACKED_INT32):
-            candidates.append(tensor)
-        elif tensor.name.endswith((".qzeros", ".scales", ".weight_scale")):
-            sides.add(tensor.name)
-    # Packed only as a quantizer packs it: integers (GPTQModel packs int8 to int64 too), its scales beside. A model's
-    # own float `qweight`, or one alone, was refused as "GPTQ/AWQ-packed ... beside its qzeros, scales".
-    candidates = [t for t in candidates if t.dtype.startswith(("int", "uint")) and any(
-        t.name.rsplit(".", 1)[0] + side in sides
-        for side in ((".qzeros", ".scales") if t.name.endswith(".qweight") else (".weight_scale",)))]
+    unique = tensors if isinstance(tensors, list) else list(tensors)
+    candidates = [t for t in unique if t.name.endswith(_PACKED_INT32)]
+    if candidates:
+        # Packed only as a quantizer packs it: integers (GPTQModel packs int8 to int64 too), its scales beside. A
+        # model's own float `qweight`, or one alone, was refused as "GPTQ/AWQ-packed ... beside its qzeros, scales".
+        gptq_layers: set[str] = set()
+        ct_layers: set[str] = set()
+        for tensor in unique:
+            name = tensor.name
+            if name.endswith((".qzeros", ".scales")):
+                gptq_layers.add(name[:-7])
+            elif name.endswith(".weight_scale"):
+                ct_layers.add(name[:-13])
+        candidates = [t for t in candidates if t.dtype in _INTEGER_DTYPES and (
+            t.name[:-8] in gptq_layers if t.name.endswith(".qweight") else t.name[:-14] in ct_layers)]
     packed = [t.name for t in candidates]
     if not packed or (folder is not None and inc_weight_config(folder) is not None):
         return None
