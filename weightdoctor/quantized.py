@@ -842,10 +842,16 @@ def packed_without_quantizer(config: Mapping[str, Any] | None, tensors: Iterable
     missing key left at its init, the packed tensors unexpected keys (transformers 5.25 checked on a tiny BERT). One
     that names no quant_method it refuses before it loads a weight (`config_quantization_problem`).
 
+    Packed means integers with the quantizer's scales beside (`qzeros` or `scales`; `weight_scale`): a float
+    `qweight`, or one alone, is a model's own tensor.
+
     Example:
-        >>> packed = [TensorInfo("q.qweight", (4, 32), "int32", "m.safetensors")]
+        >>> packed = [TensorInfo("q.qweight", (4, 32), "int32", "m.safetensors"),
+        ...           TensorInfo("q.scales", (1, 32), "float16", "m.safetensors")]
         >>> packed_without_quantizer({"model_type": "bert"}, packed)[:63]
         '1 layer(s) hold GPTQ/AWQ-packed weights (q.qweight, beside its '
+        >>> packed_without_quantizer({"model_type": "bert"}, packed[:1]) is None
+        True
     """
     if not isinstance(config, Mapping) or _config_of(config) is not None:
         return None
