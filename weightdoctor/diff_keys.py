@@ -180,12 +180,13 @@ _QUANT = _lazy_regex(
 _SIDE_WRITERS: tuple[tuple[Any, str], ...] = tuple((_lazy_regex(pattern), who) for pattern, who in (
     (r"\.(?:SCB|weight_format)$", "bitsandbytes 8-bit (LLM.int8)"),
     (r"\.(?:absmax|quant_map|nested_absmax|nested_quant_map|quant_state\.[\w.]+)$", "bitsandbytes 4-bit"),
-    (r"\.(?:qweight|qzeros|g_idx)$", "GPTQ or AWQ"),
+    (r"\.(?:qweight|qzeros)$", "GPTQ or AWQ"),
+    (r"\.g_idx$", "GPTQ (its group index per input column: AWQ writes none)"),
     (r"\.weight_scale_inv$", "transformers' FineGrainedFP8 (quant_method fp8)"),
     (r"\.(?:weight_packed|weight_shape|weight_zero_point|weight_g_idx|weight_global_scale|input_global_scale)$",
      "compressed-tensors (llm-compressor)"),
     (r"\.(?:weight_scale|input_scale|output_scale|k_scale|v_scale)$",
-     "an FP8 quantizer (compressed-tensors, ModelOpt, fbgemm_fp8)"),
+     "compressed-tensors (llm-compressor, int4 or FP8) or an FP8 quantizer (ModelOpt, fbgemm_fp8)"),
     (r"_proj_(?:blocks|scales)$", "MXFP4 (gpt-oss)"),
     (r"\.q_(?:weight|scale|scale_max|invperm|perm|groups)$", "ExLlamaV2 (EXL2)"),
     (r"\.(?:codes|codebooks)$", "AQLM"),
@@ -202,6 +203,23 @@ _SIDE_WRITERS: tuple[tuple[Any, str], ...] = tuple((_lazy_regex(pattern), who) f
 # Those that are the packed weight itself, not a tensor beside it.
 _PACKED_WEIGHT = _lazy_regex(r"(?:\.qweight|\.weight_packed|_blocks|\.q_weight|\.W_q|\.codes|\._weight_qdata|"
                              r"\.weight\._data)$")
+
+
+# Side-tensor names a model may give its own parameters (a norm's `scale`, a layer's `scales`): a quantizer's only
+# beside a quantized weight of the same layer.
+_GENERIC_SIDE = _lazy_regex(r"\.(?:scales|zeros|scale|zero|shape|axis|nbits|group_size|packing|optimize)$")
+_QUANTIZED_WEIGHT_LEAVES = (".qweight", ".q_weight", ".W_q", ".weight_packed")
+
+
+def _beside_quantized_weight(name: str, side: Mapping[str, KeySpec]) -> bool:
+    """Whether `side` holds a quantized weight of the layer `name` is a side tensor of: a GPTQ / AWQ `qweight`,
+    EXL2's `q_weight`, HQQ's `W_q`, compressed-tensors' `weight_packed`, or a `weight` stored as integers or
+    float8 (bitsandbytes, mlx-lm's and Metal's packed uint32, FP8)."""
+    base = name.rsplit(".", 1)[0]
+    if any(base + leaf in side for leaf in _QUANTIZED_WEIGHT_LEAVES):
+        return True
+    weight = side.get(base + ".weight")
+    return weight is not None and weight.dtype.startswith(("int", "uint", "float8"))
 
 
 def side_tensor_detail(name: str, kind: str) -> str:
@@ -2816,6 +2834,13 @@ def classify_key(
     if _QUANT.search(name):
         if quantization:
             return "quantization", "info", f"read by the {quantization} quantizer (quantization_config)"
+        if own_side is not None and _GENERIC_SIDE.search(name) and not _beside_quantized_weight(name, own_side):
+            # A model's own `scales` or `scale` (a norm's, a layer scale) was "written by a quantizer ... beside
+            # its quantized weight: add that quantizer's quantization_config".
+            return "quantization", "warn", (
+                "named as quantizers name their scales and zeros, but no quantized weight of its layer is beside it "
+                "(no qweight, q_weight, W_q or integer weight): likely the model's own parameter, not a "
+                "quantizer's")
         return "quantization", "warn", side_tensor_detail(name, kind)
     if kind == "missing":
         stored = [name[: -len("weight")] + leaf for leaf in _QUANTIZED_STORAGE] if name.endswith(".weight") else []

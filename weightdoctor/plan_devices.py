@@ -2438,6 +2438,52 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
                            False, "; ".join(notes) or None, state)
 
 
+def _kv_crowded_gpu(planned: PlannedModel, no_split: list[str], device_map: Mapping[str, int | str],
+                    kv: KVCacheEstimate, capacities: Mapping[int | str, int], reserve: int,
+                    per_device: Mapping[int | str, int], binary: bool) -> str | None:
+    """The line for a GPU that cannot hold its layers' share of a KV cache the GPUs hold in all, or None.
+
+    transformers keeps each layer's keys and values on that layer's device (an offloaded layer's on the GPU it runs
+    on, accelerate's main_device: the lowest-numbered in the map): 16 of 32 layers on a 10 GB GPU with 3.26 GB
+    left need half the cache there, whatever a 24 GB GPU beside it has left. Only for a cache of one size per layer
+    (no sliding window, shared or recurrent layer: `kv.note` says none) over as many decoder blocks as it counts;
+    None otherwise.
+    """
+    if not kv.num_layers or kv.note or kv.state_bytes or kv.total_bytes % kv.num_layers:
+        return None
+    blocks = [name for name, module in planned.model.named_modules() if type(module).__name__ in no_split]
+    if len(blocks) != kv.num_layers:
+        return None
+    # accelerate's main_device, where offloaded layers run: `list(set of the map's GPUs)[0]`, the lowest-numbered
+    used = [device for device in device_map.values() if isinstance(device, int)]
+    first_gpu = min(used) if used else None
+    layers: dict[int | str, int] = {}
+    for block in blocks:
+        parts = block.split(".")
+        device = next((device_map[key] for key in (".".join(parts[:i]) for i in range(len(parts), -1, -1))
+                       if key in device_map), None)
+        if device is None:
+            return None  # a block the map splits: no one device to count it on
+        device = device if isinstance(device, int) else first_gpu
+        if device is None:
+            return None
+        layers[device] = layers.get(device, 0) + 1
+    per_layer = kv.total_bytes // kv.num_layers
+    from weightdoctor.units import format_bytes
+
+    for device, count in sorted(layers.items(), key=lambda item: str(item[0])):
+        if device not in capacities:  # a hand-written map's GPU no --gpu sized: its room is unknown
+            continue
+        free = max(0, capacities[device] - reserve - per_device.get(device, 0))
+        share = per_layer * count
+        if share > free:
+            return (f"KV cache: cuda:{device} runs {count} of the {kv.num_layers} layers, so it holds "
+                    f"{format_bytes(share, binary)} of the {format_bytes(kv.total_bytes, binary)} cache, with "
+                    f"{format_bytes(free, binary)} left: it does not fit there (transformers keeps each layer's keys "
+                    "and values on the GPU that layer runs on, not where another GPU has room)")
+    return None
+
+
 def estimate_training(model: torch.nn.Module, dtype: str) -> TrainingEstimate:
     """Adam training memory by accelerate's own `estimate_training_usage`, from the fp32 size of the model."""
     from accelerate.commands.estimate import estimate_training_usage
@@ -2604,9 +2650,13 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         gpu_free = sum(max(0, capacities[k] - request.reserve - per_device.get(k, 0)) for k in capacities
                        if isinstance(k, int))
         needed = kv.total_bytes + (kv.state_bytes or 0)
+        crowded = _kv_crowded_gpu(planned, no_split, device_map, kv, capacities, request.reserve, per_device,
+                                  request.binary_units) if needed <= gpu_free else None
+        if crowded is not None:
+            warnings.append(crowded)
         kv = KVCacheEstimate(kv.batch, kv.seq_len, kv.num_layers, kv.num_kv_heads, kv.head_dim, kv.dtype,
-                             kv.bytes_per_token, kv.total_bytes, gpu_free, needed <= gpu_free, kv.note,
-                             kv.state_bytes)
+                             kv.bytes_per_token, kv.total_bytes, gpu_free, needed <= gpu_free and crowded is None,
+                             kv.note, kv.state_bytes)
     training = estimate_training(planned.model, planned.dtype) if request.training else None
     return PlanReport(
         source=source,

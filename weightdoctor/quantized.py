@@ -28,6 +28,7 @@ _SIDE = re.compile(
     r"input_scale|input_global_scale|output_scale|k_scale|v_scale)$"
 )
 _PACKED_INT32 = (".qweight", ".weight_packed")
+_INTEGER_DTYPES = frozenset({"int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"})
 # optimum-quanto's QTensor parts (`weight._data` is the weight): its scale and shift.
 _QUANTO_SIDE = (".weight._scale", ".weight._shift")
 # HQQ's HQQLinear.state_dict beside its packed `W_q`: scale and zero, then its meta data as small tensors.
@@ -841,14 +842,35 @@ def packed_without_quantizer(config: Mapping[str, Any] | None, tensors: Iterable
     missing key left at its init, the packed tensors unexpected keys (transformers 5.25 checked on a tiny BERT). One
     that names no quant_method it refuses before it loads a weight (`config_quantization_problem`).
 
+    Packed means integers with the quantizer's scales beside (`qzeros` or `scales`; `weight_scale`): a float
+    `qweight`, or one alone, is a model's own tensor.
+
     Example:
-        >>> packed = [TensorInfo("q.qweight", (4, 32), "int32", "m.safetensors")]
+        >>> packed = [TensorInfo("q.qweight", (4, 32), "int32", "m.safetensors"),
+        ...           TensorInfo("q.scales", (1, 32), "float16", "m.safetensors")]
         >>> packed_without_quantizer({"model_type": "bert"}, packed)[:63]
         '1 layer(s) hold GPTQ/AWQ-packed weights (q.qweight, beside its '
+        >>> packed_without_quantizer({"model_type": "bert"}, packed[:1]) is None
+        True
     """
     if not isinstance(config, Mapping) or _config_of(config) is not None:
         return None
-    packed = [t.name for t in tensors if t.name.endswith(_PACKED_INT32)]
+    unique = tensors if isinstance(tensors, list) else list(tensors)
+    candidates = [t for t in unique if t.name.endswith(_PACKED_INT32)]
+    if candidates:
+        # Packed only as a quantizer packs it: integers (GPTQModel packs int8 to int64 too), its scales beside. A
+        # model's own float `qweight`, or one alone, was refused as "GPTQ/AWQ-packed ... beside its qzeros, scales".
+        gptq_layers: set[str] = set()
+        ct_layers: set[str] = set()
+        for tensor in unique:
+            name = tensor.name
+            if name.endswith((".qzeros", ".scales")):
+                gptq_layers.add(name[:-7])
+            elif name.endswith(".weight_scale"):
+                ct_layers.add(name[:-13])
+        candidates = [t for t in candidates if t.dtype in _INTEGER_DTYPES and (
+            t.name[:-8] in gptq_layers if t.name.endswith(".qweight") else t.name[:-14] in ct_layers)]
+    packed = [t.name for t in candidates]
     if not packed or (folder is not None and inc_weight_config(folder) is not None):
         return None
     gptq = [name for name in packed if name.endswith(".qweight")]
@@ -863,8 +885,54 @@ def packed_without_quantizer(config: Mapping[str, Any] | None, tensors: Iterable
     else:
         how = ("config.json has no quantization_config: from_pretrained builds the model unquantized, leaves these "
                "layers' weights at their init (missing keys) and drops the packed tensors (unexpected keys)")
+    beside = _settings_beside(folder) if gptq and folder is not None else None
+    if beside is not None:
+        return f"{held}, but {how}; {beside}"
+    legacy = config.get("compression_config")
+    if not gptq and isinstance(legacy, Mapping) and legacy:
+        # compressed-tensors' older name for it (its ModelCompressor still reads both); transformers reads only
+        # quantization_config.
+        named = legacy.get("quant_method")
+        fix = ("" if named == "compressed-tensors" else
+               f", its quant_method {clip_middle(repr(named), 40)} made 'compressed-tensors'" if named is not None
+               else ", with quant_method 'compressed-tensors' added")
+        return (f"{held}, but {how}; its settings are in config.json's compression_config, compressed-tensors' older "
+                f"name, which transformers does not read: rename it quantization_config{fix} to load them quantized")
     return (f"{held}, but {how}; the quantizer's quantization_config (quant_method {method}, bits, group_size) in "
             "config.json loads them quantized")
+
+
+# The settings files AutoGPTQ / GPTQModel (quantize_config.json) and AutoAWQ (quant_config.json) write beside a
+# config.json that has no quantization_config (TheBloke's 2023 GPTQ repos): (file, library, quant_method, the
+# transformers key each setting goes to).
+_SETTINGS_FILES = (
+    ("quantize_config.json", "GPTQ", "AutoGPTQ's / GPTQModel's from_quantized", "gptq",
+     (("bits", "bits"), ("group_size", "group_size"), ("desc_act", "desc_act"), ("sym", "sym"))),
+    ("quant_config.json", "AWQ", "AutoAWQ's from_quantized", "awq",
+     (("w_bit", "bits"), ("q_group_size", "group_size"), ("zero_point", "zero_point"), ("version", "version"))),
+)
+
+
+def _settings_beside(folder: Path) -> str | None:
+    """Where a GPTQ / AWQ checkpoint's quantization settings are when config.json has none, in words: the library
+    that reads that file, and the quantization_config from_pretrained needs from it; None for no such file."""
+    from weightdoctor.jsontext import MAX_DEPTH, parse_json
+
+    for name, kind, reader, method, keys in _SETTINGS_FILES:
+        path = folder / name
+        try:
+            if not path.is_file() or path.stat().st_size > 1 << 20:
+                continue
+            data = parse_json(path.read_text(encoding="utf-8"), max_depth=MAX_DEPTH)
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if not isinstance(data, dict) or not any(key in data for key, _ in keys):
+            continue
+        settings = {ours: data[theirs] for theirs, ours in keys if theirs in data}
+        shown = clip_middle(json.dumps({"quant_method": method, **settings}), 120)
+        return (f"{name} beside it holds the {kind} settings, which {reader} reads and from_pretrained does not: "
+                f"add them to config.json as its quantization_config ({shown}) to load them quantized")
+    return None
 
 
 def _json_kind(value: Any) -> str:
@@ -1148,7 +1216,7 @@ def quantizer_transformers_lacks(config: Mapping[str, Any] | None,
 
     transformers logs "Unknown quantization type", skips the quantization_config and builds the model
     unquantized: the checkpoint's packed tensors are unexpected keys and the layers' weights start from their init.
-    Imports transformers (the installed one decides).
+    The installed transformers decides (`_transformers_has_quantizer`: its version's list, else an import).
     """
     quantization = _config_of(config)
     method = quantization.get("quant_method") if quantization is not None else None
@@ -1156,11 +1224,7 @@ def quantizer_transformers_lacks(config: Mapping[str, Any] | None,
     if not isinstance(method, str) or quantization is None or quantization.get("load_in_4bit") \
             or quantization.get("load_in_8bit"):
         return None
-    try:
-        from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING
-    except ImportError:
-        return None
-    if method in AUTO_QUANTIZATION_CONFIG_MAPPING:
+    if _transformers_has_quantizer(method) is not False:
         return None
     if tensors is not None and _plain_float(tensors):
         return None
@@ -1168,6 +1232,25 @@ def quantizer_transformers_lacks(config: Mapping[str, Any] | None,
     return (f"quant_method {_shown_method(method)} is not one transformers has a quantizer for: from_pretrained "
             "skips the quantization_config (\"Unknown quantization type\") and builds the model unquantized, whose "
             f"weights this checkpoint does not hold (they start from their init); {runner}")
+
+
+def _transformers_has_quantizer(method: str) -> bool | None:
+    """Whether the installed transformers has a quantizer for `method`; None without transformers. For the version
+    `_TRANSFORMERS_QUANTIZERS` lists, from that list: importing transformers to ask took seconds (5.8 s measured)
+    of an `inspect` that reads an EXL2 checkpoint's headers in half a second."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("transformers")
+    except metadata.PackageNotFoundError:
+        return None
+    if version.startswith(_LISTED_VERSION):
+        return method in _TRANSFORMERS_QUANTIZERS
+    try:
+        from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING
+    except ImportError:
+        return None
+    return method in AUTO_QUANTIZATION_CONFIG_MAPPING
 
 
 def _shown_method(method: str) -> str:
@@ -1190,6 +1273,7 @@ def _plain_float(tensors: Iterable[TensorInfo]) -> bool:
 _PLAIN_FLOATS = frozenset({"float16", "bfloat16", "float32", "float64"})
 # transformers 5.25's quantizers (AUTO_QUANTIZATION_CONFIG_MAPPING): a config naming one of them needs no import of
 # transformers (seconds) to be told one it has, where `inspect` reads plain float weights beside it.
+_LISTED_VERSION = "5.25."  # the transformers whose quantizers these are
 _TRANSFORMERS_QUANTIZERS = frozenset({
     "awq", "bitsandbytes_4bit", "bitsandbytes_8bit", "gptq", "aqlm", "quanto", "quark", "fouroversix", "fp_quant",
     "eetq", "higgs", "hqq", "compressed-tensors", "fbgemm_fp8", "torchao", "bitnet", "vptq", "spqr", "fp8", "gguf",
@@ -1206,7 +1290,7 @@ def skipped_quantizer(config: Mapping[str, Any] | None, tensors: Iterable[Tensor
     method = quantization.get("quant_method") if quantization is not None else None
     if not isinstance(method, str) or method in _TRANSFORMERS_QUANTIZERS or not _plain_float(tensors):
         return None
-    if quantizer_transformers_lacks(config) is None:  # the installed transformers decides (an import of seconds)
+    if quantizer_transformers_lacks(config) is None:  # the installed transformers decides
         return None
     return (f"config.json's quantization_config names quant_method {_shown_method(method)}, which transformers "
             "has no quantizer for: from_pretrained skips it (\"Unknown quantization type\") and loads these plain "

@@ -139,6 +139,11 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
     if any(n.startswith(("unet.", "transformer.", "text_encoder.", "text_encoder_2."))
            and _DIFFUSERS_LORA.search(n) for n in names):
         return DIFFUSERS_LORA
+    # A LoRA for a diffusion transformer in its authors' or ComfyUI's layout (`diffusion_model.double_blocks.0.
+    # img_attn.qkv.lora_A.weight`, XLabs' `double_blocks.0.processor.proj_lora1.down.weight`) was called "a
+    # single-file Flux checkpoint", a model its loaders read whole.
+    if any(_ORIGINAL_LORA.search(n) and _DIT_PART.match(n) for n in names):
+        return ORIGINAL_LORA
     family = _transformer_family(checkpoint)
     # ComfyUI's single files of the newer models (CheckpointSave; Comfy-Org's flux1-dev-fp8.safetensors): the
     # diffusion model beside `text_encoders.<name>.` and `vae.`. Flux's was called a Stable Diffusion checkpoint
@@ -148,6 +153,10 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
         return comfyui_single_file(family)
     if family is not None:
         return family
+    if any(n.startswith("model.diffusion_model.") for n in names) and not any(_LDM_UNET.match(n) for n in names):
+        # ComfyUI saves every model it loads under `model.diffusion_model.` (LTX-Video's own release too): Wan's
+        # blocks, AuraFlow's double_layers, PixArt's blocks were called "a single-file Stable Diffusion checkpoint".
+        return SINGLE_FILE_DIFFUSION
     if any(n.startswith(("model.diffusion_model.", "first_stage_model.")) for n in names):
         # SDXL's two text encoders are conditioner.embedders.0 and .1 (SD 1.x / 2.x: cond_stage_model).
         sdxl = any(n.startswith("conditioner.embedders.1.") for n in names)
@@ -166,6 +175,11 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
     return None
 
 
+# Stable Diffusion's (SD 1.x / 2.x / SDXL) UNet in its original (LDM / sgm) layout.
+_LDM_UNET = re.compile(r"^model\.diffusion_model\.(?:input_blocks|middle_block|output_blocks|time_embed|label_emb|"
+                       r"out\.\d)\.")
+# A LoRA's down / up (or A / B) matrices: diffusers' and PEFT's names, kohya's, XLabs' `proj_lora1.down`.
+_ORIGINAL_LORA = re.compile(r"[._](?:lora_[AB]|lora\.(?:down|up)|lora_(?:down|up)|lora\d*\.(?:down|up))\.weight$")
 # A diffusion transformer in its authors' layout, bare (flux1-dev.safetensors) or under ComfyUI's
 # `model.diffusion_model.` (its all-in-one files, beside `vae.` / `text_encoders.`) or a trainer's `diffusion_model.`.
 _DIT_PART = re.compile(r"^(?:(?:model\.)?diffusion_model\.)?(double_blocks|single_blocks|joint_blocks|"
@@ -226,12 +240,17 @@ def _comfyui_loaders(kind: str) -> str:
     forge = " Flux " in kind
     sd3 = ", diffusers' StableDiffusion3Pipeline.from_single_file" if " SD3 " in kind else ""
     return "ComfyUI's Load Checkpoint node" + (", Forge" if forge else "") + sd3
+ORIGINAL_LORA = "a LoRA in a diffusion transformer's original layout"
+# A diffusion model ComfyUI saves under `model.diffusion_model.` that is no Stable Diffusion UNet, Flux or SD3.
+SINGLE_FILE_DIFFUSION = "a single-file diffusion checkpoint"
 # The kinds above that are applied to a model loaded apart, not loaded as one.
-ADD_ONS = frozenset({KOHYA_LORA, DIFFUSERS_LORA, CONTROLNET_LLLITE, TEXTUAL_INVERSION, IP_ADAPTER})
+ADD_ONS = frozenset({KOHYA_LORA, DIFFUSERS_LORA, ORIGINAL_LORA, CONTROLNET_LLLITE, TEXTUAL_INVERSION, IP_ADAPTER})
 _LOADERS = {IP_ADAPTER: "diffusers' load_ip_adapter, ComfyUI's IPAdapter nodes",
             CONTROLNET_LLLITE: "sd-scripts' sdxl_gen_img.py --control_net_lllite_models, kohya's "
                                "ControlNet-LLLite-ComfyUI nodes",
-            TEXTUAL_INVERSION: "AUTOMATIC1111's and ComfyUI's embeddings folders, diffusers' load_textual_inversion"}
+            TEXTUAL_INVERSION: "AUTOMATIC1111's and ComfyUI's embeddings folders, diffusers' load_textual_inversion",
+            ORIGINAL_LORA: "ComfyUI's LoRA loaders, diffusers' load_lora_weights",
+            SINGLE_FILE_DIFFUSION: "ComfyUI; diffusers' from_single_file for the families it converts"}
 
 
 def timm_config(config: object) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from weightdoctor.errors import OutputError
-from weightdoctor.plan_devices import DeviceUse, PlanReport
+from weightdoctor.plan_devices import DeviceUse, PlanReport, device_name
 from weightdoctor.render.text import escape
 from weightdoctor.units import binary_family, format_bytes, format_count, unit_family
 from weightdoctor.wording import counted, plural
@@ -245,6 +245,11 @@ def _kv_room(report: PlanReport, fit: str, size: Any) -> str:
     room = (f"{fit} in the {size(kv.gpu_free_bytes)} {what} left" + ("" if len(gpus) == 1 else " in all")
             if kv.gpu_free_bytes else f"[red]does not fit[/]: {what} no memory left")
     needed = kv.total_bytes + (kv.state_bytes or 0)
+    if not kv.fits_on_gpus and len(gpus) > 1 and needed <= kv.gpu_free_bytes:
+        # The room left in all holds it, one GPU not its layers' share (the plan's warning names it): "does not fit
+        # in the 20.52 GB the GPUs have left in all" read as a sum gone wrong.
+        room = (f"{fit} on the GPUs: they have {size(kv.gpu_free_bytes)} left in all, but each layer's share stays "
+                "on that layer's GPU, and one has too little left (see the warning)")
     largest = max((d.capacity_bytes or 0) for d in gpus)
     if needed > largest:
         room += f" (it is larger than any GPU given, {size(largest)})" if len(gpus) > 1 else \
@@ -253,7 +258,11 @@ def _kv_room(report: PlanReport, fit: str, size: Any) -> str:
     if offloaded and kv.fits_on_gpus:
         # accelerate runs each offloaded module on the first GPU, copying its weights there as it runs: that room
         # is not the cache's alone.
-        room += (f"; {size(offloaded)} of weights are offloaded and copied to {gpus[0].device} as each module "
+        # accelerate's main_device (dispatch_model: the first of the set of the map's GPUs, the lowest-numbered),
+        # not cuda:0 where cuda:0 holds nothing.
+        used = [d for d in report.device_map.values() if isinstance(d, int)]
+        first = device_name(min(used)) if used else gpus[0].device
+        room += (f"; {size(offloaded)} of weights are offloaded and copied to {first} as each module "
                  "runs, in the same room")
     return room
 
