@@ -170,3 +170,21 @@ def test_a_special_name_as_a_text_subclass_a_call_made_is_refused(protocol: int)
     assert "BUILD sets a name a call made (a text subclass such as numpy.str_" in report.summary()
     genuine = pickle.dumps(_StateDictReduce({"_metadata": {"": {"version": 1}}}), protocol)
     assert scan_bytes(genuine).verdict == "safe"
+
+
+def test_reconstructor_handed_a_text_fetched_again_is_refused(tmp_path: Path) -> None:
+    """copyreg._reconstructor(TorchVersion, str, text) copies the text (str.__new__): a 100,000-character text kept
+    in the memo and handed to 1,000 such calls (a 188 KB file, every name inert) peaks pickle.loads at 313 MB."""
+    text = _text("x" * 100_000)
+    call = (_global("copy_reg", "_reconstructor") + b"(" + _global("torch.torch_version", "TorchVersion")
+            + _global("__builtin__", "unicode") + b"j\x00\x00\x00\x00tR")
+    data = b"\x80\x02](" + text + b"r\x00\x00\x00\x00" + call * 1_000 + b"e."
+    report = scan_bytes(data)
+    assert report.verdict == "suspicious", report.summary()
+    assert "REDUCE calls copy_reg._reconstructor on a text the pickle fetched again from its memo" in report.summary()
+    version = torch.torch_version.TorchVersion("2.5.1+cpu")
+    for protocol in (0, 1):  # what protocols 0 and 1 write: str(version), a text made for each call
+        other = torch.torch_version.TorchVersion("2.5.1+cpu")
+        genuine = pickle.dumps({"torch": version, "again": version, "other": other,
+                                "names": ["2.5.1+cpu", "2.5.1+cpu"]}, protocol)
+        assert scan_bytes(genuine).verdict == "safe", scan_bytes(genuine).summary()

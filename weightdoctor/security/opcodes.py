@@ -433,6 +433,19 @@ def _copyable(value: Any) -> bool:
     return kind is OpaqueDict or kind is Result or kind is Made or value is FETCHED
 
 
+def _copied_argument(qualified: str, args: Any) -> tuple[Any, ...]:
+    """What a call of `qualified` copies item by item, as far as it is one of the pickle's values: the container a
+    `policy.COPYING_CALLS` call takes (or its whole argument tuple, fetched again), the state _reconstructor hands to
+    its base (dict(state) for Lightning's AttributeDict, str(state) for torch's TorchVersion)."""
+    if not isinstance(args, tuple):
+        return ()
+    if qualified in COPYING_CALLS:
+        return (args[0], args) if args else (args,)
+    if qualified in RECONSTRUCTOR and len(args) == 3:
+        return (args[2],)
+    return ()
+
+
 def _fetched_kind(value: Any) -> str:
     """How a refusal names what the pickle fetched again (`_copyable`)."""
     kind = value.__class__
@@ -497,9 +510,10 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
             # OrderedDict() opens every tensor's backward hooks: only a call with arguments is worth recording.
             if qualified in watch and (args != () or qualified != "collections.OrderedDict"):
                 walk.calls.append(GlobalCall(callee, args, opcode, position))
-            if qualified in COPYING_CALLS and walk.fetched and isinstance(args, tuple) and not walk.problems and (
-                    id(args) in walk.fetched or (args and id(args[0]) in walk.fetched)):
-                what = _fetched_kind(walk.fetched.get(id(args[0]) if args else id(args), args))
+            copied = _copied_argument(qualified, args) if walk.fetched and not walk.problems else ()
+            fetched = next((walk.fetched[id(value)] for value in copied if id(value) in walk.fetched), None)
+            if fetched is not None:
+                what = _fetched_kind(fetched)
                 walk.problems.append((position, f"{opcode} calls {qualified} on {what} the pickle fetched again from "
                                       "its memo: each call copies every item it holds, so one container handed to "
                                       "call after call makes memory the file does not hold (a 59 KB file of one "
