@@ -134,6 +134,11 @@ _SPECIAL_STATES = {
     "counter_of_list": _COUNTER + b"]" + _text("__deepcopy__") + b"a\x85R",
     "attribute_dict": (_global("lightning_fabric.utilities.data", "AttributeDict") + b")\x81" + _text("__deepcopy__")
                        + _COUNTER + b"s"),
+    # protocols 0 and 1 write an AttributeDict as _reconstructor(AttributeDict, dict, its items), dict(items) copied in
+    "reconstructed_attribute_dict": (_global("copy_reg", "_reconstructor") + b"("
+                                     + _global("pytorch_lightning.utilities.parsing", "AttributeDict")
+                                     + _global("__builtin__", "dict") + b"}" + _text("__deepcopy__") + _COUNTER
+                                     + b"stR"),
 }
 
 

@@ -433,6 +433,14 @@ def _copyable(value: Any) -> bool:
     return kind is OpaqueDict or kind is Result or kind is Made or value is FETCHED
 
 
+def _state_dunder(qualified: str, args: Any) -> str | None:
+    """The special name a `_reconstructor(cls, base, state)` call copies in from its state's keys (an AttributeDict
+    made of dict(state) is a BUILD state as a Counter is), or None."""
+    if qualified in RECONSTRUCTOR and isinstance(args, tuple) and len(args) == 3:
+        return getattr(args[2], "dunder", None)
+    return None
+
+
 def _copied_argument(qualified: str, args: Any) -> tuple[Any, ...]:
     """What a call of `qualified` copies item by item, as far as it is one of the pickle's values: the container a
     `policy.COPYING_CALLS` call takes (or its whole argument tuple, fetched again), the state _reconstructor hands to
@@ -543,7 +551,11 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                     and isinstance(args[0], GlobalImport) and built_global(f"{args[0].module}.{args[0].name}"):
                 # What _reconstructor(cls, ...) returns is built as cls.__new__'s is (NEWOBJ): a BUILD on it is judged
                 # as one on cls.
-                return Made(args[0], ())
+                made = Made(args[0], ())
+                made.dunder = _state_dunder(qualified, args)
+                return made
+            if _state_dunder(qualified, args) is not None:
+                return Result(_state_dunder(qualified, args))
             if qualified == "collections.Counter" and isinstance(args, tuple) and args:
                 # Counter(mapping) keeps its keys, Counter(iterable) makes keys of its items: a BUILD state either way.
                 made = Result(getattr(args[0], "dunder", None))
