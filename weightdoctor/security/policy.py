@@ -335,14 +335,16 @@ PLAIN_PICKLE_GLOBALS: frozenset[str] = frozenset({"builtins.bytes", *PLAIN_VALUE
 # fetches again from its memo and hands to one call after another makes memory the file does not hold: one list of
 # 10,000 ints and 1,000 calls of set on it (a 59 KB file): a process that pickle.loads it peaks at 515 MB
 # (`opcodes._walk` refuses it).
-# bytearray and torch.Size copy what they are given too (pickle writes them as calls on text, bytes or a tuple made
-# for them alone).
+# bytearray, bytes, _codecs.encode and torch.Size copy what they are given too (pickle writes them as calls on text,
+# bytes or a tuple made for them alone): _codecs.encode of one 10,000-character text fetched again 20,000 times (a
+# 410 KB file) and bytes() of one 10,000-int list 20,000 times (200 KB) each peaked pickle.loads at 203 MB.
 COPYING_CALLS: frozenset[str] = frozenset(
     {f"{m}.{n}" for name in ("builtins.set", "builtins.frozenset", "collections.deque", "collections.Counter",
-                             "collections.OrderedDict", "builtins.bytearray")
+                             "collections.OrderedDict", "builtins.bytearray", "builtins.bytes")
      for m, n in [tuple(name.rsplit(".", 1)), *((k for k, v in _compat_pickle.NAME_MAPPING.items()
                                                  if ".".join(v) == name))]}
-    | {"__builtin__.set", "__builtin__.frozenset", "__builtin__.bytearray", "torch.Size"})
+    | {"__builtin__.set", "__builtin__.frozenset", "__builtin__.bytearray", "__builtin__.bytes", "torch.Size",
+       "_codecs.encode"})
 # Every text a pickle may write for them, as the walk and the reader see calls.
 PLAIN_VALUE_FORMS: frozenset[str] = frozenset(
     {*PLAIN_VALUE_TYPES,
