@@ -51,6 +51,32 @@ MARK = _Mark()
 OPAQUE = _Opaque()
 
 
+class Result(_Opaque):
+    """A set the pickle built (EMPTY_SET, FROZENSET) or a Counter a call made: as unknown as `OPAQUE`, but one object
+    each, so that a memo GET of it is told apart from a new one (`PickleWalk.fetched`). `dunder` is the first key of
+    the form `__name__` a Counter holds, for BUILD."""
+
+    __slots__ = ("dunder",)
+
+    def __init__(self, dunder: str | None = None) -> None:
+        self.dunder = dunder
+
+    def keyed(self, keys: Any) -> None:
+        """Note the keys set in it, as `OpaqueDict.keyed` does."""
+        if self.dunder is None:
+            self.dunder = _first_special(keys)
+
+
+# What a memo GET or DUP pushes for `OPAQUE`: a call's result fetched again, which `policy.COPYING_CALLS` would copy
+# call after call (one object for all: the walk allocates nothing per call).
+FETCHED = _Opaque()
+
+
+def call_result(value: Any) -> bool:
+    """Whether `value` is what a call returned (or a set the pickle built), its content unknown to the walk."""
+    return value is OPAQUE or value is FETCHED or value.__class__ is Result
+
+
 class OpaqueDict(_Opaque):
     """A dict the pickle built (EMPTY_DICT, DICT, `collections.OrderedDict(...)`), its items unknown but whether it has
     any: told apart from a call's result, which may return anything (`builtins.tuple(...)` a slot state pair), for
@@ -66,7 +92,23 @@ class OpaqueDict(_Opaque):
     def keyed(self, keys: Any) -> None:
         """Note the keys set in this dict (SETITEM, SETITEMS, DICT, OrderedDict's pairs): the first dunder name."""
         if self.dunder is None:
-            self.dunder = next((k for k in keys if dunder_key(k)), None)
+            self.dunder = _first_special(keys)
+
+
+def _first_special(keys: Any) -> str | None:
+    """The first of `keys` that may set a special name on an instance, as `_special_key` names it, or None."""
+    return next((named for named in map(_special_key, keys) if named is not None), None)
+
+
+def _special_key(key: Any) -> str | None:
+    """How a BUILD refusal names `key` when it may set a special name (`dunder_key`): the name itself, or, for a key
+    a call made, words saying so: numpy.str_ and TorchVersion are text subclasses that equal the text they hold, and
+    pickle.load sets them in an instance's __dict__ as they are."""
+    if dunder_key(key):
+        return str(key)
+    if isinstance(key, _Opaque):
+        return "a name a call made (a text subclass such as numpy.str_ equals any name it holds)"
+    return None
 
 
 def dunder_key(key: Any) -> bool:
@@ -111,11 +153,22 @@ class Made(_Opaque):
     any other call's result, but a BUILD on it is recorded (as a `GlobalCall` of opcode BUILD whose args are
     `(made.args, state)`)."""
 
-    __slots__ = ("callee", "args")
+    __slots__ = ("callee", "args", "dunder")
 
     def __init__(self, callee: GlobalImport, args: Any) -> None:
         self.callee = callee
         self.args = args
+        self.dunder: str | None = None  # as `Result.dunder`: a dict subclass (AttributeDict) SETITEMS fills
+
+    def keyed(self, keys: Any) -> None:
+        """Note the keys set in it, as `OpaqueDict.keyed` does."""
+        if self.dunder is None:
+            self.dunder = _first_special(keys)
+
+
+# What the walk notes the keys of (SETITEM, SETITEMS), for a BUILD whose state it is: a dict the pickle built, what a
+# call returned (a Counter, a dict subclass NEWOBJ built).
+_KEYED = (OpaqueDict, Result, Made)
 
 
 @dataclass(frozen=True)
@@ -176,8 +229,8 @@ class PickleWalk:
     pushed: dict[str, int] = field(default_factory=dict)
     counted_items: int = 0
     counted: dict[int, tuple[Any, tuple[str, ...]]] = field(default_factory=dict)
-    # Each non-empty list or tuple a memo GET or DUP pushed again, by its id (kept, so that no other takes its id):
-    # a call of `policy.COPYING_CALLS` on one is refused.
+    # Each container a memo GET or DUP pushed again (a non-empty list, tuple, text or bytes, a dict, a call's result),
+    # by its id (kept, so that no other takes its id): a call of `policy.COPYING_CALLS` on one is refused.
     fetched: dict[int, Any] = field(default_factory=dict)
 
 
@@ -368,11 +421,51 @@ def _set_list_item(target: list[Any], key: Any, value: Any) -> None:
         target.append(OPAQUE)
 
 
+def _copyable(value: Any) -> bool:
+    """Whether a call of `policy.COPYING_CALLS` on `value` copies items the file holds once: a non-empty list or
+    tuple, text or bytes of two items or more (shorter ones are shared objects a genuine pickle fetches again), a
+    dict, a set or anything a call returned (a set, a Counter, a tensor whose elements iterate)."""
+    kind = value.__class__
+    if kind is list or kind is tuple:
+        return bool(value)
+    if kind is str or kind is bytes or kind is bytearray:
+        return len(value) > 1
+    return kind is OpaqueDict or kind is Result or kind is Made or value is FETCHED
+
+
+def _state_dunder(qualified: str, args: Any) -> str | None:
+    """The special name a `_reconstructor(cls, base, state)` call copies in from its state's keys (an AttributeDict
+    made of dict(state) is a BUILD state as a Counter is), or None."""
+    if qualified in RECONSTRUCTOR and isinstance(args, tuple) and len(args) == 3:
+        return getattr(args[2], "dunder", None)
+    return None
+
+
+def _copied_argument(qualified: str, args: Any) -> tuple[Any, ...]:
+    """What a call of `qualified` copies item by item, as far as it is one of the pickle's values: the container a
+    `policy.COPYING_CALLS` call takes (or its whole argument tuple, fetched again), the state _reconstructor hands to
+    its base (dict(state) for Lightning's AttributeDict, str(state) for torch's TorchVersion)."""
+    if not isinstance(args, tuple):
+        return ()
+    if qualified in COPYING_CALLS:
+        return (args[0], args) if args else (args,)
+    if qualified in RECONSTRUCTOR and len(args) == 3:
+        return (args[2],)
+    return ()
+
+
+def _fetched_kind(value: Any) -> str:
+    """How a refusal names what the pickle fetched again (`_copyable`)."""
+    kind = value.__class__
+    return {list: "a list", tuple: "a tuple", str: "a text", bytes: "bytes", bytearray: "bytes",
+            OpaqueDict: "a dict"}.get(kind, "what a call returned")
+
+
 def _judge_hooks(walk: PickleWalk, hooks: list[tuple[int, str, Any]]) -> None:
     """Add a problem for each tensor whose backward hooks (`HOOKS_ARGUMENT`) hold items or come from a call, as the
     whole pickle left them (a SETITEM on the memo's reference fills them after the call)."""
     for offset, qualified, value in hooks:
-        if (value.__class__ is OpaqueDict and value.filled) or value is OPAQUE or isinstance(value, Made):
+        if (value.__class__ is OpaqueDict and value.filled) or call_result(value) or isinstance(value, Made):
             what = "a dict that holds items" if value.__class__ is OpaqueDict else "the result of a call"
             walk.problems.append((offset, f"{qualified} sets a tensor's backward hooks to {what}: autograd calls each "
                                   "one on the tensor's gradient, where torch.save writes an empty OrderedDict"))
@@ -425,11 +518,13 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
             # OrderedDict() opens every tensor's backward hooks: only a call with arguments is worth recording.
             if qualified in watch and (args != () or qualified != "collections.OrderedDict"):
                 walk.calls.append(GlobalCall(callee, args, opcode, position))
-            if qualified in COPYING_CALLS and walk.fetched and isinstance(args, tuple) and not walk.problems and (
-                    id(args) in walk.fetched or (args and id(args[0]) in walk.fetched)):
-                walk.problems.append((position, f"{opcode} calls {qualified} on a list the pickle fetched again from "
-                                      "its memo: each call copies every item it holds, so one list handed to call "
-                                      "after call makes memory the file does not hold (a 59 KB file of one "
+            copied = _copied_argument(qualified, args) if walk.fetched and not walk.problems else ()
+            fetched = next((walk.fetched[id(value)] for value in copied if id(value) in walk.fetched), None)
+            if fetched is not None:
+                what = _fetched_kind(fetched)
+                walk.problems.append((position, f"{opcode} calls {qualified} on {what} the pickle fetched again from "
+                                      "its memo: each call copies every item it holds, so one container handed to "
+                                      "call after call makes memory the file does not hold (a 59 KB file of one "
                                       "10,000-int list and 1,000 set calls on it: a process that pickle.loads it "
                                       "peaks at 515 MB), where pickle writes each container's items for it alone"))
             if qualified == "collections.OrderedDict":
@@ -444,7 +539,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
             if at is not None and isinstance(args, tuple) and len(args) > at:
                 state = args[at]
                 special = next((p.dunder for p in (state if isinstance(state, tuple) else (state,))
-                                if p.__class__ is OpaqueDict and p.dunder), None)
+                                if p.__class__ in _KEYED and p.dunder), None)
                 if special is not None and not walk.problems:
                     walk.problems.append((position, f"{qualified} sets {special} on a tensor through its state "
                                           "(setattr of each item): copy.deepcopy, copy.copy and pickle (a re-save) "
@@ -456,7 +551,17 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                     and isinstance(args[0], GlobalImport) and built_global(f"{args[0].module}.{args[0].name}"):
                 # What _reconstructor(cls, ...) returns is built as cls.__new__'s is (NEWOBJ): a BUILD on it is judged
                 # as one on cls.
-                return Made(args[0], ())
+                made = Made(args[0], ())
+                made.dunder = _state_dunder(qualified, args)
+                return made
+            if _state_dunder(qualified, args) is not None:
+                return Result(_state_dunder(qualified, args))
+            if qualified == "collections.Counter" and isinstance(args, tuple) and args:
+                # Counter(mapping) keeps its keys, Counter(iterable) makes keys of its items: a BUILD state either way.
+                made = Result(getattr(args[0], "dunder", None))
+                if isinstance(args[0], (list, tuple)):
+                    made.keyed(args[0])
+                return made
         return OPAQUE
 
     try:
@@ -490,9 +595,10 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                     stack.append(memo[arg])
                 except KeyError:
                     raise _StackError(f"memo entry {arg} is read before it is written") from None
-                got = stack[-1]
-                if (got.__class__ is list or got.__class__ is tuple) and got:
-                    walk.fetched[id(got)] = got
+                if stack[-1] is OPAQUE:
+                    stack[-1] = FETCHED
+                if _copyable(stack[-1]):
+                    walk.fetched[id(stack[-1])] = stack[-1]
                 if walk.pushed:
                     _count_pushed(walk, stack[-1], position)
             elif name == "MARK":
@@ -542,7 +648,9 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 _pop_mark(stack)
             elif name == "DUP":
                 stack.append(_top(stack))
-                if (stack[-1].__class__ is list or stack[-1].__class__ is tuple) and stack[-1]:
+                if stack[-1] is OPAQUE:
+                    stack[-1] = FETCHED
+                if _copyable(stack[-1]):
                     walk.fetched[id(stack[-1])] = stack[-1]
                 if walk.pushed:
                     _count_pushed(walk, stack[-1], position)
@@ -597,7 +705,8 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 state = _pop(stack)
                 target = _top(stack)
                 parts = state if isinstance(state, tuple) else (state,)
-                special = next((p.dunder for p in parts if p.__class__ is OpaqueDict and p.dunder), None)
+                special = next((p.dunder for p in parts
+                                if p.__class__ in _KEYED and p.dunder), None)
                 if special is not None and not walk.problems:
                     # torch's weights_only loader updates an OrderedDict's __dict__ with a BUILD's state, and
                     # pickle.load any object's: state_dict.__deepcopy__ then answered copy.deepcopy(state_dict).
@@ -617,7 +726,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
             elif name == "EMPTY_LIST":
                 stack.append([])
             elif name in ("EMPTY_DICT", "EMPTY_SET"):
-                stack.append(OpaqueDict() if name == "EMPTY_DICT" else OPAQUE)
+                stack.append(OpaqueDict() if name == "EMPTY_DICT" else Result())
             elif name == "LIST":
                 stack.append(_pop_mark(stack))
             elif name in ("DICT", "FROZENSET"):
@@ -626,7 +735,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                     stack.append(OpaqueDict(bool(items)))
                     stack[-1].keyed(items[0::2])
                 else:
-                    stack.append(OPAQUE)
+                    stack.append(Result())
             elif name == "APPEND":
                 item = _pop(stack)
                 target = _top(stack)
@@ -645,18 +754,19 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 value = _pop(stack)
                 key = _pop(stack)
                 target = _top(stack)
-                if target.__class__ is OpaqueDict:
-                    target.filled = True
-                    if target.dunder is None and dunder_key(key):
-                        target.dunder = key
+                if target.__class__ in _KEYED:
+                    if target.__class__ is OpaqueDict:
+                        target.filled = True
+                    target.keyed((key,))
                 elif isinstance(target, list):
                     _set_list_item(target, key, value)
                     walk.counted.pop(id(target), None)
             elif name in ("SETITEMS", "ADDITEMS"):
                 items = _pop_mark(stack)
                 target = _top(stack)
-                if items and target.__class__ is OpaqueDict:
-                    target.filled = True
+                if items and target.__class__ in _KEYED:
+                    if target.__class__ is OpaqueDict:
+                        target.filled = True
                     if name == "SETITEMS":
                         target.keyed(items[0::2])
                 elif name == "SETITEMS" and isinstance(target, list):

@@ -335,12 +335,16 @@ PLAIN_PICKLE_GLOBALS: frozenset[str] = frozenset({"builtins.bytes", *PLAIN_VALUE
 # fetches again from its memo and hands to one call after another makes memory the file does not hold: one list of
 # 10,000 ints and 1,000 calls of set on it (a 59 KB file): a process that pickle.loads it peaks at 515 MB
 # (`opcodes._walk` refuses it).
+# bytearray, bytes, _codecs.encode and torch.Size copy what they are given too (pickle writes them as calls on text,
+# bytes or a tuple made for them alone): _codecs.encode of one 10,000-character text fetched again 20,000 times (a
+# 410 KB file) and bytes() of one 10,000-int list 20,000 times (200 KB) each peaked pickle.loads at 203 MB.
 COPYING_CALLS: frozenset[str] = frozenset(
     {f"{m}.{n}" for name in ("builtins.set", "builtins.frozenset", "collections.deque", "collections.Counter",
-                             "collections.OrderedDict")
+                             "collections.OrderedDict", "builtins.bytearray", "builtins.bytes")
      for m, n in [tuple(name.rsplit(".", 1)), *((k for k, v in _compat_pickle.NAME_MAPPING.items()
                                                  if ".".join(v) == name))]}
-    | {"__builtin__.set", "__builtin__.frozenset"})
+    | {"__builtin__.set", "__builtin__.frozenset", "__builtin__.bytearray", "__builtin__.bytes", "torch.Size",
+       "_codecs.encode"})
 # Every text a pickle may write for them, as the walk and the reader see calls.
 PLAIN_VALUE_FORMS: frozenset[str] = frozenset(
     {*PLAIN_VALUE_TYPES,
@@ -754,7 +758,7 @@ def build_problem(qualified: str, made_args: Any, state: Any) -> str | None:
         made_args: the arguments it was called with, as far as they are literals.
         state: the BUILD state, as far as it is literal.
     """
-    from weightdoctor.security.opcodes import OPAQUE, OpaqueDict
+    from weightdoctor.security.opcodes import OpaqueDict, call_result
 
     how = INERT_CONSTRUCTION.get(_loadable_name(qualified))
     if how == NEW_AND_BUILD:
@@ -764,7 +768,7 @@ def build_problem(qualified: str, made_args: Any, state: Any) -> str | None:
         # instance of X, any class the pickle names (ModelCheckpoint, which a file names only, among them), whether
         # the pair is written out or returned by a call (builtins.tuple, a call omegaconf's pickles keep).
         said = ("a pair (its attributes, then attributes set one by one)" if isinstance(state, tuple)
-                else "the result of a call" if state is OPAQUE else shown(state))
+                else "the result of a call" if call_result(state) else shown(state))
         return (f"sets the state of a {qualified} to {said}, where pickle writes its fields as one dict; the "
                 "attributes of a slot state are set by setattr, which can set __class__ and turn the object into "
                 "any class the pickle names")
@@ -778,7 +782,7 @@ def build_problem(qualified: str, made_args: Any, state: Any) -> str | None:
         written = {CLASS_ONLY: "names the class alone", NEW_ONLY: "builds one by NEWOBJ and its items or value",
                    CALLED_ON_TEXT: "builds one by a call on its parts", CALLED: "builds one by a call alone"}[how]
         return f"sets the state of a {qualified}, which pickle never writes (it {written}){why}"
-    if state is OPAQUE or isinstance(state, OpaqueDict):  # a call's result (or a dict): no pickler writes one, and
+    if call_result(state) or isinstance(state, OpaqueDict):  # a call's result (or a dict): no pickler writes one, and
         # a tuple a call returns would be taken
         return f"sets the state of a {qualified} to the result of a call, which the scan cannot judge"
     if not isinstance(state, tuple) or len(state) < 8:

@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 from weightdoctor.errors import clip_words
 from weightdoctor.security import archive
-from weightdoctor.security.opcodes import OPAQUE, GlobalImport, OpaqueDict, PickleWalk, walk_pickle
+from weightdoctor.security.opcodes import GlobalImport, OpaqueDict, PickleWalk, call_result, walk_pickle
 from weightdoctor.security.policy import (
     DANGEROUS,
     INERT,
@@ -550,7 +550,7 @@ def _walk_tar_records(region: BinaryIO, end: int, collector: _Collector, name: s
         return
     count = first.value
     if not isinstance(count, int):  # bool included: range(True) is one record to torch's loop
-        built = isinstance(count, OpaqueDict) or count is OPAQUE
+        built = isinstance(count, OpaqueDict) or call_result(count)
         lost("its record count is built by a call, not a literal the scan can read" if built
              else f"its record count is {shown(count)}, not an integer")
         return
@@ -563,7 +563,7 @@ def _walk_tar_records(region: BinaryIO, end: int, collector: _Collector, name: s
         args = record.value
         if not (isinstance(args, (tuple, list)) and len(args) == 3):
             # torch unpacks `key, ..., ... = args`: three values of any sequence (a tensor record reads no type).
-            built = isinstance(args, OpaqueDict) or args is OPAQUE
+            built = isinstance(args, OpaqueDict) or call_result(args)
             lost("a record's arguments are built by the pickle, not literal values the scan can read" if built
                  else f"a record's arguments are {shown(args)}, not three values")
             return
