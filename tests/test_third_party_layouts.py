@@ -31,7 +31,10 @@ def test_python_2_names_are_judged_by_what_they_load() -> None:
     assert classify("__builtin__", "set") == classify("builtins", "set") == "safe"
     assert classify("__builtin__", "eval") == "dangerous"
     assert classify("copy_reg", "_reconstructor") == "dangerous"  # copyreg stays refused
-    assert classify("__builtin__", "frozenset") == "unknown"  # not in torch's weights_only allow-list
+    # Read as a value since security4, in the form pickle writes it (frozenset(<list>)); other calls are refused by
+    # the construction rules (tests/hostile/test_security4.py).
+    assert classify("__builtin__", "frozenset") == classify("builtins", "frozenset") == "safe"
+    assert classify("__builtin__", "range") == "unknown"  # set(range(10**12)): unbounded memory from three numbers
 
 
 def test_slices_of_one_storage_are_separate_tensors(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
@@ -268,7 +269,8 @@ def test_inspect_counts_a_bitnet_checkpoints_ternary_weights_four_a_byte(tmp_pat
     assert code == 0 and plan["num_params"] == 90816
 
 
-def test_inspect_stats_shows_no_nan_for_a_tensor_with_a_zero_size_dimension(tmp_path: Path) -> None:
+def test_inspect_stats_shows_no_nan_for_a_tensor_with_a_zero_size_dimension(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A torch.save'd state dict with empty tensors (0×4, 0, 3×0×2): inspect --stats printed "nan nan nan nan%" in
     their row, as for a tensor full of NaN, beside "undetermined (empty tensor)"; they have no values, shown as
     "-". The --json keeps its documented "nan" strings and count 0."""
@@ -276,6 +278,11 @@ def test_inspect_stats_shows_no_nan_for_a_tensor_with_a_zero_size_dimension(tmp_
     torch.manual_seed(7)
     torch.save({"emb.weight": torch.randn(0, 4), "bias": torch.zeros(0), "w": torch.randn(3, 0, 2),
                 "ok": torch.randn(2, 2)}, path)
+    from weightdoctor.render import console
+
+    # The console read COLUMNS when first imported, by whichever test came first (80 wide in the whole suite, where
+    # each row wrapped and "(empty tensor)" was cut in two): laid out 200 wide for this test alone.
+    monkeypatch.setattr(console.stdout, "_width", 200)
     result = run_cli("inspect", str(path), "--stats", runner=CliRunner(env={"COLUMNS": "200"}))
     assert result.exit_code == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if "(empty tensor)" in line]
