@@ -15,7 +15,8 @@ Each command runs as a fresh process (`python -m weightdoctor ...`, stdout and s
 time.perf_counter (wall), the child's CPU time (user + system) and peak RSS (both from `os.wait4`); the table gives
 medians of --repeat runs (the largest peak), the garbage collector left as the commands set it. With --before DIR (a
 `git archive REV weightdoctor | tar -x -C DIR` tree) the same commands run from DIR too, alternated run by run so
-both see the same machine load, and the table says whether the two outputs were byte-identical.
+both see the same machine load, and the table says whether the two outputs were byte-identical (convert's
+"seconds" aside).
 --profile NAME:COMMAND (e.g. `zip-50k:inspect`) runs that one command under cProfile in this process instead and
 prints the top 25 functions by cumulative and by internal time.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import statistics
 import struct
 import subprocess
@@ -114,7 +116,8 @@ def run_once(tree: Path, args: list[str], scratch: Path) -> tuple[float, float, 
         child.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        output = out.read() + b"\n--stderr--\n" + err.read()
+        # convert's --json reports its own run time ("seconds"), which differs from run to run.
+        output = re.sub(rb'"seconds": [0-9.e-]+', b'"seconds": S', out.read()) + b"\n--stderr--\n" + err.read()
     return wall, usage.ru_utime + usage.ru_stime, child.returncode, output, usage.ru_maxrss / 1024
 
 
