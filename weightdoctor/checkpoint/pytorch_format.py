@@ -35,6 +35,7 @@ from weightdoctor.errors import (
     clip_middle,
     clip_words,
 )
+from weightdoctor.gcpause import gc_paused
 from weightdoctor.paths import shell_word
 from weightdoctor.wording import counted
 
@@ -1443,6 +1444,9 @@ _PADDLE_NAME_TABLE = "StructuredToParameterName@@"
 def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None = None) -> PickleContents:
     """Scan a pickle-based checkpoint, then load it with torch's restricted loader and find its state dict.
 
+    The cyclic garbage collector is paused meanwhile: the scan, the static reader and torch.load keep every object
+    they build until the contents are returned, and its passes over them freed nothing (see weightdoctor.gcpause).
+
     The static scan runs first and alone decides whether anything is unpickled; torch's `weights_only`
     loader is a second line, never the only one.
 
@@ -1452,6 +1456,11 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         UnsupportedEnvironment: torch is older than 2.10.
         CorruptCheckpoint: the archive is damaged or holds no state dict.
     """
+    with gc_paused():
+        return _load_pickle(path, fmt, key, label)
+
+
+def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> PickleContents:
     before = _identity(path)
     report = scan_or_refuse(path, label)
     obj: Any = None
@@ -1995,13 +2004,11 @@ def check_record_sizes(path: Path, inert: Collection[str] = ()) -> None:
         CorruptCheckpoint: a record of the wrong size (see `pickle_static.record_size_error`).
         UnsupportedFormat: a compressed storage record, whose values `torch.load(mmap=True)` reads wrong.
     """
-    import io
     import os
 
     from weightdoctor.checkpoint.pickle_static import MAX_DATA_PKL, record_size_error
     from weightdoctor.security import archive as zip_archive
-    from weightdoctor.security.opcodes import walk_pickle
-    from weightdoctor.security.scan import STORAGE_ELEMENT_SIZE
+    from weightdoctor.security.scan import STORAGE_ELEMENT_SIZE, persistent_ids
 
     size = os.path.getsize(path)
     with open(path, "rb") as handle:
@@ -2019,7 +2026,7 @@ def check_record_sizes(path: Path, inert: Collection[str] = ()) -> None:
         except ValueError:
             return
     compared: set[Any] = set()
-    for pid in walk_pickle(io.BytesIO(bytes(data)), len(data)).persistent_ids:
+    for pid in persistent_ids(bytes(data)):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
             continue
         if not isinstance(pid[2], (str, int)) or pid[2] in compared:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from weightdoctor.errors import clip_words
+from weightdoctor.gcpause import gc_paused
 from weightdoctor.wording import counted
 
 LOCAL_SIGNATURE = b"PK\x03\x04"
@@ -168,7 +169,9 @@ def _zipfile_infos(handle: BinaryIO) -> list[zipfile.ZipInfo]:
     if identity is not None and identity in _INFOS_CACHE:
         return _INFOS_CACHE[identity]
     handle.seek(0)
-    with zipfile.ZipFile(handle) as archive:
+    # A ZipInfo per entry, all kept: the collector's passes over them freed nothing (a million entries: 4.3 s of
+    # CPU with it, 3.0 s without; see weightdoctor.gcpause).
+    with gc_paused(), zipfile.ZipFile(handle) as archive:
         infos = archive.infolist()
     if identity is not None:
         if len(_INFOS_CACHE) >= _LAYOUT_CACHE_SIZE:
@@ -422,7 +425,8 @@ def read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
     identity = _handle_identity(handle, file_size)
     if identity is not None and identity in _LAYOUT_CACHE:
         return _copy(_LAYOUT_CACHE[identity])
-    layout = _read_layout(handle, file_size)
+    with gc_paused():  # a member per entry, all kept (a million: 4.2 s of CPU with the collector, 3.2 s without)
+        layout = _read_layout(handle, file_size)
     if identity is not None:
         if len(_LAYOUT_CACHE) >= _LAYOUT_CACHE_SIZE:
             _LAYOUT_CACHE.pop(next(iter(_LAYOUT_CACHE)))
