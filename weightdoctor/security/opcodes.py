@@ -166,6 +166,11 @@ class Made(_Opaque):
             self.dunder = _first_special(keys)
 
 
+# The calls that return a dict a BUILD may take as its state, by the index of the argument whose keys they copy
+# (`Result.dunder`): a mapping's keys, or, for Counter, an iterable's items; defaultdict's first is its factory.
+_MAPPING_CALLS: dict[str, int] = {"collections.Counter": 0, "collections.defaultdict": 1, "builtins.dict": 0,
+                                  "__builtin__.dict": 0}
+
 # What the walk notes the keys of (SETITEM, SETITEMS), for a BUILD whose state it is: a dict the pickle built, what a
 # call returned (a Counter, a dict subclass NEWOBJ built).
 _KEYED = (OpaqueDict, Result, Made)
@@ -441,6 +446,12 @@ def _state_dunder(qualified: str, args: Any) -> str | None:
     return None
 
 
+# io.BytesIO copies a bytearray it is made of or given by BUILD (its __setstate__ copies bytes too, but pickle writes
+# the bytes getvalue() returns, one object for two buffers made of the same bytes): one 1 MB bytearray the memo fetched
+# again for 1,000 BytesIO calls (a 1 MB file) peaked pickle.loads at 993 MB, and 1,000 BUILDs on NEWOBJ'd ones did.
+_BUFFERS = frozenset({"_io.BytesIO", "io.BytesIO"})
+
+
 def _copied_argument(qualified: str, args: Any) -> tuple[Any, ...]:
     """What a call of `qualified` copies item by item, as far as it is one of the pickle's values: the container a
     `policy.COPYING_CALLS` call takes (or its whole argument tuple, fetched again), the state _reconstructor hands to
@@ -451,7 +462,26 @@ def _copied_argument(qualified: str, args: Any) -> tuple[Any, ...]:
         return (args[0], args) if args else (args,)
     if qualified in RECONSTRUCTOR and len(args) == 3:
         return (args[2],)
+    if qualified in _BUFFERS and args and args[0].__class__ is bytearray:
+        return (args[0],)
     return ()
+
+
+def _copied_state(state: Any) -> Any:
+    """What a BUILD of `state` on an io.BytesIO copies, when it is a bytearray: the value its state
+    `(value, position, dict)` starts with; else None."""
+    if isinstance(state, tuple) and state and state[0].__class__ is bytearray:
+        return state[0]
+    return None
+
+
+def _copy_problem(what: str, fetched: Any) -> str:
+    """The refusal of a call or BUILD (`what`, up to the container) that copies a container the pickle fetched again
+    from its memo."""
+    return (f"{what} {_fetched_kind(fetched)} the pickle fetched again from its memo: each call copies every item "
+            "it holds, so one container handed to call after call makes memory the file does not hold (a 59 KB file "
+            "of one 10,000-int list and 1,000 set calls on it: a process that pickle.loads it peaks at 515 MB), where "
+            "pickle writes each container's items for it alone")
 
 
 def _fetched_kind(value: Any) -> str:
@@ -510,6 +540,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
     position = start
     frame_end = 0
     hooks: list[tuple[int, str, Any]] = []  # (offset, rebuild function, its backward hooks), judged at the end
+    buffers: dict[int, Result] = {}  # each io.BytesIO a call made, by its id, for a BUILD of its state (`_BUFFERS`)
 
     def called(callee: Any, args: Any, opcode: str) -> Any:
         """Record a watched call; the value it pushes (a `Made` for a global whose state BUILD may set)."""
@@ -521,12 +552,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
             copied = _copied_argument(qualified, args) if walk.fetched and not walk.problems else ()
             fetched = next((walk.fetched[id(value)] for value in copied if id(value) in walk.fetched), None)
             if fetched is not None:
-                what = _fetched_kind(fetched)
-                walk.problems.append((position, f"{opcode} calls {qualified} on {what} the pickle fetched again from "
-                                      "its memo: each call copies every item it holds, so one container handed to "
-                                      "call after call makes memory the file does not hold (a 59 KB file of one "
-                                      "10,000-int list and 1,000 set calls on it: a process that pickle.loads it "
-                                      "peaks at 515 MB), where pickle writes each container's items for it alone"))
+                walk.problems.append((position, _copy_problem(f"{opcode} calls {qualified} on", fetched)))
             if qualified == "collections.OrderedDict":
                 made = OpaqueDict(args != ())
                 if isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], (list, tuple)):
@@ -556,11 +582,22 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 return made
             if _state_dunder(qualified, args) is not None:
                 return Result(_state_dunder(qualified, args))
-            if qualified == "collections.Counter" and isinstance(args, tuple) and args:
-                # Counter(mapping) keeps its keys, Counter(iterable) makes keys of its items: a BUILD state either way.
-                made = Result(getattr(args[0], "dunder", None))
-                if isinstance(args[0], (list, tuple)):
-                    made.keyed(args[0])
+            if qualified in _BUFFERS:
+                buffer = Result()
+                buffers[id(buffer)] = buffer
+                return buffer
+            at = _MAPPING_CALLS.get(qualified)
+            if at is not None and isinstance(args, tuple):
+                # Counter(mapping) keeps its keys, Counter(iterable) makes keys of its items, dict and defaultdict
+                # keep a mapping's keys or make them of pairs: a BUILD state either way. Each with nothing to copy
+                # (REDUCE, or NEWOBJ's __new__) is one object too, whose keys SETITEM sets later: Counter() filled
+                # with __deepcopy__ set it in a state dict's __dict__ under torch.load(weights_only=True), and so did
+                # defaultdict() in a pickle of omegaconf containers (inert there) under pickle.load.
+                source = args[at] if len(args) > at else None
+                made = Result(getattr(source, "dunder", None))
+                if isinstance(source, (list, tuple)):
+                    made.keyed(source if qualified == "collections.Counter"
+                               else (pair[0] for pair in source if isinstance(pair, (list, tuple)) and pair))
                 return made
         return OPAQUE
 
@@ -716,6 +753,11 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                                           "fields, never a special method"))
                 if isinstance(target, Made):
                     walk.calls.append(GlobalCall(target.callee, (target.args, state), name, position))
+                elif id(target) in buffers and walk.fetched and not walk.problems:
+                    copied = _copied_state(state)
+                    if copied is not None and id(copied) in walk.fetched:
+                        walk.problems.append((position, _copy_problem("BUILD fills an io.BytesIO with a copy of",
+                                                                      copied)))
                 elif isinstance(target, GlobalImport):
                     # setattr on the class or function itself, for the whole process: BUILD on transformers'
                     # OptimizerNames of {"_value2member_map_": ...} made every later OptimizerNames("adamw_torch")
