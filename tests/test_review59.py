@@ -1,0 +1,87 @@
+"""review59: memory4's per-chunk verification and piecewise strided writes, and review56's KV-cache share of each GPU
+held to where transformers keeps each layer's keys and values (`DynamicLayer.lazy_initialization`: on the device of
+the layer's key states, the GPU it runs on, or accelerate's main_device for an offloaded one, "cpu" where the map
+names no GPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.helpers import run_cli, run_json
+
+LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 256, "intermediate_size": 688,
+         "num_attention_heads": 4, "num_key_value_heads": 4, "num_hidden_layers": 8, "vocab_size": 1000,
+         "torch_dtype": "float16", "max_position_embeddings": 2048, "rms_norm_eps": 1e-5}
+WHOLE_MODEL = ("model.embed_tokens", "model.layers", "model.norm", "model.rotary_emb", "lm_head")
+
+
+def _config(folder: Path, **changes: object) -> Path:
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**LLAMA, **changes}))
+    return folder
+
+
+def _map(path: Path, device: int | str) -> Path:
+    path.write_text(json.dumps(dict.fromkeys(WHOLE_MODEL, device)))
+    return path
+
+
+def test_a_sliding_window_cache_is_held_to_the_gpu_its_layers_run_on(tmp_path: Path) -> None:
+    """A Mistral whose 8 layers all slide (1,024 tokens: 8.39 MB of cache) mapped whole to a GPU with 6.32 MB left
+    was said to fit "in the 46.32 MB the GPUs have left in all": the per-GPU check ran only for a cache with no
+    note, and a sliding window is one."""
+    folder = _config(tmp_path / "mistral", architectures=["MistralForCausalLM"], model_type="mistral",
+                     sliding_window=1024)
+    args = ("plan-devices", str(folder), "--gpu", "20MB", "--gpu", "40MB", "--dtype", "fp16", "--kv-cache",
+            "--map", str(_map(tmp_path / "map.json", 0)))
+    code, planned = run_json(*args)
+    kv = planned["kv_cache"]
+    assert code == 0 and kv["note"] == "sliding-window layers keep at most 1024 tokens", kv
+    assert kv["total_bytes"] == 8388608 and kv["gpu_free_bytes"] == 46318592 and kv["fits_on_gpus"] is False, kv
+    assert ("KV cache: cuda:0 runs 8 of the 8 layers, so it holds 8.39 MB of the 8.39 MB cache, with 6.32 MB left: "
+            "it does not fit there") in " ".join(planned["warnings"]), planned["warnings"]
+    assert "_layer_bytes" not in kv and "layer_bytes" not in kv
+    # Its 4 layers on each of two 40 MB GPUs hold 4.19 MB each: it fits, and nothing is said.
+    code, even = run_json("plan-devices", str(folder), "--gpu", "40MB", "--gpu", "40MB", "--dtype", "fp16",
+                          "--kv-cache")
+    assert even["kv_cache"]["fits_on_gpus"] is True and not any(w.startswith("KV cache") for w in even["warnings"])
+
+
+def test_a_gemma2_cache_counts_each_layers_own_window(tmp_path: Path) -> None:
+    """Gemma-2's every other layer slides (128 tokens: 131 KB against a full layer's 2.10 MB at 2,048): a GPU's share
+    is its own layers' sizes. Its 4 full layers on a 13 MB GPU (6.67 MB left) need 8.39 MB there, though a mean
+    layer's 4 shares would be 4.46 MB; its 4 sliding layers on a 10 MB GPU (3.67 MB left) need 524 KB, though a mean
+    layer's would not fit."""
+    folder = _config(tmp_path / "gemma2", architectures=["Gemma2ForCausalLM"], model_type="gemma2", head_dim=64,
+                     sliding_window=128, layer_types=["sliding_attention", "full_attention"] * 4)
+    for full_on_0, gpu0, fits in ((1, "13MB", False), (0, "10MB", True)):
+        mapping: dict[str, int] = {"model.embed_tokens": 1, "model.norm": 1, "model.rotary_emb": 1, "lm_head": 1}
+        mapping.update({f"model.layers.{i}": 0 if i % 2 == full_on_0 else 1 for i in range(8)})
+        (tmp_path / "map.json").write_text(json.dumps(mapping))
+        code, planned = run_json("plan-devices", str(folder), "--gpu", gpu0, "--gpu", "40MB", "--dtype", "fp16",
+                                 "--kv-cache", "--map", str(tmp_path / "map.json"))
+        kv = planned["kv_cache"]
+        assert code == 0 and kv["total_bytes"] == 4 * 2097152 + 4 * 131072, kv
+        assert kv["total_bytes"] <= kv["gpu_free_bytes"] and kv["fits_on_gpus"] is fits, (gpu0, kv)
+        warning = " ".join(w for w in planned["warnings"] if w.startswith("KV cache"))
+        if fits:
+            assert warning == "", warning
+        else:
+            assert ("KV cache: cuda:0 runs 4 of the 8 layers, so it holds 8.39 MB of the 8.91 MB cache, with 6.67 MB "
+                    "left: it does not fit there") in warning, warning
+
+
+def test_a_map_that_runs_no_module_on_a_gpu_keeps_its_cache_in_cpu_ram(tmp_path: Path) -> None:
+    """Every module on "cpu" by hand, two 40 MB GPUs given: accelerate's main_device is "cpu", the model runs there
+    and each layer's keys and values are made there. The plan said the cache "fits in the 80.00 MB the GPUs have
+    left in all", fits_on_gpus true."""
+    folder = _config(tmp_path / "llama")
+    args = ("plan-devices", str(folder), "--gpu", "40MB", "--gpu", "40MB", "--cpu", "1GB", "--dtype", "fp16",
+            "--kv-cache", "--map", str(_map(tmp_path / "map.json", "cpu")))
+    code, planned = run_json(*args)
+    assert code == 0 and planned["kv_cache"]["fits_on_gpus"] is False, planned["kv_cache"]
+    text = " ".join(run_cli(*args).stdout.split())
+    assert ("the map runs no module on a GPU: the model runs on the CPU, and its cache is kept in CPU RAM with it, "
+            "not on the GPUs given") in text, text
+    assert "fits in the 80.00 MB" not in text
