@@ -241,6 +241,11 @@ def _kv_room(report: PlanReport, fit: str, size: Any) -> str:
     gpus = [d for d in report.devices if d.device.startswith("cuda")]
     if not gpus:
         return "no GPU was given: it is kept in CPU RAM with the model"
+    if not any(isinstance(device, int) for device in report.device_map.values()):
+        # accelerate's main_device is "cpu" for a map of "cpu" and "disk" alone: the model runs there, its cache too
+        # ("fits in the 80.00 MB the GPUs have left in all" was said of GPUs the map does not use).
+        return ("the map runs no module on a GPU: the model runs on the CPU, and its cache is kept in CPU RAM with "
+                "it, not on the GPUs given")
     what = "the GPU has" if len(gpus) == 1 else "the GPUs have"
     room = (f"{fit} in the {size(kv.gpu_free_bytes)} {what} left" + ("" if len(gpus) == 1 else " in all")
             if kv.gpu_free_bytes else f"[red]does not fit[/]: {what} no memory left")
