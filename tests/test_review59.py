@@ -165,3 +165,27 @@ def test_small_tensors_are_compared_without_a_map_each(tmp_path: Path, monkeypat
     assert code == 0 and done["write"]["tensors_verified"] == 1000 and done["write"]["method"] == "copy", done
     assert windows == []
     assert (tmp_path / "out.safetensors").read_bytes()[-16000:] == source.read_bytes()[-16000:]
+
+
+def test_strided_tensors_written_a_piece_at_a_time_are_the_safetensors_librarys_bytes(tmp_path: Path) -> None:
+    """memory4 writes a strided tensor 4 MiB at a time: a transpose, a permute, a bool and a bf16 transpose, a row of
+    4.8 MB (taken apart itself), an 8 MB column of a 2-wide tensor, an expand, an empty transpose. The file is the one
+    the safetensors library writes of their contiguous copies, byte for byte."""
+    generator = torch.Generator().manual_seed(59)
+    tensors = {
+        "t2": torch.randn(300, 500, generator=generator).t(),
+        "bf": torch.randn(64, 96, generator=generator).to(torch.bfloat16).t(),
+        "bo": (torch.randn(40, 30, generator=generator) > 0).t(),
+        "i8": torch.randint(-128, 127, (20, 30, 40), dtype=torch.int8, generator=generator).permute(2, 0, 1),
+        "big_row": torch.randn(3, 1_200_000, generator=generator)[:, 1:],
+        "col": torch.randn(2_000_000, 2, generator=generator)[:, 0],
+        "exp": torch.randn(1, 500, generator=generator).expand(700, 500),
+        "empty": torch.randn(0, 5).t(),
+    }
+    assert not any(t.is_contiguous() for name, t in tensors.items() if name != "empty")
+    torch.save(tensors, tmp_path / "strided.bin")
+    code, done = run_json("convert", str(tmp_path / "strided.bin"), "-o", str(tmp_path / "out.safetensors"))
+    assert code == 0 and done["write"]["method"] == "torch" and done["write"]["tensors_verified"] == 8, done
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp_path / "ref.safetensors"),
+              metadata={"format": "pt"})
+    assert (tmp_path / "out.safetensors").read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
