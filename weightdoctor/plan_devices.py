@@ -2391,7 +2391,9 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
             sliding = isinstance(window, int) and window > 0 and (kind is None or kind == "sliding_attention")
             attention.append(("sliding_attention" if sliding else "full_attention", window if sliding else None))
     notes = []
-    if composite or text.get("is_encoder_decoder") or "decoder_layers" in text or "num_decoder_layers" in text:
+    encoder_decoder = bool(composite or text.get("is_encoder_decoder") or "decoder_layers" in text
+                           or "num_decoder_layers" in text)
+    if encoder_decoder:
         notes.append("the decoder's self-attention only: the cross-attention cache adds as much per encoder token")
     latent, rope = text.get("kv_lora_rank"), text.get("qk_rope_head_dim")
     if isinstance(latent, int) and isinstance(rope, int) and latent > 0 and rope >= 0:
@@ -2440,7 +2442,9 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     if hybrid:
         notes.append(f"{hybrid} of {counted(layers, 'layer', grouped=False)} also {plural(hybrid, 'keeps', 'keep')} a "
                      f"recurrent state of fixed size per sequence{unsized}")
-    every_layer = len(attention) == layers
+    # An encoder-decoder's blocks that cannot be split are its encoder's too (T5Block, Whisper's and BART's layers of
+    # both): its decoder layers are not told apart from them there, so no share per GPU is counted.
+    every_layer = len(attention) == layers and not encoder_decoder
     return KVCacheEstimate(batch, seq_len, len(attention), kv_heads, head_dim, torch_dtype, per_token, total, 0,
                            False, "; ".join(notes) or None, state, tuple(layer_bytes) if every_layer else ())
 
