@@ -189,3 +189,19 @@ def test_strided_tensors_written_a_piece_at_a_time_are_the_safetensors_librarys_
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp_path / "ref.safetensors"),
               metadata={"format": "pt"})
     assert (tmp_path / "out.safetensors").read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
+
+
+def test_a_plan_that_places_nothing_on_the_gpus_given_streams_nothing_to_them(tmp_path: Path) -> None:
+    """A 1 KB GPU holds no module: the map is {"": "cpu"}, which accelerate's dispatch_model moves to the CPU whole
+    (one device, no hooks). The plan said its 13.68 MB were "moved to the GPU for every generated token" and that
+    "some modules stay in RAM and are streamed to the GPU"."""
+    folder = _config(tmp_path / "llama")
+    args = ("plan-devices", str(folder), "--gpu", "1KB", "--cpu", "1GB", "--dtype", "fp16")
+    code, planned = run_json(*args)
+    assert code == 0 and planned["device_map"] == {"": "cpu"} and planned["verdict"] == "needs-cpu-offload", planned
+    text = " ".join(run_cli(*args).stdout.split())
+    assert ("offload: 13.68 MB in CPU RAM, 0 B on disk: the map names no GPU, so the model runs on the CPU and "
+            "nothing is moved to a GPU") in text, text
+    assert ("verdict: needs CPU offload (no module is placed on the GPUs given: the model runs on the CPU, nothing "
+            "streamed to a GPU)") in text, text
+    assert "moved to the GPU for every" not in text
