@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import re
@@ -124,6 +125,9 @@ class KVCacheEstimate:
     # Conv and recurrent (SSM, linear-attention) states of the layers that keep them, for the whole batch: fixed
     # in size whatever the sequence length. 0 without such layers; None where they could not be sized.
     state_bytes: int | None = 0
+    # The keys and values of each decoder layer in order, where every layer caches them (none reuses another's or
+    # keeps only a recurrent state); () otherwise. Not in --json: `_kv_crowded_gpu` counts each GPU's share with it.
+    _layer_bytes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -2387,7 +2391,9 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
             sliding = isinstance(window, int) and window > 0 and (kind is None or kind == "sliding_attention")
             attention.append(("sliding_attention" if sliding else "full_attention", window if sliding else None))
     notes = []
-    if composite or text.get("is_encoder_decoder") or "decoder_layers" in text or "num_decoder_layers" in text:
+    encoder_decoder = bool(composite or text.get("is_encoder_decoder") or "decoder_layers" in text
+                           or "num_decoder_layers" in text)
+    if encoder_decoder:
         notes.append("the decoder's self-attention only: the cross-attention cache adds as much per encoder token")
     latent, rope = text.get("kv_lora_rank"), text.get("qk_rope_head_dim")
     if isinstance(latent, int) and isinstance(rope, int) and latent > 0 and rope >= 0:
@@ -2404,6 +2410,7 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     total = 0
     per_token = 0
     windowed: set[int] = set()
+    layer_bytes = []
     for kind, window in attention:
         layer_token = per_token_layer + (indexer if kind == "indexed_attention" else 0)
         per_token += layer_token
@@ -2412,7 +2419,8 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
             tokens = min(seq_len, window)
             if tokens < seq_len:
                 windowed.add(window)
-        total += layer_token * tokens * batch
+        layer_bytes.append(layer_token * tokens * batch)
+        total += layer_bytes[-1]
     if indexer and any(kind == "indexed_attention" for kind, _ in attention):
         notes.append("plus the indexer's key of each token, "
                      f"index_head_dim = {counted(index_dim, 'value', grouped=False)} per layer")
@@ -2434,8 +2442,11 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     if hybrid:
         notes.append(f"{hybrid} of {counted(layers, 'layer', grouped=False)} also {plural(hybrid, 'keeps', 'keep')} a "
                      f"recurrent state of fixed size per sequence{unsized}")
+    # An encoder-decoder's blocks that cannot be split are its encoder's too (T5Block, Whisper's and BART's layers of
+    # both): its decoder layers are not told apart from them there, so no share per GPU is counted.
+    every_layer = len(attention) == layers and not encoder_decoder
     return KVCacheEstimate(batch, seq_len, len(attention), kv_heads, head_dim, torch_dtype, per_token, total, 0,
-                           False, "; ".join(notes) or None, state)
+                           False, "; ".join(notes) or None, state, tuple(layer_bytes) if every_layer else ())
 
 
 def _kv_crowded_gpu(planned: PlannedModel, no_split: list[str], device_map: Mapping[str, int | str],
@@ -2445,20 +2456,26 @@ def _kv_crowded_gpu(planned: PlannedModel, no_split: list[str], device_map: Mapp
 
     transformers keeps each layer's keys and values on that layer's device (an offloaded layer's on the GPU it runs
     on, accelerate's main_device: the lowest-numbered in the map): 16 of 32 layers on a 10 GB GPU with 3.26 GB
-    left need half the cache there, whatever a 24 GB GPU beside it has left. Only for a cache of one size per layer
-    (no sliding window, shared or recurrent layer: `kv.note` says none) over as many decoder blocks as it counts;
-    None otherwise.
+    left need half the cache there, whatever a 24 GB GPU beside it has left. Each layer's own size counts
+    (`kv._layer_bytes`: sliding-window layers keep their window, multi-head latent attention its latent), where every
+    layer caches keys and values and the decoder blocks are as many; None otherwise. A hybrid layer's recurrent
+    state is not counted in its share (its size per layer is not known here): the share is then the least it holds.
+
+    It was checked for a cache of one size per layer alone, and a note (sliding window, latent attention) turned it
+    off: a Mistral whose every layer slides, all on a GPU with 6.32 MB left for its 8.39 MB cache, was said to fit
+    in the 46.32 MB two GPUs had left.
     """
-    if not kv.num_layers or kv.note or kv.state_bytes or kv.total_bytes % kv.num_layers:
+    if not kv.num_layers or not kv._layer_bytes:
         return None
     blocks = [name for name, module in planned.model.named_modules() if type(module).__name__ in no_split]
-    if len(blocks) != kv.num_layers:
+    if len(blocks) != len(kv._layer_bytes):
         return None
     # accelerate's main_device, where offloaded layers run: `list(set of the map's GPUs)[0]`, the lowest-numbered
     used = [device for device in device_map.values() if isinstance(device, int)]
     first_gpu = min(used) if used else None
     layers: dict[int | str, int] = {}
-    for block in blocks:
+    shares: dict[int | str, int] = {}
+    for block, layer_bytes in zip(blocks, kv._layer_bytes, strict=True):
         parts = block.split(".")
         device = next((device_map[key] for key in (".".join(parts[:i]) for i in range(len(parts), -1, -1))
                        if key in device_map), None)
@@ -2468,14 +2485,14 @@ def _kv_crowded_gpu(planned: PlannedModel, no_split: list[str], device_map: Mapp
         if device is None:
             return None
         layers[device] = layers.get(device, 0) + 1
-    per_layer = kv.total_bytes // kv.num_layers
+        shares[device] = shares.get(device, 0) + layer_bytes
     from weightdoctor.units import format_bytes
 
     for device, count in sorted(layers.items(), key=lambda item: str(item[0])):
         if device not in capacities:  # a hand-written map's GPU no --gpu sized: its room is unknown
             continue
         free = max(0, capacities[device] - reserve - per_device.get(device, 0))
-        share = per_layer * count
+        share = shares[device]
         if share > free:
             return (f"KV cache: cuda:{device} runs {count} of the {kv.num_layers} layers, so it holds "
                     f"{format_bytes(share, binary)} of the {format_bytes(kv.total_bytes, binary)} cache, with "
@@ -2654,9 +2671,11 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
                                   request.binary_units) if needed <= gpu_free else None
         if crowded is not None:
             warnings.append(crowded)
-        kv = KVCacheEstimate(kv.batch, kv.seq_len, kv.num_layers, kv.num_kv_heads, kv.head_dim, kv.dtype,
-                             kv.bytes_per_token, kv.total_bytes, gpu_free, needed <= gpu_free and crowded is None,
-                             kv.note, kv.state_bytes)
+        # A map that runs no module on a GPU (every one on "cpu" or "disk") is run on the CPU: accelerate's main_device
+        # is then "cpu", where each layer's keys and values are made, whatever room the GPUs given have.
+        on_gpus = any(isinstance(device, int) for device in device_map.values())
+        kv = dataclasses.replace(kv, gpu_free_bytes=gpu_free,
+                                 fits_on_gpus=needed <= gpu_free and crowded is None and on_gpus)
     training = estimate_training(planned.model, planned.dtype) if request.training else None
     return PlanReport(
         source=source,

@@ -192,9 +192,12 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
                       else ("forward pass", "pass"))
         where = (f"{size(off.disk_bytes)} on disk" if report.disk_allowed or not off.disk_bytes
                  else f"{size(off.disk_bytes)} not placed (disk offload is off; --disk allows it)")
-        p(f"[bold red]offload:[/] {size(off.cpu_bytes)} in CPU RAM, {where}"
-          + (f": {size(streamed)} moved to the GPU for every {step} (≥ {_format_seconds(seconds)}/{unit} "
-             "at an assumed 25 GB/s host→GPU and 3 GB/s disk)" if streamed else ""))
+        moved = (f": {size(streamed)} moved to the GPU for every {step} (≥ {_format_seconds(seconds)}/{unit} "
+                 "at an assumed 25 GB/s host→GPU and 3 GB/s disk)" if streamed else "")
+        if streamed and _runs_on_cpu(report):
+            # accelerate's main_device is "cpu" for a map of "cpu" and "disk" alone: nothing goes to a GPU
+            moved = ": the map names no GPU, so the model runs on the CPU and nothing is moved to a GPU"
+        p(f"[bold red]offload:[/] {size(off.cpu_bytes)} in CPU RAM, {where}{moved}")
     if report.kv_cache is not None:
         kv = report.kv_cache
         fit = "[green]fits[/]" if kv.fits_on_gpus else "[red]does not fit[/]"
@@ -225,11 +228,20 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
     text, why = VERDICT_TEXT[report.verdict]
     if report.verdict == "fits-on-cpu" and report.local is not None:
         why = "--local found no GPU on this machine: the model runs on the CPU"  # none was given, none was seen
+    elif report.verdict in ("needs-cpu-offload", "needs-disk-offload") and _runs_on_cpu(report):
+        why = "no module is placed on the GPUs given: the model runs on the CPU, nothing streamed to a GPU"
     p(f"verdict: {text} [dim]({why})[/]")
     for suggestion in report.suggestions:
         p(f"  smallest change: {escape(suggestion.description)}")
     if report.verdict not in ("fits-on-gpus", "fits-on-cpu") and not report.suggestions and not report.manual_map:
         p("  [dim]no lower dtype or extra GPU of that size (up to 64) fits[/]")
+
+
+def _runs_on_cpu(report: PlanReport) -> bool:
+    """Whether GPUs were given and the map names none of them: accelerate's dispatch_model then runs the model on
+    the CPU (its main_device "cpu"; a map of "cpu" alone is moved there whole), and streams nothing to a GPU."""
+    return (any(d.device.startswith("cuda") for d in report.devices)
+            and not any(isinstance(device, int) for device in report.device_map.values()))
 
 
 def _kv_room(report: PlanReport, fit: str, size: Any) -> str:
@@ -241,6 +253,11 @@ def _kv_room(report: PlanReport, fit: str, size: Any) -> str:
     gpus = [d for d in report.devices if d.device.startswith("cuda")]
     if not gpus:
         return "no GPU was given: it is kept in CPU RAM with the model"
+    if _runs_on_cpu(report):
+        # accelerate's main_device is "cpu" for a map of "cpu" and "disk" alone: the model runs there, its cache too
+        # ("fits in the 80.00 MB the GPUs have left in all" was said of GPUs the map does not use).
+        return ("the map runs no module on a GPU: the model runs on the CPU, and its cache is kept in CPU RAM with "
+                "it, not on the GPUs given")
     what = "the GPU has" if len(gpus) == 1 else "the GPUs have"
     room = (f"{fit} in the {size(kv.gpu_free_bytes)} {what} left" + ("" if len(gpus) == 1 else " in all")
             if kv.gpu_free_bytes else f"[red]does not fit[/]: {what} no memory left")

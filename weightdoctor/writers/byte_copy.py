@@ -34,6 +34,9 @@ from weightdoctor.writers import hooks
 from weightdoctor.writers.safetensors_writer import TensorSlot, _write_all, layout
 
 _CHUNK = 8 << 20
+# A range up to this size is compared through two reads instead of two maps: mapping and unmapping each chunk of
+# both files (memory4) made the comparing thread of a file of 100,000 tensors of 16 bytes about half again slower.
+_READ_AT_MOST = 64 << 10
 # Source files held open at once by a copy, and apart by its comparing thread (each map holds a descriptor too):
 # merging a checkpoint of hundreds of shards into one file held every shard open three times over, and failed with
 # "Too many open files" under the usual limit of 1,024 descriptors.
@@ -266,6 +269,11 @@ class RangeComparer:
                 check_unchanged(src_fd, source)
             if output_offset + source.length > os.fstat(self._fd).st_size:
                 raise OutputError(f"the output ends inside {name!r}", path=str(self.output))
+            if source.length <= _READ_AT_MOST:
+                crc = self._compare_read(name, source, output_offset, src_fd)
+                if self.crc:
+                    self.crcs[name] = crc
+                return
             done = 0
             while done < source.length and not self._cancelled:
                 count = min(_CHUNK, source.length - done)
@@ -285,6 +293,22 @@ class RangeComparer:
                 done += count
         if self.crc:
             self.crcs[name] = crc
+
+    def _compare_read(self, name: str, source: ByteRange, output_offset: int, src_fd: int) -> int:
+        """`_compare` of a small range through `os.pread` of both files (a read past a file's end comes back short,
+        where a map's page raised SIGBUS); the CRC-32 of the output's bytes."""
+        written = os.pread(self._fd, source.length, output_offset)
+        if len(written) != source.length:
+            raise OutputError(f"the output ends inside {name!r}", path=str(self.output))
+        if self.compare:
+            read = os.pread(src_fd, source.length, source.offset)
+            if len(read) != source.length:
+                raise CorruptCheckpoint(f"the source ends before the bytes of {name!r} (was it changed while "
+                                        "copying?)", path=str(source.path))
+            if read != written:
+                raise OutputError(f"verification failed: the bytes of {name!r} differ from the source",
+                                  path=str(self.output))
+        return zlib.crc32(written) if self.crc else 0
 
     def _run(self) -> None:
         try:
