@@ -833,3 +833,67 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
     walk.error_offset = position
     walk.end = reader.tell()
     return walk
+
+
+# What may happen to what an EXT opcode pushed with nothing run on it: kept in the memo and fetched again, copied,
+# dropped, or returned by STOP.
+_INERT_USES = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE", "GET", "BINGET", "LONG_BINGET", "DUP", "POP",
+                         "POP_MARK", "STOP"})
+
+
+def extension_import_used(data: bytes) -> bool:
+    """Whether the first pickle in `data` does anything with what an EXT1, EXT2 or EXT4 opcode imported but keep it in
+    the memo, drop it or return it, so that `pickle.loads` would run code of the global the process registered
+    under the code (call it, build it, NEWOBJ it, set or append items on it, hash it as a key).
+
+    `pickle.loads` of an unregistered code raises (Python registers none), and a registered one's import alone runs
+    nothing the process did not register: random bytes (a digest) that parse whole by chance, such as EXT4, its
+    4-byte code and STOP, only return it. Any other opcode taking it from the stack, even a tuple or list holding
+    it, counts as a use; so do a pickle that cannot be parsed to its STOP and a stack or memo the loader would find
+    short (what it would do there is not followed).
+
+    Example:
+        >>> extension_import_used(b"\\x84\\x98\\xe9N\\xa7.")  # EXT4 and STOP: returned
+        False
+        >>> extension_import_used(b"\\x82\\x01q\\x00h\\x000.")  # memoized, fetched, popped: the first is returned
+        False
+        >>> extension_import_used(b"\\x82\\x01)R.")  # called by REDUCE
+        True
+    """
+    stack: list[bool | None] = []  # True: holds what an EXT opcode imported; None: a MARK
+    memo: dict[int, bool] = {}
+    try:
+        for opcode, arg, _ in pickletools.genops(io.BytesIO(data)):
+            name = opcode.name
+            if name in ("EXT1", "EXT2", "EXT4"):
+                stack.append(True)
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                memo[int(arg) if name != "MEMOIZE" else len(memo)] = stack[-1] is True
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                stack.append(memo[int(arg)])
+            elif name == "DUP":
+                stack.append(stack[-1])
+            elif name == "MARK":
+                stack.append(None)
+            elif name in ("POP", "POP_MARK", "STOP"):
+                if name == "POP_MARK":
+                    while stack.pop() is not None:
+                        pass
+                else:
+                    stack.pop()
+                if name == "STOP":
+                    return False
+            else:
+                taken: list[bool | None] = []
+                for kind in reversed(opcode.stack_before):  # the top of the stack first
+                    if kind is pickletools.markobject:
+                        while (item := stack.pop()) is not None:
+                            taken.append(item)
+                    elif kind is not pickletools.stackslice:
+                        taken.append(stack.pop())
+                if any(item is True for item in taken):
+                    return True
+                stack.extend(None if kind is pickletools.markobject else False for kind in opcode.stack_after)
+    except (ValueError, IndexError, KeyError):
+        return True
+    return True
