@@ -222,9 +222,12 @@ def _beside_quantized_weight(name: str, side: Mapping[str, KeySpec]) -> bool:
     return weight is not None and weight.dtype.startswith(("int", "uint", "float8"))
 
 
-def side_tensor_detail(name: str, kind: str) -> str:
-    """The detail of a quantizer's side tensor where no quantization_config names its quantizer: who writes it and
-    what to do (`kind`: "missing", B's tensor that A lacks, or "unexpected", A's that B lacks).
+def side_tensor_detail(name: str, kind: str, named: str | None = None, other: str | None = None) -> str:
+    """The detail of a quantizer's side tensor where the config it is checked against names no quantizer: who writes
+    it and what to do (`kind`: "missing", B's tensor that A lacks, or "unexpected", A's that B lacks). `named`: the
+    quantizer the config of the side that holds it names (A's, for an unexpected key), `other`: the other side's;
+    A's own quantization_config was said to be missing ("add that quantizer's quantization_config to config.json")
+    where A's config.json names it and B's model is the one built without it.
 
     Example:
         >>> side_tensor_detail("layers.0.mlp.SCB", "unexpected")[:54]
@@ -237,6 +240,11 @@ def side_tensor_detail(name: str, kind: str) -> str:
     if kind == "missing":
         return (f"{written}, and A has none: A is not quantized that way (compare with the checkpoint B was "
                 "quantized from, or quantize A with it)")
+    if named:
+        held = ("B's names none" if not other else "B's the same one" if other == named else f"B's the {other} one")
+        return (f"{written}; A's config.json names the {named} quantizer, {held}: B's model has no such tensor and "
+                "drops it (an unexpected key); compare A with a checkpoint quantized as A is"
+                + (", or with a dequantized copy of A" if other != named else ""))
     return (f"{written}; no quantization_config names that quantizer, so a "
             "model built without it drops this (an unexpected key): add that quantizer's quantization_config to "
             "config.json to load it quantized, or compare a dequantized copy")
@@ -2787,6 +2795,7 @@ def classify_key(
     target: Mapping[str, KeySpec] | None = None,
     tie_embeddings_a: bool | None = None,
     own_side: Mapping[str, KeySpec] | None = None,
+    quantizers: tuple[str | None, str | None] = (None, None),
 ) -> tuple[str, str, str]:
     """(reason, severity, detail) for a key that is missing (`kind="missing"`) or unexpected.
 
@@ -2800,6 +2809,8 @@ def classify_key(
     other side's `tie_word_embeddings` (A's for a missing key, B's for an unexpected one), taken where
     `tie_embeddings` is None. `own_side`: the keys of the side that holds the key (B's for a missing key, A's for an
     unexpected one), which tell whether a top-level `fc` is a classifier or a layer that feeds another.
+    `quantizers`: the quantizer the config of the side that holds the key names, then the other side's (checkpoint
+    mode, where `quantization` is None): a side tensor is then told to be that quantizer's.
     """
     if _BUFFER.search(name):
         return "buffer", "info", ""
@@ -2841,7 +2852,7 @@ def classify_key(
                 "named as quantizers name their scales and zeros, but no quantized weight of its layer is beside it "
                 "(no qweight, q_weight, W_q or integer weight): likely the model's own parameter, not a "
                 "quantizer's")
-        return "quantization", "warn", side_tensor_detail(name, kind)
+        return "quantization", "warn", side_tensor_detail(name, kind, *quantizers)
     if kind == "missing":
         stored = [name[: -len("weight")] + leaf for leaf in _QUANTIZED_STORAGE] if name.endswith(".weight") else []
         stored.append(name + "_blocks")  # MXFP4 (gpt-oss): `experts.down_proj` as `experts.down_proj_blocks`
@@ -3041,6 +3052,7 @@ def build_report(
     fixed_by_renames: Mapping[str, int] | None = None,
     saved_names_a: Collection[str] | None = None,
     quantization_a: str | None = None,
+    quantizers: tuple[str | None, str | None] = (None, None),
 ) -> DiffReport:
     """Classify the differences and assemble the report (shared by both modes).
 
@@ -3062,6 +3074,7 @@ def build_report(
     `quantization_a`: the quantizer A's own config names, where B's names none (a bitsandbytes 4-bit save against
     its 16-bit merge): A's integer-stored weights then differ from B's floats because they are packed, not because
     the architecture differs (error all the same: B's model cannot take them as stored).
+    `quantizers`: the quantizers A's and B's configs name (checkpoint mode), for the detail of A's side tensors.
     `saved_names_a`: A's names as its file holds them, where `specs_a` holds them as the loader renamed them
     (model-class mode: Whisper's `model.encoder.*` is WhisperForAudioClassification's `encoder.*`); a part of A
     said to be dropped is named as saved.
@@ -3096,7 +3109,7 @@ def build_report(
         spec = specs_a.get(name) or KeySpec(name, (), "float32")
         why = classify_key(name, spec, kind, specs_b, tied_a, tie_embeddings_a, quantization=quantization,
                            tie_embeddings_a=tie_embeddings,  # the other side's config, as for a missing key
-                           own_side=specs_a)
+                           own_side=specs_a, quantizers=quantizers)
         head = name.split(".", 1)[0]
         if why[0] == "unknown" and fully_supplied and head not in heads_of_b():
             # B gets every weight it has, and this part of A is not in B at all: the other tower of a composite
@@ -3328,6 +3341,7 @@ def diff_specs(
     model_class_command: Callable[[], str | None] | None = None,
     model_renamings: Callable[[], Sequence[tuple[str, str]]] | None = None,
     quantization_a: str | None = None,
+    quantizers: tuple[str | None, str | None] = (None, None),
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -3364,7 +3378,7 @@ def diff_specs(
                            tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads,
                            tie_embeddings_a=tie_embeddings_a, loader_prefix=loader_prefix,
                            model_class_command=model_class_command, model_renamings=model_renamings,
-                           quantization_a=quantization_a)
+                           quantization_a=quantization_a, quantizers=quantizers)
 
 
 def _dropped_tie_aliases(specs_a: Mapping[str, KeySpec]) -> list[str]:
@@ -3433,6 +3447,7 @@ def _diff_specs(
     model_class_command: Callable[[], str | None] | None = None,
     model_renamings: Callable[[], Sequence[tuple[str, str]]] | None = None,
     quantization_a: str | None = None,
+    quantizers: tuple[str | None, str | None] = (None, None),
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -3494,7 +3509,7 @@ def _diff_specs(
         matched_after_renames=after, tied_groups_a=tied, tied_groups_b=tied_groups_b,
         tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads, tie_embeddings_a=tie_embeddings_a,
         layout_whys=layout_whys, notes=[layout_note] if layout_note else (), loader_prefix=loader_prefix,
-        quantization_a=quantization_a,
+        quantization_a=quantization_a, quantizers=quantizers,
     )
 
 
@@ -3589,6 +3604,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
 
     # Asked only for a note (has_model_class imports transformers: not in the headers-only path otherwise).
     check = functools.cache(lambda: _model_class_command(a, b, renames))
+    found_b = quantization_of(b.config)
     report = diff_specs(
         specs_from_tensors(a.tensors), specs_from_tensors(b.tensors), renames,
         source_a=a.source, source_b=b.source, tied_groups_a=a.alias_groups(), tied_groups_b=b.alias_groups(),
@@ -3597,7 +3613,8 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         loader_prefix=(lambda: base_model_prefix_of(b.config)) if b.config else None,
         model_class_command=check,
         model_renamings=(lambda: transformers_renamings(b.config)) if b.config else None,
-        quantization_a=None if (found := quantization_of(a.config)) is None or quantization_of(b.config) else found[0],
+        quantization_a=None if (found := quantization_of(a.config)) is None or found_b else found[0],
+        quantizers=(found[0] if found is not None else None, found_b[0] if found_b is not None else None),
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location
