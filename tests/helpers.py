@@ -229,3 +229,41 @@ def train_tiny_gpt2(output_dir: Path, max_steps: int) -> Any:
     trainer = transformers.Trainer(model=transformers.GPT2LMHeadModel(config), args=args, train_dataset=Tokens())
     trainer.train()
     return trainer
+
+
+def write_quantized_bert(folder: Path, modules: tuple[str, ...], how: str = "gptq",
+                         quantization_config: Any = None) -> Path:
+    """A seeded tiny BERT saved with the weights of `modules` (e.g. "attention.self.query") re-saved as GPTQ packs
+    them (qweight / qzeros / scales / g_idx in place of `weight`: AutoGPTQ's layout) or, `how="bnb8"`, as
+    bitsandbytes 8-bit stores them (int8 weight + SCB + weight_format); config.json holds `quantization_config`
+    where one is given (None: none, as TheBloke's 2023 AutoGPTQ repos)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from fixtures.build import build_bert
+
+    model = build_bert()
+    tensors: dict[str, Any] = {}
+    for name, value in model.state_dict().items():
+        if not (name.endswith(".weight") and any(f".{m}.weight" in name for m in modules)):
+            tensors[name] = value.contiguous()
+            continue
+        stem = name[: -len("weight")]
+        rows, cols = value.shape
+        if how == "gptq":
+            tensors[stem + "qweight"] = torch.zeros(cols // 8, rows, dtype=torch.int32)
+            tensors[stem + "qzeros"] = torch.zeros(1, rows // 8, dtype=torch.int32)
+            tensors[stem + "scales"] = torch.ones(1, rows, dtype=torch.float16)
+            tensors[stem + "g_idx"] = torch.zeros(cols, dtype=torch.int32)
+        else:
+            scale = value.abs().amax(dim=1).clamp(min=1e-8)
+            tensors[name] = torch.round(value / scale[:, None] * 127).to(torch.int8)
+            tensors[stem + "SCB"] = scale * 127
+            tensors[stem + "weight_format"] = torch.tensor(0, dtype=torch.uint8)
+    folder.mkdir(parents=True)
+    save_file(tensors, str(folder / "model.safetensors"))
+    config = model.config.to_dict()
+    if quantization_config is not None:
+        config["quantization_config"] = quantization_config
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from fixtures.build import build_bert, build_gpt2
-from tests.helpers import copy_example, json_report, run_cli, run_json
+from fixtures.build import build_gpt2
+from tests.helpers import copy_example, json_report, run_cli, run_json, write_quantized_bert
 
 QUANTIZED = ("attention.self.query", "attention.self.value", "intermediate.dense")
 
@@ -27,31 +27,7 @@ def _config(folder: Path, **changes: Any) -> Path:
 def _bert_quantized(folder: Path, how: str, quantization_config: Any = None) -> Path:
     """A seeded tiny BERT re-saved as GPTQ packs it (qweight / qzeros / scales / g_idx in place of `weight`) or as
     bitsandbytes 8-bit stores it (int8 weight + SCB + weight_format), with `quantization_config` (None: none)."""
-    model = build_bert()
-    tensors: dict[str, torch.Tensor] = {}
-    for name, value in model.state_dict().items():
-        if not (name.endswith(".weight") and any(f".{m}.weight" in name for m in QUANTIZED)):
-            tensors[name] = value.contiguous()
-            continue
-        stem = name[: -len("weight")]
-        rows, cols = value.shape
-        if how == "gptq":
-            tensors[stem + "qweight"] = torch.zeros(cols // 8, rows, dtype=torch.int32)
-            tensors[stem + "qzeros"] = torch.zeros(1, rows // 8, dtype=torch.int32)
-            tensors[stem + "scales"] = torch.ones(1, rows, dtype=torch.float16)
-            tensors[stem + "g_idx"] = torch.zeros(cols, dtype=torch.int32)
-        else:
-            scale = value.abs().amax(dim=1).clamp(min=1e-8)
-            tensors[name] = torch.round(value / scale[:, None] * 127).to(torch.int8)
-            tensors[stem + "SCB"] = scale * 127
-            tensors[stem + "weight_format"] = torch.tensor(0, dtype=torch.uint8)
-    folder.mkdir(parents=True)
-    save_file(tensors, str(folder / "model.safetensors"))
-    config = model.config.to_dict()
-    if quantization_config is not None:
-        config["quantization_config"] = quantization_config
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
+    return write_quantized_bert(folder, QUANTIZED, how, quantization_config)
 
 
 # 1. quant_method "" -------------------------------------------------------------------------------------------------

@@ -7,11 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import save_file
-
 from fixtures.build import build_bert
-from tests.helpers import json_report
+from tests.helpers import json_report, write_quantized_bert
 
 QUANTIZED = ("attention.self.query", "attention.self.value")
 
@@ -19,25 +16,7 @@ QUANTIZED = ("attention.self.query", "attention.self.value")
 def _packed_bert(folder: Path, quantization_config: dict[str, Any] | None) -> Path:
     """A seeded tiny BERT whose query / value weights are GPTQ-packed (qweight / qzeros / scales / g_idx), its
     config.json holding `quantization_config` where one is given."""
-    model = build_bert()
-    tensors: dict[str, torch.Tensor] = {}
-    for name, value in model.state_dict().items():
-        if not (name.endswith(".weight") and any(f".{m}.weight" in name for m in QUANTIZED)):
-            tensors[name] = value.contiguous()
-            continue
-        stem = name[: -len("weight")]
-        rows, cols = value.shape
-        tensors[stem + "qweight"] = torch.zeros(cols // 8, rows, dtype=torch.int32)
-        tensors[stem + "qzeros"] = torch.zeros(1, rows // 8, dtype=torch.int32)
-        tensors[stem + "scales"] = torch.ones(1, rows, dtype=torch.float16)
-        tensors[stem + "g_idx"] = torch.zeros(cols, dtype=torch.int32)
-    folder.mkdir(parents=True)
-    save_file(tensors, str(folder / "model.safetensors"))
-    config = model.config.to_dict()
-    if quantization_config is not None:
-        config["quantization_config"] = quantization_config
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
+    return write_quantized_bert(folder, QUANTIZED, "gptq", quantization_config)
 
 
 def _side_details(report: dict[str, Any]) -> dict[str, str]:

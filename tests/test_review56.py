@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from fixtures.build import build_bert
-from tests.helpers import json_report, run_cli, run_json
+from tests.helpers import json_report, run_cli, run_json, write_quantized_bert
 
 QUANTIZED = ("attention.self.query", "attention.self.value", "intermediate.dense")
 
@@ -21,22 +21,7 @@ QUANTIZED = ("attention.self.query", "attention.self.value", "intermediate.dense
 def _gptq_bert(folder: Path) -> Path:
     """A seeded tiny BERT with three layers' weights GPTQ-packed (qweight / qzeros / scales / g_idx), as AutoGPTQ
     saved TheBloke's 2023 repos: config.json with no quantization_config."""
-    model = build_bert()
-    tensors: dict[str, torch.Tensor] = {}
-    for name, value in model.state_dict().items():
-        if not (name.endswith(".weight") and any(f".{m}.weight" in name for m in QUANTIZED)):
-            tensors[name] = value.contiguous()
-            continue
-        stem = name[: -len("weight")]
-        rows, cols = value.shape
-        tensors[stem + "qweight"] = torch.zeros(cols // 8, rows, dtype=torch.int32)
-        tensors[stem + "qzeros"] = torch.zeros(1, rows // 8, dtype=torch.int32)
-        tensors[stem + "scales"] = torch.ones(1, rows, dtype=torch.float16)
-        tensors[stem + "g_idx"] = torch.zeros(cols, dtype=torch.int32)
-    folder.mkdir(parents=True)
-    save_file(tensors, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps(model.config.to_dict()))
-    return folder
+    return write_quantized_bert(folder, QUANTIZED)
 
 
 def _line(result: Any) -> str:
