@@ -28,33 +28,16 @@ import os
 import random
 import re
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from fixtures.zips import write_many_entry_zip
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench-data" / "scan-big"
-
-
-def write_many_entry_zip(path: Path, count: int) -> None:
-    """A zip of `count` empty stored records named archive/data/N (no data.pkl), written raw: zipfile takes minutes."""
-    local: list[bytes] = []
-    central: list[bytes] = []
-    offset = 0
-    for i in range(count):
-        name = f"archive/data/{i}".encode()
-        header = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, 0, 0, 0, 0, 0, len(name), 0) + name
-        central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0, 0, 0, 0, len(name), 0, 0,
-                                   0, 0, 0, offset) + name)
-        local.append(header)
-        offset += len(header)
-    directory = b"".join(central)
-    # The 16-bit entry counts wrap, as a zip tool without zip64 writes them; readers walk the directory by its size.
-    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count & 0xFFFF, count & 0xFFFF, len(directory), offset, 0)
-    path.write_bytes(b"".join(local) + directory + end)
 
 
 def write_files() -> dict[str, Path]:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from benchmarks.deepseek_synth import write_deepseek_v3
+from fixtures.zips import write_many_entry_zip as _many_entry_zip
 from tests.helpers import fp8_block_state_dict, run_cli
 
 torch = pytest.importorskip("torch")
@@ -131,13 +132,6 @@ def test_memo_repeats_results_and_errors_as_transformers_makes_them() -> None:
     for value in (1.0, 2.0):
         out = op._dequantize_one(real_weight, torch.full((1, 1), value), output_dtype=torch.float32)
         assert float(out[0, 0]) == value
-
-
-def _many_entry_zip(path: Path, count: int, prefix: str = "archive/data/") -> Path:
-    """`count` empty stored records, written raw (tests/test_zip_many_entries' writer, imported lazily there)."""
-    from tests.test_zip_many_entries import _many_entry_zip as write
-
-    return write(path, count, prefix)
 
 
 def _zip_cases(tmp_path: Path) -> dict[str, bytes]:

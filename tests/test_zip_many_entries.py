@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import json
-import struct
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fixtures.zips import write_many_entry_zip as _many_entry_zip
 from tests.helpers import run_cli
 from weightdoctor.security import archive
-
-
-def _many_entry_zip(path: Path, count: int, prefix: str = "archive/data/") -> Path:
-    """A zip of `count` empty stored records, written raw (zipfile's writer takes minutes for a million)."""
-    local: list[bytes] = []
-    central: list[bytes] = []
-    offset = 0
-    for i in range(count):
-        name = f"{prefix}{i}".encode()
-        header = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, 0, 0, 0, 0, 0, len(name), 0) + name
-        central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0, 0, 0, 0, len(name), 0, 0,
-                                   0, 0, 0, offset) + name)
-        local.append(header)
-        offset += len(header)
-    directory = b"".join(central)
-    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, len(directory), offset, 0)
-    path.write_bytes(b"".join(local) + directory + end)
-    return path
 
 
 class _Counts:
