@@ -10,6 +10,7 @@ from __future__ import annotations
 import copyreg
 import io
 import pickle
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,33 @@ def test_text_that_does_not_parse_as_a_pickle_is_still_read(tmp_path: Path) -> N
     code, data = run_json("inspect", str(_save(tmp_path / "model.pt", "caf\u00e9 \x82 notes".encode("latin-1"))))
     assert code == 0, data
     assert [t["name"] for t in data["tensors"]] == ["weight"], data
+
+
+def _tar_stream(data_pickle: bytes) -> bytes:
+    """torch's oldest format (a tar of storages, tensors and pickle) whose first member is named `N.`: its header
+    parses as a pickle (None, STOP) that uses no EXT import."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in [("N.", b""), ("storages", pickle.dumps(0, protocol=2) + pickle.dumps([], protocol=2)),
+                           ("tensors", pickle.dumps(0, protocol=2)), ("pickle", data_pickle)]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_an_extension_import_called_in_a_tar_member_is_refused(tmp_path: Path) -> None:
+    # torch.load reads a tar from a real file only (io.BytesIO goes to the pickle path): a loader that writes the
+    # value out and torch.loads it runs the tar's pickle member.
+    value = _tar_stream(b"\x82\x01)R.")
+    (tmp_path / "blob.pt").write_bytes(value)
+    _registered_hook.calls = 0  # type: ignore[attr-defined]
+    globals()["_r61_hook"] = _registered_hook
+    copyreg.add_extension(__name__, "_r61_hook", 1)
+    try:
+        torch.load(tmp_path / "blob.pt", weights_only=False)
+    finally:
+        copyreg.remove_extension(__name__, "_r61_hook", 1)
+    assert _registered_hook.calls == 1  # type: ignore[attr-defined]
+    line = one_error_line(run_cli("inspect", str(_save(tmp_path / "model.pt", value))))
+    assert "EXT1 imports the global registered under code 1" in line, line
