@@ -1312,8 +1312,9 @@ def _nested_pickle_problem(report: ScanReport, unmarked: bytes | None) -> ScanPr
 
     A pickle of safe and inert names alone was let through whatever it did with them. Parse errors and bytes after
     the pickle are left out, as its loader meets neither (pickle.loads stops at STOP); where `unmarked` is given (the
-    bytes, which do not start like a pickle: text may look like protocol 0 opcodes), a pickle that does not parse to
-    its STOP is left alone too, and so is an EXT opcode's import that the pickle only keeps, drops or returns
+    bytes, which do not start like a pickle: text may look like protocol 0 opcodes), a first pickle that does not
+    parse to its STOP is left alone too, and so is an EXT opcode's import that the first pickle only keeps, drops or
+    returns
     (`opcodes.extension_import_used`): 50 of 10^6 random 24-byte values (digests) were EXT1, EXT2 or EXT4 at
     byte 0, a code and STOP, or the like, and were refused.
     """
@@ -1323,15 +1324,24 @@ def _nested_pickle_problem(report: ScanReport, unmarked: bytes | None) -> ScanPr
     # What follows the STOP is left out first: junk after a hostile pickle made its parse error one of "the" pickle's.
     loaded = [p for p in report.problems if not (p.member or "").startswith("after the")]
     if unmarked is not None:
-        if any(p.message.startswith(parse_error) for p in loaded):
+        first = _FIRST_PICKLE.get(report.container)
+        # A later pickle that does not parse is no reason: torch.load ran a legacy stream's data pickle before it
+        # met the storage keys' parse error.
+        if any(p.member == first and p.message.startswith(parse_error) for p in loaded):
             return None
-        if any(_EXTENSION_IMPORT.match(p.message) for p in loaded) and not extension_import_used(unmarked):
-            loaded = [p for p in loaded if not _EXTENSION_IMPORT.match(p.message)]
+        if any(p.member == first and _EXTENSION_IMPORT.match(p.message) for p in loaded) \
+                and not extension_import_used(unmarked):
+            # The first pickle's only: torch.load reads a legacy stream's next four when the first returns its
+            # magic number, and a tar's pickles (an EXT import called there ran, and the value was said safe).
+            loaded = [p for p in loaded if not (p.member == first and _EXTENSION_IMPORT.match(p.message))]
     return next((p for p in loaded if not p.message.startswith(parse_error)), None)
 
 
 # How `opcodes` words an EXT opcode's import among a scan's problems.
 _EXTENSION_IMPORT = re.compile(r"EXT[124] imports the global registered under code ")
+# The member `scan_bytes` names the first pickle of a value in, by its container: what
+# `opcodes.extension_import_used` reads (a tar's or zip's pickles are none of it).
+_FIRST_PICKLE = {"pickle": "pickle 1", "pytorch-legacy": "magic number"}
 
 
 # What `_refuse_shadowed_methods` enters; nothing else it meets can hide a mapping's methods.
