@@ -2469,7 +2469,17 @@ def _kv_crowded_gpu(planned: PlannedModel, no_split: list[str], device_map: Mapp
         return None
     blocks = [name for name, module in planned.model.named_modules() if type(module).__name__ in no_split]
     if len(blocks) != len(kv._layer_bytes):
-        return None
+        # A vision-language model's blocks are its vision tower's too (LLaVA: CLIPVisionEmbeddings, CLIPEncoderLayer
+        # and the LlamaDecoderLayers): its decoder layers are the one list of blocks as many as the layers cached.
+        # Counting all of them turned the check off, and 8 LLaVA text layers on a GPU with 7.34 MB left for their
+        # 16.78 MB cache were said to fit in the 46.14 MB two GPUs had left.
+        lists: dict[str, list[str]] = {}
+        for name in blocks:
+            lists.setdefault(name.rpartition(".")[0], []).append(name)
+        decoder = [names for names in lists.values() if len(names) == len(kv._layer_bytes)]
+        if len(decoder) != 1:
+            return None
+        blocks = decoder[0]
     # accelerate's main_device, where offloaded layers run: `list(set of the map's GPUs)[0]`, the lowest-numbered
     used = [device for device in device_map.values() if isinstance(device, int)]
     first_gpu = min(used) if used else None

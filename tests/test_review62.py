@@ -1,0 +1,48 @@
+"""review62: review59's KV-cache share of each GPU, checked against where transformers keeps each layer's keys and
+values (`DynamicLayer.lazy_initialization`: on the device of the layer's key states, the GPU that layer runs on)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import transformers
+
+from tests.helpers import run_json
+
+TEXT = {"model_type": "llama", "hidden_size": 256, "num_hidden_layers": 8, "num_attention_heads": 4,
+        "num_key_value_heads": 4, "intermediate_size": 688, "vocab_size": 1000, "max_position_embeddings": 2048}
+VISION = {"model_type": "clip_vision_model", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+          "intermediate_size": 40, "image_size": 32, "patch_size": 8}
+
+
+def _llava(folder: Path) -> Path:
+    config = transformers.LlavaConfig(vision_config=VISION, text_config=TEXT, image_token_index=99)
+    config.architectures = ["LlavaForConditionalGeneration"]
+    config.save_pretrained(folder)
+    return folder
+
+
+def test_a_vision_language_models_cache_is_held_to_the_gpu_its_text_layers_run_on(tmp_path: Path) -> None:
+    """LLaVA's no-split blocks are its vision tower's (CLIPVisionEmbeddings, CLIPEncoderLayer) and its 8 text
+    layers: 10 blocks for 8 cached layers turned the per-GPU check off, and the 8 text layers mapped to a GPU with
+    7.34 MB left for their 16.78 MB cache were said to fit in the 46.14 MB two GPUs had left."""
+    folder = _llava(tmp_path / "llava")
+    rest = ("model.vision_tower", "model.multi_modal_projector", "model.language_model.embed_tokens",
+            "model.language_model.norm", "model.language_model.rotary_emb", "lm_head")
+    mapping: dict[str, int] = {**dict.fromkeys(rest, 1), "model.language_model.layers": 0}
+    (tmp_path / "map.json").write_text(json.dumps(mapping))
+    code, planned = run_json("plan-devices", str(folder), "--gpu", "20MB", "--gpu", "40MB", "--dtype", "fp16",
+                             "--kv-cache", "--map", str(tmp_path / "map.json"))
+    kv = planned["kv_cache"]
+    assert code == 0 and kv["total_bytes"] == 16777216 and kv["total_bytes"] <= kv["gpu_free_bytes"], kv
+    assert kv["fits_on_gpus"] is False, kv
+    assert ("KV cache: cuda:0 runs 8 of the 8 layers, so it holds 16.78 MB of the 16.78 MB cache, with 7.34 MB "
+            "left: it does not fit there") in " ".join(planned["warnings"]), planned["warnings"]
+    # Half the text layers on each GPU: 8.39 MB on cuda:0, which has 13.67 MB left: it fits, and nothing is said.
+    mapping = {**dict.fromkeys(rest, 1), **{f"model.language_model.layers.{i}": i // 4 for i in range(8)}}
+    (tmp_path / "map.json").write_text(json.dumps(mapping))
+    code, even = run_json("plan-devices", str(folder), "--gpu", "20MB", "--gpu", "40MB", "--dtype", "fp16",
+                          "--kv-cache", "--map", str(tmp_path / "map.json"))
+    assert code == 0 and even["kv_cache"]["fits_on_gpus"] is True, even["kv_cache"]
+    assert not any(w.startswith("KV cache") for w in even["warnings"]), even["warnings"]
