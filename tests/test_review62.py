@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import transformers
 
 from tests.helpers import run_json
@@ -16,18 +17,22 @@ VISION = {"model_type": "clip_vision_model", "hidden_size": 32, "num_hidden_laye
           "intermediate_size": 40, "image_size": 32, "patch_size": 8}
 
 
-def _llava(folder: Path) -> Path:
-    config = transformers.LlavaConfig(vision_config=VISION, text_config=TEXT, image_token_index=99)
+def _llava(folder: Path, vision_layers: int = 1) -> Path:
+    vision = {**VISION, "num_hidden_layers": vision_layers}
+    config = transformers.LlavaConfig(vision_config=vision, text_config=TEXT, image_token_index=99)
     config.architectures = ["LlavaForConditionalGeneration"]
     config.save_pretrained(folder)
     return folder
 
 
-def test_a_vision_language_models_cache_is_held_to_the_gpu_its_text_layers_run_on(tmp_path: Path) -> None:
+@pytest.mark.parametrize("vision_layers", [1, 8])
+def test_a_vision_language_models_cache_is_held_to_the_gpu_its_text_layers_run_on(tmp_path: Path,
+                                                                                   vision_layers: int) -> None:
     """LLaVA's no-split blocks are its vision tower's (CLIPVisionEmbeddings, CLIPEncoderLayer) and its 8 text
     layers: 10 blocks for 8 cached layers turned the per-GPU check off, and the 8 text layers mapped to a GPU with
-    7.34 MB left for their 16.78 MB cache were said to fit in the 46.14 MB two GPUs had left."""
-    folder = _llava(tmp_path / "llava")
+    7.34 MB left for their 16.78 MB cache were said to fit in the 46.14 MB two GPUs had left. A vision tower as
+    deep as the decoder (8 CLIPEncoderLayers) is told apart by transformers' get_decoder()."""
+    folder = _llava(tmp_path / "llava", vision_layers)
     rest = ("model.vision_tower", "model.multi_modal_projector", "model.language_model.embed_tokens",
             "model.language_model.norm", "model.language_model.rotary_emb", "lm_head")
     mapping: dict[str, int] = {**dict.fromkeys(rest, 1), "model.language_model.layers": 0}

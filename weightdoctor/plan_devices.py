@@ -2449,6 +2449,16 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
                            False, "; ".join(notes) or None, state, tuple(layer_bytes) if every_layer else ())
 
 
+def _decoder_prefix(model: torch.nn.Module) -> str:
+    """The name (with its trailing dot) of the module transformers' `get_decoder()` returns (LLaVA's
+    "model.language_model."), "" where it returns the model itself or none can be told."""
+    try:
+        decoder = model.get_decoder()
+    except Exception:  # noqa: BLE001 - a model's own get_decoder may raise (transformers' "exotic models")
+        return ""
+    return next((f"{name}." for name, module in model.named_modules() if module is decoder and name), "")
+
+
 def _kv_crowded_gpu(planned: PlannedModel, no_split: list[str], device_map: Mapping[str, int | str],
                     kv: KVCacheEstimate, capacities: Mapping[int | str, int], reserve: int,
                     per_device: Mapping[int | str, int], binary: bool) -> str | None:
@@ -2477,6 +2487,9 @@ def _kv_crowded_gpu(planned: PlannedModel, no_split: list[str], device_map: Mapp
         for name in blocks:
             lists.setdefault(name.rpartition(".")[0], []).append(name)
         decoder = [names for names in lists.values() if len(names) == len(kv._layer_bytes)]
+        if len(decoder) > 1:
+            # a vision tower as deep as the decoder: the list under transformers' own `get_decoder()` is the one
+            decoder = [names for names in decoder if names[0].startswith(_decoder_prefix(planned.model))]
         if len(decoder) != 1:
             return None
         blocks = decoder[0]
