@@ -51,3 +51,27 @@ def test_a_vision_language_models_cache_is_held_to_the_gpu_its_text_layers_run_o
                           "--kv-cache", "--map", str(tmp_path / "map.json"))
     assert code == 0 and even["kv_cache"]["fits_on_gpus"] is True, even["kv_cache"]
     assert not any(w.startswith("KV cache") for w in even["warnings"]), even["warnings"]
+
+
+def test_a_model_on_one_gpu_holds_its_whole_cache_there_whatever_another_gpu_has_left(tmp_path: Path) -> None:
+    """An encoder-decoder's share per GPU is not counted (its blocks are its encoder's too), so a T5 mapped whole to
+    a 12 MB GPU with 990.46 KB left was said to fit its 16.78 MB cache "in the 40.99 MB the GPUs have left in all", a
+    40 MB GPU beside it holding nothing: every layer runs on the one GPU, and its keys and values are made there."""
+    folder = tmp_path / "t5"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["T5ForConditionalGeneration"], "model_type": "t5", "d_model": 256, "d_kv": 64, "d_ff": 512,
+        "num_layers": 4, "num_decoder_layers": 4, "num_heads": 4, "vocab_size": 1000, "n_positions": 2048}))
+    for gpu, fits in ((1, False), (0, True)):
+        (tmp_path / "map.json").write_text(json.dumps({"": gpu}))
+        code, planned = run_json("plan-devices", str(folder), "--gpu", "40MB", "--gpu", "12MB", "--dtype", "fp16",
+                                 "--kv-cache", "--seq-len", "4096", "--map", str(tmp_path / "map.json"))
+        kv = planned["kv_cache"]
+        assert code == 0 and kv["total_bytes"] == 16777216 and kv["gpu_free_bytes"] == 40990464, kv
+        assert kv["fits_on_gpus"] is fits, (gpu, kv)
+        warning = " ".join(w for w in planned["warnings"] if w.startswith("KV cache"))
+        if fits:
+            assert warning == "", warning
+        else:
+            assert ("KV cache: cuda:1 runs 4 of the 4 layers, so it holds 16.78 MB of the 16.78 MB cache, with "
+                    "990.46 KB left: it does not fit there") in warning, warning

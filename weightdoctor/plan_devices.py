@@ -2475,6 +2475,22 @@ def _kv_crowded_gpu(planned: PlannedModel, no_split: list[str], device_map: Mapp
     off: a Mistral whose every layer slides, all on a GPU with 6.32 MB left for its 8.39 MB cache, was said to fit
     in the 46.32 MB two GPUs had left.
     """
+    from weightdoctor.units import format_bytes
+
+    gpus_used = {device for device in device_map.values() if isinstance(device, int)}
+    if kv.num_layers and len(gpus_used) == 1:
+        # One GPU runs every module (and every offloaded one, as main_device): the whole cache is made there, whatever
+        # the layers' sizes or an encoder's blocks. A T5 mapped whole to a GPU with 990.46 KB left was said to fit its
+        # 16.78 MB cache in the 40.99 MB two GPUs had left, the other holding nothing.
+        gpu = next(iter(gpus_used))
+        needed = kv.total_bytes + (kv.state_bytes or 0)
+        free = max(0, capacities[gpu] - reserve - per_device.get(gpu, 0)) if gpu in capacities else None
+        if free is not None and needed > free:
+            return (f"KV cache: cuda:{gpu} runs {kv.num_layers} of the {kv.num_layers} layers, so it holds "
+                    f"{format_bytes(needed, binary)} of the {format_bytes(needed, binary)} cache, with "
+                    f"{format_bytes(free, binary)} left: it does not fit there (transformers keeps each layer's keys "
+                    "and values on the GPU that layer runs on, not where another GPU has room)")
+        return None
     if not kv.num_layers or not kv._layer_bytes:
         return None
     blocks = [name for name, module in planned.model.named_modules() if type(module).__name__ in no_split]
@@ -2509,8 +2525,6 @@ def _kv_crowded_gpu(planned: PlannedModel, no_split: list[str], device_map: Mapp
             return None
         layers[device] = layers.get(device, 0) + 1
         shares[device] = shares.get(device, 0) + layer_bytes
-    from weightdoctor.units import format_bytes
-
     for device, count in sorted(layers.items(), key=lambda item: str(item[0])):
         if device not in capacities:  # a hand-written map's GPU no --gpu sized: its room is unknown
             continue
