@@ -267,3 +267,35 @@ def write_quantized_bert(folder: Path, modules: tuple[str, ...], how: str = "gpt
         config["quantization_config"] = quantization_config
     (folder / "config.json").write_text(json.dumps(config))
     return folder
+
+
+# A child process that imports `{setup}`, then torch.loads (weights_only=False) or runs weightdoctor's inspect on a
+# file, and prints the JSON of `{probe}`: whether loading ran what the file's pickle names (a canary, such as a
+# library's shared state filled), checked where nothing of the test's own process is touched.
+_CANARY_CHILD = """
+import json, sys
+{setup}
+if sys.argv[1] == "torch":
+    import torch
+    try:
+        torch.load(sys.argv[2], weights_only=False)
+    except Exception:
+        pass
+else:
+    from typer.testing import CliRunner
+    from weightdoctor.cli import app
+    print(CliRunner().invoke(app, ["inspect", sys.argv[2]]).stderr.strip(), file=sys.stderr)
+print(json.dumps({probe}))
+"""
+
+
+def run_canary_child(setup: str, probe: str, mode: str, path: Path) -> dict[str, Any]:
+    """What the canary `probe` (a Python expression giving a dict) reads in a fresh process after `mode` ("torch":
+    torch.load(weights_only=False); anything else: `weightdoctor inspect`) read `path`, with `setup` run first.
+    accelerate's environment variables are left out, so its state starts empty."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    script = _CANARY_CHILD.format(setup=setup, probe=probe)
+    done = subprocess.run([sys.executable, "-c", script, mode, str(path)], capture_output=True, text=True,
+                          timeout=300, check=True, env=env)
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -16,10 +16,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +24,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import one_error_line, run_cli
+from tests.helpers import one_error_line, run_canary_child, run_cli
 from weightdoctor.security import scan_bytes, scan_file
-
-# What a child process did: whether accelerate's PartialState was initialised (its shared state filled) after it
-# ran torch.load(weights_only=False) or weightdoctor's inspect on the file.
-_CHILD = """
-import json, sys
-import accelerate.state
-if sys.argv[1] == "torch":
-    import torch
-    try:
-        torch.load(sys.argv[2], weights_only=False)
-    except Exception:
-        pass
-else:
-    from typer.testing import CliRunner
-    from weightdoctor.cli import app
-    print(CliRunner().invoke(app, ["inspect", sys.argv[2]]).stderr.strip(), file=sys.stderr)
-print(json.dumps({"partial_state": bool(accelerate.state.PartialState._shared_state)}))
-"""
 
 
 def _global(module: str, name: str) -> bytes:
@@ -54,11 +33,10 @@ def _global(module: str, name: str) -> bytes:
 
 
 def _child(mode: str, path: Path) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
-    env["PYTHONPATH"] = str(Path(__file__).parents[2])
-    done = subprocess.run([sys.executable, "-c", _CHILD, mode, str(path)], capture_output=True, text=True,
-                          timeout=300, check=True, env=env)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    # What a child process did: whether accelerate's PartialState was initialised (its shared state filled) after it
+    # ran torch.load(weights_only=False) or weightdoctor's inspect on the file.
+    return run_canary_child('import accelerate.state',
+                            '{"partial_state": bool(accelerate.state.PartialState._shared_state)}', mode, path)
 
 
 @pytest.mark.parametrize("protocol", [0, 1])

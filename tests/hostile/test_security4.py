@@ -20,7 +20,6 @@ import copy
 import dataclasses
 import io
 import json
-import os
 import pickle
 import struct
 import subprocess
@@ -31,7 +30,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import one_error_line, run_cli
+from tests.helpers import one_error_line, run_canary_child, run_cli
 from weightdoctor.security import scan_bytes, scan_file
 
 _DS_CONFIG = {"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "none"}}, "bf16": {"enabled": True},
@@ -80,32 +79,12 @@ def test_a_deepspeed_runs_training_args_bin_is_read_as_inert(tmp_path: Path, pro
     assert "its pickle is safe" in line and "suspicious" not in line and "dangerous" not in line
 
 
-# What a child process did: whether transformers' module-level weakref to a DeepSpeed config was set
-# (HfDeepSpeedConfig's __init__ sets it first thing) after torch.load(weights_only=False) or weightdoctor's inspect
-# of the file.
-_CHILD = """
-import json, sys
-import transformers.integrations.deepspeed as ds
-if sys.argv[1] == "torch":
-    import torch
-    try:
-        torch.load(sys.argv[2], weights_only=False)
-    except Exception:
-        pass
-else:
-    from typer.testing import CliRunner
-    from weightdoctor.cli import app
-    print(CliRunner().invoke(app, ["inspect", sys.argv[2]]).stderr.strip(), file=sys.stderr)
-print(json.dumps({"weakref_set": ds._hf_deepspeed_config_weak_ref is not None}))
-"""
-
-
 def _child(mode: str, path: Path) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
-    env["PYTHONPATH"] = str(Path(__file__).parents[2])
-    done = subprocess.run([sys.executable, "-c", _CHILD, mode, str(path)], capture_output=True, text=True,
-                          timeout=300, check=True, env=env)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    # What a child process did: whether transformers' module-level weakref to a DeepSpeed config was set
+    # (HfDeepSpeedConfig's __init__ sets it first thing) after torch.load(weights_only=False) or weightdoctor's inspect
+    # of the file.
+    return run_canary_child('import transformers.integrations.deepspeed as ds',
+                            '{"weakref_set": ds._hf_deepspeed_config_weak_ref is not None}', mode, path)
 
 
 def _global(module: str, name: str) -> bytes:
