@@ -299,3 +299,12 @@ def run_canary_child(setup: str, probe: str, mode: str, path: Path) -> dict[str,
     done = subprocess.run([sys.executable, "-c", script, mode, str(path)], capture_output=True, text=True,
                           timeout=300, check=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def pickle_loads_peak_kb(path: Path) -> int:
+    """The peak resident memory (ru_maxrss, KB) of a fresh process that runs `pickle.loads` on `path`'s bytes: what a
+    hostile pickle costs the loader that trusts it (run only on files built to exhaust memory, never to run code)."""
+    code = ("import pickle, resource, sys; pickle.loads(open(sys.argv[1], 'rb').read()); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    return int(done.stdout)

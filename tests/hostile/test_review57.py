@@ -19,15 +19,13 @@ import copy
 import io
 import pickle
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers import one_error_line, run_cli
+from tests.helpers import one_error_line, pickle_loads_peak_kb, run_cli
 from weightdoctor.security import scan_bytes, scan_file
 
 
@@ -72,10 +70,8 @@ def test_any_container_fetched_again_and_copied_call_after_call_is_refused(
     if case == ("dict", ("__builtin__", "set")):  # measured: what one such file costs its loader
         path = tmp_path / "copies.pkl"
         path.write_bytes(data)
-        code = ("import pickle, resource, sys; pickle.loads(open(sys.argv[1], 'rb').read()); "
-                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
-        assert len(data) < 75_000 and int(done.stdout) > 400_000  # KB: more than 400 MB from a 72 KB file
+        peak_kb = pickle_loads_peak_kb(path)
+        assert len(data) < 75_000 and peak_kb > 400_000  # KB: more than 400 MB from a 72 KB file
         line = one_error_line(run_cli("inspect", str(path)))
         assert "suspicious" in line and "REDUCE calls __builtin__.set on a dict the pickle fetched again" in line
     report = scan_bytes(data)

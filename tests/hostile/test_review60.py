@@ -19,15 +19,13 @@ import copy
 import io
 import pickle
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers import one_error_line, run_cli
+from tests.helpers import one_error_line, pickle_loads_peak_kb, run_cli
 from weightdoctor.security import scan_bytes, scan_file
 
 
@@ -171,10 +169,8 @@ def test_a_defaultdict_given_items_to_copy_is_refused(tmp_path: Path, monkeypatc
             + b"e.")
     path = tmp_path / "copies.pkl"
     path.write_bytes(bomb)
-    code = ("import pickle, resource, sys; pickle.loads(open(sys.argv[1], 'rb').read()); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
-    assert len(bomb) < 110_000 and int(done.stdout) > 200_000  # KB: more than 200 MB from a 104 KB file
+    peak_kb = pickle_loads_peak_kb(path)
+    assert len(bomb) < 110_000 and peak_kb > 200_000  # KB: more than 200 MB from a 104 KB file
     line = one_error_line(run_cli("inspect", str(path)))
     assert "suspicious" in line and "REDUCE calls collections.defaultdict(builtins.dict, " in line
     genuine = pickle.dumps({"config": config, "index": collections.defaultdict(list, {"k": [1]})}, 2)
@@ -196,10 +192,8 @@ def test_io_buffers_made_of_one_bytearray_fetched_again_are_refused(tmp_path: Pa
     data = _buffers_of_one_bytearray(200_000, 1_000, build)
     path = tmp_path / "buffers.pkl"
     path.write_bytes(data)
-    code = ("import pickle, resource, sys; pickle.loads(open(sys.argv[1], 'rb').read()); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
-    assert len(data) < 225_000 and int(done.stdout) > 150_000  # KB: more than 150 MB from a file of 222 KB at most
+    peak_kb = pickle_loads_peak_kb(path)
+    assert len(data) < 225_000 and peak_kb > 150_000  # KB: more than 150 MB from a file of 222 KB at most
     report = scan_bytes(data)
     assert report.verdict == "suspicious", report.summary()
     said = "BUILD fills an io.BytesIO with a copy of bytes" if build else "REDUCE calls _io.BytesIO on bytes"

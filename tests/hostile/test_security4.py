@@ -22,15 +22,13 @@ import io
 import json
 import pickle
 import struct
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from tests.helpers import one_error_line, run_canary_child, run_cli
+from tests.helpers import one_error_line, pickle_loads_peak_kb, run_canary_child, run_cli
 from weightdoctor.security import scan_bytes, scan_file
 
 _DS_CONFIG = {"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "none"}}, "bf16": {"enabled": True},
@@ -252,10 +250,8 @@ def test_a_shared_list_copied_call_after_call_is_refused(tmp_path: Path, callee:
     if callee == ("__builtin__", "set"):  # measured: what one such file costs its loader (a 59 KB file)
         path = tmp_path / "copies.pkl"
         path.write_bytes(data)
-        code = ("import pickle, resource, sys; pickle.loads(open(sys.argv[1], 'rb').read()); "
-                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
-        assert len(data) < 60_000 and int(done.stdout) > 400_000  # KB: more than 400 MB
+        peak_kb = pickle_loads_peak_kb(path)
+        assert len(data) < 60_000 and peak_kb > 400_000  # KB: more than 400 MB
     report = scan_bytes(data)
     assert report.verdict == "suspicious", report.summary()
     assert f"REDUCE calls {'.'.join(callee)} on a list the pickle fetched again from its memo" in report.summary()

@@ -176,6 +176,13 @@ _MAPPING_CALLS: dict[str, int] = {"collections.Counter": 0, "collections.default
 _KEYED = (OpaqueDict, Result, Made)
 
 
+def _special_name(state: Any) -> str | None:
+    """The first special name (`__deepcopy__`, ...) a BUILD-like `state` (one value, or a (dict, slotstate) tuple)
+    would set on an instance, among the keys the walk noted of the dicts it built or calls returned; None if none."""
+    parts = state if isinstance(state, tuple) else (state,)
+    return next((p.dunder for p in parts if p.__class__ in _KEYED and p.dunder), None)
+
+
 @dataclass(frozen=True)
 class GlobalImport:
     """One import a pickle would make: `module.name`, by which opcode, at which byte of the stream."""
@@ -563,9 +570,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 hooks.append((position, qualified, args[at]))
             at = STATE_ARGUMENT.get(qualified)
             if at is not None and isinstance(args, tuple) and len(args) > at:
-                state = args[at]
-                special = next((p.dunder for p in (state if isinstance(state, tuple) else (state,))
-                                if p.__class__ in _KEYED and p.dunder), None)
+                special = _special_name(args[at])
                 if special is not None and not walk.problems:
                     walk.problems.append((position, f"{qualified} sets {special} on a tensor through its state "
                                           "(setattr of each item): copy.deepcopy, copy.copy and pickle (a re-save) "
@@ -741,9 +746,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
             elif name == "BUILD":
                 state = _pop(stack)
                 target = _top(stack)
-                parts = state if isinstance(state, tuple) else (state,)
-                special = next((p.dunder for p in parts
-                                if p.__class__ in _KEYED and p.dunder), None)
+                special = _special_name(state)
                 if special is not None and not walk.problems:
                     # torch's weights_only loader updates an OrderedDict's __dict__ with a BUILD's state, and
                     # pickle.load any object's: state_dict.__deepcopy__ then answered copy.deepcopy(state_dict).
