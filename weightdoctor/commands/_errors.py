@@ -106,16 +106,15 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
         _console().error(f"cannot import {_library(exc) or exc.name or 'a library weightdoctor needs'}: {detail}"
                          + (" (a memory limit, such as ulimit -v, leaves too little to load it)" if memory else ""))
         return 2
-    if prefix is None and isinstance(exc, RuntimeError) and (found := _ALLOCATOR_REFUSED.search(detail)):
-        # torch's allocator refused a buffer no guard had measured (a small one, once a limit's room was spent):
-        # memory, said as such, not "unexpected RuntimeError: [enforce fail at alloc_cpu.cpp:127] err == 0. ...".
+    if prefix is None and isinstance(exc, RuntimeError) and (refused := _memory_refused(detail)) is not None:
+        # torch's allocator refused a buffer no guard had measured (a small one, once a limit's room was spent), or a
+        # thread's stack (a private writable map: Rich's progress refresh, a worker) was refused: memory, said as
+        # such, not "unexpected RuntimeError: [enforce fail at alloc_cpu.cpp:127] ..." / "can't start new thread".
         from weightdoctor.checkpoint.safetensors_format import private_map_limits
-        from weightdoctor.units import format_bytes
 
         where = getattr(exc, "weightdoctor_source", where)
         limits = private_map_limits()
-        _console().error(f"{where}: " * bool(where) + f"out of memory: torch could not allocate "
-                         f"{format_bytes(int(found[1]))} (Cannot allocate memory)"
+        _console().error(f"{where}: " * bool(where) + f"out of memory: {refused} (Cannot allocate memory)"
                          + (f"; {' and '.join(limits)}, {'are' if len(limits) > 1 else 'is'} set" if limits else ""))
         return 2
     if prefix is None:
@@ -134,6 +133,18 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
 
 # torch's CPU allocator refusing a buffer: "DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes".
 _ALLOCATOR_REFUSED = re.compile(r"DefaultCPUAllocator: can't allocate memory: you tried to allocate (\d+) bytes")
+
+
+def _memory_refused(detail: str) -> str | None:
+    """What a RuntimeError's `detail` says the system refused for memory ("torch could not allocate 4.19 MB", "a new
+    thread's stack could not be made"), or None for any other RuntimeError."""
+    if (found := _ALLOCATOR_REFUSED.search(detail)) is not None:
+        from weightdoctor.units import format_bytes
+
+        return f"torch could not allocate {format_bytes(int(found[1]))}"
+    if detail.startswith("can't start new thread"):
+        return "a new thread's stack could not be made"
+    return None
 
 
 def _next_step(exc: WeightDoctorError) -> str:
