@@ -1743,6 +1743,46 @@ def place(
     return Placement(in_placement_order(dict(device_map), visited), dict(budgets), visited)
 
 
+def main_gpus(device_map: Mapping[str, int | str]) -> list[int]:
+    """The GPU accelerate's `dispatch_model` runs offloaded modules on (its main_device), as it picks it:
+    `list(set(device_map.values()) - {"cpu", "disk"})[0]`, the first of a set, not the lowest-numbered.
+
+    A set of ints is iterated by slot (the int modulo the table size, 8 for up to 4 GPUs), so the first is the
+    lowest-numbered only while every GPU of the map is below the table size: a map on cuda:1 and cuda:8 runs its
+    offloaded modules on cuda:8 (slot 0). Two GPUs that share a slot (cuda:3 and cuda:11) go in the order the set
+    met them, which follows the map's order and the hashes of "cpu" and "disk" (they change from run to run): each
+    GPU it can be is returned, the one for this map's order first. [] where the map names no GPU.
+
+    Example:
+        >>> main_gpus({"a": 1, "b": "cpu", "c": 8}), main_gpus({"a": 0, "b": 3}), main_gpus({"a": 3, "b": 11})
+        ([8], [0], [3, 11])
+    """
+    import itertools
+
+    distinct = list(dict.fromkeys(device for device in device_map.values() if isinstance(device, int)))
+    if not distinct:
+        return []
+    # Only the ints are left in the set taken first from (set difference inserts them anew, in the order the first
+    # set holds them): every order that can be, for a few GPUs; the map's own and the sorted one for more.
+    orders = (itertools.permutations(distinct) if len(distinct) <= 6
+              else (tuple(distinct), tuple(sorted(distinct))))
+    found = [list(set(distinct) - {"cpu", "disk"})[0]]
+    for order in orders:
+        first = list(set(order) - {"cpu", "disk"})[0]
+        if first not in found:
+            found.append(first)
+    return found
+
+
+def _main_gpu_varies(device_map: Mapping[str, int | str]) -> str:
+    """", or another of cuda:A / cuda:B from run to run" where accelerate's main device is not one GPU, else ""."""
+    candidates = main_gpus(device_map)
+    if len(candidates) < 2:
+        return ""
+    return (f", or {' / '.join(f'cuda:{gpu}' for gpu in candidates)} from run to run: the set's order follows the "
+            "map's and string hashing")
+
+
 def in_placement_order(device_map: dict[str, int | str], visited: list[str]) -> dict[str, int | str]:
     """`device_map` with its entries in the order the planner placed them (`visited`: its map before cleaning).
 
@@ -2244,6 +2284,12 @@ _STATE_ATTRIBUTES = ("conv_states", "recurrent_states", "ssm_states")
 
 
 def recurrent_state_bytes(config: dict[str, Any], torch_dtype: str, batch: int) -> int | None:
+    """Bytes of the fixed-size states of `batch` sequences, in all (see `recurrent_states`); None where unsized."""
+    states = recurrent_states(config, torch_dtype, batch)
+    return states[0] if states is not None else None
+
+
+def recurrent_states(config: dict[str, Any], torch_dtype: str, batch: int) -> tuple[int, tuple[int, ...]] | None:
     """Bytes of the conv and recurrent states transformers' cache keeps for `batch` sequences of a state-space or
     hybrid model (Mamba, Jamba, Qwen3-Next, LFM2, ...): fixed in size, whatever the sequence length.
 
@@ -2254,7 +2300,8 @@ def recurrent_state_bytes(config: dict[str, Any], torch_dtype: str, batch: int) 
     model's dtype (`torch_dtype`), one kept in float32 (Mamba's SSM states) stays float32 (float64 in a float64
     model). The states are those of
     the cache's layers, and those a model keeps in its own blocks (RecurrentGemma). None when the model cannot be
-    built or run so, or holds no such state.
+    built or run so, or holds no such state. Returned with the bytes of each of the cache's layers in order (0 in an
+    attention layer; () where some states are kept outside the cache's layers, in the model's blocks).
     """
     import torch
 
@@ -2289,16 +2336,22 @@ def recurrent_state_bytes(config: dict[str, Any], torch_dtype: str, batch: int) 
             for item in value:
                 count(item)
 
+    per_layer = []
     for layer in getattr(cache, "layers", None) or []:
+        before = total
         for name in _STATE_ATTRIBUTES:
             count(getattr(layer, name, None))
+        per_layer.append(total - before)
+    in_layers = total
     # Some models keep them in their own blocks instead (RecurrentGemma: `conv1d_state`, `rg_lru.recurrent_states`):
     # tensors a module holds as plain attributes named so, neither parameters nor buffers.
     for module in model.modules():
         for name, value in vars(module).items():
             if name.endswith(("_state", "_states")) and isinstance(value, torch.Tensor):
                 count(value)
-    return total or None
+    if not total:
+        return None
+    return total, tuple(per_layer) if total == in_layers else ()
 
 
 def decoder_text_config(config: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -2358,7 +2411,9 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     attention = [k for k in kinds if k[0] in _KV_KINDS] if kinds is not None else None
     stateful = sum(1 for kind, _ in kinds if kind in _STATE_KINDS) if kinds is not None else 0
     torch_dtype = DTYPES[dtype][0]
-    state = recurrent_state_bytes(config, torch_dtype, batch) if stateful else 0
+    states = recurrent_states(config, torch_dtype, batch) if stateful else (0, ())
+    state = states[0] if states is not None else None
+    state_layers = states[1] if states is not None else ()
     unsized = " (not counted)" if state is None else ""
     if attention == [] and isinstance(layers, int):
         # Mamba, Mamba-2, RWKV-like stacks: no layer attends, so nothing grows with the sequence
@@ -2442,11 +2497,22 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     if hybrid:
         notes.append(f"{hybrid} of {counted(layers, 'layer', grouped=False)} also {plural(hybrid, 'keeps', 'keep')} a "
                      f"recurrent state of fixed size per sequence{unsized}")
-    # An encoder-decoder's blocks that cannot be split are its encoder's too (T5Block, Whisper's and BART's layers of
-    # both): its decoder layers are not told apart from them there, so no share per GPU is counted.
-    every_layer = len(attention) == layers and not encoder_decoder
+    # Each decoder layer's share, where transformers says each layer's kind (`kinds`): a layer that caches nothing
+    # (Gemma 3n's shared-KV layers, a hybrid's Mamba layers) holds 0 of the keys and values, and its recurrent state
+    # where the cache's layers hold them all (Jamba, Qwen3-Next). Hybrid and shared-KV models were checked in total
+    # only, and a Jamba whose attention layers ran on a GPU without room for their keys and values was said to fit.
+    # An encoder-decoder's decoder layers (T5, Whisper, BART) are told apart from its encoder's by get_decoder();
+    # their share is the self-attention cache, at least what that GPU holds (the cross-attention cache adds to it).
+    shares: tuple[int, ...] = ()
+    if kinds is not None and len(kinds) == layers:
+        kv_bytes = iter(layer_bytes)
+        shares = tuple(next(kv_bytes) if kind in _KV_KINDS else 0 for kind, _ in kinds)
+        if len(state_layers) == layers:
+            shares = tuple(a + b for a, b in zip(shares, state_layers, strict=True))
+    elif len(attention) == layers:
+        shares = tuple(layer_bytes)
     return KVCacheEstimate(batch, seq_len, len(attention), kv_heads, head_dim, torch_dtype, per_token, total, 0,
-                           False, "; ".join(notes) or None, state, tuple(layer_bytes) if every_layer else ())
+                           False, "; ".join(notes) or None, state, shares)
 
 
 def _decoder_prefix(model: torch.nn.Module) -> str:
@@ -2465,7 +2531,7 @@ def _kv_crowded_gpu(planned: PlannedModel, no_split: list[str], device_map: Mapp
     """The line for a GPU that cannot hold its layers' share of a KV cache the GPUs hold in all, or None.
 
     transformers keeps each layer's keys and values on that layer's device (an offloaded layer's on the GPU it runs
-    on, accelerate's main_device: the lowest-numbered in the map): 16 of 32 layers on a 10 GB GPU with 3.26 GB
+    on, accelerate's main_device: see `main_gpus`): 16 of 32 layers on a 10 GB GPU with 3.26 GB
     left need half the cache there, whatever a 24 GB GPU beside it has left. Each layer's own size counts
     (`kv._layer_bytes`: sliding-window layers keep their window, multi-head latent attention its latent), where every
     layer caches keys and values and the decoder blocks are as many; None otherwise. A hybrid layer's recurrent
@@ -2509,32 +2575,40 @@ def _kv_crowded_gpu(planned: PlannedModel, no_split: list[str], device_map: Mapp
         if len(decoder) != 1:
             return None
         blocks = decoder[0]
-    # accelerate's main_device, where offloaded layers run: `list(set of the map's GPUs)[0]`, the lowest-numbered
-    used = [device for device in device_map.values() if isinstance(device, int)]
-    first_gpu = min(used) if used else None
-    layers: dict[int | str, int] = {}
-    shares: dict[int | str, int] = {}
-    for block, layer_bytes in zip(blocks, kv._layer_bytes, strict=True):
-        parts = block.split(".")
-        device = next((device_map[key] for key in (".".join(parts[:i]) for i in range(len(parts), -1, -1))
-                       if key in device_map), None)
-        if device is None:
-            return None  # a block the map splits: no one device to count it on
-        device = device if isinstance(device, int) else first_gpu
-        if device is None:
-            return None
-        layers[device] = layers.get(device, 0) + 1
-        shares[device] = shares.get(device, 0) + layer_bytes
-    for device, count in sorted(layers.items(), key=lambda item: str(item[0])):
-        if device not in capacities:  # a hand-written map's GPU no --gpu sized: its room is unknown
-            continue
-        free = max(0, capacities[device] - reserve - per_device.get(device, 0))
-        share = shares[device]
-        if share > free:
-            return (f"KV cache: cuda:{device} runs {count} of the {kv.num_layers} layers, so it holds "
-                    f"{format_bytes(share, binary)} of the {format_bytes(kv.total_bytes, binary)} cache, with "
-                    f"{format_bytes(free, binary)} left: it does not fit there (transformers keeps each layer's keys "
-                    "and values on the GPU that layer runs on, not where another GPU has room)")
+    # accelerate's main_device, where offloaded layers run: `list(set of the map's GPUs)[0]`, not the lowest-numbered
+    # with a GPU from cuda:8 on (a map on cuda:1 and cuda:8 runs them on cuda:8); each GPU it can be is checked.
+    for main_gpu in main_gpus(device_map) or [None]:
+        layers: dict[int | str, int] = {}
+        shares: dict[int | str, int] = {}
+        moved: dict[int | str, int] = {}
+        for block, layer_bytes in zip(blocks, kv._layer_bytes, strict=True):
+            parts = block.split(".")
+            device = next((device_map[key] for key in (".".join(parts[:i]) for i in range(len(parts), -1, -1))
+                           if key in device_map), None)
+            if device is None:
+                return None  # a block the map splits: no one device to count it on
+            if not isinstance(device, int):
+                device = main_gpu
+                if device is None:
+                    return None
+                moved[device] = moved.get(device, 0) + 1
+            layers[device] = layers.get(device, 0) + 1
+            shares[device] = shares.get(device, 0) + layer_bytes
+        for device, count in sorted(layers.items(), key=lambda item: str(item[0])):
+            if device not in capacities:  # a hand-written map's GPU no --gpu sized: its room is unknown
+                continue
+            free = max(0, capacities[device] - reserve - per_device.get(device, 0))
+            share = shares[device]
+            if share > free:
+                varies = _main_gpu_varies(device_map)
+                offloaded = (f" ({moved[device]} offloaded: they run on accelerate's main device, the first GPU "
+                             f"dispatch_model takes from a set of the map's, cuda:{device}{varies})"
+                             if moved.get(device) else "")
+                whole = format_bytes(sum(kv._layer_bytes), binary)
+                return (f"KV cache: cuda:{device} runs {count} of the {len(kv._layer_bytes)} layers{offloaded}, so "
+                        f"it holds {format_bytes(share, binary)} of the {whole} cache, with "
+                        f"{format_bytes(free, binary)} left: it does not fit there (transformers keeps each layer's "
+                        "keys and values on the GPU that layer runs on, not where another GPU has room)")
     return None
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from weightdoctor.errors import OutputError
-from weightdoctor.plan_devices import DeviceUse, PlanReport, device_name
+from weightdoctor.plan_devices import DeviceUse, PlanReport, device_name, main_gpus
 from weightdoctor.render.text import escape
 from weightdoctor.units import binary_family, format_bytes, format_count, unit_family
 from weightdoctor.wording import counted, plural
@@ -275,10 +275,10 @@ def _kv_room(report: PlanReport, fit: str, size: Any) -> str:
     if offloaded and kv.fits_on_gpus:
         # accelerate runs each offloaded module on the first GPU, copying its weights there as it runs: that room
         # is not the cache's alone.
-        # accelerate's main_device (dispatch_model: the first of the set of the map's GPUs, the lowest-numbered),
-        # not cuda:0 where cuda:0 holds nothing.
-        used = [d for d in report.device_map.values() if isinstance(d, int)]
-        first = device_name(min(used)) if used else gpus[0].device
+        # accelerate's main_device (dispatch_model: the first of the set of the map's GPUs, see `main_gpus`: not
+        # the lowest-numbered with a GPU from cuda:8 on), not cuda:0 where cuda:0 holds nothing.
+        candidates = main_gpus(report.device_map)
+        first = " or ".join(device_name(gpu) for gpu in candidates) if candidates else gpus[0].device
         room += (f"; {size(offloaded)} of weights are offloaded and copied to {first} as each module "
                  "runs, in the same room")
     return room

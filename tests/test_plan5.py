@@ -1,0 +1,160 @@
+"""plan5: plan-devices' KV-cache share per GPU for hybrid, shared-KV and encoder-decoder models, and accelerate's
+main device (`dispatch_model`: the first of a set of the map's GPUs) with more than 8 GPUs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import transformers
+
+from tests.helpers import run_json
+
+
+def _jamba(folder: Path) -> dict[str, int]:
+    config = transformers.JambaConfig(
+        num_hidden_layers=4, attn_layer_period=2, attn_layer_offset=1, hidden_size=256, num_attention_heads=4,
+        num_key_value_heads=4, intermediate_size=512, vocab_size=1000, num_experts=2, expert_layer_period=2,
+        expert_layer_offset=1, mamba_d_state=4, mamba_d_conv=2, mamba_expand=2)
+    config.architectures = ["JambaForCausalLM"]
+    config.save_pretrained(folder)
+    # the two attention layers (1 and 3) on cuda:0, the two Mamba layers and the rest on cuda:1
+    return {**dict.fromkeys(("model.embed_tokens", "model.final_layernorm", "lm_head"), 1),
+            **{f"model.layers.{i}": 0 if i % 2 else 1 for i in range(4)}}
+
+
+def _gemma3n(folder: Path) -> dict[str, int]:
+    config = transformers.Gemma3nTextConfig(
+        num_hidden_layers=6, num_kv_shared_layers=2, hidden_size=256, num_attention_heads=4, num_key_value_heads=4,
+        head_dim=64, intermediate_size=512, vocab_size=1000, vocab_size_per_layer_input=1000,
+        hidden_size_per_layer_input=16, layer_types=["full_attention"] * 6, activation_sparsity_pattern=[0.0] * 6,
+        laurel_rank=8, altup_num_inputs=2)
+    config.architectures = ["Gemma3nForCausalLM"]
+    config.save_pretrained(folder)
+    rest = ("embed_tokens", "norm", "rotary_emb", "embed_tokens_per_layer", "per_layer_model_projection",
+            "per_layer_projection_norm", "altup_projections", "altup_unembed_projections", "per_layer_projection_scale",
+            "per_layer_input_scale")
+    # the four layers that cache keys and values on cuda:0, the two that reuse theirs (and the rest) on cuda:1
+    return {**{f"model.{name}": 1 for name in rest}, "lm_head": 1,
+            **{f"model.layers.{i}": 0 if i < 4 else 1 for i in range(6)}}
+
+
+def _t5(folder: Path) -> dict[str, int]:
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["T5ForConditionalGeneration"], "model_type": "t5", "d_model": 256, "d_kv": 64, "d_ff": 512,
+        "num_layers": 4, "num_decoder_layers": 4, "num_heads": 4, "vocab_size": 1000, "n_positions": 2048}))
+    # the decoder's blocks on cuda:0, the encoder's and the rest on cuda:1
+    return {"shared": 1, "encoder": 1, "decoder.embed_tokens": 1, "decoder.block": 0, "decoder.final_layer_norm": 1,
+            "decoder.dropout": 1, "lm_head": 1}
+
+
+def test_a_hybrid_shared_kv_or_encoder_decoder_cache_is_held_to_the_gpu_its_caching_layers_run_on(
+        tmp_path: Path) -> None:
+    """Hybrid (Jamba), shared-KV (Gemma 3n) and encoder-decoder (T5) caches were compared in total only: their
+    attention / caching / decoder layers mapped to a cuda:0 without room for their keys and values were said to
+    "fit in the ... the GPUs have left in all". transformers keeps each layer's keys and values on its own GPU
+    (`DynamicLayer.lazy_initialization`), a Mamba layer's states too, and a shared-KV layer caches nothing."""
+    cases = (
+        # model, cuda:0 size, layers on cuda:0, of, its share, the whole cache, left there
+        (_jamba, "10MB", 2, 4, "8.39 MB", "8.41 MB", "5.80 MB"),
+        (_gemma3n, "20MB", 4, 6, "16.78 MB", "16.78 MB", "14.64 MB"),
+        (_t5, "20MB", 4, 4, "16.78 MB", "16.78 MB", "13.70 MB"),
+    )
+    for make, gpu0, runs, of, share, whole, left in cases:
+        folder = tmp_path / make.__name__
+        mapping = make(folder)
+        (tmp_path / "map.json").write_text(json.dumps(mapping))
+        code, planned = run_json("plan-devices", str(folder), "--gpu", gpu0, "--gpu", "40MB", "--dtype", "fp16",
+                                 "--kv-cache", "--seq-len", "4096", "--map", str(tmp_path / "map.json"))
+        kv = planned["kv_cache"]
+        assert code == 0 and kv["total_bytes"] + (kv["state_bytes"] or 0) <= kv["gpu_free_bytes"], (make, kv)
+        assert kv["fits_on_gpus"] is False, (make, kv)
+        assert (f"KV cache: cuda:0 runs {runs} of the {of} layers, so it holds {share} of the {whole} cache, with "
+                f"{left} left: it does not fit there") in " ".join(planned["warnings"]), (make, planned["warnings"])
+        # Every layer on the roomy GPU: it fits, and nothing is said.
+        (tmp_path / "map.json").write_text(json.dumps({"": 1}))
+        code, roomy = run_json("plan-devices", str(folder), "--gpu", gpu0, "--gpu", "40MB", "--dtype", "fp16",
+                               "--kv-cache", "--seq-len", "4096", "--map", str(tmp_path / "map.json"))
+        assert code == 0 and roomy["kv_cache"]["fits_on_gpus"] is True, (make, roomy["kv_cache"])
+        assert not any(w.startswith("KV cache") for w in roomy["warnings"]), (make, roomy["warnings"])
+
+
+LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 256, "num_hidden_layers": 8,
+         "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 688, "vocab_size": 1000,
+         "max_position_embeddings": 2048}
+
+
+def _dispatch_main_device(config: dict[str, object], mapping: dict[str, int | str]) -> object:
+    """The main device accelerate's own dispatch_model picks for `mapping` (caught where it hooks the model up)."""
+    import accelerate.big_modeling
+
+    from weightdoctor.meta_model import build_meta_model
+
+    class Picked(Exception):
+        pass
+
+    def catch(model: object, execution_device: dict[str, object], **_: object) -> None:
+        raise Picked(execution_device[""])
+
+    original = accelerate.big_modeling.attach_align_device_hook_on_blocks
+    accelerate.big_modeling.attach_align_device_hook_on_blocks = catch  # type: ignore[assignment]
+    try:
+        accelerate.big_modeling.dispatch_model(build_meta_model(config), mapping)
+    except Picked as picked:
+        return picked.args[0]
+    finally:
+        accelerate.big_modeling.attach_align_device_hook_on_blocks = original
+    raise AssertionError("dispatch_model hooked nothing up")
+
+
+def test_offloaded_layers_run_on_the_gpu_accelerate_takes_first_from_a_set_not_the_lowest_numbered(
+        tmp_path: Path) -> None:
+    """With 10 GPUs, a map on cuda:1 and cuda:8 (and the CPU) runs its offloaded layers on cuda:8: accelerate's
+    dispatch_model takes `list(set of the map's GPUs)[0]`, and 8 comes first in a set of 8 slots. plan-devices took
+    the lowest-numbered, cuda:1: it counted the offloaded layers' keys and values there, said the cache fit where
+    cuda:8 had 16.32 MB left for 16.78 MB, and said the offloaded weights are copied to cuda:1."""
+    from tests.helpers import run_cli
+
+    folder = tmp_path / "llama"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(LLAMA))
+    mapping: dict[str, int | str] = {
+        "model.embed_tokens": 1, **{f"model.layers.{i}": 1 if i < 4 else "cpu" if i < 6 else 8 for i in range(8)},
+        "model.norm": 8, "model.rotary_emb": 8, "lm_head": 8}
+    assert _dispatch_main_device(LLAMA, mapping) == 8
+    (tmp_path / "map.json").write_text(json.dumps(mapping))
+    for eighth, fits in (("20MB", False), ("40MB", True)):
+        gpus = [arg for size in ["10MB", "40MB", *["10MB"] * 6, eighth, "10MB"] for arg in ("--gpu", size)]
+        args = ("plan-devices", str(folder), *gpus, "--cpu", "1GB", "--dtype", "fp16", "--kv-cache", "--seq-len",
+                "4096", "--map", str(tmp_path / "map.json"))
+        code, planned = run_json(*args)
+        kv = planned["kv_cache"]
+        assert code == 0 and planned["verdict"] == "needs-cpu-offload" and kv["fits_on_gpus"] is fits, (eighth, kv)
+        warning = " ".join(w for w in planned["warnings"] if w.startswith("KV cache"))
+        if fits:
+            assert warning == "", warning
+            text = " ".join(run_cli(*args).output.split())
+            assert "3.16 MB of weights are offloaded and copied to cuda:8 as each module runs" in text, text
+        else:
+            assert ("KV cache: cuda:8 runs 4 of the 8 layers (2 offloaded: they run on accelerate's main device, the "
+                    "first GPU dispatch_model takes from a set of the map's, cuda:8), so it holds 16.78 MB of the "
+                    "33.55 MB cache, with 16.32 MB left: it does not fit there") in warning, warning
+
+
+def test_main_gpus_is_what_dispatch_model_takes_for_every_pair_of_up_to_12_gpus() -> None:
+    """`main_gpus` against accelerate's dispatch_model itself, for each pair of GPUs of 12 in either map order:
+    the GPU dispatch_model picks is among those said, and is the one said where only one is."""
+    from weightdoctor.plan_devices import main_gpus
+
+    for first in range(12):
+        for second in range(12):
+            if first == second:
+                continue
+            mapping: dict[str, int | str] = {"model.embed_tokens": first, "model.layers": "cpu", "model.norm": second,
+                                             "model.rotary_emb": second, "lm_head": second}
+            said = main_gpus(mapping)
+            picked = _dispatch_main_device({**LLAMA, "num_hidden_layers": 1}, mapping)
+            assert picked in said and (len(said) > 1 or said == [picked]), (mapping, said, picked)
+            if max(first, second) < 8:  # below the set's 8 slots: the lowest-numbered, whatever the order
+                assert said == [min(first, second)], (mapping, said)
