@@ -158,3 +158,74 @@ def test_main_gpus_is_what_dispatch_model_takes_for_every_pair_of_up_to_12_gpus(
             assert picked in said and (len(said) > 1 or said == [picked]), (mapping, said, picked)
             if max(first, second) < 8:  # below the set's 8 slots: the lowest-numbered, whatever the order
                 assert said == [min(first, second)], (mapping, said)
+
+
+def _bnb_bert(folder: Path, bits: int) -> Path:
+    """A seeded tiny BERT whose query / value / intermediate weights are saved as bitsandbytes saves them, 4-bit
+    (packed uint8 [n*k/2, 1] + absmax, quant_map, quant_state.bitsandbytes__nf4) or 8-bit (int8 + SCB), and a
+    config.json with no quantization_config."""
+    import torch
+    from safetensors.torch import save_file
+
+    from fixtures.build import build_bert
+
+    model = build_bert()
+    tensors = {}
+    for name, value in model.state_dict().items():
+        if not (name.endswith(".weight") and any(f".{m}.weight" in name for m in
+                                                  ("attention.self.query", "attention.self.value",
+                                                   "intermediate.dense"))):
+            tensors[name] = value.contiguous()
+        elif bits == 4:
+            state = json.dumps({"quant_type": "nf4", "blocksize": 64, "dtype": "float32", "shape": list(value.shape)})
+            tensors |= {name: torch.zeros((value.numel() + 1) // 2, 1, dtype=torch.uint8),
+                        name + ".absmax": torch.ones(value.numel() // 64),
+                        name + ".quant_map": torch.linspace(-1, 1, 16),
+                        name + ".quant_state.bitsandbytes__nf4": torch.tensor(list(state.encode()), dtype=torch.uint8)}
+        else:
+            scale = value.abs().amax(dim=1).clamp(min=1e-8)
+            tensors[name] = torch.round(value / scale[:, None] * 127).to(torch.int8)
+            tensors[name[: -len("weight")] + "SCB"] = scale * 127
+    folder.mkdir()
+    save_file(tensors, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(model.config.to_dict()))
+    return folder
+
+
+def test_bitsandbytes_weights_under_a_config_without_quantization_config_are_not_planned_as_dense_fp32(
+        tmp_path: Path) -> None:
+    """bitsandbytes 4-bit / 8-bit weights under a config.json with no quantization_config were planned as the dense
+    fp32 model without a word. from_pretrained (the oracle below) refuses the 4-bit packed shapes and loads the
+    8-bit integers as float weights: plan-devices refuses as for GPTQ / AWQ (fixlist25), or warns with --dtype."""
+    import pytest
+    import torch
+
+    from tests.helpers import run_cli
+
+    four, eight = _bnb_bert(tmp_path / "bnb4", 4), _bnb_bert(tmp_path / "bnb8", 8)
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        transformers.BertModel.from_pretrained(str(four))
+    model, info = transformers.BertModel.from_pretrained(str(eight), output_loading_info=True)
+    assert any(key.endswith("attention.self.query.SCB") for key in info["unexpected_keys"])
+    assert torch.equal(model.encoder.layer[0].attention.self.query.weight.detach(),
+                       model.encoder.layer[0].attention.self.query.weight.detach().round())
+    cases = (
+        (four, "6 layer(s) hold bitsandbytes 4-bit-packed weights (bert.encoder.layer.0.attention.self.query.weight, "
+               "beside its absmax, quant_map and quant_state), but config.json has no quantization_config: "
+               "from_pretrained builds the model unquantized, and the packed weights' shapes are not the layers' "
+               "(RuntimeError: ignore_mismatched_sizes is False): it loads nothing; the quantizer's "
+               "quantization_config (quant_method bitsandbytes, load_in_4bit true, bnb_4bit_quant_type nf4)"),
+        (eight, "6 layer(s) hold bitsandbytes 8-bit weights (bert.encoder.layer.0.attention.self.query.weight, "
+                "beside its SCB), but config.json has no quantization_config: from_pretrained builds the model "
+                "unquantized and copies the int8 values (up to 127) into these layers' float weights as they are, "
+                "dropping their SCB scales (unexpected keys): not the model's weights; the quantizer's "
+                "quantization_config (quant_method bitsandbytes, load_in_8bit true)"),
+    )
+    for folder, said in cases:
+        result = run_cli("plan-devices", str(folder), "--gpu", "1GB")
+        assert result.exit_code == 2 and not result.stdout, result.stdout
+        line = " ".join(result.stderr.split())
+        assert said in line and str(folder) in line and "--dtype plans the unquantized model" in line, line
+        code, planned = run_json("plan-devices", str(folder), "--gpu", "1GB", "--dtype", "fp16")
+        assert code == 0 and planned["dtype"] == "fp16"
+        assert any(w.startswith("planned as the unquantized model at fp16: " + said) for w in planned["warnings"])

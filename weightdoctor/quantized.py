@@ -856,6 +856,8 @@ def packed_without_quantizer(config: Mapping[str, Any] | None, tensors: Iterable
     if not isinstance(config, Mapping) or _config_of(config) is not None:
         return None
     unique = tensors if isinstance(tensors, list) else list(tensors)
+    if (bnb := _bnb_packed_without_quantizer(config, unique)) is not None:
+        return bnb
     candidates = [t for t in unique if t.name.endswith(_PACKED_INT32)]
     if candidates:
         # Packed only as a quantizer packs it: integers (GPTQModel packs int8 to int64 too), its scales beside. A
@@ -899,6 +901,49 @@ def packed_without_quantizer(config: Mapping[str, Any] | None, tensors: Iterable
         return (f"{held}, but {how}; its settings are in config.json's compression_config, compressed-tensors' older "
                 f"name, which transformers does not read: rename it quantization_config{fix} to load them quantized")
     return (f"{held}, but {how}; the quantizer's quantization_config (quant_method {method}, bits, group_size) in "
+            "config.json loads them quantized")
+
+
+_BNB_4BIT_STATES = (".weight.quant_state.bitsandbytes__nf4", ".weight.quant_state.bitsandbytes__fp4")
+
+
+def _bnb_packed_without_quantizer(config: Mapping[str, Any], tensors: list[TensorInfo]) -> str | None:
+    """`packed_without_quantizer` for bitsandbytes' layouts: 4-bit (`weight` packed [n*k/2, 1] with `absmax`,
+    `quant_map` and `quant_state.bitsandbytes__nf4` / `__fp4` beside) and 8-bit (an int8 `weight` with its `SCB`).
+
+    Without a quantization_config from_pretrained builds the model unquantized (transformers 5.25 checked on a tiny
+    BERT): a 4-bit packed `weight` is a shape mismatch, and it raises RuntimeError (ignore_mismatched_sizes is False)
+    before it returns a model; an 8-bit one loads, its int8 values copied into the float weight as they are (up to
+    127), the SCB scales dropped as unexpected keys. Either was planned as the dense model at fp32, without a word.
+    """
+    names = {t.name: t for t in tensors}
+    four = sorted(name[: -len(state)] + ".weight" for name in names for state in _BNB_4BIT_STATES
+                  if name.endswith(state))
+    four = [name for name in four if name in names]
+    eight = sorted(name[: -len("SCB")] + "weight" for name in names if name.endswith(".SCB"))
+    eight = [name for name in eight if name in names and names[name].dtype == "int8"]
+    if not four and not eight:
+        return None
+    refused = config.get("quantization_config")
+    if isinstance(refused, Mapping) and refused and names_no_quantizer(refused, config):
+        how = ("config.json's quantization_config names no quant_method: from_pretrained refuses it (ValueError: the "
+               "quantization config has no `quant_method` attribute) before it loads a weight")
+    elif four:
+        how = ("config.json has no quantization_config: from_pretrained builds the model unquantized, and the packed "
+               "weights' shapes are not the layers' (RuntimeError: ignore_mismatched_sizes is False): it loads nothing")
+    else:
+        how = ("config.json has no quantization_config: from_pretrained builds the model unquantized and copies the "
+               "int8 values (up to 127) into these layers' float weights as they are, dropping their SCB scales "
+               "(unexpected keys): not the model's weights")
+    if four:
+        held = (f"{len(four):,} layer(s) hold bitsandbytes 4-bit-packed weights ({clip_middle(four[0], 60)}, beside "
+                "its absmax, quant_map and quant_state)")
+        kinds = sorted({state[-3:] for name in names for state in _BNB_4BIT_STATES if name.endswith(state)})
+        fix = f"load_in_4bit true, bnb_4bit_quant_type {' or '.join(kinds)}"
+    else:
+        held = f"{len(eight):,} layer(s) hold bitsandbytes 8-bit weights ({clip_middle(eight[0], 60)}, beside its SCB)"
+        fix = "load_in_8bit true"
+    return (f"{held}, but {how}; the quantizer's quantization_config (quant_method bitsandbytes, {fix}) in "
             "config.json loads them quantized")
 
 
