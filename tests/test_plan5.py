@@ -229,3 +229,80 @@ def test_bitsandbytes_weights_under_a_config_without_quantization_config_are_not
         code, planned = run_json("plan-devices", str(folder), "--gpu", "1GB", "--dtype", "fp16")
         assert code == 0 and planned["dtype"] == "fp16"
         assert any(w.startswith("planned as the unquantized model at fp16: " + said) for w in planned["warnings"])
+
+
+def test_a_bitnet_checkpoint_is_placed_as_its_quantizers_bitlinear_layers_are(tmp_path: Path) -> None:
+    """BitNet checkpoints were planned as the dense bf16 model ("an upper bound"), without the 10% of every budget
+    its quantizer keeps: a placement from_pretrained does not make. transformers swaps in BitLinear layers (a uint8
+    weight [out / 4, in] and a weight_scale) before it computes the map; its own _get_device_map on the model so
+    prepared, with the quantizer, is the oracle."""
+    import copy
+
+    import torch
+    from safetensors.torch import save_file
+    from transformers.integrations.accelerate import _get_device_map
+    from transformers.quantizers.auto import get_hf_quantizer
+
+    quantization = {"quant_method": "bitnet", "linear_class": "bitlinear", "quantization_mode": "offline"}
+    config = transformers.LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                                      num_attention_heads=4, num_key_value_heads=4, vocab_size=1000,
+                                      tie_word_embeddings=False, torch_dtype="bfloat16")
+    config.architectures = ["LlamaForCausalLM"]
+    config.quantization_config = quantization
+    quantizer, _, _ = get_hf_quantizer(copy.deepcopy(config), None, None, True, {})
+    default = torch.get_default_dtype()
+    try:  # as from_pretrained builds and prepares it: the default dtype set to the model's
+        torch.set_default_dtype(torch.bfloat16)
+        with torch.device("meta"):
+            model = transformers.LlamaForCausalLM(copy.deepcopy(config))
+        quantizer.preprocess_model(model=model, dtype=torch.bfloat16, device_map="sequential", checkpoint_files=None)
+    finally:
+        torch.set_default_dtype(default)
+    folder = tmp_path / "bitnet"
+    folder.mkdir()
+    torch.manual_seed(0)
+    tensors = {name: torch.randn(t.shape).to(t.dtype) if t.dtype.is_floating_point
+               else torch.zeros(t.shape, dtype=t.dtype) for name, t in model.state_dict().items()}
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config.to_dict()))
+    for strategy in ("sequential", "balanced"):
+        budgets = {0: 1_000_000, 1: 1_000_000, "cpu": 100_000_000}
+        expected = _get_device_map(model, strategy, dict(budgets), quantizer)
+        code, planned = run_json("plan-devices", str(folder), "--gpu", "1000000B", "--gpu", "1000000B", "--cpu",
+                                 "100000000B", "--strategy", strategy)
+        assert code == 0, planned
+        assert "cpu" in expected.values()  # the GPUs are full: where each module goes is what counts
+        assert planned["device_map"] == expected, (strategy, planned["device_map"], expected)
+        assert planned["weights_bytes"] + planned["buffers_bytes"] == model.get_memory_footprint()
+        assert any("planned with the 28 BitLinear layers transformers' BitNet quantizer swaps in" in w
+                   for w in planned["warnings"]), planned["warnings"]
+        assert not any("upper bound" in w for w in planned["warnings"]), planned["warnings"]
+        # and the map holds cpu: BitNetHfQuantizer.validate_environment refuses it where CUDA is available
+        assert any(w.startswith("transformers' BitNet quantizer refuses a device map holding cpu or disk")
+                   for w in planned["warnings"]), planned["warnings"]
+    code, roomy = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert code == 0 and roomy["device_map"] == {"": 0}
+    assert not any("BitNet quantizer refuses" in w for w in roomy["warnings"]), roomy["warnings"]
+
+
+def test_the_bnb_warning_names_only_the_skip_entries_that_keep_a_layer_of_the_planned_class(tmp_path: Path) -> None:
+    """An Unsloth skip list naming a vision tower and projector (its vision repos' lists) on a text-only Llama was
+    said as "the modules its llm_int8_skip_modules names (lm_head, model.layers.1.mlp, vision_tower,
+    multi_modal_projector) at their floating dtype": the class has no such modules, and nothing is kept for them
+    (transformers' should_convert_module matches no layer name with them; the plan's bytes are those of the list
+    without them)."""
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    from tests.test_third_party_layouts23 import _unsloth_dynamic_4bit
+    from weightdoctor.meta_model import build_meta_model
+
+    skip = ["lm_head", "model.layers.1.mlp", "vision_tower", "multi_modal_projector"]
+    folder, held = _unsloth_dynamic_4bit(tmp_path / "unsloth", skip)
+    names = [name for name, _ in build_meta_model(json.loads((folder / "config.json").read_text())).named_modules()]
+    assert [entry for entry in skip if any(not should_convert_module(n, [entry]) for n in names if n)] == skip[:2]
+    code, plan = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert code == 0 and plan["dtype"] == "int4" and plan["weights_bytes"] == held == 139904, plan
+    [said] = [w for w in plan["warnings"] if "llm_int8_skip_modules" in w]
+    assert ("the modules its llm_int8_skip_modules names (lm_head, model.layers.1.mlp) at their floating dtype, as "
+            "the quantizer leaves them; vision_tower, multi_modal_projector in llm_int8_skip_modules name no Linear "
+            "layer of LlamaForCausalLM: nothing is kept unquantized for them") in said, said

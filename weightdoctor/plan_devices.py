@@ -214,6 +214,9 @@ class PlannedModel:
     # budget free (`adjust_max_memory`: bitsandbytes, bitnet, quanto and torchao do, GPTQ, AWQ and the rest not).
     stored_bytes: dict[str, int] = field(default_factory=dict, repr=False)
     quantizer_headroom: bool = True
+    # The config's quantizer's own layers are in `model`, swapped in as from_pretrained swaps them (BitNet's
+    # BitLinear): their tensors count at their own sizes, and the quantizer keeps 10% of every budget.
+    quantizer_swapped: bool = False
     # What the report calls `dtype` where the --dtype spelling planned is not what the weights are: an FP8
     # checkpoint sized as "int8" (one byte a weight) is labelled float8_e4m3fn (`quantized_float_label`).
     label: str | None = None
@@ -724,6 +727,8 @@ def build_planned_model(
             # there are none, the weights load dense and the plan is exact.
             warnings.append(f"the config's compressed-tensors quantization_config quantizes {other} only, not the "
                             "weights: the model holds them dense, planned at the floating dtype")
+        elif found is not None and _is_bitnet(checkpoint.config):
+            pass  # sized by its quantizer's own layers once the model is built (`_keep_bitnet`)
         elif found is not None:
             # AQLM (2 bits a weight), 2- and 3-bit GPTQ, torchao: no int8 / int4 to plan them as.
             words = found[0] + (f", {found[1]}-bit" if found[1] else "")
@@ -795,6 +800,9 @@ def build_planned_model(
                             f"config.json's architecture {named} is no transformers class, and no auto_map names "
                             f"code for it: {builds}, the class from_pretrained loads it into")
             model = _build_from_config(checkpoint.config, DTYPES[dtype][0], built_class)
+            swapped = dtype in FLOAT_DTYPES and _is_bitnet(checkpoint.config)
+            if swapped:
+                warnings.append(_keep_bitnet(model, checkpoint.config, DTYPES[dtype][0]))
             if dtype in FLOAT_DTYPES and _fp8_embeddings(checkpoint.config):
                 # Dequantized, transformers' FP8 quantizer still keeps the embedding tables it names in FP8.
                 try:
@@ -819,6 +827,7 @@ def build_planned_model(
                 warnings.append(f"{skipped}; planned as the model config.json describes, which from_pretrained loads "
                                 "once the weights are saved under its names (save_pretrained)")
             planned = PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
+            planned.quantizer_swapped = swapped
             if config_quantizer is not None:
                 _size_config_quantization(planned, checkpoint, config_quantizer, binary_units)
                 planned.label = quantized_float_label(checkpoint.config)
@@ -927,6 +936,38 @@ def bnb_skip_modules(config: Mapping[str, Any] | None) -> list[str] | None:
     return [name for name in skip if isinstance(name, str)] if isinstance(skip, list) else None
 
 
+def _skip_entries_used(model: torch.nn.Module, skip: list[str]) -> tuple[list[str], list[str]]:
+    """`skip` (a llm_int8_skip_modules list) split in the entries that keep some Linear layer of `model` out of the
+    quantizer, matched as transformers' `should_convert_module` matches them, and those that keep none.
+
+    Example:
+        >>> import torch
+        >>> _skip_entries_used(torch.nn.Sequential(torch.nn.Linear(2, 2)), ["0", "vision_tower"])
+        (['0'], ['vision_tower'])
+    """
+    import re
+
+    import torch
+    from transformers.pytorch_utils import Conv1D
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    linears = [name for name, module in model.named_modules()
+               if name and (isinstance(module, Conv1D) or type(module) is torch.nn.Linear)]
+    used: list[str] = []
+    idle: list[str] = []
+    from weightdoctor.quantized import _match_cost
+
+    for entry in skip:
+        try:
+            # a pattern that may backtrack for ever is not run: said as the config gives it, not checked
+            hit = _match_cost(f"(?:{entry})") is None or any(not should_convert_module(name, [entry])
+                                                            for name in linears)
+        except re.error:  # not a pattern re compiles: transformers' own match would fail on it, not skip
+            hit = False
+        (used if hit else idle).append(entry)
+    return used, idle
+
+
 def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, quantizer: str,
                               binary: bool = False) -> None:
     """Set how a checkpoint its config quantizes is sized: 10% headroom only for the quantizers that take it, and
@@ -951,8 +992,15 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
         # Its layers keep one packed `weight` each, sized so by its quantizer (`param_element_size`); the
         # quantization state beside it is no parameter or buffer, so transformers' planner leaves it out too.
         skip = bnb_skip_modules(planned.config)
-        kept = (f"; the modules its llm_int8_skip_modules names ({clip_words(', '.join(skip), 120)}) at their "
-                "floating dtype, as the quantizer leaves them") if skip else ""
+        keeping, idle = _skip_entries_used(planned.model, skip or [])
+        kept = (f"; the modules its llm_int8_skip_modules names ({clip_words(', '.join(keeping), 120)}) at their "
+                "floating dtype, as the quantizer leaves them") if keeping else ""
+        if idle:
+            # Unsloth's lists name a vision tower a text-only class has not, or lm_head where the class has none:
+            # "the modules it names (vision_tower, ...) at their floating dtype" spoke of modules not in the model.
+            kept += (f"; {clip_words(', '.join(idle), 120)} in llm_int8_skip_modules "
+                     f"{plural(len(idle), 'names', 'name')} no Linear layer of {type(planned.model).__name__}: "
+                     "nothing is kept unquantized for " + plural(len(idle), "it", "them"))
         planned.warnings.append(f"Linear weights planned at {bits} bits, as transformers' planner sizes "
                                 f"bitsandbytes layers (their small quantization state not counted){kept}")
         return
@@ -1199,6 +1247,47 @@ def _keep_fp8(model: torch.nn.Module, config: dict[str, Any], torch_dtype: str, 
         detail = clip_words(" ".join(str(exc).split()), 200)
         raise UsageError(f"transformers' FP8 quantizer cannot prepare this model ({type(exc).__name__}: "
                          f"{detail})") from exc
+
+
+def _is_bitnet(config: dict[str, Any] | None) -> bool:
+    """Whether from_pretrained quantizes this config's model with transformers' BitNet quantizer."""
+    settings = config_quantization_settings(config)
+    return settings is not None and settings.get("quant_method") == "bitnet"
+
+
+def _keep_bitnet(model: torch.nn.Module, config: dict[str, Any], torch_dtype: str) -> str:
+    """Swap in the layers transformers' BitNet quantizer swaps in before from_pretrained computes its map, by that
+    quantizer itself (its `preprocess_model`), and say so in a line.
+
+    BitLinear (linear_class "bitlinear") holds a uint8 `weight` [out / 4, in], four ternary values a byte, and a
+    `weight_scale` at the model's dtype; AutoBitLinear keeps a Linear's weight at that dtype beside the scale. The
+    model was planned as its dense bf16 Linear layers, four times the packed weights, said as an upper bound, and
+    without the 10% of every budget the quantizer keeps (`adjust_max_memory`): a placement from_pretrained does not
+    make.
+    """
+    import torch
+    from transformers.quantizers.auto import AutoHfQuantizer, AutoQuantizationConfig
+
+    dtype = getattr(torch, torch_dtype)
+    try:
+        with _quiet_libraries():
+            settings = AutoQuantizationConfig.from_dict(dict(config_quantization_settings(config) or {}))
+            quantizer = AutoHfQuantizer.from_config(settings, pre_quantized=True)
+            # its environment check is left out: the plan is for the GPUs given, not for this machine
+            with _default_dtype(dtype):
+                quantizer.preprocess_model(model=model, dtype=dtype, device_map="auto", checkpoint_files=None)
+    except Exception as exc:  # a hostile or unsupported quantization_config
+        detail = clip_words(" ".join(str(exc).split()), 200)
+        raise UsageError(f"transformers' BitNet quantizer cannot prepare this model ({type(exc).__name__}: "
+                         f"{detail})") from exc
+    swapped = [name for name, module in model.named_modules() if type(module).__name__ in ("BitLinear",
+                                                                                          "AutoBitLinear")]
+    kind = type(model.get_submodule(swapped[0])).__name__ if swapped else "BitLinear"
+    held = ("a uint8 weight, four ternary values a byte, and its weight_scale" if kind == "BitLinear"
+            else f"its weight at {torch_dtype} and its weight_scale")
+    return (f"the config quantizes the weights (bitnet): planned with the {counted(len(swapped), kind + ' layer')} "
+            f"transformers' BitNet quantizer swaps in before from_pretrained places the model (each holds {held}), "
+            "and the 10% of every budget the quantizer keeps")
 
 
 @contextlib.contextmanager
@@ -1463,8 +1552,10 @@ class _SizeOverride:
 
     def __init__(self, model: torch.nn.Module, quantized_size: float | None = None, float_size: int | None = None,
                  stored_bytes: dict[str, int] | None = None, headroom: bool = True,
-                 skip_modules: list[str] | None = None):
+                 skip_modules: list[str] | None = None, swapped: bool = False):
         self.quantized_size = quantized_size
+        # the quantizer's own layers are in the model (BitNet): sizes as they are, its headroom kept
+        self.keeps_headroom = headroom and (quantized_size is not None or swapped)
         self.float_size = float_size
         # Weights sized at what the checkpoint stores for their module (see `_size_config_quantization`).
         self.stored_bytes = stored_bytes or {}
@@ -1486,7 +1577,7 @@ class _SizeOverride:
         return param.element_size()
 
     def adjust_max_memory(self, max_memory: dict[int | str, Any]) -> dict[int | str, Any]:
-        if self.quantized_size is None or not self.headroom:
+        if not self.keeps_headroom:
             return max_memory
         return {key: value * 0.90 for key, value in max_memory.items()}
 
@@ -1537,7 +1628,7 @@ def _new_sizer(planned: PlannedModel, dtype: str) -> _SizeOverride | None:
                                  headroom=planned.quantizer_headroom, skip_modules=bnb_skip_modules(planned.config))
         return _SizeOverride(planned.model, quantized_size=quantized)
     if dtype == planned.dtype:
-        return None
+        return _SizeOverride(planned.model, swapped=True) if planned.quantizer_swapped else None
     import torch
 
     return _SizeOverride(planned.model, float_size=getattr(torch, DTYPES[dtype][0]).itemsize)
@@ -1589,7 +1680,13 @@ def _tensor_names(planned: PlannedModel) -> tuple[list[str], list[str], int]:
                 full = f"{prefix}.{name}" if prefix else name
                 if buffer is not None and id(buffer) not in seen and full not in copies:
                     seen.add(id(buffer))
-                    buffers.append(full)
+                    if name == "weight" and type(module).__name__ == "BitLinear":
+                        # BitNet's packed weight (four ternary values a byte) is a buffer of its BitLinear: the
+                        # layer's weights all the same, in_features x out_features of them, as the model has
+                        params.append(full)
+                        count += module.in_features * module.out_features
+                    else:
+                        buffers.append(full)
         planned._cache["names"] = (params, buffers, count)
     return planned._cache["names"]
 
@@ -2066,7 +2163,7 @@ def explain_devices(
                                   "(--local: transformers keeps 10% back)"))
             left -= amount
         given -= kept
-        if sizer is not None and sizer.quantized_size is not None and sizer.headroom:
+        if sizer is not None and sizer.keeps_headroom:
             quantizer_kept = int(given - given * 0.9)
             if quantizer_kept > 0 and left > 0:
                 amount = min(quantizer_kept, left)
@@ -2751,6 +2848,14 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     bnb_offload = bnb_offload_warning(planned, device_map, tensor_sizes, request.binary_units)
     if bnb_offload:
         warnings.append(bnb_offload)
+    values = list(device_map.values())
+    if planned.quantizer_swapped and _is_bitnet(planned.config) and (len(values) > 1 and "cpu" in values
+                                                                      or "disk" in values):
+        # BitNetHfQuantizer.validate_environment(device_map=...), which _get_device_map calls on the map it made,
+        # where CUDA is available (its own test: `len(map) > 1 and "cpu" in values or "disk" in values`)
+        warnings.append("transformers' BitNet quantizer refuses a device map holding cpu or disk on a machine with "
+                        "a GPU (ValueError: \"You are attempting to load a BitNet model with a device_map that "
+                        "contains a CPU or disk device\"): from_pretrained loads it only with every module on the GPUs")
     kept_fp32 = keep_in_fp32_warning(planned, device_map, tensor_sizes, unplaced, request.binary_units)
     if kept_fp32:
         warnings.append(kept_fp32)
