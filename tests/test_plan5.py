@@ -138,7 +138,7 @@ def test_offloaded_layers_run_on_the_gpu_accelerate_takes_first_from_a_set_not_t
             assert "3.16 MB of weights are offloaded and copied to cuda:8 as each module runs" in text, text
         else:
             assert ("KV cache: cuda:8 runs 4 of the 8 layers (2 offloaded: they run on accelerate's main device, the "
-                    "first GPU dispatch_model takes from a set of the map's, cuda:8), so it holds 16.78 MB of the "
+                    "first GPU dispatch_model takes from a set of the map's GPUs: cuda:8), so it holds 16.78 MB of the "
                     "33.55 MB cache, with 16.32 MB left: it does not fit there") in warning, warning
 
 
@@ -147,6 +147,7 @@ def test_main_gpus_is_what_dispatch_model_takes_for_every_pair_of_up_to_12_gpus(
     the GPU dispatch_model picks is among those said, and is the one said where only one is."""
     from weightdoctor.plan_devices import main_gpus
 
+    picks: dict[tuple[int, int], object] = {}
     for first in range(12):
         for second in range(12):
             if first == second:
@@ -158,6 +159,30 @@ def test_main_gpus_is_what_dispatch_model_takes_for_every_pair_of_up_to_12_gpus(
             assert picked in said and (len(said) > 1 or said == [picked]), (mapping, said, picked)
             if max(first, second) < 8:  # below the set's 8 slots: the lowest-numbered, whatever the order
                 assert said == [min(first, second)], (mapping, said)
+            picks[(first, second)] = picked
+    # cuda:3 and cuda:11 share a slot: the map's order decides, so either is said
+    assert picks[(3, 11)] == 3 and picks[(11, 3)] == 11 and picks[(1, 8)] == picks[(8, 1)] == 8
+
+
+def test_an_offloaded_maps_main_device_that_varies_from_run_to_run_is_said_so(tmp_path: Path) -> None:
+    """A map on cuda:3, the CPU and cuda:11 runs its offloaded layers on cuda:3 or cuda:11, as the map's order
+    (and string hashing) lays out the set dispatch_model takes the first of: "copied to cuda:3" alone was a guess."""
+    from tests.helpers import run_cli
+
+    folder = tmp_path / "llama"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(LLAMA))
+    mapping: dict[str, int | str] = {
+        "model.embed_tokens": 3, **{f"model.layers.{i}": 3 if i < 4 else "cpu" if i < 6 else 11 for i in range(8)},
+        "model.norm": 11, "model.rotary_emb": 11, "lm_head": 11}
+    (tmp_path / "map.json").write_text(json.dumps(mapping))
+    gpus = [arg for size in ["10MB"] * 3 + ["40MB"] + ["10MB"] * 7 + ["40MB"] for arg in ("--gpu", size)]
+    result = run_cli("plan-devices", str(folder), *gpus, "--cpu", "1GB", "--dtype", "fp16", "--kv-cache",
+                     "--seq-len", "4096", "--map", str(tmp_path / "map.json"))
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0 and ("3.16 MB of weights are offloaded and copied to cuda:3 or cuda:11 (whichever "
+                                      "accelerate's dispatch_model takes first from a set of the map's GPUs, from "
+                                      "run to run) as each module runs") in text, text
 
 
 def _bnb_bert(folder: Path, bits: int) -> Path:

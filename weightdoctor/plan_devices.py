@@ -1871,13 +1871,14 @@ def main_gpus(device_map: Mapping[str, int | str]) -> list[int]:
     return found
 
 
-def _main_gpu_varies(device_map: Mapping[str, int | str]) -> str:
-    """", or another of cuda:A / cuda:B from run to run" where accelerate's main device is not one GPU, else ""."""
+def _main_gpu_said(device_map: Mapping[str, int | str]) -> str:
+    """accelerate's main device in words: "cuda:8", or "cuda:3 or cuda:11 from run to run, ..." where it can be
+    either (see `main_gpus`)."""
     candidates = main_gpus(device_map)
+    said = " or ".join(f"cuda:{gpu}" for gpu in candidates)
     if len(candidates) < 2:
-        return ""
-    return (f", or {' / '.join(f'cuda:{gpu}' for gpu in candidates)} from run to run: the set's order follows the "
-            "map's and string hashing")
+        return said
+    return f"{said} from run to run, as the set's order follows the map's order and string hashing"
 
 
 def in_placement_order(device_map: dict[str, int | str], visited: list[str]) -> dict[str, int | str]:
@@ -2697,9 +2698,8 @@ def _kv_crowded_gpu(planned: PlannedModel, no_split: list[str], device_map: Mapp
             free = max(0, capacities[device] - reserve - per_device.get(device, 0))
             share = shares[device]
             if share > free:
-                varies = _main_gpu_varies(device_map)
                 offloaded = (f" ({moved[device]} offloaded: they run on accelerate's main device, the first GPU "
-                             f"dispatch_model takes from a set of the map's, cuda:{device}{varies})"
+                             f"dispatch_model takes from a set of the map's GPUs: {_main_gpu_said(device_map)})"
                              if moved.get(device) else "")
                 whole = format_bytes(sum(kv._layer_bytes), binary)
                 return (f"KV cache: cuda:{device} runs {count} of the {len(kv._layer_bytes)} layers{offloaded}, so "

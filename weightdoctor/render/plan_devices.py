@@ -279,6 +279,9 @@ def _kv_room(report: PlanReport, fit: str, size: Any) -> str:
         # the lowest-numbered with a GPU from cuda:8 on), not cuda:0 where cuda:0 holds nothing.
         candidates = main_gpus(report.device_map)
         first = " or ".join(device_name(gpu) for gpu in candidates) if candidates else gpus[0].device
+        if len(candidates) > 1:
+            first += (" (whichever accelerate's dispatch_model takes first from a set of the map's GPUs, from run "
+                      "to run)")
         room += (f"; {size(offloaded)} of weights are offloaded and copied to {first} as each module "
                  "runs, in the same room")
     return room
