@@ -3418,7 +3418,9 @@ def _open_checkpoint(
         warnings += _siblings_not_read(path, {f.path for f in builder.files}, warnings)
     names = [t.name for t in builder.tensors]
     # C-level passes over the names: this runs for every checkpoint read.
-    value_head = sorted(itertools.compress(names, map(str.startswith, names, itertools.repeat("v_head."))))
+    # A name starting with "v_head." holds it: one substring search over the names joined rules most files out.
+    value_head = sorted(itertools.compress(names, map(str.startswith, names, itertools.repeat("v_head.")))) \
+        if "v_head." in "\0".join(names) else []
     if value_head and any(t.name.startswith(("transformer.", "model.", "lm_head.")) for t in builder.tensors):
         # TRL's AutoModelForCausalLMWithValueHead.save_pretrained: the language model's state dict plus v_head.*.
         warnings.append(f"a TRL value head ({', '.join(value_head[:2])}) beside the language model: TRL's "
