@@ -8,6 +8,8 @@ what the plain code gave.
   cannot pass it): held to the count on headers on both sides of the bound.
 - The TRL value-head warning looks for `v_head.` in the names joined before it tests each name's start: held to
   the test of every name, with `v_head.` inside names, at their start and nowhere.
+- One stat fewer each where an open asked the same thing twice: a weight file's size from the stat
+  `require_regular_file` took, an absent config.json asked once: the refusals and reads are unchanged.
 
 Nothing here is timed: benchmarks/bench_diff_keys.py and docs/bench-diff-keys.md.
 """
@@ -17,17 +19,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import random
 import struct
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_json
+from tests.helpers import run_cli, run_json
 from weightdoctor.checkpoint import Checkpoint, open_checkpoint, safetensors_format
 from weightdoctor.checkpoint.model import TensorInfo
+from weightdoctor.checkpoint.reader import require_regular_file
 from weightdoctor.diff_keys import KeySpec, checkpoint_specs, diff_checkpoints, diff_specs, specs_from_tensors
-from weightdoctor.errors import CorruptCheckpoint
+from weightdoctor.errors import CorruptCheckpoint, UnsupportedFormat
 
 
 def _header(names: list[str], shapes: list[list[int]] | None = None) -> bytes:
@@ -176,3 +180,49 @@ def test_value_head_warning_equals_the_test_of_every_name(tmp_path: Path, seed: 
         assert ("a TRL value head" in text) == trl, names
         said[trl] += 1
     assert all(said)
+
+
+def test_require_regular_file_gives_the_stat_it_took_and_refuses_as_before(tmp_path: Path) -> None:
+    """add_weight_file takes the file's size from the stat `require_regular_file` took (one stat, not two): the same
+    stat as `os.stat`; a FIFO refused in the same words; None for a missing path, whose open says what is wrong."""
+    path = _write(tmp_path / "m.safetensors", ["w"])
+    found = require_regular_file(path)
+    assert found is not None and found.st_size == os.stat(path).st_size == path.stat().st_size
+    assert found.st_ino == os.stat(path).st_ino
+    assert require_regular_file(tmp_path / "absent.safetensors") is None
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    with pytest.raises(UnsupportedFormat, match=r"not a regular file \(a FIFO\)"):
+        require_regular_file(fifo)
+    result = run_cli("inspect", str(fifo), "--json")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [f"error: {fifo}: not a regular file (a FIFO); give a checkpoint "
+                                                  "file or folder"]
+
+
+def test_config_json_beside_a_file_is_read_or_refused_as_before(tmp_path: Path) -> None:
+    """`_load_config` asks whether config.json exists first (one stat where it does not): absent or a link to
+    nothing reads no config (the link said in a warning), a folder or a FIFO is refused naming it, a file is read."""
+    said: dict[str, tuple[int, str, str]] = {}
+    for case in ("absent", "broken-link", "folder", "fifo", "file"):
+        folder = tmp_path / case
+        folder.mkdir()
+        _write(folder / "model.safetensors", ["w"])
+        config = folder / "config.json"
+        if case == "broken-link":
+            config.symlink_to(folder / "nothing.json")
+        elif case == "folder":
+            config.mkdir()
+        elif case == "fifo":
+            os.mkfifo(config)
+        elif case == "file":
+            config.write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+        result = run_cli("inspect", str(folder / "model.safetensors"), "--json")
+        said[case] = (result.exit_code, result.stdout, result.stderr)
+    roles = {case: [f["role"] for f in json.loads(out)["files"]] for case, (code, out, _) in said.items() if code == 0}
+    assert roles == {"absent": ["weights"], "broken-link": ["weights"], "file": ["weights", "config"]}
+    assert "config.json is a link to" in said["broken-link"][1] and "config.json is a link" not in said["absent"][1]
+    for case, kind in (("folder", "a folder"), ("fifo", "a FIFO")):
+        code, out, err = said[case]
+        assert code == 2 and out == "" and err.strip().splitlines() == [
+            f"error: {tmp_path / case / 'config.json'}: config.json is not a regular file ({kind})"]
