@@ -2182,11 +2182,31 @@ def specs_from_tensors(tensors: Iterable[TensorInfo]) -> dict[str, KeySpec]:
     `shape`, `dtype`) and is used as it is: 20,000 new tuples cost as much as the rest of a diff.
     """
     infos = list(tensors)
-    if set(map(type, map(attrgetter("shape"), infos))) <= {tuple}:  # the reader's are: C-level loops only
-        # A comprehension: on Python 3.11 its specialised reads of TensorInfo's slots beat attrgetter in C.
+    # The reader's shapes are tuples. A comprehension: on Python 3.11 its specialised reads of TensorInfo's slots
+    # take half the time of C-level map(attrgetter).
+    if {type(info.shape) for info in infos} <= {tuple}:
         return {info.name: info for info in infos}  # type: ignore[misc]
     return {t.name: t if type(t.shape) is tuple else KeySpec(t.name, tuple(t.shape), t.dtype)  # type: ignore[misc]
             for t in infos}
+
+
+def checkpoint_specs(checkpoint: Checkpoint) -> dict[str, KeySpec]:
+    """`specs_from_tensors(checkpoint.tensors)`, copied from the name -> tensor index the checkpoint built when it
+    was opened (the one `Checkpoint.tensor_info` reads), not built again: a copy of a dict is one C-level pass, a
+    comprehension over 10,000 tensors 0.4 ms. That index was built by the same comprehension over the same list;
+    with every name once (the index as long as the list) and every shape a tuple, it is the dict
+    `specs_from_tensors` returns, keys in the same order. Anything else takes `specs_from_tensors`.
+
+    Example:
+        >>> ckpt = open_checkpoint("model.safetensors")  # doctest: +SKIP
+        >>> checkpoint_specs(ckpt) == specs_from_tensors(ckpt.tensors)  # doctest: +SKIP
+        True
+    """
+    infos = checkpoint.tensors
+    index = checkpoint._by_name
+    if type(infos) is list and len(index) == len(infos) and {type(info.shape) for info in infos} <= {tuple}:
+        return dict(index)  # type: ignore[arg-type]
+    return specs_from_tensors(infos)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -3606,7 +3626,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
     check = functools.cache(lambda: _model_class_command(a, b, renames))
     found_b = quantization_of(b.config)
     report = diff_specs(
-        specs_from_tensors(a.tensors), specs_from_tensors(b.tensors), renames,
+        checkpoint_specs(a), checkpoint_specs(b), renames,
         source_a=a.source, source_b=b.source, tied_groups_a=a.alias_groups(), tied_groups_b=b.alias_groups(),
         tie_embeddings=config_ties(b.config), base_prefix_loads=b.config is not None,
         tie_embeddings_a=config_ties(a.config),

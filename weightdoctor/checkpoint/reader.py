@@ -471,26 +471,32 @@ def _read_json(path: Path) -> Any:
         raise CorruptCheckpoint(f"not valid JSON ({exc})", path=str(path)) from exc
 
 
-def require_regular_file(path: Path) -> None:
-    """Refuse a FIFO, device or socket before opening it: reading a FIFO waits for a writer forever."""
+def require_regular_file(path: Path) -> os.stat_result | None:
+    """Refuse a FIFO, device or socket before opening it: reading a FIFO waits for a writer forever.
+
+    Returns:
+        The path's `os.stat` (for a caller that needs its size too), or None where it cannot be had.
+    """
     try:
-        mode = path.stat().st_mode
+        found = path.stat()
     except OSError:
-        return  # opening it fails with the message that belongs to it
+        return None  # opening it fails with the message that belongs to it
+    mode = found.st_mode
     if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
         kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
             "a socket" if stat.S_ISSOCK(mode) else "not a file"
         raise UnsupportedFormat(f"not a regular file ({kind}); give a checkpoint file or folder", path=str(path))
+    return found
 
 
 def _load_config(path: Path | None) -> tuple[dict[str, Any] | None, CheckpointFile | None]:
-    if path is not None and path.exists() and not path.is_file():
+    if path is None or not path.exists():  # a link to nothing too: said by the caller
+        return None, None
+    if not path.is_file():
         # A FIFO would wait for a writer forever; a folder or device is no config either. Said, not skipped: the
         # report (plan-devices' model above all) would silently be that of a checkpoint without a config.
         kind = "a folder" if path.is_dir() else _file_kind(path)
         raise UnsupportedFormat(f"config.json is not a regular file ({kind})", str(path))
-    if path is None or not path.is_file():
-        return None, None
     data = _read_json(path)
     if not isinstance(data, dict):
         raise CorruptCheckpoint("config.json is not a JSON object", path=str(path))
@@ -598,9 +604,9 @@ class _Builder:
 
     def add_weight_file(self, path: Path) -> list[TensorInfo]:
         relpath = self.relpath(path)
-        require_regular_file(path)
+        found = require_regular_file(path)
         try:
-            size = path.stat().st_size
+            size = (found or path.stat()).st_size  # without one, stat again: its error says what is wrong
             prefix = _read_prefix(path, 32)
         except OSError as exc:
             raise SourceNotFound(f"cannot read: {exc.strerror}", path=str(path)) from exc
@@ -3218,10 +3224,12 @@ def _open_checkpoint(
     check_revision(revision)
     path = expand_user(text)
     repo_id = None
-    if not path_exists(path) and path_exists(path, link=True):
+    # Asked once (each is a stat): the local path is read as typed unless a Hub address below replaces it.
+    exists = path_exists(path)
+    if not exists and path_exists(path, link=True):
         # Not a repo id to look up: a link that leads nowhere (its target is gone, or links loop).
         raise dangling_link(path, text)
-    located = hub_location(text) if not path_exists(path) else None
+    located = hub_location(text) if not exists else None
     given = text  # the source as typed (`hf://org/name@v1`), which `source` keeps once it is read as `org/name`
     if located is not None:
         # `hf://org/name@v1/unet`, a repo's web address, `datasets/org/name`: huggingface_hub's own parse of it.
@@ -3265,7 +3273,8 @@ def _open_checkpoint(
                                                      "it"), given, f"file {inside!r} of ") from exc
         else:
             text = located.repo_id + (f"/{inside}" if inside else "")
-    if not path_exists(path):
+        exists = path_exists(path)
+    if not exists:
         if (url_hint := url_source_hint(text)) is not None:
             # Pasted from a browser or a script: read as a local path, it was "no such file or directory".
             raise SourceNotFound(url_hint, path=text)
@@ -3339,7 +3348,9 @@ def _open_checkpoint(
         if in_cache is not None:
             path, how = in_cache
             cache_note = f"{text} is a Hub cache folder: read its snapshot ({how})"
-    root = path if path.is_dir() else path.parent
+    # `path` is what is read from here on: whether it is a folder is asked once.
+    is_dir = path.is_dir()
+    root = path if is_dir else path.parent
     builder = _Builder(root, key)
     config_path: Path | None = None
     sharded = False
@@ -3350,7 +3361,7 @@ def _open_checkpoint(
         warnings.append(f"--revision {revision} ignored: {text} is a local path, not a Hub repo id")
     target = path
     is_index = False
-    if path.is_dir():
+    if is_dir:
         config_path = path / "config.json"
         try:
             # Before the weights are chosen: a save_state folder whose model is in a DCP subfolder has none here.
@@ -3413,12 +3424,14 @@ def _open_checkpoint(
             raise
         raise said from exc
     warnings += builder.notes
-    if path.is_dir() and target != config_path:
+    if is_dir and target != config_path:
         # What the folder holds beside what was read: said once, as from_pretrained leaves it too.
         warnings += _siblings_not_read(path, {f.path for f in builder.files}, warnings)
     names = [t.name for t in builder.tensors]
     # C-level passes over the names: this runs for every checkpoint read.
-    value_head = sorted(itertools.compress(names, map(str.startswith, names, itertools.repeat("v_head."))))
+    # A name starting with "v_head." holds it: one substring search over the names joined rules most files out.
+    value_head = sorted(itertools.compress(names, map(str.startswith, names, itertools.repeat("v_head.")))) \
+        if "v_head." in "\0".join(names) else []
     if value_head and any(t.name.startswith(("transformer.", "model.", "lm_head.")) for t in builder.tensors):
         # TRL's AutoModelForCausalLMWithValueHead.save_pretrained: the language model's state dict plus v_head.*.
         warnings.append(f"a TRL value head ({', '.join(value_head[:2])}) beside the language model: TRL's "
@@ -3431,7 +3444,7 @@ def _open_checkpoint(
 
     if (quantization_problem := config_quantization_problem(config, builder.tensors)) is not None:
         warnings.append(quantization_problem)
-    elif (packed := packed_without_quantizer(config, builder.tensors, path if path.is_dir() else path.parent)):
+    elif (packed := packed_without_quantizer(config, builder.tensors, path if is_dir else path.parent)):
         warnings.append(packed)
     if config_path is not None and config_path.is_symlink() and not config_path.exists():
         warnings.append(f"config.json is a link to {os.readlink(config_path)}, which does not exist: read without "
