@@ -1313,7 +1313,11 @@ def adapter_fit(
         elif weight.dtype not in FLOATING:
             whys[name] = ("adapter", "info", f"on {module} (stored quantized in B: shapes not compared)")
             modules.setdefault(module, True)
-        elif part != "lora_E" and not _lora_fits(part, shape, weight.shape):
+        elif match["part"] == "ia3_l" and (misfit := _ia3_misfit(specs_a[name].shape, weight.shape, module)):
+            whys[name] = ("adapter", "error", f"{'×'.join(map(str, specs_a[name].shape))} does not fit {module}.weight "
+                          f"({'×'.join(map(str, weight.shape))} in B): it {misfit}: an adapter for another model size")
+            modules[module] = False
+        elif part != "lora_E" and match["part"] != "ia3_l" and not _lora_fits(part, shape, weight.shape):
             whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {module}.weight "
                           f"({'×'.join(map(str, weight.shape))} in B): {_lora_misfit(part, shape, weight.shape)}")
             modules[module] = False
@@ -1321,8 +1325,9 @@ def adapter_fit(
             whys[name] = ("adapter", "info", f"{kind} on {module}.weight{stored}")
             modules.setdefault(module, True)
     methods = _tuners_fit(tuners, shared, specs_b, whys, modules, specs_a)
-    # LoHa's and LoKr's products are compared with the weights; the other methods' tensors are not shaped so.
-    unshaped = [method for method in methods if method not in ("LoHa", "LoKr")]
+    # LoHa's and LoKr's products, VeRA's, OFT's, BOFT's, HRA's and LN tuning's widths are compared with the weights;
+    # the other methods' tensors are not shaped so.
+    unshaped = [method for method in methods if method not in _SHAPED_TUNERS]
     for name in others:
         # Whole weights an adapter saves beside its pairs (modules_to_save heads, resized embeddings).
         target = specs_b.get(_adapter_target(name))
@@ -1374,9 +1379,10 @@ def _tuners_fit(
     whys: dict[str, tuple[str, str, str]], modules: dict[str, bool], specs_a: Mapping[str, KeySpec],
 ) -> list[str]:
     """`adapter_fit`'s reasons for the tensors of PEFT methods other than LoRA and IA3 (see `_PEFT_TUNER_PARTS`),
-    added to `whys` and `modules` (module -> in B); returns the methods found, in order. Only that the module is in B
-    is checked: VeRA's scales, OFT's rotations or FourierFT's spectrum are not shaped as the weight is. LoHa's and
-    LoKr's factors make a product of the weight's shape (`_lycoris_product`), which is compared with it."""
+    added to `whys` and `modules` (module -> in B); returns the methods found, in order. LoHa's and LoKr's factors
+    make a product of the weight's shape (`_lycoris_product`), which is compared with it; VeRA's, OFT's, BOFT's,
+    HRA's and LN tuning's tensors are sized by the layer's widths (`_tuner_misfit`), which are compared with the
+    weight's; for the other methods (FourierFT's spectrum, ...) only that the module is in B is checked."""
     methods: list[str] = []
     held: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
     for name, match in tuners:
@@ -1397,6 +1403,9 @@ def _tuners_fit(
                            f"({'×'.join(map(str, weight.shape))} in B)")
             whys[name] = ("adapter", "error", f"{method} on {module}: {shaped}")
             modules[module] = False
+        elif (misfit := _tuner_misfit(match["part"], match["param"], specs_a[name].shape, module, specs_b)):
+            whys[name] = ("adapter", "error", f"{method} on {module}: {misfit}: an adapter for another model size")
+            modules[module] = False
         elif tied is not None:
             whys[name] = ("adapter", "info", f"{method} on {module}.weight (B stores it once, as {tied.name}, tied)")
             modules.setdefault(module, True)
@@ -1407,10 +1416,128 @@ def _tuners_fit(
             whys[name] = ("adapter", "error", f"targets {module}, which B does not have: the adapter's weights for "
                           "it are dropped")
             modules[module] = False
+    vera = [module for name, match in tuners if match["part"] == "vera_lambda_b"
+            and (module := _adapter_target(match["module"])) + ".weight" in specs_b]
     for name in shared:
-        whys[name] = ("adapter", "info", "shared by the adapter's modules (its fixed random projections, saved with "
-                      "save_projection=True, or VB-LoRA's vector bank), not a weight of B")
+        misfit = _vera_projection_misfit(name, specs_a[name].shape, vera, specs_b)
+        whys[name] = ("adapter", "error", misfit) if misfit else (
+            "adapter", "info", "shared by the adapter's modules (its fixed random projections, saved with "
+            "save_projection=True, or VB-LoRA's vector bank), not a weight of B")
     return methods
+
+
+# The PEFT methods whose tensors `_tuner_misfit` compares with the widths of the layer they adapt.
+_SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN tuning")
+
+
+# GPT-2's Conv1D layers (in × out, transposed from nn.Linear): c_attn, c_proj, c_fc, q_attn in GPT-2 and its kin.
+_CONV1D_MODULE = _lazy_regex(r"(?:^|\.)(?:c_attn|c_proj|c_fc|q_attn)$")
+
+
+def _layer_widths(weight: tuple[int, ...], module: str) -> set[tuple[int, int]]:
+    """The (in, out) widths peft reads off `module`'s weight: an nn.Linear / Embedding (out × in), a Conv2d (in × kh
+    × kw its input), or GPT-2's Conv1D (in × out), told apart by its module name.
+
+    Example:
+        >>> sorted(_layer_widths((64, 32), "v")), sorted(_layer_widths((64, 32), "attn.c_attn"))
+        ([(32, 64)], [(64, 32)])
+    """
+    if len(weight) < 2:
+        return set()
+    if len(weight) > 2:
+        return {(math.prod(weight[1:]), weight[0])}
+    return {(weight[0], weight[1])} if _CONV1D_MODULE.search(module) else {(weight[1], weight[0])}
+
+
+def _ia3_misfit(shape: tuple[int, ...], weight: tuple[int, ...], module: str) -> str | None:
+    """Why IA3's `ia3_l` of `shape` does not fit `module`'s weight, or None: peft saves one scale per output feature
+    (out × 1; a Conv's 1 × out × 1 × 1) or, on a feedforward module, one per input feature (1 × in)."""
+    widths = _layer_widths(weight, module)
+    if len(shape) < 2 or not widths:
+        return None
+    (width_in, width_out), = widths
+    if len(shape) == 2 and shape[1] == 1 and shape[0] != 1:
+        return None if shape[0] == width_out else f"scales {shape[0]} output features, B's layer has {width_out}"
+    count = math.prod(shape)
+    if len(shape) > 2:  # a Conv's 1 × channels × 1 × 1: its input channels (feedforward) or its output ones
+        channels = weight[1], weight[0]
+        return None if count in channels else (
+            f"scales {count} channels, B's convolution reads {channels[0]} and writes {channels[1]}")
+    return None if count == width_in else (
+        f"scales {count} input features (a feedforward module's), B's layer reads {width_in}")
+
+
+def _tuner_misfit(
+    part: str, param: str | None, shape: tuple[int, ...], module: str, specs_b: Mapping[str, KeySpec],
+) -> str | None:
+    """Why a VeRA / OFT / BOFT / HRA / LN-tuning tensor does not fit B's `module` (a module B has), or None.
+
+    peft sizes each by the layer's widths: VeRA's vera_lambda_b holds one scale per output feature; OFT's
+    oft_R.weight one row per block of the input (block_share: one row for all) and b(b-1)/2 values for a b × b
+    block; BOFT's boft_R (factors × blocks × b × b) blocks that tile the input and boft_s one scale per output
+    feature; HRA's hra_u (in × r); LN tuning copies the norm whole. load_state_dict raises on any other size.
+
+    Example:
+        >>> b = {"q.weight": KeySpec("q.weight", (32, 32), "float32")}
+        >>> _tuner_misfit("oft_R", "weight", (8, 28), "q", b)
+        'oft_R.weight 8×28 (8 blocks of 8) rotates 64 input features, q.weight (32×32 in B) reads 32'
+    """
+    weight = specs_b.get(f"{module}.{param or 'weight'}" if part == "ln_tuning_layers" else f"{module}.weight")
+    if weight is None or weight.dtype not in FLOATING:
+        return None
+    held, size = "×".join(map(str, shape)), f"{weight.name} ({'×'.join(map(str, weight.shape))} in B)"
+    label = part + (f".{param}" if param else "")
+    if part == "ln_tuning_layers":
+        return None if shape == weight.shape else f"{label} {held}, {size}: LN tuning copies the norm whole"
+    widths = _layer_widths(weight.shape, module)
+    if not widths:
+        return None
+    ins = sorted({width[0] for width in widths})
+    reads = " or ".join(map(str, ins))
+    if part in ("vera_lambda_b", "boft_s"):
+        outs = {width[1] for width in widths}
+        # out × 1 (BOFT on a Conv2d: 1 × out)
+        count = math.prod(shape) if len(shape) == 1 or (len(shape) == 2 and 1 in shape) else None
+        return None if count in outs else (
+            f"{label} {held} scales {count} output features, {size} writes {' or '.join(map(str, sorted(outs)))}"
+            if count is not None else f"{label} {held} is not one scale per output feature")
+    if part in ("oft_R", "oft_embedding_R") and len(shape) == 2:
+        block = (1 + math.isqrt(1 + 8 * shape[1])) // 2
+        if block * (block - 1) // 2 != shape[1]:
+            return f"{label} {held} holds no b×b block's b(b-1)/2 values"
+        if any(shape[0] * block == width or (shape[0] == 1 and width % block == 0) for width in ins):
+            return None
+        return (f"{label} {held} ({shape[0]} block{'s' if shape[0] != 1 else ''} of {block}) rotates "
+                f"{shape[0] * block} input features, {size} reads {reads}")
+    if part == "boft_R" and len(shape) == 4:
+        if shape[1] * shape[2] in ins and shape[2] == shape[3]:
+            return None
+        return (f"{label} {held} ({shape[1]} blocks of {shape[2]}) rotates {shape[1] * shape[2]} input features, "
+                f"{size} reads {reads}")
+    if part == "hra_u" and len(shape) == 2:
+        return None if shape[0] in ins else f"{label} {held} reflects {shape[0]} input features, {size} reads {reads}"
+    return None
+
+
+def _vera_projection_misfit(
+    name: str, shape: tuple[int, ...], modules: Sequence[str], specs_b: Mapping[str, KeySpec],
+) -> str | None:
+    """Why VeRA's shared projection `base_model.vera_A` (r × the widest input of the adapted layers) or `vera_B`
+    (the widest output × r) does not fit the layers B has for `modules`, or None. peft builds both for the base it
+    is given, from its widest adapted layer, and loading a saved one of another size raises."""
+    part = name.removeprefix("base_model.").split(".")[0]
+    if part not in ("vera_A", "vera_B") or len(shape) != 2 or not modules:
+        return None
+    axis, side = (1, "input") if part == "vera_A" else (0, "output")
+    widths = [width for module in modules for width in _layer_widths(specs_b[f"{module}.weight"].shape, module)]
+    if not widths:
+        return None
+    widest = max(width[0 if part == "vera_A" else 1] for width in widths)
+    if shape[axis] == widest:
+        return None
+    return (f"VeRA's shared projection {part} ({'×'.join(map(str, shape))}) spans {shape[axis]} {side} features, "
+            f"the widest layer it adapts in B has {widest}: an adapter for another model size (peft builds it for "
+            "the base and cannot load this one)")
 
 
 # AdapterHub's save_adapter (adapter-transformers, adapters) stores each adapter under the module it follows, named:
