@@ -1,10 +1,19 @@
 """A twenty-fourth round: adapter families and diffusion single files as their own save code writes them: PEFT's
 VeRA, OFT, BOFT, HRA, LN-tuning and IA3 adapters (peft 0.21's save_pretrained, a folder and its bare
-adapter_model.safetensors) against a base of their own size and of another, ...
+adapter_model.safetensors) against a base of their own size and of another; LyCORIS' GLoRA, diag-OFT (and older
+LyCORIS' `oft_diag`), BOFT and full-diff files under kohya's flat names against the single file they adapt, and the
+words a kohya or LyCORIS file's reports use for its family.
+
+peft is installed and writes its adapters here. LyCORIS is not: its files are reproduced from LyCORIS 3.x's module
+code (lycoris/modules/glora.py: a1 in × r, a2 r × in, b1 out × r, b2 r × in × kernel, a2 and b2 started at zero;
+diag_oft.py: oft_blocks blocks × b × b tiling the output features, started at zero, `rescale` out × 1..., ones,
+`alpha` the constraint; boft.py: oft_blocks factors × blocks × b × b; full.py: custom_state_dict's `diff` and
+`diff_b`), older LyCORIS' `oft_diag` from AUTOMATIC1111's network_oft.py, which reads both names.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +21,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import run_json
+from tests.helpers import run_cli, run_json
+from tests.test_third_party_layouts23 import _CONV, _LINEAR, _TEXT, _sd_single_file
 
 
 def _base(path: Path, hidden: int) -> torch.nn.Module:
@@ -109,3 +119,147 @@ def test_fourierft_still_says_its_shapes_are_not_compared(tmp_path: Path) -> Non
     code, data = run_json("diff-keys", str(adapter), str(tmp_path / "smaller.safetensors"))
     note = next(n for n in data["notes"] if n.startswith("A is a PEFT adapter"))
     assert code == 0 and "(shapes not compared: FourierFT tensors are not shaped as the weights" in note, note
+
+
+_LYCORIS_MODULES = ((_CONV, 32, 32, 3), (_LINEAR, 32, 32, 0), (_TEXT, 64, 16, 0))  # name, out, in, kernel
+
+
+def _save_lycoris(path: Path, tensors: dict[str, torch.Tensor], algo: str) -> Path:
+    save_file({name: tensor.half() for name, tensor in tensors.items()}, str(path), metadata={
+        "ss_network_module": "lycoris.kohya", "ss_network_dim": "4", "ss_network_alpha": "4",
+        "ss_network_args": json.dumps({"algo": algo})})
+    return path
+
+
+def _glora(path: Path, text_in: int = 16) -> Path:
+    """LyCORIS GLoRA, rank 4, untrained (a2, b2 at zero), on the 3×3 conv, the Linear and the text encoder's fc1
+    (its input `text_in` wide)."""
+    torch.manual_seed(5)
+    tensors: dict[str, torch.Tensor] = {}
+    for module, out, width, kernel in _LYCORIS_MODULES:
+        width = text_in if module == _TEXT else width
+        point = (1, 1) if kernel else ()
+        tensors.update({f"{module}.a1.weight": torch.randn(width, 4, *point), f"{module}.a2.weight":
+                        torch.zeros(4, width, *point), f"{module}.b1.weight": torch.randn(out, 4, *point),
+                        f"{module}.b2.weight": torch.zeros(4, width, *((kernel, kernel) if kernel else ())),
+                        f"{module}.alpha": torch.tensor(4.0)})
+    return _save_lycoris(path, tensors, "glora")
+
+
+def _oft(path: Path, name: str = "oft_blocks", factors: int = 0, text_out: int = 64) -> Path:
+    """LyCORIS diag-OFT (or BOFT with `factors`), untrained: 4 blocks tiling each module's output features."""
+    tensors: dict[str, torch.Tensor] = {}
+    for module, out, _, kernel in _LYCORIS_MODULES:
+        out = text_out if module == _TEXT else out
+        tensors[f"{module}.{name}"] = torch.zeros(*((factors,) if factors else ()), 4, out // 4, out // 4)
+        if name == "oft_blocks":
+            tensors[f"{module}.alpha"] = torch.tensor(0.0)
+        if factors:
+            tensors[f"{module}.rescale"] = torch.ones(out, *((1, 1, 1) if kernel else (1,)))
+    return _save_lycoris(path, tensors, "boft" if factors else "diag-oft")
+
+
+def _full(path: Path) -> Path:
+    """LyCORIS full: the trained weight's difference to the base's (`diff`) and the bias's (`diff_b`)."""
+    torch.manual_seed(6)
+    tensors: dict[str, torch.Tensor] = {}
+    for module, out, width, kernel in _LYCORIS_MODULES:
+        tensors[f"{module}.diff"] = torch.randn(out, width, *((kernel, kernel) if kernel else ())) * 1e-3
+        tensors[f"{module}.diff_b"] = torch.randn(out) * 1e-3
+    return _save_lycoris(path, tensors, "full")
+
+
+@pytest.mark.parametrize(("make", "method", "parts"), [
+    (_glora, "GLoRA", "a1 / a2 / b1 / b2"), (_oft, "diag-OFT", "oft_blocks"),
+    (lambda path: _oft(path, "oft_diag"), "diag-OFT", "oft_diag"),
+    (lambda path: _oft(path, factors=2), "BOFT", "oft_blocks / rescale"), (_full, "full diff", "diff"),
+], ids=["glora", "diag-oft", "old-oft-diag", "boft", "full"])
+def test_a_lycoris_glora_oft_or_full_file_against_its_single_file_is_named_and_fits(
+        tmp_path: Path, make: Any, method: str, parts: str) -> None:
+    """A LyCORIS GLoRA (a1 / a2 / b1 / b2), diag-OFT (oft_blocks, or older LyCORIS' oft_diag), BOFT or full (diff /
+    diff_b) file against the Stable Diffusion single file it was trained on was "unknown: no known cause: these
+    weights will not load" for every key of both, worst severity error, no note."""
+    sd = _sd_single_file(tmp_path / "sd.safetensors")
+    code, data = run_json("diff-keys", str(make(tmp_path / "adapter.safetensors")), str(sd))
+    assert code == 0 and data["worst_severity"] == "info", [e for e in data["unexpected"] if e["severity"] != "info"]
+    assert all(e["reason"] == "adapter" for e in data["unexpected"]), data["unexpected"]
+    assert all(e["reason"] == "adapter-base" for e in data["missing"]), data["missing"]
+    details = {e["name"]: e["detail"] for e in data["unexpected"]}
+    target = "model.diffusion_model.input_blocks.1.0.in_layers.2"
+    assert any(detail == f"{method} on {target}.weight" for detail in details.values()), details
+    note = next(n for n in data["notes"] if n.startswith("A is a LyCORIS adapter"))
+    assert note.startswith(f"A is a LyCORIS adapter ({parts} under flat lora_unet_ / lora_te_ names): {method} on "
+                           "3 module(s) of the text encoder, UNet / transformer"), note
+    assert "3 of them in B with shapes that fit" in note and "LyCORIS' create_lycoris_from_weights" in note, note
+
+
+@pytest.mark.parametrize(("make", "words"), [
+    (lambda path: _glora(path, text_in=32), "a1 32×4 spans 32 input features, the weight has 16 (64×16 in B)"),
+    (lambda path: _oft(path, text_out=128),
+     "oft_blocks 4×32×32 (4 blocks of 32) rotates 128 output features, the weight has 64 (64×16 in B)"),
+], ids=["glora", "diag-oft"])
+def test_a_lycoris_glora_or_oft_for_another_model_size_is_an_error_naming_the_width(
+        tmp_path: Path, make: Any, words: str) -> None:
+    """Their tensors are sized by the layer's widths; one made for a wider text encoder does not load."""
+    sd = _sd_single_file(tmp_path / "sd.safetensors")
+    code, data = run_json("diff-keys", str(make(tmp_path / "adapter.safetensors")), str(sd))
+    assert code == 1 and data["worst_severity"] == "error"
+    errors = [e["detail"] for e in data["unexpected"] if e["severity"] == "error"]
+    assert any(detail.startswith("GLoRA on cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1: "
+                                 f"{words}") or detail.endswith(f"{words}: an adapter for another model size")
+               for detail in errors), errors
+    note = next(n for n in data["notes"] if n.startswith("A is a LyCORIS adapter"))
+    assert "2 of them in B with shapes that fit" in note, note
+
+
+def test_an_untrained_lycoris_glora_or_oft_is_named_as_one_not_a_broken_layer(tmp_path: Path) -> None:
+    """inspect --stats called GLoRA's a2 / b2 and OFT's oft_blocks, which LyCORIS starts at zero, "a layer that was
+    never initialized or was zeroed; it passes nothing on", and BOFT's rescale (ones) "a constant weight never breaks
+    symmetry"."""
+    findings = []
+    for path in (_glora(tmp_path / "glora.safetensors"), _oft(tmp_path / "boft.safetensors", factors=2)):
+        code, data = run_json("inspect", str(path), "--stats")
+        assert code == 0
+        findings += data["findings"]
+    hints = {f["tensor"]: f["hint"] for f in findings if f.get("tensor")}
+    assert hints[f"{_LINEAR}.a2.weight"].startswith("a LyCORIS GLoRA factor still at its initialization (LyCORIS "
+                                                    "starts a2 and b2 at zero)"), hints
+    assert hints[f"{_LINEAR}.oft_blocks"].startswith("a LyCORIS / kohya OFT adapter still at its initialization"), hints
+    assert hints[f"{_LINEAR}.rescale"].startswith("a LyCORIS OFT / BOFT adapter's rescale still at its initialization")
+    every = " ".join(hints.values())
+    assert "never initialized" not in every and "never breaks symmetry" not in every, every
+
+
+def test_a_kohya_or_lycoris_files_legend_names_its_family_not_peft(tmp_path: Path) -> None:
+    """diff-keys' reasons legend said "adapter / PEFT weights (LoRA, prefix tuning): merge them or load through PEFT"
+    and "a weight of the base model, which a PEFT adapter does not store: PeftModel.from_pretrained(base, adapter)
+    takes it from the base" for a kohya LoRA or a LyCORIS file, which PEFT cannot load."""
+    sd = _sd_single_file(tmp_path / "sd.safetensors")
+    torch.manual_seed(7)
+    kohya = tmp_path / "kohya.safetensors"
+    save_file({f"{_LINEAR}.lora_down.weight": torch.randn(4, 32), f"{_LINEAR}.lora_up.weight": torch.randn(32, 4),
+               f"{_LINEAR}.alpha": torch.tensor(4.0)}, str(kohya), metadata={"ss_network_module": "networks.lora"})
+    for path, family in ((kohya, "a kohya-style LoRA"), (_glora(tmp_path / "glora.safetensors"), "a LyCORIS adapter")):
+        result = run_cli("diff-keys", str(path), str(sd))
+        said = " ".join(result.stdout.replace("│", " ").split())  # the legend's words, out of its panel
+        assert result.exit_code == 0, result.stdout
+        assert "load through PEFT" not in said and "PeftModel.from_pretrained" not in said, said
+        assert f"adapter {family}'s own weights, which PEFT does not load: load them with the loader the note " \
+               "names, or merge them into the base" in said, said
+        assert f"adapter-base a weight of the base model, which {family} does not store: the loader the note " \
+               "names takes it from the base" in said, said
+
+
+def test_a_lycoris_file_is_named_as_one_by_plan_devices_and_shard(tmp_path: Path) -> None:
+    """plan-devices and shard called a LyCORIS file "a kohya-style LoRA", shard with diffusers' from_single_file /
+    load_lora_weights among its loaders (diffusers' LoRA loader reads lora_down / lora_up, not GLoRA's factors)."""
+    path = _glora(tmp_path / "glora.safetensors")
+    code, data = run_json("plan-devices", str(path), "--gpu", "1GB")
+    said = " ".join(data["warnings"])
+    assert code == 0 and "this is a LyCORIS adapter (under kohya's flat lora_unet_ / lora_te_ names): only its own " \
+        "weights are planned" in said, said
+    code, data = run_json("shard", str(path), "--max", "1KB", "-o", str(tmp_path / "shards"))
+    assert code == 0
+    assert "a LyCORIS adapter (under kohya's flat lora_unet_ / lora_te_ names) is loaded from one file (ComfyUI, " \
+        "AUTOMATIC1111 / Forge, LyCORIS' create_lycoris_from_weights): none of them reads an index or these " \
+        "shards" in data["plan"]["warnings"], data["plan"]["warnings"]

@@ -99,6 +99,31 @@ REASONS: dict[str, str] = {
     "unknown": "no known cause: these weights will not load",
 }
 
+# The adapter families whose notes `adapter_fit` writes, by the note's start, other than PEFT's (which REASONS'
+# "adapter" and "adapter-base" texts describe): a kohya LoRA's legend said "merge them or load through PEFT", which
+# cannot load it.
+_ADAPTER_FAMILIES = (("A is a kohya-style", "a kohya-style LoRA"), ("A is a LyCORIS", "a LyCORIS adapter"),
+                     ("A is a LoRA in diffusers' layout", "a LoRA in diffusers' layout"),
+                     ("A is a Flux LoRA in diffusers' layout", "a LoRA in diffusers' layout"),
+                     ("A is an AdapterHub", "an AdapterHub adapter"))
+
+
+def reason_text(reason: str, notes: Sequence[str] = ()) -> str:
+    """The sentence a person reads for `reason` in a report of these `notes`: REASONS', or for an adapter of a
+    family PEFT does not load, that family's.
+
+    Example:
+        >>> reason_text("adapter-base", ["A is a kohya-style LoRA (lora_down / lora_up ...): ..."])[:60]
+        'a weight of the base model, which a kohya-style LoRA does no'
+    """
+    if reason in ("adapter", "adapter-base"):
+        family = next((name for note in notes for start, name in _ADAPTER_FAMILIES if note.startswith(start)), None)
+        if family is not None:
+            return (f"{family}'s own weights, which PEFT does not load: load them with the loader the note names, or "
+                    "merge them into the base" if reason == "adapter" else f"a weight of the base model, which "
+                    f"{family} does not store: the loader the note names takes it from the base")
+    return REASONS.get(reason, "")
+
 # Module names of task heads (`classifier`, `lm_head`, BERT's pre-training `cls.predictions`, ...).
 _HEAD_WORDS = frozenset({
     "classifier", "score", "qa_outputs", "lm_head", "pooler", "cls", "seq_relationship", "head", "heads", "logits",
@@ -1145,12 +1170,14 @@ _PEFT_TUNER_WORD = _lazy_regex(r"\.(?:" + "|".join(_PEFT_TUNER_WORDS) + ")")
 # Every substring `adapter_fit` looks for before it looks at any key, with its digits folded as `_word_text` folds
 # them (`.ia3_l` -> `.ia0_l`): a text of folded names that holds none of them holds none of the words either.
 _ADAPTER_WORDS_FOLDED = tuple(word.translate(_FOLD_DIGITS) for word in (
-    ".adapters.", ".loras.", ".lora_", ".ia3_l", *("." + word for word in _PEFT_TUNER_WORDS)))
+    ".adapters.", ".loras.", ".lora_", ".ia3_l", *("." + word for word in _PEFT_TUNER_WORDS), "lora_unet_",
+    "lora_te", "lora_transformer_"))
 # The tensors such a method shares between its modules, saved once at the top (`base_model.vera_A`): VeRA's and
 # RandLoRA's random projections (save_projection=True), VB-LoRA's vector bank.
 _PEFT_SHARED = _lazy_regex(r"^base_model\.(?:vera_[AB]|randlora_[AB]|vblora_vector_bank)(?:\.[^.]+)?$")
 # kohya / LyCORIS names (lora_unet_<path>.hada_w1_a) are looked up by _kohya_adapter_fit's tables, not as modules.
 _KOHYA_MODULE = _lazy_regex(r"^lora_(?:unet|te\d?|transformer)_")
+_KOHYA_LINE = _lazy_regex(r"(?m)^lora_(?:unet|te\d?|transformer)_")
 
 
 def _adapter_target(name: str) -> str:
@@ -1248,8 +1275,9 @@ def adapter_fit(
         if whys:
             return whys, note
     tuner_in = _PEFT_TUNER_WORD.search(joined) is not None
-    # One substring test spares 10,000s of regex matches.
-    if ".lora_" not in joined and ".ia3_l" not in joined and not tuner_in:
+    # One substring test spares 10,000s of regex matches. kohya's flat names hold LyCORIS' GLoRA (`.a1.weight`) or
+    # full (`.diff`) parts under no such word: their lora_unet_ / lora_te_ start says it.
+    if ".lora_" not in joined and ".ia3_l" not in joined and not tuner_in and not _KOHYA_LINE.search(joined):
         return {}, ""
     pairs = [(name, match) for name in unexpected if (match := _LORA_PAIR.match(name))]
     tuners = ([(name, match) for name in unexpected if (match := _PEFT_TUNER.match(name))
@@ -1613,9 +1641,16 @@ def _adapterhub_fit(
 # `lokr_w2_b`, Tucker: `lokr_t2`), DoRA's `dora_scale`; with train_norm, each LayerNorm / GroupNorm's offsets
 # `w_norm` and `b_norm` (one value per channel, added to the norm's weight and bias). A LoHa or LoKr file, or a LoCon
 # with a lora_mid, against its base was "unknown: these weights will not load" for every key.
+# LyCORIS' other algorithms under the same names: GLoRA's two low-rank pairs (`a1` in × r, `a2` r × in: W·a1·a2;
+# `b1` out × r, `b2` r × in × kernel, Tucker `bm`), diag-OFT's block-diagonal rotation of the output (`oft_blocks`
+# blocks × b × b, kohya's OFT too; `oft_diag` in older LyCORIS; `rescale` one value per output feature) or BOFT's
+# butterfly of them (`oft_blocks` factors × blocks × b × b), and "full" fine-tuning's difference to the weight
+# (`diff`, the weight's shape; `diff_b`, the bias's). A GLoRA, OFT or full file against its base was "unknown: no
+# known cause: these weights will not load" for every key.
 _KOHYA_PAIR = _lazy_regex(
     r"^(?P<prefix>lora_(?:unet|te\d?|transformer))_(?P<module>[^.]+)\.(?P<part>lora_down|lora_up|lora_mid|alpha|"
-    r"dora_scale|hada_w[12]_[ab]|hada_t[12]|lokr_w[12](?:_[ab])?|lokr_t2|w_norm|b_norm)(?:\.weight)?$")
+    r"dora_scale|hada_w[12]_[ab]|hada_t[12]|lokr_w[12](?:_[ab])?|lokr_t2|w_norm|b_norm|a[12]|b[12]|bm|oft_blocks|"
+    r"oft_diag|rescale|diff_b|diff)(?:\.weight)?$")
 _KOHYA_PARTS = {"lora_unet": "UNet / transformer", "lora_transformer": "transformer", "lora_te": "text encoder",
                 "lora_te1": "first text encoder", "lora_te2": "second text encoder", "lora_te3": "third text encoder"}
 
@@ -1775,9 +1810,7 @@ def _kohya_adapter_fit(
     parts_of: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
     for name, match in pairs:
         parts_of[f"{match['prefix']}_{match['module']}"][match["part"]] = specs_a[name].shape
-    lycoris = {module: method for module, held in parts_of.items()
-               if (method := "LoHa" if "hada_w1_a" in held else "LoKr" if any(
-                   part.startswith("lokr_") for part in held) else None)}
+    lycoris = {module: method for module, held in parts_of.items() if (method := _lycoris_method(held))}
     cores = {module for module, held in parts_of.items() if "lora_mid" in held}
     for name, match in pairs:
         prefix, part = match["prefix"], match["part"]
@@ -1812,6 +1845,21 @@ def _kohya_adapter_fit(
                 whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {what} (" + (
                     f"{'×'.join(map(str, target.shape))} in B)" if target is not None else "which B does not have)"))
                 modules[module] = False
+            continue
+        if method in _LYCORIS_LAYER_METHODS and weight.dtype not in FLOATING:
+            whys[name] = ("adapter", "info", f"{method} on {module} (stored quantized in B: shapes not compared)")
+            modules.setdefault(module, True)
+            continue
+        if method in _LYCORIS_LAYER_METHODS:
+            bias = specs_b.get(module + ".bias")
+            misfit = _lycoris_layer_misfit(part, shape, weight.shape, None if bias is None else bias.shape)
+            if misfit:
+                whys[name] = ("adapter", "error", f"{method} on {module}: {misfit} ({'×'.join(map(str, weight.shape))} "
+                              "in B): an adapter for another model size")
+                modules[module] = False
+            else:
+                whys[name] = ("adapter", "info", f"{method} on {module}.{'bias' if part == 'diff_b' else 'weight'}")
+                modules.setdefault(module, True)
             continue
         if method != "LoRA":
             product = _lycoris_product(method, parts_of[f"{prefix}_{match['module']}"])
@@ -1869,8 +1917,12 @@ def _kohya_adapter_fit(
     comfy = ldm and any(name.startswith("text_encoders.") for name in specs_b)
     where = ("in B, a ComfyUI single-file checkpoint" if comfy else "in B, a single-file Stable Diffusion checkpoint"
              if ldm else "B")
-    kind = ("a LyCORIS adapter (hada_* / lokr_* / lora_mid beside lora_down / lora_up / alpha under flat lora_unet_ "
-            "/ lora_te_ names)" if methods or cores else
+    held_parts = sorted({_LYCORIS_PART_NAMES.get(match["part"], match["part"]) for _, match in pairs
+                         if match["part"] not in ("lora_down", "lora_up", "alpha")})
+    beside = " beside lora_down / lora_up / alpha" if any(
+        match["part"] in ("lora_down", "lora_up") for _, match in pairs) else ""
+    kind = (f"a LyCORIS adapter ({' / '.join(held_parts)}{beside} under flat lora_unet_ / lora_te_ names)"
+            if methods or cores else
             "a kohya-style LoRA (lora_down / lora_up / alpha under flat lora_unet_ / lora_te_ names)")
     loaders = ("ComfyUI, AUTOMATIC1111 / Forge or LyCORIS' create_lycoris_from_weights" if methods or cores else
                "ComfyUI or Forge" if comfy else "diffusers' load_lora_weights, ComfyUI or AUTOMATIC1111")
@@ -1878,6 +1930,84 @@ def _kohya_adapter_fit(
             f"with shapes that fit; it stores no base weights: load it with {loaders}, which map its names to the "
             "modules")
     return whys, note
+
+
+# How the kohya-layout note names the parts it saw (each family's own tensors, grouped).
+_LYCORIS_PART_NAMES = {
+    **{part: "hada_*" for part in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2")},
+    **{part: "lokr_*" for part in ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b",
+                                    "lokr_t2")},
+    **{part: "a1 / a2 / b1 / b2" for part in ("a1", "a2", "b1", "b2", "bm")}, "diff_b": "diff",
+    "w_norm": "w_norm / b_norm", "b_norm": "w_norm / b_norm",
+}
+
+
+# The LyCORIS algorithms whose tensors `_lycoris_layer_misfit` compares with the layer's widths, one by one.
+_LYCORIS_LAYER_METHODS = ("GLoRA", "diag-OFT", "BOFT", "full diff")
+
+
+def _lycoris_method(held: Mapping[str, tuple[int, ...]]) -> str | None:
+    """The LyCORIS algorithm a module's saved parts are (None: a plain LoRA, kohya's lora_down / lora_up).
+
+    Example:
+        >>> _lycoris_method({"oft_blocks": (4, 8, 8), "alpha": ()}), _lycoris_method({"diff": (32, 32)})
+        ('diag-OFT', 'full diff')
+    """
+    if "hada_w1_a" in held:
+        return "LoHa"
+    if any(part.startswith("lokr_") for part in held):
+        return "LoKr"
+    if any(part in held for part in ("a1", "a2", "b1", "b2")):
+        return "GLoRA"
+    blocks = held.get("oft_blocks", held.get("oft_diag"))
+    if blocks is not None:
+        return "BOFT" if len(blocks) == 4 else "diag-OFT"
+    if "diff" in held or "diff_b" in held:
+        return "full diff"
+    return None
+
+
+def _lycoris_layer_misfit(
+    part: str, shape: tuple[int, ...], weight: tuple[int, ...], bias: tuple[int, ...] | None,
+) -> str | None:
+    """Why a LyCORIS GLoRA / diag-OFT / BOFT / full tensor does not fit the layer of this `weight` (out × in ×
+    kernel) and `bias`, or None (its `alpha` and the parts it does not size, too).
+
+    GLoRA's a1 is in × r and a2 r × in (they multiply W from the right), b1 out × r and b2 r × in × the kernel
+    (Tucker: b2 pointwise, bm the kernel); OFT's blocks tile the output features (blocks × b, BOFT's too) and rescale
+    holds one value per output feature; full's diff is the weight's shape, diff_b the bias's.
+
+    Example:
+        >>> _lycoris_layer_misfit("oft_blocks", (4, 16, 16), (32, 32), None)
+        'oft_blocks 4×16×16 (4 blocks of 16) rotates 64 output features, the weight has 32'
+    """
+    held, out = "×".join(map(str, shape)), weight[0] if weight else 0
+    width_in = weight[1] if len(weight) >= 2 else 0
+    if part == "diff":
+        return None if shape == weight else f"diff {held} is not the weight's shape"
+    if part == "diff_b":
+        return None if bias is not None and shape == bias else (
+            f"diff_b {held} is not the bias's shape" if bias is not None else "diff_b for a bias B's layer has not")
+    if part in ("oft_blocks", "oft_diag") and len(shape) in (3, 4):
+        blocks, size = shape[-3], shape[-1]
+        return None if blocks * size == out and shape[-2] == size else (
+            f"{part} {held} ({blocks} blocks of {size}) rotates {blocks * size} output features, the weight has {out}")
+    if part == "rescale":
+        return None if math.prod(shape) == out else f"rescale {held} scales {math.prod(shape)} output features, " \
+            f"the weight has {out}"
+    if len(shape) < 2:
+        return None
+    sides = {"a1": (0, width_in, "input"), "a2": (1, width_in, "input"), "b1": (0, out, "output"),
+             "b2": (1, width_in, "input")}
+    if part not in sides:
+        return None
+    axis, want, side = sides[part]
+    if shape[axis] != want:
+        return f"{part} {held} spans {shape[axis]} {side} features, the weight has {want}"
+    if part == "b2" and len(shape) > 2 and len(weight) > 2 and shape[2:] != weight[2:] and any(
+            size != 1 for size in shape[2:]):
+        return f"b2 {held}: its kernel is not the weight's"
+    return None
 
 
 def _lycoris_product(method: str, held: Mapping[str, tuple[int, ...]]) -> tuple[int, int] | None:

@@ -114,6 +114,8 @@ def split_order(checkpoint: Checkpoint, tensors: list[PlannedTensor]) -> list[Pl
 
 
 _DIFFUSERS_LORA = re.compile(r"[._](lora_[AB]|lora\.(down|up)|lora_(down|up))\.weight$")
+# The parts only LyCORIS' algorithms save under kohya's names (LoHa, LoKr, Tucker LoCon, GLoRA, OFT / BOFT, full).
+_LYCORIS_PART = re.compile(r"^lora_[a-z0-9]+_[^.]+\.(hada_|lokr_|lora_mid|a1\.|b1\.|oft_blocks$|oft_diag$|diff$)")
 
 
 def single_file_kind(checkpoint: Checkpoint) -> str | None:
@@ -133,6 +135,12 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
         return TEXTUAL_INVERSION
     if "ss_network_module" in metadata or any(n.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"))
                                               for n in names):
+        # LyCORIS' files share kohya's names (and its ss_* metadata, network_module "lycoris.kohya"): a LoHa, LoKr,
+        # GLoRA, OFT or full-diff file was called a kohya-style LoRA, with diffusers' load_lora_weights among its
+        # loaders, which reads lora_down / lora_up only.
+        if str(metadata.get("ss_network_module", "")).startswith("lycoris") or any(
+                _LYCORIS_PART.search(n) for n in names):
+            return LYCORIS_ADAPTER
         return KOHYA_LORA
     # diffusers' LoRA layout under any file name (ai-toolkit's and the diffusers trainers' Flux / SDXL LoRAs):
     # `transformer.single_transformer_blocks.0.attn.to_k.lora_A.weight`, `unet.<module>.lora.down.weight`.
@@ -217,6 +225,7 @@ IP_ADAPTER = "an IP-Adapter"
 CONTROLNET_LLLITE = "a ControlNet-LLLite"
 TEXTUAL_INVERSION = "a textual-inversion embedding"
 KOHYA_LORA = "a kohya-style LoRA"
+LYCORIS_ADAPTER = "a LyCORIS adapter (under kohya's flat lora_unet_ / lora_te_ names)"
 DIFFUSERS_LORA = "a LoRA in diffusers' layout"
 COMFYUI_SINGLE_FILE = "a ComfyUI single-file checkpoint (diffusion model, text encoders and VAE)"
 
@@ -244,12 +253,14 @@ ORIGINAL_LORA = "a LoRA in a diffusion transformer's original layout"
 # A diffusion model ComfyUI saves under `model.diffusion_model.` that is no Stable Diffusion UNet, Flux or SD3.
 SINGLE_FILE_DIFFUSION = "a single-file diffusion checkpoint"
 # The kinds above that are applied to a model loaded apart, not loaded as one.
-ADD_ONS = frozenset({KOHYA_LORA, DIFFUSERS_LORA, ORIGINAL_LORA, CONTROLNET_LLLITE, TEXTUAL_INVERSION, IP_ADAPTER})
+ADD_ONS = frozenset({KOHYA_LORA, LYCORIS_ADAPTER, DIFFUSERS_LORA, ORIGINAL_LORA, CONTROLNET_LLLITE, TEXTUAL_INVERSION,
+                     IP_ADAPTER})
 _LOADERS = {IP_ADAPTER: "diffusers' load_ip_adapter, ComfyUI's IPAdapter nodes",
             CONTROLNET_LLLITE: "sd-scripts' sdxl_gen_img.py --control_net_lllite_models, kohya's "
                                "ControlNet-LLLite-ComfyUI nodes",
             TEXTUAL_INVERSION: "AUTOMATIC1111's and ComfyUI's embeddings folders, diffusers' load_textual_inversion",
             ORIGINAL_LORA: "ComfyUI's LoRA loaders, diffusers' load_lora_weights",
+            LYCORIS_ADAPTER: "ComfyUI, AUTOMATIC1111 / Forge, LyCORIS' create_lycoris_from_weights",
             SINGLE_FILE_DIFFUSION: "ComfyUI; diffusers' from_single_file for the families it converts"}
 
 
