@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from tests.helpers import run_cli, run_json
 from tests.test_third_party_layouts23 import _CONV, _LINEAR, _TEXT, _sd_single_file
@@ -263,3 +263,105 @@ def test_a_lycoris_file_is_named_as_one_by_plan_devices_and_shard(tmp_path: Path
     assert "a LyCORIS adapter (under kohya's flat lora_unet_ / lora_te_ names) is loaded from one file (ComfyUI, " \
         "AUTOMATIC1111 / Forge, LyCORIS' create_lycoris_from_weights): none of them reads an index or these " \
         "shards" in data["plan"]["warnings"], data["plan"]["warnings"]
+
+
+def _flux(path: Path, img_in: int = 64, chroma: bool = False, prefix: str = "") -> Path:
+    """A (tiny) Flux transformer in Black Forest Labs' layout: double and single blocks, img_in reading `img_in`
+    channels (64 for dev / schnell, 384 for Fill, 128 for Depth / Canny) and the modulation inputs (time_in,
+    vector_in, guidance_in); or lodestones' Chroma, whose distilled_guidance_layer replaces those."""
+    torch.manual_seed(8)
+    hidden = 32
+    tensors = {"img_in.weight": torch.randn(hidden, img_in), "txt_in.weight": torch.randn(hidden, 16),
+               "double_blocks.0.img_attn.qkv.weight": torch.randn(3 * hidden, hidden),
+               "single_blocks.0.linear1.weight": torch.randn(7 * hidden, hidden),
+               "final_layer.linear.weight": torch.randn(64, hidden)}
+    if chroma:
+        tensors.update({"distilled_guidance_layer.in_proj.weight": torch.randn(hidden, 64),
+                        "distilled_guidance_layer.layers.0.in_layer.weight": torch.randn(hidden, hidden),
+                        "distilled_guidance_layer.out_proj.weight": torch.randn(hidden, hidden)})
+    else:
+        tensors.update({"time_in.in_layer.weight": torch.randn(hidden, 256),
+                        "vector_in.in_layer.weight": torch.randn(hidden, 24),
+                        "guidance_in.in_layer.weight": torch.randn(hidden, 256),
+                        "double_blocks.0.img_mod.lin.weight": torch.randn(6 * hidden, hidden)})
+    save_file({prefix + name: tensor.half() for name, tensor in tensors.items()}, str(path))
+    return path
+
+
+def _sd3(path: Path, blocks: int, mmdit_x: bool) -> Path:
+    """A (tiny) SD3-family MMDiT under ComfyUI's / Stability's `model.diffusion_model.`: `blocks` joint blocks, and
+    SD3.5 Medium's MMDiT-X second self-attention (x_block.attn2) in the first two when `mmdit_x`."""
+    tensors = {"model.diffusion_model.x_embedder.proj.weight": torch.zeros(8, 4, 2, 2)}
+    for i in range(blocks):
+        tensors[f"model.diffusion_model.joint_blocks.{i}.x_block.attn.qkv.weight"] = torch.zeros(24, 8)
+        tensors[f"model.diffusion_model.joint_blocks.{i}.context_block.attn.qkv.weight"] = torch.zeros(24, 8)
+        if mmdit_x and i < 2:
+            tensors[f"model.diffusion_model.joint_blocks.{i}.x_block.attn2.qkv.weight"] = torch.zeros(24, 8)
+    save_file(tensors, str(path))
+    return path
+
+
+def _sdxl_refiner(path: Path) -> Path:
+    """A (tiny) SDXL refiner single file (sgm layout): its UNet, VAE, and one text encoder, OpenCLIP-G, as
+    conditioner.embedders.0.model (the base model's embedders.0 is CLIP-L, .1 OpenCLIP-G)."""
+    torch.manual_seed(9)
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.randn(32, 4, 3, 3).half(),
+               "model.diffusion_model.label_emb.0.0.weight": torch.randn(64, 2560).half(),
+               "first_stage_model.encoder.conv_in.weight": torch.randn(8, 3, 3, 3).half(),
+               "conditioner.embedders.0.model.transformer.resblocks.0.mlp.c_fc.weight": torch.randn(64, 16).half(),
+               "conditioner.embedders.0.model.text_projection": torch.randn(16, 16).half()}, str(path))
+    return path
+
+
+@pytest.mark.parametrize(("make", "kind"), [
+    (lambda path: _flux(path, chroma=True), "an original-layout Chroma (Flux-derived) checkpoint"),
+    (lambda path: _flux(path, chroma=True, prefix="model.diffusion_model."),
+     "a single-file Chroma (Flux-derived) checkpoint"),
+    (lambda path: _flux(path, img_in=384), "an original-layout Flux Fill checkpoint"),
+    (lambda path: _flux(path, img_in=128), "an original-layout Flux Depth / Canny checkpoint"),
+    (_flux, "an original-layout Flux checkpoint"),
+    (lambda path: _sd3(path, 4, mmdit_x=True), "a single-file SD3.5 Medium (MMDiT-X) checkpoint"),
+    (lambda path: _sd3(path, 38, mmdit_x=False), "a single-file SD3.5 Large checkpoint"),
+    (lambda path: _sd3(path, 24, mmdit_x=False), "a single-file SD3 checkpoint"),
+], ids=["chroma", "chroma-comfyui", "flux-fill", "flux-depth", "flux-dev", "sd35-medium", "sd35-large", "sd3-medium"])
+def test_sharding_a_diffusion_transformer_single_file_names_its_model(tmp_path: Path, make: Any, kind: str) -> None:
+    """shard's "is loaded from one file" warning called lodestones' Chroma (distilled_guidance_layer, no guidance_in)
+    "a Flux checkpoint", FLUX.1 Fill (img_in reads 384 channels) and Depth / Canny (128) plain Flux, SD3.5 Medium
+    (MMDiT-X: x_block.attn2) and Large (38 joint blocks) "SD3"."""
+    path = make(tmp_path / "model.safetensors")
+    code, data = run_json("shard", str(path), "--max", "1KB", "-o", str(tmp_path / "shards"))
+    assert code == 0
+    assert f"{kind} is loaded from one file (ComfyUI, diffusers' from_single_file): none of them reads an index or " \
+        "these shards" in data["plan"]["warnings"], data["plan"]["warnings"]
+
+
+def test_a_comfyui_all_in_one_chroma_or_sd35_file_names_its_model_and_only_its_loaders(tmp_path: Path) -> None:
+    """ComfyUI's all-in-one files (the diffusion model beside text_encoders. and vae.): Chroma's was "a ComfyUI
+    single-file Flux checkpoint" loaded by Forge, which is Flux's loader; SD3.5's keeps diffusers'
+    StableDiffusion3Pipeline.from_single_file among its loaders."""
+    extra = {"text_encoders.t5xxl.transformer.shared.weight": torch.zeros(8, 4), "vae.decoder.conv_in.weight":
+             torch.zeros(4, 4, 3, 3)}
+    chroma = _flux(tmp_path / "chroma.safetensors", chroma=True, prefix="model.diffusion_model.")
+    medium = _sd3(tmp_path / "medium.safetensors", 4, mmdit_x=True)
+    for path in (chroma, medium):
+        save_file({**load_file(str(path)), **extra}, str(path))
+    warnings = {}
+    for path in (chroma, medium):
+        code, data = run_json("shard", str(path), "--max", "1KB", "-o", str(tmp_path / path.stem))
+        assert code == 0
+        warnings[path.stem] = " ".join(data["plan"]["warnings"])
+    assert "a ComfyUI single-file Chroma (Flux-derived) checkpoint (diffusion model, text encoders and VAE) is " \
+        "loaded from one file (ComfyUI's Load Checkpoint node): none" in warnings["chroma"], warnings["chroma"]
+    assert "a ComfyUI single-file SD3.5 Medium (MMDiT-X) checkpoint (diffusion model, text encoders and VAE) is " \
+        "loaded from one file (ComfyUI's Load Checkpoint node, diffusers' StableDiffusion3Pipeline.from_single_file)" \
+        in warnings["medium"], warnings["medium"]
+
+
+def test_sharding_an_sdxl_refiner_single_file_names_it_as_one(tmp_path: Path) -> None:
+    """The SDXL refiner (one text encoder, OpenCLIP-G, as conditioner.embedders.0.model) was "a single-file Stable
+    Diffusion checkpoint", as SD 1.x is called."""
+    path = _sdxl_refiner(tmp_path / "sd_xl_refiner_1.0.safetensors")
+    code, data = run_json("shard", str(path), "--max", "1KB", "-o", str(tmp_path / "shards"))
+    said = " ".join(data["plan"]["warnings"])
+    assert code == 0 and "a single-file SDXL refiner checkpoint is loaded from one file" in said, said
+    assert "a single-file Stable Diffusion checkpoint" not in said, said

@@ -166,9 +166,12 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
         # blocks, AuraFlow's double_layers, PixArt's blocks were called "a single-file Stable Diffusion checkpoint".
         return SINGLE_FILE_DIFFUSION
     if any(n.startswith(("model.diffusion_model.", "first_stage_model.")) for n in names):
-        # SDXL's two text encoders are conditioner.embedders.0 and .1 (SD 1.x / 2.x: cond_stage_model).
+        # SDXL's two text encoders are conditioner.embedders.0 and .1 (SD 1.x / 2.x: cond_stage_model); the SDXL
+        # refiner's one, OpenCLIP-G, is conditioner.embedders.0.model (it was called "a single-file Stable Diffusion
+        # checkpoint", as SD 1.x).
         sdxl = any(n.startswith("conditioner.embedders.1.") for n in names)
-        return f"a single-file {'SDXL' if sdxl else 'Stable Diffusion'} checkpoint"
+        refiner = not sdxl and any(n.startswith("conditioner.embedders.0.model.") for n in names)
+        return f"a single-file {'SDXL' if sdxl else 'SDXL refiner' if refiner else 'Stable Diffusion'} checkpoint"
     # lllyasviel's ControlNet files: 1.1's (input_blocks, zero_convs, input_hint_block, no prefix) and the extracted
     # copies A1111 / ComfyUI share (control_model.*).
     if any(n.startswith("control_model.") for n in names) or (
@@ -214,10 +217,43 @@ def _transformer_family(checkpoint: Checkpoint) -> str | None:
         # HunyuanVideo was called a Flux checkpoint: ComfyUI's saves of it name the attention img_attn.qkv as Flux's.
         hunyuan = ("txt_in.individual_token_refiner" in found or conv3d
                    or any(".img_attn_qkv." in t.name for t in checkpoint.tensors))
-        return f"{layout} {'HunyuanVideo' if hunyuan else 'Flux'} checkpoint"
+        return f"{layout} {'HunyuanVideo' if hunyuan else _flux_variant(checkpoint)} checkpoint"
     if "joint_blocks" in found:
-        return f"{layout} SD3 checkpoint"
+        return f"{layout} {_sd3_variant(checkpoint)} checkpoint"
     return None
+
+
+# What Flux's patch embedding (img_in, hidden × channels) reads: 64 latent channels (dev, schnell, Kontext), 384 with
+# the masked image and mask packed beside them (FLUX.1 Fill), 128 with a control image's latents (FLUX.1 Depth /
+# Canny); diffusers' from_single_file tells them apart so too.
+_FLUX_INPUTS = {64: "Flux", 384: "Flux Fill", 128: "Flux Depth / Canny"}
+
+
+def _flux_variant(checkpoint: Checkpoint) -> str:
+    """Which model a file of Flux's double and single blocks is: lodestones' Chroma (a Flux derivative whose
+    `distilled_guidance_layer` replaces Flux's modulation: no guidance_in, time_in or vector_in; it was called a Flux
+    checkpoint), or Flux named by what its img_in reads (`_FLUX_INPUTS`)."""
+    names = [t.name.removeprefix("model.").removeprefix("diffusion_model.") for t in checkpoint.tensors]
+    if any(name.startswith("distilled_guidance_layer.") for name in names):
+        return "Chroma (Flux-derived)"
+    img_in = next((t for t in checkpoint.tensors if t.name.endswith("img_in.weight") and len(t.shape) == 2), None)
+    return _FLUX_INPUTS.get(img_in.shape[1], "Flux") if img_in is not None else "Flux"
+
+
+def _sd3_variant(checkpoint: Checkpoint) -> str:
+    """Which SD3 model a file of MMDiT joint_blocks is: SD3.5 Medium's MMDiT-X has a second self-attention in its
+    first blocks (`joint_blocks.N.x_block.attn2`), SD3.5 Large 38 blocks (SD3 Medium 24); each was "SD3"."""
+    blocks: set[str] = set()
+    attn2 = False
+    for tensor in checkpoint.tensors:
+        match = _SD3_BLOCK.search(tensor.name)
+        if match is not None:
+            blocks.add(match.group(1))
+            attn2 = attn2 or match.group(2) == "attn2"
+    return "SD3.5 Medium (MMDiT-X)" if attn2 else "SD3.5 Large" if len(blocks) == 38 else "SD3"
+
+
+_SD3_BLOCK = re.compile(r"(?:^|\.)joint_blocks\.(\d+)\.x_block\.(attn2?)\.")
 
 
 # IP-Adapter's weights (image_proj.*, ip_adapter.*), and the loaders that read them, one file each.
@@ -246,8 +282,8 @@ def _comfyui_loaders(kind: str) -> str:
     diffusers' StableDiffusion3Pipeline.from_single_file for SD3, whose text encoders it finds under
     `text_encoders.clip_l / clip_g / t5xxl` (single_file_utils' clip_sd3 keys: Stability's
     sd3_medium_incl_clips.safetensors is such a file)."""
-    forge = " Flux " in kind
-    sd3 = ", diffusers' StableDiffusion3Pipeline.from_single_file" if " SD3 " in kind else ""
+    forge = " Flux checkpoint" in kind  # Flux itself (not its Fill / Depth variants, nor Chroma)
+    sd3 = ", diffusers' StableDiffusion3Pipeline.from_single_file" if " SD3" in kind else ""  # SD3.5's too
     return "ComfyUI's Load Checkpoint node" + (", Forge" if forge else "") + sd3
 ORIGINAL_LORA = "a LoRA in a diffusion transformer's original layout"
 # A diffusion model ComfyUI saves under `model.diffusion_model.` that is no Stable Diffusion UNet, Flux or SD3.
@@ -461,7 +497,9 @@ def plan_shard(
         if single:
             loaders = _comfyui_loaders(single) if single.startswith("a ComfyUI single-file") else _LOADERS.get(
                 single, "ComfyUI, diffusers' from_single_file" if single.endswith(
-                ("Flux checkpoint", "HunyuanVideo checkpoint", "SD3 checkpoint"))
+                ("Flux checkpoint", "HunyuanVideo checkpoint", "SD3 checkpoint", "Flux Fill checkpoint",
+                 "Flux Depth / Canny checkpoint", "Chroma (Flux-derived) checkpoint", "SD3.5 Large checkpoint",
+                 "SD3.5 Medium (MMDiT-X) checkpoint"))
                 else "AUTOMATIC1111, ComfyUI, diffusers' from_single_file / load_lora_weights")
             warnings.append(f"{single} is loaded from one file ({loaders}): none of them reads an index or these "
                             "shards")
