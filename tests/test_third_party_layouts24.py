@@ -365,3 +365,36 @@ def test_sharding_an_sdxl_refiner_single_file_names_it_as_one(tmp_path: Path) ->
     said = " ".join(data["plan"]["warnings"])
     assert code == 0 and "a single-file SDXL refiner checkpoint is loaded from one file" in said, said
     assert "a single-file Stable Diffusion checkpoint" not in said, said
+
+
+@pytest.mark.parametrize("chroma_side", ["A", "B"])
+def test_diff_keys_of_chroma_against_flux_names_both_models(tmp_path: Path, chroma_side: str) -> None:
+    """Chroma against Flux (either way round): Flux's modulation and Chroma's distilled_guidance_layer were "unknown:
+    no known cause" (the approximator's norms' `scale` a "quantization side tensor"), with no word that the two are
+    other models, nor how Chroma loads."""
+    chroma, flux = _flux(tmp_path / "chroma.safetensors", chroma=True), _flux(tmp_path / "flux1-dev.safetensors")
+    a, b = (chroma, flux) if chroma_side == "A" else (flux, chroma)
+    code, data = run_json("diff-keys", str(a), str(b))
+    flux_side = "B" if chroma_side == "A" else "A"
+    assert code == 1 and data["worst_severity"] == "error"
+    entries = {e["name"]: e for e in data["missing"] + data["unexpected"]}
+    assert {e["reason"] for e in entries.values()} == {"other-model"}, entries
+    assert entries["distilled_guidance_layer.layers.0.in_layer.weight"]["detail"] == (
+        f"Chroma's distilled_guidance_layer (in {chroma_side}): Flux has none")
+    assert entries["guidance_in.in_layer.weight"]["detail"] == (
+        f"Flux's modulation (in {flux_side}), which Chroma replaces with its distilled_guidance_layer")
+    assert f"{chroma_side} is Chroma (Flux-derived) and {flux_side} Flux: Chroma keeps Flux's double and single " \
+        "blocks" in " ".join(data["notes"]), data["notes"]
+    assert "ChromaTransformer2DModel.from_single_file" in " ".join(data["notes"]), data["notes"]
+
+
+def test_diff_keys_of_flux_fill_against_flux_dev_names_the_variants(tmp_path: Path) -> None:
+    """FLUX.1 Fill's img_in (384 input channels) against dev's (64) was "32×384 in A, 32×64 in B", reason shape,
+    nothing more: which model each is, and that each has its own pipeline, is said."""
+    code, data = run_json("diff-keys", str(_flux(tmp_path / "fill.safetensors", img_in=384)),
+                          str(_flux(tmp_path / "dev.safetensors")))
+    assert code == 1
+    (row,) = data["mismatched"]
+    assert row["name"] == "img_in.weight" and row["detail"] == (
+        "32×384 in A, 32×64 in B: img_in reads 384 channels in A (FLUX.1 Fill), 64 in B (FLUX.1 dev / schnell / "
+        "Kontext): other FLUX.1 models, each run by its own pipeline (FluxFillPipeline, FluxPipeline)"), row

@@ -96,6 +96,8 @@ REASONS: dict[str, str] = {
     "of a composite model, a module of another task): dropped",
     "not-a-tensor": "an entry of A's state dict that is no tensor (a version number, a string): from_pretrained "
     "lists it as unexpected and ignores it, and raises when it has the name of a weight",
+    "other-model": "a part of another model of the family (Chroma's distilled_guidance_layer against Flux's "
+                   "modulation): the two are not one model, and neither loads into the other",
     "unknown": "no known cause: these weights will not load",
 }
 
@@ -3178,6 +3180,52 @@ def _lora_module(name: str) -> str:
     return name[:match.start()] if match is not None else name
 
 
+# Flux's modulation inputs and layers, which lodestones' Chroma drops for its distilled_guidance_layer (one
+# approximator of every block's modulation): time_in, vector_in, guidance_in, each block's img_mod / txt_mod /
+# modulation, the final layer's adaLN_modulation.
+_FLUX_MODULATION = _lazy_regex(r"^(?:model\.)?(?:diffusion_model\.)?(?:time_in|vector_in|guidance_in)\.|"
+                               r"\.(?:img_mod|txt_mod|modulation)\.|(?:^|\.)final_layer\.adaLN_modulation\.")
+_CHROMA_APPROXIMATOR = _lazy_regex(r"^(?:model\.)?(?:diffusion_model\.)?distilled_guidance_layer\.")
+
+
+def _chroma_against_flux(
+    unexpected: Sequence[str], missing: Sequence[str],
+) -> tuple[dict[str, tuple[str, str, str]], str] | None:
+    """Reasons and a note when one side is lodestones' Chroma and the other Flux, or None. Chroma keeps Flux's
+    double and single blocks but replaces its modulation with distilled_guidance_layer: each side's were "unknown:
+    these weights will not load" (the approximator's norms `scale` "quantization side tensors"), with no word that
+    the two are other models.
+
+    Example:
+        >>> _chroma_against_flux(["distilled_guidance_layer.in_proj.weight"], ["guidance_in.in_layer.weight"])[1][:46]
+        'A is Chroma (Flux-derived) and B Flux: Chroma '
+    """
+    chroma_a = [name for name in unexpected if _CHROMA_APPROXIMATOR.match(name)]
+    chroma_b = [name for name in missing if _CHROMA_APPROXIMATOR.match(name)]
+    if bool(chroma_a) == bool(chroma_b):
+        return None
+    flux = [name for name in (missing if chroma_a else unexpected) if _FLUX_MODULATION.search(name)]
+    if not flux:
+        return None
+    chroma_side, flux_side = ("A", "B") if chroma_a else ("B", "A")
+    whys = {name: ("other-model", "error", f"Chroma's distilled_guidance_layer (in {chroma_side}): Flux has none")
+            for name in chroma_a or chroma_b}
+    whys.update({name: ("other-model", "error", f"Flux's modulation (in {flux_side}), which Chroma replaces with its "
+                                            "distilled_guidance_layer") for name in flux})
+    note = (f"{chroma_side} is Chroma (Flux-derived) and {flux_side} Flux: Chroma keeps Flux's double and single "
+            "blocks but replaces its modulation (time_in, vector_in, guidance_in, the blocks' img_mod / txt_mod) with "
+            "distilled_guidance_layer, so neither loads into the other's model; Chroma loads with "
+            "ChromaTransformer2DModel.from_single_file or ComfyUI")
+    return whys, note
+
+
+# What FLUX.1's patch embedding (img_in, hidden × channels) reads in each variant: 64 latent channels (dev, schnell,
+# Kontext), 384 with the masked image and mask packed beside them (Fill), 128 with a control image's latents (Depth,
+# Canny), and the diffusers pipeline that runs each.
+_FLUX_IMG_IN = {64: ("FLUX.1 dev / schnell / Kontext", "FluxPipeline"), 384: ("FLUX.1 Fill", "FluxFillPipeline"),
+                128: ("FLUX.1 Depth / Canny", "FluxControlPipeline")}
+
+
 def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
                       specs_a: Mapping[str, KeySpec] | None = None,
                       specs_b: Mapping[str, KeySpec] | None = None) -> tuple[str, str, str]:
@@ -3186,6 +3234,13 @@ def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, .
     detail = f"{'×'.join(map(str, shape_a)) or 'scalar'} in A, {'×'.join(map(str, shape_b)) or 'scalar'} in B"
     if (ranks := _lora_ranks(name, shape_a, shape_b, specs_a, specs_b)) is not None:
         return "lora-rank", "error", f"{detail}: LoRA rank {ranks[0]} in A, {ranks[1]} in B"
+    if (name == "img_in.weight" or name.endswith(".img_in.weight")) and len(shape_a) == len(shape_b) == 2 \
+            and shape_a[0] == shape_b[0] and shape_a[1] in _FLUX_IMG_IN and shape_b[1] in _FLUX_IMG_IN:
+        # FLUX.1 Fill or Depth against dev: "the architecture differs" said nothing of which model each is.
+        (variant_a, pipe_a), (variant_b, pipe_b) = _FLUX_IMG_IN[shape_a[1]], _FLUX_IMG_IN[shape_b[1]]
+        return "shape", "error", (f"{detail}: img_in reads {shape_a[1]} channels in A ({variant_a}), {shape_b[1]} in "
+                                  f"B ({variant_b}): other FLUX.1 models, each run by its own pipeline ({pipe_a}, "
+                                  f"{pipe_b})")
     same_rank = len(shape_a) == len(shape_b) and len(shape_a) >= 1
     first_only = same_rank and shape_a[1:] == shape_b[1:] and shape_a[0] != shape_b[0]
     if first_only and _POSITION.search(name):
@@ -3739,6 +3794,9 @@ def _diff_specs(
     adapter_whys, adapter_note = adapter_fit(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[0])
     if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
         layout_whys, layout_note = adapter_whys, adapter_note
+    elif chroma_whys := _chroma_against_flux(diff.unexpected, diff.missing):
+        layout_whys, layout_note = {**chroma_whys[0], **layout_whys}, "; ".join(
+            filter(None, (layout_note, chroma_whys[1])))
     if diff.missing and diff.unexpected and not adapter_whys:
         # Keys of a known foreign layout are left out of the rename search: renaming them is not the fix.
         if layout_whys:
