@@ -65,7 +65,8 @@ def test_a_peft_adapter_for_another_model_size_is_caught_by_its_shapes(tmp_path:
     VeRA on q.weight ... shapes not compared: VeRA tensors are not shaped as the weights they adapt", worst severity
     info, though PeftModel.from_pretrained raises a size mismatch on it: their tensors are sized by the layer's widths
     (one scale per output feature, blocks that tile the input, the norm's copy), which are compared now. A
-    feedforward IA3 vector (1 × in) was checked as if it could be either width: 1×32 passed against a 32×16 layer."""
+    feedforward IA3 vector (1 × in) was checked as if it could be either width: 1×32 passed against a 32×16 layer.
+    With no module fitting, B's own weights were "unknown: no known cause: these weights will not load"."""
     adapter = _adapter(tmp_path, method)
     source = adapter / "adapter_model.safetensors" if bare else adapter
     _base(tmp_path / "same.safetensors", 32)
@@ -81,6 +82,8 @@ def test_a_peft_adapter_for_another_model_size_is_caught_by_its_shapes(tmp_path:
                           e["detail"] for e in errors), errors
     note = next(n for n in data["notes"] if n.startswith("A is a PEFT adapter"))
     assert " 0 of them in B with shapes that fit" in note, note
+    # B's own weights stay the base's, which the adapter does not store (they were "unknown: no known cause").
+    assert all(e["reason"] == "adapter-base" for e in data["missing"]), data["missing"]
 
 
 def test_each_misfit_says_which_width_disagrees(tmp_path: Path) -> None:

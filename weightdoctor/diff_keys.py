@@ -1372,7 +1372,9 @@ def adapter_fit(
         else:
             whys[name] = ("adapter", "info", f"replaces {target.name} (a module the adapter saves whole)")
     fitting = sum(modules.values())
-    if fitting:
+    # The base's weights are the base's whether or not the adapter's shapes fit them: an adapter for another size of
+    # B left every one of them "unknown: no known cause: these weights will not load".
+    if fitting or any(f"{module}.weight" in specs_b for module in modules):
         replaced = {_adapter_target(name): name for name in others}
         for name in missing:
             if name not in replaced:
