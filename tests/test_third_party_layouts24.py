@@ -401,3 +401,11 @@ def test_diff_keys_of_flux_fill_against_flux_dev_names_the_variants(tmp_path: Pa
     assert row["name"] == "img_in.weight" and row["detail"] == (
         "32×384 in A, 32×64 in B: img_in reads 384 channels in A (FLUX.1 Fill), 64 in B (FLUX.1 dev / schnell / "
         "Kontext): other FLUX.1 models, each run by its own pipeline (FluxFillPipeline, FluxPipeline)"), row
+
+
+def test_inspect_counts_the_sdxl_refiners_one_text_encoder(tmp_path: Path) -> None:
+    """inspect's tree labelled the refiner's one OpenCLIP-G embedder (conditioner.embedders.0.model) "text
+    encoders"; the base model's two (conditioner.embedders) stay "text encoders"."""
+    result = run_cli("inspect", str(_sdxl_refiner(tmp_path / "sd_xl_refiner_1.0.safetensors")))
+    lines = [line for line in result.stdout.splitlines() if "conditioner.embedders.0.model " in line]
+    assert result.exit_code == 0 and lines and lines[0].rstrip().endswith(" text encoder"), result.stdout
