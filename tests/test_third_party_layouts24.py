@@ -84,6 +84,14 @@ def test_a_peft_adapter_for_another_model_size_is_caught_by_its_shapes(tmp_path:
     assert " 0 of them in B with shapes that fit" in note, note
     # B's own weights stay the base's, which the adapter does not store (they were "unknown: no known cause").
     assert all(e["reason"] == "adapter-base" for e in data["missing"]), data["missing"]
+    # The advice is not to load it onto B, which peft refuses, as the note says (and onto its own base it loads).
+    assert " not fit B's shapes: it was made for another size of the model, and PeftModel.from_pretrained(B, " \
+        "adapter) raises a size mismatch: load it onto the base it was made for" in note, note
+    from peft import PeftModel
+
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        PeftModel.from_pretrained(_base(tmp_path / "smaller-again.safetensors", 16), str(adapter))
+    PeftModel.from_pretrained(_base(tmp_path / "same-again.safetensors", 32), str(adapter))
 
 
 def test_each_misfit_says_which_width_disagrees(tmp_path: Path) -> None:

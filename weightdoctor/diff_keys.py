@@ -1403,6 +1403,14 @@ def adapter_fit(
         note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B {checked}; it "
                 "stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
                 "or merge it (merge_and_unload) before comparing whole checkpoints")
+        # Modules B has whose shapes the adapter's do not fit: "load it with PeftModel.from_pretrained(base, adapter)"
+        # pasted with B as the base raises a size mismatch.
+        misfit = sum(1 for module, fits in modules.items() if not fits and (
+            f"{module}.weight" in specs_b or f"{module}.bias" in specs_b))
+        if misfit:
+            note += (f"; {misfit} of them {plural(misfit, 'does', 'do')} not fit B's shapes: it was made for another "
+                     "size of the model, and PeftModel.from_pretrained(B, adapter) raises a size mismatch: load it "
+                     "onto the base it was made for (adapter_config.json's base_model_name_or_path)")
     return whys, note
 
 
