@@ -221,6 +221,8 @@ def test_a_lycoris_glora_or_oft_for_another_model_size_is_an_error_naming_the_wi
                for detail in errors), errors
     note = next(n for n in data["notes"] if n.startswith("A is a LyCORIS adapter"))
     assert "2 of them in B with shapes that fit" in note, note
+    assert note.endswith("; 1 of them does not fit B's shapes: it was made for another model (or another size of it) "
+                         "than B"), note
 
 
 def test_an_untrained_lycoris_glora_or_oft_is_named_as_one_not_a_broken_layer(tmp_path: Path) -> None:

@@ -1941,6 +1941,11 @@ def _kohya_adapter_fit(
     note = (f"A is {kind}: {method} on {len(modules)} module(s) of the {parts} ({where}), {fitting} of them in B "
             f"with shapes that fit; it stores no base weights: load it with {loaders}, which map its names to the "
             "modules")
+    # Modules B has whose shapes A's tensors do not fit: the loaders above would fail on B (or skip the module).
+    misfit = sum(1 for module, fits in modules.items() if not fits and f"{module}.weight" in specs_b)
+    if misfit:
+        note += (f"; {misfit} of them {plural(misfit, 'does', 'do')} not fit B's shapes: it was made for another "
+                 "model (or another size of it) than B")
     return whys, note
 
 
