@@ -419,3 +419,22 @@ def test_inspect_counts_the_sdxl_refiners_one_text_encoder(tmp_path: Path) -> No
     result = run_cli("inspect", str(_sdxl_refiner(tmp_path / "sd_xl_refiner_1.0.safetensors")))
     lines = [line for line in result.stdout.splitlines() if "conditioner.embedders.0.model " in line]
     assert result.exit_code == 0 and lines and lines[0].rstrip().endswith(" text encoder"), result.stdout
+
+
+@pytest.mark.parametrize("method", ["VeRA", "IA3"])
+def test_an_nn_linear_named_as_gpt2s_conv1d_is_not_taken_for_one(tmp_path: Path, method: str) -> None:
+    """OpenCLIP's MLPs are nn.Linear layers named c_fc / c_proj, GPT-2's Conv1D names: read as Conv1D (in × out)
+    only, a VeRA or feedforward IA3 adapter on them, against the very base it was made on, was an error."""
+    import peft
+    from peft import get_peft_model
+
+    torch.manual_seed(10)
+    base = torch.nn.ModuleDict({"mlp": torch.nn.ModuleDict({"c_fc": torch.nn.Linear(16, 64),
+                                                            "c_proj": torch.nn.Linear(64, 16)})})
+    save_file({name: tensor.contiguous() for name, tensor in base.state_dict().items()},
+              str(tmp_path / "base.safetensors"))
+    config = (peft.VeraConfig(r=4, target_modules=["c_fc", "c_proj"], save_projection=True) if method == "VeRA" else
+              peft.IA3Config(target_modules=["c_fc", "c_proj"], feedforward_modules=["c_proj"]))
+    get_peft_model(base, config).save_pretrained(str(tmp_path / "adapter"))
+    code, data = run_json("diff-keys", str(tmp_path / "adapter"), str(tmp_path / "base.safetensors"))
+    assert code == 0 and data["worst_severity"] == "info", [e for e in data["unexpected"] if e["severity"] != "info"]

@@ -1470,23 +1470,25 @@ def _tuners_fit(
 _SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN tuning")
 
 
-# GPT-2's Conv1D layers (in × out, transposed from nn.Linear): c_attn, c_proj, c_fc, q_attn in GPT-2 and its kin.
+# GPT-2's Conv1D layers (in × out, transposed from nn.Linear): c_attn, c_proj, c_fc, q_attn in GPT-2 and its kin;
+# OpenCLIP names nn.Linear layers c_fc / c_proj too, so such a name may be either.
 _CONV1D_MODULE = _lazy_regex(r"(?:^|\.)(?:c_attn|c_proj|c_fc|q_attn)$")
 
 
 def _layer_widths(weight: tuple[int, ...], module: str) -> set[tuple[int, int]]:
-    """The (in, out) widths peft reads off `module`'s weight: an nn.Linear / Embedding (out × in), a Conv2d (in × kh
-    × kw its input), or GPT-2's Conv1D (in × out), told apart by its module name.
+    """The (in, out) widths peft may read off `module`'s weight: an nn.Linear / Embedding (out × in), a Conv2d (in ×
+    kh × kw its input); under GPT-2's Conv1D names (`_CONV1D_MODULE`) either a Conv1D (in × out) or an nn.Linear.
 
     Example:
         >>> sorted(_layer_widths((64, 32), "v")), sorted(_layer_widths((64, 32), "attn.c_attn"))
-        ([(32, 64)], [(64, 32)])
+        ([(32, 64)], [(32, 64), (64, 32)])
     """
     if len(weight) < 2:
         return set()
     if len(weight) > 2:
         return {(math.prod(weight[1:]), weight[0])}
-    return {(weight[0], weight[1])} if _CONV1D_MODULE.search(module) else {(weight[1], weight[0])}
+    return {(weight[1], weight[0]), (weight[0], weight[1])} if _CONV1D_MODULE.search(module) else {
+        (weight[1], weight[0])}
 
 
 def _ia3_misfit(shape: tuple[int, ...], weight: tuple[int, ...], module: str) -> str | None:
@@ -1495,16 +1497,17 @@ def _ia3_misfit(shape: tuple[int, ...], weight: tuple[int, ...], module: str) ->
     widths = _layer_widths(weight, module)
     if len(shape) < 2 or not widths:
         return None
-    (width_in, width_out), = widths
+    ins, outs = sorted({width[0] for width in widths}), sorted({width[1] for width in widths})
     if len(shape) == 2 and shape[1] == 1 and shape[0] != 1:
-        return None if shape[0] == width_out else f"scales {shape[0]} output features, B's layer has {width_out}"
+        return None if shape[0] in outs else (
+            f"scales {shape[0]} output features, B's layer has {' or '.join(map(str, outs))}")
     count = math.prod(shape)
     if len(shape) > 2:  # a Conv's 1 × channels × 1 × 1: its input channels (feedforward) or its output ones
         channels = weight[1], weight[0]
         return None if count in channels else (
             f"scales {count} channels, B's convolution reads {channels[0]} and writes {channels[1]}")
-    return None if count == width_in else (
-        f"scales {count} input features (a feedforward module's), B's layer reads {width_in}")
+    return None if count in ins else (
+        f"scales {count} input features (a feedforward module's), B's layer reads {' or '.join(map(str, ins))}")
 
 
 def _tuner_misfit(
@@ -1569,12 +1572,18 @@ def _vera_projection_misfit(
     if part not in ("vera_A", "vera_B") or len(shape) != 2 or not modules:
         return None
     axis, side = (1, "input") if part == "vera_A" else (0, "output")
-    widths = [width for module in modules for width in _layer_widths(specs_b[f"{module}.weight"].shape, module)]
-    if not widths:
+    index = 0 if part == "vera_A" else 1
+    # Each module's possible widths (two for a name that may be GPT-2's Conv1D): the widest layer is one of the
+    # maxima over a choice per module, bounded by the maxima of the smallest and of the largest choices.
+    choices = [{width[index] for width in _layer_widths(specs_b[f"{module}.weight"].shape, module)}
+               for module in modules]
+    choices = [choice for choice in choices if choice]
+    if not choices:
         return None
-    widest = max(width[0 if part == "vera_A" else 1] for width in widths)
-    if shape[axis] == widest:
+    low, high = max(min(choice) for choice in choices), max(max(choice) for choice in choices)
+    if low <= shape[axis] <= high and any(shape[axis] in choice for choice in choices):
         return None
+    widest = str(low) if low == high else f"{low} to {high}"
     return (f"VeRA's shared projection {part} ({'×'.join(map(str, shape))}) spans {shape[axis]} {side} features, "
             f"the widest layer it adapts in B has {widest}: an adapter for another model size (peft builds it for "
             "the base and cannot load this one)")
