@@ -438,3 +438,25 @@ def test_an_nn_linear_named_as_gpt2s_conv1d_is_not_taken_for_one(tmp_path: Path,
     get_peft_model(base, config).save_pretrained(str(tmp_path / "adapter"))
     code, data = run_json("diff-keys", str(tmp_path / "adapter"), str(tmp_path / "base.safetensors"))
     assert code == 0 and data["worst_severity"] == "info", [e for e in data["unexpected"] if e["severity"] != "info"]
+
+
+@pytest.mark.parametrize(("stage", "prefix", "kind"), [
+    ("C", "", "an original-layout Stable Cascade stage C checkpoint"),
+    ("B", "model.diffusion_model.", "a single-file Stable Cascade stage B checkpoint"),
+])
+def test_sharding_a_stable_cascade_stage_names_it(tmp_path: Path, stage: str, prefix: str, kind: str) -> None:
+    """Stable Cascade's stage C (clip_txt_mapper, clip_img_mapper) and stage B (effnet_mapper) files, which ComfyUI
+    and diffusers' StableCascadeUNet.from_single_file read whole: bare, shard said nothing of who cannot read its
+    shards; under ComfyUI's prefix it was "a single-file diffusion checkpoint"."""
+    torch.manual_seed(11)
+    tensors = ({"clip_txt_mapper.weight": torch.randn(64, 32), "clip_txt_pooled_mapper.weight": torch.randn(64, 32),
+                "clip_img_mapper.weight": torch.randn(64, 32)} if stage == "C" else
+               {"effnet_mapper.0.weight": torch.randn(64, 16, 1, 1), "pixels_mapper.0.weight": torch.randn(64, 3, 1, 1),
+                "clip_mapper.weight": torch.randn(64, 32)})
+    tensors["down_blocks.0.0.channelwise.0.weight"] = torch.randn(64, 64)
+    path = tmp_path / f"stage_{stage.lower()}.safetensors"
+    save_file({prefix + name: tensor.half() for name, tensor in tensors.items()}, str(path))
+    code, data = run_json("shard", str(path), "--max", "1KB", "-o", str(tmp_path / "shards"))
+    assert code == 0
+    assert f"{kind} is loaded from one file (ComfyUI, diffusers' from_single_file): none of them reads an index or " \
+        "these shards" in data["plan"]["warnings"], data["plan"]["warnings"]

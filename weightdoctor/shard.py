@@ -161,6 +161,15 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
         return comfyui_single_file(family)
     if family is not None:
         return family
+    # Stability's Stable Cascade (Würstchen v3) stages in their authors' layout, bare (stage_c.safetensors,
+    # stage_b.safetensors) or under ComfyUI's model.diffusion_model.: stage C maps the CLIP embeddings in
+    # (clip_txt_mapper), stage B the EfficientNet latents (effnet_mapper). A bare one was named nothing, under
+    # ComfyUI's prefix "a single-file diffusion checkpoint".
+    stripped = {n.removeprefix("model.diffusion_model.") for n in names}
+    if "clip_txt_mapper.weight" in stripped or any(n.startswith("effnet_mapper.") for n in stripped):
+        stage = "C" if "clip_txt_mapper.weight" in stripped else "B"
+        layout = "a single-file" if any(n.startswith("model.diffusion_model.") for n in names) else "an original-layout"
+        return f"{layout} Stable Cascade stage {stage} checkpoint"
     if any(n.startswith("model.diffusion_model.") for n in names) and not any(_LDM_UNET.match(n) for n in names):
         # ComfyUI saves every model it loads under `model.diffusion_model.` (LTX-Video's own release too): Wan's
         # blocks, AuraFlow's double_layers, PixArt's blocks were called "a single-file Stable Diffusion checkpoint".
@@ -499,7 +508,8 @@ def plan_shard(
                 single, "ComfyUI, diffusers' from_single_file" if single.endswith(
                 ("Flux checkpoint", "HunyuanVideo checkpoint", "SD3 checkpoint", "Flux Fill checkpoint",
                  "Flux Depth / Canny checkpoint", "Chroma (Flux-derived) checkpoint", "SD3.5 Large checkpoint",
-                 "SD3.5 Medium (MMDiT-X) checkpoint"))
+                 "SD3.5 Medium (MMDiT-X) checkpoint", "Stable Cascade stage C checkpoint",
+                 "Stable Cascade stage B checkpoint"))
                 else "AUTOMATIC1111, ComfyUI, diffusers' from_single_file / load_lora_weights")
             warnings.append(f"{single} is loaded from one file ({loaders}): none of them reads an index or these "
                             "shards")
