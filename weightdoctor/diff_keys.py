@@ -126,6 +126,7 @@ def reason_text(reason: str, notes: Sequence[str] = ()) -> str:
                     f"{family} does not store: the loader the note names takes it from the base")
     return REASONS.get(reason, "")
 
+
 # Module names of task heads (`classifier`, `lm_head`, BERT's pre-training `cls.predictions`, ...).
 _HEAD_WORDS = frozenset({
     "classifier", "score", "qa_outputs", "lm_head", "pooler", "cls", "seq_relationship", "head", "heads", "logits",

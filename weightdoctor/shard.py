@@ -165,11 +165,10 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
     # stage_b.safetensors) or under ComfyUI's model.diffusion_model.: stage C maps the CLIP embeddings in
     # (clip_txt_mapper), stage B the EfficientNet latents (effnet_mapper). A bare one was named nothing, under
     # ComfyUI's prefix "a single-file diffusion checkpoint".
-    stripped = {n.removeprefix("model.diffusion_model.") for n in names}
-    if "clip_txt_mapper.weight" in stripped or any(n.startswith("effnet_mapper.") for n in stripped):
-        stage = "C" if "clip_txt_mapper.weight" in stripped else "B"
+    stage_c = any(n in ("clip_txt_mapper.weight", "model.diffusion_model.clip_txt_mapper.weight") for n in names)
+    if stage_c or any(n.startswith(("effnet_mapper.", "model.diffusion_model.effnet_mapper.")) for n in names):
         layout = "a single-file" if any(n.startswith("model.diffusion_model.") for n in names) else "an original-layout"
-        return f"{layout} Stable Cascade stage {stage} checkpoint"
+        return f"{layout} Stable Cascade stage {'C' if stage_c else 'B'} checkpoint"
     if any(n.startswith("model.diffusion_model.") for n in names) and not any(_LDM_UNET.match(n) for n in names):
         # ComfyUI saves every model it loads under `model.diffusion_model.` (LTX-Video's own release too): Wan's
         # blocks, AuraFlow's double_layers, PixArt's blocks were called "a single-file Stable Diffusion checkpoint".
