@@ -460,3 +460,19 @@ def test_sharding_a_stable_cascade_stage_names_it(tmp_path: Path, stage: str, pr
     assert code == 0
     assert f"{kind} is loaded from one file (ComfyUI, diffusers' from_single_file): none of them reads an index or " \
         "these shards" in data["plan"]["warnings"], data["plan"]["warnings"]
+
+
+def test_a_flux_redux_file_is_named_as_an_add_on_of_flux(tmp_path: Path) -> None:
+    """FLUX.1 Redux (flux1-redux-dev.safetensors: redux_up, redux_down) is applied beside a Flux model: plan-devices
+    planned its few KB alone with "fits on the GPUs" and nothing said, shard named nothing of who reads it."""
+    torch.manual_seed(12)
+    path = tmp_path / "flux1-redux-dev.safetensors"
+    save_file({"redux_up.weight": torch.randn(96, 16).half(), "redux_up.bias": torch.zeros(96).half(),
+               "redux_down.weight": torch.randn(32, 96).half(), "redux_down.bias": torch.zeros(32).half()}, str(path))
+    code, data = run_json("plan-devices", str(path), "--gpu", "1GB")
+    said = " ".join(data["warnings"])
+    assert code == 0 and "this is a FLUX.1 Redux image embedder (redux_up / redux_down): only its own weights are " \
+        "planned, not the Stable Diffusion / Flux model it is applied to" in said, said
+    code, data = run_json("shard", str(path), "--max", "1KB", "-o", str(tmp_path / "shards"))
+    assert code == 0 and "a FLUX.1 Redux image embedder (redux_up / redux_down) is loaded from one file (ComfyUI's " \
+        "Load Style Model node): none of them reads an index or these shards" in data["plan"]["warnings"]

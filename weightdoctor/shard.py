@@ -191,6 +191,10 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
         return "an original-layout Stable Diffusion VAE"
     if names and {n.split(".", 1)[0] for n in names} == {"image_proj", "ip_adapter"}:
         return IP_ADAPTER
+    # Black Forest Labs' FLUX.1 Redux (flux1-redux-dev.safetensors): two linear layers that map SigLIP's image
+    # features into Flux's text tokens, applied beside a Flux model; it was named nothing, and planned alone.
+    if names and {n.split(".", 1)[0] for n in names} == {"redux_up", "redux_down"}:
+        return FLUX_REDUX
     return None
 
 
@@ -269,6 +273,7 @@ IP_ADAPTER = "an IP-Adapter"
 CONTROLNET_LLLITE = "a ControlNet-LLLite"
 TEXTUAL_INVERSION = "a textual-inversion embedding"
 KOHYA_LORA = "a kohya-style LoRA"
+FLUX_REDUX = "a FLUX.1 Redux image embedder (redux_up / redux_down)"
 LYCORIS_ADAPTER = "a LyCORIS adapter (under kohya's flat lora_unet_ / lora_te_ names)"
 DIFFUSERS_LORA = "a LoRA in diffusers' layout"
 COMFYUI_SINGLE_FILE = "a ComfyUI single-file checkpoint (diffusion model, text encoders and VAE)"
@@ -298,13 +303,14 @@ ORIGINAL_LORA = "a LoRA in a diffusion transformer's original layout"
 SINGLE_FILE_DIFFUSION = "a single-file diffusion checkpoint"
 # The kinds above that are applied to a model loaded apart, not loaded as one.
 ADD_ONS = frozenset({KOHYA_LORA, LYCORIS_ADAPTER, DIFFUSERS_LORA, ORIGINAL_LORA, CONTROLNET_LLLITE, TEXTUAL_INVERSION,
-                     IP_ADAPTER})
+                     IP_ADAPTER, FLUX_REDUX})
 _LOADERS = {IP_ADAPTER: "diffusers' load_ip_adapter, ComfyUI's IPAdapter nodes",
             CONTROLNET_LLLITE: "sd-scripts' sdxl_gen_img.py --control_net_lllite_models, kohya's "
                                "ControlNet-LLLite-ComfyUI nodes",
             TEXTUAL_INVERSION: "AUTOMATIC1111's and ComfyUI's embeddings folders, diffusers' load_textual_inversion",
             ORIGINAL_LORA: "ComfyUI's LoRA loaders, diffusers' load_lora_weights",
             LYCORIS_ADAPTER: "ComfyUI, AUTOMATIC1111 / Forge, LyCORIS' create_lycoris_from_weights",
+            FLUX_REDUX: "ComfyUI's Load Style Model node",
             SINGLE_FILE_DIFFUSION: "ComfyUI; diffusers' from_single_file for the families it converts"}
 
 
