@@ -311,8 +311,9 @@ def test_a_peft_adapter_of_another_method_against_its_base_is_an_adapter_that_fi
     assert any(entry["detail"].startswith(f"{method} on ") for entry in data["unexpected"]), data["unexpected"]
     assert all(entry["reason"] == "adapter-base" for entry in data["missing"]), data["missing"]
     note = next(n for n in data["notes"] if n.startswith("A is a PEFT adapter"))
-    # LoHa's and LoKr's factors make a product of the weight's shape, compared since thirdparty23.
-    compared = "with shapes that fit" if method in ("LoHa", "LoKr") else "(shapes not compared: "
+    # LoHa's and LoKr's factors make a product of the weight's shape, compared since thirdparty23; VeRA's, OFT's,
+    # BOFT's, HRA's and LN tuning's tensors are sized by the layer's widths, compared since thirdparty24.
+    compared = "(shapes not compared: " if method in ("FourierFT", "trainable tokens") else "with shapes that fit"
     assert f"A is a PEFT adapter: {method} on " in note and compared in note, note
     assert "PeftModel.from_pretrained(base, adapter)" in note, note
     # Against a model without the modules it adapts, it is an error naming them.

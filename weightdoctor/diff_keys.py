@@ -96,8 +96,36 @@ REASONS: dict[str, str] = {
     "of a composite model, a module of another task): dropped",
     "not-a-tensor": "an entry of A's state dict that is no tensor (a version number, a string): from_pretrained "
     "lists it as unexpected and ignores it, and raises when it has the name of a weight",
+    "other-model": "a part of another model of the family (Chroma's distilled_guidance_layer against Flux's "
+                   "modulation): the two are not one model, and neither loads into the other",
     "unknown": "no known cause: these weights will not load",
 }
+
+# The adapter families whose notes `adapter_fit` writes, by the note's start, other than PEFT's (which REASONS'
+# "adapter" and "adapter-base" texts describe): a kohya LoRA's legend said "merge them or load through PEFT", which
+# cannot load it.
+_ADAPTER_FAMILIES = (("A is a kohya-style", "a kohya-style LoRA"), ("A is a LyCORIS", "a LyCORIS adapter"),
+                     ("A is a LoRA in diffusers' layout", "a LoRA in diffusers' layout"),
+                     ("A is a Flux LoRA in diffusers' layout", "a LoRA in diffusers' layout"),
+                     ("A is an AdapterHub", "an AdapterHub adapter"))
+
+
+def reason_text(reason: str, notes: Sequence[str] = ()) -> str:
+    """The sentence a person reads for `reason` in a report of these `notes`: REASONS', or for an adapter of a
+    family PEFT does not load, that family's.
+
+    Example:
+        >>> reason_text("adapter-base", ["A is a kohya-style LoRA (lora_down / lora_up ...): ..."])[:60]
+        'a weight of the base model, which a kohya-style LoRA does no'
+    """
+    if reason in ("adapter", "adapter-base"):
+        family = next((name for note in notes for start, name in _ADAPTER_FAMILIES if note.startswith(start)), None)
+        if family is not None:
+            return (f"{family}'s own weights, which PEFT does not load: load them with the loader the note names, or "
+                    "merge them into the base" if reason == "adapter" else f"a weight of the base model, which "
+                    f"{family} does not store: the loader the note names takes it from the base")
+    return REASONS.get(reason, "")
+
 
 # Module names of task heads (`classifier`, `lm_head`, BERT's pre-training `cls.predictions`, ...).
 _HEAD_WORDS = frozenset({
@@ -1145,12 +1173,14 @@ _PEFT_TUNER_WORD = _lazy_regex(r"\.(?:" + "|".join(_PEFT_TUNER_WORDS) + ")")
 # Every substring `adapter_fit` looks for before it looks at any key, with its digits folded as `_word_text` folds
 # them (`.ia3_l` -> `.ia0_l`): a text of folded names that holds none of them holds none of the words either.
 _ADAPTER_WORDS_FOLDED = tuple(word.translate(_FOLD_DIGITS) for word in (
-    ".adapters.", ".loras.", ".lora_", ".ia3_l", *("." + word for word in _PEFT_TUNER_WORDS)))
+    ".adapters.", ".loras.", ".lora_", ".ia3_l", *("." + word for word in _PEFT_TUNER_WORDS), "lora_unet_",
+    "lora_te", "lora_transformer_"))
 # The tensors such a method shares between its modules, saved once at the top (`base_model.vera_A`): VeRA's and
 # RandLoRA's random projections (save_projection=True), VB-LoRA's vector bank.
 _PEFT_SHARED = _lazy_regex(r"^base_model\.(?:vera_[AB]|randlora_[AB]|vblora_vector_bank)(?:\.[^.]+)?$")
 # kohya / LyCORIS names (lora_unet_<path>.hada_w1_a) are looked up by _kohya_adapter_fit's tables, not as modules.
 _KOHYA_MODULE = _lazy_regex(r"^lora_(?:unet|te\d?|transformer)_")
+_KOHYA_LINE = _lazy_regex(r"(?m)^lora_(?:unet|te\d?|transformer)_")
 
 
 def _adapter_target(name: str) -> str:
@@ -1248,8 +1278,9 @@ def adapter_fit(
         if whys:
             return whys, note
     tuner_in = _PEFT_TUNER_WORD.search(joined) is not None
-    # One substring test spares 10,000s of regex matches.
-    if ".lora_" not in joined and ".ia3_l" not in joined and not tuner_in:
+    # One substring test spares 10,000s of regex matches. kohya's flat names hold LyCORIS' GLoRA (`.a1.weight`) or
+    # full (`.diff`) parts under no such word: their lora_unet_ / lora_te_ start says it.
+    if ".lora_" not in joined and ".ia3_l" not in joined and not tuner_in and not _KOHYA_LINE.search(joined):
         return {}, ""
     pairs = [(name, match) for name in unexpected if (match := _LORA_PAIR.match(name))]
     tuners = ([(name, match) for name in unexpected if (match := _PEFT_TUNER.match(name))
@@ -1313,7 +1344,11 @@ def adapter_fit(
         elif weight.dtype not in FLOATING:
             whys[name] = ("adapter", "info", f"on {module} (stored quantized in B: shapes not compared)")
             modules.setdefault(module, True)
-        elif part != "lora_E" and not _lora_fits(part, shape, weight.shape):
+        elif match["part"] == "ia3_l" and (misfit := _ia3_misfit(specs_a[name].shape, weight.shape, module)):
+            whys[name] = ("adapter", "error", f"{'×'.join(map(str, specs_a[name].shape))} does not fit {module}.weight "
+                          f"({'×'.join(map(str, weight.shape))} in B): it {misfit}: an adapter for another model size")
+            modules[module] = False
+        elif part != "lora_E" and match["part"] != "ia3_l" and not _lora_fits(part, shape, weight.shape):
             whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {module}.weight "
                           f"({'×'.join(map(str, weight.shape))} in B): {_lora_misfit(part, shape, weight.shape)}")
             modules[module] = False
@@ -1321,8 +1356,9 @@ def adapter_fit(
             whys[name] = ("adapter", "info", f"{kind} on {module}.weight{stored}")
             modules.setdefault(module, True)
     methods = _tuners_fit(tuners, shared, specs_b, whys, modules, specs_a)
-    # LoHa's and LoKr's products are compared with the weights; the other methods' tensors are not shaped so.
-    unshaped = [method for method in methods if method not in ("LoHa", "LoKr")]
+    # LoHa's and LoKr's products, VeRA's, OFT's, BOFT's, HRA's and LN tuning's widths are compared with the weights;
+    # the other methods' tensors are not shaped so.
+    unshaped = [method for method in methods if method not in _SHAPED_TUNERS]
     for name in others:
         # Whole weights an adapter saves beside its pairs (modules_to_save heads, resized embeddings).
         target = specs_b.get(_adapter_target(name))
@@ -1337,7 +1373,9 @@ def adapter_fit(
         else:
             whys[name] = ("adapter", "info", f"replaces {target.name} (a module the adapter saves whole)")
     fitting = sum(modules.values())
-    if fitting:
+    # The base's weights are the base's whether or not the adapter's shapes fit them: an adapter for another size of
+    # B left every one of them "unknown: no known cause: these weights will not load".
+    if fitting or any(f"{module}.weight" in specs_b for module in modules):
         replaced = {_adapter_target(name): name for name in others}
         for name in missing:
             if name not in replaced:
@@ -1366,6 +1404,14 @@ def adapter_fit(
         note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B {checked}; it "
                 "stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
                 "or merge it (merge_and_unload) before comparing whole checkpoints")
+        # Modules B has whose shapes the adapter's do not fit: "load it with PeftModel.from_pretrained(base, adapter)"
+        # pasted with B as the base raises a size mismatch.
+        misfit = sum(1 for module, fits in modules.items() if not fits and (
+            f"{module}.weight" in specs_b or f"{module}.bias" in specs_b))
+        if misfit:
+            note += (f"; {misfit} of them {plural(misfit, 'does', 'do')} not fit B's shapes: it was made for another "
+                     "size of the model, and PeftModel.from_pretrained(B, adapter) raises a size mismatch: load it "
+                     "onto the base it was made for (adapter_config.json's base_model_name_or_path)")
     return whys, note
 
 
@@ -1374,9 +1420,10 @@ def _tuners_fit(
     whys: dict[str, tuple[str, str, str]], modules: dict[str, bool], specs_a: Mapping[str, KeySpec],
 ) -> list[str]:
     """`adapter_fit`'s reasons for the tensors of PEFT methods other than LoRA and IA3 (see `_PEFT_TUNER_PARTS`),
-    added to `whys` and `modules` (module -> in B); returns the methods found, in order. Only that the module is in B
-    is checked: VeRA's scales, OFT's rotations or FourierFT's spectrum are not shaped as the weight is. LoHa's and
-    LoKr's factors make a product of the weight's shape (`_lycoris_product`), which is compared with it."""
+    added to `whys` and `modules` (module -> in B); returns the methods found, in order. LoHa's and LoKr's factors
+    make a product of the weight's shape (`_lycoris_product`), which is compared with it; VeRA's, OFT's, BOFT's,
+    HRA's and LN tuning's tensors are sized by the layer's widths (`_tuner_misfit`), which are compared with the
+    weight's; for the other methods (FourierFT's spectrum, ...) only that the module is in B is checked."""
     methods: list[str] = []
     held: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
     for name, match in tuners:
@@ -1397,6 +1444,9 @@ def _tuners_fit(
                            f"({'×'.join(map(str, weight.shape))} in B)")
             whys[name] = ("adapter", "error", f"{method} on {module}: {shaped}")
             modules[module] = False
+        elif (misfit := _tuner_misfit(match["part"], match["param"], specs_a[name].shape, module, specs_b)):
+            whys[name] = ("adapter", "error", f"{method} on {module}: {misfit}: an adapter for another model size")
+            modules[module] = False
         elif tied is not None:
             whys[name] = ("adapter", "info", f"{method} on {module}.weight (B stores it once, as {tied.name}, tied)")
             modules.setdefault(module, True)
@@ -1407,10 +1457,137 @@ def _tuners_fit(
             whys[name] = ("adapter", "error", f"targets {module}, which B does not have: the adapter's weights for "
                           "it are dropped")
             modules[module] = False
+    vera = [module for name, match in tuners if match["part"] == "vera_lambda_b"
+            and (module := _adapter_target(match["module"])) + ".weight" in specs_b]
     for name in shared:
-        whys[name] = ("adapter", "info", "shared by the adapter's modules (its fixed random projections, saved with "
-                      "save_projection=True, or VB-LoRA's vector bank), not a weight of B")
+        misfit = _vera_projection_misfit(name, specs_a[name].shape, vera, specs_b)
+        whys[name] = ("adapter", "error", misfit) if misfit else (
+            "adapter", "info", "shared by the adapter's modules (its fixed random projections, saved with "
+            "save_projection=True, or VB-LoRA's vector bank), not a weight of B")
     return methods
+
+
+# The PEFT methods whose tensors `_tuner_misfit` compares with the widths of the layer they adapt.
+_SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN tuning")
+
+
+# GPT-2's Conv1D layers (in × out, transposed from nn.Linear): c_attn, c_proj, c_fc, q_attn in GPT-2 and its kin;
+# OpenCLIP names nn.Linear layers c_fc / c_proj too, so such a name may be either.
+_CONV1D_MODULE = _lazy_regex(r"(?:^|\.)(?:c_attn|c_proj|c_fc|q_attn)$")
+
+
+def _layer_widths(weight: tuple[int, ...], module: str) -> set[tuple[int, int]]:
+    """The (in, out) widths peft may read off `module`'s weight: an nn.Linear / Embedding (out × in), a Conv2d (in ×
+    kh × kw its input); under GPT-2's Conv1D names (`_CONV1D_MODULE`) either a Conv1D (in × out) or an nn.Linear.
+
+    Example:
+        >>> sorted(_layer_widths((64, 32), "v")), sorted(_layer_widths((64, 32), "attn.c_attn"))
+        ([(32, 64)], [(32, 64), (64, 32)])
+    """
+    if len(weight) < 2:
+        return set()
+    if len(weight) > 2:
+        return {(math.prod(weight[1:]), weight[0])}
+    return {(weight[1], weight[0]), (weight[0], weight[1])} if _CONV1D_MODULE.search(module) else {
+        (weight[1], weight[0])}
+
+
+def _ia3_misfit(shape: tuple[int, ...], weight: tuple[int, ...], module: str) -> str | None:
+    """Why IA3's `ia3_l` of `shape` does not fit `module`'s weight, or None: peft saves one scale per output feature
+    (out × 1; a Conv's 1 × out × 1 × 1) or, on a feedforward module, one per input feature (1 × in)."""
+    widths = _layer_widths(weight, module)
+    if len(shape) < 2 or not widths:
+        return None
+    ins, outs = sorted({width[0] for width in widths}), sorted({width[1] for width in widths})
+    if len(shape) == 2 and shape[1] == 1 and shape[0] != 1:
+        return None if shape[0] in outs else (
+            f"scales {shape[0]} output features, B's layer has {' or '.join(map(str, outs))}")
+    count = math.prod(shape)
+    if len(shape) > 2:  # a Conv's 1 × channels × 1 × 1: its input channels (feedforward) or its output ones
+        channels = weight[1], weight[0]
+        return None if count in channels else (
+            f"scales {count} channels, B's convolution reads {channels[0]} and writes {channels[1]}")
+    return None if count in ins else (
+        f"scales {count} input features (a feedforward module's), B's layer reads {' or '.join(map(str, ins))}")
+
+
+def _tuner_misfit(
+    part: str, param: str | None, shape: tuple[int, ...], module: str, specs_b: Mapping[str, KeySpec],
+) -> str | None:
+    """Why a VeRA / OFT / BOFT / HRA / LN-tuning tensor does not fit B's `module` (a module B has), or None.
+
+    peft sizes each by the layer's widths: VeRA's vera_lambda_b holds one scale per output feature; OFT's
+    oft_R.weight one row per block of the input (block_share: one row for all) and b(b-1)/2 values for a b × b
+    block; BOFT's boft_R (factors × blocks × b × b) blocks that tile the input and boft_s one scale per output
+    feature; HRA's hra_u (in × r); LN tuning copies the norm whole. load_state_dict raises on any other size.
+
+    Example:
+        >>> b = {"q.weight": KeySpec("q.weight", (32, 32), "float32")}
+        >>> _tuner_misfit("oft_R", "weight", (8, 28), "q", b)
+        'oft_R.weight 8×28 (8 blocks of 8) rotates 64 input features, q.weight (32×32 in B) reads 32'
+    """
+    weight = specs_b.get(f"{module}.{param or 'weight'}" if part == "ln_tuning_layers" else f"{module}.weight")
+    if weight is None or weight.dtype not in FLOATING:
+        return None
+    held, size = "×".join(map(str, shape)), f"{weight.name} ({'×'.join(map(str, weight.shape))} in B)"
+    label = part + (f".{param}" if param else "")
+    if part == "ln_tuning_layers":
+        return None if shape == weight.shape else f"{label} {held}, {size}: LN tuning copies the norm whole"
+    widths = _layer_widths(weight.shape, module)
+    if not widths:
+        return None
+    ins = sorted({width[0] for width in widths})
+    reads = " or ".join(map(str, ins))
+    if part in ("vera_lambda_b", "boft_s"):
+        outs = {width[1] for width in widths}
+        # out × 1 (BOFT on a Conv2d: 1 × out)
+        count = math.prod(shape) if len(shape) == 1 or (len(shape) == 2 and 1 in shape) else None
+        return None if count in outs else (
+            f"{label} {held} scales {count} output features, {size} writes {' or '.join(map(str, sorted(outs)))}"
+            if count is not None else f"{label} {held} is not one scale per output feature")
+    if part in ("oft_R", "oft_embedding_R") and len(shape) == 2:
+        block = (1 + math.isqrt(1 + 8 * shape[1])) // 2
+        if block * (block - 1) // 2 != shape[1]:
+            return f"{label} {held} holds no b×b block's b(b-1)/2 values"
+        if any(shape[0] * block == width or (shape[0] == 1 and width % block == 0) for width in ins):
+            return None
+        return (f"{label} {held} ({shape[0]} block{'s' if shape[0] != 1 else ''} of {block}) rotates "
+                f"{shape[0] * block} input features, {size} reads {reads}")
+    if part == "boft_R" and len(shape) == 4:
+        if shape[1] * shape[2] in ins and shape[2] == shape[3]:
+            return None
+        return (f"{label} {held} ({shape[1]} blocks of {shape[2]}) rotates {shape[1] * shape[2]} input features, "
+                f"{size} reads {reads}")
+    if part == "hra_u" and len(shape) == 2:
+        return None if shape[0] in ins else f"{label} {held} reflects {shape[0]} input features, {size} reads {reads}"
+    return None
+
+
+def _vera_projection_misfit(
+    name: str, shape: tuple[int, ...], modules: Sequence[str], specs_b: Mapping[str, KeySpec],
+) -> str | None:
+    """Why VeRA's shared projection `base_model.vera_A` (r × the widest input of the adapted layers) or `vera_B`
+    (the widest output × r) does not fit the layers B has for `modules`, or None. peft builds both for the base it
+    is given, from its widest adapted layer, and loading a saved one of another size raises."""
+    part = name.removeprefix("base_model.").split(".")[0]
+    if part not in ("vera_A", "vera_B") or len(shape) != 2 or not modules:
+        return None
+    axis, side = (1, "input") if part == "vera_A" else (0, "output")
+    index = 0 if part == "vera_A" else 1
+    # Each module's possible widths (two for a name that may be GPT-2's Conv1D): the widest layer is one of the
+    # maxima over a choice per module, bounded by the maxima of the smallest and of the largest choices.
+    choices = [{width[index] for width in _layer_widths(specs_b[f"{module}.weight"].shape, module)}
+               for module in modules]
+    choices = [choice for choice in choices if choice]
+    if not choices:
+        return None
+    low, high = max(min(choice) for choice in choices), max(max(choice) for choice in choices)
+    if low <= shape[axis] <= high and any(shape[axis] in choice for choice in choices):
+        return None
+    widest = str(low) if low == high else f"{low} to {high}"
+    return (f"VeRA's shared projection {part} ({'×'.join(map(str, shape))}) spans {shape[axis]} {side} features, "
+            f"the widest layer it adapts in B has {widest}: an adapter for another model size (peft builds it for "
+            "the base and cannot load this one)")
 
 
 # AdapterHub's save_adapter (adapter-transformers, adapters) stores each adapter under the module it follows, named:
@@ -1486,9 +1663,16 @@ def _adapterhub_fit(
 # `lokr_w2_b`, Tucker: `lokr_t2`), DoRA's `dora_scale`; with train_norm, each LayerNorm / GroupNorm's offsets
 # `w_norm` and `b_norm` (one value per channel, added to the norm's weight and bias). A LoHa or LoKr file, or a LoCon
 # with a lora_mid, against its base was "unknown: these weights will not load" for every key.
+# LyCORIS' other algorithms under the same names: GLoRA's two low-rank pairs (`a1` in × r, `a2` r × in: W·a1·a2;
+# `b1` out × r, `b2` r × in × kernel, Tucker `bm`), diag-OFT's block-diagonal rotation of the output (`oft_blocks`
+# blocks × b × b, kohya's OFT too; `oft_diag` in older LyCORIS; `rescale` one value per output feature) or BOFT's
+# butterfly of them (`oft_blocks` factors × blocks × b × b), and "full" fine-tuning's difference to the weight
+# (`diff`, the weight's shape; `diff_b`, the bias's). A GLoRA, OFT or full file against its base was "unknown: no
+# known cause: these weights will not load" for every key.
 _KOHYA_PAIR = _lazy_regex(
     r"^(?P<prefix>lora_(?:unet|te\d?|transformer))_(?P<module>[^.]+)\.(?P<part>lora_down|lora_up|lora_mid|alpha|"
-    r"dora_scale|hada_w[12]_[ab]|hada_t[12]|lokr_w[12](?:_[ab])?|lokr_t2|w_norm|b_norm)(?:\.weight)?$")
+    r"dora_scale|hada_w[12]_[ab]|hada_t[12]|lokr_w[12](?:_[ab])?|lokr_t2|w_norm|b_norm|a[12]|b[12]|bm|oft_blocks|"
+    r"oft_diag|rescale|diff_b|diff)(?:\.weight)?$")
 _KOHYA_PARTS = {"lora_unet": "UNet / transformer", "lora_transformer": "transformer", "lora_te": "text encoder",
                 "lora_te1": "first text encoder", "lora_te2": "second text encoder", "lora_te3": "third text encoder"}
 
@@ -1648,9 +1832,7 @@ def _kohya_adapter_fit(
     parts_of: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
     for name, match in pairs:
         parts_of[f"{match['prefix']}_{match['module']}"][match["part"]] = specs_a[name].shape
-    lycoris = {module: method for module, held in parts_of.items()
-               if (method := "LoHa" if "hada_w1_a" in held else "LoKr" if any(
-                   part.startswith("lokr_") for part in held) else None)}
+    lycoris = {module: method for module, held in parts_of.items() if (method := _lycoris_method(held))}
     cores = {module for module, held in parts_of.items() if "lora_mid" in held}
     for name, match in pairs:
         prefix, part = match["prefix"], match["part"]
@@ -1685,6 +1867,21 @@ def _kohya_adapter_fit(
                 whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {what} (" + (
                     f"{'×'.join(map(str, target.shape))} in B)" if target is not None else "which B does not have)"))
                 modules[module] = False
+            continue
+        if method in _LYCORIS_LAYER_METHODS and weight.dtype not in FLOATING:
+            whys[name] = ("adapter", "info", f"{method} on {module} (stored quantized in B: shapes not compared)")
+            modules.setdefault(module, True)
+            continue
+        if method in _LYCORIS_LAYER_METHODS:
+            bias = specs_b.get(module + ".bias")
+            misfit = _lycoris_layer_misfit(part, shape, weight.shape, None if bias is None else bias.shape)
+            if misfit:
+                whys[name] = ("adapter", "error", f"{method} on {module}: {misfit} ({'×'.join(map(str, weight.shape))} "
+                              "in B): an adapter for another model size")
+                modules[module] = False
+            else:
+                whys[name] = ("adapter", "info", f"{method} on {module}.{'bias' if part == 'diff_b' else 'weight'}")
+                modules.setdefault(module, True)
             continue
         if method != "LoRA":
             product = _lycoris_product(method, parts_of[f"{prefix}_{match['module']}"])
@@ -1742,15 +1939,102 @@ def _kohya_adapter_fit(
     comfy = ldm and any(name.startswith("text_encoders.") for name in specs_b)
     where = ("in B, a ComfyUI single-file checkpoint" if comfy else "in B, a single-file Stable Diffusion checkpoint"
              if ldm else "B")
-    kind = ("a LyCORIS adapter (hada_* / lokr_* / lora_mid beside lora_down / lora_up / alpha under flat lora_unet_ "
-            "/ lora_te_ names)" if methods or cores else
+    held_parts = sorted({_LYCORIS_PART_NAMES.get(match["part"], match["part"]) for _, match in pairs
+                         if match["part"] not in ("lora_down", "lora_up", "alpha")})
+    beside = " beside lora_down / lora_up / alpha" if any(
+        match["part"] in ("lora_down", "lora_up") for _, match in pairs) else ""
+    kind = (f"a LyCORIS adapter ({' / '.join(held_parts)}{beside} under flat lora_unet_ / lora_te_ names)"
+            if methods or cores else
             "a kohya-style LoRA (lora_down / lora_up / alpha under flat lora_unet_ / lora_te_ names)")
     loaders = ("ComfyUI, AUTOMATIC1111 / Forge or LyCORIS' create_lycoris_from_weights" if methods or cores else
                "ComfyUI or Forge" if comfy else "diffusers' load_lora_weights, ComfyUI or AUTOMATIC1111")
     note = (f"A is {kind}: {method} on {len(modules)} module(s) of the {parts} ({where}), {fitting} of them in B "
             f"with shapes that fit; it stores no base weights: load it with {loaders}, which map its names to the "
             "modules")
+    # Modules B has whose shapes A's tensors do not fit: the loaders above would fail on B (or skip the module).
+    misfit = sum(1 for module, fits in modules.items() if not fits and f"{module}.weight" in specs_b)
+    if misfit:
+        note += (f"; {misfit} of them {plural(misfit, 'does', 'do')} not fit B's shapes: it was made for another "
+                 "model (or another size of it) than B")
     return whys, note
+
+
+# How the kohya-layout note names the parts it saw (each family's own tensors, grouped).
+_LYCORIS_PART_NAMES = {
+    **{part: "hada_*" for part in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2")},
+    **{part: "lokr_*" for part in ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b",
+                                    "lokr_t2")},
+    **{part: "a1 / a2 / b1 / b2" for part in ("a1", "a2", "b1", "b2", "bm")}, "diff_b": "diff",
+    "w_norm": "w_norm / b_norm", "b_norm": "w_norm / b_norm",
+}
+
+
+# The LyCORIS algorithms whose tensors `_lycoris_layer_misfit` compares with the layer's widths, one by one.
+_LYCORIS_LAYER_METHODS = ("GLoRA", "diag-OFT", "BOFT", "full diff")
+
+
+def _lycoris_method(held: Mapping[str, tuple[int, ...]]) -> str | None:
+    """The LyCORIS algorithm a module's saved parts are (None: a plain LoRA, kohya's lora_down / lora_up).
+
+    Example:
+        >>> _lycoris_method({"oft_blocks": (4, 8, 8), "alpha": ()}), _lycoris_method({"diff": (32, 32)})
+        ('diag-OFT', 'full diff')
+    """
+    if "hada_w1_a" in held:
+        return "LoHa"
+    if any(part.startswith("lokr_") for part in held):
+        return "LoKr"
+    if any(part in held for part in ("a1", "a2", "b1", "b2")):
+        return "GLoRA"
+    blocks = held.get("oft_blocks", held.get("oft_diag"))
+    if blocks is not None:
+        return "BOFT" if len(blocks) == 4 else "diag-OFT"
+    if "diff" in held or "diff_b" in held:
+        return "full diff"
+    return None
+
+
+def _lycoris_layer_misfit(
+    part: str, shape: tuple[int, ...], weight: tuple[int, ...], bias: tuple[int, ...] | None,
+) -> str | None:
+    """Why a LyCORIS GLoRA / diag-OFT / BOFT / full tensor does not fit the layer of this `weight` (out × in ×
+    kernel) and `bias`, or None (its `alpha` and the parts it does not size, too).
+
+    GLoRA's a1 is in × r and a2 r × in (they multiply W from the right), b1 out × r and b2 r × in × the kernel
+    (Tucker: b2 pointwise, bm the kernel); OFT's blocks tile the output features (blocks × b, BOFT's too) and rescale
+    holds one value per output feature; full's diff is the weight's shape, diff_b the bias's.
+
+    Example:
+        >>> _lycoris_layer_misfit("oft_blocks", (4, 16, 16), (32, 32), None)
+        'oft_blocks 4×16×16 (4 blocks of 16) rotates 64 output features, the weight has 32'
+    """
+    held, out = "×".join(map(str, shape)), weight[0] if weight else 0
+    width_in = weight[1] if len(weight) >= 2 else 0
+    if part == "diff":
+        return None if shape == weight else f"diff {held} is not the weight's shape"
+    if part == "diff_b":
+        return None if bias is not None and shape == bias else (
+            f"diff_b {held} is not the bias's shape" if bias is not None else "diff_b for a bias B's layer has not")
+    if part in ("oft_blocks", "oft_diag") and len(shape) in (3, 4):
+        blocks, size = shape[-3], shape[-1]
+        return None if blocks * size == out and shape[-2] == size else (
+            f"{part} {held} ({blocks} blocks of {size}) rotates {blocks * size} output features, the weight has {out}")
+    if part == "rescale":
+        return None if math.prod(shape) == out else f"rescale {held} scales {math.prod(shape)} output features, " \
+            f"the weight has {out}"
+    if len(shape) < 2:
+        return None
+    sides = {"a1": (0, width_in, "input"), "a2": (1, width_in, "input"), "b1": (0, out, "output"),
+             "b2": (1, width_in, "input")}
+    if part not in sides:
+        return None
+    axis, want, side = sides[part]
+    if shape[axis] != want:
+        return f"{part} {held} spans {shape[axis]} {side} features, the weight has {want}"
+    if part == "b2" and len(shape) > 2 and len(weight) > 2 and shape[2:] != weight[2:] and any(
+            size != 1 for size in shape[2:]):
+        return f"b2 {held}: its kernel is not the weight's"
+    return None
 
 
 def _lycoris_product(method: str, held: Mapping[str, tuple[int, ...]]) -> tuple[int, int] | None:
@@ -2941,6 +3225,52 @@ def _lora_module(name: str) -> str:
     return name[:match.start()] if match is not None else name
 
 
+# Flux's modulation inputs and layers, which lodestones' Chroma drops for its distilled_guidance_layer (one
+# approximator of every block's modulation): time_in, vector_in, guidance_in, each block's img_mod / txt_mod /
+# modulation, the final layer's adaLN_modulation.
+_FLUX_MODULATION = _lazy_regex(r"^(?:model\.)?(?:diffusion_model\.)?(?:time_in|vector_in|guidance_in)\.|"
+                               r"\.(?:img_mod|txt_mod|modulation)\.|(?:^|\.)final_layer\.adaLN_modulation\.")
+_CHROMA_APPROXIMATOR = _lazy_regex(r"^(?:model\.)?(?:diffusion_model\.)?distilled_guidance_layer\.")
+
+
+def _chroma_against_flux(
+    unexpected: Sequence[str], missing: Sequence[str],
+) -> tuple[dict[str, tuple[str, str, str]], str] | None:
+    """Reasons and a note when one side is lodestones' Chroma and the other Flux, or None. Chroma keeps Flux's
+    double and single blocks but replaces its modulation with distilled_guidance_layer: each side's were "unknown:
+    these weights will not load" (the approximator's norms `scale` "quantization side tensors"), with no word that
+    the two are other models.
+
+    Example:
+        >>> _chroma_against_flux(["distilled_guidance_layer.in_proj.weight"], ["guidance_in.in_layer.weight"])[1][:46]
+        'A is Chroma (Flux-derived) and B Flux: Chroma '
+    """
+    chroma_a = [name for name in unexpected if _CHROMA_APPROXIMATOR.match(name)]
+    chroma_b = [name for name in missing if _CHROMA_APPROXIMATOR.match(name)]
+    if bool(chroma_a) == bool(chroma_b):
+        return None
+    flux = [name for name in (missing if chroma_a else unexpected) if _FLUX_MODULATION.search(name)]
+    if not flux:
+        return None
+    chroma_side, flux_side = ("A", "B") if chroma_a else ("B", "A")
+    whys = {name: ("other-model", "error", f"Chroma's distilled_guidance_layer (in {chroma_side}): Flux has none")
+            for name in chroma_a or chroma_b}
+    whys.update({name: ("other-model", "error", f"Flux's modulation (in {flux_side}), which Chroma replaces with its "
+                                            "distilled_guidance_layer") for name in flux})
+    note = (f"{chroma_side} is Chroma (Flux-derived) and {flux_side} Flux: Chroma keeps Flux's double and single "
+            "blocks but replaces its modulation (time_in, vector_in, guidance_in, the blocks' img_mod / txt_mod) with "
+            "distilled_guidance_layer, so neither loads into the other's model; Chroma loads with "
+            "ChromaTransformer2DModel.from_single_file or ComfyUI")
+    return whys, note
+
+
+# What FLUX.1's patch embedding (img_in, hidden × channels) reads in each variant: 64 latent channels (dev, schnell,
+# Kontext), 384 with the masked image and mask packed beside them (Fill), 128 with a control image's latents (Depth,
+# Canny), and the diffusers pipeline that runs each.
+_FLUX_IMG_IN = {64: ("FLUX.1 dev / schnell / Kontext", "FluxPipeline"), 384: ("FLUX.1 Fill", "FluxFillPipeline"),
+                128: ("FLUX.1 Depth / Canny", "FluxControlPipeline")}
+
+
 def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
                       specs_a: Mapping[str, KeySpec] | None = None,
                       specs_b: Mapping[str, KeySpec] | None = None) -> tuple[str, str, str]:
@@ -2949,6 +3279,13 @@ def classify_mismatch(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, .
     detail = f"{'×'.join(map(str, shape_a)) or 'scalar'} in A, {'×'.join(map(str, shape_b)) or 'scalar'} in B"
     if (ranks := _lora_ranks(name, shape_a, shape_b, specs_a, specs_b)) is not None:
         return "lora-rank", "error", f"{detail}: LoRA rank {ranks[0]} in A, {ranks[1]} in B"
+    if (name == "img_in.weight" or name.endswith(".img_in.weight")) and len(shape_a) == len(shape_b) == 2 \
+            and shape_a[0] == shape_b[0] and shape_a[1] in _FLUX_IMG_IN and shape_b[1] in _FLUX_IMG_IN:
+        # FLUX.1 Fill or Depth against dev: "the architecture differs" said nothing of which model each is.
+        (variant_a, pipe_a), (variant_b, pipe_b) = _FLUX_IMG_IN[shape_a[1]], _FLUX_IMG_IN[shape_b[1]]
+        return "shape", "error", (f"{detail}: img_in reads {shape_a[1]} channels in A ({variant_a}), {shape_b[1]} in "
+                                  f"B ({variant_b}): other FLUX.1 models, each run by its own pipeline ({pipe_a}, "
+                                  f"{pipe_b})")
     same_rank = len(shape_a) == len(shape_b) and len(shape_a) >= 1
     first_only = same_rank and shape_a[1:] == shape_b[1:] and shape_a[0] != shape_b[0]
     if first_only and _POSITION.search(name):
@@ -3502,6 +3839,9 @@ def _diff_specs(
     adapter_whys, adapter_note = adapter_fit(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[0])
     if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
         layout_whys, layout_note = adapter_whys, adapter_note
+    elif chroma_whys := _chroma_against_flux(diff.unexpected, diff.missing):
+        layout_whys, layout_note = {**chroma_whys[0], **layout_whys}, "; ".join(
+            filter(None, (layout_note, chroma_whys[1])))
     if diff.missing and diff.unexpected and not adapter_whys:
         # Keys of a known foreign layout are left out of the rename search: renaming them is not the fix.
         if layout_whys:

@@ -66,6 +66,14 @@ IA3_VECTOR = re.compile(r"(^|\.)ia3_l(\.|$)")
 # of a zero skew-symmetric matrix is the identity rotation, the base weight unchanged. An untrained one was "a layer
 # that was never initialized or was zeroed; it passes nothing on".
 ROTATION_ADAPTER = re.compile(r"(^|\.)(oft_R|oft_embedding_R|oft_r|boft_R)(\.|$)")
+# LyCORIS' diag-OFT / BOFT blocks (`oft_blocks`; `oft_diag` in older LyCORIS) and kohya's OFT under flat names,
+# which they start at zero too (the identity rotation).
+LYCORIS_ROTATION = re.compile(r"^lora_(unet|te\d?|transformer)_[^.]+\.(oft_blocks|oft_diag)$")
+# ... LyCORIS' `rescale` beside them (one value per output feature), which it starts at ones; and GLoRA's a2 and b2,
+# which it starts at zero so that W·a1·a2 + b1·b2 adds nothing. Untrained, each was "a layer that was never
+# initialized or was zeroed" or "a constant weight never breaks symmetry".
+LYCORIS_RESCALE = re.compile(r"^lora_(unet|te\d?|transformer)_[^.]+\.rescale$")
+GLORA_ZERO_FACTOR = re.compile(r"^lora_(unet|te\d?|transformer)_[^.]+\.(a2|b2)\.weight$")
 # ... and their scales (`boft_s`, older peft's `oft_s`), which it starts at ones ("a constant weight never breaks
 # symmetry").
 ROTATION_ADAPTER_SCALE = re.compile(r"(^|\.)(oft_s|boft_s)(\.|$)")

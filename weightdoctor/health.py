@@ -13,9 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from weightdoctor.expected_init import GLORA_ZERO_FACTOR as _GLORA_ZERO_FACTOR
 from weightdoctor.expected_init import HRA_VECTORS as _HRA_VECTORS
 from weightdoctor.expected_init import IA3_VECTOR as _IA3_VECTOR
 from weightdoctor.expected_init import LORA_ZERO_INIT as _LORA_ZERO_INIT
+from weightdoctor.expected_init import LYCORIS_RESCALE as _LYCORIS_RESCALE
+from weightdoctor.expected_init import LYCORIS_ROTATION as _LYCORIS_ROTATION
 from weightdoctor.expected_init import PRODUCT_ADAPTER_FACTOR as _PRODUCT_ADAPTER_FACTOR
 from weightdoctor.expected_init import ROTATION_ADAPTER as _ROTATION_ADAPTER
 from weightdoctor.expected_init import ROTATION_ADAPTER_SCALE as _ROTATION_ADAPTER_SCALE
@@ -137,9 +140,17 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
     lora_zero = _LORA_ZERO_INIT.search(name) is not None
     zero_conv = _ZERO_CONV_INIT.search(name) is not None
     rotation = _ROTATION_ADAPTER.search(name) is not None
-    if matrix and s.min == 0 == s.max and (lora_zero or zero_conv or rotation or not expected_constant) \
-            and not (s.nan or s.inf):
-        if rotation:
+    lycoris_rotation = _LYCORIS_ROTATION.match(name) is not None
+    glora = _GLORA_ZERO_FACTOR.match(name) is not None
+    if matrix and s.min == 0 == s.max and (lora_zero or zero_conv or rotation or lycoris_rotation or glora
+                                           or not expected_constant) and not (s.nan or s.inf):
+        if lycoris_rotation or glora:
+            found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero", (
+                "a LyCORIS / kohya OFT adapter still at its initialization (both start their rotation blocks at "
+                "zero, the identity rotation): it leaves the base weights as they are" if lycoris_rotation else
+                "a LyCORIS GLoRA factor still at its initialization (LyCORIS starts a2 and b2 at zero): its term of "
+                "the update W·a1·a2 + b1·b2 adds nothing") + "; saved before training, or its updates were lost"))
+        elif rotation:
             found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero",
                                  "an OFT / BOFT adapter still at its initialization (peft starts its rotation "
                                  "parameters at zero, the identity rotation): it leaves the base weights as they "
@@ -177,6 +188,11 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
         found.append(Finding("warn", "constant", name, "every value is 1",
                              "an IA3 adapter still at its initialization (peft starts ia3_l at ones): it scales "
                              "nothing; saved before training, or its updates were lost"))
+        return found
+    if s.min == s.max == 1 and _LYCORIS_RESCALE.match(name):
+        found.append(Finding("warn", "constant", name, "every value is 1",
+                             "a LyCORIS OFT / BOFT adapter's rescale still at its initialization (LyCORIS starts it "
+                             "at ones): it scales nothing; saved before training, or its updates were lost"))
         return found
     if s.min == s.max == 1 and _ROTATION_ADAPTER_SCALE.search(name):
         found.append(Finding("warn", "constant", name, "every value is 1",

@@ -114,6 +114,8 @@ def split_order(checkpoint: Checkpoint, tensors: list[PlannedTensor]) -> list[Pl
 
 
 _DIFFUSERS_LORA = re.compile(r"[._](lora_[AB]|lora\.(down|up)|lora_(down|up))\.weight$")
+# The parts only LyCORIS' algorithms save under kohya's names (LoHa, LoKr, Tucker LoCon, GLoRA, OFT / BOFT, full).
+_LYCORIS_PART = re.compile(r"^lora_[a-z0-9]+_[^.]+\.(hada_|lokr_|lora_mid|a1\.|b1\.|oft_blocks$|oft_diag$|diff$)")
 
 
 def single_file_kind(checkpoint: Checkpoint) -> str | None:
@@ -133,6 +135,12 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
         return TEXTUAL_INVERSION
     if "ss_network_module" in metadata or any(n.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"))
                                               for n in names):
+        # LyCORIS' files share kohya's names (and its ss_* metadata, network_module "lycoris.kohya"): a LoHa, LoKr,
+        # GLoRA, OFT or full-diff file was called a kohya-style LoRA, with diffusers' load_lora_weights among its
+        # loaders, which reads lora_down / lora_up only.
+        if str(metadata.get("ss_network_module", "")).startswith("lycoris") or any(
+                _LYCORIS_PART.search(n) for n in names):
+            return LYCORIS_ADAPTER
         return KOHYA_LORA
     # diffusers' LoRA layout under any file name (ai-toolkit's and the diffusers trainers' Flux / SDXL LoRAs):
     # `transformer.single_transformer_blocks.0.attn.to_k.lora_A.weight`, `unet.<module>.lora.down.weight`.
@@ -153,14 +161,25 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
         return comfyui_single_file(family)
     if family is not None:
         return family
+    # Stability's Stable Cascade (Würstchen v3) stages in their authors' layout, bare (stage_c.safetensors,
+    # stage_b.safetensors) or under ComfyUI's model.diffusion_model.: stage C maps the CLIP embeddings in
+    # (clip_txt_mapper), stage B the EfficientNet latents (effnet_mapper). A bare one was named nothing, under
+    # ComfyUI's prefix "a single-file diffusion checkpoint".
+    stage_c = any(n in ("clip_txt_mapper.weight", "model.diffusion_model.clip_txt_mapper.weight") for n in names)
+    if stage_c or any(n.startswith(("effnet_mapper.", "model.diffusion_model.effnet_mapper.")) for n in names):
+        layout = "a single-file" if any(n.startswith("model.diffusion_model.") for n in names) else "an original-layout"
+        return f"{layout} Stable Cascade stage {'C' if stage_c else 'B'} checkpoint"
     if any(n.startswith("model.diffusion_model.") for n in names) and not any(_LDM_UNET.match(n) for n in names):
         # ComfyUI saves every model it loads under `model.diffusion_model.` (LTX-Video's own release too): Wan's
         # blocks, AuraFlow's double_layers, PixArt's blocks were called "a single-file Stable Diffusion checkpoint".
         return SINGLE_FILE_DIFFUSION
     if any(n.startswith(("model.diffusion_model.", "first_stage_model.")) for n in names):
-        # SDXL's two text encoders are conditioner.embedders.0 and .1 (SD 1.x / 2.x: cond_stage_model).
+        # SDXL's two text encoders are conditioner.embedders.0 and .1 (SD 1.x / 2.x: cond_stage_model); the SDXL
+        # refiner's one, OpenCLIP-G, is conditioner.embedders.0.model (it was called "a single-file Stable Diffusion
+        # checkpoint", as SD 1.x).
         sdxl = any(n.startswith("conditioner.embedders.1.") for n in names)
-        return f"a single-file {'SDXL' if sdxl else 'Stable Diffusion'} checkpoint"
+        refiner = not sdxl and any(n.startswith("conditioner.embedders.0.model.") for n in names)
+        return f"a single-file {'SDXL' if sdxl else 'SDXL refiner' if refiner else 'Stable Diffusion'} checkpoint"
     # lllyasviel's ControlNet files: 1.1's (input_blocks, zero_convs, input_hint_block, no prefix) and the extracted
     # copies A1111 / ComfyUI share (control_model.*).
     if any(n.startswith("control_model.") for n in names) or (
@@ -172,6 +191,10 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
         return "an original-layout Stable Diffusion VAE"
     if names and {n.split(".", 1)[0] for n in names} == {"image_proj", "ip_adapter"}:
         return IP_ADAPTER
+    # Black Forest Labs' FLUX.1 Redux (flux1-redux-dev.safetensors): two linear layers that map SigLIP's image
+    # features into Flux's text tokens, applied beside a Flux model; it was named nothing, and planned alone.
+    if names and {n.split(".", 1)[0] for n in names} == {"redux_up", "redux_down"}:
+        return FLUX_REDUX
     return None
 
 
@@ -206,10 +229,43 @@ def _transformer_family(checkpoint: Checkpoint) -> str | None:
         # HunyuanVideo was called a Flux checkpoint: ComfyUI's saves of it name the attention img_attn.qkv as Flux's.
         hunyuan = ("txt_in.individual_token_refiner" in found or conv3d
                    or any(".img_attn_qkv." in t.name for t in checkpoint.tensors))
-        return f"{layout} {'HunyuanVideo' if hunyuan else 'Flux'} checkpoint"
+        return f"{layout} {'HunyuanVideo' if hunyuan else _flux_variant(checkpoint)} checkpoint"
     if "joint_blocks" in found:
-        return f"{layout} SD3 checkpoint"
+        return f"{layout} {_sd3_variant(checkpoint)} checkpoint"
     return None
+
+
+# What Flux's patch embedding (img_in, hidden × channels) reads: 64 latent channels (dev, schnell, Kontext), 384 with
+# the masked image and mask packed beside them (FLUX.1 Fill), 128 with a control image's latents (FLUX.1 Depth /
+# Canny); diffusers' from_single_file tells them apart so too.
+_FLUX_INPUTS = {64: "Flux", 384: "Flux Fill", 128: "Flux Depth / Canny"}
+
+
+def _flux_variant(checkpoint: Checkpoint) -> str:
+    """Which model a file of Flux's double and single blocks is: lodestones' Chroma (a Flux derivative whose
+    `distilled_guidance_layer` replaces Flux's modulation: no guidance_in, time_in or vector_in; it was called a Flux
+    checkpoint), or Flux named by what its img_in reads (`_FLUX_INPUTS`)."""
+    names = [t.name.removeprefix("model.").removeprefix("diffusion_model.") for t in checkpoint.tensors]
+    if any(name.startswith("distilled_guidance_layer.") for name in names):
+        return "Chroma (Flux-derived)"
+    img_in = next((t for t in checkpoint.tensors if t.name.endswith("img_in.weight") and len(t.shape) == 2), None)
+    return _FLUX_INPUTS.get(img_in.shape[1], "Flux") if img_in is not None else "Flux"
+
+
+def _sd3_variant(checkpoint: Checkpoint) -> str:
+    """Which SD3 model a file of MMDiT joint_blocks is: SD3.5 Medium's MMDiT-X has a second self-attention in its
+    first blocks (`joint_blocks.N.x_block.attn2`), SD3.5 Large 38 blocks (SD3 Medium 24); each was "SD3"."""
+    blocks: set[str] = set()
+    attn2 = False
+    for tensor in checkpoint.tensors:
+        match = _SD3_BLOCK.search(tensor.name)
+        if match is not None:
+            blocks.add(match.group(1))
+            attn2 = attn2 or match.group(2) == "attn2"
+    return "SD3.5 Medium (MMDiT-X)" if attn2 else "SD3.5 Large" if len(blocks) == 38 else "SD3"
+
+
+_SD3_BLOCK = re.compile(r"(?:^|\.)joint_blocks\.(\d+)\.x_block\.(attn2?)\.")
 
 
 # IP-Adapter's weights (image_proj.*, ip_adapter.*), and the loaders that read them, one file each.
@@ -217,6 +273,8 @@ IP_ADAPTER = "an IP-Adapter"
 CONTROLNET_LLLITE = "a ControlNet-LLLite"
 TEXTUAL_INVERSION = "a textual-inversion embedding"
 KOHYA_LORA = "a kohya-style LoRA"
+FLUX_REDUX = "a FLUX.1 Redux image embedder (redux_up / redux_down)"
+LYCORIS_ADAPTER = "a LyCORIS adapter (under kohya's flat lora_unet_ / lora_te_ names)"
 DIFFUSERS_LORA = "a LoRA in diffusers' layout"
 COMFYUI_SINGLE_FILE = "a ComfyUI single-file checkpoint (diffusion model, text encoders and VAE)"
 
@@ -237,19 +295,22 @@ def _comfyui_loaders(kind: str) -> str:
     diffusers' StableDiffusion3Pipeline.from_single_file for SD3, whose text encoders it finds under
     `text_encoders.clip_l / clip_g / t5xxl` (single_file_utils' clip_sd3 keys: Stability's
     sd3_medium_incl_clips.safetensors is such a file)."""
-    forge = " Flux " in kind
-    sd3 = ", diffusers' StableDiffusion3Pipeline.from_single_file" if " SD3 " in kind else ""
+    forge = " Flux checkpoint" in kind  # Flux itself (not its Fill / Depth variants, nor Chroma)
+    sd3 = ", diffusers' StableDiffusion3Pipeline.from_single_file" if " SD3" in kind else ""  # SD3.5's too
     return "ComfyUI's Load Checkpoint node" + (", Forge" if forge else "") + sd3
 ORIGINAL_LORA = "a LoRA in a diffusion transformer's original layout"
 # A diffusion model ComfyUI saves under `model.diffusion_model.` that is no Stable Diffusion UNet, Flux or SD3.
 SINGLE_FILE_DIFFUSION = "a single-file diffusion checkpoint"
 # The kinds above that are applied to a model loaded apart, not loaded as one.
-ADD_ONS = frozenset({KOHYA_LORA, DIFFUSERS_LORA, ORIGINAL_LORA, CONTROLNET_LLLITE, TEXTUAL_INVERSION, IP_ADAPTER})
+ADD_ONS = frozenset({KOHYA_LORA, LYCORIS_ADAPTER, DIFFUSERS_LORA, ORIGINAL_LORA, CONTROLNET_LLLITE, TEXTUAL_INVERSION,
+                     IP_ADAPTER, FLUX_REDUX})
 _LOADERS = {IP_ADAPTER: "diffusers' load_ip_adapter, ComfyUI's IPAdapter nodes",
             CONTROLNET_LLLITE: "sd-scripts' sdxl_gen_img.py --control_net_lllite_models, kohya's "
                                "ControlNet-LLLite-ComfyUI nodes",
             TEXTUAL_INVERSION: "AUTOMATIC1111's and ComfyUI's embeddings folders, diffusers' load_textual_inversion",
             ORIGINAL_LORA: "ComfyUI's LoRA loaders, diffusers' load_lora_weights",
+            LYCORIS_ADAPTER: "ComfyUI, AUTOMATIC1111 / Forge, LyCORIS' create_lycoris_from_weights",
+            FLUX_REDUX: "ComfyUI's Load Style Model node",
             SINGLE_FILE_DIFFUSION: "ComfyUI; diffusers' from_single_file for the families it converts"}
 
 
@@ -450,7 +511,10 @@ def plan_shard(
         if single:
             loaders = _comfyui_loaders(single) if single.startswith("a ComfyUI single-file") else _LOADERS.get(
                 single, "ComfyUI, diffusers' from_single_file" if single.endswith(
-                ("Flux checkpoint", "HunyuanVideo checkpoint", "SD3 checkpoint"))
+                ("Flux checkpoint", "HunyuanVideo checkpoint", "SD3 checkpoint", "Flux Fill checkpoint",
+                 "Flux Depth / Canny checkpoint", "Chroma (Flux-derived) checkpoint", "SD3.5 Large checkpoint",
+                 "SD3.5 Medium (MMDiT-X) checkpoint", "Stable Cascade stage C checkpoint",
+                 "Stable Cascade stage B checkpoint"))
                 else "AUTOMATIC1111, ComfyUI, diffusers' from_single_file / load_lora_weights")
             warnings.append(f"{single} is loaded from one file ({loaders}): none of them reads an index or these "
                             "shards")

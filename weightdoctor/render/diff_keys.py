@@ -11,7 +11,7 @@ from rich.markup import escape as escape_markup
 from rich.panel import Panel
 from rich.table import Table
 
-from weightdoctor.diff_keys import REASONS, DiffReport, KeyGroup
+from weightdoctor.diff_keys import DiffReport, KeyGroup, reason_text
 from weightdoctor.render.text import escape, printable, wrap_at_dots, wrapped_name
 from weightdoctor.wording import counted, plural
 
@@ -178,7 +178,7 @@ def reasons_legend(report: DiffReport) -> Table | None:
     table.add_column(style="bold")
     table.add_column(style="dim")
     for reason in used:
-        table.add_row(reason, REASONS.get(reason, ""))
+        table.add_row(reason, reason_text(reason, report.notes))
     return table
 
 

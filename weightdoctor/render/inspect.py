@@ -220,7 +220,13 @@ def _part_names(nodes: list[ModuleNode]) -> dict[str, str]:
     denoiser = by_part["model.diffusion_model"]
     names = [denoiser.name + "." + child.name for child in denoiser.children] + [denoiser.name]
     unet = "transformer" if any(f".{block}" in name for name in names for block in _TRANSFORMER_BLOCKS) else "UNet"
-    return {node.name: _SD_SINGLE_FILE_PARTS[part].replace("UNet", unet) for part, node in by_part.items()}
+    parts = {node.name: _SD_SINGLE_FILE_PARTS[part].replace("UNet", unet) for part, node in by_part.items()}
+    # One embedder, its chain collapsed into the node's name (the SDXL refiner's OpenCLIP-G, conditioner.embedders.0.
+    # model): one text encoder, which "text encoders" miscounted.
+    for name in parts:
+        if name.startswith("conditioner.embedders.") and name.split(".")[2].isdigit():
+            parts[name] = "text encoder"
+    return parts
 
 
 # Siblings shown per module: names that are not numbered (`b0`, `b1`, ...) do not fold into one `×N` line, so a
