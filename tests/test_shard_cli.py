@@ -273,11 +273,14 @@ def test_sharding_a_single_file_only_sd_checkpoint_says_no_loader_reads_the_shar
                for i in range(3)}, lora, metadata={"ss_network_module": "networks.lora"})
     single = tmp_path / "mix.safetensors"
     save_file({f"model.diffusion_model.input_blocks.{i}.0.weight": torch.zeros(4, 64) for i in range(3)}, single)
-    for source, kind in [(lora, "a kohya-style LoRA"), (single, "a single-file Stable Diffusion checkpoint")]:
+    # A LoRA is applied by LoRA loaders, a checkpoint loaded by from_single_file (which loads no LoRA).
+    for source, kind, loaders in [(lora, "a kohya-style LoRA", "AUTOMATIC1111, ComfyUI, diffusers' load_lora_weights"),
+                                  (single, "a single-file Stable Diffusion checkpoint",
+                                   "AUTOMATIC1111, ComfyUI, diffusers' from_single_file")]:
         code, data = run_json("shard", str(source), "--max", "1KB", "-o", str(tmp_path / source.stem))
         assert code == 0 and len(data["plan"]["shards"]) == 3
-        assert f"{kind} is loaded from one file (AUTOMATIC1111, ComfyUI, diffusers' from_single_file / " \
-            "load_lora_weights): none of them reads an index or these shards" in data["plan"]["warnings"]
+        assert f"{kind} is loaded from one file ({loaders}): none of them reads an index or these shards" \
+            in data["plan"]["warnings"], data["plan"]["warnings"]
         code, data = run_json("shard", str(source), "--single", "-o", str(tmp_path / f"{source.stem}-one"))
         assert code == 0 and not any("loaded from one file" in w for w in data["plan"]["warnings"])
 

@@ -309,6 +309,9 @@ _LOADERS = {IP_ADAPTER: "diffusers' load_ip_adapter, ComfyUI's IPAdapter nodes",
                                "ControlNet-LLLite-ComfyUI nodes",
             TEXTUAL_INVERSION: "AUTOMATIC1111's and ComfyUI's embeddings folders, diffusers' load_textual_inversion",
             ORIGINAL_LORA: "ComfyUI's LoRA loaders, diffusers' load_lora_weights",
+            # A LoRA is applied by a LoRA loader: from_single_file loads models, not LoRAs.
+            KOHYA_LORA: "AUTOMATIC1111, ComfyUI, diffusers' load_lora_weights",
+            DIFFUSERS_LORA: "diffusers' load_lora_weights, ComfyUI's LoRA loaders",
             LYCORIS_ADAPTER: "ComfyUI, AUTOMATIC1111 / Forge, LyCORIS' create_lycoris_from_weights",
             FLUX_REDUX: "ComfyUI's Load Style Model node",
             SINGLE_FILE_DIFFUSION: "ComfyUI; diffusers' from_single_file for the families it converts"}
@@ -515,7 +518,7 @@ def plan_shard(
                  "Flux Depth / Canny checkpoint", "Chroma (Flux-derived) checkpoint", "SD3.5 Large checkpoint",
                  "SD3.5 Medium (MMDiT-X) checkpoint", "Stable Cascade stage C checkpoint",
                  "Stable Cascade stage B checkpoint"))
-                else "AUTOMATIC1111, ComfyUI, diffusers' from_single_file / load_lora_weights")
+                else "AUTOMATIC1111, ComfyUI, diffusers' from_single_file")
             warnings.append(f"{single} is loaded from one file ({loaders}): none of them reads an index or these "
                             "shards")
     carried, lost = source_metadata(checkpoint, fmt, renames)
