@@ -557,15 +557,29 @@ def _refetched_entries(walk: PickleWalk, state: Any) -> int:
     return total
 
 
-def _build_copy_problem(entries: int, walked: int) -> str:
-    """The refusal of BUILDs that copy more entries from states fetched again than `MIN_COPY_BUDGET` allows."""
-    return (f"BUILD copies {entries:,} entries into objects from states the pickle fetched again from its memo, more "
-            f"than the {walked:,} bytes before it hold: each BUILD copies every item of its state into the object (an "
-            "instance's __dict__, an object array's data), so memory grows past what the file holds (one 10,000-key "
-            "dict as the state of 1,000 OrderedDicts, a 133 KB file: torch.load(weights_only=True) took 204 MB more; "
-            "one 100,000-item list as the data of 1,000 object arrays, 152 KB: pickle.loads peaked at 809 MB), where "
-            "a state shared by design (accelerate's PartialState, one __dict__ for all its instances) copies a few "
-            "fields")
+def _count_copies(walk: PickleWalk, state: Any, position: int, what: str) -> None:
+    """Add what setting `state` on one more object copies from states fetched again (`_refetched_entries`: a BUILD, or
+    a tensor rebuild of `STATE_ARGUMENT` that setattrs each item) to the pickle's total, and add a problem once the
+    total passes `MIN_COPY_BUDGET` besides one entry per byte walked."""
+    copies = _refetched_entries(walk, state) if walk.fetched else 0
+    if not copies:
+        return
+    walk.copied_entries += copies
+    walked = position - walk.start
+    if walk.copied_entries > MIN_COPY_BUDGET + walked and not walk.problems:
+        walk.problems.append((position, _build_copy_problem(what, walk.copied_entries, walked)))
+
+
+def _build_copy_problem(what: str, entries: int, walked: int) -> str:
+    """The refusal of BUILDs (or state-setting rebuilds, `what`) that copy more entries from states fetched again than
+    `MIN_COPY_BUDGET` allows."""
+    return (f"{what} copies {entries:,} entries into objects from states the pickle fetched again from its memo, more "
+            f"than the {walked:,} bytes before it hold: each one copies every item of its state into the object (an "
+            "instance's or tensor's __dict__, an object array's data), so memory grows past what the file holds (one "
+            "10,000-key dict as the state of 1,000 OrderedDicts, a 133 KB file: torch.load(weights_only=True) took "
+            "204 MB more; one 100,000-item list as the data of 1,000 object arrays, 152 KB: pickle.loads peaked at "
+            "809 MB), where a state shared by design (accelerate's PartialState, one __dict__ for all its instances) "
+            "copies a few fields")
 
 
 def _device_copy_problem(opcode: str, qualified: str) -> str:
@@ -680,6 +694,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                                           "(setattr of each item): copy.deepcopy, copy.copy and pickle (a re-save) "
                                           "look it up on the instance before its class and call it, where torch "
                                           "writes a tensor subclass's fields, never a special method"))
+                _count_copies(walk, args[at], position, qualified)
             if built_global(qualified) and "numpy.dtype" in watch:
                 return Made(callee, args)
             if qualified in RECONSTRUCTOR and "numpy.dtype" in watch and isinstance(args, tuple) and args \
@@ -864,11 +879,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                                           "copy.deepcopy, copy.copy and pickle (a re-save) look it up on the "
                                           "instance before its class and call it, where pickle writes an object's "
                                           "fields, never a special method"))
-                copies = _refetched_entries(walk, state) if walk.fetched else 0
-                if copies:
-                    walk.copied_entries += copies
-                    if walk.copied_entries > MIN_COPY_BUDGET + position - start and not walk.problems:
-                        walk.problems.append((position, _build_copy_problem(walk.copied_entries, position - start)))
+                _count_copies(walk, state, position, "BUILD")
                 if isinstance(target, Made):
                     walk.calls.append(GlobalCall(target.callee, (target.args, state), name, position))
                 elif id(target) in buffers and walk.fetched and not walk.problems:
