@@ -4,7 +4,10 @@ A BUILD copies every item of its state into the object it builds (an instance's 
 and a state the memo fetched again is copied again: one 10,000-key dict as the state of 1,000 OrderedDicts (a 133 KB
 file) took torch.load(weights_only=True) 204 MB more and was called safe. accelerate's PartialState (a Borg: every
 instance shares one __dict__) pickles its 9 fields once and fetches them again for each other instance, so the rule
-is a bound on the entries such BUILDs copy (65,536 besides one per byte walked), not a refusal of the GET.
+is a bound on the entries such BUILDs copy (65,536 besides one per byte walked), not a refusal of the GET. The same
+bound counts torch's _rebuild_parameter_with_state (setattr of each item of its state: 1,000 Parameters of one
+10,000-key state, 200 KB, +206 MB) and a Counter(text)'s characters; a BUILD state that is a call's result (a tensor
+view of a million rows of two, 1.6 KB) made torch's weights_only loader peak at 2,041 MB and is refused.
 
 `set`, `Counter`, `torch.Size` and `bytearray` of a tensor iterate it: each element becomes a Python tensor, and a
 view of one stored byte as a million elements (a 1.7 KB file) took torch.load(weights_only=True) 675 MB more. pickle
@@ -25,6 +28,8 @@ import collections
 import pickle
 import pickletools
 import struct
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -146,6 +151,55 @@ def test_one_state_set_on_parameter_after_parameter_is_refused(tmp_path: Path) -
     torch.save([_Call(torch._utils._rebuild_parameter_with_state, torch.zeros(2), False, collections.OrderedDict(),
                       {"tp_split": i, "note": "x"}) for i in range(200)], genuine)
     assert scan_file(genuine).verdict == "safe"
+
+
+def test_a_counter_of_text_as_a_shared_state_counts_its_characters(tmp_path: Path) -> None:
+    """Counter(text) makes a key of each character: 10,000 distinct ones, the state of 1,000 OrderedDicts (a 43 KB
+    file) peaked pickle.loads at 216 MB, and its keys were counted as none."""
+    text = "".join(chr(0x4E00 + i) for i in range(10_000)).encode()
+    out = [b"\x80\x02]", _long_binput(0), b"(ccollections\nOrderedDict\n", _long_binput(1), b")R",
+           b"ccollections\nCounter\nX", struct.pack("<I", len(text)), text, b"\x85R", _long_binput(2), b"b"]
+    out += [_long_binget(1) + b")R" + _long_binget(2) + b"b"] * 999
+    path = tmp_path / "counter_state.pkl"
+    path.write_bytes(b"".join(out) + b"e.")
+    assert path.stat().st_size < 45_000 and pickle_loads_peak_kb(path) > 150_000
+    report = scan_file(path)
+    assert report.verdict == "suspicious" and "BUILD copies 100,000 entries" in report.summary(), report.summary()
+
+
+def test_a_tensor_as_a_build_state_is_refused(tmp_path: Path) -> None:
+    """torch's weights_only loader runs `OrderedDict.__dict__.update(state)` whatever the state: a view of one stored
+    float as 500,000 rows of two makes 500,000 entries, each key a 0-d tensor (1e6 rows, a 1.6 KB file: 2,041 MB)."""
+    view = torch.zeros(1).expand(500_000, 2)
+    path = tmp_path / "tensor_state.pt"
+    torch.save({"w": _Built(collections.OrderedDict, view)}, path)
+    assert path.stat().st_size < 2_000
+    report = scan_file(path)
+    assert report.verdict == "suspicious", report.summary()
+    assert "BUILD sets the state of an object to what a call returned (a tensor, an array)" in report.summary()
+    # pickle.load refuses a state that is not a dict; torch's weights_only loader takes it.
+    assert run_canary_child(*_PEAK, "torch", path)["peak_kb"] < 400_000
+    torch_peak = _weights_only_peak_kb(path)
+    ours = run_canary_child(*_PEAK, "weightdoctor", path)["peak_kb"]
+    assert torch_peak - ours > 300_000, (torch_peak, ours)
+
+
+def _weights_only_peak_kb(path: Path) -> int:
+    """The peak resident memory (KB) of a fresh process that runs torch.load(path, weights_only=True)."""
+    code = f"import sys, torch; torch.load(sys.argv[1], weights_only=True); print({PEAK_KB_EXPRESSION})"
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True,
+                          timeout=300)
+    return int(done.stdout)
+
+
+class _Built:
+    """Pickles as `cls()` and a BUILD of `state`."""
+
+    def __init__(self, cls: type, state: Any) -> None:
+        self.cls, self.state = cls, state
+
+    def __reduce__(self) -> tuple[Any, tuple[()], Any]:
+        return self.cls, (), self.state
 
 
 class _Call:

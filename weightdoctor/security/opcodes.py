@@ -187,8 +187,9 @@ _KEYED = (OpaqueDict, Result, Made)
 
 def _entries(source: Any) -> int:
     """How many keys a mapping call (or `_reconstructor`'s dict(state)) makes of `source`, as far as the walk knows
-    them: a list's or tuple's items, the keys noted of a dict or a call's result; 0 for anything else."""
-    if isinstance(source, (list, tuple)):
+    them: a list's or tuple's items, a text's or bytes' (Counter counts each character), the keys noted of a dict or
+    a call's result; 0 for anything else."""
+    if isinstance(source, (list, tuple, str, bytes, bytearray)):
         return len(source)
     return source.entries if isinstance(source, _Keyed) else 0
 
@@ -582,6 +583,14 @@ def _build_copy_problem(what: str, entries: int, walked: int) -> str:
             "copies a few fields")
 
 
+def _opaque_state_problem() -> str:
+    """The refusal of a BUILD whose state is what a call returned (a tensor, an array), not a dict or tuple."""
+    return ("BUILD sets the state of an object to what a call returned (a tensor, an array): torch's weights_only "
+            "loader updates an OrderedDict's __dict__ from it item by item, and a view of one stored float as a "
+            "million rows of two (a 1.6 KB file) made a million entries (torch.load(weights_only=True) peaked at "
+            "2,041 MB), where pickle writes a state as a dict or a tuple")
+
+
 def _device_copy_problem(opcode: str, qualified: str) -> str:
     """The refusal of a `_DEVICE_REBUILDS` call on an array or tensor the pickle fetched again from its memo."""
     return (f"{opcode} calls {qualified} on an array or tensor the pickle fetched again from its memo: each call "
@@ -880,6 +889,9 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                                           "instance before its class and call it, where pickle writes an object's "
                                           "fields, never a special method"))
                 _count_copies(walk, state, position, "BUILD")
+                if (state is OPAQUE or state is FETCHED) and not isinstance(target, Made) and not walk.problems:
+                    # An inert class's state is judged by `policy.build_problem` (a Made target).
+                    walk.problems.append((position, _opaque_state_problem()))
                 if isinstance(target, Made):
                     walk.calls.append(GlobalCall(target.callee, (target.args, state), name, position))
                 elif id(target) in buffers and walk.fetched and not walk.problems:
