@@ -301,10 +301,15 @@ def run_canary_child(setup: str, probe: str, mode: str, path: Path) -> dict[str,
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# A process's own peak resident memory in KB, as a Python expression: VmHWM, not ru_maxrss, which Linux carries
+# across exec, so a child of a pytest process that once held 800 MB reported 830 MB after holding 11 MB.
+PEAK_KB_EXPRESSION = ("int(next(line.split()[1] for line in open('/proc/self/status') "
+                      "if line.startswith('VmHWM')))")
+
+
 def pickle_loads_peak_kb(path: Path) -> int:
-    """The peak resident memory (ru_maxrss, KB) of a fresh process that runs `pickle.loads` on `path`'s bytes: what a
-    hostile pickle costs the loader that trusts it (run only on files built to exhaust memory, never to run code)."""
-    code = ("import pickle, resource, sys; pickle.loads(open(sys.argv[1], 'rb').read()); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    """The peak resident memory (KB) of a fresh process that runs `pickle.loads` on `path`'s bytes: what a hostile
+    pickle costs the loader that trusts it (run only on files built to exhaust memory, never to run code)."""
+    code = f"import pickle, sys; pickle.loads(open(sys.argv[1], 'rb').read()); print({PEAK_KB_EXPRESSION})"
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
     return int(done.stdout)

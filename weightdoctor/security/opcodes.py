@@ -51,20 +51,31 @@ MARK = _Mark()
 OPAQUE = _Opaque()
 
 
-class Result(_Opaque):
+class _Keyed(_Opaque):
+    """A mapping the walk notes the keys of (SETITEM, SETITEMS, DICT, a mapping call's source), for a BUILD whose state
+    it is: `dunder`, the first key of the form `__name__` (see `dunder_key`), and `entries`, how many keys were set in
+    it (a key set twice counts twice), what a BUILD copies into an instance's __dict__."""
+
+    __slots__ = ("dunder", "entries")
+
+    def __init__(self, dunder: str | None = None) -> None:
+        self.dunder = dunder
+        self.entries = 0
+
+    def keyed(self, keys: Any) -> None:
+        """Note the keys set in it: their number, and the first that may set a special name."""
+        keys = keys if isinstance(keys, (list, tuple)) else list(keys)
+        self.entries += len(keys)
+        if self.dunder is None:
+            self.dunder = _first_special(keys)
+
+
+class Result(_Keyed):
     """A set the pickle built (EMPTY_SET, FROZENSET) or a Counter a call made: as unknown as `OPAQUE`, but one object
     each, so that a memo GET of it is told apart from a new one (`PickleWalk.fetched`). `dunder` is the first key of
     the form `__name__` a Counter holds, for BUILD."""
 
-    __slots__ = ("dunder",)
-
-    def __init__(self, dunder: str | None = None) -> None:
-        self.dunder = dunder
-
-    def keyed(self, keys: Any) -> None:
-        """Note the keys set in it, as `OpaqueDict.keyed` does."""
-        if self.dunder is None:
-            self.dunder = _first_special(keys)
+    __slots__ = ()
 
 
 # What a memo GET or DUP pushes for `OPAQUE`: a call's result fetched again, which `policy.COPYING_CALLS` would copy
@@ -72,27 +83,30 @@ class Result(_Opaque):
 FETCHED = _Opaque()
 
 
+class Encoded(_Opaque):
+    """The bytes a `_codecs.encode(text, ...)` call made (how protocols 0-2 write bytes, and a bytearray's argument:
+    `bytearray(_codecs.encode(text, "latin1"))`), one object each: a call's result made of text the file holds, so
+    a copying call on it copies that text once, unless the memo fetches it again."""
+
+    __slots__ = ()
+
+
 def call_result(value: Any) -> bool:
     """Whether `value` is what a call returned (or a set the pickle built), its content unknown to the walk."""
-    return value is OPAQUE or value is FETCHED or value.__class__ is Result
+    return value is OPAQUE or value is FETCHED or value.__class__ is Result or value.__class__ is Encoded
 
 
-class OpaqueDict(_Opaque):
+class OpaqueDict(_Keyed):
     """A dict the pickle built (EMPTY_DICT, DICT, `collections.OrderedDict(...)`), its items unknown but whether it has
     any: told apart from a call's result, which may return anything (`builtins.tuple(...)` a slot state pair), for
     `policy.build_problem`, and an empty one from a filled one, for a tensor's backward hooks. `dunder` is the first
     key of the form `__name__` the pickle set in it, for BUILD (see `dunder_key`)."""
 
-    __slots__ = ("filled", "dunder")
+    __slots__ = ("filled",)
 
     def __init__(self, filled: bool = False) -> None:
+        super().__init__()
         self.filled = filled
-        self.dunder: str | None = None
-
-    def keyed(self, keys: Any) -> None:
-        """Note the keys set in this dict (SETITEM, SETITEMS, DICT, OrderedDict's pairs): the first dunder name."""
-        if self.dunder is None:
-            self.dunder = _first_special(keys)
 
 
 def _first_special(keys: Any) -> str | None:
@@ -148,22 +162,17 @@ def built_global(qualified: str) -> bool:
             or qualified in NEVER_BUILT or qualified in BUILT_FROM_DICT)
 
 
-class Made(_Opaque):
+class Made(_Keyed):
     """The result of calling a `built_global`, with the arguments as far as they are literals: opaque like
     any other call's result, but a BUILD on it is recorded (as a `GlobalCall` of opcode BUILD whose args are
-    `(made.args, state)`)."""
+    `(made.args, state)`). Its keys are noted as `Result`'s: a dict subclass (AttributeDict) SETITEMS fills."""
 
-    __slots__ = ("callee", "args", "dunder")
+    __slots__ = ("callee", "args")
 
     def __init__(self, callee: GlobalImport, args: Any) -> None:
+        super().__init__()
         self.callee = callee
         self.args = args
-        self.dunder: str | None = None  # as `Result.dunder`: a dict subclass (AttributeDict) SETITEMS fills
-
-    def keyed(self, keys: Any) -> None:
-        """Note the keys set in it, as `OpaqueDict.keyed` does."""
-        if self.dunder is None:
-            self.dunder = _first_special(keys)
 
 
 # The calls that return a dict a BUILD may take as its state, by the index of the argument whose keys they copy
@@ -174,6 +183,15 @@ _MAPPING_CALLS: dict[str, int] = {"collections.Counter": 0, "collections.default
 # What the walk notes the keys of (SETITEM, SETITEMS), for a BUILD whose state it is: a dict the pickle built, what a
 # call returned (a Counter, a dict subclass NEWOBJ built).
 _KEYED = (OpaqueDict, Result, Made)
+
+
+def _entries(source: Any) -> int:
+    """How many keys a mapping call (or `_reconstructor`'s dict(state)) makes of `source`, as far as the walk knows
+    them: a list's or tuple's items, a text's or bytes' (Counter counts each character), the keys noted of a dict or
+    a call's result; 0 for anything else."""
+    if isinstance(source, (list, tuple, str, bytes, bytearray)):
+        return len(source)
+    return source.entries if isinstance(source, _Keyed) else 0
 
 
 def _special_name(state: Any) -> str | None:
@@ -244,6 +262,8 @@ class PickleWalk:
     # Each container a memo GET or DUP pushed again (a non-empty list, tuple, text or bytes, a dict, a call's result),
     # by its id (kept, so that no other takes its id): a call of `policy.COPYING_CALLS` on one is refused.
     fetched: dict[int, Any] = field(default_factory=dict)
+    # Entries the BUILDs so far copy into objects from states a memo GET or DUP pushed again (`MIN_COPY_BUDGET`).
+    copied_entries: int = 0
 
 
 # Items of a memo value looked into for `PickleWalk.pushed` (a GET of a larger list or tuple holding one of those
@@ -260,6 +280,13 @@ UNCOUNTED = "<uncounted>"
 # then a BININT2 and a BINPUT 213: an int16 sample, a protobuf's field 32) and is scanned as one since review51: its
 # BINPUT of at most 255 was refused as memory exhaustion ("set aside 0.0 GB") where the file was read before.
 MIN_HOSTILE_MEMO_INDEX = 2**16
+# The entries BUILDs may copy from states the pickle fetched again from its memo, besides one per byte walked: a BUILD
+# copies every item of its state into the instance's __dict__ (pickle.load, and torch's weights_only loader for an
+# OrderedDict), so one dict of 10,000 keys set as the state of 1,000 OrderedDicts (a 133 KB file) peaked
+# torch.load(weights_only=True) 204 MB over its baseline and pickle.loads at 216 MB. A state is shared by design
+# where instances share one __dict__ (accelerate's PartialState, a Borg singleton: its 9 fields set on each of 3
+# instances copy 18 entries), which refusing the GET itself would refuse.
+MIN_COPY_BUDGET = 2**16
 
 
 def _count_pushed(walk: PickleWalk, value: Any, position: int) -> None:
@@ -442,7 +469,7 @@ def _copyable(value: Any) -> bool:
         return bool(value)
     if kind is str or kind is bytes or kind is bytearray:
         return len(value) > 1
-    return kind is OpaqueDict or kind is Result or kind is Made or value is FETCHED
+    return kind is OpaqueDict or kind is Result or kind is Made or kind is Encoded or value is FETCHED
 
 
 def _state_dunder(qualified: str, args: Any) -> str | None:
@@ -459,6 +486,20 @@ def _state_dunder(qualified: str, args: Any) -> str | None:
 _BUFFERS = frozenset({"_io.BytesIO", "io.BytesIO"})
 
 
+# torch's rebuilds of a tensor saved from a device without storage (XLA, MPS, ...): `data.to(dtype, device)` of the
+# numpy array or CPU tensor they are given, a copy whenever the dtype differs (and weightdoctor's own reader copies a
+# read-only array first). torch.save writes an array or tensor made for each call: one 1 MB uint8 array fetched again
+# for 100 calls to float64 (a 1.0 MB file) peaked `weightdoctor inspect` at 1,029 MB (255 MB for one call).
+_DEVICE_REBUILDS = frozenset({"torch._utils._rebuild_device_tensor_from_numpy",
+                              "torch._utils._rebuild_device_tensor_from_cpu_tensor"})
+
+# numpy's protocol 5 rebuild of an array over a buffer (`np.frombuffer`): over bytes the array is read-only, and
+# weightdoctor's reader copies a read-only array before it becomes a tensor. numpy writes a buffer made for each
+# array: one 1 MB bytes value fetched again for 300 calls (a 1.0 MB plain pickle) peaked `weightdoctor inspect` at
+# 540 MB (247 MB for one call).
+_ARRAY_BUFFERS = frozenset({"numpy.core.numeric._frombuffer", "numpy._core.numeric._frombuffer"})
+
+
 def _copied_argument(qualified: str, args: Any) -> tuple[Any, ...]:
     """What a call of `qualified` copies item by item, as far as it is one of the pickle's values: the container a
     `policy.COPYING_CALLS` call takes (or its whole argument tuple, fetched again), the state _reconstructor hands to
@@ -470,6 +511,8 @@ def _copied_argument(qualified: str, args: Any) -> tuple[Any, ...]:
     if qualified in RECONSTRUCTOR and len(args) == 3:
         return (args[2],)
     if qualified in _BUFFERS and args and args[0].__class__ is bytearray:
+        return (args[0],)
+    if (qualified in _DEVICE_REBUILDS or qualified in _ARRAY_BUFFERS) and args:
         return (args[0],)
     return ()
 
@@ -496,6 +539,81 @@ def _fetched_kind(value: Any) -> str:
     kind = value.__class__
     return {list: "a list", tuple: "a tuple", str: "a text", bytes: "bytes", bytearray: "bytes",
             OpaqueDict: "a dict"}.get(kind, "what a call returned")
+
+
+def _refetched_entries(walk: PickleWalk, state: Any) -> int:
+    """How many entries a BUILD of `state` (one value, or a tuple: a (dict, slot state) pair, a numpy array's
+    (version, shape, dtype, fortran, data)) copies from what the pickle fetched again from its memo (the state, or a
+    part of it, pushed by a GET or DUP): the keys the walk noted of a mapping, a list's or tuple's items (an object
+    array's __setstate__ copies its data list)."""
+    parts = state if isinstance(state, tuple) else (state,)
+    again = id(state) in walk.fetched
+    total = 0
+    for part in parts:
+        if again or id(part) in walk.fetched:
+            if part.__class__ in _KEYED:
+                total += part.entries
+            elif part.__class__ is list or part.__class__ is tuple:
+                total += len(part)
+    return total
+
+
+def _count_copies(walk: PickleWalk, state: Any, position: int, what: str) -> None:
+    """Add what setting `state` on one more object copies from states fetched again (`_refetched_entries`: a BUILD, or
+    a tensor rebuild of `STATE_ARGUMENT` that setattrs each item) to the pickle's total, and add a problem once the
+    total passes `MIN_COPY_BUDGET` besides one entry per byte walked."""
+    copies = _refetched_entries(walk, state) if walk.fetched else 0
+    if not copies:
+        return
+    walk.copied_entries += copies
+    walked = position - walk.start
+    if walk.copied_entries > MIN_COPY_BUDGET + walked and not walk.problems:
+        walk.problems.append((position, _build_copy_problem(what, walk.copied_entries, walked)))
+
+
+def _build_copy_problem(what: str, entries: int, walked: int) -> str:
+    """The refusal of BUILDs (or state-setting rebuilds, `what`) that copy more entries from states fetched again than
+    `MIN_COPY_BUDGET` allows."""
+    return (f"{what} copies {entries:,} entries into objects from states the pickle fetched again from its memo, more "
+            f"than the {walked:,} bytes before it hold: each one copies every item of its state into the object (an "
+            "instance's or tensor's __dict__, an object array's data), so memory grows past what the file holds (one "
+            "10,000-key dict as the state of 1,000 OrderedDicts, a 133 KB file: torch.load(weights_only=True) took "
+            "204 MB more; one 100,000-item list as the data of 1,000 object arrays, 152 KB: pickle.loads peaked at "
+            "809 MB), where a state shared by design (accelerate's PartialState, one __dict__ for all its instances) "
+            "copies a few fields")
+
+
+def _opaque_state_problem() -> str:
+    """The refusal of a BUILD whose state is what a call returned (a tensor, an array), not a dict or tuple."""
+    return ("BUILD sets the state of an object to what a call returned (a tensor, an array): torch's weights_only "
+            "loader updates an OrderedDict's __dict__ from it item by item, and a view of one stored float as a "
+            "million rows of two (a 1.6 KB file) made a million entries (torch.load(weights_only=True) peaked at "
+            "2,041 MB), where pickle writes a state as a dict or a tuple")
+
+
+def _device_copy_problem(opcode: str, qualified: str) -> str:
+    """The refusal of a `_DEVICE_REBUILDS` call on an array or tensor the pickle fetched again from its memo."""
+    return (f"{opcode} calls {qualified} on an array or tensor the pickle fetched again from its memo: each call "
+            "converts it to the dtype it names, a copy, so one array handed to call after call makes memory the file "
+            "does not hold (one 1 MB uint8 array and 100 calls to float64, a 1.0 MB file: weightdoctor inspect "
+            "peaked at 1,029 MB, 255 MB for one call), where torch.save writes an array made for each tensor")
+
+
+def _buffer_copy_problem(opcode: str, qualified: str) -> str:
+    """The refusal of an `_ARRAY_BUFFERS` call on a buffer the pickle fetched again from its memo."""
+    return (f"{opcode} calls {qualified} on a buffer the pickle fetched again from its memo: an array over bytes is "
+            "read-only, and weightdoctor's reader copies each one into a tensor of its own, so one buffer handed to "
+            "call after call makes memory the file does not hold (one 1 MB bytes value and 300 calls, a 1.0 MB file: "
+            "weightdoctor inspect peaked at 540 MB, 247 MB for one call), where numpy writes a buffer made for each "
+            "array")
+
+
+def _call_result_copy_problem(opcode: str, qualified: str) -> str:
+    """The refusal of a `policy.COPYING_CALLS` call on what a call returned (a tensor, a set, a Counter)."""
+    return (f"{opcode} calls {qualified} on what a call returned (a tensor, a set, a Counter): it iterates it item by "
+            "item, and a tensor's elements become one Python tensor each (a 1.7 KB file of a million-element view of "
+            "one stored byte handed to set: torch.load(weights_only=True) took 675 MB more), where pickle writes "
+            "the list, text, bytes or dict such a call takes as a literal made for it")
 
 
 def _judge_hooks(walk: PickleWalk, hooks: list[tuple[int, str, Any]]) -> None:
@@ -559,7 +677,16 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
             copied = _copied_argument(qualified, args) if walk.fetched and not walk.problems else ()
             fetched = next((walk.fetched[id(value)] for value in copied if id(value) in walk.fetched), None)
             if fetched is not None:
-                walk.problems.append((position, _copy_problem(f"{opcode} calls {qualified} on", fetched)))
+                walk.problems.append((position, _device_copy_problem(opcode, qualified) if qualified in _DEVICE_REBUILDS
+                                      else _buffer_copy_problem(opcode, qualified) if qualified in _ARRAY_BUFFERS
+                                      else _copy_problem(f"{opcode} calls {qualified} on", fetched)))
+            if (qualified in COPYING_CALLS and qualified != "collections.OrderedDict" and isinstance(args, tuple)
+                    and args and (call_result(args[0]) or args[0].__class__ is Made)
+                    and args[0].__class__ is not Encoded and not walk.problems):
+                # Not fetched again: a call's result made for this call (a tensor). OrderedDict of anything but pairs
+                # is refused by `policy.call_problem` already; bytearray(_codecs.encode(text, "latin1")) is how
+                # protocol 2 writes a bytearray.
+                walk.problems.append((position, _call_result_copy_problem(opcode, qualified)))
             if qualified == "collections.OrderedDict":
                 made = OpaqueDict(args != ())
                 if isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], (list, tuple)):
@@ -576,6 +703,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                                           "(setattr of each item): copy.deepcopy, copy.copy and pickle (a re-save) "
                                           "look it up on the instance before its class and call it, where torch "
                                           "writes a tensor subclass's fields, never a special method"))
+                _count_copies(walk, args[at], position, qualified)
             if built_global(qualified) and "numpy.dtype" in watch:
                 return Made(callee, args)
             if qualified in RECONSTRUCTOR and "numpy.dtype" in watch and isinstance(args, tuple) and args \
@@ -584,13 +712,18 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 # as one on cls.
                 made = Made(args[0], ())
                 made.dunder = _state_dunder(qualified, args)
+                made.entries = _entries(args[2]) if len(args) == 3 else 0
                 return made
             if _state_dunder(qualified, args) is not None:
-                return Result(_state_dunder(qualified, args))
+                made = Result(_state_dunder(qualified, args))
+                made.entries = _entries(args[2])
+                return made
             if qualified in _BUFFERS:
                 buffer = Result()
                 buffers[id(buffer)] = buffer
                 return buffer
+            if qualified == "_codecs.encode":
+                return Encoded()
             at = _MAPPING_CALLS.get(qualified)
             if at is not None and isinstance(args, tuple):
                 # Counter(mapping) keeps its keys, Counter(iterable) makes keys of its items, dict and defaultdict
@@ -600,6 +733,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 # defaultdict() in a pickle of omegaconf containers (inert there) under pickle.load.
                 source = args[at] if len(args) > at else None
                 made = Result(getattr(source, "dunder", None))
+                made.entries = _entries(source)
                 if isinstance(source, (list, tuple)):
                     made.keyed(source if qualified == "collections.Counter"
                                else (pair[0] for pair in source if isinstance(pair, (list, tuple)) and pair))
@@ -754,6 +888,10 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                                           "copy.deepcopy, copy.copy and pickle (a re-save) look it up on the "
                                           "instance before its class and call it, where pickle writes an object's "
                                           "fields, never a special method"))
+                _count_copies(walk, state, position, "BUILD")
+                if (state is OPAQUE or state is FETCHED) and not isinstance(target, Made) and not walk.problems:
+                    # An inert class's state is judged by `policy.build_problem` (a Made target).
+                    walk.problems.append((position, _opaque_state_problem()))
                 if isinstance(target, Made):
                     walk.calls.append(GlobalCall(target.callee, (target.args, state), name, position))
                 elif id(target) in buffers and walk.fetched and not walk.problems:
