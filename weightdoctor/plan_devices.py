@@ -469,6 +469,54 @@ def _auto_dtype_field(config: dict[str, Any]) -> str | None:
     return field if config.get(field) == "auto" else None
 
 
+def _unbuildable_dtype_field(config: dict[str, Any]) -> str | None:
+    """The field a config's top level names its dtype in, where no model can be built in that value, else None.
+
+    transformers' config turns a string into `getattr(torch, value)` and from_pretrained(dtype="auto") then builds
+    the model in it: "float128" or "torch.float16" (no such attribute), "int8", "bool", "complex64" or
+    "float8_e4m3fn" (no floating dtype a model is built in), a number or a list all fail, each with an error of its
+    own; given a real dtype, from_pretrained replaces the field and loads (checked on transformers 5.25). A dict
+    (a dtype per sub-config) is read as such, and "auto" has a warning of its own (`_auto_dtype_field`).
+
+    Example:
+        >>> _unbuildable_dtype_field({"torch_dtype": "float128"}), _unbuildable_dtype_field({"dtype": "bfloat16"})
+        ('torch_dtype', None)
+    """
+    field = "dtype" if config.get("dtype") is not None else "torch_dtype"
+    value = config.get(field)
+    if value is None or value == "auto" or isinstance(value, dict) or (isinstance(value, str)
+                                                                        and value in DTYPE_ALIASES):
+        return None
+    return field
+
+
+def unbuildable_dtype_warning(config: dict[str, Any], dtype: str, weights_read: bool = True,
+                              stored: str | None = None) -> str | None:
+    """The warning for a config.json whose top-level dtype is no dtype a model can be built in
+    (`_unbuildable_dtype_field`), else None: planned at `dtype`, as from_pretrained given that dtype loads it.
+
+    Example:
+        >>> unbuildable_dtype_warning({"torch_dtype": "float128"}, "bf16")
+        'config.json sets "torch_dtype": "float128", which is no dtype transformers ... builds a model in: ...'
+    """
+    field = _unbuildable_dtype_field(config)
+    if field is None:
+        return None
+    import json
+
+    from weightdoctor.errors import clip_middle
+    from weightdoctor.quantized import transformers_label
+
+    shown = clip_middle(json.dumps(config[field]), 200)
+    floating = DTYPES[dtype][0] if dtype in FLOAT_DTYPES else stored or DTYPES[dtype][0]
+    planned, value = ((dtype, f'"{floating}"') if weights_read else
+                      (f"{dtype} (no weights were read; --dtype plans another)", "the weights' dtype"))
+    given = f" (dtype=torch.{floating} replaces the field)" if weights_read else ", which replaces the field"
+    return (f'config.json sets "{field}": {shown}, which is no dtype {transformers_label()} builds a model in: '
+            f'from_pretrained(dtype="auto") fails on it unless it is given a real dtype{given}; planned at '
+            f'{planned}; set "{field}" to {value} in config.json (or remove it) to load it')
+
+
 def _is_sub_config(key: Any, value: Any) -> bool:
     """Whether `config[key]` is one transformers builds as a config of its own: a nested dict with a `model_type`
     (what `to_dict` saves for one), or a `*_config` one without (a hand-written llava `text_config`, which
@@ -574,8 +622,10 @@ def unsaid_dtype_warning(checkpoint: Checkpoint) -> str | None:
     config = checkpoint.config
     if checkpoint.tensors or not config or not config.get("model_type") or _config_dtype(config):
         return None
-    if "auto" in (config.get("dtype"), config.get("torch_dtype")):
-        return None  # not "names no dtype": transformers cannot load it at all (`auto_dtype_field_warning`)
+    if "auto" in (config.get("dtype"), config.get("torch_dtype")) or _unbuildable_dtype_field(config):
+        # not "names no dtype": transformers cannot load it as it is (`auto_dtype_field_warning`,
+        # `unbuildable_dtype_warning`)
+        return None
     if quantized_dtype(config) is not None or _fp8_quantization(config) is not None:
         return None  # the quantizer's own dtype rule, warned about where it is applied
     from weightdoctor.checkpoint.reader import weight_files_in
@@ -743,6 +793,9 @@ def build_planned_model(
                         "it; --dtype fp32 plans the default (twice the memory)")
     if auto := auto_dtype_field_warning(config, dtype, bool(checkpoint.tensors), _checkpoint_float_dtype(checkpoint)):
         warnings.append(auto)
+    if unbuildable := unbuildable_dtype_warning(config, dtype, bool(checkpoint.tensors),
+                                                _checkpoint_float_dtype(checkpoint)):
+        warnings.append(unbuildable)
     if asked and dtype in FLOAT_DTYPES and mlx is None and lacks is None \
             and (quantized := quantized_dtype(checkpoint.config)) is not None:
         # --dtype overrides the quantized plan (by design: "what if it were dense"), but it is no load that happens:
