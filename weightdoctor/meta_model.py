@@ -67,7 +67,11 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
         raise UsageError("config.json has no model_type; cannot build the model from it")
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+    if not isinstance(model_type, str):
+        # A number or a list: no transformers version knows it, so "upgrade transformers" would send the user off.
+        raise UsageError(f"config.json's model_type is {_shown(model_type)}, not the name of a model type; cannot "
+                         "build the model from it")
+    if model_type not in CONFIG_MAPPING:
         # transformers' own message lists every known type on one very long line; say it shortly.
         import transformers
 
@@ -83,6 +87,19 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
     except Exception as exc:  # config classes validate fields in their own ways (strict dataclasses, asserts)
         detail = clip_words(" ".join(str(exc).split()), 200)
         raise UsageError(f"config.json cannot build a {model_type!r} config ({type(exc).__name__}: {detail})") from exc
+
+
+def _shown(value: Any, limit: int = 200) -> str:
+    """A value read from a config.json as JSON writes it, cut in the middle past `limit` characters."""
+    import json
+
+    from weightdoctor.errors import clip_middle
+
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return clip_middle(text, limit)
 
 
 def is_tensorrt_llm_config(config: Any) -> bool:
@@ -196,7 +213,13 @@ def resolve_model_class(config: PretrainedConfig, model_class: str | None = None
     """The class to build: `model_class` by name, else the config's first architecture (where that is remote code's
     of a model type transformers knows, the class its Auto class builds without trust_remote_code:
     `native_class_for_remote_architecture`), else AutoModel's."""
-    name = model_class or next(iter(getattr(config, "architectures", None) or []), None)
+    names = getattr(config, "architectures", None)
+    if model_class is None and names is not None and not (
+            isinstance(names, list) and all(isinstance(item, str) for item in names)):
+        # A string was read letter by letter ("no model class 'L'"), a dict by its keys, a number failed in iter().
+        raise UsageError(f"config.json's architectures is {_shown(names)}, not a list of model class names; "
+                         "nothing was built from it: pass --model-class")
+    name = model_class or next(iter(names or []), None)
     if model_class is None and name is not None:
         native = native_class_for_remote_architecture(
             {"model_type": getattr(config, "model_type", None), "architectures": [name]})

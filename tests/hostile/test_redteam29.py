@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import run_json
+from tests.helpers import one_error_line, run_cli, run_json
 
 _TINY_LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 32,
                "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -75,3 +75,29 @@ def test_a_dtype_no_model_is_built_in_is_said_not_called_unsaid(tmp_path: Path, 
     assert code == 0 and data["dtype"] == "fp32"
     [said] = [line for line in data["warnings"] if "torch_dtype" in line]
     assert "(dtype=torch.float32 replaces the field)" in said and 'set "torch_dtype" to "float32"' in said
+
+
+@pytest.mark.parametrize(("value", "shown"), [("LlamaForCausalLM", '"LlamaForCausalLM"'), ({"a": 1}, '{"a": 1}'),
+                                              (5, "5"), ([["x"]], '[["x"]]')])
+def test_architectures_that_is_no_list_of_names_is_said_so(tmp_path: Path, value: Any, shown: str) -> None:
+    """A string of architectures was read letter by letter ("transformers has no model class 'L'"), a dict by its
+    keys ("no model class 'a'"), a number as "cannot build this config (TypeError: 'int' object is not iterable)"."""
+    folder = _tiny_llama(tmp_path / "m", weights=False, architectures=value)
+    result = run_cli("plan-devices", folder / "config.json", "--gpu", "1GB")
+    assert one_error_line(result) == (
+        f"error: {folder / 'config.json'}: config.json's architectures is {shown}, not a list of model class "
+        "names; nothing was built from it: pass --model-class")
+
+
+@pytest.mark.parametrize(("value", "shown"), [(5, "5"), (["llama"], '["llama"]')])
+def test_a_model_type_that_is_no_string_is_not_blamed_on_the_transformers_version(
+        tmp_path: Path, value: Any, shown: str) -> None:
+    """model_type 5 was "not known ...; a model newer than transformers 5.25.0? upgrade transformers": no version
+    knows a number."""
+    folder = _tiny_llama(tmp_path / "m", model_type=value)
+    for args in (("plan-devices", folder / "config.json", "--gpu", "1GB"),
+                 ("diff-keys", folder, "--model-class", "AutoModelForCausalLM")):
+        line = one_error_line(run_cli(*args))
+        assert line.endswith(f"config.json's model_type is {shown}, not the name of a model type; cannot build the "
+                             "model from it"), line
+        assert "upgrade" not in line
