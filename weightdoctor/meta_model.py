@@ -37,14 +37,53 @@ def decode_special_floats(value: Any) -> Any:
     return value
 
 
+# The most values (keys and list entries, at any depth) of a config.json a model is built from. transformers sets
+# every key as an attribute, validates each, and copies the config several times while building (~35 us a key
+# here): a 19 MB config.json of 1,000,000 keys took diff-keys --model-class 35 s and 1.1 GB, plan-devices 33 s.
+# The largest real configs hold some 44,000 (an ImageNet-21k classifier's id2label and label2id, 21,843 each).
+MAX_CONFIG_VALUES = 200_000
+# Keys of the config itself, and of each object in it (a sub-config: `text_config`, `encoder`), other than its label
+# maps: each becomes an attribute, set and validated one by one (190,000 took plan-devices 7 s). Real ones hold some
+# hundreds.
+MAX_CONFIG_KEYS = 10_000
+_LABEL_MAPS = ("id2label", "label2id")
+
+
+def refuse_huge_config(config: dict[str, Any]) -> None:
+    """Raise UsageError when `config` holds more than `MAX_CONFIG_VALUES` keys and list entries in all (counted
+    without recursion, stopping as soon as the count is past the limit), or more than `MAX_CONFIG_KEYS` keys at its
+    top level or in one object there (its label maps aside).
+
+    Example:
+        >>> refuse_huge_config({"model_type": "llama", "id2label": {str(i): str(i) for i in range(1000)}})
+    """
+    for key, value in [("", config), *((key, value) for key, value in config.items() if isinstance(value, dict))]:
+        if len(value) > MAX_CONFIG_KEYS and key not in _LABEL_MAPS:
+            where = f"'s {key!r} holds" if key else " holds"
+            raise UsageError(f"config.json{where} {len(value):,} keys (real configs some hundreds); weightdoctor "
+                             f"builds models from configs of up to {MAX_CONFIG_KEYS:,}")
+    count, pending = 0, [config]
+    while pending and count <= MAX_CONFIG_VALUES:
+        value = pending.pop()
+        items = value.values() if isinstance(value, dict) else value
+        count += len(value)
+        if count <= MAX_CONFIG_VALUES:
+            pending.extend(item for item in items if isinstance(item, (dict, list)) and item)
+    if count > MAX_CONFIG_VALUES:
+        raise UsageError(f"config.json holds more than {MAX_CONFIG_VALUES:,} keys and list entries (the largest real "
+                         "configs some 44,000); weightdoctor does not build a model from it")
+
+
 def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConfig:
     """Turn a parsed `config.json` into the transformers config class of its `model_type`.
 
     Raises:
-        UsageError: no `model_type`, or one this transformers does not know.
+        UsageError: no `model_type`, or one this transformers does not know; a config of more than
+            `MAX_CONFIG_VALUES` values.
     """
     from transformers import AutoConfig
 
+    refuse_huge_config(config)
     config = decode_special_floats(config)
 
     model_type = config.get("model_type")
@@ -425,6 +464,7 @@ def build_meta_model(
     import torch
 
     if isinstance(config, dict):
+        refuse_huge_config(config)
         _refuse_absurd_depth(config)
         config = decode_special_floats(config)
     unknown = _unknown_model_type(config) if foreign_config and model_class else None

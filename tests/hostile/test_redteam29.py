@@ -101,3 +101,80 @@ def test_a_model_type_that_is_no_string_is_not_blamed_on_the_transformers_versio
         assert line.endswith(f"config.json's model_type is {shown}, not the name of a model type; cannot build the "
                              "model from it"), line
         assert "upgrade" not in line
+
+
+def test_a_config_of_many_keys_is_refused_before_transformers_sets_each(tmp_path: Path) -> None:
+    """A 3 MB config.json of 190,000 keys took plan-devices 7 s (1,000,000 keys, 19 MB: 33 s, and diff-keys
+    --model-class 35 s and 1.1 GB): transformers sets and validates each key as an attribute, several times."""
+    from weightdoctor.meta_model import MAX_CONFIG_KEYS
+
+    extra = {f"k{i}": i for i in range(MAX_CONFIG_KEYS + 1)}
+    folder = _tiny_llama(tmp_path / "m", **extra)
+    line = one_error_line(run_cli("diff-keys", folder, "--model-class", "LlamaForCausalLM"))
+    assert line == (f"error: {folder}: config.json holds {len(_TINY_LLAMA) + 1 + len(extra):,} keys (real configs "
+                    f"some hundreds); weightdoctor builds models from configs of up to {MAX_CONFIG_KEYS:,}")
+    sub = _tiny_llama(tmp_path / "s", weights=False, text_config=extra)
+    line = one_error_line(run_cli("plan-devices", sub / "config.json", "--gpu", "1GB"))
+    assert line.endswith(f"config.json's 'text_config' holds {len(extra):,} keys (real configs some hundreds); "
+                         f"weightdoctor builds models from configs of up to {MAX_CONFIG_KEYS:,}")
+    # Label maps of that size are real (an ImageNet-21k head's 21,843 classes): built as before.
+    labels = {str(i): f"class {i}" for i in range(MAX_CONFIG_KEYS + 1)}
+    fine = _tiny_llama(tmp_path / "l", weights=False, id2label=labels,
+                       label2id={name: int(i) for i, name in labels.items()},
+                       architectures=["LlamaForSequenceClassification"])
+    code, data = run_json("plan-devices", fine / "config.json", "--gpu", "1GB")
+    assert code == 0 and data["model_class"] == "LlamaForSequenceClassification"
+
+
+def test_a_config_of_millions_of_values_is_refused_before_it_is_built(tmp_path: Path) -> None:
+    """A list of 5,000,000 strings in config.json was handed to transformers and built (11 s)."""
+    from weightdoctor.meta_model import MAX_CONFIG_VALUES
+
+    folder = _tiny_llama(tmp_path / "m", weights=False, x=["a"] * (MAX_CONFIG_VALUES + 1))
+    line = one_error_line(run_cli("plan-devices", folder / "config.json", "--gpu", "1GB"))
+    assert line.endswith(f"config.json holds more than {MAX_CONFIG_VALUES:,} keys and list entries (the largest "
+                         "real configs some 44,000); weightdoctor does not build a model from it")
+
+
+def test_a_model_folders_config_is_parsed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening a model folder parsed its config.json four times (transformers_weights twice, the config, ...): a
+    94 MB config.json (a list of 47,000,000 zeros) took inspect 41 s, 14 s once parsed once."""
+    from weightdoctor.checkpoint import reader
+
+    folder = _tiny_llama(tmp_path / "m", x=list(range(1000)))
+    text = (folder / "config.json").read_text()
+    parsed: list[int] = []
+    real = reader.parse_json
+
+    def counted(data: str | bytes, max_depth: int | None = None) -> Any:
+        parsed.append(data == text)
+        return real(data, max_depth)
+
+    monkeypatch.setattr(reader, "parse_json", counted)
+    result = run_cli("inspect", folder)
+    assert result.exit_code == 0 and "llama" in result.stdout
+    assert sum(parsed) == 1
+    # Changed on disk, it is read again: the text is compared, not the file's times.
+    (folder / "config.json").write_text(text.replace('"model_type": "llama"', '"model_type": "mistral"'))
+    assert run_json("inspect", folder)[1]["config"]["model_type"] == "mistral"
+
+
+def test_the_nesting_check_holds_no_list_of_every_value() -> None:
+    """parse_json's depth check listed every value of each level: 2.6 s and 64 MB over a list of 8,000,000."""
+    import tracemalloc
+
+    from weightdoctor.jsontext import parse_json
+
+    text = json.dumps({"model_type": "llama", "x": [0] * 1_000_000, "y": [[1, [2]]]})
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        value = parse_json(text, max_depth=64)  # the parse itself holds the list: 8 MB of pointers
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert value["y"] == [[1, [2]]]
+    assert peak < 8_000_000 + 2_000_000, peak
+    with pytest.raises(ValueError, match="nested more than 2 levels deep"):
+        parse_json(text, max_depth=2)
