@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -498,7 +499,11 @@ def build_meta_model(
 
         untied = no_tie_weights()
     try:
-        with torch.device("meta"), untied, _module_budget():
+        # Python warnings of model code and torch on the meta device are about their internals, printed with a
+        # source path (a config.json's `vocab_size: 0` printed torch's "UserWarning: Initializing zero-element
+        # tensors is a no-op" and its line of code): what the config does wrong is said by the commands.
+        with torch.device("meta"), untied, _module_budget(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             model = cls._from_config(cfg) if hasattr(cls, "_from_config") else cls(cfg)
     except _TooManyModules as exc:
         raise UsageError(f"{cls.__name__} from this config.json {exc.args[0]}; weightdoctor does not build it") \

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import one_error_line, run_cli, run_json
+from tests.helpers import one_error_line, run_cli, run_json, run_subprocess
 
 _TINY_LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 32,
                "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -178,3 +178,27 @@ def test_the_nesting_check_holds_no_list_of_every_value() -> None:
     assert peak < 8_000_000 + 2_000_000, peak
     with pytest.raises(ValueError, match="nested more than 2 levels deep"):
         parse_json(text, max_depth=2)
+
+
+def test_torchs_own_warnings_while_building_do_not_reach_the_terminal(tmp_path: Path) -> None:
+    """vocab_size 0 printed torch's `.../torch/utils/_device.py:122: UserWarning: Initializing zero-element tensors is
+    a no-op` and its source line on stderr, from plan-devices and diff-keys --model-class alike."""
+    folder = _tiny_llama(tmp_path / "m", vocab_size=0)
+    for args in (("plan-devices", str(folder / "config.json"), "--gpu", "1GB", "--json"),
+                 ("diff-keys", str(folder), "--model-class", "LlamaForCausalLM", "--json")):
+        result = run_subprocess(*args)
+        assert result.returncode in (0, 1) and json.loads(result.stdout), result.stderr
+        assert result.stderr == "", result.stderr
+
+
+def test_a_note_quoting_a_megabyte_model_type_is_cut_as_errors_are(tmp_path: Path) -> None:
+    """diff-keys --model-class LlamaModel on a config whose model_type is a megabyte printed a note quoting it twice:
+    2 MB on the terminal."""
+    from weightdoctor.errors import MAX_MESSAGE_CHARS
+
+    folder = _tiny_llama(tmp_path / "m", model_type="x" * 1_000_000)
+    result = run_cli("diff-keys", folder, "--model-class", "LlamaModel")
+    assert result.exit_code == 0, result.stderr
+    [note] = [line for line in result.stdout.split("note: ")[1:] if "is no " in line]
+    assert "characters left out" in note and len(note) < MAX_MESSAGE_CHARS + 200
+    assert len(result.stdout) < 20_000
