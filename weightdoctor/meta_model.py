@@ -109,8 +109,8 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
 
     if not isinstance(model_type, str):
         # A number or a list: no transformers version knows it, so "upgrade transformers" would send the user off.
-        raise UsageError(f"config.json's model_type is {_shown(model_type)}, not the name of a model type; cannot "
-                         "build the model from it")
+        raise UsageError(f"config.json's model_type is {shown_value(model_type)}, not the name of a model type; "
+                         "cannot build the model from it")
     if model_type not in CONFIG_MAPPING:
         # transformers' own message lists every known type on one very long line; say it shortly.
         import transformers
@@ -129,7 +129,7 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
         raise UsageError(f"config.json cannot build a {model_type!r} config ({type(exc).__name__}: {detail})") from exc
 
 
-def _shown(value: Any, limit: int = 200) -> str:
+def shown_value(value: Any, limit: int = 200) -> str:
     """A value read from a config.json as JSON writes it, cut in the middle past `limit` characters."""
     import json
 
@@ -257,7 +257,7 @@ def resolve_model_class(config: PretrainedConfig, model_class: str | None = None
     if model_class is None and names is not None and not (
             isinstance(names, list) and all(isinstance(item, str) for item in names)):
         # A string was read letter by letter ("no model class 'L'"), a dict by its keys, a number failed in iter().
-        raise UsageError(f"config.json's architectures is {_shown(names)}, not a list of model class names; "
+        raise UsageError(f"config.json's architectures is {shown_value(names)}, not a list of model class names; "
                          "nothing was built from it: pass --model-class")
     name = model_class or next(iter(names or []), None)
     if model_class is None and name is not None:

@@ -202,3 +202,15 @@ def test_a_note_quoting_a_megabyte_model_type_is_cut_as_errors_are(tmp_path: Pat
     [note] = [line for line in result.stdout.split("note: ")[1:] if "is no " in line]
     assert "characters left out" in note and len(note) < MAX_MESSAGE_CHARS + 200
     assert len(result.stdout) < 20_000
+
+
+@pytest.mark.parametrize("length", [0, -1])
+def test_kv_cache_of_a_config_whose_length_is_no_length_says_which_field(tmp_path: Path, length: int) -> None:
+    """max_position_embeddings 0 was "the config has no max_position_embeddings or n_positions", and -1 "--batch and
+    --seq-len must be at least 1", though no --seq-len was given."""
+    folder = _tiny_llama(tmp_path / "m", weights=False, max_position_embeddings=length)
+    line = one_error_line(run_cli("plan-devices", folder / "config.json", "--gpu", "1GB", "--kv-cache"))
+    assert line == (f"error: {folder / 'config.json'}: --kv-cache needs --seq-len: config.json's "
+                    f"max_position_embeddings is {length}, no length to size the cache by")
+    code, data = run_json("plan-devices", folder / "config.json", "--gpu", "1GB", "--kv-cache", "--seq-len", "16")
+    assert code == 0 and data["kv_cache"]["seq_len"] == 16
