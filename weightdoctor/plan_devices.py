@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import logging
 import math
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -717,7 +718,7 @@ def build_planned_model(
                 warnings.append(
                     f"this is a PEFT adapter ({adapter['peft_type']}): only its own weights are planned, not the "
                     f"base model PeftModel.from_pretrained loads it onto; plan the base"
-                    + (f" (weightdoctor plan-devices {_quoted(base)} ...)" if isinstance(base, str) and base else "")
+                    + (_base_model_hint(base) if isinstance(base, str) and base else "")
                     + " and add the adapter's size")
         else:
             from weightdoctor.checkpoint.reader import adapterhub_adapter, adapterhub_config
@@ -730,7 +731,7 @@ def build_planned_model(
                 warnings.append(
                     f"this is {adapterhub_adapter(hub)}: only its own weights are planned, not the base model the "
                     "adapters library loads it into (model.load_adapter); plan the base"
-                    + (f" (weightdoctor plan-devices {_quoted(base)} ...)" if isinstance(base, str) and base else "")
+                    + (_base_model_hint(base) if isinstance(base, str) and base else "")
                     + " and add the adapter's size")
             elif (add_on := _image_model_add_on(checkpoint)) is not None:
                 warnings.append(add_on)
@@ -3029,6 +3030,35 @@ def _image_model_add_on(checkpoint: Checkpoint) -> str | None:
                  if metadata.get(k)), None)
     return (f"this is {kind}: only its own weights are planned, not the Stable Diffusion / Flux model it is applied "
             "to" + (f" (its metadata names {base})" if base else "") + "; plan that model and add this file's size")
+
+
+def _base_model_hint(base: str) -> str:
+    """How to plan the base model a PEFT adapter_config.json names as `base_model_name_or_path`: the command, where
+    weightdoctor can read what it names (a Hub repo id or address, a path that exists here), else what it is.
+
+    The file is the adapter author's: "weightdoctor plan-devices /home/them/llama ..." or "... https://example.com/x"
+    was offered as the next step, and refused when run.
+
+    Example:
+        >>> _base_model_hint("meta-llama/Llama-2-7b-hf")
+        ' (weightdoctor plan-devices meta-llama/Llama-2-7b-hf ...)'
+        >>> _base_model_hint("/nonexistent/llama-7b")
+        ' (its adapter_config.json names it as "/nonexistent/llama-7b", a path on the machine the adapter was ...)'
+    """
+    from weightdoctor.checkpoint.hub import _HUB_HOSTS, _hostname, looks_like_repo_id
+    from weightdoctor.meta_model import shown_value
+
+    hub_address = base.startswith("hf://") or ("://" in base and _hostname(base) in _HUB_HOSTS)
+    if looks_like_repo_id(base) or hub_address or os.path.exists(os.path.expanduser(base)):
+        return f" (weightdoctor plan-devices {_quoted(base)} ...)"
+    if "://" in base:
+        return (f" (its adapter_config.json names it by an address, {shown_value(base)}, not a Hub repo id or a "
+                "path; give the base model's repo id or folder)")
+    if os.path.isabs(base) or base.startswith(("./", "../", "~")):
+        return (f" (its adapter_config.json names it as {shown_value(base)}, a path on the machine the adapter was "
+                "saved on, which does not exist here; give the base model's repo id or folder)")
+    return (f" (its adapter_config.json names it as {shown_value(base)}, neither a Hub repo id nor a path here; give "
+            "the base model's repo id or folder)")
 
 
 def _quoted(word: str) -> str:

@@ -214,3 +214,28 @@ def test_kv_cache_of_a_config_whose_length_is_no_length_says_which_field(tmp_pat
                     f"max_position_embeddings is {length}, no length to size the cache by")
     code, data = run_json("plan-devices", folder / "config.json", "--gpu", "1GB", "--kv-cache", "--seq-len", "16")
     assert code == 0 and data["kv_cache"]["seq_len"] == 16
+
+
+@pytest.mark.parametrize(("base", "said"), [
+    ("/nonexistent/home/them/llama-7b", 'names it as "/nonexistent/home/them/llama-7b", a path on the machine the '
+                                         "adapter was saved on, which does not exist here"),
+    ("https://example.com/llama; rm -rf ~", 'names it by an address, "https://example.com/llama; rm -rf ~", not a Hub '
+                                            "repo id or a path"),
+    ("meta-llama/Llama-2-7b-hf", None),
+])
+def test_an_adapters_base_weightdoctor_cannot_read_is_not_offered_as_a_command(
+        tmp_path: Path, base: str, said: str | None) -> None:
+    """adapter_config.json's base_model_name_or_path is the author's: a path on their machine or a web address was
+    offered as `weightdoctor plan-devices /home/them/llama ...`, which is then refused."""
+    folder = _tiny_llama(tmp_path / "m")
+    (folder / "config.json").unlink()
+    (folder / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "base_model_name_or_path": base, "r": 8, "target_modules": ["q_proj"]}))
+    code, data = run_json("plan-devices", folder, "--gpu", "1GB")
+    assert code == 0
+    [warning] = [line for line in data["warnings"] if line.startswith("this is a PEFT adapter")]
+    if said is None:
+        assert f"plan the base (weightdoctor plan-devices {base} ...)" in warning
+    else:
+        assert "weightdoctor plan-devices" not in warning
+        assert f"plan the base (its adapter_config.json {said}; give the base model's repo id or folder)" in warning
