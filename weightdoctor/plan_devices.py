@@ -780,6 +780,10 @@ def build_planned_model(
             words = found[0] + (f", {found[1]}-bit" if found[1] else "")
             warnings.append(f"the config quantizes the weights ({words}): planned at the floating dtype, which "
                             "over-sizes the Linear weights its quantizer keeps packed; the plan is an upper bound")
+    from weightdoctor.quantized import transformers_refuses_quantization
+
+    if (refused := transformers_refuses_quantization(checkpoint.config)) is not None:
+        warnings.append(refused)
     asked = dtype
     dtype = normalize_dtype(dtype) if dtype else default_dtype(checkpoint)
     config = checkpoint.config or {}

@@ -21,6 +21,7 @@ was planned with the false warning that it "names no dtype";
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +240,46 @@ def test_an_adapters_base_weightdoctor_cannot_read_is_not_offered_as_a_command(
     else:
         assert "weightdoctor plan-devices" not in warning
         assert f"plan the base (its adapter_config.json {said}; give the base model's repo id or folder)" in warning
+
+
+@pytest.mark.parametrize(("quantization", "refusal"), [
+    ({"quant_method": "gptq", "bits": "4", "group_size": 128},
+     "ValueError: Only support quantization to [2,3,4,8] bits but found 4"),
+    ({"quant_method": "gptq", "bits": 4, "group_size": 0},
+     "ValueError: group_size must be greater than 0 or equal to -1"),
+    ({"quant_method": "bitsandbytes", "load_in_4bit": True, "llm_int8_skip_modules": "lm_head"},
+     "TypeError: llm_int8_skip_modules must be a list of strings"),
+])
+def test_a_quantization_config_transformers_refuses_is_not_planned_as_if_it_loaded(
+        tmp_path: Path, quantization: dict[str, Any], refusal: str) -> None:
+    """bits "4", group_size 0 or a string of modules to skip was planned as int4 with no word: from_pretrained fails
+    on each while it builds the quantization config, before any weight is read."""
+    import transformers
+
+    folder = _tiny_llama(tmp_path / "m", quantization_config=quantization)
+    with pytest.raises((ValueError, TypeError), match=re.escape(refusal.split(": ", 1)[1])):
+        transformers.AutoModelForCausalLM.from_pretrained(folder)
+    code, data = run_json("plan-devices", folder / "config.json", "--gpu", "1GB")
+    assert code == 0
+    assert f"transformers {transformers.__version__} refuses config.json's quantization_config ({refusal}): " \
+           "from_pretrained fails on it as it is; planned as the config says once that is fixed" in data["warnings"]
+    # A genuine one is not refused.
+    fine = _tiny_llama(tmp_path / "f", weights=False, quantization_config={
+        "quant_method": "gptq", "bits": 4, "group_size": 128})
+    assert not [w for w in run_json("plan-devices", fine / "config.json", "--gpu", "1GB")[1]["warnings"]
+                if "refuses" in w]
+
+
+def test_a_quant_method_that_is_a_number_is_an_unknown_one(tmp_path: Path) -> None:
+    """quant_method 5 was "the config quantizes the weights (5): planned at the floating dtype, which over-sizes the
+    Linear weights its quantizer keeps packed": transformers has no quantizer for it and skips it, as for 'evil'."""
+    import torch
+    import transformers
+
+    folder = _tiny_llama(tmp_path / "m", quantization_config={"quant_method": 5})
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder)  # skipped: loaded as the float weights
+    assert getattr(model, "hf_quantizer", None) is None
+    assert next(model.parameters()).dtype == torch.float32
+    line = one_error_line(run_cli("plan-devices", folder / "config.json", "--gpu", "1GB"))
+    assert "quant_method 5 is not one transformers has a quantizer for: from_pretrained skips the " \
+           "quantization_config (\"Unknown quantization type\")" in line
