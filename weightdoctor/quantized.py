@@ -1246,7 +1246,7 @@ def transformers_refuses_quantization(config: Mapping[str, Any] | None) -> str |
 
     Example:
         >>> transformers_refuses_quantization({"quantization_config": {"quant_method": "gptq", "bits": "4"}})
-        'transformers ... refuses config.json\'s quantization_config (ValueError: Only support quantization to ...'
+        "transformers ... refuses config.json's quantization_config (ValueError: Only support quantization to ..."
     """
     quantization = config_quantization_settings(config)
     if quantization is None:
