@@ -25,6 +25,11 @@ def parse_json(text: str | bytes, max_depth: int | None = None) -> Any:
         >>> parse_json('{"a": [1]}')
         {'a': [1]}
     """
+    if isinstance(text, str) and text[:1] == "\ufeff":
+        # json.loads refuses it in words for a programmer ("Unexpected UTF-8 BOM (decode using utf-8-sig)"); the
+        # file's readers (transformers, PEFT) read it with json.loads too.
+        raise ValueError("it starts with a byte-order mark (BOM), which JSON readers refuse (Python's json and so "
+                         "transformers' from_pretrained); save it as UTF-8 without a BOM")
     try:
         value = json.loads(text)
     except RecursionError:

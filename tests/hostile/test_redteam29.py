@@ -283,3 +283,19 @@ def test_a_quant_method_that_is_a_number_is_an_unknown_one(tmp_path: Path) -> No
     line = one_error_line(run_cli("plan-devices", folder / "config.json", "--gpu", "1GB"))
     assert "quant_method 5 is not one transformers has a quantizer for: from_pretrained skips the " \
            "quantization_config (\"Unknown quantization type\")" in line
+
+
+def test_a_config_with_a_byte_order_mark_is_refused_in_the_users_words(tmp_path: Path) -> None:
+    """A BOM before config.json's text was refused as "not valid JSON (Unexpected UTF-8 BOM (decode using
+    utf-8-sig): line 1 column 1 (char 0))", advice for a programmer."""
+    import transformers
+
+    folder = _tiny_llama(tmp_path / "m")
+    path = folder / "config.json"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    with pytest.raises(OSError, match="is not a valid JSON file"):  # transformers reads it with json.loads too
+        transformers.AutoConfig.from_pretrained(folder)
+    for args in (("inspect", folder), ("plan-devices", path, "--gpu", "1GB")):
+        assert one_error_line(run_cli(*args)) == (
+            f"error: {path}: not valid JSON (it starts with a byte-order mark (BOM), which JSON readers refuse "
+            "(Python's json and so transformers' from_pretrained); save it as UTF-8 without a BOM)")
