@@ -299,3 +299,16 @@ def test_a_config_with_a_byte_order_mark_is_refused_in_the_users_words(tmp_path:
         assert one_error_line(run_cli(*args)) == (
             f"error: {path}: not valid JSON (it starts with a byte-order mark (BOM), which JSON readers refuse "
             "(Python's json and so transformers' from_pretrained); save it as UTF-8 without a BOM)")
+
+
+def test_transformers_weights_naming_a_fifo_is_not_called_missing(tmp_path: Path) -> None:
+    """config.json's transformers_weights naming a FIFO beside it was "which the folder lacks"; it is there, and is
+    no file to read (nor opened: a FIFO waits for a writer)."""
+    import os
+
+    folder = _tiny_llama(tmp_path / "m", transformers_weights="w.safetensors")
+    os.mkfifo(folder / "w.safetensors")
+    for args in (("inspect", folder), ("diff-keys", folder, "--model-class", "LlamaForCausalLM")):
+        assert one_error_line(run_cli(*args)) == (
+            f"error: {folder}: config.json's transformers_weights names w.safetensors, which is not a regular file "
+            "(a FIFO)")
