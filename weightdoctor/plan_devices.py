@@ -378,6 +378,10 @@ def _checkpoint_float_dtype(checkpoint: Checkpoint) -> str | None:
 
 def _config_dtype(config: dict[str, Any]) -> str | None:
     value = config.get("dtype") or config.get("torch_dtype")
+    if isinstance(value, dict):
+        # A dtype per sub-config: from_pretrained(dtype="auto") builds the model in its "" entry (transformers 5.25
+        # `_get_dtype`), else in torch's default, float32.
+        value = value.get("", "float32")
     if isinstance(value, str) and value in DTYPE_ALIASES:
         return value
     text = config.get("text_config")

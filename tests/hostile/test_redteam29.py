@@ -312,3 +312,19 @@ def test_transformers_weights_naming_a_fifo_is_not_called_missing(tmp_path: Path
         assert one_error_line(run_cli(*args)) == (
             f"error: {folder}: config.json's transformers_weights names w.safetensors, which is not a regular file "
             "(a FIFO)")
+
+
+@pytest.mark.parametrize(("value", "planned"), [({"": "float16"}, "fp16"), ({"text_config": "float16"}, "fp32")])
+def test_a_dtype_per_sub_config_is_planned_as_from_pretrained_loads_it(
+        tmp_path: Path, value: dict[str, str], planned: str) -> None:
+    """A dict dtype was "names no dtype" and planned at fp32: from_pretrained(dtype="auto") builds the model in its ""
+    entry, else in torch's default."""
+    import torch
+    import transformers
+
+    folder = _tiny_llama(tmp_path / "m", torch_dtype=value)
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(folder)
+    assert next(loaded.parameters()).dtype == {"fp16": torch.float16, "fp32": torch.float32}[planned]
+    code, data = run_json("plan-devices", folder / "config.json", "--gpu", "1GB")
+    assert code == 0 and data["dtype"] == planned
+    assert not [line for line in data["warnings"] if "dtype" in line]
