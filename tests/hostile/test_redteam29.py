@@ -328,3 +328,17 @@ def test_a_dtype_per_sub_config_is_planned_as_from_pretrained_loads_it(
     code, data = run_json("plan-devices", folder / "config.json", "--gpu", "1GB")
     assert code == 0 and data["dtype"] == planned
     assert not [line for line in data["warnings"] if "dtype" in line]
+
+
+def test_the_init_check_of_inspect_stats_allocates_nothing_for_a_huge_head_dim(tmp_path: Path) -> None:
+    """inspect --stats runs the model's own init on the meta model; the rotary init made its frequencies on the CPU
+    (no device named): head_dim 10^9 allocated 2 GB there, 10^10 20 GB. At 10^12 (4 TB) the allocation fails at
+    once, and the check fell back to guesses ("could not build the model ... can't allocate memory")."""
+    from weightdoctor.checkpoint import open_checkpoint
+    from weightdoctor.expected_init import expected_inits
+
+    folder = _tiny_llama(tmp_path / "m", head_dim=10**12)
+    with open_checkpoint(folder) as checkpoint:
+        inits = expected_inits(checkpoint.tensors, checkpoint.config)
+    assert inits.warning is None and inits.method == "transformers"
+    assert inits.model_class == "LlamaForCausalLM"
