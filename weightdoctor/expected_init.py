@@ -294,7 +294,7 @@ def _recorded_rules(model: torch.nn.Module) -> dict[str, ExpectedInit]:
     defaults: dict[int, tuple[str, dict[str, Any], Any, str]] = {}
     calls: dict[int, tuple[str, dict[str, Any], Any, str]] = {}
     source = [""]
-    with torch.no_grad(), _recording(defaults, source):
+    with torch.no_grad(), _recording(defaults, source), torch.device("meta"):
         for module in model.modules():
             if hasattr(module, "reset_parameters") and any(True for _ in module.parameters(recurse=False)):
                 source[0] = f"torch {type(module).__name__}.reset_parameters"
@@ -302,7 +302,9 @@ def _recorded_rules(model: torch.nn.Module) -> dict[str, ExpectedInit]:
                     module.reset_parameters()
                 except Exception:  # noqa: BLE001 - a custom module's reset may not run on meta
                     continue
-    with torch.no_grad(), _recording(calls, source):
+    # On the meta device, as the model was built: tensors an init makes without naming a device were made on the
+    # CPU, and a config's head_dim of 10^9 had the rotary init allocate 2 GB there (10^10: 20 GB) for inspect --stats.
+    with torch.no_grad(), _recording(calls, source), torch.device("meta"):
         source[0] = f"{class_name}._init_weights"
         for module in model.modules():
             if hasattr(module, "_is_hf_initialized"):

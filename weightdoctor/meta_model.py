@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -37,14 +38,53 @@ def decode_special_floats(value: Any) -> Any:
     return value
 
 
+# The most values (keys and list entries, at any depth) of a config.json a model is built from. transformers sets
+# every key as an attribute, validates each, and copies the config several times while building (~35 us a key
+# here): a 19 MB config.json of 1,000,000 keys took diff-keys --model-class 35 s and 1.1 GB, plan-devices 33 s.
+# The largest real configs hold some 44,000 (an ImageNet-21k classifier's id2label and label2id, 21,843 each).
+MAX_CONFIG_VALUES = 200_000
+# Keys of the config itself, and of each object in it (a sub-config: `text_config`, `encoder`), other than its label
+# maps: each becomes an attribute, set and validated one by one (190,000 took plan-devices 7 s). Real ones hold some
+# hundreds.
+MAX_CONFIG_KEYS = 10_000
+_LABEL_MAPS = ("id2label", "label2id")
+
+
+def refuse_huge_config(config: dict[str, Any]) -> None:
+    """Raise UsageError when `config` holds more than `MAX_CONFIG_VALUES` keys and list entries in all (counted
+    without recursion, stopping as soon as the count is past the limit), or more than `MAX_CONFIG_KEYS` keys at its
+    top level or in one object there (its label maps aside).
+
+    Example:
+        >>> refuse_huge_config({"model_type": "llama", "id2label": {str(i): str(i) for i in range(1000)}})
+    """
+    for key, value in [("", config), *((key, value) for key, value in config.items() if isinstance(value, dict))]:
+        if len(value) > MAX_CONFIG_KEYS and key not in _LABEL_MAPS:
+            where = f"'s {key!r} holds" if key else " holds"
+            raise UsageError(f"config.json{where} {len(value):,} keys (real configs some hundreds); weightdoctor "
+                             f"builds models from configs of up to {MAX_CONFIG_KEYS:,}")
+    count, pending = 0, [config]
+    while pending and count <= MAX_CONFIG_VALUES:
+        value = pending.pop()
+        items = value.values() if isinstance(value, dict) else value
+        count += len(value)
+        if count <= MAX_CONFIG_VALUES:
+            pending.extend(item for item in items if isinstance(item, (dict, list)) and item)
+    if count > MAX_CONFIG_VALUES:
+        raise UsageError(f"config.json holds more than {MAX_CONFIG_VALUES:,} keys and list entries (the largest real "
+                         "configs some 44,000); weightdoctor does not build a model from it")
+
+
 def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConfig:
     """Turn a parsed `config.json` into the transformers config class of its `model_type`.
 
     Raises:
-        UsageError: no `model_type`, or one this transformers does not know.
+        UsageError: no `model_type`, or one this transformers does not know; a config of more than
+            `MAX_CONFIG_VALUES` values.
     """
     from transformers import AutoConfig
 
+    refuse_huge_config(config)
     config = decode_special_floats(config)
 
     model_type = config.get("model_type")
@@ -67,7 +107,11 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
         raise UsageError("config.json has no model_type; cannot build the model from it")
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+    if not isinstance(model_type, str):
+        # A number or a list: no transformers version knows it, so "upgrade transformers" would send the user off.
+        raise UsageError(f"config.json's model_type is {shown_value(model_type)}, not the name of a model type; "
+                         "cannot build the model from it")
+    if model_type not in CONFIG_MAPPING:
         # transformers' own message lists every known type on one very long line; say it shortly.
         import transformers
 
@@ -83,6 +127,19 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
     except Exception as exc:  # config classes validate fields in their own ways (strict dataclasses, asserts)
         detail = clip_words(" ".join(str(exc).split()), 200)
         raise UsageError(f"config.json cannot build a {model_type!r} config ({type(exc).__name__}: {detail})") from exc
+
+
+def shown_value(value: Any, limit: int = 200) -> str:
+    """A value read from a config.json as JSON writes it, cut in the middle past `limit` characters."""
+    import json
+
+    from weightdoctor.errors import clip_middle
+
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return clip_middle(text, limit)
 
 
 def is_tensorrt_llm_config(config: Any) -> bool:
@@ -196,7 +253,13 @@ def resolve_model_class(config: PretrainedConfig, model_class: str | None = None
     """The class to build: `model_class` by name, else the config's first architecture (where that is remote code's
     of a model type transformers knows, the class its Auto class builds without trust_remote_code:
     `native_class_for_remote_architecture`), else AutoModel's."""
-    name = model_class or next(iter(getattr(config, "architectures", None) or []), None)
+    names = getattr(config, "architectures", None)
+    if model_class is None and names is not None and not (
+            isinstance(names, list) and all(isinstance(item, str) for item in names)):
+        # A string was read letter by letter ("no model class 'L'"), a dict by its keys, a number failed in iter().
+        raise UsageError(f"config.json's architectures is {shown_value(names)}, not a list of model class names; "
+                         "nothing was built from it: pass --model-class")
+    name = model_class or next(iter(names or []), None)
     if model_class is None and name is not None:
         native = native_class_for_remote_architecture(
             {"model_type": getattr(config, "model_type", None), "architectures": [name]})
@@ -402,6 +465,7 @@ def build_meta_model(
     import torch
 
     if isinstance(config, dict):
+        refuse_huge_config(config)
         _refuse_absurd_depth(config)
         config = decode_special_floats(config)
     unknown = _unknown_model_type(config) if foreign_config and model_class else None
@@ -435,7 +499,11 @@ def build_meta_model(
 
         untied = no_tie_weights()
     try:
-        with torch.device("meta"), untied, _module_budget():
+        # Python warnings of model code and torch on the meta device are about their internals, printed with a
+        # source path (a config.json's `vocab_size: 0` printed torch's "UserWarning: Initializing zero-element
+        # tensors is a no-op" and its line of code): what the config does wrong is said by the commands.
+        with torch.device("meta"), untied, _module_budget(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             model = cls._from_config(cfg) if hasattr(cls, "_from_config") else cls(cfg)
     except _TooManyModules as exc:
         raise UsageError(f"{cls.__name__} from this config.json {exc.args[0]}; weightdoctor does not build it") \

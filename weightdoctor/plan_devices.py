@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import logging
 import math
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -380,6 +381,10 @@ def _checkpoint_float_dtype(checkpoint: Checkpoint) -> str | None:
 
 def _config_dtype(config: dict[str, Any]) -> str | None:
     value = config.get("dtype") or config.get("torch_dtype")
+    if isinstance(value, dict):
+        # A dtype per sub-config: from_pretrained(dtype="auto") builds the model in its "" entry (transformers 5.25
+        # `_get_dtype`), else in torch's default, float32.
+        value = value.get("", "float32")
     if isinstance(value, str) and value in DTYPE_ALIASES:
         return value
     text = config.get("text_config")
@@ -470,6 +475,54 @@ def _auto_dtype_field(config: dict[str, Any]) -> str | None:
     # "dtype" loads, and a "dtype": "auto" is not saved by a real "torch_dtype".
     field = "dtype" if config.get("dtype") is not None else "torch_dtype"
     return field if config.get(field) == "auto" else None
+
+
+def _unbuildable_dtype_field(config: dict[str, Any]) -> str | None:
+    """The field a config's top level names its dtype in, where no model can be built in that value, else None.
+
+    transformers' config turns a string into `getattr(torch, value)` and from_pretrained(dtype="auto") then builds
+    the model in it: "float128" or "torch.float16" (no such attribute), "int8", "bool", "complex64" or
+    "float8_e4m3fn" (no floating dtype a model is built in), a number or a list all fail, each with an error of its
+    own; given a real dtype, from_pretrained replaces the field and loads (checked on transformers 5.25). A dict
+    (a dtype per sub-config) is read as such, and "auto" has a warning of its own (`_auto_dtype_field`).
+
+    Example:
+        >>> _unbuildable_dtype_field({"torch_dtype": "float128"}), _unbuildable_dtype_field({"dtype": "bfloat16"})
+        ('torch_dtype', None)
+    """
+    field = "dtype" if config.get("dtype") is not None else "torch_dtype"
+    value = config.get(field)
+    if value is None or value == "auto" or isinstance(value, dict) or (isinstance(value, str)
+                                                                        and value in DTYPE_ALIASES):
+        return None
+    return field
+
+
+def unbuildable_dtype_warning(config: dict[str, Any], dtype: str, weights_read: bool = True,
+                              stored: str | None = None) -> str | None:
+    """The warning for a config.json whose top-level dtype is no dtype a model can be built in
+    (`_unbuildable_dtype_field`), else None: planned at `dtype`, as from_pretrained given that dtype loads it.
+
+    Example:
+        >>> unbuildable_dtype_warning({"torch_dtype": "float128"}, "bf16")
+        'config.json sets "torch_dtype": "float128", which is no dtype transformers ... builds a model in: ...'
+    """
+    field = _unbuildable_dtype_field(config)
+    if field is None:
+        return None
+    import json
+
+    from weightdoctor.errors import clip_middle
+    from weightdoctor.quantized import transformers_label
+
+    shown = clip_middle(json.dumps(config[field]), 200)
+    floating = DTYPES[dtype][0] if dtype in FLOAT_DTYPES else stored or DTYPES[dtype][0]
+    planned, value = ((dtype, f'"{floating}"') if weights_read else
+                      (f"{dtype} (no weights were read; --dtype plans another)", "the weights' dtype"))
+    given = f" (dtype=torch.{floating} replaces the field)" if weights_read else ", which replaces the field"
+    return (f'config.json sets "{field}": {shown}, which is no dtype {transformers_label()} builds a model in: '
+            f'from_pretrained(dtype="auto") fails on it unless it is given a real dtype{given}; planned at '
+            f'{planned}; set "{field}" to {value} in config.json (or remove it) to load it')
 
 
 def _is_sub_config(key: Any, value: Any) -> bool:
@@ -577,8 +630,10 @@ def unsaid_dtype_warning(checkpoint: Checkpoint) -> str | None:
     config = checkpoint.config
     if checkpoint.tensors or not config or not config.get("model_type") or _config_dtype(config):
         return None
-    if "auto" in (config.get("dtype"), config.get("torch_dtype")):
-        return None  # not "names no dtype": transformers cannot load it at all (`auto_dtype_field_warning`)
+    if "auto" in (config.get("dtype"), config.get("torch_dtype")) or _unbuildable_dtype_field(config):
+        # not "names no dtype": transformers cannot load it as it is (`auto_dtype_field_warning`,
+        # `unbuildable_dtype_warning`)
+        return None
     if quantized_dtype(config) is not None or _fp8_quantization(config) is not None:
         return None  # the quantizer's own dtype rule, warned about where it is applied
     from weightdoctor.checkpoint.reader import weight_files_in
@@ -670,7 +725,7 @@ def build_planned_model(
                 warnings.append(
                     f"this is a PEFT adapter ({adapter['peft_type']}): only its own weights are planned, not the "
                     f"base model PeftModel.from_pretrained loads it onto; plan the base"
-                    + (f" (weightdoctor plan-devices {_quoted(base)} ...)" if isinstance(base, str) and base else "")
+                    + (_base_model_hint(base) if isinstance(base, str) and base else "")
                     + " and add the adapter's size")
         else:
             from weightdoctor.checkpoint.reader import adapterhub_adapter, adapterhub_config
@@ -683,7 +738,7 @@ def build_planned_model(
                 warnings.append(
                     f"this is {adapterhub_adapter(hub)}: only its own weights are planned, not the base model the "
                     "adapters library loads it into (model.load_adapter); plan the base"
-                    + (f" (weightdoctor plan-devices {_quoted(base)} ...)" if isinstance(base, str) and base else "")
+                    + (_base_model_hint(base) if isinstance(base, str) and base else "")
                     + " and add the adapter's size")
             elif (add_on := _image_model_add_on(checkpoint)) is not None:
                 warnings.append(add_on)
@@ -734,6 +789,10 @@ def build_planned_model(
             words = found[0] + (f", {found[1]}-bit" if found[1] else "")
             warnings.append(f"the config quantizes the weights ({words}): planned at the floating dtype, which "
                             "over-sizes the Linear weights its quantizer keeps packed; the plan is an upper bound")
+    from weightdoctor.quantized import transformers_refuses_quantization
+
+    if (refused := transformers_refuses_quantization(checkpoint.config)) is not None:
+        warnings.append(refused)
     asked = dtype
     dtype = normalize_dtype(dtype) if dtype else default_dtype(checkpoint)
     config = checkpoint.config or {}
@@ -748,6 +807,9 @@ def build_planned_model(
                         "it; --dtype fp32 plans the default (twice the memory)")
     if auto := auto_dtype_field_warning(config, dtype, bool(checkpoint.tensors), _checkpoint_float_dtype(checkpoint)):
         warnings.append(auto)
+    if unbuildable := unbuildable_dtype_warning(config, dtype, bool(checkpoint.tensors),
+                                                _checkpoint_float_dtype(checkpoint)):
+        warnings.append(unbuildable)
     if asked and dtype in FLOAT_DTYPES and mlx is None and lacks is None \
             and (quantized := quantized_dtype(checkpoint.config)) is not None:
         # --dtype overrides the quantized plan (by design: "what if it were dense"), but it is no load that happens:
@@ -3155,6 +3217,35 @@ def _image_model_add_on(checkpoint: Checkpoint) -> str | None:
                  if metadata.get(k)), None)
     return (f"this is {kind}: only its own weights are planned, not the Stable Diffusion / Flux model it is applied "
             "to" + (f" (its metadata names {base})" if base else "") + "; plan that model and add this file's size")
+
+
+def _base_model_hint(base: str) -> str:
+    """How to plan the base model a PEFT adapter_config.json names as `base_model_name_or_path`: the command, where
+    weightdoctor can read what it names (a Hub repo id or address, a path that exists here), else what it is.
+
+    The file is the adapter author's: "weightdoctor plan-devices /home/them/llama ..." or "... https://example.com/x"
+    was offered as the next step, and refused when run.
+
+    Example:
+        >>> _base_model_hint("meta-llama/Llama-2-7b-hf")
+        ' (weightdoctor plan-devices meta-llama/Llama-2-7b-hf ...)'
+        >>> _base_model_hint("/nonexistent/llama-7b")
+        ' (its adapter_config.json names it as "/nonexistent/llama-7b", a path on the machine the adapter was ...)'
+    """
+    from weightdoctor.checkpoint.hub import _HUB_HOSTS, _hostname, looks_like_repo_id
+    from weightdoctor.meta_model import shown_value
+
+    hub_address = base.startswith("hf://") or ("://" in base and _hostname(base) in _HUB_HOSTS)
+    if looks_like_repo_id(base) or hub_address or os.path.exists(os.path.expanduser(base)):
+        return f" (weightdoctor plan-devices {_quoted(base)} ...)"
+    if "://" in base:
+        return (f" (its adapter_config.json names it by an address, {shown_value(base)}, not a Hub repo id or a "
+                "path; give the base model's repo id or folder)")
+    if os.path.isabs(base) or base.startswith(("./", "../", "~")):
+        return (f" (its adapter_config.json names it as {shown_value(base)}, a path on the machine the adapter was "
+                "saved on, which does not exist here; give the base model's repo id or folder)")
+    return (f" (its adapter_config.json names it as {shown_value(base)}, neither a Hub repo id nor a path here; give "
+            "the base model's repo id or folder)")
 
 
 def _quoted(word: str) -> str:

@@ -1265,18 +1265,53 @@ def quantizer_transformers_lacks(config: Mapping[str, Any] | None,
     """
     quantization = _config_of(config)
     method = quantization.get("quant_method") if quantization is not None else None
-    # An empty one ("") is a name like any other to transformers: "Unknown quantization type, got " and skipped.
-    if not isinstance(method, str) or quantization is None or quantization.get("load_in_4bit") \
-            or quantization.get("load_in_8bit"):
+    # An empty one ("") is a name like any other to transformers: "Unknown quantization type, got " and skipped;
+    # so is a number (`quant_method: 5`), which no transformers has a quantizer for. A list or an object is not
+    # looked up at all (`supports_quant_method`'s `in` raises TypeError): not skipped, so not said to be.
+    if method is None or isinstance(method, (list, dict)) or quantization is None \
+            or quantization.get("load_in_4bit") or quantization.get("load_in_8bit"):
         return None
-    if _transformers_has_quantizer(method) is not False:
+    if isinstance(method, str) and _transformers_has_quantizer(method) is not False:
         return None
     if tensors is not None and _plain_float(tensors):
         return None
-    runner = _OWN_RUNNERS.get(method, "the library that quantized it loads it")
+    runner = _OWN_RUNNERS.get(method, "the library that quantized it loads it") if isinstance(method, str) \
+        else "the library that quantized it loads it"
     return (f"quant_method {_shown_method(method)} is not one transformers has a quantizer for: from_pretrained "
             "skips the quantization_config (\"Unknown quantization type\") and builds the model unquantized, whose "
             f"weights this checkpoint does not hold (they start from their init); {runner}")
+
+
+def transformers_refuses_quantization(config: Mapping[str, Any] | None) -> str | None:
+    """Why transformers' own quantization config class refuses a config.json's `quantization_config` of a method it
+    knows, in a line, else None. `AutoQuantizationConfig.from_dict` validates the fields (GPTQConfig's bits in
+    2, 3, 4 or 8 and group_size past 0 or -1, BitsAndBytesConfig's llm_int8_skip_modules a list); from_pretrained
+    builds it first and fails with its error, so a plan of the quantized model is of one that does not load.
+    Only transformers' own code runs (no `auto_map`); an unknown method is `quantizer_transformers_lacks`'.
+
+    Example:
+        >>> transformers_refuses_quantization({"quantization_config": {"quant_method": "gptq", "bits": "4"}})
+        "transformers ... refuses config.json's quantization_config (ValueError: Only support quantization to ..."
+    """
+    quantization = config_quantization_settings(config)
+    if quantization is None:
+        return None
+    try:
+        from transformers.quantizers.auto import AutoQuantizationConfig
+    except ImportError:  # pragma: no cover - depends on the installed transformers
+        return None
+    try:
+        AutoQuantizationConfig.from_dict(dict(quantization))
+    except ImportError:
+        return None  # a library this machine lacks (compressed-tensors, bitsandbytes): no word on the config
+    except Exception as exc:  # each config class validates its fields its own way
+        text = " ".join(str(exc).split())
+        if text.startswith("Unknown quantization type") or "pip install" in text:
+            return None  # skipped by from_pretrained, not refused; or a library this machine lacks
+        detail = clip_middle(text, 200)
+        return (f"{transformers_label()} refuses config.json's quantization_config ({type(exc).__name__}: {detail}): "
+                "from_pretrained fails on it as it is; planned as the config says once that is fixed")
+    return None
 
 
 def _transformers_has_quantizer(method: str) -> bool | None:
@@ -1298,14 +1333,14 @@ def _transformers_has_quantizer(method: str) -> bool | None:
     return method in AUTO_QUANTIZATION_CONFIG_MAPPING
 
 
-def _shown_method(method: str) -> str:
+def _shown_method(method: Any) -> str:
     """A quant_method as a message quotes it: `'exl2'`; an empty one said to be empty, which `''` alone hides.
 
     Example:
         >>> _shown_method("exl2"), _shown_method("")
         ("'exl2'", "'' (an empty string)")
     """
-    return clip_middle(repr(method), 40) if method else "'' (an empty string)"
+    return clip_middle(repr(method), 40) if method != "" else "'' (an empty string)"
 
 
 def _plain_float(tensors: Iterable[TensorInfo]) -> bool:

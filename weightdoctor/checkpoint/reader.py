@@ -466,9 +466,25 @@ def _read_json(path: Path) -> Any:
         raise CorruptCheckpoint(f"is {size:,} bytes, more than any index or config holds (the limit is "
                                 f"{MAX_JSON_BYTES:,}); not read", path=str(path))
     try:
-        return parse_json(path.read_text(encoding="utf-8"), max_depth=MAX_DEPTH)
+        text = path.read_text(encoding="utf-8")
+        if path.name != "config.json":
+            return parse_json(text, max_depth=MAX_DEPTH)
+        # Opening a model folder reads its config.json four or five times (transformers_weights, then the config
+        # itself): a 94 MB one took inspect 41 s. The same text is parsed once; any change to the file is a miss.
+        key = os.path.abspath(path)
+        cached = _CONFIG_CACHE.get(key)
+        if cached is not None and cached[0] == text:
+            return cached[1]
+        value = parse_json(text, max_depth=MAX_DEPTH)
+        _CONFIG_CACHE.clear()  # the last one read only: a model folder's, or --config's
+        _CONFIG_CACHE[key] = (text, value)
+        return value
     except (UnicodeDecodeError, ValueError) as exc:
         raise CorruptCheckpoint(f"not valid JSON ({exc})", path=str(path)) from exc
+
+
+# The config.json `_read_json` read last: its absolute path, its text, and what that text parsed to.
+_CONFIG_CACHE: dict[str, tuple[str, Any]] = {}
 
 
 def require_regular_file(path: Path) -> os.stat_result | None:
@@ -1955,6 +1971,11 @@ def explicit_weights(folder: Path) -> Path | None:
     if os.path.isabs(name) or os.path.commonpath([base, os.path.abspath(target)]) != base:
         raise UnsupportedFormat(f"config.json's transformers_weights names {name!r}, outside the model folder: "
                                 "from_pretrained refuses it, and it is not read", str(config_path))
+    if target.exists() and not target.is_file():
+        # A FIFO there is no missing file: said so, as a config.json that is one is (and never opened).
+        kind = "a folder" if target.is_dir() else _file_kind(target)
+        raise UnsupportedFormat(f"config.json's transformers_weights names {name}, which is not a regular file "
+                                f"({kind})", str(folder))
     if not target.is_file():
         raise SourceNotFound(f"config.json's transformers_weights names {name}, which the folder lacks "
                              "(from_pretrained reads that file and no other, so it would fail too)", str(folder))

@@ -231,10 +231,17 @@ def plan_devices(
         text = decoder_text_config(config)[0]
         # A decoder's length: max_target_positions for Whisper, the language model's for LLaVA and its kin, the
         # decoder's for TrOCR and its kin, n_positions for GPT-2 (whose config.json has no max_position_embeddings).
-        length = seq_len if seq_len is not None else (
-            text.get("max_target_positions") or text.get("max_position_embeddings") or text.get("n_positions"))
-        if not isinstance(length, int):
+        field = next((key for key in ("max_target_positions", "max_position_embeddings", "n_positions")
+                      if text.get(key) is not None), None)
+        length = seq_len if seq_len is not None else text.get(field) if field else None
+        if seq_len is None and field is None:
             raise UsageError("--kv-cache needs --seq-len (the config has no max_position_embeddings or n_positions)")
+        if seq_len is None and (not isinstance(length, int) or isinstance(length, bool) or length < 1):
+            # 0 or -1 were "the config has no max_position_embeddings", or "--seq-len must be at least 1", untyped.
+            from weightdoctor.meta_model import shown_value
+
+            raise UsageError(f"--kv-cache needs --seq-len: config.json's {field} is {shown_value(length)}, no "
+                             "length to size the cache by", path=checkpoint.source)
         kv = (batch, length)
     request = PlanRequest(gpus=gpus, cpu=cpu_bytes, disk=disk, strategy=strategy, no_split=no_split or None,
                           reserve=reserve_bytes, manual_map=mapping, kv_cache=kv, training=training,

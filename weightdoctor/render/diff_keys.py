@@ -12,6 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from weightdoctor.diff_keys import DiffReport, KeyGroup, reason_text
+from weightdoctor.errors import clip_middle
 from weightdoctor.render.text import escape, printable, wrap_at_dots, wrapped_name
 from weightdoctor.wording import counted, plural
 
@@ -270,7 +271,8 @@ def render_diff_keys(report: DiffReport, console: Console, show_all: bool = Fals
         console.print(table)
     for note in report.notes:
         text, commands = _commands_out(note)
-        console.print(f"[dim]note: {escape(text)}[/]")
+        # Cut as an error or warning line is: a note quotes the file's own text (a model_type of a megabyte, twice).
+        console.print(f"[dim]note: {escape(clip_middle(text))}[/]")
         for command in commands:  # whole, on a line of its own: wrapped in the note, a convert pasted as two lines
             console.print(escape(command), soft_wrap=True, highlight=False)
 
