@@ -82,3 +82,28 @@ def test_a_map_naming_its_first_gpu_before_the_cpu_is_said_to_run_offloaded_modu
     assert result.exit_code == 0, text
     assert "3.16 MB of weights are offloaded and copied to cuda:3 as each module runs" in text, text
     assert "cuda:11 (whichever" not in text and "from run to run" not in text, text
+
+
+def test_bitnet_on_the_cpu_and_a_gpu_is_not_said_to_load_only_on_the_gpus(tmp_path: Path) -> None:
+    """plan5 said a BitNet map holding the CPU "loads only with every module on the GPUs"; its quantizer's check
+    (`validate_environment`, where CUDA is available) passes a map of one entry, the whole model on the CPU."""
+    from unittest import mock
+
+    from transformers.quantizers.auto import AutoHfQuantizer, AutoQuantizationConfig
+
+    settings = {"quant_method": "bitnet", "linear_class": "bitlinear", "quantization_mode": "offline"}
+    quantizer = AutoHfQuantizer.from_config(AutoQuantizationConfig.from_dict(dict(settings)), pre_quantized=True)
+    with mock.patch("torch.cuda.is_available", return_value=True):
+        quantizer.validate_environment(device_map={"": "cpu"})  # no ValueError
+    folder = tmp_path / "bitnet"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**LLAMA, "torch_dtype": "bfloat16",
+                                                    "quantization_config": settings}))
+    (tmp_path / "map.json").write_text(json.dumps({"model": 0, "lm_head": "cpu"}))
+    result = run_cli("plan-devices", str(folder), "--gpu", "40MB", "--cpu", "1GB", "--map",
+                     str(tmp_path / "map.json"), "--json")
+    warnings = " ".join(json.loads(result.stdout)["warnings"])
+    assert result.exit_code == 0 and "transformers' BitNet quantizer refuses a device map holding cpu" in warnings
+    assert "only with every module on the GPUs" not in warnings, warnings
+    assert ("from_pretrained loads it with every module on the GPUs, or the whole model on the CPU (device_map "
+            '{"": "cpu"}: one entry passes its check)') in warnings, warnings

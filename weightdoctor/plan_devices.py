@@ -2888,7 +2888,8 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         # where CUDA is available (its own test: `len(map) > 1 and "cpu" in values or "disk" in values`)
         warnings.append("transformers' BitNet quantizer refuses a device map holding cpu or disk on a machine with "
                         "a GPU (ValueError: \"You are attempting to load a BitNet model with a device_map that "
-                        "contains a CPU or disk device\"): from_pretrained loads it only with every module on the GPUs")
+                        "contains a CPU or disk device\"): from_pretrained loads it with every module on the GPUs, "
+                        "or the whole model on the CPU (device_map {\"\": \"cpu\"}: one entry passes its check)")
     kept_fp32 = keep_in_fp32_warning(planned, device_map, tensor_sizes, unplaced, request.binary_units)
     if kept_fp32:
         warnings.append(kept_fp32)
