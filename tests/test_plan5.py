@@ -165,22 +165,23 @@ def test_main_gpus_is_what_dispatch_model_takes_for_every_pair_of_up_to_12_gpus(
 
 
 def test_an_offloaded_maps_main_device_that_varies_from_run_to_run_is_said_so(tmp_path: Path) -> None:
-    """A map on cuda:3, the CPU and cuda:11 runs its offloaded layers on cuda:3 or cuda:11, as the map's order
-    (and string hashing) lays out the set dispatch_model takes the first of: "copied to cuda:3" alone was a guess."""
+    """A map naming the CPU, then cuda:3, then cuda:11 runs its offloaded layers on cuda:3 or cuda:11, as the hash
+    of "cpu" (it changes from run to run) lays out the set dispatch_model takes the first of: "copied to cuda:3"
+    alone was a guess. (review63: a map naming cuda:3 before the CPU runs them on cuda:3 in every run.)"""
     from tests.helpers import run_cli
 
     folder = tmp_path / "llama"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(LLAMA))
     mapping: dict[str, int | str] = {
-        "model.embed_tokens": 3, **{f"model.layers.{i}": 3 if i < 4 else "cpu" if i < 6 else 11 for i in range(8)},
+        "model.embed_tokens": "cpu", **{f"model.layers.{i}": 3 if i < 4 else "cpu" if i < 6 else 11 for i in range(8)},
         "model.norm": 11, "model.rotary_emb": 11, "lm_head": 11}
     (tmp_path / "map.json").write_text(json.dumps(mapping))
     gpus = [arg for size in ["10MB"] * 3 + ["40MB"] + ["10MB"] * 7 + ["40MB"] for arg in ("--gpu", size)]
     result = run_cli("plan-devices", str(folder), *gpus, "--cpu", "1GB", "--dtype", "fp16", "--kv-cache",
                      "--seq-len", "4096", "--map", str(tmp_path / "map.json"))
     text = " ".join(result.output.split())
-    assert result.exit_code == 0 and ("3.16 MB of weights are offloaded and copied to cuda:3 or cuda:11 (whichever "
+    assert result.exit_code == 0 and ("3.68 MB of weights are offloaded and copied to cuda:3 or cuda:11 (whichever "
                                       "accelerate's dispatch_model takes first from a set of the map's GPUs, from "
                                       "run to run) as each module runs") in text, text
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -1902,35 +1903,67 @@ def place(
     return Placement(in_placement_order(dict(device_map), visited), dict(budgets), visited)
 
 
+class _HashedAs:
+    """A stand-in for "cpu" or "disk" in a set: its hash chosen, equal to itself only (`main_gpus`)."""
+
+    __slots__ = ("_hash",)
+
+    def __init__(self, value: int) -> None:
+        self._hash = value
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+
 def main_gpus(device_map: Mapping[str, int | str]) -> list[int]:
     """The GPU accelerate's `dispatch_model` runs offloaded modules on (its main_device), as it picks it:
     `list(set(device_map.values()) - {"cpu", "disk"})[0]`, the first of a set, not the lowest-numbered.
 
-    A set of ints is iterated by slot (the int modulo the table size, 8 for up to 4 GPUs), so the first is the
-    lowest-numbered only while every GPU of the map is below the table size: a map on cuda:1 and cuda:8 runs its
-    offloaded modules on cuda:8 (slot 0). Two GPUs that share a slot (cuda:3 and cuda:11) go in the order the set
-    met them, which follows the map's order and the hashes of "cpu" and "disk" (they change from run to run): each
-    GPU it can be is returned, the one for this map's order first. [] where the map names no GPU.
+    A set is iterated by slot (an int's slot is the int modulo the table size, 8 for up to 4 entries), so a map on
+    cuda:1 and cuda:8 runs its offloaded modules on cuda:8 (slot 0). Which of two GPUs that share a slot (cuda:3 and
+    cuda:11) comes first follows the order the map names them in, and where "cpu" or "disk" comes before them, the
+    hashes of those strings too, which change from run to run. So the set is built here as dispatch_model builds it,
+    by this Python's own set, with "cpu" and "disk" standing in at every slot of the table and at random hashes:
+    each GPU it can be is returned, the one the most hashes give first. [] where the map names no GPU.
 
     Example:
         >>> main_gpus({"a": 1, "b": "cpu", "c": 8}), main_gpus({"a": 0, "b": 3}), main_gpus({"a": 3, "b": 11})
-        ([8], [0], [3, 11])
+        ([8], [0], [3])
+        >>> main_gpus({"a": "cpu", "b": 3, "c": 11})
+        [3, 11]
     """
-    import itertools
-
-    distinct = list(dict.fromkeys(device for device in device_map.values() if isinstance(device, int)))
-    if not distinct:
+    distinct = tuple(dict.fromkeys(device for device in device_map.values()
+                                   if isinstance(device, int) or device in ("cpu", "disk")))
+    if not any(isinstance(device, int) for device in distinct):
         return []
-    # Only the ints are left in the set taken first from (set difference inserts them anew, in the order the first
-    # set holds them): every order that can be, for a few GPUs; the map's own and the sorted one for more.
-    orders = (itertools.permutations(distinct) if len(distinct) <= 6
-              else (tuple(distinct), tuple(sorted(distinct))))
-    found = [list(set(distinct) - {"cpu", "disk"})[0]]
-    for order in orders:
-        first = list(set(order) - {"cpu", "disk"})[0]
-        if first not in found:
-            found.append(first)
-    return found
+    return list(_set_firsts(distinct))
+
+
+@functools.lru_cache(maxsize=64)
+def _set_firsts(values: tuple[int | str, ...]) -> tuple[int, ...]:
+    """The GPUs `list(set(values) - {"cpu", "disk"})[0]` gives over the hashes "cpu" and "disk" can have, the most
+    frequent first (see `main_gpus`)."""
+    import itertools
+    import random
+
+    strings = [name for name in ("cpu", "disk") if name in values]
+    if not strings:  # ints only: one layout, whatever the run
+        return (list(set(values) - {"cpu", "disk"})[0],)  # type: ignore[return-value]
+    rng = random.Random(0)
+    # Every slot of tables up to 64 entries, and full-width hashes for the probes a collision follows.
+    hashes = list(range(64)) + [rng.randrange(-2**63, 2**63) for _ in range(64)]
+    counts: dict[int, int] = {}
+    for chosen in itertools.product(hashes, repeat=len(strings)):
+        stand_ins = {name: _HashedAs(value) for name, value in zip(strings, chosen, strict=True)}
+        # two in the set subtracted, as {"cpu", "disk"} is: its size picks how set difference builds the result
+        taken = {stand_ins.get("cpu", _HashedAs(0)), stand_ins.get("disk", _HashedAs(1))}
+        built = {stand_ins[device] if isinstance(device, str) else device for device in values}
+        first = list(built - taken)[0]
+        counts[first] = counts.get(first, 0) + 1  # type: ignore[index]
+    return tuple(sorted(counts, key=lambda gpu: -counts[gpu]))
 
 
 def _main_gpu_said(device_map: Mapping[str, int | str]) -> str:
@@ -2917,7 +2950,8 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         # where CUDA is available (its own test: `len(map) > 1 and "cpu" in values or "disk" in values`)
         warnings.append("transformers' BitNet quantizer refuses a device map holding cpu or disk on a machine with "
                         "a GPU (ValueError: \"You are attempting to load a BitNet model with a device_map that "
-                        "contains a CPU or disk device\"): from_pretrained loads it only with every module on the GPUs")
+                        "contains a CPU or disk device\"): from_pretrained loads it with every module on the GPUs, "
+                        "or the whole model on the CPU (device_map {\"\": \"cpu\"}: one entry passes its check)")
     kept_fp32 = keep_in_fp32_warning(planned, device_map, tensor_sizes, unplaced, request.binary_units)
     if kept_fp32:
         warnings.append(kept_fp32)
