@@ -50,17 +50,58 @@ MAX_CONFIG_KEYS = 10_000
 _LABEL_MAPS = ("id2label", "label2id")
 
 
+def _config_objects(config: dict[str, Any]) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+    """The config, each object at its top level, and each sub-config below those, with its path (the keys to it).
+
+    A sub-config's keys become attributes of a config built from it, one by one, at any depth: those its config
+    class declares (`sub_configs`: Qwen2.5-Omni's `thinker_config` and, in it, `text_config`, built by
+    transformers). Below an object of unknown class (a model_type this transformers lacks), every object in it is
+    taken for one.
+
+    Example:
+        >>> [path for path, _ in _config_objects({"model_type": "qwen2_5_omni", "thinker_config": {"text_config": {}}})]
+        [(), ('thinker_config',), ('thinker_config', 'text_config')]
+    """
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    def config_class(value: dict[str, Any]) -> Any:
+        model_type = value.get("model_type")
+        return CONFIG_MAPPING[model_type] if isinstance(model_type, str) and model_type in CONFIG_MAPPING else None
+
+    found: list[tuple[tuple[str, ...], dict[str, Any]]] = [((), config)]
+    found += [((key,), value) for key, value in config.items() if isinstance(value, dict)]
+    listed = {id(value) for _, value in found}
+    pending: list[tuple[tuple[str, ...], dict[str, Any], Any]] = [((), config, config_class(config))]
+    while pending:
+        path, value, cls = pending.pop()
+        subs: dict[str, Any] = dict(getattr(cls, "sub_configs", None) or {}) if cls is not None else \
+            {key: None for key, item in value.items() if isinstance(item, dict)}
+        for key, sub_class in subs.items():
+            item = value.get(key)
+            if not isinstance(item, dict):
+                continue
+            where = (*path, key)
+            if id(item) not in listed:
+                listed.add(id(item))
+                found.append((where, item))
+            if cls is not None:  # of an unknown class, any object may be a sub-config: listed, not walked
+                known = config_class(item) if sub_class is None or sub_class is AutoConfig else sub_class
+                pending.append((where, item, known))
+    return found
+
+
 def refuse_huge_config(config: dict[str, Any]) -> None:
     """Raise UsageError when `config` holds more than `MAX_CONFIG_VALUES` keys and list entries in all (counted
     without recursion, stopping as soon as the count is past the limit), or more than `MAX_CONFIG_KEYS` keys at its
-    top level or in one object there (its label maps aside).
+    top level or in one of its sub-configs, at any depth (label maps aside; see `_config_objects`).
 
     Example:
         >>> refuse_huge_config({"model_type": "llama", "id2label": {str(i): str(i) for i in range(1000)}})
     """
-    for key, value in [("", config), *((key, value) for key, value in config.items() if isinstance(value, dict))]:
-        if len(value) > MAX_CONFIG_KEYS and key not in _LABEL_MAPS:
-            where = f"'s {key!r} holds" if key else " holds"
+    for path, value in _config_objects(config):
+        if len(value) > MAX_CONFIG_KEYS and not (path and path[-1] in _LABEL_MAPS):
+            where = f"'s {'.'.join(path)!r} holds" if path else " holds"
             raise UsageError(f"config.json{where} {len(value):,} keys (real configs some hundreds); weightdoctor "
                              f"builds models from configs of up to {MAX_CONFIG_KEYS:,}")
     count, pending = 0, [config]
