@@ -832,6 +832,28 @@ def require_memory(path: Path | str, what: str, length: int, hint: str = "",
             f"{not_done}{hint}", path=str(path))
 
 
+def require_map_room(path: Path | str, name: str, nbytes: int, span: int) -> None:
+    """Refuse to map the `span` bytes of its storage a strided view of `nbytes` bytes reaches (a slice of columns of
+    a larger tensor, saved as such) where this process's address-space or data limit leaves less: the private map
+    of all of them counts in full against both, and past either it failed as "[Errno 12] Cannot allocate memory",
+    of no tensor. The machine's memory is not asked: only the pages read of the map are memory.
+
+    Raises:
+        UnsupportedEnvironment: `span` is more than a limit of this process leaves it.
+    """
+    rooms = _process_limit_rooms()
+    if not rooms:
+        return
+    room, words = min(rooms, key=itemgetter(0))
+    if span > room:
+        from weightdoctor.units import format_bytes
+
+        raise UnsupportedEnvironment(
+            f"tensor {name!r} ({format_bytes(nbytes)}) is a view spread over {format_bytes(span)} of its storage, "
+            f"all of it mapped to read it, more than the {format_bytes(room)} {words}: nothing was read",
+            path=str(path))
+
+
 def _refuse_if_changed(fd: int, identity: Any, name: str, path: Path | None) -> None:
     """Refuse to read tensor `name` from an open file that is no longer the one whose header was read (`identity`:
     its size and modification time then; None where unknown).
