@@ -147,3 +147,48 @@ def test_a_view_of_a_larger_storage_converts_to_its_own_bytes(tmp_path: Path) ->
                   else torch.load(output, weights_only=True))
         assert torch.equal(loaded["w"], view)
         assert loaded["w"].untyped_storage().nbytes() == view.numel() * 4
+
+
+def _bf16_safetensors(path: Path, rows: int, columns: int) -> Path:
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(8)
+    save_file({"w": torch.randn(rows, columns, generator=generator).to(torch.bfloat16)}, str(path))
+    return path
+
+
+def test_the_float32_working_copy_of_inspect_stats_is_refused_naming_the_tensor(tmp_path: Path) -> None:
+    """inspect --stats widens a bf16 tensor into a float32 buffer of up to 16M values (twice the tensor): the guard
+    admitted the 33.55 MB tensor and the buffer died in torch's allocator under `ulimit -d` with 48 to 96 MiB of
+    room, "out of memory: torch could not allocate 67.11 MB (Cannot allocate memory)", of no tensor (measured; the
+    same under `ulimit -v`). It is refused first, naming the tensor and the buffer."""
+    path = _bf16_safetensors(tmp_path / "bf.safetensors", 4096, 4096)
+    line = _one_line(_child(_DATA_LIMITED, str(56 * MIB), "inspect", path, "--stats"))
+    assert line.startswith(f"error: {path}: tensor 'w' (33.55 MB, bfloat16): its float32 working copy (67.11 MB) "
+                           "is made in memory beside it, more than the "), line
+    assert "left under this process's data limit (ulimit -d: " in line
+    assert line.endswith("no statistics were computed; --sample N reads N values of each tensor instead"), line
+
+
+def test_a_buffer_torch_could_not_allocate_names_the_tensor_it_was_for(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """check-dtype casts a tensor a chunk at a time (~6 float copies of a 1M-value chunk): under `ulimit -d` or `-v`
+    with 48 to 96 MiB of room for a 33.55 MB bf16 tensor the line was "out of memory: torch could not allocate
+    4.19 MB (Cannot allocate memory); this process's data limit, ulimit -d, is set", of no tensor (measured). It
+    names the tensor whose buffer it was. (The refusal is simulated here: torch's allocator's own words.)"""
+    from tests.helpers import run_cli
+    from weightdoctor import check_dtype
+
+    path = _bf16_safetensors(tmp_path / "bf.safetensors", 64, 64)
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 4194304 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(check_dtype, "BATCH_TENSOR_ELEMENTS", 16)  # cast alone, not in a batch of small tensors
+    monkeypatch.setattr(check_dtype, "cast_counts", refused)
+    result = run_cli("check-dtype", str(path))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {path}: out of memory: torch could not allocate 4.19 MB (Cannot allocate "
+                               "memory) for tensor 'w' (8.19 KB, bfloat16)"), lines[0]

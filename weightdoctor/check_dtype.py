@@ -1234,6 +1234,8 @@ def check_dtype(
     """
     import torch
 
+    from weightdoctor.checkpoint.safetensors_format import working_on
+
     if sample is not None and sample <= 0:
         raise UsageError(f"--sample must be a positive number of values, not {sample}")
     for name in targets:
@@ -1317,7 +1319,8 @@ def check_dtype(
             tensor = checkpoint.load_values(info.name, sample_indices(info.num_params, sample, info.name, seed))
             values = tensor
         else:
-            tensor = checkpoint.load_tensor(info.name)
+            with working_on(info):
+                tensor = checkpoint.load_tensor(info.name)
             # A large strided view is cast a piece at a time (`cast_counts`), not flattened whole first.
             whole = (tensor.numel() > min(BATCH_TENSOR_ELEMENTS, chunk_elements)
                      and (sample is None or tensor.numel() <= sample))
@@ -1336,7 +1339,8 @@ def check_dtype(
             continue
         flush()
         extra = [torch.float32] if fp32_too and info.dtype == "float64" else []
-        counts_list = cast_counts(values, target_dtypes + extra, chunk_elements)
+        with working_on(info):
+            counts_list = cast_counts(values, target_dtypes + extra, chunk_elements)
         del tensor, values
         record(info, counts_list, bool(extra))
     flush()

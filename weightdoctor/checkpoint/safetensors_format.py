@@ -9,12 +9,14 @@ error instead of killing the process with SIGBUS.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import accumulate, chain, repeat
 from operator import floordiv, itemgetter, le, mul, sub
@@ -852,6 +854,22 @@ def require_map_room(path: Path | str, name: str, nbytes: int, span: int) -> Non
             f"tensor {name!r} ({format_bytes(nbytes)}) is a view spread over {format_bytes(span)} of its storage, "
             f"all of it mapped to read it, more than the {format_bytes(room)} {words}: nothing was read",
             path=str(path))
+
+
+@contextlib.contextmanager
+def working_on(info: TensorInfo) -> Iterator[None]:
+    """Name tensor `info` in a memory refusal raised while a command works on it (torch's allocator refusing one of
+    its buffers: a chunk's float copies, which no guard measured): the line said "out of memory: torch could not
+    allocate 4.19 MB", of no tensor. The error's `weightdoctor_tensor` is what the line adds."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as exc:
+        if getattr(exc, "weightdoctor_tensor", None) is None:
+            from weightdoctor.units import format_bytes
+
+            exc.weightdoctor_tensor = (  # type: ignore[attr-defined]
+                f"tensor {info.name!r} ({format_bytes(info.nbytes)}, {info.dtype})")
+        raise
 
 
 def _refuse_if_changed(fd: int, identity: Any, name: str, path: Path | None) -> None:
