@@ -90,7 +90,7 @@ def test_diff_keys_values_of_many_small_pairs_holds_little_more_than_one_pair(tm
     assert len(report["values"]) == 2000 and not any(row["identical"] for row in report["values"])
     assert all(abs(row["max_abs_diff"] - 0.01) < 1e-5 for row in report["values"])
     rise = int(done.stderr.strip().splitlines()[-1].removeprefix("peak rise MiB "))
-    assert rise < 48, rise
+    assert rise < 60, rise
 
 
 def test_batches_give_the_figures_of_one_pair_at_a_time() -> None:
@@ -192,3 +192,23 @@ def test_a_buffer_torch_could_not_allocate_names_the_tensor_it_was_for(tmp_path:
     assert result.exit_code == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith(f"error: {path}: out of memory: torch could not allocate 4.19 MB (Cannot allocate "
                                "memory) for tensor 'w' (8.19 KB, bfloat16)"), lines[0]
+
+
+def test_check_dtype_of_many_small_tensors_holds_little_more_than_one_batch(tmp_path: Path) -> None:
+    """check-dtype casts small tensors in batches; a batch of 1M values had its float copies of all of them alive
+    together: 2,000 float64 tensors of 1,024 values (16 MiB in all) raised the peak resident set by 173 MiB (float32
+    ones: 93 to 134 MiB), measured. Batches of 32K values: 27 to 28 MiB."""
+    from safetensors.torch import save_file
+
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("no /proc/self/clear_refs to reset the peak resident set with")
+    generator = torch.Generator().manual_seed(5)
+    path = tmp_path / "f64.safetensors"
+    save_file({f"layer.{i}.weight": torch.randn(1024, generator=generator, dtype=torch.float64) for i in range(2000)},
+              str(path))
+    done = _child(_PEAK, "check-dtype", path, "--json")
+    assert done.returncode in (0, 1), done.stderr
+    report = json.loads(done.stdout)
+    assert report["targets"]["bf16"]["tensors_checked"] == 2000, report["targets"].keys()
+    rise = int(done.stderr.strip().splitlines()[-1].removeprefix("peak rise MiB "))
+    assert rise < 100, rise
