@@ -1,6 +1,6 @@
-"""memory5: memory the guard and the peak had left out: diff-keys --values' batches of small pairs (their float64
-temporaries, ~80 MiB at 1M values), a .bin's view spread over a larger storage (mapped from its first element to
-its last), a sparse tensor among dense ones, and the float copies of check-dtype and inspect --stats at the edge of
+"""memory5: memory the guard and the peak had left out: the batches of small tensors of diff-keys --values and
+check-dtype (float copies of 1M values alive together, ~80 to 150 MiB), a .bin's view spread over a larger storage
+(mapped from its first element to its last), and the float copies of check-dtype and inspect --stats at the edge of
 a data limit. Peaks and limits are measured in a child process, as tests/test_memory3.py and test_memory4.py do."""
 
 from __future__ import annotations
