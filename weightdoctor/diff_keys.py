@@ -4297,7 +4297,12 @@ def _rel_change(identical: bool, diff_sq: float, ref_sq: float,
 # Pairs of float tensors up to this many values are compared together (`compare_pairs_batch`): for 100,000 tiny
 # tensors the ~25 torch calls per pair, not the values, were the time.
 BATCH_PAIR_ELEMENTS = 1 << 14
-BATCH_ELEMENTS = 1 << 20
+# Values of a batch: ~10 float64 temporaries of all of them are alive together (the two casts, the difference, its
+# size, squares, masks). At 1M values that was ~80 MiB over the pairs (diff-keys --values of 2,000 pairs of 1,024
+# float32 values raised its peak resident set by 93 MiB, the pairs themselves 16 MiB); at 32K values it is ~3 MiB
+# (measured: 6 MiB rise). 32K values is also torch's grain size: each call runs on one thread, with no wait on its
+# thread pool (in-process, those 2,000 pairs: 0.97-1.17 s at 1M values, 0.79-0.88 s at 32K on two busy cores).
+BATCH_ELEMENTS = 1 << 15
 _BATCH_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
@@ -4385,7 +4390,7 @@ def compare_values(
     """Compare tensor pairs as they stream in (hold one pair at a time); rank layers by relative change.
 
     Pairs of at most `BATCH_PAIR_ELEMENTS` float values are the exception: up to `BATCH_ELEMENTS` values of them
-    (a few MB) are held and compared together, with the same results.
+    (under 1 MB) are held and compared together, with the same results.
 
     Args:
         pairs: `(name, tensor_from_A, tensor_from_B)`, same shapes; produced lazily by the caller.

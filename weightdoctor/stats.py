@@ -687,6 +687,29 @@ def _read_whole(checkpoint: Checkpoint, info: TensorInfo) -> torch.Tensor:
     return raw.view(dtype).reshape(info.shape)
 
 
+def _require_widening_buffer(checkpoint: Checkpoint, info: TensorInfo, flat: torch.Tensor) -> None:
+    """Refuse, before it is made, the float32 buffer a tensor of another dtype is widened into (`_scratch`: up to
+    `CHUNK` values, 4 bytes each, twice a bf16 tensor of up to 16M values) where it is more memory than is left:
+    the guard admitted the tensor, and the buffer died in torch's allocator ("out of memory: torch could not
+    allocate 67.11 MB", of no tensor: inspect --stats of a 33.55 MB bf16 tensor under `ulimit -d` with 48 to 96
+    MiB of room, measured). None is asked where the buffer made for an earlier tensor is large enough."""
+    import torch
+
+    if flat.dtype == torch.float32 or not flat.numel():
+        return
+    needed = min(flat.numel(), CHUNK)
+    held = _SCRATCH.get("widen")
+    if held is not None and held.numel() >= needed:
+        return
+    from weightdoctor.checkpoint.safetensors_format import require_memory
+    from weightdoctor.units import format_bytes
+
+    require_memory(checkpoint.file_path(info.file),
+                   f"tensor {info.name!r} ({format_bytes(info.nbytes)}, {info.dtype}): its float32 working copy",
+                   needed * 4, "; --sample N reads N values of each tensor instead",
+                   done="is made in memory beside it: no statistics were computed")
+
+
 def tensor_stats(checkpoint: Checkpoint, info: TensorInfo, sample: int | None = None) -> StatsResult:
     """Read one floating tensor and compute its statistics and classifier sample.
 
@@ -721,6 +744,7 @@ def tensor_stats(checkpoint: Checkpoint, info: TensorInfo, sample: int | None = 
                        done="is strided (a view saved so) and copied whole in memory: nothing was read")
     flat = whole.reshape(-1)
     del whole
+    _require_widening_buffer(checkpoint, info, flat)
     lines = _Lines(checkpoint, info, flat)
     stats = summarize_values(flat, shape=tuple(info.shape))
     return StatsResult(info, stats, gather_sample(lines, info, whole=True))
@@ -747,8 +771,11 @@ def iter_stats(
     """
     if sample is not None and sample < 1:
         raise UsageError(f"--sample must be a positive number of values, not {sample}")
+    from weightdoctor.checkpoint.safetensors_format import working_on
+
     for info in infos:
-        result = tensor_stats(checkpoint, info, sample)
+        with working_on(info):
+            result = tensor_stats(checkpoint, info, sample)
         if advance is not None:
             advance(1)
         yield result

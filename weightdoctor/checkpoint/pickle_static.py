@@ -230,6 +230,14 @@ class StaticTensor(_NoState):
             return None
         return self.storage.data_offset + self.storage_offset * self.itemsize, self.numel * self.itemsize
 
+    def span_bytes(self) -> int:
+        """Bytes of its storage from the view's first element to its last (its `nbytes` where contiguous; a slice
+        of columns of a larger tensor reaches across the rows of all of it)."""
+        if self.numel == 0:
+            return 0
+        extent = sum((n - 1) * s for n, s in zip(self.shape, self.stride, strict=True)) + 1
+        return extent * self.itemsize
+
     def to_torch(self) -> torch.Tensor:
         """The tensor, viewing a private memory map of the file (nothing is read until it is used)."""
         import torch
@@ -242,9 +250,8 @@ class StaticTensor(_NoState):
             # The file is too large to map whole here: map the bytes this view reaches, from its first element.
             if self.numel == 0:
                 return torch.empty(0, dtype=dtype).as_strided(self.shape, self.stride, 0)
-            extent = self.storage_offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride, strict=True)) + 1
             first = self.storage.data_offset + self.storage_offset * self.itemsize
-            length = (extent - self.storage_offset) * self.itemsize
+            length = self.span_bytes()
             part, shift = self.storage.archive.range_mapping(first, length)
             base = torch.frombuffer(part, dtype=dtype, count=length // self.itemsize, offset=shift)
             return base.as_strided(self.shape, self.stride, 0)

@@ -239,6 +239,10 @@ class Checkpoint:
                 mapped = (contents.security is not None and contents.security.container == "pytorch-zip"
                           and (not isinstance(value, StaticTensor) or value.storage.archive.mapped_whole))
                 safetensors_format.require_memory_for(self.file_path(info.file), info, info.nbytes, mapped=mapped)
+                if not mapped and isinstance(value, StaticTensor) and value.span_bytes() > info.nbytes:
+                    # Mapped from its first element to its last where the whole file is not mapped already.
+                    safetensors_format.require_map_room(self.file_path(info.file), name, info.nbytes,
+                                                        value.span_bytes())
             return pytorch_format.as_tensor(value, name)
         except WeightDoctorError as exc:
             exc.path = exc.path or str(self.file_path(info.file))

@@ -9,12 +9,14 @@ error instead of killing the process with SIGBUS.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import accumulate, chain, repeat
 from operator import floordiv, itemgetter, le, mul, sub
@@ -830,6 +832,44 @@ def require_memory(path: Path | str, what: str, length: int, hint: str = "",
         raise UnsupportedEnvironment(
             f"{what} ({format_bytes(length)}) {made}, more than the {format_bytes(available)} {_limit_words()}: "
             f"{not_done}{hint}", path=str(path))
+
+
+def require_map_room(path: Path | str, name: str, nbytes: int, span: int) -> None:
+    """Refuse to map the `span` bytes of its storage a strided view of `nbytes` bytes reaches (a slice of columns of
+    a larger tensor, saved as such) where this process's address-space or data limit leaves less: the private map
+    of all of them counts in full against both, and past either it failed as "[Errno 12] Cannot allocate memory",
+    of no tensor. The machine's memory is not asked: only the pages read of the map are memory.
+
+    Raises:
+        UnsupportedEnvironment: `span` is more than a limit of this process leaves it.
+    """
+    rooms = _process_limit_rooms()
+    if not rooms:
+        return
+    room, words = min(rooms, key=itemgetter(0))
+    if span > room:
+        from weightdoctor.units import format_bytes
+
+        raise UnsupportedEnvironment(
+            f"tensor {name!r} ({format_bytes(nbytes)}) is a view spread over {format_bytes(span)} of its storage, "
+            f"all of it mapped to read it, more than the {format_bytes(room)} {words}: nothing was read",
+            path=str(path))
+
+
+@contextlib.contextmanager
+def working_on(info: TensorInfo) -> Iterator[None]:
+    """Name tensor `info` in a memory refusal raised while a command works on it (torch's allocator refusing one of
+    its buffers: a chunk's float copies, which no guard measured): the line said "out of memory: torch could not
+    allocate 4.19 MB", of no tensor. The error's `weightdoctor_tensor` is what the line adds."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as exc:
+        if getattr(exc, "weightdoctor_tensor", None) is None:
+            from weightdoctor.units import format_bytes
+
+            exc.weightdoctor_tensor = (  # type: ignore[attr-defined]
+                f"tensor {info.name!r} ({format_bytes(info.nbytes)}, {info.dtype})")
+        raise
 
 
 def _refuse_if_changed(fd: int, identity: Any, name: str, path: Path | None) -> None:

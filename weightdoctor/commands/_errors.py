@@ -114,7 +114,10 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
 
         where = getattr(exc, "weightdoctor_source", where)
         limits = private_map_limits()
+        # The tensor whose buffer it was, where a command was working on one (`working_on`).
+        tensor = getattr(exc, "weightdoctor_tensor", None)
         _console().error(f"{where}: " * bool(where) + f"out of memory: {refused} (Cannot allocate memory)"
+                         + (f" for {tensor}" if tensor else "")
                          + (f"; {' and '.join(limits)}, {'are' if len(limits) > 1 else 'is'} set" if limits else ""))
         return 2
     if prefix is None:
@@ -127,7 +130,8 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
             # "cannot read or write: [Errno 5] Input/output error", of no file.
             where = getattr(exc, "weightdoctor_source", where)
             prefix = f"{where}: {prefix}" if where else prefix
-        _console().error(f"{prefix}: {detail}")
+        tensor = getattr(exc, "weightdoctor_tensor", None)  # a MemoryError while working on one (`working_on`)
+        _console().error(f"{prefix}: {detail}" + (f" (for {tensor})" if tensor else ""))
     return 2
 
 
