@@ -1151,7 +1151,8 @@ _PEFT_WRAPPER = "base_model.model."
 # name dropped as save_pretrained drops it), and the method each is: a VeRA, OFT, BOFT, LoHa, LoKr, LN-tuning,
 # FourierFT, HRA, MiSS / Bone, C3A, RandLoRA, VB-LoRA, SHiRA, RoAd or trainable-tokens adapter against its base was
 # "unknown: these weights will not load" for every base weight, worst severity error. LoRA's trainable_token_indices
-# keeps its tokens under the embedding's `token_adapter.`.
+# keeps its tokens under the embedding's `token_adapter.`. RandLoRA saves each module's randlora_A / randlora_B beside
+# the shared ones, SHiRA its shira_indices, LN tuning on a BatchNorm its running statistics.
 _PEFT_TUNER_PARTS = {
     "vera_lambda_b": "VeRA", "vera_lambda_d": "VeRA", "oft_R": "OFT", "oft_embedding_R": "OFT", "oft_r": "OFT",
     "oft_s": "OFT", "boft_R": "BOFT", "boft_s": "BOFT", "hada_w1_a": "LoHa", "hada_w1_b": "LoHa", "hada_w2_a": "LoHa",
@@ -1159,15 +1160,16 @@ _PEFT_TUNER_PARTS = {
     "lokr_w1_b": "LoKr", "lokr_w2": "LoKr", "lokr_w2_a": "LoKr", "lokr_w2_b": "LoKr", "lokr_t2": "LoKr",
     "ln_tuning_layers": "LN tuning", "fourierft_spectrum": "FourierFT", "hra_u": "HRA", "miss_block": "MiSS",
     "bone_block": "Bone", "c3a_kernel": "C3A", "randlora_lambda": "RandLoRA", "randlora_gamma": "RandLoRA",
+    "randlora_A": "RandLoRA", "randlora_B": "RandLoRA", "shira_indices": "SHiRA",
     "vblora_logits_A": "VB-LoRA", "vblora_logits_B": "VB-LoRA", "shira_weight": "SHiRA", "road_theta": "RoAd",
     "road_alpha": "RoAd", "trainable_tokens_delta": "trainable tokens",
 }
 _PEFT_TUNER = _lazy_regex(
     r"^(?P<module>.+?)\.(?:token_adapter\.)?(?P<part>" + "|".join(sorted(_PEFT_TUNER_PARTS, key=len, reverse=True))
-    + r")(?:\.(?P<param>weight|bias))?$")
+    + r")(?:\.(?P<param>weight|bias|running_mean|running_var|num_batches_tracked))?$")
 # One substring of each, for a test of the whole key list before any match.
 _PEFT_TUNER_WORDS = ("vera_lambda", "oft_", "boft_", "hada_", "lokr_", "ln_tuning_layers", "fourierft_spectrum",
-                     "hra_u", "miss_block", "bone_block", "c3a_kernel", "randlora_", "vblora_", "shira_weight",
+                     "hra_u", "miss_block", "bone_block", "c3a_kernel", "randlora_", "vblora_", "shira_",
                      "road_", "trainable_tokens_delta")
 _PEFT_TUNER_WORD = _lazy_regex(r"\.(?:" + "|".join(_PEFT_TUNER_WORDS) + ")")
 # Every substring `adapter_fit` looks for before it looks at any key, with its digits folded as `_word_text` folds
@@ -1284,7 +1286,7 @@ def adapter_fit(
         return {}, ""
     pairs = [(name, match) for name in unexpected if (match := _LORA_PAIR.match(name))]
     tuners = ([(name, match) for name in unexpected if (match := _PEFT_TUNER.match(name))
-               and not _KOHYA_MODULE.match(match["module"])] if tuner_in else [])
+               and not _KOHYA_MODULE.match(match["module"]) and not _PEFT_SHARED.match(name)] if tuner_in else [])
     shared = [name for name in unexpected if _PEFT_SHARED.match(name)] if tuners else []
     if not pairs and not tuners:
         return _kohya_adapter_fit(specs_a, specs_b, unexpected, missing) if "lora_" in joined else ({}, "")
@@ -1536,8 +1538,12 @@ def _tuner_misfit(
     widths = _layer_widths(weight.shape, module)
     if not widths:
         return None
-    ins = sorted({width[0] for width in widths})
-    reads = " or ".join(map(str, ins))
+    ins = {width[0] for width in widths}
+    if len(weight.shape) == 4 and part in ("oft_R", "boft_R", "hra_u"):
+        # peft 0.21's OFT, BOFT and HRA size a Conv2d's input as in × kh × kh (its kernel_size[0], twice), which a
+        # kh × kw kernel with kh != kw does not read: the adapter made for it holds that width, and loads.
+        ins.add(weight.shape[1] * weight.shape[2] * weight.shape[2])
+    reads = " or ".join(map(str, sorted(ins)))
     if part in ("vera_lambda_b", "boft_s"):
         outs = {width[1] for width in widths}
         # out × 1 (BOFT on a Conv2d: 1 × out)
