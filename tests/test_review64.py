@@ -48,7 +48,7 @@ def _loads(adapter: Path, base: torch.nn.Module) -> bool:
 
     try:
         PeftModel.from_pretrained(base, str(adapter))
-    except RuntimeError:
+    except (RuntimeError, ValueError):  # a size mismatch, or (a depthwise conv's rank) peft refuses to build it
         return False
     return True
 
@@ -96,3 +96,46 @@ def test_the_same_adapters_for_another_size_are_still_caught(tmp_path: Path, met
     assert code == 1 and data["worst_severity"] == "error"
     errors = [e["detail"] for e in data["unexpected"] if e["severity"] == "error"]
     assert errors and all("another model size" in detail for detail in errors), errors
+
+
+class _Grouped(torch.nn.Module):
+    """A grouped convolution (ResNeXt's, groups=4), a depthwise one (ConvNeXt's) and an nn.MultiheadAttention,
+    `hidden` wide."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.grp = torch.nn.Conv2d(hidden, 2 * hidden, 3, groups=4)
+        self.dw = torch.nn.Conv2d(hidden, hidden, 3, groups=hidden)
+        self.mha = torch.nn.MultiheadAttention(hidden, 4)
+
+
+def _grouped(path: Path, hidden: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    base = _Grouped(hidden)
+    save_file({name: tensor.contiguous() for name, tensor in base.state_dict().items()}, str(path))
+    return base
+
+
+@pytest.mark.parametrize("targets", [["grp"], ["dw"], ["mha"]], ids=["grouped", "depthwise", "multihead"])
+def test_a_lora_on_a_grouped_conv_or_multihead_attention_fits_its_base(tmp_path: Path, targets: list[str]) -> None:
+    """peft's lora_A on a grouped convolution reads all its input channels (8×32×3×3 on a 64×8×3×3 weight with
+    groups=4) and its lora_B holds rank / groups: diff-keys said "8×32×3×3 does not fit grp.weight (64×8×3×3 in B):
+    an adapter for another model size" and "LoRA (rank 2/8)". On an nn.MultiheadAttention peft adapts the packed
+    in_proj_weight under the module's own name (`mha.lora_A.weight`): "targets mha, which B does not have". Each
+    loads with PeftModel.from_pretrained; the same adapter on a 48-wide base does not, and is still an error."""
+    from peft import LoraConfig, get_peft_model
+
+    folder = tmp_path / "adapter"
+    rank = 32 if targets == ["dw"] else 8  # peft needs a rank divisible by the groups
+    get_peft_model(_grouped(tmp_path / "made-for.safetensors", 32), LoraConfig(
+        r=rank, target_modules=targets)).save_pretrained(str(folder))
+    assert _loads(folder, _grouped(tmp_path / "same.safetensors", 32))
+    code, data = run_json("diff-keys", str(folder), str(tmp_path / "same.safetensors"))
+    assert code == 0 and data["worst_severity"] == "info", [e for e in data["unexpected"] if e["severity"] != "info"]
+    note = next(n for n in data["notes"] if n.startswith("A is a PEFT adapter"))
+    assert f"LoRA (rank {rank}) on " in note and "with shapes that fit;" in note, note
+    assert not _loads(folder, _grouped(tmp_path / "wider.safetensors", 48))
+    code, data = run_json("diff-keys", str(folder), str(tmp_path / "wider.safetensors"))
+    assert code == 1 and data["worst_severity"] == "error", data["unexpected"]
+    note = next(n for n in data["notes"] if n.startswith("A is a PEFT adapter"))
+    assert "does not fit B's shapes" in note or "do not fit B's shapes" in note, note

@@ -1205,20 +1205,37 @@ def _diffusers_component(module: str) -> str | None:
     return next((prefix for prefix in _DIFFUSERS_LORA_COMPONENTS if module.startswith(prefix)), None)
 
 
-def _lora_fits(part: str, shape: tuple[int, ...], weight: tuple[int, ...]) -> bool:
+def _lora_fits(part: str, shape: tuple[int, ...], weight: tuple[int, ...], groups: int = 1) -> bool:
     """Whether a LoRA tensor of `shape` fits a base `weight` of that shape (Linear / Conv out×in..., GPT-2's
-    Conv1D in×out, Embedding rows×dim)."""
+    Conv1D in×out, Embedding rows×dim). `groups`: a grouped convolution's (`_lora_groups`), whose weight holds
+    in / groups input channels and whose lora_A reads all of them."""
     if len(shape) < 2 or len(weight) < 2:
         return False
     if part in ("lora_A", "lora_B") and not _lora_kernel_fits(part, shape[2:], weight[2:]):
         return False
     if part == "lora_A":  # r × in (Conv: r × in × kh × kw)
-        return shape[1] in (weight[1], weight[0]) if len(weight) == 2 else shape[1] == weight[1]
+        return shape[1] in (weight[1], weight[0]) if len(weight) == 2 else shape[1] == weight[1] * groups
     if part == "lora_B":  # out × r
         return shape[0] in (weight[0], weight[1]) if len(weight) == 2 else shape[0] == weight[0]
     if part == "lora_embedding_A":  # r × num_embeddings
         return shape[1] == weight[0]
     return shape[0] == weight[1]  # lora_embedding_B: dim × r
+
+
+def _lora_groups(pairs: Sequence[tuple[str, re.Match[str]]], specs_a: Mapping[str, KeySpec]) -> dict[str, int]:
+    """The groups of each grouped convolution a PEFT LoRA adapts, read off its pair: peft makes lora_A a plain
+    convolution (r × in × kh × kw) and lora_B one with the base's groups (out × r / groups × 1 × 1), so lora_A's
+    rank over lora_B's second axis is the base's groups (module -> groups, only those above 1)."""
+    shapes: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
+    for name, match in pairs:
+        if match["part"] in ("lora_A", "lora_B") and len(specs_a[name].shape) > 2:
+            shapes[match["module"]][match["part"]] = specs_a[name].shape
+    groups: dict[str, int] = {}
+    for module, held in shapes.items():
+        a, b = held.get("lora_A"), held.get("lora_B")
+        if a and b and 0 < b[1] < a[0] and a[0] % b[1] == 0 and b[0] % (a[0] // b[1]) == 0:
+            groups[module] = a[0] // b[1]
+    return groups
 
 
 def _lora_kernel_fits(part: str, kernel: tuple[int, ...], weight_kernel: tuple[int, ...]) -> bool:
@@ -1310,6 +1327,7 @@ def adapter_fit(
     ranks: set[int] = set()
     # The diffusers pipeline components whose pairs land in B once their prefix is stripped (B is that component).
     # peft's own files wrap every name in base_model.model. (GPT-2's transformer.h.0 is no pipeline component).
+    grouped = _lora_groups(pairs, specs_a)
     components = {component for _, match in pairs if not match["module"].startswith(_PEFT_WRAPPER)
                   and (component := _diffusers_component(module := _adapter_target(match["module"]))) is not None
                   and module + ".weight" not in specs_b and module[len(component):] + ".weight" in specs_b}
@@ -1333,9 +1351,13 @@ def adapter_fit(
         else:
                 # The rank is A's first and B's second dimension; a 0-dim tensor has neither (and fits nothing).
                 rank_axis = 0 if part in ("lora_A", "lora_embedding_A") else 1
-                if len(shape) > rank_axis:
-                    ranks.add(shape[rank_axis])
+                if len(shape) > rank_axis:  # a grouped convolution's lora_B holds rank / groups
+                    ranks.add(shape[rank_axis] * (grouped.get(match["module"], 1) if rank_axis else 1))
         weight = specs_b.get(module + ".weight")
+        if weight is None and part in ("lora_A", "lora_B"):
+            # An nn.MultiheadAttention: peft's LoRA adapts its packed in_proj_weight (3·E × E) under the module's
+            # own name (its out_proj under `.base_layer.out_proj.`); it was "targets mha, which B does not have".
+            weight = specs_b.get(module + ".in_proj_weight")
         tied = _tied_output_weight(module, specs_b) if weight is None else None
         stored = "" if tied is None else f" (B stores it once, as {tied.name}, tied)"
         weight = weight if tied is None else tied
@@ -1350,12 +1372,14 @@ def adapter_fit(
             whys[name] = ("adapter", "error", f"{'×'.join(map(str, specs_a[name].shape))} does not fit {module}.weight "
                           f"({'×'.join(map(str, weight.shape))} in B): it {misfit}: an adapter for another model size")
             modules[module] = False
-        elif part != "lora_E" and match["part"] != "ia3_l" and not _lora_fits(part, shape, weight.shape):
+        elif part != "lora_E" and match["part"] != "ia3_l" and not _lora_fits(
+                part, shape, weight.shape, grouped.get(match["module"], 1)):
             whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {module}.weight "
                           f"({'×'.join(map(str, weight.shape))} in B): {_lora_misfit(part, shape, weight.shape)}")
             modules[module] = False
         else:
-            whys[name] = ("adapter", "info", f"{kind} on {module}.weight{stored}")
+            whys[name] = ("adapter", "info", f"{kind} on {module}.weight{stored}" if tied is not None
+                          else f"{kind} on {weight.name}")
             modules.setdefault(module, True)
     methods = _tuners_fit(tuners, shared, specs_b, whys, modules, specs_a)
     # LoHa's and LoKr's products, VeRA's, OFT's, BOFT's, HRA's and LN tuning's widths are compared with the weights;
@@ -1409,7 +1433,7 @@ def adapter_fit(
         # Modules B has whose shapes the adapter's do not fit: "load it with PeftModel.from_pretrained(base, adapter)"
         # pasted with B as the base raises a size mismatch.
         misfit = sum(1 for module, fits in modules.items() if not fits and (
-            f"{module}.weight" in specs_b or f"{module}.bias" in specs_b))
+            f"{module}.weight" in specs_b or f"{module}.bias" in specs_b or f"{module}.in_proj_weight" in specs_b))
         if misfit:
             note += (f"; {misfit} of them {plural(misfit, 'does', 'do')} not fit B's shapes: it was made for another "
                      "size of the model, and PeftModel.from_pretrained(B, adapter) raises a size mismatch: load it "
