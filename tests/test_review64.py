@@ -139,3 +139,47 @@ def test_a_lora_on_a_grouped_conv_or_multihead_attention_fits_its_base(tmp_path:
     assert code == 1 and data["worst_severity"] == "error", data["unexpected"]
     note = next(n for n in data["notes"] if n.startswith("A is a PEFT adapter"))
     assert "does not fit B's shapes" in note or "do not fit B's shapes" in note, note
+
+
+def _other_methods() -> dict[str, Any]:
+    import peft
+
+    return {
+        "DeLoRA": lambda: peft.DeloraConfig(target_modules=["q", "up"]),
+        "GLoRA": lambda: peft.GloraConfig(target_modules=["q", "up"]),
+        "OSF": lambda: peft.OSFConfig(target_modules=["q", "up"]),
+        "PVeRA": lambda: peft.PveraConfig(target_modules=["q", "up"]),
+    }
+
+
+@pytest.mark.parametrize("method", list(_other_methods()))
+def test_an_adapter_of_a_peft_method_not_known_here_is_named_as_one(tmp_path: Path, method: str) -> None:
+    """peft 0.21 has ~20 methods past the ones diff-keys names (DeLoRA's delora_A / delora_lambda, GLoRA's
+    glora_A.Xd, OSF's osf_svd_params.U_low, PVeRA's pvera_lambda_b and its shared base_model.pvera_A): such an
+    adapter against its own base was "unknown" for every tensor of both sides, worst severity error, though
+    PeftModel.from_pretrained loads it. Each tensor on a module of B is now that method's, its shapes said to be
+    not compared, and B's weights are the base's."""
+    adapter = _adapter(tmp_path, _other_methods()[method]())
+    assert _loads(adapter, _base(tmp_path / "same.safetensors", 32))
+    code, data = run_json("diff-keys", str(adapter), str(tmp_path / "same.safetensors"))
+    assert code == 0 and data["worst_severity"] == "info", [
+        e for e in data["unexpected"] + data["missing"] if e["severity"] != "info"]
+    assert all(e["reason"] == "adapter" for e in data["unexpected"]), data["unexpected"]
+    assert all(e["reason"] == "adapter-base" for e in data["missing"]), data["missing"]
+    note = next(n for n in data["notes"] if n.startswith("A is a PEFT adapter"))
+    assert "on 2 module(s), 2 of them in B (shapes not compared: " in note, note
+    assert "tensors are of a PEFT method not known here, so an adapter for another size of the model is not " \
+        "caught)" in note, note
+
+
+def test_a_model_under_a_base_model_prefix_is_still_a_rename(tmp_path: Path) -> None:
+    """Names under `base_model.` alone (a model saved under that prefix, no adapter) are not taken for a PEFT
+    method's shared tensors: they stay a rename of B's."""
+    torch.manual_seed(0)
+    tensors = {"embed_tokens.weight": torch.randn(50, 32), "layer_0.q_proj.weight": torch.randn(32, 32)}
+    save_file(tensors, str(tmp_path / "bare.safetensors"))
+    prefixed = {f"base_model.{name}": tensor for name, tensor in tensors.items()}
+    save_file(prefixed, str(tmp_path / "prefixed.safetensors"))
+    code, data = run_json("diff-keys", str(tmp_path / "prefixed.safetensors"), str(tmp_path / "bare.safetensors"))
+    assert {e["reason"] for e in data["unexpected"]} == {"renamed"}, data["unexpected"]
+    assert not any(n.startswith("A is a PEFT adapter") for n in data["notes"]), data["notes"]

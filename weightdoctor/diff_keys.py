@@ -1176,7 +1176,7 @@ _PEFT_TUNER_WORD = _lazy_regex(r"\.(?:" + "|".join(_PEFT_TUNER_WORDS) + ")")
 # them (`.ia3_l` -> `.ia0_l`): a text of folded names that holds none of them holds none of the words either.
 _ADAPTER_WORDS_FOLDED = tuple(word.translate(_FOLD_DIGITS) for word in (
     ".adapters.", ".loras.", ".lora_", ".ia3_l", *("." + word for word in _PEFT_TUNER_WORDS), "lora_unet_",
-    "lora_te", "lora_transformer_"))
+    "lora_te", "lora_transformer_", "base_model."))
 # The tensors such a method shares between its modules, saved once at the top (`base_model.vera_A`): VeRA's and
 # RandLoRA's random projections (save_projection=True), VB-LoRA's vector bank.
 _PEFT_SHARED = _lazy_regex(r"^base_model\.(?:vera_[AB]|randlora_[AB]|vblora_vector_bank)(?:\.[^.]+)?$")
@@ -1299,13 +1299,16 @@ def adapter_fit(
     tuner_in = _PEFT_TUNER_WORD.search(joined) is not None
     # One substring test spares 10,000s of regex matches. kohya's flat names hold LyCORIS' GLoRA (`.a1.weight`) or
     # full (`.diff`) parts under no such word: their lora_unet_ / lora_te_ start says it.
-    if ".lora_" not in joined and ".ia3_l" not in joined and not tuner_in and not _KOHYA_LINE.search(joined):
+    # Every name under peft's `base_model.`: an adapter of a PEFT method not known here may be one (`_peft_generic`).
+    peft_named = bool(unexpected) and all(name.startswith("base_model.") for name in unexpected)
+    if ".lora_" not in joined and ".ia3_l" not in joined and not tuner_in and not peft_named \
+            and not _KOHYA_LINE.search(joined):
         return {}, ""
     pairs = [(name, match) for name in unexpected if (match := _LORA_PAIR.match(name))]
     tuners = ([(name, match) for name in unexpected if (match := _PEFT_TUNER.match(name))
                and not _KOHYA_MODULE.match(match["module"]) and not _PEFT_SHARED.match(name)] if tuner_in else [])
     shared = [name for name in unexpected if _PEFT_SHARED.match(name)] if tuners else []
-    if not pairs and not tuners:
+    if not pairs and not tuners and not peft_named:
         return _kohya_adapter_fit(specs_a, specs_b, unexpected, missing) if "lora_" in joined else ({}, "")
     if pairs and not tuners and len(pairs) == len(unexpected):
         flux_whys, flux_note = _diffusers_flux_onto_bfl(pairs, specs_a, specs_b, missing)
@@ -1319,9 +1322,17 @@ def adapter_fit(
     # Or under another split of them: a PEFT-wrapped MoE holds its experts fused (as transformers 5 models do), B
     # one tensor per expert (as save_pretrained writes them), so few names match, but A holds B's weights. Or they
     # match already (a whole PEFT model under the suggested renames): every key of A but its LoRA pairs counts.
-    held = sum(math.prod(spec.shape) for name, spec in specs_a.items() if name not in lora_names)
+    # (A tensor a PEFT file saves once at the top, `base_model.pvera_A`, is none of B's weights, however large.)
+    held = sum(math.prod(spec.shape) for name, spec in specs_a.items() if name not in lora_names
+               and not (peft_named and not name.startswith(_PEFT_WRAPPER)))
     if held * 2 >= sum(math.prod(spec.shape) for spec in specs_b.values()):
         return {}, ""
+    generic, generic_shared = _peft_generic(others, specs_b) if peft_named else ([], [])
+    if not pairs and not tuners and not generic:
+        return {}, ""  # (names under `base_model.` alone, none on a module of B: a model under that prefix, maybe)
+    if generic or generic_shared:
+        taken = {name for name, _, _ in generic} | set(generic_shared)
+        others = [name for name in others if name not in taken]
     whys: dict[str, tuple[str, str, str]] = {}
     modules: dict[str, bool] = {}
     ranks: set[int] = set()
@@ -1382,6 +1393,17 @@ def adapter_fit(
                           else f"{kind} on {weight.name}")
             modules.setdefault(module, True)
     methods = _tuners_fit(tuners, shared, specs_b, whys, modules, specs_a)
+    unknown: list[str] = []  # the tensor families of PEFT methods not known here (`_peft_generic`), in order
+    for name, module, part in generic:
+        family = part.split("_")[0] + "_*"
+        if family not in unknown:
+            unknown.append(family)
+        whys[name] = ("adapter", "info", f"{part} on {module}.weight: a PEFT method not known here (its shapes "
+                      "are not compared)")
+        modules.setdefault(module, True)
+    for name in generic_shared:
+        whys[name] = ("adapter", "info", "saved once for the adapter's modules by a PEFT method not known here, "
+                      "not a weight of B")
     # LoHa's and LoKr's products, VeRA's, OFT's, BOFT's, HRA's and LN tuning's widths are compared with the weights;
     # the other methods' tensors are not shaped so.
     unshaped = [method for method in methods if method not in _SHAPED_TUNERS]
@@ -1401,7 +1423,7 @@ def adapter_fit(
     fitting = sum(modules.values())
     # The base's weights are the base's whether or not the adapter's shapes fit them: an adapter for another size of
     # B left every one of them "unknown: no known cause: these weights will not load".
-    if fitting or any(f"{module}.weight" in specs_b for module in modules):
+    if fitting or any(f"{module}.weight" in specs_b for module in modules) or generic_shared:
         replaced = {_adapter_target(name): name for name in others}
         for name in missing:
             if name not in replaced:
@@ -1411,8 +1433,11 @@ def adapter_fit(
                 whys[name] = (reason, severity, f"the adapter stores it whole, as {replaced[name]}")
     kinds = ([f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})"] if ranks
              else ["IA3"] if pairs else [])
-    method = " and ".join(kinds + methods)
-    if not unshaped:
+    method = " and ".join(kinds + methods + [f"{family} tensors" for family in unknown])
+    if unknown:
+        checked = ("(shapes not compared: " + " and ".join(unknown) + " tensors are of a PEFT method not known "
+                   "here, so an adapter for another size of the model is not caught)")
+    elif not unshaped:
         checked = "with shapes that fit"
     elif kinds or len(unshaped) < len(methods):
         compared = " and ".join(([kinds[0].split()[0]] if kinds else []) + [m for m in methods if m not in unshaped])
@@ -1491,6 +1516,44 @@ def _tuners_fit(
             "adapter", "info", "shared by the adapter's modules (its fixed random projections, saved with "
             "save_projection=True, or VB-LoRA's vector bank), not a weight of B")
     return methods
+
+
+# A tensor part a PEFT method names with its prefix (peft's tuners name every parameter `<prefix>_<part>`: delora_A,
+# glora_Xd, osf_svd_params), under the module it adapts or once at the top (`base_model.unilora_theta_d`).
+_PEFT_PART = _lazy_regex(r"^[a-z][a-z0-9]*_[A-Za-z0-9_]+$")
+
+
+def _peft_generic(
+    names: Sequence[str], specs_b: Mapping[str, KeySpec],
+) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """The tensors of a PEFT method not known here among `names` (A's names B lacks, each under `base_model.`):
+    (name, module of B, part) for those under `base_model.model.<module>.<prefix>_<part>...` where B has that
+    module, and the names saved once at the top (`base_model.<prefix>_<part>...`), which count only beside the
+    former (an adapter's own). peft 0.21 has ~20 methods past
+    those `_PEFT_TUNER_PARTS` names (DeLoRA, GLoRA, GraLoRA, OSF, ...): an adapter of one against its own base was
+    "unknown: these weights will not load", every base weight an error, though PeftModel.from_pretrained loads it.
+
+    Example:
+        >>> b = {"q.weight": KeySpec("q.weight", (8, 8), "float32")}
+        >>> _peft_generic(["base_model.model.q.delora_A", "base_model.frod_V.q", "base_model.model.k.x_A"], b)
+        ([('base_model.model.q.delora_A', 'q', 'delora_A')], ['base_model.frod_V.q'])
+    """
+    modules_b = {name.rpartition(".")[0] for name in specs_b}
+    found: list[tuple[str, str, str]] = []
+    shared: list[str] = []
+    for name in names:
+        if _adapter_target(name) in specs_b:  # B's own weight (bn.running_mean), not a method's part
+            continue
+        if name.startswith(_PEFT_WRAPPER):
+            segments = _adapter_target(name).split(".")
+            for cut in range(len(segments) - 1, 0, -1):
+                module = ".".join(segments[:cut])
+                if module in modules_b and _PEFT_PART.match(segments[cut]):
+                    found.append((name, module, segments[cut]))
+                    break
+        elif _PEFT_PART.match(name.split(".")[1]):
+            shared.append(name)
+    return found, shared
 
 
 # The PEFT methods whose tensors `_tuner_misfit` compares with the widths of the layer they adapt.
