@@ -1304,7 +1304,8 @@ def adapter_fit(
     if ".lora_" not in joined and ".ia3_l" not in joined and not tuner_in and not peft_named \
             and not _KOHYA_LINE.search(joined):
         return {}, ""
-    pairs = [(name, match) for name in unexpected if (match := _LORA_PAIR.match(name))]
+    pairs = ([(name, match) for name in unexpected if (match := _LORA_PAIR.match(name))]
+             if ".lora_" in joined or ".ia3_l" in joined else [])  # (a whole PEFT-wrapped model without them)
     tuners = ([(name, match) for name in unexpected if (match := _PEFT_TUNER.match(name))
                and not _KOHYA_MODULE.match(match["module"]) and not _PEFT_SHARED.match(name)] if tuner_in else [])
     shared = [name for name in unexpected if _PEFT_SHARED.match(name)] if tuners else []
