@@ -183,3 +183,55 @@ def test_a_model_under_a_base_model_prefix_is_still_a_rename(tmp_path: Path) -> 
     code, data = run_json("diff-keys", str(tmp_path / "prefixed.safetensors"), str(tmp_path / "bare.safetensors"))
     assert {e["reason"] for e in data["unexpected"]} == {"renamed"}, data["unexpected"]
     assert not any(n.startswith("A is a PEFT adapter") for n in data["notes"]), data["notes"]
+
+
+class _Experts(torch.nn.Module):
+    """Fused MoE experts as transformers 5 and gpt-oss keep them: bare 3-D parameters, no nn.Linear per expert."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.gate_up_proj = torch.nn.Parameter(torch.randn(4, 2 * hidden, hidden))
+        self.down_proj = torch.nn.Parameter(torch.randn(4, hidden, 2 * hidden))
+
+
+class _Moe(torch.nn.Module):
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.experts = _Experts(hidden)
+        self.router = torch.nn.Linear(hidden, 4)
+
+
+def _moe(path: Path, hidden: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    base = _Moe(hidden)
+    save_file({name: tensor.contiguous() for name, tensor in base.state_dict().items()}, str(path))
+    return base
+
+
+def test_a_lora_on_fused_experts_by_target_parameters_fits_its_base(tmp_path: Path) -> None:
+    """peft's target_parameters (the recipe for gpt-oss' experts) wraps bare parameters: `experts.lora_A.weight`
+    ((r·experts) × in) for the last one, `experts.base_layer.lora_A.weight` for the one before, and B holds
+    experts.gate_up_proj / down_proj, no experts.weight. Against its own base every pair was "targets experts, which
+    B does not have: the adapter's weights for it are dropped", an error; PeftModel.from_pretrained loads it."""
+    from peft import LoraConfig, get_peft_model
+
+    folder = tmp_path / "adapter"
+    get_peft_model(_moe(tmp_path / "made-for.safetensors", 32), LoraConfig(
+        r=4, target_modules=["router"], target_parameters=["experts.gate_up_proj", "experts.down_proj"])
+    ).save_pretrained(str(folder))
+    assert _loads(folder, _moe(tmp_path / "same.safetensors", 32))
+    code, data = run_json("diff-keys", str(folder), str(tmp_path / "same.safetensors"))
+    assert code == 0 and data["worst_severity"] == "info", [e for e in data["unexpected"] if e["severity"] != "info"]
+    details = {e["name"]: e["detail"] for e in data["unexpected"]}
+    assert details["base_model.model.experts.base_layer.lora_A.weight"].startswith("LoRA on experts."), details
+    note = next(n for n in data["notes"] if n.startswith("A is a PEFT adapter"))
+    assert note.startswith("A is a PEFT adapter: LoRA (rank 4) on 2 module(s), 2 of them in B with shapes that fit;")
+    assert not _loads(folder, _moe(tmp_path / "wider.safetensors", 48))
+    code, data = run_json("diff-keys", str(folder), str(tmp_path / "wider.safetensors"))
+    assert code == 1 and data["worst_severity"] == "error"
+    errors = {e["name"]: e["detail"] for e in data["unexpected"] if e["severity"] == "error"}
+    assert all("fits none of B's parameters of experts (experts." in errors[f"base_model.model.experts.{wrap}lora_{f}"
+                                                                          ".weight"]
+               for wrap in ("", "base_layer.") for f in "AB"), errors
+    note = next(n for n in data["notes"] if n.startswith("A is a PEFT adapter"))
+    assert "; 2 of them do not fit B's shapes" in note, note  # the experts and the router

@@ -1343,8 +1343,13 @@ def adapter_fit(
     components = {component for _, match in pairs if not match["module"].startswith(_PEFT_WRAPPER)
                   and (component := _diffusers_component(module := _adapter_target(match["module"]))) is not None
                   and module + ".weight" not in specs_b and module[len(component):] + ".weight" in specs_b}
+    params: dict[str, list[KeySpec]] | None = None  # `_module_parameters(specs_b)`, built when first wanted
     for name, match in pairs:
         module, part = _adapter_target(match["module"]), match["part"]
+        # peft nests a second wrapper of one module under the first's base_layer (target_parameters on two of an
+        # experts module's parameters: `experts.base_layer.lora_A.weight`).
+        while module.endswith(".base_layer"):
+            module = module[:-len(".base_layer")]
         component = _diffusers_component(module) if components else None
         if component in components:
             module = module[len(component):]
@@ -1354,6 +1359,7 @@ def adapter_fit(
             continue
         kind = "IA3" if part == "ia3_l" else "LoRA"
         shape = specs_a[name].shape
+        rank: int | None = None
         if part == "lora_E":  # one value per rank: the weight's shape is lora_A's and lora_B's to check
             kind = "AdaLoRA's singular values (lora_E)"
         elif name.endswith(".bias") or part in ("lora_magnitude_vector", "ia3_l"):  # IA3: (out, 1), or (1, in)
@@ -1364,12 +1370,34 @@ def adapter_fit(
                 # The rank is A's first and B's second dimension; a 0-dim tensor has neither (and fits nothing).
                 rank_axis = 0 if part in ("lora_A", "lora_embedding_A") else 1
                 if len(shape) > rank_axis:  # a grouped convolution's lora_B holds rank / groups
-                    ranks.add(shape[rank_axis] * (grouped.get(match["module"], 1) if rank_axis else 1))
+                    rank = shape[rank_axis] * (grouped.get(match["module"], 1) if rank_axis else 1)
         weight = specs_b.get(module + ".weight")
         if weight is None and part in ("lora_A", "lora_B"):
             # An nn.MultiheadAttention: peft's LoRA adapts its packed in_proj_weight (3·E × E) under the module's
             # own name (its out_proj under `.base_layer.out_proj.`); it was "targets mha, which B does not have".
             weight = specs_b.get(module + ".in_proj_weight")
+        if weight is None and part in ("lora_A", "lora_B") and len(shape) == 2:
+            params = _module_parameters(specs_b) if params is None else params
+            if module in params:  # peft's target_parameters: a LoRA on a bare parameter (fused MoE experts)
+                fit = next((param for param in params[module] if _parameter_lora_fits(part, shape, param.shape)),
+                           None)
+                if rank is not None:  # r × experts: each expert's rank stacked
+                    experts = (fit or params[module][0]).shape[0] if len(
+                        (fit or params[module][0]).shape) == 3 else 1
+                    rank = rank // experts if rank % experts == 0 else rank
+                    ranks.add(rank)
+                if fit is not None:
+                    whys[name] = ("adapter", "info", f"{kind} on {fit.name} (a parameter peft's target_parameters "
+                                  "adapts)")
+                    modules.setdefault(module, True)
+                else:
+                    held = ", ".join(f"{param.name} ({'×'.join(map(str, param.shape))})" for param in params[module])
+                    whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} fits none of B's "
+                                  f"parameters of {module} ({held}): an adapter for another model size")
+                    modules[module] = False
+                continue
+        if rank is not None:
+            ranks.add(rank)
         tied = _tied_output_weight(module, specs_b) if weight is None else None
         stored = "" if tied is None else f" (B stores it once, as {tied.name}, tied)"
         weight = weight if tied is None else tied
@@ -1459,7 +1487,8 @@ def adapter_fit(
         # Modules B has whose shapes the adapter's do not fit: "load it with PeftModel.from_pretrained(base, adapter)"
         # pasted with B as the base raises a size mismatch.
         misfit = sum(1 for module, fits in modules.items() if not fits and (
-            f"{module}.weight" in specs_b or f"{module}.bias" in specs_b or f"{module}.in_proj_weight" in specs_b))
+            f"{module}.weight" in specs_b or f"{module}.bias" in specs_b or f"{module}.in_proj_weight" in specs_b
+            or (params is not None and module in params)))
         if misfit:
             note += (f"; {misfit} of them {plural(misfit, 'does', 'do')} not fit B's shapes: it was made for another "
                      "size of the model, and PeftModel.from_pretrained(B, adapter) raises a size mismatch: load it "
@@ -1517,6 +1546,35 @@ def _tuners_fit(
             "adapter", "info", "shared by the adapter's modules (its fixed random projections, saved with "
             "save_projection=True, or VB-LoRA's vector bank), not a weight of B")
     return methods
+
+
+def _module_parameters(specs_b: Mapping[str, KeySpec]) -> dict[str, list[KeySpec]]:
+    """B's bare 2-D and 3-D floating parameters (not a layer's weight / bias) by the module that holds them: fused MoE
+    experts (`mlp.experts.gate_up_proj`, E × in × out or E × out × in), which peft's LoRA adapts by target_parameters.
+    """
+    found: dict[str, list[KeySpec]] = defaultdict(list)
+    for name, spec in specs_b.items():
+        module, _, param = name.rpartition(".")
+        if module and param not in ("weight", "bias") and len(spec.shape) in (2, 3) and spec.dtype in FLOATING:
+            found[module].append(spec)
+    return found
+
+
+def _parameter_lora_fits(part: str, shape: tuple[int, ...], param: tuple[int, ...]) -> bool:
+    """Whether a LoRA factor of peft's target_parameters (ParamWrapper) fits a bare parameter: on a 3-D one (E
+    experts) lora_A is (r·E) × in and lora_B out × (r·E), in and out its last two axes either way (peft reads E × out
+    × in, or E × in × out where the experts module says is_transposed); on a 2-D one (out × in) as on an nn.Linear.
+
+    Example:
+        >>> _parameter_lora_fits("lora_A", (16, 64), (4, 64, 32)), _parameter_lora_fits("lora_B", (48, 16), (4, 64, 32))
+        (True, False)
+    """
+    if len(param) == 2:
+        return shape[1] == param[1] if part == "lora_A" else shape[0] == param[0]
+    if len(param) != 3 or not param[0]:
+        return False
+    stacked, width = (shape[0], shape[1]) if part == "lora_A" else (shape[1], shape[0])
+    return stacked % param[0] == 0 and width in param[1:]
 
 
 # A tensor part a PEFT method names with its prefix (peft's tuners name every parameter `<prefix>_<part>`: delora_A,
