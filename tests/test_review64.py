@@ -235,3 +235,20 @@ def test_a_lora_on_fused_experts_by_target_parameters_fits_its_base(tmp_path: Pa
                for wrap in ("", "base_layer.") for f in "AB"), errors
     note = next(n for n in data["notes"] if n.startswith("A is a PEFT adapter"))
     assert "; 2 of them do not fit B's shapes" in note, note  # the experts and the router
+
+
+def test_an_oft_on_a_depthwise_conv_fits_its_base(tmp_path: Path) -> None:
+    """peft's OFT on a depthwise convolution (32×1×3×3, groups=32) rotates all 32 input channels × 3 × 3: its
+    oft_R.weight 72×6 was "rotates 288 input features, dw.weight (32×1×3×3 in B) reads 9", an error, though
+    PeftModel.from_pretrained loads it; a 48-wide base still refuses it and is still an error."""
+    from peft import OFTConfig, get_peft_model
+
+    folder = tmp_path / "adapter"
+    get_peft_model(_grouped(tmp_path / "made-for.safetensors", 32), OFTConfig(
+        r=0, oft_block_size=4, target_modules=["dw"])).save_pretrained(str(folder))
+    assert _loads(folder, _grouped(tmp_path / "same.safetensors", 32))
+    code, data = run_json("diff-keys", str(folder), str(tmp_path / "same.safetensors"))
+    assert code == 0 and data["worst_severity"] == "info", [e for e in data["unexpected"] if e["severity"] != "info"]
+    assert not _loads(folder, _grouped(tmp_path / "wider.safetensors", 48))
+    code, data = run_json("diff-keys", str(folder), str(tmp_path / "wider.safetensors"))
+    assert code == 1 and "an adapter for another model size" in data["unexpected"][0]["detail"], data["unexpected"]

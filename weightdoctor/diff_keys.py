@@ -1689,6 +1689,10 @@ def _tuner_misfit(
         # peft 0.21's OFT, BOFT and HRA size a Conv2d's input as in × kh × kh (its kernel_size[0], twice), which a
         # kh × kw kernel with kh != kw does not read: the adapter made for it holds that width, and loads.
         ins.add(weight.shape[1] * weight.shape[2] * weight.shape[2])
+        if weight.shape[1] == 1 and part == "oft_R":
+            # A depthwise convolution (ConvNeXt's, MobileNet's: out × 1 × kh × kw, groups = its channels): peft's
+            # OFT reads all its in_channels, as many as it writes (HRA and BOFT refuse grouped convolutions).
+            ins.add(weight.shape[0] * weight.shape[2] * weight.shape[2])
     reads = " or ".join(map(str, sorted(ins)))
     if part in ("vera_lambda_b", "boft_s"):
         outs = {width[1] for width in widths}
