@@ -252,3 +252,38 @@ def test_an_oft_on_a_depthwise_conv_fits_its_base(tmp_path: Path) -> None:
     assert not _loads(folder, _grouped(tmp_path / "wider.safetensors", 48))
     code, data = run_json("diff-keys", str(folder), str(tmp_path / "wider.safetensors"))
     assert code == 1 and "an adapter for another model size" in data["unexpected"][0]["detail"], data["unexpected"]
+
+
+class _Embedder(torch.nn.Module):
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(50, hidden)
+        self.q = torch.nn.Linear(hidden, hidden)
+
+
+def _embedder(path: Path, hidden: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    base = _Embedder(hidden)
+    save_file({name: tensor.contiguous() for name, tensor in base.state_dict().items()}, str(path))
+    return base
+
+
+def test_trainable_tokens_for_another_width_are_caught(tmp_path: Path) -> None:
+    """peft's trainable tokens (TrainableTokensConfig, LoRA's trainable_token_indices) save one row per token, as
+    wide as the embedding (`embed.token_adapter.trainable_tokens_delta`, 2×32): against a 48-wide base, which
+    PeftModel.from_pretrained refuses (size mismatch), diff-keys said "info", its shapes not compared."""
+    from peft import TrainableTokensConfig, get_peft_model
+
+    folder = tmp_path / "adapter"
+    get_peft_model(_embedder(tmp_path / "made-for.safetensors", 32), TrainableTokensConfig(
+        target_modules=["embed"], token_indices=[1, 3])).save_pretrained(str(folder))
+    assert _loads(folder, _embedder(tmp_path / "same.safetensors", 32))
+    code, data = run_json("diff-keys", str(folder), str(tmp_path / "same.safetensors"))
+    assert code == 0 and data["worst_severity"] == "info", data["unexpected"]
+    note = next(n for n in data["notes"] if n.startswith("A is a PEFT adapter"))
+    assert "1 of them in B with shapes that fit;" in note, note
+    assert not _loads(folder, _embedder(tmp_path / "wider.safetensors", 48))
+    code, data = run_json("diff-keys", str(folder), str(tmp_path / "wider.safetensors"))
+    assert code == 1 and data["worst_severity"] == "error", data["unexpected"]
+    assert "holds 32-wide token rows, embed.weight (50×48 in B) embeds 48 wide: an adapter for another model " \
+        "size" in data["unexpected"][0]["detail"], data["unexpected"]

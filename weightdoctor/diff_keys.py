@@ -1616,7 +1616,7 @@ def _peft_generic(
 
 
 # The PEFT methods whose tensors `_tuner_misfit` compares with the widths of the layer they adapt.
-_SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN tuning")
+_SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN tuning", "trainable tokens")
 
 
 # GPT-2's Conv1D layers (in × out, transposed from nn.Linear): c_attn, c_proj, c_fc, q_attn in GPT-2 and its kin;
@@ -1714,6 +1714,10 @@ def _tuner_misfit(
             return None
         return (f"{label} {held} ({shape[1]} blocks of {shape[2]}) rotates {shape[1] * shape[2]} input features, "
                 f"{size} reads {reads}")
+    if part == "trainable_tokens_delta" and len(shape) == 2 and len(weight.shape) == 2:
+        # One row per trained token, as wide as the embedding (rows × dim): peft refuses another width.
+        return None if shape[1] == weight.shape[1] else (
+            f"{label} {held} holds {shape[1]}-wide token rows, {size} embeds {weight.shape[1]} wide")
     if part == "hra_u" and len(shape) == 2:
         return None if shape[0] in ins else f"{label} {held} reflects {shape[0]} input features, {size} reads {reads}"
     return None
