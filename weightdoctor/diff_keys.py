@@ -1151,7 +1151,8 @@ _PEFT_WRAPPER = "base_model.model."
 # name dropped as save_pretrained drops it), and the method each is: a VeRA, OFT, BOFT, LoHa, LoKr, LN-tuning,
 # FourierFT, HRA, MiSS / Bone, C3A, RandLoRA, VB-LoRA, SHiRA, RoAd or trainable-tokens adapter against its base was
 # "unknown: these weights will not load" for every base weight, worst severity error. LoRA's trainable_token_indices
-# keeps its tokens under the embedding's `token_adapter.`.
+# keeps its tokens under the embedding's `token_adapter.`. RandLoRA saves each module's randlora_A / randlora_B beside
+# the shared ones, SHiRA its shira_indices, LN tuning on a BatchNorm its running statistics.
 _PEFT_TUNER_PARTS = {
     "vera_lambda_b": "VeRA", "vera_lambda_d": "VeRA", "oft_R": "OFT", "oft_embedding_R": "OFT", "oft_r": "OFT",
     "oft_s": "OFT", "boft_R": "BOFT", "boft_s": "BOFT", "hada_w1_a": "LoHa", "hada_w1_b": "LoHa", "hada_w2_a": "LoHa",
@@ -1159,22 +1160,23 @@ _PEFT_TUNER_PARTS = {
     "lokr_w1_b": "LoKr", "lokr_w2": "LoKr", "lokr_w2_a": "LoKr", "lokr_w2_b": "LoKr", "lokr_t2": "LoKr",
     "ln_tuning_layers": "LN tuning", "fourierft_spectrum": "FourierFT", "hra_u": "HRA", "miss_block": "MiSS",
     "bone_block": "Bone", "c3a_kernel": "C3A", "randlora_lambda": "RandLoRA", "randlora_gamma": "RandLoRA",
+    "randlora_A": "RandLoRA", "randlora_B": "RandLoRA", "shira_indices": "SHiRA",
     "vblora_logits_A": "VB-LoRA", "vblora_logits_B": "VB-LoRA", "shira_weight": "SHiRA", "road_theta": "RoAd",
     "road_alpha": "RoAd", "trainable_tokens_delta": "trainable tokens",
 }
 _PEFT_TUNER = _lazy_regex(
     r"^(?P<module>.+?)\.(?:token_adapter\.)?(?P<part>" + "|".join(sorted(_PEFT_TUNER_PARTS, key=len, reverse=True))
-    + r")(?:\.(?P<param>weight|bias))?$")
+    + r")(?:\.(?P<param>weight|bias|running_mean|running_var|num_batches_tracked))?$")
 # One substring of each, for a test of the whole key list before any match.
 _PEFT_TUNER_WORDS = ("vera_lambda", "oft_", "boft_", "hada_", "lokr_", "ln_tuning_layers", "fourierft_spectrum",
-                     "hra_u", "miss_block", "bone_block", "c3a_kernel", "randlora_", "vblora_", "shira_weight",
+                     "hra_u", "miss_block", "bone_block", "c3a_kernel", "randlora_", "vblora_", "shira_",
                      "road_", "trainable_tokens_delta")
 _PEFT_TUNER_WORD = _lazy_regex(r"\.(?:" + "|".join(_PEFT_TUNER_WORDS) + ")")
 # Every substring `adapter_fit` looks for before it looks at any key, with its digits folded as `_word_text` folds
 # them (`.ia3_l` -> `.ia0_l`): a text of folded names that holds none of them holds none of the words either.
 _ADAPTER_WORDS_FOLDED = tuple(word.translate(_FOLD_DIGITS) for word in (
     ".adapters.", ".loras.", ".lora_", ".ia3_l", *("." + word for word in _PEFT_TUNER_WORDS), "lora_unet_",
-    "lora_te", "lora_transformer_"))
+    "lora_te", "lora_transformer_", "base_model."))
 # The tensors such a method shares between its modules, saved once at the top (`base_model.vera_A`): VeRA's and
 # RandLoRA's random projections (save_projection=True), VB-LoRA's vector bank.
 _PEFT_SHARED = _lazy_regex(r"^base_model\.(?:vera_[AB]|randlora_[AB]|vblora_vector_bank)(?:\.[^.]+)?$")
@@ -1203,20 +1205,37 @@ def _diffusers_component(module: str) -> str | None:
     return next((prefix for prefix in _DIFFUSERS_LORA_COMPONENTS if module.startswith(prefix)), None)
 
 
-def _lora_fits(part: str, shape: tuple[int, ...], weight: tuple[int, ...]) -> bool:
+def _lora_fits(part: str, shape: tuple[int, ...], weight: tuple[int, ...], groups: int = 1) -> bool:
     """Whether a LoRA tensor of `shape` fits a base `weight` of that shape (Linear / Conv out×in..., GPT-2's
-    Conv1D in×out, Embedding rows×dim)."""
+    Conv1D in×out, Embedding rows×dim). `groups`: a grouped convolution's (`_lora_groups`), whose weight holds
+    in / groups input channels and whose lora_A reads all of them."""
     if len(shape) < 2 or len(weight) < 2:
         return False
     if part in ("lora_A", "lora_B") and not _lora_kernel_fits(part, shape[2:], weight[2:]):
         return False
     if part == "lora_A":  # r × in (Conv: r × in × kh × kw)
-        return shape[1] in (weight[1], weight[0]) if len(weight) == 2 else shape[1] == weight[1]
+        return shape[1] in (weight[1], weight[0]) if len(weight) == 2 else shape[1] == weight[1] * groups
     if part == "lora_B":  # out × r
         return shape[0] in (weight[0], weight[1]) if len(weight) == 2 else shape[0] == weight[0]
     if part == "lora_embedding_A":  # r × num_embeddings
         return shape[1] == weight[0]
     return shape[0] == weight[1]  # lora_embedding_B: dim × r
+
+
+def _lora_groups(pairs: Sequence[tuple[str, re.Match[str]]], specs_a: Mapping[str, KeySpec]) -> dict[str, int]:
+    """The groups of each grouped convolution a PEFT LoRA adapts, read off its pair: peft makes lora_A a plain
+    convolution (r × in × kh × kw) and lora_B one with the base's groups (out × r / groups × 1 × 1), so lora_A's
+    rank over lora_B's second axis is the base's groups (module -> groups, only those above 1)."""
+    shapes: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
+    for name, match in pairs:
+        if match["part"] in ("lora_A", "lora_B") and len(specs_a[name].shape) > 2:
+            shapes[match["module"]][match["part"]] = specs_a[name].shape
+    groups: dict[str, int] = {}
+    for module, held in shapes.items():
+        a, b = held.get("lora_A"), held.get("lora_B")
+        if a and b and 0 < b[1] < a[0] and a[0] % b[1] == 0 and b[0] % (a[0] // b[1]) == 0:
+            groups[module] = a[0] // b[1]
+    return groups
 
 
 def _lora_kernel_fits(part: str, kernel: tuple[int, ...], weight_kernel: tuple[int, ...]) -> bool:
@@ -1280,13 +1299,17 @@ def adapter_fit(
     tuner_in = _PEFT_TUNER_WORD.search(joined) is not None
     # One substring test spares 10,000s of regex matches. kohya's flat names hold LyCORIS' GLoRA (`.a1.weight`) or
     # full (`.diff`) parts under no such word: their lora_unet_ / lora_te_ start says it.
-    if ".lora_" not in joined and ".ia3_l" not in joined and not tuner_in and not _KOHYA_LINE.search(joined):
+    # Every name under peft's `base_model.`: an adapter of a PEFT method not known here may be one (`_peft_generic`).
+    peft_named = bool(unexpected) and all(name.startswith("base_model.") for name in unexpected)
+    if ".lora_" not in joined and ".ia3_l" not in joined and not tuner_in and not peft_named \
+            and not _KOHYA_LINE.search(joined):
         return {}, ""
-    pairs = [(name, match) for name in unexpected if (match := _LORA_PAIR.match(name))]
+    pairs = ([(name, match) for name in unexpected if (match := _LORA_PAIR.match(name))]
+             if ".lora_" in joined or ".ia3_l" in joined else [])  # (a whole PEFT-wrapped model without them)
     tuners = ([(name, match) for name in unexpected if (match := _PEFT_TUNER.match(name))
-               and not _KOHYA_MODULE.match(match["module"])] if tuner_in else [])
+               and not _KOHYA_MODULE.match(match["module"]) and not _PEFT_SHARED.match(name)] if tuner_in else [])
     shared = [name for name in unexpected if _PEFT_SHARED.match(name)] if tuners else []
-    if not pairs and not tuners:
+    if not pairs and not tuners and not peft_named:
         return _kohya_adapter_fit(specs_a, specs_b, unexpected, missing) if "lora_" in joined else ({}, "")
     if pairs and not tuners and len(pairs) == len(unexpected):
         flux_whys, flux_note = _diffusers_flux_onto_bfl(pairs, specs_a, specs_b, missing)
@@ -1300,19 +1323,33 @@ def adapter_fit(
     # Or under another split of them: a PEFT-wrapped MoE holds its experts fused (as transformers 5 models do), B
     # one tensor per expert (as save_pretrained writes them), so few names match, but A holds B's weights. Or they
     # match already (a whole PEFT model under the suggested renames): every key of A but its LoRA pairs counts.
-    held = sum(math.prod(spec.shape) for name, spec in specs_a.items() if name not in lora_names)
+    # (A tensor a PEFT file saves once at the top, `base_model.pvera_A`, is none of B's weights, however large.)
+    held = sum(math.prod(spec.shape) for name, spec in specs_a.items() if name not in lora_names
+               and not (peft_named and not name.startswith(_PEFT_WRAPPER)))
     if held * 2 >= sum(math.prod(spec.shape) for spec in specs_b.values()):
         return {}, ""
+    generic, generic_shared = _peft_generic(others, specs_b) if peft_named else ([], [])
+    if not pairs and not tuners and not generic:
+        return {}, ""  # (names under `base_model.` alone, none on a module of B: a model under that prefix, maybe)
+    if generic or generic_shared:
+        taken = {name for name, _, _ in generic} | set(generic_shared)
+        others = [name for name in others if name not in taken]
     whys: dict[str, tuple[str, str, str]] = {}
     modules: dict[str, bool] = {}
     ranks: set[int] = set()
     # The diffusers pipeline components whose pairs land in B once their prefix is stripped (B is that component).
     # peft's own files wrap every name in base_model.model. (GPT-2's transformer.h.0 is no pipeline component).
+    grouped = _lora_groups(pairs, specs_a)
     components = {component for _, match in pairs if not match["module"].startswith(_PEFT_WRAPPER)
                   and (component := _diffusers_component(module := _adapter_target(match["module"]))) is not None
                   and module + ".weight" not in specs_b and module[len(component):] + ".weight" in specs_b}
+    params: dict[str, list[KeySpec]] | None = None  # `_module_parameters(specs_b)`, built when first wanted
     for name, match in pairs:
         module, part = _adapter_target(match["module"]), match["part"]
+        # peft nests a second wrapper of one module under the first's base_layer (target_parameters on two of an
+        # experts module's parameters: `experts.base_layer.lora_A.weight`).
+        while module.endswith(".base_layer"):
+            module = module[:-len(".base_layer")]
         component = _diffusers_component(module) if components else None
         if component in components:
             module = module[len(component):]
@@ -1322,6 +1359,7 @@ def adapter_fit(
             continue
         kind = "IA3" if part == "ia3_l" else "LoRA"
         shape = specs_a[name].shape
+        rank: int | None = None
         if part == "lora_E":  # one value per rank: the weight's shape is lora_A's and lora_B's to check
             kind = "AdaLoRA's singular values (lora_E)"
         elif name.endswith(".bias") or part in ("lora_magnitude_vector", "ia3_l"):  # IA3: (out, 1), or (1, in)
@@ -1331,9 +1369,35 @@ def adapter_fit(
         else:
                 # The rank is A's first and B's second dimension; a 0-dim tensor has neither (and fits nothing).
                 rank_axis = 0 if part in ("lora_A", "lora_embedding_A") else 1
-                if len(shape) > rank_axis:
-                    ranks.add(shape[rank_axis])
+                if len(shape) > rank_axis:  # a grouped convolution's lora_B holds rank / groups
+                    rank = shape[rank_axis] * (grouped.get(match["module"], 1) if rank_axis else 1)
         weight = specs_b.get(module + ".weight")
+        if weight is None and part in ("lora_A", "lora_B"):
+            # An nn.MultiheadAttention: peft's LoRA adapts its packed in_proj_weight (3·E × E) under the module's
+            # own name (its out_proj under `.base_layer.out_proj.`); it was "targets mha, which B does not have".
+            weight = specs_b.get(module + ".in_proj_weight")
+        if weight is None and part in ("lora_A", "lora_B") and len(shape) == 2:
+            params = _module_parameters(specs_b) if params is None else params
+            if module in params:  # peft's target_parameters: a LoRA on a bare parameter (fused MoE experts)
+                fit = next((param for param in params[module] if _parameter_lora_fits(part, shape, param.shape)),
+                           None)
+                if rank is not None:  # r × experts: each expert's rank stacked
+                    experts = (fit or params[module][0]).shape[0] if len(
+                        (fit or params[module][0]).shape) == 3 else 1
+                    rank = rank // experts if rank % experts == 0 else rank
+                    ranks.add(rank)
+                if fit is not None:
+                    whys[name] = ("adapter", "info", f"{kind} on {fit.name} (a parameter peft's target_parameters "
+                                  "adapts)")
+                    modules.setdefault(module, True)
+                else:
+                    held = ", ".join(f"{param.name} ({'×'.join(map(str, param.shape))})" for param in params[module])
+                    whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} fits none of B's "
+                                  f"parameters of {module} ({held}): an adapter for another model size")
+                    modules[module] = False
+                continue
+        if rank is not None:
+            ranks.add(rank)
         tied = _tied_output_weight(module, specs_b) if weight is None else None
         stored = "" if tied is None else f" (B stores it once, as {tied.name}, tied)"
         weight = weight if tied is None else tied
@@ -1348,14 +1412,27 @@ def adapter_fit(
             whys[name] = ("adapter", "error", f"{'×'.join(map(str, specs_a[name].shape))} does not fit {module}.weight "
                           f"({'×'.join(map(str, weight.shape))} in B): it {misfit}: an adapter for another model size")
             modules[module] = False
-        elif part != "lora_E" and match["part"] != "ia3_l" and not _lora_fits(part, shape, weight.shape):
+        elif part != "lora_E" and match["part"] != "ia3_l" and not _lora_fits(
+                part, shape, weight.shape, grouped.get(match["module"], 1)):
             whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {module}.weight "
                           f"({'×'.join(map(str, weight.shape))} in B): {_lora_misfit(part, shape, weight.shape)}")
             modules[module] = False
         else:
-            whys[name] = ("adapter", "info", f"{kind} on {module}.weight{stored}")
+            whys[name] = ("adapter", "info", f"{kind} on {module}.weight{stored}" if tied is not None
+                          else f"{kind} on {weight.name}")
             modules.setdefault(module, True)
     methods = _tuners_fit(tuners, shared, specs_b, whys, modules, specs_a)
+    unknown: list[str] = []  # the tensor families of PEFT methods not known here (`_peft_generic`), in order
+    for name, module, part in generic:
+        family = part.split("_")[0] + "_*"
+        if family not in unknown:
+            unknown.append(family)
+        whys[name] = ("adapter", "info", f"{part} on {module}.weight: a PEFT method not known here (its shapes "
+                      "are not compared)")
+        modules.setdefault(module, True)
+    for name in generic_shared:
+        whys[name] = ("adapter", "info", "saved once for the adapter's modules by a PEFT method not known here, "
+                      "not a weight of B")
     # LoHa's and LoKr's products, VeRA's, OFT's, BOFT's, HRA's and LN tuning's widths are compared with the weights;
     # the other methods' tensors are not shaped so.
     unshaped = [method for method in methods if method not in _SHAPED_TUNERS]
@@ -1375,7 +1452,7 @@ def adapter_fit(
     fitting = sum(modules.values())
     # The base's weights are the base's whether or not the adapter's shapes fit them: an adapter for another size of
     # B left every one of them "unknown: no known cause: these weights will not load".
-    if fitting or any(f"{module}.weight" in specs_b for module in modules):
+    if fitting or any(f"{module}.weight" in specs_b for module in modules) or generic_shared:
         replaced = {_adapter_target(name): name for name in others}
         for name in missing:
             if name not in replaced:
@@ -1385,8 +1462,11 @@ def adapter_fit(
                 whys[name] = (reason, severity, f"the adapter stores it whole, as {replaced[name]}")
     kinds = ([f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})"] if ranks
              else ["IA3"] if pairs else [])
-    method = " and ".join(kinds + methods)
-    if not unshaped:
+    method = " and ".join(kinds + methods + [f"{family} tensors" for family in unknown])
+    if unknown:
+        checked = ("(shapes not compared: " + " and ".join(unknown) + " tensors are of a PEFT method not known "
+                   "here, so an adapter for another size of the model is not caught)")
+    elif not unshaped:
         checked = "with shapes that fit"
     elif kinds or len(unshaped) < len(methods):
         compared = " and ".join(([kinds[0].split()[0]] if kinds else []) + [m for m in methods if m not in unshaped])
@@ -1407,7 +1487,8 @@ def adapter_fit(
         # Modules B has whose shapes the adapter's do not fit: "load it with PeftModel.from_pretrained(base, adapter)"
         # pasted with B as the base raises a size mismatch.
         misfit = sum(1 for module, fits in modules.items() if not fits and (
-            f"{module}.weight" in specs_b or f"{module}.bias" in specs_b))
+            f"{module}.weight" in specs_b or f"{module}.bias" in specs_b or f"{module}.in_proj_weight" in specs_b
+            or (params is not None and module in params)))
         if misfit:
             note += (f"; {misfit} of them {plural(misfit, 'does', 'do')} not fit B's shapes: it was made for another "
                      "size of the model, and PeftModel.from_pretrained(B, adapter) raises a size mismatch: load it "
@@ -1467,8 +1548,75 @@ def _tuners_fit(
     return methods
 
 
+def _module_parameters(specs_b: Mapping[str, KeySpec]) -> dict[str, list[KeySpec]]:
+    """B's bare 2-D and 3-D floating parameters (not a layer's weight / bias) by the module that holds them: fused MoE
+    experts (`mlp.experts.gate_up_proj`, E × in × out or E × out × in), which peft's LoRA adapts by target_parameters.
+    """
+    found: dict[str, list[KeySpec]] = defaultdict(list)
+    for name, spec in specs_b.items():
+        module, _, param = name.rpartition(".")
+        if module and param not in ("weight", "bias") and len(spec.shape) in (2, 3) and spec.dtype in FLOATING:
+            found[module].append(spec)
+    return found
+
+
+def _parameter_lora_fits(part: str, shape: tuple[int, ...], param: tuple[int, ...]) -> bool:
+    """Whether a LoRA factor of peft's target_parameters (ParamWrapper) fits a bare parameter: on a 3-D one (E
+    experts) lora_A is (r·E) × in and lora_B out × (r·E), in and out its last two axes either way (peft reads E × out
+    × in, or E × in × out where the experts module says is_transposed); on a 2-D one (out × in) as on an nn.Linear.
+
+    Example:
+        >>> _parameter_lora_fits("lora_A", (16, 64), (4, 64, 32)), _parameter_lora_fits("lora_B", (48, 16), (4, 64, 32))
+        (True, False)
+    """
+    if len(param) == 2:
+        return shape[1] == param[1] if part == "lora_A" else shape[0] == param[0]
+    if len(param) != 3 or not param[0]:
+        return False
+    stacked, width = (shape[0], shape[1]) if part == "lora_A" else (shape[1], shape[0])
+    return stacked % param[0] == 0 and width in param[1:]
+
+
+# A tensor part a PEFT method names with its prefix (peft's tuners name every parameter `<prefix>_<part>`: delora_A,
+# glora_Xd, osf_svd_params), under the module it adapts or once at the top (`base_model.unilora_theta_d`).
+_PEFT_PART = _lazy_regex(r"^[a-z][a-z0-9]*_[A-Za-z0-9_]+$")
+
+
+def _peft_generic(
+    names: Sequence[str], specs_b: Mapping[str, KeySpec],
+) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """The tensors of a PEFT method not known here among `names` (A's names B lacks, each under `base_model.`):
+    (name, module of B, part) for those under `base_model.model.<module>.<prefix>_<part>...` where B has that
+    module, and the names saved once at the top (`base_model.<prefix>_<part>...`), which count only beside the
+    former (an adapter's own). peft 0.21 has ~20 methods past
+    those `_PEFT_TUNER_PARTS` names (DeLoRA, GLoRA, GraLoRA, OSF, ...): an adapter of one against its own base was
+    "unknown: these weights will not load", every base weight an error, though PeftModel.from_pretrained loads it.
+
+    Example:
+        >>> b = {"q.weight": KeySpec("q.weight", (8, 8), "float32")}
+        >>> _peft_generic(["base_model.model.q.delora_A", "base_model.frod_V.q", "base_model.model.k.x_A"], b)
+        ([('base_model.model.q.delora_A', 'q', 'delora_A')], ['base_model.frod_V.q'])
+    """
+    modules_b = {name.rpartition(".")[0] for name in specs_b}
+    found: list[tuple[str, str, str]] = []
+    shared: list[str] = []
+    for name in names:
+        if _adapter_target(name) in specs_b:  # B's own weight (bn.running_mean), not a method's part
+            continue
+        if name.startswith(_PEFT_WRAPPER):
+            segments = _adapter_target(name).split(".")
+            for cut in range(len(segments) - 1, 0, -1):
+                module = ".".join(segments[:cut])
+                if module in modules_b and _PEFT_PART.match(segments[cut]):
+                    found.append((name, module, segments[cut]))
+                    break
+        elif _PEFT_PART.match(name.split(".")[1]):
+            shared.append(name)
+    return found, shared
+
+
 # The PEFT methods whose tensors `_tuner_misfit` compares with the widths of the layer they adapt.
-_SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN tuning")
+_SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN tuning", "trainable tokens")
 
 
 # GPT-2's Conv1D layers (in × out, transposed from nn.Linear): c_attn, c_proj, c_fc, q_attn in GPT-2 and its kin;
@@ -1536,8 +1684,16 @@ def _tuner_misfit(
     widths = _layer_widths(weight.shape, module)
     if not widths:
         return None
-    ins = sorted({width[0] for width in widths})
-    reads = " or ".join(map(str, ins))
+    ins = {width[0] for width in widths}
+    if len(weight.shape) == 4 and part in ("oft_R", "boft_R", "hra_u"):
+        # peft 0.21's OFT, BOFT and HRA size a Conv2d's input as in × kh × kh (its kernel_size[0], twice), which a
+        # kh × kw kernel with kh != kw does not read: the adapter made for it holds that width, and loads.
+        ins.add(weight.shape[1] * weight.shape[2] * weight.shape[2])
+        if weight.shape[1] == 1 and part == "oft_R":
+            # A depthwise convolution (ConvNeXt's, MobileNet's: out × 1 × kh × kw, groups = its channels): peft's
+            # OFT reads all its in_channels, as many as it writes (HRA and BOFT refuse grouped convolutions).
+            ins.add(weight.shape[0] * weight.shape[2] * weight.shape[2])
+    reads = " or ".join(map(str, sorted(ins)))
     if part in ("vera_lambda_b", "boft_s"):
         outs = {width[1] for width in widths}
         # out × 1 (BOFT on a Conv2d: 1 × out)
@@ -1558,6 +1714,10 @@ def _tuner_misfit(
             return None
         return (f"{label} {held} ({shape[1]} blocks of {shape[2]}) rotates {shape[1] * shape[2]} input features, "
                 f"{size} reads {reads}")
+    if part == "trainable_tokens_delta" and len(shape) == 2 and len(weight.shape) == 2:
+        # One row per trained token, as wide as the embedding (rows × dim): peft refuses another width.
+        return None if shape[1] == weight.shape[1] else (
+            f"{label} {held} holds {shape[1]}-wide token rows, {size} embeds {weight.shape[1]} wide")
     if part == "hra_u" and len(shape) == 2:
         return None if shape[0] in ins else f"{label} {held} reflects {shape[0]} input features, {size} reads {reads}"
     return None
