@@ -1417,6 +1417,11 @@ def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: st
         # With --model-class, this is an error (not a fallback to the tensors): say how to give a config it knows.
         hint = (f"; --model-class {model_class} is built from the source's config: give a config.json of "
                 f"{model_class}'s model type as SOURCE" if model_class else "")
+        if isinstance(config.get("auto_map"), dict) and not model_class:
+            # Nemotron-NAS (`nemotron-nas`, block_configs), DeciLM, Phi-3-small: a type of the repo's own, which no
+            # transformers upgrade knows; from_pretrained builds it only by running the repo's code.
+            hint = ("; the repo ships its own modelling code (auto_map, loaded with trust_remote_code), which "
+                    "weightdoctor never runs")
         raise UsageError(f"transformers {transformers.__version__} does not know model_type {model_type!r}{hint}")
     if model_class:
         # AutoModelForCausalLM.from_pretrained builds the class its mapping gives for the config's type
