@@ -709,22 +709,23 @@ def build_planned_model(
         warnings.append(f"planned as the unquantized model at {dtype}: this {mlx} checkpoint is not what "
                         "from_pretrained loads (transformers has no quantizer for it)")
     if checkpoint.tensors:
-        from weightdoctor.structure import adapter_summary
+        from weightdoctor.structure import adapter_summary, peft_method_name
 
         adapter = adapter_summary(checkpoint)[0]
         if adapter is not None:
             # "Will my fine-tune fit?" asked of the adapter folder: its few MB are not the model that is loaded.
             base = adapter.get("base_model_name_or_path")
             onto = f" onto {base}" if isinstance(base, str) and base else ""
+            method = peft_method_name(adapter["peft_type"])  # VeRA, not VERA: peft's documentation's name
             if checkpoint.config is not None and checkpoint.config.get("model_type"):
                 # axolotl, unsloth and Trainer runs save the base model's config.json beside the adapter.
                 warnings.append(
-                    f"this is a PEFT adapter ({adapter['peft_type']}) beside a config.json: planned is the model "
+                    f"this is a PEFT adapter ({method}) beside a config.json: planned is the model "
                     f"that config describes (model_type {checkpoint.config['model_type']!r}, built at full size), "
                     f"as PeftModel.from_pretrained loads the adapter{onto}; add the adapter's own size")
             else:
                 warnings.append(
-                    f"this is a PEFT adapter ({adapter['peft_type']}): only its own weights are planned, not the "
+                    f"this is a PEFT adapter ({method}): only its own weights are planned, not the "
                     f"base model PeftModel.from_pretrained loads it onto; plan the base"
                     + (_base_model_hint(base) if isinstance(base, str) and base else "")
                     + " and add the adapter's size")
