@@ -341,7 +341,7 @@ def test_a_peft_adapter_folder_says_what_it_adapts(tmp_path: Path) -> None:
     assert data["adapter"]["peft_type"] == "LORA" and data["adapter"]["r"] == 4
     assert sorted(data["adapter"]["target_modules"]) == ["embed_tokens", "q_proj", "v_proj"]
     assert data["adapter"]["modules_to_save"] == ["lm_head"]
-    assert "LORA r=4" in run_cli("inspect", str(folders["adapter"])).stdout
+    assert "LoRA r=4" in run_cli("inspect", str(folders["adapter"])).stdout
     code, data = run_json("inspect", str(folders["base"]))
     assert data["adapter"] is None
     assert not any("adapter_config" in w for w in data["warnings"])

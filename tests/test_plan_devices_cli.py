@@ -413,7 +413,7 @@ def test_a_peft_adapter_is_planned_with_a_warning_that_its_base_is_not(tmp_path:
     code, data = run_json("plan-devices", tmp_path, "--cpu", "1MB")
     assert code == 0 and data["weights_bytes"] == 4 * 64
     assert data["warnings"][0] == (
-        "this is a PEFT adapter (LORA): only its own weights are planned, not the base model "
+        "this is a PEFT adapter (LoRA): only its own weights are planned, not the base model "
         "PeftModel.from_pretrained loads it onto; plan the base (weightdoctor plan-devices org/base-7b ...) and add "
         "the adapter's size")
 

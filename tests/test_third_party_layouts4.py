@@ -410,7 +410,7 @@ def test_an_axolotl_adapter_folder_with_the_base_config_says_what_was_planned(tm
     err, out = " ".join(result.stderr.split()), " ".join(result.stdout.split())
     assert "LlamaForCausalLM (built from config" in out and f"{_LLAMA_PARAMETERS / 1000:.1f}K parameters" in out, out
     assert "only its own weights are planned" not in err, err
-    assert "a PEFT adapter (LORA) beside a config.json: planned is the model that config describes (model_type " \
+    assert "a PEFT adapter (LoRA) beside a config.json: planned is the model that config describes (model_type " \
         "'llama', built at full size), as PeftModel.from_pretrained loads the adapter onto " \
         "NousResearch/Llama-2-7b-hf; add the adapter's own size" in err, err
 

@@ -800,7 +800,7 @@ def config_agreement(
                                "builds the model in float32 unless given dtype=, and copies the weights into it")
     if declared is None:
         return ConfigAgreement("not-set", "config.json sets no torch_dtype/dtype: dtype='auto' goes by the weights")
-    from weightdoctor.quantized import config_quantization_settings, mlx_quantization
+    from weightdoctor.quantized import config_quantization_settings, mlx_quantization, skipped_quantizer
 
     mlx = mlx_quantization(tensors, config)
     if mlx is not None:
@@ -808,7 +808,9 @@ def config_agreement(
             "quantized", f"an {mlx} checkpoint: stored {', '.join(stored) or 'no floating'} beside config {declared} "
             "is by design (transformers has no quantizer for it: mlx_lm.load reads it)")
     quant = config_quantization_settings(config)
-    if quant is not None:
+    # Plain float weights beside a quant_method transformers has no quantizer for ("evil", 5): from_pretrained skips
+    # the quantization_config and loads them as any float checkpoint, so the dtypes are compared as for one.
+    if quant is not None and skipped_quantizer(config, tensors) is None:
         method = quant.get("quant_method", "unknown")
         return ConfigAgreement(
             "quantized",

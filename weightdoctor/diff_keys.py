@@ -1475,6 +1475,12 @@ def adapter_fit(
     else:
         checked = (f"(shapes not compared: {' and '.join(unshaped)} tensors are not shaped as the weights they "
                    "adapt, so an adapter for another size of the model is not caught)")
+    if "FourierFT" in unshaped:
+        # peft's FourierFTLayer: the spectrum holds n_frequency values, put at positions torch.randperm draws (from
+        # fourierft_random_loc_seed) over the layer's out × in; only n_frequency <= out × in is asked of the layer.
+        checked = (checked[:-1] + "; FourierFT's spectrum is n_frequency values placed at positions drawn from "
+                   "its seed over the layer's out × in, so only one longer than out × in, which peft refuses, is "
+                   "caught)")
     if components:
         named = ", ".join(sorted(component[:-1] for component in components))
         note = (f"A is a LoRA in diffusers' layout: {method} on {len(modules)} module(s) of the pipeline's {named} "
@@ -1662,12 +1668,15 @@ def _ia3_misfit(shape: tuple[int, ...], weight: tuple[int, ...], module: str) ->
 def _tuner_misfit(
     part: str, param: str | None, shape: tuple[int, ...], module: str, specs_b: Mapping[str, KeySpec],
 ) -> str | None:
-    """Why a VeRA / OFT / BOFT / HRA / LN-tuning tensor does not fit B's `module` (a module B has), or None.
+    """Why a VeRA / OFT / BOFT / HRA / LN-tuning / FourierFT tensor does not fit B's `module` (a module B has), or
+    None.
 
     peft sizes each by the layer's widths: VeRA's vera_lambda_b holds one scale per output feature; OFT's
     oft_R.weight one row per block of the input (block_share: one row for all) and b(b-1)/2 values for a b × b
     block; BOFT's boft_R (factors × blocks × b × b) blocks that tile the input and boft_s one scale per output
     feature; HRA's hra_u (in × r); LN tuning copies the norm whole. load_state_dict raises on any other size.
+    FourierFT's fourierft_spectrum is n_frequency values (not sized by the layer) on a Linear layer, at most in × out
+    of them: only that is checked.
 
     Example:
         >>> b = {"q.weight": KeySpec("q.weight", (32, 32), "float32")}
@@ -1718,6 +1727,16 @@ def _tuner_misfit(
         # One row per trained token, as wide as the embedding (rows × dim): peft refuses another width.
         return None if shape[1] == weight.shape[1] else (
             f"{label} {held} holds {shape[1]}-wide token rows, {size} embeds {weight.shape[1]} wide")
+    if part == "fourierft_spectrum":
+        # FourierFTLayer adapts an nn.Linear or a Conv1D only, and refuses n_frequency above in × out (ValueError).
+        if len(weight.shape) != 2:
+            return f"{label} {held} adapts {size}, which is no Linear layer (peft's FourierFT adapts only those)"
+        if len(shape) != 1:
+            return f"{label} {held} is not one value per frequency (peft saves n_frequency values)"
+        entries = weight.shape[0] * weight.shape[1]
+        return None if shape[0] <= entries else (
+            f"{label} {held} holds {shape[0]} frequencies, more than the {entries} entries of {size} (peft refuses "
+            "n_frequency above in × out)")
     if part == "hra_u" and len(shape) == 2:
         return None if shape[0] in ins else f"{label} {held} reflects {shape[0]} input features, {size} reads {reads}"
     return None

@@ -709,22 +709,23 @@ def build_planned_model(
         warnings.append(f"planned as the unquantized model at {dtype}: this {mlx} checkpoint is not what "
                         "from_pretrained loads (transformers has no quantizer for it)")
     if checkpoint.tensors:
-        from weightdoctor.structure import adapter_summary
+        from weightdoctor.structure import adapter_summary, peft_method_name
 
         adapter = adapter_summary(checkpoint)[0]
         if adapter is not None:
             # "Will my fine-tune fit?" asked of the adapter folder: its few MB are not the model that is loaded.
             base = adapter.get("base_model_name_or_path")
             onto = f" onto {base}" if isinstance(base, str) and base else ""
+            method = peft_method_name(adapter["peft_type"])  # VeRA, not VERA: peft's documentation's name
             if checkpoint.config is not None and checkpoint.config.get("model_type"):
                 # axolotl, unsloth and Trainer runs save the base model's config.json beside the adapter.
                 warnings.append(
-                    f"this is a PEFT adapter ({adapter['peft_type']}) beside a config.json: planned is the model "
+                    f"this is a PEFT adapter ({method}) beside a config.json: planned is the model "
                     f"that config describes (model_type {checkpoint.config['model_type']!r}, built at full size), "
                     f"as PeftModel.from_pretrained loads the adapter{onto}; add the adapter's own size")
             else:
                 warnings.append(
-                    f"this is a PEFT adapter ({adapter['peft_type']}): only its own weights are planned, not the "
+                    f"this is a PEFT adapter ({method}): only its own weights are planned, not the "
                     f"base model PeftModel.from_pretrained loads it onto; plan the base"
                     + (_base_model_hint(base) if isinstance(base, str) and base else "")
                     + " and add the adapter's size")
@@ -1417,6 +1418,11 @@ def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: st
         # With --model-class, this is an error (not a fallback to the tensors): say how to give a config it knows.
         hint = (f"; --model-class {model_class} is built from the source's config: give a config.json of "
                 f"{model_class}'s model type as SOURCE" if model_class else "")
+        if isinstance(config.get("auto_map"), dict) and not model_class:
+            # Nemotron-NAS (`nemotron-nas`, block_configs), DeciLM, Phi-3-small: a type of the repo's own, which no
+            # transformers upgrade knows; from_pretrained builds it only by running the repo's code.
+            hint = ("; the repo ships its own modelling code (auto_map, loaded with trust_remote_code), which "
+                    "weightdoctor never runs")
         raise UsageError(f"transformers {transformers.__version__} does not know model_type {model_type!r}{hint}")
     if model_class:
         # AutoModelForCausalLM.from_pretrained builds the class its mapping gives for the config's type

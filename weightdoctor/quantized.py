@@ -815,9 +815,9 @@ def config_quantization_problem(config: Mapping[str, Any] | None, tensors: Itera
         return skipped
     settings = config_quantization_settings(config)
     method = settings.get("quant_method") if settings is not None else None
-    if isinstance(method, str) and method not in _TRANSFORMERS_QUANTIZERS \
+    if method is not None and not isinstance(method, (list, dict)) and method not in _TRANSFORMERS_QUANTIZERS \
             and (lacks := quantizer_transformers_lacks(config, tensors)) is not None:
-        # Quantized tensors beside a quant_method transformers has no quantizer for (exl2, or ""): plan-devices and
+        # Quantized tensors beside a quant_method transformers has no quantizer for (exl2, "" or 5): plan-devices and
         # diff-keys refused with this line, where inspect said nothing of it.
         return f"config.json's {lacks}"
     if isinstance(read, Mapping) and names_no_quantizer(read, config) and not _mlx_groups(tensors)[0]:
@@ -1368,7 +1368,10 @@ def skipped_quantizer(config: Mapping[str, Any] | None, tensors: Iterable[Tensor
     """
     quantization = _config_of(config)
     method = quantization.get("quant_method") if quantization is not None else None
-    if not isinstance(method, str) or method in _TRANSFORMERS_QUANTIZERS or not _plain_float(tensors):
+    # A number (`quant_method: 5`) is skipped the same way ("Unknown quantization type"); a list or an object is
+    # not looked up at all (`quantizer_transformers_lacks`).
+    if method is None or isinstance(method, (list, dict)) or method in _TRANSFORMERS_QUANTIZERS \
+            or not _plain_float(tensors):
         return None
     if quantizer_transformers_lacks(config) is None:  # the installed transformers decides
         return None

@@ -511,6 +511,28 @@ def controlnet_beside_sd_warning(checkpoint: Checkpoint) -> str | None:
             "read control_model.* alone")
 
 
+# peft's PeftType values as peft's documentation names the methods (its package reference's page titles, peft 0.21):
+# `VERA` is VeRA, `LN_TUNING` LayerNorm Tuning's short name. A type not listed is shown as it is written.
+_PEFT_METHOD_NAMES = {
+    "LORA": "LoRA", "ADALORA": "AdaLoRA", "LOHA": "LoHa", "LOKR": "LoKr", "IA3": "IA3", "VERA": "VeRA",
+    "LN_TUNING": "LN Tuning", "OFT": "OFT", "BOFT": "BOFT", "HRA": "HRA", "FOURIERFT": "FourierFT",
+    "VBLORA": "VB-LoRA", "XLORA": "X-LoRA", "POLY": "Polytropon", "RANDLORA": "RandLora", "SHIRA": "SHiRA",
+    "C3A": "C3A", "MISS": "MiSS", "BONE": "Bone", "ROAD": "RoAd", "CPT": "CPT", "TRAINABLE_TOKENS": "Trainable Tokens",
+    "PROMPT_TUNING": "Prompt tuning", "P_TUNING": "P-tuning", "PREFIX_TUNING": "Prefix tuning",
+    "MULTITASK_PROMPT_TUNING": "Multitask prompt tuning", "ADAPTION_PROMPT": "Llama-Adapter (adaption prompt)",
+}
+
+
+def peft_method_name(peft_type: object) -> str:
+    """An adapter_config.json's `peft_type` as a person reads it, in peft's documentation's words.
+
+    Example:
+        >>> peft_method_name("VERA"), peft_method_name("LN_TUNING"), peft_method_name("NEWTHING")
+        ('VeRA', 'LN Tuning', 'NEWTHING')
+    """
+    return _PEFT_METHOD_NAMES.get(peft_type, str(peft_type)) if isinstance(peft_type, str) else str(peft_type)
+
+
 ADAPTER_FIELDS = ("peft_type", "base_model_name_or_path", "task_type", "r", "lora_alpha", "target_modules",
                   "modules_to_save", "use_dora")
 
@@ -549,9 +571,10 @@ def adapter_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str 
         # torchtune's epoch_N/: the merged model read here, the LoRA it merged beside it. transformers'
         # from_pretrained (maybe_load_adapters) loads a local folder's own weights, then the adapter onto them.
         shown = f"{read[0]}{', ...' if len(read) > 1 else ''}"
-        return None, (f"{beside[0]} and adapter_config.json ({peft_type}) beside the model's weights are a PEFT "
-                      f"adapter, not the weights read here ({shown}): from_pretrained(folder), with peft installed, "
-                      "loads these weights and then loads the adapter onto them (a merged model gets its LoRA "
+        return None, (f"{beside[0]} and adapter_config.json ({peft_method_name(peft_type)}) beside the model's "
+                      f"weights are a PEFT adapter, not the weights read here ({shown}): from_pretrained(folder), "
+                      "with peft installed, loads these weights and then loads the adapter onto them (a merged model "
+                      "gets its LoRA "
                       f"twice); name {beside[0]} to read the adapter")
     return {key: data[key] for key in ADAPTER_FIELDS if data.get(key) is not None}, None
 

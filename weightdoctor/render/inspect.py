@@ -70,8 +70,10 @@ def summary_table(report: InspectReport) -> Table:
 
 
 def adapter_line(adapter: dict) -> str:
-    """`LORA r=8 alpha=16 on q_proj, v_proj; base meta-llama/Llama-2-7b-hf (CAUSAL_LM)`."""
-    text = str(adapter.get("peft_type", "?"))
+    """`LoRA r=8 alpha=16 on q_proj, v_proj; base meta-llama/Llama-2-7b-hf (CAUSAL_LM)`."""
+    from weightdoctor.structure import peft_method_name
+
+    text = peft_method_name(adapter["peft_type"]) if "peft_type" in adapter else "?"
     if adapter.get("use_dora") is True:  # weight-decomposed LoRA: a magnitude vector beside each pair
         text += " (DoRA)"
     if "r" in adapter:
