@@ -1,0 +1,47 @@
+"""ux16: a new user's first hour with README and docs: what the printed lines say, checked against the numbers
+beside them (the KV cache's per-token product, a sliding window's note placed with the figures it explains)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.helpers import run_cli
+
+MISTRAL = {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_size": 256,
+           "intermediate_size": 512, "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 4,
+           "vocab_size": 1000, "torch_dtype": "bfloat16", "max_position_embeddings": 2048, "rms_norm_eps": 1e-5,
+           "sliding_window": 64}
+
+
+def _config(tmp_path: Path, **changes: object) -> Path:
+    (tmp_path / "config.json").write_text(json.dumps({**MISTRAL, **changes}))
+    return tmp_path / "config.json"
+
+
+def _kv_line(stdout: str) -> str:
+    """The KV cache sentence, its wrapped lines joined, up to the verdict."""
+    return " ".join(stdout.split("\n")).split("KV cache: ")[1].split("verdict:")[0]
+
+
+def test_kv_per_token_is_a_product_that_multiplies_out(tmp_path: Path) -> None:
+    """'(2.05 KB/token, 4 layers x 2 KV heads x 64 at bfloat16)' multiplied to 512 bytes, not 2,048: the keys and
+    values' 2 and the 2 bytes of bfloat16 were left out, and '64' had no unit."""
+    result = run_cli("plan-devices", _config(tmp_path, sliding_window=None), "--gpu", "8GB", "--kv-cache",
+                     "--seq-len", "128")
+    assert result.exit_code == 0, result.stderr
+    line = _kv_line(result.stdout)
+    # 2 x 4 x 2 x 64 x 2 = 2,048 bytes a token
+    assert "(2.05 KB/token: 2 (keys and values) x 4 layers x 2 KV heads x 64 values a head x 2 bytes (bfloat16))" \
+        in line, line
+
+
+def test_sliding_window_note_sits_with_the_figures_it_explains(tmp_path: Path) -> None:
+    """The total (4 layers keeping 64 tokens) is not per-token x 128 tokens; the note saying why came after the
+    room sentence, as a second parenthesis, far from the figures."""
+    result = run_cli("plan-devices", _config(tmp_path), "--gpu", "8GB", "--kv-cache", "--seq-len", "128")
+    assert result.exit_code == 0, result.stderr
+    line = _kv_line(result.stdout)
+    assert "for batch 1 x 128 tokens (2.05 KB/token: " in line, line
+    assert "(bfloat16); sliding-window layers keep at most 64 tokens); fits in the " in line, line
+    assert line.index("sliding-window") < line.index("fits in"), line
