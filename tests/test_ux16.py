@@ -45,3 +45,28 @@ def test_sliding_window_note_sits_with_the_figures_it_explains(tmp_path: Path) -
     assert "for batch 1 x 128 tokens (2.05 KB/token: " in line, line
     assert "(bfloat16); sliding-window layers keep at most 64 tokens); fits in the " in line, line
     assert line.index("sliding-window") < line.index("fits in"), line
+
+
+COMMANDS = ("inspect", "diff-keys", "plan-devices", "convert", "shard", "check-dtype")
+
+
+def test_every_commands_help_says_its_exit_codes() -> None:
+    """Only plan-devices' --help said what its exit codes mean; a CI author reading `shard --help` or
+    `diff-keys --help` could not tell 1 (findings) from 2 (bad input) without the README."""
+    for command in COMMANDS:
+        result = run_cli(command, "--help")
+        text = " ".join(result.stdout.split())
+        assert result.exit_code == 0 and "Exit codes: 0 " in text, (command, text[:400])
+        assert " 2 " in text.split("Exit codes:")[1][:300], command
+        if command in ("convert", "shard"):  # they never exit 1: no --fail-on, no check that reports
+            assert "; 1 " not in text.split("Exit codes:")[1][:200], command
+        else:
+            assert "; 1 " in text.split("Exit codes:")[1][:200], command
+
+
+def test_shard_help_says_max_is_required_unless_single() -> None:
+    """`--max` showed no default and nothing said it is required: without it (or --single) shard refuses."""
+    text = " ".join(run_cli("shard", "--help").stdout.split())
+    assert "Required unless --single" in text, text
+    refused = run_cli("shard", "fixtures/example", "-o", "unused-out")
+    assert refused.exit_code == 2 and "give --max SIZE" in refused.stderr, refused.stderr
