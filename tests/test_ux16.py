@@ -111,3 +111,20 @@ def test_a_refused_quantization_config_says_which_number_is_a_string_and_does_no
     assert "once that is fixed" not in refused and refused.endswith(
         "from_pretrained fails on it as it is, so this plan is of a model that does not load until the config is "
         "fixed"), refused
+
+
+def test_diff_keys_help_example_of_rename_is_anchored_as_its_own_suggestion(tmp_path: Path) -> None:
+    """--help showed --rename 'module\\.=', which renames 'encoder.submodule.w' to 'encoder.subw' (re.sub, first
+    match anywhere); the suggested fix diff-keys prints is '^module\\.='. Pasted, the help's form must not harm a
+    key that does not start with the prefix."""
+    import torch
+    from safetensors.torch import save_file
+
+    text = " ".join(run_cli("diff-keys", "--help").stdout.split())
+    assert "e.g. --rename '^module\\.='" in text, text
+    tensors = {"encoder.submodule.w": torch.zeros(2), "head.w": torch.zeros(2)}
+    save_file({f"module.{k}" if k == "head.w" else k: v for k, v in tensors.items()}, str(tmp_path / "a.safetensors"))
+    save_file(tensors, str(tmp_path / "b.safetensors"))
+    result = run_cli("diff-keys", tmp_path / "a.safetensors", tmp_path / "b.safetensors", "--rename", "^module\\.=",
+                     "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["matched"] == 2, result.stdout

@@ -47,7 +47,7 @@ def diff_keys(
             "--rename",
             metavar="REGEX=REPL",
             help="Rename A's keys before comparing (re.sub, first match; repeatable, applied in order), "
-            "e.g. --rename 'module\\.='.",
+            "e.g. --rename '^module\\.=' (the ^ keeps a 'submodule.' whole).",
         ),
     ] = None,
     values: Annotated[
